@@ -1,0 +1,179 @@
+"""Assembles and runs the server: config, the grpc.aio server, health, reflection, shutdown.
+
+``RunstreamServer`` is what tests and the embedded demo start in-process; ``serve_forever``
+is what ``runstream serve`` runs, stopping gracefully on SIGTERM or SIGINT: health turns
+NOT_SERVING first (so load balancers stop routing), live streams end with UNAVAILABLE (so
+clients resume elsewhere), in-flight unary calls get the grace period to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from runstream.v1 import (
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
+
+from runstream_server.api.errors import ErrorInterceptor
+from runstream_server.api.report_service import ReportServicer
+from runstream_server.api.run_service import RunServicer
+from runstream_server.domain.hub import Hub
+from runstream_server.domain.runs import Limits, RunManager
+from runstream_server.store.sqlite import SqliteEventStore
+
+log = logging.getLogger("runstream.server")
+
+Handler = grpc.RpcMethodHandler[Any, Any]
+
+SERVICE_NAMES = (
+    run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
+    report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a Runstream server can be told; every field has a working default."""
+
+    address: str = "127.0.0.1:50051"
+    """host:port to listen on; port 0 picks a free port."""
+    store_path: Path = Path("runstream.db")
+    """The SQLite file; created when missing."""
+    sqlite_synchronous: str = "FULL"
+    """FULL survives power loss; NORMAL survives process crashes only, and is faster."""
+    heartbeat_interval: float = 15.0
+    """Default seconds of idle before a watch stream gets a heartbeat."""
+    watcher_buffer_events: int = 4096
+    """Events buffered per watcher before it falls back to reading the store."""
+    max_message_bytes: int = 4 * 1024 * 1024
+    """Largest gRPC message accepted; larger ones get RESOURCE_EXHAUSTED."""
+    limits: Limits = field(default_factory=Limits)
+    shutdown_grace: float = 5.0
+    """Seconds in-flight calls get to finish at shutdown."""
+
+
+def _raw_response(handler: Handler) -> Handler:
+    """The same handler, but responses already encoded as bytes are sent as they are."""
+    serialize = handler.response_serializer
+
+    def serializer(message: Any) -> bytes:
+        return message if isinstance(message, bytes) else serialize(message)  # type: ignore[misc]
+
+    return handler._replace(response_serializer=serializer)  # type: ignore[attr-defined, no-any-return]
+
+
+class _Registrar:
+    """Stands in for the server in generated ``add_*_to_server`` to adjust handlers."""
+
+    def __init__(self, server: aio.Server, raw_response_methods: Iterable[str]) -> None:
+        self._server = server
+        self._raw = set(raw_response_methods)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        """Ignored: the registered handlers below carry the same methods."""
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        adjusted = {
+            name: _raw_response(h) if name in self._raw else h for name, h in handlers.items()
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, adjusted),)
+        )
+        self._server.add_registered_method_handlers(service, adjusted)  # type: ignore[attr-defined]
+
+
+class RunstreamServer:
+    """One Runstream server: store, domain, gRPC services, health and reflection."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._server: aio.Server | None = None
+        self._store: SqliteEventStore | None = None
+        self._health: health_aio.HealthServicer | None = None
+        self.runs: RunManager | None = None
+
+    @property
+    def target(self) -> str:
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        config = self.config
+        self._store = SqliteEventStore(config.store_path, synchronous=config.sqlite_synchronous)
+        await self._store.open()
+        self.runs = RunManager(self._store, Hub(config.watcher_buffer_events), config.limits)
+        server = aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", config.max_message_bytes),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        run_service_pb2_grpc.add_RunServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            RunServicer(self.runs, config.heartbeat_interval),
+            _Registrar(server, raw_response_methods={"WatchRun"}),
+        )
+        report_service_pb2_grpc.add_ReportServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            ReportServicer(self.runs), server
+        )
+        self._health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.address}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on %s (store %s)", self.target, config.store_path)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, streams end UNAVAILABLE, calls get `grace` seconds."""
+        if self._server is None:
+            return
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self.runs is not None:
+            self.runs.shutdown()
+        await self._server.stop(self.config.shutdown_grace if grace is None else grace)
+        self._server = None
+        if self._store is not None:
+            await self._store.close()
+        log.info("stopped")
+
+
+async def serve_forever(config: ServerConfig) -> None:
+    """Runs a server until SIGTERM or SIGINT, then stops it gracefully."""
+    server = RunstreamServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()

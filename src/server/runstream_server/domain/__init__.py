@@ -1,0 +1,1 @@
+"""The domain: runs, their derived state, and live fan-out. No gRPC here."""

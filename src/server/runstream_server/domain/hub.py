@@ -1,0 +1,104 @@
+"""Live fan-out of durable events to the watchers of each run.
+
+Publishing never blocks and never waits for a watcher: each subscription has a bounded
+buffer, and a watcher that falls more than ``max_pending`` events behind is marked overflowed
+and its buffer dropped. The watcher then reads what it missed from the store, which has every
+event already (the hub only ever sees durable events), so falling behind costs a read, never
+an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+
+from runstream_server.domain.events import EncodedEvent
+
+
+class Subscription:
+    """One watcher's buffer of live events for one run."""
+
+    __slots__ = ("_max_pending", "_ready", "closed_reason", "items", "overflowed", "run_id")
+
+    def __init__(self, run_id: str, max_pending: int) -> None:
+        self.run_id = run_id
+        self.items: deque[EncodedEvent] = deque()
+        self.overflowed = False
+        self.closed_reason: str | None = None
+        self._max_pending = max_pending
+        self._ready = asyncio.Event()
+
+    def push(self, events: Sequence[EncodedEvent]) -> None:
+        if self.overflowed:
+            return
+        if len(self.items) + len(events) > self._max_pending:
+            # Drop the buffer, not the events: the watcher re-reads them from the store.
+            self.overflowed = True
+            self.items.clear()
+        else:
+            self.items.extend(events)
+        self._ready.set()
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self._ready.set()
+
+    async def wait(self, idle_seconds: float) -> bool:
+        """Waits until something is buffered, the buffer overflowed or the hub closed.
+
+        Returns False when `idle_seconds` passed with nothing new.
+        """
+        if self.items or self.overflowed or self.closed_reason is not None:
+            return True
+        try:
+            async with asyncio.timeout(idle_seconds):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self) -> list[EncodedEvent]:
+        """Removes and returns everything buffered, resetting the overflow mark."""
+        items = list(self.items)
+        self.items.clear()
+        self.overflowed = False
+        self._ready.clear()
+        return items
+
+
+class Hub:
+    """Routes each run's newly durable events to that run's subscriptions."""
+
+    def __init__(self, max_pending: int = 4096) -> None:
+        self._max_pending = max_pending
+        self._subscriptions: dict[str, set[Subscription]] = {}
+        self._closed_reason: str | None = None
+
+    def subscribe(self, run_id: str) -> Subscription:
+        sub = Subscription(run_id, self._max_pending)
+        if self._closed_reason is not None:
+            sub.close(self._closed_reason)
+        self._subscriptions.setdefault(run_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subscriptions.get(sub.run_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subscriptions[sub.run_id]
+
+    def publish(self, run_id: str, events: Sequence[EncodedEvent]) -> None:
+        for sub in self._subscriptions.get(run_id, ()):
+            sub.push(events)
+
+    def watcher_count(self, run_id: str) -> int:
+        return len(self._subscriptions.get(run_id, ()))
+
+    def close(self, reason: str) -> None:
+        """Ends every subscription, e.g. at shutdown, so watchers resume elsewhere."""
+        self._closed_reason = reason
+        for subs in self._subscriptions.values():
+            for sub in subs:
+                sub.close(reason)

@@ -1,0 +1,404 @@
+"""A run's state, derived from its events: the single definition of what each event means.
+
+Producers report facts ("step strategy progressed to 50%"); :meth:`RunState.apply` folds them
+into the :class:`Run` snapshot that every watcher sees: status, progress, current step, active
+agents, health. Replaying a run's log through ``apply`` rebuilds the same snapshot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from runstream.v1 import event_pb2, run_pb2
+
+from runstream_server.errors import FailedPrecondition, InvalidArgument
+
+TERMINAL_STATUSES = frozenset(
+    {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
+)
+_DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
+_HIGH_SEVERITY = frozenset({run_pb2.SEVERITY_HIGH, run_pb2.SEVERITY_CRITICAL})
+_ENDING_ACTIVITY = frozenset(
+    {event_pb2.AGENT_ACTIVITY_TYPE_COMPLETED, event_pb2.AGENT_ACTIVITY_TYPE_FAILED}
+)
+
+
+def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def status_name(status: int) -> str:
+    return run_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_")
+
+
+class RunState:
+    """The live, derived state of one run, wrapping its ``Run`` snapshot."""
+
+    __slots__ = ("_step_index", "run")
+
+    def __init__(self, run: run_pb2.Run) -> None:
+        self.run = run
+        self._step_index = {step.step_id: i for i, step in enumerate(run.steps)}
+
+    @classmethod
+    def new(cls, run_id: str) -> RunState:
+        return cls(run_pb2.Run(run_id=run_id))
+
+    def copy(self) -> RunState:
+        clone = run_pb2.Run()
+        clone.CopyFrom(self.run)
+        return RunState(clone)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.run.status in TERMINAL_STATUSES
+
+    @property
+    def last_seq(self) -> int:
+        return self.run.last_seq
+
+    def step(self, step_id: str) -> run_pb2.Step | None:
+        index = self._step_index.get(step_id)
+        return None if index is None else self.run.steps[index]
+
+    # --- applying events --------------------------------------------------------------------
+
+    def apply(self, event: event_pb2.RunEvent, path: str = "event") -> None:
+        """Folds one event (already numbered) into the snapshot.
+
+        Raises FailedPrecondition or InvalidArgument, leaving the state partly updated, when
+        the event is not allowed in the current state: callers apply batches to a copy.
+        """
+        name = event.WhichOneof("payload")
+        if name is None:
+            raise InvalidArgument(f"{path}.payload", "exactly one event kind must be set")
+        if self.is_terminal and name != "run_created":
+            raise FailedPrecondition(
+                f"run {self.run.run_id!r} is {status_name(self.run.status)}; "
+                f"it accepts no further events ({path}.{name})"
+            )
+        when = event.event_time
+        if name not in ("run_created", "run_status_changed") and (
+            self.run.status == run_pb2.RUN_STATUS_PENDING
+        ):
+            self._start(when)
+        getattr(self, f"_on_{name}")(getattr(event, name), when, f"{path}.{name}")
+        self.run.last_seq = event.seq
+        self.run.update_time.CopyFrom(when)
+        self._recompute_progress()
+
+    def _start(self, when: timestamp_pb2.Timestamp) -> None:
+        self.run.status = run_pb2.RUN_STATUS_RUNNING
+        self.run.start_time.CopyFrom(when)
+        self.run.health = run_pb2.RUN_HEALTH_HEALTHY
+
+    def _finish(self, status: int, when: timestamp_pb2.Timestamp) -> None:
+        self.run.status = status  # type: ignore[assignment]
+        self.run.end_time.CopyFrom(when)
+        self.run.current_step_id = ""
+        del self.run.active_agents[:]
+
+    def _on_run_created(
+        self, p: event_pb2.RunCreated, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        run = self.run
+        run.workflow = p.workflow
+        run.display_name = p.display_name or p.workflow
+        run.labels.update(p.labels)
+        run.status = run_pb2.RUN_STATUS_PENDING
+        run.create_time.CopyFrom(when)
+        for spec in p.steps:
+            self._add_step(spec.step_id, spec.name, spec.description, spec.agent)
+
+    def _on_run_started(
+        self, p: event_pb2.RunStarted, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Starting is implied by any first producer event; nothing more to record."""
+
+    def _on_run_status_changed(
+        self, p: event_pb2.RunStatusChanged, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        self.run.status = p.status
+
+    def _on_run_completed(
+        self, p: event_pb2.RunCompleted, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        self._finish(run_pb2.RUN_STATUS_SUCCEEDED, when)
+        self.run.result_summary = p.summary
+        if p.HasField("result"):
+            self.run.result.CopyFrom(p.result)
+        if self.run.health != run_pb2.RUN_HEALTH_DEGRADED:
+            self.run.health = run_pb2.RUN_HEALTH_HEALTHY
+
+    def _on_run_failed(
+        self, p: event_pb2.RunFailed, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        self._finish(run_pb2.RUN_STATUS_FAILED, when)
+        self.run.error.CopyFrom(p.error)
+        self.run.health = run_pb2.RUN_HEALTH_FAILING
+
+    def _on_run_cancelled(
+        self, p: event_pb2.RunCancelled, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        self._finish(run_pb2.RUN_STATUS_CANCELLED, when)
+        self.run.cancel_reason = p.reason
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _add_step(self, step_id: str, name: str, description: str, agent: str) -> run_pb2.Step:
+        self._step_index[step_id] = len(self.run.steps)
+        return self.run.steps.add(
+            step_id=step_id,
+            name=name or step_id,
+            description=description,
+            agent=agent,
+            status=run_pb2.STEP_STATUS_PENDING,
+        )
+
+    def _known_step(self, step_id: str, path: str) -> run_pb2.Step:
+        step = self.step(step_id)
+        if step is None:
+            raise InvalidArgument(
+                f"{path}.step_id",
+                f"run {self.run.run_id!r} has no step {step_id!r}; "
+                "plan it in CreateRun or start it with step_started",
+            )
+        return step
+
+    def _not_done(self, step: run_pb2.Step, path: str) -> None:
+        if step.status in _DONE_STEP:
+            state = run_pb2.StepStatus.Name(step.status).removeprefix("STEP_STATUS_")
+            raise FailedPrecondition(f"{path}: step {step.step_id!r} already {state}")
+
+    def _begin_step(self, step: run_pb2.Step, when: timestamp_pb2.Timestamp) -> None:
+        step.status = run_pb2.STEP_STATUS_RUNNING
+        step.start_time.CopyFrom(when)
+        step.ClearField("end_time")
+        step.ClearField("duration")
+        step.ClearField("error")
+        step.percent = 0
+        step.attempts += 1
+        self.run.current_step_id = step.step_id
+        if step.agent:
+            self._agent_active(step.agent, step.agent, "", step.step_id, "", when)
+
+    def _end_step(self, step: run_pb2.Step, status: int, when: timestamp_pb2.Timestamp) -> None:
+        step.status = status  # type: ignore[assignment]
+        step.end_time.CopyFrom(when)
+        if not step.HasField("duration") and step.HasField("start_time"):
+            elapsed = when.ToNanoseconds() - step.start_time.ToNanoseconds()
+            step.duration.FromNanoseconds(max(0, elapsed))
+        # The step's agents are done with it, whoever reported them.
+        remaining = [a for a in self.run.active_agents if a.step_id != step.step_id]
+        if len(remaining) != len(self.run.active_agents):
+            del self.run.active_agents[:]
+            self.run.active_agents.extend(remaining)
+
+    def _on_step_started(
+        self, p: event_pb2.StepStarted, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self.step(p.step_id) or self._add_step(p.step_id, p.name, p.description, p.agent)
+        self._not_done(step, path)
+        if p.agent:
+            step.agent = p.agent
+        self._begin_step(step, when)
+
+    def _on_step_progress(
+        self, p: event_pb2.StepProgress, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self._known_step(p.step_id, path)
+        self._not_done(step, path)
+        if step.status != run_pb2.STEP_STATUS_RUNNING:
+            self._begin_step(step, when)
+        step.percent = p.percent
+        if p.sub_step:
+            step.sub_step = p.sub_step
+        if p.detail:
+            step.detail = p.detail
+        if p.tokens_processed:
+            step.tokens_processed = p.tokens_processed
+
+    def _on_step_completed(
+        self, p: event_pb2.StepCompleted, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self._known_step(p.step_id, path)
+        self._not_done(step, path)
+        if p.HasField("duration"):
+            step.duration.CopyFrom(p.duration)
+        step.percent = 100
+        if p.summary:
+            step.detail = p.summary
+        step.metrics.update(p.metrics)
+        for artifact in p.artifacts:
+            self._add_artifact(artifact, step.step_id)
+        self._end_step(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
+        if self.run.health == run_pb2.RUN_HEALTH_FAILING:
+            self.run.health = run_pb2.RUN_HEALTH_DEGRADED
+
+    def _on_step_failed(
+        self, p: event_pb2.StepFailed, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self._known_step(p.step_id, path)
+        self._not_done(step, path)
+        step.error.CopyFrom(p.error)
+        self._end_step(step, run_pb2.STEP_STATUS_FAILED, when)
+        self.run.health = run_pb2.RUN_HEALTH_FAILING
+
+    def _on_step_skipped(
+        self, p: event_pb2.StepSkipped, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self._known_step(p.step_id, path)
+        self._not_done(step, path)
+        step.skip_reason = p.reason
+        self._end_step(step, run_pb2.STEP_STATUS_SKIPPED, when)
+
+    def _recompute_progress(self) -> None:
+        steps = self.run.steps
+        done = sum(1 for s in steps if s.status in _DONE_STEP)
+        running = sum(s.percent for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING)
+        progress = self.run.progress
+        progress.completed_steps = done
+        progress.total_steps = len(steps)
+        if self.run.status == run_pb2.RUN_STATUS_SUCCEEDED:
+            progress.percent = 100.0
+        elif steps:
+            progress.percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
+        if self.run.current_step_id:
+            current = self.step(self.run.current_step_id)
+            if current is None or current.status != run_pb2.STEP_STATUS_RUNNING:
+                # Fall back to the latest-started step that is still running, if any.
+                running_steps = [s for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING]
+                latest = max(
+                    running_steps, key=lambda s: s.start_time.ToNanoseconds(), default=None
+                )
+                self.run.current_step_id = latest.step_id if latest else ""
+
+    # --- agents and the rest --------------------------------------------------------------
+
+    def _agent_active(
+        self,
+        agent_id: str,
+        name: str,
+        agent_type: str,
+        step_id: str,
+        message: str,
+        when: timestamp_pb2.Timestamp,
+    ) -> None:
+        for agent in self.run.active_agents:
+            if agent.agent_id == agent_id:
+                break
+        else:
+            agent = self.run.active_agents.add(agent_id=agent_id, name=name or agent_id)
+            agent.start_time.CopyFrom(when)
+        if agent_type:
+            agent.type = agent_type
+        if step_id:
+            agent.step_id = step_id
+        if message:
+            agent.message = message
+
+    def _on_agent_activity(
+        self, p: event_pb2.AgentActivity, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        agent_id = p.agent_id or p.agent_name
+        if p.activity in _ENDING_ACTIVITY:
+            remaining = [a for a in self.run.active_agents if a.agent_id != agent_id]
+            del self.run.active_agents[:]
+            self.run.active_agents.extend(remaining)
+        else:
+            self._agent_active(agent_id, p.agent_name, p.agent_type, p.step_id, p.message, when)
+
+    def _on_thinking(self, p: event_pb2.Thinking, when: timestamp_pb2.Timestamp, path: str) -> None:
+        """Reasoning is shown to watchers; it does not change the snapshot."""
+
+    def _on_model_allocation(
+        self, p: event_pb2.ModelAllocation, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Model choices are shown to watchers; they do not change the snapshot."""
+
+    def _on_text_delta(
+        self, p: event_pb2.TextDelta, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Streamed text lives in the log only; snapshots stay small."""
+
+    def _on_metrics_update(
+        self, p: event_pb2.MetricsUpdate, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        if p.step_id:
+            self._known_step(p.step_id, path).metrics.update(p.values)
+        else:
+            self.run.metrics.update(p.values)
+
+    def _on_milestone(
+        self, p: event_pb2.Milestone, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Milestones are shown to watchers; they do not change the snapshot."""
+
+    def _on_alert(self, p: event_pb2.Alert, when: timestamp_pb2.Timestamp, path: str) -> None:
+        if p.severity in _HIGH_SEVERITY:
+            self._degrade()
+
+    def _on_error_recovery(
+        self, p: event_pb2.ErrorRecovery, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        if p.can_continue:
+            self._degrade()
+        else:
+            self.run.health = run_pb2.RUN_HEALTH_FAILING
+
+    def _degrade(self) -> None:
+        if self.run.health != run_pb2.RUN_HEALTH_FAILING:
+            self.run.health = run_pb2.RUN_HEALTH_DEGRADED
+
+    def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
+        stored = run_pb2.Artifact()
+        stored.CopyFrom(artifact)
+        stored.step_id = stored.step_id or step_id
+        if not stored.artifact_id:
+            stored.artifact_id = uuid.uuid4().hex[:12]
+        step = self.step(stored.step_id) if stored.step_id else None
+        if step is not None:
+            step.artifacts.append(stored)
+        summary = self.run.artifacts_summary
+        summary.total += 1
+        kind = stored.kind or "other"
+        summary.by_kind[kind] = summary.by_kind[kind] + 1
+
+    def _on_artifact_produced(
+        self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        if p.artifact.step_id:
+            self._known_step(p.artifact.step_id, f"{path}.artifact")
+        self._add_artifact(p.artifact, p.artifact.step_id)
+
+    def _on_workflow_state_change(
+        self, p: event_pb2.WorkflowStateChange, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Phase changes are shown to watchers; steps carry the snapshot's progress."""
+
+    def _on_decision_requested(
+        self, p: event_pb2.DecisionRequested, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Recorded in the log; decision handling arrives with the decisions service."""
+
+    def _on_decision_resolved(
+        self, p: event_pb2.DecisionResolved, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Recorded in the log; decision handling arrives with the decisions service."""
+
+    def _on_custom(self, p: event_pb2.Custom, when: timestamp_pb2.Timestamp, path: str) -> None:
+        """Custom events are the producer's own; they do not change the snapshot."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def duration_of(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(int(seconds * 1e9))
+    return d

@@ -1,0 +1,79 @@
+"""The domain's error hierarchy, independent of gRPC.
+
+Each error names the status it stands for; the API layer maps it to the gRPC code of the
+same name. Messages name the offending field first (``events[2].step_progress.percent: ...``)
+so a client can tell exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorKind(enum.Enum):
+    """What kind of failure an error is; mirrors the gRPC status codes the API returns."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    ABORTED = "ABORTED"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+class RunstreamError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    kind: ErrorKind = ErrorKind.FAILED_PRECONDITION
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(RunstreamError):
+    """A request field is missing or malformed. The message starts with the field path."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(RunstreamError):
+    """The named run (or step) does not exist."""
+
+    kind = ErrorKind.NOT_FOUND
+
+
+class AlreadyExists(RunstreamError):
+    """A run with the requested id already exists."""
+
+    kind = ErrorKind.ALREADY_EXISTS
+
+
+class FailedPrecondition(RunstreamError):
+    """The request is well-formed but the run is not in a state that allows it."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+
+
+class OutOfRange(RunstreamError):
+    """A cursor points beyond the end of a run's log."""
+
+    kind = ErrorKind.OUT_OF_RANGE
+
+
+class ResourceExhausted(RunstreamError):
+    """A message or batch exceeds a configured size limit."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+
+class Unavailable(RunstreamError):
+    """The server is shutting down; the client should retry, here later or elsewhere."""
+
+    kind = ErrorKind.UNAVAILABLE

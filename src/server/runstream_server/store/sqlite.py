@@ -1,0 +1,294 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Writes go through one writer thread with group commit: appends that arrive while a commit is
+in progress are written together in the next transaction, each inside its own savepoint so
+one failing append (a duplicate run id) does not fail the others. With ``synchronous=FULL``
+(the default) an append returns only after its transaction is on disk, so an acknowledged
+event survives a crash of the process or the machine. Reads run on a small pool of reader
+threads with their own connections; WAL lets them proceed while the writer commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from runstream.v1 import run_pb2
+
+from runstream_server.domain.events import EncodedEvent
+from runstream_server.errors import AlreadyExists
+from runstream_server.store.base import RunFilter, RunPage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    create_time_us INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    snapshot BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (create_time_us DESC, run_id DESC);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    idempotency_key TEXT,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
+    ON events (run_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+"""
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _Write:
+    run_id: str
+    events: Sequence[EncodedEvent]
+    snapshot: run_pb2.Run
+    create: bool
+    done: asyncio.Future[None]
+
+
+class SqliteEventStore:
+    """:class:`~runstream_server.store.base.EventStore` over one SQLite file."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}")
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="runstream-sqlite-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="runstream-sqlite-reader")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._wconn: sqlite3.Connection | None = None
+        self._pending: list[_Write] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
+
+    def _open_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(_SCHEMA)
+        self._wconn = conn
+
+    async def close(self) -> None:
+        if self._drainer is not None:
+            await asyncio.shield(self._drainer)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._close_writer)
+        with self._reader_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+
+    def _close_writer(self) -> None:
+        if self._wconn is not None:
+            self._wconn.close()
+            self._wconn = None
+
+    # --- writes: group commit ---------------------------------------------------------------
+
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[EncodedEvent],
+        snapshot: run_pb2.Run,
+        *,
+        create: bool = False,
+    ) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(run_id, events, snapshot, create, done))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain(), name="runstream-sqlite-commit")
+        await done
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await loop.run_in_executor(self._writer, self._commit, batch)
+                except Exception as exc:  # the whole transaction failed (disk full, I/O error)
+                    results = [exc] * len(batch)
+                for write, error in zip(batch, results, strict=True):
+                    if write.done.done():
+                        continue
+                    if error is None:
+                        write.done.set_result(None)
+                    else:
+                        write.done.set_exception(error)
+        finally:
+            self._drainer = None
+
+    def _commit(self, batch: list[_Write]) -> list[Exception | None]:
+        conn = self._wconn
+        assert conn is not None, "store is not open"
+        results: list[Exception | None] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for write in batch:
+                conn.execute("SAVEPOINT append")
+                try:
+                    self._write_one(conn, write)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO append")
+                    results.append(exc)
+                else:
+                    results.append(None)
+                conn.execute("RELEASE append")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return results
+
+    @staticmethod
+    def _write_one(conn: sqlite3.Connection, write: _Write) -> None:
+        snap = write.snapshot
+        data = snap.SerializeToString()
+        if write.create:
+            try:
+                conn.execute(
+                    "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, "
+                    "last_seq, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        write.run_id,
+                        snap.workflow,
+                        snap.status,
+                        snap.create_time.ToMicroseconds(),
+                        json.dumps(dict(snap.labels), sort_keys=True),
+                        snap.last_seq,
+                        data,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyExists(f"run {write.run_id!r} already exists") from exc
+        else:
+            conn.execute(
+                "UPDATE runs SET status = ?, last_seq = ?, snapshot = ? WHERE run_id = ?",
+                (snap.status, snap.last_seq, data, write.run_id),
+            )
+        conn.executemany(
+            "INSERT INTO events (run_id, seq, kind, idempotency_key, data) VALUES (?, ?, ?, ?, ?)",
+            [
+                (write.run_id, e.seq, e.kind, e.idempotency_key or None, e.data)
+                for e in write.events
+            ],
+        )
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._readers, lambda: fn(self._reader())
+        )
+
+    async def load_run(self, run_id: str) -> run_pb2.Run | None:
+        def load(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT snapshot FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        data = await self._read(load)
+        return None if data is None else run_pb2.Run.FromString(data)
+
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        wanted = [k for k in keys if k]
+        if not wanted:
+            return {}
+
+        def find(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT idempotency_key, seq FROM events "
+                    f"WHERE run_id = ? AND idempotency_key IN ({marks})",
+                    (run_id, *chunk),
+                )
+                found.update((str(key), int(seq)) for key, seq in rows)
+            return found
+
+        return await self._read(find)
+
+    async def read_events(self, run_id: str, after_seq: int, limit: int) -> list[EncodedEvent]:
+        def read(conn: sqlite3.Connection) -> list[EncodedEvent]:
+            rows = conn.execute(
+                "SELECT seq, kind, idempotency_key, data FROM events "
+                "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (run_id, after_seq, limit),
+            )
+            return [
+                EncodedEvent.of(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows
+            ]
+
+        return await self._read(read)
+
+    async def list_runs(
+        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+    ) -> RunPage:
+        clauses: list[str] = []
+        params: list[object] = []
+        if run_filter.statuses:
+            clauses.append(f"status IN ({','.join('?' * len(run_filter.statuses))})")
+            params.extend(sorted(run_filter.statuses))
+        if run_filter.workflow is not None:
+            clauses.append("workflow = ?")
+            params.append(run_filter.workflow)
+        for key, value in sorted(run_filter.labels.items()):
+            clauses.append("json_extract(labels, ?) = ?")
+            params.extend([f'$."{key}"', value])
+        if cursor is not None:
+            clauses.append("(create_time_us, run_id) < (?, ?)")
+            params.extend(cursor)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            f"SELECT snapshot, create_time_us, run_id FROM runs {where} "
+            "ORDER BY create_time_us DESC, run_id DESC LIMIT ?"
+        )
+        params.append(page_size + 1)
+
+        def query(conn: sqlite3.Connection) -> list[tuple[bytes, int, str]]:
+            return [(bytes(s), int(t), str(r)) for s, t, r in conn.execute(sql, params)]
+
+        rows = await self._read(query)
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        runs = [run_pb2.Run.FromString(data) for data, _, _ in rows]
+        next_cursor = (rows[-1][1], rows[-1][2]) if more and rows else None
+        return RunPage(runs, next_cursor)
