@@ -1,18 +1,141 @@
 #!/usr/bin/env bash
-# Creates .venv and installs Runstream with what the given profile needs.
-#   scripts/setup.sh demo   the package alone (run the demo on the embedded SQLite store)
-#   scripts/setup.sh test   plus dev tools, redis-server, Envoy, Node packages and Chromium
+# Installs what Runstream needs on a fresh machine (Debian 12 with Python 3.11, Node 20, npm).
+#   scripts/setup.sh demo   .venv with the package alone: enough for `runstream demo` and `serve`
+#   scripts/setup.sh test   .venv with the dev, redis and envoy extras, plus the pinned Node tooling
+#                           (buf) from package-lock.json: everything the test suite needs
+#
+# Idempotent and quiet: each step is skipped when what it installs is already there and its
+# inputs (pyproject.toml, package-lock.json) have not changed since; a failing step prints its
+# full output and stops the script with a non-zero exit.
+#
+# Environment: PYTHON (default python3) is the interpreter the venv is made from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile="${1:-demo}"
-PY="${PYTHON:-python3}"
 
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
+profile="${1:-demo}"
 case "$profile" in
-  demo) .venv/bin/python -m pip install --quiet -e . ;;
-  test) .venv/bin/python -m pip install --quiet -e '.[dev,redis,envoy]' ;;
-  *) echo "usage: scripts/setup.sh [demo|test]" >&2; exit 2 ;;
+  demo | test) ;;
+  *)
+    echo "usage: scripts/setup.sh [demo|test]" >&2
+    exit 2
+    ;;
 esac
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
+export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
+
+say() { echo "setup: $*"; }
+
+die() {
+  echo "setup: ERROR: $*" >&2
+  exit 1
+}
+
+# Runs a command with its output captured; prints the output only when the command fails.
+quiet() {
+  local log status=0
+  log="$(mktemp)"
+  "$@" >"$log" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "setup: FAILED (exit $status): $*" >&2
+    sed 's/^/  | /' "$log" >&2
+    rm -f "$log"
+    exit "$status"
+  fi
+  rm -f "$log"
+}
+
+# A fingerprint of the files a step installs from; the step reruns when it changes.
+fingerprint() {
+  cat "$@" | sha256sum | cut -d' ' -f1
+}
+
+# --- Debian packages ---------------------------------------------------------------------
+# Later features bring system binaries (redis-server for the Redis store, chromium for the
+# browser tests); they are declared as "package:binary" pairs and installed through
+# apt_require, which runs `apt-get update` at most once and only when a binary is missing.
+APT_UPDATED=0
+apt_require() {
+  local pair pkg bin missing=()
+  for pair in "$@"; do
+    pkg="${pair%%:*}"
+    bin="${pair#*:}"
+    command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install ${missing[*]}"
+    sudo=(sudo)
+  fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    quiet "${sudo[@]}" apt-get update
+    APT_UPDATED=1
+  fi
+  say "apt-get install ${missing[*]}"
+  quiet "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# Debian packages per profile. None are needed yet: the embedded store is SQLite and grpcurl
+# and Envoy come as wheels. Add pairs here, e.g. TEST_APT=(redis-server:redis-server).
+DEMO_APT=()
+TEST_APT=()
+
+# --- Python ------------------------------------------------------------------------------
+python_setup() {
+  local extras="$1" stamp="$VENV/.runstream-setup-$profile" want done_stamp
+  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; Python 3.11 or newer is needed"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "$PYTHON is $("$PYTHON" -V 2>&1); Python 3.11 or newer is needed"
+
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV with $("$PYTHON" -V 2>&1)"
+    quiet "$PYTHON" -m venv "$VENV"
+  fi
+
+  want="$(fingerprint pyproject.toml)"
+  # The test install is a superset of the demo install, so either stamp satisfies `demo`.
+  for done_stamp in "$stamp" "$VENV/.runstream-setup-test"; do
+    if [ -f "$done_stamp" ] && [ "$(cat "$done_stamp")" = "$want" ] &&
+      "$VENV/bin/python" -c 'import runstream, runstream_server' >/dev/null 2>&1; then
+      return 0
+    fi
+    [ "$profile" = demo ] || break
+  done
+
+  say "installing Runstream into $VENV (pip install -e '.$extras')"
+  rm -f "$stamp"
+  quiet "$VENV/bin/python" -m pip install -e ".$extras"
+  echo "$want" >"$stamp"
+}
+
+# --- Node tooling (buf) ------------------------------------------------------------------
+node_setup() {
+  local stamp=node_modules/.runstream-setup want
+  command -v npm >/dev/null 2>&1 || die "npm not found; Node 20 with npm is needed for buf"
+  [ -f package-lock.json ] || die "package-lock.json is missing; it pins the Node tooling"
+  want="$(fingerprint package.json package-lock.json)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x node_modules/.bin/buf ]; then
+    return 0
+  fi
+  say "installing pinned Node tooling (npm ci)"
+  quiet npm ci --no-audit --no-fund
+  [ -x node_modules/.bin/buf ] || die "npm ci finished but node_modules/.bin/buf is missing"
+  echo "$want" >"$stamp"
+}
+
+case "$profile" in
+  demo)
+    [ "${#DEMO_APT[@]}" -eq 0 ] || apt_require "${DEMO_APT[@]}"
+    python_setup ""
+    ;;
+  test)
+    [ "${#TEST_APT[@]}" -eq 0 ] || apt_require "${TEST_APT[@]}"
+    python_setup "[dev,redis,envoy]"
+    node_setup
+    ;;
+esac
+say "ready ($profile)"
