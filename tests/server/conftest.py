@@ -1,0 +1,28 @@
+"""Raw generated stubs on a channel to the `server` fixture: the contract as any client sees it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from runstream.v1 import report_service_pb2_grpc, run_service_pb2_grpc
+from runstream_server.app import RunstreamServer
+
+
+@dataclass
+class Stubs:
+    channel: grpc.aio.Channel
+    runs: run_service_pb2_grpc.RunServiceStub
+    report: report_service_pb2_grpc.ReportServiceStub
+
+
+@pytest.fixture
+async def stubs(server: RunstreamServer) -> AsyncIterator[Stubs]:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        yield Stubs(
+            channel,
+            run_service_pb2_grpc.RunServiceStub(channel),
+            report_service_pb2_grpc.ReportServiceStub(channel),
+        )

@@ -1,0 +1,260 @@
+"""Appending: durable acks, idempotency, all-or-nothing batches, precise errors for bad input."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_pb2, run_service_pb2
+
+from tests.server.support import append, create_run, custom, ev, seqs, watch_all
+
+
+async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+async def test_acks_carry_contiguous_seqs(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    first = await append(stubs, run.run_id, custom(1), custom(2))
+    second = await append(stubs, run.run_id, custom(3))
+    assert [a.seq for a in first.events] == [2, 3]
+    assert [a.seq for a in second.events] == [4]
+    assert second.last_seq == 4
+    assert [a.idempotency_key for a in first.events] == ["k1", "k2"]
+
+
+async def test_a_batch_appended_twice_is_stored_once(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A producer that lost its acknowledgement resends; nothing is duplicated."""
+    run = await create_run(stubs)
+    batch = [custom(n) for n in range(1, 6)]
+    first = await append(stubs, run.run_id, *batch)
+    again = await append(stubs, run.run_id, *[custom(n) for n in range(1, 6)])
+    assert [a.seq for a in again.events] == [a.seq for a in first.events]
+    assert all(a.duplicate for a in again.events)
+    assert not any(a.duplicate for a in first.events)
+    # A partly new batch stores only the new events, in order.
+    mixed = await append(stubs, run.run_id, custom(5), custom(6), custom(6))
+    assert [(a.seq, a.duplicate) for a in mixed.events] == [(6, True), (7, False), (7, True)]
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    log = await watch_all(stubs, run.run_id)
+    assert seqs(log) == list(range(1, 9))
+    keys = [e.idempotency_key for r in log for e in r.events]
+    assert keys == ["", "k1", "k2", "k3", "k4", "k5", "k6", ""]
+
+
+async def test_duplicates_are_acked_even_after_the_run_ended(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A producer resending its last batch after a lost ack must not be told it failed."""
+    run = await create_run(stubs)
+    done = ev.RunEvent(idempotency_key="done", run_completed=ev.RunCompleted(summary="ok"))
+    first = await append(stubs, run.run_id, custom(1), done)
+    again = await append(
+        stubs,
+        run.run_id,
+        custom(1),
+        ev.RunEvent(idempotency_key="done", run_completed=ev.RunCompleted()),
+    )
+    assert [a.seq for a in again.events] == [a.seq for a in first.events]
+    assert seqs(await watch_all(stubs, run.run_id)) == [1, 2, 3]
+
+
+async def test_a_batch_with_one_bad_event_stores_nothing(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    err = await rpc_error(
+        append(
+            stubs,
+            run.run_id,
+            custom(1),
+            ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=140)),
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("events[1].step_progress.percent:")
+    state_err = await rpc_error(
+        append(
+            stubs,
+            run.run_id,
+            custom(2),
+            ev.RunEvent(step_progress=ev.StepProgress(step_id="nope", percent=10)),
+        )
+    )
+    assert state_err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events[1].step_progress.step_id" in state_err.details()
+    snap = (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    assert snap.last_seq == 1
+    assert snap.status == run_pb2.RUN_STATUS_PENDING
+    # The rejected keys were not consumed: the same events append fine once fixed.
+    ok = await append(stubs, run.run_id, custom(1), custom(2))
+    assert [a.seq for a in ok.events] == [2, 3]
+
+
+BAD_EVENTS = [
+    (ev.RunEvent(), "events[0].payload"),
+    (ev.RunEvent(seq=7, custom=ev.Custom(type="x")), "events[0].seq"),
+    (ev.RunEvent(run_id="other", custom=ev.Custom(type="x")), "events[0].run_id"),
+    (
+        ev.RunEvent(idempotency_key="k" * 129, custom=ev.Custom(type="x")),
+        "events[0].idempotency_key",
+    ),
+    (ev.RunEvent(run_created=ev.RunCreated(workflow="x")), "events[0].run_created"),
+    (
+        ev.RunEvent(decision_resolved=ev.DecisionResolved(decision_id="d")),
+        "events[0].decision_resolved",
+    ),
+    (ev.RunEvent(step_started=ev.StepStarted()), "events[0].step_started.step_id"),
+    (ev.RunEvent(step_started=ev.StepStarted(step_id="bad id!")), "events[0].step_started.step_id"),
+    (
+        ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=-1)),
+        "events[0].step_progress.percent",
+    ),
+    (
+        ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=float("nan"))),
+        "events[0].step_progress.percent",
+    ),
+    (ev.RunEvent(step_failed=ev.StepFailed(step_id="a")), "events[0].step_failed.error.message"),
+    (ev.RunEvent(run_failed=ev.RunFailed()), "events[0].run_failed.error.message"),
+    (
+        ev.RunEvent(agent_activity=ev.AgentActivity(activity=ev.AGENT_ACTIVITY_TYPE_STARTED)),
+        "events[0].agent_activity.agent_id",
+    ),
+    (
+        ev.RunEvent(agent_activity=ev.AgentActivity(agent_id="x")),
+        "events[0].agent_activity.activity",
+    ),
+    (ev.RunEvent(thinking=ev.Thinking(confidence=1.5)), "events[0].thinking.confidence"),
+    (
+        ev.RunEvent(model_allocation=ev.ModelAllocation(agent_id="x")),
+        "events[0].model_allocation.model",
+    ),
+    (ev.RunEvent(text_delta=ev.TextDelta(delta="hi")), "events[0].text_delta.message_id"),
+    (ev.RunEvent(metrics_update=ev.MetricsUpdate()), "events[0].metrics_update.values"),
+    (ev.RunEvent(milestone=ev.Milestone()), "events[0].milestone.title"),
+    (ev.RunEvent(alert=ev.Alert()), "events[0].alert.message"),
+    (ev.RunEvent(error_recovery=ev.ErrorRecovery()), "events[0].error_recovery.error_message"),
+    (
+        ev.RunEvent(artifact_produced=ev.ArtifactProduced()),
+        "events[0].artifact_produced.artifact.name",
+    ),
+    (ev.RunEvent(custom=ev.Custom()), "events[0].custom.type"),
+    (
+        ev.RunEvent(decision_requested=ev.DecisionRequested(decision_id="d", prompt="Which?")),
+        "events[0].decision_requested.options",
+    ),
+    (
+        ev.RunEvent(
+            decision_requested=ev.DecisionRequested(
+                decision_id="d",
+                prompt="Which?",
+                options=[ev.DecisionOption(value="a")],
+                default_option="b",
+            )
+        ),
+        "events[0].decision_requested.default_option",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), BAD_EVENTS, ids=[f for _, f in BAD_EVENTS])
+async def test_malformed_events_get_invalid_argument_naming_the_field(stubs, event, field) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    err = await rpc_error(append(stubs, run.run_id, event))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith(field + ":"), err.details()
+
+
+async def test_unknown_run_is_not_found(stubs) -> None:  # type: ignore[no-untyped-def]
+    err = await rpc_error(append(stubs, "no-such-run", custom(1)))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-run" in err.details()
+    err = await rpc_error(stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id="no-such-run")))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_missing_run_id_and_empty_batch_are_invalid(stubs) -> None:  # type: ignore[no-untyped-def]
+    err = await rpc_error(stubs.report.AppendEvents(rp.AppendEventsRequest(events=[custom(1)])))
+    assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "run_id: is required")
+    run = await create_run(stubs)
+    err = await rpc_error(stubs.report.AppendEvents(rp.AppendEventsRequest(run_id=run.run_id)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("events:")
+
+
+async def test_events_after_a_terminal_event_fail_precondition(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    err = await rpc_error(append(stubs, run.run_id, custom(9)))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "SUCCEEDED" in err.details()
+    cancelled = await create_run(stubs)
+    await stubs.runs.CancelRun(
+        run_service_pb2.CancelRunRequest(run_id=cancelled.run_id, reason="stop")
+    )
+    err = await rpc_error(append(stubs, cancelled.run_id, custom(1)))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    err = await rpc_error(
+        stubs.runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=cancelled.run_id))
+    )
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_finished_steps_cannot_restart(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))
+    err = await rpc_error(
+        append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    )
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already SUCCEEDED" in err.details()
+
+
+async def test_oversized_input_is_resource_exhausted(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    big = ev.RunEvent(custom=ev.Custom(type="blob"))
+    big.custom.data.update({"text": "x" * 300_000})
+    err = await rpc_error(append(stubs, run.run_id, big))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details().startswith("events[0]:")
+    # Above the 4 MiB message limit gRPC itself refuses the message.
+    huge = [ev.RunEvent(custom=ev.Custom(type="blob")) for _ in range(20)]
+    for event in huge:
+        event.custom.data.update({"text": "y" * 250_000})
+    err = await rpc_error(append(stubs, run.run_id, *huge))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    too_many = [custom(n) for n in range(1001)]
+    err = await rpc_error(append(stubs, run.run_id, *too_many))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details().startswith("events:")
+    snap = (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    assert snap.last_seq == 1
+
+
+async def test_create_run_validation(stubs) -> None:  # type: ignore[no-untyped-def]
+    cases = [
+        (run_service_pb2.CreateRunRequest(), "workflow"),
+        (run_service_pb2.CreateRunRequest(workflow="wf", run_id="has space"), "run_id"),
+        (
+            run_service_pb2.CreateRunRequest(workflow="wf", labels={"bad key": "x"}),
+            "labels['bad key']",
+        ),
+        (
+            run_service_pb2.CreateRunRequest(workflow="wf", steps=[run_pb2.StepSpec()]),
+            "steps[0].step_id",
+        ),
+        (
+            run_service_pb2.CreateRunRequest(
+                workflow="wf", steps=[run_pb2.StepSpec(step_id="a"), run_pb2.StepSpec(step_id="a")]
+            ),
+            "steps[1].step_id",
+        ),
+    ]
+    for request, field in cases:
+        err = await rpc_error(stubs.runs.CreateRun(request))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details().startswith(field + ":"), err.details()
+    await stubs.runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf", run_id="mine"))
+    err = await rpc_error(
+        stubs.runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf", run_id="mine"))
+    )
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS

@@ -1,0 +1,246 @@
+"""The snapshot a watcher queries is exactly what the run's events say."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import run_pb2, run_service_pb2
+
+from tests.server.support import append, create_run, ev
+
+pytestmark = pytest.mark.asyncio
+
+
+async def get(stubs, run_id: str) -> run_pb2.Run:  # type: ignore[no-untyped-def]
+    return (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))).run
+
+
+async def test_new_run_is_pending_with_its_plan(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(
+        stubs, "plan", "write", "review", display_name="Spring campaign", labels={"team": "growth"}
+    )
+    assert run.status == run_pb2.RUN_STATUS_PENDING
+    assert run.last_seq == 1
+    assert run.display_name == "Spring campaign"
+    assert dict(run.labels) == {"team": "growth"}
+    assert [s.step_id for s in run.steps] == ["plan", "write", "review"]
+    assert {s.status for s in run.steps} == {run_pb2.STEP_STATUS_PENDING}
+    assert (run.progress.completed_steps, run.progress.total_steps, run.progress.percent) == (
+        0,
+        3,
+        0,
+    )
+
+
+async def test_progress_counts_the_running_steps_own_percent(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a", "b", "c", "d")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(run_started=ev.RunStarted()),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="a", metrics={"variants": 3})),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ev.RunEvent(
+            step_progress=ev.StepProgress(
+                step_id="b",
+                percent=50,
+                sub_step="drafting",
+                detail="headline variants",
+                tokens_processed=1500,
+            )
+        ),
+    )
+    snap = await get(stubs, run.run_id)
+    assert snap.status == run_pb2.RUN_STATUS_RUNNING
+    assert snap.HasField("start_time")
+    # one step done and half of another, out of four: 37.5 %
+    assert snap.progress.completed_steps == 1
+    assert snap.progress.percent == pytest.approx(37.5)
+    assert snap.current_step_id == "b"
+    b = snap.steps[1]
+    assert (b.status, b.percent, b.sub_step, b.detail, b.tokens_processed) == (
+        run_pb2.STEP_STATUS_RUNNING,
+        50,
+        "drafting",
+        "headline variants",
+        1500,
+    )
+    assert snap.steps[0].status == run_pb2.STEP_STATUS_SUCCEEDED
+    assert snap.steps[0].metrics["variants"] == 3
+    assert snap.steps[0].HasField("duration")
+    assert snap.last_seq == 6
+
+
+async def test_active_agents_follow_agent_activity_and_steps(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "find")
+    activity = ev.AgentActivity
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(
+            agent_activity=activity(
+                agent_id="bot-1",
+                agent_name="OpportunityBot",
+                agent_type="opportunity_bot",
+                activity=ev.AGENT_ACTIVITY_TYPE_STARTED,
+            )
+        ),
+        ev.RunEvent(
+            agent_activity=activity(
+                agent_id="bot-2",
+                agent_name="EnrichmentAgent",
+                activity=ev.AGENT_ACTIVITY_TYPE_STARTED,
+            )
+        ),
+        ev.RunEvent(
+            agent_activity=activity(
+                agent_id="bot-1",
+                activity=ev.AGENT_ACTIVITY_TYPE_PROGRESS,
+                message="Found 5 new companies",
+            )
+        ),
+    )
+    snap = await get(stubs, run.run_id)
+    agents = {a.agent_id: a for a in snap.active_agents}
+    assert set(agents) == {"bot-1", "bot-2"}
+    assert agents["bot-1"].name == "OpportunityBot"
+    assert agents["bot-1"].type == "opportunity_bot"
+    assert agents["bot-1"].message == "Found 5 new companies"
+
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(
+            agent_activity=activity(agent_id="bot-1", activity=ev.AGENT_ACTIVITY_TYPE_COMPLETED)
+        ),
+    )
+    assert [a.agent_id for a in (await get(stubs, run.run_id)).active_agents] == ["bot-2"]
+
+    # A step's agent is active while the step runs and leaves with it.
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="find")))
+    assert "find-agent" in {a.agent_id for a in (await get(stubs, run.run_id)).active_agents}
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="find")))
+    assert "find-agent" not in {a.agent_id for a in (await get(stubs, run.run_id)).active_agents}
+
+
+async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a", "b")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(
+            error_recovery=ev.ErrorRecovery(
+                error_message="API rate limit exceeded",
+                can_continue=True,
+                recovery_strategy="retry_with_backoff",
+            )
+        ),
+    )
+    assert (await get(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_DEGRADED
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(
+            step_completed=ev.StepCompleted(
+                step_id="a",
+                duration=duration_pb2.Duration(seconds=42),
+                artifacts=[run_pb2.Artifact(name="persona.json", kind="persona")],
+            )
+        ),
+        ev.RunEvent(step_skipped=ev.StepSkipped(step_id="b", reason="not needed")),
+        ev.RunEvent(run_completed=ev.RunCompleted(summary="campaign ready")),
+    )
+    snap = await get(stubs, run.run_id)
+    assert snap.status == run_pb2.RUN_STATUS_SUCCEEDED
+    assert snap.progress.percent == 100
+    assert snap.progress.completed_steps == 2
+    assert snap.result_summary == "campaign ready"
+    assert snap.HasField("end_time")
+    assert snap.steps[0].duration.seconds == 42
+    assert snap.steps[1].skip_reason == "not needed"
+    assert snap.artifacts_summary.total == 1
+    assert snap.artifacts_summary.by_kind["persona"] == 1
+    assert snap.current_step_id == ""
+    assert list(snap.active_agents) == []
+
+    failed = await create_run(stubs, "a")
+    await append(
+        stubs,
+        failed.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(
+            step_failed=ev.StepFailed(
+                step_id="a",
+                error=run_pb2.ErrorInfo(code="RATE_LIMITED", message="gave up after 5 retries"),
+            )
+        ),
+        ev.RunEvent(run_failed=ev.RunFailed(error=run_pb2.ErrorInfo(message="step a failed"))),
+    )
+    snap = await get(stubs, failed.run_id)
+    assert snap.status == run_pb2.RUN_STATUS_FAILED
+    assert snap.health == run_pb2.RUN_HEALTH_FAILING
+    assert snap.error.message == "step a failed"
+    assert snap.steps[0].error.code == "RATE_LIMITED"
+
+
+async def test_unplanned_step_is_added_and_failed_step_can_be_retried(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(
+            step_failed=ev.StepFailed(step_id="a", error=run_pb2.ErrorInfo(message="boom"))
+        ),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="extra", name="Extra QA", agent="qa")),
+    )
+    snap = await get(stubs, run.run_id)
+    assert [s.step_id for s in snap.steps] == ["a", "extra"]
+    assert snap.steps[0].attempts == 2
+    assert snap.steps[0].status == run_pb2.STEP_STATUS_RUNNING
+    assert not snap.steps[0].HasField("error")
+    assert snap.steps[1].name == "Extra QA"
+    assert snap.progress.total_steps == 2
+    assert snap.current_step_id == "extra"
+
+
+async def test_run_metrics_keep_the_latest_values(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"impressions": 10000, "clicks": 500})),
+        ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"impressions": 10500})),
+    )
+    snap = await get(stubs, run.run_id)
+    assert dict(snap.metrics) == {"impressions": 10500, "clicks": 500}
+
+
+async def test_snapshot_survives_restart(server, stubs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import grpc
+    from runstream.v1 import run_service_pb2_grpc
+    from runstream_server.app import RunstreamServer, ServerConfig
+
+    run = await create_run(stubs, "a", "b")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=40)),
+    )
+    before = await get(stubs, run.run_id)
+    await server.stop(grace=0.1)
+    again = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=server.config.store_path)
+    )
+    await again.start()
+    try:
+        async with grpc.aio.insecure_channel(again.target) as channel:
+            stub = run_service_pb2_grpc.RunServiceStub(channel)
+            after = (await stub.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    finally:
+        await again.stop(grace=0.1)
+    assert after == before

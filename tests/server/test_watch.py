@@ -1,0 +1,201 @@
+"""WatchRun: exact resume, kind filters, batching, heartbeats, snapshots, end of stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.server.support import append, create_run, custom, ev, seqs, watch_all
+
+Watch = run_service_pb2.WatchRunRequest
+
+
+async def rpc_error(stubs, request) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stubs.runs.WatchRun(request):
+            pass
+    return info.value
+
+
+async def finished_run(stubs, n: int) -> run_pb2.Run:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    for start in range(1, n + 1, 500):
+        await append(stubs, run.run_id, *[custom(i) for i in range(start, min(n, start + 499) + 1)])
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    return run
+
+
+async def test_replay_from_any_cursor_is_exact_and_ends_after_terminal(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await finished_run(stubs, 50)  # seqs 1..52
+    assert seqs(await watch_all(stubs, run.run_id)) == list(range(1, 53))
+    for cursor in (1, 17, 51, 52):
+        assert seqs(await watch_all(stubs, run.run_id, after_seq=cursor)) == list(
+            range(cursor + 1, 53)
+        )
+
+
+async def test_a_watcher_that_is_behind_gets_batches(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await finished_run(stubs, 1200)
+    responses = await watch_all(stubs, run.run_id)
+    assert seqs(responses) == list(range(1, 1203))
+    # Far fewer messages than events: the backlog arrives many events per message.
+    assert len(responses) <= 5
+    event = responses[0].events[1]
+    assert event.run_id == run.run_id
+    assert event.custom.type == "tick"
+    assert event.HasField("event_time")
+
+
+async def test_live_events_reach_every_watcher_in_the_same_order(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+
+    async def follow() -> list[int]:
+        return seqs(await watch_all(stubs, run.run_id))
+
+    watchers = [asyncio.create_task(follow()) for _ in range(5)]
+    await asyncio.sleep(0.1)
+    for n in range(1, 101):
+        await append(stubs, run.run_id, custom(n))
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    results = await asyncio.wait_for(asyncio.gather(*watchers), 30)
+    assert all(r == list(range(1, 103)) for r in results)
+
+
+async def test_kind_filter_is_applied_on_the_server(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        custom(1),
+        ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=50)),
+        custom(2),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")),
+        ev.RunEvent(run_completed=ev.RunCompleted()),
+    )
+    kinds = [event_pb2.EVENT_KIND_STEP_PROGRESS, event_pb2.EVENT_KIND_STEP_COMPLETED]
+    events = [e for r in await watch_all(stubs, run.run_id, kinds=kinds) for e in r.events]
+    assert [(e.seq, e.WhichOneof("payload")) for e in events] == [
+        (4, "step_progress"),
+        (6, "step_completed"),
+    ]
+
+
+async def test_heartbeats_keep_an_idle_stream_alive(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    request = Watch(
+        run_id=run.run_id,
+        heartbeat_interval=duration_pb2.Duration(nanos=100_000_000),
+        kinds=[event_pb2.EVENT_KIND_CUSTOM],
+    )
+    beats: list[run_service_pb2.Heartbeat] = []
+    async for response in stubs.runs.WatchRun(request):
+        assert response.HasField("heartbeat")
+        beats.append(response.heartbeat)
+        if len(beats) == 3:
+            break
+    assert all(b.head_seq == 1 for b in beats)  # seq 1 (run_created) was filtered out
+    assert beats[-1].server_time.ToNanoseconds() > beats[0].server_time.ToNanoseconds()
+
+
+async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a", "b")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    stream = stubs.runs.WatchRun(Watch(run_id=run.run_id, include_snapshot=True))
+    first = await anext(aiter(stream))
+    assert first.snapshot.last_seq == 2
+    assert first.snapshot.current_step_id == "a"
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    rest = [r async for r in stream]
+    assert seqs(rest) == [3]
+
+
+async def test_keep_open_sends_heartbeats_after_the_end(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await finished_run(stubs, 1)
+    request = Watch(
+        run_id=run.run_id,
+        keep_open=True,
+        heartbeat_interval=duration_pb2.Duration(nanos=100_000_000),
+    )
+    kinds = []
+    async for response in stubs.runs.WatchRun(request):
+        kinds.append("events" if response.events else "heartbeat")
+        if kinds.count("heartbeat") == 2:
+            break
+    assert kinds[0] == "events"
+    assert kinds[-2:] == ["heartbeat", "heartbeat"]
+
+
+async def test_bad_watch_requests(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    err = await rpc_error(stubs, Watch(run_id="missing"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = await rpc_error(stubs, Watch(run_id=run.run_id, after_seq=2))
+    assert err.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert err.details().startswith("after_seq:")
+    err = await rpc_error(stubs, Watch(run_id=run.run_id, after_seq=-1))
+    assert (err.code(), err.details().split(":")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "after_seq",
+    )
+    err = await rpc_error(stubs, Watch(run_id=run.run_id, kinds=[999]))
+    assert (err.code(), err.details().split(":")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kinds[0]",
+    )
+    err = await rpc_error(
+        stubs, Watch(run_id=run.run_id, heartbeat_interval=duration_pb2.Duration(seconds=3600))
+    )
+    assert err.details().startswith("heartbeat_interval:")
+    err = await rpc_error(stubs, Watch(run_id=run.run_id, include_snapshot=True, after_seq=1))
+    assert err.details().startswith("after_seq:")
+    err = await rpc_error(stubs, Watch())
+    assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "run_id: is required")
+
+
+async def test_a_slow_watcher_catches_up_from_the_store(tmp_path: Path) -> None:
+    """A watcher whose buffer overflows loses no event: it re-reads them from the store."""
+    server = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "s.db", watcher_buffer_events=8)
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            from runstream.v1 import report_service_pb2_grpc
+
+            from tests.server.conftest import Stubs
+
+            stubs = Stubs(
+                channel,
+                run_service_pb2_grpc.RunServiceStub(channel),
+                report_service_pb2_grpc.ReportServiceStub(channel),
+            )
+            run = await create_run(stubs)
+            stream = stubs.runs.WatchRun(Watch(run_id=run.run_id))
+            received = [e.seq for e in (await anext(aiter(stream))).events]  # seq 1, now live
+            for n in range(1, 501):  # 500 events in 50 batches while the watcher does not read
+                if n % 10 == 0:
+                    await append(stubs, run.run_id, *[custom(m) for m in range(n - 9, n + 1)])
+            await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            received += [e.seq for r in [r async for r in stream] for e in r.events]
+            assert received == list(range(1, 503))
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def test_shutdown_ends_watch_streams_with_unavailable(server, stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    stream = stubs.runs.WatchRun(Watch(run_id=run.run_id))
+    await anext(aiter(stream))
+    stopping = asyncio.create_task(server.stop(grace=1.0))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stream:
+            pass
+    await stopping
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
