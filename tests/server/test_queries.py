@@ -1,0 +1,118 @@
+"""ListRuns and ListSteps: AIP pagination and filters; health and reflection always on."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from runstream.v1 import run_service_pb2 as rs
+
+from tests.server.support import append, create_run, ev
+
+
+async def all_pages(stubs, **fields) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
+    ids: list[str] = []
+    pages = 0
+    token = ""
+    while True:
+        page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_token=token, **fields))
+        ids += [r.run_id for r in page.runs]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            return ids, pages
+
+
+async def test_list_runs_pages_newest_first_without_gaps(stubs) -> None:  # type: ignore[no-untyped-def]
+    created = [
+        (await create_run(stubs, "a", workflow="wf", run_id=f"run-{i:02}")).run_id for i in range(7)
+    ]
+    ids, pages = await all_pages(stubs, page_size=3)
+    assert ids == created[::-1]
+    assert pages == 3
+    first = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=3))
+    assert all(len(r.steps) == 0 for r in first.runs)  # steps come from ListSteps/GetRun
+
+
+async def test_list_runs_filters(stubs) -> None:  # type: ignore[no-untyped-def]
+    a = await create_run(stubs, workflow="campaign", labels={"team": "growth"})
+    b = await create_run(stubs, workflow="campaign", labels={"team": "brand"})
+    c = await create_run(stubs, workflow="story", labels={"team": "growth"})
+    await append(stubs, a.run_id, ev.RunEvent(run_started=ev.RunStarted()))
+    await append(stubs, c.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+
+    async def ids(filter_text: str) -> set[str]:
+        return set((await all_pages(stubs, filter=filter_text))[0])
+
+    assert await ids('workflow = "campaign"') == {a.run_id, b.run_id}
+    assert await ids("status = RUNNING") == {a.run_id}
+    assert await ids("status = RUN_STATUS_PENDING") == {b.run_id}
+    assert await ids('labels.team = "growth"') == {a.run_id, c.run_id}
+    assert await ids("labels.team = growth AND workflow = story") == {c.run_id}
+    assert await ids('status=succeeded AND labels.team="growth"') == {c.run_id}
+    assert await ids("") == {a.run_id, b.run_id, c.run_id}
+
+
+@pytest.mark.parametrize(
+    "bad", ["status = DANCING", "owner = bob", "status RUNNING", "labels.bad key = x"]
+)
+async def test_bad_filter_is_invalid_argument(stubs, bad) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListRuns(rs.ListRunsRequest(filter=bad))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("filter:")
+
+
+async def test_page_tokens_are_checked(stubs) -> None:  # type: ignore[no-untyped-def]
+    for i in range(3):
+        await create_run(stubs, workflow="wf", run_id=f"r{i}")
+    page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=1, filter="workflow = wf"))
+    for request in [
+        rs.ListRunsRequest(page_token="garbage!!"),
+        rs.ListRunsRequest(page_token=page.next_page_token, filter="workflow = other"),
+        rs.ListRunsRequest(page_size=-1),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListRuns(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().split(":")[0] in ("page_token", "page_size")
+
+
+async def test_list_steps_pages_in_plan_order(stubs) -> None:  # type: ignore[no-untyped-def]
+    names = [f"s{i:02}" for i in range(17)]
+    run = await create_run(stubs, *names)
+    got: list[str] = []
+    token = ""
+    while True:
+        page = await stubs.runs.ListSteps(
+            rs.ListStepsRequest(run_id=run.run_id, page_size=5, page_token=token)
+        )
+        got += [s.step_id for s in page.steps]
+        token = page.next_page_token
+        if not token:
+            break
+    assert got == names
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListSteps(rs.ListStepsRequest(run_id="nope"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_health_and_reflection_are_served(stubs) -> None:  # type: ignore[no-untyped-def]
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    for service in ("", "runstream.v1.RunService", "runstream.v1.ReportService"):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(stubs.channel)
+
+    async def ask():  # type: ignore[no-untyped-def]
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    services = set()
+    async for reply in reflect.ServerReflectionInfo(ask()):
+        services |= {s.name for s in reply.list_services_response.service}
+    assert {
+        "runstream.v1.RunService",
+        "runstream.v1.ReportService",
+        "grpc.health.v1.Health",
+    } <= services

@@ -1,0 +1,94 @@
+"""The producers' Report stream: ordered acks, controls pushed down, precise stream errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_service_pb2 as rs
+
+from tests.server.support import create_run, custom, ev
+
+
+async def test_batches_are_acked_in_order_with_their_seqs(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+
+    async def batches():  # type: ignore[no-untyped-def]
+        yield rp.ReportRequest(run_id=run.run_id)  # attach only
+        for b in range(1, 21):
+            yield rp.ReportRequest(batch_id=b, events=[custom(b * 10 + i) for i in range(3)])
+
+    acks = []
+    async for response in stubs.report.Report(batches()):
+        acks.append(response.ack)
+        if len(acks) == 20:
+            break
+    assert [a.batch_id for a in acks] == list(range(1, 21))
+    assert [e.seq for a in acks for e in a.events] == list(range(2, 62))
+    assert acks[-1].last_seq == 61
+
+
+async def test_cancel_reaches_the_attached_producer(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    outgoing: asyncio.Queue[rp.ReportRequest | None] = asyncio.Queue()
+    await outgoing.put(rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)]))
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while (item := await outgoing.get()) is not None:
+            yield item
+
+    stream = stubs.report.Report(requests())
+    first = await anext(aiter(stream))
+    assert first.ack.batch_id == 1
+    await stubs.runs.CancelRun(
+        rs.CancelRunRequest(run_id=run.run_id, reason="budget exceeded", cancelled_by="alice")
+    )
+    control = (await anext(aiter(stream))).control
+    assert control.action == rp.CONTROL_ACTION_CANCEL
+    assert control.reason == "budget exceeded"
+    assert control.seq == 3
+    # The producer's next batch is refused precisely and the stream ends with that status.
+    await outgoing.put(rp.ReportRequest(batch_id=2, events=[custom(2)]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await anext(aiter(stream))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "CANCELLED" in info.value.details()
+    await outgoing.put(None)
+    snap = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert snap.cancel_reason == "budget exceeded"
+
+
+async def test_stream_errors_are_precise(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+
+    async def status_of(*requests: rp.ReportRequest) -> tuple[grpc.StatusCode, str]:
+        async def gen():  # type: ignore[no-untyped-def]
+            for r in requests:
+                yield r
+            await asyncio.sleep(5)
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stubs.report.Report(gen()):
+                pass
+        return info.value.code(), info.value.details()
+
+    assert await status_of(rp.ReportRequest(events=[custom(1)])) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "run_id: is required on the first message of a Report stream",
+    )
+    code, _ = await status_of(rp.ReportRequest(run_id="ghost"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, details = await status_of(
+        rp.ReportRequest(run_id=run.run_id), rp.ReportRequest(run_id="other", events=[custom(1)])
+    )
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "run_id")
+    code, details = await status_of(
+        rp.ReportRequest(
+            run_id=run.run_id,
+            events=[ev.RunEvent(step_progress=ev.StepProgress(step_id="x", percent=5))],
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("events[0].step_progress.step_id:")
