@@ -33,7 +33,9 @@ die() {
   exit 1
 }
 
-# Runs a command with its output captured; prints the output only when the command fails.
+# Runs a command with its output captured; prints the output only when the command fails,
+# followed by $HINT when set.
+HINT=""
 quiet() {
   local log status=0
   log="$(mktemp)"
@@ -41,6 +43,7 @@ quiet() {
   if [ "$status" -ne 0 ]; then
     echo "setup: FAILED (exit $status): $*" >&2
     sed 's/^/  | /' "$log" >&2
+    [ -z "$HINT" ] || echo "setup: hint: $HINT" >&2
     rm -f "$log"
     exit "$status"
   fi
@@ -57,26 +60,27 @@ fingerprint() {
 # browser tests); they are declared as "package:binary" pairs and installed through
 # apt_require, which runs `apt-get update` at most once and only when a binary is missing.
 APT_UPDATED=0
-apt_require() {
-  local pair pkg bin missing=()
-  for pair in "$@"; do
-    pkg="${pair%%:*}"
-    bin="${pair#*:}"
-    command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
+apt_install() {
   local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install ${missing[*]}"
+    command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install $*"
     sudo=(sudo)
   fi
   if [ "$APT_UPDATED" -eq 0 ]; then
     quiet "${sudo[@]}" apt-get update
     APT_UPDATED=1
   fi
-  say "apt-get install ${missing[*]}"
+  say "apt-get install $*"
   quiet "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
+    apt-get install -y --no-install-recommends "$@"
+}
+
+apt_require() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+  done
+  [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 }
 
 # Debian packages per profile. None are needed yet: the embedded store is SQLite and grpcurl
@@ -92,6 +96,13 @@ python_setup() {
     die "$PYTHON is $("$PYTHON" -V 2>&1); Python 3.11 or newer is needed"
 
   if [ ! -x "$VENV/bin/python" ]; then
+    # Debian's own python3 leaves venv's pip bootstrap to a separate package.
+    if ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+      case "$(command -v "$PYTHON")" in
+        /usr/bin/*) apt_install python3-venv ;;
+        *) die "$PYTHON cannot create virtual environments (no ensurepip)" ;;
+      esac
+    fi
     say "creating $VENV with $("$PYTHON" -V 2>&1)"
     quiet "$PYTHON" -m venv "$VENV"
   fi
@@ -122,7 +133,9 @@ node_setup() {
     return 0
   fi
   say "installing pinned Node tooling (npm ci)"
+  HINT="if npm says the lock file is out of sync, regenerate it with scripts/npm-lock.sh"
   quiet npm ci --no-audit --no-fund
+  HINT=""
   [ -x node_modules/.bin/buf ] || die "npm ci finished but node_modules/.bin/buf is missing"
   echo "$want" >"$stamp"
 }

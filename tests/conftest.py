@@ -54,22 +54,23 @@ class ServerProcess:
 
     def start(self) -> None:
         """Starts the server and waits until it accepts connections."""
-        log = open(self.store_path.with_suffix(".log"), "ab")  # noqa: SIM115 - owned by Popen
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "runstream.cli.main",
-                "serve",
-                "--address",
-                self.target,
-                "--store",
-                str(self.store_path),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        # Popen gives the child its own descriptor, so the file can close right away.
+        with open(self.store_path.with_suffix(".log"), "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "runstream.cli.main",
+                    "serve",
+                    "--address",
+                    self.target,
+                    "--store",
+                    str(self.store_path),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,166 @@
+"""Runstream's Python SDK: report multi-agent runs and watch them live, with exact resume.
+
+Producing::
+
+    async with runstream.connect("127.0.0.1:50051") as client:
+        async with await client.start_run("campaign-generator", steps=[...]) as run:
+            async with run.step("strategy") as step:
+                await step.progress(50, "drafting")
+            await run.complete("done")
+
+Watching::
+
+    async for event in client.watch(run_id):
+        print(event.seq, event.kind.name, event.payload)
+
+Everything the SDK raises is a :class:`RunstreamError`, with one subclass per gRPC status.
+Generated protobuf modules live in ``runstream.v1``; the SDK returns its own typed objects and
+keeps the underlying message in each object's ``raw`` attribute.
+"""
+
+from __future__ import annotations
+
+from runstream._client import Client, connect
+from runstream._errors import (
+    AbortedError,
+    AlreadyExistsError,
+    DataLossError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    RequestCancelledError,
+    ResourceExhaustedError,
+    RunCancelledError,
+    RunstreamError,
+    StatusCode,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+    UnknownError,
+)
+from runstream._reporter import RunReporter, StepReporter
+from runstream._types import (
+    ActiveAgent,
+    ActivityType,
+    AgentActivity,
+    Alert,
+    Artifact,
+    ArtifactProduced,
+    ArtifactsSummary,
+    ControlAction,
+    Custom,
+    DecisionOption,
+    DecisionOutcome,
+    DecisionRequested,
+    DecisionResolved,
+    ErrorInfo,
+    ErrorRecovery,
+    Estimate,
+    Event,
+    EventKind,
+    EventPayload,
+    MetricsUpdate,
+    Milestone,
+    MilestoneType,
+    ModelAllocation,
+    Run,
+    RunCancelled,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    RunHealth,
+    RunProgress,
+    RunStarted,
+    RunStatus,
+    RunStatusChanged,
+    Severity,
+    Step,
+    StepCompleted,
+    StepFailed,
+    StepProgress,
+    StepSkipped,
+    StepSpec,
+    StepStarted,
+    StepStatus,
+    TextDelta,
+    Thinking,
+    WorkflowStateChange,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbortedError",
+    "ActiveAgent",
+    "ActivityType",
+    "AgentActivity",
+    "Alert",
+    "AlreadyExistsError",
+    "Artifact",
+    "ArtifactProduced",
+    "ArtifactsSummary",
+    "Client",
+    "ControlAction",
+    "Custom",
+    "DataLossError",
+    "DeadlineExceededError",
+    "DecisionOption",
+    "DecisionOutcome",
+    "DecisionRequested",
+    "DecisionResolved",
+    "ErrorInfo",
+    "ErrorRecovery",
+    "Estimate",
+    "Event",
+    "EventKind",
+    "EventPayload",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "MetricsUpdate",
+    "Milestone",
+    "MilestoneType",
+    "ModelAllocation",
+    "NotFoundError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "RequestCancelledError",
+    "ResourceExhaustedError",
+    "Run",
+    "RunCancelled",
+    "RunCancelledError",
+    "RunCompleted",
+    "RunCreated",
+    "RunFailed",
+    "RunHealth",
+    "RunProgress",
+    "RunReporter",
+    "RunStarted",
+    "RunStatus",
+    "RunStatusChanged",
+    "RunstreamError",
+    "Severity",
+    "StatusCode",
+    "Step",
+    "StepCompleted",
+    "StepFailed",
+    "StepProgress",
+    "StepReporter",
+    "StepSkipped",
+    "StepSpec",
+    "StepStarted",
+    "StepStatus",
+    "TextDelta",
+    "Thinking",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+    "WorkflowStateChange",
+    "__version__",
+    "connect",
+]

@@ -24,10 +24,10 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runstream.v1 import event_pb2, run_pb2
 
@@ -273,8 +273,7 @@ class RunManager:
             ),
         )
         created.event_time.CopyFrom(to_timestamp(self._clock()))
-        task = asyncio.ensure_future(self._create_locked(run_id, created))
-        return await asyncio.shield(task)
+        return await _uncancellable(self._create_locked(run_id, created))
 
     async def _create_locked(self, run_id: str, created: event_pb2.RunEvent) -> run_pb2.Run:
         async with self._lock(run_id):
@@ -349,8 +348,7 @@ class RunManager:
         for i, event in enumerate(events):
             validate_produced_event(f"events[{i}]", event, run_id, self._limits.max_event_bytes)
         await self._state(run_id)  # NOT_FOUND before anything else
-        task = asyncio.ensure_future(self._append_locked(run_id, events))
-        return await asyncio.shield(task)
+        return await _uncancellable(self._append_locked(run_id, events))
 
     async def _append_locked(
         self, run_id: str, events: Sequence[event_pb2.RunEvent]
@@ -398,8 +396,7 @@ class RunManager:
         event = event_pb2.RunEvent(
             run_cancelled=event_pb2.RunCancelled(reason=reason, cancelled_by=cancelled_by)
         )
-        task = asyncio.ensure_future(self._append_locked(run_id, [event]))
-        result = await asyncio.shield(task)
+        result = await _uncancellable(self._append_locked(run_id, [event]))
         run = await self.get_run(run_id)
         signal = ControlSignal("cancel", reason, run.status, result.last_seq)
         for link in self._producers.get(run_id, ()):
@@ -509,6 +506,19 @@ class RunManager:
 
 
 _M = TypeVar("_M", run_pb2.Run, run_pb2.Step)
+_T = TypeVar("_T")
+
+
+async def _uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
+    """Runs `work` to completion even if the caller is cancelled meanwhile.
+
+    An append that reached the store must also reach the in-memory state and the watchers;
+    a caller's cancellation only stops it waiting. The outcome is always retrieved, so a
+    failure nobody waits for any more is not reported as a lost task exception.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
 
 
 def _copy(message: _M) -> _M:

@@ -231,7 +231,7 @@ class RunState:
             step.duration.CopyFrom(p.duration)
         step.percent = 100
         if p.summary:
-            step.detail = p.summary
+            step.summary = p.summary
         step.metrics.update(p.metrics)
         for artifact in p.artifacts:
             self._add_artifact(artifact, step.step_id)
@@ -355,11 +355,13 @@ class RunState:
             self.run.health = run_pb2.RUN_HEALTH_DEGRADED
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
+        # The id and step are filled in on the event itself, before it is stored, so the log
+        # and the snapshot name the artifact the same way, and a replay gives the same ids.
+        artifact.step_id = artifact.step_id or step_id
+        if not artifact.artifact_id:
+            artifact.artifact_id = uuid.uuid4().hex[:12]
         stored = run_pb2.Artifact()
         stored.CopyFrom(artifact)
-        stored.step_id = stored.step_id or step_id
-        if not stored.artifact_id:
-            stored.artifact_id = uuid.uuid4().hex[:12]
         step = self.step(stored.step_id) if stored.step_id else None
         if step is not None:
             step.artifacts.append(stored)

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runstream/v1/run.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x08StepSpec\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\"\xa7\x04\n\x04Step\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.runstream.v1.StepStatus\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07percent\x18\t \x01(\x01\x12\x10\n\x08sub_step\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\x18\n\x10tokens_processed\x18\x0c \x01(\x03\x12)\n\tartifacts\x18\r \x03(\x0b\x32\x16.runstream.v1.Artifact\x12\x30\n\x07metrics\x18\x0e \x03(\x0b\x32\x1f.runstream.v1.Step.MetricsEntry\x12&\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.runstream.v1.ErrorInfo\x12\x13\n\x0bskip_reason\x18\x10 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x0bRunProgress\x12\x17\n\x0f\x63ompleted_steps\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\x0f\n\x07percent\x18\x03 \x01(\x01\"\x8d\x01\n\x0b\x41\x63tiveAgent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x08\x45stimate\x12,\n\tremaining\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconfidence\x18\x03 \x01(\x01\"\x98\x01\n\x08\x41rtifact\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0f\n\x07step_id\x18\x06 \x01(\t\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8d\x01\n\x10\x41rtifactsSummary\x12\r\n\x05total\x18\x01 \x01(\x05\x12;\n\x07\x62y_kind\x18\x02 \x03(\x0b\x32*.runstream.v1.ArtifactsSummary.ByKindEntry\x1a-\n\x0b\x42yKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"T\n\tErrorInfo\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa0\x07\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.runstream.v1.Run.LabelsEntry\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12!\n\x05steps\x18\x06 \x03(\x0b\x32\x12.runstream.v1.Step\x12+\n\x08progress\x18\x07 \x01(\x0b\x32\x19.runstream.v1.RunProgress\x12\x17\n\x0f\x63urrent_step_id\x18\x08 \x01(\t\x12\x30\n\ractive_agents\x18\t \x03(\x0b\x32\x19.runstream.v1.ActiveAgent\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x0e \x01(\x03\x12(\n\x08\x65stimate\x18\x0f \x01(\x0b\x32\x16.runstream.v1.Estimate\x12\'\n\x06health\x18\x10 \x01(\x0e\x32\x17.runstream.v1.RunHealth\x12\x39\n\x11\x61rtifacts_summary\x18\x11 \x01(\x0b\x32\x1e.runstream.v1.ArtifactsSummary\x12&\n\x05\x65rror\x18\x12 \x01(\x0b\x32\x17.runstream.v1.ErrorInfo\x12\x16\n\x0eresult_summary\x18\x13 \x01(\t\x12\'\n\x06result\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rcancel_reason\x18\x15 \x01(\t\x12/\n\x07metrics\x18\x16 \x03(\x0b\x32\x1e.runstream.v1.Run.MetricsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xdb\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12 \n\x1cRUN_STATUS_WAITING_FOR_INPUT\x10\x03\x12\x15\n\x11RUN_STATUS_PAUSED\x10\x04\x12\x18\n\x14RUN_STATUS_SUCCEEDED\x10\x05\x12\x15\n\x11RUN_STATUS_FAILED\x10\x06\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x07*\xa7\x01\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n\x15STEP_STATUS_SUCCEEDED\x10\x03\x12\x16\n\x12STEP_STATUS_FAILED\x10\x04\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x05*\x88\x01\n\tRunHealth\x12\x1a\n\x16RUN_HEALTH_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_HEALTH_HEALTHY\x10\x01\x12\x17\n\x13RUN_HEALTH_DEGRADED\x10\x02\x12\x16\n\x12RUN_HEALTH_STALLED\x10\x03\x12\x16\n\x12RUN_HEALTH_FAILING\x10\x04*\x88\x01\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x10\n\x0cSEVERITY_LOW\x10\x02\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x03\x12\x11\n\rSEVERITY_HIGH\x10\x04\x12\x15\n\x11SEVERITY_CRITICAL\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16runstream/v1/run.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"M\n\x08StepSpec\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\"\xb8\x04\n\x04Step\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\t\x12(\n\x06status\x18\x05 \x01(\x0e\x32\x18.runstream.v1.StepStatus\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07percent\x18\t \x01(\x01\x12\x10\n\x08sub_step\x18\n \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x0b \x01(\t\x12\x18\n\x10tokens_processed\x18\x0c \x01(\x03\x12)\n\tartifacts\x18\r \x03(\x0b\x32\x16.runstream.v1.Artifact\x12\x30\n\x07metrics\x18\x0e \x03(\x0b\x32\x1f.runstream.v1.Step.MetricsEntry\x12&\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.runstream.v1.ErrorInfo\x12\x13\n\x0bskip_reason\x18\x10 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\x05\x12\x0f\n\x07summary\x18\x12 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"L\n\x0bRunProgress\x12\x17\n\x0f\x63ompleted_steps\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\x0f\n\x07percent\x18\x03 \x01(\x01\"\x8d\x01\n\x0b\x41\x63tiveAgent\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0f\n\x07step_id\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\x08\x45stimate\x12,\n\tremaining\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconfidence\x18\x03 \x01(\x01\"\x98\x01\n\x08\x41rtifact\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0b\n\x03uri\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12\x0f\n\x07step_id\x18\x06 \x01(\t\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x8d\x01\n\x10\x41rtifactsSummary\x12\r\n\x05total\x18\x01 \x01(\x05\x12;\n\x07\x62y_kind\x18\x02 \x03(\x0b\x32*.runstream.v1.ArtifactsSummary.ByKindEntry\x1a-\n\x0b\x42yKindEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"T\n\tErrorInfo\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa0\x07\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x06labels\x18\x04 \x03(\x0b\x32\x1d.runstream.v1.Run.LabelsEntry\x12\'\n\x06status\x18\x05 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12!\n\x05steps\x18\x06 \x03(\x0b\x32\x12.runstream.v1.Step\x12+\n\x08progress\x18\x07 \x01(\x0b\x32\x19.runstream.v1.RunProgress\x12\x17\n\x0f\x63urrent_step_id\x18\x08 \x01(\t\x12\x30\n\ractive_agents\x18\t \x03(\x0b\x32\x19.runstream.v1.ActiveAgent\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08last_seq\x18\x0e \x01(\x03\x12(\n\x08\x65stimate\x18\x0f \x01(\x0b\x32\x16.runstream.v1.Estimate\x12\'\n\x06health\x18\x10 \x01(\x0e\x32\x17.runstream.v1.RunHealth\x12\x39\n\x11\x61rtifacts_summary\x18\x11 \x01(\x0b\x32\x1e.runstream.v1.ArtifactsSummary\x12&\n\x05\x65rror\x18\x12 \x01(\x0b\x32\x17.runstream.v1.ErrorInfo\x12\x16\n\x0eresult_summary\x18\x13 \x01(\t\x12\'\n\x06result\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rcancel_reason\x18\x15 \x01(\t\x12/\n\x07metrics\x18\x16 \x03(\x0b\x32\x1e.runstream.v1.Run.MetricsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\xdb\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_PENDING\x10\x01\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x02\x12 \n\x1cRUN_STATUS_WAITING_FOR_INPUT\x10\x03\x12\x15\n\x11RUN_STATUS_PAUSED\x10\x04\x12\x18\n\x14RUN_STATUS_SUCCEEDED\x10\x05\x12\x15\n\x11RUN_STATUS_FAILED\x10\x06\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x07*\xa7\x01\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13STEP_STATUS_PENDING\x10\x01\x12\x17\n\x13STEP_STATUS_RUNNING\x10\x02\x12\x19\n\x15STEP_STATUS_SUCCEEDED\x10\x03\x12\x16\n\x12STEP_STATUS_FAILED\x10\x04\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x05*\x88\x01\n\tRunHealth\x12\x1a\n\x16RUN_HEALTH_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_HEALTH_HEALTHY\x10\x01\x12\x17\n\x13RUN_HEALTH_DEGRADED\x10\x02\x12\x16\n\x12RUN_HEALTH_STALLED\x10\x03\x12\x16\n\x12RUN_HEALTH_FAILING\x10\x04*\x88\x01\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x10\n\x0cSEVERITY_LOW\x10\x02\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x03\x12\x11\n\rSEVERITY_HIGH\x10\x04\x12\x15\n\x11SEVERITY_CRITICAL\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,38 +42,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUN_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_RUN_METRICSENTRY']._loaded_options = None
   _globals['_RUN_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATUS']._serialized_start=2431
-  _globals['_RUNSTATUS']._serialized_end=2650
-  _globals['_STEPSTATUS']._serialized_start=2653
-  _globals['_STEPSTATUS']._serialized_end=2820
-  _globals['_RUNHEALTH']._serialized_start=2823
-  _globals['_RUNHEALTH']._serialized_end=2959
-  _globals['_SEVERITY']._serialized_start=2962
-  _globals['_SEVERITY']._serialized_end=3098
+  _globals['_RUNSTATUS']._serialized_start=2448
+  _globals['_RUNSTATUS']._serialized_end=2667
+  _globals['_STEPSTATUS']._serialized_start=2670
+  _globals['_STEPSTATUS']._serialized_end=2837
+  _globals['_RUNHEALTH']._serialized_start=2840
+  _globals['_RUNHEALTH']._serialized_end=2976
+  _globals['_SEVERITY']._serialized_start=2979
+  _globals['_SEVERITY']._serialized_end=3115
   _globals['_STEPSPEC']._serialized_start=135
   _globals['_STEPSPEC']._serialized_end=212
   _globals['_STEP']._serialized_start=215
-  _globals['_STEP']._serialized_end=766
-  _globals['_STEP_METRICSENTRY']._serialized_start=720
-  _globals['_STEP_METRICSENTRY']._serialized_end=766
-  _globals['_RUNPROGRESS']._serialized_start=768
-  _globals['_RUNPROGRESS']._serialized_end=844
-  _globals['_ACTIVEAGENT']._serialized_start=847
-  _globals['_ACTIVEAGENT']._serialized_end=988
-  _globals['_ESTIMATE']._serialized_start=990
-  _globals['_ESTIMATE']._serialized_end=1112
-  _globals['_ARTIFACT']._serialized_start=1115
-  _globals['_ARTIFACT']._serialized_end=1267
-  _globals['_ARTIFACTSSUMMARY']._serialized_start=1270
-  _globals['_ARTIFACTSSUMMARY']._serialized_end=1411
-  _globals['_ARTIFACTSSUMMARY_BYKINDENTRY']._serialized_start=1366
-  _globals['_ARTIFACTSSUMMARY_BYKINDENTRY']._serialized_end=1411
-  _globals['_ERRORINFO']._serialized_start=1413
-  _globals['_ERRORINFO']._serialized_end=1497
-  _globals['_RUN']._serialized_start=1500
-  _globals['_RUN']._serialized_end=2428
-  _globals['_RUN_LABELSENTRY']._serialized_start=2335
-  _globals['_RUN_LABELSENTRY']._serialized_end=2380
-  _globals['_RUN_METRICSENTRY']._serialized_start=720
-  _globals['_RUN_METRICSENTRY']._serialized_end=766
+  _globals['_STEP']._serialized_end=783
+  _globals['_STEP_METRICSENTRY']._serialized_start=737
+  _globals['_STEP_METRICSENTRY']._serialized_end=783
+  _globals['_RUNPROGRESS']._serialized_start=785
+  _globals['_RUNPROGRESS']._serialized_end=861
+  _globals['_ACTIVEAGENT']._serialized_start=864
+  _globals['_ACTIVEAGENT']._serialized_end=1005
+  _globals['_ESTIMATE']._serialized_start=1007
+  _globals['_ESTIMATE']._serialized_end=1129
+  _globals['_ARTIFACT']._serialized_start=1132
+  _globals['_ARTIFACT']._serialized_end=1284
+  _globals['_ARTIFACTSSUMMARY']._serialized_start=1287
+  _globals['_ARTIFACTSSUMMARY']._serialized_end=1428
+  _globals['_ARTIFACTSSUMMARY_BYKINDENTRY']._serialized_start=1383
+  _globals['_ARTIFACTSSUMMARY_BYKINDENTRY']._serialized_end=1428
+  _globals['_ERRORINFO']._serialized_start=1430
+  _globals['_ERRORINFO']._serialized_end=1514
+  _globals['_RUN']._serialized_start=1517
+  _globals['_RUN']._serialized_end=2445
+  _globals['_RUN_LABELSENTRY']._serialized_start=2352
+  _globals['_RUN_LABELSENTRY']._serialized_end=2397
+  _globals['_RUN_METRICSENTRY']._serialized_start=737
+  _globals['_RUN_METRICSENTRY']._serialized_end=783
 # @@protoc_insertion_point(module_scope)

@@ -87,7 +87,7 @@ class StepSpec(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("step_id", "name", "description", "agent", "status", "start_time", "end_time", "duration", "percent", "sub_step", "detail", "tokens_processed", "artifacts", "metrics", "error", "skip_reason", "attempts")
+    __slots__ = ("step_id", "name", "description", "agent", "status", "start_time", "end_time", "duration", "percent", "sub_step", "detail", "tokens_processed", "artifacts", "metrics", "error", "skip_reason", "attempts", "summary")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class Step(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     name: str
     description: str
@@ -129,7 +130,8 @@ class Step(_message.Message):
     error: ErrorInfo
     skip_reason: str
     attempts: int
-    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., agent: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., percent: _Optional[float] = ..., sub_step: _Optional[str] = ..., detail: _Optional[str] = ..., tokens_processed: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., skip_reason: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
+    summary: str
+    def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., agent: _Optional[str] = ..., status: _Optional[_Union[StepStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., percent: _Optional[float] = ..., sub_step: _Optional[str] = ..., detail: _Optional[str] = ..., tokens_processed: _Optional[int] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., skip_reason: _Optional[str] = ..., attempts: _Optional[int] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class RunProgress(_message.Message):
     __slots__ = ("completed_steps", "total_steps", "percent")

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# Runstream server image: `runstream serve` on port 50051, the SQLite store on the /data volume.
+#   docker build -t runstream .
+#   docker run -p 50051:50051 -v runstream-data:/data runstream [--log-level debug]
+# No Docker engine runs on the project's development machines: keep this file conventional.
+
+# --- builder: the runstream wheel and every dependency as wheels -------------------------
+FROM python:3.11-slim AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+# Only what the wheel is built from (see .dockerignore); generated code is committed in src/.
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m pip wheel --wheel-dir /wheels .
+
+# --- runtime: the installed wheels, nothing else ----------------------------------------
+FROM python:3.11-slim AS runtime
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    python -m pip install --no-index --find-links /wheels runstream \
+ && groupadd --system --gid 10001 runstream \
+ && useradd --system --uid 10001 --gid runstream --home-dir /data --shell /usr/sbin/nologin runstream \
+ && mkdir -p /data \
+ && chown runstream:runstream /data
+USER runstream
+WORKDIR /data
+VOLUME ["/data"]
+EXPOSE 50051
+# grpcurl is not in this image: ask grpc.health.v1 with the Python client that is.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(), timeout=4); sys.exit(r.status != h.HealthCheckResponse.SERVING)"]
+# SIGTERM (docker stop) makes the server go NOT_SERVING and end streams with UNAVAILABLE.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["runstream", "serve", "--address", "0.0.0.0:50051", "--store", "/data/runstream.db"]

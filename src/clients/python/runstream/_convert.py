@@ -1,0 +1,906 @@
+"""Conversion between the generated protobuf messages and the SDK's typed objects.
+
+This is the only SDK module that builds or reads ``_pb2`` messages; everything else works with
+the dataclasses of ``_types`` (plus the request objects handed straight to the stubs).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from runstream._errors import InvalidArgumentError
+from runstream._types import (
+    ActiveAgent,
+    ActivityType,
+    AgentActivity,
+    Alert,
+    Artifact,
+    ArtifactProduced,
+    ArtifactsSummary,
+    ControlAction,
+    Custom,
+    DecisionOption,
+    DecisionOutcome,
+    DecisionRequested,
+    DecisionResolved,
+    ErrorInfo,
+    ErrorRecovery,
+    Estimate,
+    Event,
+    EventKind,
+    EventPayload,
+    MetricsUpdate,
+    Milestone,
+    MilestoneType,
+    ModelAllocation,
+    Run,
+    RunCancelled,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    RunHealth,
+    RunProgress,
+    RunStarted,
+    RunStatus,
+    RunStatusChanged,
+    Severity,
+    Step,
+    StepCompleted,
+    StepFailed,
+    StepProgress,
+    StepSkipped,
+    StepSpec,
+    StepStarted,
+    StepStatus,
+    TextDelta,
+    Thinking,
+    WorkflowStateChange,
+)
+from runstream.v1 import event_pb2, report_service_pb2, run_pb2, run_service_pb2
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+_MAX_EXACT_INT = 2**53
+
+
+def enum_value(cls: type[_E], number: int) -> _E:
+    """``cls(number)``, or ``cls.UNSPECIFIED`` for a value added to the contract later."""
+    try:
+        return cls(number)
+    except ValueError:
+        return cls["UNSPECIFIED"]
+
+
+# --- well-known types ------------------------------------------------------------------------
+
+
+def _value_to_python(value: struct_pb2.Value) -> Any:
+    which = value.WhichOneof("kind")
+    if which == "number_value":
+        number = value.number_value
+        # Struct only has doubles; give integral numbers back as int, as a JSON decoder would,
+        # so {"variants": 12} round-trips as 12 rather than 12.0.
+        if math.isfinite(number) and number.is_integer() and abs(number) <= _MAX_EXACT_INT:
+            return int(number)
+        return number
+    if which == "string_value":
+        return value.string_value
+    if which == "bool_value":
+        return value.bool_value
+    if which == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if which == "list_value":
+        return [_value_to_python(item) for item in value.list_value.values]
+    return None
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a plain dict (integral numbers as int)."""
+    return {key: _value_to_python(value) for key, value in struct.fields.items()}
+
+
+def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None) -> None:
+    """Copies ``data`` (JSON-like: dict, list, str, number, bool, None) into ``target``.
+
+    Raises InvalidArgumentError, before anything is sent, for a value Struct cannot hold.
+    """
+    if not data:
+        return
+    try:
+        target.update(dict(data))
+    except (TypeError, ValueError) as exc:
+        bad = next((k for k, v in data.items() if not _struct_compatible(v)), None)
+        where = f"value of {bad!r}" if bad is not None else "a key"
+        raise InvalidArgumentError(
+            f"data: {where} is not JSON-like (dict, list, str, number, bool or None)"
+        ) from exc
+
+
+def _struct_compatible(value: Any) -> bool:
+    try:
+        struct_pb2.Struct().update({"v": value})
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
+    """A Timestamp as an aware UTC datetime."""
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _time(message: Message, field_name: str) -> datetime | None:
+    if not message.HasField(field_name):
+        return None
+    return timestamp_to_datetime(getattr(message, field_name))
+
+
+def _duration(message: Message, field_name: str) -> timedelta | None:
+    if not message.HasField(field_name):
+        return None
+    value: duration_pb2.Duration = getattr(message, field_name)
+    return value.ToTimedelta()
+
+
+def duration_to_pb(value: timedelta | float) -> duration_pb2.Duration:
+    """A Duration from a timedelta or a number of seconds."""
+    duration = duration_pb2.Duration()
+    if isinstance(value, timedelta):
+        duration.FromTimedelta(value)
+    else:
+        duration.FromNanoseconds(round(value * 1e9))
+    return duration
+
+
+# --- resources -----------------------------------------------------------------------------
+
+
+def error_info_from_pb(message: run_pb2.ErrorInfo) -> ErrorInfo:
+    """An ErrorInfo dataclass from its message."""
+    return ErrorInfo(
+        code=message.code, message=message.message, details=struct_to_dict(message.details)
+    )
+
+
+def _error(message: Message, field_name: str) -> ErrorInfo | None:
+    if not message.HasField(field_name):
+        return None
+    return error_info_from_pb(getattr(message, field_name))
+
+
+def artifact_from_pb(message: run_pb2.Artifact) -> Artifact:
+    """An Artifact dataclass from its message."""
+    return Artifact(
+        artifact_id=message.artifact_id,
+        name=message.name,
+        kind=message.kind,
+        uri=message.uri,
+        size_bytes=message.size_bytes,
+        step_id=message.step_id,
+        metadata=struct_to_dict(message.metadata),
+    )
+
+
+def step_spec_from_pb(message: run_pb2.StepSpec) -> StepSpec:
+    """A StepSpec dataclass from its message."""
+    return StepSpec(
+        step_id=message.step_id,
+        name=message.name,
+        description=message.description,
+        agent=message.agent,
+    )
+
+
+def step_spec_to_pb(spec: StepSpec | str) -> run_pb2.StepSpec:
+    """The StepSpec message for a spec, or for a bare step id."""
+    if isinstance(spec, str):
+        return run_pb2.StepSpec(step_id=spec)
+    return run_pb2.StepSpec(
+        step_id=spec.step_id, name=spec.name, description=spec.description, agent=spec.agent
+    )
+
+
+def step_from_pb(message: run_pb2.Step) -> Step:
+    """A Step dataclass from its message."""
+    return Step(
+        step_id=message.step_id,
+        name=message.name,
+        description=message.description,
+        agent=message.agent,
+        status=enum_value(StepStatus, message.status),
+        start_time=_time(message, "start_time"),
+        end_time=_time(message, "end_time"),
+        duration=_duration(message, "duration"),
+        percent=message.percent,
+        sub_step=message.sub_step,
+        detail=message.detail,
+        tokens_processed=message.tokens_processed,
+        artifacts=tuple(artifact_from_pb(a) for a in message.artifacts),
+        metrics=dict(message.metrics),
+        error=_error(message, "error"),
+        skip_reason=message.skip_reason,
+        attempts=message.attempts,
+        raw=message,
+    )
+
+
+def _active_agent_from_pb(message: run_pb2.ActiveAgent) -> ActiveAgent:
+    return ActiveAgent(
+        agent_id=message.agent_id,
+        name=message.name,
+        type=message.type,
+        step_id=message.step_id,
+        message=message.message,
+        start_time=_time(message, "start_time"),
+    )
+
+
+def _estimate_from_pb(message: run_pb2.Run) -> Estimate | None:
+    if not message.HasField("estimate"):
+        return None
+    estimate = message.estimate
+    return Estimate(
+        remaining=_duration(estimate, "remaining"),
+        end_time=_time(estimate, "end_time"),
+        confidence=estimate.confidence,
+    )
+
+
+def run_from_pb(message: run_pb2.Run) -> Run:
+    """A Run dataclass from its message."""
+    return Run(
+        run_id=message.run_id,
+        workflow=message.workflow,
+        display_name=message.display_name,
+        labels=dict(message.labels),
+        status=enum_value(RunStatus, message.status),
+        steps=tuple(step_from_pb(s) for s in message.steps),
+        progress=RunProgress(
+            percent=message.progress.percent,
+            completed_steps=message.progress.completed_steps,
+            total_steps=message.progress.total_steps,
+        ),
+        current_step_id=message.current_step_id,
+        active_agents=tuple(_active_agent_from_pb(a) for a in message.active_agents),
+        create_time=_time(message, "create_time"),
+        start_time=_time(message, "start_time"),
+        update_time=_time(message, "update_time"),
+        end_time=_time(message, "end_time"),
+        last_seq=message.last_seq,
+        estimate=_estimate_from_pb(message),
+        health=enum_value(RunHealth, message.health),
+        artifacts_summary=ArtifactsSummary(
+            total=message.artifacts_summary.total,
+            by_kind=dict(message.artifacts_summary.by_kind),
+        ),
+        error=_error(message, "error"),
+        result_summary=message.result_summary,
+        result=struct_to_dict(message.result),
+        cancel_reason=message.cancel_reason,
+        metrics=dict(message.metrics),
+        raw=message,
+    )
+
+
+# --- events: reading ---------------------------------------------------------------------
+
+
+def _run_created(m: event_pb2.RunCreated) -> RunCreated:
+    return RunCreated(
+        workflow=m.workflow,
+        display_name=m.display_name,
+        labels=dict(m.labels),
+        steps=tuple(step_spec_from_pb(s) for s in m.steps),
+    )
+
+
+def _run_status_changed(m: event_pb2.RunStatusChanged) -> RunStatusChanged:
+    return RunStatusChanged(
+        previous_status=enum_value(RunStatus, m.previous_status),
+        status=enum_value(RunStatus, m.status),
+        reason=m.reason,
+    )
+
+
+def _step_completed(m: event_pb2.StepCompleted) -> StepCompleted:
+    return StepCompleted(
+        step_id=m.step_id,
+        artifacts=tuple(artifact_from_pb(a) for a in m.artifacts),
+        metrics=dict(m.metrics),
+        duration=_duration(m, "duration"),
+        summary=m.summary,
+    )
+
+
+def _agent_activity(m: event_pb2.AgentActivity) -> AgentActivity:
+    return AgentActivity(
+        agent_id=m.agent_id,
+        agent_name=m.agent_name,
+        agent_type=m.agent_type,
+        activity=enum_value(ActivityType, m.activity),
+        message=m.message,
+        data=struct_to_dict(m.data),
+        step_id=m.step_id,
+    )
+
+
+def _thinking(m: event_pb2.Thinking) -> Thinking:
+    return Thinking(
+        thinking_type=m.thinking_type,
+        stage=m.stage,
+        analysis=m.analysis,
+        factors=tuple(m.factors),
+        confidence=m.confidence,
+        reasoning_depth=m.reasoning_depth,
+        agent_id=m.agent_id,
+    )
+
+
+def _model_allocation(m: event_pb2.ModelAllocation) -> ModelAllocation:
+    return ModelAllocation(
+        agent_id=m.agent_id,
+        model=m.model,
+        tier=m.tier,
+        reasoning=m.reasoning,
+        complexity=m.complexity,
+        context_window=m.context_window,
+        expected_cost_usd=m.expected_cost_usd if m.HasField("expected_cost_usd") else None,
+        factors=tuple(m.factors),
+        performance_expectation=m.performance_expectation,
+    )
+
+
+def _error_recovery(m: event_pb2.ErrorRecovery) -> ErrorRecovery:
+    return ErrorRecovery(
+        error_message=m.error_message,
+        severity=enum_value(Severity, m.severity),
+        recovery_strategy=m.recovery_strategy,
+        can_continue=m.can_continue,
+        affected_agents=tuple(m.affected_agents),
+        user_action_required=m.user_action_required,
+        attempt=m.attempt,
+    )
+
+
+def _workflow_state_change(m: event_pb2.WorkflowStateChange) -> WorkflowStateChange:
+    return WorkflowStateChange(
+        change_type=m.change_type,
+        current_stage=m.current_stage,
+        stages=tuple(m.stages),
+        completion_percentage=m.completion_percentage,
+        active_agents=tuple(m.active_agents),
+        pipeline_status=dict(m.pipeline_status),
+    )
+
+
+def _decision_requested(m: event_pb2.DecisionRequested) -> DecisionRequested:
+    return DecisionRequested(
+        decision_id=m.decision_id,
+        decision_type=m.decision_type,
+        prompt=m.prompt,
+        options=tuple(
+            DecisionOption(value=o.value, label=o.label, description=o.description)
+            for o in m.options
+        ),
+        default_option=m.default_option,
+        timeout=_duration(m, "timeout"),
+        can_skip=m.can_skip,
+        context=struct_to_dict(m.context),
+        affects_workflow=m.affects_workflow,
+        deadline=_time(m, "deadline"),
+    )
+
+
+# The payload oneof's field name -> (kind, converter). The converters take the payload message.
+_PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
+    "run_created": (EventKind.RUN_CREATED, _run_created),
+    "run_started": (EventKind.RUN_STARTED, lambda m: RunStarted(message=m.message)),
+    "run_status_changed": (EventKind.RUN_STATUS_CHANGED, _run_status_changed),
+    "run_completed": (
+        EventKind.RUN_COMPLETED,
+        lambda m: RunCompleted(summary=m.summary, result=struct_to_dict(m.result)),
+    ),
+    "run_failed": (EventKind.RUN_FAILED, lambda m: RunFailed(error=_error(m, "error"))),
+    "run_cancelled": (
+        EventKind.RUN_CANCELLED,
+        lambda m: RunCancelled(reason=m.reason, cancelled_by=m.cancelled_by),
+    ),
+    "step_started": (
+        EventKind.STEP_STARTED,
+        lambda m: StepStarted(
+            step_id=m.step_id, name=m.name, description=m.description, agent=m.agent
+        ),
+    ),
+    "step_progress": (
+        EventKind.STEP_PROGRESS,
+        lambda m: StepProgress(
+            step_id=m.step_id,
+            percent=m.percent,
+            sub_step=m.sub_step,
+            detail=m.detail,
+            tokens_processed=m.tokens_processed,
+        ),
+    ),
+    "step_completed": (EventKind.STEP_COMPLETED, _step_completed),
+    "step_failed": (
+        EventKind.STEP_FAILED,
+        lambda m: StepFailed(step_id=m.step_id, error=_error(m, "error")),
+    ),
+    "step_skipped": (
+        EventKind.STEP_SKIPPED,
+        lambda m: StepSkipped(step_id=m.step_id, reason=m.reason),
+    ),
+    "agent_activity": (EventKind.AGENT_ACTIVITY, _agent_activity),
+    "thinking": (EventKind.THINKING, _thinking),
+    "model_allocation": (EventKind.MODEL_ALLOCATION, _model_allocation),
+    "text_delta": (
+        EventKind.TEXT_DELTA,
+        lambda m: TextDelta(
+            agent_id=m.agent_id,
+            message_id=m.message_id,
+            delta=m.delta,
+            final=m.final,
+            step_id=m.step_id,
+        ),
+    ),
+    "metrics_update": (
+        EventKind.METRICS_UPDATE,
+        lambda m: MetricsUpdate(values=dict(m.values), step_id=m.step_id),
+    ),
+    "milestone": (
+        EventKind.MILESTONE,
+        lambda m: Milestone(
+            type=enum_value(MilestoneType, m.type),
+            title=m.title,
+            description=m.description,
+            data=struct_to_dict(m.data),
+        ),
+    ),
+    "alert": (
+        EventKind.ALERT,
+        lambda m: Alert(
+            severity=enum_value(Severity, m.severity),
+            message=m.message,
+            suggested_action=m.suggested_action,
+            code=m.code,
+            data=struct_to_dict(m.data),
+        ),
+    ),
+    "error_recovery": (EventKind.ERROR_RECOVERY, _error_recovery),
+    "artifact_produced": (
+        EventKind.ARTIFACT_PRODUCED,
+        lambda m: ArtifactProduced(artifact=artifact_from_pb(m.artifact)),
+    ),
+    "workflow_state_change": (EventKind.WORKFLOW_STATE_CHANGE, _workflow_state_change),
+    "decision_requested": (EventKind.DECISION_REQUESTED, _decision_requested),
+    "decision_resolved": (
+        EventKind.DECISION_RESOLVED,
+        lambda m: DecisionResolved(
+            decision_id=m.decision_id,
+            outcome=enum_value(DecisionOutcome, m.outcome),
+            choice=m.choice,
+            answered_by=m.answered_by,
+        ),
+    ),
+    "custom": (EventKind.CUSTOM, lambda m: Custom(type=m.type, data=struct_to_dict(m.data))),
+}
+
+
+def event_from_pb(message: event_pb2.RunEvent, run_id: str = "") -> Event:
+    """An Event from a RunEvent; a payload this SDK does not know gives kind UNSPECIFIED."""
+    which = message.WhichOneof("payload")
+    entry = _PAYLOADS.get(which) if which is not None else None
+    if entry is None:
+        kind, payload = EventKind.UNSPECIFIED, None
+    else:
+        kind, convert = entry
+        payload = convert(getattr(message, which))
+    return Event(
+        run_id=message.run_id or run_id,
+        seq=message.seq,
+        kind=kind,
+        event_time=timestamp_to_datetime(message.event_time),
+        idempotency_key=message.idempotency_key,
+        payload=payload,
+        raw=message,
+    )
+
+
+# --- events: building (for the reporter) ---------------------------------------------------
+
+
+def _event(**payload: Any) -> event_pb2.RunEvent:
+    event = event_pb2.RunEvent(**payload)
+    event.event_time.GetCurrentTime()
+    return event
+
+
+def _error_info(
+    message: str, code: str = "", details: Mapping[str, Any] | None = None
+) -> run_pb2.ErrorInfo:
+    info = run_pb2.ErrorInfo(code=code, message=message)
+    fill_struct(info.details, details)
+    return info
+
+
+def artifact_to_pb(
+    name: str,
+    *,
+    kind: str = "",
+    uri: str | None = None,
+    size_bytes: int | None = None,
+    step_id: str = "",
+    metadata: Mapping[str, Any] | None = None,
+) -> run_pb2.Artifact:
+    """An Artifact message; the server assigns its artifact_id."""
+    artifact = run_pb2.Artifact(
+        name=name, kind=kind, uri=uri or "", size_bytes=size_bytes or 0, step_id=step_id
+    )
+    fill_struct(artifact.metadata, metadata)
+    return artifact
+
+
+def run_started_event(message: str = "") -> event_pb2.RunEvent:
+    """A RunStarted event."""
+    return _event(run_started=event_pb2.RunStarted(message=message))
+
+
+def run_completed_event(summary: str, result: Mapping[str, Any] | None) -> event_pb2.RunEvent:
+    """A RunCompleted event."""
+    payload = event_pb2.RunCompleted(summary=summary)
+    fill_struct(payload.result, result)
+    return _event(run_completed=payload)
+
+
+def run_failed_event(
+    message: str, code: str, details: Mapping[str, Any] | None
+) -> event_pb2.RunEvent:
+    """A RunFailed event."""
+    return _event(run_failed=event_pb2.RunFailed(error=_error_info(message, code, details)))
+
+
+def step_started_event(step_id: str, name: str, description: str, agent: str) -> event_pb2.RunEvent:
+    """A StepStarted event."""
+    return _event(
+        step_started=event_pb2.StepStarted(
+            step_id=step_id, name=name, description=description, agent=agent
+        )
+    )
+
+
+def step_progress_event(
+    step_id: str, percent: float, sub_step: str, detail: str, tokens_processed: int
+) -> event_pb2.RunEvent:
+    """A StepProgress event."""
+    return _event(
+        step_progress=event_pb2.StepProgress(
+            step_id=step_id,
+            percent=percent,
+            sub_step=sub_step,
+            detail=detail,
+            tokens_processed=tokens_processed,
+        )
+    )
+
+
+def step_completed_event(
+    step_id: str, summary: str, metrics: Mapping[str, float] | None, duration: timedelta | None
+) -> event_pb2.RunEvent:
+    """A StepCompleted event."""
+    payload = event_pb2.StepCompleted(step_id=step_id, summary=summary, metrics=metrics or {})
+    if duration is not None:
+        payload.duration.CopyFrom(duration_to_pb(duration))
+    return _event(step_completed=payload)
+
+
+def step_failed_event(
+    step_id: str, message: str, code: str, details: Mapping[str, Any] | None
+) -> event_pb2.RunEvent:
+    """A StepFailed event."""
+    return _event(
+        step_failed=event_pb2.StepFailed(step_id=step_id, error=_error_info(message, code, details))
+    )
+
+
+def step_skipped_event(step_id: str, reason: str) -> event_pb2.RunEvent:
+    """A StepSkipped event."""
+    return _event(step_skipped=event_pb2.StepSkipped(step_id=step_id, reason=reason))
+
+
+def agent_activity_event(
+    agent_id: str,
+    activity: ActivityType,
+    message: str,
+    agent_name: str,
+    agent_type: str,
+    data: Mapping[str, Any] | None,
+    step_id: str,
+) -> event_pb2.RunEvent:
+    """An AgentActivity event."""
+    payload = event_pb2.AgentActivity(
+        agent_id=agent_id,
+        agent_name=agent_name,
+        agent_type=agent_type,
+        activity=int(activity),  # type: ignore[arg-type]
+        message=message,
+        step_id=step_id,
+    )
+    fill_struct(payload.data, data)
+    return _event(agent_activity=payload)
+
+
+def thinking_event(
+    analysis: str,
+    thinking_type: str,
+    stage: str,
+    factors: Iterable[str],
+    confidence: float,
+    reasoning_depth: str,
+    agent_id: str,
+) -> event_pb2.RunEvent:
+    """A Thinking event."""
+    return _event(
+        thinking=event_pb2.Thinking(
+            thinking_type=thinking_type,
+            stage=stage,
+            analysis=analysis,
+            factors=list(factors),
+            confidence=confidence,
+            reasoning_depth=reasoning_depth,
+            agent_id=agent_id,
+        )
+    )
+
+
+def model_allocation_event(
+    agent_id: str,
+    model: str,
+    tier: str,
+    reasoning: str,
+    complexity: str,
+    context_window: int,
+    expected_cost_usd: float | None,
+    factors: Iterable[str],
+    performance_expectation: str,
+) -> event_pb2.RunEvent:
+    """A ModelAllocation event."""
+    payload = event_pb2.ModelAllocation(
+        agent_id=agent_id,
+        model=model,
+        tier=tier,
+        reasoning=reasoning,
+        complexity=complexity,
+        context_window=context_window,
+        factors=list(factors),
+        performance_expectation=performance_expectation,
+    )
+    if expected_cost_usd is not None:
+        payload.expected_cost_usd = expected_cost_usd
+    return _event(model_allocation=payload)
+
+
+def text_delta_event(
+    agent_id: str, message_id: str, delta: str, final: bool, step_id: str
+) -> event_pb2.RunEvent:
+    """A TextDelta event."""
+    return _event(
+        text_delta=event_pb2.TextDelta(
+            agent_id=agent_id, message_id=message_id, delta=delta, final=final, step_id=step_id
+        )
+    )
+
+
+def metrics_event(values: Mapping[str, float], step_id: str) -> event_pb2.RunEvent:
+    """A MetricsUpdate event."""
+    return _event(
+        metrics_update=event_pb2.MetricsUpdate(
+            values={k: float(v) for k, v in values.items()}, step_id=step_id
+        )
+    )
+
+
+def milestone_event(
+    title: str, type: MilestoneType, description: str, data: Mapping[str, Any] | None
+) -> event_pb2.RunEvent:
+    """A Milestone event."""
+    payload = event_pb2.Milestone(
+        type=int(type),  # type: ignore[arg-type]
+        title=title,
+        description=description,
+    )
+    fill_struct(payload.data, data)
+    return _event(milestone=payload)
+
+
+def alert_event(
+    message: str,
+    severity: Severity,
+    suggested_action: str,
+    code: str,
+    data: Mapping[str, Any] | None,
+) -> event_pb2.RunEvent:
+    """An Alert event."""
+    payload = event_pb2.Alert(
+        severity=int(severity),  # type: ignore[arg-type]
+        message=message,
+        suggested_action=suggested_action,
+        code=code,
+    )
+    fill_struct(payload.data, data)
+    return _event(alert=payload)
+
+
+def error_recovery_event(
+    error_message: str,
+    severity: Severity,
+    recovery_strategy: str,
+    can_continue: bool,
+    affected_agents: Iterable[str],
+    user_action_required: bool,
+    attempt: int,
+) -> event_pb2.RunEvent:
+    """An ErrorRecovery event."""
+    return _event(
+        error_recovery=event_pb2.ErrorRecovery(
+            error_message=error_message,
+            severity=int(severity),  # type: ignore[arg-type]
+            recovery_strategy=recovery_strategy,
+            can_continue=can_continue,
+            affected_agents=list(affected_agents),
+            user_action_required=user_action_required,
+            attempt=attempt,
+        )
+    )
+
+
+def artifact_event(artifact: run_pb2.Artifact) -> event_pb2.RunEvent:
+    """An ArtifactProduced event."""
+    return _event(artifact_produced=event_pb2.ArtifactProduced(artifact=artifact))
+
+
+def workflow_state_event(
+    change_type: str,
+    current_stage: str,
+    stages: Iterable[str],
+    completion_percentage: float,
+    active_agents: Iterable[str],
+    pipeline_status: Mapping[str, bool] | None,
+) -> event_pb2.RunEvent:
+    """A WorkflowStateChange event."""
+    return _event(
+        workflow_state_change=event_pb2.WorkflowStateChange(
+            change_type=change_type,
+            current_stage=current_stage,
+            stages=list(stages),
+            completion_percentage=completion_percentage,
+            active_agents=list(active_agents),
+            pipeline_status=dict(pipeline_status or {}),
+        )
+    )
+
+
+def custom_event(type: str, data: Mapping[str, Any] | None) -> event_pb2.RunEvent:
+    """A Custom event."""
+    payload = event_pb2.Custom(type=type)
+    fill_struct(payload.data, data)
+    return _event(custom=payload)
+
+
+# --- requests and responses ----------------------------------------------------------------
+
+
+def create_run_request(
+    run_id: str,
+    workflow: str,
+    display_name: str,
+    labels: Mapping[str, str] | None,
+    steps: Iterable[StepSpec | str],
+) -> run_service_pb2.CreateRunRequest:
+    """The CreateRun request."""
+    return run_service_pb2.CreateRunRequest(
+        run_id=run_id,
+        workflow=workflow,
+        display_name=display_name,
+        labels=dict(labels or {}),
+        steps=[step_spec_to_pb(s) for s in steps],
+    )
+
+
+def watch_request(
+    run_id: str,
+    after_seq: int,
+    kinds: Iterable[EventKind] | None,
+    heartbeat_interval: timedelta | float | None,
+    keep_open: bool,
+) -> run_service_pb2.WatchRunRequest:
+    """The WatchRun request that resumes after ``after_seq``."""
+    request = run_service_pb2.WatchRunRequest(
+        run_id=run_id,
+        after_seq=after_seq,
+        kinds=[int(k) for k in kinds or ()],  # type: ignore[misc]
+        keep_open=keep_open,
+    )
+    if heartbeat_interval is not None:
+        request.heartbeat_interval.CopyFrom(duration_to_pb(heartbeat_interval))
+    return request
+
+
+def report_request(
+    run_id: str, events: list[event_pb2.RunEvent], batch_id: int
+) -> report_service_pb2.ReportRequest:
+    """One batch of a Report stream."""
+    return report_service_pb2.ReportRequest(run_id=run_id, events=events, batch_id=batch_id)
+
+
+def control_action(control: report_service_pb2.Control) -> ControlAction:
+    """The typed action of a Control message."""
+    return enum_value(ControlAction, control.action)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAck:
+    """The parts of an AppendAck the reporter needs."""
+
+    batch_id: int
+    count: int
+    max_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportControl:
+    """A Control pushed down a Report stream."""
+
+    action: ControlAction
+    reason: str
+    status: RunStatus
+    seq: int
+
+
+def parse_report_response(
+    response: report_service_pb2.ReportResponse,
+) -> ReportAck | ReportControl | None:
+    """The ack or control a ReportResponse carries; None for a field this SDK does not know."""
+    if response.HasField("ack"):
+        ack = response.ack
+        return ReportAck(
+            batch_id=ack.batch_id,
+            count=len(ack.events),
+            max_seq=max((e.seq for e in ack.events), default=0),
+            last_seq=ack.last_seq,
+        )
+    if response.HasField("control"):
+        control = response.control
+        return ReportControl(
+            action=enum_value(ControlAction, control.action),
+            reason=control.reason,
+            status=enum_value(RunStatus, control.status),
+            seq=control.seq,
+        )
+    return None
+
+
+def parse_watch_response(
+    response: run_service_pb2.WatchRunResponse, run_id: str
+) -> tuple[list[Event], int | None]:
+    """The events of a WatchRunResponse, and the heartbeat's head_seq if it is a heartbeat."""
+    events = [event_from_pb(e, run_id) for e in response.events]
+    head_seq = response.heartbeat.head_seq if response.HasField("heartbeat") else None
+    return events, head_seq
+
+
+def event_size(event: event_pb2.RunEvent) -> int:
+    """The encoded size of an event, for keeping batches under the message size limit."""
+    return event.ByteSize()
+
+
+def set_idempotency_key(event: event_pb2.RunEvent, key: str) -> None:
+    """Stamps the producer's idempotency key on an event before it is queued."""
+    event.idempotency_key = key

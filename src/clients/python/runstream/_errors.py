@@ -1,0 +1,228 @@
+"""The SDK's one exception hierarchy, mapped from gRPC status codes.
+
+Every error the SDK raises is a :class:`RunstreamError` carrying a :class:`StatusCode`, with one
+subclass per code so callers can ``except NotFoundError`` instead of comparing codes. Errors
+raised by a failed RPC chain the original ``grpc.aio.AioRpcError`` as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+
+__all__ = [
+    "AbortedError",
+    "AlreadyExistsError",
+    "DataLossError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "RequestCancelledError",
+    "ResourceExhaustedError",
+    "RunCancelledError",
+    "RunstreamError",
+    "StatusCode",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "UnknownError",
+]
+
+
+class StatusCode(enum.IntEnum):
+    """gRPC status codes, with the same numbers as the wire protocol."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class RunstreamError(Exception):
+    """Base of every error the SDK raises.
+
+    Attributes:
+        code: The gRPC status code of the failure.
+        message: The server's (or the SDK's) explanation.
+    """
+
+    default_code: StatusCode = StatusCode.UNKNOWN
+
+    def __init__(self, message: str, *, code: StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code: StatusCode = code if code is not None else self.default_code
+        self.message: str = message
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code.name}, message={self.message!r})"
+
+
+class RequestCancelledError(RunstreamError):
+    """The RPC was cancelled (status CANCELLED), usually by the server shutting down."""
+
+    default_code = StatusCode.CANCELLED
+
+
+class UnknownError(RunstreamError):
+    """The server failed without saying why (status UNKNOWN)."""
+
+    default_code = StatusCode.UNKNOWN
+
+
+class InvalidArgumentError(RunstreamError):
+    """The request was malformed; the message names the offending field."""
+
+    default_code = StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceededError(RunstreamError):
+    """The RPC did not finish within its timeout."""
+
+    default_code = StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFoundError(RunstreamError):
+    """The run (or another resource) does not exist."""
+
+    default_code = StatusCode.NOT_FOUND
+
+
+class AlreadyExistsError(RunstreamError):
+    """A run with the requested id already exists."""
+
+    default_code = StatusCode.ALREADY_EXISTS
+
+
+class PermissionDeniedError(RunstreamError):
+    """The caller may not do this."""
+
+    default_code = StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhaustedError(RunstreamError):
+    """A limit was exceeded, for example an oversized event."""
+
+    default_code = StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPreconditionError(RunstreamError):
+    """The run is not in a state that allows the request, for example it already ended."""
+
+    default_code = StatusCode.FAILED_PRECONDITION
+
+
+class RunCancelledError(FailedPreconditionError):
+    """The run was cancelled by an operator; the producer should stop working on it.
+
+    Attributes:
+        run_id: The cancelled run.
+        reason: The cancellation reason, when the server said.
+    """
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        text = f"run {run_id!r} was cancelled"
+        if reason:
+            text += f": {reason}"
+        super().__init__(text)
+        self.run_id = run_id
+        self.reason = reason
+
+
+class AbortedError(RunstreamError):
+    """The operation was aborted, typically by a concurrency conflict."""
+
+    default_code = StatusCode.ABORTED
+
+
+class OutOfRangeError(RunstreamError):
+    """A cursor or position lies beyond the valid range, for example after_seq past the head."""
+
+    default_code = StatusCode.OUT_OF_RANGE
+
+
+class UnimplementedError(RunstreamError):
+    """The server does not implement this RPC."""
+
+    default_code = StatusCode.UNIMPLEMENTED
+
+
+class InternalError(RunstreamError):
+    """The server hit an internal error."""
+
+    default_code = StatusCode.INTERNAL
+
+
+class UnavailableError(RunstreamError):
+    """The server could not be reached (or not within the reconnect timeout)."""
+
+    default_code = StatusCode.UNAVAILABLE
+
+
+class DataLossError(RunstreamError):
+    """Data was lost or a stream broke its ordering guarantee (a gap or a repeated seq)."""
+
+    default_code = StatusCode.DATA_LOSS
+
+
+class UnauthenticatedError(RunstreamError):
+    """The caller did not authenticate."""
+
+    default_code = StatusCode.UNAUTHENTICATED
+
+
+_BY_CODE: dict[StatusCode, type[RunstreamError]] = {
+    StatusCode.CANCELLED: RequestCancelledError,
+    StatusCode.UNKNOWN: UnknownError,
+    StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    StatusCode.NOT_FOUND: NotFoundError,
+    StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    StatusCode.ABORTED: AbortedError,
+    StatusCode.OUT_OF_RANGE: OutOfRangeError,
+    StatusCode.UNIMPLEMENTED: UnimplementedError,
+    StatusCode.INTERNAL: InternalError,
+    StatusCode.UNAVAILABLE: UnavailableError,
+    StatusCode.DATA_LOSS: DataLossError,
+    StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+}
+
+
+def status_code_of(code: grpc.StatusCode) -> StatusCode:
+    """The SDK's StatusCode for a grpc.StatusCode (whose value is a ``(number, name)`` pair)."""
+    number = code.value[0]
+    try:
+        return StatusCode(number)
+    except ValueError:
+        return StatusCode.UNKNOWN
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> RunstreamError:
+    """The RunstreamError for a failed RPC; raise it ``from exc``."""
+    code = status_code_of(exc.code())
+    message = exc.details() or code.name
+    cls = _BY_CODE.get(code, RunstreamError)
+    return cls(message, code=code)

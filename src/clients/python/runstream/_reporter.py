@@ -1,0 +1,882 @@
+"""The producer side: RunReporter and StepReporter over one ReportService.Report stream.
+
+How a reported event travels:
+
+1. A reporting call (``step.progress(...)``, ``run.metrics(...)``) builds the event, stamps it
+   with a stable idempotency key ``"<reporter uuid>:<counter>"`` and appends it to the unsent
+   queue. It returns at once unless the reporter already holds ``max_buffered`` unacknowledged
+   events, in which case it waits for acknowledgements (backpressure, never dropping).
+2. One background task per reporter owns the bidirectional stream. It sends everything queued
+   as batches (up to ``batch_size`` events and about 1 MiB each) and keeps up to
+   ``max_in_flight`` batches unacknowledged, so the producer is never blocked on a round trip.
+3. The server acknowledges batches in order once they are durable; acknowledged events are
+   forgotten. Unacknowledged ones stay in the in-flight queue.
+4. When the connection breaks (server killed, restarted or shutting down), the task
+   reconnects with exponential backoff and resends every unacknowledged event, in order, with
+   its original key. The server stores an event whose key it already holds only once and
+   acknowledges it with the original seq, so the run's log ends up gap-free and duplicate-free.
+5. A status that a retry cannot fix (bad input, run ended, limits) fails the reporter: the
+   next reporting call, ``flush()`` or ``close()`` raises it as a RunstreamError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from runstream import _convert as convert
+from runstream._errors import (
+    DataLossError,
+    FailedPreconditionError,
+    RunCancelledError,
+    RunstreamError,
+    StatusCode,
+    UnavailableError,
+    error_from_rpc,
+)
+from runstream._retry import Backoff, is_retryable
+from runstream._types import (
+    ActivityType,
+    ControlAction,
+    MilestoneType,
+    Run,
+    RunStatus,
+    Severity,
+)
+
+if TYPE_CHECKING:
+    from runstream.v1 import event_pb2, report_service_pb2
+
+    ReportCall = grpc.aio.StreamStreamCall[
+        report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
+    ]
+    ReportMethod = grpc.aio.StreamStreamMultiCallable[
+        report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
+    ]
+
+__all__ = ["RunReporter", "StepReporter"]
+
+_log = logging.getLogger("runstream.reporter")
+
+# Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
+# batches count from 1.
+_ATTACH_BATCH_ID = 0
+# Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
+_MAX_BATCH_BYTES = 1 << 20
+# How long close() waits for the server to end a half-closed stream before cutting it.
+_CLOSE_GRACE = 5.0
+
+
+class _Signal:
+    """Wakes every coroutine waiting for the reporter's state to change.
+
+    Waiters re-check their condition after each wake-up, so a spurious wake-up is harmless and
+    ``fire()`` can be called from anywhere, including ``finally`` blocks and callbacks.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def fire(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, max_wait: float | None = None) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            if max_wait is None:
+                await waiter
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, max_wait)
+        finally:
+            self._waiters.discard(waiter)
+
+
+@dataclass(slots=True)
+class _Batch:
+    batch_id: int
+    events: list[event_pb2.RunEvent]
+
+
+class _StreamEnded(Exception):
+    """The server ended the Report stream with OK before the reporter closed it."""
+
+
+class RunReporter:
+    """Reports one run's events to the server; create it with ``Client.start_run``.
+
+    Use it as an async context manager (``async with run:``) or call ``close()``. Reporting
+    calls return as soon as the event is queued; ``flush()`` waits until everything reported so
+    far is durable on the server.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: Run,
+        report_rpc: ReportMethod,
+        get_run: Callable[[str], Awaitable[Run]],
+        metadata: Sequence[tuple[str, str]],
+        reconnect_timeout: float | None,
+        max_buffered: int = 10_000,
+        batch_size: int = 500,
+        max_in_flight: int = 8,
+    ) -> None:
+        self._run_id = run.run_id
+        self._workflow = run.workflow
+        self._snapshot = run
+        self._report_rpc = report_rpc
+        self._get_run = get_run
+        self._metadata = tuple(metadata)
+        self._reconnect_timeout = reconnect_timeout
+        self._max_buffered = max(1, max_buffered)
+        self._batch_size = max(1, batch_size)
+        self._max_in_flight = max(1, max_in_flight)
+
+        self._key_prefix = uuid.uuid4().hex
+        self._next_key = 0
+        self._next_batch_id = _ATTACH_BATCH_ID + 1
+        self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
+        self._inflight: deque[_Batch] = deque()
+        self._reported = 0
+        self._acked = 0
+        self._last_seq = run.last_seq
+
+        self._signal = _Signal()
+        self._failure: RunstreamError | None = None
+        self._cancelled = False
+        self._cancel_reason = ""
+        self._paused = False
+        self._terminal_reported = False
+        self._closing = False
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+
+    # --- properties ------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The run this reporter reports on."""
+        return self._run_id
+
+    @property
+    def workflow(self) -> str:
+        """The workflow the run executes."""
+        return self._workflow
+
+    @property
+    def run(self) -> Run:
+        """The run as CreateRun returned it (use ``Client.get_run`` for a fresh snapshot)."""
+        return self._snapshot
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether an operator cancelled the run; reporting calls then raise RunCancelledError."""
+        return self._cancelled
+
+    @property
+    def cancel_reason(self) -> str:
+        """Why the run was cancelled, when the server said."""
+        return self._cancel_reason
+
+    @property
+    def paused(self) -> bool:
+        """Whether the latest control from the server paused the run (and none resumed it)."""
+        return self._paused
+
+    @property
+    def events_reported(self) -> int:
+        """How many events were reported (queued) so far."""
+        return self._reported
+
+    @property
+    def events_acknowledged(self) -> int:
+        """How many of the reported events the server acknowledged as durable (a prefix)."""
+        return self._acked
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq the server assigned to an acknowledged event of this reporter."""
+        return self._last_seq
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def _start(self, message: str = "") -> None:
+        """Queues RunStarted and starts the background stream task."""
+        self._enqueue(convert.run_started_event(message))
+        self._task = asyncio.create_task(
+            self._run_stream(), name=f"runstream-report-{self._run_id}"
+        )
+
+    async def __aenter__(self) -> RunReporter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+            return
+        # The body's exception is what the caller must see; reporting problems are secondary.
+        if self._can_report():
+            try:
+                await self.fail(_describe(exc), code=type(exc).__name__)
+            except RunstreamError as report_error:
+                _log.warning("could not report run %s failed: %s", self._run_id, report_error)
+        try:
+            await self.close()
+        except RunstreamError as close_error:
+            _log.warning("closing the reporter of run %s failed: %s", self._run_id, close_error)
+
+    async def flush(self) -> None:
+        """Waits until every event reported so far is acknowledged, hence durable.
+
+        Raises the reporter's failure (RunCancelledError, InvalidArgumentError,
+        UnavailableError after the reconnect timeout, ...) if it fails first.
+        """
+        target = self._reported
+        while self._acked < target:
+            self._raise_if_failed()
+            if self._task is None or self._task.done():
+                self._raise_if_failed()
+                raise FailedPreconditionError(
+                    f"the reporter of run {self._run_id!r} stopped with "
+                    f"{target - self._acked} events unacknowledged"
+                )
+            await self._signal.wait()
+
+    async def close(self) -> None:
+        """Flushes, then ends the stream. Idempotent.
+
+        After a cancellation the run accepts no further events, so queued events are dropped
+        and close() does not raise; ``cancelled`` tells what happened.
+        """
+        if self._closed:
+            return
+        self._closing = True
+        self._signal.fire()
+        try:
+            if not self._cancelled:
+                await self.flush()
+        except RunCancelledError:
+            pass
+        finally:
+            self._closed = True
+            await self._stop_task()
+
+    async def _stop_task(self) -> None:
+        task = self._task
+        if task is None or task.done():
+            return
+        self._signal.fire()
+        if self._failure is None and not self._cancelled:
+            # The task half-closes the stream once drained; give the server a moment to end it.
+            await asyncio.wait({task}, timeout=_CLOSE_GRACE)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # Unlike `await task`, keeps a cancel of close() itself.
+
+    # --- run-level reporting ----------------------------------------------------------------
+
+    def step(
+        self, step_id: str, *, name: str = "", description: str = "", agent: str = ""
+    ) -> StepReporter:
+        """A step context: StepStarted on entry, StepCompleted on normal exit, StepFailed (and
+        the exception re-raised) when the body raises.
+
+        ``name``, ``description`` and ``agent`` describe a step that is not in the plan.
+        """
+        return StepReporter(self, step_id, name=name, description=description, agent=agent)
+
+    async def start_step(
+        self, step_id: str, *, name: str = "", description: str = "", agent: str = ""
+    ) -> StepReporter:
+        """Starts a step without a context manager; finish it with ``complete()`` or ``fail()``."""
+        step = self.step(step_id, name=name, description=description, agent=agent)
+        await step.start()
+        return step
+
+    async def skip_step(self, step_id: str, reason: str = "") -> None:
+        """Reports that a planned step will not run."""
+        await self._report(convert.step_skipped_event(step_id, reason))
+
+    async def activity(
+        self,
+        agent_id: str,
+        activity: ActivityType,
+        message: str = "",
+        *,
+        agent_name: str = "",
+        agent_type: str = "",
+        data: Mapping[str, Any] | None = None,
+        step_id: str = "",
+    ) -> None:
+        """Reports that an agent started, progressed, completed or failed a piece of work."""
+        await self._report(
+            convert.agent_activity_event(
+                agent_id, activity, message, agent_name, agent_type, data, step_id
+            )
+        )
+
+    async def thinking(
+        self,
+        analysis: str,
+        *,
+        thinking_type: str = "",
+        stage: str = "",
+        factors: Iterable[str] = (),
+        confidence: float = 0.0,
+        reasoning_depth: str = "",
+        agent_id: str = "",
+    ) -> None:
+        """Reports the manager agent's (or an agent's) reasoning."""
+        await self._report(
+            convert.thinking_event(
+                analysis, thinking_type, stage, factors, confidence, reasoning_depth, agent_id
+            )
+        )
+
+    async def model_allocation(
+        self,
+        agent_id: str,
+        model: str,
+        *,
+        tier: str = "",
+        reasoning: str = "",
+        complexity: str = "",
+        context_window: int = 0,
+        expected_cost_usd: float | None = None,
+        factors: Iterable[str] = (),
+        performance_expectation: str = "",
+    ) -> None:
+        """Reports the model chosen for an agent."""
+        await self._report(
+            convert.model_allocation_event(
+                agent_id,
+                model,
+                tier,
+                reasoning,
+                complexity,
+                context_window,
+                expected_cost_usd,
+                factors,
+                performance_expectation,
+            )
+        )
+
+    async def text(
+        self,
+        agent_id: str,
+        message_id: str,
+        delta: str,
+        *,
+        final: bool = False,
+        step_id: str = "",
+    ) -> None:
+        """Reports a piece of an agent's streamed output; deltas of a message concatenate."""
+        await self._report(convert.text_delta_event(agent_id, message_id, delta, final, step_id))
+
+    async def metrics(self, values: Mapping[str, float], *, step_id: str = "") -> None:
+        """Reports new values of named metrics (run-level unless ``step_id`` is given)."""
+        await self._report(convert.metrics_event(values, step_id))
+
+    async def milestone(
+        self,
+        title: str,
+        *,
+        type: MilestoneType = MilestoneType.CUSTOM,
+        description: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Reports a milestone reached."""
+        await self._report(convert.milestone_event(title, type, description, data))
+
+    async def alert(
+        self,
+        message: str,
+        *,
+        severity: Severity = Severity.INFO,
+        suggested_action: str = "",
+        code: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Reports something that needs attention."""
+        await self._report(convert.alert_event(message, severity, suggested_action, code, data))
+
+    async def error_recovery(
+        self,
+        error_message: str,
+        *,
+        severity: Severity = Severity.MEDIUM,
+        recovery_strategy: str = "",
+        can_continue: bool = True,
+        affected_agents: Iterable[str] = (),
+        user_action_required: bool = False,
+        attempt: int = 1,
+    ) -> None:
+        """Reports an error that the workflow is recovering from."""
+        await self._report(
+            convert.error_recovery_event(
+                error_message,
+                severity,
+                recovery_strategy,
+                can_continue,
+                affected_agents,
+                user_action_required,
+                attempt,
+            )
+        )
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        kind: str = "",
+        uri: str = "",
+        size_bytes: int = 0,
+        step_id: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Reports an artifact produced (by the step ``step_id``, if given)."""
+        artifact = convert.artifact_to_pb(
+            name, kind=kind, uri=uri, size_bytes=size_bytes, step_id=step_id, metadata=metadata
+        )
+        await self._report(convert.artifact_event(artifact))
+
+    async def workflow_state(
+        self,
+        change_type: str,
+        *,
+        current_stage: str = "",
+        stages: Iterable[str] = (),
+        completion_percentage: float = 0.0,
+        active_agents: Iterable[str] = (),
+        pipeline_status: Mapping[str, bool] | None = None,
+    ) -> None:
+        """Reports a phase transition or a change of pipeline flags."""
+        await self._report(
+            convert.workflow_state_event(
+                change_type,
+                current_stage,
+                stages,
+                completion_percentage,
+                active_agents,
+                pipeline_status,
+            )
+        )
+
+    async def custom(self, type: str, data: Mapping[str, Any] | None = None) -> None:
+        """Reports a producer-defined event."""
+        await self._report(convert.custom_event(type, data))
+
+    async def complete(self, summary: str = "", result: Mapping[str, Any] | None = None) -> None:
+        """Reports the run succeeded, then flushes. No events may follow."""
+        await self._report(convert.run_completed_event(summary, result), terminal=True)
+        await self.flush()
+
+    async def fail(
+        self, message: str, *, code: str = "", details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Reports the run failed, then flushes. No events may follow."""
+        await self._report(convert.run_failed_event(message, code, details), terminal=True)
+        await self.flush()
+
+    # --- queueing ---------------------------------------------------------------------------
+
+    def _can_report(self) -> bool:
+        return not (
+            self._cancelled or self._failure is not None or self._closing or self._terminal_reported
+        )
+
+    def _raise_if_failed(self) -> None:
+        if self._cancelled:
+            raise RunCancelledError(self._run_id, self._cancel_reason)
+        if self._failure is not None:
+            raise self._failure
+
+    def _check_can_report(self) -> None:
+        self._raise_if_failed()
+        if self._closing:
+            raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed")
+        if self._terminal_reported:
+            raise FailedPreconditionError(
+                f"run {self._run_id!r} was already reported complete or failed"
+            )
+
+    async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
+        self._check_can_report()
+        while self._reported - self._acked >= self._max_buffered:
+            await self._signal.wait()
+            self._check_can_report()
+        if terminal:
+            self._terminal_reported = True
+        self._enqueue(event)
+
+    def _enqueue(self, event: event_pb2.RunEvent) -> None:
+        convert.set_idempotency_key(event, f"{self._key_prefix}:{self._next_key}")
+        self._next_key += 1
+        self._unsent.append((event, convert.event_size(event)))
+        self._reported += 1
+        self._signal.fire()
+
+    def _take_batch(self) -> _Batch:
+        events: list[event_pb2.RunEvent] = []
+        size = 0
+        while self._unsent and len(events) < self._batch_size:
+            event, event_size = self._unsent[0]
+            if events and size + event_size > _MAX_BATCH_BYTES:
+                break
+            self._unsent.popleft()
+            events.append(event)
+            size += event_size
+        batch = _Batch(self._next_batch_id, events)
+        self._next_batch_id += 1
+        return batch
+
+    def _requeue_inflight(self) -> None:
+        """Puts every unacknowledged batch back in front of the unsent queue, in order."""
+        while self._inflight:
+            batch = self._inflight.pop()
+            for event in reversed(batch.events):
+                self._unsent.appendleft((event, convert.event_size(event)))
+
+    def _pending(self) -> int:
+        return self._reported - self._acked
+
+    def _finished(self) -> bool:
+        """Whether the stream has nothing left to do: closing, or the run ended, and all acked."""
+        return (self._closing or self._terminal_reported) and self._pending() == 0
+
+    def _fail(self, error: RunstreamError) -> None:
+        if self._failure is None:
+            self._failure = error
+            _log.warning("reporter of run %s failed: %s", self._run_id, error)
+        self._signal.fire()
+
+    # --- the stream task -------------------------------------------------------------------
+
+    async def _run_stream(self) -> None:
+        backoff = Backoff()
+        down_since: float | None = None
+        last_error: BaseException | None = None
+        try:
+            while True:
+                acked_before = self._acked
+                try:
+                    if await self._stream_once(backoff):
+                        return
+                except grpc.aio.AioRpcError as exc:
+                    if self._finished():
+                        return
+                    if not is_retryable(exc):
+                        self._fail(await self._error_for(exc))
+                        return
+                    last_error = exc
+                    _log.info(
+                        "report stream of run %s lost (%s); reconnecting",
+                        self._run_id,
+                        exc.code().name,
+                    )
+                except _StreamEnded as exc:
+                    last_error = exc
+                except RunstreamError as exc:
+                    self._fail(exc)
+                    return
+                if self._cancelled or self._finished():
+                    return
+                now = time.monotonic()
+                if self._acked > acked_before or self._pending() == 0:
+                    down_since = None
+                if self._pending() and down_since is None:
+                    down_since = now
+                if (
+                    down_since is not None
+                    and self._reconnect_timeout is not None
+                    and now - down_since > self._reconnect_timeout
+                ):
+                    error: RunstreamError = UnavailableError(
+                        f"could not deliver {self._pending()} events of run {self._run_id!r}: "
+                        f"server unreachable for {self._reconnect_timeout:g}s"
+                        f" (last error: {_describe_connection_error(last_error)})"
+                    )
+                    error.__cause__ = last_error
+                    self._fail(error)
+                    return
+                await self._sleep(backoff.next_delay())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # A bug must surface to the caller, not hang flush().
+            error = RunstreamError(f"reporter crashed: {exc!r}", code=StatusCode.INTERNAL)
+            error.__cause__ = exc
+            self._fail(error)
+        finally:
+            self._signal.fire()
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleeps ``delay`` seconds, waking early only when close() leaves nothing to do."""
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._closing and self._pending() == 0:
+                return
+            await self._signal.wait(remaining)
+
+    async def _stream_once(self, backoff: Backoff) -> bool:
+        """Runs one Report stream. True when it ended because the reporter is done."""
+        self._requeue_inflight()
+        call: ReportCall = self._report_rpc(None, metadata=self._metadata)
+        reader = asyncio.create_task(self._read_responses(call, backoff))
+        attached = False
+        try:
+            while True:
+                while not reader.done() and self._failure is None:
+                    if not attached:
+                        break
+                    if self._unsent and len(self._inflight) < self._max_in_flight:
+                        break
+                    if self._closing and self._pending() == 0:
+                        break
+                    await self._signal.wait()
+                if reader.done() or self._failure is not None:
+                    break
+                if attached and self._closing and self._pending() == 0:
+                    await call.done_writing()
+                    await reader
+                    return True
+                batch = self._take_batch()
+                if batch.events:
+                    self._inflight.append(batch)
+                    batch_id = batch.batch_id
+                else:
+                    batch_id = _ATTACH_BATCH_ID
+                request = convert.report_request(
+                    "" if attached else self._run_id, batch.events, batch_id
+                )
+                attached = True
+                try:
+                    await call.write(request)
+                except asyncio.InvalidStateError:
+                    break  # The call already finished; the reader knows how.
+            await reader  # Raises the stream's error, if it failed.
+            if self._failure is not None:
+                return True
+            raise _StreamEnded("the server ended the report stream")
+        finally:
+            call.cancel()
+            if not reader.done():
+                reader.cancel()
+            # Wait for the reader without letting its exception (already surfaced, or moot)
+            # replace the one in flight, and without swallowing a cancellation of this task.
+            await asyncio.wait({reader})
+            if not reader.cancelled():
+                reader.exception()
+
+    async def _read_responses(self, call: ReportCall, backoff: Backoff) -> None:
+        try:
+            async for response in call:
+                message = convert.parse_report_response(response)
+                if isinstance(message, convert.ReportAck):
+                    self._on_ack(message)
+                    backoff.reset()
+                elif isinstance(message, convert.ReportControl):
+                    self._on_control(message)
+        finally:
+            self._signal.fire()
+
+    def _on_ack(self, ack: convert.ReportAck) -> None:
+        if ack.batch_id == _ATTACH_BATCH_ID and ack.count == 0:
+            return  # The acknowledgement of an attach-only message.
+        if not self._inflight or self._inflight[0].batch_id != ack.batch_id:
+            expected = self._inflight[0].batch_id if self._inflight else None
+            raise DataLossError(
+                f"report stream of run {self._run_id!r}: acknowledgement of batch "
+                f"{ack.batch_id}, expected {expected}"
+            )
+        batch = self._inflight.popleft()
+        if ack.count != len(batch.events):
+            raise DataLossError(
+                f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "
+                f"{len(batch.events)} events acknowledged with {ack.count} results"
+            )
+        self._acked += len(batch.events)
+        self._last_seq = max(self._last_seq, ack.max_seq)
+        self._signal.fire()
+
+    def _on_control(self, control: convert.ReportControl) -> None:
+        if control.action == ControlAction.CANCEL:
+            self._cancelled = True
+            self._cancel_reason = control.reason
+            _log.info("run %s was cancelled: %s", self._run_id, control.reason)
+        elif control.action == ControlAction.PAUSE:
+            self._paused = True
+        elif control.action == ControlAction.RESUME:
+            self._paused = False
+        self._signal.fire()
+
+    async def _error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
+        """The error a failed stream surfaces; a batch refused because of a cancel is one."""
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and not self._cancelled:
+            # The cancel control may not have reached this stream (it was reconnecting), so
+            # ask the run itself whether it ended by cancellation.
+            with contextlib.suppress(RunstreamError):
+                run = await self._get_run(self._run_id)
+                if run.status == RunStatus.CANCELLED:
+                    self._cancelled = True
+                    self._cancel_reason = run.cancel_reason
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and self._cancelled:
+            error: RunstreamError = RunCancelledError(self._run_id, self._cancel_reason)
+        else:
+            error = error_from_rpc(exc)
+        error.__cause__ = exc
+        return error
+
+
+class StepReporter:
+    """Reports one step; use ``async with run.step(step_id) as step:``.
+
+    Exiting the block normally reports StepCompleted with the summary set by
+    ``set_summary()`` and the metrics reported through ``metrics()``. An exception escaping the
+    block reports StepFailed and is re-raised.
+    """
+
+    def __init__(
+        self,
+        run: RunReporter,
+        step_id: str,
+        *,
+        name: str = "",
+        description: str = "",
+        agent: str = "",
+    ) -> None:
+        self._run = run
+        self._step_id = step_id
+        self._name = name
+        self._description = description
+        self._agent = agent
+        self._summary = ""
+        self._metrics: dict[str, float] = {}
+        self._started = False
+        self._finished = False
+
+    @property
+    def step_id(self) -> str:
+        """The step this reporter reports on."""
+        return self._step_id
+
+    @property
+    def run(self) -> RunReporter:
+        """The run the step belongs to."""
+        return self._run
+
+    async def __aenter__(self) -> StepReporter:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._finished:
+            return
+        if exc is None:
+            await self.complete()
+            return
+        if not self._run._can_report():
+            return  # The reporter failed or the run ended; reporting more would only fail.
+        try:
+            await self.fail(_describe(exc), code=type(exc).__name__)
+        except RunstreamError as report_error:
+            _log.warning("could not report step %s failed: %s", self._step_id, report_error)
+
+    async def start(self) -> None:
+        """Reports StepStarted (done by ``async with``)."""
+        await self._run._report(
+            convert.step_started_event(self._step_id, self._name, self._description, self._agent)
+        )
+        self._started = True
+
+    async def progress(
+        self,
+        percent: float,
+        sub_step: str = "",
+        *,
+        detail: str = "",
+        tokens_processed: int = 0,
+    ) -> None:
+        """Reports the step's own completion (0 to 100) and what it is doing."""
+        await self._run._report(
+            convert.step_progress_event(self._step_id, percent, sub_step, detail, tokens_processed)
+        )
+
+    async def artifact(
+        self,
+        name: str,
+        *,
+        kind: str = "",
+        uri: str | None = None,
+        size_bytes: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Reports an artifact the step produced."""
+        await self._run.artifact(
+            name,
+            kind=kind,
+            uri=uri or "",
+            size_bytes=size_bytes or 0,
+            step_id=self._step_id,
+            metadata=metadata,
+        )
+
+    async def metrics(self, values: Mapping[str, float]) -> None:
+        """Reports step metrics; their latest values also go into StepCompleted."""
+        self._metrics.update({k: float(v) for k, v in values.items()})
+        await self._run.metrics(values, step_id=self._step_id)
+
+    def set_summary(self, summary: str) -> None:
+        """Sets the summary reported with StepCompleted."""
+        self._summary = summary
+
+    async def complete(self, summary: str | None = None) -> None:
+        """Reports StepCompleted (done by ``async with`` on normal exit)."""
+        if summary is not None:
+            self._summary = summary
+        self._finished = True
+        await self._run._report(
+            convert.step_completed_event(self._step_id, self._summary, self._metrics, None)
+        )
+
+    async def fail(
+        self, message: str, *, code: str = "", details: Mapping[str, Any] | None = None
+    ) -> None:
+        """Reports StepFailed (done by ``async with`` when the block raises)."""
+        self._finished = True
+        await self._run._report(convert.step_failed_event(self._step_id, message, code, details))
+
+
+def _describe_connection_error(exc: BaseException | None) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

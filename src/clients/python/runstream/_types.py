@@ -1,0 +1,644 @@
+"""Typed views of Runstream's resources and events: IntEnums and frozen dataclasses.
+
+The enums mirror the proto enums number for number, without the proto's name prefix
+(``RunStatus.RUNNING`` is ``RUN_STATUS_RUNNING``). Values the SDK does not know (added to the
+contract later) are read as the enum's ``UNSPECIFIED`` member rather than failing.
+
+The dataclasses are immutable snapshots. ``google.protobuf.Struct`` fields are plain
+``dict[str, Any]``, timestamps are timezone-aware ``datetime`` (``None`` when unset) and
+durations are ``timedelta``. Resources and events keep the message they were read from in
+``raw`` as an escape hatch to fields this SDK version does not know.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from runstream.v1 import event_pb2, run_pb2
+
+__all__ = [
+    "ActiveAgent",
+    "ActivityType",
+    "AgentActivity",
+    "Alert",
+    "Artifact",
+    "ArtifactProduced",
+    "ArtifactsSummary",
+    "ControlAction",
+    "Custom",
+    "DecisionOption",
+    "DecisionOutcome",
+    "DecisionRequested",
+    "DecisionResolved",
+    "ErrorInfo",
+    "ErrorRecovery",
+    "Estimate",
+    "Event",
+    "EventKind",
+    "EventPayload",
+    "MetricsUpdate",
+    "Milestone",
+    "MilestoneType",
+    "ModelAllocation",
+    "Run",
+    "RunCancelled",
+    "RunCompleted",
+    "RunCreated",
+    "RunFailed",
+    "RunHealth",
+    "RunProgress",
+    "RunStarted",
+    "RunStatus",
+    "RunStatusChanged",
+    "Severity",
+    "Step",
+    "StepCompleted",
+    "StepFailed",
+    "StepProgress",
+    "StepSkipped",
+    "StepSpec",
+    "StepStarted",
+    "StepStatus",
+    "TextDelta",
+    "Thinking",
+    "WorkflowStateChange",
+]
+
+
+# --- enums -------------------------------------------------------------------------------
+
+
+class RunStatus(enum.IntEnum):
+    """The lifecycle state of a run (proto ``RunStatus``)."""
+
+    UNSPECIFIED = 0
+    PENDING = 1
+    RUNNING = 2
+    WAITING_FOR_INPUT = 3
+    PAUSED = 4
+    SUCCEEDED = 5
+    FAILED = 6
+    CANCELLED = 7
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has ended and accepts no further events."""
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepStatus(enum.IntEnum):
+    """The lifecycle state of a step (proto ``StepStatus``)."""
+
+    UNSPECIFIED = 0
+    PENDING = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    SKIPPED = 5
+
+
+class RunHealth(enum.IntEnum):
+    """How well a run is going, as the server assesses it (proto ``RunHealth``)."""
+
+    UNSPECIFIED = 0
+    HEALTHY = 1
+    DEGRADED = 2
+    STALLED = 3
+    FAILING = 4
+
+
+class Severity(enum.IntEnum):
+    """How serious an alert or an error is (proto ``Severity``)."""
+
+    UNSPECIFIED = 0
+    INFO = 1
+    LOW = 2
+    MEDIUM = 3
+    HIGH = 4
+    CRITICAL = 5
+
+
+class ActivityType(enum.IntEnum):
+    """What an agent is doing in an AgentActivity event (proto ``AgentActivityType``)."""
+
+    UNSPECIFIED = 0
+    STARTED = 1
+    PROGRESS = 2
+    COMPLETED = 3
+    FAILED = 4
+
+
+class MilestoneType(enum.IntEnum):
+    """The kind of a milestone (proto ``MilestoneType``)."""
+
+    UNSPECIFIED = 0
+    PROGRESS = 1
+    TARGET_REACHED = 2
+    QUALITY = 3
+    SPEED = 4
+    COMPLETION = 5
+    GROWTH = 6
+    CUSTOM = 7
+
+
+class DecisionOutcome(enum.IntEnum):
+    """How a decision was closed (proto ``DecisionOutcome``)."""
+
+    UNSPECIFIED = 0
+    ANSWERED = 1
+    DEFAULTED = 2
+    TIMED_OUT = 3
+    SKIPPED = 4
+    CANCELLED = 5
+
+
+class ControlAction(enum.IntEnum):
+    """What the server asks of a producer (proto ``ControlAction``)."""
+
+    UNSPECIFIED = 0
+    CANCEL = 1
+    PAUSE = 2
+    RESUME = 3
+
+
+class EventKind(enum.IntEnum):
+    """The kind of a run event; the number is that of the payload field in ``RunEvent``.
+
+    Events of kinds this SDK does not know arrive as ``UNSPECIFIED`` with payload ``None``.
+    """
+
+    UNSPECIFIED = 0
+    RUN_CREATED = 10
+    RUN_STARTED = 11
+    RUN_STATUS_CHANGED = 12
+    RUN_COMPLETED = 13
+    RUN_FAILED = 14
+    RUN_CANCELLED = 15
+    STEP_STARTED = 20
+    STEP_PROGRESS = 21
+    STEP_COMPLETED = 22
+    STEP_FAILED = 23
+    STEP_SKIPPED = 24
+    AGENT_ACTIVITY = 30
+    THINKING = 31
+    MODEL_ALLOCATION = 32
+    TEXT_DELTA = 33
+    METRICS_UPDATE = 40
+    MILESTONE = 41
+    ALERT = 42
+    ERROR_RECOVERY = 43
+    ARTIFACT_PRODUCED = 44
+    WORKFLOW_STATE_CHANGE = 45
+    DECISION_REQUESTED = 50
+    DECISION_RESOLVED = 51
+    CUSTOM = 60
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether an event of this kind ends its run."""
+        return self in (EventKind.RUN_COMPLETED, EventKind.RUN_FAILED, EventKind.RUN_CANCELLED)
+
+
+# --- resources ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """A step as planned when a run is created.
+
+    Attributes:
+        step_id: Unique within the run: letters, digits, '-', '_' and '.', at most 128 chars.
+        name: Human-readable name, for example "Strategy Team".
+        description: What the step does.
+        agent: The agent (or team) that performs the step.
+    """
+
+    step_id: str
+    name: str = ""
+    description: str = ""
+    agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What went wrong: a machine-readable code, a message and free-form details."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file, document or other output that a step produced."""
+
+    artifact_id: str
+    name: str
+    kind: str
+    uri: str
+    size_bytes: int
+    step_id: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactsSummary:
+    """A count of a run's artifacts, in total and by kind."""
+
+    total: int
+    by_kind: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """Progress of a run across its steps; percent counts running steps' own progress."""
+
+    percent: float
+    completed_steps: int
+    total_steps: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveAgent:
+    """An agent currently at work on a run."""
+
+    agent_id: str
+    name: str
+    type: str
+    step_id: str
+    message: str
+    start_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The server's estimate of when a run will finish."""
+
+    remaining: timedelta | None
+    end_time: datetime | None
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a run, with its state as the server derives it from the run's events."""
+
+    step_id: str
+    name: str
+    description: str
+    agent: str
+    status: StepStatus
+    start_time: datetime | None
+    end_time: datetime | None
+    duration: timedelta | None
+    percent: float
+    sub_step: str
+    detail: str
+    tokens_processed: int
+    artifacts: tuple[Artifact, ...]
+    metrics: dict[str, float]
+    error: ErrorInfo | None
+    skip_reason: str
+    attempts: int
+    raw: run_pb2.Step = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A snapshot of a run: every field is derived by the server from the run's events."""
+
+    run_id: str
+    workflow: str
+    display_name: str
+    labels: dict[str, str]
+    status: RunStatus
+    steps: tuple[Step, ...]
+    progress: RunProgress
+    current_step_id: str
+    active_agents: tuple[ActiveAgent, ...]
+    create_time: datetime | None
+    start_time: datetime | None
+    update_time: datetime | None
+    end_time: datetime | None
+    last_seq: int
+    estimate: Estimate | None
+    health: RunHealth
+    artifacts_summary: ArtifactsSummary
+    error: ErrorInfo | None
+    result_summary: str
+    result: dict[str, Any]
+    cancel_reason: str
+    metrics: dict[str, float]
+    raw: run_pb2.Run = field(repr=False, compare=False)
+
+
+# --- event payloads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunCreated:
+    """The run was created with this plan (always seq 1)."""
+
+    workflow: str
+    display_name: str
+    labels: dict[str, str]
+    steps: tuple[StepSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """The producer started working on the run."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatusChanged:
+    """The run's status changed for a reason no other event states (pause, resume, input)."""
+
+    previous_status: RunStatus
+    status: RunStatus
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunCompleted:
+    """The run finished successfully."""
+
+    summary: str
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed:
+    """The run finished with an error."""
+
+    error: ErrorInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunCancelled:
+    """The run was cancelled."""
+
+    reason: str
+    cancelled_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    """A step started, or restarted after a failure."""
+
+    step_id: str
+    name: str
+    description: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepProgress:
+    """A running step made progress."""
+
+    step_id: str
+    percent: float
+    sub_step: str
+    detail: str
+    tokens_processed: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepCompleted:
+    """A step finished successfully."""
+
+    step_id: str
+    artifacts: tuple[Artifact, ...]
+    metrics: dict[str, float]
+    duration: timedelta | None
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """A step failed."""
+
+    step_id: str
+    error: ErrorInfo | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepSkipped:
+    """A step was skipped."""
+
+    step_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentActivity:
+    """An agent started, progressed, completed or failed a piece of work."""
+
+    agent_id: str
+    agent_name: str
+    agent_type: str
+    activity: ActivityType
+    message: str
+    data: dict[str, Any]
+    step_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """The manager agent's reasoning at one stage of its work."""
+
+    thinking_type: str
+    stage: str
+    analysis: str
+    factors: tuple[str, ...]
+    confidence: float
+    reasoning_depth: str
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAllocation:
+    """The manager chose a model for an agent."""
+
+    agent_id: str
+    model: str
+    tier: str
+    reasoning: str
+    complexity: str
+    context_window: int
+    expected_cost_usd: float | None
+    factors: tuple[str, ...]
+    performance_expectation: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of an agent's streamed LLM output."""
+
+    agent_id: str
+    message_id: str
+    delta: str
+    final: bool
+    step_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsUpdate:
+    """New values of named metrics, at run level or for a step."""
+
+    values: dict[str, float]
+    step_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Milestone:
+    """Something worth celebrating was reached."""
+
+    type: MilestoneType
+    title: str
+    description: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something needs attention."""
+
+    severity: Severity
+    message: str
+    suggested_action: str
+    code: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecovery:
+    """An error happened and the workflow is handling it."""
+
+    error_message: str
+    severity: Severity
+    recovery_strategy: str
+    can_continue: bool
+    affected_agents: tuple[str, ...]
+    user_action_required: bool
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactProduced:
+    """A step produced an artifact."""
+
+    artifact: Artifact
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStateChange:
+    """The workflow moved between phases or its pipeline flags changed."""
+
+    change_type: str
+    current_stage: str
+    stages: tuple[str, ...]
+    completion_percentage: float
+    active_agents: tuple[str, ...]
+    pipeline_status: dict[str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOption:
+    """One answer a decision offers."""
+
+    value: str
+    label: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequested:
+    """The run asks a human to decide something."""
+
+    decision_id: str
+    decision_type: str
+    prompt: str
+    options: tuple[DecisionOption, ...]
+    default_option: str
+    timeout: timedelta | None
+    can_skip: bool
+    context: dict[str, Any]
+    affects_workflow: bool
+    deadline: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResolved:
+    """A decision was closed."""
+
+    decision_id: str
+    outcome: DecisionOutcome
+    choice: str
+    answered_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """A producer-defined event."""
+
+    type: str
+    data: dict[str, Any]
+
+
+EventPayload: TypeAlias = (
+    RunCreated
+    | RunStarted
+    | RunStatusChanged
+    | RunCompleted
+    | RunFailed
+    | RunCancelled
+    | StepStarted
+    | StepProgress
+    | StepCompleted
+    | StepFailed
+    | StepSkipped
+    | AgentActivity
+    | Thinking
+    | ModelAllocation
+    | TextDelta
+    | MetricsUpdate
+    | Milestone
+    | Alert
+    | ErrorRecovery
+    | ArtifactProduced
+    | WorkflowStateChange
+    | DecisionRequested
+    | DecisionResolved
+    | Custom
+)
+"""The typed payload of an event: one dataclass per EventKind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a run's log.
+
+    Attributes:
+        run_id: The run the event belongs to.
+        seq: Position in the run's log: 1, 2, 3 ... with no gaps.
+        kind: What happened; ``UNSPECIFIED`` for a kind this SDK does not know.
+        event_time: When it happened, as the producer saw it.
+        idempotency_key: The producer's key for the event (may be empty).
+        payload: The typed payload; ``None`` when ``kind`` is ``UNSPECIFIED``.
+        raw: The ``runstream.v1.RunEvent`` message the event was read from.
+    """
+
+    run_id: str
+    seq: int
+    kind: EventKind
+    event_time: datetime
+    idempotency_key: str
+    payload: EventPayload | None
+    raw: event_pb2.RunEvent = field(repr=False, compare=False)

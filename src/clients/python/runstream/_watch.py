@@ -1,0 +1,100 @@
+"""The watcher: a resuming async iterator over a run's WatchRun stream.
+
+The iterator remembers the seq of the last event it yielded (its cursor). When the stream
+breaks because the server or the connection went away, it reconnects with exponential
+backoff and asks for the events after the cursor, so the caller sees every event exactly
+once, in order, across any number of reconnects. Without a kind filter it checks that each
+event's seq is exactly the cursor plus one and raises DataLossError if the server ever breaks
+that promise, rather than silently skipping or repeating events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import grpc
+
+from runstream import _convert as convert
+from runstream._errors import DataLossError, UnavailableError, error_from_rpc
+from runstream._retry import Backoff, is_retryable
+from runstream._types import Event, EventKind
+
+if TYPE_CHECKING:
+    from runstream.v1 import run_service_pb2
+
+    WatchMethod = grpc.aio.UnaryStreamMultiCallable[
+        run_service_pb2.WatchRunRequest, run_service_pb2.WatchRunResponse
+    ]
+
+__all__ = ["watch_run"]
+
+_log = logging.getLogger("runstream.watch")
+
+
+async def watch_run(
+    watch_rpc: WatchMethod,
+    run_id: str,
+    *,
+    after_seq: int,
+    kinds: Iterable[EventKind] | None,
+    heartbeat_interval: timedelta | float | None,
+    keep_open: bool,
+    metadata: Sequence[tuple[str, str]],
+    reconnect_timeout: float | None,
+) -> AsyncGenerator[Event, None]:
+    """Yields the run's events after ``after_seq``, resuming across reconnects (see module)."""
+    kind_filter = tuple(kinds or ())
+    cursor = after_seq
+    backoff = Backoff()
+    down_since: float | None = None
+    while True:
+        request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
+        call = watch_rpc(request, metadata=metadata)
+        try:
+            async for response in call:
+                down_since = None
+                backoff.reset()
+                events, head_seq = convert.parse_watch_response(response, run_id)
+                for event in events:
+                    if kind_filter:
+                        if event.seq <= cursor:
+                            raise DataLossError(
+                                f"watch of run {run_id!r}: seq {event.seq} after {cursor}"
+                            )
+                    elif event.seq != cursor + 1:
+                        raise DataLossError(
+                            f"watch of run {run_id!r}: expected seq {cursor + 1}, got {event.seq}"
+                        )
+                    cursor = event.seq
+                    yield event
+                # A filtered watcher skips the events it does not want; the heartbeat says
+                # how far it has seen. An unfiltered watcher's cursor comes from events only,
+                # so a heartbeat can never make it skip one.
+                if kind_filter and head_seq is not None and head_seq > cursor:
+                    cursor = head_seq
+            return
+        except grpc.aio.AioRpcError as exc:
+            if not is_retryable(exc):
+                raise error_from_rpc(exc) from exc
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+            if reconnect_timeout is not None and now - down_since > reconnect_timeout:
+                raise UnavailableError(
+                    f"watch of run {run_id!r}: server unreachable for {reconnect_timeout:g}s "
+                    f"({exc.code().name}: {exc.details()})"
+                ) from exc
+            _log.info(
+                "watch of run %s lost (%s); resuming after seq %d",
+                run_id,
+                exc.code().name,
+                cursor,
+            )
+        finally:
+            call.cancel()
+        await asyncio.sleep(backoff.next_delay())

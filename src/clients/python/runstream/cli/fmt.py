@@ -1,0 +1,200 @@
+"""Formatting shared by the tables and the live view: colours, icons, durations, times.
+
+Enums are looked up by name rather than by value so a server that is newer than this client
+(and sends a status this client does not know) still renders, as the proto asks of clients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from rich.text import Text
+
+RUN_STATUS_STYLES: dict[str, str] = {
+    "PENDING": "grey62",
+    "RUNNING": "bold cyan",
+    "WAITING_FOR_INPUT": "bold yellow",
+    "PAUSED": "yellow",
+    "SUCCEEDED": "bold green",
+    "FAILED": "bold red",
+    "CANCELLED": "magenta",
+}
+
+RUN_STATUS_ICONS: dict[str, str] = {
+    "PENDING": "○",
+    "RUNNING": "●",
+    "WAITING_FOR_INPUT": "◐",
+    "PAUSED": "❚❚",
+    "SUCCEEDED": "✔",
+    "FAILED": "✖",
+    "CANCELLED": "⊘",
+}
+
+STEP_STATUS_STYLES: dict[str, str] = {
+    "PENDING": "grey50",
+    "RUNNING": "bold cyan",
+    "SUCCEEDED": "green",
+    "FAILED": "bold red",
+    "SKIPPED": "grey50 italic",
+}
+
+STEP_STATUS_ICONS: dict[str, str] = {
+    "PENDING": "○",
+    "RUNNING": "◉",
+    "SUCCEEDED": "✔",
+    "FAILED": "✖",
+    "SKIPPED": "↷",
+}
+
+HEALTH_STYLES: dict[str, str] = {
+    "HEALTHY": "green",
+    "DEGRADED": "yellow",
+    "STALLED": "dark_orange",
+    "FAILING": "bold red",
+}
+
+SEVERITY_STYLES: dict[str, str] = {
+    "INFO": "blue",
+    "LOW": "cyan",
+    "MEDIUM": "yellow",
+    "HIGH": "bold dark_orange",
+    "CRITICAL": "bold red",
+}
+
+TERMINAL_RUN_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+def enum_name(value: object) -> str:
+    """The short name of an SDK enum value ("RUNNING"), or the raw value for unknown ones."""
+    name = value.name if isinstance(value, Enum) else str(value)
+    for prefix in ("RUN_STATUS_", "STEP_STATUS_", "RUN_HEALTH_", "SEVERITY_"):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def run_status_text(status: object, *, icon: bool = True) -> Text:
+    """A coloured run status, for example a green "✔ SUCCEEDED"."""
+    name = enum_name(status)
+    style = RUN_STATUS_STYLES.get(name, "")
+    label = f"{RUN_STATUS_ICONS.get(name, '?')} {name}" if icon else name
+    return Text(label, style=style)
+
+
+def step_status_text(status: object, *, icon: bool = True) -> Text:
+    """A coloured step status, for example a cyan "◉ RUNNING"."""
+    name = enum_name(status)
+    style = STEP_STATUS_STYLES.get(name, "")
+    label = f"{STEP_STATUS_ICONS.get(name, '?')} {name}" if icon else name
+    return Text(label, style=style)
+
+
+def health_text(health: object) -> Text:
+    """A coloured run health; a dim dash when the server has not assessed it."""
+    name = enum_name(health)
+    if name in ("UNSPECIFIED", "0", "None"):
+        return Text("—", style="grey50")
+    return Text(name, style=HEALTH_STYLES.get(name, ""))
+
+
+def severity_style(severity: object) -> str:
+    """The style for an alert or recovery of this severity."""
+    return SEVERITY_STYLES.get(enum_name(severity), "yellow")
+
+
+def format_duration(value: timedelta | float | None) -> str:
+    """A compact, human duration: "850ms", "12.3s", "4m 05s", "2h 03m"."""
+    if value is None:
+        return "—"
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0 or math.isnan(seconds):
+        seconds = 0.0
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_clock(value: timedelta | float | None) -> str:
+    """A stopwatch reading, "01:07" or "1:02:03", for elapsed time and ETA."""
+    if value is None:
+        return "—"
+    seconds = max(0, int(value.total_seconds() if isinstance(value, timedelta) else value))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def local_time(value: datetime | None, *, with_date: bool = True) -> str:
+    """A timestamp in the viewer's local time zone; naive values are taken as UTC."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    local = value.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
+
+
+def span(
+    start: datetime | None, end: datetime | None, now: datetime | None = None
+) -> timedelta | None:
+    """The time from start to end, or to now while still open; None before it started."""
+    if start is None:
+        return None
+    if end is None:
+        end = now or datetime.now(UTC)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return end - start
+
+
+def format_metric(name: str, value: float) -> str:
+    """A metric value as a person reads it: thousands separators, rates as percent, money."""
+    lowered = name.lower()
+    if ("ctr" in lowered or "rate" in lowered) and 0 <= value <= 1:
+        return f"{value * 100:.2f}%"
+    if lowered.endswith("_usd") or lowered.startswith("cost"):
+        return f"${value:,.2f}"
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+# Metrics people look for first; the rest follow alphabetically. Protobuf maps have no order,
+# so without this the tiles would shuffle between snapshots.
+METRIC_ORDER = ("impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets")
+
+
+def ordered_metrics(values: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Metrics in a stable, reader-friendly order."""
+
+    def key(item: tuple[str, float]) -> tuple[int, str]:
+        name = item[0]
+        rank = METRIC_ORDER.index(name) if name in METRIC_ORDER else len(METRIC_ORDER)
+        return rank, name
+
+    return sorted(values.items(), key=key)
+
+
+def metric_label(name: str) -> str:
+    """A metric name as a tile title: "cost_usd" -> "Cost (USD)", "ctr" -> "CTR"."""
+    special = {"ctr": "CTR", "cost_usd": "Cost (USD)", "fps": "FPS"}
+    if name.lower() in special:
+        return special[name.lower()]
+    return name.replace("_", " ").replace(".", " ").strip().capitalize()
+
+
+def percent_text(percent: float) -> str:
+    """A percent without noise: "47%", "100%"."""
+    return f"{max(0.0, min(100.0, percent)):.0f}%"

@@ -1,0 +1,480 @@
+"""`runstream`: serve Runstream, run the demo, watch runs live, and inspect them.
+
+Exit codes: 0 on success; 1 when a request fails (the SDK's message goes to stderr, never a
+traceback) or the watched or demo run did not succeed; 2 for bad usage; 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.text import Text
+
+import runstream
+
+from . import demo, tables
+from .errors import CliError
+from .fmt import run_status_text
+from .render import follow_run, print_run_header
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "RUNSTREAM_TARGET"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+T = TypeVar("T")
+
+
+def default_target() -> str:
+    return os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for stdout (or stderr) that stays readable when piped."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Pipes and CI logs get rich's 80 columns by default, which would fold run ids and
+        # squeeze tables; nothing downstream benefits from wrapping.
+        console.width = 200
+    return console
+
+
+def wants_live(console: Console, plain: bool) -> bool:
+    """Live rendering needs a real terminal; `--plain` or a pipe gets one line per event."""
+    return not plain and console.is_terminal and not console.is_dumb_terminal
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine on uvloop when it is installed, else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def describe_error(exc: runstream.RunstreamError) -> str:
+    """ "not found: run 'x' ..." rather than "NOT_FOUND: ..."."""
+    return f"{exc.code.name.lower().replace('_', ' ')}: {exc.message}"
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True
+    )
+    # Imported here so the client commands never pay for (or depend on) the server.
+    from runstream_server.app import ServerConfig, serve_forever
+
+    config = ServerConfig(address=args.address, store_path=Path(args.store))
+    logging.getLogger("runstream.cli").info(
+        "starting Runstream server on %s with store %s", args.address, args.store
+    )
+    run_async(serve_forever(config))
+    return 0
+
+
+def configure_client_logging(console: Console, live: bool) -> None:
+    """Warnings only (reconnects, failed reports). While the live view is up they go through
+    its console, which prints them above the view instead of tearing it."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[
+            RichHandler(console=console if live else make_console(stderr=True), show_path=False)
+        ],
+        force=True,
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.serve and args.target:
+        raise CliError("--serve keeps the embedded server up; it has no meaning with --target")
+    console = make_console()
+    configure_client_logging(console, wants_live(console, args.plain))
+    options = demo.DemoOptions(
+        target=args.target,
+        address=args.address,
+        store=Path(args.store) if args.store else None,
+        speed=args.speed,
+        serve=args.serve,
+        live=wants_live(console, args.plain),
+        seed=args.seed,
+    )
+    try:
+        return run_async(demo.run_demo(options, console))
+    except asyncio.CancelledError:
+        # SIGTERM while the run was in progress (the demo turns it into a cancellation).
+        make_console(stderr=True).print("terminated", style="grey62")
+        return 128 + signal.SIGTERM
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    console = make_console()
+    live = wants_live(console, args.plain)
+    configure_client_logging(console, live)
+
+    async def watch() -> runstream.Run:
+        async with runstream.connect(args.target) as client:
+            if not live:
+                print_run_header(console, await client.get_run(args.run_id))
+            return await follow_run(
+                client,
+                args.run_id,
+                console=console,
+                live=live,
+                after_seq=args.from_seq,
+                kinds=args.kinds,
+            )
+
+    final = run_async(watch())
+    console.print(
+        Text.assemble(
+            f"Run {final.run_id} ended: ",
+            run_status_text(final.status),
+            f" after {final.last_seq} events",
+        ),
+        soft_wrap=True,
+    )
+    return 0 if final.status is runstream.RunStatus.SUCCEEDED else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    console = make_console()
+
+    async def runs() -> None:
+        async with runstream.connect(args.target) as client:
+            await tables.show_runs(client, console, filter=args.filter, limit=args.limit)
+
+    run_async(runs())
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    console = make_console()
+
+    async def get() -> None:
+        async with runstream.connect(args.target) as client:
+            await tables.show_run(client, console, args.run_id)
+
+    run_async(get())
+    return 0
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    console = make_console()
+
+    async def steps() -> None:
+        async with runstream.connect(args.target) as client:
+            await tables.show_steps(client, console, args.run_id)
+
+    run_async(steps())
+    return 0
+
+
+# --- arguments -----------------------------------------------------------------------------
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return number
+
+
+def _event_kinds(value: str) -> list[runstream.EventKind]:
+    kinds: list[runstream.EventKind] = []
+    known = [kind.name.lower() for kind in runstream.EventKind if kind.value]
+    for part in value.split(","):
+        name = part.strip().upper().removeprefix("EVENT_KIND_")
+        if not name:
+            continue
+        try:
+            kind = runstream.EventKind[name]
+        except KeyError:
+            raise argparse.ArgumentTypeError(
+                f"unknown event kind {part.strip()!r}; known kinds: {', '.join(known)}"
+            ) from None
+        if kind.value == 0:
+            raise argparse.ArgumentTypeError("'unspecified' is not an event kind")
+        kinds.append(kind)
+    return kinds
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps prose, keeps examples as written, and shows the defaults worth showing."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # Descriptions are single paragraphs; epilogs with line breaks are example blocks.
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "%(default)" in text
+            or not action.option_strings
+            or action.default in (None, False, "", argparse.SUPPRESS)
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        default=default_target(),
+        metavar="HOST:PORT",
+        help=f"the Runstream server to talk to, ${TARGET_ENV} when set",
+    )
+
+
+def _add_plain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="print one line per event instead of the live view "
+        "(automatic when stdout is not a terminal)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runstream",
+        description="Runstream: watch and steer multi-agent AI runs live.",
+        epilog=(
+            "examples:\n"
+            "  runstream demo                      simulated campaign run, rendered live\n"
+            "  runstream serve --store runs.db     run a server\n"
+            "  runstream runs --filter 'status = RUNNING'\n"
+            "  runstream watch RUN_ID              follow a run live, resuming on disconnect\n"
+        ),
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a Runstream server",
+        description="Run a Runstream gRPC server (RunService, ReportService, health and "
+        "reflection) over a SQLite store, until SIGINT or SIGTERM.",
+        formatter_class=_Formatter,
+    )
+    serve.add_argument(
+        "--address",
+        default=DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help="address to listen on; port 0 picks a free port",
+    )
+    serve.add_argument(
+        "--store",
+        default="runstream.db",
+        metavar="PATH",
+        help="SQLite database file; created when missing",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging verbosity",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="run a simulated 17-step campaign workflow and watch it live",
+        description="Start an embedded server (or use --target), run a simulated "
+        "multi-agent campaign workflow through the SDK, and render it live: steps, agents, "
+        "reasoning, streamed copy, metrics and milestones. Exits 0 when the run succeeds.",
+        epilog="examples:\n"
+        "  runstream demo                    about 30 seconds\n"
+        "  runstream demo --speed 10 --plain about 3 seconds, one line per event\n"
+        "  runstream demo --serve            keep the server up afterwards for grpcurl\n",
+        formatter_class=_Formatter,
+    )
+    demo_parser.add_argument(
+        "--target",
+        default=None,
+        metavar="HOST:PORT",
+        help="report to this running server instead of starting an embedded one",
+    )
+    demo_parser.add_argument(
+        "--address",
+        default=DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help="where the embedded server listens",
+    )
+    demo_parser.add_argument(
+        "--store",
+        default=None,
+        metavar="PATH",
+        help="SQLite file of the embedded server (default: a temp file)",
+    )
+    demo_parser.add_argument(
+        "--speed",
+        type=_positive_float,
+        metavar="FACTOR",
+        default=1.0,
+        help="speed-up factor; 10 runs the demo in about 3 seconds",
+    )
+    demo_parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the embedded server running after the run, until Ctrl-C or SIGTERM",
+    )
+    demo_parser.add_argument(
+        "--seed", type=int, default=7, metavar="N", help="random seed of the simulated timings"
+    )
+    _add_plain(demo_parser)
+    demo_parser.set_defaults(handler=cmd_demo)
+
+    watch = commands.add_parser(
+        "watch",
+        help="follow a run live until it ends",
+        description="Follow a run's events live until it ends, resuming exactly where it "
+        "left off after a disconnect. Replays the run when it already ended. Exits 0 when "
+        "the run succeeded, 1 when it failed or was cancelled.",
+        formatter_class=_Formatter,
+    )
+    watch.add_argument("run_id", metavar="RUN_ID", help="the run to follow")
+    _add_target(watch)
+    watch.add_argument(
+        "--kinds",
+        type=_event_kinds,
+        default=None,
+        metavar="KIND,...",
+        help="only these event kinds, e.g. step_progress,agent_activity",
+    )
+    watch.add_argument(
+        "--from-seq",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="start after event N (0 replays the whole run)",
+    )
+    _add_plain(watch)
+    watch.set_defaults(handler=cmd_watch)
+
+    runs = commands.add_parser(
+        "runs",
+        help="list runs",
+        description="List runs, most recently created first.",
+        epilog="filter examples:\n"
+        "  status = RUNNING\n"
+        '  workflow = "campaign-generator" AND labels.team = "growth"\n',
+        formatter_class=_Formatter,
+    )
+    _add_target(runs)
+    runs.add_argument(
+        "--filter", default="", metavar="EXPR", help="AIP-160 filter on status, workflow and labels"
+    )
+    runs.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs"
+    )
+    runs.set_defaults(handler=cmd_runs)
+
+    get = commands.add_parser(
+        "get",
+        help="show one run's progress snapshot",
+        description="Show a run's snapshot: status, progress, health, times, metrics, "
+        "artifacts and steps.",
+        formatter_class=_Formatter,
+    )
+    get.add_argument("run_id", metavar="RUN_ID", help="the run to show")
+    _add_target(get)
+    get.set_defaults(handler=cmd_get)
+
+    steps = commands.add_parser(
+        "steps",
+        help="list a run's steps",
+        description="List a run's steps in plan order with status, percent and duration.",
+        formatter_class=_Formatter,
+    )
+    steps.add_argument("run_id", metavar="RUN_ID", help="the run whose steps to list")
+    _add_target(steps)
+    steps.set_defaults(handler=cmd_steps)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("runstream")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `runstream` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    errors = make_console(stderr=True)
+    target = getattr(args, "target", None)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        errors.print("interrupted", style="grey62")
+        return 130
+    except runstream.UnavailableError as exc:
+        where = f" (is a Runstream server running at {target}?)" if target else ""
+        errors.print(f"runstream: {describe_error(exc)}{where}", style="red", soft_wrap=True)
+        return 1
+    except runstream.RunstreamError as exc:
+        errors.print(f"runstream: {describe_error(exc)}", style="red", soft_wrap=True)
+        return 1
+    except grpc.RpcError as exc:
+        # The SDK maps RPC failures; this catches anything that slipped past it so the user
+        # still gets one line instead of a traceback.
+        errors.print(f"runstream: rpc failed: {exc}", style="red", soft_wrap=True)
+        return 1
+    except (CliError, OSError) as exc:
+        errors.print(f"runstream: {exc}", style="red", soft_wrap=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The state behind the live view: a run's snapshot plus the events seen since.
+
+The server derives a run's status, progress, health and active agents, so the header comes
+from `GetRun` snapshots. Between snapshots, events keep the step list, the activity feed, the
+streamed text and the metrics current. The rule that keeps the two consistent: the step rows
+are "the snapshot at seq S, plus every event after S", so an event at or below the snapshot's
+`last_seq` is already reflected in it and only feeds the activity log.
+
+Nothing here draws; :mod:`runstream.cli.render` turns a :class:`RunView` into a dashboard or
+into plain lines.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import runstream
+from runstream import Event, Run, Step
+
+from .fmt import (
+    SEVERITY_STYLES,
+    enum_name,
+    format_duration,
+    format_metric,
+    metric_label,
+    ordered_metrics,
+    percent_text,
+)
+
+FEED_SIZE = 12
+
+
+@dataclass
+class StepRow:
+    """One row of the step list."""
+
+    step_id: str
+    name: str
+    agent: str
+    status: str = "PENDING"
+    percent: float = 0.0
+    sub_step: str = ""
+    detail: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration: timedelta | None = None
+    tokens: int = 0
+    attempts: int = 0
+
+    @classmethod
+    def from_step(cls, step: Step) -> StepRow:
+        return cls(
+            step_id=step.step_id,
+            name=step.name or step.step_id,
+            agent=step.agent,
+            status=enum_name(step.status),
+            percent=step.percent,
+            sub_step=step.sub_step,
+            detail=step.detail,
+            start_time=step.start_time,
+            end_time=step.end_time,
+            duration=step.duration,
+            tokens=step.tokens_processed,
+            attempts=step.attempts,
+        )
+
+
+@dataclass(frozen=True)
+class Note:
+    """What one event means to a person.
+
+    Attributes:
+        icon: A one-character glyph for the feed.
+        label: The event's category in plain output ("step", "agent", "alert" ...).
+        text: The human sentence.
+        style: The rich style of the sentence.
+        feed: Whether the line belongs in the live activity feed (progress ticks do not; they
+            show in the step list instead).
+    """
+
+    icon: str
+    label: str
+    text: str
+    style: str = ""
+    feed: bool = True
+
+
+@dataclass(frozen=True)
+class FeedLine:
+    """A line of the activity feed."""
+
+    time: datetime
+    note: Note
+
+
+@dataclass
+class TextStream:
+    """An agent's message as its deltas arrive."""
+
+    message_id: str
+    agent: str
+    step_id: str
+    text: str = ""
+    final: bool = False
+
+
+@dataclass
+class RunView:
+    """Everything the live view shows for one run."""
+
+    run: Run
+    steps: dict[str, StepRow] = field(default_factory=dict)
+    snapshot_seq: int = 0
+    last_seq: int = 0
+    feed: deque[FeedLine] = field(default_factory=lambda: deque(maxlen=FEED_SIZE))
+    texts: dict[str, TextStream] = field(default_factory=dict)
+    current_text: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    agent_names: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_snapshot(cls, run: Run) -> RunView:
+        view = cls(run=run)
+        view.apply_snapshot(run)
+        return view
+
+    # --- snapshots -------------------------------------------------------------------------
+
+    def apply_snapshot(self, run: Run) -> None:
+        """Takes a fresh `GetRun` snapshot; step rows only if it is at least as new as them."""
+        self.run = run
+        if run.last_seq < self.last_seq:
+            # Older than events already applied: its header is still the freshest derived
+            # view there is, but its steps and metrics would step backwards.
+            return
+        self.snapshot_seq = run.last_seq
+        self.metrics.update(run.metrics)
+        if run.steps:
+            self.steps = {step.step_id: StepRow.from_step(step) for step in run.steps}
+
+    # --- derived values --------------------------------------------------------------------
+
+    @property
+    def completed_steps(self) -> int:
+        return sum(1 for row in self.steps.values() if row.status in ("SUCCEEDED", "SKIPPED"))
+
+    @property
+    def total_steps(self) -> int:
+        return max(len(self.steps), self.run.progress.total_steps)
+
+    def agent_label(self, agent_id: str) -> str:
+        return self.agent_names.get(agent_id, agent_id) or "manager"
+
+    def step_name(self, step_id: str) -> str:
+        row = self.steps.get(step_id)
+        return row.name if row is not None else step_id
+
+    # --- events ----------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> Note | None:
+        """Folds one event into the view; returns what it means, or None for noise."""
+        self.last_seq = max(self.last_seq, event.seq)
+        fresh = event.seq > self.snapshot_seq
+        note = self._describe(event, fresh)
+        if note is not None and note.feed:
+            self.feed.append(FeedLine(event.event_time, note))
+        return note
+
+    def _row(self, step_id: str) -> StepRow:
+        row = self.steps.get(step_id)
+        if row is None:
+            row = StepRow(step_id=step_id, name=step_id, agent="")
+            self.steps[step_id] = row
+        return row
+
+    def _describe(self, event: Event, fresh: bool) -> Note | None:
+        payload = event.payload
+        when = event.event_time
+        match payload:
+            case runstream.RunCreated():
+                if fresh and not self.steps:
+                    for spec in payload.steps:
+                        self.steps[spec.step_id] = StepRow(
+                            step_id=spec.step_id, name=spec.name or spec.step_id, agent=spec.agent
+                        )
+                return Note(
+                    "✚",
+                    "run",
+                    f"Run created: {payload.display_name or payload.workflow} "
+                    f"({len(payload.steps)} steps planned)",
+                    "bold",
+                )
+            case runstream.RunStarted():
+                suffix = f": {payload.message}" if payload.message else ""
+                return Note("▶", "run", f"Run started{suffix}", "bold cyan")
+            case runstream.RunStatusChanged():
+                return Note(
+                    "↻",
+                    "run",
+                    f"Status {enum_name(payload.previous_status)} → {enum_name(payload.status)}"
+                    + (f" ({payload.reason})" if payload.reason else ""),
+                    "yellow",
+                )
+            case runstream.RunCompleted():
+                return Note("★", "run", "Run succeeded" + _suffix(payload.summary), "bold green")
+            case runstream.RunFailed():
+                message = payload.error.message if payload.error else "unknown error"
+                return Note("✖", "run", f"Run failed: {message}", "bold red")
+            case runstream.RunCancelled():
+                by = f" by {payload.cancelled_by}" if payload.cancelled_by else ""
+                return Note("⊘", "run", f"Run cancelled{by}" + _suffix(payload.reason), "magenta")
+            case runstream.StepStarted():
+                row = self._row(payload.step_id)
+                if fresh:
+                    if payload.name and row.name == row.step_id:
+                        row.name = payload.name
+                    if payload.agent:
+                        row.agent = payload.agent
+                    row.status = "RUNNING"
+                    row.percent = 0.0
+                    row.start_time = when
+                    row.end_time = None
+                    row.duration = None
+                    row.attempts += 1
+                retry = " (retry)" if row.attempts > 1 else ""
+                agent = f" · {row.agent}" if row.agent and row.agent != row.name else ""
+                return Note("▸", "step", f"{row.name} started{retry}{agent}", "cyan")
+            case runstream.StepProgress():
+                row = self._row(payload.step_id)
+                if fresh:
+                    if row.status == "PENDING":
+                        row.status = "RUNNING"
+                        row.start_time = when
+                    row.percent = payload.percent
+                    row.sub_step = payload.sub_step
+                    row.detail = payload.detail
+                    if payload.tokens_processed:
+                        row.tokens = payload.tokens_processed
+                what = " — ".join(part for part in (payload.sub_step, payload.detail) if part)
+                return Note(
+                    "·",
+                    "progress",
+                    f"{row.name} {percent_text(payload.percent)}" + (f" {what}" if what else ""),
+                    "grey62",
+                    feed=False,
+                )
+            case runstream.StepCompleted():
+                row = self._row(payload.step_id)
+                if fresh:
+                    row.status = "SUCCEEDED"
+                    row.percent = 100.0
+                    row.end_time = when
+                    row.duration = payload.duration or (
+                        when - row.start_time if row.start_time else None
+                    )
+                took = f" in {format_duration(row.duration)}" if row.duration else ""
+                return Note(
+                    "✔",
+                    "step",
+                    f"{row.name} done{took} ({self.completed_steps}/{self.total_steps})"
+                    + _suffix(payload.summary),
+                    "green",
+                )
+            case runstream.StepFailed():
+                row = self._row(payload.step_id)
+                if fresh:
+                    row.status = "FAILED"
+                    row.end_time = when
+                message = payload.error.message if payload.error else ""
+                return Note("✖", "step", f"{row.name} failed" + _suffix(message), "bold red")
+            case runstream.StepSkipped():
+                row = self._row(payload.step_id)
+                if fresh:
+                    row.status = "SKIPPED"
+                    row.end_time = when
+                return Note("↷", "step", f"{row.name} skipped" + _suffix(payload.reason), "grey62")
+            case runstream.AgentActivity():
+                agent_id = payload.agent_id or payload.agent_name
+                if payload.agent_name:
+                    self.agent_names[agent_id] = payload.agent_name
+                name = self.agent_label(agent_id)
+                kind = enum_name(payload.activity)
+                icon, style = {
+                    "STARTED": ("⚙", "bright_blue"),
+                    "PROGRESS": ("…", "blue"),
+                    "COMPLETED": ("✓", "bright_green"),
+                    "FAILED": ("✗", "red"),
+                }.get(kind, ("•", ""))
+                verb = {"STARTED": "started", "COMPLETED": "finished", "FAILED": "failed"}.get(
+                    kind, ""
+                )
+                message = payload.message or verb
+                return Note(icon, "agent", f"{name}: {message}", style)
+            case runstream.Thinking():
+                confidence = f" ({payload.confidence:.0%} confident)" if payload.confidence else ""
+                who = self.agent_label(payload.agent_id) if payload.agent_id else "Manager"
+                return Note("💭", "thinking", f"{who}: {payload.analysis}{confidence}", "italic")
+            case runstream.ModelAllocation():
+                tier = f" [{payload.tier}]" if payload.tier else ""
+                why = f" — {payload.reasoning}" if payload.reasoning else ""
+                return Note(
+                    "🧠",
+                    "model",
+                    f"{self.agent_label(payload.agent_id)} ← {payload.model}{tier}{why}",
+                    "magenta",
+                )
+            case runstream.TextDelta():
+                stream = self.texts.get(payload.message_id)
+                if stream is None:
+                    stream = TextStream(
+                        payload.message_id, self.agent_label(payload.agent_id), payload.step_id
+                    )
+                    self.texts[payload.message_id] = stream
+                stream.text += payload.delta
+                stream.final = stream.final or payload.final
+                self.current_text = payload.message_id
+                if not payload.final:
+                    return None
+                return Note(
+                    "✍",
+                    "text",
+                    f"{stream.agent} wrote {len(stream.text.split())} words",
+                    "bright_white",
+                )
+            case runstream.MetricsUpdate():
+                if not payload.step_id:
+                    self.metrics.update(payload.values)
+                shown = ", ".join(
+                    f"{metric_label(name)} {format_metric(name, value)}"
+                    for name, value in ordered_metrics(payload.values)[:6]
+                )
+                where = f"{self.step_name(payload.step_id)} " if payload.step_id else ""
+                return Note("▤", "metrics", f"{where}metrics: {shown}", "grey70", feed=False)
+            case runstream.Milestone():
+                return Note(
+                    "🏁", "milestone", payload.title + _suffix(payload.description), "bold gold1"
+                )
+            case runstream.Alert():
+                severity = enum_name(payload.severity)
+                action = f" → {payload.suggested_action}" if payload.suggested_action else ""
+                return Note(
+                    "⚠",
+                    "alert",
+                    f"{severity}: {payload.message}{action}",
+                    _severity_style(severity),
+                )
+            case runstream.ErrorRecovery():
+                strategy = f"; {payload.recovery_strategy}" if payload.recovery_strategy else ""
+                attempt = f" (attempt {payload.attempt})" if payload.attempt else ""
+                outcome = "" if payload.can_continue else "; cannot continue"
+                return Note(
+                    "⟲",
+                    "recovery",
+                    f"{payload.error_message}{strategy}{attempt}{outcome}",
+                    _severity_style(enum_name(payload.severity)),
+                )
+            case runstream.ArtifactProduced():
+                artifact = payload.artifact
+                kind = f" ({artifact.kind})" if artifact.kind else ""
+                return Note("📄", "artifact", f"Artifact {artifact.name}{kind}", "cyan")
+            case runstream.WorkflowStateChange():
+                stage = payload.current_stage or payload.change_type
+                return Note(
+                    "⇢",
+                    "workflow",
+                    f"Phase: {stage} ({percent_text(payload.completion_percentage)})",
+                    "bold blue",
+                )
+            case runstream.DecisionRequested():
+                return Note("?", "decision", f"Decision needed: {payload.prompt}", "bold yellow")
+            case runstream.DecisionResolved():
+                choice = f": {payload.choice}" if payload.choice else ""
+                return Note(
+                    "✓",
+                    "decision",
+                    f"Decision {payload.decision_id} {enum_name(payload.outcome).lower()}{choice}",
+                    "yellow",
+                )
+            case runstream.Custom():
+                return Note("◆", "custom", payload.type, "grey70")
+            case _:
+                # A kind newer than this client: the proto asks us to skip it quietly.
+                return None
+
+
+def _suffix(text: str) -> str:
+    return f" — {text}" if text else ""
+
+
+def _severity_style(severity: str) -> str:
+    return SEVERITY_STYLES.get(severity, "yellow")

@@ -1,0 +1,82 @@
+"""The SDK's public surface: pinned exports, enums mirroring the contract, tolerance of the new."""
+
+from __future__ import annotations
+
+import runstream
+from runstream import _convert
+from runstream.v1 import event_pb2, report_service_pb2, run_pb2
+
+EXPECTED_EXPORTS = {
+    # entry points
+    "connect", "Client", "RunReporter", "StepReporter",
+    # resources and events
+    "StepSpec", "Run", "Step", "RunProgress", "ActiveAgent", "Estimate", "Artifact",
+    "ArtifactsSummary", "ErrorInfo", "Event", "EventPayload",
+    "RunCreated", "RunStarted", "RunStatusChanged", "RunCompleted", "RunFailed", "RunCancelled",
+    "StepStarted", "StepProgress", "StepCompleted", "StepFailed", "StepSkipped",
+    "AgentActivity", "Thinking", "ModelAllocation", "TextDelta", "MetricsUpdate", "Milestone",
+    "Alert", "ErrorRecovery", "ArtifactProduced", "WorkflowStateChange", "DecisionOption",
+    "DecisionRequested", "DecisionResolved", "Custom",
+    # enums
+    "EventKind", "RunStatus", "StepStatus", "RunHealth", "Severity", "ActivityType",
+    "MilestoneType", "DecisionOutcome", "ControlAction", "StatusCode",
+    # errors
+    "RunstreamError", "RequestCancelledError", "UnknownError", "InvalidArgumentError",
+    "DeadlineExceededError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",
+    "ResourceExhaustedError", "FailedPreconditionError", "RunCancelledError", "AbortedError",
+    "OutOfRangeError", "UnimplementedError", "InternalError", "UnavailableError",
+    "DataLossError", "UnauthenticatedError",
+    "__version__",
+}  # fmt: skip
+
+
+def test_exports_are_pinned() -> None:
+    assert set(runstream.__all__) == EXPECTED_EXPORTS
+    for name in runstream.__all__:
+        assert hasattr(runstream, name), name
+
+
+def test_enums_mirror_the_proto_enums_number_for_number() -> None:
+    pairs = [
+        (runstream.EventKind, event_pb2.EventKind, "EVENT_KIND_"),
+        (runstream.RunStatus, run_pb2.RunStatus, "RUN_STATUS_"),
+        (runstream.StepStatus, run_pb2.StepStatus, "STEP_STATUS_"),
+        (runstream.RunHealth, run_pb2.RunHealth, "RUN_HEALTH_"),
+        (runstream.Severity, run_pb2.Severity, "SEVERITY_"),
+        (runstream.ActivityType, event_pb2.AgentActivityType, "AGENT_ACTIVITY_TYPE_"),
+        (runstream.MilestoneType, event_pb2.MilestoneType, "MILESTONE_TYPE_"),
+        (runstream.DecisionOutcome, event_pb2.DecisionOutcome, "DECISION_OUTCOME_"),
+        (runstream.ControlAction, report_service_pb2.ControlAction, "CONTROL_ACTION_"),
+    ]
+    for sdk_enum, proto_enum, prefix in pairs:
+        proto = {name.removeprefix(prefix): number for name, number in proto_enum.items()}
+        assert {m.name: m.value for m in sdk_enum} == proto, sdk_enum
+
+
+def test_every_event_kind_has_a_payload_type() -> None:
+    oneof = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
+    for field in oneof.fields:
+        kind = runstream.EventKind(field.number)
+        assert kind.name == field.name.upper()
+        message = event_pb2.RunEvent()
+        getattr(message, field.name).SetInParent()
+        event = _convert.event_from_pb(message, "r")
+        assert event.kind == kind
+        assert event.payload is not None
+
+
+def test_enum_values_added_later_read_as_unspecified() -> None:
+    step = run_pb2.Step(step_id="s")
+    step.status = 42  # type: ignore[assignment]
+    assert _convert.step_from_pb(step).status == runstream.StepStatus.UNSPECIFIED
+
+
+def test_errors_form_one_hierarchy() -> None:
+    assert issubclass(runstream.RunCancelledError, runstream.FailedPreconditionError)
+    for name in runstream.__all__:
+        value = getattr(runstream, name)
+        if isinstance(value, type) and name.endswith("Error"):
+            assert issubclass(value, runstream.RunstreamError), name
+    error = runstream.NotFoundError("run 'x' not found")
+    assert error.code == runstream.StatusCode.NOT_FOUND
+    assert str(error) == "NOT_FOUND: run 'x' not found"

@@ -1,0 +1,131 @@
+"""Snapshot queries through the SDK: get_run, list_runs (paged, filtered), list_steps, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import runstream
+from runstream import Client, RunStatus, StepSpec, StepStatus
+from runstream_server.app import RunstreamServer
+
+
+@pytest.fixture
+async def client(server: RunstreamServer) -> AsyncIterator[Client]:
+    async with runstream.connect(server.target) as client:
+        yield client
+
+
+async def test_get_run_returns_the_derived_snapshot(client: Client) -> None:
+    run = await client.start_run(
+        "campaign",
+        steps=[StepSpec("a", "Step A", agent="Team A"), StepSpec("b", "Step B")],
+        display_name="Spring campaign",
+        labels={"team": "growth"},
+    )
+    async with run.step("a") as step:
+        await step.progress(50, "drafting")
+        await run.flush()
+        snapshot = await client.get_run(run.run_id)
+        assert snapshot.status == RunStatus.RUNNING
+        assert snapshot.current_step_id == "a"
+        assert snapshot.progress.total_steps == 2
+        assert snapshot.progress.completed_steps == 0
+        assert 0 < snapshot.progress.percent < 50
+        assert snapshot.steps[0].status == StepStatus.RUNNING
+        assert snapshot.steps[0].percent == 50
+        assert snapshot.steps[0].start_time is not None
+        assert snapshot.start_time is not None and snapshot.start_time.tzinfo is not None
+        assert snapshot.end_time is None
+    await run.complete("ok")
+    await run.close()
+
+    snapshot = await client.get_run(run.run_id)
+    assert snapshot.run_id == run.run_id
+    assert snapshot.workflow == "campaign"
+    assert snapshot.display_name == "Spring campaign"
+    assert snapshot.labels == {"team": "growth"}
+    assert snapshot.status == RunStatus.SUCCEEDED
+    assert snapshot.status.is_terminal
+    assert snapshot.progress.percent == 100
+    assert snapshot.end_time is not None and snapshot.create_time is not None
+    assert snapshot.end_time >= snapshot.create_time
+    assert snapshot.steps[0].duration is not None
+    assert snapshot.last_seq == run.last_seq
+    assert snapshot.raw.run_id == run.run_id  # the escape hatch
+
+
+async def test_list_runs_paginates_over_several_pages(client: Client) -> None:
+    created = []
+    for i in range(7):
+        run = await client.start_run("paging", display_name=f"run {i}")
+        created.append(run.run_id)
+        await run.close()
+
+    page, token = await client.list_runs_page(page_size=3)
+    assert len(page) == 3 and token
+    listed = [r.run_id async for r in client.list_runs(page_size=3)]
+    assert listed == list(reversed(created))  # most recently created first
+    assert [r.run_id for r in page] == listed[:3]
+
+
+async def test_list_runs_filters_by_status_workflow_and_label(client: Client) -> None:
+    done = await client.start_run("etl", labels={"team": "growth"})
+    await done.complete()
+    await done.close()
+    running = await client.start_run("etl", labels={"team": "data"})
+    await running.flush()
+    other = await client.start_run("campaign", labels={"team": "growth"})
+    await other.flush()
+
+    async def ids(filter: str) -> set[str]:
+        return {r.run_id async for r in client.list_runs(filter=filter, page_size=2)}
+
+    assert await ids("status = RUNNING") == {running.run_id, other.run_id}
+    assert await ids("status = RUN_STATUS_SUCCEEDED") == {done.run_id}
+    assert await ids('workflow = "etl"') == {done.run_id, running.run_id}
+    assert await ids('labels.team = "growth"') == {done.run_id, other.run_id}
+    assert await ids('workflow = "etl" AND labels.team = "growth"') == {done.run_id}
+    with pytest.raises(runstream.InvalidArgumentError):
+        await ids("colour = blue")
+    await running.close()
+    await other.close()
+
+
+async def test_list_steps_in_plan_order_with_their_state(client: Client) -> None:
+    plan = [StepSpec(f"s{i}", f"Step {i}") for i in range(5)]
+    run = await client.start_run("steps", steps=plan)
+    async with run.step("s0"):
+        pass
+    await run.skip_step("s1", "not needed")
+    async with run.step("extra", name="Unplanned", description="added at run time"):
+        pass
+    await run.flush()
+
+    steps = await client.list_steps(run.run_id)
+    assert [s.step_id for s in steps] == ["s0", "s1", "s2", "s3", "s4", "extra"]
+    assert [s.status for s in steps] == [
+        StepStatus.SUCCEEDED,
+        StepStatus.SKIPPED,
+        StepStatus.PENDING,
+        StepStatus.PENDING,
+        StepStatus.PENDING,
+        StepStatus.SUCCEEDED,
+    ]
+    assert steps[1].skip_reason == "not needed"
+    assert steps[5].name == "Unplanned"
+    with pytest.raises(runstream.NotFoundError):
+        await client.list_steps("missing")
+    await run.close()
+
+
+async def test_cancel_run_through_the_sdk(client: Client) -> None:
+    run = await client.start_run("campaign")
+    await run.flush()
+    cancelled = await client.cancel_run(run.run_id, reason="budget", cancelled_by="ops")
+    assert cancelled.status == RunStatus.CANCELLED
+    assert cancelled.cancel_reason == "budget"
+    assert (await client.get_run(run.run_id)).status == RunStatus.CANCELLED
+    with pytest.raises(runstream.FailedPreconditionError):
+        await client.cancel_run(run.run_id)
+    await run.close()

@@ -1,0 +1,489 @@
+"""The SDK's producer side against a real server: what a reporter writes is what watchers read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+import runstream
+from runstream import (
+    ActivityType,
+    AgentActivity,
+    Alert,
+    Artifact,
+    ArtifactProduced,
+    Client,
+    Custom,
+    ErrorRecovery,
+    Event,
+    EventKind,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MetricsUpdate,
+    Milestone,
+    MilestoneType,
+    ModelAllocation,
+    RunCancelledError,
+    RunCompleted,
+    RunFailed,
+    RunStarted,
+    RunStatus,
+    RunstreamError,
+    Severity,
+    StatusCode,
+    StepCompleted,
+    StepFailed,
+    StepProgress,
+    StepSkipped,
+    StepSpec,
+    StepStarted,
+    StepStatus,
+    TextDelta,
+    Thinking,
+    WorkflowStateChange,
+)
+from runstream_server.app import RunstreamServer
+
+from tests.clients.support import eventually
+
+PLAN = [
+    StepSpec("strategy", "Strategy Team", description="Positioning", agent="Strategy Team"),
+    StepSpec("copy", "Copy Team", agent="Copy Team"),
+    StepSpec("web", "Web Developer"),
+]
+
+
+@pytest.fixture
+async def client(server: RunstreamServer) -> AsyncIterator[Client]:
+    async with runstream.connect(server.target) as client:
+        yield client
+
+
+async def events_of(client: Client, run_id: str, **kwargs: object) -> list[Event]:
+    """The run's whole log; the run must have ended (the watch stream then ends)."""
+
+    async def collect() -> list[Event]:
+        return [event async for event in client.watch(run_id, **kwargs)]  # type: ignore[arg-type]
+
+    return await asyncio.wait_for(collect(), 20)
+
+
+async def test_run_with_steps_is_reported_in_order(client: Client) -> None:
+    run = await client.start_run("campaign", steps=PLAN, labels={"team": "growth"})
+    async with run:
+        async with run.step("strategy") as step:
+            await step.progress(50, "drafting", detail="positioning", tokens_processed=1500)
+            step.set_summary("3 positioning options")
+        async with run.step("copy") as step:
+            await step.progress(100, "done")
+        await run.skip_step("web", reason="not needed")
+        await run.complete("campaign ready", {"variants": 12})
+
+    events = await events_of(client, run.run_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert [e.kind for e in events] == [
+        EventKind.RUN_CREATED,
+        EventKind.RUN_STARTED,
+        EventKind.STEP_STARTED,
+        EventKind.STEP_PROGRESS,
+        EventKind.STEP_COMPLETED,
+        EventKind.STEP_STARTED,
+        EventKind.STEP_PROGRESS,
+        EventKind.STEP_COMPLETED,
+        EventKind.STEP_SKIPPED,
+        EventKind.RUN_COMPLETED,
+    ]
+    assert all(e.run_id == run.run_id for e in events)
+    assert all(e.event_time.tzinfo is not None for e in events)
+    assert events[2].payload == StepStarted("strategy", "", "", "")
+    assert events[3].payload == StepProgress("strategy", 50.0, "drafting", "positioning", 1500)
+    completed = events[4].payload
+    assert isinstance(completed, StepCompleted)
+    assert completed.summary == "3 positioning options"
+    assert events[8].payload == StepSkipped("web", "not needed")
+    assert events[9].payload == RunCompleted("campaign ready", {"variants": 12})
+    # Every event the SDK reported carries its own idempotency key.
+    keys = [e.idempotency_key for e in events[1:]]
+    assert all(keys) and len(set(keys)) == len(keys)
+
+    snapshot = await client.get_run(run.run_id)
+    assert snapshot.status == RunStatus.SUCCEEDED
+    assert snapshot.labels == {"team": "growth"}
+    assert [s.status for s in snapshot.steps] == [
+        StepStatus.SUCCEEDED,
+        StepStatus.SUCCEEDED,
+        StepStatus.SKIPPED,
+    ]
+    assert snapshot.result_summary == "campaign ready"
+    assert snapshot.result == {"variants": 12}
+    assert snapshot.progress.percent == 100.0
+
+
+async def test_step_that_raises_is_reported_failed_and_the_error_propagates(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    with pytest.raises(ValueError, match="model timed out"):
+        async with run.step("strategy"):
+            raise ValueError("model timed out")
+    await run.flush()
+
+    steps = await client.list_steps(run.run_id)
+    strategy = next(s for s in steps if s.step_id == "strategy")
+    assert strategy.status == StepStatus.FAILED
+    assert strategy.error is not None
+    assert "model timed out" in strategy.error.message
+    assert strategy.error.code == "ValueError"
+
+    # A failed step may be retried.
+    async with run.step("strategy"):
+        pass
+    await run.complete()
+    await run.close()
+    events = await events_of(client, run.run_id)
+    failed = [e.payload for e in events if e.kind == EventKind.STEP_FAILED]
+    assert len(failed) == 1
+    assert isinstance(failed[0], StepFailed) and failed[0].step_id == "strategy"
+    assert (await client.get_run(run.run_id)).steps[0].attempts == 2
+
+
+async def test_exception_escaping_the_run_block_reports_the_run_failed(client: Client) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    with pytest.raises(RuntimeError, match="budget exhausted"):
+        async with run, run.step("strategy"):
+            raise RuntimeError("budget exhausted")
+
+    snapshot = await client.get_run(run.run_id)
+    assert snapshot.status == RunStatus.FAILED
+    assert snapshot.error is not None and "budget exhausted" in snapshot.error.message
+    events = await events_of(client, run.run_id)
+    assert events[-1].kind == EventKind.RUN_FAILED
+    assert isinstance(events[-1].payload, RunFailed)
+
+
+async def test_every_helper_produces_its_typed_event(client: Client) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    async with run.step("strategy") as step:
+        await step.artifact("persona.json", kind="persona", size_bytes=42, metadata={"v": 1})
+        await step.metrics({"variants": 12})
+    await run.activity(
+        "opp-1",
+        ActivityType.STARTED,
+        "Found 5 new companies",
+        agent_name="OpportunityBot",
+        agent_type="opportunity_bot",
+        data={"items_created": 5},
+        step_id="copy",
+    )
+    await run.thinking(
+        "Three files, one query",
+        thinking_type="route_planning",
+        stage="Intent Classification",
+        factors=("file_types", "user_query"),
+        confidence=0.75,
+        reasoning_depth="deep",
+    )
+    await run.model_allocation(
+        "writer",
+        "o3",
+        tier="high",
+        reasoning="long context",
+        complexity="high",
+        context_window=200_000,
+        expected_cost_usd=0.25,
+        factors=("length",),
+        performance_expectation="exceptional_reasoning",
+    )
+    await run.model_allocation("cheap", "mini")
+    await run.text("writer", "m1", "Hello, ")
+    await run.text("writer", "m1", "world", final=True, step_id="copy")
+    await run.metrics({"impressions": 10500, "ctr": 0.05})
+    await run.milestone(
+        "Target Reached!",
+        type=MilestoneType.TARGET_REACHED,
+        description="50 companies",
+        data={"items_created": 50},
+    )
+    await run.alert(
+        "CPC above threshold",
+        severity=Severity.HIGH,
+        suggested_action="Pause Campaign",
+        code="CPC_THRESHOLD",
+        data={"cpc": 2.5},
+    )
+    await run.error_recovery(
+        "API rate limit exceeded",
+        severity=Severity.MEDIUM,
+        recovery_strategy="retry_with_backoff",
+        can_continue=True,
+        affected_agents=("writer",),
+        user_action_required=False,
+        attempt=2,
+    )
+    await run.artifact("index.html", kind="html", uri="file:///tmp/index.html", size_bytes=9)
+    await run.workflow_state(
+        "phase_transition",
+        current_stage="copy",
+        stages=("strategy", "copy", "web"),
+        completion_percentage=40.0,
+        active_agents=("writer",),
+        pipeline_status={"files_processed": True},
+    )
+    await run.custom("campaign.tick", {"n": 3, "nested": {"ok": True, "list": [1, "a", None]}})
+    await run.complete()
+    await run.close()
+
+    events = await events_of(client, run.run_id)
+    payloads = [e.payload for e in events]
+    assert payloads[1] == RunStarted("")
+    artifact = payloads[3]
+    assert isinstance(artifact, ArtifactProduced)
+    assert artifact.artifact.name == "persona.json"
+    assert artifact.artifact.kind == "persona"
+    assert artifact.artifact.step_id == "strategy"
+    assert artifact.artifact.size_bytes == 42
+    assert artifact.artifact.metadata == {"v": 1}
+    assert payloads[4] == MetricsUpdate({"variants": 12.0}, "strategy")
+    step_completed = payloads[5]
+    assert isinstance(step_completed, StepCompleted)
+    assert step_completed.metrics == {"variants": 12.0}
+    assert payloads[6:] == [
+        AgentActivity(
+            "opp-1",
+            "OpportunityBot",
+            "opportunity_bot",
+            ActivityType.STARTED,
+            "Found 5 new companies",
+            {"items_created": 5},
+            "copy",
+        ),
+        Thinking(
+            "route_planning",
+            "Intent Classification",
+            "Three files, one query",
+            ("file_types", "user_query"),
+            0.75,
+            "deep",
+            "",
+        ),
+        ModelAllocation(
+            "writer",
+            "o3",
+            "high",
+            "long context",
+            "high",
+            200_000,
+            0.25,
+            ("length",),
+            "exceptional_reasoning",
+        ),
+        ModelAllocation("cheap", "mini", "", "", "", 0, None, (), ""),
+        TextDelta("writer", "m1", "Hello, ", False, ""),
+        TextDelta("writer", "m1", "world", True, "copy"),
+        MetricsUpdate({"impressions": 10500.0, "ctr": 0.05}, ""),
+        Milestone(
+            MilestoneType.TARGET_REACHED, "Target Reached!", "50 companies", {"items_created": 50}
+        ),
+        Alert(
+            Severity.HIGH, "CPC above threshold", "Pause Campaign", "CPC_THRESHOLD", {"cpc": 2.5}
+        ),
+        ErrorRecovery(
+            "API rate limit exceeded",
+            Severity.MEDIUM,
+            "retry_with_backoff",
+            True,
+            ("writer",),
+            False,
+            2,
+        ),
+        ArtifactProduced(
+            Artifact(
+                artifact_id=artifact_id_of(payloads[16]),
+                name="index.html",
+                kind="html",
+                uri="file:///tmp/index.html",
+                size_bytes=9,
+                step_id="",
+                metadata={},
+            )
+        ),
+        WorkflowStateChange(
+            "phase_transition",
+            "copy",
+            ("strategy", "copy", "web"),
+            40.0,
+            ("writer",),
+            {"files_processed": True},
+        ),
+        Custom("campaign.tick", {"n": 3, "nested": {"ok": True, "list": [1, "a", None]}}),
+        RunCompleted("", {}),
+    ]
+    # Kind filters are applied by the server; the SDK yields only the wanted kinds.
+    texts = await events_of(client, run.run_id, kinds=[EventKind.TEXT_DELTA])
+    assert [e.payload for e in texts] == payloads[10:12]
+
+
+def artifact_id_of(payload: object) -> str:
+    assert isinstance(payload, ArtifactProduced)
+    return payload.artifact.artifact_id
+
+
+async def test_flush_makes_every_reported_event_durable(client: Client) -> None:
+    run = await client.start_run("bulk")
+    for i in range(1200):
+        await run.custom("tick", {"i": i})
+    await run.flush()
+    assert run.events_acknowledged == run.events_reported == 1201
+    snapshot = await client.get_run(run.run_id)
+    assert snapshot.last_seq == run.last_seq == 1202  # RunCreated + RunStarted + 1200
+    assert snapshot.status == RunStatus.RUNNING
+    await run.close()
+
+
+async def test_backpressure_delays_reporting_but_never_drops(client: Client) -> None:
+    run = await client.start_run("bulk", max_buffered=7)
+    for i in range(300):
+        await run.custom("tick", {"i": i})
+        assert run.events_reported - run.events_acknowledged <= 7
+    await run.complete()
+    await run.close()
+    events = await events_of(client, run.run_id, kinds=[EventKind.CUSTOM])
+    assert [e.payload.data["i"] for e in events if isinstance(e.payload, Custom)] == list(
+        range(300)
+    )
+
+
+async def test_cancel_run_makes_the_next_reporting_call_raise(client: Client) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    # Either the cancel control already arrived (the call raises at once) or the server
+    # refuses the batch because the run ended; both surface as RunCancelledError, which
+    # leaves the step block without reporting anything more.
+    with pytest.raises(RunCancelledError) as raised:
+        async with run.step("strategy") as step:
+            await step.progress(10)
+            await run.flush()
+            cancelled = await client.cancel_run(run.run_id, "wrong audience", "ana")
+            assert cancelled.status == RunStatus.CANCELLED
+            assert cancelled.cancel_reason == "wrong audience"
+            await step.progress(20)
+            await run.flush()
+    assert raised.value.code == StatusCode.FAILED_PRECONDITION
+    assert isinstance(raised.value, FailedPreconditionError)
+    assert run.cancelled
+    assert run.cancel_reason == "wrong audience"
+    with pytest.raises(RunCancelledError):
+        await run.metrics({"x": 1})
+    await run.close()  # Closing a cancelled run's reporter is not an error.
+
+    events = await events_of(client, run.run_id)
+    assert events[-1].kind == EventKind.RUN_CANCELLED
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_cancel_control_reaches_an_idle_reporter(client: Client) -> None:
+    run = await client.start_run("campaign")
+    await run.flush()
+    await client.cancel_run(run.run_id, reason="stop")
+    await eventually(lambda: run.cancelled)
+    with pytest.raises(RunCancelledError, match="stop"):
+        await run.custom("late")
+    await run.close()
+
+
+async def test_unknown_run_is_not_found(client: Client) -> None:
+    with pytest.raises(runstream.NotFoundError) as raised:
+        await client.get_run("no-such-run")
+    assert raised.value.code == StatusCode.NOT_FOUND
+    assert isinstance(raised.value, RunstreamError)
+    assert isinstance(raised.value.__cause__, Exception)  # the original AioRpcError
+    with pytest.raises(runstream.NotFoundError):
+        await events_of(client, "no-such-run")
+    with pytest.raises(runstream.NotFoundError):
+        await client.cancel_run("no-such-run")
+
+
+async def test_bad_input_is_invalid_argument_naming_the_field(client: Client) -> None:
+    with pytest.raises(InvalidArgumentError, match="workflow"):
+        await client.start_run("")
+    with pytest.raises(InvalidArgumentError, match="step_id"):
+        await client.start_run("campaign", steps=[StepSpec("not a valid id!")])
+
+
+async def test_rejected_batch_fails_the_reporter_with_the_server_error(client: Client) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    await run.custom("ok")
+    await run.flush()
+    await run.custom("")  # Custom.type is required.
+    with pytest.raises(InvalidArgumentError, match="type") as raised:
+        await run.flush()
+    # The failure sticks: later calls raise it too instead of silently queueing.
+    with pytest.raises(InvalidArgumentError):
+        await run.custom("after")
+    with pytest.raises(InvalidArgumentError):
+        await run.close()
+    assert raised.value.code == StatusCode.INVALID_ARGUMENT
+    assert (await client.get_run(run.run_id)).last_seq == 3  # the bad batch stored nothing
+
+
+async def test_reporting_after_complete_is_refused_locally(client: Client) -> None:
+    run = await client.start_run("campaign")
+    await run.complete()
+    with pytest.raises(FailedPreconditionError):
+        await run.custom("late")
+    await run.close()
+    with pytest.raises(FailedPreconditionError):
+        await run.custom("closed")
+
+
+async def test_explicit_run_id_that_exists_is_already_exists(client: Client) -> None:
+    run = await client.start_run("campaign", run_id="fixed-id-1")
+    assert run.run_id == "fixed-id-1"
+    with pytest.raises(runstream.AlreadyExistsError):
+        await client.start_run("campaign", run_id="fixed-id-1")
+    await run.close()
+
+
+async def test_watch_resumes_after_a_given_seq_and_rejects_a_cursor_past_the_head(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign")
+    for i in range(10):
+        await run.custom("tick", {"i": i})
+    await run.complete()
+    await run.close()
+    tail = await events_of(client, run.run_id, after_seq=5)
+    assert [e.seq for e in tail] == list(range(6, 14))
+    with pytest.raises(runstream.OutOfRangeError):
+        await events_of(client, run.run_id, after_seq=100)
+
+
+async def test_watch_with_heartbeats_follows_a_live_run(client: Client) -> None:
+    run = await client.start_run("campaign")
+    seen: list[Event] = []
+
+    async def watch() -> None:
+        async for event in client.watch(run.run_id, heartbeat_interval=timedelta(seconds=0.1)):
+            seen.append(event)
+
+    watcher = asyncio.create_task(watch())
+    for i in range(5):
+        await run.custom("tick", {"i": i})
+        await run.flush()
+        await asyncio.sleep(0.15)  # idle long enough for a heartbeat between events
+    await run.complete()
+    await run.close()
+    await asyncio.wait_for(watcher, 20)
+    assert [e.seq for e in seen] == list(range(1, 9))
+    assert seen[-1].kind == EventKind.RUN_COMPLETED
+
+
+async def test_data_that_is_not_json_like_is_refused_before_sending(client: Client) -> None:
+    run = await client.start_run("campaign")
+    with pytest.raises(InvalidArgumentError, match="'when'"):
+        await run.custom("tick", {"ok": 1, "when": object()})
+    await run.custom("tick", {"ok": 1})  # the reporter is still usable
+    await run.complete()
+    await run.close()
+    assert (await client.get_run(run.run_id)).last_seq == 4
