@@ -116,3 +116,11 @@ async def test_health_and_reflection_are_served(stubs) -> None:  # type: ignore[
         "runstream.v1.ReportService",
         "grpc.health.v1.Health",
     } <= services
+
+
+async def test_a_second_server_cannot_take_a_busy_port(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from runstream_server.app import RunstreamServer, ServerConfig
+
+    second = RunstreamServer(ServerConfig(address=server.target, store_path=tmp_path / "other.db"))
+    with pytest.raises(Exception, match="cannot listen|Failed to bind"):
+        await second.start()

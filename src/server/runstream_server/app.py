@@ -122,6 +122,9 @@ class RunstreamServer:
         server = aio.server(
             interceptors=[ErrorInterceptor()],
             options=[
+                # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
+                # port and split clients between two stores at random: refuse instead.
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", config.max_message_bytes),
                 ("grpc.keepalive_time_ms", 30_000),
@@ -142,9 +145,16 @@ class RunstreamServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(config.address)
+        try:
+            self.port = server.add_insecure_port(config.address)
+        except RuntimeError as exc:
+            self.port = 0
+            cause: BaseException | None = exc
+        else:
+            cause = None
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.address}")
+            await self._store.close()
+            raise OSError(f"cannot listen on {config.address}; is the port taken?") from cause
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
