@@ -9,9 +9,12 @@
 # version, os and cpu, no integrity. They are never fetched on Linux x64, and on a platform
 # that needs one npm fetches it by version as usual.
 #
-# Usage: scripts/npm-lock.sh   (after editing package.json; then commit package-lock.json)
+# Usage: scripts/npm-lock.sh [DIR]   (after editing DIR/package.json; then commit
+#        DIR/package-lock.json). DIR is the repository root (the default) or
+#        src/clients/web (the dashboard and Node client, whose esbuild has the same quirk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cd "${1:-.}"
 export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
 
 npm install --package-lock-only --no-audit --no-fund

@@ -83,10 +83,11 @@ apt_require() {
   [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 }
 
-# Debian packages per profile. None are needed yet: the embedded store is SQLite and grpcurl
-# and Envoy come as wheels. Add pairs here, e.g. TEST_APT=(redis-server:redis-server).
+# Debian packages per profile. The demo needs none: the embedded store is SQLite, and grpcurl
+# and Envoy come as wheels. The browser tests drive Debian's Chromium (Playwright cannot
+# download its own browser builds here).
 DEMO_APT=()
-TEST_APT=()
+TEST_APT=(chromium:chromium)
 
 # --- Python ------------------------------------------------------------------------------
 python_setup() {

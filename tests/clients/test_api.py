@@ -15,7 +15,8 @@ EXPECTED_EXPORTS = {
     "RunCreated", "RunStarted", "RunStatusChanged", "RunCompleted", "RunFailed", "RunCancelled",
     "StepStarted", "StepProgress", "StepCompleted", "StepFailed", "StepSkipped",
     "AgentActivity", "Thinking", "ModelAllocation", "TextDelta", "MetricsUpdate", "Milestone",
-    "Alert", "ErrorRecovery", "ArtifactProduced", "WorkflowStateChange", "DecisionOption",
+    "Alert", "ErrorRecovery", "ArtifactProduced", "WorkflowStateChange", "HealthChanged",
+    "EstimateUpdated", "DecisionOption",
     "DecisionRequested", "DecisionResolved", "Custom",
     # enums
     "EventKind", "RunStatus", "StepStatus", "RunHealth", "Severity", "ActivityType",

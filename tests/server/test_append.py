@@ -258,3 +258,13 @@ async def test_create_run_validation(stubs) -> None:  # type: ignore[no-untyped-
         stubs.runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf", run_id="mine"))
     )
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize("field", ["health_changed", "estimate_updated", "run_status_changed"])
+async def test_server_written_kinds_are_refused_from_producers(stubs, field) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    event = ev.RunEvent()
+    getattr(event, field).SetInParent()
+    err = await rpc_error(append(stubs, run.run_id, event))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith(f"events[0].{field}:")

@@ -34,9 +34,11 @@ from runstream._types import (
     ErrorInfo,
     ErrorRecovery,
     Estimate,
+    EstimateUpdated,
     Event,
     EventKind,
     EventPayload,
+    HealthChanged,
     MetricsUpdate,
     Milestone,
     MilestoneType,
@@ -242,7 +244,7 @@ def _active_agent_from_pb(message: run_pb2.ActiveAgent) -> ActiveAgent:
     )
 
 
-def _estimate_from_pb(message: run_pb2.Run) -> Estimate | None:
+def _estimate_from_pb(message: run_pb2.Run | event_pb2.EstimateUpdated) -> Estimate | None:
     if not message.HasField("estimate"):
         return None
     estimate = message.estimate
@@ -479,6 +481,18 @@ _PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
         lambda m: ArtifactProduced(artifact=artifact_from_pb(m.artifact)),
     ),
     "workflow_state_change": (EventKind.WORKFLOW_STATE_CHANGE, _workflow_state_change),
+    "health_changed": (
+        EventKind.HEALTH_CHANGED,
+        lambda m: HealthChanged(
+            previous_health=enum_value(RunHealth, m.previous_health),
+            health=enum_value(RunHealth, m.health),
+            reason=m.reason,
+        ),
+    ),
+    "estimate_updated": (
+        EventKind.ESTIMATE_UPDATED,
+        lambda m: EstimateUpdated(estimate=_estimate_from_pb(m)),
+    ),
     "decision_requested": (EventKind.DECISION_REQUESTED, _decision_requested),
     "decision_resolved": (
         EventKind.DECISION_RESOLVED,

@@ -37,9 +37,11 @@ __all__ = [
     "ErrorInfo",
     "ErrorRecovery",
     "Estimate",
+    "EstimateUpdated",
     "Event",
     "EventKind",
     "EventPayload",
+    "HealthChanged",
     "MetricsUpdate",
     "Milestone",
     "MilestoneType",
@@ -193,6 +195,8 @@ class EventKind(enum.IntEnum):
     ERROR_RECOVERY = 43
     ARTIFACT_PRODUCED = 44
     WORKFLOW_STATE_CHANGE = 45
+    HEALTH_CHANGED = 46
+    ESTIMATE_UPDATED = 47
     DECISION_REQUESTED = 50
     DECISION_RESOLVED = 51
     CUSTOM = 60
@@ -547,6 +551,22 @@ class WorkflowStateChange:
     completion_percentage: float
     active_agents: tuple[str, ...]
     pipeline_status: dict[str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChanged:
+    """The run's health changed, as the server assessed it. Written by the server."""
+
+    previous_health: RunHealth
+    health: RunHealth
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateUpdated:
+    """The server's estimate of the run's completion changed. Written by the server."""
+
+    estimate: Estimate | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,9 @@ VALID_KINDS = frozenset(KIND_BY_FIELD.values())
 
 # Kinds only the server writes: they record server-side facts, and letting a producer forge
 # them would make the derived run state lie.
-SERVER_ONLY_FIELDS = frozenset({"run_created", "run_status_changed", "decision_resolved"})
+SERVER_ONLY_FIELDS = frozenset(
+    {"run_created", "run_status_changed", "decision_resolved", "health_changed", "estimate_updated"}
+)
 TERMINAL_FIELDS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -392,6 +392,19 @@ class RunState:
     ) -> None:
         """Recorded in the log; decision handling arrives with the decisions service."""
 
+    def _on_health_changed(
+        self, p: event_pb2.HealthChanged, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        self.run.health = p.health
+
+    def _on_estimate_updated(
+        self, p: event_pb2.EstimateUpdated, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        if p.HasField("estimate"):
+            self.run.estimate.CopyFrom(p.estimate)
+        else:
+            self.run.ClearField("estimate")
+
     def _on_custom(self, p: event_pb2.Custom, when: timestamp_pb2.Timestamp, path: str) -> None:
         """Custom events are the producer's own; they do not change the snapshot."""
 

@@ -37,6 +37,8 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_ERROR_RECOVERY: _ClassVar[EventKind]
     EVENT_KIND_ARTIFACT_PRODUCED: _ClassVar[EventKind]
     EVENT_KIND_WORKFLOW_STATE_CHANGE: _ClassVar[EventKind]
+    EVENT_KIND_HEALTH_CHANGED: _ClassVar[EventKind]
+    EVENT_KIND_ESTIMATE_UPDATED: _ClassVar[EventKind]
     EVENT_KIND_DECISION_REQUESTED: _ClassVar[EventKind]
     EVENT_KIND_DECISION_RESOLVED: _ClassVar[EventKind]
     EVENT_KIND_CUSTOM: _ClassVar[EventKind]
@@ -90,6 +92,8 @@ EVENT_KIND_ALERT: EventKind
 EVENT_KIND_ERROR_RECOVERY: EventKind
 EVENT_KIND_ARTIFACT_PRODUCED: EventKind
 EVENT_KIND_WORKFLOW_STATE_CHANGE: EventKind
+EVENT_KIND_HEALTH_CHANGED: EventKind
+EVENT_KIND_ESTIMATE_UPDATED: EventKind
 EVENT_KIND_DECISION_REQUESTED: EventKind
 EVENT_KIND_DECISION_RESOLVED: EventKind
 EVENT_KIND_CUSTOM: EventKind
@@ -114,7 +118,7 @@ DECISION_OUTCOME_SKIPPED: DecisionOutcome
 DECISION_OUTCOME_CANCELLED: DecisionOutcome
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "event_time", "idempotency_key", "run_created", "run_started", "run_status_changed", "run_completed", "run_failed", "run_cancelled", "step_started", "step_progress", "step_completed", "step_failed", "step_skipped", "agent_activity", "thinking", "model_allocation", "text_delta", "metrics_update", "milestone", "alert", "error_recovery", "artifact_produced", "workflow_state_change", "decision_requested", "decision_resolved", "custom")
+    __slots__ = ("run_id", "seq", "event_time", "idempotency_key", "run_created", "run_started", "run_status_changed", "run_completed", "run_failed", "run_cancelled", "step_started", "step_progress", "step_completed", "step_failed", "step_skipped", "agent_activity", "thinking", "model_allocation", "text_delta", "metrics_update", "milestone", "alert", "error_recovery", "artifact_produced", "workflow_state_change", "health_changed", "estimate_updated", "decision_requested", "decision_resolved", "custom")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +144,8 @@ class RunEvent(_message.Message):
     ERROR_RECOVERY_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_PRODUCED_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_STATE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_UPDATED_FIELD_NUMBER: _ClassVar[int]
     DECISION_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     DECISION_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
@@ -168,13 +174,15 @@ class RunEvent(_message.Message):
     error_recovery: ErrorRecovery
     artifact_produced: ArtifactProduced
     workflow_state_change: WorkflowStateChange
+    health_changed: HealthChanged
+    estimate_updated: EstimateUpdated
     decision_requested: DecisionRequested
     decision_resolved: DecisionResolved
     custom: Custom
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., health_changed: _Optional[_Union[HealthChanged, _Mapping]] = ..., estimate_updated: _Optional[_Union[EstimateUpdated, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
 
 class RunCreated(_message.Message):
-    __slots__ = ("workflow", "display_name", "labels", "steps")
+    __slots__ = ("workflow", "display_name", "labels", "steps", "targets")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -186,11 +194,13 @@ class RunCreated(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     workflow: str
     display_name: str
     labels: _containers.ScalarMap[str, str]
     steps: _containers.RepeatedCompositeFieldContainer[_run_pb2.StepSpec]
-    def __init__(self, workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., steps: _Optional[_Iterable[_Union[_run_pb2.StepSpec, _Mapping]]] = ...) -> None: ...
+    targets: _containers.RepeatedCompositeFieldContainer[_run_pb2.Target]
+    def __init__(self, workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., steps: _Optional[_Iterable[_Union[_run_pb2.StepSpec, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[_run_pb2.Target, _Mapping]]] = ...) -> None: ...
 
 class RunStarted(_message.Message):
     __slots__ = ("message",)
@@ -381,16 +391,18 @@ class MetricsUpdate(_message.Message):
     def __init__(self, values: _Optional[_Mapping[str, float]] = ..., step_id: _Optional[str] = ...) -> None: ...
 
 class Milestone(_message.Message):
-    __slots__ = ("type", "title", "description", "data")
+    __slots__ = ("type", "title", "description", "data", "milestone_id")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    MILESTONE_ID_FIELD_NUMBER: _ClassVar[int]
     type: MilestoneType
     title: str
     description: str
     data: _struct_pb2.Struct
-    def __init__(self, type: _Optional[_Union[MilestoneType, str]] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    milestone_id: str
+    def __init__(self, type: _Optional[_Union[MilestoneType, str]] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., milestone_id: _Optional[str] = ...) -> None: ...
 
 class Alert(_message.Message):
     __slots__ = ("severity", "message", "suggested_action", "code", "data")
@@ -506,3 +518,19 @@ class Custom(_message.Message):
     type: str
     data: _struct_pb2.Struct
     def __init__(self, type: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class HealthChanged(_message.Message):
+    __slots__ = ("previous_health", "health", "reason")
+    PREVIOUS_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    previous_health: _run_pb2.RunHealth
+    health: _run_pb2.RunHealth
+    reason: str
+    def __init__(self, previous_health: _Optional[_Union[_run_pb2.RunHealth, str]] = ..., health: _Optional[_Union[_run_pb2.RunHealth, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EstimateUpdated(_message.Message):
+    __slots__ = ("estimate",)
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    estimate: _run_pb2.Estimate
+    def __init__(self, estimate: _Optional[_Union[_run_pb2.Estimate, _Mapping]] = ...) -> None: ...

@@ -22,33 +22,34 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from runstream.v1 import decision_pb2 as runstream_dot_v1_dot_decision__pb2
 from runstream.v1 import event_pb2 as runstream_dot_v1_dot_event__pb2
 from runstream.v1 import run_pb2 as runstream_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!runstream/v1/report_service.proto\x12\x0crunstream.v1\x1a\x18runstream/v1/event.proto\x1a\x16runstream/v1/run.proto\"Y\n\rReportRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x03\"^\n\x0eReportResponse\x12$\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x17.runstream.v1.AppendAck\x12&\n\x07\x63ontrol\x18\x02 \x01(\x0b\x32\x15.runstream.v1.Control\"W\n\tAppendAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x03\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"C\n\x08\x45ventAck\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"|\n\x07\x43ontrol\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1b.runstream.v1.ControlAction\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x0b\n\x03seq\x18\x04 \x01(\x03\"M\n\x13\x41ppendEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\"P\n\x14\x41ppendEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x02 \x01(\x03*\x7f\n\rControlAction\x12\x1e\n\x1a\x43ONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTROL_ACTION_CANCEL\x10\x01\x12\x18\n\x14\x43ONTROL_ACTION_PAUSE\x10\x02\x12\x19\n\x15\x43ONTROL_ACTION_RESUME\x10\x03\x32\xaf\x01\n\rReportService\x12G\n\x06Report\x12\x1b.runstream.v1.ReportRequest\x1a\x1c.runstream.v1.ReportResponse(\x01\x30\x01\x12U\n\x0c\x41ppendEvents\x12!.runstream.v1.AppendEventsRequest\x1a\".runstream.v1.AppendEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!runstream/v1/report_service.proto\x12\x0crunstream.v1\x1a\x1brunstream/v1/decision.proto\x1a\x18runstream/v1/event.proto\x1a\x16runstream/v1/run.proto\"Y\n\rReportRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x03\"\x88\x01\n\x0eReportResponse\x12$\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x17.runstream.v1.AppendAck\x12&\n\x07\x63ontrol\x18\x02 \x01(\x0b\x32\x15.runstream.v1.Control\x12(\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x16.runstream.v1.Decision\"W\n\tAppendAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x03\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"C\n\x08\x45ventAck\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"|\n\x07\x43ontrol\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1b.runstream.v1.ControlAction\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x0b\n\x03seq\x18\x04 \x01(\x03\"M\n\x13\x41ppendEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\"P\n\x14\x41ppendEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x02 \x01(\x03*\x7f\n\rControlAction\x12\x1e\n\x1a\x43ONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTROL_ACTION_CANCEL\x10\x01\x12\x18\n\x14\x43ONTROL_ACTION_PAUSE\x10\x02\x12\x19\n\x15\x43ONTROL_ACTION_RESUME\x10\x03\x32\xaf\x01\n\rReportService\x12G\n\x06Report\x12\x1b.runstream.v1.ReportRequest\x1a\x1c.runstream.v1.ReportResponse(\x01\x30\x01\x12U\n\x0c\x41ppendEvents\x12!.runstream.v1.AppendEventsRequest\x1a\".runstream.v1.AppendEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.v1.report_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTROLACTION']._serialized_start=733
-  _globals['_CONTROLACTION']._serialized_end=860
-  _globals['_REPORTREQUEST']._serialized_start=101
-  _globals['_REPORTREQUEST']._serialized_end=190
-  _globals['_REPORTRESPONSE']._serialized_start=192
-  _globals['_REPORTRESPONSE']._serialized_end=286
-  _globals['_APPENDACK']._serialized_start=288
-  _globals['_APPENDACK']._serialized_end=375
-  _globals['_EVENTACK']._serialized_start=377
-  _globals['_EVENTACK']._serialized_end=444
-  _globals['_CONTROL']._serialized_start=446
-  _globals['_CONTROL']._serialized_end=570
-  _globals['_APPENDEVENTSREQUEST']._serialized_start=572
-  _globals['_APPENDEVENTSREQUEST']._serialized_end=649
-  _globals['_APPENDEVENTSRESPONSE']._serialized_start=651
-  _globals['_APPENDEVENTSRESPONSE']._serialized_end=731
-  _globals['_REPORTSERVICE']._serialized_start=863
-  _globals['_REPORTSERVICE']._serialized_end=1038
+  _globals['_CONTROLACTION']._serialized_start=805
+  _globals['_CONTROLACTION']._serialized_end=932
+  _globals['_REPORTREQUEST']._serialized_start=130
+  _globals['_REPORTREQUEST']._serialized_end=219
+  _globals['_REPORTRESPONSE']._serialized_start=222
+  _globals['_REPORTRESPONSE']._serialized_end=358
+  _globals['_APPENDACK']._serialized_start=360
+  _globals['_APPENDACK']._serialized_end=447
+  _globals['_EVENTACK']._serialized_start=449
+  _globals['_EVENTACK']._serialized_end=516
+  _globals['_CONTROL']._serialized_start=518
+  _globals['_CONTROL']._serialized_end=642
+  _globals['_APPENDEVENTSREQUEST']._serialized_start=644
+  _globals['_APPENDEVENTSREQUEST']._serialized_end=721
+  _globals['_APPENDEVENTSRESPONSE']._serialized_start=723
+  _globals['_APPENDEVENTSRESPONSE']._serialized_end=803
+  _globals['_REPORTSERVICE']._serialized_start=935
+  _globals['_REPORTSERVICE']._serialized_end=1110
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from runstream.v1 import decision_pb2 as _decision_pb2
 from runstream.v1 import event_pb2 as _event_pb2
 from runstream.v1 import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
@@ -31,12 +32,14 @@ class ReportRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_event_pb2.RunEvent, _Mapping]]] = ..., batch_id: _Optional[int] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("ack", "control")
+    __slots__ = ("ack", "control", "decision")
     ACK_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     ack: AppendAck
     control: Control
-    def __init__(self, ack: _Optional[_Union[AppendAck, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ...) -> None: ...
+    decision: _decision_pb2.Decision
+    def __init__(self, ack: _Optional[_Union[AppendAck, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., decision: _Optional[_Union[_decision_pb2.Decision, _Mapping]] = ...) -> None: ...
 
 class AppendAck(_message.Message):
     __slots__ = ("batch_id", "events", "last_seq")

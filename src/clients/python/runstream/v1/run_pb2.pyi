@@ -48,6 +48,12 @@ class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEVERITY_MEDIUM: _ClassVar[Severity]
     SEVERITY_HIGH: _ClassVar[Severity]
     SEVERITY_CRITICAL: _ClassVar[Severity]
+
+class TargetKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TARGET_KIND_UNSPECIFIED: _ClassVar[TargetKind]
+    TARGET_KIND_COUNT: _ClassVar[TargetKind]
+    TARGET_KIND_QUALITY: _ClassVar[TargetKind]
 RUN_STATUS_UNSPECIFIED: RunStatus
 RUN_STATUS_PENDING: RunStatus
 RUN_STATUS_RUNNING: RunStatus
@@ -73,6 +79,9 @@ SEVERITY_LOW: Severity
 SEVERITY_MEDIUM: Severity
 SEVERITY_HIGH: Severity
 SEVERITY_CRITICAL: Severity
+TARGET_KIND_UNSPECIFIED: TargetKind
+TARGET_KIND_COUNT: TargetKind
+TARGET_KIND_QUALITY: TargetKind
 
 class StepSpec(_message.Message):
     __slots__ = ("step_id", "name", "description", "agent")
@@ -160,14 +169,32 @@ class ActiveAgent(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[str] = ..., step_id: _Optional[str] = ..., message: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Estimate(_message.Message):
-    __slots__ = ("remaining", "end_time", "confidence")
+    __slots__ = ("remaining", "end_time", "confidence", "remaining_low", "remaining_high", "history_runs")
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_LOW_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_HIGH_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_RUNS_FIELD_NUMBER: _ClassVar[int]
     remaining: _duration_pb2.Duration
     end_time: _timestamp_pb2.Timestamp
     confidence: float
-    def __init__(self, remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., confidence: _Optional[float] = ...) -> None: ...
+    remaining_low: _duration_pb2.Duration
+    remaining_high: _duration_pb2.Duration
+    history_runs: int
+    def __init__(self, remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., confidence: _Optional[float] = ..., remaining_low: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., remaining_high: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., history_runs: _Optional[int] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("metric", "value", "kind", "title")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    value: float
+    kind: TargetKind
+    title: str
+    def __init__(self, metric: _Optional[str] = ..., value: _Optional[float] = ..., kind: _Optional[_Union[TargetKind, str]] = ..., title: _Optional[str] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("artifact_id", "name", "kind", "uri", "size_bytes", "step_id", "metadata")
@@ -213,7 +240,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "workflow", "display_name", "labels", "status", "steps", "progress", "current_step_id", "active_agents", "create_time", "start_time", "update_time", "end_time", "last_seq", "estimate", "health", "artifacts_summary", "error", "result_summary", "result", "cancel_reason", "metrics")
+    __slots__ = ("run_id", "workflow", "display_name", "labels", "status", "steps", "progress", "current_step_id", "active_agents", "create_time", "start_time", "update_time", "end_time", "last_seq", "estimate", "health", "artifacts_summary", "error", "result_summary", "result", "cancel_reason", "metrics", "viewer_count", "targets", "purged_seq")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +277,9 @@ class Run(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    VIEWER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    PURGED_SEQ_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     workflow: str
     display_name: str
@@ -272,4 +302,7 @@ class Run(_message.Message):
     result: _struct_pb2.Struct
     cancel_reason: str
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, run_id: _Optional[str] = ..., workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[RunStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., current_step_id: _Optional[str] = ..., active_agents: _Optional[_Iterable[_Union[ActiveAgent, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., health: _Optional[_Union[RunHealth, str]] = ..., artifacts_summary: _Optional[_Union[ArtifactsSummary, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., result_summary: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    viewer_count: int
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
+    purged_seq: int
+    def __init__(self, run_id: _Optional[str] = ..., workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[RunStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., current_step_id: _Optional[str] = ..., active_agents: _Optional[_Iterable[_Union[ActiveAgent, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., health: _Optional[_Union[RunHealth, str]] = ..., artifacts_summary: _Optional[_Union[ArtifactsSummary, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., result_summary: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., viewer_count: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., purged_seq: _Optional[int] = ...) -> None: ...

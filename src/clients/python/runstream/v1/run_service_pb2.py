@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from runstream.v1 import decision_pb2 as runstream_dot_v1_dot_decision__pb2
 from runstream.v1 import event_pb2 as runstream_dot_v1_dot_event__pb2
 from runstream.v1 import run_pb2 as runstream_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erunstream/v1/run_service.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18runstream/v1/event.proto\x1a\x16runstream/v1/run.proto\"\xdc\x01\n\x10\x43reateRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.runstream.v1.CreateRunRequest.LabelsEntry\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.runstream.v1.StepSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x11\x43reateRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"H\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"L\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x10ListStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListStepsResponse\x12!\n\x05steps\x18\x01 \x03(\x0b\x32\x12.runstream.v1.Step\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x03 \x01(\t\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\xc0\x01\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x18\n\x10include_snapshot\x18\x03 \x01(\x08\x12&\n\x05kinds\x18\x04 \x03(\x0e\x32\x17.runstream.v1.EventKind\x12\x35\n\x12heartbeat_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tkeep_open\x18\x06 \x01(\x08\"\x8b\x01\n\x10WatchRunResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat\"N\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x32\xd3\x03\n\nRunService\x12L\n\tCreateRun\x12\x1e.runstream.v1.CreateRunRequest\x1a\x1f.runstream.v1.CreateRunResponse\x12\x43\n\x06GetRun\x12\x1b.runstream.v1.GetRunRequest\x1a\x1c.runstream.v1.GetRunResponse\x12I\n\x08ListRuns\x12\x1d.runstream.v1.ListRunsRequest\x1a\x1e.runstream.v1.ListRunsResponse\x12L\n\tListSteps\x12\x1e.runstream.v1.ListStepsRequest\x1a\x1f.runstream.v1.ListStepsResponse\x12L\n\tCancelRun\x12\x1e.runstream.v1.CancelRunRequest\x1a\x1f.runstream.v1.CancelRunResponse\x12K\n\x08WatchRun\x12\x1d.runstream.v1.WatchRunRequest\x1a\x1e.runstream.v1.WatchRunResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erunstream/v1/run_service.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1brunstream/v1/decision.proto\x1a\x18runstream/v1/event.proto\x1a\x16runstream/v1/run.proto\"\x83\x02\n\x10\x43reateRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12:\n\x06labels\x18\x04 \x03(\x0b\x32*.runstream.v1.CreateRunRequest.LabelsEntry\x12%\n\x05steps\x18\x05 \x03(\x0b\x32\x16.runstream.v1.StepSpec\x12%\n\x07targets\x18\x06 \x03(\x0b\x32\x14.runstream.v1.Target\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x11\x43reateRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x91\x01\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12/\n\x0frecent_activity\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12.\n\x0eopen_decisions\x18\x03 \x03(\x0b\x32\x16.runstream.v1.Decision\"H\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x03 \x01(\t\"L\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x10ListStepsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x11ListStepsResponse\x12!\n\x05steps\x18\x01 \x03(\x0b\x32\x12.runstream.v1.Step\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"H\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61ncelled_by\x18\x03 \x01(\t\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\xc0\x01\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x18\n\x10include_snapshot\x18\x03 \x01(\x08\x12&\n\x05kinds\x18\x04 \x03(\x0e\x32\x17.runstream.v1.EventKind\x12\x35\n\x12heartbeat_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tkeep_open\x18\x06 \x01(\x08\"\x8b\x01\n\x10WatchRunResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat\"N\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\"G\n\x0fPauseRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0crequested_by\x18\x03 \x01(\t\"2\n\x10PauseRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"H\n\x10ResumeRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x14\n\x0crequested_by\x18\x03 \x01(\t\"3\n\x11ResumeRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"Z\n\x11ListEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"U\n\x12ListEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x10WatchRunsRequest\x12\x0e\n\x06\x66ilter\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x80\x01\n\x11WatchRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x1e\n\x16initial_state_complete\x18\x02 \x01(\x08\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat2\x8d\x06\n\nRunService\x12L\n\tCreateRun\x12\x1e.runstream.v1.CreateRunRequest\x1a\x1f.runstream.v1.CreateRunResponse\x12\x43\n\x06GetRun\x12\x1b.runstream.v1.GetRunRequest\x1a\x1c.runstream.v1.GetRunResponse\x12I\n\x08ListRuns\x12\x1d.runstream.v1.ListRunsRequest\x1a\x1e.runstream.v1.ListRunsResponse\x12L\n\tListSteps\x12\x1e.runstream.v1.ListStepsRequest\x1a\x1f.runstream.v1.ListStepsResponse\x12L\n\tCancelRun\x12\x1e.runstream.v1.CancelRunRequest\x1a\x1f.runstream.v1.CancelRunResponse\x12I\n\x08PauseRun\x12\x1d.runstream.v1.PauseRunRequest\x1a\x1e.runstream.v1.PauseRunResponse\x12L\n\tResumeRun\x12\x1e.runstream.v1.ResumeRunRequest\x1a\x1f.runstream.v1.ResumeRunResponse\x12O\n\nListEvents\x12\x1f.runstream.v1.ListEventsRequest\x1a .runstream.v1.ListEventsResponse\x12N\n\tWatchRuns\x12\x1e.runstream.v1.WatchRunsRequest\x1a\x1f.runstream.v1.WatchRunsResponse0\x01\x12K\n\x08WatchRun\x12\x1d.runstream.v1.WatchRunRequest\x1a\x1e.runstream.v1.WatchRunResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +38,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATERUNREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_CREATERUNREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_CREATERUNREQUEST']._serialized_start=164
-  _globals['_CREATERUNREQUEST']._serialized_end=384
-  _globals['_CREATERUNREQUEST_LABELSENTRY']._serialized_start=339
-  _globals['_CREATERUNREQUEST_LABELSENTRY']._serialized_end=384
-  _globals['_CREATERUNRESPONSE']._serialized_start=386
-  _globals['_CREATERUNRESPONSE']._serialized_end=437
-  _globals['_GETRUNREQUEST']._serialized_start=439
-  _globals['_GETRUNREQUEST']._serialized_end=470
-  _globals['_GETRUNRESPONSE']._serialized_start=472
-  _globals['_GETRUNRESPONSE']._serialized_end=520
-  _globals['_LISTRUNSREQUEST']._serialized_start=522
-  _globals['_LISTRUNSREQUEST']._serialized_end=594
-  _globals['_LISTRUNSRESPONSE']._serialized_start=596
-  _globals['_LISTRUNSRESPONSE']._serialized_end=672
-  _globals['_LISTSTEPSREQUEST']._serialized_start=674
-  _globals['_LISTSTEPSREQUEST']._serialized_end=747
-  _globals['_LISTSTEPSRESPONSE']._serialized_start=749
-  _globals['_LISTSTEPSRESPONSE']._serialized_end=828
-  _globals['_CANCELRUNREQUEST']._serialized_start=830
-  _globals['_CANCELRUNREQUEST']._serialized_end=902
-  _globals['_CANCELRUNRESPONSE']._serialized_start=904
-  _globals['_CANCELRUNRESPONSE']._serialized_end=955
-  _globals['_WATCHRUNREQUEST']._serialized_start=958
-  _globals['_WATCHRUNREQUEST']._serialized_end=1150
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1153
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1292
-  _globals['_HEARTBEAT']._serialized_start=1294
-  _globals['_HEARTBEAT']._serialized_end=1372
-  _globals['_RUNSERVICE']._serialized_start=1375
-  _globals['_RUNSERVICE']._serialized_end=1842
+  _globals['_CREATERUNREQUEST']._serialized_start=193
+  _globals['_CREATERUNREQUEST']._serialized_end=452
+  _globals['_CREATERUNREQUEST_LABELSENTRY']._serialized_start=407
+  _globals['_CREATERUNREQUEST_LABELSENTRY']._serialized_end=452
+  _globals['_CREATERUNRESPONSE']._serialized_start=454
+  _globals['_CREATERUNRESPONSE']._serialized_end=505
+  _globals['_GETRUNREQUEST']._serialized_start=507
+  _globals['_GETRUNREQUEST']._serialized_end=538
+  _globals['_GETRUNRESPONSE']._serialized_start=541
+  _globals['_GETRUNRESPONSE']._serialized_end=686
+  _globals['_LISTRUNSREQUEST']._serialized_start=688
+  _globals['_LISTRUNSREQUEST']._serialized_end=760
+  _globals['_LISTRUNSRESPONSE']._serialized_start=762
+  _globals['_LISTRUNSRESPONSE']._serialized_end=838
+  _globals['_LISTSTEPSREQUEST']._serialized_start=840
+  _globals['_LISTSTEPSREQUEST']._serialized_end=913
+  _globals['_LISTSTEPSRESPONSE']._serialized_start=915
+  _globals['_LISTSTEPSRESPONSE']._serialized_end=994
+  _globals['_CANCELRUNREQUEST']._serialized_start=996
+  _globals['_CANCELRUNREQUEST']._serialized_end=1068
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1070
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1121
+  _globals['_WATCHRUNREQUEST']._serialized_start=1124
+  _globals['_WATCHRUNREQUEST']._serialized_end=1316
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1319
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1458
+  _globals['_HEARTBEAT']._serialized_start=1460
+  _globals['_HEARTBEAT']._serialized_end=1538
+  _globals['_PAUSERUNREQUEST']._serialized_start=1540
+  _globals['_PAUSERUNREQUEST']._serialized_end=1611
+  _globals['_PAUSERUNRESPONSE']._serialized_start=1613
+  _globals['_PAUSERUNRESPONSE']._serialized_end=1663
+  _globals['_RESUMERUNREQUEST']._serialized_start=1665
+  _globals['_RESUMERUNREQUEST']._serialized_end=1737
+  _globals['_RESUMERUNRESPONSE']._serialized_start=1739
+  _globals['_RESUMERUNRESPONSE']._serialized_end=1790
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1792
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1882
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1884
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1969
+  _globals['_WATCHRUNSREQUEST']._serialized_start=1971
+  _globals['_WATCHRUNSREQUEST']._serialized_end=2060
+  _globals['_WATCHRUNSRESPONSE']._serialized_start=2063
+  _globals['_WATCHRUNSRESPONSE']._serialized_end=2191
+  _globals['_RUNSERVICE']._serialized_start=2194
+  _globals['_RUNSERVICE']._serialized_end=2975
 # @@protoc_insertion_point(module_scope)

@@ -61,6 +61,26 @@ class RunServiceStub:
                 request_serializer=runstream_dot_v1_dot_run__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=runstream_dot_v1_dot_run__service__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.PauseRun = channel.unary_unary(
+                '/runstream.v1.RunService/PauseRun',
+                request_serializer=runstream_dot_v1_dot_run__service__pb2.PauseRunRequest.SerializeToString,
+                response_deserializer=runstream_dot_v1_dot_run__service__pb2.PauseRunResponse.FromString,
+                _registered_method=True)
+        self.ResumeRun = channel.unary_unary(
+                '/runstream.v1.RunService/ResumeRun',
+                request_serializer=runstream_dot_v1_dot_run__service__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=runstream_dot_v1_dot_run__service__pb2.ResumeRunResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/runstream.v1.RunService/ListEvents',
+                request_serializer=runstream_dot_v1_dot_run__service__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=runstream_dot_v1_dot_run__service__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchRuns = channel.unary_stream(
+                '/runstream.v1.RunService/WatchRuns',
+                request_serializer=runstream_dot_v1_dot_run__service__pb2.WatchRunsRequest.SerializeToString,
+                response_deserializer=runstream_dot_v1_dot_run__service__pb2.WatchRunsResponse.FromString,
+                _registered_method=True)
         self.WatchRun = channel.unary_stream(
                 '/runstream.v1.RunService/WatchRun',
                 request_serializer=runstream_dot_v1_dot_run__service__pb2.WatchRunRequest.SerializeToString,
@@ -112,6 +132,41 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseRun(self, request, context):
+        """Pauses a running run: writes a RunStatusChanged to PAUSED and tells the run's producers,
+        which hold at their next step boundary. FAILED_PRECONDITION unless the run is RUNNING or
+        WAITING_FOR_INPUT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRun(self, request, context):
+        """Resumes a paused run: writes a RunStatusChanged back to RUNNING (or WAITING_FOR_INPUT
+        while a decision is open) and tells the run's producers. FAILED_PRECONDITION unless the
+        run is PAUSED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Lists a run's stored events in seq order, paginated and filtered by kind: the history
+        view. FAILED_PRECONDITION when the page would start inside purged history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRuns(self, request, context):
+        """Streams run-level changes (status, progress, estimate, health, viewers) of every run
+        matching a filter: first the current state of each matching run, then each change as
+        it happens, including runs created while watching. For dashboards of many runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchRun(self, request, context):
         """Streams one run's events after a cursor, live, then ends after the run's terminal event.
         Every watcher sees the same events in the same order; a watcher that resumes with the
@@ -150,6 +205,26 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=runstream_dot_v1_dot_run__service__pb2.CancelRunRequest.FromString,
                     response_serializer=runstream_dot_v1_dot_run__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'PauseRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRun,
+                    request_deserializer=runstream_dot_v1_dot_run__service__pb2.PauseRunRequest.FromString,
+                    response_serializer=runstream_dot_v1_dot_run__service__pb2.PauseRunResponse.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=runstream_dot_v1_dot_run__service__pb2.ResumeRunRequest.FromString,
+                    response_serializer=runstream_dot_v1_dot_run__service__pb2.ResumeRunResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=runstream_dot_v1_dot_run__service__pb2.ListEventsRequest.FromString,
+                    response_serializer=runstream_dot_v1_dot_run__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'WatchRuns': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRuns,
+                    request_deserializer=runstream_dot_v1_dot_run__service__pb2.WatchRunsRequest.FromString,
+                    response_serializer=runstream_dot_v1_dot_run__service__pb2.WatchRunsResponse.SerializeToString,
             ),
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
@@ -294,6 +369,114 @@ class RunService:
             '/runstream.v1.RunService/CancelRun',
             runstream_dot_v1_dot_run__service__pb2.CancelRunRequest.SerializeToString,
             runstream_dot_v1_dot_run__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.RunService/PauseRun',
+            runstream_dot_v1_dot_run__service__pb2.PauseRunRequest.SerializeToString,
+            runstream_dot_v1_dot_run__service__pb2.PauseRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.RunService/ResumeRun',
+            runstream_dot_v1_dot_run__service__pb2.ResumeRunRequest.SerializeToString,
+            runstream_dot_v1_dot_run__service__pb2.ResumeRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.RunService/ListEvents',
+            runstream_dot_v1_dot_run__service__pb2.ListEventsRequest.SerializeToString,
+            runstream_dot_v1_dot_run__service__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runstream.v1.RunService/WatchRuns',
+            runstream_dot_v1_dot_run__service__pb2.WatchRunsRequest.SerializeToString,
+            runstream_dot_v1_dot_run__service__pb2.WatchRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
