@@ -69,7 +69,8 @@ async def test_progress_counts_the_running_steps_own_percent(stubs) -> None:  # 
     assert snap.steps[0].status == run_pb2.STEP_STATUS_SUCCEEDED
     assert snap.steps[0].metrics["variants"] == 3
     assert snap.steps[0].HasField("duration")
-    assert snap.last_seq == 6
+    # Events 2-6 are the producer's; the server added seq 7, the 25% milestone they crossed.
+    assert snap.last_seq == 7
 
 
 async def test_active_agents_follow_agent_activity_and_steps(stubs) -> None:  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ async def rpc_error(stubs, request) -> grpc.aio.AioRpcError:  # type: ignore[no-
 
 
 async def finished_run(stubs, n: int) -> run_pb2.Run:  # type: ignore[no-untyped-def]
-    run = await create_run(stubs, "a")
+    run = await create_run(stubs)  # no planned steps, so no progress milestones
     for start in range(1, n + 1, 500):
         await append(stubs, run.run_id, *[custom(i) for i in range(start, min(n, start + 499) + 1)])
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
@@ -112,8 +112,12 @@ async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: 
     assert first.snapshot.last_seq == 2
     assert first.snapshot.current_step_id == "a"
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-    rest = [r async for r in stream]
-    assert seqs(rest) == [3]
+    rest = [e for r in [r async for r in stream] for e in r.events]
+    # The server marks the progress milestones the run passed before it ends.
+    assert [(e.seq, e.WhichOneof("payload")) for e in rest] == [
+        (3, "milestone"), (4, "milestone"), (5, "milestone"), (6, "milestone"), (7, "run_completed")]
+    assert [e.milestone.milestone_id for e in rest[:4]] == [
+        "progress-25", "progress-50", "progress-75", "progress-100"]
 
 
 async def test_keep_open_sends_heartbeats_after_the_end(stubs) -> None:  # type: ignore[no-untyped-def]

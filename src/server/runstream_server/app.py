@@ -22,17 +22,21 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from runstream.v1 import (
+    decision_service_pb2,
+    decision_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
     run_service_pb2,
     run_service_pb2_grpc,
 )
 
+from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.errors import ErrorInterceptor
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
 from runstream_server.domain.hub import Hub
-from runstream_server.domain.runs import Limits, RunManager
+from runstream_server.domain.insight import InsightPolicy
+from runstream_server.domain.runs import Limits, Retention, RunManager
 from runstream_server.store.sqlite import SqliteEventStore
 
 log = logging.getLogger("runstream.server")
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 SERVICE_NAMES = (
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
+    decision_service_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
 )
 
 
@@ -64,6 +69,10 @@ class ServerConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest gRPC message accepted; larger ones get RESOURCE_EXHAUSTED."""
     limits: Limits = field(default_factory=Limits)
+    insight: InsightPolicy = field(default_factory=InsightPolicy)
+    """When runs count as stalled, how estimates learn, when speed milestones fire."""
+    retention: Retention = field(default_factory=Retention)
+    """How long finished runs keep their event logs (forever by default)."""
     shutdown_grace: float = 5.0
     """Seconds in-flight calls get to finish at shutdown."""
 
@@ -118,7 +127,14 @@ class RunstreamServer:
         config = self.config
         self._store = SqliteEventStore(config.store_path, synchronous=config.sqlite_synchronous)
         await self._store.open()
-        self.runs = RunManager(self._store, Hub(config.watcher_buffer_events), config.limits)
+        self.runs = RunManager(
+            self._store,
+            Hub(config.watcher_buffer_events),
+            config.limits,
+            config.insight,
+            config.retention,
+        )
+        await self.runs.start()
         server = aio.server(
             interceptors=[ErrorInterceptor()],
             options=[
@@ -139,6 +155,9 @@ class RunstreamServer:
         )
         report_service_pb2_grpc.add_ReportServiceServicer_to_server(  # type: ignore[no-untyped-call]
             ReportServicer(self.runs), server
+        )
+        decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            DecisionServicer(self.runs), server
         )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

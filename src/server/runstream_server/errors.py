@@ -77,3 +77,9 @@ class Unavailable(RunstreamError):
     """The server is shutting down; the client should retry, here later or elsewhere."""
 
     kind = ErrorKind.UNAVAILABLE
+
+
+class Aborted(RunstreamError):
+    """A conflicting write won first, for example another answer to the same decision."""
+
+    kind = ErrorKind.ABORTED

@@ -90,7 +90,10 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
 
         async def forward_signals() -> None:
             while (signal := await link.signals.get()) is not None:
-                outbox.put_nowait(_control(signal))
+                if isinstance(signal, ControlSignal):
+                    outbox.put_nowait(_control(signal))
+                else:
+                    outbox.put_nowait(pb.ReportResponse(decision=signal))
             outbox.put_nowait(Unavailable("server is shutting down; reconnect to resume"))
 
         reader = asyncio.create_task(read_batches())

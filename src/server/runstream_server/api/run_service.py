@@ -9,7 +9,7 @@ from grpc import aio
 from runstream.v1 import run_service_pb2 as pb
 from runstream.v1 import run_service_pb2_grpc
 
-from runstream_server.domain.runs import Heartbeat, RunManager, Snapshot
+from runstream_server.domain.runs import Heartbeat, InitialStateComplete, RunManager, Snapshot
 from runstream_server.domain.state import to_timestamp
 
 Context = aio.ServicerContext[Any, Any]
@@ -31,11 +31,13 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
             display_name=request.display_name,
             labels=dict(request.labels),
             steps=list(request.steps),
+            targets=list(request.targets),
         )
         return pb.CreateRunResponse(run=run)
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
-        return pb.GetRunResponse(run=await self._runs.get_run(request.run_id))
+        run, activity, decisions = await self._runs.get_run_details(request.run_id)
+        return pb.GetRunResponse(run=run, recent_activity=activity, open_decisions=decisions)
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
         runs, token = await self._runs.list_runs(
@@ -59,17 +61,58 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         )
         return pb.CancelRunResponse(run=run)
 
+    async def PauseRun(self, request: pb.PauseRunRequest, context: Context) -> pb.PauseRunResponse:
+        run = await self._runs.pause_run(
+            request.run_id, reason=request.reason, requested_by=request.requested_by
+        )
+        return pb.PauseRunResponse(run=run)
+
+    async def ResumeRun(
+        self, request: pb.ResumeRunRequest, context: Context
+    ) -> pb.ResumeRunResponse:
+        run = await self._runs.resume_run(
+            request.run_id, reason=request.reason, requested_by=request.requested_by
+        )
+        return pb.ResumeRunResponse(run=run)
+
+    async def ListEvents(
+        self, request: pb.ListEventsRequest, context: Context
+    ) -> pb.ListEventsResponse:
+        events, token = await self._runs.list_events(
+            request.run_id,
+            filter_text=request.filter,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListEventsResponse(events=events, next_page_token=token)
+
+    async def WatchRuns(
+        self, request: pb.WatchRunsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchRunsResponse]:
+        items = self._runs.watch_runs(
+            filter_text=request.filter, heartbeat_interval=self._heartbeat(request)
+        )
+        async for item in items:
+            if isinstance(item, list):
+                yield pb.WatchRunsResponse(runs=item)
+            elif isinstance(item, InitialStateComplete):
+                yield pb.WatchRunsResponse(initial_state_complete=True)
+            else:
+                beat = pb.Heartbeat(server_time=to_timestamp(item.server_time))
+                yield pb.WatchRunsResponse(heartbeat=beat)
+
+    def _heartbeat(self, request: pb.WatchRunRequest | pb.WatchRunsRequest) -> float:
+        if request.HasField("heartbeat_interval"):
+            return request.heartbeat_interval.ToNanoseconds() / 1e9
+        return self._default_heartbeat
+
     async def WatchRun(self, request: pb.WatchRunRequest, context: Context) -> AsyncIterator[bytes]:
         """Yields pre-encoded WatchRunResponse bytes (see ``raw_response_methods``).
 
         Event batches are the concatenation of events encoded once at append time, so a
         hundred watchers cost a hundred writes, not a hundred serializations.
         """
-        heartbeat = (
-            request.heartbeat_interval.ToNanoseconds() / 1e9
-            if request.HasField("heartbeat_interval")
-            else self._default_heartbeat
-        )
+        heartbeat = self._heartbeat(request)
         items = self._runs.watch(
             request.run_id,
             after_seq=request.after_seq,

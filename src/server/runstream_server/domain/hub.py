@@ -1,4 +1,4 @@
-"""Live fan-out of durable events to the watchers of each run.
+"""Live fan-out: durable events to each run's watchers, run-level changes to WatchRuns.
 
 Publishing never blocks and never waits for a watcher: each subscription has a bounded
 buffer, and a watcher that falls more than ``max_pending`` events behind is marked overflowed
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from runstream.v1 import run_pb2
 
 from runstream_server.domain.events import EncodedEvent
 
@@ -102,3 +104,78 @@ class Hub:
         for subs in self._subscriptions.values():
             for sub in subs:
                 sub.close(reason)
+
+
+class RunsSubscription:
+    """One WatchRuns stream: the latest state of each changed run, coalesced per run."""
+
+    __slots__ = ("_ready", "closed_reason", "known", "matches", "pending")
+
+    def __init__(self, matches: Callable[[run_pb2.Run], bool]) -> None:
+        self.matches = matches
+        self.pending: dict[str, run_pb2.Run] = {}
+        self.known: set[str] = set()
+        self.closed_reason: str | None = None
+        self._ready = asyncio.Event()
+
+    def offer(self, run: run_pb2.Run) -> None:
+        """Queues the run if it matches, or if it just stopped matching (sent once more)."""
+        if self.matches(run):
+            self.known.add(run.run_id)
+        elif run.run_id in self.known:
+            self.known.discard(run.run_id)
+        else:
+            return
+        self.pending[run.run_id] = run
+        self._ready.set()
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self._ready.set()
+
+    async def wait(self, idle_seconds: float) -> bool:
+        if self.pending or self.closed_reason is not None:
+            return True
+        try:
+            async with asyncio.timeout(idle_seconds):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def take(self) -> list[run_pb2.Run]:
+        runs = list(self.pending.values())
+        self.pending.clear()
+        self._ready.clear()
+        return runs
+
+
+class RunsHub:
+    """Routes run-level changes to WatchRuns streams; never blocks the writer."""
+
+    def __init__(self) -> None:
+        self._subscriptions: set[RunsSubscription] = set()
+        self._closed_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subscriptions)
+
+    def subscribe(self, matches: Callable[[run_pb2.Run], bool]) -> RunsSubscription:
+        sub = RunsSubscription(matches)
+        if self._closed_reason is not None:
+            sub.close(self._closed_reason)
+        self._subscriptions.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: RunsSubscription) -> None:
+        self._subscriptions.discard(sub)
+
+    def publish(self, run: run_pb2.Run) -> None:
+        for sub in self._subscriptions:
+            sub.offer(run)
+
+    def close(self, reason: str) -> None:
+        self._closed_reason = reason
+        for sub in self._subscriptions:
+            sub.close(reason)

@@ -1,55 +1,82 @@
 """The run manager: what happens when a run is created, an event arrives or a watcher follows.
 
-Appending an event, in order:
+Every write, a producer's batch or the server's own (a cancellation, an answer, a deadline,
+a stall), goes through :meth:`RunManager._commit`, in this order:
 
-1. its shape is validated (``validate_produced_event``); a bad batch is rejected whole;
-2. under the run's lock, idempotency keys the log already holds are answered with their
+1. under the run's lock, idempotency keys the log already holds are answered with their
    original seqs and not stored again;
-3. the new events are numbered and folded into a copy of the run's derived state, which
-   rejects events the run's state does not allow (after a terminal event, for instance);
-4. events and the new snapshot are written in one durable transaction;
-5. only then does the in-memory state move on, watchers get the events from the hub, and
-   the producer gets its acknowledgement.
+2. the new events are numbered and folded into a *copy* of the run's derived state, which
+   rejects what the state does not allow (anything after a terminal event, for instance).
+   Before a terminal event the server closes the run's open decisions and fires its last
+   milestones; after a producer's events it adds what they imply: milestones crossed,
+   health changes, a moved estimate;
+3. all of it is written in one durable transaction with the new snapshot;
+4. only then does the in-memory state move on, watchers get the events from the hub,
+   producers and decision viewers are told, deadlines are scheduled, and the producer gets
+   its acknowledgement.
 
-Steps 2-5 run in a task the caller awaits through ``asyncio.shield``: a producer that
-disconnects mid-append can't leave the durable log and the in-memory state disagreeing.
+Steps 1-4 run in a task the caller awaits through ``asyncio.shield``: a caller that goes away
+mid-write can't leave the durable log and the in-memory state disagreeing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
 import hashlib
-import json
-import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from runstream.v1 import event_pb2, run_pb2
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
+from runstream_server.domain import insight
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
+    TERMINAL_FIELDS,
     VALID_KINDS,
     EncodedEvent,
     check_id,
     validate_produced_event,
 )
-from runstream_server.domain.hub import Hub
-from runstream_server.domain.state import RunState, now_utc, status_name, to_timestamp
+from runstream_server.domain.hub import Hub, RunsHub
+from runstream_server.domain.queries import (
+    LABEL_KEY,
+    decode_token,
+    encode_token,
+    matches,
+    parse_filter,
+    parse_kinds,
+)
+from runstream_server.domain.queries import (
+    page_size as clamp_page_size,
+)
+from runstream_server.domain.state import (
+    REMEMBERED_KINDS,
+    RunState,
+    now_utc,
+    status_name,
+    to_timestamp,
+)
 from runstream_server.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     OutOfRange,
     ResourceExhausted,
+    RunstreamError,
     Unavailable,
 )
-from runstream_server.store.base import EventStore, RunFilter
+from runstream_server.store.base import EventStore
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", run_pb2.Run, run_pb2.Step, decision_pb2.Decision, event_pb2.RunEvent)
+Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +88,18 @@ class Limits:
     max_steps: int = 1000
     max_labels: int = 64
     watch_page_events: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished runs keep their event logs; None keeps them forever."""
+
+    days: float | None = None
+    """Purge the logs of runs that ended more than this many days ago."""
+    runs: int | None = None
+    """Keep the logs of only this many most recently ended runs."""
+    interval: float = 3600.0
+    """Seconds between retention passes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +121,7 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """An idle watch stream's proof of life: every matching event up to head_seq was sent."""
+    """An idle stream's proof of life: every matching event up to head_seq was sent."""
 
     head_seq: int
     server_time: datetime
@@ -95,7 +134,13 @@ class Snapshot:
     run: run_pb2.Run
 
 
+@dataclass(frozen=True, slots=True)
+class InitialStateComplete:
+    """Marks the end of a WatchRuns stream's initial state."""
+
+
 WatchItem = list[EncodedEvent] | Heartbeat | Snapshot
+RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,81 +155,58 @@ class ControlSignal:
 
 @dataclass(eq=False)
 class ProducerLink:
-    """A producer attached to a run, receiving its control signals."""
+    """A producer attached to a run: receives controls and the decisions that close."""
 
     run_id: str
-    signals: asyncio.Queue[ControlSignal | None] = field(default_factory=asyncio.Queue)
+    signals: asyncio.Queue[ControlSignal | decision_pb2.Decision | None] = field(
+        default_factory=asyncio.Queue
+    )
 
 
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_FILTER_TERM = re.compile(
-    r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.-]*)\s*(?:=|:)\s*
-        (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))\s*""",
-    re.VERBOSE,
-)
+@dataclass(eq=False)
+class DecisionFeed:
+    """A viewer's feed of open ("prompt") and closed ("closed") decisions of its runs."""
+
+    updates: asyncio.Queue[tuple[str, decision_pb2.Decision] | None] = field(
+        default_factory=asyncio.Queue
+    )
+    run_ids: set[str] = field(default_factory=set)
+
+    def put(self, what: str, decision: decision_pb2.Decision) -> None:
+        self.updates.put_nowait((what, _copy(decision)))
 
 
-def parse_filter(text: str) -> RunFilter:
-    """Parses the ListRuns filter: `field = value` comparisons joined by AND."""
-    statuses: set[int] = set()
-    workflow: str | None = None
-    labels: dict[str, str] = {}
-    text = text.strip()
-    if not text:
-        return RunFilter()
-    for term in re.split(r"\s+AND\s+", text):
-        match = _FILTER_TERM.fullmatch(term)
-        if match is None:
-            raise InvalidArgument(
-                "filter",
-                f"cannot parse {term.strip()!r}; expected e.g. "
-                "'status = RUNNING AND labels.team = \"growth\"'",
-            )
-        name = match["field"]
-        value = match["quoted"] if match["quoted"] is not None else match["bare"]
-        value = re.sub(r"\\(.)", r"\1", value)
-        if name == "status":
-            key = value.upper()
-            key = key if key.startswith("RUN_STATUS_") else f"RUN_STATUS_{key}"
-            if key == "RUN_STATUS_UNSPECIFIED" or key not in run_pb2.RunStatus.keys():  # noqa: SIM118
-                raise InvalidArgument("filter", f"unknown status {value!r}")
-            if statuses:
-                raise InvalidArgument("filter", "status can be compared once")
-            statuses.add(run_pb2.RunStatus.Value(key))
-        elif name == "workflow":
-            workflow = value
-        elif name.startswith("labels."):
-            label = name.removeprefix("labels.")
-            if not _LABEL_KEY.match(label):
-                raise InvalidArgument("filter", f"invalid label key {label!r}")
-            labels[label] = value
-        else:
-            raise InvalidArgument(
-                "filter", f"unknown field {name!r}; use status, workflow or labels.<key>"
-            )
-    return RunFilter(frozenset(statuses), workflow, labels)
+async def _uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
+    """Runs `work` to completion even if the caller is cancelled meanwhile.
+
+    The outcome is always retrieved, so a failure nobody waits for any more is not reported
+    as a lost task exception.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
 
 
-def _page_size(value: int, default: int, field_name: str = "page_size") -> int:
-    if value < 0:
-        raise InvalidArgument(field_name, "must not be negative")
-    return default if value == 0 else min(value, 1000)
+def _copy(message: _M) -> _M:
+    clone = type(message)()
+    clone.CopyFrom(message)
+    return clone
 
 
-def _encode_token(payload: Mapping[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+def _summary(run: run_pb2.Run, viewers: int) -> run_pb2.Run:
+    """A run without its steps, for lists and WatchRuns."""
+    summary = run_pb2.Run()
+    summary.CopyFrom(run)
+    summary.ClearField("steps")
+    summary.viewer_count = viewers
+    return summary
 
 
-def _decode_token(token: str, scope: str) -> dict[str, object]:
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("page_token", "is not a token this server issued") from exc
-    if not isinstance(payload, dict) or payload.get("scope") != scope:
-        raise InvalidArgument(
-            "page_token", "belongs to another request; repeat the original filter"
-        )
-    return payload
+def _describe(decision: decision_pb2.Decision) -> str:
+    outcome = event_pb2.DecisionOutcome.Name(decision.outcome).removeprefix("DECISION_OUTCOME_")
+    by = f" by {decision.answered_by}" if decision.answered_by else ""
+    choice = f" with {decision.choice!r}" if decision.choice else ""
+    return f"{outcome}{choice}{by}"
 
 
 class RunManager:
@@ -195,18 +217,75 @@ class RunManager:
         store: EventStore,
         hub: Hub | None = None,
         limits: Limits | None = None,
+        policy: insight.InsightPolicy | None = None,
+        retention: Retention | None = None,
         clock: Callable[[], datetime] = now_utc,
     ) -> None:
         self._store = store
         self._hub = hub or Hub()
+        self._runs_hub = RunsHub()
         self._limits = limits or Limits()
+        self._policy = policy or insight.InsightPolicy()
+        self._retention = retention or Retention()
         self._clock = clock
         self._states: dict[str, RunState] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._producers: dict[str, set[ProducerLink]] = {}
+        self._feeds: dict[str, set[DecisionFeed]] = {}
+        self._history: dict[str, insight.WorkflowHistory] = {}
+        self._deadlines: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._last_heard: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
 
-    # --- state access ---------------------------------------------------------------------
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-arms stored decision deadlines and starts the stall and retention monitors."""
+        for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
+            cursor: tuple[int, str] | None = None
+            while True:
+                page = await self._store.list_runs(
+                    parse_filter(f"status = {status_name(status)}"), 500, cursor
+                )
+                for run in page.runs:
+                    state = await self._state(run.run_id)
+                    for decision in state.open_decisions():
+                        self._arm_deadline(run.run_id, decision)
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        self._spawn(self._watch_for_stalls())
+        if self._retention.days is not None or self._retention.runs is not None:
+            self._spawn(self._apply_retention_periodically())
+
+    def shutdown(self, reason: str = "server is shutting down; resume elsewhere") -> None:
+        """Ends every stream with UNAVAILABLE so clients resume elsewhere; stops timers."""
+        self._closed_reason = reason
+        self._hub.close(reason)
+        self._runs_hub.close(reason)
+        for links in self._producers.values():
+            for link in links:
+                link.signals.put_nowait(None)
+        for feeds in self._feeds.values():
+            for feed in feeds:
+                feed.updates.put_nowait(None)
+        for handle in self._deadlines.values():
+            handle.cancel()
+        self._deadlines.clear()
+        for task in self._tasks:
+            task.cancel()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _check_open(self) -> None:
+        if self._closed_reason is not None:
+            raise Unavailable(self._closed_reason)
+
+    # --- state access -------------------------------------------------------------------------
 
     def _lock(self, run_id: str) -> asyncio.Lock:
         lock = self._locks.get(run_id)
@@ -225,12 +304,192 @@ class RunManager:
                 snapshot = await self._store.load_run(run_id)
                 if snapshot is None:
                     raise NotFound(f"run {run_id!r} not found")
-                state = self._states[run_id] = RunState(snapshot)
+                remembered = await self._store.read_events(
+                    run_id, 0, 1_000_000, kinds=REMEMBERED_KINDS
+                )
+                activity = await self._store.read_last_events(
+                    run_id, [event_pb2.EVENT_KIND_AGENT_ACTIVITY], 50
+                )
+                events = sorted(remembered + activity, key=lambda e: e.seq)
+                state = RunState.restore(snapshot, (e.decode() for e in events))
+                self._states[run_id] = state
         return state
 
-    def _check_open(self) -> None:
-        if self._closed_reason is not None:
-            raise Unavailable(self._closed_reason)
+    async def _workflow_history(self, workflow: str) -> insight.WorkflowHistory:
+        history = self._history.get(workflow)
+        if history is None:
+            limit = self._policy.history_runs
+            history = insight.WorkflowHistory(limit)
+            page = await self._store.list_runs(
+                parse_filter(f'status = SUCCEEDED AND workflow = "{workflow}"'), limit, None
+            )
+            for run in reversed(page.runs):  # oldest first, so the newest stay in the window
+                history.learn(run)
+            history = self._history.setdefault(workflow, history)
+        return history
+
+    # --- the one write path -------------------------------------------------------------------
+
+    async def _commit(
+        self,
+        run_id: str,
+        events: Sequence[event_pb2.RunEvent] | Prepare,
+        *,
+        producer: bool,
+    ) -> AppendResult:
+        """Numbers, applies, durably stores and publishes events: see the module docstring.
+
+        `events` may be a function of the locked state, for server writes whose content
+        depends on it (an answer to a decision that must still be open).
+        """
+        async with self._lock(run_id):
+            state = self._states[run_id]
+            if callable(events):
+                events = events(state)
+                if not events:
+                    return AppendResult([], state.last_seq)
+            history = await self._workflow_history(state.run.workflow)
+            known = (
+                await self._store.find_keys(run_id, [e.idempotency_key for e in events])
+                if producer
+                else {}
+            )
+            draft = state.copy()
+            now = self._clock()
+            staged: list[event_pb2.RunEvent] = []
+            fresh: list[EncodedEvent] = []
+
+            def stage(event: event_pb2.RunEvent, path: str) -> int:
+                event.run_id = run_id
+                event.seq = draft.last_seq + 1
+                if not event.HasField("event_time"):
+                    event.event_time.CopyFrom(to_timestamp(now))
+                if event.HasField("decision_requested"):
+                    asked = event.decision_requested
+                    if asked.HasField("timeout"):
+                        asked.deadline.CopyFrom(to_timestamp(now + asked.timeout.ToTimedelta()))
+                    else:
+                        asked.ClearField("deadline")
+                draft.apply(event, path)
+                name = event.WhichOneof("payload")
+                assert name is not None
+                key = event.idempotency_key
+                fresh.append(
+                    EncodedEvent.of(event.seq, KIND_BY_FIELD[name], key, event.SerializeToString())
+                )
+                staged.append(event)
+                return event.seq
+
+            acks: list[EventAck] = []
+            spoken: list[event_pb2.RunEvent] = []
+            for i, event in enumerate(events):
+                key = event.idempotency_key
+                if key and key in known:
+                    acks.append(EventAck(known[key], key, duplicate=True))
+                    continue
+                if event.WhichOneof("payload") in TERMINAL_FIELDS and not draft.is_terminal:
+                    for extra in self._before_terminal(draft, history, event, now):
+                        stage(extra, "server")
+                seq = stage(event, f"events[{i}]")
+                acks.append(EventAck(seq, key, duplicate=False))
+                if key:
+                    known[key] = seq
+                if producer:
+                    spoken.append(event)
+            if spoken and not draft.is_terminal:
+                for extra in self._after_producer_events(draft, history, spoken):
+                    stage(extra, "server")
+            if fresh:
+                await self._store.append(run_id, fresh, draft.run)
+                self._states[run_id] = draft
+                self._hub.publish(run_id, fresh)
+                self._after_commit(draft, staged, history, spoke=bool(spoken))
+            return AppendResult(acks, draft.last_seq)
+
+    def _before_terminal(
+        self,
+        draft: RunState,
+        history: insight.WorkflowHistory,
+        event: event_pb2.RunEvent,
+        now: datetime,
+    ) -> list[event_pb2.RunEvent]:
+        """What the server records before a run ends: closed decisions, last milestones."""
+        extra = [
+            event_pb2.RunEvent(
+                decision_resolved=event_pb2.DecisionResolved(
+                    decision_id=d.decision_id, outcome=event_pb2.DECISION_OUTCOME_CANCELLED
+                )
+            )
+            for d in draft.open_decisions()
+        ]
+        if event.HasField("run_completed"):
+            end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
+            extra += insight.progress_milestones(draft, finished=True)
+            extra += insight.speed_milestone(draft, history, end, self._policy.speed_ratio)
+        if event.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
+            extra.append(
+                insight.health_event(
+                    draft.run.health, run_pb2.RUN_HEALTH_FAILING, event.run_failed.error.message
+                )
+            )
+        return extra
+
+    def _after_producer_events(
+        self,
+        draft: RunState,
+        history: insight.WorkflowHistory,
+        spoken: Sequence[event_pb2.RunEvent],
+    ) -> list[event_pb2.RunEvent]:
+        """What a producer's events imply: milestones crossed, health, a moved estimate."""
+        extra = insight.progress_milestones(draft) + insight.target_milestones(draft)
+        health, reason = insight.health_after(draft.run.health, spoken)
+        if health != draft.run.health:
+            extra.append(insight.health_event(draft.run.health, health, reason))
+        as_of = spoken[-1].event_time.ToDatetime(UTC)
+        estimate = insight.estimate(draft, history, as_of)
+        previous = draft.run.estimate if draft.run.HasField("estimate") else None
+        if insight.estimate_moved(previous, estimate):
+            extra.append(
+                event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=estimate))
+            )
+        return extra
+
+    def _after_commit(
+        self,
+        state: RunState,
+        staged: Sequence[event_pb2.RunEvent],
+        history: insight.WorkflowHistory,
+        *,
+        spoke: bool,
+    ) -> None:
+        """Tells everyone who waits on what was just committed."""
+        run_id = state.run.run_id
+        if spoke:
+            self._last_heard[run_id] = time.monotonic()
+        for event in staged:
+            if event.HasField("decision_requested"):
+                decision = state.decisions[event.decision_requested.decision_id]
+                self._arm_deadline(run_id, decision)
+                for feed in self._feeds.get(run_id, ()):
+                    feed.put("prompt", decision)
+            elif event.HasField("decision_resolved"):
+                decision = state.decisions[event.decision_resolved.decision_id]
+                handle = self._deadlines.pop((run_id, decision.decision_id), None)
+                if handle is not None:
+                    handle.cancel()
+                for feed in self._feeds.get(run_id, ()):
+                    feed.put("closed", decision)
+                for link in self._producers.get(run_id, ()):
+                    link.signals.put_nowait(_copy(decision))
+        if state.run.status == run_pb2.RUN_STATUS_SUCCEEDED:
+            history.learn(state.run)
+        if state.is_terminal:
+            self._last_heard.pop(run_id, None)
+        self._publish_run(state)
+
+    def _publish_run(self, state: RunState) -> None:
+        if self._runs_hub.active:
+            self._runs_hub.publish(_summary(state.run, self._hub.watcher_count(state.run.run_id)))
 
     # --- creating and querying ----------------------------------------------------------------
 
@@ -242,6 +501,7 @@ class RunManager:
         display_name: str,
         labels: Mapping[str, str],
         steps: Sequence[run_pb2.StepSpec],
+        targets: Sequence[run_pb2.Target] = (),
     ) -> run_pb2.Run:
         self._check_open()
         if run_id:
@@ -250,12 +510,12 @@ class RunManager:
             run_id = uuid.uuid4().hex
         if not workflow.strip():
             raise InvalidArgument("workflow", "is required")
-        if len(workflow) > 128:
-            raise InvalidArgument("workflow", "is longer than 128 characters")
+        if len(workflow) > 128 or '"' in workflow:
+            raise InvalidArgument("workflow", "must be at most 128 characters, without '\"'")
         if len(labels) > self._limits.max_labels:
             raise InvalidArgument("labels", f"at most {self._limits.max_labels} labels")
         for key in labels:
-            if not _LABEL_KEY.match(key):
+            if not LABEL_KEY.match(key):
                 raise InvalidArgument(f"labels[{key!r}]", "invalid label key")
         if len(steps) > self._limits.max_steps:
             raise InvalidArgument("steps", f"at most {self._limits.max_steps} steps")
@@ -265,11 +525,20 @@ class RunManager:
             if spec.step_id in seen:
                 raise InvalidArgument(f"steps[{i}].step_id", f"duplicate step id {spec.step_id!r}")
             seen.add(spec.step_id)
+        for i, target in enumerate(targets):
+            if not target.metric.strip():
+                raise InvalidArgument(f"targets[{i}].metric", "is required")
+            if not target.value == target.value or target.value in (float("inf"), float("-inf")):
+                raise InvalidArgument(f"targets[{i}].value", "must be a finite number")
         created = event_pb2.RunEvent(
             run_id=run_id,
             seq=1,
             run_created=event_pb2.RunCreated(
-                workflow=workflow, display_name=display_name, labels=labels, steps=steps
+                workflow=workflow,
+                display_name=display_name,
+                labels=labels,
+                steps=steps,
+                targets=targets,
             ),
         )
         created.event_time.CopyFrom(to_timestamp(self._clock()))
@@ -287,50 +556,92 @@ class RunManager:
             await self._store.append(run_id, [encoded], state.run, create=True)
             self._states[run_id] = state
             self._hub.publish(run_id, [encoded])
+            self._publish_run(state)
             return _copy(state.run)
 
     async def get_run(self, run_id: str) -> run_pb2.Run:
-        return _copy((await self._state(run_id)).run)
+        run = _copy((await self._state(run_id)).run)
+        run.viewer_count = self._hub.watcher_count(run_id)
+        return run
+
+    async def get_run_details(
+        self, run_id: str
+    ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
+        """The snapshot, the last 50 agent activities and the open decisions of a run."""
+        state = await self._state(run_id)
+        run = _copy(state.run)
+        run.viewer_count = self._hub.watcher_count(run_id)
+        activity = [_copy(e) for e in state.recent_activity]
+        return run, activity, [_copy(d) for d in state.open_decisions()]
 
     async def list_runs(
         self, *, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[run_pb2.Run], str]:
         run_filter = parse_filter(filter_text)
-        size = _page_size(page_size, 50)
+        size = clamp_page_size(page_size, 50)
         scope = hashlib.sha256(f"runs|{filter_text.strip()}".encode()).hexdigest()[:16]
         cursor: tuple[int, str] | None = None
         if page_token:
-            payload = _decode_token(page_token, scope)
-            after = payload.get("after")
+            after = decode_token(page_token, scope).get("after")
             if not (isinstance(after, list) and len(after) == 2):
                 raise InvalidArgument("page_token", "is not a token this server issued")
             cursor = (int(after[0]), str(after[1]))
         page = await self._store.list_runs(run_filter, size, cursor)
-        for run in page.runs:
-            run.ClearField("steps")
+        runs = [_summary(r, self._hub.watcher_count(r.run_id)) for r in page.runs]
         token = (
-            _encode_token({"scope": scope, "after": list(page.next_cursor)})
+            encode_token({"scope": scope, "after": list(page.next_cursor)})
             if page.next_cursor
             else ""
         )
-        return page.runs, token
+        return runs, token
 
     async def list_steps(
         self, run_id: str, *, page_size: int, page_token: str
     ) -> tuple[list[run_pb2.Step], str]:
         state = await self._state(run_id)
-        size = _page_size(page_size, 100)
+        size = clamp_page_size(page_size, 100)
         start = 0
         if page_token:
-            offset = _decode_token(page_token, f"steps|{run_id}").get("offset")
+            offset = decode_token(page_token, f"steps|{run_id}").get("offset")
             if not isinstance(offset, int) or offset < 0:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             start = offset
         steps = [_copy(s) for s in state.run.steps[start : start + size]]
         end = start + len(steps)
         more = end < len(state.run.steps)
-        token = _encode_token({"scope": f"steps|{run_id}", "offset": end}) if more else ""
+        token = encode_token({"scope": f"steps|{run_id}", "offset": end}) if more else ""
         return steps, token
+
+    async def list_events(
+        self, run_id: str, *, filter_text: str, page_size: int, page_token: str
+    ) -> tuple[list[event_pb2.RunEvent], str]:
+        """A page of the run's stored events in seq order, filtered by kind."""
+        state = await self._state(run_id)
+        kinds = parse_kinds(filter_text)
+        size = clamp_page_size(page_size, 100)
+        scope = hashlib.sha256(f"events|{run_id}|{filter_text.strip()}".encode()).hexdigest()[:16]
+        after = 0
+        if page_token:
+            value = decode_token(page_token, scope).get("after")
+            if not isinstance(value, int) or value < 0:
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            after = value
+        self._check_not_purged(state, after, "page_token" if page_token else "run_id")
+        events = await self._store.read_events(run_id, after, size + 1, kinds)
+        more = len(events) > size
+        events = events[:size]
+        token = encode_token({"scope": scope, "after": events[-1].seq}) if more else ""
+        return [e.decode() for e in events], token
+
+    @staticmethod
+    def _check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
+        purged = state.run.purged_seq
+        if purged and after_seq < purged:
+            raise FailedPrecondition(
+                f"{field_name}: events {after_seq + 1}..{purged} of run {state.run.run_id!r} "
+                "were removed by the retention policy; read the run's snapshot instead "
+                "(GetRun, or WatchRun with include_snapshot)"
+            )
 
     # --- appending ------------------------------------------------------------------------------
 
@@ -348,69 +659,225 @@ class RunManager:
         for i, event in enumerate(events):
             validate_produced_event(f"events[{i}]", event, run_id, self._limits.max_event_bytes)
         await self._state(run_id)  # NOT_FOUND before anything else
-        return await _uncancellable(self._append_locked(run_id, events))
+        return await _uncancellable(self._commit(run_id, events, producer=True))
 
-    async def _append_locked(
-        self, run_id: str, events: Sequence[event_pb2.RunEvent]
-    ) -> AppendResult:
-        async with self._lock(run_id):
-            state = self._states[run_id]
-            known = await self._store.find_keys(run_id, [e.idempotency_key for e in events])
-            draft = state.copy()
-            now = to_timestamp(self._clock())
-            acks: list[EventAck] = []
-            fresh: list[EncodedEvent] = []
-            for i, event in enumerate(events):
-                key = event.idempotency_key
-                if key and key in known:
-                    acks.append(EventAck(known[key], key, duplicate=True))
-                    continue
-                seq = draft.last_seq + 1
-                event.run_id = run_id
-                event.seq = seq
-                if not event.HasField("event_time"):
-                    event.event_time.CopyFrom(now)
-                draft.apply(event, f"events[{i}]")
-                name = event.WhichOneof("payload")
-                assert name is not None
-                fresh.append(
-                    EncodedEvent.of(seq, KIND_BY_FIELD[name], key, event.SerializeToString())
-                )
-                acks.append(EventAck(seq, key, duplicate=False))
-                if key:
-                    known[key] = seq
-            if fresh:
-                await self._store.append(run_id, fresh, draft.run)
-                self._states[run_id] = draft
-                self._hub.publish(run_id, fresh)
-            return AppendResult(acks, draft.last_seq)
+    # --- run control ----------------------------------------------------------------------------
 
-    async def cancel_run(self, run_id: str, *, reason: str, cancelled_by: str) -> run_pb2.Run:
-        """Cancels a run, records it in the log and tells the run's producers."""
+    async def _control(
+        self, run_id: str, prepare: Prepare, action: str, reason: str
+    ) -> run_pb2.Run:
         self._check_open()
-        state = await self._state(run_id)
-        if state.is_terminal:
-            raise FailedPrecondition(
-                f"run {run_id!r} already ended ({status_name(state.run.status)})"
-            )
-        event = event_pb2.RunEvent(
-            run_cancelled=event_pb2.RunCancelled(reason=reason, cancelled_by=cancelled_by)
-        )
-        result = await _uncancellable(self._append_locked(run_id, [event]))
+        await self._state(run_id)
+        result = await _uncancellable(self._commit(run_id, prepare, producer=False))
         run = await self.get_run(run_id)
-        signal = ControlSignal("cancel", reason, run.status, result.last_seq)
+        signal = ControlSignal(action, reason, run.status, result.last_seq)
         for link in self._producers.get(run_id, ()):
             link.signals.put_nowait(signal)
         return run
 
+    async def cancel_run(self, run_id: str, *, reason: str, cancelled_by: str) -> run_pb2.Run:
+        """Cancels a run, records it in the log and tells the run's producers."""
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            if state.is_terminal:
+                raise FailedPrecondition(
+                    f"run {run_id!r} already ended ({status_name(state.run.status)})"
+                )
+            cancelled = event_pb2.RunCancelled(reason=reason, cancelled_by=cancelled_by)
+            return [event_pb2.RunEvent(run_cancelled=cancelled)]
+
+        return await self._control(run_id, prepare, "cancel", reason)
+
+    async def pause_run(self, run_id: str, *, reason: str, requested_by: str) -> run_pb2.Run:
+        """Pauses a running run; its producers hold at their next step boundary."""
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            status = state.run.status
+            if status not in (run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_WAITING_FOR_INPUT):
+                raise FailedPrecondition(
+                    f"run {run_id!r} is {status_name(status)}; only a RUNNING or "
+                    "WAITING_FOR_INPUT run can be paused"
+                )
+            why = f"paused by {requested_by}: {reason}" if requested_by else reason
+            change = event_pb2.RunStatusChanged(
+                previous_status=status, status=run_pb2.RUN_STATUS_PAUSED, reason=why
+            )
+            return [event_pb2.RunEvent(run_status_changed=change)]
+
+        return await self._control(run_id, prepare, "pause", reason)
+
+    async def resume_run(self, run_id: str, *, reason: str, requested_by: str) -> run_pb2.Run:
+        """Resumes a paused run, back to RUNNING (or WAITING_FOR_INPUT with open decisions)."""
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            status = state.run.status
+            if status != run_pb2.RUN_STATUS_PAUSED:
+                raise FailedPrecondition(
+                    f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed"
+                )
+            waiting = bool(state.open_decisions())
+            why = f"resumed by {requested_by}: {reason}" if requested_by else reason
+            change = event_pb2.RunStatusChanged(
+                previous_status=status,
+                status=(
+                    run_pb2.RUN_STATUS_WAITING_FOR_INPUT if waiting else run_pb2.RUN_STATUS_RUNNING
+                ),
+                reason=why,
+            )
+            return [event_pb2.RunEvent(run_status_changed=change)]
+
+        return await self._control(run_id, prepare, "resume", reason)
+
+    # --- decisions ------------------------------------------------------------------------------
+
+    async def submit_decision(
+        self, run_id: str, decision_id: str, *, choice: str, skip: bool, answered_by: str
+    ) -> decision_pb2.Decision:
+        """Answers (or skips) a decision; the first valid answer wins, repeats are idempotent."""
+        self._check_open()
+        check_id("run_id", run_id)
+        check_id("decision_id", decision_id)
+        if skip and choice:
+            raise InvalidArgument("choice", "must be empty when skip is set")
+        if not skip and not choice:
+            raise InvalidArgument("choice", "is required unless skip is set")
+        await self._state(run_id)
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            decision = self._decision(state, decision_id)
+            if state.is_terminal:
+                raise FailedPrecondition(
+                    f"run {run_id!r} already ended ({status_name(state.run.status)}); "
+                    f"decision {decision_id!r} was {_describe(decision)}"
+                )
+            values = [o.value for o in decision.options]
+            if not skip and choice not in values:
+                raise InvalidArgument(
+                    "choice", f"{choice!r} is not one of the options {', '.join(map(repr, values))}"
+                )
+            if skip and not decision.can_skip:
+                raise InvalidArgument("skip", f"decision {decision_id!r} cannot be skipped")
+            outcome = (
+                event_pb2.DECISION_OUTCOME_SKIPPED if skip else event_pb2.DECISION_OUTCOME_ANSWERED
+            )
+            if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
+                if decision.outcome == outcome and decision.choice == choice:
+                    return []  # the same answer again: the same result
+                raise Aborted(f"decision {decision_id!r} was already closed: {_describe(decision)}")
+            resolved = event_pb2.DecisionResolved(
+                decision_id=decision_id, outcome=outcome, choice=choice, answered_by=answered_by
+            )
+            return [event_pb2.RunEvent(decision_resolved=resolved)]
+
+        await _uncancellable(self._commit(run_id, prepare, producer=False))
+        return _copy(self._states[run_id].decisions[decision_id])
+
+    @staticmethod
+    def _decision(state: RunState, decision_id: str) -> decision_pb2.Decision:
+        decision = state.decisions.get(decision_id)
+        if decision is None:
+            raise NotFound(f"run {state.run.run_id!r} has no decision {decision_id!r}")
+        return decision
+
+    async def get_decision(self, run_id: str, decision_id: str) -> decision_pb2.Decision:
+        check_id("decision_id", decision_id)
+        return _copy(self._decision(await self._state(run_id), decision_id))
+
+    async def list_decisions(
+        self, run_id: str, *, filter_text: str, page_size: int, page_token: str
+    ) -> tuple[list[decision_pb2.Decision], str]:
+        state = await self._state(run_id)
+        wanted = filter_text.replace(" ", "").upper()
+        states = {
+            "": None,
+            "STATE=OPEN": decision_pb2.DECISION_STATE_OPEN,
+            "STATE=RESOLVED": decision_pb2.DECISION_STATE_RESOLVED,
+        }
+        if wanted not in states:
+            raise InvalidArgument("filter", "use 'state = OPEN', 'state = RESOLVED' or nothing")
+        only = states[wanted]
+        decisions = [d for d in state.decisions.values() if only is None or d.state == only]
+        size = clamp_page_size(page_size, 100)
+        start = 0
+        scope = f"decisions|{run_id}|{wanted}"
+        if page_token:
+            offset = decode_token(page_token, scope).get("offset")
+            if not isinstance(offset, int) or offset < 0:
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            start = offset
+        page = [_copy(d) for d in decisions[start : start + size]]
+        end = start + len(page)
+        token = encode_token({"scope": scope, "offset": end}) if end < len(decisions) else ""
+        return page, token
+
+    async def follow_decisions(self, feed: DecisionFeed, run_ids: Sequence[str]) -> None:
+        """Subscribes `feed` to runs: their open decisions now, then every change."""
+        self._check_open()
+        for i, run_id in enumerate(run_ids):
+            if not run_id:
+                raise InvalidArgument(f"subscribe.run_ids[{i}]", "is required")
+        states = [await self._state(run_id) for run_id in run_ids]
+        for state in states:  # no await from here on: nothing can slip between
+            run_id = state.run.run_id
+            if run_id in feed.run_ids:
+                continue
+            feed.run_ids.add(run_id)
+            self._feeds.setdefault(run_id, set()).add(feed)
+            for decision in self._states[run_id].open_decisions():
+                feed.put("prompt", decision)
+
+    def unfollow_decisions(self, feed: DecisionFeed) -> None:
+        for run_id in feed.run_ids:
+            feeds = self._feeds.get(run_id)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[run_id]
+
+    def _arm_deadline(self, run_id: str, decision: decision_pb2.Decision) -> None:
+        key = (run_id, decision.decision_id)
+        if not decision.HasField("deadline") or key in self._deadlines:
+            return
+        delay = (decision.deadline.ToDatetime(UTC) - self._clock()).total_seconds()
+        loop = asyncio.get_running_loop()
+        self._deadlines[key] = loop.call_later(
+            max(0.0, delay), lambda: self._spawn(self._deadline_passed(*key))
+        )
+
+    async def _deadline_passed(self, run_id: str, decision_id: str) -> None:
+        """Closes a decision nobody answered: its default, or timed out. Once, under lock."""
+        self._deadlines.pop((run_id, decision_id), None)
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            decision = state.decisions.get(decision_id)
+            if state.is_terminal or decision is None:
+                return []
+            if decision.state != decision_pb2.DECISION_STATE_OPEN:
+                return []
+            if decision.default_option:
+                outcome, choice = event_pb2.DECISION_OUTCOME_DEFAULTED, decision.default_option
+            else:
+                outcome, choice = event_pb2.DECISION_OUTCOME_TIMED_OUT, ""
+            resolved = event_pb2.DecisionResolved(
+                decision_id=decision_id, outcome=outcome, choice=choice
+            )
+            return [event_pb2.RunEvent(decision_resolved=resolved)]
+
+        with contextlib.suppress(RunstreamError):
+            await _uncancellable(self._commit(run_id, prepare, producer=False))
+
     # --- producers ------------------------------------------------------------------------------
 
     async def attach_producer(self, run_id: str) -> ProducerLink:
-        """Registers a producer stream for control signals; NOT_FOUND for unknown runs."""
+        """Registers a producer stream for controls and answers; NOT_FOUND for unknown runs."""
         self._check_open()
-        await self._state(run_id)
+        state = await self._state(run_id)
         link = ProducerLink(run_id)
         self._producers.setdefault(run_id, set()).add(link)
+        if state.run.status == run_pb2.RUN_STATUS_PAUSED:
+            link.signals.put_nowait(
+                ControlSignal("pause", "run is paused", state.run.status, state.last_seq)
+            )
         return link
 
     def detach_producer(self, link: ProducerLink) -> None:
@@ -446,26 +913,29 @@ class RunManager:
             raise InvalidArgument("after_seq", "must not be negative")
         if include_snapshot and after_seq:
             raise InvalidArgument("after_seq", "must be 0 when include_snapshot is set")
-        if not 0.1 <= heartbeat_interval <= 300:
-            raise InvalidArgument("heartbeat_interval", "must be between 100ms and 5m")
+        _check_interval(heartbeat_interval)
         state = await self._state(run_id)
         if after_seq > state.last_seq:
             raise OutOfRange(
                 f"after_seq: {after_seq} is beyond the last seq {state.last_seq} of run {run_id!r}"
             )
+        if not include_snapshot:
+            self._check_not_purged(state, after_seq, "after_seq")
         wanted = frozenset(kinds)
         page = self._limits.watch_page_events
         sub = self._hub.subscribe(run_id)
+        self._publish_run(self._states[run_id])  # one more viewer
         try:
             cursor = after_seq
             if include_snapshot:
-                snapshot = _copy(self._states[run_id].run)
+                snapshot = await self.get_run(run_id)
                 cursor = snapshot.last_seq
                 yield Snapshot(snapshot)
             while True:
                 while cursor < self._states[run_id].last_seq:  # catch up from the store
                     events = await self._store.read_events(run_id, cursor, page)
                     if not events:
+                        self._check_not_purged(self._states[run_id], cursor, "after_seq")
                         break
                     cursor = events[-1].seq
                     matched = [e for e in events if not wanted or e.kind in wanted]
@@ -490,38 +960,107 @@ class RunManager:
                         yield matched
         finally:
             self._hub.unsubscribe(sub)
+            if run_id in self._states:
+                self._publish_run(self._states[run_id])  # one viewer fewer
+
+    async def watch_runs(
+        self, *, filter_text: str, heartbeat_interval: float
+    ) -> AsyncIterator[RunsItem]:
+        """Yields the current state of every matching run, then each run-level change."""
+        self._check_open()
+        run_filter = parse_filter(filter_text)
+        _check_interval(heartbeat_interval)
+        sub = self._runs_hub.subscribe(lambda run: matches(run_filter, run))
+        try:
+            cursor: tuple[int, str] | None = None
+            while True:
+                page = await self._store.list_runs(run_filter, 200, cursor)
+                runs = []
+                for stored in page.runs:
+                    live = self._states.get(stored.run_id)
+                    run = live.run if live is not None else stored
+                    sub.known.add(run.run_id)
+                    runs.append(_summary(run, self._hub.watcher_count(run.run_id)))
+                if runs:
+                    yield runs
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            yield InitialStateComplete()
+            while True:
+                if not await sub.wait(heartbeat_interval):
+                    yield Heartbeat(0, self._clock())
+                    continue
+                if sub.closed_reason is not None:
+                    raise Unavailable(sub.closed_reason)
+                changed = sub.take()
+                if changed:
+                    yield changed
+        finally:
+            self._runs_hub.unsubscribe(sub)
 
     def watcher_count(self, run_id: str) -> int:
         return self._hub.watcher_count(run_id)
 
-    # --- shutdown -------------------------------------------------------------------------------
+    # --- background monitors --------------------------------------------------------------------
 
-    def shutdown(self, reason: str = "server is shutting down; resume elsewhere") -> None:
-        """Ends every watch and producer stream with UNAVAILABLE so clients resume elsewhere."""
-        self._closed_reason = reason
-        self._hub.close(reason)
-        for links in self._producers.values():
-            for link in links:
-                link.signals.put_nowait(None)
+    async def _watch_for_stalls(self) -> None:
+        """Marks running runs whose producer went silent for too long as STALLED."""
+        policy = self._policy
+        interval = max(0.05, min(1.0, policy.stall_after / 4, policy.stall_min / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for run_id, state in list(self._states.items()):
+                if (
+                    state.run.status != run_pb2.RUN_STATUS_RUNNING
+                    or state.run.health == run_pb2.RUN_HEALTH_STALLED
+                ):
+                    continue
+                heard = self._last_heard.setdefault(run_id, now)
+                history = self._history.get(state.run.workflow) or insight.WorkflowHistory(1)
+                threshold = insight.stall_threshold(state, history, policy)
+                silence = now - heard
+                if silence > threshold:
+                    await self._mark_stalled(run_id, silence, threshold)
+
+    async def _mark_stalled(self, run_id: str, silence: float, threshold: float) -> None:
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            if (
+                state.run.status != run_pb2.RUN_STATUS_RUNNING
+                or state.run.health == run_pb2.RUN_HEALTH_STALLED
+            ):
+                return []
+            step = state.run.current_step_id or "the run"
+            reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
+            return [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
+
+        with contextlib.suppress(RunstreamError):
+            await _uncancellable(self._commit(run_id, prepare, producer=False))
+
+    async def apply_retention(self) -> list[str]:
+        """Purges the event logs of finished runs past the retention policy; returns their ids."""
+        days = self._retention.days
+        before = (
+            int((self._clock() - timedelta(days=days)).timestamp() * 1e6)
+            if days is not None
+            else None
+        )
+        purged = await self._store.purge_events(
+            ended_before_us=before, keep_newest=self._retention.runs
+        )
+        for run_id in purged:
+            state = self._states.get(run_id)
+            if state is not None:
+                state.run.purged_seq = state.run.last_seq
+        return purged
+
+    async def _apply_retention_periodically(self) -> None:
+        while True:
+            await self.apply_retention()
+            await asyncio.sleep(self._retention.interval)
 
 
-_M = TypeVar("_M", run_pb2.Run, run_pb2.Step)
-_T = TypeVar("_T")
-
-
-async def _uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
-    """Runs `work` to completion even if the caller is cancelled meanwhile.
-
-    An append that reached the store must also reach the in-memory state and the watchers;
-    a caller's cancellation only stops it waiting. The outcome is always retrieved, so a
-    failure nobody waits for any more is not reported as a lost task exception.
-    """
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    return await asyncio.shield(task)
-
-
-def _copy(message: _M) -> _M:
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone
+def _check_interval(seconds: float) -> None:
+    if not 0.1 <= seconds <= 300:
+        raise InvalidArgument("heartbeat_interval", "must be between 100ms and 5m")

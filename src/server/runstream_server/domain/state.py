@@ -8,10 +8,12 @@ agents, health. Replaying a run's log through ``apply`` rebuilds the same snapsh
 from __future__ import annotations
 
 import uuid
+from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from google.protobuf import duration_pb2, timestamp_pb2
-from runstream.v1 import event_pb2, run_pb2
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
@@ -19,7 +21,6 @@ TERMINAL_STATUSES = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
 )
 _DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
-_HIGH_SEVERITY = frozenset({run_pb2.SEVERITY_HIGH, run_pb2.SEVERITY_CRITICAL})
 _ENDING_ACTIVITY = frozenset(
     {event_pb2.AGENT_ACTIVITY_TYPE_COMPLETED, event_pb2.AGENT_ACTIVITY_TYPE_FAILED}
 )
@@ -35,23 +36,53 @@ def status_name(status: int) -> str:
     return run_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_")
 
 
-class RunState:
-    """The live, derived state of one run, wrapping its ``Run`` snapshot."""
+RECENT_ACTIVITY = 50
+# Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded.
+REMEMBERED_KINDS = (
+    event_pb2.EVENT_KIND_MILESTONE,
+    event_pb2.EVENT_KIND_DECISION_REQUESTED,
+    event_pb2.EVENT_KIND_DECISION_RESOLVED,
+)
 
-    __slots__ = ("_step_index", "run")
+
+class RunState:
+    """The live, derived state of one run: its ``Run`` snapshot, plus what the snapshot does
+    not hold (decisions, fired milestones, the activity feed), rebuilt from the log on load.
+    """
+
+    __slots__ = ("_step_index", "decisions", "milestones", "recent_activity", "run")
 
     def __init__(self, run: run_pb2.Run) -> None:
         self.run = run
         self._step_index = {step.step_id: i for i, step in enumerate(run.steps)}
+        self.decisions: dict[str, decision_pb2.Decision] = {}
+        self.milestones: set[str] = set()
+        self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
 
     @classmethod
     def new(cls, run_id: str) -> RunState:
         return cls(run_pb2.Run(run_id=run_id))
 
+    @classmethod
+    def restore(cls, run: run_pb2.Run, remembered: Iterable[event_pb2.RunEvent]) -> RunState:
+        """The state of a stored run from its snapshot and its remembered-kind events."""
+        state = cls(run)
+        for event in remembered:
+            state.remember(event)
+        return state
+
     def copy(self) -> RunState:
         clone = run_pb2.Run()
         clone.CopyFrom(self.run)
-        return RunState(clone)
+        state = RunState(clone)
+        for decision_id, decision in self.decisions.items():
+            state.decisions[decision_id] = _copy_decision(decision)
+        state.milestones = set(self.milestones)
+        state.recent_activity = self.recent_activity.copy()
+        return state
+
+    def open_decisions(self) -> list[decision_pb2.Decision]:
+        return [d for d in self.decisions.values() if d.state == decision_pb2.DECISION_STATE_OPEN]
 
     @property
     def is_terminal(self) -> bool:
@@ -87,9 +118,48 @@ class RunState:
         ):
             self._start(when)
         getattr(self, f"_on_{name}")(getattr(event, name), when, f"{path}.{name}")
+        self.remember(event)
+        if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
+            self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
         self.run.update_time.CopyFrom(when)
         self._recompute_progress()
+
+    def remember(self, event: event_pb2.RunEvent) -> None:
+        """Keeps what the snapshot does not hold: decisions, milestones, recent activity."""
+        name = event.WhichOneof("payload")
+        if name == "agent_activity":
+            self.recent_activity.append(event)
+        elif name == "milestone" and event.milestone.milestone_id:
+            self.milestones.add(event.milestone.milestone_id)
+        elif name == "decision_requested":
+            p = event.decision_requested
+            decision = decision_pb2.Decision(
+                run_id=self.run.run_id,
+                decision_id=p.decision_id,
+                decision_type=p.decision_type,
+                prompt=p.prompt,
+                options=p.options,
+                default_option=p.default_option,
+                can_skip=p.can_skip,
+                affects_workflow=p.affects_workflow,
+                state=decision_pb2.DECISION_STATE_OPEN,
+                requested_seq=event.seq,
+            )
+            for field in ("timeout", "context", "deadline"):
+                if p.HasField(field):
+                    getattr(decision, field).CopyFrom(getattr(p, field))
+            decision.create_time.CopyFrom(event.event_time)
+            self.decisions[p.decision_id] = decision
+        elif name == "decision_resolved":
+            resolved = event.decision_resolved
+            decision = self.decisions[resolved.decision_id]
+            decision.state = decision_pb2.DECISION_STATE_RESOLVED
+            decision.outcome = resolved.outcome
+            decision.choice = resolved.choice
+            decision.answered_by = resolved.answered_by
+            decision.resolve_time.CopyFrom(event.event_time)
+            decision.resolved_seq = event.seq
 
     def _start(self, when: timestamp_pb2.Timestamp) -> None:
         self.run.status = run_pb2.RUN_STATUS_RUNNING
@@ -111,6 +181,7 @@ class RunState:
         run.labels.update(p.labels)
         run.status = run_pb2.RUN_STATUS_PENDING
         run.create_time.CopyFrom(when)
+        run.targets.extend(p.targets)
         for spec in p.steps:
             self._add_step(spec.step_id, spec.name, spec.description, spec.agent)
 
@@ -131,8 +202,6 @@ class RunState:
         self.run.result_summary = p.summary
         if p.HasField("result"):
             self.run.result.CopyFrom(p.result)
-        if self.run.health != run_pb2.RUN_HEALTH_DEGRADED:
-            self.run.health = run_pb2.RUN_HEALTH_HEALTHY
 
     def _on_run_failed(
         self, p: event_pb2.RunFailed, when: timestamp_pb2.Timestamp, path: str
@@ -236,8 +305,6 @@ class RunState:
         for artifact in p.artifacts:
             self._add_artifact(artifact, step.step_id)
         self._end_step(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
-        if self.run.health == run_pb2.RUN_HEALTH_FAILING:
-            self.run.health = run_pb2.RUN_HEALTH_DEGRADED
 
     def _on_step_failed(
         self, p: event_pb2.StepFailed, when: timestamp_pb2.Timestamp, path: str
@@ -246,7 +313,6 @@ class RunState:
         self._not_done(step, path)
         step.error.CopyFrom(p.error)
         self._end_step(step, run_pb2.STEP_STATUS_FAILED, when)
-        self.run.health = run_pb2.RUN_HEALTH_FAILING
 
     def _on_step_skipped(
         self, p: event_pb2.StepSkipped, when: timestamp_pb2.Timestamp, path: str
@@ -336,23 +402,16 @@ class RunState:
     def _on_milestone(
         self, p: event_pb2.Milestone, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        """Milestones are shown to watchers; they do not change the snapshot."""
+        if p.milestone_id and p.milestone_id in self.milestones:
+            raise FailedPrecondition(f"{path}.milestone_id: {p.milestone_id!r} already fired")
 
     def _on_alert(self, p: event_pb2.Alert, when: timestamp_pb2.Timestamp, path: str) -> None:
-        if p.severity in _HIGH_SEVERITY:
-            self._degrade()
+        """Alerts are shown to watchers; their effect on health comes as HealthChanged."""
 
     def _on_error_recovery(
         self, p: event_pb2.ErrorRecovery, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        if p.can_continue:
-            self._degrade()
-        else:
-            self.run.health = run_pb2.RUN_HEALTH_FAILING
-
-    def _degrade(self) -> None:
-        if self.run.health != run_pb2.RUN_HEALTH_FAILING:
-            self.run.health = run_pb2.RUN_HEALTH_DEGRADED
+        """Recoveries are shown to watchers; their effect on health comes as HealthChanged."""
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
         # The id and step are filled in on the event itself, before it is stored, so the log
@@ -385,12 +444,20 @@ class RunState:
     def _on_decision_requested(
         self, p: event_pb2.DecisionRequested, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        """Recorded in the log; decision handling arrives with the decisions service."""
+        if p.decision_id in self.decisions:
+            raise InvalidArgument(
+                f"{path}.decision_id",
+                f"run {self.run.run_id!r} already has a decision {p.decision_id!r}",
+            )
+        if self.run.status == run_pb2.RUN_STATUS_RUNNING:
+            self.run.status = run_pb2.RUN_STATUS_WAITING_FOR_INPUT
 
     def _on_decision_resolved(
         self, p: event_pb2.DecisionResolved, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        """Recorded in the log; decision handling arrives with the decisions service."""
+        decision = self.decisions.get(p.decision_id)
+        if decision is None or decision.state != decision_pb2.DECISION_STATE_OPEN:
+            raise FailedPrecondition(f"{path}: decision {p.decision_id!r} is not open")
 
     def _on_health_changed(
         self, p: event_pb2.HealthChanged, when: timestamp_pb2.Timestamp, path: str
@@ -417,3 +484,9 @@ def duration_of(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))
     return d
+
+
+def _copy_decision(decision: decision_pb2.Decision) -> decision_pb2.Decision:
+    clone = decision_pb2.Decision()
+    clone.CopyFrom(decision)
+    return clone

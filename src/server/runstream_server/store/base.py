@@ -8,7 +8,7 @@ acknowledges events to producers only after that.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -63,8 +63,22 @@ class EventStore(Protocol):
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
         """The seqs of those idempotency keys the run's log already holds."""
 
-    async def read_events(self, run_id: str, after_seq: int, limit: int) -> list[EncodedEvent]:
-        """Up to `limit` events with seq > after_seq, in order."""
+    async def read_events(
+        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+    ) -> list[EncodedEvent]:
+        """Up to `limit` events with seq > after_seq (of the given kinds, if any), in order."""
+
+    async def read_last_events(
+        self, run_id: str, kinds: Collection[int], limit: int
+    ) -> list[EncodedEvent]:
+        """The run's last `limit` events of the given kinds, oldest first."""
+
+    async def purge_events(
+        self, *, ended_before_us: int | None, keep_newest: int | None
+    ) -> list[str]:
+        """Deletes the event logs of ended runs that ended before `ended_before_us` (epoch
+        microseconds) or are older than the newest `keep_newest` ended runs, keeping their
+        snapshots with ``purged_seq`` set. Returns the ids of the runs purged."""
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None

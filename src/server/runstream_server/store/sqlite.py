@@ -14,7 +14,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _T = TypeVar("_T")
+_TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
+
+
+def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
+    if not kinds:
+        return "", ()
+    ordered = tuple(sorted(set(kinds)))
+    return f"AND kind IN ({','.join('?' * len(ordered))})", ordered
 
 
 @dataclass(slots=True)
@@ -246,18 +254,82 @@ class SqliteEventStore:
 
         return await self._read(find)
 
-    async def read_events(self, run_id: str, after_seq: int, limit: int) -> list[EncodedEvent]:
+    async def read_events(
+        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+    ) -> list[EncodedEvent]:
+        kind_clause, kind_params = _kinds_clause(kinds)
+
         def read(conn: sqlite3.Connection) -> list[EncodedEvent]:
             rows = conn.execute(
                 "SELECT seq, kind, idempotency_key, data FROM events "
-                "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (run_id, after_seq, limit),
+                f"WHERE run_id = ? AND seq > ? {kind_clause} ORDER BY seq LIMIT ?",
+                (run_id, after_seq, *kind_params, limit),
             )
             return [
                 EncodedEvent.of(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows
             ]
 
         return await self._read(read)
+
+    async def read_last_events(
+        self, run_id: str, kinds: Collection[int], limit: int
+    ) -> list[EncodedEvent]:
+        kind_clause, kind_params = _kinds_clause(kinds)
+
+        def read(conn: sqlite3.Connection) -> list[EncodedEvent]:
+            rows = conn.execute(
+                "SELECT seq, kind, idempotency_key, data FROM events "
+                f"WHERE run_id = ? {kind_clause} ORDER BY seq DESC LIMIT ?",
+                (run_id, *kind_params, limit),
+            ).fetchall()
+            return [
+                EncodedEvent.of(seq, kind, key or "", bytes(data))
+                for seq, kind, key, data in reversed(rows)
+            ]
+
+        return await self._read(read)
+
+    async def purge_events(
+        self, *, ended_before_us: int | None, keep_newest: int | None
+    ) -> list[str]:
+        def purge(conn: sqlite3.Connection) -> list[str]:
+            ended = [
+                (str(run_id), run_pb2.Run.FromString(data))
+                for run_id, data in conn.execute(
+                    "SELECT run_id, snapshot FROM runs WHERE status IN (?, ?, ?)", _TERMINAL
+                )
+            ]
+            ended.sort(key=lambda item: item[1].end_time.ToMicroseconds(), reverse=True)
+            chosen = []
+            for rank, (run_id, run) in enumerate(ended):
+                too_old = ended_before_us is not None and (
+                    run.end_time.ToMicroseconds() < ended_before_us
+                )
+                beyond = keep_newest is not None and rank >= keep_newest
+                if (too_old or beyond) and run.purged_seq < run.last_seq:
+                    chosen.append((run_id, run))
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for run_id, run in chosen:
+                    conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+                    run.purged_seq = run.last_seq
+                    conn.execute(
+                        "UPDATE runs SET snapshot = ? WHERE run_id = ?",
+                        (run.SerializeToString(), run_id),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return [run_id for run_id, _ in chosen]
+
+        # On the writer thread, so it never interleaves with a group commit.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, lambda: purge(self._writer_conn()))
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        assert self._wconn is not None, "store is not open"
+        return self._wconn
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
