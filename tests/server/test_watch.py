@@ -115,9 +115,18 @@ async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: 
     rest = [e for r in [r async for r in stream] for e in r.events]
     # The server marks the progress milestones the run passed before it ends.
     assert [(e.seq, e.WhichOneof("payload")) for e in rest] == [
-        (3, "milestone"), (4, "milestone"), (5, "milestone"), (6, "milestone"), (7, "run_completed")]
+        (3, "milestone"),
+        (4, "milestone"),
+        (5, "milestone"),
+        (6, "milestone"),
+        (7, "run_completed"),
+    ]
     assert [e.milestone.milestone_id for e in rest[:4]] == [
-        "progress-25", "progress-50", "progress-75", "progress-100"]
+        "progress-25",
+        "progress-50",
+        "progress-75",
+        "progress-100",
+    ]
 
 
 async def test_keep_open_sends_heartbeats_after_the_end(stubs) -> None:  # type: ignore[no-untyped-def]

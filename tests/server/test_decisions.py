@@ -1,0 +1,289 @@
+"""Decisions: first valid answer wins, idempotent repeats, durable deadlines, one log."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import decision_pb2, decision_service_pb2_grpc, run_pb2
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.server.support import append, create_run, ev, watch_all
+
+OPTIONS = [ev.DecisionOption(value=v, label=v.title()) for v in ("gen_z", "parents", "pros")]
+
+
+def ask(decision_id: str = "persona", **fields) -> ev.RunEvent:  # type: ignore[no-untyped-def]
+    fields.setdefault("options", OPTIONS)
+    return ev.RunEvent(
+        decision_requested=ev.DecisionRequested(
+            decision_id=decision_id, prompt="Which persona first?", **fields
+        )
+    )
+
+
+@pytest.fixture
+def decisions(stubs):  # type: ignore[no-untyped-def]
+    return decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+
+
+async def submit(decisions, run_id: str, choice: str = "", **fields) -> decision_pb2.Decision:  # type: ignore[no-untyped-def]
+    request = ds.SubmitDecisionRequest(
+        run_id=run_id, decision_id=fields.pop("decision_id", "persona"), choice=choice, **fields
+    )
+    return (await decisions.SubmitDecision(request)).decision
+
+
+async def status_of(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code(), info.value.details()
+
+
+async def get(stubs, run_id: str) -> rs.GetRunResponse:  # type: ignore[no-untyped-def]
+    return await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))
+
+
+async def test_a_question_waits_for_input_and_the_answer_resumes_the_run(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")), ask())
+    details = await get(stubs, run.run_id)
+    assert details.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT
+    assert [d.decision_id for d in details.open_decisions] == ["persona"]
+    assert [o.value for o in details.open_decisions[0].options] == ["gen_z", "parents", "pros"]
+    decision = await submit(decisions, run.run_id, "parents", answered_by="alice")
+    assert (decision.state, decision.outcome, decision.choice, decision.answered_by) == (
+        decision_pb2.DECISION_STATE_RESOLVED,
+        ev.DECISION_OUTCOME_ANSWERED,
+        "parents",
+        "alice",
+    )
+    details = await get(stubs, run.run_id)
+    assert details.run.status == run_pb2.RUN_STATUS_RUNNING
+    assert list(details.open_decisions) == []
+
+
+async def test_answer_rules_each_get_their_status(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask(), ask("optional", can_skip=True))
+    assert await status_of(submit(decisions, run.run_id, "teens")) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "choice: 'teens' is not one of the options 'gen_z', 'parents', 'pros'",
+    )
+    code, details = await status_of(submit(decisions, run.run_id, skip=True))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "skip")
+    code, details = await status_of(submit(decisions, run.run_id))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "choice")
+    code, _ = await status_of(submit(decisions, run.run_id, "gen_z", decision_id="nope"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    code, _ = await status_of(submit(decisions, "no-run", "gen_z"))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+    first = await submit(decisions, run.run_id, "pros", answered_by="bob")
+    again = await submit(decisions, run.run_id, "pros", answered_by="carol")
+    assert again == first  # idempotent: the same answer returns the same result
+    code, details = await status_of(submit(decisions, run.run_id, "gen_z"))
+    assert code == grpc.StatusCode.ABORTED
+    assert "ANSWERED with 'pros' by bob" in details
+
+    skipped = await submit(decisions, run.run_id, skip=True, decision_id="optional")
+    assert skipped.outcome == ev.DECISION_OUTCOME_SKIPPED
+
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    code, details = await status_of(submit(decisions, run.run_id, "pros"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already ended" in details
+
+
+async def test_two_viewers_answer_at_once_and_exactly_one_wins(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask())
+    outcomes = await asyncio.gather(
+        submit(decisions, run.run_id, "gen_z", answered_by="ann"),
+        submit(decisions, run.run_id, "pros", answered_by="ben"),
+        return_exceptions=True,
+    )
+    wins = [o for o in outcomes if isinstance(o, decision_pb2.Decision)]
+    losses = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(wins) == 1 and len(losses) == 1
+    assert losses[0].code() == grpc.StatusCode.ABORTED
+    assert repr(wins[0].choice) in losses[0].details()  # the loser learns the winning answer
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    log = [e for r in await watch_all(stubs, run.run_id) for e in r.events]
+    resolved = [e.decision_resolved for e in log if e.HasField("decision_resolved")]
+    assert [(r.choice, r.answered_by) for r in resolved] == [(wins[0].choice, wins[0].answered_by)]
+
+
+async def test_interact_streams_prompts_and_answers_like_the_unary_path(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    # Separate workflows: the second run to finish must not learn speed from the first.
+    unary = await create_run(stubs, workflow="unary")
+    bidi = await create_run(stubs, workflow="bidi")
+    await append(stubs, bidi.run_id, ask("first"))
+    outgoing: asyncio.Queue[ds.InteractRequest] = asyncio.Queue()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while True:
+            yield await outgoing.get()
+
+    stream = decisions.Interact(requests())
+    await outgoing.put(
+        ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[bidi.run_id], viewer="dana"))
+    )
+    first = await anext(aiter(stream))
+    assert first.prompt.decision_id == "first"  # open before subscribing: sent on subscribe
+    await append(stubs, bidi.run_id, ask("second"))
+    assert (await anext(aiter(stream))).prompt.decision_id == "second"
+    await outgoing.put(
+        ds.InteractRequest(
+            answer=ds.InteractAnswer(
+                answer_id=7,
+                decision=ds.SubmitDecisionRequest(
+                    run_id=bidi.run_id, decision_id="first", choice="nope"
+                ),
+            )
+        )
+    )
+    rejected = (await anext(aiter(stream))).answer_result
+    assert (rejected.answer_id, rejected.code) == (7, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+    assert rejected.decision.state == decision_pb2.DECISION_STATE_OPEN
+    for n, decision_id in ((8, "first"), (9, "second")):
+        await outgoing.put(
+            ds.InteractRequest(
+                answer=ds.InteractAnswer(
+                    answer_id=n,
+                    decision=ds.SubmitDecisionRequest(
+                        run_id=bidi.run_id, decision_id=decision_id, choice="pros"
+                    ),
+                )
+            )
+        )
+    seen = [await anext(aiter(stream)) for _ in range(4)]
+    results = {
+        r.answer_result.answer_id: r.answer_result for r in seen if r.HasField("answer_result")
+    }
+    closed = [r.closed.decision_id for r in seen if r.HasField("closed")]
+    assert results[8].code == 0 and results[8].decision.answered_by == "dana"
+    assert results[9].code == 0
+    assert sorted(closed) == ["first", "second"]
+    stream.cancel()
+
+    # The same story through SubmitDecision gives the same log, kind for kind.
+    await append(stubs, unary.run_id, ask("first"))
+    await append(stubs, unary.run_id, ask("second"))
+    await submit(decisions, unary.run_id, "pros", decision_id="first", answered_by="dana")
+    await submit(decisions, unary.run_id, "pros", decision_id="second", answered_by="dana")
+    logs = []
+    for run in (bidi, unary):
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+        events = [e for r in await watch_all(stubs, run.run_id) for e in r.events]
+        logs.append(
+            [
+                (
+                    e.WhichOneof("payload"),
+                    e.decision_resolved.choice,
+                    e.decision_resolved.answered_by,
+                )
+                for e in events
+            ]
+        )
+    assert logs[0] == logs[1]
+
+
+async def test_the_producer_receives_the_answer_on_its_report_stream(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    outgoing: asyncio.Queue[rp.ReportRequest] = asyncio.Queue()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while True:
+            yield await outgoing.get()
+
+    stream = stubs.report.Report(requests())
+    await outgoing.put(rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[ask()]))
+    assert (await anext(aiter(stream))).ack.batch_id == 1
+    await submit(decisions, run.run_id, "gen_z", answered_by="eve")
+    answer = (await anext(aiter(stream))).decision
+    assert (answer.decision_id, answer.choice, answer.answered_by) == ("persona", "gen_z", "eve")
+    stream.cancel()
+
+
+async def test_nobody_answers_so_the_default_applies_once_at_the_deadline(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    await append(
+        stubs,
+        run.run_id,
+        ask(default_option="parents", timeout=duration_pb2.Duration(nanos=200_000_000)),
+        ask("open_ended", timeout=duration_pb2.Duration(nanos=200_000_000)),
+    )
+    asked = (await get(stubs, run.run_id)).open_decisions[0]
+    assert asked.HasField("deadline")
+    await asyncio.sleep(0.6)
+    resolved = {
+        d.decision_id: d
+        for d in (
+            await decisions.ListDecisions(ds.ListDecisionsRequest(run_id=run.run_id))
+        ).decisions
+    }
+    assert (resolved["persona"].outcome, resolved["persona"].choice) == (
+        ev.DECISION_OUTCOME_DEFAULTED,
+        "parents",
+    )
+    assert resolved["open_ended"].outcome == ev.DECISION_OUTCOME_TIMED_OUT
+    assert (await get(stubs, run.run_id)).run.status == run_pb2.RUN_STATUS_RUNNING
+    code, details = await status_of(submit(decisions, run.run_id, "pros"))
+    assert code == grpc.StatusCode.ABORTED and "DEFAULTED with 'parents'" in details
+
+
+async def test_deadlines_survive_a_restart_and_fire_once(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+    await first.start()
+    assert first.runs is not None
+    run = await first.runs.create_run(
+        run_id="r", workflow="wf", display_name="", labels={}, steps=[]
+    )
+    await first.runs.append(
+        "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=1))]
+    )
+    await first.stop(grace=0.1)  # the server is down when the deadline passes
+    await asyncio.sleep(1.2)
+    for _ in range(2):  # and restarting again does not fire it twice
+        again = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+        await again.start()
+        assert again.runs is not None
+        for _ in range(50):
+            decision = await again.runs.get_decision(run.run_id, "persona")
+            if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
+                break
+            await asyncio.sleep(0.05)
+        assert (decision.outcome, decision.choice) == (ev.DECISION_OUTCOME_DEFAULTED, "pros")
+        events, _ = await again.runs.list_events(
+            run.run_id, filter_text="kind = DECISION_RESOLVED", page_size=10, page_token=""
+        )
+        assert len(events) == 1
+        await again.stop(grace=0.1)
+
+
+async def test_ending_a_run_cancels_its_open_decisions(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask())
+    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="stop"))
+    decision = (
+        await decisions.GetDecision(ds.GetDecisionRequest(run_id=run.run_id, decision_id="persona"))
+    ).decision
+    assert decision.outcome == ev.DECISION_OUTCOME_CANCELLED
+    kinds = [e.WhichOneof("payload") for r in await watch_all(stubs, run.run_id) for e in r.events]
+    assert kinds[-2:] == ["decision_resolved", "run_cancelled"]
+
+
+async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask())
+    code, details = await status_of(append(stubs, run.run_id, ask()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("events[0].decision_requested.decision_id:")

@@ -1,0 +1,367 @@
+"""Run insight: ETA learned from history, health and stalls, milestones, many-run watching,
+presence, history listing and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from runstream.v1 import report_service_pb2_grpc, run_pb2, run_service_pb2_grpc
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.insight import InsightPolicy
+from runstream_server.domain.runs import Retention
+
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, custom, ev, watch_all
+
+# A seeded simulated workflow: six steps with typical durations (seconds) and +-25% noise.
+STEPS = {"intake": 30, "research": 240, "draft": 180, "review": 90, "polish": 60, "ship": 20}
+
+
+def at(moment: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def timed(event: ev.RunEvent, moment: datetime) -> ev.RunEvent:
+    event.event_time.CopyFrom(at(moment))
+    return event
+
+
+@pytest.fixture
+async def insight_server(tmp_path: Path) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
+    config = ServerConfig(
+        address="127.0.0.1:0",
+        store_path=tmp_path / "i.db",
+        insight=InsightPolicy(stall_after=0.4, stall_min=0.4),
+        retention=Retention(runs=1, interval=3600),
+    )
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield (
+                server,
+                Stubs(
+                    channel,
+                    run_service_pb2_grpc.RunServiceStub(channel),
+                    report_service_pb2_grpc.ReportServiceStub(channel),
+                ),
+            )
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def simulate(
+    stubs: Stubs,
+    rng: random.Random,
+    start: datetime,
+    checkpoints: list[tuple[float, float]] | None = None,
+) -> datetime:
+    """Runs the workflow on a simulated clock; records (estimated, true) remaining seconds."""
+    durations = {s: d * rng.uniform(0.75, 1.25) for s, d in STEPS.items()}
+    run = await create_run(stubs, *STEPS, workflow="research-report")
+    now = start
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_started=ev.RunStarted()), now))
+    for i, (step, took) in enumerate(durations.items()):
+        await append(
+            stubs, run.run_id, timed(ev.RunEvent(step_started=ev.StepStarted(step_id=step)), now)
+        )
+        await append(
+            stubs,
+            run.run_id,
+            timed(
+                ev.RunEvent(step_progress=ev.StepProgress(step_id=step, percent=50)),
+                now + timedelta(seconds=took / 2),
+            ),
+        )
+        if checkpoints is not None:
+            true_left = took / 2 + sum(list(durations.values())[i + 1 :])
+            est = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+            # A watcher counts down to end_time; `remaining` is as of the estimate's own time.
+            mid = now + timedelta(seconds=took / 2)
+            estimated_left = (est.end_time.ToDatetime(UTC) - mid).total_seconds()
+            checkpoints.append((estimated_left, true_left))
+        now += timedelta(seconds=took)
+        await append(
+            stubs,
+            run.run_id,
+            timed(ev.RunEvent(step_completed=ev.StepCompleted(step_id=step)), now),
+        )
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_completed=ev.RunCompleted()), now))
+    return now
+
+
+async def test_eta_from_history_lands_near_the_true_remaining_time(insight_server, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, stubs = insight_server
+    rng = random.Random(7)
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    first = await create_run(stubs, *STEPS, workflow="research-report")
+    await append(stubs, first.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="intake")))
+    snap = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=first.run_id))).run
+    assert not snap.HasField("estimate")  # no history: unknown, not a guess
+    for _ in range(4):
+        clock = await simulate(stubs, rng, clock + timedelta(hours=1))
+    points: list[tuple[float, float]] = []
+    await simulate(stubs, rng, clock + timedelta(hours=1), points)
+    errors = [abs(est - true) / true for est, true in points]
+    print(
+        f"\nETA relative error at mid-step checkpoints: mean {statistics.mean(errors):.1%}, "
+        f"max {max(errors):.1%} ({len(points)} checkpoints, 4 runs of history, +-25% noise)"
+    )
+    assert all(est >= 0 for est, _ in points)
+    assert statistics.mean(errors) < 0.25
+    assert max(errors) < 0.6
+
+
+async def test_a_silent_producer_is_stalled_then_healthy_when_it_speaks(insight_server) -> None:  # type: ignore[no-untyped-def]
+    _, stubs = insight_server
+    run = await create_run(stubs, "slow")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="slow")))
+
+    async def health() -> int:
+        return (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.health
+
+    for _ in range(100):
+        if await health() == run_pb2.RUN_HEALTH_STALLED:
+            break
+        await asyncio.sleep(0.05)
+    assert await health() == run_pb2.RUN_HEALTH_STALLED
+    await append(
+        stubs, run.run_id, ev.RunEvent(step_progress=ev.StepProgress(step_id="slow", percent=10))
+    )
+    assert await health() == run_pb2.RUN_HEALTH_HEALTHY
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    changes = [
+        e.health_changed
+        for r in await watch_all(stubs, run.run_id)
+        for e in r.events
+        if e.HasField("health_changed")
+    ]
+    assert [(c.previous_health, c.health) for c in changes][:2] == [
+        (run_pb2.RUN_HEALTH_HEALTHY, run_pb2.RUN_HEALTH_STALLED),
+        (run_pb2.RUN_HEALTH_STALLED, run_pb2.RUN_HEALTH_HEALTHY),
+    ]
+    assert "no report for" in changes[0].reason
+
+
+async def test_problems_degrade_health_and_finished_steps_restore_it(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a", "b")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(
+            error_recovery=ev.ErrorRecovery(error_message="rate limited", can_continue=True)
+        ),
+    )
+    get = rs.GetRunRequest(run_id=run.run_id)
+    assert (await stubs.runs.GetRun(get)).run.health == run_pb2.RUN_HEALTH_DEGRADED
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))
+    assert (await stubs.runs.GetRun(get)).run.health == run_pb2.RUN_HEALTH_HEALTHY
+
+
+async def test_milestones_fire_once_each_in_order_and_survive_replay(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    server = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs(
+                channel,
+                run_service_pb2_grpc.RunServiceStub(channel),
+                report_service_pb2_grpc.ReportServiceStub(channel),
+            )
+            run = (
+                await stubs.runs.CreateRun(
+                    rs.CreateRunRequest(
+                        workflow="discovery",
+                        steps=[run_pb2.StepSpec(step_id=s) for s in "abcd"],
+                        targets=[
+                            run_pb2.Target(
+                                metric="companies_found", value=50, title="Find 50 companies"
+                            ),
+                            run_pb2.Target(
+                                metric="avg_quality", value=4.0, kind=run_pb2.TARGET_KIND_QUALITY
+                            ),
+                        ],
+                    )
+                )
+            ).run
+            for step in "abcd":
+                await append(
+                    stubs,
+                    run.run_id,
+                    ev.RunEvent(step_started=ev.StepStarted(step_id=step)),
+                    ev.RunEvent(step_completed=ev.StepCompleted(step_id=step)),
+                )
+                found = {"a": 10, "b": 30, "c": 55, "d": 60}[step]
+                await append(
+                    stubs,
+                    run.run_id,
+                    ev.RunEvent(
+                        metrics_update=ev.MetricsUpdate(
+                            values={
+                                "companies_found": found,
+                                "avg_quality": 3.5 + 0.2 * "abcd".index(step),
+                            }
+                        )
+                    ),
+                )
+            await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            first = [
+                e.milestone.milestone_id
+                for r in await watch_all(stubs, run.run_id)
+                for e in r.events
+                if e.HasField("milestone")
+            ]
+            # In the order they happened: 55 companies came with step c, quality 4.1 with d.
+            assert first == [
+                "progress-25",
+                "progress-50",
+                "progress-75",
+                "target-companies_found",
+                "progress-100",
+                "quality-avg_quality",
+            ]
+    finally:
+        await server.stop(grace=0.1)
+    again = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+    await again.start()
+    try:
+        assert again.runs is not None
+        events, _ = await again.runs.list_events(
+            run.run_id, filter_text="kind = MILESTONE", page_size=100, page_token=""
+        )
+        assert [e.milestone.milestone_id for e in events] == first
+        titles = {e.milestone.milestone_id: e.milestone for e in events}
+        assert titles["target-companies_found"].type == ev.MILESTONE_TYPE_TARGET_REACHED
+        assert titles["target-companies_found"].description == "Find 50 companies"
+        assert titles["quality-avg_quality"].type == ev.MILESTONE_TYPE_QUALITY
+    finally:
+        await again.stop(grace=0.1)
+
+
+async def test_watch_runs_follows_matching_runs_and_new_ones(stubs) -> None:  # type: ignore[no-untyped-def]
+    a = await create_run(stubs, "x", workflow="team-a")
+    await create_run(stubs, "x", workflow="team-b")
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest(filter='workflow = "team-a"'))
+    initial = await anext(aiter(stream))
+    assert [r.run_id for r in initial.runs] == [a.run_id]
+    assert all(len(r.steps) == 0 for r in initial.runs)
+    assert (await anext(aiter(stream))).initial_state_complete
+    b = await create_run(stubs, "x", workflow="team-a")
+    assert [r.run_id for r in (await anext(aiter(stream))).runs] == [b.run_id]
+    await append(
+        stubs,
+        a.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="x")),
+        ev.RunEvent(step_progress=ev.StepProgress(step_id="x", percent=50)),
+    )
+    update = (await anext(aiter(stream))).runs
+    assert [(r.run_id, r.status, r.progress.percent) for r in update][-1] == (
+        a.run_id,
+        run_pb2.RUN_STATUS_RUNNING,
+        50,
+    )
+    # Presence: a watcher joining run b shows in its viewer count.
+    watch = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=b.run_id))
+    await anext(aiter(watch))
+    seen = (await anext(aiter(stream))).runs
+    assert [(r.run_id, r.viewer_count) for r in seen] == [(b.run_id, 1)]
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=b.run_id))).run.viewer_count == 1
+    watch.cancel()
+    stream.cancel()
+
+
+async def test_list_events_pages_and_filters_by_kind(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    await append(
+        stubs,
+        run.run_id,
+        *[custom(n) for n in range(1, 26)],
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+    )
+    seqs, token = [], ""
+    while True:
+        page = await stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, page_size=10, page_token=token)
+        )
+        seqs += [e.seq for e in page.events]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seqs == list(range(1, 28))
+    only = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, filter="kind = step_started OR kind = RUN_CREATED")
+    )
+    assert [e.WhichOneof("payload") for e in only.events] == ["run_created", "step_started"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, filter="kind = dancing")
+        )
+    assert (info.value.code(), info.value.details().split(":")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "filter",
+    )
+
+
+async def test_recent_activity_keeps_the_last_fifty(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    activity = [
+        ev.RunEvent(
+            agent_activity=ev.AgentActivity(
+                agent_id="bot", activity=ev.AGENT_ACTIVITY_TYPE_PROGRESS, message=f"found {n}"
+            )
+        )
+        for n in range(60)
+    ]
+    await append(stubs, run.run_id, *activity)
+    feed = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).recent_activity
+    assert [e.agent_activity.message for e in feed] == [f"found {n}" for n in range(10, 60)]
+
+
+async def test_resuming_into_purged_history_is_a_precise_error(insight_server) -> None:  # type: ignore[no-untyped-def]
+    server, stubs = insight_server
+    old = await create_run(stubs)
+    await append(stubs, old.run_id, custom(1), ev.RunEvent(run_completed=ev.RunCompleted()))
+    new = await create_run(stubs)
+    await append(stubs, new.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    assert await server.runs.apply_retention() == [old.run_id]  # keeps the newest ended run
+    snap = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=old.run_id))).run
+    assert snap.purged_seq == snap.last_seq == 3
+    for request in (
+        rs.WatchRunRequest(run_id=old.run_id, after_seq=1),
+        rs.WatchRunRequest(run_id=old.run_id),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stubs.runs.WatchRun(request):
+                pass
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "removed by the retention policy" in info.value.details()
+    # The state is still there, and resuming at the end is not an error.
+    latest = await watch_all(stubs, old.run_id, include_snapshot=True)
+    assert latest[0].snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED
+    assert await watch_all(stubs, old.run_id, after_seq=3) == []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        len(
+            [
+                e
+                async for r in stubs.runs.WatchRun(rs.WatchRunRequest(run_id=new.run_id))
+                for e in r.events
+            ]
+        )
+        == 2
+    )
