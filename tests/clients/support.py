@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+import runstream
 
 
 async def eventually(condition: Callable[[], bool], within: float = 20.0) -> None:
@@ -14,3 +16,82 @@ async def eventually(condition: Callable[[], bool], within: float = 20.0) -> Non
         if loop.time() > deadline:
             raise AssertionError(f"condition still false after {within:g}s")
         await asyncio.sleep(0.005)
+
+
+def producer_events(events: Iterable[runstream.Event]) -> list[runstream.Event]:
+    """The events a producer reported (and RunCreated): the server's own insight events
+    (computed milestones, health and estimate changes) carry no idempotency key."""
+    return [e for e in events if e.seq == 1 or e.idempotency_key]
+
+
+class TcpProxy:
+    """A real TCP relay in front of a server, whose connections a test can cut.
+
+    ``cut()`` drops every relayed connection and refuses new ones until ``restore()``: the
+    clients behind the proxy see their streams break and their reconnects fail, while other
+    clients keep talking to the server directly. That is how a test makes a producer miss
+    what happens on the server, deterministically and without stopping the server.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream_port = upstream_port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refusing = False
+        self.port = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            sink.close()
+
+    def cut(self) -> None:
+        """Drops every connection and refuses new ones."""
+        self.refusing = True
+        for writer in list(self._writers):
+            transport = writer.transport
+            transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        """Accepts connections again."""
+        self.refusing = False
+
+    async def close(self) -> None:
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

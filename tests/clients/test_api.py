@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import runstream
 from runstream import _convert
-from runstream.v1 import event_pb2, report_service_pb2, run_pb2
+from runstream.v1 import decision_pb2, event_pb2, report_service_pb2, run_pb2
 
 EXPECTED_EXPORTS = {
     # entry points
-    "connect", "Client", "RunReporter", "StepReporter",
+    "connect", "Client", "RunReporter", "StepReporter", "Interaction",
     # resources and events
     "StepSpec", "Run", "Step", "RunProgress", "ActiveAgent", "Estimate", "Artifact",
     "ArtifactsSummary", "ErrorInfo", "Event", "EventPayload",
@@ -18,9 +18,12 @@ EXPECTED_EXPORTS = {
     "Alert", "ErrorRecovery", "ArtifactProduced", "WorkflowStateChange", "HealthChanged",
     "EstimateUpdated", "DecisionOption",
     "DecisionRequested", "DecisionResolved", "Custom",
+    "Decision", "DecisionResult", "DecisionPrompt", "DecisionClosed", "AnswerResult",
+    "InteractionUpdate", "Target", "RunDetails", "RunsUpdate",
     # enums
     "EventKind", "RunStatus", "StepStatus", "RunHealth", "Severity", "ActivityType",
-    "MilestoneType", "DecisionOutcome", "ControlAction", "StatusCode",
+    "MilestoneType", "DecisionOutcome", "ControlAction", "StatusCode", "DecisionState",
+    "TargetKind",
     # errors
     "RunstreamError", "RequestCancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",
@@ -48,6 +51,8 @@ def test_enums_mirror_the_proto_enums_number_for_number() -> None:
         (runstream.MilestoneType, event_pb2.MilestoneType, "MILESTONE_TYPE_"),
         (runstream.DecisionOutcome, event_pb2.DecisionOutcome, "DECISION_OUTCOME_"),
         (runstream.ControlAction, report_service_pb2.ControlAction, "CONTROL_ACTION_"),
+        (runstream.DecisionState, decision_pb2.DecisionState, "DECISION_STATE_"),
+        (runstream.TargetKind, run_pb2.TargetKind, "TARGET_KIND_"),
     ]
     for sdk_enum, proto_enum, prefix in pairs:
         proto = {name.removeprefix(prefix): number for name, number in proto_enum.items()}
@@ -81,3 +86,17 @@ def test_errors_form_one_hierarchy() -> None:
     error = runstream.NotFoundError("run 'x' not found")
     assert error.code == runstream.StatusCode.NOT_FOUND
     assert str(error) == "NOT_FOUND: run 'x' not found"
+
+
+def test_ask_options_accept_values_tuples_and_option_objects() -> None:
+    assert _convert.decision_option("a") == runstream.DecisionOption("a", "", "")
+    assert _convert.decision_option(("a", "A")) == runstream.DecisionOption("a", "A", "")
+    assert _convert.decision_option(("a", "A", "why")) == runstream.DecisionOption("a", "A", "why")
+    option = runstream.DecisionOption("b", label="B")
+    assert _convert.decision_option(option) is option
+
+
+def test_event_kind_filter_names_kinds_the_way_list_events_parses_them() -> None:
+    kinds = [runstream.EventKind.STEP_PROGRESS, runstream.EventKind.MILESTONE]
+    assert _convert.event_kind_filter(kinds) == "kind = STEP_PROGRESS OR kind = MILESTONE"
+    assert _convert.event_kind_filter([]) == ""

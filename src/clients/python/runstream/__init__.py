@@ -8,10 +8,19 @@ Producing::
                 await step.progress(50, "drafting")
             await run.complete("done")
 
+Asking a human, and answering::
+
+    result = await run.ask("Which persona first?", ["wanderer", "summiteer"],
+                           default="wanderer", timeout=60)
+    ...
+    await client.submit_decision(run_id, decision_id, "summiteer", answered_by="ana")
+
 Watching::
 
     async for event in client.watch(run_id):
         print(event.seq, event.kind.name, event.payload)
+    async for update in client.watch_runs('workflow = "campaign-generator"'):
+        ...
 
 Everything the SDK raises is a :class:`RunstreamError`, with one subclass per gRPC status.
 Generated protobuf modules live in ``runstream.v1``; the SDK returns its own typed objects and
@@ -42,21 +51,28 @@ from runstream._errors import (
     UnimplementedError,
     UnknownError,
 )
+from runstream._interaction import Interaction
 from runstream._reporter import RunReporter, StepReporter
 from runstream._types import (
     ActiveAgent,
     ActivityType,
     AgentActivity,
     Alert,
+    AnswerResult,
     Artifact,
     ArtifactProduced,
     ArtifactsSummary,
     ControlAction,
     Custom,
+    Decision,
+    DecisionClosed,
     DecisionOption,
     DecisionOutcome,
+    DecisionPrompt,
     DecisionRequested,
     DecisionResolved,
+    DecisionResult,
+    DecisionState,
     ErrorInfo,
     ErrorRecovery,
     Estimate,
@@ -65,6 +81,7 @@ from runstream._types import (
     EventKind,
     EventPayload,
     HealthChanged,
+    InteractionUpdate,
     MetricsUpdate,
     Milestone,
     MilestoneType,
@@ -73,12 +90,14 @@ from runstream._types import (
     RunCancelled,
     RunCompleted,
     RunCreated,
+    RunDetails,
     RunFailed,
     RunHealth,
     RunProgress,
     RunStarted,
     RunStatus,
     RunStatusChanged,
+    RunsUpdate,
     Severity,
     Step,
     StepCompleted,
@@ -88,6 +107,8 @@ from runstream._types import (
     StepSpec,
     StepStarted,
     StepStatus,
+    Target,
+    TargetKind,
     TextDelta,
     Thinking,
     WorkflowStateChange,
@@ -102,6 +123,7 @@ __all__ = [
     "AgentActivity",
     "Alert",
     "AlreadyExistsError",
+    "AnswerResult",
     "Artifact",
     "ArtifactProduced",
     "ArtifactsSummary",
@@ -110,10 +132,15 @@ __all__ = [
     "Custom",
     "DataLossError",
     "DeadlineExceededError",
+    "Decision",
+    "DecisionClosed",
     "DecisionOption",
     "DecisionOutcome",
+    "DecisionPrompt",
     "DecisionRequested",
     "DecisionResolved",
+    "DecisionResult",
+    "DecisionState",
     "ErrorInfo",
     "ErrorRecovery",
     "Estimate",
@@ -123,6 +150,8 @@ __all__ = [
     "EventPayload",
     "FailedPreconditionError",
     "HealthChanged",
+    "Interaction",
+    "InteractionUpdate",
     "InternalError",
     "InvalidArgumentError",
     "MetricsUpdate",
@@ -139,6 +168,7 @@ __all__ = [
     "RunCancelledError",
     "RunCompleted",
     "RunCreated",
+    "RunDetails",
     "RunFailed",
     "RunHealth",
     "RunProgress",
@@ -146,6 +176,7 @@ __all__ = [
     "RunStarted",
     "RunStatus",
     "RunStatusChanged",
+    "RunsUpdate",
     "RunstreamError",
     "Severity",
     "StatusCode",
@@ -158,6 +189,8 @@ __all__ = [
     "StepSpec",
     "StepStarted",
     "StepStatus",
+    "Target",
+    "TargetKind",
     "TextDelta",
     "Thinking",
     "UnauthenticatedError",

@@ -16,11 +16,25 @@ import grpc
 
 from runstream import _convert as convert
 from runstream._errors import RunstreamError, error_from_rpc
+from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
 from runstream._retry import Backoff, is_retryable
-from runstream._types import Event, EventKind, Run, Step, StepSpec
-from runstream._watch import watch_run
+from runstream._types import (
+    Decision,
+    DecisionState,
+    Event,
+    EventKind,
+    Run,
+    RunDetails,
+    RunsUpdate,
+    Step,
+    StepSpec,
+    Target,
+)
+from runstream._watch import watch_run, watch_runs
 from runstream.v1 import (
+    decision_service_pb2,
+    decision_service_pb2_grpc,
     report_service_pb2_grpc,
     run_service_pb2,
     run_service_pb2_grpc,
@@ -99,6 +113,7 @@ class Client:
         self._channel: grpc.aio.Channel | None = None
         self._run_stub: Any = None
         self._report_stub: Any = None
+        self._decision_stub: Any = None
         self._reporters: weakref.WeakSet[RunReporter] = weakref.WeakSet()
         self._closed = False
 
@@ -121,6 +136,9 @@ class Client:
             self._report_stub = report_service_pb2_grpc.ReportServiceStub(  # type: ignore[no-untyped-call]
                 self._channel
             )
+            self._decision_stub = decision_service_pb2_grpc.DecisionServiceStub(  # type: ignore[no-untyped-call]
+                self._channel
+            )
 
     @property
     def raw_run_service(self) -> run_service_pb2_grpc.RunServiceStub:
@@ -134,6 +152,13 @@ class Client:
         """The generated ReportService stub on this client's channel (escape hatch)."""
         self._ensure_channel()
         stub: report_service_pb2_grpc.ReportServiceStub = self._report_stub
+        return stub
+
+    @property
+    def raw_decision_service(self) -> decision_service_pb2_grpc.DecisionServiceStub:
+        """The generated DecisionService stub on this client's channel (escape hatch)."""
+        self._ensure_channel()
+        stub: decision_service_pb2_grpc.DecisionServiceStub = self._decision_stub
         return stub
 
     async def __aenter__(self) -> Client:
@@ -179,6 +204,8 @@ class Client:
         run_id: str | None = None,
         message: str = "",
         max_buffered: int = 10_000,
+        targets: Iterable[Target] = (),
+        cancel_task: bool = True,
     ) -> RunReporter:
         """Creates a run, opens its report stream and reports RunStarted.
 
@@ -192,6 +219,14 @@ class Client:
             message: Optional note for RunStarted, for example the run's input.
             max_buffered: How many unacknowledged events the reporter holds before reporting
                 calls wait (backpressure).
+            targets: Goals for run-level metrics, e.g. ``Target("companies_found", 50)``; the
+                server fires a milestone, once, when a reported metric reaches its target.
+            cancel_task: When an operator cancels the run (``CancelRun``), cancel the task
+                running inside ``async with run:`` so the workflow stops at once, even in
+                the middle of a long await; the block then raises RunCancelledError (not
+                CancelledError). With False, or without ``async with run:``, the workflow
+                finds out at its next reporting call, which raises RunCancelledError, or by
+                checking ``run.cancelled``. Default True.
 
         Returns:
             The run's reporter; close it (or use ``async with``) when done.
@@ -200,16 +235,18 @@ class Client:
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
         request = convert.create_run_request(
-            new_run_id, workflow, display_name or "", labels, list(steps)
+            new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
         )
         run = await self._create_run(request, generated=generated)
         reporter = RunReporter(
             run=run,
             report_rpc=self._report_stub.Report,
             get_run=self.get_run,
+            get_decision=self.get_decision,
             metadata=self._metadata,
             reconnect_timeout=self._reconnect_timeout,
             max_buffered=max_buffered,
+            cancel_task=cancel_task,
         )
         reporter._start(message)
         self._reporters.add(reporter)
@@ -286,15 +323,90 @@ class Client:
             reconnect_timeout=self._reconnect_timeout,
         )
 
+    def watch_runs(
+        self, filter: str = "", *, heartbeat_interval: timedelta | float | None = None
+    ) -> AsyncGenerator[RunsUpdate, None]:
+        """Follows every run matching ``filter``: their current state, then their changes.
+
+        The first update has ``initial=True`` and holds every matching run (without steps);
+        later ones hold the runs whose status, progress, estimate, health or viewers changed,
+        including runs created after the watch began. Reconnects on its own with exponential
+        backoff; after a reconnect another ``initial=True`` update brings the complete state
+        again. Runs until the caller stops iterating.
+
+        Args:
+            filter: As for ``list_runs``, e.g. ``workflow = "campaign-generator"``; "" for all.
+            heartbeat_interval: How long the stream may be idle before the server sends a
+                heartbeat (kept internal; it only keeps proxies from cutting the stream).
+        """
+        self._ensure_channel()
+        return watch_runs(
+            self._run_stub.WatchRuns,
+            filter=filter,
+            heartbeat_interval=heartbeat_interval,
+            metadata=self._metadata,
+            reconnect_timeout=self._reconnect_timeout,
+        )
+
     # --- queries ----------------------------------------------------------------------------
 
     async def get_run(self, run_id: str) -> Run:
         """The run's current snapshot. NotFoundError for an unknown run."""
+        return (await self.get_run_details(run_id)).run
+
+    async def get_run_details(self, run_id: str) -> RunDetails:
+        """The run's snapshot with its last 50 agent activities and its open decisions."""
         self._ensure_channel()
         response: run_service_pb2.GetRunResponse = await self._unary(
             self._run_stub.GetRun, run_service_pb2.GetRunRequest(run_id=run_id)
         )
-        return convert.run_from_pb(response.run)
+        return convert.run_details_from_pb(response)
+
+    async def list_events_page(
+        self,
+        run_id: str,
+        *,
+        kinds: Iterable[EventKind] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[Event], str]:
+        """One page of a run's stored events in seq order, and the next page's token ("" last).
+
+        FailedPreconditionError when the page would start inside history the server's
+        retention policy purged (see ``Run.purged_seq``).
+        """
+        self._ensure_channel()
+        response: run_service_pb2.ListEventsResponse = await self._unary(
+            self._run_stub.ListEvents,
+            run_service_pb2.ListEventsRequest(
+                run_id=run_id,
+                page_size=page_size,
+                page_token=page_token,
+                filter=convert.event_kind_filter(kinds or ()),
+            ),
+        )
+        return [convert.event_from_pb(e, run_id) for e in response.events], (
+            response.next_page_token
+        )
+
+    async def list_events(
+        self, run_id: str, *, kinds: Iterable[EventKind] | None = None, page_size: int = 500
+    ) -> AsyncGenerator[Event, None]:
+        """Every stored event of the run (of these kinds), in seq order, page by page.
+
+        The history view: unlike ``watch`` it returns what is stored now and ends, live run
+        or not. NotFoundError for an unknown run.
+        """
+        kind_filter = list(kinds or ())
+        page_token = ""
+        while True:
+            events, page_token = await self.list_events_page(
+                run_id, kinds=kind_filter, page_size=page_size, page_token=page_token
+            )
+            for event in events:
+                yield event
+            if not page_token:
+                return
 
     async def list_runs_page(
         self, filter: str = "", page_size: int = 50, page_token: str = ""
@@ -352,3 +464,101 @@ class Client:
             ),
         )
         return convert.run_from_pb(response.run)
+
+    async def pause_run(self, run_id: str, reason: str = "", requested_by: str = "") -> Run:
+        """Pauses a run: its producers hold at their next step boundary until resumed.
+
+        FailedPreconditionError unless the run is RUNNING or WAITING_FOR_INPUT.
+        """
+        self._ensure_channel()
+        response: run_service_pb2.PauseRunResponse = await self._unary(
+            self._run_stub.PauseRun,
+            run_service_pb2.PauseRunRequest(
+                run_id=run_id, reason=reason, requested_by=requested_by
+            ),
+        )
+        return convert.run_from_pb(response.run)
+
+    async def resume_run(self, run_id: str, reason: str = "", requested_by: str = "") -> Run:
+        """Resumes a paused run. FailedPreconditionError unless the run is PAUSED."""
+        self._ensure_channel()
+        response: run_service_pb2.ResumeRunResponse = await self._unary(
+            self._run_stub.ResumeRun,
+            run_service_pb2.ResumeRunRequest(
+                run_id=run_id, reason=reason, requested_by=requested_by
+            ),
+        )
+        return convert.run_from_pb(response.run)
+
+    # --- decisions --------------------------------------------------------------------------
+
+    async def submit_decision(
+        self,
+        run_id: str,
+        decision_id: str,
+        choice: str | None = None,
+        *,
+        skip: bool = False,
+        answered_by: str = "",
+    ) -> Decision:
+        """Answers (or, with ``skip=True``, skips) a decision; returns it closed.
+
+        The first valid answer wins. Raises InvalidArgumentError for a choice that is not an
+        option or a skip that is not allowed, NotFoundError for an unknown run or decision,
+        FailedPreconditionError when the run already ended, and AbortedError when the
+        decision was already closed otherwise (the message names the winning answer). The
+        same answer again returns the same decision.
+        """
+        self._ensure_channel()
+        response: decision_service_pb2.SubmitDecisionResponse = await self._unary(
+            self._decision_stub.SubmitDecision,
+            convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by),
+        )
+        return convert.decision_from_pb(response.decision)
+
+    async def get_decision(self, run_id: str, decision_id: str) -> Decision:
+        """One decision of a run. NotFoundError when the run or decision is unknown."""
+        self._ensure_channel()
+        response: decision_service_pb2.GetDecisionResponse = await self._unary(
+            self._decision_stub.GetDecision,
+            decision_service_pb2.GetDecisionRequest(run_id=run_id, decision_id=decision_id),
+        )
+        return convert.decision_from_pb(response.decision)
+
+    async def list_decisions(
+        self, run_id: str, state: DecisionState | None = None
+    ) -> list[Decision]:
+        """The run's decisions in the order they were asked; only OPEN or RESOLVED ones when
+        ``state`` says so. NotFoundError for an unknown run."""
+        self._ensure_channel()
+        filter = "" if state in (None, DecisionState.UNSPECIFIED) else f"state = {state.name}"
+        decisions: list[Decision] = []
+        page_token = ""
+        while True:
+            response: decision_service_pb2.ListDecisionsResponse = await self._unary(
+                self._decision_stub.ListDecisions,
+                decision_service_pb2.ListDecisionsRequest(
+                    run_id=run_id, page_size=1000, page_token=page_token, filter=filter
+                ),
+            )
+            decisions.extend(convert.decision_from_pb(d) for d in response.decisions)
+            page_token = response.next_page_token
+            if not page_token:
+                return decisions
+
+    def interact(self, run_ids: Iterable[str], viewer: str = "") -> Interaction:
+        """A live, two-way connection to the decisions of these runs (DecisionService.Interact).
+
+        Use ``async with client.interact([run_id], viewer="ana") as interaction:`` and
+        ``async for update in interaction:`` for DecisionPrompt, DecisionClosed and
+        AnswerResult updates; answer with ``await interaction.answer(run_id, decision_id,
+        choice)``. ``viewer`` is recorded as who answered when an answer names nobody.
+        """
+        self._ensure_channel()
+        return Interaction(
+            self._decision_stub.Interact,
+            run_ids,
+            viewer=viewer,
+            metadata=self._metadata,
+            reconnect_timeout=self._reconnect_timeout,
+        )

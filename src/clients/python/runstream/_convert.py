@@ -16,21 +16,26 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from runstream._errors import InvalidArgumentError
+from runstream._errors import InvalidArgumentError, StatusCode
 from runstream._types import (
     ActiveAgent,
     ActivityType,
     AgentActivity,
     Alert,
+    AnswerResult,
     Artifact,
     ArtifactProduced,
     ArtifactsSummary,
     ControlAction,
     Custom,
+    Decision,
+    DecisionClosed,
     DecisionOption,
     DecisionOutcome,
+    DecisionPrompt,
     DecisionRequested,
     DecisionResolved,
+    DecisionState,
     ErrorInfo,
     ErrorRecovery,
     Estimate,
@@ -47,6 +52,7 @@ from runstream._types import (
     RunCancelled,
     RunCompleted,
     RunCreated,
+    RunDetails,
     RunFailed,
     RunHealth,
     RunProgress,
@@ -62,11 +68,20 @@ from runstream._types import (
     StepSpec,
     StepStarted,
     StepStatus,
+    Target,
+    TargetKind,
     TextDelta,
     Thinking,
     WorkflowStateChange,
 )
-from runstream.v1 import event_pb2, report_service_pb2, run_pb2, run_service_pb2
+from runstream.v1 import (
+    decision_pb2,
+    decision_service_pb2,
+    event_pb2,
+    report_service_pb2,
+    run_pb2,
+    run_service_pb2,
+)
 
 _E = TypeVar("_E", bound=enum.IntEnum)
 _MAX_EXACT_INT = 2**53
@@ -252,6 +267,29 @@ def _estimate_from_pb(message: run_pb2.Run | event_pb2.EstimateUpdated) -> Estim
         remaining=_duration(estimate, "remaining"),
         end_time=_time(estimate, "end_time"),
         confidence=estimate.confidence,
+        remaining_low=_duration(estimate, "remaining_low"),
+        remaining_high=_duration(estimate, "remaining_high"),
+        history_runs=estimate.history_runs,
+    )
+
+
+def target_from_pb(message: run_pb2.Target) -> Target:
+    """A Target dataclass from its message."""
+    return Target(
+        metric=message.metric,
+        value=message.value,
+        kind=enum_value(TargetKind, message.kind),
+        title=message.title,
+    )
+
+
+def target_to_pb(target: Target) -> run_pb2.Target:
+    """The Target message for a target."""
+    return run_pb2.Target(
+        metric=target.metric,
+        value=float(target.value),
+        kind=int(target.kind),  # type: ignore[arg-type]
+        title=target.title,
     )
 
 
@@ -287,7 +325,50 @@ def run_from_pb(message: run_pb2.Run) -> Run:
         result=struct_to_dict(message.result),
         cancel_reason=message.cancel_reason,
         metrics=dict(message.metrics),
+        viewer_count=message.viewer_count,
+        targets=tuple(target_from_pb(t) for t in message.targets),
+        purged_seq=message.purged_seq,
         raw=message,
+    )
+
+
+def _option_from_pb(message: event_pb2.DecisionOption) -> DecisionOption:
+    return DecisionOption(value=message.value, label=message.label, description=message.description)
+
+
+def decision_from_pb(message: decision_pb2.Decision) -> Decision:
+    """A Decision dataclass from its message."""
+    return Decision(
+        run_id=message.run_id,
+        decision_id=message.decision_id,
+        decision_type=message.decision_type,
+        prompt=message.prompt,
+        options=tuple(_option_from_pb(o) for o in message.options),
+        default_option=message.default_option,
+        timeout=_duration(message, "timeout"),
+        can_skip=message.can_skip,
+        context=struct_to_dict(message.context),
+        affects_workflow=message.affects_workflow,
+        state=enum_value(DecisionState, message.state),
+        create_time=_time(message, "create_time"),
+        deadline=_time(message, "deadline"),
+        outcome=enum_value(DecisionOutcome, message.outcome),
+        choice=message.choice,
+        answered_by=message.answered_by,
+        resolve_time=_time(message, "resolve_time"),
+        requested_seq=message.requested_seq,
+        resolved_seq=message.resolved_seq,
+        raw=message,
+    )
+
+
+def run_details_from_pb(response: run_service_pb2.GetRunResponse) -> RunDetails:
+    """The RunDetails of a GetRun response."""
+    run = run_from_pb(response.run)
+    return RunDetails(
+        run=run,
+        recent_activity=tuple(event_from_pb(e, run.run_id) for e in response.recent_activity),
+        open_decisions=tuple(decision_from_pb(d) for d in response.open_decisions),
     )
 
 
@@ -300,6 +381,7 @@ def _run_created(m: event_pb2.RunCreated) -> RunCreated:
         display_name=m.display_name,
         labels=dict(m.labels),
         steps=tuple(step_spec_from_pb(s) for s in m.steps),
+        targets=tuple(target_from_pb(t) for t in m.targets),
     )
 
 
@@ -387,10 +469,7 @@ def _decision_requested(m: event_pb2.DecisionRequested) -> DecisionRequested:
         decision_id=m.decision_id,
         decision_type=m.decision_type,
         prompt=m.prompt,
-        options=tuple(
-            DecisionOption(value=o.value, label=o.label, description=o.description)
-            for o in m.options
-        ),
+        options=tuple(_option_from_pb(o) for o in m.options),
         default_option=m.default_option,
         timeout=_duration(m, "timeout"),
         can_skip=m.can_skip,
@@ -463,6 +542,7 @@ _PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
             title=m.title,
             description=m.description,
             data=struct_to_dict(m.data),
+            milestone_id=m.milestone_id,
         ),
     ),
     "alert": (
@@ -571,6 +651,11 @@ def run_completed_event(summary: str, result: Mapping[str, Any] | None) -> event
     payload = event_pb2.RunCompleted(summary=summary)
     fill_struct(payload.result, result)
     return _event(run_completed=payload)
+
+
+def run_cancelled_event(reason: str, cancelled_by: str) -> event_pb2.RunEvent:
+    """A RunCancelled event (the producer cancelling its own run)."""
+    return _event(run_cancelled=event_pb2.RunCancelled(reason=reason, cancelled_by=cancelled_by))
 
 
 def run_failed_event(
@@ -721,13 +806,18 @@ def metrics_event(values: Mapping[str, float], step_id: str) -> event_pb2.RunEve
 
 
 def milestone_event(
-    title: str, type: MilestoneType, description: str, data: Mapping[str, Any] | None
+    title: str,
+    type: MilestoneType,
+    description: str,
+    data: Mapping[str, Any] | None,
+    milestone_id: str = "",
 ) -> event_pb2.RunEvent:
     """A Milestone event."""
     payload = event_pb2.Milestone(
         type=int(type),  # type: ignore[arg-type]
         title=title,
         description=description,
+        milestone_id=milestone_id,
     )
     fill_struct(payload.data, data)
     return _event(milestone=payload)
@@ -800,6 +890,53 @@ def workflow_state_event(
     )
 
 
+OptionLike = DecisionOption | str | tuple[str, ...]
+"""An option as ``ask()`` takes it: a DecisionOption, a value, or (value, label[, description])."""
+
+
+def decision_option(option: OptionLike) -> DecisionOption:
+    """A DecisionOption from any OptionLike."""
+    if isinstance(option, DecisionOption):
+        return option
+    if isinstance(option, str):
+        return DecisionOption(option)
+    if isinstance(option, tuple) and 1 <= len(option) <= 3:
+        return DecisionOption(*option)
+    raise InvalidArgumentError(
+        f"options: {option!r} is not a DecisionOption, a value or a (value, label) tuple"
+    )
+
+
+def decision_requested_event(
+    decision_id: str,
+    prompt: str,
+    options: Iterable[DecisionOption],
+    default_option: str,
+    timeout: timedelta | float | None,
+    can_skip: bool,
+    context: Mapping[str, Any] | None,
+    decision_type: str,
+    affects_workflow: bool,
+) -> event_pb2.RunEvent:
+    """A DecisionRequested event; the server sets its deadline."""
+    payload = event_pb2.DecisionRequested(
+        decision_id=decision_id,
+        decision_type=decision_type,
+        prompt=prompt,
+        options=[
+            event_pb2.DecisionOption(value=o.value, label=o.label, description=o.description)
+            for o in options
+        ],
+        default_option=default_option,
+        can_skip=can_skip,
+        affects_workflow=affects_workflow,
+    )
+    if timeout is not None:
+        payload.timeout.CopyFrom(duration_to_pb(timeout))
+    fill_struct(payload.context, context)
+    return _event(decision_requested=payload)
+
+
 def custom_event(type: str, data: Mapping[str, Any] | None) -> event_pb2.RunEvent:
     """A Custom event."""
     payload = event_pb2.Custom(type=type)
@@ -816,6 +953,7 @@ def create_run_request(
     display_name: str,
     labels: Mapping[str, str] | None,
     steps: Iterable[StepSpec | str],
+    targets: Iterable[Target] = (),
 ) -> run_service_pb2.CreateRunRequest:
     """The CreateRun request."""
     return run_service_pb2.CreateRunRequest(
@@ -824,6 +962,7 @@ def create_run_request(
         display_name=display_name,
         labels=dict(labels or {}),
         steps=[step_spec_to_pb(s) for s in steps],
+        targets=[target_to_pb(t) for t in targets],
     )
 
 
@@ -869,6 +1008,13 @@ class ReportAck:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportDecision:
+    """A closed decision pushed down a Report stream."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
 class ReportControl:
     """A Control pushed down a Report stream."""
 
@@ -880,8 +1026,9 @@ class ReportControl:
 
 def parse_report_response(
     response: report_service_pb2.ReportResponse,
-) -> ReportAck | ReportControl | None:
-    """The ack or control a ReportResponse carries; None for a field this SDK does not know."""
+) -> ReportAck | ReportControl | ReportDecision | None:
+    """The ack, control or decision a ReportResponse carries; None for a field this SDK does
+    not know."""
     if response.HasField("ack"):
         ack = response.ack
         return ReportAck(
@@ -898,6 +1045,8 @@ def parse_report_response(
             status=enum_value(RunStatus, control.status),
             seq=control.seq,
         )
+    if response.HasField("decision"):
+        return ReportDecision(decision_from_pb(response.decision))
     return None
 
 
@@ -918,3 +1067,79 @@ def event_size(event: event_pb2.RunEvent) -> int:
 def set_idempotency_key(event: event_pb2.RunEvent, key: str) -> None:
     """Stamps the producer's idempotency key on an event before it is queued."""
     event.idempotency_key = key
+
+
+def event_kind_filter(kinds: Iterable[EventKind]) -> str:
+    """The ListEvents filter for these kinds: ``kind = A OR kind = B``."""
+    return " OR ".join(f"kind = {EventKind(k).name}" for k in kinds)
+
+
+def submit_decision_request(
+    run_id: str, decision_id: str, choice: str | None, skip: bool, answered_by: str
+) -> decision_service_pb2.SubmitDecisionRequest:
+    """The SubmitDecision request (also the body of an Interact answer)."""
+    return decision_service_pb2.SubmitDecisionRequest(
+        run_id=run_id,
+        decision_id=decision_id,
+        choice=choice or "",
+        skip=skip,
+        answered_by=answered_by,
+    )
+
+
+def interact_subscribe(run_ids: Iterable[str], viewer: str) -> decision_service_pb2.InteractRequest:
+    """The Interact message that subscribes to runs."""
+    return decision_service_pb2.InteractRequest(
+        subscribe=decision_service_pb2.InteractSubscribe(run_ids=list(run_ids), viewer=viewer)
+    )
+
+
+def interact_answer(
+    answer_id: int, request: decision_service_pb2.SubmitDecisionRequest
+) -> decision_service_pb2.InteractRequest:
+    """The Interact message that answers a decision."""
+    return decision_service_pb2.InteractRequest(
+        answer=decision_service_pb2.InteractAnswer(answer_id=answer_id, decision=request)
+    )
+
+
+def parse_interact_response(
+    response: decision_service_pb2.InteractResponse,
+) -> DecisionPrompt | DecisionClosed | AnswerResult | None:
+    """What an InteractResponse carries; None for a field this SDK does not know."""
+    if response.HasField("prompt"):
+        return DecisionPrompt(decision_from_pb(response.prompt))
+    if response.HasField("closed"):
+        return DecisionClosed(decision_from_pb(response.closed))
+    if response.HasField("answer_result"):
+        result = response.answer_result
+        try:
+            code = StatusCode(result.code)
+        except ValueError:
+            code = StatusCode.UNKNOWN
+        return AnswerResult(
+            answer_id=result.answer_id,
+            code=code,
+            message=result.message,
+            decision=decision_from_pb(result.decision) if result.HasField("decision") else None,
+        )
+    return None
+
+
+def watch_runs_request(
+    filter: str, heartbeat_interval: timedelta | float | None
+) -> run_service_pb2.WatchRunsRequest:
+    """The WatchRuns request."""
+    request = run_service_pb2.WatchRunsRequest(filter=filter)
+    if heartbeat_interval is not None:
+        request.heartbeat_interval.CopyFrom(duration_to_pb(heartbeat_interval))
+    return request
+
+
+def parse_watch_runs_response(
+    response: run_service_pb2.WatchRunsResponse,
+) -> tuple[list[Run], bool, bool]:
+    """The runs of a WatchRunsResponse, whether it completes the initial state, and whether
+    it is a heartbeat."""
+    runs = [run_from_pb(r) for r in response.runs]
+    return runs, response.initial_state_complete, response.HasField("heartbeat")

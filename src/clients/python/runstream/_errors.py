@@ -222,7 +222,11 @@ def status_code_of(code: grpc.StatusCode) -> StatusCode:
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> RunstreamError:
     """The RunstreamError for a failed RPC; raise it ``from exc``."""
-    code = status_code_of(exc.code())
-    message = exc.details() or code.name
+    return error_from_status(status_code_of(exc.code()), exc.details() or "")
+
+
+def error_from_status(code: StatusCode, message: str) -> RunstreamError:
+    """The RunstreamError for a status the server reported in a message (not as an RPC's
+    status), for example a rejected answer on an Interact stream."""
     cls = _BY_CODE.get(code, RunstreamError)
-    return cls(message, code=code)
+    return cls(message or code.name, code=code)

@@ -17,6 +17,21 @@ How a reported event travels:
    acknowledges it with the original seq, so the run's log ends up gap-free and duplicate-free.
 5. A status that a retry cannot fix (bad input, run ended, limits) fails the reporter: the
    next reporting call, ``flush()`` or ``close()`` raises it as a RunstreamError.
+
+What the server sends back on the same stream:
+
+- ``decision``: a decision of the run closed. ``ask()`` waits for exactly this. Because a
+  decision may close while the stream is broken, every reconnect is followed by a
+  ``GetDecision`` for each decision still awaited (after the new stream is attached, so a
+  closure is either pushed on it or visible to that read).
+- ``control``: CANCEL marks the run cancelled (reporting calls and pending ``ask()`` calls
+  raise RunCancelledError) and, by default, cancels the task running inside
+  ``async with run:`` so a workflow stuck in a long await stops at once; the
+  CancelledError is turned into RunCancelledError where the block ends, the way
+  ``asyncio.timeout()`` turns its cancellation into TimeoutError. PAUSE holds the producer at
+  its next step boundary (``run.step()`` / ``start_step()`` entry, or ``wait_if_paused()``)
+  until RESUME. A reconnect while paused re-reads the run, since a RESUME may have been
+  missed while the stream was down.
 """
 
 from __future__ import annotations
@@ -27,8 +42,9 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +54,8 @@ from runstream import _convert as convert
 from runstream._errors import (
     DataLossError,
     FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
     RunCancelledError,
     RunstreamError,
     StatusCode,
@@ -48,6 +66,10 @@ from runstream._retry import Backoff, is_retryable
 from runstream._types import (
     ActivityType,
     ControlAction,
+    Decision,
+    DecisionOption,
+    DecisionOutcome,
+    DecisionResult,
     MilestoneType,
     Run,
     RunStatus,
@@ -73,8 +95,12 @@ _log = logging.getLogger("runstream.reporter")
 _ATTACH_BATCH_ID = 0
 # Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
 _MAX_BATCH_BYTES = 1 << 20
-# How long close() waits for the server to end a half-closed stream before cutting it.
+# How long close() waits for the server to end a half-closed stream before cutting it, and
+# how long a cancelled producer waits for its RunCancelled to be stored.
 _CLOSE_GRACE = 5.0
+# What a run cancelled by its own producer's task records.
+PRODUCER_CANCEL_REASON = "producer task cancelled"
+PRODUCER = "producer"
 
 
 class _Signal:
@@ -130,17 +156,21 @@ class RunReporter:
         run: Run,
         report_rpc: ReportMethod,
         get_run: Callable[[str], Awaitable[Run]],
+        get_decision: Callable[[str, str], Awaitable[Decision]],
         metadata: Sequence[tuple[str, str]],
         reconnect_timeout: float | None,
         max_buffered: int = 10_000,
         batch_size: int = 500,
         max_in_flight: int = 8,
+        cancel_task: bool = True,
     ) -> None:
         self._run_id = run.run_id
         self._workflow = run.workflow
         self._snapshot = run
         self._report_rpc = report_rpc
         self._get_run = get_run
+        self._get_decision = get_decision
+        self._cancel_task = cancel_task
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
         self._max_buffered = max(1, max_buffered)
@@ -165,6 +195,18 @@ class RunReporter:
         self._closing = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._streams_opened = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+        # Decisions asked on this reporter: ids ever used, and the ones ask() still awaits
+        # (None until the closed decision arrives).
+        self._asked: set[str] = set()
+        self._awaited: dict[str, Decision | None] = {}
+
+        # The task inside `async with run:`, which a CANCEL control cancels (cancel_task).
+        self._owner: asyncio.Task[Any] | None = None
+        self._owner_cancelling = 0
+        self._owner_cancelled = False
 
     # --- properties ------------------------------------------------------------------------
 
@@ -199,6 +241,11 @@ class RunReporter:
         return self._paused
 
     @property
+    def cancel_task(self) -> bool:
+        """Whether a CANCEL from the server cancels the task inside ``async with run:``."""
+        return self._cancel_task
+
+    @property
     def events_reported(self) -> int:
         """How many events were reported (queued) so far."""
         return self._reported
@@ -223,6 +270,13 @@ class RunReporter:
         )
 
     async def __aenter__(self) -> RunReporter:
+        task = asyncio.current_task()
+        if self._cancel_task and task is not None:
+            self._owner = task
+            self._owner_cancelling = task.cancelling()
+            self._owner_cancelled = False
+            if self._cancelled:
+                self._cancel_owner()
         return self
 
     async def __aexit__(
@@ -231,19 +285,47 @@ class RunReporter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        owner, self._owner = self._owner, None
+        if owner is not None and self._owner_cancelled:
+            self._owner_cancelled = False
+            # Balance our cancel(); if nobody else cancelled the task too, the CancelledError
+            # was ours and becomes what it means: the run was cancelled.
+            if owner.uncancel() <= self._owner_cancelling and isinstance(
+                exc, asyncio.CancelledError
+            ):
+                await self._close_quietly()
+                raise RunCancelledError(self._run_id, self._cancel_reason) from exc
         if exc is None:
             await self.close()
             return
         # The body's exception is what the caller must see; reporting problems are secondary.
         if self._can_report():
             try:
-                await self.fail(_describe(exc), code=type(exc).__name__)
-            except RunstreamError as report_error:
-                _log.warning("could not report run %s failed: %s", self._run_id, report_error)
+                if isinstance(exc, asyncio.CancelledError):
+                    # The producer's own task was cancelled (Ctrl-C, a timeout, a shutdown):
+                    # the run did not fail, it was stopped. Bounded, because a cancelled task
+                    # is expected to stop promptly.
+                    await asyncio.wait_for(
+                        self._report_terminal(
+                            convert.run_cancelled_event(PRODUCER_CANCEL_REASON, PRODUCER)
+                        ),
+                        _CLOSE_GRACE,
+                    )
+                else:
+                    await self.fail(_describe(exc), code=type(exc).__name__)
+            except (RunstreamError, TimeoutError) as report_error:
+                _log.warning("could not report how run %s ended: %r", self._run_id, report_error)
+        await self._close_quietly()
+
+    async def _close_quietly(self) -> None:
         try:
             await self.close()
         except RunstreamError as close_error:
             _log.warning("closing the reporter of run %s failed: %s", self._run_id, close_error)
+
+    async def _report_terminal(self, event: event_pb2.RunEvent) -> None:
+        await self._report(event, terminal=True)
+        await self.flush()
 
     async def flush(self) -> None:
         """Waits until every event reported so far is acknowledged, hence durable.
@@ -282,6 +364,8 @@ class RunReporter:
             await self._stop_task()
 
     async def _stop_task(self) -> None:
+        for side_task in list(self._side_tasks):
+            side_task.cancel()
         task = self._task
         if task is None or task.done():
             return
@@ -301,6 +385,8 @@ class RunReporter:
         """A step context: StepStarted on entry, StepCompleted on normal exit, StepFailed (and
         the exception re-raised) when the body raises.
 
+        Entering the step is a step boundary: while the run is paused it waits there until
+        the run is resumed (or raises RunCancelledError when it is cancelled instead).
         ``name``, ``description`` and ``agent`` describe a step that is not in the plan.
         """
         return StepReporter(self, step_id, name=name, description=description, agent=agent)
@@ -312,6 +398,121 @@ class RunReporter:
         step = self.step(step_id, name=name, description=description, agent=agent)
         await step.start()
         return step
+
+    async def wait_if_paused(self) -> None:
+        """Waits while an operator has the run paused; returns at once when it is not.
+
+        ``run.step()`` and ``start_step()`` call it on entry; call it at any other point where
+        the workflow can safely hold. Raises RunCancelledError when the run is cancelled
+        while paused, and the reporter's failure if it fails.
+        """
+        while self._paused:
+            self._raise_if_failed()
+            if self._task is None or self._task.done():
+                return  # No stream left to bring the RESUME; holding would hang forever.
+            await self._signal.wait()
+
+    async def ask(
+        self,
+        prompt: str,
+        options: Iterable[convert.OptionLike],
+        *,
+        default: str | None = None,
+        # The decision's own deadline, enforced by the server; not a timeout of this call.
+        timeout: timedelta | float | None = None,  # noqa: ASYNC109
+        can_skip: bool = False,
+        context: Mapping[str, Any] | None = None,
+        decision_type: str = "",
+        affects_workflow: bool = False,
+        decision_id: str | None = None,
+    ) -> DecisionResult:
+        """Asks a human to decide, and waits until the decision closes.
+
+        The question is a DecisionRequested event of the run (the run is WAITING_FOR_INPUT
+        while it is open); viewers answer it with ``Client.submit_decision`` or an
+        interaction, or the server closes it at the deadline. The answer comes back on this
+        reporter's stream, also when the connection broke in between.
+
+        Args:
+            prompt: The question, for example "Multiple files found. Which should I analyze?".
+            options: The possible answers: values, DecisionOptions, or (value, label[,
+                description]) tuples. Values must be unique.
+            default: The value taken when nobody answers before the timeout.
+            timeout: How long to wait for an answer (seconds or timedelta); None waits until
+                someone answers.
+            can_skip: Whether the human may skip the decision.
+            context: JSON-like data that helps the human decide, e.g. {"file_count": 3}.
+            decision_type: The kind of decision, for example "file_selection".
+            affects_workflow: Whether the answer changes the workflow's course.
+            decision_id: Unique within the run; generated when None.
+
+        Returns:
+            The DecisionResult: ANSWERED with the choice, DEFAULTED with the default (nobody
+            answered in time), SKIPPED, or TIMED_OUT (nobody answered, no default).
+
+        Raises:
+            InvalidArgumentError: before anything is sent, for a question the server would
+                refuse (no options, repeated values, a default that is not an option, a
+                repeated decision_id).
+            RunCancelledError: the run was cancelled (or ended) while waiting.
+        """
+        choices = [convert.decision_option(option) for option in options]
+        decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
+        _check_question(decision_id, prompt, choices, default, timeout)
+        if decision_id in self._asked:
+            raise InvalidArgumentError(
+                f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
+            )
+        event = convert.decision_requested_event(
+            decision_id,
+            prompt,
+            choices,
+            default or "",
+            timeout,
+            can_skip,
+            context,
+            decision_type,
+            affects_workflow,
+        )
+        self._check_can_report()
+        self._asked.add(decision_id)
+        self._awaited[decision_id] = None
+        try:
+            await self._report(event)
+            decision = await self._await_decision(decision_id)
+        finally:
+            self._awaited.pop(decision_id, None)
+        if decision.outcome == DecisionOutcome.CANCELLED:
+            raise RunCancelledError(
+                self._run_id,
+                self._cancel_reason or f"decision {decision_id!r} was cancelled: the run ended",
+            )
+        answered = decision.outcome in (DecisionOutcome.ANSWERED, DecisionOutcome.DEFAULTED)
+        return DecisionResult(
+            decision_id=decision_id,
+            outcome=decision.outcome,
+            choice=decision.choice if answered and decision.choice else None,
+            answered_by=decision.answered_by,
+            decision=decision,
+        )
+
+    async def _await_decision(self, decision_id: str) -> Decision:
+        while True:
+            decision = self._awaited.get(decision_id)
+            if decision is not None:
+                return decision
+            self._raise_if_failed()
+            if self._task is None or self._task.done():
+                raise FailedPreconditionError(
+                    f"the reporter of run {self._run_id!r} closed while decision "
+                    f"{decision_id!r} was open"
+                )
+            await self._signal.wait()
+
+    def _on_decision(self, decision: Decision) -> None:
+        if decision.decision_id in self._awaited and not decision.is_open:
+            self._awaited[decision.decision_id] = decision
+            self._signal.fire()
 
     async def skip_step(self, step_id: str, reason: str = "") -> None:
         """Reports that a planned step will not run."""
@@ -404,9 +605,10 @@ class RunReporter:
         type: MilestoneType = MilestoneType.CUSTOM,
         description: str = "",
         data: Mapping[str, Any] | None = None,
+        milestone_id: str = "",
     ) -> None:
-        """Reports a milestone reached."""
-        await self._report(convert.milestone_event(title, type, description, data))
+        """Reports a milestone reached; ``milestone_id`` (unique in the run) is optional."""
+        await self._report(convert.milestone_event(title, type, description, data, milestone_id))
 
     async def alert(
         self,
@@ -640,8 +842,10 @@ class RunReporter:
     async def _stream_once(self, backoff: Backoff) -> bool:
         """Runs one Report stream. True when it ended because the reporter is done."""
         self._requeue_inflight()
+        self._streams_opened += 1
+        reconnected = self._streams_opened > 1
         call: ReportCall = self._report_rpc(None, metadata=self._metadata)
-        reader = asyncio.create_task(self._read_responses(call, backoff))
+        reader = asyncio.create_task(self._read_responses(call, backoff, reconnected))
         attached = False
         try:
             while True:
@@ -687,17 +891,49 @@ class RunReporter:
             if not reader.cancelled():
                 reader.exception()
 
-    async def _read_responses(self, call: ReportCall, backoff: Backoff) -> None:
+    async def _read_responses(self, call: ReportCall, backoff: Backoff, reconnected: bool) -> None:
+        attached = False
         try:
             async for response in call:
                 message = convert.parse_report_response(response)
                 if isinstance(message, convert.ReportAck):
                     self._on_ack(message)
                     backoff.reset()
+                    if reconnected and not attached:
+                        # The first ack proves the stream is attached: from here on every
+                        # closure is pushed to it, so what closed before is read now.
+                        self._spawn(self._resync())
+                    attached = True
                 elif isinstance(message, convert.ReportControl):
                     self._on_control(message)
+                elif isinstance(message, convert.ReportDecision):
+                    self._on_decision(message.decision)
         finally:
             self._signal.fire()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=f"runstream-resync-{self._run_id}")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _resync(self) -> None:
+        """After a reconnect: catch up on what the broken stream may have missed."""
+        try:
+            if self._paused:
+                run = await self._get_run(self._run_id)
+                if run.status != RunStatus.PAUSED:
+                    self._paused = False
+                    self._signal.fire()
+            for decision_id in [d for d, closed in self._awaited.items() if closed is None]:
+                try:
+                    decision = await self._get_decision(self._run_id, decision_id)
+                except NotFoundError:
+                    continue  # Not stored yet; it will be, on this stream, which gets its closure.
+                self._on_decision(decision)
+        except RunstreamError as exc:
+            # The stream that triggered this is probably gone again; the next reconnect
+            # resyncs once more.
+            _log.info("resync of run %s after reconnecting failed: %s", self._run_id, exc)
 
     def _on_ack(self, ack: convert.ReportAck) -> None:
         if ack.batch_id == _ATTACH_BATCH_ID and ack.count == 0:
@@ -720,14 +956,30 @@ class RunReporter:
 
     def _on_control(self, control: convert.ReportControl) -> None:
         if control.action == ControlAction.CANCEL:
-            self._cancelled = True
-            self._cancel_reason = control.reason
+            self._mark_cancelled(control.reason)
             _log.info("run %s was cancelled: %s", self._run_id, control.reason)
         elif control.action == ControlAction.PAUSE:
             self._paused = True
+            _log.info("run %s was paused: %s", self._run_id, control.reason)
         elif control.action == ControlAction.RESUME:
             self._paused = False
         self._signal.fire()
+
+    def _mark_cancelled(self, reason: str) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self._cancel_reason = reason
+            self._cancel_owner()
+        self._signal.fire()
+
+    def _cancel_owner(self) -> None:
+        owner = self._owner
+        if owner is None or owner.done() or self._owner_cancelled:
+            return
+        if owner is asyncio.current_task():
+            return  # Already running; it meets RunCancelledError at its next report call.
+        self._owner_cancelled = True
+        owner.cancel(f"run {self._run_id} was cancelled")
 
     async def _error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
         """The error a failed stream surfaces; a batch refused because of a cancel is one."""
@@ -737,8 +989,7 @@ class RunReporter:
             with contextlib.suppress(RunstreamError):
                 run = await self._get_run(self._run_id)
                 if run.status == RunStatus.CANCELLED:
-                    self._cancelled = True
-                    self._cancel_reason = run.cancel_reason
+                    self._mark_cancelled(run.cancel_reason)
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and self._cancelled:
             error: RunstreamError = RunCancelledError(self._run_id, self._cancel_reason)
         else:
@@ -801,13 +1052,17 @@ class StepReporter:
             return
         if not self._run._can_report():
             return  # The reporter failed or the run ended; reporting more would only fail.
+        if isinstance(exc, asyncio.CancelledError):
+            return  # Not a step failure: the run block reports the run cancelled.
         try:
             await self.fail(_describe(exc), code=type(exc).__name__)
         except RunstreamError as report_error:
             _log.warning("could not report step %s failed: %s", self._step_id, report_error)
 
     async def start(self) -> None:
-        """Reports StepStarted (done by ``async with``)."""
+        """Reports StepStarted (done by ``async with``), after waiting while the run is
+        paused."""
+        await self._run.wait_if_paused()
         await self._run._report(
             convert.step_started_event(self._step_id, self._name, self._description, self._agent)
         )
@@ -869,6 +1124,35 @@ class StepReporter:
         """Reports StepFailed (done by ``async with`` when the block raises)."""
         self._finished = True
         await self._run._report(convert.step_failed_event(self._step_id, message, code, details))
+
+
+def _check_question(
+    decision_id: str,
+    prompt: str,
+    options: Sequence[DecisionOption],
+    default: str | None,
+    timeout: timedelta | float | None,
+) -> None:
+    """Refuses, before sending, a question the server would refuse: a refused event would
+    fail the whole reporter, not just this question."""
+    if not decision_id:
+        raise InvalidArgumentError("decision_id: must not be empty")
+    if not prompt:
+        raise InvalidArgumentError("prompt: required")
+    if not options:
+        raise InvalidArgumentError("options: at least one option is required")
+    values = [option.value for option in options]
+    if not all(values):
+        raise InvalidArgumentError("options: every option needs a non-empty value")
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise InvalidArgumentError(f"options: values must be unique; repeated: {repeated}")
+    if default is not None and default not in values:
+        raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
+    if timeout is not None:
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if seconds <= 0:
+            raise InvalidArgumentError("timeout: must be positive (None waits until answered)")
 
 
 def _describe_connection_error(exc: BaseException | None) -> str:

@@ -17,23 +17,31 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from runstream._errors import StatusCode
+
 if TYPE_CHECKING:
-    from runstream.v1 import event_pb2, run_pb2
+    from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 __all__ = [
     "ActiveAgent",
     "ActivityType",
     "AgentActivity",
     "Alert",
+    "AnswerResult",
     "Artifact",
     "ArtifactProduced",
     "ArtifactsSummary",
     "ControlAction",
     "Custom",
+    "Decision",
+    "DecisionClosed",
     "DecisionOption",
     "DecisionOutcome",
+    "DecisionPrompt",
     "DecisionRequested",
     "DecisionResolved",
+    "DecisionResult",
+    "DecisionState",
     "ErrorInfo",
     "ErrorRecovery",
     "Estimate",
@@ -42,6 +50,7 @@ __all__ = [
     "EventKind",
     "EventPayload",
     "HealthChanged",
+    "InteractionUpdate",
     "MetricsUpdate",
     "Milestone",
     "MilestoneType",
@@ -50,12 +59,14 @@ __all__ = [
     "RunCancelled",
     "RunCompleted",
     "RunCreated",
+    "RunDetails",
     "RunFailed",
     "RunHealth",
     "RunProgress",
     "RunStarted",
     "RunStatus",
     "RunStatusChanged",
+    "RunsUpdate",
     "Severity",
     "Step",
     "StepCompleted",
@@ -65,6 +76,8 @@ __all__ = [
     "StepSpec",
     "StepStarted",
     "StepStatus",
+    "Target",
+    "TargetKind",
     "TextDelta",
     "Thinking",
     "WorkflowStateChange",
@@ -156,6 +169,22 @@ class DecisionOutcome(enum.IntEnum):
     TIMED_OUT = 3
     SKIPPED = 4
     CANCELLED = 5
+
+
+class DecisionState(enum.IntEnum):
+    """Whether a decision still takes answers (proto ``DecisionState``)."""
+
+    UNSPECIFIED = 0
+    OPEN = 1
+    RESOLVED = 2
+
+
+class TargetKind(enum.IntEnum):
+    """What reaching a target means (proto ``TargetKind``); UNSPECIFIED counts as COUNT."""
+
+    UNSPECIFIED = 0
+    COUNT = 1
+    QUALITY = 2
 
 
 class ControlAction(enum.IntEnum):
@@ -280,11 +309,41 @@ class ActiveAgent:
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """The server's estimate of when a run will finish."""
+    """The server's estimate of when a run will finish.
+
+    Attributes:
+        remaining: Time left; None when the server has no basis for an estimate.
+        end_time: When the run is expected to finish.
+        confidence: From 0 (a guess) to 1 (certain).
+        remaining_low: The optimistic end of the likely range of the remaining time.
+        remaining_high: The pessimistic end of the likely range.
+        history_runs: How many completed runs of the workflow the estimate learned from.
+    """
 
     remaining: timedelta | None
     end_time: datetime | None
     confidence: float
+    remaining_low: timedelta | None = None
+    remaining_high: timedelta | None = None
+    history_runs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal declared for a run: the server fires a milestone, once, when the run-level
+    metric ``metric`` reaches ``value``.
+
+    Attributes:
+        metric: The run-level metric to watch, for example "companies_found".
+        value: The value to reach (at least).
+        kind: COUNT fires a TARGET_REACHED milestone, QUALITY a QUALITY milestone.
+        title: A human-readable description, for example "Find 50 companies".
+    """
+
+    metric: str
+    value: float
+    kind: TargetKind = TargetKind.COUNT
+    title: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +396,9 @@ class Run:
     result: dict[str, Any]
     cancel_reason: str
     metrics: dict[str, float]
+    viewer_count: int
+    targets: tuple[Target, ...]
+    purged_seq: int
     raw: run_pb2.Run = field(repr=False, compare=False)
 
 
@@ -351,6 +413,7 @@ class RunCreated:
     display_name: str
     labels: dict[str, str]
     steps: tuple[StepSpec, ...]
+    targets: tuple[Target, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +571,7 @@ class Milestone:
     title: str
     description: str
     data: dict[str, Any]
+    milestone_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,11 +635,17 @@ class EstimateUpdated:
 
 @dataclass(frozen=True, slots=True)
 class DecisionOption:
-    """One answer a decision offers."""
+    """One answer a decision offers.
+
+    Attributes:
+        value: What the producer receives when this option is chosen.
+        label: Human-readable label; viewers show the value when empty.
+        description: A longer explanation of the option.
+    """
 
     value: str
-    label: str
-    description: str
+    label: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,6 +704,8 @@ EventPayload: TypeAlias = (
     | ErrorRecovery
     | ArtifactProduced
     | WorkflowStateChange
+    | HealthChanged
+    | EstimateUpdated
     | DecisionRequested
     | DecisionResolved
     | Custom
@@ -662,3 +734,164 @@ class Event:
     idempotency_key: str
     payload: EventPayload | None
     raw: event_pb2.RunEvent = field(repr=False, compare=False)
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A question a run asked a human, with its answer once there is one.
+
+    Attributes:
+        run_id: The run that asked.
+        decision_id: Unique within the run.
+        decision_type: The kind of decision, for example "file_selection".
+        prompt: The question.
+        options: The possible answers.
+        default_option: The option taken when nobody answers before the deadline; "" for none.
+        timeout: How long the run waits for an answer; None waits until answered.
+        can_skip: Whether the human may skip the decision.
+        context: Context that helps the human decide.
+        affects_workflow: Whether the answer changes the workflow's course.
+        state: OPEN while it takes answers, then RESOLVED.
+        create_time: When the run asked.
+        deadline: When the server closes the decision if nobody answers; None without timeout.
+        outcome: How it was closed; UNSPECIFIED while open.
+        choice: The chosen option's value; "" while open and when skipped, timed out or
+            cancelled.
+        answered_by: Who answered or skipped; "" otherwise.
+        resolve_time: When it was closed; None while open.
+        requested_seq: The seq of the run's DecisionRequested event.
+        resolved_seq: The seq of the run's DecisionResolved event; 0 while open.
+        raw: The ``runstream.v1.Decision`` message.
+    """
+
+    run_id: str
+    decision_id: str
+    decision_type: str
+    prompt: str
+    options: tuple[DecisionOption, ...]
+    default_option: str
+    timeout: timedelta | None
+    can_skip: bool
+    context: dict[str, Any]
+    affects_workflow: bool
+    state: DecisionState
+    create_time: datetime | None
+    deadline: datetime | None
+    outcome: DecisionOutcome
+    choice: str
+    answered_by: str
+    resolve_time: datetime | None
+    requested_seq: int
+    resolved_seq: int
+    raw: decision_pb2.Decision = field(repr=False, compare=False)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the decision still takes answers."""
+        return self.state == DecisionState.OPEN
+
+    def option(self, value: str) -> DecisionOption | None:
+        """The option with this value, if the decision offers it."""
+        return next((o for o in self.options if o.value == value), None)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    """What ``RunReporter.ask()`` returns once its decision closed.
+
+    Attributes:
+        decision_id: The decision.
+        outcome: ANSWERED, DEFAULTED (nobody answered; the default was taken), SKIPPED or
+            TIMED_OUT (nobody answered and there was no default).
+        choice: The chosen option's value: the answer, or the default when DEFAULTED; None
+            when SKIPPED or TIMED_OUT.
+        answered_by: Who answered or skipped; "" when the deadline closed it.
+        decision: The closed decision as the server holds it.
+    """
+
+    decision_id: str
+    outcome: DecisionOutcome
+    choice: str | None
+    answered_by: str
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPrompt:
+    """On an interaction: a decision of a subscribed run is open (asked now, or before the
+    subscription began) and takes answers."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionClosed:
+    """On an interaction: a decision of a subscribed run was closed, by anyone or by its
+    deadline."""
+
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerResult:
+    """On an interaction: the outcome of one of this interaction's answers.
+
+    Attributes:
+        answer_id: The number ``Interaction.answer()`` gave the answer.
+        code: OK when the answer was accepted (or repeated an identical accepted answer);
+            otherwise the status SubmitDecision would have failed with.
+        message: Why the answer was rejected; "" when accepted.
+        decision: The decision after the answer (closed by it, or as it stands).
+    """
+
+    answer_id: int
+    code: StatusCode
+    message: str
+    decision: Decision | None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the answer was accepted."""
+        return self.code == StatusCode.OK
+
+
+InteractionUpdate: TypeAlias = DecisionPrompt | DecisionClosed | AnswerResult
+"""What an interaction yields."""
+
+
+# --- insight ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetails:
+    """``Client.get_run_details()``: the snapshot with the activity feed and open decisions.
+
+    Attributes:
+        run: The run's snapshot, as ``get_run`` returns it.
+        recent_activity: The run's last (up to 50) agent activity events, oldest first.
+        open_decisions: The run's open decisions, in the order they were asked.
+    """
+
+    run: Run
+    recent_activity: tuple[Event, ...]
+    open_decisions: tuple[Decision, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunsUpdate:
+    """One update of ``Client.watch_runs()``.
+
+    Attributes:
+        runs: Runs without their steps, each in its latest state.
+        initial: True when ``runs`` is every run matching the filter: the stream's initial
+            state, and again after each reconnect. Replace what you hold with it (a run that
+            is missing stopped matching or is gone). False: these runs changed; update them
+            in place (a run whose status made it stop matching comes once more, then no
+            longer).
+    """
+
+    runs: tuple[Run, ...]
+    initial: bool

@@ -1,4 +1,4 @@
-"""The watcher: a resuming async iterator over a run's WatchRun stream.
+"""Watchers: a resuming async iterator over a run's WatchRun stream, and one over WatchRuns.
 
 The iterator remembers the seq of the last event it yielded (its cursor). When the stream
 breaks because the server or the connection went away, it reconnects with exponential
@@ -22,7 +22,7 @@ import grpc
 from runstream import _convert as convert
 from runstream._errors import DataLossError, UnavailableError, error_from_rpc
 from runstream._retry import Backoff, is_retryable
-from runstream._types import Event, EventKind
+from runstream._types import Event, EventKind, Run, RunsUpdate
 
 if TYPE_CHECKING:
     from runstream.v1 import run_service_pb2
@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     WatchMethod = grpc.aio.UnaryStreamMultiCallable[
         run_service_pb2.WatchRunRequest, run_service_pb2.WatchRunResponse
     ]
+    WatchRunsMethod = grpc.aio.UnaryStreamMultiCallable[
+        run_service_pb2.WatchRunsRequest, run_service_pb2.WatchRunsResponse
+    ]
 
-__all__ = ["watch_run"]
+__all__ = ["watch_run", "watch_runs"]
 
 _log = logging.getLogger("runstream.watch")
 
@@ -95,6 +98,63 @@ async def watch_run(
                 exc.code().name,
                 cursor,
             )
+        finally:
+            call.cancel()
+        await asyncio.sleep(backoff.next_delay())
+
+
+async def watch_runs(
+    watch_runs_rpc: WatchRunsMethod,
+    *,
+    filter: str,
+    heartbeat_interval: timedelta | float | None,
+    metadata: Sequence[tuple[str, str]],
+    reconnect_timeout: float | None,
+) -> AsyncGenerator[RunsUpdate, None]:
+    """Yields the matching runs' state, then their changes, reconnecting as needed.
+
+    The server opens every stream with the current state of each matching run; the SDK
+    gathers it into one ``RunsUpdate(initial=True)``, so a reconnect hands the caller a
+    complete table to replace its own with, rather than a mix of old and new rows.
+    """
+    request = convert.watch_runs_request(filter, heartbeat_interval)
+    backoff = Backoff()
+    down_since: float | None = None
+    while True:
+        call = watch_runs_rpc(request, metadata=metadata)
+        initial: dict[str, Run] = {}
+        in_initial_state = True
+        try:
+            async for response in call:
+                down_since = None
+                backoff.reset()
+                runs, initial_complete, heartbeat = convert.parse_watch_runs_response(response)
+                if heartbeat:
+                    continue
+                if in_initial_state:
+                    # A run that changed while the initial state was being sent comes twice;
+                    # the later copy is the newer one.
+                    for run in runs:
+                        initial.pop(run.run_id, None)
+                        initial[run.run_id] = run
+                    if initial_complete:
+                        in_initial_state = False
+                        yield RunsUpdate(runs=tuple(initial.values()), initial=True)
+                elif runs:
+                    yield RunsUpdate(runs=tuple(runs), initial=False)
+            _log.info("the server ended the runs watch; reconnecting")
+        except grpc.aio.AioRpcError as exc:
+            if not is_retryable(exc):
+                raise error_from_rpc(exc) from exc
+            now = time.monotonic()
+            if down_since is None:
+                down_since = now
+            if reconnect_timeout is not None and now - down_since > reconnect_timeout:
+                raise UnavailableError(
+                    f"watch of runs: server unreachable for {reconnect_timeout:g}s "
+                    f"({exc.code().name}: {exc.details()})"
+                ) from exc
+            _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
         finally:
             call.cancel()
         await asyncio.sleep(backoff.next_delay())
