@@ -41,9 +41,8 @@ test: setup ## Set up everything the tests need, then run the whole test suite.
 demo: setup-demo ## Set up, then run the live terminal demo on an embedded server.
 	$(VENV)/bin/runstream demo
 
-bench: setup ## Run the benchmarks (bench/run.py; a placeholder until benchmarks land).
-	@if [ -f bench/run.py ]; then $(PY) bench/run.py; \
-	else echo "bench: bench/run.py does not exist yet; nothing to run"; fi
+bench: setup ## Run the benchmarks side by side (bench/run.py; figures, not pass/fail).
+	$(PY) bench/run.py
 
 serve: setup-demo ## Run a server on $(ADDRESS) with the SQLite store $(STORE).
 	$(VENV)/bin/runstream serve --address $(ADDRESS) --store $(STORE)
