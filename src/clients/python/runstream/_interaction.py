@@ -1,0 +1,278 @@
+"""Interactions: a viewer's DecisionService.Interact stream, typed and resilient.
+
+One background task owns the bidirectional stream. It subscribes to the runs, reads prompts,
+closures and answer results into a queue that the caller iterates, and settles the future of
+each answer when its result arrives. When the connection breaks it reconnects with
+exponential backoff, subscribes again (the server then sends every open prompt again) and
+resends the answers that got no result yet: answering is idempotent on the server, so an
+answer that did arrive before the break is not applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from runstream import _convert as convert
+from runstream._errors import (
+    FailedPreconditionError,
+    RunstreamError,
+    StatusCode,
+    UnavailableError,
+    error_from_rpc,
+    error_from_status,
+)
+from runstream._retry import Backoff, is_retryable
+from runstream._types import AnswerResult, Decision, InteractionUpdate
+
+if TYPE_CHECKING:
+    from runstream.v1 import decision_service_pb2
+
+    InteractCall = grpc.aio.StreamStreamCall[
+        decision_service_pb2.InteractRequest, decision_service_pb2.InteractResponse
+    ]
+    InteractMethod = grpc.aio.StreamStreamMultiCallable[
+        decision_service_pb2.InteractRequest, decision_service_pb2.InteractResponse
+    ]
+
+__all__ = ["Interaction"]
+
+_log = logging.getLogger("runstream.interaction")
+
+
+class _End:
+    """Marks the end of the updates queue."""
+
+
+_END = _End()
+
+
+class Interaction:
+    """A viewer's live connection to the decisions of one or more runs.
+
+    Create it with ``Client.interact()``. Iterate it for updates: a DecisionPrompt for every
+    open decision of the subscribed runs (those open when subscribing, then each new one), a
+    DecisionClosed for every closure, by anyone or by a deadline, and an AnswerResult for each
+    of this interaction's answers. Answer with ``answer()``, on the same stream.
+
+    After a reconnect the open prompts are delivered again; keep them by
+    ``(run_id, decision_id)``. The iteration ends with the error that ended the stream
+    (NotFoundError for a run that does not exist, UnavailableError when the server stays
+    unreachable longer than the client's reconnect timeout), or when ``aclose()`` is called.
+
+    Use ``async with client.interact([run_id]) as interaction:`` or call ``aclose()``.
+    """
+
+    def __init__(
+        self,
+        interact_rpc: InteractMethod,
+        run_ids: Iterable[str],
+        *,
+        viewer: str,
+        metadata: Sequence[tuple[str, str]],
+        reconnect_timeout: float | None,
+    ) -> None:
+        self._rpc = interact_rpc
+        self._run_ids: list[str] = list(dict.fromkeys(run_ids))
+        self._viewer = viewer
+        self._metadata = tuple(metadata)
+        self._reconnect_timeout = reconnect_timeout
+        self._updates: asyncio.Queue[InteractionUpdate | _End] = asyncio.Queue()
+        self._pending: dict[
+            int, tuple[decision_service_pb2.SubmitDecisionRequest, asyncio.Future[AnswerResult]]
+        ] = {}
+        self._sent: set[int] = set()
+        self._next_answer_id = 1
+        self._write_lock = asyncio.Lock()
+        self._call: InteractCall | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._error: RunstreamError | None = None
+        self._closed = False
+        self._ended = False
+
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        """The runs this interaction follows."""
+        return tuple(self._run_ids)
+
+    @property
+    def viewer(self) -> str:
+        """Who is viewing; the server records it as answered_by when an answer gives none."""
+        return self._viewer
+
+    def _start(self) -> None:
+        if self._closed:
+            raise FailedPreconditionError("the interaction is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="runstream-interact")
+
+    async def __aenter__(self) -> Interaction:
+        self._start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Interaction:
+        return self
+
+    async def __anext__(self) -> InteractionUpdate:
+        if self._task is None and not self._closed:
+            self._start()
+        update = await self._updates.get()
+        if isinstance(update, _End):
+            self._updates.put_nowait(update)  # Every later __anext__ ends too.
+            if self._error is not None:
+                raise self._error
+            raise StopAsyncIteration
+        return update
+
+    async def subscribe(self, run_ids: Iterable[str]) -> None:
+        """Follows more runs on the same stream."""
+        added = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._run_ids]
+        if not added:
+            return
+        self._start()
+        self._run_ids.extend(added)
+        async with self._write_lock:
+            if self._call is not None:
+                await self._write(self._call, convert.interact_subscribe(added, self._viewer))
+
+    async def answer(
+        self,
+        run_id: str,
+        decision_id: str,
+        choice: str | None = None,
+        *,
+        skip: bool = False,
+        answered_by: str = "",
+    ) -> Decision:
+        """Answers (or skips) a decision on this stream; returns the closed decision.
+
+        The rules are SubmitDecision's: raises InvalidArgumentError for a choice that is not
+        an option or a skip that is not allowed, NotFoundError for an unknown decision,
+        FailedPreconditionError when the run already ended, and AbortedError when the
+        decision was already closed otherwise (the message names the winning answer). The
+        same answer again returns the same decision. A rejected answer does not end the
+        interaction.
+        """
+        self._start()
+        if self._error is not None:
+            raise self._error
+        answer_id = self._next_answer_id
+        self._next_answer_id += 1
+        request = convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by)
+        future: asyncio.Future[AnswerResult] = asyncio.get_running_loop().create_future()
+        self._pending[answer_id] = (request, future)
+        try:
+            async with self._write_lock:
+                if self._call is not None and answer_id not in self._sent:
+                    await self._write(self._call, convert.interact_answer(answer_id, request))
+                    self._sent.add(answer_id)
+            result = await future
+        finally:
+            self._pending.pop(answer_id, None)
+        if result.code != StatusCode.OK:
+            raise error_from_status(result.code, result.message)
+        if result.decision is None:
+            raise RunstreamError(
+                f"answer {answer_id} was accepted without a decision", code=StatusCode.INTERNAL
+            )
+        return result.decision
+
+    async def aclose(self) -> None:
+        """Ends the stream; pending answers fail with FailedPreconditionError. Idempotent."""
+        self._closed = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        self._finish()
+
+    # --- the stream task -------------------------------------------------------------------
+
+    async def _write(self, call: InteractCall, request: Any) -> None:
+        try:
+            await call.write(request)
+        except (asyncio.InvalidStateError, grpc.aio.AioRpcError) as exc:
+            # The call is finishing; the stream task sees why and resends after reconnecting.
+            _log.debug("interact write failed: %r", exc)
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        down_since: float | None = None
+        try:
+            while True:
+                call: InteractCall = self._rpc(None, metadata=self._metadata)
+                try:
+                    async with self._write_lock:
+                        self._call = call
+                        self._sent.clear()
+                        await self._write(
+                            call, convert.interact_subscribe(self._run_ids, self._viewer)
+                        )
+                        for answer_id, (request, future) in sorted(self._pending.items()):
+                            if not future.done():
+                                await self._write(call, convert.interact_answer(answer_id, request))
+                                self._sent.add(answer_id)
+                    async for response in call:
+                        down_since = None
+                        backoff.reset()
+                        update = convert.parse_interact_response(response)
+                        if update is None:
+                            continue
+                        if isinstance(update, AnswerResult):
+                            entry = self._pending.get(update.answer_id)
+                            if entry is not None and not entry[1].done():
+                                entry[1].set_result(update)
+                        self._updates.put_nowait(update)
+                    _log.info("the server ended the interact stream; reconnecting")
+                except grpc.aio.AioRpcError as exc:
+                    if not is_retryable(exc):
+                        self._error = error_from_rpc(exc)
+                        self._error.__cause__ = exc
+                        return
+                    now = time.monotonic()
+                    if down_since is None:
+                        down_since = now
+                    if self._reconnect_timeout is not None and (
+                        now - down_since > self._reconnect_timeout
+                    ):
+                        self._error = UnavailableError(
+                            f"interact: server unreachable for {self._reconnect_timeout:g}s "
+                            f"({exc.code().name}: {exc.details()})"
+                        )
+                        self._error.__cause__ = exc
+                        return
+                    _log.info("interact stream lost (%s); reconnecting", exc.code().name)
+                finally:
+                    self._call = None
+                    call.cancel()
+                await asyncio.sleep(backoff.next_delay())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # A bug must surface to the caller, not hang answer().
+            self._error = RunstreamError(f"interaction crashed: {exc!r}", code=StatusCode.INTERNAL)
+            self._error.__cause__ = exc
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        error = self._error or FailedPreconditionError("the interaction is closed")
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        if not self._ended:
+            self._ended = True
+            self._updates.put_nowait(_END)
