@@ -276,10 +276,14 @@ async def test_watch_run_prints_every_event_and_ends(server: RunstreamServer, ru
         "run_started",
         "step_started",
         "step_progress",
+        "milestone",  # 25%: the server marks progress right after the event that crossed it
         "step_completed",
+        "milestone",  # 50%
         "step_started",
         "metrics_update",
         "step_completed",
+        "milestone",  # 75%
+        "milestone",  # 100%
         "run_completed",
     ]
     assert events[-1]["run_completed"]["summary"] == "campaign ready"

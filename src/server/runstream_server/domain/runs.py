@@ -8,8 +8,8 @@ a stall), goes through :meth:`RunManager._commit`, in this order:
 2. the new events are numbered and folded into a *copy* of the run's derived state, which
    rejects what the state does not allow (anything after a terminal event, for instance).
    Before a terminal event the server closes the run's open decisions and fires its last
-   milestones; after a producer's events it adds what they imply: milestones crossed,
-   health changes, a moved estimate;
+   milestones; right after a producer event it adds the milestones that event crossed, and
+   after the batch what the batch implies: a health change, a moved estimate;
 3. all of it is written in one durable transaction with the new snapshot;
 4. only then does the in-memory state move on, watchers get the events from the hub,
    producers and decision viewers are told, deadlines are scheduled, and the producer gets
@@ -396,6 +396,11 @@ class RunManager:
                     known[key] = seq
                 if producer:
                     spoken.append(event)
+                    if not draft.is_terminal:  # milestones land right after what crossed them
+                        for extra in insight.progress_milestones(draft) + insight.target_milestones(
+                            draft
+                        ):
+                            stage(extra, "server")
             if spoken and not draft.is_terminal:
                 for extra in self._after_producer_events(draft, history, spoken):
                     stage(extra, "server")
@@ -440,8 +445,8 @@ class RunManager:
         history: insight.WorkflowHistory,
         spoken: Sequence[event_pb2.RunEvent],
     ) -> list[event_pb2.RunEvent]:
-        """What a producer's events imply: milestones crossed, health, a moved estimate."""
-        extra = insight.progress_milestones(draft) + insight.target_milestones(draft)
+        """What a producer's batch implies as a whole: health and a moved estimate."""
+        extra: list[event_pb2.RunEvent] = []
         health, reason = insight.health_after(draft.run.health, spoken)
         if health != draft.run.health:
             extra.append(insight.health_event(draft.run.health, health, reason))
