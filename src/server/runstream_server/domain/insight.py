@@ -60,10 +60,14 @@ class WorkflowHistory:
     limit: int
     steps: dict[str, deque[float]] = field(default_factory=dict)
     totals: deque[float] = field(default_factory=deque)
+    # Medians are read on every producer batch and change only when a run completes.
+    _medians: dict[str, float] | None = field(default=None, repr=False)
+    _fallback: float | None = field(default=None, repr=False)
 
     def learn(self, run: run_pb2.Run) -> None:
         if not run.HasField("start_time") or not run.HasField("end_time"):
             return
+        self._medians = None
         self.totals.append(_seconds_between(run.start_time, run.end_time))
         while len(self.totals) > self.limit:
             self.totals.popleft()
@@ -77,11 +81,12 @@ class WorkflowHistory:
         return len(self.totals)
 
     def expected(self, step_id: str) -> float | None:
-        samples = self.steps.get(step_id)
-        if samples:
-            return statistics.median(samples)
-        known = [statistics.median(s) for s in self.steps.values() if s]
-        return statistics.median(known) if known else None
+        """The step's median duration; for a step never seen, the median of the others."""
+        if self._medians is None:
+            self._medians = {k: statistics.median(s) for k, s in self.steps.items() if s}
+            known = list(self._medians.values())
+            self._fallback = statistics.median(known) if known else None
+        return self._medians.get(step_id, self._fallback)
 
     def spread(self) -> float:
         """Relative interquartile range across steps: how much durations vary."""
