@@ -98,6 +98,8 @@ _MAX_BATCH_BYTES = 1 << 20
 # How long close() waits for the server to end a half-closed stream before cutting it, and
 # how long a cancelled producer waits for its RunCancelled to be stored.
 _CLOSE_GRACE = 5.0
+# How long a resync after a reconnect waits for proof that the new stream is attached.
+_ATTACH_GRACE = 0.5
 # What a run cancelled by its own producer's task records.
 PRODUCER_CANCEL_REASON = "producer task cancelled"
 PRODUCER = "producer"
@@ -483,6 +485,12 @@ class RunReporter:
         finally:
             self._awaited.pop(decision_id, None)
         if decision.outcome == DecisionOutcome.CANCELLED:
+            if not self._cancelled:
+                # The closed decision can overtake the CANCEL control; the run says why.
+                with contextlib.suppress(RunstreamError):
+                    run = await self._get_run(self._run_id)
+                    if run.status == RunStatus.CANCELLED:
+                        self._mark_cancelled(run.cancel_reason)
             raise RunCancelledError(
                 self._run_id,
                 self._cancel_reason or f"decision {decision_id!r} was cancelled: the run ended",
@@ -845,7 +853,8 @@ class RunReporter:
         self._streams_opened += 1
         reconnected = self._streams_opened > 1
         call: ReportCall = self._report_rpc(None, metadata=self._metadata)
-        reader = asyncio.create_task(self._read_responses(call, backoff, reconnected))
+        stream_attached = asyncio.Event()
+        reader = asyncio.create_task(self._read_responses(call, backoff, stream_attached))
         attached = False
         try:
             while True:
@@ -872,11 +881,14 @@ class RunReporter:
                 request = convert.report_request(
                     "" if attached else self._run_id, batch.events, batch_id
                 )
+                first_write = not attached
                 attached = True
                 try:
                     await call.write(request)
                 except asyncio.InvalidStateError:
                     break  # The call already finished; the reader knows how.
+                if first_write and reconnected and (self._awaited or self._paused):
+                    self._spawn(self._resync(stream_attached))
             await reader  # Raises the stream's error, if it failed.
             if self._failure is not None:
                 return True
@@ -891,19 +903,17 @@ class RunReporter:
             if not reader.cancelled():
                 reader.exception()
 
-    async def _read_responses(self, call: ReportCall, backoff: Backoff, reconnected: bool) -> None:
-        attached = False
+    async def _read_responses(
+        self, call: ReportCall, backoff: Backoff, attached: asyncio.Event
+    ) -> None:
         try:
             async for response in call:
+                # Any response proves the server attached this stream to the run.
+                attached.set()
                 message = convert.parse_report_response(response)
                 if isinstance(message, convert.ReportAck):
                     self._on_ack(message)
                     backoff.reset()
-                    if reconnected and not attached:
-                        # The first ack proves the stream is attached: from here on every
-                        # closure is pushed to it, so what closed before is read now.
-                        self._spawn(self._resync())
-                    attached = True
                 elif isinstance(message, convert.ReportControl):
                     self._on_control(message)
                 elif isinstance(message, convert.ReportDecision):
@@ -916,8 +926,16 @@ class RunReporter:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
-    async def _resync(self) -> None:
-        """After a reconnect: catch up on what the broken stream may have missed."""
+    async def _resync(self, attached: asyncio.Event) -> None:
+        """After a reconnect: catch up on what the broken stream may have missed.
+
+        Reads only once the new stream is attached, so that whatever closes later is pushed
+        to it. A response proves the attachment; an attach-only first message may get none,
+        so after a short grace the read goes ahead anyway (the server attaches a stream
+        as soon as it reads its first message).
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(attached.wait(), _ATTACH_GRACE)
         try:
             if self._paused:
                 run = await self._get_run(self._run_id)

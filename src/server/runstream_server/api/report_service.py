@@ -81,6 +81,10 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                         )
                     if request.events:
                         await self._append(run_id, request.batch_id, request.events, outbox)
+                    else:  # attach only: acknowledged, so the producer knows it is attached
+                        run = await self._runs.get_run(run_id)
+                        ack = pb.AppendAck(batch_id=request.batch_id, last_seq=run.last_seq)
+                        outbox.put_nowait(pb.ReportResponse(ack=ack))
                     request = await anext(requests, None)
                 outbox.put_nowait(None)
             except (RunstreamError, asyncio.CancelledError) as exc:

@@ -25,7 +25,7 @@ import statistics
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
@@ -150,7 +150,17 @@ def estimate_moved(old: run_pb2.Estimate | None, new: run_pb2.Estimate | None) -
         return (old is None) != (new is None)
     shift = abs(new.end_time.ToNanoseconds() - old.end_time.ToNanoseconds()) / 1e9
     remaining = new.remaining.ToNanoseconds() / 1e9
-    return shift > max(2.0, 0.1 * remaining)
+    # Relative, so short runs are corrected as often as long ones; the floor skips jitter.
+    return shift > max(0.05, 0.1 * remaining)
+
+
+def counted_down(estimate: run_pb2.Estimate, now: datetime) -> None:
+    """Moves `remaining` (and its range) to `now`: the end time is what the estimate says."""
+    left = (estimate.end_time.ToDatetime(UTC) - now).total_seconds()
+    elapsed = estimate.remaining.ToNanoseconds() / 1e9 - max(0.0, left)
+    for name in ("remaining", "remaining_low", "remaining_high"):
+        value = getattr(estimate, name).ToNanoseconds() / 1e9
+        getattr(estimate, name).CopyFrom(duration_of(max(0.0, value - elapsed)))
 
 
 def next_health(health: int, event: event_pb2.RunEvent) -> int:

@@ -56,6 +56,7 @@ from runstream_server.domain.queries import (
 )
 from runstream_server.domain.state import (
     REMEMBERED_KINDS,
+    TERMINAL_STATUSES,
     RunState,
     now_utc,
     status_name,
@@ -199,7 +200,21 @@ def _summary(run: run_pb2.Run, viewers: int) -> run_pb2.Run:
     summary.CopyFrom(run)
     summary.ClearField("steps")
     summary.viewer_count = viewers
+    _count_down(summary)
     return summary
+
+
+def _count_down(run: run_pb2.Run) -> None:
+    """Readers get the remaining time as of now; the stored estimate is as of its event."""
+    if run.HasField("estimate") and run.status not in TERMINAL_STATUSES:
+        insight.counted_down(run.estimate, now_utc())
+
+
+def _reason(what: str, by: str, why: str) -> str:
+    """E.g. "paused by ops: review", "paused by ops", "review" or "paused"."""
+    if by:
+        return f"{what} by {by}: {why}" if why else f"{what} by {by}"
+    return why or what
 
 
 def _describe(decision: decision_pb2.Decision) -> str:
@@ -567,6 +582,7 @@ class RunManager:
     async def get_run(self, run_id: str) -> run_pb2.Run:
         run = _copy((await self._state(run_id)).run)
         run.viewer_count = self._hub.watcher_count(run_id)
+        _count_down(run)
         return run
 
     async def get_run_details(
@@ -574,8 +590,7 @@ class RunManager:
     ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
         """The snapshot, the last 50 agent activities and the open decisions of a run."""
         state = await self._state(run_id)
-        run = _copy(state.run)
-        run.viewer_count = self._hub.watcher_count(run_id)
+        run = await self.get_run(run_id)
         activity = [_copy(e) for e in state.recent_activity]
         return run, activity, [_copy(d) for d in state.open_decisions()]
 
@@ -703,7 +718,7 @@ class RunManager:
                     f"run {run_id!r} is {status_name(status)}; only a RUNNING or "
                     "WAITING_FOR_INPUT run can be paused"
                 )
-            why = f"paused by {requested_by}: {reason}" if requested_by else reason
+            why = _reason("paused", requested_by, reason)
             change = event_pb2.RunStatusChanged(
                 previous_status=status, status=run_pb2.RUN_STATUS_PAUSED, reason=why
             )
@@ -721,7 +736,7 @@ class RunManager:
                     f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed"
                 )
             waiting = bool(state.open_decisions())
-            why = f"resumed by {requested_by}: {reason}" if requested_by else reason
+            why = _reason("resumed", requested_by, reason)
             change = event_pb2.RunStatusChanged(
                 previous_status=status,
                 status=(

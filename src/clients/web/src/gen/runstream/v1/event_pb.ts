@@ -79,8 +79,8 @@ export type RunEvent = Message<"runstream.v1.RunEvent"> & {
     case: "runStarted";
   } | {
     /**
-     * The run's status changed for a reason no other event states (pause, resume, waiting
-     * for input). Written by the server.
+     * The run was paused or resumed. Written by the server. (Waiting for input follows
+     * from DecisionRequested and DecisionResolved, and needs no event of its own.)
      *
      * @generated from field: runstream.v1.RunStatusChanged run_status_changed = 12;
      */
@@ -352,7 +352,7 @@ export const RunStartedSchema: GenMessage<RunStarted> = /*@__PURE__*/
   messageDesc(file_runstream_v1_event, 2);
 
 /**
- * The run's status changed for a reason that no other event states.
+ * The run's status changed for a reason that no other event states: a pause or a resume.
  *
  * @generated from message runstream.v1.RunStatusChanged
  */

@@ -297,7 +297,9 @@ export const ActiveAgentSchema: GenMessage<ActiveAgent> = /*@__PURE__*/
  */
 export type Estimate = Message<"runstream.v1.Estimate"> & {
   /**
-   * Time left until the run finishes. Unset when the server has no basis for an estimate.
+   * Time left until the run finishes. In a Run read from GetRun, ListRuns or WatchRuns it
+   * is counted down to the time of the response; in an EstimateUpdated event it is as of
+   * the event. Unset when the server has no basis for an estimate.
    *
    * @generated from field: google.protobuf.Duration remaining = 1;
    */

@@ -1,0 +1,272 @@
+"""Run control through the SDK: cancel and pause reach a running producer, visibly.
+
+An operator's CancelRun stops the workflow at once (its task is cancelled, the block raises
+RunCancelledError); PauseRun holds it at its next step boundary until ResumeRun; both show in
+the run's status and events. A producer whose own task is cancelled reports the run
+cancelled, not failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import runstream
+from runstream import (
+    Client,
+    EventKind,
+    FailedPreconditionError,
+    RunCancelled,
+    RunCancelledError,
+    RunStatus,
+    RunStatusChanged,
+    StepStatus,
+)
+from runstream_server.app import RunstreamServer
+
+from tests.clients.support import TcpProxy, eventually
+
+
+@pytest.fixture
+async def client(server: RunstreamServer) -> AsyncIterator[Client]:
+    async with runstream.connect(server.target) as client:
+        yield client
+
+
+async def log_of(client: Client, run_id: str) -> list[runstream.Event]:
+    return [event async for event in client.list_events(run_id)]
+
+
+async def step_status(client: Client, run_id: str, step_id: str) -> StepStatus:
+    run = await client.get_run(run_id)
+    return next(step.status for step in run.steps if step.step_id == step_id)
+
+
+async def test_cancel_stops_a_workflow_in_the_middle_of_a_long_await(client: Client) -> None:
+    run = await client.start_run("campaign", steps=["research", "write"])
+    in_step = asyncio.Event()
+    reached_after_sleep = False
+
+    async def workflow() -> None:
+        nonlocal reached_after_sleep
+        async with run, run.step("research"):
+            in_step.set()
+            await asyncio.sleep(3600)  # an LLM call that would take forever
+            reached_after_sleep = True
+
+    task = asyncio.create_task(workflow())
+    await asyncio.wait_for(in_step.wait(), 20)
+    await run.flush()
+    cancelled = await client.cancel_run(run.run_id, reason="wrong brief", cancelled_by="ana")
+    assert cancelled.status == RunStatus.CANCELLED
+
+    # The block turns the SDK's own task cancellation into what it means.
+    with pytest.raises(RunCancelledError, match="wrong brief") as raised:
+        await asyncio.wait_for(task, 20)
+    assert not isinstance(raised.value, asyncio.CancelledError)
+    assert not reached_after_sleep
+    assert run.cancelled and run.cancel_reason == "wrong brief"
+    assert not task.cancelled()  # the task ended with the error, not as cancelled
+
+    events = await log_of(client, run.run_id)
+    assert events[-1].payload == RunCancelled("wrong brief", "ana")
+    # Nothing was reported after the cancellation: no StepFailed for the interrupted step.
+    assert not [e for e in events if e.kind == EventKind.STEP_FAILED]
+
+
+async def test_without_cancel_task_the_next_report_call_raises(client: Client) -> None:
+    run = await client.start_run("campaign", steps=["research"], cancel_task=False)
+    assert not run.cancel_task
+    proceed = asyncio.Event()
+    in_step = asyncio.Event()
+
+    async def workflow() -> str:
+        async with run, run.step("research") as step:
+            in_step.set()
+            await proceed.wait()  # not interrupted: cancel_task is off
+            await step.progress(50)
+        return "unreachable"
+
+    task = asyncio.create_task(workflow())
+    await asyncio.wait_for(in_step.wait(), 20)
+    await run.flush()
+    await client.cancel_run(run.run_id, reason="stop")
+    await eventually(lambda: run.cancelled)
+    assert not task.done()
+    proceed.set()
+    with pytest.raises(RunCancelledError, match="stop"):
+        await asyncio.wait_for(task, 20)
+
+
+async def test_a_pending_ask_raises_when_the_run_is_cancelled(client: Client) -> None:
+    run = await client.start_run("campaign", cancel_task=False)
+    waiting = asyncio.create_task(run.ask("Which?", ["a", "b"], decision_id="q"))
+    await eventually(lambda: run.events_acknowledged >= 2)
+    await client.cancel_run(run.run_id, reason="no time")
+    with pytest.raises(RunCancelledError, match="no time"):
+        await asyncio.wait_for(waiting, 20)
+    decision = await client.get_decision(run.run_id, "q")
+    assert decision.outcome == runstream.DecisionOutcome.CANCELLED
+    await run.close()
+
+
+async def test_cancelling_the_producers_own_task_reports_the_run_cancelled(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", steps=["research"])
+    in_step = asyncio.Event()
+
+    async def workflow() -> None:
+        async with run, run.step("research"):
+            in_step.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(workflow())
+    await asyncio.wait_for(in_step.wait(), 20)
+    task.cancel()  # Ctrl-C, a shutdown, an outer timeout: the producer stops itself
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    snapshot = await client.get_run(run.run_id)
+    assert snapshot.status == RunStatus.CANCELLED
+    assert snapshot.error is None  # not a failure
+    events = await log_of(client, run.run_id)
+    assert events[-1].payload == RunCancelled("producer task cancelled", "producer")
+    assert not [e for e in events if e.kind in (EventKind.STEP_FAILED, EventKind.RUN_FAILED)]
+
+
+async def test_an_outer_timeout_around_the_run_still_raises_timeout(client: Client) -> None:
+    run = await client.start_run("campaign")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3), run:
+            await asyncio.sleep(3600)
+    assert (await client.get_run(run.run_id)).status == RunStatus.CANCELLED
+
+
+async def test_pause_holds_the_producer_at_the_next_step_and_resume_lets_it_go_on(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", steps=["research", "write"])
+    finish_research = asyncio.Event()
+    at_boundary = asyncio.Event()
+
+    async def workflow() -> None:
+        async with run:
+            async with run.step("research"):
+                await finish_research.wait()
+            at_boundary.set()
+            async with run.step("write") as step:
+                await step.progress(100)
+            await run.complete("done")
+
+    task = asyncio.create_task(workflow())
+    await eventually(lambda: run.events_acknowledged >= 2)
+    paused = await client.pause_run(run.run_id, reason="checking the brief", requested_by="ana")
+    assert paused.status == RunStatus.PAUSED
+    await eventually(lambda: run.paused)
+
+    # The running step is not interrupted; the producer holds before the next one.
+    finish_research.set()
+    await asyncio.wait_for(at_boundary.wait(), 20)
+    await run.flush()
+    await asyncio.sleep(0.3)  # room for a wrongly unheld producer to start "write"
+    assert await step_status(client, run.run_id, "research") == StepStatus.SUCCEEDED
+    assert await step_status(client, run.run_id, "write") == StepStatus.PENDING
+    assert (await client.get_run(run.run_id)).status == RunStatus.PAUSED
+    assert not task.done()
+
+    with pytest.raises(FailedPreconditionError):
+        await client.pause_run(run.run_id)  # already paused
+
+    resumed = await client.resume_run(run.run_id, reason="brief ok", requested_by="ana")
+    assert resumed.status == RunStatus.RUNNING
+    await asyncio.wait_for(task, 20)
+    assert not run.paused
+    final = await client.get_run(run.run_id)
+    assert final.status == RunStatus.SUCCEEDED
+
+    events = await log_of(client, run.run_id)
+    changes = [e.payload for e in events if isinstance(e.payload, RunStatusChanged)]
+    assert [(c.previous_status, c.status) for c in changes] == [
+        (RunStatus.RUNNING, RunStatus.PAUSED),
+        (RunStatus.PAUSED, RunStatus.RUNNING),
+    ]
+    assert "checking the brief" in changes[0].reason
+    kinds = [e.kind for e in events]
+    # The producer's "write" step came after the resume, not while paused.
+    resume_at = max(i for i, e in enumerate(events) if isinstance(e.payload, RunStatusChanged))
+    write_started = next(
+        i
+        for i, e in enumerate(events)
+        if e.kind == EventKind.STEP_STARTED and getattr(e.payload, "step_id", "") == "write"
+    )
+    assert write_started > resume_at
+    assert kinds[-1] == EventKind.RUN_COMPLETED
+
+
+async def test_wait_if_paused_is_a_boundary_the_workflow_chooses(client: Client) -> None:
+    run = await client.start_run("campaign")
+    await run.wait_if_paused()  # not paused: returns at once
+    await run.flush()
+    await client.pause_run(run.run_id)
+    await eventually(lambda: run.paused)
+    holding = asyncio.create_task(run.wait_if_paused())
+    await asyncio.sleep(0.2)
+    assert not holding.done()
+    await client.resume_run(run.run_id)
+    await asyncio.wait_for(holding, 20)
+    # Cancelling a paused run releases a held producer with RunCancelledError.
+    await client.pause_run(run.run_id)
+    await eventually(lambda: run.paused)
+    holding = asyncio.create_task(run.wait_if_paused())
+    await client.cancel_run(run.run_id, reason="abandoned")
+    with pytest.raises(RunCancelledError, match="abandoned"):
+        await asyncio.wait_for(holding, 20)
+    await run.close()
+
+
+async def test_pause_and_resume_refuse_runs_in_the_wrong_state(client: Client) -> None:
+    run = await client.start_run("campaign")
+    await run.flush()
+    with pytest.raises(FailedPreconditionError):
+        await client.resume_run(run.run_id)  # not paused
+    await run.complete()
+    await run.close()
+    with pytest.raises(FailedPreconditionError):
+        await client.pause_run(run.run_id)  # already ended
+    with pytest.raises(runstream.NotFoundError):
+        await client.pause_run("no-such-run")
+
+
+async def test_a_producer_that_reconnects_learns_of_a_pause_and_of_a_resume_it_missed(
+    server: RunstreamServer,
+) -> None:
+    proxy = TcpProxy(server.port)
+    await proxy.start()
+    try:
+        async with (
+            runstream.connect(proxy.target) as producer_side,
+            runstream.connect(server.target) as operator,
+        ):
+            run = await producer_side.start_run("campaign")
+            await run.flush()
+
+            proxy.cut()
+            await operator.pause_run(run.run_id, reason="while you were away")
+            proxy.restore()
+            # On attaching to a paused run the server sends PAUSE.
+            await eventually(lambda: run.paused)
+
+            proxy.cut()
+            await operator.resume_run(run.run_id)
+            await asyncio.sleep(0.2)
+            assert run.paused  # it cannot know yet
+            proxy.restore()
+            # No RESUME is replayed on attach: the reporter re-reads the run instead.
+            await asyncio.wait_for(run.wait_if_paused(), 30)
+            assert not run.paused
+            await run.complete()
+            await run.close()
+    finally:
+        await proxy.close()

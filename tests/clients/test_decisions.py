@@ -1,0 +1,622 @@
+"""Humans in the loop through the SDK: ask(), SubmitDecision, Interact, against real servers.
+
+What a user notices: the producer gets the answer (or the default at the deadline) however
+and whenever it was given; two people answering at once cannot both win, and both learn who
+did; a wrong answer gets a precise status; and the run's log tells the same story whichever
+path the answer took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+import runstream
+from runstream import (
+    AbortedError,
+    Client,
+    Decision,
+    DecisionClosed,
+    DecisionOption,
+    DecisionOutcome,
+    DecisionPrompt,
+    DecisionRequested,
+    DecisionResolved,
+    DecisionState,
+    Event,
+    EventKind,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    RunReporter,
+    RunStatus,
+    StatusCode,
+)
+from runstream_server.app import RunstreamServer
+
+from tests.clients.support import TcpProxy
+from tests.conftest import ServerProcess
+
+T = TypeVar("T")
+
+PERSONAS: list[DecisionOption | str | tuple[str, ...]] = [
+    DecisionOption("wanderer", "Weekend Wanderer", "Trail runners, 25-40"),
+    DecisionOption("summiteer", "City Summiteer"),
+    ("veteran", "Trail Veteran"),
+]
+
+
+@pytest.fixture
+async def client(server: RunstreamServer) -> AsyncIterator[Client]:
+    async with runstream.connect(server.target) as client:
+        yield client
+
+
+async def log_of(client: Client, run_id: str) -> list[Event]:
+    """The run's stored events, now (the run may still be going)."""
+    return [event async for event in client.list_events(run_id)]
+
+
+async def open_decision(client: Client, run_id: str, decision_id: str) -> Decision:
+    """Waits until the producer's question is stored and open, and returns it."""
+    found: list[Decision] = []
+
+    async def probe() -> bool:
+        decisions = await client.list_decisions(run_id, state=DecisionState.OPEN)
+        found[:] = [d for d in decisions if d.decision_id == decision_id]
+        return bool(found)
+
+    for _ in range(2000):
+        if await probe():
+            return found[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"decision {decision_id!r} never opened")
+
+
+def asking(run: RunReporter, **kwargs: Any) -> asyncio.Task[runstream.DecisionResult]:
+    """ask() in the background, as a workflow blocked on a human would be."""
+    options = kwargs.pop("options", PERSONAS)
+    prompt = kwargs.pop("prompt", "Which audience persona should we prioritise?")
+    return asyncio.create_task(run.ask(prompt, options, **kwargs))
+
+
+async def until_reachable(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, retried while a restarted server is not reachable yet (unary calls fail
+    fast while the channel waits out its reconnect backoff)."""
+    for _ in range(200):
+        try:
+            return await call()
+        except runstream.UnavailableError:
+            await asyncio.sleep(0.1)
+    return await call()
+
+
+async def test_ask_returns_the_answer_a_viewer_submitted(client: Client) -> None:
+    run = await client.start_run("campaign", steps=["persona", "copy"])
+    waiting = asking(
+        run,
+        decision_id="persona",
+        default="wanderer",
+        timeout=timedelta(minutes=10),
+        can_skip=True,
+        context={"segments": 2, "source": "survey"},
+        decision_type="persona_choice",
+        affects_workflow=True,
+    )
+    shown = await open_decision(client, run.run_id, "persona")
+    assert shown.prompt == "Which audience persona should we prioritise?"
+    assert shown.options == (
+        DecisionOption("wanderer", "Weekend Wanderer", "Trail runners, 25-40"),
+        DecisionOption("summiteer", "City Summiteer", ""),
+        DecisionOption("veteran", "Trail Veteran", ""),
+    )
+    assert shown.default_option == "wanderer"
+    assert shown.can_skip and shown.affects_workflow
+    assert shown.context == {"segments": 2, "source": "survey"}
+    assert shown.decision_type == "persona_choice"
+    assert shown.timeout == timedelta(minutes=10)
+    assert shown.deadline is not None and shown.create_time is not None
+    assert shown.deadline - shown.create_time >= timedelta(minutes=9)
+    details = await client.get_run_details(run.run_id)
+    assert details.run.status == RunStatus.WAITING_FOR_INPUT
+    assert [d.decision_id for d in details.open_decisions] == ["persona"]
+    assert not waiting.done()
+
+    closed = await client.submit_decision(run.run_id, "persona", "summiteer", answered_by="ana")
+    assert closed.state == DecisionState.RESOLVED
+    assert (closed.outcome, closed.choice, closed.answered_by) == (
+        DecisionOutcome.ANSWERED,
+        "summiteer",
+        "ana",
+    )
+
+    result = await asyncio.wait_for(waiting, 20)
+    assert result.outcome == DecisionOutcome.ANSWERED
+    assert result.choice == "summiteer"
+    assert result.answered_by == "ana"
+    assert result.decision.resolved_seq > result.decision.requested_seq > 0
+    after = await client.get_run_details(run.run_id)
+    assert after.run.status == RunStatus.RUNNING
+    assert after.open_decisions == ()
+    # The question and its answer are events of the run, for every watcher and replay.
+    events = await log_of(client, run.run_id)
+    requested = [e for e in events if e.kind == EventKind.DECISION_REQUESTED]
+    resolved = [e for e in events if e.kind == EventKind.DECISION_RESOLVED]
+    assert [e.seq for e in requested] == [result.decision.requested_seq]
+    assert [e.seq for e in resolved] == [result.decision.resolved_seq]
+    assert resolved[0].payload == DecisionResolved(
+        "persona", DecisionOutcome.ANSWERED, "summiteer", "ana"
+    )
+    assert (await client.list_decisions(run.run_id, DecisionState.RESOLVED))[0] == closed
+    await run.complete()
+    await run.close()
+
+
+async def test_two_viewers_answer_at_once_and_exactly_one_wins(client: Client) -> None:
+    run = await client.start_run("campaign")
+    waiting = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+
+    async with client.interact([run.run_id], viewer="bo") as interaction:
+        # The interaction first shows the open prompt, with everything needed to answer it.
+        first = await asyncio.wait_for(anext(interaction), 20)
+        assert isinstance(first, DecisionPrompt)
+        assert first.decision.decision_id == "persona"
+        assert len(first.decision.options) == 3
+
+        outcomes = await asyncio.gather(
+            interaction.answer(run.run_id, "persona", "veteran"),
+            client.submit_decision(run.run_id, "persona", "summiteer", answered_by="ana"),
+            return_exceptions=True,
+        )
+        winners = [o for o in outcomes if isinstance(o, Decision)]
+        losers = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(winners) == 1 and len(losers) == 1, outcomes
+        winner = winners[0]
+        loser = losers[0]
+        # The loser learns who won and with what, from the error itself.
+        assert isinstance(loser, AbortedError), loser
+        assert loser.code == StatusCode.ABORTED
+        assert repr(winner.choice) in loser.message
+        assert winner.answered_by in loser.message
+        assert winner.answered_by in ("bo", "ana")  # the stream's viewer names its answers
+        # The interacting viewer is told about the closure whoever won.
+        closed = await asyncio.wait_for(_next_closed(interaction), 20)
+        assert (closed.choice, closed.answered_by) == (winner.choice, winner.answered_by)
+
+    result = await asyncio.wait_for(waiting, 20)
+    assert (result.choice, result.answered_by) == (winner.choice, winner.answered_by)
+    events = await log_of(client, run.run_id)
+    resolved = [e.payload for e in events if e.kind == EventKind.DECISION_RESOLVED]
+    assert resolved == [
+        DecisionResolved("persona", DecisionOutcome.ANSWERED, winner.choice, winner.answered_by)
+    ]
+    await run.complete()
+    await run.close()
+
+
+async def test_two_interacting_viewers_race_and_both_see_the_winner(client: Client) -> None:
+    run = await client.start_run("campaign")
+    waiting = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+    async with (
+        client.interact([run.run_id], viewer="ana") as ana,
+        client.interact([run.run_id], viewer="bo") as bo,
+    ):
+        outcomes = await asyncio.gather(
+            ana.answer(run.run_id, "persona", "wanderer"),
+            bo.answer(run.run_id, "persona", "veteran"),
+            return_exceptions=True,
+        )
+        winners = [o for o in outcomes if isinstance(o, Decision)]
+        assert len(winners) == 1, outcomes
+        assert sum(isinstance(o, AbortedError) for o in outcomes) == 1, outcomes
+        winner = winners[0]
+        for viewer in (ana, bo):
+            closed = await asyncio.wait_for(_next_closed(viewer), 20)
+            assert (closed.choice, closed.answered_by) == (winner.choice, winner.answered_by)
+    result = await asyncio.wait_for(waiting, 20)
+    assert result.choice == winner.choice
+    await run.complete()
+    await run.close()
+
+
+async def _next_closed(interaction: runstream.Interaction) -> Decision:
+    async for update in interaction:
+        if isinstance(update, DecisionClosed):
+            return update.decision
+    raise AssertionError("the interaction ended without a closure")
+
+
+async def test_a_prompt_nobody_answers_resolves_to_its_default_at_the_deadline(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign")
+    result = await asyncio.wait_for(
+        run.ask("Which persona?", PERSONAS, default="summiteer", timeout=0.3), 20
+    )
+    assert result.outcome == DecisionOutcome.DEFAULTED
+    assert result.choice == "summiteer"
+    assert result.answered_by == ""
+
+    no_default = await asyncio.wait_for(run.ask("Go on?", ["yes", "no"], timeout=0.3), 20)
+    assert no_default.outcome == DecisionOutcome.TIMED_OUT
+    assert no_default.choice is None
+
+    # An answer after the deadline is refused, naming how the decision closed.
+    with pytest.raises(AbortedError, match="DEFAULTED") as late:
+        await client.submit_decision(run.run_id, result.decision_id, "veteran")
+    assert "summiteer" in late.value.message
+    await run.complete()
+    await run.close()
+    events = await log_of(client, run.run_id)
+    resolved = [e.payload for e in events if e.kind == EventKind.DECISION_RESOLVED]
+    assert resolved == [
+        DecisionResolved(result.decision_id, DecisionOutcome.DEFAULTED, "summiteer", ""),
+        DecisionResolved(no_default.decision_id, DecisionOutcome.TIMED_OUT, "", ""),
+    ]
+
+
+async def test_skipping_a_skippable_decision(client: Client) -> None:
+    run = await client.start_run("campaign")
+    waiting = asking(run, decision_id="optional", can_skip=True, default="wanderer", timeout=600)
+    await open_decision(client, run.run_id, "optional")
+    skipped = await client.submit_decision(run.run_id, "optional", skip=True, answered_by="ana")
+    assert skipped.outcome == DecisionOutcome.SKIPPED
+    result = await asyncio.wait_for(waiting, 20)
+    assert (result.outcome, result.choice, result.answered_by) == (
+        DecisionOutcome.SKIPPED,
+        None,
+        "ana",
+    )
+    await run.complete()
+    await run.close()
+
+
+async def test_each_wrong_answer_gets_its_precise_status(client: Client) -> None:
+    run = await client.start_run("campaign")
+    waiting = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+
+    with pytest.raises(InvalidArgumentError, match="choice") as not_an_option:
+        await client.submit_decision(run.run_id, "persona", "nobody")
+    assert "'nobody'" in not_an_option.value.message
+    with pytest.raises(InvalidArgumentError, match="skip"):
+        await client.submit_decision(run.run_id, "persona", skip=True)
+    with pytest.raises(InvalidArgumentError):
+        await client.submit_decision(run.run_id, "persona")  # neither a choice nor a skip
+    with pytest.raises(NotFoundError, match="no-such-decision"):
+        await client.submit_decision(run.run_id, "no-such-decision", "wanderer")
+    with pytest.raises(NotFoundError):
+        await client.submit_decision("no-such-run", "persona", "wanderer")
+    with pytest.raises(NotFoundError):
+        await client.get_decision(run.run_id, "no-such-decision")
+    assert not waiting.done()  # none of that closed the decision
+
+    first = await client.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
+    # The same answer again is idempotent: the same decision, not an error.
+    again = await client.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
+    assert again == first
+    with pytest.raises(AbortedError) as other:
+        await client.submit_decision(run.run_id, "persona", "wanderer", answered_by="bo")
+    assert "'veteran'" in other.value.message and "ana" in other.value.message
+    assert (await asyncio.wait_for(waiting, 20)).choice == "veteran"
+
+    # A finished run takes no answers at all.
+    late = asking(run, decision_id="late")
+    await open_decision(client, run.run_id, "late")
+    await client.cancel_run(run.run_id, reason="done here")
+    with pytest.raises(runstream.RunCancelledError):
+        await asyncio.wait_for(late, 20)
+    with pytest.raises(FailedPreconditionError) as finished:
+        await client.submit_decision(run.run_id, "late", "wanderer")
+    assert finished.value.code == StatusCode.FAILED_PRECONDITION
+    cancelled = await client.get_decision(run.run_id, "late")
+    assert cancelled.outcome == DecisionOutcome.CANCELLED
+    await run.close()
+
+
+async def test_the_interact_stream_reports_rejections_and_stays_open(client: Client) -> None:
+    run = await client.start_run("campaign")
+    waiting = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+    async with client.interact([run.run_id], viewer="ana") as interaction:
+        with pytest.raises(InvalidArgumentError, match="choice"):
+            await interaction.answer(run.run_id, "persona", "nobody")
+        with pytest.raises(InvalidArgumentError, match="skip"):
+            await interaction.answer(run.run_id, "persona", skip=True)
+        with pytest.raises(NotFoundError):
+            await interaction.answer(run.run_id, "no-such-decision", "wanderer")
+        decision = await interaction.answer(run.run_id, "persona", "summiteer")
+        assert decision.answered_by == "ana"  # the viewer, since the answer named nobody
+        assert await interaction.answer(run.run_id, "persona", "summiteer") == decision
+        with pytest.raises(AbortedError, match="summiteer"):
+            await interaction.answer(run.run_id, "persona", "veteran", answered_by="bo")
+        # Every answer's result is also an update of the stream, in order.
+        results = []
+        async for update in interaction:
+            if isinstance(update, runstream.AnswerResult):
+                results.append(update)
+            if len(results) == 6:
+                break
+        assert [r.code for r in results] == [
+            StatusCode.INVALID_ARGUMENT,
+            StatusCode.INVALID_ARGUMENT,
+            StatusCode.NOT_FOUND,
+            StatusCode.OK,
+            StatusCode.OK,
+            StatusCode.ABORTED,
+        ]
+        assert [r.answer_id for r in results] == [1, 2, 3, 4, 5, 6]
+        assert results[3].accepted and not results[5].accepted
+    assert (await asyncio.wait_for(waiting, 20)).choice == "summiteer"
+    await run.complete()
+    await run.close()
+
+
+async def test_an_interaction_gets_open_prompts_then_new_ones_and_closures(
+    client: Client,
+) -> None:
+    one = await client.start_run("campaign")
+    two = await client.start_run("campaign")
+    early = asking(one, decision_id="early")
+    await open_decision(client, one.run_id, "early")
+    updates: list[runstream.InteractionUpdate] = []
+    async with client.interact([one.run_id], viewer="ana") as interaction:
+        updates.append(await asyncio.wait_for(anext(interaction), 20))
+        await interaction.subscribe([two.run_id])
+        later = asking(two, decision_id="later", default="wanderer", timeout=0.5)
+        while len(updates) < 3:
+            updates.append(await asyncio.wait_for(anext(interaction), 20))
+        await client.submit_decision(one.run_id, "early", "veteran")
+        updates.append(await asyncio.wait_for(anext(interaction), 20))
+    assert [(type(u).__name__, u.decision.run_id, u.decision.decision_id) for u in updates] == [  # type: ignore[union-attr]
+        ("DecisionPrompt", one.run_id, "early"),
+        ("DecisionPrompt", two.run_id, "later"),
+        ("DecisionClosed", two.run_id, "later"),  # by its deadline
+        ("DecisionClosed", one.run_id, "early"),
+    ]
+    assert isinstance(updates[2], DecisionClosed)
+    assert updates[2].decision.outcome == DecisionOutcome.DEFAULTED
+    assert (await asyncio.wait_for(later, 20)).outcome == DecisionOutcome.DEFAULTED
+    assert (await asyncio.wait_for(early, 20)).choice == "veteran"
+    for run in (one, two):
+        await run.complete()
+        await run.close()
+
+
+async def test_interacting_with_an_unknown_run_ends_with_not_found(client: Client) -> None:
+    async with client.interact(["no-such-run"]) as interaction:
+        with pytest.raises(NotFoundError):
+            async for _ in interaction:
+                pass
+        with pytest.raises(NotFoundError):
+            await interaction.answer("no-such-run", "d", "x")
+
+
+async def test_the_unary_and_the_bidirectional_path_write_the_same_log(client: Client) -> None:
+    async def play(answer: Any) -> list[tuple[EventKind, Any]]:
+        run = await client.start_run("campaign", steps=["persona"])
+        async with run:
+            async with run.step("persona"):
+                waiting = asking(run, decision_id="persona", default="wanderer", timeout=600)
+                await open_decision(client, run.run_id, "persona")
+                await answer(run.run_id)
+                result = await asyncio.wait_for(waiting, 20)
+                assert (result.choice, result.answered_by) == ("veteran", "ana")
+            await run.complete("ok")
+        events = await log_of(client, run.run_id)
+        # The second run has history, so the server adds estimates the first cannot have.
+        return [(e.kind, _comparable(e.payload)) for e in events if e.kind not in INSIGHT]
+
+    async def unary(run_id: str) -> None:
+        await client.submit_decision(run_id, "persona", "veteran", answered_by="ana")
+
+    async def bidirectional(run_id: str) -> None:
+        async with client.interact([run_id], viewer="ana") as interaction:
+            await interaction.answer(run_id, "persona", "veteran")
+
+    unary_log = await play(unary)
+    bidi_log = await play(bidirectional)
+    assert unary_log == bidi_log
+    decision_events = [p for k, p in unary_log if k == EventKind.DECISION_RESOLVED]
+    assert decision_events == [
+        DecisionResolved("persona", DecisionOutcome.ANSWERED, "veteran", "ana")
+    ]
+
+
+INSIGHT = {EventKind.ESTIMATE_UPDATED, EventKind.HEALTH_CHANGED}
+
+
+def _comparable(payload: Any) -> Any:
+    """A payload without what differs between any two runs (times, generated ids)."""
+    if isinstance(payload, DecisionRequested):
+        return (payload.decision_id, payload.prompt, payload.options, payload.default_option)
+    if isinstance(payload, runstream.StepCompleted):
+        return (payload.step_id, payload.summary)
+    return payload
+
+
+async def test_questions_the_server_would_refuse_are_refused_before_sending(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign")
+    bad_questions: list[tuple[str, list[Any], dict[str, Any]]] = [
+        ("Which?", [], {}),
+        ("Which?", ["a", "a"], {}),
+        ("Which?", ["a", ""], {}),
+        ("Which?", ["a", "b"], {"default": "c"}),
+        ("Which?", ["a", "b"], {"timeout": 0}),
+        ("", ["a", "b"], {}),
+    ]
+    for prompt, options, kwargs in bad_questions:
+        with pytest.raises(InvalidArgumentError):
+            await run.ask(prompt, options, **kwargs)
+    result = await asyncio.wait_for(
+        run.ask("Which?", ["a", "b"], default="b", timeout=0.2, decision_id="q"), 20
+    )
+    assert result.choice == "b"
+    with pytest.raises(InvalidArgumentError, match="already asked"):
+        await run.ask("Again?", ["a"], decision_id="q")
+    await run.complete()  # the reporter never failed
+    await run.close()
+
+
+async def test_a_producer_cut_off_while_waiting_gets_the_answer_after_reconnecting(
+    server: RunstreamServer,
+) -> None:
+    proxy = TcpProxy(server.port)
+    await proxy.start()
+    try:
+        async with (
+            runstream.connect(proxy.target) as producer_side,
+            runstream.connect(server.target) as viewer,
+        ):
+            run = await producer_side.start_run("campaign")
+            waiting = asking(run, decision_id="persona")
+            await open_decision(viewer, run.run_id, "persona")
+            await run.flush()
+            proxy.cut()  # the producer's stream breaks and it cannot reconnect
+            # Answered while the producer is away: only a read after reconnecting can tell it.
+            await viewer.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            proxy.restore()
+            result = await asyncio.wait_for(waiting, 30)
+            assert (result.outcome, result.choice, result.answered_by) == (
+                DecisionOutcome.ANSWERED,
+                "veteran",
+                "ana",
+            )
+            await run.complete()
+            await run.close()
+    finally:
+        await proxy.close()
+
+
+async def test_a_default_applied_while_the_producer_was_cut_off_reaches_it(
+    server: RunstreamServer,
+) -> None:
+    proxy = TcpProxy(server.port)
+    await proxy.start()
+    try:
+        async with (
+            runstream.connect(proxy.target) as producer_side,
+            runstream.connect(server.target) as viewer,
+        ):
+            run = await producer_side.start_run("campaign")
+            waiting = asking(run, decision_id="persona", default="summiteer", timeout=0.5)
+            await open_decision(viewer, run.run_id, "persona")
+            proxy.cut()
+            closed = await _wait_resolved(viewer, run.run_id, "persona")
+            assert closed.outcome == DecisionOutcome.DEFAULTED
+            proxy.restore()
+            result = await asyncio.wait_for(waiting, 30)
+            assert (result.outcome, result.choice) == (DecisionOutcome.DEFAULTED, "summiteer")
+            await run.complete()
+            await run.close()
+    finally:
+        await proxy.close()
+
+
+async def _wait_resolved(client: Client, run_id: str, decision_id: str) -> Decision:
+    for _ in range(3000):
+        decision = await client.get_decision(run_id, decision_id)
+        if not decision.is_open:
+            return decision
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"decision {decision_id!r} never closed")
+
+
+@pytest.mark.slow
+async def test_a_deadline_that_passes_while_the_server_is_down_fires_once_after_restart(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign")
+        waiting = asking(run, decision_id="persona", default="wanderer", timeout=1.5)
+        decision = await open_decision(client, run.run_id, "persona")
+        assert decision.deadline is not None
+        server_process.kill()
+        await asyncio.sleep(2.0)  # the deadline passes while nothing is running
+        await asyncio.to_thread(server_process.start)
+        result = await asyncio.wait_for(waiting, 30)
+        assert (result.outcome, result.choice) == (DecisionOutcome.DEFAULTED, "wanderer")
+
+        # Once more down and up: the deadline is not applied a second time.
+        await run.flush()
+        server_process.kill()
+        await asyncio.to_thread(server_process.start)
+        await run.complete()
+        await run.close()
+        events = await until_reachable(lambda: log_of(client, run.run_id))
+    resolved = [e.payload for e in events if e.kind == EventKind.DECISION_RESOLVED]
+    assert resolved == [
+        DecisionResolved("persona", DecisionOutcome.DEFAULTED, "wanderer", ""),
+    ]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+@pytest.mark.slow
+async def test_an_answer_given_while_the_producer_reconnects_after_a_restart_reaches_it(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign")
+        waiting = asking(run, decision_id="persona")
+        await open_decision(client, run.run_id, "persona")
+        server_process.kill()
+        # Long enough for the producer's reconnect backoff to grow, so the answer below
+        # most likely lands before it is back (either way it must get the answer).
+        await asyncio.sleep(2.5)
+        await asyncio.to_thread(server_process.start)
+        answered = await until_reachable(
+            lambda: client.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
+        )
+        result = await asyncio.wait_for(waiting, 30)
+        assert result.choice == answered.choice == "veteran"
+        await run.complete()
+        await run.close()
+
+
+async def test_an_interaction_rides_through_a_broken_connection(server: RunstreamServer) -> None:
+    proxy = TcpProxy(server.port)
+    await proxy.start()
+    try:
+        async with (
+            runstream.connect(server.target) as producer_side,
+            runstream.connect(proxy.target) as viewer,
+        ):
+            run = await producer_side.start_run("campaign")
+            waiting = asking(run, decision_id="persona")
+            async with viewer.interact([run.run_id], viewer="ana") as interaction:
+                first = await asyncio.wait_for(anext(interaction), 20)
+                assert isinstance(first, DecisionPrompt)
+                proxy.cut()
+                # Answered while the stream is down: the interaction resends it once back.
+                answering = asyncio.create_task(
+                    interaction.answer(run.run_id, "persona", "veteran")
+                )
+                await asyncio.sleep(0.3)
+                assert not answering.done()
+                proxy.restore()
+                decision = await asyncio.wait_for(answering, 30)
+                assert (decision.choice, decision.answered_by) == ("veteran", "ana")
+                # After reconnecting, the open prompt was offered again before it closed.
+                kinds = []
+                async for update in interaction:
+                    kinds.append(type(update).__name__)
+                    if isinstance(update, DecisionClosed):
+                        break
+                assert "DecisionClosed" in kinds
+            result = await asyncio.wait_for(waiting, 20)
+            assert result.choice == "veteran"
+            await run.complete()
+            await run.close()
+    finally:
+        await proxy.close()
