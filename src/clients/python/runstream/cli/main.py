@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from rich.text import Text
 
 import runstream
 
+from ..dashboard.cli import add_dashboard_command
 from . import demo, tables
 from .errors import CliError
 from .fmt import run_status_text
@@ -73,6 +75,17 @@ def describe_error(exc: runstream.RunstreamError) -> str:
     return f"{exc.code.name.lower().replace('_', ' ')}: {exc.message}"
 
 
+def default_viewer() -> str:
+    """Who answers and steers from this terminal: $RUNSTREAM_USER, else the login name."""
+    name = os.environ.get("RUNSTREAM_USER")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in some containers
+        return "cli"
+
+
 # --- commands ------------------------------------------------------------------------------
 
 
@@ -117,6 +130,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         serve=args.serve,
         live=wants_live(console, args.plain),
         seed=args.seed,
+        viewer=default_viewer(),
     )
     try:
         return run_async(demo.run_demo(options, console))
@@ -142,6 +156,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 live=live,
                 after_seq=args.from_seq,
                 kinds=args.kinds,
+                interactive=not args.no_input,
+                viewer=args.by,
             )
 
     final = run_async(watch())
@@ -161,7 +177,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     async def runs() -> None:
         async with runstream.connect(args.target) as client:
-            await tables.show_runs(client, console, filter=args.filter, limit=args.limit)
+            if args.watch:
+                await tables.watch_runs(
+                    client, console, filter=args.filter, live=wants_live(console, args.plain)
+                )
+            else:
+                await tables.show_runs(client, console, filter=args.filter, limit=args.limit)
 
     run_async(runs())
     return 0
@@ -187,6 +208,80 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
     run_async(steps())
     return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    console = make_console()
+
+    async def events() -> None:
+        async with runstream.connect(args.target) as client:
+            await tables.show_events(
+                client, console, args.run_id, kinds=args.kinds, limit=args.limit
+            )
+
+    run_async(events())
+    return 0
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    console = make_console()
+
+    async def decisions() -> None:
+        async with runstream.connect(args.target) as client:
+            await tables.show_decisions(client, console, args.run_id, only_open=args.open)
+
+    run_async(decisions())
+    return 0
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    if args.skip == (args.choice is not None):
+        raise CliError("give either CHOICE or --skip")
+    console = make_console()
+
+    async def answer() -> runstream.Decision:
+        async with runstream.connect(args.target) as client:
+            return await client.submit_decision(
+                args.run_id, args.decision_id, args.choice, skip=args.skip, answered_by=args.by
+            )
+
+    decision = run_async(answer())
+    outcome = decision.outcome.name
+    choice = f" {decision.choice}" if decision.choice else ""
+    console.print(
+        Text.assemble(
+            ("Decision ", ""),
+            (decision.decision_id, "bold"),
+            f" of run {decision.run_id}: ",
+            (f"{outcome}{choice}", "bold green"),
+            f" by {decision.answered_by}" if decision.answered_by else "",
+        ),
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        console = make_console()
+
+        async def control() -> runstream.Run:
+            async with runstream.connect(args.target) as client:
+                if action == "pause":
+                    return await client.pause_run(args.run_id, args.reason, args.by)
+                if action == "resume":
+                    return await client.resume_run(args.run_id, args.reason, args.by)
+                return await client.cancel_run(args.run_id, args.reason, args.by)
+
+        run = run_async(control())
+        done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
+        console.print(
+            Text.assemble(f"Run {run.run_id} {done}: ", run_status_text(run.status)),
+            soft_wrap=True,
+        )
+        return 0
+
+    return command
 
 
 # --- arguments -----------------------------------------------------------------------------
@@ -289,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  runstream serve --store runs.db     run a server\n"
             "  runstream runs --filter 'status = RUNNING'\n"
             "  runstream watch RUN_ID              follow a run live, resuming on disconnect\n"
+            "  runstream runs --watch              live table of every run\n"
+            "  runstream answer RUN_ID DECISION_ID CHOICE\n"
         ),
         formatter_class=_Formatter,
     )
@@ -329,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "multi-agent campaign workflow through the SDK, and render it live: steps, agents, "
         "reasoning, streamed copy, metrics and milestones. Exits 0 when the run succeeds.",
         epilog="examples:\n"
-        "  runstream demo                    about 30 seconds\n"
+        "  runstream demo                    about 40 seconds; answer its question to save 8\n"
         "  runstream demo --speed 10 --plain about 3 seconds, one line per event\n"
         "  runstream demo --serve            keep the server up afterwards for grpcurl\n",
         formatter_class=_Formatter,
@@ -394,6 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start after event N (0 replays the whole run)",
     )
+    watch.add_argument(
+        "--by",
+        default=default_viewer(),
+        metavar="NAME",
+        help="who answers prompts from this view (default: $RUNSTREAM_USER or your login)",
+    )
+    watch.add_argument(
+        "--no-input",
+        action="store_true",
+        help="show prompts but do not read answers from the keyboard",
+    )
     _add_plain(watch)
     watch.set_defaults(handler=cmd_watch)
 
@@ -413,6 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument(
         "--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs"
     )
+    runs.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the matching runs live (status, progress, health, ETA, viewers) until Ctrl-C",
+    )
+    _add_plain(runs)
     runs.set_defaults(handler=cmd_runs)
 
     get = commands.add_parser(
@@ -435,6 +549,94 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("run_id", metavar="RUN_ID", help="the run whose steps to list")
     _add_target(steps)
     steps.set_defaults(handler=cmd_steps)
+
+    events = commands.add_parser(
+        "events",
+        help="list a run's stored events (history)",
+        description="List a run's stored events in seq order, page by page (ListEvents), "
+        "one line each. Unlike watch, it shows what is stored now and returns.",
+        formatter_class=_Formatter,
+    )
+    events.add_argument("run_id", metavar="RUN_ID", help="the run whose events to list")
+    _add_target(events)
+    events.add_argument(
+        "--kinds",
+        type=_event_kinds,
+        default=None,
+        metavar="KIND,...",
+        help="only these event kinds, e.g. milestone,decision_resolved",
+    )
+    events.add_argument(
+        "--limit", type=_positive_int, default=None, metavar="N", help="show at most N events"
+    )
+    events.set_defaults(handler=cmd_events)
+
+    decisions = commands.add_parser(
+        "decisions",
+        help="list a run's decisions (questions to humans)",
+        description="List the decisions a run asked, open and closed, with their options, "
+        "outcome and who answered.",
+        formatter_class=_Formatter,
+    )
+    decisions.add_argument("run_id", metavar="RUN_ID", help="the run whose decisions to list")
+    _add_target(decisions)
+    decisions.add_argument("--open", action="store_true", help="only decisions still open")
+    decisions.set_defaults(handler=cmd_decisions)
+
+    answer = commands.add_parser(
+        "answer",
+        help="answer (or skip) a run's open decision",
+        description="Answer a decision a run is waiting on. The first valid answer wins; "
+        "the same answer again is accepted; a different answer after the decision closed "
+        "fails and names the winning answer.",
+        epilog="examples:\n"
+        "  runstream answer RUN_ID persona summiteer\n"
+        "  runstream answer RUN_ID persona --skip --by ana\n",
+        formatter_class=_Formatter,
+    )
+    answer.add_argument("run_id", metavar="RUN_ID", help="the run")
+    answer.add_argument("decision_id", metavar="DECISION_ID", help="the decision")
+    answer.add_argument(
+        "choice", metavar="CHOICE", nargs="?", default=None, help="the chosen option's value"
+    )
+    answer.add_argument("--skip", action="store_true", help="skip the decision instead")
+    answer.add_argument(
+        "--by",
+        default=default_viewer(),
+        metavar="NAME",
+        help="who answers (default: $RUNSTREAM_USER or your login)",
+    )
+    _add_target(answer)
+    answer.set_defaults(handler=cmd_answer)
+
+    for action, summary, description in (
+        (
+            "pause",
+            "pause a running run",
+            "Pause a run: its producer holds at its next step boundary until resumed.",
+        ),
+        ("resume", "resume a paused run", "Resume a paused run: its producer carries on."),
+        (
+            "cancel",
+            "cancel a run",
+            "Cancel a run: it becomes CANCELLED and its producer is told to stop.",
+        ),
+    ):
+        control = commands.add_parser(
+            action, help=summary, description=description, formatter_class=_Formatter
+        )
+        control.add_argument("run_id", metavar="RUN_ID", help=f"the run to {action}")
+        _add_target(control)
+        control.add_argument("--reason", default="", metavar="TEXT", help="why, for the log")
+        control.add_argument(
+            "--by",
+            default=default_viewer(),
+            metavar="NAME",
+            help="who does it (default: $RUNSTREAM_USER or your login)",
+        )
+        control.set_defaults(handler=_control_command(action))
+
+    add_dashboard_command(commands, _Formatter)
     return parser
 
 

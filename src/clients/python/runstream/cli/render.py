@@ -7,15 +7,24 @@ folds them into a :class:`~runstream.cli.view.RunView`, and keeps the server-der
 
 The live view is redrawn from the event loop by a ticker rather than by rich's refresh
 thread, so the view is never read while an event is being folded into it.
+
+When the run asks a human something, the live view shows the open prompt with numbered
+options; on an interactive terminal :class:`PromptKeys` reads single key presses (1-9 to
+choose, s to skip) and submits the answer with ``SubmitDecision``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
+import sys
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
@@ -30,6 +39,8 @@ import runstream
 from .fmt import (
     TERMINAL_RUN_STATUSES,
     enum_name,
+    estimate_text,
+    eta_clock,
     format_clock,
     format_duration,
     format_metric,
@@ -41,7 +52,7 @@ from .fmt import (
     run_status_text,
     span,
 )
-from .view import FEED_SIZE, Note, RunView, StepRow
+from .view import FEED_SIZE, Note, OpenPrompt, RunView, StepRow
 
 TEXT_LINES = 6
 WIDE_LAYOUT = 140
@@ -55,9 +66,12 @@ REFRESH_PER_SECOND = 10
 class Dashboard:
     """The live view of one run, rebuilt from its RunView on every refresh."""
 
-    def __init__(self, view: RunView, *, title: str = "Runstream") -> None:
+    def __init__(
+        self, view: RunView, *, title: str = "Runstream", interactive: bool = False
+    ) -> None:
         self.view = view
         self.title = title
+        self.interactive = interactive
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         now = datetime.now(UTC)
@@ -75,7 +89,11 @@ class Dashboard:
         footer.add_column(ratio=2)
         footer.add_column(ratio=3)
         footer.add_row(self._agents(), self._tiles())
-        yield Group(self._header(now), body, footer)
+        prompt = self.view.current_prompt
+        if prompt is not None:
+            yield Group(self._header(now), self._prompt(prompt, now), body, footer)
+        else:
+            yield Group(self._header(now), body, footer)
 
     def _header(self, now: datetime) -> Panel:
         run = self.view.run
@@ -95,15 +113,17 @@ class Dashboard:
             (format_clock(elapsed), "bold"),
         )
         estimate = run.estimate
-        if (
-            estimate is not None
-            and estimate.remaining is not None
-            and enum_name(run.status) not in TERMINAL_RUN_STATUSES
-        ):
+        if enum_name(run.status) not in TERMINAL_RUN_STATUSES:
             facts.append("   ETA ", "grey50")
-            facts.append(format_clock(estimate.remaining), "bold")
-            if estimate.confidence:
-                facts.append(f" ({estimate.confidence:.0%})", "grey50")
+            if estimate is not None and estimate.remaining is not None:
+                facts.append(eta_clock(estimate), "bold")
+                low, high = estimate.remaining_low, estimate.remaining_high
+                if low is not None and high is not None and high > low:
+                    facts.append(f" ({format_clock(low)}-{format_clock(high)})", "grey50")
+            else:
+                facts.append("unknown", "grey50")
+        if run.viewer_count:
+            facts.append(f"   👁 {run.viewer_count}", "bright_blue")
         facts.append(f"   events {max(run.last_seq, self.view.last_seq)}", "grey50")
 
         percent = run.progress.percent
@@ -134,6 +154,52 @@ class Dashboard:
             title=f"[bold cyan]{self.title}[/]",
             title_align="left",
             border_style=bar_style,
+            padding=(0, 1),
+        )
+
+    def _prompt(self, prompt: OpenPrompt, now: datetime) -> Panel:
+        lines: list[RenderableType] = [Text(prompt.prompt, style="bold")]
+        options = Table.grid(padding=(0, 1))
+        options.add_column(no_wrap=True)
+        options.add_column(ratio=1)
+        for number, option in enumerate(prompt.options, start=1):
+            label = Text(option.label or option.value, style="bold bright_white")
+            if option.value == prompt.default_option:
+                label.append("  (default)", style="yellow")
+            if option.description:
+                label.append(f"  {option.description}", style="grey62")
+            key = f"[{number}]" if number <= 9 else "   "
+            options.add_row(Text(key, style="bold cyan"), label)
+        if prompt.can_skip:
+            options.add_row(Text("[s]", style="bold cyan"), Text("skip", style="grey70"))
+        lines.append(options)
+        status = Text()
+        if prompt.deadline is not None:
+            left = max(0.0, (prompt.deadline - now).total_seconds())
+            what = "default" if prompt.default_option else "closes"
+            status.append(f"{what} in {format_duration(left)}   ", style="yellow")
+        if self.interactive:
+            keys = f"1-{min(len(prompt.options), 9)}" if len(prompt.options) > 1 else "1"
+            status.append(f"press {keys} to answer", style="bold cyan")
+            if prompt.can_skip:
+                status.append(", s to skip", style="bold cyan")
+        else:
+            status.append(
+                f"answer: runstream answer {self.view.run.run_id} {prompt.decision_id} CHOICE",
+                style="grey62",
+            )
+        more = len(self.view.prompts) - 1
+        if more > 0:
+            status.append(f"   (+{more} more waiting)", style="grey62")
+        lines.append(status)
+        if self.view.answer_feedback is not None:
+            text, style = self.view.answer_feedback
+            lines.append(Text(text, style=style))
+        return Panel(
+            Group(*lines),
+            title=f"[bold yellow]⚑ Decision needed · {prompt.decision_id}[/]",
+            title_align="left",
+            border_style="yellow",
             padding=(0, 1),
         )
 
@@ -295,9 +361,16 @@ class TailText:
 class LiveRenderer:
     """Draws the dashboard with rich.live, redrawn from the event loop at a fixed rate."""
 
-    def __init__(self, console: Console, view: RunView, *, title: str = "Runstream") -> None:
+    def __init__(
+        self,
+        console: Console,
+        view: RunView,
+        *,
+        title: str = "Runstream",
+        interactive: bool = False,
+    ) -> None:
         self.live = Live(
-            Dashboard(view, title=title),
+            Dashboard(view, title=title, interactive=interactive),
             console=console,
             auto_refresh=False,
             redirect_stdout=False,
@@ -362,6 +435,26 @@ class PlainRenderer:
             (note.text, note.style),
         )
         self.console.print(line, soft_wrap=True)
+        if isinstance(event.payload, runstream.DecisionRequested):
+            payload = event.payload
+            for number, option in enumerate(payload.options, start=1):
+                default = " (default)" if option.value == payload.default_option else ""
+                about = f" — {option.description}" if option.description else ""
+                self.console.print(
+                    Text(
+                        f"    {number}) {option.value}: {option.label or option.value}"
+                        f"{default}{about}",
+                        style="yellow",
+                    ),
+                    soft_wrap=True,
+                )
+            self.console.print(
+                Text(
+                    f"    answer: runstream answer {event.run_id} {payload.decision_id} CHOICE",
+                    style="grey62",
+                ),
+                soft_wrap=True,
+            )
         if isinstance(event.payload, runstream.TextDelta) and event.payload.final:
             stream = self.view.texts.get(event.payload.message_id)
             if stream is not None:
@@ -423,8 +516,127 @@ class SnapshotRefresher:
             # A failed refresh is not worth interrupting the view for: the watch stream
             # reconnects on its own and the next refresh catches up.
             with contextlib.suppress(runstream.RunstreamError):
-                self.view.apply_snapshot(await self.client.get_run(self.view.run.run_id))
+                self.view.apply_details(await self.client.get_run_details(self.view.run.run_id))
             await asyncio.sleep(self.min_interval)
+
+
+# --- answering from the keyboard -----------------------------------------------------------
+
+
+class PromptKeys:
+    """Single key presses answer the live view's open prompt: 1-9 pick, s skips.
+
+    Active only when stdin is a terminal: it switches the terminal to cbreak mode (keys
+    arrive without Enter and are not echoed; Ctrl-C still interrupts) and restores it on exit.
+    Keys are read by a small thread that waits with select(): registering stdin with the
+    event loop would make the terminal's file description non-blocking, which it shares with
+    stdout, and the live view's large writes would then be cut short mid-frame.
+    """
+
+    def __init__(self, client: runstream.Client, view: RunView, *, viewer: str) -> None:
+        self.client = client
+        self.view = view
+        self.viewer = viewer
+        self._fd: int | None = None
+        self._saved: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._submitting: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import termios  # noqa: F401
+        except ImportError:  # pragma: no cover - not on Windows
+            return False
+        return sys.stdin.isatty()
+
+    async def __aenter__(self) -> PromptKeys:
+        if not self.available():
+            return self
+        import termios
+        import tty
+
+        fd = sys.stdin.fileno()
+        self._saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd, termios.TCSANOW)
+        self._fd = fd
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._read_keys, args=(fd, loop), name="runstream-keys", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 1.0)
+            self._thread = None
+        if self._fd is not None:
+            import termios
+
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._fd = None
+        if self._submitting is not None and not self._submitting.done():
+            self._submitting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._submitting
+
+    def _read_keys(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([fd], [], [], 0.1)
+                if not ready:
+                    continue
+                data = os.read(fd, 64).decode(errors="ignore")
+            except OSError:
+                return
+            if not data:
+                return  # end of input
+            for key in data:
+                loop.call_soon_threadsafe(self.press, key)
+
+    def press(self, key: str) -> None:
+        """Handles one key press."""
+        prompt = self.view.current_prompt
+        if prompt is None or (self._submitting is not None and not self._submitting.done()):
+            return
+        if key.isdigit() and 1 <= int(key) <= min(9, len(prompt.options)):
+            option = prompt.options[int(key) - 1]
+            self._submitting = asyncio.create_task(self._submit(prompt, option.value, False))
+        elif key in "sS" and prompt.can_skip:
+            self._submitting = asyncio.create_task(self._submit(prompt, None, True))
+
+    async def _submit(self, prompt: OpenPrompt, choice: str | None, skip: bool) -> None:
+        what = (
+            f"skipping {prompt.decision_id}"
+            if skip
+            else f"answering {prompt.option_label(choice or '')}"
+        )
+        self.view.answer_feedback = (f"… {what}", "grey62")
+        try:
+            decision = await self.client.submit_decision(
+                self.view.run.run_id,
+                prompt.decision_id,
+                choice,
+                skip=skip,
+                answered_by=self.viewer,
+            )
+        except runstream.RunstreamError as exc:
+            self.view.answer_feedback = (f"✗ not accepted: {exc.message}", "bold red")
+            return
+        outcome = enum_name(decision.outcome).lower()
+        shown = prompt.option_label(decision.choice) if decision.choice else ""
+        self.view.answer_feedback = (
+            f"✓ {outcome}" + (f": {shown}" if shown else "") + f" (by {decision.answered_by})",
+            "bold green",
+        )
 
 
 # --- following a run -----------------------------------------------------------------------
@@ -439,30 +651,42 @@ async def follow_run(
     after_seq: int = 0,
     kinds: Iterable[runstream.EventKind] | None = None,
     title: str = "Runstream",
+    interactive: bool = False,
+    viewer: str = "",
 ) -> runstream.Run:
     """Shows a run's events until it ends (or, when it already ended, replays them).
 
-    Returns the run's final snapshot. Raises the SDK's errors (NotFoundError for an unknown
-    run, OutOfRangeError for a cursor beyond the head ...).
+    With ``interactive`` (live only, on a terminal) the open prompt's options can be picked
+    with number keys; answers are recorded as given by ``viewer``. Returns the run's final
+    snapshot. Raises the SDK's errors (NotFoundError for an unknown run, OutOfRangeError for
+    a cursor beyond the head ...).
     """
     kinds = list(kinds) if kinds else None
-    snapshot = await client.get_run(run_id)
+    details = await client.get_run_details(run_id)
     if after_seq == 0 and not kinds:
         # Replaying the whole log: start from the plan and let the events rebuild the
         # steps, so a replay reads as the run happened rather than as its final state.
-        view = RunView(run=snapshot)
+        view = RunView(run=details.run)
     else:
-        view = RunView.from_snapshot(snapshot)
+        view = RunView.from_details(details)
 
     renderer: LiveRenderer | PlainRenderer
     refresher: SnapshotRefresher | None = None
+    keys: PromptKeys | None = None
     if live:
-        renderer = LiveRenderer(console, view, title=title)
+        interactive = interactive and PromptKeys.available()
+        renderer = LiveRenderer(console, view, title=title, interactive=interactive)
         refresher = SnapshotRefresher(client, view)
+        if interactive:
+            keys = PromptKeys(client, view, viewer=viewer)
     else:
         renderer = PlainRenderer(console, view)
 
-    async with renderer, refresher or contextlib.nullcontext():
+    async with (
+        renderer,
+        refresher or contextlib.nullcontext(),
+        keys or contextlib.nullcontext(),
+    ):
         async for event in client.watch(run_id, after_seq=after_seq, kinds=kinds):
             note = view.apply(event)
             renderer.on_event(event, note)
@@ -485,6 +709,10 @@ def print_run_header(console: Console, run: runstream.Run) -> None:
             else "",
             f" · {run.progress.total_steps} steps · ",
             run_status_text(run.status),
+            " · health ",
+            health_text(run.health),
+            *(() if run.status.is_terminal else (" · ETA ", estimate_text(run.estimate))),
+            f" · {run.viewer_count} watching" if run.viewer_count else "",
         ),
         soft_wrap=True,
     )

@@ -1,13 +1,17 @@
-"""Tables for `runstream runs`, `runstream get` and `runstream steps`."""
+"""Tables for `runstream runs` (also live, with --watch), `get`, `steps`, `decisions` and
+`events`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from rich import box
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -16,16 +20,21 @@ import runstream
 
 from .fmt import (
     enum_name,
+    estimate_text,
+    eta_clock,
     format_duration,
     format_metric,
     health_text,
     local_time,
     metric_label,
+    outcome_text,
     percent_text,
     run_status_text,
     span,
     step_status_text,
+    viewers_text,
 )
+from .view import RunView
 
 T = TypeVar("T")
 DETAIL_WIDTH = 44
@@ -84,6 +93,18 @@ def runs_table(runs: Sequence[runstream.Run], width: int = 200) -> Table:
         _Column("STATUS", lambda run: run_status_text(run.status), {"min_width": 13}),
         _Column("PROGRESS", _run_progress, {"justify": "right", "min_width": 11}),
         _Column("HEALTH", lambda run: health_text(run.health), {"min_width": 8}, shown_from=130),
+        _Column(
+            "ETA",
+            lambda run: "" if run.status.is_terminal else eta_clock(run.estimate),
+            {"justify": "right", "min_width": 5},
+            shown_from=120,
+        ),
+        _Column(
+            "👁",
+            lambda run: str(run.viewer_count) if run.viewer_count else "",
+            {"justify": "right", "min_width": 2},
+            shown_from=175,
+        ),
         _Column(
             "CREATED",
             lambda run: local_time(run.create_time),
@@ -163,8 +184,12 @@ def _step_detail(step: runstream.Step) -> Text:
     return text
 
 
-def run_details(run: runstream.Run, width: int = 200) -> RenderableType:
-    """Everything GetRun says about a run, then its steps."""
+def run_details(
+    run: runstream.Run,
+    width: int = 200,
+    open_decisions: Sequence[runstream.Decision] = (),
+) -> RenderableType:
+    """Everything GetRun says about a run, its open decisions, then its steps."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="grey62", no_wrap=True)
     grid.add_column()
@@ -180,6 +205,9 @@ def run_details(run: runstream.Run, width: int = 200) -> RenderableType:
         row("Labels", ", ".join(f"{key}={value}" for key, value in sorted(run.labels.items())))
     row("Status", run_status_text(run.status))
     row("Health", health_text(run.health))
+    if not run.status.is_terminal:
+        row("Estimate", estimate_text(run.estimate, with_end=True))
+    row("Viewers", viewers_text(run.viewer_count))
     progress = run.progress
     row(
         "Progress",
@@ -199,13 +227,20 @@ def run_details(run: runstream.Run, width: int = 200) -> RenderableType:
     row("Ended", local_time(run.end_time))
     if run.start_time is not None:
         row("Duration", format_duration(span(run.start_time, run.end_time)))
-    row("Events", str(run.last_seq))
-    estimate = run.estimate
-    if estimate is not None and estimate.remaining is not None:
+    events = str(run.last_seq)
+    if run.purged_seq:
+        events += f" (1..{run.purged_seq} purged by retention)"
+    row("Events", events)
+    if run.targets:
         row(
-            "Estimate",
-            f"{format_duration(estimate.remaining)} left, "
-            f"ends ~{local_time(estimate.end_time)} ({estimate.confidence:.0%} confidence)",
+            "Targets",
+            ", ".join(
+                f"{target.title or target.metric}: "
+                f"{format_metric(target.metric, run.metrics.get(target.metric, 0))}"
+                f"/{format_metric(target.metric, target.value)}"
+                + (" ✔" if run.metrics.get(target.metric, 0) >= target.value else "")
+                for target in run.targets
+            ),
         )
     summary = run.artifacts_summary
     if summary.total:
@@ -229,9 +264,197 @@ def run_details(run: runstream.Run, width: int = 200) -> RenderableType:
     parts: list[RenderableType] = [
         Panel(grid, title="[bold]Run[/]", title_align="left", border_style="grey42", expand=False)
     ]
+    for decision in open_decisions:
+        parts.append(_open_decision_panel(decision))
     if run.steps:
         parts.append(steps_table(run.steps, width))
     return Group(*parts)
+
+
+def _open_decision_panel(decision: runstream.Decision) -> Panel:
+    lines = Table.grid(padding=(0, 1))
+    lines.add_column(no_wrap=True, style="bold cyan")
+    lines.add_column()
+    for number, option in enumerate(decision.options, start=1):
+        label = Text(f"{option.value}", style="bold")
+        if option.label and option.label != option.value:
+            label.append(f"  {option.label}")
+        if option.value == decision.default_option:
+            label.append("  (default)", style="yellow")
+        lines.add_row(f"{number})", label)
+    footer = Text()
+    if decision.deadline is not None:
+        left = (decision.deadline - datetime.now(UTC)).total_seconds()
+        footer.append(f"closes in {format_duration(max(0.0, left))}   ", style="yellow")
+    footer.append(
+        f"runstream answer {decision.run_id} {decision.decision_id} CHOICE"
+        + (" (or --skip)" if decision.can_skip else ""),
+        style="grey62",
+    )
+    return Panel(
+        Group(Text(decision.prompt, style="bold"), lines, footer),
+        title=f"[bold yellow]⚑ Decision needed · {decision.decision_id}[/]",
+        title_align="left",
+        border_style="yellow",
+        expand=False,
+    )
+
+
+def decisions_table(decisions: Sequence[runstream.Decision], width: int = 200) -> Table:
+    """One row per decision, in the order they were asked."""
+
+    def options(decision: runstream.Decision) -> Text:
+        text = Text()
+        for index, option in enumerate(decision.options):
+            if index:
+                text.append(" | ", style="grey50")
+            style = "bold" if option.value == decision.choice else ""
+            text.append(option.value, style=style)
+            if option.value == decision.default_option:
+                text.append("*", style="yellow")
+        return text
+
+    def state(decision: runstream.Decision) -> Text:
+        if decision.is_open:
+            return Text("◐ OPEN", style="bold yellow")
+        return outcome_text(decision.outcome, decision.choice)
+
+    columns: list[_Column[runstream.Decision]] = [
+        _Column(
+            "DECISION",
+            lambda d: d.decision_id,
+            {"style": "bright_white", "min_width": _widest(d.decision_id for d in decisions)},
+        ),
+        _Column("STATE", state, {"min_width": 10}),
+        _Column("PROMPT", lambda d: d.prompt, {**_SHRINKABLE, "max_width": 60}),
+        _Column("OPTIONS", options, _SHRINKABLE, shown_from=100),
+        _Column("BY", lambda d: d.answered_by, {"style": "grey70"}),
+        _Column("ASKED", lambda d: local_time(d.create_time), {"style": "grey70"}, shown_from=130),
+        _Column(
+            "CLOSED/DEADLINE",
+            lambda d: local_time(d.resolve_time if not d.is_open else d.deadline),
+            {"style": "grey70"},
+            shown_from=150,
+        ),
+    ]
+    return _table(decisions, columns, width)
+
+
+async def show_decisions(
+    client: runstream.Client, console: Console, run_id: str, *, only_open: bool
+) -> None:
+    """Prints a run's decisions."""
+    state = runstream.DecisionState.OPEN if only_open else None
+    decisions = await client.list_decisions(run_id, state=state)
+    if not decisions:
+        console.print(
+            Text(f"Run {run_id} has no {'open ' if only_open else ''}decisions", style="grey62")
+        )
+        return
+    console.print(decisions_table(decisions, console.width))
+
+
+async def show_events(
+    client: runstream.Client,
+    console: Console,
+    run_id: str,
+    *,
+    kinds: Sequence[runstream.EventKind] | None,
+    limit: int | None,
+) -> None:
+    """Prints a run's stored events (ListEvents), one line each, as `watch --plain` does."""
+    from .render import PlainRenderer
+
+    view = RunView(run=await client.get_run(run_id))
+    printer = PlainRenderer(console, view)
+    shown = 0
+    async for event in client.list_events(run_id, kinds=kinds):
+        note = view.apply(event)
+        printer.on_event(event, note)
+        shown += 1
+        if limit is not None and shown >= limit:
+            break
+    if not shown:
+        console.print(Text(f"Run {run_id} has no such events", style="grey62"))
+
+
+async def watch_runs(
+    client: runstream.Client, console: Console, *, filter: str, live: bool
+) -> None:
+    """Follows every run matching `filter`: a live table on a terminal, else a line per
+    change. Runs until interrupted."""
+    runs: dict[str, runstream.Run] = {}
+    if not live:
+        async for update in client.watch_runs(filter):
+            if update.initial:
+                runs = {run.run_id: run for run in update.runs}
+                console.print(
+                    Text(
+                        f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+                        + (f" match {filter!r}" if filter else "")
+                        + "; following changes",
+                        style="grey62",
+                    )
+                )
+            for run in update.runs:
+                console.print(_run_line(run), soft_wrap=True)
+        return
+
+    def table() -> RenderableType:
+        ordered = sorted(
+            runs.values(),
+            key=lambda r: r.create_time or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )
+        title = Text.assemble(
+            ("Runs", "bold"),
+            (f"  {filter}" if filter else "  all", "grey62"),
+            (f"  · {len(ordered)} · live", "grey50"),
+        )
+        if not ordered:
+            return Group(title, Text("No runs yet", style="grey62"))
+        return Group(title, runs_table(ordered, console.width))
+
+    with Live(table(), console=console, auto_refresh=False) as view:
+        updates = client.watch_runs(filter)
+        ticker = asyncio.create_task(_tick(view, table))
+        try:
+            async for update in updates:
+                if update.initial:
+                    runs = {}
+                for run in update.runs:
+                    runs[run.run_id] = run
+                view.update(table(), refresh=True)
+        finally:
+            ticker.cancel()
+            await updates.aclose()
+
+
+async def _tick(view: Live, table: Callable[[], RenderableType]) -> None:
+    # ETAs and durations move while nothing changes; redraw once a second.
+    while True:
+        await asyncio.sleep(1)
+        view.update(table(), refresh=True)
+
+
+def _run_line(run: runstream.Run) -> Text:
+    parts: list[Any] = [
+        (local_time(run.update_time, with_date=False), "grey50"),
+        " ",
+        (run.run_id, "bright_white"),
+        " ",
+        (run.workflow, "grey70"),
+        " ",
+        run_status_text(run.status),
+        f" {_run_progress(run)}",
+        "  health ",
+        health_text(run.health),
+    ]
+    if not run.status.is_terminal:
+        parts += ["  ETA ", eta_clock(run.estimate)]
+    if run.viewer_count:
+        parts.append(f"  👁 {run.viewer_count}")
+    return Text.assemble(*parts)
 
 
 async def show_runs(client: runstream.Client, console: Console, *, filter: str, limit: int) -> None:
@@ -250,8 +473,9 @@ async def show_runs(client: runstream.Client, console: Console, *, filter: str, 
 
 
 async def show_run(client: runstream.Client, console: Console, run_id: str) -> None:
-    """Prints one run's snapshot and its steps."""
-    console.print(run_details(await client.get_run(run_id), console.width))
+    """Prints one run's snapshot, its open decisions and its steps."""
+    details = await client.get_run_details(run_id)
+    console.print(run_details(details.run, console.width, details.open_decisions))
 
 
 async def show_steps(client: runstream.Client, console: Console, run_id: str) -> None:

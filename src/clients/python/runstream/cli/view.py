@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import runstream
-from runstream import Event, Run, Step
+from runstream import DecisionOption, Event, Run, Step
 
 from .fmt import (
     SEVERITY_STYLES,
@@ -65,6 +66,45 @@ class StepRow:
             tokens=step.tokens_processed,
             attempts=step.attempts,
         )
+
+
+@dataclass(frozen=True)
+class OpenPrompt:
+    """A decision of the run that waits for an answer, as the live view shows it."""
+
+    decision_id: str
+    prompt: str
+    options: tuple[DecisionOption, ...]
+    default_option: str
+    can_skip: bool
+    deadline: datetime | None
+    context: dict[str, Any]
+
+    @classmethod
+    def of(cls, decision: runstream.Decision | runstream.DecisionRequested) -> OpenPrompt:
+        return cls(
+            decision_id=decision.decision_id,
+            prompt=decision.prompt,
+            options=decision.options,
+            default_option=decision.default_option,
+            can_skip=decision.can_skip,
+            deadline=decision.deadline,
+            context=decision.context,
+        )
+
+    def option_label(self, value: str) -> str:
+        option = next((o for o in self.options if o.value == value), None)
+        return (option.label or option.value) if option is not None else value
+
+
+def options_text(prompt: OpenPrompt) -> str:
+    """ "1) Weekend Wanderer*  2) City Summiteer" with the default starred."""
+    parts = [
+        f"{number}) {option.label or option.value}"
+        + ("*" if option.value == prompt.default_option else "")
+        for number, option in enumerate(prompt.options, start=1)
+    ]
+    return "  ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -119,11 +159,20 @@ class RunView:
     current_text: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     agent_names: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, OpenPrompt] = field(default_factory=dict)
+    answer_feedback: tuple[str, str] | None = None
+    """The outcome of this viewer's last answer: (text, style)."""
 
     @classmethod
     def from_snapshot(cls, run: Run) -> RunView:
         view = cls(run=run)
         view.apply_snapshot(run)
+        return view
+
+    @classmethod
+    def from_details(cls, details: runstream.RunDetails) -> RunView:
+        view = cls(run=details.run)
+        view.apply_details(details)
         return view
 
     # --- snapshots -------------------------------------------------------------------------
@@ -139,6 +188,18 @@ class RunView:
         self.metrics.update(run.metrics)
         if run.steps:
             self.steps = {step.step_id: StepRow.from_step(step) for step in run.steps}
+
+    def apply_details(self, details: runstream.RunDetails) -> None:
+        """Takes a `GetRun` snapshot with its open decisions."""
+        fresh = details.run.last_seq >= self.last_seq
+        self.apply_snapshot(details.run)
+        if fresh:
+            self.prompts = {d.decision_id: OpenPrompt.of(d) for d in details.open_decisions}
+
+    @property
+    def current_prompt(self) -> OpenPrompt | None:
+        """The oldest open decision: the one the view offers to answer."""
+        return next(iter(self.prompts.values()), None)
 
     # --- derived values --------------------------------------------------------------------
 
@@ -369,14 +430,55 @@ class RunView:
                     "bold blue",
                 )
             case runstream.DecisionRequested():
-                return Note("?", "decision", f"Decision needed: {payload.prompt}", "bold yellow")
+                prompt = OpenPrompt.of(payload)
+                if fresh:
+                    self.prompts[payload.decision_id] = prompt
+                return Note(
+                    "?",
+                    "decision",
+                    f"Decision needed [{payload.decision_id}]: {payload.prompt} "
+                    f"— {options_text(prompt)}",
+                    "bold yellow",
+                )
             case runstream.DecisionResolved():
-                choice = f": {payload.choice}" if payload.choice else ""
+                asked = self.prompts.get(payload.decision_id)
+                if fresh:
+                    self.prompts.pop(payload.decision_id, None)
+                outcome = enum_name(payload.outcome).lower().replace("_", " ")
+                choice = ""
+                if payload.choice:
+                    label = asked.option_label(payload.choice) if asked else payload.choice
+                    choice = (
+                        f": {label}" if label == payload.choice else f": {label} ({payload.choice})"
+                    )
+                by = f" by {payload.answered_by}" if payload.answered_by else ""
                 return Note(
                     "✓",
                     "decision",
-                    f"Decision {payload.decision_id} {enum_name(payload.outcome).lower()}{choice}",
+                    f"Decision {payload.decision_id} {outcome}{by}{choice}",
                     "yellow",
+                )
+            case runstream.HealthChanged():
+                style = {"HEALTHY": "green", "DEGRADED": "yellow", "STALLED": "dark_orange"}.get(
+                    enum_name(payload.health), "bold red"
+                )
+                return Note(
+                    "♥",
+                    "health",
+                    f"Health {enum_name(payload.previous_health)} → {enum_name(payload.health)}"
+                    + _suffix(payload.reason),
+                    style,
+                )
+            case runstream.EstimateUpdated():
+                estimate = payload.estimate
+                if estimate is None or estimate.remaining is None:
+                    return Note("⏱", "estimate", "Estimate unknown", "grey50", feed=False)
+                return Note(
+                    "⏱",
+                    "estimate",
+                    f"ETA ~{format_duration(estimate.remaining)} left",
+                    "grey70",
+                    feed=False,
                 )
             case runstream.Custom():
                 return Note("◆", "custom", payload.type, "grey70")

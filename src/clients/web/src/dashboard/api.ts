@@ -1,0 +1,50 @@
+// The dashboard's connection to Runstream: Connect-ES clients over grpc-web, through Envoy.
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { DecisionService } from "../gen/runstream/v1/decision_service_pb";
+import { RunService } from "../gen/runstream/v1/run_service_pb";
+
+export interface Api {
+  /** Where the grpc-web requests go (Envoy's listener). */
+  readonly baseUrl: string;
+  readonly runs: Client<typeof RunService>;
+  readonly decisions: Client<typeof DecisionService>;
+}
+
+interface DashboardConfig {
+  /** The grpc-web endpoint's full URL; wins over api_port. */
+  api_url?: string;
+  /** The grpc-web endpoint's port on the page's own host name. */
+  api_port?: number;
+}
+
+/**
+ * Finds the grpc-web endpoint: `?api=URL` in the page's address, else config.json (written
+ * by `runstream dashboard`), else the page's own origin (Envoy serving both).
+ */
+export async function resolveBaseUrl(): Promise<string> {
+  const fromQuery = new URLSearchParams(location.search).get("api");
+  if (fromQuery) return fromQuery.replace(/\/+$/, "");
+  try {
+    const response = await fetch("config.json", { cache: "no-store" });
+    if (response.ok) {
+      const config = (await response.json()) as DashboardConfig;
+      if (config.api_url) return config.api_url.replace(/\/+$/, "");
+      // The page's host name, not a fixed one: a page opened as localhost must call
+      // localhost, or the browser treats the call as cross-site.
+      if (config.api_port) return `${location.protocol}//${location.hostname}:${config.api_port}`;
+    }
+  } catch {
+    // No config.json: served by something other than `runstream dashboard`.
+  }
+  return location.origin;
+}
+
+export function createApi(baseUrl: string): Api {
+  const transport = createGrpcWebTransport({ baseUrl });
+  return {
+    baseUrl,
+    runs: createClient(RunService, transport),
+    decisions: createClient(DecisionService, transport),
+  };
+}

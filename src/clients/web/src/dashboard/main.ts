@@ -1,0 +1,142 @@
+// The Runstream dashboard: a list of runs and, for the selected run, everything it reports,
+// live over grpc-web through Envoy. Routes: #/ (overview) and #/runs/RUN_ID.
+import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
+import { createApi, resolveBaseUrl } from "./api";
+import { $, attr, h, text } from "./dom";
+import { percentText } from "./format";
+import { isTerminal } from "./model";
+import { RunsFeed } from "./runs";
+import { RunSession } from "./session";
+import { renderRunList } from "./ui/run-list";
+import { RunView } from "./ui/run-view";
+import { dropAnsweredToasts, showToasts } from "./ui/toasts";
+import type { LinkState } from "./watch";
+
+const LINK_LABELS: Record<LinkState, string> = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  ended: "Run ended",
+  failed: "Offline",
+};
+
+async function main(): Promise<void> {
+  const app = $(document, "#app");
+  const main = $(app, "#main");
+  const list = $(app, "#run-list");
+  const toasts = $(app, "#toasts");
+  const api = createApi(await resolveBaseUrl());
+  attr(app, "data-api", api.baseUrl);
+
+  let session: RunSession | undefined;
+  let view: RunView | undefined;
+  let overview: HTMLElement | undefined;
+  let runsLink: LinkState = "connecting";
+  let frame = 0;
+
+  const schedule = () => {
+    if (frame === 0) frame = requestAnimationFrame(render);
+  };
+  const runs = new RunsFeed(api, schedule, (state) => {
+    runsLink = state;
+    schedule();
+  });
+
+  function open(runId: string): void {
+    if (session?.runId === runId) return;
+    session?.stop();
+    toasts.replaceChildren(); // another run's news
+    session = new RunSession(api, runId, schedule, (run: Run) => runs.update(run));
+    view = new RunView(session);
+    overview = undefined;
+    main.replaceChildren(view.root);
+    window.scrollTo(0, 0);
+    session.start();
+    schedule();
+  }
+
+  function showOverview(): void {
+    session?.stop();
+    session = undefined;
+    view = undefined;
+    overview = buildOverview();
+    main.replaceChildren(overview);
+    schedule();
+  }
+
+  function route(): void {
+    const match = /^#\/runs\/(.+)$/.exec(location.hash);
+    if (match) open(decodeURIComponent(match[1]));
+    else showOverview();
+  }
+
+  function render(): void {
+    frame = 0;
+    const now = Date.now();
+    const all = runs.list();
+    renderRunList(list, all, session?.runId, now);
+    text($(app, "#run-count"), all.length ? String(all.length) : "");
+    $(app, "#runs-empty").hidden = all.length > 0;
+    if (session && view) {
+      view.render(now);
+      const model = session.model;
+      showToasts(toasts, model.takeToasts());
+      dropAnsweredToasts(toasts, (id) => model.decisions.get(id)?.open ?? false);
+      const snap = session.model.snapshot;
+      const name = snap?.displayName || snap?.workflow || session.runId;
+      text($(app, "#crumb-run"), name);
+      const percent = session.model.status === RunStatus.SUCCEEDED ? 100 : (snap?.progress?.percent ?? 0);
+      document.title = isTerminal(session.model.status) ? `${name} · Runstream` : `${percentText(percent)} · ${name} · Runstream`;
+    } else {
+      text($(app, "#crumb-run"), "");
+      document.title = "Runstream";
+      if (overview) renderOverview(overview, all);
+    }
+    const link = session ? session.link : runsLink;
+    attr(app, "data-connection", link);
+    const conn = $(app, "#conn");
+    attr(conn, "title", session?.linkDetail || (link === "live" ? `Connected to ${api.baseUrl}` : ""));
+    text($(conn, ".conn-label"), LINK_LABELS[link]);
+  }
+
+  window.addEventListener("hashchange", route);
+  // Clocks (elapsed, ETA, "5 s ago") move even when no event arrives.
+  setInterval(schedule, 1000);
+  runs.start();
+  route();
+}
+
+function buildOverview(): HTMLElement {
+  return h(
+    "div",
+    { class: "overview" },
+    h(
+      "section",
+      { class: "card hero" },
+      h("h1", null, "Live runs, exactly as they happen"),
+      h("p", { class: "muted" }, "Pick a run on the left to follow its steps, agents, reasoning and output live. The page resumes where it left off if the connection drops."),
+      h("div", { class: "overview-stats" }),
+      h(
+        "p",
+        { class: "hint" },
+        "No runs yet? Report one with the Python SDK, or start the simulated campaign: ",
+        h("code", null, "runstream demo --target HOST:PORT"),
+      ),
+    ),
+  );
+}
+
+function renderOverview(el: HTMLElement, runs: Run[]): void {
+  const count = (status: RunStatus) => runs.filter((r) => r.status === status).length;
+  const stats: Array<[string, number, string]> = [
+    ["Running", count(RunStatus.RUNNING) + count(RunStatus.WAITING_FOR_INPUT) + count(RunStatus.PAUSED), "RUNNING"],
+    ["Succeeded", count(RunStatus.SUCCEEDED), "SUCCEEDED"],
+    ["Failed", count(RunStatus.FAILED) + count(RunStatus.CANCELLED), "FAILED"],
+  ];
+  const container = $(el, ".overview-stats");
+  container.replaceChildren(
+    ...stats.map(([label, n, status]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, n), h("div", { class: "stat-label" }, label))),
+  );
+}
+
+void main();

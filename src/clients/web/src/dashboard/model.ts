@@ -1,0 +1,473 @@
+// What the dashboard knows about one run: the server's snapshot (progress, steps, agents,
+// status), refreshed on state-changing events, plus what only the event stream carries: the
+// activity feed, streamed agent text, the manager's thinking, model allocations, metrics
+// between snapshots, milestones and decisions.
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import {
+  AgentActivityType,
+  DecisionOutcome,
+  EventKind,
+  type DecisionOption,
+  type ModelAllocation,
+  type RunEvent,
+  RunEventSchema,
+  type Thinking,
+} from "../gen/runstream/v1/event_pb";
+import { type Run, RunHealth, RunStatus, Severity, StepStatus } from "../gen/runstream/v1/run_pb";
+import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
+import { durationMillis, enumWords, formatDuration, jsonText, millis } from "./format";
+
+/** How many entries the activity feed keeps. */
+export const FEED_LIMIT = 50;
+
+/** The event kinds the activity feed shows; the others have panels of their own. */
+export const FEED_KINDS: readonly EventKind[] = [
+  EventKind.RUN_CREATED,
+  EventKind.RUN_STARTED,
+  EventKind.RUN_STATUS_CHANGED,
+  EventKind.RUN_COMPLETED,
+  EventKind.RUN_FAILED,
+  EventKind.RUN_CANCELLED,
+  EventKind.STEP_STARTED,
+  EventKind.STEP_COMPLETED,
+  EventKind.STEP_FAILED,
+  EventKind.STEP_SKIPPED,
+  EventKind.AGENT_ACTIVITY,
+  EventKind.MILESTONE,
+  EventKind.ALERT,
+  EventKind.ERROR_RECOVERY,
+  EventKind.ARTIFACT_PRODUCED,
+  EventKind.WORKFLOW_STATE_CHANGE,
+  EventKind.HEALTH_CHANGED,
+  EventKind.DECISION_REQUESTED,
+  EventKind.DECISION_RESOLVED,
+  EventKind.CUSTOM,
+];
+const FEED_KIND_SET = new Set(FEED_KINDS);
+
+/** Event kinds after which the snapshot (progress, steps, agents, status) is stale. */
+const SNAPSHOT_KINDS = new Set<EventKind>([
+  ...FEED_KINDS,
+  EventKind.STEP_PROGRESS,
+  EventKind.METRICS_UPDATE,
+  EventKind.ESTIMATE_UPDATED,
+]);
+
+const KIND_BY_CASE = new Map<string, EventKind>(
+  RunEventSchema.oneofs[0].fields.map((field) => [field.localName, field.number as EventKind]),
+);
+
+/** The event's kind, or undefined for a kind this build of the dashboard does not know. */
+export function kindOf(event: RunEvent): EventKind | undefined {
+  return event.payload.case === undefined ? undefined : KIND_BY_CASE.get(event.payload.case);
+}
+
+export type Tone = "neutral" | "info" | "success" | "warning" | "danger" | "accent";
+
+export interface FeedItem {
+  seq: number;
+  kind: EventKind;
+  time: number | undefined;
+  icon: string;
+  tone: Tone;
+  title: string;
+  detail: string;
+  who: string;
+}
+
+export interface StreamedText {
+  messageId: string;
+  agentId: string;
+  stepId: string;
+  text: string;
+  final: boolean;
+  firstSeq: number;
+}
+
+export interface ThoughtItem {
+  seq: number;
+  time: number | undefined;
+  thinking: Thinking;
+}
+
+export interface AllocationItem {
+  seq: number;
+  allocation: ModelAllocation;
+}
+
+export interface DecisionItem {
+  decisionId: string;
+  prompt: string;
+  decisionType: string;
+  options: DecisionOption[];
+  canSkip: boolean;
+  defaultOption: string;
+  deadline: number | undefined;
+  context: JsonObject | undefined;
+  requestedSeq: number;
+  open: boolean;
+  outcome: DecisionOutcome;
+  choice: string;
+  answeredBy: string;
+  /** Set while this page's answer is on its way; cleared by the response or an error. */
+  submitting: string | undefined;
+  error: string | undefined;
+}
+
+export interface Toast {
+  seq: number;
+  /** For an "input needed" toast: the decision, so the toast leaves once it is answered. */
+  decisionId?: string;
+  title: string;
+  detail: string;
+  tone: Tone;
+}
+
+export class RunModel {
+  snapshot: Run | undefined;
+  /** The seq up to which history was already there when the page opened the run. */
+  historySeq = -1;
+  lastSeq = 0;
+  status: RunStatus = RunStatus.UNSPECIFIED;
+  feed: FeedItem[] = [];
+  texts: StreamedText[] = [];
+  thoughts: ThoughtItem[] = [];
+  allocations = new Map<string, AllocationItem>();
+  decisions = new Map<string, DecisionItem>();
+  phase: { current: string; stages: string[] } | undefined;
+  /** Step names by id, from the plan and from steps added when they started. */
+  readonly stepNames = new Map<string, string>();
+  private metricOverlay = new Map<string, { value: number; seq: number }>();
+  /** Step events newer than the snapshot, replayed onto each snapshot until it has them. */
+  private stepEvents: RunEvent[] = [];
+  private textById = new Map<string, StreamedText>();
+  private pendingToasts: Toast[] = [];
+
+  constructor(readonly runId: string) {}
+
+  /** Applies a GetRun answer unless an answer about a later seq was already applied. */
+  applySnapshot(response: GetRunResponse): boolean {
+    const run = response.run;
+    if (!run) return false;
+    if (this.snapshot && run.lastSeq < this.snapshot.lastSeq) return false;
+    this.snapshot = run;
+    this.stepEvents = this.stepEvents.filter((event) => event.seq > run.lastSeq);
+    for (const event of this.stepEvents) patchSteps(run, event);
+    if (this.historySeq < 0) this.historySeq = Number(run.lastSeq);
+    for (const step of run.steps) if (step.name) this.stepNames.set(step.stepId, step.name);
+    if (Number(run.lastSeq) >= this.lastSeq) this.status = run.status;
+    return true;
+  }
+
+  /** Applies events in seq order; returns true when the snapshot should be refreshed. */
+  applyEvents(events: RunEvent[]): boolean {
+    let stale = false;
+    for (const event of events) {
+      this.lastSeq = Number(event.seq);
+      const kind = kindOf(event);
+      if (kind === undefined) continue; // a newer kind: skip it, the cursor still moves
+      if (SNAPSHOT_KINDS.has(kind)) stale = true;
+      if (STEP_CASES.has(event.payload.case ?? "") && this.snapshot && event.seq > this.snapshot.lastSeq) {
+        // The step list moves with the events; the next snapshot confirms it.
+        this.stepEvents.push(event);
+        patchSteps(this.snapshot, event);
+      }
+      this.apply(event);
+      if (FEED_KIND_SET.has(kind)) {
+        const item = describe(event, kind, this);
+        if (item) this.feed.push(item);
+      }
+    }
+    if (this.feed.length > FEED_LIMIT) this.feed.splice(0, this.feed.length - FEED_LIMIT);
+    return stale;
+  }
+
+  /** Milestones and serious alerts that arrived live (not replayed history), once each. */
+  takeToasts(): Toast[] {
+    const toasts = this.pendingToasts;
+    this.pendingToasts = [];
+    return toasts;
+  }
+
+  /** Run-level metrics: the snapshot's, overlaid by updates that arrived after it. */
+  metrics(): Map<string, number> {
+    const values = new Map<string, number>();
+    const snapshotSeq = this.snapshot ? Number(this.snapshot.lastSeq) : 0;
+    for (const [name, value] of Object.entries(this.snapshot?.metrics ?? {})) values.set(name, value);
+    for (const [name, { value, seq }] of this.metricOverlay) {
+      if (seq > snapshotSeq || !values.has(name)) values.set(name, value);
+    }
+    return values;
+  }
+
+  openDecisions(): DecisionItem[] {
+    return [...this.decisions.values()].filter((d) => d.open || d.submitting !== undefined);
+  }
+
+  private live(seq: number): boolean {
+    return this.historySeq >= 0 && seq > this.historySeq;
+  }
+
+  private apply(event: RunEvent): void {
+    const seq = Number(event.seq);
+    const time = millis(event.eventTime);
+    const p = event.payload;
+    switch (p.case) {
+      case "runCreated":
+        for (const step of p.value.steps) this.stepNames.set(step.stepId, step.name || step.stepId);
+        break;
+      case "stepStarted":
+        if (p.value.name && !this.stepNames.has(p.value.stepId)) this.stepNames.set(p.value.stepId, p.value.name);
+        break;
+      case "runCompleted":
+        this.status = RunStatus.SUCCEEDED;
+        break;
+      case "runFailed":
+        this.status = RunStatus.FAILED;
+        break;
+      case "runCancelled":
+        this.status = RunStatus.CANCELLED;
+        break;
+      case "runStatusChanged":
+        this.status = p.value.status;
+        break;
+      case "runStarted":
+        if (this.status === RunStatus.PENDING || this.status === RunStatus.UNSPECIFIED) this.status = RunStatus.RUNNING;
+        break;
+      case "textDelta": {
+        const d = p.value;
+        let entry = this.textById.get(d.messageId);
+        if (!entry) {
+          entry = { messageId: d.messageId, agentId: d.agentId, stepId: d.stepId, text: "", final: false, firstSeq: seq };
+          this.textById.set(d.messageId, entry);
+          this.texts.push(entry);
+          if (this.texts.length > 4) {
+            const dropped = this.texts.shift();
+            if (dropped) this.textById.delete(dropped.messageId);
+          }
+        }
+        entry.text = (entry.text + d.delta).slice(-6000);
+        entry.final = entry.final || d.final;
+        break;
+      }
+      case "thinking":
+        this.thoughts.push({ seq, time, thinking: p.value });
+        if (this.thoughts.length > 6) this.thoughts.shift();
+        break;
+      case "modelAllocation":
+        this.allocations.set(p.value.agentId, { seq, allocation: p.value });
+        break;
+      case "metricsUpdate":
+        if (!p.value.stepId) {
+          for (const [name, value] of Object.entries(p.value.values)) this.metricOverlay.set(name, { value, seq });
+        }
+        break;
+      case "workflowStateChange":
+        if (p.value.stages.length > 0 || p.value.currentStage) {
+          this.phase = { current: p.value.currentStage, stages: p.value.stages.length ? [...p.value.stages] : (this.phase?.stages ?? []) };
+        }
+        break;
+      case "decisionRequested": {
+        const d = p.value;
+        this.decisions.set(d.decisionId, {
+          decisionId: d.decisionId,
+          prompt: d.prompt,
+          decisionType: d.decisionType,
+          options: d.options,
+          canSkip: d.canSkip,
+          defaultOption: d.defaultOption,
+          deadline: millis(d.deadline),
+          context: d.context,
+          requestedSeq: seq,
+          open: true,
+          outcome: DecisionOutcome.UNSPECIFIED,
+          choice: "",
+          answeredBy: "",
+          submitting: undefined,
+          error: undefined,
+        });
+        if (this.live(seq)) this.pendingToasts.push({ seq, decisionId: d.decisionId, title: "Input needed", detail: d.prompt, tone: "warning" });
+        break;
+      }
+      case "decisionResolved": {
+        const item = this.decisions.get(p.value.decisionId);
+        if (item) {
+          item.open = false;
+          item.submitting = undefined;
+          item.outcome = p.value.outcome;
+          item.choice = p.value.choice;
+          item.answeredBy = p.value.answeredBy;
+        }
+        break;
+      }
+      case "milestone":
+        if (this.live(seq)) {
+          this.pendingToasts.push({ seq, title: p.value.title, detail: p.value.description, tone: "success" });
+        }
+        break;
+      case "alert":
+        if (this.live(seq) && p.value.severity >= Severity.HIGH) {
+          this.pendingToasts.push({ seq, title: "Alert", detail: p.value.message, tone: "danger" });
+        }
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+const STEP_CASES = new Set(["stepStarted", "stepProgress", "stepCompleted", "stepFailed", "stepSkipped"]);
+
+/**
+ * Applies a step event to a snapshot's steps and progress the way the server derives them
+ * (a step's percent counts towards the run's), so the page does not wait for the next
+ * GetRun to move. The server's next snapshot replaces all of it.
+ */
+function patchSteps(run: Run, event: RunEvent): void {
+  const p = event.payload;
+  if (p.case === undefined || !STEP_CASES.has(p.case)) return;
+  const stepId = (p.value as { stepId: string }).stepId;
+  const step = run.steps.find((s) => s.stepId === stepId);
+  if (!step) return; // a step added on the fly: the snapshot brings it
+  switch (p.case) {
+    case "stepStarted":
+      step.status = StepStatus.RUNNING;
+      step.startTime = event.eventTime;
+      step.endTime = undefined;
+      step.percent = 0;
+      break;
+    case "stepProgress":
+      if (step.status === StepStatus.PENDING) {
+        step.status = StepStatus.RUNNING;
+        step.startTime = event.eventTime;
+      }
+      step.percent = p.value.percent;
+      step.subStep = p.value.subStep;
+      step.detail = p.value.detail;
+      break;
+    case "stepCompleted":
+      step.status = StepStatus.SUCCEEDED;
+      step.endTime = event.eventTime;
+      step.duration = p.value.duration;
+      step.percent = 100;
+      step.summary = p.value.summary;
+      break;
+    case "stepFailed":
+      step.status = StepStatus.FAILED;
+      step.endTime = event.eventTime;
+      step.error = p.value.error;
+      break;
+    case "stepSkipped":
+      step.status = StepStatus.SKIPPED;
+      step.endTime = event.eventTime;
+      step.skipReason = p.value.reason;
+      break;
+  }
+  const done = run.steps.filter((s) => s.status === StepStatus.SUCCEEDED || s.status === StepStatus.SKIPPED).length;
+  const running = run.steps.filter((s) => s.status === StepStatus.RUNNING).reduce((sum, s) => sum + s.percent / 100, 0);
+  if (run.progress && run.progress.totalSteps > 0) {
+    run.progress.completedSteps = done;
+    run.progress.percent = Math.min(100, ((done + running) / run.progress.totalSteps) * 100);
+  }
+}
+
+function struct(obj: JsonObject | undefined): string {
+  if (!obj) return "";
+  return jsonText(Object.fromEntries(Object.entries(obj).slice(0, 4)));
+}
+
+function dur(d: Duration | undefined): string {
+  const ms = durationMillis(d);
+  return ms === undefined ? "" : formatDuration(ms);
+}
+
+function optionLabel(options: DecisionOption[], value: string): string {
+  const option = options.find((o) => o.value === value);
+  return option?.label || value;
+}
+
+/** What describe() may look up: step names and the decisions asked so far. */
+export interface FeedContext {
+  readonly stepNames: ReadonlyMap<string, string>;
+  readonly decisions: ReadonlyMap<string, DecisionItem>;
+}
+
+/** The feed line for an event of a feed kind. */
+export function describe(event: RunEvent, kind: EventKind, context: FeedContext): FeedItem | undefined {
+  const base = { seq: Number(event.seq), kind, time: millis(event.eventTime as Timestamp | undefined) };
+  const step = (id: string) => context.stepNames.get(id) ?? id;
+  const p = event.payload;
+  switch (p.case) {
+    case "runCreated":
+      return { ...base, icon: "layers", tone: "neutral", title: "Run created", detail: `${p.value.steps.length} steps planned`, who: p.value.workflow };
+    case "runStarted":
+      return { ...base, icon: "play", tone: "info", title: "Run started", detail: p.value.message, who: "" };
+    case "runStatusChanged":
+      return { ...base, icon: "dot", tone: "info", title: `Run ${enumWords(RunStatus[p.value.status]).toLowerCase()}`, detail: p.value.reason, who: "" };
+    case "runCompleted":
+      return { ...base, icon: "check", tone: "success", title: "Run succeeded", detail: p.value.summary, who: "" };
+    case "runFailed":
+      return { ...base, icon: "x", tone: "danger", title: "Run failed", detail: p.value.error?.message ?? "", who: "" };
+    case "runCancelled":
+      return { ...base, icon: "x", tone: "warning", title: "Run cancelled", detail: p.value.reason, who: p.value.cancelledBy };
+    case "stepStarted":
+      return { ...base, icon: "play", tone: "info", title: `${step(p.value.stepId)} started`, detail: "", who: p.value.agent };
+    case "stepCompleted":
+      return { ...base, icon: "check", tone: "success", title: `${step(p.value.stepId)} completed`, detail: [p.value.summary, dur(p.value.duration)].filter(Boolean).join(" · "), who: "" };
+    case "stepFailed":
+      return { ...base, icon: "x", tone: "danger", title: `${step(p.value.stepId)} failed`, detail: p.value.error?.message ?? "", who: "" };
+    case "stepSkipped":
+      return { ...base, icon: "skip", tone: "neutral", title: `${step(p.value.stepId)} skipped`, detail: p.value.reason, who: "" };
+    case "agentActivity": {
+      const a = p.value;
+      const tone: Tone =
+        a.activity === AgentActivityType.COMPLETED ? "success" : a.activity === AgentActivityType.FAILED ? "danger" : a.activity === AgentActivityType.STARTED ? "accent" : "neutral";
+      const verb = a.activity === AgentActivityType.STARTED ? "started" : a.activity === AgentActivityType.COMPLETED ? "finished" : a.activity === AgentActivityType.FAILED ? "failed" : "working";
+      return { ...base, icon: "user", tone, title: `${a.agentName || a.agentId} ${verb}`, detail: a.message || struct(a.data), who: a.stepId ? step(a.stepId) : a.agentType };
+    }
+    case "milestone":
+      return { ...base, icon: "trophy", tone: "success", title: p.value.title, detail: p.value.description, who: "" };
+    case "alert":
+      return {
+        ...base,
+        icon: "alert",
+        tone: p.value.severity >= Severity.HIGH ? "danger" : "warning",
+        title: p.value.message,
+        detail: p.value.suggestedAction ? `Suggested: ${p.value.suggestedAction}` : "",
+        who: enumWords(Severity[p.value.severity]),
+      };
+    case "errorRecovery":
+      return {
+        ...base,
+        icon: "bolt",
+        tone: p.value.canContinue ? "warning" : "danger",
+        title: p.value.errorMessage,
+        detail: [p.value.recoveryStrategy.replace(/_/g, " "), p.value.attempt > 1 ? `attempt ${p.value.attempt}` : ""].filter(Boolean).join(" · "),
+        who: p.value.affectedAgents.join(", "),
+      };
+    case "artifactProduced": {
+      const a = p.value.artifact;
+      return { ...base, icon: "file", tone: "neutral", title: `Artifact: ${a?.name ?? ""}`, detail: a?.kind ?? "", who: a?.stepId ? step(a.stepId) : "" };
+    }
+    case "workflowStateChange":
+      return { ...base, icon: "layers", tone: "accent", title: p.value.currentStage ? `Phase: ${p.value.currentStage}` : enumWords(p.value.changeType.toUpperCase()), detail: enumWords(p.value.changeType.toUpperCase()), who: "" };
+    case "healthChanged":
+      return { ...base, icon: "heart", tone: "warning", title: `Health: ${enumWords(RunHealth[p.value.health]).toLowerCase()}`, detail: p.value.reason, who: "" };
+    case "decisionRequested":
+      return { ...base, icon: "question", tone: "warning", title: "Input needed", detail: p.value.prompt, who: p.value.decisionType };
+    case "decisionResolved": {
+      const options = context.decisions.get(p.value.decisionId)?.options ?? [];
+      const how = p.value.outcome === DecisionOutcome.ANSWERED ? `Answered: ${optionLabel(options, p.value.choice)}` : enumWords(DecisionOutcome[p.value.outcome]);
+      return { ...base, icon: "check", tone: "success", title: "Decision made", detail: how, who: p.value.answeredBy };
+    }
+    case "custom":
+      return { ...base, icon: "spark", tone: "neutral", title: p.value.type, detail: struct(p.value.data), who: "" };
+    default:
+      return undefined;
+  }
+}
+
+export function isTerminal(status: RunStatus): boolean {
+  return status === RunStatus.SUCCEEDED || status === RunStatus.FAILED || status === RunStatus.CANCELLED;
+}

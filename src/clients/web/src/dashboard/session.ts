@@ -1,0 +1,131 @@
+// One open run: its watcher, its model, snapshot refreshes and answering its decisions.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Run } from "../gen/runstream/v1/run_pb";
+import type { Api } from "./api";
+import { RunModel, isTerminal } from "./model";
+import { type LinkState, RunWatch } from "./watch";
+
+/** At most this many GetRun calls per second per open run, however fast events arrive. */
+const REFRESH_INTERVAL_MS = 250;
+
+/** Who the dashboard says answered a decision. */
+export const ANSWERED_BY = "dashboard";
+
+export class RunSession {
+  readonly model: RunModel;
+  link: LinkState = "connecting";
+  linkDetail = "";
+  error = "";
+  private readonly watch: RunWatch;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private refreshing = false;
+  private refreshAgain = false;
+  private lastRefresh = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly api: Api,
+    readonly runId: string,
+    private readonly changed: () => void,
+    private readonly snapshotSeen: (run: Run) => void,
+  ) {
+    this.model = new RunModel(runId);
+    this.watch = new RunWatch(api, runId, {
+      events: (events) => {
+        if (this.model.applyEvents(events)) this.scheduleRefresh();
+        this.changed();
+      },
+      snapshot: (response) => {
+        if (this.model.applySnapshot(response) && response.run) this.snapshotSeen(response.run);
+        this.changed();
+      },
+      state: (state, detail) => {
+        this.link = state;
+        this.linkDetail = detail ?? "";
+        if (state === "failed") this.error = detail ?? "failed";
+        // The last events may have landed between the last refresh and the stream's end.
+        if (state === "ended") this.scheduleRefresh();
+        this.changed();
+      },
+    });
+  }
+
+  start(): void {
+    this.watch.start();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.refreshTimer);
+    this.watch.stop();
+  }
+
+  /** Answers (or skips, with choice undefined) a decision with SubmitDecision. */
+  async answer(decisionId: string, choice: string | undefined): Promise<void> {
+    const item = this.model.decisions.get(decisionId);
+    if (!item || !item.open || item.submitting !== undefined) return;
+    item.submitting = choice ?? "";
+    item.error = undefined;
+    this.changed();
+    try {
+      const response = await this.api.decisions.submitDecision({
+        runId: this.runId,
+        decisionId,
+        choice: choice ?? "",
+        skip: choice === undefined,
+        answeredBy: ANSWERED_BY,
+      });
+      const decision = response.decision;
+      if (decision) {
+        item.outcome = decision.outcome;
+        item.choice = decision.choice;
+        item.answeredBy = decision.answeredBy;
+      }
+      // The DecisionResolved event closes it for good; this only stops the spinner early.
+      item.open = false;
+    } catch (error) {
+      const err = ConnectError.from(error);
+      item.error = err.code === Code.Aborted ? `Already decided: ${err.rawMessage}` : err.rawMessage;
+      if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) item.open = false;
+    } finally {
+      item.submitting = undefined;
+      this.changed();
+    }
+  }
+
+  private scheduleRefresh(): void {
+    if (this.stopped) return;
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return;
+    }
+    if (this.refreshTimer !== undefined) return;
+    const wait = Math.max(0, this.lastRefresh + REFRESH_INTERVAL_MS - Date.now());
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      void this.refresh();
+    }, wait);
+  }
+
+  private async refresh(): Promise<void> {
+    this.refreshing = true;
+    this.lastRefresh = Date.now();
+    try {
+      const response = await this.api.runs.getRun({ runId: this.runId });
+      if (this.model.applySnapshot(response) && response.run) this.snapshotSeen(response.run);
+      this.changed();
+    } catch {
+      // The watcher reports connection trouble; a missed refresh is retried on the next event.
+    } finally {
+      this.refreshing = false;
+      const again = this.refreshAgain || (isTerminal(this.model.status) && this.snapshotBehind());
+      this.refreshAgain = false;
+      if (again) this.scheduleRefresh();
+    }
+  }
+
+  private snapshotBehind(): boolean {
+    const snap = this.model.snapshot;
+    return !snap || Number(snap.lastSeq) < this.model.lastSeq;
+  }
+}

@@ -1,0 +1,37 @@
+// The sidebar: every run with its status and progress, newest first.
+import { type Run, RunStatus } from "../../gen/runstream/v1/run_pb";
+import { $, attr, h, reconcile, text } from "../dom";
+import { ago, enumWords, millis, percentText } from "../format";
+
+export function renderRunList(container: HTMLElement, runs: Run[], selected: string | undefined, now = Date.now()): void {
+  reconcile(
+    container,
+    runs,
+    (run) => run.runId,
+    (run) =>
+      h(
+        "li",
+        null,
+        h(
+          "a",
+          { class: "run-item", href: `#/runs/${encodeURIComponent(run.runId)}`, "data-run-id": run.runId },
+          h("div", { class: "run-item-top" }, h("span", { class: "run-item-name" }), h("span", { class: "pill small status-pill" })),
+          h("div", { class: "run-item-meta" }),
+          h("div", { class: "mini-progress" }, h("span")),
+        ),
+      ),
+    (el, run) => {
+      const link = $(el, "a");
+      attr(link, "aria-current", run.runId === selected ? "page" : "false");
+      text($(el, ".run-item-name"), run.displayName || run.workflow || run.runId);
+      const pill = $(el, ".status-pill");
+      attr(pill, "data-status", RunStatus[run.status] ?? "UNSPECIFIED");
+      text(pill, enumWords(RunStatus[run.status]));
+      const percent = run.status === RunStatus.SUCCEEDED ? 100 : (run.progress?.percent ?? 0);
+      text($(el, ".run-item-meta"), [run.workflow, ago(millis(run.createTime), now), percentText(percent)].filter(Boolean).join(" · "));
+      const bar = $(el, ".mini-progress");
+      attr(bar, "data-status", RunStatus[run.status] ?? "UNSPECIFIED");
+      ($(bar, "span") as HTMLElement).style.width = `${percent}%`;
+    },
+  );
+}

@@ -1,0 +1,550 @@
+// The run page: header with the progress bar, decisions, metric tiles, steps, active agents,
+// streamed agent output, thinking, model allocations and the activity feed.
+import { DecisionOutcome, EventKind } from "../../gen/runstream/v1/event_pb";
+import { type ActiveAgent, RunHealth, RunStatus, type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
+import { $, attr, h, icon, reconcile, text } from "../dom";
+import {
+  ago,
+  clock,
+  compact,
+  durationMillis,
+  enumWords,
+  formatDuration,
+  hue,
+  jsonText,
+  initials,
+  metricLabel,
+  metricValue,
+  millis,
+  money,
+  percentText,
+} from "../format";
+import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, type StreamedText, isTerminal } from "../model";
+import type { RunSession } from "../session";
+
+const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
+const MAX_TILES = 8;
+
+export class RunView {
+  readonly root: HTMLElement;
+  private renderedFeedSeq = 0;
+  private metricHistory = new Map<string, number[]>();
+  private lastMetricSeq = -1;
+
+  constructor(private readonly session: RunSession) {
+    this.root = buildSkeleton(session.runId);
+    $(this.root, ".feed").dataset.feedKinds = FEED_KINDS.map((k) => EventKind[k]).join(",");
+    $(this.root, ".decisions").addEventListener("click", (event) => this.onDecisionClick(event));
+  }
+
+  render(now = Date.now()): void {
+    const { model } = this.session;
+    const run = model.snapshot;
+    attr(this.root, "data-last-seq", String(model.lastSeq));
+    attr(this.root, "data-snapshot-seq", String(run?.lastSeq ?? 0));
+    attr(this.root, "data-status", RunStatus[model.status] ?? "UNSPECIFIED");
+    if (this.session.error) {
+      const banner = $(this.root, ".run-error");
+      banner.hidden = false;
+      text(banner, `This run cannot be shown: ${this.session.error}`);
+    }
+    this.renderHeader(now);
+    this.renderDecisions(now);
+    this.renderMetrics();
+    if (run) {
+      this.renderSteps(run.steps, now);
+      this.renderAgents(run.activeAgents, now);
+    }
+    this.renderOutput();
+    this.renderThinking();
+    this.renderModels();
+    this.renderFeed(now);
+  }
+
+  private renderHeader(now: number): void {
+    const { model } = this.session;
+    const run = model.snapshot;
+    const status = model.status;
+    text($(this.root, ".run-title"), run?.displayName || run?.workflow || this.session.runId);
+    const pill = $(this.root, ".status-pill");
+    attr(pill, "data-status", RunStatus[status] ?? "UNSPECIFIED");
+    text(pill, statusLabel(status));
+    const health = $(this.root, ".health-pill");
+    const healthName = run ? RunHealth[run.health] : undefined;
+    health.hidden = !run || run.health === RunHealth.UNSPECIFIED;
+    attr(health, "data-health", healthName ?? "");
+    text(health, enumWords(healthName));
+    const viewers = $(this.root, ".viewers");
+    viewers.hidden = !run || run.viewerCount <= 0;
+    text($(viewers, "span"), run ? `${run.viewerCount} watching` : "");
+
+    const started = millis(run?.startTime);
+    const ended = millis(run?.endTime);
+    const meta = [run?.workflow, started ? `started ${clock(started)}` : run ? "not started" : "", `${model.lastSeq} events`];
+    text($(this.root, ".run-meta-text"), meta.filter(Boolean).join(" · "));
+    text($(this.root, ".run-id"), this.session.runId);
+
+    // The snapshot's percent counts the running step's own progress; a finished run is 100.
+    const percent = status === RunStatus.SUCCEEDED ? 100 : Math.min(100, run?.progress?.percent ?? 0);
+    const bar = $(this.root, ".progress");
+    attr(bar, "data-percent", String(Math.floor(percent)));
+    attr(bar, "data-state", status === RunStatus.SUCCEEDED ? "done" : isTerminal(status) ? "stopped" : status === RunStatus.RUNNING ? "running" : "idle");
+    attr(bar, "aria-valuenow", String(Math.floor(percent)));
+    ($(bar, ".progress-fill") as HTMLElement).style.width = `${percent}%`;
+    text($(this.root, ".percent"), percentText(percent));
+
+    const progress = run?.progress;
+    text($(this.root, ".steps-count"), progress ? `${progress.completedSteps} of ${progress.totalSteps} steps` : "");
+    const elapsed = started ? (ended ?? now) - started : undefined;
+    text($(this.root, ".elapsed"), elapsed === undefined ? "" : `${isTerminal(status) ? "Took" : "Elapsed"} ${formatDuration(elapsed)}`);
+    text($(this.root, ".eta"), etaText(this.session, now));
+
+    const phases = $(this.root, ".phases");
+    const phase = model.phase;
+    phases.hidden = !phase || phase.stages.length === 0;
+    if (phase) {
+      const current = phase.stages.indexOf(phase.current);
+      const done = status === RunStatus.SUCCEEDED;
+      reconcile(
+        phases,
+        phase.stages,
+        (s) => s,
+        (s) => h("li", { class: "phase" }, h("span", { class: "phase-dot" }), s),
+        (el, s) => {
+          const index = phase.stages.indexOf(s);
+          attr(el, "data-state", done || index < current ? "done" : index === current ? "current" : "next");
+        },
+      );
+    }
+  }
+
+  private renderDecisions(now: number): void {
+    const decisions = [...this.session.model.decisions.values()];
+    const open = decisions.filter((d) => d.open || d.submitting !== undefined);
+    const resolved = decisions.filter((d) => !d.open && d.submitting === undefined).slice(-2);
+    const shown = [...open, ...resolved];
+    const section = $(this.root, ".decisions");
+    section.hidden = shown.length === 0;
+    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now));
+  }
+
+  private onDecisionClick(event: Event): void {
+    const button = (event.target as Element).closest("button");
+    const card = button?.closest<HTMLElement>("[data-decision-id]");
+    if (!button || !card || button.disabled) return;
+    const id = card.dataset.decisionId ?? "";
+    if (button.classList.contains("skip")) void this.session.answer(id, undefined);
+    else if (button.dataset.choice !== undefined) void this.session.answer(id, button.dataset.choice);
+  }
+
+  private renderMetrics(): void {
+    const { model } = this.session;
+    const values = model.metrics();
+    if (model.lastSeq !== this.lastMetricSeq) {
+      this.lastMetricSeq = model.lastSeq;
+      for (const [name, value] of values) {
+        const history = this.metricHistory.get(name) ?? [];
+        if (history[history.length - 1] !== value) history.push(value);
+        if (history.length > 24) history.shift();
+        this.metricHistory.set(name, history);
+      }
+    }
+    const run = model.snapshot;
+    const names = [...values.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).slice(0, MAX_TILES);
+    const tiles: Array<{ name: string; label: string; value: string; history: number[] }> = names.map((name) => ({
+      name,
+      label: metricLabel(name),
+      value: metricValue(name, values.get(name) ?? 0),
+      history: this.metricHistory.get(name) ?? [],
+    }));
+    if (run && !values.has("assets") && run.artifactsSummary && run.artifactsSummary.total > 0) {
+      tiles.push({ name: "artifacts", label: "Artifacts", value: String(run.artifactsSummary.total), history: [] });
+    }
+    const container = $(this.root, ".tiles");
+    container.hidden = tiles.length === 0;
+    reconcile(
+      container,
+      tiles,
+      (t) => t.name,
+      (t) => h("div", { class: "tile", "data-metric": t.name }, h("div", { class: "tile-label" }), h("div", { class: "tile-value" }), sparkline()),
+      (el, t) => {
+        text($(el, ".tile-label"), t.label);
+        text($(el, ".tile-value"), t.value);
+        drawSparkline(el.querySelector("svg") as SVGSVGElement, t.history);
+      },
+    );
+  }
+
+  private renderSteps(steps: Step[], now: number): void {
+    const list = $(this.root, ".steps");
+    reconcile(list, steps, (s) => s.stepId, buildStep, (el, s) => updateStep(el, s, now));
+    const run = this.session.model.snapshot;
+    text($(this.root, ".steps-card .card-note"), run?.progress ? `${run.progress.completedSteps}/${run.progress.totalSteps}` : "");
+  }
+
+  private renderAgents(active: ActiveAgent[], now: number): void {
+    // An ended run has no agent at work, even before the snapshot says so.
+    const agents = isTerminal(this.session.model.status) ? [] : active;
+    const list = $(this.root, ".agents");
+    const empty = $(this.root, ".agents-empty");
+    empty.hidden = agents.length > 0;
+    text(empty, isTerminal(this.session.model.status) ? "The run has ended; no agent is at work." : "No agent is at work right now.");
+    reconcile(
+      list,
+      agents,
+      (a) => a.agentId,
+      (a) =>
+        h(
+          "li",
+          { class: "agent", "data-agent-id": a.agentId },
+          avatar(a.name || a.agentId),
+          h("div", { class: "agent-body" }, h("div", { class: "agent-name" }), h("div", { class: "agent-message" })),
+          h("div", { class: "agent-since" }),
+        ),
+      (el, a) => {
+        text($(el, ".agent-name"), a.name || a.agentId);
+        text($(el, ".agent-message"), a.message || (a.stepId ? `on ${a.stepId}` : a.type));
+        const since = millis(a.startTime);
+        text($(el, ".agent-since"), since ? formatDuration(now - since) : "");
+      },
+    );
+  }
+
+  private renderOutput(): void {
+    const texts = [...this.session.model.texts].reverse().slice(0, 3);
+    const list = $(this.root, ".outputs");
+    $(this.root, ".outputs-empty").hidden = texts.length > 0;
+    reconcile(list, texts, (t) => t.messageId, buildOutput, (el, t) => updateOutput(el, t, this.session.model.stepNames));
+  }
+
+  private renderThinking(): void {
+    const thoughts = this.session.model.thoughts;
+    const latest = thoughts[thoughts.length - 1];
+    const card = $(this.root, ".thinking-card");
+    $(card, ".thinking-empty").hidden = latest !== undefined;
+    const body = $(card, ".thinking-body");
+    body.hidden = latest === undefined;
+    if (!latest) return;
+    const t = latest.thinking;
+    text($(body, ".thinking-stage"), t.stage || enumWords(t.thinkingType.toUpperCase()));
+    text($(body, ".thinking-type"), [t.thinkingType.replace(/_/g, " "), t.reasoningDepth && `${t.reasoningDepth} reasoning`].filter(Boolean).join(" · "));
+    text($(body, ".thinking-analysis"), t.analysis);
+    const confidence = Math.round(t.confidence * 100);
+    ($(body, ".confidence-fill") as HTMLElement).style.width = `${confidence}%`;
+    text($(body, ".confidence-value"), t.confidence ? `${confidence}% confident` : "");
+    reconcile($(body, ".factors"), t.factors, (f) => f, (f) => h("li", { class: "chip" }, f.replace(/_/g, " ")), () => undefined);
+    const earlier = thoughts.slice(0, -1).reverse().slice(0, 3);
+    reconcile(
+      $(body, ".thinking-history"),
+      earlier,
+      (x) => String(x.seq),
+      (x) => h("li", null, h("span", { class: "muted" }, x.thinking.stage || "Thinking"), " ", x.thinking.analysis),
+      () => undefined,
+    );
+  }
+
+  private renderModels(): void {
+    const rows = [...this.session.model.allocations.values()].sort((a, b) => b.seq - a.seq).slice(0, 8);
+    $(this.root, ".models-empty").hidden = rows.length > 0;
+    reconcile(
+      $(this.root, ".models"),
+      rows,
+      (r) => r.allocation.agentId,
+      (r) =>
+        h(
+          "li",
+          { class: "model-row" },
+          avatar(r.allocation.agentId),
+          h("div", { class: "model-body" }, h("div", { class: "model-agent" }), h("div", { class: "model-reason" })),
+          h("div", { class: "model-side" }, h("span", { class: "model-chip" }), h("span", { class: "model-cost" })),
+        ),
+      (el, r) => {
+        const a = r.allocation;
+        text($(el, ".model-agent"), a.agentId);
+        text($(el, ".model-reason"), a.reasoning);
+        const chip = $(el, ".model-chip");
+        text(chip, a.model);
+        attr(chip, "data-tier", a.tier || "none");
+        const facts = [a.contextWindow ? `${compact(Number(a.contextWindow))} ctx` : "", a.expectedCostUsd !== undefined ? `≈ ${money(a.expectedCostUsd)}` : ""];
+        text($(el, ".model-cost"), facts.filter(Boolean).join(" · "));
+      },
+    );
+  }
+
+  /** Appends feed entries once each, newest on top, and never rebuilds older ones. */
+  private renderFeed(now: number): void {
+    const feed = $(this.root, ".feed");
+    const fresh = this.session.model.feed.filter((item) => item.seq > this.renderedFeedSeq);
+    const history = this.session.model.historySeq;
+    for (const item of fresh) {
+      const el = buildFeedItem(item);
+      // Only what happens while watching slides in; replayed history just appears.
+      if (item.seq > history) el.classList.add("live");
+      feed.prepend(el);
+      this.renderedFeedSeq = item.seq;
+    }
+    while (feed.children.length > FEED_LIMIT) feed.lastElementChild?.remove();
+    $(this.root, ".feed-empty").hidden = feed.children.length > 0;
+    for (const el of Array.from(feed.children) as HTMLElement[]) {
+      const time = Number(el.dataset.time);
+      if (time) text($(el, ".feed-ago"), ago(time, now));
+    }
+  }
+}
+
+// --- building blocks ------------------------------------------------------------------------
+
+function buildSkeleton(runId: string): HTMLElement {
+  const card = (cls: string, title: string, ...body: Array<Node | string>) =>
+    h("section", { class: `card ${cls}` }, h("header", { class: "card-head" }, h("h2", null, title), h("span", { class: "card-note" })), ...body);
+  return h(
+    "div",
+    { class: "run-view", id: "run-view", "data-run-id": runId },
+    h("div", { class: "run-error", hidden: true, role: "alert" }),
+    h(
+      "section",
+      { class: "card run-head" },
+      h(
+        "div",
+        { class: "title-row" },
+        h("h1", { class: "run-title" }),
+        h("span", { class: "pill status-pill" }),
+        h("span", { class: "pill health-pill", hidden: true }),
+        h("span", { class: "viewers", hidden: true }, icon("eye"), h("span")),
+      ),
+      h("div", { class: "run-meta" }, h("span", { class: "run-meta-text" }), h("code", { class: "run-id" })),
+      h("ol", { class: "phases", hidden: true }),
+      h(
+        "div",
+        { class: "progress-row" },
+        h("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", { class: "progress-fill" })),
+        h("div", { class: "percent" }),
+      ),
+      h("div", { class: "progress-meta" }, h("span", { class: "steps-count" }), h("span", { class: "elapsed" }), h("span", { class: "eta" })),
+    ),
+    h("div", { class: "decisions", hidden: true }),
+    h("div", { class: "tiles", hidden: true }),
+    h(
+      "div",
+      { class: "panels" },
+      card("steps-card", "Steps", h("ol", { class: "steps" })),
+      h(
+        "div",
+        { class: "column" },
+        card("agents-card", "Active agents", h("ul", { class: "agents" }), h("p", { class: "empty agents-empty" })),
+        card("outputs-card", "Agent output", h("div", { class: "outputs" }), h("p", { class: "empty outputs-empty" }, "Streamed text appears here as agents write it.")),
+        card(
+          "thinking-card",
+          "Thinking",
+          h("p", { class: "empty thinking-empty" }, "The manager's reasoning appears here."),
+          h(
+            "div",
+            { class: "thinking-body", hidden: true },
+            h("div", { class: "thinking-top" }, h("span", { class: "thinking-stage" }), h("span", { class: "thinking-type" })),
+            h("blockquote", { class: "thinking-analysis" }),
+            h("ul", { class: "factors" }),
+            h("div", { class: "confidence" }, h("div", { class: "confidence-track" }, h("div", { class: "confidence-fill" })), h("span", { class: "confidence-value" })),
+            h("ul", { class: "thinking-history" }),
+          ),
+        ),
+      ),
+      h(
+        "div",
+        { class: "column" },
+        card("feed-card", "Activity", h("p", { class: "empty feed-empty" }, "Waiting for activity…"), h("ol", { class: "feed" })),
+        card("models-card", "Model allocation", h("ul", { class: "models" }), h("p", { class: "empty models-empty" }, "No model allocated yet.")),
+      ),
+    ),
+  );
+}
+
+function statusLabel(status: RunStatus): string {
+  return status === RunStatus.UNSPECIFIED ? "Loading" : enumWords(RunStatus[status]);
+}
+
+function etaText(session: RunSession, now: number): string {
+  const { model } = session;
+  const run = model.snapshot;
+  if (!run || isTerminal(model.status)) return "";
+  const estimate = run.estimate;
+  const end = millis(estimate?.endTime);
+  if (!estimate || end === undefined) return run.status === RunStatus.RUNNING ? "ETA estimating…" : "";
+  const left = Math.max(0, end - now);
+  // The range was computed with the estimate; count it down with the estimate's own clock.
+  const sinceEstimate = now - (end - (durationMillis(estimate.remaining) ?? 0));
+  const low = durationMillis(estimate.remainingLow);
+  const high = durationMillis(estimate.remainingHigh);
+  let range = "";
+  if (low !== undefined && high !== undefined) {
+    const lowLeft = Math.max(0, low - sinceEstimate);
+    const highLeft = Math.max(0, high - sinceEstimate);
+    if (highLeft - lowLeft >= 1000) range = ` (${formatDuration(lowLeft)}–${formatDuration(highLeft)})`;
+  }
+  return left < 1000 ? "ETA any moment" : `ETA ${formatDuration(left)}${range}`;
+}
+
+function rank(name: string): number {
+  const i = PREFERRED_METRICS.indexOf(name);
+  return i < 0 ? PREFERRED_METRICS.length : i;
+}
+
+function avatar(name: string): HTMLElement {
+  return h("span", { class: "avatar", style: `--hue: ${hue(name)}`, title: name }, initials(name));
+}
+
+function sparkline(): SVGSVGElement {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 100 24");
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.innerHTML = '<polyline fill="none" points="" />';
+  return svg;
+}
+
+function drawSparkline(svg: SVGSVGElement, values: number[]): void {
+  const line = svg.firstElementChild as SVGPolylineElement;
+  if (values.length < 2) {
+    line.setAttribute("points", "");
+    return;
+  }
+  const min = Math.min(...values);
+  const max = Math.max(...values);
+  const span = max - min || 1;
+  const points = values.map((v, i) => `${((i / (values.length - 1)) * 100).toFixed(1)},${(22 - ((v - min) / span) * 20).toFixed(1)}`).join(" ");
+  if (line.getAttribute("points") !== points) line.setAttribute("points", points);
+}
+
+const STEP_ICONS: Record<number, string> = {
+  [StepStatus.SUCCEEDED]: "check",
+  [StepStatus.FAILED]: "x",
+  [StepStatus.SKIPPED]: "skip",
+  [StepStatus.RUNNING]: "dot",
+};
+
+function buildStep(step: Step): HTMLElement {
+  return h(
+    "li",
+    { class: "step", "data-step-id": step.stepId },
+    h("span", { class: "step-icon" }),
+    h(
+      "div",
+      { class: "step-body" },
+      h("div", { class: "step-name" }, h("span", { class: "step-title" }), h("span", { class: "step-agent" })),
+      h("div", { class: "step-detail" }),
+      h("div", { class: "step-bar" }, h("span")),
+    ),
+    h("div", { class: "step-side" }, h("span", { class: "step-time" }), h("span", { class: "step-pct" })),
+  );
+}
+
+function updateStep(el: HTMLElement, step: Step, now: number): void {
+  const status = StepStatus[step.status] ?? "UNSPECIFIED";
+  if (el.dataset.status !== status) {
+    el.dataset.status = status;
+    const slot = $(el, ".step-icon");
+    slot.replaceChildren(icon(STEP_ICONS[step.status] ?? "dot"));
+  }
+  text($(el, ".step-title"), step.name || step.stepId);
+  text($(el, ".step-agent"), step.agent && step.agent !== step.name ? step.agent : "");
+  let detail = "";
+  if (step.status === StepStatus.RUNNING) detail = [step.subStep, step.detail].filter(Boolean).join(" — ");
+  else if (step.status === StepStatus.SUCCEEDED) detail = step.summary;
+  else if (step.status === StepStatus.FAILED) detail = step.error?.message ?? "failed";
+  else if (step.status === StepStatus.SKIPPED) detail = step.skipReason ? `Skipped: ${step.skipReason}` : "Skipped";
+  else detail = step.description;
+  text($(el, ".step-detail"), detail);
+  const start = millis(step.startTime);
+  const end = millis(step.endTime);
+  const took = durationMillis(step.duration) ?? (start && end ? end - start : undefined);
+  let time = "";
+  if (step.status === StepStatus.RUNNING && start) time = formatDuration(now - start);
+  else if (took !== undefined && step.status !== StepStatus.PENDING) time = formatDuration(took);
+  text($(el, ".step-time"), time);
+  text($(el, ".step-pct"), step.status === StepStatus.RUNNING ? `${Math.floor(step.percent)}%` : "");
+  ($(el, ".step-bar span") as HTMLElement).style.width = `${Math.min(100, step.percent)}%`;
+}
+
+function buildDecision(d: DecisionItem): HTMLElement {
+  const options = d.options.map((o) =>
+    h("button", { class: "option", type: "button", "data-choice": o.value, title: o.description || null }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
+  );
+  const context = d.context
+    ? Object.entries(d.context)
+        .slice(0, 6)
+        .map(([k, v]) => h("li", null, h("span", { class: "muted" }, metricLabel(k)), " ", jsonText(v, k)))
+    : [];
+  return h(
+    "section",
+    { class: "decision", "data-decision-id": d.decisionId },
+    h("div", { class: "decision-icon" }, icon("question")),
+    h(
+      "div",
+      { class: "decision-body" },
+      h("div", { class: "decision-head" }, h("h3", null, "Input needed"), h("span", { class: "decision-type" }, d.decisionType.replace(/_/g, " ")), h("span", { class: "decision-deadline" })),
+      h("p", { class: "decision-prompt" }, d.prompt),
+      context.length ? h("ul", { class: "decision-context" }, ...context) : null,
+      h("div", { class: "options" }, ...options, d.canSkip ? h("button", { class: "skip", type: "button" }, "Skip") : null),
+      h("p", { class: "decision-outcome" }),
+      h("p", { class: "decision-error", role: "alert" }),
+    ),
+  );
+}
+
+function updateDecision(el: HTMLElement, d: DecisionItem, now: number): void {
+  const state = d.submitting !== undefined ? "submitting" : d.open ? "open" : "resolved";
+  if (el.dataset.state !== state) {
+    el.dataset.state = state;
+    $(el, ".decision-icon").replaceChildren(icon(state === "resolved" ? "check" : "question"));
+  }
+  for (const button of Array.from(el.querySelectorAll("button"))) {
+    button.disabled = state !== "open";
+    button.classList.toggle("chosen", state !== "open" && (button.dataset.choice === (d.submitting ?? d.choice) && button.dataset.choice !== undefined));
+  }
+  const deadline = $(el, ".decision-deadline");
+  const left = d.deadline !== undefined ? d.deadline - now : undefined;
+  const fallback = d.defaultOption ? `, then “${d.options.find((o) => o.value === d.defaultOption)?.label || d.defaultOption}”` : "";
+  text(deadline, state === "open" && left !== undefined ? `closes in ${formatDuration(Math.max(0, left))}${fallback}` : "");
+  let outcome = "";
+  if (state === "submitting") outcome = "Sending your answer…";
+  else if (state === "resolved") {
+    const label = d.options.find((o) => o.value === d.choice)?.label || d.choice;
+    if (d.outcome === DecisionOutcome.ANSWERED) outcome = `Answered “${label}”${d.answeredBy ? ` by ${d.answeredBy}` : ""}`;
+    else if (d.outcome === DecisionOutcome.DEFAULTED) outcome = `No answer in time: went with “${label}”`;
+    else if (d.outcome !== DecisionOutcome.UNSPECIFIED) outcome = enumWords(DecisionOutcome[d.outcome]);
+    else outcome = "Answered";
+  }
+  text($(el, ".decision-outcome"), outcome);
+  text($(el, ".decision-error"), d.error ?? "");
+  text($(el, ".decision-head h3"), state === "resolved" ? "Decision made" : "Input needed");
+}
+
+function buildOutput(t: StreamedText): HTMLElement {
+  return h(
+    "article",
+    { class: "output", "data-message-id": t.messageId },
+    h("header", null, avatar(t.agentId), h("span", { class: "output-agent" }, t.agentId), h("span", { class: "output-step" }), h("span", { class: "output-state" })),
+    h("p", { class: "output-text" }),
+  );
+}
+
+function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<string, string>): void {
+  attr(el, "data-final", String(t.final));
+  text($(el, ".output-step"), stepNames.get(t.stepId) ?? t.stepId);
+  text($(el, ".output-state"), t.final ? "done" : "writing…");
+  text($(el, ".output-text"), t.text);
+}
+
+function buildFeedItem(item: FeedItem): HTMLElement {
+  return h(
+    "li",
+    { class: "feed-item", "data-seq": item.seq, "data-kind": EventKind[item.kind], "data-tone": item.tone, "data-time": item.time ?? "" },
+    h("span", { class: "feed-icon" }, icon(item.icon)),
+    h(
+      "div",
+      { class: "feed-body" },
+      h("div", { class: "feed-title" }, item.title),
+      item.detail ? h("div", { class: "feed-detail" }, item.detail) : null,
+      h("div", { class: "feed-meta" }, item.who ? h("span", null, item.who) : null, h("span", { class: "feed-ago" }), h("span", { class: "feed-seq" }, `#${item.seq}`)),
+    ),
+  );
+}

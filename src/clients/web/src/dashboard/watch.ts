@@ -1,0 +1,136 @@
+// Following one run: WatchRun with exact resume. The watcher remembers the last seq it
+// applied and, after any failure (Envoy restarted, network dropped, stream stalled), opens a
+// new stream after that seq. Every event is handed on exactly once, in seq order.
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { RunEvent } from "../gen/runstream/v1/event_pb";
+import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
+import type { Api } from "./api";
+
+/** The state of the link to the server, as the Live indicator shows it. */
+export type LinkState = "connecting" | "live" | "reconnecting" | "ended" | "failed";
+
+export interface WatchHandlers {
+  /** New events, in seq order, each exactly once. */
+  events(events: RunEvent[]): void;
+  /** A fresh snapshot, taken on every (re)connect before the stream opens. */
+  snapshot(response: GetRunResponse): void;
+  /** The link changed: `detail` says why when it failed or is retrying. */
+  state(state: LinkState, detail?: string): void;
+}
+
+/** How often the server should send heartbeats; Envoy's idle timeouts are well above it. */
+export const HEARTBEAT_SECONDS = 10;
+/** A stream silent for this long is dead even if no error arrived (a half-open connection). */
+const STALL_MS = HEARTBEAT_SECONDS * 2500;
+
+export class RunWatch {
+  private lastSeq = 0;
+  private stopped = false;
+  private controller: AbortController | undefined;
+
+  constructor(
+    private readonly api: Api,
+    readonly runId: string,
+    private readonly handlers: WatchHandlers,
+  ) {}
+
+  /** The seq of the last event handed on. */
+  get cursor(): number {
+    return this.lastSeq;
+  }
+
+  start(): void {
+    void this.loop();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.controller?.abort();
+  }
+
+  private async loop(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      this.handlers.state(failures === 0 ? "connecting" : "reconnecting", failures ? `attempt ${failures + 1}` : undefined);
+      try {
+        const ended = await this.follow(() => {
+          failures = 0;
+        });
+        if (ended) {
+          this.handlers.state("ended");
+          return;
+        }
+      } catch (error) {
+        if (this.stopped) return;
+        const err = ConnectError.from(error);
+        if (err.code === Code.NotFound || err.code === Code.OutOfRange || err.code === Code.InvalidArgument) {
+          // Retrying cannot help: the run is unknown, or its log no longer matches the cursor.
+          this.handlers.state("failed", err.rawMessage);
+          return;
+        }
+        failures += 1;
+        this.handlers.state("reconnecting", err.rawMessage || err.message);
+        await sleep(backoff(failures));
+      }
+    }
+  }
+
+  /**
+   * One connection: a GetRun to refresh the snapshot (and to learn that the path to the
+   * server works), then WatchRun after the cursor until the run's terminal event. Returns
+   * true when the stream ended normally.
+   */
+  private async follow(connected: () => void): Promise<boolean> {
+    const controller = new AbortController();
+    this.controller = controller;
+    let stallTimer: ReturnType<typeof setTimeout> | undefined;
+    const armStallTimer = () => {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => controller.abort(new ConnectError("stream stalled", Code.Unavailable)), STALL_MS);
+    };
+    try {
+      const snapshot = await this.api.runs.getRun({ runId: this.runId }, { signal: controller.signal });
+      this.handlers.snapshot(snapshot);
+      const stream = this.api.runs.watchRun(
+        { runId: this.runId, afterSeq: BigInt(this.lastSeq), heartbeatInterval: { seconds: BigInt(HEARTBEAT_SECONDS), nanos: 0 } },
+        { signal: controller.signal },
+      );
+      connected();
+      this.handlers.state("live");
+      armStallTimer();
+      for await (const response of stream) {
+        armStallTimer();
+        if (response.events.length > 0) this.deliver(response.events, controller);
+      }
+      return !controller.signal.aborted;
+    } finally {
+      clearTimeout(stallTimer);
+    }
+  }
+
+  private deliver(events: RunEvent[], controller: AbortController): void {
+    const fresh: RunEvent[] = [];
+    for (const event of events) {
+      const seq = Number(event.seq);
+      if (seq <= this.lastSeq) continue; // already applied: never show an event twice
+      if (seq !== this.lastSeq + 1) {
+        // A hole would mean a missed event; resume after the last good seq instead.
+        controller.abort(new ConnectError(`expected seq ${this.lastSeq + 1}, got ${seq}`, Code.DataLoss));
+        break;
+      }
+      fresh.push(event);
+      this.lastSeq = seq;
+    }
+    if (fresh.length > 0) this.handlers.events(fresh);
+  }
+}
+
+/** 250 ms, 500 ms, 1 s, 2 s, then 4 s, with jitter so many tabs do not reconnect in step. */
+function backoff(failures: number): number {
+  const base = Math.min(4000, 250 * 2 ** (failures - 1));
+  return base * (0.8 + Math.random() * 0.4);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

