@@ -27,6 +27,7 @@ import runstream
 
 from ..dashboard.cli import add_dashboard_command
 from . import demo, tables
+from .args import positive_float, positive_int
 from .errors import CliError
 from .fmt import run_status_text
 from .render import follow_run, print_run_header
@@ -287,26 +288,6 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
 # --- arguments -----------------------------------------------------------------------------
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return number
-
-
 def _non_negative_int(value: str) -> int:
     try:
         number = int(value)
@@ -451,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument(
         "--speed",
-        type=_positive_float,
+        type=positive_float,
         metavar="FACTOR",
         default=1.0,
         help="speed-up factor; 10 runs the demo in about 3 seconds",
@@ -519,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--filter", default="", metavar="EXPR", help="AIP-160 filter on status, workflow and labels"
     )
     runs.add_argument(
-        "--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs"
+        "--limit", type=positive_int, default=20, metavar="N", help="show at most N runs"
     )
     runs.add_argument(
         "--watch",
@@ -567,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these event kinds, e.g. milestone,decision_resolved",
     )
     events.add_argument(
-        "--limit", type=_positive_int, default=None, metavar="N", help="show at most N events"
+        "--limit", type=positive_int, default=None, metavar="N", help="show at most N events"
     )
     events.set_defaults(handler=cmd_events)
 

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runstream
 
+from ..cli.args import port, positive_float
 from ..cli.errors import CliError
 from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
@@ -69,11 +70,11 @@ def add_dashboard_command(
         help="where the page and Envoy listen; 0.0.0.0 for every interface",
     )
     parser.add_argument(
-        "--port", type=_port, default=8080, metavar="PORT", help="the page's port (0: any free)"
+        "--port", type=port, default=8080, metavar="PORT", help="the page's port (0: any free)"
     )
     parser.add_argument(
         "--envoy-port",
-        type=_port,
+        type=port,
         default=8081,
         metavar="PORT",
         help="Envoy's grpc-web port (0: any free)",
@@ -93,7 +94,7 @@ def add_dashboard_command(
     )
     parser.add_argument(
         "--speed",
-        type=_speed,
+        type=positive_float,
         default=1.0,
         metavar="FACTOR",
         help="speed-up factor of the --demo run",
@@ -108,26 +109,6 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(args, sys.stdout))
     except EnvoyError as exc:
         raise CliError(str(exc)) from exc
-
-
-def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError("a port is 0 to 65535")
-    return number
-
-
-def _speed(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return number
 
 
 def allowed_origins(host: str, port: int, extra: list[str]) -> tuple[str, ...]:
