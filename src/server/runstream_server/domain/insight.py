@@ -218,17 +218,23 @@ def progress_milestones(state: RunState, *, finished: bool = False) -> list[even
     for mark in PROGRESS_MARKS:
         key = f"progress-{mark}"
         if percent >= mark and key not in state.milestones:
-            progress = state.run.progress
             events.append(
                 _milestone(
                     key,
                     event_pb2.MILESTONE_TYPE_PROGRESS,
                     f"{mark}% complete",
-                    f"{progress.completed_steps} of {progress.total_steps} steps done",
+                    _progress_note(state),
                     percent=mark,
                 )
             )
     return events
+
+
+def _progress_note(state: RunState) -> str:
+    progress = state.run.progress
+    note = f"{progress.completed_steps} of {progress.total_steps} steps done"
+    current = state.step(state.run.current_step_id) if state.run.current_step_id else None
+    return f"{note}, {current.name} under way" if current is not None else note
 
 
 def target_milestones(state: RunState) -> list[event_pb2.RunEvent]:
