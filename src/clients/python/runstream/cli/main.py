@@ -97,7 +97,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Imported here so the client commands never pay for (or depend on) the server.
     from runstream_server.app import ServerConfig, serve_forever
 
-    config = ServerConfig(address=args.address, store_path=Path(args.store))
+    from runstream_server.domain.insight import InsightPolicy
+    from runstream_server.domain.runs import Retention
+
+    config = ServerConfig(
+        address=args.address,
+        store_path=Path(args.store),
+        sqlite_synchronous=args.sync.upper(),
+        heartbeat_interval=args.heartbeat,
+        insight=InsightPolicy(stall_after=args.stall_after),
+        retention=Retention(days=args.retention_days, runs=args.retention_runs),
+    )
     logging.getLogger("runstream.cli").info(
         "starting Runstream server on %s with store %s", args.address, args.store
     )
@@ -397,6 +407,40 @@ def build_parser() -> argparse.ArgumentParser:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="logging verbosity",
+    )
+    serve.add_argument(
+        "--sync",
+        default="full",
+        choices=["full", "normal"],
+        help="SQLite durability: full survives power loss, normal only process crashes (faster)",
+    )
+    serve.add_argument(
+        "--heartbeat",
+        type=positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="default idle time before a watch stream gets a heartbeat",
+    )
+    serve.add_argument(
+        "--stall-after",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="silence that marks a running run STALLED when its step has no history",
+    )
+    serve.add_argument(
+        "--retention-days",
+        type=positive_float,
+        default=None,
+        metavar="DAYS",
+        help="purge the event logs of runs that ended more than DAYS ago (snapshots stay)",
+    )
+    serve.add_argument(
+        "--retention-runs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="keep the event logs of only the N most recently ended runs",
     )
     serve.set_defaults(handler=cmd_serve)
 
