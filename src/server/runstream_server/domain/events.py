@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2
 
 from runstream_server.errors import InvalidArgument, ResourceExhausted
@@ -86,6 +87,16 @@ def payload_field(event: event_pb2.RunEvent) -> str | None:
     return name
 
 
+# Timestamps the server can turn into dates and back: years 1970 to 9999.
+_MAX_SECONDS = 253_402_300_799
+MAX_DECISION_TIMEOUT_SECONDS = 366 * 24 * 3600
+
+
+def _check_time(field_path: str, ts: timestamp_pb2.Timestamp) -> None:
+    if not (0 <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos < 1_000_000_000):
+        raise InvalidArgument(field_path, "must be a valid time between 1970 and 9999")
+
+
 def _finite(field_path: str, value: float) -> None:
     if not math.isfinite(value):
         raise InvalidArgument(field_path, "must be a finite number")
@@ -121,6 +132,8 @@ def validate_produced_event(
         raise InvalidArgument(
             f"{path}.run_id", f"{event.run_id!r} does not match the run {run_id!r}"
         )
+    if event.HasField("event_time"):
+        _check_time(f"{path}.event_time", event.event_time)
     if len(event.idempotency_key) > MAX_KEY_LENGTH:
         raise InvalidArgument(f"{path}.idempotency_key", "is longer than 128 characters")
     name = payload_field(event)
@@ -203,5 +216,9 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
         raise InvalidArgument(
             f"{p}.default_option", f"{d.default_option!r} is not one of the options"
         )
-    if d.HasField("timeout") and (d.timeout.seconds < 0 or d.timeout.nanos < 0):
-        raise InvalidArgument(f"{p}.timeout", "must not be negative")
+    if d.HasField("timeout") and (
+        d.timeout.seconds < 0
+        or d.timeout.nanos < 0
+        or d.timeout.seconds > MAX_DECISION_TIMEOUT_SECONDS
+    ):
+        raise InvalidArgument(f"{p}.timeout", "must be between 0 and 366 days")

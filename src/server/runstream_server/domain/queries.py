@@ -16,9 +16,12 @@ from runstream_server.store.base import RunFilter
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _FILTER_TERM = re.compile(
     r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.-]*)\s*(?:=|:)\s*
-        (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))\s*""",
+        (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))""",
     re.VERBOSE,
 )
+
+
+_AND = re.compile(r"\s*AND\s+")
 
 
 def parse_filter(text: str) -> RunFilter:
@@ -29,14 +32,19 @@ def parse_filter(text: str) -> RunFilter:
     text = text.strip()
     if not text:
         return RunFilter()
-    for term in re.split(r"\s+AND\s+", text):
-        match = _FILTER_TERM.fullmatch(term)
-        if match is None:
+    position = 0
+    while position < len(text):
+        # Terms are matched one after another, so an AND inside a quoted value stays in it.
+        match = _FILTER_TERM.match(text, position)
+        joiner = _AND.match(text, match.end()) if match else None
+        if match is None or (match.end() < len(text) and joiner is None):
+            rest = text[position:].split(" AND ")[0].strip()
             raise InvalidArgument(
                 "filter",
-                f"cannot parse {term.strip()!r}; expected e.g. "
+                f"cannot parse {rest!r}; expected e.g. "
                 "'status = RUNNING AND labels.team = \"growth\"'",
             )
+        position = joiner.end() if joiner else match.end()
         name = match["field"]
         value = match["quoted"] if match["quoted"] is not None else match["bare"]
         value = re.sub(r"\\(.)", r"\1", value)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -73,8 +74,9 @@ from runstream_server.errors import (
     RunstreamError,
     Unavailable,
 )
-from runstream_server.store.base import EventStore
+from runstream_server.store.base import EventStore, RunFilter
 
+log = logging.getLogger("runstream.runs")
 _T = TypeVar("_T")
 _M = TypeVar("_M", run_pb2.Run, run_pb2.Step, decision_pb2.Decision, event_pb2.RunEvent)
 Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
@@ -89,6 +91,11 @@ class Limits:
     max_steps: int = 1000
     max_labels: int = 64
     watch_page_events: int = 500
+    watch_page_bytes: int = 1024 * 1024
+    """A WatchRun message carries at most this much (and at least one event), far below
+    the 4 MiB message limit whatever the events' sizes."""
+    cached_ended_runs: int = 1000
+    """Ended runs kept in memory with no one watching them; older ones are reloaded on use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +257,7 @@ class RunManager:
         self._history: dict[str, insight.WorkflowHistory] = {}
         self._deadlines: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._last_heard: dict[str, float] = {}
+        self._ended: dict[str, None] = {}  # ended runs in memory, oldest first
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
 
@@ -260,9 +268,7 @@ class RunManager:
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None
             while True:
-                page = await self._store.list_runs(
-                    parse_filter(f"status = {status_name(status)}"), 500, cursor
-                )
+                page = await self._store.list_runs(RunFilter(frozenset({status})), 500, cursor)
                 for run in page.runs:
                     state = await self._state(run.run_id)
                     for decision in state.open_decisions():
@@ -313,21 +319,28 @@ class RunManager:
         if state is not None:
             return state
         check_id("run_id", run_id)
+        if run_id not in self._locks and await self._store.load_run(run_id) is None:
+            raise NotFound(f"run {run_id!r} not found")  # no lock is made for unknown ids
         async with self._lock(run_id):
-            state = self._states.get(run_id)
-            if state is None:
-                snapshot = await self._store.load_run(run_id)
-                if snapshot is None:
-                    raise NotFound(f"run {run_id!r} not found")
-                remembered = await self._store.read_events(
-                    run_id, 0, 1_000_000, kinds=REMEMBERED_KINDS
-                )
-                activity = await self._store.read_last_events(
-                    run_id, [event_pb2.EVENT_KIND_AGENT_ACTIVITY], 50
-                )
-                events = sorted(remembered + activity, key=lambda e: e.seq)
-                state = RunState.restore(snapshot, (e.decode() for e in events))
-                self._states[run_id] = state
+            return await self._load_locked(run_id)
+
+    async def _load_locked(self, run_id: str) -> RunState:
+        """The run's state, loaded from the store if it is not in memory; holds its lock."""
+        state = self._states.get(run_id)
+        if state is None:
+            snapshot = await self._store.load_run(run_id)
+            if snapshot is None:
+                raise NotFound(f"run {run_id!r} not found")
+            remembered = await self._store.read_events(run_id, 0, 1_000_000, kinds=REMEMBERED_KINDS)
+            activity = await self._store.read_last_events(
+                run_id, [event_pb2.EVENT_KIND_AGENT_ACTIVITY], 50
+            )
+            events = sorted(remembered + activity, key=lambda e: e.seq)
+            state = RunState.restore(snapshot, (e.decode() for e in events))
+            self._states[run_id] = state
+            if state.is_terminal:
+                self._ended[run_id] = None
+                self._evict_ended()
         return state
 
     async def _workflow_history(self, workflow: str) -> insight.WorkflowHistory:
@@ -335,9 +348,8 @@ class RunManager:
         if history is None:
             limit = self._policy.history_runs
             history = insight.WorkflowHistory(limit)
-            page = await self._store.list_runs(
-                parse_filter(f'status = SUCCEEDED AND workflow = "{workflow}"'), limit, None
-            )
+            succeeded = RunFilter(frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow)
+            page = await self._store.list_runs(succeeded, limit, None)
             for run in reversed(page.runs):  # oldest first, so the newest stay in the window
                 history.learn(run)
             history = self._history.setdefault(workflow, history)
@@ -358,7 +370,7 @@ class RunManager:
         depends on it (an answer to a decision that must still be open).
         """
         async with self._lock(run_id):
-            state = self._states[run_id]
+            state = await self._load_locked(run_id)  # evicted meanwhile: reloaded
             if callable(events):
                 events = events(state)
                 if not events:
@@ -505,7 +517,26 @@ class RunManager:
             history.learn(state.run)
         if state.is_terminal:
             self._last_heard.pop(run_id, None)
+            self._ended[run_id] = None
+            self._evict_ended()
         self._publish_run(state)
+
+    def _evict_ended(self) -> None:
+        """Forgets the oldest ended runs nobody follows; they reload from the store on use."""
+        for run_id in list(self._ended):
+            if len(self._ended) <= self._limits.cached_ended_runs:
+                return
+            lock = self._locks.get(run_id)
+            if (
+                self._hub.watcher_count(run_id)
+                or run_id in self._producers
+                or run_id in self._feeds
+                or (lock is not None and lock.locked())
+            ):
+                continue
+            del self._ended[run_id]
+            self._states.pop(run_id, None)
+            self._locks.pop(run_id, None)
 
     def _publish_run(self, state: RunState) -> None:
         if self._runs_hub.active:
@@ -605,7 +636,10 @@ class RunManager:
             after = decode_token(page_token, scope).get("after")
             if not (isinstance(after, list) and len(after) == 2):
                 raise InvalidArgument("page_token", "is not a token this server issued")
-            cursor = (int(after[0]), str(after[1]))
+            try:
+                cursor = (int(after[0]), str(after[1]))
+            except (TypeError, ValueError):
+                raise InvalidArgument("page_token", "is not a token this server issued") from None
         page = await self._store.list_runs(run_filter, size, cursor)
         runs = [_summary(r, self._hub.watcher_count(r.run_id)) for r in page.runs]
         token = (
@@ -643,7 +677,7 @@ class RunManager:
         after = 0
         if page_token:
             value = decode_token(page_token, scope).get("after")
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or not 0 <= value < 2**62:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             after = value
         self._check_not_purged(state, after, "page_token" if page_token else "run_id")
@@ -864,8 +898,12 @@ class RunManager:
             max(0.0, delay), lambda: self._spawn(self._deadline_passed(*key))
         )
 
-    async def _deadline_passed(self, run_id: str, decision_id: str) -> None:
-        """Closes a decision nobody answered: its default, or timed out. Once, under lock."""
+    async def _deadline_passed(self, run_id: str, decision_id: str, attempt: int = 0) -> None:
+        """Closes a decision nobody answered: its default, or timed out. Once, under lock.
+
+        A failed write (the disk, not the rules) is logged and retried with backoff, so a
+        transient error cannot leave the decision open forever.
+        """
         self._deadlines.pop((run_id, decision_id), None)
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
@@ -883,8 +921,22 @@ class RunManager:
             )
             return [event_pb2.RunEvent(decision_resolved=resolved)]
 
-        with contextlib.suppress(RunstreamError):
+        try:
             await _uncancellable(self._commit(run_id, prepare, producer=False))
+        except RunstreamError:
+            pass  # the run or decision went away: nothing to close
+        except Exception:
+            delay = min(30.0, 0.5 * 2**attempt)
+            log.exception(
+                "closing decision %s of run %s failed; retrying in %.1fs",
+                decision_id,
+                run_id,
+                delay,
+            )
+            loop = asyncio.get_running_loop()
+            self._deadlines[(run_id, decision_id)] = loop.call_later(
+                delay, lambda: self._spawn(self._deadline_passed(run_id, decision_id, attempt + 1))
+            )
 
     # --- producers ------------------------------------------------------------------------------
 
@@ -897,6 +949,10 @@ class RunManager:
         if state.run.status == run_pb2.RUN_STATUS_PAUSED:
             link.signals.put_nowait(
                 ControlSignal("pause", "run is paused", state.run.status, state.last_seq)
+            )
+        elif state.run.status == run_pb2.RUN_STATUS_CANCELLED:  # cancelled while it was away
+            link.signals.put_nowait(
+                ControlSignal("cancel", state.run.cancel_reason, state.run.status, state.last_seq)
             )
         return link
 
@@ -957,10 +1013,11 @@ class RunManager:
                     if not events:
                         self._check_not_purged(self._states[run_id], cursor, "after_seq")
                         break
-                    cursor = events[-1].seq
-                    matched = [e for e in events if not wanted or e.kind in wanted]
-                    if matched:
-                        yield matched
+                    for chunk in self._pages(events):
+                        cursor = chunk[-1].seq
+                        matched = [e for e in chunk if not wanted or e.kind in wanted]
+                        if matched:
+                            yield matched
                 head = self._states[run_id]
                 if head.is_terminal and cursor >= head.last_seq and not keep_open:
                     return
@@ -972,8 +1029,7 @@ class RunManager:
                 live = [e for e in sub.take() if e.seq > cursor]
                 if not live or live[0].seq != cursor + 1:
                     continue  # nothing new, or a gap the store fills on the next pass
-                for start in range(0, len(live), page):
-                    chunk = live[start : start + page]
+                for chunk in self._pages(live):
                     cursor = chunk[-1].seq
                     matched = [e for e in chunk if not wanted or e.kind in wanted]
                     if matched:
@@ -1019,6 +1075,22 @@ class RunManager:
         finally:
             self._runs_hub.unsubscribe(sub)
 
+    def _pages(self, events: Sequence[EncodedEvent]) -> Iterator[list[EncodedEvent]]:
+        """Splits events into messages of bounded count and size, at least one event each."""
+        page: list[EncodedEvent] = []
+        size = 0
+        for event in events:
+            if page and (
+                len(page) >= self._limits.watch_page_events
+                or size + len(event.framed) > self._limits.watch_page_bytes
+            ):
+                yield page
+                page, size = [], 0
+            page.append(event)
+            size += len(event.framed)
+        if page:
+            yield page
+
     def watcher_count(self, run_id: str) -> int:
         return self._hub.watcher_count(run_id)
 
@@ -1030,25 +1102,34 @@ class RunManager:
         interval = max(0.05, min(1.0, policy.stall_after / 4, policy.stall_min / 4))
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for run_id, state in list(self._states.items()):
-                if (
-                    state.run.status != run_pb2.RUN_STATUS_RUNNING
-                    or state.run.health == run_pb2.RUN_HEALTH_STALLED
-                ):
-                    continue
-                heard = self._last_heard.setdefault(run_id, now)
-                history = self._history.get(state.run.workflow) or insight.WorkflowHistory(1)
-                threshold = insight.stall_threshold(state, history, policy)
-                silence = now - heard
-                if silence > threshold:
-                    await self._mark_stalled(run_id, silence, threshold)
+            try:
+                await self._check_stalls(policy)
+            except Exception:
+                log.exception("stall check failed; trying again in %.1fs", interval)
 
-    async def _mark_stalled(self, run_id: str, silence: float, threshold: float) -> None:
-        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+    async def _check_stalls(self, policy: insight.InsightPolicy) -> None:
+        now = time.monotonic()
+        for run_id, state in list(self._states.items()):
             if (
                 state.run.status != run_pb2.RUN_STATUS_RUNNING
                 or state.run.health == run_pb2.RUN_HEALTH_STALLED
+            ):
+                continue
+            heard = self._last_heard.setdefault(run_id, now)
+            history = self._history.get(state.run.workflow) or insight.WorkflowHistory(1)
+            threshold = insight.stall_threshold(state, history, policy)
+            silence = now - heard
+            if silence > threshold:
+                await self._mark_stalled(run_id, threshold)
+
+    async def _mark_stalled(self, run_id: str, threshold: float) -> None:
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            # Re-checked under the lock: the producer may have reported while we waited.
+            silence = time.monotonic() - self._last_heard.get(run_id, time.monotonic())
+            if (
+                state.run.status != run_pb2.RUN_STATUS_RUNNING
+                or state.run.health == run_pb2.RUN_HEALTH_STALLED
+                or silence <= threshold
             ):
                 return []
             step = state.run.current_step_id or "the run"
@@ -1070,14 +1151,22 @@ class RunManager:
             ended_before_us=before, keep_newest=self._retention.runs
         )
         for run_id in purged:
-            state = self._states.get(run_id)
-            if state is not None:
-                state.run.purged_seq = state.run.last_seq
+            # Under the run's lock: a load in progress read the snapshot before the purge, and
+            # must not cache it unpurged. (It finishes first; then this corrects it.)
+            async with self._lock(run_id):
+                state = self._states.get(run_id)
+                if state is not None:
+                    state.run.purged_seq = state.run.last_seq
         return purged
 
     async def _apply_retention_periodically(self) -> None:
         while True:
-            await self.apply_retention()
+            try:
+                purged = await self.apply_retention()
+                if purged:
+                    log.info("retention purged the event logs of %d ended runs", len(purged))
+            except Exception:
+                log.exception("retention pass failed; trying again at the next interval")
             await asyncio.sleep(self._retention.interval)
 
 

@@ -96,7 +96,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     # Imported here so the client commands never pay for (or depend on) the server.
     from runstream_server.app import ServerConfig, serve_forever
-
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
 
