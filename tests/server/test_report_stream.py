@@ -96,3 +96,25 @@ async def test_stream_errors_are_precise(stubs) -> None:  # type: ignore[no-unty
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("events[0].step_progress.step_id:")
+
+
+async def test_a_producer_that_reads_acks_late_gets_them_all(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Hundreds of batches sent before any ack is read: backpressure, not loss or deadlock."""
+    run = await create_run(stubs)
+    sent = asyncio.Event()
+
+    async def batches():  # type: ignore[no-untyped-def]
+        yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)])
+        for b in range(2, 301):
+            yield rp.ReportRequest(batch_id=b, events=[custom(b)])
+        sent.set()
+
+    stream = stubs.report.Report(batches())
+    await asyncio.sleep(0.5)  # let the server fill its outbox while nobody reads
+    acks = []
+    async for response in stream:
+        acks.append(response.ack.batch_id)
+        if len(acks) == 300:
+            break
+    assert acks == list(range(1, 301))
+    assert sent.is_set()

@@ -12,7 +12,7 @@ from runstream.v1 import event_pb2, report_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as pb
 
 from runstream_server.domain.runs import AppendResult, ControlSignal, RunManager
-from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
+from runstream_server.errors import InvalidArgument, Unavailable
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -69,7 +69,9 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         if not run_id:
             raise InvalidArgument("run_id", "is required on the first message of a Report stream")
         link = await self._runs.attach_producer(run_id)
-        outbox: asyncio.Queue[pb.ReportResponse | BaseException | None] = asyncio.Queue()
+        # Bounded: a producer that sends without reading its acks is slowed down by HTTP/2
+        # flow control on the acks, instead of growing this queue without end.
+        outbox: asyncio.Queue[pb.ReportResponse | BaseException | None] = asyncio.Queue(64)
 
         async def read_batches() -> None:
             try:
@@ -84,21 +86,19 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                     else:  # attach only: acknowledged, so the producer knows it is attached
                         run = await self._runs.get_run(run_id)
                         ack = pb.AppendAck(batch_id=request.batch_id, last_seq=run.last_seq)
-                        outbox.put_nowait(pb.ReportResponse(ack=ack))
+                        await outbox.put(pb.ReportResponse(ack=ack))
                     request = await anext(requests, None)
-                outbox.put_nowait(None)
-            except (RunstreamError, asyncio.CancelledError) as exc:
-                outbox.put_nowait(exc)
-            except Exception as exc:  # surfaced by the error interceptor as INTERNAL
-                outbox.put_nowait(exc)
+                await outbox.put(None)
+            except Exception as exc:  # RunstreamError: its status; anything else: INTERNAL
+                await outbox.put(exc)
 
         async def forward_signals() -> None:
             while (signal := await link.signals.get()) is not None:
                 if isinstance(signal, ControlSignal):
-                    outbox.put_nowait(_control(signal))
+                    await outbox.put(_control(signal))
                 else:
-                    outbox.put_nowait(pb.ReportResponse(decision=signal))
-            outbox.put_nowait(Unavailable("server is shutting down; reconnect to resume"))
+                    await outbox.put(pb.ReportResponse(decision=signal))
+            await outbox.put(Unavailable("server is shutting down; reconnect to resume"))
 
         reader = asyncio.create_task(read_batches())
         signals = asyncio.create_task(forward_signals())
@@ -123,4 +123,4 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     ) -> None:
         result = await self._runs.append(run_id, list(events))
         ack = pb.AppendAck(batch_id=batch_id, events=_acks(result), last_seq=result.last_seq)
-        outbox.put_nowait(pb.ReportResponse(ack=ack))
+        await outbox.put(pb.ReportResponse(ack=ack))
