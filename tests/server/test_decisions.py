@@ -287,3 +287,30 @@ async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-unt
     code, details = await status_of(append(stubs, run.run_id, ask()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("events[0].decision_requested.decision_id:")
+
+
+async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
+    tmp_path: Path,
+) -> None:
+    """The server's clock, not its timer, decides: a late answer finds the default taken."""
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 6, 1, tzinfo=UTC)]
+    server = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "l.db"))
+    await server.start()
+    try:
+        runs = server.runs
+        assert runs is not None
+        runs._clock = lambda: now[0]  # a clock the test moves; the timer stays far away
+        await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
+        await runs.append(
+            "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=60))]
+        )
+        now[0] += timedelta(seconds=61)
+        with pytest.raises(Exception, match="DEFAULTED with 'pros'") as info:
+            await runs.submit_decision(
+                "r", "persona", choice="gen_z", skip=False, answered_by="late"
+            )
+        assert type(info.value).__name__ == "Aborted"
+    finally:
+        await server.stop(grace=0.1)

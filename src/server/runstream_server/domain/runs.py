@@ -795,7 +795,16 @@ class RunManager:
             raise InvalidArgument("choice", "must be empty when skip is set")
         if not skip and not choice:
             raise InvalidArgument("choice", "is required unless skip is set")
-        await self._state(run_id)
+        state = await self._state(run_id)
+        asked = state.decisions.get(decision_id)
+        if (
+            asked is not None
+            and asked.state == decision_pb2.DECISION_STATE_OPEN
+            and asked.HasField("deadline")
+            and asked.deadline.ToDatetime(UTC) <= self._clock()
+        ):
+            # Too late, even if the timer has not run yet: the deadline closes it first.
+            await self._deadline_passed(run_id, decision_id)
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
             decision = self._decision(state, decision_id)
