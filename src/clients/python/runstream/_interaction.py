@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,11 +23,10 @@ from runstream._errors import (
     FailedPreconditionError,
     RunstreamError,
     StatusCode,
-    UnavailableError,
     error_from_rpc,
     error_from_status,
 )
-from runstream._retry import Backoff, is_retryable
+from runstream._retry import Backoff, Outage, is_retryable
 from runstream._types import AnswerResult, Decision, InteractionUpdate
 
 if TYPE_CHECKING:
@@ -211,7 +209,7 @@ class Interaction:
 
     async def _run(self) -> None:
         backoff = Backoff()
-        down_since: float | None = None
+        outage = Outage(self._reconnect_timeout)
         try:
             while True:
                 call: InteractCall = self._rpc(None, metadata=self._metadata)
@@ -227,7 +225,7 @@ class Interaction:
                                 await self._write(call, convert.interact_answer(answer_id, request))
                                 self._sent.add(answer_id)
                     async for response in call:
-                        down_since = None
+                        outage.recovered()
                         backoff.reset()
                         update = convert.parse_interact_response(response)
                         if update is None:
@@ -243,17 +241,9 @@ class Interaction:
                         self._error = error_from_rpc(exc)
                         self._error.__cause__ = exc
                         return
-                    now = time.monotonic()
-                    if down_since is None:
-                        down_since = now
-                    if self._reconnect_timeout is not None and (
-                        now - down_since > self._reconnect_timeout
-                    ):
-                        self._error = UnavailableError(
-                            f"interact: server unreachable for {self._reconnect_timeout:g}s "
-                            f"({exc.code().name}: {exc.details()})"
-                        )
-                        self._error.__cause__ = exc
+                    detail = f"{exc.code().name}: {exc.details()}"
+                    if error := outage.exceeded("interact", detail, exc):
+                        self._error = error
                         return
                     _log.info("interact stream lost (%s); reconnecting", exc.code().name)
                 finally:

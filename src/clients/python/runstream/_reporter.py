@@ -59,10 +59,9 @@ from runstream._errors import (
     RunCancelledError,
     RunstreamError,
     StatusCode,
-    UnavailableError,
     error_from_rpc,
 )
-from runstream._retry import Backoff, is_retryable
+from runstream._retry import Backoff, Outage, is_retryable
 from runstream._types import (
     ActivityType,
     ControlAction,
@@ -784,7 +783,7 @@ class RunReporter:
 
     async def _run_stream(self) -> None:
         backoff = Backoff()
-        down_since: float | None = None
+        outage = Outage(self._reconnect_timeout)
         last_error: BaseException | None = None
         try:
             while True:
@@ -811,31 +810,25 @@ class RunReporter:
                     return
                 if self._cancelled or self._finished():
                     return
-                now = time.monotonic()
+                # The outage counts only while events wait to be delivered.
                 if self._acked > acked_before or self._pending() == 0:
-                    down_since = None
-                if self._pending() and down_since is None:
-                    down_since = now
-                if (
-                    down_since is not None
-                    and self._reconnect_timeout is not None
-                    and now - down_since > self._reconnect_timeout
-                ):
-                    error: RunstreamError = UnavailableError(
-                        f"could not deliver {self._pending()} events of run {self._run_id!r}: "
-                        f"server unreachable for {self._reconnect_timeout:g}s"
-                        f" (last error: {_describe_connection_error(last_error)})"
+                    outage.recovered()
+                if self._pending() and (
+                    error := outage.exceeded(
+                        f"could not deliver {self._pending()} events of run {self._run_id!r}",
+                        f"last error: {_describe_connection_error(last_error)}",
+                        last_error,
                     )
-                    error.__cause__ = last_error
+                ):
                     self._fail(error)
                     return
                 await self._sleep(backoff.next_delay())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # A bug must surface to the caller, not hang flush().
-            error = RunstreamError(f"reporter crashed: {exc!r}", code=StatusCode.INTERNAL)
-            error.__cause__ = exc
-            self._fail(error)
+            crashed = RunstreamError(f"reporter crashed: {exc!r}", code=StatusCode.INTERNAL)
+            crashed.__cause__ = exc
+            self._fail(crashed)
         finally:
             self._signal.fire()
 

@@ -7,10 +7,13 @@ server judged the request itself (bad input, run ended, limits): those would fai
 from __future__ import annotations
 
 import random
+import time
 
 import grpc
 
-__all__ = ["Backoff", "is_retryable"]
+from runstream._errors import UnavailableError
+
+__all__ = ["Backoff", "Outage", "is_retryable"]
 
 # Details that grpc gives when a connection dies under a stream; depending on timing a killed
 # server shows up as UNAVAILABLE, or as UNKNOWN/INTERNAL with one of these. "Internal error
@@ -67,3 +70,30 @@ class Backoff:
     def reset(self) -> None:
         """Starts over from the initial delay (after a connection worked)."""
         self._next = self._initial
+
+
+class Outage:
+    """How long the server has been out of reach, against the client's ``reconnect_timeout``.
+
+    The clock starts at the first failed attempt and stops at ``recovered()``; once it has run
+    past ``limit`` (None: never), ``exceeded()`` returns the UnavailableError to give up with.
+    """
+
+    def __init__(self, limit: float | None) -> None:
+        self._limit = limit
+        self._since: float | None = None
+
+    def recovered(self) -> None:
+        self._since = None
+
+    def exceeded(
+        self, what: str, detail: str, cause: BaseException | None
+    ) -> UnavailableError | None:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if self._limit is None or now - self._since <= self._limit:
+            return None
+        error = UnavailableError(f"{what}: server unreachable for {self._limit:g}s ({detail})")
+        error.__cause__ = cause
+        return error

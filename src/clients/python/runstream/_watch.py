@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -20,8 +19,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from runstream import _convert as convert
-from runstream._errors import DataLossError, UnavailableError, error_from_rpc
-from runstream._retry import Backoff, is_retryable
+from runstream._errors import DataLossError, error_from_rpc
+from runstream._retry import Backoff, Outage, is_retryable
 from runstream._types import Event, EventKind, Run, RunsUpdate
 
 if TYPE_CHECKING:
@@ -54,13 +53,13 @@ async def watch_run(
     kind_filter = tuple(kinds or ())
     cursor = after_seq
     backoff = Backoff()
-    down_since: float | None = None
+    outage = Outage(reconnect_timeout)
     while True:
         request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
         try:
             async for response in call:
-                down_since = None
+                outage.recovered()
                 backoff.reset()
                 events, head_seq = convert.parse_watch_response(response, run_id)
                 for event in events:
@@ -84,14 +83,9 @@ async def watch_run(
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
-            now = time.monotonic()
-            if down_since is None:
-                down_since = now
-            if reconnect_timeout is not None and now - down_since > reconnect_timeout:
-                raise UnavailableError(
-                    f"watch of run {run_id!r}: server unreachable for {reconnect_timeout:g}s "
-                    f"({exc.code().name}: {exc.details()})"
-                ) from exc
+            detail = f"{exc.code().name}: {exc.details()}"
+            if error := outage.exceeded(f"watch of run {run_id!r}", detail, exc):
+                raise error from exc
             _log.info(
                 "watch of run %s lost (%s); resuming after seq %d",
                 run_id,
@@ -119,14 +113,14 @@ async def watch_runs(
     """
     request = convert.watch_runs_request(filter, heartbeat_interval)
     backoff = Backoff()
-    down_since: float | None = None
+    outage = Outage(reconnect_timeout)
     while True:
         call = watch_runs_rpc(request, metadata=metadata)
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
             async for response in call:
-                down_since = None
+                outage.recovered()
                 backoff.reset()
                 runs, initial_complete, heartbeat = convert.parse_watch_runs_response(response)
                 if heartbeat:
@@ -146,14 +140,9 @@ async def watch_runs(
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
-            now = time.monotonic()
-            if down_since is None:
-                down_since = now
-            if reconnect_timeout is not None and now - down_since > reconnect_timeout:
-                raise UnavailableError(
-                    f"watch of runs: server unreachable for {reconnect_timeout:g}s "
-                    f"({exc.code().name}: {exc.details()})"
-                ) from exc
+            detail = f"{exc.code().name}: {exc.details()}"
+            if error := outage.exceeded("watch of runs", detail, exc):
+                raise error from exc
             _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
         finally:
             call.cancel()
