@@ -18,18 +18,40 @@ from runstream.v1 import run_pb2
 from runstream_server.domain.events import EncodedEvent
 
 
-class Subscription:
+class _Mailbox:
+    """What a stream waits on: news arrived, or the hub closed. Never blocks the sender."""
+
+    __slots__ = ("_ready", "closed_reason")
+
+    def __init__(self) -> None:
+        self.closed_reason: str | None = None
+        self._ready = asyncio.Event()  # set exactly while there is news or the hub closed
+
+    def close(self, reason: str) -> None:
+        self.closed_reason = reason
+        self._ready.set()
+
+    async def wait(self, idle_seconds: float) -> bool:
+        """Waits for news; returns False when `idle_seconds` passed with none."""
+        try:
+            async with asyncio.timeout(idle_seconds):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class Subscription(_Mailbox):
     """One watcher's buffer of live events for one run."""
 
-    __slots__ = ("_max_pending", "_ready", "closed_reason", "items", "overflowed", "run_id")
+    __slots__ = ("_max_pending", "items", "overflowed", "run_id")
 
     def __init__(self, run_id: str, max_pending: int) -> None:
+        super().__init__()
         self.run_id = run_id
         self.items: deque[EncodedEvent] = deque()
         self.overflowed = False
-        self.closed_reason: str | None = None
         self._max_pending = max_pending
-        self._ready = asyncio.Event()
 
     def push(self, events: Sequence[EncodedEvent]) -> None:
         if self.overflowed:
@@ -42,30 +64,13 @@ class Subscription:
             self.items.extend(events)
         self._ready.set()
 
-    def close(self, reason: str) -> None:
-        self.closed_reason = reason
-        self._ready.set()
-
-    async def wait(self, idle_seconds: float) -> bool:
-        """Waits until something is buffered, the buffer overflowed or the hub closed.
-
-        Returns False when `idle_seconds` passed with nothing new.
-        """
-        if self.items or self.overflowed or self.closed_reason is not None:
-            return True
-        try:
-            async with asyncio.timeout(idle_seconds):
-                await self._ready.wait()
-        except TimeoutError:
-            return False
-        return True
-
     def take(self) -> list[EncodedEvent]:
         """Removes and returns everything buffered, resetting the overflow mark."""
         items = list(self.items)
         self.items.clear()
         self.overflowed = False
-        self._ready.clear()
+        if self.closed_reason is None:
+            self._ready.clear()
         return items
 
 
@@ -106,17 +111,16 @@ class Hub:
                 sub.close(reason)
 
 
-class RunsSubscription:
+class RunsSubscription(_Mailbox):
     """One WatchRuns stream: the latest state of each changed run, coalesced per run."""
 
-    __slots__ = ("_ready", "closed_reason", "known", "matches", "pending")
+    __slots__ = ("known", "matches", "pending")
 
     def __init__(self, matches: Callable[[run_pb2.Run], bool]) -> None:
+        super().__init__()
         self.matches = matches
         self.pending: dict[str, run_pb2.Run] = {}
         self.known: set[str] = set()
-        self.closed_reason: str | None = None
-        self._ready = asyncio.Event()
 
     def offer(self, run: run_pb2.Run) -> None:
         """Queues the run if it matches, or if it just stopped matching (sent once more)."""
@@ -129,24 +133,11 @@ class RunsSubscription:
         self.pending[run.run_id] = run
         self._ready.set()
 
-    def close(self, reason: str) -> None:
-        self.closed_reason = reason
-        self._ready.set()
-
-    async def wait(self, idle_seconds: float) -> bool:
-        if self.pending or self.closed_reason is not None:
-            return True
-        try:
-            async with asyncio.timeout(idle_seconds):
-                await self._ready.wait()
-        except TimeoutError:
-            return False
-        return True
-
     def take(self) -> list[run_pb2.Run]:
         runs = list(self.pending.values())
         self.pending.clear()
-        self._ready.clear()
+        if self.closed_reason is None:
+            self._ready.clear()
         return runs
 
 
