@@ -19,7 +19,6 @@ from runstream_server.errors import InvalidArgument, ResourceExhausted
 # event is the number of its set payload field.
 _PAYLOAD = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
 KIND_BY_FIELD: dict[str, int] = {f.name: f.number for f in _PAYLOAD.fields}
-FIELD_BY_KIND: dict[int, str] = {number: name for name, number in KIND_BY_FIELD.items()}
 VALID_KINDS = frozenset(KIND_BY_FIELD.values())
 
 # Kinds only the server writes: they record server-side facts, and letting a producer forge

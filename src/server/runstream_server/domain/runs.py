@@ -1100,9 +1100,6 @@ class RunManager:
         if page:
             yield page
 
-    def watcher_count(self, run_id: str) -> int:
-        return self._hub.watcher_count(run_id)
-
     # --- background monitors --------------------------------------------------------------------
 
     async def _watch_for_stalls(self) -> None:
