@@ -31,6 +31,7 @@ from runstream.v1 import (
 )
 
 from runstream_server.api.decision_service import DecisionServicer
+from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.errors import ErrorInterceptor
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
@@ -136,7 +137,8 @@ class RunstreamServer:
         )
         await self.runs.start()
         server = aio.server(
-            interceptors=[ErrorInterceptor()],
+            # ErrorInterceptor first: it answers the errors DecodingInterceptor's handlers raise.
+            interceptors=[ErrorInterceptor(), DecodingInterceptor()],
             options=[
                 # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
                 # port and split clients between two stores at random: refuse instead.

@@ -3,11 +3,18 @@
 Servicers just let :class:`~runstream_server.errors.RunstreamError` propagate. Anything else
 is a bug: it is logged with its traceback and the client gets INTERNAL with no internals
 leaked, never UNKNOWN.
+
+A rejected request is the client's problem, not the server's, and a client can send many:
+rejections are logged through :class:`RejectionLog`, one INFO line for the first in an
+interval and one summary line with the counts of the rest, however many there are.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -20,14 +27,55 @@ from runstream_server.errors import RunstreamError
 
 log = logging.getLogger("runstream.api")
 
-__all__ = ["AsyncServerInterceptor", "ErrorInterceptor"]
+__all__ = ["AsyncServerInterceptor", "ErrorInterceptor", "RejectionLog"]
+
+
+class RejectionLog:
+    """Logs rejected requests without flooding: at most two lines per `interval` seconds.
+
+    The first rejection of an interval is logged as it happens; the others are counted by
+    method and status, and the counts are logged as one line when the next interval opens.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._opened: float | None = None
+        self._counts: Counter[tuple[str, str]] = Counter()
+
+    def note(self, method: str, code: str, message: str) -> None:
+        now = self._clock()
+        if self._opened is not None and now - self._opened < self.interval:
+            self._counts[(method, code)] += 1
+            return
+        self.flush()
+        self._opened = now
+        log.info(
+            "rejected %s with %s: %s (more rejections are summarised every %gs)",
+            method,
+            code,
+            message[:300],
+            self.interval,
+        )
+
+    def flush(self) -> None:
+        """Logs the counts of the rejections not logged yet, if any."""
+        if not self._counts:
+            return
+        total = sum(self._counts.values())
+        worst = ", ".join(
+            f"{method} {code} x{count}" for (method, code), count in self._counts.most_common(5)
+        )
+        log.info("%d more requests rejected since the last report: %s", total, worst)
+        self._counts.clear()
 
 
 class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
     """Turns domain errors into their gRPC status, unexpected errors into logged INTERNAL."""
 
-    def __init__(self) -> None:
+    def __init__(self, rejections: RejectionLog | None = None) -> None:
         super().__init__(status_on_unknown_exception=grpc.StatusCode.INTERNAL)
+        self.rejections = rejections or RejectionLog()
 
     async def handle_exception(
         self,
@@ -37,6 +85,7 @@ class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
         method_name: str,
     ) -> NoReturn:
         if isinstance(ex, RunstreamError):
+            self.rejections.note(method_name, ex.kind.value, ex.message)
             await context.abort(grpc.StatusCode[ex.kind.value], ex.message)
         if isinstance(ex, GrpcException):
             await context.abort(ex.status_code, ex.details)

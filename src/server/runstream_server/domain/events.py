@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2
 
 from runstream_server.errors import InvalidArgument, ResourceExhausted
+
+if TYPE_CHECKING:
+    from runstream_server.domain.state import RunState
 
 # EventKind numbers equal the field numbers of RunEvent's `payload` oneof, so the kind of an
 # event is the number of its set payload field.
@@ -221,3 +225,25 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
         or d.timeout.seconds > MAX_DECISION_TIMEOUT_SECONDS
     ):
         raise InvalidArgument(f"{p}.timeout", "must be between 0 and 366 days")
+
+
+# A batch that ends its run may take the snapshot this much past the limit, so that a run
+# at its limit can still complete, fail or be cancelled with a summary.
+TERMINAL_HEADROOM_BYTES = 512 * 1024
+
+
+def check_snapshot_size(state: RunState, limit: int) -> None:
+    """Refuses a write that would grow the run's snapshot past `limit` bytes.
+
+    The snapshot is what GetRun, WatchRun and the store send and keep whole, so it must stay
+    well under the message limit whatever producers report: steps they add, artifacts,
+    agents, metrics.
+    """
+    size = state.run.ByteSize()
+    most = limit + (TERMINAL_HEADROOM_BYTES if state.is_terminal else 0)
+    if size > most:
+        raise ResourceExhausted(
+            f"events: this would grow run {state.run.run_id!r}'s snapshot to {size} bytes, past "
+            f"its limit of {most} bytes; report fewer steps, artifacts, agents or metric names, "
+            "or shorter texts"
+        )

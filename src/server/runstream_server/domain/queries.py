@@ -1,17 +1,34 @@
-"""Query parsing shared by the list and watch methods: AIP-160 filters and page tokens."""
+"""Query parsing shared by the list and watch methods: AIP-160 filters and page tokens.
+
+Page tokens are opaque to clients (AIP-158): a version byte, the position as JSON, and an
+HMAC-SHA256 tag over both. The server parses only what it signed, so a forged, truncated or
+hand-edited token is INVALID_ARGUMENT naming ``page_token``, whatever its content (deep JSON
+nesting, huge numbers, wrong types never reach a parser or the store). The key is
+``RUNSTREAM_PAGE_TOKEN_KEY`` from the environment, so that servers sharing it accept each
+other's tokens, or else a random key per process: then a token does not survive a restart,
+and a client that gets INVALID_ARGUMENT for it starts again from the first page.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
+import os
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.errors import InvalidArgument
 from runstream_server.store.base import RunFilter
+
+_M = TypeVar("_M", bound=Message)
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _FILTER_TERM = re.compile(
@@ -76,15 +93,37 @@ def page_size(value: int, default: int, field_name: str = "page_size") -> int:
     return default if value == 0 else min(value, 1000)
 
 
+_TOKEN_VERSION = b"\x01"
+_TAG_BYTES = 16
+_TOKEN_KEY = os.environ.get("RUNSTREAM_PAGE_TOKEN_KEY", "").encode() or secrets.token_bytes(32)
+_NOT_OURS = "is not a page token this server issued; start again from the first page"
+
+
+def _tag(body: bytes) -> bytes:
+    return hmac.new(_TOKEN_KEY, body, hashlib.sha256).digest()[:_TAG_BYTES]
+
+
 def encode_token(payload: Mapping[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+    """An opaque, signed page token for `payload` (which holds its request's ``scope``)."""
+    body = _TOKEN_VERSION + json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(body + _tag(body)).decode().rstrip("=")
 
 
 def decode_token(token: str, scope: str) -> dict[str, object]:
+    """The payload of a token :func:`encode_token` made for `scope`, or InvalidArgument."""
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("page_token", "is not a token this server issued") from exc
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("page_token", _NOT_OURS) from None
+    body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+    if len(raw) <= _TAG_BYTES + 1 or not hmac.compare_digest(tag, _tag(body)):
+        raise InvalidArgument("page_token", _NOT_OURS)
+    if body[:1] != _TOKEN_VERSION:
+        raise InvalidArgument("page_token", "comes from another version of the server")
+    try:
+        payload = json.loads(body[1:])
+    except ValueError:  # signed by us, so this would be our bug; still the token's fault
+        raise InvalidArgument("page_token", _NOT_OURS) from None
     if not isinstance(payload, dict) or payload.get("scope") != scope:
         raise InvalidArgument(
             "page_token", "belongs to another request; repeat the original filter"
@@ -118,3 +157,31 @@ def parse_kinds(text: str) -> frozenset[int]:
             raise InvalidArgument("filter", f"unknown event kind {match[1]!r}")
         kinds.add(event_pb2.EventKind.Value(name))
     return frozenset(kinds)
+
+
+_ITEM_OVERHEAD = 8  # a repeated field's tag and length in front of each item, at most
+
+
+def fitting(sizes: Iterable[int], budget: int) -> int:
+    """How many leading items of these encoded sizes fit in `budget` bytes (at least one).
+
+    Every response that gathers many items stops at a byte budget, not only at a count, so
+    no combination of items the server accepted can make a response exceed the message
+    limit; the rest comes on the next page or message.
+    """
+    total = count = 0
+    for size in sizes:
+        total += size + _ITEM_OVERHEAD
+        if count and total > budget:
+            break
+        count += 1
+    return count
+
+
+def chunks(items: Sequence[_M], budget: int) -> Iterator[list[_M]]:
+    """`items` split into consecutive lists of at most `budget` bytes (one item at least)."""
+    start = 0
+    while start < len(items):
+        count = fitting((m.ByteSize() for m in items[start:]), budget)
+        yield list(items[start : start + count])
+        start += count

@@ -41,13 +41,16 @@ from runstream_server.domain.events import (
     VALID_KINDS,
     EncodedEvent,
     check_id,
+    check_snapshot_size,
     validate_produced_event,
 )
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.queries import (
     LABEL_KEY,
+    chunks,
     decode_token,
     encode_token,
+    fitting,
     matches,
     parse_filter,
     parse_kinds,
@@ -96,6 +99,13 @@ class Limits:
     the 4 MiB message limit whatever the events' sizes."""
     cached_ended_runs: int = 1000
     """Ended runs kept in memory with no one watching them; older ones are reloaded on use."""
+    response_bytes: int = 512 * 1024
+    """The most a list page, a WatchRuns message or each gathered part of GetRun carries
+    (recent activity; open decisions); at least one item, whatever its size."""
+    max_snapshot_bytes: int = 2 * 1024 * 1024
+    """A producer batch that would grow a run's snapshot past this gets RESOURCE_EXHAUSTED
+    (a batch that ends the run may go 512 KiB further), so that GetRun, WatchRun's snapshot
+    and the store's copy always fit the 4 MiB message limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +442,8 @@ class RunManager:
                 for extra in self._after_producer_events(draft, history, spoken):
                     stage(extra, "server")
             if fresh:
+                if producer:
+                    check_snapshot_size(draft, self._limits.max_snapshot_bytes)
                 await self._store.append(run_id, fresh, draft.run)
                 self._states[run_id] = draft
                 self._hub.publish(run_id, fresh)
@@ -601,6 +613,7 @@ class RunManager:
                 raise AlreadyExists(f"run {run_id!r} already exists")
             state = RunState.new(run_id)
             state.apply(created)
+            check_snapshot_size(state, self._limits.max_snapshot_bytes)
             encoded = EncodedEvent.of(
                 1, KIND_BY_FIELD["run_created"], "", created.SerializeToString()
             )
@@ -619,11 +632,20 @@ class RunManager:
     async def get_run_details(
         self, run_id: str
     ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
-        """The snapshot, the last 50 agent activities and the open decisions of a run."""
+        """The snapshot, the last 50 agent activities and the open decisions of a run.
+
+        Activities (newest kept) and decisions (oldest kept) are trimmed to the response
+        byte budget each, so large ones cannot make the response exceed the message limit.
+        """
         state = await self._state(run_id)
         run = await self.get_run(run_id)
-        activity = [_copy(e) for e in state.recent_activity]
-        return run, activity, [_copy(d) for d in state.open_decisions()]
+        budget = self._limits.response_bytes
+        newest = list(reversed(state.recent_activity))
+        kept = fitting((e.ByteSize() for e in newest), budget)
+        activity = [_copy(e) for e in reversed(newest[:kept])]
+        decisions = state.open_decisions()
+        decisions = decisions[: fitting((d.ByteSize() for d in decisions), budget)]
+        return run, activity, [_copy(d) for d in decisions]
 
     async def list_runs(
         self, *, filter_text: str, page_size: int, page_token: str
@@ -642,11 +664,12 @@ class RunManager:
                 raise InvalidArgument("page_token", "is not a token this server issued") from None
         page = await self._store.list_runs(run_filter, size, cursor)
         runs = [_summary(r, self._hub.watcher_count(r.run_id)) for r in page.runs]
-        token = (
-            encode_token({"scope": scope, "after": list(page.next_cursor)})
-            if page.next_cursor
-            else ""
-        )
+        next_cursor = page.next_cursor
+        kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
+        if kept < len(runs):
+            runs = runs[:kept]
+            next_cursor = (runs[-1].create_time.ToMicroseconds(), runs[-1].run_id)
+        token = encode_token({"scope": scope, "after": list(next_cursor)}) if next_cursor else ""
         return runs, token
 
     async def list_steps(
@@ -661,6 +684,7 @@ class RunManager:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             start = offset
         steps = [_copy(s) for s in state.run.steps[start : start + size]]
+        steps = steps[: fitting((s.ByteSize() for s in steps), self._limits.response_bytes)]
         end = start + len(steps)
         more = end < len(state.run.steps)
         token = encode_token({"scope": f"steps|{run_id}", "offset": end}) if more else ""
@@ -682,8 +706,9 @@ class RunManager:
             after = value
         self._check_not_purged(state, after, "page_token" if page_token else "run_id")
         events = await self._store.read_events(run_id, after, size + 1, kinds)
-        more = len(events) > size
-        events = events[:size]
+        kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
+        more = len(events) > kept
+        events = events[:kept]
         token = encode_token({"scope": scope, "after": events[-1].seq}) if more else ""
         return [e.decode() for e in events], token
 
@@ -869,6 +894,7 @@ class RunManager:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             start = offset
         page = [_copy(d) for d in decisions[start : start + size]]
+        page = page[: fitting((d.ByteSize() for d in page), self._limits.response_bytes)]
         end = start + len(page)
         token = encode_token({"scope": scope, "offset": end}) if end < len(decisions) else ""
         return page, token
@@ -1066,8 +1092,8 @@ class RunManager:
                     run = live.run if live is not None else stored
                     sub.known.add(run.run_id)
                     runs.append(_summary(run, self._hub.watcher_count(run.run_id)))
-                if runs:
-                    yield runs
+                for chunk in chunks(runs, self._limits.response_bytes):
+                    yield chunk
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
@@ -1078,9 +1104,8 @@ class RunManager:
                     continue
                 if sub.closed_reason is not None:
                     raise Unavailable(sub.closed_reason)
-                changed = sub.take()
-                if changed:
-                    yield changed
+                for chunk in chunks(sub.take(), self._limits.response_bytes):
+                    yield chunk
         finally:
             self._runs_hub.unsubscribe(sub)
 

@@ -1,0 +1,351 @@
+"""Field rules every request obeys before any handler sees it, from one table.
+
+Checked for every message a client sends, whatever the RPC, by walking the message against
+its descriptor:
+
+- every string, repeated field, map and ``google.protobuf.Struct`` is within the limit
+  :data:`FIELD_LIMITS` gives it, so nothing the server stores can grow without bound;
+- every enum field holds a value of its enum (``TargetKind 999`` is refused, not stored);
+- every integer is non-negative (counts, sizes, attempts, seqs, cursors: none of the
+  contract's integers can be negative);
+- every float is finite; every Timestamp lies in 1970..9999; every Duration is non-negative.
+
+A field missing from :data:`FIELD_LIMITS` still gets :data:`DEFAULT_LIMIT`, but
+``tests/server/test_hardening_descriptors.py`` fails until it is listed, so adding a field to
+the protos means choosing its limit here. Errors name the field path the way the rest of the
+server does: ``events[2].agent_activity.activity: 999 is not a known AgentActivityType``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from runstream_server.errors import InvalidArgument
+
+PACKAGE = "runstream.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """The most a field may hold: characters of each string, entries, or Struct bytes."""
+
+    chars: int = 0
+    """A string's characters; for a repeated string or a map, each value's."""
+    items: int = 0
+    """Entries of a repeated field or a map."""
+    key_chars: int = 0
+    """Characters of each map key."""
+    struct_bytes: int = 0
+    """Encoded size of a ``google.protobuf.Struct``."""
+
+
+ID = Limit(chars=128)
+NAME = Limit(chars=256)
+TEXT = Limit(chars=4096)
+LONG_TEXT = Limit(chars=65_536)
+# Structs in events are bounded by the whole event's limit (Limits.max_event_bytes, 256 KiB by
+# default), which answers first, with RESOURCE_EXHAUSTED; this one only stops the absurd.
+STRUCT = Limit(struct_bytes=1024 * 1024)
+NAMES = Limit(items=100, chars=256)
+DEFAULT_LIMIT = Limit(chars=1024, items=100, key_chars=128, struct_bytes=16_384)
+
+# What CreateRun takes is what the RunCreated event stores.
+_RUN_CREATED = {
+    "workflow": NAME,
+    "display_name": NAME,
+    "labels": Limit(items=64, key_chars=63, chars=256),
+    "steps": Limit(items=10_000),  # Limits.max_steps (1000 by default) answers first
+    "targets": Limit(items=100),
+}
+
+# Message name (in runstream.v1) -> field -> limit. Only strings, repeated fields, maps and
+# Structs need one; the test derives the fields that do from the descriptors.
+_TABLE: dict[str, dict[str, Limit]] = {
+    # --- requests -------------------------------------------------------------------------
+    "CreateRunRequest": {"run_id": ID, **_RUN_CREATED},
+    "GetRunRequest": {"run_id": ID},
+    "ListRunsRequest": {"page_token": Limit(chars=1024), "filter": Limit(chars=4096)},
+    "ListStepsRequest": {"run_id": ID, "page_token": Limit(chars=1024)},
+    "CancelRunRequest": {"run_id": ID, "reason": TEXT, "cancelled_by": NAME},
+    "PauseRunRequest": {"run_id": ID, "reason": TEXT, "requested_by": NAME},
+    "ResumeRunRequest": {"run_id": ID, "reason": TEXT, "requested_by": NAME},
+    "ListEventsRequest": {
+        "run_id": ID,
+        "page_token": Limit(chars=1024),
+        "filter": Limit(chars=4096),
+    },
+    "WatchRunsRequest": {"filter": Limit(chars=4096)},
+    "WatchRunRequest": {"run_id": ID, "kinds": Limit(items=100)},
+    # Limits.max_batch_events (1000 by default) answers first, with RESOURCE_EXHAUSTED.
+    "ReportRequest": {"run_id": ID, "events": Limit(items=100_000)},
+    "AppendEventsRequest": {"run_id": ID, "events": Limit(items=100_000)},
+    "InteractSubscribe": {"run_ids": Limit(items=1000, chars=128), "viewer": NAME},
+    "SubmitDecisionRequest": {
+        "run_id": ID,
+        "decision_id": ID,
+        "choice": NAME,
+        "answered_by": NAME,
+    },
+    "ListDecisionsRequest": {
+        "run_id": ID,
+        "page_token": Limit(chars=1024),
+        "filter": Limit(chars=4096),
+    },
+    "GetDecisionRequest": {"run_id": ID, "decision_id": ID},
+    # --- resources ------------------------------------------------------------------------
+    "StepSpec": {"step_id": ID, "name": NAME, "description": TEXT, "agent": NAME},
+    "Target": {"metric": NAME, "title": NAME},
+    "Artifact": {
+        "artifact_id": ID,
+        "name": NAME,
+        "kind": Limit(chars=64),
+        "uri": Limit(chars=2048),
+        "step_id": ID,
+        "metadata": STRUCT,
+    },
+    "ErrorInfo": {"code": NAME, "message": TEXT, "details": STRUCT},
+    "DecisionOption": {"value": NAME, "label": NAME, "description": TEXT},
+    # --- events ---------------------------------------------------------------------------
+    "RunEvent": {"run_id": ID, "idempotency_key": ID},
+    "RunCreated": _RUN_CREATED,
+    "RunStarted": {"message": TEXT},
+    "RunStatusChanged": {"reason": TEXT},
+    "RunCompleted": {"summary": TEXT, "result": STRUCT},
+    "RunCancelled": {"reason": TEXT, "cancelled_by": NAME},
+    "StepStarted": {"step_id": ID, "name": NAME, "description": TEXT, "agent": NAME},
+    "StepProgress": {"step_id": ID, "sub_step": NAME, "detail": TEXT},
+    "StepCompleted": {
+        "step_id": ID,
+        "artifacts": Limit(items=100),
+        "metrics": Limit(items=256, key_chars=128),
+        "summary": TEXT,
+    },
+    "StepFailed": {"step_id": ID},
+    "StepSkipped": {"step_id": ID, "reason": TEXT},
+    "AgentActivity": {
+        "agent_id": ID,
+        "agent_name": NAME,
+        "agent_type": NAME,
+        "message": TEXT,
+        "data": STRUCT,
+        "step_id": ID,
+    },
+    "Thinking": {
+        "thinking_type": NAME,
+        "stage": NAME,
+        "analysis": LONG_TEXT,
+        "factors": NAMES,
+        "reasoning_depth": NAME,
+        "agent_id": ID,
+    },
+    "ModelAllocation": {
+        "agent_id": ID,
+        "model": NAME,
+        "tier": NAME,
+        "reasoning": TEXT,
+        "complexity": NAME,
+        "factors": NAMES,
+        "performance_expectation": TEXT,
+    },
+    "TextDelta": {"agent_id": ID, "message_id": ID, "delta": LONG_TEXT, "step_id": ID},
+    "MetricsUpdate": {"values": Limit(items=256, key_chars=128), "step_id": ID},
+    "Milestone": {"title": NAME, "description": TEXT, "data": STRUCT, "milestone_id": ID},
+    "Alert": {"message": TEXT, "suggested_action": TEXT, "code": NAME, "data": STRUCT},
+    "ErrorRecovery": {"error_message": TEXT, "recovery_strategy": TEXT, "affected_agents": NAMES},
+    "WorkflowStateChange": {
+        "change_type": NAME,
+        "current_stage": NAME,
+        "stages": NAMES,
+        "active_agents": NAMES,
+        "pipeline_status": Limit(items=100, key_chars=256),
+    },
+    "HealthChanged": {"reason": TEXT},
+    "DecisionRequested": {
+        "decision_id": ID,
+        "decision_type": NAME,
+        "prompt": Limit(chars=16_384),
+        "options": Limit(items=100),
+        "default_option": NAME,
+        "context": STRUCT,
+    },
+    "DecisionResolved": {"decision_id": ID, "choice": NAME, "answered_by": NAME},
+    "Custom": {"type": NAME, "data": STRUCT},
+}
+
+FIELD_LIMITS: dict[str, Limit] = {
+    f"{PACKAGE}.{message}.{name}": limit
+    for message, fields in _TABLE.items()
+    for name, limit in fields.items()
+}
+"""Full field name (``runstream.v1.RunCreated.display_name``) -> its limit."""
+
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_MAX_DURATION_SECONDS = 315_576_000_000  # the Duration type's own bound: 10,000 years
+
+_INTEGER_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT})
+
+
+def needs_limit(field: FieldDescriptor) -> bool:
+    """Whether a field can grow with what a client sends: strings, lists, maps, Structs."""
+    if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        return True
+    if _is_repeated(field):
+        return True
+    message = field.message_type
+    return message is not None and message.full_name == "google.protobuf.Struct"
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def limit_of(field: FieldDescriptor) -> Limit:
+    return FIELD_LIMITS.get(field.full_name, DEFAULT_LIMIT)
+
+
+def check_request(message: Message) -> None:
+    """Raises InvalidArgument naming the first field that breaks a rule; see the module doc."""
+    _check_message("", message)
+
+
+def check_message(path: str, message: Message) -> None:
+    """The same rules for a message found at `path` inside a request (``events[2]``)."""
+    _check_message(path, message)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _check_message(path: str, message: Message) -> None:
+    special = _SPECIAL.get(message.DESCRIPTOR.full_name)
+    if special is not None:
+        special(path, message)
+        return
+    for field, value in message.ListFields():
+        where = _join(path, field.name)
+        limit = limit_of(field)
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            _check_map(where, field, value, limit)
+        elif _is_repeated(field):
+            if len(value) > limit.items:
+                raise InvalidArgument(
+                    where, f"has {len(value)} entries; the limit is {limit.items}"
+                )
+            for i, item in enumerate(value):
+                _check_value(f"{where}[{i}]", field, item, limit)
+        else:
+            _check_value(where, field, value, limit)
+
+
+def _check_map(where: str, field: FieldDescriptor, value: object, limit: Limit) -> None:
+    entries = dict(value)  # type: ignore[call-overload]
+    if len(entries) > limit.items:
+        raise InvalidArgument(where, f"has {len(entries)} entries; the limit is {limit.items}")
+    entry = field.message_type
+    assert entry is not None
+    value_field = entry.fields_by_name["value"]
+    key_chars = limit.key_chars or DEFAULT_LIMIT.key_chars
+    for key, item in entries.items():
+        if isinstance(key, str) and len(key) > key_chars:
+            raise InvalidArgument(
+                where, f"a key is {len(key)} characters; the limit is {key_chars}"
+            )
+        _check_value(f"{where}[{key!r}]", value_field, item, limit)
+
+
+def _check_value(where: str, field: FieldDescriptor, value: object, limit: Limit) -> None:
+    kind = field.type
+    if kind == FieldDescriptor.TYPE_STRING:
+        assert isinstance(value, str)
+        chars = limit.chars or DEFAULT_LIMIT.chars
+        if len(value) > chars:
+            raise InvalidArgument(
+                where, f"is {len(value)} characters; the limit is {chars} characters"
+            )
+    elif kind == FieldDescriptor.TYPE_BYTES:
+        assert isinstance(value, bytes)
+        chars = limit.chars or DEFAULT_LIMIT.chars
+        if len(value) > chars:
+            raise InvalidArgument(where, f"is {len(value)} bytes; the limit is {chars} bytes")
+    elif kind == FieldDescriptor.TYPE_ENUM:
+        assert isinstance(value, int)
+        enum = field.enum_type
+        assert enum is not None
+        if value not in enum.values_by_number:
+            raise InvalidArgument(where, f"{value} is not a known {enum.name} value")
+    elif kind in _INTEGER_TYPES:
+        assert isinstance(value, int)
+        if value < 0:
+            raise InvalidArgument(where, f"must not be negative, got {value}")
+    elif kind in _FLOAT_TYPES:
+        assert isinstance(value, float)
+        if not math.isfinite(value):
+            raise InvalidArgument(where, "must be a finite number")
+    elif kind == FieldDescriptor.TYPE_MESSAGE:
+        assert isinstance(value, Message)
+        if value.DESCRIPTOR.full_name == "google.protobuf.Struct":
+            _check_struct(where, value, limit)
+        else:
+            _check_message(where, value)
+
+
+def _check_struct(where: str, value: Message, limit: Limit) -> None:
+    most = limit.struct_bytes or DEFAULT_LIMIT.struct_bytes
+    size = value.ByteSize()
+    if size > most:
+        raise InvalidArgument(where, f"is {size} bytes encoded; the limit is {most} bytes")
+    for number in _struct_numbers(value):
+        if not math.isfinite(number):
+            raise InvalidArgument(where, "numbers must be finite")
+
+
+def _struct_numbers(message: Message) -> Iterator[float]:
+    """Every number_value inside a Struct, ListValue or Value, depth first."""
+    for field, value in message.ListFields():
+        if field.name == "number_value":
+            yield value
+        elif field.message_type is None:
+            continue
+        elif field.message_type.GetOptions().map_entry:  # Struct.fields
+            for item in value.values():
+                yield from _struct_numbers(item)
+        elif _is_repeated(field):  # ListValue.values
+            for item in value:
+                yield from _struct_numbers(item)
+        else:
+            yield from _struct_numbers(value)
+
+
+def _check_timestamp(path: str, message: Message) -> None:
+    seconds, nanos = message.seconds, message.nanos  # type: ignore[attr-defined]
+    if not (0 <= seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= nanos < 1_000_000_000):
+        raise InvalidArgument(path, "must be a valid time between 1970 and 9999")
+
+
+def _check_duration(path: str, message: Message) -> None:
+    seconds, nanos = message.seconds, message.nanos  # type: ignore[attr-defined]
+    if not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos < 1_000_000_000):
+        raise InvalidArgument(path, "must be a non-negative duration")
+
+
+_SPECIAL: dict[str, Callable[[str, Message], None]] = {
+    "google.protobuf.Timestamp": _check_timestamp,
+    "google.protobuf.Duration": _check_duration,
+}

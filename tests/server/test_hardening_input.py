@@ -1,0 +1,237 @@
+"""Issue 8, items 2, 4 and 17: malformed bytes, out-of-range values, and what the log says.
+
+Every call here is raw bytes or a raw stub on a real server, as a client written from the
+protos alone (or a fuzzer) would send them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FieldDescriptor
+from runstream.v1 import run_pb2
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.api.errors import RejectionLog
+from runstream_server.app import RunstreamServer
+
+from tests.server.support import append, create_run, ev
+
+TRUNCATED = rs.CreateRunRequest(workflow="wf", display_name="x" * 40).SerializeToString()[:-5]
+NOT_UTF8 = "not-utf8"  # stands for: the method's first string field holding b"\xff\xfe\xfd"
+
+METHODS = {
+    "/runstream.v1.RunService/CreateRun": "unary",
+    "/runstream.v1.RunService/ListRuns": "unary",
+    "/runstream.v1.RunService/WatchRun": "server_stream",
+    "/runstream.v1.ReportService/AppendEvents": "unary",
+    "/runstream.v1.ReportService/Report": "bidi",
+    "/runstream.v1.DecisionService/SubmitDecision": "unary",
+    "/runstream.v1.DecisionService/Interact": "bidi",
+}
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+def not_utf8(method: str) -> bytes:
+    """A request for `method` whose first string field holds bytes that are not UTF-8."""
+    service, name = method.strip("/").rsplit("/", 1)
+    pool = descriptor_pool.Default()
+    return _bad_string(pool.FindServiceByName(service).FindMethodByName(name).input_type)
+
+
+def _bad_string(message: Any) -> bytes:
+    """The encoding of `message` with its first string field (maybe nested) not UTF-8."""
+    for field in message.fields:
+        if field.type == FieldDescriptor.TYPE_STRING:
+            inner = b"\xff\xfe\xfd"
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.is_repeated:
+            inner = _bad_string(field.message_type)
+        else:
+            continue
+        return bytes([field.number << 3 | 2, len(inner)]) + inner
+    raise AssertionError(f"{message.full_name} has no string field")
+
+
+async def call_raw(
+    channel: grpc.aio.Channel, method: str, data: bytes | str
+) -> grpc.aio.AioRpcError:
+    """Sends `data` as the request (the only message, for streams); returns the error."""
+    kind = METHODS[method]
+    if data == NOT_UTF8:
+        data = not_utf8(method)
+    assert isinstance(data, bytes)
+    options: dict[str, Callable[[bytes], bytes]] = {
+        "request_serializer": _raw,
+        "response_deserializer": _raw,
+    }
+
+    async def one() -> AsyncIterator[bytes]:
+        yield data
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        if kind == "unary":
+            await channel.unary_unary(method, **options)(data, timeout=10)
+        elif kind == "server_stream":
+            async for _ in channel.unary_stream(method, **options)(data, timeout=10):
+                pass
+        else:
+            async for _ in channel.stream_stream(method, **options)(one(), timeout=10):
+                pass
+    return info.value
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("data", [TRUNCATED, NOT_UTF8], ids=["truncated", "not-utf8"])
+async def test_undecodable_requests_are_invalid_argument_on_every_kind_of_rpc(
+    stubs: Any, method: str, data: bytes | str
+) -> None:
+    err = await call_raw(stubs.channel, method, data)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.details() or ""
+    assert details.startswith("request: is not a valid runstream.v1.")
+    assert "class" not in details and "DecodeError" not in details
+
+
+async def test_undecodable_message_later_in_a_report_stream_ends_it_invalid_argument(
+    stubs: Any,
+) -> None:
+    run = await create_run(stubs)
+    good = ev.RunEvent(custom=ev.Custom(type="ok"), idempotency_key="a").SerializeToString()
+    first = b"\x0a" + bytes([len(run.run_id)]) + run.run_id.encode() + b"\x12"
+    first += bytes([len(good)]) + good
+
+    async def messages() -> AsyncIterator[bytes]:
+        yield first
+        yield TRUNCATED
+
+    call = stubs.channel.stream_stream(
+        "/runstream.v1.ReportService/Report", request_serializer=_raw, response_deserializer=_raw
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call(messages(), timeout=10):
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The good first batch was stored, the bad message nothing.
+    events = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    assert [e.WhichOneof("payload") for e in events.events] == ["run_created", "custom"]
+
+
+async def test_the_server_still_serves_after_garbage(stubs: Any) -> None:
+    for method in METHODS:
+        await call_raw(stubs.channel, method, TRUNCATED)
+    run = await create_run(stubs)
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.run_id == run.run_id
+
+
+# --- item 4: values outside their enum, negative counts ---------------------------------------
+
+
+async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
+async def test_target_kind_outside_the_enum_is_invalid_argument(stubs: Any) -> None:
+    target = run_pb2.Target(metric="leads", value=10)
+    target.kind = 999  # type: ignore[assignment]
+    err = await rpc_error(create_run(stubs, targets=[target]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "targets[0].kind: 999 is not a known TargetKind value"
+    listed = await stubs.runs.ListRuns(rs.ListRunsRequest())
+    assert list(listed.runs) == []
+
+
+async def test_activity_type_outside_the_enum_is_invalid_argument(stubs: Any) -> None:
+    run = await create_run(stubs)
+    activity = ev.AgentActivity(agent_id="writer")
+    activity.activity = 999  # type: ignore[assignment]
+    err = await rpc_error(append(stubs, run.run_id, ev.RunEvent(agent_activity=activity)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.details() or "").startswith(
+        "events[0].agent_activity.activity: 999 is not a known AgentActivityType"
+    )
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
+
+
+async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:
+    run = await create_run(stubs)
+    recovery = ev.ErrorRecovery(error_message="rate limited", attempt=-1)
+    err = await rpc_error(append(stubs, run.run_id, ev.RunEvent(error_recovery=recovery)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "events[0].error_recovery.attempt: must not be negative, got -1"
+
+
+async def test_negative_and_unknown_values_in_read_requests_name_their_field(stubs: Any) -> None:
+    run = await create_run(stubs)
+    err = await rpc_error(stubs.runs.ListRuns(rs.ListRunsRequest(page_size=-5)))
+    assert (err.code(), (err.details() or "").split(":")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page_size",
+    )
+    request = rs.WatchRunRequest(run_id=run.run_id)
+    request.kinds.append(999)  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stubs.runs.WatchRun(request):
+            pass
+    assert (info.value.code(), (info.value.details() or "").split(":")[0]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kinds[0]",
+    )
+
+
+# --- item 3 (the write side): every stored string and map has a limit ------------------------
+
+
+async def test_a_huge_display_name_is_refused_and_lists_keep_working(stubs: Any) -> None:
+    err = await rpc_error(create_run(stubs, display_name="x" * 2_500_000))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "display_name: is 2500000 characters; the limit is 256 characters"
+    err = await rpc_error(create_run(stubs, labels={"team": "y" * 100_000}))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.details() or "").startswith("labels['team']: is 100000 characters")
+    await create_run(stubs, display_name="x" * 256, labels={"team": "y" * 256})
+    listed = await stubs.runs.ListRuns(rs.ListRunsRequest())
+    assert len(listed.runs) == 1
+
+
+# --- item 17: rejections do not flood the log ---------------------------------------------------
+
+
+async def test_many_rejected_calls_log_at_most_two_lines_and_no_traceback(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        for i in range(60):
+            method = sorted(METHODS)[i % len(METHODS)]
+            await call_raw(channel, method, TRUNCATED if i % 2 else NOT_UTF8)
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.INFO
+    assert lines[0].exc_info is None
+    assert "rejected" in lines[0].getMessage()
+
+
+def test_rejections_are_summarised_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    rejections = RejectionLog(interval=60, clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="runstream.api")
+    for i in range(34_000):
+        now[0] = i * 0.001  # 34 s of garbage
+        rejections.note("/runstream.v1.ReportService/Report", "INVALID_ARGUMENT", "request: bad")
+    now[0] = 61.0
+    rejections.note("/runstream.v1.ReportService/Report", "INVALID_ARGUMENT", "request: bad")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3, messages
+    assert messages[1] == (
+        "33999 more requests rejected since the last report: "
+        "/runstream.v1.ReportService/Report INVALID_ARGUMENT x33999"
+    )

@@ -1,0 +1,189 @@
+"""Issue 8, items 1 and 3: page tokens are opaque and checked; nothing accepted breaks a read."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc, report_service_pb2_grpc, run_service_pb2_grpc
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.runs import Limits
+
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, custom, ev
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+# What the report tried, and a few more: deep nesting, numbers SQLite and int() choke on,
+# wrong shapes, bad base64, a token of this server cut short.
+HOSTILE_TOKENS = {
+    "deep-nesting": _b64(b"[" * 50_000),
+    "huge-cursor": _b64(json.dumps({"after": [2**70, "x"]}).encode()),
+    "infinite-number": _b64(b'{"after": 1e999, "offset": 1e999}'),
+    "negative-offset": _b64(json.dumps({"offset": -5, "after": -5}).encode()),
+    "not-base64": "!!!%%%",
+    "empty-json": _b64(b"{}"),
+}
+
+
+async def _list_calls(stubs: Stubs, run_id: str, token: str) -> dict[str, Any]:
+    decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+    return {
+        "ListRuns": stubs.runs.ListRuns(rs.ListRunsRequest(page_token=token)),
+        "ListSteps": stubs.runs.ListSteps(rs.ListStepsRequest(run_id=run_id, page_token=token)),
+        "ListEvents": stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run_id, page_token=token)),
+        "ListDecisions": decisions.ListDecisions(
+            ds.ListDecisionsRequest(run_id=run_id, page_token=token)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TOKENS))
+async def test_every_list_rpc_answers_a_hostile_token_invalid_argument(
+    stubs: Stubs, name: str
+) -> None:
+    run = await create_run(stubs, "a")
+    for method, call in (await _list_calls(stubs, run.run_id, HOSTILE_TOKENS[name])).items():
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert (info.value.details() or "").startswith("page_token: "), method
+
+
+async def test_a_token_cut_short_or_used_for_another_request_is_invalid_argument(
+    stubs: Stubs,
+) -> None:
+    run = await create_run(stubs, *[f"s{i}" for i in range(5)])
+    page = await stubs.runs.ListSteps(rs.ListStepsRequest(run_id=run.run_id, page_size=2))
+    token = page.next_page_token
+    other = await create_run(stubs, *[f"s{i}" for i in range(5)])
+    for bad, request_run in ((token[:-3], run.run_id), (token, other.run_id)):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListSteps(
+                rs.ListStepsRequest(run_id=request_run, page_size=2, page_token=bad)
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (info.value.details() or "").startswith("page_token: ")
+    # The real token, for its own request, still pages on.
+    rest = await stubs.runs.ListSteps(
+        rs.ListStepsRequest(run_id=run.run_id, page_size=10, page_token=token)
+    )
+    assert [s.step_id for s in rest.steps] == ["s2", "s3", "s4"]
+
+
+# --- item 3: reads that gather many items stay under the message limit -----------------------
+
+
+async def test_large_agent_activities_do_not_break_get_run(stubs: Stubs) -> None:
+    """20 activities of 250 KB, each under the event limit: GetRun answers, newest first kept."""
+    run = await create_run(stubs)
+    for n in range(20):
+        activity = ev.AgentActivity(
+            agent_id=f"agent-{n}", activity=ev.AGENT_ACTIVITY_TYPE_PROGRESS, message=f"m{n}"
+        )
+        activity.data.update({"blob": "x" * 250_000})
+        await append(stubs, run.run_id, ev.RunEvent(agent_activity=activity))
+    got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+    messages = [e.agent_activity.message for e in got.recent_activity]
+    assert messages and messages[-1] == "m19"  # the newest is there, oldest first as before
+    assert messages == [f"m{n}" for n in range(20 - len(messages), 20)]
+    assert got.ByteSize() < 4 * 1024 * 1024
+    events = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, page_size=1000))
+    assert 1 <= len(events.events) < 21 and events.next_page_token  # trimmed, not failed
+
+
+async def test_big_events_page_through_list_events_without_loss(stubs: Stubs) -> None:
+    run = await create_run(stubs)
+    for start in range(0, 30, 10):
+        batch = []
+        for n in range(start, start + 10):
+            event = custom(n)
+            event.custom.data.update({"blob": "y" * 200_000})
+            batch.append(event)
+        await append(stubs, run.run_id, *batch)
+    seen: list[int] = []
+    token = ""
+    while True:
+        page = await stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, page_size=1000, page_token=token)
+        )
+        seen += [e.seq for e in page.events]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(range(1, 32))
+
+
+@pytest.fixture
+async def small_budget(tmp_path: Path) -> AsyncIterator[Stubs]:
+    """A server whose byte budget per response is 40 KB, so a few runs fill a page."""
+    limits = Limits(response_bytes=40_000, max_snapshot_bytes=200_000)
+    config = ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "r.db", limits=limits)
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield Stubs(
+                channel,
+                run_service_pb2_grpc.RunServiceStub(channel),
+                report_service_pb2_grpc.ReportServiceStub(channel),
+            )
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_list_runs_and_watch_runs_split_big_runs_by_bytes(small_budget: Stubs) -> None:
+    stubs = small_budget
+    labels = {f"k{i}": "v" * 256 for i in range(60)}  # ~17 KB of labels, within every limit
+    created = [(await create_run(stubs, labels=labels)).run_id for _ in range(7)]
+    listed: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=50, page_token=token))
+        assert page.ByteSize() <= 40_000 + 20_000  # the budget, plus at most one run over it
+        listed += [r.run_id for r in page.runs]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(listed) == sorted(created) and len(listed) == 7
+    assert pages >= 3
+    request = rs.WatchRunsRequest(heartbeat_interval=duration_pb2.Duration(seconds=5))
+    watched: list[str] = []
+    async for response in stubs.runs.WatchRuns(request):
+        if response.initial_state_complete:
+            break
+        assert response.ByteSize() <= 60_000
+        watched += [r.run_id for r in response.runs]
+    assert sorted(watched) == sorted(created)
+
+
+async def test_a_run_cannot_grow_its_snapshot_past_the_limit_and_still_ends(
+    small_budget: Stubs,
+) -> None:
+    stubs = small_budget
+    run = await create_run(stubs)
+    steps = [
+        ev.RunEvent(step_started=ev.StepStarted(step_id=f"s{i}", description="d" * 4000))
+        for i in range(60)  # ~240 KB of step descriptions: past the 200 KB snapshot limit
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await append(stubs, run.run_id, *steps)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "snapshot" in (info.value.details() or "")
+    await append(stubs, run.run_id, *steps[:40])  # what fits is taken
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted(summary="ok")))
+    got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+    assert got.run.result_summary == "ok" and len(got.run.steps) == 40
