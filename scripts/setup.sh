@@ -89,10 +89,10 @@ apt_require() {
 
 # Debian packages per profile. The demo needs none: the embedded store is SQLite, and grpcurl
 # and Envoy come as wheels. The browser tests drive Debian's Chromium (Playwright cannot
-# download its own browser builds here).
+# download its own browser builds here); the replica tests run real redis-server processes.
 DEMO_APT=()
 WEB_APT=()
-TEST_APT=(chromium:chromium)
+TEST_APT=(chromium:chromium redis-server:redis-server)
 
 # --- Python ------------------------------------------------------------------------------
 python_setup() {

@@ -1,17 +1,21 @@
-"""Shared fixtures: real Runstream servers on port 0 over real SQLite files.
+"""Shared fixtures: real Runstream servers on port 0 over real SQLite files or a real Redis.
 
-Every test that needs a server gets its own, with its own database file under tmp_path, and
-the server is stopped in ``finally`` so a failing test never leaks a port.
+Every test that needs a server gets its own, with its own store (a database file under
+tmp_path, or its own key prefix in a redis-server this session started), and the server is
+stopped in ``finally`` so a failing test never leaks a port. ``store_kind`` says which store:
+SQLite by default; tests/server/conftest.py runs every server test on both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +23,125 @@ import pytest
 from runstream_server.app import RunstreamServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+ConfigFactory = Callable[..., ServerConfig]
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port, with its own directory and AOF on.
+
+    ``appendfsync always`` by default: Redis answers a write only once it is in the AOF on
+    disk, so ``kill -9`` loses nothing acknowledged. Extra arguments pass straight through
+    (``--cluster-enabled yes`` for a cluster node).
+    """
+
+    def __init__(self, directory: Path, *extra: str, fsync: str = "always") -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.extra = extra
+        self.fsync = fsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is missing; run `make setup` (scripts/setup.sh test)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--save", "",
+                    "--appendonly", "yes",
+                    "--appendfsync", self.fsync,
+                    "--dir", str(self.directory),
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: Redis gets no chance to flush anything."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server for the session; each test keeps to its own key prefix."""
+    redis = RedisProcess(tmp_path_factory.mktemp("redis"))
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+def redis_store_url(redis: RedisProcess, store: Path) -> str:
+    """The store URL of `store`'s own keys: one prefix per path, so a test's "restart on the
+    same store" finds its data and no other test's."""
+    prefix = hashlib.sha256(str(store).encode()).hexdigest()[:16]
+    return f"{redis.url}?prefix=t{prefix}"
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[RunstreamServer]:
-    """An in-process grpc.aio Runstream server on 127.0.0.1:<free port>, SQLite at tmp_path."""
-    config = ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "runstream.db")
-    srv = RunstreamServer(config)
+def store_kind() -> str:
+    """Which store servers use: "sqlite" here; tests/server parametrizes it over both."""
+    return "sqlite"
+
+
+@pytest.fixture
+def server_config(store_kind: str, request: pytest.FixtureRequest) -> ConfigFactory:
+    """Makes a ServerConfig on 127.0.0.1:0 for the store named by a path (the SQLite file,
+    or a Redis key prefix derived from it); the same path gives the same store."""
+
+    def make(store: Path, **fields: object) -> ServerConfig:
+        fields.setdefault("address", "127.0.0.1:0")
+        if store_kind == "redis":
+            redis: RedisProcess = request.getfixturevalue("redis_server")
+            return ServerConfig(
+                store_path=store,
+                store_url=redis_store_url(redis, store),
+                **fields,  # type: ignore[arg-type]
+            )
+        return ServerConfig(store_path=store, **fields)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+async def server(tmp_path: Path, server_config: ConfigFactory) -> AsyncIterator[RunstreamServer]:
+    """An in-process grpc.aio Runstream server on 127.0.0.1:<free port> over its own store."""
+    srv = RunstreamServer(server_config(tmp_path / "runstream.db"))
     await srv.start()
     try:
         yield srv
@@ -47,6 +163,10 @@ class ServerProcess:
     port: int
     store_path: Path
     process: subprocess.Popen[bytes] | None = None
+    store_url: str = ""
+    """A redis:// store instead of the SQLite file (the log still goes beside store_path)."""
+    extra: tuple[str, ...] = ()
+    """More `runstream serve` options."""
 
     @property
     def target(self) -> str:
@@ -65,7 +185,8 @@ class ServerProcess:
                     "--address",
                     self.target,
                     "--store",
-                    str(self.store_path),
+                    self.store_url or str(self.store_path),
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,4 +1,8 @@
-"""Raw generated stubs on a channel to the `server` fixture: the contract as any client sees it."""
+"""Raw generated stubs on a channel to the `server` fixture: the contract as any client sees it.
+
+Every server test runs twice, on the embedded SQLite store and on Redis (the replica store):
+both must keep every guarantee the tests check.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,12 @@ class Stubs:
     channel: grpc.aio.Channel
     runs: run_service_pb2_grpc.RunServiceStub
     report: report_service_pb2_grpc.ReportServiceStub
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Both stores, for every test here."""
+    return str(request.param)
 
 
 @pytest.fixture

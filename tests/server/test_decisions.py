@@ -12,8 +12,9 @@ from runstream.v1 import decision_pb2, decision_service_pb2_grpc, run_pb2
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import RunstreamServer
 
+from tests.conftest import ConfigFactory
 from tests.server.support import append, create_run, ev, watch_all
 
 OPTIONS = [ev.DecisionOption(value=v, label=v.title()) for v in ("gen_z", "parents", "pros")]
@@ -239,9 +240,11 @@ async def test_nobody_answers_so_the_default_applies_once_at_the_deadline(stubs,
     assert code == grpc.StatusCode.ABORTED and "DEFAULTED with 'parents'" in details
 
 
-async def test_deadlines_survive_a_restart_and_fire_once(tmp_path: Path) -> None:
+async def test_deadlines_survive_a_restart_and_fire_once(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
     path = tmp_path / "d.db"
-    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+    first = RunstreamServer(server_config(path))
     await first.start()
     assert first.runs is not None
     run = await first.runs.create_run(
@@ -253,7 +256,7 @@ async def test_deadlines_survive_a_restart_and_fire_once(tmp_path: Path) -> None
     await first.stop(grace=0.1)  # the server is down when the deadline passes
     await asyncio.sleep(1.2)
     for _ in range(2):  # and restarting again does not fire it twice
-        again = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+        again = RunstreamServer(server_config(path))
         await again.start()
         assert again.runs is not None
         for _ in range(50):
@@ -290,13 +293,13 @@ async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-unt
 
 
 async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
-    tmp_path: Path,
+    tmp_path: Path, server_config: ConfigFactory
 ) -> None:
     """The server's clock, not its timer, decides: a late answer finds the default taken."""
     from datetime import UTC, datetime, timedelta
 
     now = [datetime(2026, 6, 1, tzinfo=UTC)]
-    server = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "l.db"))
+    server = RunstreamServer(server_config(tmp_path / "l.db"))
     await server.start()
     try:
         runs = server.runs

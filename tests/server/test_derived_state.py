@@ -220,10 +220,10 @@ async def test_run_metrics_keep_the_latest_values(stubs) -> None:  # type: ignor
     assert dict(snap.metrics) == {"impressions": 10500, "clicks": 500}
 
 
-async def test_snapshot_survives_restart(server, stubs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
     import grpc
     from runstream.v1 import run_service_pb2_grpc
-    from runstream_server.app import RunstreamServer, ServerConfig
+    from runstream_server.app import RunstreamServer
 
     run = await create_run(stubs, "a", "b")
     await append(
@@ -234,9 +234,7 @@ async def test_snapshot_survives_restart(server, stubs, tmp_path) -> None:  # ty
     )
     before = await get(stubs, run.run_id)
     await server.stop(grace=0.1)
-    again = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=server.config.store_path)
-    )
+    again = RunstreamServer(server_config(server.config.store_path))
     await again.start()
     try:
         async with grpc.aio.insecure_channel(again.target) as channel:

@@ -15,10 +15,11 @@ import pytest
 from google.protobuf import timestamp_pb2
 from runstream.v1 import report_service_pb2_grpc, run_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import RunstreamServer
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Retention
 
+from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, custom, ev, watch_all
 
@@ -38,10 +39,11 @@ def timed(event: ev.RunEvent, moment: datetime) -> ev.RunEvent:
 
 
 @pytest.fixture
-async def insight_server(tmp_path: Path) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
-    config = ServerConfig(
-        address="127.0.0.1:0",
-        store_path=tmp_path / "i.db",
+async def insight_server(
+    tmp_path: Path, server_config: ConfigFactory
+) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
+    config = server_config(
+        tmp_path / "i.db",
         insight=InsightPolicy(stall_after=0.4, stall_min=0.4),
         retention=Retention(runs=1, interval=3600),
     )
@@ -170,9 +172,11 @@ async def test_problems_degrade_health_and_finished_steps_restore_it(stubs) -> N
     assert (await stubs.runs.GetRun(get)).run.health == run_pb2.RUN_HEALTH_HEALTHY
 
 
-async def test_milestones_fire_once_each_in_order_and_survive_replay(tmp_path: Path) -> None:
+async def test_milestones_fire_once_each_in_order_and_survive_replay(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
     path = tmp_path / "m.db"
-    server = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+    server = RunstreamServer(server_config(path))
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.target) as channel:
@@ -235,7 +239,7 @@ async def test_milestones_fire_once_each_in_order_and_survive_replay(tmp_path: P
             ]
     finally:
         await server.stop(grace=0.1)
-    again = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=path))
+    again = RunstreamServer(server_config(path))
     await again.start()
     try:
         assert again.runs is not None

@@ -118,9 +118,9 @@ async def test_health_and_reflection_are_served(stubs) -> None:  # type: ignore[
     } <= services
 
 
-async def test_a_second_server_cannot_take_a_busy_port(server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from runstream_server.app import RunstreamServer, ServerConfig
+async def test_a_second_server_cannot_take_a_busy_port(server, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
+    from runstream_server.app import RunstreamServer
 
-    second = RunstreamServer(ServerConfig(address=server.target, store_path=tmp_path / "other.db"))
+    second = RunstreamServer(server_config(tmp_path / "other.db", address=server.target))
     with pytest.raises(OSError, match=r"cannot listen"):
         await second.start()

@@ -8,9 +8,10 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import RunstreamServer
 from runstream_server.domain.runs import Limits
 
+from tests.conftest import ConfigFactory
 from tests.server.support import append, create_run, custom, ev, seqs, watch_all
 
 
@@ -90,12 +91,10 @@ async def test_impossible_times_are_invalid_argument(stubs) -> None:  # type: ig
         assert info.value.details().startswith(field + ":")
 
 
-async def test_ended_runs_are_evicted_from_memory_and_reload_on_use(tmp_path: Path) -> None:
-    server = RunstreamServer(
-        ServerConfig(
-            address="127.0.0.1:0", store_path=tmp_path / "e.db", limits=Limits(cached_ended_runs=3)
-        )
-    )
+async def test_ended_runs_are_evicted_from_memory_and_reload_on_use(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    server = RunstreamServer(server_config(tmp_path / "e.db", limits=Limits(cached_ended_runs=3)))
     await server.start()
     try:
         runs = server.runs

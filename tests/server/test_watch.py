@@ -9,8 +9,9 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import RunstreamServer
 
+from tests.conftest import ConfigFactory
 from tests.server.support import append, create_run, custom, ev, seqs, watch_all
 
 Watch = run_service_pb2.WatchRunRequest
@@ -173,11 +174,11 @@ async def test_bad_watch_requests(stubs) -> None:  # type: ignore[no-untyped-def
     assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "run_id: is required")
 
 
-async def test_a_slow_watcher_catches_up_from_the_store(tmp_path: Path) -> None:
+async def test_a_slow_watcher_catches_up_from_the_store(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
     """A watcher whose buffer overflows loses no event: it re-reads them from the store."""
-    server = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "s.db", watcher_buffer_events=8)
-    )
+    server = RunstreamServer(server_config(tmp_path / "s.db", watcher_buffer_events=8))
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.target) as channel:

@@ -38,6 +38,7 @@ from runstream_server.api.run_service import RunServicer
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
+from runstream_server.store.base import EventStore
 from runstream_server.store.sqlite import SqliteEventStore
 
 log = logging.getLogger("runstream.server")
@@ -61,6 +62,9 @@ class ServerConfig:
     """host:port to listen on; port 0 picks a free port."""
     store_path: Path = Path("runstream.db")
     """The SQLite file; created when missing."""
+    store_url: str = ""
+    """A ``redis://`` or ``rediss://`` URL: run as one of several replicas sharing that Redis
+    (see :mod:`runstream_server.store.redis`); empty for the SQLite file."""
     sqlite_synchronous: str = "FULL"
     """FULL survives power loss; NORMAL survives process crashes only, and is faster."""
     heartbeat_interval: float = 15.0
@@ -115,7 +119,8 @@ class RunstreamServer:
         self.config = config
         self.port = 0
         self._server: aio.Server | None = None
-        self._store: SqliteEventStore | None = None
+        self._store: EventStore | None = None
+        self._store_health: asyncio.Task[None] | None = None
         self._health: health_aio.HealthServicer | None = None
         self.runs: RunManager | None = None
 
@@ -126,7 +131,7 @@ class RunstreamServer:
 
     async def start(self) -> None:
         config = self.config
-        self._store = SqliteEventStore(config.store_path, synchronous=config.sqlite_synchronous)
+        self._store = open_store(config)
         await self._store.open()
         self.runs = RunManager(
             self._store,
@@ -178,14 +183,39 @@ class RunstreamServer:
             raise OSError(f"cannot listen on {config.address}; is the port taken?") from cause
         await server.start()
         self._server = server
+        await self._set_serving(True)
+        if self._store.shared:
+            self._store_health = asyncio.create_task(self._watch_store(self._store))
+        log.info("serving on %s (store %s)", self.target, describe_store(config))
+
+    async def _set_serving(self, serving: bool) -> None:
+        assert self._health is not None
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on %s (store %s)", self.target, config.store_path)
+            await self._health.set(name, status)
+
+    async def _watch_store(self, store: EventStore, interval: float = 0.5) -> None:
+        """Health follows a shared store: NOT_SERVING while it is unreachable."""
+        serving = True
+        while True:
+            await asyncio.sleep(interval)
+            reachable = await store.ping()
+            if reachable != serving:
+                serving = reachable
+                log.warning("store %s", "reachable again" if reachable else "unreachable")
+                await self._set_serving(serving)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, streams end UNAVAILABLE, calls get `grace` seconds."""
         if self._server is None:
             return
+        if self._store_health is not None:
+            self._store_health.cancel()
+            self._store_health = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self.runs is not None:
@@ -195,6 +225,40 @@ class RunstreamServer:
         if self._store is not None:
             await self._store.close()
         log.info("stopped")
+
+
+def open_store(config: ServerConfig) -> EventStore:
+    """The store the config names: Redis for a redis:// URL, else the SQLite file."""
+    if config.store_url:
+        from runstream_server.store.redis import RedisEventStore
+
+        return RedisEventStore(config.store_url)
+    return SqliteEventStore(config.store_path, synchronous=config.sqlite_synchronous)
+
+
+def store_location(text: str) -> tuple[Path, str]:
+    """Dispatches a ``--store`` value on its scheme: (SQLite path, "") or (default, URL).
+
+    Anything that looks like a URL but names a backend this server does not have is refused
+    rather than taken for a file name.
+    """
+    scheme, sep, _ = text.partition("://")
+    if not sep:
+        return Path(text), ""
+    if scheme in ("redis", "rediss"):
+        return ServerConfig.store_path, text
+    raise ValueError(
+        f"unsupported store scheme {scheme}://; use a file path, redis:// or rediss://"
+    )
+
+
+def describe_store(config: ServerConfig) -> str:
+    """The store for logs: the file, or the URL without its password."""
+    if config.store_url:
+        from runstream_server.store.redis import redact
+
+        return redact(config.store_url)
+    return str(config.store_path)
 
 
 async def serve_forever(config: ServerConfig) -> None:

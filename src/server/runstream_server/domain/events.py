@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2
 
 from runstream_server.errors import InvalidArgument, ResourceExhausted
+from runstream_server.store.base import StoredEvent
 
 if TYPE_CHECKING:
     from runstream_server.domain.state import RunState
@@ -67,18 +68,21 @@ def _frame(data: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedEvent:
-    """One stored event: its position, kind, producer key and serialized RunEvent."""
+class EncodedEvent(StoredEvent):
+    """A stored event with its WatchRun framing, computed once for every watcher."""
 
-    seq: int
-    kind: int
-    idempotency_key: str
-    data: bytes
     framed: bytes = field(repr=False, compare=False, default=b"")
 
     @staticmethod
     def of(seq: int, kind: int, idempotency_key: str, data: bytes) -> EncodedEvent:
         return EncodedEvent(seq, kind, idempotency_key, data, _frame(data))
+
+    @staticmethod
+    def wrap(stored: StoredEvent) -> EncodedEvent:
+        """The store's record, framed (itself when it already is)."""
+        if isinstance(stored, EncodedEvent):
+            return stored
+        return EncodedEvent.of(stored.seq, stored.kind, stored.idempotency_key, stored.data)
 
     def decode(self) -> event_pb2.RunEvent:
         return event_pb2.RunEvent.FromString(self.data)

@@ -133,11 +133,7 @@ def decode_token(token: str, scope: str) -> dict[str, object]:
 
 def matches(run_filter: RunFilter, run: run_pb2.Run) -> bool:
     """Whether a run satisfies a ListRuns/WatchRuns filter (the store's query, in memory)."""
-    if run_filter.statuses and run.status not in run_filter.statuses:
-        return False
-    if run_filter.workflow is not None and run.workflow != run_filter.workflow:
-        return False
-    return all(run.labels.get(k) == v for k, v in run_filter.labels.items())
+    return run_filter.matches(run)
 
 
 def parse_kinds(text: str) -> frozenset[int]:

@@ -77,7 +77,7 @@ from runstream_server.errors import (
     RunstreamError,
     Unavailable,
 )
-from runstream_server.store.base import EventStore, RunFilter
+from runstream_server.store.base import EventStore, RunFilter, StoredEvent
 
 log = logging.getLogger("runstream.runs")
 _T = TypeVar("_T")
@@ -203,6 +203,18 @@ async def _uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
     task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     return await asyncio.shield(task)
+
+
+def _by_seq(event: StoredEvent) -> int:
+    return event.seq
+
+
+def _decode(event: StoredEvent) -> event_pb2.RunEvent:
+    return event_pb2.RunEvent.FromString(event.data)
+
+
+def _framed(events: Sequence[StoredEvent]) -> list[EncodedEvent]:
+    return [EncodedEvent.wrap(e) for e in events]
 
 
 def _copy(message: _M) -> _M:
@@ -345,8 +357,11 @@ class RunManager:
             activity = await self._store.read_last_events(
                 run_id, [event_pb2.EVENT_KIND_AGENT_ACTIVITY], 50
             )
-            events = sorted(remembered + activity, key=lambda e: e.seq)
-            state = RunState.restore(snapshot, (e.decode() for e in events))
+            # A store read after the snapshot may already hold newer events: fold only up to
+            # the snapshot's seq; the newer ones arrive through catching up.
+            head = snapshot.last_seq
+            events = sorted((e for e in remembered + activity if e.seq <= head), key=_by_seq)
+            state = RunState.restore(snapshot, (_decode(e) for e in events))
             self._states[run_id] = state
             if state.is_terminal:
                 self._ended[run_id] = None
@@ -444,7 +459,7 @@ class RunManager:
             if fresh:
                 if producer:
                     check_snapshot_size(draft, self._limits.max_snapshot_bytes)
-                await self._store.append(run_id, fresh, draft.run)
+                await self._store.append(run_id, fresh, draft.run, expected_seq=state.last_seq)
                 self._states[run_id] = draft
                 self._hub.publish(run_id, fresh)
                 self._after_commit(draft, staged, history, spoke=bool(spoken))
@@ -617,7 +632,7 @@ class RunManager:
             encoded = EncodedEvent.of(
                 1, KIND_BY_FIELD["run_created"], "", created.SerializeToString()
             )
-            await self._store.append(run_id, [encoded], state.run, create=True)
+            await self._store.append(run_id, [encoded], state.run, expected_seq=0)
             self._states[run_id] = state
             self._hub.publish(run_id, [encoded])
             self._publish_run(state)
@@ -710,7 +725,7 @@ class RunManager:
         more = len(events) > kept
         events = events[:kept]
         token = encode_token({"scope": scope, "after": events[-1].seq}) if more else ""
-        return [e.decode() for e in events], token
+        return [_decode(e) for e in events], token
 
     @staticmethod
     def _check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
@@ -1044,7 +1059,7 @@ class RunManager:
                 yield Snapshot(snapshot)
             while True:
                 while cursor < self._states[run_id].last_seq:  # catch up from the store
-                    events = await self._store.read_events(run_id, cursor, page)
+                    events = _framed(await self._store.read_events(run_id, cursor, page))
                     if not events:
                         self._check_not_purged(self._states[run_id], cursor, "after_seq")
                         break

@@ -1,6 +1,21 @@
 """Durable storage for runs and their event logs, behind :class:`EventStore`."""
 
-from runstream_server.store.base import EventStore, RunFilter, RunPage
+from runstream_server.store.base import (
+    CommitNotice,
+    EventStore,
+    HeadMoved,
+    RunFilter,
+    RunPage,
+    StoredEvent,
+)
 from runstream_server.store.sqlite import SqliteEventStore
 
-__all__ = ["EventStore", "RunFilter", "RunPage", "SqliteEventStore"]
+__all__ = [
+    "CommitNotice",
+    "EventStore",
+    "HeadMoved",
+    "RunFilter",
+    "RunPage",
+    "SqliteEventStore",
+    "StoredEvent",
+]

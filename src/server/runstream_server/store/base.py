@@ -1,20 +1,51 @@
-"""The storage interface every backend implements (SQLite now, Redis Streams next).
+"""The storage interface every backend implements (SQLite embedded, Redis for replicas).
 
 It is deliberately small: an append-only, per-run event log with idempotency keys, plus the
 latest derived snapshot of each run stored in the same atomic write, so a restart needs no
 replay. A backend must make :meth:`EventStore.append` durable before it returns: the server
 acknowledges events to producers only after that.
+
+Appends are optimistic: the caller names the head seq it folded its derived state on, and
+the store refuses the write with :class:`HeadMoved` when another writer (another replica)
+got there first. The loser reloads the run (snapshot, then the events after it) and folds
+again. The store owns its record types (:class:`StoredEvent`, :class:`CommitNotice`), so a
+backend imports nothing from the domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from runstream.v1 import run_pb2
 
-from runstream_server.domain.events import EncodedEvent
+from runstream_server.errors import Aborted
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event: its position in the run's log, kind, producer key and bytes."""
+
+    seq: int
+    kind: int
+    idempotency_key: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitNotice:
+    """What another writer committed to one run: events first_seq..last_seq.
+
+    `events` holds them when the backend carries them in the notice (it may be empty: the
+    reader then fetches them from the log). Notices may be lost or repeated; the reader
+    compares seqs and reads any gap from the log, so exactness never rests on them.
+    """
+
+    run_id: str
+    first_seq: int
+    last_seq: int
+    events: tuple[StoredEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +56,14 @@ class RunFilter:
     workflow: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def matches(self, run: run_pb2.Run) -> bool:
+        """Whether the run satisfies every criterion (for stores, and for live updates)."""
+        if self.statuses and run.status not in self.statuses:
+            return False
+        if self.workflow is not None and run.workflow != self.workflow:
+            return False
+        return all(run.labels.get(k) == v for k, v in self.labels.items())
+
 
 @dataclass(frozen=True, slots=True)
 class RunPage:
@@ -34,8 +73,26 @@ class RunPage:
     next_cursor: tuple[int, str] | None
 
 
+class HeadMoved(Aborted):
+    """The run's head is not the seq the writer expected: someone else appended first."""
+
+    def __init__(self, run_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"run {run_id!r} moved to seq {actual} while a write expected seq {expected}; "
+            "reload and retry"
+        )
+        self.actual = actual
+
+
+NoticeHandler = Callable[[CommitNotice | None], None]
+"""Called on the event loop for each notice; `None` marks a gap (reconnect): resync all."""
+
+
 class EventStore(Protocol):
     """Durable run logs. All methods are coroutines safe to call from the event loop."""
+
+    shared: bool
+    """True when other processes may write the same runs (then :meth:`follow` matters)."""
 
     async def open(self) -> None:
         """Creates or opens the storage."""
@@ -43,18 +100,22 @@ class EventStore(Protocol):
     async def close(self) -> None:
         """Flushes and releases the storage."""
 
+    async def ping(self) -> bool:
+        """Whether the storage answers right now (health checks)."""
+
     async def append(
         self,
         run_id: str,
-        events: Sequence[EncodedEvent],
+        events: Sequence[StoredEvent],
         snapshot: run_pb2.Run,
         *,
-        create: bool = False,
+        expected_seq: int,
     ) -> None:
         """Atomically and durably adds `events` to the run's log and replaces its snapshot.
 
-        With `create`, the run must not exist yet (raises AlreadyExists). Seqs are assigned
-        by the caller and must continue the log without gaps.
+        `expected_seq` is the head the caller folded on; 0 creates the run (AlreadyExists
+        when it exists). Raises :class:`HeadMoved` when the head is elsewhere, or when an
+        idempotency key of `events` is already stored. Seqs continue the log without gaps.
         """
 
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
@@ -65,12 +126,12 @@ class EventStore(Protocol):
 
     async def read_events(
         self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
-    ) -> list[EncodedEvent]:
+    ) -> list[StoredEvent]:
         """Up to `limit` events with seq > after_seq (of the given kinds, if any), in order."""
 
     async def read_last_events(
         self, run_id: str, kinds: Collection[int], limit: int
-    ) -> list[EncodedEvent]:
+    ) -> list[StoredEvent]:
         """The run's last `limit` events of the given kinds, oldest first."""
 
     async def purge_events(
@@ -84,3 +145,13 @@ class EventStore(Protocol):
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
     ) -> RunPage:
         """Runs matching the filter, newest first, starting after `cursor`."""
+
+    async def follow(self, handler: NoticeHandler) -> None:
+        """Calls `handler` with the commits of other writers until closed (one reader per
+        process). Returns at once for a store no other process writes."""
+
+    async def set_viewers(self, run_id: str, count: int) -> None:
+        """Records how many watchers this process has on the run."""
+
+    async def viewers(self, run_id: str) -> int | None:
+        """Watchers of the run across every process, or None when only local counts exist."""

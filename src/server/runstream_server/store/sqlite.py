@@ -22,9 +22,8 @@ from typing import TypeVar
 
 from runstream.v1 import run_pb2
 
-from runstream_server.domain.events import EncodedEvent
 from runstream_server.errors import AlreadyExists
-from runstream_server.store.base import RunFilter, RunPage
+from runstream_server.store.base import HeadMoved, NoticeHandler, RunFilter, RunPage, StoredEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,14 +63,20 @@ def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
 @dataclass(slots=True)
 class _Write:
     run_id: str
-    events: Sequence[EncodedEvent]
+    events: Sequence[StoredEvent]
     snapshot: run_pb2.Run
-    create: bool
+    expected_seq: int
     done: asyncio.Future[None]
 
 
 class SqliteEventStore:
-    """:class:`~runstream_server.store.base.EventStore` over one SQLite file."""
+    """:class:`~runstream_server.store.base.EventStore` over one SQLite file.
+
+    One process owns the file, so no other writer exists: :meth:`follow` has nothing to
+    report, and the head check in :meth:`append` guards the domain's own bookkeeping.
+    """
+
+    shared = False
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
@@ -123,13 +128,13 @@ class SqliteEventStore:
     async def append(
         self,
         run_id: str,
-        events: Sequence[EncodedEvent],
+        events: Sequence[StoredEvent],
         snapshot: run_pb2.Run,
         *,
-        create: bool = False,
+        expected_seq: int,
     ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(run_id, events, snapshot, create, done))
+        self._pending.append(_Write(run_id, events, snapshot, expected_seq, done))
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain(), name="runstream-sqlite-commit")
         await done
@@ -179,7 +184,7 @@ class SqliteEventStore:
     def _write_one(conn: sqlite3.Connection, write: _Write) -> None:
         snap = write.snapshot
         data = snap.SerializeToString()
-        if write.create:
+        if write.expected_seq == 0:
             try:
                 conn.execute(
                     "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, "
@@ -197,10 +202,16 @@ class SqliteEventStore:
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"run {write.run_id!r} already exists") from exc
         else:
-            conn.execute(
-                "UPDATE runs SET status = ?, last_seq = ?, snapshot = ? WHERE run_id = ?",
-                (snap.status, snap.last_seq, data, write.run_id),
+            updated = conn.execute(
+                "UPDATE runs SET status = ?, last_seq = ?, snapshot = ? "
+                "WHERE run_id = ? AND last_seq = ?",
+                (snap.status, snap.last_seq, data, write.run_id, write.expected_seq),
             )
+            if updated.rowcount != 1:
+                row = conn.execute(
+                    "SELECT last_seq FROM runs WHERE run_id = ?", (write.run_id,)
+                ).fetchone()
+                raise HeadMoved(write.run_id, write.expected_seq, -1 if row is None else row[0])
         conn.executemany(
             "INSERT INTO events (run_id, seq, kind, idempotency_key, data) VALUES (?, ?, ?, ?, ?)",
             [
@@ -256,34 +267,32 @@ class SqliteEventStore:
 
     async def read_events(
         self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
-    ) -> list[EncodedEvent]:
+    ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
 
-        def read(conn: sqlite3.Connection) -> list[EncodedEvent]:
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
             rows = conn.execute(
                 "SELECT seq, kind, idempotency_key, data FROM events "
                 f"WHERE run_id = ? AND seq > ? {kind_clause} ORDER BY seq LIMIT ?",
                 (run_id, after_seq, *kind_params, limit),
             )
-            return [
-                EncodedEvent.of(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows
-            ]
+            return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
 
         return await self._read(read)
 
     async def read_last_events(
         self, run_id: str, kinds: Collection[int], limit: int
-    ) -> list[EncodedEvent]:
+    ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
 
-        def read(conn: sqlite3.Connection) -> list[EncodedEvent]:
+        def read(conn: sqlite3.Connection) -> list[StoredEvent]:
             rows = conn.execute(
                 "SELECT seq, kind, idempotency_key, data FROM events "
                 f"WHERE run_id = ? {kind_clause} ORDER BY seq DESC LIMIT ?",
                 (run_id, *kind_params, limit),
             ).fetchall()
             return [
-                EncodedEvent.of(seq, kind, key or "", bytes(data))
+                StoredEvent(seq, kind, key or "", bytes(data))
                 for seq, kind, key, data in reversed(rows)
             ]
 
@@ -364,3 +373,17 @@ class SqliteEventStore:
         runs = [run_pb2.Run.FromString(data) for data, _, _ in rows]
         next_cursor = (rows[-1][1], rows[-1][2]) if more and rows else None
         return RunPage(runs, next_cursor)
+
+    # --- one process: nothing to follow, local viewer counts suffice -------------------------
+
+    async def ping(self) -> bool:
+        return self._wconn is not None
+
+    async def follow(self, handler: NoticeHandler) -> None:
+        """No other process writes this file: there is nothing to follow."""
+
+    async def set_viewers(self, run_id: str, count: int) -> None:
+        """Local counts are the only counts."""
+
+    async def viewers(self, run_id: str) -> int | None:
+        return None

@@ -95,20 +95,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True
     )
     # Imported here so the client commands never pay for (or depend on) the server.
-    from runstream_server.app import ServerConfig, serve_forever
+    from runstream_server.app import ServerConfig, describe_store, serve_forever, store_location
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
 
+    try:
+        store_path, store_url = store_location(args.store)
+    except ValueError as exc:
+        print(f"runstream serve: --store: {exc}", file=sys.stderr)
+        return 2
     config = ServerConfig(
         address=args.address,
-        store_path=Path(args.store),
+        store_path=store_path,
+        store_url=store_url,
         sqlite_synchronous=args.sync.upper(),
         heartbeat_interval=args.heartbeat,
         insight=InsightPolicy(stall_after=args.stall_after),
         retention=Retention(days=args.retention_days, runs=args.retention_runs),
     )
     logging.getLogger("runstream.cli").info(
-        "starting Runstream server on %s with store %s", args.address, args.store
+        "starting Runstream server on %s with store %s", args.address, describe_store(config)
     )
     run_async(serve_forever(config))
     return 0
@@ -398,8 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--store",
         default="runstream.db",
-        metavar="PATH",
-        help="SQLite database file; created when missing",
+        metavar="PATH|URL",
+        help="SQLite database file (created when missing), or redis://[:PASSWORD@]HOST:PORT/DB "
+        "(rediss:// for TLS; ?password_file=PATH, ?prefix=NAME, ?cluster=1, ?wait=N replica "
+        "acknowledgements) to run as one of several replicas sharing that Redis",
     )
     serve.add_argument(
         "--log-level",

@@ -1,0 +1,537 @@
+"""The replica store: every run's log and snapshot in Redis, shared by any number of servers.
+
+Per run, three keys share the hash tag ``{run_id}`` so a Redis Cluster keeps them on one shard
+and one script may touch them all:
+
+- ``P:{run}:meta``, a hash: ``seq`` (the head), ``snap`` (the snapshot), ``status``;
+- ``P:{run}:log``, a stream whose entry IDs are ``<seq>-0``, fields ``k`` (kind),
+  ``i`` (idempotency key) and ``d`` (the serialized RunEvent);
+- ``P:{run}:keys``, a hash from idempotency key to seq.
+
+One Lua script per append checks the head seq the writer folded on and the idempotency keys,
+XADDs the events with their seqs as IDs, replaces the snapshot and publishes a notice with the
+seqs (and, when small, the events) on ``P:commits``, all in one atomic step; with
+``appendfsync always`` Redis replies only once the AOF holds it. A writer that lost the race
+gets :class:`~runstream_server.store.base.HeadMoved` and reloads. Readers of notices compare
+seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event.
+
+Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
+(runs not ended) and ``P:ended`` (by end time, for retention). They are hints kept up after
+each write; every read re-checks the snapshot, and a stale hint is repaired when met.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from redis.asyncio.cluster import RedisCluster
+from runstream.v1 import run_pb2
+
+from runstream_server.errors import AlreadyExists, Unavailable
+from runstream_server.store.base import (
+    CommitNotice,
+    HeadMoved,
+    NoticeHandler,
+    RunFilter,
+    RunPage,
+    StoredEvent,
+)
+
+log = logging.getLogger("runstream.store.redis")
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+_TERMINAL = frozenset(
+    {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
+)
+NOTICE_DATA_LIMIT = 64 * 1024
+"""Notices carry the events themselves up to this many bytes; above, readers fetch them."""
+_VIEWERS_TTL_MS = 15_000
+"""A replica's viewer counts expire this long after it last refreshed them (it died)."""
+
+# KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
+# (1/0), number of events, then seq, kind, key, data per event. Everything is checked before
+# the first write: a script that fails halfway would leave its earlier writes in place.
+_APPEND = """
+local meta, log, keys = KEYS[1], KEYS[2], KEYS[3]
+local expected = tonumber(ARGV[1])
+local head = redis.call('HGET', meta, 'seq')
+if expected == 0 then
+  if head then return {'exists', tonumber(head)} end
+elseif not head then
+  return {'missing', -1}
+elseif tonumber(head) ~= expected then
+  return {'moved', tonumber(head)}
+end
+local n = tonumber(ARGV[7])
+for i = 0, n - 1 do
+  local base = 8 + i * 4
+  if tonumber(ARGV[base]) ~= expected + i + 1 then return {'gap', expected} end
+  local key = ARGV[base + 2]
+  if key ~= '' and redis.call('HEXISTS', keys, key) == 1 then
+    return {'moved', tonumber(head or 0)}
+  end
+end
+local parts = {ARGV[5], '\\n', expected + 1, '\\n', expected + n, '\\n'}
+for i = 0, n - 1 do
+  local base = 8 + i * 4
+  local seq, kind, key, data = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  redis.call('XADD', log, seq .. '-0', 'k', kind, 'i', key, 'd', data)
+  if key ~= '' then redis.call('HSET', keys, key, seq) end
+  if ARGV[6] == '1' then
+    parts[#parts + 1] = kind .. ' ' .. #key .. ' ' .. #data .. '\\n' .. key .. data
+  end
+end
+redis.call('HSET', meta, 'seq', expected + n, 'snap', ARGV[2], 'status', ARGV[3])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], table.concat(parts)) end
+return {'ok', expected + n}
+"""
+
+# KEYS: meta, log, keys. ARGV: expected head, the purged snapshot.
+_PURGE = """
+local head = redis.call('HGET', KEYS[1], 'seq')
+if not head or tonumber(head) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'snap', ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """What a ``redis://`` store URL says beyond the connection itself."""
+
+    url: str
+    """The URL redis-py connects with (without Runstream's own query parameters)."""
+    prefix: str = "runstream"
+    """Prefix of every key, so several deployments (or tests) can share one Redis."""
+    cluster: bool = False
+    """Connect to a Redis Cluster (keys of a run share a hash tag, so scripts stay in one slot)."""
+    wait_replicas: int = 0
+    """After each append, WAIT until this many Redis replicas have it (0: do not wait)."""
+    wait_timeout_ms: int = 1000
+
+
+def parse_url(url: str) -> RedisOptions:
+    """Splits a store URL: redis-py's part, and Runstream's ``prefix``, ``cluster``,
+    ``wait`` (replica acknowledgements), ``wait_timeout_ms`` and ``password_file``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://")
+    query = parse_qs(parts.query)
+    own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
+    netloc = parts.netloc
+    if "password_file" in own:
+        secret = Path(own["password_file"]).read_text().strip()
+        host = netloc.rsplit("@", 1)[-1]
+        user = netloc.rsplit("@", 1)[0].split(":", 1)[0] if "@" in netloc else ""
+        netloc = f"{user}:{quote(secret, safe='')}@{host}"
+    rest = urlunsplit(
+        (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
+    )
+    return RedisOptions(
+        url=rest,
+        prefix=own.get("prefix", "runstream"),
+        cluster=own.get("cluster", "0") in ("1", "true", "yes"),
+        wait_replicas=int(own.get("wait", "0")),
+        wait_timeout_ms=int(own.get("wait_timeout_ms", "1000")),
+    )
+
+
+_OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    creds, host = parts.netloc.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, "", ""))
+
+
+def _unavailable(
+    fn: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Maps Redis being unreachable (or loading, or a cluster failing over) to UNAVAILABLE."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await fn(*args, **kwargs)
+        except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError) as exc:
+            raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
+        except rex.RedisClusterException as exc:
+            raise Unavailable(f"the Redis cluster cannot serve ({type(exc).__name__})") from exc
+        except rex.ResponseError as exc:
+            if str(exc).startswith(("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")):
+                raise Unavailable(f"the Redis store is not ready ({str(exc)[:40]})") from exc
+            raise
+
+    return wrapper
+
+
+def _decode_notice(data: bytes) -> CommitNotice:
+    run_id, first, last, rest = data.split(b"\n", 3)
+    events: list[StoredEvent] = []
+    seq, pos = int(first), 0
+    while pos < len(rest):
+        end = rest.index(b"\n", pos)
+        kind, key_len, data_len = (int(x) for x in rest[pos:end].split(b" "))
+        pos = end + 1
+        key = rest[pos : pos + key_len].decode()
+        pos += key_len
+        events.append(StoredEvent(seq, kind, key, rest[pos : pos + data_len]))
+        pos += data_len
+        seq += 1
+    return CommitNotice(run_id.decode(), int(first), int(last), tuple(events))
+
+
+def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
+    entry_id, fields = entry
+    return StoredEvent(
+        int(entry_id.split(b"-", 1)[0]),
+        int(fields[b"k"]),
+        fields.get(b"i", b"").decode(),
+        fields[b"d"],
+    )
+
+
+class RedisEventStore:
+    """:class:`~runstream_server.store.base.EventStore` on Redis (one server or a cluster)."""
+
+    shared = True
+
+    def __init__(self, url: str, *, replica_id: str | None = None) -> None:
+        self.options = parse_url(url)
+        self.display = redact(url)
+        self.replica_id = replica_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._client: Any = None
+        self._append: Any = None
+        self._purge: Any = None
+        self._closed = asyncio.Event()
+        self._viewers: dict[str, int] = {}
+        self._viewer_refresher: asyncio.Task[None] | None = None
+        p = self.options.prefix
+        self._channel = f"{p}:commits"
+        self._runs = f"{p}:runs"
+        self._active = f"{p}:active"
+        self._ended = f"{p}:ended"
+
+    # --- keys -------------------------------------------------------------------------------
+
+    def _keys(self, run_id: str) -> list[str]:
+        p = self.options.prefix
+        return [f"{p}:{{{run_id}}}:meta", f"{p}:{{{run_id}}}:log", f"{p}:{{{run_id}}}:keys"]
+
+    def _viewers_key(self, run_id: str) -> str:
+        return f"{self.options.prefix}:{{{run_id}}}:viewers"
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        common: dict[str, Any] = {
+            "socket_timeout": 10,
+            "socket_connect_timeout": 3,
+            "decode_responses": False,
+        }
+        if self.options.cluster:
+            return RedisCluster.from_url(self.options.url, **common)
+        return aioredis.from_url(self.options.url, health_check_interval=10, **common)
+
+    async def open(self) -> None:
+        self._client = self._connect()
+        self._append = self._client.register_script(_APPEND)
+        self._purge = self._client.register_script(_PURGE)
+        try:
+            await self._client.ping()
+        except (rex.RedisError, OSError) as exc:
+            await self._client.aclose()
+            raise Unavailable(
+                f"cannot reach the Redis store {self.display}: {type(exc).__name__}"
+            ) from exc
+        self._viewer_refresher = asyncio.create_task(self._refresh_viewers())
+
+    async def close(self) -> None:
+        self._closed.set()
+        if self._viewer_refresher is not None:
+            self._viewer_refresher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._viewer_refresher
+        if self._client is not None:
+            with contextlib.suppress(rex.RedisError, OSError):
+                await self._client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                return bool(await self._client.ping())
+        except (rex.RedisError, OSError, TimeoutError):
+            return False
+
+    # --- writes -----------------------------------------------------------------------------
+
+    @_unavailable
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[StoredEvent],
+        snapshot: run_pb2.Run,
+        *,
+        expected_seq: int,
+    ) -> None:
+        meta, log_key, keys = self._keys(run_id)
+        if expected_seq == 0:  # index first: a run is never stored without its index entry
+            created = snapshot.create_time.ToMicroseconds()
+            await self._client.zadd(self._runs, {run_id: created}, nx=True)
+            await self._client.zadd(self._active, {run_id: created}, nx=True)
+        with_data = sum(len(e.data) for e in events) <= NOTICE_DATA_LIMIT
+        args: list[Any] = [
+            expected_seq,
+            snapshot.SerializeToString(),
+            snapshot.status,
+            self._channel,
+            run_id,
+            1 if with_data else 0,
+            len(events),
+        ]
+        for event in events:
+            args += [event.seq, event.kind, event.idempotency_key, event.data]
+        verdict, head = await self._append(keys=[meta, log_key, keys], args=args)
+        verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
+        if verdict == "exists":
+            raise AlreadyExists(f"run {run_id!r} already exists")
+        if verdict != "ok":
+            raise HeadMoved(run_id, expected_seq, int(head))
+        if snapshot.status in _TERMINAL:
+            await self._client.zrem(self._active, run_id)
+            await self._client.zadd(self._ended, {run_id: snapshot.end_time.ToMicroseconds()})
+        if self.options.wait_replicas:
+            acked = await self._client.execute_command(
+                "WAIT", self.options.wait_replicas, self.options.wait_timeout_ms
+            )
+            if int(acked) < self.options.wait_replicas:
+                raise Unavailable(
+                    f"only {acked} of {self.options.wait_replicas} Redis replicas acknowledged "
+                    "the write in time; it is stored on the primary, retry to confirm"
+                )
+
+    @_unavailable
+    async def purge_events(
+        self, *, ended_before_us: int | None, keep_newest: int | None
+    ) -> list[str]:
+        chosen: dict[str, None] = {}
+        if ended_before_us is not None:
+            for member in await self._client.zrangebyscore(
+                self._ended, "-inf", f"({ended_before_us}"
+            ):
+                chosen[member.decode()] = None
+        if keep_newest is not None:
+            for member in await self._client.zrevrange(self._ended, keep_newest, -1):
+                chosen[member.decode()] = None
+        purged = []
+        for run_id in chosen:
+            run = await self.load_run(run_id)
+            if run is None or run.status not in _TERMINAL or run.purged_seq >= run.last_seq:
+                continue
+            head = run.last_seq
+            run.purged_seq = head
+            meta, log_key, keys = self._keys(run_id)
+            if await self._purge(keys=[meta, log_key, keys], args=[head, run.SerializeToString()]):
+                purged.append(run_id)
+        return purged
+
+    # --- reads ------------------------------------------------------------------------------
+
+    @_unavailable
+    async def load_run(self, run_id: str) -> run_pb2.Run | None:
+        data = await self._client.hget(self._keys(run_id)[0], "snap")
+        return None if data is None else run_pb2.Run.FromString(data)
+
+    @_unavailable
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        wanted = [k for k in keys if k]
+        if not wanted:
+            return {}
+        seqs = await self._client.hmget(self._keys(run_id)[2], wanted)
+        return {k: int(s) for k, s in zip(wanted, seqs, strict=True) if s is not None}
+
+    @_unavailable
+    async def read_events(
+        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+    ) -> list[StoredEvent]:
+        log_key = self._keys(run_id)[1]
+        wanted = frozenset(kinds)
+        found: list[StoredEvent] = []
+        start = f"{after_seq + 1}-0"
+        chunk = min(limit, 1000) if not wanted else 1000
+        while len(found) < limit:
+            entries = await self._client.xrange(log_key, start, "+", count=chunk)
+            for entry in entries:
+                event = _stored(entry)
+                if not wanted or event.kind in wanted:
+                    found.append(event)
+                    if len(found) >= limit:
+                        break
+            if len(entries) < chunk:
+                break
+            start = f"({entries[-1][0].decode()}"
+        return found
+
+    @_unavailable
+    async def read_last_events(
+        self, run_id: str, kinds: Collection[int], limit: int
+    ) -> list[StoredEvent]:
+        log_key = self._keys(run_id)[1]
+        wanted = frozenset(kinds)
+        found: list[StoredEvent] = []
+        end = "+"
+        while len(found) < limit:
+            entries = await self._client.xrevrange(log_key, end, "-", count=500)
+            for entry in entries:
+                event = _stored(entry)
+                if event.kind in wanted:
+                    found.append(event)
+                    if len(found) >= limit:
+                        break
+            if len(entries) < 500:
+                break
+            end = f"({entries[-1][0].decode()}"
+        found.reverse()
+        return found
+
+    @_unavailable
+    async def list_runs(
+        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+    ) -> RunPage:
+        only_active = bool(run_filter.statuses) and not (run_filter.statuses & _TERMINAL)
+        index = self._active if only_active else self._runs
+        matched: list[run_pb2.Run] = []
+        async for run in self._newest_first(index, cursor):
+            if only_active and run.status in _TERMINAL:  # a hint left by a crashed writer
+                await self._client.zrem(self._active, run.run_id)
+                continue
+            if run_filter.matches(run):
+                matched.append(run)
+                if len(matched) > page_size:
+                    break
+        more = len(matched) > page_size
+        runs = matched[:page_size]
+        last = runs[-1] if runs else None
+        next_cursor = (
+            (last.create_time.ToMicroseconds(), last.run_id) if more and last is not None else None
+        )
+        return RunPage(runs, next_cursor)
+
+    async def _newest_first(
+        self, index: str, cursor: tuple[int, str] | None
+    ) -> AsyncIterator[run_pb2.Run]:
+        """Runs of an index by (create time, id) descending, strictly after `cursor`."""
+        top = "+inf" if cursor is None else str(cursor[0])
+        skip = 0  # entries scored `top` already met: the next fetch starts after them
+        while True:
+            rows = await self._client.zrevrangebyscore(
+                index, top, "-inf", start=skip, num=200, withscores=True
+            )
+            if not rows:
+                return
+            ids = [member.decode() for member, _ in rows]
+            pipe = self._client.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hget(self._keys(run_id)[0], "snap")
+            snaps = await pipe.execute()
+            for run_id, (_, score), snap in zip(ids, rows, snaps, strict=True):
+                at = int(score)
+                if str(at) == top:
+                    skip += 1
+                else:
+                    top, skip = str(at), 1
+                if cursor is not None and (at, run_id) >= cursor:
+                    continue
+                if snap is not None:
+                    yield run_pb2.Run.FromString(snap)
+            if len(rows) < 200:
+                return
+
+    # --- other replicas ---------------------------------------------------------------------
+
+    async def follow(self, handler: NoticeHandler) -> None:
+        """One pub/sub connection per process; reconnects, and reports each gap as None."""
+        first = True
+        while not self._closed.is_set():
+            pubsub = self._pubsub_client().pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                if not first:
+                    handler(None)  # notices may have been missed meanwhile: resync
+                first = False
+                while not self._closed.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        handler(_decode_notice(message["data"]))
+            except (rex.RedisError, OSError) as exc:
+                log.warning("lost the Redis notice subscription (%s); reconnecting", exc)
+                first = False
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(BaseException):
+                    await pubsub.aclose()
+
+    def _pubsub_client(self) -> Any:
+        """Classic pub/sub is broadcast to every node of a cluster: any one node will do."""
+        if self.options.cluster:
+            node = self._client.get_random_node()
+            return aioredis.Redis(host=node.host, port=node.port, socket_connect_timeout=3)
+        return self._client
+
+    async def set_viewers(self, run_id: str, count: int) -> None:
+        if count:
+            self._viewers[run_id] = count
+        else:
+            self._viewers.pop(run_id, None)
+        with contextlib.suppress(rex.RedisError, OSError):
+            await self._write_viewers(run_id, count)
+
+    async def _write_viewers(self, run_id: str, count: int) -> None:
+        key = self._viewers_key(run_id)
+        if count:
+            expires = int(time.time() * 1000) + _VIEWERS_TTL_MS
+            await self._client.hset(key, self.replica_id, json.dumps([count, expires]))
+            await self._client.pexpire(key, _VIEWERS_TTL_MS * 2)
+        else:
+            await self._client.hdel(key, self.replica_id)
+
+    async def _refresh_viewers(self) -> None:
+        while True:
+            await asyncio.sleep(_VIEWERS_TTL_MS / 3000)
+            for run_id, count in list(self._viewers.items()):
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await self._write_viewers(run_id, count)
+
+    async def viewers(self, run_id: str) -> int | None:
+        try:
+            entries = await self._client.hgetall(self._viewers_key(run_id))
+        except (rex.RedisError, OSError):
+            return None
+        now = int(time.time() * 1000)
+        total = 0
+        for raw in entries.values():
+            count, expires = json.loads(raw)
+            if expires > now:
+                total += int(count)
+        return total
