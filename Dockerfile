@@ -1,7 +1,14 @@
 # syntax=docker/dockerfile:1
 # Runstream server image: `runstream serve` on port 50051, the SQLite store on the /data volume.
 #   docker build -t runstream .
-#   docker run -p 50051:50051 -v runstream-data:/data runstream [--log-level debug]
+#   docker run -p 50051:50051 -v runstream-data:/data \
+#     -v "$PWD/jwt-public.pem:/run/secrets/jwt.pem:ro" -e RUNSTREAM_JWT_PUBLIC_KEY=/run/secrets/jwt.pem \
+#     runstream [--jwt-issuer ISS --jwt-audience AUD --log-level debug]
+# Passing a key: RUNSTREAM_JWT_PUBLIC_KEY names a PEM public key (RS256/ES256) or a JWKS file,
+# RUNSTREAM_JWT_SECRET_FILE an HS256 secret file (mount both read-only; never bake keys into
+# the image). TLS: RUNSTREAM_TLS_CERT, RUNSTREAM_TLS_KEY, RUNSTREAM_TLS_CLIENT_CA (mutual TLS).
+# Without a key the server refuses to listen on 0.0.0.0; -e RUNSTREAM_INSECURE_NO_AUTH=1
+# overrides that, for a trusted network only (it logs a warning).
 # No Docker engine runs on the project's development machines: keep this file conventional.
 
 # --- builder: the runstream wheel and every dependency as wheels -------------------------

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from runstream_server.app import RunstreamServer, ServerConfig
 
+from tests.identity import keys, secured  # noqa: F401 - identity fixtures, shared by tests/*
+
 ROOT = Path(__file__).resolve().parent.parent
 ConfigFactory = Callable[..., ServerConfig]
 

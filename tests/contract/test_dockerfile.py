@@ -9,6 +9,7 @@ outside Docker, with the address and store path moved to a free port and a tempo
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -54,6 +55,8 @@ def health_check(port: int) -> subprocess.CompletedProcess[str]:
 
 
 def test_entrypoint_serves_and_health_check_reports_serving(tmp_path: Path) -> None:
+    """The entrypoint with a key passed as the header comment says (an env variable naming a
+    mounted file): the server starts, answers health checks, and wants tokens."""
     entrypoint = instruction("ENTRYPOINT")
     assert entrypoint[:2] == ["runstream", "serve"]
     assert IMAGE_ADDRESS in entrypoint and IMAGE_STORE in entrypoint
@@ -66,8 +69,11 @@ def test_entrypoint_serves_and_health_check_reports_serving(tmp_path: Path) -> N
             for arg in entrypoint[1:]
         ),
     ]
+    secret = tmp_path / "jwt-secret"
+    secret.write_bytes(b"s" * 48)
+    env = {**os.environ, "RUNSTREAM_JWT_SECRET_FILE": str(secret)}
     with (tmp_path / "server.log").open("wb") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30  # the image allows a 10 s start period and retries
         while True:
@@ -78,6 +84,16 @@ def test_entrypoint_serves_and_health_check_reports_serving(tmp_path: Path) -> N
             time.sleep(0.2)
         assert result.returncode == 0, f"health check failed:\n{result.stderr}"
         assert store.exists(), "the server did not create its SQLite file at --store"
+        listed = subprocess.run(
+            [str(BIN / "runstream"), "runs", "--target", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")},
+            check=False,
+        )
+        assert listed.returncode == 1
+        assert "unauthenticated: missing authorization" in listed.stderr, listed.stderr
     finally:
         server.terminate()
         try:
@@ -87,6 +103,20 @@ def test_entrypoint_serves_and_health_check_reports_serving(tmp_path: Path) -> N
             server.wait(10)
             pytest.fail("the server ignored SIGTERM (docker stop would have to SIGKILL it)")
     assert server.returncode == 0, (tmp_path / "server.log").read_text()
+
+
+def test_entrypoint_without_a_key_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    """The image listens on 0.0.0.0: without a key it must not start open to everyone."""
+    entrypoint = instruction("ENTRYPOINT")
+    argv = [
+        str(BIN / "runstream"),
+        *(arg.replace(IMAGE_STORE, str(tmp_path / "runstream.db")) for arg in entrypoint[1:]),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0:50051 without authentication" in result.stderr
+    assert "--insecure-no-auth" in result.stderr
 
 
 def test_health_check_fails_when_nothing_serves() -> None:

@@ -35,6 +35,7 @@ from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.errors import ErrorInterceptor
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
+from runstream_server.auth.edge import SecurityConfig, auth_interceptors, check_exposure, listen
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
@@ -80,6 +81,8 @@ class ServerConfig:
     """How long finished runs keep their event logs (forever by default)."""
     shutdown_grace: float = 5.0
     """Seconds in-flight calls get to finish at shutdown."""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    """Tokens, TLS, and whether plaintext without auth may leave loopback."""
 
 
 def _raw_response(handler: Handler) -> Handler:
@@ -131,6 +134,8 @@ class RunstreamServer:
 
     async def start(self) -> None:
         config = self.config
+        check_exposure(config.address, config.security)
+        interceptors = auth_interceptors(config.security)
         self._store = open_store(config)
         await self._store.open()
         self.runs = RunManager(
@@ -142,8 +147,9 @@ class RunstreamServer:
         )
         await self.runs.start()
         server = aio.server(
-            # ErrorInterceptor first: it answers the errors DecodingInterceptor's handlers raise.
-            interceptors=[ErrorInterceptor(), DecodingInterceptor()],
+            # Auth first (a refused call goes no further); ErrorInterceptor before
+            # DecodingInterceptor: it answers the errors DecodingInterceptor's handlers raise.
+            interceptors=[*interceptors, ErrorInterceptor(), DecodingInterceptor()],
             options=[
                 # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
                 # port and split clients between two stores at random: refuse instead.
@@ -172,7 +178,7 @@ class RunstreamServer:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.port = server.add_insecure_port(config.address)
+            self.port = listen(server, config.address, config.security)
         except RuntimeError as exc:
             self.port = 0
             cause: BaseException | None = exc

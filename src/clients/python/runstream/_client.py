@@ -9,12 +9,14 @@ import uuid
 import weakref
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
 
 from runstream import _convert as convert
+from runstream._auth import TokenProvider, auth_interceptors, channel_credentials
 from runstream._errors import RunstreamError, error_from_rpc
 from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
@@ -62,6 +64,10 @@ def connect(
     reconnect_timeout: float | None = 60.0,
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    token: str | TokenProvider | None = None,
+    ca_file: str | Path | None = None,
+    client_cert: str | Path | None = None,
+    client_key: str | Path | None = None,
 ) -> Client:
     """A client for the Runstream server at ``target`` ("host:port").
 
@@ -76,7 +82,15 @@ def connect(
             unreachable server before they raise UnavailableError (None: forever). Default 60 s.
         credentials: TLS channel credentials; plaintext when None.
         options: Extra gRPC channel options; they override the SDK's defaults.
+        token: A bearer JWT sent on every call, or a function (sync or async) returning one;
+            a function is asked again shortly before each token expires, and streams the
+            server ends at expiry resume with the new token (see ``runstream._auth``).
+        ca_file: PEM file of the CA that signed the server's certificate: connect with TLS.
+        client_cert: PEM client certificate for mutual TLS (with ``client_key``).
+        client_key: PEM private key of ``client_cert``.
     """
+    if credentials is None:
+        credentials = channel_credentials(ca_file, client_cert, client_key)
     return Client(
         target,
         metadata=metadata,
@@ -84,6 +98,7 @@ def connect(
         reconnect_timeout=reconnect_timeout,
         credentials=credentials,
         options=options,
+        token=token,
     )
 
 
@@ -99,8 +114,10 @@ class Client:
         reconnect_timeout: float | None = 60.0,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | TokenProvider | None = None,
     ) -> None:
         self._target = target
+        self._interceptors = auth_interceptors(token)
         if isinstance(metadata, Mapping):
             self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
         else:
@@ -127,10 +144,15 @@ class Client:
             raise RuntimeError("the Runstream client is closed")
         if self._channel is None:
             if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
+                self._channel = grpc.aio.insecure_channel(
+                    self._target, options=self._options, interceptors=self._interceptors
+                )
             else:
                 self._channel = grpc.aio.secure_channel(
-                    self._target, self._credentials, options=self._options
+                    self._target,
+                    self._credentials,
+                    options=self._options,
+                    interceptors=self._interceptors,
                 )
             self._run_stub = run_service_pb2_grpc.RunServiceStub(self._channel)  # type: ignore[no-untyped-call]
             self._report_stub = report_service_pb2_grpc.ReportServiceStub(  # type: ignore[no-untyped-call]

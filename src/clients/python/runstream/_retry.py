@@ -11,6 +11,7 @@ import time
 
 import grpc
 
+from runstream._auth import is_expired_stream
 from runstream._errors import UnavailableError
 
 __all__ = ["Backoff", "Outage", "is_retryable"]
@@ -35,6 +36,8 @@ def is_retryable(exc: grpc.aio.AioRpcError) -> bool:
     """Whether a failed RPC is worth retrying on a new connection (server or link went away)."""
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+        return True
+    if is_expired_stream(exc):  # reconnect with a fresh token; a stale one fails at once
         return True
     if code == grpc.StatusCode.CANCELLED:
         # The SDK never cancels a call it still reads from, so CANCELLED came from the server

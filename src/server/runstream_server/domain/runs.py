@@ -28,12 +28,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
+from runstream_server.auth import principal as access
 from runstream_server.domain import insight
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
@@ -337,14 +338,17 @@ class RunManager:
         return lock
 
     async def _state(self, run_id: str) -> RunState:
+        """The run's state; NOT_FOUND when it does not exist or the caller may not see it."""
         state = self._states.get(run_id)
-        if state is not None:
-            return state
-        check_id("run_id", run_id)
-        if run_id not in self._locks and await self._store.load_run(run_id) is None:
-            raise NotFound(f"run {run_id!r} not found")  # no lock is made for unknown ids
-        async with self._lock(run_id):
-            return await self._load_locked(run_id)
+        if state is None:
+            check_id("run_id", run_id)
+            if run_id not in self._locks and await self._store.load_run(run_id) is None:
+                raise NotFound(f"run {run_id!r} not found")  # no lock is made for unknown ids
+            async with self._lock(run_id):
+                state = await self._load_locked(run_id)
+        if not access.can_see(state.run.tenant):  # another tenant's run: as if it did not exist
+            raise NotFound(f"run {run_id!r} not found")
+        return state
 
     async def _load_locked(self, run_id: str) -> RunState:
         """The run's state, loaded from the store if it is not in memory; holds its lock."""
@@ -617,6 +621,8 @@ class RunManager:
                 labels=labels,
                 steps=steps,
                 targets=targets,
+                tenant=access.new_run_tenant(),
+                created_by=access.acting_as(""),
             ),
         )
         created.event_time.CopyFrom(to_timestamp(self._clock()))
@@ -665,9 +671,11 @@ class RunManager:
     async def list_runs(
         self, *, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[run_pb2.Run], str]:
-        run_filter = parse_filter(filter_text)
+        run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
         size = clamp_page_size(page_size, 50)
-        scope = hashlib.sha256(f"runs|{filter_text.strip()}".encode()).hexdigest()[:16]
+        scope = hashlib.sha256(
+            f"runs|{run_filter.tenant}|{filter_text.strip()}".encode()
+        ).hexdigest()[:16]
         cursor: tuple[int, str] | None = None
         if page_token:
             after = decode_token(page_token, scope).get("after")
@@ -777,7 +785,9 @@ class RunManager:
                 raise FailedPrecondition(
                     f"run {run_id!r} already ended ({status_name(state.run.status)})"
                 )
-            cancelled = event_pb2.RunCancelled(reason=reason, cancelled_by=cancelled_by)
+            cancelled = event_pb2.RunCancelled(
+                reason=reason, cancelled_by=access.acting_as(cancelled_by)
+            )
             return [event_pb2.RunEvent(run_cancelled=cancelled)]
 
         return await self._control(run_id, prepare, "cancel", reason)
@@ -792,9 +802,12 @@ class RunManager:
                     f"run {run_id!r} is {status_name(status)}; only a RUNNING or "
                     "WAITING_FOR_INPUT run can be paused"
                 )
-            why = _reason("paused", requested_by, reason)
+            by = access.acting_as(requested_by)
             change = event_pb2.RunStatusChanged(
-                previous_status=status, status=run_pb2.RUN_STATUS_PAUSED, reason=why
+                previous_status=status,
+                status=run_pb2.RUN_STATUS_PAUSED,
+                reason=_reason("paused", by, reason),
+                changed_by=by,
             )
             return [event_pb2.RunEvent(run_status_changed=change)]
 
@@ -810,13 +823,14 @@ class RunManager:
                     f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed"
                 )
             waiting = bool(state.open_decisions())
-            why = _reason("resumed", requested_by, reason)
+            by = access.acting_as(requested_by)
             change = event_pb2.RunStatusChanged(
                 previous_status=status,
                 status=(
                     run_pb2.RUN_STATUS_WAITING_FOR_INPUT if waiting else run_pb2.RUN_STATUS_RUNNING
                 ),
-                reason=why,
+                reason=_reason("resumed", by, reason),
+                changed_by=by,
             )
             return [event_pb2.RunEvent(run_status_changed=change)]
 
@@ -868,7 +882,10 @@ class RunManager:
                     return []  # the same answer again: the same result
                 raise Aborted(f"decision {decision_id!r} was already closed: {_describe(decision)}")
             resolved = event_pb2.DecisionResolved(
-                decision_id=decision_id, outcome=outcome, choice=choice, answered_by=answered_by
+                decision_id=decision_id,
+                outcome=outcome,
+                choice=choice,
+                answered_by=access.acting_as(answered_by),
             )
             return [event_pb2.RunEvent(decision_resolved=resolved)]
 
@@ -1094,7 +1111,7 @@ class RunManager:
     ) -> AsyncIterator[RunsItem]:
         """Yields the current state of every matching run, then each run-level change."""
         self._check_open()
-        run_filter = parse_filter(filter_text)
+        run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
         _check_interval(heartbeat_interval)
         sub = self._runs_hub.subscribe(lambda run: matches(run_filter, run))
         try:

@@ -179,6 +179,8 @@ class RunState:
         run.workflow = p.workflow
         run.display_name = p.display_name or p.workflow
         run.labels.update(p.labels)
+        run.tenant = p.tenant
+        run.created_by = p.created_by
         run.status = run_pb2.RUN_STATUS_PENDING
         run.create_time.CopyFrom(when)
         run.targets.extend(p.targets)

@@ -55,12 +55,16 @@ class RunFilter:
     statuses: frozenset[int] = frozenset()
     workflow: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    tenant: str | None = None
+    """Only runs of this tenant (``Run.tenant``); None: every tenant."""
 
     def matches(self, run: run_pb2.Run) -> bool:
         """Whether the run satisfies every criterion (for stores, and for live updates)."""
         if self.statuses and run.status not in self.statuses:
             return False
         if self.workflow is not None and run.workflow != self.workflow:
+            return False
+        if self.tenant is not None and run.tenant != self.tenant:
             return False
         return all(run.labels.get(k) == v for k, v in self.labels.items())
 

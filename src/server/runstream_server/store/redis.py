@@ -16,7 +16,8 @@ gets :class:`~runstream_server.store.base.HeadMoved` and reloads. Readers of not
 seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event.
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
-(runs not ended) and ``P:ended`` (by end time, for retention). They are hints kept up after
+(runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
+(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They are hints kept up after
 each write; every read re-checks the snapshot, and a stale hint is repaired when met.
 """
 
@@ -242,6 +243,10 @@ class RedisEventStore:
     def _viewers_key(self, run_id: str) -> str:
         return f"{self.options.prefix}:{{{run_id}}}:viewers"
 
+    def _tenant_runs(self, tenant: str) -> str:
+        """The index of one tenant's runs (quoted: a tenant name may hold any character)."""
+        return f"{self.options.prefix}:tenant:{quote(tenant, safe='')}:runs"
+
     # --- lifecycle --------------------------------------------------------------------------
 
     def _connect(self) -> Any:
@@ -300,6 +305,7 @@ class RedisEventStore:
             created = snapshot.create_time.ToMicroseconds()
             await self._client.zadd(self._runs, {run_id: created}, nx=True)
             await self._client.zadd(self._active, {run_id: created}, nx=True)
+            await self._client.zadd(self._tenant_runs(snapshot.tenant), {run_id: created}, nx=True)
         with_data = sum(len(e.data) for e in events) <= NOTICE_DATA_LIMIT
         args: list[Any] = [
             expected_seq,
@@ -421,6 +427,8 @@ class RedisEventStore:
     ) -> RunPage:
         only_active = bool(run_filter.statuses) and not (run_filter.statuses & _TERMINAL)
         index = self._active if only_active else self._runs
+        if run_filter.tenant is not None and not only_active:
+            index = self._tenant_runs(run_filter.tenant)
         matched: list[run_pb2.Run] = []
         async for run in self._newest_first(index, cursor):
             if only_active and run.status in _TERMINAL:  # a hint left by a crashed writer

@@ -60,6 +60,17 @@ def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
     return f"AND kind IN ({','.join('?' * len(ordered))})", ordered
 
 
+def _add_tenant_column(conn: sqlite3.Connection) -> None:
+    """Runs belong to a tenant (identity); files made before that get the column, all ""."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "tenant" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS runs_tenant_newest "
+        "ON runs (tenant, create_time_us DESC, run_id DESC)"
+    )
+
+
 @dataclass(slots=True)
 class _Write:
     run_id: str
@@ -104,6 +115,7 @@ class SqliteEventStore:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
+        _add_tenant_column(conn)
         self._wconn = conn
 
     async def close(self) -> None:
@@ -188,7 +200,7 @@ class SqliteEventStore:
             try:
                 conn.execute(
                     "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, "
-                    "last_seq, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "last_seq, snapshot, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         write.run_id,
                         snap.workflow,
@@ -197,6 +209,7 @@ class SqliteEventStore:
                         json.dumps(dict(snap.labels), sort_keys=True),
                         snap.last_seq,
                         data,
+                        snap.tenant,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -351,6 +364,9 @@ class SqliteEventStore:
         if run_filter.workflow is not None:
             clauses.append("workflow = ?")
             params.append(run_filter.workflow)
+        if run_filter.tenant is not None:
+            clauses.append("tenant = ?")
+            params.append(run_filter.tenant)
         for key, value in sorted(run_filter.labels.items()):
             clauses.append("json_extract(labels, ?) = ?")
             params.extend([f'$."{key}"', value])

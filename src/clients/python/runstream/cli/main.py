@@ -28,6 +28,13 @@ import runstream
 from ..dashboard.cli import add_dashboard_command
 from . import demo, tables
 from .args import positive_float, positive_int
+from .auth import (
+    add_client_security,
+    add_serve_security,
+    add_token_command,
+    connect,
+    security_config,
+)
 from .errors import CliError
 from .fmt import run_status_text
 from .render import follow_run, print_run_header
@@ -112,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat,
         insight=InsightPolicy(stall_after=args.stall_after),
         retention=Retention(days=args.retention_days, runs=args.retention_runs),
+        security=security_config(args, args.address),
     )
     logging.getLogger("runstream.cli").info(
         "starting Runstream server on %s with store %s", args.address, describe_store(config)
@@ -162,7 +170,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     configure_client_logging(console, live)
 
     async def watch() -> runstream.Run:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             if not live:
                 print_run_header(console, await client.get_run(args.run_id))
             return await follow_run(
@@ -192,7 +200,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def runs() -> None:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             if args.watch:
                 await tables.watch_runs(
                     client, console, filter=args.filter, live=wants_live(console, args.plain)
@@ -208,7 +216,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def get() -> None:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             await tables.show_run(client, console, args.run_id)
 
     run_async(get())
@@ -219,7 +227,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def steps() -> None:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             await tables.show_steps(client, console, args.run_id)
 
     run_async(steps())
@@ -230,7 +238,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def events() -> None:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             await tables.show_events(
                 client, console, args.run_id, kinds=args.kinds, limit=args.limit
             )
@@ -243,7 +251,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def decisions() -> None:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             await tables.show_decisions(client, console, args.run_id, only_open=args.open)
 
     run_async(decisions())
@@ -256,7 +264,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     console = make_console()
 
     async def answer() -> runstream.Decision:
-        async with runstream.connect(args.target) as client:
+        async with connect(args) as client:
             return await client.submit_decision(
                 args.run_id, args.decision_id, args.choice, skip=args.skip, answered_by=args.by
             )
@@ -282,7 +290,7 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
         console = make_console()
 
         async def control() -> runstream.Run:
-            async with runstream.connect(args.target) as client:
+            async with connect(args) as client:
                 if action == "pause":
                     return await client.pause_run(args.run_id, args.reason, args.by)
                 if action == "resume":
@@ -359,6 +367,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help=f"the Runstream server to talk to, ${TARGET_ENV} when set",
     )
+    add_client_security(parser)
 
 
 def _add_plain(parser: argparse.ArgumentParser) -> None:
@@ -449,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="keep the event logs of only the N most recently ended runs",
     )
+    add_serve_security(serve)
     serve.set_defaults(handler=cmd_serve)
 
     demo_parser = commands.add_parser(
@@ -669,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
         control.set_defaults(handler=_control_command(action))
 
     add_dashboard_command(commands, _Formatter)
+    add_token_command(commands, _Formatter)
     return parser
 
 

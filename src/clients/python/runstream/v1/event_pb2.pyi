@@ -182,7 +182,7 @@ class RunEvent(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., health_changed: _Optional[_Union[HealthChanged, _Mapping]] = ..., estimate_updated: _Optional[_Union[EstimateUpdated, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
 
 class RunCreated(_message.Message):
-    __slots__ = ("workflow", "display_name", "labels", "steps", "targets")
+    __slots__ = ("workflow", "display_name", "labels", "steps", "targets", "tenant", "created_by")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -195,12 +195,16 @@ class RunCreated(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     workflow: str
     display_name: str
     labels: _containers.ScalarMap[str, str]
     steps: _containers.RepeatedCompositeFieldContainer[_run_pb2.StepSpec]
     targets: _containers.RepeatedCompositeFieldContainer[_run_pb2.Target]
-    def __init__(self, workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., steps: _Optional[_Iterable[_Union[_run_pb2.StepSpec, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[_run_pb2.Target, _Mapping]]] = ...) -> None: ...
+    tenant: str
+    created_by: str
+    def __init__(self, workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., steps: _Optional[_Iterable[_Union[_run_pb2.StepSpec, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[_run_pb2.Target, _Mapping]]] = ..., tenant: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
 
 class RunStarted(_message.Message):
     __slots__ = ("message",)
@@ -209,14 +213,16 @@ class RunStarted(_message.Message):
     def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class RunStatusChanged(_message.Message):
-    __slots__ = ("previous_status", "status", "reason")
+    __slots__ = ("previous_status", "status", "reason", "changed_by")
     PREVIOUS_STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
     previous_status: _run_pb2.RunStatus
     status: _run_pb2.RunStatus
     reason: str
-    def __init__(self, previous_status: _Optional[_Union[_run_pb2.RunStatus, str]] = ..., status: _Optional[_Union[_run_pb2.RunStatus, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    changed_by: str
+    def __init__(self, previous_status: _Optional[_Union[_run_pb2.RunStatus, str]] = ..., status: _Optional[_Union[_run_pb2.RunStatus, str]] = ..., reason: _Optional[str] = ..., changed_by: _Optional[str] = ...) -> None: ...
 
 class RunCompleted(_message.Message):
     __slots__ = ("summary", "result")

@@ -240,7 +240,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "workflow", "display_name", "labels", "status", "steps", "progress", "current_step_id", "active_agents", "create_time", "start_time", "update_time", "end_time", "last_seq", "estimate", "health", "artifacts_summary", "error", "result_summary", "result", "cancel_reason", "metrics", "viewer_count", "targets", "purged_seq")
+    __slots__ = ("run_id", "workflow", "display_name", "labels", "status", "steps", "progress", "current_step_id", "active_agents", "create_time", "start_time", "update_time", "end_time", "last_seq", "estimate", "health", "artifacts_summary", "error", "result_summary", "result", "cancel_reason", "metrics", "viewer_count", "targets", "purged_seq", "tenant", "created_by")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +280,8 @@ class Run(_message.Message):
     VIEWER_COUNT_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     PURGED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     workflow: str
     display_name: str
@@ -305,4 +307,6 @@ class Run(_message.Message):
     viewer_count: int
     targets: _containers.RepeatedCompositeFieldContainer[Target]
     purged_seq: int
-    def __init__(self, run_id: _Optional[str] = ..., workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[RunStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., current_step_id: _Optional[str] = ..., active_agents: _Optional[_Iterable[_Union[ActiveAgent, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., health: _Optional[_Union[RunHealth, str]] = ..., artifacts_summary: _Optional[_Union[ArtifactsSummary, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., result_summary: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., viewer_count: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., purged_seq: _Optional[int] = ...) -> None: ...
+    tenant: str
+    created_by: str
+    def __init__(self, run_id: _Optional[str] = ..., workflow: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[RunStatus, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., current_step_id: _Optional[str] = ..., active_agents: _Optional[_Iterable[_Union[ActiveAgent, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_seq: _Optional[int] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., health: _Optional[_Union[RunHealth, str]] = ..., artifacts_summary: _Optional[_Union[ArtifactsSummary, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., result_summary: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., viewer_count: _Optional[int] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., purged_seq: _Optional[int] = ..., tenant: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,264 @@
+"""The CLI's identity options: tokens and TLS for client commands, keys for `serve`, and the
+`runstream token` command that mints development tokens.
+
+Client commands take the token from ``--token``, else ``$RUNSTREAM_TOKEN``, else the file
+named by ``--token-file`` or ``$RUNSTREAM_TOKEN_FILE`` (re-read before it expires, so a
+sidecar that rotates the file keeps long watches alive). ``serve`` options default to the
+matching ``RUNSTREAM_*`` environment variables, which is how the container image takes a key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import runstream
+from runstream._auth import TokenProvider
+
+from .errors import CliError
+
+if TYPE_CHECKING:
+    from runstream_server.auth.edge import SecurityConfig
+
+__all__ = [
+    "add_client_security",
+    "add_serve_security",
+    "add_token_command",
+    "connect",
+    "security_config",
+]
+
+_ROLES = ("producer", "viewer", "operator", "admin")
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def add_client_security(parser: argparse.ArgumentParser) -> None:
+    """--token, --token-file, --ca-file, --client-cert, --client-key."""
+    group = parser.add_argument_group("identity and TLS")
+    group.add_argument(
+        "--token", default=None, metavar="JWT", help="bearer token; $RUNSTREAM_TOKEN when set"
+    )
+    group.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="file holding the bearer token (re-read when it nears expiry); "
+        "$RUNSTREAM_TOKEN_FILE when set",
+    )
+    group.add_argument(
+        "--ca-file",
+        default=None,
+        metavar="PATH",
+        help="connect with TLS, trusting this CA (PEM); $RUNSTREAM_CA_FILE when set",
+    )
+    group.add_argument(
+        "--client-cert", default=None, metavar="PATH", help="client certificate for mutual TLS"
+    )
+    group.add_argument(
+        "--client-key", default=None, metavar="PATH", help="the client certificate's key"
+    )
+
+
+def _token(args: argparse.Namespace) -> str | TokenProvider | None:
+    token = getattr(args, "token", None) or _env("RUNSTREAM_TOKEN")
+    if token:
+        return str(token)
+    path = getattr(args, "token_file", None) or _env("RUNSTREAM_TOKEN_FILE")
+    if not path:
+        return None
+    file = Path(path)
+
+    def read() -> str:
+        try:
+            text = file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read the token file {file}: {exc.strerror}") from None
+        if not text:
+            raise CliError(f"the token file {file} is empty")
+        return text
+
+    read()  # fail now, with a clear message, rather than on the first call
+    return read
+
+
+def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Client:
+    """A client for the command's --target with its token and TLS options."""
+    ca_file = getattr(args, "ca_file", None) or _env("RUNSTREAM_CA_FILE")
+    client_cert = getattr(args, "client_cert", None)
+    client_key = getattr(args, "client_key", None)
+    try:
+        return runstream.connect(
+            target or args.target,
+            token=_token(args),
+            ca_file=ca_file,
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+    except (OSError, ValueError) as exc:
+        raise CliError(f"TLS options: {exc}") from None
+
+
+def add_serve_security(serve: argparse.ArgumentParser) -> None:
+    """The server's token, TLS and exposure options."""
+    group = serve.add_argument_group(
+        "identity and TLS",
+        "Without --jwt-secret-file or --jwt-public-key the server authenticates nobody and "
+        "listens on loopback only (unless --insecure-no-auth).",
+    )
+    group.add_argument(
+        "--jwt-secret-file",
+        default=_env("RUNSTREAM_JWT_SECRET_FILE"),
+        metavar="PATH",
+        help="verify HS256 tokens with the secret in this file (32+ bytes); "
+        "$RUNSTREAM_JWT_SECRET_FILE",
+    )
+    group.add_argument(
+        "--jwt-public-key",
+        default=_env("RUNSTREAM_JWT_PUBLIC_KEY"),
+        metavar="PATH",
+        help="verify RS256/ES256/EdDSA tokens with this PEM public key or JWKS file; "
+        "$RUNSTREAM_JWT_PUBLIC_KEY",
+    )
+    group.add_argument(
+        "--jwt-issuer",
+        default=_env("RUNSTREAM_JWT_ISSUER"),
+        metavar="ISS",
+        help="require this iss claim; $RUNSTREAM_JWT_ISSUER",
+    )
+    group.add_argument(
+        "--jwt-audience",
+        default=_env("RUNSTREAM_JWT_AUDIENCE"),
+        metavar="AUD",
+        help="require this aud claim; $RUNSTREAM_JWT_AUDIENCE",
+    )
+    group.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        default=_env("RUNSTREAM_INSECURE_NO_AUTH") == "1",
+        help="allow listening beyond loopback without authentication (logs a warning)",
+    )
+    group.add_argument(
+        "--tls-cert",
+        default=_env("RUNSTREAM_TLS_CERT"),
+        metavar="PATH",
+        help="serve TLS with this PEM certificate (chain); $RUNSTREAM_TLS_CERT",
+    )
+    group.add_argument(
+        "--tls-key",
+        default=_env("RUNSTREAM_TLS_KEY"),
+        metavar="PATH",
+        help="the certificate's PEM private key; $RUNSTREAM_TLS_KEY",
+    )
+    group.add_argument(
+        "--tls-client-ca",
+        default=_env("RUNSTREAM_TLS_CLIENT_CA"),
+        metavar="PATH",
+        help="mutual TLS: require client certificates signed by this CA",
+    )
+
+
+def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
+    """The server's SecurityConfig from `serve` options; CliError for inconsistent ones, or
+    for a non-loopback `address` without auth or --insecure-no-auth."""
+    from runstream_server.auth.edge import SecurityConfig, TlsConfig, check_exposure
+    from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+
+    auth = None
+    if args.jwt_secret_file or args.jwt_public_key:
+        auth = AuthConfig(
+            secret_file=Path(args.jwt_secret_file) if args.jwt_secret_file else None,
+            public_key_file=Path(args.jwt_public_key) if args.jwt_public_key else None,
+            issuer=args.jwt_issuer,
+            audience=args.jwt_audience,
+        )
+        try:
+            TokenVerifier(auth)  # bad key files fail here, before the server starts
+        except (OSError, ValueError) as exc:
+            raise CliError(f"auth: {exc}") from None
+    elif args.jwt_issuer or args.jwt_audience:
+        raise CliError("--jwt-issuer/--jwt-audience need --jwt-secret-file or --jwt-public-key")
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise CliError("--tls-cert and --tls-key go together")
+        tls = TlsConfig(
+            Path(args.tls_cert),
+            Path(args.tls_key),
+            Path(args.tls_client_ca) if args.tls_client_ca else None,
+        )
+    elif args.tls_client_ca:
+        raise CliError("--tls-client-ca needs --tls-cert and --tls-key")
+    config = SecurityConfig(auth=auth, tls=tls, insecure_no_auth=args.insecure_no_auth)
+    try:
+        check_exposure(address, config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return config
+
+
+def _duration(value: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 90s, 30m, 1h, 7d)")
+    number = float(match.group(1))
+    seconds = number * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return seconds
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from runstream_server.auth.tokens import MIN_SECRET_BYTES, mint_token
+
+    try:
+        secret = Path(args.secret_file).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise CliError(f"cannot read the secret file {args.secret_file}: {exc.strerror}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise CliError(f"the secret must be at least {MIN_SECRET_BYTES} bytes")
+    token = mint_token(
+        secret,
+        subject=args.sub,
+        tenant=args.tenant,
+        roles=args.role,
+        ttl=args.ttl,
+        issuer=args.issuer,
+        audience=args.audience,
+    )
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """`runstream token`: print an HS256 token for development and tests."""
+    token = commands.add_parser(
+        "token",
+        help="print a signed development token (HS256)",
+        description="Print an HS256 JWT signed with the secret a server verifies with "
+        "(`serve --jwt-secret-file`). For development: production tokens come from your "
+        "identity provider.",
+        formatter_class=formatter,
+    )
+    token.add_argument("--secret-file", required=True, metavar="PATH", help="the HS256 secret")
+    token.add_argument("--sub", required=True, metavar="NAME", help="the subject (who)")
+    token.add_argument("--tenant", required=True, metavar="NAME", help="the tenant")
+    token.add_argument(
+        "--role",
+        action="append",
+        choices=_ROLES,
+        required=True,
+        help="a role to grant; repeat for several",
+    )
+    token.add_argument(
+        "--ttl", type=_duration, default=3600.0, metavar="DURATION", help="lifetime, e.g. 1h"
+    )
+    token.add_argument("--issuer", default=None, metavar="ISS", help="the iss claim")
+    token.add_argument("--audience", default=None, metavar="AUD", help="the aud claim")
+    token.set_defaults(handler=cmd_token)

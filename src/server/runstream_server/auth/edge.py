@@ -1,0 +1,97 @@
+"""How a server's security settings become interceptors and a listening port.
+
+:class:`SecurityConfig` is everything ``runstream serve`` can be told about identity:
+tokens, TLS and the plaintext escape hatch. The secure default: a server without token
+verification listens on loopback only, unless ``insecure_no_auth`` says otherwise (and a
+warning is logged).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from runstream_server.auth.interceptor import AuthInterceptor
+from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+
+__all__ = ["SecurityConfig", "TlsConfig", "auth_interceptors", "check_exposure", "listen"]
+
+log = logging.getLogger("runstream.auth")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """The server's certificate and key (PEM), and the CA that client certificates need."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    """When set, mutual TLS: a client without a certificate signed by this CA is refused."""
+
+    def credentials(self) -> grpc.ServerCredentials:
+        client_ca = self.client_ca_file.read_bytes() if self.client_ca_file else None
+        return grpc.ssl_server_credentials(
+            [(self.key_file.read_bytes(), self.cert_file.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Tokens, TLS, and whether plaintext without auth may leave loopback."""
+
+    auth: AuthConfig | None = None
+    """Verify bearer JWTs on every call; None: no authentication (loopback only)."""
+    tls: TlsConfig | None = None
+    """Serve TLS (and mutual TLS with a client CA); None: plaintext."""
+    insecure_no_auth: bool = False
+    """Allow a non-loopback address without auth (logged as a warning)."""
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(address: str, security: SecurityConfig) -> None:
+    """Refuses (ValueError) to serve without auth beyond loopback unless explicitly allowed."""
+    if security.auth is not None or _is_loopback(address):
+        return
+    if not security.insecure_no_auth:
+        raise ValueError(
+            f"refusing to listen on {address} without authentication: configure "
+            "--jwt-secret-file or --jwt-public-key, listen on 127.0.0.1, or pass "
+            "--insecure-no-auth to accept that anyone who reaches the port can read and "
+            "steer every run"
+        )
+    log.warning(
+        "listening on %s WITHOUT authentication (--insecure-no-auth): anyone who reaches "
+        "the port can read, cancel and answer every run",
+        address,
+    )
+
+
+def auth_interceptors(security: SecurityConfig) -> list[aio.ServerInterceptor[Any, Any]]:
+    """The interceptors to put first in the chain (none when auth is off)."""
+    if security.auth is None:
+        return []
+    return [AuthInterceptor(TokenVerifier(security.auth))]
+
+
+def listen(server: aio.Server, address: str, security: SecurityConfig) -> int:
+    """Binds `address` (TLS when configured); the port, or 0 when it could not bind."""
+    if security.tls is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, security.tls.credentials())

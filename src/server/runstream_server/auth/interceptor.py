@@ -1,0 +1,135 @@
+"""The server interceptor that authenticates every call and authorizes it by role.
+
+Installed only when auth is configured (with auth off it is not in the chain at all, so it
+costs nothing). For each call it reads ``authorization: Bearer <jwt>``, verifies the token,
+checks the method's role (:mod:`~runstream_server.auth.policy`) and binds the
+:class:`~runstream_server.auth.principal.Principal` for the domain. Refusals are
+UNAUTHENTICATED naming the failed check, or PERMISSION_DENIED naming the role needed.
+
+Streams live no longer than their token: at ``exp`` a WatchRun, WatchRuns, Report or
+Interact stream ends with UNAUTHENTICATED, and the client reconnects with a fresh token and
+resumes from its cursor. The stream is cut only while it waits for its next message, never
+in the middle of sending one, so a watcher's cursor is always exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from runstream_server.api.errors import AsyncServerInterceptor
+from runstream_server.auth import policy
+from runstream_server.auth.principal import Principal, bind
+from runstream_server.auth.tokens import TokenError, TokenVerifier
+
+__all__ = ["EXPIRED_DURING_STREAM", "AuthInterceptor"]
+
+log = logging.getLogger("runstream.auth")
+
+Context = aio.ServicerContext[Any, Any]
+
+EXPIRED_DURING_STREAM = "token expired during the stream; reconnect with a fresh token"
+"""The status detail of a stream cut at its token's expiry (clients resume on it)."""
+
+
+class AuthInterceptor(AsyncServerInterceptor):
+    """Verifies the bearer token and the method's role on every call (see module)."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    def authenticate(self, context: Context) -> Principal:
+        """The caller's principal; raises TokenError naming what is wrong."""
+        values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        if not values:
+            raise TokenError("missing authorization metadata; send 'authorization: Bearer <jwt>'")
+        if len(values) > 1:
+            raise TokenError("malformed authorization header: sent more than once")
+        value = values[0]
+        if isinstance(value, bytes):
+            raise TokenError("malformed authorization header: expected 'Bearer <jwt>'")
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise TokenError("malformed authorization header: expected 'Bearer <jwt>'")
+        return self._verifier.verify(token.strip())
+
+    async def intercept(
+        self,
+        method: Callable[[Any, Context], Any],
+        request_or_iterator: Any,
+        context: Context,
+        method_name: str,
+    ) -> Any:
+        if policy.is_public(method_name):
+            return await _call(method, request_or_iterator, context)
+        try:
+            principal = self.authenticate(context)
+        except TokenError as exc:
+            log.info("refused %s: %s", method_name, exc.reason)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+        role = policy.required_role(method_name)
+        if not principal.has(role):
+            name = method_name.rsplit("/", 1)[-1]
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{name} needs the {role.value!r} role; the token grants "
+                f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}",
+            )
+        bind(principal)
+        response = method(request_or_iterator, context)
+        if hasattr(response, "__aiter__"):
+            return _until_expiry(response, principal.expires_at, context)
+        return await response
+
+
+async def _call(method: Callable[[Any, Context], Any], request: Any, context: Context) -> Any:
+    response = method(request, context)
+    return response if hasattr(response, "__aiter__") else await response
+
+
+async def _until_expiry(
+    stream: AsyncIterator[Any], expires_at: float | None, context: Context
+) -> AsyncIterator[Any]:
+    """The stream's responses until the token expires, then UNAUTHENTICATED (see module)."""
+    if expires_at is None:
+        async for item in stream:
+            yield item
+        return
+    task = asyncio.current_task()
+    assert task is not None
+    waiting = False
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if waiting:  # idle: cut it now; otherwise it ends before its next wait
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()), expire)
+    try:
+        while not expired:
+            waiting = True
+            try:
+                item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if not expired:
+                    raise
+                task.uncancel()
+                break
+            finally:
+                waiting = False
+            yield item
+    finally:
+        timer.cancel()
+        if hasattr(stream, "aclose"):
+            await stream.aclose()
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, EXPIRED_DURING_STREAM)

@@ -1,0 +1,237 @@
+"""Bearer JWT verification with a fixed algorithm allow-list per key type, and dev tokens.
+
+The server trusts keys, not tokens: each configured key accepts only the algorithms of its
+own type (an HMAC secret HS256; an RSA key RS256; an EC P-256 key ES256, P-384 ES384; an
+Ed25519 key EdDSA). The token's ``alg`` header only chooses among the configured keys, so
+``alg: none`` and an HS256 token "signed" with the public key are refused before any
+signature is computed. Every refusal is a :class:`TokenError` whose reason names the check
+that failed and never echoes the key or the token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from runstream_server.auth.principal import Principal
+
+__all__ = ["MIN_SECRET_BYTES", "AuthConfig", "TokenError", "TokenVerifier", "mint_token"]
+
+MIN_SECRET_BYTES = 32
+"""Shorter HS256 secrets are refused at startup: they can be brute-forced offline."""
+
+_REQUIRED_CLAIMS = ("exp", "sub", "tenant")
+
+
+class TokenError(Exception):
+    """A token was refused; `reason` names the failed check (safe to send to the caller)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Where the server's verification keys live and which issuer and audience it wants."""
+
+    secret_file: Path | None = None
+    """A file holding the HS256 shared secret (at least 32 bytes; a final newline is dropped)."""
+    public_key_file: Path | None = None
+    """A PEM public key (RSA: RS256; EC P-256: ES256; Ed25519: EdDSA) or a JWKS JSON file."""
+    issuer: str | None = None
+    """When set, tokens must carry exactly this `iss`."""
+    audience: str | None = None
+    """When set, tokens must list this in `aud`."""
+    leeway: float = 0.0
+    """Seconds of clock skew tolerated on `exp` and `nbf`."""
+
+
+@dataclass(frozen=True)
+class _Key:
+    key: Any
+    algorithms: tuple[str, ...]
+
+
+def _algorithms_for(key: Any) -> tuple[str, ...]:
+    if isinstance(key, rsa.RSAPublicKey):
+        return ("RS256",)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curves = {"secp256r1": ("ES256",), "secp384r1": ("ES384",)}
+        if key.curve.name not in curves:
+            raise ValueError(f"EC curve {key.curve.name} is not supported; use P-256 or P-384")
+        return curves[key.curve.name]
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return ("EdDSA",)
+    raise ValueError(f"unsupported public key type {type(key).__name__}")
+
+
+def _load_secret(path: Path) -> _Key:
+    secret = path.read_bytes()
+    if secret.endswith(b"\r\n"):
+        secret = secret[:-2]
+    elif secret.endswith(b"\n"):
+        secret = secret[:-1]
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"{path}: the HS256 secret must be at least {MIN_SECRET_BYTES} bytes "
+            f"(it is {len(secret)})"
+        )
+    return _Key(secret, ("HS256",))
+
+
+def _load_public(path: Path) -> dict[str, _Key]:
+    """The file's keys by key id ("" for a single PEM key)."""
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"{"):
+        try:
+            jwks = jwt.PyJWKSet.from_dict(json.loads(data))
+        except (ValueError, jwt.PyJWTError) as exc:
+            raise ValueError(f"{path}: not a valid JWKS file ({exc})") from None
+        keys: dict[str, _Key] = {}
+        for jwk in jwks.keys:
+            if jwk.key_type == "oct":
+                raise ValueError(f"{path}: symmetric keys do not belong in a public JWKS")
+            allowed = _algorithms_for(jwk.key)
+            if jwk.algorithm_name not in allowed:
+                raise ValueError(
+                    f"{path}: key {jwk.key_id!r} uses {jwk.algorithm_name!r}; its key type "
+                    f"accepts only {', '.join(allowed)}"
+                )
+            keys[jwk.key_id or ""] = _Key(jwk.key, allowed)
+        return keys
+    try:
+        key = load_pem_public_key(data)
+    except ValueError:
+        raise ValueError(f"{path}: not a PEM public key or a JWKS file") from None
+    return {"": _Key(key, _algorithms_for(key))}
+
+
+class TokenVerifier:
+    """Verifies bearer JWTs against the configured keys and returns their :class:`Principal`."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        if config.secret_file is None and config.public_key_file is None:
+            raise ValueError("auth needs a secret file or a public key file")
+        self._config = config
+        self._secret = _load_secret(config.secret_file) if config.secret_file else None
+        self._public = _load_public(config.public_key_file) if config.public_key_file else {}
+        accepted = set(self._secret.algorithms if self._secret else ())
+        for key in self._public.values():
+            accepted.update(key.algorithms)
+        self.algorithms = tuple(sorted(accepted))
+        """Every algorithm some configured key accepts."""
+
+    def _key_for(self, header: Mapping[str, Any]) -> _Key:
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise TokenError(
+                f"algorithm {alg!r} is not accepted (accepted: {', '.join(self.algorithms)})"
+            )
+        if self._secret is not None and alg in self._secret.algorithms:
+            return self._secret
+        kid = header.get("kid")
+        candidates = [k for k in self._public.values() if alg in k.algorithms]
+        if isinstance(kid, str) and kid in self._public:
+            key = self._public[kid]
+            if alg not in key.algorithms:
+                raise TokenError(f"algorithm {alg!r} does not match key {kid!r}")
+            return key
+        if kid is not None and "" not in self._public:
+            raise TokenError(f"unknown key id {kid!r}")
+        if len(candidates) != 1:
+            raise TokenError("the token names no key id (kid) and several keys could sign it")
+        return candidates[0]
+
+    def verify(self, token: str) -> Principal:
+        """The token's principal; raises TokenError naming the first check that failed."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("malformed token: not a JWS compact serialization") from None
+        key = self._key_for(header)
+        config = self._config
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=list(key.algorithms),
+                issuer=config.issuer,
+                audience=config.audience,
+                leeway=config.leeway,
+                options={
+                    "require": list(_REQUIRED_CLAIMS),
+                    "verify_aud": config.audience is not None,
+                    "verify_iss": config.issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token expired (exp is in the past)") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("token not yet valid (nbf is in the future)") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("wrong issuer (iss is not the one this server accepts)") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("wrong audience (aud does not name this server)") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad signature") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError(f"missing claim {exc.claim!r}") from None
+        except jwt.InvalidAlgorithmError:
+            raise TokenError(f"algorithm {header.get('alg')!r} is not accepted") from None
+        except jwt.DecodeError:
+            raise TokenError("malformed token: its parts do not decode") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"invalid token ({type(exc).__name__})") from None
+        return _principal(claims)
+
+
+def _principal(claims: Mapping[str, Any]) -> Principal:
+    subject, tenant = claims["sub"], claims["tenant"]
+    if not isinstance(subject, str) or not subject:
+        raise TokenError("claim 'sub' must be a non-empty string")
+    if not isinstance(tenant, str) or not tenant:
+        raise TokenError("claim 'tenant' must be a non-empty string")
+    roles = claims.get("roles", [])
+    if isinstance(roles, str):
+        roles = roles.split()
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise TokenError("claim 'roles' must be a list of role names")
+    exp = claims["exp"]
+    return Principal.of(subject, tenant, roles, float(exp))
+
+
+def mint_token(
+    secret: bytes,
+    *,
+    subject: str,
+    tenant: str,
+    roles: Sequence[str] | Iterable[str],
+    ttl: float,
+    issuer: str | None = None,
+    audience: str | None = None,
+) -> str:
+    """An HS256 token for development (`runstream token`); never logs the secret."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "tenant": tenant,
+        "roles": list(roles),
+        "iat": now,
+        "exp": now + max(1, round(ttl)),
+        "jti": uuid.uuid4().hex,
+    }
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,112 @@
+"""The CLI's identity: `runstream token`, `serve --jwt-secret-file`, and client commands that
+take their token from --token, $RUNSTREAM_TOKEN or a file, against a real server process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+from runstream_server.auth.edge import SecurityConfig, check_exposure
+
+from tests.conftest import ServerProcess, free_port
+
+SECRET = b"0123456789abcdef0123456789abcdef-dev"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "runstream.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secret"
+    path.write_bytes(SECRET + b"\n")
+    return path
+
+
+def test_token_prints_a_signed_token_with_the_claims_asked_for(secret_file: Path) -> None:
+    result = cli(
+        "token", "--secret-file", str(secret_file), "--sub", "alice", "--tenant", "acme",
+        "--role", "operator", "--role", "producer", "--ttl", "1h", "--audience", "runstream",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"], audience="runstream")
+    assert (claims["sub"], claims["tenant"], claims["roles"]) == (
+        "alice",
+        "acme",
+        ["operator", "producer"],
+    )
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_token_refuses_a_short_secret(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_text("password")
+    result = cli("token", "--secret-file", str(short), "--sub", "a", "--tenant", "t", "--role",
+                 "viewer")  # fmt: skip
+    assert result.returncode == 1
+    assert "at least 32 bytes" in result.stderr
+    assert "password" not in result.stderr
+
+
+def test_client_commands_take_the_token_from_flag_env_or_file(
+    tmp_path: Path, secret_file: Path
+) -> None:
+    server = ServerProcess(
+        port=free_port(),
+        store_path=tmp_path / "r.db",
+        extra=("--jwt-secret-file", str(secret_file)),
+    )
+    server.start()
+    try:
+        minted = cli("token", "--secret-file", str(secret_file), "--sub", "alice", "--tenant",
+                     "acme", "--role", "viewer")  # fmt: skip
+        token = minted.stdout.strip()
+        refused = cli("runs", "--target", server.target)
+        assert refused.returncode == 1
+        assert "unauthenticated: missing authorization metadata" in refused.stderr
+        assert cli("runs", "--target", server.target, "--token", token).returncode == 0
+        assert (
+            cli("runs", "--target", server.target, env={"RUNSTREAM_TOKEN": token}).returncode == 0
+        )
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+        by_file = cli("runs", "--target", server.target, "--token-file", str(token_file))
+        assert by_file.returncode == 0, by_file.stderr
+        denied = cli("cancel", "0" * 32, "--target", server.target, "--token", token)
+        assert denied.returncode == 1
+        assert "permission denied: CancelRun needs the 'operator' role" in denied.stderr
+        forged = jwt.encode({"sub": "x", "tenant": "acme", "exp": 2**40}, b"x" * 32)
+        bad = cli("runs", "--target", server.target, "--token", forged)
+        assert "unauthenticated: bad signature" in bad.stderr
+    finally:
+        assert server.terminate() == 0
+
+
+def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
+    result = cli("serve", "--address", "0.0.0.0:0", "--store", str(tmp_path / "r.db"))
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0:0 without authentication" in result.stderr
+
+
+def test_insecure_no_auth_is_allowed_but_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="runstream.auth"):
+        check_exposure("0.0.0.0:50051", SecurityConfig(insecure_no_auth=True))
+    assert "WITHOUT authentication" in caplog.text
+    with pytest.raises(ValueError, match="--insecure-no-auth"):
+        check_exposure("0.0.0.0:50051", SecurityConfig())
+    check_exposure("127.0.0.1:0", SecurityConfig())  # loopback needs nothing
+    check_exposure("[::1]:0", SecurityConfig())

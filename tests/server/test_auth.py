@@ -1,0 +1,258 @@
+"""The auth matrix on every RPC of the contract, straight to a real server.
+
+The server verifies RS256 with a public key the test made and requires an issuer and an
+audience; every refused token gets UNAUTHENTICATED with a reason naming the failed check,
+every valid token without the method's role gets PERMISSION_DENIED naming the role.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from google.protobuf import message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from runstream.v1 import decision_service_pb2, report_service_pb2, run_service_pb2
+from runstream_server.app import RunstreamServer
+from runstream_server.auth.edge import SecurityConfig
+from runstream_server.auth.policy import ROLE_BY_METHOD
+from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+
+from tests.identity import (
+    Keys,
+    claims,
+    hmac_token,
+    start_server,
+    unsigned_token,
+)
+
+SERVICES = [
+    d.services_by_name[name]
+    for d, name in (
+        (run_service_pb2.DESCRIPTOR, "RunService"),
+        (report_service_pb2.DESCRIPTOR, "ReportService"),
+        (decision_service_pb2.DESCRIPTOR, "DecisionService"),
+    )
+]
+METHODS = [m for s in SERVICES for m in s.methods]
+METHOD_IDS = [m.name for m in METHODS]
+
+
+def path(method: Any) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+async def call(
+    channel: grpc.aio.Channel, method: Any, token: str | None, *, header: str | None = None
+) -> tuple[grpc.StatusCode, str]:
+    """Calls any RPC with an empty request; OK once the server sends anything back."""
+    request_type = message_factory.GetMessageClass(method.input_type)
+    response_type = message_factory.GetMessageClass(method.output_type)
+    metadata = []
+    if header is not None:
+        metadata.append(("authorization", header))
+    elif token is not None:
+        metadata.append(("authorization", f"Bearer {token}"))
+    kwargs: dict[str, Any] = {
+        "request_serializer": request_type.SerializeToString,
+        "response_deserializer": response_type.FromString,
+    }
+    name = path(method)
+    try:
+        if method.client_streaming:
+            multi = (
+                channel.stream_stream(name, **kwargs)
+                if method.server_streaming
+                else channel.stream_unary(name, **kwargs)
+            )
+
+            async def requests() -> AsyncIterator[Any]:
+                yield request_type()
+
+            rpc = multi(requests(), metadata=metadata, timeout=10)
+        elif method.server_streaming:
+            rpc = channel.unary_stream(name, **kwargs)(
+                request_type(), metadata=metadata, timeout=10
+            )
+        else:
+            await channel.unary_unary(name, **kwargs)(request_type(), metadata=metadata, timeout=10)
+            return grpc.StatusCode.OK, ""
+        if method.server_streaming:
+            async for _ in rpc:
+                rpc.cancel()
+                return grpc.StatusCode.OK, ""
+        else:
+            await rpc
+        return grpc.StatusCode.OK, ""
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+
+
+@pytest.fixture
+async def channel(secured: RunstreamServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(secured.target) as ch:
+        yield ch
+
+
+def test_every_rpc_has_a_role() -> None:
+    """A new RPC must be given a role in runstream_server/auth/policy.py (else admin only)."""
+    missing = [path(m) for m in METHODS if path(m) not in ROLE_BY_METHOD]
+    assert missing == [], f"add these to ROLE_BY_METHOD: {missing}"
+
+
+BadToken = Callable[[Keys], tuple[str | None, str | None]]
+
+BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
+    "no token": (lambda k: (None, None), "missing authorization metadata"),
+    "malformed header": (lambda k: (None, "Token abc"), "malformed authorization header"),
+    "empty bearer": (lambda k: (None, "Bearer "), "malformed authorization header"),
+    "not a jwt": (lambda k: ("not-a-jwt", None), "malformed token"),
+    "alg none": (
+        lambda k: (unsigned_token(claims(["admin"])), None),
+        "algorithm 'none' is not accepted",
+    ),
+    "HS256 signed with the public key": (
+        lambda k: (hmac_token(claims(["admin"]), k.public_key_file.read_bytes()), None),
+        "algorithm 'HS256' is not accepted",
+    ),
+    "bad signature": (
+        lambda k: (jwt.encode(claims(["admin"]), k.stranger, algorithm="RS256"), None),
+        "bad signature",
+    ),
+    "expired": (
+        lambda k: (k.token(["admin"], exp=int(time.time()) - 60), None),
+        "token expired",
+    ),
+    "not yet valid": (
+        lambda k: (k.token(["admin"], nbf=int(time.time()) + 600), None),
+        "token not yet valid",
+    ),
+    "wrong issuer": (lambda k: (k.token(["admin"], iss="https://evil.test"), None), "wrong issuer"),
+    "wrong audience": (lambda k: (k.token(["admin"], aud="someone-else"), None), "wrong audience"),
+    "no tenant": (lambda k: (k.token(["admin"], tenant=None), None), "missing claim 'tenant'"),
+    "no expiry": (lambda k: (k.token(["admin"], exp=None), None), "missing claim 'exp'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENS))
+async def test_bad_tokens_are_unauthenticated_on_every_rpc(
+    channel: grpc.aio.Channel, keys: Keys, case: str
+) -> None:
+    make, reason = BAD_TOKENS[case]
+    token, header = make(keys)
+    for method in METHODS:
+        code, details = await call(channel, method, token, header=header)
+        assert code == grpc.StatusCode.UNAUTHENTICATED, (method.name, code, details)
+        assert reason in details, (method.name, details)
+        if token:
+            assert token not in details
+        assert keys.secret.decode() not in details
+
+
+# A token with every role but the one each method needs (and not one that includes it).
+LACKING = {"producer": ["viewer", "operator"], "viewer": ["producer"], "operator": ["producer"]}
+
+
+@pytest.mark.parametrize("method", METHODS, ids=METHOD_IDS)
+async def test_a_missing_role_is_permission_denied_naming_it(
+    channel: grpc.aio.Channel, keys: Keys, method: Any
+) -> None:
+    needed = ROLE_BY_METHOD[path(method)].value
+    code, details = await call(channel, method, keys.token(LACKING[needed]))
+    assert code == grpc.StatusCode.PERMISSION_DENIED, (code, details)
+    assert f"needs the {needed!r} role" in details
+
+
+@pytest.mark.parametrize("method", METHODS, ids=METHOD_IDS)
+async def test_the_right_role_gets_past_auth(
+    channel: grpc.aio.Channel, keys: Keys, method: Any
+) -> None:
+    """With the role (or admin) the call reaches the service: whatever it answers (an empty
+    request is often INVALID_ARGUMENT), it is not an auth refusal."""
+    needed = ROLE_BY_METHOD[path(method)].value
+    for roles in ([needed], ["admin"]):
+        code, details = await call(channel, method, keys.token(roles))
+        assert code not in (
+            grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.PERMISSION_DENIED,
+        ), (roles, code, details)
+
+
+async def test_operator_includes_viewer(channel: grpc.aio.Channel, keys: Keys) -> None:
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    assert (await call(channel, list_runs, keys.token(["operator"])))[0] == grpc.StatusCode.OK
+
+
+async def test_health_needs_no_token(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.Check(health_pb2.HealthCheckRequest())
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_hs256_server_refuses_rs256_and_accepts_its_own(tmp_path: Path, keys: Keys) -> None:
+    server = await start_server(
+        tmp_path, SecurityConfig(auth=AuthConfig(secret_file=keys.secret_file))
+    )
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    try:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            assert (await call(ch, list_runs, keys.hs_token()))[0] == grpc.StatusCode.OK
+            code, details = await call(ch, list_runs, keys.token())
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+            assert "algorithm 'RS256' is not accepted (accepted: HS256)" in details
+            forged = jwt.encode(claims(), b"not the secret, but long enough ok", algorithm="HS256")
+            assert (await call(ch, list_runs, forged)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "bad signature",
+            )
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_jwks_file_picks_the_key_by_kid(tmp_path: Path) -> None:
+    signing = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    jwks = {
+        "keys": [
+            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key())), "kid": kid}
+            for kid, k in (("k1", signing), ("k2", other))
+        ]
+    }
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    auth = AuthConfig(public_key_file=tmp_path / "jwks.json")
+    server = await start_server(tmp_path, SecurityConfig(auth=auth))
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    try:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            good = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k1"})
+            assert (await call(ch, list_runs, good))[0] == grpc.StatusCode.OK
+            wrong_kid = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k2"})
+            assert (await call(ch, list_runs, wrong_kid)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "bad signature",
+            )
+            unknown = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k9"})
+            assert (await call(ch, list_runs, unknown)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unknown key id 'k9'",
+            )
+    finally:
+        await server.stop(grace=0.5)
+
+
+def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_bytes(b"too short")
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        TokenVerifier(AuthConfig(secret_file=short))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        TokenVerifier(AuthConfig(public_key_file=garbage))
