@@ -231,9 +231,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 
 @pytest.fixture
-async def secured(tmp_path: Path, keys: Keys) -> AsyncIterator[Any]:
-    """A server that verifies the tests' RS256 tokens, with issuer and audience."""
-    server = await start_server(tmp_path, rs256_auth(keys))
+async def secured(tmp_path: Path, keys: Keys, server_config: Any) -> AsyncIterator[Any]:
+    """A server that verifies the tests' RS256 tokens, with issuer and audience, over the
+    store the test runs with (tests/server: SQLite and Redis)."""
+    from runstream_server.app import RunstreamServer
+
+    server = RunstreamServer(server_config(tmp_path / "runstream.db", security=rs256_auth(keys)))
+    await server.start()
     try:
         yield server
     finally:

@@ -17,8 +17,9 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
-(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They are hints kept up after
-each write; every read re-checks the snapshot, and a stale hint is repaired when met.
+(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They
+are hints kept up after each write; every read re-checks the snapshot, and a stale hint is
+repaired when met.
 """
 
 from __future__ import annotations
