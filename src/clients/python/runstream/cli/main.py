@@ -41,7 +41,6 @@ from .render import follow_run, print_run_header
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "RUNSTREAM_TARGET"
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 T = TypeVar("T")
 
@@ -98,19 +97,18 @@ def default_viewer() -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True
-    )
     # Imported here so the client commands never pay for (or depend on) the server.
     from runstream_server.app import ServerConfig, describe_store, serve_forever, store_location
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
+    from runstream_server.observability import logs
 
     try:
         store_path, store_url = store_location(args.store)
     except ValueError as exc:
         print(f"runstream serve: --store: {exc}", file=sys.stderr)
         return 2
+    logs.configure(args.log_level, args.log_format)
     config = ServerConfig(
         address=args.address,
         store_path=store_path,
@@ -120,6 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         insight=InsightPolicy(stall_after=args.stall_after),
         retention=Retention(days=args.retention_days, runs=args.retention_runs),
         security=security_config(args, args.address),
+        shutdown_grace=args.shutdown_grace,
+        metrics_address=args.metrics_address,
+        otlp_endpoint=args.otlp_endpoint,
+        max_connection_age=args.max_connection_age,
+        max_connection_age_grace=args.max_connection_age_grace,
     )
     logging.getLogger("runstream.cli").info(
         "starting Runstream server on %s with store %s", args.address, describe_store(config)
@@ -459,6 +462,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the event logs of only the N most recently ended runs",
     )
     add_serve_security(serve)
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (time, level, message, run_id, method, "
+        "code, duration_ms)",
+    )
+    serve.add_argument(
+        "--metrics-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the observability extra)",
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="export traces over OTLP/gRPC, e.g. http://collector:4317 (default: "
+        "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or $OTEL_EXPORTER_OTLP_ENDPOINT; none: off)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="at SIGTERM, how long in-flight calls get to finish (streams end at once)",
+    )
+    serve.add_argument(
+        "--max-connection-age",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="ask clients to reconnect after this long (GOAWAY, +-10%% jitter), so "
+        "long-lived watchers rebalance across replicas (default: never)",
+    )
+    serve.add_argument(
+        "--max-connection-age-grace",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="after --max-connection-age, how long open streams may still run "
+        "(default: until they end)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     demo_parser = commands.add_parser(

@@ -88,6 +88,13 @@ def add_dashboard_command(
         "http://dashboards.internal:8080 (repeatable); the page's own origin always is",
     )
     parser.add_argument(
+        "--api-url",
+        default="",
+        metavar="URL",
+        help="serve the page only, calling grpc-web at URL (an Envoy you run, e.g. "
+        "deploy/compose.yaml's); starts no Envoy, so --target has no meaning",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="also run the simulated 17-step campaign and print its page",
@@ -146,6 +153,8 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
     async with contextlib.AsyncExitStack() as stack:
         for signum in (signal.SIGINT, signal.SIGTERM):
             stack.callback(loop.remove_signal_handler, signum)
+        if args.api_url:
+            return await _serve_page_only(args, stop, say)
         target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
         if args.demo and args.target is None:
             target = await stack.enter_async_context(_embedded_server())
@@ -190,6 +199,29 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
         say("Press Ctrl-C to stop.")
         await stop.wait()
         say("Stopping Envoy and the dashboard")
+    return 0
+
+
+async def _serve_page_only(
+    args: argparse.Namespace, stop: asyncio.Event, say: Callable[[str], None]
+) -> int:
+    """The page alone, for a deployment whose Envoy runs elsewhere (`--api-url`)."""
+    if args.demo or args.target:
+        raise CliError("--api-url serves the page only; drop --demo and --target")
+    page = DashboardServer(host=args.host, port=args.port, api_url=args.api_url)
+    try:
+        page.start()
+    except OSError as exc:
+        raise CliError(
+            f"cannot serve the page on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        say(f"Runstream dashboard: {page.url}")
+        say(f"  grpc-web: {args.api_url}")
+        say("Press Ctrl-C to stop.")
+        await stop.wait()
+    finally:
+        page.stop()
     return 0
 
 

@@ -1,0 +1,204 @@
+"""One server interceptor for every request: metrics, the request's log line and its span.
+
+It sits outside the error interceptor, so it sees the final status code of every call. For
+each call it records the request count and duration by method and code, keeps a count of
+open streams by method (watchers, producers, WatchRuns), writes one log line when the call
+ends (DEBUG for successful unary calls, INFO for streams and client errors, WARNING for
+server errors, so a busy server's log is not flooded), and, with tracing on, wraps the call
+in a SERVER span whose parent is the trace context the client sent (W3C traceparent), so a
+producer's trace continues into the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+from grpc import aio
+
+from runstream_server.observability import logs
+from runstream_server.observability.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from runstream_server.observability.tracing import RpcTracer
+
+__all__ = ["RequestInterceptor"]
+
+log = logging.getLogger("runstream.requests")
+
+_SERVER_ERRORS = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNIMPLEMENTED"})
+if TYPE_CHECKING:
+    Context: TypeAlias = aio.ServicerContext[Any, Any]
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+
+
+def _code_of(context: Context, exc: BaseException | None) -> str:
+    code = context.code()
+    if code is not None:
+        if isinstance(code, grpc.StatusCode):
+            return code.name
+        for status in grpc.StatusCode:
+            if status.value[0] == code:
+                return status.name
+    if exc is None:
+        return "OK"
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+class _Call:
+    """One call in progress: what its end records."""
+
+    __slots__ = ("full_method", "interceptor", "method", "run_id", "span", "started", "streaming")
+
+    def __init__(
+        self, interceptor: RequestInterceptor, full_method: str, streaming: bool, run_id: str
+    ) -> None:
+        self.interceptor = interceptor
+        self.full_method = full_method
+        self.method = full_method.rsplit("/", 1)[-1]
+        self.streaming = streaming
+        self.run_id = run_id
+        self.started = time.perf_counter()
+        self.span: Any = None
+        logs.request_scope(full_method, run_id or None)
+
+    def saw_run_id(self, run_id: str) -> None:
+        if run_id and not self.run_id:
+            self.run_id = run_id
+            logs.set_run_id(run_id)
+
+    def finish(self, context: Context, exc: BaseException | None) -> None:
+        seconds = time.perf_counter() - self.started
+        code = _code_of(context, exc)
+        telemetry = self.interceptor.telemetry
+        telemetry.request_finished(self.full_method, code, seconds)
+        if self.streaming:
+            telemetry.stream_closed(self.method)
+        if self.span is not None:
+            self.interceptor.tracer.end(self.span, code)  # type: ignore[union-attr]
+        if code == "OK" and not self.streaming:
+            level = logging.DEBUG
+        elif code in _SERVER_ERRORS:
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        if log.isEnabledFor(level):
+            ms = seconds * 1000
+            log.log(
+                level,
+                "%s %s in %.1f ms",
+                self.full_method,
+                code,
+                ms,
+                extra={
+                    "method": self.full_method,
+                    "code": code,
+                    "duration_ms": round(ms, 3),
+                    "run_id": self.run_id or None,
+                    "peer": context.peer(),
+                },
+            )
+
+
+class RequestInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts, times, logs and (with a tracer) traces every call."""
+
+    def __init__(self, telemetry: Telemetry, tracer: RpcTracer | None = None) -> None:
+        self.telemetry = telemetry
+        self.tracer = tracer
+
+    def _begin(self, full_method: str, streaming: bool, request: Any, context: Context) -> _Call:
+        call = _Call(self, full_method, streaming, getattr(request, "run_id", "") or "")
+        if streaming:
+            self.telemetry.stream_opened(call.method)
+        if self.tracer is not None:
+            call.span = self.tracer.start(full_method, context.invocation_metadata() or ())
+        return call
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        full_method = handler_call_details.method.lstrip("/")
+        if handler.unary_unary is not None:
+            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+                unary_unary=self._unary(full_method, handler.unary_unary)
+            )
+        if handler.unary_stream is not None:
+            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+                unary_stream=self._streaming(full_method, handler.unary_stream, False)
+            )
+        if handler.stream_stream is not None:
+            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+                stream_stream=self._streaming(full_method, handler.stream_stream, True)
+            )
+        if handler.stream_unary is not None:
+            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+                stream_unary=self._client_streaming(full_method, handler.stream_unary)
+            )
+        return handler
+
+    def _unary(self, full_method: str, behavior: Any) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
+            call = self._begin(full_method, False, request, context)
+            failure: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                call.finish(context, failure)
+
+        return unary
+
+    def _streaming(self, full_method: str, behavior: Any, request_streaming: bool) -> Any:
+        async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = self._begin(full_method, True, None if request_streaming else request, context)
+            if request_streaming:
+                request = _watch_requests(request, call)
+            failure: BaseException | None = None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                call.finish(context, failure)
+
+        return streaming
+
+    def _client_streaming(self, full_method: str, behavior: Any) -> Any:
+        async def client_streaming(requests: Any, context: Context) -> Any:
+            call = self._begin(full_method, True, None, context)
+            failure: BaseException | None = None
+            try:
+                return await behavior(_watch_requests(requests, call), context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                call.finish(context, failure)
+
+        return client_streaming
+
+
+async def _watch_requests(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+    """The client's messages as they come; the first that names a run names the call's run."""
+    async for request in requests:
+        if not call.run_id:
+            call.saw_run_id(getattr(request, "run_id", "") or "")
+        yield request

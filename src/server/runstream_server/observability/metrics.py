@@ -1,0 +1,220 @@
+"""Prometheus metrics (the ``prometheus_client`` library), served on ``--metrics-address``.
+
+Names follow Prometheus conventions: a ``runstream_`` prefix, ``_total`` on counters, base
+units (``_seconds``), and bounded label sets only: a method, a status code, an event kind, a
+run status or health, a store operation; never a run id. Counters and histograms are updated
+where things happen; gauges of current state (streams open, runs by status, open decisions)
+are read from :class:`~runstream_server.observability.telemetry.Telemetry` when scraped.
+
+The registry is the server's own, not the library's global one, so several servers in one
+process (tests, the embedded demo) each have theirs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from runstream.v1 import event_pb2, run_pb2
+
+if TYPE_CHECKING:
+    from runstream_server.observability.telemetry import Telemetry
+
+try:
+    import prometheus_client
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+except ImportError:  # pragma: no cover - the observability extra is not installed
+    prometheus_client = None  # type: ignore[assignment]
+    Collector = object  # type: ignore[assignment,misc]
+
+__all__ = ["MetricsUnavailable", "PrometheusMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600)
+_LAG_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
+_ANSWER_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 86400)
+
+
+class MetricsUnavailable(RuntimeError):
+    """The metrics library is not installed."""
+
+
+def _kind_label(kind: int) -> str:
+    try:
+        return event_pb2.EventKind.Name(kind).removeprefix("EVENT_KIND_").lower()
+    except ValueError:
+        return "unknown"
+
+
+KIND_LABELS = {kind: _kind_label(kind) for kind in event_pb2.EventKind.values()}
+STATUS_LABELS = {
+    s: run_pb2.RunStatus.Name(s).removeprefix("RUN_STATUS_").lower()
+    for s in run_pb2.RunStatus.values()
+    if s
+}
+HEALTH_LABELS = {
+    h: run_pb2.RunHealth.Name(h).removeprefix("RUN_HEALTH_").lower()
+    for h in run_pb2.RunHealth.values()
+    if h
+}
+
+
+class _StateCollector(Collector):
+    """Gauges of the server's current state, read from the telemetry at scrape time."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def collect(self) -> Iterator[Any]:
+        t = self._telemetry
+        streams = dict(t.open_streams)
+        for name, method, doc in (
+            ("runstream_watchers", "WatchRun", "Open WatchRun streams (watchers of one run)."),
+            ("runstream_producers", "Report", "Open Report streams (producers)."),
+            ("runstream_watch_runs_streams", "WatchRuns", "Open WatchRuns streams."),
+            ("runstream_interact_streams", "Interact", "Open DecisionService.Interact streams."),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], streams.get(method, 0))
+            yield gauge
+        runs = GaugeMetricFamily(
+            "runstream_runs", "Runs in the store by status.", labels=["status"]
+        )
+        by_status = t.runs.by_status()
+        for status, label in STATUS_LABELS.items():
+            runs.add_metric([label], by_status.get(status, 0))
+        yield runs
+        health = GaugeMetricFamily(
+            "runstream_active_runs", "Runs not yet ended, by health.", labels=["health"]
+        )
+        by_health = t.runs.active_by_health()
+        for value, label in HEALTH_LABELS.items():
+            health.add_metric([label], by_health.get(value, 0))
+        yield health
+        decisions = GaugeMetricFamily(
+            "runstream_decisions_open", "Decisions waiting for an answer."
+        )
+        decisions.add_metric([], t.open_decision_count())
+        yield decisions
+        uptime = GaugeMetricFamily("runstream_uptime_seconds", "Seconds since the server started.")
+        uptime.add_metric([], t.uptime_seconds())
+        yield uptime
+
+
+class PrometheusMetrics:
+    """The server's collectors on its own registry, and the HTTP endpoint that serves them."""
+
+    def __init__(self) -> None:
+        if prometheus_client is None:
+            raise MetricsUnavailable(
+                "metrics need the prometheus-client package: pip install 'runstream[observability]'"
+            )
+        pc = prometheus_client
+        self.registry = pc.CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        pc.ProcessCollector(registry=reg)
+        pc.PlatformCollector(registry=reg)
+        self.rpc_requests = pc.Counter(
+            "runstream_grpc_requests",
+            "gRPC requests handled, by method and status code.",
+            ["method", "code"],
+            registry=reg,
+        )
+        self.rpc_duration = pc.Histogram(
+            "runstream_grpc_request_duration_seconds",
+            "Time from a request's start to its status, by method (streams: their lifetime).",
+            ["method"],
+            buckets=_RPC_BUCKETS,
+            registry=reg,
+        )
+        self.events_appended = pc.Counter(
+            "runstream_events_appended",
+            "Events durably appended, by kind (producers' and the server's own).",
+            ["kind"],
+            registry=reg,
+        )
+        self.append_duration = pc.Histogram(
+            "runstream_append_duration_seconds",
+            "Time one durable append (one batch) took in the store.",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.events_delivered = pc.Counter(
+            "runstream_events_delivered", "Events sent to watchers.", registry=reg
+        )
+        self.watcher_lag = pc.Histogram(
+            "runstream_watcher_lag_events",
+            "How many events a watcher was still behind the run's head after each delivery.",
+            buckets=_LAG_BUCKETS,
+            registry=reg,
+        )
+        self.watcher_overflows = pc.Counter(
+            "runstream_watcher_overflows",
+            "Times a watcher fell too far behind and caught up from the store.",
+            registry=reg,
+        )
+        self.decision_answer = pc.Histogram(
+            "runstream_decision_answer_seconds",
+            "Time from a decision's request to its resolution, by outcome.",
+            ["outcome"],
+            buckets=_ANSWER_BUCKETS,
+            registry=reg,
+        )
+        self.store_errors = pc.Counter(
+            "runstream_store_errors",
+            "Store operations that failed, by operation.",
+            ["operation"],
+            registry=reg,
+        )
+        self.store_conflicts = pc.Counter(
+            "runstream_store_conflicts",
+            "Appends another replica got to first (retried on the fresh head).",
+            registry=reg,
+        )
+        self.store_reconnects = pc.Counter(
+            "runstream_store_reconnects",
+            "Times the shared store's notice subscription (Redis pub/sub) was re-established.",
+            registry=reg,
+        )
+        self._kind_children = {
+            kind: self.events_appended.labels(label) for kind, label in KIND_LABELS.items()
+        }
+        self._http: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def attach(self, telemetry: Telemetry) -> None:
+        """Adds the state gauges read from `telemetry`."""
+        self.registry.register(_StateCollector(telemetry))
+
+    def count_kinds(self, counts: dict[int, int]) -> None:
+        for kind, n in counts.items():
+            child = self._kind_children.get(kind)
+            if child is None:
+                child = self._kind_children[kind] = self.events_appended.labels(_kind_label(kind))
+            child.inc(n)
+
+    def serve(self, address: str) -> int:
+        """Serves /metrics over HTTP on `address` (host:port; port 0 picks one)."""
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        assert prometheus_client is not None
+        try:
+            self._http, self._thread = prometheus_client.start_http_server(
+                int(port), addr=host, registry=self.registry
+            )
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc
+        self.port = int(self._http.server_address[1])
+        return self.port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None

@@ -1,0 +1,173 @@
+"""The store, observed: every durable commit and every store failure passes through here.
+
+Wrapping the :class:`~runstream_server.store.base.EventStore` the run manager writes to is
+the one hook on the write path: whatever code commits events (a producer's batch, an answer,
+a deadline, a stall, a new run), it commits them through ``append``, and what ``append``
+returned without raising is durable. The wrapper times it, hands the committed events and the
+run's new snapshot to :class:`~runstream_server.observability.telemetry.Telemetry`, and
+counts failures of every operation by name (with Redis: the replica's errors talking to
+Redis), lost races to another replica (:class:`HeadMoved`, retried by the caller), failed
+health pings, and reconnects of the notice subscription (each gap notice).
+
+Commits made by other replicas reach this one as notices, not appends: the figures here are
+this replica's own, as Prometheus expects of each scraped target.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from runstream.v1 import run_pb2
+
+from runstream_server.errors import AlreadyExists
+from runstream_server.observability.telemetry import Telemetry
+from runstream_server.store.base import (
+    CommitNotice,
+    EventStore,
+    HeadMoved,
+    NoticeHandler,
+    RunFilter,
+    RunPage,
+    StoredEvent,
+)
+
+__all__ = ["ObservedStore"]
+
+
+class ObservedStore:
+    """An :class:`EventStore` that reports to `telemetry` and otherwise does what `inner` does."""
+
+    def __init__(self, inner: EventStore, telemetry: Telemetry) -> None:
+        self.inner = inner
+        self.shared = inner.shared
+        self._telemetry = telemetry
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend-specific extras (a file path, a connection) stay reachable.
+        return getattr(self.inner, name)
+
+    async def ping(self) -> bool:
+        reachable = await self.inner.ping()
+        if not reachable:
+            self._telemetry.store_failed("ping")
+        return reachable
+
+    async def open(self) -> None:
+        try:
+            await self.inner.open()
+        except Exception:
+            self._telemetry.store_failed("open")
+            raise
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def append(
+        self,
+        run_id: str,
+        events: Sequence[StoredEvent],
+        snapshot: run_pb2.Run,
+        *,
+        expected_seq: int,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            await self.inner.append(run_id, events, snapshot, expected_seq=expected_seq)
+        except AlreadyExists:  # the caller's mistake (a run id in use), not the store's
+            raise
+        except HeadMoved:  # another replica wrote first; the caller reloads and retries
+            self._telemetry.store_conflict()
+            raise
+        except Exception:
+            self._telemetry.store_failed("append")
+            raise
+        self._telemetry.committed(snapshot, events, time.perf_counter() - started)
+
+    async def load_run(self, run_id: str) -> run_pb2.Run | None:
+        try:
+            return await self.inner.load_run(run_id)
+        except Exception:
+            self._telemetry.store_failed("load_run")
+            raise
+
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+        try:
+            return await self.inner.find_keys(run_id, keys)
+        except Exception:
+            self._telemetry.store_failed("find_keys")
+            raise
+
+    async def read_events(
+        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+    ) -> list[StoredEvent]:
+        try:
+            return await self.inner.read_events(run_id, after_seq, limit, kinds)
+        except Exception:
+            self._telemetry.store_failed("read_events")
+            raise
+
+    async def read_last_events(
+        self, run_id: str, kinds: Collection[int], limit: int
+    ) -> list[StoredEvent]:
+        try:
+            return await self.inner.read_last_events(run_id, kinds, limit)
+        except Exception:
+            self._telemetry.store_failed("read_last_events")
+            raise
+
+    async def purge_events(
+        self, *, ended_before_us: int | None, keep_newest: int | None
+    ) -> list[str]:
+        try:
+            return await self.inner.purge_events(
+                ended_before_us=ended_before_us, keep_newest=keep_newest
+            )
+        except Exception:
+            self._telemetry.store_failed("purge_events")
+            raise
+
+    async def list_runs(
+        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+    ) -> RunPage:
+        try:
+            return await self.inner.list_runs(run_filter, page_size, cursor)
+        except Exception:
+            self._telemetry.store_failed("list_runs")
+            raise
+
+    async def follow(self, handler: NoticeHandler) -> None:
+        telemetry = self._telemetry
+
+        def observed(notice: CommitNotice | None) -> None:
+            if notice is None:
+                telemetry.store_reconnected()
+            handler(notice)
+
+        await self.inner.follow(observed)
+
+    async def set_viewers(self, run_id: str, count: int) -> None:
+        try:
+            await self.inner.set_viewers(run_id, count)
+        except Exception:
+            self._telemetry.store_failed("set_viewers")
+            raise
+
+    async def viewers(self, run_id: str) -> int | None:
+        try:
+            return await self.inner.viewers(run_id)
+        except Exception:
+            self._telemetry.store_failed("viewers")
+            raise
+
+    async def count_runs(self) -> None:
+        """Tallies every stored run by status, once at start, through the store's listing."""
+        cursor: tuple[int, str] | None = None
+        while True:
+            page = await self.list_runs(RunFilter(), 1000, cursor)
+            for run in page.runs:
+                self._telemetry.runs.count(run)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor

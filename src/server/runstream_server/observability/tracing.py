@@ -1,0 +1,287 @@
+"""OpenTelemetry traces: a SERVER span per request, and each run exported as a trace.
+
+Enabled by ``--otlp-endpoint`` or the standard ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` /
+``OTEL_EXPORTER_OTLP_ENDPOINT`` variables; spans go out over OTLP/gRPC in batches, and the
+service is named by ``OTEL_SERVICE_NAME`` (default ``runstream``) with
+``OTEL_RESOURCE_ATTRIBUTES`` added. The server keeps a tracer provider of its own rather than
+the process-wide one, so an application that embeds the server keeps its own tracing.
+
+- :class:`RpcTracer`: one SERVER span per call, named ``package.Service/Method``, child of
+  the trace context the client sent (W3C ``traceparent`` metadata, which the SDK sends when
+  the producer runs inside a span), with ``rpc.*`` attributes and the status code.
+- :class:`RunTracer`: a run is a root span ``run WORKFLOW`` from its creation to its end
+  (child of the CreateRun call's span, so it joins the producer's trace when there is one);
+  each step is a child span ``step STEP_ID`` with its agent, status and duration; decisions,
+  errors, alerts and recoveries are span events at the time they happened. The spans carry
+  the events' own times, so the trace shows the run as it happened. A run that was already
+  under way when the server started is not traced (its root span was never opened here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from runstream.v1 import event_pb2, run_pb2
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError:  # pragma: no cover - the observability extra is not installed
+    TracerProvider = None  # type: ignore[assignment,misc]
+
+__all__ = ["RpcTracer", "RunTracer", "TracingUnavailable", "otlp_endpoint", "tracer_provider"]
+
+MAX_TRACED_RUNS = 10_000
+"""Runs whose spans stay open at once; past that the oldest run's trace is dropped."""
+
+
+class TracingUnavailable(RuntimeError):
+    """The OpenTelemetry packages are not installed."""
+
+
+def otlp_endpoint(flag: str | None) -> str | None:
+    """The flag's endpoint, else the standard environment variables', else None (off)."""
+    return (
+        flag
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or None
+    )
+
+
+def tracer_provider(endpoint: str) -> Any:
+    """A provider exporting to `endpoint` over OTLP/gRPC (plaintext unless https://)."""
+    if TracerProvider is None:
+        raise TracingUnavailable(
+            "tracing needs the OpenTelemetry packages: pip install 'runstream[observability]'"
+        )
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    defaults = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": "runstream"}
+    provider = TracerProvider(resource=Resource.create(defaults))
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+class RpcTracer:
+    """SERVER spans for calls, continuing the caller's trace."""
+
+    def __init__(self, provider: Any) -> None:
+        self._tracer = provider.get_tracer("runstream.server")
+
+    def start(self, full_method: str, metadata: Iterable[tuple[str, Any]]) -> Any:
+        carrier = {key: value for key, value in metadata if isinstance(value, str)}
+        parent = propagate.extract(carrier)
+        service, _, method = full_method.partition("/")
+        span = self._tracer.start_span(
+            full_method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method},
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+    def end(self, handle: Any, code: str) -> None:
+        span, token = handle
+        span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
+        if code != "OK":
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.end()
+        with contextlib.suppress(Exception):
+            otel_context.detach(token)
+
+
+@dataclass
+class _RunSpans:
+    root: Any
+    steps: dict[str, Any] = field(default_factory=dict)
+
+
+def _when(event: event_pb2.RunEvent) -> int:
+    return event.event_time.ToNanoseconds()
+
+
+class RunTracer:
+    """Turns each run's committed events into its trace."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self._tracer = provider.get_tracer("runstream.runs")
+        self._runs: dict[str, _RunSpans] = {}
+
+    def committed(self, run: run_pb2.Run, events: Sequence[event_pb2.RunEvent]) -> None:
+        for event in events:
+            self._apply(run, event)
+
+    def _apply(self, run: run_pb2.Run, event: event_pb2.RunEvent) -> None:
+        which = event.WhichOneof("payload")
+        if which == "run_created":
+            self._open_run(run, event)
+            return
+        spans = self._runs.get(run.run_id)
+        if spans is None:
+            return
+        at = _when(event)
+        root = spans.root
+        if which == "step_started":
+            self._open_step(run, spans, event.step_started, at)
+        elif which == "step_completed":
+            done = event.step_completed
+            self._close_step(spans, done.step_id, "completed", at, summary=done.summary)
+        elif which == "step_failed":
+            failed = event.step_failed
+            step = spans.steps.get(failed.step_id, root)
+            step.add_event("error", _error_attributes(failed.error), timestamp=at)
+            self._close_step(spans, failed.step_id, "failed", at, error=failed.error.message)
+        elif which == "step_skipped":
+            skipped = event.step_skipped
+            self._close_step(spans, skipped.step_id, "skipped", at, summary=skipped.reason)
+        elif which == "decision_requested":
+            asked = event.decision_requested
+            root.add_event(
+                "decision.requested",
+                {
+                    "runstream.decision_id": asked.decision_id,
+                    "runstream.decision.prompt": asked.prompt,
+                    "runstream.decision.options": [o.value for o in asked.options],
+                },
+                timestamp=at,
+            )
+        elif which == "decision_resolved":
+            resolved = event.decision_resolved
+            outcome = event_pb2.DecisionOutcome.Name(resolved.outcome)
+            root.add_event(
+                "decision.resolved",
+                {
+                    "runstream.decision_id": resolved.decision_id,
+                    "runstream.decision.outcome": outcome.removeprefix("DECISION_OUTCOME_"),
+                    "runstream.decision.choice": resolved.choice,
+                    "runstream.decision.answered_by": resolved.answered_by,
+                },
+                timestamp=at,
+            )
+        elif which == "error_recovery":
+            recovery = event.error_recovery
+            self._current(run, spans).add_event(
+                "error_recovery",
+                {
+                    "error.message": recovery.error_message,
+                    "runstream.recovery_strategy": recovery.recovery_strategy,
+                    "runstream.can_continue": recovery.can_continue,
+                },
+                timestamp=at,
+            )
+        elif which == "alert":
+            alert = event.alert
+            self._current(run, spans).add_event(
+                "alert",
+                {"runstream.alert.code": alert.code, "runstream.alert.message": alert.message},
+                timestamp=at,
+            )
+        elif which in ("run_completed", "run_failed", "run_cancelled"):
+            self._close_run(run, spans, event, at)
+
+    def _open_run(self, run: run_pb2.Run, event: event_pb2.RunEvent) -> None:
+        created = event.run_created
+        # The current context is the CreateRun call's span when requests are traced.
+        root = self._tracer.start_span(
+            f"run {created.workflow}",
+            context=otel_context.get_current(),
+            kind=SpanKind.INTERNAL,
+            start_time=_when(event),
+            attributes={
+                "runstream.run_id": run.run_id,
+                "runstream.workflow": created.workflow,
+                "runstream.display_name": created.display_name,
+                "runstream.steps": len(created.steps),
+            },
+        )
+        self._runs[run.run_id] = _RunSpans(root)
+        while len(self._runs) > MAX_TRACED_RUNS:
+            del self._runs[next(iter(self._runs))]
+
+    def _open_step(
+        self, run: run_pb2.Run, spans: _RunSpans, started: event_pb2.StepStarted, at: int
+    ) -> None:
+        agent = started.agent or next(
+            (s.agent for s in run.steps if s.step_id == started.step_id), ""
+        )
+        spans.steps[started.step_id] = self._tracer.start_span(
+            f"step {started.step_id}",
+            context=trace.set_span_in_context(spans.root),
+            kind=SpanKind.INTERNAL,
+            start_time=at,
+            attributes={
+                "runstream.run_id": run.run_id,
+                "runstream.step_id": started.step_id,
+                "runstream.step.name": started.name,
+                "runstream.agent": agent,
+            },
+        )
+
+    def _close_step(
+        self,
+        spans: _RunSpans,
+        step_id: str,
+        status: str,
+        at: int,
+        *,
+        summary: str = "",
+        error: str = "",
+    ) -> None:
+        span = spans.steps.pop(step_id, None)
+        if span is None:
+            return
+        span.set_attribute("runstream.step.status", status)
+        span.set_attribute("runstream.step.duration_ms", (at - span.start_time) / 1e6)
+        if summary:
+            span.set_attribute("runstream.step.summary", summary)
+        if error:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=at)
+
+    @staticmethod
+    def _current(run: run_pb2.Run, spans: _RunSpans) -> Any:
+        return spans.steps.get(run.current_step_id, spans.root)
+
+    def _close_run(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        del self._runs[run.run_id]
+        for step_id in list(spans.steps):
+            self._close_step(spans, step_id, "unfinished", at)
+        root = spans.root
+        status = run_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_")
+        root.set_attribute("runstream.status", status)
+        root.set_attribute("runstream.events", run.last_seq)
+        if event.HasField("run_failed"):
+            root.add_event("error", _error_attributes(event.run_failed.error), timestamp=at)
+            root.set_status(Status(StatusCode.ERROR, event.run_failed.error.message))
+        elif event.HasField("run_cancelled"):
+            cancelled = event.run_cancelled
+            root.add_event(
+                "cancelled",
+                {"runstream.reason": cancelled.reason, "runstream.by": cancelled.cancelled_by},
+                timestamp=at,
+            )
+        root.end(end_time=at)
+
+    def close(self) -> None:
+        """Exports what is finished; runs still open are not exported half-done."""
+        self._runs.clear()
+        self.provider.shutdown()
+
+
+def _error_attributes(error: run_pb2.ErrorInfo) -> dict[str, str]:
+    return {"error.code": error.code, "error.message": error.message}

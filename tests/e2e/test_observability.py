@@ -1,0 +1,127 @@
+"""`runstream serve` as operators run it: JSON logs, metrics and keepalive flags, for real.
+
+The server is a real subprocess; its log is read line by line as a log pipeline would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import runstream
+
+from tests.conftest import ServerProcess, free_port
+
+
+def log_lines(server: ServerProcess) -> list[dict[str, Any]]:
+    text = server.store_path.with_suffix(".log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+async def test_json_logs_parse_line_by_line_and_carry_run_ids(tmp_path: Path) -> None:
+    server = ServerProcess(
+        port=free_port(),
+        store_path=tmp_path / "runstream.db",
+        extra=("--log-format", "json", "--max-connection-age", "600"),
+    )
+    server.start()
+    try:
+        async with runstream.connect(server.target) as client:
+            run = await client.start_run("campaign", steps=["a"])
+            async with run:
+                async with run.step("a"):
+                    pass
+                await run.complete()
+            for _ in range(20):  # successful unary calls: not one line each at INFO
+                await client.get_run(run.run_id)
+            with pytest.raises(runstream.NotFoundError):
+                await client.get_run("missing-run")
+            events = [e async for e in client.watch(run.run_id)]
+            assert events[-1].kind == runstream.EventKind.RUN_COMPLETED
+    finally:
+        assert server.terminate() == 0
+    lines = log_lines(server)  # every line is one JSON object, or json.loads raised
+    assert lines, "the server logged nothing"
+    for line in lines:
+        assert {"time", "level", "logger", "message"} <= line.keys()
+        assert line["time"].endswith("+00:00")
+    requests = [line for line in lines if line["logger"] == "runstream.requests"]
+    get_runs = [line for line in requests if line["method"] == "runstream.v1.RunService/GetRun"]
+    assert [(line["code"], line["run_id"], line["level"]) for line in get_runs] == [
+        ("NOT_FOUND", "missing-run", "info")
+    ]
+    watch = [line for line in requests if line["method"] == "runstream.v1.RunService/WatchRun"]
+    assert len(watch) == 1 and watch[0]["run_id"] == run.run_id and watch[0]["code"] == "OK"
+    assert watch[0]["duration_ms"] >= 0
+    report = [line for line in requests if line["method"] == "runstream.v1.ReportService/Report"]
+    assert report and all(line["run_id"] == run.run_id for line in report)
+    assert any(line["message"] == "stopped" for line in lines)
+
+
+async def test_metrics_flag_serves_prometheus_text(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    server = ServerProcess(
+        port=free_port(),
+        store_path=tmp_path / "runstream.db",
+        extra=("--metrics-address", f"127.0.0.1:{metrics_port}"),
+    )
+    server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            await channel.channel_ready()
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return str(response.read().decode())
+
+        text = await asyncio.to_thread(scrape)
+        assert "# TYPE runstream_events_appended_total counter" in text
+        assert "runstream_uptime_seconds" in text
+    finally:
+        assert server.terminate() == 0
+
+
+async def test_dashboard_page_only_mode_points_the_page_at_an_external_envoy() -> None:
+    """compose.yaml's dashboard service: the page alone, calling the Envoy it is told about."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(  # noqa: ASYNC220 - starts the page server and returns at once
+        [
+            sys.executable,
+            "-m",
+            "runstream.cli.main",
+            "dashboard",
+            "--port",
+            "0",
+            "--api-url",
+            "http://localhost:8081",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = await asyncio.to_thread(process.stdout.readline)
+        assert first.startswith("Runstream dashboard: http://127.0.0.1:"), first
+        url = first.split(": ", 1)[1].strip()
+
+        def fetch(path: str) -> bytes:
+            with urllib.request.urlopen(url + path, timeout=10) as response:
+                return bytes(response.read())
+
+        config = json.loads(await asyncio.to_thread(fetch, "config.json"))
+        assert config["api_url"] == "http://localhost:8081"
+        assert b"<html" in (await asyncio.to_thread(fetch, "")).lower()
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+        if process.stdout is not None:
+            process.stdout.close()

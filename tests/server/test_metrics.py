@@ -1,0 +1,216 @@
+"""Prometheus metrics: scraped over real HTTP before and after a run, parsed by Prometheus's
+own parser (prometheus_client.parser), and moved by exactly what the run did."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import runstream
+from prometheus_client.parser import text_string_to_metric_families
+from runstream import DecisionState, RunStatus
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.clients.support import eventually
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunstreamServer]:
+    config = ServerConfig(
+        address="127.0.0.1:0",
+        store_path=tmp_path / "runstream.db",
+        metrics_address="127.0.0.1:0",
+    )
+    srv = RunstreamServer(config)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop(grace=0.5)
+
+
+def _scrape_blocking(port: int) -> tuple[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.headers.get("Content-Type", ""), response.read().decode()
+
+
+async def scrape(server: RunstreamServer) -> Samples:
+    """Every sample on /metrics, parsed with the Prometheus text-format parser."""
+    content_type, text = await asyncio.to_thread(_scrape_blocking, server.metrics_port)
+    assert content_type.startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_counters_and_histograms_move_by_what_a_run_did(server: RunstreamServer) -> None:
+    before = await scrape(server)
+    assert value(before, "runstream_watchers") == 0
+    async with (
+        runstream.connect(server.target) as producer,
+        runstream.connect(server.target) as viewer,
+    ):
+        run = await producer.start_run("campaign", steps=["research", "persona", "copy"])
+        seen: list[runstream.Event] = []
+
+        async def follow() -> None:
+            async for event in viewer.watch(run.run_id):
+                seen.append(event)
+
+        watching = asyncio.create_task(follow())
+        await eventually(lambda: server.telemetry is not None and bool(seen))
+        during = await scrape(server)
+        assert value(during, "runstream_watchers") == 1
+        assert value(during, "runstream_producers") == 1
+        assert (
+            value(during, "runstream_runs", status="running") >= 1
+            or value(during, "runstream_runs", status="pending") >= 1
+        )
+
+        async with run:
+            async with run.step("research"):
+                pass
+            async with run.step("persona"):
+                asking = asyncio.create_task(
+                    run.ask("Which persona?", ["hiker", "runner"], timeout=timedelta(minutes=5))
+                )
+                for _ in range(2000):
+                    open_now = await viewer.list_decisions(run.run_id, state=DecisionState.OPEN)
+                    if open_now:
+                        break
+                    await asyncio.sleep(0.01)
+                asked = await scrape(server)
+                assert value(asked, "runstream_decisions_open") == 1
+                decision_id = open_now[0].decision_id
+                await viewer.submit_decision(run.run_id, decision_id, "runner", answered_by="ana")
+                assert (await asyncio.wait_for(asking, 20)).choice == "runner"
+            async with run.step("copy"):
+                pass
+            await run.complete(summary="done")
+        await asyncio.wait_for(watching, 20)
+        with pytest.raises(runstream.NotFoundError):
+            await viewer.get_run("no-such-run")
+        final = await viewer.get_run(run.run_id)
+        assert final.status == RunStatus.SUCCEEDED
+
+    after = await scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("runstream_events_appended_total", kind="run_created") == 1
+    assert moved("runstream_events_appended_total", kind="step_started") == 3
+    assert moved("runstream_events_appended_total", kind="step_completed") == 3
+    assert moved("runstream_events_appended_total", kind="decision_requested") == 1
+    assert moved("runstream_events_appended_total", kind="decision_resolved") == 1
+    assert moved("runstream_events_appended_total", kind="run_completed") == 1
+    appended = sum(
+        v - value(before, n, **dict(labels))
+        for (n, labels), v in after.items()
+        if n == "runstream_events_appended_total"
+    )
+    assert appended == final.last_seq  # every event of the run, counted once
+    # The watcher got every event once; the delivery counter says so.
+    assert moved("runstream_events_delivered_total") == len(seen) == final.last_seq
+    assert moved("runstream_watcher_lag_events_count") >= 1
+    # Watchers and producers up, then down again.
+    assert value(after, "runstream_watchers") == 0
+    assert value(after, "runstream_producers") == 0
+    # The decision's answer time: one observation, answered, within the 5 minutes.
+    assert moved("runstream_decision_answer_seconds_count", outcome="answered") == 1
+    answer_seconds = moved("runstream_decision_answer_seconds_sum", outcome="answered")
+    assert 0 <= answer_seconds < 300
+    assert value(after, "runstream_decisions_open") == 0
+    # Runs by status, and durable appends timed.
+    assert moved("runstream_runs", status="succeeded") == 1
+    assert value(after, "runstream_runs", status="running") == 0
+    assert moved("runstream_append_duration_seconds_count") >= 1
+    # Requests by method and code, including the failed one.
+    assert (
+        moved(
+            "runstream_grpc_requests_total", method="runstream.v1.RunService/CreateRun", code="OK"
+        )
+        == 1
+    )
+    assert (
+        moved(
+            "runstream_grpc_requests_total",
+            method="runstream.v1.RunService/GetRun",
+            code="NOT_FOUND",
+        )
+        == 1
+    )
+    assert (
+        moved(
+            "runstream_grpc_request_duration_seconds_count",
+            method="runstream.v1.RunService/WatchRun",
+        )
+        == 1
+    )
+    assert value(after, "runstream_store_errors_total", operation="append") == 0
+    # Never a run id as a label.
+    assert not any(run.run_id in str(labels) for (_, labels) in after)
+
+
+async def test_runs_by_status_are_counted_from_the_store_at_start(tmp_path: Path) -> None:
+    """A restarted server reports the runs it already had, not only those it saw created."""
+    store = tmp_path / "runstream.db"
+    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
+    await first.start()
+    try:
+        async with runstream.connect(first.target) as client:
+            done = await client.start_run("wf", steps=["a"])
+            async with done:
+                await done.complete()
+            await client.start_run("wf", steps=["a"])  # left running
+    finally:
+        await first.stop(grace=0.5)
+    second = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=store, metrics_address="127.0.0.1:0")
+    )
+    await second.start()
+    try:
+        samples = await scrape(second)
+        assert value(samples, "runstream_runs", status="succeeded") == 1
+        assert (
+            value(samples, "runstream_runs", status="pending")
+            + value(samples, "runstream_runs", status="running")
+            == 1
+        )
+        assert (
+            value(samples, "runstream_active_runs", health="healthy")
+            + value(samples, "runstream_active_runs", health="unspecified")
+            <= 1
+        )
+    finally:
+        await second.stop(grace=0.5)
+
+
+async def test_a_busy_metrics_port_is_refused_and_nothing_is_left_running(tmp_path: Path) -> None:
+    first = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0", store_path=tmp_path / "a.db", metrics_address="127.0.0.1:0"
+        )
+    )
+    await first.start()
+    try:
+        busy = f"127.0.0.1:{first.metrics_port}"
+        second = RunstreamServer(
+            ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "b.db", metrics_address=busy)
+        )
+        with pytest.raises(OSError, match="cannot serve metrics on"):
+            await second.start()
+    finally:
+        await first.stop(grace=0.5)
