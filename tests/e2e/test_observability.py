@@ -27,7 +27,7 @@ async def test_json_logs_parse_line_by_line_and_carry_run_ids(tmp_path: Path) ->
     server = ServerProcess(
         port=free_port(),
         store_path=tmp_path / "runstream.db",
-        extra=("--log-format", "json", "--max-connection-age", "600"),
+        extra=("--log-format", "json", "--log-level", "debug", "--max-connection-age", "600"),
     )
     server.start()
     try:
@@ -37,8 +37,7 @@ async def test_json_logs_parse_line_by_line_and_carry_run_ids(tmp_path: Path) ->
                 async with run.step("a"):
                     pass
                 await run.complete()
-            for _ in range(20):  # successful unary calls: not one line each at INFO
-                await client.get_run(run.run_id)
+            await client.get_run(run.run_id)
             with pytest.raises(runstream.NotFoundError):
                 await client.get_run("missing-run")
             events = [e async for e in client.watch(run.run_id)]
@@ -52,9 +51,12 @@ async def test_json_logs_parse_line_by_line_and_carry_run_ids(tmp_path: Path) ->
         assert line["time"].endswith("+00:00")
     requests = [line for line in lines if line["logger"] == "runstream.requests"]
     get_runs = [line for line in requests if line["method"] == "runstream.v1.RunService/GetRun"]
-    assert [(line["code"], line["run_id"], line["level"]) for line in get_runs] == [
-        ("NOT_FOUND", "missing-run", "info")
+    assert [(line["code"], line["run_id"]) for line in get_runs] == [
+        ("OK", run.run_id),
+        ("NOT_FOUND", "missing-run"),
     ]
+    # One line per call at DEBUG: the default level (INFO) is not flooded by requests.
+    assert {line["level"] for line in requests} == {"debug"}
     watch = [line for line in requests if line["method"] == "runstream.v1.RunService/WatchRun"]
     assert len(watch) == 1 and watch[0]["run_id"] == run.run_id and watch[0]["code"] == "OK"
     assert watch[0]["duration_ms"] >= 0

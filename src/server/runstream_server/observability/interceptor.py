@@ -3,8 +3,9 @@
 It sits outside the error interceptor, so it sees the final status code of every call. For
 each call it records the request count and duration by method and code, keeps a count of
 open streams by method (watchers, producers, WatchRuns), writes one log line when the call
-ends (DEBUG for successful unary calls, INFO for streams and client errors, WARNING for
-server errors, so a busy server's log is not flooded), and, with tracing on, wraps the call
+ends (DEBUG, so ``--log-level debug`` shows every call and the default INFO shows none: a
+busy server or a client sending garbage cannot flood the log; WARNING for server errors),
+and, with tracing on, wraps the call
 in a SERVER span whose parent is the trace context the client sent (W3C traceparent), so a
 producer's trace continues into the server.
 """
@@ -82,12 +83,7 @@ class _Call:
             telemetry.stream_closed(self.method)
         if self.span is not None:
             self.interceptor.tracer.end(self.span, code)  # type: ignore[union-attr]
-        if code == "OK" and not self.streaming:
-            level = logging.DEBUG
-        elif code in _SERVER_ERRORS:
-            level = logging.WARNING
-        else:
-            level = logging.INFO
+        level = logging.WARNING if code in _SERVER_ERRORS else logging.DEBUG
         if log.isEnabledFor(level):
             ms = seconds * 1000
             log.log(
