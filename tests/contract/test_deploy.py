@@ -118,6 +118,13 @@ def test_the_server_deployment_agrees_with_the_cli_and_itself() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["RUNSTREAM_STORE"]["valueFrom"]["secretKeyRef"]["name"] == "runstream-redis"
     assert "redis://" not in json.dumps(container)
+    # Tokens are verified with a key mounted from a Secret, so the server may listen on 0.0.0.0.
+    key = Path(env["RUNSTREAM_JWT_PUBLIC_KEY"]["value"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (jwt_volume,) = [n for n, path in mounts.items() if Path(path) == key.parent]
+    assert volumes[jwt_volume]["secret"]["secretName"] == "runstream-jwt"
+    assert not args.insecure_no_auth
     assert deployment["spec"]["replicas"] >= 2
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     for kind in ("Service", "PodDisruptionBudget"):
