@@ -19,7 +19,7 @@ EXPECTED_EXPORTS = {
     "EstimateUpdated", "DecisionOption",
     "DecisionRequested", "DecisionResolved", "Custom",
     "Decision", "DecisionResult", "DecisionPrompt", "DecisionClosed", "AnswerResult",
-    "InteractionUpdate", "Target", "RunDetails", "RunsUpdate",
+    "InteractionUpdate", "Target", "RunDetails", "RunsUpdate", "ServerStats",
     # enums
     "EventKind", "RunStatus", "StepStatus", "RunHealth", "Severity", "ActivityType",
     "MilestoneType", "DecisionOutcome", "ControlAction", "StatusCode", "DecisionState",

@@ -51,6 +51,7 @@ RECIPES = {
     "list-runs",
     "list-running-runs",
     "watch-run",
+    "get-stats",  # run by tests/e2e/test_stats.py
 }
 RECIPE_BLOCK = re.compile(
     r"<!-- grpcurl-recipe: (?P<name>[\w-]+) -->\s*```(?:sh|bash|shell)\n(?P<body>.*?)```", re.S

@@ -9,11 +9,13 @@ clients resume elsewhere), in-flight unary calls get the grace period to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -30,6 +32,8 @@ from runstream.v1 import (
     run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
+    stats_service_pb2,
+    stats_service_pb2_grpc,
 )
 
 from runstream_server.api.decision_service import DecisionServicer
@@ -37,6 +41,7 @@ from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.errors import ErrorInterceptor
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
+from runstream_server.api.stats_service import StatsServicer
 from runstream_server.auth.edge import SecurityConfig, auth_interceptors, check_exposure, listen
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
@@ -64,6 +69,7 @@ SERVICE_NAMES = (
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
     decision_service_pb2.DESCRIPTOR.services_by_name["DecisionService"].full_name,
+    stats_service_pb2.DESCRIPTOR.services_by_name["StatsService"].full_name,
 )
 
 
@@ -218,6 +224,15 @@ class RunstreamServer:
         decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(  # type: ignore[no-untyped-call]
             DecisionServicer(self.runs), server
         )
+        stats_service_pb2_grpc.add_StatsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            StatsServicer(
+                telemetry,
+                version=_version(),
+                store_kind="redis" if config.store_url else "sqlite",
+                store_size=self._store_size,
+            ),
+            server,
+        )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -271,6 +286,17 @@ class RunstreamServer:
                 serving = reachable
                 log.warning("store %s", "reachable again" if reachable else "unreachable")
                 await self._set_serving(serving)
+
+    def _store_size(self) -> int:
+        """Bytes of the SQLite database and its write-ahead log; 0 for a Redis store."""
+        if self.config.store_url:
+            return 0
+        path = self.config.store_path
+        total = 0
+        for file in (path, path.with_name(path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += file.stat().st_size
+        return total
 
     def _options(self) -> list[tuple[str, int]]:
         config = self.config
@@ -346,6 +372,13 @@ def describe_store(config: ServerConfig) -> str:
 
         return redact(config.store_url)
     return str(config.store_path)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("runstream")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
 
 
 async def serve_forever(config: ServerConfig) -> None:

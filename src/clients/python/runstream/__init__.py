@@ -53,6 +53,7 @@ from runstream._errors import (
 )
 from runstream._interaction import Interaction
 from runstream._reporter import RunReporter, StepReporter
+from runstream._stats import ServerStats
 from runstream._types import (
     ActiveAgent,
     ActivityType,
@@ -178,6 +179,7 @@ __all__ = [
     "RunStatusChanged",
     "RunsUpdate",
     "RunstreamError",
+    "ServerStats",
     "Severity",
     "StatusCode",
     "Step",

@@ -21,6 +21,7 @@ from runstream._errors import RunstreamError, error_from_rpc
 from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
 from runstream._retry import Backoff, is_retryable
+from runstream._stats import ServerStats, stats_from_pb
 from runstream._types import (
     Decision,
     DecisionState,
@@ -40,6 +41,8 @@ from runstream.v1 import (
     report_service_pb2_grpc,
     run_service_pb2,
     run_service_pb2_grpc,
+    stats_service_pb2,
+    stats_service_pb2_grpc,
 )
 
 __all__ = ["Client", "connect"]
@@ -131,6 +134,7 @@ class Client:
         self._run_stub: Any = None
         self._report_stub: Any = None
         self._decision_stub: Any = None
+        self._stats_stub: Any = None
         self._reporters: weakref.WeakSet[RunReporter] = weakref.WeakSet()
         self._closed = False
 
@@ -159,6 +163,9 @@ class Client:
                 self._channel
             )
             self._decision_stub = decision_service_pb2_grpc.DecisionServiceStub(  # type: ignore[no-untyped-call]
+                self._channel
+            )
+            self._stats_stub = stats_service_pb2_grpc.StatsServiceStub(  # type: ignore[no-untyped-call]
                 self._channel
             )
 
@@ -537,6 +544,15 @@ class Client:
             convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by),
         )
         return convert.decision_from_pb(response.decision)
+
+    async def get_stats(self) -> ServerStats:
+        """The figures of the server replica that answers (StatsService.GetStats).
+        PermissionDeniedError unless the token has the admin role, when tokens are required."""
+        self._ensure_channel()
+        response: stats_service_pb2.GetStatsResponse = await self._unary(
+            self._stats_stub.GetStats, stats_service_pb2.GetStatsRequest()
+        )
+        return stats_from_pb(response.stats)
 
     async def get_decision(self, run_id: str, decision_id: str) -> Decision:
         """One decision of a run. NotFoundError when the run or decision is unknown."""

@@ -20,6 +20,7 @@ PUBLIC_SERVICES = (
 _RUN = "/runstream.v1.RunService/"
 _REPORT = "/runstream.v1.ReportService/"
 _DECISION = "/runstream.v1.DecisionService/"
+_STATS = "/runstream.v1.StatsService/"
 
 ROLE_BY_METHOD: dict[str, Role] = {
     _RUN + "CreateRun": Role.PRODUCER,
@@ -38,6 +39,8 @@ ROLE_BY_METHOD: dict[str, Role] = {
     _RUN + "ResumeRun": Role.OPERATOR,
     _DECISION + "SubmitDecision": Role.OPERATOR,
     _DECISION + "Interact": Role.OPERATOR,
+    # Server-wide figures count every tenant's runs: admins only.
+    _STATS + "GetStats": Role.ADMIN,
 }
 
 

@@ -38,6 +38,7 @@ from .auth import (
 from .errors import CliError
 from .fmt import run_status_text
 from .render import follow_run, print_run_header
+from .stats import show_stats
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV = "RUNSTREAM_TARGET"
@@ -223,6 +224,17 @@ def cmd_get(args: argparse.Namespace) -> int:
             await tables.show_run(client, console, args.run_id)
 
     run_async(get())
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    console = make_console()
+
+    async def stats() -> None:
+        async with connect(args) as client:
+            await show_stats(client, console, as_json=args.json)
+
+    run_async(stats())
     return 0
 
 
@@ -627,6 +639,18 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("run_id", metavar="RUN_ID", help="the run to show")
     _add_target(get)
     get.set_defaults(handler=cmd_get)
+
+    stats = commands.add_parser(
+        "stats",
+        help="show a server's key figures (GetStats)",
+        description="Show the figures of the server replica that answers: uptime, runs by "
+        "status, open streams, events appended and delivered in the last minute, append "
+        "latency p50/p99, store size.",
+        formatter_class=_Formatter,
+    )
+    stats.add_argument("--json", action="store_true", help="print one JSON object instead")
+    _add_target(stats)
+    stats.set_defaults(handler=cmd_stats)
 
     steps = commands.add_parser(
         "steps",
