@@ -92,6 +92,10 @@ class ServerConfig:
     """Events buffered per watcher before it falls back to reading the store."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest gRPC message accepted; larger ones get RESOURCE_EXHAUSTED."""
+    accept_backlog: int = 20_000
+    """New calls the gRPC core holds while the event loop takes on a burst (thousands of
+    watchers connecting at once). Past it, new calls get CANCELLED: at random up to twice
+    this many, all of them beyond. gRPC's own default (1,000) refuses such bursts."""
     limits: Limits = field(default_factory=Limits)
     insight: InsightPolicy = field(default_factory=InsightPolicy)
     """When runs count as stalled, how estimates learn, when speed milestones fire."""
@@ -194,7 +198,11 @@ class RunstreamServer:
         await self._store.count_runs()
         self.runs = RunManager(
             self._store,
-            Hub(config.watcher_buffer_events),
+            Hub(
+                config.watcher_buffer_events,
+                page_events=config.limits.watch_page_events,
+                page_bytes=config.limits.watch_page_bytes,
+            ),
             config.limits,
             config.insight,
             config.retention,
@@ -312,6 +320,8 @@ class RunstreamServer:
             ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.server.max_pending_requests", config.accept_backlog),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * config.accept_backlog),
         ]
         if config.max_connection_age is not None:
             options.append(("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)))

@@ -110,7 +110,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         """Yields pre-encoded WatchRunResponse bytes (see ``raw_response_methods``).
 
         Event batches are the concatenation of events encoded once at append time, so a
-        hundred watchers cost a hundred writes, not a hundred serializations.
+        hundred watchers cost a hundred writes, not a hundred serializations, and the bytes
+        go out as the hub made them.
         """
         heartbeat = self._heartbeat(request)
         items = self._runs.watch(
@@ -122,8 +123,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
             keep_open=request.keep_open,
         )
         async for item in items:
-            if isinstance(item, list):
-                yield b"".join(event.framed for event in item)
+            if type(item) is bytes:  # the encoded events of one response, as the hub made them
+                yield item
             elif isinstance(item, Heartbeat):
                 beat = pb.Heartbeat(
                     head_seq=item.head_seq, server_time=to_timestamp(item.server_time)

@@ -1,95 +1,302 @@
 """Live fan-out: durable events to each run's watchers, run-level changes to WatchRuns.
 
-Publishing never blocks and never waits for a watcher: each subscription has a bounded
-buffer, and a watcher that falls more than ``max_pending`` events behind is marked overflowed
-and its buffer dropped. The watcher then reads what it missed from the store, which has every
-event already (the hub only ever sees durable events), so falling behind costs a read, never
-an event.
+What one commit costs per watcher is what decides how many watchers a core serves, so the
+path is kept short. :meth:`Hub.publish` runs once per commit, right after the commit is
+durable: it encodes the batch once (a WatchRunResponse's ``events`` field is the
+concatenation of its pre-framed events) and, in one loop over the run's subscriptions, hands
+the bytes to each one and wakes its stream if it sleeps. A stream that is still sending its
+previous message finds everything that arrived meanwhile waiting for it, and sends it as one
+message: events coalesce under load without any added delay when the stream is idle.
+
+Publishing never blocks and never waits for a watcher. A subscription holds at most
+``max_pending`` events; beyond that (or when a batch does not follow on from its cursor) it
+drops what it holds and falls *behind*: its stream then reads what it missed from the store,
+which has every event already, since the hub only ever sees durable events. While behind, a
+subscription is skipped by publish altogether, so a catching-up watcher costs nothing here.
+
+Idle streams need heartbeats. Instead of a timer per stream, one :class:`HeartbeatClock` per
+server keeps a heap of when each stream would next be due, and one event-loop timer for the
+earliest; a stream's deadline moves only when the clock comes to it, so a delivery costs one
+attribute write, not a timer reset.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from runstream.v1 import run_pb2
 
 from runstream_server.domain.events import EncodedEvent
 
+# Heartbeats fire this many seconds early rather than wait for another turn of the clock.
+_BEAT_SLACK = 0.002
+
+
+class Chunk(NamedTuple):
+    """Encoded events ready to go into one WatchRunResponse: the `events` field's bytes."""
+
+    data: bytes
+    events: int
+    last_seq: int
+
 
 class _Mailbox:
-    """What a stream waits on: news arrived, or the hub closed. Never blocks the sender."""
+    """What a stream sleeps on: woken for news, for a due heartbeat, or when the hub closes.
 
-    __slots__ = ("_ready", "closed_reason")
+    Never blocks the sender. ``active_at`` is the loop time of the stream's last sign of
+    life; the heartbeat clock reads it lazily.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_waiter", "active_at", "closed_reason", "detached", "heartbeat_due", "interval")
+
+    def __init__(self, interval: float, now: float) -> None:
         self.closed_reason: str | None = None
-        self._ready = asyncio.Event()  # set exactly while there is news or the hub closed
+        self.heartbeat_due = False
+        self.detached = False
+        self.interval = interval
+        self.active_at = now
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _has_news(self) -> bool:
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def close(self, reason: str) -> None:
         self.closed_reason = reason
-        self._ready.set()
+        self.wake()
 
-    async def wait(self, idle_seconds: float) -> bool:
-        """Waits for news; returns False when `idle_seconds` passed with none."""
+    def beat(self, now: float) -> None:
+        """Called by the clock: the stream has been idle for its interval."""
+        self.heartbeat_due = True
+        self.active_at = now
+        self.wake()
+
+    def take_heartbeat(self) -> bool:
+        """Whether a heartbeat is due; clears it."""
+        due, self.heartbeat_due = self.heartbeat_due, False
+        return due
+
+    async def wait(self) -> None:
+        """Returns once there is news, a heartbeat is due or the hub closed (maybe at once)."""
+        if self._has_news() or self.heartbeat_due or self.closed_reason is not None:
+            return
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(idle_seconds):
-                await self._ready.wait()
-        except TimeoutError:
-            return False
-        return True
+            await waiter
+        finally:
+            self._waiter = None
+
+
+class HeartbeatClock:
+    """One timer for every stream's heartbeats: wakes a stream idle for its interval."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Mailbox]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def now(self) -> float:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
+
+    def add(self, box: _Mailbox) -> None:
+        self._push(box.active_at + box.interval, box)
+
+    def _push(self, due: float, box: _Mailbox) -> None:
+        heapq.heappush(self._due, (due, next(self._order), box))
+        if self._timer is None or due < self._timer_at:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self._loop or asyncio.get_running_loop()
+        self._timer = loop.call_at(due, self._tick)
+        self._timer_at = due
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self.now()
+        due = self._due
+        while due and due[0][0] <= now + _BEAT_SLACK:
+            _, _, box = heapq.heappop(due)
+            if box.detached:
+                continue
+            idle_until = box.active_at + box.interval
+            if idle_until <= now + _BEAT_SLACK:
+                box.beat(now)
+                idle_until = now + box.interval
+            heapq.heappush(due, (idle_until, next(self._order), box))
+        if due:
+            self._arm(due[0][0])
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
 
 
 class Subscription(_Mailbox):
-    """One watcher's buffer of live events for one run."""
+    """One watcher of one run: its position, and the encoded messages waiting to be sent.
 
-    __slots__ = ("_max_pending", "items", "overflowed", "run_id")
+    ``cursor`` is the seq of the last event handed to this subscription (sent, waiting, or
+    filtered out). It starts *behind*: the stream reads the store first, then calls
+    :meth:`go_live` once it is level with the run's head.
+    """
 
-    def __init__(self, run_id: str, max_pending: int) -> None:
-        super().__init__()
+    __slots__ = (
+        "_chunks",
+        "_max_pending",
+        "_pending",
+        "behind",
+        "cursor",
+        "kinds",
+        "overflowed",
+        "run_id",
+        "sent",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        kinds: frozenset[int] | None,
+        max_pending: int,
+        interval: float,
+        now: float,
+    ) -> None:
+        super().__init__(interval, now)
         self.run_id = run_id
-        self.items: deque[EncodedEvent] = deque()
-        self.overflowed = False
+        self.kinds = kinds
+        self.cursor = 0
+        self.sent = 0  # the cursor as of the last message taken for sending
+        self.behind = True
+        self.overflowed = False  # behind because the buffer was full (not a gap)
+        self._chunks: list[Chunk] = []
+        self._pending = 0
         self._max_pending = max_pending
 
-    def push(self, events: Sequence[EncodedEvent]) -> None:
-        if self.overflowed:
-            return
-        if len(self.items) + len(events) > self._max_pending:
-            # Drop the buffer, not the events: the watcher re-reads them from the store.
-            self.overflowed = True
-            self.items.clear()
-        else:
-            self.items.extend(events)
-        self._ready.set()
+    def _has_news(self) -> bool:
+        return bool(self._chunks) or self.behind
 
-    def take(self) -> list[EncodedEvent]:
-        """Removes and returns everything buffered, resetting the overflow mark."""
-        items = list(self.items)
-        self.items.clear()
-        self.overflowed = False
-        if self.closed_reason is None:
-            self._ready.clear()
-        return items
+    def go_live(self, cursor: int) -> None:
+        """The stream has sent everything up to `cursor`; publish may deliver from here."""
+        self.cursor = self.sent = cursor
+        self.behind = self.overflowed = False
+
+    def deliver(self, chunks: Sequence[Chunk], events: int, last_seq: int, now: float) -> None:
+        """Queues `chunks` (`events` events in all) that bring the cursor to `last_seq`."""
+        if self._pending + events > self._max_pending:
+            self.overflowed = True
+            self.fall_behind()
+            return
+        if chunks:
+            self._chunks.extend(chunks)
+            self._pending += events
+        elif not self._chunks:
+            self.sent = last_seq  # nothing this watcher wants, nothing waiting: level again
+        self.cursor = last_seq
+        self.active_at = now
+        self.wake()
+
+    def fall_behind(self) -> None:
+        """Drops what is waiting; the stream re-reads it from the store, from `sent`."""
+        self._chunks.clear()
+        self._pending = 0
+        self.cursor = self.sent
+        self.behind = True
+        self.wake()
+
+    def take(self, max_events: int, max_bytes: int) -> Chunk | None:
+        """The waiting events as one message (within the limits), or None."""
+        chunks = self._chunks
+        if not chunks:
+            return None
+        if len(chunks) == 1:
+            chunk = chunks.pop()
+            self._pending = 0
+            self.sent = self.cursor
+            return chunk
+        count = size = taken = 0
+        for chunk in chunks:
+            if taken and (count + chunk.events > max_events or size + len(chunk.data) > max_bytes):
+                break
+            count += chunk.events
+            size += len(chunk.data)
+            taken += 1
+        data = b"".join(chunk.data for chunk in chunks[:taken])
+        last_seq = chunks[taken - 1].last_seq
+        self.sent = last_seq if taken < len(chunks) else self.cursor
+        del chunks[:taken]
+        self._pending -= count
+        return Chunk(data, count, last_seq)
+
+
+def encode(events: Sequence[EncodedEvent], max_events: int, max_bytes: int) -> list[Chunk]:
+    """Events as message-sized chunks: at most `max_events` and `max_bytes` (or one event)."""
+    if len(events) == 1:
+        event = events[0]
+        return [Chunk(event.framed, 1, event.seq)]
+    chunks: list[Chunk] = []
+    page: list[bytes] = []
+    size = 0
+    last_seq = 0
+    for event in events:
+        framed = event.framed
+        if page and (len(page) >= max_events or size + len(framed) > max_bytes):
+            chunks.append(Chunk(b"".join(page), len(page), last_seq))
+            page, size = [], 0
+        page.append(framed)
+        size += len(framed)
+        last_seq = event.seq
+    if page:
+        chunks.append(Chunk(b"".join(page), len(page), last_seq))
+    return chunks
 
 
 class Hub:
     """Routes each run's newly durable events to that run's subscriptions."""
 
-    def __init__(self, max_pending: int = 4096) -> None:
-        self._max_pending = max_pending
+    def __init__(
+        self,
+        max_pending: int = 4096,
+        *,
+        page_events: int = 500,
+        page_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.max_pending = max_pending
+        self.page_events = page_events
+        self.page_bytes = page_bytes
+        self.clock = HeartbeatClock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed_reason: str | None = None
 
-    def subscribe(self, run_id: str) -> Subscription:
-        sub = Subscription(run_id, self._max_pending)
+    def subscribe(
+        self, run_id: str, *, kinds: frozenset[int] | None = None, heartbeat_interval: float
+    ) -> Subscription:
+        sub = Subscription(run_id, kinds, self.max_pending, heartbeat_interval, self.clock.now())
         if self._closed_reason is not None:
             sub.close(self._closed_reason)
         self._subscriptions.setdefault(run_id, set()).add(sub)
+        self.clock.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub.detached = True
         subs = self._subscriptions.get(sub.run_id)
         if subs is not None:
             subs.discard(sub)
@@ -97,8 +304,33 @@ class Hub:
                 del self._subscriptions[sub.run_id]
 
     def publish(self, run_id: str, events: Sequence[EncodedEvent]) -> None:
-        for sub in self._subscriptions.get(run_id, ()):
-            sub.push(events)
+        """Hands a durable batch (consecutive seqs) to every live subscription of the run."""
+        subs = self._subscriptions.get(run_id)
+        if not subs or not events:
+            return
+        first, last = events[0].seq, events[-1].seq
+        shared: list[Chunk] | None = None
+        filtered: dict[frozenset[int], tuple[list[Chunk], int]] = {}
+        now = self.clock.now()
+        for sub in subs:
+            if sub.behind:
+                continue  # reading the store, which has these events already
+            if first != sub.cursor + 1:
+                if last > sub.cursor:
+                    sub.fall_behind()  # a gap (or an overlap): the store sorts it out
+                continue
+            kinds = sub.kinds
+            if kinds is None:
+                if shared is None:
+                    shared = encode(events, self.page_events, self.page_bytes)
+                sub.deliver(shared, len(events), last, now)
+                continue
+            matching = filtered.get(kinds)
+            if matching is None:
+                wanted = [e for e in events if e.kind in kinds]
+                chunks = encode(wanted, self.page_events, self.page_bytes) if wanted else []
+                matching = filtered[kinds] = (chunks, len(wanted))
+            sub.deliver(matching[0], matching[1], last, now)
 
     def watcher_count(self, run_id: str) -> int:
         return len(self._subscriptions.get(run_id, ()))
@@ -109,6 +341,7 @@ class Hub:
         for subs in self._subscriptions.values():
             for sub in subs:
                 sub.close(reason)
+        self.clock.close()
 
 
 class RunsSubscription(_Mailbox):
@@ -116,13 +349,16 @@ class RunsSubscription(_Mailbox):
 
     __slots__ = ("known", "matches", "pending")
 
-    def __init__(self, matches: Callable[[run_pb2.Run], bool]) -> None:
-        super().__init__()
+    def __init__(self, matches: Callable[[run_pb2.Run], bool], interval: float, now: float) -> None:
+        super().__init__(interval, now)
         self.matches = matches
         self.pending: dict[str, run_pb2.Run] = {}
         self.known: set[str] = set()
 
-    def offer(self, run: run_pb2.Run) -> None:
+    def _has_news(self) -> bool:
+        return bool(self.pending)
+
+    def offer(self, run: run_pb2.Run, now: float) -> None:
         """Queues the run if it matches, or if it just stopped matching (sent once more)."""
         if self.matches(run):
             self.known.add(run.run_id)
@@ -131,20 +367,20 @@ class RunsSubscription(_Mailbox):
         else:
             return
         self.pending[run.run_id] = run
-        self._ready.set()
+        self.active_at = now
+        self.wake()
 
     def take(self) -> list[run_pb2.Run]:
         runs = list(self.pending.values())
         self.pending.clear()
-        if self.closed_reason is None:
-            self._ready.clear()
         return runs
 
 
 class RunsHub:
     """Routes run-level changes to WatchRuns streams; never blocks the writer."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: HeartbeatClock) -> None:
+        self._clock = clock
         self._subscriptions: set[RunsSubscription] = set()
         self._closed_reason: str | None = None
 
@@ -152,19 +388,24 @@ class RunsHub:
     def active(self) -> bool:
         return bool(self._subscriptions)
 
-    def subscribe(self, matches: Callable[[run_pb2.Run], bool]) -> RunsSubscription:
-        sub = RunsSubscription(matches)
+    def subscribe(
+        self, matches: Callable[[run_pb2.Run], bool], *, heartbeat_interval: float
+    ) -> RunsSubscription:
+        sub = RunsSubscription(matches, heartbeat_interval, self._clock.now())
         if self._closed_reason is not None:
             sub.close(self._closed_reason)
         self._subscriptions.add(sub)
+        self._clock.add(sub)
         return sub
 
     def unsubscribe(self, sub: RunsSubscription) -> None:
+        sub.detached = True
         self._subscriptions.discard(sub)
 
     def publish(self, run: run_pb2.Run) -> None:
+        now = self._clock.now()
         for sub in self._subscriptions:
-            sub.offer(run)
+            sub.offer(run, now)
 
     def close(self, reason: str) -> None:
         self._closed_reason = reason

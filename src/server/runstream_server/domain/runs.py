@@ -159,7 +159,7 @@ class InitialStateComplete:
     """Marks the end of a WatchRuns stream's initial state."""
 
 
-WatchItem = list[EncodedEvent] | Heartbeat | Snapshot
+WatchItem = bytes | Heartbeat | Snapshot
 RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
 
 
@@ -270,9 +270,11 @@ class RunManager:
     ) -> None:
         self._store = store
         self._observer = observer
-        self._hub = hub or Hub()
-        self._runs_hub = RunsHub()
         self._limits = limits or Limits()
+        self._hub = hub or Hub(
+            page_events=self._limits.watch_page_events, page_bytes=self._limits.watch_page_bytes
+        )
+        self._runs_hub = RunsHub(self._hub.clock)
         self._policy = policy or insight.InsightPolicy()
         self._retention = retention or Retention()
         self._clock = clock
@@ -1047,9 +1049,11 @@ class RunManager:
     ) -> AsyncIterator[WatchItem]:
         """Yields the run's events after `after_seq`, live, each exactly once and in order.
 
-        Events come from the store until the watcher is level with the run's head, then from
-        the hub; any gap (a full buffer, or events committed while reading) is filled from the
-        store again. Ends after the terminal event unless `keep_open`.
+        Events come as ``bytes``: the encoded ``events`` of one WatchRunResponse. They come
+        from the store until the watcher is level with the run's head, then from the hub,
+        which hands each commit's encoded batch to the subscription (see hub.py); whenever
+        the subscription falls behind (a full buffer, a gap) the store fills in again. Ends
+        after the terminal event unless `keep_open`.
         """
         self._check_open()
         for i, kind in enumerate(kinds):
@@ -1067,53 +1071,55 @@ class RunManager:
             )
         if not include_snapshot:
             self._check_not_purged(state, after_seq, "after_seq")
-        wanted = frozenset(kinds)
-        page = self._limits.watch_page_events
-        sub = self._hub.subscribe(run_id)
+        wanted = frozenset(kinds) or None
+        hub, observer = self._hub, self._observer
+        max_events, max_bytes = self._limits.watch_page_events, self._limits.watch_page_bytes
+        sub = hub.subscribe(run_id, kinds=wanted, heartbeat_interval=heartbeat_interval)
         self._publish_run(self._states[run_id])  # one more viewer
         try:
-            cursor = after_seq
+            sub.cursor = after_seq
             if include_snapshot:
                 snapshot = await self.get_run(run_id)
-                cursor = snapshot.last_seq
+                sub.cursor = snapshot.last_seq
                 yield Snapshot(snapshot)
             while True:
-                while cursor < self._states[run_id].last_seq:  # catch up from the store
-                    events = _framed(await self._store.read_events(run_id, cursor, page))
-                    if not events:
-                        self._check_not_purged(self._states[run_id], cursor, "after_seq")
-                        break
-                    for chunk in self._pages(events):
-                        cursor = chunk[-1].seq
-                        matched = [e for e in chunk if not wanted or e.kind in wanted]
-                        if matched:
-                            self._observer.delivered(
-                                len(matched), self._states[run_id].last_seq - cursor
-                            )
-                            yield matched
-                head = self._states[run_id]
-                if head.is_terminal and cursor >= head.last_seq and not keep_open:
-                    return
-                if not await sub.wait(heartbeat_interval):
-                    yield Heartbeat(cursor, self._clock())
+                # The fast path, once per message: whatever the hub handed over meanwhile.
+                chunk = sub.take(max_events, max_bytes)
+                if chunk is not None:
+                    observer.delivered(chunk.events, self._states[run_id].last_seq - sub.sent)
+                    yield chunk.data
                     continue
                 if sub.closed_reason is not None:
                     raise Unavailable(sub.closed_reason)
-                if sub.overflowed:
-                    self._observer.overflowed()
-                live = [e for e in sub.take() if e.seq > cursor]
-                if not live or live[0].seq != cursor + 1:
-                    continue  # nothing new, or a gap the store fills on the next pass
-                for chunk in self._pages(live):
-                    cursor = chunk[-1].seq
-                    matched = [e for e in chunk if not wanted or e.kind in wanted]
-                    if matched:
-                        self._observer.delivered(
-                            len(matched), self._states[run_id].last_seq - cursor
-                        )
-                        yield matched
+                if sub.behind:  # catch up from the store, then go live
+                    if sub.overflowed:
+                        observer.overflowed()
+                    cursor = sub.cursor
+                    while cursor < self._states[run_id].last_seq:
+                        events = _framed(await self._store.read_events(run_id, cursor, max_events))
+                        if not events:
+                            self._check_not_purged(self._states[run_id], cursor, "after_seq")
+                            break
+                        for page in self._pages(events):
+                            cursor = page[-1].seq
+                            matched = [e.framed for e in page if wanted is None or e.kind in wanted]
+                            if matched:
+                                behind = self._states[run_id].last_seq - cursor
+                                observer.delivered(len(matched), behind)
+                                yield b"".join(matched)
+                        sub.active_at = hub.clock.now()
+                    # No await since the last look at the head: publish delivers from here.
+                    sub.go_live(cursor)
+                    continue
+                head = self._states[run_id]
+                if head.is_terminal and sub.cursor >= head.last_seq and not keep_open:
+                    return
+                if sub.take_heartbeat():
+                    yield Heartbeat(sub.cursor, self._clock())
+                    continue
+                await sub.wait()
         finally:
-            self._hub.unsubscribe(sub)
+            hub.unsubscribe(sub)
             if run_id in self._states:
                 self._publish_run(self._states[run_id])  # one viewer fewer
 
@@ -1124,7 +1130,9 @@ class RunManager:
         self._check_open()
         run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
         _check_interval(heartbeat_interval)
-        sub = self._runs_hub.subscribe(lambda run: matches(run_filter, run))
+        sub = self._runs_hub.subscribe(
+            lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
+        )
         try:
             cursor: tuple[int, str] | None = None
             while True:
@@ -1142,13 +1150,15 @@ class RunManager:
                 cursor = page.next_cursor
             yield InitialStateComplete()
             while True:
-                if not await sub.wait(heartbeat_interval):
-                    yield Heartbeat(0, self._clock())
-                    continue
+                await sub.wait()
                 if sub.closed_reason is not None:
                     raise Unavailable(sub.closed_reason)
-                for chunk in chunks(sub.take(), self._limits.response_bytes):
-                    yield chunk
+                changed = sub.take()
+                if changed:
+                    for chunk in chunks(changed, self._limits.response_bytes):
+                        yield chunk
+                elif sub.take_heartbeat():
+                    yield Heartbeat(0, self._clock())
         finally:
             self._runs_hub.unsubscribe(sub)
 

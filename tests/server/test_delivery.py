@@ -1,0 +1,197 @@
+"""The live delivery path: each event exactly once, coalesced under load, heartbeats when idle.
+
+Some tests drive the domain directly (a RunManager over a real SQLite file) where they need to
+hold a watcher still "sending" at a precise point; the others go through a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import event_pb2, report_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
+from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.runs import Heartbeat, Limits, RunManager, WatchItem
+from runstream_server.store.sqlite import SqliteEventStore
+
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, custom, ev
+
+Watch = run_service_pb2.WatchRunRequest
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[RunManager]:
+    store = SqliteEventStore(tmp_path / "domain.db")
+    await store.open()
+    runs = RunManager(store, limits=Limits(watch_page_events=20))
+    try:
+        yield runs
+    finally:
+        runs.shutdown()
+        await store.close()
+
+
+def event_seqs(item: WatchItem) -> list[int]:
+    assert isinstance(item, bytes), item
+    return [e.seq for e in run_service_pb2.WatchRunResponse.FromString(item).events]
+
+
+async def new_run(runs: RunManager) -> str:
+    run = await runs.create_run(run_id="", workflow="wf", display_name="", labels={}, steps=[])
+    return run.run_id
+
+
+async def test_events_committed_while_a_watcher_sends_leave_together(manager: RunManager) -> None:
+    run_id = await new_run(manager)
+    watch = manager.watch(run_id)
+    try:
+        assert event_seqs(await anext(watch)) == [1]  # from the store
+        await manager.append(run_id, [custom(1)])
+        assert event_seqs(await anext(watch)) == [2]  # live, as soon as it is durable
+        # The watcher is "sending" (suspended at its yield) while 45 commits happen: they
+        # wait for it and leave as few messages as the page limit (20 events) allows.
+        for n in range(2, 47):
+            await manager.append(run_id, [custom(n)])
+        messages = [event_seqs(await anext(watch)) for _ in range(3)]
+        assert messages == [list(range(3, 23)), list(range(23, 43)), list(range(43, 48))]
+        # Idle again: the next commit goes out alone, at once.
+        waiting = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await manager.append(run_id, [custom(47)])
+        assert event_seqs(await waiting) == [48]
+    finally:
+        await watch.aclose()
+
+
+async def test_a_burst_bigger_than_a_message_is_split_in_order(manager: RunManager) -> None:
+    run_id = await new_run(manager)
+    watch = manager.watch(run_id)
+    try:
+        assert event_seqs(await anext(watch)) == [1]
+        waiting = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0)
+        await manager.append(run_id, [custom(n) for n in range(1, 51)])  # one commit, 50 events
+        got = event_seqs(await waiting)
+        while got[-1] < 51:
+            got += event_seqs(await anext(watch))
+        assert got == list(range(2, 52))
+    finally:
+        await watch.aclose()
+
+
+async def test_a_filtered_watcher_ends_when_the_run_ends_though_it_skips_the_end(
+    manager: RunManager,
+) -> None:
+    run_id = await new_run(manager)
+    watch = manager.watch(run_id, kinds=[event_pb2.EVENT_KIND_CUSTOM])
+    received: list[int] = []
+
+    async def follow() -> None:
+        async for item in watch:
+            if not isinstance(item, Heartbeat):
+                received.extend(event_seqs(item))
+
+    following = asyncio.ensure_future(follow())
+    await asyncio.sleep(0.05)  # live by now, waiting for news
+    await manager.append(run_id, [custom(1)])
+    await manager.append(run_id, [ev.RunEvent(run_completed=ev.RunCompleted())])
+    await asyncio.wait_for(following, 10)  # ended: the terminal event passed its cursor
+    assert received == [2]
+
+
+def stubs_for(channel: grpc.aio.Channel) -> Stubs:
+    return Stubs(
+        channel,
+        run_service_pb2_grpc.RunServiceStub(channel),
+        report_service_pb2_grpc.ReportServiceStub(channel),
+    )
+
+
+async def test_every_watcher_sees_every_event_once_through_overflows(tmp_path: Path) -> None:
+    """Concurrent producers, slow and fast watchers, a buffer of 16 events: nothing lost or
+    repeated, whether an event came from the hub or, after an overflow, from the store."""
+    server = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "s.db", watcher_buffer_events=16)
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = stubs_for(channel)
+            run = await create_run(stubs)
+            rng = random.Random(7)
+
+            async def follow(slow: bool) -> list[int]:
+                seen: list[int] = []
+                async for response in stubs.runs.WatchRun(Watch(run_id=run.run_id)):
+                    seen += [e.seq for e in response.events]
+                    if slow and rng.random() < 0.2:
+                        await asyncio.sleep(0.01)
+                return seen
+
+            watchers = [asyncio.create_task(follow(slow=i % 2 == 0)) for i in range(12)]
+            await asyncio.sleep(0.2)
+
+            async def produce(producer: int) -> None:
+                n = 0
+                while n < 300:
+                    size = rng.randint(1, 25)
+                    batch = [custom(n + i, key=f"p{producer}-{n + i}") for i in range(size)]
+                    await append(stubs, run.run_id, *batch)
+                    n += size
+
+            await asyncio.gather(*(produce(p) for p in range(3)))
+            await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            last = (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+            results = await asyncio.wait_for(asyncio.gather(*watchers), 60)
+            assert all(seen == list(range(1, last.last_seq + 1)) for seen in results)
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def test_idle_streams_all_get_heartbeats_from_the_one_clock(server, stubs) -> None:  # type: ignore[no-untyped-def]
+    runs = [await create_run(stubs) for _ in range(2)]
+    await append(stubs, runs[1].run_id, custom(1))  # run 1 is at seq 2, run 0 at seq 1
+
+    async def beats(run_index: int, tenths: int) -> list[int]:
+        request = Watch(
+            run_id=runs[run_index].run_id,
+            heartbeat_interval=duration_pb2.Duration(nanos=tenths * 100_000_000),
+        )
+        heads: list[int] = []
+        async for response in stubs.runs.WatchRun(request):
+            if response.HasField("heartbeat"):
+                heads.append(response.heartbeat.head_seq)
+                if len(heads) == 2:
+                    return heads
+        raise AssertionError("the stream ended")
+
+    streams = [beats(i % 2, 1 + i % 3) for i in range(20)]
+    results = await asyncio.wait_for(asyncio.gather(*streams), 30)
+    assert results == [[1 + i % 2] * 2 for i in range(20)]
+
+
+async def test_a_stream_that_gets_events_still_gets_heartbeats_once_idle(server, stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs)
+    request = Watch(run_id=run.run_id, heartbeat_interval=duration_pb2.Duration(nanos=100_000_000))
+    stream = aiter(stubs.runs.WatchRun(request))
+    assert [e.seq for e in (await anext(stream)).events] == [1]
+
+    async def next_heartbeat() -> int:
+        while not (response := await anext(stream)).HasField("heartbeat"):
+            raise AssertionError(f"unexpected {response}")
+        return response.heartbeat.head_seq
+
+    assert await asyncio.wait_for(next_heartbeat(), 10) == 1
+    await append(stubs, run.run_id, custom(1))
+    response = await anext(stream)
+    while response.HasField("heartbeat"):  # one may have left before the append
+        response = await anext(stream)
+    assert [e.seq for e in response.events] == [2]
+    assert await asyncio.wait_for(next_heartbeat(), 10) == 2
