@@ -2,7 +2,8 @@
 
 Publish(payload) sends COUNT copies of an already serialized event to every subscriber, one
 message per event, from memory: no store, no sequence numbers, no resume. Request bytes are
-the event followed by a 2-byte big-endian COUNT. Usage: PORT
+the event followed by a 2-byte big-endian COUNT. Count() answers the number of subscribers
+(4 bytes, big-endian). Usage: PORT
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ class Baseline:
                 queue.put_nowait(payload)
         return b""
 
+    async def count(self, request: bytes, context: Any) -> bytes:
+        return len(self.subscribers).to_bytes(4, "big")
+
     async def subscribe(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         self.subscribers.add(queue)
@@ -43,6 +47,9 @@ async def main(port: int) -> None:
     handlers = {
         "Publish": grpc.unary_unary_rpc_method_handler(
             baseline.publish, request_deserializer=identity, response_serializer=identity
+        ),
+        "Count": grpc.unary_unary_rpc_method_handler(
+            baseline.count, request_deserializer=identity, response_serializer=identity
         ),
         "Subscribe": grpc.unary_stream_rpc_method_handler(
             baseline.subscribe, request_deserializer=identity, response_serializer=identity

@@ -1,18 +1,31 @@
-"""Runstream benchmarks: figures printed side by side, never pass/fail.
+"""Runstream benchmarks: figures printed side by side with a bare grpc.aio server, never
+pass/fail.
 
-Each scenario starts its server as a separate process (so client work does not share its
-GIL) and reads the server's CPU time from /proc, so "server CPU per delivery" is measured
-the same way for Runstream and for the baseline, a bare grpc.aio server that streams
-pre-serialized messages one per event (the best a hand-written gRPC fan-out does).
+Every server runs in its own process pinned to one core, its producer beside it; watchers run
+in processes pinned to the other core (see harness.py). Server CPU comes from /proc. The
+baseline (baseline_grpc.py) is the best a hand-written gRPC fan-out does: one message per
+event from a queue per watcher, in memory, no store, no sequence numbers, no resume.
+Ratios are Runstream / baseline, measured in the same run.
 
-    .venv/bin/python bench/run.py            # all scenarios, ~1-2 minutes on 2 cores
-    .venv/bin/python bench/run.py --quick    # smaller counts, for a smoke run
+    .venv/bin/python bench/run.py                 # everything, about 8-10 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick         # smaller counts, for a smoke run
+    .venv/bin/python bench/run.py --only openloop,idle
 
 Scenarios:
-  append      events/s a producer gets acknowledged (durable), SDK reporter vs unary batches
-  fanout      N watchers follow one run while a producer appends; deliveries/s and server
-              CPU microseconds per delivered event, Runstream vs bare grpc.aio
-  latency     append-to-watcher latency (p50/p99) at a steady, modest rate
+  append      events/s a producer gets acknowledged (durable): SDK reporter, unary batches
+  fanout      N watchers follow a run fed in batches: deliveries/s, server CPU per delivery
+  message     one event per message: producer reports, waits for the ack, repeats; server
+              CPU per delivered event, alone and with the SDK producer's CPU added
+  openloop    a producer at a steady rate, N watchers: report-to-receive p50/p99, server core
+              busy; 1 x 200/s, 100 x 100/s, 1,000 x 10/s
+  sustained   100 watchers following one run fed 10,000 events/s for 20 s, then the highest
+              rate that keeps p99 under 50 ms for 100 and for 10 watchers
+  idle        RSS per idle watcher at 1,000, 5,000 and 20,000 watchers
+  burst       10,000 watchers connecting at once: how many the server registers
+  producer    the SDK producer's CPU per event at 200 events/s and at full speed
+
+Set RUNSTREAM_TREE to another checkout to run its server and SDK instead (e.g. the previous
+release, for a before/after table); the bench code and the baseline stay the same.
 """
 
 from __future__ import annotations
@@ -20,21 +33,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc loads: no GOAWAY chatter
 
 import grpc
-import runstream
+import harness
+from harness import CLIENT_CPU, SERVER_CPU, server, spawn
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -43,68 +52,20 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 
-HERE = Path(__file__).resolve().parent
-TICKS = os.sysconf("SC_CLK_TCK")
+SCENARIOS = ("append", "fanout", "message", "openloop", "sustained", "idle", "burst", "producer")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def row(name: str, runstream: str, baseline: str = "-", ratio: str = "") -> None:
+    print(f"  {name:<44} {runstream:>26} {baseline:>22} {ratio:>8}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+def header(title: str) -> None:
+    print(f"\n== {title}")
+    row("", "Runstream", "bare grpc.aio", "ratio")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    target: str
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.process.pid)
-
-
-@contextmanager
-def start_server(argv: list[str], port: int) -> Iterator[Server]:
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        yield Server(process, f"127.0.0.1:{port}")
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-@contextmanager
-def runstream_server(sync: str = "FULL") -> Iterator[Server]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            sys.executable,
-            str(HERE / "serve_runstream.py"),
-            str(port),
-            str(Path(tmp) / "bench.db"),
-            sync,
-        ]
-        with start_server(argv, port) as server:
-            yield server
-
-
-@contextmanager
-def baseline_server() -> Iterator[Server]:
-    port = free_port()
-    with start_server([sys.executable, str(HERE / "baseline_grpc.py"), str(port)], port) as server:
-        yield server
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else ""
 
 
 def custom_event(n: int, size: int = 64) -> event_pb2.RunEvent:
@@ -116,90 +77,88 @@ def custom_event(n: int, size: int = 64) -> event_pb2.RunEvent:
 # --- append --------------------------------------------------------------------------------
 
 
-async def bench_append(count: int) -> list[tuple[str, str]]:
-    rows = []
+async def bench_append(count: int) -> None:
+    import runstream
+
+    header("append: producer throughput, acknowledged only once durable")
     for sync in ("FULL", "NORMAL"):
-        with runstream_server(sync) as server:
-            async with runstream.connect(server.target) as client:
+        with server("runstream", sync=sync) as srv:
+            async with runstream.connect(srv.target) as client:
                 run = await client.start_run("bench-append")
                 started = time.perf_counter()
                 for n in range(count):
                     await run.custom("tick", {"n": n})
                 await run.complete()
                 took = time.perf_counter() - started
-            rows.append(
-                (f"SDK reporter, synchronous={sync}", f"{count / took:,.0f} events/s acked")
-            )
-    with runstream_server("FULL") as server:
-        async with grpc.aio.insecure_channel(server.target) as channel:
+        row(f"SDK reporter, synchronous={sync}", f"{count / took:,.0f} events/s")
+    with server("runstream") as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
             report = report_service_pb2_grpc.ReportServiceStub(channel)
-            run_id = (
-                await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="b"))
-            ).run.run_id
+            created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="b"))
             started = time.perf_counter()
             for start in range(0, count, 100):
                 events = [custom_event(n) for n in range(start, start + 100)]
                 await report.AppendEvents(
-                    report_service_pb2.AppendEventsRequest(run_id=run_id, events=events)
+                    report_service_pb2.AppendEventsRequest(run_id=created.run.run_id, events=events)
                 )
             took = time.perf_counter() - started
-            rows.append(
-                ("AppendEvents, 100 per call, one at a time", f"{count / took:,.0f} events/s acked")
-            )
-    return rows
+    row("AppendEvents, 100 per call, one at a time", f"{count / took:,.0f} events/s")
 
 
 # --- fan-out -------------------------------------------------------------------------------
 
 
-async def _follow_runstream(target: str, run_id: str, expect: int, done: Callable[[], None]) -> int:
+async def _follow_runstream(target: str, run_id: str, expect: int) -> None:
     seen = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = run_service_pb2_grpc.RunServiceStub(channel)
         async for response in stub.WatchRun(run_service_pb2.WatchRunRequest(run_id=run_id)):
             seen += len(response.events)
             if seen >= expect:
-                break
-    done()
-    return seen
+                return
 
 
 async def fanout_runstream(watchers: int, events: int) -> tuple[float, float]:
-    with runstream_server("NORMAL") as server:
-        async with grpc.aio.insecure_channel(server.target) as channel:
+    with server("runstream", sync="NORMAL") as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
             report = report_service_pb2_grpc.ReportServiceStub(channel)
             run_id = (
                 await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="b"))
             ).run.run_id
-            finished = 0
-
-            def done() -> None:
-                nonlocal finished
-                finished += 1
-
             tasks = [
-                asyncio.create_task(_follow_runstream(server.target, run_id, events + 1, done))
+                asyncio.create_task(_follow_runstream(srv.target, run_id, events + 1))
                 for _ in range(watchers)
             ]
-            await asyncio.sleep(0.5)
-            cpu0, t0 = server.cpu(), time.perf_counter()
+            await _until_watched(runs, run_id, watchers)
+            cpu0, t0 = srv.cpu(), time.perf_counter()
             for start in range(0, events, 50):
                 batch = [custom_event(n) for n in range(start, min(events, start + 50))]
                 await report.AppendEvents(
                     report_service_pb2.AppendEventsRequest(run_id=run_id, events=batch)
                 )
             await asyncio.gather(*tasks)
-            took, cpu = time.perf_counter() - t0, server.cpu() - cpu0
+            took, cpu = time.perf_counter() - t0, srv.cpu() - cpu0
     deliveries = watchers * events
     return deliveries / took, cpu / deliveries * 1e6
 
 
+async def _until_watched(runs: Any, run_id: str, watchers: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run = await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))
+        if run.run.viewer_count >= watchers:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{watchers} watchers did not connect")
+
+
 async def fanout_baseline(watchers: int, events: int) -> tuple[float, float]:
-    with baseline_server() as server:
-        async with grpc.aio.insecure_channel(server.target) as channel:
+    with server("baseline") as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
             publish = channel.unary_unary("/bench.Baseline/Publish")
+            count_rpc = channel.unary_unary("/bench.Baseline/Count")
             subscribe = channel.unary_stream("/bench.Baseline/Subscribe")
 
             async def follow() -> None:
@@ -210,84 +169,304 @@ async def fanout_baseline(watchers: int, events: int) -> tuple[float, float]:
                         return
 
             tasks = [asyncio.create_task(follow()) for _ in range(watchers)]
-            await asyncio.sleep(0.5)
-            cpu0, t0 = server.cpu(), time.perf_counter()
+            while int.from_bytes(await count_rpc(b""), "big") < watchers:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # another process's state: nothing to wait on
+            cpu0, t0 = srv.cpu(), time.perf_counter()
             payload = custom_event(0).SerializeToString()
             for start in range(0, events, 50):
                 count = min(50, events - start)
                 await publish(payload + count.to_bytes(2, "big"))
             await asyncio.gather(*tasks)
-            took, cpu = time.perf_counter() - t0, server.cpu() - cpu0
+            took, cpu = time.perf_counter() - t0, srv.cpu() - cpu0
     deliveries = watchers * events
     return deliveries / took, cpu / deliveries * 1e6
 
 
-# --- latency -------------------------------------------------------------------------------
+async def bench_fanout(events: int) -> None:
+    header("fan-out: one run fed 50 events per call; deliveries/s and server CPU per delivery")
+    for watchers in (1, 10, 100, 1000):
+        n = events if watchers < 1000 else events // 5
+        rs_rate, rs_cpu = await fanout_runstream(watchers, n)
+        bl_rate, bl_cpu = await fanout_baseline(watchers, n)
+        row(
+            f"{watchers} watchers: deliveries/s",
+            f"{rs_rate:,.0f}/s",
+            f"{bl_rate:,.0f}/s",
+            ratio(rs_rate, bl_rate),
+        )
+        row(
+            f"{watchers} watchers: server CPU per delivery",
+            f"{rs_cpu:.1f} us",
+            f"{bl_cpu:.1f} us",
+            ratio(rs_cpu, bl_cpu),
+        )
 
 
-async def bench_latency(count: int, rate: float) -> tuple[float, float]:
-    with runstream_server("FULL") as server:
-        async with runstream.connect(server.target) as client:
-            run = await client.start_run("bench-latency")
-            latencies: list[float] = []
-
-            async def watch() -> None:
-                async for event in client.watch(run.run_id, kinds=[runstream.EventKind.CUSTOM]):
-                    sent = event.payload.data["t"]  # type: ignore[union-attr]
-                    latencies.append(time.time() - float(sent))
-                    if len(latencies) >= count:
-                        return
-
-            watcher = asyncio.create_task(watch())
-            await asyncio.sleep(0.3)
-            for _ in range(count):
-                await run.custom("tick", {"t": time.time()})
-                await asyncio.sleep(1 / rate)
-            await asyncio.wait_for(watcher, 30)
-            await run.complete()
-    ms = sorted(latency * 1000 for latency in latencies)
-    return statistics.median(ms), ms[int(len(ms) * 0.99) - 1]
+# --- one event per message, open loop, sustained ------------------------------------------
 
 
-async def main(quick: bool) -> None:
-    scale = 0.2 if quick else 1.0
-    print("Runstream benchmarks (2-core machine, loopback; figures, not pass/fail)\n")
-
-    print("== append: producer throughput, acknowledged only once durable")
-    for name, figure in await bench_append(int(10_000 * scale)):
-        print(f"  {name:<48} {figure}")
-
-    print("\n== fan-out: one run, N watchers, server CPU per delivered event")
-    print(
-        f"  {'watchers':>8}  {'Runstream deliveries/s':>24} {'us/delivery':>12}"
-        f"   {'bare grpc.aio deliveries/s':>27} {'us/delivery':>12}"
+def bench_message(count: int) -> None:
+    header("one event per message: report, wait for the ack, repeat; 1 watcher; sync NORMAL")
+    with server("runstream", sync="NORMAL") as srv:
+        rs = harness.open_loop(srv, watchers=1, rate=0, count=count, closed=True)
+    with server("baseline") as srv:
+        bl = harness.open_loop(srv, watchers=1, rate=0, count=count, closed=True)
+    server_us, base_us = rs.server_cpu / count * 1e6, bl.server_cpu / count * 1e6
+    producer_us = rs.producer_cpu / count * 1e6
+    row(
+        "server CPU per delivery",
+        f"{server_us:.0f} us",
+        f"{base_us:.0f} us",
+        ratio(server_us, base_us),
     )
-    events = int(5_000 * scale)
-    for watchers in (1, 10, 100):
-        rs_rate, rs_cpu = await fanout_runstream(watchers, events)
-        bl_rate, bl_cpu = await fanout_baseline(watchers, events)
-        runstream_cols = f"{rs_rate:>24,.0f} {rs_cpu:>12.1f}"
-        print(f"  {watchers:>8}  {runstream_cols}   {bl_rate:>27,.0f} {bl_cpu:>12.1f}")
-    print(
-        "  (Runstream: durable store, exact resume, events batched per message when a watcher"
-        " is behind;\n   baseline: in-memory, one message per event, no resume)"
+    row(
+        "  with the SDK producer's CPU added",
+        f"{server_us + producer_us:.0f} us",
+        f"{base_us:.0f} us",
+        ratio(server_us + producer_us, base_us),
     )
-
-    print("\n== latency: producer report -> watcher, 200 events/s, synchronous=FULL")
-    p50, p99 = await bench_latency(int(1_000 * scale), 200)
-    print(f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms")
+    row("report-to-receive p50 / p99", _p(rs), _p(bl), ratio(rs.latency["p99"], bl.latency["p99"]))
 
 
-if __name__ == "__main__":
+def _p(result: harness.OpenLoop) -> str:
+    latency = result.latency
+    return f"{latency.get('p50', 0):.2f} / {latency.get('p99', 0):.2f} ms"
+
+
+def _lost(result: harness.OpenLoop) -> str:
+    latency = result.latency
+    bad = latency["lost"] + latency["repeated"]
+    return "none lost" if not bad else f"{latency['lost']} lost, {latency['repeated']} repeated"
+
+
+def bench_openloop(seconds: float) -> None:
+    header(f"open loop: a producer at a steady rate, N watchers ({seconds:g} s each)")
+    for watchers, rate, procs in ((1, 200, 1), (100, 100, 1), (1000, 10, 2)):
+        count = int(rate * seconds)
+        with server("runstream") as srv:
+            rs = harness.open_loop(
+                srv, watchers=watchers, rate=rate, count=count, watcher_procs=procs
+            )
+        with server("baseline") as srv:
+            bl = harness.open_loop(
+                srv, watchers=watchers, rate=rate, count=count, watcher_procs=procs
+            )
+        name = f"{watchers} x {rate}/s"
+        row(f"{name}: p50 / p99", _p(rs), _p(bl), ratio(rs.latency["p99"], bl.latency["p99"]))
+        row(
+            f"{name}: server core busy",
+            f"{100 * rs.server_busy:.0f} %",
+            f"{100 * bl.server_busy:.0f} %",
+            ratio(rs.server_busy, bl.server_busy),
+        )
+        row(f"{name}: events delivered", f"{rs.latency['events']:,} ({_lost(rs)})", _lost(bl))
+
+
+def bench_sustained(seconds: float, search_seconds: float) -> None:
+    header(f"sustained: one run fed 10,000 events/s for {seconds:g} s, 100 watchers")
+    with server("runstream") as srv:
+        rs = harness.open_loop(srv, watchers=100, rate=10_000, count=int(10_000 * seconds))
+    row("p50 / p99", _p(rs))
+    row("events delivered", f"{rs.latency['events']:,}", "", _lost(rs))
+    row("server core busy", f"{100 * rs.server_busy:.0f} %")
+    row("producer kept up", f"{rs.events / rs.took:,.0f} events/s")
+    for watchers, rates in ((100, (2_000, 5_000, 10_000, 20_000)), (10, (5_000, 10_000, 20_000))):
+        best = 0
+        for rate in rates:
+            with server("runstream") as srv:
+                res = harness.open_loop(
+                    srv, watchers=watchers, rate=rate, count=int(rate * search_seconds)
+                )
+            kept_up = res.events / res.took >= 0.95 * rate
+            if res.latency.get("p99", 1e9) >= 50 or not kept_up:
+                break
+            best = rate
+        row(
+            f"highest rate with p99 < 50 ms, {watchers} watchers",
+            f"{best:,} events/s" if best else f"< {rates[0]:,}/s",
+        )
+
+
+# --- idle and burst ------------------------------------------------------------------------
+
+
+def _hold_watchers(
+    srv: harness.Server, watchers: int, *, per_channel: int, procs: int, mode: str
+) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+    """Opens `watchers` streams from `procs` processes; returns their reports and a closer."""
+    stack = ExitStack()
+    options = ("--per-channel", str(per_channel), "--mode", mode)
+    started = harness.start_watchers(stack, srv, _new_run(srv), watchers, procs, *options)
+    if srv.system == "baseline":
+        _publish_until(srv, started)
+    return [proc.read(300) for proc in started], stack.close
+
+
+def _publish_until(srv: harness.Server, procs: list[harness.Proc]) -> None:
+    """The baseline sends nothing by itself: a hello every 100 ms marks its streams open."""
+    import select
+
+    pipes = [p.process.stdout for p in procs]
+    payload = event_pb2.RunEvent(custom=event_pb2.Custom(type="w")).SerializeToString()
+
+    async def hello() -> None:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            publish = channel.unary_unary("/bench.Baseline/Publish")
+            while len(select.select(pipes, [], [], 0)[0]) < len(pipes):
+                await publish(payload + (1).to_bytes(2, "big"))
+                await asyncio.sleep(0.1)
+
+    asyncio.run(hello())
+
+
+def _new_run(srv: harness.Server) -> str:
+    if srv.system != "runstream":
+        return "-"
+
+    async def create() -> str:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="idle"))
+            return created.run.run_id
+
+    return asyncio.run(create())
+
+
+def bench_idle(sizes: tuple[int, ...]) -> None:
+    header("idle watchers: server memory (RSS) per open watch stream")
+    for watchers in sizes:
+        # 20,000 connections do not fit the 20,000 descriptors a process may hold here.
+        per_channel = 1 if watchers <= 5_000 else 10
+        procs = max(1, watchers // 5_000)
+        figures: dict[str, tuple[float, int]] = {}
+        for system in ("runstream", "baseline"):
+            with server(system) as srv:
+                time.sleep(0.5)
+                before = srv.rss()
+                reports, close = _hold_watchers(
+                    srv, watchers, per_channel=per_channel, procs=procs, mode="idle"
+                )
+                try:
+                    time.sleep(1.0)
+                    opened = sum(r.get("ready", 0) for r in reports)
+                    figures[system] = ((srv.rss() - before) / max(1, opened) / 1024, opened)
+                finally:
+                    close()
+        (rs_kib, rs_open), (bl_kib, bl_open) = figures["runstream"], figures["baseline"]
+        sharing = "" if per_channel == 1 else f", {per_channel} per connection"
+        row(
+            f"{watchers:,} watchers{sharing}: KiB each",
+            f"{rs_kib:.1f} KiB ({rs_open:,} open)",
+            f"{bl_kib:.1f} KiB ({bl_open:,})",
+            ratio(rs_kib, bl_kib),
+        )
+
+
+def bench_burst(watchers: int) -> None:
+    header(f"burst: {watchers:,} watchers connecting at once, one connection each, no retry")
+    results = {}
+    for system in ("runstream", "baseline"):
+        with server(system) as srv:
+            t0 = time.perf_counter()
+            reports, close = _hold_watchers(srv, watchers, per_channel=1, procs=4, mode="burst")
+            took = time.perf_counter() - t0
+            try:
+                opened = sum(r["opened"] for r in reports)
+                failed: dict[str, int] = {}
+                for report in reports:
+                    for code, n in report["failed"].items():
+                        failed[code] = failed.get(code, 0) + n
+                results[system] = (opened, failed, took)
+            finally:
+                close()
+
+    def refused(system: str) -> str:
+        failed = results[system][1]
+        return ", ".join(f"{n:,} {code}" for code, n in failed.items()) or "none"
+
+    row(
+        "streams open",
+        f"{results['runstream'][0]:,} in {results['runstream'][2]:.0f} s",
+        f"{results['baseline'][0]:,} in {results['baseline'][2]:.0f} s",
+    )
+    row("refused on the first try", refused("runstream"), refused("baseline"))
+
+
+# --- producer ------------------------------------------------------------------------------
+
+
+def bench_producer(seconds: float, full: int) -> None:
+    header("the SDK producer's CPU per event (its own process, server on the same core)")
+    figures = {}
+    for name, rate, count in (
+        ("at 200 events/s", 200.0, int(200 * seconds)),
+        ("at full speed", 0.0, full),
+    ):
+        with server("runstream") as srv:
+            argv = harness.producer_argv(srv, rate, count)
+            with spawn(argv, None) as producer:
+                producer.read()
+                producer.send("go")
+                done = producer.read(600)
+        figures[name] = done["cpu"] / count * 1e6
+        row(name, f"{figures[name]:.1f} us")
+    row("low rate / full speed", ratio(figures["at 200 events/s"], figures["at full speed"]))
+
+
+async def bench_async(only: set[str], scale: float) -> None:
+    if "append" in only:
+        await bench_append(int(10_000 * scale))
+    if "fanout" in only:
+        await bench_fanout(int(5_000 * scale))
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     args = parser.parse_args()
+    tree = os.environ.get("RUNSTREAM_TREE")
+    path = os.pathsep.join([f"{tree}/src/server", f"{tree}/src/clients/python"])
+    if tree and not os.environ.get("PYTHONPATH", "").startswith(path):
+        # Every process of the bench, this one included, imports that tree's code.
+        os.environ["PYTHONPATH"] = path
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    only = set(args.only.split(","))
+    unknown = only - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    scale = 0.2 if args.quick else 1.0
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    print(
+        "Runstream benchmarks (loopback; figures, not pass/fail); "
+        f"server core {SERVER_CPU}, client core {CLIENT_CPU}"
+        + (f"; server and SDK from {tree}" if tree else "")
+    )
+    started = time.perf_counter()
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(args.quick))
+    asyncio.run(bench_async(only, scale))
+    if "message" in only:
+        bench_message(int(2_000 * scale))
+    if "openloop" in only:
+        bench_openloop(10 * scale)
+    if "sustained" in only:
+        bench_sustained(20 * scale, 5 * scale)
+    if "idle" in only:
+        bench_idle((1_000, 5_000, 20_000) if not args.quick else (500, 1_000))
+    if "burst" in only:
+        bench_burst(10_000 if not args.quick else 2_000)
+    if "producer" in only:
+        bench_producer(10 * scale, int(20_000 * scale))
+    print(f"\n(took {time.perf_counter() - started:.0f} s)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Processes for the benchmarks: servers, producers and watchers, pinned and measured.
+
+Servers and their producers run on one core (``SERVER_CPU``), watchers on the other
+(``CLIENT_CPU``), so a scenario's server-side CPU is read from /proc for exactly the
+processes that did the work, and the clients' work cannot steal the server's core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+HERE = Path(__file__).resolve().parent
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CORES = sorted(os.sched_getaffinity(0))
+SERVER_CPU = CORES[0]
+CLIENT_CPU = CORES[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+@dataclass
+class Proc:
+    """A child process that speaks JSON lines on stdout and takes commands on stdin."""
+
+    process: subprocess.Popen[str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def read(self, timeout: float = 120) -> dict[str, Any]:
+        """The next JSON line the process prints."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = stdout.readline()
+            if line.startswith("{"):
+                return json.loads(line)  # type: ignore[no-any-return]
+            if not line and self.process.poll() is not None:
+                raise RuntimeError(f"{self.process.args} exited with {self.process.returncode}")
+        raise TimeoutError(f"{self.process.args} said nothing for {timeout}s")
+
+    def send(self, line: str) -> None:
+        stdin: IO[str] | None = self.process.stdin
+        assert stdin is not None
+        stdin.write(line + "\n")
+        stdin.flush()
+
+
+@contextmanager
+def spawn(argv: list[str], cpu: int | None, *, quiet: bool = False) -> Iterator[Proc]:
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield Proc(process)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@dataclass
+class Server:
+    pid: int
+    system: str
+    target: str
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+
+@contextmanager
+def server(
+    system: str,
+    *,
+    sync: str = "FULL",
+    cpu: int | None = SERVER_CPU,
+    profile: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> Iterator[Server]:
+    """A Runstream server (SQLite in a temporary directory) or the bare baseline."""
+    port = free_port()
+    with ExitStack() as stack:
+        if system == "runstream":
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            argv = [
+                sys.executable,
+                str(HERE / "serve_runstream.py"),
+                str(port),
+                str(Path(tmp) / "bench.db"),
+                sync,
+                *extra,
+            ]
+        else:
+            argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port), *extra]
+        if profile is not None:
+            pyspy = str(Path(sys.executable).parent / "py-spy")
+            argv = [
+                pyspy,
+                "record",
+                "--native",
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(profile),
+                "--",
+                *argv,
+            ]
+        proc = stack.enter_context(spawn(argv, cpu, quiet=True))
+        wait_for_port(port)
+        pid = proc.pid
+        if cpu is not None or profile is not None:
+            # taskset execs in place; py-spy keeps running as the server's parent.
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pid = int(children[0]) if profile is not None else pid
+        try:
+            yield Server(pid, system, f"127.0.0.1:{port}")
+        finally:
+            if profile is not None:  # py-spy writes its profile once the server exits
+                os.kill(pid, signal.SIGTERM)
+                proc.process.wait(60)
+
+
+def loadgen(*args: str, cpu: int | None) -> list[str]:
+    return [sys.executable, str(HERE / "loadgen.py"), *args, "--cpu", str(cpu)]
+
+
+def producer_argv(srv: Server, rate: float, count: int, *, closed: bool = False) -> list[str]:
+    """A loadgen producer for `srv`, on the server's core."""
+    args = ["produce", srv.system, srv.target, "--rate", str(rate), "--count", str(count)]
+    return loadgen(*args, *(["--closed"] if closed else []), cpu=SERVER_CPU)
+
+
+def start_watchers(
+    stack: ExitStack, srv: Server, run_id: str, watchers: int, procs: int, *options: str
+) -> list[Proc]:
+    """`watchers` watch streams split over `procs` loadgen processes on the client core."""
+    shares = [watchers // procs + (i < watchers % procs) for i in range(procs)]
+    return [
+        stack.enter_context(
+            spawn(
+                loadgen(
+                    "watch",
+                    srv.system,
+                    srv.target,
+                    run_id,
+                    "--watchers",
+                    str(n),
+                    *options,
+                    cpu=CLIENT_CPU,
+                ),
+                None,
+            )
+        )
+        for n in shares
+        if n
+    ]
+
+
+@dataclass
+class OpenLoop:
+    """The outcome of one open-loop scenario."""
+
+    latency: dict[str, Any]
+    server_cpu: float
+    producer_cpu: float
+    took: float
+    events: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def server_busy(self) -> float:
+        """The share of its core the server used while events flowed."""
+        return self.server_cpu / self.took if self.took else 0.0
+
+
+def open_loop(
+    srv: Server,
+    *,
+    watchers: int,
+    rate: float,
+    count: int,
+    closed: bool = False,
+    watcher_procs: int = 1,
+) -> OpenLoop:
+    """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers."""
+    with ExitStack() as stack:
+        producer = stack.enter_context(spawn(producer_argv(srv, rate, count, closed=closed), None))
+        run_id = producer.read()["run_id"] or "-"
+        procs = start_watchers(stack, srv, run_id, watchers, watcher_procs)
+        for proc in procs:
+            ready = proc.read(300)
+            if ready.get("failed"):
+                raise RuntimeError(f"watchers failed to open: {ready}")
+        time.sleep(0.3)
+        cpu0 = srv.cpu()
+        producer.send("go")
+        done = producer.read(600)
+        server_cpu = srv.cpu() - cpu0
+        results = [proc.read(600) for proc in procs]
+    latency = _merge(results)
+    return OpenLoop(latency, server_cpu, done["cpu"], done["took"], count)
+
+
+def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combines watcher processes' summaries: counts add up, percentiles take the worst."""
+    merged: dict[str, Any] = {"events": 0, "lost": 0, "repeated": 0}
+    for result in results:
+        for key in ("events", "lost", "repeated"):
+            merged[key] += result.get(key, 0)
+        for key in ("p50", "p99", "max"):
+            if key in result:
+                merged[key] = max(merged.get(key, 0.0), result[key])
+    return merged

@@ -1,0 +1,311 @@
+"""Load generators for the benchmarks, each run in its own process (and pinned to a core).
+
+    loadgen.py produce SYSTEM TARGET [--rate R] [--count N] [--closed] [--cpu C]
+    loadgen.py watch SYSTEM TARGET RUN_ID --watchers N [--per-channel K] [--mode M] [--cpu C]
+
+SYSTEM is ``runstream`` (the SDK producer, raw WatchRun streams) or ``baseline`` (the bare
+grpc.aio server in baseline_grpc.py: unary Publish, one message per event).
+
+The processes talk to ``run.py`` in JSON lines: on stdout they print what they have to say,
+on stdin they wait for commands.
+
+produce: creates the run (runstream), prints ``{"run_id": ...}``, then reports a warm-up
+event every 50 ms until it reads ``go``; then reports N measured events, open loop at R
+events/s (``--rate 0``: as fast as the reporter takes them; ``--closed``: one at a time,
+each acknowledged before the next), flushes, prints ``{"cpu": seconds, "took": seconds,
+"last_seq": seq}`` and ends the run, which ends every watcher's stream.
+
+watch: opens N watch streams (one connection per stream, or ``--per-channel`` streams per
+connection). Modes:
+  latency  each watcher prints nothing until it ends; the process prints ``{"ready": N}``
+           once every watcher has received a message, then, when all streams ended, the
+           report-to-receive latency of each measured event (a message's events are all
+           given its oldest event's latency: an upper bound) and the events lost or repeated.
+  idle     prints ``{"ready": N}`` once all streams are open (and have had their first
+           message), then holds them until stdin closes.
+  burst    opens all N streams at once, prints ``{"opened": n, "failed": {code: count}}``
+           once each stream has either had its first message or failed, then holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import grpc
+from runstream.v1 import event_pb2, run_service_pb2
+
+WARMUP, MEASURED = "w", "m"
+
+
+def emit(message: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def raise_file_limit() -> None:
+    """Many streams need many descriptors: raise the soft limit to the hard one."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+def tick_event(kind: str, n: int) -> event_pb2.RunEvent:
+    event = event_pb2.RunEvent(custom=event_pb2.Custom(type=kind))
+    event.custom.data.update({"n": n})
+    event.event_time.GetCurrentTime()
+    return event
+
+
+# --- producers -----------------------------------------------------------------------------
+
+
+async def paced(rate: float, count: int, send: Callable[[int], Awaitable[object]]) -> None:
+    """Awaits send(i) for i < count at `rate` per second (0: at once), open loop: a send
+    that comes late does not delay the schedule of the next ones."""
+    started = time.perf_counter()
+    sent = 0
+    while sent < count:
+        due = count if rate <= 0 else min(count, int((time.perf_counter() - started) * rate) + 1)
+        due = max(due, sent + 1)  # woken for the next send: a timer firing early does not spin
+        while sent < due:
+            await send(sent)
+            sent += 1
+        if sent < count:
+            await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+
+
+async def produce_runstream(target: str, rate: float, count: int, closed: bool) -> None:
+    import runstream
+
+    async with runstream.connect(target) as client:
+        run = await client.start_run("bench")
+        emit({"run_id": run.run_id})
+        commands = await stdin_lines()
+        go = asyncio.ensure_future(commands.readline())
+        n = 0
+        while not go.done():
+            await run.custom(WARMUP, {"n": n})
+            n += 1
+            await asyncio.wait({go}, timeout=0.05)
+        await run.flush()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        if closed:
+            for i in range(count):
+                await run.custom(MEASURED, {"n": i})
+                await run.flush()
+        else:
+            # Reporting calls return once the event is queued (the reporter sends it).
+            await paced(rate, count, lambda i: run.custom(MEASURED, {"n": i}))
+            await run.flush()
+        cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
+        emit({"cpu": cpu, "took": took, "last_seq": run.last_seq})
+        await run.complete()
+
+
+async def produce_baseline(target: str, rate: float, count: int, closed: bool) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        publish = channel.unary_unary("/bench.Baseline/Publish")
+        emit({"run_id": ""})
+        commands = await stdin_lines()
+        go = asyncio.ensure_future(commands.readline())
+        seq = 0
+
+        def payload(kind: str) -> bytes:
+            nonlocal seq
+            seq += 1
+            event = tick_event(kind, seq)
+            event.seq = seq
+            return event.SerializeToString() + (1).to_bytes(2, "big")
+
+        while not go.done():
+            await publish(payload(WARMUP))
+            await asyncio.wait({go}, timeout=0.05)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        if closed:
+            for _ in range(count):
+                await publish(payload(MEASURED))
+        else:
+            calls: list[Awaitable[bytes]] = []
+
+            async def send(_i: int) -> None:
+                calls.append(publish(payload(MEASURED)))  # a call starts when it is made
+
+            await paced(rate, count, send)
+            await asyncio.gather(*calls)
+        cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
+        emit({"cpu": cpu, "took": took, "last_seq": seq})
+        await publish(payload("end"))
+
+
+# --- watchers ------------------------------------------------------------------------------
+
+
+class Tally:
+    """Latencies (ms, one entry per message with its weight) and sequence checks."""
+
+    def __init__(self) -> None:
+        self.latencies: list[tuple[float, int]] = []
+        self.lost = 0
+        self.repeated = 0
+        self.ready = 0
+
+    def summary(self) -> dict[str, object]:
+        total = sum(weight for _, weight in self.latencies)
+        out: dict[str, object] = {"events": total, "lost": self.lost, "repeated": self.repeated}
+        if total:
+            ordered = sorted(self.latencies)
+            for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+                rank, seen = q * total, 0
+                for latency, weight in ordered:
+                    seen += weight
+                    if seen >= rank:
+                        out[name] = latency
+                        break
+        return out
+
+
+def channel_options(shared: bool) -> list[tuple[str, object]]:
+    # A local subchannel pool gives each channel a connection of its own.
+    return [] if shared else [("grpc.use_local_subchannel_pool", 1)]
+
+
+async def watch_one(
+    system: str, channel: grpc.aio.Channel, run_id: str, tally: Tally, first: asyncio.Future[None]
+) -> None:
+    if system == "runstream":
+        call = channel.unary_stream(
+            "/runstream.v1.RunService/WatchRun",
+            request_serializer=run_service_pb2.WatchRunRequest.SerializeToString,
+            response_deserializer=run_service_pb2.WatchRunResponse.FromString,
+        )(run_service_pb2.WatchRunRequest(run_id=run_id, heartbeat_interval={"seconds": 30}))
+    else:
+        call = channel.unary_stream(
+            "/bench.Baseline/Subscribe", response_deserializer=event_pb2.RunEvent.FromString
+        )(b"")
+    last = 0
+    async for response in call:
+        now_ns = time.time_ns()
+        if system == "runstream":
+            events = response.events
+            if not events:
+                continue  # a heartbeat
+            head, count, tail = events[0], len(events), events[-1].seq
+        else:
+            head, count, tail = response, 1, response.seq
+            if response.custom.type == "end":
+                return
+        if not first.done():
+            first.set_result(None)
+        if last and head.seq != last + 1:
+            if head.seq <= last:
+                tally.repeated += last - head.seq + 1
+            else:
+                tally.lost += head.seq - last - 1
+        last = tail
+        if head.custom.type == MEASURED:
+            latency = (now_ns - head.event_time.ToNanoseconds()) / 1e6
+            tally.latencies.append((latency, count))
+
+
+async def watch(
+    system: str, target: str, run_id: str, watchers: int, per_channel: int, mode: str
+) -> None:
+    raise_file_limit()
+    channels = [
+        grpc.aio.insecure_channel(target, options=channel_options(per_channel > 1))
+        for _ in range((watchers + per_channel - 1) // per_channel)
+    ]
+    tally = Tally()
+    firsts = [asyncio.get_running_loop().create_future() for _ in range(watchers)]
+    failures: Counter[str] = Counter()
+
+    async def one(i: int) -> None:
+        try:
+            await watch_one(system, channels[i // per_channel], run_id, tally, firsts[i])
+        except grpc.aio.AioRpcError as exc:
+            failures[exc.code().name] += 1
+            if not firsts[i].done():
+                firsts[i].set_result(None)
+
+    if mode != "burst":
+        # Opened in groups, so the server's accept backlog is not what is measured here.
+        tasks = []
+        for start in range(0, watchers, 500):
+            group = range(start, min(watchers, start + 500))
+            tasks += [asyncio.create_task(one(i)) for i in group]
+            await asyncio.wait([firsts[i] for i in group], timeout=60)
+    else:
+        tasks = [asyncio.create_task(one(i)) for i in range(watchers)]
+    await asyncio.wait(firsts, timeout=120)
+    opened = sum(1 for f in firsts if f.done()) - sum(failures.values())
+    if mode == "burst":
+        emit({"opened": opened, "failed": dict(failures)})
+    else:
+        emit({"ready": opened, "failed": dict(failures)})
+    if mode == "latency":
+        await asyncio.gather(*tasks, return_exceptions=True)
+        emit(tally.summary() | {"failed": dict(failures)})
+    else:
+        commands = await stdin_lines()
+        await commands.read()  # until the parent closes stdin
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels:
+        await channel.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    produce = sub.add_parser("produce")
+    produce.add_argument("system", choices=["runstream", "baseline"])
+    produce.add_argument("target")
+    produce.add_argument("--rate", type=float, default=0)
+    produce.add_argument("--count", type=int, default=1000)
+    produce.add_argument("--closed", action="store_true")
+    watcher = sub.add_parser("watch")
+    watcher.add_argument("system", choices=["runstream", "baseline"])
+    watcher.add_argument("target")
+    watcher.add_argument("run_id")
+    watcher.add_argument("--watchers", type=int, default=1)
+    watcher.add_argument("--per-channel", type=int, default=1)
+    watcher.add_argument("--mode", choices=["latency", "idle", "burst"], default="latency")
+    for p in (produce, watcher):
+        p.add_argument("--cpu", type=int, default=None, help="pin to this core")
+    args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    if args.command == "produce":
+        producer = produce_runstream if args.system == "runstream" else produce_baseline
+        asyncio.run(producer(args.target, args.rate, args.count, args.closed))
+    else:
+        asyncio.run(
+            watch(args.system, args.target, args.run_id, args.watchers, args.per_channel, args.mode)
+        )
+
+
+if __name__ == "__main__":
+    main()
