@@ -940,8 +940,7 @@ class RunManager:
         """Subscribes `feed` to runs: their open decisions now, then every change."""
         self._check_open()
         for i, run_id in enumerate(run_ids):
-            if not run_id:
-                raise InvalidArgument(f"subscribe.run_ids[{i}]", "is required")
+            check_id(f"subscribe.run_ids[{i}]", run_id)
         states = [await self._state(run_id) for run_id in run_ids]
         for state in states:  # no await from here on: nothing can slip between
             run_id = state.run.run_id

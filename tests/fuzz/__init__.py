@@ -1,0 +1,1 @@
+"""Fuzz tests: every RPC, generated and mutated input, within a fixed CI budget."""

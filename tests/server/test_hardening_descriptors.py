@@ -1,0 +1,128 @@
+"""Issue 8, "make the class impossible": rules derived from the descriptors, not from memory.
+
+Every field a client can send that can grow (strings, lists, maps, Structs), in every request
+of every RPC and every message inside them, must have a limit in
+``runstream_server.domain.fields.FIELD_LIMITS``: a field added to the protos without one
+fails here. Each limit is then shown to bite, through the same check the server runs on
+every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from runstream_server.app import SERVICE_NAMES
+from runstream_server.domain.fields import FIELD_LIMITS, check_request, limit_of, needs_limit
+from runstream_server.errors import InvalidArgument
+
+Path = tuple[FieldDescriptor, ...]
+
+
+def request_types() -> list[Descriptor]:
+    pool = descriptor_pool.Default()
+    return [m.input_type for s in SERVICE_NAMES for m in pool.FindServiceByName(s).methods]
+
+
+def reachable_fields() -> Iterator[tuple[Descriptor, Path]]:
+    """(request type, path of fields from it) for every field a client can fill in."""
+    seen: set[str] = set()
+    for root in request_types():
+        queue: list[tuple[Descriptor, Path]] = [(root, ())]
+        while queue:
+            message, path = queue.pop()
+            for field in message.fields:
+                if field.full_name in seen or not field.full_name.startswith("runstream."):
+                    continue
+                seen.add(field.full_name)
+                yield root, (*path, field)
+                entry = field.message_type
+                if entry is None or entry.full_name.startswith("google.protobuf."):
+                    continue
+                if entry.GetOptions().map_entry:
+                    value = entry.fields_by_name["value"].message_type
+                    if value is not None and value.full_name.startswith("runstream."):
+                        queue.append((value, (*path, field)))
+                else:
+                    queue.append((entry, (*path, field)))
+
+
+GROWING = [(root, path) for root, path in reachable_fields() if needs_limit(path[-1])]
+
+
+def test_every_growing_field_a_client_can_send_has_a_limit() -> None:
+    missing = sorted({path[-1].full_name for _, path in GROWING} - set(FIELD_LIMITS))
+    assert missing == [], f"add these to FIELD_LIMITS in domain/fields.py: {missing}"
+    # The table holds no stale names either: each entry is a real, growing field.
+    pool = descriptor_pool.Default()
+    for name in FIELD_LIMITS:
+        message, field = name.rsplit(".", 1)
+        assert needs_limit(pool.FindMessageTypeByName(message).fields_by_name[field]), name
+    assert len(GROWING) > 80  # the walk reached into events, steps, decisions, artifacts
+
+
+def _over_the_limit(root: Descriptor, path: Path) -> tuple[Message, str]:
+    """A request with the field at `path` just past its limit, and the field path to blame."""
+    request = GetMessageClass(root)()
+    target: Message = request
+    where: list[str] = []
+    for field in path[:-1]:
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            target = getattr(target, field.name)["k"]
+            where.append(f"{field.name}['k']")
+        elif field.is_repeated:
+            target = getattr(target, field.name).add()
+            where.append(f"{field.name}[0]")
+        else:
+            target = getattr(target, field.name)
+            where.append(field.name)
+    field = path[-1]
+    limit = limit_of(field)
+    where.append(field.name)
+    entry = field.message_type
+    if entry is not None and entry.full_name == "google.protobuf.Struct":
+        getattr(target, field.name).update({"blob": "x" * limit.struct_bytes})
+    elif entry is not None and entry.GetOptions().map_entry:
+        value_field = entry.fields_by_name["value"]
+        items = getattr(target, field.name)
+        for i in range(limit.items + 1):
+            if value_field.message_type is None:
+                items[f"k{i}"] = _scalar(value_field)
+            else:
+                items.get_or_create(f"k{i}")
+    elif field.is_repeated:
+        items = getattr(target, field.name)
+        for _ in range(limit.items + 1):
+            if field.message_type is None:
+                items.append(_scalar(field))
+            else:
+                items.add()
+    else:
+        setattr(target, field.name, "x" * (limit.chars + 1))
+    return request, ".".join(where)
+
+
+def _scalar(field: FieldDescriptor) -> object:
+    return {
+        FieldDescriptor.TYPE_STRING: "v",
+        FieldDescriptor.TYPE_BOOL: True,
+        FieldDescriptor.TYPE_DOUBLE: 1.0,
+        FieldDescriptor.TYPE_ENUM: 0,
+    }.get(field.type, 1)
+
+
+@pytest.mark.parametrize(
+    ("root", "path"),
+    GROWING,
+    ids=[path[-1].full_name.removeprefix("runstream.v1.") for _, path in GROWING],
+)
+def test_each_limit_bites_with_the_field_named(root: Descriptor, path: Path) -> None:
+    request, where = _over_the_limit(root, path)
+    with pytest.raises(InvalidArgument) as info:
+        check_request(request)
+    assert info.value.field == where
