@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import decision_service_pb2_grpc, report_service_pb2_grpc, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import RunstreamServer
 from runstream_server.domain.runs import Limits
 
 from tests.server.conftest import Stubs
@@ -126,11 +126,10 @@ async def test_big_events_page_through_list_events_without_loss(stubs: Stubs) ->
 
 
 @pytest.fixture
-async def small_budget(tmp_path: Path) -> AsyncIterator[Stubs]:
+async def small_budget(tmp_path: Path, server_config: Any) -> AsyncIterator[Stubs]:
     """A server whose byte budget per response is 40 KB, so a few runs fill a page."""
     limits = Limits(response_bytes=40_000, max_snapshot_bytes=200_000)
-    config = ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "r.db", limits=limits)
-    server = RunstreamServer(config)
+    server = RunstreamServer(server_config(tmp_path / "r.db", limits=limits))
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.target) as channel:
