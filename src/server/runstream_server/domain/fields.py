@@ -112,9 +112,9 @@ _TABLE: dict[str, dict[str, Limit]] = {
     "DecisionOption": {"value": NAME, "label": NAME, "description": TEXT},
     # --- events ---------------------------------------------------------------------------
     "RunEvent": {"run_id": ID, "idempotency_key": ID},
-    "RunCreated": _RUN_CREATED,
+    "RunCreated": {**_RUN_CREATED, "tenant": NAME, "created_by": NAME},
     "RunStarted": {"message": TEXT},
-    "RunStatusChanged": {"reason": TEXT},
+    "RunStatusChanged": {"reason": TEXT, "changed_by": NAME},
     "RunCompleted": {"summary": TEXT, "result": STRUCT},
     "RunCancelled": {"reason": TEXT, "cancelled_by": NAME},
     "StepStarted": {"step_id": ID, "name": NAME, "description": TEXT, "agent": NAME},
