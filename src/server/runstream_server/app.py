@@ -346,7 +346,8 @@ class RunstreamServer:
         if self._store is not None:
             await self._store.close()
         if self.telemetry is not None:
-            self.telemetry.close()
+            # Off the loop: flushing traces may wait on a collector (even one on this loop).
+            await asyncio.to_thread(self.telemetry.close)
         log.info("stopped")
 
 

@@ -22,6 +22,7 @@ from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
 from runstream._retry import Backoff, is_retryable
 from runstream._stats import ServerStats, stats_from_pb
+from runstream._tracing import trace_interceptors
 from runstream._types import (
     Decision,
     DecisionState,
@@ -120,7 +121,7 @@ class Client:
         token: str | TokenProvider | None = None,
     ) -> None:
         self._target = target
-        self._interceptors = auth_interceptors(token)
+        self._interceptors = auth_interceptors(token) + trace_interceptors()
         if isinstance(metadata, Mapping):
             self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
         else:

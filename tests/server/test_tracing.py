@@ -1,0 +1,232 @@
+"""OpenTelemetry: a real OTLP/gRPC receiver (the collector's TraceService, hosted by this test
+on grpc.aio) gets each run as one trace, and the server's RPC spans continue the producer's
+trace. The producer is the SDK, called inside a span of the test's own tracer provider."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import runstream
+from opentelemetry.proto.collector.trace.v1 import (
+    trace_service_pb2,
+    trace_service_pb2_grpc,
+)
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace import TracerProvider
+from runstream import DecisionState, RunStatus
+from runstream_server.app import RunstreamServer, ServerConfig
+
+SERVER = trace_pb2.Span.SPAN_KIND_SERVER
+ERROR = trace_pb2.Status.STATUS_CODE_ERROR
+
+
+@dataclass
+class Span:
+    """One received span, with its attributes and events as plain values."""
+
+    raw: trace_pb2.Span
+    service: str
+
+    @property
+    def name(self) -> str:
+        return self.raw.name
+
+    @property
+    def trace_id(self) -> str:
+        return self.raw.trace_id.hex()
+
+    @property
+    def span_id(self) -> str:
+        return self.raw.span_id.hex()
+
+    @property
+    def parent_id(self) -> str:
+        return self.raw.parent_span_id.hex()
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return _attributes(self.raw.attributes)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [_attributes(e.attributes) for e in self.raw.events if e.name == name]
+
+
+def _value(value: common_pb2.AnyValue) -> Any:
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, which) if which else None
+
+
+def _attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in pairs}
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """The OTLP trace receiver of an OpenTelemetry collector, in memory."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def spans(self) -> list[Span]:
+        found = []
+        for request in self.requests:
+            for resource_spans in request.resource_spans:
+                resource = _attributes(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        found.append(Span(span, resource.get("service.name", "")))
+        return found
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[Collector, int]]:
+    receiver = Collector()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield receiver, port
+    finally:
+        await server.stop(0)
+
+
+async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
+    collector: tuple[Collector, int], tmp_path: Path
+) -> None:
+    receiver, port = collector
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=tmp_path / "runstream.db",
+            otlp_endpoint=f"http://127.0.0.1:{port}",
+        )
+    )
+    await server.start()
+    producer_tracer = TracerProvider().get_tracer("the-producer")
+    try:
+        async with (
+            runstream.connect(server.target) as producer,
+            runstream.connect(server.target) as viewer,
+        ):
+            with producer_tracer.start_as_current_span("campaign job") as job:
+                run = await producer.start_run(
+                    "campaign",
+                    steps=[
+                        runstream.StepSpec("research", "Research", agent="researcher"),
+                        runstream.StepSpec("persona", "Persona", agent="strategist"),
+                        runstream.StepSpec("copy", "Copy", agent="copywriter"),
+                    ],
+                )
+                async with run:
+                    async with run.step("research"):
+                        pass
+                    async with run.step("persona"):
+                        asking = asyncio.create_task(
+                            run.ask(
+                                "Which persona?",
+                                ["hiker", "runner"],
+                                decision_id="persona",
+                                timeout=timedelta(minutes=5),
+                            )
+                        )
+                        for _ in range(2000):
+                            if await viewer.list_decisions(run.run_id, state=DecisionState.OPEN):
+                                break
+                            await asyncio.sleep(0.01)
+                        await viewer.submit_decision(
+                            run.run_id, "persona", "runner", answered_by="ana"
+                        )
+                        await asyncio.wait_for(asking, 20)
+                    async with run.step("copy"):
+                        pass
+                    await run.complete(summary="done")
+
+                failing = await producer.start_run("campaign", steps=["only"])
+                with pytest.raises(RuntimeError):
+                    async with failing, failing.step("only"):
+                        raise RuntimeError("the model timed out")
+            assert (await viewer.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+            assert (await viewer.get_run(failing.run_id)).status == RunStatus.FAILED
+    finally:
+        await server.stop(grace=0.5)  # flushes the batched spans to the receiver
+
+    producer_trace = format(job.get_span_context().trace_id, "032x")
+    producer_span = format(job.get_span_context().span_id, "016x")
+    spans = receiver.spans()
+    assert spans and {s.service for s in spans} == {"runstream"}
+
+    # RPC spans: SERVER spans carrying the producer's trace id, children of its span.
+    create = [s for s in spans if s.name == "runstream.v1.RunService/CreateRun"]
+    assert len(create) == 2
+    for span in create:
+        assert span.raw.kind == SERVER
+        assert (span.trace_id, span.parent_id) == (producer_trace, producer_span)
+        assert span.attributes["rpc.system"] == "grpc"
+        assert span.attributes["rpc.method"] == "CreateRun"
+        assert span.attributes["rpc.grpc.status_code"] == 0
+    reports = [s for s in spans if s.name == "runstream.v1.ReportService/Report"]
+    assert reports and all(s.trace_id == producer_trace for s in reports)
+    # Calls made outside any span (the two GetRun at the end) start traces of their own.
+    get_runs = [s for s in spans if s.name == "runstream.v1.RunService/GetRun"]
+    assert len(get_runs) == 2
+    assert all(s.trace_id != producer_trace and not s.parent_id for s in get_runs)
+
+    # The run: a root span (in the producer's trace, under the CreateRun call) ...
+    roots = [s for s in spans if s.name == "run campaign"]
+    root = next(s for s in roots if s.attributes["runstream.run_id"] == run.run_id)
+    assert root.trace_id == producer_trace
+    assert root.parent_id == next(s.span_id for s in create if s.span_id == root.parent_id)
+    assert root.attributes["runstream.workflow"] == "campaign"
+    assert root.attributes["runstream.status"] == "SUCCEEDED"
+    # ... each step a child span with its agent, status and duration, in plan order ...
+    steps = sorted(
+        (s for s in spans if s.parent_id == root.span_id and s.name.startswith("step ")),
+        key=lambda s: s.raw.start_time_unix_nano,
+    )
+    assert [s.name for s in steps] == ["step research", "step persona", "step copy"]
+    assert [s.attributes["runstream.agent"] for s in steps] == [
+        "researcher",
+        "strategist",
+        "copywriter",
+    ]
+    for step in steps:
+        assert step.trace_id == producer_trace
+        assert step.attributes["runstream.step.status"] == "completed"
+        assert step.attributes["runstream.step.duration_ms"] >= 0
+        assert root.raw.start_time_unix_nano <= step.raw.start_time_unix_nano
+        assert step.raw.end_time_unix_nano <= root.raw.end_time_unix_nano
+    assert steps[0].raw.end_time_unix_nano <= steps[1].raw.start_time_unix_nano
+    # ... and the decision as span events, asked then answered.
+    [asked] = root.events("decision.requested")
+    assert asked["runstream.decision_id"] == "persona"
+    assert asked["runstream.decision.options"] == ["hiker", "runner"]
+    [resolved] = root.events("decision.resolved")
+    assert resolved["runstream.decision.outcome"] == "ANSWERED"
+    assert resolved["runstream.decision.choice"] == "runner"
+    assert resolved["runstream.decision.answered_by"] == "ana"
+
+    # A failed run: the error is an event and the status of its step and of the run.
+    failed_root = next(s for s in roots if s.attributes["runstream.run_id"] == failing.run_id)
+    assert failed_root.attributes["runstream.status"] == "FAILED"
+    assert failed_root.raw.status.code == ERROR
+    [step] = [s for s in spans if s.parent_id == failed_root.span_id]
+    assert step.raw.status.code == ERROR
+    assert step.attributes["runstream.step.status"] == "failed"
+    assert any("the model timed out" in e["error.message"] for e in step.events("error"))
+    assert failed_root.events("error")
