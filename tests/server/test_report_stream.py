@@ -118,3 +118,35 @@ async def test_a_producer_that_reads_acks_late_gets_them_all(stubs) -> None:  # 
             break
     assert acks == list(range(1, 301))
     assert sent.is_set()
+
+
+async def test_batches_sent_together_keep_their_own_acks_and_refusals(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Batches that queue up while a commit is made are committed together; each still gets
+    its own ack, and a refused one is refused precisely, after the ones before it."""
+    run = await create_run(stubs)
+    bad = ev.RunEvent(step_progress=ev.StepProgress(step_id="nope", percent=5))
+
+    async def batches():  # type: ignore[no-untyped-def]
+        yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)])
+        for b in range(2, 40):
+            yield rp.ReportRequest(
+                batch_id=b, events=[custom(b * 10 + i) for i in range(b % 3 + 1)]
+            )
+        yield rp.ReportRequest(batch_id=40, events=[custom(400), bad])
+        yield rp.ReportRequest(batch_id=41, events=[custom(410)])
+        await asyncio.sleep(5)
+
+    acks = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in stubs.report.Report(batches()):
+            acks.append(response.ack)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("events[1].step_progress.step_id:")
+    assert [a.batch_id for a in acks] == list(range(1, 40))
+    assert [len(a.events) for a in acks] == [1] + [b % 3 + 1 for b in range(2, 40)]
+    seqs = [e.seq for a in acks for e in a.events]
+    assert seqs == list(range(2, 2 + len(seqs)))
+    assert [e.idempotency_key for e in acks[5].events] == [f"k{60 + i}" for i in range(6 % 3 + 1)]
+    # Neither the refused batch nor the one after it was stored.
+    snap = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert snap.last_seq == seqs[-1]
