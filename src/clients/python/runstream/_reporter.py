@@ -162,7 +162,9 @@ class RunReporter:
         reconnect_timeout: float | None,
         max_buffered: int = 10_000,
         batch_size: int = 500,
-        max_in_flight: int = 8,
+        # Two: the server commits what queued up while it was committing as one, so more
+        # batches in flight would mean more messages each way, not less waiting.
+        max_in_flight: int = 2,
         cancel_task: bool = True,
     ) -> None:
         self._run_id = run.run_id
