@@ -135,23 +135,19 @@ def server(
     sync: str = "FULL",
     cpu: int | None = SERVER_CPU,
     profile: Path | None = None,
-    extra: tuple[str, ...] = (),
+    store: str | None = None,
 ) -> Iterator[Server]:
-    """A Runstream server (SQLite in a temporary directory) or the bare baseline."""
+    """A Runstream server (`store`: a redis:// URL, else SQLite in a temporary directory) or
+    the bare baseline."""
     port = free_port()
     with ExitStack() as stack:
         if system == "runstream":
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            argv = [
-                sys.executable,
-                str(HERE / "serve_runstream.py"),
-                str(port),
-                str(Path(tmp) / "bench.db"),
-                sync,
-                *extra,
-            ]
+            if store is None:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory())
+                store = str(Path(tmp) / "bench.db")
+            argv = [sys.executable, str(HERE / "serve_runstream.py"), str(port), store, sync]
         else:
-            argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port), *extra]
+            argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port)]
         if profile is not None:
             pyspy = str(Path(sys.executable).parent / "py-spy")
             argv = [
@@ -182,18 +178,39 @@ def server(
                 proc.process.wait(60)
 
 
+@contextmanager
+def redis_server(cpu: int | None = None) -> Iterator[str]:
+    """A redis-server with its append-only file synced on every write; yields its URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", tmp]
+        with spawn(argv, cpu, quiet=True):
+            wait_for_port(port)
+            yield f"redis://127.0.0.1:{port}/0"
+
+
 def loadgen(*args: str, cpu: int | None) -> list[str]:
-    return [sys.executable, str(HERE / "loadgen.py"), *args, "--cpu", str(cpu)]
+    pin = ["--cpu", str(cpu)] if cpu is not None else []
+    return [sys.executable, str(HERE / "loadgen.py"), *args, *pin]
 
 
-def producer_argv(srv: Server, rate: float, count: int, *, closed: bool = False) -> list[str]:
-    """A loadgen producer for `srv`, on the server's core."""
+def producer_argv(
+    srv: Server, rate: float, count: int, *, closed: bool = False, cpu: int | None = SERVER_CPU
+) -> list[str]:
+    """A loadgen producer for `srv`, on the server's core unless told otherwise."""
     args = ["produce", srv.system, srv.target, "--rate", str(rate), "--count", str(count)]
-    return loadgen(*args, *(["--closed"] if closed else []), cpu=SERVER_CPU)
+    return loadgen(*args, *(["--closed"] if closed else []), cpu=cpu)
 
 
 def start_watchers(
-    stack: ExitStack, srv: Server, run_id: str, watchers: int, procs: int, *options: str
+    stack: ExitStack,
+    srv: Server,
+    run_id: str,
+    watchers: int,
+    procs: int,
+    *options: str,
+    cpu: int | None = CLIENT_CPU,
 ) -> list[Proc]:
     """`watchers` watch streams split over `procs` loadgen processes on the client core."""
     shares = [watchers // procs + (i < watchers % procs) for i in range(procs)]
@@ -254,13 +271,47 @@ def open_loop(
             if ready.get("failed"):
                 raise RuntimeError(f"watchers failed to open: {ready}")
         time.sleep(0.3)
-        cpu0 = srv.cpu()
+        cpu0, clients0 = srv.cpu(), sum(p.cpu() for p in procs)
         producer.send("go")
         done = producer.read(600)
         server_cpu = srv.cpu() - cpu0
+        clients_cpu = sum(p.cpu() for p in procs) - clients0
         results = [proc.read(600) for proc in procs]
     latency = _merge(results)
-    return OpenLoop(latency, server_cpu, done["cpu"], done["took"], count)
+    return OpenLoop(
+        latency, server_cpu, done["cpu"], done["took"], count, {"clients_cpu": clients_cpu}
+    )
+
+
+def spread_load(
+    servers: list[Server], *, runs: int, watchers: int, rate: float, count: int
+) -> tuple[dict[str, Any], list[float], float]:
+    """`runs` runs, each with a producer at `rate`/s and `watchers` watchers, dealt round-robin
+    over `servers` (replicas on one store); producers and watchers float over every core.
+
+    Returns the merged latency, each server's share of a core, and the seconds it took.
+    """
+    with ExitStack() as stack:
+        producers, procs = [], []
+        for i in range(runs):
+            srv = servers[i % len(servers)]
+            producer = stack.enter_context(spawn(producer_argv(srv, rate, count, cpu=None), None))
+            producers.append(producer)
+            run_id = producer.read()["run_id"]
+            procs += start_watchers(stack, srv, run_id, watchers, 1, cpu=None)
+        for proc in procs:
+            proc.read(300)
+        time.sleep(0.3)
+        cpu0 = [srv.cpu() for srv in servers]
+        t0 = time.perf_counter()
+        for producer in producers:
+            producer.send("go")
+        for producer in producers:
+            producer.read(600)
+        took = time.perf_counter() - t0
+        busy = [(srv.cpu() - c) / took for srv, c in zip(servers, cpu0, strict=True)]
+        results = [proc.read(600) for proc in procs]
+    return _merge(results), busy, took
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ Scenarios:
   idle        RSS per idle watcher at 1,000, 5,000 and 20,000 watchers
   burst       10,000 watchers connecting at once: how many the server registers
   producer    the SDK producer's CPU per event at 200 events/s and at full speed
+  replicas    more than one core: 4 runs (1,000 events/s, 25 watchers each) on one server
+              process, then on two replicas sharing one Redis store, one pinned to each core
 
 Set RUNSTREAM_TREE to another checkout to run its server and SDK instead (e.g. the previous
 release, for a before/after table); the bench code and the baseline stay the same.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -52,7 +55,17 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 
-SCENARIOS = ("append", "fanout", "message", "openloop", "sustained", "idle", "burst", "producer")
+SCENARIOS = (
+    "append",
+    "fanout",
+    "message",
+    "openloop",
+    "sustained",
+    "idle",
+    "burst",
+    "producer",
+    "replicas",
+)
 
 
 def row(name: str, runstream: str, baseline: str = "-", ratio: str = "") -> None:
@@ -239,6 +252,11 @@ def _lost(result: harness.OpenLoop) -> str:
     return "none lost" if not bad else f"{latency['lost']} lost, {latency['repeated']} repeated"
 
 
+def _clients(result: harness.OpenLoop) -> str:
+    """How busy the watcher processes kept their core: near 100 %, they set the latency."""
+    return f"{100 * result.extra['clients_cpu'] / result.took:.0f} %"
+
+
 def bench_openloop(seconds: float) -> None:
     header(f"open loop: a producer at a steady rate, N watchers ({seconds:g} s each)")
     for watchers, rate, procs in ((1, 200, 1), (100, 100, 1), (1000, 10, 2)):
@@ -260,6 +278,7 @@ def bench_openloop(seconds: float) -> None:
             ratio(rs.server_busy, bl.server_busy),
         )
         row(f"{name}: events delivered", f"{rs.latency['events']:,} ({_lost(rs)})", _lost(bl))
+        row(f"{name}: watchers' core busy", _clients(rs), _clients(bl))
 
 
 def bench_sustained(seconds: float, search_seconds: float) -> None:
@@ -269,6 +288,7 @@ def bench_sustained(seconds: float, search_seconds: float) -> None:
     row("p50 / p99", _p(rs))
     row("events delivered", f"{rs.latency['events']:,}", "", _lost(rs))
     row("server core busy", f"{100 * rs.server_busy:.0f} %")
+    row("watchers' core busy", _clients(rs))
     row("producer kept up", f"{rs.events / rs.took:,.0f} events/s")
     for watchers, rates in ((100, (2_000, 5_000, 10_000, 20_000)), (10, (5_000, 10_000, 20_000))):
         best = 0
@@ -313,7 +333,8 @@ def _publish_until(srv: harness.Server, procs: list[harness.Proc]) -> None:
         async with grpc.aio.insecure_channel(srv.target) as channel:
             publish = channel.unary_unary("/bench.Baseline/Publish")
             while len(select.select(pipes, [], [], 0)[0]) < len(pipes):
-                await publish(payload + (1).to_bytes(2, "big"))
+                with contextlib.suppress(grpc.aio.AioRpcError):  # refused in a burst: again
+                    await publish(payload + (1).to_bytes(2, "big"))
                 await asyncio.sleep(0.1)
 
     asyncio.run(hello())
@@ -413,6 +434,33 @@ def bench_producer(seconds: float, full: int) -> None:
     row("low rate / full speed", ratio(figures["at 200 events/s"], figures["at full speed"]))
 
 
+def bench_replicas(seconds: float) -> None:
+    runs, watchers, rate = 4, 25, 1_000
+    header(
+        f"replicas on one Redis store: {runs} runs at {rate:,}/s with {watchers} watchers each;"
+        " producers and watchers on either core"
+    )
+    count = int(rate * seconds)
+    for replicas in (1, 2):
+        with ExitStack() as stack:
+            url = stack.enter_context(harness.redis_server())
+            servers = [
+                stack.enter_context(server("runstream", store=url, cpu=harness.CORES[i]))
+                for i in range(replicas)
+            ]
+            latency, busy, took = harness.spread_load(
+                servers, runs=runs, watchers=watchers, rate=rate, count=count
+            )
+        cores = " + ".join(f"{100 * b:.0f} %" for b in busy)
+        name = f"{replicas} process{'es' if replicas > 1 else ''}"
+        row(f"{name}: p50 / p99", f"{latency['p50']:.1f} / {latency['p99']:.1f} ms")
+        row(f"{name}: server cores busy", cores)
+        row(
+            f"{name}: events in / delivered",
+            f"{runs * count / took:,.0f}/s / {latency['events']:,}",
+        )
+
+
 async def bench_async(only: set[str], scale: float) -> None:
     if "append" in only:
         await bench_append(int(10_000 * scale))
@@ -464,6 +512,8 @@ def main() -> None:
         bench_burst(10_000 if not args.quick else 2_000)
     if "producer" in only:
         bench_producer(10 * scale, int(20_000 * scale))
+    if "replicas" in only:
+        bench_replicas(10 * scale)
     print(f"\n(took {time.perf_counter() - started:.0f} s)")
     sys.stdout.flush()
 
