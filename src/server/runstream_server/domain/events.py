@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 from runstream.v1 import event_pb2
 
 from runstream_server.errors import InvalidArgument, ResourceExhausted
@@ -26,12 +28,6 @@ _PAYLOAD = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
 KIND_BY_FIELD: dict[str, int] = {f.name: f.number for f in _PAYLOAD.fields}
 VALID_KINDS = frozenset(KIND_BY_FIELD.values())
 
-# Kinds only the server writes: they record server-side facts, and letting a producer forge
-# them would make the derived run state lie.
-SERVER_ONLY_FIELDS = frozenset(
-    {"run_created", "run_status_changed", "decision_resolved", "health_changed", "estimate_updated"}
-)
-TERMINAL_FIELDS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_KEY_LENGTH = 128
@@ -146,67 +142,11 @@ def validate_produced_event(
     name = payload_field(event)
     if name is None:
         raise InvalidArgument(f"{path}.payload", "exactly one event kind must be set")
-    if name in SERVER_ONLY_FIELDS:
+    rules = kind_rules(f"{path}.{name}", name)
+    if rules.server_only:
         raise InvalidArgument(f"{path}.{name}", "is written by the server; producers cannot")
-    _validate_payload(f"{path}.{name}", name, event)
+    rules.validate(f"{path}.{name}", getattr(event, name))
     return name
-
-
-def _validate_payload(p: str, name: str, event: event_pb2.RunEvent) -> None:
-    """Kind-specific checks: required fields and ranges, one branch per kind that has any."""
-    if name == "run_failed":
-        _required(f"{p}.error.message", event.run_failed.error.message)
-    elif name in ("step_started", "step_completed", "step_skipped"):
-        check_id(f"{p}.step_id", getattr(event, name).step_id)
-    elif name == "step_progress":
-        sp = event.step_progress
-        check_id(f"{p}.step_id", sp.step_id)
-        _in_range(f"{p}.percent", sp.percent, 0, 100)
-        if sp.tokens_processed < 0:
-            raise InvalidArgument(f"{p}.tokens_processed", "must not be negative")
-    elif name == "step_failed":
-        check_id(f"{p}.step_id", event.step_failed.step_id)
-        _required(f"{p}.error.message", event.step_failed.error.message)
-    elif name == "agent_activity":
-        aa = event.agent_activity
-        if not aa.agent_id and not aa.agent_name:
-            raise InvalidArgument(f"{p}.agent_id", "agent_id or agent_name is required")
-        if aa.activity == event_pb2.AGENT_ACTIVITY_TYPE_UNSPECIFIED:
-            raise InvalidArgument(f"{p}.activity", "is required")
-        check_id(f"{p}.step_id", aa.step_id, required=False)
-    elif name == "thinking":
-        _in_range(f"{p}.confidence", event.thinking.confidence, 0, 1)
-    elif name == "model_allocation":
-        _required(f"{p}.model", event.model_allocation.model)
-        if event.model_allocation.context_window < 0:
-            raise InvalidArgument(f"{p}.context_window", "must not be negative")
-    elif name == "text_delta":
-        _required(f"{p}.message_id", event.text_delta.message_id)
-    elif name == "metrics_update":
-        if not event.metrics_update.values:
-            raise InvalidArgument(f"{p}.values", "at least one metric is required")
-        for key, value in event.metrics_update.values.items():
-            _required(f"{p}.values", key)
-            _finite(f"{p}.values[{key!r}]", value)
-        check_id(f"{p}.step_id", event.metrics_update.step_id, required=False)
-    elif name == "milestone":
-        _required(f"{p}.title", event.milestone.title)
-    elif name == "alert":
-        _required(f"{p}.message", event.alert.message)
-    elif name == "error_recovery":
-        _required(f"{p}.error_message", event.error_recovery.error_message)
-    elif name == "artifact_produced":
-        art = event.artifact_produced.artifact
-        _required(f"{p}.artifact.name", art.name)
-        check_id(f"{p}.artifact.step_id", art.step_id, required=False)
-        if art.size_bytes < 0:
-            raise InvalidArgument(f"{p}.artifact.size_bytes", "must not be negative")
-    elif name == "workflow_state_change":
-        _required(f"{p}.change_type", event.workflow_state_change.change_type)
-    elif name == "decision_requested":
-        _validate_decision(p, event.decision_requested)
-    elif name == "custom":
-        _required(f"{p}.type", event.custom.type)
 
 
 def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
@@ -251,3 +191,115 @@ def check_snapshot_size(state: RunState, limit: int) -> None:
             f"its limit of {most} bytes; report fewer steps, artifacts, agents or metric names, "
             "or shorter texts"
         )
+
+
+# --- the kinds, in one table ------------------------------------------------------------------
+
+
+def _get(message: Message, dotted: str) -> Any:
+    value: Any = message
+    for name in dotted.split("."):
+        value = getattr(value, name)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class KindRules:
+    """What the server knows about one event kind (one field of RunEvent's payload oneof).
+
+    Adding a kind to the protos means adding its entry to :data:`KINDS` (and, when it
+    changes the derived state, a ``RunState._on_<kind>`` method); the SDK's converters and
+    the views have their own tables. ``tests/server/test_hardening_event_kinds.py`` derives
+    the list of kinds from the descriptor and fails until every one of those has it.
+    Generic rules (sizes, enums, signs, finite numbers) come from :mod:`.fields`.
+    """
+
+    required: tuple[str, ...] = ()
+    """Text fields (dotted paths inside the payload) that must not be blank."""
+    ids: tuple[str, ...] = ()
+    """Id fields that must hold a valid id."""
+    optional_ids: tuple[str, ...] = ()
+    """Id fields that may be empty, and otherwise must hold a valid id."""
+    ranges: tuple[tuple[str, float, float], ...] = ()
+    """(field, low, high): numbers that must lie within bounds."""
+    check: Callable[[str, Any], None] | None = None
+    """Anything more, given the payload's path and message."""
+    server_only: bool = False
+    """Only the server writes it: a producer forging it would make the derived state lie."""
+    terminal: bool = False
+    """It ends the run."""
+    changes_state: bool = True
+    """RunState folds it into the snapshot (with ``_on_<kind>``); else watchers see it only."""
+
+    def validate(self, path: str, payload: Message) -> None:
+        for name in self.ids:
+            check_id(f"{path}.{name}", _get(payload, name))
+        for name in self.optional_ids:
+            check_id(f"{path}.{name}", _get(payload, name), required=False)
+        for name in self.required:
+            _required(f"{path}.{name}", _get(payload, name))
+        for name, low, high in self.ranges:
+            _in_range(f"{path}.{name}", _get(payload, name), low, high)
+        if self.check is not None:
+            self.check(path, payload)
+
+
+def _agent_activity(p: str, aa: event_pb2.AgentActivity) -> None:
+    if not aa.agent_id and not aa.agent_name:
+        raise InvalidArgument(f"{p}.agent_id", "agent_id or agent_name is required")
+    if aa.activity == event_pb2.AGENT_ACTIVITY_TYPE_UNSPECIFIED:
+        raise InvalidArgument(f"{p}.activity", "is required")
+
+
+def _metrics_update(p: str, mu: event_pb2.MetricsUpdate) -> None:
+    if not mu.values:
+        raise InvalidArgument(f"{p}.values", "at least one metric is required")
+    for key in mu.values:
+        _required(f"{p}.values", key)
+
+
+KINDS: dict[str, KindRules] = {
+    "run_created": KindRules(server_only=True),
+    # Starting is implied by any first producer event; the event itself is for watchers.
+    "run_started": KindRules(changes_state=False),
+    "run_status_changed": KindRules(server_only=True),
+    "run_completed": KindRules(terminal=True),
+    "run_failed": KindRules(terminal=True, required=("error.message",)),
+    "run_cancelled": KindRules(terminal=True),
+    "step_started": KindRules(ids=("step_id",)),
+    "step_progress": KindRules(ids=("step_id",), ranges=(("percent", 0, 100),)),
+    "step_completed": KindRules(ids=("step_id",)),
+    "step_failed": KindRules(ids=("step_id",), required=("error.message",)),
+    "step_skipped": KindRules(ids=("step_id",)),
+    "agent_activity": KindRules(optional_ids=("step_id",), check=_agent_activity),
+    # Reasoning, model choices and streamed text are shown to watchers; snapshots stay small.
+    "thinking": KindRules(ranges=(("confidence", 0, 1),), changes_state=False),
+    "model_allocation": KindRules(required=("model",), changes_state=False),
+    "text_delta": KindRules(required=("message_id",), changes_state=False),
+    "metrics_update": KindRules(optional_ids=("step_id",), check=_metrics_update),
+    "milestone": KindRules(required=("title",)),
+    # Alerts and recoveries change health through the HealthChanged the server derives.
+    "alert": KindRules(required=("message",), changes_state=False),
+    "error_recovery": KindRules(required=("error_message",), changes_state=False),
+    "artifact_produced": KindRules(required=("artifact.name",), optional_ids=("artifact.step_id",)),
+    # Phase changes are shown to watchers; steps carry the snapshot's progress.
+    "workflow_state_change": KindRules(required=("change_type",), changes_state=False),
+    "health_changed": KindRules(server_only=True),
+    "estimate_updated": KindRules(server_only=True),
+    "decision_requested": KindRules(check=_validate_decision),
+    "decision_resolved": KindRules(server_only=True),
+    # The producer's own events; they do not change the snapshot.
+    "custom": KindRules(required=("type",), changes_state=False),
+}
+"""Every event kind, by payload field name: see :class:`KindRules`."""
+
+SERVER_ONLY_FIELDS = frozenset(name for name, rules in KINDS.items() if rules.server_only)
+TERMINAL_FIELDS = frozenset(name for name, rules in KINDS.items() if rules.terminal)
+
+
+def kind_rules(path: str, name: str) -> KindRules:
+    """The rules of a kind; INVALID_ARGUMENT for a kind this server has no entry for."""
+    rules = KINDS.get(name)
+    if rules is None:
+        raise InvalidArgument(path, "is an event kind this server does not accept yet")
+    return rules

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -220,100 +221,144 @@ def limit_of(field: FieldDescriptor) -> Limit:
 
 def check_request(message: Message) -> None:
     """Raises InvalidArgument naming the first field that breaks a rule; see the module doc."""
-    _check_message("", message)
+    check_message("", message)
 
 
 def check_message(path: str, message: Message) -> None:
     """The same rules for a message found at `path` inside a request (``events[2]``)."""
-    _check_message(path, message)
+    try:
+        _check_message(message)
+    except _Broken as broken:
+        where = "".join(reversed(broken.segments)).lstrip(".")
+        raise InvalidArgument(f"{path}.{where}" if path else where, broken.problem) from None
 
 
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+class _Broken(Exception):
+    """A rule broken deep inside a message; each level adds its segment of the field path
+    on the way out, so that paths are only built for the one field that is wrong."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.segments: list[str] = []
 
 
-def _check_message(path: str, message: Message) -> None:
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to check one field, worked out once per field descriptor."""
+
+    segment: str
+    limit: Limit
+    kind: int
+    repeated: bool
+    map_value: FieldDescriptor | None
+    enum_values: frozenset[int]
+    enum_name: str
+
+
+_PLANS: dict[FieldDescriptor, _Plan] = {}
+
+
+def _plan(field: FieldDescriptor) -> _Plan:
+    plan = _PLANS.get(field)
+    if plan is None:
+        entry = field.message_type
+        is_map = entry is not None and entry.GetOptions().map_entry
+        enum = field.enum_type
+        plan = _PLANS[field] = _Plan(
+            segment=f".{field.name}",
+            limit=limit_of(field),
+            kind=field.type,
+            repeated=_is_repeated(field) and not is_map,
+            map_value=entry.fields_by_name["value"] if is_map and entry is not None else None,
+            enum_values=frozenset(enum.values_by_number) if enum is not None else frozenset(),
+            enum_name=enum.name if enum is not None else "",
+        )
+    return plan
+
+
+def _check_message(message: Message) -> None:
     special = _SPECIAL.get(message.DESCRIPTOR.full_name)
     if special is not None:
-        special(path, message)
+        special(message)
         return
     for field, value in message.ListFields():
-        where = _join(path, field.name)
-        limit = limit_of(field)
-        entry = field.message_type
-        if entry is not None and entry.GetOptions().map_entry:
-            _check_map(where, field, value, limit)
-        elif _is_repeated(field):
-            if len(value) > limit.items:
-                raise InvalidArgument(
-                    where, f"has {len(value)} entries; the limit is {limit.items}"
-                )
-            for i, item in enumerate(value):
-                _check_value(f"{where}[{i}]", field, item, limit)
-        else:
-            _check_value(where, field, value, limit)
+        plan = _plan(field)
+        try:
+            if plan.map_value is not None:
+                _check_map(plan, value)
+            elif plan.repeated:
+                if len(value) > plan.limit.items:
+                    raise _Broken(f"has {len(value)} entries; the limit is {plan.limit.items}")
+                for i, item in enumerate(value):
+                    try:
+                        _check_value(plan, item)
+                    except _Broken as broken:
+                        broken.segments.append(f"[{i}]")
+                        raise
+            else:
+                _check_value(plan, value)
+        except _Broken as broken:
+            broken.segments.append(plan.segment)
+            raise
 
 
-def _check_map(where: str, field: FieldDescriptor, value: object, limit: Limit) -> None:
-    entries = dict(value)  # type: ignore[call-overload]
-    if len(entries) > limit.items:
-        raise InvalidArgument(where, f"has {len(entries)} entries; the limit is {limit.items}")
-    entry = field.message_type
-    assert entry is not None
-    value_field = entry.fields_by_name["value"]
+def _check_map(plan: _Plan, value: Any) -> None:
+    limit = plan.limit
+    if len(value) > limit.items:
+        raise _Broken(f"has {len(value)} entries; the limit is {limit.items}")
+    assert plan.map_value is not None
+    item_plan = _plan(plan.map_value)
     key_chars = limit.key_chars or DEFAULT_LIMIT.key_chars
-    for key, item in entries.items():
+    item_plan = _Plan(
+        segment="",
+        limit=limit,
+        kind=item_plan.kind,
+        repeated=False,
+        map_value=None,
+        enum_values=item_plan.enum_values,
+        enum_name=item_plan.enum_name,
+    )
+    for key in value:
         if isinstance(key, str) and len(key) > key_chars:
-            raise InvalidArgument(
-                where, f"a key is {len(key)} characters; the limit is {key_chars}"
-            )
-        _check_value(f"{where}[{key!r}]", value_field, item, limit)
+            raise _Broken(f"a key is {len(key)} characters; the limit is {key_chars}")
+        try:
+            _check_value(item_plan, value[key])
+        except _Broken as broken:
+            broken.segments.append(f"[{key!r}]")
+            raise
 
 
-def _check_value(where: str, field: FieldDescriptor, value: object, limit: Limit) -> None:
-    kind = field.type
-    if kind == FieldDescriptor.TYPE_STRING:
-        assert isinstance(value, str)
-        chars = limit.chars or DEFAULT_LIMIT.chars
+def _check_value(plan: _Plan, value: Any) -> None:
+    kind = plan.kind
+    if kind == FieldDescriptor.TYPE_STRING or kind == FieldDescriptor.TYPE_BYTES:
+        chars = plan.limit.chars or DEFAULT_LIMIT.chars
         if len(value) > chars:
-            raise InvalidArgument(
-                where, f"is {len(value)} characters; the limit is {chars} characters"
-            )
-    elif kind == FieldDescriptor.TYPE_BYTES:
-        assert isinstance(value, bytes)
-        chars = limit.chars or DEFAULT_LIMIT.chars
-        if len(value) > chars:
-            raise InvalidArgument(where, f"is {len(value)} bytes; the limit is {chars} bytes")
-    elif kind == FieldDescriptor.TYPE_ENUM:
-        assert isinstance(value, int)
-        enum = field.enum_type
-        assert enum is not None
-        if value not in enum.values_by_number:
-            raise InvalidArgument(where, f"{value} is not a known {enum.name} value")
-    elif kind in _INTEGER_TYPES:
-        assert isinstance(value, int)
-        if value < 0:
-            raise InvalidArgument(where, f"must not be negative, got {value}")
-    elif kind in _FLOAT_TYPES:
-        assert isinstance(value, float)
-        if not math.isfinite(value):
-            raise InvalidArgument(where, "must be a finite number")
+            unit = "characters" if kind == FieldDescriptor.TYPE_STRING else "bytes"
+            raise _Broken(f"is {len(value)} {unit}; the limit is {chars} {unit}")
     elif kind == FieldDescriptor.TYPE_MESSAGE:
-        assert isinstance(value, Message)
         if value.DESCRIPTOR.full_name == "google.protobuf.Struct":
-            _check_struct(where, value, limit)
+            _check_struct(value, plan.limit)
         else:
-            _check_message(where, value)
+            _check_message(value)
+    elif kind == FieldDescriptor.TYPE_ENUM:
+        if value not in plan.enum_values:
+            raise _Broken(f"{value} is not a known {plan.enum_name} value")
+    elif kind in _INTEGER_TYPES:
+        if value < 0:
+            raise _Broken(f"must not be negative, got {value}")
+    elif kind in _FLOAT_TYPES and not math.isfinite(value):
+        raise _Broken("must be a finite number")
 
 
-def _check_struct(where: str, value: Message, limit: Limit) -> None:
+def _check_struct(value: Message, limit: Limit) -> None:
     most = limit.struct_bytes or DEFAULT_LIMIT.struct_bytes
     size = value.ByteSize()
     if size > most:
-        raise InvalidArgument(where, f"is {size} bytes encoded; the limit is {most} bytes")
+        raise _Broken(f"is {size} bytes encoded; the limit is {most} bytes")
     for number in _struct_numbers(value):
         if not math.isfinite(number):
-            raise InvalidArgument(where, "numbers must be finite")
+            raise _Broken("numbers must be finite")
 
 
 def _struct_numbers(message: Message) -> Iterator[float]:
@@ -333,19 +378,19 @@ def _struct_numbers(message: Message) -> Iterator[float]:
             yield from _struct_numbers(value)
 
 
-def _check_timestamp(path: str, message: Message) -> None:
-    seconds, nanos = message.seconds, message.nanos  # type: ignore[attr-defined]
+def _check_timestamp(message: Any) -> None:
+    seconds, nanos = message.seconds, message.nanos
     if not (0 <= seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= nanos < 1_000_000_000):
-        raise InvalidArgument(path, "must be a valid time between 1970 and 9999")
+        raise _Broken("must be a valid time between 1970 and 9999")
 
 
-def _check_duration(path: str, message: Message) -> None:
-    seconds, nanos = message.seconds, message.nanos  # type: ignore[attr-defined]
+def _check_duration(message: Any) -> None:
+    seconds, nanos = message.seconds, message.nanos
     if not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos < 1_000_000_000):
-        raise InvalidArgument(path, "must be a non-negative duration")
+        raise _Broken("must be a non-negative duration")
 
 
-_SPECIAL: dict[str, Callable[[str, Message], None]] = {
+_SPECIAL: dict[str, Callable[[Message], None]] = {
     "google.protobuf.Timestamp": _check_timestamp,
     "google.protobuf.Duration": _check_duration,
 }

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
+from runstream_server.domain.events import kind_rules
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
 TERMINAL_STATUSES = frozenset(
@@ -117,7 +118,8 @@ class RunState:
             self.run.status == run_pb2.RUN_STATUS_PENDING
         ):
             self._start(when)
-        getattr(self, f"_on_{name}")(getattr(event, name), when, f"{path}.{name}")
+        if kind_rules(f"{path}.{name}", name).changes_state:
+            getattr(self, f"_on_{name}")(getattr(event, name), when, f"{path}.{name}")
         self.remember(event)
         if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
             self.run.status = run_pb2.RUN_STATUS_RUNNING
@@ -186,11 +188,6 @@ class RunState:
         run.targets.extend(p.targets)
         for spec in p.steps:
             self._add_step(spec.step_id, spec.name, spec.description, spec.agent)
-
-    def _on_run_started(
-        self, p: event_pb2.RunStarted, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        """Starting is implied by any first producer event; nothing more to record."""
 
     def _on_run_status_changed(
         self, p: event_pb2.RunStatusChanged, when: timestamp_pb2.Timestamp, path: str
@@ -380,19 +377,6 @@ class RunState:
         else:
             self._agent_active(agent_id, p.agent_name, p.agent_type, p.step_id, p.message, when)
 
-    def _on_thinking(self, p: event_pb2.Thinking, when: timestamp_pb2.Timestamp, path: str) -> None:
-        """Reasoning is shown to watchers; it does not change the snapshot."""
-
-    def _on_model_allocation(
-        self, p: event_pb2.ModelAllocation, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        """Model choices are shown to watchers; they do not change the snapshot."""
-
-    def _on_text_delta(
-        self, p: event_pb2.TextDelta, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        """Streamed text lives in the log only; snapshots stay small."""
-
     def _on_metrics_update(
         self, p: event_pb2.MetricsUpdate, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
@@ -406,14 +390,6 @@ class RunState:
     ) -> None:
         if p.milestone_id and p.milestone_id in self.milestones:
             raise FailedPrecondition(f"{path}.milestone_id: {p.milestone_id!r} already fired")
-
-    def _on_alert(self, p: event_pb2.Alert, when: timestamp_pb2.Timestamp, path: str) -> None:
-        """Alerts are shown to watchers; their effect on health comes as HealthChanged."""
-
-    def _on_error_recovery(
-        self, p: event_pb2.ErrorRecovery, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        """Recoveries are shown to watchers; their effect on health comes as HealthChanged."""
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
         # The id and step are filled in on the event itself, before it is stored, so the log
@@ -437,11 +413,6 @@ class RunState:
         if p.artifact.step_id:
             self._known_step(p.artifact.step_id, f"{path}.artifact")
         self._add_artifact(p.artifact, p.artifact.step_id)
-
-    def _on_workflow_state_change(
-        self, p: event_pb2.WorkflowStateChange, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        """Phase changes are shown to watchers; steps carry the snapshot's progress."""
 
     def _on_decision_requested(
         self, p: event_pb2.DecisionRequested, when: timestamp_pb2.Timestamp, path: str
@@ -473,9 +444,6 @@ class RunState:
             self.run.estimate.CopyFrom(p.estimate)
         else:
             self.run.ClearField("estimate")
-
-    def _on_custom(self, p: event_pb2.Custom, when: timestamp_pb2.Timestamp, path: str) -> None:
-        """Custom events are the producer's own; they do not change the snapshot."""
 
 
 def now_utc() -> datetime:

@@ -1,0 +1,123 @@
+"""Issue 8: every RunEvent payload kind is handled everywhere, derived from the descriptor.
+
+A kind added to the protos used to need about eight edits, and a missing one failed only at
+run time (``getattr(self, "_on_<kind>")`` raising inside a commit, an event the SDK or a
+view silently dropped). The list of kinds here comes from RunEvent's ``payload`` oneof, so a
+new kind fails these tests until each place has it:
+
+- the server: an entry in ``domain.events.KINDS`` (validation, server-only, terminal, whether
+  it changes the derived state) and, when it does, a ``RunState._on_<kind>`` method;
+- the SDK: its ``EventKind`` member, its converter in ``_convert._PAYLOADS`` and a payload
+  dataclass in ``EventPayload``;
+- the views: a case in the terminal view (``cli/view.py``) and in the web dashboard's model.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import runstream
+from runstream import EventKind
+from runstream._convert import _PAYLOADS, event_from_pb
+from runstream.v1 import event_pb2, run_pb2
+from runstream_server.domain.events import KINDS
+from runstream_server.domain.state import RunState
+from runstream_server.errors import RunstreamError
+
+ROOT = Path(__file__).resolve().parents[2]
+PAYLOAD = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
+KIND_FIELDS = [(f.name, f.number) for f in PAYLOAD.fields]
+
+
+def _event_of(name: str) -> event_pb2.RunEvent:
+    event = event_pb2.RunEvent(run_id="r", seq=2)
+    getattr(event, name).SetInParent()
+    event.event_time.GetCurrentTime()
+    return event
+
+
+def test_the_kinds_come_from_the_descriptor() -> None:
+    assert len(KIND_FIELDS) >= 26
+    for name, number in KIND_FIELDS:
+        assert event_pb2.EventKind.Value(f"EVENT_KIND_{name.upper()}") == number, name
+
+
+def test_every_kind_has_an_entry_in_the_servers_table() -> None:
+    names = [name for name, _ in KIND_FIELDS]
+    assert sorted(KINDS) == sorted(names), "add the kind to KINDS in domain/events.py"
+
+
+@pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
+def test_the_derived_state_handles_every_kind(name: str, number: int) -> None:
+    handler = getattr(RunState, f"_on_{name}", None)
+    assert (handler is not None) == KINDS[name].changes_state, (
+        f"{name}: changes_state in KINDS and RunState._on_{name} must agree"
+    )
+    state = RunState(
+        run_pb2.Run(
+            run_id="r",
+            last_seq=1,
+            status=run_pb2.RUN_STATUS_RUNNING,
+            steps=[run_pb2.Step(step_id="", status=run_pb2.STEP_STATUS_RUNNING)],
+        )
+    )
+    try:
+        state.apply(_event_of(name))
+    except RunstreamError:
+        pass  # an empty payload may be refused, precisely; never a crash
+    else:
+        assert state.last_seq == 2
+
+
+def test_no_handler_is_left_for_a_kind_that_is_gone() -> None:
+    handlers = {n.removeprefix("_on_") for n in vars(RunState) if n.startswith("_on_")}
+    assert handlers <= {name for name, _ in KIND_FIELDS}
+
+
+@pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
+def test_the_sdk_converts_every_kind(name: str, number: int) -> None:
+    assert EventKind(number).name == name.upper()
+    assert _PAYLOADS[name][0] == EventKind(number)
+    event = event_from_pb(_event_of(name))
+    assert event.kind == EventKind(number)
+    assert isinstance(event.payload, typing.get_args(runstream.EventPayload))
+
+
+def _view_cases() -> set[str]:
+    """The payload classes the terminal view's ``match`` has a case for."""
+    tree = ast.parse((ROOT / "src/clients/python/runstream/cli/view.py").read_text())
+    return {
+        node.cls.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.MatchClass) and isinstance(node.cls, ast.Attribute)
+    }
+
+
+def test_the_terminal_view_has_a_case_for_every_kind() -> None:
+    cases = _view_cases()
+    missing = [
+        name
+        for name, _ in KIND_FIELDS
+        if type(event_from_pb(_event_of(name)).payload).__name__ not in cases
+    ]
+    assert missing == [], f"add a case to RunView._describe in cli/view.py for {missing}"
+
+
+def test_the_web_dashboard_handles_every_kind() -> None:
+    """Each kind is a `case` of the dashboard model's switches, or in its kind lists."""
+    source = (ROOT / "src/clients/web/src/dashboard/model.ts").read_text()
+    cases = set(re.findall(r'case "(\w+)"', source))
+    listed = set(re.findall(r"EventKind\.(\w+)", source))
+
+    def camel(name: str) -> str:
+        head, *rest = name.split("_")
+        return head + "".join(part.title() for part in rest)
+
+    missing = [
+        name for name, _ in KIND_FIELDS if camel(name) not in cases and name.upper() not in listed
+    ]
+    assert missing == [], f"the dashboard (src/dashboard/model.ts) ignores {missing}"
