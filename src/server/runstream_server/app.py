@@ -84,6 +84,9 @@ class ServerConfig:
     store_url: str = ""
     """A ``redis://`` or ``rediss://`` URL: run as one of several replicas sharing that Redis
     (see :mod:`runstream_server.store.redis`); empty for the SQLite file."""
+    check_store: bool = True
+    """Check the SQLite file at start (quick_check: about 3 s per GB) and refuse a damaged
+    one."""
     sqlite_synchronous: str = "FULL"
     """FULL survives power loss; NORMAL survives process crashes only, and is faster."""
     heartbeat_interval: float = 15.0
@@ -267,8 +270,7 @@ class RunstreamServer:
         await server.start()
         self._server = server
         await self._set_serving(True)
-        if self._store.shared:
-            self._store_health = asyncio.create_task(self._watch_store(self._store))
+        self._store_health = asyncio.create_task(self._watch_store(self._store))
         log.info("serving on %s (store %s)", self.target, describe_store(config))
         if self.metrics_port:
             host = config.metrics_address.rsplit(":", 1)[0]  # type: ignore[union-attr]
@@ -285,7 +287,9 @@ class RunstreamServer:
             await self._health.set(name, status)
 
     async def _watch_store(self, store: EventStore, interval: float = 0.5) -> None:
-        """Health follows a shared store: NOT_SERVING while it is unreachable."""
+        """Health follows the store: NOT_SERVING while it is unreachable (a shared store) or
+        cannot take writes (a full disk under the SQLite file), so load balancers send
+        clients to a replica that can serve them."""
         serving = True
         while True:
             await asyncio.sleep(interval)
@@ -357,7 +361,9 @@ def open_store(config: ServerConfig) -> EventStore:
         from runstream_server.store.redis import RedisEventStore
 
         return RedisEventStore(config.store_url)
-    return SqliteEventStore(config.store_path, synchronous=config.sqlite_synchronous)
+    return SqliteEventStore(
+        config.store_path, synchronous=config.sqlite_synchronous, check=config.check_store
+    )
 
 
 def store_location(text: str) -> tuple[Path, str]:

@@ -26,7 +26,7 @@ from runstream._errors import (
     error_from_rpc,
     error_from_status,
 )
-from runstream._retry import Backoff, Outage, is_retryable
+from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import AnswerResult, Decision, InteractionUpdate
 
 if TYPE_CHECKING:
@@ -89,6 +89,7 @@ class Interaction:
         self._next_answer_id = 1
         self._write_lock = asyncio.Lock()
         self._call: InteractCall | None = None
+        self._send_failed: InteractCall | None = None  # the call whose transport broke
         self._task: asyncio.Task[None] | None = None
         self._error: RunstreamError | None = None
         self._closed = False
@@ -202,7 +203,11 @@ class Interaction:
 
     async def _write(self, call: InteractCall, request: Any) -> None:
         try:
-            await call.write(request)
+            await send(call, request)
+        except ConnectionLost as exc:
+            # The transport broke: the stream task sees the call fail, and retries.
+            self._send_failed = call
+            _log.debug("interact write failed: %r", exc)
         except (asyncio.InvalidStateError, grpc.aio.AioRpcError) as exc:
             # The call is finishing; the stream task sees why and resends after reconnecting.
             _log.debug("interact write failed: %r", exc)
@@ -237,7 +242,9 @@ class Interaction:
                         self._updates.put_nowait(update)
                     _log.info("the server ended the interact stream; reconnecting")
                 except grpc.aio.AioRpcError as exc:
-                    if not is_retryable(exc):
+                    # A send that failed locally marks the call's status INTERNAL: no server
+                    # judged anything, the connection broke.
+                    if not is_retryable(exc) and self._send_failed is not call:
                         self._error = error_from_rpc(exc)
                         self._error.__cause__ = exc
                         return

@@ -61,7 +61,7 @@ from runstream._errors import (
     StatusCode,
     error_from_rpc,
 )
-from runstream._retry import Backoff, Outage, is_retryable
+from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import (
     ActivityType,
     ControlAction,
@@ -793,17 +793,18 @@ class RunReporter:
                 try:
                     if await self._stream_once(backoff):
                         return
-                except grpc.aio.AioRpcError as exc:
+                except (grpc.aio.AioRpcError, ConnectionLost) as exc:
                     if self._finished():
                         return
                     if not is_retryable(exc):
+                        assert isinstance(exc, grpc.aio.AioRpcError)
                         self._fail(await self._error_for(exc))
                         return
                     last_error = exc
                     _log.info(
                         "report stream of run %s lost (%s); reconnecting",
                         self._run_id,
-                        exc.code().name,
+                        _describe_connection_error(exc),
                     )
                 except _StreamEnded as exc:
                     last_error = exc
@@ -879,7 +880,7 @@ class RunReporter:
                 first_write = not attached
                 attached = True
                 try:
-                    await call.write(request)
+                    await send(call, request)
                 except asyncio.InvalidStateError:
                     break  # The call already finished; the reader knows how.
                 if first_write and reconnected and (self._awaited or self._paused):

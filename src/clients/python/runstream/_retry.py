@@ -8,45 +8,51 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 import grpc
 
 from runstream._auth import is_expired_stream
 from runstream._errors import UnavailableError
 
-__all__ = ["Backoff", "Outage", "is_retryable"]
+__all__ = ["RETRYABLE_CODES", "Backoff", "ConnectionLost", "Outage", "is_retryable", "send"]
 
-# Details that grpc gives when a connection dies under a stream; depending on timing a killed
-# server shows up as UNAVAILABLE, or as UNKNOWN/INTERNAL with one of these. "Internal error
-# from Core" is grpc's own text for a failed send on a broken transport (a server never sends it).
-_CONNECTION_LOSS_HINTS = (
-    "internal error from core",
-    "rst_stream",
-    "stream removed",
-    "socket closed",
-    "connection reset",
-    "broken pipe",
-    "goaway",
-    "connection refused",
-    "failed to connect",
-)
+# Decided by status code alone (detail strings change between grpc versions):
+# - UNAVAILABLE: the server is unreachable, shutting down, or cannot store now (disk full);
+# - CANCELLED: the SDK never cancels a call it still reads from, so the server side ended it
+#   (typically a server that stopped with streams still open).
+# Never ABORTED (a conflicting write won: retrying cannot change that), never INTERNAL or
+# UNKNOWN (a server bug would only repeat), never a verdict on the request itself.
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
-def is_retryable(exc: grpc.aio.AioRpcError) -> bool:
+class ConnectionLost(Exception):
+    """A message could not be sent on a stream: the transport under it broke."""
+
+
+def is_retryable(exc: BaseException) -> bool:
     """Whether a failed RPC is worth retrying on a new connection (server or link went away)."""
-    code = exc.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+    if isinstance(exc, ConnectionLost):
         return True
-    if is_expired_stream(exc):  # reconnect with a fresh token; a stale one fails at once
-        return True
-    if code == grpc.StatusCode.CANCELLED:
-        # The SDK never cancels a call it still reads from, so CANCELLED came from the server
-        # side, typically a server that stopped with streams still open.
-        return True
-    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
-        details = (exc.details() or "").lower()
-        return any(hint in details for hint in _CONNECTION_LOSS_HINTS)
-    return False
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return False
+    # A stream the server cut because its token expired: reconnect with a fresh token.
+    return exc.code() in RETRYABLE_CODES or is_expired_stream(exc)
+
+
+async def send(call: grpc.aio.StreamStreamCall[Any, Any], request: Any) -> None:
+    """``call.write(request)``, with a send that failed locally raised as ConnectionLost.
+
+    grpc reports a message it could not put on a broken transport as INTERNAL, generated in
+    this process: no server answered it. A status the server did send ends the call, and a
+    write after that raises asyncio.InvalidStateError, left to the caller.
+    """
+    try:
+        await call.write(request)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.INTERNAL:
+            raise ConnectionLost(f"sending on the stream failed: {exc.details()}") from exc
+        raise
 
 
 class Backoff:

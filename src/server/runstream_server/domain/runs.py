@@ -992,22 +992,33 @@ class RunManager:
             )
             return [event_pb2.RunEvent(decision_resolved=resolved)]
 
+        delay = min(30.0, 0.5 * 2**attempt)
         try:
             await _uncancellable(self._commit(run_id, prepare, producer=False))
-        except RunstreamError:
-            pass  # the run or decision went away: nothing to close
+            return
+        except RunstreamError as exc:
+            # The run or decision went away: nothing to close. But a store that cannot take
+            # writes now (disk full) must not drop the deadline: that one is retried.
+            if not isinstance(exc, Unavailable) or self._closed_reason is not None:
+                return
+            log.warning(
+                "closing decision %s of run %s failed (%s); retrying in %.1fs",
+                decision_id,
+                run_id,
+                exc,
+                delay,
+            )
         except Exception:
-            delay = min(30.0, 0.5 * 2**attempt)
             log.exception(
                 "closing decision %s of run %s failed; retrying in %.1fs",
                 decision_id,
                 run_id,
                 delay,
             )
-            loop = asyncio.get_running_loop()
-            self._deadlines[(run_id, decision_id)] = loop.call_later(
-                delay, lambda: self._spawn(self._deadline_passed(run_id, decision_id, attempt + 1))
-            )
+        loop = asyncio.get_running_loop()
+        self._deadlines[(run_id, decision_id)] = loop.call_later(
+            delay, lambda: self._spawn(self._deadline_passed(run_id, decision_id, attempt + 1))
+        )
 
     # --- producers ------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from runstream_server.store.base import (
     RunFilter,
     RunPage,
     StoredEvent,
+    StoreUnusable,
 )
 from runstream_server.store.sqlite import SqliteEventStore
 
@@ -17,5 +18,6 @@ __all__ = [
     "RunFilter",
     "RunPage",
     "SqliteEventStore",
+    "StoreUnusable",
     "StoredEvent",
 ]

@@ -48,6 +48,13 @@ class CommitNotice:
     events: tuple[StoredEvent, ...] = ()
 
 
+class StoreUnusable(Exception):
+    """The store cannot be used at all, found when the server starts: the file is not a
+    database, cannot be written, is held by another server, or the ``--store`` URL names a
+    backend this server does not have. The message names the store and what is wrong, in
+    one line, for the operator."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunFilter:
     """Which runs ListRuns returns: every given criterion must match."""

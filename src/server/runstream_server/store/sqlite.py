@@ -6,14 +6,23 @@ one failing append (a duplicate run id) does not fail the others. With ``synchro
 (the default) an append returns only after its transaction is on disk, so an acknowledged
 event survives a crash of the process or the machine. Reads run on a small pool of reader
 threads with their own connections; WAL lets them proceed while the writer commits.
+
+The file is locked, checked and probed at :meth:`SqliteEventStore.open` (see
+:mod:`~runstream_server.store.sqlite_file`). A write that fails because the storage cannot
+take writes (disk full, read-only, I/O error) fails with UNAVAILABLE, so producers keep their
+events and retry; the store then reports itself not writable (the server's health turns
+NOT_SERVING) and probes with a small write every ``probe_interval`` seconds until one
+succeeds. Nothing is acknowledged that was not committed, so nothing acknowledged is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,10 +31,22 @@ from typing import TypeVar
 
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists
+from runstream_server.errors import AlreadyExists, Unavailable
 from runstream_server.store.base import HeadMoved, NoticeHandler, RunFilter, RunPage, StoredEvent
+from runstream_server.store.sqlite_file import (
+    PROBE_TABLE,
+    FileLock,
+    check_database,
+    probe_write,
+    rollback_if_active,
+    storage_fault,
+    unusable,
+)
 
-_SCHEMA = """
+log = logging.getLogger("runstream.store")
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
@@ -47,6 +68,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
     ON events (run_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 """
+    + PROBE_TABLE
+    + ";"
+)
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _T = TypeVar("_T")
@@ -89,10 +113,26 @@ class SqliteEventStore:
 
     shared = False
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        readers: int = 4,
+        probe_interval: float = 1.0,
+        check: bool = True,
+    ) -> None:
+        """`check` runs ``PRAGMA quick_check`` at open (about 3 s per GB; see the README);
+        `probe_interval` is how often a write is tried while writes fail."""
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}")
         self.path = path
+        self._probe_interval = probe_interval
+        self._writable = True
+        self._prober: asyncio.Task[None] | None = None
+        self._file_lock: FileLock | None = None
+        self._closed = False
+        self._check = check
         self._synchronous = synchronous.upper()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="runstream-sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="runstream-sqlite-reader")
@@ -106,34 +146,103 @@ class SqliteEventStore:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Locks, checks and probes the file; raises StoreUnusable naming what is wrong."""
         await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
 
     def _open_writer(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(_SCHEMA)
-        _add_tenant_column(conn)
+        lock = FileLock(self.path)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self._check:
+                check_database(conn, self.path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+            _add_tenant_column(conn)
+            probe_write(conn, time.time())
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            lock.release()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise unusable(self.path, exc) from exc
+            raise
         self._wconn = conn
+        self._file_lock = lock
+
+    @property
+    def writable(self) -> bool:
+        """False while writes fail because of the storage (disk full, read-only, I/O error)."""
+        return self._writable
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.wait({self._prober})
         if self._drainer is not None:
             await asyncio.shield(self._drainer)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._close_writer)
+        self._closed = True
+        # Reads already handed to the pool finish first, on their open connections.
+        await asyncio.to_thread(self._readers.shutdown, wait=True)
         with self._reader_lock:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._close_writer)
         self._writer.shutdown(wait=True)
-        self._readers.shutdown(wait=True)
 
     def _close_writer(self) -> None:
         if self._wconn is not None:
             self._wconn.close()
             self._wconn = None
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
+
+    # --- writability ----------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The error an append gets: UNAVAILABLE for a storage fault (then not writable)."""
+        fault = storage_fault(exc)
+        if fault is None:
+            return exc
+        if self._writable:
+            self._writable = False
+            log.error(
+                "store %s cannot take writes: %s (%s); writes answer UNAVAILABLE until one "
+                "succeeds",
+                self.path,
+                fault,
+                exc,
+            )
+            self._prober = asyncio.create_task(self._probe(), name="runstream-sqlite-probe")
+        error = Unavailable(f"{fault}: nothing was stored; retry later")
+        error.__cause__ = exc
+        return error
+
+    def _succeeded(self) -> None:
+        if not self._writable:
+            self._writable = True
+            log.warning("store %s takes writes again", self.path)
+
+    async def _probe(self) -> None:
+        """While not writable: a small write every probe_interval until one succeeds."""
+        loop = asyncio.get_running_loop()
+        while not self._writable:
+            await asyncio.sleep(self._probe_interval)
+            try:
+                await loop.run_in_executor(
+                    self._writer, lambda: probe_write(self._writer_conn(), time.time())
+                )
+            except Exception as exc:
+                if storage_fault(exc) is None:
+                    log.exception("store probe failed unexpectedly")
+                continue
+            self._succeeded()
+        self._prober = None
 
     # --- writes: group commit ---------------------------------------------------------------
 
@@ -157,9 +266,15 @@ class SqliteEventStore:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    results = await loop.run_in_executor(self._writer, self._commit, batch)
+                    results: list[BaseException | None] = list(
+                        await loop.run_in_executor(self._writer, self._commit, batch)
+                    )
                 except Exception as exc:  # the whole transaction failed (disk full, I/O error)
-                    results = [exc] * len(batch)
+                    results = [self._failed(exc)] * len(batch)
+                else:
+                    results = [None if e is None else self._failed(e) for e in results]
+                    if all(e is None for e in results):
+                        self._succeeded()
                 for write, error in zip(batch, results, strict=True):
                     if write.done.done():
                         continue
@@ -181,6 +296,8 @@ class SqliteEventStore:
                 try:
                     self._write_one(conn, write)
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole transaction back (disk full, I/O)
                     conn.execute("ROLLBACK TO append")
                     results.append(exc)
                 else:
@@ -188,7 +305,7 @@ class SqliteEventStore:
                 conn.execute("RELEASE append")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback_if_active(conn)
             raise
         return results
 
@@ -246,6 +363,8 @@ class SqliteEventStore:
         return conn
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._closed:
+            raise Unavailable("server is shutting down; resume elsewhere")
         return await asyncio.get_running_loop().run_in_executor(
             self._readers, lambda: fn(self._reader())
         )
@@ -341,7 +460,7 @@ class SqliteEventStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                rollback_if_active(conn)
                 raise
             return [run_id for run_id, _ in chosen]
 
@@ -393,7 +512,8 @@ class SqliteEventStore:
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 
     async def ping(self) -> bool:
-        return self._wconn is not None
+        """False while writes fail because of the storage (the server is then NOT_SERVING)."""
+        return self._wconn is not None and self._writable
 
     async def follow(self, handler: NoticeHandler) -> None:
         """No other process writes this file: there is nothing to follow."""

@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
     from runstream_server.observability import logs
+    from runstream_server.store import StoreUnusable
 
     try:
         store_path, store_url = store_location(args.store)
@@ -114,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         address=args.address,
         store_path=store_path,
         store_url=store_url,
+        check_store=not args.skip_store_check,
         sqlite_synchronous=args.sync.upper(),
         heartbeat_interval=args.heartbeat,
         insight=InsightPolicy(stall_after=args.stall_after),
@@ -128,7 +130,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("runstream.cli").info(
         "starting Runstream server on %s with store %s", args.address, describe_store(config)
     )
-    run_async(serve_forever(config))
+    try:
+        run_async(serve_forever(config))
+    except StoreUnusable as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -429,9 +434,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         default="runstream.db",
         metavar="PATH|URL",
-        help="SQLite database file (created when missing), or redis://[:PASSWORD@]HOST:PORT/DB "
+        help="SQLite database file (created when missing; checked, and locked against a second "
+        "server, at start), or redis://[:PASSWORD@]HOST:PORT/DB "
         "(rediss:// for TLS; ?password_file=PATH, ?prefix=NAME, ?cluster=1, ?wait=N replica "
         "acknowledgements) to run as one of several replicas sharing that Redis",
+    )
+    serve.add_argument(
+        "--skip-store-check",
+        action="store_true",
+        help="start without SQLite's quick_check of the store (it reads the whole file, "
+        "about 3 s per GB)",
     )
     serve.add_argument(
         "--log-level",

@@ -1,0 +1,158 @@
+"""The SQLite file itself: opened only when it is usable, and its faults told apart from bugs.
+
+At start the file is locked, checked and probed before the server listens, so an operator
+gets one line naming the file and what is wrong instead of a server that starts and then
+answers INTERNAL:
+
+- an exclusive ``flock`` on the file, held for the store's life: a second server on the same
+  file refuses to start (two servers on one file would each keep their own live state, and
+  their watchers would silently miss each other's events);
+- ``PRAGMA quick_check``: a file that is not a database, or is damaged, is refused;
+- a write probe: a file, directory or file system that cannot be written is refused.
+
+While running, :func:`storage_fault` recognises the errors that mean "the storage cannot take
+writes now" (disk full, read-only, I/O error) so the store can answer them UNAVAILABLE and
+report itself unhealthy, instead of treating them as bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+from runstream_server.store.base import StoreUnusable
+
+__all__ = [
+    "PROBE_TABLE",
+    "FileLock",
+    "check_database",
+    "probe_write",
+    "rollback_if_active",
+    "storage_fault",
+    "unusable",
+]
+
+# Written by the start-up probe and by the recovery probe while writes fail.
+PROBE_TABLE = "CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL)"
+
+_FAULTS = {
+    sqlite3.SQLITE_FULL: "the store is full (no space left on its disk)",
+    sqlite3.SQLITE_READONLY: "the store is read-only",
+    sqlite3.SQLITE_IOERR: "the store had an I/O error",
+    sqlite3.SQLITE_CANTOPEN: "the store's files cannot be opened",
+    sqlite3.SQLITE_PERM: "the store's files cannot be written",
+}
+_DAMAGED = {
+    sqlite3.SQLITE_NOTADB: "is not a SQLite database",
+    sqlite3.SQLITE_CORRUPT: "is damaged",
+}
+_MAX_PROBLEMS_SHOWN = 3
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """What is wrong with the storage, in a few words a client may read, when `exc` means it
+    cannot take writes now; None for any other error (a bug, a constraint)."""
+    if isinstance(exc, sqlite3.Error):
+        code = _primary_code(exc)
+        if code is not None and code in _FAULTS:
+            return _FAULTS[code]
+    if isinstance(exc, OSError):
+        return "the store's files cannot be written"
+    return None
+
+
+def unusable(path: Path, exc: BaseException) -> StoreUnusable:
+    """The one-line start-up refusal for an error met while opening or checking `path`."""
+    if isinstance(exc, sqlite3.Error):
+        code = _primary_code(exc)
+        if code in _DAMAGED:
+            return StoreUnusable(f"store {path} {_DAMAGED[code]} ({exc})")
+        if code in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM):
+            if not os.access(path.parent, os.W_OK):
+                return StoreUnusable(
+                    f"store {path} cannot be opened for writing ({exc}): its directory "
+                    "must be writable, for SQLite's -wal and -shm files"
+                )
+            return StoreUnusable(f"store {path} cannot be written ({exc})")
+        if code == sqlite3.SQLITE_FULL:
+            return StoreUnusable(f"store {path} cannot be written: the disk is full ({exc})")
+    if isinstance(exc, OSError):
+        return StoreUnusable(f"store {path} cannot be opened for writing ({exc.strerror or exc})")
+    return StoreUnusable(f"store {path} cannot be used ({exc})")
+
+
+class FileLock:
+    """An exclusive, non-blocking ``flock`` on the store file, held until ``release()``.
+
+    flock locks are separate from the POSIX record locks SQLite uses, so holding one does not
+    disturb SQLite; the descriptor stays open until the SQLite connections are closed (closing
+    a descriptor of a file drops the process's POSIX locks on it).
+    """
+
+    def __init__(self, path: Path) -> None:
+        if path.is_dir():
+            raise StoreUnusable(f"store {path} is a directory, not a database file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnusable(
+                f"store {path}: cannot create its directory ({exc.strerror or exc})"
+            ) from exc
+        try:
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise unusable(path, exc) from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.release()
+            raise StoreUnusable(
+                f"store {path} is in use by another Runstream server (it holds the file's lock)"
+            ) from exc
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing drops the flock too
+            self._fd = None
+
+
+def check_database(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuses a damaged file: runs ``PRAGMA quick_check`` (see the README for its cost)."""
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        shown = "; ".join(problems[:_MAX_PROBLEMS_SHOWN])
+        more = len(problems) - _MAX_PROBLEMS_SHOWN
+        suffix = f" (and {more} more problems)" if more > 0 else ""
+        raise StoreUnusable(f"store {path} is damaged: {shown}{suffix}")
+
+
+def probe_write(conn: sqlite3.Connection, at: float) -> None:
+    """One small committed write: proves the file, its directory and the disk take writes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("INSERT OR REPLACE INTO store_probe (id, at) VALUES (1, ?)", (at,))
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_active(conn)
+        raise
+
+
+def rollback_if_active(conn: sqlite3.Connection) -> None:
+    """ROLLBACK, unless SQLite already rolled the transaction back itself.
+
+    After some errors (a full disk, an I/O error) SQLite ends the transaction on its own; a
+    ROLLBACK then fails with "cannot rollback - no transaction is active", which would replace
+    the real cause. Callers re-raise the original error after this.
+    """
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")

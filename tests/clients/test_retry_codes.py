@@ -1,0 +1,114 @@
+"""The SDK retries by status code alone: UNAVAILABLE yes; ABORTED, INTERNAL, UNKNOWN never.
+
+Issue 8, item 10: the SDK retried ABORTED, against its own rule, and recognised retryable
+errors by matching detail strings (which change across grpc versions), so a server bug whose
+message happened to contain "stream removed" was retried until the reconnect timeout.
+
+The real Runstream server cannot be made to answer these codes on purpose, so these tests run
+a real grpc.aio server on port 0 that implements RunService by answering the status under
+test, and count the calls it receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+import runstream
+from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
+
+
+class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
+    """Answers each call with the next scripted status; OK streams two events and ends."""
+
+    def __init__(self, script: list[tuple[grpc.StatusCode, str]]) -> None:
+        self.script = script
+        self.calls = 0
+
+    async def _next(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.calls += 1
+        code, details = self.script[min(self.calls, len(self.script)) - 1]
+        if code != grpc.StatusCode.OK:
+            await context.abort(code, details)
+
+    async def WatchRun(
+        self, request: run_service_pb2.WatchRunRequest, context: Any
+    ) -> AsyncIterator[run_service_pb2.WatchRunResponse]:
+        await self._next(context)
+        for seq in (1, 2):
+            event = event_pb2.RunEvent(run_id=request.run_id, seq=seq)
+            event.custom.type = "tick"
+            yield run_service_pb2.WatchRunResponse(events=[event])
+
+    async def CreateRun(
+        self, request: run_service_pb2.CreateRunRequest, context: Any
+    ) -> run_service_pb2.CreateRunResponse:
+        await self._next(context)
+        return run_service_pb2.CreateRunResponse(
+            run=run_pb2.Run(run_id=request.run_id, workflow=request.workflow)
+        )
+
+
+async def run_against(
+    script: list[tuple[grpc.StatusCode, str]],
+    action: Callable[[runstream.Client], Any],
+) -> tuple[Any, int]:
+    service = ScriptedRunService(script)
+    server = grpc.aio.server()
+    run_service_pb2_grpc.add_RunServiceServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with runstream.connect(f"127.0.0.1:{port}", reconnect_timeout=30) as client:
+            try:
+                result = await action(client)
+            except runstream.RunstreamError as exc:
+                result = exc
+        return result, service.calls
+    finally:
+        await server.stop(0)
+
+
+async def watch_all(client: runstream.Client) -> list[int]:
+    return [event.seq async for event in client.watch("r1")]
+
+
+async def start(client: runstream.Client) -> runstream.RunReporter:
+    run = await client.start_run("wf", run_id="r1")
+    await run.close()
+    return run
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "error"),
+    [
+        (grpc.StatusCode.ABORTED, "another answer won", runstream.AbortedError),
+        # Texts the SDK used to take for a lost connection, sent by a server as its answer.
+        (grpc.StatusCode.INTERNAL, "Stream removed while saving", runstream.InternalError),
+        (grpc.StatusCode.UNKNOWN, "connection reset by the backend", runstream.UnknownError),
+    ],
+)
+async def test_a_watch_is_not_retried_on_a_status_that_is_not_retryable(
+    code: grpc.StatusCode, details: str, error: type[runstream.RunstreamError]
+) -> None:
+    result, calls = await run_against([(code, details)], watch_all)
+    assert isinstance(result, error)
+    assert result.message == details
+    assert calls == 1
+
+
+async def test_start_run_is_not_retried_on_aborted() -> None:
+    result, calls = await run_against(
+        [(grpc.StatusCode.ABORTED, "conflict")], lambda c: c.start_run("wf", run_id="r1")
+    )
+    assert isinstance(result, runstream.AbortedError)
+    assert calls == 1
+
+
+async def test_unavailable_is_retried_until_the_server_answers() -> None:
+    busy = (grpc.StatusCode.UNAVAILABLE, "the store is full (no space left on its disk)")
+    result, calls = await run_against([busy, busy, (grpc.StatusCode.OK, "")], watch_all)
+    assert result == [1, 2]
+    assert calls == 3

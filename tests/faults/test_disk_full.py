@@ -1,0 +1,126 @@
+"""A full disk under a running server: writes answer UNAVAILABLE, health says NOT_SERVING,
+the SDK keeps its events and delivers them once space is freed; nothing is lost or doubled.
+
+Issue 8, items 12 (a full disk), 13 (write access lost while running: the same storage-fault
+path) and 18 (the real cause is what is logged, not a failed ROLLBACK after it). The store is
+on a real, small tmpfs that the test fills with a real file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+import runstream
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from runstream import Custom, EventKind
+from runstream.v1 import (
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.faults.storage import fill, small_filesystem
+from tests.server.support import custom
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def health(channel: grpc.aio.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+    return int(response.status)
+
+
+async def until_health(channel: grpc.aio.Channel, wanted: int) -> None:
+    for _ in range(400):
+        if await health(channel) == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {wanted}")
+
+
+async def test_a_full_disk_answers_unavailable_and_the_sdk_delivers_after_space_frees(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    with small_filesystem("6m") as mount_point:
+        server = RunstreamServer(
+            ServerConfig(address="127.0.0.1:0", store_path=mount_point / "runstream.db")
+        )
+        await server.start()
+        try:
+            async with (
+                runstream.connect(server.target, reconnect_timeout=None) as client,
+                grpc.aio.insecure_channel(server.target) as channel,
+            ):
+                runs = run_service_pb2_grpc.RunServiceStub(channel)
+                report = report_service_pb2_grpc.ReportServiceStub(channel)
+                raw = (await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="raw"))).run
+                run = await client.start_run("disk-full")
+                for i in range(20):
+                    await run.custom("before", {"i": i})
+                await run.flush()
+                assert await health(channel) == SERVING
+
+                filler = fill(mount_point)
+                # A write that needs space: UNAVAILABLE, saying the store is full. (A few
+                # small writes may still fit in space SQLite already holds.)
+                failure: grpc.aio.AioRpcError | None = None
+                for n in range(200):
+                    event = custom(n)
+                    event.custom.data.update({"padding": "x" * 4000})
+                    try:
+                        await report.AppendEvents(
+                            report_service_pb2.AppendEventsRequest(
+                                run_id=raw.run_id, events=[event]
+                            )
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        failure = exc
+                        break
+                assert failure is not None, "the disk never filled up"
+                assert failure.code() == grpc.StatusCode.UNAVAILABLE
+                assert "the store is full" in (failure.details() or "")
+                await until_health(channel, NOT_SERVING)
+
+                # The producer goes on reporting; nothing can be stored, nothing is dropped.
+                for i in range(30):
+                    await run.custom("during", {"i": i, "padding": "y" * 2000})
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(run.flush(), 2.0)
+                assert run.events_acknowledged < run.events_reported
+                with pytest.raises(grpc.aio.AioRpcError) as again:
+                    await report.AppendEvents(
+                        report_service_pb2.AppendEventsRequest(
+                            run_id=raw.run_id, events=[custom(999)]
+                        )
+                    )
+                assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+                # Reads still work while writes cannot.
+                assert (await client.get_run(run.run_id)).run_id == run.run_id
+
+                filler.unlink()
+                await asyncio.wait_for(run.flush(), 30)
+                await until_health(channel, SERVING)
+                await run.complete("space came back")
+                events = [e async for e in client.watch(run.run_id)]
+        finally:
+            await server.stop(grace=0.5)
+
+    ticks = [e.payload for e in events if e.kind == EventKind.CUSTOM]
+    assert all(isinstance(t, Custom) for t in ticks)
+    phases = [(t.type, int(t.data["i"])) for t in ticks if isinstance(t, Custom)]
+    assert phases == [("before", i) for i in range(20)] + [("during", i) for i in range(30)]
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].kind == EventKind.RUN_COMPLETED
+
+    store_log = [r.getMessage() for r in caplog.records if r.name == "runstream.store"]
+    assert any("database or disk is full" in line for line in store_log), store_log
+    assert any("takes writes again" in line for line in store_log), store_log
+    assert "cannot rollback" not in caplog.text

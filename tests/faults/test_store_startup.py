@@ -1,0 +1,193 @@
+"""`runstream serve` refuses a store it cannot use, in one line naming the file and why.
+
+Issue 8, items 13 (a store the server cannot write), 14 (a store that is not a database)
+and 15 (a store another server holds; a `--store` URL of a backend this server lacks).
+Each case starts the real command on a real file and checks what an operator sees.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+from runstream.v1 import run_pb2
+
+from tests.conftest import ServerProcess, free_port
+from tests.faults.storage import (
+    NOBODY,
+    Refusal,
+    nobody_dir,
+    remount,
+    serve_refuses,
+    small_filesystem,
+)
+
+
+def assert_one_line_refusal(refusal: Refusal, store: Path | str, *problem: str) -> None:
+    assert refusal.returncode != 0
+    assert "Traceback" not in refusal.stderr, refusal.stderr
+    lines = refusal.stderr.strip().splitlines()
+    assert len(lines) == 1, refusal.stderr
+    assert lines[0].startswith("runstream: store "), lines[0]
+    assert str(store) in lines[0]
+    for words in problem:
+        assert words in lines[0], lines[0]
+
+
+def make_store(path: Path, runs: int = 200) -> None:
+    """A real store with some history, written by the server's own schema."""
+    server = ServerProcess(port=free_port(), store_path=path)
+    server.start()
+    server.terminate()
+    conn = sqlite3.connect(path)
+    with conn:
+        for i in range(runs):
+            run = run_pb2.Run(run_id=f"r{i}", workflow="wf", display_name="x" * 300)
+            conn.execute(
+                "INSERT INTO runs VALUES (?, 'wf', ?, ?, '{}', 0, ?)",
+                (run.run_id, run_pb2.RUN_STATUS_SUCCEEDED, i, run.SerializeToString()),
+            )
+    conn.close()
+
+
+# --- 14: not a database ----------------------------------------------------------------------
+
+
+def test_random_bytes_are_refused(tmp_path: Path) -> None:
+    store = tmp_path / "random.db"
+    store.write_bytes(random.Random(8).randbytes(64 * 1024))
+    assert_one_line_refusal(serve_refuses(str(store)), store, "is not a SQLite database")
+
+
+def test_a_text_file_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "notes.txt"
+    store.write_text("these are my notes, not a database\n" * 200)
+    assert_one_line_refusal(serve_refuses(str(store)), store, "is not a SQLite database")
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "a-directory"
+    store.mkdir()
+    assert_one_line_refusal(serve_refuses(str(store)), store, "is a directory")
+
+
+def test_a_truncated_store_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "truncated.db"
+    make_store(store)
+    size = store.stat().st_size
+    with open(store, "r+b") as f:
+        f.truncate(size // 2)
+    assert_one_line_refusal(serve_refuses(str(store)), store, "is damaged")
+
+
+def test_a_store_with_overwritten_pages_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "overwritten.db"
+    make_store(store)
+    page = 4096
+    pages = store.stat().st_size // page
+    assert pages > 4
+    with open(store, "r+b") as f:  # the header page stays intact: the file still opens
+        for number in range(2, pages):
+            f.seek(number * page)
+            f.write(random.Random(number).randbytes(page))
+    assert_one_line_refusal(serve_refuses(str(store)), store, "is damaged")
+
+
+def test_an_intact_store_passes_the_check_and_keeps_its_runs(tmp_path: Path) -> None:
+    store = tmp_path / "intact.db"
+    make_store(store, runs=3)
+    server = ServerProcess(port=free_port(), store_path=store)
+    server.start()
+    assert server.terminate() == 0
+    assert sqlite3.connect(store).execute("SELECT count(*) FROM runs").fetchone() == (3,)
+
+
+# --- 15: one server per file; URLs of other backends ----------------------------------------
+
+
+def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    first = ServerProcess(port=free_port(), store_path=tmp_path / "shared.db")
+    first.start()
+    try:
+        refusal = serve_refuses(str(first.store_path))
+        assert_one_line_refusal(refusal, first.store_path, "in use by another Runstream server")
+    finally:
+        assert first.terminate() == 0
+    # The lock goes with the server: the file is free for the next one.
+    second = ServerProcess(port=free_port(), store_path=first.store_path)
+    second.start()
+    assert second.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    "url", ["postgres://db.internal/runs", "sqlite:///var/runs.db", "http://cache:8080/x"]
+)
+def test_a_store_url_of_an_unsupported_scheme_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    refusal = serve_refuses(url)
+    scheme = url.split("://")[0]
+    assert refusal.returncode == 2
+    assert "Traceback" not in refusal.stderr
+    assert refusal.stderr.strip().splitlines() == [refusal.last_line]
+    assert f"unsupported store scheme {scheme}://" in refusal.last_line
+    assert list(tmp_path.iterdir()) == []  # no directory named "postgres:" or the like
+
+
+def test_a_password_in_a_refused_url_is_not_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    refusal = serve_refuses("postgres://admin:s3cret-pw@db:5432/runs")
+    assert refusal.returncode == 2
+    assert "s3cret-pw" not in refusal.stderr
+
+
+# --- 13: a store the server cannot write ----------------------------------------------------
+
+
+def test_a_read_only_file_is_refused() -> None:
+    with nobody_dir() as directory:
+        store = directory / "ro.db"
+        make_store(store, runs=1)
+        os.chown(store, NOBODY, NOBODY)
+        store.chmod(0o444)
+        refusal = serve_refuses(str(store), as_nobody=True)
+        assert_one_line_refusal(refusal, store, "cannot be opened for writing", "Permission denied")
+
+
+def test_a_new_file_in_a_read_only_directory_is_refused() -> None:
+    with nobody_dir() as directory:
+        directory.chmod(0o555)
+        store = directory / "new.db"
+        refusal = serve_refuses(str(store), as_nobody=True)
+        assert_one_line_refusal(refusal, store, "cannot be opened for writing", "Permission denied")
+        assert not store.exists()
+
+
+def test_a_writable_file_in_a_read_only_directory_is_refused() -> None:
+    """SQLite needs to create its -wal and -shm files beside the database."""
+    with nobody_dir() as directory:
+        store = directory / "rw.db"
+        make_store(store, runs=1)
+        for leftover in directory.glob("rw.db-*"):
+            leftover.unlink()
+        os.chown(store, NOBODY, NOBODY)
+        directory.chmod(0o555)
+        refusal = serve_refuses(str(store), as_nobody=True)
+        assert_one_line_refusal(
+            refusal, store, "cannot be opened for writing", "directory must be writable"
+        )
+
+
+def test_a_store_on_a_read_only_file_system_is_refused() -> None:
+    with small_filesystem() as mount_point:
+        store = mount_point / "runstream.db"
+        make_store(store, runs=1)
+        remount(mount_point, "ro")
+        refusal = serve_refuses(str(store))
+        assert_one_line_refusal(refusal, store, "Read-only file system")
