@@ -47,7 +47,8 @@ def make_store(path: Path, runs: int = 200) -> None:
         for i in range(runs):
             run = run_pb2.Run(run_id=f"r{i}", workflow="wf", display_name="x" * 300)
             conn.execute(
-                "INSERT INTO runs VALUES (?, 'wf', ?, ?, '{}', 0, ?)",
+                "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, last_seq, "
+                "snapshot) VALUES (?, 'wf', ?, ?, '{}', 0, ?)",
                 (run.run_id, run_pb2.RUN_STATUS_SUCCEEDED, i, run.SerializeToString()),
             )
     conn.close()

@@ -17,7 +17,12 @@ import grpc
 
 from runstream import _convert as convert
 from runstream._auth import TokenProvider, auth_interceptors, channel_credentials
-from runstream._errors import RunstreamError, error_from_rpc
+from runstream._errors import (
+    FailedPreconditionError,
+    RunCancelledError,
+    RunstreamError,
+    error_from_rpc,
+)
 from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
 from runstream._retry import Backoff, is_retryable
@@ -30,6 +35,7 @@ from runstream._types import (
     EventKind,
     Run,
     RunDetails,
+    RunStatus,
     RunsUpdate,
     Step,
     StepSpec,
@@ -236,6 +242,7 @@ class Client:
         max_buffered: int = 10_000,
         targets: Iterable[Target] = (),
         cancel_task: bool = True,
+        key_prefix: str | None = None,
     ) -> RunReporter:
         """Creates a run, opens its report stream and reports RunStarted.
 
@@ -257,6 +264,9 @@ class Client:
                 CancelledError). With False, or without ``async with run:``, the workflow
                 finds out at its next reporting call, which raises RunCancelledError, or by
                 checking ``run.cancelled``. Default True.
+            key_prefix: The prefix of the events' idempotency keys, ``"<prefix>:<n>"`` with
+                n counting the reported events from 0 (RunStarted); random when None. See
+                ``attach_run``.
 
         Returns:
             The run's reporter; close it (or use ``async with``) when done.
@@ -268,7 +278,62 @@ class Client:
             new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
         )
         run = await self._create_run(request, generated=generated)
-        reporter = RunReporter(
+        reporter = self._reporter(run, max_buffered, cancel_task, key_prefix)
+        reporter._start(message)
+        self._reporters.add(reporter)
+        return reporter
+
+    async def attach_run(
+        self,
+        run_id: str,
+        *,
+        key_prefix: str | None = None,
+        max_buffered: int = 10_000,
+        cancel_task: bool = True,
+    ) -> RunReporter:
+        """Continues reporting on a run that exists, e.g. after the producer process restarted.
+
+        Reopens the run's report stream and returns its reporter once the server attached
+        it, knowing what the new process needs to carry on: ``last_seq`` (the run's last
+        event), ``paused`` (a paused run holds at the next step boundary as usual), and
+        ``open_decisions`` (questions asked before and still open; ``ask()`` with the same
+        ``decision_id`` waits for that answer instead of asking again).
+
+        Idempotency keys are ``"<key_prefix>:<n>"``, n counting this reporter's events from 1
+        (``start_run``'s RunStarted is 0). Give the key_prefix the run was started with and
+        report the same events in the same order again (a workflow that replays from its
+        start): the ones the server already stored are acknowledged once, with their
+        original seqs, and only the new ones are appended. Only do that when the replay is
+        the same; a different event under a stored key is dropped as a duplicate. None
+        generates a fresh prefix: everything reported is new.
+
+        Raises:
+            NotFoundError: no such run.
+            RunCancelledError: the run was cancelled.
+            FailedPreconditionError: the run already ended.
+        """
+        self._ensure_channel()
+        run = await self.get_run(run_id)
+        if run.status == RunStatus.CANCELLED:
+            raise RunCancelledError(run_id, run.cancel_reason)
+        if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+            raise FailedPreconditionError(
+                f"run {run_id!r} already ended ({run.status.name}); nothing can be reported"
+            )
+        reporter = self._reporter(run, max_buffered, cancel_task, key_prefix)
+        self._reporters.add(reporter)
+        try:
+            await reporter._attach(self.list_decisions)
+        except BaseException:
+            self._reporters.discard(reporter)
+            await reporter._close_quietly()
+            raise
+        return reporter
+
+    def _reporter(
+        self, run: Run, max_buffered: int, cancel_task: bool, key_prefix: str | None
+    ) -> RunReporter:
+        return RunReporter(
             run=run,
             report_rpc=self._report_stub.Report,
             get_run=self.get_run,
@@ -277,10 +342,8 @@ class Client:
             reconnect_timeout=self._reconnect_timeout,
             max_buffered=max_buffered,
             cancel_task=cancel_task,
+            key_prefix=key_prefix,
         )
-        reporter._start(message)
-        self._reporters.add(reporter)
-        return reporter
 
     async def _create_run(
         self, request: run_service_pb2.CreateRunRequest, *, generated: bool

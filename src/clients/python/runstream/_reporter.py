@@ -166,6 +166,7 @@ class RunReporter:
         # batches in flight would mean more messages each way, not less waiting.
         max_in_flight: int = 2,
         cancel_task: bool = True,
+        key_prefix: str | None = None,
     ) -> None:
         self._run_id = run.run_id
         self._workflow = run.workflow
@@ -180,7 +181,11 @@ class RunReporter:
         self._batch_size = max(1, batch_size)
         self._max_in_flight = max(1, max_in_flight)
 
-        self._key_prefix = uuid.uuid4().hex
+        if key_prefix is not None and not key_prefix:
+            raise InvalidArgumentError("key_prefix: must not be empty (None generates one)")
+        self._key_prefix = key_prefix if key_prefix is not None else uuid.uuid4().hex
+        # RunStarted takes key 0; attach_run() starts at 1, so a producer that reports the
+        # same events again after a restart gets the same keys (and the server drops them).
         self._next_key = 0
         self._next_batch_id = _ATTACH_BATCH_ID + 1
         self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
@@ -193,18 +198,23 @@ class RunReporter:
         self._failure: RunstreamError | None = None
         self._cancelled = False
         self._cancel_reason = ""
-        self._paused = False
+        self._paused = run.status == RunStatus.PAUSED
         self._terminal_reported = False
         self._closing = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._streams_opened = 0
+        self._attached_once = False
         self._side_tasks: set[asyncio.Task[None]] = set()
 
         # Decisions asked on this reporter: ids ever used, and the ones ask() still awaits
-        # (None until the closed decision arrives).
+        # (None until the closed decision arrives). After attach_run(): the run's decisions
+        # asked before (ask() with one of their ids waits for it instead of asking again),
+        # and every closed decision this reporter heard of.
         self._asked: set[str] = set()
         self._awaited: dict[str, Decision | None] = {}
+        self._asked_before: dict[str, Decision] = {}
+        self._closed_decisions: dict[str, Decision] = {}
 
         # The task inside `async with run:`, which a CANCEL control cancels (cancel_task).
         self._owner: asyncio.Task[Any] | None = None
@@ -260,8 +270,24 @@ class RunReporter:
 
     @property
     def last_seq(self) -> int:
-        """The highest seq the server assigned to an acknowledged event of this reporter."""
+        """The highest seq the server assigned to an acknowledged event of this reporter (for
+        a reporter from ``attach_run``, at least the run's last seq when it attached)."""
         return self._last_seq
+
+    @property
+    def open_decisions(self) -> tuple[Decision, ...]:
+        """The decisions asked before ``attach_run`` that are still open, as far as this
+        reporter knows: ``ask()`` with one of their ids waits for its answer."""
+        return tuple(
+            decision
+            for decision_id, decision in self._asked_before.items()
+            if decision.is_open and decision_id not in self._closed_decisions
+        )
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of this reporter's idempotency keys (``"<prefix>:<n>"``)."""
+        return self._key_prefix
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -271,6 +297,24 @@ class RunReporter:
         self._task = asyncio.create_task(
             self._run_stream(), name=f"runstream-report-{self._run_id}"
         )
+
+    async def _attach(self, list_decisions: Callable[[str], Awaitable[list[Decision]]]) -> None:
+        """Continues an existing run: opens the stream, waits until the server attached it,
+        then learns the run's decisions. In that order, a decision that closes meanwhile is
+        either pushed on the attached stream or already closed in the list."""
+        self._next_key = 1
+        self._task = asyncio.create_task(
+            self._run_stream(), name=f"runstream-report-{self._run_id}"
+        )
+        while not self._attached_once:
+            self._raise_if_failed()
+            if self._task.done():
+                raise FailedPreconditionError(f"the reporter of run {self._run_id!r} stopped")
+            await self._signal.wait()
+        for decision in await list_decisions(self._run_id):
+            self._asked_before[decision.decision_id] = decision
+            if not decision.is_open:
+                self._closed_decisions.setdefault(decision.decision_id, decision)
 
     async def __aenter__(self) -> RunReporter:
         task = asyncio.current_task()
@@ -447,7 +491,9 @@ class RunReporter:
             context: JSON-like data that helps the human decide, e.g. {"file_count": 3}.
             decision_type: The kind of decision, for example "file_selection".
             affects_workflow: Whether the answer changes the workflow's course.
-            decision_id: Unique within the run; generated when None.
+            decision_id: Unique within the run; generated when None. Give one to a question
+                that must survive a producer restart: after ``attach_run``, asking with the
+                id of a question asked before waits for its answer instead of asking again.
 
         Returns:
             The DecisionResult: ANSWERED with the choice, DEFAULTED with the default (nobody
@@ -479,9 +525,14 @@ class RunReporter:
         )
         self._check_can_report()
         self._asked.add(decision_id)
-        self._awaited[decision_id] = None
+        self._awaited[decision_id] = self._closed_decisions.get(decision_id)
         try:
-            await self._report(event)
+            if decision_id in self._asked_before:
+                # Asked before attach_run: wait for that question's answer instead of asking
+                # again, and skip the key its DecisionRequested took, so later keys line up.
+                self._next_key += 1
+            else:
+                await self._report(event)
             decision = await self._await_decision(decision_id)
         finally:
             self._awaited.pop(decision_id, None)
@@ -519,7 +570,10 @@ class RunReporter:
             await self._signal.wait()
 
     def _on_decision(self, decision: Decision) -> None:
-        if decision.decision_id in self._awaited and not decision.is_open:
+        if decision.is_open:
+            return
+        self._closed_decisions[decision.decision_id] = decision
+        if decision.decision_id in self._awaited:
             self._awaited[decision.decision_id] = decision
             self._signal.fire()
 
@@ -906,6 +960,7 @@ class RunReporter:
             async for response in call:
                 # Any response proves the server attached this stream to the run.
                 attached.set()
+                self._attached_once = True
                 message = convert.parse_report_response(response)
                 if isinstance(message, convert.ReportAck):
                     self._on_ack(message)
