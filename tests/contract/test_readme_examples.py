@@ -46,8 +46,8 @@ async def run_example(tmp_path: Path, name: str, target: str, *args: str) -> str
     return stdout.decode()
 
 
-def test_the_readme_has_both_examples() -> None:
-    assert set(readme_examples()) == {"producer", "watcher"}
+def test_the_readme_has_every_example() -> None:
+    assert set(readme_examples()) == {"producer", "watcher", "langgraph"}
 
 
 async def test_producer_then_watcher_examples(server: RunstreamServer, tmp_path: Path) -> None:
@@ -65,3 +65,45 @@ async def test_producer_then_watcher_examples(server: RunstreamServer, tmp_path:
         assert kind in kinds, watched
     assert kinds.count("STEP_COMPLETED") == 2, watched
     assert snapshot == "SUCCEEDED 100%"
+
+
+async def test_langgraph_example_asks_and_finishes_with_the_answer(
+    server: RunstreamServer, tmp_path: Path
+) -> None:
+    """The LangGraph example waits at its interrupt until a viewer answers."""
+    import runstream
+
+    source = readme_examples()["langgraph"]
+    script = tmp_path / "langgraph_example.py"  # not langgraph.py: it would shadow the package
+    script.write_text(source.replace(README_TARGET, server.target))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        match = re.fullmatch(r"run id: (\S+)\n", first)
+        assert match, first
+        run_id = match[1]
+        async with runstream.connect(server.target) as client:
+            async with client.interact([run_id], viewer="ana") as interaction:
+                prompt = await asyncio.wait_for(anext(interaction), 60)
+                assert isinstance(prompt, runstream.DecisionPrompt)
+                assert prompt.decision.prompt == "Publish the draft?"
+                await interaction.answer(run_id, prompt.decision.decision_id, "rework")
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+            run = await client.get_run(run_id)
+            steps = await client.list_steps(run_id)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()
+    assert stdout.decode() == "verdict: rework\n"
+    assert run.status.name == "SUCCEEDED"
+    assert run.result_summary == "Three launch ideas for Runstream"
+    assert [(s.step_id, s.status.name) for s in steps] == [
+        ("draft", "SUCCEEDED"),
+        ("review", "SUCCEEDED"),
+    ]

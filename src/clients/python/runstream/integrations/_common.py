@@ -1,0 +1,148 @@
+"""What the framework integrations share: ordered reporting from callbacks, and step ids.
+
+Framework callbacks arrive in awkward places: the OpenAI Agents SDK calls its tracing
+processors synchronously, and LangChain runs an async handler's callbacks in a fresh event
+loop on a worker thread when a model only streams synchronously. A ``RunReporter`` belongs to
+the event loop that created it, so every reporting call goes through an ``OrderedReports``
+queue that runs the calls one at a time, in the order the callbacks happened, on that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from runstream._errors import RunstreamError
+
+__all__ = ["ImportHint", "OrderedReports", "StepIds", "require", "short"]
+
+_log = logging.getLogger("runstream.integrations")
+
+_ID_INVALID = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_ID = 120
+# Long tool inputs and outputs are cut before they become event data: the event log is for
+# watching a run, not for archiving payloads.
+_MAX_TEXT = 2000
+
+
+def short(text: object, limit: int = _MAX_TEXT) -> str:
+    """``text`` as a string of at most ``limit`` characters (cut ones end with an ellipsis)."""
+    value = text if isinstance(text, str) else str(text)
+    return value if len(value) <= limit else value[: limit - 1] + "\u2026"
+
+
+class ImportHint(ImportError):
+    """A framework an integration needs is not installed; the message names the extra."""
+
+
+def require(module: str, extra: str) -> None:
+    """Raises ImportHint naming ``pip install 'runstream[extra]'`` when ``module`` is missing."""
+    try:
+        __import__(module)
+    except ImportError as exc:
+        raise ImportHint(
+            f"this Runstream integration needs {module!r}: pip install 'runstream[{extra}]'"
+        ) from exc
+
+
+class StepIds:
+    """Turns framework names (graph nodes, agents) into valid, unique Runstream step ids.
+
+    A step id holds letters, digits, '.', '_' and '-' and starts with a letter or digit. A name
+    that runs again after its step finished gets a new step ("write", then "write-2"), because a
+    finished step cannot start again.
+    """
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+
+    @staticmethod
+    def clean(name: str) -> str:
+        """``name`` as a valid step id (not necessarily unused)."""
+        cleaned = _ID_INVALID.sub("-", name).strip("-._")[:_MAX_ID]
+        return cleaned or "step"
+
+    def new(self, name: str) -> str:
+        """A step id for ``name`` that no earlier call returned."""
+        base = self.clean(name)
+        count = self._used.get(base, 0) + 1
+        self._used[base] = count
+        return base if count == 1 else f"{base}-{count}"
+
+
+class OrderedReports:
+    """Runs reporting calls one at a time, in submission order, on the run's event loop.
+
+    ``submit()`` may be called from any thread and never blocks; ``drain()`` (on the run's
+    loop) waits until everything submitted so far has been reported. A reporting call that
+    fails is logged and does not stop the calls after it: a framework's run goes on when
+    watching it fails (the reporter's own failure still surfaces at ``run.complete()``).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    "create Runstream framework handlers inside the event loop that runs the "
+                    "run (in async code), or pass loop="
+                ) from None
+        self._loop = loop
+        self._thread = threading.get_ident()
+        self._queue: deque[Callable[[], Awaitable[object]]] = deque()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._worker: asyncio.Task[None] | None = None
+        self._failures = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the run's reporter belongs to."""
+        return self._loop
+
+    @property
+    def failures(self) -> int:
+        """How many reporting calls failed (each was logged)."""
+        return self._failures
+
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the run's loop (its thread), where it may await."""
+        return threading.get_ident() == self._thread
+
+    def submit(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Queues ``call()``; it runs after every call submitted before it."""
+        if self.on_loop():
+            self._enqueue(call)
+        else:
+            self._loop.call_soon_threadsafe(self._enqueue, call)
+
+    def _enqueue(self, call: Callable[[], Awaitable[object]]) -> None:
+        self._queue.append(call)
+        self._idle.clear()
+        if self._worker is None or self._worker.done():
+            self._worker = self._loop.create_task(self._work(), name="runstream-integration")
+
+    async def _work(self) -> None:
+        # Runs until the queue is empty; the next submit starts a new worker. Nothing awaits
+        # between the last check and returning, so no call can slip in unseen.
+        while self._queue:
+            call = self._queue.popleft()
+            try:
+                await call()
+            except RunstreamError as exc:
+                self._failures += 1
+                level = logging.WARNING if self._failures == 1 else logging.DEBUG
+                _log.log(level, "reporting to Runstream failed: %s", exc)
+        self._idle.set()
+
+    async def drain(self) -> None:
+        """Waits until every call submitted so far (from this loop) has run."""
+        # Calls submitted from other threads land through call_soon_threadsafe; one pass of
+        # the loop lets those already scheduled join the queue first.
+        await asyncio.sleep(0)
+        await self._idle.wait()

@@ -1,0 +1,299 @@
+"""A real LangGraph graph reported through RunstreamCallbackHandler to a real server.
+
+The graph has three nodes: ``research`` asks a fake chat model (langchain-core's
+GenericFakeChatModel, no network), which answers with a tool call; ``tools`` runs it
+(LangGraph's ToolNode); ``write`` stops at ``interrupt()`` to ask which tone to take, then
+streams the model's text token by token. The interrupt is answered by a viewer through
+DecisionService, and the graph finishes with that answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, TypedDict
+
+import pytest
+import runstream
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.types import interrupt
+from runstream import ActivityType, DecisionPrompt, EventKind
+from runstream.integrations.langchain import RunstreamCallbackHandler
+from runstream_server.app import RunstreamServer
+
+SUMMARY = "Runstream watches agent runs live"
+
+
+class State(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    tone: str
+    summary: str
+
+
+@tool
+def search(query: str) -> str:
+    """Searches the web."""
+    return f"3 results for {query}"
+
+
+def build_graph() -> Any:
+    model = GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(
+                    content="",
+                    tool_calls=[{"name": "search", "args": {"query": "runstream"}, "id": "c1"}],
+                ),
+                SUMMARY,
+            ]
+        )
+    )
+
+    async def research(state: State) -> State:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    async def write(state: State) -> State:
+        tone = interrupt(
+            {
+                "question": "Which tone should the summary take?",
+                "options": ["formal", "playful"],
+                "default": "formal",
+                "context": {"audience": "developers"},
+            }
+        )
+        text = ""
+        async for chunk in model.astream(state["messages"]):
+            text += str(chunk.content)
+        return {"tone": tone, "summary": text}
+
+    graph = StateGraph(State)
+    graph.add_node("research", research)
+    graph.add_node("tools", ToolNode([search]))
+    graph.add_node("write", write)
+    graph.add_edge(START, "research")
+    graph.add_edge("research", "tools")
+    graph.add_edge("tools", "write")
+    graph.add_edge("write", END)
+    return graph.compile(checkpointer=InMemorySaver())
+
+
+async def answer_first_question(client: runstream.Client, run_id: str, choice: str) -> None:
+    async with client.interact([run_id], viewer="ana") as interaction:
+        async for update in interaction:
+            if isinstance(update, DecisionPrompt):
+                await interaction.answer(run_id, update.decision.decision_id, choice)
+                return
+
+
+async def test_a_langgraph_run_streams_steps_text_tools_and_asks_at_its_interrupt(
+    server: RunstreamServer,
+) -> None:
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-summary")
+        watched = asyncio.create_task(_collect(client, run.run_id))
+        answering = asyncio.create_task(answer_first_question(client, run.run_id, "playful"))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            result = await handler.run_graph(
+                build_graph(),
+                {"messages": [HumanMessage("Summarise Runstream")]},
+                config={"configurable": {"thread_id": "t1"}},
+            )
+            await run.complete(summary=result["summary"])
+        await asyncio.wait_for(answering, 30)
+        events = await asyncio.wait_for(watched, 30)
+        steps = await client.list_steps(run.run_id)
+
+    # The graph finished with the human's answer.
+    assert result["tone"] == "playful"
+    assert result["summary"] == SUMMARY
+
+    # The nodes are the run's steps, in order, each started and completed once.
+    step_events = [
+        (e.kind, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
+    ]
+    assert step_events == [
+        (kind, node)
+        for node in ("research", "tools", "write")
+        for kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [
+        ("research", "SUCCEEDED"),
+        ("tools", "SUCCEEDED"),
+        ("write", "SUCCEEDED"),
+    ]
+
+    # The interrupt was a decision of the run, answered by ana, while "write" was running.
+    kinds = [e.kind for e in events]
+    requested = kinds.index(EventKind.DECISION_REQUESTED)
+    resolved = kinds.index(EventKind.DECISION_RESOLVED)
+    write_started = step_events.index((EventKind.STEP_STARTED, "write"))
+    assert events[requested].payload.prompt == "Which tone should the summary take?"  # type: ignore[union-attr]
+    assert [o.value for o in events[requested].payload.options] == ["formal", "playful"]  # type: ignore[union-attr]
+    assert events[requested].payload.context["audience"] == "developers"  # type: ignore[union-attr]
+    assert events[resolved].payload.choice == "playful"  # type: ignore[union-attr]
+    assert events[resolved].payload.answered_by == "ana"  # type: ignore[union-attr]
+    started_write_at = next(
+        i
+        for i, e in enumerate(events)
+        if e.kind == EventKind.STEP_STARTED and e.payload.step_id == "write"  # type: ignore[union-attr]
+    )
+    assert started_write_at < requested < resolved < kinds.index(EventKind.RUN_COMPLETED)
+    assert write_started == 4
+
+    # The streamed text, token by token, is the model's output, as the "write" agent's.
+    texts = [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
+    assert {t.agent_id for t in texts} == {"write"}  # type: ignore[union-attr]
+    assert "".join(t.delta for t in texts) == SUMMARY  # type: ignore[union-attr]
+    assert len(texts) > 2 and texts[-1].final  # type: ignore[union-attr]
+    assert {t.step_id for t in texts} == {"write"}  # type: ignore[union-attr]
+
+    # The tool call is agent activity of the "tools" node, with its input and output.
+    activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    assert [(a.agent_id, a.activity, a.data["tool"]) for a in activity] == [  # type: ignore[union-attr]
+        ("tools", ActivityType.STARTED, "search"),
+        ("tools", ActivityType.COMPLETED, "search"),
+    ]
+    assert "runstream" in activity[0].data["input"]  # type: ignore[union-attr]
+    assert activity[1].data["output"] == "3 results for runstream"  # type: ignore[union-attr]
+
+    # The model of each agent that called one is a model allocation.
+    allocations = {
+        (e.payload.agent_id, e.payload.model)  # type: ignore[union-attr]
+        for e in events
+        if e.kind == EventKind.MODEL_ALLOCATION
+    }
+    assert allocations == {
+        ("research", "GenericFakeChatModel"),
+        ("write", "GenericFakeChatModel"),
+    }
+
+
+async def test_a_failing_node_fails_its_step_with_the_error(server: RunstreamServer) -> None:
+    def explode(state: State) -> State:
+        raise ValueError("the source is unreachable")
+
+    graph = StateGraph(State)
+    graph.add_node("fetch", explode)
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", END)
+    compiled = graph.compile()
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-failing")
+        handler = RunstreamCallbackHandler(run)
+        with pytest.raises(ValueError, match="unreachable"):
+            async with run:
+                await compiled.ainvoke({"messages": []}, {"callbacks": [handler]})
+        steps = await client.list_steps(run.run_id)
+        final = await client.get_run(run.run_id)
+
+    assert [(s.step_id, s.status.name) for s in steps] == [("fetch", "FAILED")]
+    assert steps[0].error is not None
+    assert steps[0].error.message == "ValueError: the source is unreachable"
+    assert final.status.name == "FAILED"
+
+
+async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
+    server: RunstreamServer,
+) -> None:
+    attempts = 0
+
+    def flaky(text: str) -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionError(f"attempt {attempts} timed out")
+        return text.upper()
+
+    chain = (
+        RunnableLambda(flaky)
+        .with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
+        .with_config(run_name="shout")
+    )
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langchain-plain")
+        async with run:
+            handler = RunstreamCallbackHandler(run, agent="shouter")
+            assert await chain.ainvoke("hello", {"callbacks": [handler]}) == "HELLO"
+            await handler.flush()
+            await run.complete()
+        events = [e async for e in client.list_events(run.run_id)]
+
+    recoveries = [e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY]
+    assert [(r.attempt, r.error_message) for r in recoveries] == [  # type: ignore[union-attr]
+        (1, "ConnectionError: attempt 1 timed out"),
+        (2, "ConnectionError: attempt 2 timed out"),
+    ]
+    step_events = [
+        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
+    ]
+    assert step_events == [("STEP_STARTED", "shout"), ("STEP_COMPLETED", "shout")]
+
+
+async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:
+    return [event async for event in client.watch(run_id)]
+
+
+async def test_a_node_retried_by_its_retry_policy_recovers_in_the_same_step(
+    server: RunstreamServer,
+) -> None:
+    from langgraph.types import RetryPolicy
+
+    calls = 0
+
+    async def fetch(state: State) -> State:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the source timed out")
+        return {"summary": "fetched"}
+
+    graph = StateGraph(State)
+    graph.add_node("fetch", fetch, retry_policy=RetryPolicy(initial_interval=0.01, jitter=False))
+    graph.add_edge(START, "fetch")
+    graph.add_edge("fetch", END)
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-retry")
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            result = await handler.run_graph(graph.compile(), {"messages": []})
+            await run.complete()
+        events = [e async for e in client.list_events(run.run_id)]
+        steps = await client.list_steps(run.run_id)
+
+    assert result["summary"] == "fetched"
+    story = [
+        (e.kind.name, getattr(e.payload, "step_id", getattr(e.payload, "attempt", None)))
+        for e in events
+        if e.kind
+        in (
+            EventKind.STEP_STARTED,
+            EventKind.STEP_FAILED,
+            EventKind.STEP_COMPLETED,
+            EventKind.ERROR_RECOVERY,
+        )
+    ]
+    assert story == [
+        ("STEP_STARTED", "fetch"),
+        ("STEP_FAILED", "fetch"),
+        ("ERROR_RECOVERY", 1),
+        ("STEP_STARTED", "fetch"),
+        ("STEP_COMPLETED", "fetch"),
+    ]
+    recovery = next(e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY)
+    assert recovery.error_message == "ConnectionError: the source timed out"  # type: ignore[union-attr]
+    assert recovery.affected_agents == ("fetch",)  # type: ignore[union-attr]
+    assert [(s.step_id, s.status.name, s.attempts) for s in steps] == [("fetch", "SUCCEEDED", 2)]
