@@ -47,7 +47,7 @@ async def run_example(tmp_path: Path, name: str, target: str, *args: str) -> str
 
 
 def test_the_readme_has_every_example() -> None:
-    assert set(readme_examples()) == {"producer", "watcher", "langgraph"}
+    assert set(readme_examples()) == {"producer", "watcher", "langgraph", "openai-agents"}
 
 
 async def test_producer_then_watcher_examples(server: RunstreamServer, tmp_path: Path) -> None:
@@ -107,3 +107,24 @@ async def test_langgraph_example_asks_and_finishes_with_the_answer(
         ("draft", "SUCCEEDED"),
         ("review", "SUCCEEDED"),
     ]
+
+
+async def test_openai_agents_example_reports_both_agents(
+    server: RunstreamServer, tmp_path: Path
+) -> None:
+    import runstream
+
+    output = await run_example(tmp_path, "openai-agents", server.target)
+    match = re.match(r"run id: (\S+)\n(.*)\n", output)
+    assert match, output
+    assert match[2] == "Order A-17 shipped on Monday."
+    async with runstream.connect(server.target) as client:
+        steps = await client.list_steps(match[1])
+        events = [e async for e in client.list_events(match[1])]
+    assert [(s.step_id, s.status.name) for s in steps] == [
+        ("Triage", "SUCCEEDED"),
+        ("Writer", "SUCCEEDED"),
+    ]
+    activity = [e.payload for e in events if e.kind == runstream.EventKind.AGENT_ACTIVITY]
+    assert activity[0].data["to_agent"] == "Writer"  # type: ignore[union-attr]
+    assert [a.data.get("tool") for a in activity[1:]] == ["lookup_order", "lookup_order"]  # type: ignore[union-attr]

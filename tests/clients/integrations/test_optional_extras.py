@@ -47,7 +47,10 @@ def test_the_sdk_and_the_cli_import_no_framework() -> None:
 
 @pytest.mark.parametrize(
     ("module", "missing", "extra"),
-    [("runstream.integrations.langchain", "langchain_core", "langchain")],
+    [
+        ("runstream.integrations.langchain", "langchain_core", "langchain"),
+        ("runstream.integrations.openai_agents", "agents", "openai-agents"),
+    ],
 )
 def test_an_integration_without_its_extra_names_the_extra(
     module: str, missing: str, extra: str

@@ -1,0 +1,292 @@
+"""The OpenAI Agents SDK: a tracing processor that reports an agent workflow to Runstream.
+
+::
+
+    from agents import add_trace_processor
+    add_trace_processor(RunstreamProcessor(run))
+    result = await Runner.run(triage_agent, "...")
+    await processor.flush()
+
+What becomes what (the SDK's spans, as they start and end):
+
+- an agent span is a step named after the agent (StepStarted, then StepCompleted, or
+  StepFailed with the span's error); an agent that runs again later is a new step,
+  ``Writer-2``.
+- a generation span (or a response span, from the Responses API) is a ModelAllocation of the
+  model for the agent (once per agent and model), its assistant text a TextDelta of the agent,
+  and its token usage run-level metrics: ``input_tokens``, ``output_tokens`` and
+  ``total_tokens``, summed over the run so far, and ``model_calls``.
+- a function (tool) span is AgentActivity of the agent: STARTED, then COMPLETED with the
+  output or FAILED with the error.
+- a handoff span is AgentActivity naming both agents (``from_agent``, ``to_agent``).
+- a guardrail span that tripped is a HIGH Alert (code ``guardrail_tripped``).
+
+The Agents SDK calls processors synchronously, from the thread that runs the agents; the
+processor queues each report and sends them in order on the run's event loop, so it never
+blocks the agents. ``await processor.flush()`` waits until everything so far is reported.
+A processor registered globally sees every trace; ``trace_filter`` keeps one workflow's.
+
+Needs the ``openai-agents`` extra (``pip install 'runstream[openai-agents]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runstream.integrations._common import OrderedReports, StepIds, require, short
+
+require("agents", "openai-agents")
+
+from agents.tracing import Span, Trace, TracingProcessor  # noqa: E402
+from agents.tracing.span_data import (  # noqa: E402
+    AgentSpanData,
+    FunctionSpanData,
+    GenerationSpanData,
+    GuardrailSpanData,
+    HandoffSpanData,
+    ResponseSpanData,
+)
+
+from runstream._reporter import RunReporter  # noqa: E402
+from runstream._types import ActivityType, Severity  # noqa: E402
+
+__all__ = ["RunstreamProcessor"]
+
+_TOKEN_FIELDS = ("input_tokens", "output_tokens")
+
+
+@dataclass
+class _AgentStep:
+    agent: str
+    step_id: str
+    tripped: str = ""  # The guardrail that stopped the agent, if one did.
+
+
+class RunstreamProcessor(TracingProcessor):
+    """Reports the OpenAI Agents SDK's traces to a Runstream run (see the module).
+
+    Args:
+        run: The run to report to (``await client.start_run(...)``).
+        trace_filter: Which traces to report; all when None. For example
+            ``lambda trace: trace.name == "Support workflow"``.
+        loop: The event loop the run belongs to; by default the running loop, so create the
+            processor in async code.
+    """
+
+    def __init__(
+        self,
+        run: RunReporter,
+        *,
+        trace_filter: Callable[[Trace], bool] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._run = run
+        self._filter = trace_filter
+        self._reports = OrderedReports(loop)
+        self._step_ids = StepIds()
+        self._traces: set[str] = set()
+        self._agents: dict[str, _AgentStep] = {}  # by agent span id
+        self._parents: dict[str, str | None] = {}  # span id -> parent span id
+        self._allocated: set[tuple[str, str]] = set()
+        self._tokens = dict.fromkeys(_TOKEN_FIELDS, 0.0)
+        self._model_calls = 0
+
+    @property
+    def run(self) -> RunReporter:
+        """The run this processor reports to."""
+        return self._run
+
+    async def flush(self) -> None:
+        """Waits until every span so far is reported (queued on the run's reporter)."""
+        await self._reports.drain()
+
+    # --- TracingProcessor -----------------------------------------------------------------
+
+    def on_trace_start(self, trace: Trace) -> None:
+        if self._filter is None or self._filter(trace):
+            self._traces.add(trace.trace_id)
+
+    def on_trace_end(self, trace: Trace) -> None:
+        self._traces.discard(trace.trace_id)
+
+    def on_span_start(self, span: Span[Any]) -> None:
+        if span.trace_id not in self._traces:
+            return
+        self._parents[span.span_id] = span.parent_id
+        data = span.span_data
+        if isinstance(data, AgentSpanData):
+            step = _AgentStep(data.name, self._step_ids.new(data.name))
+            self._agents[span.span_id] = step
+            self._submit(
+                lambda: self._run.start_step(step.step_id, name=step.agent, agent=step.agent)
+            )
+        elif isinstance(data, FunctionSpanData):
+            step = self._agent_of(span)
+            tool = data.name
+            self._submit(
+                lambda: self._run.activity(
+                    step.agent,
+                    ActivityType.STARTED,
+                    f"calling {tool}",
+                    data={"tool": tool},
+                    step_id=step.step_id,
+                )
+            )
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        if span.trace_id not in self._traces:
+            return
+        data = span.span_data
+        error = _error_text(span.error)
+        if isinstance(data, AgentSpanData):
+            self._agent_ended(span.span_id, error)
+        elif isinstance(data, GenerationSpanData):
+            self._model_used(span, data.model, data.usage, _output_text(data.output))
+        elif isinstance(data, ResponseSpanData):
+            response = data.response
+            model = getattr(response, "model", None)
+            usage = data.usage or _usage_of(getattr(response, "usage", None))
+            self._model_used(span, model, usage, str(getattr(response, "output_text", "") or ""))
+        elif isinstance(data, FunctionSpanData):
+            self._tool_ended(span, data, error)
+        elif isinstance(data, HandoffSpanData):
+            self._handoff(span, data)
+        elif isinstance(data, GuardrailSpanData) and data.triggered:
+            step = self._agent_of(span)
+            name = data.name
+            step.tripped = step.tripped or name
+            self._submit(
+                lambda: self._run.alert(
+                    f"guardrail {name} tripped" + (f" on {step.agent}" if step.agent else ""),
+                    severity=Severity.HIGH,
+                    code="guardrail_tripped",
+                    suggested_action="review the input or output the guardrail stopped",
+                    data={"guardrail": name, "agent": step.agent},
+                )
+            )
+        self._parents.pop(span.span_id, None)
+
+    def shutdown(self) -> None:
+        """Nothing to release: reports go through the run's own reporter."""
+
+    def force_flush(self) -> None:
+        """Reports are queued on the run's event loop; ``await flush()`` waits for them."""
+
+    # --- span kinds ------------------------------------------------------------------------
+
+    def _agent_ended(self, span_id: str, error: str | None) -> None:
+        step = self._agents.pop(span_id, None)
+        if step is None:
+            return
+        if error is None and step.tripped:
+            # The SDK ends a stopped agent's span without an error; the run did not go on.
+            error = f"guardrail {step.tripped} tripped"
+        if error is None:
+            self._submit(lambda: self._run.step(step.step_id).complete())
+        else:
+            self._submit(lambda: self._run.step(step.step_id).fail(error, code="agent_error"))
+
+    def _model_used(
+        self, span: Span[Any], model: str | None, usage: Mapping[str, Any] | None, text: str
+    ) -> None:
+        step = self._agent_of(span)
+        agent = step.agent or "agent"
+        if model and (agent, model) not in self._allocated:
+            self._allocated.add((agent, model))
+            self._submit(lambda: self._run.model_allocation(agent, model))
+        if text:
+            message_id = span.span_id
+            self._submit(
+                lambda: self._run.text(agent, message_id, text, final=True, step_id=step.step_id)
+            )
+        self._model_calls += 1
+        for field in _TOKEN_FIELDS:
+            value = (usage or {}).get(field)
+            if isinstance(value, int | float):
+                self._tokens[field] += value
+        values = {
+            **self._tokens,
+            "total_tokens": self._tokens["input_tokens"] + self._tokens["output_tokens"],
+            "model_calls": float(self._model_calls),
+        }
+        self._submit(lambda: self._run.metrics(values))
+
+    def _tool_ended(self, span: Span[Any], data: FunctionSpanData, error: str | None) -> None:
+        step = self._agent_of(span)
+        details: dict[str, Any] = {"tool": data.name}
+        if data.input is not None:
+            details["input"] = short(data.input)
+        if error is None:
+            details["output"] = short(data.output) if data.output is not None else ""
+            activity, verb = ActivityType.COMPLETED, "done"
+        else:
+            details["error"] = error
+            activity, verb = ActivityType.FAILED, "failed"
+        message = f"{data.name} {verb}"
+        self._submit(
+            lambda: self._run.activity(
+                step.agent, activity, message, data=details, step_id=step.step_id
+            )
+        )
+
+    def _handoff(self, span: Span[Any], data: HandoffSpanData) -> None:
+        source = data.from_agent or self._agent_of(span).agent
+        target = data.to_agent or ""
+        step = self._agent_of(span)
+        self._submit(
+            lambda: self._run.activity(
+                source or "agent",
+                ActivityType.COMPLETED,
+                f"handed off to {target}" if target else "handed off",
+                data={"handoff": True, "from_agent": source, "to_agent": target},
+                step_id=step.step_id,
+            )
+        )
+
+    def _agent_of(self, span: Span[Any]) -> _AgentStep:
+        """The agent whose span encloses ``span`` (its own, for an agent span)."""
+        span_id: str | None = span.span_id
+        while span_id is not None:
+            if span_id in self._agents:
+                return self._agents[span_id]
+            span_id = self._parents.get(span_id)
+        return _AgentStep("", "")
+
+    def _submit(self, call: Callable[[], Any]) -> None:
+        self._reports.submit(call)
+
+
+def _error_text(error: Any) -> str | None:
+    if not error:
+        return None
+    if isinstance(error, Mapping):
+        message = str(error.get("message") or "error")
+        data = error.get("data")
+        return short(f"{message}: {json.dumps(data, default=str)}" if data else message)
+    return short(error)
+
+
+def _output_text(output: Any) -> str:
+    """The assistant text in a generation span's output (Responses-format items)."""
+    parts: list[str] = []
+    for item in output or ():
+        if not isinstance(item, Mapping) or item.get("type", "message") != "message":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        for block in content or ():
+            if isinstance(block, Mapping) and block.get("type") in ("output_text", "text"):
+                parts.append(str(block.get("text", "")))
+    return "".join(parts)
+
+
+def _usage_of(usage: Any) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    return {field: getattr(usage, field, None) for field in _TOKEN_FIELDS}

@@ -1,0 +1,235 @@
+"""The OpenAI Agents SDK reported through RunstreamProcessor to a real server.
+
+The agents run on a custom offline ``Model`` that returns canned responses (no network) and,
+like the SDK's own models, records each call in a generation span with its token usage. A
+triage agent hands off to a writer, which calls a tool and then answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import runstream
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    InputGuardrailTripwireTriggered,
+    ModelResponse,
+    Runner,
+    Usage,
+    function_tool,
+    input_guardrail,
+    set_trace_processors,
+)
+from agents.models.interface import Model, ModelTracing
+from agents.tracing import generation_span
+from openai.types.responses import (
+    ResponseFunctionToolCall,
+    ResponseOutputItem,
+    ResponseOutputMessage,
+    ResponseOutputText,
+)
+from runstream import ActivityType, EventKind, Severity
+from runstream.integrations.openai_agents import RunstreamProcessor
+from runstream_server.app import RunstreamServer
+
+
+class CannedModel(Model):
+    """Answers each call with the next canned output, recording it in a generation span."""
+
+    def __init__(self, name: str, outputs: list[list[ResponseOutputItem]]) -> None:
+        self.name = name
+        self.outputs = outputs
+
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: Any,
+        model_settings: Any,
+        tools: Any,
+        output_schema: Any,
+        handoffs: Any,
+        tracing: ModelTracing,
+        *,
+        previous_response_id: str | None = None,
+        conversation_id: str | None = None,
+        prompt: Any = None,
+    ) -> ModelResponse:
+        with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
+            output = self.outputs.pop(0)
+            span.span_data.output = [item.model_dump() for item in output]
+            span.span_data.usage = {"input_tokens": 120, "output_tokens": 30}
+            usage = Usage(requests=1, input_tokens=120, output_tokens=30, total_tokens=150)
+            return ModelResponse(output=output, usage=usage, response_id=None)
+
+    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError("the canned model does not stream")
+
+
+def tool_call(name: str, arguments: dict[str, Any], call_id: str) -> ResponseFunctionToolCall:
+    return ResponseFunctionToolCall(
+        type="function_call",
+        name=name,
+        arguments=json.dumps(arguments),
+        call_id=call_id,
+        id=call_id,
+        status="completed",
+    )
+
+
+def message(text: str) -> ResponseOutputMessage:
+    return ResponseOutputMessage(
+        type="message",
+        id="msg-1",
+        role="assistant",
+        status="completed",
+        content=[ResponseOutputText(type="output_text", text=text, annotations=[])],
+    )
+
+
+@function_tool
+def lookup_order(order_id: str) -> str:
+    """Looks up an order."""
+    return f"order {order_id} shipped on Monday"
+
+
+@pytest.fixture
+def processors() -> Iterator[list[RunstreamProcessor]]:
+    """Installs the test's processors as the only ones (no exporter, no network); restores
+    an empty list afterwards."""
+    installed: list[RunstreamProcessor] = []
+    yield installed
+    set_trace_processors([])
+
+
+async def test_two_agents_a_handoff_and_a_tool_call_become_runstream_events(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    writer = Agent(
+        name="Writer",
+        instructions="Answer the customer.",
+        tools=[lookup_order],
+        model=CannedModel(
+            "canned-writer",
+            [
+                [tool_call("lookup_order", {"order_id": "A-17"}, "call-2")],
+                [message("Your order A-17 shipped on Monday.")],
+            ],
+        ),
+    )
+    triage = Agent(
+        name="Triage",
+        instructions="Route the customer.",
+        handoffs=[writer],
+        model=CannedModel("canned-triage", [[tool_call("transfer_to_writer", {}, "call-1")]]),
+    )
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("support-agents")
+        watched = asyncio.create_task(_collect(client, run.run_id))
+        async with run:
+            processor = RunstreamProcessor(run)
+            processors.append(processor)
+            set_trace_processors([processor])
+            result = await Runner.run(triage, "Where is my order A-17?")
+            await processor.flush()
+            await run.complete(summary=str(result.final_output))
+        events = await asyncio.wait_for(watched, 30)
+        final = await client.get_run(run.run_id)
+
+    assert result.final_output == "Your order A-17 shipped on Monday."
+
+    # Each agent is a step, in the order they worked.
+    steps = [
+        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
+    ]
+    assert steps == [
+        ("STEP_STARTED", "Triage"),
+        ("STEP_COMPLETED", "Triage"),
+        ("STEP_STARTED", "Writer"),
+        ("STEP_COMPLETED", "Writer"),
+    ]
+
+    # The handoff names both agents; the tool call is the writer's activity.
+    activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    handoff = activity[0]
+    assert handoff.agent_id == "Triage"  # type: ignore[union-attr]
+    assert handoff.data == {"handoff": True, "from_agent": "Triage", "to_agent": "Writer"}  # type: ignore[union-attr]
+    assert handoff.step_id == "Triage"  # type: ignore[union-attr]
+    tool_events = [(a.agent_id, a.activity, a.step_id) for a in activity[1:]]  # type: ignore[union-attr]
+    assert tool_events == [
+        ("Writer", ActivityType.STARTED, "Writer"),
+        ("Writer", ActivityType.COMPLETED, "Writer"),
+    ]
+    assert activity[2].data["tool"] == "lookup_order"  # type: ignore[union-attr]
+    assert activity[2].data["output"] == "order A-17 shipped on Monday"  # type: ignore[union-attr]
+    assert json.loads(activity[2].data["input"]) == {"order_id": "A-17"}  # type: ignore[union-attr]
+
+    # Each agent's model is a model allocation; the writer's answer is its text.
+    allocations = [
+        (e.payload.agent_id, e.payload.model)  # type: ignore[union-attr]
+        for e in events
+        if e.kind == EventKind.MODEL_ALLOCATION
+    ]
+    assert allocations == [("Triage", "canned-triage"), ("Writer", "canned-writer")]
+    texts = [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
+    assert [(t.agent_id, t.delta, t.final) for t in texts] == [  # type: ignore[union-attr]
+        ("Writer", "Your order A-17 shipped on Monday.", True)
+    ]
+
+    # Token usage adds up over the three model calls.
+    assert final.metrics == {
+        "input_tokens": 360.0,
+        "output_tokens": 90.0,
+        "total_tokens": 450.0,
+        "model_calls": 3.0,
+    }
+    assert final.status.name == "SUCCEEDED"
+
+
+async def test_a_tripped_guardrail_is_an_alert_and_fails_the_agent_step(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    @input_guardrail
+    async def no_refund_requests(ctx: Any, agent: Any, user_input: Any) -> GuardrailFunctionOutput:
+        return GuardrailFunctionOutput(output_info={"refund": True}, tripwire_triggered=True)
+
+    agent = Agent(
+        name="Support",
+        instructions="Help.",
+        input_guardrails=[no_refund_requests],
+        model=CannedModel("canned-support", [[message("Sure.")]]),
+    )
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("guarded-agent")
+        processor = RunstreamProcessor(run)
+        processors.append(processor)
+        set_trace_processors([processor])
+        with pytest.raises(InputGuardrailTripwireTriggered):
+            async with run:
+                try:
+                    await Runner.run(agent, "I want a refund")
+                finally:
+                    await processor.flush()
+        events = [e async for e in client.list_events(run.run_id)]
+        steps = await client.list_steps(run.run_id)
+        final = await client.get_run(run.run_id)
+
+    alerts = [e.payload for e in events if e.kind == EventKind.ALERT]
+    assert [(a.severity, a.code, a.data["guardrail"]) for a in alerts] == [  # type: ignore[union-attr]
+        (Severity.HIGH, "guardrail_tripped", "no_refund_requests")
+    ]
+    assert "Support" in alerts[0].message  # type: ignore[union-attr]
+    assert [(s.step_id, s.status.name) for s in steps] == [("Support", "FAILED")]
+    assert steps[0].error is not None and "no_refund_requests" in steps[0].error.message
+    assert final.status.name == "FAILED"
+
+
+async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:
+    return [event async for event in client.watch(run_id)]
