@@ -47,7 +47,13 @@ async def run_example(tmp_path: Path, name: str, target: str, *args: str) -> str
 
 
 def test_the_readme_has_every_example() -> None:
-    assert set(readme_examples()) == {"producer", "watcher", "langgraph", "openai-agents"}
+    assert set(readme_examples()) == {
+        "producer",
+        "watcher",
+        "langgraph",
+        "openai-agents",
+        "agui",
+    }
 
 
 async def test_producer_then_watcher_examples(server: RunstreamServer, tmp_path: Path) -> None:
@@ -128,3 +134,44 @@ async def test_openai_agents_example_reports_both_agents(
     activity = [e.payload for e in events if e.kind == runstream.EventKind.AGENT_ACTIVITY]
     assert activity[0].data["to_agent"] == "Writer"  # type: ignore[union-attr]
     assert [a.data.get("tool") for a in activity[1:]] == ["lookup_order", "lookup_order"]  # type: ignore[union-attr]
+
+
+async def test_agui_example_prints_the_live_runs_ag_ui_events(
+    server: RunstreamServer, tmp_path: Path
+) -> None:
+    """The AG-UI example, pointed at a bridge, follows a live run to its end."""
+    import runstream
+    from runstream.integrations.agui_bridge import AguiBridge
+
+    source = readme_examples()["agui"]
+    assert "127.0.0.1:8090" in source
+    async with runstream.connect(server.target) as client:
+        bridge = AguiBridge(client, port=0)
+        await bridge.start()
+        try:
+            script = tmp_path / "agui_example.py"
+            script.write_text(source.replace("127.0.0.1:8090", f"127.0.0.1:{bridge.port}"))
+            run = await client.start_run("agui-example")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(script), run.run_id,
+                cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                async with run:
+                    async with run.step("draft"):
+                        await run.text("writer", "m1", "Hello ", step_id="draft")
+                        await run.text("writer", "m1", "AG-UI", final=True, step_id="draft")
+                    await run.complete()
+                stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        finally:
+            await bridge.stop()
+    assert proc.returncode == 0, stderr.decode()
+    lines = stdout.decode().splitlines()
+    assert lines[:2] == ["RUN_STARTED ", "STATE_SNAPSHOT "]
+    assert "TEXT_MESSAGE_CONTENT Hello " in lines
+    assert "TEXT_MESSAGE_CONTENT AG-UI" in lines
+    assert lines[-1] == "RUN_FINISHED "

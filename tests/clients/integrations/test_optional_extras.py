@@ -50,6 +50,8 @@ def test_the_sdk_and_the_cli_import_no_framework() -> None:
     [
         ("runstream.integrations.langchain", "langchain_core", "langchain"),
         ("runstream.integrations.openai_agents", "agents", "openai-agents"),
+        ("runstream.integrations.agui", "ag_ui", "agui"),
+        ("runstream.integrations.agui_bridge", "ag_ui", "agui"),
     ],
 )
 def test_an_integration_without_its_extra_names_the_extra(

@@ -26,6 +26,7 @@ from rich.text import Text
 import runstream
 
 from ..dashboard.cli import add_dashboard_command
+from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
 from .args import positive_float, positive_int
 from .auth import (
@@ -762,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dashboard_command(commands, _Formatter)
     add_token_command(commands, _Formatter)
+    add_agui_command(commands, _Formatter)
     return parser
 
 

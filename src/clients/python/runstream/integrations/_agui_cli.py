@@ -1,0 +1,113 @@
+"""`runstream agui`: serve Runstream runs to AG-UI frontends as Server-Sent Events.
+
+Registering the command imports nothing of AG-UI; running it needs the ``agui`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+
+from ..cli.args import positive_float
+from ..cli.errors import CliError
+
+__all__ = ["add_agui_command"]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "RUNSTREAM_TARGET"
+
+
+def add_agui_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    formatter: type[argparse.HelpFormatter],
+) -> None:
+    """Registers `runstream agui` on the CLI's subcommands."""
+    parser = commands.add_parser(
+        "agui",
+        help="serve runs as AG-UI Server-Sent Events (for CopilotKit and other AG-UI frontends)",
+        description="Serve GET /runs/RUN_ID/events: a run's events in the AG-UI protocol as "
+        "Server-Sent Events, live until the run ends; the SSE id is the event's seq, so a "
+        "client reconnecting with Last-Event-ID resumes exactly. Runs until Ctrl-C or "
+        "SIGTERM. Needs: pip install 'runstream[agui]'.",
+        epilog="examples:\n"
+        "  runstream agui --address 127.0.0.1:8090\n"
+        "  runstream agui --target 10.0.0.5:50051 --address 0.0.0.0:8090 \\\n"
+        "      --origin http://localhost:3000\n",
+        formatter_class=formatter,
+    )
+    parser.add_argument(
+        "--target",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"the Runstream server (default: ${TARGET_ENV}, else {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1:8090",
+        metavar="HOST:PORT",
+        help="where the bridge listens; port 0 picks a free port",
+    )
+    parser.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a browser origin allowed to read the streams (CORS), e.g. "
+        "http://localhost:3000; '*' for any (repeatable)",
+    )
+    parser.add_argument(
+        "--keepalive",
+        type=positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="send an SSE comment after this much silence, so proxies keep the stream",
+    )
+    parser.set_defaults(handler=run_agui_command)
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"--address {address!r}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run_agui_command(args: argparse.Namespace) -> int:
+    """The command's handler: serves until SIGINT or SIGTERM; returns the exit code."""
+    from runstream.integrations._common import ImportHint
+
+    try:
+        from runstream.integrations.agui_bridge import AguiBridge  # noqa: F401
+    except ImportHint as exc:
+        raise CliError(str(exc)) from exc
+    host, port = _split_address(args.address)
+    target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+    asyncio.run(_serve(target, host, port, args.origin, args.keepalive))
+    return 0
+
+
+async def _serve(target: str, host: str, port: int, origins: list[str], keepalive: float) -> None:
+    import runstream
+    from runstream.integrations.agui_bridge import AguiBridge
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    async with runstream.connect(target) as client:
+        bridge = AguiBridge(client, host=host, port=port, origins=origins, keepalive=keepalive)
+        try:
+            await bridge.start()
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        print(f"AG-UI bridge for {target}: {bridge.url()}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await bridge.stop()
+    print("stopped", file=sys.stderr, flush=True)

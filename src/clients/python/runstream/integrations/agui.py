@@ -1,0 +1,349 @@
+"""AG-UI: a Runstream run as a stream of AG-UI protocol events, served as Server-Sent Events.
+
+Frontends built for the AG-UI protocol (CopilotKit and others) watch a Runstream run without
+knowing gRPC: ``runstream agui`` serves ``GET /runs/{run_id}/events`` (see ``AguiBridge``), and
+``AguiTranslator`` turns each Runstream event into the AG-UI events it stands for:
+
+============================  ==========================================================
+Runstream event               AG-UI events
+============================  ==========================================================
+RunCreated                    RUN_STARTED, then STATE_SNAPSHOT (the plan: every step PENDING)
+RunStarted, RunStatusChanged  STATE_DELTA (``/status``)
+StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_DELTA
+StepProgress, StepSkipped     STATE_DELTA (the step's status and percent, the run's percent)
+StepCompleted, StepFailed     STEP_FINISHED, STATE_DELTA (a failed step's ``error``)
+TextDelta                     TEXT_MESSAGE_START (first delta of a message; ``name`` = the
+                              agent), TEXT_MESSAGE_CONTENT, TEXT_MESSAGE_END (final delta)
+MetricsUpdate                 STATE_DELTA (``/metrics``, or the step's ``metrics``)
+HealthChanged                 STATE_DELTA (``/health``)
+EstimateUpdated               STATE_DELTA (``/estimate``)
+RunCompleted                  TEXT_MESSAGE_END / STEP_FINISHED for what is still open,
+                              STATE_DELTA, RUN_FINISHED (``result``)
+RunCancelled                  the same, then RUN_FINISHED with outcome ``cancelled``
+RunFailed                     RUN_ERROR (``message``, ``code``)
+anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.agent_activity``,
+                              ``runstream.decision_requested``, ...), the payload as its value
+============================  ==========================================================
+
+The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health",
+"estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``,
+with the run's percent counted as the server counts it (finished steps plus the running
+steps' own percent, over all steps).
+
+Needs the ``agui`` extra (``pip install 'runstream[agui]'``: the ``ag-ui-protocol`` models).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from runstream.integrations._common import require
+
+require("ag_ui", "agui")
+
+from ag_ui.core import (  # noqa: E402
+    BaseEvent,
+    CustomEvent,
+    RunErrorEvent,
+    RunFinishedEvent,
+    RunStartedEvent,
+    StateDeltaEvent,
+    StateSnapshotEvent,
+    StepFinishedEvent,
+    StepStartedEvent,
+    TextMessageContentEvent,
+    TextMessageEndEvent,
+    TextMessageStartEvent,
+)
+from ag_ui.core.events import RunFinishedCancelledOutcome  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+
+from runstream._types import (  # noqa: E402
+    EstimateUpdated,
+    Event,
+    EventKind,
+    HealthChanged,
+    MetricsUpdate,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    RunStatusChanged,
+    StepCompleted,
+    StepFailed,
+    StepProgress,
+    StepSkipped,
+    StepStarted,
+    TextDelta,
+)
+
+__all__ = ["AguiTranslator", "encode_sse"]
+
+_PROTOCOL_VERSION = "1.0"
+_DONE = ("SUCCEEDED", "SKIPPED")
+
+
+def _pointer(*parts: str) -> str:
+    """A JSON Pointer (RFC 6901) to ``parts``, escaping '~' and '/'."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+@dataclass
+class _Delta:
+    """JSON Patch operations (RFC 6902) against the state, applied to it as they are made."""
+
+    state: dict[str, Any]
+    ops: list[dict[str, Any]] = field(default_factory=list)
+
+    def set(self, value: Any, *path: str) -> None:
+        target = self.state
+        for part in path[:-1]:
+            target = target[part]
+        # "add" sets an object member whether or not it exists (RFC 6902, 4.1).
+        # A copy: later operations change the state in place, not what this one says.
+        self.ops.append({"op": "add", "path": _pointer(*path), "value": copy.deepcopy(value)})
+        target[path[-1]] = value
+
+
+class AguiTranslator:
+    """Turns one run's Runstream events, in seq order from seq 1, into AG-UI events.
+
+    The translation of an event depends on the events before it (a message's first delta
+    opens it, the state delta is against the state so far), so a translator must see the
+    run's events from the start; a stream that resumes translates from seq 1 again and sends
+    only what its client has not seen.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self._run_id = run_id
+        self._state: dict[str, Any] = {
+            "runId": run_id,
+            "workflow": "",
+            "status": "PENDING",
+            "percent": 0.0,
+            "currentStep": "",
+            "health": "HEALTHY",
+            "estimate": None,
+            "metrics": {},
+            "steps": {},
+        }
+        self._open_messages: dict[str, None] = {}
+        self._open_steps: dict[str, None] = {}
+        self._finished = False
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state as the events so far left it (what STATE_SNAPSHOT plus deltas give)."""
+        return self._state
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run's terminal event was translated."""
+        return self._finished
+
+    def translate(self, event: Event) -> list[BaseEvent]:
+        """The AG-UI events that ``event`` stands for (possibly none)."""
+        timestamp = int(event.event_time.timestamp() * 1000)
+        out = self._translate(event)
+        for item in out:
+            item.timestamp = timestamp
+        return out
+
+    def _translate(self, event: Event) -> list[BaseEvent]:
+        p = event.payload
+        run_id = self._run_id
+        if isinstance(p, RunCreated):
+            self._state["workflow"] = p.workflow
+            for spec in p.steps:
+                self._state["steps"][spec.step_id] = _step(spec.name or spec.step_id)
+            return [
+                RunStartedEvent(
+                    thread_id=run_id, run_id=run_id, protocol_version=_PROTOCOL_VERSION
+                ),
+                StateSnapshotEvent(snapshot=copy.deepcopy(self._state)),
+            ]
+        if event.kind == EventKind.RUN_STARTED:
+            return self._delta(lambda d: d.set("RUNNING", "status"))
+        if isinstance(p, RunStatusChanged):
+            return self._delta(lambda d: d.set(p.status.name, "status"))
+        if isinstance(p, StepStarted):
+            return [StepStartedEvent(step_name=p.step_id), *self._step_started(p)]
+        if isinstance(p, StepProgress):
+            return self._step_changed(p.step_id, "RUNNING", p.percent)
+        if isinstance(p, StepSkipped):
+            return self._finish_step(p.step_id) + self._step_changed(p.step_id, "SKIPPED", None)
+        if isinstance(p, StepCompleted):
+            return self._finish_step(p.step_id) + self._step_changed(p.step_id, "SUCCEEDED", 100.0)
+        if isinstance(p, StepFailed):
+            error = p.error.message if p.error is not None else ""
+            return self._finish_step(p.step_id) + self._step_changed(
+                p.step_id, "FAILED", None, error=error
+            )
+        if isinstance(p, TextDelta):
+            return self._text(p)
+        if isinstance(p, MetricsUpdate):
+            return self._metrics(p)
+        if isinstance(p, HealthChanged):
+            return self._delta(lambda d: d.set(p.health.name, "health"))
+        if isinstance(p, EstimateUpdated):
+            return self._delta(lambda d: d.set(_estimate(p), "estimate"))
+        if isinstance(p, RunCompleted):
+            result = p.result or ({"summary": p.summary} if p.summary else None)
+            return [
+                *self._close_all(),
+                *self._ended("SUCCEEDED", percent=100.0),
+                RunFinishedEvent(thread_id=run_id, run_id=run_id, result=result),
+            ]
+        if event.kind == EventKind.RUN_CANCELLED:
+            return [
+                *self._close_all(),
+                *self._ended("CANCELLED"),
+                RunFinishedEvent(
+                    thread_id=run_id, run_id=run_id, outcome=RunFinishedCancelledOutcome()
+                ),
+            ]
+        if isinstance(p, RunFailed):
+            self._finished = True
+            info = p.error
+            return [
+                RunErrorEvent(
+                    message=(info.message if info is not None else "") or "the run failed",
+                    code=(info.code if info is not None else "") or None,
+                )
+            ]
+        return [CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))]
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _step_started(self, p: StepStarted) -> list[BaseEvent]:
+        self._open_steps[p.step_id] = None
+
+        def change(d: _Delta) -> None:
+            if p.step_id not in self._state["steps"]:
+                d.set(_step(p.name or p.step_id), "steps", p.step_id)
+            d.set("RUNNING", "steps", p.step_id, "status")
+            d.set(0.0, "steps", p.step_id, "percent")
+            d.set(p.step_id, "currentStep")
+            self._set_percent(d)
+
+        return self._delta(change)
+
+    def _step_changed(
+        self, step_id: str, status: str, percent: float | None, *, error: str = ""
+    ) -> list[BaseEvent]:
+        def change(d: _Delta) -> None:
+            if step_id not in self._state["steps"]:
+                d.set(_step(step_id), "steps", step_id)
+            d.set(status, "steps", step_id, "status")
+            if percent is not None:
+                d.set(percent, "steps", step_id, "percent")
+            if error:
+                d.set(error, "steps", step_id, "error")
+            self._set_percent(d)
+
+        return self._delta(change)
+
+    def _finish_step(self, step_id: str) -> list[BaseEvent]:
+        if step_id not in self._open_steps:
+            return []
+        del self._open_steps[step_id]
+        return [StepFinishedEvent(step_name=step_id)]
+
+    def _set_percent(self, d: _Delta) -> None:
+        steps = self._state["steps"].values()
+        if not steps:
+            return
+        done = sum(1 for s in steps if s["status"] in _DONE)
+        running = sum(s["percent"] for s in steps if s["status"] == "RUNNING")
+        percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
+        if percent != self._state["percent"]:
+            d.set(percent, "percent")
+
+    # --- text, metrics, the end ------------------------------------------------------------
+
+    def _text(self, p: TextDelta) -> list[BaseEvent]:
+        out: list[BaseEvent] = []
+        if p.message_id not in self._open_messages:
+            self._open_messages[p.message_id] = None
+            out.append(
+                TextMessageStartEvent(
+                    message_id=p.message_id, role="assistant", name=p.agent_id or None
+                )
+            )
+        if p.delta:
+            out.append(TextMessageContentEvent(message_id=p.message_id, delta=p.delta))
+        if p.final:
+            del self._open_messages[p.message_id]
+            out.append(TextMessageEndEvent(message_id=p.message_id))
+        return out
+
+    def _metrics(self, p: MetricsUpdate) -> list[BaseEvent]:
+        def change(d: _Delta) -> None:
+            if p.step_id:
+                if p.step_id not in self._state["steps"]:
+                    d.set(_step(p.step_id), "steps", p.step_id)
+                base: tuple[str, ...] = ("steps", p.step_id, "metrics")
+            else:
+                base = ("metrics",)
+            for name, value in p.values.items():
+                d.set(value, *base, name)
+
+        return self._delta(change)
+
+    def _close_all(self) -> list[BaseEvent]:
+        """AG-UI ends a run only after its messages and steps: close what is still open."""
+        out: list[BaseEvent] = [TextMessageEndEvent(message_id=m) for m in self._open_messages]
+        out += [StepFinishedEvent(step_name=s) for s in self._open_steps]
+        self._open_messages.clear()
+        self._open_steps.clear()
+        return out
+
+    def _ended(self, status: str, *, percent: float | None = None) -> list[BaseEvent]:
+        self._finished = True
+
+        def change(d: _Delta) -> None:
+            d.set(status, "status")
+            if percent is not None and self._state["percent"] != percent:
+                d.set(percent, "percent")
+
+        return self._delta(change)
+
+    def _delta(self, change: Any) -> list[BaseEvent]:
+        delta = _Delta(self._state)
+        change(delta)
+        if not delta.ops:
+            return []
+        # Validated into the package's JSON Patch operation models.
+        return [StateDeltaEvent.model_validate({"type": "STATE_DELTA", "delta": delta.ops})]
+
+
+def encode_sse(event: BaseEvent, event_id: str) -> bytes:
+    """One Server-Sent Event: ``id:`` and one ``data:`` line of the event's AG-UI JSON."""
+    data = event.model_dump_json(by_alias=True)
+    return f"id: {event_id}\ndata: {data}\n\n".encode()
+
+
+def _step(name: str) -> dict[str, Any]:
+    return {"name": name, "status": "PENDING", "percent": 0.0, "metrics": {}}
+
+
+def _estimate(p: EstimateUpdated) -> dict[str, Any] | None:
+    estimate = p.estimate
+    if estimate is None or estimate.remaining is None:
+        return None
+    return {
+        "remainingSeconds": round(estimate.remaining.total_seconds(), 3),
+        "endTime": estimate.end_time.isoformat() if estimate.end_time else None,
+        "confidence": estimate.confidence,
+    }
+
+
+def _payload(event: Event) -> Any:
+    """The event's payload as JSON (the proto's JSON form), with its seq."""
+    raw = event.raw
+    name = raw.WhichOneof("payload")
+    value: dict[str, Any] = (
+        json_format.MessageToDict(getattr(raw, name)) if name is not None else {}
+    )
+    return {"seq": event.seq, **value}

@@ -1,0 +1,373 @@
+"""The AG-UI bridge: an HTTP server that streams Runstream runs as AG-UI Server-Sent Events.
+
+``GET /runs/{run_id}/events`` answers ``text/event-stream``: the run's AG-UI events from the
+start (see ``runstream.integrations.agui`` for the mapping), then live ones as the run goes
+on, until the run ends. Each SSE message carries one AG-UI event as ``data:`` and an ``id:``
+naming its place in the run: the Runstream seq of the event it came from, ``7``. A Runstream
+event that stands for several AG-UI events (a message's first text delta opens the message
+and carries its first text) gives its earlier ones the ids ``7:1``, ``7:2`` ... and its last
+one ``7``. A client that reconnects with ``Last-Event-ID`` (browsers' EventSource does so by
+itself) gets exactly the events after that one, whichever it was: none twice, none missing.
+A stream whose run has ended closes; reconnecting after its last event gets ``204 No
+Content``, which tells EventSource to stop.
+
+``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``. Other paths get 404,
+other methods 405, a malformed ``Last-Event-ID`` or one past the run's last event 400, an
+unknown run 404.
+
+Why the standard library's asyncio streams rather than a web framework: the bridge has one
+streaming GET route and no request bodies, and it runs on the same event loop as the gRPC
+client it reads from; a framework (aiohttp, or starlette with uvicorn) would add a server
+stack and its dependencies to the ``agui`` extra for no feature the bridge uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import runstream
+from runstream.integrations.agui import AguiTranslator, encode_sse
+
+__all__ = ["AguiBridge", "Cursor"]
+
+_log = logging.getLogger("runstream.agui")
+
+_MAX_HEAD = 16 * 1024
+_ROUTE = re.compile(r"^/runs/(?P<run_id>[^/]+)/events/?$")
+_EVENT_ID = re.compile(r"^(?P<seq>\d{1,18})(?::(?P<index>\d{1,6}))?$")
+# How long EventSource waits before reconnecting after a dropped stream.
+_RETRY_MS = 1000
+
+
+class HttpError(Exception):
+    """A request the bridge answers with an HTTP error status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a client is in a run's AG-UI stream: every event of the Runstream events up to
+    ``seq - 1`` seen, and of event ``seq`` the first ``index`` (all of them when None)."""
+
+    seq: int = 0
+    index: int | None = None
+
+    @classmethod
+    def parse(cls, last_event_id: str | None) -> Cursor:
+        """The cursor after the SSE message whose id is ``last_event_id``."""
+        if last_event_id is None or not last_event_id.strip():
+            return cls()
+        match = _EVENT_ID.match(last_event_id.strip())
+        if match is None:
+            raise HttpError(
+                400, "Bad Request", f"Last-Event-ID {last_event_id[:40]!r} is not an id it sent"
+            )
+        index = match["index"]
+        return cls(int(match["seq"]), int(index) if index is not None else None)
+
+    def wants(self, seq: int, index: int) -> bool:
+        """Whether the ``index``-th AG-UI event (0-based) of Runstream event ``seq`` is new."""
+        if seq != self.seq:
+            return seq > self.seq
+        return self.index is not None and index >= self.index
+
+
+@dataclass
+class _Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+class AguiBridge:
+    """Serves runs of the Runstream server behind ``client`` as AG-UI SSE streams.
+
+    Args:
+        client: A connected Runstream client (``runstream.connect(target)``).
+        host: Where to listen.
+        port: The port; 0 picks a free one (see ``port`` after ``start()``).
+        origins: Browser origins allowed to read the streams (CORS), e.g.
+            ``["http://localhost:3000"]``; ``["*"]`` allows any. None: same-origin only.
+        keepalive: Seconds of silence after which a stream gets an SSE comment, so proxies
+            and load balancers do not cut it.
+    """
+
+    def __init__(
+        self,
+        client: runstream.Client,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8090,
+        origins: Sequence[str] = (),
+        keepalive: float = 15.0,
+    ) -> None:
+        self._client = client
+        self._host = host
+        self._port = port
+        self._origins = tuple(origins)
+        self._keepalive = keepalive
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (known after ``start()``)."""
+        return self._port
+
+    def url(self, run_id: str = "RUN_ID") -> str:
+        """The stream's URL for ``run_id``."""
+        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
+        return f"http://{host}:{self._port}/runs/{run_id}/events"
+
+    async def start(self) -> None:
+        """Binds and starts accepting connections (OSError when the port is taken)."""
+        self._server = await asyncio.start_server(
+            self._accept, self._host, self._port, limit=_MAX_HEAD
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stops listening and ends every open stream."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> AguiBridge:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- one connection, one request ----------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # The client went away.
+        except asyncio.CancelledError:
+            pass  # The bridge is stopping.
+        except runstream.RunstreamError as exc:
+            # The stream broke off (the server stayed unreachable); the client reconnects
+            # with its Last-Event-ID and resumes.
+            _log.warning("AG-UI stream ended: %s", exc)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await _read_request(reader)
+        except HttpError as exc:
+            await self._respond(writer, exc.status, exc.reason, str(exc), {})
+            return
+        cors = self._cors_headers(request.headers.get("origin"))
+        if request.method == "OPTIONS":
+            await self._respond(writer, 204, "No Content", "", cors, preflight=True)
+            return
+        if request.method not in ("GET", "HEAD"):
+            await self._respond(
+                writer, 405, "Method Not Allowed", "only GET", {**cors, "Allow": "GET, OPTIONS"}
+            )
+            return
+        if request.path == "/healthz":
+            await self._respond(writer, 200, "OK", "ok", cors)
+            return
+        route = _ROUTE.match(request.path)
+        if route is None:
+            await self._respond(
+                writer, 404, "Not Found", "no such path; try /runs/RUN_ID/events", cors
+            )
+            return
+        run_id = unquote(route["run_id"])
+        try:
+            cursor = Cursor.parse(request.headers.get("last-event-id"))
+            run = await self._client.get_run(run_id)
+        except HttpError as exc:
+            await self._respond(writer, exc.status, exc.reason, str(exc), cors)
+            return
+        except runstream.NotFoundError:
+            await self._respond(writer, 404, "Not Found", f"no run {run_id!r}", cors)
+            return
+        except runstream.InvalidArgumentError as exc:
+            await self._respond(writer, 400, "Bad Request", exc.message, cors)
+            return
+        if cursor.seq > run.last_seq:
+            await self._respond(
+                writer,
+                400,
+                "Bad Request",
+                f"Last-Event-ID {cursor.seq} is past the run's last event ({run.last_seq})",
+                cors,
+            )
+            return
+        if run.status.is_terminal and cursor.seq == run.last_seq and cursor.index is None:
+            # Everything was seen and nothing more will come: 204 stops EventSource.
+            await self._respond(writer, 204, "No Content", "", cors)
+            return
+        writer.write(
+            _head(
+                200,
+                "OK",
+                {
+                    **cors,
+                    "Content-Type": "text/event-stream; charset=utf-8",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                    "Connection": "close",
+                },
+            )
+        )
+        if request.method == "HEAD":
+            await writer.drain()
+            return
+        writer.write(f"retry: {_RETRY_MS}\n\n".encode())
+        await writer.drain()
+        await self._stream(run_id, cursor, reader, writer)
+
+    async def _stream(
+        self,
+        run_id: str,
+        cursor: Cursor,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Sends the run's AG-UI events after ``cursor`` until the run ends or the client
+        leaves."""
+        # The client sends nothing after its request: the read ends when it hangs up.
+        hangup = asyncio.ensure_future(reader.read())
+        try:
+            async for messages in _with_keepalive(
+                self._messages(run_id, cursor), self._keepalive, hangup
+            ):
+                writer.write(messages)
+                await writer.drain()
+        finally:
+            hangup.cancel()
+
+    async def _messages(self, run_id: str, cursor: Cursor) -> AsyncIterator[bytes]:
+        translator = AguiTranslator(run_id)
+        async with contextlib.aclosing(self._client.watch(run_id)) as events:
+            async for event in events:
+                translated = translator.translate(event)
+                last = len(translated) - 1
+                chunk = b"".join(
+                    encode_sse(item, str(event.seq) if i == last else f"{event.seq}:{i + 1}")
+                    for i, item in enumerate(translated)
+                    if cursor.wants(event.seq, i)
+                )
+                if chunk:
+                    yield chunk
+
+    def _cors_headers(self, origin: str | None) -> dict[str, str]:
+        if origin is None or not self._origins:
+            return {}
+        if "*" in self._origins:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin in self._origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        reason: str,
+        body: str,
+        headers: dict[str, str],
+        *,
+        preflight: bool = False,
+    ) -> None:
+        extra = dict(headers)
+        if preflight and headers:
+            extra["Access-Control-Allow-Methods"] = "GET, OPTIONS"
+            extra["Access-Control-Allow-Headers"] = "Last-Event-ID, Cache-Control, Accept"
+            extra["Access-Control-Max-Age"] = "600"
+        payload = (body + "\n").encode() if body else b""
+        extra["Content-Type"] = "text/plain; charset=utf-8"
+        extra["Content-Length"] = str(len(payload))
+        extra["Connection"] = "close"
+        writer.write(_head(status, reason, extra) + payload)
+        await writer.drain()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> _Request:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise HttpError(431, "Request Header Fields Too Large", "request head too large") from None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise HttpError(400, "Bad Request", "not an HTTP/1.x request line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise HttpError(400, "Bad Request", "malformed header line")
+        headers[name.strip().lower()] = value.strip()
+    return _Request(parts[0].upper(), urlsplit(parts[1]).path, headers)
+
+
+def _head(status: int, reason: str, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _with_keepalive(
+    messages: AsyncIterator[bytes], keepalive: float, hangup: asyncio.Future[bytes]
+) -> AsyncIterator[bytes]:
+    """``messages``, with an SSE comment after each ``keepalive`` seconds of silence; ends
+    when they end or when the client hangs up (``hangup`` completes)."""
+    iterator = aiter(messages)
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait(
+                {pending, hangup}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if hangup in done:
+                return
+            if pending in done:
+                try:
+                    yield pending.result()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    pending = None
+            else:
+                yield b": keepalive\n\n"
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

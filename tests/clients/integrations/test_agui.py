@@ -1,0 +1,279 @@
+"""The AG-UI bridge against a real server: every SSE message is an AG-UI event that the
+``ag-ui-protocol`` package's models accept, the stream tells the run's story in AG-UI terms,
+and a client that disconnects and reconnects with ``Last-Event-ID`` gets every event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import runstream
+from ag_ui.core import Event as AguiEvent
+from pydantic import TypeAdapter
+from runstream import ActivityType, StepSpec
+from runstream.integrations.agui_bridge import AguiBridge
+from runstream_server.app import RunstreamServer
+
+from .sse import Message, SseClient, read_all
+
+AGUI_EVENT: TypeAdapter[Any] = TypeAdapter(AguiEvent)
+DRAFT = ["Launch ", "faster ", "with ", "Runstream"]
+
+
+@pytest.fixture
+async def client(server: RunstreamServer) -> AsyncIterator[runstream.Client]:
+    async with runstream.connect(server.target) as connected:
+        yield connected
+
+
+@pytest.fixture
+async def bridge(client: runstream.Client) -> AsyncIterator[AguiBridge]:
+    async with AguiBridge(client, port=0, origins=["http://app.example"], keepalive=0.5) as serving:
+        yield serving
+
+
+async def produce(
+    client: runstream.Client,
+    *,
+    pause: float = 0.0,
+    messages: int = 1,
+    started: asyncio.Future[str] | None = None,
+) -> str:
+    """A small campaign run: a plan of two steps, progress, streamed text, a tool call,
+    metrics, then completion. Returns the run id (and sets ``started`` to it at once)."""
+    run = await client.start_run(
+        "campaign", steps=[StepSpec("strategy", "Strategy"), StepSpec("copy", "Copy")]
+    )
+    if started is not None:
+        started.set_result(run.run_id)
+    async with run:
+        async with run.step("strategy") as step:
+            await step.progress(50, "drafting")
+            await run.activity("planner", ActivityType.STARTED, "searching", step_id="strategy")
+            await asyncio.sleep(pause)
+        async with run.step("copy"):
+            for m in range(messages):
+                for i, piece in enumerate(DRAFT):
+                    final = i == len(DRAFT) - 1
+                    await run.text("writer", f"m{m}", piece, final=final, step_id="copy")
+                    await asyncio.sleep(pause)
+            await run.metrics({"headlines": 2})
+        await run.complete(summary="campaign ready", result={"headlines": 2})
+    return run.run_id
+
+
+def apply_patch(state: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    """JSON Patch (RFC 6902) add/replace on objects, as an AG-UI client applies STATE_DELTA."""
+    for op in ops:
+        assert op["op"] in ("add", "replace"), op
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target = state
+        for part in parts[:-1]:
+            target = target[part]
+        target[parts[-1]] = op["value"]
+
+
+async def test_the_stream_is_valid_ag_ui_event_by_event(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    producer = asyncio.create_task(produce(client, pause=0.01, started=started))
+    # Read while the run is live: follow it from its first event to its end.
+    run_id = await started
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run_id}/events"), 60)
+    assert await producer == run_id
+
+    events = [AGUI_EVENT.validate_json(m.data) for m in messages]  # each one valid AG-UI
+    types = [e.type.value for e in events]
+    assert types[:2] == ["RUN_STARTED", "STATE_SNAPSHOT"]
+    assert types[-1] == "RUN_FINISHED"
+    assert events[0].thread_id == run_id and events[0].run_id == run_id
+    assert events[-1].result == {"headlines": 2.0}
+
+    # Steps open and close in order.
+    steps = [(e.type.value, e.step_name) for e in events if e.type.value.startswith("STEP_")]
+    assert steps == [
+        ("STEP_STARTED", "strategy"),
+        ("STEP_FINISHED", "strategy"),
+        ("STEP_STARTED", "copy"),
+        ("STEP_FINISHED", "copy"),
+    ]
+
+    # The streamed text is one message: start, the deltas, end.
+    text = [e for e in events if e.type.value.startswith("TEXT_MESSAGE_")]
+    assert [e.type.value for e in text] == (
+        ["TEXT_MESSAGE_START"] + ["TEXT_MESSAGE_CONTENT"] * len(DRAFT) + ["TEXT_MESSAGE_END"]
+    )
+    assert text[0].name == "writer" and text[0].role == "assistant"
+    assert "".join(e.delta for e in text[1:-1]) == "".join(DRAFT)
+
+    # Kinds AG-UI lacks arrive as CUSTOM, with the Runstream payload.
+    custom = [e for e in events if e.type.value == "CUSTOM"]
+    activity = [e for e in custom if e.name == "runstream.agent_activity"]
+    assert len(activity) == 1
+    assert activity[0].value["agentId"] == "planner"
+    assert activity[0].value["activity"] == "AGENT_ACTIVITY_TYPE_STARTED"
+
+    # The snapshot plus the deltas give the run's final state.
+    wire = [json.loads(m.data) for m in messages]
+    state = wire[1]["snapshot"]
+    assert state["steps"]["strategy"]["status"] == "PENDING"
+    for event in wire[2:]:
+        if event["type"] == "STATE_DELTA":
+            apply_patch(state, event["delta"])
+    assert state["status"] == "SUCCEEDED"
+    assert state["percent"] == 100.0
+    assert {k: v["status"] for k, v in state["steps"].items()} == {
+        "strategy": "SUCCEEDED",
+        "copy": "SUCCEEDED",
+    }
+    assert state["metrics"] == {"headlines": 2.0}
+    run = await client.get_run(run_id)
+    assert state["percent"] == run.progress.percent
+
+    # The ids: each Runstream event's last AG-UI event carries its seq; earlier ones seq:i.
+    ids = [m.id for m in messages]
+    assert all(i is not None for i in ids)
+    seqs = [int(i.split(":")[0]) for i in ids]  # type: ignore[union-attr]
+    assert seqs == sorted(seqs) and seqs[-1] == run.last_seq
+    assert ids[0] == "1:1" and ids[1] == "1"  # RunCreated: RUN_STARTED, STATE_SNAPSHOT
+    for event, message in zip(custom, (m for m in messages if '"CUSTOM"' in m.data), strict=True):
+        assert str(event.value["seq"]) == message.id
+
+
+async def test_a_client_that_reconnects_with_last_event_id_gets_every_event_once(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    # A live run with several text messages, so that some Runstream events stand for
+    # several AG-UI events and disconnects land inside them too.
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    producer = asyncio.create_task(produce(client, pause=0.005, messages=4, started=started))
+    run_id = await started
+    path = f"/runs/{run_id}/events"
+
+    received: list[Message] = []
+    reconnects = 0
+    mid_group = 0
+    last_event_id: str | None = None
+    while True:
+        sse = SseClient(bridge.port)
+        response = await sse.open(path, last_event_id=last_event_id)
+        if response.status == 204:  # Everything seen, and the run is over.
+            break
+        assert response.status == 200, response
+        ended = False
+        try:
+            # Hang up after three messages, or right after the first id inside a group.
+            for _ in range(3):
+                message = await asyncio.wait_for(sse.next(), 30)
+                if message is None:
+                    ended = True
+                    break
+                received.append(message)
+                if ":" in (message.id or ""):
+                    mid_group += 1
+                    break
+        finally:
+            last_event_id = sse.last_event_id or last_event_id
+            await sse.close()
+        if ended:
+            break
+        reconnects += 1
+    await producer
+
+    uninterrupted = await asyncio.wait_for(read_all(bridge.port, path), 60)
+    assert [(m.id, m.data) for m in received] == [(m.id, m.data) for m in uninterrupted]
+    assert reconnects > 10 and mid_group > 3
+    for message in received:
+        AGUI_EVENT.validate_json(message.data)
+
+
+async def test_bad_requests_get_precise_http_statuses(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    run_id = await produce(client)
+    last_seq = (await client.get_run(run_id)).last_seq
+
+    async def status(path: str, **kwargs: Any) -> tuple[int, dict[str, str], str]:
+        response = await SseClient(bridge.port).open(path, **kwargs)
+        if "text/event-stream" in response.headers.get("content-type", ""):
+            raise AssertionError(f"{path} streamed")
+        return response.status, response.headers, response.body
+
+    assert (await status("/runs/no-such-run/events"))[0] == 404
+    assert (await status("/nowhere"))[0] == 404
+    assert (await status(f"/runs/{run_id}/events", method="POST"))[0] == 405
+    code, _, body = await status(f"/runs/{run_id}/events", last_event_id="banana")
+    assert code == 400 and "Last-Event-ID" in body
+    code, _, body = await status(f"/runs/{run_id}/events", last_event_id=str(last_seq + 5))
+    assert code == 400 and "past the run's last event" in body
+    # Everything seen of a finished run: 204 tells EventSource to stop reconnecting.
+    assert (await status(f"/runs/{run_id}/events", last_event_id=str(last_seq)))[0] == 204
+    assert (await status("/healthz"))[2] == "ok\n"
+
+    # CORS: the configured origin may read the stream; others get no allow header.
+    preflight = await status(
+        f"/runs/{run_id}/events",
+        method="OPTIONS",
+        headers={"Origin": "http://app.example", "Access-Control-Request-Headers": "last-event-id"},
+    )
+    assert preflight[0] == 204
+    assert preflight[1]["access-control-allow-origin"] == "http://app.example"
+    assert "Last-Event-ID" in preflight[1]["access-control-allow-headers"]
+    for origin, allowed in (("http://app.example", True), ("http://evil.example", False)):
+        sse = SseClient(bridge.port)
+        response = await sse.open(f"/runs/{run_id}/events", headers={"Origin": origin})
+        await sse.close()
+        assert response.status == 200
+        assert ("access-control-allow-origin" in response.headers) is allowed
+
+
+async def test_an_idle_stream_gets_keepalive_comments(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    run = await client.start_run("quiet")
+    async with run:
+        sse = SseClient(bridge.port)
+        assert (await sse.open(f"/runs/{run.run_id}/events")).status == 200
+        seen = [await sse.next(), await sse.next()]  # RUN_STARTED, STATE_SNAPSHOT
+        assert [json.loads(m.data)["type"] for m in seen if m] == ["RUN_STARTED", "STATE_SNAPSHOT"]
+        # Then silence (after the RUN_STARTED delta): the stream carries keepalive comments.
+        assert sse.reader is not None
+        lines = []
+        while not lines or not lines[-1].startswith(b":"):
+            lines.append(await asyncio.wait_for(sse.reader.readline(), 30))
+        assert lines[-1] == b": keepalive\n"
+        await sse.close()
+        await run.complete()
+
+
+async def test_runstream_agui_command_serves_until_sigterm(
+    client: runstream.Client, server: RunstreamServer
+) -> None:
+    run_id = await produce(client)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runstream.cli.main", "agui",
+        "--target", server.target, "--address", "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith(f"AG-UI bridge for {server.target}: http://127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        messages = await asyncio.wait_for(read_all(port, f"/runs/{run_id}/events"), 30)
+        assert json.loads(messages[-1].data)["type"] == "RUN_FINISHED"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
