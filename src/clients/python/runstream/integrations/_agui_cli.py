@@ -13,6 +13,7 @@ import signal
 import sys
 
 from ..cli.args import positive_float
+from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError
 
 __all__ = ["add_agui_command"]
@@ -66,6 +67,7 @@ def add_agui_command(
         metavar="SECONDS",
         help="send an SSE comment after this much silence, so proxies keep the stream",
     )
+    add_client_security(parser)
     parser.set_defaults(handler=run_agui_command)
 
 
@@ -85,21 +87,23 @@ def run_agui_command(args: argparse.Namespace) -> int:
     except ImportHint as exc:
         raise CliError(str(exc)) from exc
     host, port = _split_address(args.address)
-    target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
-    asyncio.run(_serve(target, host, port, args.origin, args.keepalive))
+    asyncio.run(_serve(args, host, port))
     return 0
 
 
-async def _serve(target: str, host: str, port: int, origins: list[str], keepalive: float) -> None:
-    import runstream
+async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
     from runstream.integrations.agui_bridge import AguiBridge
+
+    target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+    origins: list[str] = args.origin
+    keepalive: float = args.keepalive
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-    async with runstream.connect(target) as client:
+    async with connect(args, target) as client:  # with the command's token and TLS options
         bridge = AguiBridge(client, host=host, port=port, origins=origins, keepalive=keepalive)
         try:
             await bridge.start()
