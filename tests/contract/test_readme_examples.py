@@ -79,6 +79,10 @@ async def test_langgraph_example_asks_and_finishes_with_the_answer(
     """The LangGraph example waits at its interrupt until a viewer answers."""
     import runstream
 
+    from tests.clients.integrations.extras import require_extra
+
+    require_extra("langgraph", "langchain")
+
     source = readme_examples()["langgraph"]
     script = tmp_path / "langgraph_example.py"  # not langgraph.py: it would shadow the package
     script.write_text(source.replace(README_TARGET, server.target))
@@ -120,6 +124,9 @@ async def test_openai_agents_example_reports_both_agents(
 ) -> None:
     import runstream
 
+    from tests.clients.integrations.extras import require_extra
+
+    require_extra("agents", "openai-agents")
     output = await run_example(tmp_path, "openai-agents", server.target)
     match = re.match(r"run id: (\S+)\n(.*)\n", output)
     assert match, output
@@ -141,6 +148,10 @@ async def test_agui_example_prints_the_live_runs_ag_ui_events(
 ) -> None:
     """The AG-UI example, pointed at a bridge, follows a live run to its end."""
     import runstream
+
+    from tests.clients.integrations.extras import require_extra
+
+    require_extra("ag_ui", "agui")
     from runstream.integrations.agui_bridge import AguiBridge
 
     source = readme_examples()["agui"]
