@@ -6,6 +6,7 @@ protos alone (or a fuzzer) would send them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,6 +20,7 @@ from runstream.v1 import run_service_pb2 as rs
 from runstream_server.api.errors import RejectionLog
 from runstream_server.app import RunstreamServer
 
+from tests.conftest import ServerProcess
 from tests.server.support import append, create_run, ev
 
 TRUNCATED = rs.CreateRunRequest(workflow="wf", display_name="x" * 40).SerializeToString()[:-5]
@@ -235,3 +237,42 @@ def test_rejections_are_summarised_once_per_interval(caplog: pytest.LogCaptureFi
         "33999 more requests rejected since the last report: "
         "/runstream.v1.ReportService/Report INVALID_ARGUMENT x33999"
     )
+
+
+async def test_the_summary_comes_when_the_interval_ends_even_if_rejections_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rejections = RejectionLog(interval=0.2)
+    caplog.set_level(logging.INFO, logger="runstream.api")
+    for _ in range(5):
+        rejections.note("/runstream.v1.RunService/GetRun", "NOT_FOUND", "run 'x' not found")
+    for _ in range(200):  # the timer fires 0.2 s after the first; allow for a busy machine
+        if len(caplog.records) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records][1] == (
+        "4 more requests rejected since the last report: "
+        "/runstream.v1.RunService/GetRun NOT_FOUND x4"
+    )
+
+
+async def test_a_served_process_logs_garbage_calls_in_a_line_or_two_not_tracebacks(
+    server_process: ServerProcess,
+) -> None:
+    """The report: 34,000 garbage Report/Interact calls wrote 24.5 MB of tracebacks."""
+    server_process.start()
+    log = server_process.store_path.with_suffix(".log")
+    before = log.stat().st_size
+    async with grpc.aio.insecure_channel(server_process.target) as channel:
+        for i in range(300):
+            method = (
+                "/runstream.v1.ReportService/Report",
+                "/runstream.v1.DecisionService/Interact",
+            )[i % 2]
+            await call_raw(channel, method, TRUNCATED if i % 3 else NOT_UTF8)
+    assert server_process.terminate() == 0
+    written = log.read_text()[before:]
+    assert "Traceback" not in written
+    rejected = [line for line in written.splitlines() if "rejected" in line]
+    assert 1 <= len(rejected) <= 2, written
+    assert len(written) < 2000, written

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import decision_service_pb2_grpc, report_service_pb2_grpc, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
+from runstream_server.domain.queries import encode_token
 from runstream_server.domain.runs import Limits
 
 from tests.server.conftest import Stubs
@@ -37,13 +38,18 @@ HOSTILE_TOKENS = {
 }
 
 
-async def _list_calls(stubs: Stubs, run_id: str, token: str) -> dict[str, Any]:
+def _list_calls(stubs: Stubs, run_id: str, token: str) -> dict[str, Callable[[], Any]]:
+    """Each List RPC with `token`, as a function that starts the call."""
     decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
     return {
-        "ListRuns": stubs.runs.ListRuns(rs.ListRunsRequest(page_token=token)),
-        "ListSteps": stubs.runs.ListSteps(rs.ListStepsRequest(run_id=run_id, page_token=token)),
-        "ListEvents": stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run_id, page_token=token)),
-        "ListDecisions": decisions.ListDecisions(
+        "ListRuns": lambda: stubs.runs.ListRuns(rs.ListRunsRequest(page_token=token)),
+        "ListSteps": lambda: stubs.runs.ListSteps(
+            rs.ListStepsRequest(run_id=run_id, page_token=token)
+        ),
+        "ListEvents": lambda: stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run_id, page_token=token)
+        ),
+        "ListDecisions": lambda: decisions.ListDecisions(
             ds.ListDecisionsRequest(run_id=run_id, page_token=token)
         ),
     }
@@ -54,9 +60,9 @@ async def test_every_list_rpc_answers_a_hostile_token_invalid_argument(
     stubs: Stubs, name: str
 ) -> None:
     run = await create_run(stubs, "a")
-    for method, call in (await _list_calls(stubs, run.run_id, HOSTILE_TOKENS[name])).items():
+    for method, start in _list_calls(stubs, run.run_id, HOSTILE_TOKENS[name]).items():
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call
+            await start()
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
         assert (info.value.details() or "").startswith("page_token: "), method
 
@@ -186,3 +192,64 @@ async def test_a_run_cannot_grow_its_snapshot_past_the_limit_and_still_ends(
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted(summary="ok")))
     got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
     assert got.run.result_summary == "ok" and len(got.run.steps) == 40
+
+
+def _payload_of(token: str) -> dict[str, Any]:
+    """What a token of this server carries (white box: version byte, JSON, 16-byte tag)."""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    payload: dict[str, Any] = json.loads(raw[1:-16])
+    return payload
+
+
+@pytest.mark.parametrize(
+    "position",
+    [2**70, -1, 1e999, "x" * 1000, [[[[1]]]], [2**70, "x"], True],
+    ids=["huge", "negative", "infinite", "long-string", "nested", "huge-cursor", "bool"],
+)
+async def test_a_well_tagged_token_with_a_hostile_position_is_invalid_argument(
+    stubs: Stubs, position: object
+) -> None:
+    """Even a token made with the server's key (the default key is not a secret) is checked."""
+    run = await create_run(stubs, *[f"s{i}" for i in range(3)])
+    await create_run(stubs)
+    real = {
+        "ListRuns": (await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=1))).next_page_token,
+        "ListSteps": (
+            await stubs.runs.ListSteps(rs.ListStepsRequest(run_id=run.run_id, page_size=1))
+        ).next_page_token,
+    }
+    for method, token in real.items():
+        payload = _payload_of(token)
+        key = "after" if "after" in payload else "offset"
+        forged = encode_token({**payload, key: position})
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _list_calls(stubs, run.run_id, forged)[method]()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, position)
+        assert (info.value.details() or "").startswith("page_token: "), method
+
+
+async def test_a_page_token_outlives_a_restart(tmp_path: Path, server_config: Any) -> None:
+    """Tokens carry no per-process secret: after a restart (or on another replica of the same
+    store) a client pages on where it was."""
+    store = tmp_path / "restart.db"
+    first = RunstreamServer(server_config(store))
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(first.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            report = report_service_pb2_grpc.ReportServiceStub(channel)
+            created = [(await create_run(Stubs(channel, runs, report))).run_id for _ in range(3)]
+            page = await runs.ListRuns(rs.ListRunsRequest(page_size=2))
+    finally:
+        await first.stop(grace=0.5)
+    second = RunstreamServer(server_config(store))
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(second.target) as channel:
+            rest = await run_service_pb2_grpc.RunServiceStub(channel).ListRuns(
+                rs.ListRunsRequest(page_size=2, page_token=page.next_page_token)
+            )
+    finally:
+        await second.stop(grace=0.5)
+    listed = [r.run_id for r in page.runs] + [r.run_id for r in rest.runs]
+    assert sorted(listed) == sorted(created)

@@ -11,6 +11,7 @@ interval and one summary line with the counts of the rest, however many there ar
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ class RejectionLog:
     """Logs rejected requests without flooding: at most two lines per `interval` seconds.
 
     The first rejection of an interval is logged as it happens; the others are counted by
-    method and status, and the counts are logged as one line when the next interval opens.
+    method and status, and the counts are logged as one line when the interval ends.
     """
 
     def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -42,11 +43,13 @@ class RejectionLog:
         self._clock = clock
         self._opened: float | None = None
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._timer: asyncio.TimerHandle | None = None
 
     def note(self, method: str, code: str, message: str) -> None:
         now = self._clock()
         if self._opened is not None and now - self._opened < self.interval:
             self._counts[(method, code)] += 1
+            self._flush_at_window_end(self._opened + self.interval - now)
             return
         self.flush()
         self._opened = now
@@ -57,6 +60,21 @@ class RejectionLog:
             message[:300],
             self.interval,
         )
+
+    def _flush_at_window_end(self, delay: float) -> None:
+        """Logs the counts when the interval ends, even if no rejection follows."""
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct call): the next rejection flushes
+            return
+        self._timer = loop.call_later(max(0.0, delay), self._close_window)
+
+    def _close_window(self) -> None:
+        self._timer = None
+        self.flush()
+        self._opened = None
 
     def flush(self) -> None:
         """Logs the counts of the rejections not logged yet, if any."""

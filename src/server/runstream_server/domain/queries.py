@@ -1,12 +1,12 @@
 """Query parsing shared by the list and watch methods: AIP-160 filters and page tokens.
 
 Page tokens are opaque to clients (AIP-158): a version byte, the position as JSON, and an
-HMAC-SHA256 tag over both. The server parses only what it signed, so a forged, truncated or
-hand-edited token is INVALID_ARGUMENT naming ``page_token``, whatever its content (deep JSON
-nesting, huge numbers, wrong types never reach a parser or the store). The key is
-``RUNSTREAM_PAGE_TOKEN_KEY`` from the environment, so that servers sharing it accept each
-other's tokens, or else a random key per process: then a token does not survive a restart,
-and a client that gets INVALID_ARGUMENT for it starts again from the first page.
+HMAC-SHA256 tag over both. A forged, truncated or hand-edited token is INVALID_ARGUMENT
+naming ``page_token``, and so is a well-tagged one whose content is not a plain position
+(deep nesting, numbers out of range, floats, long strings): the payload is checked before
+anything uses it. The key is ``RUNSTREAM_PAGE_TOKEN_KEY`` from the environment when set
+(then only servers holding it can make tokens); otherwise a fixed one, so that a token
+survives a restart and every replica behind a load balancer accepts the others' tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import hmac
 import json
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -95,12 +94,27 @@ def page_size(value: int, default: int, field_name: str = "page_size") -> int:
 
 _TOKEN_VERSION = b"\x01"
 _TAG_BYTES = 16
-_TOKEN_KEY = os.environ.get("RUNSTREAM_PAGE_TOKEN_KEY", "").encode() or secrets.token_bytes(32)
+_TOKEN_KEY = os.environ.get("RUNSTREAM_PAGE_TOKEN_KEY", "").encode() or b"runstream page token"
 _NOT_OURS = "is not a page token this server issued; start again from the first page"
 
 
 def _tag(body: bytes) -> bytes:
     return hmac.new(_TOKEN_KEY, body, hashlib.sha256).digest()[:_TAG_BYTES]
+
+
+def _plain(values: Iterable[object], nested: bool = False) -> bool:
+    """Whether token values are what positions are made of: ints that fit an int64 and
+    are not negative, short strings, and (at the top level) short lists of those."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | str | list):
+            return False
+        if isinstance(value, int) and not 0 <= value < 2**63:
+            return False
+        if isinstance(value, str) and len(value) > 256:
+            return False
+        if isinstance(value, list) and (nested or len(value) > 4 or not _plain(value, True)):
+            return False
+    return True
 
 
 def encode_token(payload: Mapping[str, object]) -> str:
@@ -122,9 +136,11 @@ def decode_token(token: str, scope: str) -> dict[str, object]:
         raise InvalidArgument("page_token", "comes from another version of the server")
     try:
         payload = json.loads(body[1:])
-    except ValueError:  # signed by us, so this would be our bug; still the token's fault
+    except (ValueError, RecursionError):
         raise InvalidArgument("page_token", _NOT_OURS) from None
-    if not isinstance(payload, dict) or payload.get("scope") != scope:
+    if not (isinstance(payload, dict) and len(payload) <= 8 and _plain(payload.values())):
+        raise InvalidArgument("page_token", _NOT_OURS)
+    if payload.get("scope") != scope:
         raise InvalidArgument(
             "page_token", "belongs to another request; repeat the original filter"
         )
