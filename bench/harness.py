@@ -136,9 +136,10 @@ def server(
     cpu: int | None = SERVER_CPU,
     profile: Path | None = None,
     store: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """A Runstream server (`store`: a redis:// URL, else SQLite in a temporary directory) or
-    the bare baseline."""
+    """A Runstream server (`store`: a redis:// URL, else SQLite in a temporary directory;
+    `extra`: more serve_runstream.py options) or the bare baseline."""
     port = free_port()
     with ExitStack() as stack:
         if system == "runstream":
@@ -146,6 +147,7 @@ def server(
                 tmp = stack.enter_context(tempfile.TemporaryDirectory())
                 store = str(Path(tmp) / "bench.db")
             argv = [sys.executable, str(HERE / "serve_runstream.py"), str(port), store, sync]
+            argv += extra
         else:
             argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port)]
         if profile is not None:

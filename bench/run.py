@@ -25,6 +25,9 @@ Scenarios:
   producer    the SDK producer's CPU per event at 200 events/s and at full speed
   replicas    more than one core: 4 runs (1,000 events/s, 25 watchers each) on one server
               process, then on two replicas sharing one Redis store, one pinned to each core
+  observability  what metrics and traces cost: append throughput and server CPU per
+              event, fan-out server CPU per delivery (100 watchers), with metrics off, on,
+              and on with traces exported to an OTLP sink; rounds alternate, medians shown
 
 Set RUNSTREAM_TREE to another checkout to run its server and SDK instead (e.g. the previous
 release, for a before/after table); the bench code and the baseline stay the same.
@@ -65,6 +68,7 @@ SCENARIOS = (
     "burst",
     "producer",
     "replicas",
+    "observability",
 )
 
 
@@ -132,8 +136,10 @@ async def _follow_runstream(target: str, run_id: str, expect: int) -> None:
                 return
 
 
-async def fanout_runstream(watchers: int, events: int) -> tuple[float, float]:
-    with server("runstream", sync="NORMAL") as srv:
+async def fanout_runstream(
+    watchers: int, events: int, extra: tuple[str, ...] = ()
+) -> tuple[float, float]:
+    with server("runstream", sync="NORMAL", extra=extra) as srv:
         async with grpc.aio.insecure_channel(srv.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
             report = report_service_pb2_grpc.ReportServiceStub(channel)
@@ -461,11 +467,89 @@ def bench_replicas(seconds: float) -> None:
         )
 
 
+# --- observability: metrics and traces on versus off ----------------------------------------
+
+
+async def _append_with(extra: tuple[str, ...], count: int) -> tuple[float, float]:
+    """SDK producer throughput (events/s) and server CPU per appended event (us)."""
+    import runstream
+
+    with server("runstream", sync="NORMAL", extra=extra) as srv:
+        async with runstream.connect(srv.target) as client:
+            run = await client.start_run("bench-observability", steps=["a", "b"])
+            cpu0, t0 = srv.cpu(), time.perf_counter()
+            async with run.step("a"):
+                for n in range(count):
+                    await run.custom("tick", {"n": n})
+            await run.complete()
+            took, cpu = time.perf_counter() - t0, srv.cpu() - cpu0
+    return count / took, cpu / count * 1e6
+
+
+async def _trace_sink() -> tuple[Any, int]:
+    """An OTLP/gRPC trace receiver that discards what it gets, as a collector's would."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        async def Export(self, request: Any, context: Any) -> Any:
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    sink = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), sink)
+    port = sink.add_insecure_port("127.0.0.1:0")
+    await sink.start()
+    return sink, port
+
+
+async def bench_observability(count: int, events: int, rounds: int = 3) -> None:
+    sink, port = await _trace_sink()
+    configs = {
+        "off": (),
+        "metrics": ("--metrics-address", "127.0.0.1:0"),
+        "metrics+traces": (
+            "--metrics-address",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            f"http://127.0.0.1:{port}",
+        ),
+    }
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in configs}
+    try:
+        for _ in range(rounds):  # alternate, so drift in the machine's load hits all alike
+            for name, extra in configs.items():
+                rate, cpu = await _append_with(extra, count)
+                _, fan_cpu = await fanout_runstream(100, events, extra)
+                for key, value in (("rate", rate), ("cpu", cpu), ("fan", fan_cpu)):
+                    results[name].setdefault(key, []).append(value)
+    finally:
+        await sink.stop(0)
+
+    def median(name: str, key: str) -> float:
+        values = sorted(results[name][key])
+        return values[len(values) // 2]
+
+    print(f"\n== observability: metrics and traces off vs on (median of {rounds} rounds)")
+    print(f"  {'':<44} {'off':>12} {'metrics':>12} {'+ traces':>12}")
+    for label, key, unit in (
+        ("append: SDK producer, sync NORMAL", "rate", "ev/s"),
+        ("append: server CPU per event", "cpu", "us"),
+        ("fan-out 100 watchers: server CPU per delivery", "fan", "us"),
+    ):
+        off = median("off", key)
+        cells = [f"{off:,.0f} {unit}" if key == "rate" else f"{off:.2f} {unit}"]
+        for name in ("metrics", "metrics+traces"):
+            value = median(name, key)
+            cells.append(f"{100 * (value - off) / off:+.1f} %")
+        print(f"  {label:<44} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12}")
+
+
 async def bench_async(only: set[str], scale: float) -> None:
     if "append" in only:
         await bench_append(int(10_000 * scale))
     if "fanout" in only:
         await bench_fanout(int(5_000 * scale))
+    if "observability" in only:
+        await bench_observability(int(20_000 * scale), int(2_000 * scale))
 
 
 def main() -> None:

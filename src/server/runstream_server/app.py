@@ -319,10 +319,13 @@ class RunstreamServer:
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             # Pings find dead peers (a watcher's laptop closed) and keep idle connections
-            # open through proxies; clients may ping every 5 s, even with no call open.
+            # open through proxies. Clients may ping every 5 s, even with no call open and
+            # no data moving (the SDK pings every 30 s); faster pings earn a GOAWAY.
             ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
             ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_pings_without_data", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.server.max_pending_requests", config.accept_backlog),
             ("grpc.server.max_pending_requests_hard_limit", 2 * config.accept_backlog),

@@ -63,6 +63,15 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Keepalive: while a call is open, ping every 30 s and give up on a connection whose
+    # ping goes unanswered for 10 s. Long, quiet streams (a producer waiting for an answer,
+    # a watcher of an idle run) then survive proxies and NATs that drop idle connections
+    # (cloud load balancers after 350-600 s), and a dead path is noticed in 40 s rather than
+    # at the next TCP timeout. gRPC otherwise stops pinging after two pings without data.
+    # The server accepts pings every 5 s or slower, so this never trips its abuse guard.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
 )
 
 

@@ -4,7 +4,10 @@ Names follow Prometheus conventions: a ``runstream_`` prefix, ``_total`` on coun
 units (``_seconds``), and bounded label sets only: a method, a status code, an event kind, a
 run status or health, a store operation; never a run id. Counters and histograms are updated
 where things happen; gauges of current state (streams open, runs by status, open decisions)
-are read from :class:`~runstream_server.observability.telemetry.Telemetry` when scraped.
+are read from :class:`~runstream_server.observability.telemetry.Telemetry` when scraped,
+and so are the counters and histograms updated on the hot path (events appended by kind,
+delivered, append duration, watcher lag): the telemetry keeps them as plain integers, which
+costs a delivery far less than a Prometheus metric's lock.
 
 The registry is the server's own, not the library's global one, so several servers in one
 process (tests, the embedded demo) each have theirs.
@@ -18,12 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.observability.windows import Buckets
+
 if TYPE_CHECKING:
     from runstream_server.observability.telemetry import Telemetry
 
 try:
     import prometheus_client
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     from prometheus_client.registry import Collector
 except ImportError:  # pragma: no cover - the observability extra is not installed
     prometheus_client = None  # type: ignore[assignment]
@@ -31,9 +40,7 @@ except ImportError:  # pragma: no cover - the observability extra is not install
 
 __all__ = ["MetricsUnavailable", "PrometheusMetrics"]
 
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600)
-_LAG_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
 _ANSWER_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 86400)
 
 
@@ -61,8 +68,15 @@ HEALTH_LABELS = {
 }
 
 
+def _histogram(name: str, documentation: str, buckets: Buckets) -> Any:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], buckets.cumulative(), sum_value=buckets.sum)
+    return family
+
+
 class _StateCollector(Collector):
-    """Gauges of the server's current state, read from the telemetry at scrape time."""
+    """The state gauges and the hot-path counters and histograms, read from the telemetry
+    at scrape time."""
 
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
@@ -98,6 +112,27 @@ class _StateCollector(Collector):
         )
         decisions.add_metric([], t.open_decision_count())
         yield decisions
+        appended = CounterMetricFamily(
+            "runstream_events_appended",
+            "Events durably appended, by kind (producers' and the server's own).",
+            labels=["kind"],
+        )
+        for kind, n in sorted(dict(t.appended_by_kind).items()):
+            appended.add_metric([KIND_LABELS.get(kind) or _kind_label(kind)], n)
+        yield appended
+        delivered = CounterMetricFamily("runstream_events_delivered", "Events sent to watchers.")
+        delivered.add_metric([], t.events_delivered_total)
+        yield delivered
+        yield _histogram(
+            "runstream_append_duration_seconds",
+            "Time one durable append (one batch) took in the store.",
+            t.append_seconds,
+        )
+        yield _histogram(
+            "runstream_watcher_lag_events",
+            "How many events a watcher was still behind the run's head after each delivery.",
+            t.watcher_lag,
+        )
         uptime = GaugeMetricFamily("runstream_uptime_seconds", "Seconds since the server started.")
         uptime.add_metric([], t.uptime_seconds())
         yield uptime
@@ -129,27 +164,6 @@ class PrometheusMetrics:
             buckets=_RPC_BUCKETS,
             registry=reg,
         )
-        self.events_appended = pc.Counter(
-            "runstream_events_appended",
-            "Events durably appended, by kind (producers' and the server's own).",
-            ["kind"],
-            registry=reg,
-        )
-        self.append_duration = pc.Histogram(
-            "runstream_append_duration_seconds",
-            "Time one durable append (one batch) took in the store.",
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self.events_delivered = pc.Counter(
-            "runstream_events_delivered", "Events sent to watchers.", registry=reg
-        )
-        self.watcher_lag = pc.Histogram(
-            "runstream_watcher_lag_events",
-            "How many events a watcher was still behind the run's head after each delivery.",
-            buckets=_LAG_BUCKETS,
-            registry=reg,
-        )
         self.watcher_overflows = pc.Counter(
             "runstream_watcher_overflows",
             "Times a watcher fell too far behind and caught up from the store.",
@@ -178,9 +192,6 @@ class PrometheusMetrics:
             "Times the shared store's notice subscription (Redis pub/sub) was re-established.",
             registry=reg,
         )
-        self._kind_children = {
-            kind: self.events_appended.labels(label) for kind, label in KIND_LABELS.items()
-        }
         self._http: Any = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -188,13 +199,6 @@ class PrometheusMetrics:
     def attach(self, telemetry: Telemetry) -> None:
         """Adds the state gauges read from `telemetry`."""
         self.registry.register(_StateCollector(telemetry))
-
-    def count_kinds(self, counts: dict[int, int]) -> None:
-        for kind, n in counts.items():
-            child = self._kind_children.get(kind)
-            if child is None:
-                child = self._kind_children[kind] = self.events_appended.labels(_kind_label(kind))
-            child.inc(n)
 
     def serve(self, address: str) -> int:
         """Serves /metrics over HTTP on `address` (host:port; port 0 picks one)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain.state import TERMINAL_STATUSES
-from runstream_server.observability.windows import LatencyWindow, RollingCounter
+from runstream_server.observability.windows import Buckets, LatencyWindow, RollingCounter
 from runstream_server.store.base import StoredEvent
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ __all__ = ["RunTally", "Telemetry"]
 _DECISION_KINDS = frozenset(
     {event_pb2.EVENT_KIND_DECISION_REQUESTED, event_pb2.EVENT_KIND_DECISION_RESOLVED}
 )
+APPEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+"""Seconds, for the durable-append histogram."""
+LAG_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
+"""Events behind the head, for the watcher-lag histogram."""
 
 
 class RunTally:
@@ -90,7 +94,10 @@ class Telemetry:
         self.delivered_recently = RollingCounter()
         self.append_latency = LatencyWindow()
         self.events_appended_total = 0
+        self.appended_by_kind: dict[int, int] = {}
+        self.append_seconds = Buckets(APPEND_BUCKETS)
         self.events_delivered_total = 0
+        self.watcher_lag = Buckets(LAG_BUCKETS)
         self.store_errors_total = 0
         self._open_decisions: dict[tuple[str, str], float] = {}  # -> requested, epoch seconds
         if metrics is not None:
@@ -115,20 +122,21 @@ class Telemetry:
         self.events_appended_total += n
         self.appended.add(n)
         self.append_latency.observe(seconds)
+        self.append_seconds.observe(seconds)
+        by_kind = self.appended_by_kind
+        for event in events:
+            by_kind[event.kind] = by_kind.get(event.kind, 0) + 1
         self.runs.update(run)
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.append_duration.observe(seconds)
-            metrics.count_kinds(Counter(e.kind for e in events))
-        decoded: list[event_pb2.RunEvent] | None = None
-        if self.tracer is not None:
-            decoded = [event_pb2.RunEvent.FromString(e.data) for e in events]
-            self.tracer.committed(run, decoded)
-        for i, event in enumerate(events):
-            if event.kind in _DECISION_KINDS:
-                self._decision(
-                    run.run_id, decoded[i] if decoded else event_pb2.RunEvent.FromString(event.data)
-                )
+        tracer = self.tracer
+        wanted = tracer.kinds if tracer is not None else _DECISION_KINDS
+        decoded = [
+            event_pb2.RunEvent.FromString(event.data) for event in events if event.kind in wanted
+        ]
+        if tracer is not None and decoded:
+            tracer.committed(run, decoded)
+        for message in decoded:
+            if message.HasField("decision_requested") or message.HasField("decision_resolved"):
+                self._decision(run.run_id, message)
 
     def _decision(self, run_id: str, event: event_pb2.RunEvent) -> None:
         when = event.event_time.ToNanoseconds() / 1e9
@@ -165,10 +173,7 @@ class Telemetry:
     def delivered(self, events: int, behind: int) -> None:
         self.events_delivered_total += events
         self.delivered_recently.add(events)
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.events_delivered.inc(events)
-            metrics.watcher_lag.observe(behind)
+        self.watcher_lag.observe(behind)
 
     def overflowed(self) -> None:
         if self.metrics is not None:

@@ -112,8 +112,29 @@ def _when(event: event_pb2.RunEvent) -> int:
     return event.event_time.ToNanoseconds()
 
 
+_TRACED_KINDS = frozenset(
+    {
+        event_pb2.EVENT_KIND_RUN_CREATED,
+        event_pb2.EVENT_KIND_RUN_COMPLETED,
+        event_pb2.EVENT_KIND_RUN_FAILED,
+        event_pb2.EVENT_KIND_RUN_CANCELLED,
+        event_pb2.EVENT_KIND_STEP_STARTED,
+        event_pb2.EVENT_KIND_STEP_COMPLETED,
+        event_pb2.EVENT_KIND_STEP_FAILED,
+        event_pb2.EVENT_KIND_STEP_SKIPPED,
+        event_pb2.EVENT_KIND_DECISION_REQUESTED,
+        event_pb2.EVENT_KIND_DECISION_RESOLVED,
+        event_pb2.EVENT_KIND_ERROR_RECOVERY,
+        event_pb2.EVENT_KIND_ALERT,
+    }
+)
+
+
 class RunTracer:
     """Turns each run's committed events into its trace."""
+
+    kinds = _TRACED_KINDS
+    """The event kinds a trace shows; only these are decoded and handed to the tracer."""
 
     def __init__(self, provider: Any) -> None:
         self.provider = provider

@@ -6,12 +6,13 @@ their work when read, which happens once per GetStats call.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["LatencyWindow", "RollingCounter"]
+__all__ = ["Buckets", "LatencyWindow", "RollingCounter"]
 
 WINDOW_SECONDS = 60
 
@@ -65,3 +66,34 @@ class LatencyWindow:
         if not values:
             return [0.0 for _ in quantiles]
         return [values[max(0, math.ceil(q * len(values)) - 1)] for q in quantiles]
+
+
+class Buckets:
+    """A histogram as plain integers: cheap enough to update on every delivery.
+
+    Prometheus's own histogram takes a lock per observation; this one is updated only from
+    the event loop's thread and read (copied) at scrape time, which the GIL makes safe.
+    """
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(upper bound, observations at or below it) pairs, ending with +Inf."""
+        running = 0
+        out: list[tuple[str, float]] = []
+        counts = list(self.counts)
+        for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+        return out
