@@ -657,13 +657,17 @@ class Client:
             if not page_token:
                 return decisions
 
-    def interact(self, run_ids: Iterable[str], viewer: str = "") -> Interaction:
+    def interact(
+        self, run_ids: Iterable[str], viewer: str = "", *, max_updates: int = 1000
+    ) -> Interaction:
         """A live, two-way connection to the decisions of these runs (DecisionService.Interact).
 
         Use ``async with client.interact([run_id], viewer="ana") as interaction:`` and
         ``async for update in interaction:`` for DecisionPrompt, DecisionClosed and
         AnswerResult updates; answer with ``await interaction.answer(run_id, decision_id,
         choice)``. ``viewer`` is recorded as who answered when an answer names nobody.
+        At most ``max_updates`` updates wait for the caller to iterate; past that, the
+        waiting ones are replaced by a resync of the open decisions (see Interaction).
         """
         self._ensure_channel()
         return Interaction(
@@ -672,4 +676,5 @@ class Client:
             viewer=viewer,
             metadata=self._metadata,
             reconnect_timeout=self._reconnect_timeout,
+            max_updates=max_updates,
         )

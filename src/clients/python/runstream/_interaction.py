@@ -6,12 +6,21 @@ each answer when its result arrives. When the connection breaks it reconnects wi
 exponential backoff, subscribes again (the server then sends every open prompt again) and
 resends the answers that got no result yet: answering is idempotent on the server, so an
 answer that did arrive before the break is not applied twice.
+
+The updates queue is bounded (``max_updates``), so a caller that only answers and never
+iterates does not make it grow without end. Past the bound, the queued updates are dropped
+and the iteration resyncs: it yields a DecisionClosed for every prompt it yielded whose
+decision has closed since, then a DecisionPrompt for every open decision it has not yielded.
+The AnswerResults dropped that way were delivered to their ``answer()`` calls all the same.
+Whether or not it resynced, the iteration yields each decision's prompt once (a reconnect's
+repeated prompts are not yielded again) and a closure only for a prompt it yielded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -27,7 +36,13 @@ from runstream._errors import (
     error_from_status,
 )
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
-from runstream._types import AnswerResult, Decision, InteractionUpdate
+from runstream._types import (
+    AnswerResult,
+    Decision,
+    DecisionClosed,
+    DecisionPrompt,
+    InteractionUpdate,
+)
 
 if TYPE_CHECKING:
     from runstream.v1 import decision_service_pb2
@@ -50,6 +65,12 @@ class _End:
 
 _END = _End()
 
+_Key = tuple[str, str]
+
+
+def _key(decision: Decision) -> _Key:
+    return decision.run_id, decision.decision_id
+
 
 class Interaction:
     """A viewer's live connection to the decisions of one or more runs.
@@ -59,8 +80,9 @@ class Interaction:
     DecisionClosed for every closure, by anyone or by a deadline, and an AnswerResult for each
     of this interaction's answers. Answer with ``answer()``, on the same stream.
 
-    After a reconnect the open prompts are delivered again; keep them by
-    ``(run_id, decision_id)``. The iteration ends with the error that ended the stream
+    Each prompt is yielded once, also when a reconnect brings it again. Updates wait in a
+    queue of ``max_updates``; a caller that falls further behind gets a resync instead (see
+    the module docstring). The iteration ends with the error that ended the stream
     (NotFoundError for a run that does not exist, UnavailableError when the server stays
     unreachable longer than the client's reconnect timeout), or when ``aclose()`` is called.
 
@@ -75,6 +97,7 @@ class Interaction:
         viewer: str,
         metadata: Sequence[tuple[str, str]],
         reconnect_timeout: float | None,
+        max_updates: int = 1000,
     ) -> None:
         self._rpc = interact_rpc
         self._run_ids: list[str] = list(dict.fromkeys(run_ids))
@@ -82,6 +105,15 @@ class Interaction:
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
         self._updates: asyncio.Queue[InteractionUpdate | _End] = asyncio.Queue()
+        self._max_updates = max(1, max_updates)
+        # What the server said is open (kept whether or not the caller iterates), what the
+        # iteration yielded as open, closures of yielded prompts not yielded yet, and the
+        # updates a resync hands out before the queue again.
+        self._open: dict[_Key, Decision] = {}
+        self._shown: set[_Key] = set()
+        self._closures: dict[_Key, Decision] = {}
+        self._resync = False
+        self._backlog: deque[InteractionUpdate] = deque()
         self._pending: dict[
             int, tuple[decision_service_pb2.SubmitDecisionRequest, asyncio.Future[AnswerResult]]
         ] = {}
@@ -129,13 +161,61 @@ class Interaction:
     async def __anext__(self) -> InteractionUpdate:
         if self._task is None and not self._closed:
             self._start()
-        update = await self._updates.get()
-        if isinstance(update, _End):
-            self._updates.put_nowait(update)  # Every later __anext__ ends too.
-            if self._error is not None:
-                raise self._error
-            raise StopAsyncIteration
-        return update
+        while True:
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._resync:
+                self._resync = False
+                self._backlog.extend(self._differences())
+                continue
+            update = await self._updates.get()
+            if isinstance(update, _End):
+                self._updates.put_nowait(update)  # Every later __anext__ ends too.
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            if isinstance(update, DecisionPrompt):
+                if _key(update.decision) in self._shown:
+                    continue  # repeated after a reconnect, or yielded by a resync
+                self._shown.add(_key(update.decision))
+            elif isinstance(update, DecisionClosed):
+                if _key(update.decision) not in self._shown:
+                    continue  # its prompt was never yielded, or a resync yielded the closure
+                self._shown.discard(_key(update.decision))
+                self._closures.pop(_key(update.decision), None)
+            return update
+
+    def _differences(self) -> list[InteractionUpdate]:
+        """A resync: closures of yielded prompts that closed, prompts not yielded yet."""
+        updates: list[InteractionUpdate] = []
+        for key in [k for k in self._shown if k not in self._open]:
+            self._shown.discard(key)
+            closed = self._closures.pop(key, None)
+            if closed is not None:
+                updates.append(DecisionClosed(closed))
+        for key, decision in self._open.items():
+            if key not in self._shown:
+                self._shown.add(key)
+                updates.append(DecisionPrompt(decision))
+        return updates
+
+    def _deliver(self, update: InteractionUpdate) -> None:
+        """Queues an update for the iteration; past max_updates, a resync replaces the queue."""
+        if isinstance(update, DecisionPrompt):
+            self._open[_key(update.decision)] = update.decision
+        elif isinstance(update, DecisionClosed):
+            key = _key(update.decision)
+            self._open.pop(key, None)
+            if key in self._shown:
+                self._closures[key] = update.decision
+        if self._resync and isinstance(update, DecisionPrompt | DecisionClosed):
+            return  # the resync yields the state as it is when the caller gets to it
+        if self._updates.qsize() >= self._max_updates:
+            while not self._updates.empty():
+                self._updates.get_nowait()
+            self._resync = True
+            return
+        self._updates.put_nowait(update)
 
     async def subscribe(self, run_ids: Iterable[str]) -> None:
         """Follows more runs on the same stream."""
@@ -239,7 +319,7 @@ class Interaction:
                             entry = self._pending.get(update.answer_id)
                             if entry is not None and not entry[1].done():
                                 entry[1].set_result(update)
-                        self._updates.put_nowait(update)
+                        self._deliver(update)
                     _log.info("the server ended the interact stream; reconnecting")
                 except grpc.aio.AioRpcError as exc:
                     # A send that failed locally marks the call's status INTERNAL: no server

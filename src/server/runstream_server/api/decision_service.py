@@ -1,4 +1,18 @@
-"""DecisionService: humans answer the questions runs ask, over bidi Interact or unary calls."""
+"""DecisionService: humans answer the questions runs ask, over bidi Interact or unary calls.
+
+Every queue of an Interact stream is bounded, so a viewer that does not read cannot make the
+server hold an unbounded backlog for it:
+
+- the outbox (prompts, closures and answer results waiting to be sent) holds
+  ``OUTBOX_SIZE`` messages. When it is full, the task reading the viewer's answers waits,
+  so HTTP/2 flow control slows a viewer that sends answers without reading results;
+- the viewer's DecisionFeed holds ``DecisionFeed.limit`` updates. When it overflows, the
+  queued updates are dropped for one resync: the stream then sends a closure for every prompt
+  the viewer was shown whose decision has closed since, and a prompt for every open decision
+  it was not shown. The viewer ends up with exactly the open decisions of its runs and sees
+  the closure of every prompt it saw; what it misses is a decision that opened and closed
+  entirely while it was not reading (it is in the run's log).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +23,22 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from runstream.v1 import decision_pb2, decision_service_pb2_grpc
 from runstream.v1 import decision_service_pb2 as pb
-from runstream.v1 import decision_service_pb2_grpc
 
-from runstream_server.domain.runs import DecisionFeed, RunManager
+from runstream_server.domain.runs import RESYNC, DecisionFeed, RunManager
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
 
 Context = aio.ServicerContext[Any, Any]
+
+OUTBOX_SIZE = 64
+"""Messages an Interact stream holds for a viewer that is not reading."""
+
+_Key = tuple[str, str]
+
+
+def _key(decision: decision_pb2.Decision) -> _Key:
+    return decision.run_id, decision.decision_id
 
 
 class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
@@ -64,7 +87,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
         bad subscription (unknown run) ends the stream with its status.
         """
         feed = DecisionFeed()
-        outbox: asyncio.Queue[pb.InteractResponse | BaseException] = asyncio.Queue()
+        outbox: asyncio.Queue[pb.InteractResponse | BaseException] = asyncio.Queue(OUTBOX_SIZE)
         viewer = ""
 
         async def read_requests() -> None:
@@ -75,21 +98,28 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                         viewer = request.subscribe.viewer or viewer
                         await self._runs.follow_decisions(feed, list(request.subscribe.run_ids))
                     elif request.HasField("answer"):
-                        outbox.put_nowait(await self._answer(request.answer, viewer))
+                        await outbox.put(await self._answer(request.answer, viewer))
                     else:
                         raise InvalidArgument("subscribe", "set subscribe or answer")
                 # The viewer closed its side: keep sending prompts until it cancels.
             except Exception as exc:
-                outbox.put_nowait(exc)
+                await outbox.put(exc)
 
         async def forward_updates() -> None:
+            shown: dict[_Key, None] = {}  # prompts the viewer was sent and not closed since
             while (update := await feed.updates.get()) is not None:
                 what, decision = update
-                if what == "prompt":
-                    outbox.put_nowait(pb.InteractResponse(prompt=decision))
-                else:
-                    outbox.put_nowait(pb.InteractResponse(closed=decision))
-            outbox.put_nowait(Unavailable("server is shutting down; reconnect to resume"))
+                if update is RESYNC:
+                    feed.resynced()
+                    for message in await self._resync(feed, shown):
+                        await outbox.put(message)
+                elif what == "prompt" and _key(decision) not in shown:
+                    shown[_key(decision)] = None
+                    await outbox.put(pb.InteractResponse(prompt=decision))
+                elif what == "closed" and _key(decision) in shown:
+                    del shown[_key(decision)]
+                    await outbox.put(pb.InteractResponse(closed=decision))
+            await outbox.put(Unavailable("server is shutting down; reconnect to resume"))
 
         tasks = [asyncio.create_task(read_requests()), asyncio.create_task(forward_updates())]
         try:
@@ -104,6 +134,33 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             self._runs.unfollow_decisions(feed)
+
+    async def _resync(
+        self, feed: DecisionFeed, shown: dict[_Key, None]
+    ) -> list[pb.InteractResponse]:
+        """After an overflow: closures of shown prompts that closed, prompts of open decisions
+        not shown; updates `shown` to match."""
+        open_now: dict[_Key, decision_pb2.Decision] = {}
+        for run_id in sorted(feed.run_ids):
+            token = ""
+            while True:
+                page, token = await self._runs.list_decisions(
+                    run_id, filter_text="state = OPEN", page_size=1000, page_token=token
+                )
+                open_now.update((_key(d), d) for d in page)
+                if not token:
+                    break
+        messages = []
+        for key in [k for k in shown if k not in open_now]:
+            del shown[key]
+            with contextlib.suppress(RunstreamError):
+                closed = await self._runs.get_decision(*key)
+                messages.append(pb.InteractResponse(closed=closed))
+        for key, decision in open_now.items():
+            if key not in shown:
+                shown[key] = None
+                messages.append(pb.InteractResponse(prompt=decision))
+        return messages
 
     async def _answer(self, answer: pb.InteractAnswer, viewer: str) -> pb.InteractResponse:
         result = pb.InteractAnswerResult(answer_id=answer.answer_id)

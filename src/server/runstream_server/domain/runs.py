@@ -183,17 +183,46 @@ class ProducerLink:
     )
 
 
+RESYNC = ("resync", decision_pb2.Decision())
+"""Queued in place of a DecisionFeed's dropped updates: read the current decisions again."""
+
+
 @dataclass(eq=False)
 class DecisionFeed:
-    """A viewer's feed of open ("prompt") and closed ("closed") decisions of its runs."""
+    """A viewer's feed of open ("prompt") and closed ("closed") decisions of its runs.
+
+    Bounded: past `limit` unread updates they are dropped and replaced by one RESYNC, after
+    which nothing is queued until the reader calls ``resynced()`` and reads the current state
+    (api/decision_service.py).
+    """
 
     updates: asyncio.Queue[tuple[str, decision_pb2.Decision] | None] = field(
         default_factory=asyncio.Queue
     )
     run_ids: set[str] = field(default_factory=set)
+    limit: int = 1024
+    _resync_pending: bool = False
+    _closed: bool = False
+
+    def close(self) -> None:
+        """Ends the feed (server shutdown): the reader gets None after what is queued."""
+        self._closed = True
+        self.updates.put_nowait(None)
 
     def put(self, what: str, decision: decision_pb2.Decision) -> None:
+        if self._closed or self._resync_pending:
+            return  # the resync reads the current state, this change included
+        if self.updates.qsize() >= self.limit:
+            while not self.updates.empty():
+                self.updates.get_nowait()
+            self._resync_pending = True
+            self.updates.put_nowait(RESYNC)
+            return
         self.updates.put_nowait((what, _copy(decision)))
+
+    def resynced(self) -> None:
+        """The reader took RESYNC and reads the current state from here: queue again."""
+        self._resync_pending = False
 
 
 async def _uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
@@ -318,7 +347,7 @@ class RunManager:
                 link.signals.put_nowait(None)
         for feeds in self._feeds.values():
             for feed in feeds:
-                feed.updates.put_nowait(None)
+                feed.close()
         for handle in self._deadlines.values():
             handle.cancel()
         self._deadlines.clear()

@@ -1,0 +1,69 @@
+"""An Interaction whose caller answers but never iterates keeps a bounded queue, and when the
+caller does iterate it gets exactly the decisions still open, each prompt once.
+
+Issue 8, item 8: the SDK's Interaction queued every prompt, closure and answer result for
+iteration, so a caller that only called answer() made the queue grow without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import runstream
+from runstream import DecisionClosed, DecisionPrompt
+from runstream.v1 import event_pb2 as ev
+from runstream.v1 import report_service_pb2
+from runstream_server.app import RunstreamServer
+
+ASKED = 60
+ANSWERED = 45
+MAX_UPDATES = 10
+
+
+def questions(run_id: str) -> report_service_pb2.AppendEventsRequest:
+    return report_service_pb2.AppendEventsRequest(
+        run_id=run_id,
+        events=[
+            ev.RunEvent(
+                decision_requested=ev.DecisionRequested(
+                    decision_id=f"d{i}",
+                    prompt=f"question {i}",
+                    options=[ev.DecisionOption(value="a"), ev.DecisionOption(value="b")],
+                )
+            )
+            for i in range(ASKED)
+        ],
+    )
+
+
+async def test_answering_without_iterating_keeps_the_queue_bounded(
+    server: RunstreamServer,
+) -> None:
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("bounded")
+        async with client.interact([run.run_id], max_updates=MAX_UPDATES) as interaction:
+            await client.raw_report_service.AppendEvents(questions(run.run_id))
+            for i in range(ANSWERED):
+                decision = await interaction.answer(run.run_id, f"d{i}", "a")
+                assert decision.choice == "a"
+            # 60 prompts, 45 closures and 45 answer results arrived; at most MAX_UPDATES wait.
+            assert interaction._updates.qsize() <= MAX_UPDATES
+
+            still_open = {f"d{i}" for i in range(ANSWERED, ASKED)}
+            prompted: list[str] = []
+            while set(prompted) != still_open:
+                update = await asyncio.wait_for(anext(interaction), 10)
+                assert not isinstance(update, DecisionClosed)  # it was shown none of them
+                if isinstance(update, DecisionPrompt):
+                    prompted.append(update.decision.decision_id)
+            assert sorted(prompted) == sorted(still_open)  # each once, and only open ones
+
+            # From here on it is an ordinary live view: a closure of a prompt it was shown.
+            await client.submit_decision(run.run_id, f"d{ANSWERED}", "b", answered_by="ana")
+            while True:
+                update = await asyncio.wait_for(anext(interaction), 10)
+                if isinstance(update, DecisionClosed):
+                    break
+            assert update.decision.decision_id == f"d{ANSWERED}"
+            assert update.decision.choice == "b"
+        await run.close()
