@@ -24,6 +24,7 @@ from runstream.v1 import (
 )
 from runstream_server.app import RunstreamServer, ServerConfig
 
+from tests.clients.support import eventually
 from tests.faults.storage import fill, small_filesystem
 from tests.server.support import custom
 
@@ -124,3 +125,43 @@ async def test_a_full_disk_answers_unavailable_and_the_sdk_delivers_after_space_
     assert any("database or disk is full" in line for line in store_log), store_log
     assert any("takes writes again" in line for line in store_log), store_log
     assert "cannot rollback" not in caplog.text
+
+
+async def test_a_deadline_that_passes_while_the_disk_is_full_still_closes_its_decision(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's own writes retry too: a decision's deadline is not dropped because the
+    store could not take the write when it passed."""
+    caplog.set_level(logging.INFO)
+    with small_filesystem("6m") as mount_point:
+        server = RunstreamServer(
+            ServerConfig(address="127.0.0.1:0", store_path=mount_point / "runstream.db")
+        )
+        await server.start()
+        try:
+            async with runstream.connect(server.target, reconnect_timeout=None) as client:
+                run = await client.start_run("deadline")
+                asking = asyncio.create_task(
+                    run.ask("Go on?", ["yes", "no"], default="yes", timeout=3.0, decision_id="q")
+                )
+                for _ in range(400):
+                    if [d.decision_id for d in await client.list_decisions(run.run_id)]:
+                        break
+                    await asyncio.sleep(0.01)
+                filler = fill(mount_point)
+
+                def deadline_failed() -> bool:
+                    return any(
+                        "closing decision q" in r.getMessage() and "retrying" in r.getMessage()
+                        for r in caplog.records
+                    )
+
+                await eventually(deadline_failed)
+                assert not asking.done()
+                filler.unlink()
+                result = await asyncio.wait_for(asking, 60)
+                assert result.outcome == runstream.DecisionOutcome.DEFAULTED
+                assert result.choice == "yes"
+                await run.complete("ok")
+        finally:
+            await server.stop(grace=0.5)
