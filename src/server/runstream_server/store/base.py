@@ -48,11 +48,11 @@ class CommitNotice:
     events: tuple[StoredEvent, ...] = ()
 
 
-class StoreUnusable(Exception):
+class StoreUnusable(OSError):
     """The store cannot be used at all, found when the server starts: the file is not a
-    database, cannot be written, is held by another server, or the ``--store`` URL names a
-    backend this server does not have. The message names the store and what is wrong, in
-    one line, for the operator."""
+    database, cannot be written, or is held by another server. The message names the store
+    and what is wrong, in one line, for the operator. An OSError, like the other faults of
+    the environment a command reports in one line (a port in use)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,14 @@ from typing import TypeVar
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import AlreadyExists, Unavailable
-from runstream_server.store.base import HeadMoved, NoticeHandler, RunFilter, RunPage, StoredEvent
+from runstream_server.store.base import (
+    HeadMoved,
+    NoticeHandler,
+    RunFilter,
+    RunPage,
+    StoredEvent,
+    StoreUnusable,
+)
 from runstream_server.store.sqlite_file import (
     PROBE_TABLE,
     FileLock,
@@ -166,7 +173,7 @@ class SqliteEventStore:
             if conn is not None:
                 conn.close()
             lock.release()
-            if isinstance(exc, sqlite3.Error | OSError):
+            if isinstance(exc, sqlite3.Error | OSError) and not isinstance(exc, StoreUnusable):
                 raise unusable(self.path, exc) from exc
             raise
         self._wconn = conn

@@ -104,7 +104,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
     from runstream_server.observability import logs
-    from runstream_server.store import StoreUnusable
 
     try:
         store_path, store_url = store_location(args.store)
@@ -131,10 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("runstream.cli").info(
         "starting Runstream server on %s with store %s", args.address, describe_store(config)
     )
-    try:
-        run_async(serve_forever(config))
-    except StoreUnusable as exc:
-        raise CliError(str(exc)) from None
+    run_async(serve_forever(config))  # a StoreUnusable (an OSError) is one line, from main()
     return 0
 
 
