@@ -1,0 +1,148 @@
+"""The SDK with tokens and TLS against a real server: long streams outlive their tokens.
+
+The server ends a stream at its token's ``exp``; a client built with a token provider
+reconnects with a fresh token and resumes from its cursor, so the watcher sees every seq
+exactly once. Certificates are made by the test with ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import runstream
+from runstream.v1 import run_service_pb2 as rs
+from runstream.v1 import run_service_pb2_grpc
+from runstream_server.app import RunstreamServer
+from runstream_server.auth.edge import SecurityConfig, TlsConfig
+from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
+
+from tests.identity import Keys, Pki, rs256_auth, start_server
+
+MISSING = "0" * 32
+
+
+@pytest.fixture
+async def producer(secured: RunstreamServer, keys: Keys) -> AsyncIterator[runstream.Client]:
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as client:
+        yield client
+
+
+async def test_a_watch_stream_ends_unauthenticated_when_its_token_expires(
+    secured: RunstreamServer, keys: Keys, producer: runstream.Client
+) -> None:
+    run = await producer.start_run("wf")
+    short = keys.token(["viewer"], exp=int(time.time()) + 2)
+    async with grpc.aio.insecure_channel(secured.target) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        stream = stub.WatchRun(
+            rs.WatchRunRequest(run_id=run.run_id, keep_open=True),
+            metadata=[("authorization", f"Bearer {short}")],
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in stream:
+                pass
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.details() == EXPIRED_DURING_STREAM
+    await run.close()
+
+
+async def test_a_token_provider_keeps_report_and_watch_exact_across_expiries(
+    secured: RunstreamServer, keys: Keys
+) -> None:
+    issued: list[str] = []
+
+    def provider() -> str:
+        # Three seconds (two to three, exp being whole seconds): several expiries per test.
+        issued.append(keys.token(["viewer"], exp=int(time.time()) + 3))
+        return issued[-1]
+
+    async def producer_token() -> str:  # async providers work too
+        return keys.token(["producer"], exp=int(time.time()) + 3)
+
+    producer = runstream.connect(secured.target, token=producer_token)
+    run = await producer.start_run("wf")
+    total = 60
+
+    async def produce() -> None:
+        for i in range(total):
+            await run.custom("tick", {"i": i})
+            await asyncio.sleep(0.1)
+        await run.complete(summary="done")
+
+    producing = asyncio.create_task(produce())
+    seqs: list[int] = []
+    async with runstream.connect(secured.target, token=provider) as viewer:
+        async for event in viewer.watch(run.run_id):
+            seqs.append(event.seq)
+    await producing
+    await run.close()
+    await producer.close()
+    assert seqs == list(range(1, seqs[-1] + 1)), "a seq was lost or repeated"
+    assert seqs[-1] >= total + 2  # created, the ticks, completed (plus server insight events)
+    assert len(issued) >= 2, "the stream should have outlived at least one token"
+    async with runstream.connect(secured.target, token=keys.token(["viewer"])) as reader:
+        ticks = [e async for e in reader.watch(run.run_id) if e.kind == runstream.EventKind.CUSTOM]
+    assert [e.payload.data["i"] for e in ticks] == list(range(total)), (
+        "the producer lost or repeated one"
+    )
+
+
+async def test_a_fixed_token_cannot_be_refreshed_so_the_watch_fails_unauthenticated(
+    secured: RunstreamServer, keys: Keys, producer: runstream.Client
+) -> None:
+    run = await producer.start_run("wf")
+    token = keys.token(["viewer"], exp=int(time.time()) + 2)
+    async with runstream.connect(secured.target, token=token) as viewer:
+        with pytest.raises(runstream.UnauthenticatedError, match="token expired"):
+            async for _ in viewer.watch(run.run_id, keep_open=True):
+                pass
+    await run.close()
+
+
+async def test_tls_with_a_certificate_the_test_made(tmp_path: Path) -> None:
+    pki = Pki.make(tmp_path / "pki")
+    tls = TlsConfig(pki.server_cert, pki.server_key)
+    server = await start_server(tmp_path, SecurityConfig(tls=tls))
+    try:
+        target = f"localhost:{server.port}"
+        async with runstream.connect(target, ca_file=pki.ca_file) as client:
+            run = await client.start_run("wf")
+            assert (await client.get_run(run.run_id)).run_id == run.run_id
+            await run.close()
+        async with runstream.connect(target, timeout=3, reconnect_timeout=0) as plaintext:
+            with pytest.raises(runstream.UnavailableError):
+                await plaintext.get_run(run.run_id)
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_mutual_tls_refuses_a_client_without_a_certificate(
+    tmp_path: Path, keys: Keys
+) -> None:
+    pki = Pki.make(tmp_path / "pki")
+    tls = TlsConfig(pki.server_cert, pki.server_key, client_ca_file=pki.ca_file)
+    security = SecurityConfig(auth=rs256_auth(keys).auth, tls=tls)
+    server = await start_server(tmp_path, security)
+    try:
+        target = f"localhost:{server.port}"
+        async with runstream.connect(
+            target, ca_file=pki.ca_file, timeout=3, token=keys.token()
+        ) as anonymous:
+            with pytest.raises(runstream.UnavailableError):
+                await anonymous.get_run(MISSING)
+        async with runstream.connect(
+            target,
+            ca_file=pki.ca_file,
+            client_cert=pki.client_cert,
+            client_key=pki.client_key,
+            token=keys.token(),
+        ) as client:
+            with pytest.raises(runstream.NotFoundError):  # through TLS and auth to the service
+                await client.get_run(MISSING)
+    finally:
+        await server.stop(grace=0.5)
