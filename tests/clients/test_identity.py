@@ -8,6 +8,8 @@ exactly once. Certificates are made by the test with ``cryptography``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
+from runstream_server.auth.limits import Limits
 
 from tests.identity import Keys, Pki, rs256_auth, start_server
 
@@ -144,5 +147,45 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
         ) as client:
             with pytest.raises(runstream.NotFoundError):  # through TLS and auth to the service
                 await client.get_run(MISSING)
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_the_sdk_waits_out_limits_and_loses_nothing(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over the append rate the Report stream ends RESOURCE_EXHAUSTED with RetryInfo; the
+    reporter waits that long, resends what was not acknowledged, and every event lands once.
+    Over the tenant's active runs, start_run waits until a run ends."""
+    caplog.set_level(logging.INFO, logger="runstream")
+    limits = Limits(
+        append_events_per_second=40.0,
+        append_burst=10,
+        active_runs_per_tenant=1,
+        runs_retry_after=0.5,
+    )
+    security = dataclasses.replace(rs256_auth(keys), limits=limits)
+    server = await start_server(tmp_path, security)
+    try:
+        token = keys.token(["producer", "viewer"])
+        async with runstream.connect(server.target, token=token) as client:
+            run = await client.start_run("wf")
+            for i in range(60):
+                await run.custom("tick", {"i": i})
+                if i % 10 == 9:
+                    await run.flush()  # batches of ten: the bucket (ten, 40/s) runs dry
+            second = asyncio.create_task(client.start_run("wf"))  # waits: 1 active run at most
+            await run.complete(summary="done")
+            await run.close()
+            ticks = [
+                e.payload.data["i"]
+                async for e in client.watch(run.run_id)
+                if e.kind == runstream.EventKind.CUSTOM
+            ]
+            assert ticks == list(range(60))
+            assert "lost (RESOURCE_EXHAUSTED)" in caplog.text  # the limit did bite
+            other = await second
+            assert other.run_id != run.run_id
+            await other.close()
     finally:
         await server.stop(grace=0.5)

@@ -110,3 +110,13 @@ def test_insecure_no_auth_is_allowed_but_logged(caplog: pytest.LogCaptureFixture
         check_exposure("0.0.0.0:50051", SecurityConfig())
     check_exposure("127.0.0.1:0", SecurityConfig())  # loopback needs nothing
     check_exposure("[::1]:0", SecurityConfig())
+
+
+def test_serve_help_shows_the_servers_limit_defaults() -> None:
+    from runstream.cli.auth import LIMIT_OPTIONS
+    from runstream_server.auth.limits import Limits
+
+    defaults = Limits()
+    assert {field: default for _, field, _, default, _ in LIMIT_OPTIONS} == {
+        field: getattr(defaults, field) for _, field, _, _, _ in LIMIT_OPTIONS
+    }

@@ -42,7 +42,13 @@ from runstream_server.api.errors import ErrorInterceptor
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
 from runstream_server.api.stats_service import StatsServicer
-from runstream_server.auth.edge import SecurityConfig, auth_interceptors, check_exposure, listen
+from runstream_server.auth.edge import (
+    SecurityConfig,
+    auth_interceptors,
+    check_exposure,
+    limit_interceptors,
+    listen,
+)
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
@@ -215,12 +221,13 @@ class RunstreamServer:
         await self._count_open_decisions(self.runs, telemetry)
         server = aio.server(
             # Requests first (it sees every call's final status, refused ones included), then
-            # auth (a refused call goes no further); ErrorInterceptor before
-            # DecodingInterceptor: it answers the errors DecodingInterceptor's handlers raise.
+            # auth (a refused call goes no further); ErrorInterceptor before the limits and
+            # DecodingInterceptor: it answers the errors they and their handlers raise.
             interceptors=[
                 RequestInterceptor(telemetry, rpc_tracer),
                 *interceptors,
                 ErrorInterceptor(),
+                *limit_interceptors(config.security, self._store),
                 DecodingInterceptor(),
             ],
             options=self._options(),

@@ -68,9 +68,17 @@ class OutOfRange(RunstreamError):
 
 
 class ResourceExhausted(RunstreamError):
-    """A message or batch exceeds a configured size limit."""
+    """A message or batch exceeds a configured size limit, or a caller a rate or count limit.
+
+    `retry_after` (seconds) is set when trying again later can succeed; the API sends it as a
+    ``google.rpc.RetryInfo`` detail.
+    """
 
     kind = ErrorKind.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(RunstreamError):

@@ -380,6 +380,7 @@ class Client:
                     self._reconnect_timeout is not None and elapsed > self._reconnect_timeout
                 ):
                     raise error_from_rpc(exc) from exc
+                backoff.hold(exc)
                 _log.info("CreateRun failed (%s); retrying", code.name)
             await asyncio.sleep(backoff.next_delay())
 

@@ -328,6 +328,7 @@ class Interaction:
                         self._error = error_from_rpc(exc)
                         self._error.__cause__ = exc
                         return
+                    backoff.hold(exc)
                     detail = f"{exc.code().name}: {exc.details()}"
                     if error := outage.exceeded("interact", detail, exc):
                         self._error = error

@@ -855,6 +855,7 @@ class RunReporter:
                         self._fail(await self._error_for(exc))
                         return
                     last_error = exc
+                    backoff.hold(exc)
                     _log.info(
                         "report stream of run %s lost (%s); reconnecting",
                         self._run_id,

@@ -1,7 +1,10 @@
 """Reconnect policy shared by the reporter and the watcher: which failures to retry, and when.
 
 A failure is retried when it means "the server or the connection went away", never when the
-server judged the request itself (bad input, run ended, limits): those would fail again.
+server judged the request itself (bad input, run ended, size limits): those would fail again.
+Two server verdicts are worth waiting out: a rate or count limit answered with a RetryInfo
+(retried after the delay it names) and a stream cut at its token's expiry (retried at once,
+with a fresh token from the provider).
 """
 
 from __future__ import annotations
@@ -11,11 +14,21 @@ import time
 from typing import Any
 
 import grpc
+from google.protobuf import message as _message
+from google.rpc import error_details_pb2, status_pb2
 
 from runstream._auth import is_expired_stream
 from runstream._errors import UnavailableError
 
-__all__ = ["RETRYABLE_CODES", "Backoff", "ConnectionLost", "Outage", "is_retryable", "send"]
+__all__ = [
+    "RETRYABLE_CODES",
+    "Backoff",
+    "ConnectionLost",
+    "Outage",
+    "is_retryable",
+    "retry_after",
+    "send",
+]
 
 # Decided by status code alone (detail strings change between grpc versions):
 # - UNAVAILABLE: the server is unreachable, shutting down, or cannot store now (disk full);
@@ -30,9 +43,32 @@ class ConnectionLost(Exception):
     """A message could not be sent on a stream: the transport under it broke."""
 
 
+def retry_after(exc: BaseException | None) -> float | None:
+    """The seconds a RESOURCE_EXHAUSTED answer's RetryInfo detail asks to wait, else None."""
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return None
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailers: Any = exc.trailing_metadata() or ()
+    for key, value in trailers:
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except _message.DecodeError:
+            return None
+        for detail in status.details:
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                seconds: float = info.retry_delay.ToNanoseconds() / 1e9
+                return max(0.0, seconds)
+    return None
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Whether a failed RPC is worth retrying on a new connection (server or link went away)."""
-    if isinstance(exc, ConnectionLost):
+    """Whether a failed RPC is worth retrying on a new connection (server or link went away),
+    or later (a limit answered with RetryInfo: :meth:`Backoff.hold` waits that long)."""
+    if isinstance(exc, ConnectionLost) or retry_after(exc) is not None:
         return True
     if not isinstance(exc, grpc.aio.AioRpcError):
         return False
@@ -69,12 +105,18 @@ class Backoff:
         self._maximum = maximum
         self._multiplier = multiplier
         self._next = initial
+        self._hold = 0.0
+
+    def hold(self, exc: BaseException | None) -> None:
+        """Makes the next delay at least what the failure's RetryInfo asked for, if any."""
+        self._hold = max(self._hold, retry_after(exc) or 0.0)
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call backs off further."""
         delay = self._next
         self._next = min(self._maximum, self._next * self._multiplier)
-        return random.uniform(delay / 2, delay)
+        held, self._hold = self._hold, 0.0
+        return max(held, random.uniform(delay / 2, delay))
 
     def reset(self) -> None:
         """Starts over from the initial delay (after a connection worked)."""

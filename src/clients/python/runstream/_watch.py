@@ -83,6 +83,7 @@ async def watch_run(
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
+            backoff.hold(exc)
             detail = f"{exc.code().name}: {exc.details()}"
             if error := outage.exceeded(f"watch of run {run_id!r}", detail, exc):
                 raise error from exc
@@ -140,6 +141,7 @@ async def watch_runs(
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
+            backoff.hold(exc)
             detail = f"{exc.code().name}: {exc.details()}"
             if error := outage.exceeded("watch of runs", detail, exc):
                 raise error from exc

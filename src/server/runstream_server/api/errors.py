@@ -19,6 +19,8 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
 from grpc_interceptor.exceptions import GrpcException
@@ -88,6 +90,20 @@ class RejectionLog:
         self._counts.clear()
 
 
+def _status_details(code: grpc.StatusCode, ex: RunstreamError) -> tuple[tuple[str, bytes], ...]:
+    """The ``grpc-status-details-bin`` trailer (a google.rpc.Status) with a RetryInfo when
+    the error says when to retry; nothing otherwise."""
+    retry_after = getattr(ex, "retry_after", None)
+    if retry_after is None:
+        return ()
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=ex.message, details=[detail])
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
 class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
     """Turns domain errors into their gRPC status, unexpected errors into logged INTERNAL."""
 
@@ -104,7 +120,8 @@ class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
     ) -> NoReturn:
         if isinstance(ex, RunstreamError):
             self.rejections.note(method_name, ex.kind.value, ex.message)
-            await context.abort(grpc.StatusCode[ex.kind.value], ex.message)
+            code = grpc.StatusCode[ex.kind.value]
+            await context.abort(code, ex.message, trailing_metadata=_status_details(code, ex))
         if isinstance(ex, GrpcException):
             await context.abort(ex.status_code, ex.details)
         if context.code() is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,18 @@ import grpc
 from grpc import aio
 
 from runstream_server.auth.interceptor import AuthInterceptor
+from runstream_server.auth.limits import LimitInterceptor, Limits
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+from runstream_server.store.base import EventStore
 
-__all__ = ["SecurityConfig", "TlsConfig", "auth_interceptors", "check_exposure", "listen"]
+__all__ = [
+    "SecurityConfig",
+    "TlsConfig",
+    "auth_interceptors",
+    "check_exposure",
+    "limit_interceptors",
+    "listen",
+]
 
 log = logging.getLogger("runstream.auth")
 
@@ -53,6 +62,8 @@ class SecurityConfig:
     """Serve TLS (and mutual TLS with a client CA); None: plaintext."""
     insecure_no_auth: bool = False
     """Allow a non-loopback address without auth (logged as a warning)."""
+    limits: Limits = field(default_factory=Limits)
+    """Per-principal and per-tenant limits (see runstream_server.auth.limits)."""
 
 
 def _is_loopback(address: str) -> bool:
@@ -88,6 +99,13 @@ def auth_interceptors(security: SecurityConfig) -> list[aio.ServerInterceptor[An
     if security.auth is None:
         return []
     return [AuthInterceptor(TokenVerifier(security.auth))]
+
+
+def limit_interceptors(
+    security: SecurityConfig, store: EventStore
+) -> list[aio.ServerInterceptor[Any, Any]]:
+    """The limit interceptor, to put after the error interceptor (which answers its refusals)."""
+    return [LimitInterceptor(security.limits, store)]
 
 
 def listen(server: aio.Server, address: str, security: SecurityConfig) -> int:

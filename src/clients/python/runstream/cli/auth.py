@@ -156,12 +156,43 @@ def add_serve_security(serve: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the certificate's PEM private key; $RUNSTREAM_TLS_KEY",
     )
+    _add_limit_options(serve)
     group.add_argument(
         "--tls-client-ca",
         default=_env("RUNSTREAM_TLS_CLIENT_CA"),
         metavar="PATH",
         help="mutual TLS: require client certificates signed by this CA",
     )
+
+
+# The server's defaults (runstream_server.auth.limits.Limits), repeated for --help so client
+# commands need not import the server; tests/e2e/test_identity_cli.py keeps them equal.
+LIMIT_OPTIONS = (
+    ("--max-watch-streams", "watch_streams_per_principal", int, 200,
+     "open WatchRun/WatchRuns/Interact streams per principal"),
+    ("--max-watchers-per-run", "watchers_per_run", int, 5000, "open watch streams per run"),
+    ("--max-active-runs", "active_runs_per_tenant", int, 2000, "runs not yet ended per tenant"),
+    ("--append-rate", "append_events_per_second", float, 2000.0,
+     "events per second each producer may append (token bucket)"),
+    ("--append-burst", "append_burst", int, 10000, "the bucket's size: events at once"),
+)  # fmt: skip
+
+
+def _add_limit_options(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group(
+        "limits",
+        "Over a limit a call gets RESOURCE_EXHAUSTED with a RetryInfo saying when to retry; "
+        "0 turns a limit off. Per-principal and per-tenant limits apply with auth on.",
+    )
+    for flag, field, kind, default, text in LIMIT_OPTIONS:
+        group.add_argument(
+            flag,
+            dest=f"limit_{field}",
+            type=kind,
+            default=None,
+            metavar="N",
+            help=f"{text} (default: {default:g})",
+        )
 
 
 def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
@@ -195,7 +226,18 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
         )
     elif args.tls_client_ca:
         raise CliError("--tls-client-ca needs --tls-cert and --tls-key")
-    config = SecurityConfig(auth=auth, tls=tls, insecure_no_auth=args.insecure_no_auth)
+    from runstream_server.auth.limits import Limits
+
+    limits = Limits(
+        **{
+            name.removeprefix("limit_"): value
+            for name, value in vars(args).items()
+            if name.startswith("limit_") and value is not None
+        }
+    )
+    config = SecurityConfig(
+        auth=auth, tls=tls, insecure_no_auth=args.insecure_no_auth, limits=limits
+    )
     try:
         check_exposure(address, config)
     except ValueError as exc:

@@ -1,0 +1,215 @@
+"""Per-principal and per-tenant limits, checked at the gRPC edge before a call does any work.
+
+- open watch streams (WatchRun, WatchRuns, Interact) per principal;
+- watchers per run (every caller, auth or not);
+- active (not ended) runs per tenant, checked on CreateRun;
+- events appended per second per producer: a token bucket on AppendEvents and Report.
+
+Over a limit the call gets RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` detail saying
+when to try again; the SDK waits that long and retries. A refused append stores nothing, and
+what was acknowledged before stays acknowledged. Per-principal and per-tenant limits need a
+principal, so with auth off only the watchers-per-run limit applies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from grpc import aio
+from runstream.v1 import run_pb2
+
+from runstream_server.api.errors import AsyncServerInterceptor
+from runstream_server.auth.principal import Principal, current
+from runstream_server.errors import ResourceExhausted
+from runstream_server.store.base import EventStore, RunFilter
+
+__all__ = ["LimitInterceptor", "Limits", "TokenBucket"]
+
+Context = aio.ServicerContext[Any, Any]
+
+_RUN = "/runstream.v1.RunService/"
+_STREAMS = {_RUN + "WatchRun", _RUN + "WatchRuns", "/runstream.v1.DecisionService/Interact"}
+_APPENDS = {"/runstream.v1.ReportService/AppendEvents", "/runstream.v1.ReportService/Report"}
+_ACTIVE = frozenset(
+    {
+        run_pb2.RUN_STATUS_PENDING,
+        run_pb2.RUN_STATUS_RUNNING,
+        run_pb2.RUN_STATUS_PAUSED,
+        run_pb2.RUN_STATUS_WAITING_FOR_INPUT,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits per caller; the defaults keep one 2-core server responsive. 0 turns one off."""
+
+    watch_streams_per_principal: int = 200
+    """WatchRun, WatchRuns and Interact streams one principal may hold open at once."""
+    watchers_per_run: int = 5000
+    """Watch streams open on one run at once (on this server)."""
+    active_runs_per_tenant: int = 2000
+    """Runs not yet ended that one tenant may have."""
+    append_events_per_second: float = 2000.0
+    """Sustained events per second one producer principal may append."""
+    append_burst: int = 10000
+    """Events a producer may append at once above the sustained rate."""
+    stream_retry_after: float = 5.0
+    """The RetryInfo delay when a stream limit is reached (a stream may close by then)."""
+    runs_retry_after: float = 10.0
+    """The RetryInfo delay when a tenant has too many active runs."""
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`. A take larger than the burst passes when the
+    bucket is full and leaves it in debt, so big batches are slowed, never refused forever."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self, n: int) -> float:
+        """Takes `n` tokens and returns 0, or takes none and returns the seconds to wait."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        need = min(n, self.burst)
+        if self._tokens >= need:
+            self._tokens -= n
+            return 0.0
+        return (need - self._tokens) / self.rate
+
+
+def _who(principal: Principal) -> str:
+    return f"{principal.tenant}/{principal.subject}"
+
+
+class LimitInterceptor(AsyncServerInterceptor):
+    """Applies :class:`Limits` (see module); sits after the auth interceptor."""
+
+    def __init__(self, limits: Limits, store: EventStore) -> None:
+        self._limits = limits
+        self._store = store
+        self._streams: defaultdict[str, int] = defaultdict(int)
+        self._watchers: defaultdict[str, int] = defaultdict(int)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._active: dict[str, tuple[int, float]] = {}  # tenant -> (count, counted at)
+
+    async def intercept(
+        self,
+        method: Callable[[Any, Context], Any],
+        request_or_iterator: Any,
+        context: Context,
+        method_name: str,
+    ) -> Any:
+        principal = current()
+        if method_name in _STREAMS:
+            self._open_stream(principal, method_name, request_or_iterator, context)
+        elif principal is not None and method_name in _APPENDS:
+            request_or_iterator = self._metered(principal, method_name, request_or_iterator)
+        elif principal is not None and method_name == _RUN + "CreateRun":
+            await self._check_active_runs(principal.tenant)
+        response = method(request_or_iterator, context)
+        return response if hasattr(response, "__aiter__") else await response
+
+    # --- streams --------------------------------------------------------------------------
+
+    def _open_stream(
+        self, principal: Principal | None, method_name: str, request: Any, context: Context
+    ) -> None:
+        limits = self._limits
+        who = _who(principal) if principal is not None else None
+        run_id = request.run_id if method_name == _RUN + "WatchRun" else None
+        if who is not None and 0 < limits.watch_streams_per_principal <= self._streams[who]:
+            raise ResourceExhausted(
+                f"{limits.watch_streams_per_principal} watch streams are open for "
+                f"{principal.subject if principal else who}; close one first",
+                retry_after=limits.stream_retry_after,
+            )
+        if run_id and 0 < limits.watchers_per_run <= self._watchers[run_id]:
+            raise ResourceExhausted(
+                f"run {run_id!r} has {limits.watchers_per_run} watchers, the most allowed",
+                retry_after=limits.stream_retry_after,
+            )
+        if who is not None:
+            self._streams[who] += 1
+        if run_id:
+            self._watchers[run_id] += 1
+
+        def closed(_: Any) -> None:
+            if who is not None:
+                self._release(self._streams, who)
+            if run_id:
+                self._release(self._watchers, run_id)
+
+        context.add_done_callback(closed)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _release(counts: defaultdict[str, int], key: str) -> None:
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
+
+    # --- appends --------------------------------------------------------------------------
+
+    def _take(self, principal: Principal, events: int) -> None:
+        limits = self._limits
+        if events <= 0 or limits.append_events_per_second <= 0:
+            return
+        who = _who(principal)
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            bucket = self._buckets[who] = TokenBucket(
+                limits.append_events_per_second, max(1, limits.append_burst)
+            )
+        wait = bucket.take(events)
+        if wait > 0:
+            raise ResourceExhausted(
+                f"events: {principal.subject} may append {limits.append_events_per_second:g} "
+                f"events per second (bursts of {limits.append_burst}); this batch of {events} "
+                f"is over it, and nothing of it was stored",
+                retry_after=wait,
+            )
+
+    def _metered(self, principal: Principal, method_name: str, request: Any) -> Any:
+        if method_name.endswith("/AppendEvents"):
+            self._take(principal, len(getattr(request, "events", ())))
+            return request
+        return self._metered_stream(principal, request)
+
+    async def _metered_stream(self, principal: Principal, requests: Any) -> AsyncIterator[Any]:
+        async for request in requests:
+            self._take(principal, len(getattr(request, "events", ())))
+            yield request
+
+    # --- runs per tenant ----------------------------------------------------------------------
+
+    async def _check_active_runs(self, tenant: str) -> None:
+        """Counts are cached for a second and bumped on each create; a refusal is always
+        checked against a fresh count, so a run that ended frees its place at once."""
+        limit = self._limits.active_runs_per_tenant
+        if limit <= 0:
+            return
+        count, at = self._active.get(tenant, (0, -math.inf))
+        if time.monotonic() - at > 1.0 or count >= limit:
+            count = await self._count_active(tenant, limit)
+        if count >= limit:
+            self._active[tenant] = (count, time.monotonic())
+            raise ResourceExhausted(
+                f"tenant {tenant!r} has {limit} active runs, the most allowed; "
+                "finish or cancel one first",
+                retry_after=self._limits.runs_retry_after,
+            )
+        self._active[tenant] = (count + 1, time.monotonic())
+
+    async def _count_active(self, tenant: str, limit: int) -> int:
+        page = await self._store.list_runs(RunFilter(_ACTIVE, tenant=tenant), limit, None)
+        return len(page.runs)

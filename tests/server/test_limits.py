@@ -1,0 +1,191 @@
+"""Limits per principal and tenant, against a real server with tokens the test signs.
+
+Each limit: the request over it gets RESOURCE_EXHAUSTED with a google.rpc.RetryInfo detail,
+other callers are unaffected, and nothing already accepted is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from runstream._auth import auth_interceptors
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import report_service_pb2_grpc, run_service_pb2_grpc
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
+from runstream_server.auth.limits import Limits
+
+from tests.identity import Keys, rs256_auth
+from tests.server.support import custom
+
+LIMITS = Limits(
+    watch_streams_per_principal=2,
+    watchers_per_run=3,
+    active_runs_per_tenant=2,
+    append_events_per_second=5.0,
+    append_burst=10,
+)
+
+
+class Caller:
+    def __init__(self, target: str, token: str | None) -> None:
+        self.channel = grpc.aio.insecure_channel(target, interceptors=auth_interceptors(token))
+        self.runs = run_service_pb2_grpc.RunServiceStub(self.channel)
+        self.report = report_service_pb2_grpc.ReportServiceStub(self.channel)
+
+
+@pytest.fixture
+async def limited(tmp_path: Path, keys: Keys, server_config: Any) -> AsyncIterator[RunstreamServer]:
+    security = dataclasses.replace(rs256_auth(keys), limits=LIMITS)
+    server = RunstreamServer(server_config(tmp_path / "runstream.db", security=security))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def callers(limited: RunstreamServer, keys: Keys) -> AsyncIterator[dict[str, Caller]]:
+    everyone = {
+        "bot": Caller(limited.target, keys.token(["producer", "viewer"], sub="bot")),
+        "bot2": Caller(limited.target, keys.token(["producer", "viewer"], sub="bot2")),
+        "alice": Caller(limited.target, keys.token(["viewer"], sub="alice")),
+        "bob": Caller(limited.target, keys.token(["viewer"], sub="bob")),
+        "globex": Caller(limited.target, keys.token(["producer"], sub="g", tenant="globex")),
+    }
+    try:
+        yield everyone
+    finally:
+        for caller in everyone.values():
+            await caller.channel.close()
+
+
+def retry_info(exc: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay of a RESOURCE_EXHAUSTED answer, in seconds."""
+    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (exc.code(), exc.details())
+    [raw] = [v for k, v in exc.trailing_metadata() or () if k == "grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    [detail] = status.details
+    info = error_details_pb2.RetryInfo()
+    assert detail.Unpack(info)
+    return info.retry_delay.ToNanoseconds() / 1e9
+
+
+async def opened(stream: Any) -> Any:
+    """Waits for the stream's first message (it is open on the server then)."""
+    async for response in stream:
+        return response
+    raise AssertionError("the stream ended")
+
+
+async def refused(stream: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await opened(stream)
+    return info.value
+
+
+async def test_watch_streams_per_principal(callers: dict[str, Caller]) -> None:
+    alice, bob = callers["alice"], callers["bob"]
+    first = alice.runs.WatchRuns(rs.WatchRunsRequest())
+    second = alice.runs.WatchRuns(rs.WatchRunsRequest())
+    await opened(first)
+    await opened(second)
+    exc = await refused(alice.runs.WatchRuns(rs.WatchRunsRequest()))
+    assert "2 watch streams are open for alice" in (exc.details() or "")
+    assert retry_info(exc) > 0
+    await opened(bob.runs.WatchRuns(rs.WatchRunsRequest()))  # another principal: unaffected
+    assert (await alice.runs.ListRuns(rs.ListRunsRequest())) is not None  # unary: unaffected
+    first.cancel()
+    for _ in range(100):  # the server sees the cancel shortly after; then a place is free
+        try:
+            await opened(alice.runs.WatchRuns(rs.WatchRunsRequest()))
+            break
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        raise AssertionError("closing a stream did not free its place")
+    run = await callers["bot"].runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+    seen = await opened(second)  # the stream that was already open still delivers
+    assert run.run.run_id in {r.run_id for r in seen.runs}
+
+
+async def test_watchers_per_run(callers: dict[str, Caller]) -> None:
+    bot = callers["bot"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    other = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    request = rs.WatchRunRequest(run_id=run_id, keep_open=True)
+    streams = [
+        callers["alice"].runs.WatchRun(request),
+        callers["bob"].runs.WatchRun(request),
+        callers["bot"].runs.WatchRun(request),
+    ]
+    for stream in streams:
+        await opened(stream)
+    exc = await refused(callers["bot2"].runs.WatchRun(request))
+    assert f"run {run_id!r} has 3 watchers" in (exc.details() or "")
+    assert retry_info(exc) > 0
+    await opened(callers["bot2"].runs.WatchRun(rs.WatchRunRequest(run_id=other)))
+
+
+async def test_active_runs_per_tenant(callers: dict[str, Caller]) -> None:
+    bot, globex = callers["bot"], callers["globex"]
+    first = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await callers["bot2"].runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+    assert "tenant 'acme' has 2 active runs" in (info.value.details() or "")
+    assert retry_info(info.value) > 0
+    await globex.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))  # another tenant
+    finished = rp.AppendEventsRequest(run_id=first, events=[custom(2, key="end")])
+    finished.events[0].ClearField("custom")
+    finished.events[0].run_completed.summary = "done"
+    await bot.report.AppendEvents(finished)
+    third = await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))  # a place is free
+    assert third.run.tenant == "acme"
+
+
+async def test_append_rate_per_producer(callers: dict[str, Caller]) -> None:
+    bot, bot2 = callers["bot"], callers["bot2"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    burst = [custom(i) for i in range(1, 11)]
+    accepted = await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=burst))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bot.report.AppendEvents(
+            rp.AppendEventsRequest(run_id=run_id, events=[custom(i) for i in range(11, 21)])
+        )
+    wait = retry_info(info.value)
+    assert 0 < wait <= 10 / LIMITS.append_events_per_second + 0.5
+    assert "nothing of it was stored" in (info.value.details() or "")
+    # Another producer has its own bucket; what was accepted is all there, once.
+    await bot2.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=[custom(99)]))
+    events = (await bot.runs.ListEvents(rs.ListEventsRequest(run_id=run_id))).events
+    keys = [e.idempotency_key for e in events if e.idempotency_key]
+    assert keys == [f"k{i}" for i in range(1, 11)] + ["k99"]
+    assert accepted.last_seq == 11
+
+
+async def test_the_report_stream_is_metered_too(callers: dict[str, Caller]) -> None:
+    bot = callers["bot"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+
+    async def batches() -> AsyncIterator[rp.ReportRequest]:
+        for batch in range(3):
+            events = [custom(batch * 10 + i) for i in range(1, 11)]
+            yield rp.ReportRequest(run_id=run_id, batch_id=batch + 1, events=events)
+
+    acks = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in bot.report.Report(batches()):
+            acks.append(response.ack.batch_id)
+    assert retry_info(info.value) > 0
+    assert acks == [1]  # the first batch fit the burst and was acknowledged
+    events = (await bot.runs.ListEvents(rs.ListEventsRequest(run_id=run_id))).events
+    assert len([e for e in events if e.idempotency_key]) == 10
