@@ -127,7 +127,10 @@ class LimitInterceptor(AsyncServerInterceptor):
     ) -> None:
         limits = self._limits
         who = _who(principal) if principal is not None else None
-        run_id = request.run_id if method_name == _RUN + "WatchRun" else None
+        # An undecodable request arrives as the error DecodingInterceptor will answer with.
+        run_id = getattr(request, "run_id", None) if method_name == _RUN + "WatchRun" else None
+        if not isinstance(run_id, str):
+            run_id = None
         if who is not None and 0 < limits.watch_streams_per_principal <= self._streams[who]:
             raise ResourceExhausted(
                 f"{limits.watch_streams_per_principal} watch streams are open for "
