@@ -19,7 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from runstream.v1 import decision_service_pb2, report_service_pb2, run_service_pb2
+from runstream.v1 import (
+    decision_service_pb2,
+    report_service_pb2,
+    run_service_pb2,
+    stats_service_pb2,
+)
 from runstream_server.app import RunstreamServer
 from runstream_server.auth.edge import SecurityConfig
 from runstream_server.auth.policy import ROLE_BY_METHOD
@@ -39,6 +44,7 @@ SERVICES = [
         (run_service_pb2.DESCRIPTOR, "RunService"),
         (report_service_pb2.DESCRIPTOR, "ReportService"),
         (decision_service_pb2.DESCRIPTOR, "DecisionService"),
+        (stats_service_pb2.DESCRIPTOR, "StatsService"),
     )
 ]
 METHODS = [m for s in SERVICES for m in s.methods]
@@ -157,7 +163,12 @@ async def test_bad_tokens_are_unauthenticated_on_every_rpc(
 
 
 # A token with every role but the one each method needs (and not one that includes it).
-LACKING = {"producer": ["viewer", "operator"], "viewer": ["producer"], "operator": ["producer"]}
+LACKING = {
+    "producer": ["viewer", "operator"],
+    "viewer": ["producer"],
+    "operator": ["producer"],
+    "admin": ["producer", "operator"],
+}
 
 
 @pytest.mark.parametrize("method", METHODS, ids=METHOD_IDS)
