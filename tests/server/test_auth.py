@@ -7,6 +7,7 @@ every valid token without the method's role gets PERMISSION_DENIED naming the ro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -56,9 +57,18 @@ def path(method: Any) -> str:
 
 
 async def call(
-    channel: grpc.aio.Channel, method: Any, token: str | None, *, header: str | None = None
+    channel: grpc.aio.Channel,
+    method: Any,
+    token: str | None,
+    *,
+    header: str | None = None,
+    refused: bool = False,
 ) -> tuple[grpc.StatusCode, str]:
-    """Calls any RPC with an empty request; OK once the server sends anything back."""
+    """Calls any RPC with an empty request; OK once the server sends anything back.
+
+    A call expected to be `refused` sends nothing on a client stream: the server answers
+    before reading, and a message racing its answer could fail on the client's side.
+    """
     request_type = message_factory.GetMessageClass(method.input_type)
     response_type = message_factory.GetMessageClass(method.output_type)
     metadata = []
@@ -80,6 +90,8 @@ async def call(
             )
 
             async def requests() -> AsyncIterator[Any]:
+                if refused:
+                    await asyncio.Event().wait()  # cancelled when the call ends
                 yield request_type()
 
             rpc = multi(requests(), metadata=metadata, timeout=10)
@@ -154,7 +166,7 @@ async def test_bad_tokens_are_unauthenticated_on_every_rpc(
     make, reason = BAD_TOKENS[case]
     token, header = make(keys)
     for method in METHODS:
-        code, details = await call(channel, method, token, header=header)
+        code, details = await call(channel, method, token, header=header, refused=True)
         assert code == grpc.StatusCode.UNAUTHENTICATED, (method.name, code, details)
         assert reason in details, (method.name, details)
         if token:
@@ -176,7 +188,7 @@ async def test_a_missing_role_is_permission_denied_naming_it(
     channel: grpc.aio.Channel, keys: Keys, method: Any
 ) -> None:
     needed = ROLE_BY_METHOD[path(method)].value
-    code, details = await call(channel, method, keys.token(LACKING[needed]))
+    code, details = await call(channel, method, keys.token(LACKING[needed]), refused=True)
     assert code == grpc.StatusCode.PERMISSION_DENIED, (code, details)
     assert f"needs the {needed!r} role" in details
 
