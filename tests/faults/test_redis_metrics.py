@@ -1,0 +1,103 @@
+"""With Redis as the store, a replica's trouble reaching Redis shows in its metrics and
+stats: failed operations and failed health pings while Redis is down, by operation; and the
+replica carries on when Redis is back.
+
+(Reconnects of the Redis notice subscription are counted by the same store wrapper, in
+``runstream_store_reconnects_total``, once the run manager follows other replicas' notices.)"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+import runstream
+from prometheus_client.parser import text_string_to_metric_families
+from runstream.v1 import event_pb2, report_service_pb2, report_service_pb2_grpc
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.conftest import RedisProcess
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def errors(samples: Samples) -> dict[str, float]:
+    """Store errors by operation."""
+    return {
+        dict(labels)["operation"]: value
+        for (name, labels), value in samples.items()
+        if name == "runstream_store_errors_total"
+    }
+
+
+async def until(port: int, name: str, labels: dict[str, str], at_least: float) -> Samples:
+    for _ in range(600):
+        samples = await asyncio.to_thread(scrape, port)
+        if samples.get((name, frozenset(labels.items())), 0) >= at_least:
+            return samples
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name}{labels} never reached {at_least}")
+
+
+async def test_redis_errors_and_reconnects_are_counted(tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=tmp_path / "unused.db",
+            store_url=redis.url,
+            metrics_address="127.0.0.1:0",
+        )
+    )
+    await server.start()
+    try:
+        async with runstream.connect(server.target) as client:
+            run = await client.start_run("redis-metrics", steps=["a"])
+            await run.flush()
+            before = await asyncio.to_thread(scrape, server.metrics_port)
+            assert (
+                before.get(
+                    ("runstream_store_errors_total", frozenset({("operation", "append")})), 0
+                )
+                == 0
+            )
+
+            redis.kill()
+            async with grpc.aio.insecure_channel(server.target) as channel:
+                report = report_service_pb2_grpc.ReportServiceStub(channel)  # type: ignore[no-untyped-call]
+                event = event_pb2.RunEvent(
+                    idempotency_key="k1", custom=event_pb2.Custom(type="tick")
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await report.AppendEvents(
+                        report_service_pb2.AppendEventsRequest(run_id=run.run_id, events=[event])
+                    )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            down = await until(
+                server.metrics_port, "runstream_store_errors_total", {"operation": "ping"}, 1
+            )
+            # The refused append failed at its first Redis operation (the idempotency check).
+            assert errors(down).keys() >= {"ping", "find_keys"}, errors(down)
+
+            redis.start()  # same port, same directory: the AOF brings the data back
+            stats = await client.get_stats()
+            assert stats.store_kind == "redis"
+            assert stats.store_errors_total >= 2
+            await run.complete()
+            assert (await client.get_run(run.run_id)).status == runstream.RunStatus.SUCCEEDED
+    finally:
+        await server.stop(grace=0.5)
+        redis.stop()
