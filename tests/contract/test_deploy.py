@@ -25,6 +25,7 @@ import pytest
 import yaml
 from runstream.cli.main import build_parser
 from runstream.dashboard.envoy import EnvoyConfig, render_config
+from runstream_server.app import LIVENESS_SERVICE
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -109,6 +110,9 @@ def test_the_server_deployment_agrees_with_the_cli_and_itself() -> None:
     assert annotations["prometheus.io/port"] == str(ports["metrics"])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == grpc_port, probe  # grpc.health.v1
+    # Readiness follows the store (overall health, ""); liveness only the process.
+    assert container["readinessProbe"]["grpc"].get("service", "") == ""
+    assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     # SIGTERM: the server drains within --shutdown-grace; the kubelet waits longer.
     assert pod["terminationGracePeriodSeconds"] > args.shutdown_grace + 5
     assert args.log_format == "json"

@@ -14,13 +14,24 @@ from pathlib import Path
 import grpc
 import pytest
 import runstream
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from runstream.v1 import event_pb2, report_service_pb2, report_service_pb2_grpc
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import LIVENESS_SERVICE, RunstreamServer, ServerConfig
 
 from tests.conftest import RedisProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def health(target: str, service: str) -> int:
+    """What grpc.health.v1 Check says for `service`, as a Kubernetes probe would ask."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return int(response.status)
 
 
 def scrape(port: int) -> Samples:
@@ -86,6 +97,13 @@ async def test_redis_errors_and_reconnects_are_counted(tmp_path: Path) -> None:
                         report_service_pb2.AppendEventsRequest(run_id=run.run_id, events=[event])
                     )
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            # Out of rotation (readiness), but alive (liveness): no restart while Redis is down.
+            for _ in range(600):
+                if await health(server.target, "") == NOT_SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            assert await health(server.target, "") == NOT_SERVING
+            assert await health(server.target, LIVENESS_SERVICE) == SERVING
             down = await until(
                 server.metrics_port, "runstream_store_errors_total", {"operation": "ping"}, 1
             )

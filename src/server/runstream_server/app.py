@@ -71,6 +71,9 @@ if TYPE_CHECKING:
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
 
 
+LIVENESS_SERVICE = "liveness"
+"""The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
+
 SERVICE_NAMES = (
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
@@ -277,6 +280,9 @@ class RunstreamServer:
         await server.start()
         self._server = server
         await self._set_serving(True)
+        # For liveness probes: SERVING while the process answers, whatever the store does
+        # (a Redis outage must take replicas out of rotation, not restart them all).
+        await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._store_health = asyncio.create_task(self._watch_store(self._store))
         log.info("serving on %s (store %s)", self.target, describe_store(config))
         if self.metrics_port:

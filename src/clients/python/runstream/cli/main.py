@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runstream_server.app import ServerConfig, describe_store, serve_forever, store_location
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
-    from runstream_server.observability import logs
+    from runstream_server.observability import MetricsUnavailable, TracingUnavailable, logs
 
     try:
         store_path, store_url = store_location(args.store)
@@ -130,7 +130,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("runstream.cli").info(
         "starting Runstream server on %s with store %s", args.address, describe_store(config)
     )
-    run_async(serve_forever(config))  # a StoreUnusable (an OSError) is one line, from main()
+    try:
+        run_async(serve_forever(config))  # a StoreUnusable (an OSError) is one line, from main()
+    except (MetricsUnavailable, TracingUnavailable) as exc:  # the observability extra is missing
+        raise CliError(str(exc)) from None
     return 0
 
 
