@@ -1,8 +1,10 @@
 """Real storage faults for tests: a small tmpfs to fill up, a file system to make read-only,
-an unprivileged user to whom file permissions apply, and `runstream serve` as a process."""
+immutable files, an unprivileged user to whom file permissions apply, `runstream serve` as a
+process, and the health answer that follows the store."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -14,7 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 NOBODY = 65534
 
@@ -62,6 +66,22 @@ def fill(directory: Path) -> Path:
             with contextlib.suppress(OSError):
                 out.write(b"\0" * 4096)
     return filler
+
+
+@contextlib.contextmanager
+def immutable(*paths: Path) -> Iterator[None]:
+    """Makes files immutable (``chattr +i``) for the block: even writes through descriptors
+    already open fail, as when a running server loses write access. Needs root and a file
+    system with the attribute (ext4 here)."""
+    done = subprocess.run(
+        ["chattr", "+i", *map(str, paths)], capture_output=True, text=True, check=False
+    )
+    try:
+        if done.returncode != 0:
+            pytest.skip(f"cannot make files immutable here: {done.stderr.strip()}")
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True, check=False)
 
 
 @contextlib.contextmanager
@@ -115,3 +135,18 @@ def serve_refuses(store: str, *, as_nobody: bool = False, address: str = "") -> 
         ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     return Refusal(done.returncode, done.stderr)
+
+
+async def health(channel: grpc.aio.Channel) -> int:
+    """The server's overall health status (SERVING, NOT_SERVING)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=""))
+    return int(response.status)
+
+
+async def until_health(channel: grpc.aio.Channel, wanted: int) -> None:
+    for _ in range(400):
+        if await health(channel) == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health never became {wanted}")

@@ -14,7 +14,7 @@ import logging
 import grpc
 import pytest
 import runstream
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from runstream import Custom, EventKind
 from runstream.v1 import (
     report_service_pb2,
@@ -25,25 +25,11 @@ from runstream.v1 import (
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
-from tests.faults.storage import fill, small_filesystem
+from tests.faults.storage import fill, health, small_filesystem, until_health
 from tests.server.support import custom
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-async def health(channel: grpc.aio.Channel) -> int:
-    stub = health_pb2_grpc.HealthStub(channel)
-    response = await stub.Check(health_pb2.HealthCheckRequest(service=""))
-    return int(response.status)
-
-
-async def until_health(channel: grpc.aio.Channel, wanted: int) -> None:
-    for _ in range(400):
-        if await health(channel) == wanted:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"health never became {wanted}")
 
 
 async def test_a_full_disk_answers_unavailable_and_the_sdk_delivers_after_space_frees(

@@ -19,6 +19,7 @@ from tests.conftest import ServerProcess, free_port
 from tests.faults.storage import (
     NOBODY,
     Refusal,
+    immutable,
     nobody_dir,
     remount,
     serve_refuses,
@@ -192,3 +193,11 @@ def test_a_store_on_a_read_only_file_system_is_refused() -> None:
         remount(mount_point, "ro")
         refusal = serve_refuses(str(store))
         assert_one_line_refusal(refusal, store, "Read-only file system")
+
+
+def test_an_immutable_store_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "immutable.db"
+    make_store(store, runs=1)
+    with immutable(store):
+        refusal = serve_refuses(str(store))
+    assert_one_line_refusal(refusal, store, "cannot be opened for writing", "not permitted")
