@@ -10,6 +10,7 @@ DecisionService, and the graph finishes with that answer.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -26,6 +27,8 @@ from langgraph.types import interrupt
 from runstream import ActivityType, DecisionPrompt, EventKind
 from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
+
+from tests.clients.support import eventually
 
 SUMMARY = "Runstream watches agent runs live"
 
@@ -162,7 +165,7 @@ async def test_a_langgraph_run_streams_steps_text_tools_and_asks_at_its_interrup
         ("tools", ActivityType.STARTED, "search"),
         ("tools", ActivityType.COMPLETED, "search"),
     ]
-    assert "runstream" in activity[0].data["input"]  # type: ignore[union-attr]
+    assert json.loads(activity[0].data["input"]) == {"query": "runstream"}  # type: ignore[union-attr]
     assert activity[1].data["output"] == "3 results for runstream"  # type: ignore[union-attr]
 
     # The model of each agent that called one is a model allocation.
@@ -297,3 +300,56 @@ async def test_a_node_retried_by_its_retry_policy_recovers_in_the_same_step(
     assert recovery.error_message == "ConnectionError: the source timed out"  # type: ignore[union-attr]
     assert recovery.affected_agents == ("fetch",)  # type: ignore[union-attr]
     assert [(s.step_id, s.status.name, s.attempts) for s in steps] == [("fetch", "SUCCEEDED", 2)]
+
+
+async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamServer) -> None:
+    gate = asyncio.Event()
+    entered: list[str] = []
+
+    async def first(state: State) -> State:
+        entered.append("first")
+        await gate.wait()
+        return {}
+
+    async def second(state: State) -> State:
+        entered.append("second")
+        return {"summary": "done"}
+
+    graph = StateGraph(State)
+    graph.add_node("first", first)
+    graph.add_node("second", second)
+    graph.add_edge(START, "first")
+    graph.add_edge("first", "second")
+    graph.add_edge("second", END)
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-pause")
+        seen: list[runstream.Event] = []
+
+        async def follow() -> None:
+            async for event in client.watch(run.run_id):
+                seen.append(event)
+
+        following = asyncio.create_task(follow())
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            graph_run = asyncio.create_task(handler.run_graph(graph.compile(), {"messages": []}))
+            await eventually(lambda: entered == ["first"])
+            await client.pause_run(run.run_id, reason="hold on")
+            await eventually(lambda: run.paused)
+            gate.set()
+            # The first node finishes; the graph then waits at the second node's start.
+            await eventually(
+                lambda: any(
+                    e.kind == EventKind.STEP_COMPLETED and e.payload.step_id == "first"  # type: ignore[union-attr]
+                    for e in seen
+                )
+            )
+            await asyncio.sleep(0.2)
+            assert entered == ["first"]
+            await client.resume_run(run.run_id)
+            result = await asyncio.wait_for(graph_run, 30)
+            await run.complete()
+        await asyncio.wait_for(following, 30)
+    assert entered == ["first", "second"]
+    assert result["summary"] == "done"

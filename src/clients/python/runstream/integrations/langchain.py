@@ -33,6 +33,7 @@ langgraph).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -470,7 +471,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         agent = self._agent_for(parent_run_id, metadata) or tool
         step_id = self._step_for(agent)
         self._tools[run_id] = (agent, tool, step_id)
-        data = {"tool": tool, "input": short(inputs if inputs is not None else input_str)}
+        given = json.dumps(inputs, default=str) if inputs is not None else input_str
+        data = {"tool": tool, "input": short(given)}
         if kwargs.get("tool_call_id"):
             data["tool_call_id"] = str(kwargs["tool_call_id"])
         self._submit(
