@@ -145,6 +145,9 @@ class Outage:
             self._since = now
         if self._limit is None or now - self._since <= self._limit:
             return None
-        error = UnavailableError(f"{what}: server unreachable for {self._limit:g}s ({detail})")
+        error = UnavailableError(
+            f"{what}: no server could serve it for {self._limit:g}s, unreachable or unable to "
+            f"store ({detail})"
+        )
         error.__cause__ = cause
         return error
