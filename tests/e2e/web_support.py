@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import shutil
+import ssl
 import struct
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -129,11 +130,23 @@ def grpc_web_call(
     *,
     origin: str | None = None,
     timeout: float = 30,
+    metadata: Mapping[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> GrpcWebCall:
-    """Starts a grpc-web call (blocking: run it in a thread next to an in-process server)."""
+    """Starts a grpc-web call (blocking: run it in a thread next to an in-process server);
+    `metadata` adds request headers (authorization), `tls` makes it an HTTPS call."""
     url = urlsplit(base_url)
-    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=timeout)
+    connection: http.client.HTTPConnection
+    if url.scheme == "https":
+        connection = http.client.HTTPSConnection(
+            url.hostname or "127.0.0.1", url.port, timeout=timeout, context=tls
+        )
+    else:
+        connection = http.client.HTTPConnection(
+            url.hostname or "127.0.0.1", url.port, timeout=timeout
+        )
     headers = {
+        **(metadata or {}),
         "content-type": "application/grpc-web+proto",
         "x-grpc-web": "1",
         "accept": "application/grpc-web+proto",

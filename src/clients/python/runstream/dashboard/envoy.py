@@ -65,6 +65,10 @@ class EnvoyConfig:
     """The address Envoy listens on; ``0.0.0.0`` for every interface."""
     admin_port: int = 0
     """Envoy's admin interface, always on 127.0.0.1; 0 lets Envoy pick a free port."""
+    tls_cert: Path | None = None
+    """A PEM certificate (chain): browsers then reach Envoy over TLS, with HTTP/2."""
+    tls_key: Path | None = None
+    """The certificate's PEM private key."""
 
     def __post_init__(self) -> None:
         host, _, port = self.upstream.rpartition(":")
@@ -75,6 +79,8 @@ class EnvoyConfig:
         for port_value in (self.listen_port, self.admin_port, int(port)):
             if not 0 <= port_value <= 65535:
                 raise ValueError(f"not a port: {port_value}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         if not self.allowed_origins:
             raise ValueError("at least one allowed origin is needed")
         for origin in self.allowed_origins:
@@ -103,6 +109,27 @@ def render_config(config: EnvoyConfig) -> str:
         upstream_host=config.upstream_host,
         upstream_port=config.upstream_port,
         allowed_origins=f"[{origins}]",
+        downstream_tls=_downstream_tls(config),
+    )
+
+
+def _downstream_tls(config: EnvoyConfig) -> str:
+    """The listener's TLS (ALPN h2 first, so browsers get HTTP/2), or nothing."""
+    if config.tls_cert is None or config.tls_key is None:
+        return ""
+    cert = json.dumps(str(config.tls_cert.resolve()))
+    key = json.dumps(str(config.tls_key.resolve()))
+    return (
+        "          transport_socket:\n"
+        "            name: envoy.transport_sockets.tls\n"
+        "            typed_config:\n"
+        '              "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3'
+        ".DownstreamTlsContext\n"
+        "              common_tls_context:\n"
+        "                alpn_protocols: [h2, http/1.1]\n"
+        "                tls_certificates:\n"
+        f"                  - certificate_chain: {{ filename: {cert} }}\n"
+        f"                    private_key: {{ filename: {key} }}"
     )
 
 
@@ -183,7 +210,8 @@ class EnvoyProxy:
         host = self.config.listen_address
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.config.listen_port}"
+        scheme = "https" if self.config.tls_cert is not None else "http"
+        return f"{scheme}://{host}:{self.config.listen_port}"
 
     @property
     def log_path(self) -> Path:
@@ -342,7 +370,7 @@ class EnvoyProxy:
                 return False
         except (OSError, urllib.error.URLError):
             return False
-        host = self.url.removeprefix("http://").rpartition(":")[0]
+        host = self.url.partition("://")[2].rpartition(":")[0]
         try:
             with socket.create_connection((host, self.config.listen_port), 0.5):
                 return True
@@ -376,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--listen-address", default="0.0.0.0", help="where Envoy listens")
     parser.add_argument("--listen-port", type=int, default=8081, help="the grpc-web port")
     parser.add_argument("--admin-port", type=int, default=9901, help="admin, on 127.0.0.1")
+    parser.add_argument("--tls-cert", type=Path, help="terminate TLS with this PEM certificate")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     parser.add_argument(
         "--origin",
         action="append",
@@ -389,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         listen_address=args.listen_address,
         admin_port=args.admin_port,
         allowed_origins=tuple(args.origin or ("http://localhost:8080", "http://127.0.0.1:8080")),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     print(render_config(config), end="")
 

@@ -3,6 +3,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { DecisionService } from "../gen/runstream/v1/decision_service_pb";
 import { RunService } from "../gen/runstream/v1/run_service_pb";
+import { authInterceptor } from "./auth";
 
 export interface Api {
   /** Where the grpc-web requests go (Envoy's listener). */
@@ -41,7 +42,7 @@ export async function resolveBaseUrl(): Promise<string> {
 }
 
 export function createApi(baseUrl: string): Api {
-  const transport = createGrpcWebTransport({ baseUrl });
+  const transport = createGrpcWebTransport({ baseUrl, interceptors: [authInterceptor] });
   return {
     baseUrl,
     runs: createClient(RunService, transport),

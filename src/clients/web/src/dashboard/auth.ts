@@ -1,0 +1,92 @@
+// Bearer tokens for the dashboard: when the server answers UNAUTHENTICATED the page asks for
+// a token (saying why the last one was refused), keeps it in sessionStorage for this tab
+// only, and sends it as `authorization: Bearer <token>` on every call. Calls made while the
+// question is open wait for the answer; the dashboard's reconnect loops then simply retry.
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { h } from "./dom";
+
+const KEY = "runstream.token";
+
+let asking: Promise<void> | undefined;
+let memoryToken: string | null = null; // when sessionStorage is disabled
+
+function storedToken(): string | null {
+  try {
+    return sessionStorage.getItem(KEY);
+  } catch {
+    return null; // storage disabled: ask again on each refusal
+  }
+}
+
+/** Shows the token dialog (once, however many calls were refused) until a token is given. */
+export function askForToken(reason: string): Promise<void> {
+  asking ??= new Promise<void>((resolve) => {
+    const input = h("input", {
+      id: "token-input",
+      type: "password",
+      name: "token",
+      autocomplete: "off",
+      required: true,
+      placeholder: "eyJhbGciOi…",
+      "aria-label": "Bearer token",
+    });
+    const dialog = h(
+      "dialog",
+      { id: "token-dialog", class: "token-dialog", "aria-labelledby": "token-title" },
+      h(
+        "form",
+        { id: "token-form", method: "dialog" },
+        h("h2", { id: "token-title" }, "Sign in to Runstream"),
+        h("p", { class: "token-reason", id: "token-reason" }, `The server said: ${reason}`),
+        h("p", null, "Paste a bearer token (a JWT). It is kept for this tab only."),
+        input,
+        h("button", { type: "submit" }, "Use token"),
+      ),
+    );
+    dialog.addEventListener("cancel", (event) => event.preventDefault()); // Esc: still needed
+    dialog.querySelector("form")?.addEventListener("submit", () => {
+      const token = input.value.trim().replace(/^Bearer\s+/i, "");
+      if (!token) return;
+      try {
+        sessionStorage.setItem(KEY, token);
+      } catch {
+        memoryToken = token;
+      }
+      dialog.remove();
+      asking = undefined;
+      resolve();
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
+  return asking;
+}
+
+function refused(error: unknown): void {
+  const err = ConnectError.from(error);
+  if (err.code === Code.Unauthenticated) void askForToken(err.rawMessage);
+}
+
+async function* watched<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (error) {
+    refused(error); // a stream whose token expired ends UNAUTHENTICATED
+    throw error;
+  }
+}
+
+/** The transport interceptor: waits for an open token question, sends the token. */
+export const authInterceptor: Interceptor = (next) => async (req) => {
+  if (asking) await asking;
+  const token = storedToken() ?? memoryToken;
+  if (token) req.header.set("authorization", `Bearer ${token}`);
+  try {
+    const res = await next(req);
+    return res.stream ? { ...res, message: watched(res.message) } : res;
+  } catch (error) {
+    refused(error);
+    throw error;
+  }
+};

@@ -1,0 +1,242 @@
+"""Identity through the browser path: real Envoy in front of a server that wants tokens.
+
+The auth matrix over grpc-web (every RPC a browser can call), Envoy terminating TLS with a
+certificate the test makes, and the dashboard in Chromium asking for a token, keeping it for
+the tab and showing only its tenant's runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import jwt
+import pytest
+import runstream
+from google.protobuf import message_factory
+from runstream.dashboard.envoy import EnvoyConfig, EnvoyProxy
+from runstream.dashboard.server import DashboardServer
+from runstream.v1 import decision_service_pb2, run_service_pb2, stats_service_pb2
+from runstream_server.app import RunstreamServer
+from runstream_server.auth.policy import ROLE_BY_METHOD
+
+from tests.conftest import free_port
+from tests.identity import Keys, Pki, claims, hmac_token, unsigned_token
+
+from .test_envoy import require_envoy
+from .web_support import browser, grpc_web_call, require_chromium
+
+pytestmark = pytest.mark.timeout(180)
+
+PAGE = "http://127.0.0.1:8080"
+
+# What a browser can call: grpc-web has no client or bidirectional streaming.
+METHODS = [
+    m
+    for d, name in (
+        (run_service_pb2.DESCRIPTOR, "RunService"),
+        (decision_service_pb2.DESCRIPTOR, "DecisionService"),
+        (stats_service_pb2.DESCRIPTOR, "StatsService"),
+    )
+    for m in d.services_by_name[name].methods
+    if not m.client_streaming
+]
+
+
+def path(method: Any) -> str:
+    return f"{method.containing_service.full_name}/{method.name}"
+
+
+@pytest.fixture
+async def gateway(secured: RunstreamServer, tmp_path: Path) -> AsyncIterator[EnvoyProxy]:
+    require_envoy()
+    proxy = EnvoyProxy(
+        EnvoyConfig(upstream=secured.target, listen_port=free_port(), allowed_origins=(PAGE,)),
+        workdir=tmp_path / "envoy",
+    )
+    await proxy.start_async()
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def status_of(base_url: str, method: Any, header: str | None, **kw: Any) -> tuple[str, str]:
+    """(grpc-status, grpc-message) of one grpc-web call with an empty request."""
+    request = message_factory.GetMessageClass(method.input_type)()
+    metadata = {"authorization": header} if header is not None else {}
+    call = grpc_web_call(base_url, path(method), request, origin=PAGE, metadata=metadata, **kw)
+    try:
+        for _ in call.messages():
+            if method.server_streaming:
+                return "0", ""  # a stream that sends something got past auth
+        status = call.grpc_status() or ""
+        message = call.trailers.get("grpc-message") or call.header("grpc-message") or ""
+        return status, unquote(message)
+    finally:
+        call.close()
+
+
+def bad_headers(keys: Keys) -> dict[str, tuple[str | None, str]]:
+    now = int(time.time())
+    return {
+        "no token": (None, "missing authorization metadata"),
+        "malformed header": ("Token abc", "malformed authorization header"),
+        "alg none": (f"Bearer {unsigned_token(claims(['admin']))}", "algorithm 'none'"),
+        "HS/RS confusion": (
+            f"Bearer {hmac_token(claims(['admin']), keys.public_key_file.read_bytes())}",
+            "algorithm 'HS256' is not accepted",
+        ),
+        "bad signature": (
+            f"Bearer {jwt.encode(claims(['admin']), keys.stranger, algorithm='RS256')}",
+            "bad signature",
+        ),
+        "expired": (f"Bearer {keys.token(['admin'], exp=now - 60)}", "token expired"),
+        "not yet valid": (f"Bearer {keys.token(['admin'], nbf=now + 600)}", "not yet valid"),
+        "wrong issuer": (f"Bearer {keys.token(['admin'], iss='https://x.test')}", "wrong issuer"),
+        "wrong audience": (f"Bearer {keys.token(['admin'], aud='x')}", "wrong audience"),
+    }
+
+
+async def test_the_auth_matrix_through_envoy(gateway: EnvoyProxy, keys: Keys) -> None:
+    def check() -> None:
+        for method in METHODS:
+            for case, (header, reason) in bad_headers(keys).items():
+                status, message = status_of(gateway.url, method, header)
+                assert status == "16", (method.name, case, status, message)
+                assert reason in message, (method.name, case, message)
+            needed = ROLE_BY_METHOD["/" + path(method)].value
+            lacking = ["producer"] if needed != "producer" else ["viewer"]
+            status, message = status_of(gateway.url, method, f"Bearer {keys.token(lacking)}")
+            assert status == "7", (method.name, status, message)
+            assert f"needs the {needed!r} role" in message
+
+    await asyncio.to_thread(check)
+
+
+async def test_another_tenants_run_is_not_found_through_envoy(
+    secured: RunstreamServer, gateway: EnvoyProxy, keys: Keys
+) -> None:
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as client:
+        run = await client.start_run("wf")
+        await run.flush()
+    get_run = run_service_pb2.DESCRIPTOR.services_by_name["RunService"].methods_by_name["GetRun"]
+
+    def check() -> None:
+        for tenant, expected in (("globex", "5"), ("acme", "0")):
+            token = keys.token(["viewer"], tenant=tenant)
+            request = run_service_pb2.GetRunRequest(run_id=run.run_id)
+            call = grpc_web_call(
+                gateway.url,
+                path(get_run),
+                request,
+                origin=PAGE,
+                metadata={"authorization": f"Bearer {token}"},
+            )
+            try:
+                list(call.messages())
+                assert call.grpc_status() == expected, (tenant, call.grpc_status())
+            finally:
+                call.close()
+
+    await asyncio.to_thread(check)
+    await run.close()
+
+
+async def test_envoy_terminates_tls_and_offers_http2(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    require_envoy()
+    pki = Pki.make(tmp_path / "pki")
+    port = free_port()
+    proxy = EnvoyProxy(
+        EnvoyConfig(
+            upstream=secured.target,
+            listen_port=port,
+            allowed_origins=(PAGE,),
+            tls_cert=pki.server_cert,
+            tls_key=pki.server_key,
+        ),
+        workdir=tmp_path / "envoy",
+    )
+    await proxy.start_async()
+    try:
+        assert proxy.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        list_runs = METHODS[[m.name for m in METHODS].index("ListRuns")]
+
+        def check() -> None:
+            token = f"Bearer {keys.token(['viewer'])}"
+            assert status_of(proxy.url, list_runs, token, tls=context)[0] == "0"
+            assert status_of(proxy.url, list_runs, None, tls=context)[0] == "16"
+            h2 = ssl.create_default_context(cafile=str(pki.ca_file))
+            h2.set_alpn_protocols(["h2", "http/1.1"])
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                h2.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                assert tls.selected_alpn_protocol() == "h2"
+
+        await asyncio.to_thread(check)
+    finally:
+        proxy.close()
+
+
+async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_tenant(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    require_chromium()
+    require_envoy()
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as acme:
+        mine = await acme.start_run("wf", display_name="Acme launch")
+        await mine.flush()
+    globex_token = keys.token(["producer"], tenant="globex")
+    async with runstream.connect(secured.target, token=globex_token) as globex:
+        theirs = await globex.start_run("wf", display_name="Globex secret")
+        await theirs.flush()
+    envoy_port = free_port()
+    page = DashboardServer(port=0, api_port=envoy_port)
+    page.start()
+    envoy = EnvoyProxy(
+        EnvoyConfig(
+            upstream=secured.target,
+            listen_port=envoy_port,
+            allowed_origins=(page.url.rstrip("/"),),
+        ),
+        workdir=tmp_path / "envoy",
+    )
+    token = keys.token(["viewer"], sub="dana")
+    dialog = "document.querySelector('#token-dialog')"
+    listed = f"document.querySelector('[data-run-id=\"{mine.run_id}\"]') !== null"
+    try:
+        await envoy.start_async()
+        async with browser() as tab:
+            await tab.goto(page.url)
+            await tab.wait(f"{dialog} !== null && {dialog}.open")
+            reason = await tab.eval("document.querySelector('#token-reason').textContent")
+            assert "missing authorization metadata" in reason
+            await tab.screenshot("token-dialog.png", full_page=False)
+            await tab.eval(
+                f"document.querySelector('#token-input').value = {token!r};"
+                "document.querySelector('#token-form').requestSubmit()"
+            )
+            await tab.wait(f"{dialog} === null && {listed}")
+            body = await tab.eval("document.body.innerText")
+            assert "Acme launch" in body and "Globex secret" not in body
+            await tab.call("goto", url=page.url)  # a reload in the same tab: no question
+            await tab.wait(listed)
+            assert await tab.eval(f"{dialog} === null")
+            await tab.goto(f"{page.url}#/runs/{theirs.run_id}")  # another tenant's run
+            await tab.wait("document.querySelector('#app').innerText.includes('not found')")
+            assert all(token not in error for error in await tab.errors())  # never logged
+    finally:
+        envoy.close()
+        page.stop()
+        await mine.close()
+        await theirs.close()
