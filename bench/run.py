@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -263,28 +264,64 @@ def _clients(result: harness.OpenLoop) -> str:
     return f"{100 * result.extra['clients_cpu'] / result.took:.0f} %"
 
 
-def bench_openloop(seconds: float) -> None:
-    header(f"open loop: a producer at a steady rate, N watchers ({seconds:g} s each)")
+def bench_openloop(seconds: float, repeats: int) -> None:
+    header(
+        f"open loop: a producer at a steady rate, N watchers ({repeats} runs of {seconds:g} s;"
+        " p50 and p99 are the runs' medians, then the lowest and highest p99)"
+    )
     for watchers, rate, procs in ((1, 200, 1), (100, 100, 1), (1000, 10, 2)):
         count = int(rate * seconds)
-        with server("runstream") as srv:
-            rs = harness.open_loop(
-                srv, watchers=watchers, rate=rate, count=count, watcher_procs=procs
-            )
-        with server("baseline") as srv:
-            bl = harness.open_loop(
-                srv, watchers=watchers, rate=rate, count=count, watcher_procs=procs
-            )
+        runs: dict[str, list[harness.OpenLoop]] = {"runstream": [], "baseline": []}
+        for _ in range(repeats):  # interleaved, so both meet the same background load
+            for system, results in runs.items():
+                with server(system) as srv:
+                    results.append(
+                        harness.open_loop(
+                            srv, watchers=watchers, rate=rate, count=count, watcher_procs=procs
+                        )
+                    )
+        rs, bl = runs["runstream"], runs["baseline"]
         name = f"{watchers} x {rate}/s"
-        row(f"{name}: p50 / p99", _p(rs), _p(bl), ratio(rs.latency["p99"], bl.latency["p99"]))
+        row(f"{name}: p50 / p99", _p_runs(rs), _p_runs(bl), ratio(_p99(rs), _p99(bl)))
+        row(f"{name}: p99 range", _p99_range(rs), _p99_range(bl))
+        rs_busy = statistics.median(r.server_busy for r in rs)
+        bl_busy = statistics.median(r.server_busy for r in bl)
         row(
             f"{name}: server core busy",
-            f"{100 * rs.server_busy:.0f} %",
-            f"{100 * bl.server_busy:.0f} %",
-            ratio(rs.server_busy, bl.server_busy),
+            f"{100 * rs_busy:.0f} %",
+            f"{100 * bl_busy:.0f} %",
+            ratio(rs_busy, bl_busy),
         )
-        row(f"{name}: events delivered", f"{rs.latency['events']:,} ({_lost(rs)})", _lost(bl))
-        row(f"{name}: watchers' core busy", _clients(rs), _clients(bl))
+        delivered = sum(r.latency["events"] for r in rs)
+        lost = sum(r.latency["lost"] + r.latency["repeated"] for r in rs + bl)
+        row(f"{name}: events delivered", f"{delivered:,}", "", "none lost" if not lost else "LOST")
+        row(f"{name}: watchers' core busy", _clients(rs[-1]), _clients(bl[-1]))
+        if watchers == 1:  # the same without waiting for the disk: the delivery path alone
+            normal = []
+            for _ in range(repeats):
+                with server("runstream", sync="NORMAL") as srv:
+                    normal.append(harness.open_loop(srv, watchers=1, rate=rate, count=count))
+            row(
+                f"{name}, synchronous=NORMAL: p50 / p99",
+                _p_runs(normal),
+                _p_runs(bl),
+                ratio(_p99(normal), _p99(bl)),
+            )
+            row(f"{name}, synchronous=NORMAL: p99 range", _p99_range(normal), _p99_range(bl))
+
+
+def _p99(results: list[harness.OpenLoop]) -> float:
+    return statistics.median(r.latency.get("p99", 0.0) for r in results)
+
+
+def _p_runs(results: list[harness.OpenLoop]) -> str:
+    p50 = statistics.median(r.latency.get("p50", 0.0) for r in results)
+    return f"{p50:.2f} / {_p99(results):.2f} ms"
+
+
+def _p99_range(results: list[harness.OpenLoop]) -> str:
+    p99s = [r.latency.get("p99", 0.0) for r in results]
+    return f"{min(p99s):.1f} - {max(p99s):.1f} ms"
 
 
 def bench_sustained(seconds: float, search_seconds: float) -> None:
@@ -587,7 +624,7 @@ def main() -> None:
     if "message" in only:
         bench_message(int(2_000 * scale))
     if "openloop" in only:
-        bench_openloop(10 * scale)
+        bench_openloop(6 * scale, 3)
     if "sustained" in only:
         bench_sustained(20 * scale, 5 * scale)
     if "idle" in only:
