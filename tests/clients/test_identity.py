@@ -183,6 +183,8 @@ async def test_the_sdk_waits_out_limits_and_loses_nothing(
                 if e.kind == runstream.EventKind.CUSTOM
             ]
             assert ticks == list(range(60))
+            snapshot = await client.get_run(run.run_id)
+            assert (snapshot.tenant, snapshot.created_by) == ("acme", "alice")
             assert "lost (RESOURCE_EXHAUSTED" in caplog.text  # the limit did bite
             other = await second
             assert other.run_id != run.run_id

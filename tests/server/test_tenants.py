@@ -224,3 +224,34 @@ async def test_who_did_it_comes_from_the_token_not_the_request(
     assert cancel.cancelled_by == "alice"
     [created] = [e.run_created for e in events if e.HasField("run_created")]
     assert (created.tenant, created.created_by) == ("acme", "bot")
+
+
+async def test_estimates_learn_only_from_the_runs_own_tenant(
+    callers: dict[str, Caller],
+) -> None:
+    """Step durations are learnt per tenant: another tenant's runs of a workflow with the same
+    name neither feed nor reveal anything through the ETA."""
+
+    async def run_once(caller: Caller, complete: bool) -> rs.GetRunResponse:
+        created = await caller.runs.CreateRun(
+            rs.CreateRunRequest(workflow="shared-name", steps=specs("s1"))
+        )
+        run_id = created.run.run_id
+        started = ev.RunEvent(step_started=ev.StepStarted(step_id="s1"))
+        started.idempotency_key = "start"
+        await caller.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=[started]))
+        if complete:
+            done = ev.RunEvent(step_completed=ev.StepCompleted(step_id="s1"))
+            done.idempotency_key = "done"
+            end = ev.RunEvent(run_completed=ev.RunCompleted(summary="ok"))
+            end.idempotency_key = "end"
+            await caller.report.AppendEvents(
+                rp.AppendEventsRequest(run_id=run_id, events=[done, end])
+            )
+        return await callers["admin"].runs.GetRun(rs.GetRunRequest(run_id=run_id))
+
+    await run_once(callers["producer"], complete=True)  # acme learns the workflow
+    acme = await run_once(callers["producer"], complete=False)
+    globex = await run_once(callers["intruder"], complete=False)
+    assert acme.run.estimate.history_runs == 1
+    assert not globex.run.HasField("estimate")  # nothing learnt from acme's run

@@ -330,6 +330,8 @@ def run_from_pb(message: run_pb2.Run) -> Run:
         targets=tuple(target_from_pb(t) for t in message.targets),
         purged_seq=message.purged_seq,
         raw=message,
+        tenant=message.tenant,
+        created_by=message.created_by,
     )
 
 
@@ -383,6 +385,8 @@ def _run_created(m: event_pb2.RunCreated) -> RunCreated:
         labels=dict(m.labels),
         steps=tuple(step_spec_from_pb(s) for s in m.steps),
         targets=tuple(target_from_pb(t) for t in m.targets),
+        tenant=m.tenant,
+        created_by=m.created_by,
     )
 
 
@@ -391,6 +395,7 @@ def _run_status_changed(m: event_pb2.RunStatusChanged) -> RunStatusChanged:
         previous_status=enum_value(RunStatus, m.previous_status),
         status=enum_value(RunStatus, m.status),
         reason=m.reason,
+        changed_by=m.changed_by,
     )
 
 

@@ -400,6 +400,10 @@ class Run:
     targets: tuple[Target, ...]
     purged_seq: int
     raw: run_pb2.Run = field(repr=False, compare=False)
+    tenant: str = ""
+    """The tenant the run belongs to ("" on a server without authentication)."""
+    created_by: str = ""
+    """Who created it: the creating token's subject ("" without authentication)."""
 
 
 # --- event payloads ------------------------------------------------------------------------
@@ -414,6 +418,10 @@ class RunCreated:
     labels: dict[str, str]
     steps: tuple[StepSpec, ...]
     targets: tuple[Target, ...] = ()
+    tenant: str = ""
+    """The tenant the run belongs to ("" on a server without authentication)."""
+    created_by: str = ""
+    """Who created it: the creating token's subject ("" without authentication)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +438,8 @@ class RunStatusChanged:
     previous_status: RunStatus
     status: RunStatus
     reason: str
+    changed_by: str = ""
+    """Who paused or resumed it (the token's subject when the server authenticates)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -311,7 +311,9 @@ class RunManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._producers: dict[str, set[ProducerLink]] = {}
         self._feeds: dict[str, set[DecisionFeed]] = {}
-        self._history: dict[str, insight.WorkflowHistory] = {}
+        # Step durations learnt per (tenant, workflow): a tenant's estimates never come from,
+        # or tell anything about, another tenant's runs.
+        self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
         self._deadlines: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._last_heard: dict[str, float] = {}
         self._ended: dict[str, None] = {}  # ended runs in memory, oldest first
@@ -406,16 +408,18 @@ class RunManager:
                 self._evict_ended()
         return state
 
-    async def _workflow_history(self, workflow: str) -> insight.WorkflowHistory:
-        history = self._history.get(workflow)
+    async def _workflow_history(self, tenant: str, workflow: str) -> insight.WorkflowHistory:
+        history = self._history.get((tenant, workflow))
         if history is None:
             limit = self._policy.history_runs
             history = insight.WorkflowHistory(limit)
-            succeeded = RunFilter(frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow)
+            succeeded = RunFilter(
+                frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant
+            )
             page = await self._store.list_runs(succeeded, limit, None)
             for run in reversed(page.runs):  # oldest first, so the newest stay in the window
                 history.learn(run)
-            history = self._history.setdefault(workflow, history)
+            history = self._history.setdefault((tenant, workflow), history)
         return history
 
     # --- the one write path -------------------------------------------------------------------
@@ -438,7 +442,7 @@ class RunManager:
                 events = events(state)
                 if not events:
                     return AppendResult([], state.last_seq)
-            history = await self._workflow_history(state.run.workflow)
+            history = await self._workflow_history(state.run.tenant, state.run.workflow)
             known = (
                 await self._store.find_keys(run_id, [e.idempotency_key for e in events])
                 if producer
@@ -1239,7 +1243,9 @@ class RunManager:
             ):
                 continue
             heard = self._last_heard.setdefault(run_id, now)
-            history = self._history.get(state.run.workflow) or insight.WorkflowHistory(1)
+            history = self._history.get(
+                (state.run.tenant, state.run.workflow)
+            ) or insight.WorkflowHistory(1)
             threshold = insight.stall_threshold(state, history, policy)
             silence = now - heard
             if silence > threshold:
