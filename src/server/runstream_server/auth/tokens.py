@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ MIN_SECRET_BYTES = 32
 """Shorter HS256 secrets are refused at startup: they can be brute-forced offline."""
 
 _REQUIRED_CLAIMS = ("exp", "sub", "tenant")
+_VERIFIED_CACHE = 10_000
 
 
 class TokenError(Exception):
@@ -130,6 +132,9 @@ class TokenVerifier:
             accepted.update(key.algorithms)
         self.algorithms = tuple(sorted(accepted))
         """Every algorithm some configured key accepts."""
+        # Tokens already verified, until their exp: a client sends the same token on every
+        # call, and an RS256 check costs about 0.3 ms of CPU. Bounded, oldest out first.
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     def _key_for(self, header: Mapping[str, Any]) -> _Key:
         alg = header.get("alg")
@@ -154,6 +159,22 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The token's principal; raises TokenError naming the first check that failed."""
+        known = self._verified.get(token)
+        if known is not None:
+            if (
+                known.expires_at is not None
+                and time.time() < known.expires_at + self._config.leeway
+            ):
+                self._verified.move_to_end(token)
+                return known
+            del self._verified[token]  # expired: the full check below says so
+        principal = self._verify(token)
+        self._verified[token] = principal
+        if len(self._verified) > _VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
