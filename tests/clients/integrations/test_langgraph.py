@@ -353,3 +353,60 @@ async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamSe
         await asyncio.wait_for(following, 30)
     assert entered == ["first", "second"]
     assert result["summary"] == "done"
+
+
+async def test_two_interrupts_at_once_are_two_questions_each_answer_to_its_node(
+    server: RunstreamServer,
+) -> None:
+    class Votes(TypedDict, total=False):
+        legal: str
+        brand: str
+
+    def reviewer(field: str) -> Any:
+        def review(state: Votes) -> Votes:
+            return {field: interrupt({"question": f"{field} review?", "options": ["ok", "no"]})}
+
+        return review
+
+    graph = StateGraph(Votes)
+    graph.add_node("legal", reviewer("legal"))
+    graph.add_node("brand", reviewer("brand"))
+    graph.add_edge(START, "legal")
+    graph.add_edge(START, "brand")
+    graph.add_edge("legal", END)
+    graph.add_edge("brand", END)
+
+    async def answer_both(client: runstream.Client, run_id: str) -> None:
+        answers = {"legal review?": "no", "brand review?": "ok"}
+        async with client.interact([run_id], viewer="ana") as interaction:
+            async for update in interaction:
+                if isinstance(update, DecisionPrompt):
+                    choice = answers.pop(update.decision.prompt)
+                    await interaction.answer(run_id, update.decision.decision_id, choice)
+                    if not answers:
+                        return
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-parallel-reviews")
+        answering = asyncio.create_task(answer_both(client, run.run_id))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            result = await handler.run_graph(
+                graph.compile(checkpointer=InMemorySaver()),
+                {},
+                config={"configurable": {"thread_id": "reviews"}},
+            )
+            await run.complete()
+        await asyncio.wait_for(answering, 30)
+        decisions = await client.list_decisions(run.run_id)
+        steps = await client.list_steps(run.run_id)
+
+    assert result == {"legal": "no", "brand": "ok"}
+    assert sorted((d.prompt, d.choice) for d in decisions) == [
+        ("brand review?", "ok"),
+        ("legal review?", "no"),
+    ]
+    assert sorted((s.step_id, s.status.name) for s in steps) == [
+        ("brand", "SUCCEEDED"),
+        ("legal", "SUCCEEDED"),
+    ]
