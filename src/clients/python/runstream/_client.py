@@ -27,7 +27,7 @@ from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
 from runstream._retry import Backoff, is_retryable
 from runstream._stats import ServerStats, stats_from_pb
-from runstream._tracing import trace_interceptors
+from runstream._tracing import trace_metadata
 from runstream._types import (
     Decision,
     DecisionState,
@@ -136,7 +136,7 @@ class Client:
         token: str | TokenProvider | None = None,
     ) -> None:
         self._target = target
-        self._interceptors = auth_interceptors(token) + trace_interceptors()
+        self._interceptors = auth_interceptors(token)
         if isinstance(metadata, Mapping):
             self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
         else:
@@ -233,7 +233,9 @@ class Client:
 
     async def _unary(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=self._timeout, metadata=self._metadata)
+            return await method(
+                request, timeout=self._timeout, metadata=self._metadata + trace_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
 
@@ -347,7 +349,7 @@ class Client:
             report_rpc=self._report_stub.Report,
             get_run=self.get_run,
             get_decision=self.get_decision,
-            metadata=self._metadata,
+            metadata=self._metadata + trace_metadata(),
             reconnect_timeout=self._reconnect_timeout,
             max_buffered=max_buffered,
             cancel_task=cancel_task,
@@ -362,7 +364,7 @@ class Client:
         while True:
             try:
                 response: run_service_pb2.CreateRunResponse = await self._run_stub.CreateRun(
-                    request, timeout=self._timeout, metadata=self._metadata
+                    request, timeout=self._timeout, metadata=self._metadata + trace_metadata()
                 )
                 return convert.run_from_pb(response.run)
             except grpc.aio.AioRpcError as exc:
@@ -422,7 +424,7 @@ class Client:
             kinds=kinds,
             heartbeat_interval=heartbeat_interval,
             keep_open=keep_open,
-            metadata=self._metadata,
+            metadata=self._metadata + trace_metadata(),
             reconnect_timeout=self._reconnect_timeout,
         )
 
@@ -447,7 +449,7 @@ class Client:
             self._run_stub.WatchRuns,
             filter=filter,
             heartbeat_interval=heartbeat_interval,
-            metadata=self._metadata,
+            metadata=self._metadata + trace_metadata(),
             reconnect_timeout=self._reconnect_timeout,
         )
 
@@ -675,7 +677,7 @@ class Client:
             self._decision_stub.Interact,
             run_ids,
             viewer=viewer,
-            metadata=self._metadata,
+            metadata=self._metadata + trace_metadata(),
             reconnect_timeout=self._reconnect_timeout,
             max_updates=max_updates,
         )

@@ -1,19 +1,19 @@
-"""Trace context from the caller into the server: W3C ``traceparent`` on every call.
+"""Trace context from the caller into the server: W3C ``traceparent`` with each call.
 
-When the OpenTelemetry API is installed and a call is made inside a recording span, the SDK
+When the OpenTelemetry API is installed and a call starts inside a recording span, the SDK
 sends that span's context as gRPC metadata (through the configured propagator, W3C trace
 context by default). A server with tracing on continues the trace: its RPC spans are children
-of the caller's span, and a run created inside a span is traced as part of the caller's
-trace. Without OpenTelemetry, or outside any span, nothing is added and nothing is paid.
+of the caller's span, and a run started inside a span is traced as part of the caller's
+trace (the run's Report stream keeps the context of the moment the run was started, across
+reconnects). Without OpenTelemetry, or outside any span, nothing is added.
+
+It is metadata computed per call rather than a channel interceptor: interceptors would wrap
+every call and stream of every client, traced or not.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from grpc import aio
-
-__all__ = ["trace_interceptors"]
+__all__ = ["trace_metadata"]
 
 try:
     from opentelemetry import propagate, trace
@@ -21,47 +21,10 @@ except ImportError:  # the observability extra is not installed: nothing to prop
     propagate = None  # type: ignore[assignment]
 
 
-def _details(details: aio.ClientCallDetails) -> aio.ClientCallDetails:
-    if not trace.get_current_span().get_span_context().is_valid:
-        return details
+def trace_metadata() -> tuple[tuple[str, str], ...]:
+    """The current span's context as gRPC metadata pairs; () outside a span."""
+    if propagate is None or not trace.get_current_span().get_span_context().is_valid:
+        return ()
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    if not carrier:
-        return details
-    metadata = aio.Metadata(*((k, v) for k, v in (details.metadata or ()) if k not in carrier))
-    for key, value in carrier.items():
-        metadata.add(key, value)
-    return aio.ClientCallDetails(
-        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-    )
-
-
-class _UnaryUnary(aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_details(details), request)
-
-
-class _UnaryStream(aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_details(details), request)
-
-
-class _StreamUnary(aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_stream_unary(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(_details(details), request_iterator)
-
-
-class _StreamStream(aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_stream_stream(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(_details(details), request_iterator)
-
-
-def trace_interceptors() -> list[Any]:
-    """Channel interceptors that send the current trace context (none without OpenTelemetry)."""
-    if propagate is None:
-        return []
-    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+    return tuple(carrier.items())
