@@ -20,10 +20,11 @@ EXPECTED_EXPORTS = {
     "DecisionRequested", "DecisionResolved", "Custom",
     "Decision", "DecisionResult", "DecisionPrompt", "DecisionClosed", "AnswerResult",
     "InteractionUpdate", "Target", "RunDetails", "RunsUpdate", "ServerStats",
+    "ItemCounts", "ItemProgress", "SubStepDetails", "AlertAction",
     # enums
     "EventKind", "RunStatus", "StepStatus", "RunHealth", "Severity", "ActivityType",
     "MilestoneType", "DecisionOutcome", "ControlAction", "StatusCode", "DecisionState",
-    "TargetKind",
+    "TargetKind", "EstimateSource", "AlertActionType",
     # errors
     "RunstreamError", "RequestCancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",

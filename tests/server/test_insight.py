@@ -228,14 +228,15 @@ async def test_milestones_fire_once_each_in_order_and_survive_replay(
                 for e in r.events
                 if e.HasField("milestone")
             ]
-            # In the order they happened: 55 companies came with step c, quality 4.1 with d.
+            # In the order they happened: 55 companies came with step c, quality 4.1 with d;
+            # 100 % only once the run succeeded, not when its last step ended.
             assert first == [
                 "progress-25",
                 "progress-50",
                 "progress-75",
                 "target-companies_found",
-                "progress-100",
                 "quality-avg_quality",
+                "progress-100",
             ]
     finally:
         await server.stop(grace=0.1)

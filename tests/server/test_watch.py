@@ -82,10 +82,10 @@ async def test_kind_filter_is_applied_on_the_server(stubs) -> None:  # type: ign
     )
     kinds = [event_pb2.EVENT_KIND_STEP_PROGRESS, event_pb2.EVENT_KIND_STEP_COMPLETED]
     events = [e for r in await watch_all(stubs, run.run_id, kinds=kinds) for e in r.events]
-    # seqs 5-6 are the server's 25%/50% milestones, 9-10 its 75%/100%: filtered out.
+    # seq 5 is the server's "25% and 50%" milestone, 9 its 100%: filtered out.
     assert [(e.seq, e.WhichOneof("payload")) for e in events] == [
         (4, "step_progress"),
-        (8, "step_completed"),
+        (7, "step_completed"),
     ]
 
 
@@ -115,20 +115,13 @@ async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: 
     assert first.snapshot.current_step_id == "a"
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
     rest = [e for r in [r async for r in stream] for e in r.events]
-    # The server marks the progress milestones the run passed before it ends.
+    # The server marks the progress the run passed before it ends, in one milestone.
     assert [(e.seq, e.WhichOneof("payload")) for e in rest] == [
         (3, "milestone"),
-        (4, "milestone"),
-        (5, "milestone"),
-        (6, "milestone"),
-        (7, "run_completed"),
+        (4, "run_completed"),
     ]
-    assert [e.milestone.milestone_id for e in rest[:4]] == [
-        "progress-25",
-        "progress-50",
-        "progress-75",
-        "progress-100",
-    ]
+    assert rest[0].milestone.milestone_id == "progress-100"
+    assert rest[0].milestone.title == "100% complete"
 
 
 async def test_keep_open_sends_heartbeats_after_the_end(stubs) -> None:  # type: ignore[no-untyped-def]

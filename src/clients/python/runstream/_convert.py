@@ -23,6 +23,8 @@ from runstream._types import (
     ActivityType,
     AgentActivity,
     Alert,
+    AlertAction,
+    AlertActionType,
     AnswerResult,
     Artifact,
     ArtifactProduced,
@@ -40,11 +42,14 @@ from runstream._types import (
     ErrorInfo,
     ErrorRecovery,
     Estimate,
+    EstimateSource,
     EstimateUpdated,
     Event,
     EventKind,
     EventPayload,
     HealthChanged,
+    ItemCounts,
+    ItemProgress,
     MetricsUpdate,
     Milestone,
     MilestoneType,
@@ -69,6 +74,7 @@ from runstream._types import (
     StepSpec,
     StepStarted,
     StepStatus,
+    SubStepDetails,
     Target,
     TargetKind,
     TextDelta,
@@ -167,6 +173,13 @@ def _duration(message: Message, field_name: str) -> timedelta | None:
     return value.ToTimedelta()
 
 
+def datetime_to_pb(value: datetime) -> timestamp_pb2.Timestamp:
+    """A Timestamp from an aware datetime (a naive one is taken as UTC)."""
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+    return ts
+
+
 def duration_to_pb(value: timedelta | float) -> duration_pb2.Duration:
     """A Duration from a timedelta or a number of seconds."""
     duration = duration_pb2.Duration()
@@ -213,6 +226,9 @@ def step_spec_from_pb(message: run_pb2.StepSpec) -> StepSpec:
         name=message.name,
         description=message.description,
         agent=message.agent,
+        depends_on=tuple(message.depends_on),
+        track=message.track,
+        phase=message.phase,
     )
 
 
@@ -221,8 +237,37 @@ def step_spec_to_pb(spec: StepSpec | str) -> run_pb2.StepSpec:
     if isinstance(spec, str):
         return run_pb2.StepSpec(step_id=spec)
     return run_pb2.StepSpec(
-        step_id=spec.step_id, name=spec.name, description=spec.description, agent=spec.agent
+        step_id=spec.step_id,
+        name=spec.name,
+        description=spec.description,
+        agent=spec.agent,
+        depends_on=list(spec.depends_on),
+        track=spec.track,
+        phase=spec.phase,
     )
+
+
+def _sub_step_details_from_pb(
+    message: run_pb2.Step | event_pb2.StepProgress,
+) -> SubStepDetails | None:
+    if not message.HasField("sub_step_details"):
+        return None
+    details = message.sub_step_details
+    return SubStepDetails(
+        operation=details.operation,
+        model=details.model,
+        estimated_completion_time=_time(details, "estimated_completion_time"),
+    )
+
+
+def sub_step_details_to_pb(details: SubStepDetails) -> run_pb2.SubStepDetails:
+    """The SubStepDetails message for its dataclass."""
+    message = run_pb2.SubStepDetails(operation=details.operation, model=details.model)
+    if details.estimated_completion_time is not None:
+        message.estimated_completion_time.CopyFrom(
+            datetime_to_pb(details.estimated_completion_time)
+        )
+    return message
 
 
 def step_from_pb(message: run_pb2.Step) -> Step:
@@ -246,6 +291,11 @@ def step_from_pb(message: run_pb2.Step) -> Step:
         skip_reason=message.skip_reason,
         attempts=message.attempts,
         raw=message,
+        summary=message.summary,
+        depends_on=tuple(message.depends_on),
+        track=message.track,
+        phase=message.phase,
+        sub_step_details=_sub_step_details_from_pb(message),
     )
 
 
@@ -271,6 +321,8 @@ def _estimate_from_pb(message: run_pb2.Run | event_pb2.EstimateUpdated) -> Estim
         remaining_low=_duration(estimate, "remaining_low"),
         remaining_high=_duration(estimate, "remaining_high"),
         history_runs=estimate.history_runs,
+        source=enum_value(EstimateSource, estimate.source) or EstimateSource.HISTORY,
+        held=estimate.held,
     )
 
 
@@ -307,6 +359,11 @@ def run_from_pb(message: run_pb2.Run) -> Run:
             percent=message.progress.percent,
             completed_steps=message.progress.completed_steps,
             total_steps=message.progress.total_steps,
+            items=(
+                _item_counts_from_pb(message.progress.items)
+                if message.progress.HasField("items")
+                else None
+            ),
         ),
         current_step_id=message.current_step_id,
         active_agents=tuple(_active_agent_from_pb(a) for a in message.active_agents),
@@ -332,6 +389,17 @@ def run_from_pb(message: run_pb2.Run) -> Run:
         raw=message,
         tenant=message.tenant,
         created_by=message.created_by,
+        metric_units=dict(message.metric_units),
+        metric_changes=dict(message.metric_changes),
+    )
+
+
+def _item_counts_from_pb(message: run_pb2.ItemCounts) -> ItemCounts:
+    return ItemCounts(
+        completed=message.completed,
+        total=message.total,
+        unit=message.unit,
+        by_stage=dict(message.by_stage),
     )
 
 
@@ -456,6 +524,7 @@ def _error_recovery(m: event_pb2.ErrorRecovery) -> ErrorRecovery:
         affected_agents=tuple(m.affected_agents),
         user_action_required=m.user_action_required,
         attempt=m.attempt,
+        step_id=m.step_id,
     )
 
 
@@ -513,6 +582,18 @@ _PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
             sub_step=m.sub_step,
             detail=m.detail,
             tokens_processed=m.tokens_processed,
+            sub_step_details=_sub_step_details_from_pb(m),
+            estimated_time_remaining=_duration(m, "estimated_time_remaining"),
+        ),
+    ),
+    "item_progress": (
+        EventKind.ITEM_PROGRESS,
+        lambda m: ItemProgress(
+            completed=m.completed,
+            total=m.total,
+            unit=m.unit,
+            by_stage=dict(m.by_stage),
+            estimated_time_remaining=_duration(m, "estimated_time_remaining"),
         ),
     ),
     "step_completed": (EventKind.STEP_COMPLETED, _step_completed),
@@ -539,7 +620,12 @@ _PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
     ),
     "metrics_update": (
         EventKind.METRICS_UPDATE,
-        lambda m: MetricsUpdate(values=dict(m.values), step_id=m.step_id),
+        lambda m: MetricsUpdate(
+            values=dict(m.values),
+            step_id=m.step_id,
+            units=dict(m.units),
+            changes=dict(m.changes),
+        ),
     ),
     "milestone": (
         EventKind.MILESTONE,
@@ -559,6 +645,12 @@ _PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
             suggested_action=m.suggested_action,
             code=m.code,
             data=struct_to_dict(m.data),
+            step_id=m.step_id,
+            action=(
+                AlertAction(type=enum_value(AlertActionType, m.action.type), label=m.action.label)
+                if m.HasField("action")
+                else None
+            ),
         ),
     ),
     "error_recovery": (EventKind.ERROR_RECOVERY, _error_recovery),
@@ -685,18 +777,43 @@ def step_started_event(step_id: str, name: str, description: str, agent: str) ->
 
 
 def step_progress_event(
-    step_id: str, percent: float, sub_step: str, detail: str, tokens_processed: int
+    step_id: str,
+    percent: float,
+    sub_step: str,
+    detail: str,
+    tokens_processed: int,
+    sub_step_details: SubStepDetails | None = None,
+    estimated_time_remaining: timedelta | None = None,
 ) -> event_pb2.RunEvent:
     """A StepProgress event."""
-    return _event(
-        step_progress=event_pb2.StepProgress(
-            step_id=step_id,
-            percent=percent,
-            sub_step=sub_step,
-            detail=detail,
-            tokens_processed=tokens_processed,
-        )
+    payload = event_pb2.StepProgress(
+        step_id=step_id,
+        percent=percent,
+        sub_step=sub_step,
+        detail=detail,
+        tokens_processed=tokens_processed,
     )
+    if sub_step_details is not None:
+        payload.sub_step_details.CopyFrom(sub_step_details_to_pb(sub_step_details))
+    if estimated_time_remaining is not None:
+        payload.estimated_time_remaining.CopyFrom(duration_to_pb(estimated_time_remaining))
+    return _event(step_progress=payload)
+
+
+def item_progress_event(
+    completed: int,
+    total: int,
+    unit: str,
+    by_stage: Mapping[str, int] | None,
+    estimated_time_remaining: timedelta | None,
+) -> event_pb2.RunEvent:
+    """An ItemProgress event."""
+    payload = event_pb2.ItemProgress(
+        completed=completed, total=total, unit=unit, by_stage=dict(by_stage or {})
+    )
+    if estimated_time_remaining is not None:
+        payload.estimated_time_remaining.CopyFrom(duration_to_pb(estimated_time_remaining))
+    return _event(item_progress=payload)
 
 
 def step_completed_event(
@@ -806,11 +923,15 @@ def text_delta_event(
     )
 
 
-def metrics_event(values: Mapping[str, float], step_id: str) -> event_pb2.RunEvent:
+def metrics_event(
+    values: Mapping[str, float], step_id: str, units: Mapping[str, str] | None = None
+) -> event_pb2.RunEvent:
     """A MetricsUpdate event."""
     return _event(
         metrics_update=event_pb2.MetricsUpdate(
-            values={k: float(v) for k, v in values.items()}, step_id=step_id
+            values={k: float(v) for k, v in values.items()},
+            step_id=step_id,
+            units=dict(units or {}),
         )
     )
 
@@ -839,6 +960,8 @@ def alert_event(
     suggested_action: str,
     code: str,
     data: Mapping[str, Any] | None,
+    step_id: str = "",
+    action: AlertAction | None = None,
 ) -> event_pb2.RunEvent:
     """An Alert event."""
     payload = event_pb2.Alert(
@@ -846,7 +969,11 @@ def alert_event(
         message=message,
         suggested_action=suggested_action,
         code=code,
+        step_id=step_id,
     )
+    if action is not None:
+        payload.action.type = int(action.type)  # type: ignore[assignment]
+        payload.action.label = action.label
     fill_struct(payload.data, data)
     return _event(alert=payload)
 
@@ -859,6 +986,7 @@ def error_recovery_event(
     affected_agents: Iterable[str],
     user_action_required: bool,
     attempt: int,
+    step_id: str = "",
 ) -> event_pb2.RunEvent:
     """An ErrorRecovery event."""
     return _event(
@@ -870,6 +998,7 @@ def error_recovery_event(
             affected_agents=list(affected_agents),
             user_action_required=user_action_required,
             attempt=attempt,
+            step_id=step_id,
         )
     )
 

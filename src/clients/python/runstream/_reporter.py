@@ -64,6 +64,8 @@ from runstream._errors import (
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import (
     ActivityType,
+    AlertAction,
+    AlertActionType,
     ControlAction,
     Decision,
     DecisionOption,
@@ -73,6 +75,7 @@ from runstream._types import (
     Run,
     RunStatus,
     Severity,
+    SubStepDetails,
 )
 
 if TYPE_CHECKING:
@@ -88,6 +91,14 @@ if TYPE_CHECKING:
 __all__ = ["RunReporter", "StepReporter"]
 
 _log = logging.getLogger("runstream.reporter")
+
+
+def _as_timedelta(value: timedelta | float | None) -> timedelta | None:
+    """Seconds or a timedelta, as a timedelta."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    return timedelta(seconds=value)
+
 
 # Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
 # batches count from 1.
@@ -657,9 +668,40 @@ class RunReporter:
         """Reports a piece of an agent's streamed output; deltas of a message concatenate."""
         await self._report(convert.text_delta_event(agent_id, message_id, delta, final, step_id))
 
-    async def metrics(self, values: Mapping[str, float], *, step_id: str = "") -> None:
-        """Reports new values of named metrics (run-level unless ``step_id`` is given)."""
-        await self._report(convert.metrics_event(values, step_id))
+    async def metrics(
+        self,
+        values: Mapping[str, float],
+        *,
+        step_id: str = "",
+        units: Mapping[str, str] | None = None,
+    ) -> None:
+        """Reports new values of named metrics (run-level unless ``step_id`` is given).
+
+        ``units`` names the unit of some of them, for example ``{"ctr": "%"}``; the server
+        remembers it and works out each run-level metric's change since its last value.
+        """
+        await self._report(convert.metrics_event(values, step_id, units))
+
+    async def items(
+        self,
+        completed: int,
+        total: int = 0,
+        *,
+        unit: str = "",
+        by_stage: Mapping[str, int] | None = None,
+        estimated_time_remaining: timedelta | float | None = None,
+    ) -> None:
+        """Reports the run's progress in items, for example 15 of 25 "companies".
+
+        A run without steps takes its percent, estimate and progress milestones from it.
+        ``estimated_time_remaining`` (seconds or a timedelta) is the producer's own estimate
+        of the whole run, shown while the server has no history for the workflow.
+        """
+        await self._report(
+            convert.item_progress_event(
+                completed, total, unit, by_stage, _as_timedelta(estimated_time_remaining)
+            )
+        )
 
     async def milestone(
         self,
@@ -681,9 +723,19 @@ class RunReporter:
         suggested_action: str = "",
         code: str = "",
         data: Mapping[str, Any] | None = None,
+        step_id: str = "",
+        action: AlertAction | AlertActionType | None = None,
     ) -> None:
-        """Reports something that needs attention."""
-        await self._report(convert.alert_event(message, severity, suggested_action, code, data))
+        """Reports something that needs attention.
+
+        ``action`` (e.g. ``AlertActionType.PAUSE_RUN``) is the suggestion as one a dashboard
+        can offer with a button; ``suggested_action`` labels it.
+        """
+        if isinstance(action, AlertActionType):
+            action = AlertAction(action, suggested_action)
+        await self._report(
+            convert.alert_event(message, severity, suggested_action, code, data, step_id, action)
+        )
 
     async def error_recovery(
         self,
@@ -695,8 +747,9 @@ class RunReporter:
         affected_agents: Iterable[str] = (),
         user_action_required: bool = False,
         attempt: int = 1,
+        step_id: str = "",
     ) -> None:
-        """Reports an error that the workflow is recovering from."""
+        """Reports an error that the workflow is recovering from (in ``step_id``, if given)."""
         await self._report(
             convert.error_recovery_event(
                 error_message,
@@ -706,6 +759,7 @@ class RunReporter:
                 affected_agents,
                 user_action_required,
                 attempt,
+                step_id,
             )
         )
 
@@ -1145,10 +1199,24 @@ class StepReporter:
         *,
         detail: str = "",
         tokens_processed: int = 0,
+        details: SubStepDetails | None = None,
+        estimated_time_remaining: timedelta | float | None = None,
     ) -> None:
-        """Reports the step's own completion (0 to 100) and what it is doing."""
+        """Reports the step's own completion (0 to 100) and what it is doing.
+
+        ``details`` says more about the sub-step (operation, model, expected end);
+        ``estimated_time_remaining`` is the producer's own estimate of the whole run.
+        """
         await self._run._report(
-            convert.step_progress_event(self._step_id, percent, sub_step, detail, tokens_processed)
+            convert.step_progress_event(
+                self._step_id,
+                percent,
+                sub_step,
+                detail,
+                tokens_processed,
+                details,
+                _as_timedelta(estimated_time_remaining),
+            )
         )
 
     async def artifact(

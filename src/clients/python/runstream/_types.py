@@ -27,6 +27,8 @@ __all__ = [
     "ActivityType",
     "AgentActivity",
     "Alert",
+    "AlertAction",
+    "AlertActionType",
     "AnswerResult",
     "Artifact",
     "ArtifactProduced",
@@ -45,12 +47,15 @@ __all__ = [
     "ErrorInfo",
     "ErrorRecovery",
     "Estimate",
+    "EstimateSource",
     "EstimateUpdated",
     "Event",
     "EventKind",
     "EventPayload",
     "HealthChanged",
     "InteractionUpdate",
+    "ItemCounts",
+    "ItemProgress",
     "MetricsUpdate",
     "Milestone",
     "MilestoneType",
@@ -76,6 +81,7 @@ __all__ = [
     "StepSpec",
     "StepStarted",
     "StepStatus",
+    "SubStepDetails",
     "Target",
     "TargetKind",
     "TextDelta",
@@ -196,6 +202,23 @@ class ControlAction(enum.IntEnum):
     RESUME = 3
 
 
+class EstimateSource(enum.IntEnum):
+    """Where an estimate comes from: the server's learned history wins over the producer's."""
+
+    UNSPECIFIED = 0
+    HISTORY = 1
+    PRODUCER = 2
+
+
+class AlertActionType(enum.IntEnum):
+    """What an alert's suggested action does, so a client can offer it as a button."""
+
+    UNSPECIFIED = 0
+    PAUSE_RUN = 1
+    RESUME_RUN = 2
+    CANCEL_RUN = 3
+
+
 class EventKind(enum.IntEnum):
     """The kind of a run event; the number is that of the payload field in ``RunEvent``.
 
@@ -214,6 +237,7 @@ class EventKind(enum.IntEnum):
     STEP_COMPLETED = 22
     STEP_FAILED = 23
     STEP_SKIPPED = 24
+    ITEM_PROGRESS = 25
     AGENT_ACTIVITY = 30
     THINKING = 31
     MODEL_ALLOCATION = 32
@@ -248,12 +272,44 @@ class StepSpec:
         name: Human-readable name, for example "Strategy Team".
         description: What the step does.
         agent: The agent (or team) that performs the step.
+        depends_on: The steps that must finish first (the workflow graph).
+        track: The parallel track the step runs on; empty for the main track.
+        phase: The workflow phase the step belongs to, for example "Planning".
     """
 
     step_id: str
     name: str = ""
     description: str = ""
     agent: str = ""
+    depends_on: tuple[str, ...] = ()
+    track: str = ""
+    phase: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubStepDetails:
+    """What a step is doing right now: the operation, the model, when it expects to finish."""
+
+    operation: str = ""
+    model: str = ""
+    estimated_completion_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCounts:
+    """A run's progress counted in items, for example 15 of 25 companies.
+
+    Attributes:
+        completed: Items done so far.
+        total: Items the run means to produce; 0 when not known.
+        unit: What an item is, plural, for example "companies".
+        by_stage: Items per pipeline stage, for example {"found": 15, "enriched": 9}.
+    """
+
+    completed: int
+    total: int
+    unit: str = ""
+    by_stage: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +349,7 @@ class RunProgress:
     percent: float
     completed_steps: int
     total_steps: int
+    items: ItemCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +375,8 @@ class Estimate:
         remaining_low: The optimistic end of the likely range of the remaining time.
         remaining_high: The pessimistic end of the likely range.
         history_runs: How many completed runs of the workflow the estimate learned from.
+        source: HISTORY (learned by the server) or PRODUCER (the producer's own figure).
+        held: True while the run waits for input or is paused: the remaining time stands still.
     """
 
     remaining: timedelta | None
@@ -326,6 +385,8 @@ class Estimate:
     remaining_low: timedelta | None = None
     remaining_high: timedelta | None = None
     history_runs: int = 0
+    source: EstimateSource = EstimateSource.HISTORY
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +429,11 @@ class Step:
     skip_reason: str
     attempts: int
     raw: run_pb2.Step = field(repr=False, compare=False)
+    summary: str = ""
+    depends_on: tuple[str, ...] = ()
+    track: str = ""
+    phase: str = ""
+    sub_step_details: SubStepDetails | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +470,8 @@ class Run:
     """The tenant the run belongs to ("" on a server without authentication)."""
     created_by: str = ""
     """Who created it: the creating token's subject ("" without authentication)."""
+    metric_units: dict[str, str] = field(default_factory=dict)
+    metric_changes: dict[str, float] = field(default_factory=dict)
 
 
 # --- event payloads ------------------------------------------------------------------------
@@ -484,6 +552,19 @@ class StepProgress:
     sub_step: str
     detail: str
     tokens_processed: int
+    sub_step_details: SubStepDetails | None = None
+    estimated_time_remaining: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemProgress:
+    """The run's item counts changed (each report replaces the previous one)."""
+
+    completed: int
+    total: int
+    unit: str
+    by_stage: dict[str, int]
+    estimated_time_remaining: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +652,8 @@ class MetricsUpdate:
 
     values: dict[str, float]
     step_id: str
+    units: dict[str, str] = field(default_factory=dict)
+    changes: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,6 +676,16 @@ class Alert:
     suggested_action: str
     code: str
     data: dict[str, Any]
+    step_id: str = ""
+    action: AlertAction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertAction:
+    """An action an alert suggests, in a form a client can offer (pause, resume, cancel)."""
+
+    type: AlertActionType
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,6 +699,7 @@ class ErrorRecovery:
     affected_agents: tuple[str, ...]
     user_action_required: bool
     attempt: int
+    step_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -704,6 +798,7 @@ EventPayload: TypeAlias = (
     | StepCompleted
     | StepFailed
     | StepSkipped
+    | ItemProgress
     | AgentActivity
     | Thinking
     | ModelAllocation

@@ -256,6 +256,13 @@ def _metrics_update(p: str, mu: event_pb2.MetricsUpdate) -> None:
         raise InvalidArgument(f"{p}.values", "at least one metric is required")
     for key in mu.values:
         _required(f"{p}.values", key)
+    if mu.changes:
+        raise InvalidArgument(f"{p}.changes", "is written by the server; leave it empty")
+
+
+def _item_progress(p: str, items: event_pb2.ItemProgress) -> None:
+    for stage in items.by_stage:
+        _required(f"{p}.by_stage", stage)
 
 
 KINDS: dict[str, KindRules] = {
@@ -271,6 +278,8 @@ KINDS: dict[str, KindRules] = {
     "step_completed": KindRules(ids=("step_id",)),
     "step_failed": KindRules(ids=("step_id",), required=("error.message",)),
     "step_skipped": KindRules(ids=("step_id",)),
+    # Negative counts are refused by the generic rules of .fields.
+    "item_progress": KindRules(check=_item_progress),
     "agent_activity": KindRules(optional_ids=("step_id",), check=_agent_activity),
     # Reasoning, model choices and streamed text are shown to watchers; snapshots stay small.
     "thinking": KindRules(ranges=(("confidence", 0, 1),), changes_state=False),
@@ -278,9 +287,10 @@ KINDS: dict[str, KindRules] = {
     "text_delta": KindRules(required=("message_id",), changes_state=False),
     "metrics_update": KindRules(optional_ids=("step_id",), check=_metrics_update),
     "milestone": KindRules(required=("title",)),
-    # Alerts and recoveries change health through the HealthChanged the server derives.
-    "alert": KindRules(required=("message",), changes_state=False),
-    "error_recovery": KindRules(required=("error_message",), changes_state=False),
+    # Alerts and recoveries change health through the HealthChanged the server derives; the
+    # state only checks that the step they name exists.
+    "alert": KindRules(required=("message",), optional_ids=("step_id",)),
+    "error_recovery": KindRules(required=("error_message",), optional_ids=("step_id",)),
     "artifact_produced": KindRules(required=("artifact.name",), optional_ids=("artifact.step_id",)),
     # Phase changes are shown to watchers; steps carry the snapshot's progress.
     "workflow_state_change": KindRules(required=("change_type",), changes_state=False),

@@ -14,9 +14,15 @@ mean, so one slow outlier run does not skew it). A running run's remaining time 
 * for running steps, the average of "expected minus elapsed" and "elapsed extrapolated by
   the reported percent", so a step that reports progress is judged by it.
 
-Steps without history borrow the median of the workflow's other steps. With no completed
-run at all there is no estimate: unknown is said, not guessed. The range comes from the
-spread (interquartile range) of the history.
+Steps without history borrow the median of the workflow's other steps. A run without steps
+that reports item counts is judged the same way by its item fraction against the workflow's
+usual total duration. With no completed run at all the server has no estimate of its own: it
+shows the producer's (``estimated_time_remaining``, marked ESTIMATE_SOURCE_PRODUCER) when the
+producer sends one, and says nothing otherwise; as soon as history exists, it wins. The range
+comes from the spread (interquartile range) of the history.
+
+While a run waits for input or is paused its estimate is *held*: the remaining time stands
+still and the end time moves with the clock, until the run goes on.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import struct_pb2, timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
-from runstream_server.domain.state import RunState, duration_of, to_timestamp
+from runstream_server.domain.state import TERMINAL_STATUSES, RunState, duration_of, to_timestamp
 
 _DONE = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
 _HIGH = frozenset({run_pb2.SEVERITY_HIGH, run_pb2.SEVERITY_CRITICAL})
+_HOLDING = frozenset({run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED})
 PROGRESS_MARKS = (25, 50, 75, 100)
+# An overdue estimate of a run that still runs says this, not "0 s": it is not done.
+MIN_RUNNING_REMAINING = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,11 +113,93 @@ def _seconds_between(start: timestamp_pb2.Timestamp, end: timestamp_pb2.Timestam
     return max(0.0, (end.ToNanoseconds() - start.ToNanoseconds()) / 1e9)
 
 
-def estimate(state: RunState, history: WorkflowHistory, now: datetime) -> run_pb2.Estimate | None:
-    """The run's remaining time as of `now`, or None without history."""
-    if history.runs == 0:
+def _copy_estimate(source: run_pb2.Estimate) -> run_pb2.Estimate:
+    clone = run_pb2.Estimate()
+    clone.CopyFrom(source)
+    return clone
+
+
+def producer_estimate(
+    spoken: Iterable[event_pb2.RunEvent], now: datetime
+) -> run_pb2.Estimate | None:
+    """The producer's own estimate from its latest event that carries one, as of `now`."""
+    latest: tuple[float, datetime] | None = None
+    for event in spoken:
+        payload = event.step_progress if event.HasField("step_progress") else event.item_progress
+        if payload.HasField("estimated_time_remaining"):
+            said = payload.estimated_time_remaining.ToNanoseconds() / 1e9
+            when = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
+            latest = (said, when)
+    if latest is None:
         return None
+    said, when = latest
+    remaining = max(0.0, said - max(0.0, (now - when).total_seconds()))
+    left = duration_of(remaining)
+    return run_pb2.Estimate(
+        remaining=left,
+        end_time=to_timestamp(now + timedelta(seconds=remaining)),
+        remaining_low=left,
+        remaining_high=left,
+        source=run_pb2.ESTIMATE_SOURCE_PRODUCER,
+    )
+
+
+def estimate(
+    state: RunState,
+    history: WorkflowHistory,
+    now: datetime,
+    spoken: Iterable[event_pb2.RunEvent] = (),
+) -> run_pb2.Estimate | None:
+    """The run's remaining time as of `now`: learned from history when there is some, else
+    the producer's latest figure (from `spoken`, or the one already shown), else None.
+
+    A held estimate (the run waits or is paused) is returned unchanged.
+    """
+    current = state.run.estimate if state.run.HasField("estimate") else None
+    if current is not None and state.run.status in _HOLDING:
+        return _copy_estimate(current)
+    if history.runs == 0:
+        said = producer_estimate(spoken, now)
+        if said is not None:
+            return said
+        if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
+            return _copy_estimate(current)
+        return None
+    remaining = _learned_remaining(state, history, now)
+    spread = history.spread()
+    confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
+    return run_pb2.Estimate(
+        remaining=duration_of(remaining),
+        end_time=to_timestamp(now + timedelta(seconds=remaining)),
+        confidence=round(confidence, 3),
+        remaining_low=duration_of(remaining * max(0.0, 1 - spread / 2)),
+        remaining_high=duration_of(remaining * (1 + spread / 2)),
+        history_runs=history.runs,
+        source=run_pb2.ESTIMATE_SOURCE_HISTORY,
+    )
+
+
+def _by_plan_and_progress(expected: float, elapsed: float, fraction: float) -> float:
+    """Remaining time of work under way: the plan and the reported fraction, averaged."""
+    by_plan = max(expected - elapsed, 0.0)
+    if fraction >= 0.05:
+        remaining = (by_plan + elapsed * (1 - fraction) / fraction) / 2
+    else:
+        remaining = by_plan if by_plan > 0 else expected * 0.1
+    # Work that still runs is never "done in 0 s", however late it is.
+    return max(remaining, 0.05 * expected)
+
+
+def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime) -> float:
     now_ns = int(now.timestamp() * 1e9)
+    run = state.run
+    if not run.steps:
+        usual = statistics.median(history.totals)
+        started = run.start_time.ToNanoseconds() if run.HasField("start_time") else now_ns
+        elapsed = max(0.0, (now_ns - started) / 1e9)
+        items = run.progress.items
+        fraction = items.completed / items.total if items.total > 0 else 0.0
+        return _by_plan_and_progress(usual, elapsed, min(fraction, 1.0))
     ratios = []
     for step in state.run.steps:
         expected = history.expected(step.step_id)
@@ -122,26 +213,10 @@ def estimate(state: RunState, history: WorkflowHistory, now: datetime) -> run_pb
         expected = (history.expected(step.step_id) or 0.0) * pace
         if step.status == run_pb2.STEP_STATUS_RUNNING and step.HasField("start_time"):
             elapsed = max(0.0, (now_ns - step.start_time.ToNanoseconds()) / 1e9)
-            by_plan = max(expected - elapsed, 0.0)
-            fraction = step.percent / 100
-            if fraction >= 0.05:
-                by_progress = elapsed * (1 - fraction) / fraction
-                remaining += (by_plan + by_progress) / 2
-            else:
-                remaining += by_plan if by_plan > 0 else expected * 0.1
+            remaining += _by_plan_and_progress(expected, elapsed, step.percent / 100)
         else:
             remaining += expected
-    spread = history.spread()
-    confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
-    result = run_pb2.Estimate(
-        remaining=duration_of(remaining),
-        end_time=to_timestamp(now + timedelta(seconds=remaining)),
-        confidence=round(confidence, 3),
-        remaining_low=duration_of(remaining * max(0.0, 1 - spread / 2)),
-        remaining_high=duration_of(remaining * (1 + spread / 2)),
-        history_runs=history.runs,
-    )
-    return result
+    return remaining
 
 
 def estimate_moved(old: run_pb2.Estimate | None, new: run_pb2.Estimate | None) -> bool:
@@ -152,6 +227,50 @@ def estimate_moved(old: run_pb2.Estimate | None, new: run_pb2.Estimate | None) -
     remaining = new.remaining.ToNanoseconds() / 1e9
     # Relative, so short runs are corrected as often as long ones; the floor skips jitter.
     return shift > max(0.05, 0.1 * remaining)
+
+
+def count_down(run: run_pb2.Run, now: datetime) -> None:
+    """Moves a running run's estimate to `now` for a reader.
+
+    A held estimate keeps its remaining time and ends `remaining` from now. A counted-down
+    estimate whose end has passed while the run still runs keeps its (past) end time and
+    says MIN_RUNNING_REMAINING, not zero; the remaining time always stays inside its range.
+    """
+    if not run.HasField("estimate") or run.status in TERMINAL_STATUSES:
+        return
+    estimate = run.estimate
+    if estimate.held:
+        left = estimate.remaining.ToNanoseconds() / 1e9
+        estimate.end_time.CopyFrom(to_timestamp(now + timedelta(seconds=left)))
+    else:
+        counted_down(estimate, now)  # end_time stays: past it, the estimate is overdue
+        if estimate.remaining.ToNanoseconds() <= 0:
+            estimate.remaining.CopyFrom(duration_of(MIN_RUNNING_REMAINING))
+    if estimate.remaining_low.ToNanoseconds() > estimate.remaining.ToNanoseconds():
+        estimate.remaining_low.CopyFrom(estimate.remaining)
+    if estimate.remaining_high.ToNanoseconds() < estimate.remaining.ToNanoseconds():
+        estimate.remaining_high.CopyFrom(estimate.remaining)
+
+
+def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
+    """An EstimateUpdated when the run starts or stops waiting (input, pause): held while it
+    waits, as of the moment it began, and released with an end time from the moment it goes
+    on. `state` is after the batch; its update_time is the batch's last event time.
+    """
+    run = state.run
+    if not run.HasField("estimate") or state.is_terminal:
+        return []
+    holding = run.status in _HOLDING
+    if holding == run.estimate.held:
+        return []
+    now = run.update_time.ToDatetime(UTC)
+    updated = _copy_estimate(run.estimate)
+    if holding:
+        counted_down(updated, now)
+    left = updated.remaining.ToNanoseconds() / 1e9
+    updated.end_time.CopyFrom(to_timestamp(now + timedelta(seconds=left)))
+    updated.held = holding
+    return [event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=updated))]
 
 
 def counted_down(estimate: run_pb2.Estimate, now: datetime) -> None:
@@ -183,6 +302,14 @@ def next_health(health: int, event: event_pb2.RunEvent) -> int:
     return health
 
 
+def completion_health(state: RunState) -> list[event_pb2.RunEvent]:
+    """A run that succeeds is HEALTHY, whatever it recovered from on the way."""
+    health = state.run.health
+    if health in (run_pb2.RUN_HEALTH_HEALTHY, run_pb2.RUN_HEALTH_UNSPECIFIED):
+        return []
+    return [health_event(health, run_pb2.RUN_HEALTH_HEALTHY, "the run succeeded")]
+
+
 def health_event(previous: int, health: int, reason: str) -> event_pb2.RunEvent:
     return event_pb2.RunEvent(
         health_changed=event_pb2.HealthChanged(
@@ -210,31 +337,61 @@ def _milestone(
 
 
 def progress_milestones(state: RunState, *, finished: bool = False) -> list[event_pb2.RunEvent]:
-    """Milestones for every progress mark crossed and not yet fired, in order."""
-    if not state.run.steps:
-        return []  # a run without planned steps has no progress to mark
-    percent = 100.0 if finished else state.run.progress.percent
-    events = []
-    for mark in PROGRESS_MARKS:
-        key = f"progress-{mark}"
-        if percent >= mark and key not in state.milestones:
-            events.append(
-                _milestone(
-                    key,
-                    event_pb2.MILESTONE_TYPE_PROGRESS,
-                    f"{mark}% complete",
-                    _progress_note(state),
-                    percent=mark,
-                )
-            )
-    return events
+    """One milestone for the progress marks crossed and not yet fired.
 
-
-def _progress_note(state: RunState) -> str:
+    Marks crossed together (a batch that jumps from 20 % to 55 %) make one milestone naming
+    them all ("25% and 50% complete"), keyed by the highest; 100 % fires only when the run
+    has succeeded, never while its last step still runs.
+    """
     progress = state.run.progress
-    note = f"{progress.completed_steps} of {progress.total_steps} steps done"
+    if not state.run.steps and progress.items.total <= 0:
+        return []  # nothing planned to measure progress against
+    percent = 100.0 if finished else progress.percent
+    crossed = [
+        mark
+        for mark in PROGRESS_MARKS
+        if percent >= mark
+        and f"progress-{mark}" not in state.milestones
+        and (mark < 100 or finished)
+    ]
+    if not crossed:
+        return []
+    top = crossed[-1]
+    if top == 100 or len(crossed) == 1:
+        title = f"{top}% complete"
+    else:
+        title = " and ".join(f"{mark}%" for mark in crossed) + " complete"
+    payload = struct_pb2.Struct()
+    payload.update({"percent": top})
+    payload.get_or_create_list("marks").extend(crossed)
+    return [
+        event_pb2.RunEvent(
+            milestone=event_pb2.Milestone(
+                milestone_id=f"progress-{top}",
+                type=event_pb2.MILESTONE_TYPE_PROGRESS,
+                title=title,
+                description=_progress_note(state, finished=finished),
+                data=payload,
+            )
+        )
+    ]
+
+
+def _progress_note(state: RunState, *, finished: bool) -> str:
+    progress = state.run.progress
+    items = progress.items
+    if not state.run.steps:
+        unit = items.unit or "items"
+        return f"{items.completed} of {items.total} {unit}"
+    if finished:
+        return f"all {progress.total_steps} steps done"
     current = state.step(state.run.current_step_id) if state.run.current_step_id else None
-    return f"{note}, {current.name} under way" if current is not None else note
+    done = f"{progress.completed_steps} of {progress.total_steps} steps done"
+    if current is None:
+        return done
+    if progress.completed_steps == 0:
+        return f"{current.name} under way"  # never "25 % complete, 0 of 4 steps done"
+    return f"{done}, {current.name} under way"
 
 
 def target_milestones(state: RunState) -> list[event_pb2.RunEvent]:
@@ -296,18 +453,24 @@ def stall_threshold(state: RunState, history: WorkflowHistory, policy: InsightPo
     return policy.stall_after
 
 
-def health_after(health: int, events: Iterable[event_pb2.RunEvent]) -> tuple[int, str]:
-    """Health after a batch of producer events, and the event that last changed it."""
+def health_after(
+    health: int, events: Iterable[event_pb2.RunEvent], state: RunState | None = None
+) -> tuple[int, str]:
+    """Health after a batch of producer events, and the event that last changed it.
+
+    `state` (after the batch) tells a retry (the failed step started again) from the run
+    moving on to another step.
+    """
     reason = ""
     for event in events:
         updated = next_health(health, event)
         if updated != health:
-            reason = _reason(event)
+            reason = _reason(event, state)
         health = updated
     return health, reason
 
 
-def _reason(event: event_pb2.RunEvent) -> str:
+def _reason(event: event_pb2.RunEvent, state: RunState | None = None) -> str:
     name = event.WhichOneof("payload") or ""
     if name == "step_failed":
         return f"step {event.step_failed.step_id} failed: {event.step_failed.error.message}"
@@ -318,5 +481,9 @@ def _reason(event: event_pb2.RunEvent) -> str:
     if name == "step_completed":
         return f"step {event.step_completed.step_id} completed"
     if name == "step_started":
-        return f"step {event.step_started.step_id} retried"
+        step_id = event.step_started.step_id
+        step = state.step(step_id) if state is not None else None
+        if step is not None and step.attempts > 1:
+            return f"step {step_id} retried (attempt {step.attempts})"
+        return f"step {step_id} started after the failure"
     return "the producer reported again"

@@ -62,7 +62,6 @@ from runstream_server.domain.queries import (
 )
 from runstream_server.domain.state import (
     REMEMBERED_KINDS,
-    TERMINAL_STATUSES,
     RunState,
     now_utc,
     status_name,
@@ -266,8 +265,7 @@ def _summary(run: run_pb2.Run, viewers: int) -> run_pb2.Run:
 
 def _count_down(run: run_pb2.Run) -> None:
     """Readers get the remaining time as of now; the stored estimate is as of its event."""
-    if run.HasField("estimate") and run.status not in TERMINAL_STATUSES:
-        insight.counted_down(run.estimate, now_utc())
+    insight.count_down(run, now_utc())
 
 
 def _reason(what: str, by: str, why: str) -> str:
@@ -499,6 +497,9 @@ class RunManager:
                 for extra in self._after_producer_events(draft, history, spoken):
                     stage(extra, "server")
             if fresh:
+                for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
+                    stage(extra, "server")
+            if fresh:
                 if producer:
                     check_snapshot_size(draft, self._limits.max_snapshot_bytes)
                 await self._store.append(run_id, fresh, draft.run, expected_seq=state.last_seq)
@@ -525,6 +526,7 @@ class RunManager:
         ]
         if event.HasField("run_completed"):
             end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
+            extra += insight.completion_health(draft)
             extra += insight.progress_milestones(draft, finished=True)
             extra += insight.speed_milestone(draft, history, end, self._policy.speed_ratio)
         if event.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
@@ -543,11 +545,11 @@ class RunManager:
     ) -> list[event_pb2.RunEvent]:
         """What a producer's batch implies as a whole: health and a moved estimate."""
         extra: list[event_pb2.RunEvent] = []
-        health, reason = insight.health_after(draft.run.health, spoken)
+        health, reason = insight.health_after(draft.run.health, spoken, draft)
         if health != draft.run.health:
             extra.append(insight.health_event(draft.run.health, health, reason))
         as_of = spoken[-1].event_time.ToDatetime(UTC)
-        estimate = insight.estimate(draft, history, as_of)
+        estimate = insight.estimate(draft, history, as_of, spoken)
         previous = draft.run.estimate if draft.run.HasField("estimate") else None
         if insight.estimate_moved(previous, estimate):
             extra.append(

@@ -134,6 +134,11 @@ class RunState:
             self.recent_activity.append(event)
         elif name == "milestone" and event.milestone.milestone_id:
             self.milestones.add(event.milestone.milestone_id)
+            marks = event.milestone.data.fields.get("marks")
+            if event.milestone.milestone_id.startswith("progress-") and marks is not None:
+                # A combined progress milestone ("25% and 50% complete") fires every mark.
+                for value in marks.list_value.values:
+                    self.milestones.add(f"progress-{value.number_value:g}")
         elif name == "decision_requested":
             p = event.decision_requested
             decision = decision_pb2.Decision(
@@ -187,7 +192,10 @@ class RunState:
         run.create_time.CopyFrom(when)
         run.targets.extend(p.targets)
         for spec in p.steps:
-            self._add_step(spec.step_id, spec.name, spec.description, spec.agent)
+            step = self._add_step(spec.step_id, spec.name, spec.description, spec.agent)
+            step.depends_on.extend(spec.depends_on)
+            step.track = spec.track
+            step.phase = spec.phase
 
     def _on_run_status_changed(
         self, p: event_pb2.RunStatusChanged, when: timestamp_pb2.Timestamp, path: str
@@ -289,6 +297,19 @@ class RunState:
             step.detail = p.detail
         if p.tokens_processed:
             step.tokens_processed = p.tokens_processed
+        if p.HasField("sub_step_details"):
+            step.sub_step_details.CopyFrom(p.sub_step_details)
+
+    def _on_item_progress(
+        self, p: event_pb2.ItemProgress, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        items = self.run.progress.items
+        items.completed = p.completed
+        items.total = p.total
+        if p.unit:
+            items.unit = p.unit
+        items.by_stage.clear()
+        items.by_stage.update(p.by_stage)
 
     def _on_step_completed(
         self, p: event_pb2.StepCompleted, when: timestamp_pb2.Timestamp, path: str
@@ -328,10 +349,13 @@ class RunState:
         progress = self.run.progress
         progress.completed_steps = done
         progress.total_steps = len(steps)
+        items = progress.items if progress.HasField("items") else None
         if self.run.status == run_pb2.RUN_STATUS_SUCCEEDED:
             progress.percent = 100.0
         elif steps:
             progress.percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
+        elif items is not None and items.total > 0:
+            progress.percent = min(100.0, round(items.completed / items.total * 100, 2))
         if self.run.current_step_id:
             current = self.step(self.run.current_step_id)
             if current is None or current.status != run_pb2.STEP_STATUS_RUNNING:
@@ -382,14 +406,38 @@ class RunState:
     ) -> None:
         if p.step_id:
             self._known_step(p.step_id, path).metrics.update(p.values)
-        else:
-            self.run.metrics.update(p.values)
+            return
+        metrics = self.run.metrics
+        # The change is written onto the event itself before it is stored, so the log, a
+        # replay and every watcher see the same "+500".
+        p.ClearField("changes")
+        for name, value in p.values.items():
+            if name in metrics:
+                p.changes[name] = value - metrics[name]
+        self.run.metric_changes.update(p.changes)
+        for name in p.values:
+            if name not in p.changes:
+                self.run.metric_changes.pop(name, None)
+        metrics.update(p.values)
+        self.run.metric_units.update(p.units)
 
     def _on_milestone(
         self, p: event_pb2.Milestone, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         if p.milestone_id and p.milestone_id in self.milestones:
             raise FailedPrecondition(f"{path}.milestone_id: {p.milestone_id!r} already fired")
+
+    def _on_alert(self, p: event_pb2.Alert, when: timestamp_pb2.Timestamp, path: str) -> None:
+        """Alerts are shown to watchers; their effect on health comes as HealthChanged."""
+        if p.step_id:
+            self._known_step(p.step_id, path)
+
+    def _on_error_recovery(
+        self, p: event_pb2.ErrorRecovery, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Recoveries are shown to watchers; their effect on health comes as HealthChanged."""
+        if p.step_id:
+            self._known_step(p.step_id, path)
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
         # The id and step are filled in on the event itself, before it is stored, so the log

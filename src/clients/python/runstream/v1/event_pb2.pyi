@@ -27,6 +27,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_STEP_COMPLETED: _ClassVar[EventKind]
     EVENT_KIND_STEP_FAILED: _ClassVar[EventKind]
     EVENT_KIND_STEP_SKIPPED: _ClassVar[EventKind]
+    EVENT_KIND_ITEM_PROGRESS: _ClassVar[EventKind]
     EVENT_KIND_AGENT_ACTIVITY: _ClassVar[EventKind]
     EVENT_KIND_THINKING: _ClassVar[EventKind]
     EVENT_KIND_MODEL_ALLOCATION: _ClassVar[EventKind]
@@ -62,6 +63,13 @@ class MilestoneType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MILESTONE_TYPE_GROWTH: _ClassVar[MilestoneType]
     MILESTONE_TYPE_CUSTOM: _ClassVar[MilestoneType]
 
+class AlertActionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALERT_ACTION_TYPE_UNSPECIFIED: _ClassVar[AlertActionType]
+    ALERT_ACTION_TYPE_PAUSE_RUN: _ClassVar[AlertActionType]
+    ALERT_ACTION_TYPE_RESUME_RUN: _ClassVar[AlertActionType]
+    ALERT_ACTION_TYPE_CANCEL_RUN: _ClassVar[AlertActionType]
+
 class DecisionOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DECISION_OUTCOME_UNSPECIFIED: _ClassVar[DecisionOutcome]
@@ -82,6 +90,7 @@ EVENT_KIND_STEP_PROGRESS: EventKind
 EVENT_KIND_STEP_COMPLETED: EventKind
 EVENT_KIND_STEP_FAILED: EventKind
 EVENT_KIND_STEP_SKIPPED: EventKind
+EVENT_KIND_ITEM_PROGRESS: EventKind
 EVENT_KIND_AGENT_ACTIVITY: EventKind
 EVENT_KIND_THINKING: EventKind
 EVENT_KIND_MODEL_ALLOCATION: EventKind
@@ -110,6 +119,10 @@ MILESTONE_TYPE_SPEED: MilestoneType
 MILESTONE_TYPE_COMPLETION: MilestoneType
 MILESTONE_TYPE_GROWTH: MilestoneType
 MILESTONE_TYPE_CUSTOM: MilestoneType
+ALERT_ACTION_TYPE_UNSPECIFIED: AlertActionType
+ALERT_ACTION_TYPE_PAUSE_RUN: AlertActionType
+ALERT_ACTION_TYPE_RESUME_RUN: AlertActionType
+ALERT_ACTION_TYPE_CANCEL_RUN: AlertActionType
 DECISION_OUTCOME_UNSPECIFIED: DecisionOutcome
 DECISION_OUTCOME_ANSWERED: DecisionOutcome
 DECISION_OUTCOME_DEFAULTED: DecisionOutcome
@@ -118,7 +131,7 @@ DECISION_OUTCOME_SKIPPED: DecisionOutcome
 DECISION_OUTCOME_CANCELLED: DecisionOutcome
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "event_time", "idempotency_key", "run_created", "run_started", "run_status_changed", "run_completed", "run_failed", "run_cancelled", "step_started", "step_progress", "step_completed", "step_failed", "step_skipped", "agent_activity", "thinking", "model_allocation", "text_delta", "metrics_update", "milestone", "alert", "error_recovery", "artifact_produced", "workflow_state_change", "health_changed", "estimate_updated", "decision_requested", "decision_resolved", "custom")
+    __slots__ = ("run_id", "seq", "event_time", "idempotency_key", "run_created", "run_started", "run_status_changed", "run_completed", "run_failed", "run_cancelled", "step_started", "step_progress", "step_completed", "step_failed", "step_skipped", "item_progress", "agent_activity", "thinking", "model_allocation", "text_delta", "metrics_update", "milestone", "alert", "error_recovery", "artifact_produced", "workflow_state_change", "health_changed", "estimate_updated", "decision_requested", "decision_resolved", "custom")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +147,7 @@ class RunEvent(_message.Message):
     STEP_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     STEP_FAILED_FIELD_NUMBER: _ClassVar[int]
     STEP_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    ITEM_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     AGENT_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     THINKING_FIELD_NUMBER: _ClassVar[int]
     MODEL_ALLOCATION_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +178,7 @@ class RunEvent(_message.Message):
     step_completed: StepCompleted
     step_failed: StepFailed
     step_skipped: StepSkipped
+    item_progress: ItemProgress
     agent_activity: AgentActivity
     thinking: Thinking
     model_allocation: ModelAllocation
@@ -179,7 +194,7 @@ class RunEvent(_message.Message):
     decision_requested: DecisionRequested
     decision_resolved: DecisionResolved
     custom: Custom
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., health_changed: _Optional[_Union[HealthChanged, _Mapping]] = ..., estimate_updated: _Optional[_Union[EstimateUpdated, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., item_progress: _Optional[_Union[ItemProgress, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., health_changed: _Optional[_Union[HealthChanged, _Mapping]] = ..., estimate_updated: _Optional[_Union[EstimateUpdated, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
 
 class RunCreated(_message.Message):
     __slots__ = ("workflow", "display_name", "labels", "steps", "targets", "tenant", "created_by")
@@ -259,18 +274,43 @@ class StepStarted(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class StepProgress(_message.Message):
-    __slots__ = ("step_id", "percent", "sub_step", "detail", "tokens_processed")
+    __slots__ = ("step_id", "percent", "sub_step", "detail", "tokens_processed", "sub_step_details", "estimated_time_remaining")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
     SUB_STEP_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    SUB_STEP_DETAILS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TIME_REMAINING_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     percent: float
     sub_step: str
     detail: str
     tokens_processed: int
-    def __init__(self, step_id: _Optional[str] = ..., percent: _Optional[float] = ..., sub_step: _Optional[str] = ..., detail: _Optional[str] = ..., tokens_processed: _Optional[int] = ...) -> None: ...
+    sub_step_details: _run_pb2.SubStepDetails
+    estimated_time_remaining: _duration_pb2.Duration
+    def __init__(self, step_id: _Optional[str] = ..., percent: _Optional[float] = ..., sub_step: _Optional[str] = ..., detail: _Optional[str] = ..., tokens_processed: _Optional[int] = ..., sub_step_details: _Optional[_Union[_run_pb2.SubStepDetails, _Mapping]] = ..., estimated_time_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ItemProgress(_message.Message):
+    __slots__ = ("completed", "total", "unit", "by_stage", "estimated_time_remaining")
+    class ByStageEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    BY_STAGE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_TIME_REMAINING_FIELD_NUMBER: _ClassVar[int]
+    completed: int
+    total: int
+    unit: str
+    by_stage: _containers.ScalarMap[str, int]
+    estimated_time_remaining: _duration_pb2.Duration
+    def __init__(self, completed: _Optional[int] = ..., total: _Optional[int] = ..., unit: _Optional[str] = ..., by_stage: _Optional[_Mapping[str, int]] = ..., estimated_time_remaining: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class StepCompleted(_message.Message):
     __slots__ = ("step_id", "artifacts", "metrics", "duration", "summary")
@@ -382,8 +422,22 @@ class TextDelta(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., message_id: _Optional[str] = ..., delta: _Optional[str] = ..., final: _Optional[bool] = ..., step_id: _Optional[str] = ...) -> None: ...
 
 class MetricsUpdate(_message.Message):
-    __slots__ = ("values", "step_id")
+    __slots__ = ("values", "step_id", "units", "changes")
     class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class UnitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ChangesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -392,9 +446,13 @@ class MetricsUpdate(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     VALUES_FIELD_NUMBER: _ClassVar[int]
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.ScalarMap[str, float]
     step_id: str
-    def __init__(self, values: _Optional[_Mapping[str, float]] = ..., step_id: _Optional[str] = ...) -> None: ...
+    units: _containers.ScalarMap[str, str]
+    changes: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ..., step_id: _Optional[str] = ..., units: _Optional[_Mapping[str, str]] = ..., changes: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Milestone(_message.Message):
     __slots__ = ("type", "title", "description", "data", "milestone_id")
@@ -411,21 +469,33 @@ class Milestone(_message.Message):
     def __init__(self, type: _Optional[_Union[MilestoneType, str]] = ..., title: _Optional[str] = ..., description: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., milestone_id: _Optional[str] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("severity", "message", "suggested_action", "code", "data")
+    __slots__ = ("severity", "message", "suggested_action", "code", "data", "step_id", "action")
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SUGGESTED_ACTION_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
     severity: _run_pb2.Severity
     message: str
     suggested_action: str
     code: str
     data: _struct_pb2.Struct
-    def __init__(self, severity: _Optional[_Union[_run_pb2.Severity, str]] = ..., message: _Optional[str] = ..., suggested_action: _Optional[str] = ..., code: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    step_id: str
+    action: AlertAction
+    def __init__(self, severity: _Optional[_Union[_run_pb2.Severity, str]] = ..., message: _Optional[str] = ..., suggested_action: _Optional[str] = ..., code: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., step_id: _Optional[str] = ..., action: _Optional[_Union[AlertAction, _Mapping]] = ...) -> None: ...
+
+class AlertAction(_message.Message):
+    __slots__ = ("type", "label")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    type: AlertActionType
+    label: str
+    def __init__(self, type: _Optional[_Union[AlertActionType, str]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ErrorRecovery(_message.Message):
-    __slots__ = ("error_message", "severity", "recovery_strategy", "can_continue", "affected_agents", "user_action_required", "attempt")
+    __slots__ = ("error_message", "severity", "recovery_strategy", "can_continue", "affected_agents", "user_action_required", "attempt", "step_id")
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -433,6 +503,7 @@ class ErrorRecovery(_message.Message):
     AFFECTED_AGENTS_FIELD_NUMBER: _ClassVar[int]
     USER_ACTION_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STEP_ID_FIELD_NUMBER: _ClassVar[int]
     error_message: str
     severity: _run_pb2.Severity
     recovery_strategy: str
@@ -440,7 +511,8 @@ class ErrorRecovery(_message.Message):
     affected_agents: _containers.RepeatedScalarFieldContainer[str]
     user_action_required: bool
     attempt: int
-    def __init__(self, error_message: _Optional[str] = ..., severity: _Optional[_Union[_run_pb2.Severity, str]] = ..., recovery_strategy: _Optional[str] = ..., can_continue: _Optional[bool] = ..., affected_agents: _Optional[_Iterable[str]] = ..., user_action_required: _Optional[bool] = ..., attempt: _Optional[int] = ...) -> None: ...
+    step_id: str
+    def __init__(self, error_message: _Optional[str] = ..., severity: _Optional[_Union[_run_pb2.Severity, str]] = ..., recovery_strategy: _Optional[str] = ..., can_continue: _Optional[bool] = ..., affected_agents: _Optional[_Iterable[str]] = ..., user_action_required: _Optional[bool] = ..., attempt: _Optional[int] = ..., step_id: _Optional[str] = ...) -> None: ...
 
 class ArtifactProduced(_message.Message):
     __slots__ = ("artifact",)

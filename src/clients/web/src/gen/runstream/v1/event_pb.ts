@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Artifact, ErrorInfo, Estimate, RunHealth, RunStatus, Severity, StepSpec, Target } from "./run_pb";
+import type { Artifact, ErrorInfo, Estimate, RunHealth, RunStatus, Severity, StepSpec, SubStepDetails, Target } from "./run_pb";
 import { file_runstream_v1_run } from "./run_pb";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runstream/v1/event.proto.
  */
 export const file_runstream_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChhydW5zdHJlYW0vdjEvZXZlbnQucHJvdG8SDHJ1bnN0cmVhbS52MSLdCwoIUnVuRXZlbnQSDgoGcnVuX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIuCgpldmVudF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSLwoLcnVuX2NyZWF0ZWQYCiABKAsyGC5ydW5zdHJlYW0udjEuUnVuQ3JlYXRlZEgAEi8KC3J1bl9zdGFydGVkGAsgASgLMhgucnVuc3RyZWFtLnYxLlJ1blN0YXJ0ZWRIABI8ChJydW5fc3RhdHVzX2NoYW5nZWQYDCABKAsyHi5ydW5zdHJlYW0udjEuUnVuU3RhdHVzQ2hhbmdlZEgAEjMKDXJ1bl9jb21wbGV0ZWQYDSABKAsyGi5ydW5zdHJlYW0udjEuUnVuQ29tcGxldGVkSAASLQoKcnVuX2ZhaWxlZBgOIAEoCzIXLnJ1bnN0cmVhbS52MS5SdW5GYWlsZWRIABIzCg1ydW5fY2FuY2VsbGVkGA8gASgLMhoucnVuc3RyZWFtLnYxLlJ1bkNhbmNlbGxlZEgAEjEKDHN0ZXBfc3RhcnRlZBgUIAEoCzIZLnJ1bnN0cmVhbS52MS5TdGVwU3RhcnRlZEgAEjMKDXN0ZXBfcHJvZ3Jlc3MYFSABKAsyGi5ydW5zdHJlYW0udjEuU3RlcFByb2dyZXNzSAASNQoOc3RlcF9jb21wbGV0ZWQYFiABKAsyGy5ydW5zdHJlYW0udjEuU3RlcENvbXBsZXRlZEgAEi8KC3N0ZXBfZmFpbGVkGBcgASgLMhgucnVuc3RyZWFtLnYxLlN0ZXBGYWlsZWRIABIxCgxzdGVwX3NraXBwZWQYGCABKAsyGS5ydW5zdHJlYW0udjEuU3RlcFNraXBwZWRIABI1Cg5hZ2VudF9hY3Rpdml0eRgeIAEoCzIbLnJ1bnN0cmVhbS52MS5BZ2VudEFjdGl2aXR5SAASKgoIdGhpbmtpbmcYHyABKAsyFi5ydW5zdHJlYW0udjEuVGhpbmtpbmdIABI5ChBtb2RlbF9hbGxvY2F0aW9uGCAgASgLMh0ucnVuc3RyZWFtLnYxLk1vZGVsQWxsb2NhdGlvbkgAEi0KCnRleHRfZGVsdGEYISABKAsyFy5ydW5zdHJlYW0udjEuVGV4dERlbHRhSAASNQoObWV0cmljc191cGRhdGUYKCABKAsyGy5ydW5zdHJlYW0udjEuTWV0cmljc1VwZGF0ZUgAEiwKCW1pbGVzdG9uZRgpIAEoCzIXLnJ1bnN0cmVhbS52MS5NaWxlc3RvbmVIABIkCgVhbGVydBgqIAEoCzITLnJ1bnN0cmVhbS52MS5BbGVydEgAEjUKDmVycm9yX3JlY292ZXJ5GCsgASgLMhsucnVuc3RyZWFtLnYxLkVycm9yUmVjb3ZlcnlIABI7ChFhcnRpZmFjdF9wcm9kdWNlZBgsIAEoCzIeLnJ1bnN0cmVhbS52MS5BcnRpZmFjdFByb2R1Y2VkSAASQgoVd29ya2Zsb3dfc3RhdGVfY2hhbmdlGC0gASgLMiEucnVuc3RyZWFtLnYxLldvcmtmbG93U3RhdGVDaGFuZ2VIABI1Cg5oZWFsdGhfY2hhbmdlZBguIAEoCzIbLnJ1bnN0cmVhbS52MS5IZWFsdGhDaGFuZ2VkSAASOQoQZXN0aW1hdGVfdXBkYXRlZBgvIAEoCzIdLnJ1bnN0cmVhbS52MS5Fc3RpbWF0ZVVwZGF0ZWRIABI9ChJkZWNpc2lvbl9yZXF1ZXN0ZWQYMiABKAsyHy5ydW5zdHJlYW0udjEuRGVjaXNpb25SZXF1ZXN0ZWRIABI7ChFkZWNpc2lvbl9yZXNvbHZlZBgzIAEoCzIeLnJ1bnN0cmVhbS52MS5EZWNpc2lvblJlc29sdmVkSAASJgoGY3VzdG9tGDwgASgLMhQucnVuc3RyZWFtLnYxLkN1c3RvbUgAQgkKB3BheWxvYWQiiwIKClJ1bkNyZWF0ZWQSEAoId29ya2Zsb3cYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJEjQKBmxhYmVscxgDIAMoCzIkLnJ1bnN0cmVhbS52MS5SdW5DcmVhdGVkLkxhYmVsc0VudHJ5EiUKBXN0ZXBzGAQgAygLMhYucnVuc3RyZWFtLnYxLlN0ZXBTcGVjEiUKB3RhcmdldHMYBSADKAsyFC5ydW5zdHJlYW0udjEuVGFyZ2V0Eg4KBnRlbmFudBgUIAEoCRISCgpjcmVhdGVkX2J5GBUgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiHQoKUnVuU3RhcnRlZBIPCgdtZXNzYWdlGAEgASgJIpEBChBSdW5TdGF0dXNDaGFuZ2VkEjAKD3ByZXZpb3VzX3N0YXR1cxgBIAEoDjIXLnJ1bnN0cmVhbS52MS5SdW5TdGF0dXMSJwoGc3RhdHVzGAIgASgOMhcucnVuc3RyZWFtLnYxLlJ1blN0YXR1cxIOCgZyZWFzb24YAyABKAkSEgoKY2hhbmdlZF9ieRgKIAEoCSJICgxSdW5Db21wbGV0ZWQSDwoHc3VtbWFyeRgBIAEoCRInCgZyZXN1bHQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IjMKCVJ1bkZhaWxlZBImCgVlcnJvchgBIAEoCzIXLnJ1bnN0cmVhbS52MS5FcnJvckluZm8iNAoMUnVuQ2FuY2VsbGVkEg4KBnJlYXNvbhgBIAEoCRIUCgxjYW5jZWxsZWRfYnkYAiABKAkiUAoLU3RlcFN0YXJ0ZWQSDwoHc3RlcF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEg0KBWFnZW50GAQgASgJImwKDFN0ZXBQcm9ncmVzcxIPCgdzdGVwX2lkGAEgASgJEg8KB3BlcmNlbnQYAiABKAESEAoIc3ViX3N0ZXAYAyABKAkSDgoGZGV0YWlsGAQgASgJEhgKEHRva2Vuc19wcm9jZXNzZWQYBSABKAMi9AEKDVN0ZXBDb21wbGV0ZWQSDwoHc3RlcF9pZBgBIAEoCRIpCglhcnRpZmFjdHMYAiADKAsyFi5ydW5zdHJlYW0udjEuQXJ0aWZhY3QSOQoHbWV0cmljcxgDIAMoCzIoLnJ1bnN0cmVhbS52MS5TdGVwQ29tcGxldGVkLk1ldHJpY3NFbnRyeRIrCghkdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdzdW1tYXJ5GAUgASgJGi4KDE1ldHJpY3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIkUKClN0ZXBGYWlsZWQSDwoHc3RlcF9pZBgBIAEoCRImCgVlcnJvchgCIAEoCzIXLnJ1bnN0cmVhbS52MS5FcnJvckluZm8iLgoLU3RlcFNraXBwZWQSDwoHc3RlcF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkixQEKDUFnZW50QWN0aXZpdHkSEAoIYWdlbnRfaWQYASABKAkSEgoKYWdlbnRfbmFtZRgCIAEoCRISCgphZ2VudF90eXBlGAMgASgJEjEKCGFjdGl2aXR5GAQgASgOMh8ucnVuc3RyZWFtLnYxLkFnZW50QWN0aXZpdHlUeXBlEg8KB21lc3NhZ2UYBSABKAkSJQoEZGF0YRgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHc3RlcF9pZBgHIAEoCSKSAQoIVGhpbmtpbmcSFQoNdGhpbmtpbmdfdHlwZRgBIAEoCRINCgVzdGFnZRgCIAEoCRIQCghhbmFseXNpcxgDIAEoCRIPCgdmYWN0b3JzGAQgAygJEhIKCmNvbmZpZGVuY2UYBSABKAESFwoPcmVhc29uaW5nX2RlcHRoGAYgASgJEhAKCGFnZW50X2lkGAcgASgJIucBCg9Nb2RlbEFsbG9jYXRpb24SEAoIYWdlbnRfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSDAoEdGllchgDIAEoCRIRCglyZWFzb25pbmcYBCABKAkSEgoKY29tcGxleGl0eRgFIAEoCRIWCg5jb250ZXh0X3dpbmRvdxgGIAEoAxIeChFleHBlY3RlZF9jb3N0X3VzZBgHIAEoAUgAiAEBEg8KB2ZhY3RvcnMYCCADKAkSHwoXcGVyZm9ybWFuY2VfZXhwZWN0YXRpb24YCSABKAlCFAoSX2V4cGVjdGVkX2Nvc3RfdXNkImAKCVRleHREZWx0YRIQCghhZ2VudF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJEg0KBWRlbHRhGAMgASgJEg0KBWZpbmFsGAQgASgIEg8KB3N0ZXBfaWQYBSABKAkiiAEKDU1ldHJpY3NVcGRhdGUSNwoGdmFsdWVzGAEgAygLMicucnVuc3RyZWFtLnYxLk1ldHJpY3NVcGRhdGUuVmFsdWVzRW50cnkSDwoHc3RlcF9pZBgCIAEoCRotCgtWYWx1ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIpcBCglNaWxlc3RvbmUSKQoEdHlwZRgBIAEoDjIbLnJ1bnN0cmVhbS52MS5NaWxlc3RvbmVUeXBlEg0KBXRpdGxlGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEiUKBGRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhQKDG1pbGVzdG9uZV9pZBgFIAEoCSKRAQoFQWxlcnQSKAoIc2V2ZXJpdHkYASABKA4yFi5ydW5zdHJlYW0udjEuU2V2ZXJpdHkSDwoHbWVzc2FnZRgCIAEoCRIYChBzdWdnZXN0ZWRfYWN0aW9uGAMgASgJEgwKBGNvZGUYBCABKAkSJQoEZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiyQEKDUVycm9yUmVjb3ZlcnkSFQoNZXJyb3JfbWVzc2FnZRgBIAEoCRIoCghzZXZlcml0eRgCIAEoDjIWLnJ1bnN0cmVhbS52MS5TZXZlcml0eRIZChFyZWNvdmVyeV9zdHJhdGVneRgDIAEoCRIUCgxjYW5fY29udGludWUYBCABKAgSFwoPYWZmZWN0ZWRfYWdlbnRzGAUgAygJEhwKFHVzZXJfYWN0aW9uX3JlcXVpcmVkGAYgASgIEg8KB2F0dGVtcHQYByABKAUiPAoQQXJ0aWZhY3RQcm9kdWNlZBIoCghhcnRpZmFjdBgBIAEoCzIWLnJ1bnN0cmVhbS52MS5BcnRpZmFjdCKOAgoTV29ya2Zsb3dTdGF0ZUNoYW5nZRITCgtjaGFuZ2VfdHlwZRgBIAEoCRIVCg1jdXJyZW50X3N0YWdlGAIgASgJEg4KBnN0YWdlcxgDIAMoCRIdChVjb21wbGV0aW9uX3BlcmNlbnRhZ2UYBCABKAESFQoNYWN0aXZlX2FnZW50cxgFIAMoCRJOCg9waXBlbGluZV9zdGF0dXMYBiADKAsyNS5ydW5zdHJlYW0udjEuV29ya2Zsb3dTdGF0ZUNoYW5nZS5QaXBlbGluZVN0YXR1c0VudHJ5GjUKE1BpcGVsaW5lU3RhdHVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASJDCg5EZWNpc2lvbk9wdGlvbhINCgV2YWx1ZRgBIAEoCRINCgVsYWJlbBgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSLGAgoRRGVjaXNpb25SZXF1ZXN0ZWQSEwoLZGVjaXNpb25faWQYASABKAkSFQoNZGVjaXNpb25fdHlwZRgCIAEoCRIOCgZwcm9tcHQYAyABKAkSLQoHb3B0aW9ucxgEIAMoCzIcLnJ1bnN0cmVhbS52MS5EZWNpc2lvbk9wdGlvbhIWCg5kZWZhdWx0X29wdGlvbhgFIAEoCRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCGNhbl9za2lwGAcgASgIEigKB2NvbnRleHQYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhgKEGFmZmVjdHNfd29ya2Zsb3cYCSABKAgSLAoIZGVhZGxpbmUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInwKEERlY2lzaW9uUmVzb2x2ZWQSEwoLZGVjaXNpb25faWQYASABKAkSLgoHb3V0Y29tZRgCIAEoDjIdLnJ1bnN0cmVhbS52MS5EZWNpc2lvbk91dGNvbWUSDgoGY2hvaWNlGAMgASgJEhMKC2Fuc3dlcmVkX2J5GAQgASgJIj0KBkN1c3RvbRIMCgR0eXBlGAEgASgJEiUKBGRhdGEYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0InoKDUhlYWx0aENoYW5nZWQSMAoPcHJldmlvdXNfaGVhbHRoGAEgASgOMhcucnVuc3RyZWFtLnYxLlJ1bkhlYWx0aBInCgZoZWFsdGgYAiABKA4yFy5ydW5zdHJlYW0udjEuUnVuSGVhbHRoEg4KBnJlYXNvbhgDIAEoCSI7Cg9Fc3RpbWF0ZVVwZGF0ZWQSKAoIZXN0aW1hdGUYASABKAsyFi5ydW5zdHJlYW0udjEuRXN0aW1hdGUqsgYKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWRVZFTlRfS0lORF9SVU5fQ1JFQVRFRBAKEhoKFkVWRU5UX0tJTkRfUlVOX1NUQVJURUQQCxIhCh1FVkVOVF9LSU5EX1JVTl9TVEFUVVNfQ0hBTkdFRBAMEhwKGEVWRU5UX0tJTkRfUlVOX0NPTVBMRVRFRBANEhkKFUVWRU5UX0tJTkRfUlVOX0ZBSUxFRBAOEhwKGEVWRU5UX0tJTkRfUlVOX0NBTkNFTExFRBAPEhsKF0VWRU5UX0tJTkRfU1RFUF9TVEFSVEVEEBQSHAoYRVZFTlRfS0lORF9TVEVQX1BST0dSRVNTEBUSHQoZRVZFTlRfS0lORF9TVEVQX0NPTVBMRVRFRBAWEhoKFkVWRU5UX0tJTkRfU1RFUF9GQUlMRUQQFxIbChdFVkVOVF9LSU5EX1NURVBfU0tJUFBFRBAYEh0KGUVWRU5UX0tJTkRfQUdFTlRfQUNUSVZJVFkQHhIXChNFVkVOVF9LSU5EX1RISU5LSU5HEB8SHwobRVZFTlRfS0lORF9NT0RFTF9BTExPQ0FUSU9OECASGQoVRVZFTlRfS0lORF9URVhUX0RFTFRBECESHQoZRVZFTlRfS0lORF9NRVRSSUNTX1VQREFURRAoEhgKFEVWRU5UX0tJTkRfTUlMRVNUT05FECkSFAoQRVZFTlRfS0lORF9BTEVSVBAqEh0KGUVWRU5UX0tJTkRfRVJST1JfUkVDT1ZFUlkQKxIgChxFVkVOVF9LSU5EX0FSVElGQUNUX1BST0RVQ0VEECwSJAogRVZFTlRfS0lORF9XT1JLRkxPV19TVEFURV9DSEFOR0UQLRIdChlFVkVOVF9LSU5EX0hFQUxUSF9DSEFOR0VEEC4SHwobRVZFTlRfS0lORF9FU1RJTUFURV9VUERBVEVEEC8SIQodRVZFTlRfS0lORF9ERUNJU0lPTl9SRVFVRVNURUQQMhIgChxFVkVOVF9LSU5EX0RFQ0lTSU9OX1JFU09MVkVEEDMSFQoRRVZFTlRfS0lORF9DVVNUT00QPCq+AQoRQWdlbnRBY3Rpdml0eVR5cGUSIwofQUdFTlRfQUNUSVZJVFlfVFlQRV9VTlNQRUNJRklFRBAAEh8KG0FHRU5UX0FDVElWSVRZX1RZUEVfU1RBUlRFRBABEiAKHEFHRU5UX0FDVElWSVRZX1RZUEVfUFJPR1JFU1MQAhIhCh1BR0VOVF9BQ1RJVklUWV9UWVBFX0NPTVBMRVRFRBADEh4KGkFHRU5UX0FDVElWSVRZX1RZUEVfRkFJTEVEEAQq+gEKDU1pbGVzdG9uZVR5cGUSHgoaTUlMRVNUT05FX1RZUEVfVU5TUEVDSUZJRUQQABIbChdNSUxFU1RPTkVfVFlQRV9QUk9HUkVTUxABEiEKHU1JTEVTVE9ORV9UWVBFX1RBUkdFVF9SRUFDSEVEEAISGgoWTUlMRVNUT05FX1RZUEVfUVVBTElUWRADEhgKFE1JTEVTVE9ORV9UWVBFX1NQRUVEEAQSHQoZTUlMRVNUT05FX1RZUEVfQ09NUExFVElPThAFEhkKFU1JTEVTVE9ORV9UWVBFX0dST1dUSBAGEhkKFU1JTEVTVE9ORV9UWVBFX0NVU1RPTRAHKtABCg9EZWNpc2lvbk91dGNvbWUSIAocREVDSVNJT05fT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGURFQ0lTSU9OX09VVENPTUVfQU5TV0VSRUQQARIeChpERUNJU0lPTl9PVVRDT01FX0RFRkFVTFRFRBACEh4KGkRFQ0lTSU9OX09VVENPTUVfVElNRURfT1VUEAMSHAoYREVDSVNJT05fT1VUQ09NRV9TS0lQUEVEEAQSHgoaREVDSVNJT05fT1VUQ09NRV9DQU5DRUxMRUQQBWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runstream_v1_run]);
+  fileDesc("ChhydW5zdHJlYW0vdjEvZXZlbnQucHJvdG8SDHJ1bnN0cmVhbS52MSKSDAoIUnVuRXZlbnQSDgoGcnVuX2lkGAEgASgJEgsKA3NlcRgCIAEoAxIuCgpldmVudF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkSLwoLcnVuX2NyZWF0ZWQYCiABKAsyGC5ydW5zdHJlYW0udjEuUnVuQ3JlYXRlZEgAEi8KC3J1bl9zdGFydGVkGAsgASgLMhgucnVuc3RyZWFtLnYxLlJ1blN0YXJ0ZWRIABI8ChJydW5fc3RhdHVzX2NoYW5nZWQYDCABKAsyHi5ydW5zdHJlYW0udjEuUnVuU3RhdHVzQ2hhbmdlZEgAEjMKDXJ1bl9jb21wbGV0ZWQYDSABKAsyGi5ydW5zdHJlYW0udjEuUnVuQ29tcGxldGVkSAASLQoKcnVuX2ZhaWxlZBgOIAEoCzIXLnJ1bnN0cmVhbS52MS5SdW5GYWlsZWRIABIzCg1ydW5fY2FuY2VsbGVkGA8gASgLMhoucnVuc3RyZWFtLnYxLlJ1bkNhbmNlbGxlZEgAEjEKDHN0ZXBfc3RhcnRlZBgUIAEoCzIZLnJ1bnN0cmVhbS52MS5TdGVwU3RhcnRlZEgAEjMKDXN0ZXBfcHJvZ3Jlc3MYFSABKAsyGi5ydW5zdHJlYW0udjEuU3RlcFByb2dyZXNzSAASNQoOc3RlcF9jb21wbGV0ZWQYFiABKAsyGy5ydW5zdHJlYW0udjEuU3RlcENvbXBsZXRlZEgAEi8KC3N0ZXBfZmFpbGVkGBcgASgLMhgucnVuc3RyZWFtLnYxLlN0ZXBGYWlsZWRIABIxCgxzdGVwX3NraXBwZWQYGCABKAsyGS5ydW5zdHJlYW0udjEuU3RlcFNraXBwZWRIABIzCg1pdGVtX3Byb2dyZXNzGBkgASgLMhoucnVuc3RyZWFtLnYxLkl0ZW1Qcm9ncmVzc0gAEjUKDmFnZW50X2FjdGl2aXR5GB4gASgLMhsucnVuc3RyZWFtLnYxLkFnZW50QWN0aXZpdHlIABIqCgh0aGlua2luZxgfIAEoCzIWLnJ1bnN0cmVhbS52MS5UaGlua2luZ0gAEjkKEG1vZGVsX2FsbG9jYXRpb24YICABKAsyHS5ydW5zdHJlYW0udjEuTW9kZWxBbGxvY2F0aW9uSAASLQoKdGV4dF9kZWx0YRghIAEoCzIXLnJ1bnN0cmVhbS52MS5UZXh0RGVsdGFIABI1Cg5tZXRyaWNzX3VwZGF0ZRgoIAEoCzIbLnJ1bnN0cmVhbS52MS5NZXRyaWNzVXBkYXRlSAASLAoJbWlsZXN0b25lGCkgASgLMhcucnVuc3RyZWFtLnYxLk1pbGVzdG9uZUgAEiQKBWFsZXJ0GCogASgLMhMucnVuc3RyZWFtLnYxLkFsZXJ0SAASNQoOZXJyb3JfcmVjb3ZlcnkYKyABKAsyGy5ydW5zdHJlYW0udjEuRXJyb3JSZWNvdmVyeUgAEjsKEWFydGlmYWN0X3Byb2R1Y2VkGCwgASgLMh4ucnVuc3RyZWFtLnYxLkFydGlmYWN0UHJvZHVjZWRIABJCChV3b3JrZmxvd19zdGF0ZV9jaGFuZ2UYLSABKAsyIS5ydW5zdHJlYW0udjEuV29ya2Zsb3dTdGF0ZUNoYW5nZUgAEjUKDmhlYWx0aF9jaGFuZ2VkGC4gASgLMhsucnVuc3RyZWFtLnYxLkhlYWx0aENoYW5nZWRIABI5ChBlc3RpbWF0ZV91cGRhdGVkGC8gASgLMh0ucnVuc3RyZWFtLnYxLkVzdGltYXRlVXBkYXRlZEgAEj0KEmRlY2lzaW9uX3JlcXVlc3RlZBgyIAEoCzIfLnJ1bnN0cmVhbS52MS5EZWNpc2lvblJlcXVlc3RlZEgAEjsKEWRlY2lzaW9uX3Jlc29sdmVkGDMgASgLMh4ucnVuc3RyZWFtLnYxLkRlY2lzaW9uUmVzb2x2ZWRIABImCgZjdXN0b20YPCABKAsyFC5ydW5zdHJlYW0udjEuQ3VzdG9tSABCCQoHcGF5bG9hZCKLAgoKUnVuQ3JlYXRlZBIQCgh3b3JrZmxvdxgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSNAoGbGFiZWxzGAMgAygLMiQucnVuc3RyZWFtLnYxLlJ1bkNyZWF0ZWQuTGFiZWxzRW50cnkSJQoFc3RlcHMYBCADKAsyFi5ydW5zdHJlYW0udjEuU3RlcFNwZWMSJQoHdGFyZ2V0cxgFIAMoCzIULnJ1bnN0cmVhbS52MS5UYXJnZXQSDgoGdGVuYW50GBQgASgJEhIKCmNyZWF0ZWRfYnkYFSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIdCgpSdW5TdGFydGVkEg8KB21lc3NhZ2UYASABKAkikQEKEFJ1blN0YXR1c0NoYW5nZWQSMAoPcHJldmlvdXNfc3RhdHVzGAEgASgOMhcucnVuc3RyZWFtLnYxLlJ1blN0YXR1cxInCgZzdGF0dXMYAiABKA4yFy5ydW5zdHJlYW0udjEuUnVuU3RhdHVzEg4KBnJlYXNvbhgDIAEoCRISCgpjaGFuZ2VkX2J5GAogASgJIkgKDFJ1bkNvbXBsZXRlZBIPCgdzdW1tYXJ5GAEgASgJEicKBnJlc3VsdBgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiMwoJUnVuRmFpbGVkEiYKBWVycm9yGAEgASgLMhcucnVuc3RyZWFtLnYxLkVycm9ySW5mbyI0CgxSdW5DYW5jZWxsZWQSDgoGcmVhc29uGAEgASgJEhQKDGNhbmNlbGxlZF9ieRgCIAEoCSJQCgtTdGVwU3RhcnRlZBIPCgdzdGVwX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSDQoFYWdlbnQYBCABKAki4QEKDFN0ZXBQcm9ncmVzcxIPCgdzdGVwX2lkGAEgASgJEg8KB3BlcmNlbnQYAiABKAESEAoIc3ViX3N0ZXAYAyABKAkSDgoGZGV0YWlsGAQgASgJEhgKEHRva2Vuc19wcm9jZXNzZWQYBSABKAMSNgoQc3ViX3N0ZXBfZGV0YWlscxgGIAEoCzIcLnJ1bnN0cmVhbS52MS5TdWJTdGVwRGV0YWlscxI7Chhlc3RpbWF0ZWRfdGltZV9yZW1haW5pbmcYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i5gEKDEl0ZW1Qcm9ncmVzcxIRCgljb21wbGV0ZWQYASABKAMSDQoFdG90YWwYAiABKAMSDAoEdW5pdBgDIAEoCRI5CghieV9zdGFnZRgEIAMoCzInLnJ1bnN0cmVhbS52MS5JdGVtUHJvZ3Jlc3MuQnlTdGFnZUVudHJ5EjsKGGVzdGltYXRlZF90aW1lX3JlbWFpbmluZxgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhouCgxCeVN0YWdlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASL0AQoNU3RlcENvbXBsZXRlZBIPCgdzdGVwX2lkGAEgASgJEikKCWFydGlmYWN0cxgCIAMoCzIWLnJ1bnN0cmVhbS52MS5BcnRpZmFjdBI5CgdtZXRyaWNzGAMgAygLMigucnVuc3RyZWFtLnYxLlN0ZXBDb21wbGV0ZWQuTWV0cmljc0VudHJ5EisKCGR1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB3N1bW1hcnkYBSABKAkaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEiRQoKU3RlcEZhaWxlZBIPCgdzdGVwX2lkGAEgASgJEiYKBWVycm9yGAIgASgLMhcucnVuc3RyZWFtLnYxLkVycm9ySW5mbyIuCgtTdGVwU2tpcHBlZBIPCgdzdGVwX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSLFAQoNQWdlbnRBY3Rpdml0eRIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9uYW1lGAIgASgJEhIKCmFnZW50X3R5cGUYAyABKAkSMQoIYWN0aXZpdHkYBCABKA4yHy5ydW5zdHJlYW0udjEuQWdlbnRBY3Rpdml0eVR5cGUSDwoHbWVzc2FnZRgFIAEoCRIlCgRkYXRhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdzdGVwX2lkGAcgASgJIpIBCghUaGlua2luZxIVCg10aGlua2luZ190eXBlGAEgASgJEg0KBXN0YWdlGAIgASgJEhAKCGFuYWx5c2lzGAMgASgJEg8KB2ZhY3RvcnMYBCADKAkSEgoKY29uZmlkZW5jZRgFIAEoARIXCg9yZWFzb25pbmdfZGVwdGgYBiABKAkSEAoIYWdlbnRfaWQYByABKAki5wEKD01vZGVsQWxsb2NhdGlvbhIQCghhZ2VudF9pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIMCgR0aWVyGAMgASgJEhEKCXJlYXNvbmluZxgEIAEoCRISCgpjb21wbGV4aXR5GAUgASgJEhYKDmNvbnRleHRfd2luZG93GAYgASgDEh4KEWV4cGVjdGVkX2Nvc3RfdXNkGAcgASgBSACIAQESDwoHZmFjdG9ycxgIIAMoCRIfChdwZXJmb3JtYW5jZV9leHBlY3RhdGlvbhgJIAEoCUIUChJfZXhwZWN0ZWRfY29zdF91c2QiYAoJVGV4dERlbHRhEhAKCGFnZW50X2lkGAEgASgJEhIKCm1lc3NhZ2VfaWQYAiABKAkSDQoFZGVsdGEYAyABKAkSDQoFZmluYWwYBCABKAgSDwoHc3RlcF9pZBgFIAEoCSLYAgoNTWV0cmljc1VwZGF0ZRI3CgZ2YWx1ZXMYASADKAsyJy5ydW5zdHJlYW0udjEuTWV0cmljc1VwZGF0ZS5WYWx1ZXNFbnRyeRIPCgdzdGVwX2lkGAIgASgJEjUKBXVuaXRzGAMgAygLMiYucnVuc3RyZWFtLnYxLk1ldHJpY3NVcGRhdGUuVW5pdHNFbnRyeRI5CgdjaGFuZ2VzGAQgAygLMigucnVuc3RyZWFtLnYxLk1ldHJpY3NVcGRhdGUuQ2hhbmdlc0VudHJ5Gi0KC1ZhbHVlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaLAoKVW5pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDENoYW5nZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBIpcBCglNaWxlc3RvbmUSKQoEdHlwZRgBIAEoDjIbLnJ1bnN0cmVhbS52MS5NaWxlc3RvbmVUeXBlEg0KBXRpdGxlGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEiUKBGRhdGEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhQKDG1pbGVzdG9uZV9pZBgFIAEoCSLNAQoFQWxlcnQSKAoIc2V2ZXJpdHkYASABKA4yFi5ydW5zdHJlYW0udjEuU2V2ZXJpdHkSDwoHbWVzc2FnZRgCIAEoCRIYChBzdWdnZXN0ZWRfYWN0aW9uGAMgASgJEgwKBGNvZGUYBCABKAkSJQoEZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHc3RlcF9pZBgGIAEoCRIpCgZhY3Rpb24YByABKAsyGS5ydW5zdHJlYW0udjEuQWxlcnRBY3Rpb24iSQoLQWxlcnRBY3Rpb24SKwoEdHlwZRgBIAEoDjIdLnJ1bnN0cmVhbS52MS5BbGVydEFjdGlvblR5cGUSDQoFbGFiZWwYAiABKAki2gEKDUVycm9yUmVjb3ZlcnkSFQoNZXJyb3JfbWVzc2FnZRgBIAEoCRIoCghzZXZlcml0eRgCIAEoDjIWLnJ1bnN0cmVhbS52MS5TZXZlcml0eRIZChFyZWNvdmVyeV9zdHJhdGVneRgDIAEoCRIUCgxjYW5fY29udGludWUYBCABKAgSFwoPYWZmZWN0ZWRfYWdlbnRzGAUgAygJEhwKFHVzZXJfYWN0aW9uX3JlcXVpcmVkGAYgASgIEg8KB2F0dGVtcHQYByABKAUSDwoHc3RlcF9pZBgIIAEoCSI8ChBBcnRpZmFjdFByb2R1Y2VkEigKCGFydGlmYWN0GAEgASgLMhYucnVuc3RyZWFtLnYxLkFydGlmYWN0Io4CChNXb3JrZmxvd1N0YXRlQ2hhbmdlEhMKC2NoYW5nZV90eXBlGAEgASgJEhUKDWN1cnJlbnRfc3RhZ2UYAiABKAkSDgoGc3RhZ2VzGAMgAygJEh0KFWNvbXBsZXRpb25fcGVyY2VudGFnZRgEIAEoARIVCg1hY3RpdmVfYWdlbnRzGAUgAygJEk4KD3BpcGVsaW5lX3N0YXR1cxgGIAMoCzI1LnJ1bnN0cmVhbS52MS5Xb3JrZmxvd1N0YXRlQ2hhbmdlLlBpcGVsaW5lU3RhdHVzRW50cnkaNQoTUGlwZWxpbmVTdGF0dXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAg6AjgBIkMKDkRlY2lzaW9uT3B0aW9uEg0KBXZhbHVlGAEgASgJEg0KBWxhYmVsGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJIsYCChFEZWNpc2lvblJlcXVlc3RlZBITCgtkZWNpc2lvbl9pZBgBIAEoCRIVCg1kZWNpc2lvbl90eXBlGAIgASgJEg4KBnByb21wdBgDIAEoCRItCgdvcHRpb25zGAQgAygLMhwucnVuc3RyZWFtLnYxLkRlY2lzaW9uT3B0aW9uEhYKDmRlZmF1bHRfb3B0aW9uGAUgASgJEioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEAoIY2FuX3NraXAYByABKAgSKAoHY29udGV4dBgIIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGAoQYWZmZWN0c193b3JrZmxvdxgJIAEoCBIsCghkZWFkbGluZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAifAoQRGVjaXNpb25SZXNvbHZlZBITCgtkZWNpc2lvbl9pZBgBIAEoCRIuCgdvdXRjb21lGAIgASgOMh0ucnVuc3RyZWFtLnYxLkRlY2lzaW9uT3V0Y29tZRIOCgZjaG9pY2UYAyABKAkSEwoLYW5zd2VyZWRfYnkYBCABKAkiPQoGQ3VzdG9tEgwKBHR5cGUYASABKAkSJQoEZGF0YRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiegoNSGVhbHRoQ2hhbmdlZBIwCg9wcmV2aW91c19oZWFsdGgYASABKA4yFy5ydW5zdHJlYW0udjEuUnVuSGVhbHRoEicKBmhlYWx0aBgCIAEoDjIXLnJ1bnN0cmVhbS52MS5SdW5IZWFsdGgSDgoGcmVhc29uGAMgASgJIjsKD0VzdGltYXRlVXBkYXRlZBIoCghlc3RpbWF0ZRgBIAEoCzIWLnJ1bnN0cmVhbS52MS5Fc3RpbWF0ZSrQBgoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIaChZFVkVOVF9LSU5EX1JVTl9DUkVBVEVEEAoSGgoWRVZFTlRfS0lORF9SVU5fU1RBUlRFRBALEiEKHUVWRU5UX0tJTkRfUlVOX1NUQVRVU19DSEFOR0VEEAwSHAoYRVZFTlRfS0lORF9SVU5fQ09NUExFVEVEEA0SGQoVRVZFTlRfS0lORF9SVU5fRkFJTEVEEA4SHAoYRVZFTlRfS0lORF9SVU5fQ0FOQ0VMTEVEEA8SGwoXRVZFTlRfS0lORF9TVEVQX1NUQVJURUQQFBIcChhFVkVOVF9LSU5EX1NURVBfUFJPR1JFU1MQFRIdChlFVkVOVF9LSU5EX1NURVBfQ09NUExFVEVEEBYSGgoWRVZFTlRfS0lORF9TVEVQX0ZBSUxFRBAXEhsKF0VWRU5UX0tJTkRfU1RFUF9TS0lQUEVEEBgSHAoYRVZFTlRfS0lORF9JVEVNX1BST0dSRVNTEBkSHQoZRVZFTlRfS0lORF9BR0VOVF9BQ1RJVklUWRAeEhcKE0VWRU5UX0tJTkRfVEhJTktJTkcQHxIfChtFVkVOVF9LSU5EX01PREVMX0FMTE9DQVRJT04QIBIZChVFVkVOVF9LSU5EX1RFWFRfREVMVEEQIRIdChlFVkVOVF9LSU5EX01FVFJJQ1NfVVBEQVRFECgSGAoURVZFTlRfS0lORF9NSUxFU1RPTkUQKRIUChBFVkVOVF9LSU5EX0FMRVJUECoSHQoZRVZFTlRfS0lORF9FUlJPUl9SRUNPVkVSWRArEiAKHEVWRU5UX0tJTkRfQVJUSUZBQ1RfUFJPRFVDRUQQLBIkCiBFVkVOVF9LSU5EX1dPUktGTE9XX1NUQVRFX0NIQU5HRRAtEh0KGUVWRU5UX0tJTkRfSEVBTFRIX0NIQU5HRUQQLhIfChtFVkVOVF9LSU5EX0VTVElNQVRFX1VQREFURUQQLxIhCh1FVkVOVF9LSU5EX0RFQ0lTSU9OX1JFUVVFU1RFRBAyEiAKHEVWRU5UX0tJTkRfREVDSVNJT05fUkVTT0xWRUQQMxIVChFFVkVOVF9LSU5EX0NVU1RPTRA8Kr4BChFBZ2VudEFjdGl2aXR5VHlwZRIjCh9BR0VOVF9BQ1RJVklUWV9UWVBFX1VOU1BFQ0lGSUVEEAASHwobQUdFTlRfQUNUSVZJVFlfVFlQRV9TVEFSVEVEEAESIAocQUdFTlRfQUNUSVZJVFlfVFlQRV9QUk9HUkVTUxACEiEKHUFHRU5UX0FDVElWSVRZX1RZUEVfQ09NUExFVEVEEAMSHgoaQUdFTlRfQUNUSVZJVFlfVFlQRV9GQUlMRUQQBCr6AQoNTWlsZXN0b25lVHlwZRIeChpNSUxFU1RPTkVfVFlQRV9VTlNQRUNJRklFRBAAEhsKF01JTEVTVE9ORV9UWVBFX1BST0dSRVNTEAESIQodTUlMRVNUT05FX1RZUEVfVEFSR0VUX1JFQUNIRUQQAhIaChZNSUxFU1RPTkVfVFlQRV9RVUFMSVRZEAMSGAoUTUlMRVNUT05FX1RZUEVfU1BFRUQQBBIdChlNSUxFU1RPTkVfVFlQRV9DT01QTEVUSU9OEAUSGQoVTUlMRVNUT05FX1RZUEVfR1JPV1RIEAYSGQoVTUlMRVNUT05FX1RZUEVfQ1VTVE9NEAcqmQEKD0FsZXJ0QWN0aW9uVHlwZRIhCh1BTEVSVF9BQ1RJT05fVFlQRV9VTlNQRUNJRklFRBAAEh8KG0FMRVJUX0FDVElPTl9UWVBFX1BBVVNFX1JVThABEiAKHEFMRVJUX0FDVElPTl9UWVBFX1JFU1VNRV9SVU4QAhIgChxBTEVSVF9BQ1RJT05fVFlQRV9DQU5DRUxfUlVOEAMq0AEKD0RlY2lzaW9uT3V0Y29tZRIgChxERUNJU0lPTl9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHQoZREVDSVNJT05fT1VUQ09NRV9BTlNXRVJFRBABEh4KGkRFQ0lTSU9OX09VVENPTUVfREVGQVVMVEVEEAISHgoaREVDSVNJT05fT1VUQ09NRV9USU1FRF9PVVQQAxIcChhERUNJU0lPTl9PVVRDT01FX1NLSVBQRUQQBBIeChpERUNJU0lPTl9PVVRDT01FX0NBTkNFTExFRBAFYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_runstream_v1_run]);
 
 /**
  * One fact about a run, in the run's log. Events are numbered by the server: `seq` is 1 for
@@ -150,6 +150,14 @@ export type RunEvent = Message<"runstream.v1.RunEvent"> & {
      */
     value: StepSkipped;
     case: "stepSkipped";
+  } | {
+    /**
+     * The run's item counts changed.
+     *
+     * @generated from field: runstream.v1.ItemProgress item_progress = 25;
+     */
+    value: ItemProgress;
+    case: "itemProgress";
   } | {
     /**
      * An agent started, progressed, completed or failed a piece of work.
@@ -571,6 +579,21 @@ export type StepProgress = Message<"runstream.v1.StepProgress"> & {
    * @generated from field: int64 tokens_processed = 5;
    */
   tokensProcessed: bigint;
+
+  /**
+   * Details of the current sub-step; replaces the step's previous details when set.
+   *
+   * @generated from field: runstream.v1.SubStepDetails sub_step_details = 6;
+   */
+  subStepDetails?: SubStepDetails | undefined;
+
+  /**
+   * The producer's own estimate of the time until the whole run finishes. The server
+   * shows it, marked as the producer's, while it has no history for the workflow.
+   *
+   * @generated from field: google.protobuf.Duration estimated_time_remaining = 7;
+   */
+  estimatedTimeRemaining?: Duration | undefined;
 };
 
 /**
@@ -579,6 +602,57 @@ export type StepProgress = Message<"runstream.v1.StepProgress"> & {
  */
 export const StepProgressSchema: GenMessage<StepProgress> = /*@__PURE__*/
   messageDesc(file_runstream_v1_event, 8);
+
+/**
+ * The run's item counts changed, for example 15 of 25 companies found. Each field replaces
+ * the run's previous value: send the whole picture every time.
+ *
+ * @generated from message runstream.v1.ItemProgress
+ */
+export type ItemProgress = Message<"runstream.v1.ItemProgress"> & {
+  /**
+   * Items done so far. Must not be negative.
+   *
+   * @generated from field: int64 completed = 1;
+   */
+  completed: bigint;
+
+  /**
+   * Items the run means to produce; 0 when not known. Must not be negative.
+   *
+   * @generated from field: int64 total = 2;
+   */
+  total: bigint;
+
+  /**
+   * What an item is, plural, for example "companies".
+   *
+   * @generated from field: string unit = 3;
+   */
+  unit: string;
+
+  /**
+   * Items per stage of the producer's pipeline, for example {"found": 15, "enriched": 9}.
+   *
+   * @generated from field: map<string, int64> by_stage = 4;
+   */
+  byStage: { [key: string]: bigint };
+
+  /**
+   * The producer's own estimate of the time until the whole run finishes (see
+   * StepProgress.estimated_time_remaining).
+   *
+   * @generated from field: google.protobuf.Duration estimated_time_remaining = 5;
+   */
+  estimatedTimeRemaining?: Duration | undefined;
+};
+
+/**
+ * Describes the message runstream.v1.ItemProgress.
+ * Use `create(ItemProgressSchema)` to create a new message.
+ */
+export const ItemProgressSchema: GenMessage<ItemProgress> = /*@__PURE__*/
+  messageDesc(file_runstream_v1_event, 9);
 
 /**
  * A step finished successfully.
@@ -627,7 +701,7 @@ export type StepCompleted = Message<"runstream.v1.StepCompleted"> & {
  * Use `create(StepCompletedSchema)` to create a new message.
  */
 export const StepCompletedSchema: GenMessage<StepCompleted> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 9);
+  messageDesc(file_runstream_v1_event, 10);
 
 /**
  * A step failed.
@@ -655,7 +729,7 @@ export type StepFailed = Message<"runstream.v1.StepFailed"> & {
  * Use `create(StepFailedSchema)` to create a new message.
  */
 export const StepFailedSchema: GenMessage<StepFailed> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 10);
+  messageDesc(file_runstream_v1_event, 11);
 
 /**
  * A step was skipped: it will not run in this run.
@@ -683,7 +757,7 @@ export type StepSkipped = Message<"runstream.v1.StepSkipped"> & {
  * Use `create(StepSkippedSchema)` to create a new message.
  */
 export const StepSkippedSchema: GenMessage<StepSkipped> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 11);
+  messageDesc(file_runstream_v1_event, 12);
 
 /**
  * An agent started, progressed, completed or failed a piece of work. Drives the run's list
@@ -747,7 +821,7 @@ export type AgentActivity = Message<"runstream.v1.AgentActivity"> & {
  * Use `create(AgentActivitySchema)` to create a new message.
  */
 export const AgentActivitySchema: GenMessage<AgentActivity> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 12);
+  messageDesc(file_runstream_v1_event, 13);
 
 /**
  * The manager agent's reasoning at one stage of its work.
@@ -810,7 +884,7 @@ export type Thinking = Message<"runstream.v1.Thinking"> & {
  * Use `create(ThinkingSchema)` to create a new message.
  */
 export const ThinkingSchema: GenMessage<Thinking> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 13);
+  messageDesc(file_runstream_v1_event, 14);
 
 /**
  * The manager chose a model ("brain") for an agent.
@@ -887,7 +961,7 @@ export type ModelAllocation = Message<"runstream.v1.ModelAllocation"> & {
  * Use `create(ModelAllocationSchema)` to create a new message.
  */
 export const ModelAllocationSchema: GenMessage<ModelAllocation> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 14);
+  messageDesc(file_runstream_v1_event, 15);
 
 /**
  * A piece of an agent's streamed LLM output. Deltas with the same message_id concatenate,
@@ -937,7 +1011,7 @@ export type TextDelta = Message<"runstream.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 15);
+  messageDesc(file_runstream_v1_event, 16);
 
 /**
  * New values of named metrics, for example impressions, clicks, CTR, frames rendered, fps.
@@ -958,6 +1032,22 @@ export type MetricsUpdate = Message<"runstream.v1.MetricsUpdate"> & {
    * @generated from field: string step_id = 2;
    */
   stepId: string;
+
+  /**
+   * The unit of some of the metrics, for example "ctr": "%"; a unit is remembered until
+   * changed.
+   *
+   * @generated from field: map<string, string> units = 3;
+   */
+  units: { [key: string]: string };
+
+  /**
+   * Each run-level metric's change since its previous value. Written by the server when it
+   * stores the event (producers leave it empty); absent for a metric's first value.
+   *
+   * @generated from field: map<string, double> changes = 4;
+   */
+  changes: { [key: string]: number };
 };
 
 /**
@@ -965,7 +1055,7 @@ export type MetricsUpdate = Message<"runstream.v1.MetricsUpdate"> & {
  * Use `create(MetricsUpdateSchema)` to create a new message.
  */
 export const MetricsUpdateSchema: GenMessage<MetricsUpdate> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 16);
+  messageDesc(file_runstream_v1_event, 17);
 
 /**
  * Something worth celebrating was reached.
@@ -1015,7 +1105,7 @@ export type Milestone = Message<"runstream.v1.Milestone"> & {
  * Use `create(MilestoneSchema)` to create a new message.
  */
 export const MilestoneSchema: GenMessage<Milestone> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 17);
+  messageDesc(file_runstream_v1_event, 18);
 
 /**
  * Something needs attention.
@@ -1057,6 +1147,21 @@ export type Alert = Message<"runstream.v1.Alert"> & {
    * @generated from field: google.protobuf.Struct data = 5;
    */
   data?: JsonObject | undefined;
+
+  /**
+   * The step the alert is about; empty for the run as a whole.
+   *
+   * @generated from field: string step_id = 6;
+   */
+  stepId: string;
+
+  /**
+   * The suggested action as one a client can offer with a button, for example pausing the
+   * run; unset when the alert suggests nothing a client can do.
+   *
+   * @generated from field: runstream.v1.AlertAction action = 7;
+   */
+  action?: AlertAction | undefined;
 };
 
 /**
@@ -1064,7 +1169,36 @@ export type Alert = Message<"runstream.v1.Alert"> & {
  * Use `create(AlertSchema)` to create a new message.
  */
 export const AlertSchema: GenMessage<Alert> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 18);
+  messageDesc(file_runstream_v1_event, 19);
+
+/**
+ * An action an alert suggests, in a form a client can carry out.
+ *
+ * @generated from message runstream.v1.AlertAction
+ */
+export type AlertAction = Message<"runstream.v1.AlertAction"> & {
+  /**
+   * What the action does.
+   *
+   * @generated from field: runstream.v1.AlertActionType type = 1;
+   */
+  type: AlertActionType;
+
+  /**
+   * The button's label, for example "Pause Campaign"; clients derive one from the type when
+   * empty.
+   *
+   * @generated from field: string label = 2;
+   */
+  label: string;
+};
+
+/**
+ * Describes the message runstream.v1.AlertAction.
+ * Use `create(AlertActionSchema)` to create a new message.
+ */
+export const AlertActionSchema: GenMessage<AlertAction> = /*@__PURE__*/
+  messageDesc(file_runstream_v1_event, 20);
 
 /**
  * An error happened and the workflow is handling it.
@@ -1120,6 +1254,13 @@ export type ErrorRecovery = Message<"runstream.v1.ErrorRecovery"> & {
    * @generated from field: int32 attempt = 7;
    */
   attempt: number;
+
+  /**
+   * The step the error happened in; empty for the run as a whole.
+   *
+   * @generated from field: string step_id = 8;
+   */
+  stepId: string;
 };
 
 /**
@@ -1127,7 +1268,7 @@ export type ErrorRecovery = Message<"runstream.v1.ErrorRecovery"> & {
  * Use `create(ErrorRecoverySchema)` to create a new message.
  */
 export const ErrorRecoverySchema: GenMessage<ErrorRecovery> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 19);
+  messageDesc(file_runstream_v1_event, 21);
 
 /**
  * A step produced an artifact.
@@ -1148,7 +1289,7 @@ export type ArtifactProduced = Message<"runstream.v1.ArtifactProduced"> & {
  * Use `create(ArtifactProducedSchema)` to create a new message.
  */
 export const ArtifactProducedSchema: GenMessage<ArtifactProduced> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 20);
+  messageDesc(file_runstream_v1_event, 22);
 
 /**
  * The workflow moved between phases or its pipeline flags changed.
@@ -1204,7 +1345,7 @@ export type WorkflowStateChange = Message<"runstream.v1.WorkflowStateChange"> & 
  * Use `create(WorkflowStateChangeSchema)` to create a new message.
  */
 export const WorkflowStateChangeSchema: GenMessage<WorkflowStateChange> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 21);
+  messageDesc(file_runstream_v1_event, 23);
 
 /**
  * One answer a decision offers.
@@ -1239,7 +1380,7 @@ export type DecisionOption = Message<"runstream.v1.DecisionOption"> & {
  * Use `create(DecisionOptionSchema)` to create a new message.
  */
 export const DecisionOptionSchema: GenMessage<DecisionOption> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 22);
+  messageDesc(file_runstream_v1_event, 24);
 
 /**
  * The run asks a human to decide something, for example "Multiple files found. Which should
@@ -1326,7 +1467,7 @@ export type DecisionRequested = Message<"runstream.v1.DecisionRequested"> & {
  * Use `create(DecisionRequestedSchema)` to create a new message.
  */
 export const DecisionRequestedSchema: GenMessage<DecisionRequested> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 23);
+  messageDesc(file_runstream_v1_event, 25);
 
 /**
  * A decision was closed. Written by the server.
@@ -1368,7 +1509,7 @@ export type DecisionResolved = Message<"runstream.v1.DecisionResolved"> & {
  * Use `create(DecisionResolvedSchema)` to create a new message.
  */
 export const DecisionResolvedSchema: GenMessage<DecisionResolved> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 24);
+  messageDesc(file_runstream_v1_event, 26);
 
 /**
  * A producer-defined event that no other kind fits.
@@ -1396,7 +1537,7 @@ export type Custom = Message<"runstream.v1.Custom"> & {
  * Use `create(CustomSchema)` to create a new message.
  */
 export const CustomSchema: GenMessage<Custom> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 25);
+  messageDesc(file_runstream_v1_event, 27);
 
 /**
  * The run's health changed, as the server assessed it from errors, recoveries, alerts and
@@ -1432,7 +1573,7 @@ export type HealthChanged = Message<"runstream.v1.HealthChanged"> & {
  * Use `create(HealthChangedSchema)` to create a new message.
  */
 export const HealthChangedSchema: GenMessage<HealthChanged> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 26);
+  messageDesc(file_runstream_v1_event, 28);
 
 /**
  * The server's estimate of when the run finishes changed noticeably. Written by the server.
@@ -1453,7 +1594,7 @@ export type EstimateUpdated = Message<"runstream.v1.EstimateUpdated"> & {
  * Use `create(EstimateUpdatedSchema)` to create a new message.
  */
 export const EstimateUpdatedSchema: GenMessage<EstimateUpdated> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_event, 27);
+  messageDesc(file_runstream_v1_event, 29);
 
 /**
  * The kind of a run event: one value per field of RunEvent's `payload` oneof, with the same
@@ -1548,6 +1689,13 @@ export enum EventKind {
    * @generated from enum value: EVENT_KIND_STEP_SKIPPED = 24;
    */
   STEP_SKIPPED = 24,
+
+  /**
+   * See ItemProgress.
+   *
+   * @generated from enum value: EVENT_KIND_ITEM_PROGRESS = 25;
+   */
+  ITEM_PROGRESS = 25,
 
   /**
    * See AgentActivity.
@@ -1779,6 +1927,48 @@ export const MilestoneTypeSchema: GenEnum<MilestoneType> = /*@__PURE__*/
   enumDesc(file_runstream_v1_event, 2);
 
 /**
+ * What a suggested action does. Clients must tolerate values added later and offer no
+ * button for a type they do not know.
+ *
+ * @generated from enum runstream.v1.AlertActionType
+ */
+export enum AlertActionType {
+  /**
+   * No action.
+   *
+   * @generated from enum value: ALERT_ACTION_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Pause the run (RunService.PauseRun).
+   *
+   * @generated from enum value: ALERT_ACTION_TYPE_PAUSE_RUN = 1;
+   */
+  PAUSE_RUN = 1,
+
+  /**
+   * Resume the run (RunService.ResumeRun).
+   *
+   * @generated from enum value: ALERT_ACTION_TYPE_RESUME_RUN = 2;
+   */
+  RESUME_RUN = 2,
+
+  /**
+   * Cancel the run (RunService.CancelRun); clients should ask for confirmation.
+   *
+   * @generated from enum value: ALERT_ACTION_TYPE_CANCEL_RUN = 3;
+   */
+  CANCEL_RUN = 3,
+}
+
+/**
+ * Describes the enum runstream.v1.AlertActionType.
+ */
+export const AlertActionTypeSchema: GenEnum<AlertActionType> = /*@__PURE__*/
+  enumDesc(file_runstream_v1_event, 3);
+
+/**
  * How a decision was closed. Clients must tolerate values added later.
  *
  * @generated from enum runstream.v1.DecisionOutcome
@@ -1831,5 +2021,5 @@ export enum DecisionOutcome {
  * Describes the enum runstream.v1.DecisionOutcome.
  */
 export const DecisionOutcomeSchema: GenEnum<DecisionOutcome> = /*@__PURE__*/
-  enumDesc(file_runstream_v1_event, 3);
+  enumDesc(file_runstream_v1_event, 4);
 

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file runstream/v1/run.proto.
  */
 export const file_runstream_v1_run: GenFile = /*@__PURE__*/
-  fileDesc("ChZydW5zdHJlYW0vdjEvcnVuLnByb3RvEgxydW5zdHJlYW0udjEiTQoIU3RlcFNwZWMSDwoHc3RlcF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEg0KBWFnZW50GAQgASgJIrgECgRTdGVwEg8KB3N0ZXBfaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRINCgVhZ2VudBgEIAEoCRIoCgZzdGF0dXMYBSABKA4yGC5ydW5zdHJlYW0udjEuU3RlcFN0YXR1cxIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoIZHVyYXRpb24YCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHcGVyY2VudBgJIAEoARIQCghzdWJfc3RlcBgKIAEoCRIOCgZkZXRhaWwYCyABKAkSGAoQdG9rZW5zX3Byb2Nlc3NlZBgMIAEoAxIpCglhcnRpZmFjdHMYDSADKAsyFi5ydW5zdHJlYW0udjEuQXJ0aWZhY3QSMAoHbWV0cmljcxgOIAMoCzIfLnJ1bnN0cmVhbS52MS5TdGVwLk1ldHJpY3NFbnRyeRImCgVlcnJvchgPIAEoCzIXLnJ1bnN0cmVhbS52MS5FcnJvckluZm8SEwoLc2tpcF9yZWFzb24YECABKAkSEAoIYXR0ZW1wdHMYESABKAUSDwoHc3VtbWFyeRgSIAEoCRouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJMCgtSdW5Qcm9ncmVzcxIXCg9jb21wbGV0ZWRfc3RlcHMYASABKAUSEwoLdG90YWxfc3RlcHMYAiABKAUSDwoHcGVyY2VudBgDIAEoASKNAQoLQWN0aXZlQWdlbnQSEAoIYWdlbnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEg8KB3N0ZXBfaWQYBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL1AQoIRXN0aW1hdGUSLAoJcmVtYWluaW5nGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjb25maWRlbmNlGAMgASgBEjAKDXJlbWFpbmluZ19sb3cYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoOcmVtYWluaW5nX2hpZ2gYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMaGlzdG9yeV9ydW5zGAYgASgFIl4KBlRhcmdldBIOCgZtZXRyaWMYASABKAkSDQoFdmFsdWUYAiABKAESJgoEa2luZBgDIAEoDjIYLnJ1bnN0cmVhbS52MS5UYXJnZXRLaW5kEg0KBXRpdGxlGAQgASgJIpgBCghBcnRpZmFjdBITCgthcnRpZmFjdF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkSCwoDdXJpGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSDwoHc3RlcF9pZBgGIAEoCRIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QijQEKEEFydGlmYWN0c1N1bW1hcnkSDQoFdG90YWwYASABKAUSOwoHYnlfa2luZBgCIAMoCzIqLnJ1bnN0cmVhbS52MS5BcnRpZmFjdHNTdW1tYXJ5LkJ5S2luZEVudHJ5Gi0KC0J5S2luZEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAEiVAoJRXJyb3JJbmZvEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIoCgdkZXRhaWxzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKVCAoDUnVuEg4KBnJ1bl9pZBgBIAEoCRIQCgh3b3JrZmxvdxgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLQoGbGFiZWxzGAQgAygLMh0ucnVuc3RyZWFtLnYxLlJ1bi5MYWJlbHNFbnRyeRInCgZzdGF0dXMYBSABKA4yFy5ydW5zdHJlYW0udjEuUnVuU3RhdHVzEiEKBXN0ZXBzGAYgAygLMhIucnVuc3RyZWFtLnYxLlN0ZXASKwoIcHJvZ3Jlc3MYByABKAsyGS5ydW5zdHJlYW0udjEuUnVuUHJvZ3Jlc3MSFwoPY3VycmVudF9zdGVwX2lkGAggASgJEjAKDWFjdGl2ZV9hZ2VudHMYCSADKAsyGS5ydW5zdHJlYW0udjEuQWN0aXZlQWdlbnQSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbGFzdF9zZXEYDiABKAMSKAoIZXN0aW1hdGUYDyABKAsyFi5ydW5zdHJlYW0udjEuRXN0aW1hdGUSJwoGaGVhbHRoGBAgASgOMhcucnVuc3RyZWFtLnYxLlJ1bkhlYWx0aBI5ChFhcnRpZmFjdHNfc3VtbWFyeRgRIAEoCzIeLnJ1bnN0cmVhbS52MS5BcnRpZmFjdHNTdW1tYXJ5EiYKBWVycm9yGBIgASgLMhcucnVuc3RyZWFtLnYxLkVycm9ySW5mbxIWCg5yZXN1bHRfc3VtbWFyeRgTIAEoCRInCgZyZXN1bHQYFCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDWNhbmNlbF9yZWFzb24YFSABKAkSLwoHbWV0cmljcxgWIAMoCzIeLnJ1bnN0cmVhbS52MS5SdW4uTWV0cmljc0VudHJ5EhQKDHZpZXdlcl9jb3VudBgXIAEoBRIlCgd0YXJnZXRzGBggAygLMhQucnVuc3RyZWFtLnYxLlRhcmdldBISCgpwdXJnZWRfc2VxGBkgASgDEg4KBnRlbmFudBgoIAEoCRISCgpjcmVhdGVkX2J5GCkgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEq2wEKCVJ1blN0YXR1cxIaChZSVU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSUlVOX1NUQVRVU19QRU5ESU5HEAESFgoSUlVOX1NUQVRVU19SVU5OSU5HEAISIAocUlVOX1NUQVRVU19XQUlUSU5HX0ZPUl9JTlBVVBADEhUKEVJVTl9TVEFUVVNfUEFVU0VEEAQSGAoUUlVOX1NUQVRVU19TVUNDRUVERUQQBRIVChFSVU5fU1RBVFVTX0ZBSUxFRBAGEhgKFFJVTl9TVEFUVVNfQ0FOQ0VMTEVEEAcqpwEKClN0ZXBTdGF0dXMSGwoXU1RFUF9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNTVEVQX1NUQVRVU19QRU5ESU5HEAESFwoTU1RFUF9TVEFUVVNfUlVOTklORxACEhkKFVNURVBfU1RBVFVTX1NVQ0NFRURFRBADEhYKElNURVBfU1RBVFVTX0ZBSUxFRBAEEhcKE1NURVBfU1RBVFVTX1NLSVBQRUQQBSqIAQoJUnVuSGVhbHRoEhoKFlJVTl9IRUFMVEhfVU5TUEVDSUZJRUQQABIWChJSVU5fSEVBTFRIX0hFQUxUSFkQARIXChNSVU5fSEVBTFRIX0RFR1JBREVEEAISFgoSUlVOX0hFQUxUSF9TVEFMTEVEEAMSFgoSUlVOX0hFQUxUSF9GQUlMSU5HEAQqiAEKCFNldmVyaXR5EhgKFFNFVkVSSVRZX1VOU1BFQ0lGSUVEEAASEQoNU0VWRVJJVFlfSU5GTxABEhAKDFNFVkVSSVRZX0xPVxACEhMKD1NFVkVSSVRZX01FRElVTRADEhEKDVNFVkVSSVRZX0hJR0gQBBIVChFTRVZFUklUWV9DUklUSUNBTBAFKlkKClRhcmdldEtpbmQSGwoXVEFSR0VUX0tJTkRfVU5TUEVDSUZJRUQQABIVChFUQVJHRVRfS0lORF9DT1VOVBABEhcKE1RBUkdFVF9LSU5EX1FVQUxJVFkQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZydW5zdHJlYW0vdjEvcnVuLnByb3RvEgxydW5zdHJlYW0udjEifwoIU3RlcFNwZWMSDwoHc3RlcF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEg0KBWFnZW50GAQgASgJEhIKCmRlcGVuZHNfb24YBSADKAkSDQoFdHJhY2sYBiABKAkSDQoFcGhhc2UYByABKAkiogUKBFN0ZXASDwoHc3RlcF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEg0KBWFnZW50GAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLnJ1bnN0cmVhbS52MS5TdGVwU3RhdHVzEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdwZXJjZW50GAkgASgBEhAKCHN1Yl9zdGVwGAogASgJEg4KBmRldGFpbBgLIAEoCRIYChB0b2tlbnNfcHJvY2Vzc2VkGAwgASgDEikKCWFydGlmYWN0cxgNIAMoCzIWLnJ1bnN0cmVhbS52MS5BcnRpZmFjdBIwCgdtZXRyaWNzGA4gAygLMh8ucnVuc3RyZWFtLnYxLlN0ZXAuTWV0cmljc0VudHJ5EiYKBWVycm9yGA8gASgLMhcucnVuc3RyZWFtLnYxLkVycm9ySW5mbxITCgtza2lwX3JlYXNvbhgQIAEoCRIQCghhdHRlbXB0cxgRIAEoBRIPCgdzdW1tYXJ5GBIgASgJEhIKCmRlcGVuZHNfb24YEyADKAkSDQoFdHJhY2sYFCABKAkSDQoFcGhhc2UYFSABKAkSNgoQc3ViX3N0ZXBfZGV0YWlscxgWIAEoCzIcLnJ1bnN0cmVhbS52MS5TdWJTdGVwRGV0YWlscxouCgxNZXRyaWNzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4ASJxCg5TdWJTdGVwRGV0YWlscxIRCglvcGVyYXRpb24YASABKAkSDQoFbW9kZWwYAiABKAkSPQoZZXN0aW1hdGVkX2NvbXBsZXRpb25fdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAipQEKCkl0ZW1Db3VudHMSEQoJY29tcGxldGVkGAEgASgDEg0KBXRvdGFsGAIgASgDEgwKBHVuaXQYAyABKAkSNwoIYnlfc3RhZ2UYBCADKAsyJS5ydW5zdHJlYW0udjEuSXRlbUNvdW50cy5CeVN0YWdlRW50cnkaLgoMQnlTdGFnZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEidQoLUnVuUHJvZ3Jlc3MSFwoPY29tcGxldGVkX3N0ZXBzGAEgASgFEhMKC3RvdGFsX3N0ZXBzGAIgASgFEg8KB3BlcmNlbnQYAyABKAESJwoFaXRlbXMYBCABKAsyGC5ydW5zdHJlYW0udjEuSXRlbUNvdW50cyKNAQoLQWN0aXZlQWdlbnQSEAoIYWdlbnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgR0eXBlGAMgASgJEg8KB3N0ZXBfaWQYBCABKAkSDwoHbWVzc2FnZRgFIAEoCRIuCgpzdGFydF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKxAgoIRXN0aW1hdGUSLAoJcmVtYWluaW5nGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjb25maWRlbmNlGAMgASgBEjAKDXJlbWFpbmluZ19sb3cYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMQoOcmVtYWluaW5nX2hpZ2gYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMaGlzdG9yeV9ydW5zGAYgASgFEiwKBnNvdXJjZRgHIAEoDjIcLnJ1bnN0cmVhbS52MS5Fc3RpbWF0ZVNvdXJjZRIMCgRoZWxkGAggASgIIl4KBlRhcmdldBIOCgZtZXRyaWMYASABKAkSDQoFdmFsdWUYAiABKAESJgoEa2luZBgDIAEoDjIYLnJ1bnN0cmVhbS52MS5UYXJnZXRLaW5kEg0KBXRpdGxlGAQgASgJIpgBCghBcnRpZmFjdBITCgthcnRpZmFjdF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBGtpbmQYAyABKAkSCwoDdXJpGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSDwoHc3RlcF9pZBgGIAEoCRIpCghtZXRhZGF0YRgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QijQEKEEFydGlmYWN0c1N1bW1hcnkSDQoFdG90YWwYASABKAUSOwoHYnlfa2luZBgCIAMoCzIqLnJ1bnN0cmVhbS52MS5BcnRpZmFjdHNTdW1tYXJ5LkJ5S2luZEVudHJ5Gi0KC0J5S2luZEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoBToCOAEiVAoJRXJyb3JJbmZvEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIoCgdkZXRhaWxzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCL3CQoDUnVuEg4KBnJ1bl9pZBgBIAEoCRIQCgh3b3JrZmxvdxgCIAEoCRIUCgxkaXNwbGF5X25hbWUYAyABKAkSLQoGbGFiZWxzGAQgAygLMh0ucnVuc3RyZWFtLnYxLlJ1bi5MYWJlbHNFbnRyeRInCgZzdGF0dXMYBSABKA4yFy5ydW5zdHJlYW0udjEuUnVuU3RhdHVzEiEKBXN0ZXBzGAYgAygLMhIucnVuc3RyZWFtLnYxLlN0ZXASKwoIcHJvZ3Jlc3MYByABKAsyGS5ydW5zdHJlYW0udjEuUnVuUHJvZ3Jlc3MSFwoPY3VycmVudF9zdGVwX2lkGAggASgJEjAKDWFjdGl2ZV9hZ2VudHMYCSADKAsyGS5ydW5zdHJlYW0udjEuQWN0aXZlQWdlbnQSLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbGFzdF9zZXEYDiABKAMSKAoIZXN0aW1hdGUYDyABKAsyFi5ydW5zdHJlYW0udjEuRXN0aW1hdGUSJwoGaGVhbHRoGBAgASgOMhcucnVuc3RyZWFtLnYxLlJ1bkhlYWx0aBI5ChFhcnRpZmFjdHNfc3VtbWFyeRgRIAEoCzIeLnJ1bnN0cmVhbS52MS5BcnRpZmFjdHNTdW1tYXJ5EiYKBWVycm9yGBIgASgLMhcucnVuc3RyZWFtLnYxLkVycm9ySW5mbxIWCg5yZXN1bHRfc3VtbWFyeRgTIAEoCRInCgZyZXN1bHQYFCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhUKDWNhbmNlbF9yZWFzb24YFSABKAkSLwoHbWV0cmljcxgWIAMoCzIeLnJ1bnN0cmVhbS52MS5SdW4uTWV0cmljc0VudHJ5EhQKDHZpZXdlcl9jb3VudBgXIAEoBRIlCgd0YXJnZXRzGBggAygLMhQucnVuc3RyZWFtLnYxLlRhcmdldBISCgpwdXJnZWRfc2VxGBkgASgDEg4KBnRlbmFudBgoIAEoCRISCgpjcmVhdGVkX2J5GCkgASgJEjgKDG1ldHJpY191bml0cxgaIAMoCzIiLnJ1bnN0cmVhbS52MS5SdW4uTWV0cmljVW5pdHNFbnRyeRI8Cg5tZXRyaWNfY2hhbmdlcxgbIAMoCzIkLnJ1bnN0cmVhbS52MS5SdW4uTWV0cmljQ2hhbmdlc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMTWV0cmljc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAEaMgoQTWV0cmljVW5pdHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjQKEk1ldHJpY0NoYW5nZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBKtsBCglSdW5TdGF0dXMSGgoWUlVOX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKElJVTl9TVEFUVVNfUEVORElORxABEhYKElJVTl9TVEFUVVNfUlVOTklORxACEiAKHFJVTl9TVEFUVVNfV0FJVElOR19GT1JfSU5QVVQQAxIVChFSVU5fU1RBVFVTX1BBVVNFRBAEEhgKFFJVTl9TVEFUVVNfU1VDQ0VFREVEEAUSFQoRUlVOX1NUQVRVU19GQUlMRUQQBhIYChRSVU5fU1RBVFVTX0NBTkNFTExFRBAHKqcBCgpTdGVwU3RhdHVzEhsKF1NURVBfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTU1RFUF9TVEFUVVNfUEVORElORxABEhcKE1NURVBfU1RBVFVTX1JVTk5JTkcQAhIZChVTVEVQX1NUQVRVU19TVUNDRUVERUQQAxIWChJTVEVQX1NUQVRVU19GQUlMRUQQBBIXChNTVEVQX1NUQVRVU19TS0lQUEVEEAUqiAEKCVJ1bkhlYWx0aBIaChZSVU5fSEVBTFRIX1VOU1BFQ0lGSUVEEAASFgoSUlVOX0hFQUxUSF9IRUFMVEhZEAESFwoTUlVOX0hFQUxUSF9ERUdSQURFRBACEhYKElJVTl9IRUFMVEhfU1RBTExFRBADEhYKElJVTl9IRUFMVEhfRkFJTElORxAEKogBCghTZXZlcml0eRIYChRTRVZFUklUWV9VTlNQRUNJRklFRBAAEhEKDVNFVkVSSVRZX0lORk8QARIQCgxTRVZFUklUWV9MT1cQAhITCg9TRVZFUklUWV9NRURJVU0QAxIRCg1TRVZFUklUWV9ISUdIEAQSFQoRU0VWRVJJVFlfQ1JJVElDQUwQBSpsCg5Fc3RpbWF0ZVNvdXJjZRIfChtFU1RJTUFURV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIbChdFU1RJTUFURV9TT1VSQ0VfSElTVE9SWRABEhwKGEVTVElNQVRFX1NPVVJDRV9QUk9EVUNFUhACKlkKClRhcmdldEtpbmQSGwoXVEFSR0VUX0tJTkRfVU5TUEVDSUZJRUQQABIVChFUQVJHRVRfS0lORF9DT1VOVBABEhcKE1RBUkdFVF9LSU5EX1FVQUxJVFkQAmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A step as the producer plans it when creating a run. Planned steps give the run its
@@ -49,6 +49,30 @@ export type StepSpec = Message<"runstream.v1.StepSpec"> & {
    * @generated from field: string agent = 4;
    */
   agent: string;
+
+  /**
+   * The steps that must finish before this one starts, by step_id. Together they make the
+   * workflow graph that dashboards draw; empty means the step follows the plan order.
+   *
+   * @generated from field: repeated string depends_on = 5;
+   */
+  dependsOn: string[];
+
+  /**
+   * The parallel track the step runs on, for example "creative" beside "media"; steps on
+   * different tracks may run at the same time. Empty means the main track.
+   *
+   * @generated from field: string track = 6;
+   */
+  track: string;
+
+  /**
+   * The phase of the workflow the step belongs to, for example "Planning"; dashboards group
+   * steps by phase. Empty means no phase.
+   *
+   * @generated from field: string phase = 7;
+   */
+  phase: string;
 };
 
 /**
@@ -189,6 +213,34 @@ export type Step = Message<"runstream.v1.Step"> & {
    * @generated from field: string summary = 18;
    */
   summary: string;
+
+  /**
+   * The steps that must finish before this one starts, as planned (see StepSpec).
+   *
+   * @generated from field: repeated string depends_on = 19;
+   */
+  dependsOn: string[];
+
+  /**
+   * The parallel track the step runs on, as planned (see StepSpec).
+   *
+   * @generated from field: string track = 20;
+   */
+  track: string;
+
+  /**
+   * The phase of the workflow the step belongs to, as planned (see StepSpec).
+   *
+   * @generated from field: string phase = 21;
+   */
+  phase: string;
+
+  /**
+   * Details of the sub-step the producer last reported (operation, model, expected end).
+   *
+   * @generated from field: runstream.v1.SubStepDetails sub_step_details = 22;
+   */
+  subStepDetails?: SubStepDetails | undefined;
 };
 
 /**
@@ -197,6 +249,84 @@ export type Step = Message<"runstream.v1.Step"> & {
  */
 export const StepSchema: GenMessage<Step> = /*@__PURE__*/
   messageDesc(file_runstream_v1_run, 1);
+
+/**
+ * What a step is doing right now, in more detail than its sub-step's name.
+ *
+ * @generated from message runstream.v1.SubStepDetails
+ */
+export type SubStepDetails = Message<"runstream.v1.SubStepDetails"> & {
+  /**
+   * The operation under way, for example "executing_agent_logic".
+   *
+   * @generated from field: string operation = 1;
+   */
+  operation: string;
+
+  /**
+   * The model the step uses for it, for example "o3".
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * When the producer expects the sub-step to finish; unset when it does not know.
+   *
+   * @generated from field: google.protobuf.Timestamp estimated_completion_time = 3;
+   */
+  estimatedCompletionTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message runstream.v1.SubStepDetails.
+ * Use `create(SubStepDetailsSchema)` to create a new message.
+ */
+export const SubStepDetailsSchema: GenMessage<SubStepDetails> = /*@__PURE__*/
+  messageDesc(file_runstream_v1_run, 2);
+
+/**
+ * Progress of a run counted in items rather than steps, for example 15 of 25 companies
+ * found. A run without steps takes its percent, estimate and progress milestones from it.
+ *
+ * @generated from message runstream.v1.ItemCounts
+ */
+export type ItemCounts = Message<"runstream.v1.ItemCounts"> & {
+  /**
+   * Items done so far.
+   *
+   * @generated from field: int64 completed = 1;
+   */
+  completed: bigint;
+
+  /**
+   * Items the run means to produce; 0 when the producer does not know.
+   *
+   * @generated from field: int64 total = 2;
+   */
+  total: bigint;
+
+  /**
+   * What an item is, plural, for example "companies".
+   *
+   * @generated from field: string unit = 3;
+   */
+  unit: string;
+
+  /**
+   * Items per stage of the producer's pipeline, for example {"found": 15, "enriched": 9}.
+   *
+   * @generated from field: map<string, int64> by_stage = 4;
+   */
+  byStage: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message runstream.v1.ItemCounts.
+ * Use `create(ItemCountsSchema)` to create a new message.
+ */
+export const ItemCountsSchema: GenMessage<ItemCounts> = /*@__PURE__*/
+  messageDesc(file_runstream_v1_run, 3);
 
 /**
  * Progress of a run across its steps.
@@ -220,11 +350,20 @@ export type RunProgress = Message<"runstream.v1.RunProgress"> & {
 
   /**
    * Overall completion from 0 to 100. Counts the running steps' own percent, so it moves
-   * within a step rather than only at step boundaries. 100 once the run succeeded.
+   * within a step rather than only at step boundaries. A run without steps takes it from
+   * its item counts. 100 once the run succeeded.
    *
    * @generated from field: double percent = 3;
    */
   percent: number;
+
+  /**
+   * The run's item counts as the producer last reported them (ItemProgress); unset when it
+   * reports none.
+   *
+   * @generated from field: runstream.v1.ItemCounts items = 4;
+   */
+  items?: ItemCounts | undefined;
 };
 
 /**
@@ -232,7 +371,7 @@ export type RunProgress = Message<"runstream.v1.RunProgress"> & {
  * Use `create(RunProgressSchema)` to create a new message.
  */
 export const RunProgressSchema: GenMessage<RunProgress> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 2);
+  messageDesc(file_runstream_v1_run, 4);
 
 /**
  * An agent currently at work on a run.
@@ -288,7 +427,7 @@ export type ActiveAgent = Message<"runstream.v1.ActiveAgent"> & {
  * Use `create(ActiveAgentSchema)` to create a new message.
  */
 export const ActiveAgentSchema: GenMessage<ActiveAgent> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 3);
+  messageDesc(file_runstream_v1_run, 5);
 
 /**
  * The server's estimate of when a run will finish.
@@ -339,6 +478,22 @@ export type Estimate = Message<"runstream.v1.Estimate"> & {
    * @generated from field: int32 history_runs = 6;
    */
   historyRuns: number;
+
+  /**
+   * Where the estimate comes from: the server's learned history, or the producer's own
+   * figure when the server has no history.
+   *
+   * @generated from field: runstream.v1.EstimateSource source = 7;
+   */
+  source: EstimateSource;
+
+  /**
+   * True while the run waits for input or is paused: the remaining time stands still (it
+   * is not counted down) and end_time moves with the clock until the run goes on.
+   *
+   * @generated from field: bool held = 8;
+   */
+  held: boolean;
 };
 
 /**
@@ -346,7 +501,7 @@ export type Estimate = Message<"runstream.v1.Estimate"> & {
  * Use `create(EstimateSchema)` to create a new message.
  */
 export const EstimateSchema: GenMessage<Estimate> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 4);
+  messageDesc(file_runstream_v1_run, 6);
 
 /**
  * A goal the producer declares for a run: when the run-level metric of that name reaches
@@ -389,7 +544,7 @@ export type Target = Message<"runstream.v1.Target"> & {
  * Use `create(TargetSchema)` to create a new message.
  */
 export const TargetSchema: GenMessage<Target> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 5);
+  messageDesc(file_runstream_v1_run, 7);
 
 /**
  * A file, document or other output that a step produced.
@@ -452,7 +607,7 @@ export type Artifact = Message<"runstream.v1.Artifact"> & {
  * Use `create(ArtifactSchema)` to create a new message.
  */
 export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 6);
+  messageDesc(file_runstream_v1_run, 8);
 
 /**
  * A count of a run's artifacts.
@@ -480,7 +635,7 @@ export type ArtifactsSummary = Message<"runstream.v1.ArtifactsSummary"> & {
  * Use `create(ArtifactsSummarySchema)` to create a new message.
  */
 export const ArtifactsSummarySchema: GenMessage<ArtifactsSummary> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 7);
+  messageDesc(file_runstream_v1_run, 9);
 
 /**
  * What went wrong.
@@ -515,7 +670,7 @@ export type ErrorInfo = Message<"runstream.v1.ErrorInfo"> & {
  * Use `create(ErrorInfoSchema)` to create a new message.
  */
 export const ErrorInfoSchema: GenMessage<ErrorInfo> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 8);
+  messageDesc(file_runstream_v1_run, 10);
 
 /**
  * A run of a multi-agent workflow: the resource that watchers follow. Every field is derived
@@ -716,6 +871,22 @@ export type Run = Message<"runstream.v1.Run"> & {
    * @generated from field: string created_by = 41;
    */
   createdBy: string;
+
+  /**
+   * The unit of each run-level metric that has one, for example "ctr": "%" or "spend": "USD",
+   * as last reported in MetricsUpdate.units.
+   *
+   * @generated from field: map<string, string> metric_units = 26;
+   */
+  metricUnits: { [key: string]: string };
+
+  /**
+   * The change of each run-level metric since its previous value, for example
+   * "impressions": 500; absent for a metric reported once.
+   *
+   * @generated from field: map<string, double> metric_changes = 27;
+   */
+  metricChanges: { [key: string]: number };
 };
 
 /**
@@ -723,7 +894,7 @@ export type Run = Message<"runstream.v1.Run"> & {
  * Use `create(RunSchema)` to create a new message.
  */
 export const RunSchema: GenMessage<Run> = /*@__PURE__*/
-  messageDesc(file_runstream_v1_run, 9);
+  messageDesc(file_runstream_v1_run, 11);
 
 /**
  * The lifecycle state of a run. The server derives it from the run's events; producers never
@@ -956,6 +1127,41 @@ export const SeveritySchema: GenEnum<Severity> = /*@__PURE__*/
   enumDesc(file_runstream_v1_run, 3);
 
 /**
+ * Where an estimate comes from. Clients must tolerate values added later.
+ *
+ * @generated from enum runstream.v1.EstimateSource
+ */
+export enum EstimateSource {
+  /**
+   * Not said (estimates stored before the field existed): treat as HISTORY.
+   *
+   * @generated from enum value: ESTIMATE_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Learned by the server from completed runs of the same workflow. Wins over the producer's.
+   *
+   * @generated from enum value: ESTIMATE_SOURCE_HISTORY = 1;
+   */
+  HISTORY = 1,
+
+  /**
+   * The producer's own estimate (StepProgress or ItemProgress estimated_time_remaining),
+   * shown while the server has no history for the workflow.
+   *
+   * @generated from enum value: ESTIMATE_SOURCE_PRODUCER = 2;
+   */
+  PRODUCER = 2,
+}
+
+/**
+ * Describes the enum runstream.v1.EstimateSource.
+ */
+export const EstimateSourceSchema: GenEnum<EstimateSource> = /*@__PURE__*/
+  enumDesc(file_runstream_v1_run, 4);
+
+/**
  * What reaching a target means. Clients must tolerate values added later.
  *
  * @generated from enum runstream.v1.TargetKind
@@ -988,5 +1194,5 @@ export enum TargetKind {
  * Describes the enum runstream.v1.TargetKind.
  */
 export const TargetKindSchema: GenEnum<TargetKind> = /*@__PURE__*/
-  enumDesc(file_runstream_v1_run, 4);
+  enumDesc(file_runstream_v1_run, 5);
 
