@@ -99,7 +99,16 @@ _TABLE: dict[str, dict[str, Limit]] = {
     },
     "GetDecisionRequest": {"run_id": ID, "decision_id": ID},
     # --- resources ------------------------------------------------------------------------
-    "StepSpec": {"step_id": ID, "name": NAME, "description": TEXT, "agent": NAME},
+    "StepSpec": {
+        "step_id": ID,
+        "name": NAME,
+        "description": TEXT,
+        "agent": NAME,
+        "depends_on": Limit(items=100, chars=128),
+        "track": NAME,
+        "phase": NAME,
+    },
+    "SubStepDetails": {"operation": NAME, "model": NAME},
     "Target": {"metric": NAME, "title": NAME},
     "Artifact": {
         "artifact_id": ID,
@@ -128,6 +137,7 @@ _TABLE: dict[str, dict[str, Limit]] = {
     },
     "StepFailed": {"step_id": ID},
     "StepSkipped": {"step_id": ID, "reason": TEXT},
+    "ItemProgress": {"unit": NAME, "by_stage": Limit(items=100, key_chars=128)},
     "AgentActivity": {
         "agent_id": ID,
         "agent_name": NAME,
@@ -154,10 +164,27 @@ _TABLE: dict[str, dict[str, Limit]] = {
         "performance_expectation": TEXT,
     },
     "TextDelta": {"agent_id": ID, "message_id": ID, "delta": LONG_TEXT, "step_id": ID},
-    "MetricsUpdate": {"values": Limit(items=256, key_chars=128), "step_id": ID},
+    "MetricsUpdate": {
+        "values": Limit(items=256, key_chars=128),
+        "step_id": ID,
+        "units": Limit(items=256, key_chars=128, chars=32),
+        "changes": Limit(items=256, key_chars=128),
+    },
     "Milestone": {"title": NAME, "description": TEXT, "data": STRUCT, "milestone_id": ID},
-    "Alert": {"message": TEXT, "suggested_action": TEXT, "code": NAME, "data": STRUCT},
-    "ErrorRecovery": {"error_message": TEXT, "recovery_strategy": TEXT, "affected_agents": NAMES},
+    "Alert": {
+        "message": TEXT,
+        "suggested_action": TEXT,
+        "code": NAME,
+        "data": STRUCT,
+        "step_id": ID,
+    },
+    "AlertAction": {"label": NAME},
+    "ErrorRecovery": {
+        "error_message": TEXT,
+        "recovery_strategy": TEXT,
+        "affected_agents": NAMES,
+        "step_id": ID,
+    },
     "WorkflowStateChange": {
         "change_type": NAME,
         "current_stage": NAME,
