@@ -14,19 +14,13 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import runstream
 from runstream import ActivityType, StepSpec
-from runstream.dashboard.envoy import EnvoyConfig, EnvoyProxy
-from runstream.dashboard.server import DashboardServer
 from runstream_server.app import RunstreamServer
 
-from tests.conftest import free_port
-
+from .conftest import Web
 from .web_support import browser, require_chromium
 
 pytestmark = pytest.mark.timeout(180)
@@ -127,39 +121,6 @@ async def test_demo_run_reaches_100_percent_on_screen(server: RunstreamServer) -
     # `runstream dashboard` stops its Envoy when it exits.
     assert code == 0
     assert port_is_closed(envoy_port)
-
-
-@dataclass
-class Web:
-    """The dashboard page and its Envoy, run in the test's process for full control."""
-
-    page: DashboardServer
-    envoy: EnvoyProxy
-
-    def run_url(self, run_id: str) -> str:
-        return f"{self.page.url}#/runs/{run_id}"
-
-
-@pytest.fixture
-async def web(server: RunstreamServer, tmp_path: Path) -> AsyncIterator[Web]:
-    require_chromium()
-    envoy_port = free_port()
-    page = DashboardServer(port=0, api_port=envoy_port)
-    page.start()
-    envoy = EnvoyProxy(
-        EnvoyConfig(
-            upstream=server.target,
-            listen_port=envoy_port,
-            allowed_origins=(page.url.rstrip("/"),),
-        ),
-        workdir=tmp_path / "envoy",
-    )
-    try:
-        await envoy.start_async()
-        yield Web(page, envoy)
-    finally:
-        envoy.close()
-        page.stop()
 
 
 async def test_a_decision_is_answered_by_clicking(server: RunstreamServer, web: Web) -> None:

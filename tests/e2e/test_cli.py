@@ -109,11 +109,11 @@ def test_demo_runs_the_campaign_on_an_embedded_server() -> None:
     assert re.search(r"Persona\s+Weekend Wanderer", out)
     assert "rate limit" in out
     assert "Run further. Feel lighter." in out  # the copy the Copy Team streamed
-    run_id = started_run_id(out)
-    assert (
-        f'grpcurl -plaintext -d \'{{"run_id":"{run_id}"}}\' 127.0.0.1:{port} '
-        "runstream.v1.RunService/WatchRun" in out
-    )
+    # The embedded server stops with the demo: the closing lines say how to keep one up
+    # instead of pointing at a server that is gone.
+    assert "The demo's server stopped with it" in out
+    assert "demo --serve" in out
+    assert f"127.0.0.1:{port}" not in out.split("The demo's server stopped")[1]
     assert "Traceback" not in result.stderr
 
 
@@ -249,6 +249,8 @@ def test_demo_serve_keeps_the_server_up_until_sigterm() -> None:
                 except queue.Empty:
                     continue
             run_id = started_run_id("".join(seen))
+            # With the server kept up, the closing lines point at it with this run's id.
+            assert f"get {run_id} --target 127.0.0.1:{port}" in "".join(seen)
 
             # The run is over, yet the server still answers.
             get = runstream_cli("get", run_id, "--target", f"127.0.0.1:{port}")

@@ -4,8 +4,9 @@
 // calls, so a test reads top to bottom in Python next to the server and Envoy it controls.
 //
 // Commands: {"id": 1, "op": "goto", "url": "..."}; ops: goto, wait (a JS expression that
-// must become truthy), eval (a JS expression), click (a CSS selector), screenshot (a path),
-// errors (page errors and console errors so far), close.
+// must become truthy), eval (a JS expression), click (a CSS selector), viewport (width and
+// height: a phone is 390x844), screenshot (a path), errors (page errors and console errors
+// so far), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -53,6 +54,7 @@ const ops = {
     page.waitForFunction(expression, undefined, { timeout: timeout ?? 30000, polling: 50 }).then(() => null),
   eval: ({ expression }) => page.evaluate(expression),
   click: ({ selector, timeout }) => page.click(selector, { timeout: timeout ?? 10000 }).then(() => null),
+  viewport: ({ width, height }) => page.setViewportSize({ width, height }).then(() => null),
   screenshot: ({ path, fullPage }) => page.screenshot({ path, fullPage: fullPage ?? false }).then(() => path),
   errors: () => Promise.resolve(problems.slice()),
   close: () => browser.close().then(() => null),

@@ -4,7 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["port", "positive_float", "positive_int"]
+__all__ = ["DEFAULT_PORT", "port", "positive_float", "positive_int", "target_address"]
+
+DEFAULT_PORT = 50051
+_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
+
+
+def target_address(value: str) -> str:
+    """A server address as gRPC takes it; a host without a port gets Runstream's 50051
+    ("localhost" means localhost:50051, "[::1]" means [::1]:50051)."""
+    target = value.strip()
+    if not target:
+        raise argparse.ArgumentTypeError("an empty address; give HOST or HOST:PORT")
+    if "://" in target or target.startswith(_SCHEMES):
+        return target
+    if target.startswith("["):
+        return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
+    if target.count(":") > 1:  # a bare IPv6 address
+        return f"[{target}]:{DEFAULT_PORT}"
+    host, colon, number = target.partition(":")
+    if not colon or not number:
+        return f"{host}:{DEFAULT_PORT}"
+    port(number)
+    return target
 
 
 def positive_float(value: str) -> float:

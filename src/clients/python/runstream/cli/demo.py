@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import re
+import shutil
 import signal
+import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,7 @@ from .fmt import format_duration, run_status_text, span
 from .render import follow_run
 
 WORKFLOW = "campaign-generator"
+DEFAULT_ADDRESS = "127.0.0.1:50051"
 DISPLAY_NAME = "Acme Trail 2 · spring launch campaign"
 PHASES = ("Planning", "Creative", "Channels", "Review", "Build & ship")
 
@@ -723,6 +729,7 @@ class Campaign:
             can_continue=True,
             affected_agents=(stage.agent.agent_id,),
             attempt=1,
+            step_id=stage.step_id,
         )
         await self.pause(1.0)
         await self.run.activity(
@@ -742,15 +749,114 @@ class Campaign:
             suggested_action="Shift 10% of the display budget to social",
             code="CPC_THRESHOLD",
             data={"channel": "display", "projected_cpc": 1.38, "target_cpc": 1.0},
+            step_id=stage.step_id,
         )
 
 
 def campaign_steps() -> list[StepSpec]:
-    """The 17 planned steps of the campaign workflow."""
+    """The 17 planned steps of the campaign workflow, each in its phase."""
     return [
-        StepSpec(stage.step_id, stage.name, description=stage.description, agent=stage.agent.name)
+        StepSpec(
+            stage.step_id,
+            stage.name,
+            description=stage.description,
+            agent=stage.agent.name,
+            phase=stage.phase,
+        )
         for stage in STAGES
     ]
+
+
+RECORDED_RUNS = 3
+"""Runs of the campaign with recorded timings that a fresh demo store starts with, so the
+server has history to estimate from and the very first demo shows an ETA."""
+
+
+async def seed_recorded_runs(server: Any, speed: float, seed: int) -> int:
+    """Stores RECORDED_RUNS finished campaign runs with the stages' usual timings (±10 %, at
+    this speed) on the embedded server, unless its store already has history; returns how
+    many runs of the workflow it now has to learn from."""
+    from runstream.v1 import event_pb2, run_pb2
+
+    manager = server.runs
+    page = await manager.list_runs(
+        filter_text=f'workflow = "{WORKFLOW}" AND status = SUCCEEDED', page_size=50, page_token=""
+    )
+    known = len(page[0])
+    if known:
+        return known
+    rng = random.Random(seed + 1)
+    moment = datetime.now(UTC) - timedelta(days=1)
+    specs = [
+        run_pb2.StepSpec(step_id=stage.step_id, name=stage.name, phase=stage.phase)
+        for stage in STAGES
+    ]
+    for number in range(1, RECORDED_RUNS + 1):
+        run = await manager.create_run(
+            run_id="",
+            workflow=WORKFLOW,
+            display_name=f"{DISPLAY_NAME} (recorded run {number})",
+            labels={"source": "recorded"},
+            steps=specs,
+        )
+        events: list[event_pb2.RunEvent] = []
+
+        def at(event: event_pb2.RunEvent, when: datetime) -> event_pb2.RunEvent:
+            event.event_time.FromDatetime(when)
+            return event
+
+        for stage in STAGES:
+            start = event_pb2.StepStarted(step_id=stage.step_id)
+            events.append(at(event_pb2.RunEvent(step_started=start), moment))
+            moment += timedelta(seconds=stage.seconds * rng.uniform(0.9, 1.1) / speed)
+            done = event_pb2.StepCompleted(step_id=stage.step_id)
+            events.append(at(event_pb2.RunEvent(step_completed=done), moment))
+        events.append(at(event_pb2.RunEvent(run_completed=event_pb2.RunCompleted()), moment))
+        await manager.append(run.run_id, events)
+        moment += timedelta(minutes=5)
+    return RECORDED_RUNS
+
+
+def _port_in_use(address: str) -> bool:
+    """Whether something already listens on HOST:PORT (checked before gRPC tries to bind, so
+    a busy port gets one clear line instead of gRPC's own error log)."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        except OSError:
+            return True
+    return False
+
+
+def _as_typed(path: Path) -> str:
+    """A path as a user can type it from here: relative when below the working directory."""
+    relative = os.path.relpath(path)
+    if relative.startswith(".."):
+        return str(path)
+    return relative if "/" in relative else f"./{relative}"
+
+
+def cli_command() -> str:
+    """How to run `runstream` from where the user is: its name when it is on PATH, else its
+    path in the virtualenv (``.venv/bin/runstream`` after ``make demo``)."""
+    if shutil.which("runstream"):
+        return "runstream"
+    for program in (Path(sys.argv[0]), Path(sys.executable).parent / "runstream"):
+        if program.name == "runstream" and program.exists():
+            return _as_typed(program)
+    return f"{Path(sys.executable).name} -m runstream.cli.main"
+
+
+def grpcurl_command() -> str | None:
+    """grpcurl when it is installed (on PATH, or in the virtualenv beside Python)."""
+    if shutil.which("grpcurl"):
+        return "grpcurl"
+    beside = Path(sys.executable).parent / "grpcurl"
+    return _as_typed(beside) if beside.exists() else None
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -782,7 +888,23 @@ async def _embedded_server(options: DemoOptions, console: Console) -> AsyncItera
         else:
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="runstream-demo-"))
             store = Path(directory) / "runstream.db"
-        server = RunstreamServer(ServerConfig(address=options.address, store_path=store))
+        address = options.address
+        if _port_in_use(address):
+            if address != DEFAULT_ADDRESS:
+                raise CliError(
+                    f"cannot listen on {address}: the port is in use; "
+                    "pass --address 127.0.0.1:0 for a free port"
+                )
+            console.print(
+                Text(
+                    f"Port {address} is in use (is `make serve` running?); the demo's own "
+                    "server takes a free port instead.",
+                    style="yellow",
+                ),
+                soft_wrap=True,
+            )
+            address = "127.0.0.1:0"
+        server = RunstreamServer(ServerConfig(address=address, store_path=store))
         try:
             await server.start()
         except RuntimeError as exc:
@@ -798,6 +920,17 @@ async def _embedded_server(options: DemoOptions, console: Console) -> AsyncItera
                     ("listening on ", ""),
                     (server.target, "bold cyan"),
                     (f"  (store: {store})", "grey62"),
+                ),
+                soft_wrap=True,
+            )
+            history = await seed_recorded_runs(server, options.speed, options.seed)
+            console.print(
+                Text(
+                    f"ETA history: {history} earlier runs of {WORKFLOW} in this store"
+                    if options.store is not None
+                    else f"ETA history: {RECORDED_RUNS} recorded runs of {WORKFLOW} with its "
+                    "usual step timings, stored in this demo's temporary store before it starts",
+                    style="grey62",
                 ),
                 soft_wrap=True,
             )
@@ -924,20 +1057,37 @@ def print_summary(
     if run.error is not None:
         grid.add_row("Error", Text(run.error.message, style="bold red"))
     request = '{"run_id":"' + run.run_id + '"}'
-    commands = Text()
-    for line in (
-        f"grpcurl -plaintext {target} list",
-        f"grpcurl -plaintext -d '{request}' {target} runstream.v1.RunService/GetRun",
-        f"grpcurl -plaintext -d '{request}' {target} runstream.v1.RunService/WatchRun",
-        f"runstream watch {run.run_id} --target {target}",
-        f"runstream steps {run.run_id} --target {target}",
-        f"runstream decisions {run.run_id} --target {target}",
-    ):
-        commands.append("  $ ", style="grey50")
-        commands.append(line + "\n", style="bright_white")
+    program = cli_command()
+    grpcurl = grpcurl_command()
+    lines: list[str] = []
+    heading = "Inspect the run:"
     note = ""
     if embedded and not serve:
-        note = "The embedded server stops now; run the demo with --serve to keep it up for these."
+        # The server (and its temporary store) stop with the demo: point at one that stays.
+        heading = "The demo's server stopped with it. To explore a run, keep one up:"
+        lines = [
+            f"{program} demo --serve",
+            f"{program} runs --target 127.0.0.1:50051     # in another terminal, meanwhile",
+            f"{program} get RUN_ID --target 127.0.0.1:50051",
+            f"{program} dashboard --demo                # the same in the browser",
+        ]
+    else:
+        if grpcurl is not None:
+            lines += [
+                f"{grpcurl} -plaintext {target} list",
+                f"{grpcurl} -plaintext -d '{request}' {target} runstream.v1.RunService/GetRun",
+                f"{grpcurl} -plaintext -d '{request}' {target} runstream.v1.RunService/WatchRun",
+            ]
+        lines += [
+            f"{program} get {run.run_id} --target {target}",
+            f"{program} watch {run.run_id} --target {target}",
+            f"{program} steps {run.run_id} --target {target}",
+            f"{program} decisions {run.run_id} --target {target}",
+        ]
+    commands = Text()
+    for line in lines:
+        commands.append("  $ ", style="grey50")
+        commands.append(line + "\n", style="bright_white")
     border = "green" if run.status is runstream.RunStatus.SUCCEEDED else "red"
     console.print(
         Panel(
@@ -948,7 +1098,7 @@ def print_summary(
             expand=False,
         )
     )
-    console.print(Text("Inspect the run:", style="bold"))
+    console.print(Text(heading, style="bold"))
     console.print(commands, soft_wrap=True, end="")
     if note:
         console.print(Text(note, style="grey62"), soft_wrap=True)

@@ -13,6 +13,8 @@ from enum import Enum
 
 from rich.text import Text
 
+import runstream
+
 RUN_STATUS_STYLES: dict[str, str] = {
     "PENDING": "grey62",
     "RUNNING": "bold cyan",
@@ -202,17 +204,54 @@ def metric_label(name: str) -> str:
     return name.replace("_", " ").replace(".", " ").strip().capitalize()
 
 
-def estimate_text(estimate: object, *, with_end: bool = False) -> Text:
-    """An ETA as a person reads it: "~2m 10s left (1m 50s-2m 40s, 70%)", or a dim dash when
-    the server has no estimate (it says unknown rather than guess)."""
+def live_estimate(
+    estimate: object, now: datetime | None = None
+) -> tuple[timedelta, timedelta | None, timedelta | None] | None:
+    """The estimate's remaining time and range as of `now`: counted down by its end time, the
+    range with it (so the remaining time never leaves its range), or as the server holds it
+    while the run waits. None without an estimate."""
     remaining = getattr(estimate, "remaining", None)
     if not isinstance(remaining, timedelta):
-        return Text("unknown", style="grey50")
-    text = Text(f"~{format_duration(remaining)} left", style="bold")
+        return None
     low = getattr(estimate, "remaining_low", None)
     high = getattr(estimate, "remaining_high", None)
+    low = low if isinstance(low, timedelta) else None
+    high = high if isinstance(high, timedelta) else None
+    end_time = getattr(estimate, "end_time", None)
+    if getattr(estimate, "held", False) is True or not isinstance(end_time, datetime):
+        return remaining, low, high
+    left = end_time - (now or datetime.now(UTC))
+    passed = remaining - left
+    zero = timedelta(0)
+    low = max(zero, low - passed) if low is not None else None
+    high = max(zero, high - passed) if high is not None else None
+    return max(zero, left), low, high
+
+
+def remaining_text(remaining: timedelta) -> str:
+    """ "~2m 10s left", or "any moment" rather than "~0ms left" for something still running."""
+    if remaining < timedelta(seconds=1):
+        return "any moment"
+    return f"~{format_duration(remaining)} left"
+
+
+def estimate_text(estimate: object, *, with_end: bool = False) -> Text:
+    """An ETA as a person reads it: "~2m 10s left (1m 50s to 2m 40s, 70% confidence)", "on
+    hold" while the run waits, or a dim "unknown" when the server has no estimate (it says
+    unknown rather than guess)."""
+    live = live_estimate(estimate)
+    if live is None:
+        return Text("unknown", style="grey50")
+    remaining, low, high = live
+    held = getattr(estimate, "held", False) is True
+    if held:
+        text = Text(f"on hold at ~{format_duration(remaining)}", style="bold yellow")
+    else:
+        text = Text(remaining_text(remaining), style="bold")
     details: list[str] = []
-    if isinstance(low, timedelta) and isinstance(high, timedelta) and high > low:
+    if getattr(estimate, "source", None) == runstream.EstimateSource.PRODUCER:
+        details.append("the producer's estimate")
+    if low is not None and high is not None and high > low:
         details.append(f"{format_duration(low)} to {format_duration(high)}")
     confidence = getattr(estimate, "confidence", 0.0)
     if isinstance(confidence, float) and confidence:
@@ -223,21 +262,55 @@ def estimate_text(estimate: object, *, with_end: bool = False) -> Text:
     if details:
         text.append(f" ({', '.join(details)})", style="grey62")
     end_time = getattr(estimate, "end_time", None)
-    if with_end and isinstance(end_time, datetime):
+    if with_end and isinstance(end_time, datetime) and not held:
         text.append(f", ends ~{local_time(end_time)}", style="grey62")
     return text
 
 
-def eta_clock(estimate: object) -> str:
-    """A compact ETA for tables and the live header: "02:10" or "—"."""
-    end_time = getattr(estimate, "end_time", None)
-    remaining = getattr(estimate, "remaining", None)
-    if not isinstance(remaining, timedelta):
+def eta_clock(estimate: object, now: datetime | None = None) -> str:
+    """A compact ETA for tables and the live header: "02:10", "hold 02:10" while the run
+    waits, "<00:01" when due, or "—"."""
+    live = live_estimate(estimate, now)
+    if live is None:
         return "—"
-    if isinstance(end_time, datetime):
-        # The snapshot's estimate was computed a moment ago; its end time stays true.
-        remaining = end_time - datetime.now(UTC)
+    remaining = live[0]
+    if getattr(estimate, "held", False) is True:
+        return f"hold {format_clock(remaining)}"
+    if remaining < timedelta(seconds=1):
+        return "<00:01"
     return format_clock(remaining)
+
+
+def format_change(change: float, unit: str = "") -> str:
+    """A metric's change since its last value: "+500", "-0.5 %"."""
+    sign = "+" if change >= 0 else "-"
+    size = abs(change)
+    number = f"{int(size):,}" if float(size).is_integer() else f"{size:,.2f}".rstrip("0")
+    return f"{sign}{number}{' %' if unit == '%' else ''}"
+
+
+def format_metric_unit(name: str, value: float, unit: str) -> str:
+    """A metric with its unit: "5.0 %", "1,200 USD"; by its name when it has none."""
+    if not unit:
+        return format_metric(name, value)
+    if unit == "%":
+        return f"{value:,.1f} %"
+    number = f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
+    return f"{number} {unit}"
+
+
+def metric_text(name: str, value: float, unit: str = "", change: float | None = None) -> str:
+    """ "Impressions 10,500 (+500)", "CTR 5.0 %": a metric with its unit and change."""
+    text = f"{metric_label(name)} {format_metric_unit(name, value, unit)}"
+    return text if change is None else f"{text} ({format_change(change, unit)})"
+
+
+def items_text(items: object) -> str:
+    """ "15 of 25 companies" (or "15 companies" without a total)."""
+    completed = getattr(items, "completed", 0)
+    total = getattr(items, "total", 0)
+    unit = getattr(items, "unit", "") or "items"
+    return f"{completed} of {total} {unit}" if total else f"{completed} {unit}"
 
 
 def viewers_text(count: int) -> Text:

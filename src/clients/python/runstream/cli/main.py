@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
@@ -28,7 +29,7 @@ import runstream
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
-from .args import positive_float, positive_int
+from .args import positive_float, positive_int, target_address
 from .auth import (
     add_client_security,
     add_serve_security,
@@ -48,7 +49,11 @@ T = TypeVar("T")
 
 
 def default_target() -> str:
-    return os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+    from_env = os.environ.get(TARGET_ENV)
+    if from_env:
+        with contextlib.suppress(argparse.ArgumentTypeError):
+            return target_address(from_env)
+    return from_env or DEFAULT_TARGET
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -212,10 +217,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
         async with connect(args) as client:
             if args.watch:
                 await tables.watch_runs(
-                    client, console, filter=args.filter, live=wants_live(console, args.plain)
+                    client,
+                    console,
+                    filter=args.filter,
+                    live=wants_live(console, args.plain) and not args.json,
+                    as_json=args.json,
                 )
             else:
-                await tables.show_runs(client, console, filter=args.filter, limit=args.limit)
+                await tables.show_runs(
+                    client, console, filter=args.filter, limit=args.limit, as_json=args.json
+                )
 
     run_async(runs())
     return 0
@@ -226,7 +237,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     async def get() -> None:
         async with connect(args) as client:
-            await tables.show_run(client, console, args.run_id)
+            await tables.show_run(client, console, args.run_id, as_json=args.json)
 
     run_async(get())
     return 0
@@ -248,7 +259,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
     async def steps() -> None:
         async with connect(args) as client:
-            await tables.show_steps(client, console, args.run_id)
+            await tables.show_steps(client, console, args.run_id, as_json=args.json)
 
     run_async(steps())
     return 0
@@ -260,7 +271,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     async def events() -> None:
         async with connect(args) as client:
             await tables.show_events(
-                client, console, args.run_id, kinds=args.kinds, limit=args.limit
+                client, console, args.run_id, kinds=args.kinds, limit=args.limit, as_json=args.json
             )
 
     run_async(events())
@@ -272,7 +283,9 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
     async def decisions() -> None:
         async with connect(args) as client:
-            await tables.show_decisions(client, console, args.run_id, only_open=args.open)
+            await tables.show_decisions(
+                client, console, args.run_id, only_open=args.open, as_json=args.json
+            )
 
     run_async(decisions())
     return 0
@@ -383,11 +396,20 @@ class _Formatter(argparse.HelpFormatter):
 def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target",
+        type=target_address,
         default=default_target(),
-        metavar="HOST:PORT",
-        help=f"the Runstream server to talk to, ${TARGET_ENV} when set",
+        metavar="HOST[:PORT]",
+        help=f"the Runstream server to talk to (port 50051 when not given), ${TARGET_ENV} when set",
     )
     add_client_security(parser)
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON for scripts (the contract's field names) instead of a table",
+    )
 
 
 def _add_plain(parser: argparse.ArgumentParser) -> None:
@@ -415,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve",
@@ -545,8 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument(
         "--target",
+        type=target_address,
         default=None,
-        metavar="HOST:PORT",
+        metavar="HOST[:PORT]",
         help="report to this running server instead of starting an embedded one",
     )
     demo_parser.add_argument(
@@ -639,6 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow the matching runs live (status, progress, health, ETA, viewers) until Ctrl-C",
     )
     _add_plain(runs)
+    _add_json(runs)
     runs.set_defaults(handler=cmd_runs)
 
     get = commands.add_parser(
@@ -650,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     get.add_argument("run_id", metavar="RUN_ID", help="the run to show")
     _add_target(get)
+    _add_json(get)
     get.set_defaults(handler=cmd_get)
 
     stats = commands.add_parser(
@@ -672,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     steps.add_argument("run_id", metavar="RUN_ID", help="the run whose steps to list")
     _add_target(steps)
+    _add_json(steps)
     steps.set_defaults(handler=cmd_steps)
 
     events = commands.add_parser(
@@ -693,6 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument(
         "--limit", type=positive_int, default=None, metavar="N", help="show at most N events"
     )
+    _add_json(events)
     events.set_defaults(handler=cmd_events)
 
     decisions = commands.add_parser(
@@ -705,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     decisions.add_argument("run_id", metavar="RUN_ID", help="the run whose decisions to list")
     _add_target(decisions)
     decisions.add_argument("--open", action="store_true", help="only decisions still open")
+    _add_json(decisions)
     decisions.set_defaults(handler=cmd_decisions)
 
     answer = commands.add_parser(
@@ -778,7 +806,11 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `runstream` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `runstream`: say what it can do
+        parser.print_help()
+        return 0
     handler: Callable[[argparse.Namespace], int] = args.handler
     errors = make_console(stderr=True)
     target = getattr(args, "target", None)

@@ -41,10 +41,13 @@ from .fmt import (
     enum_name,
     estimate_text,
     eta_clock,
+    format_change,
     format_clock,
     format_duration,
-    format_metric,
+    format_metric_unit,
     health_text,
+    items_text,
+    live_estimate,
     local_time,
     metric_label,
     ordered_metrics,
@@ -57,6 +60,13 @@ from .view import FEED_SIZE, Note, OpenPrompt, RunView, StepRow
 TEXT_LINES = 6
 WIDE_LAYOUT = 140
 NARROW_LAYOUT = 110
+# Below this width or height the live view switches to its compact layout (80x24 fits).
+COMPACT_WIDTH = 100
+COMPACT_HEIGHT = 32
+# The live view asks the server for a heartbeat this often; silent for 2.5 of them, the view
+# says the connection is lost (and its ETA stands still until it is back).
+HEARTBEAT_SECONDS = 2.0
+LOST_AFTER = 2.5 * HEARTBEAT_SECONDS
 MAX_TILES = 8
 REFRESH_PER_SECOND = 10
 
@@ -75,6 +85,10 @@ class Dashboard:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         now = datetime.now(UTC)
+        height = options.height or console.height
+        if options.max_width < COMPACT_WIDTH or height < COMPACT_HEIGHT:
+            yield from self._compact(now, options.max_width, height)
+            return
         # Below this width the agent column would shrink to a few letters; the running
         # agents are listed in their own panel anyway, so drop the column instead.
         show_agents = options.max_width >= WIDE_LAYOUT
@@ -112,22 +126,15 @@ class Dashboard:
             ("   elapsed ", "grey50"),
             (format_clock(elapsed), "bold"),
         )
-        estimate = run.estimate
-        if enum_name(run.status) not in TERMINAL_RUN_STATUSES:
-            facts.append("   ETA ", "grey50")
-            if estimate is not None and estimate.remaining is not None:
-                facts.append(eta_clock(estimate), "bold")
-                low, high = estimate.remaining_low, estimate.remaining_high
-                if low is not None and high is not None and high > low:
-                    facts.append(f" ({format_clock(low)}-{format_clock(high)})", "grey50")
-            else:
-                facts.append("unknown", "grey50")
+        facts.append_text(self._eta(now, "   ETA "))
         if run.viewer_count:
             facts.append(f"   👁 {run.viewer_count}", "bright_blue")
         facts.append(f"   events {max(run.last_seq, self.view.last_seq)}", "grey50")
+        lost = self._lost()
+        if lost is not None:
+            facts.append_text(lost)
 
         percent = run.progress.percent
-        done, total = self.view.completed_steps, self.view.total_steps
         if enum_name(run.status) == "SUCCEEDED":
             percent = 100.0
         status = enum_name(run.status)
@@ -145,9 +152,7 @@ class Dashboard:
                 finished_style=bar_style,
                 pulse=False,
             ),
-            Text.assemble(
-                (f"{percent_text(percent):>4}", "bold"), (f"  {done}/{total} steps", "grey70")
-            ),
+            Text.assemble((f"{percent_text(percent):>4}", "bold"), (self._counted(), "grey70")),
         )
         return Panel(
             Group(title_line, facts, bar),
@@ -157,8 +162,161 @@ class Dashboard:
             padding=(0, 1),
         )
 
+    def _counted(self) -> str:
+        """ "  3/17 steps", or "  15 of 25 companies" for a run counted in items."""
+        items = self.view.run.progress.items
+        if items is not None and not self.view.total_steps:
+            return f"  {items_text(items)}"
+        return f"  {self.view.completed_steps}/{self.view.total_steps} steps"
+
+    def _lost(self) -> Text | None:
+        """The connection-lost indicator, once the server has been silent for 2.5 heartbeats."""
+        if enum_name(self.view.run.status) in TERMINAL_RUN_STATUSES:
+            return None
+        silent = self.view.silent_for()
+        if silent <= LOST_AFTER:
+            return None
+        return Text(f"   ⚠ connection lost {format_clock(silent)}, reconnecting…", "bold red")
+
+    def _eta(self, now: datetime, label: str) -> Text:
+        """The ETA, its range counted down with it, "hold" while the run waits, and frozen
+        while the connection is lost."""
+        run = self.view.run
+        text = Text()
+        if enum_name(run.status) in TERMINAL_RUN_STATUSES:
+            return text
+        text.append(label, "grey50")
+        if self.view.silent_for() > LOST_AFTER:
+            now = self.view.last_heard_at
+        live = live_estimate(run.estimate, now)
+        if live is None:
+            text.append("unknown", "grey50")
+            return text
+        text.append(eta_clock(run.estimate, now), "bold")
+        _, low, high = live
+        if low is not None and high is not None and high > low:
+            text.append(f" ({format_clock(low)}-{format_clock(high)})", "grey50")
+        if run.estimate is not None and run.estimate.source == runstream.EstimateSource.PRODUCER:
+            text.append(" producer's", "grey50")
+        return text
+
+    def _compact(self, now: datetime, width: int, height: int) -> RenderResult:
+        """80x24 and up: status line, progress, the steps around the current one (with their
+        status icons), one line per active text stream, the metrics on one line, the latest
+        activity."""
+        run = self.view.run
+        status = enum_name(run.status)
+        head = Text.assemble(
+            (run.display_name or run.workflow, "bold"), ("  ", ""), run_status_text(run.status)
+        )
+        head.append("  ♥ ", "grey50")
+        head.append_text(health_text(run.health))
+        head.append_text(self._eta(now, "  ETA "))
+        lost = self._lost()
+        if lost is not None:
+            head.append_text(lost)
+        head.truncate(width, overflow="ellipsis")
+        yield head
+        percent = 100.0 if status == "SUCCEEDED" else run.progress.percent
+        bar = Table.grid(padding=(0, 1), expand=True)
+        bar.add_column(ratio=1)
+        bar.add_column(no_wrap=True)
+        bar.add_row(
+            ProgressBar(total=100, completed=percent, pulse=False),
+            Text.assemble((percent_text(percent), "bold"), (self._counted(), "grey70")),
+        )
+        yield bar
+        prompt = self.view.current_prompt
+        prompt_lines = 0
+        if prompt is not None:
+            panel = self._prompt(prompt, now)
+            prompt_lines = 4 + len(prompt.options) + (1 if prompt.context else 0)
+            yield panel
+        streams = self.view.streams(limit=3)
+        feed_lines = 3
+        fixed = 2 + prompt_lines + len(streams) + 1 + feed_lines
+        room = max(3, height - fixed - 1)
+        rows = list(self.view.steps.values())
+        yield from self._step_window(rows, room, now, width)
+        for stream in streams:
+            tail = " ".join(stream.text.split())[-max(10, width - 20) :]
+            line = Text.assemble(
+                ("✍ ", "bold"), (f"{stream.agent}: ", "bold"), (tail, "bright_white")
+            )
+            line.truncate(width, overflow="ellipsis")
+            yield line
+        yield self._metrics_line(width)
+        for entry in list(self.view.feed)[-feed_lines:]:
+            line = Text.assemble(
+                (local_time(entry.time, with_date=False), "grey50"),
+                " ",
+                (entry.note.icon, entry.note.style),
+                " ",
+                (entry.note.text, entry.note.style),
+            )
+            line.truncate(width, overflow="ellipsis")
+            yield line
+
+    def _step_window(
+        self, rows: list[StepRow], room: int, now: datetime, width: int
+    ) -> Iterable[RenderableType]:
+        """The steps that fit, around the first running (or next pending) one."""
+        focus = next(
+            (i for i, r in enumerate(rows) if r.status in ("RUNNING", "FAILED")),
+            next((i for i, r in enumerate(rows) if r.status == "PENDING"), len(rows) - 1),
+        )
+        if len(rows) <= room:
+            start, end = 0, len(rows)
+        else:
+            start = max(0, min(focus - room // 3, len(rows) - room + 1))
+            end = min(len(rows), start + room - 1)
+        table = Table.grid(padding=(0, 1), expand=True)
+        table.add_column(width=2, no_wrap=True)
+        table.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        table.add_column(width=5, no_wrap=True)
+        table.add_column(width=4, justify="right", no_wrap=True)
+        table.add_column(width=7, justify="right", no_wrap=True)
+        if start > 0:
+            table.add_row("", Text(f"✔ {start} earlier", style="grey50"), "", "", "")
+        for row in rows[start:end]:
+            icon, name, _doing, bar, pct, took = _step_cells(row, now, 5)
+            label = name if isinstance(name, Text) else Text(str(name))
+            if row.status == "RUNNING" and row.sub_step:
+                label = label.copy()
+                label.append(f"  {row.sub_step}", "italic cyan")
+            table.add_row(icon, label, bar, pct, took)
+        if end < len(rows):
+            table.add_row("", Text(f"○ {len(rows) - end} more", style="grey50"), "", "", "")
+        if not rows:
+            table.add_row("", Text("no steps planned", style="grey50"), "", "", "")
+        yield table
+
+    def _metrics_line(self, width: int) -> Text:
+        view = self.view
+        line = Text()
+        for name, value in ordered_metrics(view.metrics)[:MAX_TILES]:
+            if line:
+                line.append(" · ", "grey50")
+            line.append(f"{metric_label(name)} ", "grey62")
+            line.append(format_metric_unit(name, value, view.units.get(name, "")), "bold")
+            if name in view.changes:
+                line.append(
+                    f" {format_change(view.changes[name], view.units.get(name, ''))}", "green"
+                )
+        if not line:
+            line.append("no metrics yet", "grey50")
+        line.truncate(width, overflow="ellipsis")
+        return line
+
     def _prompt(self, prompt: OpenPrompt, now: datetime) -> Panel:
         lines: list[RenderableType] = [Text(prompt.prompt, style="bold")]
+        if prompt.context:
+            context = Text("context: ", style="grey50")
+            context.append(
+                " · ".join(f"{key} {value}" for key, value in list(prompt.context.items())[:6]),
+                style="grey70",
+            )
+            lines.append(context)
         options = Table.grid(padding=(0, 1))
         options.add_column(no_wrap=True)
         options.add_column(ratio=1)
@@ -266,12 +424,22 @@ class Dashboard:
         tiles = Table.grid(expand=True)
         for _ in metrics:
             tiles.add_column(ratio=1, min_width=9)
+        units, changes = self.view.units, self.view.changes
         tiles.add_row(
             *(
                 Panel(
                     Group(
                         Text(
-                            format_metric(name, value), style="bold bright_white", justify="center"
+                            format_metric_unit(name, value, units.get(name, ""))
+                            + (
+                                f" {format_change(changes[name], units.get(name, ''))}"
+                                if name in changes
+                                else ""
+                            ),
+                            style="bold bright_white",
+                            justify="center",
+                            no_wrap=True,
+                            overflow="ellipsis",
                         ),
                         Text(
                             metric_label(name),
@@ -338,8 +506,25 @@ class TailText:
         self.view = view
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        stream = self.view.texts.get(self.view.current_text or "")
+        streams = self.view.streams()
         width = max(10, options.max_width - 4)
+        if len(streams) > 1:
+            # Several agents writing at once: a few lines for each, every one visible.
+            share = max(1, TEXT_LINES // len(streams) - 1)
+            lines: list[Text] = []
+            for each in streams:
+                lines.append(Text(f"✍ {each.agent} · writing…", style="bold"))
+                body = Text(each.text, style="bright_white")
+                body.append("▌", style="bold cyan blink")
+                lines.extend(list(body.wrap(console, width))[-share:])
+            yield Panel(
+                Text("\n").join(lines),
+                title=f"Agent output · {len(streams)} writing",
+                title_align="left",
+                border_style="grey42",
+            )
+            return
+        stream = streams[0] if streams else None
         if stream is None:
             body = Text("waiting for an agent to write…", style="grey50")
             lines = [body]
@@ -437,6 +622,15 @@ class PlainRenderer:
         self.console.print(line, soft_wrap=True)
         if isinstance(event.payload, runstream.DecisionRequested):
             payload = event.payload
+            if payload.context:
+                self.console.print(
+                    Text(
+                        "    context: "
+                        + ", ".join(f"{key}={value}" for key, value in payload.context.items()),
+                        style="grey70",
+                    ),
+                    soft_wrap=True,
+                )
             for number, option in enumerate(payload.options, start=1):
                 default = " (default)" if option.value == payload.default_option else ""
                 about = f" — {option.description}" if option.description else ""
@@ -515,8 +709,12 @@ class SnapshotRefresher:
             self._dirty.clear()
             # A failed refresh is not worth interrupting the view for: the watch stream
             # reconnects on its own and the next refresh catches up.
-            with contextlib.suppress(runstream.RunstreamError):
-                self.view.apply_details(await self.client.get_run_details(self.view.run.run_id))
+            with contextlib.suppress(runstream.RunstreamError, TimeoutError):
+                details = await asyncio.wait_for(
+                    self.client.get_run_details(self.view.run.run_id), LOST_AFTER
+                )
+                self.view.apply_details(details)
+                self.view.heard()
             await asyncio.sleep(self.min_interval)
 
 
@@ -687,7 +885,11 @@ async def follow_run(
         refresher or contextlib.nullcontext(),
         keys or contextlib.nullcontext(),
     ):
-        async for event in client.watch(run_id, after_seq=after_seq, kinds=kinds):
+        watching = client.watch(
+            run_id, after_seq=after_seq, kinds=kinds, heartbeat_interval=HEARTBEAT_SECONDS
+        )
+        async for event in watching:
+            view.heard()
             note = view.apply(event)
             renderer.on_event(event, note)
             if refresher is not None and event.kind is not runstream.EventKind.TEXT_DELTA:

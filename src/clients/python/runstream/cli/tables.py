@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -25,8 +29,9 @@ from .fmt import (
     format_duration,
     format_metric,
     health_text,
+    items_text,
     local_time,
-    metric_label,
+    metric_text,
     outcome_text,
     percent_text,
     run_status_text,
@@ -68,7 +73,25 @@ def _table(rows: Sequence[T], columns: Sequence[_Column[T]], width: int) -> Tabl
 
 def _run_progress(run: runstream.Run) -> str:
     progress = run.progress
+    if progress.items is not None and not progress.total_steps:
+        items = progress.items
+        counts = f"{items.completed}/{items.total}" if items.total else f"{items.completed}"
+        return f"{percent_text(progress.percent)}  {counts}"
     return f"{percent_text(progress.percent)}  {progress.completed_steps}/{progress.total_steps}"
+
+
+# --- JSON for scripts ---------------------------------------------------------------------
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data, with the contract's own field names (``run_id``)."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def print_json(value: object) -> None:
+    """JSON on stdout, uncoloured and unwrapped whatever the terminal, for jq and friends."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def _run_duration(run: runstream.Run) -> str:
@@ -134,7 +157,7 @@ def steps_table(steps: Sequence[runstream.Step], width: int = 200) -> Table:
             lambda step: step.step_id,
             {"min_width": _widest(step.step_id for step in steps)},
         ),
-        _Column("NAME", lambda step: step.name, _SHRINKABLE),
+        _Column("NAME", _step_name, _SHRINKABLE),
         _Column(
             "AGENT",
             lambda step: step.agent,
@@ -161,6 +184,14 @@ def steps_table(steps: Sequence[runstream.Step], width: int = 200) -> Table:
         _Column("DETAIL", _step_detail, {"overflow": "ellipsis"}, shown_from=170),
     ]
     return _table(steps, columns, width)
+
+
+def _step_name(step: runstream.Step) -> Text:
+    """The step's name, and what it does (its description) under it."""
+    text = Text(step.name)
+    if step.description:
+        text.append(f"\n{step.description}", style="grey62")
+    return text
 
 
 def _widest(values: Iterable[str]) -> int:
@@ -209,12 +240,25 @@ def run_details(
         row("Estimate", estimate_text(run.estimate, with_end=True))
     row("Viewers", viewers_text(run.viewer_count))
     progress = run.progress
-    row(
-        "Progress",
-        f"{percent_text(progress.percent)}  "
-        f"({progress.completed_steps}/{progress.total_steps} steps)",
-    )
-    if run.current_step_id:
+    counted = [f"{progress.completed_steps}/{progress.total_steps} steps"]
+    if progress.items is not None:
+        counted = [items_text(progress.items)] if not progress.total_steps else counted
+        if progress.total_steps:
+            counted.append(items_text(progress.items))
+        if progress.items.by_stage:
+            counted.append(
+                ", ".join(f"{stage} {count}" for stage, count in progress.items.by_stage.items())
+            )
+    row("Progress", f"{percent_text(progress.percent)}  ({'; '.join(counted)})")
+    current = next((s for s in run.steps if s.step_id == run.current_step_id), None)
+    if current is not None:
+        line = Text(current.name, style="bold")
+        if current.name != current.step_id:
+            line.append(f" ({current.step_id})", style="grey62")
+        if current.description:
+            line.append(f"\n{current.description}", style="grey62")
+        row("Current step", line)
+    elif run.current_step_id:
         row("Current step", run.current_step_id)
     if run.active_agents:
         row(
@@ -250,7 +294,9 @@ def run_details(
         row(
             "Metrics",
             ", ".join(
-                f"{metric_label(name)} {format_metric(name, value)}"
+                metric_text(
+                    name, value, run.metric_units.get(name, ""), run.metric_changes.get(name)
+                )
                 for name, value in run.metrics.items()
             ),
         )
@@ -341,11 +387,19 @@ def decisions_table(decisions: Sequence[runstream.Decision], width: int = 200) -
 
 
 async def show_decisions(
-    client: runstream.Client, console: Console, run_id: str, *, only_open: bool
+    client: runstream.Client,
+    console: Console,
+    run_id: str,
+    *,
+    only_open: bool,
+    as_json: bool = False,
 ) -> None:
     """Prints a run's decisions."""
     state = runstream.DecisionState.OPEN if only_open else None
     decisions = await client.list_decisions(run_id, state=state)
+    if as_json:
+        print_json([as_dict(decision.raw) for decision in decisions])
+        return
     if not decisions:
         console.print(
             Text(f"Run {run_id} has no {'open ' if only_open else ''}decisions", style="grey62")
@@ -361,9 +415,19 @@ async def show_events(
     *,
     kinds: Sequence[runstream.EventKind] | None,
     limit: int | None,
+    as_json: bool = False,
 ) -> None:
     """Prints a run's stored events (ListEvents), one line each, as `watch --plain` does."""
     from .render import PlainRenderer
+
+    if as_json:
+        found: list[dict[str, Any]] = []
+        async for event in client.list_events(run_id, kinds=kinds):
+            found.append(as_dict(event.raw))
+            if limit is not None and len(found) >= limit:
+                break
+        print_json(found)
+        return
 
     view = RunView(run=await client.get_run(run_id))
     printer = PlainRenderer(console, view)
@@ -379,11 +443,22 @@ async def show_events(
 
 
 async def watch_runs(
-    client: runstream.Client, console: Console, *, filter: str, live: bool
+    client: runstream.Client,
+    console: Console,
+    *,
+    filter: str,
+    live: bool,
+    as_json: bool = False,
 ) -> None:
     """Follows every run matching `filter`: a live table on a terminal, else a line per
-    change. Runs until interrupted."""
+    change (with `as_json`, one JSON object per line). Runs until interrupted."""
     runs: dict[str, runstream.Run] = {}
+    if as_json:
+        async for update in client.watch_runs(filter):
+            for run in update.runs:
+                sys.stdout.write(json.dumps(as_dict(run.raw), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        return
     if not live:
         async for update in client.watch_runs(filter):
             if update.initial:
@@ -457,13 +532,23 @@ def _run_line(run: runstream.Run) -> Text:
     return Text.assemble(*parts)
 
 
-async def show_runs(client: runstream.Client, console: Console, *, filter: str, limit: int) -> None:
+async def show_runs(
+    client: runstream.Client,
+    console: Console,
+    *,
+    filter: str,
+    limit: int,
+    as_json: bool = False,
+) -> None:
     """Prints up to `limit` runs matching `filter`."""
     runs: list[runstream.Run] = []
     async for run in client.list_runs(filter=filter, page_size=min(max(limit, 1), 1000)):
         runs.append(run)
         if len(runs) >= limit:
             break
+    if as_json:
+        print_json([as_dict(run.raw) for run in runs])
+        return
     if not runs:
         console.print(
             Text("No runs" + (f" match {filter!r}" if filter else " yet"), style="grey62")
@@ -472,15 +557,31 @@ async def show_runs(client: runstream.Client, console: Console, *, filter: str, 
     console.print(runs_table(runs, console.width))
 
 
-async def show_run(client: runstream.Client, console: Console, run_id: str) -> None:
+async def show_run(
+    client: runstream.Client, console: Console, run_id: str, *, as_json: bool = False
+) -> None:
     """Prints one run's snapshot, its open decisions and its steps."""
     details = await client.get_run_details(run_id)
+    if as_json:
+        print_json(
+            {
+                "run": as_dict(details.run.raw),
+                "recent_activity": [as_dict(event.raw) for event in details.recent_activity],
+                "open_decisions": [as_dict(decision.raw) for decision in details.open_decisions],
+            }
+        )
+        return
     console.print(run_details(details.run, console.width, details.open_decisions))
 
 
-async def show_steps(client: runstream.Client, console: Console, run_id: str) -> None:
+async def show_steps(
+    client: runstream.Client, console: Console, run_id: str, *, as_json: bool = False
+) -> None:
     """Prints one run's steps."""
     steps = await client.list_steps(run_id)
+    if as_json:
+        print_json([as_dict(step.raw) for step in steps])
+        return
     if not steps:
         console.print(Text(f"Run {run_id} has no steps", style="grey62"))
         return

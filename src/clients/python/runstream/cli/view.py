@@ -12,9 +12,10 @@ into plain lines.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import runstream
@@ -24,8 +25,8 @@ from .fmt import (
     SEVERITY_STYLES,
     enum_name,
     format_duration,
-    format_metric,
-    metric_label,
+    items_text,
+    metric_text,
     ordered_metrics,
     percent_text,
 )
@@ -41,6 +42,7 @@ class StepRow:
     name: str
     agent: str
     status: str = "PENDING"
+    description: str = ""
     percent: float = 0.0
     sub_step: str = ""
     detail: str = ""
@@ -57,6 +59,7 @@ class StepRow:
             name=step.name or step.step_id,
             agent=step.agent,
             status=enum_name(step.status),
+            description=step.description,
             percent=step.percent,
             sub_step=step.sub_step,
             detail=step.detail,
@@ -158,10 +161,33 @@ class RunView:
     texts: dict[str, TextStream] = field(default_factory=dict)
     current_text: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    changes: dict[str, float] = field(default_factory=dict)
     agent_names: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, OpenPrompt] = field(default_factory=dict)
     answer_feedback: tuple[str, str] | None = None
     """The outcome of this viewer's last answer: (text, style)."""
+    last_heard: float = field(default_factory=time.monotonic)
+    """When the server last answered this view (an event or a snapshot), monotonic."""
+    last_heard_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """The same moment on the wall clock: the ETA stands still there while the link is lost."""
+
+    def heard(self) -> None:
+        """The server answered: the link works."""
+        self.last_heard = time.monotonic()
+        self.last_heard_at = datetime.now(UTC)
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last_heard
+
+    def streams(self, limit: int = 4) -> list[TextStream]:
+        """The messages agents are writing now, newest first; the latest finished one when
+        nobody is writing."""
+        writing = [stream for stream in self.texts.values() if not stream.final]
+        if writing:
+            return writing[::-1][:limit]
+        current = self.texts.get(self.current_text or "")
+        return [current] if current is not None else []
 
     @classmethod
     def from_snapshot(cls, run: Run) -> RunView:
@@ -186,6 +212,8 @@ class RunView:
             return
         self.snapshot_seq = run.last_seq
         self.metrics.update(run.metrics)
+        self.units.update(run.metric_units)
+        self.changes.update(run.metric_changes)
         if run.steps:
             self.steps = {step.step_id: StepRow.from_step(step) for step in run.steps}
 
@@ -244,7 +272,10 @@ class RunView:
                 if fresh and not self.steps:
                     for spec in payload.steps:
                         self.steps[spec.step_id] = StepRow(
-                            step_id=spec.step_id, name=spec.name or spec.step_id, agent=spec.agent
+                            step_id=spec.step_id,
+                            name=spec.name or spec.step_id,
+                            agent=spec.agent,
+                            description=spec.description,
                         )
                 return Note(
                     "✚",
@@ -388,8 +419,14 @@ class RunView:
             case runstream.MetricsUpdate():
                 if not payload.step_id:
                     self.metrics.update(payload.values)
+                    self.units.update(payload.units)
+                    for name in payload.values:
+                        if name in payload.changes:
+                            self.changes[name] = payload.changes[name]
+                        else:
+                            self.changes.pop(name, None)
                 shown = ", ".join(
-                    f"{metric_label(name)} {format_metric(name, value)}"
+                    metric_text(name, value, self.units.get(name, ""), payload.changes.get(name))
                     for name, value in ordered_metrics(payload.values)[:6]
                 )
                 where = f"{self.step_name(payload.step_id)} " if payload.step_id else ""
@@ -398,9 +435,25 @@ class RunView:
                 return Note(
                     "🏁", "milestone", payload.title + _suffix(payload.description), "bold gold1"
                 )
+            case runstream.ItemProgress():
+                stages = ", ".join(f"{stage} {count}" for stage, count in payload.by_stage.items())
+                return Note(
+                    "#",
+                    "items",
+                    items_text(payload) + (f" ({stages})" if stages else ""),
+                    "grey70",
+                    feed=False,
+                )
             case runstream.Alert():
                 severity = enum_name(payload.severity)
-                action = f" → {payload.suggested_action}" if payload.suggested_action else ""
+                suggestion = payload.suggested_action or (
+                    enum_name(payload.action.type).lower().replace("_", " ")
+                    if payload.action is not None
+                    else ""
+                )
+                action = f" → {suggestion}" if suggestion else ""
+                if payload.step_id:
+                    action += f" [{self.step_name(payload.step_id)}]"
                 return Note(
                     "⚠",
                     "alert",
@@ -409,6 +462,8 @@ class RunView:
                 )
             case runstream.ErrorRecovery():
                 strategy = f"; {payload.recovery_strategy}" if payload.recovery_strategy else ""
+                if payload.step_id:
+                    strategy += f" [{self.step_name(payload.step_id)}]"
                 attempt = f" (attempt {payload.attempt})" if payload.attempt else ""
                 outcome = "" if payload.can_continue else "; cannot continue"
                 return Note(
@@ -473,10 +528,14 @@ class RunView:
                 estimate = payload.estimate
                 if estimate is None or estimate.remaining is None:
                     return Note("⏱", "estimate", "Estimate unknown", "grey50", feed=False)
+                said = "ETA on hold at" if estimate.held else "ETA"
+                whose = (
+                    " (producer's)" if estimate.source == runstream.EstimateSource.PRODUCER else ""
+                )
                 return Note(
                     "⏱",
                     "estimate",
-                    f"ETA ~{format_duration(estimate.remaining)} left",
+                    f"{said} ~{format_duration(estimate.remaining)} left{whose}",
                     "grey70",
                     feed=False,
                 )

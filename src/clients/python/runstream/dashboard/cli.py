@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runstream
 
-from ..cli.args import port, positive_float
+from ..cli.args import port, positive_float, target_address
 from ..cli.errors import CliError
 from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
@@ -58,8 +58,9 @@ def add_dashboard_command(
     )
     parser.add_argument(
         "--target",
+        type=target_address,
         default=None,
-        metavar="HOST:PORT",
+        metavar="HOST[:PORT]",
         help=f"the Runstream server to show (default: ${TARGET_ENV}, else {DEFAULT_TARGET}; "
         "with --demo, an embedded server)",
     )
@@ -155,10 +156,12 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             stack.callback(loop.remove_signal_handler, signum)
         if args.api_url:
             return await _serve_page_only(args, stop, say)
-        target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+        from_env = os.environ.get(TARGET_ENV)
+        target = args.target or (target_address(from_env) if from_env else DEFAULT_TARGET)
         if args.demo and args.target is None:
-            target = await stack.enter_async_context(_embedded_server())
+            target = await stack.enter_async_context(_embedded_server(args.speed))
             say(f"Runstream server (embedded) on {target}")
+            say("  ETA history: recorded runs of the campaign seeded into its temporary store")
 
         envoy_port = args.envoy_port or _free_port(args.host)
         page = DashboardServer(host=args.host, port=args.port, api_port=envoy_port)
@@ -244,8 +247,10 @@ async def _serving(target: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _embedded_server() -> AsyncIterator[str]:
+async def _embedded_server(speed: float) -> AsyncIterator[str]:
     from runstream_server.app import RunstreamServer, ServerConfig
+
+    from ..cli.demo import seed_recorded_runs
 
     with tempfile.TemporaryDirectory(prefix="runstream-dashboard-") as directory:
         server = RunstreamServer(
@@ -253,6 +258,7 @@ async def _embedded_server() -> AsyncIterator[str]:
         )
         await server.start()
         try:
+            await seed_recorded_runs(server, speed, seed=7)
             yield server.target
         finally:
             await server.stop(grace=1.0)

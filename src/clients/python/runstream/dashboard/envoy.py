@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import importlib.resources
 import json
@@ -27,7 +26,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -166,26 +165,20 @@ def validate_config(text: str) -> None:
         raise EnvoyError(f"envoy rejected the configuration:\n{result.stdout}{result.stderr}")
 
 
-def _load_prctl() -> Callable[[int, int], int] | None:
+def _die_with_parent() -> list[str]:
+    """A command prefix that makes Envoy get SIGTERM when the process that started it dies,
+    so a killed `runstream dashboard` (or test run) leaves no Envoy holding its ports.
+
+    util-linux's ``setpriv --pdeathsig`` sets it in the child and then execs Envoy. It used to
+    be a ``preexec_fn`` calling prctl, but a ``preexec_fn`` makes Python fork() (rather than
+    vfork) and run Python code in the child of a process whose gRPC threads are busy: gRPC's
+    fork handlers then logged "skipping fork() handlers" and, about one launch in twelve,
+    the child crashed before it could exec Envoy (status -6 or -11).
+    """
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-# Looked up before any fork: the child may only make the call.
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the Envoy child before exec: SIGTERM when the process that started it dies, so a
-    killed `runstream dashboard` (or test run) leaves no Envoy holding its ports."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 @dataclass
@@ -310,6 +303,7 @@ class EnvoyProxy:
 
     def _command(self, config_path: Path, admin_path: Path) -> Sequence[str]:
         return [
+            *_die_with_parent(),
             str(envoy_binary()),
             "-c",
             str(config_path),
@@ -345,7 +339,6 @@ class EnvoyProxy:
                 # Its own session: Ctrl-C in the terminal reaches Runstream, which stops Envoy
                 # in order, instead of killing Envoy under a page mid-stream.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         self._admin_path = admin_path
 
@@ -353,7 +346,11 @@ class EnvoyProxy:
         if self.process is not None and self.process.poll() is not None:
             code = self.process.returncode
             self.process = None
-            raise EnvoyError(f"Envoy exited with status {code}{self._log_tail()}")
+            how = f"status {code}"
+            if code < 0:
+                with contextlib.suppress(ValueError):
+                    how = f"signal {signal.Signals(-code).name}"
+            raise EnvoyError(f"Envoy failed to start: it exited with {how}{self._log_tail()}")
 
     def _ready(self) -> bool:
         if not self.admin_address:

@@ -64,7 +64,20 @@ async function main(): Promise<void> {
     schedule();
   }
 
+  // Below 860 px the run list is a drawer behind the Runs button; picking a run closes it.
+  const toggle = $(app, "#runs-toggle");
+  const backdrop = $(app, "#drawer-backdrop");
+  function drawer(open: boolean): void {
+    attr(app, "data-drawer", open ? "open" : "closed");
+    attr(toggle, "aria-expanded", String(open));
+    backdrop.hidden = !open;
+  }
+  toggle.addEventListener("click", () => drawer(app.dataset.drawer !== "open"));
+  backdrop.addEventListener("click", () => drawer(false));
+  list.addEventListener("click", () => drawer(false));
+
   function route(): void {
+    drawer(false);
     const match = /^#\/runs\/(.+)$/.exec(location.hash);
     if (match) open(decodeURIComponent(match[1]));
     else showOverview();
@@ -90,7 +103,7 @@ async function main(): Promise<void> {
     } else {
       text($(app, "#crumb-run"), "");
       document.title = "Runstream";
-      if (overview) renderOverview(overview, all);
+      if (overview) renderOverview(overview, all, now);
     }
     const link = session ? session.link : runsLink;
     attr(app, "data-connection", link);
@@ -114,7 +127,8 @@ function buildOverview(): HTMLElement {
       "section",
       { class: "card hero" },
       h("h1", null, "Live runs, exactly as they happen"),
-      h("p", { class: "muted" }, "Pick a run on the left to follow its steps, agents, reasoning and output live. The page resumes where it left off if the connection drops."),
+      h("p", { class: "muted" }, "Pick a run from the list to follow its steps, agents, reasoning and output live. The page resumes where it left off if the connection drops."),
+      h("ul", { class: "run-list overview-runs" }),
       h("div", { class: "overview-stats" }),
       h(
         "p",
@@ -126,7 +140,9 @@ function buildOverview(): HTMLElement {
   );
 }
 
-function renderOverview(el: HTMLElement, runs: Run[]): void {
+function renderOverview(el: HTMLElement, runs: Run[], now: number): void {
+  // The list again, inline, for screens where the sidebar is a drawer.
+  renderRunList($(el, ".overview-runs"), runs.slice(0, 20), undefined, now);
   const count = (status: RunStatus) => runs.filter((r) => r.status === status).length;
   const stats: Array<[string, number, string]> = [
     ["Running", count(RunStatus.RUNNING) + count(RunStatus.WAITING_FOR_INPUT) + count(RunStatus.PAUSED), "RUNNING"],

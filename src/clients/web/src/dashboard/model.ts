@@ -6,6 +6,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   AgentActivityType,
+  AlertActionType,
   DecisionOutcome,
   EventKind,
   type DecisionOption,
@@ -15,6 +16,7 @@ import {
   type Thinking,
 } from "../gen/runstream/v1/event_pb";
 import { type Run, RunHealth, RunStatus, Severity, StepStatus } from "../gen/runstream/v1/run_pb";
+import type { Decision } from "../gen/runstream/v1/decision_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import { durationMillis, enumWords, formatDuration, jsonText, millis } from "./format";
 
@@ -50,6 +52,7 @@ const FEED_KIND_SET = new Set(FEED_KINDS);
 const SNAPSHOT_KINDS = new Set<EventKind>([
   ...FEED_KINDS,
   EventKind.STEP_PROGRESS,
+  EventKind.ITEM_PROGRESS,
   EventKind.METRICS_UPDATE,
   EventKind.ESTIMATE_UPDATED,
 ]);
@@ -65,6 +68,9 @@ export function kindOf(event: RunEvent): EventKind | undefined {
 
 export type Tone = "neutral" | "info" | "success" | "warning" | "danger" | "accent";
 
+/** What a button in the run page does to the run: RunService.PauseRun, ResumeRun, CancelRun. */
+export type RunAction = "pause" | "resume" | "cancel";
+
 export interface FeedItem {
   seq: number;
   kind: EventKind;
@@ -74,6 +80,22 @@ export interface FeedItem {
   title: string;
   detail: string;
   who: string;
+  /** An alert's suggested action, offered as a button. */
+  action?: { action: RunAction; label: string };
+}
+
+const ALERT_ACTIONS: Partial<Record<AlertActionType, RunAction>> = {
+  [AlertActionType.PAUSE_RUN]: "pause",
+  [AlertActionType.RESUME_RUN]: "resume",
+  [AlertActionType.CANCEL_RUN]: "cancel",
+};
+
+/** Which of pause, resume and cancel a run's status allows. */
+export function allowedActions(status: RunStatus): Set<RunAction> {
+  if (status === RunStatus.RUNNING || status === RunStatus.WAITING_FOR_INPUT) return new Set(["pause", "cancel"]);
+  if (status === RunStatus.PAUSED) return new Set(["resume", "cancel"]);
+  if (status === RunStatus.PENDING) return new Set(["cancel"]);
+  return new Set();
 }
 
 export interface StreamedText {
@@ -128,6 +150,14 @@ export class RunModel {
   snapshot: Run | undefined;
   /** The seq up to which history was already there when the page opened the run. */
   historySeq = -1;
+  /**
+   * A long run opens from its snapshot: events up to this seq were not replayed (the feed
+   * starts from the snapshot's recent activity; older entries load on demand). 0 when the
+   * whole log was replayed.
+   */
+  startSeq = 0;
+  /** Older feed entries loaded on demand (ListEvents), newest first. */
+  olderFeed: FeedItem[] = [];
   lastSeq = 0;
   status: RunStatus = RunStatus.UNSPECIFIED;
   feed: FeedItem[] = [];
@@ -139,6 +169,8 @@ export class RunModel {
   /** Step names by id, from the plan and from steps added when they started. */
   readonly stepNames = new Map<string, string>();
   private metricOverlay = new Map<string, { value: number; seq: number }>();
+  private changeOverlay = new Map<string, { value: number | undefined; seq: number }>();
+  private unitOverlay = new Map<string, string>();
   /** Step events newer than the snapshot, replayed onto each snapshot until it has them. */
   private stepEvents: RunEvent[] = [];
   private textById = new Map<string, StreamedText>();
@@ -158,6 +190,51 @@ export class RunModel {
     for (const step of run.steps) if (step.name) this.stepNames.set(step.stepId, step.name);
     if (Number(run.lastSeq) >= this.lastSeq) this.status = run.status;
     return true;
+  }
+
+  /**
+   * Starts a long run from its snapshot instead of its whole log: the activity feed from the
+   * snapshot's recent activity, the open decisions from the snapshot, the cursor at its seq.
+   */
+  seedFromSnapshot(response: GetRunResponse): void {
+    const run = response.run;
+    if (!run) return;
+    this.applySnapshot(response);
+    this.startSeq = Number(run.lastSeq);
+    this.lastSeq = this.startSeq;
+    this.status = run.status;
+    for (const decision of response.openDecisions) this.decisions.set(decision.decisionId, decisionItem(decision));
+    for (const event of response.recentActivity) {
+      const kind = kindOf(event);
+      const item = kind === undefined ? undefined : describe(event, kind, this);
+      if (item) this.feed.push(item);
+    }
+  }
+
+  /** Adds older feed entries (seq up to startSeq) that ListEvents brought. */
+  addOlder(events: RunEvent[]): void {
+    const shown = new Set([...this.feed, ...this.olderFeed].map((item) => item.seq));
+    for (const event of events) {
+      const kind = kindOf(event);
+      if (kind === undefined || !FEED_KIND_SET.has(kind) || shown.has(Number(event.seq))) continue;
+      if (event.payload.case === "runCreated") for (const step of event.payload.value.steps) this.stepNames.set(step.stepId, step.name || step.stepId);
+      const item = describe(event, kind, this);
+      if (item) this.olderFeed.push(item);
+    }
+    this.olderFeed.sort((a, b) => b.seq - a.seq);
+    if (this.olderFeed.length > OLDER_LIMIT) this.olderFeed.length = OLDER_LIMIT;
+  }
+
+  /** Run-level metric units and changes: the snapshot's, overlaid by later updates. */
+  metricUnit(name: string): string {
+    return this.unitOverlay.get(name) ?? this.snapshot?.metricUnits[name] ?? "";
+  }
+
+  metricChange(name: string): number | undefined {
+    const snapshotSeq = this.snapshot ? Number(this.snapshot.lastSeq) : 0;
+    const overlay = this.changeOverlay.get(name);
+    if (overlay && overlay.seq > snapshotSeq) return overlay.value;
+    return this.snapshot?.metricChanges[name];
   }
 
   /** Applies events in seq order; returns true when the snapshot should be refreshed. */
@@ -260,7 +337,11 @@ export class RunModel {
         break;
       case "metricsUpdate":
         if (!p.value.stepId) {
-          for (const [name, value] of Object.entries(p.value.values)) this.metricOverlay.set(name, { value, seq });
+          for (const [name, value] of Object.entries(p.value.values)) {
+            this.metricOverlay.set(name, { value, seq });
+            this.changeOverlay.set(name, { value: p.value.changes[name], seq });
+          }
+          for (const [name, unit] of Object.entries(p.value.units)) this.unitOverlay.set(name, unit);
         }
         break;
       case "workflowStateChange":
@@ -270,23 +351,7 @@ export class RunModel {
         break;
       case "decisionRequested": {
         const d = p.value;
-        this.decisions.set(d.decisionId, {
-          decisionId: d.decisionId,
-          prompt: d.prompt,
-          decisionType: d.decisionType,
-          options: d.options,
-          canSkip: d.canSkip,
-          defaultOption: d.defaultOption,
-          deadline: millis(d.deadline),
-          context: d.context,
-          requestedSeq: seq,
-          open: true,
-          outcome: DecisionOutcome.UNSPECIFIED,
-          choice: "",
-          answeredBy: "",
-          submitting: undefined,
-          error: undefined,
-        });
+        this.decisions.set(d.decisionId, decisionItem({ ...d, requestedSeq: event.seq }));
         if (this.live(seq)) this.pendingToasts.push({ seq, decisionId: d.decisionId, title: "Input needed", detail: d.prompt, tone: "warning" });
         break;
       }
@@ -317,6 +382,31 @@ export class RunModel {
   }
 }
 
+/** How many older feed entries a page keeps after loading history on demand. */
+const OLDER_LIMIT = 500;
+
+function decisionItem(
+  d: Pick<Decision, "decisionId" | "prompt" | "decisionType" | "options" | "canSkip" | "defaultOption" | "deadline" | "context" | "requestedSeq">,
+): DecisionItem {
+  return {
+    decisionId: d.decisionId,
+    prompt: d.prompt,
+    decisionType: d.decisionType,
+    options: d.options,
+    canSkip: d.canSkip,
+    defaultOption: d.defaultOption,
+    deadline: millis(d.deadline),
+    context: d.context,
+    requestedSeq: Number(d.requestedSeq),
+    open: true,
+    outcome: DecisionOutcome.UNSPECIFIED,
+    choice: "",
+    answeredBy: "",
+    submitting: undefined,
+    error: undefined,
+  };
+}
+
 const STEP_CASES = new Set(["stepStarted", "stepProgress", "stepCompleted", "stepFailed", "stepSkipped"]);
 
 /**
@@ -345,6 +435,7 @@ function patchSteps(run: Run, event: RunEvent): void {
       step.percent = p.value.percent;
       step.subStep = p.value.subStep;
       step.detail = p.value.detail;
+      if (p.value.subStepDetails) step.subStepDetails = p.value.subStepDetails;
       break;
     case "stepCompleted":
       step.status = StepStatus.SUCCEEDED;
@@ -428,15 +519,18 @@ export function describe(event: RunEvent, kind: EventKind, context: FeedContext)
     }
     case "milestone":
       return { ...base, icon: "trophy", tone: "success", title: p.value.title, detail: p.value.description, who: "" };
-    case "alert":
+    case "alert": {
+      const action = p.value.action ? ALERT_ACTIONS[p.value.action.type] : undefined;
       return {
         ...base,
         icon: "alert",
         tone: p.value.severity >= Severity.HIGH ? "danger" : "warning",
         title: p.value.message,
         detail: p.value.suggestedAction ? `Suggested: ${p.value.suggestedAction}` : "",
-        who: enumWords(Severity[p.value.severity]),
+        who: [enumWords(Severity[p.value.severity]), p.value.stepId ? step(p.value.stepId) : ""].filter(Boolean).join(" · "),
+        action: action ? { action, label: p.value.action?.label || p.value.suggestedAction || enumWords(AlertActionType[p.value.action?.type ?? 0]) } : undefined,
       };
+    }
     case "errorRecovery":
       return {
         ...base,
@@ -444,7 +538,7 @@ export function describe(event: RunEvent, kind: EventKind, context: FeedContext)
         tone: p.value.canContinue ? "warning" : "danger",
         title: p.value.errorMessage,
         detail: [p.value.recoveryStrategy.replace(/_/g, " "), p.value.attempt > 1 ? `attempt ${p.value.attempt}` : ""].filter(Boolean).join(" · "),
-        who: p.value.affectedAgents.join(", "),
+        who: [p.value.stepId ? step(p.value.stepId) : "", p.value.affectedAgents.join(", ")].filter(Boolean).join(" · "),
       };
     case "artifactProduced": {
       const a = p.value.artifact;

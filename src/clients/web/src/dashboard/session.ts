@@ -1,8 +1,9 @@
 // One open run: its watcher, its model, snapshot refreshes and answering its decisions.
 import { Code, ConnectError } from "@connectrpc/connect";
+import { EventKind } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
-import { RunModel, isTerminal } from "./model";
+import { FEED_KINDS, RunModel, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
 /** At most this many GetRun calls per second per open run, however fast events arrive. */
@@ -16,6 +17,13 @@ export class RunSession {
   link: LinkState = "connecting";
   linkDetail = "";
   error = "";
+  /** When the link was lost (Date.now()), while it is; the ETA stands still meanwhile. */
+  lostAt: number | undefined;
+  /** The pause, resume or cancel request on its way, and the last one's error. */
+  acting: RunAction | undefined;
+  actionError = "";
+  /** Older activity: "idle", "loading", "done" (all loaded) or "failed". */
+  older: "idle" | "loading" | "done" | "failed" = "idle";
   private readonly watch: RunWatch;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshing = false;
@@ -39,7 +47,14 @@ export class RunSession {
         if (this.model.applySnapshot(response) && response.run) this.snapshotSeen(response.run);
         this.changed();
       },
+      seed: (response) => {
+        this.model.seedFromSnapshot(response);
+        if (response.run) this.snapshotSeen(response.run);
+        this.changed();
+      },
       state: (state, detail) => {
+        if (state === "reconnecting" && this.lostAt === undefined) this.lostAt = Date.now();
+        if (state !== "reconnecting" && state !== "connecting") this.lostAt = undefined;
         this.link = state;
         this.linkDetail = detail ?? "";
         if (state === "failed") this.error = detail ?? "failed";
@@ -91,6 +106,49 @@ export class RunSession {
       item.submitting = undefined;
       this.changed();
     }
+  }
+
+  /** Pauses, resumes or cancels the run (RunService), as the dashboard's operator. */
+  async control(action: RunAction): Promise<void> {
+    if (this.acting) return;
+    this.acting = action;
+    this.actionError = "";
+    this.changed();
+    try {
+      const runId = this.runId;
+      if (action === "pause") await this.api.runs.pauseRun({ runId, requestedBy: ANSWERED_BY });
+      else if (action === "resume") await this.api.runs.resumeRun({ runId, requestedBy: ANSWERED_BY });
+      else await this.api.runs.cancelRun({ runId, cancelledBy: ANSWERED_BY, reason: "cancelled from the dashboard" });
+      this.scheduleRefresh();
+    } catch (error) {
+      this.actionError = ConnectError.from(error).rawMessage;
+    } finally {
+      this.acting = undefined;
+      this.changed();
+    }
+  }
+
+  /** Loads the activity from before the page opened a long run (ListEvents, page by page). */
+  async loadOlder(): Promise<void> {
+    if (this.older === "loading" || this.model.startSeq === 0) return;
+    this.older = "loading";
+    this.changed();
+    const filter = FEED_KINDS.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ");
+    try {
+      let pageToken = "";
+      for (;;) {
+        const page = await this.api.runs.listEvents({ runId: this.runId, filter, pageSize: 1000, pageToken });
+        const older = page.events.filter((event) => Number(event.seq) <= this.model.startSeq);
+        this.model.addOlder(older);
+        this.changed();
+        pageToken = page.nextPageToken;
+        if (!pageToken || older.length < page.events.length) break;
+      }
+      this.older = "done";
+    } catch {
+      this.older = "failed";
+    }
+    this.changed();
   }
 
   private scheduleRefresh(): void {

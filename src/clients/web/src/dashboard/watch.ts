@@ -14,6 +14,11 @@ export interface WatchHandlers {
   events(events: RunEvent[]): void;
   /** A fresh snapshot, taken on every (re)connect before the stream opens. */
   snapshot(response: GetRunResponse): void;
+  /**
+   * The first snapshot of a long run, which the page starts from instead of replaying its
+   * log: the stream then follows from the snapshot's seq.
+   */
+  seed(response: GetRunResponse): void;
   /** The link changed: `detail` says why when it failed or is retrying. */
   state(state: LinkState, detail?: string): void;
 }
@@ -22,6 +27,8 @@ export interface WatchHandlers {
 export const HEARTBEAT_SECONDS = 10;
 /** A stream silent for this long is dead even if no error arrived (a half-open connection). */
 const STALL_MS = HEARTBEAT_SECONDS * 2500;
+/** A run with more events than this opens from its snapshot rather than from its whole log. */
+export const LONG_RUN_EVENTS = 200;
 
 export class RunWatch {
   private lastSeq = 0;
@@ -90,7 +97,15 @@ export class RunWatch {
     };
     try {
       const snapshot = await this.api.runs.getRun({ runId: this.runId }, { signal: controller.signal });
-      this.handlers.snapshot(snapshot);
+      const head = Number(snapshot.run?.lastSeq ?? 0);
+      if (this.lastSeq === 0 && head > LONG_RUN_EVENTS) {
+        // Exact resume still holds: the snapshot reflects every event up to its seq, and the
+        // stream starts right after it.
+        this.lastSeq = head;
+        this.handlers.seed(snapshot);
+      } else {
+        this.handlers.snapshot(snapshot);
+      }
       const stream = this.api.runs.watchRun(
         { runId: this.runId, afterSeq: BigInt(this.lastSeq), heartbeatInterval: { seconds: BigInt(HEARTBEAT_SECONDS), nanos: 0 } },
         { signal: controller.signal },

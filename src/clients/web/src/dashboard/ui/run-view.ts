@@ -1,7 +1,7 @@
 // The run page: header with the progress bar, decisions, metric tiles, steps, active agents,
 // streamed agent output, thinking, model allocations and the activity feed.
 import { DecisionOutcome, EventKind } from "../../gen/runstream/v1/event_pb";
-import { type ActiveAgent, RunHealth, RunStatus, type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
+import { type ActiveAgent, EstimateSource, RunHealth, RunStatus, type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
 import { $, attr, h, icon, reconcile, text } from "../dom";
 import {
   ago,
@@ -19,7 +19,7 @@ import {
   money,
   percentText,
 } from "../format";
-import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, type StreamedText, isTerminal } from "../model";
+import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, type RunAction, type StreamedText, allowedActions, isTerminal } from "../model";
 import type { RunSession } from "../session";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
@@ -35,6 +35,39 @@ export class RunView {
     this.root = buildSkeleton(session.runId);
     $(this.root, ".feed").dataset.feedKinds = FEED_KINDS.map((k) => EventKind[k]).join(",");
     $(this.root, ".decisions").addEventListener("click", (event) => this.onDecisionClick(event));
+    $(this.root, ".controls").addEventListener("click", (event) => this.onControlClick(event));
+    $(this.root, ".feed-card").addEventListener("click", (event) => this.onFeedClick(event));
+  }
+
+  /** Pause and resume act at once; cancel asks first (the confirm row), then acts. */
+  private onControlClick(event: Event): void {
+    const button = (event.target as Element).closest<HTMLButtonElement>("button[data-action]");
+    if (!button || button.disabled) return;
+    const controls = $(this.root, ".controls");
+    const action = button.dataset.action;
+    if (action === "cancel") controls.dataset.confirm = "cancel";
+    else if (action === "keep") delete controls.dataset.confirm;
+    else if (action === "confirm-cancel") {
+      delete controls.dataset.confirm;
+      void this.session.control("cancel");
+    } else if (action === "pause" || action === "resume") void this.session.control(action);
+    this.render();
+  }
+
+  private onFeedClick(event: Event): void {
+    const button = (event.target as Element).closest<HTMLButtonElement>("button");
+    if (!button || button.disabled) return;
+    if (button.classList.contains("load-older")) {
+      void this.session.loadOlder();
+      return;
+    }
+    const action = button.dataset.action as RunAction | undefined;
+    if (action === "cancel") {
+      // An alert suggesting a cancel opens the same confirmation as the header's button.
+      $(this.root, ".controls").dataset.confirm = "cancel";
+      $(this.root, ".run-head").scrollIntoView({ block: "start" });
+      this.render();
+    } else if (action) void this.session.control(action);
   }
 
   render(now = Date.now()): void {
@@ -59,6 +92,28 @@ export class RunView {
     this.renderThinking();
     this.renderModels();
     this.renderFeed(now);
+    this.renderControls();
+  }
+
+  private renderControls(): void {
+    const { model } = this.session;
+    const allowed = allowedActions(model.status);
+    const controls = $(this.root, ".controls");
+    controls.hidden = allowed.size === 0;
+    if (!allowed.has("cancel")) delete controls.dataset.confirm;
+    const confirming = controls.dataset.confirm === "cancel";
+    for (const button of Array.from(controls.querySelectorAll<HTMLButtonElement>("button[data-action]"))) {
+      const action = button.dataset.action ?? "";
+      const inConfirm = action === "confirm-cancel" || action === "keep";
+      button.hidden = confirming ? !inConfirm : inConfirm || !allowed.has(action as RunAction);
+      button.disabled = this.session.acting !== undefined;
+    }
+    text($(controls, ".confirm-text"), confirming ? "Cancel this run? It cannot be resumed." : "");
+    text($(controls, ".control-error"), this.session.actionError);
+    for (const button of Array.from(this.root.querySelectorAll<HTMLButtonElement>(".feed-action"))) {
+      button.hidden = !allowed.has(button.dataset.action as RunAction);
+      button.disabled = this.session.acting !== undefined;
+    }
   }
 
   private renderHeader(now: number): void {
@@ -94,7 +149,24 @@ export class RunView {
     text($(this.root, ".percent"), percentText(percent));
 
     const progress = run?.progress;
-    text($(this.root, ".steps-count"), progress ? `${progress.completedSteps} of ${progress.totalSteps} steps` : "");
+    const items = progress?.items;
+    const counted = items !== undefined && (progress?.totalSteps ?? 0) === 0;
+    text($(this.root, ".steps-count"), counted ? itemsText(items.completed, items.total, items.unit) : progress ? `${progress.completedSteps} of ${progress.totalSteps} steps` : "");
+    const counter = $(this.root, ".item-progress");
+    counter.hidden = items === undefined;
+    if (items) {
+      text($(counter, ".item-count"), String(items.completed));
+      text($(counter, ".item-total"), items.total > 0n ? `of ${items.total}` : "");
+      text($(counter, ".item-unit"), items.unit || "items");
+      const stages = Object.entries(items.byStage);
+      reconcile(
+        $(counter, ".item-stages"),
+        stages,
+        ([stage]) => stage,
+        () => h("li", { class: "chip" }),
+        (el, [stage, count]) => text(el, `${enumWords(stage.toUpperCase())} ${count}`),
+      );
+    }
     const elapsed = started ? (ended ?? now) - started : undefined;
     text($(this.root, ".elapsed"), elapsed === undefined ? "" : `${isTerminal(status) ? "Took" : "Elapsed"} ${formatDuration(elapsed)}`);
     text($(this.root, ".eta"), etaText(this.session, now));
@@ -151,14 +223,15 @@ export class RunView {
     }
     const run = model.snapshot;
     const names = [...values.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).slice(0, MAX_TILES);
-    const tiles: Array<{ name: string; label: string; value: string; history: number[] }> = names.map((name) => ({
+    const tiles: Array<{ name: string; label: string; value: string; change: string; history: number[] }> = names.map((name) => ({
       name,
       label: metricLabel(name),
-      value: metricValue(name, values.get(name) ?? 0),
+      value: metricWithUnit(name, values.get(name) ?? 0, model.metricUnit(name)),
+      change: changeText(name, model.metricChange(name), model.metricUnit(name)),
       history: this.metricHistory.get(name) ?? [],
     }));
     if (run && !values.has("assets") && run.artifactsSummary && run.artifactsSummary.total > 0) {
-      tiles.push({ name: "artifacts", label: "Artifacts", value: String(run.artifactsSummary.total), history: [] });
+      tiles.push({ name: "artifacts", label: "Artifacts", value: String(run.artifactsSummary.total), change: "", history: [] });
     }
     const container = $(this.root, ".tiles");
     container.hidden = tiles.length === 0;
@@ -166,10 +239,13 @@ export class RunView {
       container,
       tiles,
       (t) => t.name,
-      (t) => h("div", { class: "tile", "data-metric": t.name }, h("div", { class: "tile-label" }), h("div", { class: "tile-value" }), sparkline()),
+      (t) => h("div", { class: "tile", "data-metric": t.name }, h("div", { class: "tile-label" }), h("div", { class: "tile-value" }), h("div", { class: "tile-change" }), sparkline()),
       (el, t) => {
         text($(el, ".tile-label"), t.label);
         text($(el, ".tile-value"), t.value);
+        const change = $(el, ".tile-change");
+        text(change, t.change);
+        attr(change, "data-sign", t.change.startsWith("−") ? "down" : t.change ? "up" : "");
         drawSparkline(el.querySelector("svg") as SVGSVGElement, t.history);
       },
     );
@@ -177,7 +253,28 @@ export class RunView {
 
   private renderSteps(steps: Step[], now: number): void {
     const list = $(this.root, ".steps");
-    reconcile(list, steps, (s) => s.stepId, buildStep, (el, s) => updateStep(el, s, now));
+    // The workflow graph: steps grouped under their phase, each on its track.
+    const rows: Array<Step | string> = [];
+    let phase = "";
+    for (const step of steps) {
+      if (step.phase && step.phase !== phase) rows.push(step.phase);
+      phase = step.phase || phase;
+      rows.push(step);
+    }
+    reconcile(
+      list,
+      rows,
+      (r) => (typeof r === "string" ? `phase:${r}` : r.stepId),
+      (r) => (typeof r === "string" ? h("li", { class: "phase-head" }, r) : buildStep(r)),
+      (el, r) => {
+        if (typeof r === "string") {
+          const inPhase = steps.filter((s) => s.phase === r);
+          const done = inPhase.every((s) => s.status === StepStatus.SUCCEEDED || s.status === StepStatus.SKIPPED);
+          const running = inPhase.some((s) => s.status === StepStatus.RUNNING);
+          attr(el, "data-state", done ? "done" : running ? "current" : "next");
+        } else updateStep(el, r, now);
+      },
+    );
     const run = this.session.model.snapshot;
     text($(this.root, ".steps-card .card-note"), run?.progress ? `${run.progress.completedSteps}/${run.progress.totalSteps}` : "");
   }
@@ -285,6 +382,13 @@ export class RunView {
     }
     while (feed.children.length > FEED_LIMIT) feed.lastElementChild?.remove();
     $(this.root, ".feed-empty").hidden = feed.children.length > 0;
+    const { model } = this.session;
+    const more = $(this.root, ".load-older") as HTMLButtonElement;
+    const state = this.session.older;
+    more.hidden = model.startSeq === 0 || state === "done";
+    more.disabled = state === "loading";
+    text(more, state === "loading" ? "Loading earlier activity…" : state === "failed" ? "Could not load; try again" : `Load earlier activity (events 1–${model.startSeq})`);
+    reconcile($(this.root, ".feed-older"), model.olderFeed, (item) => String(item.seq), buildFeedItem, () => undefined);
     for (const el of Array.from(feed.children) as HTMLElement[]) {
       const time = Number(el.dataset.time);
       if (time) text($(el, ".feed-ago"), ago(time, now));
@@ -321,6 +425,25 @@ function buildSkeleton(runId: string): HTMLElement {
         h("div", { class: "percent" }),
       ),
       h("div", { class: "progress-meta" }, h("span", { class: "steps-count" }), h("span", { class: "elapsed" }), h("span", { class: "eta" })),
+      h(
+        "div",
+        { class: "item-progress", hidden: true },
+        h("span", { class: "item-count" }),
+        h("span", { class: "item-total" }),
+        h("span", { class: "item-unit" }),
+        h("ul", { class: "item-stages" }),
+      ),
+      h(
+        "div",
+        { class: "controls", hidden: true },
+        h("span", { class: "confirm-text" }),
+        h("button", { class: "control", type: "button", "data-action": "pause", hidden: true }, "Pause"),
+        h("button", { class: "control", type: "button", "data-action": "resume", hidden: true }, "Resume"),
+        h("button", { class: "control danger", type: "button", "data-action": "cancel", hidden: true }, "Cancel run"),
+        h("button", { class: "control danger", type: "button", "data-action": "confirm-cancel", hidden: true }, "Yes, cancel it"),
+        h("button", { class: "control", type: "button", "data-action": "keep", hidden: true }, "Keep running"),
+        h("span", { class: "control-error", role: "alert" }),
+      ),
     ),
     h("div", { class: "decisions", hidden: true }),
     h("div", { class: "tiles", hidden: true }),
@@ -351,7 +474,14 @@ function buildSkeleton(runId: string): HTMLElement {
       h(
         "div",
         { class: "column" },
-        card("feed-card", "Activity", h("p", { class: "empty feed-empty" }, "Waiting for activity…"), h("ol", { class: "feed" })),
+        card(
+          "feed-card",
+          "Activity",
+          h("p", { class: "empty feed-empty" }, "Waiting for activity…"),
+          h("ol", { class: "feed" }),
+          h("button", { class: "load-older", type: "button", hidden: true }),
+          h("ol", { class: "feed-older" }),
+        ),
         card("models-card", "Model allocation", h("ul", { class: "models" }), h("p", { class: "empty models-empty" }, "No model allocated yet.")),
       ),
     ),
@@ -362,13 +492,21 @@ function statusLabel(status: RunStatus): string {
   return status === RunStatus.UNSPECIFIED ? "Loading" : enumWords(RunStatus[status]);
 }
 
-function etaText(session: RunSession, now: number): string {
+function etaText(session: RunSession, wallNow: number): string {
   const { model } = session;
   const run = model.snapshot;
   if (!run || isTerminal(model.status)) return "";
   const estimate = run.estimate;
   const end = millis(estimate?.endTime);
   if (!estimate || end === undefined) return run.status === RunStatus.RUNNING ? "ETA estimating…" : "";
+  const whose = estimate.source === EstimateSource.PRODUCER ? " · producer's estimate" : "";
+  if (estimate.held || model.status === RunStatus.WAITING_FOR_INPUT || model.status === RunStatus.PAUSED) {
+    // The server holds the remaining time while the run waits: it is not counted down.
+    const why = model.status === RunStatus.PAUSED ? "paused" : "waiting for input";
+    return `ETA on hold: ${formatDuration(durationMillis(estimate.remaining) ?? 0)} left (${why})${whose}`;
+  }
+  // While the link is lost, the ETA stands still at the moment it was lost.
+  const now = session.lostAt ?? wallNow;
   const left = Math.max(0, end - now);
   // The range was computed with the estimate; count it down with the estimate's own clock.
   const sinceEstimate = now - (end - (durationMillis(estimate.remaining) ?? 0));
@@ -380,7 +518,36 @@ function etaText(session: RunSession, now: number): string {
     const highLeft = Math.max(0, high - sinceEstimate);
     if (highLeft - lowLeft >= 1000) range = ` (${formatDuration(lowLeft)}–${formatDuration(highLeft)})`;
   }
-  return left < 1000 ? "ETA any moment" : `ETA ${formatDuration(left)}${range}`;
+  const stale = session.lostAt !== undefined ? " · frozen while offline" : "";
+  return (left < 1000 ? "ETA any moment" : `ETA ${formatDuration(left)}${range}`) + whose + stale;
+}
+
+function itemsText(completed: bigint, total: bigint, unit: string): string {
+  return total > 0n ? `${completed} of ${total} ${unit || "items"}` : `${completed} ${unit || "items"}`;
+}
+
+/** "5.0 %", "1,200 USD", or the value as its name suggests when it has no unit. */
+function metricWithUnit(name: string, value: number, unit: string): string {
+  if (!unit) return metricValue(name, value);
+  if (unit === "%") return `${value.toFixed(1)} %`;
+  return `${compact(value)} ${unit}`;
+}
+
+/** "+500", "−0.5 %", "+0.02%" for a rate, or "" for a metric reported once. */
+function changeText(name: string, change: number | undefined, unit: string): string {
+  if (change === undefined || change === 0) return "";
+  const sign = change > 0 ? "+" : "−";
+  const size = Math.abs(change);
+  if (unit === "%") return `${sign}${size.toFixed(1)} %`;
+  if (unit) return `${sign}${Number.isInteger(size) ? compact(size) : size.toFixed(2)} ${unit}`;
+  return `${sign}${metricValue(name, size)}`;
+}
+
+function subStepDetailsText(step: Step): string {
+  const d = step.subStepDetails;
+  if (!d) return "";
+  const end = millis(d.estimatedCompletionTime);
+  return [d.operation.replace(/_/g, " "), d.model, end ? `done ~${clock(end)}` : ""].filter(Boolean).join(" · ");
 }
 
 function rank(name: string): number {
@@ -429,7 +596,7 @@ function buildStep(step: Step): HTMLElement {
     h(
       "div",
       { class: "step-body" },
-      h("div", { class: "step-name" }, h("span", { class: "step-title" }), h("span", { class: "step-agent" })),
+      h("div", { class: "step-name" }, h("span", { class: "step-title" }), h("span", { class: "step-agent" }), h("span", { class: "step-track", hidden: true })),
       h("div", { class: "step-detail" }),
       h("div", { class: "step-bar" }, h("span")),
     ),
@@ -446,12 +613,16 @@ function updateStep(el: HTMLElement, step: Step, now: number): void {
   }
   text($(el, ".step-title"), step.name || step.stepId);
   text($(el, ".step-agent"), step.agent && step.agent !== step.name ? step.agent : "");
+  const track = $(el, ".step-track");
+  track.hidden = !step.track;
+  text(track, step.track);
+  if (step.track) el.style.setProperty("--track-hue", String(hue(step.track)));
   let detail = "";
-  if (step.status === StepStatus.RUNNING) detail = [step.subStep, step.detail].filter(Boolean).join(" — ");
+  if (step.status === StepStatus.RUNNING) detail = [step.subStep, step.detail, subStepDetailsText(step)].filter(Boolean).join(" — ");
   else if (step.status === StepStatus.SUCCEEDED) detail = step.summary;
   else if (step.status === StepStatus.FAILED) detail = step.error?.message ?? "failed";
   else if (step.status === StepStatus.SKIPPED) detail = step.skipReason ? `Skipped: ${step.skipReason}` : "Skipped";
-  else detail = step.description;
+  else detail = [step.description, step.dependsOn.length ? `after ${step.dependsOn.join(", ")}` : ""].filter(Boolean).join(" · ");
   text($(el, ".step-detail"), detail);
   const start = millis(step.startTime);
   const end = millis(step.endTime);
@@ -545,6 +716,7 @@ function buildFeedItem(item: FeedItem): HTMLElement {
       h("div", { class: "feed-title" }, item.title),
       item.detail ? h("div", { class: "feed-detail" }, item.detail) : null,
       h("div", { class: "feed-meta" }, item.who ? h("span", null, item.who) : null, h("span", { class: "feed-ago" }), h("span", { class: "feed-seq" }, `#${item.seq}`)),
+      item.action ? h("button", { class: "feed-action", type: "button", "data-action": item.action.action }, item.action.label) : null,
     ),
   );
 }

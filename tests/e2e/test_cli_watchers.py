@@ -1,0 +1,249 @@
+"""The terminal for the people who watch: JSON for scripts, help when bare, `localhost` as a
+target, every agent's text at once, a decision's context, a lost connection said within 2.5
+heartbeats with the ETA standing still, a compact layout at 80x24, and the demo's first
+minutes (a busy port, commands that work)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import runstream
+from rich.console import Console
+from runstream.cli.args import target_address
+from runstream.cli.main import build_parser
+from runstream.cli.render import LOST_AFTER, Dashboard
+from runstream.cli.view import OpenPrompt, RunView
+from runstream.v1 import event_pb2, run_pb2
+
+from tests.conftest import ServerProcess, free_port
+from tests.e2e.test_cli import demo_on, runstream_cli
+
+
+def test_bare_runstream_prints_help() -> None:
+    result = runstream_cli()
+    assert result.returncode == 0, result.stderr
+    assert "usage: runstream" in result.stdout
+    for command in ("demo", "watch", "runs", "get", "dashboard"):
+        assert command in result.stdout
+
+
+def test_a_target_without_a_port_means_runstreams_port() -> None:
+    assert target_address("localhost") == "localhost:50051"
+    assert target_address("localhost:9000") == "localhost:9000"
+    assert target_address("10.0.0.5") == "10.0.0.5:50051"
+    assert target_address("[::1]") == "[::1]:50051"
+    assert target_address("::1") == "[::1]:50051"
+    assert target_address("unix:/tmp/rs.sock") == "unix:/tmp/rs.sock"
+    args = build_parser().parse_args(["runs", "--target", "localhost"])
+    assert args.target == "localhost:50051"
+    bad = runstream_cli("runs", "--target", "localhost:http")
+    assert bad.returncode == 2 and "not a port" in bad.stderr
+
+
+def test_json_for_scripts_on_runs_get_steps_events_and_decisions(
+    server_process: ServerProcess,
+) -> None:
+    run_id = demo_on(server_process)
+    target = ("--target", server_process.target, "--json")
+
+    def parsed(*args: str) -> object:
+        result = runstream_cli(*args, *target)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    runs = parsed("runs")
+    assert isinstance(runs, list)
+    [ours] = [run for run in runs if run["run_id"] == run_id]
+    assert ours["status"] == "RUN_STATUS_SUCCEEDED" and "steps" not in ours
+    got = parsed("get", run_id)
+    assert isinstance(got, dict)
+    assert got["run"]["run_id"] == run_id and got["run"]["progress"]["percent"] == 100
+    assert len(got["run"]["steps"]) == 17
+    assert got["recent_activity"] and got["open_decisions"] == []
+    steps = parsed("steps", run_id)
+    assert isinstance(steps, list) and len(steps) == 17
+    assert steps[0]["description"] and steps[0]["status"] == "STEP_STATUS_SUCCEEDED"
+    events = parsed("events", run_id, "--kinds", "milestone", "--limit", "3")
+    assert isinstance(events, list) and len(events) == 3
+    assert all("milestone" in event and event["seq"] for event in events)
+    decisions = parsed("decisions", run_id)
+    assert isinstance(decisions, list)
+    assert decisions[0]["decision_id"] == "persona-priority"
+    assert decisions[0]["outcome"] == "DECISION_OUTCOME_DEFAULTED"
+
+
+def test_get_and_steps_show_what_each_step_does(server_process: ServerProcess) -> None:
+    run_id = demo_on(server_process)
+    steps = runstream_cli("steps", run_id, "--target", server_process.target)
+    assert steps.returncode == 0, steps.stderr
+    assert "Developing campaign strategy" in steps.stdout or "strategy" in steps.stdout.lower()
+    # Every step's description from the plan is in the table.
+    described = runstream_cli("steps", run_id, "--target", server_process.target, "--json")
+    descriptions = [s["description"] for s in json.loads(described.stdout)]
+    shown = " ".join(steps.stdout.split())
+    assert all(" ".join(d.split())[:20] in shown for d in descriptions)
+
+
+# --- the live view, drawn as a terminal of a given size shows it ----------------------------
+
+
+def snapshot(**fields: object) -> runstream.Run:
+    fields.setdefault("status", run_pb2.RUN_STATUS_RUNNING)
+    run = run_pb2.Run(
+        run_id="r1",
+        workflow="campaign-generator",
+        display_name="Spring launch",
+        health=run_pb2.RUN_HEALTH_HEALTHY,
+        **fields,  # type: ignore[arg-type]
+    )
+    run.start_time.FromDatetime(datetime.now(UTC) - timedelta(minutes=2))
+    for i in range(17):
+        status = run_pb2.STEP_STATUS_SUCCEEDED if i < 8 else run_pb2.STEP_STATUS_PENDING
+        if i == 8:
+            status = run_pb2.STEP_STATUS_RUNNING
+        run.steps.add(step_id=f"s{i}", name=f"Step {i}", status=status, percent=40 if i == 8 else 0)
+    run.progress.percent = 49
+    run.progress.completed_steps = 8
+    run.progress.total_steps = 17
+    run.metrics.update({"impressions": 10500, "clicks": 525})
+    run.metric_changes["impressions"] = 500
+    run.metric_units["ctr_pct"] = "%"
+    run.metrics["ctr_pct"] = 5.0
+    return runstream._convert.run_from_pb(run)
+
+
+def event(seq: int, **payload: object) -> runstream.Event:
+    message = event_pb2.RunEvent(run_id="r1", seq=seq, **payload)  # type: ignore[arg-type]
+    message.event_time.GetCurrentTime()
+    return runstream._convert.event_from_pb(message)
+
+
+def draw(view: RunView, width: int, height: int) -> str:
+    console = Console(width=width, height=height, record=True, color_system=None)
+    console.print(Dashboard(view))
+    return console.export_text()
+
+
+def test_every_agent_writing_at_once_is_visible() -> None:
+    view = RunView.from_snapshot(snapshot())
+    for seq, (agent, text) in enumerate(
+        [("copywriter", "Launch faster with Runstream"), ("designer", "Hero banner: a trail")],
+        start=100,
+    ):
+        view.apply(
+            event(seq, text_delta=event_pb2.TextDelta(agent_id=agent, message_id=agent, delta=text))
+        )
+    for width, height in ((160, 50), (80, 24)):
+        screen = draw(view, width, height)
+        assert "copywriter" in screen and "designer" in screen, screen
+        assert "Launch faster" in screen and "Hero banner" in screen, screen
+
+
+def test_a_decisions_context_shows_under_its_prompt() -> None:
+    view = RunView.from_snapshot(snapshot())
+    view.prompts["persona"] = OpenPrompt(
+        decision_id="persona",
+        prompt="Which persona first?",
+        options=(runstream.DecisionOption("a", "Wanderer"), runstream.DecisionOption("b")),
+        default_option="a",
+        can_skip=False,
+        deadline=None,
+        context={"personas": 3, "forecast": "48% wanderers"},
+    )
+    screen = draw(view, 160, 50)
+    prompt_at = screen.index("Which persona first?")
+    context_at = screen.index("personas 3")
+    assert prompt_at < context_at < screen.index("Wanderer"), screen
+    assert "48% wanderers" in screen
+
+
+def test_the_compact_layout_fits_80x24_with_icons_and_metrics() -> None:
+    view = RunView.from_snapshot(snapshot())
+    screen = draw(view, 80, 24)
+    lines = screen.rstrip("\n").split("\n")
+    assert len(lines) <= 24, screen
+    assert all(len(line) <= 80 for line in lines)
+    assert "✔" in screen and "○" in screen  # status icons of done and pending steps
+    assert "Step 8" in screen  # the running step is in view
+    assert "Impressions 10,500 +500" in screen and "5.0 %" in screen, screen
+
+
+def test_a_lost_connection_shows_within_two_and_a_half_heartbeats_and_the_eta_stands_still() -> (
+    None
+):
+    estimate = run_pb2.Estimate(history_runs=3)
+    estimate.remaining.FromSeconds(120)
+    estimate.remaining_low.FromSeconds(100)
+    estimate.remaining_high.FromSeconds(140)
+    estimate.end_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=120))
+    view = RunView.from_snapshot(snapshot(estimate=estimate))
+    view.heard()
+    assert "connection lost" not in draw(view, 160, 50)
+    # Silent for longer than 2.5 heartbeats: said, and the ETA is as of the last word heard.
+    view.last_heard -= LOST_AFTER + 0.5
+    view.last_heard_at -= timedelta(seconds=30)
+    first = draw(view, 160, 50)
+    assert "connection lost" in first
+    eta = re.search(r"ETA (\d\d:\d\d)", first)
+    assert eta is not None and eta[1] in ("02:29", "02:30"), first  # 120 s + the 30 s since
+    time.sleep(1.1)
+    assert re.search(r"ETA (\d\d:\d\d)", draw(view, 160, 50))[1] == eta[1]  # type: ignore[index]
+
+
+def test_a_held_estimate_says_so_and_does_not_count_down() -> None:
+    estimate = run_pb2.Estimate(held=True, history_runs=3)
+    estimate.remaining.FromSeconds(90)
+    estimate.end_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=90))
+    view = RunView.from_snapshot(
+        snapshot(estimate=estimate, status=run_pb2.RUN_STATUS_WAITING_FOR_INPUT)
+    )
+    assert "hold 01:30" in draw(view, 160, 50)
+    time.sleep(1.1)
+    assert "hold 01:30" in draw(view, 160, 50)
+
+
+# --- the first hour ------------------------------------------------------------------------
+
+
+def test_demo_on_a_busy_port_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runstream_cli("demo", "--plain", "--address", f"127.0.0.1:{port}", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, no gRPC log
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
+
+
+def test_demo_on_the_default_busy_port_takes_a_free_one() -> None:
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 50051))
+            taken.listen()
+        except OSError:
+            pass  # already busy: `make serve` or another demo holds it, which is the case
+        result = runstream_cli("demo", "--plain", "--speed", "20", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Port 127.0.0.1:50051 is in use" in result.stdout
+    assert re.search(r"listening on 127\.0\.0\.1:(\d+)", result.stdout)
+    assert "E1" not in result.stderr and "chttp2" not in result.stderr
+
+
+def test_the_demo_shows_an_eta_from_recorded_runs_and_closes_with_commands_that_work(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    result = runstream_cli("demo", "--plain", "--speed", "20", "--address", f"127.0.0.1:{port}")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "ETA history: 3 recorded runs of campaign-generator" in out
+    assert re.search(r"#\d+\s+estimate\s+ETA ~", out), out  # the server estimated from them
+    # The server is gone when the demo ends: the closing lines say how to keep one up.
+    assert "The demo's server stopped with it" in out
+    assert "demo --serve" in out
