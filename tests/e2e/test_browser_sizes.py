@@ -74,6 +74,7 @@ async def test_the_run_page_fits_phone_tablet_and_desktop_and_a_tap_answers(
                 detail="Three headline variants written",
                 estimated_time_remaining=120,  # the producer's own ETA: no history yet
             )
+            await run.metrics({"impressions": 10000})
             await run.metrics({"impressions": 10500, "ctr_pct": 5.0}, units={"ctr_pct": "%"})
             ask = asyncio.create_task(
                 run.ask(
@@ -136,6 +137,10 @@ async def test_the_run_page_fits_phone_tablet_and_desktop_and_a_tap_answers(
                     )
                     == "design"
                 )
+                # Metric tiles with their unit and the change since the last value.
+                tile = "document.querySelector('[data-metric=\"{}\"] .{}').textContent"
+                assert await page.eval(tile.format("impressions", "tile-change")) == "+500"
+                assert await page.eval(tile.format("ctr_pct", "tile-value")) == "5.0 %"
                 await page.screenshot(f"{name}-run.png", full_page=False)
             # Answered by a tap on the phone.
             await page.call("viewport", width=390, height=844)
@@ -152,14 +157,22 @@ async def test_the_run_page_fits_phone_tablet_and_desktop_and_a_tap_answers(
 async def test_pause_resume_and_cancel_from_the_page(server: RunstreamServer, web: Web) -> None:
     async with runstream.connect(server.target) as client, browser() as page:
         run = await client.start_run("ops", steps=["work"])
-        await run.custom("tick")
+        await run.alert(
+            "Projected CPC 38% above target",
+            severity=runstream.Severity.HIGH,
+            suggested_action="Pause campaign",
+            action=runstream.AlertActionType.PAUSE_RUN,
+        )
         await page.call("viewport", width=390, height=844)
         await page.goto(web.run_url(run.run_id))
         await page.wait(run_view_is("RUNNING"))
         shown = '(a) => !document.querySelector(`.controls [data-action="${a}"]`).hidden'
         assert await page.eval(f"[ 'pause', 'cancel' ].filter({shown})") == ["pause", "cancel"]
         assert not await page.eval(f"({shown})('resume')")
-        await page.click('.controls [data-action="pause"]')
+        # The alert's suggested action is a button: it pauses the run.
+        action = '.feed .feed-action[data-action="pause"]'
+        await page.wait(f"document.querySelector('{action}')?.textContent === 'Pause campaign'")
+        await page.click(action)
         await page.wait(run_view_is("PAUSED"))
         assert (await client.get_run(run.run_id)).status is runstream.RunStatus.PAUSED
         await page.wait(f"({shown})('resume') && !({shown})('pause')")
