@@ -281,12 +281,17 @@ def eta_clock(estimate: object, now: datetime | None = None) -> str:
     return format_clock(remaining)
 
 
-def format_change(change: float, unit: str = "") -> str:
-    """A metric's change since its last value: "+500", "-0.5 %"."""
+def format_change(change: float, unit: str = "", name: str = "") -> str:
+    """A metric's change since its last value, as the metric itself reads: "+500", "-0.5 %",
+    "+0.02%" for a rate, "+$0.03" for a cost."""
     sign = "+" if change >= 0 else "-"
     size = abs(change)
-    number = f"{int(size):,}" if float(size).is_integer() else f"{size:,.2f}".rstrip("0")
-    return f"{sign}{number}{' %' if unit == '%' else ''}"
+    if unit == "%":
+        return f"{sign}{size:,.1f} %"
+    if unit:
+        number = f"{int(size):,}" if float(size).is_integer() else f"{size:,.2f}"
+        return f"{sign}{number} {unit}"
+    return f"{sign}{format_metric(name, size)}"
 
 
 def format_metric_unit(name: str, value: float, unit: str) -> str:
@@ -302,7 +307,7 @@ def format_metric_unit(name: str, value: float, unit: str) -> str:
 def metric_text(name: str, value: float, unit: str = "", change: float | None = None) -> str:
     """ "Impressions 10,500 (+500)", "CTR 5.0 %": a metric with its unit and change."""
     text = f"{metric_label(name)} {format_metric_unit(name, value, unit)}"
-    return text if change is None else f"{text} ({format_change(change, unit)})"
+    return text if change is None else f"{text} ({format_change(change, unit, name)})"
 
 
 def items_text(items: object) -> str:

@@ -301,7 +301,7 @@ class Dashboard:
             line.append(format_metric_unit(name, value, view.units.get(name, "")), "bold")
             if name in view.changes:
                 line.append(
-                    f" {format_change(view.changes[name], view.units.get(name, ''))}", "green"
+                    f" {format_change(view.changes[name], view.units.get(name, ''), name)}", "green"
                 )
         if not line:
             line.append("no metrics yet", "grey50")
@@ -432,7 +432,7 @@ class Dashboard:
                         Text(
                             format_metric_unit(name, value, units.get(name, ""))
                             + (
-                                f" {format_change(changes[name], units.get(name, ''))}"
+                                f" {format_change(changes[name], units.get(name, ''), name)}"
                                 if name in changes
                                 else ""
                             ),
