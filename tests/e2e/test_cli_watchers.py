@@ -247,3 +247,17 @@ def test_the_demo_shows_an_eta_from_recorded_runs_and_closes_with_commands_that_
     # The server is gone when the demo ends: the closing lines say how to keep one up.
     assert "The demo's server stopped with it" in out
     assert "demo --serve" in out
+
+
+def test_a_running_steps_sub_step_details_show_in_the_steps_table() -> None:
+    from runstream.cli.tables import steps_table
+
+    run = run_pb2.Run(run_id="r1")
+    step = run.steps.add(
+        step_id="copy", name="Copy Team", status=run_pb2.STEP_STATUS_RUNNING, sub_step="drafting"
+    )
+    step.sub_step_details.operation = "executing_agent_logic"
+    step.sub_step_details.model = "o3"
+    console = Console(width=200, record=True, color_system=None)
+    console.print(steps_table(runstream._convert.run_from_pb(run).steps, 200))
+    assert "drafting — executing agent logic — o3" in console.export_text()

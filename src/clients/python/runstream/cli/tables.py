@@ -205,6 +205,11 @@ def _step_detail(step: runstream.Step) -> Text:
     if status == "SKIPPED":
         return Text(step.skip_reason, style="grey50")
     parts = [part for part in (step.sub_step, step.detail) if part]
+    details = step.sub_step_details
+    if details is not None and status == "RUNNING":
+        parts += [part for part in (details.operation.replace("_", " "), details.model) if part]
+        if details.estimated_completion_time is not None:
+            parts.append(f"done ~{local_time(details.estimated_completion_time, with_date=False)}")
     text = Text(" — ".join(parts), style="grey62")
     text.truncate(DETAIL_WIDTH, overflow="ellipsis")
     if step.attempts > 1:
