@@ -277,6 +277,9 @@ export class RunView {
     );
     const run = this.session.model.snapshot;
     text($(this.root, ".steps-card .card-note"), run?.progress ? `${run.progress.completedSteps}/${run.progress.totalSteps}` : "");
+    const empty = $(this.root, ".steps-empty");
+    empty.hidden = steps.length > 0;
+    text(empty, run?.progress?.items ? "No steps: this run counts items." : "No steps planned yet.");
   }
 
   private renderAgents(active: ActiveAgent[], now: number): void {
@@ -450,7 +453,7 @@ function buildSkeleton(runId: string): HTMLElement {
     h(
       "div",
       { class: "panels" },
-      card("steps-card", "Steps", h("ol", { class: "steps" })),
+      card("steps-card", "Steps", h("ol", { class: "steps" }), h("p", { class: "empty steps-empty", hidden: true })),
       h(
         "div",
         { class: "column" },
