@@ -279,7 +279,12 @@ async def test_a_node_retried_by_its_retry_policy_recovers_in_the_same_step(
 
     assert result["summary"] == "fetched"
     story = [
-        (e.kind.name, getattr(e.payload, "step_id", getattr(e.payload, "attempt", None)))
+        (
+            e.kind.name,
+            getattr(e.payload, "attempt", None)
+            if e.kind is EventKind.ERROR_RECOVERY
+            else getattr(e.payload, "step_id", None),
+        )
         for e in events
         if e.kind
         in (
