@@ -350,7 +350,7 @@ class EnvoyProxy:
             if code < 0:
                 with contextlib.suppress(ValueError):
                     how = f"signal {signal.Signals(-code).name}"
-            raise EnvoyError(f"Envoy failed to start: it exited with {how}{self._log_tail()}")
+            raise EnvoyError(f"Envoy exited with {how} before it was ready{self._log_tail()}")
 
     def _ready(self) -> bool:
         if not self.admin_address:
