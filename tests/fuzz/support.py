@@ -71,9 +71,11 @@ class Outcome:
     details: str
 
 
-def call(channel: grpc.Channel, method: MethodDescriptor, data: bytes) -> Outcome:
-    """Sends `data` as the request (the only message of a stream); reads the first answer."""
+def call(channel: grpc.Channel, method: MethodDescriptor, data: bytes | list[bytes]) -> Outcome:
+    """Sends `data` as the request (a list: the messages of a client stream); reads the
+    first answer (for a client stream, the answer to the last message or the end)."""
     path = method_path(method)
+    messages = data if isinstance(data, list) else [data]
 
     def raw(b: bytes) -> bytes:
         return b
@@ -81,17 +83,17 @@ def call(channel: grpc.Channel, method: MethodDescriptor, data: bytes) -> Outcom
     try:
         if not method.client_streaming and not method.server_streaming:
             channel.unary_unary(path, request_serializer=raw, response_deserializer=raw)(
-                data, timeout=DEADLINE
+                messages[0], timeout=DEADLINE
             )
             return Outcome(grpc.StatusCode.OK, "")
         if method.client_streaming:
             responses = channel.stream_stream(
                 path, request_serializer=raw, response_deserializer=raw
-            )(iter([data]), timeout=DEADLINE)
-        else:
-            responses = channel.unary_stream(
-                path, request_serializer=raw, response_deserializer=raw
-            )(data, timeout=DEADLINE)
+            )(iter(messages), timeout=DEADLINE)
+            return _last_answer(responses, len(messages))
+        responses = channel.unary_stream(path, request_serializer=raw, response_deserializer=raw)(
+            messages[0], timeout=DEADLINE
+        )
         return _first_answer(responses)
     except grpc.RpcError as exc:
         return Outcome(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
@@ -99,12 +101,21 @@ def call(channel: grpc.Channel, method: MethodDescriptor, data: bytes) -> Outcom
 
 def _first_answer(responses: grpc.Call) -> Outcome:
     """The stream's first message or its end, or OK once it stayed open for the window."""
+    return _last_answer(responses, 1)
+
+
+def _last_answer(responses: grpc.Call, count: int) -> Outcome:
+    """The stream's `count`-th message or its end, or OK once it stayed open for the window
+    (a live stream waiting for events, or a stream that answers fewer messages)."""
     done = threading.Event()
     result: list[Outcome] = []
 
     def read() -> None:
         try:
-            next(iter(responses), None)  # type: ignore[call-overload]
+            stream = iter(responses)  # type: ignore[call-overload]
+            for _ in range(count):
+                if next(stream, None) is None:
+                    break
             result.append(Outcome(grpc.StatusCode.OK, ""))
         except grpc.RpcError as exc:
             result.append(Outcome(exc.code(), exc.details() or ""))  # type: ignore[attr-defined]
