@@ -1,4 +1,6 @@
-"""The SDK retries by status code alone: UNAVAILABLE yes; ABORTED, INTERNAL, UNKNOWN never.
+"""The SDK retries by status code alone: UNAVAILABLE yes; ABORTED never; INTERNAL and UNKNOWN
+never when the server sent them (marked with its google.rpc.Status trailer), always when grpc
+made them up for a transport that broke under the call (no trailer).
 
 Issue 8, item 10: the SDK retried ABORTED, against its own rule, and recognised retryable
 errors by matching detail strings (which change across grpc versions), so a server bug whose
@@ -17,21 +19,30 @@ from typing import Any
 import grpc
 import pytest
 import runstream
+from google.rpc import status_pb2
 from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
+
+# What a Runstream server's own INTERNAL/UNKNOWN answers carry (api/errors.py).
+MARKED = "marked"
 
 
 class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
     """Answers each call with the next scripted status; OK streams two events and ends."""
 
-    def __init__(self, script: list[tuple[grpc.StatusCode, str]]) -> None:
+    def __init__(self, script: list[tuple[Any, ...]]) -> None:
         self.script = script
         self.calls = 0
 
     async def _next(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.calls += 1
-        code, details = self.script[min(self.calls, len(self.script)) - 1]
-        if code != grpc.StatusCode.OK:
-            await context.abort(code, details)
+        code, details, *how = self.script[min(self.calls, len(self.script)) - 1]
+        if code == grpc.StatusCode.OK:
+            return
+        trailer: tuple[tuple[str, bytes], ...] = ()
+        if how == [MARKED]:
+            status = status_pb2.Status(code=code.value[0], message=details)
+            trailer = (("grpc-status-details-bin", status.SerializeToString()),)
+        await context.abort(code, details, trailing_metadata=trailer)
 
     async def WatchRun(
         self, request: run_service_pb2.WatchRunRequest, context: Any
@@ -52,7 +63,7 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
 
 
 async def run_against(
-    script: list[tuple[grpc.StatusCode, str]],
+    script: list[tuple[Any, ...]],
     action: Callable[[runstream.Client], Any],
 ) -> tuple[Any, int]:
     service = ScriptedRunService(script)
@@ -93,7 +104,7 @@ async def start(client: runstream.Client) -> runstream.RunReporter:
 async def test_a_watch_is_not_retried_on_a_status_that_is_not_retryable(
     code: grpc.StatusCode, details: str, error: type[runstream.RunstreamError]
 ) -> None:
-    result, calls = await run_against([(code, details)], watch_all)
+    result, calls = await run_against([(code, details, MARKED)], watch_all)
     assert isinstance(result, error)
     assert result.message == details
     assert calls == 1
@@ -105,6 +116,18 @@ async def test_start_run_is_not_retried_on_aborted() -> None:
     )
     assert isinstance(result, runstream.AbortedError)
     assert calls == 1
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN])
+async def test_an_unmarked_internal_or_unknown_is_a_broken_transport_and_is_retried(
+    code: grpc.StatusCode,
+) -> None:
+    # grpc's own "Internal error from Core" for a connection cut under a stream has no trailer;
+    # the watcher must resume rather than give up (whatever the text says).
+    broken = (code, "anything at all")
+    result, calls = await run_against([broken, broken, (grpc.StatusCode.OK, "")], watch_all)
+    assert result == [1, 2]
+    assert calls == 3
 
 
 async def test_unavailable_is_retried_until_the_server_answers() -> None:

@@ -34,9 +34,13 @@ __all__ = [
 # - UNAVAILABLE: the server is unreachable, shutting down, or cannot store now (disk full);
 # - CANCELLED: the SDK never cancels a call it still reads from, so the server side ended it
 #   (typically a server that stopped with streams still open).
-# Never ABORTED (a conflicting write won: retrying cannot change that), never INTERNAL or
-# UNKNOWN (a server bug would only repeat), never a verdict on the request itself.
+# Never ABORTED (a conflicting write won: retrying cannot change that), never a verdict on
+# the request itself. INTERNAL and UNKNOWN are the server's verdict (a bug would only repeat)
+# only when they carry its google.rpc.Status trailer; without one, grpc made them up in this
+# process because the transport broke under the call (a killed server, a cut connection).
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+_LOCAL_WHEN_UNMARKED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+_STATUS_TRAILER = "grpc-status-details-bin"
 
 
 class ConnectionLost(Exception):
@@ -73,7 +77,15 @@ def is_retryable(exc: BaseException) -> bool:
     if not isinstance(exc, grpc.aio.AioRpcError):
         return False
     # A stream the server cut because its token expired: reconnect with a fresh token.
-    return exc.code() in RETRYABLE_CODES or is_expired_stream(exc)
+    return exc.code() in RETRYABLE_CODES or is_expired_stream(exc) or _broke_under_the_call(exc)
+
+
+def _broke_under_the_call(exc: grpc.aio.AioRpcError) -> bool:
+    """An INTERNAL or UNKNOWN status that no Runstream server sent (it marks its own)."""
+    if exc.code() not in _LOCAL_WHEN_UNMARKED:
+        return False
+    trailers: Any = exc.trailing_metadata() or ()
+    return not any(key == _STATUS_TRAILER for key, _ in trailers)
 
 
 async def send(call: grpc.aio.StreamStreamCall[Any, Any], request: Any) -> None:

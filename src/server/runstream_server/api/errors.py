@@ -126,5 +126,14 @@ class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
             await context.abort(ex.status_code, ex.details)
         if context.code() is None:
             log.exception("unexpected error in %s", method_name, exc_info=ex)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs")
+            message = "internal error; see server logs"
+            # The google.rpc.Status trailer marks the answer as the server's own verdict: the
+            # SDK retries an INTERNAL without it (grpc's, from a transport that broke) and
+            # never one with it.
+            status = status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0], message=message)
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                message,
+                trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+            )
         raise ex
