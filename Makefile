@@ -15,7 +15,7 @@ STORE ?= runstream.db
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-x tests/contract"
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-demo setup-web gen web lint test demo dashboard bench serve clean
+.PHONY: help setup setup-demo setup-web gen web lint test demo demo-replicas dashboard bench serve clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -50,11 +50,15 @@ test: setup ## Set up everything the tests need, then run the whole test suite.
 demo: setup-demo ## Set up, then run the live terminal demo on an embedded server.
 	$(VENV)/bin/runstream demo
 
+demo-replicas: setup ## The demo across replicas: redis-server, two replicas, report on one, watch the other.
+	$(VENV)/bin/runstream demo --replicas 2
+
 dashboard: setup-web ## Set up, then serve the web dashboard with Envoy and play the demo in it.
 	$(VENV)/bin/runstream dashboard --demo
 
-bench: setup ## Run the benchmarks side by side (bench/run.py; figures, not pass/fail).
+bench: setup ## Run the benchmarks side by side (bench/run.py, bench/replicas.py; figures, not pass/fail).
 	$(PY) bench/run.py
+	$(PY) bench/replicas.py
 
 serve: setup-demo ## Run a server on $(ADDRESS) with the SQLite store $(STORE).
 	$(VENV)/bin/runstream serve --address $(ADDRESS) --store $(STORE)

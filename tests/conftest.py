@@ -8,6 +8,7 @@ SQLite by default; tests/server/conftest.py runs every server test on both.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -38,7 +39,7 @@ class RedisProcess:
 
     def __init__(self, directory: Path, *extra: str, fsync: str = "always") -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = cluster_port() if "--cluster-enabled" in extra else free_port()
         self.extra = extra
         self.fsync = fsync
         self.process: subprocess.Popen[bytes] | None = None
@@ -158,6 +159,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cluster_port() -> int:
+    """A free port for a Redis Cluster node: its bus listens 10,000 ports higher."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @dataclass
 class ServerProcess:
     """A `runstream serve` subprocess: real process, real port, real SQLite file."""
@@ -216,6 +231,20 @@ class ServerProcess:
         assert self.process is not None
         self.process.terminate()
         return self.process.wait(20)
+
+
+@contextlib.contextmanager
+def two_replicas(directory: Path, store_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two started `runstream serve` processes on one Redis store; killed on the way out."""
+    a = ServerProcess(port=free_port(), store_path=directory / "a.db", store_url=store_url)
+    b = ServerProcess(port=free_port(), store_path=directory / "b.db", store_url=store_url)
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()
 
 
 @pytest.fixture

@@ -363,6 +363,8 @@ class RunstreamServer:
             self.runs.shutdown()
         await self._server.stop(self.config.shutdown_grace if grace is None else grace)
         self._server = None
+        if self.runs is not None:
+            await self.runs.stopped()  # no background work holds the store any more
         if self._store is not None:
             await self._store.close()
         if self.telemetry is not None:

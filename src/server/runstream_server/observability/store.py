@@ -154,7 +154,7 @@ class ObservedStore:
             self._telemetry.store_failed("set_viewers")
             raise
 
-    async def viewers(self, run_id: str) -> int | None:
+    async def viewers(self, run_id: str) -> int:
         try:
             return await self.inner.viewers(run_id)
         except Exception:

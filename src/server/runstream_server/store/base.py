@@ -164,5 +164,5 @@ class EventStore(Protocol):
     async def set_viewers(self, run_id: str, count: int) -> None:
         """Records how many watchers this process has on the run."""
 
-    async def viewers(self, run_id: str) -> int | None:
-        """Watchers of the run across every process, or None when only local counts exist."""
+    async def viewers(self, run_id: str) -> int:
+        """Watchers of the run on every other live process (0 when there are none)."""

@@ -174,6 +174,10 @@ def _unavailable(
 
     @functools.wraps(fn)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        store = args[0]
+        if isinstance(store, RedisEventStore) and store.closed:
+            # Work that outlived the server (a shielded write) must not reopen connections.
+            raise Unavailable("the Redis store is closed; the server is shutting down")
         try:
             return await fn(*args, **kwargs)
         except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError) as exc:
@@ -214,6 +218,18 @@ def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
     )
 
 
+class _Closed:
+    """Stands in for the client and its scripts once the store is closed: work still in
+    flight (a shielded write, a read of a stream being cancelled) gets UNAVAILABLE instead
+    of opening a new connection that nothing would ever close."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise Unavailable("the Redis store is closed; the server is shutting down")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise Unavailable("the Redis store is closed; the server is shutting down")
+
+
 class RedisEventStore:
     """:class:`~runstream_server.store.base.EventStore` on Redis (one server or a cluster)."""
 
@@ -228,12 +244,17 @@ class RedisEventStore:
         self._purge: Any = None
         self._closed = asyncio.Event()
         self._viewers: dict[str, int] = {}
+        self._followers: set[Any] = set()  # open pub/sub connections, closed with the store
         self._viewer_refresher: asyncio.Task[None] | None = None
         p = self.options.prefix
         self._channel = f"{p}:commits"
         self._runs = f"{p}:runs"
         self._active = f"{p}:active"
         self._ended = f"{p}:ended"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -275,15 +296,22 @@ class RedisEventStore:
 
     async def close(self) -> None:
         self._closed.set()
+        for pubsub in list(self._followers):
+            with contextlib.suppress(rex.RedisError, OSError):
+                await pubsub.aclose()
         if self._viewer_refresher is not None:
             self._viewer_refresher.cancel()
             with contextlib.suppress(BaseException):
                 await self._viewer_refresher
-        if self._client is not None:
+        client, self._client = self._client, _Closed()
+        self._append = self._purge = _Closed()
+        if client is not None and not isinstance(client, _Closed):
             with contextlib.suppress(rex.RedisError, OSError):
-                await self._client.aclose()
+                await client.aclose()
 
     async def ping(self) -> bool:
+        if self.closed:
+            return False
         try:
             async with asyncio.timeout(2):
                 return bool(await self._client.ping())
@@ -483,7 +511,9 @@ class RedisEventStore:
         """One pub/sub connection per process; reconnects, and reports each gap as None."""
         first = True
         while not self._closed.is_set():
-            pubsub = self._pubsub_client().pubsub()
+            client = self._pubsub_client()
+            pubsub = client.pubsub()
+            self._followers.add(pubsub)
             try:
                 await pubsub.subscribe(self._channel)
                 if not first:
@@ -498,8 +528,11 @@ class RedisEventStore:
                 first = False
                 await asyncio.sleep(0.5)
             finally:
+                self._followers.discard(pubsub)
                 with contextlib.suppress(BaseException):
                     await pubsub.aclose()
+                    if client is not self._client:
+                        await client.aclose()
 
     def _pubsub_client(self) -> Any:
         """Classic pub/sub is broadcast to every node of a cluster: any one node will do."""
@@ -509,6 +542,8 @@ class RedisEventStore:
         return self._client
 
     async def set_viewers(self, run_id: str, count: int) -> None:
+        if self.closed:
+            return
         if count:
             self._viewers[run_id] = count
         else:
@@ -532,14 +567,19 @@ class RedisEventStore:
                 with contextlib.suppress(rex.RedisError, OSError):
                     await self._write_viewers(run_id, count)
 
-    async def viewers(self, run_id: str) -> int | None:
+    async def viewers(self, run_id: str) -> int:
+        if self.closed:
+            return 0
         try:
             entries = await self._client.hgetall(self._viewers_key(run_id))
         except (rex.RedisError, OSError):
-            return None
+            return 0
         now = int(time.time() * 1000)
         total = 0
-        for raw in entries.values():
+        mine = self.replica_id.encode()
+        for replica, raw in entries.items():
+            if replica == mine:
+                continue
             count, expires = json.loads(raw)
             if expires > now:
                 total += int(count)

@@ -54,6 +54,7 @@ from runstream import (
 from .errors import CliError
 from .fmt import format_duration, run_status_text, span
 from .render import follow_run
+from .replicas import replicas
 
 WORKFLOW = "campaign-generator"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -875,6 +876,9 @@ class DemoOptions:
     seed: int = 7
     viewer: str = ""
     """Who answers the demo's question from the live view."""
+    replicas: int = 0
+    """With 2 or more: a redis-server and that many replicas on it; the demo reports to the
+    first replica and watches through the second."""
 
 
 @contextlib.asynccontextmanager
@@ -949,7 +953,11 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(loop.remove_signal_handler, signal.SIGTERM)
-        if options.target is None:
+        watch_target = None
+        if options.replicas:
+            targets = await stack.enter_async_context(replicas(options.replicas, console))
+            target, watch_target = targets[0], targets[1 % len(targets)]
+        elif options.target is None:
             target = await stack.enter_async_context(_embedded_server(options, console))
         else:
             target = options.target
@@ -958,6 +966,18 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
                 soft_wrap=True,
             )
         client = await stack.enter_async_context(runstream.connect(target))
+        viewer_client = client
+        if watch_target is not None and watch_target != target:
+            viewer_client = await stack.enter_async_context(runstream.connect(watch_target))
+            console.print(
+                Text.assemble(
+                    ("Reporting to ", "bold"),
+                    (target, "bold cyan"),
+                    (", watching through ", "bold"),
+                    (watch_target, "bold cyan"),
+                ),
+                soft_wrap=True,
+            )
         run = await client.start_run(
             WORKFLOW,
             steps=campaign_steps(),
@@ -976,7 +996,9 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         campaign = Campaign(run, speed=options.speed, seed=options.seed)
         producer = asyncio.create_task(_produce(run, campaign))
         try:
-            final = await _watch_while_producing(client, run.run_id, producer, options, console)
+            final = await _watch_while_producing(
+                viewer_client, run.run_id, producer, options, console
+            )
         finally:
             if not producer.done():
                 producer.cancel()

@@ -158,6 +158,8 @@ def configure_client_logging(console: Console, live: bool) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.serve and args.target:
         raise CliError("--serve keeps the embedded server up; it has no meaning with --target")
+    if args.replicas and (args.target or args.store or args.serve):
+        raise CliError("--replicas starts its own Redis and servers; drop --target/--store/--serve")
     console = make_console()
     configure_client_logging(console, wants_live(console, args.plain))
     options = demo.DemoOptions(
@@ -169,6 +171,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         live=wants_live(console, args.plain),
         seed=args.seed,
         viewer=default_viewer(),
+        replicas=args.replicas,
     )
     try:
         return run_async(demo.run_demo(options, console))
@@ -562,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  runstream demo                    about 40 seconds; answer its question to save 8\n"
         "  runstream demo --speed 10 --plain about 3 seconds, one line per event\n"
-        "  runstream demo --serve            keep the server up afterwards for grpcurl\n",
+        "  runstream demo --serve            keep the server up afterwards for grpcurl\n"
+        "  runstream demo --replicas 2       report on one replica, watch through another\n",
         formatter_class=_Formatter,
     )
     demo_parser.add_argument(
@@ -598,6 +602,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument(
         "--seed", type=int, default=7, metavar="N", help="random seed of the simulated timings"
+    )
+    demo_parser.add_argument(
+        "--replicas",
+        type=int,
+        choices=range(2, 9),
+        default=0,
+        metavar="N",
+        help="start redis-server and N replicas on it (2-8); report to the first, watch "
+        "through the second (needs redis-server and the redis extra: make setup)",
     )
     _add_plain(demo_parser)
     demo_parser.set_defaults(handler=cmd_demo)

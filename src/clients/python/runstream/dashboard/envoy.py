@@ -55,7 +55,9 @@ class EnvoyConfig:
     browser origins may call through it."""
 
     upstream: str
-    """The Runstream server, ``HOST:PORT`` (a name is resolved by DNS)."""
+    """The Runstream server, ``HOST:PORT`` (a name is resolved by DNS), or several replicas
+    of one, ``HOST:PORT,HOST:PORT``: Envoy balances over them and, through its health
+    checks, stops sending to one that is down or shutting down."""
     listen_port: int
     """The grpc-web port browsers call."""
     allowed_origins: tuple[str, ...]
@@ -70,12 +72,15 @@ class EnvoyConfig:
     """The certificate's PEM private key."""
 
     def __post_init__(self) -> None:
-        host, _, port = self.upstream.rpartition(":")
-        if not host or not port.isdigit() or not _HOST.match(host):
-            raise ValueError(f"upstream must be HOST:PORT, not {self.upstream!r}")
+        ports = []
+        for upstream in self.upstream.split(","):
+            host, _, port = upstream.rpartition(":")
+            if not host or not port.isdigit() or not _HOST.match(host):
+                raise ValueError(f"upstream must be HOST:PORT[,HOST:PORT...], not {upstream!r}")
+            ports.append(int(port))
         if not _HOST.match(self.listen_address):
             raise ValueError(f"not a listen address: {self.listen_address!r}")
-        for port_value in (self.listen_port, self.admin_port, int(port)):
+        for port_value in (self.listen_port, self.admin_port, *ports):
             if not 0 <= port_value <= 65535:
                 raise ValueError(f"not a port: {port_value}")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -87,12 +92,12 @@ class EnvoyConfig:
                 raise ValueError(f"an origin is scheme://host[:port] with no path: {origin!r}")
 
     @property
-    def upstream_host(self) -> str:
-        return self.upstream.rpartition(":")[0].strip("[]")
-
-    @property
-    def upstream_port(self) -> int:
-        return int(self.upstream.rpartition(":")[2])
+    def upstreams(self) -> list[tuple[str, int]]:
+        """Each upstream's host and port."""
+        return [
+            (u.rpartition(":")[0].strip("[]"), int(u.rpartition(":")[2]))
+            for u in self.upstream.split(",")
+        ]
 
 
 def render_config(config: EnvoyConfig) -> str:
@@ -105,8 +110,12 @@ def render_config(config: EnvoyConfig) -> str:
         admin_port=config.admin_port,
         listen_address=config.listen_address,
         listen_port=config.listen_port,
-        upstream_host=config.upstream_host,
-        upstream_port=config.upstream_port,
+        endpoints="\n".join(
+            "              - endpoint:\n"
+            "                  address:\n"
+            f"                    socket_address: {{ address: {host}, port_value: {port} }}"
+            for host, port in config.upstreams
+        ),
         allowed_origins=f"[{origins}]",
         downstream_tls=_downstream_tls(config),
     )
@@ -397,7 +406,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m runstream.dashboard.envoy",
         description="Print an Envoy configuration (grpc-web + CORS + router) for Runstream.",
     )
-    parser.add_argument("--upstream", default="127.0.0.1:50051", help="the server, HOST:PORT")
+    parser.add_argument(
+        "--upstream",
+        default="127.0.0.1:50051",
+        help="the server, HOST:PORT, or its replicas, HOST:PORT,HOST:PORT",
+    )
     parser.add_argument("--listen-address", default="0.0.0.0", help="where Envoy listens")
     parser.add_argument("--listen-port", type=int, default=8081, help="the grpc-web port")
     parser.add_argument("--admin-port", type=int, default=9901, help="admin, on 127.0.0.1")

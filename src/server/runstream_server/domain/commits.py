@@ -1,0 +1,215 @@
+"""The commit record, and the consumers that tell producers and viewers what a commit did.
+
+Every commit, made here or by another replica, produces one :class:`CommitRecord`: the run's
+state after it and the events it added. The run manager hands it, under the run's lock, to
+each consumer in turn: the event hub, the runs hub, the producer links and decision feeds
+(:class:`Links`), the deadline timers and the stall tracker. What a producer is told (pause,
+resume, cancel, a closed decision) is derived from the committed events and the committed
+state, so it can never show a later state than the one that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
+
+from runstream_server.domain.events import SERVER_ONLY_FIELDS, EncodedEvent
+from runstream_server.domain.state import RunState
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    """What one commit to a run changed: every consumer's one input."""
+
+    state: RunState
+    """The run's derived state right after the commit."""
+    events: list[EncodedEvent]
+    """The committed events, in seq order, encoded once for every watcher."""
+    decoded: list[event_pb2.RunEvent]
+    """The same events, decoded."""
+    local: bool
+    """Committed by this process (False: learned from another replica)."""
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run.run_id
+
+    @property
+    def producer_spoke(self) -> bool:
+        """Whether the run's producer reported in this commit (not only the server)."""
+        return any(e.WhichOneof("payload") not in SERVER_ONLY_FIELDS for e in self.decoded)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSignal:
+    """An instruction for a run's producers: "cancel", "pause" or "resume"."""
+
+    action: str
+    reason: str
+    status: int
+    """The run's status as committed with the event that caused the signal."""
+    seq: int
+    """The seq of that event."""
+
+
+@dataclass(eq=False)
+class ProducerLink:
+    """A producer attached to a run: receives controls and the decisions that close."""
+
+    run_id: str
+    signals: asyncio.Queue[ControlSignal | decision_pb2.Decision | None] = field(
+        default_factory=asyncio.Queue
+    )
+
+
+RESYNC = ("resync", decision_pb2.Decision())
+"""Queued in place of a DecisionFeed's dropped updates: read the current decisions again."""
+
+
+@dataclass(eq=False)
+class DecisionFeed:
+    """A viewer's feed of open ("prompt") and closed ("closed") decisions of its runs.
+
+    Bounded: past `limit` unread updates they are dropped and replaced by one RESYNC, after
+    which nothing is queued until the reader calls ``resynced()`` and reads the current state
+    (api/decision_service.py).
+    """
+
+    updates: asyncio.Queue[tuple[str, decision_pb2.Decision] | None] = field(
+        default_factory=asyncio.Queue
+    )
+    run_ids: set[str] = field(default_factory=set)
+    limit: int = 1024
+    _resync_pending: bool = False
+    _closed: bool = False
+
+    def close(self) -> None:
+        """Ends the feed (server shutdown): the reader gets None after what is queued."""
+        self._closed = True
+        self.updates.put_nowait(None)
+
+    def put(self, what: str, decision: decision_pb2.Decision) -> None:
+        if self._closed or self._resync_pending:
+            return  # the resync reads the current state, this change included
+        if self.updates.qsize() >= self.limit:
+            while not self.updates.empty():
+                self.updates.get_nowait()
+            self._resync_pending = True
+            self.updates.put_nowait(RESYNC)
+            return
+        self.updates.put_nowait((what, _copy_decision(decision)))
+
+    def resynced(self) -> None:
+        """The reader took RESYNC and reads the current state from here: queue again."""
+        self._resync_pending = False
+
+
+def _copy_decision(decision: decision_pb2.Decision) -> decision_pb2.Decision:
+    clone = decision_pb2.Decision()
+    clone.CopyFrom(decision)
+    return clone
+
+
+def control_for(event: event_pb2.RunEvent, state: RunState) -> ControlSignal | None:
+    """The control signal a committed event means for the run's producers, if any."""
+    status = state.run.status
+    if event.HasField("run_cancelled"):
+        return ControlSignal("cancel", event.run_cancelled.reason, status, event.seq)
+    if event.HasField("run_status_changed"):
+        change = event.run_status_changed
+        if change.status == run_pb2.RUN_STATUS_PAUSED:
+            return ControlSignal("pause", change.reason, status, event.seq)
+        if change.previous_status == run_pb2.RUN_STATUS_PAUSED:
+            return ControlSignal("resume", change.reason, status, event.seq)
+    return None
+
+
+def initial_control(state: RunState) -> ControlSignal | None:
+    """What a producer attaching now must know at once: the run is paused or cancelled."""
+    run = state.run
+    if run.status == run_pb2.RUN_STATUS_PAUSED:
+        return ControlSignal("pause", "run is paused", run.status, state.last_seq)
+    if run.status == run_pb2.RUN_STATUS_CANCELLED:  # cancelled while it was away
+        return ControlSignal("cancel", run.cancel_reason, run.status, state.last_seq)
+    return None
+
+
+class Links:
+    """The producers and decision viewers attached to runs on this process."""
+
+    def __init__(self) -> None:
+        self._producers: dict[str, set[ProducerLink]] = {}
+        self._feeds: dict[str, set[DecisionFeed]] = {}
+
+    def in_use(self, run_id: str) -> bool:
+        return run_id in self._producers or run_id in self._feeds
+
+    def attach(self, state: RunState) -> ProducerLink:
+        """Links a producer; call with the committed state, with no await in between."""
+        link = ProducerLink(state.run.run_id)
+        self._producers.setdefault(link.run_id, set()).add(link)
+        signal = initial_control(state)
+        if signal is not None:
+            link.signals.put_nowait(signal)
+        return link
+
+    def detach(self, link: ProducerLink) -> None:
+        links = self._producers.get(link.run_id)
+        if links is not None:
+            links.discard(link)
+            if not links:
+                del self._producers[link.run_id]
+
+    def follow(self, feed: DecisionFeed, state: RunState) -> None:
+        """Subscribes a feed to a run: its open decisions now, then every change."""
+        run_id = state.run.run_id
+        if run_id in feed.run_ids:
+            return
+        feed.run_ids.add(run_id)
+        self._feeds.setdefault(run_id, set()).add(feed)
+        for decision in state.open_decisions():
+            feed.put("prompt", decision)
+
+    def unfollow(self, feed: DecisionFeed) -> None:
+        for run_id in feed.run_ids:
+            feeds = self._feeds.get(run_id)
+            if feeds is not None:
+                feeds.discard(feed)
+                if not feeds:
+                    del self._feeds[run_id]
+
+    def on_commit(self, record: CommitRecord) -> None:
+        """Tells producers and viewers what the commit did, in the order it did it."""
+        run_id = record.run_id
+        feeds = self._feeds.get(run_id, ())
+        producers = self._producers.get(run_id, ())
+        if not feeds and not producers:
+            return
+        state = record.state
+        for event in record.decoded:
+            if event.HasField("decision_requested"):
+                asked = state.decisions[event.decision_requested.decision_id]
+                for feed in feeds:
+                    feed.put("prompt", asked)
+            elif event.HasField("decision_resolved"):
+                closed = state.decisions[event.decision_resolved.decision_id]
+                for feed in feeds:
+                    feed.put("closed", closed)
+                for link in producers:
+                    link.signals.put_nowait(_copy_decision(closed))
+            else:
+                signal = control_for(event, state)
+                if signal is not None:
+                    for link in producers:
+                        link.signals.put_nowait(signal)
+
+    def close(self) -> None:
+        """Ends every producer link and feed (shutdown)."""
+        for links in self._producers.values():
+            for link in links:
+                link.signals.put_nowait(None)
+        for feeds in self._feeds.values():
+            for feed in feeds:
+                feed.close()

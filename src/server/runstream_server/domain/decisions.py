@@ -1,0 +1,232 @@
+"""Humans in the loop: answers to a run's decisions, their deadlines, and their feeds.
+
+An answer is a server write through the ledger, re-checked under the run's lock against the
+committed state: the first valid answer wins, the same answer again returns the same result,
+another one is ABORTED. A deadline writes the default (or TIMED_OUT) the same way, with an
+idempotency key that is the same on every replica, so when several replicas arm the same
+deadline one resolution is stored and the others find the decision closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from runstream.v1 import decision_pb2, event_pb2
+
+from runstream_server.auth import principal as access
+from runstream_server.domain.commits import DecisionFeed, Links
+from runstream_server.domain.events import check_id
+from runstream_server.domain.ledger import RunLedger, copied, uncancellable
+from runstream_server.domain.monitors import Deadlines
+from runstream_server.domain.queries import decode_token, encode_token, fitting
+from runstream_server.domain.queries import page_size as clamp_page_size
+from runstream_server.domain.state import RunState, status_name
+from runstream_server.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RunstreamError,
+    Unavailable,
+)
+
+log = logging.getLogger("runstream.decisions")
+DEADLINE_KEY_PREFIX = "runstream.deadline:"
+"""Idempotency key of the DecisionResolved a deadline writes: the same on every replica."""
+
+
+def _describe(decision: decision_pb2.Decision) -> str:
+    outcome = event_pb2.DecisionOutcome.Name(decision.outcome).removeprefix("DECISION_OUTCOME_")
+    by = f" by {decision.answered_by}" if decision.answered_by else ""
+    choice = f" with {decision.choice!r}" if decision.choice else ""
+    return f"{outcome}{choice}{by}"
+
+
+class Decisions:
+    """Answers, deadlines and decision feeds of the ledger's runs."""
+
+    def __init__(
+        self,
+        ledger: RunLedger,
+        links: Links,
+        clock: Callable[[], datetime],
+        check_open: Callable[[], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        response_bytes: int,
+    ) -> None:
+        self._ledger = ledger
+        self._links = links
+        self._clock = clock
+        self._check_open = check_open
+        self._spawn = spawn
+        self._response_bytes = response_bytes
+        self.deadlines = Deadlines(clock, self.deadline_fired)
+
+    async def submit(
+        self, run_id: str, decision_id: str, *, choice: str, skip: bool, answered_by: str
+    ) -> decision_pb2.Decision:
+        """Answers (or skips) a decision; the first valid answer wins, repeats are idempotent."""
+        self._check_open()
+        check_id("run_id", run_id)
+        check_id("decision_id", decision_id)
+        if skip and choice:
+            raise InvalidArgument("choice", "must be empty when skip is set")
+        if not skip and not choice:
+            raise InvalidArgument("choice", "is required unless skip is set")
+        state = await self._ledger.state(run_id)
+        asked = state.decisions.get(decision_id)
+        if (
+            asked is not None
+            and asked.state == decision_pb2.DECISION_STATE_OPEN
+            and asked.HasField("deadline")
+            and asked.deadline.ToDatetime(UTC) <= self._clock()
+        ):
+            # Too late, even if the timer has not run yet: the deadline closes it first.
+            await self.deadline_passed(run_id, decision_id)
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            decision = self._decision(state, decision_id)
+            if state.is_terminal:
+                raise FailedPrecondition(
+                    f"run {run_id!r} already ended ({status_name(state.run.status)}); "
+                    f"decision {decision_id!r} was {_describe(decision)}"
+                )
+            values = [o.value for o in decision.options]
+            if not skip and choice not in values:
+                raise InvalidArgument(
+                    "choice", f"{choice!r} is not one of the options {', '.join(map(repr, values))}"
+                )
+            if skip and not decision.can_skip:
+                raise InvalidArgument("skip", f"decision {decision_id!r} cannot be skipped")
+            outcome = (
+                event_pb2.DECISION_OUTCOME_SKIPPED if skip else event_pb2.DECISION_OUTCOME_ANSWERED
+            )
+            if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
+                if decision.outcome == outcome and decision.choice == choice:
+                    return []  # the same answer again: the same result
+                raise Aborted(f"decision {decision_id!r} was already closed: {_describe(decision)}")
+            resolved = event_pb2.DecisionResolved(
+                decision_id=decision_id,
+                outcome=outcome,
+                choice=choice,
+                answered_by=access.acting_as(answered_by),
+            )
+            return [event_pb2.RunEvent(decision_resolved=resolved)]
+
+        await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
+        return copied((await self._ledger.state(run_id)).decisions[decision_id])
+
+    @staticmethod
+    def _decision(state: RunState, decision_id: str) -> decision_pb2.Decision:
+        decision = state.decisions.get(decision_id)
+        if decision is None:
+            raise NotFound(f"run {state.run.run_id!r} has no decision {decision_id!r}")
+        return decision
+
+    async def get(self, run_id: str, decision_id: str) -> decision_pb2.Decision:
+        check_id("decision_id", decision_id)
+        return copied(self._decision(await self._ledger.state(run_id), decision_id))
+
+    async def list(
+        self, run_id: str, *, filter_text: str, page_size: int, page_token: str
+    ) -> tuple[list[decision_pb2.Decision], str]:
+        state = await self._ledger.state(run_id)
+        wanted = filter_text.replace(" ", "").upper()
+        states = {
+            "": None,
+            "STATE=OPEN": decision_pb2.DECISION_STATE_OPEN,
+            "STATE=RESOLVED": decision_pb2.DECISION_STATE_RESOLVED,
+        }
+        if wanted not in states:
+            raise InvalidArgument("filter", "use 'state = OPEN', 'state = RESOLVED' or nothing")
+        only = states[wanted]
+        decisions = [d for d in state.decisions.values() if only is None or d.state == only]
+        size = clamp_page_size(page_size, 100)
+        start = 0
+        scope = f"decisions|{run_id}|{wanted}"
+        if page_token:
+            offset = decode_token(page_token, scope).get("offset")
+            if not isinstance(offset, int) or offset < 0:
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            start = offset
+        page = [copied(d) for d in decisions[start : start + size]]
+        page = page[: fitting((d.ByteSize() for d in page), self._response_bytes)]
+        end = start + len(page)
+        token = encode_token({"scope": scope, "offset": end}) if end < len(decisions) else ""
+        return page, token
+
+    async def follow(self, feed: DecisionFeed, run_ids: Sequence[str]) -> None:
+        """Subscribes `feed` to runs: their open decisions now, then every change."""
+        self._check_open()
+        for i, run_id in enumerate(run_ids):
+            check_id(f"subscribe.run_ids[{i}]", run_id)
+        for run_id in run_ids:
+            await self._ledger.state(run_id)
+        for run_id in run_ids:  # no await from here on: nothing can slip between
+            self._links.follow(feed, self._ledger.held(run_id))
+
+    def unfollow(self, feed: DecisionFeed) -> None:
+        self._links.unfollow(feed)
+
+    def deadline_fired(self, run_id: str, decision_id: str, attempt: int) -> None:
+        self._spawn(self.deadline_passed(run_id, decision_id, attempt))
+
+    async def deadline_passed(self, run_id: str, decision_id: str, attempt: int = 0) -> None:
+        """Closes a decision nobody answered: its default, or timed out. Once, under lock.
+
+        A failed write (the disk, not the rules) is logged and retried with backoff, so a
+        transient error cannot leave the decision open forever. Every replica may fire the
+        same deadline: the event's idempotency key is the same on all of them, and the write
+        checks the head, so one DecisionResolved is stored and the others find it closed.
+        """
+        self.deadlines.disarm(run_id, decision_id)
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            decision = state.decisions.get(decision_id)
+            if state.is_terminal or decision is None:
+                return []
+            if decision.state != decision_pb2.DECISION_STATE_OPEN:
+                return []
+            if decision.default_option:
+                outcome, choice = event_pb2.DECISION_OUTCOME_DEFAULTED, decision.default_option
+            else:
+                outcome, choice = event_pb2.DECISION_OUTCOME_TIMED_OUT, ""
+            resolved = event_pb2.DecisionResolved(
+                decision_id=decision_id, outcome=outcome, choice=choice
+            )
+            key = f"{DEADLINE_KEY_PREFIX}{decision_id}"
+            return [event_pb2.RunEvent(decision_resolved=resolved, idempotency_key=key)]
+
+        try:
+            await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
+        except RunstreamError as exc:
+            # The run or decision went away: nothing to close. But a store that cannot take
+            # writes now (disk full, Redis down) must not drop the deadline: that is retried.
+            if not isinstance(exc, Unavailable) or self._shut_down():
+                return
+            delay = self.deadlines.retry(run_id, decision_id, attempt)
+            log.warning(
+                "closing decision %s of run %s failed (%s); retrying in %.1fs",
+                decision_id,
+                run_id,
+                exc,
+                delay,
+            )
+        except Exception:
+            delay = self.deadlines.retry(run_id, decision_id, attempt)
+            log.exception(
+                "closing decision %s of run %s failed; retrying in %.1fs",
+                decision_id,
+                run_id,
+                delay,
+            )
+
+    def _shut_down(self) -> bool:
+        try:
+            self._check_open()
+        except Unavailable:
+            return True
+        return False

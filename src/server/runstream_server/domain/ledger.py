@@ -1,0 +1,464 @@
+"""The ledger of runs in this process: their state, the one write path, and what commits.
+
+Every write, a producer's batch or the server's own (a cancellation, an answer, a deadline,
+a stall), goes through :meth:`RunLedger.commit`, in this order:
+
+1. under the run's lock, idempotency keys the log already holds are answered with their
+   original seqs and not stored again;
+2. the new events are numbered and folded into a *copy* of the run's derived state, which
+   rejects what the state does not allow (anything after a terminal event, for instance).
+   Before a terminal event the server closes the run's open decisions and fires its last
+   milestones; right after a producer event it adds the milestones that event crossed, and
+   after the batch what the batch implies: a health change, a moved estimate;
+3. all of it is written in one durable append with the new snapshot, on the condition that
+   the run's head is still the seq the copy was folded on. When another replica appended
+   first, the run catches up from the log and steps 1-3 run again;
+4. only then does the in-memory state move on, and the commit's one
+   :class:`~runstream_server.domain.commits.CommitRecord` goes to every consumer: watchers
+   (the hub), WatchRuns, and the consumers the run manager registers (producer links and
+   decision feeds, deadline timers, the stall tracker). Commits of other replicas arrive as
+   notices from the store (one reader per process) and produce the same record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
+
+from runstream_server.auth import principal as access
+from runstream_server.domain import insight
+from runstream_server.domain.commits import CommitRecord
+from runstream_server.domain.events import (
+    KIND_BY_FIELD,
+    TERMINAL_FIELDS,
+    EncodedEvent,
+    check_id,
+    check_snapshot_size,
+)
+from runstream_server.domain.hub import Hub, RunsHub
+from runstream_server.domain.limits import AppendResult, EventAck, Limits
+from runstream_server.domain.slots import RunSlot, RunSlots
+from runstream_server.domain.state import (
+    REMEMBERED_KINDS,
+    RunState,
+    now_utc,
+    to_timestamp,
+)
+from runstream_server.errors import NotFound, RunstreamError, Unavailable
+from runstream_server.store.base import (
+    CommitNotice,
+    EventStore,
+    HeadMoved,
+    RunFilter,
+    StoredEvent,
+)
+
+log = logging.getLogger("runstream.runs")
+_T = TypeVar("_T")
+_M = TypeVar("_M", run_pb2.Run, run_pb2.Step, decision_pb2.Decision, event_pb2.RunEvent)
+Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
+Consumer = Callable[[CommitRecord], None]
+_MAX_ATTEMPTS = 50
+
+
+async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
+    """Runs `work` to completion even if the caller is cancelled meanwhile.
+
+    The outcome is always retrieved, so a failure nobody waits for any more is not reported
+    as a lost task exception.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
+
+
+def copied(message: _M) -> _M:
+    """A copy of a message the caller may keep or change."""
+    clone = type(message)()
+    clone.CopyFrom(message)
+    return clone
+
+
+def by_seq(event: StoredEvent) -> int:
+    return event.seq
+
+
+def payload_name(event: event_pb2.RunEvent) -> str:
+    name: str | None = event.WhichOneof("payload")
+    assert name is not None
+    return name
+
+
+def decode(event: StoredEvent) -> event_pb2.RunEvent:
+    return event_pb2.RunEvent.FromString(event.data)
+
+
+def framed(events: Sequence[StoredEvent]) -> list[EncodedEvent]:
+    return [EncodedEvent.wrap(e) for e in events]
+
+
+def summary(run: run_pb2.Run, viewers: int) -> run_pb2.Run:
+    """A run without its steps, for lists and WatchRuns."""
+    brief = run_pb2.Run()
+    brief.CopyFrom(run)
+    brief.ClearField("steps")
+    brief.viewer_count = viewers
+    count_down(brief)
+    return brief
+
+
+def count_down(run: run_pb2.Run) -> None:
+    """Readers get the remaining time as of now; the stored estimate is as of its event."""
+    insight.count_down(run, now_utc())
+
+
+class RunLedger:
+    """The runs this process holds, the one write path, and the delivery of every commit."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        hub: Hub,
+        runs_hub: RunsHub,
+        limits: Limits,
+        policy: insight.InsightPolicy,
+        clock: Callable[[], datetime],
+        pinned: Callable[[str], bool],
+        elsewhere: Callable[[str, Iterable[event_pb2.RunEvent]], None],
+    ) -> None:
+        """`pinned` says which runs must stay in memory (watched, produced to); `elsewhere`
+        hears the events of runs this process does not hold (to arm their deadlines)."""
+        self._store = store
+        self._hub = hub
+        self._runs_hub = runs_hub
+        self._limits = limits
+        self._policy = policy
+        self._clock = clock
+        self._elsewhere = elsewhere
+        self._slots = RunSlots(limits.cached_runs, limits.cached_ended_runs, pinned=pinned)
+        # Step durations learnt per (tenant, workflow): a tenant's estimates never come from,
+        # or tell anything about, another tenant's runs.
+        self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
+        self._notices: asyncio.Queue[CommitNotice | None] = asyncio.Queue(maxsize=10_000)
+        self.consumers: list[Consumer] = []
+        """Called with every commit record after the hubs, under the run's lock."""
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def cached(self, run_id: str) -> RunState | None:
+        """The run's state if this process holds it, without loading it."""
+        return self._slots.state(run_id)
+
+    def locked(self, run_id: str) -> AbstractAsyncContextManager[RunSlot]:
+        """Holds the run's lock (its slot stays while held)."""
+        return self._slots.locked(run_id)
+
+    def set_state(self, slot: RunSlot, state: RunState) -> None:
+        """Installs a run's state (holding its lock): a run just created."""
+        self._slots.set_state(slot, state)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    async def state(self, run_id: str) -> RunState:
+        """The run's state; NOT_FOUND when it does not exist or the caller may not see it."""
+        state = self._slots.state(run_id)
+        if state is None:
+            check_id("run_id", run_id)
+            async with self._slots.locked(run_id) as slot:
+                state = await self._load(slot)
+        if not access.can_see(state.run.tenant):  # another tenant's run: as if it did not exist
+            raise NotFound(f"run {run_id!r} not found")
+        return state
+
+    def held(self, run_id: str) -> RunState:
+        """The state of a run this process pins in memory (watched, or just loaded)."""
+        state = self._slots.state(run_id)
+        assert state is not None, f"run {run_id} is not in memory"
+        return state
+
+    async def _load(self, slot: RunSlot) -> RunState:
+        """The run's state, loaded from the store if it is not in memory; holds its lock."""
+        if slot.state is None:
+            self._slots.set_state(slot, await self._restore(slot.run_id))
+        assert slot.state is not None
+        return slot.state
+
+    async def _restore(self, run_id: str) -> RunState:
+        snapshot = await self._store.load_run(run_id)
+        if snapshot is None:
+            raise NotFound(f"run {run_id!r} not found")
+        remembered = await self._store.read_events(run_id, 0, 1_000_000, kinds=REMEMBERED_KINDS)
+        activity = await self._store.read_last_events(
+            run_id, [event_pb2.EVENT_KIND_AGENT_ACTIVITY], 50
+        )
+        # A store read after the snapshot may already hold newer events: fold only up to the
+        # snapshot's seq; the newer ones arrive through catching up.
+        head = snapshot.last_seq
+        events = sorted((e for e in remembered + activity if e.seq <= head), key=by_seq)
+        return RunState.restore(snapshot, (decode(e) for e in events))
+
+    async def workflow_history(self, tenant: str, workflow: str) -> insight.WorkflowHistory:
+        history = self._history.get((tenant, workflow))
+        if history is None:
+            limit = self._policy.history_runs
+            history = insight.WorkflowHistory(limit)
+            succeeded = RunFilter(
+                frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant
+            )
+            page = await self._store.list_runs(succeeded, limit, None)
+            for run in reversed(page.runs):  # oldest first, so the newest stay in the window
+                history.learn(run)
+            history = self._history.setdefault((tenant, workflow), history)
+        return history
+
+    # --- the one write path -------------------------------------------------------------------
+
+    async def commit(
+        self,
+        run_id: str,
+        events: Sequence[event_pb2.RunEvent] | Prepare,
+        *,
+        producer: bool,
+    ) -> AppendResult:
+        """Numbers, applies, durably stores and publishes events: see the module docstring.
+
+        `events` may be a function of the locked state, for server writes whose content
+        depends on it (an answer to a decision that must still be open). When another
+        replica appended first, the run catches up and the batch is folded again.
+        """
+        for _ in range(_MAX_ATTEMPTS):
+            async with self._slots.locked(run_id) as slot:
+                state = await self._load(slot)  # evicted meanwhile: reloaded
+                batch = events(state) if callable(events) else events
+                if not batch:
+                    return AppendResult([], state.last_seq)
+                draft, acks, staged = await self._fold(state, batch, producer=producer)
+                if not staged:
+                    return AppendResult(acks, draft.last_seq)
+                fresh = [
+                    EncodedEvent.of(e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data)
+                    for e, data in ((e, e.SerializeToString()) for e in staged)
+                ]
+                if producer:
+                    check_snapshot_size(draft, self._limits.max_snapshot_bytes)
+                try:
+                    await self._store.append(run_id, fresh, draft.run, expected_seq=state.last_seq)
+                except HeadMoved:
+                    await self._catch_up(slot, moved=True)
+                    continue
+                self._slots.set_state(slot, draft)
+                self.deliver(CommitRecord(draft, fresh, staged, local=True))
+                return AppendResult(acks, draft.last_seq)
+        raise Unavailable(f"run {run_id!r} is written by too many replicas at once; retry")
+
+    async def _fold(
+        self, state: RunState, events: Sequence[event_pb2.RunEvent], *, producer: bool
+    ) -> tuple[RunState, list[EventAck], list[event_pb2.RunEvent]]:
+        """The state after the batch, each event's ack, and the events to store."""
+        run_id = state.run.run_id
+        history = await self.workflow_history(state.run.tenant, state.run.workflow)
+        known = (
+            await self._store.find_keys(run_id, [e.idempotency_key for e in events])
+            if producer
+            else {}
+        )
+        draft = state.copy()
+        now = self._clock()
+        staged: list[event_pb2.RunEvent] = []
+
+        def stage(event: event_pb2.RunEvent, path: str) -> int:
+            event.run_id = run_id
+            event.seq = draft.last_seq + 1
+            if not event.HasField("event_time"):
+                event.event_time.CopyFrom(to_timestamp(now))
+            if event.HasField("decision_requested"):
+                asked = event.decision_requested
+                if asked.HasField("timeout"):
+                    asked.deadline.CopyFrom(to_timestamp(now + asked.timeout.ToTimedelta()))
+                else:
+                    asked.ClearField("deadline")
+            draft.apply(event, path)
+            staged.append(event)
+            return event.seq
+
+        acks: list[EventAck] = []
+        spoken: list[event_pb2.RunEvent] = []
+        for i, event in enumerate(events):
+            key = event.idempotency_key
+            if key and key in known:
+                acks.append(EventAck(known[key], key, duplicate=True))
+                continue
+            if event.WhichOneof("payload") in TERMINAL_FIELDS and not draft.is_terminal:
+                for extra in self._before_terminal(draft, history, event, now):
+                    stage(extra, "server")
+            seq = stage(event, f"events[{i}]")
+            acks.append(EventAck(seq, key, duplicate=False))
+            if key:
+                known[key] = seq
+            if producer:
+                spoken.append(event)
+                if not draft.is_terminal:  # milestones land right after what crossed them
+                    for extra in insight.progress_milestones(draft) + insight.target_milestones(
+                        draft
+                    ):
+                        stage(extra, "server")
+        if spoken and not draft.is_terminal:
+            for extra in self._after_producer_events(draft, history, spoken):
+                stage(extra, "server")
+        if staged:
+            for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
+                stage(extra, "server")
+        return draft, acks, staged
+
+    def _before_terminal(
+        self,
+        draft: RunState,
+        history: insight.WorkflowHistory,
+        event: event_pb2.RunEvent,
+        now: datetime,
+    ) -> list[event_pb2.RunEvent]:
+        """What the server records before a run ends: closed decisions, last milestones."""
+        extra = [
+            event_pb2.RunEvent(
+                decision_resolved=event_pb2.DecisionResolved(
+                    decision_id=d.decision_id, outcome=event_pb2.DECISION_OUTCOME_CANCELLED
+                )
+            )
+            for d in draft.open_decisions()
+        ]
+        if event.HasField("run_completed"):
+            end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
+            extra += insight.completion_health(draft)
+            extra += insight.progress_milestones(draft, finished=True)
+            extra += insight.speed_milestone(draft, history, end, self._policy.speed_ratio)
+        if event.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
+            extra.append(
+                insight.health_event(
+                    draft.run.health, run_pb2.RUN_HEALTH_FAILING, event.run_failed.error.message
+                )
+            )
+        return extra
+
+    def _after_producer_events(
+        self,
+        draft: RunState,
+        history: insight.WorkflowHistory,
+        spoken: Sequence[event_pb2.RunEvent],
+    ) -> list[event_pb2.RunEvent]:
+        """What a producer's batch implies as a whole: health and a moved estimate."""
+        extra: list[event_pb2.RunEvent] = []
+        health, reason = insight.health_after(draft.run.health, spoken, draft)
+        if health != draft.run.health:
+            extra.append(insight.health_event(draft.run.health, health, reason))
+        as_of = spoken[-1].event_time.ToDatetime(UTC)
+        estimate = insight.estimate(draft, history, as_of, spoken)
+        previous = draft.run.estimate if draft.run.HasField("estimate") else None
+        if insight.estimate_moved(previous, estimate):
+            extra.append(
+                event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=estimate))
+            )
+        return extra
+
+    # --- what a commit tells everyone -----------------------------------------------------------
+
+    def deliver(self, record: CommitRecord) -> None:
+        """Hands one commit, local or another replica's, to every consumer (under its lock)."""
+        state = record.state
+        self._hub.publish(record.run_id, record.events)
+        for consume in self.consumers:
+            consume(record)
+        if any(e.HasField("run_completed") for e in record.decoded):
+            history = self._history.get((state.run.tenant, state.run.workflow))
+            if history is not None:
+                history.learn(state.run)
+        self.publish_run(state)
+
+    def publish_run(self, state: RunState) -> None:
+        if self._runs_hub.active:
+            self._runs_hub.publish(summary(state.run, self._hub.watcher_count(state.run.run_id)))
+
+    async def _catch_up(
+        self, slot: RunSlot, notice: CommitNotice | None = None, *, moved: bool = False
+    ) -> None:
+        """Folds in what other replicas committed after the held state, and delivers it.
+
+        The notice's events are used when they continue the state; anything else (a gap, a
+        notice without events, no notice at all) is read from the log.
+        """
+        state = await self._load(slot)
+        if notice is not None and notice.last_seq <= state.last_seq:
+            return  # ours, or already folded
+        stored: list[StoredEvent] = []
+        if notice is not None and notice.events and notice.first_seq == state.last_seq + 1:
+            stored = list(notice.events)
+        else:
+            while batch := await self._store.read_events(
+                slot.run_id, state.last_seq + len(stored), 1000
+            ):
+                stored += batch
+        if not stored:
+            if moved:  # the head moved but the log shows nothing new: trust the store
+                self._slots.set_state(slot, await self._restore(slot.run_id))
+            return
+        decoded = [decode(e) for e in stored]
+        draft = state.copy()
+        try:
+            for event in decoded:
+                draft.apply(event, "replica")
+        except RunstreamError:
+            log.warning("run %s did not fold from the log; reloading it", slot.run_id)
+            draft = await self._restore(slot.run_id)
+        self._slots.set_state(slot, draft)
+        self.deliver(CommitRecord(draft, framed(stored), decoded, local=False))
+
+    def on_notice(self, notice: CommitNotice | None) -> None:
+        """Called by the store's one reader for this process: queued, applied in order."""
+        try:
+            self._notices.put_nowait(notice)
+        except asyncio.QueueFull:  # far behind: drop the backlog, resync from the store
+            while not self._notices.empty():
+                self._notices.get_nowait()
+            self._notices.put_nowait(None)
+
+    async def apply_notices(self) -> None:
+        while True:
+            notice = await self._notices.get()
+            try:
+                if notice is None:
+                    await self._resync()
+                else:
+                    await self._apply_notice(notice)
+            except Exception:
+                log.exception("applying another replica's commit failed; it resyncs on use")
+
+    async def _apply_notice(self, notice: CommitNotice) -> None:
+        run_id = notice.run_id
+        if self._slots.state(run_id) is None:
+            # Not held here: nothing to fold, but its deadlines must not rest on one replica.
+            events = notice.events or tuple(
+                await self._store.read_events(run_id, notice.first_seq - 1, 1000)
+            )
+            self._elsewhere(run_id, (decode(e) for e in events))
+            if not self._runs_hub.active:
+                return
+        async with self._slots.locked(run_id) as slot:
+            await self._catch_up(slot, notice)
+
+    async def _resync(self) -> None:
+        """After a gap in notices: every held run against the store's head."""
+        for run_id, state in self._slots.held():
+            await self.refresh(run_id, state)
+
+    async def refresh(self, run_id: str, state: RunState) -> None:
+        """Catches the held run up with the store when another replica moved it on."""
+        stored = await self._store.load_run(run_id)
+        if stored is not None and stored.last_seq > state.last_seq:
+            async with self._slots.locked(run_id) as slot:
+                await self._catch_up(slot)

@@ -1,0 +1,154 @@
+"""Background work on runs: decision deadlines and stall detection, correct across replicas.
+
+Both only *propose* a server write; the write itself goes through the run manager's commit,
+which re-checks its condition under the run's lock against the committed state and appends
+only if the head has not moved. So when every replica arms the same deadline, or sees the
+same silent run, one of them writes and the others find nothing left to do: a deadline fires
+once, a stall is recorded once.
+
+Deadlines are armed from every DecisionRequested this process commits or learns of from
+another replica, and from the store at start. Stall detection reads the store, not memory:
+every running run is checked, including runs this process never loaded (after a restart,
+or runs whose producer reports to another replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+
+from runstream.v1 import event_pb2, run_pb2
+
+from runstream_server.domain import insight
+from runstream_server.domain.commits import CommitRecord
+from runstream_server.domain.state import RunState
+from runstream_server.store.base import EventStore, RunFilter
+
+log = logging.getLogger("runstream.monitors")
+Clock = Callable[[], datetime]
+
+
+class Deadlines:
+    """One timer per open decision with a deadline; firing calls `fire(run_id, decision_id)`."""
+
+    def __init__(self, clock: Clock, fire: Callable[[str, str, int], None]) -> None:
+        self._clock = clock
+        self._fire = fire
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+
+    def arm(self, run_id: str, decision_id: str, deadline: datetime, attempt: int = 0) -> None:
+        key = (run_id, decision_id)
+        if key in self._timers:
+            return
+        delay = max(0.0, (deadline - self._clock()).total_seconds())
+        self._timers[key] = asyncio.get_running_loop().call_later(
+            delay, self._fired, run_id, decision_id, attempt
+        )
+
+    def retry(self, run_id: str, decision_id: str, attempt: int) -> float:
+        """Arms the timer again after a failed write, with backoff; returns the delay."""
+        delay: float = min(30.0, 0.5 * 2.0**attempt)
+        when = self._clock().timestamp() + delay
+        self.arm(run_id, decision_id, datetime.fromtimestamp(when, UTC), attempt + 1)
+        return delay
+
+    def _fired(self, run_id: str, decision_id: str, attempt: int) -> None:
+        self._timers.pop((run_id, decision_id), None)
+        self._fire(run_id, decision_id, attempt)
+
+    def disarm(self, run_id: str, decision_id: str) -> None:
+        handle = self._timers.pop((run_id, decision_id), None)
+        if handle is not None:
+            handle.cancel()
+
+    def arm_from(self, run_id: str, events: Iterable[event_pb2.RunEvent]) -> None:
+        """Arms the deadlines of requested decisions, disarms those resolved."""
+        for event in events:
+            if event.HasField("decision_requested"):
+                asked = event.decision_requested
+                if asked.HasField("deadline"):
+                    self.arm(run_id, asked.decision_id, asked.deadline.ToDatetime(UTC))
+            elif event.HasField("decision_resolved"):
+                self.disarm(run_id, event.decision_resolved.decision_id)
+
+    def on_commit(self, record: CommitRecord) -> None:
+        self.arm_from(record.run_id, record.decoded)
+
+    def close(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+
+class StallTracker:
+    """Finds running runs whose producer went silent for too long, from the store."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        policy: insight.InsightPolicy,
+        clock: Clock,
+        history: Callable[[str, str], Awaitable[insight.WorkflowHistory]],
+        mark_stalled: Callable[[str, float], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._clock = clock
+        self._history = history
+        self._mark_stalled = mark_stalled
+        self._heard: dict[str, datetime] = {}  # running runs only: pruned on every pass
+
+    @property
+    def interval(self) -> float:
+        policy = self._policy
+        return max(0.05, min(1.0, policy.stall_after / 4, policy.stall_min / 4))
+
+    def on_commit(self, record: CommitRecord) -> None:
+        if record.state.is_terminal:
+            self._heard.pop(record.run_id, None)
+        elif record.producer_spoke:
+            self._heard[record.run_id] = self._clock()
+
+    def silence(self, run: run_pb2.Run) -> float:
+        """Seconds since the producer was last heard: by this process, or as stored."""
+        heard = run.update_time.ToDatetime(UTC) if run.HasField("update_time") else None
+        local = self._heard.get(run.run_id)
+        if local is not None and (heard is None or local > heard):
+            heard = local
+        if heard is None:
+            return 0.0
+        return (self._clock() - heard).total_seconds()
+
+    async def threshold(self, state: RunState) -> float:
+        history = await self._history(state.run.tenant, state.run.workflow)
+        return insight.stall_threshold(state, history, self._policy)
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("stall check failed; trying again in %.1fs", self.interval)
+
+    async def check(self) -> None:
+        """One pass over every running run in the store."""
+        running = RunFilter(frozenset({run_pb2.RUN_STATUS_RUNNING}))
+        seen: set[str] = set()
+        cursor: tuple[int, str] | None = None
+        while True:
+            page = await self._store.list_runs(running, 500, cursor)
+            for run in page.runs:
+                seen.add(run.run_id)
+                if run.health == run_pb2.RUN_HEALTH_STALLED:
+                    continue
+                threshold = await self.threshold(RunState(run))
+                if self.silence(run) > threshold:
+                    await self._mark_stalled(run.run_id, threshold)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        for run_id in [r for r in self._heard if r not in seen]:
+            del self._heard[run_id]

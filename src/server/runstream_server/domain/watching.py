@@ -1,0 +1,253 @@
+"""Watching: a run's events after a cursor, exactly once and in order, then live; and
+WatchRuns, every matching run's state and then its changes.
+
+A watcher reads from the store until it is level with the run's head, then from the hub,
+which holds only committed events (local, or another replica's learned by the ledger); any
+gap, a full buffer or events committed while it read, is filled from the store again. On a
+shared store, an idle watcher asks the ledger to check the run's head at each heartbeat, so
+a lost notice from another replica delays it by a heartbeat at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from runstream.v1 import run_pb2
+
+from runstream_server.auth import principal as access
+from runstream_server.domain.events import VALID_KINDS, EncodedEvent
+from runstream_server.domain.hub import Hub, RunsHub
+from runstream_server.domain.ledger import RunLedger, framed, summary
+from runstream_server.domain.limits import Limits
+from runstream_server.domain.observer import DeliveryObserver
+from runstream_server.domain.queries import chunks, matches, parse_filter
+from runstream_server.domain.state import RunState
+from runstream_server.errors import FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
+from runstream_server.store.base import EventStore
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """An idle stream's proof of life: every matching event up to head_seq was sent."""
+
+    head_seq: int
+    server_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The run as of `run.last_seq`, sent first to watchers that ask for it."""
+
+    run: run_pb2.Run
+
+
+@dataclass(frozen=True, slots=True)
+class InitialStateComplete:
+    """Marks the end of a WatchRuns stream's initial state."""
+
+
+WatchItem = bytes | Heartbeat | Snapshot
+RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
+
+
+def check_interval(seconds: float) -> None:
+    if not 0.1 <= seconds <= 300:
+        raise InvalidArgument("heartbeat_interval", "must be between 100ms and 5m")
+
+
+def check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
+    purged = state.run.purged_seq
+    if purged and after_seq < purged:
+        raise FailedPrecondition(
+            f"{field_name}: events {after_seq + 1}..{purged} of run {state.run.run_id!r} "
+            "were removed by the retention policy; read the run's snapshot instead "
+            "(GetRun, or WatchRun with include_snapshot)"
+        )
+
+
+class Watching:
+    """WatchRun and WatchRuns over the ledger's runs."""
+
+    def __init__(
+        self,
+        ledger: RunLedger,
+        store: EventStore,
+        hub: Hub,
+        runs_hub: RunsHub,
+        limits: Limits,
+        clock: Callable[[], datetime],
+        observer: DeliveryObserver,
+        check_open: Callable[[], None],
+        snapshot: Callable[[str], Awaitable[run_pb2.Run]],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        """`snapshot` answers GetRun (the first item of a watch with include_snapshot)."""
+        self._ledger = ledger
+        self._store = store
+        self._hub = hub
+        self._runs_hub = runs_hub
+        self._limits = limits
+        self._clock = clock
+        self._observer = observer
+        self._check_open = check_open
+        self._snapshot = snapshot
+        self._spawn = spawn
+        self._spawn = spawn
+
+    async def watch(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        include_snapshot: bool = False,
+        kinds: Sequence[int] = (),
+        heartbeat_interval: float = 15.0,
+        keep_open: bool = False,
+    ) -> AsyncIterator[WatchItem]:
+        """Yields the run's events after `after_seq`, live, each exactly once and in order.
+
+        Events come as ``bytes``: the encoded ``events`` of one WatchRunResponse. They come
+        from the store until the watcher is level with the run's head, then from the hub,
+        which hands each commit's encoded batch to the subscription (see hub.py); whenever
+        the subscription falls behind (a full buffer, a gap) the store fills in again. Ends
+        after the terminal event unless `keep_open`.
+        """
+        self._check_open()
+        for i, kind in enumerate(kinds):
+            if kind not in VALID_KINDS:
+                raise InvalidArgument(f"kinds[{i}]", f"unknown event kind {kind}")
+        if after_seq < 0:
+            raise InvalidArgument("after_seq", "must not be negative")
+        if include_snapshot and after_seq:
+            raise InvalidArgument("after_seq", "must be 0 when include_snapshot is set")
+        check_interval(heartbeat_interval)
+        state = await self._ledger.state(run_id)
+        if after_seq > state.last_seq and self._store.shared:
+            await self._ledger.refresh(run_id, state)  # another replica may be ahead of this one
+            state = await self._ledger.state(run_id)
+        if after_seq > state.last_seq:
+            raise OutOfRange(
+                f"after_seq: {after_seq} is beyond the last seq {state.last_seq} of run {run_id!r}"
+            )
+        if not include_snapshot:
+            check_not_purged(state, after_seq, "after_seq")
+        wanted = frozenset(kinds) or None
+        hub, observer = self._hub, self._observer
+        max_events, max_bytes = self._limits.watch_page_events, self._limits.watch_page_bytes
+        sub = hub.subscribe(run_id, kinds=wanted, heartbeat_interval=heartbeat_interval)
+        self.viewers_changed(run_id)  # one more
+        try:
+            sub.cursor = after_seq
+            if include_snapshot:
+                snapshot = await self._snapshot(run_id)
+                sub.cursor = snapshot.last_seq
+                yield Snapshot(snapshot)
+            while True:
+                # The fast path, once per message: whatever the hub handed over meanwhile.
+                chunk = sub.take(max_events, max_bytes)
+                if chunk is not None:
+                    observer.delivered(chunk.events, self._ledger.held(run_id).last_seq - sub.sent)
+                    yield chunk.data
+                    continue
+                if sub.closed_reason is not None:
+                    raise Unavailable(sub.closed_reason)
+                if sub.behind:  # catch up from the store, then go live
+                    if sub.overflowed:
+                        observer.overflowed()
+                    cursor = sub.cursor
+                    while cursor < self._ledger.held(run_id).last_seq:
+                        events = framed(await self._store.read_events(run_id, cursor, max_events))
+                        if not events:
+                            check_not_purged(self._ledger.held(run_id), cursor, "after_seq")
+                            break
+                        for page in self._pages(events):
+                            cursor = page[-1].seq
+                            matched = [e.framed for e in page if wanted is None or e.kind in wanted]
+                            if matched:
+                                behind = self._ledger.held(run_id).last_seq - cursor
+                                observer.delivered(len(matched), behind)
+                                yield b"".join(matched)
+                        sub.active_at = hub.clock.now()
+                    # No await since the last look at the head: publish delivers from here.
+                    sub.go_live(cursor)
+                    continue
+                head = self._ledger.held(run_id)
+                if head.is_terminal and sub.cursor >= head.last_seq and not keep_open:
+                    return
+                if sub.take_heartbeat():
+                    if self._store.shared:  # a lost notice must not leave this watcher behind
+                        await self._ledger.refresh(run_id, head)
+                        if self._ledger.held(run_id).last_seq > sub.cursor:
+                            continue  # what it missed is delivered (or read) next
+                    yield Heartbeat(sub.cursor, self._clock())
+                    continue
+                await sub.wait()
+        finally:
+            hub.unsubscribe(sub)
+            self.viewers_changed(run_id)  # one fewer
+
+    async def watch_runs(
+        self, *, filter_text: str, heartbeat_interval: float
+    ) -> AsyncIterator[RunsItem]:
+        """Yields the current state of every matching run, then each run-level change."""
+        self._check_open()
+        run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
+        check_interval(heartbeat_interval)
+        sub = self._runs_hub.subscribe(
+            lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
+        )
+        try:
+            cursor: tuple[int, str] | None = None
+            while True:
+                page = await self._store.list_runs(run_filter, 200, cursor)
+                runs = []
+                for stored in page.runs:
+                    live = self._ledger.cached(stored.run_id)
+                    run = live.run if live is not None else stored
+                    sub.known.add(run.run_id)
+                    runs.append(summary(run, self._hub.watcher_count(run.run_id)))
+                for chunk in chunks(runs, self._limits.response_bytes):
+                    yield chunk
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            yield InitialStateComplete()
+            while True:
+                await sub.wait()
+                if sub.closed_reason is not None:
+                    raise Unavailable(sub.closed_reason)
+                changed = sub.take()
+                if changed:
+                    for chunk in chunks(changed, self._limits.response_bytes):
+                        yield chunk
+                elif sub.take_heartbeat():
+                    yield Heartbeat(0, self._clock())
+        finally:
+            self._runs_hub.unsubscribe(sub)
+
+    def _pages(self, events: Sequence[EncodedEvent]) -> Iterator[list[EncodedEvent]]:
+        """Splits events into messages of bounded count and size, at least one event each."""
+        page: list[EncodedEvent] = []
+        size = 0
+        for event in events:
+            if page and (
+                len(page) >= self._limits.watch_page_events
+                or size + len(event.framed) > self._limits.watch_page_bytes
+            ):
+                yield page
+                page, size = [], 0
+            page.append(event)
+            size += len(event.framed)
+        if page:
+            yield page
+
+    def viewers_changed(self, run_id: str) -> None:
+        """Records this process's watcher count (for other replicas) and tells WatchRuns."""
+        state = self._ledger.cached(run_id)
+        if state is not None:
+            self._ledger.publish_run(state)
+        if self._store.shared:
+            self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
