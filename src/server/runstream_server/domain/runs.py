@@ -227,8 +227,8 @@ class RunManager:
 
     async def stopped(self) -> None:
         """Waits until the background work :meth:`shutdown` cancelled has ended."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a shutdown must not hang on one stubborn task
+            await asyncio.wait(list(self._tasks), timeout=5)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         if self._closed_reason is not None:  # shut down: the store is closing, start nothing

@@ -529,7 +529,8 @@ class RedisEventStore:
                 await asyncio.sleep(0.5)
             finally:
                 self._followers.discard(pubsub)
-                with contextlib.suppress(BaseException):
+                # Exception, not BaseException: a cancellation arriving here must end the loop.
+                with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     if client is not self._client:
                         await client.aclose()
