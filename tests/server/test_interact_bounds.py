@@ -65,7 +65,7 @@ async def test_a_viewer_that_stops_reading_gets_a_bounded_backlog_then_the_exact
                     run_id=run.run_id, decision_id=f"d{i}", choice="b", answered_by="ana"
                 )
             )
-        feeds = server.runs._feeds[run.run_id]
+        feeds = server.runs._links.feeds(run.run_id)
         assert len(feeds) == 1
         feed = next(iter(feeds))
         assert feed.updates.qsize() <= feed.limit + 1  # bounded, however much happened

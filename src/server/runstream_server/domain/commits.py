@@ -143,6 +143,10 @@ class Links:
         self._producers: dict[str, set[ProducerLink]] = {}
         self._feeds: dict[str, set[DecisionFeed]] = {}
 
+    def feeds(self, run_id: str) -> set[DecisionFeed]:
+        """The decision feeds following the run."""
+        return self._feeds.get(run_id, set())
+
     def in_use(self, run_id: str) -> bool:
         return run_id in self._producers or run_id in self._feeds
 
