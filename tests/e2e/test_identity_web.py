@@ -229,6 +229,10 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
             await tab.wait(f"{dialog} === null && {listed}")
             body = await tab.eval("document.body.innerText")
             assert "Acme launch" in body and "Globex secret" not in body
+            # GetStats needs the admin role: a viewer's overview has no server panel.
+            await tab.wait("document.querySelector('.server-panel').dataset.state === 'refused'")
+            assert await tab.eval("document.querySelector('.server-panel').hidden")
+            assert "Uptime" not in body
             await tab.call("goto", url=page.url)  # a reload in the same tab: no question
             await tab.wait(listed)
             assert await tab.eval(f"{dialog} === null")

@@ -3,6 +3,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { DecisionService } from "../gen/runstream/v1/decision_service_pb";
 import { RunService } from "../gen/runstream/v1/run_service_pb";
+import { StatsService } from "../gen/runstream/v1/stats_service_pb";
 import { authInterceptor } from "./auth";
 
 export interface Api {
@@ -10,6 +11,8 @@ export interface Api {
   readonly baseUrl: string;
   readonly runs: Client<typeof RunService>;
   readonly decisions: Client<typeof DecisionService>;
+  /** The answering replica's figures (the admin role when the server wants tokens). */
+  readonly stats: Client<typeof StatsService>;
 }
 
 interface DashboardConfig {
@@ -47,5 +50,6 @@ export function createApi(baseUrl: string): Api {
     baseUrl,
     runs: createClient(RunService, transport),
     decisions: createClient(DecisionService, transport),
+    stats: createClient(StatsService, transport),
   };
 }

@@ -1,7 +1,7 @@
 // The Runstream dashboard: a list of runs and, for the selected run, everything it reports,
 // live over grpc-web through Envoy. Routes: #/ (overview) and #/runs/RUN_ID.
 import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
-import { createApi, resolveBaseUrl } from "./api";
+import { type Api, createApi, resolveBaseUrl } from "./api";
 import { $, attr, h, text } from "./dom";
 import { percentText } from "./format";
 import { isTerminal } from "./model";
@@ -9,6 +9,7 @@ import { RunsFeed } from "./runs";
 import { RunSession } from "./session";
 import { renderRunList } from "./ui/run-list";
 import { RunView } from "./ui/run-view";
+import { serverPanel } from "./ui/server-panel";
 import { dropAnsweredToasts, showToasts } from "./ui/toasts";
 import type { LinkState } from "./watch";
 
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
     session?.stop();
     session = undefined;
     view = undefined;
-    overview = buildOverview();
+    overview = buildOverview(api);
     main.replaceChildren(overview);
     schedule();
   }
@@ -119,7 +120,7 @@ async function main(): Promise<void> {
   route();
 }
 
-function buildOverview(): HTMLElement {
+function buildOverview(api: Api): HTMLElement {
   return h(
     "div",
     { class: "overview" },
@@ -137,6 +138,7 @@ function buildOverview(): HTMLElement {
         h("code", null, "runstream demo --target HOST:PORT"),
       ),
     ),
+    serverPanel(api),
   );
 }
 
