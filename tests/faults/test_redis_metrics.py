@@ -1,9 +1,6 @@
 """With Redis as the store, a replica's trouble reaching Redis shows in its metrics and
-stats: failed operations and failed health pings while Redis is down, by operation; and the
-replica carries on when Redis is back.
-
-(Reconnects of the Redis notice subscription are counted by the same store wrapper, in
-``runstream_store_reconnects_total``, once the run manager follows other replicas' notices.)"""
+stats: failed operations and failed health pings while Redis is down, by operation; the
+notice subscription's reconnect once Redis is back; and the replica carries on."""
 
 from __future__ import annotations
 
@@ -110,7 +107,12 @@ async def test_redis_errors_and_reconnects_are_counted(tmp_path: Path) -> None:
             # The refused append failed at its first Redis operation (the idempotency check).
             assert errors(down).keys() >= {"ping", "find_keys"}, errors(down)
 
+            reconnects_before = before.get(("runstream_store_reconnects_total", frozenset()), 0)
             redis.start()  # same port, same directory: the AOF brings the data back
+            # The replica's one notice subscription comes back, and that is counted.
+            await until(
+                server.metrics_port, "runstream_store_reconnects_total", {}, reconnects_before + 1
+            )
             stats = await client.get_stats()
             assert stats.store_kind == "redis"
             assert stats.store_errors_total >= 2
