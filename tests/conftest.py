@@ -247,6 +247,27 @@ def two_replicas(directory: Path, store_url: str) -> Iterator[tuple[ServerProces
         b.kill()
 
 
+@contextlib.contextmanager
+def replicas_on_redis(
+    directory: Path, prefix: str
+) -> Iterator[tuple[RedisProcess, ServerProcess, ServerProcess]]:
+    """A redis-server of their own and two replicas on it; all stopped on the way out."""
+    redis = RedisProcess(directory / "redis")
+    redis.start()
+    try:
+        with two_replicas(directory, f"{redis.url}?prefix={prefix}") as (a, b):
+            yield redis, a, b
+    finally:
+        redis.stop()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two `runstream serve` replicas on a redis-server of their own."""
+    with replicas_on_redis(tmp_path, "replicas") as (_, a, b):
+        yield a, b
+
+
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     """A `runstream serve` subprocess; the test starts, kills and restarts it at will."""

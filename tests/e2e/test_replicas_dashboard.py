@@ -9,7 +9,7 @@ activity-feed entry missing or shown twice.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,23 +18,12 @@ from runstream import ActivityType, StepSpec
 from runstream.dashboard.envoy import EnvoyConfig, EnvoyProxy
 from runstream.dashboard.server import DashboardServer
 
-from tests.conftest import RedisProcess, ServerProcess, free_port, two_replicas
+from tests.conftest import ServerProcess, free_port
 
 from .test_browser import CONNECTION, run_view_is
 from .web_support import browser, require_chromium
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        with two_replicas(tmp_path, f"{redis.url}?prefix=web") as pair:
-            yield pair
-    finally:
-        redis.stop()
 
 
 @pytest.fixture

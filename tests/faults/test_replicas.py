@@ -30,7 +30,7 @@ from runstream.v1 import (
 from runstream.v1 import event_pb2 as ev
 
 from tests.clients.support import eventually
-from tests.conftest import RedisProcess, ServerProcess, two_replicas
+from tests.conftest import RedisProcess, ServerProcess, replicas_on_redis
 
 
 @dataclass
@@ -44,13 +44,8 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    redis = RedisProcess(tmp_path / "redis")
-    redis.start()
-    try:
-        with two_replicas(tmp_path, f"{redis.url}?prefix=replicas") as (a, b):
-            yield Cluster(redis, a, b)
-    finally:
-        redis.stop()
+    with replicas_on_redis(tmp_path, "replicas") as (redis, a, b):
+        yield Cluster(redis, a, b)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -55,8 +55,10 @@ from runstream_server.store.base import (
     CommitNotice,
     EventStore,
     HeadMoved,
+    Notice,
     RunFilter,
     StoredEvent,
+    ViewersNotice,
 )
 
 log = logging.getLogger("runstream.runs")
@@ -131,9 +133,13 @@ class RunLedger:
         clock: Callable[[], datetime],
         pinned: Callable[[str], bool],
         elsewhere: Callable[[str, Iterable[event_pb2.RunEvent]], None],
+        viewers: Callable[[str], int],
+        viewers_changed: Callable[[Sequence[str]], Awaitable[None]],
     ) -> None:
         """`pinned` says which runs must stay in memory (watched, produced to); `elsewhere`
-        hears the events of runs this process does not hold (to arm their deadlines)."""
+        hears the events of runs this process does not hold (to arm their deadlines);
+        `viewers` counts a run's watchers on every replica, and `viewers_changed` hears that
+        another replica's count changed."""
         self._store = store
         self._hub = hub
         self._runs_hub = runs_hub
@@ -141,11 +147,13 @@ class RunLedger:
         self._policy = policy
         self._clock = clock
         self._elsewhere = elsewhere
+        self._viewers = viewers
+        self._viewers_changed = viewers_changed
         self._slots = RunSlots(limits.cached_runs, limits.cached_ended_runs, pinned=pinned)
         # Step durations learnt per (tenant, workflow): a tenant's estimates never come from,
         # or tell anything about, another tenant's runs.
         self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
-        self._notices: asyncio.Queue[CommitNotice | None] = asyncio.Queue(maxsize=10_000)
+        self._notices: asyncio.Queue[Notice] = asyncio.Queue(maxsize=10_000)
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""
 
@@ -382,7 +390,7 @@ class RunLedger:
 
     def publish_run(self, state: RunState) -> None:
         if self._runs_hub.active:
-            self._runs_hub.publish(summary(state.run, self._hub.watcher_count(state.run.run_id)))
+            self._runs_hub.publish(summary(state.run, self._viewers(state.run.run_id)))
 
     async def _catch_up(
         self, slot: RunSlot, notice: CommitNotice | None = None, *, moved: bool = False
@@ -418,7 +426,7 @@ class RunLedger:
         self._slots.set_state(slot, draft)
         self.deliver(CommitRecord(draft, framed(stored), decoded, local=False))
 
-    def on_notice(self, notice: CommitNotice | None) -> None:
+    def on_notice(self, notice: Notice) -> None:
         """Called by the store's one reader for this process: queued, applied in order."""
         try:
             self._notices.put_nowait(notice)
@@ -433,6 +441,8 @@ class RunLedger:
             try:
                 if notice is None:
                     await self._resync()
+                elif isinstance(notice, ViewersNotice):
+                    await self._viewers_changed([notice.run_id])
                 else:
                     await self._apply_notice(notice)
             except Exception:

@@ -69,6 +69,7 @@ from runstream_server.domain.queries import (
     page_size as clamp_page_size,
 )
 from runstream_server.domain.state import RunState, now_utc, status_name, to_timestamp
+from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
     InitialStateComplete,
@@ -153,7 +154,10 @@ class RunManager:
                 bool(self._hub.watcher_count(run_id)) or self._links.in_use(run_id)
             ),
             elsewhere=lambda run_id, events: self._decisions.deadlines.arm_from(run_id, events),
+            viewers=lambda run_id: self._viewers.total(run_id),
+            viewers_changed=lambda run_ids: self._viewers.changed_elsewhere(run_ids),
         )
+        self._viewers = ViewerCounts(store, self._hub, self._runs_hub, self._ledger.cached, summary)
         self._decisions = Decisions(
             self._ledger,
             self._links,
@@ -173,6 +177,7 @@ class RunManager:
         self._watching = Watching(
             self._ledger,
             store,
+            self._viewers,
             self._hub,
             self._runs_hub,
             self._limits,
@@ -196,6 +201,7 @@ class RunManager:
         if self._store.shared:
             self._spawn(self._store.follow(self._ledger.on_notice))
             self._spawn(self._ledger.apply_notices())
+            self._spawn(self._viewers.reread_forever())
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None
             while True:
@@ -314,8 +320,7 @@ class RunManager:
 
     async def get_run(self, run_id: str) -> run_pb2.Run:
         run = copied((await self._ledger.state(run_id)).run)
-        elsewhere = await self._store.viewers(run_id) if self._store.shared else 0
-        run.viewer_count = self._hub.watcher_count(run_id) + elsewhere
+        run.viewer_count = (await self._viewers.read([run_id]))[run_id]
         count_down(run)
         return run
 
@@ -355,7 +360,8 @@ class RunManager:
             except (TypeError, ValueError):
                 raise InvalidArgument("page_token", "is not a token this server issued") from None
         page = await self._store.list_runs(run_filter, size, cursor)
-        runs = [summary(r, self._hub.watcher_count(r.run_id)) for r in page.runs]
+        counts = await self._viewers.read([r.run_id for r in page.runs])
+        runs = [summary(r, counts[r.run_id]) for r in page.runs]
         next_cursor = page.next_cursor
         kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
         if kept < len(runs):

@@ -25,6 +25,7 @@ from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.state import RunState
+from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
 from runstream_server.store.base import EventStore
 
@@ -75,6 +76,7 @@ class Watching:
         self,
         ledger: RunLedger,
         store: EventStore,
+        viewers: ViewerCounts,
         hub: Hub,
         runs_hub: RunsHub,
         limits: Limits,
@@ -87,6 +89,7 @@ class Watching:
         """`snapshot` answers GetRun (the first item of a watch with include_snapshot)."""
         self._ledger = ledger
         self._store = store
+        self._viewers = viewers
         self._hub = hub
         self._runs_hub = runs_hub
         self._limits = limits
@@ -94,7 +97,6 @@ class Watching:
         self._observer = observer
         self._check_open = check_open
         self._snapshot = snapshot
-        self._spawn = spawn
         self._spawn = spawn
 
     async def watch(
@@ -203,12 +205,13 @@ class Watching:
             cursor: tuple[int, str] | None = None
             while True:
                 page = await self._store.list_runs(run_filter, 200, cursor)
+                counts = await self._viewers.read([r.run_id for r in page.runs])
                 runs = []
                 for stored in page.runs:
                     live = self._ledger.cached(stored.run_id)
                     run = live.run if live is not None else stored
                     sub.known.add(run.run_id)
-                    runs.append(summary(run, self._hub.watcher_count(run.run_id)))
+                    runs.append(summary(run, counts[run.run_id]))
                 for chunk in chunks(runs, self._limits.response_bytes):
                     yield chunk
                 if page.next_cursor is None:

@@ -24,9 +24,9 @@ from runstream.v1 import run_pb2
 from runstream_server.errors import AlreadyExists
 from runstream_server.observability.telemetry import Telemetry
 from runstream_server.store.base import (
-    CommitNotice,
     EventStore,
     HeadMoved,
+    Notice,
     NoticeHandler,
     RunFilter,
     RunPage,
@@ -140,7 +140,7 @@ class ObservedStore:
     async def follow(self, handler: NoticeHandler) -> None:
         telemetry = self._telemetry
 
-        def observed(notice: CommitNotice | None) -> None:
+        def observed(notice: Notice) -> None:
             if notice is None:
                 telemetry.store_reconnected()
             handler(notice)
@@ -154,9 +154,9 @@ class ObservedStore:
             self._telemetry.store_failed("set_viewers")
             raise
 
-    async def viewers(self, run_id: str) -> int:
+    async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
         try:
-            return await self.inner.viewers(run_id)
+            return await self.inner.viewers(run_ids)
         except Exception:
             self._telemetry.store_failed("viewers")
             raise

@@ -8,6 +8,7 @@ from runstream_server.store.base import (
     RunPage,
     StoredEvent,
     StoreUnusable,
+    ViewersNotice,
 )
 from runstream_server.store.sqlite import SqliteEventStore
 
@@ -20,4 +21,5 @@ __all__ = [
     "SqliteEventStore",
     "StoreUnusable",
     "StoredEvent",
+    "ViewersNotice",
 ]

@@ -48,6 +48,13 @@ class CommitNotice:
     events: tuple[StoredEvent, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ViewersNotice:
+    """Another process's count of watchers on one run changed; read the counts again."""
+
+    run_id: str
+
+
 class StoreUnusable(OSError):
     """The store cannot be used at all, found when the server starts: the file is not a
     database, cannot be written, or is held by another server. The message names the store
@@ -95,7 +102,9 @@ class HeadMoved(Aborted):
         self.actual = actual
 
 
-NoticeHandler = Callable[[CommitNotice | None], None]
+Notice = CommitNotice | ViewersNotice | None
+"""What the store's reader hands on: a commit, a viewer count change, or `None` for a gap."""
+NoticeHandler = Callable[[Notice], None]
 """Called on the event loop for each notice; `None` marks a gap (reconnect): resync all."""
 
 
@@ -162,7 +171,9 @@ class EventStore(Protocol):
         process). Returns at once for a store no other process writes."""
 
     async def set_viewers(self, run_id: str, count: int) -> None:
-        """Records how many watchers this process has on the run."""
+        """Records how many watchers this process has on the run, and tells the other
+        processes (a :class:`ViewersNotice` to their :meth:`follow`)."""
 
-    async def viewers(self, run_id: str) -> int:
-        """Watchers of the run on every other live process (0 when there are none)."""
+    async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Watchers of each run on every other live process, in one round trip; runs
+        without any are left out. Empty when the counts cannot be read right now."""

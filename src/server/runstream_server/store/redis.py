@@ -51,6 +51,7 @@ from runstream_server.store.base import (
     RunFilter,
     RunPage,
     StoredEvent,
+    ViewersNotice,
 )
 
 log = logging.getLogger("runstream.store.redis")
@@ -102,6 +103,21 @@ redis.call('HSET', meta, 'seq', expected + n, 'snap', ARGV[2], 'status', ARGV[3]
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], table.concat(parts)) end
 return {'ok', expected + n}
 """
+
+# KEYS: viewers. ARGV: replica, its [count, expiry] ('' to remove it), ttl, channel (''
+# for none), the publish command, the notice. One round trip writes and tells the others.
+_VIEWERS = """
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if ARGV[4] ~= '' then redis.call(ARGV[5], ARGV[4], ARGV[6]) end
+return 1
+"""
+_VIEWERS_NOTICE = b"*viewers\n"
+"""Starts a viewers notice; a commit notice starts with a run id, which has no '*'."""
 
 # KEYS: meta, log, keys. ARGV: expected head, the purged snapshot.
 _PURGE = """
@@ -192,7 +208,9 @@ def _unavailable(
     return wrapper
 
 
-def _decode_notice(data: bytes) -> CommitNotice:
+def _decode_notice(data: bytes) -> CommitNotice | ViewersNotice:
+    if data.startswith(_VIEWERS_NOTICE):
+        return ViewersNotice(data[len(_VIEWERS_NOTICE) :].decode())
     run_id, first, last, rest = data.split(b"\n", 3)
     events: list[StoredEvent] = []
     seq, pos = int(first), 0
@@ -242,6 +260,7 @@ class RedisEventStore:
         self._client: Any = None
         self._append: Any = None
         self._purge: Any = None
+        self._write_viewer_count: Any = None
         self._closed = asyncio.Event()
         self._viewers: dict[str, int] = {}
         self._followers: set[Any] = set()  # open pub/sub connections, closed with the store
@@ -261,6 +280,14 @@ class RedisEventStore:
     def _keys(self, run_id: str) -> list[str]:
         p = self.options.prefix
         return [f"{p}:{{{run_id}}}:meta", f"{p}:{{{run_id}}}:log", f"{p}:{{{run_id}}}:keys"]
+
+    def _notice_channel(self, run_id: str) -> str:
+        """Where notices about the run are published."""
+        return self._channel
+
+    @property
+    def _publish_command(self) -> str:
+        return "PUBLISH"
 
     def _viewers_key(self, run_id: str) -> str:
         return f"{self.options.prefix}:{{{run_id}}}:viewers"
@@ -285,6 +312,7 @@ class RedisEventStore:
         self._client = self._connect()
         self._append = self._client.register_script(_APPEND)
         self._purge = self._client.register_script(_PURGE)
+        self._write_viewer_count = self._client.register_script(_VIEWERS)
         try:
             await self._client.ping()
         except (rex.RedisError, OSError) as exc:
@@ -304,7 +332,7 @@ class RedisEventStore:
             with contextlib.suppress(BaseException):
                 await self._viewer_refresher
         client, self._client = self._client, _Closed()
-        self._append = self._purge = _Closed()
+        self._append = self._purge = self._write_viewer_count = _Closed()
         if client is not None and not isinstance(client, _Closed):
             with contextlib.suppress(rex.RedisError, OSError):
                 await client.aclose()
@@ -550,38 +578,51 @@ class RedisEventStore:
         else:
             self._viewers.pop(run_id, None)
         with contextlib.suppress(rex.RedisError, OSError):
-            await self._write_viewers(run_id, count)
+            await self._write_viewers(run_id, count, tell=True)
 
-    async def _write_viewers(self, run_id: str, count: int) -> None:
-        key = self._viewers_key(run_id)
-        if count:
-            expires = int(time.time() * 1000) + _VIEWERS_TTL_MS
-            await self._client.hset(key, self.replica_id, json.dumps([count, expires]))
-            await self._client.pexpire(key, _VIEWERS_TTL_MS * 2)
-        else:
-            await self._client.hdel(key, self.replica_id)
+    async def _write_viewers(self, run_id: str, count: int, *, tell: bool) -> None:
+        """Writes this replica's count (with its expiry); `tell` the others it changed."""
+        expires = int(time.time() * 1000) + _VIEWERS_TTL_MS
+        await self._write_viewer_count(
+            keys=[self._viewers_key(run_id)],
+            args=[
+                self.replica_id,
+                json.dumps([count, expires]) if count else "",
+                _VIEWERS_TTL_MS * 2,
+                self._notice_channel(run_id) if tell else "",
+                self._publish_command,
+                _VIEWERS_NOTICE + run_id.encode(),
+            ],
+        )
 
     async def _refresh_viewers(self) -> None:
         while True:
             await asyncio.sleep(_VIEWERS_TTL_MS / 3000)
             for run_id, count in list(self._viewers.items()):
                 with contextlib.suppress(rex.RedisError, OSError):
-                    await self._write_viewers(run_id, count)
+                    await self._write_viewers(run_id, count, tell=False)
 
-    async def viewers(self, run_id: str) -> int:
-        if self.closed:
-            return 0
+    async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
+        if self.closed or not run_ids:
+            return {}
         try:
-            entries = await self._client.hgetall(self._viewers_key(run_id))
+            pipe = self._client.pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hgetall(self._viewers_key(run_id))
+            rows = await pipe.execute()
         except (rex.RedisError, OSError):
-            return 0
+            return {}
         now = int(time.time() * 1000)
-        total = 0
         mine = self.replica_id.encode()
-        for replica, raw in entries.items():
-            if replica == mine:
-                continue
-            count, expires = json.loads(raw)
-            if expires > now:
-                total += int(count)
-        return total
+        totals: dict[str, int] = {}
+        for run_id, entries in zip(run_ids, rows, strict=True):
+            total = 0
+            for replica, raw in entries.items():
+                if replica == mine:
+                    continue
+                count, expires = json.loads(raw)
+                if expires > now:
+                    total += int(count)
+            if total:
+                totals[run_id] = total
+        return totals

@@ -528,5 +528,5 @@ class SqliteEventStore:
     async def set_viewers(self, run_id: str, count: int) -> None:
         """Local counts are the only counts."""
 
-    async def viewers(self, run_id: str) -> int:
-        return 0
+    async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
+        return {}

@@ -1,0 +1,114 @@
+"""``viewer_count`` counts the watchers of every replica, in GetRun, ListRuns and WatchRuns.
+
+Two real `runstream serve` replicas on one real redis-server; watchers on both. Each replica
+keeps its own count in Redis and tells the others when it changes, so a WatchRuns stream on
+either replica follows the total live, and lists read every replica's counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+from runstream.v1 import run_service_pb2 as rs
+from runstream.v1 import run_service_pb2_grpc
+
+from tests.clients.support import eventually
+from tests.conftest import ServerProcess
+
+
+@pytest.fixture
+async def stubs(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> AsyncIterator[tuple[run_service_pb2_grpc.RunServiceStub, ...]]:
+    a, b = replicas
+    async with (
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        yield run_service_pb2_grpc.RunServiceStub(on_a), run_service_pb2_grpc.RunServiceStub(on_b)
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    """Asks `check` again until it holds; fails the test if it does not `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        assert loop.time() < deadline, f"still not so after {within:g}s"
+        await asyncio.sleep(0.05)
+
+
+class RunsView:
+    """A WatchRuns stream read in the background: each run's latest viewer_count."""
+
+    def __init__(self, stub: run_service_pb2_grpc.RunServiceStub) -> None:
+        self.counts: dict[str, int] = {}
+        self.initial: dict[str, int] | None = None
+        self._call = stub.WatchRuns(rs.WatchRunsRequest())
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for response in self._call:
+            for run in response.runs:
+                self.counts[run.run_id] = run.viewer_count
+            if response.initial_state_complete:
+                self.initial = dict(self.counts)
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._task.cancel()
+
+
+async def listed(stub: run_service_pb2_grpc.RunServiceStub) -> dict[str, int]:
+    page = await stub.ListRuns(rs.ListRunsRequest(page_size=50))
+    return {run.run_id: run.viewer_count for run in page.runs}
+
+
+async def counted(stub: run_service_pb2_grpc.RunServiceStub, run_id: str) -> int:
+    return int((await stub.GetRun(rs.GetRunRequest(run_id=run_id))).run.viewer_count)
+
+
+async def test_viewer_count_adds_up_the_watchers_of_both_replicas_and_drops_as_they_leave(
+    stubs: tuple[run_service_pb2_grpc.RunServiceStub, run_service_pb2_grpc.RunServiceStub],
+) -> None:
+    on_a, on_b = stubs
+    watched = (await on_a.CreateRun(rs.CreateRunRequest(workflow="viewers"))).run.run_id
+    unwatched = (await on_b.CreateRun(rs.CreateRunRequest(workflow="viewers"))).run.run_id
+    views = [RunsView(on_a), RunsView(on_b)]
+    await eventually(lambda: all(v.initial is not None for v in views))
+    assert all(v.initial == {watched: 0, unwatched: 0} for v in views)
+
+    watchers = []
+    for stub in (on_a, on_a, on_b, on_b, on_b):  # two watchers on A, three on B
+        call = stub.WatchRun(rs.WatchRunRequest(run_id=watched))
+        first = await call.read()  # the stream has its subscription once it sends
+        assert [e.seq for e in first.events] == [1]
+        watchers.append(call)
+    try:
+        # WatchRuns on either replica follows the total live.
+        await eventually(lambda: all(v.counts[watched] == 5 for v in views))
+        for stub in (on_a, on_b):
+            await until(lambda s=stub: _is(listed(s), {watched: 5, unwatched: 0}))
+            assert await counted(stub, watched) == 5
+        late = [RunsView(on_a), RunsView(on_b)]  # a first state read now counts them all
+        await eventually(lambda: all(v.initial is not None for v in late))
+        assert all(v.initial == {watched: 5, unwatched: 0} for v in late)
+        views += late
+
+        for call in watchers[1:]:  # one A watcher and all of B's leave
+            call.cancel()
+        await eventually(lambda: all(v.counts[watched] == 1 for v in views))
+        for stub in (on_a, on_b):
+            await until(lambda s=stub: _is(listed(s), {watched: 1, unwatched: 0}))
+            assert await counted(stub, watched) == 1
+    finally:
+        for call in watchers:
+            call.cancel()
+        for view in views:
+            view.close()
+
+
+async def _is(reading: Awaitable[dict[str, int]], expected: dict[str, int]) -> bool:
+    return await reading == expected
