@@ -1,6 +1,7 @@
 """Where the CPU goes at real-time rates: py-spy profiles, summarised as top functions.
 
     .venv/bin/python bench/profile.py server     # the server, 100 watchers x 100 events/s
+    .venv/bin/python bench/profile.py message    # the server, one event per message, 1 watcher
     .venv/bin/python bench/profile.py producer   # the SDK producer at 200 events/s
     .venv/bin/python bench/profile.py summary FILE  # top lines of a raw py-spy profile
 
@@ -82,9 +83,12 @@ def summary(raw: Path, top: int = 25) -> str:
     return "\n".join(out)
 
 
-def profile_server(out: Path, watchers: int, rate: float, seconds: float) -> None:
-    with harness.server("runstream", profile=out) as srv:
-        result = harness.open_loop(srv, watchers=watchers, rate=rate, count=int(rate * seconds))
+def profile_server(
+    out: Path, watchers: int, rate: float, seconds: float, *, sync: str = "FULL"
+) -> None:
+    count = int(rate * seconds) if rate else int(2_000 * seconds)
+    with harness.server("runstream", profile=out, sync=sync) as srv:
+        result = harness.open_loop(srv, watchers=watchers, rate=rate, count=count, closed=not rate)
     print(
         f"server at {watchers} x {rate:g}/s: p50 {result.latency.get('p50', 0):.1f} ms, "
         f"p99 {result.latency.get('p99', 0):.1f} ms, server core {100 * result.server_busy:.0f}%"
@@ -107,7 +111,7 @@ def profile_producer(out: Path, rate: float, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["server", "producer", "summary"])
+    parser.add_argument("what", choices=["server", "message", "producer", "summary"])
     parser.add_argument("file", nargs="?", type=Path)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--top", type=int, default=25)
@@ -118,6 +122,8 @@ def main() -> None:
     out = args.file or Path(tempfile.mkdtemp()) / f"{args.what}.txt"
     if args.what == "server":
         profile_server(out, 100, 100, args.seconds)
+    elif args.what == "message":  # one event per message, closed loop, as bench/run.py's
+        profile_server(out, 1, 0, args.seconds, sync="NORMAL")
     else:
         profile_producer(out, 200, args.seconds)
     print(f"raw profile: {out}")

@@ -118,7 +118,7 @@ def redis_store_url(redis: RedisProcess, store: Path) -> str:
 
 @pytest.fixture
 def store_kind() -> str:
-    """Which store servers use: "sqlite" here; tests/server parametrizes it over both."""
+    """Which store servers use: "sqlite" here; tests/server parametrizes it over all."""
     return "sqlite"
 
 
@@ -136,6 +136,8 @@ def server_config(store_kind: str, request: pytest.FixtureRequest) -> ConfigFact
                 store_url=redis_store_url(redis, store),
                 **fields,  # type: ignore[arg-type]
             )
+        if store_kind == "sqlite-normal":  # commits made on the event loop, not a thread
+            fields.setdefault("sqlite_synchronous", "NORMAL")
         return ServerConfig(store_path=store, **fields)  # type: ignore[arg-type]
 
     return make

@@ -22,9 +22,10 @@ class Stubs:
     report: report_service_pb2_grpc.ReportServiceStub
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite-normal", "redis"])
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """Both stores, for every test here."""
+    """Both stores, for every test here; SQLite also with ``synchronous=NORMAL``, whose
+    commits take another path (on the event loop)."""
     return str(request.param)
 
 

@@ -4,7 +4,8 @@ Every write, a producer's batch or the server's own (a cancellation, an answer, 
 a stall), goes through :meth:`RunLedger.commit`, in this order:
 
 1. under the run's lock, idempotency keys the log already holds are answered with their
-   original seqs and not stored again;
+   original seqs and not stored again (the first attempt does not look them up: the store
+   refuses an append with a key it holds, like a moved head, and the retry looks them up);
 2. the new events are numbered and folded into a *copy* of the run's derived state, which
    rejects what the state does not allow (anything after a terminal event, for instance).
    Before a terminal event the server closes the run's open decisions and fires its last
@@ -241,13 +242,25 @@ class RunLedger:
         depends on it (an answer to a decision that must still be open). When another
         replica appended first, the run catches up and the batch is folded again.
         """
-        for _ in range(_MAX_ATTEMPTS):
+        for attempt in range(_MAX_ATTEMPTS):
             async with self._slots.locked(run_id) as slot:
                 state = await self._load(slot)  # evicted meanwhile: reloaded
                 batch = events(state) if callable(events) else events
                 if not batch:
                     return AppendResult([], state.last_seq)
-                draft, acks, staged = await self._fold(state, batch, producer=producer)
+                # The store refuses a key it holds, so the first attempt folds without
+                # looking keys up (one store round trip less); the next ones, and a fold that
+                # fails (a resent event the state no longer allows), look them up.
+                try:
+                    draft, acks, staged = await self._fold(
+                        state, batch, producer=producer, look_up_keys=attempt > 0
+                    )
+                except RunstreamError:
+                    if attempt > 0 or not any(e.idempotency_key for e in batch):
+                        raise
+                    draft, acks, staged = await self._fold(
+                        state, batch, producer=producer, look_up_keys=True
+                    )
                 if not staged:
                     return AppendResult(acks, draft.last_seq)
                 fresh = [
@@ -258,8 +271,9 @@ class RunLedger:
                     check_snapshot_size(draft, self._limits.max_snapshot_bytes)
                 try:
                     await self._store.append(run_id, fresh, draft.run, expected_seq=state.last_seq)
-                except HeadMoved:
-                    await self._catch_up(slot, moved=True)
+                except HeadMoved as moved:
+                    if moved.actual != state.last_seq:  # not only a key the log holds
+                        await self._catch_up(slot, moved=True)
                     continue
                 self._slots.set_state(slot, draft)
                 self.deliver(CommitRecord(draft, fresh, staged, local=True))
@@ -267,14 +281,20 @@ class RunLedger:
         raise Unavailable(f"run {run_id!r} is written by too many replicas at once; retry")
 
     async def _fold(
-        self, state: RunState, events: Sequence[event_pb2.RunEvent], *, producer: bool
+        self,
+        state: RunState,
+        events: Sequence[event_pb2.RunEvent],
+        *,
+        producer: bool,
+        look_up_keys: bool,
     ) -> tuple[RunState, list[EventAck], list[event_pb2.RunEvent]]:
-        """The state after the batch, each event's ack, and the events to store."""
+        """The state after the batch, each event's ack, and the events to store; keys the
+        log already holds are answered with their seqs when `look_up_keys`."""
         run_id = state.run.run_id
         history = await self.workflow_history(state.run.tenant, state.run.workflow)
         known = (
             await self._store.find_keys(run_id, [e.idempotency_key for e in events])
-            if producer
+            if producer and look_up_keys
             else {}
         )
         draft = state.copy()

@@ -1,11 +1,16 @@
 """The embedded default store: one SQLite file in WAL mode.
 
-Writes go through one writer thread with group commit: appends that arrive while a commit is
-in progress are written together in the next transaction, each inside its own savepoint so
-one failing append (a duplicate run id) does not fail the others. With ``synchronous=FULL``
-(the default) an append returns only after its transaction is on disk, so an acknowledged
-event survives a crash of the process or the machine. Reads run on a small pool of reader
-threads with their own connections; WAL lets them proceed while the writer commits.
+Writes use group commit: appends that arrive while a commit is in progress are written
+together in the next transaction, each inside its own savepoint so one failing append (a
+duplicate run id) does not fail the others. With ``synchronous=FULL`` (the default) an append
+returns only after its transaction is on disk, so an acknowledged event survives a crash of
+the process or the machine; those commits run on one writer thread, since they wait for the
+disk. With ``NORMAL`` or ``OFF`` a commit only writes to the operating system's cache (an
+acknowledged event survives a crash of the process, not of the machine) and takes tens of
+microseconds, less than handing it to a thread and back, so it runs on the event loop;
+checkpoints, which do wait for the disk, then run on the writer thread instead of inside a
+commit. Reads run on a small pool of reader threads with their own connections; WAL lets
+them proceed while the writer commits.
 
 The file is locked, checked and probed at :meth:`SqliteEventStore.open` (see
 :mod:`~runstream_server.store.sqlite_file`). A write that fails because the storage cannot
@@ -80,7 +85,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
 )
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_INLINE = ("OFF", "NORMAL")  # commits that do not wait for the disk: run on the event loop
+_CHECKPOINT_BYTES = 4 << 20  # with inline commits: a checkpoint after this much is written
+_PAGES_PER_APPEND = 3 * 4096
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
 
 
@@ -108,7 +117,7 @@ class _Write:
     events: Sequence[StoredEvent]
     snapshot: run_pb2.Run
     expected_seq: int
-    done: asyncio.Future[None]
+    done: asyncio.Future[None] | None = None
 
 
 class SqliteEventStore:
@@ -147,6 +156,12 @@ class SqliteEventStore:
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
         self._wconn: sqlite3.Connection | None = None
+        # Held by whoever uses the writer connection: the writer thread, or the event loop
+        # for an inline commit (which never waits for it: it hands the commit over instead).
+        self._wlock = threading.Lock()
+        self._inline = self._synchronous in _INLINE
+        self._unchecked_bytes = 0
+        self._checkpointing = False
         self._pending: list[_Write] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -165,6 +180,8 @@ class SqliteEventStore:
                 check_database(conn, self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            if self._inline:  # checkpoints wait for the disk: the writer thread runs them
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
             _add_tenant_column(conn)
@@ -202,9 +219,10 @@ class SqliteEventStore:
         self._writer.shutdown(wait=True)
 
     def _close_writer(self) -> None:
-        if self._wconn is not None:
-            self._wconn.close()
-            self._wconn = None
+        with self._wlock:
+            if self._wconn is not None:
+                self._wconn.close()
+                self._wconn = None
         if self._file_lock is not None:
             self._file_lock.release()
             self._file_lock = None
@@ -242,7 +260,7 @@ class SqliteEventStore:
             await asyncio.sleep(self._probe_interval)
             try:
                 await loop.run_in_executor(
-                    self._writer, lambda: probe_write(self._writer_conn(), time.time())
+                    self._writer, lambda: self._with_writer(probe_write, time.time())
                 )
             except Exception as exc:
                 if storage_fault(exc) is None:
@@ -261,8 +279,23 @@ class SqliteEventStore:
         *,
         expected_seq: int,
     ) -> None:
+        write = _Write(run_id, events, snapshot, expected_seq)
+        if self._drainer is None:  # nothing queued: commit at once if it can be done inline
+            try:
+                inline = self._commit_inline([write])
+            except Exception as exc:
+                failure = self._failed(exc)
+                if failure is exc:
+                    raise
+                raise failure from exc
+            if inline is not None:
+                if inline[0] is not None:
+                    raise self._failed(inline[0])
+                self._succeeded()
+                return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(run_id, events, snapshot, expected_seq, done))
+        write.done = done
+        self._pending.append(write)
         if self._drainer is None:
             self._drainer = asyncio.create_task(self._drain(), name="runstream-sqlite-commit")
         await done
@@ -273,8 +306,11 @@ class SqliteEventStore:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
+                    inline = self._commit_inline(batch)
                     results: list[BaseException | None] = list(
-                        await loop.run_in_executor(self._writer, self._commit, batch)
+                        inline
+                        if inline is not None
+                        else await loop.run_in_executor(self._writer, self._commit, batch)
                     )
                 except Exception as exc:  # the whole transaction failed (disk full, I/O error)
                     results = [self._failed(exc)] * len(batch)
@@ -283,6 +319,7 @@ class SqliteEventStore:
                     if all(e is None for e in results):
                         self._succeeded()
                 for write, error in zip(batch, results, strict=True):
+                    assert write.done is not None
                     if write.done.done():
                         continue
                     if error is None:
@@ -292,11 +329,71 @@ class SqliteEventStore:
         finally:
             self._drainer = None
 
+    def _commit_inline(self, batch: list[_Write]) -> list[Exception | None] | None:
+        """Commits on the event loop when commits do not wait for the disk and the writer
+        connection is free (not probing, purging or checkpointing); None otherwise."""
+        if not (self._inline and self._writable) or not self._wlock.acquire(blocking=False):
+            return None
+        try:
+            results = self._commit_locked(batch)
+        finally:
+            self._wlock.release()
+        # What the WAL grew by, about: each append rewrites a few pages besides its events.
+        self._unchecked_bytes += sum(
+            _PAGES_PER_APPEND + sum(len(e.data) for e in w.events) for w in batch
+        )
+        if self._unchecked_bytes >= _CHECKPOINT_BYTES and not self._checkpointing:
+            self._unchecked_bytes = 0
+            self._checkpointing = True
+            done = asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint)
+            done.add_done_callback(self._checkpointed)
+        return results
+
+    def _checkpoint(self) -> None:
+        """Copies the WAL into the database file (waiting for the disk) on the writer thread.
+
+        It holds the writer connection, so commits meanwhile queue for the thread instead of
+        adding frames: the checkpoint completes and the next commit starts the WAL over.
+        """
+        self._with_writer(
+            lambda conn, _: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(), None
+        )
+
+    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+        self._checkpointing = False
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("store %s: checkpoint failed: %s", self.path, done.exception())
+
+    def _with_writer(self, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:
+        with self._wlock:
+            return fn(self._writer_conn(), arg)
+
     def _commit(self, batch: list[_Write]) -> list[Exception | None]:
+        with self._wlock:
+            return self._commit_locked(batch)
+
+    def _commit_locked(self, batch: list[_Write]) -> list[Exception | None]:
         conn = self._wconn
         assert conn is not None, "store is not open"
         results: list[Exception | None] = []
         conn.execute("BEGIN IMMEDIATE")
+        if len(batch) == 1:  # alone in its transaction: no savepoint needed
+            try:
+                self._write_one(conn, batch[0])
+            except Exception as exc:
+                if not conn.in_transaction:
+                    raise  # SQLite rolled the whole transaction back (disk full, I/O)
+                conn.execute("ROLLBACK")
+                return [exc]
+            except BaseException:
+                rollback_if_active(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback_if_active(conn)
+                raise
+            return [None]
         try:
             for write in batch:
                 conn.execute("SAVEPOINT append")
@@ -349,13 +446,17 @@ class SqliteEventStore:
                     "SELECT last_seq FROM runs WHERE run_id = ?", (write.run_id,)
                 ).fetchone()
                 raise HeadMoved(write.run_id, write.expected_seq, -1 if row is None else row[0])
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, kind, idempotency_key, data) VALUES (?, ?, ?, ?, ?)",
-            [
-                (write.run_id, e.seq, e.kind, e.idempotency_key or None, e.data)
-                for e in write.events
-            ],
-        )
+        try:
+            conn.executemany(
+                "INSERT INTO events (run_id, seq, kind, idempotency_key, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (write.run_id, e.seq, e.kind, e.idempotency_key or None, e.data)
+                    for e in write.events
+                ],
+            )
+        except sqlite3.IntegrityError as exc:  # an idempotency key the log holds
+            raise HeadMoved(write.run_id, write.expected_seq, write.expected_seq) from exc
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -440,7 +541,7 @@ class SqliteEventStore:
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
-        def purge(conn: sqlite3.Connection) -> list[str]:
+        def purge(conn: sqlite3.Connection, _: None) -> list[str]:
             ended = [
                 (str(run_id), run_pb2.Run.FromString(data))
                 for run_id, data in conn.execute(
@@ -473,7 +574,7 @@ class SqliteEventStore:
 
         # On the writer thread, so it never interleaves with a group commit.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: purge(self._writer_conn()))
+        return await loop.run_in_executor(self._writer, lambda: self._with_writer(purge, None))
 
     def _writer_conn(self) -> sqlite3.Connection:
         assert self._wconn is not None, "store is not open"

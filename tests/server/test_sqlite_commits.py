@@ -1,0 +1,81 @@
+"""SQLite commits with ``synchronous=NORMAL`` run on the event loop; what that must not change.
+
+Those commits do not wait for the disk, so they skip the hand-off to the writer thread; the
+checkpoints that copy the WAL into the database file (which do wait for the disk) run on the
+writer thread instead. A purge or a recovery probe holding the writer connection sends the
+commits back to the thread rather than blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+from runstream.v1 import run_pb2
+from runstream_server.store.base import StoredEvent
+from runstream_server.store.sqlite import SqliteEventStore
+
+_BLOB = 32 * 1024
+
+
+def _snapshot(run_id: str, last_seq: int) -> run_pb2.Run:
+    run = run_pb2.Run(run_id=run_id, workflow="w", last_seq=last_seq)
+    run.create_time.FromMicroseconds(1)
+    return run
+
+
+async def _append(store: SqliteEventStore, run_id: str, seq: int) -> None:
+    event = StoredEvent(seq, 1, f"k{seq}", bytes([seq % 251]) * _BLOB)
+    await store.append(run_id, [event], _snapshot(run_id, seq), expected_seq=seq - 1)
+
+
+async def test_the_wal_is_checkpointed_while_commits_run_on_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "normal.db"
+    store = SqliteEventStore(path, synchronous="NORMAL")
+    await store.open()
+    try:
+        written = 512  # events of 32 KiB: 16 MiB in all
+        for seq in range(1, written + 1):  # the first creates the run
+            await _append(store, "r", seq)
+            if seq % 64 == 0:
+                await asyncio.sleep(0.05)  # a checkpoint on the writer thread gets its turn
+        # Without checkpoints the WAL would hold all 16 MiB; with them it is reused.
+        wal = Path(f"{path}-wal")
+        assert await asyncio.to_thread(os.path.getsize, wal) < 10 * 1024 * 1024
+        events = await store.read_events("r", 0, written + 1)
+        assert [e.seq for e in events] == list(range(1, written + 1))
+        assert events[-1].data == bytes([written % 251]) * _BLOB
+    finally:
+        await store.close()
+    # The checkpointed pages are in the database file itself.
+    assert await asyncio.to_thread(os.path.getsize, path) > 12 * 1024 * 1024
+
+
+async def test_a_commit_waits_for_a_writer_connection_busy_on_the_thread(tmp_path: Path) -> None:
+    store = SqliteEventStore(tmp_path / "busy.db", synchronous="NORMAL")
+    await store.open()
+    try:
+        await _append(store, "r", 1)
+        held, release = threading.Event(), threading.Event()
+
+        def occupy(_conn: object, _arg: None) -> None:  # as a long purge would
+            held.set()
+            release.wait(10)
+
+        loop = asyncio.get_running_loop()
+        busy = loop.run_in_executor(store._writer, lambda: store._with_writer(occupy, None))
+        assert await asyncio.to_thread(held.wait, 10)
+        append = asyncio.ensure_future(_append(store, "r", 2))
+        ticks = 0
+        while ticks < 20:  # the event loop keeps running meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not append.done()
+        release.set()
+        await busy
+        await asyncio.wait_for(append, 10)
+        assert [e.seq for e in await store.read_events("r", 0, 10)] == [1, 2]
+    finally:
+        await store.close()
