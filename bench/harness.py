@@ -198,10 +198,18 @@ def loadgen(*args: str, cpu: int | None) -> list[str]:
 
 
 def producer_argv(
-    srv: Server, rate: float, count: int, *, closed: bool = False, cpu: int | None = SERVER_CPU
+    srv: Server,
+    rate: float,
+    count: int,
+    *,
+    closed: bool = False,
+    cpu: int | None = SERVER_CPU,
+    client: str | None = None,
 ) -> list[str]:
-    """A loadgen producer for `srv`, on the server's core unless told otherwise."""
-    args = ["produce", srv.system, srv.target, "--rate", str(rate), "--count", str(count)]
+    """A loadgen producer for `srv`, on the server's core unless told otherwise; `client`
+    "bare" reports to a Runstream server without the SDK."""
+    system = client or srv.system
+    args = ["produce", system, srv.target, "--rate", str(rate), "--count", str(count)]
     return loadgen(*args, *(["--closed"] if closed else []), cpu=cpu)
 
 

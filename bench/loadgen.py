@@ -4,7 +4,10 @@
     loadgen.py watch SYSTEM TARGET RUN_ID --watchers N [--per-channel K] [--mode M] [--cpu C]
 
 SYSTEM is ``runstream`` (the SDK producer, raw WatchRun streams) or ``baseline`` (the bare
-grpc.aio server in baseline_grpc.py: unary Publish, one message per event).
+grpc.aio server in baseline_grpc.py: unary Publish, one message per event). ``produce bare``
+reports to a Runstream server without the SDK: a bare grpc.aio client on a raw Report
+stream, one message per event, reading the acknowledgements as they come (what the SDK's
+per-event cost compares with).
 
 The processes talk to ``run.py`` in JSON lines: on stdout they print what they have to say,
 on stdin they wait for commands.
@@ -116,6 +119,44 @@ async def produce_runstream(target: str, rate: float, count: int, closed: bool) 
         cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
         emit({"cpu": cpu, "took": took, "last_seq": run.last_seq})
         await run.complete()
+
+
+async def produce_bare(target: str, rate: float, count: int, closed: bool) -> None:
+    from runstream.v1 import report_service_pb2, report_service_pb2_grpc, run_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="bench"))
+        run_id = created.run.run_id
+        emit({"run_id": run_id})
+        call = report_service_pb2_grpc.ReportServiceStub(channel).Report()
+        await call.write(report_service_pb2.ReportRequest(run_id=run_id))
+        await call.read()
+        commands = await stdin_lines()
+        await commands.readline()  # go
+        batch = 0
+
+        async def send(i: int) -> None:
+            nonlocal batch
+            batch += 1
+            event = tick_event(MEASURED, i)
+            event.idempotency_key = f"bare-{i}"
+            await call.write(report_service_pb2.ReportRequest(events=[event], batch_id=batch))
+            if closed:
+                await call.read()
+
+        async def acks() -> None:
+            for _ in range(count):
+                await call.read()
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        reader = None if closed else asyncio.create_task(acks())
+        await paced(rate, count, send)
+        if reader is not None:
+            await reader
+        cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
+        emit({"cpu": cpu, "took": took, "last_seq": count + 1})
+        await call.done_writing()
 
 
 async def produce_baseline(target: str, rate: float, count: int, closed: bool) -> None:
@@ -276,7 +317,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     produce = sub.add_parser("produce")
-    produce.add_argument("system", choices=["runstream", "baseline"])
+    produce.add_argument("system", choices=["runstream", "baseline", "bare"])
     produce.add_argument("target")
     produce.add_argument("--rate", type=float, default=0)
     produce.add_argument("--count", type=int, default=1000)
@@ -300,7 +341,11 @@ def main() -> None:
     except ImportError:
         pass
     if args.command == "produce":
-        producer = produce_runstream if args.system == "runstream" else produce_baseline
+        producer = {
+            "runstream": produce_runstream,
+            "baseline": produce_baseline,
+            "bare": produce_bare,
+        }[args.system]
         asyncio.run(producer(args.target, args.rate, args.count, args.closed))
     else:
         asyncio.run(

@@ -470,21 +470,31 @@ def bench_burst(watchers: int) -> None:
 
 
 def bench_producer(seconds: float, full: int) -> None:
-    header("the SDK producer's CPU per event (its own process, server on the same core)")
-    figures = {}
+    header(
+        "the SDK producer's CPU per event (its own process, server on the same core); the"
+        " other column: a bare grpc.aio client, one Report message per event"
+    )
+    figures: dict[tuple[str, str], float] = {}
     for name, rate, count in (
         ("at 200 events/s", 200.0, int(200 * seconds)),
         ("at full speed", 0.0, full),
     ):
-        with server("runstream") as srv:
-            argv = harness.producer_argv(srv, rate, count)
-            with spawn(argv, None) as producer:
-                producer.read()
-                producer.send("go")
-                done = producer.read(600)
-        figures[name] = done["cpu"] / count * 1e6
-        row(name, f"{figures[name]:.1f} us")
-    row("low rate / full speed", ratio(figures["at 200 events/s"], figures["at full speed"]))
+        for client in ("runstream", "bare"):
+            with server("runstream") as srv:
+                argv = harness.producer_argv(srv, rate, count, client=client)
+                with spawn(argv, None) as producer:
+                    producer.read()
+                    producer.send("go")
+                    done = producer.read(600)
+            figures[(name, client)] = done["cpu"] / count * 1e6
+        sdk, bare = figures[(name, "runstream")], figures[(name, "bare")]
+        row(name, f"{sdk:.1f} us", f"{bare:.1f} us", ratio(sdk, bare))
+    low, top = "at 200 events/s", "at full speed"
+    row(
+        "low rate / full speed",
+        ratio(figures[(low, "runstream")], figures[(top, "runstream")]),
+        ratio(figures[(low, "bare")], figures[(top, "bare")]),
+    )
 
 
 def bench_replicas(seconds: float) -> None:

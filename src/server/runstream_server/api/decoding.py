@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 from grpc import aio
 
+from runstream_server.api.handlers import Handler, HandlerRewriter
 from runstream_server.domain.fields import PACKAGE, check_request
 from runstream_server.errors import InvalidArgument
 
@@ -77,16 +77,12 @@ def _streaming_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-class DecodingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Installs :func:`safe_deserializer` on every method; must come after ErrorInterceptor."""
+class DecodingInterceptor(HandlerRewriter):
+    """Installs :func:`safe_deserializer` on every method (once per method); must come after
+    ErrorInterceptor."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        if handler.request_deserializer is None:
             return handler
         decode = safe_deserializer(handler.request_deserializer)
         for kind, wrap in (

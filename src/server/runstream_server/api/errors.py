@@ -15,20 +15,27 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
-from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
 from grpc_interceptor.exceptions import GrpcException
 from grpc_interceptor.server import AsyncServerInterceptor
 
+from runstream_server.api.handlers import (
+    Behavior,
+    Handler,
+    HandlerRewriter,
+    replace_behavior,
+    streams_responses,
+)
 from runstream_server.errors import RunstreamError
 
 log = logging.getLogger("runstream.api")
+Context = aio.ServicerContext[Any, Any]
 
 __all__ = ["AsyncServerInterceptor", "ErrorInterceptor", "RejectionLog"]
 
@@ -104,20 +111,47 @@ def _status_details(code: grpc.StatusCode, ex: RunstreamError) -> tuple[tuple[st
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
-class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
-    """Turns domain errors into their gRPC status, unexpected errors into logged INTERNAL."""
+class ErrorInterceptor(HandlerRewriter):
+    """Turns domain errors into their gRPC status, unexpected errors into logged INTERNAL.
+
+    One wrapper per method, built once (see :mod:`~runstream_server.api.handlers`): the
+    exception a handler raises, when called or while it yields its responses, is answered.
+    """
 
     def __init__(self, rejections: RejectionLog | None = None) -> None:
-        super().__init__(status_on_unknown_exception=grpc.StatusCode.INTERNAL)
+        super().__init__()
         self.rejections = rejections or RejectionLog()
 
-    async def handle_exception(
-        self,
-        ex: Exception,
-        request_or_iterator: Any,
-        context: aio.ServicerContext[Any, Any],
-        method_name: str,
-    ) -> NoReturn:
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        def wrap(kind: str, behavior: Behavior) -> Behavior:
+            if streams_responses(kind):
+
+                async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+                    try:
+                        responses = behavior(request, context)
+                        if not hasattr(responses, "__aiter__"):
+                            # A coroutine: the handler writes with context.write() itself.
+                            responses = await responses
+                            if responses is None:
+                                return
+                        async for response in responses:
+                            yield response
+                    except Exception as ex:
+                        await self.handle_exception(ex, context, method)
+
+                return streaming
+
+            async def unary(request: Any, context: Context) -> Any:
+                try:
+                    return await behavior(request, context)
+                except Exception as ex:
+                    await self.handle_exception(ex, context, method)
+
+            return unary
+
+        return replace_behavior(handler, wrap)
+
+    async def handle_exception(self, ex: Exception, context: Context, method_name: str) -> NoReturn:
         if isinstance(ex, RunstreamError):
             self.rejections.note(method_name, ex.kind.value, ex.message)
             code = grpc.StatusCode[ex.kind.value]

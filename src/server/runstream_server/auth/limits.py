@@ -23,7 +23,7 @@ from typing import Any
 from grpc import aio
 from runstream.v1 import run_pb2
 
-from runstream_server.api.errors import AsyncServerInterceptor
+from runstream_server.api.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.auth.principal import Principal, current
 from runstream_server.errors import ResourceExhausted
 from runstream_server.store.base import EventStore, RunFilter
@@ -92,10 +92,15 @@ def _who(principal: Principal) -> str:
     return f"{principal.tenant}/{principal.subject}"
 
 
-class LimitInterceptor(AsyncServerInterceptor):
-    """Applies :class:`Limits` (see module); sits after the auth interceptor."""
+class LimitInterceptor(HandlerRewriter):
+    """Applies :class:`Limits` (see module); sits after the auth interceptor.
+
+    Its checks run when a call starts, so the handlers it builds (once per method) call the
+    method's own and return what it returns: a stream gains no layer from it.
+    """
 
     def __init__(self, limits: Limits, store: EventStore) -> None:
+        super().__init__()
         self._limits = limits
         self._store = store
         self._streams: defaultdict[str, int] = defaultdict(int)
@@ -103,22 +108,41 @@ class LimitInterceptor(AsyncServerInterceptor):
         self._buckets: dict[str, TokenBucket] = {}
         self._active: dict[str, tuple[int, float]] = {}  # tenant -> (count, counted at)
 
-    async def intercept(
-        self,
-        method: Callable[[Any, Context], Any],
-        request_or_iterator: Any,
-        context: Context,
-        method_name: str,
-    ) -> Any:
-        principal = current()
-        if method_name in _STREAMS:
-            self._open_stream(principal, method_name, request_or_iterator, context)
-        elif principal is not None and method_name in _APPENDS:
-            request_or_iterator = self._metered(principal, method_name, request_or_iterator)
-        elif principal is not None and method_name == _RUN + "CreateRun":
-            await self._check_active_runs(principal.tenant)
-        response = method(request_or_iterator, context)
-        return response if hasattr(response, "__aiter__") else await response
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        if method in _STREAMS:
+
+            def wrap(_kind: str, behavior: Behavior) -> Behavior:
+                def opened(request: Any, context: Context) -> Any:
+                    self._open_stream(current(), method, request, context)
+                    return behavior(request, context)
+
+                return opened
+
+        elif method in _APPENDS:
+
+            def wrap(_kind: str, behavior: Behavior) -> Behavior:
+                def metered(request: Any, context: Context) -> Any:
+                    principal = current()
+                    if principal is not None:
+                        request = self._metered(principal, method, request)
+                    return behavior(request, context)
+
+                return metered
+
+        elif method == _RUN + "CreateRun":
+
+            def wrap(_kind: str, behavior: Behavior) -> Behavior:
+                async def counted(request: Any, context: Context) -> Any:
+                    principal = current()
+                    if principal is not None:
+                        await self._check_active_runs(principal.tenant)
+                    return await behavior(request, context)
+
+                return counted
+
+        else:
+            return handler
+        return replace_behavior(handler, wrap)
 
     # --- streams --------------------------------------------------------------------------
 

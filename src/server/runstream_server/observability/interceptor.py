@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc import aio
 
+from runstream_server.api.handlers import Handler, HandlerRewriter
 from runstream_server.observability import logs
 from runstream_server.observability.telemetry import Telemetry
 
@@ -34,7 +35,6 @@ log = logging.getLogger("runstream.requests")
 _SERVER_ERRORS = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNIMPLEMENTED"})
 if TYPE_CHECKING:
     Context: TypeAlias = aio.ServicerContext[Any, Any]
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
 
 
 def _code_of(context: Context, exc: BaseException | None) -> str:
@@ -102,10 +102,12 @@ class _Call:
             )
 
 
-class RequestInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts, times, logs and (with a tracer) traces every call."""
+class RequestInterceptor(HandlerRewriter):
+    """Counts, times, logs and (with a tracer) traces every call (wrappers built once per
+    method)."""
 
     def __init__(self, telemetry: Telemetry, tracer: RpcTracer | None = None) -> None:
+        super().__init__()
         self.telemetry = telemetry
         self.tracer = tracer
 
@@ -117,31 +119,20 @@ class RequestInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             call.span = self.tracer.start(full_method, context.invocation_metadata() or ())
         return call
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        full_method = handler_call_details.method.lstrip("/")
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        full_method = method.lstrip("/")
         if handler.unary_unary is not None:
-            return handler._replace(  # type: ignore[attr-defined, no-any-return]
-                unary_unary=self._unary(full_method, handler.unary_unary)
-            )
+            return handler._replace(unary_unary=self._unary(full_method, handler.unary_unary))
         if handler.unary_stream is not None:
-            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+            return handler._replace(
                 unary_stream=self._streaming(full_method, handler.unary_stream, False)
             )
         if handler.stream_stream is not None:
-            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+            return handler._replace(
                 stream_stream=self._streaming(full_method, handler.stream_stream, True)
             )
         if handler.stream_unary is not None:
-            return handler._replace(  # type: ignore[attr-defined, no-any-return]
+            return handler._replace(
                 stream_unary=self._client_streaming(full_method, handler.stream_unary)
             )
         return handler
