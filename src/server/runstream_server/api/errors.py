@@ -22,8 +22,6 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
-from grpc_interceptor.exceptions import GrpcException
-from grpc_interceptor.server import AsyncServerInterceptor
 
 from runstream_server.api.handlers import (
     Behavior,
@@ -37,7 +35,7 @@ from runstream_server.errors import RunstreamError
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
 
-__all__ = ["AsyncServerInterceptor", "ErrorInterceptor", "RejectionLog"]
+__all__ = ["ErrorInterceptor", "RejectionLog"]
 
 
 class RejectionLog:
@@ -156,8 +154,6 @@ class ErrorInterceptor(HandlerRewriter):
             self.rejections.note(method_name, ex.kind.value, ex.message)
             code = grpc.StatusCode[ex.kind.value]
             await context.abort(code, ex.message, trailing_metadata=_status_details(code, ex))
-        if isinstance(ex, GrpcException):
-            await context.abort(ex.status_code, ex.details)
         if context.code() is None:
             log.exception("unexpected error in %s", method_name, exc_info=ex)
             message = "internal error; see server logs"

@@ -1,10 +1,10 @@
 """Interceptors that rewrite a method's handler once, not on every call.
 
 grpc.aio asks every interceptor for the handler of every call. An interceptor that wraps the
-handler anew each time (as grpc_interceptor's ``AsyncServerInterceptor`` does, with closures
-per call and one more async generator that each response of a stream passes through) costs
-memory for as long as a call lives, and a watch stream can live for hours: about half a
-KiB per layer and stream, and a little time per message. A :class:`HandlerRewriter` builds
+handler anew each time (as the grpc-interceptor package's ``AsyncServerInterceptor`` does,
+with closures per call and one more async generator that each response of a stream passes
+through) costs memory for as long as a call lives, and a watch stream can live for hours:
+about a KiB per layer and stream, and a little time per message. A :class:`HandlerRewriter` builds
 the rewritten handler once per method and hands out that same handler on every call, so a
 layer that only acts when a call starts (limits, request decoding) adds no frame to the
 stream at all, and one that must see every response (errors, telemetry) adds one.

@@ -17,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import AsyncServerInterceptor
+from runstream_server.api.handlers import (
+    Behavior,
+    Handler,
+    HandlerRewriter,
+    replace_behavior,
+    streams_responses,
+)
 from runstream_server.auth import policy
 from runstream_server.auth.principal import Principal, bind
 from runstream_server.auth.tokens import TokenError, TokenVerifier
@@ -38,10 +44,12 @@ EXPIRED_DURING_STREAM = "token expired during the stream; reconnect with a fresh
 """The status detail of a stream cut at its token's expiry (clients resume on it)."""
 
 
-class AuthInterceptor(AsyncServerInterceptor):
-    """Verifies the bearer token and the method's role on every call (see module)."""
+class AuthInterceptor(HandlerRewriter):
+    """Verifies the bearer token and the method's role on every call (see module); the
+    handler that does it is built once per method."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
+        super().__init__()
         self._verifier = verifier
 
     def authenticate(self, context: Context) -> Principal:
@@ -59,48 +67,60 @@ class AuthInterceptor(AsyncServerInterceptor):
             raise TokenError("malformed authorization header: expected 'Bearer <jwt>'")
         return self._verifier.verify(token.strip())
 
-    async def intercept(
-        self,
-        method: Callable[[Any, Context], Any],
-        request_or_iterator: Any,
-        context: Context,
-        method_name: str,
-    ) -> Any:
-        if policy.is_public(method_name):
-            return await _call(method, request_or_iterator, context)
+    async def admit(self, method: str, context: Context) -> Principal:
+        """The caller's principal, bound for the call; aborts the call when it may not."""
         try:
             principal = self.authenticate(context)
         except TokenError as exc:
-            log.info("refused %s: %s", method_name, exc.reason)
+            log.info("refused %s: %s", method, exc.reason)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
-        role = policy.required_role(method_name)
+        role = policy.required_role(method)
         if not principal.has(role):
-            name = method_name.rsplit("/", 1)[-1]
+            name = method.rsplit("/", 1)[-1]
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{name} needs the {role.value!r} role; the token grants "
                 f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}",
             )
         bind(principal)
-        response = method(request_or_iterator, context)
-        if hasattr(response, "__aiter__"):
-            return _until_expiry(response, principal.expires_at, context)
-        return await response
+        return principal
 
+    def rewrite(self, method: str, handler: Handler) -> Handler:
+        if policy.is_public(method):
+            return handler
 
-async def _call(method: Callable[[Any, Context], Any], request: Any, context: Context) -> Any:
-    response = method(request, context)
-    return response if hasattr(response, "__aiter__") else await response
+        def wrap(kind: str, behavior: Behavior) -> Behavior:
+            if streams_responses(kind):
+
+                async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+                    principal = await self.admit(method, context)
+                    responses = behavior(request, context)
+                    if not hasattr(responses, "__aiter__"):  # writes with context.write()
+                        responses = await responses
+                        if responses is None:
+                            return
+                    if principal.expires_at is None:
+                        async for response in responses:
+                            yield response
+                        return
+                    async for response in _until_expiry(responses, principal.expires_at, context):
+                        yield response
+
+                return streaming
+
+            async def unary(request: Any, context: Context) -> Any:
+                await self.admit(method, context)
+                return await behavior(request, context)
+
+            return unary
+
+        return replace_behavior(handler, wrap)
 
 
 async def _until_expiry(
-    stream: AsyncIterator[Any], expires_at: float | None, context: Context
+    stream: AsyncIterator[Any], expires_at: float, context: Context
 ) -> AsyncIterator[Any]:
     """The stream's responses until the token expires, then UNAUTHENTICATED (see module)."""
-    if expires_at is None:
-        async for item in stream:
-            yield item
-        return
     task = asyncio.current_task()
     assert task is not None
     waiting = False
