@@ -3,7 +3,8 @@
 Three real redis-server processes in cluster mode, formed with ``redis-cli --cluster
 create``; two `runstream serve` replicas with ``?cluster=1``. All keys of a run share the
 hash tag ``{run_id}``, so each run's append script runs on one shard, and different runs land
-on different shards.
+on different shards. Notices between replicas go through sharded pub/sub: each on the
+channel of its run's slot, to the one shard that owns it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import asyncio
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
+from redis.crc import key_slot
 from runstream.v1 import event_pb2 as ev
 from runstream.v1 import (
     report_service_pb2,
@@ -24,7 +28,9 @@ from runstream.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
+from runstream_server.store.redis import slot_tags
 
+from tests.clients.support import eventually
 from tests.conftest import RedisProcess, two_replicas
 
 
@@ -59,45 +65,99 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisProcess]]:
             node.stop()
 
 
-async def test_a_run_watched_through_a_three_master_cluster(
-    redis_cluster: list[RedisProcess], tmp_path: Path
-) -> None:
+def owned_slots(node: RedisProcess) -> set[int]:
+    """The slots this node serves, from its own line of CLUSTER NODES."""
+    mine = next(line for line in redis_cli("-p", str(node.port), "cluster", "nodes").splitlines()
+                if "myself" in line)  # fmt: skip
+    slots: set[int] = set()
+    for part in mine.split()[8:]:
+        first, _, last = part.partition("-")
+        slots.update(range(int(first), int(last or first) + 1))
+    return slots
+
+
+def assert_sharded_notices(nodes: list[RedisProcess], run_id: str) -> None:
+    """Each replica keeps one sharded subscription per shard, to the channel of every slot
+    the shard owns; the run's notices went out with SPUBLISH on its slot's channel, on the
+    shard that owns it. No node saw a classic PUBLISH or a classic subscription."""
+    slot = key_slot(f"{{{run_id}}}".encode())
+    channel = f"c:notices:{{{slot_tags()[slot]}}}"
+    for node in nodes:
+        port = str(node.port)
+        assert redis_cli("-p", port, "pubsub", "channels").split() == []
+        stats = redis_cli("-p", port, "info", "commandstats")
+        assert "cmdstat_publish:" not in stats
+        slots = owned_slots(node)
+        listed = redis_cli("-p", port, "pubsub", "shardchannels", "c:notices:*").split()
+        assert len(listed) == len(slots)
+        if slot in slots:
+            assert "cmdstat_spublish:" in stats
+            # Both replicas, each through its one connection to this shard.
+            assert redis_cli("-p", port, "pubsub", "shardnumsub", channel).split() == [channel, "2"]
+            clients = redis_cli("-p", port, "client", "list").splitlines()
+            assert sum(1 for c in clients if "cmd=ssubscribe" in c) == 2
+
+
+@dataclass
+class Replicas:
+    """Two replicas on the cluster: A's run and report services, B's run service."""
+
+    runs_a: run_service_pb2_grpc.RunServiceStub
+    report_a: report_service_pb2_grpc.ReportServiceStub
+    runs_b: run_service_pb2_grpc.RunServiceStub
+
+
+@pytest.fixture
+async def replicas(redis_cluster: list[RedisProcess], tmp_path: Path) -> AsyncIterator[Replicas]:
     url = f"{redis_cluster[0].url}?cluster=1&prefix=c"
     with two_replicas(tmp_path, url) as (a, b):
         async with (
             grpc.aio.insecure_channel(a.target) as on_a,
             grpc.aio.insecure_channel(b.target) as on_b,
         ):
-            runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
-            report_a = report_service_pb2_grpc.ReportServiceStub(on_a)
-            runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
-            ids = []
-            for _ in range(12):
-                created = await runs_a.CreateRun(run_service_pb2.CreateRunRequest(workflow="c"))
-                ids.append(created.run.run_id)
-            watched = ids[0]
-
-            async def watch() -> list[int]:
-                call = runs_b.WatchRun(run_service_pb2.WatchRunRequest(run_id=watched))
-                return [e.seq async for r in call for e in r.events]
-
-            watcher = asyncio.create_task(watch())
-            for start in range(0, 2000, 100):
-                batch = [
-                    ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
-                    for n in range(start, start + 100)
-                ]
-                await report_a.AppendEvents(
-                    report_service_pb2.AppendEventsRequest(run_id=watched, events=batch)
-                )
-            done = ev.RunEvent(run_completed=ev.RunCompleted())
-            last = await report_a.AppendEvents(
-                report_service_pb2.AppendEventsRequest(run_id=watched, events=[done])
+            yield Replicas(
+                run_service_pb2_grpc.RunServiceStub(on_a),
+                report_service_pb2_grpc.ReportServiceStub(on_a),
+                run_service_pb2_grpc.RunServiceStub(on_b),
             )
-            seen = await asyncio.wait_for(watcher, 60)
-            assert seen == list(range(1, last.last_seq + 1))
-            listed = await runs_b.ListRuns(run_service_pb2.ListRunsRequest(page_size=50))
-            assert sorted(r.run_id for r in listed.runs) == sorted(ids)
+
+
+async def test_a_run_watched_through_a_three_master_cluster(
+    redis_cluster: list[RedisProcess], replicas: Replicas
+) -> None:
+    runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
+    ids = []
+    for _ in range(12):
+        created = await runs_a.CreateRun(run_service_pb2.CreateRunRequest(workflow="c"))
+        ids.append(created.run.run_id)
+    watched = ids[0]
+
+    async def watch() -> list[int]:
+        # No heartbeat before the run ends (5 minutes): only the notices of A's
+        # commits, live, can bring B's watcher the events.
+        request = run_service_pb2.WatchRunRequest(
+            run_id=watched, heartbeat_interval=duration_pb2.Duration(seconds=300)
+        )
+        return [e.seq async for r in runs_b.WatchRun(request) for e in r.events]
+
+    watcher = asyncio.create_task(watch())
+    for start in range(0, 2000, 100):
+        batch = [
+            ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
+            for n in range(start, start + 100)
+        ]
+        await report_a.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=watched, events=batch)
+        )
+    done = ev.RunEvent(run_completed=ev.RunCompleted())
+    last = await report_a.AppendEvents(
+        report_service_pb2.AppendEventsRequest(run_id=watched, events=[done])
+    )
+    seen = await asyncio.wait_for(watcher, 60)
+    assert seen == list(range(1, last.last_seq + 1))
+    listed = await runs_b.ListRuns(run_service_pb2.ListRunsRequest(page_size=50))
+    assert sorted(r.run_id for r in listed.runs) == sorted(ids)
+    assert_sharded_notices(redis_cluster, watched)
     # Each run's keys sit on one shard; twelve runs spread over several of them.
     per_shard = [
         len(redis_cli("-p", str(n.port), "--scan", "--pattern", "c:{*}:meta").split())
@@ -105,3 +165,72 @@ async def test_a_run_watched_through_a_three_master_cluster(
     ]
     assert sum(per_shard) == 12
     assert sum(1 for count in per_shard if count) >= 2, per_shard
+
+
+def move_slot(nodes: list[RedisProcess], slot: int) -> RedisProcess:
+    """Moves one slot, keys and all, to another master (as `redis-cli --cluster reshard`
+    does, one slot); returns the new owner."""
+    source = next(n for n in nodes if slot in owned_slots(n))
+    target = next(n for n in nodes if n is not source)
+    src, dst = str(source.port), str(target.port)
+    src_id = redis_cli("-p", src, "cluster", "myid").strip()
+    dst_id = redis_cli("-p", dst, "cluster", "myid").strip()
+    redis_cli("-p", dst, "cluster", "setslot", str(slot), "importing", src_id)
+    redis_cli("-p", src, "cluster", "setslot", str(slot), "migrating", dst_id)
+    keys = redis_cli("-p", src, "cluster", "getkeysinslot", str(slot), "1000").split()
+    assert keys, "the run's keys should be in its slot"
+    redis_cli("-p", src, "migrate", "127.0.0.1", dst, "", "0", "10000", "keys", *keys)
+    for node in (target, source, *(n for n in nodes if n not in (source, target))):
+        redis_cli("-p", str(node.port), "cluster", "setslot", str(slot), "node", dst_id)
+    return target
+
+
+async def test_a_watcher_stays_live_when_the_runs_slot_moves_to_another_shard(
+    redis_cluster: list[RedisProcess], replicas: Replicas
+) -> None:
+    runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
+    run_id = (await runs_a.CreateRun(run_service_pb2.CreateRunRequest(workflow="c"))).run.run_id
+    seen: list[int] = []
+
+    async def watch() -> None:
+        request = run_service_pb2.WatchRunRequest(
+            run_id=run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
+        )
+        async for response in runs_b.WatchRun(request):
+            seen.extend(e.seq for e in response.events)
+
+    async def report(first: int) -> int:
+        batch = [
+            ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
+            for n in range(first, first + 10)
+        ]
+        done = await report_a.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=run_id, events=batch)
+        )
+        return int(done.last_seq)
+
+    watcher = asyncio.create_task(watch())
+    head = await report(0)
+    await eventually(lambda: seen[-1:] == [head], within=60)
+    # B's watcher counts on A too: one pipelined read reaches the run's shard.
+    deadline = time.monotonic() + 30
+    while True:
+        listed = await runs_a.ListRuns(run_service_pb2.ListRunsRequest())
+        if [r.viewer_count for r in listed.runs] == [1]:
+            break
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.05)
+
+    slot = key_slot(f"{{{run_id}}}".encode())
+    owner = move_slot(redis_cluster, slot)
+    # Redis unsubscribes the slot's channel on its old owner; each replica
+    # subscribes again on the new one, and reads what it may have missed.
+    channel = f"c:notices:{{{slot_tags()[slot]}}}"
+    deadline = time.monotonic() + 60
+    while redis_cli("-p", str(owner.port), "pubsub", "shardnumsub", channel).split()[1] != "2":
+        assert time.monotonic() < deadline, "the replicas did not subscribe again"
+        await asyncio.sleep(0.1)
+    head = await report(10)
+    await eventually(lambda: seen[-1:] == [head], within=60)
+    assert seen == list(range(1, head + 1))
+    watcher.cancel()

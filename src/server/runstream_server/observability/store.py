@@ -139,10 +139,14 @@ class ObservedStore:
 
     async def follow(self, handler: NoticeHandler) -> None:
         telemetry = self._telemetry
+        subscribed = False
 
         def observed(notice: Notice) -> None:
-            if notice is None:
-                telemetry.store_reconnected()
+            nonlocal subscribed
+            if notice is None:  # each (re)subscription; the first one is no reconnect
+                if subscribed:
+                    telemetry.store_reconnected()
+                subscribed = True
             handler(notice)
 
         await self.inner.follow(observed)

@@ -41,6 +41,10 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
+from redis.retry import Retry
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import AlreadyExists, Unavailable
@@ -67,8 +71,9 @@ _VIEWERS_TTL_MS = 15_000
 """A replica's viewer counts expire this long after it last refreshed them (it died)."""
 
 # KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
-# (1/0), number of events, then seq, kind, key, data per event. Everything is checked before
-# the first write: a script that fails halfway would leave its earlier writes in place.
+# (1/0), number of events, the publish command (PUBLISH, or SPUBLISH on a cluster), then seq,
+# kind, key, data per event. Everything is checked before the first write: a script that
+# fails halfway would leave its earlier writes in place.
 _APPEND = """
 local meta, log, keys = KEYS[1], KEYS[2], KEYS[3]
 local expected = tonumber(ARGV[1])
@@ -82,7 +87,7 @@ elseif tonumber(head) ~= expected then
 end
 local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
-  local base = 8 + i * 4
+  local base = 9 + i * 4
   if tonumber(ARGV[base]) ~= expected + i + 1 then return {'gap', expected} end
   local key = ARGV[base + 2]
   if key ~= '' and redis.call('HEXISTS', keys, key) == 1 then
@@ -91,7 +96,7 @@ for i = 0, n - 1 do
 end
 local parts = {ARGV[5], '\\n', expected + 1, '\\n', expected + n, '\\n'}
 for i = 0, n - 1 do
-  local base = 8 + i * 4
+  local base = 9 + i * 4
   local seq, kind, key, data = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   redis.call('XADD', log, seq .. '-0', 'k', kind, 'i', key, 'd', data)
   if key ~= '' then redis.call('HSET', keys, key, seq) end
@@ -100,7 +105,7 @@ for i = 0, n - 1 do
   end
 end
 redis.call('HSET', meta, 'seq', expected + n, 'snap', ARGV[2], 'status', ARGV[3])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], table.concat(parts)) end
+if ARGV[4] ~= '' then redis.call(ARGV[8], ARGV[4], table.concat(parts)) end
 return {'ok', expected + n}
 """
 
@@ -226,6 +231,42 @@ def _decode_notice(data: bytes) -> CommitNotice | ViewersNotice:
     return CommitNotice(run_id.decode(), int(first), int(last), tuple(events))
 
 
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each of the 16,384 cluster slots, a short hash tag whose keys land in it.
+
+    A sharded channel lives in one slot, and a script may publish only to the slot of its
+    keys, so notices go out on one channel per slot, named with the slot's tag. Found by
+    trying hex numbers (about 300,000, 0.1 s), once per process.
+    """
+    tags: list[str] = [""] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        tag = f"{n:x}"
+        slot = key_slot(tag.encode())
+        if not tags[slot]:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(tags)
+
+
+async def _confirmed(pubsub: Any, channels: int, handler: NoticeHandler) -> bool:
+    """Waits until Redis confirmed that many subscriptions; passes on notices meanwhile.
+    False when a slot moved meanwhile (Redis unsubscribed its channel): subscribe again."""
+    while channels:
+        message = await pubsub.get_message(timeout=5.0)
+        if message is None:
+            raise rex.TimeoutError("Redis did not confirm the notice subscriptions")
+        if message["type"] == "ssubscribe":
+            channels -= 1
+        elif message["type"] == "smessage":
+            handler(_decode_notice(message["data"]))
+        elif message["type"] == "sunsubscribe":
+            return False
+    return True
+
+
 def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
     entry_id, fields = entry
     return StoredEvent(
@@ -282,12 +323,15 @@ class RedisEventStore:
         return [f"{p}:{{{run_id}}}:meta", f"{p}:{{{run_id}}}:log", f"{p}:{{{run_id}}}:keys"]
 
     def _notice_channel(self, run_id: str) -> str:
-        """Where notices about the run are published."""
+        """Where notices about the run are published: on a cluster, the channel of the slot
+        the run's keys are in, so the append script may publish there (SPUBLISH)."""
+        if self.options.cluster:
+            return self._shard_channel(slot_tags()[key_slot(f"{{{run_id}}}".encode())])
         return self._channel
 
     @property
     def _publish_command(self) -> str:
-        return "PUBLISH"
+        return "SPUBLISH" if self.options.cluster else "PUBLISH"
 
     def _viewers_key(self, run_id: str) -> str:
         return f"{self.options.prefix}:{{{run_id}}}:viewers"
@@ -368,10 +412,11 @@ class RedisEventStore:
             expected_seq,
             snapshot.SerializeToString(),
             snapshot.status,
-            self._channel,
+            self._notice_channel(run_id),
             run_id,
             1 if with_data else 0,
             len(events),
+            self._publish_command,
         ]
         for event in events:
             args += [event.seq, event.kind, event.idempotency_key, event.data]
@@ -536,39 +581,100 @@ class RedisEventStore:
     # --- other replicas ---------------------------------------------------------------------
 
     async def follow(self, handler: NoticeHandler) -> None:
-        """One pub/sub connection per process; reconnects, and reports each gap as None."""
-        first = True
+        """One subscription per process (on a cluster, one per shard); reconnects, and
+        reports each gap as None."""
         while not self._closed.is_set():
-            client = self._pubsub_client()
-            pubsub = client.pubsub()
-            self._followers.add(pubsub)
             try:
-                await pubsub.subscribe(self._channel)
-                if not first:
-                    handler(None)  # notices may have been missed meanwhile: resync
-                first = False
-                while not self._closed.is_set():
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None and message.get("type") == "message":
-                        handler(_decode_notice(message["data"]))
-            except (rex.RedisError, OSError) as exc:
+                if self.options.cluster:
+                    await self._follow_shards(handler)
+                else:
+                    await self._follow_channel(handler)
+            except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
                 log.warning("lost the Redis notice subscription (%s); reconnecting", exc)
-                first = False
                 await asyncio.sleep(0.5)
-            finally:
+
+    async def _follow_channel(self, handler: NoticeHandler) -> None:
+        """One Redis: classic pub/sub on one channel (any Redis version has it)."""
+        pubsub = self._client.pubsub()
+        self._followers.add(pubsub)
+        try:
+            await pubsub.subscribe(self._channel)
+            handler(None)  # notices before the subscription were missed: resync
+            while not self._closed.is_set():
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    handler(_decode_notice(message["data"]))
+        finally:
+            self._followers.discard(pubsub)
+            # Exception, not BaseException: a cancellation arriving here must end the loop.
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _follow_shards(self, handler: NoticeHandler) -> None:
+        """A cluster: sharded pub/sub, one connection per master, subscribed to the channels
+        of the slots it owns. A notice then travels only within the shard of its run, where
+        classic PUBLISH would be copied to every node. Returns when a slot moved (Redis
+        unsubscribes its channel), so the caller subscribes again where the slots are now."""
+        nodes = self._client.nodes_manager
+        await nodes.initialize()  # where the slots are now
+        started = time.monotonic()
+        tags = slot_tags()
+        owned: dict[str, tuple[Any, list[str]]] = {}
+        for slot, tag in enumerate(tags):
+            node = nodes.get_node_from_slot(slot)
+            owned.setdefault(node.name, (node, []))[1].append(self._shard_channel(tag))
+        pubsubs: list[Any] = []
+        readers: list[asyncio.Task[None]] = []
+        try:
+            for node, channels in owned.values():
+                kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+                pool = aioredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
+                pubsub = aioredis.Redis(connection_pool=pool).pubsub()
+                pubsubs.append(pubsub)
+                self._followers.add(pubsub)
+                await pubsub.ssubscribe(channels[0])  # connects and sets the pubsub up
+                # One SSUBSCRIBE per slot (several channels in one would be CROSSSLOT), sent
+                # in a few writes rather than thousands of round trips through the client.
+                connection = pubsub.connection
+                assert connection is not None  # set by the first SSUBSCRIBE
+                for i in range(1, len(channels), 1000):
+                    commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
+                    await connection.send_packed_command(connection.pack_commands(commands))
+                if not await _confirmed(pubsub, len(channels), handler):
+                    log.info("a slot moved to another Redis node; subscribing again")
+                    return
+            log.info(
+                "following notices on %d Redis shards (%.2f s to subscribe)",
+                len(owned),
+                time.monotonic() - started,
+            )
+            handler(None)  # notices before the subscriptions were missed: resync
+            readers = [asyncio.create_task(self._read_shard(p, handler)) for p in pubsubs]
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            for reader in done:
+                reader.result()  # a lost connection raises here
+        finally:
+            for reader in readers:
+                reader.cancel()
+            for pubsub in pubsubs:
                 self._followers.discard(pubsub)
-                # Exception, not BaseException: a cancellation arriving here must end the loop.
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                    if client is not self._client:
-                        await client.aclose()
+                    await pubsub.connection_pool.disconnect()
 
-    def _pubsub_client(self) -> Any:
-        """Classic pub/sub is broadcast to every node of a cluster: any one node will do."""
-        if self.options.cluster:
-            node = self._client.get_random_node()
-            return aioredis.Redis(host=node.host, port=node.port, socket_connect_timeout=3)
-        return self._client
+    async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
+        while not self._closed.is_set():
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            if message["type"] == "smessage":
+                handler(_decode_notice(message["data"]))
+            elif message["type"] == "sunsubscribe":
+                log.info("a slot moved to another Redis node; subscribing again")
+                return
+
+    def _shard_channel(self, tag: str) -> str:
+        return f"{self.options.prefix}:notices:{{{tag}}}"
 
     async def set_viewers(self, run_id: str, count: int) -> None:
         if self.closed:
