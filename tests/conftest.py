@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 from runstream_server.app import RunstreamServer, ServerConfig
 
-from tests.identity import keys, secured  # noqa: F401 - identity fixtures, shared by tests/*
+from tests.identity import Pki, keys, secured  # noqa: F401 - identity fixtures, shared by tests/*
 
 ROOT = Path(__file__).resolve().parent.parent
 ConfigFactory = Callable[..., ServerConfig]
@@ -37,16 +38,42 @@ class RedisProcess:
     (``--cluster-enabled yes`` for a cluster node).
     """
 
-    def __init__(self, directory: Path, *extra: str, fsync: str = "always") -> None:
+    def __init__(
+        self, directory: Path, *extra: str, fsync: str = "always", tls: Pki | None = None
+    ) -> None:
+        """With `tls`, Redis listens with TLS only, on `port`, with the server certificate
+        of that PKI (clients need not present one)."""
         self.directory = directory
         self.port = cluster_port() if "--cluster-enabled" in extra else free_port()
         self.extra = extra
         self.fsync = fsync
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls.ca_file}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _listen(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(self.tls.server_cert),
+            "--tls-key-file", str(self.tls.server_key),
+            "--tls-ca-cert-file", str(self.tls.ca_file),
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=0.2)
+        if self.tls is None:
+            return sock
+        context = ssl.create_default_context(cafile=str(self.tls.ca_file))
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
@@ -57,7 +84,7 @@ class RedisProcess:
             self.process = subprocess.Popen(
                 [
                     binary,
-                    "--port", str(self.port),
+                    *self._listen(),
                     "--bind", "127.0.0.1",
                     "--save", "",
                     "--appendonly", "yes",
@@ -73,7 +100,7 @@ class RedisProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.process.returncode}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                with self._connect() as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return

@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 
 from tests.conftest import RedisProcess, ServerProcess, free_port
+from tests.identity import Pki
 
 
 def serve_and_exit(store: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
@@ -25,18 +26,11 @@ def serve_and_exit(store: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-async def test_serve_on_a_password_protected_redis_with_the_password_in_a_file(
-    tmp_path: Path,
-) -> None:
-    secret = "s3cret-never-logged"
-    redis = RedisProcess(tmp_path / "redis", "--requirepass", secret)
-    redis.start()
-    password_file = tmp_path / "redis.password"
-    password_file.write_text(secret + "\n")
+async def serve_a_run(redis: RedisProcess, store_url: str, tmp_path: Path) -> str:
+    """Runs `runstream serve --store STORE_URL` until SERVING, makes and reads a run through
+    it, stops it and Redis; returns what the server logged."""
     server = ServerProcess(
-        port=free_port(),
-        store_path=tmp_path / "replica.db",
-        store_url=f"{redis.url}?password_file={password_file}",
+        port=free_port(), store_path=tmp_path / "replica.db", store_url=store_url
     )
     try:
         server.start()
@@ -54,9 +48,31 @@ async def test_serve_on_a_password_protected_redis_with_the_password_in_a_file(
     finally:
         server.terminate()
         redis.stop()
-    log = server.store_path.with_suffix(".log").read_text()
+    return server.store_path.with_suffix(".log").read_text()
+
+
+async def test_serve_on_a_password_protected_redis_with_the_password_in_a_file(
+    tmp_path: Path,
+) -> None:
+    secret = "s3cret-never-logged"
+    redis = RedisProcess(tmp_path / "redis", "--requirepass", secret)
+    redis.start()
+    password_file = tmp_path / "redis.password"
+    password_file.write_text(secret + "\n")
+    log = await serve_a_run(redis, f"{redis.url}?password_file={password_file}", tmp_path)
     assert "redis://127.0.0.1" in log  # it says where it stores...
     assert secret not in log  # ...but never the password
+
+
+async def test_serve_on_redis_over_tls_with_the_password_in_the_url(tmp_path: Path) -> None:
+    secret = "tls-s3cret-never-logged"
+    pki = Pki.make(tmp_path / "pki")
+    redis = RedisProcess(tmp_path / "redis", "--requirepass", secret, tls=pki)
+    redis.start()
+    # rediss://: TLS, the server's certificate checked against the CA named in the URL.
+    log = await serve_a_run(redis, f"{redis.url}&password={secret}", tmp_path)
+    assert "rediss://127.0.0.1" in log
+    assert secret not in log
 
 
 async def test_a_wrong_password_is_refused_at_start_without_echoing_it(tmp_path: Path) -> None:
@@ -75,3 +91,35 @@ def test_an_unknown_store_scheme_is_refused_not_taken_for_a_file(tmp_path: Path)
     assert done.returncode == 2
     assert b"unsupported store scheme memcached://" in done.stderr
     assert list(tmp_path.iterdir()) == []  # no directory named "memcached:"
+
+
+def test_a_tls_redis_whose_certificate_is_not_trusted_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    redis = RedisProcess(tmp_path / "redis", tls=Pki.make(tmp_path / "pki"))
+    redis.start()
+    stranger = Pki.make(tmp_path / "other-pki")  # a CA that never signed Redis's certificate
+    try:
+        done = serve_and_exit(
+            f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={stranger.ca_file}", tmp_path
+        )
+        plain = serve_and_exit(f"redis://127.0.0.1:{redis.port}/0", tmp_path)  # no TLS at all
+    finally:
+        redis.stop()
+    for refused in (done, plain):
+        said = refused.stderr.decode()
+        assert refused.returncode == 1
+        assert "Traceback" not in said
+        assert said.splitlines()[-1].startswith("runstream: cannot reach the Redis store redis")
+    assert "certificate verify failed" in done.stderr.decode()
+
+
+def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> None:
+    for options, message in [
+        ("wait=two", "wait='two' must be a whole number"),
+        ("cluster=1&wait=1", "wait=N is not supported with cluster=1"),
+        (f"password_file={tmp_path / 'missing'}", "password_file: cannot read"),
+    ]:
+        done = serve_and_exit(f"redis://127.0.0.1:1/0?{options}", tmp_path)
+        assert done.returncode == 2, options
+        assert message in done.stderr.decode(), done.stderr

@@ -395,6 +395,9 @@ def store_location(text: str) -> tuple[Path, str]:
     if not sep:
         return Path(text), ""
     if scheme in ("redis", "rediss"):
+        from runstream_server.store.redis import parse_url
+
+        parse_url(text)  # its options, checked before anything starts (ValueError)
         return ServerConfig.store_path, text
     raise ValueError(
         f"unsupported store scheme {scheme}://; use a file path, redis:// or rediss://"

@@ -262,6 +262,8 @@ class RunLedger:
                         state, batch, producer=producer, look_up_keys=True
                     )
                 if not staged:
+                    if acks:  # all sent before: acknowledged once durable as a new write
+                        await self._store.confirm(run_id)
                     return AppendResult(acks, draft.last_seq)
                 fresh = [
                     EncodedEvent.of(e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data)

@@ -85,6 +85,13 @@ class ObservedStore:
             raise
         self._telemetry.committed(snapshot, events, time.perf_counter() - started)
 
+    async def confirm(self, run_id: str) -> None:
+        try:
+            await self.inner.confirm(run_id)
+        except Exception:
+            self._telemetry.store_failed("confirm")
+            raise
+
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         try:
             return await self.inner.load_run(run_id)

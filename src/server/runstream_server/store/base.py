@@ -138,6 +138,11 @@ class EventStore(Protocol):
         idempotency key of `events` is already stored. Seqs continue the log without gaps.
         """
 
+    async def confirm(self, run_id: str) -> None:
+        """Returns once what the run's log holds is as durable as :meth:`append` makes a
+        new write (replica acknowledgements), for events a producer sent again; raises as
+        ``append`` would when it is not. Nothing to do where a stored write is durable."""
+
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         """The run's latest snapshot, or None when the run does not exist."""
 

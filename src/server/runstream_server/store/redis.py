@@ -55,6 +55,7 @@ from runstream_server.store.base import (
     RunFilter,
     RunPage,
     StoredEvent,
+    StoreUnusable,
     ViewersNotice,
 )
 
@@ -159,33 +160,55 @@ def parse_url(url: str) -> RedisOptions:
     own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
     netloc = parts.netloc
     if "password_file" in own:
-        secret = Path(own["password_file"]).read_text().strip()
+        try:
+            secret = Path(own["password_file"]).read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"password_file: cannot read {own['password_file']} ({exc.strerror})"
+            ) from None
         host = netloc.rsplit("@", 1)[-1]
         user = netloc.rsplit("@", 1)[0].split(":", 1)[0] if "@" in netloc else ""
         netloc = f"{user}:{quote(secret, safe='')}@{host}"
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
-    return RedisOptions(
+    options = RedisOptions(
         url=rest,
         prefix=own.get("prefix", "runstream"),
         cluster=own.get("cluster", "0") in ("1", "true", "yes"),
-        wait_replicas=int(own.get("wait", "0")),
-        wait_timeout_ms=int(own.get("wait_timeout_ms", "1000")),
+        wait_replicas=_count(own, "wait", 0),
+        wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
     )
+    if options.cluster and options.wait_replicas:
+        # WAIT must run on the connection that wrote, to the shard that owns the run.
+        raise ValueError("wait=N is not supported with cluster=1 yet")
+    return options
+
+
+def _count(own: dict[str, str], name: str, default: int) -> int:
+    """A non-negative whole number option of the URL."""
+    text = own.get(name, str(default))
+    if not text.isdigit():
+        raise ValueError(f"{name}={text!r} must be a whole number of at least 0")
+    return int(text)
 
 
 _OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
+    """The URL without its password (in the credentials or a ``password=`` parameter), for
+    logs and error messages."""
     parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    creds, host = parts.netloc.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, "", ""))
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        netloc = f"{creds.split(':', 1)[0]}:***@{host}"
+    query = [
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+        for name, _, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    ]
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), ""))
 
 
 def _unavailable(
@@ -361,9 +384,12 @@ class RedisEventStore:
             await self._client.ping()
         except (rex.RedisError, OSError) as exc:
             await self._client.aclose()
-            raise Unavailable(
-                f"cannot reach the Redis store {self.display}: {type(exc).__name__}"
-            ) from exc
+            # redis-py's messages name the host and the failure (refused, TLS, wrong
+            # password), never the password itself.
+            reason = (str(exc).splitlines() or [""])[0][:200]
+            raise StoreUnusable(
+                f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
+            ) from None
         self._viewer_refresher = asyncio.create_task(self._refresh_viewers())
 
     async def close(self) -> None:
@@ -420,7 +446,15 @@ class RedisEventStore:
         ]
         for event in events:
             args += [event.seq, event.kind, event.idempotency_key, event.data]
-        verdict, head = await self._append(keys=[meta, log_key, keys], args=args)
+        if self.options.wait_replicas:
+            # WAIT counts the replicas that have this connection's writes: it must follow
+            # the script on the same connection, which a pipeline guarantees.
+            pipe = self._client.pipeline(transaction=False)
+            await self._append(keys=[meta, log_key, keys], args=args, client=pipe)
+            self._queue_wait(pipe)
+            (verdict, head), acked = await pipe.execute()
+        else:
+            verdict, head = await self._append(keys=[meta, log_key, keys], args=args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         if verdict == "exists":
             raise AlreadyExists(f"run {run_id!r} already exists")
@@ -430,14 +464,29 @@ class RedisEventStore:
             await self._client.zrem(self._active, run_id)
             await self._client.zadd(self._ended, {run_id: snapshot.end_time.ToMicroseconds()})
         if self.options.wait_replicas:
-            acked = await self._client.execute_command(
-                "WAIT", self.options.wait_replicas, self.options.wait_timeout_ms
+            self._check_acked(acked)
+
+    @_unavailable
+    async def confirm(self, run_id: str) -> None:
+        if not self.options.wait_replicas:
+            return
+        # A write of ours, then WAIT: replication is in order, so once a replica has this
+        # write it has everything the run's log held before it.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hincrby(self._keys(run_id)[0], "confirms", 1)
+        self._queue_wait(pipe)
+        _, acked = await pipe.execute()
+        self._check_acked(acked)
+
+    def _queue_wait(self, pipe: Any) -> None:
+        pipe.execute_command("WAIT", self.options.wait_replicas, self.options.wait_timeout_ms)
+
+    def _check_acked(self, acked: int) -> None:
+        if int(acked) < self.options.wait_replicas:
+            raise Unavailable(
+                f"only {acked} of {self.options.wait_replicas} Redis replicas acknowledged "
+                "the write in time; it is stored on the primary, retry to confirm"
             )
-            if int(acked) < self.options.wait_replicas:
-                raise Unavailable(
-                    f"only {acked} of {self.options.wait_replicas} Redis replicas acknowledged "
-                    "the write in time; it is stored on the primary, retry to confirm"
-                )
 
     @_unavailable
     async def purge_events(

@@ -623,6 +623,9 @@ class SqliteEventStore:
         """False while writes fail because of the storage (the server is then NOT_SERVING)."""
         return self._wconn is not None and self._writable
 
+    async def confirm(self, run_id: str) -> None:
+        """What a commit stored is as durable as it will be: nothing to wait for."""
+
     async def follow(self, handler: NoticeHandler) -> None:
         """No other process writes this file: there is nothing to follow."""
 
