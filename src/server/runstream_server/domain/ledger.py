@@ -57,6 +57,7 @@ from runstream_server.store.base import (
     EventStore,
     HeadMoved,
     Notice,
+    PurgedNotice,
     RunFilter,
     StoredEvent,
     ViewersNotice,
@@ -465,6 +466,8 @@ class RunLedger:
                     await self._resync()
                 elif isinstance(notice, ViewersNotice):
                     await self._viewers_changed([notice.run_id])
+                elif isinstance(notice, PurgedNotice):
+                    await self.learn_purge(notice.run_id)
                 else:
                     await self._apply_notice(notice)
             except Exception:
@@ -487,6 +490,18 @@ class RunLedger:
         """After a gap in notices: every held run against the store's head."""
         for run_id, state in self._slots.held():
             await self.refresh(run_id, state)
+
+    async def learn_purge(self, run_id: str) -> None:
+        """Takes the held run's ``purged_seq`` from the store: another replica purged its log
+        (told by a notice, or found by a reader missing events the state says exist)."""
+        if self._slots.state(run_id) is None:
+            return
+        stored = await self._store.load_run(run_id)
+        if stored is None:
+            return
+        async with self._slots.locked(run_id) as slot:
+            if slot.state is not None and stored.purged_seq > slot.state.run.purged_seq:
+                slot.state.run.purged_seq = stored.purged_seq
 
     async def refresh(self, run_id: str, state: RunState) -> None:
         """Catches the held run up with the store when another replica moved it on."""

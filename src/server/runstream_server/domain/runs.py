@@ -404,6 +404,10 @@ class RunManager:
             after = value
         check_not_purged(state, after, "page_token" if page_token else "run_id")
         events = await self._store.read_events(run_id, after, size + 1, kinds)
+        if not events and after < state.last_seq and self._store.shared:
+            await self._ledger.learn_purge(run_id)  # another replica may have purged the log
+            state = await self._ledger.state(run_id)
+            check_not_purged(state, after, "page_token" if page_token else "run_id")
         kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
         more = len(events) > kept
         events = events[:kept]

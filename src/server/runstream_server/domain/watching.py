@@ -162,7 +162,9 @@ class Watching:
                     cursor = sub.cursor
                     while cursor < self._ledger.held(run_id).last_seq:
                         events = framed(await self._store.read_events(run_id, cursor, max_events))
-                        if not events:
+                        if not events:  # purged, maybe by another replica: ask the store
+                            if self._store.shared:
+                                await self._ledger.learn_purge(run_id)
                             check_not_purged(self._ledger.held(run_id), cursor, "after_seq")
                             break
                         for page in self._pages(events):

@@ -55,6 +55,13 @@ class ViewersNotice:
     run_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class PurgedNotice:
+    """Another process purged the run's log (retention); its snapshot says up to where."""
+
+    run_id: str
+
+
 class StoreUnusable(OSError):
     """The store cannot be used at all, found when the server starts: the file is not a
     database, cannot be written, or is held by another server. The message names the store
@@ -102,8 +109,9 @@ class HeadMoved(Aborted):
         self.actual = actual
 
 
-Notice = CommitNotice | ViewersNotice | None
-"""What the store's reader hands on: a commit, a viewer count change, or `None` for a gap."""
+Notice = CommitNotice | ViewersNotice | PurgedNotice | None
+"""What the store's reader hands on: a commit, a viewer count change, a purge, or `None`
+for a gap."""
 NoticeHandler = Callable[[Notice], None]
 """Called on the event loop for each notice; `None` marks a gap (reconnect): resync all."""
 
@@ -164,7 +172,8 @@ class EventStore(Protocol):
     ) -> list[str]:
         """Deletes the event logs of ended runs that ended before `ended_before_us` (epoch
         microseconds) or are older than the newest `keep_newest` ended runs, keeping their
-        snapshots with ``purged_seq`` set. Returns the ids of the runs purged."""
+        snapshots with ``purged_seq`` set, and tells the other processes (a
+        :class:`PurgedNotice` each). Returns the ids of the runs purged."""
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None

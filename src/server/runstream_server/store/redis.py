@@ -52,6 +52,7 @@ from runstream_server.store.base import (
     CommitNotice,
     HeadMoved,
     NoticeHandler,
+    PurgedNotice,
     RunFilter,
     RunPage,
     StoredEvent,
@@ -125,14 +126,17 @@ return 1
 _VIEWERS_NOTICE = b"*viewers\n"
 """Starts a viewers notice; a commit notice starts with a run id, which has no '*'."""
 
-# KEYS: meta, log, keys. ARGV: expected head, the purged snapshot.
+# KEYS: meta, log, keys. ARGV: expected head, the purged snapshot, channel, the publish
+# command, the notice.
 _PURGE = """
 local head = redis.call('HGET', KEYS[1], 'seq')
 if not head or tonumber(head) ~= tonumber(ARGV[1]) then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'snap', ARGV[2])
+redis.call(ARGV[4], ARGV[3], ARGV[5])
 return 1
 """
+_PURGED_NOTICE = b"*purged\n"
 
 
 @dataclass(frozen=True)
@@ -236,9 +240,11 @@ def _unavailable(
     return wrapper
 
 
-def _decode_notice(data: bytes) -> CommitNotice | ViewersNotice:
+def _decode_notice(data: bytes) -> CommitNotice | ViewersNotice | PurgedNotice:
     if data.startswith(_VIEWERS_NOTICE):
         return ViewersNotice(data[len(_VIEWERS_NOTICE) :].decode())
+    if data.startswith(_PURGED_NOTICE):
+        return PurgedNotice(data[len(_PURGED_NOTICE) :].decode())
     run_id, first, last, rest = data.split(b"\n", 3)
     events: list[StoredEvent] = []
     seq, pos = int(first), 0
@@ -509,7 +515,14 @@ class RedisEventStore:
             head = run.last_seq
             run.purged_seq = head
             meta, log_key, keys = self._keys(run_id)
-            if await self._purge(keys=[meta, log_key, keys], args=[head, run.SerializeToString()]):
+            args = [
+                head,
+                run.SerializeToString(),
+                self._notice_channel(run_id),
+                self._publish_command,
+                _PURGED_NOTICE + run_id.encode(),
+            ]
+            if await self._purge(keys=[meta, log_key, keys], args=args):
                 purged.append(run_id)
         return purged
 
