@@ -6,11 +6,12 @@ a stall), goes through :meth:`RunLedger.commit`, in this order:
 1. under the run's lock, idempotency keys the log already holds are answered with their
    original seqs and not stored again (the first attempt does not look them up: the store
    refuses an append with a key it holds, like a moved head, and the retry looks them up);
-2. the new events are numbered and folded into a *copy* of the run's derived state, which
-   rejects what the state does not allow (anything after a terminal event, for instance).
-   Before a terminal event the server closes the run's open decisions and fires its last
-   milestones; right after a producer event it adds the milestones that event crossed, and
-   after the batch what the batch implies: a health change, a moved estimate;
+2. the new events are numbered and folded into a *copy* of the run's derived state
+   (:mod:`~runstream_server.domain.folding`), which rejects what the state does not allow
+   (anything after a terminal event, for instance). Before a terminal event the server
+   closes the run's open decisions and fires its last milestones; right after a producer
+   event it adds the milestones that event crossed, and after the batch what the batch
+   implies: a health change, a moved estimate;
 3. all of it is written in one durable append with the new snapshot, on the condition that
    the run's head is still the seq the copy was folded on. When another replica appended
    first, the run catches up from the log and steps 1-3 run again;
@@ -27,7 +28,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
@@ -37,11 +38,11 @@ from runstream_server.domain import insight
 from runstream_server.domain.commits import CommitRecord
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
-    TERMINAL_FIELDS,
     EncodedEvent,
     check_id,
     check_snapshot_size,
 )
+from runstream_server.domain.folding import fold
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.limits import AppendResult, EventAck, Limits
 from runstream_server.domain.slots import RunSlot, RunSlots
@@ -49,7 +50,6 @@ from runstream_server.domain.state import (
     REMEMBERED_KINDS,
     RunState,
     now_utc,
-    to_timestamp,
 )
 from runstream_server.errors import NotFound, RunstreamError, Unavailable
 from runstream_server.store.base import (
@@ -293,109 +293,21 @@ class RunLedger:
     ) -> tuple[RunState, list[EventAck], list[event_pb2.RunEvent]]:
         """The state after the batch, each event's ack, and the events to store; keys the
         log already holds are answered with their seqs when `look_up_keys`."""
-        run_id = state.run.run_id
         history = await self.workflow_history(state.run.tenant, state.run.workflow)
         known = (
-            await self._store.find_keys(run_id, [e.idempotency_key for e in events])
+            await self._store.find_keys(state.run.run_id, [e.idempotency_key for e in events])
             if producer and look_up_keys
             else {}
         )
-        draft = state.copy()
-        now = self._clock()
-        staged: list[event_pb2.RunEvent] = []
-
-        def stage(event: event_pb2.RunEvent, path: str) -> int:
-            event.run_id = run_id
-            event.seq = draft.last_seq + 1
-            if not event.HasField("event_time"):
-                event.event_time.CopyFrom(to_timestamp(now))
-            if event.HasField("decision_requested"):
-                asked = event.decision_requested
-                if asked.HasField("timeout"):
-                    asked.deadline.CopyFrom(to_timestamp(now + asked.timeout.ToTimedelta()))
-                else:
-                    asked.ClearField("deadline")
-            draft.apply(event, path)
-            staged.append(event)
-            return event.seq
-
-        acks: list[EventAck] = []
-        spoken: list[event_pb2.RunEvent] = []
-        for i, event in enumerate(events):
-            key = event.idempotency_key
-            if key and key in known:
-                acks.append(EventAck(known[key], key, duplicate=True))
-                continue
-            if event.WhichOneof("payload") in TERMINAL_FIELDS and not draft.is_terminal:
-                for extra in self._before_terminal(draft, history, event, now):
-                    stage(extra, "server")
-            seq = stage(event, f"events[{i}]")
-            acks.append(EventAck(seq, key, duplicate=False))
-            if key:
-                known[key] = seq
-            if producer:
-                spoken.append(event)
-                if not draft.is_terminal:  # milestones land right after what crossed them
-                    for extra in insight.progress_milestones(draft) + insight.target_milestones(
-                        draft
-                    ):
-                        stage(extra, "server")
-        if spoken and not draft.is_terminal:
-            for extra in self._after_producer_events(draft, history, spoken):
-                stage(extra, "server")
-        if staged:
-            for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
-                stage(extra, "server")
-        return draft, acks, staged
-
-    def _before_terminal(
-        self,
-        draft: RunState,
-        history: insight.WorkflowHistory,
-        event: event_pb2.RunEvent,
-        now: datetime,
-    ) -> list[event_pb2.RunEvent]:
-        """What the server records before a run ends: closed decisions, last milestones."""
-        extra = [
-            event_pb2.RunEvent(
-                decision_resolved=event_pb2.DecisionResolved(
-                    decision_id=d.decision_id, outcome=event_pb2.DECISION_OUTCOME_CANCELLED
-                )
-            )
-            for d in draft.open_decisions()
-        ]
-        if event.HasField("run_completed"):
-            end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
-            extra += insight.completion_health(draft)
-            extra += insight.progress_milestones(draft, finished=True)
-            extra += insight.speed_milestone(draft, history, end, self._policy.speed_ratio)
-        if event.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
-            extra.append(
-                insight.health_event(
-                    draft.run.health, run_pb2.RUN_HEALTH_FAILING, event.run_failed.error.message
-                )
-            )
-        return extra
-
-    def _after_producer_events(
-        self,
-        draft: RunState,
-        history: insight.WorkflowHistory,
-        spoken: Sequence[event_pb2.RunEvent],
-    ) -> list[event_pb2.RunEvent]:
-        """What a producer's batch implies as a whole: health and a moved estimate."""
-        extra: list[event_pb2.RunEvent] = []
-        health, reason = insight.health_after(draft.run.health, spoken, draft)
-        if health != draft.run.health:
-            extra.append(insight.health_event(draft.run.health, health, reason))
-        as_of = spoken[-1].event_time.ToDatetime(UTC)
-        estimate = insight.estimate(draft, history, as_of, spoken)
-        previous = draft.run.estimate if draft.run.HasField("estimate") else None
-        if insight.estimate_moved(previous, estimate):
-            extra.append(
-                event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=estimate))
-            )
-        return extra
+        return fold(
+            state,
+            events,
+            producer=producer,
+            known=known,
+            history=history,
+            now=self._clock(),
+            policy=self._policy,
+        )
 
     # --- what a commit tells everyone -----------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Background work on runs: decision deadlines and stall detection, correct across replicas.
+"""Background work on runs: decision deadlines, stall detection and retention, correct
+across replicas.
 
 Both only *propose* a server write; the write itself goes through the run manager's commit,
 which re-checks its condition under the run's lock against the committed state and appends
@@ -10,6 +11,8 @@ Deadlines are armed from every DecisionRequested this process commits or learns 
 another replica, and from the store at start. Stall detection reads the store, not memory:
 every running run is checked, including runs this process never loaded (after a restart,
 or runs whose producer reports to another replica).
+
+Retention passes purge ended runs' logs in the store, which tells the other replicas.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
 from runstream_server.domain.commits import CommitRecord
+from runstream_server.domain.limits import Retention
 from runstream_server.domain.state import RunState
 from runstream_server.store.base import EventStore, RunFilter
 
@@ -152,3 +156,49 @@ class StallTracker:
             cursor = page.next_cursor
         for run_id in [r for r in self._heard if r not in seen]:
             del self._heard[run_id]
+
+
+class RetentionPasses:
+    """Purges the event logs of ended runs past the retention policy, every interval."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        retention: Retention,
+        clock: Clock,
+        purged: Callable[[str], Awaitable[None]],
+    ) -> None:
+        """`purged` corrects this process's state of each run purged."""
+        self._store = store
+        self._retention = retention
+        self._clock = clock
+        self._purged = purged
+
+    @property
+    def enabled(self) -> bool:
+        return self._retention.days is not None or self._retention.runs is not None
+
+    async def apply(self) -> list[str]:
+        """One pass; returns the ids of the runs purged."""
+        days = self._retention.days
+        before = (
+            int((self._clock() - timedelta(days=days)).timestamp() * 1e6)
+            if days is not None
+            else None
+        )
+        purged = await self._store.purge_events(
+            ended_before_us=before, keep_newest=self._retention.runs
+        )
+        for run_id in purged:
+            await self._purged(run_id)
+        return purged
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                purged = await self.apply()
+                if purged:
+                    log.info("retention purged the event logs of %d ended runs", len(purged))
+            except Exception:
+                log.exception("retention pass failed; trying again at the next interval")
+            await asyncio.sleep(self._retention.interval)

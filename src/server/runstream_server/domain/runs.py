@@ -9,25 +9,24 @@ the consumers wired here receive: producer links and decision feeds
 (:class:`~runstream_server.domain.commits.Links`), deadline timers
 (:mod:`~runstream_server.domain.decisions`) and the stall tracker
 (:mod:`~runstream_server.domain.monitors`). Watching lives in
-:mod:`~runstream_server.domain.watching`.
+:mod:`~runstream_server.domain.watching`, reads in :mod:`~runstream_server.domain.reading`,
+the checks of a new run in :mod:`~runstream_server.domain.creating` and those of a cancel,
+pause or resume in :mod:`~runstream_server.domain.control`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.auth import principal as access
-from runstream_server.domain import insight
+from runstream_server.domain import control, insight
 from runstream_server.domain.commits import (
     RESYNC,
     CommitRecord,
@@ -36,6 +35,7 @@ from runstream_server.domain.commits import (
     Links,
     ProducerLink,
 )
+from runstream_server.domain.creating import run_created
 from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX, Decisions
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
@@ -49,26 +49,14 @@ from runstream_server.domain.ledger import (
     Prepare,
     RunLedger,
     copied,
-    count_down,
-    decode,
     summary,
     uncancellable,
 )
 from runstream_server.domain.limits import AppendResult, EventAck, Limits, Retention
-from runstream_server.domain.monitors import StallTracker
+from runstream_server.domain.monitors import RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
-from runstream_server.domain.queries import (
-    LABEL_KEY,
-    decode_token,
-    encode_token,
-    fitting,
-    parse_filter,
-    parse_kinds,
-)
-from runstream_server.domain.queries import (
-    page_size as clamp_page_size,
-)
-from runstream_server.domain.state import RunState, now_utc, status_name, to_timestamp
+from runstream_server.domain.reading import Reading
+from runstream_server.domain.state import RunState, now_utc
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
@@ -77,11 +65,9 @@ from runstream_server.domain.watching import (
     Snapshot,
     Watching,
     WatchItem,
-    check_not_purged,
 )
 from runstream_server.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
     RunstreamError,
@@ -110,13 +96,6 @@ __all__ = [
 log = logging.getLogger("runstream.runs")
 
 
-def _reason(what: str, by: str, why: str) -> str:
-    """E.g. "paused by ops: review", "paused by ops", "review" or "paused"."""
-    if by:
-        return f"{what} by {by}: {why}" if why else f"{what} by {by}"
-    return why or what
-
-
 class RunManager:
     """Creates runs, appends events, answers queries and feeds watchers. Knows no gRPC."""
 
@@ -137,9 +116,9 @@ class RunManager:
         )
         self._runs_hub = RunsHub(self._hub.clock)
         self._policy = policy or insight.InsightPolicy()
-        self._retention = retention or Retention()
         self._clock = clock
         now = lambda: self._clock()  # noqa: E731 - tests move the clock after construction
+        self._retention = RetentionPasses(store, retention or Retention(), now, self._purged)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
         self._links = Links()
@@ -174,6 +153,7 @@ class RunManager:
             self._decisions.deadlines.on_commit,
             self._stalls.on_commit,
         ]
+        self._reading = Reading(self._ledger, store, self._viewers, self._limits)
         self._watching = Watching(
             self._ledger,
             store,
@@ -218,8 +198,8 @@ class RunManager:
                     break
                 cursor = page.next_cursor
         self._spawn(self._stalls.run_forever())
-        if self._retention.days is not None or self._retention.runs is not None:
-            self._spawn(self._apply_retention_periodically())
+        if self._retention.enabled:
+            self._spawn(self._retention.run_forever())
 
     def shutdown(self, reason: str = "server is shutting down; resume elsewhere") -> None:
         """Ends every stream with UNAVAILABLE so clients resume elsewhere; stops timers."""
@@ -261,46 +241,17 @@ class RunManager:
         targets: Sequence[run_pb2.Target] = (),
     ) -> run_pb2.Run:
         self._check_open()
-        if run_id:
-            check_id("run_id", run_id)
-        else:
-            run_id = uuid.uuid4().hex
-        if not workflow.strip():
-            raise InvalidArgument("workflow", "is required")
-        if len(workflow) > 128 or '"' in workflow:
-            raise InvalidArgument("workflow", "must be at most 128 characters, without '\"'")
-        if len(labels) > self._limits.max_labels:
-            raise InvalidArgument("labels", f"at most {self._limits.max_labels} labels")
-        for key in labels:
-            if not LABEL_KEY.match(key):
-                raise InvalidArgument(f"labels[{key!r}]", "invalid label key")
-        if len(steps) > self._limits.max_steps:
-            raise InvalidArgument("steps", f"at most {self._limits.max_steps} steps")
-        seen: set[str] = set()
-        for i, spec in enumerate(steps):
-            check_id(f"steps[{i}].step_id", spec.step_id)
-            if spec.step_id in seen:
-                raise InvalidArgument(f"steps[{i}].step_id", f"duplicate step id {spec.step_id!r}")
-            seen.add(spec.step_id)
-        for i, target in enumerate(targets):
-            if not target.metric.strip():
-                raise InvalidArgument(f"targets[{i}].metric", "is required")
-            if not target.value == target.value or target.value in (float("inf"), float("-inf")):
-                raise InvalidArgument(f"targets[{i}].value", "must be a finite number")
-        created = event_pb2.RunEvent(
-            run_id=run_id,
-            seq=1,
-            run_created=event_pb2.RunCreated(
-                workflow=workflow,
-                display_name=display_name,
-                labels=labels,
-                steps=steps,
-                targets=targets,
-                tenant=access.new_run_tenant(),
-                created_by=access.acting_as(""),
-            ),
+        created = run_created(
+            run_id=run_id or uuid.uuid4().hex,
+            workflow=workflow,
+            display_name=display_name,
+            labels=labels,
+            steps=steps,
+            targets=targets,
+            limits=self._limits,
+            now=self._clock(),
         )
-        created.event_time.CopyFrom(to_timestamp(self._clock()))
+        run_id = created.run_id
         return await uncancellable(self._create_locked(run_id, created))
 
     async def _create_locked(self, run_id: str, created: event_pb2.RunEvent) -> run_pb2.Run:
@@ -319,100 +270,33 @@ class RunManager:
             return copied(state.run)
 
     async def get_run(self, run_id: str) -> run_pb2.Run:
-        run = copied((await self._ledger.state(run_id)).run)
-        run.viewer_count = (await self._viewers.read([run_id]))[run_id]
-        count_down(run)
-        return run
+        return await self._reading.get_run(run_id)
 
     async def get_run_details(
         self, run_id: str
     ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
-        """The snapshot, the last 50 agent activities and the open decisions of a run.
-
-        Activities (newest kept) and decisions (oldest kept) are trimmed to the response
-        byte budget each, so large ones cannot make the response exceed the message limit.
-        """
-        state = await self._ledger.state(run_id)
-        run = await self.get_run(run_id)
-        budget = self._limits.response_bytes
-        newest = list(reversed(state.recent_activity))
-        kept = fitting((e.ByteSize() for e in newest), budget)
-        activity = [copied(e) for e in reversed(newest[:kept])]
-        decisions = state.open_decisions()
-        decisions = decisions[: fitting((d.ByteSize() for d in decisions), budget)]
-        return run, activity, [copied(d) for d in decisions]
+        """The snapshot, the last 50 agent activities and the open decisions of a run."""
+        return await self._reading.get_run_details(run_id)
 
     async def list_runs(
         self, *, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[run_pb2.Run], str]:
-        run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
-        size = clamp_page_size(page_size, 50)
-        scope = hashlib.sha256(
-            f"runs|{run_filter.tenant}|{filter_text.strip()}".encode()
-        ).hexdigest()[:16]
-        cursor: tuple[int, str] | None = None
-        if page_token:
-            after = decode_token(page_token, scope).get("after")
-            if not (isinstance(after, list) and len(after) == 2):
-                raise InvalidArgument("page_token", "is not a token this server issued")
-            try:
-                cursor = (int(after[0]), str(after[1]))
-            except (TypeError, ValueError):
-                raise InvalidArgument("page_token", "is not a token this server issued") from None
-        page = await self._store.list_runs(run_filter, size, cursor)
-        counts = await self._viewers.read([r.run_id for r in page.runs])
-        runs = [summary(r, counts[r.run_id]) for r in page.runs]
-        next_cursor = page.next_cursor
-        kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
-        if kept < len(runs):
-            runs = runs[:kept]
-            next_cursor = (runs[-1].create_time.ToMicroseconds(), runs[-1].run_id)
-        token = encode_token({"scope": scope, "after": list(next_cursor)}) if next_cursor else ""
-        return runs, token
+        return await self._reading.list_runs(
+            filter_text=filter_text, page_size=page_size, page_token=page_token
+        )
 
     async def list_steps(
         self, run_id: str, *, page_size: int, page_token: str
     ) -> tuple[list[run_pb2.Step], str]:
-        state = await self._ledger.state(run_id)
-        size = clamp_page_size(page_size, 100)
-        start = 0
-        if page_token:
-            offset = decode_token(page_token, f"steps|{run_id}").get("offset")
-            if not isinstance(offset, int) or offset < 0:
-                raise InvalidArgument("page_token", "is not a token this server issued")
-            start = offset
-        steps = [copied(s) for s in state.run.steps[start : start + size]]
-        steps = steps[: fitting((s.ByteSize() for s in steps), self._limits.response_bytes)]
-        end = start + len(steps)
-        more = end < len(state.run.steps)
-        token = encode_token({"scope": f"steps|{run_id}", "offset": end}) if more else ""
-        return steps, token
+        return await self._reading.list_steps(run_id, page_size=page_size, page_token=page_token)
 
     async def list_events(
         self, run_id: str, *, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[event_pb2.RunEvent], str]:
         """A page of the run's stored events in seq order, filtered by kind."""
-        state = await self._ledger.state(run_id)
-        kinds = parse_kinds(filter_text)
-        size = clamp_page_size(page_size, 100)
-        scope = hashlib.sha256(f"events|{run_id}|{filter_text.strip()}".encode()).hexdigest()[:16]
-        after = 0
-        if page_token:
-            value = decode_token(page_token, scope).get("after")
-            if not isinstance(value, int) or not 0 <= value < 2**62:
-                raise InvalidArgument("page_token", "is not a token this server issued")
-            after = value
-        check_not_purged(state, after, "page_token" if page_token else "run_id")
-        events = await self._store.read_events(run_id, after, size + 1, kinds)
-        if not events and after < state.last_seq and self._store.shared:
-            await self._ledger.learn_purge(run_id)  # another replica may have purged the log
-            state = await self._ledger.state(run_id)
-            check_not_purged(state, after, "page_token" if page_token else "run_id")
-        kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
-        more = len(events) > kept
-        events = events[:kept]
-        token = encode_token({"scope": scope, "after": events[-1].seq}) if more else ""
-        return [decode(e) for e in events], token
+        return await self._reading.list_events(
+            run_id, filter_text=filter_text, page_size=page_size, page_token=page_token
+        )
 
     # --- appending ------------------------------------------------------------------------------
 
@@ -443,62 +327,15 @@ class RunManager:
 
     async def cancel_run(self, run_id: str, *, reason: str, cancelled_by: str) -> run_pb2.Run:
         """Cancels a run, records it in the log and tells the run's producers."""
-
-        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
-            if state.is_terminal:
-                raise FailedPrecondition(
-                    f"run {run_id!r} already ended ({status_name(state.run.status)})"
-                )
-            cancelled = event_pb2.RunCancelled(
-                reason=reason, cancelled_by=access.acting_as(cancelled_by)
-            )
-            return [event_pb2.RunEvent(run_cancelled=cancelled)]
-
-        return await self._control(run_id, prepare)
+        return await self._control(run_id, control.cancelling(run_id, reason, cancelled_by))
 
     async def pause_run(self, run_id: str, *, reason: str, requested_by: str) -> run_pb2.Run:
         """Pauses a running run; its producers hold at their next step boundary."""
-
-        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
-            status = state.run.status
-            if status not in (run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_WAITING_FOR_INPUT):
-                raise FailedPrecondition(
-                    f"run {run_id!r} is {status_name(status)}; only a RUNNING or "
-                    "WAITING_FOR_INPUT run can be paused"
-                )
-            by = access.acting_as(requested_by)
-            change = event_pb2.RunStatusChanged(
-                previous_status=status,
-                status=run_pb2.RUN_STATUS_PAUSED,
-                reason=_reason("paused", by, reason),
-                changed_by=by,
-            )
-            return [event_pb2.RunEvent(run_status_changed=change)]
-
-        return await self._control(run_id, prepare)
+        return await self._control(run_id, control.pausing(run_id, reason, requested_by))
 
     async def resume_run(self, run_id: str, *, reason: str, requested_by: str) -> run_pb2.Run:
         """Resumes a paused run, back to RUNNING (or WAITING_FOR_INPUT with open decisions)."""
-
-        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
-            status = state.run.status
-            if status != run_pb2.RUN_STATUS_PAUSED:
-                raise FailedPrecondition(
-                    f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed"
-                )
-            waiting = bool(state.open_decisions())
-            by = access.acting_as(requested_by)
-            change = event_pb2.RunStatusChanged(
-                previous_status=status,
-                status=(
-                    run_pb2.RUN_STATUS_WAITING_FOR_INPUT if waiting else run_pb2.RUN_STATUS_RUNNING
-                ),
-                reason=_reason("resumed", by, reason),
-                changed_by=by,
-            )
-            return [event_pb2.RunEvent(run_status_changed=change)]
-
-        return await self._control(run_id, prepare)
+        return await self._control(run_id, control.resuming(run_id, reason, requested_by))
 
     # --- decisions (see domain/decisions.py) ----------------------------------------------------
 
@@ -588,29 +425,11 @@ class RunManager:
 
     async def apply_retention(self) -> list[str]:
         """Purges the event logs of finished runs past the retention policy; returns their ids."""
-        days = self._retention.days
-        before = (
-            int((self._clock() - timedelta(days=days)).timestamp() * 1e6)
-            if days is not None
-            else None
-        )
-        purged = await self._store.purge_events(
-            ended_before_us=before, keep_newest=self._retention.runs
-        )
-        for run_id in purged:
-            # Under the run's lock: a load in progress read the snapshot before the purge, and
-            # must not cache it unpurged. (It finishes first; then this corrects it.)
-            async with self._ledger.locked(run_id) as slot:
-                if slot.state is not None:
-                    slot.state.run.purged_seq = slot.state.run.last_seq
-        return purged
+        return await self._retention.apply()
 
-    async def _apply_retention_periodically(self) -> None:
-        while True:
-            try:
-                purged = await self.apply_retention()
-                if purged:
-                    log.info("retention purged the event logs of %d ended runs", len(purged))
-            except Exception:
-                log.exception("retention pass failed; trying again at the next interval")
-            await asyncio.sleep(self._retention.interval)
+    async def _purged(self, run_id: str) -> None:
+        # Under the run's lock: a load in progress read the snapshot before the purge, and
+        # must not cache it unpurged. (It finishes first; then this corrects it.)
+        async with self._ledger.locked(run_id) as slot:
+            if slot.state is not None:
+                slot.state.run.purged_seq = slot.state.run.last_seq

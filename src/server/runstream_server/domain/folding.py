@@ -1,0 +1,133 @@
+"""Folding a batch: the events a write stores, numbered and applied to a copy of the state.
+
+The ledger calls :func:`fold` under the run's lock, on the committed state. Besides the
+batch itself it adds what the server records around it: the decisions a terminal event
+closes and the run's last milestones before it ends, the milestones each producer event
+crosses right after it, and after the batch what it implies as a whole (a health change, a
+moved estimate, a held ETA while waiting or paused). Nothing here reads the store or the
+clock: the caller passes the keys already stored, the workflow's history and the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from runstream.v1 import event_pb2, run_pb2
+
+from runstream_server.domain import insight
+from runstream_server.domain.events import TERMINAL_FIELDS
+from runstream_server.domain.limits import EventAck
+from runstream_server.domain.state import RunState, to_timestamp
+
+
+def fold(
+    state: RunState,
+    events: Sequence[event_pb2.RunEvent],
+    *,
+    producer: bool,
+    known: dict[str, int],
+    history: insight.WorkflowHistory,
+    now: datetime,
+    policy: insight.InsightPolicy,
+) -> tuple[RunState, list[EventAck], list[event_pb2.RunEvent]]:
+    """The state after the batch, each event's ack, and the events to store.
+
+    `known` maps the idempotency keys the log already holds to their seqs (answered,
+    not stored again); `history` is the workflow's, for estimates and milestones.
+    """
+    run_id = state.run.run_id
+    draft = state.copy()
+    staged: list[event_pb2.RunEvent] = []
+
+    def stage(event: event_pb2.RunEvent, path: str) -> int:
+        event.run_id = run_id
+        event.seq = draft.last_seq + 1
+        if not event.HasField("event_time"):
+            event.event_time.CopyFrom(to_timestamp(now))
+        if event.HasField("decision_requested"):
+            asked = event.decision_requested
+            if asked.HasField("timeout"):
+                asked.deadline.CopyFrom(to_timestamp(now + asked.timeout.ToTimedelta()))
+            else:
+                asked.ClearField("deadline")
+        draft.apply(event, path)
+        staged.append(event)
+        return event.seq
+
+    acks: list[EventAck] = []
+    spoken: list[event_pb2.RunEvent] = []
+    for i, event in enumerate(events):
+        key = event.idempotency_key
+        if key and key in known:
+            acks.append(EventAck(known[key], key, duplicate=True))
+            continue
+        if event.WhichOneof("payload") in TERMINAL_FIELDS and not draft.is_terminal:
+            for extra in _before_terminal(draft, history, event, now, policy):
+                stage(extra, "server")
+        seq = stage(event, f"events[{i}]")
+        acks.append(EventAck(seq, key, duplicate=False))
+        if key:
+            known[key] = seq
+        if producer:
+            spoken.append(event)
+            if not draft.is_terminal:  # milestones land right after what crossed them
+                for extra in insight.progress_milestones(draft) + insight.target_milestones(draft):
+                    stage(extra, "server")
+    if spoken and not draft.is_terminal:
+        for extra in _after_producer_events(draft, history, spoken):
+            stage(extra, "server")
+    if staged:
+        for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
+            stage(extra, "server")
+    return draft, acks, staged
+
+
+def _before_terminal(
+    draft: RunState,
+    history: insight.WorkflowHistory,
+    event: event_pb2.RunEvent,
+    now: datetime,
+    policy: insight.InsightPolicy,
+) -> list[event_pb2.RunEvent]:
+    """What the server records before a run ends: closed decisions, last milestones."""
+    extra = [
+        event_pb2.RunEvent(
+            decision_resolved=event_pb2.DecisionResolved(
+                decision_id=d.decision_id, outcome=event_pb2.DECISION_OUTCOME_CANCELLED
+            )
+        )
+        for d in draft.open_decisions()
+    ]
+    if event.HasField("run_completed"):
+        end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
+        extra += insight.completion_health(draft)
+        extra += insight.progress_milestones(draft, finished=True)
+        extra += insight.speed_milestone(draft, history, end, policy.speed_ratio)
+    if event.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
+        extra.append(
+            insight.health_event(
+                draft.run.health, run_pb2.RUN_HEALTH_FAILING, event.run_failed.error.message
+            )
+        )
+    return extra
+
+
+def _after_producer_events(
+    draft: RunState,
+    history: insight.WorkflowHistory,
+    spoken: Sequence[event_pb2.RunEvent],
+) -> list[event_pb2.RunEvent]:
+    """What a producer's batch implies as a whole: health and a moved estimate."""
+    extra: list[event_pb2.RunEvent] = []
+    health, reason = insight.health_after(draft.run.health, spoken, draft)
+    if health != draft.run.health:
+        extra.append(insight.health_event(draft.run.health, health, reason))
+    as_of = spoken[-1].event_time.ToDatetime(UTC)
+    estimate = insight.estimate(draft, history, as_of, spoken)
+    previous = draft.run.estimate if draft.run.HasField("estimate") else None
+    if insight.estimate_moved(previous, estimate):
+        extra.append(
+            event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=estimate))
+        )
+    return extra

@@ -1,0 +1,138 @@
+"""Reading runs: GetRun, ListRuns, ListSteps, ListEvents, and the details of one run.
+
+Reads answer from the run's state as this process holds it (loaded from the store when it is
+not in memory) and from the store's log; nothing here writes. Every page stops at the
+response byte budget, so nothing a producer was allowed to store can make a read fail, and
+page tokens are bound to the query that issued them (see queries.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
+
+from runstream_server.auth import principal as access
+from runstream_server.domain.ledger import RunLedger, copied, count_down, decode, summary
+from runstream_server.domain.limits import Limits
+from runstream_server.domain.queries import (
+    decode_token,
+    encode_token,
+    fitting,
+    parse_filter,
+    parse_kinds,
+)
+from runstream_server.domain.queries import page_size as clamp_page_size
+from runstream_server.domain.viewers import ViewerCounts
+from runstream_server.domain.watching import check_not_purged
+from runstream_server.errors import InvalidArgument
+from runstream_server.store.base import EventStore
+
+
+class Reading:
+    """The read side of the run manager."""
+
+    def __init__(
+        self, ledger: RunLedger, store: EventStore, viewers: ViewerCounts, limits: Limits
+    ) -> None:
+        self._ledger = ledger
+        self._store = store
+        self._viewers = viewers
+        self._limits = limits
+
+    async def get_run(self, run_id: str) -> run_pb2.Run:
+        run = copied((await self._ledger.state(run_id)).run)
+        run.viewer_count = (await self._viewers.read([run_id]))[run_id]
+        count_down(run)
+        return run
+
+    async def get_run_details(
+        self, run_id: str
+    ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
+        """The snapshot, the last 50 agent activities and the open decisions of a run.
+
+        Activities (newest kept) and decisions (oldest kept) are trimmed to the response
+        byte budget each, so large ones cannot make the response exceed the message limit.
+        """
+        state = await self._ledger.state(run_id)
+        run = await self.get_run(run_id)
+        budget = self._limits.response_bytes
+        newest = list(reversed(state.recent_activity))
+        kept = fitting((e.ByteSize() for e in newest), budget)
+        activity = [copied(e) for e in reversed(newest[:kept])]
+        decisions = state.open_decisions()
+        decisions = decisions[: fitting((d.ByteSize() for d in decisions), budget)]
+        return run, activity, [copied(d) for d in decisions]
+
+    async def list_runs(
+        self, *, filter_text: str, page_size: int, page_token: str
+    ) -> tuple[list[run_pb2.Run], str]:
+        run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
+        size = clamp_page_size(page_size, 50)
+        scope = hashlib.sha256(
+            f"runs|{run_filter.tenant}|{filter_text.strip()}".encode()
+        ).hexdigest()[:16]
+        cursor: tuple[int, str] | None = None
+        if page_token:
+            after = decode_token(page_token, scope).get("after")
+            if not (isinstance(after, list) and len(after) == 2):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            try:
+                cursor = (int(after[0]), str(after[1]))
+            except (TypeError, ValueError):
+                raise InvalidArgument("page_token", "is not a token this server issued") from None
+        page = await self._store.list_runs(run_filter, size, cursor)
+        counts = await self._viewers.read([r.run_id for r in page.runs])
+        runs = [summary(r, counts[r.run_id]) for r in page.runs]
+        next_cursor = page.next_cursor
+        kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
+        if kept < len(runs):
+            runs = runs[:kept]
+            next_cursor = (runs[-1].create_time.ToMicroseconds(), runs[-1].run_id)
+        token = encode_token({"scope": scope, "after": list(next_cursor)}) if next_cursor else ""
+        return runs, token
+
+    async def list_steps(
+        self, run_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[run_pb2.Step], str]:
+        state = await self._ledger.state(run_id)
+        size = clamp_page_size(page_size, 100)
+        start = 0
+        if page_token:
+            offset = decode_token(page_token, f"steps|{run_id}").get("offset")
+            if not isinstance(offset, int) or offset < 0:
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            start = offset
+        steps = [copied(s) for s in state.run.steps[start : start + size]]
+        steps = steps[: fitting((s.ByteSize() for s in steps), self._limits.response_bytes)]
+        end = start + len(steps)
+        more = end < len(state.run.steps)
+        token = encode_token({"scope": f"steps|{run_id}", "offset": end}) if more else ""
+        return steps, token
+
+    async def list_events(
+        self, run_id: str, *, filter_text: str, page_size: int, page_token: str
+    ) -> tuple[list[event_pb2.RunEvent], str]:
+        """A page of the run's stored events in seq order, filtered by kind."""
+        state = await self._ledger.state(run_id)
+        kinds = parse_kinds(filter_text)
+        size = clamp_page_size(page_size, 100)
+        scope = hashlib.sha256(f"events|{run_id}|{filter_text.strip()}".encode()).hexdigest()[:16]
+        after = 0
+        if page_token:
+            value = decode_token(page_token, scope).get("after")
+            if not isinstance(value, int) or not 0 <= value < 2**62:
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            after = value
+        check_not_purged(state, after, "page_token" if page_token else "run_id")
+        events = await self._store.read_events(run_id, after, size + 1, kinds)
+        if not events and after < state.last_seq and self._store.shared:
+            await self._ledger.learn_purge(run_id)  # another replica may have purged the log
+            state = await self._ledger.state(run_id)
+            check_not_purged(state, after, "page_token" if page_token else "run_id")
+        kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
+        more = len(events) > kept
+        events = events[:kept]
+        token = encode_token({"scope": scope, "after": events[-1].seq}) if more else ""
+        return [decode(e) for e in events], token
