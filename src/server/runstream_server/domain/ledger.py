@@ -19,14 +19,15 @@ a stall), goes through :meth:`RunLedger.commit`, in this order:
    :class:`~runstream_server.domain.commits.CommitRecord` goes to every consumer: watchers
    (the hub), WatchRuns, and the consumers the run manager registers (producer links and
    decision feeds, deadline timers, the stall tracker). Commits of other replicas arrive as
-   notices from the store (one reader per process) and produce the same record.
+   notices from the store (one reader per process, see following.py) and produce the same
+   record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -56,11 +57,8 @@ from runstream_server.store.base import (
     CommitNotice,
     EventStore,
     HeadMoved,
-    Notice,
-    PurgedNotice,
     RunFilter,
     StoredEvent,
-    ViewersNotice,
 )
 
 log = logging.getLogger("runstream.runs")
@@ -134,28 +132,21 @@ class RunLedger:
         policy: insight.InsightPolicy,
         clock: Callable[[], datetime],
         pinned: Callable[[str], bool],
-        elsewhere: Callable[[str, Iterable[event_pb2.RunEvent]], None],
         viewers: Callable[[str], int],
-        viewers_changed: Callable[[Sequence[str]], Awaitable[None]],
     ) -> None:
-        """`pinned` says which runs must stay in memory (watched, produced to); `elsewhere`
-        hears the events of runs this process does not hold (to arm their deadlines);
-        `viewers` counts a run's watchers on every replica, and `viewers_changed` hears that
-        another replica's count changed."""
+        """`pinned` says which runs must stay in memory (watched, produced to); `viewers`
+        counts a run's watchers on every replica."""
         self._store = store
         self._hub = hub
         self._runs_hub = runs_hub
         self._limits = limits
         self._policy = policy
         self._clock = clock
-        self._elsewhere = elsewhere
         self._viewers = viewers
-        self._viewers_changed = viewers_changed
         self._slots = RunSlots(limits.cached_runs, limits.cached_ended_runs, pinned=pinned)
         # Step durations learnt per (tenant, workflow): a tenant's estimates never come from,
         # or tell anything about, another tenant's runs.
         self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
-        self._notices: asyncio.Queue[Notice] = asyncio.Queue(maxsize=10_000)
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""
 
@@ -361,47 +352,14 @@ class RunLedger:
         self._slots.set_state(slot, draft)
         self.deliver(CommitRecord(draft, framed(stored), decoded, local=False))
 
-    def on_notice(self, notice: Notice) -> None:
-        """Called by the store's one reader for this process: queued, applied in order."""
-        try:
-            self._notices.put_nowait(notice)
-        except asyncio.QueueFull:  # far behind: drop the backlog, resync from the store
-            while not self._notices.empty():
-                self._notices.get_nowait()
-            self._notices.put_nowait(None)
-
-    async def apply_notices(self) -> None:
-        while True:
-            notice = await self._notices.get()
-            try:
-                if notice is None:
-                    await self._resync()
-                elif isinstance(notice, ViewersNotice):
-                    await self._viewers_changed([notice.run_id])
-                elif isinstance(notice, PurgedNotice):
-                    await self.learn_purge(notice.run_id)
-                else:
-                    await self._apply_notice(notice)
-            except Exception:
-                log.exception("applying another replica's commit failed; it resyncs on use")
-
-    async def _apply_notice(self, notice: CommitNotice) -> None:
-        run_id = notice.run_id
-        if self._slots.state(run_id) is None:
-            # Not held here: nothing to fold, but its deadlines must not rest on one replica.
-            events = notice.events or tuple(
-                await self._store.read_events(run_id, notice.first_seq - 1, 1000)
-            )
-            self._elsewhere(run_id, (decode(e) for e in events))
-            if not self._runs_hub.active:
-                return
+    async def catch_up(self, run_id: str, notice: CommitNotice | None = None) -> None:
+        """Folds in another replica's commit (a notice; None: whatever the log holds)."""
         async with self._slots.locked(run_id) as slot:
             await self._catch_up(slot, notice)
 
-    async def _resync(self) -> None:
-        """After a gap in notices: every held run against the store's head."""
-        for run_id, state in self._slots.held():
-            await self.refresh(run_id, state)
+    def held_runs(self) -> list[tuple[str, RunState]]:
+        """The runs this process holds in memory, with their states."""
+        return list(self._slots.held())
 
     async def learn_purge(self, run_id: str) -> None:
         """Takes the held run's ``purged_seq`` from the store: another replica purged its log

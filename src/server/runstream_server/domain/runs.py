@@ -44,6 +44,7 @@ from runstream_server.domain.events import (
     check_snapshot_size,
     validate_produced_event,
 )
+from runstream_server.domain.following import Notices
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.ledger import (
     Prepare,
@@ -132,11 +133,16 @@ class RunManager:
             pinned=lambda run_id: (
                 bool(self._hub.watcher_count(run_id)) or self._links.in_use(run_id)
             ),
-            elsewhere=lambda run_id, events: self._decisions.deadlines.arm_from(run_id, events),
             viewers=lambda run_id: self._viewers.total(run_id),
-            viewers_changed=lambda run_ids: self._viewers.changed_elsewhere(run_ids),
         )
         self._viewers = ViewerCounts(store, self._hub, self._runs_hub, self._ledger.cached, summary)
+        self._notices = Notices(
+            self._ledger,
+            store,
+            self._runs_hub,
+            elsewhere=lambda run_id, events: self._decisions.deadlines.arm_from(run_id, events),
+            viewers_changed=self._viewers.changed_elsewhere,
+        )
         self._decisions = Decisions(
             self._ledger,
             self._links,
@@ -179,8 +185,8 @@ class RunManager:
         """Follows other replicas' commits, re-arms stored decision deadlines and starts the
         stall and retention monitors."""
         if self._store.shared:
-            self._spawn(self._store.follow(self._ledger.on_notice))
-            self._spawn(self._ledger.apply_notices())
+            self._spawn(self._store.follow(self._notices.on_notice))
+            self._spawn(self._notices.apply_forever())
             self._spawn(self._viewers.reread_forever())
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None

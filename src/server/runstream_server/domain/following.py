@@ -1,0 +1,91 @@
+"""Following other replicas: the notices of the store's one reader, applied in order.
+
+The store's reader (one per process) hands every notice to :meth:`Notices.on_notice`, which
+only queues it; one task applies them in order. A commit notice of a run this process holds
+is folded in by the ledger (which reads any gap from the log) and delivered like a local
+commit. A run it does not hold still has its deadlines armed here, so they never rest on one
+replica. A viewer count change goes to WatchRuns, a purge corrects the held state. A gap (a
+reconnect, or a queue that overflowed) checks every held run against the store's head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from runstream.v1 import event_pb2
+
+from runstream_server.domain.hub import RunsHub
+from runstream_server.domain.ledger import RunLedger, decode
+from runstream_server.store.base import (
+    CommitNotice,
+    EventStore,
+    Notice,
+    PurgedNotice,
+    ViewersNotice,
+)
+
+log = logging.getLogger("runstream.runs")
+
+
+class Notices:
+    """Other replicas' notices, queued as they arrive and applied in order by one task."""
+
+    def __init__(
+        self,
+        ledger: RunLedger,
+        store: EventStore,
+        runs_hub: RunsHub,
+        elsewhere: Callable[[str, Iterable[event_pb2.RunEvent]], None],
+        viewers_changed: Callable[[Sequence[str]], Awaitable[None]],
+    ) -> None:
+        """`elsewhere` hears the events of runs this process does not hold (to arm their
+        deadlines); `viewers_changed` hears that another replica's viewer count changed."""
+        self._ledger = ledger
+        self._store = store
+        self._runs_hub = runs_hub
+        self._elsewhere = elsewhere
+        self._viewers_changed = viewers_changed
+        self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=10_000)
+
+    def on_notice(self, notice: Notice) -> None:
+        """Called by the store's one reader for this process: queued, applied in order."""
+        try:
+            self._queue.put_nowait(notice)
+        except asyncio.QueueFull:  # far behind: drop the backlog, resync from the store
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    async def apply_forever(self) -> None:
+        while True:
+            notice = await self._queue.get()
+            try:
+                if notice is None:
+                    await self._resync()
+                elif isinstance(notice, ViewersNotice):
+                    await self._viewers_changed([notice.run_id])
+                elif isinstance(notice, PurgedNotice):
+                    await self._ledger.learn_purge(notice.run_id)
+                else:
+                    await self._apply(notice)
+            except Exception:
+                log.exception("applying another replica's commit failed; it resyncs on use")
+
+    async def _apply(self, notice: CommitNotice) -> None:
+        run_id = notice.run_id
+        if self._ledger.cached(run_id) is None:
+            # Not held here: nothing to fold, but its deadlines must not rest on one replica.
+            events = notice.events or tuple(
+                await self._store.read_events(run_id, notice.first_seq - 1, 1000)
+            )
+            self._elsewhere(run_id, (decode(e) for e in events))
+            if not self._runs_hub.active:
+                return
+        await self._ledger.catch_up(run_id, notice)
+
+    async def _resync(self) -> None:
+        """After a gap in notices: every held run against the store's head."""
+        for run_id, state in self._ledger.held_runs():
+            await self._ledger.refresh(run_id, state)
