@@ -112,3 +112,29 @@ async def test_viewer_count_adds_up_the_watchers_of_both_replicas_and_drops_as_t
 
 async def _is(reading: Awaitable[dict[str, int]], expected: dict[str, int]) -> bool:
     return await reading == expected
+
+
+async def test_the_watchers_of_a_replica_that_died_stop_counting(
+    replicas: tuple[ServerProcess, ServerProcess],
+    stubs: tuple[run_service_pb2_grpc.RunServiceStub, run_service_pb2_grpc.RunServiceStub],
+) -> None:
+    on_a, on_b = stubs
+    watched = (await on_a.CreateRun(rs.CreateRunRequest(workflow="viewers"))).run.run_id
+    view = RunsView(on_a)
+    watchers = []
+    try:
+        for _ in range(2):
+            call = on_b.WatchRun(rs.WatchRunRequest(run_id=watched))
+            await call.read()
+            watchers.append(call)
+        await eventually(lambda: view.counts.get(watched) == 2)
+        replicas[1].kill()  # SIGKILL: B takes its counts with it, telling nobody
+        # B's counts expire in Redis 15 s after its last refresh; A reads them again every
+        # 5 s and sends the run to WatchRuns when its count changed.
+        await eventually(lambda: view.counts[watched] == 0, within=60)
+        assert await listed(on_a) == {watched: 0}
+        assert await counted(on_a, watched) == 0
+    finally:
+        for call in watchers:
+            call.cancel()
+        view.close()

@@ -124,7 +124,8 @@ if ARGV[4] ~= '' then redis.call(ARGV[5], ARGV[4], ARGV[6]) end
 return 1
 """
 _VIEWERS_NOTICE = b"*viewers\n"
-"""Starts a viewers notice; a commit notice starts with a run id, which has no '*'."""
+"""Starts a viewers notice (then the replica and the run, a line each); a commit notice
+starts with a run id, which has no '*'."""
 
 # KEYS: meta, log, keys. ARGV: expected head, the purged snapshot, channel, the publish
 # command, the notice.
@@ -240,9 +241,17 @@ def _unavailable(
     return wrapper
 
 
-def _decode_notice(data: bytes) -> CommitNotice | ViewersNotice | PurgedNotice:
+def _pass_on(handler: NoticeHandler, data: bytes, mine: bytes) -> None:
+    """Decodes a notice and hands it on, unless it is this replica's own viewer count."""
     if data.startswith(_VIEWERS_NOTICE):
-        return ViewersNotice(data[len(_VIEWERS_NOTICE) :].decode())
+        replica, run_id = data[len(_VIEWERS_NOTICE) :].split(b"\n", 1)
+        if replica != mine:
+            handler(ViewersNotice(run_id.decode()))
+        return
+    handler(_decode_notice(data))
+
+
+def _decode_notice(data: bytes) -> CommitNotice | PurgedNotice:
     if data.startswith(_PURGED_NOTICE):
         return PurgedNotice(data[len(_PURGED_NOTICE) :].decode())
     run_id, first, last, rest = data.split(b"\n", 3)
@@ -280,7 +289,7 @@ def slot_tags() -> tuple[str, ...]:
     return tuple(tags)
 
 
-async def _confirmed(pubsub: Any, channels: int, handler: NoticeHandler) -> bool:
+async def _confirmed(pubsub: Any, channels: int, handler: NoticeHandler, mine: bytes) -> bool:
     """Waits until Redis confirmed that many subscriptions; passes on notices meanwhile.
     False when a slot moved meanwhile (Redis unsubscribed its channel): subscribe again."""
     while channels:
@@ -290,7 +299,7 @@ async def _confirmed(pubsub: Any, channels: int, handler: NoticeHandler) -> bool
         if message["type"] == "ssubscribe":
             channels -= 1
         elif message["type"] == "smessage":
-            handler(_decode_notice(message["data"]))
+            _pass_on(handler, message["data"], mine)
         elif message["type"] == "sunsubscribe":
             return False
     return True
@@ -665,7 +674,7 @@ class RedisEventStore:
             while not self._closed.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message.get("type") == "message":
-                    handler(_decode_notice(message["data"]))
+                    _pass_on(handler, message["data"], self.replica_id.encode())
         finally:
             self._followers.discard(pubsub)
             # Exception, not BaseException: a cancellation arriving here must end the loop.
@@ -702,7 +711,7 @@ class RedisEventStore:
                 for i in range(1, len(channels), 1000):
                     commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
                     await connection.send_packed_command(connection.pack_commands(commands))
-                if not await _confirmed(pubsub, len(channels), handler):
+                if not await _confirmed(pubsub, len(channels), handler, self.replica_id.encode()):
                     log.info("a slot moved to another Redis node; subscribing again")
                     return
             log.info(
@@ -730,7 +739,7 @@ class RedisEventStore:
             if message is None:
                 continue
             if message["type"] == "smessage":
-                handler(_decode_notice(message["data"]))
+                _pass_on(handler, message["data"], self.replica_id.encode())
             elif message["type"] == "sunsubscribe":
                 log.info("a slot moved to another Redis node; subscribing again")
                 return
@@ -759,7 +768,7 @@ class RedisEventStore:
                 _VIEWERS_TTL_MS * 2,
                 self._notice_channel(run_id) if tell else "",
                 self._publish_command,
-                _VIEWERS_NOTICE + run_id.encode(),
+                _VIEWERS_NOTICE + f"{self.replica_id}\n{run_id}".encode(),
             ],
         )
 
