@@ -665,8 +665,19 @@ class RedisEventStore:
                 await asyncio.sleep(0.5)
 
     async def _follow_channel(self, handler: NoticeHandler) -> None:
-        """One Redis: classic pub/sub on one channel (any Redis version has it)."""
-        pubsub = self._client.pubsub()
+        """One Redis: classic pub/sub on one channel (any Redis version has it).
+
+        Its own connection, which never reconnects by itself: redis-py would subscribe again
+        silently, and the notices sent meanwhile would be lost without a gap to resync from.
+        Here a lost connection ends the subscription; the caller subscribes again and resyncs.
+        """
+        client: Any = aioredis.from_url(
+            self.options.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=3,
+            health_check_interval=10,
+        )
+        pubsub = client.pubsub()
         self._followers.add(pubsub)
         try:
             await pubsub.subscribe(self._channel)
@@ -680,6 +691,8 @@ class RedisEventStore:
             # Exception, not BaseException: a cancellation arriving here must end the loop.
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _follow_shards(self, handler: NoticeHandler) -> None:
         """A cluster: sharded pub/sub, one connection per master, subscribed to the channels
