@@ -67,6 +67,8 @@ _M = TypeVar("_M", run_pb2.Run, run_pb2.Step, decision_pb2.Decision, event_pb2.R
 Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 Consumer = Callable[[CommitRecord], None]
 _MAX_ATTEMPTS = 50
+HEAD_CHECK_SECONDS = 1.0
+"""How long one idle-watcher check of a run's head in a shared store serves the others."""
 
 
 async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
@@ -149,6 +151,7 @@ class RunLedger:
         self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""
+        self._head_checks: dict[str, asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -372,6 +375,26 @@ class RunLedger:
         async with self._slots.locked(run_id) as slot:
             if slot.state is not None and stored.purged_seq > slot.state.run.purged_seq:
                 slot.state.run.purged_seq = stored.purged_seq
+
+    async def check_head(self, run_id: str, state: RunState) -> None:
+        """:meth:`refresh` for idle watchers, which check at their heartbeats that no lost
+        notice left them behind: one check of a run serves every caller until it is
+        :data:`HEAD_CHECK_SECONDS` old, so a run's idle watchers cost the store one read per
+        second, not one per watcher and heartbeat."""
+        check = self._head_checks.get(run_id)
+        if check is None:
+            check = self._head_checks[run_id] = asyncio.ensure_future(self.refresh(run_id, state))
+            check.add_done_callback(self._forget_head_check(run_id))
+        await asyncio.shield(check)
+
+    def _forget_head_check(self, run_id: str) -> Callable[[asyncio.Future[None]], None]:
+        def forget(check: asyncio.Future[None]) -> None:
+            check.cancelled() or check.exception()  # retrieved: nobody may be waiting any more
+            asyncio.get_running_loop().call_later(
+                HEAD_CHECK_SECONDS, self._head_checks.pop, run_id, None
+            )
+
+        return forget
 
     async def refresh(self, run_id: str, state: RunState) -> None:
         """Catches the held run up with the store when another replica moved it on."""

@@ -4,8 +4,9 @@ WatchRuns, every matching run's state and then its changes.
 A watcher reads from the store until it is level with the run's head, then from the hub,
 which holds only committed events (local, or another replica's learned by the ledger); any
 gap, a full buffer or events committed while it read, is filled from the store again. On a
-shared store, an idle watcher asks the ledger to check the run's head at each heartbeat, so
-a lost notice from another replica delays it by a heartbeat at most.
+shared store, an idle watcher asks the ledger to check the run's head at each heartbeat (one
+store read serves all of a run's idle watchers for a second), so a lost notice from another
+replica delays it by a heartbeat and a second at most.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ class Watching:
                     return
                 if sub.take_heartbeat():
                     if self._store.shared:  # a lost notice must not leave this watcher behind
-                        await self._ledger.refresh(run_id, head)
+                        await self._ledger.check_head(run_id, head)
                         if self._ledger.held(run_id).last_seq > sub.cursor:
                             continue  # what it missed is delivered (or read) next
                     yield Heartbeat(sub.cursor, self._clock())
