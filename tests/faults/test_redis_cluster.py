@@ -28,7 +28,7 @@ from runstream.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
-from runstream_server.store.redis import slot_tags
+from runstream_server.store.redis_notices import slot_tags
 
 from tests.clients.support import eventually
 from tests.conftest import RedisProcess, two_replicas

@@ -13,7 +13,9 @@ XADDs the events with their seqs as IDs, replaces the snapshot and publishes a n
 seqs (and, when small, the events) on ``P:commits``, all in one atomic step; with
 ``appendfsync always`` Redis replies only once the AOF holds it. A writer that lost the race
 gets :class:`~runstream_server.store.base.HeadMoved` and reloads. Readers of notices compare
-seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event.
+seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event
+(the notices and their one reader per process: :mod:`.redis_notices`; the URL's options:
+:mod:`.redis_url`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
@@ -33,32 +35,34 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import RedisCluster
-from redis.backoff import NoBackoff
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
-from redis.crc import key_slot
-from redis.retry import Retry
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import AlreadyExists, Unavailable
 from runstream_server.store.base import (
-    CommitNotice,
     HeadMoved,
     NoticeHandler,
-    PurgedNotice,
     RunFilter,
     RunPage,
     StoredEvent,
     StoreUnusable,
-    ViewersNotice,
 )
+from runstream_server.store.redis_notices import (
+    PURGED_NOTICE,
+    VIEWERS_NOTICE,
+    NoticeFollower,
+    notice_channel,
+    publish_command,
+    slot_tags,
+)
+from runstream_server.store.redis_url import RedisOptions, parse_url, redact
+
+__all__ = ["RedisEventStore", "RedisOptions", "parse_url", "redact", "slot_tags"]
 
 log = logging.getLogger("runstream.store.redis")
 _T = TypeVar("_T")
@@ -123,10 +127,6 @@ end
 if ARGV[4] ~= '' then redis.call(ARGV[5], ARGV[4], ARGV[6]) end
 return 1
 """
-_VIEWERS_NOTICE = b"*viewers\n"
-"""Starts a viewers notice (then the replica and the run, a line each); a commit notice
-starts with a run id, which has no '*'."""
-
 # KEYS: meta, log, keys. ARGV: expected head, the purged snapshot, channel, the publish
 # command, the notice.
 _PURGE = """
@@ -137,83 +137,6 @@ redis.call('HSET', KEYS[1], 'snap', ARGV[2])
 redis.call(ARGV[4], ARGV[3], ARGV[5])
 return 1
 """
-_PURGED_NOTICE = b"*purged\n"
-
-
-@dataclass(frozen=True)
-class RedisOptions:
-    """What a ``redis://`` store URL says beyond the connection itself."""
-
-    url: str
-    """The URL redis-py connects with (without Runstream's own query parameters)."""
-    prefix: str = "runstream"
-    """Prefix of every key, so several deployments (or tests) can share one Redis."""
-    cluster: bool = False
-    """Connect to a Redis Cluster (keys of a run share a hash tag, so scripts stay in one slot)."""
-    wait_replicas: int = 0
-    """After each append, WAIT until this many Redis replicas have it (0: do not wait)."""
-    wait_timeout_ms: int = 1000
-
-
-def parse_url(url: str) -> RedisOptions:
-    """Splits a store URL: redis-py's part, and Runstream's ``prefix``, ``cluster``,
-    ``wait`` (replica acknowledgements), ``wait_timeout_ms`` and ``password_file``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://")
-    query = parse_qs(parts.query)
-    own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
-    netloc = parts.netloc
-    if "password_file" in own:
-        try:
-            secret = Path(own["password_file"]).read_text().strip()
-        except OSError as exc:
-            raise ValueError(
-                f"password_file: cannot read {own['password_file']} ({exc.strerror})"
-            ) from None
-        host = netloc.rsplit("@", 1)[-1]
-        user = netloc.rsplit("@", 1)[0].split(":", 1)[0] if "@" in netloc else ""
-        netloc = f"{user}:{quote(secret, safe='')}@{host}"
-    rest = urlunsplit(
-        (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
-    )
-    options = RedisOptions(
-        url=rest,
-        prefix=own.get("prefix", "runstream"),
-        cluster=own.get("cluster", "0") in ("1", "true", "yes"),
-        wait_replicas=_count(own, "wait", 0),
-        wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
-    )
-    if options.cluster and options.wait_replicas:
-        # WAIT must run on the connection that wrote, to the shard that owns the run.
-        raise ValueError("wait=N is not supported with cluster=1 yet")
-    return options
-
-
-def _count(own: dict[str, str], name: str, default: int) -> int:
-    """A non-negative whole number option of the URL."""
-    text = own.get(name, str(default))
-    if not text.isdigit():
-        raise ValueError(f"{name}={text!r} must be a whole number of at least 0")
-    return int(text)
-
-
-_OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
-
-
-def redact(url: str) -> str:
-    """The URL without its password (in the credentials or a ``password=`` parameter), for
-    logs and error messages."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        creds, host = netloc.rsplit("@", 1)
-        netloc = f"{creds.split(':', 1)[0]}:***@{host}"
-    query = [
-        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
-        for name, _, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
-    ]
-    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), ""))
 
 
 def _unavailable(
@@ -239,70 +162,6 @@ def _unavailable(
             raise
 
     return wrapper
-
-
-def _pass_on(handler: NoticeHandler, data: bytes, mine: bytes) -> None:
-    """Decodes a notice and hands it on, unless it is this replica's own viewer count."""
-    if data.startswith(_VIEWERS_NOTICE):
-        replica, run_id = data[len(_VIEWERS_NOTICE) :].split(b"\n", 1)
-        if replica != mine:
-            handler(ViewersNotice(run_id.decode()))
-        return
-    handler(_decode_notice(data))
-
-
-def _decode_notice(data: bytes) -> CommitNotice | PurgedNotice:
-    if data.startswith(_PURGED_NOTICE):
-        return PurgedNotice(data[len(_PURGED_NOTICE) :].decode())
-    run_id, first, last, rest = data.split(b"\n", 3)
-    events: list[StoredEvent] = []
-    seq, pos = int(first), 0
-    while pos < len(rest):
-        end = rest.index(b"\n", pos)
-        kind, key_len, data_len = (int(x) for x in rest[pos:end].split(b" "))
-        pos = end + 1
-        key = rest[pos : pos + key_len].decode()
-        pos += key_len
-        events.append(StoredEvent(seq, kind, key, rest[pos : pos + data_len]))
-        pos += data_len
-        seq += 1
-    return CommitNotice(run_id.decode(), int(first), int(last), tuple(events))
-
-
-@functools.cache
-def slot_tags() -> tuple[str, ...]:
-    """For each of the 16,384 cluster slots, a short hash tag whose keys land in it.
-
-    A sharded channel lives in one slot, and a script may publish only to the slot of its
-    keys, so notices go out on one channel per slot, named with the slot's tag. Found by
-    trying hex numbers (about 300,000, 0.1 s), once per process.
-    """
-    tags: list[str] = [""] * SLOTS
-    missing, n = SLOTS, 0
-    while missing:
-        tag = f"{n:x}"
-        slot = key_slot(tag.encode())
-        if not tags[slot]:
-            tags[slot] = tag
-            missing -= 1
-        n += 1
-    return tuple(tags)
-
-
-async def _confirmed(pubsub: Any, channels: int, handler: NoticeHandler, mine: bytes) -> bool:
-    """Waits until Redis confirmed that many subscriptions; passes on notices meanwhile.
-    False when a slot moved meanwhile (Redis unsubscribed its channel): subscribe again."""
-    while channels:
-        message = await pubsub.get_message(timeout=5.0)
-        if message is None:
-            raise rex.TimeoutError("Redis did not confirm the notice subscriptions")
-        if message["type"] == "ssubscribe":
-            channels -= 1
-        elif message["type"] == "smessage":
-            _pass_on(handler, message["data"], mine)
-        elif message["type"] == "sunsubscribe":
-            return False
-    return True
 
 
 def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
@@ -342,10 +201,9 @@ class RedisEventStore:
         self._write_viewer_count: Any = None
         self._closed = asyncio.Event()
         self._viewers: dict[str, int] = {}
-        self._followers: set[Any] = set()  # open pub/sub connections, closed with the store
+        self._notices = NoticeFollower(self.options, self.replica_id)
         self._viewer_refresher: asyncio.Task[None] | None = None
         p = self.options.prefix
-        self._channel = f"{p}:commits"
         self._runs = f"{p}:runs"
         self._active = f"{p}:active"
         self._ended = f"{p}:ended"
@@ -359,17 +217,6 @@ class RedisEventStore:
     def _keys(self, run_id: str) -> list[str]:
         p = self.options.prefix
         return [f"{p}:{{{run_id}}}:meta", f"{p}:{{{run_id}}}:log", f"{p}:{{{run_id}}}:keys"]
-
-    def _notice_channel(self, run_id: str) -> str:
-        """Where notices about the run are published: on a cluster, the channel of the slot
-        the run's keys are in, so the append script may publish there (SPUBLISH)."""
-        if self.options.cluster:
-            return self._shard_channel(slot_tags()[key_slot(f"{{{run_id}}}".encode())])
-        return self._channel
-
-    @property
-    def _publish_command(self) -> str:
-        return "SPUBLISH" if self.options.cluster else "PUBLISH"
 
     def _viewers_key(self, run_id: str) -> str:
         return f"{self.options.prefix}:{{{run_id}}}:viewers"
@@ -409,9 +256,7 @@ class RedisEventStore:
 
     async def close(self) -> None:
         self._closed.set()
-        for pubsub in list(self._followers):
-            with contextlib.suppress(rex.RedisError, OSError):
-                await pubsub.aclose()
+        await self._notices.close()
         if self._viewer_refresher is not None:
             self._viewer_refresher.cancel()
             with contextlib.suppress(BaseException):
@@ -453,11 +298,11 @@ class RedisEventStore:
             expected_seq,
             snapshot.SerializeToString(),
             snapshot.status,
-            self._notice_channel(run_id),
+            notice_channel(self.options, run_id),
             run_id,
             1 if with_data else 0,
             len(events),
-            self._publish_command,
+            publish_command(self.options),
         ]
         for event in events:
             args += [event.seq, event.kind, event.idempotency_key, event.data]
@@ -527,9 +372,9 @@ class RedisEventStore:
             args = [
                 head,
                 run.SerializeToString(),
-                self._notice_channel(run_id),
-                self._publish_command,
-                _PURGED_NOTICE + run_id.encode(),
+                notice_channel(self.options, run_id),
+                publish_command(self.options),
+                PURGED_NOTICE + run_id.encode(),
             ]
             if await self._purge(keys=[meta, log_key, keys], args=args):
                 purged.append(run_id)
@@ -654,111 +499,9 @@ class RedisEventStore:
     async def follow(self, handler: NoticeHandler) -> None:
         """One subscription per process (on a cluster, one per shard); reconnects, and
         reports each gap as None."""
-        while not self._closed.is_set():
-            try:
-                if self.options.cluster:
-                    await self._follow_shards(handler)
-                else:
-                    await self._follow_channel(handler)
-            except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-                log.warning("lost the Redis notice subscription (%s); reconnecting", exc)
-                await asyncio.sleep(0.5)
+        await self._notices.follow(handler, self._client)
 
-    async def _follow_channel(self, handler: NoticeHandler) -> None:
-        """One Redis: classic pub/sub on one channel (any Redis version has it).
-
-        Its own connection, which never reconnects by itself: redis-py would subscribe again
-        silently, and the notices sent meanwhile would be lost without a gap to resync from.
-        Here a lost connection ends the subscription; the caller subscribes again and resyncs.
-        """
-        client: Any = aioredis.from_url(
-            self.options.url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=3,
-            health_check_interval=10,
-        )
-        pubsub = client.pubsub()
-        self._followers.add(pubsub)
-        try:
-            await pubsub.subscribe(self._channel)
-            handler(None)  # notices before the subscription were missed: resync
-            while not self._closed.is_set():
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is not None and message.get("type") == "message":
-                    _pass_on(handler, message["data"], self.replica_id.encode())
-        finally:
-            self._followers.discard(pubsub)
-            # Exception, not BaseException: a cancellation arriving here must end the loop.
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
-    async def _follow_shards(self, handler: NoticeHandler) -> None:
-        """A cluster: sharded pub/sub, one connection per master, subscribed to the channels
-        of the slots it owns. A notice then travels only within the shard of its run, where
-        classic PUBLISH would be copied to every node. Returns when a slot moved (Redis
-        unsubscribes its channel), so the caller subscribes again where the slots are now."""
-        nodes = self._client.nodes_manager
-        await nodes.initialize()  # where the slots are now
-        started = time.monotonic()
-        tags = slot_tags()
-        owned: dict[str, tuple[Any, list[str]]] = {}
-        for slot, tag in enumerate(tags):
-            node = nodes.get_node_from_slot(slot)
-            owned.setdefault(node.name, (node, []))[1].append(self._shard_channel(tag))
-        pubsubs: list[Any] = []
-        readers: list[asyncio.Task[None]] = []
-        try:
-            for node, channels in owned.values():
-                kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-                pool = aioredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
-                pubsub = aioredis.Redis(connection_pool=pool).pubsub()
-                pubsubs.append(pubsub)
-                self._followers.add(pubsub)
-                await pubsub.ssubscribe(channels[0])  # connects and sets the pubsub up
-                # One SSUBSCRIBE per slot (several channels in one would be CROSSSLOT), sent
-                # in a few writes rather than thousands of round trips through the client.
-                connection = pubsub.connection
-                assert connection is not None  # set by the first SSUBSCRIBE
-                for i in range(1, len(channels), 1000):
-                    commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
-                    await connection.send_packed_command(connection.pack_commands(commands))
-                if not await _confirmed(pubsub, len(channels), handler, self.replica_id.encode()):
-                    log.info("a slot moved to another Redis node; subscribing again")
-                    return
-            log.info(
-                "following notices on %d Redis shards (%.2f s to subscribe)",
-                len(owned),
-                time.monotonic() - started,
-            )
-            handler(None)  # notices before the subscriptions were missed: resync
-            readers = [asyncio.create_task(self._read_shard(p, handler)) for p in pubsubs]
-            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
-            for reader in done:
-                reader.result()  # a lost connection raises here
-        finally:
-            for reader in readers:
-                reader.cancel()
-            for pubsub in pubsubs:
-                self._followers.discard(pubsub)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await pubsub.connection_pool.disconnect()
-
-    async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
-        while not self._closed.is_set():
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None:
-                continue
-            if message["type"] == "smessage":
-                _pass_on(handler, message["data"], self.replica_id.encode())
-            elif message["type"] == "sunsubscribe":
-                log.info("a slot moved to another Redis node; subscribing again")
-                return
-
-    def _shard_channel(self, tag: str) -> str:
-        return f"{self.options.prefix}:notices:{{{tag}}}"
+    # --- viewer counts ----------------------------------------------------------------------
 
     async def set_viewers(self, run_id: str, count: int) -> None:
         if self.closed:
@@ -779,9 +522,9 @@ class RedisEventStore:
                 self.replica_id,
                 json.dumps([count, expires]) if count else "",
                 _VIEWERS_TTL_MS * 2,
-                self._notice_channel(run_id) if tell else "",
-                self._publish_command,
-                _VIEWERS_NOTICE + f"{self.replica_id}\n{run_id}".encode(),
+                notice_channel(self.options, run_id) if tell else "",
+                publish_command(self.options),
+                VIEWERS_NOTICE + f"{self.replica_id}\n{run_id}".encode(),
             ],
         )
 

@@ -1,0 +1,253 @@
+"""Notices between replicas on Redis: what one replica tells the others, and how each
+process follows them.
+
+An append (and a purge, and a change in a replica's viewer count) publishes a notice in the
+same script that writes: a commit notice names the run and the seqs (with the events when
+small), and starts with the run id; the other notices start with ``*``. On one Redis they go
+out on one classic pub/sub channel, ``P:commits``; on a cluster, with SPUBLISH on the channel
+of the run's slot (``P:notices:{TAG}``), so a notice stays within the shard of its run.
+
+:class:`NoticeFollower` is each process's one reader: one subscription (on a cluster, one per
+master), on a connection of its own that never reconnects silently, so a lost connection is
+reported to the handler as a gap (``None``) and the replica resyncs from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from runstream_server.store.base import (
+    CommitNotice,
+    NoticeHandler,
+    PurgedNotice,
+    StoredEvent,
+    ViewersNotice,
+)
+from runstream_server.store.redis_url import RedisOptions
+
+log = logging.getLogger("runstream.store.redis")
+
+VIEWERS_NOTICE = b"*viewers\n"
+"""Starts a viewers notice (then the replica and the run, a line each); a commit notice
+starts with a run id, which has no '*'."""
+PURGED_NOTICE = b"*purged\n"
+"""Starts a purge notice (then the run)."""
+
+
+def notice_channel(options: RedisOptions, run_id: str) -> str:
+    """Where notices about the run are published: on a cluster, the channel of the slot
+    the run's keys are in, so the append script may publish there (SPUBLISH)."""
+    if options.cluster:
+        return shard_channel(options, slot_tags()[key_slot(f"{{{run_id}}}".encode())])
+    return commits_channel(options)
+
+
+def commits_channel(options: RedisOptions) -> str:
+    """The one channel of every notice on a single Redis."""
+    return f"{options.prefix}:commits"
+
+
+def publish_command(options: RedisOptions) -> str:
+    return "SPUBLISH" if options.cluster else "PUBLISH"
+
+
+def shard_channel(options: RedisOptions, tag: str) -> str:
+    return f"{options.prefix}:notices:{{{tag}}}"
+
+
+def pass_on(handler: NoticeHandler, data: bytes, mine: bytes) -> None:
+    """Decodes a notice and hands it on, unless it is this replica's own viewer count."""
+    if data.startswith(VIEWERS_NOTICE):
+        replica, run_id = data[len(VIEWERS_NOTICE) :].split(b"\n", 1)
+        if replica != mine:
+            handler(ViewersNotice(run_id.decode()))
+        return
+    handler(decode_notice(data))
+
+
+def decode_notice(data: bytes) -> CommitNotice | PurgedNotice:
+    if data.startswith(PURGED_NOTICE):
+        return PurgedNotice(data[len(PURGED_NOTICE) :].decode())
+    run_id, first, last, rest = data.split(b"\n", 3)
+    events: list[StoredEvent] = []
+    seq, pos = int(first), 0
+    while pos < len(rest):
+        end = rest.index(b"\n", pos)
+        kind, key_len, data_len = (int(x) for x in rest[pos:end].split(b" "))
+        pos = end + 1
+        key = rest[pos : pos + key_len].decode()
+        pos += key_len
+        events.append(StoredEvent(seq, kind, key, rest[pos : pos + data_len]))
+        pos += data_len
+        seq += 1
+    return CommitNotice(run_id.decode(), int(first), int(last), tuple(events))
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each of the 16,384 cluster slots, a short hash tag whose keys land in it.
+
+    A sharded channel lives in one slot, and a script may publish only to the slot of its
+    keys, so notices go out on one channel per slot, named with the slot's tag. Found by
+    trying hex numbers (about 300,000, 0.1 s), once per process.
+    """
+    tags: list[str] = [""] * SLOTS
+    missing, n = SLOTS, 0
+    while missing:
+        tag = f"{n:x}"
+        slot = key_slot(tag.encode())
+        if not tags[slot]:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(tags)
+
+
+async def confirmed(pubsub: Any, channels: int, handler: NoticeHandler, mine: bytes) -> bool:
+    """Waits until Redis confirmed that many subscriptions; passes on notices meanwhile.
+    False when a slot moved meanwhile (Redis unsubscribed its channel): subscribe again."""
+    while channels:
+        message = await pubsub.get_message(timeout=5.0)
+        if message is None:
+            raise rex.TimeoutError("Redis did not confirm the notice subscriptions")
+        if message["type"] == "ssubscribe":
+            channels -= 1
+        elif message["type"] == "smessage":
+            pass_on(handler, message["data"], mine)
+        elif message["type"] == "sunsubscribe":
+            return False
+    return True
+
+
+class NoticeFollower:
+    """The one reader of other replicas' notices in a process."""
+
+    def __init__(self, options: RedisOptions, replica_id: str) -> None:
+        self.options = options
+        self.replica_id = replica_id
+        self._closed = asyncio.Event()
+        self._followers: set[Any] = set()  # open pub/sub connections, closed on close()
+
+    async def close(self) -> None:
+        self._closed.set()
+        for pubsub in list(self._followers):
+            with contextlib.suppress(rex.RedisError, OSError):
+                await pubsub.aclose()
+
+    async def follow(self, handler: NoticeHandler, client: Any) -> None:
+        """One subscription per process (on a cluster, one per shard); reconnects, and
+        reports each gap as None."""
+        while not self._closed.is_set():
+            try:
+                if self.options.cluster:
+                    await self._follow_shards(handler, client)
+                else:
+                    await self._follow_channel(handler)
+            except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
+                log.warning("lost the Redis notice subscription (%s); reconnecting", exc)
+                await asyncio.sleep(0.5)
+
+    async def _follow_channel(self, handler: NoticeHandler) -> None:
+        """One Redis: classic pub/sub on one channel (any Redis version has it).
+
+        Its own connection, which never reconnects by itself: redis-py would subscribe again
+        silently, and the notices sent meanwhile would be lost without a gap to resync from.
+        Here a lost connection ends the subscription; the caller subscribes again and resyncs.
+        """
+        client: Any = aioredis.from_url(
+            self.options.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=3,
+            health_check_interval=10,
+        )
+        pubsub = client.pubsub()
+        self._followers.add(pubsub)
+        try:
+            await pubsub.subscribe(commits_channel(self.options))
+            handler(None)  # notices before the subscription were missed: resync
+            while not self._closed.is_set():
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    pass_on(handler, message["data"], self.replica_id.encode())
+        finally:
+            self._followers.discard(pubsub)
+            # Exception, not BaseException: a cancellation arriving here must end the loop.
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def _follow_shards(self, handler: NoticeHandler, client: Any) -> None:
+        """A cluster: sharded pub/sub, one connection per master, subscribed to the channels
+        of the slots it owns. A notice then travels only within the shard of its run, where
+        classic PUBLISH would be copied to every node. Returns when a slot moved (Redis
+        unsubscribes its channel), so the caller subscribes again where the slots are now."""
+        nodes = client.nodes_manager
+        await nodes.initialize()  # where the slots are now
+        started = time.monotonic()
+        tags = slot_tags()
+        owned: dict[str, tuple[Any, list[str]]] = {}
+        for slot, tag in enumerate(tags):
+            node = nodes.get_node_from_slot(slot)
+            owned.setdefault(node.name, (node, []))[1].append(shard_channel(self.options, tag))
+        pubsubs: list[Any] = []
+        readers: list[asyncio.Task[None]] = []
+        try:
+            for node, channels in owned.values():
+                kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+                pool = aioredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
+                pubsub = aioredis.Redis(connection_pool=pool).pubsub()
+                pubsubs.append(pubsub)
+                self._followers.add(pubsub)
+                await pubsub.ssubscribe(channels[0])  # connects and sets the pubsub up
+                # One SSUBSCRIBE per slot (several channels in one would be CROSSSLOT), sent
+                # in a few writes rather than thousands of round trips through the client.
+                connection = pubsub.connection
+                assert connection is not None  # set by the first SSUBSCRIBE
+                for i in range(1, len(channels), 1000):
+                    commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
+                    await connection.send_packed_command(connection.pack_commands(commands))
+                if not await confirmed(pubsub, len(channels), handler, self.replica_id.encode()):
+                    log.info("a slot moved to another Redis node; subscribing again")
+                    return
+            log.info(
+                "following notices on %d Redis shards (%.2f s to subscribe)",
+                len(owned),
+                time.monotonic() - started,
+            )
+            handler(None)  # notices before the subscriptions were missed: resync
+            readers = [asyncio.create_task(self._read_shard(p, handler)) for p in pubsubs]
+            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            for reader in done:
+                reader.result()  # a lost connection raises here
+        finally:
+            for reader in readers:
+                reader.cancel()
+            for pubsub in pubsubs:
+                self._followers.discard(pubsub)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                    await pubsub.connection_pool.disconnect()
+
+    async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
+        while not self._closed.is_set():
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            if message["type"] == "smessage":
+                pass_on(handler, message["data"], self.replica_id.encode())
+            elif message["type"] == "sunsubscribe":
+                log.info("a slot moved to another Redis node; subscribing again")
+                return

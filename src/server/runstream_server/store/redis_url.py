@@ -1,0 +1,85 @@
+"""What a ``redis://`` or ``rediss://`` store URL says: redis-py's part, and Runstream's own
+options (``prefix``, ``cluster``, ``wait``, ``wait_timeout_ms``, ``password_file``), and the
+URL as logs may show it, without its password."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """What a ``redis://`` store URL says beyond the connection itself."""
+
+    url: str
+    """The URL redis-py connects with (without Runstream's own query parameters)."""
+    prefix: str = "runstream"
+    """Prefix of every key, so several deployments (or tests) can share one Redis."""
+    cluster: bool = False
+    """Connect to a Redis Cluster (keys of a run share a hash tag, so scripts stay in one slot)."""
+    wait_replicas: int = 0
+    """After each append, WAIT until this many Redis replicas have it (0: do not wait)."""
+    wait_timeout_ms: int = 1000
+
+
+def parse_url(url: str) -> RedisOptions:
+    """Splits a store URL: redis-py's part, and Runstream's ``prefix``, ``cluster``,
+    ``wait`` (replica acknowledgements), ``wait_timeout_ms`` and ``password_file``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://")
+    query = parse_qs(parts.query)
+    own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
+    netloc = parts.netloc
+    if "password_file" in own:
+        try:
+            secret = Path(own["password_file"]).read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"password_file: cannot read {own['password_file']} ({exc.strerror})"
+            ) from None
+        host = netloc.rsplit("@", 1)[-1]
+        user = netloc.rsplit("@", 1)[0].split(":", 1)[0] if "@" in netloc else ""
+        netloc = f"{user}:{quote(secret, safe='')}@{host}"
+    rest = urlunsplit(
+        (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
+    )
+    options = RedisOptions(
+        url=rest,
+        prefix=own.get("prefix", "runstream"),
+        cluster=own.get("cluster", "0") in ("1", "true", "yes"),
+        wait_replicas=_count(own, "wait", 0),
+        wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
+    )
+    if options.cluster and options.wait_replicas:
+        # WAIT must run on the connection that wrote, to the shard that owns the run.
+        raise ValueError("wait=N is not supported with cluster=1 yet")
+    return options
+
+
+def _count(own: dict[str, str], name: str, default: int) -> int:
+    """A non-negative whole number option of the URL."""
+    text = own.get(name, str(default))
+    if not text.isdigit():
+        raise ValueError(f"{name}={text!r} must be a whole number of at least 0")
+    return int(text)
+
+
+_OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
+
+
+def redact(url: str) -> str:
+    """The URL without its password (in the credentials or a ``password=`` parameter), for
+    logs and error messages."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        creds, host = netloc.rsplit("@", 1)
+        netloc = f"{creds.split(':', 1)[0]}:***@{host}"
+    query = [
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+        for name, _, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
+    ]
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), ""))
