@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from runstream.v1 import event_pb2
-from runstream_server.store.sqlite import _SCHEMA, SqliteEventStore
+from runstream_server.store.sqlite import SqliteEventStore
+from runstream_server.store.sqlite_writer import SCHEMA
 
 EVENTS_PER_RUN = 5000
 
@@ -34,7 +35,7 @@ def build(path: Path, megabytes: int) -> int:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
-    conn.executescript(_SCHEMA)
+    conn.executescript(SCHEMA)
     event = event_pb2.RunEvent(run_id="r", seq=1)
     event.custom.type = "tick"
     event.custom.data.update({"text": "x" * 300, "n": 1})

@@ -64,8 +64,7 @@ async def test_a_commit_waits_for_a_writer_connection_busy_on_the_thread(tmp_pat
             held.set()
             release.wait(10)
 
-        loop = asyncio.get_running_loop()
-        busy = loop.run_in_executor(store._writer, lambda: store._with_writer(occupy, None))
+        busy = asyncio.ensure_future(store.writer.run(occupy, None))
         assert await asyncio.to_thread(held.wait, 10)
         append = asyncio.ensure_future(_append(store, "r", 2))
         ticks = 0

@@ -9,8 +9,9 @@ disk. With ``NORMAL`` or ``OFF`` a commit only writes to the operating system's 
 acknowledged event survives a crash of the process, not of the machine) and takes tens of
 microseconds, less than handing it to a thread and back, so it runs on the event loop;
 checkpoints, which do wait for the disk, then run on the writer thread instead of inside a
-commit. Reads run on a small pool of reader threads with their own connections; WAL lets
-them proceed while the writer commits.
+commit (all of that is :mod:`~runstream_server.store.sqlite_writer`). Reads run on a small
+pool of reader threads with their own connections; WAL lets them proceed while the writer
+commits.
 
 The file is locked, checked and probed at :meth:`SqliteEventStore.open` (see
 :mod:`~runstream_server.store.sqlite_file`). A write that fails because the storage cannot
@@ -23,73 +24,31 @@ succeeds. Nothing is acknowledged that was not committed, so nothing acknowledge
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists, Unavailable
+from runstream_server.errors import Unavailable
 from runstream_server.store.base import (
-    HeadMoved,
     NoticeHandler,
     RunFilter,
     RunPage,
     StoredEvent,
-    StoreUnusable,
 )
 from runstream_server.store.sqlite_file import (
-    PROBE_TABLE,
-    FileLock,
-    check_database,
-    probe_write,
     rollback_if_active,
-    storage_fault,
-    unusable,
 )
+from runstream_server.store.sqlite_writer import SYNCHRONOUS, SqliteWriter
 
 log = logging.getLogger("runstream.store")
 
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    workflow TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    create_time_us INTEGER NOT NULL,
-    labels TEXT NOT NULL,
-    last_seq INTEGER NOT NULL,
-    snapshot BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_newest_first ON runs (create_time_us DESC, run_id DESC);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind INTEGER NOT NULL,
-    idempotency_key TEXT,
-    data BLOB NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency
-    ON events (run_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
-"""
-    + PROBE_TABLE
-    + ";"
-)
-
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_INLINE = ("OFF", "NORMAL")  # commits that do not wait for the disk: run on the event loop
-_CHECKPOINT_BYTES = 4 << 20  # with inline commits: a checkpoint after this much is written
-_PAGES_PER_APPEND = 3 * 4096
 _T = TypeVar("_T")
-_A = TypeVar("_A")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
 
 
@@ -98,26 +57,6 @@ def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
         return "", ()
     ordered = tuple(sorted(set(kinds)))
     return f"AND kind IN ({','.join('?' * len(ordered))})", ordered
-
-
-def _add_tenant_column(conn: sqlite3.Connection) -> None:
-    """Runs belong to a tenant (identity); files made before that get the column, all ""."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
-    if "tenant" not in columns:
-        conn.execute("ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
-    conn.execute(
-        "CREATE INDEX IF NOT EXISTS runs_tenant_newest "
-        "ON runs (tenant, create_time_us DESC, run_id DESC)"
-    )
-
-
-@dataclass(slots=True)
-class _Write:
-    run_id: str
-    events: Sequence[StoredEvent]
-    snapshot: run_pb2.Run
-    expected_seq: int
-    done: asyncio.Future[None] | None = None
 
 
 class SqliteEventStore:
@@ -140,73 +79,32 @@ class SqliteEventStore:
     ) -> None:
         """`check` runs ``PRAGMA quick_check`` at open (about 3 s per GB; see the README);
         `probe_interval` is how often a write is tried while writes fail."""
-        if synchronous.upper() not in _SYNCHRONOUS:
-            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}")
+        if synchronous.upper() not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
         self.path = path
-        self._probe_interval = probe_interval
-        self._writable = True
-        self._prober: asyncio.Task[None] | None = None
-        self._file_lock: FileLock | None = None
+        self.writer = SqliteWriter(
+            path, synchronous=synchronous.upper(), probe_interval=probe_interval, check=check
+        )
+        """The one writer connection: group commit, checkpoints, writability."""
         self._closed = False
-        self._check = check
-        self._synchronous = synchronous.upper()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="runstream-sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="runstream-sqlite-reader")
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
-        self._wconn: sqlite3.Connection | None = None
-        # Held by whoever uses the writer connection: the writer thread, or the event loop
-        # for an inline commit (which never waits for it: it hands the commit over instead).
-        self._wlock = threading.Lock()
-        self._inline = self._synchronous in _INLINE
-        self._unchecked_bytes = 0
-        self._checkpointing = False
-        self._pending: list[_Write] = []
-        self._drainer: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def open(self) -> None:
         """Locks, checks and probes the file; raises StoreUnusable naming what is wrong."""
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._open_writer)
-
-    def _open_writer(self) -> None:
-        lock = FileLock(self.path)
-        conn: sqlite3.Connection | None = None
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self._check:
-                check_database(conn, self.path)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            if self._inline:  # checkpoints wait for the disk: the writer thread runs them
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
-            _add_tenant_column(conn)
-            probe_write(conn, time.time())
-        except BaseException as exc:
-            if conn is not None:
-                conn.close()
-            lock.release()
-            if isinstance(exc, sqlite3.Error | OSError) and not isinstance(exc, StoreUnusable):
-                raise unusable(self.path, exc) from exc
-            raise
-        self._wconn = conn
-        self._file_lock = lock
+        await self.writer.open()
 
     @property
     def writable(self) -> bool:
         """False while writes fail because of the storage (disk full, read-only, I/O error)."""
-        return self._writable
+        return self.writer.writable
 
     async def close(self) -> None:
-        if self._prober is not None:
-            self._prober.cancel()
-            await asyncio.wait({self._prober})
-        if self._drainer is not None:
-            await asyncio.shield(self._drainer)
+        await self.writer.settle()
         self._closed = True
         # Reads already handed to the pool finish first, on their open connections.
         await asyncio.to_thread(self._readers.shutdown, wait=True)
@@ -214,62 +112,9 @@ class SqliteEventStore:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._close_writer)
-        self._writer.shutdown(wait=True)
+        await self.writer.close()
 
-    def _close_writer(self) -> None:
-        with self._wlock:
-            if self._wconn is not None:
-                self._wconn.close()
-                self._wconn = None
-        if self._file_lock is not None:
-            self._file_lock.release()
-            self._file_lock = None
-
-    # --- writability ----------------------------------------------------------------------
-
-    def _failed(self, exc: BaseException) -> BaseException:
-        """The error an append gets: UNAVAILABLE for a storage fault (then not writable)."""
-        fault = storage_fault(exc)
-        if fault is None:
-            return exc
-        if self._writable:
-            self._writable = False
-            log.error(
-                "store %s cannot take writes: %s (%s); writes answer UNAVAILABLE until one "
-                "succeeds",
-                self.path,
-                fault,
-                exc,
-            )
-            self._prober = asyncio.create_task(self._probe(), name="runstream-sqlite-probe")
-        error = Unavailable(f"{fault}: nothing was stored; retry later")
-        error.__cause__ = exc
-        return error
-
-    def _succeeded(self) -> None:
-        if not self._writable:
-            self._writable = True
-            log.warning("store %s takes writes again", self.path)
-
-    async def _probe(self) -> None:
-        """While not writable: a small write every probe_interval until one succeeds."""
-        loop = asyncio.get_running_loop()
-        while not self._writable:
-            await asyncio.sleep(self._probe_interval)
-            try:
-                await loop.run_in_executor(
-                    self._writer, lambda: self._with_writer(probe_write, time.time())
-                )
-            except Exception as exc:
-                if storage_fault(exc) is None:
-                    log.exception("store probe failed unexpectedly")
-                continue
-            self._succeeded()
-        self._prober = None
-
-    # --- writes: group commit ---------------------------------------------------------------
+    # --- writes -------------------------------------------------------------------------------
 
     async def append(
         self,
@@ -279,184 +124,7 @@ class SqliteEventStore:
         *,
         expected_seq: int,
     ) -> None:
-        write = _Write(run_id, events, snapshot, expected_seq)
-        if self._drainer is None:  # nothing queued: commit at once if it can be done inline
-            try:
-                inline = self._commit_inline([write])
-            except Exception as exc:
-                failure = self._failed(exc)
-                if failure is exc:
-                    raise
-                raise failure from exc
-            if inline is not None:
-                if inline[0] is not None:
-                    raise self._failed(inline[0])
-                self._succeeded()
-                return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        write.done = done
-        self._pending.append(write)
-        if self._drainer is None:
-            self._drainer = asyncio.create_task(self._drain(), name="runstream-sqlite-commit")
-        await done
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    inline = self._commit_inline(batch)
-                    results: list[BaseException | None] = list(
-                        inline
-                        if inline is not None
-                        else await loop.run_in_executor(self._writer, self._commit, batch)
-                    )
-                except Exception as exc:  # the whole transaction failed (disk full, I/O error)
-                    results = [self._failed(exc)] * len(batch)
-                else:
-                    results = [None if e is None else self._failed(e) for e in results]
-                    if all(e is None for e in results):
-                        self._succeeded()
-                for write, error in zip(batch, results, strict=True):
-                    assert write.done is not None
-                    if write.done.done():
-                        continue
-                    if error is None:
-                        write.done.set_result(None)
-                    else:
-                        write.done.set_exception(error)
-        finally:
-            self._drainer = None
-
-    def _commit_inline(self, batch: list[_Write]) -> list[Exception | None] | None:
-        """Commits on the event loop when commits do not wait for the disk and the writer
-        connection is free (not probing, purging or checkpointing); None otherwise."""
-        if not (self._inline and self._writable) or not self._wlock.acquire(blocking=False):
-            return None
-        try:
-            results = self._commit_locked(batch)
-        finally:
-            self._wlock.release()
-        # What the WAL grew by, about: each append rewrites a few pages besides its events.
-        self._unchecked_bytes += sum(
-            _PAGES_PER_APPEND + sum(len(e.data) for e in w.events) for w in batch
-        )
-        if self._unchecked_bytes >= _CHECKPOINT_BYTES and not self._checkpointing:
-            self._unchecked_bytes = 0
-            self._checkpointing = True
-            done = asyncio.get_running_loop().run_in_executor(self._writer, self._checkpoint)
-            done.add_done_callback(self._checkpointed)
-        return results
-
-    def _checkpoint(self) -> None:
-        """Copies the WAL into the database file (waiting for the disk) on the writer thread.
-
-        It holds the writer connection, so commits meanwhile queue for the thread instead of
-        adding frames: the checkpoint completes and the next commit starts the WAL over.
-        """
-        self._with_writer(
-            lambda conn, _: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall(), None
-        )
-
-    def _checkpointed(self, done: asyncio.Future[None]) -> None:
-        self._checkpointing = False
-        if not done.cancelled() and done.exception() is not None:
-            log.warning("store %s: checkpoint failed: %s", self.path, done.exception())
-
-    def _with_writer(self, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:
-        with self._wlock:
-            return fn(self._writer_conn(), arg)
-
-    def _commit(self, batch: list[_Write]) -> list[Exception | None]:
-        with self._wlock:
-            return self._commit_locked(batch)
-
-    def _commit_locked(self, batch: list[_Write]) -> list[Exception | None]:
-        conn = self._wconn
-        assert conn is not None, "store is not open"
-        results: list[Exception | None] = []
-        conn.execute("BEGIN IMMEDIATE")
-        if len(batch) == 1:  # alone in its transaction: no savepoint needed
-            try:
-                self._write_one(conn, batch[0])
-            except Exception as exc:
-                if not conn.in_transaction:
-                    raise  # SQLite rolled the whole transaction back (disk full, I/O)
-                conn.execute("ROLLBACK")
-                return [exc]
-            except BaseException:
-                rollback_if_active(conn)
-                raise
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback_if_active(conn)
-                raise
-            return [None]
-        try:
-            for write in batch:
-                conn.execute("SAVEPOINT append")
-                try:
-                    self._write_one(conn, write)
-                except Exception as exc:
-                    if not conn.in_transaction:
-                        raise  # SQLite rolled the whole transaction back (disk full, I/O)
-                    conn.execute("ROLLBACK TO append")
-                    results.append(exc)
-                else:
-                    results.append(None)
-                conn.execute("RELEASE append")
-            conn.execute("COMMIT")
-        except BaseException:
-            rollback_if_active(conn)
-            raise
-        return results
-
-    @staticmethod
-    def _write_one(conn: sqlite3.Connection, write: _Write) -> None:
-        snap = write.snapshot
-        data = snap.SerializeToString()
-        if write.expected_seq == 0:
-            try:
-                conn.execute(
-                    "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, "
-                    "last_seq, snapshot, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        write.run_id,
-                        snap.workflow,
-                        snap.status,
-                        snap.create_time.ToMicroseconds(),
-                        json.dumps(dict(snap.labels), sort_keys=True),
-                        snap.last_seq,
-                        data,
-                        snap.tenant,
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise AlreadyExists(f"run {write.run_id!r} already exists") from exc
-        else:
-            updated = conn.execute(
-                "UPDATE runs SET status = ?, last_seq = ?, snapshot = ? "
-                "WHERE run_id = ? AND last_seq = ?",
-                (snap.status, snap.last_seq, data, write.run_id, write.expected_seq),
-            )
-            if updated.rowcount != 1:
-                row = conn.execute(
-                    "SELECT last_seq FROM runs WHERE run_id = ?", (write.run_id,)
-                ).fetchone()
-                raise HeadMoved(write.run_id, write.expected_seq, -1 if row is None else row[0])
-        try:
-            conn.executemany(
-                "INSERT INTO events (run_id, seq, kind, idempotency_key, data) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (write.run_id, e.seq, e.kind, e.idempotency_key or None, e.data)
-                    for e in write.events
-                ],
-            )
-        except sqlite3.IntegrityError as exc:  # an idempotency key the log holds
-            raise HeadMoved(write.run_id, write.expected_seq, write.expected_seq) from exc
+        await self.writer.append(run_id, events, snapshot, expected_seq=expected_seq)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -572,13 +240,7 @@ class SqliteEventStore:
                 raise
             return [run_id for run_id, _ in chosen]
 
-        # On the writer thread, so it never interleaves with a group commit.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: self._with_writer(purge, None))
-
-    def _writer_conn(self) -> sqlite3.Connection:
-        assert self._wconn is not None, "store is not open"
-        return self._wconn
+        return await self.writer.run(purge, None)  # never interleaves with a commit
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
@@ -621,7 +283,7 @@ class SqliteEventStore:
 
     async def ping(self) -> bool:
         """False while writes fail because of the storage (the server is then NOT_SERVING)."""
-        return self._wconn is not None and self._writable
+        return self.writer.is_open and self.writer.writable
 
     async def confirm(self, run_id: str) -> None:
         """What a commit stored is as durable as it will be: nothing to wait for."""
