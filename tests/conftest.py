@@ -202,6 +202,78 @@ def cluster_port() -> int:
         return port
 
 
+def redis_cli(*args: str) -> str:
+    binary = shutil.which("redis-cli")
+    assert binary is not None, "redis-cli is missing; run `make setup`"
+    done = subprocess.run([binary, *args], capture_output=True, timeout=60, check=True)
+    return done.stdout.decode()
+
+
+@contextlib.contextmanager
+def redis_cluster(
+    directory: Path, masters: int = 3, replicas: int = 0
+) -> Iterator[list[RedisProcess]]:
+    """A real Redis Cluster: `masters` nodes, each with `replicas` replicas, formed with
+    `redis-cli --cluster create`; stopped on the way out."""
+    nodes = [
+        RedisProcess(directory / f"node{i}", "--cluster-enabled", "yes",
+                     "--cluster-config-file", "nodes.conf")
+        for i in range(masters * (1 + replicas))
+    ]  # fmt: skip
+    try:
+        for node in nodes:
+            node.start()
+        redis_cli(
+            "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
+            "--cluster-replicas", str(replicas), "--cluster-yes",
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all(
+            "cluster_state:ok" in redis_cli("-p", str(n.port), "cluster", "info")
+            and "master_link_status:down" not in redis_cli("-p", str(n.port), "info", "replication")
+            for n in nodes
+        ):
+            assert time.monotonic() < deadline, "the cluster did not form"
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def owned_slots(node: RedisProcess) -> set[int]:
+    """The slots this node serves, from its own line of CLUSTER NODES."""
+    mine = next(line for line in redis_cli("-p", str(node.port), "cluster", "nodes").splitlines()
+                if "myself" in line)  # fmt: skip
+    slots: set[int] = set()
+    for part in mine.split()[8:]:
+        first, _, last = part.partition("-")
+        slots.update(range(int(first), int(last or first) + 1))
+    return slots
+
+
+def is_master(node: RedisProcess) -> bool:
+    return "master" in redis_cli("-p", str(node.port), "role").split("\n", 1)[0]
+
+
+def move_slot(nodes: list[RedisProcess], slot: int) -> RedisProcess:
+    """Moves one slot, keys and all, to another master (as `redis-cli --cluster reshard`
+    does, one slot); returns the new owner."""
+    source = next(n for n in nodes if slot in owned_slots(n))
+    target = next(n for n in nodes if n is not source and is_master(n))
+    src, dst = str(source.port), str(target.port)
+    src_id = redis_cli("-p", src, "cluster", "myid").strip()
+    dst_id = redis_cli("-p", dst, "cluster", "myid").strip()
+    redis_cli("-p", dst, "cluster", "setslot", str(slot), "importing", src_id)
+    redis_cli("-p", src, "cluster", "setslot", str(slot), "migrating", dst_id)
+    in_slot = redis_cli("-p", src, "cluster", "getkeysinslot", str(slot), "1000").split()
+    assert in_slot, "the run's keys should be in its slot"
+    redis_cli("-p", src, "migrate", "127.0.0.1", dst, "", "0", "10000", "keys", *in_slot)
+    for node in (target, source, *(n for n in nodes if n not in (source, target))):
+        redis_cli("-p", str(node.port), "cluster", "setslot", str(slot), "node", dst_id)
+    return target
+
+
 @dataclass
 class ServerProcess:
     """A `runstream serve` subprocess: real process, real port, real SQLite file."""

@@ -117,7 +117,7 @@ def test_a_tls_redis_whose_certificate_is_not_trusted_is_refused_at_start(
 def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> None:
     for options, message in [
         ("wait=two", "wait='two' must be a whole number"),
-        ("cluster=1&wait=1", "wait=N is not supported with cluster=1"),
+        ("wait_timeout_ms=-5", "wait_timeout_ms='-5' must be a whole number"),
         (f"password_file={tmp_path / 'missing'}", "password_file: cannot read"),
     ]:
         done = serve_and_exit(f"redis://127.0.0.1:1/0?{options}", tmp_path)

@@ -10,8 +10,6 @@ channel of its run's slot, to the one shard that owns it.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -31,49 +29,20 @@ from runstream.v1 import (
 from runstream_server.store.redis_notices import slot_tags
 
 from tests.clients.support import eventually
-from tests.conftest import RedisProcess, two_replicas
-
-
-def redis_cli(*args: str) -> str:
-    binary = shutil.which("redis-cli")
-    assert binary is not None, "redis-cli is missing; run `make setup`"
-    done = subprocess.run([binary, *args], capture_output=True, timeout=60, check=True)
-    return done.stdout.decode()
+from tests.conftest import (
+    RedisProcess,
+    move_slot,
+    owned_slots,
+    redis_cli,
+    redis_cluster,
+    two_replicas,
+)
 
 
 @pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[list[RedisProcess]]:
-    nodes = [
-        RedisProcess(tmp_path / f"node{i}", "--cluster-enabled", "yes",
-                     "--cluster-config-file", "nodes.conf")
-        for i in range(3)
-    ]  # fmt: skip
-    try:
-        for node in nodes:
-            node.start()
-        redis_cli(
-            "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes),
-            "--cluster-replicas", "0", "--cluster-yes",
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while "cluster_state:ok" not in redis_cli("-p", str(nodes[0].port), "cluster", "info"):
-            assert time.monotonic() < deadline, "the cluster did not form"
-            time.sleep(0.1)
+def three_masters(tmp_path: Path) -> Iterator[list[RedisProcess]]:
+    with redis_cluster(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-
-
-def owned_slots(node: RedisProcess) -> set[int]:
-    """The slots this node serves, from its own line of CLUSTER NODES."""
-    mine = next(line for line in redis_cli("-p", str(node.port), "cluster", "nodes").splitlines()
-                if "myself" in line)  # fmt: skip
-    slots: set[int] = set()
-    for part in mine.split()[8:]:
-        first, _, last = part.partition("-")
-        slots.update(range(int(first), int(last or first) + 1))
-    return slots
 
 
 def assert_sharded_notices(nodes: list[RedisProcess], run_id: str) -> None:
@@ -108,8 +77,8 @@ class Replicas:
 
 
 @pytest.fixture
-async def replicas(redis_cluster: list[RedisProcess], tmp_path: Path) -> AsyncIterator[Replicas]:
-    url = f"{redis_cluster[0].url}?cluster=1&prefix=c"
+async def replicas(three_masters: list[RedisProcess], tmp_path: Path) -> AsyncIterator[Replicas]:
+    url = f"{three_masters[0].url}?cluster=1&prefix=c"
     with two_replicas(tmp_path, url) as (a, b):
         async with (
             grpc.aio.insecure_channel(a.target) as on_a,
@@ -123,7 +92,7 @@ async def replicas(redis_cluster: list[RedisProcess], tmp_path: Path) -> AsyncIt
 
 
 async def test_a_run_watched_through_a_three_master_cluster(
-    redis_cluster: list[RedisProcess], replicas: Replicas
+    three_masters: list[RedisProcess], replicas: Replicas
 ) -> None:
     runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
     ids = []
@@ -157,36 +126,18 @@ async def test_a_run_watched_through_a_three_master_cluster(
     assert seen == list(range(1, last.last_seq + 1))
     listed = await runs_b.ListRuns(run_service_pb2.ListRunsRequest(page_size=50))
     assert sorted(r.run_id for r in listed.runs) == sorted(ids)
-    assert_sharded_notices(redis_cluster, watched)
+    assert_sharded_notices(three_masters, watched)
     # Each run's keys sit on one shard; twelve runs spread over several of them.
     per_shard = [
         len(redis_cli("-p", str(n.port), "--scan", "--pattern", "c:{*}:meta").split())
-        for n in redis_cluster
+        for n in three_masters
     ]
     assert sum(per_shard) == 12
     assert sum(1 for count in per_shard if count) >= 2, per_shard
 
 
-def move_slot(nodes: list[RedisProcess], slot: int) -> RedisProcess:
-    """Moves one slot, keys and all, to another master (as `redis-cli --cluster reshard`
-    does, one slot); returns the new owner."""
-    source = next(n for n in nodes if slot in owned_slots(n))
-    target = next(n for n in nodes if n is not source)
-    src, dst = str(source.port), str(target.port)
-    src_id = redis_cli("-p", src, "cluster", "myid").strip()
-    dst_id = redis_cli("-p", dst, "cluster", "myid").strip()
-    redis_cli("-p", dst, "cluster", "setslot", str(slot), "importing", src_id)
-    redis_cli("-p", src, "cluster", "setslot", str(slot), "migrating", dst_id)
-    keys = redis_cli("-p", src, "cluster", "getkeysinslot", str(slot), "1000").split()
-    assert keys, "the run's keys should be in its slot"
-    redis_cli("-p", src, "migrate", "127.0.0.1", dst, "", "0", "10000", "keys", *keys)
-    for node in (target, source, *(n for n in nodes if n not in (source, target))):
-        redis_cli("-p", str(node.port), "cluster", "setslot", str(slot), "node", dst_id)
-    return target
-
-
 async def test_a_watcher_stays_live_when_the_runs_slot_moves_to_another_shard(
-    redis_cluster: list[RedisProcess], replicas: Replicas
+    three_masters: list[RedisProcess], replicas: Replicas
 ) -> None:
     runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
     run_id = (await runs_a.CreateRun(run_service_pb2.CreateRunRequest(workflow="c"))).run.run_id
@@ -222,7 +173,7 @@ async def test_a_watcher_stays_live_when_the_runs_slot_moves_to_another_shard(
         await asyncio.sleep(0.05)
 
     slot = key_slot(f"{{{run_id}}}".encode())
-    owner = move_slot(redis_cluster, slot)
+    owner = move_slot(three_masters, slot)
     # Redis unsubscribes the slot's channel on its old owner; each replica
     # subscribes again on the new one, and reads what it may have missed.
     channel = f"c:notices:{{{slot_tags()[slot]}}}"

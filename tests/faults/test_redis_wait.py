@@ -1,4 +1,5 @@
-"""``--store redis://...?wait=N``: an event is acknowledged only once N Redis replicas have it.
+"""``--store redis://...?wait=N``: an event is acknowledged only once N Redis replicas have it,
+on one Redis and on a cluster (where the replicas counted are those of the run's master).
 
 A real primary and a real replica (`redis-server --replicaof`). With the replica up, an
 acknowledged event is already on the replica. With the replica down, the producer gets
@@ -12,12 +13,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import pytest
 from redis import Redis
+from redis.crc import key_slot
 from runstream.v1 import event_pb2 as ev
 from runstream.v1 import (
     report_service_pb2,
@@ -27,7 +30,7 @@ from runstream.v1 import (
 )
 from runstream_server.app import RunstreamServer, ServerConfig
 
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, move_slot, redis_cluster
 
 
 def redis_cli(port: int, *args: str) -> str:
@@ -49,58 +52,49 @@ def wait_until_linked(primary: RedisProcess, replica: RedisProcess) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-async def setup(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[RedisProcess, RedisProcess, RunstreamServer]]:
-    primary = RedisProcess(tmp_path / "primary")
-    primary.start()
-    replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
-    server: RunstreamServer | None = None
+@asynccontextmanager
+async def serving(store_url: str, tmp_path: Path) -> AsyncIterator[RunstreamServer]:
+    server = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "unused.db", store_url=store_url)
+    )
+    await server.start()
     try:
-        replica.start()
-        wait_until_linked(primary, replica)
-        server = RunstreamServer(
-            ServerConfig(
-                address="127.0.0.1:0",
-                store_path=tmp_path / "unused.db",
-                store_url=f"{primary.url}?prefix=w&wait=1&wait_timeout_ms=300",
-            )
-        )
-        await server.start()
-        yield primary, replica, server
+        yield server
     finally:
-        if server is not None:
-            await server.stop(grace=0.5)
-        replica.stop()
-        primary.stop()
+        await server.stop(grace=0.5)
 
 
 def tick(n: int) -> ev.RunEvent:
     return ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
 
 
-def stream_on(redis: RedisProcess, run_id: str) -> list[str]:
-    """The seqs of the run's stream as this Redis holds it."""
+def stream_on(redis: RedisProcess, run_id: str, prefix: str = "w") -> list[str]:
+    """The seqs of the run's stream as this Redis holds it (a cluster replica reads too)."""
     with Redis(port=redis.port) as client:
-        return [entry_id.decode() for entry_id, _ in client.xrange(f"w:{{{run_id}}}:log")]
+        if prefix == "cw":
+            client.execute_command("READONLY")
+        return [entry_id.decode() for entry_id, _ in client.xrange(f"{prefix}:{{{run_id}}}:log")]
 
 
-async def test_wait_acknowledges_only_what_the_replica_has(
-    setup: tuple[RedisProcess, RedisProcess, RunstreamServer],
-) -> None:
-    primary, replica, server = setup
-    async with grpc.aio.insecure_channel(server.target) as channel:
+async def acknowledged_only_with_the_replica(
+    target: str,
+    owners: Callable[[str], tuple[RedisProcess, RedisProcess]],
+    prefix: str,
+) -> str:
+    """The scenario on any topology: `owners` names the Redis that owns a run, and its
+    replica. Returns the run's id."""
+    async with grpc.aio.insecure_channel(target) as channel:
         runs = run_service_pb2_grpc.RunServiceStub(channel)
         report = report_service_pb2_grpc.ReportServiceStub(channel)
         run_id = (await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w"))).run.run_id
+        primary, replica = owners(run_id)
 
         # Replica up: what is acknowledged is on the replica already, not on its way there.
         acked = await report.AppendEvents(
             report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick(1), tick(2)])
         )
         assert acked.last_seq == 3
-        assert stream_on(replica, run_id) == ["1-0", "2-0", "3-0"]
+        assert stream_on(replica, run_id, prefix) == ["1-0", "2-0", "3-0"]
 
         # Replica down: no acknowledgement on the primary's word, and a precise status.
         replica.kill()
@@ -119,5 +113,72 @@ async def test_wait_acknowledges_only_what_the_replica_has(
         wait_until_linked(primary, replica)
         again = await report.AppendEvents(request)
         assert [(a.seq, a.duplicate) for a in again.events] == [(4, True)]
-        assert stream_on(primary, run_id) == ["1-0", "2-0", "3-0", "4-0"]
-        assert stream_on(replica, run_id) == ["1-0", "2-0", "3-0", "4-0"]
+        assert stream_on(primary, run_id, prefix) == ["1-0", "2-0", "3-0", "4-0"]
+        assert stream_on(replica, run_id, prefix) == ["1-0", "2-0", "3-0", "4-0"]
+        return run_id
+
+
+async def test_wait_acknowledges_only_what_the_replica_has(tmp_path: Path) -> None:
+    primary = RedisProcess(tmp_path / "primary")
+    replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
+    try:
+        primary.start()
+        replica.start()
+        wait_until_linked(primary, replica)
+        url = f"{primary.url}?prefix=w&wait=1&wait_timeout_ms=300"
+        async with serving(url, tmp_path) as server:
+            await acknowledged_only_with_the_replica(
+                server.target, lambda _: (primary, replica), "w"
+            )
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[list[RedisProcess]]:
+    """Three masters, each with one replica."""
+    with redis_cluster(tmp_path, replicas=1) as nodes:
+        yield nodes
+
+
+def owner_and_replica(nodes: list[RedisProcess], run_id: str) -> tuple[RedisProcess, RedisProcess]:
+    """The master serving the run's slot, and its replica, from CLUSTER NODES."""
+    slot = key_slot(f"{{{run_id}}}".encode())
+    lines = [line.split() for line in redis_cli(nodes[0].port, "cluster", "nodes").splitlines()]
+    by_port = {n.port: n for n in nodes}
+    master_id = next(
+        fields[0]
+        for fields in lines
+        if "master" in fields[2]
+        for part in fields[8:]
+        if int(part.partition("-")[0]) <= slot <= int(part.partition("-")[2] or part)
+    )
+
+    def port_of(fields: list[str]) -> int:
+        return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+
+    master = next(by_port[port_of(f)] for f in lines if f[0] == master_id)
+    replica = next(by_port[port_of(f)] for f in lines if f[3] == master_id)
+    return master, replica
+
+
+async def test_wait_on_a_cluster_counts_the_replica_of_the_runs_master(
+    cluster: list[RedisProcess], tmp_path: Path
+) -> None:
+    url = f"{cluster[0].url}?cluster=1&prefix=cw&wait=1&wait_timeout_ms=300"
+    async with serving(url, tmp_path) as server:
+        run_id = await acknowledged_only_with_the_replica(
+            server.target, lambda run_id: owner_and_replica(cluster, run_id), "cw"
+        )
+        # The run's slot moves to another master: the next append meets MOVED there, goes
+        # to the new owner, and is acknowledged once the new owner's replica has it.
+        move_slot(cluster, key_slot(f"{{{run_id}}}".encode()))
+        _, replica = owner_and_replica(cluster, run_id)
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            report = report_service_pb2_grpc.ReportServiceStub(channel)
+            acked = await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick(4)])
+            )
+        assert acked.last_seq == 5
+        assert stream_on(replica, run_id, "cw") == ["1-0", "2-0", "3-0", "4-0", "5-0"]

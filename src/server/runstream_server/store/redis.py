@@ -34,7 +34,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
@@ -156,6 +156,9 @@ def _unavailable(
             raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
         except rex.RedisClusterException as exc:
             raise Unavailable(f"the Redis cluster cannot serve ({type(exc).__name__})") from exc
+        except (rex.AskError, rex.TryAgainError, rex.ClusterDownError) as exc:
+            # A slot moving or a shard failing over: nothing ran, the client retries.
+            raise Unavailable(f"the Redis cluster is moving ({type(exc).__name__})") from exc
         except rex.ResponseError as exc:
             if str(exc).startswith(("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")):
                 raise Unavailable(f"the Redis store is not ready ({str(exc)[:40]})") from exc
@@ -202,6 +205,7 @@ class RedisEventStore:
         self._closed = asyncio.Event()
         self._viewers: dict[str, int] = {}
         self._notices = NoticeFollower(self.options, self.replica_id)
+        self._masters: dict[str, Any] = {}  # on a cluster with wait=N: a client per master
         self._viewer_refresher: asyncio.Task[None] | None = None
         p = self.options.prefix
         self._runs = f"{p}:runs"
@@ -261,6 +265,10 @@ class RedisEventStore:
             self._viewer_refresher.cancel()
             with contextlib.suppress(BaseException):
                 await self._viewer_refresher
+        for master in self._masters.values():
+            with contextlib.suppress(rex.RedisError, OSError):
+                await master.aclose(close_connection_pool=True)
+        self._masters.clear()
         client, self._client = self._client, _Closed()
         self._append = self._purge = self._write_viewer_count = _Closed()
         if client is not None and not isinstance(client, _Closed):
@@ -309,10 +317,10 @@ class RedisEventStore:
         if self.options.wait_replicas:
             # WAIT counts the replicas that have this connection's writes: it must follow
             # the script on the same connection, which a pipeline guarantees.
-            pipe = self._client.pipeline(transaction=False)
-            await self._append(keys=[meta, log_key, keys], args=args, client=pipe)
-            self._queue_wait(pipe)
-            (verdict, head), acked = await pipe.execute()
+            async def write(pipe: Any) -> None:
+                await self._append(keys=[meta, log_key, keys], args=args, client=pipe)
+
+            (verdict, head), acked = await self._waited(run_id, write)
         else:
             verdict, head = await self._append(keys=[meta, log_key, keys], args=args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
@@ -330,16 +338,44 @@ class RedisEventStore:
     async def confirm(self, run_id: str) -> None:
         if not self.options.wait_replicas:
             return
+
         # A write of ours, then WAIT: replication is in order, so once a replica has this
         # write it has everything the run's log held before it.
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hincrby(self._keys(run_id)[0], "confirms", 1)
-        self._queue_wait(pipe)
-        _, acked = await pipe.execute()
+        async def write(pipe: Any) -> None:
+            pipe.hincrby(self._keys(run_id)[0], "confirms", 1)
+
+        _, acked = await self._waited(run_id, write)
         self._check_acked(acked)
 
-    def _queue_wait(self, pipe: Any) -> None:
-        pipe.execute_command("WAIT", self.options.wait_replicas, self.options.wait_timeout_ms)
+    async def _waited(self, run_id: str, write: Callable[[Any], Awaitable[None]]) -> Any:
+        """`write` queued on a pipeline, then WAIT, both on one connection to the Redis that
+        owns the run. On a cluster that is the run's master, reached directly: the cluster
+        client would send WAIT to every node, on connections that wrote nothing."""
+        for attempt in (1, 2):
+            pipe = self._owner(run_id).pipeline(transaction=False)
+            await write(pipe)
+            pipe.execute_command("WAIT", self.options.wait_replicas, self.options.wait_timeout_ms)
+            try:
+                return await pipe.execute()
+            except rex.MovedError:
+                # The run's slot is on another master now, and nothing ran here.
+                if attempt == 2:
+                    raise
+                await self._client.nodes_manager.initialize()
+        raise AssertionError("unreachable")
+
+    def _owner(self, run_id: str) -> Any:
+        """The client whose connections reach the Redis that owns the run's keys."""
+        if not self.options.cluster:
+            return self._client
+        node = self._client.get_node_from_key(self._keys(run_id)[0])
+        client = self._masters.get(node.name)
+        if client is None:
+            pool = aioredis.ConnectionPool(
+                connection_class=node.connection_class, **node.connection_kwargs
+            )
+            client = self._masters[node.name] = aioredis.Redis(connection_pool=pool)
+        return client
 
     def _check_acked(self, acked: int) -> None:
         if int(acked) < self.options.wait_replicas:

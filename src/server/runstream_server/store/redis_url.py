@@ -53,9 +53,6 @@ def parse_url(url: str) -> RedisOptions:
         wait_replicas=_count(own, "wait", 0),
         wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
     )
-    if options.cluster and options.wait_replicas:
-        # WAIT must run on the connection that wrote, to the shard that owns the run.
-        raise ValueError("wait=N is not supported with cluster=1 yet")
     return options
 
 
