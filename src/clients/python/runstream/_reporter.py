@@ -62,19 +62,15 @@ from runstream._errors import (
     error_from_rpc,
 )
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
+from runstream._run_events import RunEvents, as_timedelta
 from runstream._types import (
-    ActivityType,
-    AlertAction,
-    AlertActionType,
     ControlAction,
     Decision,
     DecisionOption,
     DecisionOutcome,
     DecisionResult,
-    MilestoneType,
     Run,
     RunStatus,
-    Severity,
     SubStepDetails,
 )
 
@@ -91,13 +87,6 @@ if TYPE_CHECKING:
 __all__ = ["RunReporter", "StepReporter"]
 
 _log = logging.getLogger("runstream.reporter")
-
-
-def _as_timedelta(value: timedelta | float | None) -> timedelta | None:
-    """Seconds or a timedelta, as a timedelta."""
-    if value is None or isinstance(value, timedelta):
-        return value
-    return timedelta(seconds=value)
 
 
 # Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
@@ -154,11 +143,12 @@ class _StreamEnded(Exception):
     """The server ended the Report stream with OK before the reporter closed it."""
 
 
-class RunReporter:
+class RunReporter(RunEvents):
     """Reports one run's events to the server; create it with ``Client.start_run``.
 
     Use it as an async context manager (``async with run:``) or call ``close()``. Reporting
-    calls return as soon as the event is queued; ``flush()`` waits until everything reported so
+    calls (the typed events of :class:`~runstream._run_events.RunEvents`, steps, ``ask()``)
+    return as soon as the event is queued; ``flush()`` waits until everything reported so
     far is durable on the server.
     """
 
@@ -588,235 +578,6 @@ class RunReporter:
             self._awaited[decision.decision_id] = decision
             self._signal.fire()
 
-    async def skip_step(self, step_id: str, reason: str = "") -> None:
-        """Reports that a planned step will not run."""
-        await self._report(convert.step_skipped_event(step_id, reason))
-
-    async def activity(
-        self,
-        agent_id: str,
-        activity: ActivityType,
-        message: str = "",
-        *,
-        agent_name: str = "",
-        agent_type: str = "",
-        data: Mapping[str, Any] | None = None,
-        step_id: str = "",
-    ) -> None:
-        """Reports that an agent started, progressed, completed or failed a piece of work."""
-        await self._report(
-            convert.agent_activity_event(
-                agent_id, activity, message, agent_name, agent_type, data, step_id
-            )
-        )
-
-    async def thinking(
-        self,
-        analysis: str,
-        *,
-        thinking_type: str = "",
-        stage: str = "",
-        factors: Iterable[str] = (),
-        confidence: float = 0.0,
-        reasoning_depth: str = "",
-        agent_id: str = "",
-    ) -> None:
-        """Reports the manager agent's (or an agent's) reasoning."""
-        await self._report(
-            convert.thinking_event(
-                analysis, thinking_type, stage, factors, confidence, reasoning_depth, agent_id
-            )
-        )
-
-    async def model_allocation(
-        self,
-        agent_id: str,
-        model: str,
-        *,
-        tier: str = "",
-        reasoning: str = "",
-        complexity: str = "",
-        context_window: int = 0,
-        expected_cost_usd: float | None = None,
-        factors: Iterable[str] = (),
-        performance_expectation: str = "",
-    ) -> None:
-        """Reports the model chosen for an agent."""
-        await self._report(
-            convert.model_allocation_event(
-                agent_id,
-                model,
-                tier,
-                reasoning,
-                complexity,
-                context_window,
-                expected_cost_usd,
-                factors,
-                performance_expectation,
-            )
-        )
-
-    async def text(
-        self,
-        agent_id: str,
-        message_id: str,
-        delta: str,
-        *,
-        final: bool = False,
-        step_id: str = "",
-    ) -> None:
-        """Reports a piece of an agent's streamed output; deltas of a message concatenate."""
-        await self._report(convert.text_delta_event(agent_id, message_id, delta, final, step_id))
-
-    async def metrics(
-        self,
-        values: Mapping[str, float],
-        *,
-        step_id: str = "",
-        units: Mapping[str, str] | None = None,
-    ) -> None:
-        """Reports new values of named metrics (run-level unless ``step_id`` is given).
-
-        ``units`` names the unit of some of them, for example ``{"ctr": "%"}``; the server
-        remembers it and works out each run-level metric's change since its last value.
-        """
-        await self._report(convert.metrics_event(values, step_id, units))
-
-    async def items(
-        self,
-        completed: int,
-        total: int = 0,
-        *,
-        unit: str = "",
-        by_stage: Mapping[str, int] | None = None,
-        estimated_time_remaining: timedelta | float | None = None,
-    ) -> None:
-        """Reports the run's progress in items, for example 15 of 25 "companies".
-
-        A run without steps takes its percent, estimate and progress milestones from it.
-        ``estimated_time_remaining`` (seconds or a timedelta) is the producer's own estimate
-        of the whole run, shown while the server has no history for the workflow.
-        """
-        await self._report(
-            convert.item_progress_event(
-                completed, total, unit, by_stage, _as_timedelta(estimated_time_remaining)
-            )
-        )
-
-    async def milestone(
-        self,
-        title: str,
-        *,
-        type: MilestoneType = MilestoneType.CUSTOM,
-        description: str = "",
-        data: Mapping[str, Any] | None = None,
-        milestone_id: str = "",
-    ) -> None:
-        """Reports a milestone reached; ``milestone_id`` (unique in the run) is optional."""
-        await self._report(convert.milestone_event(title, type, description, data, milestone_id))
-
-    async def alert(
-        self,
-        message: str,
-        *,
-        severity: Severity = Severity.INFO,
-        suggested_action: str = "",
-        code: str = "",
-        data: Mapping[str, Any] | None = None,
-        step_id: str = "",
-        action: AlertAction | AlertActionType | None = None,
-    ) -> None:
-        """Reports something that needs attention.
-
-        ``action`` (e.g. ``AlertActionType.PAUSE_RUN``) is the suggestion as one a dashboard
-        can offer with a button; ``suggested_action`` labels it.
-        """
-        if isinstance(action, AlertActionType):
-            action = AlertAction(action, suggested_action)
-        await self._report(
-            convert.alert_event(message, severity, suggested_action, code, data, step_id, action)
-        )
-
-    async def error_recovery(
-        self,
-        error_message: str,
-        *,
-        severity: Severity = Severity.MEDIUM,
-        recovery_strategy: str = "",
-        can_continue: bool = True,
-        affected_agents: Iterable[str] = (),
-        user_action_required: bool = False,
-        attempt: int = 1,
-        step_id: str = "",
-    ) -> None:
-        """Reports an error that the workflow is recovering from (in ``step_id``, if given)."""
-        await self._report(
-            convert.error_recovery_event(
-                error_message,
-                severity,
-                recovery_strategy,
-                can_continue,
-                affected_agents,
-                user_action_required,
-                attempt,
-                step_id,
-            )
-        )
-
-    async def artifact(
-        self,
-        name: str,
-        *,
-        kind: str = "",
-        uri: str = "",
-        size_bytes: int = 0,
-        step_id: str = "",
-        metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Reports an artifact produced (by the step ``step_id``, if given)."""
-        artifact = convert.artifact_to_pb(
-            name, kind=kind, uri=uri, size_bytes=size_bytes, step_id=step_id, metadata=metadata
-        )
-        await self._report(convert.artifact_event(artifact))
-
-    async def workflow_state(
-        self,
-        change_type: str,
-        *,
-        current_stage: str = "",
-        stages: Iterable[str] = (),
-        completion_percentage: float = 0.0,
-        active_agents: Iterable[str] = (),
-        pipeline_status: Mapping[str, bool] | None = None,
-    ) -> None:
-        """Reports a phase transition or a change of pipeline flags."""
-        await self._report(
-            convert.workflow_state_event(
-                change_type,
-                current_stage,
-                stages,
-                completion_percentage,
-                active_agents,
-                pipeline_status,
-            )
-        )
-
-    async def custom(self, type: str, data: Mapping[str, Any] | None = None) -> None:
-        """Reports a producer-defined event."""
-        await self._report(convert.custom_event(type, data))
-
-    async def complete(self, summary: str = "", result: Mapping[str, Any] | None = None) -> None:
-        """Reports the run succeeded, then flushes. No events may follow."""
-        await self._report(convert.run_completed_event(summary, result), terminal=True)
-        await self.flush()
-
-    async def fail(
-        self, message: str, *, code: str = "", details: Mapping[str, Any] | None = None
-    ) -> None:
-        """Reports the run failed, then flushes. No events may follow."""
-        await self._report(convert.run_failed_event(message, code, details), terminal=True)
-        await self.flush()
-
     # --- queueing ---------------------------------------------------------------------------
 
     def _can_report(self) -> bool:
@@ -1215,7 +976,7 @@ class StepReporter:
                 detail,
                 tokens_processed,
                 details,
-                _as_timedelta(estimated_time_remaining),
+                as_timedelta(estimated_time_remaining),
             )
         )
 
