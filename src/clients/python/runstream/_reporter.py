@@ -1,5 +1,9 @@
 """The producer side: RunReporter and StepReporter over one ReportService.Report stream.
 
+RunReporter is the producer's handle on a run: its lifecycle, steps, pauses, cancellation
+and decisions. The typed events it reports are :mod:`runstream._run_events`; steps 1-5
+below, the stream itself, are :mod:`runstream._report_stream`.
+
 How a reported event travels:
 
 1. A reporting call (``step.progress(...)``, ``run.metrics(...)``) builds the event, stamps it
@@ -39,11 +43,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -52,16 +53,14 @@ import grpc
 
 from runstream import _convert as convert
 from runstream._errors import (
-    DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     RunCancelledError,
     RunstreamError,
-    StatusCode,
     error_from_rpc,
 )
-from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
+from runstream._report_stream import ReportStream, Signal
 from runstream._run_events import RunEvents, as_timedelta
 from runstream._types import (
     ControlAction,
@@ -89,11 +88,6 @@ __all__ = ["RunReporter", "StepReporter"]
 _log = logging.getLogger("runstream.reporter")
 
 
-# Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
-# batches count from 1.
-_ATTACH_BATCH_ID = 0
-# Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
-_MAX_BATCH_BYTES = 1 << 20
 # How long close() waits for the server to end a half-closed stream before cutting it, and
 # how long a cancelled producer waits for its RunCancelled to be stored.
 _CLOSE_GRACE = 5.0
@@ -102,45 +96,6 @@ _ATTACH_GRACE = 0.5
 # What a run cancelled by its own producer's task records.
 PRODUCER_CANCEL_REASON = "producer task cancelled"
 PRODUCER = "producer"
-
-
-class _Signal:
-    """Wakes every coroutine waiting for the reporter's state to change.
-
-    Waiters re-check their condition after each wake-up, so a spurious wake-up is harmless and
-    ``fire()`` can be called from anywhere, including ``finally`` blocks and callbacks.
-    """
-
-    def __init__(self) -> None:
-        self._waiters: set[asyncio.Future[None]] = set()
-
-    def fire(self) -> None:
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
-
-    async def wait(self, max_wait: float | None = None) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(waiter)
-        try:
-            if max_wait is None:
-                await waiter
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, max_wait)
-        finally:
-            self._waiters.discard(waiter)
-
-
-@dataclass(slots=True)
-class _Batch:
-    batch_id: int
-    events: list[event_pb2.RunEvent]
-
-
-class _StreamEnded(Exception):
-    """The server ended the Report stream with OK before the reporter closed it."""
 
 
 class RunReporter(RunEvents):
@@ -172,40 +127,33 @@ class RunReporter(RunEvents):
         self._run_id = run.run_id
         self._workflow = run.workflow
         self._snapshot = run
-        self._report_rpc = report_rpc
         self._get_run = get_run
         self._get_decision = get_decision
         self._cancel_task = cancel_task
-        self._metadata = tuple(metadata)
-        self._reconnect_timeout = reconnect_timeout
         self._max_buffered = max(1, max_buffered)
-        self._batch_size = max(1, batch_size)
-        self._max_in_flight = max(1, max_in_flight)
-
         if key_prefix is not None and not key_prefix:
             raise InvalidArgumentError("key_prefix: must not be empty (None generates one)")
-        self._key_prefix = key_prefix if key_prefix is not None else uuid.uuid4().hex
-        # RunStarted takes key 0; attach_run() starts at 1, so a producer that reports the
-        # same events again after a restart gets the same keys (and the server drops them).
-        self._next_key = 0
-        self._next_batch_id = _ATTACH_BATCH_ID + 1
-        self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
-        self._inflight: deque[_Batch] = deque()
-        self._reported = 0
-        self._acked = 0
-        self._last_seq = run.last_seq
-
-        self._signal = _Signal()
-        self._failure: RunstreamError | None = None
+        self._signal = Signal()
+        self._stream = ReportStream(
+            self,
+            self._signal,
+            run_id=run.run_id,
+            last_seq=run.last_seq,
+            report_rpc=report_rpc,
+            metadata=metadata,
+            reconnect_timeout=reconnect_timeout,
+            batch_size=batch_size,
+            max_in_flight=max_in_flight,
+            # RunStarted takes key 0; attach_run() starts at 1, so a producer that reports the
+            # same events again after a restart gets the same keys (and the server drops them).
+            key_prefix=key_prefix if key_prefix is not None else uuid.uuid4().hex,
+        )
         self._cancelled = False
         self._cancel_reason = ""
         self._paused = run.status == RunStatus.PAUSED
         self._terminal_reported = False
         self._closing = False
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self._streams_opened = 0
-        self._attached_once = False
         self._side_tasks: set[asyncio.Task[None]] = set()
 
         # Decisions asked on this reporter: ids ever used, and the ones ask() still awaits
@@ -262,18 +210,18 @@ class RunReporter(RunEvents):
     @property
     def events_reported(self) -> int:
         """How many events were reported (queued) so far."""
-        return self._reported
+        return self._stream.reported
 
     @property
     def events_acknowledged(self) -> int:
         """How many of the reported events the server acknowledged as durable (a prefix)."""
-        return self._acked
+        return self._stream.acked
 
     @property
     def last_seq(self) -> int:
         """The highest seq the server assigned to an acknowledged event of this reporter (for
         a reporter from ``attach_run``, at least the run's last seq when it attached)."""
-        return self._last_seq
+        return self._stream.last_seq
 
     @property
     def open_decisions(self) -> tuple[Decision, ...]:
@@ -288,28 +236,24 @@ class RunReporter(RunEvents):
     @property
     def key_prefix(self) -> str:
         """The prefix of this reporter's idempotency keys (``"<prefix>:<n>"``)."""
-        return self._key_prefix
+        return self._stream.key_prefix
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def _start(self, message: str = "") -> None:
         """Queues RunStarted and starts the background stream task."""
-        self._enqueue(convert.run_started_event(message))
-        self._task = asyncio.create_task(
-            self._run_stream(), name=f"runstream-report-{self._run_id}"
-        )
+        self._stream.enqueue(convert.run_started_event(message))
+        self._stream.start()
 
     async def _attach(self, list_decisions: Callable[[str], Awaitable[list[Decision]]]) -> None:
         """Continues an existing run: opens the stream, waits until the server attached it,
         then learns the run's decisions. In that order, a decision that closes meanwhile is
         either pushed on the attached stream or already closed in the list."""
-        self._next_key = 1
-        self._task = asyncio.create_task(
-            self._run_stream(), name=f"runstream-report-{self._run_id}"
-        )
-        while not self._attached_once:
+        self._stream.next_key = 1
+        self._stream.start()
+        while not self._stream.attached_once:
             self._raise_if_failed()
-            if self._task.done():
+            if self._stream.stopped:
                 raise FailedPreconditionError(f"the reporter of run {self._run_id!r} stopped")
             await self._signal.wait()
         for decision in await list_decisions(self._run_id):
@@ -381,14 +325,14 @@ class RunReporter(RunEvents):
         Raises the reporter's failure (RunCancelledError, InvalidArgumentError,
         UnavailableError after the reconnect timeout, ...) if it fails first.
         """
-        target = self._reported
-        while self._acked < target:
+        target = self._stream.reported
+        while self._stream.acked < target:
             self._raise_if_failed()
-            if self._task is None or self._task.done():
+            if self._stream.stopped:
                 self._raise_if_failed()
                 raise FailedPreconditionError(
                     f"the reporter of run {self._run_id!r} stopped with "
-                    f"{target - self._acked} events unacknowledged"
+                    f"{target - self._stream.acked} events unacknowledged"
                 )
             await self._signal.wait()
 
@@ -414,11 +358,11 @@ class RunReporter(RunEvents):
     async def _stop_task(self) -> None:
         for side_task in list(self._side_tasks):
             side_task.cancel()
-        task = self._task
+        task = self._stream.task
         if task is None or task.done():
             return
         self._signal.fire()
-        if self._failure is None and not self._cancelled:
+        if self._stream.failure is None and not self._cancelled:
             # The task half-closes the stream once drained; give the server a moment to end it.
             await asyncio.wait({task}, timeout=_CLOSE_GRACE)
         if not task.done():
@@ -456,7 +400,7 @@ class RunReporter(RunEvents):
         """
         while self._paused:
             self._raise_if_failed()
-            if self._task is None or self._task.done():
+            if self._stream.stopped:
                 return  # No stream left to bring the RESUME; holding would hang forever.
             await self._signal.wait()
 
@@ -531,7 +475,7 @@ class RunReporter(RunEvents):
             if decision_id in self._asked_before:
                 # Asked before attach_run: wait for that question's answer instead of asking
                 # again, and skip the key its DecisionRequested took, so later keys line up.
-                self._next_key += 1
+                self._stream.next_key += 1
             else:
                 await self._report(event)
             decision = await self._await_decision(decision_id)
@@ -563,14 +507,14 @@ class RunReporter(RunEvents):
             if decision is not None:
                 return decision
             self._raise_if_failed()
-            if self._task is None or self._task.done():
+            if self._stream.stopped:
                 raise FailedPreconditionError(
                     f"the reporter of run {self._run_id!r} closed while decision "
                     f"{decision_id!r} was open"
                 )
             await self._signal.wait()
 
-    def _on_decision(self, decision: Decision) -> None:
+    def on_decision(self, decision: Decision) -> None:
         if decision.is_open:
             return
         self._closed_decisions[decision.decision_id] = decision
@@ -582,14 +526,17 @@ class RunReporter(RunEvents):
 
     def _can_report(self) -> bool:
         return not (
-            self._cancelled or self._failure is not None or self._closing or self._terminal_reported
+            self._cancelled
+            or self._stream.failure is not None
+            or self._closing
+            or self._terminal_reported
         )
 
     def _raise_if_failed(self) -> None:
         if self._cancelled:
             raise RunCancelledError(self._run_id, self._cancel_reason)
-        if self._failure is not None:
-            raise self._failure
+        if self._stream.failure is not None:
+            raise self._stream.failure
 
     def _check_can_report(self) -> None:
         self._raise_if_failed()
@@ -602,191 +549,25 @@ class RunReporter(RunEvents):
 
     async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
         self._check_can_report()
-        while self._reported - self._acked >= self._max_buffered:
+        while self._stream.pending >= self._max_buffered:
             await self._signal.wait()
             self._check_can_report()
         if terminal:
             self._terminal_reported = True
-        self._enqueue(event)
+        self._stream.enqueue(event)
 
-    def _enqueue(self, event: event_pb2.RunEvent) -> None:
-        convert.set_idempotency_key(event, f"{self._key_prefix}:{self._next_key}")
-        self._next_key += 1
-        self._unsent.append((event, convert.event_size(event)))
-        self._reported += 1
-        self._signal.fire()
+    # --- what the stream tells the reporter (StreamOwner) -----------------------------------
 
-    def _take_batch(self) -> _Batch:
-        events: list[event_pb2.RunEvent] = []
-        size = 0
-        while self._unsent and len(events) < self._batch_size:
-            event, event_size = self._unsent[0]
-            if events and size + event_size > _MAX_BATCH_BYTES:
-                break
-            self._unsent.popleft()
-            events.append(event)
-            size += event_size
-        batch = _Batch(self._next_batch_id, events)
-        self._next_batch_id += 1
-        return batch
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-    def _requeue_inflight(self) -> None:
-        """Puts every unacknowledged batch back in front of the unsent queue, in order."""
-        while self._inflight:
-            batch = self._inflight.pop()
-            for event in reversed(batch.events):
-                self._unsent.appendleft((event, convert.event_size(event)))
+    def done_reporting(self) -> bool:
+        return self._closing or self._terminal_reported
 
-    def _pending(self) -> int:
-        return self._reported - self._acked
-
-    def _finished(self) -> bool:
-        """Whether the stream has nothing left to do: closing, or the run ended, and all acked."""
-        return (self._closing or self._terminal_reported) and self._pending() == 0
-
-    def _fail(self, error: RunstreamError) -> None:
-        if self._failure is None:
-            self._failure = error
-            _log.warning("reporter of run %s failed: %s", self._run_id, error)
-        self._signal.fire()
-
-    # --- the stream task -------------------------------------------------------------------
-
-    async def _run_stream(self) -> None:
-        backoff = Backoff()
-        outage = Outage(self._reconnect_timeout)
-        last_error: BaseException | None = None
-        try:
-            while True:
-                acked_before = self._acked
-                try:
-                    if await self._stream_once(backoff):
-                        return
-                except (grpc.aio.AioRpcError, ConnectionLost) as exc:
-                    if self._finished():
-                        return
-                    if not is_retryable(exc):
-                        assert isinstance(exc, grpc.aio.AioRpcError)
-                        self._fail(await self._error_for(exc))
-                        return
-                    last_error = exc
-                    backoff.hold(exc)
-                    _log.info(
-                        "report stream of run %s lost (%s); reconnecting",
-                        self._run_id,
-                        _describe_connection_error(exc),
-                    )
-                except _StreamEnded as exc:
-                    last_error = exc
-                except RunstreamError as exc:
-                    self._fail(exc)
-                    return
-                if self._cancelled or self._finished():
-                    return
-                # The outage counts only while events wait to be delivered.
-                if self._acked > acked_before or self._pending() == 0:
-                    outage.recovered()
-                if self._pending() and (
-                    error := outage.exceeded(
-                        f"could not deliver {self._pending()} events of run {self._run_id!r}",
-                        f"last error: {_describe_connection_error(last_error)}",
-                        last_error,
-                    )
-                ):
-                    self._fail(error)
-                    return
-                await self._sleep(backoff.next_delay())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # A bug must surface to the caller, not hang flush().
-            crashed = RunstreamError(f"reporter crashed: {exc!r}", code=StatusCode.INTERNAL)
-            crashed.__cause__ = exc
-            self._fail(crashed)
-        finally:
-            self._signal.fire()
-
-    async def _sleep(self, delay: float) -> None:
-        """Sleeps ``delay`` seconds, waking early only when close() leaves nothing to do."""
-        deadline = time.monotonic() + delay
-        while (remaining := deadline - time.monotonic()) > 0:
-            if self._closing and self._pending() == 0:
-                return
-            await self._signal.wait(remaining)
-
-    async def _stream_once(self, backoff: Backoff) -> bool:
-        """Runs one Report stream. True when it ended because the reporter is done."""
-        self._requeue_inflight()
-        self._streams_opened += 1
-        reconnected = self._streams_opened > 1
-        call: ReportCall = self._report_rpc(None, metadata=self._metadata)
-        stream_attached = asyncio.Event()
-        reader = asyncio.create_task(self._read_responses(call, backoff, stream_attached))
-        attached = False
-        try:
-            while True:
-                while not reader.done() and self._failure is None:
-                    if not attached:
-                        break
-                    if self._unsent and len(self._inflight) < self._max_in_flight:
-                        break
-                    if self._closing and self._pending() == 0:
-                        break
-                    await self._signal.wait()
-                if reader.done() or self._failure is not None:
-                    break
-                if attached and self._closing and self._pending() == 0:
-                    await call.done_writing()
-                    await reader
-                    return True
-                batch = self._take_batch()
-                if batch.events:
-                    self._inflight.append(batch)
-                    batch_id = batch.batch_id
-                else:
-                    batch_id = _ATTACH_BATCH_ID
-                request = convert.report_request(
-                    "" if attached else self._run_id, batch.events, batch_id
-                )
-                first_write = not attached
-                attached = True
-                try:
-                    await send(call, request)
-                except asyncio.InvalidStateError:
-                    break  # The call already finished; the reader knows how.
-                if first_write and reconnected and (self._awaited or self._paused):
-                    self._spawn(self._resync(stream_attached))
-            await reader  # Raises the stream's error, if it failed.
-            if self._failure is not None:
-                return True
-            raise _StreamEnded("the server ended the report stream")
-        finally:
-            call.cancel()
-            if not reader.done():
-                reader.cancel()
-            # Wait for the reader without letting its exception (already surfaced, or moot)
-            # replace the one in flight, and without swallowing a cancellation of this task.
-            await asyncio.wait({reader})
-            if not reader.cancelled():
-                reader.exception()
-
-    async def _read_responses(
-        self, call: ReportCall, backoff: Backoff, attached: asyncio.Event
-    ) -> None:
-        try:
-            async for response in call:
-                # Any response proves the server attached this stream to the run.
-                attached.set()
-                self._attached_once = True
-                message = convert.parse_report_response(response)
-                if isinstance(message, convert.ReportAck):
-                    self._on_ack(message)
-                    backoff.reset()
-                elif isinstance(message, convert.ReportControl):
-                    self._on_control(message)
-                elif isinstance(message, convert.ReportDecision):
-                    self._on_decision(message.decision)
-        finally:
-            self._signal.fire()
+    def on_reconnect(self, attached: asyncio.Event) -> None:
+        if self._awaited or self._paused:
+            self._spawn(self._resync(attached))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=f"runstream-resync-{self._run_id}")
@@ -814,32 +595,13 @@ class RunReporter(RunEvents):
                     decision = await self._get_decision(self._run_id, decision_id)
                 except NotFoundError:
                     continue  # Not stored yet; it will be, on this stream, which gets its closure.
-                self._on_decision(decision)
+                self.on_decision(decision)
         except RunstreamError as exc:
             # The stream that triggered this is probably gone again; the next reconnect
             # resyncs once more.
             _log.info("resync of run %s after reconnecting failed: %s", self._run_id, exc)
 
-    def _on_ack(self, ack: convert.ReportAck) -> None:
-        if ack.batch_id == _ATTACH_BATCH_ID and ack.count == 0:
-            return  # The acknowledgement of an attach-only message.
-        if not self._inflight or self._inflight[0].batch_id != ack.batch_id:
-            expected = self._inflight[0].batch_id if self._inflight else None
-            raise DataLossError(
-                f"report stream of run {self._run_id!r}: acknowledgement of batch "
-                f"{ack.batch_id}, expected {expected}"
-            )
-        batch = self._inflight.popleft()
-        if ack.count != len(batch.events):
-            raise DataLossError(
-                f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "
-                f"{len(batch.events)} events acknowledged with {ack.count} results"
-            )
-        self._acked += len(batch.events)
-        self._last_seq = max(self._last_seq, ack.max_seq)
-        self._signal.fire()
-
-    def _on_control(self, control: convert.ReportControl) -> None:
+    def on_control(self, control: convert.ReportControl) -> None:
         if control.action == ControlAction.CANCEL:
             self._mark_cancelled(control.reason)
             _log.info("run %s was cancelled: %s", self._run_id, control.reason)
@@ -866,7 +628,7 @@ class RunReporter(RunEvents):
         self._owner_cancelled = True
         owner.cancel(f"run {self._run_id} was cancelled")
 
-    async def _error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
+    async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
         """The error a failed stream surfaces; a batch refused because of a cancel is one."""
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and not self._cancelled:
             # The cancel control may not have reached this stream (it was reconnecting), so
@@ -1052,12 +814,6 @@ def _check_question(
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         if seconds <= 0:
             raise InvalidArgumentError("timeout: must be positive (None waits until answered)")
-
-
-def _describe_connection_error(exc: BaseException | None) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return str(exc)
 
 
 def _describe(exc: BaseException) -> str:

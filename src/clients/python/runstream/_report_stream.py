@@ -1,0 +1,384 @@
+"""The report stream of one run: what waits to be sent, what is in flight, and the task that
+owns the bidirectional ReportService.Report stream.
+
+:class:`ReportStream` stamps each queued event with its idempotency key, sends batches (up to
+``batch_size`` events and about 1 MiB each) with up to ``max_in_flight`` unacknowledged,
+counts acknowledgements, and reconnects with backoff when the connection breaks, resending
+every unacknowledged event in order with its original key. What the server sends back
+besides acknowledgements (controls, closed decisions), what a failed stream means for the
+run, and what to re-read after a reconnect are its owner's, the
+:class:`~runstream.RunReporter` (see ``_reporter.py`` for the whole story).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import grpc
+
+from runstream import _convert as convert
+from runstream._errors import DataLossError, RunstreamError, StatusCode
+from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
+from runstream._types import Decision
+
+if TYPE_CHECKING:
+    from runstream.v1 import event_pb2, report_service_pb2
+
+    ReportCall = grpc.aio.StreamStreamCall[
+        report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
+    ]
+    ReportMethod = grpc.aio.StreamStreamMultiCallable[
+        report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
+    ]
+
+__all__ = ["ATTACH_BATCH_ID", "ReportStream", "Signal", "StreamOwner"]
+
+_log = logging.getLogger("runstream.reporter")
+
+# Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
+# batches count from 1.
+ATTACH_BATCH_ID = 0
+# Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
+_MAX_BATCH_BYTES = 1 << 20
+
+
+class Signal:
+    """Wakes every coroutine waiting for the reporter's state to change.
+
+    Waiters re-check their condition after each wake-up, so a spurious wake-up is harmless and
+    ``fire()`` can be called from anywhere, including ``finally`` blocks and callbacks.
+    """
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def fire(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait(self, max_wait: float | None = None) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            if max_wait is None:
+                await waiter
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter, max_wait)
+        finally:
+            self._waiters.discard(waiter)
+
+
+@dataclass(slots=True)
+class _Batch:
+    batch_id: int
+    events: list[event_pb2.RunEvent]
+
+
+class _StreamEnded(Exception):
+    """The server ended the Report stream with OK before the reporter closed it."""
+
+
+class StreamOwner(Protocol):
+    """What the stream asks of the reporter that owns it."""
+
+    @property
+    def cancelled(self) -> bool:
+        """The run was cancelled: nothing more is sent."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """close() was called: the stream ends once everything is acknowledged."""
+        ...
+
+    def done_reporting(self) -> bool:
+        """Closing, or the run's end reported: nothing more will be queued."""
+        ...
+
+    def on_control(self, control: convert.ReportControl) -> None: ...
+
+    def on_decision(self, decision: Decision) -> None: ...
+
+    def on_reconnect(self, attached: asyncio.Event) -> None:
+        """A new stream replaced a broken one; `attached` is set once the server attached it."""
+        ...
+
+    async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
+        """The failure a status no retry fixes means for the run."""
+        ...
+
+
+class ReportStream:
+    """The events of one run on their way to the server, and the task that sends them."""
+
+    def __init__(
+        self,
+        owner: StreamOwner,
+        signal: Signal,
+        *,
+        run_id: str,
+        last_seq: int,
+        report_rpc: ReportMethod,
+        metadata: Sequence[tuple[str, str]],
+        reconnect_timeout: float | None,
+        batch_size: int,
+        max_in_flight: int,
+        key_prefix: str,
+    ) -> None:
+        self._owner = owner
+        self._signal = signal
+        self._run_id = run_id
+        self._report_rpc = report_rpc
+        self._metadata = tuple(metadata)
+        self._reconnect_timeout = reconnect_timeout
+        self._batch_size = max(1, batch_size)
+        self._max_in_flight = max(1, max_in_flight)
+        self.key_prefix = key_prefix
+        self.next_key = 0
+        """The counter of the next idempotency key (``"<key_prefix>:<next_key>"``)."""
+        self._next_batch_id = ATTACH_BATCH_ID + 1
+        self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
+        self._inflight: deque[_Batch] = deque()
+        self.reported = 0
+        """Events queued so far."""
+        self.acked = 0
+        """Events the server acknowledged as durable (always a prefix of the queued ones)."""
+        self.last_seq = last_seq
+        self.failure: RunstreamError | None = None
+        """Why the stream gave up (a status no retry fixes, or the reconnect timeout)."""
+        self.attached_once = False
+        """Whether the server has attached a stream of this reporter to the run."""
+        self._task: asyncio.Task[None] | None = None
+        self._streams_opened = 0
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    @property
+    def stopped(self) -> bool:
+        """No stream task runs (never started, or ended): nothing queued will be sent."""
+        return self._task is None or self._task.done()
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet acknowledged."""
+        return self.reported - self.acked
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(
+            self._run_stream(), name=f"runstream-report-{self._run_id}"
+        )
+
+    # --- queueing ---------------------------------------------------------------------------
+
+    def enqueue(self, event: event_pb2.RunEvent) -> None:
+        convert.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
+        self.next_key += 1
+        self._unsent.append((event, convert.event_size(event)))
+        self.reported += 1
+        self._signal.fire()
+
+    def _take_batch(self) -> _Batch:
+        events: list[event_pb2.RunEvent] = []
+        size = 0
+        while self._unsent and len(events) < self._batch_size:
+            event, event_size = self._unsent[0]
+            if events and size + event_size > _MAX_BATCH_BYTES:
+                break
+            self._unsent.popleft()
+            events.append(event)
+            size += event_size
+        batch = _Batch(self._next_batch_id, events)
+        self._next_batch_id += 1
+        return batch
+
+    def _requeue_inflight(self) -> None:
+        """Puts every unacknowledged batch back in front of the unsent queue, in order."""
+        while self._inflight:
+            batch = self._inflight.pop()
+            for event in reversed(batch.events):
+                self._unsent.appendleft((event, convert.event_size(event)))
+
+    def _finished(self) -> bool:
+        """Whether the stream has nothing left to do: closing, or the run ended, and all acked."""
+        return self._owner.done_reporting() and self.pending == 0
+
+    def _fail(self, error: RunstreamError) -> None:
+        if self.failure is None:
+            self.failure = error
+            _log.warning("reporter of run %s failed: %s", self._run_id, error)
+        self._signal.fire()
+
+    # --- the stream task -------------------------------------------------------------------
+
+    async def _run_stream(self) -> None:
+        backoff = Backoff()
+        outage = Outage(self._reconnect_timeout)
+        last_error: BaseException | None = None
+        try:
+            while True:
+                acked_before = self.acked
+                try:
+                    if await self._stream_once(backoff):
+                        return
+                except (grpc.aio.AioRpcError, ConnectionLost) as exc:
+                    if self._finished():
+                        return
+                    if not is_retryable(exc):
+                        assert isinstance(exc, grpc.aio.AioRpcError)
+                        self._fail(await self._owner.error_for(exc))
+                        return
+                    last_error = exc
+                    backoff.hold(exc)
+                    _log.info(
+                        "report stream of run %s lost (%s); reconnecting",
+                        self._run_id,
+                        _describe_connection_error(exc),
+                    )
+                except _StreamEnded as exc:
+                    last_error = exc
+                except RunstreamError as exc:
+                    self._fail(exc)
+                    return
+                if self._owner.cancelled or self._finished():
+                    return
+                # The outage counts only while events wait to be delivered.
+                if self.acked > acked_before or self.pending == 0:
+                    outage.recovered()
+                if self.pending and (
+                    error := outage.exceeded(
+                        f"could not deliver {self.pending} events of run {self._run_id!r}",
+                        f"last error: {_describe_connection_error(last_error)}",
+                        last_error,
+                    )
+                ):
+                    self._fail(error)
+                    return
+                await self._sleep(backoff.next_delay())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # A bug must surface to the caller, not hang flush().
+            crashed = RunstreamError(f"reporter crashed: {exc!r}", code=StatusCode.INTERNAL)
+            crashed.__cause__ = exc
+            self._fail(crashed)
+        finally:
+            self._signal.fire()
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleeps ``delay`` seconds, waking early only when close() leaves nothing to do."""
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._owner.closing and self.pending == 0:
+                return
+            await self._signal.wait(remaining)
+
+    async def _stream_once(self, backoff: Backoff) -> bool:
+        """Runs one Report stream. True when it ended because the reporter is done."""
+        self._requeue_inflight()
+        self._streams_opened += 1
+        reconnected = self._streams_opened > 1
+        call: ReportCall = self._report_rpc(None, metadata=self._metadata)
+        stream_attached = asyncio.Event()
+        reader = asyncio.create_task(self._read_responses(call, backoff, stream_attached))
+        attached = False
+        try:
+            while True:
+                while not reader.done() and self.failure is None:
+                    if not attached:
+                        break
+                    if self._unsent and len(self._inflight) < self._max_in_flight:
+                        break
+                    if self._owner.closing and self.pending == 0:
+                        break
+                    await self._signal.wait()
+                if reader.done() or self.failure is not None:
+                    break
+                if attached and self._owner.closing and self.pending == 0:
+                    await call.done_writing()
+                    await reader
+                    return True
+                batch = self._take_batch()
+                if batch.events:
+                    self._inflight.append(batch)
+                    batch_id = batch.batch_id
+                else:
+                    batch_id = ATTACH_BATCH_ID
+                request = convert.report_request(
+                    "" if attached else self._run_id, batch.events, batch_id
+                )
+                first_write = not attached
+                attached = True
+                try:
+                    await send(call, request)
+                except asyncio.InvalidStateError:
+                    break  # The call already finished; the reader knows how.
+                if first_write and reconnected:
+                    self._owner.on_reconnect(stream_attached)
+            await reader  # Raises the stream's error, if it failed.
+            if self.failure is not None:
+                return True
+            raise _StreamEnded("the server ended the report stream")
+        finally:
+            call.cancel()
+            if not reader.done():
+                reader.cancel()
+            # Wait for the reader without letting its exception (already surfaced, or moot)
+            # replace the one in flight, and without swallowing a cancellation of this task.
+            await asyncio.wait({reader})
+            if not reader.cancelled():
+                reader.exception()
+
+    async def _read_responses(
+        self, call: ReportCall, backoff: Backoff, attached: asyncio.Event
+    ) -> None:
+        try:
+            async for response in call:
+                # Any response proves the server attached this stream to the run.
+                attached.set()
+                self.attached_once = True
+                message = convert.parse_report_response(response)
+                if isinstance(message, convert.ReportAck):
+                    self._on_ack(message)
+                    backoff.reset()
+                elif isinstance(message, convert.ReportControl):
+                    self._owner.on_control(message)
+                elif isinstance(message, convert.ReportDecision):
+                    self._owner.on_decision(message.decision)
+        finally:
+            self._signal.fire()
+
+    def _on_ack(self, ack: convert.ReportAck) -> None:
+        if ack.batch_id == ATTACH_BATCH_ID and ack.count == 0:
+            return  # The acknowledgement of an attach-only message.
+        if not self._inflight or self._inflight[0].batch_id != ack.batch_id:
+            expected = self._inflight[0].batch_id if self._inflight else None
+            raise DataLossError(
+                f"report stream of run {self._run_id!r}: acknowledgement of batch "
+                f"{ack.batch_id}, expected {expected}"
+            )
+        batch = self._inflight.popleft()
+        if ack.count != len(batch.events):
+            raise DataLossError(
+                f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "
+                f"{len(batch.events)} events acknowledged with {ack.count} results"
+            )
+        self.acked += len(batch.events)
+        self.last_seq = max(self.last_seq, ack.max_seq)
+        self._signal.fire()
+
+
+def _describe_connection_error(exc: BaseException | None) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
