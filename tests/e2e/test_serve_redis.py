@@ -123,3 +123,14 @@ def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> No
         done = serve_and_exit(f"redis://127.0.0.1:1/0?{options}", tmp_path)
         assert done.returncode == 2, options
         assert message in done.stderr.decode(), done.stderr
+
+
+def test_a_password_that_splits_the_url_is_refused_without_echoing_any_of_it(
+    tmp_path: Path,
+) -> None:
+    for secret in ("s3cr/et", "s3cr?et", "s3cr#et"):
+        done = serve_and_exit(f"redis://:{secret}@127.0.0.1:1/0", tmp_path)
+        said = done.stderr.decode() + done.stdout.decode()
+        assert done.returncode == 2, secret
+        assert "percent-encode" in said
+        assert "s3cr" not in said and "et@" not in said, said

@@ -138,3 +138,17 @@ async def test_the_watchers_of_a_replica_that_died_stop_counting(
         for call in watchers:
             call.cancel()
         view.close()
+
+
+async def test_a_run_created_on_one_replica_appears_at_once_in_watch_runs_on_the_other(
+    stubs: tuple[run_service_pb2_grpc.RunServiceStub, run_service_pb2_grpc.RunServiceStub],
+) -> None:
+    on_a, on_b = stubs
+    view = RunsView(on_b)
+    try:
+        await eventually(lambda: view.initial is not None)
+        # Created and nothing more: B holds no state of it, only A's notice tells it.
+        run_id = (await on_a.CreateRun(rs.CreateRunRequest(workflow="elsewhere"))).run.run_id
+        await eventually(lambda: run_id in view.counts, within=10)
+    finally:
+        view.close()

@@ -140,3 +140,41 @@ def _stubs(channel: grpc.aio.Channel):  # type: ignore[no-untyped-def]
     return run_service_pb2_grpc.RunServiceStub(channel), report_service_pb2_grpc.ReportServiceStub(
         channel
     )
+
+
+async def test_subscribing_to_more_runs_than_memory_holds_sends_every_open_question(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Loading the fifth run evicts the first before the subscription pins them; every run's
+    open decision still arrives."""
+    from runstream.v1 import decision_service_pb2 as ds
+    from runstream.v1 import decision_service_pb2_grpc
+
+    from tests.server.test_decisions import ask
+
+    server = RunstreamServer(
+        server_config(tmp_path / "d.db", limits=Limits(cached_runs=2, cached_ended_runs=1))
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs(channel, *_stubs(channel))
+            run_ids = []
+            for i in range(5):
+                run = await create_run(stubs, "a")
+                await append(stubs, run.run_id, ask(f"q{i}"))
+                run_ids.append(run.run_id)
+            decisions = decision_service_pb2_grpc.DecisionServiceStub(channel)  # type: ignore[no-untyped-call]
+
+            async def subscribe():  # type: ignore[no-untyped-def]
+                yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=run_ids))
+                await asyncio.Event().wait()  # keep the stream open
+
+            stream = decisions.Interact(subscribe())
+            prompts = [(await anext(aiter(stream))).prompt for _ in run_ids]
+            stream.cancel()
+        assert sorted((p.run_id, p.decision_id) for p in prompts) == sorted(
+            (run_id, f"q{i}") for i, run_id in enumerate(run_ids)
+        )
+    finally:
+        await server.stop(grace=0.1)

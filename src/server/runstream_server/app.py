@@ -395,7 +395,7 @@ def store_location(text: str) -> tuple[Path, str]:
     if not sep:
         return Path(text), ""
     if scheme in ("redis", "rediss"):
-        from runstream_server.store.redis import parse_url
+        from runstream_server.store.redis_url import parse_url
 
         parse_url(text)  # its options, checked before anything starts (ValueError)
         return ServerConfig.store_path, text
@@ -407,7 +407,7 @@ def store_location(text: str) -> tuple[Path, str]:
 def describe_store(config: ServerConfig) -> str:
     """The store for logs: the file, or the URL without its password."""
     if config.store_url:
-        from runstream_server.store.redis import redact
+        from runstream_server.store.redis_url import redact
 
         return redact(config.store_url)
     return str(config.store_path)

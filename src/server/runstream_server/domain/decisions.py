@@ -163,10 +163,12 @@ class Decisions:
         self._check_open()
         for i, run_id in enumerate(run_ids):
             check_id(f"subscribe.run_ids[{i}]", run_id)
-        for run_id in run_ids:
+        for run_id in run_ids:  # all must exist before any is followed
             await self._ledger.state(run_id)
-        for run_id in run_ids:  # no await from here on: nothing can slip between
-            self._links.follow(feed, self._ledger.held(run_id))
+        for run_id in run_ids:
+            # Loaded again if a later load evicted it; followed with no await after its
+            # state is read, so no commit slips between (and following pins it).
+            self._links.follow(feed, await self._ledger.state(run_id))
 
     def unfollow(self, feed: DecisionFeed) -> None:
         self._links.unfollow(feed)

@@ -329,8 +329,11 @@ class RunLedger:
         The notice's events are used when they continue the state; anything else (a gap, a
         notice without events, no notice at all) is read from the log.
         """
+        loaded = slot.state is None
         state = await self._load(slot)
         if notice is not None and notice.last_seq <= state.last_seq:
+            if loaded:  # read just now, the notice's commit included: nothing else told WatchRuns
+                self.publish_run(state)
             return  # ours, or already folded
         stored: list[StoredEvent] = []
         if notice is not None and notice.events and notice.first_seq == state.last_seq + 1:

@@ -4,7 +4,7 @@ URL as logs may show it, without its password."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 class RedisOptions:
     """What a ``redis://`` store URL says beyond the connection itself."""
 
-    url: str
+    url: str = field(repr=False)
     """The URL redis-py connects with (without Runstream's own query parameters)."""
     prefix: str = "runstream"
     """Prefix of every key, so several deployments (or tests) can share one Redis."""
@@ -30,6 +30,18 @@ def parse_url(url: str) -> RedisOptions:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+        misplaced = "@" in parts.path + parts.query + parts.fragment
+    except ValueError:
+        misplaced = True
+    if misplaced:
+        # A password with '/', '?' or '#' splits the URL in the wrong place; neither this
+        # message nor any log may echo a piece of it.
+        raise ValueError(
+            "the URL's credentials or port are malformed: percent-encode '/', '?' and '#' "
+            "in a password, or use ?password_file="
+        )
     query = parse_qs(parts.query)
     own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
     netloc = parts.netloc
