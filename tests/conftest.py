@@ -202,6 +202,21 @@ def cluster_port() -> int:
         return port
 
 
+@contextlib.asynccontextmanager
+async def serving_on(
+    store_url: str, directory: Path, *, grace: float | None = 0.5
+) -> AsyncIterator[RunstreamServer]:
+    """An in-process server on the shared store `store_url`, stopped on the way out."""
+    server = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=directory / "unused.db", store_url=store_url)
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=grace)
+
+
 def redis_cli(*args: str) -> str:
     binary = shutil.which("redis-cli")
     assert binary is not None, "redis-cli is missing; run `make setup`"

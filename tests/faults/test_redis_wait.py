@@ -10,11 +10,8 @@ back, the resend is acknowledged, and the event is stored once.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -28,40 +25,18 @@ from runstream.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
-from runstream_server.app import RunstreamServer, ServerConfig
 
-from tests.conftest import RedisProcess, move_slot, redis_cluster
-
-
-def redis_cli(port: int, *args: str) -> str:
-    binary = shutil.which("redis-cli")
-    assert binary is not None, "redis-cli is missing; run `make setup`"
-    done = subprocess.run(
-        [binary, "-p", str(port), *args], capture_output=True, timeout=30, check=True
-    )
-    return done.stdout.decode()
+from tests.conftest import RedisProcess, move_slot, redis_cli, redis_cluster, serving_on
 
 
 def wait_until_linked(primary: RedisProcess, replica: RedisProcess) -> None:
     deadline = time.monotonic() + 30
-    while "master_link_status:up" not in redis_cli(replica.port, "info", "replication"):
+    while "master_link_status:up" not in redis_cli("-p", str(replica.port), "info", "replication"):
         assert time.monotonic() < deadline, "the replica did not sync with the primary"
         time.sleep(0.05)
-    while "connected_slaves:1" not in redis_cli(primary.port, "info", "replication"):
+    while "connected_slaves:1" not in redis_cli("-p", str(primary.port), "info", "replication"):
         assert time.monotonic() < deadline, "the primary does not see its replica"
         time.sleep(0.05)
-
-
-@asynccontextmanager
-async def serving(store_url: str, tmp_path: Path) -> AsyncIterator[RunstreamServer]:
-    server = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "unused.db", store_url=store_url)
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop(grace=0.5)
 
 
 def tick(n: int) -> ev.RunEvent:
@@ -126,7 +101,7 @@ async def test_wait_acknowledges_only_what_the_replica_has(tmp_path: Path) -> No
         replica.start()
         wait_until_linked(primary, replica)
         url = f"{primary.url}?prefix=w&wait=1&wait_timeout_ms=300"
-        async with serving(url, tmp_path) as server:
+        async with serving_on(url, tmp_path) as server:
             await acknowledged_only_with_the_replica(
                 server.target, lambda _: (primary, replica), "w"
             )
@@ -145,7 +120,10 @@ def cluster(tmp_path: Path) -> Iterator[list[RedisProcess]]:
 def owner_and_replica(nodes: list[RedisProcess], run_id: str) -> tuple[RedisProcess, RedisProcess]:
     """The master serving the run's slot, and its replica, from CLUSTER NODES."""
     slot = key_slot(f"{{{run_id}}}".encode())
-    lines = [line.split() for line in redis_cli(nodes[0].port, "cluster", "nodes").splitlines()]
+    lines = [
+        line.split()
+        for line in redis_cli("-p", str(nodes[0].port), "cluster", "nodes").splitlines()
+    ]
     by_port = {n.port: n for n in nodes}
     master_id = next(
         fields[0]
@@ -167,7 +145,7 @@ async def test_wait_on_a_cluster_counts_the_replica_of_the_runs_master(
     cluster: list[RedisProcess], tmp_path: Path
 ) -> None:
     url = f"{cluster[0].url}?cluster=1&prefix=cw&wait=1&wait_timeout_ms=300"
-    async with serving(url, tmp_path) as server:
+    async with serving_on(url, tmp_path) as server:
         run_id = await acknowledged_only_with_the_replica(
             server.target, lambda run_id: owner_and_replica(cluster, run_id), "cw"
         )

@@ -23,12 +23,11 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.following import Notices
 from runstream_server.store.base import CommitNotice
 
 from tests.clients.support import eventually
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, serving_on
 
 BEAT = duration_pb2.Duration(nanos=100_000_000)
 
@@ -41,14 +40,6 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
         yield server
     finally:
         server.stop()
-
-
-async def replica(redis: RedisProcess, directory: Path) -> RunstreamServer:
-    server = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=directory / "unused.db", store_url=redis.url)
-    )
-    await server.start()
-    return server
 
 
 class Watcher:
@@ -84,20 +75,19 @@ async def hgets(redis: RedisProcess) -> int:
 async def test_forty_idle_watchers_on_fast_heartbeats_cost_redis_a_read_per_second(
     redis: RedisProcess, tmp_path: Path
 ) -> None:
-    server = await replica(redis, tmp_path)
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stub = run_service_pb2_grpc.RunServiceStub(channel)
-            run_id = (await stub.CreateRun(rs.CreateRunRequest(workflow="idle"))).run.run_id
-            watchers = [Watcher(stub, run_id) for _ in range(40)]
-            await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
-            beats, reads = sum(w.beats for w in watchers), await hgets(redis)
-            await asyncio.sleep(2.0)
-            beats, reads = sum(w.beats for w in watchers) - beats, await hgets(redis) - reads
-            for watcher in watchers:
-                watcher.close()
-    finally:
-        await server.stop(grace=None)
+    async with (
+        serving_on(redis.url, tmp_path, grace=None) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        run_id = (await stub.CreateRun(rs.CreateRunRequest(workflow="idle"))).run.run_id
+        watchers = [Watcher(stub, run_id) for _ in range(40)]
+        await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
+        beats, reads = sum(w.beats for w in watchers), await hgets(redis)
+        await asyncio.sleep(2.0)
+        beats, reads = sum(w.beats for w in watchers) - beats, await hgets(redis) - reads
+        for watcher in watchers:
+            watcher.close()
     # 40 streams at 10 heartbeats a second sent hundreds of heartbeats, each after a head
     # check; one read per check would be as many HGETs.
     assert beats >= 400
@@ -114,37 +104,29 @@ async def test_a_commit_whose_notice_is_lost_reaches_an_idle_watcher_on_the_othe
             on_notice(self, notice)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Notices, "on_notice", lose_commits)
-    a = await replica(redis, tmp_path / "a")
-    b = await replica(redis, tmp_path / "b")
-    try:
-        async with (
-            grpc.aio.insecure_channel(a.target) as on_a,
-            grpc.aio.insecure_channel(b.target) as on_b,
-        ):
-            run_id = (
-                await run_service_pb2_grpc.RunServiceStub(on_a).CreateRun(
-                    rs.CreateRunRequest(workflow="lost-notice")
-                )
-            ).run.run_id
-            watchers = [
-                Watcher(run_service_pb2_grpc.RunServiceStub(on_b), run_id) for _ in range(5)
-            ]
-            await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
-            report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
-            acked = await report.AppendEvents(
-                report_service_pb2.AppendEventsRequest(
-                    run_id=run_id,
-                    events=[event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))] * 3,
-                )
+    async with (
+        serving_on(redis.url, tmp_path / "a", grace=None) as a,
+        serving_on(redis.url, tmp_path / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        run_id = (
+            await run_service_pb2_grpc.RunServiceStub(on_a).CreateRun(
+                rs.CreateRunRequest(workflow="lost-notice")
             )
-            last = acked.last_seq
-            # No notice reaches B: only the head checks at the watchers' heartbeats can tell.
-            await eventually(
-                lambda: all(w.seqs and w.seqs[-1] == last for w in watchers), within=10
+        ).run.run_id
+        watchers = [Watcher(run_service_pb2_grpc.RunServiceStub(on_b), run_id) for _ in range(5)]
+        await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
+        report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
+        acked = await report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(
+                run_id=run_id,
+                events=[event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))] * 3,
             )
-            for watcher in watchers:
-                assert watcher.seqs == list(range(1, last + 1))
-                watcher.close()
-    finally:
-        await a.stop(grace=None)
-        await b.stop(grace=None)
+        )
+        last = acked.last_seq
+        # No notice reaches B: only the head checks at the watchers' heartbeats can tell.
+        await eventually(lambda: all(w.seqs and w.seqs[-1] == last for w in watchers), within=10)
+        for watcher in watchers:
+            assert watcher.seqs == list(range(1, last + 1))
+            watcher.close()

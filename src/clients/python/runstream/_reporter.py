@@ -74,14 +74,8 @@ from runstream._types import (
 )
 
 if TYPE_CHECKING:
-    from runstream.v1 import event_pb2, report_service_pb2
-
-    ReportCall = grpc.aio.StreamStreamCall[
-        report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
-    ]
-    ReportMethod = grpc.aio.StreamStreamMultiCallable[
-        report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
-    ]
+    from runstream._report_stream import ReportMethod
+    from runstream.v1 import event_pb2
 
 __all__ = ["RunReporter", "StepReporter"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.domain.events import SERVER_ONLY_FIELDS, EncodedEvent
-from runstream_server.domain.state import RunState
+from runstream_server.domain.state import RunState, copied
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,6 @@ class CommitRecord:
     """The committed events, in seq order, encoded once for every watcher."""
     decoded: list[event_pb2.RunEvent]
     """The same events, decoded."""
-    local: bool
-    """Committed by this process (False: learned from another replica)."""
 
     @property
     def run_id(self) -> str:
@@ -99,17 +97,11 @@ class DecisionFeed:
             self._resync_pending = True
             self.updates.put_nowait(RESYNC)
             return
-        self.updates.put_nowait((what, _copy_decision(decision)))
+        self.updates.put_nowait((what, copied(decision)))
 
     def resynced(self) -> None:
         """The reader took RESYNC and reads the current state from here: queue again."""
         self._resync_pending = False
-
-
-def _copy_decision(decision: decision_pb2.Decision) -> decision_pb2.Decision:
-    clone = decision_pb2.Decision()
-    clone.CopyFrom(decision)
-    return clone
 
 
 def control_for(event: event_pb2.RunEvent, state: RunState) -> ControlSignal | None:
@@ -202,7 +194,7 @@ class Links:
                 for feed in feeds:
                     feed.put("closed", closed)
                 for link in producers:
-                    link.signals.put_nowait(_copy_decision(closed))
+                    link.signals.put_nowait(copied(closed))
             else:
                 signal = control_for(event, state)
                 if signal is not None:

@@ -19,11 +19,11 @@ from runstream.v1 import decision_pb2, event_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.commits import DecisionFeed, Links
 from runstream_server.domain.events import check_id
-from runstream_server.domain.ledger import RunLedger, copied, uncancellable
+from runstream_server.domain.ledger import RunLedger, uncancellable
 from runstream_server.domain.monitors import Deadlines
 from runstream_server.domain.queries import decode_token, encode_token, fitting
 from runstream_server.domain.queries import page_size as clamp_page_size
-from runstream_server.domain.state import RunState, status_name
+from runstream_server.domain.state import RunState, copied, status_name
 from runstream_server.errors import (
     Aborted,
     FailedPrecondition,

@@ -32,7 +32,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from runstream.v1 import decision_pb2, event_pb2, run_pb2
+from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain import insight
@@ -63,7 +63,6 @@ from runstream_server.store.base import (
 
 log = logging.getLogger("runstream.runs")
 _T = TypeVar("_T")
-_M = TypeVar("_M", run_pb2.Run, run_pb2.Step, decision_pb2.Decision, event_pb2.RunEvent)
 Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 Consumer = Callable[[CommitRecord], None]
 _MAX_ATTEMPTS = 50
@@ -80,13 +79,6 @@ async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
     task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     return await asyncio.shield(task)
-
-
-def copied(message: _M) -> _M:
-    """A copy of a message the caller may keep or change."""
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone
 
 
 def by_seq(event: StoredEvent) -> int:
@@ -273,7 +265,7 @@ class RunLedger:
                         await self._catch_up(slot, moved=True)
                     continue
                 self._slots.set_state(slot, draft)
-                self.deliver(CommitRecord(draft, fresh, staged, local=True))
+                self.deliver(CommitRecord(draft, fresh, staged))
                 return AppendResult(acks, draft.last_seq)
         raise Unavailable(f"run {run_id!r} is written by too many replicas at once; retry")
 
@@ -311,7 +303,8 @@ class RunLedger:
         self._hub.publish(record.run_id, record.events)
         for consume in self.consumers:
             consume(record)
-        if any(e.HasField("run_completed") for e in record.decoded):
+        succeeded = state.run.status == run_pb2.RUN_STATUS_SUCCEEDED
+        if succeeded and any(e.HasField("run_completed") for e in record.decoded):
             history = self._history.get((state.run.tenant, state.run.workflow))
             if history is not None:
                 history.learn(state.run)
@@ -356,7 +349,7 @@ class RunLedger:
             log.warning("run %s did not fold from the log; reloading it", slot.run_id)
             draft = await self._restore(slot.run_id)
         self._slots.set_state(slot, draft)
-        self.deliver(CommitRecord(draft, framed(stored), decoded, local=False))
+        self.deliver(CommitRecord(draft, framed(stored), decoded))
 
     async def catch_up(self, run_id: str, notice: CommitNotice | None = None) -> None:
         """Folds in another replica's commit (a notice; None: whatever the log holds)."""

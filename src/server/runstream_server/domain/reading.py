@@ -14,7 +14,7 @@ from dataclasses import replace
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.auth import principal as access
-from runstream_server.domain.ledger import RunLedger, copied, count_down, decode, summary
+from runstream_server.domain.ledger import RunLedger, count_down, decode, summary
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.queries import (
     decode_token,
@@ -24,6 +24,7 @@ from runstream_server.domain.queries import (
     parse_kinds,
 )
 from runstream_server.domain.queries import page_size as clamp_page_size
+from runstream_server.domain.state import copied
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import check_not_purged
 from runstream_server.errors import InvalidArgument

@@ -49,7 +49,6 @@ from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.ledger import (
     Prepare,
     RunLedger,
-    copied,
     summary,
     uncancellable,
 )
@@ -57,7 +56,7 @@ from runstream_server.domain.limits import AppendResult, EventAck, Limits, Reten
 from runstream_server.domain.monitors import RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
-from runstream_server.domain.state import RunState, now_utc
+from runstream_server.domain.state import RunState, copied, now_utc
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
@@ -272,7 +271,7 @@ class RunManager:
             )
             await self._store.append(run_id, [encoded], state.run, expected_seq=0)
             self._ledger.set_state(slot, state)
-            self._ledger.deliver(CommitRecord(state, [encoded], [created], local=True))
+            self._ledger.deliver(CommitRecord(state, [encoded], [created]))
             return copied(state.run)
 
     async def get_run(self, run_id: str) -> run_pb2.Run:

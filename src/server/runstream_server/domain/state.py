@@ -11,6 +11,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
@@ -77,7 +78,7 @@ class RunState:
         clone.CopyFrom(self.run)
         state = RunState(clone)
         for decision_id, decision in self.decisions.items():
-            state.decisions[decision_id] = _copy_decision(decision)
+            state.decisions[decision_id] = copied(decision)
         state.milestones = set(self.milestones)
         state.recent_activity = self.recent_activity.copy()
         return state
@@ -504,7 +505,11 @@ def duration_of(seconds: float) -> duration_pb2.Duration:
     return d
 
 
-def _copy_decision(decision: decision_pb2.Decision) -> decision_pb2.Decision:
-    clone = decision_pb2.Decision()
-    clone.CopyFrom(decision)
+_M = TypeVar("_M", run_pb2.Run, run_pb2.Step, decision_pb2.Decision, event_pb2.RunEvent)
+
+
+def copied(message: _M) -> _M:
+    """A copy of a message the caller may keep or change."""
+    clone = type(message)()
+    clone.CopyFrom(message)
     return clone

@@ -58,11 +58,10 @@ from runstream_server.store.redis_notices import (
     NoticeFollower,
     notice_channel,
     publish_command,
-    slot_tags,
 )
-from runstream_server.store.redis_url import RedisOptions, parse_url, redact
+from runstream_server.store.redis_url import parse_url, redact
 
-__all__ = ["RedisEventStore", "RedisOptions", "parse_url", "redact", "slot_tags"]
+__all__ = ["RedisEventStore"]
 
 log = logging.getLogger("runstream.store.redis")
 _T = TypeVar("_T")
@@ -205,6 +204,7 @@ class RedisEventStore:
         self._closed = asyncio.Event()
         self._viewers: dict[str, int] = {}
         self._notices = NoticeFollower(self.options, self.replica_id)
+        self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
         self._masters: dict[str, Any] = {}  # on a cluster with wait=N: a client per master
         self._viewer_refresher: asyncio.Task[None] | None = None
         p = self.options.prefix
@@ -310,7 +310,7 @@ class RedisEventStore:
             run_id,
             1 if with_data else 0,
             len(events),
-            publish_command(self.options),
+            self._publish,
         ]
         for event in events:
             args += [event.seq, event.kind, event.idempotency_key, event.data]
@@ -409,7 +409,7 @@ class RedisEventStore:
                 head,
                 run.SerializeToString(),
                 notice_channel(self.options, run_id),
-                publish_command(self.options),
+                self._publish,
                 PURGED_NOTICE + run_id.encode(),
             ]
             if await self._purge(keys=[meta, log_key, keys], args=args):
@@ -559,7 +559,7 @@ class RedisEventStore:
                 json.dumps([count, expires]) if count else "",
                 _VIEWERS_TTL_MS * 2,
                 notice_channel(self.options, run_id) if tell else "",
-                publish_command(self.options),
+                self._publish,
                 VIEWERS_NOTICE + f"{self.replica_id}\n{run_id}".encode(),
             ],
         )

@@ -137,6 +137,7 @@ class NoticeFollower:
     def __init__(self, options: RedisOptions, replica_id: str) -> None:
         self.options = options
         self.replica_id = replica_id
+        self._mine = replica_id.encode()  # this replica's own notices are skipped
         self._closed = asyncio.Event()
         self._followers: set[Any] = set()  # open pub/sub connections, closed on close()
 
@@ -180,7 +181,7 @@ class NoticeFollower:
             while not self._closed.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message.get("type") == "message":
-                    pass_on(handler, message["data"], self.replica_id.encode())
+                    pass_on(handler, message["data"], self._mine)
         finally:
             self._followers.discard(pubsub)
             # Exception, not BaseException: a cancellation arriving here must end the loop.
@@ -219,7 +220,7 @@ class NoticeFollower:
                 for i in range(1, len(channels), 1000):
                     commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
                     await connection.send_packed_command(connection.pack_commands(commands))
-                if not await confirmed(pubsub, len(channels), handler, self.replica_id.encode()):
+                if not await confirmed(pubsub, len(channels), handler, self._mine):
                     log.info("a slot moved to another Redis node; subscribing again")
                     return
             log.info(
@@ -247,7 +248,7 @@ class NoticeFollower:
             if message is None:
                 continue
             if message["type"] == "smessage":
-                pass_on(handler, message["data"], self.replica_id.encode())
+                pass_on(handler, message["data"], self._mine)
             elif message["type"] == "sunsubscribe":
                 log.info("a slot moved to another Redis node; subscribing again")
                 return

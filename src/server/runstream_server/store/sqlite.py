@@ -24,7 +24,6 @@ succeeds. Nothing is acknowledged that was not committed, so nothing acknowledge
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Sequence
@@ -45,8 +44,6 @@ from runstream_server.store.sqlite_file import (
     rollback_if_active,
 )
 from runstream_server.store.sqlite_writer import SYNCHRONOUS, SqliteWriter
-
-log = logging.getLogger("runstream.store")
 
 _T = TypeVar("_T")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)

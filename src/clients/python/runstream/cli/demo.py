@@ -1083,7 +1083,6 @@ def print_summary(
     grpcurl = grpcurl_command()
     lines: list[str] = []
     heading = "Inspect the run:"
-    note = ""
     if embedded and not serve:
         # The server (and its temporary store) stop with the demo: point at one that stays.
         heading = "The demo's server stopped with it. To explore a run, keep one up:"
@@ -1122,8 +1121,6 @@ def print_summary(
     )
     console.print(Text(heading, style="bold"))
     console.print(commands, soft_wrap=True, end="")
-    if note:
-        console.print(Text(note, style="grey62"), soft_wrap=True)
 
 
 async def _serve_until_signalled(console: Console, target: str) -> None:

@@ -284,14 +284,7 @@ def eta_clock(estimate: object, now: datetime | None = None) -> str:
 def format_change(change: float, unit: str = "", name: str = "") -> str:
     """A metric's change since its last value, as the metric itself reads: "+500", "-0.5 %",
     "+0.02%" for a rate, "+$0.03" for a cost."""
-    sign = "+" if change >= 0 else "-"
-    size = abs(change)
-    if unit == "%":
-        return f"{sign}{size:,.1f} %"
-    if unit:
-        number = f"{int(size):,}" if float(size).is_integer() else f"{size:,.2f}"
-        return f"{sign}{number} {unit}"
-    return f"{sign}{format_metric(name, size)}"
+    return f"{'+' if change >= 0 else '-'}{format_metric_unit(name, abs(change), unit)}"
 
 
 def format_metric_unit(name: str, value: float, unit: str) -> str:
