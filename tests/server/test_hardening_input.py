@@ -171,6 +171,35 @@ async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:
     assert err.details() == "events[0].error_recovery.attempt: must not be negative, got -1"
 
 
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+async def test_a_non_finite_number_deep_in_a_struct_is_invalid_argument(
+    stubs: Any, number: float
+) -> None:
+    run = await create_run(stubs)
+    event = ev.RunEvent(custom=ev.Custom(type="scores"))
+    event.custom.data.update({"label": "ok", "nested": {"values": [1.0, 2.5, number]}})
+    err = await rpc_error(append(stubs, run.run_id, event))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "events[0].custom.data: numbers must be finite"
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
+
+
+async def test_finite_numbers_and_text_whose_bytes_look_like_infinity_are_stored(
+    stubs: Any,
+) -> None:
+    # The largest double, the double just below 2 and a DEL character encode with the
+    # bytes 0x7F and 0xFF that every NaN and infinity ends with; they are all valid.
+    values = {"max": 1.7976931348623157e308, "below_two": 1.9999999999999998, "text": "a\x7fb"}
+    run = await create_run(stubs)
+    event = ev.RunEvent(custom=ev.Custom(type="edge"))
+    event.custom.data.update(values)
+    assert b"\xff" in event.custom.data.SerializeToString()
+    await append(stubs, run.run_id, event)
+    events = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    stored = dict(events.events[-1].custom.data)
+    assert stored == values
+
+
 async def test_negative_and_unknown_values_in_read_requests_name_their_field(stubs: Any) -> None:
     run = await create_run(stubs)
     err = await rpc_error(stubs.runs.ListRuns(rs.ListRunsRequest(page_size=-5)))

@@ -272,15 +272,11 @@ class _Broken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """How to check one field, worked out once per field descriptor."""
+    """How to check one field, worked out once per field descriptor: the segment it adds to
+    a broken rule's path, and the check of its whole value (one value, a list or a map)."""
 
     segment: str
-    limit: Limit
-    kind: int
-    repeated: bool
-    map_value: FieldDescriptor | None
-    enum_values: frozenset[int]
-    enum_name: str
+    check: Callable[[Any], None]
 
 
 _PLANS: dict[FieldDescriptor, _Plan] = {}
@@ -289,18 +285,7 @@ _PLANS: dict[FieldDescriptor, _Plan] = {}
 def _plan(field: FieldDescriptor) -> _Plan:
     plan = _PLANS.get(field)
     if plan is None:
-        entry = field.message_type
-        is_map = entry is not None and entry.GetOptions().map_entry
-        enum = field.enum_type
-        plan = _PLANS[field] = _Plan(
-            segment=f".{field.name}",
-            limit=limit_of(field),
-            kind=field.type,
-            repeated=_is_repeated(field) and not is_map,
-            map_value=entry.fields_by_name["value"] if is_map and entry is not None else None,
-            enum_values=frozenset(enum.values_by_number) if enum is not None else frozenset(),
-            enum_name=enum.name if enum is not None else "",
-        )
+        plan = _PLANS[field] = _Plan(f".{field.name}", _field_check(field))
     return plan
 
 
@@ -310,72 +295,101 @@ def _check_message(message: Message) -> None:
         special(message)
         return
     for field, value in message.ListFields():
-        plan = _plan(field)
+        plan = _PLANS.get(field) or _plan(field)
         try:
-            if plan.map_value is not None:
-                _check_map(plan, value)
-            elif plan.repeated:
-                if len(value) > plan.limit.items:
-                    raise _Broken(f"has {len(value)} entries; the limit is {plan.limit.items}")
-                for i, item in enumerate(value):
-                    try:
-                        _check_value(plan, item)
-                    except _Broken as broken:
-                        broken.segments.append(f"[{i}]")
-                        raise
-            else:
-                _check_value(plan, value)
+            plan.check(value)
         except _Broken as broken:
             broken.segments.append(plan.segment)
             raise
 
 
-def _check_map(plan: _Plan, value: Any) -> None:
-    limit = plan.limit
-    if len(value) > limit.items:
-        raise _Broken(f"has {len(value)} entries; the limit is {limit.items}")
-    assert plan.map_value is not None
-    item_plan = _plan(plan.map_value)
+def _field_check(field: FieldDescriptor) -> Callable[[Any], None]:
+    limit = limit_of(field)
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        return _map_check(limit, _value_check(entry.fields_by_name["value"], limit))
+    one = _value_check(field, limit)
+    return _list_check(limit.items, one) if _is_repeated(field) else one
+
+
+def _list_check(items: int, one: Callable[[Any], None]) -> Callable[[Any], None]:
+    def check(values: Any) -> None:
+        if len(values) > items:
+            raise _Broken(f"has {len(values)} entries; the limit is {items}")
+        for i, item in enumerate(values):
+            try:
+                one(item)
+            except _Broken as broken:
+                broken.segments.append(f"[{i}]")
+                raise
+
+    return check
+
+
+def _map_check(limit: Limit, one: Callable[[Any], None]) -> Callable[[Any], None]:
     key_chars = limit.key_chars or DEFAULT_LIMIT.key_chars
-    item_plan = _Plan(
-        segment="",
-        limit=limit,
-        kind=item_plan.kind,
-        repeated=False,
-        map_value=None,
-        enum_values=item_plan.enum_values,
-        enum_name=item_plan.enum_name,
-    )
-    for key in value:
-        if isinstance(key, str) and len(key) > key_chars:
-            raise _Broken(f"a key is {len(key)} characters; the limit is {key_chars}")
-        try:
-            _check_value(item_plan, value[key])
-        except _Broken as broken:
-            broken.segments.append(f"[{key!r}]")
-            raise
+
+    def check(entries: Any) -> None:
+        if len(entries) > limit.items:
+            raise _Broken(f"has {len(entries)} entries; the limit is {limit.items}")
+        for key in entries:
+            if isinstance(key, str) and len(key) > key_chars:
+                raise _Broken(f"a key is {len(key)} characters; the limit is {key_chars}")
+            try:
+                one(entries[key])
+            except _Broken as broken:
+                broken.segments.append(f"[{key!r}]")
+                raise
+
+    return check
 
 
-def _check_value(plan: _Plan, value: Any) -> None:
-    kind = plan.kind
+def _value_check(field: FieldDescriptor, limit: Limit) -> Callable[[Any], None]:
+    """The check of one value of `field` (each item of a list, each value of a map)."""
+    kind = field.type
     if kind == FieldDescriptor.TYPE_STRING or kind == FieldDescriptor.TYPE_BYTES:
-        chars = plan.limit.chars or DEFAULT_LIMIT.chars
-        if len(value) > chars:
-            unit = "characters" if kind == FieldDescriptor.TYPE_STRING else "bytes"
-            raise _Broken(f"is {len(value)} {unit}; the limit is {chars} {unit}")
-    elif kind == FieldDescriptor.TYPE_MESSAGE:
-        if value.DESCRIPTOR.full_name == "google.protobuf.Struct":
-            _check_struct(value, plan.limit)
-        else:
-            _check_message(value)
-    elif kind == FieldDescriptor.TYPE_ENUM:
-        if value not in plan.enum_values:
-            raise _Broken(f"{value} is not a known {plan.enum_name} value")
-    elif kind in _INTEGER_TYPES:
-        if value < 0:
-            raise _Broken(f"must not be negative, got {value}")
-    elif kind in _FLOAT_TYPES and not math.isfinite(value):
+        chars = limit.chars or DEFAULT_LIMIT.chars
+        unit = "characters" if kind == FieldDescriptor.TYPE_STRING else "bytes"
+
+        def check_length(value: Any) -> None:
+            if len(value) > chars:
+                raise _Broken(f"is {len(value)} {unit}; the limit is {chars} {unit}")
+
+        return check_length
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
+        if field.message_type.full_name == "google.protobuf.Struct":
+            return lambda value: _check_struct(value, limit)
+        return _SPECIAL.get(field.message_type.full_name, _check_message)
+    if kind == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        values = frozenset(field.enum_type.values_by_number)
+        enum_name = field.enum_type.name
+
+        def check_enum(value: Any) -> None:
+            if value not in values:
+                raise _Broken(f"{value} is not a known {enum_name} value")
+
+        return check_enum
+    if kind in _INTEGER_TYPES:
+        return _check_not_negative
+    if kind in _FLOAT_TYPES:
+        return _check_finite
+    return _check_nothing  # bools and unsigned integers hold nothing to refuse
+
+
+def _check_not_negative(value: Any) -> None:
+    if value < 0:
+        raise _Broken(f"must not be negative, got {value}")
+
+
+def _check_finite(value: Any) -> None:
+    if not math.isfinite(value):
         raise _Broken("must be a finite number")
+
+
+def _check_nothing(value: Any) -> None:
+    pass
 
 
 def _check_struct(value: Message, limit: Limit) -> None:
@@ -383,6 +397,12 @@ def _check_struct(value: Message, limit: Limit) -> None:
     size = value.ByteSize()
     if size > most:
         raise _Broken(f"is {size} bytes encoded; the limit is {most} bytes")
+    # A NaN or an infinity is a double whose exponent bits are all set, so its last byte
+    # (little-endian) is 0x7F or 0xFF. Encoded Structs rarely hold either byte (UTF-8 text
+    # never holds 0xFF), so most skip the walk through every value.
+    encoded = value.SerializeToString()
+    if b"\x7f" not in encoded and b"\xff" not in encoded:
+        return
     for number in _struct_numbers(value):
         if not math.isfinite(number):
             raise _Broken("numbers must be finite")
