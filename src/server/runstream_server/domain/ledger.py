@@ -52,7 +52,7 @@ from runstream_server.domain.state import (
     RunState,
     now_utc,
 )
-from runstream_server.errors import NotFound, RunstreamError, Unavailable
+from runstream_server.errors import FailedPrecondition, NotFound, RunstreamError, Unavailable
 from runstream_server.store.base import (
     CommitNotice,
     EventStore,
@@ -79,6 +79,17 @@ async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
     task = asyncio.ensure_future(work)
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     return await asyncio.shield(task)
+
+
+def check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
+    """FAILED_PRECONDITION naming `field_name` when events after `after_seq` were purged."""
+    purged = state.run.purged_seq
+    if purged and after_seq < purged:
+        raise FailedPrecondition(
+            f"{field_name}: events {after_seq + 1}..{purged} of run {state.run.run_id!r} "
+            "were removed by the retention policy; read the run's snapshot instead "
+            "(GetRun, or WatchRun with include_snapshot)"
+        )
 
 
 def by_seq(event: StoredEvent) -> int:
@@ -371,6 +382,14 @@ class RunLedger:
         async with self._slots.locked(run_id) as slot:
             if slot.state is not None and stored.purged_seq > slot.state.run.purged_seq:
                 slot.state.run.purged_seq = stored.purged_seq
+
+    async def check_gap(self, run_id: str, after_seq: int, field_name: str) -> None:
+        """The log holds nothing after `after_seq` though the run's head is beyond it: its
+        events were purged, maybe by another replica (then the store tells this one first).
+        FAILED_PRECONDITION naming `field_name` when they were."""
+        if self._store.shared:
+            await self.learn_purge(run_id)
+        check_not_purged(await self.state(run_id), after_seq, field_name)
 
     async def check_head(self, run_id: str, state: RunState) -> None:
         """:meth:`refresh` for idle watchers, which check at their heartbeats that no lost

@@ -14,7 +14,13 @@ from dataclasses import replace
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.auth import principal as access
-from runstream_server.domain.ledger import RunLedger, count_down, decode, summary
+from runstream_server.domain.ledger import (
+    RunLedger,
+    check_not_purged,
+    count_down,
+    decode,
+    summary,
+)
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.queries import (
     decode_token,
@@ -26,7 +32,6 @@ from runstream_server.domain.queries import (
 from runstream_server.domain.queries import page_size as clamp_page_size
 from runstream_server.domain.state import copied
 from runstream_server.domain.viewers import ViewerCounts
-from runstream_server.domain.watching import check_not_purged
 from runstream_server.errors import InvalidArgument
 from runstream_server.store.base import EventStore
 
@@ -128,10 +133,8 @@ class Reading:
             after = value
         check_not_purged(state, after, "page_token" if page_token else "run_id")
         events = await self._store.read_events(run_id, after, size + 1, kinds)
-        if not events and after < state.last_seq and self._store.shared:
-            await self._ledger.learn_purge(run_id)  # another replica may have purged the log
-            state = await self._ledger.state(run_id)
-            check_not_purged(state, after, "page_token" if page_token else "run_id")
+        if not events and after < state.last_seq:
+            await self._ledger.check_gap(run_id, after, "page_token" if page_token else "run_id")
         kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
         more = len(events) > kept
         events = events[:kept]

@@ -21,13 +21,12 @@ from runstream.v1 import run_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent
 from runstream_server.domain.hub import Hub, RunsHub
-from runstream_server.domain.ledger import RunLedger, framed, summary
+from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, summary
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
-from runstream_server.domain.state import RunState
 from runstream_server.domain.viewers import ViewerCounts
-from runstream_server.errors import FailedPrecondition, InvalidArgument, OutOfRange, Unavailable
+from runstream_server.errors import InvalidArgument, OutOfRange, Unavailable
 from runstream_server.store.base import EventStore
 
 
@@ -58,16 +57,6 @@ RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
 def check_interval(seconds: float) -> None:
     if not 0.1 <= seconds <= 300:
         raise InvalidArgument("heartbeat_interval", "must be between 100ms and 5m")
-
-
-def check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
-    purged = state.run.purged_seq
-    if purged and after_seq < purged:
-        raise FailedPrecondition(
-            f"{field_name}: events {after_seq + 1}..{purged} of run {state.run.run_id!r} "
-            "were removed by the retention policy; read the run's snapshot instead "
-            "(GetRun, or WatchRun with include_snapshot)"
-        )
 
 
 class Watching:
@@ -163,10 +152,8 @@ class Watching:
                     cursor = sub.cursor
                     while cursor < self._ledger.held(run_id).last_seq:
                         events = framed(await self._store.read_events(run_id, cursor, max_events))
-                        if not events:  # purged, maybe by another replica: ask the store
-                            if self._store.shared:
-                                await self._ledger.learn_purge(run_id)
-                            check_not_purged(self._ledger.held(run_id), cursor, "after_seq")
+                        if not events:
+                            await self._ledger.check_gap(run_id, cursor, "after_seq")
                             break
                         for page in self._pages(events):
                             cursor = page[-1].seq
