@@ -1,8 +1,11 @@
 """The producer side: RunReporter and StepReporter over one ReportService.Report stream.
 
-RunReporter is the producer's handle on a run: its lifecycle, steps, pauses, cancellation
-and decisions. The typed events it reports are :mod:`runstream._run_events`; steps 1-5
-below, the stream itself, are :mod:`runstream._report_stream`.
+RunReporter is the producer's handle on a run: its lifecycle (``async with run:``,
+``flush()``, ``close()``) and steps, and where its parts meet. The typed events it reports
+are :mod:`runstream._run_events`; whether an event may be queued, and backpressure, is
+:mod:`runstream._report_gate`; steps 1-5 below, the stream itself, are
+:mod:`runstream._report_stream`; what the server sends back is handled by
+:mod:`runstream._run_decisions` (decisions) and :mod:`runstream._run_control` (controls).
 
 How a reported event travels:
 
@@ -55,23 +58,15 @@ from runstream import _convert as convert
 from runstream._errors import (
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
     RunCancelledError,
     RunstreamError,
-    error_from_rpc,
 )
+from runstream._report_gate import ReportGate
 from runstream._report_stream import ReportStream, Signal
+from runstream._run_control import RunControl
+from runstream._run_decisions import RunDecisions
 from runstream._run_events import RunEvents, as_timedelta
-from runstream._types import (
-    ControlAction,
-    Decision,
-    DecisionOption,
-    DecisionOutcome,
-    DecisionResult,
-    Run,
-    RunStatus,
-    SubStepDetails,
-)
+from runstream._types import Decision, DecisionResult, Run, RunStatus, SubStepDetails
 
 if TYPE_CHECKING:
     from runstream._report_stream import ReportMethod
@@ -121,10 +116,6 @@ class RunReporter(RunEvents):
         self._run_id = run.run_id
         self._workflow = run.workflow
         self._snapshot = run
-        self._get_run = get_run
-        self._get_decision = get_decision
-        self._cancel_task = cancel_task
-        self._max_buffered = max(1, max_buffered)
         if key_prefix is not None and not key_prefix:
             raise InvalidArgumentError("key_prefix: must not be empty (None generates one)")
         self._signal = Signal()
@@ -142,27 +133,26 @@ class RunReporter(RunEvents):
             # same events again after a restart gets the same keys (and the server drops them).
             key_prefix=key_prefix if key_prefix is not None else uuid.uuid4().hex,
         )
-        self._cancelled = False
-        self._cancel_reason = ""
-        self._paused = run.status == RunStatus.PAUSED
-        self._terminal_reported = False
-        self._closing = False
+        self._control = RunControl(
+            run.run_id,
+            self._signal,
+            get_run,
+            paused=run.status == RunStatus.PAUSED,
+            cancel_task=cancel_task,
+        )
+        self._gate = ReportGate(
+            run.run_id, self._stream, self._signal, self._control, max_buffered=max_buffered
+        )
+        self._decisions = RunDecisions(
+            run.run_id,
+            gate=self._gate,
+            stream=self._stream,
+            signal=self._signal,
+            control=self._control,
+            get_decision=get_decision,
+        )
         self._closed = False
         self._side_tasks: set[asyncio.Task[None]] = set()
-
-        # Decisions asked on this reporter: ids ever used, and the ones ask() still awaits
-        # (None until the closed decision arrives). After attach_run(): the run's decisions
-        # asked before (ask() with one of their ids waits for it instead of asking again),
-        # and every closed decision this reporter heard of.
-        self._asked: set[str] = set()
-        self._awaited: dict[str, Decision | None] = {}
-        self._asked_before: dict[str, Decision] = {}
-        self._closed_decisions: dict[str, Decision] = {}
-
-        # The task inside `async with run:`, which a CANCEL control cancels (cancel_task).
-        self._owner: asyncio.Task[Any] | None = None
-        self._owner_cancelling = 0
-        self._owner_cancelled = False
 
     # --- properties ------------------------------------------------------------------------
 
@@ -184,22 +174,22 @@ class RunReporter(RunEvents):
     @property
     def cancelled(self) -> bool:
         """Whether an operator cancelled the run; reporting calls then raise RunCancelledError."""
-        return self._cancelled
+        return self._control.cancelled
 
     @property
     def cancel_reason(self) -> str:
         """Why the run was cancelled, when the server said."""
-        return self._cancel_reason
+        return self._control.cancel_reason
 
     @property
     def paused(self) -> bool:
         """Whether the latest control from the server paused the run (and none resumed it)."""
-        return self._paused
+        return self._control.paused
 
     @property
     def cancel_task(self) -> bool:
         """Whether a CANCEL from the server cancels the task inside ``async with run:``."""
-        return self._cancel_task
+        return self._control.cancel_task
 
     @property
     def events_reported(self) -> int:
@@ -221,11 +211,7 @@ class RunReporter(RunEvents):
     def open_decisions(self) -> tuple[Decision, ...]:
         """The decisions asked before ``attach_run`` that are still open, as far as this
         reporter knows: ``ask()`` with one of their ids waits for its answer."""
-        return tuple(
-            decision
-            for decision_id, decision in self._asked_before.items()
-            if decision.is_open and decision_id not in self._closed_decisions
-        )
+        return self._decisions.open_before
 
     @property
     def key_prefix(self) -> str:
@@ -250,19 +236,10 @@ class RunReporter(RunEvents):
             if self._stream.stopped:
                 raise FailedPreconditionError(f"the reporter of run {self._run_id!r} stopped")
             await self._signal.wait()
-        for decision in await list_decisions(self._run_id):
-            self._asked_before[decision.decision_id] = decision
-            if not decision.is_open:
-                self._closed_decisions.setdefault(decision.decision_id, decision)
+        self._decisions.learn(await list_decisions(self._run_id))
 
     async def __aenter__(self) -> RunReporter:
-        task = asyncio.current_task()
-        if self._cancel_task and task is not None:
-            self._owner = task
-            self._owner_cancelling = task.cancelling()
-            self._owner_cancelled = False
-            if self._cancelled:
-                self._cancel_owner()
+        self._control.adopt_owner()
         return self
 
     async def __aexit__(
@@ -271,16 +248,9 @@ class RunReporter(RunEvents):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        owner, self._owner = self._owner, None
-        if owner is not None and self._owner_cancelled:
-            self._owner_cancelled = False
-            # Balance our cancel(); if nobody else cancelled the task too, the CancelledError
-            # was ours and becomes what it means: the run was cancelled.
-            if owner.uncancel() <= self._owner_cancelling and isinstance(
-                exc, asyncio.CancelledError
-            ):
-                await self._close_quietly()
-                raise RunCancelledError(self._run_id, self._cancel_reason) from exc
+        if self._control.release_owner(exc):
+            await self._close_quietly()
+            raise RunCancelledError(self._run_id, self.cancel_reason) from exc
         if exc is None:
             await self.close()
             return
@@ -338,10 +308,9 @@ class RunReporter(RunEvents):
         """
         if self._closed:
             return
-        self._closing = True
-        self._signal.fire()
+        self._gate.begin_closing()
         try:
-            if not self._cancelled:
+            if not self.cancelled:
                 await self.flush()
         except RunCancelledError:
             pass
@@ -356,7 +325,7 @@ class RunReporter(RunEvents):
         if task is None or task.done():
             return
         self._signal.fire()
-        if self._stream.failure is None and not self._cancelled:
+        if self._stream.failure is None and not self.cancelled:
             # The task half-closes the stream once drained; give the server a moment to end it.
             await asyncio.wait({task}, timeout=_CLOSE_GRACE)
         if not task.done():
@@ -392,7 +361,7 @@ class RunReporter(RunEvents):
         the workflow can safely hold. Raises RunCancelledError when the run is cancelled
         while paused, and the reporter's failure if it fails.
         """
-        while self._paused:
+        while self.paused:
             self._raise_if_failed()
             if self._stream.stopped:
                 return  # No stream left to bring the RESUME; holding would hang forever.
@@ -444,123 +413,46 @@ class RunReporter(RunEvents):
                 repeated decision_id).
             RunCancelledError: the run was cancelled (or ended) while waiting.
         """
-        choices = [convert.decision_option(option) for option in options]
-        decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
-        _check_question(decision_id, prompt, choices, default, timeout)
-        if decision_id in self._asked:
-            raise InvalidArgumentError(
-                f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
-            )
-        event = convert.decision_requested_event(
-            decision_id,
+        return await self._decisions.ask(
             prompt,
-            choices,
-            default or "",
-            timeout,
-            can_skip,
-            context,
-            decision_type,
-            affects_workflow,
-        )
-        self._check_can_report()
-        self._asked.add(decision_id)
-        self._awaited[decision_id] = self._closed_decisions.get(decision_id)
-        try:
-            if decision_id in self._asked_before:
-                # Asked before attach_run: wait for that question's answer instead of asking
-                # again, and skip the key its DecisionRequested took, so later keys line up.
-                self._stream.next_key += 1
-            else:
-                await self._report(event)
-            decision = await self._await_decision(decision_id)
-        finally:
-            self._awaited.pop(decision_id, None)
-        if decision.outcome == DecisionOutcome.CANCELLED:
-            if not self._cancelled:
-                # The closed decision can overtake the CANCEL control; the run says why.
-                with contextlib.suppress(RunstreamError):
-                    run = await self._get_run(self._run_id)
-                    if run.status == RunStatus.CANCELLED:
-                        self._mark_cancelled(run.cancel_reason)
-            raise RunCancelledError(
-                self._run_id,
-                self._cancel_reason or f"decision {decision_id!r} was cancelled: the run ended",
-            )
-        answered = decision.outcome in (DecisionOutcome.ANSWERED, DecisionOutcome.DEFAULTED)
-        return DecisionResult(
+            options,
+            default=default,
+            timeout=timeout,
+            can_skip=can_skip,
+            context=context,
+            decision_type=decision_type,
+            affects_workflow=affects_workflow,
             decision_id=decision_id,
-            outcome=decision.outcome,
-            choice=decision.choice if answered and decision.choice else None,
-            answered_by=decision.answered_by,
-            decision=decision,
         )
 
-    async def _await_decision(self, decision_id: str) -> Decision:
-        while True:
-            decision = self._awaited.get(decision_id)
-            if decision is not None:
-                return decision
-            self._raise_if_failed()
-            if self._stream.stopped:
-                raise FailedPreconditionError(
-                    f"the reporter of run {self._run_id!r} closed while decision "
-                    f"{decision_id!r} was open"
-                )
-            await self._signal.wait()
-
-    def on_decision(self, decision: Decision) -> None:
-        if decision.is_open:
-            return
-        self._closed_decisions[decision.decision_id] = decision
-        if decision.decision_id in self._awaited:
-            self._awaited[decision.decision_id] = decision
-            self._signal.fire()
-
-    # --- queueing ---------------------------------------------------------------------------
+    # --- queueing (ReportGate) ---------------------------------------------------------------
 
     def _can_report(self) -> bool:
-        return not (
-            self._cancelled
-            or self._stream.failure is not None
-            or self._closing
-            or self._terminal_reported
-        )
+        return self._gate.can_report()
 
     def _raise_if_failed(self) -> None:
-        if self._cancelled:
-            raise RunCancelledError(self._run_id, self._cancel_reason)
-        if self._stream.failure is not None:
-            raise self._stream.failure
-
-    def _check_can_report(self) -> None:
-        self._raise_if_failed()
-        if self._closing:
-            raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed")
-        if self._terminal_reported:
-            raise FailedPreconditionError(
-                f"run {self._run_id!r} was already reported complete or failed"
-            )
+        self._gate.raise_if_failed()
 
     async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
-        self._check_can_report()
-        while self._stream.pending >= self._max_buffered:
-            await self._signal.wait()
-            self._check_can_report()
-        if terminal:
-            self._terminal_reported = True
-        self._stream.enqueue(event)
+        await self._gate.admit(event, terminal=terminal)
 
     # --- what the stream tells the reporter (StreamOwner) -----------------------------------
 
     @property
     def closing(self) -> bool:
-        return self._closing
+        return self._gate.closing
 
     def done_reporting(self) -> bool:
-        return self._closing or self._terminal_reported
+        return self._gate.done_reporting()
+
+    def on_decision(self, decision: Decision) -> None:
+        self._decisions.on_decision(decision)
+
+    def on_control(self, control: convert.ReportControl) -> None:
+        self._control.apply(control)
 
     def on_reconnect(self, attached: asyncio.Event) -> None:
-        if self._awaited or self._paused:
+        if self._decisions.awaiting or self.paused:
             self._spawn(self._resync(attached))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -579,64 +471,16 @@ class RunReporter(RunEvents):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(attached.wait(), _ATTACH_GRACE)
         try:
-            if self._paused:
-                run = await self._get_run(self._run_id)
-                if run.status != RunStatus.PAUSED:
-                    self._paused = False
-                    self._signal.fire()
-            for decision_id in [d for d, closed in self._awaited.items() if closed is None]:
-                try:
-                    decision = await self._get_decision(self._run_id, decision_id)
-                except NotFoundError:
-                    continue  # Not stored yet; it will be, on this stream, which gets its closure.
-                self.on_decision(decision)
+            await self._control.recheck_pause()
+            await self._decisions.recheck()
         except RunstreamError as exc:
             # The stream that triggered this is probably gone again; the next reconnect
             # resyncs once more.
             _log.info("resync of run %s after reconnecting failed: %s", self._run_id, exc)
 
-    def on_control(self, control: convert.ReportControl) -> None:
-        if control.action == ControlAction.CANCEL:
-            self._mark_cancelled(control.reason)
-            _log.info("run %s was cancelled: %s", self._run_id, control.reason)
-        elif control.action == ControlAction.PAUSE:
-            self._paused = True
-            _log.info("run %s was paused: %s", self._run_id, control.reason)
-        elif control.action == ControlAction.RESUME:
-            self._paused = False
-        self._signal.fire()
-
-    def _mark_cancelled(self, reason: str) -> None:
-        if not self._cancelled:
-            self._cancelled = True
-            self._cancel_reason = reason
-            self._cancel_owner()
-        self._signal.fire()
-
-    def _cancel_owner(self) -> None:
-        owner = self._owner
-        if owner is None or owner.done() or self._owner_cancelled:
-            return
-        if owner is asyncio.current_task():
-            return  # Already running; it meets RunCancelledError at its next report call.
-        self._owner_cancelled = True
-        owner.cancel(f"run {self._run_id} was cancelled")
-
     async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
         """The error a failed stream surfaces; a batch refused because of a cancel is one."""
-        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and not self._cancelled:
-            # The cancel control may not have reached this stream (it was reconnecting), so
-            # ask the run itself whether it ended by cancellation.
-            with contextlib.suppress(RunstreamError):
-                run = await self._get_run(self._run_id)
-                if run.status == RunStatus.CANCELLED:
-                    self._mark_cancelled(run.cancel_reason)
-        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and self._cancelled:
-            error: RunstreamError = RunCancelledError(self._run_id, self._cancel_reason)
-        else:
-            error = error_from_rpc(exc)
-        error.__cause__ = exc
-        return error
+        return await self._control.stream_error(exc)
 
 
 class StepReporter:
@@ -779,35 +623,6 @@ class StepReporter:
         """Reports StepFailed (done by ``async with`` when the block raises)."""
         self._finished = True
         await self._run._report(convert.step_failed_event(self._step_id, message, code, details))
-
-
-def _check_question(
-    decision_id: str,
-    prompt: str,
-    options: Sequence[DecisionOption],
-    default: str | None,
-    timeout: timedelta | float | None,
-) -> None:
-    """Refuses, before sending, a question the server would refuse: a refused event would
-    fail the whole reporter, not just this question."""
-    if not decision_id:
-        raise InvalidArgumentError("decision_id: must not be empty")
-    if not prompt:
-        raise InvalidArgumentError("prompt: required")
-    if not options:
-        raise InvalidArgumentError("options: at least one option is required")
-    values = [option.value for option in options]
-    if not all(values):
-        raise InvalidArgumentError("options: every option needs a non-empty value")
-    repeated = sorted({value for value in values if values.count(value) > 1})
-    if repeated:
-        raise InvalidArgumentError(f"options: values must be unique; repeated: {repeated}")
-    if default is not None and default not in values:
-        raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
-    if timeout is not None:
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if seconds <= 0:
-            raise InvalidArgumentError("timeout: must be positive (None waits until answered)")
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 :class:`RunEvents` is the reporting vocabulary of :class:`~runstream.RunReporter`: each method
 builds one event (through ``_convert``) and hands it to ``_report``, which queues it for the
 report stream; ``complete()`` and ``fail()`` end the run and wait until everything is durable.
-How events travel, and steps and decisions, are the reporter's (``_reporter.py``).
+How events travel, and steps, are the reporter's (``_reporter.py``); decisions are
+``_run_decisions.py``'s.
 """
 
 from __future__ import annotations

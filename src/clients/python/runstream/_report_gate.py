@@ -1,0 +1,86 @@
+"""Admission of a producer's reported events to its run's report stream.
+
+:class:`ReportGate` decides whether a reporting call may queue its event: not once the run
+is cancelled, the stream failed with a status no retry fixes, the reporter is closing or the
+run's end is already reported. It also holds the producer while ``max_buffered`` events are
+unacknowledged (backpressure, never dropping). The stream itself is
+:mod:`runstream._report_stream`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from runstream._errors import FailedPreconditionError
+
+if TYPE_CHECKING:
+    from runstream._report_stream import ReportStream, Signal
+    from runstream._run_control import RunControl
+    from runstream.v1 import event_pb2
+
+__all__ = ["ReportGate"]
+
+
+class ReportGate:
+    """Lets a run's reported events into its report stream while the run can take them."""
+
+    def __init__(
+        self,
+        run_id: str,
+        stream: ReportStream,
+        signal: Signal,
+        control: RunControl,
+        *,
+        max_buffered: int,
+    ) -> None:
+        self._run_id = run_id
+        self._stream = stream
+        self._signal = signal
+        self._control = control
+        self._max_buffered = max(1, max_buffered)
+        self._closing = False
+        self._terminal_reported = False
+
+    @property
+    def closing(self) -> bool:
+        """close() was called: nothing more is admitted."""
+        return self._closing
+
+    def begin_closing(self) -> None:
+        self._closing = True
+        self._signal.fire()
+
+    def done_reporting(self) -> bool:
+        return self._closing or self._terminal_reported
+
+    def can_report(self) -> bool:
+        return not (
+            self._control.cancelled
+            or self._stream.failure is not None
+            or self._closing
+            or self._terminal_reported
+        )
+
+    def raise_if_failed(self) -> None:
+        self._control.raise_if_cancelled()
+        if self._stream.failure is not None:
+            raise self._stream.failure
+
+    def check_can_report(self) -> None:
+        self.raise_if_failed()
+        if self._closing:
+            raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed")
+        if self._terminal_reported:
+            raise FailedPreconditionError(
+                f"run {self._run_id!r} was already reported complete or failed"
+            )
+
+    async def admit(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
+        """Queues the event, after waiting while too many are unacknowledged."""
+        self.check_can_report()
+        while self._stream.pending >= self._max_buffered:
+            await self._signal.wait()
+            self.check_can_report()
+        if terminal:
+            self._terminal_reported = True
+        self._stream.enqueue(event)

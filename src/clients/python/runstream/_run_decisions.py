@@ -1,0 +1,207 @@
+"""The decisions a producer asks a human to make about its run, and their answers.
+
+:class:`RunDecisions` is the producer's side of decisions for
+:class:`~runstream.RunReporter`: ``ask()`` checks the question before sending (a refused
+event would fail the whole reporter, not just this question), reports DecisionRequested and
+waits until the decision closes. The closed decision comes back on the report stream.
+Because a decision may close while the stream is broken, every reconnect is followed by a
+``GetDecision`` for each decision still awaited (after the new stream is attached, so a
+closure is either pushed on it or visible to that read). After ``attach_run`` it also knows
+the run's decisions asked before: asking again with one of their ids waits for that answer
+instead of asking twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from runstream import _convert as convert
+from runstream._errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    RunCancelledError,
+)
+from runstream._types import Decision, DecisionOption, DecisionOutcome, DecisionResult
+
+if TYPE_CHECKING:
+    from runstream._report_gate import ReportGate
+    from runstream._report_stream import ReportStream, Signal
+    from runstream._run_control import RunControl
+
+__all__ = ["RunDecisions"]
+
+
+class RunDecisions:
+    """The decisions asked on one run's reporter: asking, awaiting and catching up."""
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        gate: ReportGate,
+        stream: ReportStream,
+        signal: Signal,
+        control: RunControl,
+        get_decision: Callable[[str, str], Awaitable[Decision]],
+    ) -> None:
+        self._run_id = run_id
+        self._gate = gate
+        self._stream = stream
+        self._signal = signal
+        self._control = control
+        self._get_decision = get_decision
+        # Ids ever asked here, and the ones ask() still awaits (None until the closed
+        # decision arrives). After attach_run(): the run's decisions asked before, and every
+        # closed decision this reporter heard of.
+        self._asked: set[str] = set()
+        self._awaited: dict[str, Decision | None] = {}
+        self._asked_before: dict[str, Decision] = {}
+        self._closed: dict[str, Decision] = {}
+
+    @property
+    def open_before(self) -> tuple[Decision, ...]:
+        """The decisions asked before ``attach_run`` that are still open, as far as known."""
+        return tuple(
+            decision
+            for decision_id, decision in self._asked_before.items()
+            if decision.is_open and decision_id not in self._closed
+        )
+
+    @property
+    def awaiting(self) -> bool:
+        """Whether an ``ask()`` is waiting for its answer."""
+        return bool(self._awaited)
+
+    def learn(self, decisions: Iterable[Decision]) -> None:
+        """Takes in the run's decisions asked before ``attach_run``."""
+        for decision in decisions:
+            self._asked_before[decision.decision_id] = decision
+            if not decision.is_open:
+                self._closed.setdefault(decision.decision_id, decision)
+
+    async def ask(
+        self,
+        prompt: str,
+        options: Iterable[convert.OptionLike],
+        *,
+        default: str | None,
+        timeout: timedelta | float | None,  # noqa: ASYNC109
+        can_skip: bool,
+        context: Mapping[str, Any] | None,
+        decision_type: str,
+        affects_workflow: bool,
+        decision_id: str | None,
+    ) -> DecisionResult:
+        """``RunReporter.ask()``, which documents it."""
+        choices = [convert.decision_option(option) for option in options]
+        decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
+        _check_question(decision_id, prompt, choices, default, timeout)
+        if decision_id in self._asked:
+            raise InvalidArgumentError(
+                f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
+            )
+        event = convert.decision_requested_event(
+            decision_id,
+            prompt,
+            choices,
+            default or "",
+            timeout,
+            can_skip,
+            context,
+            decision_type,
+            affects_workflow,
+        )
+        self._gate.check_can_report()
+        self._asked.add(decision_id)
+        self._awaited[decision_id] = self._closed.get(decision_id)
+        try:
+            if decision_id in self._asked_before:
+                # Asked before attach_run: wait for that question's answer instead of asking
+                # again, and skip the key its DecisionRequested took, so later keys line up.
+                self._stream.next_key += 1
+            else:
+                await self._gate.admit(event)
+            decision = await self._await(decision_id)
+        finally:
+            self._awaited.pop(decision_id, None)
+        if decision.outcome == DecisionOutcome.CANCELLED:
+            # The closed decision can overtake the CANCEL control; the run says why.
+            await self._control.learn_cancellation()
+            raise RunCancelledError(
+                self._run_id,
+                self._control.cancel_reason
+                or f"decision {decision_id!r} was cancelled: the run ended",
+            )
+        answered = decision.outcome in (DecisionOutcome.ANSWERED, DecisionOutcome.DEFAULTED)
+        return DecisionResult(
+            decision_id=decision_id,
+            outcome=decision.outcome,
+            choice=decision.choice if answered and decision.choice else None,
+            answered_by=decision.answered_by,
+            decision=decision,
+        )
+
+    async def _await(self, decision_id: str) -> Decision:
+        while True:
+            decision = self._awaited.get(decision_id)
+            if decision is not None:
+                return decision
+            self._gate.raise_if_failed()
+            if self._stream.stopped:
+                raise FailedPreconditionError(
+                    f"the reporter of run {self._run_id!r} closed while decision "
+                    f"{decision_id!r} was open"
+                )
+            await self._signal.wait()
+
+    def on_decision(self, decision: Decision) -> None:
+        """A decision of the run closed (pushed on the stream, or re-read)."""
+        if decision.is_open:
+            return
+        self._closed[decision.decision_id] = decision
+        if decision.decision_id in self._awaited:
+            self._awaited[decision.decision_id] = decision
+            self._signal.fire()
+
+    async def recheck(self) -> None:
+        """After a reconnect: re-reads every decision still awaited, since its closure may
+        have been pushed on the broken stream. Raises the reads' RunstreamError."""
+        for decision_id in [d for d, closed in self._awaited.items() if closed is None]:
+            try:
+                decision = await self._get_decision(self._run_id, decision_id)
+            except NotFoundError:
+                continue  # Not stored yet; it will be, on this stream, which gets its closure.
+            self.on_decision(decision)
+
+
+def _check_question(
+    decision_id: str,
+    prompt: str,
+    options: Sequence[DecisionOption],
+    default: str | None,
+    timeout: timedelta | float | None,
+) -> None:
+    """Refuses, before sending, a question the server would refuse: a refused event would
+    fail the whole reporter, not just this question."""
+    if not decision_id:
+        raise InvalidArgumentError("decision_id: must not be empty")
+    if not prompt:
+        raise InvalidArgumentError("prompt: required")
+    if not options:
+        raise InvalidArgumentError("options: at least one option is required")
+    values = [option.value for option in options]
+    if not all(values):
+        raise InvalidArgumentError("options: every option needs a non-empty value")
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise InvalidArgumentError(f"options: values must be unique; repeated: {repeated}")
+    if default is not None and default not in values:
+        raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
+    if timeout is not None:
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        if seconds <= 0:
+            raise InvalidArgumentError("timeout: must be positive (None waits until answered)")
