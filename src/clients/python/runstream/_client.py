@@ -1,4 +1,11 @@
-"""The client: one gRPC channel to a Runstream server, for producing, watching and querying."""
+"""The client: one gRPC channel to a Runstream server, for producing, watching and querying.
+
+:class:`Client` produces runs (``start_run``, ``attach_run``) and operates them (cancel,
+pause, resume); it inherits reading stored runs from :mod:`runstream._run_queries`, following
+them live from :mod:`runstream._watch` and answering decisions from
+:mod:`runstream._decision_calls`. The channel, its stubs and what each call carries are
+:mod:`runstream._connection`'s.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,7 @@ import logging
 import time
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,63 +22,32 @@ from typing import Any
 import grpc
 
 from runstream import _convert as convert
-from runstream._auth import TokenProvider, auth_interceptors, channel_credentials
+from runstream._auth import TokenProvider, channel_credentials
+from runstream._connection import Connection
+from runstream._decision_calls import DecisionCalls
 from runstream._errors import (
     FailedPreconditionError,
     RunCancelledError,
     RunstreamError,
     error_from_rpc,
 )
-from runstream._interaction import Interaction
 from runstream._reporter import RunReporter
 from runstream._retry import Backoff, is_retryable
+from runstream._run_queries import RunQueries
 from runstream._stats import ServerStats, stats_from_pb
-from runstream._tracing import trace_metadata
-from runstream._types import (
-    Decision,
-    DecisionState,
-    Event,
-    EventKind,
-    Run,
-    RunDetails,
-    RunStatus,
-    RunsUpdate,
-    Step,
-    StepSpec,
-    Target,
-)
-from runstream._watch import watch_run, watch_runs
+from runstream._types import Run, RunStatus, StepSpec, Target
+from runstream._watch import RunWatching
 from runstream.v1 import (
-    decision_service_pb2,
     decision_service_pb2_grpc,
     report_service_pb2_grpc,
     run_service_pb2,
     run_service_pb2_grpc,
     stats_service_pb2,
-    stats_service_pb2_grpc,
 )
 
 __all__ = ["Client", "connect"]
 
 _log = logging.getLogger("runstream.client")
-
-# Reconnect quickly after a server restart: grpc's own defaults back off up to 120 s between
-# connection attempts, which would outlast the SDK's reconnect timeout.
-_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # Keepalive: while a call is open, ping every 30 s and give up on a connection whose
-    # ping goes unanswered for 10 s. Long, quiet streams (a producer waiting for an answer,
-    # a watcher of an idle run) then survive proxies and NATs that drop idle connections
-    # (cloud load balancers after 350-600 s), and a dead path is noticed in 40 s rather than
-    # at the next TCP timeout. gRPC otherwise stops pinging after two pings without data.
-    # The server accepts pings every 5 s or slower, so this never trips its abuse guard.
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-)
 
 
 def connect(
@@ -121,7 +96,7 @@ def connect(
     )
 
 
-class Client:
+class Client(RunQueries, RunWatching, DecisionCalls):
     """A connection to a Runstream server. Create it with :func:`connect`."""
 
     def __init__(
@@ -135,79 +110,45 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         token: str | TokenProvider | None = None,
     ) -> None:
-        self._target = target
-        self._interceptors = auth_interceptors(token)
-        if isinstance(metadata, Mapping):
-            self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
-        else:
-            self._metadata = tuple(metadata or ())
-        self._timeout = timeout
-        self._reconnect_timeout = reconnect_timeout
-        self._credentials = credentials
-        overridden = {name for name, _ in options}
-        self._options = [o for o in _CHANNEL_OPTIONS if o[0] not in overridden] + list(options)
-        self._channel: grpc.aio.Channel | None = None
-        self._run_stub: Any = None
-        self._report_stub: Any = None
-        self._decision_stub: Any = None
-        self._stats_stub: Any = None
+        self._connection = Connection(
+            target,
+            metadata=metadata,
+            timeout=timeout,
+            reconnect_timeout=reconnect_timeout,
+            credentials=credentials,
+            options=options,
+            token=token,
+        )
         self._reporters: weakref.WeakSet[RunReporter] = weakref.WeakSet()
-        self._closed = False
 
     @property
     def target(self) -> str:
         """The server address this client talks to."""
-        return self._target
-
-    def _ensure_channel(self) -> None:
-        if self._closed:
-            raise RuntimeError("the Runstream client is closed")
-        if self._channel is None:
-            if self._credentials is None:
-                self._channel = grpc.aio.insecure_channel(
-                    self._target, options=self._options, interceptors=self._interceptors
-                )
-            else:
-                self._channel = grpc.aio.secure_channel(
-                    self._target,
-                    self._credentials,
-                    options=self._options,
-                    interceptors=self._interceptors,
-                )
-            self._run_stub = run_service_pb2_grpc.RunServiceStub(self._channel)  # type: ignore[no-untyped-call]
-            self._report_stub = report_service_pb2_grpc.ReportServiceStub(  # type: ignore[no-untyped-call]
-                self._channel
-            )
-            self._decision_stub = decision_service_pb2_grpc.DecisionServiceStub(  # type: ignore[no-untyped-call]
-                self._channel
-            )
-            self._stats_stub = stats_service_pb2_grpc.StatsServiceStub(  # type: ignore[no-untyped-call]
-                self._channel
-            )
+        return self._connection.target
 
     @property
     def raw_run_service(self) -> run_service_pb2_grpc.RunServiceStub:
         """The generated RunService stub on this client's channel (escape hatch)."""
-        self._ensure_channel()
-        stub: run_service_pb2_grpc.RunServiceStub = self._run_stub
+        self._connection.open()
+        stub: run_service_pb2_grpc.RunServiceStub = self._connection.run_service
         return stub
 
     @property
     def raw_report_service(self) -> report_service_pb2_grpc.ReportServiceStub:
         """The generated ReportService stub on this client's channel (escape hatch)."""
-        self._ensure_channel()
-        stub: report_service_pb2_grpc.ReportServiceStub = self._report_stub
+        self._connection.open()
+        stub: report_service_pb2_grpc.ReportServiceStub = self._connection.report_service
         return stub
 
     @property
     def raw_decision_service(self) -> decision_service_pb2_grpc.DecisionServiceStub:
         """The generated DecisionService stub on this client's channel (escape hatch)."""
-        self._ensure_channel()
-        stub: decision_service_pb2_grpc.DecisionServiceStub = self._decision_stub
+        self._connection.open()
+        stub: decision_service_pb2_grpc.DecisionServiceStub = self._connection.decision_service
         return stub
 
     async def __aenter__(self) -> Client:
-        self._ensure_channel()
+        self._connection.open()
         return self
 
     async def __aexit__(
@@ -220,24 +161,14 @@ class Client:
 
     async def close(self) -> None:
         """Closes the reporters still open (flushing them), then the channel. Idempotent."""
-        if self._closed:
+        if self._connection.closed:
             return
         for reporter in list(self._reporters):
             try:
                 await reporter.close()
             except RunstreamError as exc:
                 _log.warning("closing the reporter of run %s failed: %s", reporter.run_id, exc)
-        self._closed = True
-        if self._channel is not None:
-            await self._channel.close(grace=None)
-
-    async def _unary(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(
-                request, timeout=self._timeout, metadata=self._metadata + trace_metadata()
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from exc
+        await self._connection.close()
 
     # --- producing --------------------------------------------------------------------------
 
@@ -282,7 +213,7 @@ class Client:
         Returns:
             The run's reporter; close it (or use ``async with``) when done.
         """
-        self._ensure_channel()
+        self._connection.open()
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
         request = convert.create_run_request(
@@ -323,7 +254,7 @@ class Client:
             RunCancelledError: the run was cancelled.
             FailedPreconditionError: the run already ended.
         """
-        self._ensure_channel()
+        self._connection.open()
         run = await self.get_run(run_id)
         if run.status == RunStatus.CANCELLED:
             raise RunCancelledError(run_id, run.cancel_reason)
@@ -346,11 +277,11 @@ class Client:
     ) -> RunReporter:
         return RunReporter(
             run=run,
-            report_rpc=self._report_stub.Report,
+            report_rpc=self._connection.report_service.Report,
             get_run=self.get_run,
             get_decision=self.get_decision,
-            metadata=self._metadata + trace_metadata(),
-            reconnect_timeout=self._reconnect_timeout,
+            metadata=self._connection.call_metadata(),
+            reconnect_timeout=self._connection.reconnect_timeout,
             max_buffered=max_buffered,
             cancel_task=cancel_task,
             key_prefix=key_prefix,
@@ -363,8 +294,8 @@ class Client:
         started = time.monotonic()
         while True:
             try:
-                response: run_service_pb2.CreateRunResponse = await self._run_stub.CreateRun(
-                    request, timeout=self._timeout, metadata=self._metadata + trace_metadata()
+                response: run_service_pb2.CreateRunResponse = await self._connection.call(
+                    self._connection.run_service.CreateRun, request
                 )
                 return convert.run_from_pb(response.run)
             except grpc.aio.AioRpcError as exc:
@@ -379,191 +310,21 @@ class Client:
                 retryable = is_retryable(exc) or code == grpc.StatusCode.DEADLINE_EXCEEDED
                 elapsed = time.monotonic() - started
                 if not retryable or (
-                    self._reconnect_timeout is not None and elapsed > self._reconnect_timeout
+                    self._connection.reconnect_timeout is not None
+                    and elapsed > self._connection.reconnect_timeout
                 ):
                     raise error_from_rpc(exc) from exc
                 backoff.hold(exc)
                 _log.info("CreateRun failed (%s); retrying", code.name)
             await asyncio.sleep(backoff.next_delay())
 
-    # --- watching ---------------------------------------------------------------------------
-
-    def watch(
-        self,
-        run_id: str,
-        *,
-        after_seq: int = 0,
-        kinds: Iterable[EventKind] | None = None,
-        heartbeat_interval: timedelta | float | None = None,
-        keep_open: bool = False,
-    ) -> AsyncGenerator[Event, None]:
-        """Streams the run's events after ``after_seq``, live, until the run ends.
-
-        Reconnects with exponential backoff when the server or the connection goes away and
-        resumes after the last event seen, so no event is lost or repeated. Raises
-        NotFoundError for an unknown run, OutOfRangeError when ``after_seq`` is beyond the
-        run's last event, UnavailableError when the server stays unreachable longer than the
-        client's ``reconnect_timeout``.
-
-        Args:
-            run_id: The run to watch.
-            after_seq: Start after this seq: 0 for the whole log, the last seq seen to resume.
-            kinds: Deliver only these kinds of events (all when None or empty).
-            heartbeat_interval: How long the stream may be idle before the server sends a
-                heartbeat (seconds or timedelta; the server's default when None).
-            keep_open: Keep watching after the run's terminal event, until the caller stops.
-
-        Close the iterator when stopping early (``contextlib.aclosing``, or ``break`` in an
-        ``async for`` inside it) so the stream is cancelled promptly.
-        """
-        self._ensure_channel()
-        return watch_run(
-            self._run_stub.WatchRun,
-            run_id,
-            after_seq=after_seq,
-            kinds=kinds,
-            heartbeat_interval=heartbeat_interval,
-            keep_open=keep_open,
-            metadata=self._metadata + trace_metadata(),
-            reconnect_timeout=self._reconnect_timeout,
-        )
-
-    def watch_runs(
-        self, filter: str = "", *, heartbeat_interval: timedelta | float | None = None
-    ) -> AsyncGenerator[RunsUpdate, None]:
-        """Follows every run matching ``filter``: their current state, then their changes.
-
-        The first update has ``initial=True`` and holds every matching run (without steps);
-        later ones hold the runs whose status, progress, estimate, health or viewers changed,
-        including runs created after the watch began. Reconnects on its own with exponential
-        backoff; after a reconnect another ``initial=True`` update brings the complete state
-        again. Runs until the caller stops iterating.
-
-        Args:
-            filter: As for ``list_runs``, e.g. ``workflow = "campaign-generator"``; "" for all.
-            heartbeat_interval: How long the stream may be idle before the server sends a
-                heartbeat (kept internal; it only keeps proxies from cutting the stream).
-        """
-        self._ensure_channel()
-        return watch_runs(
-            self._run_stub.WatchRuns,
-            filter=filter,
-            heartbeat_interval=heartbeat_interval,
-            metadata=self._metadata + trace_metadata(),
-            reconnect_timeout=self._reconnect_timeout,
-        )
-
-    # --- queries ----------------------------------------------------------------------------
-
-    async def get_run(self, run_id: str) -> Run:
-        """The run's current snapshot. NotFoundError for an unknown run."""
-        return (await self.get_run_details(run_id)).run
-
-    async def get_run_details(self, run_id: str) -> RunDetails:
-        """The run's snapshot with its last 50 agent activities and its open decisions."""
-        self._ensure_channel()
-        response: run_service_pb2.GetRunResponse = await self._unary(
-            self._run_stub.GetRun, run_service_pb2.GetRunRequest(run_id=run_id)
-        )
-        return convert.run_details_from_pb(response)
-
-    async def list_events_page(
-        self,
-        run_id: str,
-        *,
-        kinds: Iterable[EventKind] | None = None,
-        page_size: int = 100,
-        page_token: str = "",
-    ) -> tuple[list[Event], str]:
-        """One page of a run's stored events in seq order, and the next page's token ("" last).
-
-        FailedPreconditionError when the page would start inside history the server's
-        retention policy purged (see ``Run.purged_seq``).
-        """
-        self._ensure_channel()
-        response: run_service_pb2.ListEventsResponse = await self._unary(
-            self._run_stub.ListEvents,
-            run_service_pb2.ListEventsRequest(
-                run_id=run_id,
-                page_size=page_size,
-                page_token=page_token,
-                filter=convert.event_kind_filter(kinds or ()),
-            ),
-        )
-        return [convert.event_from_pb(e, run_id) for e in response.events], (
-            response.next_page_token
-        )
-
-    async def list_events(
-        self, run_id: str, *, kinds: Iterable[EventKind] | None = None, page_size: int = 500
-    ) -> AsyncGenerator[Event, None]:
-        """Every stored event of the run (of these kinds), in seq order, page by page.
-
-        The history view: unlike ``watch`` it returns what is stored now and ends, live run
-        or not. NotFoundError for an unknown run.
-        """
-        kind_filter = list(kinds or ())
-        page_token = ""
-        while True:
-            events, page_token = await self.list_events_page(
-                run_id, kinds=kind_filter, page_size=page_size, page_token=page_token
-            )
-            for event in events:
-                yield event
-            if not page_token:
-                return
-
-    async def list_runs_page(
-        self, filter: str = "", page_size: int = 50, page_token: str = ""
-    ) -> tuple[list[Run], str]:
-        """One page of runs, most recently created first, and the next page's token ("" last).
-
-        ``filter`` is a conjunction of comparisons such as ``status = RUNNING AND
-        workflow = "campaign-generator" AND labels.team = "growth"``. Runs come without steps.
-        """
-        self._ensure_channel()
-        response: run_service_pb2.ListRunsResponse = await self._unary(
-            self._run_stub.ListRuns,
-            run_service_pb2.ListRunsRequest(
-                filter=filter, page_size=page_size, page_token=page_token
-            ),
-        )
-        return [convert.run_from_pb(r) for r in response.runs], response.next_page_token
-
-    async def list_runs(self, filter: str = "", page_size: int = 50) -> AsyncGenerator[Run, None]:
-        """Every run matching ``filter``, most recent first, fetching pages as needed."""
-        page_token = ""
-        while True:
-            runs, page_token = await self.list_runs_page(
-                filter=filter, page_size=page_size, page_token=page_token
-            )
-            for run in runs:
-                yield run
-            if not page_token:
-                return
-
-    async def list_steps(self, run_id: str) -> list[Step]:
-        """Every step of the run, in plan order. NotFoundError for an unknown run."""
-        self._ensure_channel()
-        steps: list[Step] = []
-        page_token = ""
-        while True:
-            response: run_service_pb2.ListStepsResponse = await self._unary(
-                self._run_stub.ListSteps,
-                run_service_pb2.ListStepsRequest(
-                    run_id=run_id, page_size=1000, page_token=page_token
-                ),
-            )
-            steps.extend(convert.step_from_pb(s) for s in response.steps)
-            page_token = response.next_page_token
-            if not page_token:
-                return steps
+    # --- operating a run -------------------------------------------------------------------
 
     async def cancel_run(self, run_id: str, reason: str = "", cancelled_by: str = "") -> Run:
         """Cancels a run and tells its producers; FailedPreconditionError if it already ended."""
-        self._ensure_channel()
-        response: run_service_pb2.CancelRunResponse = await self._unary(
-            self._run_stub.CancelRun,
+        self._connection.open()
+        response: run_service_pb2.CancelRunResponse = await self._connection.unary(
+            self._connection.run_service.CancelRun,
             run_service_pb2.CancelRunRequest(
                 run_id=run_id, reason=reason, cancelled_by=cancelled_by
             ),
@@ -575,9 +336,9 @@ class Client:
 
         FailedPreconditionError unless the run is RUNNING or WAITING_FOR_INPUT.
         """
-        self._ensure_channel()
-        response: run_service_pb2.PauseRunResponse = await self._unary(
-            self._run_stub.PauseRun,
+        self._connection.open()
+        response: run_service_pb2.PauseRunResponse = await self._connection.unary(
+            self._connection.run_service.PauseRun,
             run_service_pb2.PauseRunRequest(
                 run_id=run_id, reason=reason, requested_by=requested_by
             ),
@@ -586,98 +347,22 @@ class Client:
 
     async def resume_run(self, run_id: str, reason: str = "", requested_by: str = "") -> Run:
         """Resumes a paused run. FailedPreconditionError unless the run is PAUSED."""
-        self._ensure_channel()
-        response: run_service_pb2.ResumeRunResponse = await self._unary(
-            self._run_stub.ResumeRun,
+        self._connection.open()
+        response: run_service_pb2.ResumeRunResponse = await self._connection.unary(
+            self._connection.run_service.ResumeRun,
             run_service_pb2.ResumeRunRequest(
                 run_id=run_id, reason=reason, requested_by=requested_by
             ),
         )
         return convert.run_from_pb(response.run)
 
-    # --- decisions --------------------------------------------------------------------------
-
-    async def submit_decision(
-        self,
-        run_id: str,
-        decision_id: str,
-        choice: str | None = None,
-        *,
-        skip: bool = False,
-        answered_by: str = "",
-    ) -> Decision:
-        """Answers (or, with ``skip=True``, skips) a decision; returns it closed.
-
-        The first valid answer wins. Raises InvalidArgumentError for a choice that is not an
-        option or a skip that is not allowed, NotFoundError for an unknown run or decision,
-        FailedPreconditionError when the run already ended, and AbortedError when the
-        decision was already closed otherwise (the message names the winning answer). The
-        same answer again returns the same decision.
-        """
-        self._ensure_channel()
-        response: decision_service_pb2.SubmitDecisionResponse = await self._unary(
-            self._decision_stub.SubmitDecision,
-            convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by),
-        )
-        return convert.decision_from_pb(response.decision)
+    # --- the server --------------------------------------------------------------------------
 
     async def get_stats(self) -> ServerStats:
         """The figures of the server replica that answers (StatsService.GetStats).
         PermissionDeniedError unless the token has the admin role, when tokens are required."""
-        self._ensure_channel()
-        response: stats_service_pb2.GetStatsResponse = await self._unary(
-            self._stats_stub.GetStats, stats_service_pb2.GetStatsRequest()
+        self._connection.open()
+        response: stats_service_pb2.GetStatsResponse = await self._connection.unary(
+            self._connection.stats_service.GetStats, stats_service_pb2.GetStatsRequest()
         )
         return stats_from_pb(response.stats)
-
-    async def get_decision(self, run_id: str, decision_id: str) -> Decision:
-        """One decision of a run. NotFoundError when the run or decision is unknown."""
-        self._ensure_channel()
-        response: decision_service_pb2.GetDecisionResponse = await self._unary(
-            self._decision_stub.GetDecision,
-            decision_service_pb2.GetDecisionRequest(run_id=run_id, decision_id=decision_id),
-        )
-        return convert.decision_from_pb(response.decision)
-
-    async def list_decisions(
-        self, run_id: str, state: DecisionState | None = None
-    ) -> list[Decision]:
-        """The run's decisions in the order they were asked; only OPEN or RESOLVED ones when
-        ``state`` says so. NotFoundError for an unknown run."""
-        self._ensure_channel()
-        filter = "" if state in (None, DecisionState.UNSPECIFIED) else f"state = {state.name}"
-        decisions: list[Decision] = []
-        page_token = ""
-        while True:
-            response: decision_service_pb2.ListDecisionsResponse = await self._unary(
-                self._decision_stub.ListDecisions,
-                decision_service_pb2.ListDecisionsRequest(
-                    run_id=run_id, page_size=1000, page_token=page_token, filter=filter
-                ),
-            )
-            decisions.extend(convert.decision_from_pb(d) for d in response.decisions)
-            page_token = response.next_page_token
-            if not page_token:
-                return decisions
-
-    def interact(
-        self, run_ids: Iterable[str], viewer: str = "", *, max_updates: int = 1000
-    ) -> Interaction:
-        """A live, two-way connection to the decisions of these runs (DecisionService.Interact).
-
-        Use ``async with client.interact([run_id], viewer="ana") as interaction:`` and
-        ``async for update in interaction:`` for DecisionPrompt, DecisionClosed and
-        AnswerResult updates; answer with ``await interaction.answer(run_id, decision_id,
-        choice)``. ``viewer`` is recorded as who answered when an answer names nobody.
-        At most ``max_updates`` updates wait for the caller to iterate; past that, the
-        waiting ones are replaced by a resync of the open decisions (see Interaction).
-        """
-        self._ensure_channel()
-        return Interaction(
-            self._decision_stub.Interact,
-            run_ids,
-            viewer=viewer,
-            metadata=self._metadata + trace_metadata(),
-            reconnect_timeout=self._reconnect_timeout,
-            max_updates=max_updates,
-        )

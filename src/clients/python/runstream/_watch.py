@@ -6,6 +6,9 @@ backoff and asks for the events after the cursor, so the caller sees every event
 once, in order, across any number of reconnects. Without a kind filter it checks that each
 event's seq is exactly the cursor plus one and raises DataLossError if the server ever breaks
 that promise, rather than silently skipping or repeating events.
+
+:class:`RunWatching` is the watching part of :class:`~runstream.Client`: ``watch()`` and
+``watch_runs()`` start these iterators on the client's connection.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from runstream._retry import Backoff, Outage, is_retryable
 from runstream._types import Event, EventKind, Run, RunsUpdate
 
 if TYPE_CHECKING:
+    from runstream._connection import Connection
     from runstream.v1 import run_service_pb2
 
     WatchMethod = grpc.aio.UnaryStreamMultiCallable[
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
         run_service_pb2.WatchRunsRequest, run_service_pb2.WatchRunsResponse
     ]
 
-__all__ = ["watch_run", "watch_runs"]
+__all__ = ["RunWatching", "watch_run", "watch_runs"]
 
 _log = logging.getLogger("runstream.watch")
 
@@ -149,3 +153,74 @@ async def watch_runs(
         finally:
             call.cancel()
         await asyncio.sleep(backoff.next_delay())
+
+
+class RunWatching:
+    """Follows a run's events, or every matching run's state, live and resuming."""
+
+    _connection: Connection
+
+    def watch(
+        self,
+        run_id: str,
+        *,
+        after_seq: int = 0,
+        kinds: Iterable[EventKind] | None = None,
+        heartbeat_interval: timedelta | float | None = None,
+        keep_open: bool = False,
+    ) -> AsyncGenerator[Event, None]:
+        """Streams the run's events after ``after_seq``, live, until the run ends.
+
+        Reconnects with exponential backoff when the server or the connection goes away and
+        resumes after the last event seen, so no event is lost or repeated. Raises
+        NotFoundError for an unknown run, OutOfRangeError when ``after_seq`` is beyond the
+        run's last event, UnavailableError when the server stays unreachable longer than the
+        client's ``reconnect_timeout``.
+
+        Args:
+            run_id: The run to watch.
+            after_seq: Start after this seq: 0 for the whole log, the last seq seen to resume.
+            kinds: Deliver only these kinds of events (all when None or empty).
+            heartbeat_interval: How long the stream may be idle before the server sends a
+                heartbeat (seconds or timedelta; the server's default when None).
+            keep_open: Keep watching after the run's terminal event, until the caller stops.
+
+        Close the iterator when stopping early (``contextlib.aclosing``, or ``break`` in an
+        ``async for`` inside it) so the stream is cancelled promptly.
+        """
+        self._connection.open()
+        return watch_run(
+            self._connection.run_service.WatchRun,
+            run_id,
+            after_seq=after_seq,
+            kinds=kinds,
+            heartbeat_interval=heartbeat_interval,
+            keep_open=keep_open,
+            metadata=self._connection.call_metadata(),
+            reconnect_timeout=self._connection.reconnect_timeout,
+        )
+
+    def watch_runs(
+        self, filter: str = "", *, heartbeat_interval: timedelta | float | None = None
+    ) -> AsyncGenerator[RunsUpdate, None]:
+        """Follows every run matching ``filter``: their current state, then their changes.
+
+        The first update has ``initial=True`` and holds every matching run (without steps);
+        later ones hold the runs whose status, progress, estimate, health or viewers changed,
+        including runs created after the watch began. Reconnects on its own with exponential
+        backoff; after a reconnect another ``initial=True`` update brings the complete state
+        again. Runs until the caller stops iterating.
+
+        Args:
+            filter: As for ``list_runs``, e.g. ``workflow = "campaign-generator"``; "" for all.
+            heartbeat_interval: How long the stream may be idle before the server sends a
+                heartbeat (kept internal; it only keeps proxies from cutting the stream).
+        """
+        self._connection.open()
+        return watch_runs(
+            self._connection.run_service.WatchRuns,
+            filter=filter,
+            heartbeat_interval=heartbeat_interval,
+            metadata=self._connection.call_metadata(),
+            reconnect_timeout=self._connection.reconnect_timeout,
+        )

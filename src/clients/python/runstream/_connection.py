@@ -1,0 +1,173 @@
+"""One client's connection to a Runstream server: the channel, its stubs, and what each call
+carries.
+
+:class:`Connection` opens its gRPC channel lazily, on the first call, with the SDK's channel
+options (fast reconnects, keepalive) and the token's interceptors. Every call and stream sends
+the client's metadata followed by the caller's trace context, which is read at each call so
+the call continues the span it starts in (see :mod:`runstream._tracing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from runstream._auth import TokenProvider, auth_interceptors
+from runstream._errors import error_from_rpc
+from runstream._tracing import trace_metadata
+from runstream.v1 import (
+    decision_service_pb2_grpc,
+    report_service_pb2_grpc,
+    run_service_pb2_grpc,
+    stats_service_pb2_grpc,
+)
+
+__all__ = ["Connection"]
+
+# Reconnect quickly after a server restart: grpc's own defaults back off up to 120 s between
+# connection attempts, which would outlast the SDK's reconnect timeout.
+_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # Keepalive: while a call is open, ping every 30 s and give up on a connection whose
+    # ping goes unanswered for 10 s. Long, quiet streams (a producer waiting for an answer,
+    # a watcher of an idle run) then survive proxies and NATs that drop idle connections
+    # (cloud load balancers after 350-600 s), and a dead path is noticed in 40 s rather than
+    # at the next TCP timeout. gRPC otherwise stops pinging after two pings without data.
+    # The server accepts pings every 5 s or slower, so this never trips its abuse guard.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+class Connection:
+    """A lazily opened channel to one server, its service stubs, and per-call settings."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+        timeout: float | None,
+        reconnect_timeout: float | None,
+        credentials: grpc.ChannelCredentials | None,
+        options: Sequence[tuple[str, Any]],
+        token: str | TokenProvider | None,
+    ) -> None:
+        self._target = target
+        self._interceptors = auth_interceptors(token)
+        if isinstance(metadata, Mapping):
+            self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
+        else:
+            self._metadata = tuple(metadata or ())
+        self._timeout = timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._credentials = credentials
+        overridden = {name for name, _ in options}
+        self._options = [o for o in _CHANNEL_OPTIONS if o[0] not in overridden] + list(options)
+        self._channel: grpc.aio.Channel | None = None
+        # Any: the generated *_pb2_grpc modules come without type stubs.
+        self._run_stub: Any = None
+        self._report_stub: Any = None
+        self._decision_stub: Any = None
+        self._stats_stub: Any = None
+        self._closed = False
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    @property
+    def reconnect_timeout(self) -> float | None:
+        """How long reporters and watchers keep reconnecting (None: forever)."""
+        return self._reconnect_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def open(self) -> None:
+        """Creates the channel and its stubs unless done already; RuntimeError once closed."""
+        if self._closed:
+            raise RuntimeError("the Runstream client is closed")
+        if self._channel is None:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(
+                    self._target, options=self._options, interceptors=self._interceptors
+                )
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self._target,
+                    self._credentials,
+                    options=self._options,
+                    interceptors=self._interceptors,
+                )
+            self._run_stub = run_service_pb2_grpc.RunServiceStub(self._channel)  # type: ignore[no-untyped-call]
+            self._report_stub = report_service_pb2_grpc.ReportServiceStub(  # type: ignore[no-untyped-call]
+                self._channel
+            )
+            self._decision_stub = decision_service_pb2_grpc.DecisionServiceStub(  # type: ignore[no-untyped-call]
+                self._channel
+            )
+            self._stats_stub = stats_service_pb2_grpc.StatsServiceStub(  # type: ignore[no-untyped-call]
+                self._channel
+            )
+
+    @property
+    def run_service(self) -> Any:
+        """The RunService stub (None until ``open()``)."""
+        return self._run_stub
+
+    @property
+    def report_service(self) -> Any:
+        """The ReportService stub (None until ``open()``)."""
+        return self._report_stub
+
+    @property
+    def decision_service(self) -> Any:
+        """The DecisionService stub (None until ``open()``)."""
+        return self._decision_stub
+
+    @property
+    def stats_service(self) -> Any:
+        """The StatsService stub (None until ``open()``)."""
+        return self._stats_stub
+
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of a call or stream starting now: the client's, then the trace
+        context of the caller's current span."""
+        return self._metadata + trace_metadata()
+
+    async def call(self, method: Any, request: Any) -> Any:
+        """One unary call with the client's deadline; raises grpc's AioRpcError."""
+        return await method(request, timeout=self._timeout, metadata=self.call_metadata())
+
+    async def unary(self, method: Any, request: Any) -> Any:
+        """One unary call with the client's deadline; raises a RunstreamError."""
+        try:
+            return await self.call(method, request)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from exc
+
+    async def every_page(
+        self, method: Any, request_for: Callable[[str], Any]
+    ) -> AsyncGenerator[Any, None]:
+        """Each response of a paginated List call, from the first page to the last; the
+        request of a page is ``request_for(page_token)``."""
+        page_token = ""
+        while True:
+            response = await self.unary(method, request_for(page_token))
+            yield response
+            page_token = response.next_page_token
+            if not page_token:
+                return
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._channel is not None:
+            await self._channel.close(grace=None)

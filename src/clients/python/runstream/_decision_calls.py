@@ -1,0 +1,100 @@
+"""The client's side of DecisionService: read a run's decisions, answer them, interact live.
+
+:class:`DecisionCalls` is the decision half of :class:`~runstream.Client`, for viewers and
+operators answering what producers ask (a producer asks with ``RunReporter.ask()``, see
+:mod:`runstream._run_decisions`). The live, two-way connection is
+:class:`~runstream.Interaction` (:mod:`runstream._interaction`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from runstream import _convert as convert
+from runstream._interaction import Interaction
+from runstream._types import Decision, DecisionState
+from runstream.v1 import decision_service_pb2
+
+if TYPE_CHECKING:
+    from runstream._connection import Connection
+
+__all__ = ["DecisionCalls"]
+
+
+class DecisionCalls:
+    """Reads, answers and interacts with the decisions of runs."""
+
+    _connection: Connection
+
+    async def submit_decision(
+        self,
+        run_id: str,
+        decision_id: str,
+        choice: str | None = None,
+        *,
+        skip: bool = False,
+        answered_by: str = "",
+    ) -> Decision:
+        """Answers (or, with ``skip=True``, skips) a decision; returns it closed.
+
+        The first valid answer wins. Raises InvalidArgumentError for a choice that is not an
+        option or a skip that is not allowed, NotFoundError for an unknown run or decision,
+        FailedPreconditionError when the run already ended, and AbortedError when the
+        decision was already closed otherwise (the message names the winning answer). The
+        same answer again returns the same decision.
+        """
+        self._connection.open()
+        response: decision_service_pb2.SubmitDecisionResponse = await self._connection.unary(
+            self._connection.decision_service.SubmitDecision,
+            convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by),
+        )
+        return convert.decision_from_pb(response.decision)
+
+    async def get_decision(self, run_id: str, decision_id: str) -> Decision:
+        """One decision of a run. NotFoundError when the run or decision is unknown."""
+        self._connection.open()
+        response: decision_service_pb2.GetDecisionResponse = await self._connection.unary(
+            self._connection.decision_service.GetDecision,
+            decision_service_pb2.GetDecisionRequest(run_id=run_id, decision_id=decision_id),
+        )
+        return convert.decision_from_pb(response.decision)
+
+    async def list_decisions(
+        self, run_id: str, state: DecisionState | None = None
+    ) -> list[Decision]:
+        """The run's decisions in the order they were asked; only OPEN or RESOLVED ones when
+        ``state`` says so. NotFoundError for an unknown run."""
+        self._connection.open()
+        filter = "" if state in (None, DecisionState.UNSPECIFIED) else f"state = {state.name}"
+        decisions: list[Decision] = []
+        async for response in self._connection.every_page(
+            self._connection.decision_service.ListDecisions,
+            lambda page_token: decision_service_pb2.ListDecisionsRequest(
+                run_id=run_id, page_size=1000, page_token=page_token, filter=filter
+            ),
+        ):
+            decisions.extend(convert.decision_from_pb(d) for d in response.decisions)
+        return decisions
+
+    def interact(
+        self, run_ids: Iterable[str], viewer: str = "", *, max_updates: int = 1000
+    ) -> Interaction:
+        """A live, two-way connection to the decisions of these runs (DecisionService.Interact).
+
+        Use ``async with client.interact([run_id], viewer="ana") as interaction:`` and
+        ``async for update in interaction:`` for DecisionPrompt, DecisionClosed and
+        AnswerResult updates; answer with ``await interaction.answer(run_id, decision_id,
+        choice)``. ``viewer`` is recorded as who answered when an answer names nobody.
+        At most ``max_updates`` updates wait for the caller to iterate; past that, the
+        waiting ones are replaced by a resync of the open decisions (see Interaction).
+        """
+        self._connection.open()
+        return Interaction(
+            self._connection.decision_service.Interact,
+            run_ids,
+            viewer=viewer,
+            metadata=self._connection.call_metadata(),
+            reconnect_timeout=self._connection.reconnect_timeout,
+            max_updates=max_updates,
+        )

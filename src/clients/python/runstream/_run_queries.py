@@ -1,0 +1,126 @@
+"""The client's reads of stored runs: a run's snapshot, its events, its steps, and the runs.
+
+:class:`RunQueries` is the query half of :class:`~runstream.Client`: unary RunService calls
+that return what the server stores now, page by page or all of it. Following a run live is
+:mod:`runstream._watch`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from typing import TYPE_CHECKING
+
+from runstream import _convert as convert
+from runstream._types import Event, EventKind, Run, RunDetails, Step
+from runstream.v1 import run_service_pb2
+
+if TYPE_CHECKING:
+    from runstream._connection import Connection
+
+__all__ = ["RunQueries"]
+
+
+class RunQueries:
+    """Reads runs, their events and their steps as the server stores them now."""
+
+    _connection: Connection
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run's current snapshot. NotFoundError for an unknown run."""
+        return (await self.get_run_details(run_id)).run
+
+    async def get_run_details(self, run_id: str) -> RunDetails:
+        """The run's snapshot with its last 50 agent activities and its open decisions."""
+        self._connection.open()
+        response: run_service_pb2.GetRunResponse = await self._connection.unary(
+            self._connection.run_service.GetRun, run_service_pb2.GetRunRequest(run_id=run_id)
+        )
+        return convert.run_details_from_pb(response)
+
+    async def list_events_page(
+        self,
+        run_id: str,
+        *,
+        kinds: Iterable[EventKind] | None = None,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[Event], str]:
+        """One page of a run's stored events in seq order, and the next page's token ("" last).
+
+        FailedPreconditionError when the page would start inside history the server's
+        retention policy purged (see ``Run.purged_seq``).
+        """
+        self._connection.open()
+        response: run_service_pb2.ListEventsResponse = await self._connection.unary(
+            self._connection.run_service.ListEvents,
+            run_service_pb2.ListEventsRequest(
+                run_id=run_id,
+                page_size=page_size,
+                page_token=page_token,
+                filter=convert.event_kind_filter(kinds or ()),
+            ),
+        )
+        return [convert.event_from_pb(e, run_id) for e in response.events], (
+            response.next_page_token
+        )
+
+    async def list_events(
+        self, run_id: str, *, kinds: Iterable[EventKind] | None = None, page_size: int = 500
+    ) -> AsyncGenerator[Event, None]:
+        """Every stored event of the run (of these kinds), in seq order, page by page.
+
+        The history view: unlike ``watch`` it returns what is stored now and ends, live run
+        or not. NotFoundError for an unknown run.
+        """
+        kind_filter = list(kinds or ())
+        page_token = ""
+        while True:
+            events, page_token = await self.list_events_page(
+                run_id, kinds=kind_filter, page_size=page_size, page_token=page_token
+            )
+            for event in events:
+                yield event
+            if not page_token:
+                return
+
+    async def list_runs_page(
+        self, filter: str = "", page_size: int = 50, page_token: str = ""
+    ) -> tuple[list[Run], str]:
+        """One page of runs, most recently created first, and the next page's token ("" last).
+
+        ``filter`` is a conjunction of comparisons such as ``status = RUNNING AND
+        workflow = "campaign-generator" AND labels.team = "growth"``. Runs come without steps.
+        """
+        self._connection.open()
+        response: run_service_pb2.ListRunsResponse = await self._connection.unary(
+            self._connection.run_service.ListRuns,
+            run_service_pb2.ListRunsRequest(
+                filter=filter, page_size=page_size, page_token=page_token
+            ),
+        )
+        return [convert.run_from_pb(r) for r in response.runs], response.next_page_token
+
+    async def list_runs(self, filter: str = "", page_size: int = 50) -> AsyncGenerator[Run, None]:
+        """Every run matching ``filter``, most recent first, fetching pages as needed."""
+        page_token = ""
+        while True:
+            runs, page_token = await self.list_runs_page(
+                filter=filter, page_size=page_size, page_token=page_token
+            )
+            for run in runs:
+                yield run
+            if not page_token:
+                return
+
+    async def list_steps(self, run_id: str) -> list[Step]:
+        """Every step of the run, in plan order. NotFoundError for an unknown run."""
+        self._connection.open()
+        steps: list[Step] = []
+        async for response in self._connection.every_page(
+            self._connection.run_service.ListSteps,
+            lambda page_token: run_service_pb2.ListStepsRequest(
+                run_id=run_id, page_size=1000, page_token=page_token
+            ),
+        ):
+            steps.extend(convert.step_from_pb(s) for s in response.steps)
+        return steps
