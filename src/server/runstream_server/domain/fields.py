@@ -394,13 +394,12 @@ def _check_nothing(value: Any) -> None:
 
 def _check_struct(value: Message, limit: Limit) -> None:
     most = limit.struct_bytes or DEFAULT_LIMIT.struct_bytes
-    size = value.ByteSize()
-    if size > most:
-        raise _Broken(f"is {size} bytes encoded; the limit is {most} bytes")
+    encoded = value.SerializeToString()  # what ByteSize() would encode too, once
+    if len(encoded) > most:
+        raise _Broken(f"is {len(encoded)} bytes encoded; the limit is {most} bytes")
     # A NaN or an infinity is a double whose exponent bits are all set, so its last byte
     # (little-endian) is 0x7F or 0xFF. Encoded Structs rarely hold either byte (UTF-8 text
     # never holds 0xFF), so most skip the walk through every value.
-    encoded = value.SerializeToString()
     if b"\x7f" not in encoded and b"\xff" not in encoded:
         return
     for number in _struct_numbers(value):
