@@ -6,7 +6,8 @@ view silently dropped). The list of kinds here comes from RunEvent's ``payload``
 new kind fails these tests until each place has it:
 
 - the server: an entry in ``domain.events.KINDS`` (validation, server-only, terminal, whether
-  it changes the derived state) and, when it does, a ``RunState._on_<kind>`` method;
+  it changes the derived state) and, when it does, a ``RunState._on_<kind>`` or
+  ``RunSteps.on_<kind>`` method;
 - the SDK: its ``EventKind`` member, its converter in ``_convert._PAYLOADS`` and a payload
   dataclass in ``EventPayload``;
 - the views: a case in the terminal view (``cli/view.py``) and in the web dashboard's model.
@@ -26,6 +27,7 @@ from runstream._convert import _PAYLOADS, event_from_pb
 from runstream.v1 import event_pb2, run_pb2
 from runstream_server.domain.events import KINDS
 from runstream_server.domain.state import RunState
+from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import RunstreamError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +55,8 @@ def test_every_kind_has_an_entry_in_the_servers_table() -> None:
 
 @pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
 def test_the_derived_state_handles_every_kind(name: str, number: int) -> None:
-    handler = getattr(RunState, f"_on_{name}", None)
-    assert (handler is not None) == KINDS[name].changes_state, (
-        f"{name}: changes_state in KINDS and RunState._on_{name} must agree"
+    assert (name in _kinds_with_a_fold()) == KINDS[name].changes_state, (
+        f"{name}: changes_state in KINDS and RunState._on_{name} or RunSteps.on_{name} must agree"
     )
     state = RunState(
         run_pb2.Run(
@@ -74,8 +75,13 @@ def test_the_derived_state_handles_every_kind(name: str, number: int) -> None:
 
 
 def test_no_handler_is_left_for_a_kind_that_is_gone() -> None:
-    handlers = {n.removeprefix("_on_") for n in vars(RunState) if n.startswith("_on_")}
-    assert handlers <= {name for name, _ in KIND_FIELDS}
+    assert set(_kinds_with_a_fold()) <= {name for name, _ in KIND_FIELDS}
+
+
+def _kinds_with_a_fold() -> set[str]:
+    """The kinds with a fold: RunState._on_<kind> or RunSteps.on_<kind>."""
+    own = {n.removeprefix("_on_") for n in vars(RunState) if n.startswith("_on_")}
+    return own | {n.removeprefix("on_") for n in vars(RunSteps) if n.startswith("on_")}
 
 
 @pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])

@@ -208,8 +208,8 @@ class KindRules:
     """What the server knows about one event kind (one field of RunEvent's payload oneof).
 
     Adding a kind to the protos means adding its entry to :data:`KINDS` (and, when it
-    changes the derived state, a ``RunState._on_<kind>`` method); the SDK's converters and
-    the views have their own tables. ``tests/server/test_hardening_event_kinds.py`` derives
+    changes the derived state, a ``RunState._on_<kind>`` or ``RunSteps.on_<kind>`` method);
+    the SDK's converters and the views have their own tables. ``tests/server/test_hardening_event_kinds.py`` derives
     the list of kinds from the descriptor and fails until every one of those has it.
     Generic rules (sizes, enums, signs, finite numbers) come from :mod:`.fields`.
     """
@@ -229,7 +229,8 @@ class KindRules:
     terminal: bool = False
     """It ends the run."""
     changes_state: bool = True
-    """RunState folds it into the snapshot (with ``_on_<kind>``); else watchers see it only."""
+    """RunState folds it into the snapshot (``RunState._on_<kind>`` or ``RunSteps.on_<kind>``);
+    else watchers see it only."""
 
     def validate(self, path: str, payload: Message) -> None:
         for name in self.ids:

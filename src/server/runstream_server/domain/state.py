@@ -2,29 +2,26 @@
 
 Producers report facts ("step strategy progressed to 50%"); :meth:`RunState.apply` folds them
 into the :class:`Run` snapshot that every watcher sees: status, progress, current step, active
-agents, health. Replaying a run's log through ``apply`` rebuilds the same snapshot.
+agents, health. Replaying a run's log through ``apply`` rebuilds the same snapshot. What
+step, item, agent and artifact events do lives in :class:`~.steps.RunSteps`.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.domain.events import kind_rules
+from runstream_server.domain.events import KINDS, kind_rules
+from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
 TERMINAL_STATUSES = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
-)
-_DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
-_ENDING_ACTIVITY = frozenset(
-    {event_pb2.AGENT_ACTIVITY_TYPE_COMPLETED, event_pb2.AGENT_ACTIVITY_TYPE_FAILED}
 )
 
 
@@ -52,11 +49,11 @@ class RunState:
     not hold (decisions, fired milestones, the activity feed), rebuilt from the log on load.
     """
 
-    __slots__ = ("_step_index", "decisions", "milestones", "recent_activity", "run")
+    __slots__ = ("decisions", "milestones", "recent_activity", "run", "steps")
 
     def __init__(self, run: run_pb2.Run) -> None:
         self.run = run
-        self._step_index = {step.step_id: i for i, step in enumerate(run.steps)}
+        self.steps = RunSteps(run)
         self.decisions: dict[str, decision_pb2.Decision] = {}
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
@@ -95,8 +92,7 @@ class RunState:
         return self.run.last_seq
 
     def step(self, step_id: str) -> run_pb2.Step | None:
-        index = self._step_index.get(step_id)
-        return None if index is None else self.run.steps[index]
+        return self.steps.get(step_id)
 
     # --- applying events --------------------------------------------------------------------
 
@@ -119,14 +115,17 @@ class RunState:
             self.run.status == run_pb2.RUN_STATUS_PENDING
         ):
             self._start(when)
-        if kind_rules(f"{path}.{name}", name).changes_state:
-            getattr(self, f"_on_{name}")(getattr(event, name), when, f"{path}.{name}")
+        fold = _FOLDS.get(name)
+        if fold is not None:
+            fold(self, getattr(event, name), when, f"{path}.{name}")
+        else:
+            kind_rules(f"{path}.{name}", name)  # INVALID_ARGUMENT for a kind it does not know
         self.remember(event)
         if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
             self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
         self.run.update_time.CopyFrom(when)
-        self._recompute_progress()
+        self.steps.recompute_progress()
 
     def remember(self, event: event_pb2.RunEvent) -> None:
         """Keeps what the snapshot does not hold: decisions, milestones, recent activity."""
@@ -169,6 +168,8 @@ class RunState:
             decision.resolve_time.CopyFrom(event.event_time)
             decision.resolved_seq = event.seq
 
+    # --- the run's lifecycle --------------------------------------------------------------
+
     def _start(self, when: timestamp_pb2.Timestamp) -> None:
         self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.start_time.CopyFrom(when)
@@ -193,7 +194,7 @@ class RunState:
         run.create_time.CopyFrom(when)
         run.targets.extend(p.targets)
         for spec in p.steps:
-            step = self._add_step(spec.step_id, spec.name, spec.description, spec.agent)
+            step = self.steps.add(spec.step_id, spec.name, spec.description, spec.agent)
             step.depends_on.extend(spec.depends_on)
             step.track = spec.track
             step.phase = spec.phase
@@ -224,189 +225,13 @@ class RunState:
         self._finish(run_pb2.RUN_STATUS_CANCELLED, when)
         self.run.cancel_reason = p.reason
 
-    # --- steps ----------------------------------------------------------------------------
-
-    def _add_step(self, step_id: str, name: str, description: str, agent: str) -> run_pb2.Step:
-        self._step_index[step_id] = len(self.run.steps)
-        return self.run.steps.add(
-            step_id=step_id,
-            name=name or step_id,
-            description=description,
-            agent=agent,
-            status=run_pb2.STEP_STATUS_PENDING,
-        )
-
-    def _known_step(self, step_id: str, path: str) -> run_pb2.Step:
-        step = self.step(step_id)
-        if step is None:
-            raise InvalidArgument(
-                f"{path}.step_id",
-                f"run {self.run.run_id!r} has no step {step_id!r}; "
-                "plan it in CreateRun or start it with step_started",
-            )
-        return step
-
-    def _not_done(self, step: run_pb2.Step, path: str) -> None:
-        if step.status in _DONE_STEP:
-            state = run_pb2.StepStatus.Name(step.status).removeprefix("STEP_STATUS_")
-            raise FailedPrecondition(f"{path}: step {step.step_id!r} already {state}")
-
-    def _begin_step(self, step: run_pb2.Step, when: timestamp_pb2.Timestamp) -> None:
-        step.status = run_pb2.STEP_STATUS_RUNNING
-        step.start_time.CopyFrom(when)
-        step.ClearField("end_time")
-        step.ClearField("duration")
-        step.ClearField("error")
-        step.percent = 0
-        step.attempts += 1
-        self.run.current_step_id = step.step_id
-        if step.agent:
-            self._agent_active(step.agent, step.agent, "", step.step_id, "", when)
-
-    def _end_step(self, step: run_pb2.Step, status: int, when: timestamp_pb2.Timestamp) -> None:
-        step.status = status  # type: ignore[assignment]
-        step.end_time.CopyFrom(when)
-        if not step.HasField("duration") and step.HasField("start_time"):
-            elapsed = when.ToNanoseconds() - step.start_time.ToNanoseconds()
-            step.duration.FromNanoseconds(max(0, elapsed))
-        # The step's agents are done with it, whoever reported them.
-        remaining = [a for a in self.run.active_agents if a.step_id != step.step_id]
-        if len(remaining) != len(self.run.active_agents):
-            del self.run.active_agents[:]
-            self.run.active_agents.extend(remaining)
-
-    def _on_step_started(
-        self, p: event_pb2.StepStarted, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        step = self.step(p.step_id) or self._add_step(p.step_id, p.name, p.description, p.agent)
-        self._not_done(step, path)
-        if p.agent:
-            step.agent = p.agent
-        self._begin_step(step, when)
-
-    def _on_step_progress(
-        self, p: event_pb2.StepProgress, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        step = self._known_step(p.step_id, path)
-        self._not_done(step, path)
-        if step.status != run_pb2.STEP_STATUS_RUNNING:
-            self._begin_step(step, when)
-        step.percent = p.percent
-        if p.sub_step:
-            step.sub_step = p.sub_step
-        if p.detail:
-            step.detail = p.detail
-        if p.tokens_processed:
-            step.tokens_processed = p.tokens_processed
-        if p.HasField("sub_step_details"):
-            step.sub_step_details.CopyFrom(p.sub_step_details)
-
-    def _on_item_progress(
-        self, p: event_pb2.ItemProgress, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        items = self.run.progress.items
-        items.completed = p.completed
-        items.total = p.total
-        if p.unit:
-            items.unit = p.unit
-        items.by_stage.clear()
-        items.by_stage.update(p.by_stage)
-
-    def _on_step_completed(
-        self, p: event_pb2.StepCompleted, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        step = self._known_step(p.step_id, path)
-        self._not_done(step, path)
-        if p.HasField("duration"):
-            step.duration.CopyFrom(p.duration)
-        step.percent = 100
-        if p.summary:
-            step.summary = p.summary
-        step.metrics.update(p.metrics)
-        for artifact in p.artifacts:
-            self._add_artifact(artifact, step.step_id)
-        self._end_step(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
-
-    def _on_step_failed(
-        self, p: event_pb2.StepFailed, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        step = self._known_step(p.step_id, path)
-        self._not_done(step, path)
-        step.error.CopyFrom(p.error)
-        self._end_step(step, run_pb2.STEP_STATUS_FAILED, when)
-
-    def _on_step_skipped(
-        self, p: event_pb2.StepSkipped, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        step = self._known_step(p.step_id, path)
-        self._not_done(step, path)
-        step.skip_reason = p.reason
-        self._end_step(step, run_pb2.STEP_STATUS_SKIPPED, when)
-
-    def _recompute_progress(self) -> None:
-        steps = self.run.steps
-        done = sum(1 for s in steps if s.status in _DONE_STEP)
-        running = sum(s.percent for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING)
-        progress = self.run.progress
-        progress.completed_steps = done
-        progress.total_steps = len(steps)
-        items = progress.items if progress.HasField("items") else None
-        if self.run.status == run_pb2.RUN_STATUS_SUCCEEDED:
-            progress.percent = 100.0
-        elif steps:
-            progress.percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
-        elif items is not None and items.total > 0:
-            progress.percent = min(100.0, round(items.completed / items.total * 100, 2))
-        if self.run.current_step_id:
-            current = self.step(self.run.current_step_id)
-            if current is None or current.status != run_pb2.STEP_STATUS_RUNNING:
-                # Fall back to the latest-started step that is still running, if any.
-                running_steps = [s for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING]
-                latest = max(
-                    running_steps, key=lambda s: s.start_time.ToNanoseconds(), default=None
-                )
-                self.run.current_step_id = latest.step_id if latest else ""
-
-    # --- agents and the rest --------------------------------------------------------------
-
-    def _agent_active(
-        self,
-        agent_id: str,
-        name: str,
-        agent_type: str,
-        step_id: str,
-        message: str,
-        when: timestamp_pb2.Timestamp,
-    ) -> None:
-        for agent in self.run.active_agents:
-            if agent.agent_id == agent_id:
-                break
-        else:
-            agent = self.run.active_agents.add(agent_id=agent_id, name=name or agent_id)
-            agent.start_time.CopyFrom(when)
-        if agent_type:
-            agent.type = agent_type
-        if step_id:
-            agent.step_id = step_id
-        if message:
-            agent.message = message
-
-    def _on_agent_activity(
-        self, p: event_pb2.AgentActivity, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        agent_id = p.agent_id or p.agent_name
-        if p.activity in _ENDING_ACTIVITY:
-            remaining = [a for a in self.run.active_agents if a.agent_id != agent_id]
-            del self.run.active_agents[:]
-            self.run.active_agents.extend(remaining)
-        else:
-            self._agent_active(agent_id, p.agent_name, p.agent_type, p.step_id, p.message, when)
+    # --- the run's metrics, milestones, alerts, decisions and health: steps are RunSteps'
 
     def _on_metrics_update(
         self, p: event_pb2.MetricsUpdate, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         if p.step_id:
-            self._known_step(p.step_id, path).metrics.update(p.values)
+            self.steps.known(p.step_id, path).metrics.update(p.values)
             return
         metrics = self.run.metrics
         # The change is written onto the event itself before it is stored, so the log, a
@@ -431,37 +256,14 @@ class RunState:
     def _on_alert(self, p: event_pb2.Alert, when: timestamp_pb2.Timestamp, path: str) -> None:
         """Alerts are shown to watchers; their effect on health comes as HealthChanged."""
         if p.step_id:
-            self._known_step(p.step_id, path)
+            self.steps.known(p.step_id, path)
 
     def _on_error_recovery(
         self, p: event_pb2.ErrorRecovery, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         """Recoveries are shown to watchers; their effect on health comes as HealthChanged."""
         if p.step_id:
-            self._known_step(p.step_id, path)
-
-    def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
-        # The id and step are filled in on the event itself, before it is stored, so the log
-        # and the snapshot name the artifact the same way, and a replay gives the same ids.
-        artifact.step_id = artifact.step_id or step_id
-        if not artifact.artifact_id:
-            artifact.artifact_id = uuid.uuid4().hex[:12]
-        stored = run_pb2.Artifact()
-        stored.CopyFrom(artifact)
-        step = self.step(stored.step_id) if stored.step_id else None
-        if step is not None:
-            step.artifacts.append(stored)
-        summary = self.run.artifacts_summary
-        summary.total += 1
-        kind = stored.kind or "other"
-        summary.by_kind[kind] = summary.by_kind[kind] + 1
-
-    def _on_artifact_produced(
-        self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        if p.artifact.step_id:
-            self._known_step(p.artifact.step_id, f"{path}.artifact")
-        self._add_artifact(p.artifact, p.artifact.step_id)
+            self.steps.known(p.step_id, path)
 
     def _on_decision_requested(
         self, p: event_pb2.DecisionRequested, when: timestamp_pb2.Timestamp, path: str
@@ -493,6 +295,31 @@ class RunState:
             self.run.estimate.CopyFrom(p.estimate)
         else:
             self.run.ClearField("estimate")
+
+
+Fold = Callable[[RunState, Any, timestamp_pb2.Timestamp, str], None]
+"""How one event kind changes the state: (state, payload, event time, payload path)."""
+
+
+def _folds() -> dict[str, Fold]:
+    """Each state-changing kind's fold, found by name: ``RunState._on_<kind>``, else
+    ``RunSteps.on_<kind>`` on the state's steps. A kind without one fails at import."""
+    folds: dict[str, Fold] = {}
+    for name, rules in KINDS.items():
+        if rules.changes_state:
+            own = getattr(RunState, f"_on_{name}", None)
+            folds[name] = own if own is not None else _on_steps(getattr(RunSteps, f"on_{name}"))
+    return folds
+
+
+def _on_steps(fold: Callable[[RunSteps, Any, timestamp_pb2.Timestamp, str], None]) -> Fold:
+    def on_steps(state: RunState, p: Any, when: timestamp_pb2.Timestamp, path: str) -> None:
+        fold(state.steps, p, when, path)
+
+    return on_steps
+
+
+_FOLDS = _folds()
 
 
 def now_utc() -> datetime:

@@ -1,0 +1,241 @@
+"""A run's steps, the agents working on them, the artifacts they produce and the run's
+progress: the part of :class:`~runstream_server.domain.state.RunState` that step, item,
+agent and artifact events fold into.
+
+The steps live inside the ``Run`` snapshot; :class:`RunSteps` only adds an index by step id.
+Its ``on_<kind>`` methods are the folds of those event kinds (RunState finds them by name).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from google.protobuf import timestamp_pb2
+from runstream.v1 import event_pb2, run_pb2
+
+from runstream_server.errors import FailedPrecondition, InvalidArgument
+
+DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
+_ENDING_ACTIVITY = frozenset(
+    {event_pb2.AGENT_ACTIVITY_TYPE_COMPLETED, event_pb2.AGENT_ACTIVITY_TYPE_FAILED}
+)
+
+
+class RunSteps:
+    """The steps of one run's snapshot, by id, and what step and agent events do to them."""
+
+    __slots__ = ("_index", "run")
+
+    def __init__(self, run: run_pb2.Run) -> None:
+        self.run = run
+        self._index = {step.step_id: i for i, step in enumerate(run.steps)}
+
+    def get(self, step_id: str) -> run_pb2.Step | None:
+        index = self._index.get(step_id)
+        return None if index is None else self.run.steps[index]
+
+    def add(self, step_id: str, name: str, description: str, agent: str) -> run_pb2.Step:
+        self._index[step_id] = len(self.run.steps)
+        return self.run.steps.add(
+            step_id=step_id,
+            name=name or step_id,
+            description=description,
+            agent=agent,
+            status=run_pb2.STEP_STATUS_PENDING,
+        )
+
+    def known(self, step_id: str, path: str) -> run_pb2.Step:
+        """The step an event names; INVALID_ARGUMENT at ``<path>.step_id`` if there is none."""
+        step = self.get(step_id)
+        if step is None:
+            raise InvalidArgument(
+                f"{path}.step_id",
+                f"run {self.run.run_id!r} has no step {step_id!r}; "
+                "plan it in CreateRun or start it with step_started",
+            )
+        return step
+
+    # --- step events ------------------------------------------------------------------------
+
+    def on_step_started(
+        self, p: event_pb2.StepStarted, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self.get(p.step_id) or self.add(p.step_id, p.name, p.description, p.agent)
+        _not_done(step, path)
+        if p.agent:
+            step.agent = p.agent
+        self._begin(step, when)
+
+    def on_step_progress(
+        self, p: event_pb2.StepProgress, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self.known(p.step_id, path)
+        _not_done(step, path)
+        if step.status != run_pb2.STEP_STATUS_RUNNING:
+            self._begin(step, when)
+        step.percent = p.percent
+        if p.sub_step:
+            step.sub_step = p.sub_step
+        if p.detail:
+            step.detail = p.detail
+        if p.tokens_processed:
+            step.tokens_processed = p.tokens_processed
+        if p.HasField("sub_step_details"):
+            step.sub_step_details.CopyFrom(p.sub_step_details)
+
+    def on_step_completed(
+        self, p: event_pb2.StepCompleted, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self.known(p.step_id, path)
+        _not_done(step, path)
+        if p.HasField("duration"):
+            step.duration.CopyFrom(p.duration)
+        step.percent = 100
+        if p.summary:
+            step.summary = p.summary
+        step.metrics.update(p.metrics)
+        for artifact in p.artifacts:
+            self._add_artifact(artifact, step.step_id)
+        self._end(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
+
+    def on_step_failed(
+        self, p: event_pb2.StepFailed, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self.known(p.step_id, path)
+        _not_done(step, path)
+        step.error.CopyFrom(p.error)
+        self._end(step, run_pb2.STEP_STATUS_FAILED, when)
+
+    def on_step_skipped(
+        self, p: event_pb2.StepSkipped, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        step = self.known(p.step_id, path)
+        _not_done(step, path)
+        step.skip_reason = p.reason
+        self._end(step, run_pb2.STEP_STATUS_SKIPPED, when)
+
+    def _begin(self, step: run_pb2.Step, when: timestamp_pb2.Timestamp) -> None:
+        step.status = run_pb2.STEP_STATUS_RUNNING
+        step.start_time.CopyFrom(when)
+        step.ClearField("end_time")
+        step.ClearField("duration")
+        step.ClearField("error")
+        step.percent = 0
+        step.attempts += 1
+        self.run.current_step_id = step.step_id
+        if step.agent:
+            self._agent_active(step.agent, step.agent, "", step.step_id, "", when)
+
+    def _end(self, step: run_pb2.Step, status: int, when: timestamp_pb2.Timestamp) -> None:
+        step.status = status  # type: ignore[assignment]
+        step.end_time.CopyFrom(when)
+        if not step.HasField("duration") and step.HasField("start_time"):
+            elapsed = when.ToNanoseconds() - step.start_time.ToNanoseconds()
+            step.duration.FromNanoseconds(max(0, elapsed))
+        # The step's agents are done with it, whoever reported them.
+        remaining = [a for a in self.run.active_agents if a.step_id != step.step_id]
+        if len(remaining) != len(self.run.active_agents):
+            del self.run.active_agents[:]
+            self.run.active_agents.extend(remaining)
+
+    def on_item_progress(
+        self, p: event_pb2.ItemProgress, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        """Progress counted in items (companies found) rather than steps."""
+        items = self.run.progress.items
+        items.completed = p.completed
+        items.total = p.total
+        if p.unit:
+            items.unit = p.unit
+        items.by_stage.clear()
+        items.by_stage.update(p.by_stage)
+
+    def recompute_progress(self) -> None:
+        """The run's progress and current step, after any event."""
+        run = self.run
+        steps = run.steps
+        done = sum(1 for s in steps if s.status in DONE_STEP)
+        running = sum(s.percent for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING)
+        progress = run.progress
+        progress.completed_steps = done
+        progress.total_steps = len(steps)
+        items = progress.items if progress.HasField("items") else None
+        if run.status == run_pb2.RUN_STATUS_SUCCEEDED:
+            progress.percent = 100.0
+        elif steps:
+            progress.percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
+        elif items is not None and items.total > 0:
+            progress.percent = min(100.0, round(items.completed / items.total * 100, 2))
+        if run.current_step_id:
+            current = self.get(run.current_step_id)
+            if current is None or current.status != run_pb2.STEP_STATUS_RUNNING:
+                # Fall back to the latest-started step that is still running, if any.
+                running_steps = [s for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING]
+                latest = max(
+                    running_steps, key=lambda s: s.start_time.ToNanoseconds(), default=None
+                )
+                run.current_step_id = latest.step_id if latest else ""
+
+    # --- agents and artifacts ---------------------------------------------------------------
+
+    def on_agent_activity(
+        self, p: event_pb2.AgentActivity, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        agent_id = p.agent_id or p.agent_name
+        if p.activity in _ENDING_ACTIVITY:
+            remaining = [a for a in self.run.active_agents if a.agent_id != agent_id]
+            del self.run.active_agents[:]
+            self.run.active_agents.extend(remaining)
+        else:
+            self._agent_active(agent_id, p.agent_name, p.agent_type, p.step_id, p.message, when)
+
+    def _agent_active(
+        self,
+        agent_id: str,
+        name: str,
+        agent_type: str,
+        step_id: str,
+        message: str,
+        when: timestamp_pb2.Timestamp,
+    ) -> None:
+        for agent in self.run.active_agents:
+            if agent.agent_id == agent_id:
+                break
+        else:
+            agent = self.run.active_agents.add(agent_id=agent_id, name=name or agent_id)
+            agent.start_time.CopyFrom(when)
+        if agent_type:
+            agent.type = agent_type
+        if step_id:
+            agent.step_id = step_id
+        if message:
+            agent.message = message
+
+    def on_artifact_produced(
+        self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
+    ) -> None:
+        if p.artifact.step_id:
+            self.known(p.artifact.step_id, f"{path}.artifact")
+        self._add_artifact(p.artifact, p.artifact.step_id)
+
+    def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
+        # The id and step are filled in on the event itself, before it is stored, so the log
+        # and the snapshot name the artifact the same way, and a replay gives the same ids.
+        artifact.step_id = artifact.step_id or step_id
+        if not artifact.artifact_id:
+            artifact.artifact_id = uuid.uuid4().hex[:12]
+        stored = run_pb2.Artifact()
+        stored.CopyFrom(artifact)
+        step = self.get(stored.step_id) if stored.step_id else None
+        if step is not None:
+            step.artifacts.append(stored)
+        summary = self.run.artifacts_summary
+        summary.total += 1
+        kind = stored.kind or "other"
+        summary.by_kind[kind] = summary.by_kind[kind] + 1
+
+
+def _not_done(step: run_pb2.Step, path: str) -> None:
+    if step.status in DONE_STEP:
+        state = run_pb2.StepStatus.Name(step.status).removeprefix("STEP_STATUS_")
+        raise FailedPrecondition(f"{path}: step {step.step_id!r} already {state}")
