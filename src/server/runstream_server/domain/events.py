@@ -209,8 +209,9 @@ class KindRules:
 
     Adding a kind to the protos means adding its entry to :data:`KINDS` (and, when it
     changes the derived state, a ``RunState._on_<kind>`` or ``RunSteps.on_<kind>`` method);
-    the SDK's converters and the views have their own tables. ``tests/server/test_hardening_event_kinds.py`` derives
-    the list of kinds from the descriptor and fails until every one of those has it.
+    the SDK's converters and the views have their own tables.
+    ``tests/server/test_hardening_event_kinds.py`` derives the list of kinds from the
+    descriptor and fails until every one of those has it.
     Generic rules (sizes, enums, signs, finite numbers) come from :mod:`.fields`.
     """
 
