@@ -255,7 +255,7 @@ class RunReporter(RunEvents):
             await self.close()
             return
         # The body's exception is what the caller must see; reporting problems are secondary.
-        if self._can_report():
+        if self._gate.can_report():
             try:
                 if isinstance(exc, asyncio.CancelledError):
                     # The producer's own task was cancelled (Ctrl-C, a timeout, a shutdown):
@@ -344,7 +344,9 @@ class RunReporter(RunEvents):
         the run is resumed (or raises RunCancelledError when it is cancelled instead).
         ``name``, ``description`` and ``agent`` describe a step that is not in the plan.
         """
-        return StepReporter(self, step_id, name=name, description=description, agent=agent)
+        return StepReporter(
+            self, step_id, gate=self._gate, name=name, description=description, agent=agent
+        )
 
     async def start_step(
         self, step_id: str, *, name: str = "", description: str = "", agent: str = ""
@@ -427,9 +429,6 @@ class RunReporter(RunEvents):
 
     # --- queueing (ReportGate) ---------------------------------------------------------------
 
-    def _can_report(self) -> bool:
-        return self._gate.can_report()
-
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()
 
@@ -496,11 +495,15 @@ class StepReporter:
         run: RunReporter,
         step_id: str,
         *,
+        gate: ReportGate,
         name: str = "",
         description: str = "",
         agent: str = "",
     ) -> None:
         self._run = run
+        # The step's own events go through the run's gate, the same admission and
+        # backpressure as the run's events, without reaching into the run's internals.
+        self._gate = gate
         self._step_id = step_id
         self._name = name
         self._description = description
@@ -535,7 +538,7 @@ class StepReporter:
         if exc is None:
             await self.complete()
             return
-        if not self._run._can_report():
+        if not self._gate.can_report():
             return  # The reporter failed or the run ended; reporting more would only fail.
         if isinstance(exc, asyncio.CancelledError):
             return  # Not a step failure: the run block reports the run cancelled.
@@ -548,7 +551,7 @@ class StepReporter:
         """Reports StepStarted (done by ``async with``), after waiting while the run is
         paused."""
         await self._run.wait_if_paused()
-        await self._run._report(
+        await self._gate.admit(
             convert.step_started_event(self._step_id, self._name, self._description, self._agent)
         )
         self._started = True
@@ -568,7 +571,7 @@ class StepReporter:
         ``details`` says more about the sub-step (operation, model, expected end);
         ``estimated_time_remaining`` is the producer's own estimate of the whole run.
         """
-        await self._run._report(
+        await self._gate.admit(
             convert.step_progress_event(
                 self._step_id,
                 percent,
@@ -613,7 +616,7 @@ class StepReporter:
         if summary is not None:
             self._summary = summary
         self._finished = True
-        await self._run._report(
+        await self._gate.admit(
             convert.step_completed_event(self._step_id, self._summary, self._metrics, None)
         )
 
@@ -622,7 +625,7 @@ class StepReporter:
     ) -> None:
         """Reports StepFailed (done by ``async with`` when the block raises)."""
         self._finished = True
-        await self._run._report(convert.step_failed_event(self._step_id, message, code, details))
+        await self._gate.admit(convert.step_failed_event(self._step_id, message, code, details))
 
 
 def _describe(exc: BaseException) -> str:
