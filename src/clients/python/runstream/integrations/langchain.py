@@ -33,20 +33,25 @@ langgraph).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from runstream.integrations._common import OrderedReports, StepIds, require, short
+from runstream.integrations._common import require
 
 require("langchain_core", "langchain")
 
 from langchain_core.callbacks import AsyncCallbackHandler  # noqa: E402
 
 from runstream._reporter import RunReporter  # noqa: E402
-from runstream._types import ActivityType, DecisionResult, Severity  # noqa: E402
+from runstream._types import DecisionResult  # noqa: E402
+from runstream.integrations._langchain_calls import ModelCalls, ToolCalls  # noqa: E402
+from runstream.integrations._langchain_interrupts import (  # noqa: E402
+    DEFAULT_OPTIONS as _DEFAULT_OPTIONS,
+)
+from runstream.integrations._langchain_interrupts import InterruptQuestions  # noqa: E402
+from runstream.integrations._langchain_steps import ChainSteps, LangChainRun  # noqa: E402
+from runstream.integrations._run_calls import RunCalls  # noqa: E402
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -54,50 +59,6 @@ if TYPE_CHECKING:
     from tenacity import RetryCallState
 
 __all__ = ["RunstreamCallbackHandler"]
-
-_DEFAULT_OPTIONS = ("approve", "reject")
-_INTERRUPT_DECISION_TYPE = "langgraph_interrupt"
-
-
-@dataclass
-class _ModelCall:
-    agent: str
-    step_id: str
-    message_id: str
-    streamed: bool = False
-
-
-@dataclass
-class _StepRun:
-    step_id: str
-    agent: str
-    namespace: str
-
-
-@dataclass
-class _Failure:
-    step_id: str
-    message: str
-    attempts: int
-
-
-@dataclass
-class _Root:
-    """A top-level chain whose nature is known only once its first child starts: a LangGraph
-    graph (its nodes are the steps) or a plain chain (itself a step)."""
-
-    name: str
-    step_id: str | None = None
-    resolved: bool = False
-
-
-def _graph_bubble_up() -> tuple[type[BaseException], ...]:
-    """LangGraph's control-flow exceptions (interrupts), when LangGraph is installed."""
-    try:
-        from langgraph.errors import GraphBubbleUp
-    except ImportError:
-        return ()
-    return (GraphBubbleUp,)
 
 
 class RunstreamCallbackHandler(AsyncCallbackHandler):
@@ -118,6 +79,9 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
     worker threads are reported on that loop, in the order they happened.
     """
 
+    # LangChain calls the on_* methods by name; each hands its callback to the part that
+    # keeps that kind of run: chains (steps), models, tools, and interrupts (questions).
+
     def __init__(
         self,
         run: RunReporter,
@@ -129,24 +93,16 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         super().__init__()
         self._run = run
-        self._agent = agent
-        self._default_options = tuple(default_options)
-        self._decision_timeout = decision_timeout
-        self._resume_value = resume_value or (lambda result: result.choice)
-        self._reports = OrderedReports()
-        self._step_ids = StepIds()
-        self._roots: dict[UUID, _Root] = {}
-        self._steps: dict[UUID, _StepRun] = {}
-        # Steps a node left running when interrupt() stopped it, and steps whose node failed
-        # (a retry policy may run it again), by the node's checkpoint namespace.
-        self._interrupted: dict[str, str] = {}
-        self._failed: dict[str, _Failure] = {}
-        # The latest error of a child of each run: a RunnableRetry's failed attempt.
-        self._child_errors: dict[UUID, str] = {}
-        self._calls: dict[UUID, _ModelCall] = {}
-        self._tools: dict[UUID, tuple[str, str, str]] = {}
-        self._allocated: set[tuple[str, str]] = set()
-        self._bubble_up = _graph_bubble_up()
+        self._calls = RunCalls(run)
+        self._steps = ChainSteps(self._calls, agent)
+        self._models = ModelCalls(self._calls, self._steps)
+        self._tools = ToolCalls(self._calls, self._steps)
+        self._questions = InterruptQuestions(
+            run,
+            default_options=default_options,
+            decision_timeout=decision_timeout,
+            resume_value=resume_value,
+        )
 
     @property
     def run(self) -> RunReporter:
@@ -155,7 +111,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
 
     async def flush(self) -> None:
         """Waits until every callback so far is reported (queued on the run's reporter)."""
-        await self._reports.drain()
+        await self._calls.drain()
 
     # --- LangGraph: interrupts become questions -------------------------------------------
 
@@ -194,21 +150,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
 
     async def ask_interrupt(self, value: Any, interrupt_id: str = "") -> Any:
         """Asks the question an ``interrupt(value)`` stands for; returns the resume value."""
-        question = _Question.from_interrupt(value, self._default_options, self._decision_timeout)
-        context = dict(question.context)
-        if interrupt_id:
-            context.setdefault("interrupt_id", interrupt_id)
-        result = await self._run.ask(
-            question.prompt,
-            question.options,
-            default=question.default,
-            timeout=question.timeout,
-            can_skip=question.can_skip,
-            context=context,
-            decision_type=question.decision_type,
-            affects_workflow=True,
-        )
-        return self._resume_value(result)
+        return await self._questions.ask(value, interrupt_id)
 
     def _with_handler(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         run_config = dict(config or {})
@@ -235,46 +177,13 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        name = str(kwargs.get("name") or (serialized or {}).get("name") or "chain")
-        meta = metadata or {}
-        node = meta.get("langgraph_node")
-        if parent_run_id is None:
-            self._roots[run_id] = _Root(name)
-            return
-        self._resolve_root(parent_run_id, is_graph=node is not None)
-        self._note_retry(parent_run_id, tags)
-        if node is None or name != node or parent_run_id in self._steps:
-            return
-        namespace = str(meta.get("langgraph_checkpoint_ns") or node)
-        resumed = self._interrupted.pop(namespace, None)
-        if resumed is not None:
-            # The node interrupt() stopped runs again with the answer: still the same step.
-            self._steps[run_id] = _StepRun(resumed, node, namespace)
-            return
-        failed = self._failed.pop(namespace, None)
-        if failed is not None:
-            # A retry policy runs the failed node again: the same step, restarted.
-            step_id = failed.step_id
-            self._report_retry(failed.message, failed.attempts, [node])
-        else:
-            step_id = self._step_ids.new(node)
-        self._steps[run_id] = _StepRun(step_id, node, namespace)
-        self._submit(lambda: self._run.start_step(step_id, name=node, agent=node))
-        await self._hold_if_paused()
-
-    async def _hold_if_paused(self) -> None:
-        """A node boundary is a step boundary: a paused run holds the graph here."""
-        if self._reports.on_loop():
-            await self._reports.drain()
-            await self._run.wait_if_paused()
+        start = LangChainRun(serialized, run_id, parent_run_id, tags, metadata or {}, kwargs)
+        await self._steps.chain_started(start)
 
     async def on_chain_end(
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        self._finish_root(run_id)
-        step = self._steps.pop(run_id, None)
-        if step is not None:
-            self._submit(lambda: self._run.step(step.step_id).complete())
+        self._steps.chain_ended(run_id)
 
     async def on_chain_error(
         self,
@@ -285,58 +194,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        step = self._steps.pop(run_id, None)
-        if self._bubble_up and isinstance(error, self._bubble_up):
-            # interrupt(): the node stops to wait for an answer and runs again with it.
-            if step is not None:
-                self._interrupted[step.namespace] = step.step_id
-            self._roots.pop(run_id, None)
-            return
-        self._finish_root(run_id)
-        message = short(f"{type(error).__name__}: {error}")
-        if parent_run_id is not None:
-            self._child_errors[parent_run_id] = message
-        if step is not None:
-            code = type(error).__name__
-            previous = self._failed.get(step.namespace)
-            attempts = previous.attempts + 1 if previous is not None else 1
-            self._failed[step.namespace] = _Failure(step.step_id, message, attempts)
-            self._submit(lambda: self._run.step(step.step_id).fail(message, code=code))
-
-    def _resolve_root(self, parent_run_id: UUID, *, is_graph: bool) -> None:
-        root = self._roots.get(parent_run_id)
-        if root is None or root.resolved:
-            return
-        root.resolved = True
-        if not is_graph:
-            step_id = self._step_ids.new(root.name)
-            root.step_id = step_id
-            name = root.name
-            self._steps[parent_run_id] = _StepRun(step_id, self._agent or name, name)
-            self._submit(lambda: self._run.start_step(step_id, name=name))
-
-    def _finish_root(self, run_id: UUID) -> None:
-        root = self._roots.pop(run_id, None)
-        if root is not None and not root.resolved:
-            # A top-level chain with no children at all: a one-step chain.
-            self._roots[run_id] = root
-            self._resolve_root(run_id, is_graph=False)
-            self._roots.pop(run_id, None)
-
-    def _agent_for(self, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None) -> str:
-        node = (metadata or {}).get("langgraph_node")
-        if node:
-            return str(node)
-        if parent_run_id is not None and parent_run_id in self._steps:
-            return self._steps[parent_run_id].agent
-        return self._agent
-
-    def _step_for(self, agent: str) -> str:
-        """The running step of this agent (node), if there is one."""
-        for step in reversed(list(self._steps.values())):
-            if step.agent == agent:
-                return step.step_id
-        return ""
+        self._steps.chain_failed(error, run_id, parent_run_id)
 
     # --- models: allocations and streamed text --------------------------------------------
 
@@ -351,7 +209,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._model_start(serialized, run_id, parent_run_id, tags, metadata, kwargs)
+        start = LangChainRun(serialized, run_id, parent_run_id, tags, metadata or {}, kwargs)
+        self._models.started(start)
 
     async def on_llm_start(
         self,
@@ -364,33 +223,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._model_start(serialized, run_id, parent_run_id, tags, metadata, kwargs)
-
-    def _model_start(
-        self,
-        serialized: dict[str, Any] | None,
-        run_id: UUID,
-        parent_run_id: UUID | None,
-        tags: list[str] | None,
-        metadata: dict[str, Any] | None,
-        kwargs: Mapping[str, Any],
-    ) -> None:
-        if parent_run_id is not None:
-            self._resolve_root(parent_run_id, is_graph=bool((metadata or {}).get("langgraph_node")))
-            self._note_retry(parent_run_id, tags)
-        model = _model_name(serialized, metadata, kwargs)
-        agent = self._agent_for(parent_run_id, metadata) or model
-        call = _ModelCall(agent=agent, step_id=self._step_for(agent), message_id=str(run_id))
-        self._calls[run_id] = call
-        if (agent, model) not in self._allocated:
-            self._allocated.add((agent, model))
-            params = kwargs.get("invocation_params") or {}
-            provider = str((metadata or {}).get("ls_provider") or params.get("_type") or "")
-            self._submit(
-                lambda: self._run.model_allocation(
-                    agent, model, reasoning=f"{provider} model" if provider else ""
-                )
-            )
+        start = LangChainRun(serialized, run_id, parent_run_id, tags, metadata or {}, kwargs)
+        self._models.started(start)
 
     async def on_llm_new_token(
         self,
@@ -402,14 +236,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        call = self._calls.get(run_id)
-        text = token if isinstance(token, str) else "".join(_block_text(b) for b in token)
-        if call is None or not text:
-            return
-        call.streamed = True
-        self._submit(
-            lambda: self._run.text(call.agent, call.message_id, text, step_id=call.step_id)
-        )
+        self._models.token(token, run_id)
 
     async def on_llm_end(
         self,
@@ -420,18 +247,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        call = self._calls.pop(run_id, None)
-        if call is None:
-            return
-        # A streamed message ends with an empty final delta; one that did not stream arrives
-        # whole, as a single final delta.
-        text = "" if call.streamed else _response_text(response)
-        if call.streamed or text:
-            self._submit(
-                lambda: self._run.text(
-                    call.agent, call.message_id, text, final=True, step_id=call.step_id
-                )
-            )
+        self._models.ended(response, run_id)
 
     async def on_llm_error(
         self,
@@ -442,13 +258,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        call = self._calls.pop(run_id, None)
-        if call is not None and call.streamed:
-            self._submit(
-                lambda: self._run.text(
-                    call.agent, call.message_id, "", final=True, step_id=call.step_id
-                )
-            )
+        self._models.failed(run_id)
 
     # --- tools: agent activity --------------------------------------------------------------
 
@@ -464,22 +274,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         inputs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if parent_run_id is not None:
-            self._resolve_root(parent_run_id, is_graph=bool((metadata or {}).get("langgraph_node")))
-            self._note_retry(parent_run_id, tags)
-        tool = str(kwargs.get("name") or (serialized or {}).get("name") or "tool")
-        agent = self._agent_for(parent_run_id, metadata) or tool
-        step_id = self._step_for(agent)
-        self._tools[run_id] = (agent, tool, step_id)
-        given = json.dumps(inputs, default=str) if inputs is not None else input_str
-        data = {"tool": tool, "input": short(given)}
-        if kwargs.get("tool_call_id"):
-            data["tool_call_id"] = str(kwargs["tool_call_id"])
-        self._submit(
-            lambda: self._run.activity(
-                agent, ActivityType.STARTED, f"calling {tool}", data=data, step_id=step_id
-            )
-        )
+        start = LangChainRun(serialized, run_id, parent_run_id, tags, metadata or {}, kwargs)
+        self._tools.started(start, input_str, inputs)
 
     async def on_tool_end(
         self,
@@ -490,8 +286,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        content = getattr(output, "content", output)
-        self._tool_ended(run_id, ActivityType.COMPLETED, "done", {"output": short(content)})
+        self._tools.ended(output, run_id)
 
     async def on_tool_error(
         self,
@@ -502,22 +297,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        message = short(f"{type(error).__name__}: {error}")
-        self._tool_ended(run_id, ActivityType.FAILED, "failed", {"error": message})
-
-    def _tool_ended(
-        self, run_id: UUID, activity: ActivityType, verb: str, details: dict[str, str]
-    ) -> None:
-        started = self._tools.pop(run_id, None)
-        if started is None:
-            return
-        agent, tool, step_id = started
-        data = {"tool": tool, **details}
-        self._submit(
-            lambda: self._run.activity(
-                agent, activity, f"{tool} {verb}", data=data, step_id=step_id
-            )
-        )
+        self._tools.failed(error, run_id)
 
     # --- retries: error recoveries ----------------------------------------------------------
 
@@ -530,118 +310,4 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """A model call's own retry (LangChain's LLM retry decorators)."""
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None and outcome.failed else None
-        message = short(f"{type(error).__name__}: {error}" if error else "retrying")
-        call = self._calls.get(run_id)
-        self._report_retry(message, int(retry_state.attempt_number), [call.agent] if call else [])
-
-    def _note_retry(self, parent_run_id: UUID, tags: list[str] | None) -> None:
-        """A RunnableRetry's attempts are its children, tagged ``retry:attempt:N`` from the
-        second on: each such start means the attempt before it failed."""
-        for tag in tags or ():
-            if tag.startswith("retry:attempt:"):
-                attempt = int(tag.rsplit(":", 1)[1]) - 1
-                message = self._child_errors.pop(parent_run_id, "the previous attempt failed")
-                step = self._steps.get(parent_run_id)
-                self._report_retry(message, attempt, [step.agent] if step else [])
-
-    def _report_retry(self, message: str, attempt: int, agents: list[str]) -> None:
-        """An ErrorRecovery: attempt ``attempt`` failed with ``message``; retrying."""
-        affected = [agent for agent in agents if agent]
-        self._submit(
-            lambda: self._run.error_recovery(
-                message,
-                severity=Severity.MEDIUM,
-                recovery_strategy="retry",
-                affected_agents=affected,
-                attempt=attempt,
-            )
-        )
-
-    def _submit(self, call: Callable[[], Any]) -> None:
-        self._reports.submit(call)
-
-
-@dataclass(frozen=True)
-class _Question:
-    prompt: str
-    options: tuple[str | tuple[str, ...], ...]
-    default: str | None
-    timeout: float | None
-    can_skip: bool
-    context: Mapping[str, Any]
-    decision_type: str
-
-    @classmethod
-    def from_interrupt(
-        cls, value: Any, default_options: Sequence[str], default_timeout: float | None
-    ) -> _Question:
-        if not isinstance(value, Mapping):
-            prompt = value if isinstance(value, str) else short(value)
-            return cls(
-                prompt or "The graph is waiting for input",
-                tuple(default_options),
-                None,
-                default_timeout,
-                False,
-                {},
-                _INTERRUPT_DECISION_TYPE,
-            )
-        prompt = value.get("question") or value.get("prompt") or value.get("message") or ""
-        options = value.get("options") or default_options
-        timeout = value.get("timeout", default_timeout)
-        context = value.get("context")
-        return cls(
-            str(prompt) or "The graph is waiting for input",
-            tuple(_option(o) for o in options),
-            str(value["default"]) if value.get("default") is not None else None,
-            float(timeout) if timeout is not None else None,
-            bool(value.get("can_skip", False)),
-            dict(context) if isinstance(context, Mapping) else {},
-            str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
-        )
-
-
-def _option(option: Any) -> str | tuple[str, ...]:
-    if isinstance(option, Mapping):
-        return tuple(str(option.get(key, "")) for key in ("value", "label", "description"))
-    if isinstance(option, tuple):
-        return tuple(str(part) for part in option)
-    return str(option)
-
-
-def _model_name(
-    serialized: dict[str, Any] | None, metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any]
-) -> str:
-    params = kwargs.get("invocation_params") or {}
-    for candidate in (
-        (metadata or {}).get("ls_model_name"),
-        params.get("model"),
-        params.get("model_name"),
-        kwargs.get("name"),
-        (serialized or {}).get("name"),
-        params.get("_type"),
-    ):
-        if candidate:
-            return str(candidate)
-    return "model"
-
-
-def _block_text(block: str | dict[str, Any]) -> str:
-    """The text of one content block of a streamed token (content-block models)."""
-    if isinstance(block, str):
-        return block
-    return str(block.get("text", "")) if block.get("type", "text") == "text" else ""
-
-
-def _response_text(response: LLMResult) -> str:
-    parts: list[str] = []
-    for generations in response.generations:
-        for generation in generations:
-            message = getattr(generation, "message", None)
-            text = getattr(message, "text", None) if message is not None else None
-            if callable(text):  # langchain-core < 1 had text() as a method.
-                text = text()
-            parts.append(str(text if text is not None else generation.text or ""))
-    return "".join(parts)
+        self._models.retried(retry_state, run_id)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runstream.integrations._common import OrderedReports, StepIds, require, short
+from runstream.integrations._common import StepIds, require, short
 
 require("agents", "openai-agents")
 
@@ -53,6 +53,7 @@ from agents.tracing.span_data import (  # noqa: E402
 
 from runstream._reporter import RunReporter  # noqa: E402
 from runstream._types import ActivityType, Severity  # noqa: E402
+from runstream.integrations._run_calls import RunCalls  # noqa: E402
 
 __all__ = ["RunstreamProcessor"]
 
@@ -86,12 +87,11 @@ class RunstreamProcessor(TracingProcessor):
     ) -> None:
         self._run = run
         self._filter = trace_filter
-        self._reports = OrderedReports(loop)
+        self._calls = RunCalls(run, loop)
         self._step_ids = StepIds()
         self._traces: set[str] = set()
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
         self._parents: dict[str, str | None] = {}  # span id -> parent span id
-        self._allocated: set[tuple[str, str]] = set()
         self._tokens = dict.fromkeys(_TOKEN_FIELDS, 0.0)
         self._model_calls = 0
 
@@ -102,7 +102,7 @@ class RunstreamProcessor(TracingProcessor):
 
     async def flush(self) -> None:
         """Waits until every span so far is reported (queued on the run's reporter)."""
-        await self._reports.drain()
+        await self._calls.drain()
 
     # --- TracingProcessor -----------------------------------------------------------------
 
@@ -121,21 +121,11 @@ class RunstreamProcessor(TracingProcessor):
         if isinstance(data, AgentSpanData):
             step = _AgentStep(data.name, self._step_ids.new(data.name))
             self._agents[span.span_id] = step
-            self._submit(
-                lambda: self._run.start_step(step.step_id, name=step.agent, agent=step.agent)
-            )
+            self._calls.start_step(step.step_id, name=step.agent, agent=step.agent)
         elif isinstance(data, FunctionSpanData):
             step = self._agent_of(span)
             tool = data.name
-            self._submit(
-                lambda: self._run.activity(
-                    step.agent,
-                    ActivityType.STARTED,
-                    f"calling {tool}",
-                    data={"tool": tool},
-                    step_id=step.step_id,
-                )
-            )
+            self._calls.tool_started(step.agent, tool, {"tool": tool}, step_id=step.step_id)
 
     def on_span_end(self, span: Span[Any]) -> None:
         if span.trace_id not in self._traces:
@@ -159,7 +149,7 @@ class RunstreamProcessor(TracingProcessor):
             step = self._agent_of(span)
             name = data.name
             step.tripped = step.tripped or name
-            self._submit(
+            self._calls.submit(
                 lambda: self._run.alert(
                     f"guardrail {name} tripped" + (f" on {step.agent}" if step.agent else ""),
                     severity=Severity.HIGH,
@@ -186,23 +176,19 @@ class RunstreamProcessor(TracingProcessor):
             # The SDK ends a stopped agent's span without an error; the run did not go on.
             error = f"guardrail {step.tripped} tripped"
         if error is None:
-            self._submit(lambda: self._run.step(step.step_id).complete())
+            self._calls.complete_step(step.step_id)
         else:
-            self._submit(lambda: self._run.step(step.step_id).fail(error, code="agent_error"))
+            self._calls.fail_step(step.step_id, error, code="agent_error")
 
     def _model_used(
         self, span: Span[Any], model: str | None, usage: Mapping[str, Any] | None, text: str
     ) -> None:
         step = self._agent_of(span)
         agent = step.agent or "agent"
-        if model and (agent, model) not in self._allocated:
-            self._allocated.add((agent, model))
-            self._submit(lambda: self._run.model_allocation(agent, model))
+        if model:
+            self._calls.allocate(agent, model)
         if text:
-            message_id = span.span_id
-            self._submit(
-                lambda: self._run.text(agent, message_id, text, final=True, step_id=step.step_id)
-            )
+            self._calls.text(agent, span.span_id, text, final=True, step_id=step.step_id)
         self._model_calls += 1
         for field in _TOKEN_FIELDS:
             value = (usage or {}).get(field)
@@ -213,7 +199,7 @@ class RunstreamProcessor(TracingProcessor):
             "total_tokens": self._tokens["input_tokens"] + self._tokens["output_tokens"],
             "model_calls": float(self._model_calls),
         }
-        self._submit(lambda: self._run.metrics(values))
+        self._calls.submit(lambda: self._run.metrics(values))
 
     def _tool_ended(self, span: Span[Any], data: FunctionSpanData, error: str | None) -> None:
         step = self._agent_of(span)
@@ -222,29 +208,22 @@ class RunstreamProcessor(TracingProcessor):
             details["input"] = short(data.input)
         if error is None:
             details["output"] = short(data.output) if data.output is not None else ""
-            activity, verb = ActivityType.COMPLETED, "done"
         else:
             details["error"] = error
-            activity, verb = ActivityType.FAILED, "failed"
-        message = f"{data.name} {verb}"
-        self._submit(
-            lambda: self._run.activity(
-                step.agent, activity, message, data=details, step_id=step.step_id
-            )
+        self._calls.tool_ended(
+            step.agent, data.name, details, failed=error is not None, step_id=step.step_id
         )
 
     def _handoff(self, span: Span[Any], data: HandoffSpanData) -> None:
         source = data.from_agent or self._agent_of(span).agent
         target = data.to_agent or ""
         step = self._agent_of(span)
-        self._submit(
-            lambda: self._run.activity(
-                source or "agent",
-                ActivityType.COMPLETED,
-                f"handed off to {target}" if target else "handed off",
-                data={"handoff": True, "from_agent": source, "to_agent": target},
-                step_id=step.step_id,
-            )
+        self._calls.activity(
+            source or "agent",
+            ActivityType.COMPLETED,
+            f"handed off to {target}" if target else "handed off",
+            data={"handoff": True, "from_agent": source, "to_agent": target},
+            step_id=step.step_id,
         )
 
     def _agent_of(self, span: Span[Any]) -> _AgentStep:
@@ -255,9 +234,6 @@ class RunstreamProcessor(TracingProcessor):
                 return self._agents[span_id]
             span_id = self._parents.get(span_id)
         return _AgentStep("", "")
-
-    def _submit(self, call: Callable[[], Any]) -> None:
-        self._reports.submit(call)
 
 
 def _error_text(error: Any) -> str | None:

@@ -1,0 +1,155 @@
+"""What a LangChain node's agent does: its model calls and its tool calls.
+
+A model call is a ModelAllocation (once per agent and model) and a TextDelta message: streamed
+tokens, closed with an empty final delta, or a call that did not stream as one final delta;
+its own retries (LangChain's LLM retry decorators) are ErrorRecovery events. A tool call is
+AgentActivity: STARTED with the input, COMPLETED with the output, FAILED with the error. Both
+belong to the agent and step :class:`~runstream.integrations._langchain_steps.ChainSteps` says.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from runstream.integrations._common import short
+from runstream.integrations._langchain_steps import ChainSteps, LangChainRun, error_text
+from runstream.integrations._run_calls import RunCalls
+
+if TYPE_CHECKING:
+    from langchain_core.outputs import LLMResult
+    from tenacity import RetryCallState
+
+__all__ = ["ModelCalls", "ToolCalls"]
+
+
+@dataclass
+class _ModelCall:
+    agent: str
+    step_id: str
+    message_id: str
+    streamed: bool = False
+
+
+class ModelCalls:
+    """The model calls in progress, each one TextDelta message of its agent."""
+
+    def __init__(self, calls: RunCalls, steps: ChainSteps) -> None:
+        self._calls = calls
+        self._steps = steps
+        self._running: dict[UUID, _ModelCall] = {}
+
+    def started(self, start: LangChainRun) -> None:
+        model = _model_name(start)
+        agent, step_id = self._steps.call_started(start, model)
+        self._running[start.run_id] = _ModelCall(agent, step_id, str(start.run_id))
+        params = start.kwargs.get("invocation_params") or {}
+        provider = str(start.metadata.get("ls_provider") or params.get("_type") or "")
+        self._calls.allocate(agent, model, reasoning=f"{provider} model" if provider else "")
+
+    def token(self, token: str | list[str | dict[str, Any]], run_id: UUID) -> None:
+        call = self._running.get(run_id)
+        text = token if isinstance(token, str) else "".join(_block_text(b) for b in token)
+        if call is None or not text:
+            return
+        call.streamed = True
+        self._calls.text(call.agent, call.message_id, text, step_id=call.step_id)
+
+    def ended(self, response: LLMResult, run_id: UUID) -> None:
+        call = self._running.pop(run_id, None)
+        if call is None:
+            return
+        # A streamed message ends with an empty final delta; one that did not stream arrives
+        # whole, as a single final delta.
+        text = "" if call.streamed else _response_text(response)
+        if call.streamed or text:
+            self._calls.text(call.agent, call.message_id, text, final=True, step_id=call.step_id)
+
+    def failed(self, run_id: UUID) -> None:
+        call = self._running.pop(run_id, None)
+        if call is not None and call.streamed:
+            # Close the message its tokens opened, so viewers do not wait for more text.
+            self._calls.text(call.agent, call.message_id, "", final=True, step_id=call.step_id)
+
+    def retried(self, retry_state: RetryCallState, run_id: UUID) -> None:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        message = error_text(error) if error else "retrying"
+        call = self._running.get(run_id)
+        attempt = int(retry_state.attempt_number)
+        self._steps.report_retry(message, attempt, [call.agent] if call else [])
+
+
+class ToolCalls:
+    """The tool calls in progress, each AgentActivity of its agent."""
+
+    def __init__(self, calls: RunCalls, steps: ChainSteps) -> None:
+        self._calls = calls
+        self._steps = steps
+        # agent, tool and step of each running tool call
+        self._running: dict[UUID, tuple[str, str, str]] = {}
+
+    def started(
+        self, start: LangChainRun, input_str: str, inputs: Mapping[str, Any] | None
+    ) -> None:
+        tool = start.name("tool")
+        agent, step_id = self._steps.call_started(start, tool)
+        self._running[start.run_id] = (agent, tool, step_id)
+        given = json.dumps(inputs, default=str) if inputs is not None else input_str
+        data = {"tool": tool, "input": short(given)}
+        if start.kwargs.get("tool_call_id"):
+            data["tool_call_id"] = str(start.kwargs["tool_call_id"])
+        self._calls.tool_started(agent, tool, data, step_id=step_id)
+
+    def ended(self, output: Any, run_id: UUID) -> None:
+        content = getattr(output, "content", output)
+        self._finished(run_id, {"output": short(content)}, failed=False)
+
+    def failed(self, error: BaseException, run_id: UUID) -> None:
+        self._finished(run_id, {"error": error_text(error)}, failed=True)
+
+    def _finished(self, run_id: UUID, details: Mapping[str, str], *, failed: bool) -> None:
+        started = self._running.pop(run_id, None)
+        if started is None:
+            return
+        agent, tool, step_id = started
+        self._calls.tool_ended(
+            agent, tool, {"tool": tool, **details}, failed=failed, step_id=step_id
+        )
+
+
+def _model_name(start: LangChainRun) -> str:
+    params = start.kwargs.get("invocation_params") or {}
+    for candidate in (
+        start.metadata.get("ls_model_name"),
+        params.get("model"),
+        params.get("model_name"),
+        start.kwargs.get("name"),
+        (start.serialized or {}).get("name"),
+        params.get("_type"),
+    ):
+        if candidate:
+            return str(candidate)
+    return "model"
+
+
+def _block_text(block: str | dict[str, Any]) -> str:
+    """The text of one content block of a streamed token (content-block models)."""
+    if isinstance(block, str):
+        return block
+    return str(block.get("text", "")) if block.get("type", "text") == "text" else ""
+
+
+def _response_text(response: LLMResult) -> str:
+    parts: list[str] = []
+    for generations in response.generations:
+        for generation in generations:
+            message = getattr(generation, "message", None)
+            text = getattr(message, "text", None) if message is not None else None
+            if callable(text):  # langchain-core < 1 had text() as a method.
+                text = text()
+            parts.append(str(text if text is not None else generation.text or ""))
+    return "".join(parts)

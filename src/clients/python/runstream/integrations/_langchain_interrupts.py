@@ -1,0 +1,106 @@
+"""LangGraph interrupts as Runstream questions: what an ``interrupt(value)`` asks.
+
+A string value is the prompt, offered with the handler's default options; a mapping may hold
+``question`` (or ``prompt``, ``message``), ``options``, ``default``, ``timeout`` (seconds),
+``can_skip``, ``context`` and ``decision_type``. The closed decision's result becomes the
+value the graph resumes with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from runstream.integrations._common import short
+
+if TYPE_CHECKING:
+    from runstream._reporter import RunReporter
+    from runstream._types import DecisionResult
+
+__all__ = ["DEFAULT_OPTIONS", "InterruptQuestions"]
+
+DEFAULT_OPTIONS = ("approve", "reject")
+_INTERRUPT_DECISION_TYPE = "langgraph_interrupt"
+
+
+class InterruptQuestions:
+    """Asks the run what an interrupt stands for, and turns the answer into a resume value."""
+
+    def __init__(
+        self,
+        run: RunReporter,
+        *,
+        default_options: Sequence[str],
+        decision_timeout: float | None,
+        resume_value: Callable[[DecisionResult], Any] | None,
+    ) -> None:
+        self._run = run
+        self._default_options = tuple(default_options)
+        self._decision_timeout = decision_timeout
+        self._resume_value = resume_value or (lambda result: result.choice)
+
+    async def ask(self, value: Any, interrupt_id: str) -> Any:
+        question = _Question.from_interrupt(value, self._default_options, self._decision_timeout)
+        context = dict(question.context)
+        if interrupt_id:
+            context.setdefault("interrupt_id", interrupt_id)
+        result = await self._run.ask(
+            question.prompt,
+            question.options,
+            default=question.default,
+            timeout=question.timeout,
+            can_skip=question.can_skip,
+            context=context,
+            decision_type=question.decision_type,
+            affects_workflow=True,
+        )
+        return self._resume_value(result)
+
+
+@dataclass(frozen=True)
+class _Question:
+    prompt: str
+    options: tuple[str | tuple[str, ...], ...]
+    default: str | None
+    timeout: float | None
+    can_skip: bool
+    context: Mapping[str, Any]
+    decision_type: str
+
+    @classmethod
+    def from_interrupt(
+        cls, value: Any, default_options: Sequence[str], default_timeout: float | None
+    ) -> _Question:
+        if not isinstance(value, Mapping):
+            prompt = value if isinstance(value, str) else short(value)
+            return cls(
+                prompt or "The graph is waiting for input",
+                tuple(default_options),
+                None,
+                default_timeout,
+                False,
+                {},
+                _INTERRUPT_DECISION_TYPE,
+            )
+        prompt = value.get("question") or value.get("prompt") or value.get("message") or ""
+        options = value.get("options") or default_options
+        timeout = value.get("timeout", default_timeout)
+        context = value.get("context")
+        return cls(
+            str(prompt) or "The graph is waiting for input",
+            tuple(_option(o) for o in options),
+            str(value["default"]) if value.get("default") is not None else None,
+            float(timeout) if timeout is not None else None,
+            bool(value.get("can_skip", False)),
+            dict(context) if isinstance(context, Mapping) else {},
+            str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
+        )
+
+
+def _option(option: Any) -> str | tuple[str, ...]:
+    if isinstance(option, Mapping):
+        return tuple(str(option.get(key, "")) for key in ("value", "label", "description"))
+    if isinstance(option, tuple):
+        return tuple(str(part) for part in option)
+    return str(option)

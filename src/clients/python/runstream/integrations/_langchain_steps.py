@@ -1,0 +1,229 @@
+"""LangChain chains as Runstream steps: graph nodes and plain top-level chains.
+
+A LangGraph node (a plain chain at the top, without LangGraph) is a step. A node that runs
+again later is a new step; a node stopped by ``interrupt()``, or retried by its retry policy
+after failing, carries on as the same step. A RunnableRetry's further attempts and a retry
+policy's rerun are ErrorRecovery events. :class:`ChainSteps` keeps that bookkeeping for
+``RunstreamCallbackHandler`` and tells the model and tool calls which agent and step they
+belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from runstream._types import Severity
+from runstream.integrations._common import StepIds, short
+from runstream.integrations._run_calls import RunCalls
+
+__all__ = ["ChainSteps", "LangChainRun", "error_text"]
+
+
+@dataclass(frozen=True)
+class LangChainRun:
+    """A LangChain run (a chain, model or tool call) as its start callback describes it."""
+
+    serialized: Mapping[str, Any] | None
+    run_id: UUID
+    parent_run_id: UUID | None
+    tags: list[str] | None
+    metadata: Mapping[str, Any]
+    kwargs: Mapping[str, Any]
+
+    def name(self, default: str) -> str:
+        return str(self.kwargs.get("name") or (self.serialized or {}).get("name") or default)
+
+
+@dataclass
+class _StepRun:
+    step_id: str
+    agent: str
+    namespace: str
+
+
+@dataclass
+class _Failure:
+    step_id: str
+    message: str
+    attempts: int
+
+
+@dataclass
+class _Root:
+    """A top-level chain whose nature is known only once its first child starts: a LangGraph
+    graph (its nodes are the steps) or a plain chain (itself a step)."""
+
+    name: str
+    step_id: str | None = None
+    resolved: bool = False
+
+
+def _graph_bubble_up() -> tuple[type[BaseException], ...]:
+    """LangGraph's control-flow exceptions (interrupts), when LangGraph is installed."""
+    try:
+        from langgraph.errors import GraphBubbleUp
+    except ImportError:
+        return ()
+    return (GraphBubbleUp,)
+
+
+def error_text(error: BaseException) -> str:
+    """How an error a callback reports reads in an event."""
+    return short(f"{type(error).__name__}: {error}")
+
+
+class ChainSteps:
+    """Which chain runs are steps, and what becomes of a step when its chain ends or fails.
+
+    Args:
+        calls: Where the step events go.
+        agent: The agent of a plain top-level chain's step; by default the chain's name.
+    """
+
+    def __init__(self, calls: RunCalls, agent: str) -> None:
+        self._calls = calls
+        self._agent = agent
+        self._step_ids = StepIds()
+        self._roots: dict[UUID, _Root] = {}
+        self._steps: dict[UUID, _StepRun] = {}
+        # Steps a node left running when interrupt() stopped it, and steps whose node failed
+        # (a retry policy may run it again), by the node's checkpoint namespace.
+        self._interrupted: dict[str, str] = {}
+        self._failed: dict[str, _Failure] = {}
+        # The latest error of a child of each run: a RunnableRetry's failed attempt.
+        self._child_errors: dict[UUID, str] = {}
+        self._bubble_up = _graph_bubble_up()
+
+    async def chain_started(self, chain: LangChainRun) -> None:
+        name = chain.name("chain")
+        node = chain.metadata.get("langgraph_node")
+        run_id, parent_run_id = chain.run_id, chain.parent_run_id
+        if parent_run_id is None:
+            self._roots[run_id] = _Root(name)
+            return
+        self._child_started(parent_run_id, chain.tags, is_graph=node is not None)
+        if node is None or name != node or parent_run_id in self._steps:
+            return
+        namespace = str(chain.metadata.get("langgraph_checkpoint_ns") or node)
+        resumed = self._interrupted.pop(namespace, None)
+        if resumed is not None:
+            # The node interrupt() stopped runs again with the answer: still the same step.
+            self._steps[run_id] = _StepRun(resumed, node, namespace)
+            return
+        failed = self._failed.pop(namespace, None)
+        if failed is not None:
+            # A retry policy runs the failed node again: the same step, restarted.
+            step_id = failed.step_id
+            self.report_retry(failed.message, failed.attempts, [node])
+        else:
+            step_id = self._step_ids.new(node)
+        self._steps[run_id] = _StepRun(step_id, node, namespace)
+        self._calls.start_step(step_id, name=node, agent=node)
+        await self._hold_if_paused()
+
+    async def _hold_if_paused(self) -> None:
+        """A node boundary is a step boundary: a paused run holds the graph here."""
+        if self._calls.on_loop():
+            await self._calls.drain()
+            await self._calls.run.wait_if_paused()
+
+    def chain_ended(self, run_id: UUID) -> None:
+        self._finish_root(run_id)
+        step = self._steps.pop(run_id, None)
+        if step is not None:
+            self._calls.complete_step(step.step_id)
+
+    def chain_failed(self, error: BaseException, run_id: UUID, parent_run_id: UUID | None) -> None:
+        step = self._steps.pop(run_id, None)
+        if self._bubble_up and isinstance(error, self._bubble_up):
+            # interrupt(): the node stops to wait for an answer and runs again with it.
+            if step is not None:
+                self._interrupted[step.namespace] = step.step_id
+            self._roots.pop(run_id, None)
+            return
+        self._finish_root(run_id)
+        message = error_text(error)
+        if parent_run_id is not None:
+            self._child_errors[parent_run_id] = message
+        if step is not None:
+            previous = self._failed.get(step.namespace)
+            attempts = previous.attempts + 1 if previous is not None else 1
+            self._failed[step.namespace] = _Failure(step.step_id, message, attempts)
+            self._calls.fail_step(step.step_id, message, code=type(error).__name__)
+
+    def call_started(self, call: LangChainRun, default_agent: str) -> tuple[str, str]:
+        """A model or tool call started: its agent (``default_agent`` when it has none) and
+        that agent's running step ("" when there is none)."""
+        if call.parent_run_id is not None:
+            is_graph = bool(call.metadata.get("langgraph_node"))
+            self._child_started(call.parent_run_id, call.tags, is_graph=is_graph)
+        agent = self._agent_for(call.parent_run_id, call.metadata) or default_agent
+        return agent, self._step_for(agent)
+
+    def _child_started(
+        self, parent_run_id: UUID, tags: list[str] | None, *, is_graph: bool
+    ) -> None:
+        self._resolve_root(parent_run_id, is_graph=is_graph)
+        self._note_retry(parent_run_id, tags)
+
+    def _resolve_root(self, parent_run_id: UUID, *, is_graph: bool) -> None:
+        root = self._roots.get(parent_run_id)
+        if root is None or root.resolved:
+            return
+        root.resolved = True
+        if not is_graph:
+            step_id = self._step_ids.new(root.name)
+            root.step_id = step_id
+            name = root.name
+            self._steps[parent_run_id] = _StepRun(step_id, self._agent or name, name)
+            self._calls.start_step(step_id, name=name)
+
+    def _finish_root(self, run_id: UUID) -> None:
+        root = self._roots.pop(run_id, None)
+        if root is not None and not root.resolved:
+            # A top-level chain with no children at all: a one-step chain.
+            self._roots[run_id] = root
+            self._resolve_root(run_id, is_graph=False)
+            self._roots.pop(run_id, None)
+
+    def _agent_for(self, parent_run_id: UUID | None, metadata: Mapping[str, Any]) -> str:
+        node = metadata.get("langgraph_node")
+        if node:
+            return str(node)
+        if parent_run_id is not None and parent_run_id in self._steps:
+            return self._steps[parent_run_id].agent
+        return self._agent
+
+    def _step_for(self, agent: str) -> str:
+        """The running step of this agent (node), if there is one."""
+        for step in reversed(list(self._steps.values())):
+            if step.agent == agent:
+                return step.step_id
+        return ""
+
+    def _note_retry(self, parent_run_id: UUID, tags: list[str] | None) -> None:
+        """A RunnableRetry's attempts are its children, tagged ``retry:attempt:N`` from the
+        second on: each such start means the attempt before it failed."""
+        for tag in tags or ():
+            if tag.startswith("retry:attempt:"):
+                attempt = int(tag.rsplit(":", 1)[1]) - 1
+                message = self._child_errors.pop(parent_run_id, "the previous attempt failed")
+                step = self._steps.get(parent_run_id)
+                self.report_retry(message, attempt, [step.agent] if step else [])
+
+    def report_retry(self, message: str, attempt: int, agents: list[str]) -> None:
+        """An ErrorRecovery: attempt ``attempt`` failed with ``message``; retrying."""
+        affected = [agent for agent in agents if agent]
+        run = self._calls.run
+        self._calls.submit(
+            lambda: run.error_recovery(
+                message,
+                severity=Severity.MEDIUM,
+                recovery_strategy="retry",
+                affected_agents=affected,
+                attempt=attempt,
+            )
+        )

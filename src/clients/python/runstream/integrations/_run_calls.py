@@ -1,0 +1,104 @@
+"""The reporting calls the framework integrations make, queued in order on the run's loop.
+
+LangChain's handler and the OpenAI Agents SDK's processor report the same things the same way:
+a framework unit of work starts, completes or fails a step; a model used by an agent is a
+ModelAllocation once per agent and model; a tool call is AgentActivity (``calling <tool>``,
+then ``<tool> done`` or ``<tool> failed``); assistant text is a TextDelta. :class:`RunCalls`
+holds that shared vocabulary over one :class:`~runstream.integrations._common.OrderedReports`
+queue, so each integration only maps its framework's callbacks onto it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from runstream._types import ActivityType
+from runstream.integrations._common import OrderedReports
+
+if TYPE_CHECKING:
+    from runstream._reporter import RunReporter
+
+__all__ = ["RunCalls"]
+
+
+class RunCalls:
+    """A run's reporting calls, submitted from any thread and made in order on the run's loop.
+
+    Every method returns at once: the call is queued (see ``OrderedReports``), and its
+    arguments are taken as they are when the method is called.
+    """
+
+    def __init__(self, run: RunReporter, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._run = run
+        self._reports = OrderedReports(loop)
+        self._allocated: set[tuple[str, str]] = set()
+
+    @property
+    def run(self) -> RunReporter:
+        """The run the calls report to."""
+        return self._run
+
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the run's loop (its thread), where it may await."""
+        return self._reports.on_loop()
+
+    async def drain(self) -> None:
+        """Waits until every call submitted so far is made (queued on the run's reporter)."""
+        await self._reports.drain()
+
+    def submit(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Queues ``call()``, a reporting call with no shared shape."""
+        self._reports.submit(call)
+
+    def start_step(self, step_id: str, *, name: str, agent: str = "") -> None:
+        run = self._run
+        self.submit(lambda: run.start_step(step_id, name=name, agent=agent))
+
+    def complete_step(self, step_id: str) -> None:
+        run = self._run
+        self.submit(lambda: run.step(step_id).complete())
+
+    def fail_step(self, step_id: str, message: str, *, code: str) -> None:
+        run = self._run
+        self.submit(lambda: run.step(step_id).fail(message, code=code))
+
+    def allocate(self, agent: str, model: str, *, reasoning: str = "") -> None:
+        """A ModelAllocation of ``model`` for ``agent``, the first time that pair is seen."""
+        if (agent, model) in self._allocated:
+            return
+        self._allocated.add((agent, model))
+        run = self._run
+        self.submit(lambda: run.model_allocation(agent, model, reasoning=reasoning))
+
+    def text(
+        self, agent: str, message_id: str, delta: str, *, final: bool = False, step_id: str = ""
+    ) -> None:
+        run = self._run
+        self.submit(lambda: run.text(agent, message_id, delta, final=final, step_id=step_id))
+
+    def activity(
+        self,
+        agent: str,
+        activity: ActivityType,
+        message: str,
+        *,
+        data: Mapping[str, Any],
+        step_id: str,
+    ) -> None:
+        run = self._run
+        self.submit(lambda: run.activity(agent, activity, message, data=data, step_id=step_id))
+
+    def tool_started(self, agent: str, tool: str, data: Mapping[str, Any], *, step_id: str) -> None:
+        self.activity(agent, ActivityType.STARTED, f"calling {tool}", data=data, step_id=step_id)
+
+    def tool_ended(
+        self, agent: str, tool: str, data: Mapping[str, Any], *, failed: bool, step_id: str
+    ) -> None:
+        """``data`` holds the tool's output, or its error when ``failed``."""
+        if failed:
+            activity, verb = ActivityType.FAILED, "failed"
+        else:
+            activity, verb = ActivityType.COMPLETED, "done"
+        self.activity(agent, activity, f"{tool} {verb}", data=data, step_id=step_id)
