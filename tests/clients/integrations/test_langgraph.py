@@ -4,18 +4,28 @@ The graph has three nodes: ``research`` asks a fake chat model (langchain-core's
 GenericFakeChatModel, no network), which answers with a tool call; ``tools`` runs it
 (LangGraph's ToolNode); ``write`` stops at ``interrupt()`` to ask which tone to take, then
 streams the model's text token by token. The interrupt is answered by a viewer through
-DecisionService, and the graph finishes with that answer.
+DecisionService, and the graph finishes with that answer. Smaller graphs show what a watcher
+sees of a failing node, tool or model call, of a plain (non-chat) LLM, and of retries: a
+RunnableRetry's, a node's retry policy's and a model call's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
 import runstream
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.fake import FakeListLLM
+from langchain_core.language_models.fake_chat_models import (
+    FakeListChatModel,
+    FakeListChatModelError,
+    GenericFakeChatModel,
+)
+from langchain_core.language_models.llms import LLM, create_base_retry_decorator
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
@@ -27,6 +37,7 @@ from langgraph.types import interrupt
 from runstream import ActivityType, DecisionPrompt, EventKind
 from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
+from tenacity import wait_fixed
 
 from tests.clients.support import eventually
 
@@ -415,3 +426,257 @@ async def test_two_interrupts_at_once_are_two_questions_each_answer_to_its_node(
         ("brand", "SUCCEEDED"),
         ("legal", "SUCCEEDED"),
     ]
+
+
+# --- what a failing tool or model call, a plain LLM and a model's own retries look like -----
+
+
+async def _run_graph(
+    server: RunstreamServer, graph: Any, *, fails_with: type[BaseException] | None = None
+) -> tuple[Any, list[runstream.Event], list[runstream.Step]]:
+    """Runs ``graph`` through a handler on a new run; returns its output (None when it raised
+    ``fails_with``), the run's events and its steps."""
+    result: Any = None
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-calls")
+        handler = RunstreamCallbackHandler(run)
+        inputs = {"messages": [HumanMessage("Summarise Runstream")]}
+        if fails_with is None:
+            async with run:
+                result = await handler.run_graph(graph, inputs)
+                await run.complete()
+        else:
+            with pytest.raises(fails_with):
+                async with run:
+                    await handler.run_graph(graph, inputs)
+        events = [e async for e in client.list_events(run.run_id)]
+        steps = await client.list_steps(run.run_id)
+    return result, events, steps
+
+
+def _chain(*nodes: tuple[str, Any]) -> Any:
+    """A graph of these nodes, one after the other."""
+    graph = StateGraph(State)
+    previous = START
+    for name, node in nodes:
+        graph.add_node(name, node)
+        graph.add_edge(previous, name)
+        previous = name
+    graph.add_edge(previous, END)
+    return graph.compile()
+
+
+def _texts(events: list[runstream.Event]) -> list[Any]:
+    return [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
+
+
+@tool
+def lookup(query: str) -> str:
+    """Looks a query up in the index."""
+    raise ConnectionError("the index is offline")
+
+
+@pytest.mark.parametrize("handled", [False, True], ids=["node-raises", "node-handles-it"])
+async def test_a_failing_tool_is_failed_activity_and_its_node_fails_unless_it_handles_it(
+    server: RunstreamServer, handled: bool
+) -> None:
+    call = {"name": "lookup", "args": {"query": "runstream"}, "id": "c1"}
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[call])]))
+
+    async def research(state: State) -> State:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    graph = _chain(
+        ("research", research), ("tools", ToolNode([lookup], handle_tool_errors=handled))
+    )
+    result, events, steps = await _run_graph(
+        server, graph, fails_with=None if handled else ConnectionError
+    )
+
+    # The tool call is the "tools" agent's activity: started, then failed with the error.
+    activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    assert [(a.agent_id, a.step_id, a.activity, a.message) for a in activity] == [  # type: ignore[union-attr]
+        ("tools", "tools", ActivityType.STARTED, "calling lookup"),
+        ("tools", "tools", ActivityType.FAILED, "lookup failed"),
+    ]
+    assert activity[0].data["tool_call_id"] == "c1"  # type: ignore[union-attr]
+    assert activity[1].data == {"tool": "lookup", "error": "ConnectionError: the index is offline"}  # type: ignore[union-attr]
+
+    # The step follows its node: ToolNode may hand the error to the model as the tool's
+    # answer (the node completes), or raise it (the node's step fails with it).
+    statuses = [(s.step_id, s.status.name) for s in steps]
+    if handled:
+        assert statuses == [("research", "SUCCEEDED"), ("tools", "SUCCEEDED")]
+        assert result["messages"][-1].status == "error"
+    else:
+        assert statuses == [("research", "SUCCEEDED"), ("tools", "FAILED")]
+        assert steps[1].error is not None
+        assert steps[1].error.message == "ConnectionError: the index is offline"
+
+
+def _refusing() -> Iterator[AIMessage]:
+    """A fake chat model's replies when its endpoint refuses every call."""
+    raise ConnectionError("the model endpoint refused the call")
+    yield AIMessage("")
+
+
+async def test_a_chat_model_call_that_fails_fails_its_node_without_text(
+    server: RunstreamServer,
+) -> None:
+    model = GenericFakeChatModel(messages=_refusing())
+
+    async def research(state: State) -> State:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    _, events, steps = await _run_graph(
+        server, _chain(("research", research)), fails_with=ConnectionError
+    )
+
+    allocations = [e.payload for e in events if e.kind == EventKind.MODEL_ALLOCATION]
+    assert [(a.agent_id, a.model) for a in allocations] == [("research", "GenericFakeChatModel")]  # type: ignore[union-attr]
+    # The call opened no message: no text, not even a final delta.
+    assert _texts(events) == []
+    assert [(s.step_id, s.status.name) for s in steps] == [("research", "FAILED")]
+    assert steps[0].error is not None
+    assert steps[0].error.message == "ConnectionError: the model endpoint refused the call"
+
+
+async def test_a_chat_model_that_fails_mid_stream_closes_its_message_and_fails_its_node(
+    server: RunstreamServer,
+) -> None:
+    # Streams one character a token, and raises instead of the tenth.
+    model = FakeListChatModel(responses=["Runstream watches runs"], error_on_chunk_number=9)
+
+    async def write(state: State) -> State:
+        text = ""
+        async for chunk in model.astream(state["messages"]):
+            text += str(chunk.content)
+        return {"summary": text}
+
+    _, events, steps = await _run_graph(
+        server, _chain(("write", write)), fails_with=FakeListChatModelError
+    )
+
+    # The tokens that came are one message of the "write" agent, closed by an empty final
+    # delta, so a viewer does not wait for the rest.
+    texts = _texts(events)
+    assert {(t.agent_id, t.step_id, t.message_id) for t in texts} == {
+        ("write", "write", texts[0].message_id)
+    }
+    assert [(t.delta, t.final) for t in texts] == [
+        *((c, False) for c in "Runstream"),
+        ("", True),
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [("write", "FAILED")]
+    assert steps[0].error is not None
+    assert steps[0].error.code == "FakeListChatModelError"
+
+
+async def test_a_plain_llm_call_is_a_model_allocation_and_one_final_text_delta(
+    server: RunstreamServer,
+) -> None:
+    llm = FakeListLLM(responses=["1. what it watches 2. who answers"])
+
+    async def outline(state: State) -> State:
+        return {"summary": await llm.ainvoke("Outline a summary of Runstream")}
+
+    result, events, steps = await _run_graph(server, _chain(("outline", outline)))
+
+    assert result["summary"] == "1. what it watches 2. who answers"
+    allocations = [e.payload for e in events if e.kind == EventKind.MODEL_ALLOCATION]
+    assert [(a.agent_id, a.model, a.reasoning) for a in allocations] == [  # type: ignore[union-attr]
+        ("outline", "FakeListLLM", "fakelist model")
+    ]
+    # A call that did not stream is its whole text as one final delta of the node's agent.
+    assert [(t.agent_id, t.step_id, t.delta, t.final) for t in _texts(events)] == [
+        ("outline", "outline", "1. what it watches 2. who answers", True)
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [("outline", "SUCCEEDED")]
+
+
+def _retrying(run_manager: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """LangChain's retry decorator for model calls, as provider integrations use it. It waits
+    seconds between attempts; a hundredth here."""
+    decorator = create_base_retry_decorator(
+        [ConnectionError], max_retries=3, run_manager=run_manager
+    )
+    return lambda call: decorator(call).retry_with(wait=wait_fixed(0.01))
+
+
+class BusyLLM(LLM):
+    """A provider-style LLM whose endpoint is busy for the first two attempts of a call; the
+    call retries with LangChain's retry decorator. ``retry_async`` retries in ``_acall`` (an
+    async callback manager); otherwise ``_acall`` runs ``_call`` on a worker thread, which
+    retries there (a sync one)."""
+
+    retry_async: bool
+    attempts: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "busy"
+
+    def _attempt(self) -> str:
+        self.attempts += 1
+        if self.attempts < 3:
+            raise ConnectionError(f"attempt {self.attempts}: the endpoint is busy")
+        return "ready"
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return str(_retrying(run_manager)(self._attempt)())
+
+    async def _acall(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        if not self.retry_async:
+            return await super()._acall(prompt, stop, run_manager, **kwargs)
+
+        async def attempt() -> str:
+            return self._attempt()
+
+        return str(await _retrying(run_manager)(attempt)())
+
+
+@pytest.mark.parametrize(
+    ("retry_async", "errors"),
+    [
+        (
+            False,
+            [
+                "ConnectionError: attempt 1: the endpoint is busy",
+                "ConnectionError: attempt 2: the endpoint is busy",
+            ],
+        ),
+    ],
+    ids=["sync-retries"],
+)
+async def test_a_model_calls_own_retries_are_error_recoveries_of_its_agent(
+    server: RunstreamServer, retry_async: bool, errors: list[str]
+) -> None:
+    llm = BusyLLM(retry_async=retry_async)
+
+    async def ask(state: State) -> State:
+        return {"summary": await llm.ainvoke("Is the endpoint ready?")}
+
+    result, events, steps = await _run_graph(server, _chain(("ask", ask)))
+
+    assert result["summary"] == "ready"
+    # Each failed attempt of the call is an ErrorRecovery of the node's agent, numbered.
+    recoveries = [e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY]
+    assert [(r.attempt, r.recovery_strategy, r.affected_agents) for r in recoveries] == [  # type: ignore[union-attr]
+        (1, "retry", ("ask",)),
+        (2, "retry", ("ask",)),
+    ]
+    assert [r.error_message for r in recoveries] == errors  # type: ignore[union-attr]
+    assert [(t.agent_id, t.delta, t.final) for t in _texts(events)] == [("ask", "ready", True)]
+    assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]
