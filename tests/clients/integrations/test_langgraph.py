@@ -570,6 +570,8 @@ async def test_a_chat_model_that_fails_mid_stream_closes_its_message_and_fails_i
     assert [(s.step_id, s.status.name) for s in steps] == [("write", "FAILED")]
     assert steps[0].error is not None
     assert steps[0].error.code == "FakeListChatModelError"
+    # The error has no message: its type alone (as the run's own failure says it).
+    assert steps[0].error.message == "FakeListChatModelError"
 
 
 async def test_a_plain_llm_call_is_a_model_allocation_and_one_final_text_delta(

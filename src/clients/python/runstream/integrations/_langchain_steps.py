@@ -71,8 +71,10 @@ def _graph_bubble_up() -> tuple[type[BaseException], ...]:
 
 
 def error_text(error: BaseException) -> str:
-    """How an error a callback reports reads in an event."""
-    return short(f"{type(error).__name__}: {error}")
+    """How an error a callback reports reads in an event: its type and its message, or its
+    type alone when it has no message (as the run's own failure reads)."""
+    message = str(error)
+    return short(f"{type(error).__name__}: {message}" if message else type(error).__name__)
 
 
 class ChainSteps:
