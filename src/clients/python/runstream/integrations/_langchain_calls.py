@@ -32,6 +32,7 @@ class _ModelCall:
     step_id: str
     message_id: str
     streamed: bool = False
+    retries: int = 0
 
 
 class ModelCalls:
@@ -75,12 +76,20 @@ class ModelCalls:
             self._calls.text(call.agent, call.message_id, "", final=True, step_id=call.step_id)
 
     def retried(self, retry_state: RetryCallState, run_id: UUID) -> None:
+        # With an async callback manager, LangChain's retry decorator reports each retry from a
+        # task of its own, which runs once tenacity has moved the state on: its outcome
+        # cleared (the error is lost), its attempt number that of the next attempt, or of a
+        # later one when attempts do not wait. So the call counts its failed attempts here,
+        # one a callback, and the error is the state's while it still holds the failed outcome.
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None and outcome.failed else None
         message = error_text(error) if error else "retrying"
         call = self._running.get(run_id)
-        attempt = int(retry_state.attempt_number)
-        self._steps.report_retry(message, attempt, [call.agent] if call else [])
+        if call is None:
+            self._steps.report_retry(message, int(retry_state.attempt_number), [])
+            return
+        call.retries += 1
+        self._steps.report_retry(message, call.retries, [call.agent])
 
 
 class ToolCalls:
