@@ -28,6 +28,11 @@ from runstream.v1 import (
 
 from tests.conftest import RedisProcess, move_slot, redis_cli, redis_cluster, serving_on
 
+# How long an append waits for the replica. A live replica confirms within a millisecond, but
+# on a 2-core machine running the whole suite 300 ms once proved too short; each refusal
+# with the replica down waits this long.
+WAIT_MS = 1000
+
 
 def wait_until_linked(primary: RedisProcess, replica: RedisProcess) -> None:
     deadline = time.monotonic() + 30
@@ -100,7 +105,7 @@ async def test_wait_acknowledges_only_what_the_replica_has(tmp_path: Path) -> No
         primary.start()
         replica.start()
         wait_until_linked(primary, replica)
-        url = f"{primary.url}?prefix=w&wait=1&wait_timeout_ms=300"
+        url = f"{primary.url}?prefix=w&wait=1&wait_timeout_ms={WAIT_MS}"
         async with serving_on(url, tmp_path) as server:
             await acknowledged_only_with_the_replica(
                 server.target, lambda _: (primary, replica), "w"
@@ -144,7 +149,7 @@ def owner_and_replica(nodes: list[RedisProcess], run_id: str) -> tuple[RedisProc
 async def test_wait_on_a_cluster_counts_the_replica_of_the_runs_master(
     cluster: list[RedisProcess], tmp_path: Path
 ) -> None:
-    url = f"{cluster[0].url}?cluster=1&prefix=cw&wait=1&wait_timeout_ms=300"
+    url = f"{cluster[0].url}?cluster=1&prefix=cw&wait=1&wait_timeout_ms={WAIT_MS}"
     async with serving_on(url, tmp_path) as server:
         run_id = await acknowledged_only_with_the_replica(
             server.target, lambda run_id: owner_and_replica(cluster, run_id), "cw"
