@@ -20,8 +20,10 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
 (each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They
-are hints kept up after each write; every read re-checks the snapshot, and a stale hint is
-repaired when met.
+are hints: a new run's entries are written before the script stores the run, so a run is
+never stored without them; every read re-checks the snapshot, and a stale hint is passed
+over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
+:mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`.
 """
 
 from __future__ import annotations
@@ -29,14 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -52,14 +51,16 @@ from runstream_server.store.base import (
     StoredEvent,
     StoreUnusable,
 )
+from runstream_server.store.redis_index import TERMINAL, RunIndex
+from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import (
     PURGED_NOTICE,
-    VIEWERS_NOTICE,
     NoticeFollower,
     notice_channel,
     publish_command,
 )
 from runstream_server.store.redis_url import parse_url, redact
+from runstream_server.store.redis_viewers import ViewerCounts
 
 __all__ = ["RedisEventStore"]
 
@@ -67,13 +68,8 @@ log = logging.getLogger("runstream.store.redis")
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
-_TERMINAL = frozenset(
-    {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
-)
 NOTICE_DATA_LIMIT = 64 * 1024
 """Notices carry the events themselves up to this many bytes; above, readers fetch them."""
-_VIEWERS_TTL_MS = 15_000
-"""A replica's viewer counts expire this long after it last refreshed them (it died)."""
 
 # KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
 # (1/0), number of events, the publish command (PUBLISH, or SPUBLISH on a cluster), then seq,
@@ -114,18 +110,6 @@ if ARGV[4] ~= '' then redis.call(ARGV[8], ARGV[4], table.concat(parts)) end
 return {'ok', expected + n}
 """
 
-# KEYS: viewers. ARGV: replica, its [count, expiry] ('' to remove it), ttl, channel (''
-# for none), the publish command, the notice. One round trip writes and tells the others.
-_VIEWERS = """
-if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-if ARGV[4] ~= '' then redis.call(ARGV[5], ARGV[4], ARGV[6]) end
-return 1
-"""
 # KEYS: meta, log, keys. ARGV: expected head, the purged snapshot, channel, the publish
 # command, the notice.
 _PURGE = """
@@ -197,37 +181,26 @@ class RedisEventStore:
         self.options = parse_url(url)
         self.display = redact(url)
         self.replica_id = replica_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._keys = RedisKeys(self.options.prefix)
         self._client: Any = None
         self._append: Any = None
         self._purge: Any = None
-        self._write_viewer_count: Any = None
         self._closed = asyncio.Event()
-        self._viewers: dict[str, int] = {}
+        self._index = RunIndex(self._keys, self._current)
+        """The run indexes, and ListRuns over them."""
+        self._viewers = ViewerCounts(self.options, self._keys, self.replica_id, self._current)
+        """This replica's watcher counts, and the others'."""
         self._notices = NoticeFollower(self.options, self.replica_id)
         self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
         self._masters: dict[str, Any] = {}  # on a cluster with wait=N: a client per master
-        self._viewer_refresher: asyncio.Task[None] | None = None
-        p = self.options.prefix
-        self._runs = f"{p}:runs"
-        self._active = f"{p}:active"
-        self._ended = f"{p}:ended"
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    # --- keys -------------------------------------------------------------------------------
-
-    def _keys(self, run_id: str) -> list[str]:
-        p = self.options.prefix
-        return [f"{p}:{{{run_id}}}:meta", f"{p}:{{{run_id}}}:log", f"{p}:{{{run_id}}}:keys"]
-
-    def _viewers_key(self, run_id: str) -> str:
-        return f"{self.options.prefix}:{{{run_id}}}:viewers"
-
-    def _tenant_runs(self, tenant: str) -> str:
-        """The index of one tenant's runs (quoted: a tenant name may hold any character)."""
-        return f"{self.options.prefix}:tenant:{quote(tenant, safe='')}:runs"
+    def _current(self) -> Any:
+        """The client now: a stand-in that refuses all work once the store is closed."""
+        return self._client
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -245,7 +218,6 @@ class RedisEventStore:
         self._client = self._connect()
         self._append = self._client.register_script(_APPEND)
         self._purge = self._client.register_script(_PURGE)
-        self._write_viewer_count = self._client.register_script(_VIEWERS)
         try:
             await self._client.ping()
         except (rex.RedisError, OSError) as exc:
@@ -256,21 +228,18 @@ class RedisEventStore:
             raise StoreUnusable(
                 f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
             ) from None
-        self._viewer_refresher = asyncio.create_task(self._refresh_viewers())
+        self._viewers.start()
 
     async def close(self) -> None:
         self._closed.set()
         await self._notices.close()
-        if self._viewer_refresher is not None:
-            self._viewer_refresher.cancel()
-            with contextlib.suppress(BaseException):
-                await self._viewer_refresher
+        await self._viewers.stop()
         for master in self._masters.values():
             with contextlib.suppress(rex.RedisError, OSError):
                 await master.aclose(close_connection_pool=True)
         self._masters.clear()
         client, self._client = self._client, _Closed()
-        self._append = self._purge = self._write_viewer_count = _Closed()
+        self._append = self._purge = _Closed()
         if client is not None and not isinstance(client, _Closed):
             with contextlib.suppress(rex.RedisError, OSError):
                 await client.aclose()
@@ -295,12 +264,9 @@ class RedisEventStore:
         *,
         expected_seq: int,
     ) -> None:
-        meta, log_key, keys = self._keys(run_id)
-        if expected_seq == 0:  # index first: a run is never stored without its index entry
-            created = snapshot.create_time.ToMicroseconds()
-            await self._client.zadd(self._runs, {run_id: created}, nx=True)
-            await self._client.zadd(self._active, {run_id: created}, nx=True)
-            await self._client.zadd(self._tenant_runs(snapshot.tenant), {run_id: created}, nx=True)
+        meta, log_key, keys = self._keys.run(run_id)
+        if expected_seq == 0:  # index first: a run is never stored without its index entries
+            await self._index.add_created(run_id, snapshot)
         with_data = sum(len(e.data) for e in events) <= NOTICE_DATA_LIMIT
         args: list[Any] = [
             expected_seq,
@@ -328,9 +294,8 @@ class RedisEventStore:
             raise AlreadyExists(f"run {run_id!r} already exists")
         if verdict != "ok":
             raise HeadMoved(run_id, expected_seq, int(head))
-        if snapshot.status in _TERMINAL:
-            await self._client.zrem(self._active, run_id)
-            await self._client.zadd(self._ended, {run_id: snapshot.end_time.ToMicroseconds()})
+        if snapshot.status in TERMINAL:
+            await self._index.mark_ended(run_id, snapshot)
         if self.options.wait_replicas:
             self._check_acked(acked)
 
@@ -342,7 +307,7 @@ class RedisEventStore:
         # A write of ours, then WAIT: replication is in order, so once a replica has this
         # write it has everything the run's log held before it.
         async def write(pipe: Any) -> None:
-            pipe.hincrby(self._keys(run_id)[0], "confirms", 1)
+            pipe.hincrby(self._keys.meta(run_id), "confirms", 1)
 
         _, acked = await self._waited(run_id, write)
         self._check_acked(acked)
@@ -368,7 +333,7 @@ class RedisEventStore:
         """The client whose connections reach the Redis that owns the run's keys."""
         if not self.options.cluster:
             return self._client
-        node = self._client.get_node_from_key(self._keys(run_id)[0])
+        node = self._client.get_node_from_key(self._keys.meta(run_id))
         client = self._masters.get(node.name)
         if client is None:
             pool = aioredis.ConnectionPool(
@@ -388,23 +353,15 @@ class RedisEventStore:
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
-        chosen: dict[str, None] = {}
-        if ended_before_us is not None:
-            for member in await self._client.zrangebyscore(
-                self._ended, "-inf", f"({ended_before_us}"
-            ):
-                chosen[member.decode()] = None
-        if keep_newest is not None:
-            for member in await self._client.zrevrange(self._ended, keep_newest, -1):
-                chosen[member.decode()] = None
+        chosen = await self._index.ended(ended_before_us=ended_before_us, keep_newest=keep_newest)
         purged = []
         for run_id in chosen:
             run = await self.load_run(run_id)
-            if run is None or run.status not in _TERMINAL or run.purged_seq >= run.last_seq:
+            if run is None or run.status not in TERMINAL or run.purged_seq >= run.last_seq:
                 continue
             head = run.last_seq
             run.purged_seq = head
-            meta, log_key, keys = self._keys(run_id)
+            meta, log_key, keys = self._keys.run(run_id)
             args = [
                 head,
                 run.SerializeToString(),
@@ -420,7 +377,7 @@ class RedisEventStore:
 
     @_unavailable
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
-        data = await self._client.hget(self._keys(run_id)[0], "snap")
+        data = await self._client.hget(self._keys.meta(run_id), "snap")
         return None if data is None else run_pb2.Run.FromString(data)
 
     @_unavailable
@@ -428,14 +385,14 @@ class RedisEventStore:
         wanted = [k for k in keys if k]
         if not wanted:
             return {}
-        seqs = await self._client.hmget(self._keys(run_id)[2], wanted)
+        seqs = await self._client.hmget(self._keys.run(run_id)[2], wanted)
         return {k: int(s) for k, s in zip(wanted, seqs, strict=True) if s is not None}
 
     @_unavailable
     async def read_events(
         self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
     ) -> list[StoredEvent]:
-        log_key = self._keys(run_id)[1]
+        log_key = self._keys.run(run_id)[1]
         wanted = frozenset(kinds)
         found: list[StoredEvent] = []
         start = f"{after_seq + 1}-0"
@@ -457,7 +414,7 @@ class RedisEventStore:
     async def read_last_events(
         self, run_id: str, kinds: Collection[int], limit: int
     ) -> list[StoredEvent]:
-        log_key = self._keys(run_id)[1]
+        log_key = self._keys.run(run_id)[1]
         wanted = frozenset(kinds)
         found: list[StoredEvent] = []
         end = "+"
@@ -479,56 +436,7 @@ class RedisEventStore:
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
     ) -> RunPage:
-        only_active = bool(run_filter.statuses) and not (run_filter.statuses & _TERMINAL)
-        index = self._active if only_active else self._runs
-        if run_filter.tenant is not None and not only_active:
-            index = self._tenant_runs(run_filter.tenant)
-        matched: list[run_pb2.Run] = []
-        async for run in self._newest_first(index, cursor):
-            if only_active and run.status in _TERMINAL:  # a hint left by a crashed writer
-                await self._client.zrem(self._active, run.run_id)
-                continue
-            if run_filter.matches(run):
-                matched.append(run)
-                if len(matched) > page_size:
-                    break
-        more = len(matched) > page_size
-        runs = matched[:page_size]
-        last = runs[-1] if runs else None
-        next_cursor = (
-            (last.create_time.ToMicroseconds(), last.run_id) if more and last is not None else None
-        )
-        return RunPage(runs, next_cursor)
-
-    async def _newest_first(
-        self, index: str, cursor: tuple[int, str] | None
-    ) -> AsyncIterator[run_pb2.Run]:
-        """Runs of an index by (create time, id) descending, strictly after `cursor`."""
-        top = "+inf" if cursor is None else str(cursor[0])
-        skip = 0  # entries scored `top` already met: the next fetch starts after them
-        while True:
-            rows = await self._client.zrevrangebyscore(
-                index, top, "-inf", start=skip, num=200, withscores=True
-            )
-            if not rows:
-                return
-            ids = [member.decode() for member, _ in rows]
-            pipe = self._client.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.hget(self._keys(run_id)[0], "snap")
-            snaps = await pipe.execute()
-            for run_id, (_, score), snap in zip(ids, rows, snaps, strict=True):
-                at = int(score)
-                if str(at) == top:
-                    skip += 1
-                else:
-                    top, skip = str(at), 1
-                if cursor is not None and (at, run_id) >= cursor:
-                    continue
-                if snap is not None:
-                    yield run_pb2.Run.FromString(snap)
-            if len(rows) < 200:
-                return
+        return await self._index.list_runs(run_filter, page_size, cursor)
 
     # --- other replicas ---------------------------------------------------------------------
 
@@ -540,58 +448,10 @@ class RedisEventStore:
     # --- viewer counts ----------------------------------------------------------------------
 
     async def set_viewers(self, run_id: str, count: int) -> None:
-        if self.closed:
-            return
-        if count:
-            self._viewers[run_id] = count
-        else:
-            self._viewers.pop(run_id, None)
-        with contextlib.suppress(rex.RedisError, OSError):
-            await self._write_viewers(run_id, count, tell=True)
-
-    async def _write_viewers(self, run_id: str, count: int, *, tell: bool) -> None:
-        """Writes this replica's count (with its expiry); `tell` the others it changed."""
-        expires = int(time.time() * 1000) + _VIEWERS_TTL_MS
-        await self._write_viewer_count(
-            keys=[self._viewers_key(run_id)],
-            args=[
-                self.replica_id,
-                json.dumps([count, expires]) if count else "",
-                _VIEWERS_TTL_MS * 2,
-                notice_channel(self.options, run_id) if tell else "",
-                self._publish,
-                VIEWERS_NOTICE + f"{self.replica_id}\n{run_id}".encode(),
-            ],
-        )
-
-    async def _refresh_viewers(self) -> None:
-        while True:
-            await asyncio.sleep(_VIEWERS_TTL_MS / 3000)
-            for run_id, count in list(self._viewers.items()):
-                with contextlib.suppress(rex.RedisError, OSError):
-                    await self._write_viewers(run_id, count, tell=False)
+        if not self.closed:
+            await self._viewers.set(run_id, count)
 
     async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
         if self.closed or not run_ids:
             return {}
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            for run_id in run_ids:
-                pipe.hgetall(self._viewers_key(run_id))
-            rows = await pipe.execute()
-        except (rex.RedisError, OSError):
-            return {}
-        now = int(time.time() * 1000)
-        mine = self.replica_id.encode()
-        totals: dict[str, int] = {}
-        for run_id, entries in zip(run_ids, rows, strict=True):
-            total = 0
-            for replica, raw in entries.items():
-                if replica == mine:
-                    continue
-                count, expires = json.loads(raw)
-                if expires > now:
-                    total += int(count)
-            if total:
-                totals[run_id] = total
-        return totals
+        return await self._viewers.others(run_ids)

@@ -1,0 +1,38 @@
+"""The names of the Redis store's keys, all in one place (what each holds: :mod:`.redis`)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+
+class RedisKeys:
+    """Every key of one store, under its prefix ``P``.
+
+    A run's own keys share the hash tag ``{run_id}``, so a Redis Cluster keeps them on one
+    shard and one script may touch them all; the run indexes live outside the runs' slots.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.runs = f"{prefix}:runs"
+        """Every run, by create time."""
+        self.active = f"{prefix}:active"
+        """Runs not ended, by create time."""
+        self.ended = f"{prefix}:ended"
+        """Ended runs, by end time (for retention)."""
+
+    def run(self, run_id: str) -> list[str]:
+        """The run's meta hash, its log stream and its idempotency keys, in that order (the
+        order of the scripts' KEYS)."""
+        p = self.prefix
+        return [f"{p}:{{{run_id}}}:meta", f"{p}:{{{run_id}}}:log", f"{p}:{{{run_id}}}:keys"]
+
+    def meta(self, run_id: str) -> str:
+        return f"{self.prefix}:{{{run_id}}}:meta"
+
+    def viewers(self, run_id: str) -> str:
+        return f"{self.prefix}:{{{run_id}}}:viewers"
+
+    def tenant_runs(self, tenant: str) -> str:
+        """The index of one tenant's runs (quoted: a tenant name may hold any character)."""
+        return f"{self.prefix}:tenant:{quote(tenant, safe='')}:runs"

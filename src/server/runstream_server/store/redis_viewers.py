@@ -1,0 +1,118 @@
+"""How many watchers each replica has on a run, kept in Redis so every replica can show the
+total: per run, a hash ``P:{run}:viewers`` from replica id to ``[count, expiry]``. A replica
+refreshes its own counts while it lives; a dead replica's expire, and a count that changes
+is told to the others in the same script (a viewers notice: :mod:`.redis_notices`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.exceptions as rex
+
+from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_notices import VIEWERS_NOTICE, notice_channel, publish_command
+from runstream_server.store.redis_url import RedisOptions
+
+VIEWERS_TTL_MS = 15_000
+"""A replica's viewer counts expire this long after it last refreshed them (it died)."""
+
+# KEYS: viewers. ARGV: replica, its [count, expiry] ('' to remove it), ttl, channel (''
+# for none), the publish command, the notice. One round trip writes and tells the others.
+_VIEWERS = """
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if ARGV[4] ~= '' then redis.call(ARGV[5], ARGV[4], ARGV[6]) end
+return 1
+"""
+
+
+class ViewerCounts:
+    """This replica's viewer counts and the others', on the client `client` returns at each
+    call. Redis failing costs a count, never an error: the counts are for display."""
+
+    def __init__(
+        self, options: RedisOptions, keys: RedisKeys, replica_id: str, client: Callable[[], Any]
+    ) -> None:
+        self._options = options
+        self._keys = keys
+        self._replica_id = replica_id
+        self._client = client
+        self._publish = publish_command(options)  # PUBLISH, or SPUBLISH on a cluster
+        self._mine: dict[str, int] = {}
+        self._script: Any = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Registers the script and starts refreshing this replica's counts."""
+        self._script = self._client().register_script(_VIEWERS)
+        self._refresher = asyncio.create_task(self._refresh())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._refresher
+
+    async def set(self, run_id: str, count: int) -> None:
+        if count:
+            self._mine[run_id] = count
+        else:
+            self._mine.pop(run_id, None)
+        with contextlib.suppress(rex.RedisError, OSError):
+            await self._write(run_id, count, tell=True)
+
+    async def _write(self, run_id: str, count: int, *, tell: bool) -> None:
+        """Writes this replica's count (with its expiry); `tell` the others it changed."""
+        expires = int(time.time() * 1000) + VIEWERS_TTL_MS
+        await self._script(
+            keys=[self._keys.viewers(run_id)],
+            args=[
+                self._replica_id,
+                json.dumps([count, expires]) if count else "",
+                VIEWERS_TTL_MS * 2,
+                notice_channel(self._options, run_id) if tell else "",
+                self._publish,
+                VIEWERS_NOTICE + f"{self._replica_id}\n{run_id}".encode(),
+            ],
+            client=self._client(),
+        )
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(VIEWERS_TTL_MS / 3000)
+            for run_id, count in list(self._mine.items()):
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await self._write(run_id, count, tell=False)
+
+    async def others(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Watchers of each run on every other live replica, in one round trip."""
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for run_id in run_ids:
+                pipe.hgetall(self._keys.viewers(run_id))
+            rows = await pipe.execute()
+        except (rex.RedisError, OSError):
+            return {}
+        now = int(time.time() * 1000)
+        mine = self._replica_id.encode()
+        totals: dict[str, int] = {}
+        for run_id, entries in zip(run_ids, rows, strict=True):
+            total = 0
+            for replica, raw in entries.items():
+                if replica == mine:
+                    continue
+                count, expires = json.loads(raw)
+                if expires > now:
+                    total += int(count)
+            if total:
+                totals[run_id] = total
+        return totals
