@@ -204,11 +204,17 @@ def cluster_port() -> int:
 
 @contextlib.asynccontextmanager
 async def serving_on(
-    store_url: str, directory: Path, *, grace: float | None = 0.5
+    store_url: str, directory: Path, *, grace: float | None = 0.5, **fields: object
 ) -> AsyncIterator[RunstreamServer]:
-    """An in-process server on the shared store `store_url`, stopped on the way out."""
+    """An in-process server on the shared store `store_url` (other ServerConfig `fields`
+    as given), stopped on the way out."""
     server = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=directory / "unused.db", store_url=store_url)
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=directory / "unused.db",
+            store_url=store_url,
+            **fields,  # type: ignore[arg-type]
+        )
     )
     await server.start()
     try:

@@ -20,9 +20,9 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
 (each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They
-are hints: a new run's entries are written before the script stores the run, so a run is
-never stored without them; every read re-checks the snapshot, and a stale hint is passed
-over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
+are hints: a new run's entries are written, in one round trip, before the script stores the
+run, so a run is never stored without them; every read re-checks the snapshot, and a stale
+hint is passed over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
 :mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`.
 """
 

@@ -8,10 +8,12 @@ so an entry whose run has no snapshot is passed over, and a run found ended in `
 is taken out of it when met.
 
 A new run's entries (every run, active, its tenant's) are written before the append script
-stores the run: the script is sent only once all of them are acknowledged, so a run is never
-stored without its entries. A crash in between leaves entries without a run, which every
-listing passes over; a retry of the same run id finds them in place (ZADD NX leaves them as
-they are).
+stores the run, in one round trip: the script is sent only once all of them are
+acknowledged, so a run is never stored without its entries. A crash before that leaves some
+or all of the entries without a run, which every listing passes over; a retry of the same
+run id finds them in place (ZADD NX leaves them as they are). They cannot share the script
+or one MULTI/EXEC: on a cluster they are in other slots than the run's keys and than each
+other. Nor need they: each is a hint on its own, meaningless until the run's snapshot exists.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ class RunIndex:
         self._client = client
 
     async def add_created(self, run_id: str, snapshot: run_pb2.Run) -> None:
-        """Enters a run about to be created; returns once every entry is written."""
+        """Enters a run about to be created, in one round trip (on a cluster, one to each
+        master holding an index, all at once); returns once every entry is written."""
         created = snapshot.create_time.ToMicroseconds()
+        pipe = self._client().pipeline(transaction=False)
         for index in (self._keys.runs, self._keys.active, self._keys.tenant_runs(snapshot.tenant)):
-            await self._client().zadd(index, {run_id: created}, nx=True)
+            pipe.zadd(index, {run_id: created}, nx=True)
+        await pipe.execute()
 
     async def mark_ended(self, run_id: str, snapshot: run_pb2.Run) -> None:
         """Moves a run whose end is stored from the active runs to the ended ones."""
