@@ -186,7 +186,7 @@ class RedisEventStore:
         self._append: Any = None
         self._purge: Any = None
         self._closed = asyncio.Event()
-        self._index = RunIndex(self._keys, self._current)
+        self._index = RunIndex(self._keys, self._current, cluster=self.options.cluster)
         """The run indexes, and ListRuns over them."""
         self._viewers = ViewerCounts(self.options, self._keys, self.replica_id, self._current)
         """This replica's watcher counts, and the others'."""
@@ -353,6 +353,8 @@ class RedisEventStore:
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
+        # Ended runs a crash left in P:active first, so that they are among those chosen.
+        await self._index.sweep_active()
         chosen = await self._index.ended(ended_before_us=ended_before_us, keep_newest=keep_newest)
         purged = []
         for run_id in chosen:

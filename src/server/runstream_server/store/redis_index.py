@@ -5,7 +5,7 @@ Sorted sets outside the runs' slots (named by :class:`~.redis_keys.RedisKeys`): 
 retention) and ``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's
 ListRuns reads only its own runs). They are hints: every read re-checks the run's snapshot,
 so an entry whose run has no snapshot is passed over, and a run found ended in ``P:active``
-is taken out of it when met.
+is moved to ``P:ended`` when met (by an active-only ListRuns, and by retention's sweep).
 
 A new run's entries (every run, active, its tenant's) are written before the append script
 stores the run, in one round trip: the script is sent only once all of them are
@@ -14,6 +14,14 @@ or all of the entries without a run, which every listing passes over; a retry of
 run id finds them in place (ZADD NX leaves them as they are). They cannot share the script
 or one MULTI/EXEC: on a cluster they are in other slots than the run's keys and than each
 other. Nor need they: each is a hint on its own, meaningless until the run's snapshot exists.
+
+An ended run moves from ``P:active`` to ``P:ended`` after the script stored its end, ZADD to
+``P:ended`` first and ZREM from ``P:active`` second, never the other way round: at every
+crash point the run is still in ``P:active`` or already in ``P:ended``. Retention chooses
+runs from ``P:ended`` only, so a run left in neither would keep its log forever; one left in
+``P:active`` is moved by whoever meets it there next. Retention does not wait for an
+active-only ListRuns to come by: each of its passes sweeps a bounded batch of ``P:active``
+first (:meth:`RunIndex.sweep_active`).
 """
 
 from __future__ import annotations
@@ -34,9 +42,16 @@ TERMINAL = frozenset(
 class RunIndex:
     """The run indexes of one store, on the client `client` returns at each call."""
 
-    def __init__(self, keys: RedisKeys, client: Callable[[], Any]) -> None:
+    SWEEP_BATCH = 256
+    """``P:active`` entries one retention pass examines (:meth:`sweep_active`)."""
+
+    def __init__(self, keys: RedisKeys, client: Callable[[], Any], *, cluster: bool) -> None:
         self._keys = keys
         self._client = client
+        self._cluster = cluster
+        self._swept: tuple[str, int] | None = None
+        """Where the next sweep starts: a score of ``P:active`` and how many entries of that
+        score the sweeps met already; None: at the oldest."""
 
     async def add_created(self, run_id: str, snapshot: run_pb2.Run) -> None:
         """Enters a run about to be created, in one round trip (on a cluster, one to each
@@ -48,9 +63,76 @@ class RunIndex:
         await pipe.execute()
 
     async def mark_ended(self, run_id: str, snapshot: run_pb2.Run) -> None:
-        """Moves a run whose end is stored from the active runs to the ended ones."""
-        await self._client().zrem(self._keys.active, run_id)
-        await self._client().zadd(self._keys.ended, {run_id: snapshot.end_time.ToMicroseconds()})
+        """Moves a run whose end is stored from the active runs to the ended ones: into
+        ``P:ended`` first, out of ``P:active`` second, so that a crash at any point leaves
+        the run in one of them at least (again and again is harmless: ZADD sets the same
+        score, ZREM of an absent member does nothing)."""
+        ended = {run_id: snapshot.end_time.ToMicroseconds()}
+        if self._cluster:
+            # The two keys are in other slots, likely on other masters, and the cluster
+            # client sends a pipeline's commands to each master at once, in no order between
+            # masters: the ZREM could land while the ZADD never does. So two round trips,
+            # the ZREM sent only once the ZADD is acknowledged.
+            await self._client().zadd(self._keys.ended, ended)
+            await self._client().zrem(self._keys.active, run_id)
+            return
+        # One Redis runs one connection's commands in order, so one round trip keeps the
+        # order. MULTI/EXEC rather than a plain pipeline: a plain one still runs the ZREM
+        # when the ZADD is refused (OOM at maxmemory refuses ZADD and lets ZREM through),
+        # where EXEC runs neither.
+        pipe = self._client().pipeline(transaction=True)
+        pipe.zadd(self._keys.ended, ended)
+        pipe.zrem(self._keys.active, run_id)
+        await pipe.execute()
+
+    async def sweep_active(self) -> list[str]:
+        """Moves to ``P:ended`` the ended runs that a crash left in ``P:active`` (between the
+        script that stored the end and :meth:`mark_ended`), among the next
+        :attr:`SWEEP_BATCH` entries of ``P:active``; returns their ids.
+
+        Retention calls it before choosing from ``P:ended``, so a leftover is purged without
+        anyone listing active runs. Bounded: one pass examines one batch, oldest first from
+        where the previous pass stopped, and starts over at the oldest once past the newest,
+        so every entry is examined within ceil(active runs / batch) + 1 passes. Not an age cut:
+        ``P:active`` is scored by create time, a leftover may be a run created a moment ago
+        that ended at once, and a ``runs=N`` policy has no age at all. A pass costs one
+        ZRANGEBYSCORE and one pipelined HGET of each entry's small ``status`` field; only
+        the ended ones' snapshots are read (for their end time). The position is this
+        process's: several replicas sweep on their own, and a move done twice is harmless.
+        """
+        low, skip = ("-inf", 0) if self._swept is None else self._swept
+        rows = await self._client().zrangebyscore(
+            self._keys.active, low, "+inf", start=skip, num=self.SWEEP_BATCH, withscores=True
+        )
+        if len(rows) < self.SWEEP_BATCH:
+            self._swept = None  # past the newest: the next pass starts over at the oldest
+        else:
+            # Resume at the last score met, after the entries of that score met so far (as
+            # ListRuns pages do). Moving entries of that very score out of P:active shifts
+            # the rest back, so they might wait a round: only entries created in the same
+            # microsecond.
+            last = str(int(rows[-1][1]))
+            same = sum(1 for _, score in rows if str(int(score)) == last)
+            self._swept = (last, skip + same if last == low else same)
+        ids = [member.decode() for member, _ in rows]
+        if not ids:
+            return []
+        pipe = self._client().pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hget(self._keys.meta(run_id), "status")
+        statuses = await pipe.execute()
+        moved = []
+        for run_id, status in zip(ids, statuses, strict=True):
+            if status is None or int(status) not in TERMINAL:
+                continue
+            snap = await self._client().hget(self._keys.meta(run_id), "snap")
+            if snap is None:
+                continue
+            run = run_pb2.Run.FromString(snap)
+            if run.status in TERMINAL:
+                await self.mark_ended(run_id, run)
+                moved.append(run_id)
+        return moved
 
     async def ended(self, *, ended_before_us: int | None, keep_newest: int | None) -> list[str]:
         """Ended runs that ended before `ended_before_us` or are older than the newest
@@ -75,8 +157,8 @@ class RunIndex:
             index = self._keys.tenant_runs(run_filter.tenant)
         matched: list[run_pb2.Run] = []
         async for run in self._newest_first(index, cursor):
-            if only_active and run.status in TERMINAL:  # a hint left by a crashed writer
-                await self._client().zrem(self._keys.active, run.run_id)
+            if only_active and run.status in TERMINAL:  # left by a crash before mark_ended
+                await self.mark_ended(run.run_id, run)
                 continue
             if run_filter.matches(run):
                 matched.append(run)
