@@ -27,6 +27,7 @@ from runstream._connection import Connection
 from runstream._decision_calls import DecisionCalls
 from runstream._errors import (
     FailedPreconditionError,
+    InvalidArgumentError,
     RunCancelledError,
     RunstreamError,
     error_from_rpc,
@@ -185,6 +186,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         targets: Iterable[Target] = (),
         cancel_task: bool = True,
         key_prefix: str | None = None,
+        linger: float = 0.0,
     ) -> RunReporter:
         """Creates a run, opens its report stream and reports RunStarted.
 
@@ -209,10 +211,17 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             key_prefix: The prefix of the events' idempotency keys, ``"<prefix>:<n>"`` with
                 n counting the reported events from 0 (RunStarted); random when None. See
                 ``attach_run``.
+            linger: Seconds an event may wait for others to share its message (default 0:
+                each leaves as soon as it is reported, or with those queued behind a send in
+                progress). At a few hundred events a second, each in its own message, a
+                linger of 0.02-0.1 s cuts the producer's CPU per event several times over, for
+                that much added latency. ``flush()``, ``close()`` and the run's end send
+                what is queued at once.
 
         Returns:
             The run's reporter; close it (or use ``async with``) when done.
         """
+        _check_linger(linger)
         self._connection.open()
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
@@ -220,7 +229,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
         )
         run = await self._create_run(request, generated=generated)
-        reporter = self._reporter(run, max_buffered, cancel_task, key_prefix)
+        reporter = self._reporter(run, max_buffered, cancel_task, key_prefix, linger)
         reporter._start(message)
         self._reporters.add(reporter)
         return reporter
@@ -232,6 +241,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         key_prefix: str | None = None,
         max_buffered: int = 10_000,
         cancel_task: bool = True,
+        linger: float = 0.0,
     ) -> RunReporter:
         """Continues reporting on a run that exists, e.g. after the producer process restarted.
 
@@ -247,13 +257,15 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         start): the ones the server already stored are acknowledged once, with their
         original seqs, and only the new ones are appended. Only do that when the replay is
         the same; a different event under a stored key is dropped as a duplicate. None
-        generates a fresh prefix: everything reported is new.
+        generates a fresh prefix: everything reported is new. ``max_buffered``,
+        ``cancel_task`` and ``linger`` are as in ``start_run``.
 
         Raises:
             NotFoundError: no such run.
             RunCancelledError: the run was cancelled.
             FailedPreconditionError: the run already ended.
         """
+        _check_linger(linger)
         self._connection.open()
         run = await self.get_run(run_id)
         if run.status == RunStatus.CANCELLED:
@@ -262,7 +274,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             raise FailedPreconditionError(
                 f"run {run_id!r} already ended ({run.status.name}); nothing can be reported"
             )
-        reporter = self._reporter(run, max_buffered, cancel_task, key_prefix)
+        reporter = self._reporter(run, max_buffered, cancel_task, key_prefix, linger)
         self._reporters.add(reporter)
         try:
             await reporter._attach(self.list_decisions)
@@ -273,7 +285,12 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         return reporter
 
     def _reporter(
-        self, run: Run, max_buffered: int, cancel_task: bool, key_prefix: str | None
+        self,
+        run: Run,
+        max_buffered: int,
+        cancel_task: bool,
+        key_prefix: str | None,
+        linger: float,
     ) -> RunReporter:
         return RunReporter(
             run=run,
@@ -285,6 +302,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             max_buffered=max_buffered,
             cancel_task=cancel_task,
             key_prefix=key_prefix,
+            linger=linger,
         )
 
     async def _create_run(
@@ -366,3 +384,8 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             self._connection.stats_service.GetStats, stats_service_pb2.GetStatsRequest()
         )
         return stats_from_pb(response.stats)
+
+
+def _check_linger(linger: float) -> None:
+    if not 0 <= linger < float("inf"):  # also refuses NaN
+        raise InvalidArgumentError(f"linger: must be a number of seconds >= 0, not {linger!r}")

@@ -112,6 +112,7 @@ class RunReporter(RunEvents):
         max_in_flight: int = 2,
         cancel_task: bool = True,
         key_prefix: str | None = None,
+        linger: float = 0.0,
     ) -> None:
         self._run_id = run.run_id
         self._workflow = run.workflow
@@ -132,6 +133,7 @@ class RunReporter(RunEvents):
             # RunStarted takes key 0; attach_run() starts at 1, so a producer that reports the
             # same events again after a restart gets the same keys (and the server drops them).
             key_prefix=key_prefix if key_prefix is not None else uuid.uuid4().hex,
+            linger=linger,
         )
         self._control = RunControl(
             run.run_id,
@@ -290,6 +292,7 @@ class RunReporter(RunEvents):
         UnavailableError after the reconnect timeout, ...) if it fails first.
         """
         target = self._stream.reported
+        self._stream.send_now()
         while self._stream.acked < target:
             self._raise_if_failed()
             if self._stream.stopped:
