@@ -205,12 +205,14 @@ def producer_argv(
     closed: bool = False,
     cpu: int | None = SERVER_CPU,
     client: str | None = None,
+    linger: float = 0.0,
 ) -> list[str]:
     """A loadgen producer for `srv`, on the server's core unless told otherwise; `client`
-    "bare" reports to a Runstream server without the SDK."""
+    "bare" reports to a Runstream server without the SDK; `linger` is the SDK's."""
     system = client or srv.system
     args = ["produce", system, srv.target, "--rate", str(rate), "--count", str(count)]
-    return loadgen(*args, *(["--closed"] if closed else []), cpu=cpu)
+    args += ["--closed"] if closed else []
+    return loadgen(*args, *(["--linger", str(linger)] if linger else []), cpu=cpu)
 
 
 def start_watchers(
@@ -270,10 +272,12 @@ def open_loop(
     count: int,
     closed: bool = False,
     watcher_procs: int = 1,
+    linger: float = 0.0,
 ) -> OpenLoop:
     """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers."""
     with ExitStack() as stack:
-        producer = stack.enter_context(spawn(producer_argv(srv, rate, count, closed=closed), None))
+        argv = producer_argv(srv, rate, count, closed=closed, linger=linger)
+        producer = stack.enter_context(spawn(argv, None))
         run_id = producer.read()["run_id"] or "-"
         procs = start_watchers(stack, srv, run_id, watchers, watcher_procs)
         for proc in procs:

@@ -93,11 +93,13 @@ async def paced(rate: float, count: int, send: Callable[[int], Awaitable[object]
             await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
 
 
-async def produce_runstream(target: str, rate: float, count: int, closed: bool) -> None:
+async def produce_runstream(
+    target: str, rate: float, count: int, closed: bool, linger: float = 0.0
+) -> None:
     import runstream
 
     async with runstream.connect(target) as client:
-        run = await client.start_run("bench")
+        run = await client.start_run("bench", linger=linger)
         emit({"run_id": run.run_id})
         commands = await stdin_lines()
         go = asyncio.ensure_future(commands.readline())
@@ -119,6 +121,24 @@ async def produce_runstream(target: str, rate: float, count: int, closed: bool) 
         cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
         emit({"cpu": cpu, "took": took, "last_seq": run.last_seq})
         await run.complete()
+
+
+async def _nothing(_i: int) -> None:
+    pass
+
+
+async def produce_nothing(target: str, rate: float, count: int, closed: bool) -> None:
+    """The floor of any producer at `rate`: a process with a channel open that wakes up
+    `rate` times a second and sends nothing."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        await channel.channel_ready()
+        emit({"run_id": ""})
+        commands = await stdin_lines()
+        await commands.readline()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await paced(rate, count, _nothing)
+        cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
+        emit({"cpu": cpu, "took": took})
 
 
 async def produce_bare(target: str, rate: float, count: int, closed: bool) -> None:
@@ -317,11 +337,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     produce = sub.add_parser("produce")
-    produce.add_argument("system", choices=["runstream", "baseline", "bare"])
+    produce.add_argument("system", choices=["runstream", "baseline", "bare", "nothing"])
     produce.add_argument("target")
     produce.add_argument("--rate", type=float, default=0)
     produce.add_argument("--count", type=int, default=1000)
     produce.add_argument("--closed", action="store_true")
+    produce.add_argument("--linger", type=float, default=0.0, help="the SDK's linger (s)")
     watcher = sub.add_parser("watch")
     watcher.add_argument("system", choices=["runstream", "baseline"])
     watcher.add_argument("target")
@@ -345,8 +366,16 @@ def main() -> None:
             "runstream": produce_runstream,
             "baseline": produce_baseline,
             "bare": produce_bare,
+            "nothing": produce_nothing,
         }[args.system]
-        asyncio.run(producer(args.target, args.rate, args.count, args.closed))
+        if args.linger:
+            if args.system != "runstream":
+                parser.error("--linger is the SDK's: produce runstream only")
+            asyncio.run(
+                produce_runstream(args.target, args.rate, args.count, args.closed, args.linger)
+            )
+        else:
+            asyncio.run(producer(args.target, args.rate, args.count, args.closed))
     else:
         asyncio.run(
             watch(args.system, args.target, args.run_id, args.watchers, args.per_channel, args.mode)

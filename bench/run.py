@@ -516,6 +516,25 @@ def bench_producer(seconds: float, full: int) -> None:
         ratio(figures[(low, "runstream")], figures[(top, "runstream")]),
         ratio(figures[(low, "bare")], figures[(top, "bare")]),
     )
+    # The SDK's opt-in linger: fewer, fuller messages at a low rate, paid for in latency.
+    row("200 events/s, the SDK's linger:", "CPU, x full speed", "p50 / p99, 1 watcher")
+    for linger in (0.0, 0.02, 0.1):
+        with server("runstream") as srv:
+            result = harness.open_loop(
+                srv, watchers=1, rate=200, count=int(200 * seconds), linger=linger
+            )
+        cpu = result.producer_cpu / result.events * 1e6
+        full_speed = ratio(cpu, figures[(top, "runstream")])
+        row(f"  linger {linger:g} s", f"{cpu:.1f} us, {full_speed}", _p(result))
+    # What waking up 200 times a second costs a process before it reports anything.
+    with server("runstream") as srv:
+        count = int(200 * seconds)
+        with spawn(harness.producer_argv(srv, 200.0, count, client="nothing"), None) as idle:
+            idle.read()
+            idle.send("go")
+            floor = idle.read(600)["cpu"] / count * 1e6
+    full_speed = ratio(floor, figures[(top, "runstream")])
+    row("  no SDK: a process waking 200 times/s", f"{floor:.1f} us, {full_speed}")
 
 
 def bench_replicas(seconds: float) -> None:
