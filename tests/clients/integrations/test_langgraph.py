@@ -248,6 +248,8 @@ async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
         (1, "ConnectionError: attempt 1 timed out"),
         (2, "ConnectionError: attempt 2 timed out"),
     ]
+    chain_step = next(e.payload.step_id for e in events if e.kind == EventKind.STEP_STARTED)  # type: ignore[union-attr]
+    assert {r.step_id for r in recoveries} == {chain_step}  # type: ignore[union-attr]
     step_events = [
         (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
         for e in events
@@ -315,6 +317,7 @@ async def test_a_node_retried_by_its_retry_policy_recovers_in_the_same_step(
     recovery = next(e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY)
     assert recovery.error_message == "ConnectionError: the source timed out"  # type: ignore[union-attr]
     assert recovery.affected_agents == ("fetch",)  # type: ignore[union-attr]
+    assert recovery.step_id == "fetch"  # type: ignore[union-attr]
     assert [(s.step_id, s.status.name, s.attempts) for s in steps] == [("fetch", "SUCCEEDED", 2)]
 
 
@@ -681,6 +684,7 @@ async def test_a_model_calls_own_retries_are_error_recoveries_of_its_agent(
         (1, "retry", ("ask",)),
         (2, "retry", ("ask",)),
     ]
+    assert [r.step_id for r in recoveries] == ["ask", "ask"]  # type: ignore[union-attr]
     assert [r.error_message for r in recoveries] == errors  # type: ignore[union-attr]
     assert [(t.agent_id, t.delta, t.final) for t in _texts(events)] == [("ask", "ready", True)]
     assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]

@@ -86,10 +86,10 @@ class ModelCalls:
         message = error_text(error) if error else "retrying"
         call = self._running.get(run_id)
         if call is None:
-            self._steps.report_retry(message, int(retry_state.attempt_number), [])
+            self._steps.report_retry(message, int(retry_state.attempt_number), [], "")
             return
         call.retries += 1
-        self._steps.report_retry(message, call.retries, [call.agent])
+        self._steps.report_retry(message, call.retries, [call.agent], call.step_id)
 
 
 class ToolCalls:

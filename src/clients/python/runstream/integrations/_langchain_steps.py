@@ -119,7 +119,7 @@ class ChainSteps:
         if failed is not None:
             # A retry policy runs the failed node again: the same step, restarted.
             step_id = failed.step_id
-            self.report_retry(failed.message, failed.attempts, [node])
+            self.report_retry(failed.message, failed.attempts, [node], step_id)
         else:
             step_id = self._step_ids.new(node)
         self._steps[run_id] = _StepRun(step_id, node, namespace)
@@ -214,10 +214,13 @@ class ChainSteps:
                 attempt = int(tag.rsplit(":", 1)[1]) - 1
                 message = self._child_errors.pop(parent_run_id, "the previous attempt failed")
                 step = self._steps.get(parent_run_id)
-                self.report_retry(message, attempt, [step.agent] if step else [])
+                self.report_retry(
+                    message, attempt, [step.agent] if step else [], step.step_id if step else ""
+                )
 
-    def report_retry(self, message: str, attempt: int, agents: list[str]) -> None:
-        """An ErrorRecovery: attempt ``attempt`` failed with ``message``; retrying."""
+    def report_retry(self, message: str, attempt: int, agents: list[str], step_id: str) -> None:
+        """An ErrorRecovery in ``step_id`` (none when ""): attempt ``attempt`` failed with
+        ``message``; retrying."""
         affected = [agent for agent in agents if agent]
         run = self._calls.run
         self._calls.submit(
@@ -227,5 +230,6 @@ class ChainSteps:
                 recovery_strategy="retry",
                 affected_agents=affected,
                 attempt=attempt,
+                step_id=step_id,
             )
         )
