@@ -501,13 +501,7 @@ def bench_producer(seconds: float, full: int) -> None:
         ("at full speed", 0.0, full),
     ):
         for client in ("runstream", "bare"):
-            with server("runstream") as srv:
-                argv = harness.producer_argv(srv, rate, count, client=client)
-                with spawn(argv, None) as producer:
-                    producer.read()
-                    producer.send("go")
-                    done = producer.read(600)
-            figures[(name, client)] = done["cpu"] / count * 1e6
+            figures[(name, client)] = _producer_cpu_us(rate, count, client)
         sdk, bare = figures[(name, "runstream")], figures[(name, "bare")]
         row(name, f"{sdk:.1f} us", f"{bare:.1f} us", ratio(sdk, bare))
     low, top = "at 200 events/s", "at full speed"
@@ -527,14 +521,22 @@ def bench_producer(seconds: float, full: int) -> None:
         full_speed = ratio(cpu, figures[(top, "runstream")])
         row(f"  linger {linger:g} s", f"{cpu:.1f} us, {full_speed}", _p(result))
     # What waking up 200 times a second costs a process before it reports anything.
-    with server("runstream") as srv:
-        count = int(200 * seconds)
-        with spawn(harness.producer_argv(srv, 200.0, count, client="nothing"), None) as idle:
-            idle.read()
-            idle.send("go")
-            floor = idle.read(600)["cpu"] / count * 1e6
+    floor = _producer_cpu_us(200.0, int(200 * seconds), "nothing")
     full_speed = ratio(floor, figures[(top, "runstream")])
     row("  no SDK: a process waking 200 times/s", f"{floor:.1f} us, {full_speed}")
+
+
+def _producer_cpu_us(rate: float, count: int, client: str) -> float:
+    """A loadgen producer's CPU per event (`client`: runstream, bare or nothing) reporting
+    `count` events at `rate`/s (0: at once) to a fresh Runstream server."""
+    with (
+        server("runstream") as srv,
+        spawn(harness.producer_argv(srv, rate, count, client=client), None) as producer,
+    ):
+        producer.read()
+        producer.send("go")
+        done = producer.read(600)
+    return float(done["cpu"]) / count * 1e6
 
 
 def bench_replicas(seconds: float) -> None:

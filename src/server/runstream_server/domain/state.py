@@ -118,8 +118,8 @@ class RunState:
         fold = _FOLDS.get(name)
         if fold is not None:
             fold(self, getattr(event, name), when, f"{path}.{name}")
-        else:
-            kind_rules(f"{path}.{name}", name)  # INVALID_ARGUMENT for a kind it does not know
+        elif name not in KINDS:
+            kind_rules(f"{path}.{name}", name)  # INVALID_ARGUMENT naming the unknown kind
         self.remember(event)
         if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
             self.run.status = run_pb2.RUN_STATUS_RUNNING

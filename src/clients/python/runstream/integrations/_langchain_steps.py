@@ -57,7 +57,6 @@ class _Root:
     graph (its nodes are the steps) or a plain chain (itself a step)."""
 
     name: str
-    step_id: str | None = None
     resolved: bool = False
 
 
@@ -178,18 +177,16 @@ class ChainSteps:
         root.resolved = True
         if not is_graph:
             step_id = self._step_ids.new(root.name)
-            root.step_id = step_id
             name = root.name
             self._steps[parent_run_id] = _StepRun(step_id, self._agent or name, name)
             self._calls.start_step(step_id, name=name)
 
     def _finish_root(self, run_id: UUID) -> None:
-        root = self._roots.pop(run_id, None)
+        root = self._roots.get(run_id)
         if root is not None and not root.resolved:
             # A top-level chain with no children at all: a one-step chain.
-            self._roots[run_id] = root
             self._resolve_root(run_id, is_graph=False)
-            self._roots.pop(run_id, None)
+        self._roots.pop(run_id, None)
 
     def _agent_for(self, parent_run_id: UUID | None, metadata: Mapping[str, Any]) -> str:
         node = metadata.get("langgraph_node")
