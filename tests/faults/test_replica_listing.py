@@ -125,3 +125,40 @@ async def test_a_create_cut_short_after_its_index_entries_lists_nothing_and_the_
         assert sorted(await caller.listed()) == sorted([earlier, "cut-short"])
         assert sorted(await caller.listed("status = PENDING")) == sorted([earlier, "cut-short"])
     assert await d.globex.listed() == []
+
+
+async def test_paging_lists_a_retried_create_once_where_its_first_attempt_put_it(
+    deployment: Deployment,
+) -> None:
+    # A retried create keeps its first attempt's place in the index (ZADD NX), which is
+    # earlier than the create time the run is stored with: paging must follow the index.
+    d = deployment
+
+    async def create(run_id: str = "") -> str:
+        run = await d.acme.runs.CreateRun(rs.CreateRunRequest(run_id=run_id, workflow="wf"))
+        return run.run.run_id
+
+    oldest = await create()
+    first_attempt = int(time.time() * 1_000_000)
+    newer = [await create(), await create()]
+    names = RedisKeys(parse_url(d.url).prefix)
+    client = aioredis.from_url(parse_url(d.url).url)
+    try:
+        for index in (names.runs, names.active, names.tenant_runs("acme")):
+            await client.zadd(index, {"retried": first_attempt}, nx=True)
+    finally:
+        await client.aclose()
+    await create("retried")
+
+    for filter_text in ("", "status = PENDING"):
+        pages: list[list[str]] = []
+        token = ""
+        while len(pages) < 10:  # the old cursor went round in circles
+            page = await d.acme_on_a.runs.ListRuns(
+                rs.ListRunsRequest(filter=filter_text, page_size=1, page_token=token)
+            )
+            pages.append([r.run_id for r in page.runs])
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages == [[newer[1]], [newer[0]], ["retried"], [oldest]], filter_text

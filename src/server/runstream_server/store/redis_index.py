@@ -155,27 +155,30 @@ class RunIndex:
         index = self._keys.active if only_active else self._keys.runs
         if run_filter.tenant is not None and not only_active:
             index = self._keys.tenant_runs(run_filter.tenant)
-        matched: list[run_pb2.Run] = []
-        async for run in self._newest_first(index, cursor):
+        matched: list[tuple[int, run_pb2.Run]] = []
+        async for at, run in self._newest_first(index, cursor):
             if only_active and run.status in TERMINAL:  # left by a crash before mark_ended
                 await self.mark_ended(run.run_id, run)
                 continue
             if run_filter.matches(run):
-                matched.append(run)
+                matched.append((at, run))
                 if len(matched) > page_size:
                     break
-        more = len(matched) > page_size
-        runs = matched[:page_size]
-        last = runs[-1] if runs else None
+        # The cursor is the last run's position in the index, not its create time: the two
+        # differ for a run whose first create was cut short after its entries (a retry keeps
+        # the first attempt's score), and a cursor off the index's order would list runs again.
         next_cursor = (
-            (last.create_time.ToMicroseconds(), last.run_id) if more and last is not None else None
+            (matched[page_size - 1][0], matched[page_size - 1][1].run_id)
+            if len(matched) > page_size
+            else None
         )
-        return RunPage(runs, next_cursor)
+        return RunPage([run for _, run in matched[:page_size]], next_cursor)
 
     async def _newest_first(
         self, index: str, cursor: tuple[int, str] | None
-    ) -> AsyncIterator[run_pb2.Run]:
-        """Runs of an index by (create time, id) descending, strictly after `cursor`."""
+    ) -> AsyncIterator[tuple[int, run_pb2.Run]]:
+        """Runs of an index, each with its score, by (score, id) descending, strictly after
+        `cursor` (a score is the run's create time, or its first attempt's)."""
         top = "+inf" if cursor is None else str(cursor[0])
         skip = 0  # entries scored `top` already met: the next fetch starts after them
         while True:
@@ -198,6 +201,6 @@ class RunIndex:
                 if cursor is not None and (at, run_id) >= cursor:
                     continue
                 if snap is not None:  # an entry written before a crash stopped the create
-                    yield run_pb2.Run.FromString(snap)
+                    yield at, run_pb2.Run.FromString(snap)
             if len(rows) < 200:
                 return
