@@ -98,21 +98,30 @@ async def acknowledged_only_with_the_replica(
         return run_id
 
 
-async def test_wait_acknowledges_only_what_the_replica_has(tmp_path: Path) -> None:
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[RedisProcess, RedisProcess]]:
+    """A primary and its replica, linked."""
     primary = RedisProcess(tmp_path / "primary")
     replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
     try:
         primary.start()
         replica.start()
         wait_until_linked(primary, replica)
-        url = f"{primary.url}?prefix=w&wait=1&wait_timeout_ms={WAIT_MS}"
-        async with serving_on(url, tmp_path) as server:
-            await acknowledged_only_with_the_replica(
-                server.target, lambda _: (primary, replica), "w"
-            )
+        yield primary, replica
     finally:
         replica.stop()
         primary.stop()
+
+
+def waiting_url(primary: RedisProcess) -> str:
+    return f"{primary.url}?prefix=w&wait=1&wait_timeout_ms={WAIT_MS}"
+
+
+async def test_wait_acknowledges_only_what_the_replica_has(
+    pair: tuple[RedisProcess, RedisProcess], tmp_path: Path
+) -> None:
+    async with serving_on(waiting_url(pair[0]), tmp_path) as server:
+        await acknowledged_only_with_the_replica(server.target, lambda _: pair, "w")
 
 
 @pytest.fixture
@@ -165,3 +174,42 @@ async def test_wait_on_a_cluster_counts_the_replica_of_the_runs_master(
             )
         assert acked.last_seq == 5
         assert stream_on(replica, run_id, "cw") == ["1-0", "2-0", "3-0", "4-0", "5-0"]
+
+
+def script_exists_calls(redis: RedisProcess) -> int:
+    stats = redis_cli("-p", str(redis.port), "info", "commandstats")
+    for line in stats.splitlines():
+        if line.startswith("cmdstat_script|exists:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+async def test_wait_appends_in_one_round_trip_and_reloads_a_flushed_script(
+    pair: tuple[RedisProcess, RedisProcess], tmp_path: Path
+) -> None:
+    primary, replica = pair
+    async with (
+        serving_on(waiting_url(primary), tmp_path) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        report = report_service_pb2_grpc.ReportServiceStub(channel)
+        create = run_service_pb2.CreateRunRequest(workflow="w")
+        run_id = (await runs.CreateRun(create)).run.run_id
+        before = script_exists_calls(primary)
+        for n in range(5):  # each append: the script and WAIT, nothing asked first
+            await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick(n)])
+            )
+        assert script_exists_calls(primary) == before
+
+        # The primary forgets its scripts (as after a restart or a failover): the next
+        # append loads it again and is stored once, on the replica too.
+        redis_cli("-p", str(primary.port), "script", "flush")
+        acked = await report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick(5)])
+        )
+        assert [(a.seq, a.duplicate) for a in acked.events] == [(7, False)]
+        seqs = ["1-0", "2-0", "3-0", "4-0", "5-0", "6-0", "7-0"]
+        assert stream_on(primary, run_id) == seqs
+        assert stream_on(replica, run_id) == seqs

@@ -282,9 +282,11 @@ class RedisEventStore:
             args += [event.seq, event.kind, event.idempotency_key, event.data]
         if self.options.wait_replicas:
             # WAIT counts the replicas that have this connection's writes: it must follow
-            # the script on the same connection, which a pipeline guarantees.
+            # the script on the same connection, which a pipeline guarantees. EVALSHA itself
+            # rather than the script object, which would make the pipeline ask SCRIPT EXISTS
+            # first, one more round trip per append; _waited loads the script when NOSCRIPT.
             async def write(pipe: Any) -> None:
-                await self._append(keys=[meta, log_key, keys], args=args, client=pipe)
+                pipe.evalsha(self._append.sha, 3, meta, log_key, keys, *args)
 
             (verdict, head), acked = await self._waited(run_id, write)
         else:
@@ -316,7 +318,7 @@ class RedisEventStore:
         """`write` queued on a pipeline, then WAIT, both on one connection to the Redis that
         owns the run. On a cluster that is the run's master, reached directly: the cluster
         client would send WAIT to every node, on connections that wrote nothing."""
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             pipe = self._owner(run_id).pipeline(transaction=False)
             await write(pipe)
             pipe.execute_command("WAIT", self.options.wait_replicas, self.options.wait_timeout_ms)
@@ -324,9 +326,15 @@ class RedisEventStore:
                 return await pipe.execute()
             except rex.MovedError:
                 # The run's slot is on another master now, and nothing ran here.
-                if attempt == 2:
+                if attempt == 3:
                     raise
                 await self._client.nodes_manager.initialize()
+            except rex.NoScriptError:
+                # The owner lost its scripts (a restart, a failover, SCRIPT FLUSH) and the
+                # append script did not run: load it there and send again.
+                if attempt == 3:
+                    raise
+                await self._owner(run_id).script_load(_APPEND)
         raise AssertionError("unreachable")
 
     def _owner(self, run_id: str) -> Any:
