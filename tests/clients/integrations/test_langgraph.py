@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
@@ -575,6 +576,26 @@ async def test_a_chat_model_that_fails_mid_stream_closes_its_message_and_fails_i
     assert steps[0].error.code == "FakeListChatModelError"
     # The error has no message: its type alone (as the run's own failure says it).
     assert steps[0].error.message == "FakeListChatModelError"
+
+
+async def test_a_chat_model_call_that_did_not_stream_is_its_reply_as_one_final_text_delta(
+    server: RunstreamServer,
+) -> None:
+    model = FakeListChatModel(responses=["Runstream watches runs"])
+
+    async def write(state: State) -> State:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        _, events, steps = await _run_graph(server, _chain(("write", write)))
+
+    assert [(t.agent_id, t.step_id, t.delta, t.final) for t in _texts(events)] == [
+        ("write", "write", "Runstream watches runs", True)
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [("write", "SUCCEEDED")]
+    # The reply's text is read as langchain-core 1.x offers it, not by its deprecated call.
+    assert [str(w.message) for w in warned if "deprecated" in str(w.message)] == []
 
 
 async def test_a_plain_llm_call_is_a_model_allocation_and_one_final_text_delta(

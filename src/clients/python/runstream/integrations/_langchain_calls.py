@@ -157,8 +157,7 @@ def _response_text(response: LLMResult) -> str:
     for generations in response.generations:
         for generation in generations:
             message = getattr(generation, "message", None)
+            # A chat generation's message.text (a str; calling it is deprecated), else its text.
             text = getattr(message, "text", None) if message is not None else None
-            if callable(text):  # langchain-core < 1 had text() as a method.
-                text = text()
             parts.append(str(text if text is not None else generation.text or ""))
     return "".join(parts)
