@@ -104,9 +104,12 @@ def spawn(argv: list[str], cpu: int | None, *, quiet: bool = False) -> Iterator[
                 process.wait()
 
 
-def wait_for_port(port: int, timeout: float = 20) -> None:
+def wait_for_port(port: int, timeout: float = 20, *, proc: Proc | None = None) -> None:
+    """Returns once something listens on `port`; raises at once if `proc` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.process.poll() is not None:
+            raise RuntimeError(f"{proc.process.args!r} exited with {proc.process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
+import harness
 import runstream
 from runstream.cli.replicas import redis_server
 from runstream.v1 import (
@@ -41,44 +40,15 @@ from runstream.v1 import (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
-@contextmanager
-def process(argv: list[str], port: int) -> Iterator[None]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_listening(port, proc)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @contextmanager
 def runstream_serve(store: str) -> Iterator[str]:
-    port = free_port()
+    port = harness.free_port()
     argv = [
         sys.executable, "-m", "runstream.cli.main", "serve",
         "--address", f"127.0.0.1:{port}", "--store", store, "--log-level", "warning",
     ]  # fmt: skip
-    with process(argv, port):
+    with harness.spawn(argv, None, quiet=True) as proc:
+        harness.wait_for_port(port, proc=proc)
         yield f"127.0.0.1:{port}"
 
 
