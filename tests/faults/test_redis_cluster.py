@@ -92,7 +92,7 @@ async def replicas(three_masters: list[RedisProcess], tmp_path: Path) -> AsyncIt
 
 
 async def test_a_run_watched_through_a_three_master_cluster(
-    three_masters: list[RedisProcess], replicas: Replicas
+    three_masters: list[RedisProcess], replicas: Replicas, tmp_path: Path
 ) -> None:
     runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
     ids = []
@@ -101,13 +101,16 @@ async def test_a_run_watched_through_a_three_master_cluster(
         ids.append(created.run.run_id)
     watched = ids[0]
 
-    async def watch() -> list[int]:
+    seen: list[int] = []
+
+    async def watch() -> None:
         # No heartbeat before the run ends (5 minutes): only the notices of A's
         # commits, live, can bring B's watcher the events.
         request = run_service_pb2.WatchRunRequest(
             run_id=watched, heartbeat_interval=duration_pb2.Duration(seconds=300)
         )
-        return [e.seq async for r in runs_b.WatchRun(request) for e in r.events]
+        async for response in runs_b.WatchRun(request):
+            seen.extend(e.seq for e in response.events)
 
     watcher = asyncio.create_task(watch())
     for start in range(0, 2000, 100):
@@ -122,7 +125,14 @@ async def test_a_run_watched_through_a_three_master_cluster(
     last = await report_a.AppendEvents(
         report_service_pb2.AppendEventsRequest(run_id=watched, events=[done])
     )
-    seen = await asyncio.wait_for(watcher, 60)
+    try:
+        await asyncio.wait_for(watcher, 60)
+    except TimeoutError:  # say where B's watcher stopped, and what B logged
+        b_log = (tmp_path / "b.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(
+            f"B's watcher saw {len(seen)} of {last.last_seq} events (last: "
+            f"{seen[-1] if seen else None}) in 60 s; B's log ends:\n{b_log}"
+        ) from None
     assert seen == list(range(1, last.last_seq + 1))
     listed = await runs_b.ListRuns(run_service_pb2.ListRunsRequest(page_size=50))
     assert sorted(r.run_id for r in listed.runs) == sorted(ids)
