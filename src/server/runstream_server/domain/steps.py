@@ -55,6 +55,12 @@ class RunSteps:
             )
         return step
 
+    def _open(self, step_id: str, path: str) -> run_pb2.Step:
+        """The step an event names, not yet done; FAILED_PRECONDITION if it is."""
+        step = self.known(step_id, path)
+        _not_done(step, path)
+        return step
+
     # --- step events ------------------------------------------------------------------------
 
     def on_step_started(
@@ -69,8 +75,7 @@ class RunSteps:
     def on_step_progress(
         self, p: event_pb2.StepProgress, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self.known(p.step_id, path)
-        _not_done(step, path)
+        step = self._open(p.step_id, path)
         if step.status != run_pb2.STEP_STATUS_RUNNING:
             self._begin(step, when)
         step.percent = p.percent
@@ -86,8 +91,7 @@ class RunSteps:
     def on_step_completed(
         self, p: event_pb2.StepCompleted, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self.known(p.step_id, path)
-        _not_done(step, path)
+        step = self._open(p.step_id, path)
         if p.HasField("duration"):
             step.duration.CopyFrom(p.duration)
         step.percent = 100
@@ -101,16 +105,14 @@ class RunSteps:
     def on_step_failed(
         self, p: event_pb2.StepFailed, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self.known(p.step_id, path)
-        _not_done(step, path)
+        step = self._open(p.step_id, path)
         step.error.CopyFrom(p.error)
         self._end(step, run_pb2.STEP_STATUS_FAILED, when)
 
     def on_step_skipped(
         self, p: event_pb2.StepSkipped, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self.known(p.step_id, path)
-        _not_done(step, path)
+        step = self._open(p.step_id, path)
         step.skip_reason = p.reason
         self._end(step, run_pb2.STEP_STATUS_SKIPPED, when)
 
