@@ -1,11 +1,12 @@
 """Following other replicas: the notices of the store's one reader, applied in order.
 
 The store's reader (one per process) hands every notice to :meth:`Notices.on_notice`, which
-only queues it; one task applies them in order. A commit notice of a run this process holds
-is folded in by the ledger (which reads any gap from the log) and delivered like a local
-commit. A run it does not hold still has its deadlines armed here, so they never rest on one
-replica. A viewer count change goes to WatchRuns, a purge corrects the held state. A gap (a
-reconnect, or a queue that overflowed) checks every held run against the store's head.
+only queues it; one task applies them in order. A commit notice of a run this process holds,
+or is loading (its load may have read the store before that commit), is folded in by the
+ledger (which reads any gap from the log) and delivered like a local commit. A run it does
+not hold still has its deadlines armed here, so they never rest on one replica. A viewer
+count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
+queue that overflowed) checks every held run against the store's head.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class Notices:
 
     async def _apply(self, notice: CommitNotice) -> None:
         run_id = notice.run_id
-        if self._ledger.cached(run_id) is None:
+        # A run being loaded may have been read before this commit: catching up waits for
+        # the load and folds in what it missed, which no later notice may ever bring.
+        if self._ledger.cached(run_id) is None and not self._ledger.loading(run_id):
             # Not held here: nothing to fold, but its deadlines must not rest on one replica.
             events = notice.events or tuple(
                 await self._store.read_events(run_id, notice.first_seq - 1, 1000)

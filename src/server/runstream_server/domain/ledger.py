@@ -163,6 +163,10 @@ class RunLedger:
         """The run's state if this process holds it, without loading it."""
         return self._slots.state(run_id)
 
+    def loading(self, run_id: str) -> bool:
+        """Whether the run is being loaded into memory now (or is about to be)."""
+        return self._slots.loading(run_id)
+
     def locked(self, run_id: str) -> AbstractAsyncContextManager[RunSlot]:
         """Holds the run's lock (its slot stays while held)."""
         return self._slots.locked(run_id)

@@ -53,6 +53,11 @@ class RunSlots:
         self._slots.move_to_end(run_id)
         return slot.state
 
+    def loading(self, run_id: str) -> bool:
+        """Whether the run is being loaded (its slot is taken, its state not read yet)."""
+        slot = self._slots.get(run_id)
+        return slot is not None and slot.state is None
+
     def held(self) -> list[tuple[str, RunState]]:
         """Every loaded run, e.g. to check them all against the store after a gap."""
         return [(s.run_id, s.state) for s in self._slots.values() if s.state is not None]

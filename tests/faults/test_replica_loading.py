@@ -1,0 +1,96 @@
+"""A replica that is still loading a run when another replica's commit notice arrives.
+
+Real redis-server (the session's, under a key prefix of its own), two in-process replicas.
+Loading a run takes a few store reads; a notice of a commit made after the first of them
+must not be passed over because the run is not in memory yet: that replica would keep the
+run as it was, and its watchers would wait for their next heartbeat, not even ending when
+the commit was the run's last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import (
+    event_pb2,
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2_grpc,
+)
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.domain.following import Notices
+from runstream_server.domain.ledger import RunLedger
+from runstream_server.domain.state import RunState
+from runstream_server.store.base import CommitNotice
+
+from tests.conftest import RedisProcess, redis_store_url, serving_on
+
+
+async def test_a_commit_noticed_while_the_other_replica_loads_the_run_reaches_its_watcher(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = redis_store_url(redis_server, tmp_path)  # keys of this test's own
+    target: list[str] = []  # the watched run, once created
+    loaded_seq: list[int] = []
+    read = asyncio.Event()  # B has read the run from the store, and is still loading it
+    noticed = asyncio.Event()  # B has begun applying A's commit notice
+    restore, apply = RunLedger._restore, Notices._apply
+
+    async def slow_restore(self: RunLedger, run_id: str) -> RunState:
+        state = await restore(self, run_id)
+        if run_id in target and not read.is_set():
+            loaded_seq.append(state.last_seq)
+            read.set()
+            await noticed.wait()  # the commit's notice comes before the load is done
+        return state
+
+    async def applying(self: Notices, notice: CommitNotice) -> None:
+        if notice.run_id in target and loaded_seq and notice.last_seq > loaded_seq[0]:
+            noticed.set()
+        await apply(self, notice)
+
+    monkeypatch.setattr(RunLedger, "_restore", slow_restore)
+    monkeypatch.setattr(Notices, "_apply", applying)
+    async with (
+        serving_on(url, tmp_path / "a", grace=None) as a,
+        serving_on(url, tmp_path / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        created = await run_service_pb2_grpc.RunServiceStub(on_a).CreateRun(
+            rs.CreateRunRequest(workflow="loading")
+        )
+        run_id = created.run.run_id
+        target.append(run_id)
+        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
+        seen: list[int] = []
+
+        async def watch() -> None:  # no heartbeat (and so no head check) for 5 minutes
+            request = rs.WatchRunRequest(
+                run_id=run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
+            )
+            async for response in runs_b.WatchRun(request):
+                seen.extend(e.seq for e in response.events)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait_for(read.wait(), 10)
+            report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
+            tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
+            done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+            acked = await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick, tick, done])
+            )
+            # The run's last commit: only its notice can tell B the run ended. B's watcher
+            # ends after the terminal event, and B answers with the run as it ended.
+            await asyncio.wait_for(watcher, 10)
+            assert seen == list(range(1, acked.last_seq + 1))
+            run = (await runs_b.GetRun(rs.GetRunRequest(run_id=run_id))).run
+            assert (run.status, run.last_seq) == (run_pb2.RUN_STATUS_SUCCEEDED, acked.last_seq)
+        finally:
+            watcher.cancel()
