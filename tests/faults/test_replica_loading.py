@@ -26,36 +26,55 @@ from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain.following import Notices
 from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.state import RunState
-from runstream_server.store.base import CommitNotice
+from runstream_server.store.base import CommitNotice, Notice
 
 from tests.conftest import RedisProcess, redis_store_url, serving_on
 
 
-async def test_a_commit_noticed_while_the_other_replica_loads_the_run_reaches_its_watcher(
-    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("notice", ["applied", "lost-then-resync"])
+async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_watcher(
+    notice: str, redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`applied`: the commit's notice is applied while B loads the run. `lost-then-resync`:
+    the notice is lost (a reconnect) and the resync after the gap runs while B loads it."""
     url = redis_store_url(redis_server, tmp_path)  # keys of this test's own
     target: list[str] = []  # the watched run, once created
     loaded_seq: list[int] = []
     read = asyncio.Event()  # B has read the run from the store, and is still loading it
-    noticed = asyncio.Event()  # B has begun applying A's commit notice
-    restore, apply = RunLedger._restore, Notices._apply
+    noticed = asyncio.Event()  # B has begun applying the notice, or the resync
+    restore, on_notice = RunLedger._restore, Notices.on_notice
+    apply, resync = Notices._apply, Notices._resync
+
+    def after_load(commit: Notice) -> bool:
+        return isinstance(commit, CommitNotice) and commit.run_id in target and bool(loaded_seq)
 
     async def slow_restore(self: RunLedger, run_id: str) -> RunState:
         state = await restore(self, run_id)
         if run_id in target and not read.is_set():
             loaded_seq.append(state.last_seq)
             read.set()
-            await noticed.wait()  # the commit's notice comes before the load is done
+            await noticed.wait()  # the notice, or the resync, comes before the load is done
         return state
 
-    async def applying(self: Notices, notice: CommitNotice) -> None:
-        if notice.run_id in target and loaded_seq and notice.last_seq > loaded_seq[0]:
+    def losing(self: Notices, commit: Notice) -> None:  # lost with the connection: a gap
+        on_notice(self, None if after_load(commit) else commit)
+
+    async def applying(self: Notices, commit: CommitNotice) -> None:
+        if after_load(commit):
             noticed.set()
-        await apply(self, notice)
+        await apply(self, commit)
+
+    async def resyncing(self: Notices) -> None:
+        if loaded_seq:
+            noticed.set()
+        await resync(self)
 
     monkeypatch.setattr(RunLedger, "_restore", slow_restore)
-    monkeypatch.setattr(Notices, "_apply", applying)
+    if notice == "applied":
+        monkeypatch.setattr(Notices, "_apply", applying)
+    else:
+        monkeypatch.setattr(Notices, "on_notice", losing)
+        monkeypatch.setattr(Notices, "_resync", resyncing)
     async with (
         serving_on(url, tmp_path / "a", grace=None) as a,
         serving_on(url, tmp_path / "b", grace=None) as b,

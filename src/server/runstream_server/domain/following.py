@@ -89,6 +89,10 @@ class Notices:
         await self._ledger.catch_up(run_id, notice)
 
     async def _resync(self) -> None:
-        """After a gap in notices: every held run against the store's head."""
-        for run_id, state in self._ledger.held_runs():
+        """After a gap in notices: every held run against the store's head, and every run
+        being loaded (its load may have read the store before the commits the gap lost)."""
+        held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
+        for run_id, state in held:
             await self._ledger.refresh(run_id, state)
+        for run_id in loading:
+            await self._ledger.catch_up(run_id)

@@ -318,6 +318,8 @@ class Hub:
             if first != sub.cursor + 1:
                 if last > sub.cursor:
                     sub.fall_behind()  # a gap (or an overlap): the store sorts it out
+                else:  # read from the store already; the run's head caught up (maybe ended)
+                    sub.wake()
                 continue
             kinds = sub.kinds
             if kinds is None:

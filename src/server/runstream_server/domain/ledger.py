@@ -167,6 +167,10 @@ class RunLedger:
         """Whether the run is being loaded into memory now (or is about to be)."""
         return self._slots.loading(run_id)
 
+    def loading_runs(self) -> list[str]:
+        """The runs being loaded into memory now."""
+        return self._slots.loading_runs()
+
     def locked(self, run_id: str) -> AbstractAsyncContextManager[RunSlot]:
         """Holds the run's lock (its slot stays while held)."""
         return self._slots.locked(run_id)

@@ -58,6 +58,9 @@ class RunSlots:
         slot = self._slots.get(run_id)
         return slot is not None and slot.state is None
 
+    def loading_runs(self) -> list[str]:
+        return [s.run_id for s in self._slots.values() if s.state is None]
+
     def held(self) -> list[tuple[str, RunState]]:
         """Every loaded run, e.g. to check them all against the store after a gap."""
         return [(s.run_id, s.state) for s in self._slots.values() if s.state is not None]
