@@ -150,8 +150,11 @@ class Watching:
                     if sub.overflowed:
                         observer.overflowed()
                     cursor = sub.cursor
-                    while cursor < self._ledger.held(run_id).last_seq:
-                        events = framed(await self._store.read_events(run_id, cursor, max_events))
+                    while cursor < (head_seq := self._ledger.held(run_id).last_seq):
+                        # Never past the head: the store may hold a commit not yet folded
+                        # (and acknowledged), which a resume after it would find out of range.
+                        limit = min(max_events, head_seq - cursor)
+                        events = framed(await self._store.read_events(run_id, cursor, limit))
                         if not events:
                             await self._ledger.check_gap(run_id, cursor, "after_seq")
                             break
