@@ -30,18 +30,22 @@ from runstream_server.store.base import CommitNotice, Notice
 
 from tests.conftest import RedisProcess, redis_store_url, serving_on
 
+UNKNOWN = "f" * 32  # a run id nobody created
+
 
 @pytest.mark.parametrize("notice", ["applied", "lost-then-resync"])
 async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_watcher(
     notice: str, redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`applied`: the commit's notice is applied while B loads the run. `lost-then-resync`:
-    the notice is lost (a reconnect) and the resync after the gap runs while B loads it."""
+    the notice is lost (a reconnect) and the resync after the gap runs while B loads it, and
+    while B also loads a run that does not exist (asked for first, so resynced first)."""
     url = redis_store_url(redis_server, tmp_path)  # keys of this test's own
     target: list[str] = []  # the watched run, once created
     loaded_seq: list[int] = []
     read = asyncio.Event()  # B has read the run from the store, and is still loading it
     noticed = asyncio.Event()  # B has begun applying the notice, or the resync
+    unknown_loading = asyncio.Event()  # B is loading a run nobody created
     restore, on_notice = RunLedger._restore, Notices.on_notice
     apply, resync = Notices._apply, Notices._resync
 
@@ -49,6 +53,9 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
         return isinstance(commit, CommitNotice) and commit.run_id in target and bool(loaded_seq)
 
     async def slow_restore(self: RunLedger, run_id: str) -> RunState:
+        if run_id == UNKNOWN:
+            unknown_loading.set()
+            await noticed.wait()
         state = await restore(self, run_id)
         if run_id in target and not read.is_set():
             loaded_seq.append(state.last_seq)
@@ -96,6 +103,8 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
             async for response in runs_b.WatchRun(request):
                 seen.extend(e.seq for e in response.events)
 
+        asking = asyncio.ensure_future(runs_b.GetRun(rs.GetRunRequest(run_id=UNKNOWN)))
+        await asyncio.wait_for(unknown_loading.wait(), 10)
         watcher = asyncio.create_task(watch())
         try:
             await asyncio.wait_for(read.wait(), 10)
@@ -111,5 +120,9 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
             assert seen == list(range(1, acked.last_seq + 1))
             run = (await runs_b.GetRun(rs.GetRunRequest(run_id=run_id))).run
             assert (run.status, run.last_seq) == (run_pb2.RUN_STATUS_SUCCEEDED, acked.last_seq)
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await asking
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         finally:
             watcher.cancel()
+            asking.cancel()

@@ -12,6 +12,7 @@ queue that overflowed) checks every held run against the store's head.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -19,6 +20,7 @@ from runstream.v1 import event_pb2
 
 from runstream_server.domain.hub import RunsHub
 from runstream_server.domain.ledger import RunLedger, decode
+from runstream_server.errors import NotFound
 from runstream_server.store.base import (
     CommitNotice,
     EventStore,
@@ -95,4 +97,5 @@ class Notices:
         for run_id, state in held:
             await self._ledger.refresh(run_id, state)
         for run_id in loading:
-            await self._ledger.catch_up(run_id)
+            with contextlib.suppress(NotFound):  # a run asked for that does not exist
+                await self._ledger.catch_up(run_id)
