@@ -368,14 +368,10 @@ def main() -> None:
             "bare": produce_bare,
             "nothing": produce_nothing,
         }[args.system]
-        if args.linger:
-            if args.system != "runstream":
-                parser.error("--linger is the SDK's: produce runstream only")
-            asyncio.run(
-                produce_runstream(args.target, args.rate, args.count, args.closed, args.linger)
-            )
-        else:
-            asyncio.run(producer(args.target, args.rate, args.count, args.closed))
+        if args.linger and args.system != "runstream":
+            parser.error("--linger is the SDK's: produce runstream only")
+        linger = {"linger": args.linger} if args.linger else {}
+        asyncio.run(producer(args.target, args.rate, args.count, args.closed, **linger))
     else:
         asyncio.run(
             watch(args.system, args.target, args.run_id, args.watchers, args.per_channel, args.mode)

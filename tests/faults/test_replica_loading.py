@@ -42,7 +42,6 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
     while B also loads a run that does not exist (asked for first, so resynced first)."""
     url = redis_store_url(redis_server, tmp_path)  # keys of this test's own
     target: list[str] = []  # the watched run, once created
-    loaded_seq: list[int] = []
     read = asyncio.Event()  # B has read the run from the store, and is still loading it
     noticed = asyncio.Event()  # B has begun applying the notice, or the resync
     unknown_loading = asyncio.Event()  # B is loading a run nobody created
@@ -50,7 +49,7 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
     apply, resync = Notices._apply, Notices._resync
 
     def after_load(commit: Notice) -> bool:
-        return isinstance(commit, CommitNotice) and commit.run_id in target and bool(loaded_seq)
+        return isinstance(commit, CommitNotice) and commit.run_id in target and read.is_set()
 
     async def slow_restore(self: RunLedger, run_id: str) -> RunState:
         if run_id == UNKNOWN:
@@ -58,7 +57,6 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
             await noticed.wait()
         state = await restore(self, run_id)
         if run_id in target and not read.is_set():
-            loaded_seq.append(state.last_seq)
             read.set()
             await noticed.wait()  # the notice, or the resync, comes before the load is done
         return state
@@ -72,7 +70,7 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
         await apply(self, commit)
 
     async def resyncing(self: Notices) -> None:
-        if loaded_seq:
+        if read.is_set():
             noticed.set()
         await resync(self)
 

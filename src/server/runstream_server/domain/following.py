@@ -80,7 +80,7 @@ class Notices:
         run_id = notice.run_id
         # A run being loaded may have been read before this commit: catching up waits for
         # the load and folds in what it missed, which no later notice may ever bring.
-        if self._ledger.cached(run_id) is None and not self._ledger.loading(run_id):
+        if not self._ledger.in_memory(run_id):
             # Not held here: nothing to fold, but its deadlines must not rest on one replica.
             events = notice.events or tuple(
                 await self._store.read_events(run_id, notice.first_seq - 1, 1000)

@@ -163,9 +163,9 @@ class RunLedger:
         """The run's state if this process holds it, without loading it."""
         return self._slots.state(run_id)
 
-    def loading(self, run_id: str) -> bool:
-        """Whether the run is being loaded into memory now (or is about to be)."""
-        return self._slots.loading(run_id)
+    def in_memory(self, run_id: str) -> bool:
+        """Whether this process holds the run, or is loading it now (without loading it)."""
+        return run_id in self._slots
 
     def loading_runs(self) -> list[str]:
         """The runs being loaded into memory now."""

@@ -53,12 +53,12 @@ class RunSlots:
         self._slots.move_to_end(run_id)
         return slot.state
 
-    def loading(self, run_id: str) -> bool:
-        """Whether the run is being loaded (its slot is taken, its state not read yet)."""
-        slot = self._slots.get(run_id)
-        return slot is not None and slot.state is None
+    def __contains__(self, run_id: str) -> bool:
+        """Whether the run has a slot: loaded, or being loaded."""
+        return run_id in self._slots
 
     def loading_runs(self) -> list[str]:
+        """The runs being loaded (a slot taken, its state not read yet)."""
         return [s.run_id for s in self._slots.values() if s.state is None]
 
     def held(self) -> list[tuple[str, RunState]]:
