@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 from runstream_server.app import RunstreamServer, ServerConfig
 
@@ -221,6 +222,21 @@ async def serving_on(
         yield server
     finally:
         await server.stop(grace=grace)
+
+
+@contextlib.asynccontextmanager
+async def replica_channels(
+    store_url: str, directory: Path
+) -> AsyncIterator[tuple[grpc.aio.Channel, grpc.aio.Channel]]:
+    """Two in-process replicas on the shared store `store_url` (stopped at once on the way
+    out), and a channel to each."""
+    async with (
+        serving_on(store_url, directory / "a", grace=None) as a,
+        serving_on(store_url, directory / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        yield on_a, on_b
 
 
 def redis_cli(*args: str) -> str:

@@ -27,7 +27,7 @@ from runstream_server.domain.following import Notices
 from runstream_server.store.base import CommitNotice
 
 from tests.clients.support import eventually
-from tests.conftest import RedisProcess, serving_on
+from tests.conftest import RedisProcess, replica_channels, serving_on
 
 BEAT = duration_pb2.Duration(nanos=100_000_000)
 
@@ -104,12 +104,7 @@ async def test_a_commit_whose_notice_is_lost_reaches_an_idle_watcher_on_the_othe
             on_notice(self, notice)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Notices, "on_notice", lose_commits)
-    async with (
-        serving_on(redis.url, tmp_path / "a", grace=None) as a,
-        serving_on(redis.url, tmp_path / "b", grace=None) as b,
-        grpc.aio.insecure_channel(a.target) as on_a,
-        grpc.aio.insecure_channel(b.target) as on_b,
-    ):
+    async with replica_channels(redis.url, tmp_path) as (on_a, on_b):
         run_id = (
             await run_service_pb2_grpc.RunServiceStub(on_a).CreateRun(
                 rs.CreateRunRequest(workflow="lost-notice")

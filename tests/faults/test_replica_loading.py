@@ -28,7 +28,7 @@ from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.state import RunState
 from runstream_server.store.base import CommitNotice, Notice
 
-from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.conftest import RedisProcess, redis_store_url, replica_channels
 
 UNKNOWN = "f" * 32  # a run id nobody created
 
@@ -80,12 +80,7 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
     else:
         monkeypatch.setattr(Notices, "on_notice", losing)
         monkeypatch.setattr(Notices, "_resync", resyncing)
-    async with (
-        serving_on(url, tmp_path / "a", grace=None) as a,
-        serving_on(url, tmp_path / "b", grace=None) as b,
-        grpc.aio.insecure_channel(a.target) as on_a,
-        grpc.aio.insecure_channel(b.target) as on_b,
-    ):
+    async with replica_channels(url, tmp_path) as (on_a, on_b):
         created = await run_service_pb2_grpc.RunServiceStub(on_a).CreateRun(
             rs.CreateRunRequest(workflow="loading")
         )

@@ -12,7 +12,6 @@ queue that overflowed) checks every held run against the store's head.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
@@ -94,8 +93,26 @@ class Notices:
         """After a gap in notices: every held run against the store's head, and every run
         being loaded (its load may have read the store before the commits the gap lost)."""
         held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
+        failed: list[tuple[str, Exception]] = []
         for run_id, state in held:
-            await self._ledger.refresh(run_id, state)
+            try:
+                await self._ledger.refresh(run_id, state)
+            except Exception as exc:  # a store error: the runs after it are still checked
+                failed.append((run_id, exc))
         for run_id in loading:
-            with contextlib.suppress(NotFound):  # a run asked for that does not exist
+            try:
                 await self._ledger.catch_up(run_id)
+            except NotFound:  # a run asked for that does not exist
+                pass
+            except Exception as exc:
+                failed.append((run_id, exc))
+        if failed:  # one line, however many runs: they catch up at their next notice
+            run_id, first = failed[0]
+            log.warning(
+                "resync after a gap in notices: %d of %d runs could not be checked "
+                "(the first, %s: %r); they catch up at their next notice or heartbeat",
+                len(failed),
+                len(held) + len(loading),
+                run_id,
+                first,
+            )

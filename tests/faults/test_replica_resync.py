@@ -1,0 +1,98 @@
+"""The resync a replica runs after a gap in notices, when checking one of its runs fails.
+
+Real redis-server (the session's, under a key prefix of its own), two in-process replicas.
+After a gap (a lost connection to the store), replica B checks every run it holds against
+the store. A store error on one of them must not leave the others unchecked: their watchers
+would wait for their next heartbeat, not even ending when the lost commit was the run's last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from google.protobuf import duration_pb2
+from runstream.v1 import (
+    event_pb2,
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2_grpc,
+)
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.domain.following import Notices
+from runstream_server.domain.ledger import RunLedger
+from runstream_server.domain.state import RunState
+from runstream_server.store.base import CommitNotice, Notice
+
+from tests.conftest import RedisProcess, redis_store_url, replica_channels
+
+
+async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_after_it(
+    redis_server: RedisProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = redis_store_url(redis_server, tmp_path)
+    broken: list[str] = []  # the run whose check fails, held by B before the other
+    lost: list[str] = []  # runs whose commit notices are lost (a gap) from now on
+    checked: list[str] = []  # the runs B's resyncs checked, in order
+    refresh, on_notice = RunLedger.refresh, Notices.on_notice
+
+    async def failing_refresh(self: RunLedger, run_id: str, state: RunState) -> None:
+        checked.append(run_id)
+        if run_id in broken:
+            raise ConnectionError("store unreachable while checking this run")
+        await refresh(self, run_id, state)
+
+    def losing(self: Notices, notice: Notice) -> None:
+        gap = isinstance(notice, CommitNotice) and notice.run_id in lost
+        on_notice(self, None if gap else notice)
+
+    monkeypatch.setattr(RunLedger, "refresh", failing_refresh)
+    monkeypatch.setattr(Notices, "on_notice", losing)
+    async with replica_channels(url, tmp_path) as (on_a, on_b):
+        runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
+        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
+        first = (await runs_a.CreateRun(rs.CreateRunRequest(workflow="resync"))).run.run_id
+        second = (await runs_a.CreateRun(rs.CreateRunRequest(workflow="resync"))).run.run_id
+        await runs_b.GetRun(rs.GetRunRequest(run_id=first))  # B holds `first`, then `second`
+        seen: list[int] = []
+        opened = asyncio.Event()
+
+        async def watch() -> None:  # no heartbeat (and so no head check) for 5 minutes
+            request = rs.WatchRunRequest(
+                run_id=second, heartbeat_interval=duration_pb2.Duration(seconds=300)
+            )
+            async for response in runs_b.WatchRun(request):
+                opened.set()
+                seen.extend(e.seq for e in response.events)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait_for(opened.wait(), 10)
+            broken.append(first)
+            lost.extend([first, second])
+            report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
+            tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
+            done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+            await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=first, events=[tick])
+            )
+            acked = await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=second, events=[tick, tick, done])
+            )
+            # Only the resync can tell B about the second run's commit: the check of the
+            # first fails every time, and comes first.
+            with caplog.at_level(logging.WARNING, "runstream.runs"):
+                await asyncio.wait_for(watcher, 10)
+            assert checked.index(first) < checked.index(second)
+            assert seen == list(range(1, acked.last_seq + 1))
+            run = (await runs_b.GetRun(rs.GetRunRequest(run_id=second))).run
+            assert (run.status, run.last_seq) == (run_pb2.RUN_STATUS_SUCCEEDED, acked.last_seq)
+            assert any("could not be checked" in r.getMessage() for r in caplog.records)
+        finally:
+            watcher.cancel()
