@@ -515,7 +515,10 @@ async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
             assert (result.choice, result.answered_by) == ("summiteer", "ana")
             await run.complete()
             await run.close()
-            assert await asyncio.wait_for(viewer.wait(), 30) == 0
+            try:  # the run ended: so does the watcher
+                assert await asyncio.wait_for(viewer.wait(), 30) == 0
+            except TimeoutError:
+                raise AssertionError(output.decode(errors="replace")[-3000:]) from None
         finally:
             if viewer.returncode is None:
                 viewer.kill()

@@ -1,11 +1,22 @@
-"""Builders for requests and events, so tests read as the story they check."""
+"""Builders for requests and events, and callers with tokens, so tests read as the story
+they check."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from runstream.v1 import event_pb2, run_pb2, run_service_pb2
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from runstream._auth import auth_interceptors
+from runstream.v1 import (
+    event_pb2,
+    report_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
 from runstream.v1 import report_service_pb2 as rp
 
 ev = event_pb2
@@ -42,3 +53,37 @@ async def watch_all(stubs: Any, run_id: str, **fields: Any) -> list[Any]:
 
 def seqs(responses: Sequence[Any]) -> list[int]:
     return [e.seq for r in responses for e in r.events]
+
+
+class Caller:
+    """One principal's stubs on one server (its token, if any, sent on every call)."""
+
+    def __init__(self, target: str, token: str | None) -> None:
+        self.channel = grpc.aio.insecure_channel(target, interceptors=auth_interceptors(token))
+        self.runs = run_service_pb2_grpc.RunServiceStub(self.channel)
+        self.report = report_service_pb2_grpc.ReportServiceStub(self.channel)
+
+
+def retry_info(exc: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay of a RESOURCE_EXHAUSTED answer, in seconds."""
+    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (exc.code(), exc.details())
+    [raw] = [v for k, v in exc.trailing_metadata() or () if k == "grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    [detail] = status.details
+    info = error_details_pb2.RetryInfo()
+    assert detail.Unpack(info)
+    return info.retry_delay.ToNanoseconds() / 1e9
+
+
+async def opened(stream: Any) -> Any:
+    """Waits for the stream's first message (it is open on the server then)."""
+    async for response in stream:
+        return response
+    raise AssertionError("the stream ended")
+
+
+async def refused(stream: Any) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await opened(stream)
+    return info.value

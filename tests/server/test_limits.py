@@ -13,16 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
-from runstream._auth import auth_interceptors
 from runstream.v1 import report_service_pb2 as rp
-from runstream.v1 import report_service_pb2_grpc, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.auth.limits import Limits
 
 from tests.identity import Keys, rs256_auth
-from tests.server.support import custom
+from tests.server.support import Caller, custom, opened, refused, retry_info
 
 LIMITS = Limits(
     watch_streams_per_principal=2,
@@ -31,13 +28,6 @@ LIMITS = Limits(
     append_events_per_second=5.0,
     append_burst=10,
 )
-
-
-class Caller:
-    def __init__(self, target: str, token: str | None) -> None:
-        self.channel = grpc.aio.insecure_channel(target, interceptors=auth_interceptors(token))
-        self.runs = run_service_pb2_grpc.RunServiceStub(self.channel)
-        self.report = report_service_pb2_grpc.ReportServiceStub(self.channel)
 
 
 @pytest.fixture
@@ -65,31 +55,6 @@ async def callers(limited: RunstreamServer, keys: Keys) -> AsyncIterator[dict[st
     finally:
         for caller in everyone.values():
             await caller.channel.close()
-
-
-def retry_info(exc: grpc.aio.AioRpcError) -> float:
-    """The RetryInfo delay of a RESOURCE_EXHAUSTED answer, in seconds."""
-    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (exc.code(), exc.details())
-    [raw] = [v for k, v in exc.trailing_metadata() or () if k == "grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(raw)
-    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-    [detail] = status.details
-    info = error_details_pb2.RetryInfo()
-    assert detail.Unpack(info)
-    return info.retry_delay.ToNanoseconds() / 1e9
-
-
-async def opened(stream: Any) -> Any:
-    """Waits for the stream's first message (it is open on the server then)."""
-    async for response in stream:
-        return response
-    raise AssertionError("the stream ended")
-
-
-async def refused(stream: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await opened(stream)
-    return info.value
 
 
 async def test_watch_streams_per_principal(callers: dict[str, Caller]) -> None:

@@ -47,9 +47,9 @@ from runstream_server.auth.edge import (
     SecurityConfig,
     auth_interceptors,
     check_exposure,
-    limit_interceptors,
     listen,
 )
+from runstream_server.auth.limits import LimitInterceptor
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
@@ -172,6 +172,7 @@ class RunstreamServer:
         self._server: aio.Server | None = None
         self._store: ObservedStore | None = None
         self._store_health: asyncio.Task[None] | None = None
+        self._sharing: asyncio.Task[None] | None = None
         self._health: health_aio.HealthServicer | None = None
         self.runs: RunManager | None = None
         self.telemetry: Telemetry | None = None
@@ -223,6 +224,7 @@ class RunstreamServer:
         )
         await self.runs.start()
         await self._count_open_decisions(self.runs, telemetry)
+        limits = LimitInterceptor(config.security.limits, self._store)
         server = aio.server(
             # Requests first (it sees every call's final status, refused ones included), then
             # auth (a refused call goes no further); ErrorInterceptor before the limits and
@@ -231,7 +233,7 @@ class RunstreamServer:
                 RequestInterceptor(telemetry, rpc_tracer),
                 *interceptors,
                 ErrorInterceptor(),
-                *limit_interceptors(config.security, self._store),
+                limits,
                 DecodingInterceptor(),
             ],
             options=self._options(),
@@ -285,6 +287,8 @@ class RunstreamServer:
         # (a Redis outage must take replicas out of rotation, not restart them all).
         await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._store_health = asyncio.create_task(self._watch_store(self._store))
+        if self._store.shared and config.security.auth is not None:  # per-principal limits
+            self._sharing = asyncio.create_task(limits.share_forever())
         log.info("serving on %s (store %s)", self.target, describe_store(config))
         if self.metrics_port:
             host = config.metrics_address.rsplit(":", 1)[0]  # type: ignore[union-attr]
@@ -355,9 +359,10 @@ class RunstreamServer:
         """Graceful stop: NOT_SERVING, streams end UNAVAILABLE, calls get `grace` seconds."""
         if self._server is None:
             return
-        if self._store_health is not None:
-            self._store_health.cancel()
-            self._store_health = None
+        for task in (self._store_health, self._sharing):
+            if task is not None:
+                task.cancel()
+        self._store_health = self._sharing = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self.runs is not None:

@@ -18,16 +18,14 @@ import grpc
 from grpc import aio
 
 from runstream_server.auth.interceptor import AuthInterceptor
-from runstream_server.auth.limits import LimitInterceptor, Limits
+from runstream_server.auth.limits import Limits
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
-from runstream_server.store.base import EventStore
 
 __all__ = [
     "SecurityConfig",
     "TlsConfig",
     "auth_interceptors",
     "check_exposure",
-    "limit_interceptors",
     "listen",
 ]
 
@@ -99,13 +97,6 @@ def auth_interceptors(security: SecurityConfig) -> list[aio.ServerInterceptor[An
     if security.auth is None:
         return []
     return [AuthInterceptor(TokenVerifier(security.auth))]
-
-
-def limit_interceptors(
-    security: SecurityConfig, store: EventStore
-) -> list[aio.ServerInterceptor[Any, Any]]:
-    """The limit interceptor, to put after the error interceptor (which answers its refusals)."""
-    return [LimitInterceptor(security.limits, store)]
 
 
 def listen(server: aio.Server, address: str, security: SecurityConfig) -> int:

@@ -5,6 +5,13 @@
 - active (not ended) runs per tenant, checked on CreateRun;
 - events appended per second per producer: a token bucket on AppendEvents and Report.
 
+On a shared store the per-principal limits count a principal's use on every replica: each
+replica exchanges its callers' open streams and appended events with the others every
+``share_interval`` (one store round trip), and checks against its own counts plus the others'
+as last exchanged, so checks never wait for the store. Between exchanges a principal can go
+over by what it takes on other replicas in one interval; a replica that cannot reach the
+store counts alone until it can.
+
 Over a limit the call gets RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` detail saying
 when to try again; the SDK waits that long and retries. A refused append stores nothing, and
 what was acknowledged before stays acknowledged. Per-principal and per-tenant limits need a
@@ -13,6 +20,8 @@ principal, so with auth off only the watchers-per-run limit applies.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections import defaultdict
@@ -26,11 +35,13 @@ from runstream.v1 import run_pb2
 from runstream_server.api.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.auth.principal import Principal, current
 from runstream_server.errors import ResourceExhausted
-from runstream_server.store.base import EventStore, RunFilter
+from runstream_server.store.base import EventStore, RunFilter, Usage
 
 __all__ = ["LimitInterceptor", "Limits", "TokenBucket"]
 
 Context = aio.ServicerContext[Any, Any]
+
+log = logging.getLogger("runstream.limits")
 
 _RUN = "/runstream.v1.RunService/"
 _STREAMS = {_RUN + "WatchRun", _RUN + "WatchRuns", "/runstream.v1.DecisionService/Interact"}
@@ -63,6 +74,8 @@ class Limits:
     """The RetryInfo delay when a stream limit is reached (a stream may close by then)."""
     runs_retry_after: float = 10.0
     """The RetryInfo delay when a tenant has too many active runs."""
+    share_interval: float = 1.0
+    """On a shared store, how often replicas exchange their callers' usage (seconds)."""
 
 
 class TokenBucket:
@@ -78,14 +91,26 @@ class TokenBucket:
 
     def take(self, n: int) -> float:
         """Takes `n` tokens and returns 0, or takes none and returns the seconds to wait."""
-        now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
-        self._at = now
+        self._refill()
         need = min(n, self.burst)
         if self._tokens >= need:
             self._tokens -= n
             return 0.0
         return (need - self._tokens) / self.rate
+
+    def charge(self, n: int) -> None:
+        """Takes `n` tokens spent elsewhere (another replica), into debt if need be."""
+        self._refill()
+        self._tokens -= n
+
+    def full(self) -> bool:
+        self._refill()
+        return self._tokens >= self.burst
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        self._at = now
 
 
 def _who(principal: Principal) -> str:
@@ -106,6 +131,9 @@ class LimitInterceptor(HandlerRewriter):
         self._streams: defaultdict[str, int] = defaultdict(int)
         self._watchers: defaultdict[str, int] = defaultdict(int)
         self._buckets: dict[str, TokenBucket] = {}
+        self._appended: dict[str, int] = {}  # who -> events appended here since counted
+        self._elsewhere: dict[str, int] = {}  # who -> streams open on the other replicas
+        self._seen: dict[str, dict[str, int]] = {}  # replica -> who -> appended, last exchange
         self._active: dict[str, tuple[int, float]] = {}  # tenant -> (count, counted at)
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
@@ -155,7 +183,7 @@ class LimitInterceptor(HandlerRewriter):
         run_id = getattr(request, "run_id", None) if method_name == _RUN + "WatchRun" else None
         if not isinstance(run_id, str):
             run_id = None
-        if who is not None and 0 < limits.watch_streams_per_principal <= self._streams[who]:
+        if who is not None and 0 < limits.watch_streams_per_principal <= self._open(who):
             raise ResourceExhausted(
                 f"{limits.watch_streams_per_principal} watch streams are open for "
                 f"{principal.subject if principal else who}; close one first",
@@ -179,6 +207,10 @@ class LimitInterceptor(HandlerRewriter):
 
         context.add_done_callback(closed)  # type: ignore[arg-type]
 
+    def _open(self, who: str) -> int:
+        """The principal's open streams, here and (as last exchanged) on other replicas."""
+        return self._streams.get(who, 0) + self._elsewhere.get(who, 0)
+
     @staticmethod
     def _release(counts: defaultdict[str, int], key: str) -> None:
         counts[key] -= 1
@@ -192,19 +224,25 @@ class LimitInterceptor(HandlerRewriter):
         if events <= 0 or limits.append_events_per_second <= 0:
             return
         who = _who(principal)
-        bucket = self._buckets.get(who)
-        if bucket is None:
-            bucket = self._buckets[who] = TokenBucket(
-                limits.append_events_per_second, max(1, limits.append_burst)
-            )
-        wait = bucket.take(events)
-        if wait > 0:
+        wait = self._bucket(who).take(events)
+        if wait == 0:
+            self._appended[who] = self._appended.get(who, 0) + events
+        else:
             raise ResourceExhausted(
                 f"events: {principal.subject} may append {limits.append_events_per_second:g} "
                 f"events per second (bursts of {limits.append_burst}); this batch of {events} "
                 f"is over it, and nothing of it was stored",
                 retry_after=wait,
             )
+
+    def _bucket(self, who: str) -> TokenBucket:
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            limits = self._limits
+            bucket = self._buckets[who] = TokenBucket(
+                limits.append_events_per_second, max(1, limits.append_burst)
+            )
+        return bucket
 
     def _metered(self, principal: Principal, method_name: str, request: Any) -> Any:
         if method_name.endswith("/AppendEvents"):
@@ -216,6 +254,57 @@ class LimitInterceptor(HandlerRewriter):
         async for request in requests:
             self._take(principal, len(getattr(request, "events", ())))
             yield request
+
+    # --- replicas on a shared store -------------------------------------------------------
+
+    async def share_forever(self) -> None:
+        """Exchanges usage with the other replicas every ``share_interval``, until cancelled."""
+        failing, first = False, True
+        while True:
+            if not first:
+                await asyncio.sleep(self._limits.share_interval)
+            try:
+                others = await self._store.share_usage(self._usage())
+            except Exception as exc:  # the store is unreachable: counted alone meanwhile
+                if not failing:
+                    log.warning("cannot share limit usage with the other replicas: %r", exc)
+                failing = True
+                continue
+            if failing:
+                log.info("sharing limit usage with the other replicas again")
+            failing = False
+            self._learn(others, first=first)
+            first = False
+
+    def _usage(self) -> dict[str, Usage]:
+        """This replica's use by principal; an idle one (no stream, a full bucket) is
+        forgotten, and counted again from 0 when it comes back."""
+        for who in list(self._appended):
+            if who not in self._streams and self._bucket(who).full():
+                del self._appended[who]
+        return {
+            who: Usage(self._streams.get(who, 0), self._appended.get(who, 0))
+            for who in self._streams.keys() | self._appended.keys()
+        }
+
+    def _learn(self, others: dict[str, dict[str, Usage]], *, first: bool) -> None:
+        """Takes the others' streams as they are, and charges what they appended since the
+        last exchange to this replica's buckets. At this replica's `first` exchange their
+        counts are history; a replica that appears later has just started, and all it
+        counted is news."""
+        elsewhere: defaultdict[str, int] = defaultdict(int)
+        for replica, use in others.items():
+            before = self._seen.get(replica)
+            for who, usage in use.items():
+                elsewhere[who] += usage.streams
+                if first:
+                    continue
+                last = (before or {}).get(who, 0)  # absent: counted from 0 since then
+                spent = usage.appended - last if usage.appended >= last else usage.appended
+                if spent > 0:
+                    self._bucket(who).charge(spent)
+        self._seen = {r: {w: u.appended for w, u in use.items()} for r, use in others.items()}
+        self._elsewhere = {who: n for who, n in elsewhere.items() if n}
 
     # --- runs per tenant ----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ this replica's own, as Prometheus expects of each scraped target.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from runstream.v1 import run_pb2
@@ -31,6 +31,7 @@ from runstream_server.store.base import (
     RunFilter,
     RunPage,
     StoredEvent,
+    Usage,
 )
 
 __all__ = ["ObservedStore"]
@@ -170,6 +171,13 @@ class ObservedStore:
             return await self.inner.viewers(run_ids)
         except Exception:
             self._telemetry.store_failed("viewers")
+            raise
+
+    async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
+        try:
+            return await self.inner.share_usage(mine)
+        except Exception:
+            self._telemetry.store_failed("share_usage")
             raise
 
     async def count_runs(self) -> None:

@@ -24,6 +24,17 @@ from runstream_server.errors import Aborted
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """What one caller uses on one process of the limits counted per caller."""
+
+    streams: int
+    """Watch streams open now."""
+    appended: int
+    """Events appended since the process first counted this caller (it forgets an idle
+    caller, and starts again from 0)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """One stored event: its position in the run's log, kind, producer key and bytes."""
 
@@ -191,3 +202,8 @@ class EventStore(Protocol):
     async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
         """Watchers of each run on every other live process, in one round trip; runs
         without any are left out. Empty when the counts cannot be read right now."""
+
+    async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
+        """Records what this process's callers use of the per-caller limits, by caller, and
+        returns every other live process's, by process then caller, in one round trip.
+        Empty for a store no other process writes."""

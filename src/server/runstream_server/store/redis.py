@@ -23,7 +23,8 @@ Run indexes live outside the runs' slots: ``P:runs`` (every run by create time),
 are hints: a new run's entries are written, in one round trip, before the script stores the
 run, so a run is never stored without them; every read re-checks the snapshot, and a stale
 hint is passed over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
-:mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`.
+:mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`; its callers' use of
+the per-caller limits: :mod:`.redis_usage`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
@@ -50,6 +51,7 @@ from runstream_server.store.base import (
     RunPage,
     StoredEvent,
     StoreUnusable,
+    Usage,
 )
 from runstream_server.store.redis_index import TERMINAL, RunIndex
 from runstream_server.store.redis_keys import RedisKeys
@@ -60,6 +62,7 @@ from runstream_server.store.redis_notices import (
     publish_command,
 )
 from runstream_server.store.redis_url import parse_url, redact
+from runstream_server.store.redis_usage import UsageShare
 from runstream_server.store.redis_viewers import ViewerCounts
 
 __all__ = ["RedisEventStore"]
@@ -190,6 +193,8 @@ class RedisEventStore:
         """The run indexes, and ListRuns over them."""
         self._viewers = ViewerCounts(self.options, self._keys, self.replica_id, self._current)
         """This replica's watcher counts, and the others'."""
+        self._usage = UsageShare(self._keys, self.replica_id, self._current)
+        """This replica's callers' use of the per-caller limits, and the others'."""
         self._notices = NoticeFollower(self.options, self.replica_id)
         self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
         self._masters: dict[str, Any] = {}  # on a cluster with wait=N: a client per master
@@ -229,6 +234,7 @@ class RedisEventStore:
                 f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
             ) from None
         self._viewers.start()
+        self._usage.start()
 
     async def close(self) -> None:
         self._closed.set()
@@ -465,3 +471,10 @@ class RedisEventStore:
         if self.closed or not run_ids:
             return {}
         return await self._viewers.others(run_ids)
+
+    # --- usage of the per-caller limits -----------------------------------------------------
+
+    async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
+        if self.closed:
+            return {}
+        return await self._usage.share(mine)

@@ -20,6 +20,8 @@ class RedisKeys:
         """Runs not ended, by create time."""
         self.ended = f"{prefix}:ended"
         """Ended runs, by end time (for retention)."""
+        self.usage = f"{prefix}:limits:usage"
+        """Each replica's callers' use of the per-caller limits."""
 
     def run(self, run_id: str) -> list[str]:
         """The run's meta hash, its log stream and its idempotency keys, in that order (the

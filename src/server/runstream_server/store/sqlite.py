@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +39,7 @@ from runstream_server.store.base import (
     RunFilter,
     RunPage,
     StoredEvent,
+    Usage,
 )
 from runstream_server.store.sqlite_file import (
     rollback_if_active,
@@ -292,4 +293,8 @@ class SqliteEventStore:
         """Local counts are the only counts."""
 
     async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
+        return {}
+
+    async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
+        """One process per file: its own usage is all there is."""
         return {}

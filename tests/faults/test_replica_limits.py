@@ -1,0 +1,133 @@
+"""Per-principal limits across replicas: a principal's watch streams and appended events count
+on every replica of a shared store, not on each alone.
+
+Two real grpc.aio servers with auth on one real redis-server, exchanging usage every 50 ms.
+Before the limits were shared, each replica gave a principal its full allowance: N replicas,
+N times the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.auth.limits import Limits
+
+from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.identity import Keys, rs256_auth
+from tests.server.support import Caller, custom, opened, retry_info
+
+LIMITS = Limits(
+    watch_streams_per_principal=2,
+    append_events_per_second=0.2,  # hardly refills while the test runs
+    append_burst=10,
+    share_interval=0.05,
+)
+
+
+@pytest.fixture
+async def replicas(
+    tmp_path: Path, redis_server: RedisProcess, keys: Keys
+) -> AsyncIterator[tuple[str, str]]:
+    url = redis_store_url(redis_server, tmp_path)
+    security = dataclasses.replace(rs256_auth(keys), limits=LIMITS)
+    async with (
+        serving_on(url, tmp_path / "a", security=security) as a,
+        serving_on(url, tmp_path / "b", security=security) as b,
+    ):
+        yield a.target, b.target
+
+
+@pytest.fixture
+async def callers(replicas: tuple[str, str], keys: Keys) -> AsyncIterator[dict[str, Caller]]:
+    a, b = replicas
+    alice = keys.token(["viewer"], sub="alice")
+    bot = keys.token(["producer", "viewer"], sub="bot")
+    everyone = {
+        "alice on a": Caller(a, alice),
+        "alice on b": Caller(b, alice),
+        "bob on b": Caller(b, keys.token(["viewer"], sub="bob")),
+        "bot on a": Caller(a, bot),
+        "bot on b": Caller(b, bot),
+    }
+    try:
+        yield everyone
+    finally:
+        for caller in everyone.values():
+            await caller.channel.close()
+
+
+async def _refused_within(open_one: Any, seconds: float = 10.0) -> grpc.aio.AioRpcError:
+    """Opens streams until one is refused (the replica learns the other's count within an
+    exchange or two); each one that opens is closed again."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        stream = open_one()
+        try:
+            await opened(stream)
+        except grpc.aio.AioRpcError as exc:
+            return exc
+        stream.cancel()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no stream refused within {seconds:g}s")
+
+
+async def test_a_principals_watch_streams_count_on_every_replica(
+    callers: dict[str, Caller],
+) -> None:
+    on_a, on_b = callers["alice on a"], callers["alice on b"]
+    first = on_a.runs.WatchRuns(rs.WatchRunsRequest())
+    second = on_b.runs.WatchRuns(rs.WatchRunsRequest())
+    await opened(first)
+    await opened(second)
+    # One open on each replica: the limit of 2 is reached, on B as on A.
+    exc = await _refused_within(lambda: on_b.runs.WatchRuns(rs.WatchRunsRequest()))
+    assert "2 watch streams are open for alice" in (exc.details() or "")
+    assert retry_info(exc) > 0
+    exc = await _refused_within(lambda: on_a.runs.WatchRuns(rs.WatchRunsRequest()))
+    assert "2 watch streams are open for alice" in (exc.details() or "")
+    await opened(callers["bob on b"].runs.WatchRuns(rs.WatchRunsRequest()))  # unaffected
+    # Closing the stream on A frees a place on B once B hears of it.
+    first.cancel()
+    for _ in range(200):
+        try:
+            await opened(on_b.runs.WatchRuns(rs.WatchRunsRequest()))
+            break
+        except grpc.aio.AioRpcError as still:
+            assert still.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("B never freed the place of the stream closed on A")
+    second.cancel()
+
+
+async def test_a_producers_appends_count_on_every_replica(callers: dict[str, Caller]) -> None:
+    on_a, on_b = callers["bot on a"], callers["bot on b"]
+    run_id = (await on_a.runs.CreateRun(rs.CreateRunRequest(workflow="limits"))).run.run_id
+    burst = [custom(i) for i in range(LIMITS.append_burst)]
+    await on_a.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=burst))
+    # A took the whole burst; B refuses once it learns so, instead of granting a second one.
+    accepted = 0
+    for i in range(200):
+        try:
+            await on_b.report.AppendEvents(
+                rp.AppendEventsRequest(run_id=run_id, events=[custom(100 + i)])
+            )
+        except grpc.aio.AioRpcError as exc:
+            assert retry_info(exc) > 0
+            break
+        accepted += 1
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("B never refused")
+    assert accepted < LIMITS.append_burst // 2, accepted
+    # Nothing refused was stored; what was accepted on either replica was.
+    run = (await on_b.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
+    assert run.last_seq == 1 + LIMITS.append_burst + accepted
