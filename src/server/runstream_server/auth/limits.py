@@ -10,7 +10,7 @@ replica exchanges its callers' open streams and appended events with the others 
 ``share_interval`` (one store round trip), and checks against its own counts plus the others'
 as last exchanged, so checks never wait for the store. Between exchanges a principal can go
 over by what it takes on other replicas in one interval; a replica that cannot reach the
-store counts alone until it can.
+store goes on with the others' streams as last exchanged and no more of their appends.
 
 Over a limit the call gets RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` detail saying
 when to try again; the SDK waits that long and retries. A refused append stores nothing, and
@@ -265,7 +265,7 @@ class LimitInterceptor(HandlerRewriter):
                 await asyncio.sleep(self._limits.share_interval)
             try:
                 others = await self._store.share_usage(self._usage())
-            except Exception as exc:  # the store is unreachable: counted alone meanwhile
+            except Exception as exc:  # the store is unreachable: the last exchange holds
                 if not failing:
                     log.warning("cannot share limit usage with the other replicas: %r", exc)
                 failing = True
