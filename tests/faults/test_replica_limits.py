@@ -19,6 +19,7 @@ import pytest
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.auth.limits import Limits
+from runstream_server.store import redis_usage
 
 from tests.conftest import RedisProcess, redis_store_url, serving_on
 from tests.identity import Keys, rs256_auth
@@ -79,6 +80,20 @@ async def _refused_within(open_one: Any, seconds: float = 10.0) -> grpc.aio.AioR
     raise AssertionError(f"no stream refused within {seconds:g}s")
 
 
+async def _opened_within(open_one: Any, seconds: float = 10.0) -> None:
+    """Opens a stream, again while it is refused for the limit, until one opens."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            await opened(open_one())
+            return
+        except grpc.aio.AioRpcError as still:
+            assert still.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, still.details()
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"still refused after {seconds:g}s") from None
+            await asyncio.sleep(0.05)
+
+
 async def test_a_principals_watch_streams_count_on_every_replica(
     callers: dict[str, Caller],
 ) -> None:
@@ -96,15 +111,7 @@ async def test_a_principals_watch_streams_count_on_every_replica(
     await opened(callers["bob on b"].runs.WatchRuns(rs.WatchRunsRequest()))  # unaffected
     # Closing the stream on A frees a place on B once B hears of it.
     first.cancel()
-    for _ in range(200):
-        try:
-            await opened(on_b.runs.WatchRuns(rs.WatchRunsRequest()))
-            break
-        except grpc.aio.AioRpcError as still:
-            assert still.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("B never freed the place of the stream closed on A")
+    await _opened_within(lambda: on_b.runs.WatchRuns(rs.WatchRunsRequest()))
     second.cancel()
 
 
@@ -131,3 +138,27 @@ async def test_a_producers_appends_count_on_every_replica(callers: dict[str, Cal
     # Nothing refused was stored; what was accepted on either replica was.
     run = (await on_b.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
     assert run.last_seq == 1 + LIMITS.append_burst + accepted
+
+
+async def test_a_stopped_replicas_streams_stop_counting_once_its_usage_expires(
+    tmp_path: Path, redis_server: RedisProcess, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_usage, "USAGE_TTL_MS", 500)
+    url = redis_store_url(redis_server, tmp_path)
+    security = dataclasses.replace(rs256_auth(keys), limits=LIMITS)
+    alice = keys.token(["viewer"], sub="alice")
+    async with serving_on(url, tmp_path / "b", security=security) as b:
+        on_b = Caller(b.target, alice)
+        try:
+            async with serving_on(url, tmp_path / "a", security=security) as a:
+                on_a = Caller(a.target, alice)
+                try:
+                    await opened(on_a.runs.WatchRuns(rs.WatchRunsRequest()))
+                    await opened(on_a.runs.WatchRuns(rs.WatchRunsRequest()))
+                    await _refused_within(lambda: on_b.runs.WatchRuns(rs.WatchRunsRequest()))
+                finally:
+                    await on_a.channel.close()
+            # A stopped without a last word: its usage still says 2 streams, until it expires.
+            await _opened_within(lambda: on_b.runs.WatchRuns(rs.WatchRunsRequest()))
+        finally:
+            await on_b.channel.close()

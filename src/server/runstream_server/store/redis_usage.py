@@ -52,8 +52,8 @@ class UsageShare:
 
     async def share(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
         now = int(time.time() * 1000)
-        # Written even when empty: the others know this replica, and so that what it
-        # counts from now on is new.
+        # Written even when empty, so the others know this replica from its start on:
+        # whatever it counts later is news to them.
         use = {who: [u.streams, u.appended] for who, u in mine.items()}
         entry = f"{now + USAGE_TTL_MS}|{json.dumps(use, separators=(',', ':'))}"
         flat = await self._script(
