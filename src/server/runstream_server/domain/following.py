@@ -6,7 +6,8 @@ or is loading (its load may have read the store before that commit), is folded i
 ledger (which reads any gap from the log) and delivered like a local commit. A run it does
 not hold still has its deadlines armed here, so they never rest on one replica. A viewer
 count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
-queue that overflowed) checks every held run against the store's head.
+queue that overflowed) checks every held or loading run against the store's head, each on
+its own: one whose check fails is logged, and the others are still checked.
 """
 
 from __future__ import annotations
