@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+import types
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from runstream.v1 import event_pb2, run_pb2
 
@@ -73,12 +74,72 @@ HEAD_CHECK_SECONDS = 1.0
 async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
     """Runs `work` to completion even if the caller is cancelled meanwhile.
 
-    The outcome is always retrieved, so a failure nobody waits for any more is not reported
-    as a lost task exception.
+    `work` runs in the caller's task, so a commit that never waits (SQLite with
+    ``synchronous=NORMAL``) costs no task of its own and no turn of the event loop. Only its
+    waits are shielded: the caller waits on a future of its own, so cancelling the caller
+    never cancels what `work` waits for; a cancelled caller hands `work` to a task that
+    finishes it. That task's outcome is always retrieved, so a failure nobody waits for any
+    more is not reported as a lost task exception.
     """
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    return await asyncio.shield(task)
+    return await _drive(work, _STARTING, background=False)
+
+
+_STARTING: Any = object()
+"""What :func:`_drive` is given for a coroutine that has not started yet."""
+
+
+@types.coroutine
+def _drive(
+    work: Coroutine[Any, Any, _T], waiting: Any, *, background: bool
+) -> Generator[Any, None, _T]:
+    """Steps `work` as a task would, from where it waits on `waiting` (None: a bare yield).
+
+    In the foreground, a cancellation hands `work` over to a task of its own and ends the
+    caller; in that task, it is passed on to `work`, as to any task's coroutine (the event
+    loop is closing).
+    """
+    resume: Callable[[Any], Any] = work.send
+    argument: Any = None
+    while True:
+        if waiting is not _STARTING:
+            try:
+                yield from _until_done(waiting)
+            except asyncio.CancelledError as exc:
+                if not background:
+                    finishing = asyncio.ensure_future(_finish(work, waiting))
+                    finishing.add_done_callback(lambda t: t.cancelled() or t.exception())
+                    raise
+                resume, argument = work.throw, exc
+            except GeneratorExit:  # the caller's task is gone (its loop closed without it)
+                work.close()
+                raise
+        try:
+            waiting = resume(argument)
+        except StopIteration as done:
+            return cast(_T, done.value)
+        resume, argument = work.send, None
+        if getattr(waiting, "_asyncio_future_blocking", None):
+            waiting._asyncio_future_blocking = False  # taken, as a task takes it
+
+
+def _until_done(waiting: Any) -> Generator[Any, None, None]:
+    """Waits until `waiting` (a future `work` yielded, or None) is done, without ever
+    cancelling it: a cancellation cancels a future of the caller's own."""
+    if waiting is None:
+        yield  # a bare yield (sleep(0)): the task steps us again on its next turn
+        return
+    mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(_: Any) -> None:
+        if not mine.done():  # else the caller was cancelled meanwhile
+            mine.set_result(None)
+
+    waiting.add_done_callback(done)
+    yield from mine
+
+
+async def _finish(work: Coroutine[Any, Any, _T], waiting: Any) -> _T:
+    return await _drive(work, waiting, background=True)
 
 
 def check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
