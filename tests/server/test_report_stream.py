@@ -150,3 +150,31 @@ async def test_batches_sent_together_keep_their_own_acks_and_refusals(stubs) -> 
     # Neither the refused batch nor the one after it was stored.
     snap = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
     assert snap.last_seq == seqs[-1]
+
+
+async def test_a_decision_the_producers_commit_closes_reaches_it_before_the_ack(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Completing a run closes its open decisions: the producer that completes it hears of
+    the closure before the completion is acknowledged, so a wait for the answer has ended
+    by the time the run's end is confirmed."""
+    run = await create_run(stubs)
+    asked = ev.RunEvent(
+        decision_requested=ev.DecisionRequested(
+            decision_id="go", prompt="ship it?", options=[ev.DecisionOption(value="yes")]
+        )
+    )
+    outgoing: asyncio.Queue[rp.ReportRequest | None] = asyncio.Queue()
+    await outgoing.put(rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[asked]))
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while (item := await outgoing.get()) is not None:
+            yield item
+
+    stream = aiter(stubs.report.Report(requests()))
+    assert (await anext(stream)).ack.batch_id == 1
+    completed = ev.RunEvent(run_completed=ev.RunCompleted())
+    await outgoing.put(rp.ReportRequest(batch_id=2, events=[completed]))
+    first, second = await anext(stream), await anext(stream)
+    await outgoing.put(None)
+    assert first.decision.decision_id == "go", first
+    assert not first.HasField("ack")
+    assert second.ack.batch_id == 2

@@ -26,7 +26,7 @@ from grpc import aio
 from runstream.v1 import decision_pb2, decision_service_pb2_grpc
 from runstream.v1 import decision_service_pb2 as pb
 
-from runstream_server.domain.runs import RESYNC, DecisionFeed, RunManager
+from runstream_server.domain.runs import RESYNC, DecisionFeed, RunManager, forwarded_first
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
 
 Context = aio.ServicerContext[Any, Any]
@@ -98,7 +98,9 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                         viewer = request.subscribe.viewer or viewer
                         await self._runs.follow_decisions(feed, list(request.subscribe.run_ids))
                     elif request.HasField("answer"):
-                        await outbox.put(await self._answer(request.answer, viewer))
+                        result = await self._answer(request.answer, viewer)
+                        await forwarded_first(feed.updates)  # the closure before the result
+                        await outbox.put(result)
                     else:
                         raise InvalidArgument("subscribe", "set subscribe or answer")
                 # The viewer closed its side: keep sending prompts until it cancels.

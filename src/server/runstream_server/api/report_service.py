@@ -18,7 +18,13 @@ from grpc import aio
 from runstream.v1 import event_pb2, report_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as pb
 
-from runstream_server.domain.runs import AppendResult, ControlSignal, RunManager
+from runstream_server.domain.runs import (
+    AppendResult,
+    ControlSignal,
+    ProducerLink,
+    RunManager,
+    forwarded_first,
+)
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
 
 Context = aio.ServicerContext[Any, Any]
@@ -131,7 +137,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                         else:
                             later, held = queued, True
                             break
-                    await self._append_group(run_id, group, outbox)
+                    await self._append_group(run_id, group, link, outbox)
                     item = later if held else await inbox.get()
                 await outbox.put(None)
             except Exception as exc:  # RunstreamError: its status; anything else: INTERNAL
@@ -166,6 +172,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         self,
         run_id: str,
         group: Sequence[pb.ReportRequest],
+        link: ProducerLink,
         outbox: asyncio.Queue[pb.ReportResponse | BaseException | None],
     ) -> None:
         """Commits the batches as one, then acknowledges each with its own events' results."""
@@ -183,6 +190,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             except RunstreamError:
                 pass  # nothing was stored; one by one, the refusal names its own batch's event
             else:
+                await forwarded_first(link.signals)  # what the commit signalled, then the acks
                 start = 0
                 for request in group:
                     end = start + len(request.events)
@@ -195,15 +203,17 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                     start = end
                 return
         for request in group:
-            await self._append(run_id, request.batch_id, request.events, outbox)
+            await self._append(run_id, request.batch_id, request.events, link, outbox)
 
     async def _append(
         self,
         run_id: str,
         batch_id: int,
         events: Sequence[event_pb2.RunEvent],
+        link: ProducerLink,
         outbox: asyncio.Queue[pb.ReportResponse | BaseException | None],
     ) -> None:
         result = await self._runs.append(run_id, list(events))
+        await forwarded_first(link.signals)  # what the commit signalled, then the ack
         ack = pb.AppendAck(batch_id=batch_id, events=_acks(result), last_seq=result.last_seq)
         await outbox.put(pb.ReportResponse(ack=ack))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
@@ -60,6 +61,19 @@ class ProducerLink:
     signals: asyncio.Queue[ControlSignal | decision_pb2.Decision | None] = field(
         default_factory=asyncio.Queue
     )
+
+
+async def forwarded_first(queue: asyncio.Queue[Any]) -> None:
+    """Lets the task that forwards `queue` to a stream take what a commit just queued there,
+    before the caller answers on the same stream: a producer's ack, a viewer's answer result
+    come after the controls and closed decisions of the commit they acknowledge.
+
+    A commit runs in its caller's task (see ``ledger.uncancellable``), so without this the
+    caller would answer first. The forwarder's wake-up was scheduled when the commit queued,
+    so one turn of the event loop lets it run first; an empty queue costs nothing.
+    """
+    if not queue.empty():
+        await asyncio.sleep(0)
 
 
 RESYNC = ("resync", decision_pb2.Decision())

@@ -34,6 +34,7 @@ from runstream_server.domain.commits import (
     DecisionFeed,
     Links,
     ProducerLink,
+    forwarded_first,
 )
 from runstream_server.domain.creating import run_created
 from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX, Decisions
@@ -91,6 +92,7 @@ __all__ = [
     "RunsItem",
     "Snapshot",
     "WatchItem",
+    "forwarded_first",
 ]
 
 log = logging.getLogger("runstream.runs")
