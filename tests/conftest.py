@@ -268,6 +268,8 @@ def redis_cluster(
         while not all(
             "cluster_state:ok" in redis_cli("-p", str(n.port), "cluster", "info")
             and "master_link_status:down" not in redis_cli("-p", str(n.port), "info", "replication")
+            # and every node's view has every replica with its master (gossip spreads it)
+            and _replicas_seen(n) == masters * replicas
             for n in nodes
         ):
             assert time.monotonic() < deadline, "the cluster did not form"
@@ -276,6 +278,12 @@ def redis_cluster(
     finally:
         for node in nodes:
             node.stop()
+
+
+def _replicas_seen(node: RedisProcess) -> int:
+    """How many replicas this node's CLUSTER NODES shows, each with its master's id."""
+    lines = redis_cli("-p", str(node.port), "cluster", "nodes").splitlines()
+    return sum(1 for f in map(str.split, lines) if "slave" in f[2] and f[3] != "-")
 
 
 def owned_slots(node: RedisProcess) -> set[int]:
