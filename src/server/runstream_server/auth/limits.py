@@ -131,6 +131,7 @@ class LimitInterceptor(HandlerRewriter):
         self._streams: defaultdict[str, int] = defaultdict(int)
         self._watchers: defaultdict[str, int] = defaultdict(int)
         self._buckets: dict[str, TokenBucket] = {}
+        self._sharing = False  # with other replicas: only then are appends counted
         self._appended: dict[str, int] = {}  # who -> events appended here since counted
         self._elsewhere: dict[str, int] = {}  # who -> streams open on the other replicas
         self._seen: dict[str, dict[str, int]] = {}  # replica -> who -> appended, last exchange
@@ -225,15 +226,15 @@ class LimitInterceptor(HandlerRewriter):
             return
         who = _who(principal)
         wait = self._bucket(who).take(events)
-        if wait == 0:
-            self._appended[who] = self._appended.get(who, 0) + events
-        else:
+        if wait > 0:
             raise ResourceExhausted(
                 f"events: {principal.subject} may append {limits.append_events_per_second:g} "
                 f"events per second (bursts of {limits.append_burst}); this batch of {events} "
                 f"is over it, and nothing of it was stored",
                 retry_after=wait,
             )
+        if self._sharing:  # else nobody reads the count, and it would only grow
+            self._appended[who] = self._appended.get(who, 0) + events
 
     def _bucket(self, who: str) -> TokenBucket:
         bucket = self._buckets.get(who)
@@ -260,6 +261,7 @@ class LimitInterceptor(HandlerRewriter):
     async def share_forever(self) -> None:
         """Exchanges usage with the other replicas every ``share_interval``, until cancelled."""
         failing, first = False, True
+        self._sharing = True
         while True:
             if not first:
                 await asyncio.sleep(self._limits.share_interval)
