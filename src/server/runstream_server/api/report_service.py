@@ -21,9 +21,9 @@ from runstream.v1 import report_service_pb2 as pb
 from runstream_server.domain.runs import (
     AppendResult,
     ControlSignal,
-    ProducerLink,
+    Mailbox,
     RunManager,
-    forwarded_first,
+    Signal,
 )
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
 
@@ -58,6 +58,42 @@ def _control(signal: ControlSignal) -> pb.ReportResponse:
     )
 
 
+def _signalled(signal: Signal) -> pb.ReportResponse:
+    if signal is None:
+        raise Unavailable("server is shutting down; reconnect to resume")
+    if isinstance(signal, ControlSignal):
+        return _control(signal)
+    return pb.ReportResponse(decision=signal)
+
+
+def _drained(signals: Mailbox[Signal]) -> list[pb.ReportResponse]:
+    """What the link received so far; on the stream before the ack of a commit it follows."""
+    return [_signalled(signals.get_nowait()) for _ in range(signals.qsize())]
+
+
+def _belongs(request: pb.ReportRequest, run_id: str) -> pb.ReportRequest:
+    if request.run_id and request.run_id != run_id:
+        raise InvalidArgument("run_id", f"{request.run_id!r}: this stream reports on {run_id!r}")
+    return request
+
+
+def _grouped(request: pb.ReportRequest, inbox: Mailbox[Any], run_id: str) -> list[pb.ReportRequest]:
+    """The request and the batches queued behind it that can be committed with it."""
+    group, size = [request], len(request.events)
+    while not inbox.empty():
+        queued = inbox.peek()  # what cannot join stays first in line
+        if not (
+            isinstance(queued, pb.ReportRequest)
+            and queued.events
+            and (not queued.run_id or queued.run_id == run_id)
+            and size + len(queued.events) <= _GROUP_EVENTS
+        ):
+            break
+        group.append(inbox.get_nowait())
+        size += len(queued.events)
+    return group
+
+
 class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     """Translates ReportService calls to :class:`RunManager` calls."""
 
@@ -75,8 +111,9 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     ) -> AsyncIterator[pb.ReportResponse]:
         """Acks batches in order as they become durable; interleaves control signals.
 
-        A receiver task queues requests as they arrive; a committer task commits what has
-        queued up (see the module docstring); acknowledgements and controls share one outbox.
+        A receiver task queues requests as they arrive; this handler commits what has queued
+        up (see the module docstring) and answers, and forwards the link's signals in between:
+        one hand-off per request, whatever the stream carries.
         """
         requests = aiter(request_iterator)
         first = await anext(requests, None)
@@ -86,11 +123,11 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         if not run_id:
             raise InvalidArgument("run_id", "is required on the first message of a Report stream")
         link = await self._runs.attach_producer(run_id)
-        # Bounded: a producer that sends without reading its acks is slowed down by HTTP/2
-        # flow control on the acks, instead of growing this queue without end.
-        outbox: asyncio.Queue[pb.ReportResponse | BaseException | None] = asyncio.Queue(64)
-        # Bounded too: a producer that sends faster than commits are made is slowed the same way.
-        inbox: asyncio.Queue[pb.ReportRequest | BaseException | None] = asyncio.Queue(64)
+        signals = link.signals
+        # Bounded: a producer that sends faster than commits are made is slowed down by HTTP/2
+        # flow control, instead of growing this queue without end. It wakes this handler as
+        # the link's signals do.
+        inbox: Mailbox[pb.ReportRequest | BaseException | None] = Mailbox(64, ready=signals.ready)
 
         async def receive() -> None:
             try:
@@ -101,119 +138,76 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             except Exception as exc:  # the stream broke: after what was received
                 await inbox.put(exc)
 
-        def belongs(request: pb.ReportRequest) -> pb.ReportRequest:
-            if request.run_id and request.run_id != run_id:
-                raise InvalidArgument(
-                    "run_id", f"{request.run_id!r}: this stream reports on {run_id!r}"
-                )
-            return request
-
-        async def commit_batches() -> None:
-            try:
-                item = await inbox.get()
-                while item is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    request = belongs(item)
-                    if not request.events:  # attach only: acknowledged, so the producer knows
-                        run = await self._runs.get_run(run_id)
-                        ack = pb.AppendAck(batch_id=request.batch_id, last_seq=run.last_seq)
-                        await outbox.put(pb.ReportResponse(ack=ack))
-                        item = await inbox.get()
-                        continue
-                    group, size = [request], len(request.events)
-                    later: pb.ReportRequest | BaseException | None = None
-                    held = False
-                    while not inbox.empty():
-                        queued = inbox.get_nowait()
-                        if (
-                            isinstance(queued, pb.ReportRequest)
-                            and queued.events
-                            and (not queued.run_id or queued.run_id == run_id)
-                            and size + len(queued.events) <= _GROUP_EVENTS
-                        ):
-                            group.append(queued)
-                            size += len(queued.events)
-                        else:
-                            later, held = queued, True
-                            break
-                    await self._append_group(run_id, group, link, outbox)
-                    item = later if held else await inbox.get()
-                await outbox.put(None)
-            except Exception as exc:  # RunstreamError: its status; anything else: INTERNAL
-                await outbox.put(exc)
-
-        async def forward_signals() -> None:
-            while (signal := await link.signals.get()) is not None:
-                if isinstance(signal, ControlSignal):
-                    await outbox.put(_control(signal))
-                else:
-                    await outbox.put(pb.ReportResponse(decision=signal))
-            await outbox.put(Unavailable("server is shutting down; reconnect to resume"))
-
-        tasks = [
-            asyncio.create_task(receive()),
-            asyncio.create_task(commit_batches()),
-            asyncio.create_task(forward_signals()),
-        ]
+        receiver = asyncio.create_task(receive())
         try:
-            while (item := await outbox.get()) is not None:
+            while True:
+                if not signals.empty():
+                    yield _signalled(signals.get_nowait())
+                    continue
+                if inbox.empty():
+                    signals.ready.clear()  # both checked empty since the last await
+                    await signals.ready.wait()
+                    continue
+                item = inbox.get_nowait()
+                if item is None:
+                    return
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                request = _belongs(item, run_id)
+                if not request.events:  # attach only: acknowledged, so the producer knows
+                    run = await self._runs.get_run(run_id)
+                    yield pb.ReportResponse(
+                        ack=pb.AppendAck(batch_id=request.batch_id, last_seq=run.last_seq)
+                    )
+                    continue
+                group = _grouped(request, inbox, run_id)
+                acks = await self._append_together(run_id, group) if len(group) > 1 else None
+                if acks is not None:
+                    for response in [*_drained(signals), *acks]:  # signalled, then the acks
+                        yield response
+                    continue
+                for request in group:  # one by one: a refusal names its own batch's event
+                    ack = await self._append(run_id, request)
+                    for response in [*_drained(signals), ack]:  # signalled, then the ack
+                        yield response
         finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
             self._runs.detach_producer(link)
 
-    async def _append_group(
-        self,
-        run_id: str,
-        group: Sequence[pb.ReportRequest],
-        link: ProducerLink,
-        outbox: asyncio.Queue[pb.ReportResponse | BaseException | None],
-    ) -> None:
-        """Commits the batches as one, then acknowledges each with its own events' results."""
-        if len(group) > 1:
-            # Copies: a commit numbers and stamps its events, and a refused group is retried
-            # from the originals.
-            events = []
-            for request in group:
-                for original in request.events:
-                    event = event_pb2.RunEvent()
-                    event.CopyFrom(original)
-                    events.append(event)
-            try:
-                result = await self._runs.append(run_id, events)
-            except RunstreamError:
-                pass  # nothing was stored; one by one, the refusal names its own batch's event
-            else:
-                await forwarded_first(link.signals)  # what the commit signalled, then the acks
-                start = 0
-                for request in group:
-                    end = start + len(request.events)
-                    ack = pb.AppendAck(
-                        batch_id=request.batch_id,
-                        events=_acks(result, start, end),
-                        last_seq=result.last_seq,
-                    )
-                    await outbox.put(pb.ReportResponse(ack=ack))
-                    start = end
-                return
+    async def _append_together(
+        self, run_id: str, group: Sequence[pb.ReportRequest]
+    ) -> list[pb.ReportResponse] | None:
+        """Commits the batches as one and acknowledges each with its own events' results;
+        None if the commit was refused (nothing was stored)."""
+        # Copies: a commit numbers and stamps its events, and a refused group is retried from
+        # the originals.
+        events = []
         for request in group:
-            await self._append(run_id, request.batch_id, request.events, link, outbox)
+            for original in request.events:
+                event = event_pb2.RunEvent()
+                event.CopyFrom(original)
+                events.append(event)
+        try:
+            result = await self._runs.append(run_id, events)
+        except RunstreamError:
+            return None
+        responses, start = [], 0
+        for request in group:
+            end = start + len(request.events)
+            ack = pb.AppendAck(
+                batch_id=request.batch_id,
+                events=_acks(result, start, end),
+                last_seq=result.last_seq,
+            )
+            responses.append(pb.ReportResponse(ack=ack))
+            start = end
+        return responses
 
-    async def _append(
-        self,
-        run_id: str,
-        batch_id: int,
-        events: Sequence[event_pb2.RunEvent],
-        link: ProducerLink,
-        outbox: asyncio.Queue[pb.ReportResponse | BaseException | None],
-    ) -> None:
-        result = await self._runs.append(run_id, list(events))
-        await forwarded_first(link.signals)  # what the commit signalled, then the ack
-        ack = pb.AppendAck(batch_id=batch_id, events=_acks(result), last_seq=result.last_seq)
-        await outbox.put(pb.ReportResponse(ack=ack))
+    async def _append(self, run_id: str, request: pb.ReportRequest) -> pb.ReportResponse:
+        result = await self._runs.append(run_id, list(request.events))
+        ack = pb.AppendAck(
+            batch_id=request.batch_id, events=_acks(result), last_seq=result.last_seq
+        )
+        return pb.ReportResponse(ack=ack)

@@ -11,8 +11,9 @@ state, so it can never show a later state than the one that caused it.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
@@ -53,14 +54,40 @@ class ControlSignal:
     """The seq of that event."""
 
 
+T = TypeVar("T")
+
+
+class Mailbox(asyncio.Queue[T]):
+    """A FIFO queue that also sets `ready` when something is put in it: a stream's one task
+    waits on several mailboxes sharing one `ready`, with no task forwarding each to it."""
+
+    def __init__(self, maxsize: int = 0, *, ready: asyncio.Event | None = None) -> None:
+        super().__init__(maxsize)
+        self.ready = asyncio.Event() if ready is None else ready
+
+    # The hooks asyncio.Queue's subclasses (PriorityQueue, LifoQueue) override.
+    def _init(self, maxsize: int) -> None:
+        self._queue: deque[T] = deque()
+
+    def _put(self, item: T) -> None:
+        self._queue.append(item)
+        self.ready.set()
+
+    def peek(self) -> T:
+        """The next item, left in the queue (IndexError if empty)."""
+        return self._queue[0]
+
+
+Signal = ControlSignal | decision_pb2.Decision | None
+"""What a producer link receives: a control, a closed decision, or None at shutdown."""
+
+
 @dataclass(eq=False)
 class ProducerLink:
     """A producer attached to a run: receives controls and the decisions that close."""
 
     run_id: str
-    signals: asyncio.Queue[ControlSignal | decision_pb2.Decision | None] = field(
-        default_factory=asyncio.Queue
-    )
+    signals: Mailbox[Signal] = field(default_factory=Mailbox)
 
 
 async def forwarded_first(queue: asyncio.Queue[Any]) -> None:

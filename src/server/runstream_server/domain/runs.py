@@ -33,7 +33,9 @@ from runstream_server.domain.commits import (
     ControlSignal,
     DecisionFeed,
     Links,
+    Mailbox,
     ProducerLink,
+    Signal,
     forwarded_first,
 )
 from runstream_server.domain.creating import run_created
@@ -86,10 +88,12 @@ __all__ = [
     "Heartbeat",
     "InitialStateComplete",
     "Limits",
+    "Mailbox",
     "ProducerLink",
     "Retention",
     "RunManager",
     "RunsItem",
+    "Signal",
     "Snapshot",
     "WatchItem",
     "forwarded_first",
