@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -59,6 +59,10 @@ async def main(port: int) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("bench.Baseline", handlers),)
     )
+    await serve_until_sigterm(server, port)
+
+
+async def serve_until_sigterm(server: grpc.aio.Server, port: int) -> None:
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -67,7 +71,8 @@ async def main(port: int) -> None:
     await server.stop(0)
 
 
-if __name__ == "__main__":
+def run(main: Callable[[int], Coroutine[Any, Any, None]]) -> None:
+    """Runs main(PORT) on uvloop when it is installed, as serve_runstream.py does."""
     try:
         import uvloop
 
@@ -75,3 +80,7 @@ if __name__ == "__main__":
     except ImportError:
         pass
     asyncio.run(main(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -142,7 +142,8 @@ def server(
     extra: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """A Runstream server (`store`: a redis:// URL, else SQLite in a temporary directory;
-    `extra`: more serve_runstream.py options) or the bare baseline."""
+    `extra`: more serve_runstream.py options), the bare baseline, or "echo": a bare Report
+    stream that only acknowledges (echo_report.py)."""
     port = free_port()
     with ExitStack() as stack:
         if system == "runstream":
@@ -151,6 +152,8 @@ def server(
                 store = str(Path(tmp) / "bench.db")
             argv = [sys.executable, str(HERE / "serve_runstream.py"), str(port), store, sync]
             argv += extra
+        elif system == "echo":
+            argv = [sys.executable, str(HERE / "echo_report.py"), str(port)]
         else:
             argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port)]
         if profile is not None:

@@ -16,6 +16,8 @@ Scenarios:
   fanout      N watchers follow a run fed in batches: deliveries/s, server CPU per delivery
   message     one event per message: producer reports, waits for the ack, repeats; server
               CPU per delivered event, alone and with the SDK producer's CPU added
+  ingest      the same loop split: server CPU to take an event in (no watcher) and to deliver
+              it to one watcher, and a bare Report stream that only acks (echo_report.py)
   openloop    a producer at a steady rate, N watchers: report-to-receive p50/p99, server core
               busy; 1 x 200/s, 100 x 100/s, 1,000 x 10/s
   sustained   100 watchers following one run fed 10,000 events/s for 20 s, then the highest
@@ -64,6 +66,7 @@ SCENARIOS = (
     "append",
     "fanout",
     "message",
+    "ingest",
     "openloop",
     "sustained",
     "idle",
@@ -247,6 +250,51 @@ def bench_message(count: int) -> None:
         ratio(server_us + producer_us, base_us),
     )
     row("report-to-receive p50 / p99", _p(rs), _p(bl), ratio(rs.latency["p99"], bl.latency["p99"]))
+
+
+def bench_ingest(count: int) -> None:
+    header(
+        "one event per message, split: server CPU per event to take it in and to deliver it;"
+        " sync NORMAL"
+    )
+    cpu: dict[tuple[str, int], float] = {}
+    for system in ("runstream", "baseline"):
+        for watchers in (0, 1):
+            with server(system, sync="NORMAL") as srv:
+                result = harness.open_loop(srv, watchers=watchers, rate=0, count=count, closed=True)
+            cpu[(system, watchers)] = result.server_cpu / count * 1e6
+    taken, base_taken = cpu[("runstream", 0)], cpu[("baseline", 0)]
+    row("taken in, no watcher", f"{taken:.0f} us", f"{base_taken:.0f} us", ratio(taken, base_taken))
+    added, base_added = taken - cpu[("runstream", 1)], base_taken - cpu[("baseline", 1)]
+    row(
+        "delivered to one watcher (added)",
+        f"{-added:.0f} us",
+        f"{-base_added:.0f} us",
+        ratio(added, base_added),
+    )
+    # The same bare client (one Report message per event, no SDK) to both Report servers.
+    with server("runstream", sync="NORMAL") as srv:
+        ours = _closed_loop_cpu_us(srv, count)
+    with server("echo") as srv:
+        echo = _closed_loop_cpu_us(srv, count)
+    row(
+        "Report, bare client (other: echo_report.py)",
+        f"{ours:.0f} us",
+        f"{echo:.0f} us",
+        ratio(ours, echo),
+    )
+
+
+def _closed_loop_cpu_us(srv: harness.Server, count: int) -> float:
+    """Server CPU per event of a bare grpc.aio client reporting one event per message, each
+    after the previous one's ack."""
+    argv = harness.producer_argv(srv, 0, count, closed=True, client="bare")
+    with spawn(argv, None) as producer:
+        producer.read()
+        cpu0 = srv.cpu()
+        producer.send("go")
+        producer.read(600)
+        return (srv.cpu() - cpu0) / count * 1e6
 
 
 def _p(result: harness.OpenLoop) -> str:
@@ -685,6 +733,8 @@ def main() -> None:
     asyncio.run(bench_async(only, scale))
     if "message" in only:
         bench_message(int(2_000 * scale))
+    if "ingest" in only:
+        bench_ingest(int(2_000 * scale))
     if "openloop" in only:
         bench_openloop(6 * scale, 3)
     if "sustained" in only:
