@@ -8,6 +8,7 @@ pseudo-terminal to check that the live dashboard draws.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import re
@@ -518,7 +519,11 @@ async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
             try:  # the run ended: so does the watcher
                 assert await asyncio.wait_for(viewer.wait(), 30) == 0
             except TimeoutError:
-                raise AssertionError(output.decode(errors="replace")[-3000:]) from None
+                # Seen once in many runs: say which process did not end, and where it waits.
+                report = _where_processes_wait(viewer.pid)
+                raise AssertionError(
+                    f"{report}\n{output.decode(errors='replace')[-3000:]}"
+                ) from None
         finally:
             if viewer.returncode is None:
                 viewer.kill()
@@ -528,3 +533,29 @@ async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
     assert "Decision needed · persona" in text
     assert "City Summiteer" in text
     assert "Traceback" not in text
+
+
+def _where_processes_wait(root: int) -> str:
+    """The processes under `root` that are still alive, with their Python stacks (py-spy)."""
+    from pathlib import Path
+
+    def descendants(pid: int) -> list[int]:
+        found = []
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    found += [int(child), *descendants(int(child))]
+        return found
+
+    lines = []
+    pyspy = Path(sys.executable).parent / "py-spy"
+    for pid in [root, *descendants(root)]:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        lines.append(f"alive: {pid} {command[:200]}")
+        if "python" in command and pyspy.exists():
+            dump = subprocess.run([str(pyspy), "dump", "--pid", str(pid)], capture_output=True)
+            lines.append(dump.stdout.decode(errors="replace")[-4000:])
+    return "\n".join(lines)
