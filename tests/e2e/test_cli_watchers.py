@@ -5,6 +5,7 @@ minutes (a busy port, commands that work)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -16,7 +17,7 @@ import runstream
 from rich.console import Console
 from runstream.cli.args import target_address
 from runstream.cli.main import build_parser
-from runstream.cli.render import LOST_AFTER, Dashboard
+from runstream.cli.render import LOST_AFTER, Dashboard, SnapshotRefresher
 from runstream.cli.view import OpenPrompt, RunView
 from runstream.v1 import event_pb2, run_pb2
 
@@ -261,3 +262,24 @@ def test_a_running_steps_sub_step_details_show_in_the_steps_table() -> None:
     console = Console(width=200, record=True, color_system=None)
     console.print(steps_table(runstream._convert.run_from_pb(run).steps, 200))
     assert "drafting — executing agent logic — o3" in console.export_text()
+
+
+async def test_the_live_view_closes_when_the_runs_last_event_pokes_its_refresher() -> None:
+    """`runstream watch` ends when the run does. The run's last event pokes the snapshot
+    refresher and the view closes in the same turn of the loop; the refresher must end then.
+    (On Python 3.11, `asyncio.wait_for` swallowed that cancellation and the view never
+    closed: a terminal watcher hung after its run ended, seen in the test suite.)"""
+
+    class Unreachable:
+        async def get_run_details(self, run_id: str) -> runstream.RunDetails:
+            raise runstream.UnavailableError("no server in this test")
+
+    refresher = SnapshotRefresher(Unreachable(), RunView.from_snapshot(snapshot()))  # type: ignore[arg-type]
+    for turns in (1, 2, 3):  # the refresher started, or already waiting for a poke
+        async with asyncio.timeout(5) as closing:
+            async with refresher:
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                refresher.poke()  # the last event; then the block ends and closes the view
+        # Closed at once, not cut short by the 5 s bound (which ends a hung refresher too).
+        assert not closing.expired()

@@ -75,8 +75,9 @@ class Signal:
             if max_wait is None:
                 await waiter
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter, max_wait)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see ReportStream._hold
+                    async with asyncio.timeout(max_wait):
+                        await waiter
         finally:
             self._waiters.discard(waiter)
 
@@ -215,8 +216,11 @@ class ReportStream:
             return
         self._hold_cut = asyncio.get_running_loop().create_future()
         try:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # (the reporter closing) that arrives as what it waits for completes.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hold_cut, delay)
+                async with asyncio.timeout(delay):
+                    await self._hold_cut
         finally:
             self._hold_cut = None
 

@@ -470,8 +470,9 @@ class RunReporter(RunEvents):
         so after a short grace the read goes ahead anyway (the server attaches a stream
         as soon as it reads its first message).
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(attached.wait(), _ATTACH_GRACE)
+        with contextlib.suppress(TimeoutError):  # not wait_for: see ReportStream._hold
+            async with asyncio.timeout(_ATTACH_GRACE):
+                await attached.wait()
         try:
             await self._control.recheck_pause()
             await self._decisions.recheck()

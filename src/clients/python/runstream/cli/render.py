@@ -703,16 +703,19 @@ class SnapshotRefresher:
         self._dirty.set()
 
     async def _run(self) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives as what it waits for completes (a poke for the run's last event, then the
+        # view closing), and this loop would never end.
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.idle_interval)
+                async with asyncio.timeout(self.idle_interval):
+                    await self._dirty.wait()
             self._dirty.clear()
             # A failed refresh is not worth interrupting the view for: the watch stream
             # reconnects on its own and the next refresh catches up.
             with contextlib.suppress(runstream.RunstreamError, TimeoutError):
-                details = await asyncio.wait_for(
-                    self.client.get_run_details(self.view.run.run_id), LOST_AFTER
-                )
+                async with asyncio.timeout(LOST_AFTER):
+                    details = await self.client.get_run_details(self.view.run.run_id)
                 self.view.apply_details(details)
                 self.view.heard()
             await asyncio.sleep(self.min_interval)
