@@ -265,11 +265,11 @@ def bench_ingest(count: int) -> None:
             cpu[(system, watchers)] = result.server_cpu / count * 1e6
     taken, base_taken = cpu[("runstream", 0)], cpu[("baseline", 0)]
     row("taken in, no watcher", f"{taken:.0f} us", f"{base_taken:.0f} us", ratio(taken, base_taken))
-    added, base_added = taken - cpu[("runstream", 1)], base_taken - cpu[("baseline", 1)]
+    added, base_added = cpu[("runstream", 1)] - taken, cpu[("baseline", 1)] - base_taken
     row(
         "delivered to one watcher (added)",
-        f"{-added:.0f} us",
-        f"{-base_added:.0f} us",
+        f"{added:.0f} us",
+        f"{base_added:.0f} us",
         ratio(added, base_added),
     )
     # The same bare client (one Report message per event, no SDK) to both Report servers.
