@@ -274,27 +274,15 @@ def bench_ingest(count: int) -> None:
     )
     # The same bare client (one Report message per event, no SDK) to both Report servers.
     with server("runstream", sync="NORMAL") as srv:
-        ours = _closed_loop_cpu_us(srv, count)
+        ours = _report_cpu_us(srv, 0.0, count, "bare", closed=True)[1]
     with server("echo") as srv:
-        echo = _closed_loop_cpu_us(srv, count)
+        echo = _report_cpu_us(srv, 0.0, count, "bare", closed=True)[1]
     row(
         "Report, bare client (other: echo_report.py)",
         f"{ours:.0f} us",
         f"{echo:.0f} us",
         ratio(ours, echo),
     )
-
-
-def _closed_loop_cpu_us(srv: harness.Server, count: int) -> float:
-    """Server CPU per event of a bare grpc.aio client reporting one event per message, each
-    after the previous one's ack."""
-    argv = harness.producer_argv(srv, 0, count, closed=True, client="bare")
-    with spawn(argv, None) as producer:
-        producer.read()
-        cpu0 = srv.cpu()
-        producer.send("go")
-        producer.read(600)
-        return (srv.cpu() - cpu0) / count * 1e6
 
 
 def _p(result: harness.OpenLoop) -> str:
@@ -575,16 +563,25 @@ def bench_producer(seconds: float, full: int) -> None:
 
 
 def _producer_cpu_us(rate: float, count: int, client: str) -> float:
-    """A loadgen producer's CPU per event (`client`: runstream, bare or nothing) reporting
-    `count` events at `rate`/s (0: at once) to a fresh Runstream server."""
-    with (
-        server("runstream") as srv,
-        spawn(harness.producer_argv(srv, rate, count, client=client), None) as producer,
-    ):
+    """A loadgen producer's CPU per event reporting to a fresh Runstream server."""
+    with server("runstream") as srv:
+        return _report_cpu_us(srv, rate, count, client)[0]
+
+
+def _report_cpu_us(
+    srv: harness.Server, rate: float, count: int, client: str, *, closed: bool = False
+) -> tuple[float, float]:
+    """The producer's and the server's CPU per event while a loadgen producer (`client`:
+    runstream, bare or nothing) reports `count` events at `rate`/s (0: at once; `closed`:
+    each after the previous one's ack)."""
+    argv = harness.producer_argv(srv, rate, count, closed=closed, client=client)
+    with spawn(argv, None) as producer:
         producer.read()
+        cpu0 = srv.cpu()
         producer.send("go")
         done = producer.read(600)
-    return float(done["cpu"]) / count * 1e6
+        server_cpu = srv.cpu() - cpu0
+    return float(done["cpu"]) / count * 1e6, server_cpu / count * 1e6
 
 
 def bench_replicas(seconds: float) -> None:

@@ -33,6 +33,9 @@ Context = aio.ServicerContext[Any, Any]
 # Bigger batches gain little from grouping, and a group costs a copy of its events.
 _GROUP_EVENTS = 100
 
+_Received = pb.ReportRequest | BaseException | None
+"""What a Report stream's receiver queues: a request, how the stream broke, or its end."""
+
 _ACTIONS = {
     "cancel": pb.CONTROL_ACTION_CANCEL,
     "pause": pb.CONTROL_ACTION_PAUSE,
@@ -71,13 +74,20 @@ def _drained(signals: Mailbox[Signal]) -> list[pb.ReportResponse]:
     return [_signalled(signals.get_nowait()) for _ in range(signals.qsize())]
 
 
+def _elsewhere(request: pb.ReportRequest, run_id: str) -> bool:
+    """Whether the request names another run than the stream's (refused when its turn comes)."""
+    return bool(request.run_id) and request.run_id != run_id
+
+
 def _belongs(request: pb.ReportRequest, run_id: str) -> pb.ReportRequest:
-    if request.run_id and request.run_id != run_id:
+    if _elsewhere(request, run_id):
         raise InvalidArgument("run_id", f"{request.run_id!r}: this stream reports on {run_id!r}")
     return request
 
 
-def _grouped(request: pb.ReportRequest, inbox: Mailbox[Any], run_id: str) -> list[pb.ReportRequest]:
+def _grouped(
+    request: pb.ReportRequest, inbox: Mailbox[_Received], run_id: str
+) -> list[pb.ReportRequest]:
     """The request and the batches queued behind it that can be committed with it."""
     group, size = [request], len(request.events)
     while not inbox.empty():
@@ -85,11 +95,12 @@ def _grouped(request: pb.ReportRequest, inbox: Mailbox[Any], run_id: str) -> lis
         if not (
             isinstance(queued, pb.ReportRequest)
             and queued.events
-            and (not queued.run_id or queued.run_id == run_id)
+            and not _elsewhere(queued, run_id)
             and size + len(queued.events) <= _GROUP_EVENTS
         ):
             break
-        group.append(inbox.get_nowait())
+        inbox.get_nowait()  # the one peeked at
+        group.append(queued)
         size += len(queued.events)
     return group
 
@@ -127,7 +138,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         # Bounded: a producer that sends faster than commits are made is slowed down by HTTP/2
         # flow control, instead of growing this queue without end. It wakes this handler as
         # the link's signals do.
-        inbox: Mailbox[pb.ReportRequest | BaseException | None] = Mailbox(64, ready=signals.ready)
+        inbox: Mailbox[_Received] = Mailbox(64, ready=signals.ready)
 
         async def receive() -> None:
             try:

@@ -92,8 +92,9 @@ class ProducerLink:
 
 async def forwarded_first(queue: asyncio.Queue[Any]) -> None:
     """Lets the task that forwards `queue` to a stream take what a commit just queued there,
-    before the caller answers on the same stream: a producer's ack, a viewer's answer result
-    come after the controls and closed decisions of the commit they acknowledge.
+    before the caller answers on the same stream: a viewer's answer result comes after the
+    closed decisions of the commit it acknowledges. (A Report stream needs no forwarder:
+    its handler waits on its link's `Mailbox` and sends what a commit signalled first.)
 
     A commit runs in its caller's task (see ``ledger.uncancellable``), so without this the
     caller would answer first. The forwarder's wake-up was scheduled when the commit queued,
