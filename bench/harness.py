@@ -27,6 +27,12 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 CORES = sorted(os.sched_getaffinity(0))
 SERVER_CPU = CORES[0]
 CLIENT_CPU = CORES[-1]
+EVERY_CORE = ",".join(map(str, CORES))
+"""A placement on every core: the bench itself runs pinned to the client core, and a process
+started without one inherits that."""
+Cores = int | str | None
+"""Where a process runs: one core, a comma-separated list (taskset -c), or None: where the
+bench runs."""
 
 
 def free_port() -> int:
@@ -82,7 +88,7 @@ class Proc:
 
 
 @contextmanager
-def spawn(argv: list[str], cpu: int | None, *, quiet: bool = False) -> Iterator[Proc]:
+def spawn(argv: list[str], cpu: Cores, *, quiet: bool = False) -> Iterator[Proc]:
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     process = subprocess.Popen(
@@ -187,7 +193,7 @@ def server(
 
 
 @contextmanager
-def redis_server(cpu: int | None = None) -> Iterator[str]:
+def redis_server(cpu: Cores = None) -> Iterator[str]:
     """A redis-server with its append-only file synced on every write; yields its URL."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,7 +204,7 @@ def redis_server(cpu: int | None = None) -> Iterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
 
 
-def loadgen(*args: str, cpu: int | None) -> list[str]:
+def loadgen(*args: str, cpu: Cores) -> list[str]:
     pin = ["--cpu", str(cpu)] if cpu is not None else []
     return [sys.executable, str(HERE / "loadgen.py"), *args, *pin]
 
@@ -209,7 +215,7 @@ def producer_argv(
     count: int,
     *,
     closed: bool = False,
-    cpu: int | None = SERVER_CPU,
+    cpu: Cores = SERVER_CPU,
     client: str | None = None,
     linger: float = 0.0,
 ) -> list[str]:
@@ -228,9 +234,10 @@ def start_watchers(
     watchers: int,
     procs: int,
     *options: str,
-    cpu: int | None = CLIENT_CPU,
+    cpu: Cores = CLIENT_CPU,
 ) -> list[Proc]:
-    """`watchers` watch streams split over `procs` loadgen processes on the client core."""
+    """`watchers` watch streams split over `procs` loadgen processes (on the client core
+    unless told otherwise)."""
     shares = [watchers // procs + (i < watchers % procs) for i in range(procs)]
     return [
         stack.enter_context(
@@ -243,7 +250,7 @@ def start_watchers(
                     "--watchers",
                     str(n),
                     *options,
-                    cpu=CLIENT_CPU,
+                    cpu=cpu,
                 ),
                 None,
             )
@@ -315,10 +322,11 @@ def spread_load(
         producers, procs = [], []
         for i in range(runs):
             srv = servers[i % len(servers)]
-            producer = stack.enter_context(spawn(producer_argv(srv, rate, count, cpu=None), None))
+            argv = producer_argv(srv, rate, count, cpu=EVERY_CORE)
+            producer = stack.enter_context(spawn(argv, None))
             producers.append(producer)
             run_id = producer.read()["run_id"]
-            procs += start_watchers(stack, srv, run_id, watchers, 1, cpu=None)
+            procs += start_watchers(stack, srv, run_id, watchers, 1, cpu=EVERY_CORE)
         for proc in procs:
             proc.read(300)
         time.sleep(0.3)

@@ -351,10 +351,10 @@ def main() -> None:
     watcher.add_argument("--per-channel", type=int, default=1)
     watcher.add_argument("--mode", choices=["latency", "idle", "burst"], default="latency")
     for p in (produce, watcher):
-        p.add_argument("--cpu", type=int, default=None, help="pin to this core")
+        p.add_argument("--cpu", default=None, help="pin to these cores (e.g. 1, or 0,1)")
     args = parser.parse_args()
     if args.cpu is not None:
-        os.sched_setaffinity(0, {args.cpu})
+        os.sched_setaffinity(0, {int(core) for core in args.cpu.split(",")})
     try:
         import uvloop
 

@@ -593,7 +593,7 @@ def bench_replicas(seconds: float) -> None:
     count = int(rate * seconds)
     for replicas in (1, 2):
         with ExitStack() as stack:
-            url = stack.enter_context(harness.redis_server())
+            url = stack.enter_context(harness.redis_server(harness.EVERY_CORE))
             servers = [
                 stack.enter_context(server("runstream", store=url, cpu=harness.CORES[i]))
                 for i in range(replicas)
