@@ -178,3 +178,39 @@ async def test_a_decision_the_producers_commit_closes_reaches_it_before_the_ack(
     assert first.decision.decision_id == "go", first
     assert not first.HasField("ack")
     assert second.ack.batch_id == 2
+
+
+async def test_watchers_get_each_commit_before_its_producer_gets_the_ack(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A commit goes out to the run's watchers first, then its ack to the producer: on one
+    connection, where messages arrive in the order the server sends them, the watcher holds
+    every event by the time the producer learns it is stored."""
+    run = await create_run(stubs)
+    seen: list[int] = []
+    watching = asyncio.Event()
+
+    async def follow() -> None:
+        async for response in stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id)):
+            seen.extend(e.seq for e in response.events)
+            watching.set()
+
+    watcher = asyncio.create_task(follow())
+    await asyncio.wait_for(watching.wait(), 10)  # the run's first event: the watch is open
+    outgoing: asyncio.Queue[rp.ReportRequest | None] = asyncio.Queue()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while (item := await outgoing.get()) is not None:
+            yield item
+
+    stream = aiter(stubs.report.Report(requests()))
+    late = []
+    try:
+        for n in range(1, 31):
+            await outgoing.put(rp.ReportRequest(run_id=run.run_id, batch_id=n, events=[custom(n)]))
+            ack = (await anext(stream)).ack
+            [stored] = ack.events
+            if stored.seq not in seen:
+                late.append(stored.seq)
+    finally:
+        await outgoing.put(None)
+        watcher.cancel()
+    assert late == [], f"acked before the watcher had them: {late}"
