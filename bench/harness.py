@@ -286,10 +286,12 @@ def open_loop(
     closed: bool = False,
     watcher_procs: int = 1,
     linger: float = 0.0,
+    client: str | None = None,
 ) -> OpenLoop:
-    """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers."""
+    """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers
+    (`client`: as in producer_argv)."""
     with ExitStack() as stack:
-        argv = producer_argv(srv, rate, count, closed=closed, linger=linger)
+        argv = producer_argv(srv, rate, count, closed=closed, linger=linger, client=client)
         producer = stack.enter_context(spawn(argv, None))
         run_id = producer.read()["run_id"] or "-"
         procs = start_watchers(stack, srv, run_id, watchers, watcher_procs)

@@ -7,7 +7,7 @@ SYSTEM is ``runstream`` (the SDK producer, raw WatchRun streams) or ``baseline``
 grpc.aio server in baseline_grpc.py: unary Publish, one message per event). ``produce bare``
 reports to a Runstream server without the SDK: a bare grpc.aio client on a raw Report
 stream, one message per event, reading the acknowledgements as they come (what the SDK's
-per-event cost compares with).
+per-event cost compares with); ``produce unary`` makes one AppendEvents call per event.
 
 The processes talk to ``run.py`` in JSON lines: on stdout they print what they have to say,
 on stdin they wait for commands.
@@ -179,6 +179,39 @@ async def produce_bare(target: str, rate: float, count: int, closed: bool) -> No
         await call.done_writing()
 
 
+async def produce_unary(target: str, rate: float, count: int, closed: bool) -> None:
+    """Like produce_bare, one AppendEvents call per event instead of a Report stream: the
+    unary path, as the baseline's Publish."""
+    from runstream.v1 import report_service_pb2, report_service_pb2_grpc, run_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="bench"))
+        run_id = created.run.run_id
+        emit({"run_id": run_id})
+        append = report_service_pb2_grpc.ReportServiceStub(channel).AppendEvents
+        commands = await stdin_lines()
+        await commands.readline()  # go
+        calls: list[Awaitable[object]] = []
+
+        async def send(i: int) -> None:
+            event = tick_event(MEASURED, i)
+            event.idempotency_key = f"unary-{i}"
+            call = append(report_service_pb2.AppendEventsRequest(run_id=run_id, events=[event]))
+            if closed:
+                await call
+            else:
+                calls.append(call)  # a call starts when it is made
+
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        await paced(rate, count, send)
+        await asyncio.gather(*calls)
+        cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
+        emit({"cpu": cpu, "took": took, "last_seq": count + 1})
+        done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+        await append(report_service_pb2.AppendEventsRequest(run_id=run_id, events=[done]))
+
+
 async def produce_baseline(target: str, rate: float, count: int, closed: bool) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         publish = channel.unary_unary("/bench.Baseline/Publish")
@@ -337,7 +370,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     produce = sub.add_parser("produce")
-    produce.add_argument("system", choices=["runstream", "baseline", "bare", "nothing"])
+    produce.add_argument("system", choices=["runstream", "baseline", "bare", "unary", "nothing"])
     produce.add_argument("target")
     produce.add_argument("--rate", type=float, default=0)
     produce.add_argument("--count", type=int, default=1000)
@@ -366,6 +399,7 @@ def main() -> None:
             "runstream": produce_runstream,
             "baseline": produce_baseline,
             "bare": produce_bare,
+            "unary": produce_unary,
             "nothing": produce_nothing,
         }[args.system]
         if args.linger and args.system != "runstream":

@@ -15,7 +15,8 @@ Scenarios:
   append      events/s a producer gets acknowledged (durable): SDK reporter, unary batches
   fanout      N watchers follow a run fed in batches: deliveries/s, server CPU per delivery
   message     one event per message: producer reports, waits for the ack, repeats; server
-              CPU per delivered event, alone and with the SDK producer's CPU added
+              CPU per delivered event, alone and with the SDK producer's CPU added; then
+              one AppendEvents call per event from a bare client (the baseline's is unary)
   ingest      the same loop split: server CPU to take an event in (no watcher) and to deliver
               it to one watcher, and a bare Report stream that only acks (echo_report.py)
   openloop    a producer at a steady rate, N watchers: report-to-receive p50/p99, server core
@@ -250,6 +251,22 @@ def bench_message(count: int) -> None:
         ratio(server_us + producer_us, base_us),
     )
     row("report-to-receive p50 / p99", _p(rs), _p(bl), ratio(rs.latency["p99"], bl.latency["p99"]))
+    # A bare client's AppendEvents calls, one per event: the unary path, as the baseline's.
+    with server("runstream", sync="NORMAL") as srv:
+        unary = harness.open_loop(srv, watchers=1, rate=0, count=count, closed=True, client="unary")
+    unary_us = unary.server_cpu / count * 1e6
+    row(
+        "AppendEvents, bare client: server CPU",
+        f"{unary_us:.0f} us",
+        f"{base_us:.0f} us",
+        ratio(unary_us, base_us),
+    )
+    row(
+        "AppendEvents: report-to-receive p50 / p99",
+        _p(unary),
+        _p(bl),
+        ratio(unary.latency["p99"], bl.latency["p99"]),
+    )
 
 
 def bench_ingest(count: int) -> None:

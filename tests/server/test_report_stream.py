@@ -180,21 +180,27 @@ async def test_a_decision_the_producers_commit_closes_reaches_it_before_the_ack(
     assert second.ack.batch_id == 2
 
 
+async def _following(stubs, run_id: str, seen: list[int]) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
+    """A watcher of the run that adds each seq it receives to `seen`, once its watch is open."""
+    watching = asyncio.Event()
+
+    async def follow() -> None:
+        async for response in stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run_id)):
+            seen.extend(e.seq for e in response.events)
+            watching.set()
+
+    watcher = asyncio.create_task(follow())
+    await asyncio.wait_for(watching.wait(), 10)  # the run's first event: the watch is open
+    return watcher
+
+
 async def test_watchers_get_each_commit_before_its_producer_gets_the_ack(stubs) -> None:  # type: ignore[no-untyped-def]
     """A commit goes out to the run's watchers first, then its ack to the producer: on one
     connection, where messages arrive in the order the server sends them, the watcher holds
     every event by the time the producer learns it is stored."""
     run = await create_run(stubs)
     seen: list[int] = []
-    watching = asyncio.Event()
-
-    async def follow() -> None:
-        async for response in stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id)):
-            seen.extend(e.seq for e in response.events)
-            watching.set()
-
-    watcher = asyncio.create_task(follow())
-    await asyncio.wait_for(watching.wait(), 10)  # the run's first event: the watch is open
+    watcher = await _following(stubs, run.run_id, seen)
     outgoing: asyncio.Queue[rp.ReportRequest | None] = asyncio.Queue()
 
     async def requests():  # type: ignore[no-untyped-def]
@@ -214,3 +220,23 @@ async def test_watchers_get_each_commit_before_its_producer_gets_the_ack(stubs) 
         await outgoing.put(None)
         watcher.cancel()
     assert late == [], f"acked before the watcher had them: {late}"
+
+
+async def test_watchers_get_each_unary_append_before_its_response(stubs) -> None:  # type: ignore[no-untyped-def]
+    """AppendEvents as the stream: on one connection, the watcher holds each appended event
+    by the time the producer's call returns."""
+    run = await create_run(stubs)
+    seen: list[int] = []
+    watcher = await _following(stubs, run.run_id, seen)
+    late = []
+    try:
+        for n in range(1, 31):
+            response = await stubs.report.AppendEvents(
+                rp.AppendEventsRequest(run_id=run.run_id, events=[custom(n)])
+            )
+            [stored] = response.events
+            if stored.seq not in seen:
+                late.append(stored.seq)
+    finally:
+        watcher.cancel()
+    assert late == [], f"answered before the watcher had them: {late}"

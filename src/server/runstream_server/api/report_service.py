@@ -74,13 +74,6 @@ def _drained(signals: Mailbox[Signal]) -> list[pb.ReportResponse]:
     return [_signalled(signals.get_nowait()) for _ in range(signals.qsize())]
 
 
-async def _watchers_first() -> None:
-    """One turn of the event loop after a commit: the watchers it woke send its events
-    before its ack goes out (acking first delayed them by a third of a millisecond when the
-    producer shares the server's core)."""
-    await asyncio.sleep(0)
-
-
 def _elsewhere(request: pb.ReportRequest, run_id: str) -> bool:
     """Whether the request names another run than the stream's (refused when its turn comes)."""
     return bool(request.run_id) and request.run_id != run_id
@@ -181,13 +174,11 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                 group = _grouped(request, inbox, run_id)
                 acks = await self._append_together(run_id, group) if len(group) > 1 else None
                 if acks is not None:
-                    await _watchers_first()
                     for response in [*_drained(signals), *acks]:  # signalled, then the acks
                         yield response
                     continue
                 for request in group:  # one by one: a refusal names its own batch's event
                     ack = await self._append(run_id, request)
-                    await _watchers_first()
                     for response in [*_drained(signals), ack]:  # signalled, then the ack
                         yield response
         finally:

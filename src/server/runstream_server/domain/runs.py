@@ -312,7 +312,12 @@ class RunManager:
     # --- appending ------------------------------------------------------------------------------
 
     async def append(self, run_id: str, events: Sequence[event_pb2.RunEvent]) -> AppendResult:
-        """Appends a producer's batch: all of it, durably, or none of it."""
+        """Appends a producer's batch: all of it, durably, or none of it.
+
+        Returns one turn of the event loop after the commit, so the watchers it woke send
+        its events before the producer's ack goes out (acking first delayed them by a third
+        of a millisecond when the producer shares the server's core).
+        """
         self._check_open()
         check_id("run_id", run_id)
         if not events:
@@ -325,7 +330,9 @@ class RunManager:
         for i, event in enumerate(events):
             validate_produced_event(f"events[{i}]", event, run_id, self._limits.max_event_bytes)
         await self._ledger.state(run_id)  # NOT_FOUND before anything else
-        return await uncancellable(self._ledger.commit(run_id, events, producer=True))
+        result = await uncancellable(self._ledger.commit(run_id, events, producer=True))
+        await asyncio.sleep(0)  # the watchers first
+        return result
 
     # --- run control ----------------------------------------------------------------------------
 
