@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import runstream
 
@@ -16,6 +16,15 @@ async def eventually(condition: Callable[[], bool], within: float = 20.0) -> Non
         if loop.time() > deadline:
             raise AssertionError(f"condition still false after {within:g}s")
         await asyncio.sleep(0.005)
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    """Asks `check` again until it holds; fails the test if it does not `within` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        assert loop.time() < deadline, f"still not so after {within:g}s"
+        await asyncio.sleep(0.05)
 
 
 def producer_events(events: Iterable[runstream.Event]) -> list[runstream.Event]:

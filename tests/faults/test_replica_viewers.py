@@ -8,14 +8,14 @@ either replica follows the total live, and lists read every replica's counts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 import pytest
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
 
-from tests.clients.support import eventually
+from tests.clients.support import eventually, until
 from tests.conftest import ServerProcess
 
 
@@ -29,15 +29,6 @@ async def stubs(
         grpc.aio.insecure_channel(b.target) as on_b,
     ):
         yield run_service_pb2_grpc.RunServiceStub(on_a), run_service_pb2_grpc.RunServiceStub(on_b)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    """Asks `check` again until it holds; fails the test if it does not `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await check():
-        assert loop.time() < deadline, f"still not so after {within:g}s"
-        await asyncio.sleep(0.05)
 
 
 class RunsView:

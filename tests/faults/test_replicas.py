@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 import runstream
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,7 +30,7 @@ from runstream.v1 import (
 )
 from runstream.v1 import event_pb2 as ev
 
-from tests.clients.support import eventually
+from tests.clients.support import eventually, until
 from tests.conftest import RedisProcess, ServerProcess, replicas_on_redis
 
 
@@ -290,6 +291,48 @@ async def test_a_deadline_armed_on_both_replicas_fires_once_even_when_one_dies(
         decision_service_pb2.GetDecisionRequest(run_id=run.run_id, decision_id="orphan")
     )
     assert decision.decision.outcome == ev.DECISION_OUTCOME_DEFAULTED
+
+
+@pytest.mark.parametrize("cut_off", [False, True], ids=["notice", "notice-lost"])
+async def test_a_replica_that_never_held_the_run_closes_its_question_when_the_other_dies(
+    cluster: Cluster, connect: object, cut_off: bool
+) -> None:
+    """Deadlines do not rest on one replica: B never held the run, and learns of A's
+    question from A's commit notice, or (`cut_off`: B's notice subscription was lost while
+    A asked) from the store once it subscribes again; it defaults the question once A is
+    gone."""
+    a: Stubs = connect(cluster.a.target)  # type: ignore[operator]
+    b: Stubs = connect(cluster.b.target)  # type: ignore[operator]
+    channel = "replicas:commits"
+    redis = aioredis.from_url(cluster.redis.url)
+    try:
+
+        async def subscribed() -> bool:
+            return bool((await redis.pubsub_numsub(channel))[0][1] == 2)
+
+        await until(subscribed)  # both replicas follow the notices
+        run = (await a.runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="unheld"))).run
+        if cut_off:
+            await redis.client_kill_filter(_type="pubsub")  # the replicas subscribe again
+        ticks = [tick(n) for n in range(5)]  # events of other kinds in the same commit
+        await a.report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(
+                run_id=run.run_id, events=[*ticks, ask("unheld", 2)]
+            )
+        )
+        await until(subscribed)
+    finally:
+        await redis.aclose()
+    await asyncio.sleep(0.2)  # room for the notice to reach B
+    cluster.a.kill()
+
+    async def defaulted() -> bool:
+        got = await b.decisions.GetDecision(
+            decision_service_pb2.GetDecisionRequest(run_id=run.run_id, decision_id="unheld")
+        )
+        return bool(got.decision.outcome == ev.DECISION_OUTCOME_DEFAULTED)
+
+    await until(defaulted, within=10)
 
 
 async def test_sigkill_of_redis_with_aof_always_loses_nothing_acknowledged(

@@ -7,7 +7,8 @@ ledger (which reads any gap from the log) and delivered like a local commit. A r
 not hold still has its deadlines armed here, so they never rest on one replica. A viewer
 count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
 queue that overflowed) checks every held or loading run against the store's head, each on
-its own: one whose check fails is logged, and the others are still checked.
+its own: one whose check fails is logged, and the others are still checked; then the
+deadlines of the store's open decisions are armed again.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from runstream.v1 import event_pb2
-
 from runstream_server.domain.hub import RunsHub
-from runstream_server.domain.ledger import RunLedger, decode
+from runstream_server.domain.ledger import RunLedger
 from runstream_server.errors import NotFound
 from runstream_server.store.base import (
     CommitNotice,
     EventStore,
     Notice,
     PurgedNotice,
+    StoredEvent,
     ViewersNotice,
 )
 
@@ -40,16 +40,19 @@ class Notices:
         ledger: RunLedger,
         store: EventStore,
         runs_hub: RunsHub,
-        elsewhere: Callable[[str, Iterable[event_pb2.RunEvent]], None],
+        elsewhere: Callable[[str, Iterable[StoredEvent]], None],
         viewers_changed: Callable[[Sequence[str]], Awaitable[None]],
+        rearm: Callable[[], Awaitable[None]],
     ) -> None:
         """`elsewhere` hears the events of runs this process does not hold (to arm their
-        deadlines); `viewers_changed` hears that another replica's viewer count changed."""
+        deadlines), and after a gap `rearm` arms the deadlines the gap may have carried;
+        `viewers_changed` hears that another replica's viewer count changed."""
         self._ledger = ledger
         self._store = store
         self._runs_hub = runs_hub
         self._elsewhere = elsewhere
         self._viewers_changed = viewers_changed
+        self._rearm = rearm
         self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=10_000)
 
     def on_notice(self, notice: Notice) -> None:
@@ -85,14 +88,15 @@ class Notices:
             events = notice.events or tuple(
                 await self._store.read_events(run_id, notice.first_seq - 1, 1000)
             )
-            self._elsewhere(run_id, (decode(e) for e in events))
+            self._elsewhere(run_id, events)
             if not self._runs_hub.active:
                 return
         await self._ledger.catch_up(run_id, notice)
 
     async def _resync(self) -> None:
-        """After a gap in notices: every held run against the store's head, and every run
-        being loaded (its load may have read the store before the commits the gap lost)."""
+        """After a gap in notices: every held run against the store's head, every run being
+        loaded (its load may have read the store before the commits the gap lost), and the
+        stored decision deadlines (a question the gap lost would rest on one replica)."""
         held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
         failed: list[tuple[str, Exception]] = []
         for run_id, state in held:
@@ -107,6 +111,10 @@ class Notices:
                 pass
             except Exception as exc:
                 failed.append((run_id, exc))
+        try:
+            await self._rearm()
+        except Exception:  # a store error: the next gap, or a restart, arms them
+            log.exception("resync after a gap in notices: the stored deadlines were not armed")
         if failed:  # one line, however many runs: they catch up at their next notice
             run_id, first = failed[0]
             log.warning(

@@ -26,12 +26,15 @@ from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
 from runstream_server.domain.commits import CommitRecord
+from runstream_server.domain.events import KIND_BY_FIELD
 from runstream_server.domain.limits import Retention
 from runstream_server.domain.state import RunState
-from runstream_server.store.base import EventStore, RunFilter
+from runstream_server.store.base import EventStore, RunFilter, StoredEvent
 
 log = logging.getLogger("runstream.monitors")
 Clock = Callable[[], datetime]
+_DEADLINE_KINDS = frozenset(KIND_BY_FIELD[f] for f in ("decision_requested", "decision_resolved"))
+"""The kinds of events :meth:`Deadlines.arm_from` acts on."""
 
 
 class Deadlines:
@@ -76,6 +79,12 @@ class Deadlines:
                     self.arm(run_id, asked.decision_id, asked.deadline.ToDatetime(UTC))
             elif event.HasField("decision_resolved"):
                 self.disarm(run_id, event.decision_resolved.decision_id)
+
+    def arm_from_stored(self, run_id: str, events: Iterable[StoredEvent]) -> None:
+        """:meth:`arm_from` for stored events (another replica's commit to a run not held
+        here): only the events of the kinds it acts on are decoded."""
+        wanted = (e for e in events if e.kind in _DEADLINE_KINDS)
+        self.arm_from(run_id, (event_pb2.RunEvent.FromString(e.data) for e in wanted))
 
     def on_commit(self, record: CommitRecord) -> None:
         self.arm_from(record.run_id, record.decoded)

@@ -145,8 +145,11 @@ class RunManager:
             self._ledger,
             store,
             self._runs_hub,
-            elsewhere=lambda run_id, events: self._decisions.deadlines.arm_from(run_id, events),
+            elsewhere=lambda run_id, events: self._decisions.deadlines.arm_from_stored(
+                run_id, events
+            ),
             viewers_changed=self._viewers.changed_elsewhere,
+            rearm=self._arm_stored_deadlines,
         )
         self._decisions = Decisions(
             self._ledger,
@@ -193,6 +196,15 @@ class RunManager:
             self._spawn(self._store.follow(self._notices.on_notice))
             self._spawn(self._notices.apply_forever())
             self._spawn(self._viewers.reread_forever())
+        await self._arm_stored_deadlines()
+        self._spawn(self._stalls.run_forever())
+        if self._retention.enabled:
+            self._spawn(self._retention.run_forever())
+
+    async def _arm_stored_deadlines(self) -> None:
+        """Arms the deadline of every open decision in the store: at start, and on a shared
+        store again after each gap in the notices (the first is the subscription itself),
+        which may have carried questions asked on runs this process does not hold."""
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None
             while True:
@@ -208,9 +220,6 @@ class RunManager:
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
-        self._spawn(self._stalls.run_forever())
-        if self._retention.enabled:
-            self._spawn(self._retention.run_forever())
 
     def shutdown(self, reason: str = "server is shutting down; resume elsewhere") -> None:
         """Ends every stream with UNAVAILABLE so clients resume elsewhere; stops timers."""
