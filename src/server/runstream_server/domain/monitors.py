@@ -8,9 +8,9 @@ same silent run, one of them writes and the others find nothing left to do: a de
 once, a stall is recorded once.
 
 Deadlines are armed from every DecisionRequested this process commits or learns of from
-another replica, and from the store at start. Stall detection reads the store, not memory:
-every running run is checked, including runs this process never loaded (after a restart,
-or runs whose producer reports to another replica).
+another replica, and from the store at start and after each gap in the notices. Stall
+detection reads the store, not memory: every running run is checked, including runs this
+process never loaded (after a restart, or runs whose producer reports to another replica).
 
 Retention passes purge ended runs' logs in the store, which tells the other replicas.
 """
