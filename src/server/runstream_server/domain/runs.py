@@ -192,19 +192,21 @@ class RunManager:
     async def start(self) -> None:
         """Follows other replicas' commits, re-arms stored decision deadlines and starts the
         stall and retention monitors."""
-        if self._store.shared:
+        if self._store.shared:  # the subscription's first resync arms the stored deadlines
             self._spawn(self._store.follow(self._notices.on_notice))
             self._spawn(self._notices.apply_forever())
             self._spawn(self._viewers.reread_forever())
-        await self._arm_stored_deadlines()
+        else:
+            await self._arm_stored_deadlines()
         self._spawn(self._stalls.run_forever())
         if self._retention.enabled:
             self._spawn(self._retention.run_forever())
 
     async def _arm_stored_deadlines(self) -> None:
-        """Arms the deadline of every open decision in the store: at start, and on a shared
-        store again after each gap in the notices (the first is the subscription itself),
-        which may have carried questions asked on runs this process does not hold."""
+        """Arms the deadline of every open decision in the store: at start, or on a shared
+        store after each gap in the notices, the first being the subscription itself (so a
+        question asked before it is not missed), since a gap may have carried questions
+        asked on runs this process does not hold."""
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None
             while True:
