@@ -13,6 +13,8 @@ from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
+from runstream_server.domain.runs import RunManager
+from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.conftest import ConfigFactory
 from tests.server.support import append, create_run, ev, watch_all
@@ -270,6 +272,51 @@ async def test_deadlines_survive_a_restart_and_fire_once(
         )
         assert len(events) == 1
         await again.stop(grace=0.1)
+
+
+async def test_a_restart_arms_the_open_deadlines_without_loading_the_waiting_runs(
+    tmp_path: Path,
+) -> None:
+    """Arming the stored deadlines reads the questions and answers of the waiting runs, and
+    leaves memory to the runs in use: a run is loaded when its default is written."""
+    path = tmp_path / "d.db"
+    store = SqliteEventStore(path)
+    await store.open()
+    first = RunManager(store)
+    for run_id, seconds in (("soon", 1), ("later", 600), ("answered", 1)):
+        await first.create_run(run_id=run_id, workflow="wf", display_name="", labels={}, steps=[])
+        timeout = duration_pb2.Duration(seconds=seconds)
+        await first.append(run_id, [ask(default_option="pros", timeout=timeout)])
+    await first.submit_decision(
+        "answered", "persona", choice="parents", skip=False, answered_by="me"
+    )
+    first.shutdown()
+    await store.close()
+
+    store = SqliteEventStore(path)
+    await store.open()
+    again = RunManager(store)
+    try:
+        await again.start()
+        assert again.cached_runs == 0
+        for _ in range(60):
+            soon = await again.get_decision("soon", "persona")
+            if soon.state == decision_pb2.DECISION_STATE_RESOLVED:
+                break
+            await asyncio.sleep(0.05)
+        assert (soon.outcome, soon.choice) == (ev.DECISION_OUTCOME_DEFAULTED, "pros")
+        later = await again.get_decision("later", "persona")
+        assert later.state == decision_pb2.DECISION_STATE_OPEN
+        await asyncio.sleep(0.3)  # the answered question's old deadline has passed too
+        answered = await again.get_decision("answered", "persona")
+        assert (answered.outcome, answered.choice) == (ev.DECISION_OUTCOME_ANSWERED, "parents")
+        resolutions, _ = await again.list_events(
+            "answered", filter_text="kind = DECISION_RESOLVED", page_size=10, page_token=""
+        )
+        assert len(resolutions) == 1
+    finally:
+        again.shutdown()
+        await store.close()
 
 
 async def test_ending_a_run_cancels_its_open_decisions(stubs, decisions) -> None:  # type: ignore[no-untyped-def]

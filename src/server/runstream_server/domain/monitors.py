@@ -34,7 +34,7 @@ from runstream_server.store.base import EventStore, RunFilter, StoredEvent
 
 log = logging.getLogger("runstream.monitors")
 Clock = Callable[[], datetime]
-_DEADLINE_KINDS = frozenset(KIND_BY_FIELD[f] for f in ("decision_requested", "decision_resolved"))
+DEADLINE_KINDS = frozenset(KIND_BY_FIELD[f] for f in ("decision_requested", "decision_resolved"))
 """The kinds of events :meth:`Deadlines.arm_from` acts on."""
 
 
@@ -84,7 +84,7 @@ class Deadlines:
     def arm_from_stored(self, run_id: str, events: Iterable[StoredEvent]) -> None:
         """:meth:`arm_from` for stored events (another replica's commit to a run not held
         here): only the events of the kinds it acts on are decoded."""
-        self.arm_from(run_id, (decode(e) for e in events if e.kind in _DEADLINE_KINDS))
+        self.arm_from(run_id, (decode(e) for e in events if e.kind in DEADLINE_KINDS))
 
     def on_commit(self, record: CommitRecord) -> None:
         self.arm_from(record.run_id, record.decoded)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
@@ -56,7 +56,7 @@ from runstream_server.domain.ledger import (
     uncancellable,
 )
 from runstream_server.domain.limits import AppendResult, EventAck, Limits, Retention
-from runstream_server.domain.monitors import RetentionPasses, StallTracker
+from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
 from runstream_server.domain.state import RunState, copied, now_utc
@@ -206,19 +206,20 @@ class RunManager:
         """Arms the deadline of every open decision in the store: at start, or on a shared
         store after each gap in the notices, the first being the subscription itself (so a
         question asked before it is not missed), since a gap may have carried questions
-        asked on runs this process does not hold."""
+        asked on runs this process does not hold.
+
+        It reads only the questions and answers of waiting and paused runs, and loads no run
+        into memory, where thousands of them would push out the runs in use."""
+        deadlines = self._decisions.deadlines
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None
             while True:
                 page = await self._store.list_runs(RunFilter(frozenset({status})), 500, cursor)
                 for run in page.runs:
-                    state = await self._ledger.state(run.run_id)
-                    for decision in state.open_decisions():
-                        if decision.HasField("deadline"):
-                            deadline = decision.deadline.ToDatetime(UTC)
-                            self._decisions.deadlines.arm(
-                                run.run_id, decision.decision_id, deadline
-                            )
+                    asked = await self._store.read_events(
+                        run.run_id, 0, 1_000_000, kinds=DEADLINE_KINDS
+                    )
+                    deadlines.arm_from_stored(run.run_id, asked)
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
