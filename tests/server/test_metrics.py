@@ -16,6 +16,7 @@ from runstream import DecisionState, RunStatus
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
+from tests.server.support import ev
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -194,6 +195,51 @@ async def test_runs_by_status_are_counted_from_the_store_at_start(tmp_path: Path
             + value(samples, "runstream_active_runs", health="unspecified")
             <= 1
         )
+    finally:
+        await second.stop(grace=0.5)
+
+
+async def test_decisions_open_at_start_are_counted_without_loading_their_runs(
+    tmp_path: Path,
+) -> None:
+    """A restarted server reports the questions still waiting, and times their answers from
+    when they were asked; counting them reads the store and leaves memory to runs in use."""
+    store = tmp_path / "runstream.db"
+    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
+    await first.start()
+    try:
+        runs = first.runs
+        assert runs is not None
+        for run_id in ("waiting", "answered"):
+            await runs.create_run(
+                run_id=run_id, workflow="wf", display_name="", labels={}, steps=[]
+            )
+            question = ev.DecisionRequested(
+                decision_id="persona",
+                prompt="Which persona?",
+                options=[ev.DecisionOption(value=v, label=v) for v in ("hiker", "runner")],
+            )
+            await runs.append(run_id, [ev.RunEvent(decision_requested=question)])
+        await runs.submit_decision(
+            "answered", "persona", choice="hiker", skip=False, answered_by="ana"
+        )
+    finally:
+        await first.stop(grace=0.5)
+    second = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=store, metrics_address="127.0.0.1:0")
+    )
+    await second.start()
+    try:
+        runs = second.runs
+        assert runs is not None
+        assert value(await scrape(second), "runstream_decisions_open") == 1
+        assert runs.cached_runs == 0
+        await runs.submit_decision(
+            "waiting", "persona", choice="runner", skip=False, answered_by="ana"
+        )
+        after = await scrape(second)
+        assert value(after, "runstream_decisions_open") == 0
+        assert value(after, "runstream_decision_answer_seconds_count", outcome="answered") == 1
     finally:
         await second.stop(grace=0.5)
 

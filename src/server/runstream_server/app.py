@@ -30,7 +30,6 @@ from runstream.v1 import (
     decision_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
-    run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
     stats_service_pb2,
@@ -194,12 +193,9 @@ class RunstreamServer:
         return Telemetry(metrics, run_tracer), rpc_tracer
 
     async def _count_open_decisions(self, runs: RunManager, telemetry: Telemetry) -> None:
-        for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
-            for run_id in telemetry.runs.active_ids(status):
-                _, _, decisions = await runs.get_run_details(run_id)
-                for decision in decisions:
-                    asked = decision.create_time.ToDatetime(UTC)
-                    telemetry.decision_open(run_id, decision.decision_id, asked)
+        async for run_id, decision in runs.stored_open_decisions():
+            asked = decision.create_time.ToDatetime(UTC)
+            telemetry.decision_open(run_id, decision.decision_id, asked)
 
     async def start(self) -> None:
         config = self.config

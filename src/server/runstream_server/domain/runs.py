@@ -21,7 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
@@ -52,6 +52,7 @@ from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.ledger import (
     Prepare,
     RunLedger,
+    decode,
     summary,
     uncancellable,
 )
@@ -206,11 +207,16 @@ class RunManager:
         """Arms the deadline of every open decision in the store: at start, or on a shared
         store after each gap in the notices, the first being the subscription itself (so a
         question asked before it is not missed), since a gap may have carried questions
-        asked on runs this process does not hold.
+        asked on runs this process does not hold."""
+        async for run_id, decision in self.stored_open_decisions():
+            if decision.HasField("deadline"):
+                deadline = decision.deadline.ToDatetime(UTC)
+                self._decisions.deadlines.arm(run_id, decision.decision_id, deadline)
 
-        It reads only the questions and answers of waiting and paused runs, and loads no run
-        into memory, where thousands of them would push out the runs in use."""
-        deadlines = self._decisions.deadlines
+    async def stored_open_decisions(self) -> AsyncIterator[tuple[str, decision_pb2.Decision]]:
+        """The open decisions of every waiting or paused run in the store, read from their
+        questions and answers alone: no run is loaded into memory, where thousands of them
+        would push out the runs in use."""
         for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
             cursor: tuple[int, str] | None = None
             while True:
@@ -219,7 +225,9 @@ class RunManager:
                     asked = await self._store.read_events(
                         run.run_id, 0, 1_000_000, kinds=DEADLINE_KINDS
                     )
-                    deadlines.arm_from_stored(run.run_id, asked)
+                    state = RunState.restore(run, (decode(e) for e in asked))
+                    for decision in state.open_decisions():
+                        yield run.run_id, decision
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor

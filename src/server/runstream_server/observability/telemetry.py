@@ -66,9 +66,6 @@ class RunTally:
         else:
             self._active[run.run_id] = (run.status, run.health)
 
-    def active_ids(self, status: int) -> list[str]:
-        return [run_id for run_id, (s, _) in self._active.items() if s == status]
-
     def by_status(self) -> dict[int, int]:
         return {status: n for status, n in self._counts.copy().items() if n}
 
