@@ -4,8 +4,10 @@ own parser (prometheus_client.parser), and moved by exactly what the run did."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -165,24 +167,27 @@ async def test_counters_and_histograms_move_by_what_a_run_did(server: RunstreamS
     assert not any(run.run_id in str(labels) for (_, labels) in after)
 
 
+@contextlib.asynccontextmanager
+async def serving(store: Path, *, metrics: bool = False) -> AsyncIterator[RunstreamServer]:
+    """A server on `store` (with /metrics if asked), stopped on the way out."""
+    config = ServerConfig(address="127.0.0.1:0", store_path=store)
+    server = RunstreamServer(replace(config, metrics_address="127.0.0.1:0") if metrics else config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.5)
+
+
 async def test_runs_by_status_are_counted_from_the_store_at_start(tmp_path: Path) -> None:
     """A restarted server reports the runs it already had, not only those it saw created."""
     store = tmp_path / "runstream.db"
-    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
-    await first.start()
-    try:
-        async with runstream.connect(first.target) as client:
-            done = await client.start_run("wf", steps=["a"])
-            async with done:
-                await done.complete()
-            await client.start_run("wf", steps=["a"])  # left running
-    finally:
-        await first.stop(grace=0.5)
-    second = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=store, metrics_address="127.0.0.1:0")
-    )
-    await second.start()
-    try:
+    async with serving(store) as first, runstream.connect(first.target) as client:
+        done = await client.start_run("wf", steps=["a"])
+        async with done:
+            await done.complete()
+        await client.start_run("wf", steps=["a"])  # left running
+    async with serving(store, metrics=True) as second:
         samples = await scrape(second)
         assert value(samples, "runstream_runs", status="succeeded") == 1
         assert (
@@ -195,8 +200,6 @@ async def test_runs_by_status_are_counted_from_the_store_at_start(tmp_path: Path
             + value(samples, "runstream_active_runs", health="unspecified")
             <= 1
         )
-    finally:
-        await second.stop(grace=0.5)
 
 
 async def test_decisions_open_at_start_are_counted_without_loading_their_runs(
@@ -205,9 +208,7 @@ async def test_decisions_open_at_start_are_counted_without_loading_their_runs(
     """A restarted server reports the questions still waiting, and times their answers from
     when they were asked; counting them reads the store and leaves memory to runs in use."""
     store = tmp_path / "runstream.db"
-    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
-    await first.start()
-    try:
+    async with serving(store) as first:
         runs = first.runs
         assert runs is not None
         for run_id in ("waiting", "answered"):
@@ -223,13 +224,7 @@ async def test_decisions_open_at_start_are_counted_without_loading_their_runs(
         await runs.submit_decision(
             "answered", "persona", choice="hiker", skip=False, answered_by="ana"
         )
-    finally:
-        await first.stop(grace=0.5)
-    second = RunstreamServer(
-        ServerConfig(address="127.0.0.1:0", store_path=store, metrics_address="127.0.0.1:0")
-    )
-    await second.start()
-    try:
+    async with serving(store, metrics=True) as second:
         runs = second.runs
         assert runs is not None
         assert value(await scrape(second), "runstream_decisions_open") == 1
@@ -240,8 +235,6 @@ async def test_decisions_open_at_start_are_counted_without_loading_their_runs(
         after = await scrape(second)
         assert value(after, "runstream_decisions_open") == 0
         assert value(after, "runstream_decision_answer_seconds_count", outcome="answered") == 1
-    finally:
-        await second.stop(grace=0.5)
 
 
 async def test_a_busy_metrics_port_is_refused_and_nothing_is_left_running(tmp_path: Path) -> None:
