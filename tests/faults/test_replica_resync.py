@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 from google.protobuf import duration_pb2
 from runstream.v1 import (
     event_pb2,
@@ -26,6 +27,8 @@ from runstream_server.domain.following import Notices
 from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.state import RunState
 from runstream_server.store.base import CommitNotice, Notice
+from runstream_server.store.redis_notices import commits_channel
+from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import RedisProcess, redis_store_url, replica_channels
 
@@ -96,3 +99,37 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
             assert any("could not be checked" in r.getMessage() for r in caplog.records)
         finally:
             watcher.cancel()
+
+
+async def test_an_unreadable_notice_is_a_gap_and_live_updates_go_on(
+    redis_server: RedisProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notice a replica cannot read (from a newer or broken writer) is treated as missed:
+    it resyncs and keeps following, where it used to stop following altogether, leaving its
+    watchers to learn of other replicas' commits only at their next heartbeat."""
+    url = redis_store_url(redis_server, tmp_path)
+    channel = commits_channel(parse_url(url))
+    async with (
+        replica_channels(url, tmp_path) as (on_a, on_b),
+        redis.asyncio.from_url(redis_server.url) as publisher,
+    ):
+        runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
+        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
+        report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
+        run_id = (await runs_a.CreateRun(rs.CreateRunRequest(workflow="garbled"))).run.run_id
+        request = rs.WatchRunRequest(  # no heartbeat for 5 minutes: only notices wake it
+            run_id=run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
+        )
+        watch = runs_b.WatchRun(request)
+        assert [e.seq for e in (await anext(aiter(watch))).events] == [1]
+        tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
+        with caplog.at_level(logging.WARNING, "runstream.store.redis"):
+            for seq, garbage in ((2, b"abc\n\n1\n"), (3, b"\xff\xfe\n1\n1\n")):
+                assert await publisher.publish(channel, garbage) == 2  # both replicas read it
+                await report.AppendEvents(
+                    report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick])
+                )
+                response = await asyncio.wait_for(anext(aiter(watch)), 5)
+                assert [e.seq for e in response.events] == [seq]
+        watch.cancel()
+        assert sum("unreadable Redis notice" in r.getMessage() for r in caplog.records) >= 2

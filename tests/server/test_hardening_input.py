@@ -163,6 +163,27 @@ async def test_activity_type_outside_the_enum_is_invalid_argument(stubs: Any) ->
     assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
 
 
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"run_id": "abc\n"}, "run_id"),
+        ({"labels": {"team\n": "growth"}}, "labels"),
+        ({"step_ids": ["research\n"]}, "steps[0].step_id"),
+    ],
+    ids=["run_id", "label", "step_id"],
+)
+async def test_an_id_ending_in_a_newline_is_invalid_argument(
+    stubs: Any, fields: dict[str, Any], named: str
+) -> None:
+    """A trailing newline is no part of an id: such a run would be a second run beside "abc",
+    and its id would break the replicas' notices on Redis."""
+    fields = dict(fields)  # the parametrized dict is shared by every store's run
+    err = await rpc_error(create_run(stubs, *fields.pop("step_ids", ()), **fields))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.details() or "").startswith(named)
+    assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+
 async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:
     run = await create_run(stubs)
     recovery = ev.ErrorRecovery(error_message="rate limited", attempt=-1)

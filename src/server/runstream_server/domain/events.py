@@ -29,7 +29,7 @@ KIND_BY_FIELD: dict[str, int] = {f.name: f.number for f in _PAYLOAD.fields}
 VALID_KINDS = frozenset(KIND_BY_FIELD.values())
 
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MAX_KEY_LENGTH = 128
 
 

@@ -29,7 +29,7 @@ from runstream_server.store.base import RunFilter
 
 _M = TypeVar("_M", bound=Message)
 
-LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _FILTER_TERM = re.compile(
     r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.-]*)\s*(?:=|:)\s*
         (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))""",

@@ -30,6 +30,7 @@ from redis.retry import Retry
 
 from runstream_server.store.base import (
     CommitNotice,
+    Notice,
     NoticeHandler,
     PurgedNotice,
     StoredEvent,
@@ -68,13 +69,20 @@ def shard_channel(options: RedisOptions, tag: str) -> str:
 
 
 def pass_on(handler: NoticeHandler, data: bytes, mine: bytes) -> None:
-    """Decodes a notice and hands it on, unless it is this replica's own viewer count."""
-    if data.startswith(VIEWERS_NOTICE):
-        replica, run_id = data[len(VIEWERS_NOTICE) :].split(b"\n", 1)
-        if replica != mine:
-            handler(ViewersNotice(run_id.decode()))
+    """Decodes a notice and hands it on, unless it is this replica's own viewer count; one
+    it cannot read counts as missed (a gap: the replica resyncs from the store)."""
+    try:
+        if data.startswith(VIEWERS_NOTICE):
+            replica, run_id = data[len(VIEWERS_NOTICE) :].split(b"\n", 1)
+            notice: Notice = None if replica == mine else ViewersNotice(run_id.decode())
+        else:
+            notice = decode_notice(data)
+    except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+        log.warning("an unreadable Redis notice (%s): resyncing from the store", exc)
+        handler(None)
         return
-    handler(decode_notice(data))
+    if notice is not None:
+        handler(notice)
 
 
 def decode_notice(data: bytes) -> CommitNotice | PurgedNotice:

@@ -41,8 +41,8 @@ __all__ = [
     "validate_config",
 ]
 
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")
-_HOST = re.compile(r"^[A-Za-z0-9.\-:]+$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
+_HOST = re.compile(r"^[A-Za-z0-9.\-:]+\Z")
 
 
 class EnvoyError(RuntimeError):

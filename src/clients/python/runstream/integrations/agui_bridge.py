@@ -39,8 +39,8 @@ __all__ = ["AguiBridge", "Cursor"]
 _log = logging.getLogger("runstream.agui")
 
 _MAX_HEAD = 16 * 1024
-_ROUTE = re.compile(r"^/runs/(?P<run_id>[^/]+)/events/?$")
-_EVENT_ID = re.compile(r"^(?P<seq>\d{1,18})(?::(?P<index>\d{1,6}))?$")
+_ROUTE = re.compile(r"^/runs/(?P<run_id>[^/]+)/events/?\Z")
+_EVENT_ID = re.compile(r"^(?P<seq>\d{1,18})(?::(?P<index>\d{1,6}))?\Z")
 # How long EventSource waits before reconnecting after a dropped stream.
 _RETRY_MS = 1000
 
