@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pool, duration_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
@@ -182,6 +182,70 @@ async def test_an_id_ending_in_a_newline_is_invalid_argument(
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (err.details() or "").startswith(named)
     assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+
+CENTURY_AND_A_DAY = duration_pb2.Duration(seconds=3_155_760_000 + 86_400)
+
+
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        (
+            ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=10)),
+            "events[0].step_progress.estimated_time_remaining",
+        ),
+        (
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")),
+            "events[0].step_completed.duration",
+        ),
+        (
+            ev.RunEvent(
+                decision_requested=ev.DecisionRequested(
+                    decision_id="d", prompt="Go?", options=[ev.DecisionOption(value="yes")]
+                )
+            ),
+            "events[0].decision_requested.timeout",
+        ),
+    ],
+    ids=["estimate", "step-duration", "decision-timeout"],
+)
+async def test_a_duration_past_a_century_is_invalid_argument_naming_it(
+    stubs: Any, event: ev.RunEvent, named: str
+) -> None:
+    """Durations a producer sends stay within 100 years, so that a time plus any of them is
+    still a valid time: 9,000 years of "time remaining" used to fail the append INTERNAL."""
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    bad = ev.RunEvent()
+    bad.CopyFrom(event)
+    payload = getattr(bad, bad.WhichOneof("payload"))
+    getattr(payload, named.rsplit(".", 1)[1]).CopyFrom(CENTURY_AND_A_DAY)
+    err = await rpc_error(append(stubs, run.run_id, bad))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == f"{named}: must be a non-negative duration of at most 100 years"
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 2
+
+
+async def test_a_workflow_whose_history_adds_up_to_millennia_still_takes_events(
+    stubs: Any,
+) -> None:
+    """Estimates stop at 100 years: a finished run of 90 steps of a century each (9,000
+    years, past what a time can say) used to fail every append to the workflow's next run."""
+    steps = [f"s{i}" for i in range(90)]
+    century = duration_pb2.Duration(seconds=3_155_760_000)
+    done = await create_run(stubs, *steps, workflow="ages")
+    for step_id in steps:
+        await append(
+            stubs,
+            done.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id=step_id)),
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id=step_id, duration=century)),
+        )
+    await append(stubs, done.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    run = await create_run(stubs, *steps, workflow="ages")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="s0")))
+    estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+    assert 99 * 365 * 86_400 < estimate.remaining.seconds <= 3_155_760_000
 
 
 async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:

@@ -213,7 +213,9 @@ FIELD_LIMITS: dict[str, Limit] = {
 """Full field name (``runstream.v1.RunCreated.display_name``) -> its limit."""
 
 _MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
-_MAX_DURATION_SECONDS = 315_576_000_000  # the Duration type's own bound: 10,000 years
+# 100 years: a time plus any duration a client sends stays a valid time (the Duration type
+# itself reaches 10,000 years, past the year 9999 that times end at).
+_MAX_DURATION_SECONDS = 3_155_760_000
 
 _INTEGER_TYPES = frozenset(
     {
@@ -433,7 +435,7 @@ def _check_timestamp(message: Any) -> None:
 def _check_duration(message: Any) -> None:
     seconds, nanos = message.seconds, message.nanos
     if not (0 <= seconds <= _MAX_DURATION_SECONDS and 0 <= nanos < 1_000_000_000):
-        raise _Broken("must be a non-negative duration")
+        raise _Broken("must be a non-negative duration of at most 100 years")
 
 
 _SPECIAL: dict[str, Callable[[Message], None]] = {

@@ -44,6 +44,9 @@ _HOLDING = frozenset({run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_P
 PROGRESS_MARKS = (25, 50, 75, 100)
 # An overdue estimate of a run that still runs says this, not "0 s": it is not done.
 MIN_RUNNING_REMAINING = 1.0
+# The longest remaining time an estimate says (100 years), whatever history or the producer
+# claims: its end time stays a valid time, and its range a valid duration.
+MAX_REMAINING = 3_155_760_000.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def producer_estimate(
     for event in spoken:
         payload = event.step_progress if event.HasField("step_progress") else event.item_progress
         if payload.HasField("estimated_time_remaining"):
-            said = payload.estimated_time_remaining.ToNanoseconds() / 1e9
+            said = min(payload.estimated_time_remaining.ToNanoseconds() / 1e9, MAX_REMAINING)
             when = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
             latest = (said, when)
     if latest is None:
@@ -165,7 +168,7 @@ def estimate(
         if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
             return _copy_estimate(current)
         return None
-    remaining = _learned_remaining(state, history, now)
+    remaining = min(_learned_remaining(state, history, now), MAX_REMAINING)
     spread = history.spread()
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
