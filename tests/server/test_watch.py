@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -104,6 +105,35 @@ async def test_heartbeats_keep_an_idle_stream_alive(stubs) -> None:  # type: ign
             break
     assert all(b.head_seq == 1 for b in beats)  # seq 1 (run_created) was filtered out
     assert beats[-1].server_time.ToNanoseconds() > beats[0].server_time.ToNanoseconds()
+
+
+async def test_a_filtered_stream_gets_heartbeats_while_the_run_is_busy_with_other_kinds(
+    stubs: Any,
+) -> None:
+    """Heartbeats come when the stream has sent nothing for its interval, however busy the
+    run is with events it filters out: each one moves the watcher's cursor to the head."""
+    run = await create_run(stubs)
+    request = Watch(
+        run_id=run.run_id,
+        heartbeat_interval=duration_pb2.Duration(nanos=200_000_000),
+        kinds=[event_pb2.EVENT_KIND_MILESTONE],
+    )
+    stream = stubs.runs.WatchRun(request)
+
+    async def busy() -> None:  # 20 events a second, none of them a milestone
+        for n in range(1_000):
+            await append(stubs, run.run_id, custom(n))
+            await asyncio.sleep(0.05)
+
+    producer = asyncio.create_task(busy())
+    try:
+        beats = [await asyncio.wait_for(anext(aiter(stream)), 5) for _ in range(3)]
+    finally:
+        producer.cancel()
+        stream.cancel()
+    assert all(b.HasField("heartbeat") for b in beats)
+    heads = [b.heartbeat.head_seq for b in beats]
+    assert heads == sorted(heads) and heads[-1] > heads[0] > 1
 
 
 async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: ignore[no-untyped-def]

@@ -207,11 +207,11 @@ class Subscription(_Mailbox):
         if chunks:
             self._chunks.extend(chunks)
             self._pending += events
+            self.active_at = now  # a message goes out: the stream is not idle
         elif not self._chunks:
             self.sent = last_seq  # nothing this watcher wants, nothing waiting: level again
         self.cursor = last_seq
-        self.active_at = now
-        self.wake()
+        self.wake()  # also with nothing to send: the commit may have ended the run
 
     def fall_behind(self) -> None:
         """Drops what is waiting; the stream re-reads it from the store, from `sent`."""

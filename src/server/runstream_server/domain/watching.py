@@ -165,7 +165,7 @@ class Watching:
                                 behind = self._ledger.held(run_id).last_seq - cursor
                                 observer.delivered(len(matched), behind)
                                 yield b"".join(matched)
-                        sub.active_at = hub.clock.now()
+                                sub.active_at = hub.clock.now()
                     # No await since the last look at the head: publish delivers from here.
                     sub.go_live(cursor)
                     continue
