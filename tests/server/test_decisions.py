@@ -242,6 +242,52 @@ async def test_nobody_answers_so_the_default_applies_once_at_the_deadline(stubs,
     assert code == grpc.StatusCode.ABORTED and "DEFAULTED with 'parents'" in details
 
 
+async def test_an_interact_answer_that_breaks_a_field_rule_gets_its_result_and_the_stream_goes_on(
+    stubs, decisions
+) -> None:  # type: ignore[no-untyped-def]
+    """Field rules of an answer are answered like any other refusal, in its result; and an
+    answer sent in the same message as a subscription is not lost."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask())
+    outgoing: asyncio.Queue[ds.InteractRequest] = asyncio.Queue()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while True:
+            yield await outgoing.get()
+
+    def answer(answer_id: int, choice: str, **fields) -> ds.InteractAnswer:  # type: ignore[no-untyped-def]
+        request = ds.SubmitDecisionRequest(
+            run_id=run.run_id, decision_id="persona", choice=choice, **fields
+        )
+        return ds.InteractAnswer(answer_id=answer_id, decision=request)
+
+    stream = decisions.Interact(requests())
+    await outgoing.put(ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[run.run_id])))
+    assert (await anext(aiter(stream))).prompt.decision_id == "persona"
+    for bad, named in (
+        (answer(1, "x" * 300), "answer.decision.choice"),
+        (answer(2, "pros", answered_by="y" * 300), "answer.decision.answered_by"),
+        (answer(-3, "pros"), "answer.answer_id"),
+    ):
+        await outgoing.put(ds.InteractRequest(answer=bad))
+        result = (await asyncio.wait_for(anext(aiter(stream)), 5)).answer_result
+        assert result.answer_id == bad.answer_id
+        assert result.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert result.message.startswith(f"{named}:")
+        assert result.decision.state == decision_pb2.DECISION_STATE_OPEN
+    both = ds.InteractRequest(
+        subscribe=ds.InteractSubscribe(run_ids=[run.run_id], viewer="dana"),
+        answer=answer(4, "pros"),
+    )
+    await outgoing.put(both)
+    seen = [await asyncio.wait_for(anext(aiter(stream)), 5) for _ in range(2)]
+    stream.cancel()
+    result = next(r.answer_result for r in seen if r.HasField("answer_result"))
+    assert (result.answer_id, result.code) == (4, 0)
+    assert (result.decision.choice, result.decision.answered_by) == ("pros", "dana")
+    assert [r.closed.decision_id for r in seen if r.HasField("closed")] == ["persona"]
+
+
 async def test_deadlines_survive_a_restart_and_fire_once(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:

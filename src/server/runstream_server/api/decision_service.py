@@ -26,6 +26,7 @@ from grpc import aio
 from runstream.v1 import decision_pb2, decision_service_pb2_grpc
 from runstream.v1 import decision_service_pb2 as pb
 
+from runstream_server.domain.fields import check_message
 from runstream_server.domain.runs import RESYNC, DecisionFeed, RunManager, forwarded_first
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
 
@@ -94,15 +95,15 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
             nonlocal viewer
             try:
                 async for request in request_iterator:
-                    if request.HasField("subscribe"):
+                    if not (request.HasField("subscribe") or request.HasField("answer")):
+                        raise InvalidArgument("subscribe", "set subscribe or answer")
+                    if request.HasField("subscribe"):  # first, when both are set
                         viewer = request.subscribe.viewer or viewer
                         await self._runs.follow_decisions(feed, list(request.subscribe.run_ids))
-                    elif request.HasField("answer"):
+                    if request.HasField("answer"):
                         result = await self._answer(request.answer, viewer)
                         await forwarded_first(feed.updates)  # the closure before the result
                         await outbox.put(result)
-                    else:
-                        raise InvalidArgument("subscribe", "set subscribe or answer")
                 # The viewer closed its side: keep sending prompts until it cancels.
             except Exception as exc:
                 await outbox.put(exc)
@@ -167,6 +168,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
     async def _answer(self, answer: pb.InteractAnswer, viewer: str) -> pb.InteractResponse:
         result = pb.InteractAnswerResult(answer_id=answer.answer_id)
         try:
+            check_message("answer", answer)  # left to this answer's result by the decoding
             result.decision.CopyFrom(await self._submit(answer.decision, viewer))
         except RunstreamError as exc:
             result.code = grpc.StatusCode[exc.kind.value].value[0]

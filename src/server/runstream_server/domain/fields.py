@@ -248,8 +248,19 @@ def limit_of(field: FieldDescriptor) -> Limit:
     return FIELD_LIMITS.get(field.full_name, DEFAULT_LIMIT)
 
 
+# Fields of a streamed request that its servicer checks itself, so that it can answer for
+# one message without ending the stream: an Interact answer gets its InteractAnswerResult.
+CHECKED_BY_SERVICER: dict[str, str] = {"runstream.v1.InteractRequest": "answer"}
+
+
 def check_request(message: Message) -> None:
     """Raises InvalidArgument naming the first field that breaks a rule; see the module doc."""
+    later = CHECKED_BY_SERVICER.get(message.DESCRIPTOR.full_name)
+    if later is not None and message.HasField(later):
+        rest = type(message)()
+        rest.CopyFrom(message)
+        rest.ClearField(later)
+        message = rest
     check_message("", message)
 
 
