@@ -21,7 +21,7 @@ from runstream_server.api.errors import RejectionLog
 from runstream_server.app import RunstreamServer
 
 from tests.conftest import ServerProcess
-from tests.server.support import append, create_run, ev
+from tests.server.support import append, create_run, ev, watch_all
 
 TRUNCATED = rs.CreateRunRequest(workflow="wf", display_name="x" * 40).SerializeToString()[:-5]
 NOT_UTF8 = "not-utf8"  # stands for: the method's first string field holding b"\xff\xfe\xfd"
@@ -246,6 +246,24 @@ async def test_a_workflow_whose_history_adds_up_to_millennia_still_takes_events(
     await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="s0")))
     estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
     assert 99 * 365 * 86_400 < estimate.remaining.seconds <= 3_155_760_000
+
+
+async def test_a_metric_change_too_large_for_a_number_is_left_out_not_stored_infinite(
+    stubs: Any,
+) -> None:
+    """The server refuses infinities on input, so it never writes one: from 1.7e308 to
+    -1.7e308 the change overflows, and the update carries no change for that metric."""
+    run = await create_run(stubs)
+    for value in (1.7e308, -1.7e308, -1.6e308):
+        update = ev.MetricsUpdate(values={"score": value, "cost": 1.0})
+        await append(stubs, run.run_id, ev.RunEvent(metrics_update=update))
+    got = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert got.metrics["score"] == -1.6e308
+    assert dict(got.metric_changes) == {"score": pytest.approx(0.1e308), "cost": 0.0}
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    events = [e for r in await watch_all(stubs, run.run_id) for e in r.events]
+    changes = [dict(e.metrics_update.changes) for e in events if e.HasField("metrics_update")]
+    assert changes == [{}, {"cost": 0.0}, {"score": pytest.approx(0.1e308), "cost": 0.0}]
 
 
 async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:

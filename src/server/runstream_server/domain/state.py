@@ -8,6 +8,7 @@ step, item, agent and artifact events do lives in :class:`~.steps.RunSteps`.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -239,7 +240,9 @@ class RunState:
         p.ClearField("changes")
         for name, value in p.values.items():
             if name in metrics:
-                p.changes[name] = value - metrics[name]
+                change = value - metrics[name]
+                if math.isfinite(change):  # two finite values may differ by more than that
+                    p.changes[name] = change
         self.run.metric_changes.update(p.changes)
         for name in p.values:
             if name not in p.changes:
