@@ -16,12 +16,15 @@ import pytest
 import redis.asyncio
 from google.protobuf import duration_pb2
 from runstream.v1 import (
+    decision_pb2,
+    decision_service_pb2_grpc,
     event_pb2,
     report_service_pb2,
     report_service_pb2_grpc,
     run_pb2,
     run_service_pb2_grpc,
 )
+from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain.following import Notices
 from runstream_server.domain.ledger import RunLedger
@@ -133,3 +136,36 @@ async def test_an_unreadable_notice_is_a_gap_and_live_updates_go_on(
                 assert [e.seq for e in response.events] == [seq]
         watch.cancel()
         assert sum("unreadable Redis notice" in r.getMessage() for r in caplog.records) >= 2
+
+
+async def test_a_question_asked_on_a_during_bs_notice_gap_is_found_and_answered_on_b(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """B holds the run but misses A's notice of the question (its subscription is down for
+    half a second): asked for the decision, B reads the store before saying NOT_FOUND."""
+    url = redis_store_url(redis_server, tmp_path)
+    async with (
+        replica_channels(url, tmp_path) as (on_a, on_b),
+        redis.asyncio.from_url(redis_server.url) as admin,
+    ):
+        runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
+        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
+        report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
+        decisions_b = decision_service_pb2_grpc.DecisionServiceStub(on_b)  # type: ignore[no-untyped-call]
+        run_id = (await runs_a.CreateRun(rs.CreateRunRequest(workflow="gap"))).run.run_id
+        await runs_b.GetRun(rs.GetRunRequest(run_id=run_id))  # B holds the run
+        question = event_pb2.DecisionRequested(
+            decision_id="d1", prompt="Ship it?", options=[event_pb2.DecisionOption(value="yes")]
+        )
+        await admin.client_kill_filter(_type="pubsub")  # both resubscribe in about 0.5 s
+        await report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(
+                run_id=run_id, events=[event_pb2.RunEvent(decision_requested=question)]
+            )
+        )
+        asked = ds.GetDecisionRequest(run_id=run_id, decision_id="d1")
+        found = (await decisions_b.GetDecision(asked)).decision
+        assert found.state == decision_pb2.DECISION_STATE_OPEN
+        answer = ds.SubmitDecisionRequest(run_id=run_id, decision_id="d1", choice="yes")
+        answered = (await decisions_b.SubmitDecision(answer)).decision
+        assert (answered.state, answered.choice) == (decision_pb2.DECISION_STATE_RESOLVED, "yes")

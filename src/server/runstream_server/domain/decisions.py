@@ -76,7 +76,7 @@ class Decisions:
             raise InvalidArgument("choice", "must be empty when skip is set")
         if not skip and not choice:
             raise InvalidArgument("choice", "is required unless skip is set")
-        state = await self._ledger.state(run_id)
+        state = await self._knowing(run_id, decision_id)
         asked = state.decisions.get(decision_id)
         if (
             asked is not None
@@ -126,9 +126,18 @@ class Decisions:
             raise NotFound(f"run {state.run.run_id!r} has no decision {decision_id!r}")
         return decision
 
+    async def _knowing(self, run_id: str, decision_id: str) -> RunState:
+        """The run's state, first caught up with the store if it does not know the decision:
+        another replica may have asked it while this one's notices had a gap."""
+        state = await self._ledger.state(run_id)
+        if decision_id not in state.decisions:
+            await self._ledger.refresh(run_id, state)
+            state = await self._ledger.state(run_id)
+        return state
+
     async def get(self, run_id: str, decision_id: str) -> decision_pb2.Decision:
         check_id("decision_id", decision_id)
-        return copied(self._decision(await self._ledger.state(run_id), decision_id))
+        return copied(self._decision(await self._knowing(run_id, decision_id), decision_id))
 
     async def list(
         self, run_id: str, *, filter_text: str, page_size: int, page_token: str
