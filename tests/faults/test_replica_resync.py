@@ -1,4 +1,5 @@
-"""The resync a replica runs after a gap in notices, when checking one of its runs fails.
+"""Gaps in a replica's notices: the resync when checking one of its runs fails, a notice it
+cannot read, and a question asked on the other replica during a gap.
 
 Real redis-server (the session's, under a key prefix of its own), two in-process replicas.
 After a gap (a lost connection to the store), replica B checks every run it holds against
@@ -9,8 +10,12 @@ would wait for their next heartbeat, not even ending when the lost commit was th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -104,26 +109,50 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
             watcher.cancel()
 
 
+@dataclass
+class Replicas:
+    """Stubs to replicas A and B on one Redis store, and a client of that Redis."""
+
+    url: str
+    runs_a: Any
+    runs_b: Any
+    report_a: Any
+    decisions_b: Any
+    redis: Any
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[Replicas]:
+    url = redis_store_url(redis_server, tmp_path)
+    async with (
+        replica_channels(url, tmp_path) as (on_a, on_b),
+        redis.asyncio.from_url(redis_server.url) as client,
+    ):
+        yield Replicas(
+            url,
+            run_service_pb2_grpc.RunServiceStub(on_a),
+            run_service_pb2_grpc.RunServiceStub(on_b),
+            report_service_pb2_grpc.ReportServiceStub(on_a),  # type: ignore[no-untyped-call]
+            decision_service_pb2_grpc.DecisionServiceStub(on_b),  # type: ignore[no-untyped-call]
+            client,
+        )
+
+
 async def test_an_unreadable_notice_is_a_gap_and_live_updates_go_on(
     redis_server: RedisProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A notice a replica cannot read (from a newer or broken writer) is treated as missed:
     it resyncs and keeps following, where it used to stop following altogether, leaving its
     watchers to learn of other replicas' commits only at their next heartbeat."""
-    url = redis_store_url(redis_server, tmp_path)
-    channel = commits_channel(parse_url(url))
-    async with (
-        replica_channels(url, tmp_path) as (on_a, on_b),
-        redis.asyncio.from_url(redis_server.url) as publisher,
-    ):
-        runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
-        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
-        report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
-        run_id = (await runs_a.CreateRun(rs.CreateRunRequest(workflow="garbled"))).run.run_id
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        channel = commits_channel(parse_url(replicas.url))
+        report, publisher = replicas.report_a, replicas.redis
+        created = await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="garbled"))
+        run_id = created.run.run_id
         request = rs.WatchRunRequest(  # no heartbeat for 5 minutes: only notices wake it
             run_id=run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
         )
-        watch = runs_b.WatchRun(request)
+        watch = replicas.runs_b.WatchRun(request)
         assert [e.seq for e in (await anext(aiter(watch))).events] == [1]
         tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
         with caplog.at_level(logging.WARNING, "runstream.store.redis"):
@@ -143,17 +172,11 @@ async def test_a_question_asked_on_a_during_bs_notice_gap_is_found_and_answered_
 ) -> None:
     """B holds the run but misses A's notice of the question (its subscription is down for
     half a second): asked for the decision, B reads the store before saying NOT_FOUND."""
-    url = redis_store_url(redis_server, tmp_path)
-    async with (
-        replica_channels(url, tmp_path) as (on_a, on_b),
-        redis.asyncio.from_url(redis_server.url) as admin,
-    ):
-        runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
-        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
-        report = report_service_pb2_grpc.ReportServiceStub(on_a)  # type: ignore[no-untyped-call]
-        decisions_b = decision_service_pb2_grpc.DecisionServiceStub(on_b)  # type: ignore[no-untyped-call]
-        run_id = (await runs_a.CreateRun(rs.CreateRunRequest(workflow="gap"))).run.run_id
-        await runs_b.GetRun(rs.GetRunRequest(run_id=run_id))  # B holds the run
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        report, decisions_b, admin = replicas.report_a, replicas.decisions_b, replicas.redis
+        created = await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="gap"))
+        run_id = created.run.run_id
+        await replicas.runs_b.GetRun(rs.GetRunRequest(run_id=run_id))  # B holds the run
         question = event_pb2.DecisionRequested(
             decision_id="d1", prompt="Ship it?", options=[event_pb2.DecisionOption(value="yes")]
         )
