@@ -38,6 +38,7 @@ from runstream_server.store.base import CommitNotice, Notice
 from runstream_server.store.redis_notices import commits_channel
 from runstream_server.store.redis_url import parse_url
 
+from tests.clients.support import eventually
 from tests.conftest import RedisProcess, redis_store_url, replica_channels
 
 
@@ -192,3 +193,40 @@ async def test_a_question_asked_on_a_during_bs_notice_gap_is_found_and_answered_
         answer = ds.SubmitDecisionRequest(run_id=run_id, decision_id="d1", choice="yes")
         answered = (await decisions_b.SubmitDecision(answer)).decision
         assert (answered.state, answered.choice) == (decision_pb2.DECISION_STATE_RESOLVED, "yes")
+
+
+async def test_watch_runs_on_b_gets_the_changes_made_on_a_during_bs_notice_gap(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """WatchRuns on B re-lists from the store after a gap in notices: a run that ended and a
+    run created on A while B's subscription was down both reach it, once each."""
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        report = replicas.report_a
+        first = (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="gap"))).run
+        stream = replicas.runs_b.WatchRuns(rs.WatchRunsRequest(filter="workflow = gap"))
+        told: dict[str, list[int]] = {}
+
+        async def follow() -> None:
+            async for response in stream:
+                for run in response.runs:
+                    told.setdefault(run.run_id, []).append(run.status)
+
+        follower = asyncio.create_task(follow())
+        try:
+            await eventually(lambda: first.run_id in told)
+            await replicas.redis.client_kill_filter(_type="pubsub")  # back in about 0.5 s
+            done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+            await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=first.run_id, events=[done])
+            )
+            second = (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="gap"))).run
+            ended = run_pb2.RUN_STATUS_SUCCEEDED
+            await eventually(
+                lambda: told.get(first.run_id, [])[-1:] == [ended] and second.run_id in told,
+                within=10,
+            )
+            await asyncio.sleep(0.5)  # and nothing twice
+            assert told[first.run_id].count(ended) == 1
+            assert len(told[second.run_id]) == 1
+        finally:
+            follower.cancel()

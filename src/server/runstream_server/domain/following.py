@@ -111,6 +111,7 @@ class Notices:
                 pass
             except Exception as exc:
                 failed.append((run_id, exc))
+        self._runs_hub.missed()  # WatchRuns streams re-list what moved on during the gap
         try:
             await self._rearm()
         except Exception:  # a store error: the next gap, or a restart, arms them

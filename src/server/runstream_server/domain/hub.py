@@ -349,23 +349,25 @@ class Hub:
 class RunsSubscription(_Mailbox):
     """One WatchRuns stream: the latest state of each changed run, coalesced per run."""
 
-    __slots__ = ("known", "matches", "pending")
+    __slots__ = ("known", "matches", "missed", "pending")
 
     def __init__(self, matches: Callable[[run_pb2.Run], bool], interval: float, now: float) -> None:
         super().__init__(interval, now)
         self.matches = matches
         self.pending: dict[str, run_pb2.Run] = {}
-        self.known: set[str] = set()
+        self.known: dict[str, int] = {}
+        """The matching runs the stream was told of, each with the last seq it was told."""
+        self.missed = False  # changes may have been missed (a gap in notices): re-list
 
     def _has_news(self) -> bool:
-        return bool(self.pending)
+        return bool(self.pending) or self.missed
 
     def offer(self, run: run_pb2.Run, now: float) -> None:
         """Queues the run if it matches, or if it just stopped matching (sent once more)."""
         if self.matches(run):
-            self.known.add(run.run_id)
+            self.known[run.run_id] = run.last_seq
         elif run.run_id in self.known:
-            self.known.discard(run.run_id)
+            del self.known[run.run_id]
         else:
             return
         self.pending[run.run_id] = run
@@ -408,6 +410,12 @@ class RunsHub:
         now = self._clock.now()
         for sub in self._subscriptions:
             sub.offer(run, now)
+
+    def missed(self) -> None:
+        """After a gap in notices: every stream re-lists its runs from the store."""
+        for sub in self._subscriptions:
+            sub.missed = True
+            sub.wake()
 
     def close(self, reason: str) -> None:
         self._closed_reason = reason

@@ -20,14 +20,14 @@ from runstream.v1 import run_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent
-from runstream_server.domain.hub import Hub, RunsHub
+from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription
 from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, summary
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import InvalidArgument, OutOfRange, Unavailable
-from runstream_server.store.base import EventStore
+from runstream_server.store.base import EventStore, RunFilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,26 +195,18 @@ class Watching:
             lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
         )
         try:
-            cursor: tuple[int, str] | None = None
-            while True:
-                page = await self._store.list_runs(run_filter, 200, cursor)
-                counts = await self._viewers.read([r.run_id for r in page.runs])
-                runs = []
-                for stored in page.runs:
-                    live = self._ledger.cached(stored.run_id)
-                    run = live.run if live is not None else stored
-                    sub.known.add(run.run_id)
-                    runs.append(summary(run, counts[run.run_id]))
-                for chunk in chunks(runs, self._limits.response_bytes):
-                    yield chunk
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
+            async for listed in self._listed(sub, run_filter, missed_only=False):
+                yield listed
             yield InitialStateComplete()
             while True:
                 await sub.wait()
                 if sub.closed_reason is not None:
                     raise Unavailable(sub.closed_reason)
+                if sub.missed:
+                    sub.missed = False
+                    async for listed in self._listed(sub, run_filter, missed_only=True):
+                        yield listed
+                    continue
                 changed = sub.take()
                 if changed:
                     for chunk in chunks(changed, self._limits.response_bytes):
@@ -223,6 +215,48 @@ class Watching:
                     yield Heartbeat(0, self._clock())
         finally:
             self._runs_hub.unsubscribe(sub)
+
+    async def _listed(
+        self, sub: RunsSubscription, run_filter: RunFilter, *, missed_only: bool
+    ) -> AsyncIterator[list[run_pb2.Run]]:
+        """The matching runs from the store; when `missed_only` (after a gap in notices),
+        only those that moved on since the stream was told of them, and those it was told of
+        that no longer match (sent once more, as a live change would be)."""
+        listed: set[str] = set()
+        cursor: tuple[int, str] | None = None
+        while True:
+            page = await self._store.list_runs(run_filter, 200, cursor)
+            listed.update(r.run_id for r in page.runs)
+            moved = [
+                r for r in page.runs if not missed_only or sub.known.get(r.run_id) != r.last_seq
+            ]
+            for chunk in chunks(await self._summaries(moved, sub), self._limits.response_bytes):
+                yield chunk
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        if missed_only:
+            left = [await self._store.load_run(r) for r in list(sub.known) if r not in listed]
+            gone = [r for r in left if r is not None and r.last_seq != sub.known[r.run_id]]
+            for chunk in chunks(await self._summaries(gone, sub), self._limits.response_bytes):
+                yield chunk
+
+    async def _summaries(
+        self, stored: Sequence[run_pb2.Run], sub: RunsSubscription
+    ) -> list[run_pb2.Run]:
+        """What a WatchRuns stream is told of these runs (the held state where there is one),
+        noted as told."""
+        counts = await self._viewers.read([r.run_id for r in stored])
+        runs = []
+        for run in stored:
+            live = self._ledger.cached(run.run_id)
+            current = live.run if live is not None else run
+            if sub.matches(current):
+                sub.known[current.run_id] = current.last_seq
+            else:
+                sub.known.pop(current.run_id, None)
+            runs.append(summary(current, counts[current.run_id]))
+        return runs
 
     def _pages(self, events: Sequence[EncodedEvent]) -> Iterator[list[EncodedEvent]]:
         """Splits events into messages of bounded count and size, at least one event each."""
