@@ -113,7 +113,9 @@ export type AppendAck = Message<"runstream.v1.AppendAck"> & {
   events: EventAck[];
 
   /**
-   * The run's last seq after the batch.
+   * The run's last seq after the commit that stored the batch. Batches that arrive while
+   * an earlier commit is being made are committed together, and each of their acks carries
+   * that commit's last seq; the batch's own events' seqs are in `events`.
    *
    * @generated from field: int64 last_seq = 3;
    */
