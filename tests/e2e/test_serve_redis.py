@@ -125,6 +125,27 @@ def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> No
         assert message in done.stderr.decode(), done.stderr
 
 
+def test_an_option_redis_cannot_take_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Options Runstream does not know go to redis-py: one it does not take either, a value
+    it cannot read, or a cluster asked of a plain Redis end the server with one line."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        for options, said_in in [
+            ("bogus=1", "'bogus'"),
+            ("db=x", "Invalid value for 'db'"),
+            ("cluster=1", "RedisClusterException"),
+        ]:
+            done = serve_and_exit(f"redis://:s3cret@127.0.0.1:{redis.port}/0?{options}", tmp_path)
+            said = done.stderr.decode() + done.stdout.decode()
+            assert done.returncode == 1, said
+            assert "Traceback" not in said and "s3cret" not in said
+            last = said.splitlines()[-1]
+            assert last.startswith("runstream: ") and said_in in last, last
+    finally:
+        redis.stop()
+
+
 def test_a_password_that_splits_the_url_is_refused_without_echoing_any_of_it(
     tmp_path: Path,
 ) -> None:

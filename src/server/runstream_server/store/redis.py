@@ -220,15 +220,19 @@ class RedisEventStore:
         return aioredis.from_url(self.options.url, health_check_interval=10, **common)
 
     async def open(self) -> None:
-        self._client = self._connect()
+        try:
+            self._client = self._connect()
+        except ValueError as exc:  # an option value redis-py cannot read (?db=x)
+            raise StoreUnusable(f"the Redis store URL {self.display}: {exc}") from None
         self._append = self._client.register_script(_APPEND)
         self._purge = self._client.register_script(_PURGE)
         try:
             await self._client.ping()
-        except (rex.RedisError, OSError) as exc:
+        except (rex.RedisError, rex.RedisClusterException, OSError, TypeError) as exc:
             await self._client.aclose()
             # redis-py's messages name the host and the failure (refused, TLS, wrong
-            # password), never the password itself.
+            # password, not a cluster, an option it does not take: ?bogus=1 is a TypeError
+            # when connecting), never the password itself.
             reason = (str(exc).splitlines() or [""])[0][:200]
             raise StoreUnusable(
                 f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
