@@ -33,6 +33,7 @@ from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain.following import Notices
 from runstream_server.domain.ledger import RunLedger
+from runstream_server.domain.runs import RunManager
 from runstream_server.domain.state import RunState
 from runstream_server.store.base import CommitNotice, Notice
 from runstream_server.store.redis_notices import commits_channel
@@ -139,6 +140,18 @@ async def two_replicas(redis_server: RedisProcess, tmp_path: Path) -> AsyncItera
         )
 
 
+async def watched_on_b(replicas: Replicas, workflow: str) -> tuple[str, Any]:
+    """A run created on A, and a watch of it on B that has read the run's first event and
+    gets no heartbeat for 5 minutes: only notices of A's commits wake it."""
+    created = await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow=workflow))
+    request = rs.WatchRunRequest(
+        run_id=created.run.run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
+    )
+    watch = replicas.runs_b.WatchRun(request)
+    assert [e.seq for e in (await anext(aiter(watch))).events] == [1]
+    return created.run.run_id, watch
+
+
 async def test_an_unreadable_notice_is_a_gap_and_live_updates_go_on(
     redis_server: RedisProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -148,13 +161,7 @@ async def test_an_unreadable_notice_is_a_gap_and_live_updates_go_on(
     async with two_replicas(redis_server, tmp_path) as replicas:
         channel = commits_channel(parse_url(replicas.url))
         report, publisher = replicas.report_a, replicas.redis
-        created = await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="garbled"))
-        run_id = created.run.run_id
-        request = rs.WatchRunRequest(  # no heartbeat for 5 minutes: only notices wake it
-            run_id=run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
-        )
-        watch = replicas.runs_b.WatchRun(request)
-        assert [e.seq for e in (await anext(aiter(watch))).events] == [1]
+        run_id, watch = await watched_on_b(replicas, "garbled")
         tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
         with caplog.at_level(logging.WARNING, "runstream.store.redis"):
             for seq, garbage in ((2, b"abc\n\n1\n"), (3, b"\xff\xfe\n1\n1\n")):
@@ -230,3 +237,28 @@ async def test_watch_runs_on_b_gets_the_changes_made_on_a_during_bs_notice_gap(
             assert len(told[second.run_id]) == 1
         finally:
             follower.cancel()
+
+
+async def test_other_replicas_commits_do_not_wait_for_the_scan_of_stored_deadlines(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a gap (the first is the subscription itself) the stored deadlines are armed
+    beside the notices, not before them: with many waiting runs in the store that scan took
+    seconds, and every other replica's commit waited for it."""
+    scanning = asyncio.Event()
+
+    async def endless_scan(self: RunManager) -> None:
+        scanning.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(RunManager, "_arm_stored_deadlines", endless_scan)
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        await asyncio.wait_for(scanning.wait(), 10)
+        run_id, watch = await watched_on_b(replicas, "scan")
+        tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
+        await replicas.report_a.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick])
+        )
+        response = await asyncio.wait_for(anext(aiter(watch)), 5)
+        assert [e.seq for e in response.events] == [2]
+        watch.cancel()

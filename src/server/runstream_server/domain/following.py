@@ -7,15 +7,17 @@ ledger (which reads any gap from the log) and delivered like a local commit. A r
 not hold still has its deadlines armed here, so they never rest on one replica. A viewer
 count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
 queue that overflowed) checks every held or loading run against the store's head, each on
-its own: one whose check fails is logged, and the others are still checked; then the
-deadlines of the store's open decisions are armed again.
+its own: one whose check fails is logged, and the others are still checked; WatchRuns
+streams re-list their runs; and the deadlines of the store's open decisions are armed again,
+in a task of its own so that the notices after the gap do not wait for that scan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 from runstream_server.domain.hub import RunsHub
 from runstream_server.domain.ledger import RunLedger
@@ -43,16 +45,21 @@ class Notices:
         elsewhere: Callable[[str, Iterable[StoredEvent]], None],
         viewers_changed: Callable[[Sequence[str]], Awaitable[None]],
         rearm: Callable[[], Awaitable[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
         """`elsewhere` hears the events of runs this process does not hold (to arm their
-        deadlines), and after a gap `rearm` arms the deadlines the gap may have carried;
-        `viewers_changed` hears that another replica's viewer count changed."""
+        deadlines), and after a gap `rearm` arms the deadlines the gap may have carried, in
+        a task `spawn` starts; `viewers_changed` hears that another replica's viewer count
+        changed."""
         self._ledger = ledger
         self._store = store
         self._runs_hub = runs_hub
         self._elsewhere = elsewhere
         self._viewers_changed = viewers_changed
         self._rearm = rearm
+        self._spawn = spawn
+        self._rearming = False  # a scan of the stored deadlines is under way
+        self._rearm_again = False  # and another gap came meanwhile: scan once more after it
         self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=10_000)
 
     def on_notice(self, notice: Notice) -> None:
@@ -93,6 +100,29 @@ class Notices:
                 return
         await self._ledger.catch_up(run_id, notice)
 
+    def _rearm_soon(self) -> None:
+        """Arms the stored deadlines in a task of its own: the scan reads the questions of
+        every waiting run, and other replicas' commits must not queue behind it. One scan at
+        a time; a gap during one runs another after it."""
+        if self._rearming:
+            self._rearm_again = True
+            return
+        self._rearming = True
+        self._spawn(self._rearm_until_done())
+
+    async def _rearm_until_done(self) -> None:
+        try:
+            while True:
+                self._rearm_again = False
+                try:
+                    await self._rearm()
+                except Exception:  # a store error: the next gap, or a restart, arms them
+                    log.exception("after a gap in notices: the stored deadlines were not armed")
+                if not self._rearm_again:
+                    return
+        finally:
+            self._rearming = False
+
     async def _resync(self) -> None:
         """After a gap in notices: every held run against the store's head, every run being
         loaded (its load may have read the store before the commits the gap lost), and the
@@ -112,10 +142,7 @@ class Notices:
             except Exception as exc:
                 failed.append((run_id, exc))
         self._runs_hub.missed()  # WatchRuns streams re-list what moved on during the gap
-        try:
-            await self._rearm()
-        except Exception:  # a store error: the next gap, or a restart, arms them
-            log.exception("resync after a gap in notices: the stored deadlines were not armed")
+        self._rearm_soon()
         if failed:  # one line, however many runs: they catch up at their next notice
             run_id, first = failed[0]
             log.warning(

@@ -151,6 +151,7 @@ class RunManager:
             ),
             viewers_changed=self._viewers.changed_elsewhere,
             rearm=self._arm_stored_deadlines,
+            spawn=self._spawn,
         )
         self._decisions = Decisions(
             self._ledger,
