@@ -5,6 +5,7 @@ notice subscription's reconnect once Redis is back; and the replica carries on."
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.request
 from pathlib import Path
 
@@ -59,7 +60,10 @@ async def until(port: int, name: str, labels: dict[str, str], at_least: float) -
     raise AssertionError(f"{name}{labels} never reached {at_least}")
 
 
-async def test_redis_errors_and_reconnects_are_counted(tmp_path: Path) -> None:
+async def test_redis_errors_and_reconnects_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "runstream.monitors")
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
     server = RunstreamServer(
@@ -84,6 +88,7 @@ async def test_redis_errors_and_reconnects_are_counted(tmp_path: Path) -> None:
             )
 
             redis.kill()
+            await asyncio.sleep(2.5)  # a few stall checks (one a second) while Redis is down
             async with grpc.aio.insecure_channel(server.target) as channel:
                 report = report_service_pb2_grpc.ReportServiceStub(channel)  # type: ignore[no-untyped-call]
                 event = event_pb2.RunEvent(
@@ -113,6 +118,14 @@ async def test_redis_errors_and_reconnects_are_counted(tmp_path: Path) -> None:
             await until(
                 server.metrics_port, "runstream_store_reconnects_total", {}, reconnects_before + 1
             )
+            # The stall checks that failed meanwhile said so once, in a line, no traceback.
+            stalls = [
+                r
+                for r in caplog.records
+                if r.getMessage().startswith("stall check") and r.levelno >= logging.WARNING
+            ]
+            assert [(r.levelname, r.exc_info) for r in stalls] == [("WARNING", None)]
+            assert "the Redis store is unreachable" in stalls[0].getMessage()
             stats = await client.get_stats()
             assert stats.store_kind == "redis"
             assert stats.store_errors_total >= 2

@@ -30,6 +30,7 @@ from runstream_server.domain.events import KIND_BY_FIELD
 from runstream_server.domain.ledger import decode
 from runstream_server.domain.limits import Retention
 from runstream_server.domain.state import RunState
+from runstream_server.errors import Unavailable
 from runstream_server.store.base import EventStore, RunFilter, StoredEvent
 
 log = logging.getLogger("runstream.monitors")
@@ -139,12 +140,22 @@ class StallTracker:
         return insight.stall_threshold(state, history, self._policy)
 
     async def run_forever(self) -> None:
+        unavailable = False  # the store was down at the last check: said once, not each time
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
+            except Unavailable as exc:
+                if not unavailable:
+                    log.warning("stall checks wait for the store: %s", exc.message)
+                unavailable = True
+                continue
             except Exception:
                 log.exception("stall check failed; trying again in %.1fs", self.interval)
+                continue
+            if unavailable:
+                log.info("stall checks resumed: the store is back")
+                unavailable = False
 
     async def check(self) -> None:
         """One pass over every running run in the store."""
