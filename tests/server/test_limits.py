@@ -6,6 +6,7 @@ other callers are unaffected, and nothing already accepted is lost.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -154,3 +155,17 @@ async def test_the_report_stream_is_metered_too(callers: dict[str, Caller]) -> N
     assert acks == [1]  # the first batch fit the burst and was acknowledged
     events = (await bot.runs.ListEvents(rs.ListEventsRequest(run_id=run_id))).events
     assert len([e for e in events if e.idempotency_key]) == 10
+
+
+async def test_concurrent_creates_never_pass_the_active_runs_limit(
+    callers: dict[str, Caller],
+) -> None:
+    """Ten CreateRun calls at once, two places: exactly two runs, eight refusals."""
+    bot = callers["bot"]
+    calls = [bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf")) for _ in range(10)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    refusals = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert {r.code() for r in refusals} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert len(refusals) == 8
+    listed = await bot.runs.ListRuns(rs.ListRunsRequest())
+    assert len(listed.runs) == 2

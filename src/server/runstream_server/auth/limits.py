@@ -2,7 +2,7 @@
 
 - open watch streams (WatchRun, WatchRuns, Interact) per principal;
 - watchers per run (every caller, auth or not);
-- active (not ended) runs per tenant, checked on CreateRun;
+- active (not ended) runs per tenant, checked on CreateRun (creates in flight count too);
 - events appended per second per producer: a token bucket on AppendEvents and Report.
 
 On a shared store the per-principal limits count a principal's use on every replica: each
@@ -113,6 +113,35 @@ class TokenBucket:
         self._at = now
 
 
+class _ActiveRuns:
+    """One tenant's active runs as this replica knows them (see `_admit_run`)."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.count = 0
+        """Active runs in the store when last counted, plus the creates done since."""
+        self.counted_at = -math.inf
+        self.creating = 0
+        """Creates admitted and not yet done."""
+        self.settled = asyncio.Event()
+        """Set while no create is in flight."""
+        self.settled.set()
+
+    @property
+    def taken(self) -> int:
+        return self.count + self.creating
+
+    def begin(self) -> None:
+        self.creating += 1
+        self.settled.clear()
+
+    def settle(self, created: bool) -> None:
+        self.creating -= 1
+        self.count += created
+        if not self.creating:
+            self.settled.set()
+
+
 def _who(principal: Principal) -> str:
     return f"{principal.tenant}/{principal.subject}"
 
@@ -135,7 +164,7 @@ class LimitInterceptor(HandlerRewriter):
         self._appended: dict[str, int] = {}  # who -> events appended here since counted
         self._elsewhere: dict[str, int] = {}  # who -> streams open on the other replicas
         self._seen: dict[str, dict[str, int]] = {}  # replica -> who -> appended, last exchange
-        self._active: dict[str, tuple[int, float]] = {}  # tenant -> (count, counted at)
+        self._active: dict[str, _ActiveRuns] = {}
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         if method in _STREAMS:
@@ -163,9 +192,16 @@ class LimitInterceptor(HandlerRewriter):
             def wrap(_kind: str, behavior: Behavior) -> Behavior:
                 async def counted(request: Any, context: Context) -> Any:
                     principal = current()
-                    if principal is not None:
-                        await self._check_active_runs(principal.tenant)
-                    return await behavior(request, context)
+                    if principal is None or self._limits.active_runs_per_tenant <= 0:
+                        return await behavior(request, context)
+                    runs = await self._admit_run(principal.tenant)
+                    created = False
+                    try:
+                        response = await behavior(request, context)
+                        created = True
+                        return response
+                    finally:
+                        runs.settle(created)
 
                 return counted
 
@@ -310,23 +346,28 @@ class LimitInterceptor(HandlerRewriter):
 
     # --- runs per tenant ----------------------------------------------------------------------
 
-    async def _check_active_runs(self, tenant: str) -> None:
-        """Counts are cached for a second and bumped on each create; a refusal is always
-        checked against a fresh count, so a run that ended frees its place at once."""
+    async def _admit_run(self, tenant: str) -> _ActiveRuns:
+        """Admits one CreateRun of `tenant`, or refuses it with RESOURCE_EXHAUSTED.
+
+        Counts are read from the store at most once a second and bumped by each create in
+        between; creates admitted and not yet done count too, so creates at once cannot pass
+        the limit together. A refusal is always checked against a fresh count taken once the
+        creates in flight are done, so a run that ended frees its place at once."""
         limit = self._limits.active_runs_per_tenant
-        if limit <= 0:
-            return
-        count, at = self._active.get(tenant, (0, -math.inf))
-        if time.monotonic() - at > 1.0 or count >= limit:
-            count = await self._count_active(tenant, limit)
-        if count >= limit:
-            self._active[tenant] = (count, time.monotonic())
-            raise ResourceExhausted(
-                f"tenant {tenant!r} has {limit} active runs, the most allowed; "
-                "finish or cancel one first",
-                retry_after=self._limits.runs_retry_after,
-            )
-        self._active[tenant] = (count + 1, time.monotonic())
+        runs = self._active.setdefault(tenant, _ActiveRuns())
+        async with runs.lock:
+            if runs.taken >= limit or time.monotonic() - runs.counted_at > 1.0:
+                await runs.settled.wait()
+                runs.count = await self._count_active(tenant, limit)
+                runs.counted_at = time.monotonic()
+            if runs.taken >= limit:
+                raise ResourceExhausted(
+                    f"tenant {tenant!r} has {limit} active runs, the most allowed; "
+                    "finish or cancel one first",
+                    retry_after=self._limits.runs_retry_after,
+                )
+            runs.begin()
+        return runs
 
     async def _count_active(self, tenant: str, limit: int) -> int:
         page = await self._store.list_runs(RunFilter(_ACTIVE, tenant=tenant), limit, None)
