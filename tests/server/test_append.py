@@ -123,6 +123,34 @@ BAD_EVENTS = [
         ev.RunEvent(agent_activity=ev.AgentActivity(agent_id="x")),
         "events[0].agent_activity.activity",
     ),
+    (
+        ev.RunEvent(
+            agent_activity=ev.AgentActivity(
+                agent_id="x", activity=ev.AGENT_ACTIVITY_TYPE_STARTED, step_id="nope"
+            )
+        ),
+        "events[0].agent_activity.step_id",
+    ),
+    (
+        ev.RunEvent(text_delta=ev.TextDelta(message_id="m", delta="hi", step_id="nope")),
+        "events[0].text_delta.step_id",
+    ),
+    (
+        ev.RunEvent(
+            step_completed=ev.StepCompleted(
+                step_id="a", artifacts=[run_pb2.Artifact(name="report", step_id="nope")]
+            )
+        ),
+        "events[0].step_completed.artifacts[0].step_id",
+    ),
+    (
+        ev.RunEvent(
+            artifact_produced=ev.ArtifactProduced(
+                artifact=run_pb2.Artifact(name="report", step_id="nope")
+            )
+        ),
+        "events[0].artifact_produced.artifact.step_id",
+    ),
     (ev.RunEvent(thinking=ev.Thinking(confidence=1.5)), "events[0].thinking.confidence"),
     (
         ev.RunEvent(model_allocation=ev.ModelAllocation(agent_id="x")),
@@ -247,6 +275,33 @@ async def test_create_run_validation(stubs) -> None:  # type: ignore[no-untyped-
                 workflow="wf", steps=[run_pb2.StepSpec(step_id="a"), run_pb2.StepSpec(step_id="a")]
             ),
             "steps[1].step_id",
+        ),
+        (
+            run_service_pb2.CreateRunRequest(
+                workflow="wf",
+                steps=[
+                    run_pb2.StepSpec(step_id="a"),
+                    run_pb2.StepSpec(step_id="b", depends_on=["c"]),
+                ],
+            ),
+            "steps[1].depends_on[0]",
+        ),
+        (
+            run_service_pb2.CreateRunRequest(
+                workflow="wf", steps=[run_pb2.StepSpec(step_id="a", depends_on=["a"])]
+            ),
+            "steps[0].depends_on[0]",
+        ),
+        (
+            run_service_pb2.CreateRunRequest(
+                workflow="wf",
+                steps=[
+                    run_pb2.StepSpec(step_id="a", depends_on=["c"]),
+                    run_pb2.StepSpec(step_id="b", depends_on=["a"]),
+                    run_pb2.StepSpec(step_id="c", depends_on=["b"]),
+                ],
+            ),
+            "steps[0].depends_on",
         ),
     ]
     for request, field in cases:

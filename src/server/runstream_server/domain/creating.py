@@ -50,6 +50,7 @@ def run_created(
         if spec.step_id in seen:
             raise InvalidArgument(f"steps[{i}].step_id", f"duplicate step id {spec.step_id!r}")
         seen.add(spec.step_id)
+    _check_graph(steps)
     for i, target in enumerate(targets):
         if not target.metric.strip():
             raise InvalidArgument(f"targets[{i}].metric", "is required")
@@ -70,3 +71,42 @@ def run_created(
     )
     created.event_time.CopyFrom(to_timestamp(now))
     return created
+
+
+def _check_graph(steps: Sequence[run_pb2.StepSpec]) -> None:
+    """Each ``depends_on`` names another step of the plan, and the steps make no cycle
+    (dashboards draw them as a graph); INVALID_ARGUMENT naming the field otherwise."""
+    index = {spec.step_id: i for i, spec in enumerate(steps)}
+    for i, spec in enumerate(steps):
+        for j, other in enumerate(spec.depends_on):
+            if other == spec.step_id or other not in index:
+                problem = "is the step itself" if other == spec.step_id else "is not in the plan"
+                raise InvalidArgument(f"steps[{i}].depends_on[{j}]", f"step {other!r} {problem}")
+    # Take away, again and again, the steps whose dependencies are all taken away: what is
+    # left depends on something left, so following dependencies from it comes round.
+    waiting = {i: len(set(spec.depends_on)) for i, spec in enumerate(steps)}
+    needed_by: dict[int, list[int]] = {i: [] for i in waiting}
+    for i, spec in enumerate(steps):
+        for other in set(spec.depends_on):
+            needed_by[index[other]].append(i)
+    free = [i for i, n in waiting.items() if n == 0]
+    while free:
+        for later in needed_by[free.pop()]:
+            waiting[later] -= 1
+            if waiting[later] == 0:
+                free.append(later)
+    left = [i for i, n in waiting.items() if n > 0]
+    if left:
+        chain, at = [left[0]], {left[0]: 0}
+        while True:
+            step = steps[chain[-1]]
+            node = next(index[d] for d in step.depends_on if waiting[index[d]] > 0)
+            chain.append(node)
+            if node in at:
+                break
+            at[node] = len(chain) - 1
+        cycle = chain[at[chain[-1]] :]
+        raise InvalidArgument(
+            f"steps[{cycle[0]}].depends_on",
+            " -> ".join(repr(steps[k].step_id) for k in cycle) + " is a cycle",
+        )

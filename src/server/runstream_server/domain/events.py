@@ -221,6 +221,9 @@ class KindRules:
     """Id fields that must hold a valid id."""
     optional_ids: tuple[str, ...] = ()
     """Id fields that may be empty, and otherwise must hold a valid id."""
+    step_refs: tuple[str, ...] = ()
+    """Id fields that may be empty, and otherwise must name one of the run's steps (the
+    state checks that the step exists: INVALID_ARGUMENT naming the field if not)."""
     ranges: tuple[tuple[str, float, float], ...] = ()
     """(field, low, high): numbers that must lie within bounds."""
     check: Callable[[str, Any], None] | None = None
@@ -236,7 +239,7 @@ class KindRules:
     def validate(self, path: str, payload: Message) -> None:
         for name in self.ids:
             check_id(f"{path}.{name}", _get(payload, name))
-        for name in self.optional_ids:
+        for name in self.optional_ids + self.step_refs:
             check_id(f"{path}.{name}", _get(payload, name), required=False)
         for name in self.required:
             _required(f"{path}.{name}", _get(payload, name))
@@ -282,18 +285,19 @@ KINDS: dict[str, KindRules] = {
     "step_skipped": KindRules(ids=("step_id",)),
     # Negative counts are refused by the generic rules of .fields.
     "item_progress": KindRules(check=_item_progress),
-    "agent_activity": KindRules(optional_ids=("step_id",), check=_agent_activity),
+    "agent_activity": KindRules(step_refs=("step_id",), check=_agent_activity),
     # Reasoning, model choices and streamed text are shown to watchers; snapshots stay small.
     "thinking": KindRules(ranges=(("confidence", 0, 1),), changes_state=False),
     "model_allocation": KindRules(required=("model",), changes_state=False),
-    "text_delta": KindRules(required=("message_id",), changes_state=False),
-    "metrics_update": KindRules(optional_ids=("step_id",), check=_metrics_update),
+    "text_delta": KindRules(required=("message_id",), step_refs=("step_id",), changes_state=False),
+    "metrics_update": KindRules(step_refs=("step_id",), check=_metrics_update),
     "milestone": KindRules(required=("title",)),
-    # Alerts and recoveries change health through the HealthChanged the server derives; the
-    # state only checks that the step they name exists.
-    "alert": KindRules(required=("message",), optional_ids=("step_id",)),
-    "error_recovery": KindRules(required=("error_message",), optional_ids=("step_id",)),
-    "artifact_produced": KindRules(required=("artifact.name",), optional_ids=("artifact.step_id",)),
+    # Alerts and recoveries change health through the HealthChanged the server derives.
+    "alert": KindRules(required=("message",), step_refs=("step_id",), changes_state=False),
+    "error_recovery": KindRules(
+        required=("error_message",), step_refs=("step_id",), changes_state=False
+    ),
+    "artifact_produced": KindRules(required=("artifact.name",), step_refs=("artifact.step_id",)),
     # Phase changes are shown to watchers; steps carry the snapshot's progress.
     "workflow_state_change": KindRules(required=("change_type",), changes_state=False),
     "health_changed": KindRules(server_only=True),

@@ -116,6 +116,9 @@ class RunState:
             self.run.status == run_pb2.RUN_STATUS_PENDING
         ):
             self._start(when)
+        refs = _STEP_REFS.get(name)
+        if refs is not None:
+            self.steps.check_refs(getattr(event, name), refs, f"{path}.{name}")
         fold = _FOLDS.get(name)
         if fold is not None:
             fold(self, getattr(event, name), when, f"{path}.{name}")
@@ -232,7 +235,7 @@ class RunState:
         self, p: event_pb2.MetricsUpdate, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         if p.step_id:
-            self.steps.known(p.step_id, path).metrics.update(p.values)
+            self.steps.known(p.step_id, path).metrics.update(p.values)  # checked: step_refs
             return
         metrics = self.run.metrics
         # The change is written onto the event itself before it is stored, so the log, a
@@ -255,18 +258,6 @@ class RunState:
     ) -> None:
         if p.milestone_id and p.milestone_id in self.milestones:
             raise FailedPrecondition(f"{path}.milestone_id: {p.milestone_id!r} already fired")
-
-    def _on_alert(self, p: event_pb2.Alert, when: timestamp_pb2.Timestamp, path: str) -> None:
-        """Alerts are shown to watchers; their effect on health comes as HealthChanged."""
-        if p.step_id:
-            self.steps.known(p.step_id, path)
-
-    def _on_error_recovery(
-        self, p: event_pb2.ErrorRecovery, when: timestamp_pb2.Timestamp, path: str
-    ) -> None:
-        """Recoveries are shown to watchers; their effect on health comes as HealthChanged."""
-        if p.step_id:
-            self.steps.known(p.step_id, path)
 
     def _on_decision_requested(
         self, p: event_pb2.DecisionRequested, when: timestamp_pb2.Timestamp, path: str
@@ -323,6 +314,7 @@ def _on_steps(fold: Callable[[RunSteps, Any, timestamp_pb2.Timestamp, str], None
 
 
 _FOLDS = _folds()
+_STEP_REFS = {name: rules.step_refs for name, rules in KINDS.items() if rules.step_refs}
 
 
 def now_utc() -> datetime:

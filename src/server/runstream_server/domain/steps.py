@@ -9,6 +9,7 @@ Its ``on_<kind>`` methods are the folds of those event kinds (RunState finds the
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
@@ -55,6 +56,18 @@ class RunSteps:
             )
         return step
 
+    def check_refs(self, payload: Any, refs: tuple[str, ...], path: str) -> None:
+        """INVALID_ARGUMENT naming the field when one of the `refs` (dotted fields of
+        `payload`, set or empty) names a step the run does not have."""
+        for ref in refs:
+            owner, _, field = ref.rpartition(".")
+            holder = payload
+            for name in owner.split(".") if owner else ():
+                holder = getattr(holder, name)
+            step_id = getattr(holder, field)
+            if step_id:
+                self.known(step_id, f"{path}.{owner}" if owner else path)
+
     def _open(self, step_id: str, path: str) -> run_pb2.Step:
         """The step an event names, not yet done; FAILED_PRECONDITION if it is."""
         step = self.known(step_id, path)
@@ -98,7 +111,9 @@ class RunSteps:
         if p.summary:
             step.summary = p.summary
         step.metrics.update(p.metrics)
-        for artifact in p.artifacts:
+        for i, artifact in enumerate(p.artifacts):
+            if artifact.step_id:
+                self.known(artifact.step_id, f"{path}.artifacts[{i}]")
             self._add_artifact(artifact, step.step_id)
         self._end(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
 
@@ -216,8 +231,6 @@ class RunSteps:
     def on_artifact_produced(
         self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        if p.artifact.step_id:
-            self.known(p.artifact.step_id, f"{path}.artifact")
         self._add_artifact(p.artifact, p.artifact.step_id)
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:

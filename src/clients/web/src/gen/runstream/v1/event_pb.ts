@@ -809,7 +809,7 @@ export type AgentActivity = Message<"runstream.v1.AgentActivity"> & {
   data?: JsonObject | undefined;
 
   /**
-   * The step the work belongs to, if any.
+   * The step the work belongs to, if any; one the run has (planned or started).
    *
    * @generated from field: string step_id = 7;
    */
@@ -999,7 +999,7 @@ export type TextDelta = Message<"runstream.v1.TextDelta"> & {
   final: boolean;
 
   /**
-   * The step the text belongs to, if any.
+   * The step the text belongs to, if any; one the run has (planned or started).
    *
    * @generated from field: string step_id = 5;
    */
@@ -1027,7 +1027,7 @@ export type MetricsUpdate = Message<"runstream.v1.MetricsUpdate"> & {
   values: { [key: string]: number };
 
   /**
-   * The step the metrics belong to; empty for run-level metrics.
+   * The step the metrics belong to, one the run has; empty for run-level metrics.
    *
    * @generated from field: string step_id = 2;
    */
@@ -1149,7 +1149,7 @@ export type Alert = Message<"runstream.v1.Alert"> & {
   data?: JsonObject | undefined;
 
   /**
-   * The step the alert is about; empty for the run as a whole.
+   * The step the alert is about, one the run has; empty for the run as a whole.
    *
    * @generated from field: string step_id = 6;
    */
@@ -1256,7 +1256,7 @@ export type ErrorRecovery = Message<"runstream.v1.ErrorRecovery"> & {
   attempt: number;
 
   /**
-   * The step the error happened in; empty for the run as a whole.
+   * The step the error happened in, one the run has; empty for the run as a whole.
    *
    * @generated from field: string step_id = 8;
    */

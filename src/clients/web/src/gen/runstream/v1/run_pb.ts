@@ -51,8 +51,9 @@ export type StepSpec = Message<"runstream.v1.StepSpec"> & {
   agent: string;
 
   /**
-   * The steps that must finish before this one starts, by step_id. Together they make the
-   * workflow graph that dashboards draw; empty means the step follows the plan order.
+   * The steps that must finish before this one starts, by step_id: other steps of the plan,
+   * with no cycle. Together they make the workflow graph that dashboards draw; empty means
+   * the step follows the plan order.
    *
    * @generated from field: repeated string depends_on = 5;
    */
@@ -588,7 +589,7 @@ export type Artifact = Message<"runstream.v1.Artifact"> & {
   sizeBytes: bigint;
 
   /**
-   * The step that produced the artifact.
+   * The step that produced the artifact: empty, or a step the run has.
    *
    * @generated from field: string step_id = 6;
    */
