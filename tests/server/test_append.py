@@ -227,6 +227,21 @@ async def test_events_after_a_terminal_event_fail_precondition(stubs) -> None:  
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_an_event_after_the_batchs_own_end_names_where_the_batch_ended_it(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The run is PENDING when the batch comes: the refusal says where the batch ends it, not
+    that the run is SUCCEEDED, and stores nothing."""
+    run = await create_run(stubs, "a")
+    batch = [ev.RunEvent(run_completed=ev.RunCompleted(summary="done")), custom(2)]
+    err = await rpc_error(append(stubs, run.run_id, *batch))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details() == (
+        f"run {run.run_id!r} ends at events[0] of this batch; it accepts no events after "
+        "that (events[1].custom)"
+    )
+    stored = await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))
+    assert (stored.run.status, stored.run.last_seq) == (run_pb2.RUN_STATUS_PENDING, 1)
+
+
 async def test_finished_steps_cannot_restart(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a")
     await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))

@@ -19,6 +19,7 @@ from runstream_server.domain import insight
 from runstream_server.domain.events import TERMINAL_FIELDS
 from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import RunState, to_timestamp
+from runstream_server.errors import FailedPrecondition
 
 
 def fold(
@@ -57,15 +58,23 @@ def fold(
 
     acks: list[EventAck] = []
     spoken: list[event_pb2.RunEvent] = []
+    ended_at = ""  # the event of this batch that ended the run
     for i, event in enumerate(events):
         key = event.idempotency_key
         if key and key in known:
             acks.append(EventAck(known[key], key, duplicate=True))
             continue
+        if ended_at:
+            raise FailedPrecondition(
+                f"run {run_id!r} ends at {ended_at} of this batch; it accepts no events after "
+                f"that (events[{i}].{event.WhichOneof('payload')})"
+            )
         if event.WhichOneof("payload") in TERMINAL_FIELDS and not draft.is_terminal:
             for extra in _before_terminal(draft, history, event, now, policy):
                 stage(extra, "server")
         seq = stage(event, f"events[{i}]")
+        if draft.is_terminal:
+            ended_at = f"events[{i}]"
         acks.append(EventAck(seq, key, duplicate=False))
         if key:
             known[key] = seq
