@@ -65,6 +65,48 @@ async def test_json_logs_parse_line_by_line_and_carry_run_ids(tmp_path: Path) ->
     assert any(line["message"] == "stopped" for line in lines)
 
 
+async def test_watchers_that_hang_up_are_logged_at_debug_and_the_server_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    """Clients closing their connections with watch streams open, at debug level: each stream
+    is logged CANCELLED with the client's address, and the server lives on (reading the
+    peer of a call that was already gone used to end the process with SIGSEGV)."""
+    from runstream.v1 import run_service_pb2 as rs
+    from runstream.v1 import run_service_pb2_grpc as rs_grpc
+
+    server = ServerProcess(
+        port=free_port(),
+        store_path=tmp_path / "runstream.db",
+        extra=("--log-format", "json", "--log-level", "debug"),
+    )
+    server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as control:
+            runs = rs_grpc.RunServiceStub(control)
+            run_id = (await runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+            for _ in range(8):
+                channel = grpc.aio.insecure_channel(server.target)
+                stub = rs_grpc.RunServiceStub(channel)
+                calls = [stub.WatchRuns(rs.WatchRunsRequest()) for _ in range(2)]
+                calls += [
+                    stub.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True))
+                    for _ in range(2)
+                ]
+                for call in calls:
+                    await call.read()
+                    call.cancel()
+                await channel.close()
+                await asyncio.sleep(0.2)
+                await runs.GetRun(rs.GetRunRequest(run_id=run_id), timeout=5)
+    finally:
+        assert server.terminate() == 0
+    requests = [line for line in log_lines(server) if line["logger"] == "runstream.requests"]
+    watches = [line for line in requests if line["method"].endswith(("/WatchRun", "/WatchRuns"))]
+    assert len(watches) == 32
+    assert {line["code"] for line in watches} == {"CANCELLED"}
+    assert all(line["peer"].startswith("ipv4:127.0.0.1:") for line in watches)
+
+
 async def test_metrics_flag_serves_prometheus_text(tmp_path: Path) -> None:
     metrics_port = free_port()
     server = ServerProcess(

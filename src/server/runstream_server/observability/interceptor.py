@@ -55,7 +55,16 @@ def _code_of(context: Context, exc: BaseException | None) -> str:
 class _Call:
     """One call in progress: what its end records."""
 
-    __slots__ = ("full_method", "interceptor", "method", "run_id", "span", "started", "streaming")
+    __slots__ = (
+        "full_method",
+        "interceptor",
+        "method",
+        "peer",
+        "run_id",
+        "span",
+        "started",
+        "streaming",
+    )
 
     def __init__(
         self, interceptor: RequestInterceptor, full_method: str, streaming: bool, run_id: str
@@ -67,6 +76,9 @@ class _Call:
         self.run_id = run_id
         self.started = time.perf_counter()
         self.span: Any = None
+        self.peer: str | None = None
+        """The client's address, read when a stream starts: a stream may end after its call
+        is gone (a client that hung up), and asking gRPC for the peer then crashes."""
         logs.request_scope(full_method, run_id or None)
 
     def saw_run_id(self, run_id: str) -> None:
@@ -97,7 +109,7 @@ class _Call:
                     "code": code,
                     "duration_ms": round(ms, 3),
                     "run_id": self.run_id or None,
-                    "peer": context.peer(),
+                    "peer": self.peer if self.peer is not None else context.peer(),
                 },
             )
 
@@ -114,6 +126,7 @@ class RequestInterceptor(HandlerRewriter):
     def _begin(self, full_method: str, streaming: bool, request: Any, context: Context) -> _Call:
         call = _Call(self, full_method, streaming, getattr(request, "run_id", "") or "")
         if streaming:
+            call.peer = context.peer()
             self.telemetry.stream_opened(call.method)
         if self.tracer is not None:
             call.span = self.tracer.start(full_method, context.invocation_metadata() or ())
