@@ -135,3 +135,18 @@ async def test_attaching_to_an_ended_run_is_refused(server: RunstreamServer, end
             await client.attach_run(run.run_id)
         with pytest.raises(runstream.NotFoundError):
             await client.attach_run("no-such-run")
+
+
+async def test_attaching_to_a_running_run_returns_and_reports_on(server: RunstreamServer) -> None:
+    """The run is neither paused nor waiting: nothing but the attach acknowledgement comes
+    back, and attach_run returns on it (it used to wait for a control message forever)."""
+    async with runstream.connect(server.target) as client:
+        first = await client.start_run("attach", steps=["a"])
+        await first.flush()
+        await first.close()  # what a producer that died leaves: a RUNNING run
+        async with await asyncio.wait_for(client.attach_run(first.run_id), 10) as attached:
+            async with attached.step("a"):
+                pass
+            await attached.complete("done")
+        finished = await client.get_run(first.run_id)
+        assert finished.status == runstream.RunStatus.SUCCEEDED

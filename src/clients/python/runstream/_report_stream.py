@@ -389,7 +389,9 @@ class ReportStream:
             async for response in call:
                 # Any response proves the server attached this stream to the run.
                 attached.set()
-                self.attached_once = True
+                if not self.attached_once:
+                    self.attached_once = True
+                    self._signal.fire()  # attach_run waits for this, maybe nothing more comes
                 message = convert.parse_report_response(response)
                 if isinstance(message, convert.ReportAck):
                     self._on_ack(message)
