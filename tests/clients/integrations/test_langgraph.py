@@ -40,7 +40,7 @@ from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
 from tenacity import wait_fixed
 
-from tests.clients.support import eventually
+from tests.clients.support import eventually, until
 
 SUMMARY = "Runstream watches agent runs live"
 
@@ -430,6 +430,118 @@ async def test_two_interrupts_at_once_are_two_questions_each_answer_to_its_node(
         ("brand", "SUCCEEDED"),
         ("legal", "SUCCEEDED"),
     ]
+
+
+class Pick(TypedDict, total=False):
+    picked: Any
+
+
+def _asking(question: dict[str, Any]) -> Any:
+    """A one-node graph whose node resumes with the answer to `question` and keeps it."""
+
+    def ask(state: Pick) -> Pick:
+        return {"picked": interrupt(question)}
+
+    graph = StateGraph(Pick)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "ask")
+    graph.add_edge("ask", END)
+    return graph.compile(checkpointer=InMemorySaver())
+
+
+async def _answered(
+    server: RunstreamServer, question: dict[str, Any], choice: str | None
+) -> tuple[Any, list[runstream.Step], list[runstream.Decision]]:
+    """Runs `_asking(question)` on a new run, a viewer answering `choice` (None: skipping,
+    "": nobody answers); returns the graph's output, the run's steps and decisions."""
+
+    async def answer(client: runstream.Client, run_id: str) -> None:
+        async with client.interact([run_id], viewer="ana") as interaction:
+            async for update in interaction:
+                if isinstance(update, DecisionPrompt):
+                    decision_id = update.decision.decision_id
+                    if choice is None:
+                        await interaction.answer(run_id, decision_id, skip=True)
+                    else:
+                        await interaction.answer(run_id, decision_id, choice)
+                    return
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-question")
+        answering = asyncio.create_task(answer(client, run.run_id)) if choice != "" else None
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            config = {"configurable": {"thread_id": "question"}}
+            result = await handler.run_graph(_asking(question), {}, config=config)
+            await run.complete()
+        if answering is not None:
+            await asyncio.wait_for(answering, 30)
+        return result, await client.list_steps(run.run_id), await client.list_decisions(run.run_id)
+
+
+@pytest.mark.parametrize("ending", ["skipped", "timed-out"])
+async def test_a_question_skipped_or_timed_out_resumes_the_graph_with_none(
+    server: RunstreamServer, ending: str
+) -> None:
+    question: dict[str, Any] = {"question": "Publish now?", "options": ["yes", "no"]}
+    if ending == "skipped":
+        question["can_skip"] = True
+    else:
+        question["timeout"] = 0.5
+    result, steps, decisions = await _answered(
+        server, question, None if ending == "skipped" else ""
+    )
+    assert result == {"picked": None}
+    assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]
+    assert [d.outcome.name for d in decisions] == [
+        "SKIPPED" if ending == "skipped" else "TIMED_OUT"
+    ]
+
+
+async def test_options_that_are_not_text_resume_the_graph_with_the_option_itself(
+    server: RunstreamServer,
+) -> None:
+    question = {"question": "How many drafts?", "options": [1, 2, 3], "default": 2}
+    result, _, decisions = await _answered(server, question, "3")
+    assert result == {"picked": 3}
+    assert [(d.choice, d.default_option) for d in decisions] == [("3", "2")]
+
+
+async def test_a_producer_that_restarts_waits_for_the_question_its_graph_asked_before(
+    server: RunstreamServer,
+) -> None:
+    """The graph's checkpoints outlive the producer (a durable checkpointer; here one
+    InMemorySaver for both): the new producer attaches, runs the graph on, meets the same
+    interrupt and waits for the question already open instead of asking it twice."""
+    graph = _asking({"question": "Publish now?", "options": ["yes", "no"]})
+    config = {"configurable": {"thread_id": "restart"}}
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-restart")
+        first = asyncio.create_task(RunstreamCallbackHandler(run).run_graph(graph, {}, config))
+
+        async def asked() -> list[runstream.Decision]:
+            return [d for d in await client.list_decisions(run.run_id) if d.is_open]
+
+        async def any_asked() -> bool:
+            return bool(await asked())
+
+        await until(any_asked)
+        first.cancel()  # the producer dies while it waits for the answer
+        await asyncio.gather(first, return_exceptions=True)
+        await run.close()
+        attached = await client.attach_run(run.run_id)
+        async with attached:
+            again = asyncio.create_task(
+                RunstreamCallbackHandler(attached).run_graph(graph, None, config)
+            )
+            await asyncio.sleep(0.5)  # time enough to ask a second question, if it would
+            [open_question] = await asked()
+            await client.submit_decision(run.run_id, open_question.decision_id, "no")
+            result = await asyncio.wait_for(again, 30)
+            await attached.complete()
+        decisions = await client.list_decisions(run.run_id)
+    assert result == {"picked": "no"}
+    assert [(d.choice, d.decision_id.startswith("interrupt-")) for d in decisions] == [("no", True)]
 
 
 # --- what a failing tool or model call, a plain LLM and a model's own retries look like -----

@@ -3,7 +3,8 @@
 A string value is the prompt, offered with the handler's default options; a mapping may hold
 ``question`` (or ``prompt``, ``message``), ``options``, ``default``, ``timeout`` (seconds),
 ``can_skip``, ``context`` and ``decision_type``. The closed decision's result becomes the
-value the graph resumes with.
+value the graph resumes with: the option chosen, as the interrupt gave it (``3``, not
+``"3"``), or None when the question was skipped or timed out with no default.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class InterruptQuestions:
         self._run = run
         self._default_options = tuple(default_options)
         self._decision_timeout = decision_timeout
-        self._resume_value = resume_value or (lambda result: result.choice)
+        self._resume_value = resume_value
 
     async def ask(self, value: Any, interrupt_id: str) -> Any:
         question = _Question.from_interrupt(value, self._default_options, self._decision_timeout)
@@ -54,8 +55,15 @@ class InterruptQuestions:
             context=context,
             decision_type=question.decision_type,
             affects_workflow=True,
+            # The interrupt's own id, the same when a producer that restarted (attach_run)
+            # meets the interrupt again: it then waits for the question asked before.
+            decision_id=f"interrupt-{interrupt_id}" if interrupt_id else None,
         )
-        return self._resume_value(result)
+        if self._resume_value is not None:
+            return self._resume_value(result)
+        if result.choice is None:
+            return None
+        return question.values.get(result.choice, result.choice)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class _Question:
     can_skip: bool
     context: Mapping[str, Any]
     decision_type: str
+    values: Mapping[str, Any]
+    """Each option's value as the interrupt gave it, by the text it is asked with."""
 
     @classmethod
     def from_interrupt(
@@ -82,6 +92,7 @@ class _Question:
                 False,
                 {},
                 _INTERRUPT_DECISION_TYPE,
+                {},
             )
         prompt = value.get("question") or value.get("prompt") or value.get("message") or ""
         options = value.get("options") or default_options
@@ -95,6 +106,7 @@ class _Question:
             bool(value.get("can_skip", False)),
             dict(context) if isinstance(context, Mapping) else {},
             str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
+            {_option_value(o): _given_value(o) for o in options},
         )
 
 
@@ -104,3 +116,18 @@ def _option(option: Any) -> str | tuple[str, ...]:
     if isinstance(option, tuple):
         return tuple(str(part) for part in option)
     return str(option)
+
+
+def _option_value(option: Any) -> str:
+    """The text an option is asked (and answered) with."""
+    asked = _option(option)
+    return asked[0] if isinstance(asked, tuple) else asked
+
+
+def _given_value(option: Any) -> Any:
+    """An option's value as the interrupt gave it."""
+    if isinstance(option, Mapping):
+        return option.get("value", "")
+    if isinstance(option, tuple):
+        return option[0] if option else ""
+    return option

@@ -73,7 +73,7 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             closes it (with its default, when it has one); None waits until answered. An
             interrupt's own ``timeout`` wins.
         resume_value: What the graph resumes with, from the closed decision; by default the
-            chosen option's value (None when skipped or timed out).
+            chosen option as the interrupt gave it (None when skipped or timed out).
 
     Create it in async code, on the loop that runs the run: callbacks that LangChain runs on
     worker threads are reported on that loop, in the order they happened.
@@ -122,9 +122,9 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
 
         Invokes ``graph.ainvoke(inputs, config)`` with this handler among the callbacks. While
         the graph stops at ``interrupt()`` calls, each is asked as a ``run.ask()`` question and
-        the graph resumes with ``Command(resume=...)`` (one value, or a mapping by interrupt
-        id when several are pending). The graph needs a checkpointer and
-        ``config["configurable"]["thread_id"]``, as LangGraph's interrupts always do.
+        the graph resumes with ``Command(resume={interrupt_id: value})``. The graph needs a
+        checkpointer and ``config["configurable"]["thread_id"]``, as LangGraph's interrupts
+        always do.
 
         Returns:
             The graph's final output.
@@ -145,8 +145,9 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             answers = {}
             for pending in interrupts:
                 answers[pending.id] = await self.ask_interrupt(pending.value, pending.id)
-            resume = answers if len(answers) > 1 else next(iter(answers.values()))
-            current = Command(resume=resume)
+            # Always by interrupt id: LangGraph takes Command(resume=None) for no resume at all
+            # (and fails), while {id: None} resumes that interrupt with None.
+            current = Command(resume=answers)
 
     async def ask_interrupt(self, value: Any, interrupt_id: str = "") -> Any:
         """Asks the question an ``interrupt(value)`` stands for; returns the resume value."""
