@@ -120,3 +120,18 @@ def test_serve_help_shows_the_servers_limit_defaults() -> None:
     assert {field: default for _, field, _, default, _ in LIMIT_OPTIONS} == {
         field: getattr(defaults, field) for _, field, _, _, _ in LIMIT_OPTIONS
     }
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--append-rate", "nan"), ("--append-rate", "-5"), ("--append-burst", "-3"),
+     ("--max-watch-streams", "-1"), ("--max-active-runs", "inf")],
+)  # fmt: skip
+def test_a_limit_that_is_not_a_count_is_a_usage_error(
+    tmp_path: Path, flag: str, value: str
+) -> None:
+    store = str(tmp_path / "r.db")
+    result = cli("serve", "--address", "127.0.0.1:0", "--store", store, flag, value)
+    assert result.returncode == 2
+    assert f"argument {flag}:" in result.stderr
+    assert not (tmp_path / "r.db").exists()

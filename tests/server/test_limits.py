@@ -49,7 +49,9 @@ async def callers(limited: RunstreamServer, keys: Keys) -> AsyncIterator[dict[st
         "bot2": Caller(limited.target, keys.token(["producer", "viewer"], sub="bot2")),
         "alice": Caller(limited.target, keys.token(["viewer"], sub="alice")),
         "bob": Caller(limited.target, keys.token(["viewer"], sub="bob")),
-        "globex": Caller(limited.target, keys.token(["producer"], sub="g", tenant="globex")),
+        "globex": Caller(
+            limited.target, keys.token(["producer", "viewer"], sub="g", tenant="globex")
+        ),
     }
     try:
         yield everyone
@@ -99,6 +101,10 @@ async def test_watchers_per_run(callers: dict[str, Caller]) -> None:
     assert f"run {run_id!r} has 3 watchers" in (exc.details() or "")
     assert retry_info(exc) > 0
     await opened(callers["bot2"].runs.WatchRun(rs.WatchRunRequest(run_id=other)))
+    # Another tenant learns nothing of the run, at its limit or not: NOT_FOUND, as for any
+    # run that does not exist.
+    exc = await refused(callers["globex"].runs.WatchRun(request))
+    assert (exc.code(), exc.details()) == (grpc.StatusCode.NOT_FOUND, f"run {run_id!r} not found")
 
 
 async def test_active_runs_per_tenant(callers: dict[str, Caller]) -> None:
@@ -169,3 +175,38 @@ async def test_concurrent_creates_never_pass_the_active_runs_limit(
     assert len(refusals) == 8
     listed = await bot.runs.ListRuns(rs.ListRunsRequest())
     assert len(listed.runs) == 2
+
+
+async def test_tenants_and_subjects_with_slashes_have_budgets_of_their_own(
+    limited: RunstreamServer, keys: Keys
+) -> None:
+    """Tenant "x/y" with subject "z", and tenant "x" with subject "y/z": two principals."""
+    first = Caller(limited.target, keys.token(["viewer"], sub="z", tenant="x/y"))
+    second = Caller(limited.target, keys.token(["viewer"], sub="y/z", tenant="x"))
+    try:
+        for _ in range(LIMITS.watch_streams_per_principal):
+            await opened(first.runs.WatchRuns(rs.WatchRunsRequest()))
+        exc = await refused(first.runs.WatchRuns(rs.WatchRunsRequest()))
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await opened(second.runs.WatchRuns(rs.WatchRunsRequest()))
+    finally:
+        await first.channel.close()
+        await second.channel.close()
+
+
+async def test_a_burst_of_zero_turns_the_append_limit_off(
+    tmp_path: Path, keys: Keys, server_config: Any
+) -> None:
+    limits = dataclasses.replace(LIMITS, append_burst=0)
+    security = dataclasses.replace(rs256_auth(keys), limits=limits)
+    server = RunstreamServer(server_config(tmp_path / "runstream.db", security=security))
+    await server.start()
+    bot = Caller(server.target, keys.token(["producer"], sub="bot"))
+    try:
+        run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+        for batch in range(5):  # 50 events at once, five times: over any bucket of 5/s
+            events = [custom(batch * 50 + i) for i in range(1, 51)]
+            await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=events))
+    finally:
+        await bot.channel.close()
+        await server.stop(grace=0.5)

@@ -226,6 +226,19 @@ async def test_who_did_it_comes_from_the_token_not_the_request(
     assert (created.tenant, created.created_by) == ("acme", "bot")
 
 
+async def test_a_producer_that_cancels_its_run_is_named_by_its_token(
+    callers: dict[str, Caller],
+) -> None:
+    run_id = await acme_run(callers["producer"])
+    cancel = ev.RunEvent(run_cancelled=ev.RunCancelled(reason="over budget", cancelled_by="ceo"))
+    await callers["producer"].report.AppendEvents(
+        rp.AppendEventsRequest(run_id=run_id, events=[cancel])
+    )
+    events = (await callers["operator"].runs.ListEvents(rs.ListEventsRequest(run_id=run_id))).events
+    [cancelled] = [e.run_cancelled for e in events if e.HasField("run_cancelled")]
+    assert (cancelled.cancelled_by, cancelled.reason) == ("bot", "over budget")
+
+
 async def test_estimates_learn_only_from_the_runs_own_tenant(
     callers: dict[str, Caller],
 ) -> None:

@@ -69,7 +69,8 @@ class Limits:
     append_events_per_second: float = 2000.0
     """Sustained events per second one producer principal may append."""
     append_burst: int = 10000
-    """Events a producer may append at once above the sustained rate."""
+    """Events a producer may append at once above the sustained rate (0, like a rate of 0,
+    turns the append limit off)."""
     stream_retry_after: float = 5.0
     """The RetryInfo delay when a stream limit is reached (a stream may close by then)."""
     runs_retry_after: float = 10.0
@@ -143,7 +144,9 @@ class _ActiveRuns:
 
 
 def _who(principal: Principal) -> str:
-    return f"{principal.tenant}/{principal.subject}"
+    """The principal's key in the counts: the tenant's length first, so that no other
+    tenant and subject make the same key ("x/y" and "y" against "x" and "y/z")."""
+    return f"{len(principal.tenant)}:{principal.tenant}/{principal.subject}"
 
 
 class LimitInterceptor(HandlerRewriter):
@@ -158,7 +161,7 @@ class LimitInterceptor(HandlerRewriter):
         self._limits = limits
         self._store = store
         self._streams: defaultdict[str, int] = defaultdict(int)
-        self._watchers: defaultdict[str, int] = defaultdict(int)
+        self._watchers: defaultdict[tuple[str, str], int] = defaultdict(int)  # (tenant, run)
         self._buckets: dict[str, TokenBucket] = {}
         self._sharing = False  # with other replicas: only then are appends counted
         self._appended: dict[str, int] = {}  # who -> events appended here since counted
@@ -220,13 +223,16 @@ class LimitInterceptor(HandlerRewriter):
         run_id = getattr(request, "run_id", None) if method_name == _RUN + "WatchRun" else None
         if not isinstance(run_id, str):
             run_id = None
+        # Counted by the caller's tenant too: a run only its tenant sees must look the same,
+        # limit or not, to every other tenant (NOT_FOUND, from the handler).
+        watched = (principal.tenant if principal else "", run_id or "")
         if who is not None and 0 < limits.watch_streams_per_principal <= self._open(who):
             raise ResourceExhausted(
                 f"{limits.watch_streams_per_principal} watch streams are open for "
                 f"{principal.subject if principal else who}; close one first",
                 retry_after=limits.stream_retry_after,
             )
-        if run_id and 0 < limits.watchers_per_run <= self._watchers[run_id]:
+        if run_id and 0 < limits.watchers_per_run <= self._watchers[watched]:
             raise ResourceExhausted(
                 f"run {run_id!r} has {limits.watchers_per_run} watchers, the most allowed",
                 retry_after=limits.stream_retry_after,
@@ -234,13 +240,13 @@ class LimitInterceptor(HandlerRewriter):
         if who is not None:
             self._streams[who] += 1
         if run_id:
-            self._watchers[run_id] += 1
+            self._watchers[watched] += 1
 
         def closed(_: Any) -> None:
             if who is not None:
                 self._release(self._streams, who)
             if run_id:
-                self._release(self._watchers, run_id)
+                self._release(self._watchers, watched)
 
         context.add_done_callback(closed)  # type: ignore[arg-type]
 
@@ -249,7 +255,7 @@ class LimitInterceptor(HandlerRewriter):
         return self._streams.get(who, 0) + self._elsewhere.get(who, 0)
 
     @staticmethod
-    def _release(counts: defaultdict[str, int], key: str) -> None:
+    def _release(counts: defaultdict[Any, int], key: Any) -> None:
         counts[key] -= 1
         if counts[key] <= 0:
             del counts[key]
@@ -258,7 +264,7 @@ class LimitInterceptor(HandlerRewriter):
 
     def _take(self, principal: Principal, events: int) -> None:
         limits = self._limits
-        if events <= 0 or limits.append_events_per_second <= 0:
+        if events <= 0 or limits.append_events_per_second <= 0 or limits.append_burst <= 0:
             return
         who = _who(principal)
         wait = self._bucket(who).take(events)
@@ -277,7 +283,7 @@ class LimitInterceptor(HandlerRewriter):
         if bucket is None:
             limits = self._limits
             bucket = self._buckets[who] = TokenBucket(
-                limits.append_events_per_second, max(1, limits.append_burst)
+                limits.append_events_per_second, limits.append_burst
             )
         return bucket
 

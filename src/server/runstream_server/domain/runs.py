@@ -26,6 +26,7 @@ from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
+from runstream_server.auth import principal as access
 from runstream_server.domain import control, insight
 from runstream_server.domain.commits import (
     RESYNC,
@@ -350,6 +351,9 @@ class RunManager:
             )
         for i, event in enumerate(events):
             validate_produced_event(f"events[{i}]", event, run_id, self._limits.max_event_bytes)
+            if event.HasField("run_cancelled"):  # who cancelled: the token's subject
+                cancelled = event.run_cancelled
+                cancelled.cancelled_by = access.acting_as(cancelled.cancelled_by)
         await self._ledger.state(run_id)  # NOT_FOUND before anything else
         result = await uncancellable(self._ledger.commit(run_id, events, producer=True))
         await asyncio.sleep(0)  # the watchers first

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import runstream
 from runstream._auth import TokenProvider
 
+from .args import non_negative_float, non_negative_int
 from .errors import CliError
 
 if TYPE_CHECKING:
@@ -168,13 +169,16 @@ def add_serve_security(serve: argparse.ArgumentParser) -> None:
 # The server's defaults (runstream_server.auth.limits.Limits), repeated for --help so client
 # commands need not import the server; tests/e2e/test_identity_cli.py keeps them equal.
 LIMIT_OPTIONS = (
-    ("--max-watch-streams", "watch_streams_per_principal", int, 200,
+    ("--max-watch-streams", "watch_streams_per_principal", non_negative_int, 200,
      "open WatchRun/WatchRuns/Interact streams per principal"),
-    ("--max-watchers-per-run", "watchers_per_run", int, 5000, "open watch streams per run"),
-    ("--max-active-runs", "active_runs_per_tenant", int, 2000, "runs not yet ended per tenant"),
-    ("--append-rate", "append_events_per_second", float, 2000.0,
+    ("--max-watchers-per-run", "watchers_per_run", non_negative_int, 5000,
+     "open watch streams per run"),
+    ("--max-active-runs", "active_runs_per_tenant", non_negative_int, 2000,
+     "runs not yet ended per tenant"),
+    ("--append-rate", "append_events_per_second", non_negative_float, 2000.0,
      "events per second each producer may append (token bucket)"),
-    ("--append-burst", "append_burst", int, 10000, "the bucket's size: events at once"),
+    ("--append-burst", "append_burst", non_negative_int, 10000,
+     "the bucket's size: events at once"),
 )  # fmt: skip
 
 
