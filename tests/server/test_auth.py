@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -279,3 +280,22 @@ def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:
     garbage.write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
     with pytest.raises(ValueError, match="not a PEM public key"):
         TokenVerifier(AuthConfig(public_key_file=garbage))
+
+
+async def test_many_refused_tokens_log_at_most_two_lines(
+    channel: grpc.aio.Channel, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who reaches the port can send bad tokens: they are summarised with the other
+    rejected calls, the first as one line, not one line each."""
+    caplog.set_level(logging.INFO)
+    expired = keys.token(["viewer"], exp=int(time.time()) - 60)
+    for method in METHODS * 3:
+        await call(channel, method, expired, refused=True)
+        await call(
+            channel, method, keys.token(LACKING[ROLE_BY_METHOD[path(method)].value]), refused=True
+        )
+    server = [r for r in caplog.records if r.name.startswith("runstream")]
+    lines = [r.getMessage() for r in server if r.levelno >= logging.INFO]
+    assert len(lines) == 1, lines
+    assert "UNAUTHENTICATED: token expired" in lines[0]
+    assert expired not in caplog.text

@@ -38,7 +38,7 @@ from runstream.v1 import (
 
 from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
-from runstream_server.api.errors import ErrorInterceptor
+from runstream_server.api.errors import ErrorInterceptor, RejectionLog
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
 from runstream_server.api.stats_service import StatsServicer
@@ -200,7 +200,8 @@ class RunstreamServer:
     async def start(self) -> None:
         config = self.config
         check_exposure(config.address, config.security)
-        interceptors = auth_interceptors(config.security)
+        rejections = RejectionLog()
+        interceptors = auth_interceptors(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
         self.telemetry = telemetry
         self._store = ObservedStore(open_store(config), telemetry)
@@ -228,7 +229,7 @@ class RunstreamServer:
             interceptors=[
                 RequestInterceptor(telemetry, rpc_tracer),
                 *interceptors,
-                ErrorInterceptor(),
+                ErrorInterceptor(rejections),
                 limits,
                 DecodingInterceptor(),
             ],

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from runstream_server.api.errors import RejectionLog
 from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import Limits
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
@@ -92,11 +93,14 @@ def check_exposure(address: str, security: SecurityConfig) -> None:
     )
 
 
-def auth_interceptors(security: SecurityConfig) -> list[aio.ServerInterceptor[Any, Any]]:
-    """The interceptors to put first in the chain (none when auth is off)."""
+def auth_interceptors(
+    security: SecurityConfig, rejections: RejectionLog | None = None
+) -> list[aio.ServerInterceptor[Any, Any]]:
+    """The interceptors to put first in the chain (none when auth is off); refusals go to
+    `rejections` with the server's other rejected calls."""
     if security.auth is None:
         return []
-    return [AuthInterceptor(TokenVerifier(security.auth))]
+    return [AuthInterceptor(TokenVerifier(security.auth), rejections)]
 
 
 def listen(server: aio.Server, address: str, security: SecurityConfig) -> int:

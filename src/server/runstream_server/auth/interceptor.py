@@ -15,7 +15,6 @@ in the middle of sending one, so a watcher's cursor is always exact.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from runstream_server.api.errors import RejectionLog
 from runstream_server.api.handlers import (
     Behavior,
     Handler,
@@ -36,7 +36,6 @@ from runstream_server.auth.tokens import TokenError, TokenVerifier
 
 __all__ = ["EXPIRED_DURING_STREAM", "AuthInterceptor"]
 
-log = logging.getLogger("runstream.auth")
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -48,9 +47,12 @@ class AuthInterceptor(HandlerRewriter):
     """Verifies the bearer token and the method's role on every call (see module); the
     handler that does it is built once per method."""
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, rejections: RejectionLog | None = None) -> None:
         super().__init__()
         self._verifier = verifier
+        self._rejections = rejections or RejectionLog()
+        """Refusals are logged with the server's other rejections: anyone can send bad tokens,
+        and each must not be a line of its own."""
 
     def authenticate(self, context: Context) -> Principal:
         """The caller's principal; raises TokenError naming what is wrong."""
@@ -72,16 +74,17 @@ class AuthInterceptor(HandlerRewriter):
         try:
             principal = self.authenticate(context)
         except TokenError as exc:
-            log.info("refused %s: %s", method, exc.reason)
+            self._rejections.note(method, "UNAUTHENTICATED", exc.reason)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
         role = policy.required_role(method)
         if not principal.has(role):
             name = method.rsplit("/", 1)[-1]
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
+            reason = (
                 f"{name} needs the {role.value!r} role; the token grants "
-                f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}",
+                f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}"
             )
+            self._rejections.note(method, "PERMISSION_DENIED", reason)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         bind(principal)
         return principal
 
