@@ -12,6 +12,10 @@ against a real redis-server with the AOF on, with ``appendfsync always`` (Redis 
 write only once it is on disk, so every round trip that writes waits for an fsync) and
 ``everysec``. Figures per creation: mean, p50, p99 and creations per second.
 
+Then what the active-runs limit reads at a CreateRun (with auth on, a tenant's runs not yet
+ended, counted up to the limit): one tenant's count while other tenants have 0 to 4,000
+runs active, per count.
+
     .venv/bin/python bench/redis_create.py               # 2,000 creations each (~1 minute)
     .venv/bin/python bench/redis_create.py --runs 500
 """
@@ -33,7 +37,7 @@ import grpc
 from runstream.cli.replicas import redis_server
 from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
-from runstream_server.store.base import StoredEvent
+from runstream_server.store.base import RunFilter, StoredEvent
 from runstream_server.store.redis import RedisEventStore
 
 RUN_CREATED = event_pb2.RunEvent.DESCRIPTOR.fields_by_name["run_created"].number
@@ -88,6 +92,38 @@ async def time_rpc(url: str, runs: int, directory: Path) -> list[float]:
     return took
 
 
+async def time_tenant_count(url: str, others: list[int], counts: int) -> list[list[float]]:
+    """The active-runs check of a tenant with one active run, timed `counts` times after each
+    step of other tenants' active runs in `others` (cumulative)."""
+    store = RedisEventStore(f"{url}?prefix=count{uuid.uuid4().hex[:8]}")
+    await store.open()
+    active = frozenset({run_pb2.RUN_STATUS_PENDING, run_pb2.RUN_STATUS_RUNNING})
+    figures, made = [], 0
+    try:
+        events, snapshot = first_event(uuid.uuid4().hex)
+        snapshot.tenant = "newco"
+        await store.append(snapshot.run_id, events, snapshot, expected_seq=0)
+        for total in others:
+            while made < total:
+                batch = []
+                for i in range(min(50, total - made)):
+                    events, snapshot = first_event(uuid.uuid4().hex)
+                    snapshot.tenant = f"tenant{(made + i) // 10}"
+                    batch.append(store.append(snapshot.run_id, events, snapshot, expected_seq=0))
+                await asyncio.gather(*batch)
+                made += len(batch)
+            took = []
+            for _ in range(counts):
+                started = time.perf_counter()
+                page = await store.list_runs(RunFilter(active, tenant="newco"), 2000, None)
+                took.append(time.perf_counter() - started)
+                assert len(page.runs) == 1
+            figures.append(took)
+    finally:
+        await store.close()
+    return figures
+
+
 def row(fsync: str, way: str, took: list[float]) -> str:
     ms = sorted(t * 1000 for t in took)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
@@ -107,6 +143,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp), fsync) as url:
             print(row(fsync, "store", asyncio.run(time_store(url, runs))))
             print(row(fsync, "rpc", asyncio.run(time_rpc(url, runs, Path(tmp)))))
+    others = [0, 1000, 4000]
+    print(f"\n{'others':>9} {'way':>6} {'counts':>6} {' '.join(f'{h:>8}' for h in heads)}")
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp), "everysec") as url:
+        figures = asyncio.run(time_tenant_count(url, others, 50))
+    for total, took in zip(others, figures, strict=True):
+        print(row(f"{total:,}", "count", took)[:-10])
 
 
 if __name__ == "__main__":

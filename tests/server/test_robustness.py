@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -115,3 +116,16 @@ async def test_ended_runs_are_evicted_from_memory_and_reload_on_use(
         assert (oldest.run_id, oldest.last_seq) == ("r0", 2)
     finally:
         await server.stop(grace=0.1)
+
+
+async def test_a_thousand_creates_at_once_all_succeed(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A thousand calls at once, more than the store has connections (on Redis, redis-py's
+    pool of 100 refused the rest with MaxConnectionsError, which the server answered
+    UNAVAILABLE): the calls over it wait for a connection instead."""
+    requests = [rs.CreateRunRequest(workflow="burst") for _ in range(1000)]
+    created = await asyncio.gather(*(stubs.runs.CreateRun(r) for r in requests))
+    listed = await stubs.runs.ListRuns(
+        rs.ListRunsRequest(filter='workflow = "burst"', page_size=1000)
+    )
+    assert len({c.run.run_id for c in created}) == 1000
+    assert {r.run_id for r in listed.runs} == {c.run.run_id for c in created}

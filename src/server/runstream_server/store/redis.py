@@ -74,6 +74,13 @@ _P = ParamSpec("_P")
 NOTICE_DATA_LIMIT = 64 * 1024
 """Notices carry the events themselves up to this many bytes; above, readers fetch them."""
 
+_BLOCKING_POOL: dict[str, Any] = {"max_connections": 128, "timeout": 10}
+"""At most this many connections to one Redis; a call that finds them all busy waits up to
+`timeout` seconds for one (redis-py's default pool refuses it at once, MaxConnectionsError,
+which reached clients as UNAVAILABLE when a thousand calls came at once)."""
+CLUSTER_CONNECTIONS = 1024
+"""Connections to each node of a cluster (its client cannot wait for one: it refuses)."""
+
 # KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
 # (1/0), number of events, the publish command (PUBLISH, or SPUBLISH on a cluster), then seq,
 # kind, key, data per event. Everything is checked before the first write: a script that
@@ -216,8 +223,15 @@ class RedisEventStore:
             "decode_responses": False,
         }
         if self.options.cluster:
-            return RedisCluster.from_url(self.options.url, **common)
-        return aioredis.from_url(self.options.url, health_check_interval=10, **common)
+            # The cluster client has no blocking pool: connections per node are many, so that
+            # calls at once reach what Redis itself allows before they are refused.
+            return RedisCluster.from_url(
+                self.options.url, max_connections=CLUSTER_CONNECTIONS, **common
+            )
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.options.url, health_check_interval=10, **_BLOCKING_POOL, **common
+        )
+        return aioredis.Redis.from_pool(pool)
 
     async def open(self) -> None:
         try:
@@ -354,8 +368,8 @@ class RedisEventStore:
         node = self._client.get_node_from_key(self._keys.meta(run_id))
         client = self._masters.get(node.name)
         if client is None:
-            pool = aioredis.ConnectionPool(
-                connection_class=node.connection_class, **node.connection_kwargs
+            pool = aioredis.BlockingConnectionPool(
+                connection_class=node.connection_class, **_BLOCKING_POOL, **node.connection_kwargs
             )
             client = self._masters[node.name] = aioredis.Redis(connection_pool=pool)
         return client

@@ -153,8 +153,8 @@ class RunIndex:
     ) -> RunPage:
         only_active = bool(run_filter.statuses) and not (run_filter.statuses & TERMINAL)
         index = self._keys.active if only_active else self._keys.runs
-        if run_filter.tenant is not None and not only_active:
-            index = self._keys.tenant_runs(run_filter.tenant)
+        if run_filter.tenant is not None:
+            index = await self._smaller(index, self._keys.tenant_runs(run_filter.tenant))
         matched: list[tuple[int, run_pb2.Run]] = []
         async for at, run in self._newest_first(index, cursor):
             if only_active and run.status in TERMINAL:  # left by a crash before mark_ended
@@ -173,6 +173,19 @@ class RunIndex:
             else None
         )
         return RunPage([run for _, run in matched[:page_size]], next_cursor)
+
+    async def _smaller(self, active_or_all: str, tenants: str) -> str:
+        """The index to read for one tenant's runs: its own, unless the runs not ended of
+        every tenant are fewer (an active-only filter); either holds all it asks for. Read
+        the other way round, a tenant's few runs (the active-runs limit counts them at each
+        CreateRun) meant reading every tenant's active runs."""
+        if active_or_all != self._keys.active:
+            return tenants
+        pipe = self._client().pipeline(transaction=False)
+        pipe.zcard(active_or_all)
+        pipe.zcard(tenants)
+        active, own = await pipe.execute()
+        return tenants if own <= active else active_or_all
 
     async def _newest_first(
         self, index: str, cursor: tuple[int, str] | None
