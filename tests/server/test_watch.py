@@ -136,6 +136,49 @@ async def test_a_filtered_stream_gets_heartbeats_while_the_run_is_busy_with_othe
     assert heads == sorted(heads) and heads[-1] > heads[0] > 1
 
 
+async def test_a_heartbeat_never_claims_an_event_the_stream_has_not_sent(
+    server: RunstreamServer, stubs: Any
+) -> None:
+    """On a shared store a heartbeat first checks the run's head in the store; a matching
+    commit made during that check goes out before the heartbeat, which then covers it. (It
+    went out after a heartbeat already past it: the SDK raised DataLossError, and a client
+    resuming from the heartbeat would have lost it.)"""
+    if not server.runs._store.shared:
+        pytest.skip("only a shared store checks the run's head at a heartbeat")
+    run = await create_run(stubs)
+    ledger = server.runs._ledger
+    check_head = ledger.check_head
+    committed: list[int] = []
+
+    async def commit_meanwhile(run_id: str, head: Any) -> None:
+        if len(committed) < 3:  # a matching commit lands while the head is checked
+            committed.append((await append(stubs, run.run_id, custom(len(committed)))).last_seq)
+        await check_head(run_id, head)
+
+    ledger.check_head = commit_meanwhile
+    request = Watch(
+        run_id=run.run_id,
+        heartbeat_interval=duration_pb2.Duration(nanos=100_000_000),
+        kinds=[event_pb2.EVENT_KIND_CUSTOM],
+    )
+    stream = stubs.runs.WatchRun(request)
+    covered, received = 0, []
+    try:
+        async with asyncio.timeout(10):
+            async for response in stream:
+                if response.HasField("heartbeat"):
+                    covered = max(covered, response.heartbeat.head_seq)
+                    if len(received) == 3:
+                        break
+                for event in response.events:
+                    assert event.seq > covered, f"seq {event.seq} came after heartbeat {covered}"
+                    received.append(event.seq)
+    finally:
+        stream.cancel()
+    assert received == committed
+    assert covered >= received[-1]
+
+
 async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a", "b")
     await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))

@@ -193,6 +193,11 @@ class Subscription(_Mailbox):
     def _has_news(self) -> bool:
         return bool(self._chunks) or self.behind
 
+    @property
+    def level(self) -> bool:
+        """Live with nothing waiting: everything up to the cursor was sent (``sent`` is it)."""
+        return not self._chunks and not self.behind
+
     def go_live(self, cursor: int) -> None:
         """The stream has sent everything up to `cursor`; publish may deliver from here."""
         self.cursor = self.sent = cursor

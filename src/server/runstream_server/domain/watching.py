@@ -175,9 +175,11 @@ class Watching:
                 if sub.take_heartbeat():
                     if self._store.shared:  # a lost notice must not leave this watcher behind
                         await self._ledger.check_head(run_id, head)
-                        if self._ledger.held(run_id).last_seq > sub.cursor:
-                            continue  # what it missed is delivered (or read) next
-                    yield Heartbeat(sub.cursor, self._clock())
+                        # What it missed is delivered (or read) next; and what commits
+                        # delivered during the check goes out before a heartbeat covers it.
+                        if self._ledger.held(run_id).last_seq > sub.cursor or not sub.level:
+                            continue
+                    yield Heartbeat(sub.sent, self._clock())
                     continue
                 await sub.wait()
         finally:
