@@ -71,8 +71,11 @@ async def test_cancel_stops_a_workflow_in_the_middle_of_a_long_await(client: Cli
 
     events = await log_of(client, run.run_id)
     assert events[-1].payload == RunCancelled("wrong brief", "ana")
-    # Nothing was reported after the cancellation: no StepFailed for the interrupted step.
-    assert not [e for e in events if e.kind == EventKind.STEP_FAILED]
+    # Nothing was reported after the cancellation; the interrupted step was closed by the
+    # server, just before the run's end, as failed by the cancellation.
+    [failed] = [e for e in events if e.kind == EventKind.STEP_FAILED]
+    assert failed.seq == events[-1].seq - 1
+    assert (failed.payload.step_id, failed.payload.error.code) == ("research", "RUN_CANCELLED")
 
 
 async def test_without_cancel_task_the_next_report_call_raises(client: Client) -> None:
@@ -133,7 +136,9 @@ async def test_cancelling_the_producers_own_task_reports_the_run_cancelled(
     assert snapshot.error is None  # not a failure
     events = await log_of(client, run.run_id)
     assert events[-1].payload == RunCancelled("producer task cancelled", "producer")
-    assert not [e for e in events if e.kind in (EventKind.STEP_FAILED, EventKind.RUN_FAILED)]
+    assert not [e for e in events if e.kind == EventKind.RUN_FAILED]
+    [step] = snapshot.steps  # closed by the server with the run, not reported as a failure
+    assert (step.status, step.error and step.error.code) == (StepStatus.FAILED, "RUN_CANCELLED")
 
 
 async def test_an_outer_timeout_around_the_run_still_raises_timeout(client: Client) -> None:

@@ -186,6 +186,41 @@ async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-
     assert snap.steps[0].error.code == "RATE_LIMITED"
 
 
+@pytest.mark.parametrize("ending", ["cancelled", "failed", "completed"])
+async def test_a_step_still_running_when_the_run_ends_is_closed_with_it(stubs, ending) -> None:  # type: ignore[no-untyped-def]
+    """Step a runs, b never started: a ends as the run did (succeeded, or failed naming why),
+    in an event watchers see before the run's end; b stays pending."""
+    run = await create_run(stubs, "a", "b")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    if ending == "cancelled":
+        await stubs.runs.CancelRun(
+            run_service_pb2.CancelRunRequest(run_id=run.run_id, reason="over budget")
+        )
+    elif ending == "failed":
+        error = run_pb2.ErrorInfo(message="model quota exhausted")
+        await append(stubs, run.run_id, ev.RunEvent(run_failed=ev.RunFailed(error=error)))
+    else:
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    snap = await get(stubs, run.run_id)
+    a, b = snap.steps
+    assert b.status == run_pb2.STEP_STATUS_PENDING
+    assert a.HasField("end_time")
+    if ending == "completed":
+        assert a.status == run_pb2.STEP_STATUS_SUCCEEDED
+    else:
+        assert a.status == run_pb2.STEP_STATUS_FAILED
+        assert (a.error.code, a.error.message) == {
+            "cancelled": ("RUN_CANCELLED", "the run was cancelled: over budget"),
+            "failed": ("RUN_FAILED", "the run failed: model quota exhausted"),
+        }[ending]
+    events = (
+        await stubs.runs.ListEvents(run_service_pb2.ListEventsRequest(run_id=run.run_id))
+    ).events
+    kinds = [e.WhichOneof("payload") for e in events]
+    closed = "step_completed" if ending == "completed" else "step_failed"
+    assert kinds.index(closed) < kinds.index(f"run_{ending}")
+
+
 async def test_unplanned_step_is_added_and_failed_step_can_be_retried(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a")
     await append(

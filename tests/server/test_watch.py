@@ -188,13 +188,16 @@ async def test_snapshot_first_then_the_events_after_it(stubs) -> None:  # type: 
     assert first.snapshot.current_step_id == "a"
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
     rest = [e for r in [r async for r in stream] for e in r.events]
-    # The server marks the progress the run passed before it ends, in one milestone.
+    # The server closes the step the run's success leaves running and marks the progress the
+    # run passed before it ends, in one milestone.
     assert [(e.seq, e.WhichOneof("payload")) for e in rest] == [
-        (3, "milestone"),
-        (4, "run_completed"),
+        (3, "step_completed"),
+        (4, "milestone"),
+        (5, "run_completed"),
     ]
-    assert rest[0].milestone.milestone_id == "progress-100"
-    assert rest[0].milestone.title == "100% complete"
+    assert rest[0].step_completed.step_id == "a"
+    assert rest[1].milestone.milestone_id == "progress-100"
+    assert rest[1].milestone.title == "100% complete"
 
 
 async def test_keep_open_sends_heartbeats_after_the_end(stubs) -> None:  # type: ignore[no-untyped-def]

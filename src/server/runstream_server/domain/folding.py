@@ -99,7 +99,8 @@ def _before_terminal(
     now: datetime,
     policy: insight.InsightPolicy,
 ) -> list[event_pb2.RunEvent]:
-    """What the server records before a run ends: closed decisions, last milestones."""
+    """What the server records before a run ends: closed decisions and steps, last
+    milestones."""
     extra = [
         event_pb2.RunEvent(
             decision_resolved=event_pb2.DecisionResolved(
@@ -108,6 +109,7 @@ def _before_terminal(
         )
         for d in draft.open_decisions()
     ]
+    extra += _steps_left_running(draft, event)
     if event.HasField("run_completed"):
         end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
         extra += insight.completion_health(draft)
@@ -120,6 +122,31 @@ def _before_terminal(
             )
         )
     return extra
+
+
+def _steps_left_running(draft: RunState, ending: event_pb2.RunEvent) -> list[event_pb2.RunEvent]:
+    """The steps still running when the run ends, closed: succeeded with a run that
+    succeeded, failed (``RUN_CANCELLED``, ``RUN_FAILED``) with one that did not. A step not
+    yet started stays pending."""
+    running = [s.step_id for s in draft.run.steps if s.status == run_pb2.STEP_STATUS_RUNNING]
+    if ending.HasField("run_completed"):
+        return [
+            event_pb2.RunEvent(step_completed=event_pb2.StepCompleted(step_id=step_id))
+            for step_id in running
+        ]
+    if ending.HasField("run_cancelled"):
+        reason = ending.run_cancelled.reason
+        error = run_pb2.ErrorInfo(
+            code="RUN_CANCELLED",
+            message=f"the run was cancelled: {reason}" if reason else "the run was cancelled",
+        )
+    else:
+        message = ending.run_failed.error.message
+        error = run_pb2.ErrorInfo(code="RUN_FAILED", message=f"the run failed: {message}")
+    return [
+        event_pb2.RunEvent(step_failed=event_pb2.StepFailed(step_id=step_id, error=error))
+        for step_id in running
+    ]
 
 
 def _after_producer_events(
