@@ -62,6 +62,37 @@ def test_token_refuses_a_short_secret(tmp_path: Path) -> None:
     assert "password" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "content",
+    [SECRET + b"\n\n", SECRET[:-1] + b"\r", SECRET + b"\r\n"],
+    ids=["blank-line", "ends-in-cr", "crlf"],
+)
+def test_a_token_verifies_with_the_secret_file_it_was_signed_from(
+    tmp_path: Path, content: bytes
+) -> None:
+    """The CLI and the server read a secret file by one rule, whatever bytes end it."""
+    from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+
+    path = tmp_path / "secret"
+    path.write_bytes(content)
+    minted = cli("token", "--secret-file", str(path), "--sub", "alice", "--tenant", "acme",
+                 "--role", "viewer")  # fmt: skip
+    assert minted.returncode == 0, minted.stderr
+    principal = TokenVerifier(AuthConfig(secret_file=path)).verify(minted.stdout.strip())
+    assert (principal.subject, principal.tenant) == ("alice", "acme")
+
+
+@pytest.mark.parametrize("flag", ["--sub", "--tenant"])
+def test_a_token_with_an_empty_subject_or_tenant_is_a_usage_error(
+    secret_file: Path, flag: str
+) -> None:
+    names = {"--sub": "alice", "--tenant": "acme", flag: " "}
+    result = cli("token", "--secret-file", str(secret_file), "--sub", names["--sub"],
+                 "--tenant", names["--tenant"], "--role", "viewer")  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"argument {flag}: must not be empty" in result.stderr
+
+
 def test_client_commands_take_the_token_from_flag_env_or_file(
     tmp_path: Path, secret_file: Path
 ) -> None:

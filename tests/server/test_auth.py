@@ -151,7 +151,11 @@ BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
     ),
     "not yet valid": (
         lambda k: (k.token(["admin"], nbf=int(time.time()) + 600), None),
-        "token not yet valid",
+        "token not yet valid (nbf is in the future)",
+    ),
+    "issued in the future": (
+        lambda k: (k.token(["admin"], iat=int(time.time()) + 600), None),
+        "token not yet valid (iat is in the future)",
     ),
     "wrong issuer": (lambda k: (k.token(["admin"], iss="https://evil.test"), None), "wrong issuer"),
     "wrong audience": (lambda k: (k.token(["admin"], aud="someone-else"), None), "wrong audience"),

@@ -77,7 +77,9 @@ def _algorithms_for(key: Any) -> tuple[str, ...]:
     raise ValueError(f"unsupported public key type {type(key).__name__}")
 
 
-def _load_secret(path: Path) -> _Key:
+def read_secret(path: Path) -> bytes:
+    """An HS256 secret file's bytes, without one final line ending (an editor's): the one
+    rule for the server and for `runstream token`. ValueError when it is too short."""
     secret = path.read_bytes()
     if secret.endswith(b"\r\n"):
         secret = secret[:-2]
@@ -88,7 +90,11 @@ def _load_secret(path: Path) -> _Key:
             f"{path}: the HS256 secret must be at least {MIN_SECRET_BYTES} bytes "
             f"(it is {len(secret)})"
         )
-    return _Key(secret, ("HS256",))
+    return secret
+
+
+def _load_secret(path: Path) -> _Key:
+    return _Key(read_secret(path), ("HS256",))
 
 
 def _load_public(path: Path) -> dict[str, _Key]:
@@ -197,8 +203,9 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise TokenError("token expired (exp is in the past)") from None
-        except jwt.ImmatureSignatureError:
-            raise TokenError("token not yet valid (nbf is in the future)") from None
+        except jwt.ImmatureSignatureError as exc:  # PyJWT names the claim: "... (iat)"
+            claim = "iat" if "(iat)" in str(exc) else "nbf"
+            raise TokenError(f"token not yet valid ({claim} is in the future)") from None
         except jwt.InvalidIssuerError:
             raise TokenError("wrong issuer (iss is not the one this server accepts)") from None
         except jwt.InvalidAudienceError:

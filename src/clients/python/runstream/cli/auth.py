@@ -260,15 +260,22 @@ def _duration(value: str) -> float:
     return seconds
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    from runstream_server.auth.tokens import MIN_SECRET_BYTES, mint_token
+def _named(value: str) -> str:
+    """A subject or tenant: the server refuses a token whose claim is empty."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
 
-    try:
-        secret = Path(args.secret_file).read_bytes().rstrip(b"\r\n")
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from runstream_server.auth.tokens import mint_token, read_secret
+
+    try:  # read as the server reads it (`serve --jwt-secret-file`)
+        secret = read_secret(Path(args.secret_file))
     except OSError as exc:
         raise CliError(f"cannot read the secret file {args.secret_file}: {exc.strerror}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise CliError(f"the secret must be at least {MIN_SECRET_BYTES} bytes")
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     token = mint_token(
         secret,
         subject=args.sub,
@@ -293,8 +300,10 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
         formatter_class=formatter,
     )
     token.add_argument("--secret-file", required=True, metavar="PATH", help="the HS256 secret")
-    token.add_argument("--sub", required=True, metavar="NAME", help="the subject (who)")
-    token.add_argument("--tenant", required=True, metavar="NAME", help="the tenant")
+    token.add_argument(
+        "--sub", required=True, type=_named, metavar="NAME", help="the subject (who)"
+    )
+    token.add_argument("--tenant", required=True, type=_named, metavar="NAME", help="the tenant")
     token.add_argument(
         "--role",
         action="append",
