@@ -147,6 +147,27 @@ async def test_an_overdue_estimate_never_says_zero_nor_leaves_its_range(stubs: S
     assert low <= estimate.remaining.ToNanoseconds() <= high
 
 
+async def test_a_run_whose_history_took_no_time_is_never_estimated_at_zero(
+    stubs: Stubs,
+) -> None:
+    """History of steps that took microseconds: the running run, and the same run held
+    while it waits for an answer, say about a second left, not "0 s"."""
+    await history_run(stubs, "eta-instant", "a", "b", took=0.000_001)
+    run = await create_run(stubs, "a", "b", workflow="eta-instant")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    running = (await snapshot(stubs, run.run_id)).estimate
+    asked = ev.DecisionRequested(
+        decision_id="d", prompt="Go on?", options=[ev.DecisionOption(value="yes")]
+    )
+    await append(stubs, run.run_id, ev.RunEvent(decision_requested=asked))
+    held = await snapshot(stubs, run.run_id)
+    assert held.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and held.estimate.held
+    for estimate in (running, held.estimate):
+        assert estimate.remaining.ToNanoseconds() >= 1_000_000_000
+        low, high = estimate.remaining_low.ToNanoseconds(), estimate.remaining_high.ToNanoseconds()
+        assert low <= estimate.remaining.ToNanoseconds() <= high
+
+
 async def test_the_producers_estimate_shows_until_history_wins(stubs: Stubs) -> None:
     run = await create_run(stubs, "write", workflow="stories")
     said = ev.StepProgress(step_id="write", percent=10, estimated_time_remaining=seconds(120))

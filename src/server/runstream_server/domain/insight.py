@@ -42,7 +42,7 @@ _DONE = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
 _HIGH = frozenset({run_pb2.SEVERITY_HIGH, run_pb2.SEVERITY_CRITICAL})
 _HOLDING = frozenset({run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED})
 PROGRESS_MARKS = (25, 50, 75, 100)
-# An overdue estimate of a run that still runs says this, not "0 s": it is not done.
+# An estimate of a run that still runs says at least this, not "0 s": it is not done.
 MIN_RUNNING_REMAINING = 1.0
 # The longest remaining time an estimate says (100 years), whatever history or the producer
 # claims: its end time stays a valid time, and its range a valid duration.
@@ -168,7 +168,10 @@ def estimate(
         if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
             return _copy_estimate(current)
         return None
-    remaining = min(_learned_remaining(state, history, now), MAX_REMAINING)
+    # A run that still runs is not done: "about a second" however fast its history was.
+    remaining = min(
+        max(_learned_remaining(state, history, now), MIN_RUNNING_REMAINING), MAX_REMAINING
+    )
     spread = history.spread()
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
@@ -236,19 +239,26 @@ def count_down(run: run_pb2.Run, now: datetime) -> None:
     """Moves a running run's estimate to `now` for a reader.
 
     A held estimate keeps its remaining time and ends `remaining` from now. A counted-down
-    estimate whose end has passed while the run still runs keeps its (past) end time and
-    says MIN_RUNNING_REMAINING, not zero; the remaining time always stays inside its range.
+    estimate keeps its end time (past it, the estimate is overdue) and says at least
+    MIN_RUNNING_REMAINING, never zero; the remaining time always stays inside its range.
     """
     if not run.HasField("estimate") or run.status in TERMINAL_STATUSES:
         return
     estimate = run.estimate
     if estimate.held:
+        _not_zero(estimate)  # held when it was counted down to nothing
         left = estimate.remaining.ToNanoseconds() / 1e9
         estimate.end_time.CopyFrom(to_timestamp(now + timedelta(seconds=left)))
     else:
         counted_down(estimate, now)  # end_time stays: past it, the estimate is overdue
-        if estimate.remaining.ToNanoseconds() <= 0:
-            estimate.remaining.CopyFrom(duration_of(MIN_RUNNING_REMAINING))
+        _not_zero(estimate)
+
+
+def _not_zero(estimate: run_pb2.Estimate) -> None:
+    """An estimate of a run that still runs: at least MIN_RUNNING_REMAINING, never "nothing
+    left", and the remaining time inside its range."""
+    if estimate.remaining.ToNanoseconds() < MIN_RUNNING_REMAINING * 1e9:
+        estimate.remaining.CopyFrom(duration_of(MIN_RUNNING_REMAINING))
     if estimate.remaining_low.ToNanoseconds() > estimate.remaining.ToNanoseconds():
         estimate.remaining_low.CopyFrom(estimate.remaining)
     if estimate.remaining_high.ToNanoseconds() < estimate.remaining.ToNanoseconds():
@@ -270,6 +280,7 @@ def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
     updated = _copy_estimate(run.estimate)
     if holding:
         counted_down(updated, now)
+        _not_zero(updated)
     left = updated.remaining.ToNanoseconds() / 1e9
     updated.end_time.CopyFrom(to_timestamp(now + timedelta(seconds=left)))
     updated.held = holding
