@@ -28,11 +28,15 @@ from agents import (
 from agents.models.interface import Model, ModelTracing
 from agents.tracing import generation_span
 from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
     ResponseFunctionToolCall,
     ResponseOutputItem,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseUsage,
 )
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from runstream import ActivityType, EventKind, Severity
 from runstream.integrations.openai_agents import RunstreamProcessor
 from runstream_server.app import RunstreamServer
@@ -66,8 +70,42 @@ class CannedModel(Model):
             usage = Usage(requests=1, input_tokens=120, output_tokens=30, total_tokens=150)
             return ModelResponse(output=output, usage=usage, response_id=None)
 
-    def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        raise NotImplementedError("the canned model does not stream")
+    async def stream_response(  # type: ignore[override]
+        self,
+        system_instructions: str | None,
+        input: Any,
+        model_settings: Any,
+        tools: Any,
+        output_schema: Any,
+        handoffs: Any,
+        tracing: ModelTracing,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """Streams the next canned output as the SDK's Chat Completions model does: its
+        generation span's output is the whole final Response, dumped."""
+        with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
+            response = Response(
+                id="resp-1",
+                created_at=0,
+                model=self.name,
+                object="response",
+                output=self.outputs.pop(0),
+                parallel_tool_calls=False,
+                tool_choice="auto",
+                tools=[],
+                usage=ResponseUsage(
+                    input_tokens=120,
+                    output_tokens=30,
+                    total_tokens=150,
+                    input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                    output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+                ),
+            )
+            span.span_data.output = [response.model_dump()]
+            span.span_data.usage = {"input_tokens": 120, "output_tokens": 30}
+            yield ResponseCompletedEvent(
+                type="response.completed", response=response, sequence_number=0
+            )
 
 
 def tool_call(name: str, arguments: dict[str, Any], call_id: str) -> ResponseFunctionToolCall:
@@ -229,6 +267,30 @@ async def test_a_tripped_guardrail_is_an_alert_and_fails_the_agent_step(
     assert [(s.step_id, s.status.name) for s in steps] == [("Support", "FAILED")]
     assert steps[0].error is not None and "no_refund_requests" in steps[0].error.message
     assert final.status.name == "FAILED"
+
+
+async def test_a_streamed_run_reports_the_agents_text(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    """Runner.run_streamed: the generation span holds the whole Response, and its text is
+    the agent's output all the same."""
+    agent = Agent(name="Writer", model=CannedModel("canned-writer", [[message("Shipped Monday.")]]))
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("streamed-agent")
+        processor = RunstreamProcessor(run)
+        processors.append(processor)
+        set_trace_processors([processor])
+        async with run:
+            streamed = Runner.run_streamed(agent, "Where is my order?")
+            async for _ in streamed.stream_events():
+                pass
+            await processor.flush()
+            await run.complete(summary=str(streamed.final_output))
+        events = [e async for e in client.list_events(run.run_id)]
+
+    texts = [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
+    assert "".join(t.delta for t in texts) == "Shipped Monday."  # type: ignore[union-attr]
+    assert texts[-1].final  # type: ignore[union-attr]
 
 
 async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:

@@ -247,9 +247,13 @@ def _error_text(error: Any) -> str | None:
 
 
 def _output_text(output: Any) -> str:
-    """The assistant text in a generation span's output (Responses-format items)."""
+    """The assistant text in a generation span's output: Responses-format items, Chat
+    Completions messages, or (a streamed Chat Completions call) the whole final Response."""
     parts: list[str] = []
     for item in output or ():
+        if isinstance(item, Mapping) and item.get("object") == "response":
+            parts.append(_output_text(item.get("output")))
+            continue
         if not isinstance(item, Mapping) or item.get("type", "message") != "message":
             continue
         content = item.get("content")
