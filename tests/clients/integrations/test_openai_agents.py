@@ -71,18 +71,12 @@ class CannedModel(Model):
             return ModelResponse(output=output, usage=usage, response_id=None)
 
     async def stream_response(  # type: ignore[override]
-        self,
-        system_instructions: str | None,
-        input: Any,
-        model_settings: Any,
-        tools: Any,
-        output_schema: Any,
-        handoffs: Any,
-        tracing: ModelTracing,
-        **kwargs: Any,
+        self, *args: Any, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Streams the next canned output as the SDK's Chat Completions model does: its
-        generation span's output is the whole final Response, dumped."""
+        generation span's output is the whole final Response, dumped. The arguments are
+        get_response's; the seventh is the tracing."""
+        tracing: ModelTracing = args[6]
         with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
             response = Response(
                 id="resp-1",
