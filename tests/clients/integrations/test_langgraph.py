@@ -273,7 +273,7 @@ async def test_a_node_retried_by_its_retry_policy_recovers_in_the_same_step(
     async def fetch(state: State) -> State:
         nonlocal calls
         calls += 1
-        if calls == 1:
+        if calls < 3:
             raise ConnectionError("the source timed out")
         return {"summary": "fetched"}
 
@@ -313,13 +313,64 @@ async def test_a_node_retried_by_its_retry_policy_recovers_in_the_same_step(
         ("STEP_FAILED", "fetch"),
         ("ERROR_RECOVERY", 1),
         ("STEP_STARTED", "fetch"),
+        ("STEP_FAILED", "fetch"),
+        ("ERROR_RECOVERY", 2),
+        ("STEP_STARTED", "fetch"),
         ("STEP_COMPLETED", "fetch"),
     ]
     recovery = next(e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY)
     assert recovery.error_message == "ConnectionError: the source timed out"  # type: ignore[union-attr]
     assert recovery.affected_agents == ("fetch",)  # type: ignore[union-attr]
     assert recovery.step_id == "fetch"  # type: ignore[union-attr]
-    assert [(s.step_id, s.status.name, s.attempts) for s in steps] == [("fetch", "SUCCEEDED", 2)]
+    assert [(s.step_id, s.status.name, s.attempts) for s in steps] == [("fetch", "SUCCEEDED", 3)]
+
+
+async def test_parallel_copies_of_a_node_each_report_into_their_own_step(
+    server: RunstreamServer,
+) -> None:
+    """Three ``worker`` copies at once (a Send fan-out), each streaming a model's text: each
+    copy's text belongs to its own step, not to the copy that started last."""
+    from langgraph.types import Send
+
+    class Fan(TypedDict, total=False):
+        topics: list[str]
+        drafts: Annotated[list[str], lambda a, b: a + b]
+
+    async def worker(state: dict[str, str]) -> Fan:
+        model = GenericFakeChatModel(messages=iter([f"draft about {state['topic']} ends"]))
+        text = ""
+        async for chunk in model.astream([HumanMessage(state["topic"])]):
+            text += str(chunk.content)
+            await asyncio.sleep(0.01)  # the copies' tokens interleave
+        return {"drafts": [text]}
+
+    graph = StateGraph(Fan)
+    graph.add_node("worker", worker)
+    graph.add_conditional_edges(
+        START, lambda state: [Send("worker", {"topic": t}) for t in state["topics"]], ["worker"]
+    )
+    graph.add_edge("worker", END)
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-fan-out")
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            await handler.run_graph(graph.compile(), {"topics": ["ants", "bees", "cats"]})
+            await run.complete()
+        events = [e async for e in client.list_events(run.run_id)]
+
+    started = {
+        e.payload.step_id: e.seq  # type: ignore[union-attr]
+        for e in events
+        if e.kind == EventKind.STEP_STARTED
+    }
+    texts: dict[str, tuple[set[str], str]] = {}
+    for delta in _texts(events):
+        steps, text = texts.get(delta.message_id, (set(), ""))
+        texts[delta.message_id] = (steps | {delta.step_id}, text + delta.delta)
+    by_step = {next(iter(steps)): text.split()[2] for steps, text in texts.values()}
+    assert all(len(steps) == 1 for steps, _ in texts.values())
+    assert sorted(by_step) == sorted(started) == ["worker", "worker-2", "worker-3"]
+    assert sorted(by_step.values()) == ["ants", "bees", "cats"]
 
 
 async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamServer) -> None:

@@ -42,6 +42,8 @@ class _StepRun:
     step_id: str
     agent: str
     namespace: str
+    failures: int = 0
+    """Attempts of the node that failed before this one (a retry policy's reruns)."""
 
 
 @dataclass
@@ -67,6 +69,11 @@ def _graph_bubble_up() -> tuple[type[BaseException], ...]:
     except ImportError:
         return ()
     return (GraphBubbleUp,)
+
+
+def _internal(node: str) -> bool:
+    """LangGraph's own nodes (``__start__`` runs a conditional edge from START): no steps."""
+    return node.startswith("__") and node.endswith("__")
 
 
 def error_text(error: BaseException) -> str:
@@ -96,6 +103,10 @@ class ChainSteps:
         self._failed: dict[str, _Failure] = {}
         # The latest error of a child of each run: a RunnableRetry's failed attempt.
         self._child_errors: dict[UUID, str] = {}
+        # The step each running chain works in (a step's own chain and those under it), so
+        # that a model or tool call is the step's it runs under, also when copies of one
+        # node run at once (a Send fan-out, several tool calls).
+        self._step_of: dict[UUID, str] = {}
         self._bubble_up = _graph_bubble_up()
 
     async def chain_started(self, chain: LangChainRun) -> None:
@@ -106,22 +117,28 @@ class ChainSteps:
             self._roots[run_id] = _Root(name)
             return
         self._child_started(parent_run_id, chain.tags, is_graph=node is not None)
-        if node is None or name != node or parent_run_id in self._steps:
+        if node is None or name != node or parent_run_id in self._steps or _internal(node):
+            owner = self._step_of.get(parent_run_id)
+            if owner is not None:
+                self._step_of[run_id] = owner
             return
         namespace = str(chain.metadata.get("langgraph_checkpoint_ns") or node)
         resumed = self._interrupted.pop(namespace, None)
         if resumed is not None:
             # The node interrupt() stopped runs again with the answer: still the same step.
             self._steps[run_id] = _StepRun(resumed, node, namespace)
+            self._step_of[run_id] = resumed
             return
         failed = self._failed.pop(namespace, None)
+        failures = 0
         if failed is not None:
             # A retry policy runs the failed node again: the same step, restarted.
-            step_id = failed.step_id
+            step_id, failures = failed.step_id, failed.attempts
             self.report_retry(failed.message, failed.attempts, [node], step_id)
         else:
             step_id = self._step_ids.new(node)
-        self._steps[run_id] = _StepRun(step_id, node, namespace)
+        self._steps[run_id] = _StepRun(step_id, node, namespace, failures)
+        self._step_of[run_id] = step_id
         self._calls.start_step(step_id, name=node, agent=node)
         await self._hold_if_paused()
 
@@ -133,11 +150,13 @@ class ChainSteps:
 
     def chain_ended(self, run_id: UUID) -> None:
         self._finish_root(run_id)
+        self._step_of.pop(run_id, None)
         step = self._steps.pop(run_id, None)
         if step is not None:
             self._calls.complete_step(step.step_id)
 
     def chain_failed(self, error: BaseException, run_id: UUID, parent_run_id: UUID | None) -> None:
+        self._step_of.pop(run_id, None)
         step = self._steps.pop(run_id, None)
         if self._bubble_up and isinstance(error, self._bubble_up):
             # interrupt(): the node stops to wait for an answer and runs again with it.
@@ -150,9 +169,7 @@ class ChainSteps:
         if parent_run_id is not None:
             self._child_errors[parent_run_id] = message
         if step is not None:
-            previous = self._failed.get(step.namespace)
-            attempts = previous.attempts + 1 if previous is not None else 1
-            self._failed[step.namespace] = _Failure(step.step_id, message, attempts)
+            self._failed[step.namespace] = _Failure(step.step_id, message, step.failures + 1)
             self._calls.fail_step(step.step_id, message, code=type(error).__name__)
 
     def call_started(self, call: LangChainRun, default_agent: str) -> tuple[str, str]:
@@ -162,7 +179,8 @@ class ChainSteps:
             is_graph = bool(call.metadata.get("langgraph_node"))
             self._child_started(call.parent_run_id, call.tags, is_graph=is_graph)
         agent = self._agent_for(call.parent_run_id, call.metadata) or default_agent
-        return agent, self._step_for(agent)
+        owner = self._step_of.get(call.parent_run_id) if call.parent_run_id else None
+        return agent, owner if owner is not None else self._step_for(agent)
 
     def _child_started(
         self, parent_run_id: UUID, tags: list[str] | None, *, is_graph: bool
@@ -179,6 +197,7 @@ class ChainSteps:
             step_id = self._step_ids.new(root.name)
             name = root.name
             self._steps[parent_run_id] = _StepRun(step_id, self._agent or name, name)
+            self._step_of[parent_run_id] = step_id
             self._calls.start_step(step_id, name=name)
 
     def _finish_root(self, run_id: UUID) -> None:
