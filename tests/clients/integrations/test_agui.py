@@ -6,6 +6,7 @@ and a client that disconnects and reconnects with ``Last-Event-ID`` gets every e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -233,6 +234,53 @@ async def test_bad_requests_get_precise_http_statuses(
         await sse.close()
         assert response.status == 200
         assert ("access-control-allow-origin" in response.headers) is allowed
+
+
+async def test_a_failed_run_closes_its_steps_and_says_failed_before_its_error(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    run = await client.start_run("campaign", steps=["strategy"])
+    with contextlib.suppress(RuntimeError):
+        async with run, run.step("strategy"):
+            await run.text("writer", "m0", "Launch ", step_id="strategy")
+            raise RuntimeError("model quota exhausted")
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+    events = [json.loads(m.data) for m in messages]
+    types = [e["type"] for e in events]
+    assert types[-1] == "RUN_ERROR" and "model quota exhausted" in events[-1]["message"]
+    ended = types.index("RUN_ERROR")
+    assert types.count("STEP_STARTED") == types[:ended].count("STEP_FINISHED") == 1
+    assert types.count("TEXT_MESSAGE_START") == types[:ended].count("TEXT_MESSAGE_END") == 1
+    state = events[1]["snapshot"]
+    for event in events[2:]:
+        if event["type"] == "STATE_DELTA":
+            apply_patch(state, event["delta"])
+    assert (state["status"], state["steps"]["strategy"]["status"]) == ("FAILED", "FAILED")
+
+
+async def test_a_runstream_server_out_of_reach_is_a_503_not_a_dropped_connection(
+    server: RunstreamServer,
+) -> None:
+    async with (
+        runstream.connect(server.target, reconnect_timeout=0.5) as client,
+        AguiBridge(client, port=0) as bridge,
+    ):
+        await server.stop(grace=0)
+        response = await SseClient(bridge.port).open("/runs/any-run/events")
+    assert response.status == 503
+    assert "Runstream server" in response.body and response.headers["retry-after"] == "1"
+
+
+async def test_a_client_that_never_finishes_its_request_gets_a_408(
+    client: runstream.Client,
+) -> None:
+    async with AguiBridge(client, port=0, head_timeout=0.3) as bridge:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+        writer.write(b"GET /runs/any/events HTTP/1.1\r\nHost: x\r\n")  # no blank line
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
 
 
 async def test_an_idle_stream_gets_keepalive_comments(

@@ -204,13 +204,14 @@ class AguiTranslator:
                 ),
             ]
         if isinstance(p, RunFailed):
-            self._finished = True
             info = p.error
             return [
+                *self._close_all(),
+                *self._ended("FAILED"),
                 RunErrorEvent(
                     message=(info.message if info is not None else "") or "the run failed",
                     code=(info.code if info is not None else "") or None,
-                )
+                ),
             ]
         return [CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))]
 

@@ -100,6 +100,7 @@ class AguiBridge:
             ``["http://localhost:3000"]``; ``["*"]`` allows any. None: same-origin only.
         keepalive: Seconds of silence after which a stream gets an SSE comment, so proxies
             and load balancers do not cut it.
+        head_timeout: Seconds a client has to send its request head; then 408.
     """
 
     def __init__(
@@ -110,8 +111,10 @@ class AguiBridge:
         port: int = 8090,
         origins: Sequence[str] = (),
         keepalive: float = 15.0,
+        head_timeout: float = 10.0,
     ) -> None:
         self._client = client
+        self._head_timeout = head_timeout
         self._host = host
         self._port = port
         self._origins = tuple(origins)
@@ -179,9 +182,14 @@ class AguiBridge:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await _read_request(reader)
+            async with asyncio.timeout(self._head_timeout):
+                request = await _read_request(reader)
         except HttpError as exc:
             await self._respond(writer, exc.status, exc.reason, str(exc), {})
+            return
+        except TimeoutError:
+            message = f"no complete request head within {self._head_timeout:g} s"
+            await self._respond(writer, 408, "Request Timeout", message, {})
             return
         cors = self._cors_headers(request.headers.get("origin"))
         if request.method == "OPTIONS":
@@ -213,6 +221,18 @@ class AguiBridge:
             return
         except runstream.InvalidArgumentError as exc:
             await self._respond(writer, 400, "Bad Request", exc.message, cors)
+            return
+        except runstream.UnavailableError as exc:
+            # EventSource gives up on a 503; an AG-UI client may retry after Retry-After.
+            message = f"the Runstream server is out of reach: {exc.message}"
+            await self._respond(
+                writer, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"}
+            )
+            return
+        except (runstream.UnauthenticatedError, runstream.PermissionDeniedError) as exc:
+            # The bridge's own credentials: the server refused them, not the browser's.
+            message = f"the Runstream server refused the bridge: {exc.message}"
+            await self._respond(writer, 502, "Bad Gateway", message, cors)
             return
         if cursor.seq > run.last_seq:
             await self._respond(
