@@ -227,6 +227,28 @@ async def test_describe_shows_every_rpc_of_run_service(server: RunstreamServer) 
     ), described
 
 
+async def test_describe_finds_a_single_method_and_health_lists_every_service(
+    server: RunstreamServer,
+) -> None:
+    """``describe Service.Method`` (reflection's "file containing symbol" for a method, which
+    protobuf's upb pool does not resolve) and ``grpc.health.v1.Health/List``, which
+    reflection lists."""
+    target = ["-plaintext", server.target]
+    method = await run_grpcurl(
+        [str(GRPCURL), *target, "describe", "runstream.v1.RunService.GetRun"]
+    )
+    assert "runstream.v1.RunService.GetRun is a method:" in method
+    assert "rpc GetRun ( .runstream.v1.GetRunRequest )" in method
+    check = await run_grpcurl([str(GRPCURL), *target, "describe", "grpc.health.v1.Health.Check"])
+    assert "grpc.health.v1.Health.Check is a method:" in check
+    [listed] = json_messages(
+        await run_grpcurl([str(GRPCURL), *target, "grpc.health.v1.Health/List"])
+    )
+    statuses = {name: answer["status"] for name, answer in listed["statuses"].items()}
+    assert statuses[""] == "SERVING"
+    assert statuses["runstream.v1.RunService"] == "SERVING"
+
+
 async def test_health_check_says_serving(server: RunstreamServer) -> None:
     [answer] = json_messages(await run_grpcurl(recipe_argv("health", server.target)))
     assert answer == {"status": "SERVING"}

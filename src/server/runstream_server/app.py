@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 from runstream.v1 import (
     decision_service_pb2,
     decision_service_pb2_grpc,
@@ -39,6 +37,7 @@ from runstream.v1 import (
 from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
+from runstream_server.api.introspection import HealthService, serve_health, serve_reflection
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
 from runstream_server.api.stats_service import StatsServicer
@@ -172,7 +171,7 @@ class RunstreamServer:
         self._store: ObservedStore | None = None
         self._store_health: asyncio.Task[None] | None = None
         self._sharing: asyncio.Task[None] | None = None
-        self._health: health_aio.HealthServicer | None = None
+        self._health: HealthService | None = None
         self.runs: RunManager | None = None
         self.telemetry: Telemetry | None = None
         self.metrics_port = 0
@@ -254,11 +253,8 @@ class RunstreamServer:
             ),
             server,
         )
-        self._health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        self._health = serve_health(server)
+        serve_reflection(server, SERVICE_NAMES)
         try:
             self.port = listen(server, config.address, config.security)
         except RuntimeError as exc:

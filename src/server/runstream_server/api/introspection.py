@@ -1,0 +1,67 @@
+"""What ops tools ask a server about itself: grpc.health.v1 and server reflection.
+
+Both come from their gRPC packages, with two gaps filled: the health servicer answers
+``List`` (reflection lists the method; the package's async servicer answered UNIMPLEMENTED),
+and reflection finds the file of a method name (``grpcurl describe
+runstream.v1.RunService.GetRun``), which protobuf's upb descriptor pool does not resolve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from google.protobuf import descriptor_pool
+from grpc import aio
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+__all__ = ["HealthService", "serve_health", "serve_reflection"]
+
+
+class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1 with ``List``: every service's status, "" the server's own."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: Any
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
+
+
+def serve_health(server: aio.Server) -> HealthService:
+    service = HealthService()
+    health_pb2_grpc.add_HealthServicer_to_server(service, server)
+    return service
+
+
+def serve_reflection(server: aio.Server, service_names: Iterable[str]) -> None:
+    """Reflection for `service_names`, health and reflection itself."""
+    names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    pool = cast(descriptor_pool.DescriptorPool, _MethodsToo(descriptor_pool.Default()))
+    reflection.enable_server_reflection(names, server, pool=pool)
+
+
+class _MethodsToo:
+    """A descriptor pool as reflection reads it, that also finds the file of a method."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service_name, _, method = symbol.rpartition(".")
+            service = self._pool.FindServiceByName(service_name)  # KeyError: not one either
+            if method not in service.methods_by_name:
+                raise
+            return service.file
