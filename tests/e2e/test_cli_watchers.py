@@ -5,14 +5,18 @@ minutes (a busy port, commands that work)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
 import socket
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import runstream
 from rich.console import Console
 from runstream.cli.args import target_address
@@ -44,6 +48,14 @@ def test_a_target_without_a_port_means_runstreams_port() -> None:
     assert args.target == "localhost:50051"
     bad = runstream_cli("runs", "--target", "localhost:http")
     assert bad.returncode == 2 and "not a port" in bad.stderr
+    for wrong, says in (
+        ("a:b:c", "neither HOST:PORT nor an IPv6 address"),
+        ("http://127.0.0.1:50051", "http:// is not a gRPC address"),
+        ("bad target", "has a space"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            target_address(wrong)
+    assert target_address("dns:///localhost:9000") == "dns:///localhost:9000"
 
 
 def test_json_for_scripts_on_runs_get_steps_events_and_decisions(
@@ -283,3 +295,35 @@ async def test_the_live_view_closes_when_the_runs_last_event_pokes_its_refresher
                 refresher.poke()  # the last event; then the block ends and closes the view
         # Closed at once, not cut short by the 5 s bound (which ends a hung refresher too).
         assert not closing.expired()
+
+
+def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: ServerProcess) -> None:
+    """`--reconnect-timeout`: the server dies mid-watch and stays away; the watcher gives up
+    after the time it was given (60 s by default), with one line saying so."""
+    server = server_process
+    server.start()
+    try:
+        run_id = asyncio.run(_a_running_run(server.target))
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
+             "--target", server.target, "--reconnect-timeout", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(2)  # it is following the run
+        server.kill()
+        gone = time.monotonic()
+        _, stderr = watcher.communicate(timeout=60)
+        waited = time.monotonic() - gone
+    finally:
+        server.kill()
+    assert watcher.returncode == 1
+    assert "no server could serve it for 2s" in stderr
+    assert 2 <= waited < 30, waited
+
+
+async def _a_running_run(target: str) -> str:
+    async with runstream.connect(target) as client:
+        run = await client.start_run("outage", steps=["a"])
+        await run.flush()
+        await run.close()
+        return run.run_id

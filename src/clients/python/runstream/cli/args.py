@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 
 __all__ = [
@@ -25,12 +26,25 @@ def target_address(value: str) -> str:
     target = value.strip()
     if not target:
         raise argparse.ArgumentTypeError("an empty address; give HOST or HOST:PORT")
-    if "://" in target or target.startswith(_SCHEMES):
+    if target.startswith(_SCHEMES):
         return target
+    if "://" in target:
+        scheme = target.split("://", 1)[0]
+        raise argparse.ArgumentTypeError(
+            f"{scheme}:// is not a gRPC address; give HOST:PORT (or dns:///HOST:PORT)"
+        )
     if target.startswith("["):
         return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
     if target.count(":") > 1:  # a bare IPv6 address
+        try:
+            ipaddress.IPv6Address(target)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is neither HOST:PORT nor an IPv6 address"
+            ) from None
         return f"[{target}]:{DEFAULT_PORT}"
+    if any(c.isspace() for c in target):
+        raise argparse.ArgumentTypeError(f"{value!r} has a space; give HOST or HOST:PORT")
     host, colon, number = target.partition(":")
     if not colon or not number:
         return f"{host}:{DEFAULT_PORT}"

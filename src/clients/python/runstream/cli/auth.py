@@ -65,6 +65,14 @@ def add_client_security(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--client-key", default=None, metavar="PATH", help="the client certificate's key"
     )
+    parser.add_argument(
+        "--reconnect-timeout",
+        type=non_negative_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep reconnecting while the server is out of reach, e.g. during a "
+        "restart or a deploy (default: 60; 0: for ever)",
+    )
 
 
 def _token(args: argparse.Namespace) -> str | TokenProvider | None:
@@ -101,6 +109,7 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
             ca_file=ca_file,
             client_cert=client_cert,
             client_key=client_key,
+            reconnect_timeout=getattr(args, "reconnect_timeout", 60.0) or None,
         )
     except (OSError, ValueError) as exc:
         raise CliError(f"TLS options: {exc}") from None
