@@ -187,9 +187,9 @@ def check_snapshot_size(state: RunState, limit: int) -> None:
     most = limit + (TERMINAL_HEADROOM_BYTES if state.is_terminal else 0)
     if size > most:
         raise ResourceExhausted(
-            f"events: this would grow run {state.run.run_id!r}'s snapshot to {size} bytes, past "
-            f"its limit of {most} bytes; report fewer steps, artifacts, agents or metric names, "
-            "or shorter texts"
+            f"events: this would grow the snapshot of run {state.run.run_id!r} to {size} "
+            f"bytes, past its limit of {most} bytes; report fewer steps, artifacts, agents or "
+            "metric names, or shorter texts"
         )
 
 
