@@ -448,24 +448,30 @@ async def test_two_interrupts_at_once_are_two_questions_each_answer_to_its_node(
     graph.add_edge("brand", END)
 
     async def answer_both(client: runstream.Client, run_id: str) -> None:
+        """Both questions are open at once (a human sees both), then both are answered."""
         answers = {"legal review?": "no", "brand review?": "ok"}
+        asked: list[runstream.Decision] = []
         async with client.interact([run_id], viewer="ana") as interaction:
             async for update in interaction:
                 if isinstance(update, DecisionPrompt):
-                    choice = answers.pop(update.decision.prompt)
-                    await interaction.answer(run_id, update.decision.decision_id, choice)
-                    if not answers:
-                        return
+                    asked.append(update.decision)
+                    if len(asked) == len(answers):
+                        break
+            for decision in asked:
+                await interaction.answer(run_id, decision.decision_id, answers[decision.prompt])
 
     async with runstream.connect(server.target) as client:
         run = await client.start_run("langgraph-parallel-reviews")
         answering = asyncio.create_task(answer_both(client, run.run_id))
         async with run:
             handler = RunstreamCallbackHandler(run)
-            result = await handler.run_graph(
-                graph.compile(checkpointer=InMemorySaver()),
-                {},
-                config={"configurable": {"thread_id": "reviews"}},
+            result = await asyncio.wait_for(
+                handler.run_graph(
+                    graph.compile(checkpointer=InMemorySaver()),
+                    {},
+                    config={"configurable": {"thread_id": "reviews"}},
+                ),
+                30,
             )
             await run.complete()
         await asyncio.wait_for(answering, 30)

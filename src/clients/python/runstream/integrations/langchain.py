@@ -33,6 +33,7 @@ langgraph).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -142,9 +143,11 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             interrupts = tuple(getattr(state, "interrupts", ()) or ())
             if not interrupts:
                 return result
-            answers = {}
-            for pending in interrupts:
-                answers[pending.id] = await self.ask_interrupt(pending.value, pending.id)
+            # Every question at once: a human sees them all, and their timeouts run together.
+            asked = [self.ask_interrupt(pending.value, pending.id) for pending in interrupts]
+            answers = dict(
+                zip((p.id for p in interrupts), await asyncio.gather(*asked), strict=True)
+            )
             # Always by interrupt id: LangGraph takes Command(resume=None) for no resume at all
             # (and fails), while {id: None} resumes that interrupt with None.
             current = Command(resume=answers)
