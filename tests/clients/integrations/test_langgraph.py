@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypedDict
@@ -371,6 +372,36 @@ async def test_parallel_copies_of_a_node_each_report_into_their_own_step(
     assert all(len(steps) == 1 for steps, _ in texts.values())
     assert sorted(by_step) == sorted(started) == ["worker", "worker-2", "worker-3"]
     assert sorted(by_step.values()) == ["ants", "bees", "cats"]
+
+
+async def test_a_run_cancelled_mid_node_raises_and_warns_of_nothing(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelling is an expected end: the graph stops with RunCancelledError, and the
+    reports the cancel cut short are no warning ("reporting to Runstream failed")."""
+    working = asyncio.Event()
+
+    async def slow(state: State) -> State:
+        working.set()
+        await asyncio.sleep(30)
+        return {"summary": "never"}
+
+    caplog.set_level(logging.INFO, logger="runstream")
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-cancel")
+        handler = RunstreamCallbackHandler(run)
+
+        async def cancel_when_working() -> None:
+            await working.wait()
+            await handler.flush()
+            await client.cancel_run(run.run_id, reason="stop now")
+
+        cancelling = asyncio.create_task(cancel_when_working())
+        with pytest.raises(runstream.RunCancelledError, match="stop now"):
+            async with run:
+                await handler.run_graph(_chain(("slow", slow), ("after", slow)), {})
+        await cancelling
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamServer) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from runstream import _convert as convert
-from runstream._errors import DataLossError, RunstreamError, StatusCode
+from runstream._errors import DataLossError, RunCancelledError, RunstreamError, StatusCode
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import Decision
 
@@ -256,7 +256,9 @@ class ReportStream:
     def _fail(self, error: RunstreamError) -> None:
         if self.failure is None:
             self.failure = error
-            _log.warning("reporter of run %s failed: %s", self._run_id, error)
+            # A cancelled run is an expected end, raised to the producer as RunCancelledError.
+            level = logging.INFO if isinstance(error, RunCancelledError) else logging.WARNING
+            _log.log(level, "reporter of run %s stopped: %s", self._run_id, error)
         self._signal.fire()
 
     # --- the stream task -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from runstream._errors import RunstreamError
+from runstream._errors import RunCancelledError, RunstreamError
 
 __all__ = ["ImportHint", "OrderedReports", "StepIds", "require", "short"]
 
@@ -134,6 +134,10 @@ class OrderedReports:
             call = self._queue.popleft()
             try:
                 await call()
+            except RunCancelledError as exc:
+                # Expected once the run is cancelled: the run's owner hears of it already.
+                self._failures += 1
+                _log.debug("not reported, %s", exc)
             except RunstreamError as exc:
                 self._failures += 1
                 level = logging.WARNING if self._failures == 1 else logging.DEBUG
