@@ -221,6 +221,32 @@ async def test_a_step_still_running_when_the_run_ends_is_closed_with_it(stubs, e
     assert kinds.index(closed) < kinds.index(f"run_{ending}")
 
 
+async def test_a_run_without_a_plan_says_nothing_of_how_far_it_is_until_it_ends(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Steps known only as they start (an agent graph) count as done, not as a fraction of
+    a whole: no "100 %" after the first node, no "25% and 50% and 75% complete" milestone
+    (as a run without any steps, it has no progress milestones)."""
+    run = await create_run(stubs)  # no steps declared
+    assert run.progress.unplanned
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="research")),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="research")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="write")),
+    )
+    snap = await get(stubs, run.run_id)
+    assert (snap.progress.completed_steps, snap.progress.total_steps) == (1, 2)
+    assert snap.progress.percent == 0
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    events = (
+        await stubs.runs.ListEvents(run_service_pb2.ListEventsRequest(run_id=run.run_id))
+    ).events
+    assert not [e.milestone.title for e in events if e.HasField("milestone")]
+    assert (await get(stubs, run.run_id)).progress.percent == 100
+    planned = await create_run(stubs, "a", "b")
+    assert not planned.progress.unplanned
+
+
 async def test_unplanned_step_is_added_and_failed_step_can_be_retried(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a")
     await append(

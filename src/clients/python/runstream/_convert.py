@@ -364,6 +364,7 @@ def run_from_pb(message: run_pb2.Run) -> Run:
                 if message.progress.HasField("items")
                 else None
             ),
+            unplanned=message.progress.unplanned,
         ),
         current_step_id=message.current_step_id,
         active_agents=tuple(_active_agent_from_pb(a) for a in message.active_agents),

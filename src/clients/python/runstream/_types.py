@@ -344,12 +344,16 @@ class ArtifactsSummary:
 
 @dataclass(frozen=True, slots=True)
 class RunProgress:
-    """Progress of a run across its steps; percent counts running steps' own progress."""
+    """Progress of a run across its steps; percent counts running steps' own progress.
+
+    ``unplanned``: the run declared no steps; they are known only as they start, and
+    percent comes from its item counts instead (100 once it succeeded)."""
 
     percent: float
     completed_steps: int
     total_steps: int
     items: ItemCounts | None = None
+    unplanned: bool = False
 
 
 @dataclass(frozen=True, slots=True)

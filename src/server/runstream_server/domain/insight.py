@@ -358,7 +358,8 @@ def progress_milestones(state: RunState, *, finished: bool = False) -> list[even
     has succeeded, never while its last step still runs.
     """
     progress = state.run.progress
-    if not state.run.steps and progress.items.total <= 0:
+    measured = state.run.steps and not progress.unplanned
+    if not measured and progress.items.total <= 0:
         return []  # nothing planned to measure progress against
     percent = 100.0 if finished else progress.percent
     crossed = [
@@ -394,11 +395,11 @@ def progress_milestones(state: RunState, *, finished: bool = False) -> list[even
 def _progress_note(state: RunState, *, finished: bool) -> str:
     progress = state.run.progress
     items = progress.items
-    if not state.run.steps:
+    if finished and state.run.steps:
+        return f"all {progress.total_steps} steps done"
+    if not state.run.steps or progress.unplanned:
         unit = items.unit or "items"
         return f"{items.completed} of {items.total} {unit}"
-    if finished:
-        return f"all {progress.total_steps} steps done"
     current = state.step(state.run.current_step_id) if state.run.current_step_id else None
     done = f"{progress.completed_steps} of {progress.total_steps} steps done"
     if current is None:

@@ -197,6 +197,7 @@ class RunState:
         run.status = run_pb2.RUN_STATUS_PENDING
         run.create_time.CopyFrom(when)
         run.targets.extend(p.targets)
+        run.progress.unplanned = not p.steps
         for spec in p.steps:
             step = self.steps.add(spec.step_id, spec.name, spec.description, spec.agent)
             step.depends_on.extend(spec.depends_on)

@@ -179,7 +179,7 @@ class RunSteps:
         items = progress.items if progress.HasField("items") else None
         if run.status == run_pb2.RUN_STATUS_SUCCEEDED:
             progress.percent = 100.0
-        elif steps:
+        elif steps and not progress.unplanned:
             progress.percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
         elif items is not None and items.total > 0:
             progress.percent = min(100.0, round(items.completed / items.total * 100, 2))

@@ -28,7 +28,7 @@ anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.ag
 The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health",
 "estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``,
 with the run's percent counted as the server counts it (finished steps plus the running
-steps' own percent, over all steps).
+steps' own percent, over all steps; a run that declared no steps moves only at its end).
 
 Needs the ``agui`` extra (``pip install 'runstream[agui]'``: the ``ag-ui-protocol`` models).
 """
@@ -128,6 +128,7 @@ class AguiTranslator:
             "metrics": {},
             "steps": {},
         }
+        self._unplanned = False
         self._open_messages: dict[str, None] = {}
         self._open_steps: dict[str, None] = {}
         self._finished = False
@@ -155,6 +156,7 @@ class AguiTranslator:
         run_id = self._run_id
         if isinstance(p, RunCreated):
             self._state["workflow"] = p.workflow
+            self._unplanned = not p.steps  # steps known as they start: no step percent
             for spec in p.steps:
                 self._state["steps"][spec.step_id] = _step(spec.name or spec.step_id)
             return [
@@ -253,7 +255,7 @@ class AguiTranslator:
 
     def _set_percent(self, d: _Delta) -> None:
         steps = self._state["steps"].values()
-        if not steps:
+        if not steps or self._unplanned:
             return
         done = sum(1 for s in steps if s["status"] in _DONE)
         running = sum(s["percent"] for s in steps if s["status"] == "RUNNING")

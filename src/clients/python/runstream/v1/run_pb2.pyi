@@ -195,16 +195,18 @@ class ItemCounts(_message.Message):
     def __init__(self, completed: _Optional[int] = ..., total: _Optional[int] = ..., unit: _Optional[str] = ..., by_stage: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RunProgress(_message.Message):
-    __slots__ = ("completed_steps", "total_steps", "percent", "items")
+    __slots__ = ("completed_steps", "total_steps", "percent", "items", "unplanned")
     COMPLETED_STEPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     PERCENT_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNPLANNED_FIELD_NUMBER: _ClassVar[int]
     completed_steps: int
     total_steps: int
     percent: float
     items: ItemCounts
-    def __init__(self, completed_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., percent: _Optional[float] = ..., items: _Optional[_Union[ItemCounts, _Mapping]] = ...) -> None: ...
+    unplanned: bool
+    def __init__(self, completed_steps: _Optional[int] = ..., total_steps: _Optional[int] = ..., percent: _Optional[float] = ..., items: _Optional[_Union[ItemCounts, _Mapping]] = ..., unplanned: _Optional[bool] = ...) -> None: ...
 
 class ActiveAgent(_message.Message):
     __slots__ = ("agent_id", "name", "type", "step_id", "message", "start_time")

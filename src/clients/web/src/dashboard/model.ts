@@ -459,7 +459,10 @@ function patchSteps(run: Run, event: RunEvent): void {
   const running = run.steps.filter((s) => s.status === StepStatus.RUNNING).reduce((sum, s) => sum + s.percent / 100, 0);
   if (run.progress && run.progress.totalSteps > 0) {
     run.progress.completedSteps = done;
-    run.progress.percent = Math.min(100, ((done + running) / run.progress.totalSteps) * 100);
+    // A run without a plan: its steps say what was done, not how much is left.
+    if (!run.progress.unplanned) {
+      run.progress.percent = Math.min(100, ((done + running) / run.progress.totalSteps) * 100);
+    }
   }
 }
 

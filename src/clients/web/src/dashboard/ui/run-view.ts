@@ -150,8 +150,9 @@ export class RunView {
 
     const progress = run?.progress;
     const items = progress?.items;
-    const counted = items !== undefined && (progress?.totalSteps ?? 0) === 0;
-    text($(this.root, ".steps-count"), counted ? itemsText(items.completed, items.total, items.unit) : progress ? `${progress.completedSteps} of ${progress.totalSteps} steps` : "");
+    const counted = items !== undefined && ((progress?.totalSteps ?? 0) === 0 || progress?.unplanned === true);
+    const steps = progress?.unplanned ? `${progress.completedSteps} steps done` : `${progress?.completedSteps} of ${progress?.totalSteps} steps`;
+    text($(this.root, ".steps-count"), counted ? itemsText(items.completed, items.total, items.unit) : progress ? steps : "");
     const counter = $(this.root, ".item-progress");
     counter.hidden = items === undefined;
     if (items) {
