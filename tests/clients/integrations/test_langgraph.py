@@ -30,7 +30,7 @@ from langchain_core.language_models.fake_chat_models import (
 from langchain_core.language_models.llms import LLM, create_base_retry_decorator
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
-from langchain_core.tools import tool
+from langchain_core.tools import ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -716,6 +716,38 @@ async def test_a_failing_tool_is_failed_activity_and_its_node_fails_unless_it_ha
         assert statuses == [("research", "SUCCEEDED"), ("tools", "FAILED")]
         assert steps[1].error is not None
         assert steps[1].error.message == "ConnectionError: the index is offline"
+
+
+async def test_a_tool_that_handles_its_own_error_is_failed_activity(
+    server: RunstreamServer,
+) -> None:
+    """A ToolException the tool turns into its answer (handle_tool_error): the call failed,
+    though LangChain ends it as a success whose output is the error."""
+
+    @tool
+    def search_index(query: str) -> str:
+        """Looks a query up in the index."""
+        raise ToolException("the index is offline")
+
+    search_index.handle_tool_error = True
+    call = {"name": "search_index", "args": {"query": "runstream"}, "id": "c1"}
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[call])]))
+
+    async def research(state: State) -> State:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    graph = _chain(("research", research), ("tools", ToolNode([search_index])))
+    _, events, steps = await _run_graph(server, graph)
+    activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    assert [(a.activity, a.message) for a in activity] == [  # type: ignore[union-attr]
+        (ActivityType.STARTED, "calling search_index"),
+        (ActivityType.FAILED, "search_index failed"),
+    ]
+    assert activity[1].data == {"tool": "search_index", "error": "the index is offline"}  # type: ignore[union-attr]
+    assert [(s.step_id, s.status.name) for s in steps] == [
+        ("research", "SUCCEEDED"),
+        ("tools", "SUCCEEDED"),
+    ]
 
 
 def _refusing() -> Iterator[AIMessage]:

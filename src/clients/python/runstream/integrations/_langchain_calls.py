@@ -115,6 +115,11 @@ class ToolCalls:
 
     def ended(self, output: Any, run_id: UUID) -> None:
         content = getattr(output, "content", output)
+        if getattr(output, "status", None) == "error":
+            # A tool that handled its own error (handle_tool_error) ends as a success whose
+            # output is the error: the call failed all the same.
+            self._finished(run_id, {"error": short(content)}, failed=True)
+            return
         self._finished(run_id, {"output": short(content)}, failed=False)
 
     def failed(self, error: BaseException, run_id: UUID) -> None:
