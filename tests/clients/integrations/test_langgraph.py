@@ -810,6 +810,29 @@ async def test_a_chat_model_that_fails_mid_stream_closes_its_message_and_fails_i
     assert steps[0].error.message == "FakeListChatModelError"
 
 
+async def test_a_node_that_fails_while_it_reads_a_stream_closes_the_message_before_its_step(
+    server: RunstreamServer,
+) -> None:
+    """The node's own code raises between two tokens: the model call ends only when its
+    abandoned stream is collected, after the node; the message still closes before the
+    step fails, not after."""
+    model = FakeListChatModel(responses=["Runstream watches runs"])
+
+    async def write(state: State) -> State:
+        async for chunk in model.astream(state["messages"]):
+            if chunk.content == "s":
+                raise RuntimeError("the node gave up")
+        return {}
+
+    _, events, _ = await _run_graph(server, _chain(("write", write)), fails_with=RuntimeError)
+    order = [
+        "final" if e.kind == EventKind.TEXT_DELTA and e.payload.final else e.kind.name  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.TEXT_DELTA, EventKind.STEP_FAILED)
+    ]
+    assert order[-2:] == ["final", "STEP_FAILED"]
+
+
 async def test_a_chat_model_call_that_did_not_stream_is_its_reply_as_one_final_text_delta(
     server: RunstreamServer,
 ) -> None:

@@ -75,6 +75,13 @@ class ModelCalls:
             # Close the message its tokens opened, so viewers do not wait for more text.
             self._calls.text(call.agent, call.message_id, "", final=True, step_id=call.step_id)
 
+    def step_failed(self, step_id: str) -> None:
+        """The step's node failed: close the messages its model calls still stream (a call
+        the node abandoned mid-stream ends only when its stream is collected, later)."""
+        for run_id, call in list(self._running.items()):
+            if call.step_id == step_id:
+                self.failed(run_id)
+
     def retried(self, retry_state: RetryCallState, run_id: UUID) -> None:
         # With an async callback manager, LangChain's retry decorator reports each retry from a
         # task of its own, which runs once tenacity has moved the state on: its outcome

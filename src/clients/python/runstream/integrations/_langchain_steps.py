@@ -155,6 +155,11 @@ class ChainSteps:
         if step is not None:
             self._calls.complete_step(step.step_id)
 
+    def step_of_chain(self, run_id: UUID) -> str | None:
+        """The step whose own chain `run_id` is, if it is one."""
+        step = self._steps.get(run_id)
+        return step.step_id if step is not None else None
+
     def chain_failed(self, error: BaseException, run_id: UUID, parent_run_id: UUID | None) -> None:
         self._step_of.pop(run_id, None)
         step = self._steps.pop(run_id, None)

@@ -198,6 +198,9 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         tags: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        step_id = self._steps.step_of_chain(run_id)
+        if step_id is not None:
+            self._models.step_failed(step_id)  # its messages close before the step fails
         self._steps.chain_failed(error, run_id, parent_run_id)
 
     # --- models: allocations and streamed text --------------------------------------------
