@@ -156,8 +156,36 @@ def _unavailable(
             if str(exc).startswith(("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")):
                 raise Unavailable(f"the Redis store is not ready ({str(exc)[:40]})") from exc
             raise
+        except (AttributeError, RuntimeError) as exc:
+            # redis-py (8.1) fails this way when a connection closes under a command it already
+            # checked, as a cluster master failing over does to every replica's connections:
+            # AttributeError ('NoneType' ... 'writelines'), RuntimeError (transport closed).
+            # Only from inside redis-py; the same errors from this code stay bugs.
+            if not _raised_in_redis_py(exc):
+                raise
+            raise Unavailable(
+                f"the Redis store is unreachable (a connection broke: {type(exc).__name__})"
+            ) from exc
 
     return wrapper
+
+
+_REDIS_PY = os.path.dirname(os.path.dirname(aioredis.__file__)) + os.sep  # redis/
+
+
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    """Whether `exc` was raised by redis-py's own code (asyncio's, under it, counts too)."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    for filename in reversed(frames):
+        if filename.startswith(_REDIS_PY):
+            return True
+        if os.sep + "asyncio" + os.sep not in filename:
+            return False  # raised in other code (ours), not on redis-py's behalf
+    return False
 
 
 def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
