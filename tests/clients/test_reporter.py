@@ -333,6 +333,24 @@ def artifact_id_of(payload: object) -> str:
     return payload.artifact.artifact_id
 
 
+async def test_text_longer_than_one_event_takes_goes_as_several_deltas(client: Client) -> None:
+    """A 150,000-character answer (one big LLM chunk): the server takes at most 65,536 per
+    delta, and refused the whole batch with the events before it, so the run stayed PENDING."""
+    answer = "".join(chr(ord("a") + i % 26) for i in range(150_000))
+    run = await client.start_run("long-text", steps=["write"])
+    async with run:
+        async with run.step("write"):
+            await run.text("writer", "m1", answer, final=True, step_id="write")
+        await run.complete()
+    deltas = [
+        e.payload for e in await events_of(client, run.run_id) if e.kind == EventKind.TEXT_DELTA
+    ]
+    assert "".join(d.delta for d in deltas) == answer  # type: ignore[union-attr]
+    assert [len(d.delta) for d in deltas] == [65_536, 65_536, 18_928]  # type: ignore[union-attr]
+    assert [d.final for d in deltas] == [False, False, True]  # type: ignore[union-attr]
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+
+
 async def test_flush_makes_every_reported_event_durable(client: Client) -> None:
     run = await client.start_run("bulk")
     for i in range(1200):

@@ -25,7 +25,10 @@ from runstream._types import (
 if TYPE_CHECKING:
     from runstream.v1 import event_pb2
 
-__all__ = ["RunEvents", "as_timedelta"]
+__all__ = ["MAX_DELTA_CHARS", "RunEvents", "as_timedelta"]
+
+MAX_DELTA_CHARS = 65_536
+"""The longest ``TextDelta.delta`` the server takes; longer text goes as several deltas."""
 
 
 def as_timedelta(value: timedelta | float | None) -> timedelta | None:
@@ -123,8 +126,15 @@ class RunEvents:
         final: bool = False,
         step_id: str = "",
     ) -> None:
-        """Reports a piece of an agent's streamed output; deltas of a message concatenate."""
-        await self._report(convert.text_delta_event(agent_id, message_id, delta, final, step_id))
+        """Reports a piece of an agent's streamed output; deltas of a message concatenate.
+
+        A delta longer than the server takes in one event (65,536 characters) goes as several,
+        in order, the last one carrying ``final``."""
+        pieces = [delta[i : i + MAX_DELTA_CHARS] for i in range(0, len(delta), MAX_DELTA_CHARS)]
+        for i, piece in enumerate(pieces or [""]):
+            last = i >= len(pieces) - 1
+            event = convert.text_delta_event(agent_id, message_id, piece, final and last, step_id)
+            await self._report(event)
 
     async def metrics(
         self,

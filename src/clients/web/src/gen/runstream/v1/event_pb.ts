@@ -985,7 +985,8 @@ export type TextDelta = Message<"runstream.v1.TextDelta"> & {
   messageId: string;
 
   /**
-   * The text to append.
+   * The text to append, at most 65,536 characters (the Python SDK sends longer text as
+   * several deltas).
    *
    * @generated from field: string delta = 3;
    */
