@@ -226,13 +226,13 @@ async def serving_on(
 
 @contextlib.asynccontextmanager
 async def replica_channels(
-    store_url: str, directory: Path
+    store_url: str, directory: Path, **fields: object
 ) -> AsyncIterator[tuple[grpc.aio.Channel, grpc.aio.Channel]]:
-    """Two in-process replicas on the shared store `store_url` (stopped at once on the way
-    out), and a channel to each."""
+    """Two in-process replicas on the shared store `store_url` (other ServerConfig `fields`
+    as given; stopped at once on the way out), and a channel to each."""
     async with (
-        serving_on(store_url, directory / "a", grace=None) as a,
-        serving_on(store_url, directory / "b", grace=None) as b,
+        serving_on(store_url, directory / "a", grace=None, **fields) as a,
+        serving_on(store_url, directory / "b", grace=None, **fields) as b,
         grpc.aio.insecure_channel(a.target) as on_a,
         grpc.aio.insecure_channel(b.target) as on_b,
     ):

@@ -63,6 +63,9 @@ class InsightPolicy:
     """Completed runs per workflow the estimate learns from (the newest)."""
     speed_ratio: float = 0.8
     """A run finishing in under this fraction of the usual duration fires a speed milestone."""
+    history_refresh: float = 30.0
+    """On a shared store, seconds after which a replica reads a workflow's history again: the
+    runs other replicas completed reach it only so (it follows only the runs it holds)."""
 
 
 @dataclass

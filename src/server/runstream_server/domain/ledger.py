@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import types
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -213,6 +215,7 @@ class RunLedger:
         # Step durations learnt per (tenant, workflow): a tenant's estimates never come from,
         # or tell anything about, another tenant's runs.
         self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
+        self._history_read: dict[tuple[str, str], float] = {}  # when, by time.monotonic()
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""
         self._head_checks: dict[str, asyncio.Future[None]] = {}
@@ -281,17 +284,28 @@ class RunLedger:
         return RunState.restore(snapshot, (decode(e) for e in events))
 
     async def workflow_history(self, tenant: str, workflow: str) -> insight.WorkflowHistory:
-        history = self._history.get((tenant, workflow))
-        if history is None:
+        """The workflow's history: read from the store once, then kept up to date by the
+        commits this process folds; on a shared store read again every `history_refresh`
+        seconds, for the runs that other replicas completed."""
+        key = (tenant, workflow)
+        history = self._history.get(key)
+        stale = self._store.shared and (
+            time.monotonic() - self._history_read.get(key, 0.0) > self._policy.history_refresh
+        )
+        if history is None or stale:
+            started = time.monotonic()
             limit = self._policy.history_runs
-            history = insight.WorkflowHistory(limit)
+            read = insight.WorkflowHistory(limit)
             succeeded = RunFilter(
                 frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant
             )
             page = await self._store.list_runs(succeeded, limit, None)
             for run in reversed(page.runs):  # oldest first, so the newest stay in the window
-                history.learn(run)
-            history = self._history.setdefault((tenant, workflow), history)
+                read.learn(run)
+            if self._history_read.get(key, -math.inf) < started:  # no newer read meanwhile
+                self._history[key] = read
+                self._history_read[key] = started
+            history = self._history[key]
         return history
 
     # --- the one write path -------------------------------------------------------------------
