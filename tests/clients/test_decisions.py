@@ -461,6 +461,9 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         ("Which?", ["a", ""], {}),
         ("Which?", ["a", "b"], {"default": "c"}),
         ("Which?", ["a", "b"], {"timeout": 0}),
+        ("Which?", ["a", "b"], {"timeout": float("nan")}),
+        ("Which?", ["a", "b"], {"timeout": float("inf")}),
+        ("Which?", ["a", "b"], {"timeout": timedelta(days=365 * 200)}),
         ("", ["a", "b"], {}),
     ]
     for prompt, options, kwargs in bad_questions:

@@ -178,6 +178,10 @@ class RunDecisions:
             self.on_decision(decision)
 
 
+_MAX_TIMEOUT_SECONDS = 100 * 365.25 * 86_400
+"""The longest timeout the server takes (a duration of at most 100 years)."""
+
+
 def _check_question(
     decision_id: str,
     prompt: str,
@@ -203,5 +207,7 @@ def _check_question(
         raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
     if timeout is not None:
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if seconds <= 0:
-            raise InvalidArgumentError("timeout: must be positive (None waits until answered)")
+        if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:  # False for nan, too
+            raise InvalidArgumentError(
+                "timeout: must be positive and at most 100 years (None waits until answered)"
+            )
