@@ -508,3 +508,13 @@ async def test_data_that_is_not_json_like_is_refused_before_sending(client: Clie
     await run.complete()
     await run.close()
     assert (await client.get_run(run.run_id)).last_seq == 4
+
+
+async def test_a_closed_client_raises_a_runstream_error(server: RunstreamServer) -> None:
+    """Everything the SDK raises is a RunstreamError: a call on a closed client too."""
+    client = runstream.connect(server.target)
+    await client.get_run((await client.start_run("before-close")).run_id)
+    await client.close()
+    for call in (client.get_run("any"), client.start_run("after-close")):
+        with pytest.raises(runstream.FailedPreconditionError, match="client is closed"):
+            await call

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from runstream._auth import TokenProvider, auth_interceptors
-from runstream._errors import error_from_rpc
+from runstream._errors import FailedPreconditionError, error_from_rpc
 from runstream._tracing import trace_metadata
 from runstream.v1 import (
     decision_service_pb2_grpc,
@@ -92,9 +92,10 @@ class Connection:
         return self._closed
 
     def open(self) -> None:
-        """Creates the channel and its stubs unless done already; RuntimeError once closed."""
+        """Creates the channel and its stubs unless done already; FailedPreconditionError
+        once closed (the SDK raises only RunstreamErrors)."""
         if self._closed:
-            raise RuntimeError("the Runstream client is closed")
+            raise FailedPreconditionError("the Runstream client is closed")
         if self._channel is None:
             if self._credentials is None:
                 self._channel = grpc.aio.insecure_channel(
