@@ -327,3 +327,15 @@ async def _a_running_run(target: str) -> str:
         await run.flush()
         await run.close()
         return run.run_id
+
+
+def test_a_run_that_still_runs_never_reads_100_percent() -> None:
+    from runstream.cli.fmt import percent_text
+
+    assert [percent_text(p) for p in (0, 47.6, 99.98, 100, 100.4)] == [
+        "0%",
+        "47%",
+        "99%",  # it read "100%" with a step still running
+        "100%",
+        "100%",
+    ]

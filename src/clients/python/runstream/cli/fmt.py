@@ -332,5 +332,6 @@ def outcome_text(outcome: object, choice: str = "") -> Text:
 
 
 def percent_text(percent: float) -> str:
-    """A percent without noise: "47%", "100%"."""
-    return f"{max(0.0, min(100.0, percent)):.0f}%"
+    """A percent without noise: "47%", "100%"; rounded down, so a run that still runs never
+    reads "100%" (99.98 is "99%")."""
+    return f"{math.floor(max(0.0, min(100.0, percent)))}%"

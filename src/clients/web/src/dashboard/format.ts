@@ -103,7 +103,8 @@ export function hue(name: string): number {
 /** A percent for display: "64%", "99.5%" just before the end, never "100%" unless it is. */
 export function percentText(p: number): string {
   if (p >= 100) return "100%";
-  if (p > 99) return `${p.toFixed(1)}%`;
+  // Rounded down: 99.98 is "99.9%", never "100.0%" while the run still runs.
+  if (p > 99) return `${(Math.floor(p * 10) / 10).toFixed(1)}%`;
   return `${Math.floor(p)}%`;
 }
 

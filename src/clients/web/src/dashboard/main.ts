@@ -77,11 +77,20 @@ async function main(): Promise<void> {
   backdrop.addEventListener("click", () => drawer(false));
   list.addEventListener("click", () => drawer(false));
 
+  function decoded(text: string): string | undefined {
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      return undefined;
+    }
+  }
+
   function route(): void {
     drawer(false);
     const match = /^#\/runs\/(.+)$/.exec(location.hash);
-    if (match) open(decodeURIComponent(match[1]));
-    else showOverview();
+    const runId = match ? decoded(match[1]) : undefined;
+    if (runId !== undefined) open(runId);
+    else showOverview(); // no run named, or a link whose escapes do not decode (%zz)
   }
 
   function render(): void {
