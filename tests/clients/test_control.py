@@ -9,6 +9,7 @@ cancelled, not failed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -114,8 +115,9 @@ async def test_a_pending_ask_raises_when_the_run_is_cancelled(client: Client) ->
     await run.close()
 
 
+@pytest.mark.parametrize("waiting", ["in a step", "for an answer"])
 async def test_cancelling_the_producers_own_task_reports_the_run_cancelled(
-    client: Client,
+    client: Client, caplog: pytest.LogCaptureFixture, waiting: str
 ) -> None:
     run = await client.start_run("campaign", steps=["research"])
     in_step = asyncio.Event()
@@ -123,7 +125,10 @@ async def test_cancelling_the_producers_own_task_reports_the_run_cancelled(
     async def workflow() -> None:
         async with run, run.step("research"):
             in_step.set()
-            await asyncio.sleep(3600)
+            if waiting == "in a step":
+                await asyncio.sleep(3600)
+            else:
+                await run.ask("Go on?", ["yes", "no"])
 
     task = asyncio.create_task(workflow())
     await asyncio.wait_for(in_step.wait(), 20)
@@ -137,6 +142,8 @@ async def test_cancelling_the_producers_own_task_reports_the_run_cancelled(
     events = await log_of(client, run.run_id)
     assert events[-1].payload == RunCancelled("producer task cancelled", "producer")
     assert not [e for e in events if e.kind == EventKind.RUN_FAILED]
+    # The producer stopped itself: nothing to warn about ("could not report how it ended").
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     [step] = snapshot.steps  # closed by the server with the run, not reported as a failure
     assert (step.status, step.error and step.error.code) == (StepStatus.FAILED, "RUN_CANCELLED")
 

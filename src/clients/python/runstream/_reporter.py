@@ -271,6 +271,9 @@ class RunReporter(RunEvents):
                     )
                 else:
                     await self.fail(_describe(exc), code=type(exc).__name__)
+            except RunCancelledError as cancelled:
+                # Cancelled: as this producer just reported, or by an operator meanwhile.
+                _log.debug("run %s ended cancelled: %s", self._run_id, cancelled)
             except (RunstreamError, TimeoutError) as report_error:
                 _log.warning("could not report how run %s ended: %r", self._run_id, report_error)
         await self._close_quietly()
