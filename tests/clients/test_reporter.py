@@ -518,3 +518,27 @@ async def test_a_closed_client_raises_a_runstream_error(server: RunstreamServer)
     for call in (client.get_run("any"), client.start_run("after-close")):
         with pytest.raises(runstream.FailedPreconditionError, match="client is closed"):
             await call
+
+
+async def test_closing_the_client_under_a_watch_ends_it_with_a_runstream_error(
+    server: RunstreamServer,
+) -> None:
+    """Another part of the program closes the shared client while a task reads a watch:
+    the task gets FailedPreconditionError, and does not look cancelled (nobody cancelled it)."""
+    async with runstream.connect(server.target) as producer:
+        run = await producer.start_run("closed-under-watch")
+        await run.flush()
+        client = runstream.connect(server.target)
+        seen = asyncio.Event()
+
+        async def watcher() -> None:
+            async for _ in client.watch(run.run_id):
+                seen.set()
+
+        task = asyncio.create_task(watcher())
+        await asyncio.wait_for(seen.wait(), 10)
+        await client.close()
+        with pytest.raises(runstream.FailedPreconditionError, match="client was closed"):
+            await asyncio.wait_for(task, 10)
+        assert not task.cancelled()
+        await run.complete()
