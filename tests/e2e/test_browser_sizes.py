@@ -200,6 +200,11 @@ async def test_a_long_run_opens_from_its_snapshot_and_loads_older_history_on_dem
 ) -> None:
     async with runstream.connect(server.target) as client, browser() as page:
         run = await client.start_run("long", steps=["crawl"])
+        await run.thinking("Crawl the catalogue first", thinking_type="route_planning")
+        await run.model_allocation("crawler", "o3", tier="high")
+        await run.workflow_state(
+            "phase_transition", current_stage="Crawl", stages=("Crawl", "Rank")
+        )
         async with run.step("crawl") as step:
             for n in range(300):
                 await run.custom("page", {"n": n})
@@ -209,9 +214,14 @@ async def test_a_long_run_opens_from_its_snapshot_and_loads_older_history_on_dem
             await page.goto(web.run_url(run.run_id))
             view = "document.querySelector('#run-view')"
             await page.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === {head}")
-            # Nothing before the snapshot was replayed: the feed holds no old entries.
-            replayed = await page.eval("window.__feedSeqs.filter((s) => s <= 250).length")
-            assert replayed == 0
+            # Only the newest 200 events were replayed: the feed ends at the head and holds
+            # nothing older than them, in order.
+            seqs = await page.eval("window.__feedSeqs")
+            assert seqs and max(seqs) == head and min(seqs) > head - 200
+            # The panels show what came before them: the thinking, the model, the phases.
+            await page.wait("!document.querySelector('.thinking-body').hidden")
+            await page.wait("document.querySelectorAll('.models li').length === 1")
+            await page.wait("!document.querySelector('.phases').hidden")
             button = ".load-older"
             await page.wait(f"!document.querySelector('{button}').hidden")
             # The live part still resumes exactly: the next event shows, once.
@@ -225,7 +235,7 @@ async def test_a_long_run_opens_from_its_snapshot_and_loads_older_history_on_dem
                 "[...document.querySelectorAll('.feed-older .feed-item')]"
                 ".map((e) => Number(e.dataset.seq))"
             )
-            assert max(older) <= head and len(set(older)) == len(older)
+            assert max(older) <= head - 200 and len(set(older)) == len(older)
             await page.screenshot("long-run-older-history.png", full_page=False)
         await run.complete()
         await run.close()

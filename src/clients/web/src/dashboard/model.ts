@@ -24,6 +24,9 @@ import { durationMillis, enumWords, formatDuration, jsonText, millis } from "./f
 export const FEED_LIMIT = 50;
 
 /** The event kinds the activity feed shows; the others have panels of their own. */
+/** The kinds of the panels a long run fills from its earlier history (see addPanelHistory). */
+export const PANEL_KINDS: readonly EventKind[] = [EventKind.THINKING, EventKind.MODEL_ALLOCATION, EventKind.WORKFLOW_STATE_CHANGE];
+
 export const FEED_KINDS: readonly EventKind[] = [
   EventKind.RUN_CREATED,
   EventKind.RUN_STARTED,
@@ -166,6 +169,8 @@ export class RunModel {
   allocations = new Map<string, AllocationItem>();
   decisions = new Map<string, DecisionItem>();
   phase: { current: string; stages: string[] } | undefined;
+  /** The seq of the event the phase comes from. */
+  private phaseSeq = 0;
   /** Step names by id, from the plan and from steps added when they started. */
   readonly stepNames = new Map<string, string>();
   private metricOverlay = new Map<string, { value: number; seq: number }>();
@@ -193,22 +198,46 @@ export class RunModel {
   }
 
   /**
-   * Starts a long run from its snapshot instead of its whole log: the activity feed from the
-   * snapshot's recent activity, the open decisions from the snapshot, the cursor at its seq.
+   * Starts a long run from its snapshot instead of its whole log: the open decisions from the
+   * snapshot, the cursor at `from` (the events after it are replayed, filling the feed and
+   * the panels), and before them the snapshot's recent agent activity up to `from`.
    */
-  seedFromSnapshot(response: GetRunResponse): void {
+  seedFromSnapshot(response: GetRunResponse, from: number): void {
     const run = response.run;
     if (!run) return;
     this.applySnapshot(response);
-    this.startSeq = Number(run.lastSeq);
-    this.lastSeq = this.startSeq;
+    this.startSeq = from;
+    this.lastSeq = from;
     this.status = run.status;
     for (const decision of response.openDecisions) this.decisions.set(decision.decisionId, decisionItem(decision));
     for (const event of response.recentActivity) {
+      if (Number(event.seq) > from) continue; // replayed next, in order with the rest
       const kind = kindOf(event);
       const item = kind === undefined ? undefined : describe(event, kind, this);
       if (item) this.feed.push(item);
     }
+  }
+
+  /**
+   * Thinking, model allocations and phases from before the replayed events (ListEvents):
+   * added behind what the replay showed, never over it.
+   */
+  addPanelHistory(events: RunEvent[]): void {
+    for (const event of events) {
+      const seq = Number(event.seq);
+      const p = event.payload;
+      if (p.case === "thinking" && !this.thoughts.some((t) => t.seq === seq)) {
+        this.thoughts.push({ seq, time: millis(event.eventTime), thinking: p.value });
+      } else if (p.case === "modelAllocation") {
+        const shown = this.allocations.get(p.value.agentId);
+        if (!shown || shown.seq < seq) this.allocations.set(p.value.agentId, { seq, allocation: p.value });
+      } else if (p.case === "workflowStateChange" && seq > this.phaseSeq && (p.value.stages.length > 0 || p.value.currentStage)) {
+        this.phase = { current: p.value.currentStage, stages: p.value.stages.length ? [...p.value.stages] : (this.phase?.stages ?? []) };
+        this.phaseSeq = seq;
+      }
+    }
+    this.thoughts.sort((a, b) => a.seq - b.seq);
+    if (this.thoughts.length > 6) this.thoughts.splice(0, this.thoughts.length - 6);
   }
 
   /** Adds older feed entries (seq up to startSeq) that ListEvents brought. */
@@ -347,6 +376,7 @@ export class RunModel {
       case "workflowStateChange":
         if (p.value.stages.length > 0 || p.value.currentStage) {
           this.phase = { current: p.value.currentStage, stages: p.value.stages.length ? [...p.value.stages] : (this.phase?.stages ?? []) };
+          this.phaseSeq = seq;
         }
         break;
       case "decisionRequested": {

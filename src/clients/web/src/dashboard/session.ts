@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { EventKind } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
-import { FEED_KINDS, RunModel, type RunAction, isTerminal } from "./model";
+import { FEED_KINDS, PANEL_KINDS, RunModel, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
 /** At most this many GetRun calls per second per open run, however fast events arrive. */
@@ -47,10 +47,11 @@ export class RunSession {
         if (this.model.applySnapshot(response) && response.run) this.snapshotSeen(response.run);
         this.changed();
       },
-      seed: (response) => {
-        this.model.seedFromSnapshot(response);
+      seed: (response, from) => {
+        this.model.seedFromSnapshot(response, from);
         if (response.run) this.snapshotSeen(response.run);
         this.changed();
+        void this.loadPanels(from);
       },
       state: (state, detail) => {
         if (state === "reconnecting" && this.lostAt === undefined) this.lostAt = Date.now();
@@ -125,6 +126,28 @@ export class RunSession {
     } finally {
       this.acting = undefined;
       this.changed();
+    }
+  }
+
+  /**
+   * A long run's thinking, model allocations and phases from before the replayed events
+   * (ListEvents, these kinds only, up to `until`): the panels show them as a page open all
+   * along would. A failure leaves them as they are.
+   */
+  private async loadPanels(until: number): Promise<void> {
+    const filter = PANEL_KINDS.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ");
+    try {
+      let pageToken = "";
+      for (;;) {
+        const page = await this.api.runs.listEvents({ runId: this.runId, filter, pageSize: 1000, pageToken });
+        const before = page.events.filter((event) => Number(event.seq) <= until);
+        this.model.addPanelHistory(before);
+        this.changed();
+        pageToken = page.nextPageToken;
+        if (!pageToken || before.length < page.events.length || this.stopped) break;
+      }
+    } catch {
+      // The panels keep what the replayed events gave them.
     }
   }
 

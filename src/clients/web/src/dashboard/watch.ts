@@ -18,7 +18,7 @@ export interface WatchHandlers {
    * The first snapshot of a long run, which the page starts from instead of replaying its
    * log: the stream then follows from the snapshot's seq.
    */
-  seed(response: GetRunResponse): void;
+  seed(response: GetRunResponse, from: number): void;
   /** The link changed: `detail` says why when it failed or is retrying. */
   state(state: LinkState, detail?: string): void;
 }
@@ -99,10 +99,12 @@ export class RunWatch {
       const snapshot = await this.api.runs.getRun({ runId: this.runId }, { signal: controller.signal });
       const head = Number(snapshot.run?.lastSeq ?? 0);
       if (this.lastSeq === 0 && head > LONG_RUN_EVENTS) {
-        // Exact resume still holds: the snapshot reflects every event up to its seq, and the
-        // stream starts right after it.
-        this.lastSeq = head;
-        this.handlers.seed(snapshot);
+        // Only the newest LONG_RUN_EVENTS events are replayed, to fill the feed and the
+        // panels (output, thinking, models, phases) as a page open all along would show
+        // them; the snapshot stands for everything before. Exact resume still holds: the
+        // stream starts right after the seq the model was seeded at.
+        this.lastSeq = head - LONG_RUN_EVENTS;
+        this.handlers.seed(snapshot, this.lastSeq);
       } else {
         this.handlers.snapshot(snapshot);
       }
