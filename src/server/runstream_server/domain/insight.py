@@ -171,10 +171,7 @@ def estimate(
         if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
             return _copy_estimate(current)
         return None
-    # A run that still runs is not done: "about a second" however fast its history was.
-    remaining = min(
-        max(_learned_remaining(state, history, now), MIN_RUNNING_REMAINING), MAX_REMAINING
-    )
+    remaining = min(_learned_remaining(state, history, now), MAX_REMAINING)
     spread = history.spread()
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
