@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import queue
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,20 +305,26 @@ def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: Serve
     after the time it was given (60 s by default), with one line saying so."""
     server = server_process
     server.start()
-    try:
-        run_id = asyncio.run(_a_running_run(server.target))
-        watcher = subprocess.Popen(
-            [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
-             "--target", server.target, "--reconnect-timeout", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        time.sleep(2)  # it is following the run
+    run_id = asyncio.run(_a_running_run(server.target))
+    with subprocess.Popen(
+        [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
+         "--target", server.target, "--reconnect-timeout", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as watcher:  # fmt: skip
+        assert watcher.stdout is not None and watcher.stderr is not None
+        out = watcher.stdout
+        shown: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [shown.put(line) for line in out])
+        reader.start()
+        for _ in range(2):  # the run's header, then its first event: the watch is on
+            shown.get(timeout=60)
         server.kill()
         gone = time.monotonic()
-        _, stderr = watcher.communicate(timeout=60)
+        watcher.wait(timeout=60)
         waited = time.monotonic() - gone
-    finally:
-        server.kill()
+        stderr = watcher.stderr.read()
+        reader.join(10)
     assert watcher.returncode == 1
     assert "no server could serve it for 2s" in stderr
     assert 2 <= waited < 30, waited
