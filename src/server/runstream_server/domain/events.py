@@ -196,7 +196,8 @@ def check_snapshot_size(state: RunState, limit: int) -> None:
 # --- the kinds, in one table ------------------------------------------------------------------
 
 
-def _get(message: Message, dotted: str) -> Any:
+def field_at(message: Message, dotted: str) -> Any:
+    """The field at `dotted` ("artifact.step_id") of `message`."""
     value: Any = message
     for name in dotted.split("."):
         value = getattr(value, name)
@@ -238,13 +239,13 @@ class KindRules:
 
     def validate(self, path: str, payload: Message) -> None:
         for name in self.ids:
-            check_id(f"{path}.{name}", _get(payload, name))
+            check_id(f"{path}.{name}", field_at(payload, name))
         for name in self.optional_ids + self.step_refs:
-            check_id(f"{path}.{name}", _get(payload, name), required=False)
+            check_id(f"{path}.{name}", field_at(payload, name), required=False)
         for name in self.required:
-            _required(f"{path}.{name}", _get(payload, name))
+            _required(f"{path}.{name}", field_at(payload, name))
         for name, low, high in self.ranges:
-            _in_range(f"{path}.{name}", _get(payload, name), low, high)
+            _in_range(f"{path}.{name}", field_at(payload, name), low, high)
         if self.check is not None:
             self.check(path, payload)
 

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.domain.events import field_at
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
 DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
@@ -60,12 +61,9 @@ class RunSteps:
         """INVALID_ARGUMENT naming the field when one of the `refs` (dotted fields of
         `payload`, set or empty) names a step the run does not have."""
         for ref in refs:
-            owner, _, field = ref.rpartition(".")
-            holder = payload
-            for name in owner.split(".") if owner else ():
-                holder = getattr(holder, name)
-            step_id = getattr(holder, field)
+            step_id = field_at(payload, ref)
             if step_id:
+                owner = ref.rpartition(".")[0]  # known() names the owner's step_id
                 self.known(step_id, f"{path}.{owner}" if owner else path)
 
     def _open(self, step_id: str, path: str) -> run_pb2.Step:
