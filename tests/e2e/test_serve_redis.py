@@ -119,22 +119,26 @@ def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> No
         ("wait=two", "wait='two' must be a whole number"),
         ("wait_timeout_ms=-5", "wait_timeout_ms='-5' must be a whole number"),
         (f"password_file={tmp_path / 'missing'}", "password_file: cannot read"),
+        ("bogus=1", "unknown option 'bogus'"),
+        ("prefix=x&socket_timout=3", "unknown option 'socket_timout'"),
+        ("ssl_ca_certs=/ca.pem", "'ssl_ca_certs' is for TLS: use a rediss:// URL"),
+        ("db=x", "Invalid value for 'db'"),
     ]:
-        done = serve_and_exit(f"redis://127.0.0.1:1/0?{options}", tmp_path)
+        done = serve_and_exit(f"redis://:s3cret@127.0.0.1:1/0?{options}", tmp_path)
+        said = done.stderr.decode()
         assert done.returncode == 2, options
-        assert message in done.stderr.decode(), done.stderr
+        assert message in said and "s3cret" not in said, said
 
 
-def test_an_option_redis_cannot_take_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    """Options Runstream does not know go to redis-py: one it does not take either, a value
-    it cannot read, or a cluster asked of a plain Redis end the server with one line."""
+def test_a_cluster_asked_of_a_plain_redis_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Options redis-py takes but the Redis refuses (a cluster asked of a plain Redis) end the
+    server with one line when it connects."""
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
     try:
         for options, said_in in [
-            ("bogus=1", "'bogus'"),
-            ("db=x", "Invalid value for 'db'"),
             ("cluster=1", "RedisClusterException"),
+            ("socket_timeout=3&client_name=runstream&cluster=1", "RedisClusterException"),
         ]:
             done = serve_and_exit(f"redis://:s3cret@127.0.0.1:{redis.port}/0?{options}", tmp_path)
             said = done.stderr.decode() + done.stdout.decode()

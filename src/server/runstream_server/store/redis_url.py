@@ -4,6 +4,7 @@ URL as logs may show it, without its password."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
@@ -58,6 +59,9 @@ def parse_url(url: str) -> RedisOptions:
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
+    _check_redis_options(
+        rest, sorted(query), tls=parts.scheme == "rediss", cluster="cluster" in own
+    )
     options = RedisOptions(
         url=rest,
         prefix=own.get("prefix", "runstream"),
@@ -77,6 +81,38 @@ def _count(own: dict[str, str], name: str, default: int) -> int:
 
 
 _OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
+
+
+def _check_redis_options(url: str, names: list[str], *, tls: bool, cluster: bool) -> None:
+    """Refuses the options left for redis-py that it cannot read (``?db=x``) or does not
+    take at all (``?bogus=1``), which it would otherwise only find when connecting."""
+    try:
+        from redis.asyncio import cluster as redis_cluster
+        from redis.asyncio import connection
+    except ImportError:  # pragma: no cover - the store says redis is missing when it opens
+        return
+    connection.parse_url(url)  # ValueError naming an option whose value it cannot read
+    kinds: list[type] = [
+        connection.SSLConnection if tls else connection.Connection,
+        connection.BlockingConnectionPool,
+    ]
+    if cluster:
+        kinds.append(redis_cluster.RedisCluster)
+    taken = {
+        name
+        for kind in kinds
+        for base in kind.__mro__
+        if "__init__" in vars(base)
+        for name in inspect.signature(vars(base)["__init__"]).parameters
+    }
+    unknown = [name for name in names if name not in taken]
+    if unknown and unknown[0].startswith("ssl_") and not tls:
+        raise ValueError(f"option {unknown[0]!r} is for TLS: use a rediss:// URL")
+    if unknown:
+        raise ValueError(
+            f"unknown option {unknown[0]!r}: Runstream takes {', '.join(sorted(_OWN_PARAMS))}, "
+            "and redis-py the arguments of its connections"
+        )
 
 
 def redact(url: str) -> str:
