@@ -4,7 +4,8 @@ process follows them.
 An append (and a purge, and a change in a replica's viewer count) publishes a notice in the
 same script that writes: a commit notice names the run and the seqs (with the events when
 small), and starts with the run id; the other notices start with ``*``. On one Redis they go
-out on one classic pub/sub channel, ``P:commits``; on a cluster, with SPUBLISH on the channel
+out on one classic pub/sub channel, ``P:commits`` (``P:dbN:commits`` for database N > 0: a
+Redis's databases share their channels); on a cluster, with SPUBLISH on the channel
 of the run's slot (``P:notices:{TAG}``), so a notice stays within the shard of its run.
 
 :class:`NoticeFollower` is each process's one reader: one subscription (on a cluster, one per
@@ -56,7 +57,11 @@ def notice_channel(options: RedisOptions, run_id: str) -> str:
 
 
 def commits_channel(options: RedisOptions) -> str:
-    """The one channel of every notice on a single Redis."""
+    """The one channel of every notice on a single Redis. Its databases share their pub/sub
+    channels, so deployments on two databases of one Redis need channels of their own even
+    with the same prefix (``/0`` keeps the name it always had)."""
+    if options.db:
+        return f"{options.prefix}:db{options.db}:commits"
     return f"{options.prefix}:commits"
 
 

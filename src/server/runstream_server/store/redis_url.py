@@ -23,6 +23,9 @@ class RedisOptions:
     wait_replicas: int = 0
     """After each append, WAIT until this many Redis replicas have it (0: do not wait)."""
     wait_timeout_ms: int = 1000
+    db: int = 0
+    """The database number; pub/sub channels are shared by every database of a Redis, so the
+    notices' channel names it (see :mod:`.redis_notices`)."""
 
 
 def parse_url(url: str) -> RedisOptions:
@@ -59,7 +62,7 @@ def parse_url(url: str) -> RedisOptions:
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
-    _check_redis_options(
+    db = _check_redis_options(
         rest, sorted(query), tls=parts.scheme == "rediss", cluster="cluster" in own
     )
     options = RedisOptions(
@@ -68,6 +71,7 @@ def parse_url(url: str) -> RedisOptions:
         cluster=own.get("cluster", "0") in ("1", "true", "yes"),
         wait_replicas=_count(own, "wait", 0),
         wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
+        db=db,
     )
     return options
 
@@ -83,15 +87,17 @@ def _count(own: dict[str, str], name: str, default: int) -> int:
 _OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
 
 
-def _check_redis_options(url: str, names: list[str], *, tls: bool, cluster: bool) -> None:
+def _check_redis_options(url: str, names: list[str], *, tls: bool, cluster: bool) -> int:
     """Refuses the options left for redis-py that it cannot read (``?db=x``) or does not
-    take at all (``?bogus=1``), which it would otherwise only find when connecting."""
+    take at all (``?bogus=1``), which it would otherwise only find when connecting; returns
+    the database number."""
     try:
         from redis.asyncio import cluster as redis_cluster
         from redis.asyncio import connection
     except ImportError:  # pragma: no cover - the store says redis is missing when it opens
-        return
-    connection.parse_url(url)  # ValueError naming an option whose value it cannot read
+        return 0
+    # ValueError naming an option whose value it cannot read:
+    db = int(connection.parse_url(url).get("db") or 0)
     kinds: list[type] = [
         connection.SSLConnection if tls else connection.Connection,
         connection.BlockingConnectionPool,
@@ -113,6 +119,7 @@ def _check_redis_options(url: str, names: list[str], *, tls: bool, cluster: bool
             f"unknown option {unknown[0]!r}: Runstream takes {', '.join(sorted(_OWN_PARAMS))}, "
             "and redis-py the arguments of its connections"
         )
+    return db
 
 
 def redact(url: str) -> str:
