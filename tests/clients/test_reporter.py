@@ -568,6 +568,28 @@ async def test_data_that_is_not_json_like_is_refused_before_sending(client: Clie
     assert (await client.get_run(run.run_id)).last_seq == 4
 
 
+@pytest.mark.parametrize("value", ["525", None, float("nan"), object()])
+async def test_a_metric_that_is_no_number_is_refused_before_sending(
+    client: Client, value: object
+) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    async with run:
+        with pytest.raises(InvalidArgumentError, match=r"values\['clicks'\]: must be a finite"):
+            await run.metrics({"impressions": 10500, "clicks": value})  # type: ignore[dict-item]
+        async with run.step("strategy") as step:
+            with pytest.raises(InvalidArgumentError, match=r"values\['score'\]"):
+                await step.metrics({"score": value})  # type: ignore[dict-item]
+            await step.metrics({"score": 4})
+        await run.metrics({"clicks": 525})
+        await run.complete()
+    with pytest.raises(InvalidArgumentError, match=r"targets\['ctr'\]\.value"):
+        await client.start_run("campaign", targets=[runstream.Target("ctr", value)])  # type: ignore[arg-type]
+    stored = await client.get_run(run.run_id)
+    assert stored.status == RunStatus.SUCCEEDED
+    assert stored.metrics == {"clicks": 525.0}
+    assert stored.steps[0].metrics == {"score": 4.0}
+
+
 async def test_a_closed_client_raises_a_runstream_error(server: RunstreamServer) -> None:
     """Everything the SDK raises is a RunstreamError: a call on a closed client too."""
     client = runstream.connect(server.target)

@@ -643,8 +643,9 @@ class StepReporter:
 
     async def metrics(self, values: Mapping[str, float]) -> None:
         """Reports step metrics; their latest values also go into StepCompleted."""
-        self._metrics.update({k: float(v) for k, v in values.items()})
-        await self._run.metrics(values, step_id=self._step_id)
+        numbers = convert.metric_values(values)
+        self._metrics.update(numbers)
+        await self._run.metrics(numbers, step_id=self._step_id)
 
     def set_summary(self, summary: str) -> None:
         """Sets the summary reported with StepCompleted."""
