@@ -456,6 +456,12 @@ class RunReporter(RunEvents):
 
     # --- queueing (ReportGate) ---------------------------------------------------------------
 
+    async def _pass_over(self) -> None:
+        """Takes the key of an event a replay does not report again (the framework
+        integrations' finished steps), so the keys after it stay those of the first run
+        (see ``attach_run``)."""
+        self._stream.next_key += 1
+
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()
 
