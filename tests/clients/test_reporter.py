@@ -432,20 +432,78 @@ async def test_bad_input_is_invalid_argument_naming_the_field(client: Client) ->
         await client.start_run("campaign", steps=[StepSpec("not a valid id!")])
 
 
-async def test_rejected_batch_fails_the_reporter_with_the_server_error(client: Client) -> None:
-    run = await client.start_run("campaign", steps=PLAN)
-    await run.custom("ok")
-    await run.flush()
+async def test_a_refused_event_is_raised_by_flush_and_the_events_around_it_are_stored(
+    client: Client,
+) -> None:
+    # A long linger puts everything up to each flush in one batch with the refused events.
+    run = await client.start_run("campaign", steps=PLAN, linger=30)
+    async with run.step("strategy"):
+        pass
+    await run.step("strategy").complete()  # completed twice
+    await run.custom("after-1")
+    await run.start_step("strategy")  # started again, though it finished
     await run.custom("")  # Custom.type is required.
-    with pytest.raises(InvalidArgumentError, match="type") as raised:
-        await run.flush()
-    # The failure sticks: later calls raise it too instead of silently queueing.
-    with pytest.raises(InvalidArgumentError):
+    await run.custom("after-2")
+    refusals: list[RunstreamError] = []
+    for _ in range(3):  # each refusal is raised once, by a flush; the reporter goes on
+        with pytest.raises(RunstreamError) as raised:
+            await run.flush()
+        refusals.append(raised.value)
+    await run.flush()
+    # The server checks every event's fields before it applies any of them.
+    assert [(type(e), e.message.partition("].")[2]) for e in refusals] == [
+        (InvalidArgumentError, "custom.type: is required"),
+        (FailedPreconditionError, "step_completed: step 'strategy' already SUCCEEDED"),
+        (FailedPreconditionError, "step_started: step 'strategy' already SUCCEEDED"),
+    ]
+    assert (run.events_reported, run.events_acknowledged) == (8, 5)
+    await run.custom("later")
+    async with run.step("copy"):
+        pass
+    await run.complete()
+    await run.close()
+
+    stored = producer_events(await events_of(client, run.run_id))
+    assert [(e.kind, getattr(e.payload, "type", "")) for e in stored[1:]] == [
+        (EventKind.RUN_STARTED, ""),
+        (EventKind.STEP_STARTED, ""),
+        (EventKind.STEP_COMPLETED, ""),
+        (EventKind.CUSTOM, "after-1"),
+        (EventKind.CUSTOM, "after-2"),
+        (EventKind.CUSTOM, "later"),
+        (EventKind.STEP_STARTED, ""),
+        (EventKind.STEP_COMPLETED, ""),
+        (EventKind.RUN_COMPLETED, ""),
+    ]
+    assert len({e.idempotency_key for e in stored[1:]}) == 9
+    finished = await client.get_run(run.run_id)
+    assert finished.status == RunStatus.SUCCEEDED
+    assert [s.attempts for s in finished.steps[:2]] == [1, 1]
+
+
+async def test_a_refused_event_is_raised_by_complete_which_still_ends_the_run(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    with pytest.raises(InvalidArgumentError, match="has no step 'nope'"):
+        async with run:
+            await run.step("nope").progress(10)
+            await run.custom("after")
+            await run.complete()
+    stored = producer_events(await events_of(client, run.run_id))
+    assert [e.kind for e in stored[-2:]] == [EventKind.CUSTOM, EventKind.RUN_COMPLETED]
+
+
+async def test_a_refused_question_is_raised_by_ask_and_the_run_goes_on(client: Client) -> None:
+    run = await client.start_run("campaign")
+    async with run:
+        with pytest.raises(InvalidArgumentError, match="prompt"):
+            await run.ask("Which one? " * 2_000, ["a", "b"], decision_id="which")
         await run.custom("after")
-    with pytest.raises(InvalidArgumentError):
-        await run.close()
-    assert raised.value.code == StatusCode.INVALID_ARGUMENT
-    assert (await client.get_run(run.run_id)).last_seq == 3  # the bad batch stored nothing
+        await run.complete()
+    stored = producer_events(await events_of(client, run.run_id))
+    assert [e.kind for e in stored[-2:]] == [EventKind.CUSTOM, EventKind.RUN_COMPLETED]
+    assert await client.list_decisions(run.run_id) == []
 
 
 async def test_reporting_after_complete_is_refused_locally(client: Client) -> None:
@@ -508,6 +566,28 @@ async def test_data_that_is_not_json_like_is_refused_before_sending(client: Clie
     await run.complete()
     await run.close()
     assert (await client.get_run(run.run_id)).last_seq == 4
+
+
+@pytest.mark.parametrize("value", ["525", None, float("nan"), object()])
+async def test_a_metric_that_is_no_number_is_refused_before_sending(
+    client: Client, value: object
+) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    async with run:
+        with pytest.raises(InvalidArgumentError, match=r"values\['clicks'\]: must be a finite"):
+            await run.metrics({"impressions": 10500, "clicks": value})  # type: ignore[dict-item]
+        async with run.step("strategy") as step:
+            with pytest.raises(InvalidArgumentError, match=r"values\['score'\]"):
+                await step.metrics({"score": value})  # type: ignore[dict-item]
+            await step.metrics({"score": 4})
+        await run.metrics({"clicks": 525})
+        await run.complete()
+    with pytest.raises(InvalidArgumentError, match=r"targets\['ctr'\]\.value"):
+        await client.start_run("campaign", targets=[runstream.Target("ctr", value)])  # type: ignore[arg-type]
+    stored = await client.get_run(run.run_id)
+    assert stored.status == RunStatus.SUCCEEDED
+    assert stored.metrics == {"clicks": 525.0}
+    assert stored.steps[0].metrics == {"score": 4.0}
 
 
 async def test_a_closed_client_raises_a_runstream_error(server: RunstreamServer) -> None:

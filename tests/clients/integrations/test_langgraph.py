@@ -632,6 +632,46 @@ async def test_a_producer_that_restarts_waits_for_the_question_its_graph_asked_b
     assert [(d.choice, d.decision_id.startswith("interrupt-")) for d in decisions] == [("no", True)]
 
 
+async def test_a_graph_run_again_from_its_start_does_not_start_its_finished_steps_again(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The graph's checkpoints died with the producer (an InMemorySaver each): the new
+    producer attaches and runs the graph from its start, LangGraph replays the nodes that
+    finished, and only the node that never ran becomes a new step."""
+    caplog.set_level(logging.INFO, logger="runstream")
+
+    def writes(name: str) -> Callable[[State], State]:
+        return lambda state: {"summary": name}
+
+    nodes = [("plan", writes("plan")), ("draft", writes("draft")), ("publish", writes("done"))]
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-replay")
+        handler = RunstreamCallbackHandler(run)
+        await _chain(*nodes[:2]).ainvoke({"messages": []}, {"callbacks": [handler]})
+        await handler.flush()
+        await run.close()  # the producer dies after two nodes, its run still running
+        attached = await client.attach_run(run.run_id)
+        async with attached:
+            handler = RunstreamCallbackHandler(attached)
+            result = await _chain(*nodes).ainvoke({"messages": []}, {"callbacks": [handler]})
+            await handler.flush()
+            await attached.complete()
+        events = [e async for e in client.list_events(run.run_id)]
+        final = await client.get_run(run.run_id)
+
+    assert result["summary"] == "done"
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name, s.attempts) for s in final.steps] == [
+        ("plan", "SUCCEEDED", 1),
+        ("draft", "SUCCEEDED", 1),
+        ("publish", "SUCCEEDED", 1),
+    ]
+    started = [e.payload.step_id for e in events if e.kind == EventKind.STEP_STARTED]
+    assert started == ["plan", "draft", "publish"]
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "plan replays step plan" in caplog.text
+
+
 # --- what a failing tool or model call, a plain LLM and a model's own retries look like -----
 
 

@@ -340,7 +340,7 @@ def target_to_pb(target: Target) -> run_pb2.Target:
     """The Target message for a target."""
     return run_pb2.Target(
         metric=target.metric,
-        value=float(target.value),
+        value=finite_number(f"targets[{target.metric!r}].value", target.value),
         kind=int(target.kind),  # type: ignore[arg-type]
         title=target.title,
     )
@@ -924,13 +924,33 @@ def text_delta_event(
     )
 
 
+def finite_number(field: str, value: object) -> float:
+    """``value`` as a float; InvalidArgumentError naming ``field``, before anything is sent,
+    when it is no finite number (text, None, nan). Numbers of any type (Decimal, numpy) do."""
+    if not isinstance(value, str | bytes):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            pass
+        else:
+            if math.isfinite(number):
+                return number
+    raise InvalidArgumentError(f"{field}: must be a finite number, got {value!r:.60}")
+
+
+def metric_values(values: Mapping[str, float]) -> dict[str, float]:
+    """A metrics map's values as floats; InvalidArgumentError naming the first that is not a
+    finite number."""
+    return {name: finite_number(f"values[{name!r}]", value) for name, value in values.items()}
+
+
 def metrics_event(
     values: Mapping[str, float], step_id: str, units: Mapping[str, str] | None = None
 ) -> event_pb2.RunEvent:
     """A MetricsUpdate event."""
     return _event(
         metrics_update=event_pb2.MetricsUpdate(
-            values={k: float(v) for k, v in values.items()},
+            values=metric_values(values),
             step_id=step_id,
             units=dict(units or {}),
         )

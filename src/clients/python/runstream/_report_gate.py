@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ReportGate"]
 
+_TERMINAL_PAYLOADS = frozenset({"run_completed", "run_failed", "run_cancelled"})
+
 
 class ReportGate:
     """Lets a run's reported events into its report stream while the run can take them."""
@@ -52,6 +54,13 @@ class ReportGate:
 
     def done_reporting(self) -> bool:
         return self._closing or self._terminal_reported
+
+    def on_refused(self, event: event_pb2.RunEvent) -> None:
+        """The server refused an event: when it was the run's end, the run did not end, and
+        the producer may still end it."""
+        if event.WhichOneof("payload") in _TERMINAL_PAYLOADS:
+            self._terminal_reported = False
+            self._signal.fire()
 
     def can_report(self) -> bool:
         return not (

@@ -4,7 +4,10 @@ owns the bidirectional ReportService.Report stream.
 :class:`ReportStream` stamps each queued event with its idempotency key, sends batches (up to
 ``batch_size`` events and about 1 MiB each) with up to ``max_in_flight`` unacknowledged,
 counts acknowledgements, and reconnects with backoff when the connection breaks, resending
-every unacknowledged event in order with its original key. With a ``linger``, a batch waits
+every unacknowledged event in order with its original key. A batch the server refuses for
+one of its events (it names the event first, ``events[3].step_started: ...``, and stores
+nothing of the batch) goes again at once without that event, whose error goes to the owner:
+one bad event costs one new stream, not the reporter. With a ``linger``, a batch waits
 up to that long after its first event for more to share its message (fewer messages, less
 CPU per event at low rates, for that much latency), unless it fills or the producer flushes
 (as ``close()`` and the run's end do). What the server sends back besides acknowledgements
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -50,6 +54,16 @@ _log = logging.getLogger("runstream.reporter")
 ATTACH_BATCH_ID = 0
 # Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
 _MAX_BATCH_BYTES = 1 << 20
+# What the server refuses a batch with when one of its events is at fault; the message then
+# names that event first, by its position in the batch.
+_EVENT_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+_REFUSED_EVENT = re.compile(r"events\[(\d+)\]")
 
 
 class Signal:
@@ -117,6 +131,10 @@ class StreamOwner(Protocol):
         """A new stream replaced a broken one; `attached` is set once the server attached it."""
         ...
 
+    def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
+        """The server refused this event (nothing of it was stored); the others go on."""
+        ...
+
     async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
         """The failure a status no retry fixes means for the run."""
         ...
@@ -161,7 +179,9 @@ class ReportStream:
         self.reported = 0
         """Events queued so far."""
         self.acked = 0
-        """Events the server acknowledged as durable (always a prefix of the queued ones)."""
+        """Events the server acknowledged as durable."""
+        self.refused = 0
+        """Events the server refused, each set aside while the others went on."""
         self.last_seq = last_seq
         self.failure: RunstreamError | None = None
         """Why the stream gave up (a status no retry fixes, or the reconnect timeout)."""
@@ -180,9 +200,14 @@ class ReportStream:
         return self._task is None or self._task.done()
 
     @property
+    def settled(self) -> int:
+        """Events acknowledged or refused (always a prefix of the queued ones)."""
+        return self.acked + self.refused
+
+    @property
     def pending(self) -> int:
-        """Events queued and not yet acknowledged."""
-        return self.reported - self.acked
+        """Events queued and not yet acknowledged or refused."""
+        return self.reported - self.settled
 
     def start(self) -> None:
         self._task = asyncio.create_task(
@@ -274,11 +299,12 @@ class ReportStream:
                     if await self._stream_once(backoff):
                         return
                 except (grpc.aio.AioRpcError, ConnectionLost) as exc:
-                    if self._finished():
-                        return
                     if not is_retryable(exc):
                         assert isinstance(exc, grpc.aio.AioRpcError)
-                        self._fail(await self._owner.error_for(exc))
+                        if await self._stops_on(exc):
+                            return
+                        continue  # the rest goes again at once: nothing is wrong with the link
+                    if self._finished():
                         return
                     last_error = exc
                     backoff.hold(exc)
@@ -404,6 +430,40 @@ class ReportStream:
                     self._owner.on_decision(message.decision)
         finally:
             self._signal.fire()
+
+    async def _stops_on(self, exc: grpc.aio.AioRpcError) -> bool:
+        """Whether a status no retry fixes ends the stream task: it does, failing the
+        reporter, unless the server refused the batch for one of its events, which is set
+        aside (its error goes to the owner) while the rest goes again."""
+        index = self._refused_event(exc)
+        if index is None and self._finished():
+            return True
+        error = await self._owner.error_for(exc)
+        if index is None or isinstance(error, RunCancelledError):
+            self._fail(error)
+            return True
+        self._set_aside(index, error)
+        return self._owner.cancelled or self._finished()
+
+    def _refused_event(self, exc: grpc.aio.AioRpcError) -> int | None:
+        """The position, in the first unacknowledged batch, of the event the server refused
+        that batch for, if it refused it for one event. The server answers batches in order,
+        so the refused one is the first not acknowledged."""
+        if exc.code() not in _EVENT_REFUSALS or not self._inflight:
+            return None
+        named = _REFUSED_EVENT.match(exc.details() or "")
+        if named is None:
+            return None  # the run or the stream is at fault (the run ended, a limit, ...)
+        index = int(named[1])
+        return index if index < len(self._inflight[0].events) else None
+
+    def _set_aside(self, index: int, error: RunstreamError) -> None:
+        """Takes the refused event out of its batch; the rest of it, and every batch behind
+        it, go again, in order and with their keys, when the next stream opens."""
+        event = self._inflight[0].events.pop(index)
+        self.refused += 1
+        self._owner.on_refused(event, error)
+        self._signal.fire()
 
     def _on_ack(self, ack: convert.ReportAck) -> None:
         if ack.batch_id == ATTACH_BATCH_ID and ack.count == 0:

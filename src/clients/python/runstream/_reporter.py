@@ -22,8 +22,12 @@ How a reported event travels:
    reconnects with exponential backoff and resends every unacknowledged event, in order, with
    its original key. The server stores an event whose key it already holds only once and
    acknowledges it with the original seq, so the run's log ends up gap-free and duplicate-free.
-5. A status that a retry cannot fix (bad input, run ended, limits) fails the reporter: the
-   next reporting call, ``flush()`` or ``close()`` raises it as a RunstreamError.
+5. An event the server refuses (a step completed twice, a field out of range) is set aside:
+   the events around it are stored in order, and the next ``flush()`` or ``close()`` (so
+   ``complete()`` and the end of ``async with run:`` too) raises its error, once; ``ask()``
+   raises its own question's. Any other status that a retry cannot fix (the run ended,
+   limits) fails the reporter: the next reporting call, ``flush()`` or ``close()`` raises it
+   as a RunstreamError.
 
 What the server sends back on the same stream:
 
@@ -47,6 +51,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -155,6 +160,8 @@ class RunReporter(RunEvents):
         )
         self._closed = False
         self._side_tasks: set[asyncio.Task[None]] = set()
+        # The errors of refused events, each raised once by a later flush() or close().
+        self._refused: deque[RunstreamError] = deque()
 
     # --- properties ------------------------------------------------------------------------
 
@@ -200,7 +207,7 @@ class RunReporter(RunEvents):
 
     @property
     def events_acknowledged(self) -> int:
-        """How many of the reported events the server acknowledged as durable (a prefix)."""
+        """How many of the reported events the server acknowledged as durable."""
         return self._stream.acked
 
     @property
@@ -256,7 +263,8 @@ class RunReporter(RunEvents):
         if exc is None:
             await self.close()
             return
-        # The body's exception is what the caller must see; reporting problems are secondary.
+        # The body's exception is what the caller must see; reporting problems are secondary
+        # (refused events were logged as they were refused).
         if self._gate.can_report():
             try:
                 if isinstance(exc, asyncio.CancelledError):
@@ -270,12 +278,15 @@ class RunReporter(RunEvents):
                         _CLOSE_GRACE,
                     )
                 else:
-                    await self.fail(_describe(exc), code=type(exc).__name__)
+                    await self._report_terminal(
+                        convert.run_failed_event(_describe(exc), type(exc).__name__, None)
+                    )
             except RunCancelledError as cancelled:
                 # Cancelled: as this producer just reported, or by an operator meanwhile.
                 _log.debug("run %s ended cancelled: %s", self._run_id, cancelled)
             except (RunstreamError, TimeoutError) as report_error:
                 _log.warning("could not report how run %s ended: %r", self._run_id, report_error)
+        self._refused.clear()
         await self._close_quietly()
 
     async def _close_quietly(self) -> None:
@@ -285,24 +296,34 @@ class RunReporter(RunEvents):
             _log.warning("closing the reporter of run %s failed: %s", self._run_id, close_error)
 
     async def _report_terminal(self, event: event_pb2.RunEvent) -> None:
+        """Reports how the run ended where the body's exception is what the caller sees."""
         await self._report(event, terminal=True)
-        await self.flush()
+        await self._settle()
 
     async def flush(self) -> None:
-        """Waits until every event reported so far is acknowledged, hence durable.
+        """Waits until every event reported so far is acknowledged, hence durable, or refused.
 
-        Raises the reporter's failure (RunCancelledError, InvalidArgumentError,
-        UnavailableError after the reconnect timeout, ...) if it fails first.
+        Raises the reporter's failure (RunCancelledError, UnavailableError after the
+        reconnect timeout, ...) if it fails first; then the error of an event the server
+        refused (FailedPreconditionError, InvalidArgumentError, ...), if one was refused since
+        the last flush: the events around it are stored all the same, and the reporter goes
+        on. Each refusal is raised once.
         """
+        await self._settle()
+        if self._refused:
+            raise self._refused.popleft()
+
+    async def _settle(self) -> None:
+        """Waits until the server acknowledged or refused every event reported so far."""
         target = self._stream.reported
         self._stream.send_now()
-        while self._stream.acked < target:
+        while self._stream.settled < target:
             self._raise_if_failed()
             if self._stream.stopped:
                 self._raise_if_failed()
                 raise FailedPreconditionError(
                     f"the reporter of run {self._run_id!r} stopped with "
-                    f"{target - self._stream.acked} events unacknowledged"
+                    f"{target - self._stream.settled} events unacknowledged"
                 )
             await self._signal.wait()
 
@@ -435,6 +456,12 @@ class RunReporter(RunEvents):
 
     # --- queueing (ReportGate) ---------------------------------------------------------------
 
+    async def _pass_over(self) -> None:
+        """Takes the key of an event a replay does not report again (the framework
+        integrations' finished steps), so the keys after it stay those of the first run
+        (see ``attach_run``)."""
+        self._stream.next_key += 1
+
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()
 
@@ -455,6 +482,17 @@ class RunReporter(RunEvents):
 
     def on_control(self, control: convert.ReportControl) -> None:
         self._control.apply(control)
+
+    def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
+        if self._decisions.on_refused(event, error):
+            return  # ask() raises it
+        self._gate.on_refused(event)
+        self._refused.append(error)
+        _log.warning(
+            "run %s: the server refused an event, the others are reported: %s",
+            self._run_id,
+            error,
+        )
 
     def on_reconnect(self, attached: asyncio.Event) -> None:
         if self._decisions.awaiting or self.paused:
@@ -611,8 +649,9 @@ class StepReporter:
 
     async def metrics(self, values: Mapping[str, float]) -> None:
         """Reports step metrics; their latest values also go into StepCompleted."""
-        self._metrics.update({k: float(v) for k, v in values.items()})
-        await self._run.metrics(values, step_id=self._step_id)
+        numbers = convert.metric_values(values)
+        self._metrics.update(numbers)
+        await self._run.metrics(numbers, step_id=self._step_id)
 
     def set_summary(self, summary: str) -> None:
         """Sets the summary reported with StepCompleted."""

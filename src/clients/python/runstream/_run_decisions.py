@@ -1,9 +1,9 @@
 """The decisions a producer asks a human to make about its run, and their answers.
 
 :class:`RunDecisions` is the producer's side of decisions for
-:class:`~runstream.RunReporter`: ``ask()`` checks the question before sending (a refused
-event would fail the whole reporter, not just this question), reports DecisionRequested and
-waits until the decision closes. The closed decision comes back on the report stream.
+:class:`~runstream.RunReporter`: ``ask()`` checks the question before sending, reports
+DecisionRequested and waits until the decision closes (or raises the server's refusal of the
+question). The closed decision comes back on the report stream.
 Because a decision may close while the stream is broken, every reconnect is followed by a
 ``GetDecision`` for each decision still awaited (after the new stream is attached, so a
 closure is either pushed on it or visible to that read). After ``attach_run`` it also knows
@@ -24,6 +24,7 @@ from runstream._errors import (
     InvalidArgumentError,
     NotFoundError,
     RunCancelledError,
+    RunstreamError,
 )
 from runstream._types import Decision, DecisionOption, DecisionOutcome, DecisionResult
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from runstream._report_gate import ReportGate
     from runstream._report_stream import ReportStream, Signal
     from runstream._run_control import RunControl
+    from runstream.v1 import event_pb2
 
 __all__ = ["RunDecisions"]
 
@@ -55,10 +57,10 @@ class RunDecisions:
         self._control = control
         self._get_decision = get_decision
         # Ids ever asked here, and the ones ask() still awaits (None until the closed
-        # decision arrives). After attach_run(): the run's decisions asked before, and every
-        # closed decision this reporter heard of.
+        # decision, or the server's refusal of the question, arrives). After attach_run():
+        # the run's decisions asked before, and every closed decision this reporter heard of.
         self._asked: set[str] = set()
-        self._awaited: dict[str, Decision | None] = {}
+        self._awaited: dict[str, Decision | RunstreamError | None] = {}
         self._asked_before: dict[str, Decision] = {}
         self._closed: dict[str, Decision] = {}
 
@@ -148,6 +150,8 @@ class RunDecisions:
     async def _await(self, decision_id: str) -> Decision:
         while True:
             decision = self._awaited.get(decision_id)
+            if isinstance(decision, RunstreamError):
+                raise decision
             if decision is not None:
                 return decision
             self._gate.raise_if_failed()
@@ -166,6 +170,19 @@ class RunDecisions:
         if decision.decision_id in self._awaited:
             self._awaited[decision.decision_id] = decision
             self._signal.fire()
+
+    def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> bool:
+        """Whether the refused event is the question of a waiting ``ask()``, which then
+        raises the refusal (the question was not stored: it may be asked again)."""
+        if not event.HasField("decision_requested"):
+            return False
+        decision_id = event.decision_requested.decision_id
+        if decision_id not in self._awaited:
+            return False
+        self._asked.discard(decision_id)
+        self._awaited[decision_id] = error
+        self._signal.fire()
+        return True
 
     async def recheck(self) -> None:
         """After a reconnect: re-reads every decision still awaited, since its closure may
@@ -189,8 +206,8 @@ def _check_question(
     default: str | None,
     timeout: timedelta | float | None,
 ) -> None:
-    """Refuses, before sending, a question the server would refuse: a refused event would
-    fail the whole reporter, not just this question."""
+    """Refuses, before sending, a question the server would refuse (as early as can be, and
+    without the new stream the server's refusal costs)."""
     if not decision_id:
         raise InvalidArgumentError("decision_id: must not be empty")
     if not prompt:

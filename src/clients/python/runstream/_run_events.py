@@ -147,6 +147,8 @@ class RunEvents:
 
         ``units`` names the unit of some of them, for example ``{"ctr": "%"}``; the server
         remembers it and works out each run-level metric's change since its last value.
+        A value that is no finite number (text, None, nan) raises InvalidArgumentError naming
+        it, and nothing is reported.
         """
         await self._report(convert.metrics_event(values, step_id, units))
 

@@ -3,23 +3,31 @@
 A LangGraph node (a plain chain at the top, without LangGraph) is a step. A node that runs
 again later is a new step; a node stopped by ``interrupt()``, or retried by its retry policy
 after failing, carries on as the same step. A RunnableRetry's further attempts and a retry
-policy's rerun are ErrorRecovery events. :class:`ChainSteps` keeps that bookkeeping for
-``RunstreamCallbackHandler`` and tells the model and tool calls which agent and step they
+policy's rerun are ErrorRecovery events. A graph that runs again from its start on a run it
+reported before (the producer restarted, its checkpoints were lost) replays the nodes that
+finished: their steps are not started again (the server refuses a finished step's start), and
+their model and tool calls are reported in them. :class:`ChainSteps` keeps that bookkeeping
+for ``RunstreamCallbackHandler`` and tells the model and tool calls which agent and step they
 belong to.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from runstream._types import Severity
+from runstream._types import Severity, StepStatus
 from runstream.integrations._common import StepIds, short
 from runstream.integrations._run_calls import RunCalls
 
 __all__ = ["ChainSteps", "LangChainRun", "error_text"]
+
+_log = logging.getLogger("runstream.integrations")
+
+_FINISHED = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class _StepRun:
     namespace: str
     failures: int = 0
     """Attempts of the node that failed before this one (a retry policy's reruns)."""
+    replayed: bool = False
+    """The node replays a step that finished before this handler's reporter attached."""
 
 
 @dataclass
@@ -108,6 +118,9 @@ class ChainSteps:
         # node run at once (a Send fan-out, several tool calls).
         self._step_of: dict[UUID, str] = {}
         self._bubble_up = _graph_bubble_up()
+        # Step ids come in the order nodes start, so a graph that runs again from its start
+        # meets the steps it finished before under the same ids.
+        self._finished_before = {s.step_id for s in calls.run.run.steps if s.status in _FINISHED}
 
     async def chain_started(self, chain: LangChainRun) -> None:
         name = chain.name("chain")
@@ -126,7 +139,8 @@ class ChainSteps:
         resumed = self._interrupted.pop(namespace, None)
         if resumed is not None:
             # The node interrupt() stopped runs again with the answer: still the same step.
-            self._steps[run_id] = _StepRun(resumed, node, namespace)
+            replayed = resumed in self._finished_before
+            self._steps[run_id] = _StepRun(resumed, node, namespace, replayed=replayed)
             self._step_of[run_id] = resumed
             return
         failed = self._failed.pop(namespace, None)
@@ -137,10 +151,21 @@ class ChainSteps:
             self.report_retry(failed.message, failed.attempts, [node], step_id)
         else:
             step_id = self._step_ids.new(node)
-        self._steps[run_id] = _StepRun(step_id, node, namespace, failures)
-        self._step_of[run_id] = step_id
-        self._calls.start_step(step_id, name=node, agent=node)
+        self._start(run_id, _StepRun(step_id, node, namespace, failures), name=node, agent=node)
         await self._hold_if_paused()
+
+    def _start(self, run_id: UUID, step: _StepRun, *, name: str, agent: str = "") -> None:
+        """Starts the step of a chain run, unless the run finished it before (a replay)."""
+        step.replayed = step.step_id in self._finished_before
+        self._steps[run_id] = step
+        self._step_of[run_id] = step.step_id
+        if step.replayed:
+            _log.info(
+                "%s replays step %s, which finished before: not started again", name, step.step_id
+            )
+            self._calls.pass_over()
+        else:
+            self._calls.start_step(step.step_id, name=name, agent=agent)
 
     async def _hold_if_paused(self) -> None:
         """A node boundary is a step boundary: a paused run holds the graph here."""
@@ -152,7 +177,9 @@ class ChainSteps:
         self._finish_root(run_id)
         self._step_of.pop(run_id, None)
         step = self._steps.pop(run_id, None)
-        if step is not None:
+        if step is not None and step.replayed:
+            self._calls.pass_over()
+        elif step is not None:
             self._calls.complete_step(step.step_id)
 
     def step_of_chain(self, run_id: UUID) -> str | None:
@@ -173,7 +200,10 @@ class ChainSteps:
         message = error_text(error)
         if parent_run_id is not None:
             self._child_errors[parent_run_id] = message
-        if step is not None:
+        if step is not None and step.replayed:
+            # It finished before, and cannot fail now; a rerun is a new step.
+            self._calls.pass_over()
+        elif step is not None:
             self._failed[step.namespace] = _Failure(step.step_id, message, step.failures + 1)
             self._calls.fail_step(step.step_id, message, code=type(error).__name__)
 
@@ -201,9 +231,7 @@ class ChainSteps:
         if not is_graph:
             step_id = self._step_ids.new(root.name)
             name = root.name
-            self._steps[parent_run_id] = _StepRun(step_id, self._agent or name, name)
-            self._step_of[parent_run_id] = step_id
-            self._calls.start_step(step_id, name=name)
+            self._start(parent_run_id, _StepRun(step_id, self._agent or name, name), name=name)
 
     def _finish_root(self, run_id: UUID) -> None:
         root = self._roots.get(run_id)

@@ -56,6 +56,11 @@ class RunCalls:
         run = self._run
         self.submit(lambda: run.start_step(step_id, name=name, agent=agent))
 
+    def pass_over(self) -> None:
+        """Takes the place of a step event a replay does not report again (see ChainSteps)."""
+        run = self._run
+        self.submit(lambda: run._pass_over())
+
     def complete_step(self, step_id: str) -> None:
         run = self._run
         self.submit(lambda: run.step(step_id).complete())
