@@ -410,3 +410,41 @@ async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
         assert type(info.value).__name__ == "Aborted"
     finally:
         await server.stop(grace=0.1)
+
+
+async def test_an_interact_stream_that_follows_no_run_ends_when_the_viewer_closes_its_side(
+    stubs,
+    decisions,  # type: ignore[no-untyped-def]
+) -> None:
+    """Closing the sending side with nothing followed ended nothing: the stream stayed open
+    until the viewer's deadline. A viewer that follows runs keeps getting their prompts."""
+
+    async def nothing():  # type: ignore[no-untyped-def]
+        return
+        yield
+
+    async def empty_subscription():  # type: ignore[no-untyped-def]
+        yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[], viewer="dana"))
+
+    for requests in (nothing, empty_subscription):
+        async with asyncio.timeout(5):
+            assert [m async for m in decisions.Interact(requests())] == []
+    run = await create_run(stubs)
+
+    async def following():  # type: ignore[no-untyped-def]
+        yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[run.run_id]))
+
+    stream = decisions.Interact(following())
+    await append(stubs, run.run_id, ask("later"))
+    async with asyncio.timeout(5):
+        assert (await anext(aiter(stream))).prompt.decision_id == "later"
+    stream.cancel()
+
+
+async def test_get_decision_names_its_first_missing_field(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await decisions.GetDecision(ds.GetDecisionRequest())
+    assert (info.value.code(), info.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "run_id: is required",
+    )

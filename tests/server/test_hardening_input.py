@@ -274,6 +274,18 @@ async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:
     assert err.details() == "events[0].error_recovery.attempt: must not be negative, got -1"
 
 
+async def test_a_negative_expected_cost_is_invalid_argument(stubs: Any) -> None:
+    run = await create_run(stubs)
+    allocation = ev.ModelAllocation(model="m", expected_cost_usd=-0.5)
+    err = await rpc_error(append(stubs, run.run_id, ev.RunEvent(model_allocation=allocation)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "events[0].model_allocation.expected_cost_usd: must be at least 0, got -0.5"
+    )
+    allocation.expected_cost_usd = 0.0  # free, and said so
+    await append(stubs, run.run_id, ev.RunEvent(model_allocation=allocation))
+
+
 @pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
 async def test_a_non_finite_number_deep_in_a_struct_is_invalid_argument(
     stubs: Any, number: float

@@ -88,7 +88,9 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
         bad subscription (unknown run) ends the stream with its status.
         """
         feed = DecisionFeed()
-        outbox: asyncio.Queue[pb.InteractResponse | BaseException] = asyncio.Queue(OUTBOX_SIZE)
+        outbox: asyncio.Queue[pb.InteractResponse | BaseException | None] = asyncio.Queue(
+            OUTBOX_SIZE
+        )
         viewer = ""
 
         async def read_requests() -> None:
@@ -104,7 +106,10 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                         result = await self._answer(request.answer, viewer)
                         await forwarded_first(feed.updates)  # the closure before the result
                         await outbox.put(result)
-                # The viewer closed its side: keep sending prompts until it cancels.
+                # The viewer closed its side: keep sending its runs' prompts until it cancels;
+                # with no run followed, nothing will come, so the stream ends.
+                if not feed.run_ids:
+                    await outbox.put(None)
             except Exception as exc:
                 await outbox.put(exc)
 
@@ -128,6 +133,8 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
         try:
             while True:
                 item = await outbox.get()
+                if item is None:  # the viewer left with no run followed
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield item

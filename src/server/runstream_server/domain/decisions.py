@@ -136,6 +136,7 @@ class Decisions:
         return state
 
     async def get(self, run_id: str, decision_id: str) -> decision_pb2.Decision:
+        check_id("run_id", run_id)
         check_id("decision_id", decision_id)
         return copied(self._decision(await self._knowing(run_id, decision_id), decision_id))
 

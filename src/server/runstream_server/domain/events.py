@@ -108,6 +108,8 @@ def _finite(field_path: str, value: float) -> None:
 def _in_range(field_path: str, value: float, low: float, high: float) -> None:
     _finite(field_path, value)
     if not low <= value <= high:
+        if high == math.inf:
+            raise InvalidArgument(field_path, f"must be at least {low:g}, got {value:g}")
         raise InvalidArgument(field_path, f"must be between {low:g} and {high:g}, got {value:g}")
 
 
@@ -289,7 +291,9 @@ KINDS: dict[str, KindRules] = {
     "agent_activity": KindRules(step_refs=("step_id",), check=_agent_activity),
     # Reasoning, model choices and streamed text are shown to watchers; snapshots stay small.
     "thinking": KindRules(ranges=(("confidence", 0, 1),), changes_state=False),
-    "model_allocation": KindRules(required=("model",), changes_state=False),
+    "model_allocation": KindRules(
+        required=("model",), ranges=(("expected_cost_usd", 0, math.inf),), changes_state=False
+    ),
     "text_delta": KindRules(required=("message_id",), step_refs=("step_id",), changes_state=False),
     "metrics_update": KindRules(step_refs=("step_id",), check=_metrics_update),
     "milestone": KindRules(required=("title",)),
