@@ -99,7 +99,9 @@ async def test_answer_rules_each_get_their_status(stubs, decisions) -> None:  # 
     assert skipped.outcome == ev.DECISION_OUTCOME_SKIPPED
 
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-    code, details = await status_of(submit(decisions, run.run_id, "pros"))
+    # The winning answer sent again (a viewer's resend after a reconnect) still gets its result.
+    assert await submit(decisions, run.run_id, "pros", answered_by="bob") == first
+    code, details = await status_of(submit(decisions, run.run_id, "gen_z"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "already ended" in details
 

@@ -370,3 +370,20 @@ async def test_resuming_into_purged_history_is_a_precise_error(insight_server) -
         )
         == 2
     )
+
+
+async def test_an_ended_run_has_no_estimate_left(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A run that ended kept the estimate it had last (seconds 'remaining', an end time)."""
+    run = await create_run(stubs, "a", workflow="ends")
+    progress = ev.StepProgress(step_id="a", percent=40)
+    progress.estimated_time_remaining.FromSeconds(90)
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    await append(stubs, run.run_id, ev.RunEvent(step_progress=progress))
+    running = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert running.estimate.remaining.seconds > 80  # the producer's, while it runs
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    ended = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    listed = (await stubs.runs.ListRuns(rs.ListRunsRequest())).runs
+    assert ended.status == run_pb2.RUN_STATUS_SUCCEEDED
+    assert not ended.HasField("estimate")
+    assert [r.HasField("estimate") for r in listed if r.run_id == run.run_id] == [False]

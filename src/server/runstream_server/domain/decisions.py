@@ -89,6 +89,15 @@ class Decisions:
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
             decision = self._decision(state, decision_id)
+            outcome = (
+                event_pb2.DECISION_OUTCOME_SKIPPED if skip else event_pb2.DECISION_OUTCOME_ANSWERED
+            )
+            if (
+                decision.state == decision_pb2.DECISION_STATE_RESOLVED
+                and decision.outcome == outcome
+                and decision.choice == choice
+            ):
+                return []  # the same answer again, also once the run ended: the same result
             if state.is_terminal:
                 raise FailedPrecondition(
                     f"run {run_id!r} already ended ({status_name(state.run.status)}); "
@@ -101,12 +110,7 @@ class Decisions:
                 )
             if skip and not decision.can_skip:
                 raise InvalidArgument("skip", f"decision {decision_id!r} cannot be skipped")
-            outcome = (
-                event_pb2.DECISION_OUTCOME_SKIPPED if skip else event_pb2.DECISION_OUTCOME_ANSWERED
-            )
             if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
-                if decision.outcome == outcome and decision.choice == choice:
-                    return []  # the same answer again: the same result
                 raise Aborted(f"decision {decision_id!r} was already closed: {_describe(decision)}")
             resolved = event_pb2.DecisionResolved(
                 decision_id=decision_id,

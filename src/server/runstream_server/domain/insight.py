@@ -240,9 +240,12 @@ def count_down(run: run_pb2.Run, now: datetime) -> None:
 
     A held estimate keeps its remaining time and ends `remaining` from now. A counted-down
     estimate keeps its end time (past it, the estimate is overdue) and says at least
-    MIN_RUNNING_REMAINING, never zero; the remaining time always stays inside its range.
+    MIN_RUNNING_REMAINING, never zero; the remaining time always stays inside its range. An
+    ended run has none (snapshots stored before it ended kept their last).
     """
-    if not run.HasField("estimate") or run.status in TERMINAL_STATUSES:
+    if run.status in TERMINAL_STATUSES:
+        run.ClearField("estimate")
+    if not run.HasField("estimate"):
         return
     estimate = run.estimate
     if estimate.held:

@@ -184,6 +184,7 @@ class RunState:
         self.run.end_time.CopyFrom(when)
         self.run.current_step_id = ""
         del self.run.active_agents[:]
+        self.run.ClearField("estimate")  # nothing remains
 
     def _on_run_created(
         self, p: event_pb2.RunCreated, when: timestamp_pb2.Timestamp, path: str
