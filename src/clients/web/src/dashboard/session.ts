@@ -54,8 +54,9 @@ export class RunSession {
         void this.loadPanels(from);
       },
       state: (state, detail) => {
-        if (state === "reconnecting" && this.lostAt === undefined) this.lostAt = Date.now();
-        if (state !== "reconnecting" && state !== "connecting") this.lostAt = undefined;
+        const lost = state === "reconnecting" || state === "denied";
+        if (lost && this.lostAt === undefined) this.lostAt = Date.now();
+        if (!lost && state !== "connecting") this.lostAt = undefined;
         this.link = state;
         this.linkDetail = detail ?? "";
         if (state === "failed") this.error = detail ?? "failed";
