@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Debian's Chromium, through real Envoy, to a real server.
 
 What a person sees is what is checked: the demo run reaching 100 % on screen with every step
-done, a decision answered by clicking one of its buttons, and a page that carries on after
+done, a decision answered by clicking one of its buttons, an answer that fails while the
+server is away said in words and cleared by a later answer, and a page that carries on after
 Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice.
 Screenshots go to test-artifacts/ (one per scene) for a human to look at.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import signal
 import socket
@@ -174,6 +176,62 @@ async def test_a_decision_is_answered_by_clicking(server: RunstreamServer, web: 
         await run.close()
         await page.wait(run_view_is("SUCCEEDED"))
         assert await page.errors() == []
+
+
+async def test_a_failed_answer_says_so_plainly_and_a_later_answer_clears_it(
+    server: RunstreamServer, web: Web
+) -> None:
+    """The server goes away under two open decisions: Envoy answers the clicks itself
+    ("upstream connect error or disconnect/reset before headers ..."), and each card says so
+    in words. Once the server is back, a retried click, or someone else's answer, clears it."""
+    error = "document.querySelector('[data-decision-id=\"{}\"] .decision-error').textContent"
+    option = '[data-decision-id="{}"][data-state="open"] button[data-choice="calm"]'
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("answers", steps=["draft"])
+        asks = {
+            name: asyncio.create_task(
+                run.ask(f"Which {name}?", [("bold", "Bold"), ("calm", "Calm")], decision_id=name)
+            )
+            for name in ("headline", "image")
+        }
+        await page.goto(web.run_url(run.run_id))
+        for name in asks:
+            await page.wait(f"document.querySelector('{option.format(name)}') !== null")
+        await server.stop(grace=0.5)
+        again = RunstreamServer(dataclasses.replace(server.config, address=server.target))
+        try:
+            await page.wait(f"{CONNECTION} === 'reconnecting'")
+            for name in asks:
+                await page.click(option.format(name))
+                await page.wait(f"{error.format(name)} !== ''")
+                assert await page.eval(error.format(name)) == (
+                    "Could not reach the server; try again"
+                )
+            await page.screenshot("decision-answer-failed.png")
+            await again.start()  # the same port and store
+            await page.wait(f"{CONNECTION} === 'live'")
+            await page.click(option.format("headline"))  # the retry
+            # Someone else answers the other, from a client of their own (the producer's
+            # channel may still be backing off from the outage).
+            async with runstream.connect(again.target) as other:
+                await other.submit_decision(run.run_id, "image", "bold", answered_by="dana")
+            for name, choice in (("headline", "calm"), ("image", "bold")):
+                result = await asyncio.wait_for(asks[name], 60)  # the producer reconnects too
+                assert (result.outcome, result.choice) == (
+                    runstream.DecisionOutcome.ANSWERED,
+                    choice,
+                )
+                await page.wait(
+                    f"document.querySelector('[data-decision-id=\"{name}\"]')"
+                    ".dataset.state === 'resolved'"
+                )
+                assert await page.eval(error.format(name)) == ""
+            await run.close()
+            # Chromium logs the requests the outage refused; nothing else.
+            errors = await page.errors()
+            assert [e for e in errors if "Failed to load resource" not in e] == []
+        finally:
+            await again.stop(grace=0.5)
 
 
 async def test_page_resumes_after_envoy_restart_with_no_feed_event_missing_or_doubled(

@@ -4,7 +4,8 @@ At 390x844 (a phone), 768x1024 (a tablet) and 1440x900: no element is wider than
 viewport, the percent, ETA, Live badge and the decision's buttons are inside it, the run list
 is reachable, and a decision is answered by tapping. Operators pause, resume and cancel from
 the page; a long run opens from its snapshot and loads older history on demand; a run counted
-in items shows its counter. Screenshots of each go to test-artifacts/.
+in items shows its counter; paths, URLs and identifiers with nowhere to break wrap at 375 px
+and keep a decision's options apart. Screenshots of each go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -261,3 +262,69 @@ async def test_a_run_counted_in_items_shows_its_counter(server: RunstreamServer,
         await page.screenshot("phone-item-progress.png", full_page=False)
         await run.complete()
         await run.close()
+
+
+# Text with nowhere to break: a path, a URL, an agent's run-on output, an identifier.
+FOLDER = "/srv/runstream/campaigns/trail-2-launch/assets/instagram/headlines/final-variants/"
+URL = (
+    "https://cdn.example.com/campaigns/trail-2/launch/assets/hero-banner-1080x1350-approved.png"
+    "?signature=0123456789abcdef0123456789abcdef0123456789abcdef"
+)
+NAME = "trail_2_launch_assets_instagram_headlines_final_variants_approved_by_the_brand_team"
+
+
+async def test_long_unbroken_text_wraps_on_a_phone_and_options_stay_apart(
+    server: RunstreamServer, web: Web
+) -> None:
+    steps = [StepSpec("write", NAME, FOLDER, NAME)]
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("paths", steps=steps, display_name=NAME)
+        async with run.step("write") as step:
+            await step.progress(40, NAME, detail=URL)
+            await run.thinking(f"Read {URL} and {FOLDER}", thinking_type="route_planning")
+            await run.text(NAME, "m1", URL + NAME, final=True, step_id="write")
+            await run.activity(NAME, runstream.ActivityType.PROGRESS, URL, step_id="write")
+            await run.metrics({NAME: 1})
+            await run.alert(NAME, severity=runstream.Severity.HIGH, suggested_action=NAME)
+            ask = asyncio.create_task(
+                run.ask(
+                    f"Which file leads? {FOLDER}",
+                    [
+                        ("bold", NAME + "_bold.txt"),
+                        ("calm", NAME + "_calm.txt"),
+                    ],
+                    context={"source": URL, NAME: NAME},
+                    timeout=300,
+                )
+            )
+            await page.goto(web.run_url(run.run_id))
+            await page.wait("document.querySelectorAll('.decision .options .option').length === 2")
+            await page.wait("document.querySelector('.output-text')?.textContent.length > 0")
+            await page.wait(run_view_is("WAITING_FOR_INPUT"))
+            for name, width, height in (("phone", 375, 812), ("desktop", 1440, 900)):
+                await page.call("viewport", width=width, height=height)
+                await page.screenshot(f"{name}-long-text.png")
+                assert await page.eval(OVERFLOWING) == [], name
+                assert await page.eval(
+                    "document.documentElement.scrollWidth <= window.innerWidth"
+                ), name
+                # Each option shows its whole label, so the two differ on screen where they
+                # differ: at the end.
+                shown = await page.eval(
+                    "[...document.querySelectorAll('.decision .option')].map((b) => {"
+                    " const label = b.querySelector('.option-label');"
+                    " const box = b.getBoundingClientRect();"
+                    " return label.scrollWidth <= label.clientWidth + 1"
+                    "  && b.scrollWidth <= b.clientWidth + 1"
+                    "  && b.scrollHeight <= b.clientHeight + 1"
+                    "  && box.left >= 0 && box.right <= window.innerWidth + 1"
+                    "  && b.innerText.trim() === label.textContent; })"
+                )
+                assert shown == [True, True], name
+            await page.call("viewport", width=375, height=812)
+            await page.click('.decision .option[data-choice="calm"]')
+            result = await asyncio.wait_for(ask, 20)
+            assert result.choice == "calm"
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []

@@ -212,8 +212,31 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
         workdir=tmp_path / "envoy",
     )
     token = keys.token(["viewer"], sub="dana")
+    producer_token = keys.token(["producer"], sub="dana")  # valid, but may not view runs
     dialog = "document.querySelector('#token-dialog')"
     listed = f"document.querySelector('[data-run-id=\"{mine.run_id}\"]') !== null"
+
+    def use(value: str) -> str:
+        return (
+            f"document.querySelector('#token-input').value = {value!r};"
+            "document.querySelector('#token-form').requestSubmit()"
+        )
+
+    async def refused_for_viewing() -> None:
+        """The dialog is back saying this token may not view runs, and the page does not
+        pretend to be reconnecting."""
+        denied = f"{dialog} !== null && {dialog}.open && {dialog}.dataset.refusal === 'denied'"
+        await tab.wait(denied)
+        title = await tab.eval("document.querySelector('#token-title').textContent")
+        reason = await tab.eval("document.querySelector('#token-reason').textContent")
+        assert title == "This token may not view runs"
+        assert "needs the 'viewer' role" in reason
+        await asyncio.sleep(1.5)  # several reconnect backoffs: none may replace the message
+        assert await tab.eval("document.querySelector('#conn .conn-label').textContent") == (
+            "No access"
+        )
+        assert await tab.eval(denied)
+
     try:
         await envoy.start_async()
         async with browser() as tab:
@@ -222,10 +245,10 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
             reason = await tab.eval("document.querySelector('#token-reason').textContent")
             assert "missing authorization metadata" in reason
             await tab.screenshot("token-dialog.png", full_page=False)
-            await tab.eval(
-                f"document.querySelector('#token-input').value = {token!r};"
-                "document.querySelector('#token-form').requestSubmit()"
-            )
+            await tab.eval(use(producer_token))  # a producer's token on the run list
+            await refused_for_viewing()
+            await tab.screenshot("token-dialog-denied.png", full_page=False)
+            await tab.eval(use(token))
             await tab.wait(f"{dialog} === null && {listed}")
             body = await tab.eval("document.body.innerText")
             assert "Acme launch" in body and "Globex secret" not in body
@@ -238,7 +261,17 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
             assert await tab.eval(f"{dialog} === null")
             await tab.goto(f"{page.url}#/runs/{theirs.run_id}")  # another tenant's run
             await tab.wait("document.querySelector('#app').innerText.includes('not found')")
-            assert all(token not in error for error in await tab.errors())  # never logged
+            # A producer's token on a run's page: the run watcher asks for another token too.
+            await tab.eval(f"sessionStorage.setItem('runstream.token', {producer_token!r})")
+            await tab.call("goto", url=f"{page.url}#/runs/{mine.run_id}")
+            await refused_for_viewing()
+            await tab.eval(use(token))
+            await tab.wait(
+                f"{dialog} === null && "
+                "document.querySelector('#crumb-run').textContent === 'Acme launch'"
+            )
+            errors = await tab.errors()
+            assert all(token not in e and producer_token not in e for e in errors)  # never logged
     finally:
         envoy.close()
         page.stop()

@@ -2,6 +2,9 @@
 // a token (saying why the last one was refused), keeps it in sessionStorage for this tab
 // only, and sends it as `authorization: Bearer <token>` on every call. Calls made while the
 // question is open wait for the answer; the dashboard's reconnect loops then simply retry.
+// A token the server knows but that may not view runs (PERMISSION_DENIED on a read) is no
+// passing trouble: the run list and the run watcher ask for another one (askForToken with
+// "denied") instead of retrying.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { h } from "./dom";
 
@@ -18,8 +21,24 @@ function storedToken(): string | null {
   }
 }
 
-/** Shows the token dialog (once, however many calls were refused) until a token is given. */
-export function askForToken(reason: string): Promise<void> {
+/** Why the dialog asks: no valid token, or a valid one without the viewer role. */
+export type Refusal = "unauthenticated" | "denied";
+
+const TITLES: Record<Refusal, string> = {
+  unauthenticated: "Sign in to Runstream",
+  denied: "This token may not view runs",
+};
+
+const PROMPTS: Record<Refusal, string> = {
+  unauthenticated: "Paste a bearer token (a JWT). It is kept for this tab only.",
+  denied: "Paste another bearer token (a JWT), one with the viewer role. It is kept for this tab only.",
+};
+
+/**
+ * Shows the token dialog (once, however many calls were refused) until a token is given;
+ * the first refusal names the dialog's title and reason.
+ */
+export function askForToken(reason: string, refusal: Refusal = "unauthenticated"): Promise<void> {
   asking ??= new Promise<void>((resolve) => {
     const input = h("input", {
       id: "token-input",
@@ -32,13 +51,13 @@ export function askForToken(reason: string): Promise<void> {
     });
     const dialog = h(
       "dialog",
-      { id: "token-dialog", class: "token-dialog", "aria-labelledby": "token-title" },
+      { id: "token-dialog", class: "token-dialog", "aria-labelledby": "token-title", "data-refusal": refusal },
       h(
         "form",
         { id: "token-form", method: "dialog" },
-        h("h2", { id: "token-title" }, "Sign in to Runstream"),
+        h("h2", { id: "token-title" }, TITLES[refusal]),
         h("p", { class: "token-reason", id: "token-reason" }, `The server said: ${reason}`),
-        h("p", null, "Paste a bearer token (a JWT). It is kept for this tab only."),
+        h("p", null, PROMPTS[refusal]),
         input,
         h("button", { type: "submit" }, "Use token"),
       ),

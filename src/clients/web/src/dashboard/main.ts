@@ -19,6 +19,7 @@ const LINK_LABELS: Record<LinkState, string> = {
   reconnecting: "Reconnecting…",
   ended: "Run ended",
   failed: "Offline",
+  denied: "No access",
 };
 
 async function main(): Promise<void> {

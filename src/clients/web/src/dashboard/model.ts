@@ -390,6 +390,7 @@ export class RunModel {
         if (item) {
           item.open = false;
           item.submitting = undefined;
+          item.error = undefined; // an answer that seemed to fail may have arrived after all
           item.outcome = p.value.outcome;
           item.choice = p.value.choice;
           item.answeredBy = p.value.answeredBy;

@@ -3,6 +3,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
+import { askForToken } from "./auth";
 import { millis } from "./format";
 import type { LinkState } from "./watch";
 
@@ -66,6 +67,13 @@ export class RunsFeed {
         const err = ConnectError.from(error);
         if (err.code === Code.Unimplemented) {
           streaming = false; // an older server: poll instead
+          continue;
+        }
+        if (err.code === Code.PermissionDenied) {
+          // The token may not view runs: no retry makes it, another token might.
+          this.state("denied");
+          await askForToken(err.rawMessage, "denied");
+          failures = 0;
           continue;
         }
         failures += 1;

@@ -12,6 +12,28 @@ const REFRESH_INTERVAL_MS = 250;
 /** Who the dashboard says answered a decision. */
 export const ANSWERED_BY = "dashboard";
 
+/**
+ * What a failed call says on the page. The path to the server failing (Envoy's own "upstream
+ * connect error or disconnect/reset before headers ..." as UNAVAILABLE, a lost network, a
+ * server error) reads as a plain sentence; `denied` stands for PERMISSION_DENIED; the server's
+ * other refusals are written for people and shown as they are.
+ */
+export function plainError(err: ConnectError, denied: string): string {
+  switch (err.code) {
+    case Code.Unavailable:
+    case Code.Unknown:
+    case Code.DeadlineExceeded:
+    case Code.Canceled:
+      return "Could not reach the server; try again";
+    case Code.Internal:
+      return "The server failed to take it; try again";
+    case Code.PermissionDenied:
+      return `${denied} (the operator role is needed)`;
+    default:
+      return err.rawMessage;
+  }
+}
+
 export class RunSession {
   readonly model: RunModel;
   link: LinkState = "connecting";
@@ -54,8 +76,9 @@ export class RunSession {
         void this.loadPanels(from);
       },
       state: (state, detail) => {
-        if (state === "reconnecting" && this.lostAt === undefined) this.lostAt = Date.now();
-        if (state !== "reconnecting" && state !== "connecting") this.lostAt = undefined;
+        const lost = state === "reconnecting" || state === "denied";
+        if (lost && this.lostAt === undefined) this.lostAt = Date.now();
+        if (!lost && state !== "connecting") this.lostAt = undefined;
         this.link = state;
         this.linkDetail = detail ?? "";
         if (state === "failed") this.error = detail ?? "failed";
@@ -101,7 +124,7 @@ export class RunSession {
       item.open = false;
     } catch (error) {
       const err = ConnectError.from(error);
-      item.error = err.code === Code.Aborted ? `Already decided: ${err.rawMessage}` : err.rawMessage;
+      item.error = err.code === Code.Aborted ? `Already decided: ${err.rawMessage}` : plainError(err, "This token may not answer decisions");
       if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) item.open = false;
     } finally {
       item.submitting = undefined;
@@ -122,7 +145,7 @@ export class RunSession {
       else await this.api.runs.cancelRun({ runId, cancelledBy: ANSWERED_BY, reason: "cancelled from the dashboard" });
       this.scheduleRefresh();
     } catch (error) {
-      this.actionError = ConnectError.from(error).rawMessage;
+      this.actionError = plainError(ConnectError.from(error), "This token may not pause, resume or cancel runs");
     } finally {
       this.acting = undefined;
       this.changed();

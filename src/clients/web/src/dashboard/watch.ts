@@ -5,9 +5,13 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { RunEvent } from "../gen/runstream/v1/event_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import type { Api } from "./api";
+import { askForToken } from "./auth";
 
-/** The state of the link to the server, as the Live indicator shows it. */
-export type LinkState = "connecting" | "live" | "reconnecting" | "ended" | "failed";
+/**
+ * The state of the link to the server, as the Live indicator shows it: "denied" while the
+ * token may not view runs (the token dialog is up).
+ */
+export type LinkState = "connecting" | "live" | "reconnecting" | "ended" | "failed" | "denied";
 
 export interface WatchHandlers {
   /** New events, in seq order, each exactly once. */
@@ -74,6 +78,13 @@ export class RunWatch {
           // Retrying cannot help: the run is unknown, or its log no longer matches the cursor.
           this.handlers.state("failed", err.rawMessage);
           return;
+        }
+        if (err.code === Code.PermissionDenied) {
+          // Retrying cannot help either, but another token can: ask for one, then go on.
+          this.handlers.state("denied", err.rawMessage);
+          await askForToken(err.rawMessage, "denied");
+          failures = 0;
+          continue;
         }
         failures += 1;
         this.handlers.state("reconnecting", err.rawMessage || err.message);
