@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -96,6 +97,10 @@ class Deadlines:
         self._timers.clear()
 
 
+CHECK_SHARE = 20
+"""A stall check waits at least this many times as long as its last pass took."""
+
+
 class StallTracker:
     """Finds running runs whose producer went silent for too long, from the store."""
 
@@ -141,8 +146,10 @@ class StallTracker:
 
     async def run_forever(self) -> None:
         unavailable = False  # the store was down at the last check: said once, not each time
+        pause = self.interval
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(pause)
+            started = time.monotonic()
             try:
                 await self.check()
             except Unavailable as exc:
@@ -153,6 +160,10 @@ class StallTracker:
             except Exception:
                 log.exception("stall check failed; trying again in %.1fs", self.interval)
                 continue
+            finally:
+                # A pass over many running runs takes a while: the checks then keep to at
+                # most 1/CHECK_SHARE of the process's time, coming less often.
+                pause = max(self.interval, (time.monotonic() - started) * CHECK_SHARE)
             if unavailable:
                 log.info("stall checks resumed: the store is back")
                 unavailable = False
