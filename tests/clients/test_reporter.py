@@ -351,6 +351,22 @@ async def test_text_longer_than_one_event_takes_goes_as_several_deltas(client: C
     assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
 
 
+async def test_text_of_wide_characters_goes_in_deltas_an_event_can_take(client: Client) -> None:
+    """65,536 emoji are 262,144 bytes: the server refused such a delta as an event over its
+    256 KiB, so the SDK's split of long text failed for text of four-byte characters."""
+    answer = "\N{GRINNING FACE}" * 70_000 + "done"
+    run = await client.start_run("wide-text")
+    async with run:
+        await run.text("writer", "m1", answer, final=True)
+        await run.complete()
+    deltas = [
+        e.payload for e in await events_of(client, run.run_id) if e.kind == EventKind.TEXT_DELTA
+    ]
+    assert "".join(d.delta for d in deltas) == answer  # type: ignore[union-attr]
+    assert [len(d.delta) for d in deltas] == [49_152, 16_384, 4_468]  # type: ignore[union-attr]
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+
+
 async def test_flush_makes_every_reported_event_durable(client: Client) -> None:
     run = await client.start_run("bulk")
     for i in range(1200):

@@ -29,6 +29,23 @@ __all__ = ["MAX_DELTA_CHARS", "RunEvents", "as_timedelta"]
 
 MAX_DELTA_CHARS = 65_536
 """The longest ``TextDelta.delta`` the server takes; longer text goes as several deltas."""
+MAX_DELTA_BYTES = 196_608
+"""The most UTF-8 bytes one delta carries: an event may take 256 KiB, which 65,536 characters
+of four bytes each (emoji) pass."""
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` as deltas the server takes: at most MAX_DELTA_CHARS characters and
+    MAX_DELTA_BYTES bytes each, split only between characters."""
+    pieces = []
+    for i in range(0, len(text), MAX_DELTA_CHARS):
+        piece = text[i : i + MAX_DELTA_CHARS]
+        if len(piece.encode("utf-8", "surrogatepass")) <= MAX_DELTA_BYTES:
+            pieces.append(piece)
+        else:  # wide characters: pieces short enough even if every one takes four bytes
+            step = MAX_DELTA_BYTES // 4
+            pieces += [piece[j : j + step] for j in range(0, len(piece), step)]
+    return pieces
 
 
 def as_timedelta(value: timedelta | float | None) -> timedelta | None:
@@ -130,7 +147,7 @@ class RunEvents:
 
         A delta longer than the server takes in one event (65,536 characters) goes as several,
         in order, the last one carrying ``final``."""
-        pieces = [delta[i : i + MAX_DELTA_CHARS] for i in range(0, len(delta), MAX_DELTA_CHARS)]
+        pieces = text_pieces(delta)
         for i, piece in enumerate(pieces or [""]):
             last = i >= len(pieces) - 1
             event = convert.text_delta_event(agent_id, message_id, piece, final and last, step_id)
