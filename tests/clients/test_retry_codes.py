@@ -61,6 +61,18 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
             run=run_pb2.Run(run_id=request.run_id, workflow=request.workflow)
         )
 
+    async def GetRun(
+        self, request: run_service_pb2.GetRunRequest, context: Any
+    ) -> run_service_pb2.GetRunResponse:
+        await self._next(context)
+        return run_service_pb2.GetRunResponse(run=run_pb2.Run(run_id=request.run_id))
+
+    async def CancelRun(
+        self, request: run_service_pb2.CancelRunRequest, context: Any
+    ) -> run_service_pb2.CancelRunResponse:
+        await self._next(context)
+        return run_service_pb2.CancelRunResponse(run=run_pb2.Run(run_id=request.run_id))
+
 
 async def run_against(
     script: list[tuple[Any, ...]],
@@ -135,3 +147,34 @@ async def test_unavailable_is_retried_until_the_server_answers() -> None:
     result, calls = await run_against([busy, busy, (grpc.StatusCode.OK, "")], watch_all)
     assert result == [1, 2]
     assert calls == 3
+
+
+async def test_a_read_is_tried_again_while_the_server_is_out_of_reach() -> None:
+    """A read right after a restart got UNAVAILABLE at once (the channel waiting out its
+    reconnect backoff), which every caller had to retry by hand."""
+    gone = (grpc.StatusCode.UNAVAILABLE, "connection refused")
+    result, calls = await run_against(
+        [gone, gone, (grpc.StatusCode.OK, "")], lambda c: c.get_run("r1")
+    )
+    assert (result.run_id, calls) == ("r1", 3)
+
+
+async def test_a_read_gives_up_after_a_few_seconds_and_never_retries_a_verdict() -> None:
+    gone = (grpc.StatusCode.UNAVAILABLE, "connection refused")
+    result, calls = await run_against([gone], lambda c: c.get_run("r1"))
+    assert isinstance(result, runstream.UnavailableError)
+    assert 3 <= calls <= 20  # backing off over UNARY_RETRY_FOR, not one call, not a spin
+    result, calls = await run_against(
+        [(grpc.StatusCode.ABORTED, "conflict")], lambda c: c.get_run("r1")
+    )
+    assert (type(result), calls) == (runstream.AbortedError, 1)
+
+
+async def test_a_cancel_is_not_sent_twice() -> None:
+    """A cancel whose first try may have landed would report its own effect as a failure
+    (the run already ended) if tried again."""
+    gone = (grpc.StatusCode.UNAVAILABLE, "connection reset")
+    result, calls = await run_against(
+        [gone, (grpc.StatusCode.OK, "")], lambda c: c.cancel_run("r1")
+    )
+    assert (type(result), calls) == (runstream.UnavailableError, 1)

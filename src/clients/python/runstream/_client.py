@@ -346,6 +346,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             run_service_pb2.CancelRunRequest(
                 run_id=run_id, reason=reason, cancelled_by=cancelled_by
             ),
+            retry=False,
         )
         return convert.run_from_pb(response.run)
 
@@ -360,6 +361,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             run_service_pb2.PauseRunRequest(
                 run_id=run_id, reason=reason, requested_by=requested_by
             ),
+            retry=False,
         )
         return convert.run_from_pb(response.run)
 
@@ -371,6 +373,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             run_service_pb2.ResumeRunRequest(
                 run_id=run_id, reason=reason, requested_by=requested_by
             ),
+            retry=False,
         )
         return convert.run_from_pb(response.run)
 

@@ -9,6 +9,8 @@ the call continues the span it starts in (see :mod:`runstream._tracing`).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ import grpc
 
 from runstream._auth import TokenProvider, auth_interceptors
 from runstream._errors import FailedPreconditionError, error_from_rpc
+from runstream._retry import Backoff, is_retryable
 from runstream._tracing import trace_metadata
 from runstream.v1 import (
     decision_service_pb2_grpc,
@@ -24,7 +27,10 @@ from runstream.v1 import (
     stats_service_pb2_grpc,
 )
 
-__all__ = ["Connection"]
+__all__ = ["UNARY_RETRY_FOR", "Connection"]
+
+UNARY_RETRY_FOR = 5.0
+"""Seconds a repeatable unary call keeps trying while the server is out of reach."""
 
 # Reconnect quickly after a server restart: grpc's own defaults back off up to 120 s between
 # connection attempts, which would outlast the SDK's reconnect timeout.
@@ -148,12 +154,26 @@ class Connection:
         """One unary call with the client's deadline; raises grpc's AioRpcError."""
         return await method(request, timeout=self._timeout, metadata=self.call_metadata())
 
-    async def unary(self, method: Any, request: Any) -> Any:
-        """One unary call with the client's deadline; raises a RunstreamError."""
-        try:
-            return await self.call(method, request)
-        except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from exc
+    async def unary(self, method: Any, request: Any, *, retry: bool = True) -> Any:
+        """One unary call with the client's deadline; raises a RunstreamError.
+
+        With ``retry`` (calls that may be repeated: reads, and answers, where the same answer
+        again gets the same result) a failure that means the server or the connection went
+        away is tried again for up to UNARY_RETRY_FOR seconds (at most the reconnect
+        timeout): a server restarting, or the channel still waiting out its reconnect
+        backoff, answers UNAVAILABLE at once. Controls (cancel, pause, resume) are not
+        repeated: their second try would report the first one's effect as a failure.
+        """
+        backoff = Backoff()
+        deadline = time.monotonic() + min(UNARY_RETRY_FOR, self._reconnect_timeout or 0.0)
+        while True:
+            try:
+                return await self.call(method, request)
+            except grpc.aio.AioRpcError as exc:
+                if not (retry and is_retryable(exc) and time.monotonic() < deadline):
+                    raise error_from_rpc(exc) from exc
+                backoff.hold(exc)
+            await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
 
     async def every_page(
         self, method: Any, request_for: Callable[[str], Any]
