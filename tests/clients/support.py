@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import runstream
 
@@ -104,3 +105,14 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(port: int) -> AsyncIterator[TcpProxy]:
+    """A started TcpProxy in front of the server on ``port``, closed on the way out."""
+    proxy = TcpProxy(port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
