@@ -11,26 +11,9 @@ import asyncio
 
 import runstream
 from runstream import DecisionClosed, DecisionPrompt, DecisionState, InteractionUpdate
-from runstream.v1 import event_pb2 as ev
-from runstream.v1 import report_service_pb2
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import proxy_to
-
-
-def question(run_id: str, decision_id: str) -> report_service_pb2.AppendEventsRequest:
-    return report_service_pb2.AppendEventsRequest(
-        run_id=run_id,
-        events=[
-            ev.RunEvent(
-                decision_requested=ev.DecisionRequested(
-                    decision_id=decision_id,
-                    prompt=f"question {decision_id}",
-                    options=[ev.DecisionOption(value="a"), ev.DecisionOption(value="b")],
-                )
-            )
-        ],
-    )
+from tests.clients.support import proxy_to, question
 
 
 async def test_a_decision_answered_while_the_interaction_reconnects_is_reported_closed(
