@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+import gc
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import runstream
+from runstream.v1 import event_pb2, report_service_pb2
 
 
 async def eventually(condition: Callable[[], bool], within: float = 20.0) -> None:
@@ -104,3 +107,54 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(port: int) -> AsyncIterator[TcpProxy]:
+    """A started TcpProxy in front of the server on ``port``, closed on the way out."""
+    proxy = TcpProxy(port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+@contextlib.contextmanager
+def loop_complaints() -> Iterator[list[str]]:
+    """The messages the running loop's exception handler gets meanwhile: a task destroyed
+    while pending, an exception never retrieved (see ``collect_garbage``)."""
+    loop = asyncio.get_running_loop()
+    complaints: list[str] = []
+    loop.set_exception_handler(lambda _, context: complaints.append(context["message"]))
+    try:
+        yield complaints
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def collect_garbage() -> None:
+    """Lets what was just closed finish, then collects it: a task left pending is destroyed
+    and complains (in a callback, hence the second sleep)."""
+    await asyncio.sleep(0.1)
+    gc.collect()
+    await asyncio.sleep(0.1)
+
+
+def question(run_id: str, decision_id: str) -> report_service_pb2.AppendEventsRequest:
+    """The AppendEvents request of a producer asking ``decision_id``, options a and b."""
+    return report_service_pb2.AppendEventsRequest(
+        run_id=run_id,
+        events=[
+            event_pb2.RunEvent(
+                decision_requested=event_pb2.DecisionRequested(
+                    decision_id=decision_id,
+                    prompt=f"question {decision_id}",
+                    options=[
+                        event_pb2.DecisionOption(value="a"),
+                        event_pb2.DecisionOption(value="b"),
+                    ],
+                )
+            )
+        ],
+    )

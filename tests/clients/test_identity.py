@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import runstream
+from runstream import DecisionPrompt
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer
@@ -24,6 +25,7 @@ from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import Limits
 
+from tests.clients.support import collect_garbage, loop_complaints, proxy_to, question
 from tests.identity import Keys, Pki, rs256_auth, start_server
 
 MISSING = "0" * 32
@@ -191,3 +193,38 @@ async def test_the_sdk_waits_out_limits_and_loses_nothing(
             await other.close()
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_an_interaction_with_a_token_leaves_no_task_behind(
+    secured: RunstreamServer, keys: Keys
+) -> None:
+    # With a token, grpc feeds the stream's writes through a request iterator of its own, in
+    # a task that waited for the next write for good once the stream failed; collected, it
+    # logged "Task was destroyed but it is pending!" and "aclose(): asynchronous generator is
+    # already running", after a stream that failed and after each reconnect.
+    with loop_complaints() as complaints:
+        async with (
+            proxy_to(secured.port) as proxy,
+            runstream.connect(secured.target, token=keys.token(["producer"])) as producer,
+            runstream.connect(proxy.target, token=keys.token(["operator"])) as viewer,
+        ):
+            interaction = viewer.interact(["no-such-run"], viewer="ana")
+            with pytest.raises(runstream.NotFoundError):
+                async for _ in interaction:
+                    pass
+            await interaction.aclose()
+
+            run = await producer.start_run("wf")
+            await producer.raw_report_service.AppendEvents(question(run.run_id, "d"))
+            interaction = viewer.interact([run.run_id], viewer="ana")
+            assert isinstance(await asyncio.wait_for(anext(interaction), 10), DecisionPrompt)
+            proxy.cut()
+            await asyncio.sleep(0.2)
+            proxy.restore()
+            decision = await asyncio.wait_for(interaction.answer(run.run_id, "d", "a"), 20)
+            assert decision.choice == "a"  # answered on the stream after the reconnect
+            await interaction.aclose()
+            del interaction
+            await collect_garbage()
+            await run.close()
+    assert complaints == []

@@ -92,6 +92,7 @@ class DecisionCalls:
         self._connection.open()
         return Interaction(
             self._connection.decision_service.Interact,
+            self.get_decision,
             run_ids,
             viewer=viewer,
             metadata=self._connection.call_metadata(),

@@ -5,7 +5,10 @@ closures and answer results into a queue that the caller iterates, and settles t
 each answer when its result arrives. When the connection breaks it reconnects with
 exponential backoff, subscribes again (the server then sends every open prompt again) and
 resends the answers that got no result yet: answering is idempotent on the server, so an
-answer that did arrive before the break is not applied twice.
+answer that did arrive before the break is not applied twice. The server does not send the
+closures a new subscription missed, so after a reconnect the task asks GetDecision about
+each decision it knew open until the new stream sends it again: one that closed meanwhile
+gets its DecisionClosed, with the decision's final state, once.
 
 The updates queue is bounded (``max_updates``), so a caller that only answers and never
 iterates does not make it grow without end. Past the bound, the queued updates are dropped
@@ -19,9 +22,10 @@ repeated prompts are not yielded again) and a closure only for a prompt it yield
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +45,7 @@ from runstream._types import (
     Decision,
     DecisionClosed,
     DecisionPrompt,
+    DecisionState,
     InteractionUpdate,
 )
 
@@ -92,6 +97,7 @@ class Interaction:
     def __init__(
         self,
         interact_rpc: InteractMethod,
+        get_decision: Callable[[str, str], Awaitable[Decision]],
         run_ids: Iterable[str],
         *,
         viewer: str,
@@ -100,6 +106,7 @@ class Interaction:
         max_updates: int = 1000,
     ) -> None:
         self._rpc = interact_rpc
+        self._get_decision = get_decision
         self._run_ids: list[str] = list(dict.fromkeys(run_ids))
         self._viewer = viewer
         self._metadata = tuple(metadata)
@@ -112,6 +119,9 @@ class Interaction:
         self._open: dict[_Key, Decision] = {}
         self._shown: set[_Key] = set()
         self._closures: dict[_Key, Decision] = {}
+        # Decisions known closed: a prompt for one is stale, and its closure is told once
+        # (after a reconnect, both the new stream and GetDecision may tell it).
+        self._finished: set[_Key] = set()
         self._resync = False
         self._backlog: deque[InteractionUpdate] = deque()
         self._pending: dict[
@@ -201,10 +211,16 @@ class Interaction:
 
     def _deliver(self, update: InteractionUpdate) -> None:
         """Queues an update for the iteration; past max_updates, a resync replaces the queue."""
+        if (
+            isinstance(update, DecisionPrompt | DecisionClosed)
+            and _key(update.decision) in self._finished
+        ):
+            return  # sent before it closed, or a closure told already
         if isinstance(update, DecisionPrompt):
             self._open[_key(update.decision)] = update.decision
         elif isinstance(update, DecisionClosed):
             key = _key(update.decision)
+            self._finished.add(key)
             self._open.pop(key, None)
             if key in self._shown:
                 self._closures[key] = update.decision
@@ -295,9 +311,12 @@ class Interaction:
     async def _run(self) -> None:
         backoff = Backoff()
         outage = Outage(self._reconnect_timeout)
+        reconnecting = False
         try:
             while True:
                 call: InteractCall = self._rpc(None, metadata=self._metadata)
+                reconcile: asyncio.Task[None] | None = None
+                sent_again: set[_Key] = set()  # decisions this call's stream has sent
                 try:
                     async with self._write_lock:
                         self._call = call
@@ -309,13 +328,21 @@ class Interaction:
                             if not future.done():
                                 await self._write(call, convert.interact_answer(answer_id, request))
                                 self._sent.add(answer_id)
+                    if reconnecting and self._open:
+                        reconcile = asyncio.create_task(
+                            self._reconcile(set(self._open), sent_again),
+                            name="runstream-interact-reconcile",
+                        )
+                    reconnecting = True
                     async for response in call:
                         outage.recovered()
                         backoff.reset()
                         update = convert.parse_interact_response(response)
                         if update is None:
                             continue
-                        if isinstance(update, AnswerResult):
+                        if isinstance(update, DecisionPrompt | DecisionClosed):
+                            sent_again.add(_key(update.decision))
+                        elif isinstance(update, AnswerResult):
                             entry = self._pending.get(update.answer_id)
                             if entry is not None and not entry[1].done():
                                 entry[1].set_result(update)
@@ -337,6 +364,12 @@ class Interaction:
                 finally:
                     self._call = None
                     call.cancel()
+                    await _end_requests(call)
+                    if reconcile is not None:
+                        reconcile.cancel()
+                        await asyncio.wait({reconcile})
+                        if not reconcile.cancelled() and reconcile.exception() is not None:
+                            _log.error("interact reconcile failed", exc_info=reconcile.exception())
                 await asyncio.sleep(backoff.next_delay())
         except asyncio.CancelledError:
             raise
@@ -346,6 +379,37 @@ class Interaction:
         finally:
             self._finish()
 
+    async def _reconcile(self, known_open: set[_Key], sent_again: set[_Key]) -> None:
+        """After a reconnect: a DecisionClosed for each decision known open that closed.
+
+        Runs beside the new stream until the stream has sent every one of ``known_open``
+        again, or GetDecision said it closed. A decision still open may close before the
+        server has the new subscription (then neither its prompt nor its closure comes), so
+        each is asked about again, backing off, until its prompt arrives.
+        """
+        backoff = Backoff(maximum=1.0)
+        waiting = known_open
+        while True:
+            waiting = {k for k in waiting if k in self._open and k not in sent_again}
+            if not waiting:
+                return
+            keys = sorted(waiting)
+            answers = await asyncio.gather(
+                *(self._get_decision(*key) for key in keys), return_exceptions=True
+            )
+            for key, answer in zip(keys, answers, strict=True):
+                if isinstance(answer, Decision):
+                    if answer.state != DecisionState.OPEN:
+                        self._deliver(DecisionClosed(answer))
+                elif isinstance(answer, RunstreamError) and not _retryable(answer):
+                    _log.warning("could not tell whether decision %s/%s closed: %s", *key, answer)
+                    waiting.discard(key)
+                elif isinstance(answer, Exception):
+                    _log.debug("GetDecision %s/%s failed, asking again: %r", *key, answer)
+                else:
+                    raise answer
+            await asyncio.sleep(backoff.next_delay())
+
     def _finish(self) -> None:
         error = self._error or FailedPreconditionError("the interaction is closed")
         for _, future in self._pending.values():
@@ -354,3 +418,22 @@ class Interaction:
         if not self._ended:
             self._ended = True
             self._updates.put_nowait(_END)
+
+
+def _retryable(error: RunstreamError) -> bool:
+    """Whether the call that failed with ``error`` may work when asked again."""
+    return isinstance(error.__cause__, grpc.aio.AioRpcError) and is_retryable(error.__cause__)
+
+
+async def _end_requests(call: InteractCall) -> None:
+    """Ends the request side of a call that is over, so nothing of it stays pending.
+
+    With interceptors (a client with a token), grpc turns ``write()`` into a request iterator
+    that a task of its own consumes. A call that ended (failed, or was cancelled after it
+    ended) without ``done_writing()`` left that task waiting for the next write for good:
+    once collected, asyncio logged "Task was destroyed but it is pending!" and, closing the
+    iterator it was inside, "aclose(): asynchronous generator is already running". Without
+    interceptors this does nothing.
+    """
+    with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
+        await call.done_writing()

@@ -1,0 +1,69 @@
+"""An Interaction that reconnects tells its caller about the decisions closed while it was away.
+
+The server sends a subscriber only the decisions still open, never the closures it missed;
+an Interaction that yielded a prompt, lost its connection, and came back after someone else
+answered kept that prompt open for good (a UI kept an answered question on screen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import runstream
+from runstream import DecisionClosed, DecisionPrompt, DecisionState, InteractionUpdate
+from runstream_server.app import RunstreamServer
+
+from tests.clients.support import proxy_to, question
+
+
+async def test_a_decision_answered_while_the_interaction_reconnects_is_reported_closed(
+    server: RunstreamServer,
+) -> None:
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(server.target) as elsewhere,
+        runstream.connect(proxy.target, reconnect_timeout=30) as viewer,
+    ):
+        run = await elsewhere.start_run("reconnect")
+        for decision_id in ("gone", "kept"):
+            await elsewhere.raw_report_service.AppendEvents(question(run.run_id, decision_id))
+        updates: list[InteractionUpdate] = []
+
+        async def next_update() -> InteractionUpdate:
+            updates.append(await asyncio.wait_for(anext(interaction), 10))
+            return updates[-1]
+
+        def seen(
+            kind: type[DecisionPrompt | DecisionClosed], decision_id: str
+        ) -> list[InteractionUpdate]:
+            return [
+                u for u in updates if isinstance(u, kind) and u.decision.decision_id == decision_id
+            ]
+
+        async with viewer.interact([run.run_id], viewer="ana") as interaction:
+            while len(updates) < 2:
+                await next_update()
+            assert {type(u) for u in updates} == {DecisionPrompt}
+
+            proxy.cut()  # the viewer's connection drops, and stays down ...
+            await elsewhere.submit_decision(run.run_id, "gone", "b", answered_by="bo")
+            proxy.restore()  # ... until after someone else answered
+
+            closed = await next_update()
+            assert isinstance(closed, DecisionClosed)
+            assert closed.decision.decision_id == "gone"
+            assert closed.decision.state == DecisionState.RESOLVED
+            assert (closed.decision.choice, closed.decision.answered_by) == ("b", "bo")
+
+            # It goes on as a live view: no prompt again, no second closure.
+            await elsewhere.raw_report_service.AppendEvents(question(run.run_id, "new"))
+            await elsewhere.submit_decision(run.run_id, "new", "a", answered_by="bo")
+            while not seen(DecisionClosed, "new"):
+                await next_update()
+            await interaction.answer(run.run_id, "kept", "a")
+            while not seen(DecisionClosed, "kept"):
+                await next_update()
+            for decision_id in ("gone", "kept", "new"):
+                assert len(seen(DecisionPrompt, decision_id)) == 1, updates
+                assert len(seen(DecisionClosed, decision_id)) == 1, updates
+        await run.close()
