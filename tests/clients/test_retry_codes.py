@@ -13,6 +13,7 @@ test, and count the calls it receives.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -77,6 +78,7 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
 async def run_against(
     script: list[tuple[Any, ...]],
     action: Callable[[runstream.Client], Any],
+    reconnect_timeout: float | None = 30,
 ) -> tuple[Any, int]:
     service = ScriptedRunService(script)
     server = grpc.aio.server()
@@ -84,7 +86,9 @@ async def run_against(
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with runstream.connect(f"127.0.0.1:{port}", reconnect_timeout=30) as client:
+        async with runstream.connect(
+            f"127.0.0.1:{port}", reconnect_timeout=reconnect_timeout
+        ) as client:
             try:
                 result = await action(client)
             except runstream.RunstreamError as exc:
@@ -149,14 +153,30 @@ async def test_unavailable_is_retried_until_the_server_answers() -> None:
     assert calls == 3
 
 
-async def test_a_read_is_tried_again_while_the_server_is_out_of_reach() -> None:
+@pytest.mark.parametrize("reconnect_timeout", [30, None])  # None: streams retry for ever
+async def test_a_read_is_tried_again_while_the_server_is_out_of_reach(
+    reconnect_timeout: float | None,
+) -> None:
     """A read right after a restart got UNAVAILABLE at once (the channel waiting out its
     reconnect backoff), which every caller had to retry by hand."""
     gone = (grpc.StatusCode.UNAVAILABLE, "connection refused")
     result, calls = await run_against(
-        [gone, gone, (grpc.StatusCode.OK, "")], lambda c: c.get_run("r1")
+        [gone, gone, (grpc.StatusCode.OK, "")], lambda c: c.get_run("r1"), reconnect_timeout
     )
     assert (result.run_id, calls) == ("r1", 3)
+
+
+async def test_a_read_still_trying_when_its_client_closes_ends_as_the_sdk_says() -> None:
+    gone = (grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+    async def closed_under(client: runstream.Client) -> Any:
+        reading = asyncio.create_task(client.get_run("r1"))
+        await asyncio.sleep(0.3)  # a few tries in, waiting to try again
+        await client.close()
+        return await reading
+
+    result, _ = await run_against([gone], closed_under)
+    assert isinstance(result, runstream.FailedPreconditionError), result
 
 
 async def test_a_read_gives_up_after_a_few_seconds_and_never_retries_a_verdict() -> None:

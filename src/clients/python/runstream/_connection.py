@@ -165,7 +165,10 @@ class Connection:
         repeated: their second try would report the first one's effect as a failure.
         """
         backoff = Backoff()
-        deadline = time.monotonic() + min(UNARY_RETRY_FOR, self._reconnect_timeout or 0.0)
+        limit = self._reconnect_timeout
+        deadline = time.monotonic() + (
+            UNARY_RETRY_FOR if limit is None else min(UNARY_RETRY_FOR, limit)
+        )
         while True:
             try:
                 return await self.call(method, request)
@@ -174,6 +177,7 @@ class Connection:
                     raise error_from_rpc(exc) from exc
                 backoff.hold(exc)
             await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
+            self.open()  # FailedPreconditionError if the client was closed meanwhile
 
     async def every_page(
         self, method: Any, request_for: Callable[[str], Any]
