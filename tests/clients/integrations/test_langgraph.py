@@ -672,6 +672,39 @@ async def test_a_graph_run_again_from_its_start_does_not_start_its_finished_step
     assert "plan replays step plan" in caplog.text
 
 
+async def test_a_graph_run_again_after_a_node_failed_runs_that_step_again(
+    server: RunstreamServer,
+) -> None:
+    """A failed step is not finished: the node that failed before the producer died runs
+    again as the step's next attempt (it was skipped as finished, and stayed FAILED in a run
+    that succeeded)."""
+
+    def fails(state: State) -> State:
+        raise RuntimeError("the model timed out")
+
+    plan: tuple[str, Any] = ("plan", lambda state: {"summary": "plan"})
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-replay-failed")
+        handler = RunstreamCallbackHandler(run)
+        with pytest.raises(RuntimeError):
+            await _chain(plan, ("draft", fails)).ainvoke({"messages": []}, {"callbacks": [handler]})
+        await handler.flush()
+        await run.close()  # the producer dies, its run still running
+        attached = await client.attach_run(run.run_id)
+        async with attached:
+            handler = RunstreamCallbackHandler(attached)
+            draft: tuple[str, Any] = ("draft", lambda state: {"summary": "draft"})
+            await _chain(plan, draft).ainvoke({"messages": []}, {"callbacks": [handler]})
+            await handler.flush()
+            await attached.complete()
+        final = await client.get_run(run.run_id)
+
+    assert [(s.step_id, s.status.name, s.attempts) for s in final.steps] == [
+        ("plan", "SUCCEEDED", 1),
+        ("draft", "SUCCEEDED", 2),
+    ]
+
+
 # --- what a failing tool or model call, a plain LLM and a model's own retries look like -----
 
 

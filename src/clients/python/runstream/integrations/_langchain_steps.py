@@ -4,9 +4,10 @@ A LangGraph node (a plain chain at the top, without LangGraph) is a step. A node
 again later is a new step; a node stopped by ``interrupt()``, or retried by its retry policy
 after failing, carries on as the same step. A RunnableRetry's further attempts and a retry
 policy's rerun are ErrorRecovery events. A graph that runs again from its start on a run it
-reported before (the producer restarted, its checkpoints were lost) replays the nodes that
-finished: their steps are not started again (the server refuses a finished step's start), and
-their model and tool calls are reported in them. :class:`ChainSteps` keeps that bookkeeping
+reported before (the producer restarted, its checkpoints were lost) runs its nodes again: the
+steps that succeeded or were skipped are not started again (the server refuses a finished
+step's start), and their model and tool calls are reported in them; a step that failed starts
+again, as its next attempt. :class:`ChainSteps` keeps that bookkeeping
 for ``RunstreamCallbackHandler`` and tells the model and tool calls which agent and step they
 belong to.
 """
@@ -27,7 +28,8 @@ __all__ = ["ChainSteps", "LangChainRun", "error_text"]
 
 _log = logging.getLogger("runstream.integrations")
 
-_FINISHED = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED)
+# Steps that cannot start again; a failed one can (its node runs again: one more attempt).
+_FINISHED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 
 
 @dataclass(frozen=True)
