@@ -144,11 +144,20 @@ class StallTracker:
         history = await self._history(state.run.tenant, state.run.workflow)
         return insight.stall_threshold(state, history, self._policy)
 
+    def pause_after(self, took: float) -> float:
+        """How long to wait after a pass that took `took` seconds: a pass over many running
+        runs takes a while, so checks then keep to at most 1/CHECK_SHARE of the process's
+        time, but never wait past half the shortest stall threshold."""
+        policy = self._policy
+        longest = max(self.interval, min(policy.stall_after, policy.stall_min) / 2)
+        return min(longest, max(self.interval, took * CHECK_SHARE))
+
     async def run_forever(self) -> None:
         unavailable = False  # the store was down at the last check: said once, not each time
         pause = self.interval
         while True:
             await asyncio.sleep(pause)
+            pause = self.interval  # after a failed pass: try again soon
             started = time.monotonic()
             try:
                 await self.check()
@@ -160,10 +169,7 @@ class StallTracker:
             except Exception:
                 log.exception("stall check failed; trying again in %.1fs", self.interval)
                 continue
-            finally:
-                # A pass over many running runs takes a while: the checks then keep to at
-                # most 1/CHECK_SHARE of the process's time, coming less often.
-                pause = max(self.interval, (time.monotonic() - started) * CHECK_SHARE)
+            pause = self.pause_after(time.monotonic() - started)
             if unavailable:
                 log.info("stall checks resumed: the store is back")
                 unavailable = False
