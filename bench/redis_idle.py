@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,21 +28,11 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
+from harness import cpu_seconds, free_port
 from runstream.cli.replicas import redis_server
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 
 TREE = Path(os.environ.get("RUNSTREAM_TREE", Path(__file__).resolve().parent.parent))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _measure(port: int, pid: int, runs: int) -> tuple[float, float, float]:
@@ -56,9 +45,9 @@ async def _measure(port: int, pid: int, runs: int) -> tuple[float, float, float]
         for _ in range(0, runs, 200):
             await asyncio.gather(*(stub.CreateRun(request) for _ in range(200)))
         await asyncio.sleep(3)  # past the creates' own work
-        cpu, started = _cpu_seconds(pid), time.monotonic()
+        cpu, started = cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(10)
-        idle = (_cpu_seconds(pid) - cpu) / (time.monotonic() - started)
+        idle = (cpu_seconds(pid) - cpu) / (time.monotonic() - started)
         took = []
         for _ in range(10):
             begun = time.perf_counter()
@@ -70,7 +59,7 @@ async def _measure(port: int, pid: int, runs: int) -> tuple[float, float, float]
 
 
 def _replica(url: str, runs: int) -> tuple[float, float, float]:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=f"{TREE}/src/server:{TREE}/src/clients/python")
     argv = [
         sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}",
