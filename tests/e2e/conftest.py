@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +28,15 @@ class Web:
         return f"{self.page.url}#/runs/{run_id}"
 
 
-@pytest.fixture
-async def web(server: RunstreamServer, tmp_path: Path) -> AsyncIterator[Web]:
-    require_chromium()
+@contextlib.asynccontextmanager
+async def dashboard(target: str, tmp_path: Path) -> AsyncIterator[Web]:
+    """The dashboard page and its Envoy in front of the server at `target`."""
     envoy_port = free_port()
     page = DashboardServer(port=0, api_port=envoy_port)
     page.start()
     envoy = EnvoyProxy(
         EnvoyConfig(
-            upstream=server.target,
+            upstream=target,
             listen_port=envoy_port,
             allowed_origins=(page.url.rstrip("/"),),
         ),
@@ -47,3 +48,10 @@ async def web(server: RunstreamServer, tmp_path: Path) -> AsyncIterator[Web]:
     finally:
         envoy.close()
         page.stop()
+
+
+@pytest.fixture
+async def web(server: RunstreamServer, tmp_path: Path) -> AsyncIterator[Web]:
+    require_chromium()
+    async with dashboard(server.target, tmp_path) as web:
+        yield web

@@ -2,7 +2,9 @@
 
 After a finished run, the panel shows the figures the server itself reports through
 GetStats: the run counted as succeeded, the events it appended in the last minute, no
-producer left open. A screenshot of the overview goes to test-artifacts/server-panel.png.
+producer left open. With more runs than the run list shows at first, the overview's counts
+still agree with the panel's. A screenshot of the overview goes to
+test-artifacts/server-panel.png.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import pytest
 import runstream
 from runstream import RunStatus
+from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 
 from tests.e2e.test_stats import finished_run
@@ -22,6 +25,8 @@ from .web_support import browser
 pytestmark = pytest.mark.timeout(120)
 
 PANEL = "document.querySelector('.server-panel')"
+STATS = "[...document.querySelectorAll('.overview-stats .stat-value')].map(v => v.textContent)"
+LISTED = "document.querySelectorAll('#run-list li').length"
 
 
 def figure(name: str) -> str:
@@ -67,4 +72,80 @@ async def test_the_server_panel_shows_what_get_stats_says(
         meta = await page.eval(f"{PANEL}.querySelector('.server-meta').textContent")
         assert meta == f"v{stats.server_version} · sqlite"
         await page.screenshot("server-panel.png")
+        assert await page.errors() == []
+
+
+async def many_runs(client: runstream.Client) -> runstream.Run:
+    """114 runs: the oldest succeeded, the next three old-0..old-2 (the first two cancelled),
+    then 110 pending new-0..new-109; returns the oldest."""
+    stub = client.raw_run_service
+    oldest = await finished_run(client, steps=1)
+    for i in range(3):
+        await stub.CreateRun(rs.CreateRunRequest(workflow="old", run_id=f"old-{i}"))
+    for i in range(2):
+        await client.cancel_run(f"old-{i}")
+    for i in range(110):
+        await stub.CreateRun(rs.CreateRunRequest(workflow="new", run_id=f"new-{i}"))
+    return oldest
+
+
+def stats_are(*values: str) -> str:
+    """A page condition: the overview's counts read `values` (Running, Succeeded, Failed)."""
+    shown = json.dumps(list(values), separators=(",", ":"))
+    return f"JSON.stringify({STATS}) === {json.dumps(shown)}"
+
+
+async def test_over_a_hundred_runs_the_overview_counts_every_run(
+    server: RunstreamServer, web: Web
+) -> None:
+    """The run list shows the newest 100 runs at first; the overview's Running / Succeeded /
+    Failed counts are over every run (they were over those 100: 0 / 0 / 0 here, beside a
+    panel saying 1 succeeded and 2 cancelled), follow a run beyond the first hundred as it
+    changes, and "Show more runs" lists the rest."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        oldest = await many_runs(client)
+        await page.goto(web.page.url)
+        await page.wait(f"{PANEL}.dataset.state === 'live' && {LISTED} === 100")
+        pills = await page.eval(
+            f"[...{PANEL}.querySelectorAll('.server-runs li')]"
+            ".map(li => [li.dataset.status, Number(li.dataset.count)])"
+        )
+        assert sorted(pills) == [["CANCELLED", 2], ["PENDING", 111], ["SUCCEEDED", 1]]
+        assert await page.eval(STATS) == ["0", "1", "2"]
+        assert await page.eval("document.querySelector('#run-count').textContent") == "114"
+        # A run the list does not show yet changes: the counts follow it (WatchRuns).
+        await client.cancel_run("old-2")
+        await page.wait(stats_are("0", "1", "3"))
+        await page.click("#runs-more")
+        await page.wait(f"{LISTED} === 114")
+        assert await page.eval("document.querySelector('#runs-more').hidden")
+        last = await page.eval(
+            "document.querySelector('#run-list li:last-child .run-item').dataset.runId"
+        )
+        assert last == oldest.run_id
+        assert await page.errors() == []
+
+
+async def test_without_watch_runs_the_counts_say_they_are_partial(
+    server: RunstreamServer, web: Web
+) -> None:
+    """On a server without WatchRuns the page polls ListRuns for the runs the list shows:
+    its counts over those read "0+" (not a plain, wrong 0), and "Show more runs" pages on
+    with page_token to every run, whose counts are exact and follow a change."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        oldest = await many_runs(client)
+        await page.unimplemented("runstream.v1.RunService/WatchRuns")
+        await page.goto(web.page.url)
+        await page.wait(f"{LISTED} === 100 && {stats_are('0+', '0+', '0+')}")
+        assert await page.eval("document.querySelector('#run-count').textContent") == "100+"
+        await page.click("#runs-more")
+        await page.wait(f"{LISTED} === 114 && {stats_are('0', '1', '2')}")
+        assert await page.eval("document.querySelector('#run-count').textContent") == "114"
+        assert await page.eval("document.querySelector('#runs-more').hidden")
+        last = await page.eval(
+            "document.querySelector('#run-list li:last-child .run-item').dataset.runId"
+        )
+        assert last == oldest.run_id
+        await client.cancel_run("old-2")
+        await page.wait(stats_are("0", "1", "3"))  # the next poll, within 2.5 s
         assert await page.errors() == []

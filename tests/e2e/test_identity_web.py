@@ -21,7 +21,6 @@ import pytest
 import runstream
 from google.protobuf import message_factory
 from runstream.dashboard.envoy import EnvoyConfig, EnvoyProxy
-from runstream.dashboard.server import DashboardServer
 from runstream.v1 import decision_service_pb2, run_service_pb2, stats_service_pb2
 from runstream_server.app import RunstreamServer
 from runstream_server.auth.policy import ROLE_BY_METHOD
@@ -29,6 +28,7 @@ from runstream_server.auth.policy import ROLE_BY_METHOD
 from tests.conftest import free_port
 from tests.identity import Keys, Pki, claims, hmac_token, unsigned_token
 
+from .conftest import dashboard
 from .test_envoy import require_envoy
 from .web_support import browser, grpc_web_call, require_chromium
 
@@ -65,6 +65,17 @@ async def gateway(secured: RunstreamServer, tmp_path: Path) -> AsyncIterator[Env
         yield proxy
     finally:
         proxy.close()
+
+
+DIALOG = "document.querySelector('#token-dialog')"
+
+
+def use(value: str) -> str:
+    """Types a token into the dialog and submits it."""
+    return (
+        f"document.querySelector('#token-input').value = {value!r};"
+        "document.querySelector('#token-form').requestSubmit()"
+    )
 
 
 def status_of(base_url: str, method: Any, header: str | None, **kw: Any) -> tuple[str, str]:
@@ -200,27 +211,10 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
     async with runstream.connect(secured.target, token=globex_token) as globex:
         theirs = await globex.start_run("wf", display_name="Globex secret")
         await theirs.flush()
-    envoy_port = free_port()
-    page = DashboardServer(port=0, api_port=envoy_port)
-    page.start()
-    envoy = EnvoyProxy(
-        EnvoyConfig(
-            upstream=secured.target,
-            listen_port=envoy_port,
-            allowed_origins=(page.url.rstrip("/"),),
-        ),
-        workdir=tmp_path / "envoy",
-    )
     token = keys.token(["viewer"], sub="dana")
     producer_token = keys.token(["producer"], sub="dana")  # valid, but may not view runs
-    dialog = "document.querySelector('#token-dialog')"
+    dialog = DIALOG
     listed = f"document.querySelector('[data-run-id=\"{mine.run_id}\"]') !== null"
-
-    def use(value: str) -> str:
-        return (
-            f"document.querySelector('#token-input').value = {value!r};"
-            "document.querySelector('#token-form').requestSubmit()"
-        )
 
     async def refused_for_viewing() -> None:
         """The dialog is back saying this token may not view runs, and the page does not
@@ -238,9 +232,9 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
         assert await tab.eval(denied)
 
     try:
-        await envoy.start_async()
-        async with browser() as tab:
-            await tab.goto(page.url)
+        async with dashboard(secured.target, tmp_path) as web, browser() as tab:
+            url = web.page.url
+            await tab.goto(url)
             await tab.wait(f"{dialog} !== null && {dialog}.open")
             reason = await tab.eval("document.querySelector('#token-reason').textContent")
             assert "missing authorization metadata" in reason
@@ -256,14 +250,14 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
             await tab.wait("document.querySelector('.server-panel').dataset.state === 'refused'")
             assert await tab.eval("document.querySelector('.server-panel').hidden")
             assert "Uptime" not in body
-            await tab.call("goto", url=page.url)  # a reload in the same tab: no question
+            await tab.call("goto", url=url)  # a reload in the same tab: no question
             await tab.wait(listed)
             assert await tab.eval(f"{dialog} === null")
-            await tab.goto(f"{page.url}#/runs/{theirs.run_id}")  # another tenant's run
+            await tab.goto(f"{url}#/runs/{theirs.run_id}")  # another tenant's run
             await tab.wait("document.querySelector('#app').innerText.includes('not found')")
             # A producer's token on a run's page: the run watcher asks for another token too.
             await tab.eval(f"sessionStorage.setItem('runstream.token', {producer_token!r})")
-            await tab.call("goto", url=f"{page.url}#/runs/{mine.run_id}")
+            await tab.call("goto", url=f"{url}#/runs/{mine.run_id}")
             await refused_for_viewing()
             await tab.eval(use(token))
             await tab.wait(
@@ -273,7 +267,31 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
             errors = await tab.errors()
             assert all(token not in e and producer_token not in e for e in errors)  # never logged
     finally:
-        envoy.close()
-        page.stop()
         await mine.close()
         await theirs.close()
+
+
+async def test_the_server_panel_comes_back_when_an_admin_token_is_given(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    """A viewer's overview has no server panel (GetStats needs admin); when the viewer's
+    token expires and an admin's is given in the dialog, the panel shows without the
+    overview being opened again (it had stopped polling for good at the refusal)."""
+    require_chromium()
+    require_envoy()
+    panel = "document.querySelector('.server-panel')"
+    async with dashboard(secured.target, tmp_path) as web, browser() as tab:
+        url = web.page.url
+        await tab.goto(url)
+        viewer = keys.token(["viewer"], exp=int(time.time()) + 6)
+        await tab.eval(f"sessionStorage.setItem('runstream.token', {viewer!r})")
+        await tab.call("goto", url=url)  # the page opens with the viewer's token
+        await tab.wait(f"{panel}.dataset.state === 'refused' && {panel}.hidden")
+        assert await tab.eval(f"{DIALOG} === null")  # refused for GetStats only
+        # The run list's stream ends at the token's expiry: the dialog asks again.
+        await tab.wait(f"{DIALOG} !== null && {DIALOG}.open", within=15)
+        assert await tab.eval(f"{panel}.dataset.state") == "refused"
+        await tab.eval(use(keys.token(["admin"])))
+        await tab.wait(f"{panel}.dataset.state === 'live' && !{panel}.hidden", within=15)
+        assert await tab.eval("location.hash") in ("", "#/")
+        assert await tab.errors() == []

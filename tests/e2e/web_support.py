@@ -220,6 +220,11 @@ class Browser:
         await self.call("screenshot", path=str(path), fullPage=full_page)
         return path
 
+    async def unimplemented(self, method: str) -> None:
+        """Calls to `method` ("runstream.v1.RunService/WatchRuns") end UNIMPLEMENTED from
+        now on, as on a server that does not offer it."""
+        await self.call("unimplemented", method=method)
+
     async def errors(self) -> list[str]:
         """Uncaught page errors and console errors so far."""
         errors: list[str] = await self.call("errors")

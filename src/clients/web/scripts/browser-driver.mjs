@@ -6,7 +6,8 @@
 // Commands: {"id": 1, "op": "goto", "url": "..."}; ops: goto, wait (a JS expression that
 // must become truthy), eval (a JS expression), click (a CSS selector), viewport (width and
 // height: a phone is 390x844), screenshot (a path), errors (page errors and console errors
-// so far), close.
+// so far), unimplemented (calls to a gRPC method, "runstream.v1.RunService/WatchRuns", end
+// UNIMPLEMENTED from here on, as on a server without it), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -57,6 +58,22 @@ const ops = {
   viewport: ({ width, height }) => page.setViewportSize({ width, height }).then(() => null),
   screenshot: ({ path, fullPage }) => page.screenshot({ path, fullPage: fullPage ?? false }).then(() => path),
   errors: () => Promise.resolve(problems.slice()),
+  unimplemented: ({ method }) =>
+    page
+      .route(`**/${method}`, (route) =>
+        route.fulfill({
+          status: 200,
+          headers: {
+            "access-control-allow-origin": route.request().headers()["origin"] ?? "*",
+            "access-control-expose-headers": "grpc-status,grpc-message",
+            "content-type": "application/grpc-web+proto",
+            "grpc-status": "12",
+            "grpc-message": "not offered here",
+          },
+          body: "",
+        }),
+      )
+      .then(() => null),
   close: () => browser.close().then(() => null),
 };
 

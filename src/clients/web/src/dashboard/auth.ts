@@ -11,6 +11,7 @@ import { h } from "./dom";
 const KEY = "runstream.token";
 
 let asking: Promise<void> | undefined;
+const waiting: Array<() => void> = [];
 let memoryToken: string | null = null; // when sessionStorage is disabled
 
 function storedToken(): string | null {
@@ -74,12 +75,18 @@ export function askForToken(reason: string, refusal: Refusal = "unauthenticated"
       dialog.remove();
       asking = undefined;
       resolve();
+      for (const wake of waiting.splice(0)) wake();
     });
     document.body.append(dialog);
     dialog.showModal();
     input.focus();
   });
   return asking;
+}
+
+/** Resolves when a token is next given in the dialog (one that may do more, perhaps). */
+export function tokenGiven(): Promise<void> {
+  return new Promise((resolve) => waiting.push(resolve));
 }
 
 function refused(error: unknown): void {

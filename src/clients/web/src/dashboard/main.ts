@@ -77,6 +77,7 @@ async function main(): Promise<void> {
   toggle.addEventListener("click", () => drawer(app.dataset.drawer !== "open"));
   backdrop.addEventListener("click", () => drawer(false));
   list.addEventListener("click", () => drawer(false));
+  $(app, "#runs-more").addEventListener("click", () => runs.showMore());
 
   function decoded(text: string): string | undefined {
     try {
@@ -98,8 +99,9 @@ async function main(): Promise<void> {
     frame = 0;
     const now = Date.now();
     const all = runs.list();
-    renderRunList(list, all, session?.runId, now);
-    text($(app, "#run-count"), all.length ? String(all.length) : "");
+    renderRunList(list, all.slice(0, runs.shown), session?.runId, now);
+    $(app, "#runs-more").hidden = !runs.more;
+    text($(app, "#run-count"), all.length ? atLeast(all.length, runs.complete) : "");
     $(app, "#runs-empty").hidden = all.length > 0;
     if (session && view) {
       view.render(now);
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
     } else {
       text($(app, "#crumb-run"), "");
       document.title = "Runstream";
-      if (overview) renderOverview(overview, all, now);
+      if (overview) renderOverview(overview, all, runs.complete, now);
     }
     const link = session ? session.link : runsLink;
     attr(app, "data-connection", link);
@@ -152,7 +154,12 @@ function buildOverview(api: Api): HTMLElement {
   );
 }
 
-function renderOverview(el: HTMLElement, runs: Run[], now: number): void {
+/** A count, with "+" when it is over the newest runs only (older ones not fetched). */
+function atLeast(n: number, complete: boolean): string {
+  return complete ? String(n) : `${n}+`;
+}
+
+function renderOverview(el: HTMLElement, runs: Run[], complete: boolean, now: number): void {
   // The list again, inline, for screens where the sidebar is a drawer.
   renderRunList($(el, ".overview-runs"), runs.slice(0, 20), undefined, now);
   const count = (status: RunStatus) => runs.filter((r) => r.status === status).length;
@@ -163,7 +170,7 @@ function renderOverview(el: HTMLElement, runs: Run[], now: number): void {
   ];
   const container = $(el, ".overview-stats");
   container.replaceChildren(
-    ...stats.map(([label, n, status]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, n), h("div", { class: "stat-label" }, label))),
+    ...stats.map(([label, n, status]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, atLeast(n, complete)), h("div", { class: "stat-label" }, label))),
   );
 }
 

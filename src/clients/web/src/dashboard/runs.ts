@@ -1,5 +1,6 @@
 // The runs list: WatchRuns (every run's state as it changes), or ListRuns polling on a server
-// that does not offer WatchRuns. Reconnects with backoff like the run watcher.
+// that does not offer WatchRuns. Reconnects with backoff like the run watcher. The sidebar
+// shows a page of runs at a time (more on demand); the counts are over every run known.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
@@ -8,12 +9,20 @@ import { millis } from "./format";
 import type { LinkState } from "./watch";
 
 const POLL_MS = 2500;
-const LIST_LIMIT = 100;
+/** How many runs the list shows at first, and how many more each "Show more runs" adds. */
+const PAGE = 100;
 
 export class RunsFeed {
   private runs = new Map<string, Run>();
   private stopped = false;
   private controller: AbortController | undefined;
+  private limit = PAGE;
+  private wake: (() => void) | undefined;
+  /**
+   * False while polling leaves older runs unfetched (ListRuns had a next page): the runs
+   * known are then the newest ones only, and counts over them are lower bounds.
+   */
+  complete = true;
 
   constructor(
     private readonly api: Api,
@@ -30,11 +39,26 @@ export class RunsFeed {
     this.controller?.abort();
   }
 
-  /** The runs, most recently created first. */
+  /** Every run known, most recently created first. */
   list(): Run[] {
-    return [...this.runs.values()]
-      .sort((a, b) => (millis(b.createTime) ?? 0) - (millis(a.createTime) ?? 0))
-      .slice(0, LIST_LIMIT);
+    return [...this.runs.values()].sort((a, b) => (millis(b.createTime) ?? 0) - (millis(a.createTime) ?? 0));
+  }
+
+  /** How many of the newest runs the list shows. */
+  get shown(): number {
+    return this.limit;
+  }
+
+  /** Whether runs beyond those shown exist (known, or not yet fetched). */
+  get more(): boolean {
+    return this.runs.size > this.limit || !this.complete;
+  }
+
+  /** Shows another page of older runs; polling fetches them at once. */
+  showMore(): void {
+    this.limit += PAGE;
+    this.changed(this.list());
+    this.wake?.();
   }
 
   /** Merges a run seen elsewhere (an open run's snapshot) so the list agrees with it. */
@@ -59,7 +83,10 @@ export class RunsFeed {
           await this.poll();
           failures = 0;
           this.state("live");
-          await sleep(POLL_MS);
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+            setTimeout(resolve, POLL_MS);
+          });
           continue;
         }
       } catch (error) {
@@ -96,14 +123,23 @@ export class RunsFeed {
         // Replace, not merge: runs deleted while disconnected disappear.
         initial = false;
         this.runs = fresh;
+        this.complete = true; // every run, however many
       }
       if (!initial && (response.runs.length > 0 || response.initialStateComplete)) this.changed(this.list());
     }
   }
 
+  /** Fetches the newest runs, as many as the list shows, a page of ListRuns at a time. */
   private async poll(): Promise<void> {
-    const response = await this.api.runs.listRuns({ pageSize: LIST_LIMIT });
-    this.runs = new Map(response.runs.map((run) => [run.runId, run]));
+    const runs = new Map<string, Run>();
+    let pageToken = "";
+    do {
+      const response = await this.api.runs.listRuns({ pageSize: PAGE, pageToken });
+      for (const run of response.runs) runs.set(run.runId, run);
+      pageToken = response.nextPageToken;
+    } while (pageToken && runs.size < this.limit);
+    this.runs = runs;
+    this.complete = pageToken === "";
     this.changed(this.list());
   }
 }

@@ -1,11 +1,13 @@
 // The overview's server panel: the answering replica's key figures (StatsService.GetStats),
 // polled every 5 s while the panel is on the page. GetStats needs the admin role when the
-// server wants tokens, so the panel hides itself when the call is refused.
+// server wants tokens, so the panel hides itself when the call is refused, until another
+// token is given.
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { RunStatus } from "../../gen/runstream/v1/run_pb";
 import type { ServerStats } from "../../gen/runstream/v1/stats_service_pb";
 import type { Api } from "../api";
+import { tokenGiven } from "../auth";
 import { $, attr, h, text } from "../dom";
 import { compact, durationMillis, enumWords, formatDuration } from "../format";
 
@@ -29,7 +31,8 @@ function figure(name: string, label: string): HTMLElement {
 
 /**
  * Builds the panel and starts polling; the polling stops by itself once the panel has left
- * the page (the overview is rebuilt each time it is shown), or for good when refused.
+ * the page (the overview is rebuilt each time it is shown), and when refused waits for
+ * another token.
  */
 export function serverPanel(api: Api): HTMLElement {
   const root = h(
@@ -63,9 +66,13 @@ export function serverPanel(api: Api): HTMLElement {
       if (code === Code.PermissionDenied || code === Code.Unauthenticated) {
         root.hidden = true;
         attr(root, "data-state", "refused");
-        // Not an admin: the role will not change under this token. Unauthenticated: the
-        // token dialog is up; the next call waits for it, then shows the panel if allowed.
-        if (code === Code.PermissionDenied) return;
+        // Not an admin: the role will not change under this token, but may under the next
+        // one given. Unauthenticated: the token dialog is up; the next call waits for it,
+        // then shows the panel if allowed.
+        if (code === Code.PermissionDenied) {
+          void tokenGiven().then(tick);
+          return;
+        }
       } else {
         attr(root, "data-state", "offline"); // keeps the last figures, tries again
       }
