@@ -234,6 +234,29 @@ async def test_a_failed_answer_says_so_plainly_and_a_later_answer_clears_it(
             await again.stop(grace=0.5)
 
 
+async def test_an_answer_whose_reply_is_lost_after_it_was_stored_shows_no_error(
+    server: RunstreamServer, web: Web
+) -> None:
+    """The answer is stored and its DecisionResolved reaches the page on the watch stream, then
+    the reply of the call is lost: the card showed "Could not reach the server" beside
+    "Decision made"."""
+    card = '[data-decision-id="tone"]'
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("answers", steps=["draft"])
+        asking = asyncio.create_task(run.ask("Which tone?", ["bold", "calm"], decision_id="tone"))
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"document.querySelector('{card}[data-state=\"open\"]') !== null")
+        await page.reply_lost("runstream.v1.DecisionService/SubmitDecision", delay=1.0)
+        await page.click(f'{card} button[data-choice="calm"]')
+        assert (await asyncio.wait_for(asking, 30)).choice == "calm"
+        await page.wait(f"document.querySelector('{card}').dataset.state === 'resolved'")
+        await asyncio.sleep(1.5)  # past the lost reply
+        assert (
+            await page.eval(f"document.querySelector('{card} .decision-error').textContent") == ""
+        )
+        await run.close()
+
+
 async def test_page_resumes_after_envoy_restart_with_no_feed_event_missing_or_doubled(
     server: RunstreamServer, web: Web
 ) -> None:

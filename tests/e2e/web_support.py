@@ -225,6 +225,11 @@ class Browser:
         now on, as on a server that does not offer it."""
         await self.call("unimplemented", method=method)
 
+    async def reply_lost(self, method: str, delay: float) -> None:
+        """Calls to `method` reach the server from now on, and their reply is lost on the
+        way back `delay` seconds later (as when a proxy drops the connection)."""
+        await self.call("replylost", method=method, delayMs=int(delay * 1000))
+
     async def errors(self) -> list[str]:
         """Uncaught page errors and console errors so far."""
         errors: list[str] = await self.call("errors")

@@ -23,11 +23,11 @@ How a reported event travels:
    its original key. The server stores an event whose key it already holds only once and
    acknowledges it with the original seq, so the run's log ends up gap-free and duplicate-free.
 5. An event the server refuses (a step completed twice, a field out of range) is set aside:
-   the events around it are stored in order, and the next ``flush()`` or ``close()`` (so
-   ``complete()`` and the end of ``async with run:`` too) raises its error, once; ``ask()``
-   raises its own question's. Any other status that a retry cannot fix (the run ended,
-   limits) fails the reporter: the next reporting call, ``flush()`` or ``close()`` raises it
-   as a RunstreamError.
+   the events around it are stored in order, it is logged, and the next ``flush()`` or
+   ``close()`` (so ``complete()`` and the end of ``async with run:`` too) raises the first
+   refusal not raised yet; ``ask()`` raises its own question's. Any other status that a
+   retry cannot fix (the run ended, limits) fails the reporter: the next reporting call,
+   ``flush()`` or ``close()`` raises it as a RunstreamError.
 
 What the server sends back on the same stream:
 

@@ -7,7 +7,8 @@
 // must become truthy), eval (a JS expression), click (a CSS selector), viewport (width and
 // height: a phone is 390x844), screenshot (a path), errors (page errors and console errors
 // so far), unimplemented (calls to a gRPC method, "runstream.v1.RunService/WatchRuns", end
-// UNIMPLEMENTED from here on, as on a server without it), close.
+// UNIMPLEMENTED from here on, as on a server without it), replylost (calls to a gRPC method
+// reach the server, and their reply is lost on the way back after `delayMs`), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -73,6 +74,14 @@ const ops = {
           body: "",
         }),
       )
+      .then(() => null),
+  replylost: ({ method, delayMs }) =>
+    page
+      .route(`**/${method}`, async (route) => {
+        await route.fetch(); // the server has the call and answers it
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        await route.abort("connectionreset");
+      })
       .then(() => null),
   close: () => browser.close().then(() => null),
 };

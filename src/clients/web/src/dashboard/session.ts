@@ -123,6 +123,9 @@ export class RunSession {
       // The DecisionResolved event closes it for good; this only stops the spinner early.
       item.open = false;
     } catch (error) {
+      // Closed meanwhile (its DecisionResolved came on the watch stream first, as when the
+      // answer was stored and the proxy lost the reply): the outcome shows, no error beside it.
+      if (!item.open) return;
       const err = ConnectError.from(error);
       item.error = err.code === Code.Aborted ? `Already decided: ${err.rawMessage}` : plainError(err, "This token may not answer decisions");
       if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) item.open = false;
