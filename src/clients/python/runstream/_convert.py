@@ -1229,6 +1229,12 @@ def set_idempotency_key(event: event_pb2.RunEvent, key: str) -> None:
     event.idempotency_key = key
 
 
+def payload_kind(event: event_pb2.RunEvent) -> EventKind | None:
+    """The kind of an event's payload (None for one this SDK does not know)."""
+    entry = _PAYLOADS.get(event.WhichOneof("payload") or "")
+    return entry[0] if entry is not None else None
+
+
 def event_kind_filter(kinds: Iterable[EventKind]) -> str:
     """The ListEvents filter for these kinds: ``kind = A OR kind = B``."""
     return " OR ".join(f"kind = {EventKind(k).name}" for k in kinds)

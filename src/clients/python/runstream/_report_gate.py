@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from runstream import _convert as convert
 from runstream._errors import FailedPreconditionError
 
 if TYPE_CHECKING:
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from runstream.v1 import event_pb2
 
 __all__ = ["ReportGate"]
-
-_TERMINAL_PAYLOADS = frozenset({"run_completed", "run_failed", "run_cancelled"})
 
 
 class ReportGate:
@@ -58,7 +57,8 @@ class ReportGate:
     def on_refused(self, event: event_pb2.RunEvent) -> None:
         """The server refused an event: when it was the run's end, the run did not end, and
         the producer may still end it."""
-        if event.WhichOneof("payload") in _TERMINAL_PAYLOADS:
+        kind = convert.payload_kind(event)
+        if kind is not None and kind.is_terminal:
             self._terminal_reported = False
             self._signal.fire()
 

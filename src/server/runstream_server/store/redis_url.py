@@ -62,13 +62,12 @@ def parse_url(url: str) -> RedisOptions:
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
-    db = _check_redis_options(
-        rest, sorted(query), tls=parts.scheme == "rediss", cluster="cluster" in own
-    )
+    cluster = own.get("cluster", "0") in ("1", "true", "yes")
+    db = _check_redis_options(rest, sorted(query), tls=parts.scheme == "rediss", cluster=cluster)
     options = RedisOptions(
         url=rest,
         prefix=own.get("prefix", "runstream"),
-        cluster=own.get("cluster", "0") in ("1", "true", "yes"),
+        cluster=cluster,
         wait_replicas=_count(own, "wait", 0),
         wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
         db=db,
