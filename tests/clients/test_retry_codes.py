@@ -25,6 +25,8 @@ from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_gr
 
 # What a Runstream server's own INTERNAL/UNKNOWN answers carry (api/errors.py).
 MARKED = "marked"
+# A call that the server holds without answering.
+HOLD = "hold"
 
 
 class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
@@ -39,6 +41,8 @@ class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
         code, details, *how = self.script[min(self.calls, len(self.script)) - 1]
         if code == grpc.StatusCode.OK:
             return
+        if how == [HOLD]:
+            await asyncio.Event().wait()  # never answers: the call stays out
         trailer: tuple[tuple[str, bytes], ...] = ()
         if how == [MARKED]:
             status = status_pb2.Status(code=code.value[0], message=details)
@@ -166,16 +170,27 @@ async def test_a_read_is_tried_again_while_the_server_is_out_of_reach(
     assert (result.run_id, calls) == ("r1", 3)
 
 
-async def test_a_read_still_trying_when_its_client_closes_ends_as_the_sdk_says() -> None:
-    gone = (grpc.StatusCode.UNAVAILABLE, "connection refused")
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param((grpc.StatusCode.UNAVAILABLE, "connection refused"), id="between-tries"),
+        pytest.param((grpc.StatusCode.UNAVAILABLE, "", HOLD), id="call-out"),
+    ],
+)
+async def test_a_read_when_its_client_closes_ends_as_the_sdk_says(
+    answer: tuple[Any, ...],
+) -> None:
+    """Closing the client ends a read waiting to try again, or cancels the call it has out;
+    either way the caller, whom no one cancelled, gets the SDK's error, not a CancelledError
+    that looks like its own cancellation."""
 
     async def closed_under(client: runstream.Client) -> Any:
         reading = asyncio.create_task(client.get_run("r1"))
-        await asyncio.sleep(0.3)  # a few tries in, waiting to try again
+        await asyncio.sleep(0.3)  # a few tries in, or the call held by the server
         await client.close()
         return await reading
 
-    result, _ = await run_against([gone], closed_under)
+    result, _ = await run_against([answer], closed_under)
     assert isinstance(result, runstream.FailedPreconditionError), result
 
 

@@ -151,8 +151,13 @@ class Connection:
         return self._metadata + trace_metadata()
 
     async def call(self, method: Any, request: Any) -> Any:
-        """One unary call with the client's deadline; raises grpc's AioRpcError."""
-        return await method(request, timeout=self._timeout, metadata=self.call_metadata())
+        """One unary call with the client's deadline; raises grpc's AioRpcError, or
+        FailedPreconditionError when the client is closed while the call is out."""
+        try:
+            return await method(request, timeout=self._timeout, metadata=self.call_metadata())
+        except asyncio.CancelledError:
+            raise_if_closed_under("call")
+            raise
 
     async def unary(self, method: Any, request: Any, *, retry: bool = True) -> Any:
         """One unary call with the client's deadline; raises a RunstreamError.
@@ -196,3 +201,13 @@ class Connection:
         self._closed = True
         if self._channel is not None:
             await self._channel.close(grace=None)
+
+
+def raise_if_closed_under(what: str) -> None:
+    """A call or stream ended with CancelledError though no one cancelled the task awaiting
+    it: the client was closed under it (closing the channel cancels what is out). Says so as
+    a RunstreamError, not as a cancellation that would make the awaiting task look
+    cancelled."""
+    task = asyncio.current_task()
+    if task is not None and not task.cancelling():
+        raise FailedPreconditionError(f"{what}: the Runstream client was closed")

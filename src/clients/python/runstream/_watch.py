@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from runstream import _convert as convert
-from runstream._errors import DataLossError, FailedPreconditionError, error_from_rpc
+from runstream._connection import raise_if_closed_under
+from runstream._errors import DataLossError, error_from_rpc
 from runstream._retry import Backoff, Outage, is_retryable
 from runstream._types import Event, EventKind, Run, RunsUpdate
 
@@ -98,7 +99,7 @@ async def watch_run(
                 cursor,
             )
         except asyncio.CancelledError:
-            _raise_if_closed_under(f"watch of run {run_id!r}")
+            raise_if_closed_under(f"watch of run {run_id!r}")
             raise
         finally:
             call.cancel()
@@ -154,20 +155,11 @@ async def watch_runs(
                 raise error from exc
             _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
         except asyncio.CancelledError:
-            _raise_if_closed_under("watch of runs")
+            raise_if_closed_under("watch of runs")
             raise
         finally:
             call.cancel()
         await asyncio.sleep(backoff.next_delay())
-
-
-def _raise_if_closed_under(what: str) -> None:
-    """A stream ended with CancelledError though no one cancelled the task reading it: the
-    client was closed under it. Says so as a RunstreamError, not as a cancellation that
-    would make the reading task look cancelled."""
-    task = asyncio.current_task()
-    if task is not None and not task.cancelling():
-        raise FailedPreconditionError(f"{what}: the Runstream client was closed")
 
 
 class RunWatching:
