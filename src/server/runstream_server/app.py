@@ -34,6 +34,7 @@ from runstream.v1 import (
     stats_service_pb2_grpc,
 )
 
+from runstream_server.api.checks import request_checks
 from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
@@ -220,7 +221,11 @@ class RunstreamServer:
         )
         await self.runs.start()
         await self._count_open_decisions(self.runs, telemetry)
-        limits = LimitInterceptor(config.security.limits, self._store)
+        limits = LimitInterceptor(
+            config.security.limits,
+            self._store,
+            request_checks(config.limits, config.heartbeat_interval),
+        )
         server = aio.server(
             # Requests first (it sees every call's final status, refused ones included), then
             # auth (a refused call goes no further); ErrorInterceptor before the limits and
