@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -124,3 +126,37 @@ async def test_a_second_server_cannot_take_a_busy_port(server, tmp_path, server_
     second = RunstreamServer(server_config(tmp_path / "other.db", address=server.target))
     with pytest.raises(OSError, match=r"cannot listen"):
         await second.start()
+
+
+async def test_a_server_that_cannot_listen_leaves_no_new_store(  # type: ignore[no-untyped-def]
+    server, tmp_path, server_config, monkeypatch
+) -> None:
+    """A busy port is found before the store is opened; and should it be taken only after
+    that look (here: the look sees nothing), the store this start created is removed with the
+    directories made for it."""
+    from runstream_server import app
+
+    new = tmp_path / "new" / "deeper" / "runstream.db"
+    busy = f"cannot listen on {server.target}: the port is in use"
+    with pytest.raises(OSError, match=f"^{re.escape(busy)}$"):
+        await app.RunstreamServer(server_config(new, address=server.target)).start()
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(app, "bind_error", lambda address: None)
+    with pytest.raises(OSError, match=r"cannot listen"):
+        await app.RunstreamServer(server_config(new, address=server.target)).start()
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept.db"  # a store that exists stays, with what it holds
+    first = app.RunstreamServer(server_config(kept))
+    await first.start()
+    run = await first.runs.create_run(
+        run_id="r", workflow="wf", display_name="", labels={}, steps=[]
+    )
+    await first.stop(grace=0)
+    with pytest.raises(OSError, match=r"cannot listen"):
+        await app.RunstreamServer(server_config(kept, address=server.target)).start()
+    again = app.RunstreamServer(server_config(kept))
+    await again.start()
+    try:
+        assert (await again.runs.get_run("r")).run_id == run.run_id
+    finally:
+        await again.stop(grace=0)
