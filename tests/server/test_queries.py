@@ -6,6 +6,7 @@ import re
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
@@ -160,3 +161,33 @@ async def test_a_server_that_cannot_listen_leaves_no_new_store(  # type: ignore[
         assert (await again.runs.get_run("r")).run_id == run.run_id
     finally:
         await again.stop(grace=0)
+
+
+async def test_reflection_is_served_as_v1_too(stubs) -> None:  # type: ignore[no-untyped-def]
+    """grpc.reflection.v1, which newer grpcurl, grpcui and Postman ask for first: a raw call
+    on its method path lists the services and finds a service's file. (v1's messages are
+    v1alpha's field for field, so v1alpha's classes encode and decode them.)"""
+    info = stubs.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asked = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="runstream.v1.RunService"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+    ]
+    listed, found, missing = [reply async for reply in info(iter(asked))]
+    services = {s.name for s in listed.list_services_response.service}
+    assert {"runstream.v1.RunService", "runstream.v1.ReportService"} <= services
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in found.file_descriptor_response.file_descriptor_proto
+    ]
+    [run_service] = [f for f in files if any(s.name == "RunService" for s in f.service)]
+    assert run_service.package == "runstream.v1"
+    [service] = run_service.service
+    assert {"CreateRun", "GetRun", "WatchRun"} <= {m.name for m in service.method}
+    assert found.original_request.file_containing_symbol == "runstream.v1.RunService"
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
