@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,32 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
     finally:
         process.terminate()
         assert process.wait(20) == 0
+
+
+def _serve(port: int, store: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}"]
+    return subprocess.run(
+        [*argv, "--store", str(store)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: Path) -> None:
+    """The address is tried before the store is opened: a busy port gets one line naming it
+    (no gRPC log line), exit status 1, and no new store file or directory; an existing store
+    is left as it was."""
+    existing = ServerProcess(port=free_port(), store_path=tmp_path / "old.db")
+    existing.start()
+    assert existing.terminate() == 0
+    before = (tmp_path / "old.db").read_bytes()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for store in (tmp_path / "new" / "runs.db", tmp_path / "old.db"):
+            result = _serve(port, store)
+            assert result.returncode == 1, result.stderr
+            said = [line for line in result.stderr.splitlines() if "INFO" not in line]
+            assert said == [f"runstream: cannot listen on 127.0.0.1:{port}: the port is in use"]
+    assert not (tmp_path / "new").exists()
+    assert (tmp_path / "old.db").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "old.log"]

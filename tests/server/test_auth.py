@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from runstream.v1 import (
     decision_service_pb2,
     report_service_pb2,
@@ -222,6 +223,19 @@ async def test_health_needs_no_token(channel: grpc.aio.Channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     response = await health.Check(health_pb2.HealthCheckRequest())
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_needs_no_token_in_either_version(channel: grpc.aio.Channel) -> None:
+    for version in ("v1", "v1alpha"):
+        info = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        [reply] = [
+            r async for r in info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        ]
+        assert "runstream.v1.RunService" in {s.name for s in reply.list_services_response.service}
 
 
 async def test_hs256_server_refuses_rs256_and_accepts_its_own(tmp_path: Path, keys: Keys) -> None:

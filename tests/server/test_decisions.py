@@ -19,6 +19,7 @@ from runstream_server.store.sqlite import SqliteEventStore
 from tests.conftest import ConfigFactory
 from tests.server.support import append, create_run, ev, watch_all
 
+DECISION_PROTO = Path(__file__).resolve().parents[2] / "protos/runstream/v1/decision_service.proto"
 OPTIONS = [ev.DecisionOption(value=v, label=v.title()) for v in ("gen_z", "parents", "pros")]
 
 
@@ -450,3 +451,56 @@ async def test_get_decision_names_its_first_missing_field(stubs, decisions) -> N
         grpc.StatusCode.INVALID_ARGUMENT,
         "run_id: is required",
     )
+
+
+def _leading_comment(proto: Path, declaration: str) -> str:
+    """The `//` comment lines just above `declaration` in a .proto file, joined."""
+    lines = proto.read_text().splitlines()
+    at = lines.index(declaration)
+    comment: list[str] = []
+    while at > 0 and lines[at - 1].startswith("//"):
+        at -= 1
+        comment.insert(0, lines[at].removeprefix("//").strip())
+    return " ".join(comment)
+
+
+async def test_an_interact_request_with_both_fields_is_what_its_comment_says(
+    stubs, decisions
+) -> None:  # type: ignore[no-untyped-def]
+    """The contract says what the server does: subscribe and answer may come in one message,
+    the subscription (runs and viewer) applied first; a message with neither ends the stream
+    INVALID_ARGUMENT."""
+    said = _leading_comment(DECISION_PROTO, "message InteractRequest {")
+    assert "Exactly one field is set" not in said, said
+    assert "When both are set, `subscribe` is applied first" in said, said
+    assert "neither is INVALID_ARGUMENT" in said, said
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask())
+    both = ds.InteractRequest(
+        subscribe=ds.InteractSubscribe(run_ids=[run.run_id], viewer="erin"),
+        answer=ds.InteractAnswer(
+            answer_id=1,
+            decision=ds.SubmitDecisionRequest(
+                run_id=run.run_id, decision_id="persona", choice="gen_z"
+            ),
+        ),
+    )
+    stream = decisions.Interact(iter([both]))
+    seen = []  # the prompt (subscribed first), its closure, then the answer's result
+    while not seen or not seen[-1].HasField("answer_result"):
+        seen.append(await asyncio.wait_for(anext(aiter(stream)), 5))
+    stream.cancel()
+    assert [[f.name for f, _ in r.ListFields()] for r in seen] == [
+        ["prompt"],
+        ["closed"],
+        ["answer_result"],
+    ]
+    result = seen[-1].answer_result
+    assert (result.code, result.decision.choice) == (0, "gen_z")
+    assert result.decision.answered_by == "erin"  # the viewer of the same message's subscribe
+    stream = decisions.Interact(iter([ds.InteractRequest()]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stream:
+            pass
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith("subscribe:")

@@ -20,7 +20,7 @@ from runstream_server.app import RunstreamServer
 from runstream_server.auth.limits import Limits
 
 from tests.identity import Keys, rs256_auth
-from tests.server.support import Caller, custom, opened, refused, retry_info
+from tests.server.support import Caller, custom, opened, refused, retry_info, specs
 
 LIMITS = Limits(
     watch_streams_per_principal=2,
@@ -210,3 +210,88 @@ async def test_a_burst_of_zero_turns_the_append_limit_off(
     finally:
         await bot.channel.close()
         await server.stop(grace=0.5)
+
+
+def _invalid(exc: grpc.aio.AioRpcError, field: str) -> None:
+    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
+    assert (exc.details() or "").startswith(f"{field}:"), exc.details()
+
+
+async def test_a_malformed_create_at_the_active_runs_limit_is_invalid_argument(
+    callers: dict[str, Caller],
+) -> None:
+    """Bad input is answered for what it is, whatever the limits say: a tenant at its
+    active-runs limit gets INVALID_ARGUMENT naming the field, and the refusal only for a
+    request that would otherwise create a run."""
+    bot = callers["bot"]
+    for _ in range(LIMITS.active_runs_per_tenant):
+        await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+    malformed = {
+        "workflow": rs.CreateRunRequest(workflow=""),  # the domain's check
+        "display_name": rs.CreateRunRequest(workflow="wf", display_name="x" * 300),  # a field rule
+        "run_id": rs.CreateRunRequest(run_id="no spaces", workflow="wf"),
+        "steps[1].step_id": rs.CreateRunRequest(workflow="wf", steps=specs("a", "a")),
+    }
+    for field, request in malformed.items():
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await bot.runs.CreateRun(request)
+        _invalid(info.value, field)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+    assert retry_info(info.value) > 0
+
+
+async def test_a_malformed_watch_at_the_stream_limits_is_invalid_argument(
+    callers: dict[str, Caller],
+) -> None:
+    bot, alice = callers["bot"], callers["alice"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    for name in ("bob", "bot", "bot2"):  # the run's watchers: all taken
+        await opened(callers[name].runs.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True)))
+    request = rs.WatchRunRequest(run_id=run_id, include_snapshot=True, after_seq=1)
+    _invalid(await refused(callers["bot2"].runs.WatchRun(request)), "after_seq")
+    request = rs.WatchRunRequest(run_id=run_id, kinds=[999])
+    _invalid(await refused(callers["bot2"].runs.WatchRun(request)), "kinds[0]")
+    exc = await refused(callers["bot2"].runs.WatchRun(rs.WatchRunRequest(run_id=run_id)))
+    assert f"run {run_id!r} has 3 watchers" in (exc.details() or "")
+    for _ in range(LIMITS.watch_streams_per_principal):  # alice's streams: all taken
+        await opened(alice.runs.WatchRuns(rs.WatchRunsRequest()))
+    exc = await refused(alice.runs.WatchRuns(rs.WatchRunsRequest(filter="status = nope")))
+    _invalid(exc, "filter")
+    _invalid(await refused(alice.runs.WatchRun(rs.WatchRunRequest(run_id=""))), "run_id")
+    exc = await refused(alice.runs.WatchRun(rs.WatchRunRequest(run_id="x" * 200)))  # field rule
+    _invalid(exc, "run_id")
+    assert retry_info(await refused(alice.runs.WatchRuns(rs.WatchRunsRequest()))) > 0
+
+
+async def test_a_malformed_batch_over_the_append_rate_is_invalid_argument(
+    callers: dict[str, Caller],
+) -> None:
+    """A batch the bucket would refuse gets its own INVALID_ARGUMENT if it is malformed, and
+    a malformed batch the bucket admitted takes none of its tokens."""
+    bot = callers["bot"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    bad = custom(1)
+    bad.seq = 7
+    malformed = [custom(i) for i in range(2, 11)] + [bad]  # the whole burst, one of it bad
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=malformed))
+    _invalid(info.value, "events[9].seq")
+    burst = [custom(i) for i in range(1, 11)]  # the bucket is full still: accepted
+    await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=burst))
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # now it is empty
+        await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=malformed))
+    _invalid(info.value, "events[9].seq")
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # a well-formed one: over the rate
+        again = [custom(i) for i in range(11, 21)]
+        await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=again))
+    assert retry_info(info.value) > 0
+
+    async def batches() -> AsyncIterator[rp.ReportRequest]:
+        yield rp.ReportRequest(run_id=run_id, batch_id=1)  # attach: no events
+        yield rp.ReportRequest(batch_id=2, events=malformed)
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in bot.report.Report(batches()):
+            pass
+    _invalid(info.value, "events[9].seq")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
@@ -124,3 +127,67 @@ async def test_a_second_server_cannot_take_a_busy_port(server, tmp_path, server_
     second = RunstreamServer(server_config(tmp_path / "other.db", address=server.target))
     with pytest.raises(OSError, match=r"cannot listen"):
         await second.start()
+
+
+async def test_a_server_that_cannot_listen_leaves_no_new_store(  # type: ignore[no-untyped-def]
+    server, tmp_path, server_config, monkeypatch
+) -> None:
+    """A busy port is found before the store is opened; and should it be taken only after
+    that look (here: the look sees nothing), the store this start created is removed with the
+    directories made for it."""
+    from runstream_server import app
+
+    new = tmp_path / "new" / "deeper" / "runstream.db"
+    busy = f"cannot listen on {server.target}: the port is in use"
+    with pytest.raises(OSError, match=f"^{re.escape(busy)}$"):
+        await app.RunstreamServer(server_config(new, address=server.target)).start()
+    assert not (tmp_path / "new").exists()
+    monkeypatch.setattr(app, "bind_error", lambda address: None)
+    with pytest.raises(OSError, match=r"cannot listen"):
+        await app.RunstreamServer(server_config(new, address=server.target)).start()
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept.db"  # a store that exists stays, with what it holds
+    first = app.RunstreamServer(server_config(kept))
+    await first.start()
+    run = await first.runs.create_run(
+        run_id="r", workflow="wf", display_name="", labels={}, steps=[]
+    )
+    await first.stop(grace=0)
+    with pytest.raises(OSError, match=r"cannot listen"):
+        await app.RunstreamServer(server_config(kept, address=server.target)).start()
+    again = app.RunstreamServer(server_config(kept))
+    await again.start()
+    try:
+        assert (await again.runs.get_run("r")).run_id == run.run_id
+    finally:
+        await again.stop(grace=0)
+
+
+async def test_reflection_is_served_as_v1_too(stubs) -> None:  # type: ignore[no-untyped-def]
+    """grpc.reflection.v1, which newer grpcurl, grpcui and Postman ask for first: a raw call
+    on its method path lists the services and finds a service's file. (v1's messages are
+    v1alpha's field for field, so v1alpha's classes encode and decode them.)"""
+    info = stubs.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asked = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="runstream.v1.RunService"),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+    ]
+    listed, found, missing = [reply async for reply in info(iter(asked))]
+    services = {s.name for s in listed.list_services_response.service}
+    assert {"runstream.v1.RunService", "runstream.v1.ReportService"} <= services
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in found.file_descriptor_response.file_descriptor_proto
+    ]
+    [run_service] = [f for f in files if any(s.name == "RunService" for s in f.service)]
+    assert run_service.package == "runstream.v1"
+    [service] = run_service.service
+    assert {"CreateRun", "GetRun", "WatchRun"} <= {m.name for m in service.method}
+    assert found.original_request.file_containing_symbol == "runstream.v1.RunService"
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]

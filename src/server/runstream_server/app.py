@@ -34,6 +34,7 @@ from runstream.v1 import (
     stats_service_pb2_grpc,
 )
 
+from runstream_server.api.checks import request_checks
 from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
@@ -44,6 +45,7 @@ from runstream_server.api.stats_service import StatsServicer
 from runstream_server.auth.edge import (
     SecurityConfig,
     auth_interceptors,
+    bind_error,
     check_exposure,
     listen,
 )
@@ -202,6 +204,8 @@ class RunstreamServer:
         rejections = RejectionLog()
         interceptors = auth_interceptors(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
+        check_addresses(config)  # before the store exists: what cannot listen creates nothing
+        created = store_files_to_create(config)
         self.telemetry = telemetry
         self._store = ObservedStore(open_store(config), telemetry)
         await self._store.open()
@@ -220,7 +224,11 @@ class RunstreamServer:
         )
         await self.runs.start()
         await self._count_open_decisions(self.runs, telemetry)
-        limits = LimitInterceptor(config.security.limits, self._store)
+        limits = LimitInterceptor(
+            config.security.limits,
+            self._store,
+            request_checks(config.limits, config.heartbeat_interval),
+        )
         server = aio.server(
             # Requests first (it sees every call's final status, refused ones included), then
             # auth (a refused call goes no further); ErrorInterceptor before the limits and
@@ -262,16 +270,14 @@ class RunstreamServer:
             cause: BaseException | None = exc
         else:
             cause = None
-        if self.port == 0:
-            await self._store.close()
-            telemetry.close()
+        if self.port == 0:  # taken since check_addresses looked
+            await self._abandon(created)
             raise OSError(f"cannot listen on {config.address}; is the port taken?") from cause
         if config.metrics_address and telemetry.metrics is not None:
             try:
                 self.metrics_port = telemetry.metrics.serve(config.metrics_address)
             except OSError:
-                await self._store.close()
-                telemetry.close()
+                await self._abandon(created)
                 raise
         await server.start()
         self._server = server
@@ -286,6 +292,23 @@ class RunstreamServer:
         if self.metrics_port:
             host = config.metrics_address.rsplit(":", 1)[0]  # type: ignore[union-attr]
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+
+    async def _abandon(self, created: Sequence[Path]) -> None:
+        """Undoes a start that cannot listen: stops the runs' background work, closes the
+        store and telemetry, and removes what opening the store created."""
+        if self.runs is not None:
+            self.runs.shutdown()
+            await self.runs.stopped()
+        if self._store is not None:
+            await self._store.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
+        for path in created:
+            with contextlib.suppress(OSError):
+                if path.is_dir():
+                    path.rmdir()  # only while empty: nothing but the store was put there
+                else:
+                    path.unlink()
 
     async def _set_serving(self, serving: bool) -> None:
         assert self._health is not None
@@ -381,6 +404,27 @@ def open_store(config: ServerConfig) -> EventStore:
     return SqliteEventStore(
         config.store_path, synchronous=config.sqlite_synchronous, check=config.check_store
     )
+
+
+def check_addresses(config: ServerConfig) -> None:
+    """Refuses (OSError, one line naming the address) an address the server or its metrics
+    cannot listen on now; see :func:`~runstream_server.auth.edge.bind_error`."""
+    problem = bind_error(config.address)
+    if problem is not None:
+        raise OSError(f"cannot listen on {config.address}: {problem}")
+    if config.metrics_address and (problem := bind_error(config.metrics_address)):
+        raise OSError(f"cannot serve metrics on {config.metrics_address}: {problem}")
+
+
+def store_files_to_create(config: ServerConfig) -> list[Path]:
+    """What opening the SQLite store would create, to remove should the server not listen
+    after all: the file with its -wal and -shm files, then each missing directory above it,
+    innermost first; nothing for a file that exists, or a Redis store."""
+    path = config.store_path
+    if config.store_url or path.exists():
+        return []
+    files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))]
+    return [p for p in (*files, *path.parents) if not p.exists()]
 
 
 def store_location(text: str) -> tuple[Path, str]:

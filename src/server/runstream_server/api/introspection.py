@@ -1,9 +1,11 @@
 """What ops tools ask a server about itself: grpc.health.v1 and server reflection.
 
-Both come from their gRPC packages, with two gaps filled: the health servicer answers
-``List`` (reflection lists the method; the package's async servicer answered UNIMPLEMENTED),
-and reflection finds the file of a method name (``grpcurl describe
-runstream.v1.RunService.GetRun``), which protobuf's upb descriptor pool does not resolve.
+Both come from their gRPC packages, with three gaps filled: the health servicer answers
+``List`` (reflection lists the method; the package's async servicer answered UNIMPLEMENTED);
+reflection finds the file of a method name (``grpcurl describe
+runstream.v1.RunService.GetRun``), which protobuf's upb descriptor pool does not resolve; and
+reflection is served as ``grpc.reflection.v1`` as well as ``v1alpha``, the only version
+grpcio-reflection ships (newer grpcurl, grpcui and Postman ask for v1 first).
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
+import grpc
 from google.protobuf import descriptor_pool
 from grpc import aio
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 __all__ = ["HealthService", "serve_health", "serve_reflection"]
+
+_REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
@@ -41,10 +47,27 @@ def serve_health(server: aio.Server) -> HealthService:
 
 
 def serve_reflection(server: aio.Server, service_names: Iterable[str]) -> None:
-    """Reflection for `service_names`, health and reflection itself."""
+    """Reflection for `service_names`, health and reflection itself, as grpc.reflection.v1
+    and v1alpha.
+
+    v1's messages are v1alpha's field for field (only the proto package differs), so v1 is
+    the same servicer with the same message classes under v1's method path. The services
+    listed are those the descriptor pool has the files of: v1alpha's reflection, not v1's
+    (listing it without its file would fail a ``grpcurl describe`` of every service).
+    """
     names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     pool = cast(descriptor_pool.DescriptorPool, _MethodsToo(descriptor_pool.Default()))
-    reflection.enable_server_reflection(names, server, pool=pool)
+    servicer = reflection_aio.ReflectionServicer(names, pool=pool)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_REFLECTION_V1, v1),))
+    server.add_registered_method_handlers(_REFLECTION_V1, v1)  # type: ignore[attr-defined]
 
 
 class _MethodsToo:

@@ -15,6 +15,13 @@ from runstream_server.domain.state import to_timestamp
 Context = aio.ServicerContext[Any, Any]
 
 
+def heartbeat_interval(request: pb.WatchRunRequest | pb.WatchRunsRequest, default: float) -> float:
+    """The seconds of idle a watch stream asks for before a heartbeat, or the default."""
+    if request.HasField("heartbeat_interval"):
+        return request.heartbeat_interval.ToNanoseconds() / 1e9
+    return default
+
+
 class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     """Translates RunService calls to :class:`RunManager` calls."""
 
@@ -102,9 +109,7 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
                 yield pb.WatchRunsResponse(heartbeat=beat)
 
     def _heartbeat(self, request: pb.WatchRunRequest | pb.WatchRunsRequest) -> float:
-        if request.HasField("heartbeat_interval"):
-            return request.heartbeat_interval.ToNanoseconds() / 1e9
-        return self._default_heartbeat
+        return heartbeat_interval(request, self._default_heartbeat)
 
     async def WatchRun(self, request: pb.WatchRunRequest, context: Context) -> AsyncIterator[bytes]:
         """Yields pre-encoded WatchRunResponse bytes (see ``raw_response_methods``).

@@ -8,8 +8,10 @@ warning is logged).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ __all__ = [
     "SecurityConfig",
     "TlsConfig",
     "auth_interceptors",
+    "bind_error",
     "check_exposure",
     "listen",
 ]
@@ -108,3 +111,35 @@ def listen(server: aio.Server, address: str, security: SecurityConfig) -> int:
     if security.tls is None:
         return server.add_insecure_port(address)
     return server.add_secure_port(address, security.tls.credentials())
+
+
+def bind_error(address: str) -> str | None:
+    """Why nothing can listen on `address` (HOST:PORT) now, found by binding a socket of our
+    own, or None when something can (or when it is not a HOST:PORT: gRPC judges those).
+
+    Asked before the store is opened and before gRPC binds: gRPC logs a failed bind on
+    stderr itself, and a server that cannot listen should leave nothing behind. Like gRPC's
+    listeners the socket reuses addresses (a port left in TIME_WAIT is free) and not ports,
+    and one address of a name that resolves to several is enough.
+    """
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return None
+    try:
+        found = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError):
+        return None
+    problem = None
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(where)
+            except OSError as exc:
+                in_use = exc.errno == errno.EADDRINUSE
+                problem = problem or ("the port is in use" if in_use else exc.strerror or str(exc))
+                continue
+        return None
+    return problem

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from runstream.v1 import event_pb2, run_pb2
 
@@ -19,20 +20,24 @@ from runstream_server.domain.state import to_timestamp
 from runstream_server.errors import InvalidArgument
 
 
-def run_created(
-    *,
-    run_id: str,
-    workflow: str,
-    display_name: str,
-    labels: Mapping[str, str],
-    steps: Sequence[run_pb2.StepSpec],
-    targets: Sequence[run_pb2.Target],
-    limits: Limits,
-    now: datetime,
-) -> event_pb2.RunEvent:
-    """The run's first event, once the request passed every check (INVALID_ARGUMENT naming
-    the field otherwise)."""
-    check_id("run_id", run_id)
+class NewRun(Protocol):
+    """What a new run is made of: a CreateRunRequest, or the RunCreated event made of one."""
+
+    @property
+    def workflow(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def steps(self) -> Sequence[run_pb2.StepSpec]: ...
+    @property
+    def targets(self) -> Sequence[run_pb2.Target]: ...
+
+
+def check_create(run_id: str, run: NewRun, limits: Limits) -> None:
+    """A new run's checks, which need no store (INVALID_ARGUMENT naming the field); an empty
+    `run_id` is one the server will choose."""
+    check_id("run_id", run_id, required=False)
+    workflow, labels, steps, targets = run.workflow, run.labels, run.steps, run.targets
     if not workflow.strip():
         raise InvalidArgument("workflow", "is required")
     if len(workflow) > 128 or '"' in workflow:
@@ -56,6 +61,21 @@ def run_created(
             raise InvalidArgument(f"targets[{i}].metric", "is required")
         if not target.value == target.value or target.value in (float("inf"), float("-inf")):
             raise InvalidArgument(f"targets[{i}].value", "must be a finite number")
+
+
+def run_created(
+    *,
+    run_id: str,
+    workflow: str,
+    display_name: str,
+    labels: Mapping[str, str],
+    steps: Sequence[run_pb2.StepSpec],
+    targets: Sequence[run_pb2.Target],
+    limits: Limits,
+    now: datetime,
+) -> event_pb2.RunEvent:
+    """The run's first event, once the request passed every check (INVALID_ARGUMENT naming
+    the field otherwise)."""
     created = event_pb2.RunEvent(
         run_id=run_id,
         seq=1,
@@ -69,6 +89,7 @@ def run_created(
             created_by=access.acting_as(""),
         ),
     )
+    check_create(run_id, created.run_created, limits)
     created.event_time.CopyFrom(to_timestamp(now))
     return created
 

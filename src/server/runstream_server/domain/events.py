@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from runstream_server.errors import InvalidArgument, ResourceExhausted
 from runstream_server.store.base import StoredEvent
 
 if TYPE_CHECKING:
+    from runstream_server.domain.limits import Limits
     from runstream_server.domain.state import RunState
 
 # EventKind numbers equal the field numbers of RunEvent's `payload` oneof, so the kind of an
@@ -149,6 +150,20 @@ def validate_produced_event(
         raise InvalidArgument(f"{path}.{name}", "is written by the server; producers cannot")
     rules.validate(f"{path}.{name}", getattr(event, name))
     return name
+
+
+def check_batch(run_id: str, events: Sequence[event_pb2.RunEvent], limits: Limits) -> None:
+    """A producer batch's own checks, which need no run: INVALID_ARGUMENT naming the field,
+    or RESOURCE_EXHAUSTED for a batch or an event over its size limit."""
+    check_id("run_id", run_id)
+    if not events:
+        raise InvalidArgument("events", "at least one event is required")
+    if len(events) > limits.max_batch_events:
+        raise ResourceExhausted(
+            f"events: {len(events)} events in one batch; the limit is {limits.max_batch_events}"
+        )
+    for i, event in enumerate(events):
+        validate_produced_event(f"events[{i}]", event, run_id, limits.max_event_bytes)
 
 
 def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:

@@ -44,9 +44,8 @@ from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX, Decisions
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
     EncodedEvent,
-    check_id,
+    check_batch,
     check_snapshot_size,
-    validate_produced_event,
 )
 from runstream_server.domain.following import Notices
 from runstream_server.domain.hub import Hub, RunsHub
@@ -73,8 +72,6 @@ from runstream_server.domain.watching import (
 )
 from runstream_server.errors import (
     AlreadyExists,
-    InvalidArgument,
-    ResourceExhausted,
     RunstreamError,
     Unavailable,
 )
@@ -341,16 +338,8 @@ class RunManager:
         of a millisecond when the producer shares the server's core).
         """
         self._check_open()
-        check_id("run_id", run_id)
-        if not events:
-            raise InvalidArgument("events", "at least one event is required")
-        if len(events) > self._limits.max_batch_events:
-            raise ResourceExhausted(
-                f"events: {len(events)} events in one batch; the limit is "
-                f"{self._limits.max_batch_events}"
-            )
-        for i, event in enumerate(events):
-            validate_produced_event(f"events[{i}]", event, run_id, self._limits.max_event_bytes)
+        check_batch(run_id, events, self._limits)
+        for event in events:
             if event.HasField("run_cancelled"):  # who cancelled: the token's subject
                 cancelled = event.run_cancelled
                 cancelled.cancelled_by = access.acting_as(cancelled.cancelled_by)

@@ -19,7 +19,7 @@ from typing import Any
 from runstream.v1 import run_pb2
 
 from runstream_server.auth import principal as access
-from runstream_server.domain.events import VALID_KINDS, EncodedEvent
+from runstream_server.domain.events import VALID_KINDS, EncodedEvent, check_id
 from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription
 from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, summary
 from runstream_server.domain.limits import Limits
@@ -57,6 +57,33 @@ RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
 def check_interval(seconds: float) -> None:
     if not 0.1 <= seconds <= 300:
         raise InvalidArgument("heartbeat_interval", "must be between 100ms and 5m")
+
+
+def check_watch(
+    run_id: str,
+    *,
+    after_seq: int,
+    include_snapshot: bool,
+    kinds: Sequence[int],
+    heartbeat_interval: float,
+) -> None:
+    """A WatchRun request's own checks, which need no run (INVALID_ARGUMENT naming the field)."""
+    for i, kind in enumerate(kinds):
+        if kind not in VALID_KINDS:
+            raise InvalidArgument(f"kinds[{i}]", f"unknown event kind {kind}")
+    if after_seq < 0:
+        raise InvalidArgument("after_seq", "must not be negative")
+    if include_snapshot and after_seq:
+        raise InvalidArgument("after_seq", "must be 0 when include_snapshot is set")
+    check_interval(heartbeat_interval)
+    check_id("run_id", run_id)
+
+
+def check_watch_runs(*, filter_text: str, heartbeat_interval: float) -> RunFilter:
+    """A WatchRuns request's own checks (INVALID_ARGUMENT naming the field); its filter."""
+    run_filter = parse_filter(filter_text)
+    check_interval(heartbeat_interval)
+    return run_filter
 
 
 class Watching:
@@ -108,14 +135,13 @@ class Watching:
         after the terminal event unless `keep_open`.
         """
         self._check_open()
-        for i, kind in enumerate(kinds):
-            if kind not in VALID_KINDS:
-                raise InvalidArgument(f"kinds[{i}]", f"unknown event kind {kind}")
-        if after_seq < 0:
-            raise InvalidArgument("after_seq", "must not be negative")
-        if include_snapshot and after_seq:
-            raise InvalidArgument("after_seq", "must be 0 when include_snapshot is set")
-        check_interval(heartbeat_interval)
+        check_watch(
+            run_id,
+            after_seq=after_seq,
+            include_snapshot=include_snapshot,
+            kinds=kinds,
+            heartbeat_interval=heartbeat_interval,
+        )
         state = await self._ledger.state(run_id)
         if after_seq > state.last_seq and self._store.shared:
             await self._ledger.refresh(run_id, state)  # another replica may be ahead of this one
@@ -191,8 +217,8 @@ class Watching:
     ) -> AsyncIterator[RunsItem]:
         """Yields the current state of every matching run, then each run-level change."""
         self._check_open()
-        run_filter = replace(parse_filter(filter_text), tenant=access.visible_tenant())
-        check_interval(heartbeat_interval)
+        checked = check_watch_runs(filter_text=filter_text, heartbeat_interval=heartbeat_interval)
+        run_filter = replace(checked, tenant=access.visible_tenant())
         sub = self._runs_hub.subscribe(
             lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
         )

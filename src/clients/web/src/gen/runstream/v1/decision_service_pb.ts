@@ -204,7 +204,10 @@ export const GetDecisionResponseSchema: GenMessage<GetDecisionResponse> = /*@__P
   messageDesc(file_runstream_v1_decision_service, 5);
 
 /**
- * One message from a viewer on an Interact stream. Exactly one field is set.
+ * One message from a viewer on an Interact stream: a subscription, an answer, or both. When
+ * both are set, `subscribe` is applied first (its runs and its viewer), then `answer`, so an
+ * answer can travel with the subscription that shows its decision. A message with neither
+ * is INVALID_ARGUMENT and ends the stream.
  *
  * @generated from message runstream.v1.InteractRequest
  */
