@@ -4,7 +4,9 @@ RunReporter is the producer's handle on a run: its lifecycle (``async with run:`
 ``flush()``, ``close()``) and steps, and where its parts meet. The typed events it reports
 are :mod:`runstream._run_events`; whether an event may be queued, and backpressure, is
 :mod:`runstream._report_gate`; steps 1-5 below, the stream itself, are
-:mod:`runstream._report_stream`; what the server sends back is handled by
+:mod:`runstream._report_stream`; the reporter's side of that stream (routing what the server
+sends back, re-reading after a reconnect, waiting for the stream to settle and stopping it) is
+:mod:`runstream._stream_ownership`; what the server sends back is handled by
 :mod:`runstream._run_decisions` (decisions) and :mod:`runstream._run_control` (controls).
 
 How a reported event travels:
@@ -48,16 +50,13 @@ What the server sends back on the same stream:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-
-import grpc
 
 from runstream import _convert as convert
 from runstream._errors import (
@@ -71,6 +70,7 @@ from runstream._report_stream import ReportStream, Signal
 from runstream._run_control import RunControl
 from runstream._run_decisions import RunDecisions
 from runstream._run_events import RunEvents, as_timedelta
+from runstream._stream_ownership import CLOSE_GRACE, StreamOwnership
 from runstream._types import Decision, DecisionResult, Run, RunStatus, SubStepDetails
 
 if TYPE_CHECKING:
@@ -81,18 +81,12 @@ __all__ = ["RunReporter", "StepReporter"]
 
 _log = logging.getLogger("runstream.reporter")
 
-
-# How long close() waits for the server to end a half-closed stream before cutting it, and
-# how long a cancelled producer waits for its RunCancelled to be stored.
-_CLOSE_GRACE = 5.0
-# How long a resync after a reconnect waits for proof that the new stream is attached.
-_ATTACH_GRACE = 0.5
 # What a run cancelled by its own producer's task records.
 PRODUCER_CANCEL_REASON = "producer task cancelled"
 PRODUCER = "producer"
 
 
-class RunReporter(RunEvents):
+class RunReporter(RunEvents, StreamOwnership):
     """Reports one run's events to the server; create it with ``Client.start_run``.
 
     Use it as an async context manager (``async with run:``) or call ``close()``. Reporting
@@ -159,9 +153,9 @@ class RunReporter(RunEvents):
             get_decision=get_decision,
         )
         self._closed = False
-        self._side_tasks: set[asyncio.Task[None]] = set()
-        # The errors of refused events, each raised once by a later flush() or close().
-        self._refused: deque[RunstreamError] = deque()
+        # StreamOwnership's: the resyncs it started, and the refusals it set aside.
+        self._side_tasks = set()
+        self._refused = deque()
 
     # --- properties ------------------------------------------------------------------------
 
@@ -275,7 +269,7 @@ class RunReporter(RunEvents):
                         self._report_terminal(
                             convert.run_cancelled_event(PRODUCER_CANCEL_REASON, PRODUCER)
                         ),
-                        _CLOSE_GRACE,
+                        CLOSE_GRACE,
                     )
                 else:
                     await self._report_terminal(
@@ -313,20 +307,6 @@ class RunReporter(RunEvents):
         if self._refused:
             raise self._refused.popleft()
 
-    async def _settle(self) -> None:
-        """Waits until the server acknowledged or refused every event reported so far."""
-        target = self._stream.reported
-        self._stream.send_now()
-        while self._stream.settled < target:
-            self._raise_if_failed()
-            if self._stream.stopped:
-                self._raise_if_failed()
-                raise FailedPreconditionError(
-                    f"the reporter of run {self._run_id!r} stopped with "
-                    f"{target - self._stream.settled} events unacknowledged"
-                )
-            await self._signal.wait()
-
     async def close(self) -> None:
         """Flushes, then ends the stream. Idempotent.
 
@@ -344,20 +324,6 @@ class RunReporter(RunEvents):
         finally:
             self._closed = True
             await self._stop_task()
-
-    async def _stop_task(self) -> None:
-        for side_task in list(self._side_tasks):
-            side_task.cancel()
-        task = self._stream.task
-        if task is None or task.done():
-            return
-        self._signal.fire()
-        if self._stream.failure is None and not self.cancelled:
-            # The task half-closes the stream once drained; give the server a moment to end it.
-            await asyncio.wait({task}, timeout=_CLOSE_GRACE)
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})  # Unlike `await task`, keeps a cancel of close() itself.
 
     # --- run-level reporting ----------------------------------------------------------------
 
@@ -467,64 +433,6 @@ class RunReporter(RunEvents):
 
     async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
         await self._gate.admit(event, terminal=terminal)
-
-    # --- what the stream tells the reporter (StreamOwner) -----------------------------------
-
-    @property
-    def closing(self) -> bool:
-        return self._gate.closing
-
-    def done_reporting(self) -> bool:
-        return self._gate.done_reporting()
-
-    def on_decision(self, decision: Decision) -> None:
-        self._decisions.on_decision(decision)
-
-    def on_control(self, control: convert.ReportControl) -> None:
-        self._control.apply(control)
-
-    def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
-        if self._decisions.on_refused(event, error):
-            return  # ask() raises it
-        self._gate.on_refused(event)
-        self._refused.append(error)
-        _log.warning(
-            "run %s: the server refused an event, the others are reported: %s",
-            self._run_id,
-            error,
-        )
-
-    def on_reconnect(self, attached: asyncio.Event) -> None:
-        if self._decisions.awaiting or self.paused:
-            self._spawn(self._resync(attached))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro, name=f"runstream-resync-{self._run_id}")
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
-
-    async def _resync(self, attached: asyncio.Event) -> None:
-        """After a reconnect: catch up on what the broken stream may have missed.
-
-        Reads only once the new stream is attached, so that whatever closes later is pushed
-        to it. A response proves the attachment; an attach-only first message may get none,
-        so after a short grace the read goes ahead anyway (the server attaches a stream
-        as soon as it reads its first message).
-        """
-        with contextlib.suppress(TimeoutError):  # not wait_for: see ReportStream._hold
-            async with asyncio.timeout(_ATTACH_GRACE):
-                await attached.wait()
-        try:
-            await self._control.recheck_pause()
-            await self._decisions.recheck()
-        except RunstreamError as exc:
-            # The stream that triggered this is probably gone again; the next reconnect
-            # resyncs once more.
-            _log.info("resync of run %s after reconnecting failed: %s", self._run_id, exc)
-
-    async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
-        """The error a failed stream surfaces; a batch refused because of a cancel is one."""
-        return await self._control.stream_error(exc)
 
 
 class StepReporter:

@@ -1,0 +1,153 @@
+"""The reporter as the owner of its run's report stream.
+
+:class:`StreamOwnership` is the part of :class:`~runstream.RunReporter` that its
+:class:`~runstream._report_stream.ReportStream` deals with, the stream's
+:class:`~runstream._report_stream.StreamOwner`. It routes what the server sends back: controls
+to :mod:`runstream._run_control`, closed decisions and refused questions to
+:mod:`runstream._run_decisions`; any other refused event is logged and set aside for the next
+``flush()`` or ``close()`` to raise. After a reconnect it re-reads what the broken stream may
+have missed (the decisions still awaited, the pause), once the new stream is attached. And it
+waits until the stream settled everything reported, and stops the stream task and those
+re-reads when the reporter closes. How a reported event travels, and what the reporter does
+with the rest, is told in :mod:`runstream._reporter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from runstream._errors import FailedPreconditionError, RunstreamError
+
+if TYPE_CHECKING:
+    from collections import deque
+
+    import grpc
+
+    from runstream import _convert as convert
+    from runstream._report_gate import ReportGate
+    from runstream._report_stream import ReportStream, Signal
+    from runstream._run_control import RunControl
+    from runstream._run_decisions import RunDecisions
+    from runstream._types import Decision
+    from runstream.v1 import event_pb2
+
+__all__ = ["CLOSE_GRACE", "StreamOwnership"]
+
+_log = logging.getLogger("runstream.reporter")
+
+CLOSE_GRACE = 5.0
+"""How long close() waits for the server to end a half-closed stream before cutting it, and
+how long a cancelled producer waits for its RunCancelled to be stored."""
+# How long a resync after a reconnect waits for proof that the new stream is attached.
+_ATTACH_GRACE = 0.5
+
+
+class StreamOwnership:
+    """What a :class:`~runstream.RunReporter` does as its report stream's owner: answer what
+    the stream asks, route what it hears, catch up after reconnects, settle and stop it."""
+
+    # The reporter's parts, set by RunReporter.__init__.
+    _run_id: str
+    _signal: Signal
+    _stream: ReportStream
+    _control: RunControl
+    _gate: ReportGate
+    _decisions: RunDecisions
+    # The resyncs started after reconnects, cancelled when the stream task stops.
+    _side_tasks: set[asyncio.Task[None]]
+    # The errors of refused events, each raised once by a later flush() or close().
+    _refused: deque[RunstreamError]
+
+    # --- what the stream asks and tells the reporter (StreamOwner) --------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self._gate.closing
+
+    def done_reporting(self) -> bool:
+        return self._gate.done_reporting()
+
+    def on_decision(self, decision: Decision) -> None:
+        self._decisions.on_decision(decision)
+
+    def on_control(self, control: convert.ReportControl) -> None:
+        self._control.apply(control)
+
+    def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
+        if self._decisions.on_refused(event, error):
+            return  # ask() raises it
+        self._gate.on_refused(event)
+        self._refused.append(error)
+        _log.warning(
+            "run %s: the server refused an event, the others are reported: %s",
+            self._run_id,
+            error,
+        )
+
+    def on_reconnect(self, attached: asyncio.Event) -> None:
+        if self._decisions.awaiting or self._control.paused:
+            self._spawn(self._resync(attached))
+
+    async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
+        """The error a failed stream surfaces; a batch refused because of a cancel is one."""
+        return await self._control.stream_error(exc)
+
+    # --- catching up after a reconnect -------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=f"runstream-resync-{self._run_id}")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _resync(self, attached: asyncio.Event) -> None:
+        """After a reconnect: catch up on what the broken stream may have missed.
+
+        Reads only once the new stream is attached, so that whatever closes later is pushed
+        to it. A response proves the attachment; an attach-only first message may get none,
+        so after a short grace the read goes ahead anyway (the server attaches a stream
+        as soon as it reads its first message).
+        """
+        with contextlib.suppress(TimeoutError):  # not wait_for: see ReportStream._hold
+            async with asyncio.timeout(_ATTACH_GRACE):
+                await attached.wait()
+        try:
+            await self._control.recheck_pause()
+            await self._decisions.recheck()
+        except RunstreamError as exc:
+            # The stream that triggered this is probably gone again; the next reconnect
+            # resyncs once more.
+            _log.info("resync of run %s after reconnecting failed: %s", self._run_id, exc)
+
+    # --- settling and stopping the stream ----------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Waits until the server acknowledged or refused every event reported so far."""
+        target = self._stream.reported
+        self._stream.send_now()
+        while self._stream.settled < target:
+            self._gate.raise_if_failed()
+            if self._stream.stopped:
+                self._gate.raise_if_failed()
+                raise FailedPreconditionError(
+                    f"the reporter of run {self._run_id!r} stopped with "
+                    f"{target - self._stream.settled} events unacknowledged"
+                )
+            await self._signal.wait()
+
+    async def _stop_task(self) -> None:
+        for side_task in list(self._side_tasks):
+            side_task.cancel()
+        task = self._stream.task
+        if task is None or task.done():
+            return
+        self._signal.fire()
+        if self._stream.failure is None and not self._control.cancelled:
+            # The task half-closes the stream once drained; give the server a moment to end it.
+            await asyncio.wait({task}, timeout=CLOSE_GRACE)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})  # Unlike `await task`, keeps a cancel of close() itself.
