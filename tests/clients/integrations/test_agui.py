@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,10 @@ from ag_ui.core import Event as AguiEvent
 from pydantic import TypeAdapter
 from runstream import ActivityType, StepSpec
 from runstream.integrations.agui_bridge import AguiBridge
-from runstream_server.app import RunstreamServer
+from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.runs import Retention
+
+from tests.clients.support import until
 
 from .sse import Message, SseClient, read_all
 
@@ -234,6 +238,54 @@ async def test_bad_requests_get_precise_http_statuses(
         await sse.close()
         assert response.status == 200
         assert ("access-control-allow-origin" in response.headers) is allowed
+
+
+async def test_resuming_after_an_id_never_sent_is_a_400_not_an_empty_stream(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    # An id inside a group names how many of the group's AG-UI events were seen; one past
+    # the group's end was never sent. Resumed after, a finished run's stream would end empty
+    # with no id, and EventSource would reconnect with the same id forever.
+    run_id = await produce(client)
+    path = f"/runs/{run_id}/events"
+    ids = [(m.id or "").partition(":") for m in await read_all(bridge.port, path)]
+    groups = {int(seq): int(index) for seq, _, index in ids if index}  # seq: its last index
+    seq = max(groups)
+    index = groups[seq]
+    alone = next(int(s) for s, _, _ in ids if int(s) not in groups)  # one AG-UI event only
+
+    for never_sent in (f"{seq}:{index + 1}", f"{seq}:0", f"{alone}:1"):
+        response = await SseClient(bridge.port).open(path, last_event_id=never_sent)
+        assert response.status == 400, (never_sent, response)
+        assert "Last-Event-ID" in response.body
+    # The group's last id inside it resumes with the group's last event.
+    resumed = await read_all(bridge.port, path, last_event_id=f"{seq}:{index}")
+    assert resumed[0].id == str(seq)
+
+
+async def test_a_run_whose_history_was_purged_is_gone(tmp_path: Path) -> None:
+    retention = Retention(runs=1, interval=0.1)
+    config = ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "s.db", retention=retention)
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with (
+            runstream.connect(server.target) as client,
+            AguiBridge(client, port=0) as bridge,
+        ):
+            old = await produce(client)
+            await produce(client)  # the newest run keeps its history; the older is purged
+            await until(lambda: purged(client, old))
+            response = await SseClient(bridge.port).open(f"/runs/{old}/events")
+            # 410 ends EventSource's reconnects, where a 200 that breaks off at once would not.
+            assert response.status == 410, response
+            assert "retention" in response.body
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def purged(client: runstream.Client, run_id: str) -> bool:
+    return (await client.get_run(run_id)).purged_seq > 0
 
 
 async def test_a_failed_run_closes_its_steps_and_says_failed_before_its_error(

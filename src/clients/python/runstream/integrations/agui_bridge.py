@@ -12,8 +12,10 @@ A stream whose run has ended closes; reconnecting after its last event gets ``20
 Content``, which tells EventSource to stop.
 
 ``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``. Other paths get 404,
-other methods 405, a malformed ``Last-Event-ID`` or one past the run's last event 400, an
-unknown run 404.
+other methods 405, a malformed ``Last-Event-ID``, one past the run's last event or one the
+bridge never sent (``7:5`` when event 7 stood for three AG-UI events) 400, an unknown run
+404, and a run whose early events the server's retention purged 410 (its AG-UI stream cannot
+be told from the start again; EventSource stops on it).
 
 Why the standard library's asyncio streams rather than a web framework: the bridge has one
 streaming GET route and no request bodies, and it runs on the same event loop as the gRPC
@@ -40,7 +42,7 @@ _log = logging.getLogger("runstream.agui")
 
 _MAX_HEAD = 16 * 1024
 _ROUTE = re.compile(r"^/runs/(?P<run_id>[^/]+)/events/?\Z")
-_EVENT_ID = re.compile(r"^(?P<seq>\d{1,18})(?::(?P<index>\d{1,6}))?\Z")
+_EVENT_ID = re.compile(r"^(?P<seq>\d{1,18})(?::(?P<index>[1-9]\d{0,5}))?\Z")
 # How long EventSource waits before reconnecting after a dropped stream.
 _RETRY_MS = 1000
 
@@ -61,6 +63,9 @@ class Cursor:
 
     seq: int = 0
     index: int | None = None
+
+    def __str__(self) -> str:
+        return str(self.seq) if self.index is None else f"{self.seq}:{self.index}"
 
     @classmethod
     def parse(cls, last_event_id: str | None) -> Cursor:
@@ -211,8 +216,7 @@ class AguiBridge:
             return
         run_id = unquote(route["run_id"])
         try:
-            cursor = Cursor.parse(request.headers.get("last-event-id"))
-            run = await self._client.get_run(run_id)
+            run, cursor = await self._resume_point(run_id, request.headers.get("last-event-id"))
         except HttpError as exc:
             await self._respond(writer, exc.status, exc.reason, str(exc), cors)
             return
@@ -233,15 +237,6 @@ class AguiBridge:
             # The bridge's own credentials: the server refused them, not the browser's.
             message = f"the Runstream server refused the bridge: {exc.message}"
             await self._respond(writer, 502, "Bad Gateway", message, cors)
-            return
-        if cursor.seq > run.last_seq:
-            await self._respond(
-                writer,
-                400,
-                "Bad Request",
-                f"Last-Event-ID {cursor.seq} is past the run's last event ({run.last_seq})",
-                cors,
-            )
             return
         if run.status.is_terminal and cursor.seq == run.last_seq and cursor.index is None:
             # Everything was seen and nothing more will come: 204 stops EventSource.
@@ -286,6 +281,42 @@ class AguiBridge:
                 await writer.drain()
         finally:
             hangup.cancel()
+
+    async def _resume_point(
+        self, run_id: str, last_event_id: str | None
+    ) -> tuple[runstream.Run, Cursor]:
+        """The run and where its stream resumes, or the HttpError to answer instead."""
+        cursor = Cursor.parse(last_event_id)
+        run = await self._client.get_run(run_id)
+        if cursor.seq > run.last_seq:
+            message = f"Last-Event-ID {cursor.seq} is past the run's last event ({run.last_seq})"
+            raise HttpError(400, "Bad Request", message)
+        if run.purged_seq > 0:
+            message = (
+                f"the Runstream server's retention purged events 1-{run.purged_seq} of run "
+                f"{run_id!r}; its AG-UI stream starts at the first"
+            )
+            raise HttpError(410, "Gone", message)
+        if not await self._sent(run_id, cursor):
+            message = f"Last-Event-ID {cursor} is not an id it sent for this run"
+            raise HttpError(400, "Bad Request", message)
+        return run, cursor
+
+    async def _sent(self, run_id: str, cursor: Cursor) -> bool:
+        """Whether the bridge ever sent an SSE message with ``cursor``'s id: ``seq:i`` only
+        if event ``seq`` stands for more than ``i`` AG-UI events, which takes replaying the
+        run's events up to it, as a stream does (``seq`` alone always passes). Resuming
+        after an id never sent would skip the rest of event ``seq`` silently, and on a
+        finished run answer an empty stream forever instead of 204."""
+        if cursor.index is None:
+            return True
+        translator = AguiTranslator(run_id)
+        async with contextlib.aclosing(self._client.list_events(run_id)) as events:
+            async for event in events:
+                translated = translator.translate(event)
+                if event.seq >= cursor.seq:
+                    return event.seq == cursor.seq and cursor.index < len(translated)
+        return False
 
     async def _messages(self, run_id: str, cursor: Cursor) -> AsyncIterator[bytes]:
         translator = AguiTranslator(run_id)
