@@ -1,4 +1,5 @@
-"""`runstream serve` options reach the server: retention purges at startup, for real."""
+"""`runstream serve` options reach the server: retention purges at startup, for real; and
+addresses it could not listen on are refused at start, in one line naming the option."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from runstream.cli.main import build_parser
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -112,3 +114,47 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
     assert not (tmp_path / "new").exists()
     assert (tmp_path / "old.db").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "old.log"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        # Tracebacks, or a port that wraps around, or gRPC's port 443 for a host alone:
+        ("--metrics-address", "nonsense", "'nonsense' is not HOST:PORT or [IPV6]:PORT"),
+        ("--metrics-address", ":99999", "a port is 0 to 65535"),
+        ("--address", ":99999", "a port is 0 to 65535"),
+        ("--address", "127.0.0.1", "'127.0.0.1' is not HOST:PORT or [IPV6]:PORT"),
+        ("--address", "[::1]", "'[::1]' is not HOST:PORT or [IPV6]:PORT"),
+    ],
+)
+def test_a_value_the_server_cannot_use_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", option, value])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runstream serve: error: argument {option}: {said}"
+    )
+
+
+def test_the_address_options_take_ipv6_and_a_bare_metrics_port() -> None:
+    args = build_parser().parse_args(["serve", "--address", "[::1]:0", "--metrics-address", "9464"])
+    assert (args.address, args.metrics_address) == ("[::1]:0", ":9464")
+
+
+def test_a_bare_metrics_port_serves_every_interface_and_logs_that_url(tmp_path: Path) -> None:
+    """`--metrics-address PORT` logged http://PORT:PORT/metrics."""
+    metrics = free_port()
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", "127.0.0.1:0"]
+    argv += ["--store", str(tmp_path / "r.db"), "--metrics-address", str(metrics)]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    with process.stderr as logged:
+        try:
+            next(line for line in logged if "serving on" in line)
+            line = next(logged).rstrip()  # logged right after
+            assert line.endswith(f"metrics on http://0.0.0.0:{metrics}/metrics"), line
+        finally:
+            process.terminate()
+            assert process.wait(20) == 0

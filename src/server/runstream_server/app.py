@@ -289,9 +289,8 @@ class RunstreamServer:
         if self._store.shared and config.security.auth is not None:  # per-principal limits
             self._sharing = asyncio.create_task(limits.share_forever())
         log.info("serving on %s (store %s)", self.target, describe_store(config))
-        if self.metrics_port:
-            host = config.metrics_address.rsplit(":", 1)[0]  # type: ignore[union-attr]
-            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+        if telemetry.metrics is not None and telemetry.metrics.url:
+            log.info("metrics on %s", telemetry.metrics.url)
 
     async def _abandon(self, created: Sequence[Path]) -> None:
         """Undoes a start that cannot listen: stops the runs' background work, closes the

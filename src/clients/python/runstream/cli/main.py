@@ -29,7 +29,7 @@ import runstream
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
-from .args import positive_float, positive_int, target_address
+from .args import listen_address, metrics_address, positive_float, positive_int, target_address
 from .auth import (
     add_client_security,
     add_serve_security,
@@ -451,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--address",
+        type=listen_address,
         default=DEFAULT_TARGET,
         metavar="HOST:PORT",
         help="address to listen on; port 0 picks a free port",
@@ -520,9 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--metrics-address",
+        type=metrics_address,
         default=None,
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the observability extra)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (a PORT alone: on every "
+        "interface; needs the observability extra)",
     )
     serve.add_argument(
         "--otlp-endpoint",
