@@ -75,6 +75,10 @@ if TYPE_CHECKING:
 LIVENESS_SERVICE = "liveness"
 """The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
 
+MAX_GRPC_SECONDS = 2_147_483
+"""The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
+days): its options are milliseconds in a C int, and a longer one overflows at start."""
+
 SERVICE_NAMES = (
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
@@ -128,9 +132,11 @@ class ServerConfig:
     """Seconds the server waits for a ping's answer before it closes the connection."""
     max_connection_age: float | None = None
     """Seconds after which a connection is asked to go away (GOAWAY; gRPC adds +-10 %
-    jitter), so long-lived clients reconnect and rebalance across replicas; None: never."""
+    jitter), so long-lived clients reconnect and rebalance across replicas; None: never.
+    At most :data:`MAX_GRPC_SECONDS`."""
     max_connection_age_grace: float | None = None
-    """Seconds a connection's open streams then get to finish; None: as long as they last."""
+    """Seconds a connection's open streams then get to finish; None: as long as they last.
+    At most :data:`MAX_GRPC_SECONDS`."""
 
 
 def _raw_response(handler: Handler) -> Handler:

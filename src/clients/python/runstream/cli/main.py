@@ -40,6 +40,7 @@ from .auth import (
 from .errors import CliError
 from .fmt import run_status_text
 from .render import follow_run, print_run_header
+from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
 from .stats import show_stats
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -485,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--heartbeat",
-        type=positive_float,
+        type=heartbeat_seconds,
         default=15.0,
         metavar="SECONDS",
         help="default idle time before a watch stream gets a heartbeat",
@@ -499,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--retention-days",
-        type=positive_float,
+        type=retention_days,
         default=None,
         metavar="DAYS",
         help="purge the event logs of runs that ended more than DAYS ago (snapshots stay)",
@@ -543,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connection-age",
-        type=positive_float,
+        type=grpc_seconds,
         default=None,
         metavar="SECONDS",
         help="ask clients to reconnect after this long (GOAWAY, +-10%% jitter), so "
@@ -551,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connection-age-grace",
-        type=positive_float,
+        type=grpc_seconds,
         default=None,
         metavar="SECONDS",
         help="after --max-connection-age, how long open streams may still run "
