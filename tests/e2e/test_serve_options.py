@@ -90,10 +90,14 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
         assert process.wait(20) == 0
 
 
-def _serve(port: int, store: Path) -> subprocess.CompletedProcess[str]:
+def _serve(port: int, store: Path, *options: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}"]
     return subprocess.run(
-        [*argv, "--store", str(store)], capture_output=True, text=True, timeout=60, check=False
+        [*argv, "--store", str(store), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -202,3 +206,20 @@ def test_a_bare_metrics_port_serves_every_interface_and_logs_that_url(tmp_path: 
         finally:
             process.terminate()
             assert process.wait(20) == 0
+
+
+def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path: Path) -> None:
+    """A certificate that is not PEM was "cannot listen on ...; is the port taken?" after gRPC's
+    own two log lines, with the store already created."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    port = free_port()
+    store = tmp_path / "new" / "r.db"
+    result = _serve(port, store, "--tls-cert", str(garbage), "--tls-key", str(garbage))
+    assert result.returncode == 1, result.stderr
+    said = [line for line in result.stderr.splitlines() if "INFO" not in line]
+    assert said == [
+        f"runstream: cannot serve TLS on 127.0.0.1:{port}: --tls-cert {garbage} and --tls-key "
+        f"{garbage} are not a PEM certificate and its unencrypted private key (unreadable as PEM)"
+    ]
+    assert not store.parent.exists()

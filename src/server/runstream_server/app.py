@@ -276,9 +276,9 @@ class RunstreamServer:
             cause: BaseException | None = exc
         else:
             cause = None
-        if self.port == 0:  # taken since check_addresses looked
+        if self.port == 0:
             await self._abandon(created)
-            raise OSError(f"cannot listen on {config.address}; is the port taken?") from cause
+            raise OSError(f"cannot listen on {config.address}: {listen_failure(config)}") from cause
         if config.metrics_address and telemetry.metrics is not None:
             try:
                 self.metrics_port = telemetry.metrics.serve(config.metrics_address)
@@ -412,13 +412,27 @@ def open_store(config: ServerConfig) -> EventStore:
 
 
 def check_addresses(config: ServerConfig) -> None:
-    """Refuses (OSError, one line naming the address) an address the server or its metrics
-    cannot listen on now; see :func:`~runstream_server.auth.edge.bind_error`."""
+    """Refuses (OSError, one line naming the address or the file) an address the server or
+    its metrics cannot listen on now, or TLS files it cannot serve with; see
+    :func:`~runstream_server.auth.edge.bind_error` and ``TlsConfig.problem``."""
     problem = bind_error(config.address)
     if problem is not None:
         raise OSError(f"cannot listen on {config.address}: {problem}")
+    tls = config.security.tls
+    if tls is not None and (problem := tls.problem()):
+        raise OSError(f"cannot serve TLS on {config.address}: {problem}")
     if config.metrics_address and (problem := bind_error(config.metrics_address)):
         raise OSError(f"cannot serve metrics on {config.metrics_address}: {problem}")
+
+
+def listen_failure(config: ServerConfig) -> str:
+    """Why gRPC could not listen after check_addresses found it could: the port taken since,
+    or else what gRPC judges and Python's ssl does not (the TLS files, when there are)."""
+    if problem := bind_error(config.address):
+        return problem
+    if config.security.tls is not None:
+        return "gRPC refused the TLS certificate or key"
+    return "gRPC could not bind it"
 
 
 def store_files_to_create(config: ServerConfig) -> list[Path]:
