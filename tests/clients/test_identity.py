@@ -17,10 +17,11 @@ from pathlib import Path
 import grpc
 import pytest
 import runstream
+from cryptography.hazmat.primitives import serialization
 from runstream import DecisionPrompt
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
-from runstream_server.app import RunstreamServer
+from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import Limits
@@ -151,6 +152,43 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
                 await client.get_run(MISSING)
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_tls_files_grpc_could_not_use_refuse_the_start_naming_them(tmp_path: Path) -> None:
+    """gRPC says only that it could not create the server, which was taken for a busy port;
+    the files are now checked before the store is opened, and named."""
+    pki = Pki.make(tmp_path / "pki")
+    encrypted = tmp_path / "encrypted-key.pem"
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), None)
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"password"),
+        )
+    )
+    for tls, problem in [
+        (TlsConfig(pki.server_cert, tmp_path / "missing.pem"), "cannot read --tls-key"),
+        (TlsConfig(pki.server_cert, pki.client_key), "(the key is not the certificate's)"),
+        (TlsConfig(pki.server_cert, encrypted), "(the key is encrypted)"),
+        (TlsConfig(pki.server_key, pki.server_key), "(unreadable as PEM)"),
+        (
+            TlsConfig(pki.server_cert, pki.server_key, client_ca_file=pki.server_key),
+            f"--tls-client-ca {pki.server_key} holds no PEM certificate",
+        ),
+    ]:
+        server = RunstreamServer(
+            ServerConfig(
+                address="127.0.0.1:0",
+                store_path=tmp_path / "new" / "r.db",
+                security=SecurityConfig(tls=tls),
+            )
+        )
+        with pytest.raises(OSError) as refused:
+            await server.start()
+        said = str(refused.value)
+        assert said.startswith("cannot serve TLS on 127.0.0.1:0: ") and problem in said, said
+        assert not (tmp_path / "new").exists()
 
 
 async def test_the_sdk_waits_out_limits_and_loses_nothing(

@@ -1,4 +1,5 @@
-"""`runstream serve` options reach the server: retention purges at startup, for real."""
+"""`runstream serve` options reach the server: retention purges at startup, for real; and
+values the server could not use are refused at start, in one line naming the option."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from runstream.cli.main import build_parser
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -17,6 +19,9 @@ from runstream.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
+from runstream_server.app import MAX_GRPC_SECONDS, RunstreamServer, ServerConfig
+from runstream_server.domain.limits import MAX_RETENTION_DAYS, Retention
+from runstream_server.domain.watching import HEARTBEAT_SECONDS
 
 from tests.conftest import ServerProcess, free_port
 
@@ -85,10 +90,14 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
         assert process.wait(20) == 0
 
 
-def _serve(port: int, store: Path) -> subprocess.CompletedProcess[str]:
+def _serve(port: int, store: Path, *options: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}"]
     return subprocess.run(
-        [*argv, "--store", str(store)], capture_output=True, text=True, timeout=60, check=False
+        [*argv, "--store", str(store), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -112,3 +121,105 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
     assert not (tmp_path / "new").exists()
     assert (tmp_path / "old.db").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "old.log"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        # Watches that set no heartbeat of their own would all be refused INVALID_ARGUMENT:
+        ("--heartbeat", "600", "must be between 0.1 and 300 seconds"),
+        ("--heartbeat", "0.05", "must be between 0.1 and 300 seconds"),
+        # Tracebacks, or a port that wraps around, or gRPC's port 443 for a host alone:
+        ("--metrics-address", "nonsense", "'nonsense' is not HOST:PORT or [IPV6]:PORT"),
+        ("--metrics-address", ":99999", "a port is 0 to 65535"),
+        ("--address", ":99999", "a port is 0 to 65535"),
+        ("--address", "127.0.0.1", "'127.0.0.1' is not HOST:PORT or [IPV6]:PORT"),
+        ("--address", "[::1]", "'[::1]' is not HOST:PORT or [IPV6]:PORT"),
+        # gRPC's OverflowError at start; every retention pass failing once serving:
+        ("--max-connection-age", "2592000", "must be at most 2147483 seconds"),
+        ("--max-connection-age-grace", "2592000", "must be at most 2147483 seconds"),
+        ("--retention-days", "1e6", "must be at most 36500 days"),
+    ],
+)
+def test_a_value_the_server_cannot_use_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", option, value])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runstream serve: error: argument {option}: {said}"
+    )
+
+
+async def test_a_server_at_every_bound_serve_accepts_starts_and_serves(tmp_path: Path) -> None:
+    """The bounds are what the server can use: gRPC takes the longest connection age, a
+    retention pass subtracts the longest retention from now, and a watch without a heartbeat
+    of its own gets the longest default."""
+    args = build_parser().parse_args(
+        ["serve", "--heartbeat", "300", "--max-connection-age", "2147483",
+         "--max-connection-age-grace", "2147483", "--retention-days", "36500"]
+    )  # fmt: skip
+    assert args.heartbeat == HEARTBEAT_SECONDS[1]
+    assert args.max_connection_age == args.max_connection_age_grace == MAX_GRPC_SECONDS
+    assert args.retention_days == MAX_RETENTION_DAYS
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=tmp_path / "r.db",
+            heartbeat_interval=args.heartbeat,
+            retention=Retention(days=args.retention_days),
+            max_connection_age=args.max_connection_age,
+            max_connection_age_grace=args.max_connection_age_grace,
+        )
+    )
+    await server.start()
+    try:
+        run_id = await finished_run(server.target)
+        assert server.runs is not None
+        assert await server.runs.apply_retention() == []
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            watch = runs.WatchRun(run_service_pb2.WatchRunRequest(run_id=run_id))
+            assert [e.seq async for r in watch for e in r.events] == [1, 2]
+    finally:
+        await server.stop(grace=0.5)
+
+
+def test_the_address_options_take_ipv6_and_a_bare_metrics_port() -> None:
+    args = build_parser().parse_args(["serve", "--address", "[::1]:0", "--metrics-address", "9464"])
+    assert (args.address, args.metrics_address) == ("[::1]:0", ":9464")
+
+
+def test_a_bare_metrics_port_serves_every_interface_and_logs_that_url(tmp_path: Path) -> None:
+    """`--metrics-address PORT` logged http://PORT:PORT/metrics."""
+    metrics = free_port()
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", "127.0.0.1:0"]
+    argv += ["--store", str(tmp_path / "r.db"), "--metrics-address", str(metrics)]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    with process.stderr as logged:
+        try:
+            next(line for line in logged if "serving on" in line)
+            line = next(logged).rstrip()  # logged right after
+            assert line.endswith(f"metrics on http://0.0.0.0:{metrics}/metrics"), line
+        finally:
+            process.terminate()
+            assert process.wait(20) == 0
+
+
+def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path: Path) -> None:
+    """A certificate that is not PEM was "cannot listen on ...; is the port taken?" after gRPC's
+    own two log lines, with the store already created."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    port = free_port()
+    store = tmp_path / "new" / "r.db"
+    result = _serve(port, store, "--tls-cert", str(garbage), "--tls-key", str(garbage))
+    assert result.returncode == 1, result.stderr
+    said = [line for line in result.stderr.splitlines() if "INFO" not in line]
+    assert said == [
+        f"runstream: cannot serve TLS on 127.0.0.1:{port}: --tls-cert {garbage} and --tls-key "
+        f"{garbage} are not a PEM certificate and its unencrypted private key (unreadable as PEM)"
+    ]
+    assert not store.parent.exists()

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
+from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import RedisProcess, ServerProcess, free_port
 from tests.identity import Pki
@@ -159,3 +161,25 @@ def test_a_password_that_splits_the_url_is_refused_without_echoing_any_of_it(
         assert done.returncode == 2, secret
         assert "percent-encode" in said
         assert "s3cr" not in said and "et@" not in said, said
+
+
+def test_a_database_path_that_is_not_a_number_is_refused_without_echoing_the_password(
+    tmp_path: Path,
+) -> None:
+    """redis://HOST/1O (a letter O for a zero) served on database 0 without a word."""
+    done = serve_and_exit("redis://:s3cret@127.0.0.1:1/1O", tmp_path)
+    said = done.stderr.decode() + done.stdout.decode()
+    assert done.returncode == 2
+    assert said.splitlines() == [
+        "runstream serve: --store: the URL's database path '/1O' is not a database number: "
+        "give redis://HOST:PORT/0 (or /1, /2, ...)"
+    ]
+    assert "s3cret" not in said
+
+
+def test_only_a_number_is_read_as_the_database() -> None:
+    for path, db in [("", 0), ("/", 0), ("/0", 0), ("/15", 15)]:
+        assert parse_url(f"redis://127.0.0.1:6379{path}").db == db
+    for path in ("/1/2", "/-1", "/db1", "/1 "):  # redis-py read 12, -1, 0 and 1
+        with pytest.raises(ValueError, match=r"database path .* is not a database number"):
+            parse_url(f"redis://:s3cret@127.0.0.1:6379{path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -18,6 +19,7 @@ from runstream import DecisionState, RunStatus
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
+from tests.conftest import free_port
 from tests.server.support import ev
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -253,3 +255,22 @@ async def test_a_busy_metrics_port_is_refused_and_nothing_is_left_running(tmp_pa
             await second.start()
     finally:
         await first.stop(grace=0.5)
+
+
+async def test_a_port_alone_serves_every_interface_and_is_logged_as_such(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port alone was logged as http://PORT:PORT/metrics."""
+    port = free_port()
+    config = ServerConfig(
+        address="127.0.0.1:0", store_path=tmp_path / "a.db", metrics_address=str(port)
+    )
+    server = RunstreamServer(config)
+    with caplog.at_level(logging.INFO, logger="runstream.server"):
+        await server.start()
+    try:
+        assert f"metrics on http://0.0.0.0:{port}/metrics" in caplog.messages
+        content_type, _ = await asyncio.to_thread(_scrape_blocking, port)
+        assert content_type.startswith("text/plain")
+    finally:
+        await server.stop(grace=0.5)

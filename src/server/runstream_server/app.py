@@ -75,6 +75,10 @@ if TYPE_CHECKING:
 LIVENESS_SERVICE = "liveness"
 """The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
 
+MAX_GRPC_SECONDS = 2_147_483
+"""The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
+days): its options are milliseconds in a C int, and a longer one overflows at start."""
+
 SERVICE_NAMES = (
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
     report_service_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
@@ -128,9 +132,11 @@ class ServerConfig:
     """Seconds the server waits for a ping's answer before it closes the connection."""
     max_connection_age: float | None = None
     """Seconds after which a connection is asked to go away (GOAWAY; gRPC adds +-10 %
-    jitter), so long-lived clients reconnect and rebalance across replicas; None: never."""
+    jitter), so long-lived clients reconnect and rebalance across replicas; None: never.
+    At most :data:`MAX_GRPC_SECONDS`."""
     max_connection_age_grace: float | None = None
-    """Seconds a connection's open streams then get to finish; None: as long as they last."""
+    """Seconds a connection's open streams then get to finish; None: as long as they last.
+    At most :data:`MAX_GRPC_SECONDS`."""
 
 
 def _raw_response(handler: Handler) -> Handler:
@@ -270,9 +276,9 @@ class RunstreamServer:
             cause: BaseException | None = exc
         else:
             cause = None
-        if self.port == 0:  # taken since check_addresses looked
+        if self.port == 0:
             await self._abandon(created)
-            raise OSError(f"cannot listen on {config.address}; is the port taken?") from cause
+            raise OSError(f"cannot listen on {config.address}: {listen_failure(config)}") from cause
         if config.metrics_address and telemetry.metrics is not None:
             try:
                 self.metrics_port = telemetry.metrics.serve(config.metrics_address)
@@ -289,9 +295,8 @@ class RunstreamServer:
         if self._store.shared and config.security.auth is not None:  # per-principal limits
             self._sharing = asyncio.create_task(limits.share_forever())
         log.info("serving on %s (store %s)", self.target, describe_store(config))
-        if self.metrics_port:
-            host = config.metrics_address.rsplit(":", 1)[0]  # type: ignore[union-attr]
-            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+        if telemetry.metrics is not None and telemetry.metrics.url:
+            log.info("metrics on %s", telemetry.metrics.url)
 
     async def _abandon(self, created: Sequence[Path]) -> None:
         """Undoes a start that cannot listen: stops the runs' background work, closes the
@@ -407,13 +412,27 @@ def open_store(config: ServerConfig) -> EventStore:
 
 
 def check_addresses(config: ServerConfig) -> None:
-    """Refuses (OSError, one line naming the address) an address the server or its metrics
-    cannot listen on now; see :func:`~runstream_server.auth.edge.bind_error`."""
+    """Refuses (OSError, one line naming the address or the file) an address the server or
+    its metrics cannot listen on now, or TLS files it cannot serve with; see
+    :func:`~runstream_server.auth.edge.bind_error` and ``TlsConfig.problem``."""
     problem = bind_error(config.address)
     if problem is not None:
         raise OSError(f"cannot listen on {config.address}: {problem}")
+    tls = config.security.tls
+    if tls is not None and (problem := tls.problem()):
+        raise OSError(f"cannot serve TLS on {config.address}: {problem}")
     if config.metrics_address and (problem := bind_error(config.metrics_address)):
         raise OSError(f"cannot serve metrics on {config.metrics_address}: {problem}")
+
+
+def listen_failure(config: ServerConfig) -> str:
+    """Why gRPC could not listen after check_addresses found it could: the port taken since,
+    or else what gRPC judges and Python's ssl does not (the TLS files, when there are)."""
+    if problem := bind_error(config.address):
+        return problem
+    if config.security.tls is not None:
+        return "gRPC refused the TLS certificate or key"
+    return "gRPC could not bind it"
 
 
 def store_files_to_create(config: ServerConfig) -> list[Path]:

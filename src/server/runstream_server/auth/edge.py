@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import logging
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,41 @@ class TlsConfig:
     client_ca_file: Path | None = None
     """When set, mutual TLS: a client without a certificate signed by this CA is refused."""
 
+    def problem(self) -> str | None:
+        """Why gRPC could not serve TLS with these files, or None. They are loaded with
+        Python's ssl as gRPC loads them, at any key strength; gRPC itself only says that it
+        could not create the server, and a port that could not be bound says the same."""
+        return self._unreadable() or self._unusable()
+
+    def _unreadable(self) -> str | None:
+        files = [("--tls-cert", self.cert_file), ("--tls-key", self.key_file)]
+        if self.client_ca_file is not None:
+            files.append(("--tls-client-ca", self.client_ca_file))
+        for option, path in files:
+            try:
+                path.read_bytes()
+            except OSError as exc:
+                return f"cannot read {option} {path}: {exc.strerror or exc}"
+        return None
+
+    def _unusable(self) -> str | None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file, password=_no_password)
+        except (ssl.SSLError, ValueError) as exc:
+            return (
+                f"--tls-cert {self.cert_file} and --tls-key {self.key_file} are not a PEM "
+                f"certificate and its unencrypted private key ({_reason(exc)})"
+            )
+        if self.client_ca_file is not None:
+            try:
+                context.load_verify_locations(self.client_ca_file)
+            except ssl.SSLError as exc:
+                ca = self.client_ca_file
+                return f"--tls-client-ca {ca} holds no PEM certificate ({_reason(exc)})"
+        return None
+
     def credentials(self) -> grpc.ServerCredentials:
         client_ca = self.client_ca_file.read_bytes() if self.client_ca_file else None
         return grpc.ssl_server_credentials(
@@ -52,6 +88,19 @@ class TlsConfig:
             root_certificates=client_ca,
             require_client_auth=client_ca is not None,
         )
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")
+
+
+_SSL_REASONS = {"KEY_VALUES_MISMATCH": "the key is not the certificate's"}
+
+
+def _reason(exc: Exception) -> str:
+    if not isinstance(exc, ssl.SSLError):
+        return str(exc)
+    return _SSL_REASONS.get(exc.reason, exc.reason) if exc.reason else "unreadable as PEM"
 
 
 @dataclass(frozen=True)

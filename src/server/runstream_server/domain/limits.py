@@ -31,12 +31,18 @@ class Limits:
     and the store's copy always fit the 4 MiB message limit."""
 
 
+MAX_RETENTION_DAYS = 36_500
+"""The longest retention (``serve --retention-days``): a century. A retention pass subtracts
+it from now, which a datetime cannot do past year 1 (about 739,000 days today)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Retention:
     """How long finished runs keep their event logs; None keeps them forever."""
 
     days: float | None = None
-    """Purge the logs of runs that ended more than this many days ago."""
+    """Purge the logs of runs that ended more than this many days ago (at most
+    :data:`MAX_RETENTION_DAYS`)."""
     runs: int | None = None
     """Keep the logs of only this many most recently ended runs."""
     interval: float = 3600.0

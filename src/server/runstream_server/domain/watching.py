@@ -54,8 +54,14 @@ WatchItem = bytes | Heartbeat | Snapshot
 RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
 
 
+HEARTBEAT_SECONDS = (0.1, 300.0)
+"""The heartbeat intervals a watch may ask for, and so the server's default too (``serve
+--heartbeat``): a default outside them would refuse every watch that does not set its own."""
+
+
 def check_interval(seconds: float) -> None:
-    if not 0.1 <= seconds <= 300:
+    lowest, highest = HEARTBEAT_SECONDS
+    if not lowest <= seconds <= highest:
         raise InvalidArgument("heartbeat_interval", "must be between 100ms and 5m")
 
 

@@ -195,13 +195,16 @@ class PrometheusMetrics:
         self._http: Any = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.url = ""
+        """Where /metrics is served, once it is."""
 
     def attach(self, telemetry: Telemetry) -> None:
         """Adds the state gauges read from `telemetry`."""
         self.registry.register(_StateCollector(telemetry))
 
     def serve(self, address: str) -> int:
-        """Serves /metrics over HTTP on `address` (host:port; port 0 picks one)."""
+        """Serves /metrics over HTTP on `address` (host:port; port 0 picks one; without a
+        host, or a port alone: on every IPv4 interface)."""
         host, _, port = address.rpartition(":")
         host = host.strip("[]") or "0.0.0.0"
         assert prometheus_client is not None
@@ -212,6 +215,7 @@ class PrometheusMetrics:
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc
         self.port = int(self._http.server_address[1])
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}/metrics"
         return self.port
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ URL as logs may show it, without its password."""
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
@@ -46,6 +47,7 @@ def parse_url(url: str) -> RedisOptions:
             "the URL's credentials or port are malformed: percent-encode '/', '?' and '#' "
             "in a password, or use ?password_file="
         )
+    _check_database_path(parts.path)
     query = parse_qs(parts.query)
     own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
     netloc = parts.netloc
@@ -73,6 +75,17 @@ def parse_url(url: str) -> RedisOptions:
         db=db,
     )
     return options
+
+
+def _check_database_path(path: str) -> None:
+    """Refuses a path that is not a database number, which redis-py would take for database
+    0 (``/1O``) or read as another one (``/1/2`` is 12). It holds no credentials: those
+    are refused before when they spill into it."""
+    if not re.fullmatch(r"/?[0-9]*", path):
+        raise ValueError(
+            f"the URL's database path {path!r} is not a database number: "
+            "give redis://HOST:PORT/0 (or /1, /2, ...)"
+        )
 
 
 def _count(own: dict[str, str], name: str, default: int) -> int:

@@ -8,6 +8,8 @@ import math
 
 __all__ = [
     "DEFAULT_PORT",
+    "listen_address",
+    "metrics_address",
     "non_negative_float",
     "non_negative_int",
     "port",
@@ -50,6 +52,27 @@ def target_address(value: str) -> str:
         return f"{host}:{DEFAULT_PORT}"
     port(number)
     return target
+
+
+def listen_address(value: str) -> str:
+    """An address to listen on: HOST:PORT or [IPV6]:PORT, the port 0 to 65535 (0 picks a
+    free one), or a unix: socket as it is. A host alone is refused: gRPC would take it for
+    port 443, and a port past 65535 would wrap around."""
+    if value.startswith(("unix:", "unix-abstract:")):
+        return value
+    host, colon, number = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    stray_brackets_or_colons = not bracketed and ("[" in host or ":" in host)
+    if not (colon and number) or stray_brackets_or_colons:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT or [IPV6]:PORT")
+    port(number)
+    return value
+
+
+def metrics_address(value: str) -> str:
+    """An address to serve metrics on: as :func:`listen_address`, or a PORT alone for every
+    interface (returned as ``:PORT``)."""
+    return listen_address(f":{value}" if value.isdigit() else value)
 
 
 def positive_float(value: str) -> float:

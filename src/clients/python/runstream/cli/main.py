@@ -29,7 +29,7 @@ import runstream
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
-from .args import positive_float, positive_int, target_address
+from .args import listen_address, metrics_address, positive_float, positive_int, target_address
 from .auth import (
     add_client_security,
     add_serve_security,
@@ -40,6 +40,7 @@ from .auth import (
 from .errors import CliError
 from .fmt import run_status_text
 from .render import follow_run, print_run_header
+from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
 from .stats import show_stats
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -451,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--address",
+        type=listen_address,
         default=DEFAULT_TARGET,
         metavar="HOST:PORT",
         help="address to listen on; port 0 picks a free port",
@@ -484,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--heartbeat",
-        type=positive_float,
+        type=heartbeat_seconds,
         default=15.0,
         metavar="SECONDS",
         help="default idle time before a watch stream gets a heartbeat",
@@ -498,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--retention-days",
-        type=positive_float,
+        type=retention_days,
         default=None,
         metavar="DAYS",
         help="purge the event logs of runs that ended more than DAYS ago (snapshots stay)",
@@ -520,9 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--metrics-address",
+        type=metrics_address,
         default=None,
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (needs the observability extra)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (a PORT alone: on every "
+        "interface; needs the observability extra)",
     )
     serve.add_argument(
         "--otlp-endpoint",
@@ -540,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connection-age",
-        type=positive_float,
+        type=grpc_seconds,
         default=None,
         metavar="SECONDS",
         help="ask clients to reconnect after this long (GOAWAY, +-10%% jitter), so "
@@ -548,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-connection-age-grace",
-        type=positive_float,
+        type=grpc_seconds,
         default=None,
         metavar="SECONDS",
         help="after --max-connection-age, how long open streams may still run "

@@ -1,0 +1,45 @@
+"""Types of `runstream serve` options bounded by what the server can use: a value past the
+bounds is a usage error at start (exit status 2), not a server that fails once it serves.
+
+The bounds are the server's own, imported only when such an option is given, so client
+commands never load the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .args import positive_float
+
+__all__ = ["grpc_seconds", "heartbeat_seconds", "retention_days"]
+
+
+def heartbeat_seconds(value: str) -> float:
+    """--heartbeat: a default a watch could not ask for would refuse every watch that does
+    not set its own heartbeat."""
+    from runstream_server.domain.watching import HEARTBEAT_SECONDS
+
+    return _within(value, *HEARTBEAT_SECONDS, "seconds")
+
+
+def grpc_seconds(value: str) -> float:
+    """A duration the server hands to gRPC, in milliseconds that must fit a C int."""
+    from runstream_server.app import MAX_GRPC_SECONDS
+
+    return _within(value, 0, MAX_GRPC_SECONDS, "seconds")
+
+
+def retention_days(value: str) -> float:
+    """--retention-days: each retention pass subtracts it from now."""
+    from runstream_server.domain.limits import MAX_RETENTION_DAYS
+
+    return _within(value, 0, MAX_RETENTION_DAYS, "days")
+
+
+def _within(value: str, lowest: float, highest: float, unit: str) -> float:
+    number = positive_float(value)
+    if lowest <= number <= highest:
+        return number
+    if lowest:
+        raise argparse.ArgumentTypeError(f"must be between {lowest:.15g} and {highest:.15g} {unit}")
+    raise argparse.ArgumentTypeError(f"must be at most {highest:.15g} {unit}")
