@@ -13,15 +13,19 @@ from pathlib import Path
 
 import grpc
 import pytest
-from runstream.v1 import event_pb2 as ev
+from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import (
+    decision_service_pb2_grpc,
     report_service_pb2,
     report_service_pb2_grpc,
     run_service_pb2,
     run_service_pb2_grpc,
 )
+from runstream.v1 import event_pb2 as ev
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.following import Notices
 from runstream_server.domain.runs import Retention
+from runstream_server.store.base import Notice, PurgedNotice
 
 from tests.conftest import RedisProcess, redis_store_url
 
@@ -105,3 +109,56 @@ async def test_a_purge_on_replica_a_is_the_precise_error_on_replica_b(
         responses = [r async for r in snap]
         assert responses[0].snapshot.last_seq == head
         assert [e for r in responses for e in r.events] == []
+
+
+@pytest.fixture
+def deaf_to_purges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replicas started after this drop every purge notice (lost, or not applied yet)."""
+    on_notice = Notices.on_notice
+
+    def not_hearing_purges(self: Notices, notice: Notice) -> None:
+        if not isinstance(notice, PurgedNotice):
+            on_notice(self, notice)
+
+    monkeypatch.setattr(Notices, "on_notice", not_hearing_purges)
+
+
+async def test_decisions_purged_on_replica_a_are_the_precise_error_on_replica_b_before_it_hears(
+    deaf_to_purges: None, two_servers: tuple[RunstreamServer, RunstreamServer]
+) -> None:
+    """B holds the run, its decisions included, and has not heard of A's purge (the notice is
+    lost, or not applied yet): its decision answers still say that retention took them."""
+    a, b = two_servers
+    assert a.runs is not None
+    await a.runs.create_run(run_id="r", workflow="d", display_name="", labels={}, steps=[])
+    asked = ev.DecisionRequested(
+        decision_id="go", prompt="Go?", options=[ev.DecisionOption(value="yes")]
+    )
+    await a.runs.append("r", [ev.RunEvent(decision_requested=asked)])
+    async with grpc.aio.insecure_channel(b.target) as on_b:
+        decisions_b = decision_service_pb2_grpc.DecisionServiceStub(on_b)
+        answer = ds.SubmitDecisionRequest(run_id="r", decision_id="go", choice="yes")
+        await decisions_b.SubmitDecision(answer)  # B holds the run from here on
+        done = await a.runs.append("r", [ev.RunEvent(run_completed=ev.RunCompleted())])
+        # B's stream ends with the run, once B has folded the end in from A's notice.
+        whole = run_service_pb2_grpc.RunServiceStub(on_b).WatchRun(
+            run_service_pb2.WatchRunRequest(run_id="r")
+        )
+        async with asyncio.timeout(10):
+            assert [e.seq async for r in whole for e in r.events][-1] == done.last_seq
+        listed = await decisions_b.ListDecisions(ds.ListDecisionsRequest(run_id="r"))
+        assert [d.choice for d in listed.decisions] == ["yes"]
+
+        assert await a.runs.apply_retention() == ["r"]  # A purges; B is not told
+
+        for call in (
+            decisions_b.ListDecisions(ds.ListDecisionsRequest(run_id="r")),
+            decisions_b.GetDecision(ds.GetDecisionRequest(run_id="r", decision_id="go")),
+            decisions_b.SubmitDecision(answer),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert refused.value.details().startswith(
+                f"run_id: events 1..{done.last_seq} of run 'r' were removed by the retention policy"
+            )

@@ -21,6 +21,14 @@ class Stubs:
     runs: run_service_pb2_grpc.RunServiceStub
     report: report_service_pb2_grpc.ReportServiceStub
 
+    @classmethod
+    def on(cls, channel: grpc.aio.Channel) -> Stubs:
+        return cls(
+            channel,
+            run_service_pb2_grpc.RunServiceStub(channel),
+            report_service_pb2_grpc.ReportServiceStub(channel),
+        )
+
 
 @pytest.fixture(params=["sqlite", "sqlite-normal", "redis"])
 def store_kind(request: pytest.FixtureRequest) -> str:
@@ -32,8 +40,4 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def stubs(server: RunstreamServer) -> AsyncIterator[Stubs]:
     async with grpc.aio.insecure_channel(server.target) as channel:
-        yield Stubs(
-            channel,
-            run_service_pb2_grpc.RunServiceStub(channel),
-            report_service_pb2_grpc.ReportServiceStub(channel),
-        )
+        yield Stubs.on(channel)

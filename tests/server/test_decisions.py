@@ -13,10 +13,11 @@ from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
-from runstream_server.domain.runs import RunManager
+from runstream_server.domain.runs import Retention, RunManager
 from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.conftest import ConfigFactory
+from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, ev, watch_all
 
 DECISION_PROTO = Path(__file__).resolve().parents[2] / "protos/runstream/v1/decision_service.proto"
@@ -378,6 +379,81 @@ async def test_ending_a_run_cancels_its_open_decisions(stubs, decisions) -> None
     assert decision.outcome == ev.DECISION_OUTCOME_CANCELLED
     kinds = [e.WhichOneof("payload") for r in await watch_all(stubs, run.run_id) for e in r.events]
     assert kinds[-2:] == ["decision_resolved", "run_cancelled"]
+
+
+async def _answers_about_decisions(
+    stubs: Stubs, purged: str, kept: str
+) -> list[tuple[grpc.StatusCode, str]]:
+    """What ListDecisions, GetDecision and the winning answer sent again (unary and on an
+    Interact stream) get on the `purged` run; the `kept` run still answers in full."""
+    decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+    listed = await decisions.ListDecisions(ds.ListDecisionsRequest(run_id=kept))
+    assert [(d.decision_id, d.choice) for d in listed.decisions] == [("persona", "pros")]
+    got = await decisions.GetDecision(ds.GetDecisionRequest(run_id=kept, decision_id="persona"))
+    assert got.decision.answered_by == "bo"
+    never = decisions.GetDecision(ds.GetDecisionRequest(run_id=kept, decision_id="never"))
+    assert (await status_of(never))[0] == grpc.StatusCode.NOT_FOUND  # never asked, not purged
+    answer = ds.SubmitDecisionRequest(run_id=purged, decision_id="persona", choice="parents")
+    statuses = [
+        await status_of(decisions.ListDecisions(ds.ListDecisionsRequest(run_id=purged))),
+        await status_of(
+            decisions.ListDecisions(ds.ListDecisionsRequest(run_id=purged, filter="state = OPEN"))
+        ),
+        await status_of(
+            decisions.GetDecision(ds.GetDecisionRequest(run_id=purged, decision_id="persona"))
+        ),
+        await status_of(
+            decisions.GetDecision(ds.GetDecisionRequest(run_id=purged, decision_id="never"))
+        ),
+        await status_of(decisions.SubmitDecision(answer)),
+    ]
+    resent = ds.InteractRequest(answer=ds.InteractAnswer(answer_id=1, decision=answer))
+    [reply] = [r async for r in decisions.Interact(iter([resent]))]
+    result = reply.answer_result
+    assert not result.HasField("decision")  # nothing left to show
+    code = next(c for c in grpc.StatusCode if c.value[0] == result.code)
+    return [*statuses, (code, result.message)]
+
+
+async def test_decisions_of_a_run_whose_log_retention_purged_are_a_precondition_failure(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Decisions are kept in the run's log, so retention takes them with it: asked about, the
+    run says so (FAILED_PRECONDITION, like ListEvents), rather than that they never existed
+    or that it had none; also after a restart, when the run is read from the store again."""
+    config = server_config(tmp_path / "r.db", retention=Retention(runs=1, interval=3600))
+    for restarted in (False, True):
+        server = RunstreamServer(config)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(server.target) as channel:
+                stubs = Stubs.on(channel)
+                decisions = decision_service_pb2_grpc.DecisionServiceStub(channel)
+                if not restarted:
+                    old, new = await create_run(stubs), await create_run(stubs)
+                    for run, who in ((old, "al"), (new, "bo")):
+                        await append(stubs, run.run_id, ask())
+                        await submit(decisions, run.run_id, "pros", answered_by=who)
+                        await append(
+                            stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted())
+                        )
+                    assert server.runs is not None
+                    assert await server.runs.apply_retention() == [old.run_id]
+                snapshot = (await get(stubs, old.run_id)).run
+                assert snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED
+                assert snapshot.purged_seq == snapshot.last_seq > 0
+                listed = await stubs.runs.ListRuns(rs.ListRunsRequest())
+                assert {r.run_id for r in listed.runs} == {old.run_id, new.run_id}
+                events = await status_of(
+                    stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id))
+                )
+                assert events[0] == grpc.StatusCode.FAILED_PRECONDITION
+                for code, details in await _answers_about_decisions(stubs, old.run_id, new.run_id):
+                    assert code == grpc.StatusCode.FAILED_PRECONDITION, (restarted, details)
+                    assert "removed by the retention policy" in details, details
+                    assert f"events 1..{snapshot.purged_seq} of run {old.run_id!r}" in details
+        finally:
+            await server.stop(grace=0.1)
 
 
 async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-untyped-def]

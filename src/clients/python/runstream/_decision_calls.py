@@ -42,7 +42,9 @@ class DecisionCalls:
         option or a skip that is not allowed, NotFoundError for an unknown run or decision,
         FailedPreconditionError when the run already ended, and AbortedError when the
         decision was already closed otherwise (the message names the winning answer). The
-        same answer again returns the same decision.
+        same answer again returns the same decision, until the retention policy purges the
+        run's events: its decisions go with them, and every call about them is then
+        FailedPreconditionError.
         """
         self._connection.open()
         response: decision_service_pb2.SubmitDecisionResponse = await self._connection.unary(
@@ -52,7 +54,9 @@ class DecisionCalls:
         return convert.decision_from_pb(response.decision)
 
     async def get_decision(self, run_id: str, decision_id: str) -> Decision:
-        """One decision of a run. NotFoundError when the run or decision is unknown."""
+        """One decision of a run. NotFoundError when the run or decision is unknown,
+        FailedPreconditionError when the retention policy purged the run's events (its
+        decisions went with them)."""
         self._connection.open()
         response: decision_service_pb2.GetDecisionResponse = await self._connection.unary(
             self._connection.decision_service.GetDecision,
@@ -64,7 +68,8 @@ class DecisionCalls:
         self, run_id: str, state: DecisionState | None = None
     ) -> list[Decision]:
         """The run's decisions in the order they were asked; only OPEN or RESOLVED ones when
-        ``state`` says so. NotFoundError for an unknown run."""
+        ``state`` says so. NotFoundError for an unknown run, FailedPreconditionError when the
+        retention policy purged its events (its decisions went with them)."""
         self._connection.open()
         filter = "" if state in (None, DecisionState.UNSPECIFIED) else f"state = {state.name}"
         decisions: list[Decision] = []

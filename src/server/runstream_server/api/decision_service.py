@@ -152,14 +152,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
         not shown; updates `shown` to match."""
         open_now: dict[_Key, decision_pb2.Decision] = {}
         for run_id in sorted(feed.run_ids):
-            token = ""
-            while True:
-                page, token = await self._runs.list_decisions(
-                    run_id, filter_text="state = OPEN", page_size=1000, page_token=token
-                )
-                open_now.update((_key(d), d) for d in page)
-                if not token:
-                    break
+            open_now.update((_key(d), d) for d in await self._runs.open_decisions(run_id))
         messages = []
         for key in [k for k in shown if k not in open_now]:
             del shown[key]

@@ -45,6 +45,19 @@ def _describe(decision: decision_pb2.Decision) -> str:
     return f"{outcome}{choice}{by}"
 
 
+def _check_kept(state: RunState) -> None:
+    """FAILED_PRECONDITION when retention purged the run's log. A run's decisions are kept in
+    its log (the snapshot does not hold them), so they went with it: none can be told, not
+    even whether an id was ever asked."""
+    purged = state.run.purged_seq
+    if purged:
+        raise FailedPrecondition(
+            f"run_id: events 1..{purged} of run {state.run.run_id!r} were removed by the "
+            "retention policy, and the run's decisions with them; its snapshot (GetRun) "
+            "still says how it ended"
+        )
+
+
 class Decisions:
     """Answers, deadlines and decision feeds of the ledger's runs."""
 
@@ -88,6 +101,7 @@ class Decisions:
             await self.deadline_passed(run_id, decision_id)
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            _check_kept(state)  # purged meanwhile
             decision = self._decision(state, decision_id)
             outcome = (
                 event_pb2.DECISION_OUTCOME_SKIPPED if skip else event_pb2.DECISION_OUTCOME_ANSWERED
@@ -121,7 +135,7 @@ class Decisions:
             return [event_pb2.RunEvent(decision_resolved=resolved)]
 
         await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
-        return copied((await self._ledger.state(run_id)).decisions[decision_id])
+        return copied(self._decision(await self._kept(run_id), decision_id))
 
     @staticmethod
     def _decision(state: RunState, decision_id: str) -> decision_pb2.Decision:
@@ -130,13 +144,19 @@ class Decisions:
             raise NotFound(f"run {state.run.run_id!r} has no decision {decision_id!r}")
         return decision
 
+    async def _kept(self, run_id: str) -> RunState:
+        """The run's state; FAILED_PRECONDITION when retention purged its decisions."""
+        state = await self._ledger.state_knowing_purge(run_id)
+        _check_kept(state)
+        return state
+
     async def _knowing(self, run_id: str, decision_id: str) -> RunState:
         """The run's state, first caught up with the store if it does not know the decision:
         another replica may have asked it while this one's notices had a gap."""
-        state = await self._ledger.state(run_id)
+        state = await self._kept(run_id)
         if decision_id not in state.decisions:
             await self._ledger.refresh(run_id, state)
-            state = await self._ledger.state(run_id)
+            state = await self._kept(run_id)
         return state
 
     async def get(self, run_id: str, decision_id: str) -> decision_pb2.Decision:
@@ -144,10 +164,15 @@ class Decisions:
         check_id("decision_id", decision_id)
         return copied(self._decision(await self._knowing(run_id, decision_id), decision_id))
 
+    async def open_decisions(self, run_id: str) -> list[decision_pb2.Decision]:
+        """The run's open decisions, in the order they were asked: none once it ended, so
+        also once retention purged it."""
+        return [copied(d) for d in (await self._ledger.state(run_id)).open_decisions()]
+
     async def list(
         self, run_id: str, *, filter_text: str, page_size: int, page_token: str
     ) -> tuple[list[decision_pb2.Decision], str]:
-        state = await self._ledger.state(run_id)
+        state = await self._kept(run_id)
         wanted = filter_text.replace(" ", "").upper()
         states = {
             "": None,

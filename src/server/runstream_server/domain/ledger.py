@@ -466,6 +466,16 @@ class RunLedger:
             if slot.state is not None and stored.purged_seq > slot.state.run.purged_seq:
                 slot.state.run.purged_seq = stored.purged_seq
 
+    async def state_knowing_purge(self, run_id: str) -> RunState:
+        """The run's state, with any purge of its log known: on a shared store an ended run
+        this process holds is checked against the store, in case the notice of another
+        replica's purge was lost."""
+        state = await self.state(run_id)
+        if self._store.shared and state.is_terminal and state.run.purged_seq < state.last_seq:
+            await self.learn_purge(run_id)
+            state = await self.state(run_id)
+        return state
+
     async def check_gap(self, run_id: str, after_seq: int, field_name: str) -> None:
         """The log holds nothing after `after_seq` though the run's head is beyond it: its
         events were purged, maybe by another replica (then the store tells this one first).

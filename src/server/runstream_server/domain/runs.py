@@ -389,6 +389,10 @@ class RunManager:
             run_id, filter_text=filter_text, page_size=page_size, page_token=page_token
         )
 
+    async def open_decisions(self, run_id: str) -> list[decision_pb2.Decision]:
+        """The run's open decisions, also once retention purged its decision history."""
+        return await self._decisions.open_decisions(run_id)
+
     async def follow_decisions(self, feed: DecisionFeed, run_ids: Sequence[str]) -> None:
         """Subscribes `feed` to runs: their open decisions now, then every change."""
         await self._decisions.follow(feed, run_ids)

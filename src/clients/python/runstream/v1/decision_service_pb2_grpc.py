@@ -82,21 +82,27 @@ class DecisionServiceServicer:
         skip that is not allowed; NOT_FOUND for an unknown run or decision; FAILED_PRECONDITION
         when the run already ended; ABORTED when the decision was already closed with another
         outcome (the message names the winning answer). The same answer again returns the
-        same decision.
+        same decision, until the retention policy purges the run's events: a run's decisions
+        are kept in its event log and go with it, so every call about them is then
+        FAILED_PRECONDITION (the message says the events were removed by the retention policy),
+        here and in ListDecisions and GetDecision alike.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDecisions(self, request, context):
-        """Lists a run's decisions in the order they were asked, paginated.
+        """Lists a run's decisions in the order they were asked, paginated. NOT_FOUND when the run
+        is unknown; FAILED_PRECONDITION when the retention policy purged its events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDecision(self, request, context):
-        """Returns one decision of a run. NOT_FOUND when the run or decision is unknown.
+        """Returns one decision of a run. NOT_FOUND when the run or decision is unknown;
+        FAILED_PRECONDITION when the retention policy purged the run's events (and its decisions
+        with them, so the server cannot tell whether the decision existed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
