@@ -1,9 +1,12 @@
 """Redis restarts under a running server (same port, same directory): once health is SERVING
-again, every call is served, with no client retry to hide a failure."""
+again, every call is served, with no client retry to hide a failure; and the outage costs
+the log a line when the notice subscription is lost and one when it is back, not a warning
+every half second."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
-from tests.clients.support import until
+from tests.clients.support import eventually, until
 from tests.conftest import RedisProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -77,3 +80,34 @@ async def test_calls_right_after_redis_restarted_are_all_served(
         assert await create_all() == [grpc.StatusCode.OK] * 20
         listed = await runs.ListRuns(run_service_pb2.ListRunsRequest(page_size=100))
         assert len(listed.runs) == 40  # each create stored once
+
+
+async def test_a_redis_outage_is_logged_once_and_its_end_once(
+    restartable: Restartable, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis, server = restartable.redis, restartable.server
+    caplog.set_level(logging.DEBUG, "runstream.store.redis")
+    redis.kill()
+    await asyncio.sleep(3)  # six attempts to subscribe again meanwhile, had each waited 0.5 s
+    lost = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "runstream.store.redis" and r.levelno >= logging.WARNING
+    ]
+    assert len(lost) == 1, lost
+    assert lost[0].startswith("lost the Redis notice subscription")
+    await asyncio.to_thread(redis.start)
+
+    def back() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.INFO and "notice subscription is back" in r.getMessage()
+        ]
+
+    await eventually(lambda: bool(back()), within=10)
+    assert len(back()) == 1
+    # The replica carries on: a call made now is served.
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
