@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import uuid
@@ -80,6 +81,30 @@ _BLOCKING_POOL: dict[str, Any] = {"max_connections": 128, "timeout": 10}
 which reached clients as UNAVAILABLE when a thousand calls came at once)."""
 CLUSTER_CONNECTIONS = 1024
 """Connections to each node of a cluster (its client cannot wait for one: it refuses)."""
+
+
+def _fresh_connections() -> dict[str, Any]:
+    """Pool options under which the pool replaces a connection Redis closed (a restart)
+    before handing it out, instead of sending the next command on it.
+
+    redis-py 8.1's asyncio pools skip that check while maintenance notifications are on,
+    which they are by default over RESP3 (a readable connection may hold a pending notice
+    rather than be dirty), so after a Redis restart each pooled connection failed one call
+    with ConnectionError: UNAVAILABLE to clients of a server already SERVING again (redis-py
+    PR 4260 fixes it upstream). Those notices come from Redis Enterprise and Redis Cloud; a
+    Redis server refuses CLIENT MAINT_NOTIFICATIONS, one refused command per connection.
+
+    Checking before sending rather than retrying after a failure: a command that failed on
+    a broken connection may still have run, and a resent append would be refused as
+    HeadMoved (or a resent create as AlreadyExists) although it was stored, and the ledger
+    would then fold the batch again and store its events without idempotency keys twice.
+    """
+    if "maint_notifications_config" not in inspect.signature(aioredis.ConnectionPool).parameters:
+        return {}  # redis-py before 8.1: its asyncio pools have no such notices, and check
+    from redis.maint_notifications import MaintNotificationsConfig
+
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
 
 # KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
 # (1/0), number of events, the publish command (PUBLISH, or SPUBLISH on a cluster), then seq,
@@ -257,7 +282,11 @@ class RedisEventStore:
                 self.options.url, max_connections=CLUSTER_CONNECTIONS, **common
             )
         pool = aioredis.BlockingConnectionPool.from_url(
-            self.options.url, health_check_interval=10, **_BLOCKING_POOL, **common
+            self.options.url,
+            health_check_interval=10,
+            **_BLOCKING_POOL,
+            **_fresh_connections(),
+            **common,
         )
         return aioredis.Redis.from_pool(pool)
 

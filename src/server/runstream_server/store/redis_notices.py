@@ -47,6 +47,15 @@ starts with a run id, which has no '*'."""
 PURGED_NOTICE = b"*purged\n"
 """Starts a purge notice (then the run)."""
 
+RESUBSCRIBE_FIRST = 0.5
+RESUBSCRIBE_MAX = 5.0
+"""Seconds between attempts to subscribe again once the subscription is lost: the first
+wait, doubled after each failed attempt up to the max, so an outage costs a few attempts
+(and log lines) a minute rather than two a second, and a replica follows again within
+seconds of Redis coming back."""
+STILL_DOWN_EVERY = 60.0
+"""While an outage lasts, a warning again this often (seconds), not on every attempt."""
+
 
 def notice_channel(options: RedisOptions, run_id: str) -> str:
     """Where notices about the run are published: on a cluster, the channel of the slot
@@ -153,6 +162,9 @@ class NoticeFollower:
         self._mine = replica_id.encode()  # this replica's own notices are skipped
         self._closed = asyncio.Event()
         self._followers: set[Any] = set()  # open pub/sub connections, closed on close()
+        self._down_since: float | None = None  # when the subscription was lost (monotonic)
+        self._warned_at = 0.0  # when the outage was last logged as a warning
+        self._wait = RESUBSCRIBE_FIRST  # before the next attempt to subscribe again
 
     async def close(self) -> None:
         self._closed.set()
@@ -170,8 +182,36 @@ class NoticeFollower:
                 else:
                     await self._follow_channel(handler)
             except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-                log.warning("lost the Redis notice subscription (%s); reconnecting", exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self._lost(exc))
+
+    def _lost(self, exc: BaseException) -> float:
+        """Logs a failed subscription, once per outage (then every STILL_DOWN_EVERY
+        seconds); returns how long to wait before the next attempt."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = self._warned_at = now
+            self._wait = RESUBSCRIBE_FIRST
+            log.warning("lost the Redis notice subscription (%s); subscribing again", exc)
+        elif now - self._warned_at >= STILL_DOWN_EVERY:
+            self._warned_at = now
+            log.warning(
+                "the Redis notice subscription is still lost after %.0f s (%s); subscribing again",
+                now - self._down_since,
+                exc,
+            )
+        else:
+            log.debug("cannot subscribe to Redis notices yet (%s)", exc)
+        wait, self._wait = self._wait, min(self._wait * 2, RESUBSCRIBE_MAX)
+        return wait
+
+    def _subscribed(self) -> None:
+        """Ends an outage: says so once; the next loss starts again at the first wait."""
+        if self._down_since is not None:
+            log.info(
+                "the Redis notice subscription is back after %.1f s; resyncing from the store",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
 
     async def _follow_channel(self, handler: NoticeHandler) -> None:
         """One Redis: classic pub/sub on one channel (any Redis version has it).
@@ -190,6 +230,7 @@ class NoticeFollower:
         self._followers.add(pubsub)
         try:
             await pubsub.subscribe(commits_channel(self.options))
+            self._subscribed()
             handler(None)  # notices before the subscription were missed: resync
             while not self._closed.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -241,6 +282,7 @@ class NoticeFollower:
                 len(owned),
                 time.monotonic() - started,
             )
+            self._subscribed()
             handler(None)  # notices before the subscriptions were missed: resync
             readers = [asyncio.create_task(self._read_shard(p, handler)) for p in pubsubs]
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,113 @@
+"""Redis restarts under a running server (same port, same directory): once health is SERVING
+again, every call is served, with no client retry to hide a failure; and the outage costs
+the log a line when the notice subscription is lost and one when it is back, not a warning
+every half second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from runstream.v1 import run_service_pb2, run_service_pb2_grpc
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.clients.support import eventually, until
+from tests.conftest import RedisProcess
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Restartable:
+    """A Redis of the test's own, to stop and start again, and a server on it."""
+
+    redis: RedisProcess
+    server: RunstreamServer
+
+
+@pytest.fixture
+async def restartable(tmp_path: Path) -> AsyncIterator[Restartable]:
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    server = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "unused.db", store_url=redis.url)
+    )
+    try:
+        await server.start()
+        yield Restartable(redis, server)
+    finally:
+        await server.stop(grace=0.5)
+        redis.stop()
+
+
+async def health_is(health: health_pb2_grpc.HealthStub, wanted: int) -> bool:
+    """Whether readiness (grpc.health.v1 Check of "") says `wanted`."""
+    return int((await health.Check(health_pb2.HealthCheckRequest())).status) == wanted
+
+
+async def test_calls_right_after_redis_restarted_are_all_served(
+    restartable: Restartable,
+) -> None:
+    redis, server = restartable.redis, restartable.server
+    # A raw gRPC client: no SDK retry between the test and what the server answers.
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+
+        async def create_all() -> list[grpc.StatusCode]:
+            async def create() -> grpc.StatusCode:
+                try:
+                    await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+            return await asyncio.gather(*(create() for _ in range(20)))
+
+        # Twenty at once: the store's pool opens about as many connections to this Redis.
+        assert await create_all() == [grpc.StatusCode.OK] * 20
+        redis.stop()
+        await until(lambda: health_is(health, NOT_SERVING), within=10)
+        await asyncio.to_thread(redis.start)  # same port, same directory: the AOF
+        await until(lambda: health_is(health, SERVING), within=10)
+        assert await create_all() == [grpc.StatusCode.OK] * 20
+        listed = await runs.ListRuns(run_service_pb2.ListRunsRequest(page_size=100))
+        assert len(listed.runs) == 40  # each create stored once
+
+
+async def test_a_redis_outage_is_logged_once_and_its_end_once(
+    restartable: Restartable, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis, server = restartable.redis, restartable.server
+    caplog.set_level(logging.DEBUG, "runstream.store.redis")
+    redis.kill()
+    await asyncio.sleep(3)  # six attempts to subscribe again meanwhile, had each waited 0.5 s
+    lost = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "runstream.store.redis" and r.levelno >= logging.WARNING
+    ]
+    assert len(lost) == 1, lost
+    assert lost[0].startswith("lost the Redis notice subscription")
+    await asyncio.to_thread(redis.start)
+
+    def back() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.INFO and "notice subscription is back" in r.getMessage()
+        ]
+
+    await eventually(lambda: bool(back()), within=10)
+    assert len(back()) == 1
+    # The replica carries on: a call made now is served.
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
