@@ -2,8 +2,9 @@
 
 ``RunstreamServer`` is what tests and the embedded demo start in-process; ``serve_forever``
 is what ``runstream serve`` runs, stopping gracefully on SIGTERM or SIGINT: health turns
-NOT_SERVING first (so load balancers stop routing), live streams end with UNAVAILABLE (so
-clients resume elsewhere), in-flight unary calls get the grace period to finish.
+NOT_SERVING first (so load balancers stop routing) and health Watch streams end once they have
+said so, live streams end with UNAVAILABLE (so clients resume elsewhere), in-flight unary calls
+get the grace period to finish.
 """
 
 from __future__ import annotations
@@ -372,7 +373,8 @@ class RunstreamServer:
         return options
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING, streams end UNAVAILABLE, calls get `grace` seconds."""
+        """Graceful stop: NOT_SERVING (health Watch streams say so, then end), streams end
+        UNAVAILABLE, calls get `grace` seconds."""
         if self._server is None:
             return
         for task in (self._store_health, self._sharing):
