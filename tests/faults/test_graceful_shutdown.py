@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import grpc
 import pytest
@@ -48,3 +49,27 @@ async def test_sigterm_drains_gracefully(server_process: ServerProcess) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "reconnect to resume" in (info.value.details() or "")
     assert server_process.process.wait(20) == 0
+
+
+async def test_sigterm_ends_health_watches_instead_of_waiting_for_them(
+    server_process: ServerProcess,
+) -> None:
+    """A load balancer's or a probe's open Health/Watch hears NOT_SERVING, then its stream
+    ends, and the process exits without waiting out its grace for it."""
+    server_process.extra = ("--shutdown-grace", "5")
+    server_process.start()
+    async with grpc.aio.insecure_channel(server_process.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        statuses = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await statuses.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+        assert server_process.process is not None
+        server_process.process.terminate()  # SIGTERM
+        assert (await statuses.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await asyncio.wait_for(statuses.read(), 2) is grpc.aio.EOF
+        assert await statuses.code() == grpc.StatusCode.OK
+    try:
+        code = await asyncio.to_thread(server_process.process.wait, 2)  # the grace is 5 s
+    except subprocess.TimeoutExpired:
+        pytest.fail("an open health Watch held the shutdown for its grace")
+    assert code == 0

@@ -2,8 +2,10 @@
 
 ``RunstreamServer`` is what tests and the embedded demo start in-process; ``serve_forever``
 is what ``runstream serve`` runs, stopping gracefully on SIGTERM or SIGINT: health turns
-NOT_SERVING first (so load balancers stop routing), live streams end with UNAVAILABLE (so
-clients resume elsewhere), in-flight unary calls get the grace period to finish.
+NOT_SERVING first (so load balancers stop routing) and health Watch streams end once they have
+said so, live streams end with UNAVAILABLE (so clients resume elsewhere), in-flight unary calls
+get the grace period to finish while health still answers NOT_SERVING, then the listener
+closes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from runstream.v1 import (
 from runstream_server.api.checks import request_checks
 from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
+from runstream_server.api.draining import CallTracker
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
 from runstream_server.api.introspection import HealthService, serve_health, serve_reflection
 from runstream_server.api.report_service import ReportServicer
@@ -180,6 +183,7 @@ class RunstreamServer:
         self._store_health: asyncio.Task[None] | None = None
         self._sharing: asyncio.Task[None] | None = None
         self._health: HealthService | None = None
+        self._calls = CallTracker()
         self.runs: RunManager | None = None
         self.telemetry: Telemetry | None = None
         self.metrics_port = 0
@@ -238,11 +242,13 @@ class RunstreamServer:
         server = aio.server(
             # Requests first (it sees every call's final status, refused ones included), then
             # auth (a refused call goes no further); ErrorInterceptor before the limits and
-            # DecodingInterceptor: it answers the errors they and their handlers raise.
+            # DecodingInterceptor: it answers the errors they and their handlers raise; the
+            # call tracker below it (it returns what the behavior returns, for it to await).
             interceptors=[
                 RequestInterceptor(telemetry, rpc_tracer),
                 *interceptors,
                 ErrorInterceptor(rejections),
+                self._calls,
                 limits,
                 DecodingInterceptor(),
             ],
@@ -377,9 +383,12 @@ class RunstreamServer:
         return options
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING, streams end UNAVAILABLE, calls get `grace` seconds."""
+        """Graceful stop: NOT_SERVING (health Watch streams say so, then end), streams end
+        UNAVAILABLE, calls get `grace` seconds while health still answers, then gRPC stops."""
         if self._server is None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.shutdown_grace if grace is None else grace)
         for task in (self._store_health, self._sharing):
             if task is not None:
                 task.cancel()
@@ -388,7 +397,11 @@ class RunstreamServer:
             await self._health.enter_graceful_shutdown()
         if self.runs is not None:
             self.runs.shutdown()
-        await self._server.stop(self.config.shutdown_grace if grace is None else grace)
+        # gRPC's stop refuses every new call at once: a probe's Check would find no server
+        # rather than NOT_SERVING. So the calls in flight finish with the listener open first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._calls.ended(), max(0.0, deadline - loop.time()))
+        await self._server.stop(max(0.0, deadline - loop.time()))
         self._server = None
         if self.runs is not None:
             await self.runs.stopped()  # no background work holds the store any more

@@ -1,11 +1,13 @@
 """What ops tools ask a server about itself: grpc.health.v1 and server reflection.
 
-Both come from their gRPC packages, with three gaps filled: the health servicer answers
+Both come from their gRPC packages, with four gaps filled: the health servicer answers
 ``List`` (reflection lists the method; the package's async servicer answered UNIMPLEMENTED);
-reflection finds the file of a method name (``grpcurl describe
-runstream.v1.RunService.GetRun``), which protobuf's upb descriptor pool does not resolve; and
-reflection is served as ``grpc.reflection.v1`` as well as ``v1alpha``, the only version
-grpcio-reflection ships (newer grpcurl, grpcui and Postman ask for v1 first).
+its ``Watch`` streams end at shutdown once they have sent NOT_SERVING (the package's waited
+for the next change for good, so one open Watch, a load balancer's or a probe's, held the
+server's stop for its whole grace); reflection finds the file of a method name (``grpcurl
+describe runstream.v1.RunService.GetRun``), which protobuf's upb descriptor pool does not
+resolve; and reflection is served as ``grpc.reflection.v1`` as well as ``v1alpha``, the only
+version grpcio-reflection ships (newer grpcurl, grpcui and Postman ask for v1 first).
 """
 
 from __future__ import annotations
@@ -27,7 +29,44 @@ _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
-    """grpc.health.v1 with ``List``: every service's status, "" the server's own."""
+    """grpc.health.v1 with ``List``: every service's status, "" the server's own; and with
+    ``Watch`` streams that end at shutdown."""
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        """The service's status, then each change of it, as the package's ``Watch`` sends
+        them (on its conditions, so its ``set`` wakes this one); from the graceful shutdown
+        on, the status (NOT_SERVING) and then the end of the stream (OK), so the watcher
+        looks again elsewhere and the server's stop does not wait for it."""
+        service = request.service
+        condition = self._server_watchers[service]
+        self._watcher_count_by_service[service] += 1
+        sent = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(
+                        service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                    )
+                    if status != sent:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                        sent = status
+                    if self._gracefully_shutting_down:
+                        return
+                    await condition.wait()
+        finally:
+            self._watcher_count_by_service[service] -= 1
+            if self._watcher_count_by_service[service] == 0:
+                del self._server_watchers[service]
+                del self._watcher_count_by_service[service]
+
+    async def enter_graceful_shutdown(self) -> None:
+        """NOT_SERVING for every service from now on (later ``set`` calls are ignored), and
+        every Watch stream ends, also those of a service never set (SERVICE_UNKNOWN), whose
+        watchers the package's shutdown does not wake."""
+        await super().enter_graceful_shutdown()
+        for condition in list(self._server_watchers.values()):
+            async with condition:
+                condition.notify_all()
 
     async def List(
         self, request: health_pb2.HealthListRequest, context: Any

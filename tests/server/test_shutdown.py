@@ -1,0 +1,88 @@
+"""A graceful stop as load balancers and probes see it through grpc.health.v1.
+
+Health turns NOT_SERVING the moment the drain begins; open Watch streams say so and then end,
+so they do not hold the stop for its grace; while calls in flight hold the drain, a Check
+still gets an answer, NOT_SERVING, and new work is refused with UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from runstream.v1 import run_service_pb2, run_service_pb2_grpc
+from runstream_server.app import RunstreamServer
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+RUN_SERVICE = "runstream.v1.RunService"
+GRACE = 5.0
+"""The stops' grace: long enough that a stop held for it fails the tests' 2 s bounds."""
+
+
+def ask(service: str = "") -> health_pb2.HealthCheckRequest:
+    return health_pb2.HealthCheckRequest(service=service)
+
+
+async def rest_of(watch: Any) -> list[int]:
+    """The statuses a Watch stream still sends, until it ends."""
+    statuses = []
+    while (response := await watch.read()) is not grpc.aio.EOF:
+        statuses.append(response.status)
+    return statuses
+
+
+async def test_stop_tells_health_watchers_not_serving_then_ends_their_streams(
+    server: RunstreamServer,
+) -> None:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        overall = health.Watch(ask())
+        service = health.Watch(ask(RUN_SERVICE))
+        unknown = health.Watch(ask("no.such.Service"))
+        assert (await overall.read()).status == SERVING
+        assert (await service.read()).status == SERVING
+        assert (await unknown.read()).status == SERVICE_UNKNOWN
+
+        stopping = asyncio.create_task(server.stop(grace=GRACE))
+        assert await rest_of(overall) == [NOT_SERVING]
+        assert await rest_of(service) == [NOT_SERVING]
+        assert await rest_of(unknown) == []  # woken too, to end
+        for watch in (overall, service, unknown):
+            assert await watch.code() == grpc.StatusCode.OK
+        # Nothing else is open: the stop does not wait out its grace for the watchers.
+        await asyncio.wait_for(stopping, 2)
+
+
+async def test_check_answers_not_serving_while_a_call_in_flight_holds_the_drain(
+    server: RunstreamServer,
+) -> None:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        # A call in flight that only its client ends: a reflection session (grpcurl, grpcui).
+        session = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        await session.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        assert (await session.read()).list_services_response.service
+        watch = health.Watch(ask())
+        assert (await watch.read()).status == SERVING
+
+        stopping = asyncio.create_task(server.stop(grace=GRACE))
+        assert (await watch.read()).status == NOT_SERVING  # the drain has begun
+        assert (await health.Check(ask(), timeout=2)).status == NOT_SERVING
+        async with grpc.aio.insecure_channel(server.target) as another:
+            check = health_pb2_grpc.HealthStub(another).Check(ask(RUN_SERVICE), timeout=2)
+            assert (await check).status == NOT_SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                runs = run_service_pb2_grpc.RunServiceStub(another)
+                await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="late"), timeout=2)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (info.value.details() or "")
+        assert not stopping.done()
+
+        session.cancel()  # the last call in flight ends: the stop does not wait out its grace
+        await asyncio.wait_for(stopping, 2)
