@@ -12,6 +12,7 @@ interval and one summary line with the counts of the rest, however many there ar
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import Counter
@@ -76,7 +77,11 @@ class RejectionLog:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a direct call): the next rejection flushes
             return
-        self._timer = loop.call_later(max(0.0, delay), self._close_window)
+        # In a context of its own: call_later would copy the current one, and the summary
+        # would carry the run id, method and caller of whichever request started the timer.
+        self._timer = loop.call_later(
+            max(0.0, delay), self._close_window, context=contextvars.Context()
+        )
 
     def _close_window(self) -> None:
         self._timer = None
