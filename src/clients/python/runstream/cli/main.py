@@ -462,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         default="runstream.db",
         metavar="PATH|URL",
-        help="SQLite database file (created when missing; checked, and locked against a second "
-        "server, at start), or redis://[:PASSWORD@]HOST:PORT/DB "
+        help="SQLite database file (created when missing, with its directory; checked, and "
+        "locked against a second server, at start), or redis://[:PASSWORD@]HOST:PORT/DB "
         "(rediss:// for TLS; ?password_file=PATH, ?prefix=NAME, ?cluster=1, ?wait=N replica "
         "acknowledgements) to run as one of several replicas sharing that Redis",
     )
