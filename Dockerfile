@@ -7,7 +7,9 @@
 #     runstream [--jwt-issuer ISS --jwt-audience AUD --log-level debug]
 # Passing a key: RUNSTREAM_JWT_PUBLIC_KEY names a PEM public key (RS256/ES256) or a JWKS file,
 # RUNSTREAM_JWT_SECRET_FILE an HS256 secret file (mount both read-only; never bake keys into
-# the image). TLS: RUNSTREAM_TLS_CERT, RUNSTREAM_TLS_KEY, RUNSTREAM_TLS_CLIENT_CA (mutual TLS).
+# the image). TLS: RUNSTREAM_TLS_CERT, RUNSTREAM_TLS_KEY, RUNSTREAM_TLS_CLIENT_CA (mutual TLS);
+# set them as variables, not flags: the health check reads them too, to speak TLS (and, for
+# mutual TLS, give it a client certificate: RUNSTREAM_CLIENT_CERT, RUNSTREAM_CLIENT_KEY).
 # Without a key the server refuses to listen on 0.0.0.0; -e RUNSTREAM_INSECURE_NO_AUTH=1
 # overrides that, for a trusted network only (it logs a warning).
 # EXTRAS picks the package's extras: observability (Prometheus, OpenTelemetry) by default;
@@ -44,9 +46,10 @@ WORKDIR /data
 VOLUME ["/data"]
 # gRPC; Prometheus metrics (with --metrics-address 0.0.0.0:9464).
 EXPOSE 50051 9464
-# grpcurl is not in this image: ask grpc.health.v1 with the Python client that is.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(), timeout=4); sys.exit(r.status != h.HealthCheckResponse.SERVING)"]
+# grpcurl is not in this image: `runstream health` asks grpc.health.v1, with TLS when
+# RUNSTREAM_TLS_CERT is set (as serve does).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=10s --retries=3 \
+  CMD ["runstream", "health", "--target", "127.0.0.1:50051", "--timeout", "5"]
 # SIGTERM (docker stop) makes the server go NOT_SERVING and end streams with UNAVAILABLE.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["runstream", "serve", "--address", "0.0.0.0:50051", "--store", "/data/runstream.db"]

@@ -118,7 +118,9 @@ class Pki:
     client_key: Path
 
     @classmethod
-    def make(cls, folder: Path) -> Pki:
+    def make(cls, folder: Path, server_names: Sequence[str] = ("localhost", "127.0.0.1")) -> Pki:
+        """Certificates under `folder`; the server's names `server_names` (DNS names or IP
+        addresses, the first also its common name)."""
         folder.mkdir(parents=True, exist_ok=True)
         now = dt.datetime.now(dt.UTC)
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -163,12 +165,7 @@ class Pki:
             )
             if server:
                 builder = builder.add_extension(
-                    x509.SubjectAlternativeName(
-                        [
-                            x509.DNSName("localhost"),
-                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        ]
-                    ),
+                    x509.SubjectAlternativeName([_general_name(n) for n in server_names]),
                     critical=False,
                 ).add_extension(
                     x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
@@ -190,13 +187,20 @@ class Pki:
             "client_key": folder / "client-key.pem",
         }
         paths["ca_file"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        cert, key = leaf("localhost", server=True)
+        cert, key = leaf(server_names[0], server=True)
         paths["server_cert"].write_bytes(cert)
         paths["server_key"].write_bytes(key)
         cert, key = leaf("runstream-client", server=False)
         paths["client_cert"].write_bytes(cert)
         paths["client_key"].write_bytes(key)
         return cls(**paths)
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 async def start_server(folder: Path, security: Any, **config: Any) -> Any:

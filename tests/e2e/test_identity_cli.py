@@ -143,6 +143,19 @@ def test_insecure_no_auth_is_allowed_but_logged(caplog: pytest.LogCaptureFixture
     check_exposure("[::1]:0", SecurityConfig())
 
 
+def test_serve_insecure_no_auth_logs_its_warning_once(tmp_path: Path) -> None:
+    port = free_port()
+    server = ServerProcess(
+        port=port,
+        store_path=tmp_path / "r.db",
+        extra=("--address", f"0.0.0.0:{port}", "--insecure-no-auth"),
+    )
+    server.start()
+    assert server.terminate() == 0
+    written = (tmp_path / "r.log").read_text()
+    assert written.count("WITHOUT authentication") == 1, written
+
+
 def test_serve_help_shows_the_servers_limit_defaults() -> None:
     from runstream.cli.auth import LIMIT_OPTIONS
     from runstream_server.auth.limits import Limits

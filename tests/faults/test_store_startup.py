@@ -7,6 +7,7 @@ Each case starts the real command on a real file and checks what an operator see
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import sqlite3
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from runstream.v1 import run_pb2
+from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.conftest import ServerProcess, free_port
 from tests.faults.storage import (
@@ -201,3 +203,28 @@ def test_an_immutable_store_is_refused(tmp_path: Path) -> None:
     with immutable(store):
         refusal = serve_refuses(str(store))
     assert_one_line_refusal(refusal, store, "cannot be opened for writing", "not permitted")
+
+
+# --- a store in a directory that does not exist ------------------------------------------------
+
+
+async def test_a_store_in_a_missing_directory_is_created_and_the_log_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Created, as `serve --help` and the README say, but never silently: a mistyped path
+    shows in the log at start rather than runs going where nobody looks."""
+    store = tmp_path / "data" / "deeper" / "runs.db"
+    caplog.set_level(logging.INFO, logger="runstream.store")
+    server = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
+    await server.start()
+    try:
+        assert store.exists()
+    finally:
+        await server.stop(grace=0)
+    said = [r.getMessage() for r in caplog.records if "did not exist" in r.getMessage()]
+    assert said == [f"store {store}: its directory {store.parent} did not exist and was created"]
+    caplog.clear()
+    again = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
+    await again.start()
+    await again.stop(grace=0)
+    assert "did not exist" not in caplog.text  # an existing directory goes unmentioned

@@ -317,3 +317,21 @@ async def test_many_refused_tokens_log_at_most_two_lines(
     assert len(lines) == 1, lines
     assert "UNAUTHENTICATED: token expired" in lines[0]
     assert expired not in caplog.text
+
+
+async def test_a_permission_denied_line_names_the_principal_and_tenant_refused(
+    channel: grpc.aio.Channel, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Who was refused is what an operator reading the log needs; the token stays out."""
+    caplog.set_level(logging.INFO)
+    cancel = SERVICES[0].methods_by_name["CancelRun"]
+    token = keys.token(["viewer"], sub="bob", tenant="globex")
+    code, _ = await call(channel, cancel, token, refused=True)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    (line,) = [r for r in caplog.records if "PERMISSION_DENIED" in r.getMessage()]
+    assert line.getMessage().startswith(
+        "rejected /runstream.v1.RunService/CancelRun with PERMISSION_DENIED "
+        "for principal 'bob' in tenant 'globex': CancelRun needs the 'operator' role"
+    )
+    assert (line.principal, line.tenant) == ("bob", "globex")  # JSON lines' fields
+    assert token not in caplog.text

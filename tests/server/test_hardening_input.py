@@ -19,6 +19,9 @@ from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.api.errors import RejectionLog
 from runstream_server.app import RunstreamServer
+from runstream_server.auth import principal
+from runstream_server.observability import logs
+from runstream_server.observability.logs import RequestContextFilter
 
 from tests.conftest import ServerProcess
 from tests.server.support import append, create_run, ev, watch_all
@@ -398,6 +401,31 @@ async def test_the_summary_comes_when_the_interval_ends_even_if_rejections_stop(
         "4 more requests rejected since the last report: "
         "/runstream.v1.RunService/GetRun NOT_FOUND x4"
     )
+
+
+async def test_the_summary_carries_no_request_context(caplog: pytest.LogCaptureFixture) -> None:
+    """The summary speaks for many requests: it must not carry the run id, method and caller
+    of the one whose rejection started the interval's timer."""
+    rejections = RejectionLog(interval=0.2)
+    caplog.set_level(logging.INFO, logger="runstream.api")
+    caplog.handler.addFilter(RequestContextFilter())  # the filter `serve` logs through
+
+    async def handle(run_id: str) -> None:
+        logs.request_scope("runstream.v1.RunService/GetRun", run_id)
+        principal.bind(principal.Principal.of("alice", "acme", ["viewer"]))
+        rejections.note("/runstream.v1.RunService/GetRun", "NOT_FOUND", f"run {run_id!r}")
+
+    for run_id in ("run-1", "run-2", "run-3"):
+        await asyncio.create_task(handle(run_id))
+    for _ in range(200):
+        if len(caplog.records) == 2:
+            break
+        await asyncio.sleep(0.05)
+    first, summary = caplog.records
+    assert (first.run_id, first.method) == ("run-1", "runstream.v1.RunService/GetRun")
+    assert summary.getMessage().startswith("2 more requests rejected")
+    assert (summary.run_id, summary.method) == (None, None)
+    assert getattr(summary, "principal", None) is None
 
 
 async def test_a_served_process_logs_garbage_calls_in_a_line_or_two_not_tracebacks(

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 import runstream
 from prometheus_client.parser import text_string_to_metric_families
@@ -167,6 +168,25 @@ async def test_counters_and_histograms_move_by_what_a_run_did(server: RunstreamS
     assert value(after, "runstream_store_errors_total", operation="append") == 0
     # Never a run id as a label.
     assert not any(run.run_id in str(labels) for (_, labels) in after)
+
+
+async def test_calls_to_unknown_methods_count_as_other_unimplemented(
+    server: RunstreamServer,
+) -> None:
+    """A method the server does not have is counted, under one label whatever its name."""
+    before = await scrape(server)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        for method in ("/runstream.v1.RunService/Nope", "/foo.Bar/Baz", "/foo.Bar/Qux"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary(method)(b"", timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    after = await scrape(server)
+    labels = {"method": "other", "code": "UNIMPLEMENTED"}
+    moved = value(after, "runstream_grpc_requests_total", **labels) - value(
+        before, "runstream_grpc_requests_total", **labels
+    )
+    assert moved == 3
+    assert not any("Nope" in str(labels) or "foo.Bar" in str(labels) for (_, labels) in after)
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ interval and one summary line with the counts of the rest, however many there ar
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from runstream_server.api.handlers import (
     replace_behavior,
     streams_responses,
 )
+from runstream_server.auth.principal import Principal
 from runstream_server.errors import RunstreamError
 
 log = logging.getLogger("runstream.api")
@@ -52,20 +54,25 @@ class RejectionLog:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._timer: asyncio.TimerHandle | None = None
 
-    def note(self, method: str, code: str, message: str) -> None:
+    def note(self, method: str, code: str, message: str, caller: Principal | None = None) -> None:
+        """Logs or counts one rejection; `caller` is the verified principal that was refused,
+        when there is one (its subject and tenant are logged, never its token)."""
+        who = _who(caller)
         now = self._clock()
         if self._opened is not None and now - self._opened < self.interval:
-            self._counts[(method, code)] += 1
+            self._counts[(method, code + who)] += 1  # the summary names who, too
             self._flush_at_window_end(self._opened + self.interval - now)
             return
         self.flush()
         self._opened = now
         log.info(
-            "rejected %s with %s: %s (more rejections are summarised every %gs)",
+            "rejected %s with %s%s: %s (more rejections are summarised every %gs)",
             method,
             code,
+            who,
             message[:300],
             self.interval,
+            extra={} if caller is None else _caller_fields(caller),
         )
 
     def _flush_at_window_end(self, delay: float) -> None:
@@ -76,7 +83,11 @@ class RejectionLog:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (a direct call): the next rejection flushes
             return
-        self._timer = loop.call_later(max(0.0, delay), self._close_window)
+        # In a context of its own: call_later would copy the current one, and the summary
+        # would carry the run id, method and caller of whichever request started the timer.
+        self._timer = loop.call_later(
+            max(0.0, delay), self._close_window, context=contextvars.Context()
+        )
 
     def _close_window(self) -> None:
         self._timer = None
@@ -93,6 +104,19 @@ class RejectionLog:
         )
         log.info("%d more requests rejected since the last report: %s", total, worst)
         self._counts.clear()
+
+
+def _who(caller: Principal | None) -> str:
+    """The caller as the log names it (`` for principal 'alice' in tenant 'acme'``), or ""."""
+    if caller is None:
+        return ""
+    tenant = f" in tenant {caller.tenant[:100]!r}" if caller.tenant else ""
+    return f" for principal {caller.subject[:100]!r}{tenant}"
+
+
+def _caller_fields(caller: Principal) -> dict[str, str | None]:
+    """The record attributes the JSON log format writes as `principal` and `tenant`."""
+    return {"principal": caller.subject, "tenant": caller.tenant or None}
 
 
 def _status_details(code: grpc.StatusCode, ex: RunstreamError) -> tuple[tuple[str, bytes], ...]:

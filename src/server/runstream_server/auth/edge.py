@@ -127,8 +127,10 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def check_exposure(address: str, security: SecurityConfig) -> None:
-    """Refuses (ValueError) to serve without auth beyond loopback unless explicitly allowed."""
+def check_exposure(address: str, security: SecurityConfig, *, warn: bool = True) -> None:
+    """Refuses (ValueError) to serve without auth beyond loopback unless explicitly allowed;
+    allowed, logs a warning when `warn` (the server, as it starts: the CLI only checks its
+    options early, so the warning is logged once)."""
     if security.auth is not None or _is_loopback(address):
         return
     if not security.insecure_no_auth:
@@ -138,11 +140,12 @@ def check_exposure(address: str, security: SecurityConfig) -> None:
             "--insecure-no-auth to accept that anyone who reaches the port can read and "
             "steer every run"
         )
-    log.warning(
-        "listening on %s WITHOUT authentication (--insecure-no-auth): anyone who reaches "
-        "the port can read, cancel and answer every run",
-        address,
-    )
+    if warn:
+        log.warning(
+            "listening on %s WITHOUT authentication (--insecure-no-auth): anyone who reaches "
+            "the port can read, cancel and answer every run",
+            address,
+        )
 
 
 def auth_interceptors(

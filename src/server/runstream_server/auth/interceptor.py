@@ -76,6 +76,9 @@ class AuthInterceptor(HandlerRewriter):
         except TokenError as exc:
             self._rejections.note(method, "UNAUTHENTICATED", exc.reason)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+        # Bound before the role check, so every line logged about a refused call names who
+        # was refused (the handler never runs: the call ends here).
+        bind(principal)
         role = policy.required_role(method)
         if not principal.has(role):
             name = method.rsplit("/", 1)[-1]
@@ -83,9 +86,8 @@ class AuthInterceptor(HandlerRewriter):
                 f"{name} needs the {role.value!r} role; the token grants "
                 f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}"
             )
-            self._rejections.note(method, "PERMISSION_DENIED", reason)
+            self._rejections.note(method, "PERMISSION_DENIED", reason, principal)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
-        bind(principal)
         return principal
 
     def rewrite(self, method: str, handler: Handler) -> Handler:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -28,10 +28,14 @@ from runstream_server.observability.telemetry import Telemetry
 if TYPE_CHECKING:
     from runstream_server.observability.tracing import RpcTracer
 
-__all__ = ["RequestInterceptor"]
+__all__ = ["UNREGISTERED_METHOD", "RequestInterceptor"]
 
 log = logging.getLogger("runstream.requests")
 
+UNREGISTERED_METHOD = "other"
+"""The method label of calls to a method the server does not have (grpc answers UNIMPLEMENTED):
+the name is the client's to choose, so it never becomes a label (grpc's OpenTelemetry plugin
+says "other" too)."""
 _SERVER_ERRORS = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNIMPLEMENTED"})
 if TYPE_CHECKING:
     Context: TypeAlias = aio.ServicerContext[Any, Any]
@@ -122,6 +126,18 @@ class RequestInterceptor(HandlerRewriter):
         super().__init__()
         self.telemetry = telemetry
         self.tracer = tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        started = time.perf_counter()
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None:  # no such method: grpc answers UNIMPLEMENTED, no handler runs
+            seconds = time.perf_counter() - started
+            self.telemetry.request_finished(UNREGISTERED_METHOD, "UNIMPLEMENTED", seconds)
+        return handler
 
     def _begin(self, full_method: str, streaming: bool, request: Any, context: Context) -> _Call:
         call = _Call(self, full_method, streaming, getattr(request, "run_id", "") or "")

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 from runstream_server.store.base import StoreUnusable
+
+log = logging.getLogger("runstream.store")
 
 __all__ = [
     "PROBE_TABLE",
@@ -100,12 +103,15 @@ class FileLock:
     def __init__(self, path: Path) -> None:
         if path.is_dir():
             raise StoreUnusable(f"store {path} is a directory, not a database file")
+        creating = not path.parent.exists()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnusable(
                 f"store {path}: cannot create its directory ({exc.strerror or exc})"
             ) from exc
+        if creating:  # said, so a mistyped path shows before runs go where nobody looks
+            log.info("store %s: its directory %s did not exist and was created", path, path.parent)
         try:
             self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:

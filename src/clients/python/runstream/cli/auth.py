@@ -252,7 +252,7 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
         auth=auth, tls=tls, insecure_no_auth=args.insecure_no_auth, limits=limits
     )
     try:
-        check_exposure(address, config)
+        check_exposure(address, config, warn=False)  # the server warns, when it starts
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return config

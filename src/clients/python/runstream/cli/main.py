@@ -39,6 +39,7 @@ from .auth import (
 )
 from .errors import CliError
 from .fmt import run_status_text
+from .health import add_health_command
 from .render import follow_run, print_run_header
 from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
 from .stats import show_stats
@@ -397,7 +398,8 @@ class _Formatter(argparse.HelpFormatter):
         return text + " (default: %(default)s)"
 
 
-def _add_target(parser: argparse.ArgumentParser) -> None:
+def _add_target(parser: argparse.ArgumentParser, *, security: bool = True) -> None:
+    """--target, and (with `security`) the token and TLS options of client commands."""
     parser.add_argument(
         "--target",
         type=target_address,
@@ -405,7 +407,8 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
         metavar="HOST[:PORT]",
         help=f"the Runstream server to talk to (port 50051 when not given), ${TARGET_ENV} when set",
     )
-    add_client_security(parser)
+    if security:
+        add_client_security(parser)
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -461,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         default="runstream.db",
         metavar="PATH|URL",
-        help="SQLite database file (created when missing; checked, and locked against a second "
-        "server, at start), or redis://[:PASSWORD@]HOST:PORT/DB "
+        help="SQLite database file (created when missing, with its directory; checked, and "
+        "locked against a second server, at start), or redis://[:PASSWORD@]HOST:PORT/DB "
         "(rediss:// for TLS; ?password_file=PATH, ?prefix=NAME, ?cluster=1, ?wait=N replica "
         "acknowledgements) to run as one of several replicas sharing that Redis",
     )
@@ -807,6 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dashboard_command(commands, _Formatter)
     add_token_command(commands, _Formatter)
+    _add_target(add_health_command(commands, _Formatter), security=False)  # its own TLS options
     add_agui_command(commands, _Formatter)
     return parser
 

@@ -1,0 +1,146 @@
+"""`runstream health`: whether a server's ``grpc.health.v1`` service says SERVING; the
+container image's HEALTHCHECK.
+
+It speaks TLS when the server does, and reads the same environment as ``serve`` to know:
+with ``RUNSTREAM_TLS_CERT`` (the server's certificate) set, it connects with TLS, trusting
+``RUNSTREAM_CA_FILE`` when set, else that certificate itself, and checks the certificate
+against the name it was issued for (the check dials a loopback address, which a server's
+certificate rarely names). Under mutual TLS it presents ``RUNSTREAM_CLIENT_CERT`` and
+``RUNSTREAM_CLIENT_KEY``. Exit status 0 when SERVING, 1 otherwise with one line saying why
+(Docker's convention: 1 is unhealthy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .args import positive_float
+from .errors import CliError
+
+__all__ = ["add_health_command"]
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def certificate_name(cert_file: Path) -> str | None:
+    """The name a PEM certificate (the first of a chain) was issued for: its first DNS name,
+    else its first IP address, else its common name; None when it names nothing."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except ValueError as exc:
+        raise CliError(f"--tls-cert {cert_file}: not a PEM certificate ({exc})") from None
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names = None
+    if names is not None:
+        for kind in (x509.DNSName, x509.IPAddress):
+            found = names.get_values_for_type(kind)
+            if found:
+                return str(found[0])
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(common[0].value) if common else None
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    """A plaintext channel to --target, or TLS when a certificate or CA is given."""
+    if (args.client_cert is None) != (args.client_key is None):
+        raise CliError("--client-cert and --client-key go together")
+    roots = args.ca_file or args.tls_cert
+    if roots is None and args.client_cert is None:
+        return grpc.insecure_channel(args.target)
+    options: list[tuple[str, Any]] = []
+    if args.tls_cert:  # the certificate the server presents: check the name it was issued for
+        name = certificate_name(Path(args.tls_cert))
+        if name is not None and name != _host(args.target):
+            options.append(("grpc.ssl_target_name_override", name))
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(roots).read_bytes() if roots else None,
+        private_key=Path(args.client_key).read_bytes() if args.client_key else None,
+        certificate_chain=Path(args.client_cert).read_bytes() if args.client_cert else None,
+    )
+    return grpc.secure_channel(args.target, credentials, options=options)
+
+
+def _host(target: str) -> str:
+    """The host part of a HOST:PORT target, an IP address in its canonical form."""
+    host = target.rsplit(":", 1)[0].strip("[]")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    try:
+        with _channel(args) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+    except grpc.RpcError as exc:
+        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        hint = ""
+        if _env("RUNSTREAM_TLS_CLIENT_CA") and args.client_cert is None:
+            hint = " (the server wants a client certificate: set RUNSTREAM_CLIENT_CERT/_KEY)"
+        sys.stderr.write(f"runstream health: {args.target}: {code}: {details}{hint}\n")
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    if response.status != health_pb2.HealthCheckResponse.SERVING:
+        sys.stderr.write(f"runstream health: {args.target}: {status}\n")
+        return 1
+    sys.stdout.write(f"{status}\n")
+    return 0
+
+
+_TLS_OPTIONS = (
+    ("--tls-cert", "RUNSTREAM_TLS_CERT",
+     "the server's certificate (serve --tls-cert): connect with TLS, trust it and check the "
+     "name it was issued for"),
+    ("--ca-file", "RUNSTREAM_CA_FILE", "connect with TLS, trusting this CA (PEM)"),
+    ("--client-cert", "RUNSTREAM_CLIENT_CERT", "client certificate for mutual TLS"),
+    ("--client-key", "RUNSTREAM_CLIENT_KEY", "the client certificate's key"),
+)  # fmt: skip
+
+
+def add_health_command(commands: Any, formatter: type[argparse.HelpFormatter]) -> Any:
+    """`runstream health` (the image's HEALTHCHECK); returns its parser, which the caller
+    gives the --target option all client commands share."""
+    health = commands.add_parser(
+        "health",
+        help="exit 0 if a server's health service says SERVING (the image's health check)",
+        description="Ask a server's grpc.health.v1 service whether it is SERVING; exit 0 if "
+        "so, 1 otherwise. Speaks TLS when the server's certificate is named, as `serve` reads "
+        "it: $RUNSTREAM_TLS_CERT.",
+        formatter_class=formatter,
+    )
+    health.add_argument(
+        "--service", default="", metavar="NAME", help="one service's health (default: the server's)"
+    )
+    health.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=3.0,
+        metavar="SECONDS",
+        help="how long to wait for the answer",
+    )
+    group = health.add_argument_group("TLS", "Defaults: the variables `serve` and the image read.")
+    for flag, variable, text in _TLS_OPTIONS:
+        group.add_argument(
+            flag, default=_env(variable), metavar="PATH", help=f"{text}; ${variable}"
+        )
+    health.set_defaults(handler=cmd_health)
+    return health
