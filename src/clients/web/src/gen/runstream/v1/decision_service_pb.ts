@@ -397,7 +397,10 @@ export const DecisionService: GenService<{
    * skip that is not allowed; NOT_FOUND for an unknown run or decision; FAILED_PRECONDITION
    * when the run already ended; ABORTED when the decision was already closed with another
    * outcome (the message names the winning answer). The same answer again returns the
-   * same decision.
+   * same decision, until the retention policy purges the run's events: a run's decisions
+   * are kept in its event log and go with it, so every call about them is then
+   * FAILED_PRECONDITION (the message says the events were removed by the retention policy),
+   * here and in ListDecisions and GetDecision alike.
    *
    * @generated from rpc runstream.v1.DecisionService.SubmitDecision
    */
@@ -407,7 +410,8 @@ export const DecisionService: GenService<{
     output: typeof SubmitDecisionResponseSchema;
   },
   /**
-   * Lists a run's decisions in the order they were asked, paginated.
+   * Lists a run's decisions in the order they were asked, paginated. NOT_FOUND when the run
+   * is unknown; FAILED_PRECONDITION when the retention policy purged its events.
    *
    * @generated from rpc runstream.v1.DecisionService.ListDecisions
    */
@@ -417,7 +421,9 @@ export const DecisionService: GenService<{
     output: typeof ListDecisionsResponseSchema;
   },
   /**
-   * Returns one decision of a run. NOT_FOUND when the run or decision is unknown.
+   * Returns one decision of a run. NOT_FOUND when the run or decision is unknown;
+   * FAILED_PRECONDITION when the retention policy purged the run's events (and its decisions
+   * with them, so the server cannot tell whether the decision existed).
    *
    * @generated from rpc runstream.v1.DecisionService.GetDecision
    */
