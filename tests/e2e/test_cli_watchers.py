@@ -237,6 +237,17 @@ def test_demo_on_a_busy_port_says_so_in_one_line() -> None:
     assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
 
 
+def test_demo_on_an_address_it_cannot_use_says_why_in_one_line() -> None:
+    result = runstream_cli("demo", "--plain", "--address", "127.0.0.1:99999", timeout=60)
+    assert result.returncode == 2
+    assert "--address" in result.stderr and "65535" in result.stderr
+    # Beyond loopback: its server checks no identity, so it refuses, in one line.
+    result = runstream_cli("demo", "--plain", "--address", "192.0.2.1:50099", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "loopback only, not 192.0.2.1:50099" in result.stderr
+
+
 def test_demo_on_the_default_busy_port_takes_a_free_one() -> None:
     with socket.socket() as taken:
         try:

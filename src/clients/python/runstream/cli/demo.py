@@ -25,7 +25,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -818,21 +817,6 @@ async def seed_recorded_runs(server: Any, speed: float, seed: int) -> int:
     return RECORDED_RUNS
 
 
-def _port_in_use(address: str) -> bool:
-    """Whether something already listens on HOST:PORT (checked before gRPC tries to bind, so
-    a busy port gets one clear line instead of gRPC's own error log)."""
-    host, _, port = address.rpartition(":")
-    if not port.isdigit() or int(port) == 0:
-        return False
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
-        except OSError:
-            return True
-    return False
-
-
 def _as_typed(path: Path) -> str:
     """A path as a user can type it from here: relative when below the working directory."""
     relative = os.path.relpath(path)
@@ -885,6 +869,7 @@ class DemoOptions:
 async def _embedded_server(options: DemoOptions, console: Console) -> AsyncIterator[str]:
     """An in-process Runstream server for the demo; yields its target."""
     from runstream_server.app import RunstreamServer, ServerConfig
+    from runstream_server.auth.edge import bind_error
 
     with contextlib.ExitStack() as stack:
         if options.store is not None:
@@ -893,12 +878,7 @@ async def _embedded_server(options: DemoOptions, console: Console) -> AsyncItera
             directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="runstream-demo-"))
             store = Path(directory) / "runstream.db"
         address = options.address
-        if _port_in_use(address):
-            if address != DEFAULT_ADDRESS:
-                raise CliError(
-                    f"cannot listen on {address}: the port is in use; "
-                    "pass --address 127.0.0.1:0 for a free port"
-                )
+        if address == DEFAULT_ADDRESS and bind_error(address) is not None:
             console.print(
                 Text(
                     f"Port {address} is in use (is `make serve` running?); the demo's own "
@@ -911,11 +891,12 @@ async def _embedded_server(options: DemoOptions, console: Console) -> AsyncItera
         server = RunstreamServer(ServerConfig(address=address, store_path=store))
         try:
             await server.start()
-        except RuntimeError as exc:
-            # grpc reports a port that is taken as a RuntimeError ("Failed to bind").
+        except OSError as exc:  # names the address and why (the port in use, most often)
+            raise CliError(f"{exc}; pass --address 127.0.0.1:0 for a free port") from exc
+        except ValueError as exc:  # an address beyond loopback: it would serve anyone
             raise CliError(
-                f"cannot listen on {options.address} (in use, or not an address of this host); "
-                "pass --address 127.0.0.1:0 for a free port"
+                f"the demo's server checks no identity, so it listens on loopback only, not "
+                f"{address}; pass --address 127.0.0.1:PORT (`runstream serve` serves others)"
             ) from exc
         try:
             console.print(

@@ -586,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument(
         "--address",
         default=DEFAULT_TARGET,
+        type=listen_address,
         metavar="HOST:PORT",
         help="where the embedded server listens",
     )
