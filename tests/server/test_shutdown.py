@@ -8,6 +8,7 @@ still gets an answer, NOT_SERVING, and new work is refused with UNAVAILABLE.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -86,3 +87,15 @@ async def test_check_answers_not_serving_while_a_call_in_flight_holds_the_drain(
 
         session.cancel()  # the last call in flight ends: the stop does not wait out its grace
         await asyncio.wait_for(stopping, 2)
+
+
+async def test_a_server_stopped_right_after_it_started_stops_at_once(
+    tmp_path: Path, server_config: Any
+) -> None:
+    """The store's background followers end when cancelled, even where the library under
+    them swallowed the cancellation (a Redis pub/sub read did): a stop waited out its 5 s
+    bound for them, on every Redis-backed server stopped right after it started."""
+    for i in range(3):
+        server = RunstreamServer(server_config(tmp_path / f"{i}.db"))
+        await server.start()
+        await asyncio.wait_for(server.stop(grace=GRACE), 2)

@@ -29,6 +29,7 @@ from runstream_server.store.base import (
     PurgedNotice,
     StoredEvent,
     ViewersNotice,
+    stop_if_cancelled,
 )
 
 log = logging.getLogger("runstream.runs")
@@ -73,6 +74,7 @@ class Notices:
 
     async def apply_forever(self) -> None:
         while True:
+            stop_if_cancelled()
             notice = await self._queue.get()
             try:
                 if notice is None:

@@ -14,6 +14,7 @@ backend imports nothing from the domain.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,6 +22,17 @@ from typing import Protocol
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import Aborted
+
+
+def stop_if_cancelled() -> None:
+    """Raises CancelledError when the task running this was asked to stop but is still
+    going: something under it swallowed the cancellation. The forever loops that follow a
+    shared store call it each turn; one that went on after its cancel held every stop of a
+    Redis-backed server for the 5 s the stop waits for its background work (seen in tests
+    of servers that stop right after they start)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True)

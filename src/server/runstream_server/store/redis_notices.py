@@ -36,6 +36,7 @@ from runstream_server.store.base import (
     PurgedNotice,
     StoredEvent,
     ViewersNotice,
+    stop_if_cancelled,
 )
 from runstream_server.store.redis_url import RedisOptions
 
@@ -176,6 +177,7 @@ class NoticeFollower:
         """One subscription per process (on a cluster, one per shard); reconnects, and
         reports each gap as None."""
         while not self._closed.is_set():
+            stop_if_cancelled()
             try:
                 if self.options.cluster:
                     await self._follow_shards(handler, client)
@@ -233,6 +235,7 @@ class NoticeFollower:
             self._subscribed()
             handler(None)  # notices before the subscription were missed: resync
             while not self._closed.is_set():
+                stop_if_cancelled()
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message.get("type") == "message":
                     pass_on(handler, message["data"], self._mine)
@@ -299,6 +302,7 @@ class NoticeFollower:
 
     async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
         while not self._closed.is_set():
+            stop_if_cancelled()
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
                 continue
