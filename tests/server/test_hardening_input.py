@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from google.protobuf import descriptor_pool, duration_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
+from runstream.v1 import run_service_pb2_grpc as rs_grpc
 from runstream_server.api.errors import RejectionLog
 from runstream_server.app import RunstreamServer
 from runstream_server.auth import principal
@@ -448,3 +450,42 @@ async def test_a_served_process_logs_garbage_calls_in_a_line_or_two_not_tracebac
     rejected = [line for line in written.splitlines() if "rejected" in line]
     assert 1 <= len(rejected) <= 2, written
     assert len(written) < 2000, written
+
+
+async def test_a_run_id_holding_a_newline_stays_escaped_on_its_own_log_line(
+    server_process: ServerProcess,
+) -> None:
+    """The report: an unauthenticated GetRun whose run id held a newline and a made-up log
+    line made the text log show that line as the server's own."""
+    forged = "2026-01-01 00:00:00,000 WARNING runstream.server: all runs deleted"
+    server_process.start()
+    log = server_process.store_path.with_suffix(".log")
+    before = log.stat().st_size
+    async with grpc.aio.insecure_channel(server_process.target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await rs_grpc.RunServiceStub(channel).GetRun(
+                rs.GetRunRequest(run_id=f"abc\n{forged}\r\x1b[2K"), timeout=10
+            )
+    assert server_process.terminate() == 0
+    lines = log.read_text()[before:].splitlines()
+    assert not [line for line in lines if line.startswith("2026-01-01")], lines
+    [rejected] = [line for line in lines if "rejected" in line]
+    assert rejected.endswith(
+        f"[run_id=abc\\n{forged}\\r\\x1b[2K method=runstream.v1.RunService/GetRun]"
+    )
+
+
+def test_a_traceback_keeps_its_lines_under_an_escaped_first_line() -> None:
+    """Only the record's own line is escaped: a traceback stays readable below it."""
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = sys.exc_info()
+    record = logging.LogRecord(
+        "runstream.api", logging.ERROR, __file__, 1, "unexpected error in %s", ("a\nb",), failure
+    )
+    record.run_id = "abc\r\nforged"
+    first, *traceback = logs.TextFormatter(logs.TEXT_FORMAT).format(record).split("\n")
+    assert first.endswith("runstream.api: unexpected error in a\\nb [run_id=abc\\r\\nforged]")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "ValueError: boom"

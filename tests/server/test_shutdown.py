@@ -2,7 +2,8 @@
 
 Health turns NOT_SERVING the moment the drain begins; open Watch streams say so and then end,
 so they do not hold the stop for its grace; while calls in flight hold the drain, a Check
-still gets an answer, NOT_SERVING, and new work is refused with UNAVAILABLE.
+still gets an answer, NOT_SERVING, and new work is refused with UNAVAILABLE. Watch streams,
+which need no token, are capped per server.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer
+
+from tests.conftest import ConfigFactory
+from tests.server.support import retry_info
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -36,6 +40,20 @@ async def rest_of(watch: Any) -> list[int]:
     while (response := await watch.read()) is not grpc.aio.EOF:
         statuses.append(response.status)
     return statuses
+
+
+async def watch_once_a_slot_frees(health: Any, service: str) -> tuple[Any, int]:
+    """A Watch of `service` and its first status, asked again while the server has not yet
+    seen a cancelled stream end (the cancel and the new call race to its event loop)."""
+    for _ in range(100):
+        watch = health.Watch(ask(service))
+        try:
+            return watch, (await watch.read()).status
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+        await asyncio.sleep(0.02)
+    raise AssertionError("no Watch slot freed after a stream was cancelled")
 
 
 async def test_stop_tells_health_watchers_not_serving_then_ends_their_streams(
@@ -90,7 +108,7 @@ async def test_check_answers_not_serving_while_a_call_in_flight_holds_the_drain(
 
 
 async def test_a_server_stopped_right_after_it_started_stops_at_once(
-    tmp_path: Path, server_config: Any
+    tmp_path: Path, server_config: ConfigFactory
 ) -> None:
     """The store's background followers end when cancelled, even where the library under
     them swallowed the cancellation (a Redis pub/sub read did): a stop waited out its 5 s
@@ -99,3 +117,43 @@ async def test_a_server_stopped_right_after_it_started_stops_at_once(
         server = RunstreamServer(server_config(tmp_path / f"{i}.db"))
         await server.start()
         await asyncio.wait_for(server.stop(grace=GRACE), 2)
+
+
+async def test_watch_streams_past_the_cap_are_resource_exhausted_and_those_within_it_work(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The probe: unauthenticated Watch streams on made-up 2 KB names, 10,000 of them, grew the
+    server by 90 MB. Past the cap a Watch is refused; a slot frees when a stream closes."""
+    server = RunstreamServer(server_config(tmp_path / "runstream.db", health_watch_streams=2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            overall = health.Watch(ask())
+            made_up = health.Watch(ask("x" * 2048))
+            assert (await overall.read()).status == SERVING
+            assert (await made_up.read()).status == SERVICE_UNKNOWN
+
+            refused = health.Watch(ask("y" * 2048))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await refused.read()
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert info.value.details() == (
+                "2 health Watch streams are open on this server, the most allowed; "
+                "close one, or ask with Check"
+            )
+            assert retry_info(info.value) == 5.0
+            assert (await health.Check(ask(), timeout=2)).status == SERVING
+
+            made_up.cancel()
+            service, status = await watch_once_a_slot_frees(health, RUN_SERVICE)
+            assert status == SERVING
+
+            stopping = asyncio.create_task(server.stop(grace=GRACE))
+            assert await rest_of(overall) == [NOT_SERVING]
+            assert await rest_of(service) == [NOT_SERVING]
+            for watch in (overall, service):
+                assert await watch.code() == grpc.StatusCode.OK
+            await asyncio.wait_for(stopping, 2)
+    finally:
+        await server.stop(grace=0.5)

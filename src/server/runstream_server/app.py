@@ -41,7 +41,12 @@ from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.draining import CallTracker
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
-from runstream_server.api.introspection import HealthService, serve_health, serve_reflection
+from runstream_server.api.introspection import (
+    MAX_HEALTH_WATCHES,
+    HealthService,
+    serve_health,
+    serve_reflection,
+)
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
 from runstream_server.api.stats_service import StatsServicer
@@ -116,6 +121,9 @@ class ServerConfig:
     """New calls the gRPC core holds while the event loop takes on a burst (thousands of
     watchers connecting at once). Past it, new calls get CANCELLED: at random up to twice
     this many, all of them beyond. gRPC's own default (1,000) refuses such bursts."""
+    health_watch_streams: int = MAX_HEALTH_WATCHES
+    """grpc.health.v1 Watch streams open at once (health needs no token); past it a new one
+    gets RESOURCE_EXHAUSTED."""
     limits: Limits = field(default_factory=Limits)
     insight: InsightPolicy = field(default_factory=InsightPolicy)
     """When runs count as stalled, how estimates learn, when speed milestones fire."""
@@ -273,7 +281,7 @@ class RunstreamServer:
             ),
             server,
         )
-        self._health = serve_health(server)
+        self._health = serve_health(server, config.health_watch_streams)
         serve_reflection(server, SERVICE_NAMES)
         try:
             self.port = listen(server, config.address, config.security)

@@ -1,10 +1,12 @@
 """What ops tools ask a server about itself: grpc.health.v1 and server reflection.
 
-Both come from their gRPC packages, with four gaps filled: the health servicer answers
+Both come from their gRPC packages, with five gaps filled: the health servicer answers
 ``List`` (reflection lists the method; the package's async servicer answered UNIMPLEMENTED);
 its ``Watch`` streams end at shutdown once they have sent NOT_SERVING (the package's waited
 for the next change for good, so one open Watch, a load balancer's or a probe's, held the
-server's stop for its whole grace); reflection finds the file of a method name (``grpcurl
+server's stop for its whole grace); ``Watch`` streams are capped per server (health needs no
+token, and each open stream held about 30 KB: 10,000 of them with made-up service names grew
+the server by 90 MB); reflection finds the file of a method name (``grpcurl
 describe runstream.v1.RunService.GetRun``), which protobuf's upb descriptor pool does not
 resolve; and reflection is served as ``grpc.reflection.v1`` as well as ``v1alpha``, the only
 version grpcio-reflection ships (newer grpcurl, grpcui and Postman ask for v1 first).
@@ -23,20 +25,46 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-__all__ = ["HealthService", "serve_health", "serve_reflection"]
+from runstream_server.errors import ResourceExhausted
+
+__all__ = ["MAX_HEALTH_WATCHES", "HealthService", "serve_health", "serve_reflection"]
+
+MAX_HEALTH_WATCHES = 1_000
+"""Health ``Watch`` streams open at once on one server, any caller's and any service's; past
+it a new one is RESOURCE_EXHAUSTED (probes and load balancers open one or a few; gRPC's
+client-side health checking one per connection)."""
+WATCH_RETRY_AFTER = 5.0
+"""The RetryInfo delay past the cap (a stream may close by then)."""
 
 _REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
     """grpc.health.v1 with ``List``: every service's status, "" the server's own; and with
-    ``Watch`` streams that end at shutdown."""
+    at most `max_watches` ``Watch`` streams at once, which end at shutdown."""
+
+    def __init__(self, max_watches: int = MAX_HEALTH_WATCHES) -> None:
+        super().__init__()
+        self.max_watches = max_watches
+        self._watches = 0
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         """The service's status, then each change of it, as the package's ``Watch`` sends
         them (on its conditions, so its ``set`` wakes this one); from the graceful shutdown
         on, the status (NOT_SERVING) and then the end of the stream (OK), so the watcher
-        looks again elsewhere and the server's stop does not wait for it."""
+        looks again elsewhere and the server's stop does not wait for it.
+
+        A service never set gets SERVICE_UNKNOWN and an open stream, as the protocol asks;
+        its condition goes with its last watcher, so made-up names hold nothing once their
+        streams close, and the cap bounds what they hold while open.
+        """
+        if self._watches >= self.max_watches:
+            raise ResourceExhausted(
+                f"{self.max_watches} health Watch streams are open on this server, the most "
+                "allowed; close one, or ask with Check",
+                retry_after=WATCH_RETRY_AFTER,
+            )
+        self._watches += 1
         service = request.service
         condition = self._server_watchers[service]
         self._watcher_count_by_service[service] += 1
@@ -54,6 +82,7 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
                         return
                     await condition.wait()
         finally:
+            self._watches -= 1
             self._watcher_count_by_service[service] -= 1
             if self._watcher_count_by_service[service] == 0:
                 del self._server_watchers[service]
@@ -79,8 +108,8 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
         )
 
 
-def serve_health(server: aio.Server) -> HealthService:
-    service = HealthService()
+def serve_health(server: aio.Server, max_watches: int = MAX_HEALTH_WATCHES) -> HealthService:
+    service = HealthService(max_watches)
     health_pb2_grpc.add_HealthServicer_to_server(service, server)
     return service
 

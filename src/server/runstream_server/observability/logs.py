@@ -6,6 +6,12 @@ variables; the request's own summary line adds its status code and duration. JSO
 ``time`` (RFC 3339, UTC, milliseconds), ``level``, ``logger``, ``message`` and, when known,
 ``run_id``, ``method``, ``code``, ``duration_ms``, ``principal`` and ``tenant`` (the verified
 caller, when tokens are required), ``peer`` and ``exception``.
+
+A text record's own line (its message, with whatever a request put in it, and the run id and
+method appended) is one line whatever the request held: control characters in it are written
+as backslash escapes (``\\n``, ``\\r``, ``\\x1b``), so a run id holding a newline cannot
+forge a second log line, nor an escape sequence rewrite the terminal showing the log. A
+traceback still follows on lines of its own. JSON lines escape them already.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from typing import Any, Final
 
 from runstream_server.auth import principal as auth_principal
 
-__all__ = ["LOG_FORMATS", "JsonFormatter", "RequestContextFilter", "configure", "request_scope"]
+__all__ = [
+    "LOG_FORMATS",
+    "JsonFormatter",
+    "RequestContextFilter",
+    "TextFormatter",
+    "configure",
+    "request_scope",
+]
 
 LOG_FORMATS: Final = ("text", "json")
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -27,6 +40,13 @@ TEXT_FORMAT: Final = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 # The request being handled, for every record logged on its behalf.
 _method: contextvars.ContextVar[str | None] = contextvars.ContextVar("rs_method", default=None)
 _run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rs_run_id", default=None)
+
+# C0 and C1 controls, DEL and the Unicode line and paragraph separators: what terminals, log
+# viewers or str.splitlines() take for a line break or an escape sequence.
+_CONTROLS: Final = {
+    code: chr(code).encode("unicode_escape").decode("ascii")
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
 
 # Record attributes the JSON formatter copies when present, in this order.
 _FIELDS: Final = ("run_id", "method", "code", "duration_ms", "principal", "tenant", "peer")
@@ -79,16 +99,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-class _TextFormatter(logging.Formatter):
-    """The text format, with the request's run id and method appended when there is one."""
+class TextFormatter(logging.Formatter):
+    """The text format, with the request's run id and method appended when there is one, and
+    control characters escaped on the record's own line (see the module docstring)."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        tags = [f"{name}={getattr(record, name)}" for name in ("run_id", "method")]
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        tags = [f"{name}={getattr(record, name, None)}" for name in ("run_id", "method")]
         tags = [tag for tag in tags if not tag.endswith("=None")]
-        if tags and "\n" not in line:
+        if tags:
             line += " [" + " ".join(tags) + "]"
-        return line
+        return line.translate(_CONTROLS)
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
@@ -96,6 +117,6 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {LOG_FORMATS}, not {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else _TextFormatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     handler.addFilter(RequestContextFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
