@@ -6,6 +6,16 @@ checks the method's role (:mod:`~runstream_server.auth.policy`) and binds the
 :class:`~runstream_server.auth.principal.Principal` for the domain. Refusals are
 UNAUTHENTICATED naming the failed check, or PERMISSION_DENIED naming the role needed.
 
+A refused call's request is never decoded. grpc.aio decodes a unary request with the
+handler's deserializer before any behavior runs, and decoding and checking a 4 MiB request
+costs a tenth of a second of CPU or more: were the token checked in the behavior, anyone who
+reaches the port could keep a core busy with a few large calls a second and no credentials.
+So the verdict is reached in ``intercept_service``, from the call's metadata, before grpc
+receives the request; grpc runs that, the deserializer and the behavior in the call's one
+task, so the verdict travels in a context variable. The deserializer of a refused call
+returns None without parsing the bytes, and its behavior logs the refusal and aborts. The
+handler that does this is still built once per method: only the verdict is per call.
+
 Streams live no longer than their token: at ``exp`` a WatchRun, WatchRuns, Report or
 Interact stream ends with UNAUTHENTICATED, and the client reconnects with a fresh token and
 resumes from its cursor. The stream is cut only while it waits for its next message, never
@@ -15,9 +25,11 @@ in the middle of sending one, so a watcher's cursor is always exact.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
@@ -31,21 +43,42 @@ from runstream_server.api.handlers import (
     streams_responses,
 )
 from runstream_server.auth import policy
-from runstream_server.auth.principal import Principal, bind
+from runstream_server.auth.principal import Principal, bind, current
 from runstream_server.auth.tokens import TokenError, TokenVerifier
 
 __all__ = ["EXPIRED_DURING_STREAM", "AuthInterceptor"]
 
 
 Context = aio.ServicerContext[Any, Any]
+Metadata = Sequence[tuple[str, str | bytes]]
 
 EXPIRED_DURING_STREAM = "token expired during the stream; reconnect with a fresh token"
 """The status detail of a stream cut at its token's expiry (clients resume on it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """Why a call may not go on: the status it ends with, the detail the caller reads, and
+    the verified caller refused, when there is one (for the log)."""
+
+    code: grpc.StatusCode
+    reason: str
+    caller: Principal | None = None
+
+
+_UNCHECKED = _Refusal(grpc.StatusCode.UNAUTHENTICATED, "the call's credentials were not checked")
+"""A call that reaches a behavior no verdict was reached for is refused: should grpc ever run
+handlers outside the task that ran ``intercept_service``, every call fails closed."""
+
+_refusal: contextvars.ContextVar[_Refusal | None] = contextvars.ContextVar(
+    "runstream_auth_refusal", default=_UNCHECKED
+)
+"""The call's verdict: None once it is admitted (its principal bound), else its refusal."""
+
+
 class AuthInterceptor(HandlerRewriter):
-    """Verifies the bearer token and the method's role on every call (see module); the
-    handler that does it is built once per method."""
+    """Verifies the bearer token and the method's role on every call, before its request is
+    decoded (see module); the handler that enforces the verdict is built once per method."""
 
     def __init__(self, verifier: TokenVerifier, rejections: RejectionLog | None = None) -> None:
         super().__init__()
@@ -54,9 +87,9 @@ class AuthInterceptor(HandlerRewriter):
         """Refusals are logged with the server's other rejections: anyone can send bad tokens,
         and each must not be a line of its own."""
 
-    def authenticate(self, context: Context) -> Principal:
+    def authenticate(self, metadata: Metadata | None) -> Principal:
         """The caller's principal; raises TokenError naming what is wrong."""
-        values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+        values = [v for k, v in metadata or () if k == "authorization"]
         if not values:
             raise TokenError("missing authorization metadata; send 'authorization: Bearer <jwt>'")
         if len(values) > 1:
@@ -69,15 +102,15 @@ class AuthInterceptor(HandlerRewriter):
             raise TokenError("malformed authorization header: expected 'Bearer <jwt>'")
         return self._verifier.verify(token.strip())
 
-    async def admit(self, method: str, context: Context) -> Principal:
-        """The caller's principal, bound for the call; aborts the call when it may not."""
+    def admit(self, method: str, metadata: Metadata | None) -> _Refusal | None:
+        """None when the caller may call `method` (its principal then bound for the call),
+        else why not."""
         try:
-            principal = self.authenticate(context)
+            principal = self.authenticate(metadata)
         except TokenError as exc:
-            self._rejections.note(method, "UNAUTHENTICATED", exc.reason)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+            return _Refusal(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
         # Bound before the role check, so every line logged about a refused call names who
-        # was refused (the handler never runs: the call ends here).
+        # was refused (the handler never runs: the call ends in the behavior below).
         bind(principal)
         role = policy.required_role(method)
         if not principal.has(role):
@@ -86,25 +119,48 @@ class AuthInterceptor(HandlerRewriter):
                 f"{name} needs the {role.value!r} role; the token grants "
                 f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}"
             )
-            self._rejections.note(method, "PERMISSION_DENIED", reason, principal)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
-        return principal
+            return _Refusal(grpc.StatusCode.PERMISSION_DENIED, reason, principal)
+        return None
+
+    async def refuse(self, method: str, refusal: _Refusal, context: Context) -> NoReturn:
+        """Ends a refused call, logged with the server's other rejections. Logged here, not
+        as the verdict is reached, so that the line carries the call's request context."""
+        self._rejections.note(method, refusal.code.name, refusal.reason, refusal.caller)
+        await context.abort(refusal.code, refusal.reason)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await super().intercept_service(continuation, handler_call_details)
+        method = handler_call_details.method
+        if handler is not None and not policy.is_public(method):
+            _refusal.set(self.admit(method, handler_call_details.invocation_metadata))
+        return handler
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         if policy.is_public(method):
             return handler
+        if handler.request_deserializer is not None:
+            handler = handler._replace(
+                request_deserializer=_admitted_only(handler.request_deserializer)
+            )
 
         def wrap(kind: str, behavior: Behavior) -> Behavior:
             if streams_responses(kind):
 
                 async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
-                    principal = await self.admit(method, context)
+                    refusal = _refusal.get()
+                    if refusal is not None:
+                        await self.refuse(method, refusal, context)
                     responses = behavior(request, context)
                     if not hasattr(responses, "__aiter__"):  # writes with context.write()
                         responses = await responses
                         if responses is None:
                             return
-                    if principal.expires_at is None:
+                    principal = current()
+                    if principal is None or principal.expires_at is None:
                         async for response in responses:
                             yield response
                         return
@@ -114,12 +170,25 @@ class AuthInterceptor(HandlerRewriter):
                 return streaming
 
             async def unary(request: Any, context: Context) -> Any:
-                await self.admit(method, context)
+                refusal = _refusal.get()
+                if refusal is not None:
+                    await self.refuse(method, refusal, context)
                 return await behavior(request, context)
 
             return unary
 
         return replace_behavior(handler, wrap)
+
+
+def _admitted_only(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserialize` for admitted calls; a refused call's bytes are not even parsed (None)."""
+
+    def decode(data: bytes) -> Any:
+        if _refusal.get() is not None:
+            return None
+        return deserialize(data)
+
+    return decode
 
 
 async def _until_expiry(
