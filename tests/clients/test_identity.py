@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -266,3 +267,60 @@ async def test_an_interaction_with_a_token_leaves_no_task_behind(
             await collect_garbage()
             await run.close()
     assert complaints == []
+
+
+BEYOND_LOOPBACK = "192.0.2.2:58111"  # TEST-NET-1: nothing answers there
+
+
+@pytest.mark.parametrize("kind", ["fixed", "provider", "metadata"])
+async def test_a_token_in_clear_beyond_loopback_is_refused_before_anything_connects(
+    keys: Keys, kind: str
+) -> None:
+    token = keys.token(["viewer"])
+    asked: list[str] = []
+
+    def provider() -> str:
+        asked.append(token)
+        return token
+
+    given: dict[str, Any] = {
+        "fixed": {"token": token},
+        "provider": {"token": provider},
+        "metadata": {"metadata": {"authorization": f"Bearer {token}"}},
+    }[kind]
+    for target in (BEYOND_LOOPBACK, "runstream:50051", "ipv4:127.0.0.1:1,192.0.2.2:1"):
+        with pytest.raises(ValueError) as info:
+            runstream.connect(target, **given)
+        message = str(info.value)
+        assert f"refusing to send a token in clear to {target}" in message
+        assert "ca_file" in message and "loopback" in message and "insecure_token=True" in message
+        assert token not in message
+    assert asked == [], "the provider was asked for a token that was never to be sent"
+    # The opt-in connects as before (lazily: nothing is sent until a call).
+    client = runstream.connect(BEYOND_LOOPBACK, insecure_token=True, **given)
+    await client.close()
+
+
+async def test_a_token_in_clear_stays_allowed_on_this_machine(keys: Keys) -> None:
+    token = keys.token(["viewer"])
+    local = ("127.0.0.1:1", "127.8.0.1:1", "localhost:1", "[::1]:1", "dns:///localhost:1",
+             "unix:/tmp/runstream.sock", "unix-abstract:runstream")  # fmt: skip
+    for target in local:
+        await runstream.connect(target, token=token).close()
+    await runstream.connect(BEYOND_LOOPBACK).close()  # without a token there is nothing to leak
+
+
+async def test_the_opt_in_sends_the_token_to_a_target_beyond_loopback(
+    secured: RunstreamServer, keys: Keys
+) -> None:
+    # Two addresses, the first this machine's: gRPC connects to it, yet the target also
+    # names a host beyond loopback, so the token goes only with the opt-in.
+    target = f"ipv4:127.0.0.1:{secured.port},192.0.2.2:{secured.port}"
+    with pytest.raises(ValueError, match="insecure_token=True"):
+        runstream.connect(target, token=keys.token(["producer"]))
+    async with runstream.connect(
+        target, token=keys.token(["producer"]), insecure_token=True
+    ) as client:
+        run = await client.start_run("wf")
+        await run.complete()
+        await run.close()

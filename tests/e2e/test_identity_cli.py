@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -93,9 +94,9 @@ def test_a_token_with_an_empty_subject_or_tenant_is_a_usage_error(
     assert f"argument {flag}: must not be empty" in result.stderr
 
 
-def test_client_commands_take_the_token_from_flag_env_or_file(
-    tmp_path: Path, secret_file: Path
-) -> None:
+@pytest.fixture
+def secured(tmp_path: Path, secret_file: Path) -> Iterator[tuple[ServerProcess, str]]:
+    """A `serve --jwt-secret-file` process on loopback, and a viewer token it accepts."""
     server = ServerProcess(
         port=free_port(),
         store_path=tmp_path / "r.db",
@@ -105,26 +106,60 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     try:
         minted = cli("token", "--secret-file", str(secret_file), "--sub", "alice", "--tenant",
                      "acme", "--role", "viewer")  # fmt: skip
-        token = minted.stdout.strip()
-        refused = cli("runs", "--target", server.target)
-        assert refused.returncode == 1
-        assert "unauthenticated: missing authorization metadata" in refused.stderr
-        assert cli("runs", "--target", server.target, "--token", token).returncode == 0
-        assert (
-            cli("runs", "--target", server.target, env={"RUNSTREAM_TOKEN": token}).returncode == 0
-        )
-        token_file = tmp_path / "token"
-        token_file.write_text(token + "\n")
-        by_file = cli("runs", "--target", server.target, "--token-file", str(token_file))
-        assert by_file.returncode == 0, by_file.stderr
-        denied = cli("cancel", "0" * 32, "--target", server.target, "--token", token)
-        assert denied.returncode == 1
-        assert "permission denied: CancelRun needs the 'operator' role" in denied.stderr
-        forged = jwt.encode({"sub": "x", "tenant": "acme", "exp": 2**40}, b"x" * 32)
-        bad = cli("runs", "--target", server.target, "--token", forged)
-        assert "unauthenticated: bad signature" in bad.stderr
+        yield server, minted.stdout.strip()
     finally:
         assert server.terminate() == 0
+
+
+def test_client_commands_take_the_token_from_flag_env_or_file(
+    tmp_path: Path, secured: tuple[ServerProcess, str]
+) -> None:
+    server, token = secured
+    refused = cli("runs", "--target", server.target)
+    assert refused.returncode == 1
+    assert "unauthenticated: missing authorization metadata" in refused.stderr
+    assert cli("runs", "--target", server.target, "--token", token).returncode == 0
+    assert cli("runs", "--target", server.target, env={"RUNSTREAM_TOKEN": token}).returncode == 0
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    by_file = cli("runs", "--target", server.target, "--token-file", str(token_file))
+    assert by_file.returncode == 0, by_file.stderr
+    denied = cli("cancel", "0" * 32, "--target", server.target, "--token", token)
+    assert denied.returncode == 1
+    assert "permission denied: CancelRun needs the 'operator' role" in denied.stderr
+    forged = jwt.encode({"sub": "x", "tenant": "acme", "exp": 2**40}, b"x" * 32)
+    bad = cli("runs", "--target", server.target, "--token", forged)
+    assert "unauthenticated: bad signature" in bad.stderr
+
+
+def test_client_commands_refuse_a_token_in_clear_beyond_loopback(
+    tmp_path: Path, secured: tuple[ServerProcess, str]
+) -> None:
+    server, token = secured
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    # This machine first (gRPC connects there), but the target names a host beyond it.
+    mixed = f"ipv4:127.0.0.1:{server.port},192.0.2.2:{server.port}"
+    for command, target, given, env in (
+        ("runs", mixed, ("--token", token), {}),
+        ("runs", mixed, (), {"RUNSTREAM_TOKEN": token}),
+        ("runs", mixed, ("--token-file", str(token_file)), {}),
+        ("agui", "192.0.2.2:50051", ("--token", token), {}),
+    ):
+        refused = cli(command, "--target", target, *given, env=env)
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+        assert refused.stderr.strip().count("\n") == 0, refused.stderr
+        assert refused.stderr.startswith(
+            f"runstream: refusing to send the token in clear to {target}"
+        )
+        assert "--ca-file" in refused.stderr and "--insecure-token" in refused.stderr
+        assert token not in refused.stderr
+    allowed = cli("runs", "--target", mixed, "--token", token, "--insecure-token")
+    assert allowed.returncode == 0, allowed.stderr
+    by_env = cli("runs", "--target", mixed, "--token", token,
+                 env={"RUNSTREAM_INSECURE_TOKEN": "1"})  # fmt: skip
+    assert by_env.returncode == 0, by_env.stderr
+    assert cli("runs", "--target", f"localhost:{server.port}", "--token", token).returncode == 0
 
 
 def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ every valid token without the method's role gets PERMISSION_DENIED naming the ro
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -29,13 +30,14 @@ from runstream.v1 import (
     stats_service_pb2,
 )
 from runstream_server.api import decoding
-from runstream_server.app import RunstreamServer
-from runstream_server.auth.edge import SecurityConfig
+from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.policy import ROLE_BY_METHOD
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
 
 from tests.identity import (
     Keys,
+    Pki,
     claims,
     hmac_token,
     rs256_auth,
@@ -431,3 +433,28 @@ async def test_a_refused_call_is_refused_before_its_request_is_decoded(
         }
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_tokens_without_tls_beyond_loopback_are_warned_of_once_at_start(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server starts (a proxy in front may terminate TLS) but says tokens reach it in
+    clear; on loopback, or with TLS, it has nothing to say."""
+    pki = Pki.make(tmp_path / "pki")
+    auth = rs256_auth(keys)
+    with_tls = dataclasses.replace(auth, tls=TlsConfig(pki.server_cert, pki.server_key))
+    warned: dict[str, int] = {}
+    for address, security in (("0.0.0.0:0", auth), ("127.0.0.1:0", auth),
+                              ("0.0.0.0:0", with_tls)):  # fmt: skip
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="runstream.auth"):
+            server = RunstreamServer(
+                ServerConfig(
+                    address=address, store_path=tmp_path / "runstream.db", security=security
+                )
+            )
+            await server.start()
+            await server.stop(grace=0.5)
+        key = f"{address}{' tls' if security.tls else ''}"
+        warned[key] = caplog.text.count("with tokens but WITHOUT TLS: bearer tokens reach it")
+    assert warned == {"0.0.0.0:0": 1, "127.0.0.1:0": 0, "0.0.0.0:0 tls": 0}

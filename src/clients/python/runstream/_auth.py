@@ -6,6 +6,11 @@ the token's payload without verifying it (verifying is the server's job). When t
 ends a stream because the token expired, the watcher or reporter reconnects: the new call
 carries a fresh token from the provider and resumes from the stream's cursor, so nothing is
 lost or repeated. A fixed token cannot be refreshed: that reconnect fails UNAUTHENTICATED.
+
+A token goes in clear only where no one else can read it. Like gRPC's own call credentials
+(grpc-go's ``RequireTransportSecurity``), a token on a plaintext channel is refused unless
+the target stays on this machine (:func:`is_local_target`), or the caller says
+``insecure_token=True``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
+import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +28,15 @@ from typing import Any
 import grpc
 from grpc import aio
 
-__all__ = ["TokenProvider", "auth_interceptors", "channel_credentials", "is_expired_stream"]
+__all__ = [
+    "PlaintextTokenError",
+    "TokenProvider",
+    "auth_interceptors",
+    "channel_credentials",
+    "check_token_transport",
+    "is_expired_stream",
+    "is_local_target",
+]
 
 TokenProvider = Callable[[], "str | Awaitable[str]"]
 """A function that returns a bearer JWT (without the "Bearer " prefix), possibly async."""
@@ -149,3 +163,79 @@ def channel_credentials(
         private_key=Path(client_key).read_bytes() if client_key else None,
         certificate_chain=Path(client_cert).read_bytes() if client_cert else None,
     )
+
+
+class PlaintextTokenError(ValueError):
+    """A token (or an authorization header) would go in clear beyond this machine."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            f"refusing to send a token in clear to {target}: the channel is plaintext and "
+            "the host is not loopback, so anyone on the path could read the token and replay "
+            "it; give ca_file (TLS), connect through loopback (a local proxy that speaks TLS "
+            "onwards), or pass insecure_token=True to send it in clear anyway"
+        )
+        self.target = target
+
+
+def _host(address: str) -> str:
+    """The host of HOST:PORT, [IPV6]:PORT, a bare IPv6 address or a bare host."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    if address.count(":") > 1:
+        return address
+    return address.partition(":")[0]
+
+
+def _target_hosts(target: str) -> list[str]:
+    """The hosts a gRPC target names: "ipv4:" and "ipv6:" list several, and "dns:" may name
+    its DNS server first ("dns://8.8.8.8/host:port")."""
+    if target.startswith(("ipv4:", "ipv6:")):
+        addresses = target.partition(":")[2].split(",")
+    elif target.startswith("dns:"):
+        rest = target.removeprefix("dns:")
+        addresses = [rest[2:].partition("/")[2] if rest.startswith("//") else rest]
+    else:
+        addresses = [target]
+    return [_host(address.strip()) for address in addresses]
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
+
+
+def is_local_target(target: str) -> bool:
+    """Whether a gRPC target stays on this machine: a unix socket, or loopback addresses only
+    (127.0.0.0/8, ::1, "localhost").
+
+    Other names are not resolved to decide: a name is how a remote host is usually given, and
+    what it resolves to now says nothing certain about where gRPC connects later (its resolver
+    asks again on every reconnect). So "runstream:50051" on a compose network or a
+    Kubernetes Service name counts as remote, like any address beyond loopback.
+    """
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    return all(_is_loopback_host(host) for host in _target_hosts(target))
+
+
+def check_token_transport(
+    target: str,
+    *,
+    secure: bool,
+    token: str | TokenProvider | None,
+    metadata: tuple[tuple[str, str], ...],
+    insecure_token: bool,
+) -> None:
+    """Refuses (PlaintextTokenError, a ValueError) a token, or an ``authorization`` header in
+    the client's metadata, on a plaintext channel to a target beyond this machine, unless
+    `insecure_token`. Judged before anything connects, so a refused token never leaves."""
+    sends_token = token is not None or any(k.lower() == "authorization" for k, _ in metadata)
+    if sends_token and not secure and not insecure_token and not is_local_target(target):
+        raise PlaintextTokenError(target)

@@ -63,6 +63,7 @@ def connect(
     ca_file: str | Path | None = None,
     client_cert: str | Path | None = None,
     client_key: str | Path | None = None,
+    insecure_token: bool = False,
 ) -> Client:
     """A client for the Runstream server at ``target`` ("host:port").
 
@@ -71,18 +72,32 @@ def connect(
 
     Args:
         target: The server's address, for example "127.0.0.1:50051".
-        metadata: gRPC metadata sent with every call, for example an authorization header.
+        metadata: gRPC metadata sent with every call. An ``authorization`` entry is held to
+            the same rule as ``token`` (prefer ``token``: it refreshes).
         timeout: Deadline in seconds of each unary call (None: no deadline). Streams have none.
         reconnect_timeout: How long reporters and watchers keep reconnecting to an
             unreachable server before they raise UnavailableError (None: forever). Default 60 s.
-        credentials: TLS channel credentials; plaintext when None.
+        credentials: TLS channel credentials; plaintext when None (with a token, see
+            ``insecure_token``). Credentials given here are taken as the caller's choice.
         options: Extra gRPC channel options; they override the SDK's defaults.
         token: A bearer JWT sent on every call, or a function (sync or async) returning one;
             a function is asked again shortly before each token expires, and streams the
             server ends at expiry resume with the new token (see ``runstream._auth``).
+            Anyone who reads a token can replay it, so on a plaintext channel (no
+            ``ca_file``, ``client_cert`` or ``credentials``) a token is sent only to a target
+            on this machine: a unix socket, 127.0.0.0/8, ::1 or "localhost" (where a local
+            proxy such as an Envoy sidecar may carry it on over TLS). To any other target,
+            names included ("runstream:50051", "svc.ns.svc.cluster.local": they are not
+            resolved to judge), ``connect`` raises ValueError, before anything connects,
+            unless ``insecure_token``.
         ca_file: PEM file of the CA that signed the server's certificate: connect with TLS.
         client_cert: PEM client certificate for mutual TLS (with ``client_key``).
         client_key: PEM private key of ``client_cert``.
+        insecure_token: Send the token over a plaintext channel to a target beyond this
+            machine: in clear, so anyone on the path can read and replay it. Only for a
+            network you trust end to end (a compose network on one host, a service mesh
+            whose sidecars add mutual TLS). gRPC's own call credentials need a secure or
+            local channel; this is the SDK's explicit way past that rule.
     """
     if credentials is None:
         credentials = channel_credentials(ca_file, client_cert, client_key)
@@ -94,6 +109,7 @@ def connect(
         credentials=credentials,
         options=options,
         token=token,
+        insecure_token=insecure_token,
     )
 
 
@@ -110,6 +126,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         token: str | TokenProvider | None = None,
+        insecure_token: bool = False,
     ) -> None:
         self._connection = Connection(
             target,
@@ -119,6 +136,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             credentials=credentials,
             options=options,
             token=token,
+            insecure_token=insecure_token,
         )
         self._reporters: weakref.WeakSet[RunReporter] = weakref.WeakSet()
 

@@ -4,7 +4,9 @@ carries.
 :class:`Connection` opens its gRPC channel lazily, on the first call, with the SDK's channel
 options (fast reconnects, keepalive) and the token's interceptors. Every call and stream sends
 the client's metadata followed by the caller's trace context, which is read at each call so
-the call continues the span it starts in (see :mod:`runstream._tracing`).
+the call continues the span it starts in (see :mod:`runstream._tracing`). A token on a
+plaintext channel to a host beyond this machine is refused when the connection is made,
+before anything connects (see :func:`runstream._auth.check_token_transport`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from runstream._auth import TokenProvider, auth_interceptors
+from runstream._auth import TokenProvider, auth_interceptors, check_token_transport
 from runstream._errors import FailedPreconditionError, error_from_rpc
 from runstream._retry import Backoff, is_retryable
 from runstream._tracing import trace_metadata
@@ -64,13 +66,21 @@ class Connection:
         credentials: grpc.ChannelCredentials | None,
         options: Sequence[tuple[str, Any]],
         token: str | TokenProvider | None,
+        insecure_token: bool = False,
     ) -> None:
         self._target = target
-        self._interceptors = auth_interceptors(token)
         if isinstance(metadata, Mapping):
             self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
         else:
             self._metadata = tuple(metadata or ())
+        check_token_transport(
+            target,
+            secure=credentials is not None,
+            token=token,
+            metadata=self._metadata,
+            insecure_token=insecure_token,
+        )
+        self._interceptors = auth_interceptors(token)
         self._timeout = timeout
         self._reconnect_timeout = reconnect_timeout
         self._credentials = credentials

@@ -3,7 +3,8 @@
 :class:`SecurityConfig` is everything ``runstream serve`` can be told about identity:
 tokens, TLS and the plaintext escape hatch. The secure default: a server without token
 verification listens on loopback only, unless ``insecure_no_auth`` says otherwise (and a
-warning is logged).
+warning is logged). A server that verifies tokens but serves no TLS beyond loopback starts,
+since a proxy in front may terminate TLS, and says once that tokens reach it in clear.
 """
 
 from __future__ import annotations
@@ -130,8 +131,18 @@ def _is_loopback(address: str) -> bool:
 def check_exposure(address: str, security: SecurityConfig, *, warn: bool = True) -> None:
     """Refuses (ValueError) to serve without auth beyond loopback unless explicitly allowed;
     allowed, logs a warning when `warn` (the server, as it starts: the CLI only checks its
-    options early, so the warning is logged once)."""
-    if security.auth is not None or _is_loopback(address):
+    options early, so the warning is logged once). With auth but without TLS beyond loopback
+    (or a unix socket), warns that tokens travel in clear."""
+    if _is_loopback(address):
+        return
+    if security.auth is not None:
+        if warn and security.tls is None and not address.startswith(("unix:", "unix-abstract:")):
+            log.warning(
+                "listening on %s with tokens but WITHOUT TLS: bearer tokens reach it in "
+                "clear, and anyone on the path can replay them, unless a proxy in front "
+                "terminates TLS; serve TLS with --tls-cert and --tls-key",
+                address,
+            )
         return
     if not security.insecure_no_auth:
         raise ValueError(

@@ -3,8 +3,10 @@
 
 Client commands take the token from ``--token``, else ``$RUNSTREAM_TOKEN``, else the file
 named by ``--token-file`` or ``$RUNSTREAM_TOKEN_FILE`` (re-read before it expires, so a
-sidecar that rotates the file keeps long watches alive). ``serve`` options default to the
-matching ``RUNSTREAM_*`` environment variables, which is how the container image takes a key.
+sidecar that rotates the file keeps long watches alive). As in the SDK, a token goes over
+plaintext only to a target on this machine, unless ``--insecure-token``. ``serve`` options
+default to the matching ``RUNSTREAM_*`` environment variables, which is how the container
+image takes a key.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import runstream
-from runstream._auth import TokenProvider
+from runstream._auth import PlaintextTokenError, TokenProvider, channel_credentials
 
 from .args import non_negative_float, non_negative_int
-from .errors import CliError
+from .errors import CliError, UsageError
 
 if TYPE_CHECKING:
     from runstream_server.auth.edge import SecurityConfig
@@ -65,6 +67,13 @@ def add_client_security(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--client-key", default=None, metavar="PATH", help="the client certificate's key"
     )
+    group.add_argument(
+        "--insecure-token",
+        action="store_true",
+        default=_env("RUNSTREAM_INSECURE_TOKEN") == "1",
+        help="send the token over plaintext to a target beyond loopback: in clear, so anyone "
+        "on the path can replay it (a network you trust); $RUNSTREAM_INSECURE_TOKEN=1",
+    )
     parser.add_argument(
         "--reconnect-timeout",
         type=non_negative_float,
@@ -98,21 +107,29 @@ def _token(args: argparse.Namespace) -> str | TokenProvider | None:
 
 
 def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Client:
-    """A client for the command's --target with its token and TLS options."""
+    """A client for the command's --target with its token and TLS options; UsageError (exit
+    status 2) for a token that would go in clear beyond this machine."""
     ca_file = getattr(args, "ca_file", None) or _env("RUNSTREAM_CA_FILE")
-    client_cert = getattr(args, "client_cert", None)
-    client_key = getattr(args, "client_key", None)
+    try:
+        credentials = channel_credentials(
+            ca_file, getattr(args, "client_cert", None), getattr(args, "client_key", None)
+        )
+    except (OSError, ValueError) as exc:
+        raise CliError(f"TLS options: {exc}") from None
     try:
         return runstream.connect(
             target or args.target,
             token=_token(args),
-            ca_file=ca_file,
-            client_cert=client_cert,
-            client_key=client_key,
+            credentials=credentials,
             reconnect_timeout=getattr(args, "reconnect_timeout", 60.0) or None,
+            insecure_token=getattr(args, "insecure_token", False),
         )
-    except (OSError, ValueError) as exc:
-        raise CliError(f"TLS options: {exc}") from None
+    except PlaintextTokenError as exc:
+        raise UsageError(
+            f"refusing to send the token in clear to {exc.target} (plaintext, not loopback: "
+            "anyone on the path could replay it); give --ca-file for TLS, a loopback --target "
+            "(a local proxy that speaks TLS onwards), or --insecure-token to send it anyway"
+        ) from None
 
 
 def add_serve_security(serve: argparse.ArgumentParser) -> None:

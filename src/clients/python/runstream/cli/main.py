@@ -37,7 +37,7 @@ from .auth import (
     connect,
     security_config,
 )
-from .errors import CliError
+from .errors import CliError, UsageError
 from .fmt import run_status_text
 from .health import add_health_command
 from .render import follow_run, print_run_header
@@ -853,6 +853,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # still gets one line instead of a traceback.
         errors.print(f"runstream: rpc failed: {exc}", style="red", soft_wrap=True)
         return 1
+    except UsageError as exc:
+        errors.print(f"runstream: {exc}", style="red", soft_wrap=True)
+        return 2
     except (CliError, OSError) as exc:
         errors.print(f"runstream: {exc}", style="red", soft_wrap=True)
         return 1
