@@ -3,7 +3,8 @@
 Envoy used to be started with a ``preexec_fn``, which made Python fork() a process whose gRPC
 threads were busy: gRPC's fork handlers logged "skipping fork() handlers" and about one
 launch in twelve the child crashed before exec (Envoy "exited with status -6"). The command is
-started 20 times in a row here, each time until its page and Envoy answer, then stopped.
+started 8 times in a row here, each time until its page and Envoy answer, then stopped; the
+fork-handler line the old way logged fails a launch whether or not Envoy crashed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .web_support import require
 
 pytestmark = pytest.mark.timeout(600)
 
-LAUNCHES = 20
+LAUNCHES = 8
 
 
 async def launch_once() -> str:
@@ -61,7 +62,7 @@ async def launch_once() -> str:
     return "".join(seen)
 
 
-async def test_dashboard_demo_starts_twenty_times_in_a_row() -> None:
+async def test_dashboard_demo_starts_eight_times_in_a_row() -> None:
     from runstream.dashboard.envoy import envoy_binary
 
     try:
