@@ -2,13 +2,16 @@
 
 The server sends a subscriber only the decisions still open, never the closures it missed;
 an Interaction that yielded a prompt, lost its connection, and came back after someone else
-answered kept that prompt open for good (a UI kept an answered question on screen).
+answered kept that prompt open for good (a UI kept an answered question on screen). One that
+gives up (the reconnect timeout passed) raises why at every later call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 
+import pytest
 import runstream
 from runstream import DecisionClosed, DecisionPrompt, DecisionState, InteractionUpdate
 from runstream_server.app import RunstreamServer
@@ -67,3 +70,29 @@ async def test_a_decision_answered_while_the_interaction_reconnects_is_reported_
                 assert len(seen(DecisionPrompt, decision_id)) == 1, updates
                 assert len(seen(DecisionClosed, decision_id)) == 1, updates
         await run.close()
+
+
+async def test_an_interaction_that_gave_up_raises_at_every_call_with_a_traceback_of_its_own(
+    server: RunstreamServer,
+) -> None:
+    """Each raise of the stored failure must not add its frames to the ones before it."""
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=0.2) as viewer,
+    ):
+        proxy.cut()  # the server stays out of reach for longer than the reconnect timeout
+        async with viewer.interact(["unreachable"], viewer="ana") as interaction:
+            with pytest.raises(runstream.UnavailableError) as gave_up:
+                await asyncio.wait_for(anext(interaction), 20)
+            raised: list[runstream.RunstreamError] = []
+            for call in range(2000):
+                with pytest.raises(runstream.UnavailableError) as later:
+                    if call % 2:
+                        await interaction.answer("unreachable", "asked", "a")
+                    else:
+                        await anext(interaction)
+                raised.append(later.value)
+    for error in raised[-2:]:
+        assert len(traceback.extract_tb(error.__traceback__)) < 50
+        assert error.message == gave_up.value.message
+        assert error.__cause__ is gave_up.value.__cause__ is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -46,7 +47,7 @@ from runstream import (
 )
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import eventually, producer_events
+from tests.clients.support import eventually, producer_events, proxy_to
 
 PLAN = [
     StepSpec("strategy", "Strategy Team", description="Positioning", agent="Strategy Team"),
@@ -638,3 +639,35 @@ async def test_closing_the_client_under_a_watch_ends_it_with_a_runstream_error(
             await asyncio.wait_for(task, 10)
         assert not task.cancelled()
         await run.complete()
+
+
+async def test_a_failed_reporter_raises_at_every_call_with_a_traceback_of_that_call_only(
+    server: RunstreamServer,
+) -> None:
+    """A workflow that goes on after its reporter gave up (one call per LLM token) meets the
+    failure at every call. Each raise must not add its frames to the ones before it: a
+    traceback of hundreds of thousands of frames, and the memory they held, was the result."""
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=0.2) as client,
+    ):
+        run = await client.start_run("abandoned")
+        await run.flush()
+        proxy.cut()
+        await run.text("writer", "m1", "never delivered")
+        with pytest.raises(runstream.UnavailableError) as gave_up:
+            await asyncio.wait_for(run.flush(), 20)
+        raised: list[runstream.UnavailableError] = []
+        for _ in range(2000):
+            with pytest.raises(runstream.UnavailableError) as token_call:
+                await run.text("writer", "m1", "token")
+            raised.append(token_call.value)
+        with pytest.raises(runstream.UnavailableError) as closing:
+            await run.close()
+    for error in (raised[-1], closing.value):
+        assert len(traceback.extract_tb(error.__traceback__)) < 50
+        # What a caller catches is the reporter's failure all the same.
+        assert error.code == StatusCode.UNAVAILABLE
+        assert error.message == gave_up.value.message
+        assert error.__cause__ is gave_up.value.__cause__ is not None
+    assert len(traceback.extract_tb(raised[0].__traceback__)) < 50

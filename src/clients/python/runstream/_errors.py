@@ -7,6 +7,7 @@ raised by a failed RPC chain the original ``grpc.aio.AioRpcError`` as ``__cause_
 
 from __future__ import annotations
 
+import copy
 import enum
 
 import grpc
@@ -230,3 +231,20 @@ def error_from_status(code: StatusCode, message: str) -> RunstreamError:
     status), for example a rejected answer on an Interact stream."""
     cls = _BY_CODE.get(code, RunstreamError)
     return cls(message or code.name, code=code)
+
+
+def raised_again(error: RunstreamError) -> RunstreamError:
+    """A copy of a stored error, to raise where it must be raised again and again (a failed
+    reporter's every reporting call, an ended interaction's every read).
+
+    Raising the stored object itself would append each raise's frames to its one
+    ``__traceback__`` (keeping their locals alive) and rewrite its ``__context__``: a failed
+    reporter fed one call per LLM token grew a traceback of hundreds of thousands of frames.
+    The copy has the error's type, message and attributes (``code``, ``message``,
+    ``RunCancelledError.run_id`` ...) and its cause (the ``grpc.aio.AioRpcError``), and a
+    traceback of its own raise only.
+    """
+    again = copy.copy(error)  # type, args and __dict__; not __traceback__, __cause__, __context__
+    if error.__cause__ is not None:
+        again.__cause__ = error.__cause__
+    return again

@@ -38,6 +38,7 @@ from runstream._errors import (
     StatusCode,
     error_from_rpc,
     error_from_status,
+    raised_again,
 )
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import (
@@ -182,7 +183,7 @@ class Interaction:
             if isinstance(update, _End):
                 self._updates.put_nowait(update)  # Every later __anext__ ends too.
                 if self._error is not None:
-                    raise self._error
+                    raise raised_again(self._error)
                 raise StopAsyncIteration
             if isinstance(update, DecisionPrompt):
                 if _key(update.decision) in self._shown:
@@ -264,7 +265,7 @@ class Interaction:
         """
         self._start()
         if self._error is not None:
-            raise self._error
+            raise raised_again(self._error)
         answer_id = self._next_answer_id
         self._next_answer_id += 1
         request = convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from runstream import _convert as convert
-from runstream._errors import FailedPreconditionError
+from runstream._errors import FailedPreconditionError, raised_again
 
 if TYPE_CHECKING:
     from runstream._report_stream import ReportStream, Signal
@@ -73,7 +73,7 @@ class ReportGate:
     def raise_if_failed(self) -> None:
         self._control.raise_if_cancelled()
         if self._stream.failure is not None:
-            raise self._stream.failure
+            raise raised_again(self._stream.failure)
 
     def check_can_report(self) -> None:
         self.raise_if_failed()

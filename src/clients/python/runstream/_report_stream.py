@@ -189,6 +189,8 @@ class ReportStream:
         self.attached_once = False
         """Whether the server has attached a stream of this reporter to the run."""
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        """Whether the owner stopped the stream task for good (``stop()``)."""
         self._streams_opened = 0
 
     @property
@@ -214,6 +216,28 @@ class ReportStream:
         self._task = asyncio.create_task(
             self._run_stream(), name=f"runstream-report-{self._run_id}"
         )
+
+    def stop(self) -> None:
+        """Cancels the stream task, if it still runs, for good: the reporter is closed."""
+        self._stopped = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def restart_if_cut(self) -> bool:
+        """Starts the stream task again if something other than its owner cancelled it, and
+        says whether it did.
+
+        ``asyncio.run`` cancels every task left when the program leaves it through an
+        exception (``sys.exit()``, KeyboardInterrupt) raised in a task other than the one
+        inside ``async with run:``, the stream task with the rest; that block, cancelled
+        too, then reports the run's end into a queue nobody sends. The new task reconnects
+        like after a broken connection: the unacknowledged events go again with their keys.
+        """
+        if self._stopped or self._task is None or not self._task.cancelled():
+            return False
+        _log.info("the report stream task of run %s was cancelled; restarting it", self._run_id)
+        self.start()
+        return True
 
     # --- queueing ---------------------------------------------------------------------------
 

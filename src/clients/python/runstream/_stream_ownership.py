@@ -7,9 +7,10 @@ to :mod:`runstream._run_control`, closed decisions and refused questions to
 :mod:`runstream._run_decisions`; any other refused event is logged and set aside for the next
 ``flush()`` or ``close()`` to raise. After a reconnect it re-reads what the broken stream may
 have missed (the decisions still awaited, the pause), once the new stream is attached. And it
-waits until the stream settled everything reported, and stops the stream task and those
-re-reads when the reporter closes. How a reported event travels, and what the reporter does
-with the rest, is told in :mod:`runstream._reporter`.
+waits until the stream settled everything reported (starting the stream task again if
+something else cancelled it, as asyncio.run does at exit), and stops the stream task and
+those re-reads when the reporter closes. How a reported event travels, and what the reporter
+does with the rest, is told in :mod:`runstream._reporter`.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class StreamOwnership:
         self._stream.send_now()
         while self._stream.settled < target:
             self._gate.raise_if_failed()
-            if self._stream.stopped:
+            if self._stream.stopped and not self._stream.restart_if_cut():
                 self._gate.raise_if_failed()
                 raise FailedPreconditionError(
                     f"the reporter of run {self._run_id!r} stopped with "
@@ -142,12 +143,12 @@ class StreamOwnership:
         for side_task in list(self._side_tasks):
             side_task.cancel()
         task = self._stream.task
-        if task is None or task.done():
-            return
-        self._signal.fire()
-        if self._stream.failure is None and not self._control.cancelled:
-            # The task half-closes the stream once drained; give the server a moment to end it.
-            await asyncio.wait({task}, timeout=CLOSE_GRACE)
-        if not task.done():
-            task.cancel()
+        if task is not None and not task.done():
+            self._signal.fire()
+            if self._stream.failure is None and not self._control.cancelled:
+                # The task half-closes the stream once drained; give the server a moment to
+                # end it.
+                await asyncio.wait({task}, timeout=CLOSE_GRACE)
+        self._stream.stop()  # For good: a flush() after close() does not start it again.
+        if task is not None and not task.done():
             await asyncio.wait({task})  # Unlike `await task`, keeps a cancel of close() itself.

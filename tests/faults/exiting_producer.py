@@ -1,0 +1,40 @@
+"""A producer process that exits from a task other than the one inside ``async with run:``.
+
+    python -m tests.faults.exiting_producer TARGET exit|interrupt
+
+It starts a run and prints its id, then, from a task of its own (every LangGraph node runs
+in one), reports EVENTS events and at once calls ``sys.exit(3)`` or raises
+KeyboardInterrupt. The exception leaves ``asyncio.run`` from that task, and asyncio.run
+cancels every task left, the reporter's stream task among them, before ``async with run:``
+ends in the cancelled main task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import runstream
+
+EVENTS = 50
+EXIT_STATUS = 3
+
+
+async def main(target: str, how: str) -> None:
+    async with runstream.connect(target, reconnect_timeout=5) as client:
+        run = await client.start_run("exiting")
+        print(run.run_id, flush=True)
+        async with run:
+            await asyncio.create_task(work(run, how))
+
+
+async def work(run: runstream.RunReporter, how: str) -> None:
+    for i in range(EVENTS):
+        await run.custom("tick", {"i": i})
+    if how == "exit":
+        sys.exit(EXIT_STATUS)
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:3]))

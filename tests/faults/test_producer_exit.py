@@ -1,0 +1,51 @@
+"""A producer process that exits through ``sys.exit()`` or KeyboardInterrupt raised in a task
+of its own still ends its run, with every event it reported.
+
+Such an exception leaves ``asyncio.run`` from that task, and asyncio.run cancels every task
+left before the run block, cancelled with them, ends: the reporter's stream task was gone
+when the block reported the run's end, so the run stayed RUNNING and the events still
+unacknowledged were lost ("stopped with 4 events unacknowledged").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+import runstream
+from runstream import Custom, EventKind, RunStatus
+from runstream_server.app import RunstreamServer
+
+from tests.conftest import ROOT
+from tests.faults.exiting_producer import EVENTS, EXIT_STATUS
+
+
+@pytest.mark.parametrize("how", ["exit", "interrupt"])
+async def test_a_producer_exiting_from_another_task_ends_its_run_with_every_event(
+    server: RunstreamServer, how: str
+) -> None:
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.faults.exiting_producer", server.target, how,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(producer.communicate(), 60)
+    finally:
+        if producer.returncode is None:
+            producer.kill()
+            await producer.wait()
+    if how == "exit":
+        assert producer.returncode == EXIT_STATUS, err.decode()
+    run_id = out.decode().strip()
+
+    async with runstream.connect(server.target) as client:
+        # A cancelled task, as at Ctrl-C (asyncio.run cancels the main task then too).
+        assert (await client.get_run(run_id)).status == RunStatus.CANCELLED
+        events = [event async for event in client.watch(run_id)]
+    ticks = [e.payload.data["i"] for e in events if isinstance(e.payload, Custom)]
+    assert ticks == list(range(EVENTS))
+    assert events[-1].kind == EventKind.RUN_CANCELLED
+    assert b"could not report how run" not in err, err.decode()
