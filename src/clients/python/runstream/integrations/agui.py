@@ -9,7 +9,8 @@ Runstream event               AG-UI events
 ============================  ==========================================================
 RunCreated                    RUN_STARTED, then STATE_SNAPSHOT (the plan: every step PENDING)
 RunStarted, RunStatusChanged  STATE_DELTA (``/status``)
-StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_DELTA
+StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_DELTA (a step
+                              started again after it failed loses its ``error``)
 StepProgress, StepSkipped     STATE_DELTA (the step's status and percent, the run's percent)
 StepCompleted, StepFailed     STEP_FINISHED, STATE_DELTA (a failed step's ``error``)
 TextDelta                     TEXT_MESSAGE_START (first delta of a message; ``name`` = the
@@ -26,9 +27,11 @@ anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.ag
 ============================  ==========================================================
 
 The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health",
-"estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``,
-with the run's percent counted as the server counts it (finished steps plus the running
-steps' own percent, over all steps; a run that declared no steps moves only at its end).
+"estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``
+(a FAILED step also has its ``error`` until it starts again), with the run's percent
+counted as the server counts it (finished steps plus the running steps' own percent, over
+all steps; a run that declared no steps moves only at its end). Deltas are JSON Patch
+``add`` operations, and ``remove`` for a step's error.
 
 Needs the ``agui`` extra (``pip install 'runstream[agui]'``: the ``ag-ui-protocol`` models).
 """
@@ -104,6 +107,14 @@ class _Delta:
         # A copy: later operations change the state in place, not what this one says.
         self.ops.append({"op": "add", "path": _pointer(*path), "value": copy.deepcopy(value)})
         target[path[-1]] = value
+
+    def remove(self, *path: str) -> None:
+        """Removes a member that exists (RFC 6902, 4.2: removing a missing one is an error)."""
+        target = self.state
+        for part in path[:-1]:
+            target = target[part]
+        self.ops.append({"op": "remove", "path": _pointer(*path)})
+        del target[path[-1]]
 
 
 class AguiTranslator:
@@ -225,6 +236,7 @@ class AguiTranslator:
         def change(d: _Delta) -> None:
             if p.step_id not in self._state["steps"]:
                 d.set(_step(p.name or p.step_id), "steps", p.step_id)
+            self._begin(d, p.step_id)
             d.set("RUNNING", "steps", p.step_id, "status")
             d.set(0.0, "steps", p.step_id, "percent")
             d.set(p.step_id, "currentStep")
@@ -238,6 +250,8 @@ class AguiTranslator:
         def change(d: _Delta) -> None:
             if step_id not in self._state["steps"]:
                 d.set(_step(step_id), "steps", step_id)
+            if status == "RUNNING" and self._state["steps"][step_id]["status"] != "RUNNING":
+                self._begin(d, step_id)  # progress of a step not running starts it again
             d.set(status, "steps", step_id, "status")
             if percent is not None:
                 d.set(percent, "steps", step_id, "percent")
@@ -246,6 +260,11 @@ class AguiTranslator:
             self._set_percent(d)
 
         return self._delta(change)
+
+    def _begin(self, d: _Delta, step_id: str) -> None:
+        """A step (re)starts: an earlier attempt's error goes, as the server clears it."""
+        if "error" in self._state["steps"][step_id]:
+            d.remove("steps", step_id, "error")
 
     def _finish_step(self, step_id: str) -> list[BaseEvent]:
         if step_id not in self._open_steps:
