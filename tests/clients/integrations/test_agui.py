@@ -327,6 +327,30 @@ async def test_a_failed_run_closes_its_steps_and_says_failed_before_its_error(
     assert (state["status"], state["steps"]["strategy"]["status"]) == ("FAILED", "FAILED")
 
 
+async def test_a_run_waiting_on_a_decision_says_waiting_for_input(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """The server emits no status event for a question; the state's status follows it as
+    the server's does: WAITING_FOR_INPUT until the answer, then RUNNING."""
+    run = await client.start_run("campaign", steps=["review"])
+
+    async def waiting() -> bool:
+        return (await client.get_run(run.run_id)).status.name == "WAITING_FOR_INPUT"
+
+    async with run:
+        async with run.step("review"):
+            asking = asyncio.create_task(run.ask("Publish?", ["yes", "no"], decision_id="go"))
+            await until(waiting)
+            await client.submit_decision(run.run_id, "go", "yes")
+            assert (await asking).choice == "yes"
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+
+    statuses = [state["status"] for state in states(messages)]
+    changes = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]
+    assert changes == ["PENDING", "RUNNING", "WAITING_FOR_INPUT", "RUNNING", "SUCCEEDED"]
+
+
 async def test_a_step_that_failed_then_succeeded_on_retry_has_no_error(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:

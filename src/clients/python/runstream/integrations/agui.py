@@ -13,6 +13,9 @@ StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_D
                               started again after it failed loses its ``error``)
 StepProgress, StepSkipped     STATE_DELTA (the step's status and percent, the run's percent)
 StepCompleted, StepFailed     STEP_FINISHED, STATE_DELTA (a failed step's ``error``)
+DecisionRequested,            CUSTOM (as below), then STATE_DELTA when ``/status`` changes:
+DecisionResolved              WAITING_FOR_INPUT while a decision is open, RUNNING again
+                              after the last one closed
 TextDelta                     TEXT_MESSAGE_START (first delta of a message; ``name`` = the
                               agent), TEXT_MESSAGE_CONTENT, TEXT_MESSAGE_END (final delta)
 MetricsUpdate                 STATE_DELTA (``/metrics``, or the step's ``metrics``)
@@ -28,10 +31,12 @@ anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.ag
 
 The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health",
 "estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``
-(a FAILED step also has its ``error`` until it starts again), with the run's percent
-counted as the server counts it (finished steps plus the running steps' own percent, over
-all steps; a run that declared no steps moves only at its end). Deltas are JSON Patch
-``add`` operations, and ``remove`` for a step's error.
+(a FAILED step also has its ``error`` until it starts again), with the status and the run's
+percent as the server's state has them: the status follows the run's open decisions as the
+server folds them (the server emits no status event for them), and the percent counts
+finished steps plus the running steps' own percent, over all steps (a run that declared no
+steps moves only at its end). Deltas are JSON Patch ``add`` operations, and ``remove`` for a
+step's error.
 
 Needs the ``agui`` extra (``pip install 'runstream[agui]'``: the ``ag-ui-protocol`` models).
 """
@@ -64,6 +69,8 @@ from ag_ui.core.events import RunFinishedCancelledOutcome  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 
 from runstream._types import (  # noqa: E402
+    DecisionRequested,
+    DecisionResolved,
     EstimateUpdated,
     Event,
     EventKind,
@@ -142,6 +149,7 @@ class AguiTranslator:
         self._unplanned = False
         self._open_messages: dict[str, None] = {}
         self._open_steps: dict[str, None] = {}
+        self._open_decisions: set[str] = set()
         self._finished = False
 
     @property
@@ -157,7 +165,7 @@ class AguiTranslator:
     def translate(self, event: Event) -> list[BaseEvent]:
         """The AG-UI events that ``event`` stands for (possibly none)."""
         timestamp = int(event.event_time.timestamp() * 1000)
-        out = self._translate(event)
+        out = self._translate(event) + self._waiting(event)
         for item in out:
             item.timestamp = timestamp
         return out
@@ -227,6 +235,24 @@ class AguiTranslator:
                 ),
             ]
         return [CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))]
+
+    def _waiting(self, event: Event) -> list[BaseEvent]:
+        """The status a decision sets, as the server folds it (``RunState.apply``): a question
+        makes a RUNNING run WAITING_FOR_INPUT (a PAUSED one stays PAUSED), and after any event
+        a waiting run with no open decision is RUNNING again."""
+        p = event.payload
+        if isinstance(p, DecisionRequested):
+            self._open_decisions.add(p.decision_id)
+        elif isinstance(p, DecisionResolved):
+            self._open_decisions.discard(p.decision_id)
+        status = self._state["status"]
+        if isinstance(p, DecisionRequested) and status == "RUNNING":
+            status = "WAITING_FOR_INPUT"
+        if status == "WAITING_FOR_INPUT" and not self._open_decisions:
+            status = "RUNNING"
+        if status == self._state["status"]:
+            return []
+        return self._delta(lambda d: d.set(status, "status"))
 
     # --- steps ---------------------------------------------------------------------------
 
