@@ -8,6 +8,7 @@ triage agent hands off to a writer, which calls a tool and then answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -309,12 +310,14 @@ def looker(tag: str) -> Agent[Any]:
     )
 
 
+@pytest.mark.parametrize("shared_trace", [False, True], ids=["own-traces", "one-outer-trace"])
 async def test_runs_reported_at_once_in_one_process_each_get_only_their_own_agents(
-    server: RunstreamServer, processors: list[RunstreamProcessor]
+    server: RunstreamServer, processors: list[RunstreamProcessor], shared_trace: bool
 ) -> None:
     """Two ``runstream_trace`` blocks at once (asyncio.gather), then a third after them: each
     run gets its own agent's step, tool calls, model and tokens, once; an agent run after a
-    block ended reports to nobody."""
+    block ended reports to nobody. The same when both blocks run inside one SDK trace begun
+    outside them."""
     set_trace_processors([])  # runstream_trace registers its processor again by itself
 
     async def report(client: runstream.Client, tag: str) -> str:
@@ -326,7 +329,8 @@ async def test_runs_reported_at_once_in_one_process_each_get_only_their_own_agen
         return run.run_id
 
     async with runstream.connect(server.target) as client:
-        ids = await asyncio.gather(report(client, "A"), report(client, "B"))
+        with trace("one workflow") if shared_trace else contextlib.nullcontext():
+            ids = await asyncio.gather(report(client, "A"), report(client, "B"))
         third = await report(client, "C")
         await Runner.run(looker("D"), "Where is my order?")  # outside any block
         logs = {
