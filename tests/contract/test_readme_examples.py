@@ -122,6 +122,8 @@ async def test_langgraph_example_asks_and_finishes_with_the_answer(
 async def test_openai_agents_example_reports_both_agents(
     server: RunstreamServer, tmp_path: Path
 ) -> None:
+    """Both agents' steps, models, the writer's tool call and answer, and the tokens of the
+    three model calls: what the README says the processor reports."""
     import runstream
 
     from tests.clients.integrations.extras import require_extra
@@ -134,6 +136,7 @@ async def test_openai_agents_example_reports_both_agents(
     async with runstream.connect(server.target) as client:
         steps = await client.list_steps(match[1])
         events = [e async for e in client.list_events(match[1])]
+        run = await client.get_run(match[1])
     assert [(s.step_id, s.status.name) for s in steps] == [
         ("Triage", "SUCCEEDED"),
         ("Writer", "SUCCEEDED"),
@@ -141,6 +144,22 @@ async def test_openai_agents_example_reports_both_agents(
     activity = [e.payload for e in events if e.kind == runstream.EventKind.AGENT_ACTIVITY]
     assert activity[0].data["to_agent"] == "Writer"  # type: ignore[union-attr]
     assert [a.data.get("tool") for a in activity[1:]] == ["lookup_order", "lookup_order"]  # type: ignore[union-attr]
+    allocations = [
+        (e.payload.agent_id, e.payload.model)  # type: ignore[union-attr]
+        for e in events
+        if e.kind == runstream.EventKind.MODEL_ALLOCATION
+    ]
+    assert allocations == [("Triage", "offline-triage"), ("Writer", "offline-writer")]
+    texts = [e.payload for e in events if e.kind == runstream.EventKind.TEXT_DELTA]
+    assert [(t.agent_id, t.delta, t.final) for t in texts] == [  # type: ignore[union-attr]
+        ("Writer", "Order A-17 shipped on Monday.", True)
+    ]
+    assert run.metrics == {
+        "input_tokens": 360.0,
+        "output_tokens": 90.0,
+        "total_tokens": 450.0,
+        "model_calls": 3.0,
+    }
 
 
 async def test_agui_example_prints_the_live_runs_ag_ui_events(

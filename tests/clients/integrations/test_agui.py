@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import signal
@@ -75,14 +76,30 @@ async def produce(
 
 
 def apply_patch(state: dict[str, Any], ops: list[dict[str, Any]]) -> None:
-    """JSON Patch (RFC 6902) add/replace on objects, as an AG-UI client applies STATE_DELTA."""
+    """JSON Patch (RFC 6902) add/replace/remove on objects, as an AG-UI client applies
+    STATE_DELTA (removing a member that is not there is an error, as RFC 6902 says)."""
     for op in ops:
-        assert op["op"] in ("add", "replace"), op
+        assert op["op"] in ("add", "replace", "remove"), op
         parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
         target = state
         for part in parts[:-1]:
             target = target[part]
-        target[parts[-1]] = op["value"]
+        if op["op"] == "remove":
+            del target[parts[-1]]
+        else:
+            target[parts[-1]] = op["value"]
+
+
+def states(messages: list[Message]) -> list[dict[str, Any]]:
+    """The AG-UI state after the snapshot and after each STATE_DELTA of a stream."""
+    events = [json.loads(m.data) for m in messages]
+    state = next(e["snapshot"] for e in events if e["type"] == "STATE_SNAPSHOT")
+    seen = [copy.deepcopy(state)]
+    for event in events:
+        if event["type"] == "STATE_DELTA":
+            apply_patch(state, event["delta"])
+            seen.append(copy.deepcopy(state))
+    return seen
 
 
 async def test_the_stream_is_valid_ag_ui_event_by_event(
@@ -308,6 +325,48 @@ async def test_a_failed_run_closes_its_steps_and_says_failed_before_its_error(
         if event["type"] == "STATE_DELTA":
             apply_patch(state, event["delta"])
     assert (state["status"], state["steps"]["strategy"]["status"]) == ("FAILED", "FAILED")
+
+
+async def test_a_run_waiting_on_a_decision_says_waiting_for_input(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """The server emits no status event for a question; the state's status follows it as
+    the server's does: WAITING_FOR_INPUT until the answer, then RUNNING."""
+    run = await client.start_run("campaign", steps=["review"])
+
+    async def waiting() -> bool:
+        return (await client.get_run(run.run_id)).status.name == "WAITING_FOR_INPUT"
+
+    async with run:
+        async with run.step("review"):
+            asking = asyncio.create_task(run.ask("Publish?", ["yes", "no"], decision_id="go"))
+            await until(waiting)
+            await client.submit_decision(run.run_id, "go", "yes")
+            assert (await asking).choice == "yes"
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+
+    statuses = [state["status"] for state in states(messages)]
+    changes = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]
+    assert changes == ["PENDING", "RUNNING", "WAITING_FOR_INPUT", "RUNNING", "SUCCEEDED"]
+
+
+async def test_a_step_that_failed_then_succeeded_on_retry_has_no_error(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    run = await client.start_run("campaign", steps=["flaky"])
+    async with run:
+        await run.step("flaky").start()
+        await run.step("flaky").fail("timeout talking to the model", code="timeout")
+        await run.step("flaky").start()
+        await run.step("flaky").complete()
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+
+    flaky = [state["steps"]["flaky"] for state in states(messages)]
+    failed = [step for step in flaky if step["status"] == "FAILED"]
+    assert failed and failed[-1]["error"] == "timeout talking to the model"
+    assert flaky[-1] == {"name": "flaky", "status": "SUCCEEDED", "percent": 100.0, "metrics": {}}
 
 
 async def test_a_runstream_server_out_of_reach_is_a_503_not_a_dropped_connection(

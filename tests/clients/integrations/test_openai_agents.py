@@ -8,6 +8,7 @@ triage agent hands off to a writer, which calls a tool and then answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -24,9 +25,10 @@ from agents import (
     function_tool,
     input_guardrail,
     set_trace_processors,
+    trace,
 )
 from agents.models.interface import Model, ModelTracing
-from agents.tracing import generation_span
+from agents.tracing import agent_span, function_span, generation_span
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -38,7 +40,7 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from runstream import ActivityType, EventKind, Severity
-from runstream.integrations.openai_agents import RunstreamProcessor
+from runstream.integrations.openai_agents import RunstreamProcessor, runstream_trace
 from runstream_server.app import RunstreamServer
 
 
@@ -285,6 +287,102 @@ async def test_a_streamed_run_reports_the_agents_text(
     texts = [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
     assert "".join(t.delta for t in texts) == "Shipped Monday."  # type: ignore[union-attr]
     assert texts[-1].final  # type: ignore[union-attr]
+
+
+@function_tool
+async def slow_lookup(order_id: str) -> str:
+    """Looks up an order, slowly enough that two runs' agents interleave."""
+    await asyncio.sleep(0.05)
+    return f"order {order_id} shipped"
+
+
+def looker(tag: str) -> Agent[Any]:
+    return Agent(
+        name=f"Agent{tag}",
+        tools=[slow_lookup],
+        model=CannedModel(
+            f"canned-{tag}",
+            [
+                [tool_call("slow_lookup", {"order_id": tag}, f"call-{tag}")],
+                [message(f"done {tag}")],
+            ],
+        ),
+    )
+
+
+@pytest.mark.parametrize("shared_trace", [False, True], ids=["own-traces", "one-outer-trace"])
+async def test_runs_reported_at_once_in_one_process_each_get_only_their_own_agents(
+    server: RunstreamServer, processors: list[RunstreamProcessor], shared_trace: bool
+) -> None:
+    """Two ``runstream_trace`` blocks at once (asyncio.gather), then a third after them: each
+    run gets its own agent's step, tool calls, model and tokens, once; an agent run after a
+    block ended reports to nobody. The same when both blocks run inside one SDK trace begun
+    outside them."""
+    set_trace_processors([])  # runstream_trace registers its processor again by itself
+
+    async def report(client: runstream.Client, tag: str) -> str:
+        run = await client.start_run(f"concurrent-{tag}")
+        async with run:
+            async with runstream_trace(run):
+                result = await Runner.run(looker(tag), "Where is my order?")
+            await run.complete(summary=str(result.final_output))
+        return run.run_id
+
+    async with runstream.connect(server.target) as client:
+        with trace("one workflow") if shared_trace else contextlib.nullcontext():
+            ids = await asyncio.gather(report(client, "A"), report(client, "B"))
+        third = await report(client, "C")
+        await Runner.run(looker("D"), "Where is my order?")  # outside any block
+        logs = {
+            tag: [e async for e in client.list_events(run_id)]
+            for tag, run_id in zip("ABC", [*ids, third], strict=True)
+        }
+
+    for tag, events in logs.items():
+        steps = [
+            (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+            for e in events
+            if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
+        ]
+        assert steps == [("STEP_STARTED", f"Agent{tag}"), ("STEP_COMPLETED", f"Agent{tag}")]
+        tools = [
+            (a.activity, json.loads(a.data["input"]))  # type: ignore[union-attr]
+            for a in (e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY)
+            if "input" in a.data  # type: ignore[union-attr]
+        ]
+        assert tools == [(ActivityType.COMPLETED, {"order_id": tag})]
+        allocations = [e.payload.model for e in events if e.kind == EventKind.MODEL_ALLOCATION]  # type: ignore[union-attr]
+        assert allocations == [f"canned-{tag}"]
+        metrics = [e.payload.values for e in events if e.kind == EventKind.METRICS_UPDATE]  # type: ignore[union-attr]
+        assert metrics[-1]["model_calls"] == 2.0
+        assert metrics[-1]["input_tokens"] == 240.0
+        assert events[-1].kind == EventKind.RUN_COMPLETED
+
+
+async def test_a_tool_span_that_starts_with_its_input_reports_it_when_it_starts(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("traced-by-hand")
+        async with run:
+            async with runstream_trace(run):
+                with (
+                    trace("by hand"),
+                    agent_span(name="Helper"),
+                    function_span("lookup_order", input='{"order_id": "A-17"}') as span,
+                ):
+                    span.span_data.output = "shipped"
+            await run.complete()
+        events = [e async for e in client.list_events(run.run_id)]
+
+    activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    assert [(a.activity, a.data) for a in activity] == [  # type: ignore[union-attr]
+        (ActivityType.STARTED, {"tool": "lookup_order", "input": '{"order_id": "A-17"}'}),
+        (
+            ActivityType.COMPLETED,
+            {"tool": "lookup_order", "input": '{"order_id": "A-17"}', "output": "shipped"},
+        ),
+    ]
 
 
 async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:

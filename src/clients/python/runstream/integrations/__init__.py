@@ -5,8 +5,9 @@ imports none of them, and none of the frameworks:
 
 - ``runstream.integrations.langchain``: ``RunstreamCallbackHandler`` for LangChain and
   LangGraph (``pip install 'runstream[langchain]'``).
-- ``runstream.integrations.openai_agents``: ``RunstreamProcessor``, a tracing processor for
-  the OpenAI Agents SDK (``pip install 'runstream[openai-agents]'``).
+- ``runstream.integrations.openai_agents``: ``runstream_trace``, which reports the OpenAI
+  Agents SDK's traces through its tracing processor ``RunstreamProcessor``
+  (``pip install 'runstream[openai-agents]'``).
 - ``runstream.integrations.agui``: the AG-UI bridge behind ``runstream agui``, which serves a
   run's events as AG-UI Server-Sent Events (``pip install 'runstream[agui]'``).
 """

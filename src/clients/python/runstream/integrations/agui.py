@@ -9,9 +9,13 @@ Runstream event               AG-UI events
 ============================  ==========================================================
 RunCreated                    RUN_STARTED, then STATE_SNAPSHOT (the plan: every step PENDING)
 RunStarted, RunStatusChanged  STATE_DELTA (``/status``)
-StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_DELTA
+StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_DELTA (a step
+                              started again after it failed loses its ``error``)
 StepProgress, StepSkipped     STATE_DELTA (the step's status and percent, the run's percent)
 StepCompleted, StepFailed     STEP_FINISHED, STATE_DELTA (a failed step's ``error``)
+DecisionRequested,            CUSTOM (as below), then STATE_DELTA when ``/status`` changes:
+DecisionResolved              WAITING_FOR_INPUT while a decision is open, RUNNING again
+                              after the last one closed
 TextDelta                     TEXT_MESSAGE_START (first delta of a message; ``name`` = the
                               agent), TEXT_MESSAGE_CONTENT, TEXT_MESSAGE_END (final delta)
 MetricsUpdate                 STATE_DELTA (``/metrics``, or the step's ``metrics``)
@@ -26,9 +30,13 @@ anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.ag
 ============================  ==========================================================
 
 The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health",
-"estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``,
-with the run's percent counted as the server counts it (finished steps plus the running
-steps' own percent, over all steps; a run that declared no steps moves only at its end).
+"estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``
+(a FAILED step also has its ``error`` until it starts again), with the status and the run's
+percent as the server's state has them: the status follows the run's open decisions as the
+server folds them (the server emits no status event for them), and the percent counts
+finished steps plus the running steps' own percent, over all steps (a run that declared no
+steps moves only at its end). Deltas are JSON Patch ``add`` operations, and ``remove`` for a
+step's error.
 
 Needs the ``agui`` extra (``pip install 'runstream[agui]'``: the ``ag-ui-protocol`` models).
 """
@@ -61,6 +69,8 @@ from ag_ui.core.events import RunFinishedCancelledOutcome  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 
 from runstream._types import (  # noqa: E402
+    DecisionRequested,
+    DecisionResolved,
     EstimateUpdated,
     Event,
     EventKind,
@@ -105,6 +115,14 @@ class _Delta:
         self.ops.append({"op": "add", "path": _pointer(*path), "value": copy.deepcopy(value)})
         target[path[-1]] = value
 
+    def remove(self, *path: str) -> None:
+        """Removes a member that exists (RFC 6902, 4.2: removing a missing one is an error)."""
+        target = self.state
+        for part in path[:-1]:
+            target = target[part]
+        self.ops.append({"op": "remove", "path": _pointer(*path)})
+        del target[path[-1]]
+
 
 class AguiTranslator:
     """Turns one run's Runstream events, in seq order from seq 1, into AG-UI events.
@@ -131,6 +149,7 @@ class AguiTranslator:
         self._unplanned = False
         self._open_messages: dict[str, None] = {}
         self._open_steps: dict[str, None] = {}
+        self._open_decisions: set[str] = set()
         self._finished = False
 
     @property
@@ -146,7 +165,7 @@ class AguiTranslator:
     def translate(self, event: Event) -> list[BaseEvent]:
         """The AG-UI events that ``event`` stands for (possibly none)."""
         timestamp = int(event.event_time.timestamp() * 1000)
-        out = self._translate(event)
+        out = self._translate(event) + self._waiting(event)
         for item in out:
             item.timestamp = timestamp
         return out
@@ -217,6 +236,24 @@ class AguiTranslator:
             ]
         return [CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))]
 
+    def _waiting(self, event: Event) -> list[BaseEvent]:
+        """The status a decision sets, as the server folds it (``RunState.apply``): a question
+        makes a RUNNING run WAITING_FOR_INPUT (a PAUSED one stays PAUSED), and after any event
+        a waiting run with no open decision is RUNNING again."""
+        p = event.payload
+        if isinstance(p, DecisionRequested):
+            self._open_decisions.add(p.decision_id)
+        elif isinstance(p, DecisionResolved):
+            self._open_decisions.discard(p.decision_id)
+        status = self._state["status"]
+        if isinstance(p, DecisionRequested) and status == "RUNNING":
+            status = "WAITING_FOR_INPUT"
+        if status == "WAITING_FOR_INPUT" and not self._open_decisions:
+            status = "RUNNING"
+        if status == self._state["status"]:
+            return []
+        return self._delta(lambda d: d.set(status, "status"))
+
     # --- steps ---------------------------------------------------------------------------
 
     def _step_started(self, p: StepStarted) -> list[BaseEvent]:
@@ -225,6 +262,7 @@ class AguiTranslator:
         def change(d: _Delta) -> None:
             if p.step_id not in self._state["steps"]:
                 d.set(_step(p.name or p.step_id), "steps", p.step_id)
+            self._begin(d, p.step_id)
             d.set("RUNNING", "steps", p.step_id, "status")
             d.set(0.0, "steps", p.step_id, "percent")
             d.set(p.step_id, "currentStep")
@@ -238,6 +276,8 @@ class AguiTranslator:
         def change(d: _Delta) -> None:
             if step_id not in self._state["steps"]:
                 d.set(_step(step_id), "steps", step_id)
+            if status == "RUNNING" and self._state["steps"][step_id]["status"] != "RUNNING":
+                self._begin(d, step_id)  # progress of a step not running starts it again
             d.set(status, "steps", step_id, "status")
             if percent is not None:
                 d.set(percent, "steps", step_id, "percent")
@@ -246,6 +286,11 @@ class AguiTranslator:
             self._set_percent(d)
 
         return self._delta(change)
+
+    def _begin(self, d: _Delta, step_id: str) -> None:
+        """A step (re)starts: an earlier attempt's error goes, as the server clears it."""
+        if "error" in self._state["steps"][step_id]:
+            d.remove("steps", step_id, "error")
 
     def _finish_step(self, step_id: str) -> list[BaseEvent]:
         if step_id not in self._open_steps:

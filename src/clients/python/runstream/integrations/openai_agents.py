@@ -2,10 +2,21 @@
 
 ::
 
-    from agents import add_trace_processor
-    add_trace_processor(RunstreamProcessor(run))
-    result = await Runner.run(triage_agent, "...")
-    await processor.flush()
+    async with runstream_trace(run):
+        result = await Runner.run(triage_agent, "...")
+
+``runstream_trace(run)`` reports to ``run`` the traces that start inside the block (and the
+spans that start there, in a trace begun outside it), in this task and the tasks it creates,
+and nothing else: two runs reported at once in one process (``asyncio.gather``) each get
+their own agents' spans. It registers one process-wide processor with the SDK the first time
+(``add_trace_processor``, beside the SDK's own exporter; again if ``set_trace_processors``
+replaced it since), so processors do not pile up, and it waits on leaving the block until
+everything is reported; a run that finished gets nothing more.
+
+A ``RunstreamProcessor`` registered with the SDK directly (``add_trace_processor`` or
+``set_trace_processors``) sees every trace in the process for as long as the process runs
+(the SDK cannot remove one processor), so use that only with one run per process or with
+``trace_filter``.
 
 What becomes what (the SDK's spans, as they start and end):
 
@@ -23,8 +34,8 @@ What becomes what (the SDK's spans, as they start and end):
 
 The Agents SDK calls processors synchronously, from the thread that runs the agents; the
 processor queues each report and sends them in order on the run's event loop, so it never
-blocks the agents. ``await processor.flush()`` waits until everything so far is reported.
-A processor registered globally sees every trace; ``trace_filter`` keeps one workflow's.
+blocks the agents. ``await processor.flush()`` waits until everything so far is reported
+(``runstream_trace`` does so as its block ends).
 
 Needs the ``openai-agents`` extra (``pip install 'runstream[openai-agents]'``).
 """
@@ -33,7 +44,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +55,13 @@ from runstream.integrations._common import StepIds, require, short
 
 require("agents", "openai-agents")
 
-from agents.tracing import Span, Trace, TracingProcessor  # noqa: E402
+from agents.tracing import (  # noqa: E402
+    Span,
+    Trace,
+    TracingProcessor,
+    add_trace_processor,
+    get_trace_provider,
+)
 from agents.tracing.span_data import (  # noqa: E402
     AgentSpanData,
     FunctionSpanData,
@@ -55,7 +75,7 @@ from runstream._reporter import RunReporter  # noqa: E402
 from runstream._types import ActivityType, Severity  # noqa: E402
 from runstream.integrations._run_calls import RunCalls  # noqa: E402
 
-__all__ = ["RunstreamProcessor"]
+__all__ = ["RunstreamProcessor", "runstream_trace"]
 
 _TOKEN_FIELDS = ("input_tokens", "output_tokens")
 
@@ -94,6 +114,7 @@ class RunstreamProcessor(TracingProcessor):
         self._parents: dict[str, str | None] = {}  # span id -> parent span id
         self._tokens = dict.fromkeys(_TOKEN_FIELDS, 0.0)
         self._model_calls = 0
+        self._closed = False  # set when its runstream_trace block ended: reports nothing more
 
     @property
     def run(self) -> RunReporter:
@@ -114,8 +135,22 @@ class RunstreamProcessor(TracingProcessor):
         self._traces.discard(trace.trace_id)
 
     def on_span_start(self, span: Span[Any]) -> None:
-        if span.trace_id not in self._traces:
-            return
+        if span.trace_id in self._traces:
+            self._span_started(span)
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        if span.trace_id in self._traces:
+            self._span_ended(span)
+
+    def shutdown(self) -> None:
+        """Nothing to release: reports go through the run's own reporter."""
+
+    def force_flush(self) -> None:
+        """Reports are queued on the run's event loop; ``await flush()`` waits for them."""
+
+    # --- span kinds ------------------------------------------------------------------------
+
+    def _span_started(self, span: Span[Any]) -> None:
         self._parents[span.span_id] = span.parent_id
         data = span.span_data
         if isinstance(data, AgentSpanData):
@@ -124,12 +159,12 @@ class RunstreamProcessor(TracingProcessor):
             self._calls.start_step(step.step_id, name=step.agent, agent=step.agent)
         elif isinstance(data, FunctionSpanData):
             step = self._agent_of(span)
-            tool = data.name
-            self._calls.tool_started(step.agent, tool, {"tool": tool}, step_id=step.step_id)
+            details: dict[str, Any] = {"tool": data.name}
+            if data.input is not None:  # the SDK's own tools set it after the span starts
+                details["input"] = short(data.input)
+            self._calls.tool_started(step.agent, data.name, details, step_id=step.step_id)
 
-    def on_span_end(self, span: Span[Any]) -> None:
-        if span.trace_id not in self._traces:
-            return
+    def _span_ended(self, span: Span[Any]) -> None:
         data = span.span_data
         error = _error_text(span.error)
         if isinstance(data, AgentSpanData):
@@ -159,14 +194,6 @@ class RunstreamProcessor(TracingProcessor):
                 )
             )
         self._parents.pop(span.span_id, None)
-
-    def shutdown(self) -> None:
-        """Nothing to release: reports go through the run's own reporter."""
-
-    def force_flush(self) -> None:
-        """Reports are queued on the run's event loop; ``await flush()`` waits for them."""
-
-    # --- span kinds ------------------------------------------------------------------------
 
     def _agent_ended(self, span_id: str, error: str | None) -> None:
         step = self._agents.pop(span_id, None)
@@ -234,6 +261,107 @@ class RunstreamProcessor(TracingProcessor):
                 return self._agents[span_id]
             span_id = self._parents.get(span_id)
         return _AgentStep("", "")
+
+
+@asynccontextmanager
+async def runstream_trace(run: RunReporter) -> AsyncIterator[RunstreamProcessor]:
+    """Reports the agents run inside the block to ``run`` (see the module).
+
+    ::
+
+        async with runstream_trace(run):
+            result = await Runner.run(triage_agent, "...")
+
+    Yields the block's processor. Create it on the run's event loop. On leaving the block,
+    also by an exception, it waits until every span so far is reported, then reports no more.
+    """
+    processor = RunstreamProcessor(run)
+    _ROUTER.register()
+    token = _BOUND.set(processor)
+    try:
+        yield processor
+    finally:
+        _BOUND.reset(token)
+        _ROUTER.release(processor)
+        await processor.flush()
+
+
+_BOUND: ContextVar[RunstreamProcessor | None] = ContextVar(
+    "runstream_openai_agents_processor", default=None
+)
+"""The processor of the innermost ``runstream_trace`` block around the running code."""
+
+
+class _Router(TracingProcessor):
+    """The one processor ``runstream_trace`` registers: it hands each span to the processor
+    bound where the span started, else to the one bound where its trace started.
+
+    The SDK calls processors from the code that starts and ends traces and spans, so
+    ``_BOUND`` there is the block's processor (asyncio tasks copy it when they are created).
+    A span's end goes wherever its start went: a streamed model call ends its span elsewhere.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the SDK may call from worker threads too
+        self._traces: dict[str, RunstreamProcessor] = {}  # by trace id
+        self._spans: dict[str, RunstreamProcessor] = {}  # by span id, until the span ends
+        self._added = False
+
+    def register(self) -> None:
+        """Adds this router to the SDK's processors unless it is among them already."""
+        # The SDK can list its processors only through its provider's internals (openai-agents
+        # is pinned to 0.24); without them, add once and trust nobody replaced the list.
+        multi = getattr(get_trace_provider(), "_multi_processor", None)
+        registered = getattr(multi, "_processors", None)
+        with self._lock:
+            if isinstance(registered, tuple | list):
+                present = any(p is self for p in registered)
+            else:
+                present = self._added
+            if not present:
+                add_trace_processor(self)
+                self._added = True
+
+    def release(self, processor: RunstreamProcessor) -> None:
+        """Forgets ``processor``'s traces and spans; it reports nothing more."""
+        with self._lock:
+            processor._closed = True
+            for owned in (self._traces, self._spans):
+                for key in [k for k, p in owned.items() if p is processor]:
+                    del owned[key]
+
+    def on_trace_start(self, trace: Trace) -> None:
+        processor = _BOUND.get()
+        if processor is not None and not processor._closed:
+            with self._lock:
+                self._traces[trace.trace_id] = processor
+
+    def on_trace_end(self, trace: Trace) -> None:
+        with self._lock:
+            self._traces.pop(trace.trace_id, None)
+
+    def on_span_start(self, span: Span[Any]) -> None:
+        with self._lock:
+            processor = _BOUND.get() or self._traces.get(span.trace_id)
+            if processor is None or processor._closed:
+                return
+            self._spans[span.span_id] = processor
+        processor._span_started(span)
+
+    def on_span_end(self, span: Span[Any]) -> None:
+        with self._lock:
+            processor = self._spans.pop(span.span_id, None)
+        if processor is not None and not processor._closed:
+            processor._span_ended(span)
+
+    def shutdown(self) -> None:
+        """Nothing to release: each block's processor reports through its run."""
+
+    def force_flush(self) -> None:
+        """Each ``runstream_trace`` block waits for its own reports as it ends."""
+
+
+_ROUTER = _Router()
 
 
 def _error_text(error: Any) -> str | None:
