@@ -374,6 +374,85 @@ async def test_parallel_copies_of_a_node_each_report_into_their_own_step(
     assert sorted(by_step.values()) == ["ants", "bees", "cats"]
 
 
+async def test_each_turn_of_a_chat_with_a_new_handler_is_a_new_step(
+    server: RunstreamServer,
+) -> None:
+    """A chat app: one run per conversation, the graph invoked once per turn, a new handler
+    each turn. The node that ran last turn is a new step, so the run completes."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-chat")
+        async with run:
+            for turn in range(3):
+                model = GenericFakeChatModel(messages=iter([f"answer {turn}"]))
+
+                async def respond(state: State, model: Any = model) -> State:
+                    return {"summary": str((await model.ainvoke("question")).content)}
+
+                handler = RunstreamCallbackHandler(run)
+                graph = _chain(("respond", respond))
+                if turn == 0:
+                    result = await handler.run_graph(graph, {})
+                else:
+                    result = await graph.ainvoke({}, {"callbacks": [handler]})
+                    await handler.flush()
+                assert result["summary"] == f"answer {turn}"
+            await run.complete()
+        final = await client.get_run(run.run_id)
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.name, s.status.name) for s in final.steps] == [
+        ("respond", "respond", "SUCCEEDED"),
+        ("respond-2", "respond", "SUCCEEDED"),
+        ("respond-3", "respond", "SUCCEEDED"),
+    ]
+    assert [(t.step_id, t.delta) for t in _texts(events)] == [
+        ("respond", "answer 0"),
+        ("respond-2", "answer 1"),
+        ("respond-3", "answer 2"),
+    ]
+
+
+@pytest.mark.parametrize("through", ["run_graph", "callbacks"])
+async def test_a_node_named_like_another_nodes_rerun_gets_a_step_of_its_own(
+    server: RunstreamServer, through: str
+) -> None:
+    """``draft`` runs twice and the next node is named ``draft-2``. run_graph knows the
+    graph's nodes: ``draft-2`` keeps its name and draft's rerun skips it. Through plain
+    callbacks the nodes are known only as they run: the ids differ, and stay unique."""
+
+    class Drafts(TypedDict, total=False):
+        drafts: int
+
+    graph = StateGraph(Drafts)
+    graph.add_node("draft", lambda state: {"drafts": state.get("drafts", 0) + 1})
+    graph.add_node("draft-2", lambda state: {})
+    graph.add_edge(START, "draft")
+    graph.add_conditional_edges(
+        "draft", lambda state: "draft" if state["drafts"] < 2 else "draft-2", ["draft", "draft-2"]
+    )
+    graph.add_edge("draft-2", END)
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-names")
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            if through == "run_graph":
+                await handler.run_graph(graph.compile(), {})
+            else:
+                await graph.compile().ainvoke({}, {"callbacks": [handler]})
+                await handler.flush()
+            await run.complete()
+        final = await client.get_run(run.run_id)
+
+    assert final.status.name == "SUCCEEDED"
+    expected = ["draft-3", "draft-2"] if through == "run_graph" else ["draft-2", "draft-2-2"]
+    assert [(s.step_id, s.name, s.status.name) for s in final.steps] == [
+        ("draft", "draft", "SUCCEEDED"),
+        (expected[0], "draft", "SUCCEEDED"),
+        (expected[1], "draft-2", "SUCCEEDED"),
+    ]
+
+
 async def test_a_run_cancelled_mid_node_raises_and_warns_of_nothing(
     server: RunstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,21 +15,18 @@ belong to.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from runstream._types import Severity, StepStatus
+from runstream._types import Severity
 from runstream.integrations._common import StepIds, short
 from runstream.integrations._run_calls import RunCalls
 
 __all__ = ["ChainSteps", "LangChainRun", "error_text"]
 
 _log = logging.getLogger("runstream.integrations")
-
-# Steps that cannot start again; a failed one can (its node runs again: one more attempt).
-_FINISHED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,9 @@ class ChainSteps:
     def __init__(self, calls: RunCalls, agent: str) -> None:
         self._calls = calls
         self._agent = agent
-        self._step_ids = StepIds()
+        # Shared by every handler of the run: a graph run again with a new handler (a chat
+        # app's next turn) gets new step ids, not those of the steps it finished before.
+        self._step_ids = StepIds.of(calls.run)
         self._roots: dict[UUID, _Root] = {}
         self._steps: dict[UUID, _StepRun] = {}
         # Steps a node left running when interrupt() stopped it, and steps whose node failed
@@ -121,8 +120,9 @@ class ChainSteps:
         self._step_of: dict[UUID, str] = {}
         self._bubble_up = _graph_bubble_up()
         # Step ids come in the order nodes start, so a graph that runs again from its start
-        # meets the steps it finished before under the same ids.
-        self._finished_before = {s.step_id for s in calls.run.run.steps if s.status in _FINISHED}
+        # (a producer restarted without its checkpoints) meets the steps it finished before
+        # under the same ids.
+        self._finished_before = self._step_ids.finished_before
 
     async def chain_started(self, chain: LangChainRun) -> None:
         name = chain.name("chain")
@@ -152,7 +152,7 @@ class ChainSteps:
             step_id, failures = failed.step_id, failed.attempts
             self.report_retry(failed.message, failed.attempts, [node], step_id)
         else:
-            step_id = self._step_ids.new(node)
+            step_id = self._step_ids.new(node, replay=True)
         self._start(run_id, _StepRun(step_id, node, namespace, failures), name=node, agent=node)
         await self._hold_if_paused()
 
@@ -183,6 +183,10 @@ class ChainSteps:
             self._calls.pass_over()
         elif step is not None:
             self._calls.complete_step(step.step_id)
+
+    def reserve_nodes(self, nodes: Iterable[str]) -> None:
+        """Keeps the step ids of nodes that run again off the names of a graph's nodes."""
+        self._step_ids.reserve(node for node in nodes if not _internal(node))
 
     def step_of_chain(self, run_id: UUID) -> str | None:
         """The step whose own chain `run_id` is, if it is one."""
@@ -231,7 +235,7 @@ class ChainSteps:
             return
         root.resolved = True
         if not is_graph:
-            step_id = self._step_ids.new(root.name)
+            step_id = self._step_ids.new(root.name, replay=True)
             name = root.name
             self._start(parent_run_id, _StepRun(step_id, self._agent or name, name), name=name)
 

@@ -10,7 +10,8 @@ or, without the interrupt loop, ``config={"callbacks": [handler]}`` on any ``ain
 
 - a LangGraph node (a plain chain at the top, without LangGraph) is a step: StepStarted when
   it starts, StepCompleted when it ends, StepFailed with the error when it raises. A node that
-  runs again later (a loop) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays
+  runs again later (a loop, the graph's next invocation on the run, also through another
+  handler) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays
   running and carries on as the same step when the graph resumes. A graph run again from its
   start on a run that finished some of its steps before (a producer restarted without its
   checkpoints, ``attach_run``) replays those nodes: their steps are not started again.
@@ -135,6 +136,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         from langgraph.types import Command
 
         run_config = self._with_handler(config)
+        # A node named like another node's rerun ("draft-2") keeps its name as its step id.
+        self._steps.reserve_nodes(getattr(graph, "nodes", None) or ())
         current: Any = inputs
         while True:
             result = await graph.ainvoke(current, run_config)
