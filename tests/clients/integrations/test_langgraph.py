@@ -41,7 +41,7 @@ from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
 from tenacity import wait_fixed
 
-from tests.clients.support import eventually, until
+from tests.clients.support import eventually, proxy_to, until
 
 SUMMARY = "Runstream watches agent runs live"
 
@@ -534,6 +534,52 @@ async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamSe
         await asyncio.wait_for(following, 30)
     assert entered == ["first", "second"]
     assert result["summary"] == "done"
+
+
+async def test_a_graph_goes_on_while_the_server_is_out_of_reach_and_its_buffer_full(
+    server: RunstreamServer,
+) -> None:
+    """The reporter buffers at most two events and the server is out of reach: the graph's
+    nodes run all the same (only a pause holds a node's start), and once the server is back
+    every step is reported."""
+    ran: list[str] = []
+
+    def records(name: str) -> Callable[[State], State]:
+        def node(state: State) -> State:
+            ran.append(name)
+            return {}
+
+        return node
+
+    graph = _chain(*((name, records(name)) for name in ("n0", "n1", "n2")))
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=None) as producer,
+        runstream.connect(server.target) as client,
+    ):
+        run = await producer.start_run("langgraph-offline", max_buffered=2)
+        async with run:
+            await run.flush()
+            proxy.cut()
+            handler = RunstreamCallbackHandler(run)
+            graph_run = asyncio.create_task(graph.ainvoke({}, {"callbacks": [handler]}))
+            try:
+                await eventually(lambda: graph_run.done(), within=10)
+                assert ran == ["n0", "n1", "n2"]
+                assert await client.list_steps(run.run_id) == []  # nothing reached the server
+            finally:
+                proxy.restore()
+            await graph_run
+            await handler.flush()
+            await run.complete()
+        final = await client.get_run(run.run_id)
+
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("n0", "SUCCEEDED"),
+        ("n1", "SUCCEEDED"),
+        ("n2", "SUCCEEDED"),
+    ]
 
 
 async def test_two_interrupts_at_once_are_two_questions_each_answer_to_its_node(

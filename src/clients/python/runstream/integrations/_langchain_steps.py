@@ -170,9 +170,12 @@ class ChainSteps:
             self._calls.start_step(step.step_id, name=name, agent=agent)
 
     async def _hold_if_paused(self) -> None:
-        """A node boundary is a step boundary: a paused run holds the graph here."""
+        """A node boundary is a step boundary: a paused run holds the graph here.
+
+        Only a pause holds it. The step's events are queued, never waited for: while the
+        server is out of reach and the reporter's buffer is full, the graph goes on.
+        """
         if self._calls.on_loop():
-            await self._calls.drain()
             await self._calls.run.wait_if_paused()
 
     def chain_ended(self, run_id: UUID) -> None:
