@@ -218,20 +218,25 @@ async def test_a_failing_node_fails_its_step_with_the_error(server: RunstreamSer
     assert final.status.name == "FAILED"
 
 
-async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
-    server: RunstreamServer,
-) -> None:
+def _flaky(failures: int, result: Callable[[str], str] = str) -> Callable[[str], str]:
+    """A function whose first ``failures`` calls time out; then it returns ``result(text)``."""
     attempts = 0
 
     def flaky(text: str) -> str:
         nonlocal attempts
         attempts += 1
-        if attempts < 3:
+        if attempts <= failures:
             raise ConnectionError(f"attempt {attempts} timed out")
-        return text.upper()
+        return result(text)
 
+    return flaky
+
+
+async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
+    server: RunstreamServer,
+) -> None:
     chain = (
-        RunnableLambda(flaky)
+        RunnableLambda(_flaky(2, str.upper))
         .with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
         .with_config(run_name="shout")
     )
@@ -258,6 +263,26 @@ async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
         if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
     ]
     assert step_events == [("STEP_STARTED", "shout"), ("STEP_COMPLETED", "shout")]
+
+
+async def test_a_retrying_chain_inside_a_node_recovers_in_the_nodes_step(
+    server: RunstreamServer,
+) -> None:
+    fetching = RunnableLambda(_flaky(1)).with_retry(
+        stop_after_attempt=3, wait_exponential_jitter=False
+    )
+
+    async def fetch(state: State) -> State:
+        return {"summary": await fetching.ainvoke("fetched")}
+
+    result, events, steps = await _run_graph(server, _chain(("fetch", fetch)))
+
+    assert result["summary"] == "fetched"
+    recoveries = [e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY]
+    assert [(r.attempt, r.step_id, r.affected_agents, r.error_message) for r in recoveries] == [  # type: ignore[union-attr]
+        (1, "fetch", ("fetch",), "ConnectionError: attempt 1 timed out")
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [("fetch", "SUCCEEDED")]
 
 
 async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:

@@ -271,10 +271,20 @@ class ChainSteps:
             if tag.startswith("retry:attempt:"):
                 attempt = int(tag.rsplit(":", 1)[1]) - 1
                 message = self._child_errors.pop(parent_run_id, "the previous attempt failed")
-                step = self._steps.get(parent_run_id)
+                # The RunnableRetry runs in a step (a node's, or a plain chain's own): the
+                # step its chain works in, not a step of its own.
+                step = self._enclosing_step(parent_run_id)
                 self.report_retry(
                     message, attempt, [step.agent] if step else [], step.step_id if step else ""
                 )
+
+    def _enclosing_step(self, run_id: UUID) -> _StepRun | None:
+        """The running step that the chain run ``run_id`` is, or works in."""
+        step_id = self._step_of.get(run_id)
+        for step in self._steps.values():
+            if step.step_id == step_id:
+                return step
+        return None
 
     def report_retry(self, message: str, attempt: int, agents: list[str], step_id: str) -> None:
         """An ErrorRecovery in ``step_id`` (none when ""): attempt ``attempt`` failed with
