@@ -508,6 +508,50 @@ async def test_a_run_cancelled_mid_node_raises_and_warns_of_nothing(
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+async def test_a_producer_stopped_mid_node_cancels_the_run_and_fails_no_step_itself(
+    server: RunstreamServer,
+) -> None:
+    """Ctrl-C (the producer's task cancelled) while a node works: the run is cancelled, and
+    the node's step ends as an operator's cancel ends it, not as a failure of the node."""
+    working = asyncio.Event()
+
+    async def slow(state: State) -> State:
+        working.set()
+        await asyncio.sleep(30)
+        return {}
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-ctrl-c")
+
+        async def produce() -> None:
+            async with run:
+                handler = RunstreamCallbackHandler(run)
+                await handler.run_graph(_chain(("quick", lambda state: {}), ("slow", slow)), {})
+
+        producing = asyncio.create_task(produce())
+        await working.wait()
+        producing.cancel()
+        await asyncio.gather(producing, return_exceptions=True)
+        final = await client.get_run(run.run_id)
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert final.status.name == "CANCELLED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("quick", "SUCCEEDED"),
+        ("slow", "FAILED"),
+    ]
+    error = final.steps[1].error
+    assert error is not None
+    assert (error.code, error.message) == (
+        "RUN_CANCELLED",
+        "the run was cancelled: producer task cancelled",
+    )
+    # The producer reported no failure of its own: the run ended cancelled, nothing failed.
+    failed = [e for e in events if e.kind == EventKind.STEP_FAILED]
+    assert [e.payload.error.code for e in failed] == ["RUN_CANCELLED"]  # type: ignore[union-attr]
+    assert final.health.name != "FAILING"
+
+
 async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamServer) -> None:
     gate = asyncio.Event()
     entered: list[str] = []

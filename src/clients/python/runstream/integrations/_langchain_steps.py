@@ -14,6 +14,7 @@ belong to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ from runstream.integrations._run_calls import RunCalls
 __all__ = ["ChainSteps", "LangChainRun", "error_text"]
 
 _log = logging.getLogger("runstream.integrations")
+
+
+# What stops a producer rather than failing its work.
+_STOPPED = (asyncio.CancelledError, KeyboardInterrupt)
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,12 @@ class ChainSteps:
             # interrupt(): the node stops to wait for an answer and runs again with it.
             if step is not None:
                 self._interrupted[step.namespace] = step.step_id
+            self._roots.pop(run_id, None)
+            return
+        if isinstance(error, _STOPPED):
+            # The producer was stopped (Ctrl-C, its task cancelled), not the node failing: the
+            # step stays running, and the run's end (cancelled, as ``async with run:`` reports
+            # it) closes it, as an operator's cancel does.
             self._roots.pop(run_id, None)
             return
         self._finish_root(run_id)

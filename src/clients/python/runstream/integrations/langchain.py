@@ -9,7 +9,8 @@ or, without the interrupt loop, ``config={"callbacks": [handler]}`` on any ``ain
 ``astream``. What becomes what:
 
 - a LangGraph node (a plain chain at the top, without LangGraph) is a step: StepStarted when
-  it starts, StepCompleted when it ends, StepFailed with the error when it raises. A node that
+  it starts, StepCompleted when it ends, StepFailed with the error when it raises (not when
+  the producer is stopped: Ctrl-C cancels the run, which closes the step). A node that
   runs again later (a loop, the graph's next invocation on the run, also through another
   handler) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays
   running and carries on as the same step when the graph resumes. A graph run again from its
