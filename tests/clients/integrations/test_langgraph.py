@@ -826,6 +826,125 @@ async def test_a_producer_that_restarts_waits_for_the_question_its_graph_asked_b
     assert [(d.choice, d.decision_id.startswith("interrupt-")) for d in decisions] == [("no", True)]
 
 
+@pytest.mark.parametrize("at_restart", ["open", "answered"])
+async def test_a_producer_restarted_without_checkpoints_meets_its_question_again(
+    server: RunstreamServer, at_restart: str
+) -> None:
+    """The checkpoints died with the producer (an InMemorySaver each), and the new producer
+    attaches with the same key_prefix and runs the graph from its start. LangGraph gives the
+    interrupt a new id; it is the same question all the same: the new producer waits for the
+    one asked before (still open, or already answered) instead of asking it again."""
+    finishing = asyncio.Event()
+
+    def build() -> Any:
+        model = GenericFakeChatModel(messages=iter(["one two three"]))
+
+        async def first(state: State) -> State:
+            return {"summary": str((await model.ainvoke("plan")).content)}
+
+        def ask(state: State) -> State:
+            return {"tone": interrupt({"question": "Go on?", "options": ["yes", "no"]})}
+
+        async def last(state: State) -> State:
+            finishing.set()
+            if not restarted:
+                await asyncio.sleep(30)  # the producer dies here
+            return {"summary": "done"}
+
+        graph = StateGraph(State)
+        for name, node in (("first", first), ("ask", ask), ("last", last)):
+            graph.add_node(name, node)
+        graph.add_edge(START, "first")
+        graph.add_edge("first", "ask")
+        graph.add_edge("ask", "last")
+        graph.add_edge("last", END)
+        return graph.compile(checkpointer=InMemorySaver())
+
+    restarted = False
+    config = {"configurable": {"thread_id": "restart"}}
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-restart-fresh", key_prefix="producer-1")
+
+        async def asked() -> list[runstream.Decision]:
+            return await client.list_decisions(run.run_id)
+
+        async def any_asked() -> bool:
+            return bool(await asked())
+
+        first = asyncio.create_task(RunstreamCallbackHandler(run).run_graph(build(), {}, config))
+        await until(any_asked)
+        if at_restart == "answered":
+            [question] = await asked()
+            await client.submit_decision(run.run_id, question.decision_id, "no")
+            await finishing.wait()
+        first.cancel()  # the producer dies
+        await asyncio.gather(first, return_exceptions=True)
+        await run.close()
+
+        restarted = True
+        attached = await client.attach_run(run.run_id, key_prefix="producer-1")
+        async with attached:
+            again = asyncio.create_task(
+                RunstreamCallbackHandler(attached).run_graph(build(), {}, config)
+            )
+            if at_restart == "open":
+                await asyncio.sleep(0.5)  # time enough to ask a second question, if it would
+                [open_question] = [d for d in await asked() if d.is_open]
+                await client.submit_decision(run.run_id, open_question.decision_id, "no")
+            result = await asyncio.wait_for(again, 10)
+            await attached.complete()
+        decisions = await client.list_decisions(run.run_id)
+        final = await client.get_run(run.run_id)
+
+    assert result["tone"] == "no"
+    assert [(d.prompt, d.choice, d.context["step_id"]) for d in decisions] == [
+        ("Go on?", "no", "ask")
+    ]
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name, s.attempts) for s in final.steps] == [
+        (step_id, "SUCCEEDED", 1) for step_id in ("first", "ask", "last")
+    ]
+
+
+async def test_a_node_that_asks_the_same_question_twice_asks_two_questions(
+    server: RunstreamServer,
+) -> None:
+    def confirm(state: Pick) -> Pick:
+        question = {"question": "Sure?", "options": ["yes", "no"]}
+        return {"picked": [interrupt(question), interrupt(question)]}
+
+    graph = StateGraph(Pick)
+    graph.add_node("confirm", confirm)
+    graph.add_edge(START, "confirm")
+    graph.add_edge("confirm", END)
+
+    async def answer(client: runstream.Client, run_id: str) -> None:
+        async with client.interact([run_id], viewer="ana") as interaction:
+            choices = iter(["yes", "no"])
+            async for update in interaction:
+                if isinstance(update, DecisionPrompt):
+                    choice = next(choices)
+                    await interaction.answer(run_id, update.decision.decision_id, choice)
+                    if choice == "no":
+                        return
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-twice")
+        answering = asyncio.create_task(answer(client, run.run_id))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            config = {"configurable": {"thread_id": "twice"}}
+            compiled = graph.compile(checkpointer=InMemorySaver())
+            result = await asyncio.wait_for(handler.run_graph(compiled, {}, config), 10)
+            await run.complete()
+        await asyncio.wait_for(answering, 10)
+        decisions = await client.list_decisions(run.run_id)
+
+    assert result == {"picked": ["yes", "no"]}
+    assert [(d.prompt, d.choice) for d in decisions] == [("Sure?", "yes"), ("Sure?", "no")]
+    assert len({d.decision_id for d in decisions}) == 2
+
+
 async def test_a_graph_run_again_from_its_start_does_not_start_its_finished_steps_again(
     server: RunstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -196,6 +196,11 @@ class ChainSteps:
         """Keeps the step ids of nodes that run again off the names of a graph's nodes."""
         self._step_ids.reserve(node for node in nodes if not _internal(node))
 
+    def interrupted_step(self, namespace: str) -> str:
+        """The step of the node that ``interrupt()`` stopped in checkpoint ``namespace``
+        ("<node>:<task id>"), "" when none did."""
+        return self._interrupted.get(namespace, "")
+
     def step_of_chain(self, run_id: UUID) -> str | None:
         """The step whose own chain `run_id` is, if it is one."""
         step = self._steps.get(run_id)

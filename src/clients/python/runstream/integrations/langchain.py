@@ -150,7 +150,11 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             if not interrupts:
                 return result
             # Every question at once: a human sees them all, and their timeouts run together.
-            asked = [self.ask_interrupt(pending.value, pending.id) for pending in interrupts]
+            steps = self._interrupted_steps(state)
+            asked = [
+                self.ask_interrupt(pending.value, pending.id, step_id=steps.get(pending.id, ""))
+                for pending in interrupts
+            ]
             answers = dict(
                 zip((p.id for p in interrupts), await asyncio.gather(*asked), strict=True)
             )
@@ -158,9 +162,23 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             # (and fails), while {id: None} resumes that interrupt with None.
             current = Command(resume=answers)
 
-    async def ask_interrupt(self, value: Any, interrupt_id: str = "") -> Any:
-        """Asks the question an ``interrupt(value)`` stands for; returns the resume value."""
-        return await self._questions.ask(value, interrupt_id)
+    async def ask_interrupt(self, value: Any, interrupt_id: str = "", *, step_id: str = "") -> Any:
+        """Asks the question an ``interrupt(value)`` stands for; returns the resume value.
+
+        ``step_id`` is the step of the node that stopped: with it, a producer restarted
+        without its checkpoints that meets the interrupt again waits for the question asked
+        before, though LangGraph gives the interrupt a new id.
+        """
+        return await self._questions.ask(value, interrupt_id, step_id)
+
+    def _interrupted_steps(self, state: Any) -> dict[str, str]:
+        """The step of each interrupt pending in a graph's ``state``, by interrupt id."""
+        steps: dict[str, str] = {}
+        for task in getattr(state, "tasks", ()) or ():
+            step_id = self._steps.interrupted_step(f"{task.name}:{task.id}")
+            for pending in task.interrupts:
+                steps[pending.id] = step_id
+        return steps
 
     def _with_handler(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         run_config = dict(config or {})
