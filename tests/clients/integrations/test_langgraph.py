@@ -41,7 +41,7 @@ from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
 from tenacity import wait_fixed
 
-from tests.clients.support import eventually, until
+from tests.clients.support import eventually, proxy_to, until
 
 SUMMARY = "Runstream watches agent runs live"
 
@@ -218,20 +218,25 @@ async def test_a_failing_node_fails_its_step_with_the_error(server: RunstreamSer
     assert final.status.name == "FAILED"
 
 
-async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
-    server: RunstreamServer,
-) -> None:
+def _flaky(failures: int, result: Callable[[str], str] = str) -> Callable[[str], str]:
+    """A function whose first ``failures`` calls time out; then it returns ``result(text)``."""
     attempts = 0
 
     def flaky(text: str) -> str:
         nonlocal attempts
         attempts += 1
-        if attempts < 3:
+        if attempts <= failures:
             raise ConnectionError(f"attempt {attempts} timed out")
-        return text.upper()
+        return result(text)
 
+    return flaky
+
+
+async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
+    server: RunstreamServer,
+) -> None:
     chain = (
-        RunnableLambda(flaky)
+        RunnableLambda(_flaky(2, str.upper))
         .with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
         .with_config(run_name="shout")
     )
@@ -258,6 +263,26 @@ async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
         if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
     ]
     assert step_events == [("STEP_STARTED", "shout"), ("STEP_COMPLETED", "shout")]
+
+
+async def test_a_retrying_chain_inside_a_node_recovers_in_the_nodes_step(
+    server: RunstreamServer,
+) -> None:
+    fetching = RunnableLambda(_flaky(1)).with_retry(
+        stop_after_attempt=3, wait_exponential_jitter=False
+    )
+
+    async def fetch(state: State) -> State:
+        return {"summary": await fetching.ainvoke("fetched")}
+
+    result, events, steps = await _run_graph(server, _chain(("fetch", fetch)))
+
+    assert result["summary"] == "fetched"
+    recoveries = [e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY]
+    assert [(r.attempt, r.step_id, r.affected_agents, r.error_message) for r in recoveries] == [  # type: ignore[union-attr]
+        (1, "fetch", ("fetch",), "ConnectionError: attempt 1 timed out")
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [("fetch", "SUCCEEDED")]
 
 
 async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:
@@ -374,6 +399,85 @@ async def test_parallel_copies_of_a_node_each_report_into_their_own_step(
     assert sorted(by_step.values()) == ["ants", "bees", "cats"]
 
 
+async def test_each_turn_of_a_chat_with_a_new_handler_is_a_new_step(
+    server: RunstreamServer,
+) -> None:
+    """A chat app: one run per conversation, the graph invoked once per turn, a new handler
+    each turn. The node that ran last turn is a new step, so the run completes."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-chat")
+        async with run:
+            for turn in range(3):
+                model = GenericFakeChatModel(messages=iter([f"answer {turn}"]))
+
+                async def respond(state: State, model: Any = model) -> State:
+                    return {"summary": str((await model.ainvoke("question")).content)}
+
+                handler = RunstreamCallbackHandler(run)
+                graph = _chain(("respond", respond))
+                if turn == 0:
+                    result = await handler.run_graph(graph, {})
+                else:
+                    result = await graph.ainvoke({}, {"callbacks": [handler]})
+                    await handler.flush()
+                assert result["summary"] == f"answer {turn}"
+            await run.complete()
+        final = await client.get_run(run.run_id)
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.name, s.status.name) for s in final.steps] == [
+        ("respond", "respond", "SUCCEEDED"),
+        ("respond-2", "respond", "SUCCEEDED"),
+        ("respond-3", "respond", "SUCCEEDED"),
+    ]
+    assert [(t.step_id, t.delta) for t in _texts(events)] == [
+        ("respond", "answer 0"),
+        ("respond-2", "answer 1"),
+        ("respond-3", "answer 2"),
+    ]
+
+
+@pytest.mark.parametrize("through", ["run_graph", "callbacks"])
+async def test_a_node_named_like_another_nodes_rerun_gets_a_step_of_its_own(
+    server: RunstreamServer, through: str
+) -> None:
+    """``draft`` runs twice and the next node is named ``draft-2``. run_graph knows the
+    graph's nodes: ``draft-2`` keeps its name and draft's rerun skips it. Through plain
+    callbacks the nodes are known only as they run: the ids differ, and stay unique."""
+
+    class Drafts(TypedDict, total=False):
+        drafts: int
+
+    graph = StateGraph(Drafts)
+    graph.add_node("draft", lambda state: {"drafts": state.get("drafts", 0) + 1})
+    graph.add_node("draft-2", lambda state: {})
+    graph.add_edge(START, "draft")
+    graph.add_conditional_edges(
+        "draft", lambda state: "draft" if state["drafts"] < 2 else "draft-2", ["draft", "draft-2"]
+    )
+    graph.add_edge("draft-2", END)
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-names")
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            if through == "run_graph":
+                await handler.run_graph(graph.compile(), {})
+            else:
+                await graph.compile().ainvoke({}, {"callbacks": [handler]})
+                await handler.flush()
+            await run.complete()
+        final = await client.get_run(run.run_id)
+
+    assert final.status.name == "SUCCEEDED"
+    expected = ["draft-3", "draft-2"] if through == "run_graph" else ["draft-2", "draft-2-2"]
+    assert [(s.step_id, s.name, s.status.name) for s in final.steps] == [
+        ("draft", "draft", "SUCCEEDED"),
+        (expected[0], "draft", "SUCCEEDED"),
+        (expected[1], "draft-2", "SUCCEEDED"),
+    ]
+
+
 async def test_a_run_cancelled_mid_node_raises_and_warns_of_nothing(
     server: RunstreamServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -402,6 +506,50 @@ async def test_a_run_cancelled_mid_node_raises_and_warns_of_nothing(
                 await handler.run_graph(_chain(("slow", slow), ("after", slow)), {})
         await cancelling
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_producer_stopped_mid_node_cancels_the_run_and_fails_no_step_itself(
+    server: RunstreamServer,
+) -> None:
+    """Ctrl-C (the producer's task cancelled) while a node works: the run is cancelled, and
+    the node's step ends as an operator's cancel ends it, not as a failure of the node."""
+    working = asyncio.Event()
+
+    async def slow(state: State) -> State:
+        working.set()
+        await asyncio.sleep(30)
+        return {}
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-ctrl-c")
+
+        async def produce() -> None:
+            async with run:
+                handler = RunstreamCallbackHandler(run)
+                await handler.run_graph(_chain(("quick", lambda state: {}), ("slow", slow)), {})
+
+        producing = asyncio.create_task(produce())
+        await working.wait()
+        producing.cancel()
+        await asyncio.gather(producing, return_exceptions=True)
+        final = await client.get_run(run.run_id)
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert final.status.name == "CANCELLED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("quick", "SUCCEEDED"),
+        ("slow", "FAILED"),
+    ]
+    error = final.steps[1].error
+    assert error is not None
+    assert (error.code, error.message) == (
+        "RUN_CANCELLED",
+        "the run was cancelled: producer task cancelled",
+    )
+    # The producer reported no failure of its own: the run ended cancelled, nothing failed.
+    failed = [e for e in events if e.kind == EventKind.STEP_FAILED]
+    assert [e.payload.error.code for e in failed] == ["RUN_CANCELLED"]  # type: ignore[union-attr]
+    assert final.health.name != "FAILING"
 
 
 async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamServer) -> None:
@@ -455,6 +603,52 @@ async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamSe
         await asyncio.wait_for(following, 30)
     assert entered == ["first", "second"]
     assert result["summary"] == "done"
+
+
+async def test_a_graph_goes_on_while_the_server_is_out_of_reach_and_its_buffer_full(
+    server: RunstreamServer,
+) -> None:
+    """The reporter buffers at most two events and the server is out of reach: the graph's
+    nodes run all the same (only a pause holds a node's start), and once the server is back
+    every step is reported."""
+    ran: list[str] = []
+
+    def records(name: str) -> Callable[[State], State]:
+        def node(state: State) -> State:
+            ran.append(name)
+            return {}
+
+        return node
+
+    graph = _chain(*((name, records(name)) for name in ("n0", "n1", "n2")))
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=None) as producer,
+        runstream.connect(server.target) as client,
+    ):
+        run = await producer.start_run("langgraph-offline", max_buffered=2)
+        async with run:
+            await run.flush()
+            proxy.cut()
+            handler = RunstreamCallbackHandler(run)
+            graph_run = asyncio.create_task(graph.ainvoke({}, {"callbacks": [handler]}))
+            try:
+                await eventually(lambda: graph_run.done(), within=10)
+                assert ran == ["n0", "n1", "n2"]
+                assert await client.list_steps(run.run_id) == []  # nothing reached the server
+            finally:
+                proxy.restore()
+            await graph_run
+            await handler.flush()
+            await run.complete()
+        final = await client.get_run(run.run_id)
+
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("n0", "SUCCEEDED"),
+        ("n1", "SUCCEEDED"),
+        ("n2", "SUCCEEDED"),
+    ]
 
 
 async def test_two_interrupts_at_once_are_two_questions_each_answer_to_its_node(
@@ -630,6 +824,125 @@ async def test_a_producer_that_restarts_waits_for_the_question_its_graph_asked_b
         decisions = await client.list_decisions(run.run_id)
     assert result == {"picked": "no"}
     assert [(d.choice, d.decision_id.startswith("interrupt-")) for d in decisions] == [("no", True)]
+
+
+@pytest.mark.parametrize("at_restart", ["open", "answered"])
+async def test_a_producer_restarted_without_checkpoints_meets_its_question_again(
+    server: RunstreamServer, at_restart: str
+) -> None:
+    """The checkpoints died with the producer (an InMemorySaver each), and the new producer
+    attaches with the same key_prefix and runs the graph from its start. LangGraph gives the
+    interrupt a new id; it is the same question all the same: the new producer waits for the
+    one asked before (still open, or already answered) instead of asking it again."""
+    finishing = asyncio.Event()
+
+    def build() -> Any:
+        model = GenericFakeChatModel(messages=iter(["one two three"]))
+
+        async def first(state: State) -> State:
+            return {"summary": str((await model.ainvoke("plan")).content)}
+
+        def ask(state: State) -> State:
+            return {"tone": interrupt({"question": "Go on?", "options": ["yes", "no"]})}
+
+        async def last(state: State) -> State:
+            finishing.set()
+            if not restarted:
+                await asyncio.sleep(30)  # the producer dies here
+            return {"summary": "done"}
+
+        graph = StateGraph(State)
+        for name, node in (("first", first), ("ask", ask), ("last", last)):
+            graph.add_node(name, node)
+        graph.add_edge(START, "first")
+        graph.add_edge("first", "ask")
+        graph.add_edge("ask", "last")
+        graph.add_edge("last", END)
+        return graph.compile(checkpointer=InMemorySaver())
+
+    restarted = False
+    config = {"configurable": {"thread_id": "restart"}}
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-restart-fresh", key_prefix="producer-1")
+
+        async def asked() -> list[runstream.Decision]:
+            return await client.list_decisions(run.run_id)
+
+        async def any_asked() -> bool:
+            return bool(await asked())
+
+        first = asyncio.create_task(RunstreamCallbackHandler(run).run_graph(build(), {}, config))
+        await until(any_asked)
+        if at_restart == "answered":
+            [question] = await asked()
+            await client.submit_decision(run.run_id, question.decision_id, "no")
+            await finishing.wait()
+        first.cancel()  # the producer dies
+        await asyncio.gather(first, return_exceptions=True)
+        await run.close()
+
+        restarted = True
+        attached = await client.attach_run(run.run_id, key_prefix="producer-1")
+        async with attached:
+            again = asyncio.create_task(
+                RunstreamCallbackHandler(attached).run_graph(build(), {}, config)
+            )
+            if at_restart == "open":
+                await asyncio.sleep(0.5)  # time enough to ask a second question, if it would
+                [open_question] = [d for d in await asked() if d.is_open]
+                await client.submit_decision(run.run_id, open_question.decision_id, "no")
+            result = await asyncio.wait_for(again, 10)
+            await attached.complete()
+        decisions = await client.list_decisions(run.run_id)
+        final = await client.get_run(run.run_id)
+
+    assert result["tone"] == "no"
+    assert [(d.prompt, d.choice, d.context["step_id"]) for d in decisions] == [
+        ("Go on?", "no", "ask")
+    ]
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name, s.attempts) for s in final.steps] == [
+        (step_id, "SUCCEEDED", 1) for step_id in ("first", "ask", "last")
+    ]
+
+
+async def test_a_node_that_asks_the_same_question_twice_asks_two_questions(
+    server: RunstreamServer,
+) -> None:
+    def confirm(state: Pick) -> Pick:
+        question = {"question": "Sure?", "options": ["yes", "no"]}
+        return {"picked": [interrupt(question), interrupt(question)]}
+
+    graph = StateGraph(Pick)
+    graph.add_node("confirm", confirm)
+    graph.add_edge(START, "confirm")
+    graph.add_edge("confirm", END)
+
+    async def answer(client: runstream.Client, run_id: str) -> None:
+        async with client.interact([run_id], viewer="ana") as interaction:
+            choices = iter(["yes", "no"])
+            async for update in interaction:
+                if isinstance(update, DecisionPrompt):
+                    choice = next(choices)
+                    await interaction.answer(run_id, update.decision.decision_id, choice)
+                    if choice == "no":
+                        return
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-twice")
+        answering = asyncio.create_task(answer(client, run.run_id))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            config = {"configurable": {"thread_id": "twice"}}
+            compiled = graph.compile(checkpointer=InMemorySaver())
+            result = await asyncio.wait_for(handler.run_graph(compiled, {}, config), 10)
+            await run.complete()
+        await asyncio.wait_for(answering, 10)
+        decisions = await client.list_decisions(run.run_id)
+
+    assert result == {"picked": ["yes", "no"]}
+    assert [(d.prompt, d.choice) for d in decisions] == [("Sure?", "yes"), ("Sure?", "no")]
+    assert len({d.decision_id for d in decisions}) == 2
 
 
 async def test_a_graph_run_again_from_its_start_does_not_start_its_finished_steps_again(

@@ -387,3 +387,37 @@ async def test_a_tool_span_that_starts_with_its_input_reports_it_when_it_starts(
 
 async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:
     return [event async for event in client.watch(run_id)]
+
+
+async def test_each_turn_of_a_chat_with_a_new_processor_is_a_new_step_also_after_attach(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    """A chat app: one run per conversation, one Runner.run per turn, a new processor each
+    turn, and a producer that restarted (attach_run) for the last turn. The agent that ran
+    before is a new step each turn, so the run completes."""
+
+    async def turn(run: runstream.RunReporter, text: str) -> None:
+        agent = Agent(name="Bot", model=CannedModel("canned-bot", [[message(text)]]))
+        processor = RunstreamProcessor(run)
+        processors.append(processor)
+        set_trace_processors([processor])
+        await Runner.run(agent, "hi")
+        await processor.flush()
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("chat-turns")
+        await turn(run, "reply 1")
+        await turn(run, "reply 2")
+        await run.close()  # the producer stops, its run still running
+        attached = await client.attach_run(run.run_id)
+        async with attached:
+            await turn(attached, "reply 3")
+            await attached.complete()
+        final = await client.get_run(run.run_id)
+
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.name, s.status.name) for s in final.steps] == [
+        ("Bot", "Bot", "SUCCEEDED"),
+        ("Bot-2", "Bot", "SUCCEEDED"),
+        ("Bot-3", "Bot", "SUCCEEDED"),
+    ]

@@ -13,17 +13,25 @@ import asyncio
 import logging
 import re
 import threading
+import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from runstream._errors import RunCancelledError, RunstreamError
+from runstream._types import StepStatus
 
-__all__ = ["ImportHint", "OrderedReports", "StepIds", "require", "short"]
+if TYPE_CHECKING:
+    from runstream._reporter import RunReporter
+
+__all__ = ["FINISHED_STEP", "ImportHint", "OrderedReports", "StepIds", "require", "short"]
 
 _log = logging.getLogger("runstream.integrations")
 
 _ID_INVALID = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_ID = 120
+# Steps that cannot start again (the server refuses it); a failed one can, as its next attempt.
+FINISHED_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.SKIPPED})
 # Long tool inputs and outputs are cut before they become event data: the event log is for
 # watching a run, not for archiving payloads.
 _MAX_TEXT = 2000
@@ -50,15 +58,33 @@ def require(module: str, extra: str) -> None:
 
 
 class StepIds:
-    """Turns framework names (graph nodes, agents) into valid, unique Runstream step ids.
+    """Turns framework names (graph nodes, agents) into valid step ids, unique in their run.
 
     A step id holds letters, digits, '.', '_' and '-' and starts with a letter or digit. A name
     that runs again after its step finished gets a new step ("write", then "write-2"), because a
-    finished step cannot start again.
+    finished step cannot start again. Every handler of a run shares the run's ``StepIds.of(run)``,
+    so a chat app that runs its graph once a turn, each turn with a new handler, gets "respond",
+    then "respond-2". A generated suffix skips the ids given before, the names reserved for a
+    graph's nodes (a node named "draft-2" keeps its name when "draft" runs twice) and the steps
+    the run had finished when this process started or attached it.
     """
 
-    def __init__(self) -> None:
-        self._used: dict[str, int] = {}
+    def __init__(self, finished_before: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._given: set[str] = set()
+        self._reserved: set[str] = set()
+        self.finished_before = frozenset(finished_before)
+        """The run's steps that had finished (cannot start again) when its StepIds was made."""
+
+    @classmethod
+    def of(cls, run: RunReporter) -> StepIds:
+        """The StepIds every integration reporting to ``run`` shares."""
+        with _RUN_STEP_IDS_LOCK:
+            ids = _RUN_STEP_IDS.get(run)
+            if ids is None:
+                finished = (s.step_id for s in run.run.steps if s.status in FINISHED_STEP)
+                ids = _RUN_STEP_IDS[run] = cls(finished)
+            return ids
 
     @staticmethod
     def clean(name: str) -> str:
@@ -66,12 +92,33 @@ class StepIds:
         cleaned = _ID_INVALID.sub("-", name).strip("-._")[:_MAX_ID]
         return cleaned or "step"
 
-    def new(self, name: str) -> str:
-        """A step id for ``name`` that no earlier call returned."""
+    def reserve(self, names: Iterable[str]) -> None:
+        """Keeps generated ids off ``names`` (a graph's nodes): each stays its own node's id."""
+        with self._lock:
+            self._reserved.update(self.clean(name) for name in names)
+
+    def new(self, name: str, *, replay: bool = False) -> str:
+        """A step id for ``name`` that no earlier call for the run returned.
+
+        ``name`` itself when it is free, else the name with the next suffix ("-2", "-3", ...)
+        that is free and not reserved. A step in ``finished_before`` is not free, unless
+        ``replay``: the caller replays the run's steps in the order it first ran them (a
+        LangGraph graph run again from its start) and does not start finished ones again.
+        """
         base = self.clean(name)
-        count = self._used.get(base, 0) + 1
-        self._used[base] = count
-        return base if count == 1 else f"{base}-{count}"
+        with self._lock:
+            taken = self._given if replay else self._given | self.finished_before
+            step_id, suffix = base, 1
+            while step_id in taken or (suffix > 1 and step_id in self._reserved):
+                suffix += 1
+                step_id = f"{base}-{suffix}"
+            self._given.add(step_id)
+            return step_id
+
+
+# Each run's StepIds, for as long as its reporter lives.
+_RUN_STEP_IDS: weakref.WeakKeyDictionary[RunReporter, StepIds] = weakref.WeakKeyDictionary()
+_RUN_STEP_IDS_LOCK = threading.Lock()
 
 
 class OrderedReports:

@@ -9,6 +9,8 @@ value the graph resumes with: the option chosen, as the interrupt gave it (``3``
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,8 @@ __all__ = ["DEFAULT_OPTIONS", "InterruptQuestions"]
 
 DEFAULT_OPTIONS = ("approve", "reject")
 _INTERRUPT_DECISION_TYPE = "langgraph_interrupt"
+# Of a step id in a decision id ("interrupt-<step>-<digest>"; ids hold at most 128 characters).
+_MAX_STEP_IN_ID = 100
 
 
 class InterruptQuestions:
@@ -40,12 +44,19 @@ class InterruptQuestions:
         self._default_options = tuple(default_options)
         self._decision_timeout = decision_timeout
         self._resume_value = resume_value
+        # How many times each question was asked in its step (see _decision_id).
+        self._times_asked: dict[str, int] = {}
+        self._given: set[str] = set()
 
-    async def ask(self, value: Any, interrupt_id: str) -> Any:
+    async def ask(self, value: Any, interrupt_id: str, step_id: str = "") -> Any:
+        """Asks what the interrupt ``interrupt_id`` (LangGraph's id) of the node reporting
+        into ``step_id`` stands for, and waits for the answer."""
         question = _Question.from_interrupt(value, self._default_options, self._decision_timeout)
         context = dict(question.context)
         if interrupt_id:
             context.setdefault("interrupt_id", interrupt_id)
+        if step_id:
+            context.setdefault("step_id", step_id)
         result = await self._run.ask(
             question.prompt,
             question.options,
@@ -55,15 +66,56 @@ class InterruptQuestions:
             context=context,
             decision_type=question.decision_type,
             affects_workflow=True,
-            # The interrupt's own id, the same when a producer that restarted (attach_run)
-            # meets the interrupt again: it then waits for the question asked before.
-            decision_id=f"interrupt-{interrupt_id}" if interrupt_id else None,
+            decision_id=self._decision_id(question, interrupt_id, step_id),
         )
         if self._resume_value is not None:
             return self._resume_value(result)
         if result.choice is None:
             return None
         return question.values.get(result.choice, result.choice)
+
+    def _decision_id(self, question: _Question, interrupt_id: str, step_id: str) -> str | None:
+        """The question's id: the same when a producer that restarted (attach_run) meets the
+        interrupt again, which then waits for the question asked before (see ``run.ask``).
+
+        LangGraph's interrupt id is that of its checkpoints: a graph run again from its start
+        without them gives the interrupt a new one. What a replay keeps is the step the node
+        reports into (step ids come in the order nodes start), the question, and how often the
+        step asked it before, so those make the id. With the same key_prefix a replay's
+        question takes the key of the one asked before and the server drops it: under a new
+        id, the producer would wait for the answer to a question never stored.
+        """
+        asked = json.dumps([step_id, question.prompt, question.options])
+        # Counted also when an earlier question is found, so the next one lines up.
+        self._times_asked[asked] = self._times_asked.get(asked, 0) + 1
+        decision_id = self._asked_before(interrupt_id)
+        if decision_id is None and step_id:
+            decision_id = self._id_in_step(asked, step_id)
+        elif decision_id is None and interrupt_id:
+            decision_id = f"interrupt-{interrupt_id}"
+        if decision_id is not None:
+            self._given.add(decision_id)
+        return decision_id
+
+    def _asked_before(self, interrupt_id: str) -> str | None:
+        """The open question asked for LangGraph's interrupt ``interrupt_id`` before the
+        producer restarted (its checkpoints kept, LangGraph's ids are the same)."""
+        if not interrupt_id:
+            return None
+        for decision in self._run.open_decisions:
+            if decision.context.get("interrupt_id") == interrupt_id:
+                return decision.decision_id
+        return None
+
+    def _id_in_step(self, asked: str, step_id: str) -> str:
+        """``interrupt-<step>-<digest of the question and how often the step asked it>``."""
+        while True:
+            times = self._times_asked[asked]
+            digest = hashlib.sha256(f"{asked}:{times}".encode()).hexdigest()[:12]
+            decision_id = f"interrupt-{step_id[:_MAX_STEP_IN_ID]}-{digest}"
+            if decision_id not in self._given:
+                return decision_id
+            self._times_asked[asked] = times + 1
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ belong to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from runstream._types import Severity, StepStatus
+from runstream._types import Severity
 from runstream.integrations._common import StepIds, short
 from runstream.integrations._run_calls import RunCalls
 
@@ -28,8 +29,9 @@ __all__ = ["ChainSteps", "LangChainRun", "error_text"]
 
 _log = logging.getLogger("runstream.integrations")
 
-# Steps that cannot start again; a failed one can (its node runs again: one more attempt).
-_FINISHED = (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+
+# What stops a producer rather than failing its work.
+_STOPPED = (asyncio.CancelledError, KeyboardInterrupt)
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,9 @@ class ChainSteps:
     def __init__(self, calls: RunCalls, agent: str) -> None:
         self._calls = calls
         self._agent = agent
-        self._step_ids = StepIds()
+        # Shared by every handler of the run: a graph run again with a new handler (a chat
+        # app's next turn) gets new step ids, not those of the steps it finished before.
+        self._step_ids = StepIds.of(calls.run)
         self._roots: dict[UUID, _Root] = {}
         self._steps: dict[UUID, _StepRun] = {}
         # Steps a node left running when interrupt() stopped it, and steps whose node failed
@@ -121,8 +125,9 @@ class ChainSteps:
         self._step_of: dict[UUID, str] = {}
         self._bubble_up = _graph_bubble_up()
         # Step ids come in the order nodes start, so a graph that runs again from its start
-        # meets the steps it finished before under the same ids.
-        self._finished_before = {s.step_id for s in calls.run.run.steps if s.status in _FINISHED}
+        # (a producer restarted without its checkpoints) meets the steps it finished before
+        # under the same ids.
+        self._finished_before = self._step_ids.finished_before
 
     async def chain_started(self, chain: LangChainRun) -> None:
         name = chain.name("chain")
@@ -152,7 +157,7 @@ class ChainSteps:
             step_id, failures = failed.step_id, failed.attempts
             self.report_retry(failed.message, failed.attempts, [node], step_id)
         else:
-            step_id = self._step_ids.new(node)
+            step_id = self._step_ids.new(node, replay=True)
         self._start(run_id, _StepRun(step_id, node, namespace, failures), name=node, agent=node)
         await self._hold_if_paused()
 
@@ -170,9 +175,12 @@ class ChainSteps:
             self._calls.start_step(step.step_id, name=name, agent=agent)
 
     async def _hold_if_paused(self) -> None:
-        """A node boundary is a step boundary: a paused run holds the graph here."""
+        """A node boundary is a step boundary: a paused run holds the graph here.
+
+        Only a pause holds it. The step's events are queued, never waited for: while the
+        server is out of reach and the reporter's buffer is full, the graph goes on.
+        """
         if self._calls.on_loop():
-            await self._calls.drain()
             await self._calls.run.wait_if_paused()
 
     def chain_ended(self, run_id: UUID) -> None:
@@ -183,6 +191,15 @@ class ChainSteps:
             self._calls.pass_over()
         elif step is not None:
             self._calls.complete_step(step.step_id)
+
+    def reserve_nodes(self, nodes: Iterable[str]) -> None:
+        """Keeps the step ids of nodes that run again off the names of a graph's nodes."""
+        self._step_ids.reserve(node for node in nodes if not _internal(node))
+
+    def interrupted_step(self, namespace: str) -> str:
+        """The step of the node that ``interrupt()`` stopped in checkpoint ``namespace``
+        ("<node>:<task id>"), "" when none did."""
+        return self._interrupted.get(namespace, "")
 
     def step_of_chain(self, run_id: UUID) -> str | None:
         """The step whose own chain `run_id` is, if it is one."""
@@ -196,6 +213,12 @@ class ChainSteps:
             # interrupt(): the node stops to wait for an answer and runs again with it.
             if step is not None:
                 self._interrupted[step.namespace] = step.step_id
+            self._roots.pop(run_id, None)
+            return
+        if isinstance(error, _STOPPED):
+            # The producer was stopped (Ctrl-C, its task cancelled), not the node failing: the
+            # step stays running, and the run's end (cancelled, as ``async with run:`` reports
+            # it) closes it, as an operator's cancel does.
             self._roots.pop(run_id, None)
             return
         self._finish_root(run_id)
@@ -231,7 +254,7 @@ class ChainSteps:
             return
         root.resolved = True
         if not is_graph:
-            step_id = self._step_ids.new(root.name)
+            step_id = self._step_ids.new(root.name, replay=True)
             name = root.name
             self._start(parent_run_id, _StepRun(step_id, self._agent or name, name), name=name)
 
@@ -264,10 +287,20 @@ class ChainSteps:
             if tag.startswith("retry:attempt:"):
                 attempt = int(tag.rsplit(":", 1)[1]) - 1
                 message = self._child_errors.pop(parent_run_id, "the previous attempt failed")
-                step = self._steps.get(parent_run_id)
+                # The RunnableRetry runs in a step (a node's, or a plain chain's own): the
+                # step its chain works in, not a step of its own.
+                step = self._enclosing_step(parent_run_id)
                 self.report_retry(
                     message, attempt, [step.agent] if step else [], step.step_id if step else ""
                 )
+
+    def _enclosing_step(self, run_id: UUID) -> _StepRun | None:
+        """The running step that the chain run ``run_id`` is, or works in."""
+        step_id = self._step_of.get(run_id)
+        for step in self._steps.values():
+            if step.step_id == step_id:
+                return step
+        return None
 
     def report_retry(self, message: str, attempt: int, agents: list[str], step_id: str) -> None:
         """An ErrorRecovery in ``step_id`` (none when ""): attempt ``attempt`` failed with

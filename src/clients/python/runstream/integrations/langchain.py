@@ -9,8 +9,10 @@ or, without the interrupt loop, ``config={"callbacks": [handler]}`` on any ``ain
 ``astream``. What becomes what:
 
 - a LangGraph node (a plain chain at the top, without LangGraph) is a step: StepStarted when
-  it starts, StepCompleted when it ends, StepFailed with the error when it raises. A node that
-  runs again later (a loop) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays
+  it starts, StepCompleted when it ends, StepFailed with the error when it raises (not when
+  the producer is stopped: Ctrl-C cancels the run, which closes the step). A node that
+  runs again later (a loop, the graph's next invocation on the run, also through another
+  handler) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays
   running and carries on as the same step when the graph resumes. A graph run again from its
   start on a run that finished some of its steps before (a producer restarted without its
   checkpoints, ``attach_run``) replays those nodes: their steps are not started again.
@@ -135,6 +137,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         from langgraph.types import Command
 
         run_config = self._with_handler(config)
+        # A node named like another node's rerun ("draft-2") keeps its name as its step id.
+        self._steps.reserve_nodes(getattr(graph, "nodes", None) or ())
         current: Any = inputs
         while True:
             result = await graph.ainvoke(current, run_config)
@@ -146,7 +150,11 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             if not interrupts:
                 return result
             # Every question at once: a human sees them all, and their timeouts run together.
-            asked = [self.ask_interrupt(pending.value, pending.id) for pending in interrupts]
+            steps = self._interrupted_steps(state)
+            asked = [
+                self.ask_interrupt(pending.value, pending.id, step_id=steps.get(pending.id, ""))
+                for pending in interrupts
+            ]
             answers = dict(
                 zip((p.id for p in interrupts), await asyncio.gather(*asked), strict=True)
             )
@@ -154,9 +162,23 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             # (and fails), while {id: None} resumes that interrupt with None.
             current = Command(resume=answers)
 
-    async def ask_interrupt(self, value: Any, interrupt_id: str = "") -> Any:
-        """Asks the question an ``interrupt(value)`` stands for; returns the resume value."""
-        return await self._questions.ask(value, interrupt_id)
+    async def ask_interrupt(self, value: Any, interrupt_id: str = "", *, step_id: str = "") -> Any:
+        """Asks the question an ``interrupt(value)`` stands for; returns the resume value.
+
+        ``step_id`` is the step of the node that stopped: with it, a producer restarted
+        without its checkpoints that meets the interrupt again waits for the question asked
+        before, though LangGraph gives the interrupt a new id.
+        """
+        return await self._questions.ask(value, interrupt_id, step_id)
+
+    def _interrupted_steps(self, state: Any) -> dict[str, str]:
+        """The step of each interrupt pending in a graph's ``state``, by interrupt id."""
+        steps: dict[str, str] = {}
+        for task in getattr(state, "tasks", ()) or ():
+            step_id = self._steps.interrupted_step(f"{task.name}:{task.id}")
+            for pending in task.interrupts:
+                steps[pending.id] = step_id
+        return steps
 
     def _with_handler(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
         run_config = dict(config or {})

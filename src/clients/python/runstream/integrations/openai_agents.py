@@ -108,7 +108,7 @@ class RunstreamProcessor(TracingProcessor):
         self._run = run
         self._filter = trace_filter
         self._calls = RunCalls(run, loop)
-        self._step_ids = StepIds()
+        self._step_ids = StepIds.of(run)
         self._traces: set[str] = set()
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
         self._parents: dict[str, str | None] = {}  # span id -> parent span id
