@@ -387,3 +387,31 @@ async def test_an_ended_run_has_no_estimate_left(stubs) -> None:  # type: ignore
     assert ended.status == run_pb2.RUN_STATUS_SUCCEEDED
     assert not ended.HasField("estimate")
     assert [r.HasField("estimate") for r in listed if r.run_id == run.run_id] == [False]
+
+
+async def test_a_run_past_its_estimate_says_about_a_second_without_flooding_its_log(
+    stubs,  # type: ignore[no-untyped-def]
+) -> None:
+    """The workflow's one past run took 1 s; the next reports 50 events a second for 20 s.
+    Overdue, its estimate says about a second and is not stored again with every event."""
+    began = datetime.now(UTC) - timedelta(hours=1)
+    past = await create_run(stubs, workflow="overdue")
+    await append(
+        stubs,
+        past.run_id,
+        timed(ev.RunEvent(run_started=ev.RunStarted()), began),
+        timed(ev.RunEvent(run_completed=ev.RunCompleted()), began + timedelta(seconds=1)),
+    )
+    run = await create_run(stubs, workflow="overdue")
+    start = began + timedelta(minutes=1)
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_started=ev.RunStarted()), start))
+    for n in range(1, 1001):
+        await append(stubs, run.run_id, timed(custom(n), start + timedelta(seconds=n / 50)))
+    page = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, filter="kind = ESTIMATE_UPDATED", page_size=100)
+    )
+    assert len(page.events) <= 3
+    said = [e.estimate_updated.estimate.remaining.ToNanoseconds() / 1e9 for e in page.events]
+    assert all(left >= 1.0 for left in said)  # never "0.1 s left"
+    estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+    assert 1.0 <= estimate.remaining.ToNanoseconds() / 1e9 < 2.0  # about a second, not zero

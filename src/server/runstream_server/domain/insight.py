@@ -23,6 +23,10 @@ comes from the spread (interquartile range) of the history.
 
 While a run waits for input or is paused its estimate is *held*: the remaining time stands
 still and the end time moves with the clock, until the run goes on.
+
+A run past its estimate is *overdue*: it says MIN_RUNNING_REMAINING ("about a second"),
+never less, and is not stored again while it stays so; otherwise every event of a late run
+would move the end time by its own elapsed time and store another EstimateUpdated.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain.state import TERMINAL_STATUSES, RunState, duration_of, to_timestamp
@@ -44,6 +48,9 @@ _HOLDING = frozenset({run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_P
 PROGRESS_MARKS = (25, 50, 75, 100)
 # An estimate of a run that still runs says at least this, not "0 s": it is not done.
 MIN_RUNNING_REMAINING = 1.0
+# An estimate that moves only because the clock does (the run is late, the remaining time
+# stands still) is stored again at most once per this many seconds.
+DRIFT_INTERVAL = 5.0
 # The longest remaining time an estimate says (100 years), whatever history or the producer
 # claims: its end time stays a valid time, and its range a valid duration.
 MAX_REMAINING = 3_155_760_000.0
@@ -171,7 +178,9 @@ def estimate(
         if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
             return _copy_estimate(current)
         return None
-    remaining = min(_learned_remaining(state, history, now), MAX_REMAINING)
+    # An overdue run says "about a second", like a reader's count-down, not "0.1 s".
+    learned = _learned_remaining(state, history, now)
+    remaining = min(max(learned, MIN_RUNNING_REMAINING), MAX_REMAINING)
     spread = history.spread()
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
@@ -226,13 +235,32 @@ def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime)
 
 
 def estimate_moved(old: run_pb2.Estimate | None, new: run_pb2.Estimate | None) -> bool:
-    """Whether watchers should hear of the new estimate: it appeared, vanished or moved."""
+    """Whether watchers should hear of the new estimate: it appeared, vanished or moved.
+
+    Both are compared as a reader sees them at the new one's time: the old one counted down,
+    each at least MIN_RUNNING_REMAINING. An overdue run therefore stays quiet (both say
+    "about a second"), and one that is merely late (its remaining time stands still while its
+    end time moves with the clock) is told at most once per DRIFT_INTERVAL.
+    """
     if old is None or new is None:
         return (old is None) != (new is None)
-    shift = abs(new.end_time.ToNanoseconds() - old.end_time.ToNanoseconds()) / 1e9
-    remaining = new.remaining.ToNanoseconds() / 1e9
+    if old.held != new.held or old.source != new.source:
+        return True
+    old_said, new_said = _seconds(old.remaining), _seconds(new.remaining)
+    new_made = _seconds(new.end_time) - new_said  # the moment each estimate was made
+    old_made = _seconds(old.end_time) - old_said
+    old_now = max(MIN_RUNNING_REMAINING, _seconds(old.end_time) - new_made)
+    new_now = max(MIN_RUNNING_REMAINING, new_said)
     # Relative, so short runs are corrected as often as long ones; the floor skips jitter.
-    return shift > max(0.05, 0.1 * remaining)
+    noticeable = max(0.05, 0.1 * new_now)
+    if abs(new_now - old_now) <= noticeable:
+        return False
+    drift = abs(max(MIN_RUNNING_REMAINING, old_said) - new_now) <= noticeable
+    return not drift or new_made - old_made >= DRIFT_INTERVAL
+
+
+def _seconds(value: duration_pb2.Duration | timestamp_pb2.Timestamp) -> float:
+    return value.ToNanoseconds() / 1e9
 
 
 def count_down(run: run_pb2.Run, now: datetime) -> None:
