@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from runstream.cli.main import build_parser
+from runstream.cli.main import build_parser, main
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -150,6 +150,23 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"runstream serve: error: argument {option}: {said}"
     )
+
+
+def test_a_store_or_address_with_brackets_is_named_as_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Paths and addresses are the user's text, never rich markup: a store ``d[/x]`` crashed
+    with a MarkupError and ``[fe80::1]:PORT`` was said as ``:PORT``."""
+    store = tmp_path / "d[" / "x]"
+    store.mkdir(parents=True)
+    argv = ["serve", "--insecure-no-auth", "--address"]
+    for address, store_option, said in [
+        ("127.0.0.1:0", store, f"runstream: store {store} is a directory, not a database file"),
+        ("[fe80::1]:1", tmp_path / "runs.db", "runstream: cannot listen on [fe80::1]:1"),
+    ]:
+        assert main([*argv, address, "--store", str(store_option)]) == 1
+        errors = capsys.readouterr().err.splitlines()
+        assert [line for line in errors if line.startswith(said)], errors
 
 
 async def test_a_server_at_every_bound_serve_accepts_starts_and_serves(tmp_path: Path) -> None:
