@@ -147,9 +147,28 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["serve", option, value])
     assert exited.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    # The one line, not after argparse's usage block of 18 lines.
+    assert capsys.readouterr().err.splitlines() == [
         f"runstream serve: error: argument {option}: {said}"
-    )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["get"], "runstream get: error: the following arguments are required: RUN_ID"),
+        (["serve", "--sync", "off"], "runstream serve: error: argument --sync: invalid choice"),
+        (["nope"], "runstream: error: argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_every_command_refuses_a_bad_command_line_in_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(said), errors
 
 
 def test_a_store_or_address_with_brackets_is_named_as_given(

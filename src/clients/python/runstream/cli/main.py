@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from rich.console import Console
@@ -378,6 +378,15 @@ def _event_kinds(value: str) -> list[runstream.EventKind]:
     return kinds
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad command line in one line naming the option, as the README promises:
+    argparse's usage block (18 lines for `serve`) buried the one line that mattered.
+    Subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 class _Formatter(argparse.HelpFormatter):
     """Wraps prose, keeps examples as written, and shows the defaults worth showing."""
 
@@ -429,7 +438,7 @@ def _add_plain(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="runstream",
         description="Runstream: watch and steer multi-agent AI runs live.",
         epilog=(
