@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import queue
@@ -23,8 +24,9 @@ import pytest
 import runstream
 from rich.console import Console
 from runstream.cli.args import target_address
-from runstream.cli.main import build_parser
+from runstream.cli.main import build_parser, main
 from runstream.cli.render import LOST_AFTER, Dashboard, SnapshotRefresher
+from runstream.cli.tables import run_details, runs_table
 from runstream.cli.view import OpenPrompt, RunView
 from runstream.v1 import event_pb2, run_pb2
 
@@ -158,6 +160,21 @@ def test_every_agent_writing_at_once_is_visible() -> None:
         screen = draw(view, width, height)
         assert "copywriter" in screen and "designer" in screen, screen
         assert "Launch faster" in screen and "Hero banner" in screen, screen
+
+
+def test_brackets_in_names_and_agents_are_shown_as_given_not_read_as_markup() -> None:
+    """A run, workflow or agent named with ``[...]`` is the producer's text: rich read it as
+    markup, so ``ab[bold]cd`` lost a piece and ``[/x]`` crashed the view."""
+    run = dataclasses.replace(snapshot(), workflow="wf[/x]", display_name="ab[bold]cd")
+    view = RunView.from_snapshot(run)
+    view.apply(event(100, text_delta=event_pb2.TextDelta(agent_id="[/x]", delta="hi")))
+    screen = " ".join(draw(view, 160, 50).split())
+    assert "✍ [/x] · writing…" in screen, screen
+    for table in (runs_table([run]), run_details(run)):
+        console = Console(width=200, record=True, color_system=None)
+        console.print(table)
+        shown = console.export_text()
+        assert "wf[/x]" in shown and "ab[bold]cd" in shown, shown
 
 
 def test_a_decisions_context_shows_under_its_prompt() -> None:
@@ -359,3 +376,15 @@ def test_a_run_that_still_runs_never_reads_100_percent() -> None:
         "100%",
         "100%",
     ]
+
+
+def test_error_lines_show_what_the_server_said_as_given(
+    server_process: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server echoes the id it refused; rich read it as markup: ``[/x]`` crashed the CLI
+    with a MarkupError and ``ab[bold]cd`` was said to be ``'abcd'``."""
+    server_process.start()
+    for run_id in ("[/x]", "ab[bold]cd"):
+        assert main(["get", run_id, "--target", server_process.target]) == 1
+        said = capsys.readouterr().err
+        assert f"run_id: {run_id!r} is not a valid id" in said, said

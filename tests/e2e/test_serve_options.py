@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from runstream.cli.main import build_parser
+from runstream.cli.main import build_parser, main
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -147,9 +147,45 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["serve", option, value])
     assert exited.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    # The one line, not after argparse's usage block of 18 lines.
+    assert capsys.readouterr().err.splitlines() == [
         f"runstream serve: error: argument {option}: {said}"
-    )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["get"], "runstream get: error: the following arguments are required: RUN_ID"),
+        (["serve", "--sync", "off"], "runstream serve: error: argument --sync: invalid choice"),
+        (["nope"], "runstream: error: argument COMMAND: invalid choice: 'nope'"),
+    ],
+)
+def test_every_command_refuses_a_bad_command_line_in_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(said), errors
+
+
+def test_a_store_or_address_with_brackets_is_named_as_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Paths and addresses are the user's text, never rich markup: a store ``d[/x]`` crashed
+    with a MarkupError and ``[fe80::1]:PORT`` was said as ``:PORT``."""
+    store = tmp_path / "d[" / "x]"
+    store.mkdir(parents=True)
+    argv = ["serve", "--insecure-no-auth", "--address"]
+    for address, store_option, said in [
+        ("127.0.0.1:0", store, f"runstream: store {store} is a directory, not a database file"),
+        ("[fe80::1]:1", tmp_path / "runs.db", "runstream: cannot listen on [fe80::1]:1"),
+    ]:
+        assert main([*argv, address, "--store", str(store_option)]) == 1
+        errors = capsys.readouterr().err.splitlines()
+        assert [line for line in errors if line.startswith(said)], errors
 
 
 async def test_a_server_at_every_bound_serve_accepts_starts_and_serves(tmp_path: Path) -> None:

@@ -120,6 +120,8 @@ def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> No
     for options, message in [
         ("wait=two", "wait='two' must be a whole number"),
         ("wait_timeout_ms=-5", "wait_timeout_ms='-5' must be a whole number"),
+        # Redis reads WAIT 1 0 as "block forever": every write hung while health said SERVING.
+        ("wait=1&wait_timeout_ms=0", "wait_timeout_ms='0' must be a whole number of at least 1"),
         (f"password_file={tmp_path / 'missing'}", "password_file: cannot read"),
         ("bogus=1", "unknown option 'bogus'"),
         ("prefix=x&socket_timout=3", "unknown option 'socket_timout'"),
@@ -183,3 +185,26 @@ def test_only_a_number_is_read_as_the_database() -> None:
     for path in ("/1/2", "/-1", "/db1", "/1 "):  # redis-py read 12, -1, 0 and 1
         with pytest.raises(ValueError, match=r"database path .* is not a database number"):
             parse_url(f"redis://:s3cret@127.0.0.1:6379{path}")
+
+
+def test_url_options_that_would_quietly_mean_something_else_are_refused() -> None:
+    """``?cluster=on`` read as "not a cluster", ``?prefix=`` as the default prefix, and
+    ``?prefix=a&prefix=b`` as one of the two, all without a word."""
+    for value, cluster in [("1", True), ("True", True), ("on", True), ("YES", True)]:
+        assert parse_url(f"redis://127.0.0.1:6379/0?cluster={value}").cluster is cluster
+    for value in ("0", "False", "off", "no"):
+        assert parse_url(f"redis://127.0.0.1:6379/0?cluster={value}").cluster is False
+    for options, message in [
+        ("cluster=2", "cluster='2' must be 1, true, yes or on, or 0, false, no or off"),
+        ("cluster=enabled", "cluster='enabled' must be 1, true, yes or on"),
+        ("prefix=", "option 'prefix' is empty: give it a value or leave it out"),
+        ("cluster=", "option 'cluster' is empty"),
+        ("prefix=a&prefix=b", "option 'prefix' is given 2 times: give it once"),
+        ("wait=1&wait=2", "option 'wait' is given 2 times"),
+        ("socket_timeout=1&socket_timeout=2", "option 'socket_timeout' is given 2 times"),
+        ("wait_timeout_ms=0", "wait_timeout_ms='0' must be a whole number of at least 1"),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            parse_url(f"redis://:s3cret@127.0.0.1:6379/0?{options}")
+        assert message in str(refused.value) and "s3cret" not in str(refused.value), options
+    assert parse_url("redis://127.0.0.1:6379/0?wait=1&wait_timeout_ms=1").wait_timeout_ms == 1

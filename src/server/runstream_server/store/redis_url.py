@@ -48,8 +48,10 @@ def parse_url(url: str) -> RedisOptions:
             "in a password, or use ?password_file="
         )
     _check_database_path(parts.path)
-    query = parse_qs(parts.query)
-    own = {k: query.pop(k)[-1] for k in list(query) if k in _OWN_PARAMS}
+    # Blank values are kept so that ``?prefix=`` is refused rather than dropped unseen.
+    query = parse_qs(parts.query, keep_blank_values=True)
+    _check_given_once(query)
+    own = {k: query.pop(k)[0] for k in list(query) if k in _OWN_PARAMS}
     netloc = parts.netloc
     if "password_file" in own:
         try:
@@ -64,14 +66,15 @@ def parse_url(url: str) -> RedisOptions:
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
-    cluster = own.get("cluster", "0") in ("1", "true", "yes")
+    cluster = _switch(own, "cluster")
     db = _check_redis_options(rest, sorted(query), tls=parts.scheme == "rediss", cluster=cluster)
     options = RedisOptions(
         url=rest,
         prefix=own.get("prefix", "runstream"),
         cluster=cluster,
         wait_replicas=_count(own, "wait", 0),
-        wait_timeout_ms=_count(own, "wait_timeout_ms", 1000),
+        # Redis reads WAIT's timeout 0 as "block forever": every append would hang.
+        wait_timeout_ms=_count(own, "wait_timeout_ms", 1000, least=1),
         db=db,
     )
     return options
@@ -88,12 +91,37 @@ def _check_database_path(path: str) -> None:
         )
 
 
-def _count(own: dict[str, str], name: str, default: int) -> int:
-    """A non-negative whole number option of the URL."""
+def _check_given_once(query: dict[str, list[str]]) -> None:
+    """Refuses an option given twice (only one of the values would count) and one of
+    Runstream's own options given empty (``?prefix=`` would quietly mean the default)."""
+    for name, values in query.items():
+        if len(values) > 1:
+            raise ValueError(f"option {name!r} is given {len(values)} times: give it once")
+        if name in _OWN_PARAMS and not values[0]:
+            raise ValueError(f"option {name!r} is empty: give it a value or leave it out")
+
+
+def _count(own: dict[str, str], name: str, default: int, *, least: int = 0) -> int:
+    """A whole number option of the URL, at least ``least``."""
     text = own.get(name, str(default))
-    if not text.isdigit():
-        raise ValueError(f"{name}={text!r} must be a whole number of at least 0")
+    if not text.isdigit() or int(text) < least:
+        raise ValueError(f"{name}={text!r} must be a whole number of at least {least}")
     return int(text)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _switch(own: dict[str, str], name: str) -> bool:
+    """An on/off option of the URL (``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/
+    ``off``, in any case); anything else is refused rather than read as off."""
+    text = own.get(name, "0")
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError(f"{name}={text!r} must be 1, true, yes or on, or 0, false, no or off")
 
 
 _OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})

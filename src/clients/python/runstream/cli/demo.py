@@ -51,7 +51,7 @@ from runstream import (
 )
 
 from .errors import CliError
-from .fmt import format_duration, run_status_text, span
+from .fmt import format_duration, literal, run_status_text, span
 from .render import follow_run
 from .replicas import replicas
 
@@ -1052,11 +1052,11 @@ def print_summary(
     if run.artifacts_summary.total:
         grid.add_row("Artifacts", str(run.artifacts_summary.total))
     if run.result_summary:
-        grid.add_row("Result", run.result_summary)
+        grid.add_row("Result", literal(run.result_summary))
     persona = run.result.get("persona")
     if isinstance(persona, str):
         label = next((o.label for o in PERSONA_OPTIONS if o.value == persona), persona)
-        grid.add_row("Persona", label)
+        grid.add_row("Persona", literal(label))
     if run.error is not None:
         grid.add_row("Error", Text(run.error.message, style="bold red"))
     request = '{"run_id":"' + run.run_id + '"}'

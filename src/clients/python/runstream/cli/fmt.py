@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
+from rich.console import RenderableType
 from rich.text import Text
 
 import runstream
@@ -67,6 +68,12 @@ SEVERITY_STYLES: dict[str, str] = {
 }
 
 TERMINAL_RUN_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+def literal(value: RenderableType) -> RenderableType:
+    """A table cell shown as given: rich reads a plain ``str`` cell as markup, so a run
+    name, an agent or a prompt holding ``[bold]`` would lose it, and ``[/x]`` would crash."""
+    return Text(value) if isinstance(value, str) else value
 
 
 def enum_name(value: object) -> str:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from rich.console import Console
@@ -378,6 +378,15 @@ def _event_kinds(value: str) -> list[runstream.EventKind]:
     return kinds
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad command line in one line naming the option, as the README promises:
+    argparse's usage block (18 lines for `serve`) buried the one line that mattered.
+    Subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 class _Formatter(argparse.HelpFormatter):
     """Wraps prose, keeps examples as written, and shows the defaults worth showing."""
 
@@ -429,7 +438,7 @@ def _add_plain(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="runstream",
         description="Runstream: watch and steer multi-agent AI runs live.",
         epilog=(
@@ -826,6 +835,13 @@ def _version() -> str:
 # --- entry point ---------------------------------------------------------------------------
 
 
+def _say_error(errors: Console, message: str) -> None:
+    """One red line on stderr. Messages carry paths, addresses and ids the user or the server
+    gave: shown as given, never read as rich markup (a store ``d[/x]`` crashed the CLI, an id
+    ``ab[bold]cd`` lost a piece, ``[fe80::1]:PORT`` its host)."""
+    errors.print(message, style="red", soft_wrap=True, markup=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `runstream` command; returns the exit code."""
     parser = build_parser()
@@ -843,21 +859,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except runstream.UnavailableError as exc:
         where = f" (is a Runstream server running at {target}?)" if target else ""
-        errors.print(f"runstream: {describe_error(exc)}{where}", style="red", soft_wrap=True)
+        _say_error(errors, f"runstream: {describe_error(exc)}{where}")
         return 1
     except runstream.RunstreamError as exc:
-        errors.print(f"runstream: {describe_error(exc)}", style="red", soft_wrap=True)
+        _say_error(errors, f"runstream: {describe_error(exc)}")
         return 1
     except grpc.RpcError as exc:
         # The SDK maps RPC failures; this catches anything that slipped past it so the user
         # still gets one line instead of a traceback.
-        errors.print(f"runstream: rpc failed: {exc}", style="red", soft_wrap=True)
+        _say_error(errors, f"runstream: rpc failed: {exc}")
         return 1
     except UsageError as exc:
-        errors.print(f"runstream: {exc}", style="red", soft_wrap=True)
+        _say_error(errors, f"runstream: {exc}")
         return 2
     except (CliError, OSError) as exc:
-        errors.print(f"runstream: {exc}", style="red", soft_wrap=True)
+        _say_error(errors, f"runstream: {exc}")
         return 1
 
 

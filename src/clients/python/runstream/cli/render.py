@@ -47,6 +47,7 @@ from .fmt import (
     format_metric_unit,
     health_text,
     items_text,
+    literal,
     live_estimate,
     local_time,
     metric_label,
@@ -156,7 +157,7 @@ class Dashboard:
         )
         return Panel(
             Group(title_line, facts, bar),
-            title=f"[bold cyan]{self.title}[/]",
+            title=Text(self.title, style="bold cyan"),
             title_align="left",
             border_style=bar_style,
             padding=(0, 1),
@@ -355,7 +356,7 @@ class Dashboard:
             lines.append(Text(text, style=style))
         return Panel(
             Group(*lines),
-            title=f"[bold yellow]⚑ Decision needed · {prompt.decision_id}[/]",
+            title=Text(f"⚑ Decision needed · {prompt.decision_id}", style="bold yellow"),
             title_align="left",
             border_style="yellow",
             padding=(0, 1),
@@ -403,8 +404,8 @@ class Dashboard:
         for agent in self.view.run.active_agents:
             table.add_row(
                 Spinner("dots", style="bright_blue"),
-                agent.name or agent.agent_id,
-                agent.message or self.view.step_name(agent.step_id),
+                literal(agent.name or agent.agent_id),
+                literal(agent.message or self.view.step_name(agent.step_id)),
             )
         if not self.view.run.active_agents:
             table.add_row("", Text("no agent at work", style="grey50"), "")
@@ -528,14 +529,14 @@ class TailText:
         if stream is None:
             body = Text("waiting for an agent to write…", style="grey50")
             lines = [body]
-            title = "Agent output"
+            title = Text("Agent output")
         else:
             body = Text(stream.text, style="bright_white")
             if not stream.final:
                 body.append("▌", style="bold cyan blink")
             lines = list(body.wrap(console, width))[-TEXT_LINES:]
             state = "done" if stream.final else "writing…"
-            title = f"✍ {stream.agent} · {state}"
+            title = Text(f"✍ {stream.agent} · {state}")
         padded = Text("\n").join([*lines, *(Text("") for _ in range(TEXT_LINES - len(lines)))])
         yield Panel(padded, title=title, title_align="left", border_style="grey42", width=None)
 

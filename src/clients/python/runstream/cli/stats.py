@@ -11,6 +11,8 @@ from rich.table import Table
 
 import runstream
 
+from .fmt import literal
+
 __all__ = ["show_stats", "stats_json"]
 
 
@@ -87,5 +89,5 @@ async def show_stats(client: runstream.Client, console: Console, *, as_json: boo
         ("store", f"{stats.store_kind}, {_bytes(stats.store_size_bytes)}"),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, literal(value))
     console.print(table)

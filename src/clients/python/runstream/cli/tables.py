@@ -30,6 +30,7 @@ from .fmt import (
     format_metric,
     health_text,
     items_text,
+    literal,
     local_time,
     metric_text,
     outcome_text,
@@ -67,7 +68,7 @@ def _table(rows: Sequence[T], columns: Sequence[_Column[T]], width: int) -> Tabl
     for column in shown:
         table.add_column(column.header, **{"no_wrap": True, **column.options})
     for row in rows:
-        table.add_row(*(column.cell(row) for column in shown))
+        table.add_row(*(literal(column.cell(row)) for column in shown))
     return table
 
 
@@ -231,7 +232,7 @@ def run_details(
     grid.add_column()
 
     def row(label: str, value: RenderableType | str) -> None:
-        grid.add_row(label, value)
+        grid.add_row(label, literal(value))
 
     row("Run ID", Text(run.run_id, style="bold bright_white"))
     row("Workflow", run.workflow)
