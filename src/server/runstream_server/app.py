@@ -83,6 +83,10 @@ if TYPE_CHECKING:
 LIVENESS_SERVICE = "liveness"
 """The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
 
+DRAIN_QUIET_PERIOD = 0.25
+"""How long no call may have arrived before a stopping server stops gRPC (within its grace):
+a load balancer still sending calls is sending one every few milliseconds, not this seldom."""
+
 MAX_GRPC_SECONDS = 2_147_483
 """The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
 days): its options are milliseconds in a C int, and a longer one overflows at start."""
@@ -406,9 +410,13 @@ class RunstreamServer:
         if self.runs is not None:
             self.runs.shutdown()
         # gRPC's stop refuses every new call at once: a probe's Check would find no server
-        # rather than NOT_SERVING. So the calls in flight finish with the listener open first.
+        # rather than NOT_SERVING. So the calls in flight finish with the listener open first,
+        # and calls a load balancer still sends are refused by the domain (see draining).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._calls.ended(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(
+                self._calls.quiet(DRAIN_QUIET_PERIOD), max(0.0, deadline - loop.time())
+            )
         await self._server.stop(max(0.0, deadline - loop.time()))
         self._server = None
         if self.runs is not None:
