@@ -135,6 +135,10 @@ class ServerConfig:
     """How long finished runs keep their event logs (forever by default)."""
     shutdown_grace: float = 5.0
     """Seconds in-flight calls get to finish at shutdown."""
+    drain_delay: float = 0.0
+    """Seconds a stopping server answers NOT_SERVING but otherwise serves on (streams, new
+    calls) before its shutdown begins, so load balancers' health checks take it out of
+    rotation first; 0 for one server with nobody to take over."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Tokens, TLS, and whether plaintext without auth may leave loopback."""
     metrics_address: str | None = None
@@ -407,6 +411,10 @@ class RunstreamServer:
         self._store_health = self._sharing = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.config.drain_delay > 0:
+            log.info("draining: NOT_SERVING for %g s before shutting down", self.config.drain_delay)
+            await asyncio.sleep(self.config.drain_delay)
+            deadline += self.config.drain_delay
         if self.runs is not None:
             self.runs.shutdown()
         # gRPC's stop refuses every new call at once: a probe's Check would find no server
