@@ -113,8 +113,11 @@ def test_the_server_deployment_agrees_with_the_cli_and_itself() -> None:
     # Readiness follows the store (overall health, ""); liveness only the process.
     assert container["readinessProbe"]["grpc"].get("service", "") == ""
     assert container["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
-    # SIGTERM: the server drains within --shutdown-grace; the kubelet waits longer.
-    assert pod["terminationGracePeriodSeconds"] > args.shutdown_grace + 5
+    # SIGTERM: NOT_SERVING for --drain-delay, longer than Envoy's health checks need (2 s,
+    # two failures) to take it out; then it drains within --shutdown-grace; the kubelet
+    # waits longer than both.
+    assert args.drain_delay > 4
+    assert pod["terminationGracePeriodSeconds"] > args.drain_delay + args.shutdown_grace + 5
     assert args.log_format == "json"
     assert args.max_connection_age and args.max_connection_age_grace
     # The store (Redis by URL) comes from a Secret, never from the manifest itself.
@@ -184,7 +187,8 @@ def test_compose_commands_and_ports_hold_against_the_cli() -> None:
     exposed = {int(p) for p in server["expose"]}
     assert {port_of(args.address), port_of(args.metrics_address)} <= exposed
     assert server["stop_grace_period"].endswith("s")
-    assert int(server["stop_grace_period"][:-1]) > args.shutdown_grace + 5
+    assert args.drain_delay > 4
+    assert int(server["stop_grace_period"][:-1]) > args.drain_delay + args.shutdown_grace + 5
 
     rendered = (COMPOSE.parent / "compose" / "envoy.yaml").read_text()
     expected = render_config(

@@ -4,7 +4,8 @@ The configuration is checked by Envoy itself (``envoy --mode validate``). The ga
 send what a browser sends (grpc-web frames over HTTP/1.1, CORS preflights) through a real
 Envoy to a real Runstream server, and check what a browser would see: answers, CORS
 headers for the configured origins only, server streams that arrive event by event and
-outlive Envoy's default 15 s route timeout, and a health check that follows the server.
+outlive Envoy's default 15 s route timeout, a health check that follows the server, and
+unary calls that go on without an error while one of two replicas stops.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import asyncio
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 import runstream
 from google.protobuf.duration_pb2 import Duration
@@ -27,10 +30,10 @@ from runstream.dashboard.envoy import (
     render_config,
     validate_config,
 )
-from runstream.v1 import run_service_pb2
+from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
-from tests.conftest import free_port
+from tests.conftest import ServerProcess, free_port
 
 from .web_support import ROOT, GrpcWebCall, grpc_web_call, http_request, require
 
@@ -337,6 +340,74 @@ async def test_envoys_grpc_health_check_follows_the_server(tmp_path: Path) -> No
     finally:
         proxy.close()
         await server.stop(grace=0.5)
+
+
+async def test_unary_calls_through_envoy_never_fail_while_a_replica_stops(
+    replicas: tuple[ServerProcess, ServerProcess], tmp_path: Path
+) -> None:
+    """Envoy routes to a stopping replica until its health checks fail, seconds later. A raw
+    gRPC client (no retries of its own) calling through Envoy all along sees no error, because
+    Envoy sends on to the other replica every call the stopping one never acted on: those it
+    refused while draining, then connections its closed port refused. Without the route's
+    retry_policy about half the calls in those seconds failed UNAVAILABLE ("server is shutting
+    down", or "upstream connect error or disconnect/reset before headers")."""
+    require_envoy()
+    a, b = replicas
+    proxy = EnvoyProxy(
+        EnvoyConfig(
+            upstream=f"{a.target},{b.target}", listen_port=free_port(), allowed_origins=(PAGE,)
+        ),
+        workdir=tmp_path / "envoy",
+    )
+    failures: list[str] = []
+    calls = 0
+    stopped = asyncio.Event()
+
+    def stat(name: str) -> int:
+        url = f"http://{proxy.admin_address}/stats?filter=^cluster\\.runstream\\.{name}$"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.read().decode().rpartition(":")[2] or 0)
+
+    async def call_in_a_loop(stub: run_service_pb2_grpc.RunServiceStub) -> None:
+        nonlocal calls
+        run_id = ""
+        while not stopped.is_set():
+            try:
+                if run_id:
+                    await stub.GetRun(run_service_pb2.GetRunRequest(run_id=run_id), timeout=5)
+                # CreateRun is not idempotent: Envoy may only retry it where it never arrived.
+                created = await stub.CreateRun(
+                    run_service_pb2.CreateRunRequest(workflow="rolling"), timeout=5
+                )
+                run_id = created.run.run_id
+            except grpc.aio.AioRpcError as exc:
+                failures.append(f"{exc.code().name} {exc.details()}")
+            calls += 1
+
+    await proxy.start_async()
+    try:
+        for _ in range(100):
+            if await asyncio.to_thread(proxy.upstream_health) == ["healthy", "healthy"]:
+                break
+            await asyncio.sleep(0.1)
+        async with grpc.aio.insecure_channel(proxy.url.removeprefix("http://")) as channel:
+            stub = run_service_pb2_grpc.RunServiceStub(channel)
+            callers = [asyncio.create_task(call_in_a_loop(stub)) for _ in range(4)]
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(a.terminate) == 0
+            # The seconds until Envoy's health checks take the stopped replica out.
+            for _ in range(60):
+                if (await asyncio.to_thread(proxy.upstream_health)).count("healthy") == 1:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            stopped.set()
+            await asyncio.gather(*callers)
+        assert failures == [], f"{len(failures)} of {calls} calls failed: {failures[:3]}"
+        # The stopped replica was tried after it had gone (and the call sent elsewhere).
+        assert await asyncio.to_thread(stat, "upstream_rq_retry") > 0
+    finally:
+        proxy.close()
 
 
 async def test_dashboard_refuses_ports_in_use_instead_of_sharing_them(

@@ -101,10 +101,30 @@ async def test_check_answers_not_serving_while_a_call_in_flight_holds_the_drain(
                 await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="late"), timeout=2)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "shutting down" in (info.value.details() or "")
+            # Refused before any of it was done: Envoy may send it to another replica.
+            trailers = dict(info.value.trailing_metadata() or ())
+            assert trailers["x-runstream-unprocessed"] == "shutting-down"
         assert not stopping.done()
 
         session.cancel()  # the last call in flight ends: the stop does not wait out its grace
         await asyncio.wait_for(stopping, 2)
+
+
+async def test_a_drain_delay_answers_not_serving_and_serves_on_before_the_shutdown(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    server = RunstreamServer(server_config(tmp_path / "drain.db", drain_delay=1.0))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        stopping = asyncio.create_task(server.stop(grace=GRACE))
+        await asyncio.sleep(0.1)
+        assert (await health.Check(ask(), timeout=2)).status == NOT_SERVING
+        created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="late"))
+        assert created.run.run_id
+        assert not stopping.done()
+        await asyncio.wait_for(stopping, 3)
 
 
 async def test_a_server_stopped_right_after_it_started_stops_at_once(

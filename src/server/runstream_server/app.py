@@ -83,6 +83,10 @@ if TYPE_CHECKING:
 LIVENESS_SERVICE = "liveness"
 """The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
 
+DRAIN_QUIET_PERIOD = 0.25
+"""How long no call may have arrived before a stopping server stops gRPC (within its grace):
+a load balancer still sending calls is sending one every few milliseconds, not this seldom."""
+
 MAX_GRPC_SECONDS = 2_147_483
 """The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
 days): its options are milliseconds in a C int, and a longer one overflows at start."""
@@ -131,6 +135,10 @@ class ServerConfig:
     """How long finished runs keep their event logs (forever by default)."""
     shutdown_grace: float = 5.0
     """Seconds in-flight calls get to finish at shutdown."""
+    drain_delay: float = 0.0
+    """Seconds a stopping server answers NOT_SERVING but otherwise serves on (streams, new
+    calls) before its shutdown begins, so load balancers' health checks take it out of
+    rotation first; 0 for one server with nobody to take over."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Tokens, TLS, and whether plaintext without auth may leave loopback."""
     metrics_address: str | None = None
@@ -403,12 +411,20 @@ class RunstreamServer:
         self._store_health = self._sharing = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.config.drain_delay > 0:
+            log.info("draining: NOT_SERVING for %g s before shutting down", self.config.drain_delay)
+            await asyncio.sleep(self.config.drain_delay)
+            deadline += self.config.drain_delay
         if self.runs is not None:
             self.runs.shutdown()
         # gRPC's stop refuses every new call at once: a probe's Check would find no server
-        # rather than NOT_SERVING. So the calls in flight finish with the listener open first.
+        # rather than NOT_SERVING. So the calls in flight finish with the listener open first,
+        # and calls a load balancer still sends are refused by the domain (see draining).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._calls.ended(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(
+                self._calls.quiet(DRAIN_QUIET_PERIOD), max(0.0, deadline - loop.time())
+            )
         await self._server.stop(max(0.0, deadline - loop.time()))
         self._server = None
         if self.runs is not None:

@@ -87,6 +87,12 @@ class Unavailable(RunstreamError):
     kind = ErrorKind.UNAVAILABLE
 
 
+class ShuttingDown(Unavailable):
+    """The server is shutting down and refused the call before doing any of it, so sending
+    the same call again (to another replica) cannot do its work twice, even a CreateRun or an
+    AppendEvents. The API marks such a refusal of a unary call for Envoy, which retries it."""
+
+
 class Aborted(RunstreamError):
     """A conflicting write won first, for example another answer to the same decision."""
 

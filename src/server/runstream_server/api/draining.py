@@ -4,8 +4,13 @@
 a health Check asked during the grace found no server at all (connection refused), and a
 load balancer or probe could not tell a draining server from a dead one. So the server first
 waits here for the calls that were open when the drain began (up to the grace), while health
-answers NOT_SERVING and the stopped domain refuses new work with UNAVAILABLE, and only then
-stops gRPC with what is left of the grace.
+answers NOT_SERVING and the stopped domain refuses new work with UNAVAILABLE, then until no
+call has arrived for a moment, and only then stops gRPC with what is left of the grace.
+
+That last wait is for a load balancer still sending calls (Envoy, until its health checks
+see NOT_SERVING): refused by the domain, such a call is marked as never acted on and Envoy
+sends it to another replica; caught by gRPC's own stop instead, it would be answered
+CANCELLED, which nobody may safely retry.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ class CallTracker(HandlerRewriter):
         self._open: set[Context] = set()
         self._awaited: set[Context] = set()
         self._all_ended = asyncio.Event()
+        self._started = asyncio.Event()
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         def wrap(_kind: str, behavior: Behavior) -> Behavior:
             def tracked(request: Any, context: Context) -> Any:
                 self._open.add(context)
+                self._started.set()
                 context.add_done_callback(self._ended)  # type: ignore[arg-type]
                 return behavior(request, context)
 
@@ -60,3 +67,12 @@ class CallTracker(HandlerRewriter):
                 await self._all_ended.wait()
         finally:
             self._awaited = set()
+
+    async def quiet(self, period: float) -> None:
+        """Returns once no call has started for `period` seconds (from now)."""
+        while True:
+            self._started.clear()
+            try:
+                await asyncio.wait_for(self._started.wait(), period)
+            except TimeoutError:
+                return

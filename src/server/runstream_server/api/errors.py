@@ -32,12 +32,19 @@ from runstream_server.api.handlers import (
     streams_responses,
 )
 from runstream_server.auth.principal import Principal
-from runstream_server.errors import RunstreamError
+from runstream_server.errors import RunstreamError, ShuttingDown
 
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
 
-__all__ = ["ErrorInterceptor", "RejectionLog"]
+__all__ = ["UNPROCESSED_HEADER", "ErrorInterceptor", "RejectionLog"]
+
+UNPROCESSED_HEADER = "x-runstream-unprocessed"
+"""Sent with a unary call's UNAVAILABLE when the server refused it, shutting down, before
+doing any of it. The call has no response message, so gRPC sends the status and this in the
+response headers (a "trailers-only" response), where Envoy's route retries on it
+(``retriable-headers``) to another replica; an UNAVAILABLE without it may have done the
+work, and Envoy never retries that."""
 
 
 class RejectionLog:
@@ -167,17 +174,25 @@ class ErrorInterceptor(HandlerRewriter):
                 try:
                     return await behavior(request, context)
                 except Exception as ex:
-                    await self.handle_exception(ex, context, method)
+                    # A stream may have done work for earlier messages: only a unary call's
+                    # refusal says the whole call was left undone.
+                    unprocessed = kind == "unary_unary" and isinstance(ex, ShuttingDown)
+                    await self.handle_exception(ex, context, method, unprocessed=unprocessed)
 
             return unary
 
         return replace_behavior(handler, wrap)
 
-    async def handle_exception(self, ex: Exception, context: Context, method_name: str) -> NoReturn:
+    async def handle_exception(
+        self, ex: Exception, context: Context, method_name: str, *, unprocessed: bool = False
+    ) -> NoReturn:
         if isinstance(ex, RunstreamError):
             self.rejections.note(method_name, ex.kind.value, ex.message)
             code = grpc.StatusCode[ex.kind.value]
-            await context.abort(code, ex.message, trailing_metadata=_status_details(code, ex))
+            trailers: tuple[tuple[str, str | bytes], ...] = _status_details(code, ex)
+            if unprocessed:
+                trailers += ((UNPROCESSED_HEADER, "shutting-down"),)
+            await context.abort(code, ex.message, trailing_metadata=trailers)
         if context.code() is None:
             log.exception("unexpected error in %s", method_name, exc_info=ex)
             message = "internal error; see server logs"

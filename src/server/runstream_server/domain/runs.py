@@ -73,7 +73,7 @@ from runstream_server.domain.watching import (
 from runstream_server.errors import (
     AlreadyExists,
     RunstreamError,
-    Unavailable,
+    ShuttingDown,
 )
 from runstream_server.store.base import EventStore, RunFilter
 
@@ -256,7 +256,7 @@ class RunManager:
 
     def _check_open(self) -> None:
         if self._closed_reason is not None:
-            raise Unavailable(self._closed_reason)
+            raise ShuttingDown(self._closed_reason)
 
     # --- creating and querying ----------------------------------------------------------------
 

@@ -129,6 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retention=Retention(days=args.retention_days, runs=args.retention_runs),
         security=security_config(args, args.address),
         shutdown_grace=args.shutdown_grace,
+        drain_delay=args.drain_delay,
         metrics_address=args.metrics_address,
         otlp_endpoint=args.otlp_endpoint,
         max_connection_age=args.max_connection_age,
@@ -553,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="at SIGTERM, how long in-flight calls get to finish (streams end at once)",
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=positive_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="at SIGTERM, answer health checks NOT_SERVING but serve on for this long first, "
+        "so a load balancer takes the server out of rotation (default: 0)",
     )
     serve.add_argument(
         "--max-connection-age",
