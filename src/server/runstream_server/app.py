@@ -84,8 +84,9 @@ LIVENESS_SERVICE = "liveness"
 """The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
 
 DRAIN_QUIET_PERIOD = 0.25
-"""How long no call may have arrived before a stopping server stops gRPC (within its grace):
-a load balancer still sending calls is sending one every few milliseconds, not this seldom."""
+"""How long no call may have arrived before a stopping ``runstream serve`` stops gRPC (within
+its grace): a load balancer still sending calls is sending one every few milliseconds, not
+this seldom."""
 
 MAX_GRPC_SECONDS = 2_147_483
 """The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
@@ -139,6 +140,10 @@ class ServerConfig:
     """Seconds a stopping server answers NOT_SERVING but otherwise serves on (streams, new
     calls) before its shutdown begins, so load balancers' health checks take it out of
     rotation first; 0 for one server with nobody to take over."""
+    drain_quiet: float = 0.0
+    """Seconds without a new call the drain waits for, with the listener open, before gRPC
+    stops (see :mod:`~runstream_server.api.draining`); ``runstream serve`` uses
+    DRAIN_QUIET_PERIOD, and an embedded server with no load balancer in front, none."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Tokens, TLS, and whether plaintext without auth may leave loopback."""
     metrics_address: str | None = None
@@ -423,7 +428,7 @@ class RunstreamServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._calls.ended(), max(0.0, deadline - loop.time()))
             await asyncio.wait_for(
-                self._calls.quiet(DRAIN_QUIET_PERIOD), max(0.0, deadline - loop.time())
+                self._calls.quiet(self.config.drain_quiet), max(0.0, deadline - loop.time())
             )
         await self._server.stop(max(0.0, deadline - loop.time()))
         self._server = None

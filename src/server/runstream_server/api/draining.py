@@ -16,6 +16,7 @@ CANCELLED, which nobody may safely retry.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from grpc import aio
@@ -37,13 +38,13 @@ class CallTracker(HandlerRewriter):
         self._open: set[Context] = set()
         self._awaited: set[Context] = set()
         self._all_ended = asyncio.Event()
-        self._started = asyncio.Event()
+        self._last_start = float("-inf")  # time.monotonic() of the latest call's start
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         def wrap(_kind: str, behavior: Behavior) -> Behavior:
             def tracked(request: Any, context: Context) -> Any:
                 self._open.add(context)
-                self._started.set()
+                self._last_start = time.monotonic()
                 context.add_done_callback(self._ended)  # type: ignore[arg-type]
                 return behavior(request, context)
 
@@ -69,10 +70,8 @@ class CallTracker(HandlerRewriter):
             self._awaited = set()
 
     async def quiet(self, period: float) -> None:
-        """Returns once no call has started for `period` seconds (from now)."""
-        while True:
-            self._started.clear()
-            try:
-                await asyncio.wait_for(self._started.wait(), period)
-            except TimeoutError:
-                return
+        """Returns once no call has started for `period` seconds: at once when none started
+        within the last `period`."""
+        # A deadline that calls push back, not a condition set once: no event to wait on.
+        while (idle := time.monotonic() - self._last_start) < period:  # noqa: ASYNC110
+            await asyncio.sleep(period - idle)

@@ -107,7 +107,13 @@ def default_viewer() -> str:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # Imported here so the client commands never pay for (or depend on) the server.
-    from runstream_server.app import ServerConfig, describe_store, serve_forever, store_location
+    from runstream_server.app import (
+        DRAIN_QUIET_PERIOD,
+        ServerConfig,
+        describe_store,
+        serve_forever,
+        store_location,
+    )
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
     from runstream_server.observability import MetricsUnavailable, TracingUnavailable, logs
@@ -130,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         security=security_config(args, args.address),
         shutdown_grace=args.shutdown_grace,
         drain_delay=args.drain_delay,
+        drain_quiet=DRAIN_QUIET_PERIOD,
         metrics_address=args.metrics_address,
         otlp_endpoint=args.otlp_endpoint,
         max_connection_age=args.max_connection_age,
