@@ -634,3 +634,112 @@ async def test_an_interaction_rides_through_a_broken_connection(server: Runstrea
             await run.close()
     finally:
         await proxy.close()
+
+
+# --- a producer that replays under the key_prefix of an earlier process --------------------
+
+
+async def restarted(client: Client, run: RunReporter) -> RunReporter:
+    """The producer process "restarts": its reporter closes with the run still going, and a
+    new one attaches with the same key_prefix to replay the workflow from its start."""
+    await run.close()
+    return await client.attach_run(run.run_id, key_prefix=run.key_prefix)
+
+
+async def answered_once(
+    client: Client, key_prefix: str
+) -> tuple[RunReporter, runstream.DecisionResult]:
+    """A run whose producer asked a question (no decision_id: a random one, different in
+    every process) that ana answered "veteran"."""
+    run = await client.start_run("campaign", key_prefix=key_prefix)
+    first = asking(run)
+    [shown] = await wait_for_open(client, run.run_id)
+    await client.submit_decision(run.run_id, shown.decision_id, "veteran", answered_by="ana")
+    return run, await asyncio.wait_for(first, 20)
+
+
+async def test_a_replayed_ask_without_its_id_gets_the_answer_given_before(
+    client: Client,
+) -> None:
+    run, answered = await answered_once(client, "replay")
+    again = await restarted(client, run)
+    replayed = await asyncio.wait_for(asking(again), 20)  # hung forever before
+    assert (replayed.decision_id, replayed.choice, replayed.answered_by) == (
+        answered.decision_id,
+        "veteran",
+        "ana",
+    )
+    # The replay asked nothing new: one question, one answer in the run's log.
+    assert [d.decision_id for d in await client.list_decisions(run.run_id)] == [
+        answered.decision_id
+    ]
+    await again.complete()
+    await again.close()
+    kinds = [e.kind for e in await log_of(client, run.run_id)]
+    assert kinds.count(EventKind.DECISION_REQUESTED) == 1
+    assert kinds.count(EventKind.DECISION_RESOLVED) == 1
+
+
+async def test_a_replayed_ask_waits_for_the_answer_to_the_question_still_open(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", key_prefix="replay-open")
+    first = asking(run)
+    [shown] = await wait_for_open(client, run.run_id)
+    first.cancel()  # the process dies while waiting for a human
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    again = await restarted(client, run)
+    replayed = asking(again)
+    await asyncio.sleep(0.3)
+    assert not replayed.done()
+    await client.submit_decision(run.run_id, shown.decision_id, "wanderer", answered_by="bo")
+    result = await asyncio.wait_for(replayed, 20)
+    assert (result.decision_id, result.choice, result.answered_by) == (
+        shown.decision_id,
+        "wanderer",
+        "bo",
+    )
+    assert len(await client.list_decisions(run.run_id)) == 1
+    await again.close()
+
+
+async def test_a_replay_that_asks_something_else_under_a_stored_key_is_refused(
+    client: Client,
+) -> None:
+    run, answered = await answered_once(client, "replay-differs")
+    again = await restarted(client, run)
+    with pytest.raises(FailedPreconditionError) as refused:
+        await asyncio.wait_for(again.ask("Ship it?", ["yes", "no"]), 20)
+    assert answered.decision_id in str(refused.value)
+    assert "replay-differs:1" in str(refused.value)
+    assert len(await client.list_decisions(run.run_id)) == 1
+    # The refusal is the question's alone: the reporter goes on.
+    await again.complete()
+    await again.close()
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+
+
+async def test_a_replayed_ask_where_the_first_process_reported_something_else_is_refused(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", key_prefix="replay-metric")
+    await run.metrics({"companies_found": 3})
+    await run.flush()
+
+    again = await restarted(client, run)
+    with pytest.raises(FailedPreconditionError, match="not a decision"):
+        await asyncio.wait_for(asking(again), 20)
+    assert await client.list_decisions(run.run_id) == []
+    await again.close()
+
+
+async def wait_for_open(client: Client, run_id: str) -> list[Decision]:
+    """The run's open decisions, once there is one."""
+    for _ in range(2000):
+        found = await client.list_decisions(run_id, state=DecisionState.OPEN)
+        if found:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError("no decision opened")

@@ -274,9 +274,11 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         report the same events in the same order again (a workflow that replays from its
         start): the ones the server already stored are acknowledged once, with their
         original seqs, and only the new ones are appended. Only do that when the replay is
-        the same; a different event under a stored key is dropped as a duplicate. None
-        generates a fresh prefix: everything reported is new. ``max_buffered``,
-        ``cancel_task`` and ``linger`` are as in ``start_run``.
+        the same; a different event under a stored key is dropped as a duplicate (a
+        replayed ``ask()`` finds the question stored under its key: the same question
+        returns, or waits for, that decision's answer; another raises
+        FailedPreconditionError). None generates a fresh prefix: everything reported is
+        new. ``max_buffered``, ``cancel_task`` and ``linger`` are as in ``start_run``.
 
         Raises:
             NotFoundError: no such run.
@@ -295,7 +297,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         reporter = self._reporter(run, max_buffered, cancel_task, key_prefix, linger)
         self._reporters.add(reporter)
         try:
-            await reporter._attach(self.list_decisions)
+            await reporter._attach()
         except BaseException:
             self._reporters.discard(reporter)
             await reporter._close_quietly()
@@ -315,6 +317,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             report_rpc=self._connection.report_service.Report,
             get_run=self.get_run,
             get_decision=self.get_decision,
+            list_decisions=self.list_decisions,
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
             max_buffered=max_buffered,

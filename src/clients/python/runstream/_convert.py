@@ -1165,6 +1165,8 @@ class ReportAck:
     count: int
     max_seq: int
     last_seq: int
+    # (position in the batch, seq) of each event the run already held under its key.
+    duplicates: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1191,11 +1193,14 @@ def parse_report_response(
     not know."""
     if response.HasField("ack"):
         ack = response.ack
+        events = ack.events
+        seqs = [e.seq for e in events]
         return ReportAck(
             batch_id=ack.batch_id,
-            count=len(ack.events),
-            max_seq=max((e.seq for e in ack.events), default=0),
+            count=len(seqs),
+            max_seq=max(seqs, default=0),
             last_seq=ack.last_seq,
+            duplicates=tuple((i, seqs[i]) for i, e in enumerate(events) if e.duplicate),
         )
     if response.HasField("control"):
         control = response.control

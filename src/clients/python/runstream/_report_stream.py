@@ -136,6 +136,11 @@ class StreamOwner(Protocol):
         """The server refused this event (nothing of it was stored); the others go on."""
         ...
 
+    def on_duplicate(self, event: event_pb2.RunEvent, seq: int) -> None:
+        """The run already held an event under this event's key, at `seq`: nothing was
+        stored (a replay after a restart)."""
+        ...
+
     async def error_for(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
         """The failure a status no retry fixes means for the run."""
         ...
@@ -505,6 +510,8 @@ class ReportStream:
                 f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "
                 f"{len(batch.events)} events acknowledged with {ack.count} results"
             )
+        for index, seq in ack.duplicates:
+            self._owner.on_duplicate(batch.events[index], seq)
         self.acked += len(batch.events)
         self.last_seq = max(self.last_seq, ack.max_seq)
         self._signal.fire()

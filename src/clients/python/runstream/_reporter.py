@@ -102,6 +102,7 @@ class RunReporter(RunEvents, StreamOwnership):
         report_rpc: ReportMethod,
         get_run: Callable[[str], Awaitable[Run]],
         get_decision: Callable[[str, str], Awaitable[Decision]],
+        list_decisions: Callable[[str], Awaitable[list[Decision]]],
         metadata: Sequence[tuple[str, str]],
         reconnect_timeout: float | None,
         max_buffered: int = 10_000,
@@ -151,6 +152,7 @@ class RunReporter(RunEvents, StreamOwnership):
             signal=self._signal,
             control=self._control,
             get_decision=get_decision,
+            list_decisions=list_decisions,
         )
         self._closed = False
         # StreamOwnership's: the resyncs it started, and the refusals it set aside.
@@ -228,7 +230,7 @@ class RunReporter(RunEvents, StreamOwnership):
         self._stream.enqueue(convert.run_started_event(message))
         self._stream.start()
 
-    async def _attach(self, list_decisions: Callable[[str], Awaitable[list[Decision]]]) -> None:
+    async def _attach(self) -> None:
         """Continues an existing run: opens the stream, waits until the server attached it,
         then learns the run's decisions. In that order, a decision that closes meanwhile is
         either pushed on the attached stream or already closed in the list."""
@@ -239,7 +241,7 @@ class RunReporter(RunEvents, StreamOwnership):
             if self._stream.stopped:
                 raise FailedPreconditionError(f"the reporter of run {self._run_id!r} stopped")
             await self._signal.wait()
-        self._decisions.learn(await list_decisions(self._run_id))
+        await self._decisions.learn_asked_before()
 
     async def __aenter__(self) -> RunReporter:
         self._control.adopt_owner()

@@ -8,13 +8,17 @@ Because a decision may close while the stream is broken, every reconnect is foll
 ``GetDecision`` for each decision still awaited (after the new stream is attached, so a
 closure is either pushed on it or visible to that read). After ``attach_run`` it also knows
 the run's decisions asked before: asking again with one of their ids waits for that answer
-instead of asking twice.
+instead of asking twice. A question whose idempotency key the run already holds (a replay
+under the key_prefix of an earlier process, asked without its decision_id) was not stored:
+its ack says so, and ``ask()`` then waits for the question asked before under that key if it
+is the same question, and raises FailedPreconditionError naming what the key holds if not.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +41,14 @@ if TYPE_CHECKING:
 __all__ = ["RunDecisions"]
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyTaken:
+    """An awaited question's ack: the run already held an event under its key, at seq."""
+
+    seq: int
+    key: str
+
+
 class RunDecisions:
     """The decisions asked on one run's reporter: asking, awaiting and catching up."""
 
@@ -49,6 +61,7 @@ class RunDecisions:
         signal: Signal,
         control: RunControl,
         get_decision: Callable[[str, str], Awaitable[Decision]],
+        list_decisions: Callable[[str], Awaitable[list[Decision]]],
     ) -> None:
         self._run_id = run_id
         self._gate = gate
@@ -56,11 +69,13 @@ class RunDecisions:
         self._signal = signal
         self._control = control
         self._get_decision = get_decision
+        self._list_decisions = list_decisions
         # Ids ever asked here, and the ones ask() still awaits (None until the closed
         # decision, or the server's refusal of the question, arrives). After attach_run():
         # the run's decisions asked before, and every closed decision this reporter heard of.
         self._asked: set[str] = set()
-        self._awaited: dict[str, Decision | RunstreamError | None] = {}
+        self._awaited: dict[str, Decision | RunstreamError | _KeyTaken | None] = {}
+        self._questions: dict[str, event_pb2.DecisionRequested] = {}
         self._asked_before: dict[str, Decision] = {}
         self._closed: dict[str, Decision] = {}
 
@@ -78,9 +93,9 @@ class RunDecisions:
         """Whether an ``ask()`` is waiting for its answer."""
         return bool(self._awaited)
 
-    def learn(self, decisions: Iterable[Decision]) -> None:
-        """Takes in the run's decisions asked before ``attach_run``."""
-        for decision in decisions:
+    async def learn_asked_before(self) -> None:
+        """Reads the run's decisions asked before ``attach_run``."""
+        for decision in await self._list_decisions(self._run_id):
             self._asked_before[decision.decision_id] = decision
             if not decision.is_open:
                 self._closed.setdefault(decision.decision_id, decision)
@@ -120,6 +135,7 @@ class RunDecisions:
         self._gate.check_can_report()
         self._asked.add(decision_id)
         self._awaited[decision_id] = self._closed.get(decision_id)
+        self._questions[decision_id] = event.decision_requested
         try:
             if decision_id in self._asked_before:
                 # Asked before attach_run: wait for that question's answer instead of asking
@@ -130,6 +146,7 @@ class RunDecisions:
             decision = await self._await(decision_id)
         finally:
             self._awaited.pop(decision_id, None)
+            self._questions.pop(decision_id, None)
         if decision.outcome == DecisionOutcome.CANCELLED:
             # The closed decision can overtake the CANCEL control; the run says why.
             await self._control.learn_cancellation()
@@ -140,7 +157,7 @@ class RunDecisions:
             )
         answered = decision.outcome in (DecisionOutcome.ANSWERED, DecisionOutcome.DEFAULTED)
         return DecisionResult(
-            decision_id=decision_id,
+            decision_id=decision.decision_id,
             outcome=decision.outcome,
             choice=decision.choice if answered and decision.choice else None,
             answered_by=decision.answered_by,
@@ -148,19 +165,51 @@ class RunDecisions:
         )
 
     async def _await(self, decision_id: str) -> Decision:
-        while True:
-            decision = self._awaited.get(decision_id)
-            if isinstance(decision, RunstreamError):
-                raise decision
-            if decision is not None:
-                return decision
-            self._gate.raise_if_failed()
-            if self._stream.stopped:
-                raise FailedPreconditionError(
-                    f"the reporter of run {self._run_id!r} closed while decision "
-                    f"{decision_id!r} was open"
-                )
-            await self._signal.wait()
+        awaited = decision_id  # or the same question, asked before under this one's key
+        try:
+            while True:
+                decision = self._awaited.get(awaited)
+                if isinstance(decision, RunstreamError):
+                    raise decision
+                if isinstance(decision, _KeyTaken):
+                    stored = await self._asked_under(decision_id, decision)
+                    if stored.decision_id != awaited:
+                        self._awaited.pop(awaited, None)
+                        awaited = stored.decision_id
+                    self._awaited[awaited] = self._closed.get(awaited) if stored.is_open else stored
+                    continue
+                if decision is not None:
+                    return decision
+                self._gate.raise_if_failed()
+                if self._stream.stopped:
+                    raise FailedPreconditionError(
+                        f"the reporter of run {self._run_id!r} closed while decision "
+                        f"{awaited!r} was open"
+                    )
+                await self._signal.wait()
+        finally:
+            if awaited != decision_id:
+                self._awaited.pop(awaited, None)
+
+    async def _asked_under(self, decision_id: str, taken: _KeyTaken) -> Decision:
+        """The decision the run stored under the key of this question, which was not stored:
+        the same question asked before (by an earlier process of a replaying producer), or
+        FailedPreconditionError naming what the key holds instead."""
+        question = self._questions[decision_id]
+        decisions = await self._list_decisions(self._run_id)
+        stored = next((d for d in decisions if d.requested_seq == taken.seq), None)
+        if stored is None:
+            holds = f"event {taken.seq}, which is not a decision"
+        elif stored.decision_id == decision_id or _same_question(stored, question):
+            return stored
+        else:
+            holds = f"decision {stored.decision_id!r} ({stored.prompt!r})"
+        raise FailedPreconditionError(
+            f"decision {decision_id!r} was not asked: run {self._run_id!r} already holds "
+            f"{holds} under its idempotency key {taken.key!r}. A producer that attaches with "
+            "the key_prefix of an earlier process must report the same events in the same "
+            "order; attach with a fresh key_prefix (None) to report new ones"
+        )
 
     def on_decision(self, decision: Decision) -> None:
         """A decision of the run closed (pushed on the stream, or re-read)."""
@@ -169,6 +218,16 @@ class RunDecisions:
         self._closed[decision.decision_id] = decision
         if decision.decision_id in self._awaited:
             self._awaited[decision.decision_id] = decision
+            self._signal.fire()
+
+    def on_duplicate(self, event: event_pb2.RunEvent, seq: int) -> None:
+        """The run already held an event under this event's key: if it is an awaited
+        question, ``ask()`` finds out what the run holds there."""
+        if not event.HasField("decision_requested"):
+            return
+        decision_id = event.decision_requested.decision_id
+        if decision_id in self._awaited and self._awaited[decision_id] is None:
+            self._awaited[decision_id] = _KeyTaken(seq, event.idempotency_key)
             self._signal.fire()
 
     def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> bool:
@@ -228,3 +287,14 @@ def _check_question(
             raise InvalidArgumentError(
                 "timeout: must be positive and at most 100 years (None waits until answered)"
             )
+
+
+def _same_question(stored: Decision, question: event_pb2.DecisionRequested) -> bool:
+    """Whether a stored decision asks what this question asks: the same prompt, type,
+    option values and default (its id, timeout and context may be a new process's)."""
+    return (
+        stored.prompt == question.prompt
+        and stored.decision_type == question.decision_type
+        and stored.default_option == question.default_option
+        and [option.value for option in stored.options] == [o.value for o in question.options]
+    )

@@ -89,6 +89,9 @@ class StreamOwnership:
             error,
         )
 
+    def on_duplicate(self, event: event_pb2.RunEvent, seq: int) -> None:
+        self._decisions.on_duplicate(event, seq)
+
     def on_reconnect(self, attached: asyncio.Event) -> None:
         if self._decisions.awaiting or self._control.paused:
             self._spawn(self._resync(attached))
