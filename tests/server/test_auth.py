@@ -167,6 +167,14 @@ BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
     "wrong audience": (lambda k: (k.token(["admin"], aud="someone-else"), None), "wrong audience"),
     "no tenant": (lambda k: (k.token(["admin"], tenant=None), None), "missing claim 'tenant'"),
     "no expiry": (lambda k: (k.token(["admin"], exp=None), None), "missing claim 'exp'"),
+    "expiry as a string": (
+        lambda k: (k.token(["admin"], exp=str(int(time.time()) + 600)), None),
+        "claim 'exp' must be a number",
+    ),
+    "not-before as a string": (
+        lambda k: (k.token(["admin"], nbf=str(int(time.time()) - 60)), None),
+        "claim 'nbf' must be a number",
+    ),
 }
 
 

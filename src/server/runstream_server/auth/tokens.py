@@ -234,8 +234,12 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         roles = roles.split()
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("claim 'roles' must be a list of role names")
-    exp = claims["exp"]
-    return Principal.of(subject, tenant, roles, float(exp))
+    for claim in ("exp", "nbf", "iat"):
+        # RFC 7519's NumericDate is a JSON number; PyJWT also takes a string of digits.
+        value = claims.get(claim, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TokenError(f"claim {claim!r} must be a number (seconds since the epoch)")
+    return Principal.of(subject, tenant, roles, float(claims["exp"]))
 
 
 def mint_token(
