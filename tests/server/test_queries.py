@@ -58,7 +58,15 @@ async def test_list_runs_filters(stubs) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    "bad", ["status = DANCING", "owner = bob", "status RUNNING", "labels.bad key = x"]
+    "bad",
+    [
+        "status = DANCING",
+        "owner = bob",
+        "status RUNNING",
+        "labels.bad key = x",
+        "workflow = a AND workflow = b",
+        "labels.team = a AND labels.team = b",
+    ],
 )
 async def test_bad_filter_is_invalid_argument(stubs, bad) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -73,11 +73,15 @@ def parse_filter(text: str) -> RunFilter:
                 raise InvalidArgument("filter", "status can be compared once")
             statuses.add(run_pb2.RunStatus.Value(key))
         elif name == "workflow":
+            if workflow is not None:
+                raise InvalidArgument("filter", "workflow can be compared once")
             workflow = value
         elif name.startswith("labels."):
             label = name.removeprefix("labels.")
             if not LABEL_KEY.match(label):
                 raise InvalidArgument("filter", f"invalid label key {label!r}")
+            if label in labels:
+                raise InvalidArgument("filter", f"{name} can be compared once")
             labels[label] = value
         else:
             raise InvalidArgument(
