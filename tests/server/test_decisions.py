@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, decision_service_pb2_grpc, run_pb2
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
@@ -462,6 +462,17 @@ async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-unt
     code, details = await status_of(append(stubs, run.run_id, ask()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("events[0].decision_requested.decision_id:")
+
+
+async def test_a_question_with_its_own_deadline_is_refused_not_left_open(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The server writes the deadline from the timeout; one the producer set was dropped, so
+    a question meant to close in the past stayed open without any deadline."""
+    run = await create_run(stubs)
+    past = ask(deadline=timestamp_pb2.Timestamp(seconds=1))
+    code, details = await status_of(append(stubs, run.run_id, past))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("events[0].decision_requested.deadline:")
+    assert (await get(stubs, run.run_id)).run.last_seq == 1  # nothing of it was stored
 
 
 async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(

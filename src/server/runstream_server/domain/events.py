@@ -186,6 +186,10 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
         or d.timeout.seconds > MAX_DECISION_TIMEOUT_SECONDS
     ):
         raise InvalidArgument(f"{p}.timeout", "must be between 0 and 366 days")
+    if d.HasField("deadline"):
+        raise InvalidArgument(
+            f"{p}.deadline", "is written by the server from timeout; leave it unset"
+        )
 
 
 # A batch that ends its run may take the snapshot this much past the limit, so that a run
