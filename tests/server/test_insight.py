@@ -310,14 +310,13 @@ async def test_list_events_pages_and_filters_by_kind(stubs) -> None:  # type: ig
         rs.ListEventsRequest(run_id=run.run_id, filter="kind = step_started OR kind = RUN_CREATED")
     )
     assert [e.WhichOneof("payload") for e in only.events] == ["run_created", "step_started"]
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stubs.runs.ListEvents(
-            rs.ListEventsRequest(run_id=run.run_id, filter="kind = dancing")
-        )
-    assert (info.value.code(), info.value.details().split(":")[0]) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "filter",
-    )
+    for bad in ["kind = dancing", 'kind = "ALERT', 'kind = ALERT"']:  # quotes come in pairs
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, filter=bad))
+        assert (info.value.code(), info.value.details().split(":")[0]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "filter",
+        ), bad
 
 
 async def test_recent_activity_keeps_the_last_fifty(stubs) -> None:  # type: ignore[no-untyped-def]

@@ -162,15 +162,16 @@ def parse_kinds(text: str) -> frozenset[int]:
     if not text.strip():
         return frozenset()
     for term in re.split(r"\s+OR\s+", text.strip()):
-        match = re.fullmatch(r"\s*kind\s*(?:=|:)\s*\"?([A-Za-z_]+)\"?\s*", term)
+        match = re.fullmatch(r"\s*kind\s*(?:=|:)\s*(?:\"([A-Za-z_]+)\"|([A-Za-z_]+))\s*", term)
         if match is None:
             raise InvalidArgument(
                 "filter", f"cannot parse {term.strip()!r}; expected e.g. 'kind = STEP_PROGRESS'"
             )
-        name = match[1].upper()
+        written = match[1] or match[2]
+        name = written.upper()
         name = name if name.startswith("EVENT_KIND_") else f"EVENT_KIND_{name}"
         if name == "EVENT_KIND_UNSPECIFIED" or name not in event_pb2.EventKind.keys():  # noqa: SIM118
-            raise InvalidArgument("filter", f"unknown event kind {match[1]!r}")
+            raise InvalidArgument("filter", f"unknown event kind {written!r}")
         kinds.add(event_pb2.EventKind.Value(name))
     return frozenset(kinds)
 
