@@ -388,6 +388,24 @@ async def test_an_ended_run_has_no_estimate_left(stubs) -> None:  # type: ignore
     assert [r.HasField("estimate") for r in listed if r.run_id == run.run_id] == [False]
 
 
+async def test_an_estimate_of_events_timed_at_the_end_of_9999_ends_then(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Event times may lie up to 9999-12-31T23:59:59Z; an estimate made as of such a time,
+    the producer's or a learned one, overflowed the date: INTERNAL, nothing stored."""
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    for learned in (False, True):  # the first run gives the second its history
+        run = await create_run(stubs, "a", workflow="late")
+        progress = ev.StepProgress(step_id="a", percent=40)
+        progress.estimated_time_remaining.FromSeconds(90)
+        started = timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), last)
+        await append(stubs, run.run_id, started, timed(ev.RunEvent(step_progress=progress), last))
+        running = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+        assert running.estimate.source == (
+            run_pb2.ESTIMATE_SOURCE_HISTORY if learned else run_pb2.ESTIMATE_SOURCE_PRODUCER
+        )
+        assert running.estimate.end_time.seconds == at(last).seconds  # the last time there is
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+
+
 async def test_a_run_past_its_estimate_says_about_a_second_without_flooding_its_log(
     stubs,  # type: ignore[no-untyped-def]
 ) -> None:

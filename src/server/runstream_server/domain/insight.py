@@ -52,8 +52,9 @@ MIN_RUNNING_REMAINING = 1.0
 # stands still) is stored again at most once per this many seconds.
 DRIFT_INTERVAL = 5.0
 # The longest remaining time an estimate says (100 years), whatever history or the producer
-# claims: its end time stays a valid time, and its range a valid duration.
+# claims: its range stays a valid duration (its end time, see _end_time, a valid time).
 MAX_REMAINING = 3_155_760_000.0
+_LAST_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,12 @@ class WorkflowHistory:
         return statistics.median(spreads) if spreads else 0.5
 
 
+def _end_time(now: datetime, remaining: float) -> timestamp_pb2.Timestamp:
+    """`remaining` seconds after `now`, or the last time there is: `now` may be a producer's
+    event time, which may lie in the year 9999, where adding to it would overflow."""
+    return to_timestamp(now + timedelta(seconds=min(remaining, (_LAST_TIME - now).total_seconds())))
+
+
 def _seconds_between(start: timestamp_pb2.Timestamp, end: timestamp_pb2.Timestamp) -> float:
     return max(0.0, (end.ToNanoseconds() - start.ToNanoseconds()) / 1e9)
 
@@ -150,7 +157,7 @@ def producer_estimate(
     left = duration_of(remaining)
     return run_pb2.Estimate(
         remaining=left,
-        end_time=to_timestamp(now + timedelta(seconds=remaining)),
+        end_time=_end_time(now, remaining),
         remaining_low=left,
         remaining_high=left,
         source=run_pb2.ESTIMATE_SOURCE_PRODUCER,
@@ -185,7 +192,7 @@ def estimate(
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
         remaining=duration_of(remaining),
-        end_time=to_timestamp(now + timedelta(seconds=remaining)),
+        end_time=_end_time(now, remaining),
         confidence=round(confidence, 3),
         remaining_low=duration_of(remaining * max(0.0, 1 - spread / 2)),
         remaining_high=duration_of(remaining * (1 + spread / 2)),
@@ -279,7 +286,7 @@ def count_down(run: run_pb2.Run, now: datetime) -> None:
     if estimate.held:
         _not_zero(estimate)  # held when it was counted down to nothing
         left = estimate.remaining.ToNanoseconds() / 1e9
-        estimate.end_time.CopyFrom(to_timestamp(now + timedelta(seconds=left)))
+        estimate.end_time.CopyFrom(_end_time(now, left))
     else:
         counted_down(estimate, now)  # end_time stays: past it, the estimate is overdue
         _not_zero(estimate)
@@ -313,7 +320,7 @@ def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
         counted_down(updated, now)
         _not_zero(updated)
     left = updated.remaining.ToNanoseconds() / 1e9
-    updated.end_time.CopyFrom(to_timestamp(now + timedelta(seconds=left)))
+    updated.end_time.CopyFrom(_end_time(now, left))
     updated.held = holding
     return [event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=updated))]
 
