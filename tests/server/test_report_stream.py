@@ -64,6 +64,40 @@ async def test_cancel_reaches_the_attached_producer(stubs) -> None:  # type: ign
     assert snap.cancel_reason == "budget exceeded"
 
 
+async def test_a_batch_refused_by_a_cancel_comes_after_the_cancel_control(  # type: ignore[no-untyped-def]
+    server, stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel committed while the producer's next batch is on its way: the producer gets
+    the CANCEL control (with its reason), then the batch's FAILED_PRECONDITION."""
+    run = await create_run(stubs)
+    runs = server.runs
+    original = runs.append
+
+    async def cancelled_first(run_id, events):  # type: ignore[no-untyped-def]
+        if events[0].idempotency_key == "k2":  # the cancel lands just before this batch
+            await runs.cancel_run(run_id, reason="budget exceeded", cancelled_by="alice")
+        return await original(run_id, events)
+
+    monkeypatch.setattr(runs, "append", cancelled_first)
+
+    async def batches():  # type: ignore[no-untyped-def]
+        yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)])
+        yield rp.ReportRequest(batch_id=2, events=[custom(2)])
+        await asyncio.sleep(5)
+
+    responses = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in stubs.report.Report(batches()):
+            responses.append(response)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert [(r.HasField("ack"), r.HasField("control")) for r in responses] == [
+        (True, False),
+        (False, True),
+    ]
+    assert responses[1].control.action == rp.CONTROL_ACTION_CANCEL
+    assert responses[1].control.reason == "budget exceeded"
+
+
 async def test_stream_errors_are_precise(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs)
 

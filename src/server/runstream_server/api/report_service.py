@@ -178,7 +178,12 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                         yield response
                     continue
                 for request in group:  # one by one: a refusal names its own batch's event
-                    ack = await self._append(run_id, request)
+                    try:
+                        ack = await self._append(run_id, request)
+                    except RunstreamError:  # what the link received (a cancel) explains it
+                        for response in _drained(signals):
+                            yield response
+                        raise
                     for response in [*_drained(signals), ack]:  # signalled, then the ack
                         yield response
         finally:
