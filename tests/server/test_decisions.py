@@ -13,7 +13,7 @@ from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
-from runstream_server.domain.runs import Retention, RunManager
+from runstream_server.domain.runs import Limits, Retention, RunManager
 from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.conftest import ConfigFactory
@@ -591,3 +591,43 @@ async def test_an_interact_request_with_both_fields_is_what_its_comment_says(
             pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith("subscribe:")
+
+
+async def test_an_interact_stream_follows_at_most_its_limit_of_runs_over_all_subscriptions(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """One message names at most 1,000 runs; more messages could widen a stream without end
+    before, each run followed holding memory until the stream ends."""
+    server = RunstreamServer(server_config(tmp_path / "f.db", limits=Limits(max_followed_runs=3)))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            runs = [(await create_run(stubs)).run_id for _ in range(4)]
+            go_on, widen = asyncio.Event(), asyncio.Event()
+
+            async def widening():  # type: ignore[no-untyped-def]
+                yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=runs[:2]))
+                await go_on.wait()
+                # Again one already followed: still three, within the limit.
+                yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=runs[1:3]))
+                await widen.wait()
+                yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=runs[3:]))
+
+            stream = decision_service_pb2_grpc.DecisionServiceStub(channel).Interact(widening())
+            await append(stubs, runs[0], ask("first"))
+            async with asyncio.timeout(10):
+                assert (await anext(aiter(stream))).prompt.decision_id == "first"
+                go_on.set()
+                await append(stubs, runs[2], ask("third"))
+                assert (await anext(aiter(stream))).prompt.decision_id == "third"
+                widen.set()
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await anext(aiter(stream))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert info.value.details() == (
+                "subscribe.run_ids: an Interact stream follows at most 3 runs; this one "
+                "follows 3, and this subscription adds 1"
+            )
+    finally:
+        await server.stop(grace=0.5)

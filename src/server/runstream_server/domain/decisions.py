@@ -29,6 +29,7 @@ from runstream_server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     RunstreamError,
     Unavailable,
 )
@@ -69,6 +70,7 @@ class Decisions:
         check_open: Callable[[], None],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
         response_bytes: int,
+        max_followed_runs: int,
     ) -> None:
         self._ledger = ledger
         self._links = links
@@ -76,6 +78,7 @@ class Decisions:
         self._check_open = check_open
         self._spawn = spawn
         self._response_bytes = response_bytes
+        self._max_followed_runs = max_followed_runs
         self.deadlines = Deadlines(clock, self.deadline_fired)
 
     async def submit(
@@ -202,6 +205,13 @@ class Decisions:
         self._check_open()
         for i, run_id in enumerate(run_ids):
             check_id(f"subscribe.run_ids[{i}]", run_id)
+        added = set(run_ids) - feed.run_ids
+        if len(feed.run_ids) + len(added) > self._max_followed_runs:
+            raise ResourceExhausted(
+                f"subscribe.run_ids: an Interact stream follows at most "
+                f"{self._max_followed_runs} runs; this one follows {len(feed.run_ids)}, and "
+                f"this subscription adds {len(added)}"
+            )
         for run_id in run_ids:  # all must exist before any is followed
             await self._ledger.state(run_id)
         for run_id in run_ids:

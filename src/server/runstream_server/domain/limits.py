@@ -25,6 +25,9 @@ class Limits:
     response_bytes: int = 512 * 1024
     """The most a list page, a WatchRuns message or each gathered part of GetRun carries
     (recent activity; open decisions); at least one item, whatever its size."""
+    max_followed_runs: int = 1000
+    """The runs one Interact stream follows, subscribed in one message or over several; a
+    subscription past it is RESOURCE_EXHAUSTED (each followed run holds a place in memory)."""
     max_snapshot_bytes: int = 2 * 1024 * 1024
     """A producer batch that would grow a run's snapshot past this gets RESOURCE_EXHAUSTED
     (a batch that ends the run may go 512 KiB further), so that GetRun, WatchRun's snapshot

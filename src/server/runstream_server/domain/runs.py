@@ -158,6 +158,7 @@ class RunManager:
             self._check_open,
             self._spawn,
             self._limits.response_bytes,
+            self._limits.max_followed_runs,
         )
         self._stalls = StallTracker(
             store, self._policy, now, self._ledger.workflow_history, self._mark_stalled
