@@ -334,12 +334,7 @@ def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: Serve
     server = server_process
     server.start()
     run_id = asyncio.run(_a_running_run(server.target))
-    with subprocess.Popen(
-        [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
-         "--target", server.target, "--reconnect-timeout", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as watcher:  # fmt: skip
+    with _plain_watcher(server.target, run_id, reconnect_timeout="2") as watcher:
         assert watcher.stdout is not None and watcher.stderr is not None
         out = watcher.stdout
         shown: queue.Queue[str] = queue.Queue()
@@ -358,10 +353,38 @@ def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: Serve
     assert 2 <= waited < 30, waited
 
 
-async def _a_running_run(target: str) -> str:
+def test_a_watch_started_while_the_server_is_down_waits_for_it(
+    server_process: ServerProcess,
+) -> None:
+    """A watch started during a restart waits for the server as one cut off mid-watch does,
+    for `--reconnect-timeout`: it used to give up after the 5 s of one read."""
+    server = server_process
+    server.start()
+    run_id = asyncio.run(_a_running_run(server.target, finished=True))
+    server.kill()
+    with _plain_watcher(server.target, run_id, reconnect_timeout="60") as watcher:
+        time.sleep(7)
+        still_waiting = watcher.poll() is None
+        server.start()
+        out, err = watcher.communicate(timeout=60)
+    assert still_waiting, err
+    assert watcher.returncode == 0, err
+    assert f"Run {run_id} ended: ✔ SUCCEEDED" in out
+
+
+def _plain_watcher(target: str, run_id: str, *, reconnect_timeout: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
+         "--target", target, "--reconnect-timeout", reconnect_timeout],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+async def _a_running_run(target: str, *, finished: bool = False) -> str:
     async with runstream.connect(target) as client:
         run = await client.start_run("outage", steps=["a"])
-        await run.flush()
+        await (run.complete() if finished else run.flush())
         await run.close()
         return run.run_id
 

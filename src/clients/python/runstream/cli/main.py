@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -191,6 +192,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 128 + signal.SIGTERM
 
 
+async def first_snapshot(
+    client: runstream.Client, run_id: str, reconnect_timeout: float
+) -> runstream.Run:
+    """The run's snapshot once a server answers: a watch started while the server is out of
+    reach (a restart, a deploy) waits for it as a watch cut off does, for --reconnect-timeout
+    (0: for ever), rather than for the few seconds one read is retried."""
+    deadline = time.monotonic() + reconnect_timeout if reconnect_timeout else None
+    while True:
+        try:
+            return await client.get_run(run_id)
+        except runstream.UnavailableError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise runstream.UnavailableError(
+                    f"watch of run {run_id}: no server could serve it for "
+                    f"{reconnect_timeout:g}s ({exc.message})"
+                ) from exc
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     console = make_console()
     live = wants_live(console, args.plain)
@@ -198,8 +217,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     async def watch() -> runstream.Run:
         async with connect(args) as client:
+            run = await first_snapshot(client, args.run_id, args.reconnect_timeout)
             if not live:
-                print_run_header(console, await client.get_run(args.run_id))
+                print_run_header(console, run)
             return await follow_run(
                 client,
                 args.run_id,
