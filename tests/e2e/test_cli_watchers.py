@@ -42,6 +42,19 @@ def test_bare_runstream_prints_help() -> None:
         assert command in result.stdout
 
 
+def test_each_option_says_its_default_once_in_help() -> None:
+    """`--reconnect-timeout` read "(default: 60; 0: for ever) (default: 60.0)", and `--by`
+    "(default: $RUNSTREAM_USER or your login) (default: root)"."""
+    commands = next(
+        action.choices
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    for name, command in commands.items():
+        text = " ".join(command.format_help().split())
+        assert not re.search(r"\(default:[^)]*\) \(default:", text), (name, text)
+
+
 def test_a_target_without_a_port_means_runstreams_port() -> None:
     assert target_address("localhost") == "localhost:50051"
     assert target_address("localhost:9000") == "localhost:9000"

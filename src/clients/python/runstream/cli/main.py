@@ -428,6 +428,7 @@ class _Formatter(argparse.HelpFormatter):
         text = action.help or ""
         if (
             "%(default)" in text
+            or "(default:" in text  # says it in its own words
             or not action.option_strings
             or action.default in (None, False, "", argparse.SUPPRESS)
         ):
