@@ -164,6 +164,17 @@ def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
     assert "refusing to listen on 0.0.0.0:0 without authentication" in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--jwt-secret-file", "--jwt-public-key"])
+def test_serve_names_a_key_file_it_cannot_read(tmp_path: Path, flag: str) -> None:
+    """It said `runstream: auth: [Errno 2] No such file or directory: '...'`, naming no option."""
+    missing = tmp_path / "missing.pem"
+    result = cli("serve", "--address", "127.0.0.1:0", "--store", str(tmp_path / "r.db"),
+                 flag, str(missing))  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == f"runstream: cannot read {flag} {missing}: No such file or directory\n"
+    assert not (tmp_path / "r.db").exists()
+
+
 def test_insecure_no_auth_is_allowed_but_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="runstream.auth"):
         check_exposure("0.0.0.0:50051", SecurityConfig(insecure_no_auth=True))

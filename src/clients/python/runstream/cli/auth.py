@@ -241,7 +241,12 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
         )
         try:
             TokenVerifier(auth)  # bad key files fail here, before the server starts
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            option = (
+                "--jwt-secret-file" if exc.filename == args.jwt_secret_file else "--jwt-public-key"
+            )
+            raise CliError(f"cannot read {option} {exc.filename}: {exc.strerror or exc}") from None
+        except ValueError as exc:
             raise CliError(f"auth: {exc}") from None
     elif args.jwt_issuer or args.jwt_audience:
         raise CliError("--jwt-issuer/--jwt-audience need --jwt-secret-file or --jwt-public-key")
