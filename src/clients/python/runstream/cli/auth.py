@@ -249,18 +249,18 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
         except ValueError as exc:
             raise CliError(f"auth: {exc}") from None
     elif args.jwt_issuer or args.jwt_audience:
-        raise CliError("--jwt-issuer/--jwt-audience need --jwt-secret-file or --jwt-public-key")
+        raise UsageError("--jwt-issuer/--jwt-audience need --jwt-secret-file or --jwt-public-key")
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
-            raise CliError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         tls = TlsConfig(
             Path(args.tls_cert),
             Path(args.tls_key),
             Path(args.tls_client_ca) if args.tls_client_ca else None,
         )
     elif args.tls_client_ca:
-        raise CliError("--tls-client-ca needs --tls-cert and --tls-key")
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     from runstream_server.auth.limits import Limits
 
     limits = Limits(

@@ -168,9 +168,11 @@ def configure_client_logging(console: Console, live: bool) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.serve and args.target:
-        raise CliError("--serve keeps the embedded server up; it has no meaning with --target")
+        raise UsageError("--serve keeps the embedded server up; it has no meaning with --target")
     if args.replicas and (args.target or args.store or args.serve):
-        raise CliError("--replicas starts its own Redis and servers; drop --target/--store/--serve")
+        raise UsageError(
+            "--replicas starts its own Redis and servers; drop --target/--store/--serve"
+        )
     console = make_console()
     configure_client_logging(console, wants_live(console, args.plain))
     options = demo.DemoOptions(
@@ -326,7 +328,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 def cmd_answer(args: argparse.Namespace) -> int:
     if args.skip == (args.choice is not None):
-        raise CliError("give either CHOICE or --skip")
+        raise UsageError("give either CHOICE or --skip")
     console = make_console()
 
     async def answer() -> runstream.Decision:
