@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import queue
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from rich.console import Console
 from runstream.cli.args import target_address
 from runstream.cli.main import build_parser, main
 from runstream.cli.render import LOST_AFTER, Dashboard, SnapshotRefresher
-from runstream.cli.tables import run_details, runs_table
+from runstream.cli.tables import run_details, runs_table, watch_runs
 from runstream.cli.view import OpenPrompt, RunView
 from runstream.v1 import event_pb2, run_pb2
 
@@ -53,6 +56,28 @@ def test_each_option_says_its_default_once_in_help() -> None:
     for name, command in commands.items():
         text = " ".join(command.format_help().split())
         assert not re.search(r"\(default:[^)]*\) \(default:", text), (name, text)
+
+
+async def test_the_live_runs_table_says_it_is_connecting_until_the_server_answers() -> None:
+    """It read "Runs all · 0 · live" over "No runs yet" while no server was reachable."""
+
+    class Unreachable:
+        async def watch_runs(self, filter: str) -> AsyncIterator[runstream.RunsUpdate]:
+            await asyncio.Event().wait()  # the SDK keeps reconnecting, and yields nothing
+            yield runstream.RunsUpdate(runs=(), initial=True)
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    watching = asyncio.create_task(
+        watch_runs(Unreachable(), console, filter="", live=True)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.2)
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    shown = screen.getvalue()
+    assert "connecting…" in shown and "Waiting for the server" in shown, shown
+    assert "live" not in shown and "No runs yet" not in shown, shown
 
 
 def test_a_target_without_a_port_means_runstreams_port() -> None:
