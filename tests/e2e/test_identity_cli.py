@@ -132,6 +132,27 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     assert "unauthenticated: bad signature" in bad.stderr
 
 
+def test_a_token_no_header_can_carry_is_one_line_that_does_not_show_it(
+    tmp_path: Path, secured: tuple[ServerProcess, str]
+) -> None:
+    """A line break or a non-ASCII letter inside the token was a traceback of grpc's
+    ExecuteBatchError after a C log line."""
+    server, token = secured
+    broken = token[:20] + "\u00e9" + token[20:]
+    token_file = tmp_path / "token"
+    token_file.write_text(broken + "\n")
+    for given, env in (
+        (["--token", token[:20] + "\n" + token[20:]], None),
+        ([], {"RUNSTREAM_TOKEN": broken}),
+        (["--token-file", str(token_file)], None),
+    ):
+        result = cli("runs", "--target", server.target, *given, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "character 21 of the token is U+" in result.stderr, result.stderr
+        assert token[:20] not in result.stderr
+
+
 def test_client_commands_refuse_a_token_in_clear_beyond_loopback(
     secured: tuple[ServerProcess, str],
 ) -> None:

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import runstream
-from runstream._auth import PlaintextTokenError, TokenProvider, channel_credentials
+from runstream._auth import (
+    PlaintextTokenError,
+    TokenProvider,
+    channel_credentials,
+    token_as_sent,
+)
 
 from .args import non_negative_float, non_negative_int
 from .errors import CliError, UsageError
@@ -100,7 +105,10 @@ def _token(args: argparse.Namespace) -> str | TokenProvider | None:
             raise CliError(f"cannot read the token file {file}: {exc.strerror}") from None
         if not text:
             raise CliError(f"the token file {file} is empty")
-        return text
+        try:
+            return token_as_sent(text)
+        except ValueError as exc:
+            raise CliError(f"the token file {file}: {exc}") from None
 
     read()  # fail now, with a clear message, rather than on the first call
     return read
@@ -130,6 +138,8 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
             "anyone on the path could replay it); give --ca-file for TLS, a loopback --target "
             "(a local proxy that speaks TLS onwards), or --insecure-token to send it anyway"
         ) from None
+    except ValueError as exc:  # a token no header can carry
+        raise CliError(str(exc)) from None
 
 
 def add_serve_security(serve: argparse.ArgumentParser) -> None:
