@@ -95,6 +95,8 @@ def test_a_target_without_a_port_means_runstreams_port() -> None:
         ("a:b:c", "neither HOST:PORT nor an IPv6 address"),
         ("http://127.0.0.1:50051", "http:// is not a gRPC address"),
         ("bad target", "has a space"),
+        (":52200", "has no host"),  # was tried for 5 s, then "host must not be empty"
+        (":", "has no host"),
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=says):
             target_address(wrong)
