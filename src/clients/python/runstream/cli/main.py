@@ -619,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reasoning, streamed copy, metrics and milestones. Exits 0 when the run succeeds.",
         epilog="examples:\n"
         "  runstream demo                    about 40 seconds; answer its question to save 8\n"
-        "  runstream demo --speed 10 --plain about 3 seconds, one line per event\n"
+        "  runstream demo --speed 10 --plain about 4 seconds, one line per event\n"
         "  runstream demo --serve            keep the server up afterwards for grpcurl\n"
         "  runstream demo --replicas 2       report on one replica, watch through another\n",
         formatter_class=_Formatter,
@@ -649,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         metavar="FACTOR",
         default=1.0,
-        help="speed-up factor; 10 runs the demo in about 3 seconds",
+        help="speed-up factor; 10 runs the demo in about 4 seconds",
     )
     demo_parser.add_argument(
         "--serve",
