@@ -53,6 +53,13 @@ def test_token_prints_a_signed_token_with_the_claims_asked_for(secret_file: Path
     assert claims["exp"] - claims["iat"] == 3600
 
 
+def test_token_help_says_its_default_lifetime_as_a_duration() -> None:
+    """It said "(default: 3600.0)", a number --ttl itself reads as seconds but no example
+    writes."""
+    result = cli("token", "--help")
+    assert "lifetime, e.g. 1h (default: 1h)" in " ".join(result.stdout.split())
+
+
 def test_token_refuses_a_short_secret(tmp_path: Path) -> None:
     short = tmp_path / "short"
     short.write_text("password")

@@ -353,7 +353,7 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
         help="a role to grant; repeat for several",
     )
     token.add_argument(
-        "--ttl", type=_duration, default=3600.0, metavar="DURATION", help="lifetime, e.g. 1h"
+        "--ttl", type=_duration, default="1h", metavar="DURATION", help="lifetime, e.g. 1h"
     )
     token.add_argument("--issuer", default=None, metavar="ISS", help="the iss claim")
     token.add_argument("--audience", default=None, metavar="AUD", help="the aud claim")
