@@ -324,3 +324,23 @@ async def test_the_opt_in_sends_the_token_to_a_target_beyond_loopback(
         run = await client.start_run("wf")
         await run.complete()
         await run.close()
+
+
+@pytest.mark.parametrize("bad", ["\n", "é", "\t", "\x00", "\ufeff"])
+async def test_a_token_no_header_can_carry_is_refused_without_showing_it(
+    secured: RunstreamServer, keys: Keys, bad: str
+) -> None:
+    """A pasted line break, a BOM or a non-ASCII letter in a token made the first call fail
+    with grpc's ExecuteBatchError (not a RunstreamError) after a C log line."""
+    token = keys.token(["viewer"])
+    broken = token[:20] + bad + token[20:]
+    with pytest.raises(ValueError) as info:
+        runstream.connect(secured.target, token=broken)
+    assert "character 21 of the token" in str(info.value)
+    assert token[:20] not in str(info.value)
+
+    async with runstream.connect(secured.target, token=lambda: broken) as client:
+        with pytest.raises(ValueError) as info:
+            await client.list_runs_page()
+    assert "character 21 of the token" in str(info.value)
+    assert token[:20] not in str(info.value)

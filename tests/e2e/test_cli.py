@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import runstream
@@ -225,6 +226,33 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["answer", "r", "d"], "give either CHOICE or --skip"),
+        (["answer", "r", "d", "x", "--skip"], "give either CHOICE or --skip"),
+        (["demo", "--serve", "--target", "127.0.0.1:1"], "no meaning with --target"),
+        (["serve", "--jwt-issuer", "iss"], "need --jwt-secret-file or --jwt-public-key"),
+        (["serve", "--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+        (["serve", "--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
+        (["health", "--client-cert", "c.pem"], "--client-cert and --client-key go together"),
+        (["agui", "--address", "nowhere"], "expected HOST:PORT"),
+        (["dashboard", "--api-url", "http://127.0.0.1:1", "--demo"], "drop --demo"),
+    ],
+)
+def test_options_that_do_not_go_together_are_a_usage_error(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """Exit status 2 and one line, as argparse's own refusals: these exited 1, the status of
+    a request that failed."""
+    if args[0] == "serve":
+        args = [*args, "--address", "127.0.0.1:0", "--store", str(tmp_path / "r.db")]
+    result = runstream_cli(*args, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and said in result.stderr, result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_demo_serve_keeps_the_server_up_until_sigterm() -> None:
     port = free_port()
     with subprocess.Popen(
@@ -314,7 +342,7 @@ async def test_a_question_is_listed_answered_and_refused_from_the_cli(
             unknown = await cli("answer", run.run_id, "nope", "wanderer", "--target", target)
             assert unknown.returncode == 1 and "not found" in unknown.stderr
             bare = await cli("answer", run.run_id, "persona", "--target", target)
-            assert bare.returncode == 1 and "CHOICE or --skip" in bare.stderr
+            assert bare.returncode == 2 and "CHOICE or --skip" in bare.stderr
 
             answered = await cli(
                 "answer", run.run_id, "persona", "summiteer", "--by", "ana", "--target", target

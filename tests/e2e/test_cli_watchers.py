@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import queue
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from rich.console import Console
 from runstream.cli.args import target_address
 from runstream.cli.main import build_parser, main
 from runstream.cli.render import LOST_AFTER, Dashboard, SnapshotRefresher
-from runstream.cli.tables import run_details, runs_table
+from runstream.cli.tables import run_details, runs_table, watch_runs
 from runstream.cli.view import OpenPrompt, RunView
 from runstream.v1 import event_pb2, run_pb2
 
@@ -40,6 +43,41 @@ def test_bare_runstream_prints_help() -> None:
     assert "usage: runstream" in result.stdout
     for command in ("demo", "watch", "runs", "get", "dashboard"):
         assert command in result.stdout
+
+
+def test_each_option_says_its_default_once_in_help() -> None:
+    """`--reconnect-timeout` read "(default: 60; 0: for ever) (default: 60.0)", and `--by`
+    "(default: $RUNSTREAM_USER or your login) (default: root)"."""
+    commands = next(
+        action.choices
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    for name, command in commands.items():
+        text = " ".join(command.format_help().split())
+        assert not re.search(r"\(default:[^)]*\) \(default:", text), (name, text)
+
+
+async def test_the_live_runs_table_says_it_is_connecting_until_the_server_answers() -> None:
+    """It read "Runs all · 0 · live" over "No runs yet" while no server was reachable."""
+
+    class Unreachable:
+        async def watch_runs(self, filter: str) -> AsyncIterator[runstream.RunsUpdate]:
+            await asyncio.Event().wait()  # the SDK keeps reconnecting, and yields nothing
+            yield runstream.RunsUpdate(runs=(), initial=True)
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100)
+    watching = asyncio.create_task(
+        watch_runs(Unreachable(), console, filter="", live=True)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.2)
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    shown = screen.getvalue()
+    assert "connecting…" in shown and "Waiting for the server" in shown, shown
+    assert "live" not in shown and "No runs yet" not in shown, shown
 
 
 def test_a_target_without_a_port_means_runstreams_port() -> None:
@@ -57,6 +95,8 @@ def test_a_target_without_a_port_means_runstreams_port() -> None:
         ("a:b:c", "neither HOST:PORT nor an IPv6 address"),
         ("http://127.0.0.1:50051", "http:// is not a gRPC address"),
         ("bad target", "has a space"),
+        (":52200", "has no host"),  # was tried for 5 s, then "host must not be empty"
+        (":", "has no host"),
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=says):
             target_address(wrong)
@@ -334,12 +374,7 @@ def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: Serve
     server = server_process
     server.start()
     run_id = asyncio.run(_a_running_run(server.target))
-    with subprocess.Popen(
-        [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
-         "--target", server.target, "--reconnect-timeout", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as watcher:  # fmt: skip
+    with _plain_watcher(server.target, run_id, reconnect_timeout="2") as watcher:
         assert watcher.stdout is not None and watcher.stderr is not None
         out = watcher.stdout
         shown: queue.Queue[str] = queue.Queue()
@@ -358,10 +393,38 @@ def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: Serve
     assert 2 <= waited < 30, waited
 
 
-async def _a_running_run(target: str) -> str:
+def test_a_watch_started_while_the_server_is_down_waits_for_it(
+    server_process: ServerProcess,
+) -> None:
+    """A watch started during a restart waits for the server as one cut off mid-watch does,
+    for `--reconnect-timeout`: it used to give up after the 5 s of one read."""
+    server = server_process
+    server.start()
+    run_id = asyncio.run(_a_running_run(server.target, finished=True))
+    server.kill()
+    with _plain_watcher(server.target, run_id, reconnect_timeout="60") as watcher:
+        time.sleep(7)
+        still_waiting = watcher.poll() is None
+        server.start()
+        out, err = watcher.communicate(timeout=60)
+    assert still_waiting, err
+    assert watcher.returncode == 0, err
+    assert f"Run {run_id} ended: ✔ SUCCEEDED" in out
+
+
+def _plain_watcher(target: str, run_id: str, *, reconnect_timeout: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",
+         "--target", target, "--reconnect-timeout", reconnect_timeout],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+async def _a_running_run(target: str, *, finished: bool = False) -> str:
     async with runstream.connect(target) as client:
         run = await client.start_run("outage", steps=["a"])
-        await run.flush()
+        await (run.complete() if finished else run.flush())
         await run.close()
         return run.run_id
 

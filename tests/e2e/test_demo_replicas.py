@@ -25,5 +25,5 @@ def test_demo_reports_on_one_replica_and_watches_through_the_other() -> None:
 
 def test_demo_replicas_refuses_a_target() -> None:
     result = runstream_cli("demo", "--replicas", "2", "--target", "127.0.0.1:1")
-    assert result.returncode == 1  # as for the other conflicting options
+    assert result.returncode == 2  # a usage error, as for the other conflicting options
     assert "--replicas starts its own Redis" in result.stderr

@@ -53,6 +53,13 @@ def test_token_prints_a_signed_token_with_the_claims_asked_for(secret_file: Path
     assert claims["exp"] - claims["iat"] == 3600
 
 
+def test_token_help_says_its_default_lifetime_as_a_duration() -> None:
+    """It said "(default: 3600.0)", a number --ttl itself reads as seconds but no example
+    writes."""
+    result = cli("token", "--help")
+    assert "lifetime, e.g. 1h (default: 1h)" in " ".join(result.stdout.split())
+
+
 def test_token_refuses_a_short_secret(tmp_path: Path) -> None:
     short = tmp_path / "short"
     short.write_text("password")
@@ -132,6 +139,27 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     assert "unauthenticated: bad signature" in bad.stderr
 
 
+def test_a_token_no_header_can_carry_is_one_line_that_does_not_show_it(
+    tmp_path: Path, secured: tuple[ServerProcess, str]
+) -> None:
+    """A line break or a non-ASCII letter inside the token was a traceback of grpc's
+    ExecuteBatchError after a C log line."""
+    server, token = secured
+    broken = token[:20] + "\u00e9" + token[20:]
+    token_file = tmp_path / "token"
+    token_file.write_text(broken + "\n")
+    for given, env in (
+        (["--token", token[:20] + "\n" + token[20:]], None),
+        ([], {"RUNSTREAM_TOKEN": broken}),
+        (["--token-file", str(token_file)], None),
+    ):
+        result = cli("runs", "--target", server.target, *given, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "character 21 of the token is U+" in result.stderr, result.stderr
+        assert token[:20] not in result.stderr
+
+
 def test_client_commands_refuse_a_token_in_clear_beyond_loopback(
     secured: tuple[ServerProcess, str],
 ) -> None:
@@ -162,6 +190,17 @@ def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
     result = cli("serve", "--address", "0.0.0.0:0", "--store", str(tmp_path / "r.db"))
     assert result.returncode == 1
     assert "refusing to listen on 0.0.0.0:0 without authentication" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--jwt-secret-file", "--jwt-public-key"])
+def test_serve_names_a_key_file_it_cannot_read(tmp_path: Path, flag: str) -> None:
+    """It said `runstream: auth: [Errno 2] No such file or directory: '...'`, naming no option."""
+    missing = tmp_path / "missing.pem"
+    result = cli("serve", "--address", "127.0.0.1:0", "--store", str(tmp_path / "r.db"),
+                 flag, str(missing))  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == f"runstream: cannot read {flag} {missing}: No such file or directory\n"
+    assert not (tmp_path / "r.db").exists()
 
 
 def test_insecure_no_auth_is_allowed_but_logged(caplog: pytest.LogCaptureFixture) -> None:

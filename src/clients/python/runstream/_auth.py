@@ -36,6 +36,7 @@ __all__ = [
     "check_token_transport",
     "is_expired_stream",
     "is_local_target",
+    "token_as_sent",
 ]
 
 TokenProvider = Callable[[], "str | Awaitable[str]"]
@@ -62,11 +63,25 @@ def _claims(token: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def token_as_sent(token: str) -> str:
+    """The token without a "Bearer " prefix and surrounding whitespace (a file's line end);
+    ValueError, naming where but never showing the token, when an HTTP/2 header cannot carry
+    it (gRPC would fail the call with an error of its own internals)."""
+    token = token.removeprefix("Bearer ").strip()
+    for position, char in enumerate(token, start=1):
+        if not " " <= char <= "~":
+            raise ValueError(
+                f"character {position} of the token is U+{ord(char):04X}, which a header cannot "
+                "carry (printable ASCII only): is the token cut, or pasted with something else?"
+            )
+    return token
+
+
 class TokenSource:
     """A fixed token, or a provider's latest token, refreshed shortly before it expires."""
 
     def __init__(self, token: str | TokenProvider) -> None:
-        self._fixed = token if isinstance(token, str) else None
+        self._fixed = token_as_sent(token) if isinstance(token, str) else None
         self._provider = None if isinstance(token, str) else token
         self._token: str | None = None
         self._refresh_at = 0.0
@@ -80,7 +95,7 @@ class TokenSource:
             token = await value if inspect.isawaitable(value) else value
             if not isinstance(token, str) or not token:
                 raise TypeError("the token provider must return a non-empty str")
-            self._token = token.removeprefix("Bearer ").strip()
+            self._token = token_as_sent(token)
             self._refresh_at = self._refresh_time(self._token)
         return self._token
 

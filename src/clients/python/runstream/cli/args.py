@@ -48,6 +48,8 @@ def target_address(value: str) -> str:
     if any(c.isspace() for c in target):
         raise argparse.ArgumentTypeError(f"{value!r} has a space; give HOST or HOST:PORT")
     host, colon, number = target.partition(":")
+    if not host:
+        raise argparse.ArgumentTypeError(f"{value!r} has no host; give HOST or HOST:PORT")
     if not colon or not number:
         return f"{host}:{DEFAULT_PORT}"
     port(number)

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import runstream
-from runstream._auth import PlaintextTokenError, TokenProvider, channel_credentials
+from runstream._auth import (
+    PlaintextTokenError,
+    TokenProvider,
+    channel_credentials,
+    token_as_sent,
+)
 
 from .args import non_negative_float, non_negative_int
 from .errors import CliError, UsageError
@@ -100,7 +105,10 @@ def _token(args: argparse.Namespace) -> str | TokenProvider | None:
             raise CliError(f"cannot read the token file {file}: {exc.strerror}") from None
         if not text:
             raise CliError(f"the token file {file} is empty")
-        return text
+        try:
+            return token_as_sent(text)
+        except ValueError as exc:
+            raise CliError(f"the token file {file}: {exc}") from None
 
     read()  # fail now, with a clear message, rather than on the first call
     return read
@@ -130,6 +138,8 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
             "anyone on the path could replay it); give --ca-file for TLS, a loopback --target "
             "(a local proxy that speaks TLS onwards), or --insecure-token to send it anyway"
         ) from None
+    except ValueError as exc:  # a token no header can carry
+        raise CliError(str(exc)) from None
 
 
 def add_serve_security(serve: argparse.ArgumentParser) -> None:
@@ -241,21 +251,26 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
         )
         try:
             TokenVerifier(auth)  # bad key files fail here, before the server starts
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            option = (
+                "--jwt-secret-file" if exc.filename == args.jwt_secret_file else "--jwt-public-key"
+            )
+            raise CliError(f"cannot read {option} {exc.filename}: {exc.strerror or exc}") from None
+        except ValueError as exc:
             raise CliError(f"auth: {exc}") from None
     elif args.jwt_issuer or args.jwt_audience:
-        raise CliError("--jwt-issuer/--jwt-audience need --jwt-secret-file or --jwt-public-key")
+        raise UsageError("--jwt-issuer/--jwt-audience need --jwt-secret-file or --jwt-public-key")
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
-            raise CliError("--tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         tls = TlsConfig(
             Path(args.tls_cert),
             Path(args.tls_key),
             Path(args.tls_client_ca) if args.tls_client_ca else None,
         )
     elif args.tls_client_ca:
-        raise CliError("--tls-client-ca needs --tls-cert and --tls-key")
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     from runstream_server.auth.limits import Limits
 
     limits = Limits(
@@ -338,7 +353,7 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
         help="a role to grant; repeat for several",
     )
     token.add_argument(
-        "--ttl", type=_duration, default=3600.0, metavar="DURATION", help="lifetime, e.g. 1h"
+        "--ttl", type=_duration, default="1h", metavar="DURATION", help="lifetime, e.g. 1h"
     )
     token.add_argument("--issuer", default=None, metavar="ISS", help="the iss claim")
     token.add_argument("--audience", default=None, metavar="AUD", help="the aud claim")

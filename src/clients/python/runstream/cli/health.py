@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .args import positive_float
-from .errors import CliError
+from .errors import CliError, UsageError
 
 __all__ = ["add_health_command"]
 
@@ -58,7 +58,7 @@ def certificate_name(cert_file: Path) -> str | None:
 def _channel(args: argparse.Namespace) -> grpc.Channel:
     """A plaintext channel to --target, or TLS when a certificate or CA is given."""
     if (args.client_cert is None) != (args.client_key is None):
-        raise CliError("--client-cert and --client-key go together")
+        raise UsageError("--client-cert and --client-key go together")
     roots = args.ca_file or args.tls_cert
     if roots is None and args.client_cert is None:
         return grpc.insecure_channel(args.target)

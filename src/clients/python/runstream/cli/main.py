@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -167,9 +168,11 @@ def configure_client_logging(console: Console, live: bool) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.serve and args.target:
-        raise CliError("--serve keeps the embedded server up; it has no meaning with --target")
+        raise UsageError("--serve keeps the embedded server up; it has no meaning with --target")
     if args.replicas and (args.target or args.store or args.serve):
-        raise CliError("--replicas starts its own Redis and servers; drop --target/--store/--serve")
+        raise UsageError(
+            "--replicas starts its own Redis and servers; drop --target/--store/--serve"
+        )
     console = make_console()
     configure_client_logging(console, wants_live(console, args.plain))
     options = demo.DemoOptions(
@@ -191,6 +194,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 128 + signal.SIGTERM
 
 
+async def first_snapshot(
+    client: runstream.Client, run_id: str, reconnect_timeout: float
+) -> runstream.Run:
+    """The run's snapshot once a server answers: a watch started while the server is out of
+    reach (a restart, a deploy) waits for it as a watch cut off does, for --reconnect-timeout
+    (0: for ever), rather than for the few seconds one read is retried."""
+    deadline = time.monotonic() + reconnect_timeout if reconnect_timeout else None
+    while True:
+        try:
+            return await client.get_run(run_id)
+        except runstream.UnavailableError as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise runstream.UnavailableError(
+                    f"watch of run {run_id}: no server could serve it for "
+                    f"{reconnect_timeout:g}s ({exc.message})"
+                ) from exc
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     console = make_console()
     live = wants_live(console, args.plain)
@@ -198,8 +219,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     async def watch() -> runstream.Run:
         async with connect(args) as client:
+            run = await first_snapshot(client, args.run_id, args.reconnect_timeout)
             if not live:
-                print_run_header(console, await client.get_run(args.run_id))
+                print_run_header(console, run)
             return await follow_run(
                 client,
                 args.run_id,
@@ -306,7 +328,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 def cmd_answer(args: argparse.Namespace) -> int:
     if args.skip == (args.choice is not None):
-        raise CliError("give either CHOICE or --skip")
+        raise UsageError("give either CHOICE or --skip")
     console = make_console()
 
     async def answer() -> runstream.Decision:
@@ -408,6 +430,7 @@ class _Formatter(argparse.HelpFormatter):
         text = action.help or ""
         if (
             "%(default)" in text
+            or "(default:" in text  # says it in its own words
             or not action.option_strings
             or action.default in (None, False, "", argparse.SUPPRESS)
         ):
@@ -596,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reasoning, streamed copy, metrics and milestones. Exits 0 when the run succeeds.",
         epilog="examples:\n"
         "  runstream demo                    about 40 seconds; answer its question to save 8\n"
-        "  runstream demo --speed 10 --plain about 3 seconds, one line per event\n"
+        "  runstream demo --speed 10 --plain about 4 seconds, one line per event\n"
         "  runstream demo --serve            keep the server up afterwards for grpcurl\n"
         "  runstream demo --replicas 2       report on one replica, watch through another\n",
         formatter_class=_Formatter,
@@ -626,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_float,
         metavar="FACTOR",
         default=1.0,
-        help="speed-up factor; 10 runs the demo in about 3 seconds",
+        help="speed-up factor; 10 runs the demo in about 4 seconds",
     )
     demo_parser.add_argument(
         "--serve",

@@ -481,6 +481,8 @@ async def watch_runs(
                 console.print(_run_line(run), soft_wrap=True)
         return
 
+    connected = False  # until the server's first answer the table knows of no runs at all
+
     def table() -> RenderableType:
         ordered = sorted(
             runs.values(),
@@ -490,8 +492,10 @@ async def watch_runs(
         title = Text.assemble(
             ("Runs", "bold"),
             (f"  {filter}" if filter else "  all", "grey62"),
-            (f"  · {len(ordered)} · live", "grey50"),
+            (f"  · {len(ordered)} · live" if connected else "  · connecting…", "grey50"),
         )
+        if not connected:
+            return Group(title, Text("Waiting for the server", style="grey62"))
         if not ordered:
             return Group(title, Text("No runs yet", style="grey62"))
         return Group(title, runs_table(ordered, console.width))
@@ -501,6 +505,7 @@ async def watch_runs(
         ticker = asyncio.create_task(_tick(view, table))
         try:
             async for update in updates:
+                connected = True
                 if update.initial:
                     runs = {}
                 for run in update.runs:

@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import runstream
 
 from ..cli.args import port, positive_float, target_address
-from ..cli.errors import CliError
+from ..cli.errors import CliError, UsageError
 from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
 
@@ -210,7 +210,7 @@ async def _serve_page_only(
 ) -> int:
     """The page alone, for a deployment whose Envoy runs elsewhere (`--api-url`)."""
     if args.demo or args.target:
-        raise CliError("--api-url serves the page only; drop --demo and --target")
+        raise UsageError("--api-url serves the page only; drop --demo and --target")
     page = DashboardServer(host=args.host, port=args.port, api_url=args.api_url)
     try:
         page.start()

@@ -14,7 +14,7 @@ import sys
 
 from ..cli.args import positive_float
 from ..cli.auth import add_client_security, connect
-from ..cli.errors import CliError
+from ..cli.errors import CliError, UsageError
 
 __all__ = ["add_agui_command"]
 
@@ -74,7 +74,7 @@ def add_agui_command(
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise CliError(f"--address {address!r}: expected HOST:PORT")
+        raise UsageError(f"--address {address!r}: expected HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
