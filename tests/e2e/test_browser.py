@@ -3,7 +3,8 @@
 What a person sees is what is checked: the demo run reaching 100 % on screen with every step
 done, a decision answered by clicking one of its buttons, an answer that fails while the
 server is away said in words and cleared by a later answer, and a page that carries on after
-Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice.
+Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice,
+and a run whose log retention removed opening from its snapshot as ended.
 Screenshots go to test-artifacts/ (one per scene) for a human to look at.
 """
 
@@ -16,13 +17,17 @@ import re
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 import runstream
 from runstream import ActivityType, StepSpec
 from runstream_server.app import RunstreamServer
+from runstream_server.domain.runs import Retention
 
-from .conftest import Web
+from tests.conftest import ConfigFactory
+
+from .conftest import Web, dashboard
 from .web_support import browser, require_chromium
 
 pytestmark = pytest.mark.timeout(180)
@@ -318,3 +323,36 @@ async def test_page_resumes_after_envoy_restart_with_no_feed_event_missing_or_do
         # Chromium logs the refused and cut-off requests of the outage; nothing else.
         errors = await page.errors()
         assert [e for e in errors if "Failed to load resource: net::" not in e] == []
+
+
+async def test_a_run_whose_log_retention_removed_opens_ended_from_its_snapshot(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Retention purged the run's events: WatchRun answers FAILED_PRECONDITION, for good.
+    The page shows the run's final snapshot and 'Run ended' with the server's reason, rather
+    than 'Reconnecting…' and a new GetRun and WatchRun every few seconds for ever."""
+    require_chromium()
+    server = RunstreamServer(
+        server_config(tmp_path / "r.db", retention=Retention(runs=1, interval=3600))
+    )
+    await server.start()
+    try:
+        run_ids = []
+        async with runstream.connect(server.target) as client:
+            for _ in range(2):
+                run = await client.start_run("purged", steps=[StepSpec("draft", "Draft")])
+                async with run:
+                    async with run.step("draft"):
+                        pass
+                    await run.complete(summary="done")
+                run_ids.append(run.run_id)
+        assert server.runs is not None
+        assert await server.runs.apply_retention() == run_ids[:1]
+        async with dashboard(server.target, tmp_path) as web, browser() as page:
+            await page.goto(web.run_url(run_ids[0]))
+            await page.wait(f"{CONNECTION} === 'ended'")
+            assert await page.eval(f"{VIEW}.dataset.status") == "SUCCEEDED"
+            title = await page.eval("document.querySelector('#conn').title")
+            assert "removed by the retention policy" in title, title
+    finally:
+        await server.stop(grace=0.5)

@@ -79,6 +79,11 @@ export class RunWatch {
           this.handlers.state("failed", err.rawMessage);
           return;
         }
+        if (err.code === Code.FailedPrecondition) {
+          // The run ended and retention removed its events: the snapshot taken is all there is.
+          this.handlers.state("ended", err.rawMessage);
+          return;
+        }
         if (err.code === Code.PermissionDenied) {
           // Retrying cannot help either, but another token can: ask for one, then go on.
           this.handlers.state("denied", err.rawMessage);
