@@ -456,3 +456,13 @@ def test_the_dashboard_page_answers_other_methods_405_not_a_server_error() -> No
             assert (status, headers.get("allow")) == (405, "GET, HEAD"), method
     finally:
         page.stop()
+
+
+def test_the_dashboard_page_does_not_tell_visitors_its_python_version() -> None:
+    page = DashboardServer(port=0)
+    page.start()
+    try:
+        for path in ("/", "/no-such-file"):
+            assert http_request(page.url, "GET", path, {})[1]["server"] == "runstream-dashboard"
+    finally:
+        page.stop()

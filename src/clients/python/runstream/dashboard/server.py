@@ -90,6 +90,10 @@ def _handler_class(files: dict[str, Traversable], config: bytes) -> type[BaseHTT
     class Handler(BaseHTTPRequestHandler):
         server_version = "runstream-dashboard"
 
+        def version_string(self) -> str:
+            # http.server appends "Python/3.x.y": nothing a visitor needs to know.
+            return self.server_version
+
         def do_GET(self) -> None:
             self._respond(send_body=True)
 
