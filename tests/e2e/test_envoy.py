@@ -30,6 +30,7 @@ from runstream.dashboard.envoy import (
     render_config,
     validate_config,
 )
+from runstream.dashboard.server import DashboardServer
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
@@ -441,3 +442,27 @@ async def test_dashboard_refuses_ports_in_use_instead_of_sharing_them(
         code, output = await dashboard("--port", str(taken.getsockname()[1]), "--envoy-port", "0")
     assert code == 1
     assert "cannot serve the page" in output and "--port 0" in output
+
+
+def test_the_dashboard_page_answers_other_methods_405_not_a_server_error() -> None:
+    """The page is read-only: POST and the like are the client's mistake (http.server's own
+    answer, 501 Not Implemented, is a server error)."""
+    page = DashboardServer(port=0)
+    page.start()
+    try:
+        assert http_request(page.url, "GET", "/", {})[0] == 200
+        for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+            status, headers = http_request(page.url, method, "/", {})
+            assert (status, headers.get("allow")) == (405, "GET, HEAD"), method
+    finally:
+        page.stop()
+
+
+def test_the_dashboard_page_does_not_tell_visitors_its_python_version() -> None:
+    page = DashboardServer(port=0)
+    page.start()
+    try:
+        for path in ("/", "/no-such-file"):
+            assert http_request(page.url, "GET", path, {})[1]["server"] == "runstream-dashboard"
+    finally:
+        page.stop()

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -411,6 +412,35 @@ async def test_an_idle_stream_gets_keepalive_comments(
         assert lines[-1] == b": keepalive\n"
         await sse.close()
         await run.complete()
+
+
+async def test_bytes_a_client_sends_after_its_request_are_dropped_not_kept(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    # A client has nothing to send after its request; one that sends anyway (64 MiB here,
+    # without end for an attacker) must not make the bridge hold it all until it hangs up.
+    run = await client.start_run("campaign")
+    sse = SseClient(bridge.port)
+    assert (await sse.open(f"/runs/{run.run_id}/events")).status == 200
+    assert sse.writer is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(64):
+            sse.writer.write(b"x" * (1 << 20))
+            await sse.writer.drain()
+        await asyncio.sleep(0.5)  # the bridge reads what the sockets still hold
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 16 << 20, f"the bridge holds {held >> 20} MiB of what the client sent"
+    # The stream goes on, and ends with the run.
+    await run.complete()
+    types = []
+    while (message := await asyncio.wait_for(sse.next(), 30)) is not None:
+        types.append(json.loads(message.data)["type"])
+    assert types[-1] == "RUN_FINISHED"
+    await sse.close()
 
 
 async def test_runstream_agui_command_serves_until_sigterm(

@@ -90,6 +90,10 @@ def _handler_class(files: dict[str, Traversable], config: bytes) -> type[BaseHTT
     class Handler(BaseHTTPRequestHandler):
         server_version = "runstream-dashboard"
 
+        def version_string(self) -> str:
+            # http.server appends "Python/3.x.y": nothing a visitor needs to know.
+            return self.server_version
+
         def do_GET(self) -> None:
             self._respond(send_body=True)
 
@@ -116,6 +120,20 @@ def _handler_class(files: dict[str, Traversable], config: bytes) -> type[BaseHTT
             self.end_headers()
             if send_body:
                 self.wfile.write(body)
+
+        def _not_allowed(self) -> None:
+            # The page is read-only. Without a do_ method http.server answers 501 Not
+            # Implemented, a server error, to what is the client's mistake.
+            body = b"only GET and HEAD\n"
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed
 
         def log_message(self, format: str, *args: object) -> None:
             _log.debug("%s " + format, self.address_string(), *args)

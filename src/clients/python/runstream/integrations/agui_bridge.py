@@ -31,6 +31,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import runstream
@@ -271,8 +272,7 @@ class AguiBridge:
     ) -> None:
         """Sends the run's AG-UI events after ``cursor`` until the run ends or the client
         leaves."""
-        # The client sends nothing after its request: the read ends when it hangs up.
-        hangup = asyncio.ensure_future(reader.read())
+        hangup = asyncio.ensure_future(_hangup(reader))
         try:
             async for messages in _with_keepalive(
                 self._messages(run_id, cursor), self._keepalive, hangup
@@ -384,13 +384,21 @@ async def _read_request(reader: asyncio.StreamReader) -> _Request:
     return _Request(parts[0].upper(), urlsplit(parts[1]).path, headers)
 
 
+async def _hangup(reader: asyncio.StreamReader) -> None:
+    """Returns when the client hangs up. It has nothing to send after its request; whatever
+    it sends anyway is dropped a chunk at a time (``reader.read()`` would keep all of it in
+    memory until the connection ends)."""
+    while await reader.read(_MAX_HEAD):
+        pass
+
+
 def _head(status: int, reason: str, headers: dict[str, str]) -> bytes:
     lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 async def _with_keepalive(
-    messages: AsyncIterator[bytes], keepalive: float, hangup: asyncio.Future[bytes]
+    messages: AsyncIterator[bytes], keepalive: float, hangup: asyncio.Future[None]
 ) -> AsyncIterator[bytes]:
     """``messages``, with an SSE comment after each ``keepalive`` seconds of silence; ends
     when they end or when the client hangs up (``hangup`` completes)."""
@@ -400,8 +408,9 @@ async def _with_keepalive(
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(anext(iterator))
+            waiting: set[asyncio.Future[Any]] = {pending, hangup}
             done, _ = await asyncio.wait(
-                {pending, hangup}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
             )
             if hangup in done:
                 return
