@@ -258,6 +258,39 @@ async def test_bad_requests_get_precise_http_statuses(
         assert ("access-control-allow-origin" in response.headers) is allowed
 
 
+async def exchange(port: int, request: str) -> tuple[str, bytes]:
+    """One raw HTTP/1.1 request: the answer's head and everything after it, until the bridge
+    closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request.encode())
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body
+
+
+async def test_head_405_and_204_answers_are_what_http_says(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """HEAD got error answers with their bodies, a 204 said Content-Length: 0 (a 204 has no
+    content), and a 405's Allow left out HEAD, which the bridge serves."""
+    run_id = await produce(client)
+    for path, status in ((f"/runs/{run_id}/events", 200), ("/runs/nope/events", 404)):
+        head, body = await exchange(bridge.port, f"HEAD {path} HTTP/1.1\r\nHost: b\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} "), head
+        assert body == b"", (path, body)
+    last_seq = (await client.get_run(run_id)).last_seq
+    head, body = await exchange(
+        bridge.port, f"GET /runs/{run_id}/events HTTP/1.1\r\nLast-Event-ID: {last_seq}\r\n\r\n"
+    )
+    assert head.startswith("HTTP/1.1 204 ") and "content-length" not in head.lower(), head
+    assert body == b""
+    head, _ = await exchange(bridge.port, f"DELETE /runs/{run_id}/events HTTP/1.1\r\n\r\n")
+    assert head.startswith("HTTP/1.1 405 ") and "Allow: GET, HEAD, OPTIONS" in head, head
+
+
 async def test_resuming_after_an_id_never_sent_is_a_400_not_an_empty_stream(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:
@@ -298,6 +331,10 @@ async def test_a_run_whose_history_was_purged_is_gone(tmp_path: Path) -> None:
             # 410 ends EventSource's reconnects, where a 200 that breaks off at once would not.
             assert response.status == 410, response
             assert "retention" in response.body
+            # A client that has the ended run's last event needs none of them: 204, not 410.
+            last = str((await client.get_run(old)).last_seq)
+            seen = await SseClient(bridge.port).open(f"/runs/{old}/events", last_event_id=last)
+            assert seen.status == 204, seen
     finally:
         await server.stop(grace=0.5)
 

@@ -11,11 +11,12 @@ itself) gets exactly the events after that one, whichever it was: none twice, no
 A stream whose run has ended closes; reconnecting after its last event gets ``204 No
 Content``, which tells EventSource to stop.
 
-``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``. Other paths get 404,
-other methods 405, a malformed ``Last-Event-ID``, one past the run's last event or one the
-bridge never sent (``7:5`` when event 7 stood for three AG-UI events) 400, an unknown run
-404, and a run whose early events the server's retention purged 410 (its AG-UI stream cannot
-be told from the start again; EventSource stops on it).
+``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``, ``HEAD`` what ``GET``
+would without its body. Other paths get 404, other methods 405, a malformed
+``Last-Event-ID``, one past the run's last event or one the bridge never sent (``7:5`` when
+event 7 stood for three AG-UI events) 400, an unknown run 404, and a run whose early events
+the server's retention purged 410 (its AG-UI stream cannot be told from the start again;
+EventSource stops on it), unless the client already has the ended run's last event (204).
 
 Why the standard library's asyncio streams rather than a web framework: the bridge has one
 streaming GET route and no request bodies, and it runs on the same event loop as the gRPC
@@ -31,7 +32,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import runstream
@@ -202,48 +203,49 @@ class AguiBridge:
             await self._respond(writer, 204, "No Content", "", cors, preflight=True)
             return
         if request.method not in ("GET", "HEAD"):
-            await self._respond(
-                writer, 405, "Method Not Allowed", "only GET", {**cors, "Allow": "GET, OPTIONS"}
-            )
+            allow = {**cors, "Allow": "GET, HEAD, OPTIONS"}
+            await self._respond(writer, 405, "Method Not Allowed", "only GET and HEAD", allow)
             return
+        # HEAD: what GET answers, without its body.
+        out: _Writer = _HeadOnly(writer) if request.method == "HEAD" else writer
         if request.path == "/healthz":
-            await self._respond(writer, 200, "OK", "ok", cors)
+            await self._respond(out, 200, "OK", "ok", cors)
             return
         route = _ROUTE.match(request.path)
         if route is None:
             await self._respond(
-                writer, 404, "Not Found", "no such path; try /runs/RUN_ID/events", cors
+                out, 404, "Not Found", "no such path; try /runs/RUN_ID/events", cors
             )
             return
         run_id = unquote(route["run_id"])
         try:
             run, cursor = await self._resume_point(run_id, request.headers.get("last-event-id"))
         except HttpError as exc:
-            await self._respond(writer, exc.status, exc.reason, str(exc), cors)
+            await self._respond(out, exc.status, exc.reason, str(exc), cors)
             return
         except runstream.NotFoundError:
-            await self._respond(writer, 404, "Not Found", f"no run {run_id!r}", cors)
+            await self._respond(out, 404, "Not Found", f"no run {run_id!r}", cors)
             return
         except runstream.InvalidArgumentError as exc:
-            await self._respond(writer, 400, "Bad Request", exc.message, cors)
+            await self._respond(out, 400, "Bad Request", exc.message, cors)
             return
         except runstream.UnavailableError as exc:
             # EventSource gives up on a 503; an AG-UI client may retry after Retry-After.
             message = f"the Runstream server is out of reach: {exc.message}"
             await self._respond(
-                writer, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"}
+                out, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"}
             )
             return
         except (runstream.UnauthenticatedError, runstream.PermissionDeniedError) as exc:
             # The bridge's own credentials: the server refused them, not the browser's.
             message = f"the Runstream server refused the bridge: {exc.message}"
-            await self._respond(writer, 502, "Bad Gateway", message, cors)
+            await self._respond(out, 502, "Bad Gateway", message, cors)
             return
-        if run.status.is_terminal and cursor.seq == run.last_seq and cursor.index is None:
+        if _seen_to_the_end(run, cursor):
             # Everything was seen and nothing more will come: 204 stops EventSource.
-            await self._respond(writer, 204, "No Content", "", cors)
+            await self._respond(out, 204, "No Content", "", cors)
             return
-        writer.write(
+        out.write(
             _head(
                 200,
                 "OK",
@@ -256,8 +258,8 @@ class AguiBridge:
                 },
             )
         )
-        if request.method == "HEAD":
-            await writer.drain()
+        if isinstance(out, _HeadOnly):
+            await out.drain()
             return
         writer.write(f"retry: {_RETRY_MS}\n\n".encode())
         await writer.drain()
@@ -291,6 +293,8 @@ class AguiBridge:
         if cursor.seq > run.last_seq:
             message = f"Last-Event-ID {cursor.seq} is past the run's last event ({run.last_seq})"
             raise HttpError(400, "Bad Request", message)
+        if _seen_to_the_end(run, cursor):
+            return run, cursor  # 204, purged or not: the client needs none of the events
         if run.purged_seq > 0:
             message = (
                 f"the Runstream server's retention purged events 1-{run.purged_seq} of run "
@@ -343,7 +347,7 @@ class AguiBridge:
 
     async def _respond(
         self,
-        writer: asyncio.StreamWriter,
+        writer: _Writer,
         status: int,
         reason: str,
         body: str,
@@ -357,11 +361,40 @@ class AguiBridge:
             extra["Access-Control-Allow-Headers"] = "Last-Event-ID, Cache-Control, Accept"
             extra["Access-Control-Max-Age"] = "600"
         payload = (body + "\n").encode() if body else b""
-        extra["Content-Type"] = "text/plain; charset=utf-8"
-        extra["Content-Length"] = str(len(payload))
+        if status != 204:  # a 204 has no content, and says nothing of its length (RFC 9110)
+            extra["Content-Type"] = "text/plain; charset=utf-8"
+            extra["Content-Length"] = str(len(payload))
         extra["Connection"] = "close"
-        writer.write(_head(status, reason, extra) + payload)
+        writer.write(_head(status, reason, extra))
+        writer.write(payload)
         await writer.drain()
+
+
+def _seen_to_the_end(run: runstream.Run, cursor: Cursor) -> bool:
+    """The run ended and the client has its last event: there is nothing to send."""
+    return run.status.is_terminal and cursor.seq == run.last_seq and cursor.index is None
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class _HeadOnly:
+    """A HEAD request's writer: the head of what GET answers goes out, its body does not."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._head_written = False
+
+    def write(self, data: bytes) -> None:
+        if not self._head_written:
+            self._head_written = True
+            self._writer.write(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> _Request:
