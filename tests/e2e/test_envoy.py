@@ -466,3 +466,18 @@ def test_the_dashboard_page_does_not_tell_visitors_its_python_version() -> None:
             assert http_request(page.url, "GET", path, {})[1]["server"] == "runstream-dashboard"
     finally:
         page.stop()
+
+
+def test_a_connection_that_sends_no_request_is_closed_after_the_request_timeout() -> None:
+    """Each connection holds one of the page's threads: one that never sent its request held
+    it for ever, and a client opening many could exhaust them."""
+    page = DashboardServer(port=0, request_timeout=0.5)
+    page.start()
+    try:
+        with socket.create_connection(("127.0.0.1", page.port), timeout=10) as idle:
+            started = time.monotonic()
+            assert idle.recv(1024) == b""  # closed by the page, not by our own timeout
+            assert time.monotonic() - started < 5
+        assert http_request(page.url, "GET", "/", {})[0] == 200
+    finally:
+        page.stop()

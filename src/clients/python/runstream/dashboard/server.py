@@ -47,13 +47,16 @@ class DashboardServer:
     """A threaded HTTP server for the dashboard on ``host:port`` (port 0 picks one).
 
     `api_port` is the grpc-web port (Envoy) the page calls on its own host name; `api_url`,
-    when set, is a full URL that wins over it.
+    when set, is a full URL that wins over it. A connection that takes longer than
+    `request_timeout` seconds to send its request, or to take its answer, is closed: each
+    holds a thread, and connections that never send would pile up.
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
     api_port: int = 8081
     api_url: str = ""
+    request_timeout: float = 30.0
     _server: ThreadingHTTPServer | None = field(default=None, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
 
@@ -67,7 +70,7 @@ class DashboardServer:
         """Binds (raising OSError when the port is taken) and serves on a daemon thread."""
         files = bundle_files()
         config = json.dumps({"api_port": self.api_port, "api_url": self.api_url}).encode()
-        handler = _handler_class(files, config)
+        handler = _handler_class(files, config, self.request_timeout)
         self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
@@ -86,9 +89,12 @@ class DashboardServer:
             self._thread = None
 
 
-def _handler_class(files: dict[str, Traversable], config: bytes) -> type[BaseHTTPRequestHandler]:
+def _handler_class(
+    files: dict[str, Traversable], config: bytes, request_timeout: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "runstream-dashboard"
+        timeout = request_timeout  # on the socket: reading the request, sending the answer
 
         def version_string(self) -> str:
             # http.server appends "Python/3.x.y": nothing a visitor needs to know.
