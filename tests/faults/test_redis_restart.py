@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+import runstream
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
@@ -111,3 +114,43 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(
     async with grpc.aio.insecure_channel(server.target) as channel:
         runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
         await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+
+
+async def test_a_frozen_redis_gets_unavailable_and_the_producer_goes_on_after(
+    restartable: Restartable,
+) -> None:
+    """Redis stopped (SIGSTOP) longer than the store's 10 s socket timeout: a write in flight
+    times out. That used to end its call as if the client had cancelled it, with no status
+    at all: a producer's report stream hung for ever, a CreateRun until its deadline."""
+    redis, server = restartable.redis, restartable.server
+    assert redis.process is not None
+    async with (
+        runstream.connect(server.target) as client,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        run = await client.start_run("wf", key_prefix="frozen")
+
+        async def report() -> None:
+            for n in range(300):
+                await run.custom("tick", {"n": n})
+                await asyncio.sleep(0.01)
+            await run.complete()
+
+        producer = asyncio.create_task(report())
+        await asyncio.sleep(0.5)
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "Redis store is unreachable" in str(refused.value.details())
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        await asyncio.wait_for(producer, 20)
+        listed = await runs.ListEvents(
+            run_service_pb2.ListEventsRequest(run_id=run.run_id, page_size=1000)
+        )
+    assert [e.seq for e in listed.events] == list(range(1, len(listed.events) + 1))
+    ticks = [e.custom.data["n"] for e in listed.events if e.HasField("custom")]
+    assert ticks == list(range(300))  # each stored once, in order

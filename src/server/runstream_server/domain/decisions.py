@@ -19,7 +19,7 @@ from runstream.v1 import decision_pb2, event_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.commits import DecisionFeed, Links
 from runstream_server.domain.events import check_id
-from runstream_server.domain.ledger import RunLedger, uncancellable
+from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.monitors import Deadlines
 from runstream_server.domain.queries import decode_token, encode_token, fitting
 from runstream_server.domain.queries import page_size as clamp_page_size
@@ -137,7 +137,7 @@ class Decisions:
             )
             return [event_pb2.RunEvent(decision_resolved=resolved)]
 
-        await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
+        await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
         return copied(self._decision(await self._kept(run_id), decision_id))
 
     @staticmethod
@@ -252,7 +252,7 @@ class Decisions:
             return [event_pb2.RunEvent(decision_resolved=resolved, idempotency_key=key)]
 
         try:
-            await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
+            await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
         except RunstreamError as exc:
             # The run or decision went away: nothing to close. But a store that cannot take
             # writes now (disk full, Redis down) must not drop the deadline: that is retried.

@@ -73,7 +73,7 @@ HEAD_CHECK_SECONDS = 1.0
 """How long one idle-watcher check of a run's head in a shared store serves the others."""
 
 
-async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
+async def uncancellable(work: Coroutine[Any, Any, _T], *, alone: bool = False) -> _T:
     """Runs `work` to completion even if the caller is cancelled meanwhile.
 
     `work` runs in the caller's task, so a commit that never waits (SQLite with
@@ -82,7 +82,16 @@ async def uncancellable(work: Coroutine[Any, Any, _T]) -> _T:
     never cancels what `work` waits for; a cancelled caller hands `work` to a task that
     finishes it. That task's outcome is always retrieved, so a failure nobody waits for any
     more is not reported as a lost task exception.
+
+    With `alone`, `work` runs in a task of its own from the start: for work whose waits time
+    out through ``asyncio.timeout`` (redis-py's socket timeout), which cancels the task it
+    was entered in. In the caller's task that cancellation ended the caller, as if it had
+    been cancelled, instead of raising in `work`.
     """
+    if alone:
+        task = asyncio.ensure_future(work)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(task)
     return await _drive(work, _STARTING, background=False)
 
 
@@ -309,6 +318,11 @@ class RunLedger:
         return history
 
     # --- the one write path -------------------------------------------------------------------
+
+    async def whole(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """`work` (a commit) run to its end even if the caller is cancelled: see
+        :func:`uncancellable`; alone on a shared store, whose calls time out."""
+        return await uncancellable(work, alone=self._store.shared)
 
     async def commit(
         self,

@@ -54,7 +54,6 @@ from runstream_server.domain.ledger import (
     RunLedger,
     decode,
     summary,
-    uncancellable,
 )
 from runstream_server.domain.limits import AppendResult, EventAck, Limits, Retention
 from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, StallTracker
@@ -283,7 +282,7 @@ class RunManager:
             now=self._clock(),
         )
         run_id = created.run_id
-        return await uncancellable(self._create_locked(run_id, created))
+        return await self._ledger.whole(self._create_locked(run_id, created))
 
     async def _create_locked(self, run_id: str, created: event_pb2.RunEvent) -> run_pb2.Run:
         async with self._ledger.locked(run_id) as slot:
@@ -345,7 +344,7 @@ class RunManager:
                 cancelled = event.run_cancelled
                 cancelled.cancelled_by = access.acting_as(cancelled.cancelled_by)
         await self._ledger.state(run_id)  # NOT_FOUND before anything else
-        result = await uncancellable(self._ledger.commit(run_id, events, producer=True))
+        result = await self._ledger.whole(self._ledger.commit(run_id, events, producer=True))
         await asyncio.sleep(0)  # the watchers first
         return result
 
@@ -355,7 +354,7 @@ class RunManager:
         """A pause, resume or cancel: committed, and told to producers by the commit."""
         self._check_open()
         await self._ledger.state(run_id)
-        await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
+        await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
         return await self.get_run(run_id)
 
     async def cancel_run(self, run_id: str, *, reason: str, cancelled_by: str) -> run_pb2.Run:
@@ -458,7 +457,7 @@ class RunManager:
             return [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
 
         with contextlib.suppress(RunstreamError):
-            await uncancellable(self._ledger.commit(run_id, prepare, producer=False))
+            await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
 
     async def apply_retention(self) -> list[str]:
         """Purges the event logs of finished runs past the retention policy; returns their ids."""
