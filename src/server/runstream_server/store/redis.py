@@ -170,7 +170,15 @@ def _unavailable(
             raise Unavailable("the Redis store is closed; the server is shutting down")
         try:
             return await fn(*args, **kwargs)
-        except (rex.ConnectionError, rex.TimeoutError, rex.BusyLoadingError, OSError) as exc:
+        except rex.TimeoutError as exc:
+            # Redis may hold the command and run it when it answers again: say so, since a
+            # change (a pause, a cancel) may then be applied after all.
+            raise Unavailable(
+                "the Redis store is unreachable (TimeoutError: no answer in time); a change it "
+                "already received may still be applied when it answers, so read the run "
+                "before repeating one"
+            ) from exc
+        except (rex.ConnectionError, rex.BusyLoadingError, OSError) as exc:
             raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
         except rex.RedisClusterException as exc:
             raise Unavailable(f"the Redis cluster cannot serve ({type(exc).__name__})") from exc
