@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
+from runstream_server.api.introspection import HealthService
 from runstream_server.app import RunstreamServer
 
 from tests.conftest import ConfigFactory
@@ -177,3 +178,32 @@ async def test_watch_streams_past_the_cap_are_resource_exhausted_and_those_withi
             await asyncio.wait_for(stopping, 2)
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_watch_writing_when_the_shutdown_begins_still_says_not_serving() -> None:
+    """grpc_health raises its shutting-down flag before it sets NOT_SERVING, which waits for
+    the lock a Watch holds while it writes: a Watch that finished writing SERVING then saw the
+    flag ended its stream without ever saying NOT_SERVING (seen once in CI)."""
+    service = HealthService()
+    await service.set("", health_pb2.HealthCheckResponse.SERVING)
+    sent: list[int] = []
+    first_written = asyncio.Event()
+
+    class Stream:
+        async def write(self, response: health_pb2.HealthCheckResponse) -> None:
+            sent.append(response.status)
+            if len(sent) == 1:
+                await first_written.wait()  # the first write is still on its way
+
+    watch = asyncio.create_task(service.Watch(health_pb2.HealthCheckRequest(), Stream()))
+    await asyncio.sleep(0.05)
+    shutdown = asyncio.create_task(service.enter_graceful_shutdown())
+    await asyncio.sleep(0.05)
+    first_written.set()
+    async with asyncio.timeout(5):
+        await watch
+        await shutdown
+    assert sent == [
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    ]

@@ -75,9 +75,14 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
                     status = self._server_status.get(
                         service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
                     )
+                    if self._gracefully_shutting_down and service in self._server_status:
+                        # The package raises its flag before it sets NOT_SERVING, which waits
+                        # for this stream's lock: a write in progress must not end it unsaid.
+                        status = health_pb2.HealthCheckResponse.NOT_SERVING
                     if status != sent:
                         await context.write(health_pb2.HealthCheckResponse(status=status))
                         sent = status
+                        continue  # look again: the status may have moved during the write
                     if self._gracefully_shutting_down:
                         return
                     await condition.wait()
