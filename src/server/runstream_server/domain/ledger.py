@@ -89,10 +89,16 @@ async def uncancellable(work: Coroutine[Any, Any, _T], *, alone: bool = False) -
     been cancelled, instead of raising in `work`.
     """
     if alone:
-        task = asyncio.ensure_future(work)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return await asyncio.shield(task)
+        return await asyncio.shield(_finishing(work))
     return await _drive(work, _STARTING, background=False)
+
+
+def _finishing(work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """`work` in a task of its own whose outcome is always retrieved, so a failure nobody
+    waits for any more is not reported as a lost task exception."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
 
 
 _STARTING: Any = object()
@@ -117,8 +123,7 @@ def _drive(
                 yield from _until_done(waiting)
             except asyncio.CancelledError as exc:
                 if not background:
-                    finishing = asyncio.ensure_future(_finish(work, waiting))
-                    finishing.add_done_callback(lambda t: t.cancelled() or t.exception())
+                    _finishing(_finish(work, waiting))
                     raise
                 resume, argument = work.throw, exc
             except GeneratorExit:  # the caller's task is gone (its loop closed without it)
