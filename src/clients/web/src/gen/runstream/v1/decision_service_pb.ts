@@ -241,7 +241,9 @@ export const InteractRequestSchema: GenMessage<InteractRequest> = /*@__PURE__*/
  */
 export type InteractSubscribe = Message<"runstream.v1.InteractSubscribe"> & {
   /**
-   * The runs to follow. Each must exist (NOT_FOUND ends the stream otherwise).
+   * The runs to follow. Each must exist (NOT_FOUND ends the stream otherwise). At most 1,000
+   * in one message, and a stream follows at most 1,000 over all its subscriptions
+   * (RESOURCE_EXHAUSTED ends the stream past it).
    *
    * @generated from field: repeated string run_ids = 1;
    */
