@@ -20,6 +20,7 @@ import binascii
 import inspect
 import ipaddress
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -173,11 +174,46 @@ def channel_credentials(
         return None
     if (client_cert is None) != (client_key is None):
         raise ValueError("a client certificate needs its key, and a key its certificate")
+    _check_tls_files(ca_file, client_cert, client_key)
     return grpc.ssl_channel_credentials(
         root_certificates=Path(ca_file).read_bytes() if ca_file else None,
         private_key=Path(client_key).read_bytes() if client_key else None,
         certificate_chain=Path(client_cert).read_bytes() if client_cert else None,
     )
+
+
+def _check_tls_files(
+    ca_file: str | Path | None, client_cert: str | Path | None, client_key: str | Path | None
+) -> None:
+    """Raises ValueError naming a file gRPC could not use. gRPC takes any bytes here and only
+    fails at the handshake: each call then retries UNAVAILABLE for the reconnect timeout and
+    ends with "Failed to create security handshaker", and its C core logs errors to stderr."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # any key strength, as gRPC takes them
+    if ca_file:
+        try:
+            context.load_verify_locations(cadata=Path(ca_file).read_text(errors="replace"))
+        except (ssl.SSLError, TypeError):  # TypeError: not text at all
+            raise ValueError(f"ca_file {ca_file} holds no PEM certificate") from None
+    if client_cert and client_key:
+        try:
+            context.load_cert_chain(client_cert, client_key, password=_no_password)
+        except (ssl.SSLError, ValueError) as exc:
+            if isinstance(exc, ssl.SSLError):
+                reason = _SSL_REASONS.get(exc.reason or "", "unreadable as PEM")
+            else:
+                reason = str(exc)
+            raise ValueError(
+                f"client_cert {client_cert} and client_key {client_key} are not a PEM "
+                f"certificate and its unencrypted private key ({reason})"
+            ) from None
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")
+
+
+_SSL_REASONS = {"KEY_VALUES_MISMATCH": "the key is not the certificate's"}
 
 
 class PlaintextTokenError(ValueError):

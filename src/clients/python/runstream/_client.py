@@ -92,7 +92,9 @@ def connect(
             unless ``insecure_token``.
         ca_file: PEM file of the CA that signed the server's certificate: connect with TLS.
         client_cert: PEM client certificate for mutual TLS (with ``client_key``).
-        client_key: PEM private key of ``client_cert``.
+        client_key: PEM private key of ``client_cert``, unencrypted. ``connect`` raises
+            ValueError naming a file of these three that holds no PEM certificate, or a
+            key that is not the certificate's.
         insecure_token: Send the token over a plaintext channel to a target beyond this
             machine: in clear, so anyone on the path can read and replay it. Only for a
             network you trust end to end (a compose network on one host, a service mesh
