@@ -1,12 +1,14 @@
 """A producer process that exits from a task other than the one inside ``async with run:``.
 
-    python -m tests.faults.exiting_producer TARGET exit|interrupt
+    python -m tests.faults.exiting_producer TARGET exit|interrupt|unclosed
 
 It starts a run and prints its id, then, from a task of its own (every LangGraph node runs
 in one), reports EVENTS events and at once calls ``sys.exit(3)`` or raises
 KeyboardInterrupt. The exception leaves ``asyncio.run`` from that task, and asyncio.run
 cancels every task left, the reporter's stream task among them, before ``async with run:``
-ends in the cancelled main task.
+ends in the cancelled main task. ``unclosed`` reports EVENTS events, which linger, and
+returns from ``main()`` at once, closing neither its reporter nor its client: asyncio.run
+cancels the stream task with them unsent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ EXIT_STATUS = 3
 
 
 async def main(target: str, how: str) -> None:
+    if how == "unclosed":
+        await unclosed(target)
+        return
     async with runstream.connect(target, reconnect_timeout=5) as client:
         run = await client.start_run("exiting")
         print(run.run_id, flush=True)
@@ -34,6 +39,16 @@ async def work(run: runstream.RunReporter, how: str) -> None:
     if how == "exit":
         sys.exit(EXIT_STATUS)
     raise KeyboardInterrupt
+
+
+async def unclosed(target: str) -> None:
+    client = runstream.connect(target, reconnect_timeout=5)
+    # With a linger, the events are still queued when main() returns.
+    run = await client.start_run("exiting", linger=30)
+    print(run.run_id, flush=True)
+    await run.flush()  # the stream is open: what follows waits only to be sent
+    for i in range(EVENTS):
+        await run.custom("tick", {"i": i})
 
 
 if __name__ == "__main__":

@@ -21,12 +21,10 @@ from tests.conftest import ROOT
 from tests.faults.exiting_producer import EVENTS, EXIT_STATUS
 
 
-@pytest.mark.parametrize("how", ["exit", "interrupt"])
-async def test_a_producer_exiting_from_another_task_ends_its_run_with_every_event(
-    server: RunstreamServer, how: str
-) -> None:
+async def run_producer(target: str, how: str) -> tuple[int | None, bytes, bytes]:
+    """Runs tests.faults.exiting_producer to its end: its exit status, stdout and stderr."""
     producer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.faults.exiting_producer", server.target, how,
+        sys.executable, "-m", "tests.faults.exiting_producer", target, how,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -37,8 +35,16 @@ async def test_a_producer_exiting_from_another_task_ends_its_run_with_every_even
         if producer.returncode is None:
             producer.kill()
             await producer.wait()
+    return producer.returncode, out, err
+
+
+@pytest.mark.parametrize("how", ["exit", "interrupt"])
+async def test_a_producer_exiting_from_another_task_ends_its_run_with_every_event(
+    server: RunstreamServer, how: str
+) -> None:
+    returncode, out, err = await run_producer(server.target, how)
     if how == "exit":
-        assert producer.returncode == EXIT_STATUS, err.decode()
+        assert returncode == EXIT_STATUS, err.decode()
     run_id = out.decode().strip()
 
     async with runstream.connect(server.target) as client:
@@ -49,3 +55,21 @@ async def test_a_producer_exiting_from_another_task_ends_its_run_with_every_even
     assert ticks == list(range(EVENTS))
     assert events[-1].kind == EventKind.RUN_CANCELLED
     assert b"could not report how run" not in err, err.decode()
+
+
+async def test_a_producer_that_returns_without_closing_its_reporter_still_delivers_its_events(
+    server: RunstreamServer,
+) -> None:
+    """Reporting calls return before their events leave; asyncio.run then cancelled the
+    stream task of a reporter nobody closed, and the events it had not sent were lost
+    without a word."""
+    returncode, out, err = await run_producer(server.target, "unclosed")
+    assert returncode == 0, err.decode()
+    run_id = out.decode().strip()
+
+    async with runstream.connect(server.target) as client:
+        events = [event async for event in client.list_events(run_id)]
+        assert (await client.get_run(run_id)).status == RunStatus.RUNNING  # nobody ended it
+    ticks = [e.payload.data["i"] for e in events if isinstance(e.payload, Custom)]
+    assert ticks == list(range(EVENTS))
+    assert err == b"", err.decode()

@@ -53,6 +53,8 @@ _log = logging.getLogger("runstream.reporter")
 # Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
 # batches count from 1.
 ATTACH_BATCH_ID = 0
+EXIT_GRACE = 5.0
+"""How long a report stream task cancelled from outside (asyncio.run ending) keeps sending."""
 # Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
 _MAX_BATCH_BYTES = 1 << 20
 # What the server refuses a batch with when one of its events is at fault; the message then
@@ -196,6 +198,8 @@ class ReportStream:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         """Whether the owner stopped the stream task for good (``stop()``)."""
+        self._draining = False
+        """Whether the task, cancelled from outside, is delivering what waits before it ends."""
         self._streams_opened = 0
 
     @property
@@ -218,6 +222,7 @@ class ReportStream:
         return self.reported - self.settled
 
     def start(self) -> None:
+        self._draining = False
         self._task = asyncio.create_task(
             self._run_stream(), name=f"runstream-report-{self._run_id}"
         )
@@ -306,7 +311,11 @@ class ReportStream:
 
     def _finished(self) -> bool:
         """Whether the stream has nothing left to do: closing, or the run ended, and all acked."""
-        return self._owner.done_reporting() and self.pending == 0
+        return (self._owner.done_reporting() or self._draining) and self.pending == 0
+
+    def _closing(self) -> bool:
+        """Whether nothing more will be queued that this task must wait for."""
+        return self._owner.closing or self._draining
 
     def _fail(self, error: RunstreamError) -> None:
         if self.failure is None:
@@ -364,6 +373,8 @@ class ReportStream:
                     return
                 await self._sleep(backoff.next_delay())
         except asyncio.CancelledError:
+            if not self._stopped and not self._draining and self.pending:
+                await self._deliver_before_exit()
             raise
         except Exception as exc:  # A bug must surface to the caller, not hang flush().
             crashed = RunstreamError(f"reporter crashed: {exc!r}", code=StatusCode.INTERNAL)
@@ -372,11 +383,36 @@ class ReportStream:
         finally:
             self._signal.fire()
 
+    async def _deliver_before_exit(self) -> None:
+        """Sends what waits, for up to EXIT_GRACE seconds, after something other than the
+        owner cancelled this task: ``asyncio.run`` does, to every task left when ``main()``
+        returns or raises, so a program that never closed its reporter would otherwise lose
+        the events it reported last (reporting calls return before the events leave). The
+        cancellation is raised afterwards, so an owner that closes the reporter meanwhile
+        still starts the task again (:meth:`restart_if_cut`) for what it reports then."""
+        _log.info(
+            "the report stream task of run %s was cancelled with %d events not delivered; "
+            "sending them before it ends",
+            self._run_id,
+            self.pending,
+        )
+        self._draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(EXIT_GRACE):
+                await self._run_stream()
+        if self.pending:
+            _log.warning(
+                "run %s: %d reported events were not delivered before the program ended; "
+                "close the reporter (await run.close(), or async with run:) to wait for them",
+                self._run_id,
+                self.pending,
+            )
+
     async def _sleep(self, delay: float) -> None:
         """Sleeps ``delay`` seconds, waking early only when close() leaves nothing to do."""
         deadline = time.monotonic() + delay
         while (remaining := deadline - time.monotonic()) > 0:
-            if self._owner.closing and self.pending == 0:
+            if self._closing() and self.pending == 0:
                 return
             await self._signal.wait(remaining)
 
@@ -396,16 +432,16 @@ class ReportStream:
                         break
                     if self._unsent and len(self._inflight) < self._max_in_flight:
                         break
-                    if self._owner.closing and self.pending == 0:
+                    if self._closing() and self.pending == 0:
                         break
                     await self._signal.wait()
                 if reader.done() or self.failure is not None:
                     break
-                if attached and self._owner.closing and self.pending == 0:
+                if attached and self._closing() and self.pending == 0:
                     await call.done_writing()
                     await reader
                     return True
-                if self._hold_until and attached and not self._owner.closing:
+                if self._hold_until and attached and not self._closing():
                     await self._hold()
                     if reader.done() or self.failure is not None:
                         break
