@@ -641,6 +641,40 @@ async def test_closing_the_client_under_a_watch_ends_it_with_a_runstream_error(
         await run.complete()
 
 
+async def test_a_producer_cancelled_while_the_server_is_unreachable_stops_without_delivering(
+    server: RunstreamServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C with the server out of reach: the run's end was given its grace, then close()
+    waited for the undelivered events for the whole reconnect timeout (60 s by default), so
+    the program did not stop. The task must end well within that timeout (here 30 s, with a
+    grace of 0.5 s), without a server to deliver to."""
+    monkeypatch.setattr("runstream._reporter.CLOSE_GRACE", 0.5)
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=30) as client,
+    ):
+        run = await client.start_run("interrupted")
+        await run.flush()
+        reporting = asyncio.Event()
+
+        async def workflow() -> None:
+            async with run:
+                await run.text("writer", "m1", "never delivered")
+                reporting.set()
+                await asyncio.Event().wait()
+
+        proxy.cut()
+        task = asyncio.create_task(workflow())
+        await reporting.wait()
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=15)
+        assert task in done and task.cancelled()
+        with pytest.raises(runstream.FailedPreconditionError):
+            await run.text("writer", "m1", "after the end")
+    # The text, and the run's end: RunCancelled.
+    assert "2 reported events were not delivered" in caplog.text
+
+
 async def test_a_failed_reporter_raises_at_every_call_with_a_traceback_of_that_call_only(
     server: RunstreamServer,
 ) -> None:

@@ -280,10 +280,29 @@ class RunReporter(RunEvents, StreamOwnership):
             except RunCancelledError as cancelled:
                 # Cancelled: as this producer just reported, or by an operator meanwhile.
                 _log.debug("run %s ended cancelled: %s", self._run_id, cancelled)
-            except (RunstreamError, TimeoutError) as report_error:
+            except TimeoutError:
+                # Still undelivered: close() would wait for them up to the reconnect timeout.
+                _log.warning(
+                    "could not report how run %s ended within %s s; %d reported events were "
+                    "not delivered",
+                    self._run_id,
+                    CLOSE_GRACE,
+                    self._stream.pending,
+                )
+                self._refused.clear()
+                await self._close_undelivered()
+                return
+            except RunstreamError as report_error:
                 _log.warning("could not report how run %s ended: %r", self._run_id, report_error)
         self._refused.clear()
         await self._close_quietly()
+
+    async def _close_undelivered(self) -> None:
+        """Closes without waiting for what the server has not acknowledged."""
+        self._gate.begin_closing()
+        self._closed = True
+        self._stream.stop()
+        await self._stop_task()
 
     async def _close_quietly(self) -> None:
         try:
