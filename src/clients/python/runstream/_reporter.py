@@ -93,6 +93,11 @@ class RunReporter(RunEvents, StreamOwnership):
     calls (the typed events of :class:`~runstream._run_events.RunEvents`, steps, ``ask()``)
     return as soon as the event is queued; ``flush()`` waits until everything reported so
     far is durable on the server.
+
+    Only ``complete()`` and ``fail()`` end the run (and an exception or a cancellation
+    escaping ``async with run:``). Leaving the block normally, or closing, without either
+    leaves the run RUNNING, for a producer to continue with ``Client.attach_run``; its
+    watchers go on waiting.
     """
 
     def __init__(
