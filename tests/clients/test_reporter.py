@@ -449,6 +449,25 @@ async def test_bad_input_is_invalid_argument_naming_the_field(client: Client) ->
         await client.start_run("campaign", steps=[StepSpec("not a valid id!")])
 
 
+async def test_kinds_that_are_no_event_kind_are_invalid_argument_naming_them(
+    client: Client,
+) -> None:
+    """The CLI's "milestone" given to watch() or list_events() failed with ValueError
+    "invalid literal for int() with base 10: 'milestone'" from inside the SDK."""
+    run = await client.start_run("campaign")
+    await run.complete()
+    for kinds, said in [
+        (["milestone"], "kinds: 'milestone' is not an EventKind (EventKind.MILESTONE)"),
+        ([EventKind.MILESTONE, 99], "kinds: 99 is not an EventKind"),
+        ("milestone", "kinds: must be a list of EventKind, not 'milestone'"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as watching:
+            await events_of(client, run.run_id, kinds=kinds)
+        with pytest.raises(InvalidArgumentError) as listing:
+            [event async for event in client.list_events(run.run_id, kinds=kinds)]  # type: ignore[arg-type]
+        assert watching.value.message == listing.value.message == said
+
+
 async def test_a_refused_event_is_raised_by_flush_and_the_events_around_it_are_stored(
     client: Client,
 ) -> None:

@@ -1137,7 +1137,7 @@ def watch_request(
     request = run_service_pb2.WatchRunRequest(
         run_id=run_id,
         after_seq=after_seq,
-        kinds=[int(k) for k in kinds or ()],  # type: ignore[misc]
+        kinds=[int(k) for k in event_kinds(kinds)],  # type: ignore[misc]
         keep_open=keep_open,
     )
     if heartbeat_interval is not None:
@@ -1242,7 +1242,23 @@ def payload_kind(event: event_pb2.RunEvent) -> EventKind | None:
 
 def event_kind_filter(kinds: Iterable[EventKind]) -> str:
     """The ListEvents filter for these kinds: ``kind = A OR kind = B``."""
-    return " OR ".join(f"kind = {EventKind(k).name}" for k in kinds)
+    return " OR ".join(f"kind = {k.name}" for k in event_kinds(kinds))
+
+
+def event_kinds(kinds: Iterable[EventKind] | None) -> tuple[EventKind, ...]:
+    """The kinds a watch or a listing keeps; InvalidArgumentError, naming the value, for one
+    that is not an EventKind (the CLI's "milestone" is ``EventKind.MILESTONE`` here)."""
+    if isinstance(kinds, (str, int)):
+        raise InvalidArgumentError(f"kinds: must be a list of EventKind, not {kinds!r}")
+    checked = []
+    for kind in kinds or ():
+        try:
+            checked.append(EventKind(kind))
+        except ValueError:
+            name = kind.upper() if isinstance(kind, str) else ""
+            hint = f" (EventKind.{name})" if name in EventKind.__members__ else ""
+            raise InvalidArgumentError(f"kinds: {kind!r} is not an EventKind{hint}") from None
+    return tuple(checked)
 
 
 def submit_decision_request(

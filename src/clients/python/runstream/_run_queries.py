@@ -72,7 +72,7 @@ class RunQueries:
         The history view: unlike ``watch`` it returns what is stored now and ends, live run
         or not. NotFoundError for an unknown run.
         """
-        kind_filter = list(kinds or ())
+        kind_filter = convert.event_kinds(kinds)
         page_token = ""
         while True:
             events, page_token = await self.list_events_page(

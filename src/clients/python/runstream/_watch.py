@@ -55,7 +55,7 @@ async def watch_run(
     reconnect_timeout: float | None,
 ) -> AsyncGenerator[Event, None]:
     """Yields the run's events after ``after_seq``, resuming across reconnects (see module)."""
-    kind_filter = tuple(kinds or ())
+    kind_filter = convert.event_kinds(kinds)
     cursor = after_seq
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
@@ -187,7 +187,8 @@ class RunWatching:
         Args:
             run_id: The run to watch.
             after_seq: Start after this seq: 0 for the whole log, the last seq seen to resume.
-            kinds: Deliver only these kinds of events (all when None or empty).
+            kinds: Deliver only these kinds of events (all when None or empty); a value that
+                is not an EventKind ("milestone") is InvalidArgumentError.
             heartbeat_interval: How long the stream may be idle before the server sends a
                 heartbeat (seconds or timedelta; the server's default when None).
             keep_open: Keep watching after the run's terminal event, until the caller stops.
