@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import runstream
 from runstream import _convert
 from runstream.v1 import decision_pb2, event_pb2, report_service_pb2, run_pb2
@@ -101,3 +104,22 @@ def test_event_kind_filter_names_kinds_the_way_list_events_parses_them() -> None
     kinds = [runstream.EventKind.STEP_PROGRESS, runstream.EventKind.MILESTONE]
     assert _convert.event_kind_filter(kinds) == "kind = STEP_PROGRESS OR kind = MILESTONE"
     assert _convert.event_kind_filter([]) == ""
+
+
+def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
+    """gRPC took each of these and failed only when connecting: a URL or an address without
+    a host was retried as UNAVAILABLE for the whole reconnect timeout, port 99999 dialled
+    34463, and an empty target logged C-core errors before failing UNKNOWN."""
+    for wrong, says in [
+        ("http://127.0.0.1:50051", "http:// is not a gRPC address"),
+        ("127.0.0.1:99999", "'127.0.0.1:99999': a port is 0 to 65535"),
+        ("127.0.0.1:50051/", "not a port: '50051/'"),
+        (":50051", "has no host"),
+        ("", "an empty address"),
+        ("my host:50051", "has a space"),
+        ("[::1]x", "is not [IPV6]:PORT"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            runstream.connect(wrong)
+    for right in ["localhost:50051", "[::1]:50051", "::1", "unix:/tmp/rs.sock", "example.com"]:
+        assert runstream.connect(right).target == right

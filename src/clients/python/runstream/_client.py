@@ -71,7 +71,10 @@ def connect(
     client.close()`` when done. The channel connects lazily, on the first call.
 
     Args:
-        target: The server's address, for example "127.0.0.1:50051".
+        target: The server's address, for example "127.0.0.1:50051" ("[::1]:50051", or a
+            gRPC URI such as "unix:/run/rs.sock"). A host without a port means gRPC's
+            default, 443, not the CLI's 50051. A URL, an empty address, one with a space or
+            without a host, or a port past 65535 raises ValueError saying so.
         metadata: gRPC metadata sent with every call. An ``authorization`` entry is held to
             the same rule as ``token`` (prefer ``token``: it refreshes).
         timeout: Deadline in seconds of each unary call (None: no deadline). Streams have none.

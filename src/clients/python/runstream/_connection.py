@@ -21,6 +21,7 @@ import grpc
 from runstream._auth import TokenProvider, auth_interceptors, check_token_transport
 from runstream._errors import FailedPreconditionError, error_from_rpc
 from runstream._retry import Backoff, is_retryable
+from runstream._target import check_target
 from runstream._tracing import trace_metadata
 from runstream.v1 import (
     decision_service_pb2_grpc,
@@ -68,7 +69,7 @@ class Connection:
         token: str | TokenProvider | None,
         insecure_token: bool = False,
     ) -> None:
-        self._target = target
+        self._target = check_target(target)
         if isinstance(metadata, Mapping):
             self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
         else:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
+
+from runstream._target import check_target, with_default_port
 
 __all__ = [
     "DEFAULT_PORT",
@@ -19,41 +20,15 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 50051
-_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
 
 
 def target_address(value: str) -> str:
     """A server address as gRPC takes it; a host without a port gets Runstream's 50051
     ("localhost" means localhost:50051, "[::1]" means [::1]:50051)."""
-    target = value.strip()
-    if not target:
-        raise argparse.ArgumentTypeError("an empty address; give HOST or HOST:PORT")
-    if target.startswith(_SCHEMES):
-        return target
-    if "://" in target:
-        scheme = target.split("://", 1)[0]
-        raise argparse.ArgumentTypeError(
-            f"{scheme}:// is not a gRPC address; give HOST:PORT (or dns:///HOST:PORT)"
-        )
-    if target.startswith("["):
-        return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
-    if target.count(":") > 1:  # a bare IPv6 address
-        try:
-            ipaddress.IPv6Address(target)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{value!r} is neither HOST:PORT nor an IPv6 address"
-            ) from None
-        return f"[{target}]:{DEFAULT_PORT}"
-    if any(c.isspace() for c in target):
-        raise argparse.ArgumentTypeError(f"{value!r} has a space; give HOST or HOST:PORT")
-    host, colon, number = target.partition(":")
-    if not host:
-        raise argparse.ArgumentTypeError(f"{value!r} has no host; give HOST or HOST:PORT")
-    if not colon or not number:
-        return f"{host}:{DEFAULT_PORT}"
-    port(number)
-    return target
+    try:
+        return with_default_port(check_target(value), DEFAULT_PORT)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def listen_address(value: str) -> str:

@@ -1,0 +1,62 @@
+"""Server addresses: a target is checked before anything connects.
+
+gRPC takes any string as a target and only fails when it connects: a URL, an address with a
+space or without a host is retried as UNAVAILABLE for the whole reconnect timeout, a port
+past 65535 wraps around (99999 dials 34463), and an empty target makes gRPC's C core log
+errors to stderr. :func:`check_target` says what is wrong at once instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["check_target", "with_default_port"]
+
+_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
+
+
+def check_target(value: str) -> str:
+    """The target, stripped, as gRPC takes it: HOST, HOST:PORT, [IPV6]:PORT, a bare IPv6
+    address, or a gRPC URI (``unix:``, ``dns:``, ...); ValueError saying what is wrong."""
+    target = value.strip()
+    if not target:
+        raise ValueError("an empty address; give HOST or HOST:PORT")
+    if target.startswith(_SCHEMES):
+        return target
+    if "://" in target:
+        scheme = target.split("://", 1)[0]
+        raise ValueError(f"{scheme}:// is not a gRPC address; give HOST:PORT (or dns:///HOST:PORT)")
+    if any(c.isspace() for c in target):
+        raise ValueError(f"{value!r} has a space; give HOST or HOST:PORT")
+    if target.startswith("["):
+        host, _, number = target[1:].partition("]")
+        if number and not number.startswith(":"):
+            raise ValueError(f"{value!r} is not [IPV6]:PORT")
+        number = number[1:]
+    elif target.count(":") > 1:  # a bare IPv6 address
+        try:
+            ipaddress.IPv6Address(target)
+        except ValueError:
+            raise ValueError(f"{value!r} is neither HOST:PORT nor an IPv6 address") from None
+        return target
+    else:
+        host, _, number = target.partition(":")
+    if not host:
+        raise ValueError(f"{value!r} has no host; give HOST or HOST:PORT")
+    if number and not number.isdigit():
+        raise ValueError(f"{value!r}: not a port: {number!r}")
+    if number and int(number) > 65535:
+        raise ValueError(f"{value!r}: a port is 0 to 65535")
+    return target
+
+
+def with_default_port(target: str, port: int) -> str:
+    """A checked target, with ``port`` when it names a host without one."""
+    if target.startswith(_SCHEMES):
+        return target
+    if target.startswith("["):
+        return target if "]:" in target else f"{target}:{port}"
+    if target.count(":") > 1:
+        return f"[{target}]:{port}"
+    host, colon, number = target.partition(":")
+    return target if colon and number else f"{host}:{port}"
