@@ -626,6 +626,25 @@ async def test_a_metric_that_is_no_number_is_refused_before_sending(
     assert stored.steps[0].metrics == {"score": 4.0}
 
 
+async def test_a_client_used_in_another_event_loop_says_so_and_goes_on_in_its_own(
+    client: Client,
+) -> None:
+    """A client made once and used by two asyncio.run() calls: the second raised
+    RuntimeError "Event loop is closed" from inside gRPC, with a RuntimeWarning about a
+    coroutine never awaited."""
+    run = await client.start_run("campaign")  # opens the channel in this loop
+
+    async def in_another_loop() -> str:
+        with pytest.raises(FailedPreconditionError) as raised:
+            await client.get_run(run.run_id)
+        return raised.value.message
+
+    said = await asyncio.to_thread(asyncio.run, in_another_loop())
+    assert said.startswith("the Runstream client was opened in another event loop")
+    assert (await client.get_run(run.run_id)).run_id == run.run_id
+    await run.close()
+
+
 async def test_a_closed_client_raises_a_runstream_error(server: RunstreamServer) -> None:
     """Everything the SDK raises is a RunstreamError: a call on a closed client too."""
     client = runstream.connect(server.target)

@@ -68,7 +68,9 @@ def connect(
     """A client for the Runstream server at ``target`` ("host:port").
 
     Use it as ``async with runstream.connect(target) as client:`` or call ``await
-    client.close()`` when done. The channel connects lazily, on the first call.
+    client.close()`` when done. The channel connects lazily, on the first call, and serves
+    the event loop of that call only: in another (a second ``asyncio.run()``) the client
+    raises FailedPreconditionError.
 
     Args:
         target: The server's address, for example "127.0.0.1:50051" ("[::1]:50051", or a

@@ -88,6 +88,8 @@ class Connection:
         overridden = {name for name, _ in options}
         self._options = [o for o in _CHANNEL_OPTIONS if o[0] not in overridden] + list(options)
         self._channel: grpc.aio.Channel | None = None
+        # The loop the channel was opened in: a grpc.aio channel works only there.
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Any: the generated *_pb2_grpc modules come without type stubs.
         self._run_stub: Any = None
         self._report_stub: Any = None
@@ -110,10 +112,17 @@ class Connection:
 
     def open(self) -> None:
         """Creates the channel and its stubs unless done already; FailedPreconditionError
-        once closed (the SDK raises only RunstreamErrors)."""
+        once closed, or in an event loop other than the one that opened it (the SDK raises
+        only RunstreamErrors)."""
         if self._closed:
             raise FailedPreconditionError("the Runstream client is closed")
+        if self._channel is not None and not self._in_its_loop():
+            raise FailedPreconditionError(
+                "the Runstream client was opened in another event loop (each asyncio.run() "
+                "has its own); connect in the loop that uses it"
+            )
         if self._channel is None:
+            self._loop = _running_loop()
             if self._credentials is None:
                 self._channel = grpc.aio.insecure_channel(
                     self._target, options=self._options, interceptors=self._interceptors
@@ -210,8 +219,20 @@ class Connection:
 
     async def close(self) -> None:
         self._closed = True
-        if self._channel is not None:
+        if self._channel is not None and self._in_its_loop():
             await self._channel.close(grace=None)
+
+    def _in_its_loop(self) -> bool:
+        """Whether the channel's loop is the running one (or either is unknown)."""
+        running = _running_loop()
+        return self._loop is None or running is None or running is self._loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a raw_*_service stub taken outside any loop
+        return None
 
 
 def raise_if_closed_under(what: str) -> None:
