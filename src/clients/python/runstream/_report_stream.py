@@ -373,7 +373,7 @@ class ReportStream:
                     return
                 await self._sleep(backoff.next_delay())
         except asyncio.CancelledError:
-            if not self._stopped and not self._draining and self.pending:
+            if self._cut_with_events_waiting():
                 await self._deliver_before_exit()
             raise
         except Exception as exc:  # A bug must surface to the caller, not hang flush().
@@ -382,6 +382,13 @@ class ReportStream:
             self._fail(crashed)
         finally:
             self._signal.fire()
+
+    def _cut_with_events_waiting(self) -> bool:
+        """Whether something other than the owner cancelled this task (not a call that the
+        channel's closing cancelled) while events wait to be delivered."""
+        task = asyncio.current_task()
+        cut = task is not None and task.cancelling() > 0
+        return cut and not self._stopped and not self._draining and self.pending > 0
 
     async def _deliver_before_exit(self) -> None:
         """Sends what waits, for up to EXIT_GRACE seconds, after something other than the
