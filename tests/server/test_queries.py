@@ -75,6 +75,26 @@ async def test_bad_filter_is_invalid_argument(stubs, bad) -> None:  # type: igno
     assert info.value.details().startswith("filter:")
 
 
+async def test_a_single_quoted_value_is_invalid_argument_saying_to_use_double_quotes(  # type: ignore[no-untyped-def]
+    stubs,
+) -> None:
+    """`workflow = 'campaign'`, as a Python user writes it, took the quotes as part of the
+    value and listed no runs, without a word."""
+    await create_run(stubs, workflow="campaign", labels={"team": "growth"})
+    for single, double in [
+        ("workflow = 'campaign'", 'workflow = "campaign"'),
+        ("labels.team = 'growth' AND status = PENDING", 'labels.team = "growth"'),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListRuns(rs.ListRunsRequest(filter=single))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().endswith(f"quote a value with double quotes, {double}")
+    assert (
+        len((await stubs.runs.ListRuns(rs.ListRunsRequest(filter="labels.team = o'brien"))).runs)
+        == 0
+    )
+
+
 async def test_page_tokens_are_checked(stubs) -> None:  # type: ignore[no-untyped-def]
     for i in range(3):
         await create_run(stubs, workflow="wf", run_id=f"r{i}")

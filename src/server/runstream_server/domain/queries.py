@@ -62,7 +62,15 @@ def parse_filter(text: str) -> RunFilter:
             )
         position = joiner.end() if joiner else match.end()
         name = match["field"]
-        value = match["quoted"] if match["quoted"] is not None else match["bare"]
+        bare = match["bare"]
+        if bare is not None and bare.startswith("'"):
+            # Taken as part of the value, single quotes matched nothing, without a word.
+            unquoted = bare.strip("'")
+            raise InvalidArgument(
+                "filter",
+                f'{name} = {bare}: quote a value with double quotes, {name} = "{unquoted}"',
+            )
+        value = match["quoted"] if match["quoted"] is not None else bare
         value = re.sub(r"\\(.)", r"\1", value)
         if name == "status":
             key = value.upper()
