@@ -111,7 +111,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runstream_server.app import (
         DRAIN_QUIET_PERIOD,
         ServerConfig,
-        describe_store,
         serve_forever,
         store_location,
     )
@@ -142,9 +141,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         otlp_endpoint=args.otlp_endpoint,
         max_connection_age=args.max_connection_age,
         max_connection_age_grace=args.max_connection_age_grace,
-    )
-    logging.getLogger("runstream.cli").info(
-        "starting Runstream server on %s with store %s", args.address, describe_store(config)
     )
     try:
         run_async(serve_forever(config))  # a StoreUnusable (an OSError) is one line, from main()
