@@ -226,6 +226,36 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_commands_with_closed_standard_streams_do_their_work(
+    server_process: ServerProcess,
+) -> None:
+    """`runstream runs >&-` (a cron line, a supervisor that closes stdout) was killed by
+    libuv's assertion, exit 134 and a core dump, and `health` raised a traceback: the
+    command's own exit status is what a script sees now."""
+    server_process.start()
+    target = server_process.target
+
+    def closed(redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", f'exec "$@" {redirect}', "sh", *CLI, *args, "--target", target],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+            check=False,
+        )
+
+    listed = closed(">&- <&-", "runs")
+    assert listed.returncode == 0, listed.stderr
+    health = closed(">&-", "health")
+    assert (health.returncode, health.stderr) == (0, "")
+    missing = closed(">&-", "get", "no-such-run")
+    assert missing.returncode == 1
+    assert missing.stderr == "runstream: not found: run 'no-such-run' not found\n"
+    unseen = closed(">/dev/null 2>&-", "get", "no-such-run")
+    assert unseen.returncode == 1
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

@@ -877,8 +877,27 @@ def _say_error(errors: Console, message: str) -> None:
     errors.print(message, style="red", soft_wrap=True, markup=False)
 
 
+def _fill_closed_standard_streams() -> None:
+    """Puts /dev/null where stdin, stdout or stderr is closed (`runstream runs >&-`, a
+    supervisor that closes them). Otherwise the next socket or pipe takes the free number,
+    and libuv aborts the process with an assertion (exit 134) when it closes it, while a
+    None ``sys.stdout`` made `health` fail with a traceback."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:  # the process's stream for its whole life
+                stream = open(fd, "r" if fd == 0 else "w", closefd=False)  # noqa: SIM115
+                setattr(sys, name, stream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `runstream` command; returns the exit code."""
+    _fill_closed_standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `runstream`: say what it can do
