@@ -155,6 +155,30 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
         await server.stop(grace=0.5)
 
 
+async def test_tls_files_grpc_could_not_use_are_refused_at_connect_naming_them(
+    tmp_path: Path,
+) -> None:
+    """gRPC took a key as the CA, logged its own errors on every attempt and failed each call
+    UNAVAILABLE, "Failed to create security handshaker", as if no server were there."""
+    pki = Pki.make(tmp_path / "pki")
+    for files, problem in [
+        ({"ca_file": pki.server_key}, f"the CA file {pki.server_key} holds no PEM certificate"),
+        (
+            {"ca_file": pki.ca_file, "client_cert": pki.client_key, "client_key": pki.client_key},
+            f"the client certificate {pki.client_key} and key {pki.client_key} are not",
+        ),
+        (
+            {"ca_file": pki.ca_file, "client_cert": pki.client_cert, "client_key": pki.server_key},
+            "are not a PEM certificate and its unencrypted private key",
+        ),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            runstream.connect("localhost:1", **files)
+        assert problem in str(refused.value)
+    async with runstream.connect("localhost:1", ca_file=pki.ca_file):  # the right files
+        pass
+
+
 async def test_tls_files_grpc_could_not_use_refuse_the_start_naming_them(tmp_path: Path) -> None:
     """gRPC says only that it could not create the server, which was taken for a busy port;
     the files are now checked before the store is opened, and named."""

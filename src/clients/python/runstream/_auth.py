@@ -20,6 +20,7 @@ import binascii
 import inspect
 import ipaddress
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -173,11 +174,40 @@ def channel_credentials(
         return None
     if (client_cert is None) != (client_key is None):
         raise ValueError("a client certificate needs its key, and a key its certificate")
+    _check_pem_files(ca_file, client_cert, client_key)
     return grpc.ssl_channel_credentials(
         root_certificates=Path(ca_file).read_bytes() if ca_file else None,
         private_key=Path(client_key).read_bytes() if client_key else None,
         certificate_chain=Path(client_cert).read_bytes() if client_cert else None,
     )
+
+
+def _check_pem_files(
+    ca_file: str | Path | None, client_cert: str | Path | None, client_key: str | Path | None
+) -> None:
+    """ValueError naming the file gRPC could not use. gRPC takes any bytes here, then logs
+    its own errors on every connection attempt and fails each call UNAVAILABLE, "Failed to
+    create security handshaker", which reads as a server that is down."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # judge the format, not the key's strength
+    if ca_file is not None:
+        pem = Path(ca_file).read_bytes().decode("ascii", "ignore")  # PEM is ASCII
+        try:
+            context.load_verify_locations(cadata=pem)
+        except (ssl.SSLError, ValueError):  # ValueError: nothing at all
+            raise ValueError(f"the CA file {ca_file} holds no PEM certificate") from None
+    if client_cert is not None and client_key is not None:
+        try:
+            context.load_cert_chain(client_cert, client_key, password=_no_password)
+        except (ssl.SSLError, ValueError):
+            raise ValueError(
+                f"the client certificate {client_cert} and key {client_key} are not a PEM "
+                "certificate and its unencrypted private key"
+            ) from None
+
+
+def _no_password() -> bytes:
+    raise ValueError("the key is encrypted")  # rather than OpenSSL asking on the terminal
 
 
 class PlaintextTokenError(ValueError):
