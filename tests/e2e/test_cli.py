@@ -522,6 +522,55 @@ async def test_runs_watch_follows_runs_as_they_start_and_finish(
         await watcher.wait()
 
 
+async def on_a_terminal(*args: str) -> asyncio.subprocess.Process:
+    """The CLI under script(1), which gives it a pseudo-terminal, so it draws live and reads
+    keys: what the test writes to script's stdin arrives as key presses."""
+    return await asyncio.create_subprocess_exec(
+        "script",
+        "-qec",
+        shlex.join([*CLI, *args]),
+        "/dev/null",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**ENV, "COLUMNS": "150", "LINES": "50", "TERM": "xterm-256color"},
+    )
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+async def test_runs_watch_on_a_terminal_says_when_the_server_stops_answering(
+    server_process: ServerProcess,
+) -> None:
+    """The live table said "live" all the while its server was frozen (its stream reconnects
+    without a word); now it says the connection is lost, and "live" again once it answers."""
+    server_process.start()
+    assert server_process.process is not None
+    table = await on_a_terminal("runs", "--watch", "--target", server_process.target)
+    assert table.stdout is not None
+    output = bytearray()
+
+    async def shows(text: bytes, after: int = 0) -> int:
+        assert table.stdout is not None
+        while (found := output.find(text, after)) < 0:
+            chunk = await asyncio.wait_for(table.stdout.read(4096), 60)
+            assert chunk, output.decode(errors="replace")
+            output.extend(chunk)
+        return found
+
+    try:
+        await shows(b"\xc2\xb7 live")
+        server_process.process.send_signal(signal.SIGSTOP)
+        lost = await shows(b"connection lost")
+        server_process.process.send_signal(signal.SIGCONT)
+        await shows(b"\xc2\xb7 live", after=lost)
+    finally:
+        server_process.process.send_signal(signal.SIGCONT)
+        if table.returncode is None:
+            table.kill()
+        await table.wait()
+    assert b"Traceback" not in output
+
+
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
 async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
     server_process: ServerProcess,
@@ -538,19 +587,7 @@ async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
             )
         )
         await run.flush()
-        command = shlex.join([*CLI, "watch", run.run_id, "--target", target, "--by", "ana"])
-        # script(1) gives the watcher a pseudo-terminal, so it draws live and reads keys;
-        # what the test writes to script's stdin arrives as key presses.
-        viewer = await asyncio.create_subprocess_exec(
-            "script",
-            "-qec",
-            command,
-            "/dev/null",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**ENV, "COLUMNS": "150", "LINES": "50", "TERM": "xterm-256color"},
-        )
+        viewer = await on_a_terminal("watch", run.run_id, "--target", target, "--by", "ana")
         assert viewer.stdin is not None and viewer.stdout is not None
         output = bytearray()
 
