@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import re
@@ -520,6 +521,43 @@ async def test_runs_watch_follows_runs_as_they_start_and_finish(
         if watcher.returncode is None:
             watcher.terminate()
         await watcher.wait()
+
+
+async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(
+    server_process: ServerProcess,
+) -> None:
+    """`runs --watch --json | head -1` printed "runstream: [Errno 32] Broken pipe" once head
+    had its line; now it ends without a word, as the tables do."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        await client.start_run("board")
+        read_end, write_end = os.pipe()
+        watcher = await asyncio.create_subprocess_exec(
+            *CLI,
+            "runs",
+            "--watch",
+            "--json",
+            "--target",
+            target,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=ENV,
+        )
+        os.close(write_end)
+        assert watcher.stderr is not None
+        try:
+            with os.fdopen(read_end, "rb") as reader:  # head: one line, then gone
+                first = await asyncio.wait_for(asyncio.to_thread(reader.readline), 60)
+            assert json.loads(first)["workflow"] == "board"
+            await client.start_run("board")  # a change to print, to no one
+            errors = await asyncio.wait_for(watcher.stderr.read(), 60)
+            assert await watcher.wait() == 1
+        finally:
+            if watcher.returncode is None:
+                watcher.kill()
+                await watcher.wait()
+    assert errors == b""
 
 
 async def on_a_terminal(*args: str) -> asyncio.subprocess.Process:

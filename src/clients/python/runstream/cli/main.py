@@ -926,6 +926,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _say_error(errors, f"runstream: {exc}")
         return 2
+    except BrokenPipeError:
+        # The reader went away (`runs --watch --json | head -5`): end quietly, as rich's
+        # console does for the tables, rather than "runstream: [Errno 32] Broken pipe".
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for exit's flush
+        return 1
     except (CliError, OSError) as exc:
         _say_error(errors, f"runstream: {exc}")
         return 1
