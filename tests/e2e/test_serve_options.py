@@ -156,6 +156,18 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     ]
 
 
+def test_drain_delay_takes_its_own_default_of_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--drain-delay 0`, the default its help names (a manifest's `${DRAIN_DELAY:-0}`), was
+    refused "must be greater than 0"."""
+    assert build_parser().parse_args(["serve", "--drain-delay", "0"]).drain_delay == 0
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--drain-delay", "-1"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "runstream serve: error: argument --drain-delay: must be 0 or more"
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [

@@ -30,7 +30,14 @@ import runstream
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
-from .args import listen_address, metrics_address, positive_float, positive_int, target_address
+from .args import (
+    listen_address,
+    metrics_address,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    target_address,
+)
 from .auth import (
     add_client_security,
     add_serve_security,
@@ -583,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--drain-delay",
-        type=positive_float,
+        type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="at SIGTERM, answer health checks NOT_SERVING but serve on for this long first, "
