@@ -128,25 +128,6 @@ async def test_tls_with_a_certificate_the_test_made(tmp_path: Path) -> None:
         await server.stop(grace=0.5)
 
 
-def test_tls_files_the_client_cannot_use_are_refused_at_connect_naming_them(
-    tmp_path: Path,
-) -> None:
-    """gRPC takes any bytes as a CA or a client certificate: a key given as the CA made every
-    call retry UNAVAILABLE for the reconnect timeout, then fail with "Failed to create
-    security handshaker", its C core logging errors to stderr all along."""
-    pki = Pki.make(tmp_path / "pki")
-    with pytest.raises(ValueError, match=f"ca_file {pki.server_key} holds no PEM certificate"):
-        runstream.connect("localhost:1", ca_file=pki.server_key)
-    for cert, key, problem in [
-        (pki.client_key, pki.client_key, "(unreadable as PEM)"),
-        (pki.client_cert, pki.server_key, "(the key is not the certificate's)"),
-    ]:
-        with pytest.raises(ValueError, match="are not a PEM certificate") as refused:
-            runstream.connect("localhost:1", client_cert=cert, client_key=key)
-        assert f"client_cert {cert} and client_key {key}" in str(refused.value)
-        assert problem in str(refused.value)
-
-
 async def test_mutual_tls_refuses_a_client_without_a_certificate(
     tmp_path: Path, keys: Keys
 ) -> None:
@@ -172,6 +153,32 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
                 await client.get_run(MISSING)
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_tls_files_grpc_could_not_use_are_refused_at_connect_naming_them(
+    tmp_path: Path,
+) -> None:
+    """gRPC took a key as the CA, logged its own errors on every attempt and failed each call
+    UNAVAILABLE, "Failed to create security handshaker", as if no server were there."""
+    pki = Pki.make(tmp_path / "pki")
+    for files, problem in [
+        ({"ca_file": pki.server_key}, f"the CA file {pki.server_key} holds no PEM certificate"),
+        (
+            {"ca_file": pki.ca_file, "client_cert": pki.client_key, "client_key": pki.client_key},
+            f"the client certificate {pki.client_key} and key {pki.client_key} are not a PEM "
+            "certificate and its unencrypted private key (unreadable as PEM)",
+        ),
+        (
+            {"ca_file": pki.ca_file, "client_cert": pki.client_cert, "client_key": pki.server_key},
+            "are not a PEM certificate and its unencrypted private key (the key is not the "
+            "certificate's)",
+        ),
+    ]:
+        with pytest.raises(ValueError) as refused:
+            runstream.connect("localhost:1", **files)
+        assert problem in str(refused.value)
+    async with runstream.connect("localhost:1", ca_file=pki.ca_file):  # the right files
+        pass
 
 
 async def test_tls_files_grpc_could_not_use_refuse_the_start_naming_them(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import queue
 import re
@@ -224,6 +225,36 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert target in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_commands_with_closed_standard_streams_do_their_work(
+    server_process: ServerProcess,
+) -> None:
+    """`runstream runs >&-` (a cron line, a supervisor that closes stdout) was killed by
+    libuv's assertion, exit 134 and a core dump, and `health` raised a traceback: the
+    command's own exit status is what a script sees now."""
+    server_process.start()
+    target = server_process.target
+
+    def closed(redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", f'exec "$@" {redirect}', "sh", *CLI, *args, "--target", target],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+            check=False,
+        )
+
+    listed = closed(">&- <&-", "runs")
+    assert listed.returncode == 0, listed.stderr
+    health = closed(">&-", "health")
+    assert (health.returncode, health.stderr) == (0, "")
+    missing = closed(">&-", "get", "no-such-run")
+    assert missing.returncode == 1
+    assert missing.stderr == "runstream: not found: run 'no-such-run' not found\n"
+    unseen = closed(">/dev/null 2>&-", "get", "no-such-run")
+    assert unseen.returncode == 1
 
 
 @pytest.mark.parametrize(
@@ -492,6 +523,92 @@ async def test_runs_watch_follows_runs_as_they_start_and_finish(
         await watcher.wait()
 
 
+async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(
+    server_process: ServerProcess,
+) -> None:
+    """`runs --watch --json | head -1` printed "runstream: [Errno 32] Broken pipe" once head
+    had its line; now it ends without a word, as the tables do."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        await client.start_run("board")
+        read_end, write_end = os.pipe()
+        watcher = await asyncio.create_subprocess_exec(
+            *CLI,
+            "runs",
+            "--watch",
+            "--json",
+            "--target",
+            target,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=ENV,
+        )
+        os.close(write_end)
+        assert watcher.stderr is not None
+        try:
+            with os.fdopen(read_end, "rb") as reader:  # head: one line, then gone
+                first = await asyncio.wait_for(asyncio.to_thread(reader.readline), 60)
+            assert json.loads(first)["workflow"] == "board"
+            await client.start_run("board")  # a change to print, to no one
+            errors = await asyncio.wait_for(watcher.stderr.read(), 60)
+            assert await watcher.wait() == 1
+        finally:
+            if watcher.returncode is None:
+                watcher.kill()
+                await watcher.wait()
+    assert errors == b""
+
+
+async def on_a_terminal(*args: str) -> asyncio.subprocess.Process:
+    """The CLI under script(1), which gives it a pseudo-terminal, so it draws live and reads
+    keys: what the test writes to script's stdin arrives as key presses."""
+    return await asyncio.create_subprocess_exec(
+        "script",
+        "-qec",
+        shlex.join([*CLI, *args]),
+        "/dev/null",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**ENV, "COLUMNS": "150", "LINES": "50", "TERM": "xterm-256color"},
+    )
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+async def test_runs_watch_on_a_terminal_says_when_the_server_stops_answering(
+    server_process: ServerProcess,
+) -> None:
+    """The live table said "live" all the while its server was frozen (its stream reconnects
+    without a word); now it says the connection is lost, and "live" again once it answers."""
+    server_process.start()
+    assert server_process.process is not None
+    table = await on_a_terminal("runs", "--watch", "--target", server_process.target)
+    assert table.stdout is not None
+    output = bytearray()
+
+    async def shows(text: bytes, after: int = 0) -> int:
+        assert table.stdout is not None
+        while (found := output.find(text, after)) < 0:
+            chunk = await asyncio.wait_for(table.stdout.read(4096), 60)
+            assert chunk, output.decode(errors="replace")
+            output.extend(chunk)
+        return found
+
+    try:
+        await shows(b"\xc2\xb7 live")
+        server_process.process.send_signal(signal.SIGSTOP)
+        lost = await shows(b"connection lost")
+        server_process.process.send_signal(signal.SIGCONT)
+        await shows(b"\xc2\xb7 live", after=lost)
+    finally:
+        server_process.process.send_signal(signal.SIGCONT)
+        if table.returncode is None:
+            table.kill()
+        await table.wait()
+    assert b"Traceback" not in output
+
+
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
 async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
     server_process: ServerProcess,
@@ -508,19 +625,7 @@ async def test_watch_on_a_terminal_answers_the_open_prompt_with_a_key(
             )
         )
         await run.flush()
-        command = shlex.join([*CLI, "watch", run.run_id, "--target", target, "--by", "ana"])
-        # script(1) gives the watcher a pseudo-terminal, so it draws live and reads keys;
-        # what the test writes to script's stdin arrives as key presses.
-        viewer = await asyncio.create_subprocess_exec(
-            "script",
-            "-qec",
-            command,
-            "/dev/null",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**ENV, "COLUMNS": "150", "LINES": "50", "TERM": "xterm-256color"},
-        )
+        viewer = await on_a_terminal("watch", run.run_id, "--target", target, "--by", "ana")
         assert viewer.stdin is not None and viewer.stdout is not None
         output = bytearray()
 

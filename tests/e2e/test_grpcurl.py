@@ -254,6 +254,19 @@ async def test_health_check_says_serving(server: RunstreamServer) -> None:
     assert answer == {"status": "SERVING"}
 
 
+async def test_health_check_of_a_misspelt_service_names_it(server: RunstreamServer) -> None:
+    """It was NOT_FOUND with an empty message, which reads like a broken server."""
+    grpcurl, *rest = recipe_argv("health", server.target)
+    argv = [grpcurl, "-d", '{"service": "runstream.v1.RunServce"}', *rest]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode != 0
+    assert "Code: NotFound" in stderr.decode()
+    assert "no service 'runstream.v1.RunServce' on this server" in stderr.decode()
+
+
 async def test_get_run_shows_the_derived_snapshot(server: RunstreamServer, runs: Runs) -> None:
     argv = recipe_argv("get-run", server.target, runs.finished_id)
     [answer] = json_messages(await run_grpcurl(argv))

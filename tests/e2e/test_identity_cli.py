@@ -186,6 +186,20 @@ def test_client_commands_refuse_a_token_in_clear_beyond_loopback(
     assert cli("runs", "--target", f"localhost:{server.port}", "--token", token).returncode == 0
 
 
+def test_a_ca_file_that_is_no_certificate_is_named_not_taken_for_a_server_down(
+    tmp_path: Path,
+) -> None:
+    not_a_certificate = tmp_path / "key.pem"
+    not_a_certificate.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    target = f"127.0.0.1:{free_port()}"
+    for command in ("runs", "health"):  # health, the image's check, builds its own channel
+        result = cli(command, "--target", target, "--ca-file", str(not_a_certificate))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"runstream: TLS options: the CA file {not_a_certificate} holds no PEM certificate"
+        ]
+
+
 def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:
     result = cli("serve", "--address", "0.0.0.0:0", "--store", str(tmp_path / "r.db"))
     assert result.returncode == 1

@@ -232,10 +232,13 @@ class RunstreamServer:
     async def start(self) -> None:
         config = self.config
         check_exposure(config.address, config.security)
+        # Before the store exists and before "starting" is logged: an address it cannot
+        # listen on is the one line `serve` prints, and creates nothing.
+        check_addresses(config)
+        log.info("starting on %s with store %s", config.address, describe_store(config))
         rejections = RejectionLog()
         interceptors = auth_interceptors(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
-        check_addresses(config)  # before the store exists: what cannot listen creates nothing
         created = store_files_to_create(config)
         self.telemetry = telemetry
         self._store = ObservedStore(open_store(config), telemetry)

@@ -194,7 +194,7 @@ def _check_tls_files(
         try:
             context.load_verify_locations(cadata=Path(ca_file).read_text(errors="replace"))
         except (ssl.SSLError, TypeError):  # TypeError: not text at all
-            raise ValueError(f"ca_file {ca_file} holds no PEM certificate") from None
+            raise ValueError(f"the CA file {ca_file} holds no PEM certificate") from None
     if client_cert and client_key:
         try:
             context.load_cert_chain(client_cert, client_key, password=_no_password)
@@ -204,7 +204,7 @@ def _check_tls_files(
             else:
                 reason = str(exc)
             raise ValueError(
-                f"client_cert {client_cert} and client_key {client_key} are not a PEM "
+                f"the client certificate {client_cert} and key {client_key} are not a PEM "
                 f"certificate and its unencrypted private key ({reason})"
             ) from None
 

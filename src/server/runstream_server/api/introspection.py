@@ -1,7 +1,8 @@
 """What ops tools ask a server about itself: grpc.health.v1 and server reflection.
 
-Both come from their gRPC packages, with five gaps filled: the health servicer answers
+Both come from their gRPC packages, with six gaps filled: the health servicer answers
 ``List`` (reflection lists the method; the package's async servicer answered UNIMPLEMENTED);
+its ``Check`` of an unknown service says which name it did not find;
 its ``Watch`` streams end at shutdown once they have sent NOT_SERVING (the package's waited
 for the next change for good, so one open Watch, a load balancer's or a probe's, held the
 server's stop for its whole grace); ``Watch`` streams are capped per server (health needs no
@@ -47,6 +48,21 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
         super().__init__()
         self.max_watches = max_watches
         self._watches = 0
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
+        """The service's status; NOT_FOUND naming the service for one never set (the
+        package's NOT_FOUND said nothing, so a misspelt name read like a broken server)."""
+        status = self._server_status.get(request.service)
+        if status is None:
+            name = request.service
+            shown = repr(name if len(name) <= 100 else name[:100] + "...")  # no token needed
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"service: no service {shown} on this server; Health/List names them",
+            )
+        return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
         """The service's status, then each change of it, as the package's ``Watch`` sends

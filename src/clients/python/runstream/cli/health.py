@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .._auth import channel_credentials
 from .args import positive_float
 from .errors import CliError, UsageError
 
@@ -67,11 +68,11 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
         name = certificate_name(Path(args.tls_cert))
         if name is not None and name != _host(args.target):
             options.append(("grpc.ssl_target_name_override", name))
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(roots).read_bytes() if roots else None,
-        private_key=Path(args.client_key).read_bytes() if args.client_key else None,
-        certificate_chain=Path(args.client_cert).read_bytes() if args.client_cert else None,
-    )
+    try:
+        credentials = channel_credentials(roots, args.client_cert, args.client_key)
+    except ValueError as exc:  # files gRPC could not use, named before anything connects
+        raise CliError(f"TLS options: {exc}") from None
+    assert credentials is not None  # a CA or a client certificate was given
     return grpc.secure_channel(args.target, credentials, options=options)
 
 

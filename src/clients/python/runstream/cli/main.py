@@ -30,7 +30,14 @@ import runstream
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
-from .args import listen_address, metrics_address, positive_float, positive_int, target_address
+from .args import (
+    listen_address,
+    metrics_address,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    target_address,
+)
 from .auth import (
     add_client_security,
     add_serve_security,
@@ -111,7 +118,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runstream_server.app import (
         DRAIN_QUIET_PERIOD,
         ServerConfig,
-        describe_store,
         serve_forever,
         store_location,
     )
@@ -142,9 +148,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         otlp_endpoint=args.otlp_endpoint,
         max_connection_age=args.max_connection_age,
         max_connection_age_grace=args.max_connection_age_grace,
-    )
-    logging.getLogger("runstream.cli").info(
-        "starting Runstream server on %s with store %s", args.address, describe_store(config)
     )
     try:
         run_async(serve_forever(config))  # a StoreUnusable (an OSError) is one line, from main()
@@ -587,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--drain-delay",
-        type=positive_float,
+        type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="at SIGTERM, answer health checks NOT_SERVING but serve on for this long first, "
@@ -881,8 +884,27 @@ def _say_error(errors: Console, message: str) -> None:
     errors.print(message, style="red", soft_wrap=True, markup=False)
 
 
+def _fill_closed_standard_streams() -> None:
+    """Puts /dev/null where stdin, stdout or stderr is closed (`runstream runs >&-`, a
+    supervisor that closes them). Otherwise the next socket or pipe takes the free number,
+    and libuv aborts the process with an assertion (exit 134) when it closes it, while a
+    None ``sys.stdout`` made `health` fail with a traceback."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:  # the process's stream for its whole life
+                stream = open(fd, "r" if fd == 0 else "w", closefd=False)  # noqa: SIM115
+                setattr(sys, name, stream)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `runstream` command; returns the exit code."""
+    _fill_closed_standard_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # bare `runstream`: say what it can do
@@ -911,6 +933,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _say_error(errors, f"runstream: {exc}")
         return 2
+    except BrokenPipeError:
+        # The reader went away (`runs --watch --json | head -5`): end quietly, as rich's
+        # console does for the tables, rather than "runstream: [Errno 32] Broken pipe".
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for exit's flush
+        return 1
     except (CliError, OSError) as exc:
         _say_error(errors, f"runstream: {exc}")
         return 1

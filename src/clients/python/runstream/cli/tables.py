@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +28,7 @@ from .fmt import (
     enum_name,
     estimate_text,
     eta_clock,
+    format_clock,
     format_duration,
     format_metric,
     health_text,
@@ -40,6 +43,7 @@ from .fmt import (
     step_status_text,
     viewers_text,
 )
+from .render import HEARTBEAT_SECONDS, LOST_AFTER
 from .view import RunView
 
 T = TypeVar("T")
@@ -482,6 +486,19 @@ async def watch_runs(
         return
 
     connected = False  # until the server's first answer the table knows of no runs at all
+    # The stream reconnects on its own and says nothing while it does, so the table asks the
+    # server about its filter every heartbeat: "live" only while one of the two answers.
+    heard = time.monotonic()
+
+    def state() -> tuple[str, str]:
+        silent = time.monotonic() - heard
+        if not connected:
+            return "  · connecting…", "grey50"
+        if silent > LOST_AFTER:
+            return f"  · {len(runs)} · connection lost {format_clock(silent)}, reconnecting…", (
+                "bold red"
+            )
+        return f"  · {len(runs)} · live", "grey50"
 
     def table() -> RenderableType:
         ordered = sorted(
@@ -489,23 +506,31 @@ async def watch_runs(
             key=lambda r: r.create_time or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )
-        title = Text.assemble(
-            ("Runs", "bold"),
-            (f"  {filter}" if filter else "  all", "grey62"),
-            (f"  · {len(ordered)} · live" if connected else "  · connecting…", "grey50"),
-        )
+        title = Text.assemble(("Runs", "bold"), (f"  {filter}" if filter else "  all", "grey62"))
+        title.append(*state())
         if not connected:
             return Group(title, Text("Waiting for the server", style="grey62"))
         if not ordered:
             return Group(title, Text("No runs yet", style="grey62"))
         return Group(title, runs_table(ordered, console.width))
 
+    async def probe() -> None:
+        nonlocal heard
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            with contextlib.suppress(runstream.RunstreamError, TimeoutError):
+                async with asyncio.timeout(LOST_AFTER):
+                    await client.list_runs_page(filter, page_size=1)
+                heard = time.monotonic()
+
     with Live(table(), console=console, auto_refresh=False) as view:
         updates = client.watch_runs(filter)
         ticker = asyncio.create_task(_tick(view, table))
+        prober = asyncio.create_task(probe())
         try:
             async for update in updates:
                 connected = True
+                heard = time.monotonic()
                 if update.initial:
                     runs = {}
                 for run in update.runs:
@@ -513,6 +538,7 @@ async def watch_runs(
                 view.update(table(), refresh=True)
         finally:
             ticker.cancel()
+            prober.cancel()
             await updates.aclose()
 
 
