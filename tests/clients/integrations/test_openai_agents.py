@@ -421,3 +421,46 @@ async def test_each_turn_of_a_chat_with_a_new_processor_is_a_new_step_also_after
         ("Bot-2", "Bot", "SUCCEEDED"),
         ("Bot-3", "Bot", "SUCCEEDED"),
     ]
+
+
+class WaitingModel(CannedModel):
+    """A model call that never answers; ``called`` is set once the agent waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__("waiting", [])
+        self.called = asyncio.Event()
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        self.called.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_producer_stopped_mid_agent_completes_no_step_and_the_run_ends_cancelled(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    """Ctrl-C (the producer's task cancelled) while an agent waits on its model: the SDK ends
+    the agent's span without an error on the way out, which is no reason to call the agent's
+    step completed. The run ends cancelled and so does the step."""
+    model = WaitingModel()
+    agent = Agent(name="Writer", model=model)
+
+    async def produce(run: runstream.RunReporter) -> None:
+        async with run, runstream_trace(run):
+            await Runner.run(agent, "Where is my order?")
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("stopped-agent")
+        producer = asyncio.create_task(produce(run))
+        await model.called.wait()
+        producer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await producer
+        events = [e async for e in client.list_events(run.run_id)]
+        steps = await client.list_steps(run.run_id)
+        final = await client.get_run(run.run_id)
+
+    assert EventKind.STEP_COMPLETED not in [e.kind for e in events]
+    assert [(s.step_id, s.status.name) for s in steps] == [("Writer", "FAILED")]
+    assert steps[0].error is not None and steps[0].error.code == "RUN_CANCELLED"
+    assert final.status.name == "CANCELLED"

@@ -22,7 +22,8 @@ What becomes what (the SDK's spans, as they start and end):
 
 - an agent span is a step named after the agent (StepStarted, then StepCompleted, or
   StepFailed with the span's error); an agent that runs again later is a new step,
-  ``Writer-2``.
+  ``Writer-2``. A producer stopped mid-agent (Ctrl-C, its task cancelled) completes and fails
+  nothing: the run ends cancelled, which closes the step.
 - a generation span (or a response span, from the Responses API) is a ModelAllocation of the
   model for the agent (once per agent and model), its assistant text a TextDelta of the agent,
   and its token usage run-level metrics: ``input_tokens``, ``output_tokens`` and
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -78,6 +80,8 @@ from runstream.integrations._run_calls import RunCalls  # noqa: E402
 __all__ = ["RunstreamProcessor", "runstream_trace"]
 
 _TOKEN_FIELDS = ("input_tokens", "output_tokens")
+# What stops the producer rather than an agent failing; the SDK ends its spans as either passes.
+_STOPPED = (asyncio.CancelledError, KeyboardInterrupt)
 
 
 @dataclass
@@ -166,6 +170,14 @@ class RunstreamProcessor(TracingProcessor):
 
     def _span_ended(self, span: Span[Any]) -> None:
         data = span.span_data
+        if isinstance(sys.exc_info()[1], _STOPPED):
+            # The producer was stopped (Ctrl-C, its task cancelled) and the SDK ends its spans
+            # on the way out, without an error: the agent did not finish, nor did its tool or
+            # model call. Its step stays running, and the run's end (cancelled, as
+            # ``async with run:`` reports it) closes it, as an operator's cancel does.
+            self._agents.pop(span.span_id, None)
+            self._parents.pop(span.span_id, None)
+            return
         error = _error_text(span.error)
         if isinstance(data, AgentSpanData):
             self._agent_ended(span.span_id, error)
