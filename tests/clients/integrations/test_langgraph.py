@@ -1350,3 +1350,31 @@ async def test_a_model_calls_own_retries_are_error_recoveries_of_its_agent(
     assert [r.error_message for r in recoveries] == errors  # type: ignore[union-attr]
     assert [(t.agent_id, t.delta, t.final) for t in _texts(events)] == [("ask", "ready", True)]
     assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]
+
+
+async def test_a_handler_made_on_a_worker_thread_takes_the_runs_loop_as_its_error_says(
+    server: RunstreamServer,
+) -> None:
+    """Code on a worker thread (no running loop) that makes a handler is told to pass the
+    run's loop; doing so, a chain run on that thread reports its step to the run."""
+    chain = RunnableLambda(str.upper).with_config(run_name="shout")
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langchain-thread")
+        loop = asyncio.get_running_loop()
+        async with run:
+            with pytest.raises(RuntimeError, match="pass loop=") as refused:
+                await asyncio.to_thread(RunstreamCallbackHandler, run)
+            assert "event loop" in str(refused.value)
+
+            def shout_on_thread() -> tuple[str, RunstreamCallbackHandler]:
+                handler = RunstreamCallbackHandler(run, loop=loop)
+                return str(chain.invoke("hello", {"callbacks": [handler]})), handler
+
+            shouted, handler = await asyncio.to_thread(shout_on_thread)
+            await handler.flush()
+            await run.complete()
+        steps = await client.list_steps(run.run_id)
+
+    assert shouted == "HELLO"
+    assert [(s.step_id, s.status.name) for s in steps] == [("shout", "SUCCEEDED")]

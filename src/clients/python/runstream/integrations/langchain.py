@@ -79,9 +79,11 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             interrupt's own ``timeout`` wins.
         resume_value: What the graph resumes with, from the closed decision; by default the
             chosen option as the interrupt gave it (None when skipped or timed out).
+        loop: The event loop the run belongs to; by default the running loop, so create the
+            handler in async code, or pass the run's loop when creating it on another thread.
 
-    Create it in async code, on the loop that runs the run: callbacks that LangChain runs on
-    worker threads are reported on that loop, in the order they happened.
+    Callbacks that LangChain runs on worker threads are reported on the run's loop, in the
+    order they happened.
     """
 
     # LangChain calls the on_* methods by name; each hands its callback to the part that
@@ -95,10 +97,11 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         default_options: Sequence[str] = _DEFAULT_OPTIONS,
         decision_timeout: float | None = None,
         resume_value: Callable[[DecisionResult], Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__()
         self._run = run
-        self._calls = RunCalls(run)
+        self._calls = RunCalls(run, loop)
         self._steps = ChainSteps(self._calls, agent)
         self._models = ModelCalls(self._calls, self._steps)
         self._tools = ToolCalls(self._calls, self._steps)
