@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import tracemalloc
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -503,3 +505,26 @@ async def test_runstream_agui_command_serves_until_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("host", ["::1", "::"])
+async def test_a_bridge_on_ipv6_gives_a_url_that_parses_and_opens(
+    client: runstream.Client, host: str
+) -> None:
+    """``runstream agui --address [::1]:8090`` prints ``bridge.url()``: an IPv6 host must be
+    in brackets (RFC 3986; curl and browsers refuse it bare) and the wildcard on loopback."""
+    run_id = await produce(client)
+    async with AguiBridge(client, host=host, port=0) as ipv6:
+        url = ipv6.url(run_id)
+        parsed = urllib.parse.urlsplit(url)
+        assert (parsed.hostname, parsed.port) == ("::1", ipv6.port)
+
+        def read() -> list[str]:
+            with urllib.request.urlopen(url, timeout=10) as stream:
+                return [line.decode() for line in stream if line.startswith(b"data: ")]
+
+        lines = await asyncio.to_thread(read)
+
+    types = [AGUI_EVENT.validate_json(line.removeprefix("data: ")).type.value for line in lines]
+    assert types[0] == "RUN_STARTED"
+    assert types[-1] == "RUN_FINISHED"

@@ -108,7 +108,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         try:
             await bridge.start()
         except OSError as exc:
-            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise CliError(f"cannot listen on {args.address}: {exc.strerror or exc}") from exc
         print(f"AG-UI bridge for {target}: {bridge.url()}", flush=True)
         try:
             await stop.wait()

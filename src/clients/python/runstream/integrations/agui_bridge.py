@@ -135,9 +135,9 @@ class AguiBridge:
         return self._port
 
     def url(self, run_id: str = "RUN_ID") -> str:
-        """The stream's URL for ``run_id``."""
-        host = "127.0.0.1" if self._host in ("", "0.0.0.0") else self._host
-        return f"http://{host}:{self._port}/runs/{run_id}/events"
+        """The stream's URL for ``run_id``, on loopback when the bridge listens on every
+        address."""
+        return f"http://{_url_host(self._host)}:{self._port}/runs/{run_id}/events"
 
     async def start(self) -> None:
         """Binds and starts accepting connections (OSError when the port is taken)."""
@@ -368,6 +368,15 @@ class AguiBridge:
         writer.write(_head(status, reason, extra))
         writer.write(payload)
         await writer.drain()
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL holds it: a wildcard as loopback, an IPv6 address in brackets."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _seen_to_the_end(run: runstream.Run, cursor: Cursor) -> bool:
