@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -35,7 +35,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
-from langgraph.types import interrupt
+from langgraph.types import Command, interrupt
 from runstream import ActivityType, DecisionPrompt, EventKind
 from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
@@ -97,6 +97,18 @@ def build_graph() -> Any:
     graph.add_edge("tools", "write")
     graph.add_edge("write", END)
     return graph.compile(checkpointer=InMemorySaver())
+
+
+def linear_graph(*nodes: Callable[[State], Awaitable[State]]) -> Any:
+    """A graph that runs ``nodes`` one after another, each named after its function."""
+    graph = StateGraph(State)
+    previous = START
+    for node in nodes:
+        graph.add_node(node.__name__, node)
+        graph.add_edge(previous, node.__name__)
+        previous = node.__name__
+    graph.add_edge(previous, END)
+    return graph
 
 
 async def answer_first_question(client: runstream.Client, run_id: str, choice: str) -> None:
@@ -565,12 +577,7 @@ async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamSe
         entered.append("second")
         return {"summary": "done"}
 
-    graph = StateGraph(State)
-    graph.add_node("first", first)
-    graph.add_node("second", second)
-    graph.add_edge(START, "first")
-    graph.add_edge("first", "second")
-    graph.add_edge("second", END)
+    graph = linear_graph(first, second)
 
     async with runstream.connect(server.target) as client:
         run = await client.start_run("langgraph-pause")
@@ -1378,3 +1385,46 @@ async def test_a_handler_made_on_a_worker_thread_takes_the_runs_loop_as_its_erro
 
     assert shouted == "HELLO"
     assert [(s.step_id, s.status.name) for s in steps] == [("shout", "SUCCEEDED")]
+
+
+async def test_a_graph_resumed_with_a_new_handler_finishes_the_interrupted_step(
+    server: RunstreamServer,
+) -> None:
+    """A web app: one request runs the graph to its interrupt(), the next resumes it with
+    Command(resume=...), each request with its own handler. The node that asked is one step,
+    finished by the resumed run, not a second step beside one left running."""
+
+    async def draft(state: State) -> State:
+        return {"summary": "draft"}
+
+    async def review(state: State) -> State:
+        return {"tone": interrupt("Publish the draft?")}
+
+    app = linear_graph(draft, review).compile(checkpointer=InMemorySaver())
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-two-requests")
+        thread: Any = {"configurable": {"thread_id": run.run_id}}
+        async with run:
+            first = RunstreamCallbackHandler(run)
+            asked = await app.ainvoke({}, {**thread, "callbacks": [first]})
+            await first.flush()
+            assert "__interrupt__" in asked
+            second = RunstreamCallbackHandler(run)
+            done = await app.ainvoke(Command(resume="publish"), {**thread, "callbacks": [second]})
+            await second.flush()
+            await run.complete()
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert done["tone"] == "publish"
+    step_events = [
+        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
+    ]
+    assert step_events == [
+        ("STEP_STARTED", "draft"),
+        ("STEP_COMPLETED", "draft"),
+        ("STEP_STARTED", "review"),
+        ("STEP_COMPLETED", "review"),
+    ]

@@ -75,6 +75,10 @@ class StepIds:
         self._reserved: set[str] = set()
         self.finished_before = frozenset(finished_before)
         """The run's steps that had finished (cannot start again) when its StepIds was made."""
+        self.interrupted: dict[str, str] = {}
+        """Steps that a LangGraph node left running when ``interrupt()`` stopped it, by the
+        node's checkpoint namespace: the graph resumed with a new handler (a web app's next
+        request) finishes the same step."""
 
     @classmethod
     def of(cls, run: RunReporter) -> StepIds:

@@ -113,9 +113,10 @@ class ChainSteps:
         self._step_ids = StepIds.of(calls.run)
         self._roots: dict[UUID, _Root] = {}
         self._steps: dict[UUID, _StepRun] = {}
-        # Steps a node left running when interrupt() stopped it, and steps whose node failed
-        # (a retry policy may run it again), by the node's checkpoint namespace.
-        self._interrupted: dict[str, str] = {}
+        # Steps a node left running when interrupt() stopped it (shared by the run's handlers:
+        # the graph may resume with another), and steps whose node failed (a retry policy may
+        # run it again), by the node's checkpoint namespace.
+        self._interrupted = self._step_ids.interrupted
         self._failed: dict[str, _Failure] = {}
         # The latest error of a child of each run: a RunnableRetry's failed attempt.
         self._child_errors: dict[UUID, str] = {}

@@ -12,10 +12,11 @@ or, without the interrupt loop, ``config={"callbacks": [handler]}`` on any ``ain
   it starts, StepCompleted when it ends, StepFailed with the error when it raises (not when
   the producer is stopped: Ctrl-C cancels the run, which closes the step). A node that
   runs again later (a loop, the graph's next invocation on the run, also through another
-  handler) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays
-  running and carries on as the same step when the graph resumes. A graph run again from its
-  start on a run that finished some of its steps before (a producer restarted without its
-  checkpoints, ``attach_run``) replays those nodes: their steps are not started again.
+  handler) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays running and
+  carries on as the same step when the graph resumes (also through another handler). A graph
+  run again from its start on a run that finished some of its steps before (a producer
+  restarted without its checkpoints, ``attach_run``) replays those nodes: their steps are not
+  started again.
 - LLM tokens (``on_llm_new_token``) are TextDelta events of the node's agent, one message per
   model call, closed with a final delta; a model call that did not stream reports its text as
   one final delta.
