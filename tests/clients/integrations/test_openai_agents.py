@@ -464,3 +464,25 @@ async def test_a_producer_stopped_mid_agent_completes_no_step_and_the_run_ends_c
     assert [(s.step_id, s.status.name) for s in steps] == [("Writer", "FAILED")]
     assert steps[0].error is not None and steps[0].error.code == "RUN_CANCELLED"
     assert final.status.name == "CANCELLED"
+
+
+async def test_agents_streamed_after_their_block_ended_are_named_in_a_warning(
+    server: RunstreamServer, processors: list[RunstreamProcessor], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runner.run_streamed begun inside ``runstream_trace`` but read after the block: its
+    agents run after the block ended and are not reported. The user hears why, once."""
+    agent = Agent(name="Writer", model=CannedModel("canned-writer", [[message("Shipped.")]]))
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("streamed-late")
+        async with run:
+            async with runstream_trace(run):
+                streamed = Runner.run_streamed(agent, "Where is my order?")
+            async for _ in streamed.stream_events():
+                pass
+            await run.complete(summary=str(streamed.final_output))
+        steps = await client.list_steps(run.run_id)
+
+    assert steps == []
+    late = [r for r in caplog.records if "after their runstream_trace block" in r.getMessage()]
+    assert [(r.levelname, run.run_id in r.getMessage()) for r in late] == [("WARNING", True)]
+    assert "stream_events()" in late[0].getMessage()

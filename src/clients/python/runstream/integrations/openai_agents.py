@@ -11,7 +11,8 @@ and nothing else: two runs reported at once in one process (``asyncio.gather``) 
 their own agents' spans. It registers one process-wide processor with the SDK the first time
 (``add_trace_processor``, beside the SDK's own exporter; again if ``set_trace_processors``
 replaced it since), so processors do not pile up, and it waits on leaving the block until
-everything is reported; a run that finished gets nothing more.
+everything is reported; a run that finished gets nothing more. Agents that run on after the
+block (``Runner.run_streamed`` read after it) are not reported, and a WARNING says so.
 
 A ``RunstreamProcessor`` registered with the SDK directly (``add_trace_processor`` or
 ``set_trace_processors``) sees every trace in the process for as long as the process runs
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -78,6 +80,8 @@ from runstream._types import ActivityType, Severity  # noqa: E402
 from runstream.integrations._run_calls import RunCalls  # noqa: E402
 
 __all__ = ["RunstreamProcessor", "runstream_trace"]
+
+_log = logging.getLogger("runstream.integrations")
 
 _TOKEN_FIELDS = ("input_tokens", "output_tokens")
 # What stops the producer rather than an agent failing; the SDK ends its spans as either passes.
@@ -119,6 +123,7 @@ class RunstreamProcessor(TracingProcessor):
         self._tokens = dict.fromkeys(_TOKEN_FIELDS, 0.0)
         self._model_calls = 0
         self._closed = False  # set when its runstream_trace block ended: reports nothing more
+        self._warned_late = False  # whether it said that agents ran after its block ended
 
     @property
     def run(self) -> RunReporter:
@@ -355,10 +360,24 @@ class _Router(TracingProcessor):
     def on_span_start(self, span: Span[Any]) -> None:
         with self._lock:
             processor = _BOUND.get() or self._traces.get(span.trace_id)
-            if processor is None or processor._closed:
+            if processor is None:
                 return
-            self._spans[span.span_id] = processor
-        processor._span_started(span)
+            closed = processor._closed
+            if not closed:
+                self._spans[span.span_id] = processor
+            first_late = closed and not processor._warned_late
+            processor._warned_late = processor._warned_late or closed
+        if not closed:
+            processor._span_started(span)
+        elif first_late:
+            # A task begun in the block runs on after it: Runner.run_streamed's events
+            # consumed after the block, most likely. Its agents would vanish without a word.
+            _log.warning(
+                "agents ran after their runstream_trace block for run %s ended and are not "
+                "reported: keep them inside the block (for Runner.run_streamed, read "
+                "stream_events() there)",
+                processor.run.run_id,
+            )
 
     def on_span_end(self, span: Span[Any]) -> None:
         with self._lock:
