@@ -4,7 +4,8 @@ What a person sees is what is checked: the demo run reaching 100 % on screen wit
 done, a decision answered by clicking one of its buttons, an answer that fails while the
 server is away said in words and cleared by a later answer, and a page that carries on after
 Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice,
-and a run whose log retention removed opening from its snapshot as ended.
+a run whose log retention removed opening from its snapshot as ended, and a run opened while
+its server is frozen saying "Reconnecting…" until the server answers again.
 Screenshots go to test-artifacts/ (one per scene) for a human to look at.
 """
 
@@ -25,7 +26,7 @@ from runstream import ActivityType, StepSpec
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.runs import Retention
 
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, ServerProcess
 
 from .conftest import Web, dashboard
 from .web_support import browser, require_chromium
@@ -356,3 +357,27 @@ async def test_a_run_whose_log_retention_removed_opens_ended_from_its_snapshot(
             assert "removed by the retention policy" in title, title
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_run_opened_while_its_server_is_frozen_reconnects_until_the_server_answers(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    """A stopped server (SIGSTOP) answers nothing and drops nothing: the page's GetRun waited
+    on it, at "Connecting…", until Envoy's keepalive gave up on the server 50 s later. Now the
+    call has a deadline: the page says "Reconnecting…", keeps trying, and is live once the
+    server answers again."""
+    require_chromium()
+    server_process.start()
+    assert server_process.process is not None
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("frozen", steps=[StepSpec("draft", "Draft")])
+        await run.flush()
+        async with dashboard(server_process.target, tmp_path) as web, browser() as page:
+            server_process.process.send_signal(signal.SIGSTOP)
+            try:
+                await page.goto(web.run_url(run.run_id))
+                await page.wait(f"{CONNECTION} === 'reconnecting'", within=30)
+            finally:
+                server_process.process.send_signal(signal.SIGCONT)
+            await page.wait(f"{CONNECTION} === 'live' && {run_view_is('RUNNING')}", within=30)
+        await run.close()

@@ -5,7 +5,7 @@
 //   node scripts/build.mjs --node-test     test/node-client.test.ts -> dist/node-client.test.mjs
 //
 // The bundle is committed so that `runstream dashboard` works from a Python-only install
-// (no Node at run time); the output is deterministic, and tests/contract/test_web_bundle.py
+// (no Node at run time); the output is deterministic, and tests/contract/test_web.py
 // fails when rebuilding it changes a byte.
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";

@@ -44,8 +44,16 @@ export async function resolveBaseUrl(): Promise<string> {
   return location.origin;
 }
 
+/**
+ * How long a unary call (GetRun, ListRuns, SubmitDecision, ...) may take. Without it a frozen
+ * server (a stopped process, a dead connection that gave no error) held the call, and with
+ * it the page's reconnect, for ever; with it the call ends DEADLINE_EXCEEDED and the page
+ * retries as after any lost connection. Streams opt out with `timeoutMs: 0`.
+ */
+export const CALL_TIMEOUT_MS = 10_000;
+
 export function createApi(baseUrl: string): Api {
-  const transport = createGrpcWebTransport({ baseUrl, interceptors: [authInterceptor] });
+  const transport = createGrpcWebTransport({ baseUrl, interceptors: [authInterceptor], defaultTimeoutMs: CALL_TIMEOUT_MS });
   return {
     baseUrl,
     runs: createClient(RunService, transport),

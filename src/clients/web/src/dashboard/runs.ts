@@ -115,7 +115,7 @@ export class RunsFeed {
     this.controller = controller;
     const fresh = new Map<string, Run>();
     let initial = true;
-    for await (const response of this.api.runs.watchRuns({ heartbeatInterval: { seconds: 10n, nanos: 0 } }, { signal: controller.signal })) {
+    for await (const response of this.api.runs.watchRuns({ heartbeatInterval: { seconds: 10n, nanos: 0 } }, { signal: controller.signal, timeoutMs: 0 })) {
       connected();
       this.state("live");
       for (const run of response.runs) (initial ? fresh : this.runs).set(run.runId, run);

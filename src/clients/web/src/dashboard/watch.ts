@@ -126,7 +126,7 @@ export class RunWatch {
       }
       const stream = this.api.runs.watchRun(
         { runId: this.runId, afterSeq: BigInt(this.lastSeq), heartbeatInterval: { seconds: BigInt(HEARTBEAT_SECONDS), nanos: 0 } },
-        { signal: controller.signal },
+        { signal: controller.signal, timeoutMs: 0 }, // open until the run ends; the stall timer watches it
       );
       connected();
       this.handlers.state("live");
