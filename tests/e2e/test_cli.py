@@ -692,3 +692,41 @@ def _where_processes_wait(root: int) -> str:
             dump = subprocess.run([str(pyspy), "dump", "--pid", str(pid)], capture_output=True)
             lines.append(dump.stdout.decode(errors="replace")[-4000:])
     return "\n".join(lines)
+
+
+async def test_plain_output_says_a_question_can_be_skipped_and_when_it_closes(
+    server_process: ServerProcess,
+) -> None:
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("manager")
+        asking = asyncio.create_task(
+            run.ask("Which file?", ["a.pdf", "b.pdf"], default="b.pdf", timeout=600, can_skip=True)
+        )
+        await run.flush()
+        await _wait_open(client, run.run_id)
+        skippable = await _open_id(client, run)
+        await client.submit_decision(run.run_id, skippable, skip=True)
+        await asyncio.wait_for(asking, 20)
+        strict = asyncio.create_task(run.ask("Go on?", ["yes", "no"], timeout=90))
+        await run.flush()
+        await _wait_open(client, run.run_id)
+        await client.submit_decision(run.run_id, await _open_id(client, run), "yes")
+        await asyncio.wait_for(strict, 20)
+        await run.complete()
+        await run.close()
+
+    history = await cli(
+        "events", run.run_id, "--target", server_process.target, "--kinds", "decision_requested"
+    )
+    assert history.returncode == 0, history.stderr
+    text = history.stdout
+    assert "unanswered after 10m 00s it takes b.pdf" in text
+    assert f"runstream answer {run.run_id} {skippable} CHOICE (or --skip)" in text
+    assert "unanswered after 1m 30s it closes" in text
+    assert text.count("(or --skip)") == 1
+
+
+async def _open_id(client: runstream.Client, run: runstream.RunReporter) -> str:
+    (decision,) = await client.list_decisions(run.run_id, state=runstream.DecisionState.OPEN)
+    return decision.decision_id

@@ -21,7 +21,7 @@ import os
 import select
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -622,34 +622,8 @@ class PlainRenderer:
         )
         self.console.print(line, soft_wrap=True)
         if isinstance(event.payload, runstream.DecisionRequested):
-            payload = event.payload
-            if payload.context:
-                self.console.print(
-                    Text(
-                        "    context: "
-                        + ", ".join(f"{key}={value}" for key, value in payload.context.items()),
-                        style="grey70",
-                    ),
-                    soft_wrap=True,
-                )
-            for number, option in enumerate(payload.options, start=1):
-                default = " (default)" if option.value == payload.default_option else ""
-                about = f" — {option.description}" if option.description else ""
-                self.console.print(
-                    Text(
-                        f"    {number}) {option.value}: {option.label or option.value}"
-                        f"{default}{about}",
-                        style="yellow",
-                    ),
-                    soft_wrap=True,
-                )
-            self.console.print(
-                Text(
-                    f"    answer: runstream answer {event.run_id} {payload.decision_id} CHOICE",
-                    style="grey62",
-                ),
-                soft_wrap=True,
-            )
+            for text, style in _question_lines(event.run_id, event.payload):
+                self.console.print(Text(f"    {text}", style=style), soft_wrap=True)
         if isinstance(event.payload, runstream.TextDelta) and event.payload.final:
             stream = self.view.texts.get(event.payload.message_id)
             if stream is not None:
@@ -657,6 +631,25 @@ class PlainRenderer:
                     self.console.print(
                         Text(f"    │ {text_line}", style="bright_white"), soft_wrap=True
                     )
+
+
+def _question_lines(run_id: str, payload: runstream.DecisionRequested) -> Iterator[tuple[str, str]]:
+    """The plain lines under a question: its context, options, deadline and how to answer."""
+    if payload.context:
+        context = ", ".join(f"{key}={value}" for key, value in payload.context.items())
+        yield f"context: {context}", "grey70"
+    for number, option in enumerate(payload.options, start=1):
+        default = " (default)" if option.value == payload.default_option else ""
+        about = f" — {option.description}" if option.description else ""
+        yield f"{number}) {option.value}: {option.label or option.value}{default}{about}", "yellow"
+    if payload.timeout is not None:
+        then = f"takes {payload.default_option}" if payload.default_option else "closes"
+        yield (
+            f"unanswered after {format_duration(payload.timeout.total_seconds())} it {then}",
+            "yellow",
+        )
+    skip = " (or --skip)" if payload.can_skip else ""
+    yield f"answer: runstream answer {run_id} {payload.decision_id} CHOICE{skip}", "grey62"
 
 
 # --- keeping the snapshot fresh ----------------------------------------------------------
