@@ -479,6 +479,24 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
     await run.close()
 
 
+async def test_a_timeout_longer_than_the_server_takes_is_refused_naming_the_argument(
+    client: Client,
+) -> None:
+    """The SDK took up to 100 years, the server 366 days: ask(timeout=400 days) was sent,
+    refused by the server (costing the report stream) and raised an error naming
+    ``events[0].decision_requested.timeout`` instead of ask()'s ``timeout``."""
+    run = await client.start_run("campaign")
+    with pytest.raises(InvalidArgumentError) as info:
+        await run.ask("Which?", ["a", "b"], timeout=timedelta(days=400))
+    assert info.value.message.startswith("timeout: must be positive and at most 366 days")
+    longest = asking(run, options=["a", "b"], timeout=timedelta(days=366), decision_id="q")
+    await open_decision(client, run.run_id, "q")  # the server takes the SDK's longest
+    await client.submit_decision(run.run_id, "q", "b")
+    assert (await asyncio.wait_for(longest, 20)).choice == "b"
+    await run.complete()
+    await run.close()
+
+
 async def test_a_producer_cut_off_while_waiting_gets_the_answer_after_reconnecting(
     server: RunstreamServer,
 ) -> None:

@@ -254,8 +254,8 @@ class RunDecisions:
             self.on_decision(decision)
 
 
-_MAX_TIMEOUT_SECONDS = 100 * 365.25 * 86_400
-"""The longest timeout the server takes (a duration of at most 100 years)."""
+_MAX_TIMEOUT_SECONDS = 366 * 86_400
+"""The longest decision timeout the server takes (366 days)."""
 
 
 def _check_question(
@@ -285,7 +285,7 @@ def _check_question(
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:  # False for nan, too
             raise InvalidArgumentError(
-                "timeout: must be positive and at most 100 years (None waits until answered)"
+                "timeout: must be positive and at most 366 days (None waits until answered)"
             )
 
 
