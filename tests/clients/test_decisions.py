@@ -465,10 +465,14 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         ("Which?", ["a", "b"], {"timeout": float("inf")}),
         ("Which?", ["a", "b"], {"timeout": timedelta(days=365 * 200)}),
         ("", ["a", "b"], {}),
+        ("Which?", ["a", "b"], {"context": {"asked": object()}}),
     ]
     for prompt, options, kwargs in bad_questions:
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(InvalidArgumentError) as info:
             await run.ask(prompt, options, **kwargs)
+        # The message names the argument at fault (context's said "data:").
+        argument = "prompt" if not prompt else next(iter(kwargs), "options")
+        assert info.value.message.startswith(f"{argument}:"), info.value.message
     result = await asyncio.wait_for(
         run.ask("Which?", ["a", "b"], default="b", timeout=0.2, decision_id="q"), 20
     )
