@@ -473,6 +473,8 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         # The message names the argument at fault (context's said "data:").
         argument = "prompt" if not prompt else next(iter(kwargs), "options")
         assert info.value.message.startswith(f"{argument}:"), info.value.message
+    with pytest.raises(InvalidArgumentError, match="options: 'yes' is one string"):
+        await run.ask("Proceed?", "yes", default="yes")  # was: options "y", "e" and "s"
     result = await asyncio.wait_for(
         run.ask("Which?", ["a", "b"], default="b", timeout=0.2, decision_id="q"), 20
     )

@@ -114,6 +114,10 @@ class RunDecisions:
         decision_id: str | None,
     ) -> DecisionResult:
         """``RunReporter.ask()``, which documents it."""
+        if isinstance(options, str):  # iterating "yes" would offer "y", "e" and "s"
+            raise InvalidArgumentError(
+                f"options: {options[:40]!r} is one string; give a list of options"
+            )
         choices = [convert.decision_option(option) for option in options]
         decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
         _check_question(decision_id, prompt, choices, default, timeout)
