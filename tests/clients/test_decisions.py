@@ -503,6 +503,36 @@ async def test_a_timeout_longer_than_the_server_takes_is_refused_naming_the_argu
     await run.close()
 
 
+async def test_an_ask_its_caller_cancelled_can_be_awaited_again_by_its_id(client: Client) -> None:
+    """A producer whose wait_for around ask() gave up could never learn the answer: asking
+    again with the id was refused as already asked, and the question stayed open."""
+    run = await client.start_run("campaign")
+    first = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (await open_decision(client, run.run_id, "persona")).is_open  # viewers still see it
+    await client.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
+    result = await run.ask("Which audience persona?", PERSONAS, decision_id="persona")
+    assert (result.choice, result.answered_by) == ("veteran", "ana")
+
+    again = asking(run, decision_id="later")
+    await open_decision(client, run.run_id, "later")
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    waiting = asking(run, decision_id="later")  # asked again before anyone answers
+    await client.submit_decision(run.run_id, "later", "summiteer")
+    assert (await waiting).choice == "summiteer"
+    requested = [
+        e for e in await log_of(client, run.run_id) if e.kind == EventKind.DECISION_REQUESTED
+    ]
+    assert len(requested) == 2  # each question asked once
+    await run.complete()
+    await run.close()
+
+
 async def test_a_producer_cut_off_while_waiting_gets_the_answer_after_reconnecting(
     server: RunstreamServer,
 ) -> None:
