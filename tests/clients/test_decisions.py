@@ -466,6 +466,7 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         ("Which?", ["a", "b"], {"timeout": timedelta(days=365 * 200)}),
         ("", ["a", "b"], {}),
         ("Which?", ["a", "b"], {"context": {"asked": object()}}),
+        ("Which?", ["a", "b"], {"context": {"scores": [0.5, float("nan")]}}),
     ]
     for prompt, options, kwargs in bad_questions:
         with pytest.raises(InvalidArgumentError) as info:

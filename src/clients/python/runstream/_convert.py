@@ -133,8 +133,9 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
 def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name: str) -> None:
     """Copies ``data`` (JSON-like: dict, list, str, number, bool, None) into ``target``.
 
-    Raises InvalidArgumentError, before anything is sent, for a value Struct cannot hold,
-    naming the caller's argument ``name`` (``context``, ``metadata``, ...).
+    Raises InvalidArgumentError, before anything is sent, for a value Struct cannot hold or
+    the server refuses (NaN, infinity), naming the caller's argument ``name`` (``context``,
+    ``metadata``, ...).
     """
     if not data:
         return
@@ -146,6 +147,18 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name:
         raise InvalidArgumentError(
             f"{name}: {where} is not JSON-like (dict, list, str, number, bool or None)"
         ) from exc
+    if _non_finite(data):  # Struct holds them, but the server refuses them (JSON has none)
+        raise InvalidArgumentError(f"{name}: numbers must be finite (no NaN or infinity)")
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def _struct_compatible(value: Any) -> bool:
