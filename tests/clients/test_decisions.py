@@ -465,10 +465,17 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         ("Which?", ["a", "b"], {"timeout": float("inf")}),
         ("Which?", ["a", "b"], {"timeout": timedelta(days=365 * 200)}),
         ("", ["a", "b"], {}),
+        ("Which?", ["a", "b"], {"context": {"asked": object()}}),
+        ("Which?", ["a", "b"], {"context": {"scores": [0.5, float("nan")]}}),
     ]
     for prompt, options, kwargs in bad_questions:
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(InvalidArgumentError) as info:
             await run.ask(prompt, options, **kwargs)
+        # The message names the argument at fault (context's said "data:").
+        argument = "prompt" if not prompt else next(iter(kwargs), "options")
+        assert info.value.message.startswith(f"{argument}:"), info.value.message
+    with pytest.raises(InvalidArgumentError, match="options: 'yes' is one string"):
+        await run.ask("Proceed?", "yes", default="yes")  # was: options "y", "e" and "s"
     result = await asyncio.wait_for(
         run.ask("Which?", ["a", "b"], default="b", timeout=0.2, decision_id="q"), 20
     )
@@ -476,6 +483,54 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
     with pytest.raises(InvalidArgumentError, match="already asked"):
         await run.ask("Again?", ["a"], decision_id="q")
     await run.complete()  # the reporter never failed
+    await run.close()
+
+
+async def test_a_timeout_longer_than_the_server_takes_is_refused_naming_the_argument(
+    client: Client,
+) -> None:
+    """The SDK took up to 100 years, the server 366 days: ask(timeout=400 days) was sent,
+    refused by the server (costing the report stream) and raised an error naming
+    ``events[0].decision_requested.timeout`` instead of ask()'s ``timeout``."""
+    run = await client.start_run("campaign")
+    with pytest.raises(InvalidArgumentError) as info:
+        await run.ask("Which?", ["a", "b"], timeout=timedelta(days=400))
+    assert info.value.message.startswith("timeout: must be positive and at most 366 days")
+    longest = asking(run, options=["a", "b"], timeout=timedelta(days=366), decision_id="q")
+    await open_decision(client, run.run_id, "q")  # the server takes the SDK's longest
+    await client.submit_decision(run.run_id, "q", "b")
+    assert (await asyncio.wait_for(longest, 20)).choice == "b"
+    await run.complete()
+    await run.close()
+
+
+async def test_an_ask_its_caller_cancelled_can_be_awaited_again_by_its_id(client: Client) -> None:
+    """A producer whose wait_for around ask() gave up could never learn the answer: asking
+    again with the id was refused as already asked, and the question stayed open."""
+    run = await client.start_run("campaign")
+    first = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (await open_decision(client, run.run_id, "persona")).is_open  # viewers still see it
+    await client.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
+    result = await run.ask("Which audience persona?", PERSONAS, decision_id="persona")
+    assert (result.choice, result.answered_by) == ("veteran", "ana")
+
+    again = asking(run, decision_id="later")
+    await open_decision(client, run.run_id, "later")
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    waiting = asking(run, decision_id="later")  # asked again before anyone answers
+    await client.submit_decision(run.run_id, "later", "summiteer")
+    assert (await waiting).choice == "summiteer"
+    requested = [
+        e for e in await log_of(client, run.run_id) if e.kind == EventKind.DECISION_REQUESTED
+    ]
+    assert len(requested) == 2  # each question asked once
+    await run.complete()
     await run.close()
 
 

@@ -456,6 +456,37 @@ async def test_decisions_of_a_run_whose_log_retention_purged_are_a_precondition_
             await server.stop(grace=0.1)
 
 
+async def test_paging_open_decisions_while_one_is_answered_skips_none(stubs, decisions) -> None:  # type: ignore[no-untyped-def]
+    """Page tokens held an offset into the filtered list: answering a decision of page one
+    shifted the open ones, so page two skipped one that was still open."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask("q1"), ask("q2"), ask("q3"))
+
+    async def page(filter_text: str, token: str = "") -> ds.ListDecisionsResponse:
+        request = ds.ListDecisionsRequest(
+            run_id=run.run_id, page_size=1, page_token=token, filter=filter_text
+        )
+        return await decisions.ListDecisions(request)
+
+    first = await page("state = OPEN")
+    assert [d.decision_id for d in first.decisions] == ["q1"]
+    await submit(decisions, run.run_id, "pros", decision_id="q1")
+    second = await page("state = OPEN", first.next_page_token)
+    assert [d.decision_id for d in second.decisions] == ["q2"]
+
+    await submit(decisions, run.run_id, "pros", decision_id="q3")
+    first = await page("state = RESOLVED")
+    assert [d.decision_id for d in first.decisions] == ["q1"]
+    await submit(decisions, run.run_id, "pros", decision_id="q2")
+    seen = [d.decision_id for d in first.decisions]
+    token = first.next_page_token
+    while token:
+        response = await page("state = RESOLVED", token)
+        seen += [d.decision_id for d in response.decisions]
+        token = response.next_page_token
+    assert seen == ["q1", "q2", "q3"]
+
+
 async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs)
     await append(stubs, run.run_id, ask())

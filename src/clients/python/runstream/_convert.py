@@ -130,10 +130,12 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     return {key: _value_to_python(value) for key, value in struct.fields.items()}
 
 
-def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None) -> None:
+def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name: str) -> None:
     """Copies ``data`` (JSON-like: dict, list, str, number, bool, None) into ``target``.
 
-    Raises InvalidArgumentError, before anything is sent, for a value Struct cannot hold.
+    Raises InvalidArgumentError, before anything is sent, for a value Struct cannot hold or
+    the server refuses (NaN, infinity), naming the caller's argument ``name`` (``context``,
+    ``metadata``, ...).
     """
     if not data:
         return
@@ -143,8 +145,20 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None) -> No
         bad = next((k for k, v in data.items() if not _struct_compatible(v)), None)
         where = f"value of {bad!r}" if bad is not None else "a key"
         raise InvalidArgumentError(
-            f"data: {where} is not JSON-like (dict, list, str, number, bool or None)"
+            f"{name}: {where} is not JSON-like (dict, list, str, number, bool or None)"
         ) from exc
+    if _non_finite(data):  # Struct holds them, but the server refuses them (JSON has none)
+        raise InvalidArgumentError(f"{name}: numbers must be finite (no NaN or infinity)")
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 def _struct_compatible(value: Any) -> bool:
@@ -723,7 +737,7 @@ def _error_info(
     message: str, code: str = "", details: Mapping[str, Any] | None = None
 ) -> run_pb2.ErrorInfo:
     info = run_pb2.ErrorInfo(code=code, message=message)
-    fill_struct(info.details, details)
+    fill_struct(info.details, details, "details")
     return info
 
 
@@ -740,7 +754,7 @@ def artifact_to_pb(
     artifact = run_pb2.Artifact(
         name=name, kind=kind, uri=uri or "", size_bytes=size_bytes or 0, step_id=step_id
     )
-    fill_struct(artifact.metadata, metadata)
+    fill_struct(artifact.metadata, metadata, "metadata")
     return artifact
 
 
@@ -752,7 +766,7 @@ def run_started_event(message: str = "") -> event_pb2.RunEvent:
 def run_completed_event(summary: str, result: Mapping[str, Any] | None) -> event_pb2.RunEvent:
     """A RunCompleted event."""
     payload = event_pb2.RunCompleted(summary=summary)
-    fill_struct(payload.result, result)
+    fill_struct(payload.result, result, "result")
     return _event(run_completed=payload)
 
 
@@ -859,7 +873,7 @@ def agent_activity_event(
         message=message,
         step_id=step_id,
     )
-    fill_struct(payload.data, data)
+    fill_struct(payload.data, data, "data")
     return _event(agent_activity=payload)
 
 
@@ -971,7 +985,7 @@ def milestone_event(
         description=description,
         milestone_id=milestone_id,
     )
-    fill_struct(payload.data, data)
+    fill_struct(payload.data, data, "data")
     return _event(milestone=payload)
 
 
@@ -995,7 +1009,7 @@ def alert_event(
     if action is not None:
         payload.action.type = int(action.type)  # type: ignore[assignment]
         payload.action.label = action.label
-    fill_struct(payload.data, data)
+    fill_struct(payload.data, data, "data")
     return _event(alert=payload)
 
 
@@ -1093,14 +1107,14 @@ def decision_requested_event(
     )
     if timeout is not None:
         payload.timeout.CopyFrom(duration_to_pb(timeout))
-    fill_struct(payload.context, context)
+    fill_struct(payload.context, context, "context")
     return _event(decision_requested=payload)
 
 
 def custom_event(type: str, data: Mapping[str, Any] | None) -> event_pb2.RunEvent:
     """A Custom event."""
     payload = event_pb2.Custom(type=type)
-    fill_struct(payload.data, data)
+    fill_struct(payload.data, data, "data")
     return _event(custom=payload)
 
 

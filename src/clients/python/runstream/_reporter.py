@@ -431,7 +431,7 @@ class RunReporter(RunEvents, StreamOwnership):
         Raises:
             InvalidArgumentError: before anything is sent, for a question the server would
                 refuse (no options, repeated values, a default that is not an option, a
-                repeated decision_id).
+                repeated decision_id), and for options given as one string.
             RunCancelledError: the run was cancelled (or ended) while waiting.
         """
         return await self._decisions.ask(

@@ -12,10 +12,13 @@ instead of asking twice. A question whose idempotency key the run already holds 
 under the key_prefix of an earlier process, asked without its decision_id) was not stored:
 its ack says so, and ``ask()`` then waits for the question asked before under that key if it
 is the same question, and raises FailedPreconditionError naming what the key holds if not.
+An ``ask()`` its caller cancels leaves a question it sent open for the viewers; asking again
+with that decision_id waits for its answer instead of being refused as already asked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +81,8 @@ class RunDecisions:
         self._questions: dict[str, event_pb2.DecisionRequested] = {}
         self._asked_before: dict[str, Decision] = {}
         self._closed: dict[str, Decision] = {}
+        # Ids whose ask() the caller cancelled after the question was sent.
+        self._given_up: set[str] = set()
 
     @property
     def open_before(self) -> tuple[Decision, ...]:
@@ -114,10 +119,15 @@ class RunDecisions:
         decision_id: str | None,
     ) -> DecisionResult:
         """``RunReporter.ask()``, which documents it."""
+        if isinstance(options, str):  # iterating "yes" would offer "y", "e" and "s"
+            raise InvalidArgumentError(
+                f"options: {options[:40]!r} is one string; give a list of options"
+            )
         choices = [convert.decision_option(option) for option in options]
         decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
         _check_question(decision_id, prompt, choices, default, timeout)
-        if decision_id in self._asked:
+        resumed = decision_id in self._given_up
+        if decision_id in self._asked and not resumed:
             raise InvalidArgumentError(
                 f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
             )
@@ -136,14 +146,29 @@ class RunDecisions:
         self._asked.add(decision_id)
         self._awaited[decision_id] = self._closed.get(decision_id)
         self._questions[decision_id] = event.decision_requested
+        sent = resumed or decision_id in self._asked_before
         try:
-            if decision_id in self._asked_before:
+            if resumed:
+                # Its closure may have been pushed while nobody awaited it on a broken stream.
+                await self._reread(decision_id)
+            elif decision_id in self._asked_before:
                 # Asked before attach_run: wait for that question's answer instead of asking
                 # again, and skip the key its DecisionRequested took, so later keys line up.
                 self._stream.next_key += 1
             else:
                 await self._gate.admit(event)
+                sent = True
             decision = await self._await(decision_id)
+            self._given_up.discard(decision_id)
+        except asyncio.CancelledError:
+            # The caller gave up waiting (a wait_for that timed out): a question sent stays
+            # open for the viewers, and asking again with its id waits for its answer; one
+            # not sent yet (cancelled while the buffer was full) may be asked afresh.
+            if sent:
+                self._given_up.add(decision_id)
+            else:
+                self._asked.discard(decision_id)
+            raise
         finally:
             self._awaited.pop(decision_id, None)
             self._questions.pop(decision_id, None)
@@ -236,6 +261,9 @@ class RunDecisions:
         if not event.HasField("decision_requested"):
             return False
         decision_id = event.decision_requested.decision_id
+        if decision_id in self._given_up:  # refused after its ask() was cancelled
+            self._given_up.discard(decision_id)
+            self._asked.discard(decision_id)
         if decision_id not in self._awaited:
             return False
         self._asked.discard(decision_id)
@@ -247,15 +275,18 @@ class RunDecisions:
         """After a reconnect: re-reads every decision still awaited, since its closure may
         have been pushed on the broken stream. Raises the reads' RunstreamError."""
         for decision_id in [d for d, closed in self._awaited.items() if closed is None]:
-            try:
-                decision = await self._get_decision(self._run_id, decision_id)
-            except NotFoundError:
-                continue  # Not stored yet; it will be, on this stream, which gets its closure.
-            self.on_decision(decision)
+            await self._reread(decision_id)
+
+    async def _reread(self, decision_id: str) -> None:
+        try:
+            decision = await self._get_decision(self._run_id, decision_id)
+        except NotFoundError:
+            return  # Not stored yet; it will be, on this stream, which gets its closure.
+        self.on_decision(decision)
 
 
-_MAX_TIMEOUT_SECONDS = 100 * 365.25 * 86_400
-"""The longest timeout the server takes (a duration of at most 100 years)."""
+_MAX_TIMEOUT_SECONDS = 366 * 86_400
+"""The longest decision timeout the server takes (366 days)."""
 
 
 def _check_question(
@@ -285,7 +316,7 @@ def _check_question(
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
         if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:  # False for nan, too
             raise InvalidArgumentError(
-                "timeout: must be positive and at most 100 years (None waits until answered)"
+                "timeout: must be positive and at most 366 days (None waits until answered)"
             )
 
 

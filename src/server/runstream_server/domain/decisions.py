@@ -185,19 +185,25 @@ class Decisions:
         if wanted not in states:
             raise InvalidArgument("filter", "use 'state = OPEN', 'state = RESOLVED' or nothing")
         only = states[wanted]
-        decisions = [d for d in state.decisions.values() if only is None or d.state == only]
         size = clamp_page_size(page_size, 100)
-        start = 0
+        after = 0
         scope = f"decisions|{run_id}|{wanted}"
         if page_token:
-            offset = decode_token(page_token, scope).get("offset")
-            if not isinstance(offset, int) or offset < 0:
+            # The last listed decision's seq, not an offset: decisions that close between
+            # pages leave the OPEN list (and join RESOLVED) without shifting the next page.
+            seq = decode_token(page_token, scope).get("after_seq")
+            if not isinstance(seq, int) or seq < 0:
                 raise InvalidArgument("page_token", "is not a token this server issued")
-            start = offset
-        page = [copied(d) for d in decisions[start : start + size]]
+            after = seq
+        decisions = [
+            d
+            for d in state.decisions.values()  # in the order asked: requested_seq ascending
+            if d.requested_seq > after and (only is None or d.state == only)
+        ]
+        page = [copied(d) for d in decisions[:size]]
         page = page[: fitting((d.ByteSize() for d in page), self._response_bytes)]
-        end = start + len(page)
-        token = encode_token({"scope": scope, "offset": end}) if end < len(decisions) else ""
+        more = len(page) < len(decisions)
+        token = encode_token({"scope": scope, "after_seq": page[-1].requested_seq}) if more else ""
         return page, token
 
     async def follow(self, feed: DecisionFeed, run_ids: Sequence[str]) -> None:
