@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 
-from tests.server.support import append, create_run, ev
+from tests.server.support import append, create_run, custom, ev
 
 
 async def all_pages(stubs, **fields) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
@@ -108,6 +108,22 @@ async def test_page_tokens_are_checked(stubs) -> None:  # type: ignore[no-untype
             await stubs.runs.ListRuns(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details().split(":")[0] in ("page_token", "page_size")
+
+
+async def test_a_page_size_over_1000_is_taken_as_1000(stubs) -> None:  # type: ignore[no-untyped-def]
+    """As the contract says (and AIP-158 asks): more than the maximum is not an error; the
+    page holds 1,000 and says where the rest begins."""
+    run = await create_run(stubs)
+    for start in (0, 600):
+        await append(stubs, run.run_id, *(custom(n) for n in range(start, start + 600)))
+    first = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, page_size=5000))
+    assert [e.seq for e in first.events] == list(range(1, 1001))
+    assert first.next_page_token
+    rest = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, page_size=5000, page_token=first.next_page_token)
+    )
+    assert [e.seq for e in rest.events] == list(range(1001, 1202))
+    assert not rest.next_page_token
 
 
 async def test_list_steps_pages_in_plan_order(stubs) -> None:  # type: ignore[no-untyped-def]

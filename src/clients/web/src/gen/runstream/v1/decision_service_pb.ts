@@ -98,7 +98,7 @@ export type ListDecisionsRequest = Message<"runstream.v1.ListDecisionsRequest"> 
   runId: string;
 
   /**
-   * The maximum number of decisions to return: 1 to 1000, 100 when 0.
+   * The maximum number of decisions to return: 1 to 1000 (more is taken as 1000), 100 when 0.
    *
    * @generated from field: int32 page_size = 2;
    */

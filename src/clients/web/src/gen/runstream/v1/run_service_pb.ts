@@ -161,8 +161,8 @@ export const GetRunResponseSchema: GenMessage<GetRunResponse> = /*@__PURE__*/
  */
 export type ListRunsRequest = Message<"runstream.v1.ListRunsRequest"> & {
   /**
-   * The maximum number of runs to return: 1 to 1000, 50 when 0. Runs are returned without
-   * their steps; use ListSteps or GetRun for those.
+   * The maximum number of runs to return: 1 to 1000 (more is taken as 1000), 50 when 0.
+   * Runs are returned without their steps; use ListSteps or GetRun for those.
    *
    * @generated from field: int32 page_size = 1;
    */
@@ -235,7 +235,7 @@ export type ListStepsRequest = Message<"runstream.v1.ListStepsRequest"> & {
   runId: string;
 
   /**
-   * The maximum number of steps to return: 1 to 1000, 100 when 0.
+   * The maximum number of steps to return: 1 to 1000 (more is taken as 1000), 100 when 0.
    *
    * @generated from field: int32 page_size = 2;
    */
@@ -592,7 +592,7 @@ export type ListEventsRequest = Message<"runstream.v1.ListEventsRequest"> & {
   runId: string;
 
   /**
-   * The maximum number of events to return: 1 to 1000, 100 when 0.
+   * The maximum number of events to return: 1 to 1000 (more is taken as 1000), 100 when 0.
    *
    * @generated from field: int32 page_size = 2;
    */
