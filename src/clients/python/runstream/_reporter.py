@@ -295,19 +295,12 @@ class RunReporter(RunEvents, StreamOwnership):
                     self._stream.pending,
                 )
                 self._refused.clear()
-                await self._close_undelivered()
+                await self._close(wait=False)
                 return
             except RunstreamError as report_error:
                 _log.warning("could not report how run %s ended: %r", self._run_id, report_error)
         self._refused.clear()
         await self._close_quietly()
-
-    async def _close_undelivered(self) -> None:
-        """Closes without waiting for what the server has not acknowledged."""
-        self._gate.begin_closing()
-        self._closed = True
-        self._stream.stop()
-        await self._stop_task()
 
     async def _close_quietly(self) -> None:
         try:
@@ -339,11 +332,18 @@ class RunReporter(RunEvents, StreamOwnership):
         After a cancellation the run accepts no further events, so queued events are dropped
         and close() does not raise; ``cancelled`` tells what happened.
         """
+        await self._close(wait=True)
+
+    async def _close(self, *, wait: bool) -> None:
+        """``close()``; without `wait`, ends the stream at once, not waiting for what the
+        server has not acknowledged (the run's end could not be reported in time)."""
         if self._closed:
             return
         self._gate.begin_closing()
+        if not wait:
+            self._stream.stop()
         try:
-            if not self.cancelled:
+            if wait and not self.cancelled:
                 await self.flush()
         except RunCancelledError:
             pass
