@@ -11,6 +11,8 @@ import logging
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,43 @@ def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path) -> None:
     second = ServerProcess(port=free_port(), store_path=first.store_path)
     second.start()
     assert second.terminate() == 0
+
+
+def test_a_store_another_program_holds_open_is_refused_and_a_running_one_is_kept(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "held.db"
+    make_store(store, runs=3)
+    # A sqlite3 shell of its own, in another process, reading the file as the server starts.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+            " c.execute('BEGIN'); c.execute('SELECT count(*) FROM runs').fetchone();"
+            " print('open', flush=True); sys.stdin.read()",
+            str(store),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        refusal = serve_refuses(str(store))  # after SQLite's 5 s wait for the lock
+        assert_one_line_refusal(refusal, store, "is open in another program")
+    finally:
+        holder.communicate("")
+    # And the other way round: while a server has the file, another program cannot read it
+    # (nothing it read could be trusted to be whole), and the server's runs stay as they were.
+    server = ServerProcess(port=free_port(), store_path=store)
+    server.start()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            sqlite3.connect(store, timeout=0.1).execute("SELECT count(*) FROM runs").fetchone()
+    finally:
+        assert server.terminate() == 0
+    assert sqlite3.connect(store).execute("SELECT count(*) FROM runs").fetchone() == (3,)
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from runstream_server.store.base import (
     Usage,
 )
 from runstream_server.store.sqlite_file import (
+    connect,
     rollback_if_active,
 )
 from runstream_server.store.sqlite_writer import SYNCHRONOUS, SqliteWriter
@@ -129,7 +130,7 @@ class SqliteEventStore:
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = connect(self.path)
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
             with self._reader_lock:

@@ -10,6 +10,8 @@ answers INTERNAL:
 - ``PRAGMA quick_check``: a file that is not a database, or is damaged, is refused;
 - a write probe: a file, directory or file system that cannot be written is refused.
 
+Every connection opens the file through SQLite's ``unix-excl`` VFS (:func:`connect`).
+
 While running, :func:`storage_fault` recognises the errors that mean "the storage cannot take
 writes now" (disk full, read-only, I/O error) so the store can answer them UNAVAILABLE and
 report itself unhealthy, instead of treating them as bugs.
@@ -32,6 +34,7 @@ __all__ = [
     "PROBE_TABLE",
     "FileLock",
     "check_database",
+    "connect",
     "probe_write",
     "rollback_if_active",
     "storage_fault",
@@ -60,6 +63,22 @@ def _primary_code(exc: sqlite3.Error) -> int | None:
     return None if code is None else int(code) & 0xFF
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the store file, in autocommit mode, usable from any thread.
+
+    Through SQLite's ``unix-excl`` VFS: while any connection is open, this process holds an
+    exclusive lock on the file, and the WAL's index lives in the process's memory instead of
+    a shared ``-shm`` file. The store's other connections (the readers beside the writer)
+    share that index as usual, but no transaction takes an ``fcntl`` lock or touches shared
+    memory: that takes about 11 us of CPU off each commit measured inside the server (of
+    about 81; see the README's performance section). No other process can read the file
+    while the server has it open; none should (the ``flock`` already keeps a second server
+    out), and a ``sqlite3`` shell is told the database is locked.
+    """
+    uri = f"{path.absolute().as_uri()}?vfs=unix-excl"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
 def storage_fault(exc: BaseException) -> str | None:
     """What is wrong with the storage, in a few words a client may read, when `exc` means it
     cannot take writes now; None for any other error (a bug, a constraint)."""
@@ -82,9 +101,13 @@ def unusable(path: Path, exc: BaseException) -> StoreUnusable:
             if not os.access(path.parent, os.W_OK):
                 return StoreUnusable(
                     f"store {path} cannot be opened for writing ({exc}): its directory "
-                    "must be writable, for SQLite's -wal and -shm files"
+                    "must be writable, for SQLite's -wal file"
                 )
             return StoreUnusable(f"store {path} cannot be written ({exc})")
+        if code == sqlite3.SQLITE_BUSY:  # unix-excl could not take its exclusive lock
+            return StoreUnusable(
+                f"store {path} is open in another program, which must close it first ({exc})"
+            )
         if code == sqlite3.SQLITE_FULL:
             return StoreUnusable(f"store {path} cannot be written: the disk is full ({exc})")
     if isinstance(exc, OSError):

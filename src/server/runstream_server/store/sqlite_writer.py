@@ -36,6 +36,7 @@ from runstream_server.store.sqlite_file import (
     PROBE_TABLE,
     FileLock,
     check_database,
+    connect,
     probe_write,
     rollback_if_active,
     storage_fault,
@@ -131,7 +132,7 @@ class SqliteWriter:
         lock = FileLock(self.path)
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn = connect(self.path)
             if self._check:
                 check_database(conn, self.path)
             conn.execute("PRAGMA journal_mode=WAL")
