@@ -15,6 +15,7 @@ from runstream import _convert as convert
 from runstream._errors import FailedPreconditionError, raised_again
 
 if TYPE_CHECKING:
+    from runstream._outbox import Outbox
     from runstream._report_stream import ReportStream, Signal
     from runstream._run_control import RunControl
     from runstream.v1 import event_pb2
@@ -29,6 +30,7 @@ class ReportGate:
         self,
         run_id: str,
         stream: ReportStream,
+        outbox: Outbox,
         signal: Signal,
         control: RunControl,
         *,
@@ -36,6 +38,7 @@ class ReportGate:
     ) -> None:
         self._run_id = run_id
         self._stream = stream
+        self._outbox = outbox
         self._signal = signal
         self._control = control
         self._max_buffered = max(1, max_buffered)
@@ -87,7 +90,7 @@ class ReportGate:
     async def admit(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
         """Queues the event, after waiting while too many are unacknowledged."""
         self.check_can_report()
-        while self._stream.pending >= self._max_buffered:
+        while self._outbox.pending >= self._max_buffered:
             await self._signal.wait()
             self.check_can_report()
         if terminal:

@@ -1,20 +1,19 @@
-"""The report stream of one run: what waits to be sent, what is in flight, and the task that
-owns the bidirectional ReportService.Report stream.
+"""The report stream of one run: the task that owns the bidirectional ReportService.Report
+stream and takes the run's outbox to the server over it.
 
-:class:`ReportStream` stamps each queued event with its idempotency key, sends batches (up to
-``batch_size`` events and about 1 MiB each) with up to ``max_in_flight`` unacknowledged,
-counts acknowledgements, and reconnects with backoff when the connection breaks, resending
-every unacknowledged event in order with its original key. A batch the server refuses for
-one of its events (it names the event first, ``events[3].step_started: ...``, and stores
-nothing of the batch) goes again at once without that event, whose error goes to the owner:
-one bad event costs one new stream, not the reporter. With a ``linger``, a batch waits
-up to that long after its first event for more to share its message (fewer messages, less
-CPU per event at low rates, for that much latency), unless it fills or the producer flushes
-(as ``close()`` and the run's end do). What the server sends back besides acknowledgements
-(controls, closed decisions), what a failed stream means for the run, and what to re-read
-after a reconnect are its owner's, the
-:class:`~runstream.RunReporter` (its :mod:`runstream._stream_ownership` part; see
-``_reporter.py`` for the whole story).
+:class:`ReportStream` sends the batches of its :class:`~runstream._outbox.Outbox` (what waits
+to be sent, what is in flight) with up to ``max_in_flight`` unacknowledged, hands the
+acknowledgements to the outbox, and reconnects with backoff when the connection breaks,
+resending every unacknowledged event in order with its original key. A batch the server
+refuses for one of its events (it names the event first, ``events[3].step_started: ...``,
+and stores nothing of the batch) goes again at once without that event, whose error goes to
+the owner: one bad event costs one new stream, not the reporter. With a ``linger``, a batch
+waits up to that long after its first event for more to share its message (fewer messages,
+less CPU per event at low rates, for that much latency), unless it fills or the producer
+flushes (as ``close()`` and the run's end do). What the server sends back besides
+acknowledgements (controls, closed decisions), what a failed stream means for the run, and
+what to re-read after a reconnect are its owner's, the :class:`~runstream.RunReporter` (its
+:mod:`runstream._stream_ownership` part; see ``_reporter.py`` for the whole story).
 """
 
 from __future__ import annotations
@@ -24,19 +23,19 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from runstream import _convert as convert
-from runstream._errors import DataLossError, RunCancelledError, RunstreamError, StatusCode
+from runstream._errors import RunCancelledError, RunstreamError, StatusCode
+from runstream._outbox import ATTACH_BATCH_ID
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import Decision
 
 if TYPE_CHECKING:
+    from runstream._outbox import Outbox
     from runstream.v1 import event_pb2, report_service_pb2
 
     ReportCall = grpc.aio.StreamStreamCall[
@@ -46,17 +45,12 @@ if TYPE_CHECKING:
         report_service_pb2.ReportRequest, report_service_pb2.ReportResponse
     ]
 
-__all__ = ["ATTACH_BATCH_ID", "ReportStream", "Signal", "StreamOwner"]
+__all__ = ["ReportStream", "Signal", "StreamOwner"]
 
 _log = logging.getLogger("runstream.reporter")
 
-# Batch id 0 marks the attach-only message that opens a stream when nothing is queued; real
-# batches count from 1.
-ATTACH_BATCH_ID = 0
 EXIT_GRACE = 5.0
 """How long a report stream task cancelled from outside (asyncio.run ending) keeps sending."""
-# Keeps each ReportRequest well under gRPC's default 4 MiB message limit.
-_MAX_BATCH_BYTES = 1 << 20
 # What the server refuses a batch with when one of its events is at fault; the message then
 # names that event first, by its position in the batch.
 _EVENT_REFUSALS = frozenset(
@@ -97,12 +91,6 @@ class Signal:
                         await waiter
         finally:
             self._waiters.discard(waiter)
-
-
-@dataclass(slots=True)
-class _Batch:
-    batch_id: int
-    events: list[event_pb2.RunEvent]
 
 
 class _StreamEnded(Exception):
@@ -149,48 +137,33 @@ class StreamOwner(Protocol):
 
 
 class ReportStream:
-    """The events of one run on their way to the server, and the task that sends them."""
+    """The task that takes one run's outbox to the server, over one stream after another."""
 
     def __init__(
         self,
         owner: StreamOwner,
         signal: Signal,
+        outbox: Outbox,
         *,
         run_id: str,
-        last_seq: int,
         report_rpc: ReportMethod,
         metadata: Sequence[tuple[str, str]],
         reconnect_timeout: float | None,
-        batch_size: int,
         max_in_flight: int,
-        key_prefix: str,
         linger: float = 0.0,
     ) -> None:
         self._owner = owner
         self._signal = signal
+        self._outbox = outbox
         self._run_id = run_id
         self._report_rpc = report_rpc
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
-        self._batch_size = max(1, batch_size)
         self._max_in_flight = max(1, max_in_flight)
         self._linger = max(0.0, linger)
         self._hold_until = 0.0
         """While lingering: the loop time the queued events leave at, at the latest."""
         self._hold_cut: asyncio.Future[None] | None = None
-        self.key_prefix = key_prefix
-        self.next_key = 0
-        """The counter of the next idempotency key (``"<key_prefix>:<next_key>"``)."""
-        self._next_batch_id = ATTACH_BATCH_ID + 1
-        self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
-        self._inflight: deque[_Batch] = deque()
-        self.reported = 0
-        """Events queued so far."""
-        self.acked = 0
-        """Events the server acknowledged as durable."""
-        self.refused = 0
-        """Events the server refused, each set aside while the others went on."""
-        self.last_seq = last_seq
         self.failure: RunstreamError | None = None
         """Why the stream gave up (a status no retry fixes, or the reconnect timeout)."""
         self.attached_once = False
@@ -210,16 +183,6 @@ class ReportStream:
     def stopped(self) -> bool:
         """No stream task runs (never started, or ended): nothing queued will be sent."""
         return self._task is None or self._task.done()
-
-    @property
-    def settled(self) -> int:
-        """Events acknowledged or refused (always a prefix of the queued ones)."""
-        return self.acked + self.refused
-
-    @property
-    def pending(self) -> int:
-        """Events queued and not yet acknowledged or refused."""
-        return self.reported - self.settled
 
     def start(self) -> None:
         self._draining = False
@@ -252,13 +215,12 @@ class ReportStream:
     # --- queueing ---------------------------------------------------------------------------
 
     def enqueue(self, event: event_pb2.RunEvent) -> None:
-        convert.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
-        self.next_key += 1
-        if self._linger and not self._unsent:
+        """Queues the event in the outbox: the first one to wait starts the linger, and a
+        full batch ends it."""
+        if self._linger and not self._outbox.unsent:
             self._hold_until = asyncio.get_running_loop().time() + self._linger
-        self._unsent.append((event, convert.event_size(event)))
-        self.reported += 1
-        if len(self._unsent) >= self._batch_size:
+        self._outbox.add(event)
+        if self._outbox.batch_full:
             self.send_now()
         self._signal.fire()
 
@@ -284,34 +246,9 @@ class ReportStream:
         finally:
             self._hold_cut = None
 
-    def _take_batch(self) -> _Batch:
-        events: list[event_pb2.RunEvent] = []
-        size = 0
-        while self._unsent and len(events) < self._batch_size:
-            event, event_size = self._unsent[0]
-            if events and size + event_size > _MAX_BATCH_BYTES:
-                break
-            self._unsent.popleft()
-            events.append(event)
-            size += event_size
-        if not self._unsent:
-            self._hold_until = 0.0  # the next event starts a new linger
-        batch = _Batch(self._next_batch_id, events)
-        self._next_batch_id += 1
-        return batch
-
-    def _requeue_inflight(self) -> None:
-        """Puts every unacknowledged batch back in front of the unsent queue, in order."""
-        if self._inflight:
-            self._hold_until = 0.0  # they lingered once already
-        while self._inflight:
-            batch = self._inflight.pop()
-            for event in reversed(batch.events):
-                self._unsent.appendleft((event, convert.event_size(event)))
-
     def _finished(self) -> bool:
         """Whether the stream has nothing left to do: closing, or the run ended, and all acked."""
-        return (self._owner.done_reporting() or self._draining) and self.pending == 0
+        return (self._owner.done_reporting() or self._draining) and self._outbox.pending == 0
 
     def _closing(self) -> bool:
         """Whether nothing more will be queued that this task must wait for."""
@@ -333,7 +270,7 @@ class ReportStream:
         last_error: BaseException | None = None
         try:
             while True:
-                acked_before = self.acked
+                acked_before = self._outbox.acked
                 try:
                     if await self._stream_once(backoff):
                         return
@@ -360,11 +297,11 @@ class ReportStream:
                 if self._owner.cancelled or self._finished():
                     return
                 # The outage counts only while events wait to be delivered.
-                if self.acked > acked_before or self.pending == 0:
+                if self._outbox.acked > acked_before or self._outbox.pending == 0:
                     outage.recovered()
-                if self.pending and (
+                if self._outbox.pending and (
                     error := outage.exceeded(
-                        f"could not deliver {self.pending} events of run {self._run_id!r}",
+                        f"could not deliver {self._outbox.pending} events of run {self._run_id!r}",
                         f"last error: {_describe_connection_error(last_error)}",
                         last_error,
                     )
@@ -388,7 +325,7 @@ class ReportStream:
         channel's closing cancelled) while events wait to be delivered."""
         task = asyncio.current_task()
         cut = task is not None and task.cancelling() > 0
-        return cut and not self._stopped and not self._draining and self.pending > 0
+        return cut and not self._stopped and not self._draining and self._outbox.pending > 0
 
     async def _deliver_before_exit(self) -> None:
         """Sends what waits, for up to EXIT_GRACE seconds, after something other than the
@@ -401,31 +338,33 @@ class ReportStream:
             "the report stream task of run %s was cancelled with %d events not delivered; "
             "sending them before it ends",
             self._run_id,
-            self.pending,
+            self._outbox.pending,
         )
         self._draining = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(EXIT_GRACE):
                 await self._run_stream()
-        if self.pending:
+        if self._outbox.pending:
             _log.warning(
                 "run %s: %d reported events were not delivered before the program ended; "
                 "close the reporter (await run.close(), or async with run:) to wait for them",
                 self._run_id,
-                self.pending,
+                self._outbox.pending,
             )
 
     async def _sleep(self, delay: float) -> None:
         """Sleeps ``delay`` seconds, waking early only when close() leaves nothing to do."""
         deadline = time.monotonic() + delay
         while (remaining := deadline - time.monotonic()) > 0:
-            if self._closing() and self.pending == 0:
+            if self._closing() and self._outbox.pending == 0:
                 return
             await self._signal.wait(remaining)
 
     async def _stream_once(self, backoff: Backoff) -> bool:
         """Runs one Report stream. True when it ended because the reporter is done."""
-        self._requeue_inflight()
+        if self._outbox.batches_in_flight:
+            self._hold_until = 0.0  # they lingered once already
+        self._outbox.requeue_in_flight()
         self._streams_opened += 1
         reconnected = self._streams_opened > 1
         call: ReportCall = self._report_rpc(None, metadata=self._metadata)
@@ -437,14 +376,14 @@ class ReportStream:
                 while not reader.done() and self.failure is None:
                     if not attached:
                         break
-                    if self._unsent and len(self._inflight) < self._max_in_flight:
+                    if self._outbox.unsent and self._outbox.batches_in_flight < self._max_in_flight:
                         break
-                    if self._closing() and self.pending == 0:
+                    if self._closing() and self._outbox.pending == 0:
                         break
                     await self._signal.wait()
                 if reader.done() or self.failure is not None:
                     break
-                if attached and self._closing() and self.pending == 0:
+                if attached and self._closing() and self._outbox.pending == 0:
                     await call.done_writing()
                     await reader
                     return True
@@ -452,12 +391,10 @@ class ReportStream:
                     await self._hold()
                     if reader.done() or self.failure is not None:
                         break
-                batch = self._take_batch()
-                if batch.events:
-                    self._inflight.append(batch)
-                    batch_id = batch.batch_id
-                else:
-                    batch_id = ATTACH_BATCH_ID
+                batch = self._outbox.take_batch()
+                if not self._outbox.unsent:
+                    self._hold_until = 0.0  # the next event starts a new linger
+                batch_id = batch.batch_id if batch.events else ATTACH_BATCH_ID
                 request = convert.report_request(
                     "" if attached else self._run_id, batch.events, batch_id
                 )
@@ -515,48 +452,27 @@ class ReportStream:
         if index is None or isinstance(error, RunCancelledError):
             self._fail(error)
             return True
-        self._set_aside(index, error)
+        self._owner.on_refused(self._outbox.set_aside(index), error)
+        self._signal.fire()
         return self._owner.cancelled or self._finished()
 
     def _refused_event(self, exc: grpc.aio.AioRpcError) -> int | None:
         """The position, in the first unacknowledged batch, of the event the server refused
         that batch for, if it refused it for one event. The server answers batches in order,
         so the refused one is the first not acknowledged."""
-        if exc.code() not in _EVENT_REFUSALS or not self._inflight:
+        if exc.code() not in _EVENT_REFUSALS:
             return None
         named = _REFUSED_EVENT.match(exc.details() or "")
         if named is None:
             return None  # the run or the stream is at fault (the run ended, a limit, ...)
         index = int(named[1])
-        return index if index < len(self._inflight[0].events) else None
-
-    def _set_aside(self, index: int, error: RunstreamError) -> None:
-        """Takes the refused event out of its batch; the rest of it, and every batch behind
-        it, go again, in order and with their keys, when the next stream opens."""
-        event = self._inflight[0].events.pop(index)
-        self.refused += 1
-        self._owner.on_refused(event, error)
-        self._signal.fire()
+        return index if index < self._outbox.oldest_batch_size else None
 
     def _on_ack(self, ack: convert.ReportAck) -> None:
         if ack.batch_id == ATTACH_BATCH_ID and ack.count == 0:
             return  # The acknowledgement of an attach-only message.
-        if not self._inflight or self._inflight[0].batch_id != ack.batch_id:
-            expected = self._inflight[0].batch_id if self._inflight else None
-            raise DataLossError(
-                f"report stream of run {self._run_id!r}: acknowledgement of batch "
-                f"{ack.batch_id}, expected {expected}"
-            )
-        batch = self._inflight.popleft()
-        if ack.count != len(batch.events):
-            raise DataLossError(
-                f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "
-                f"{len(batch.events)} events acknowledged with {ack.count} results"
-            )
-        for index, seq in ack.duplicates:
-            self._owner.on_duplicate(batch.events[index], seq)
-        self.acked += len(batch.events)
-        self.last_seq = max(self.last_seq, ack.max_seq)
+        for event, seq in self._outbox.settle(ack):
+            self._owner.on_duplicate(event, seq)
         self._signal.fire()
 
 

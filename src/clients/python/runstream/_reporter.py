@@ -3,8 +3,9 @@
 RunReporter is the producer's handle on a run: its lifecycle (``async with run:``,
 ``flush()``, ``close()``) and steps, and where its parts meet. The typed events it reports
 are :mod:`runstream._run_events`; whether an event may be queued, and backpressure, is
-:mod:`runstream._report_gate`; steps 1-5 below, the stream itself, are
-:mod:`runstream._report_stream`; the reporter's side of that stream (routing what the server
+:mod:`runstream._report_gate`; steps 1-5 below are the stream itself,
+:mod:`runstream._report_stream`, and the events waiting for it or for their acknowledgements,
+:mod:`runstream._outbox`; the reporter's side of that stream (routing what the server
 sends back, re-reading after a reconnect, waiting for the stream to settle and stopping it) is
 :mod:`runstream._stream_ownership`; what the server sends back is handled by
 :mod:`runstream._run_decisions` (decisions) and :mod:`runstream._run_control` (controls).
@@ -65,6 +66,7 @@ from runstream._errors import (
     RunCancelledError,
     RunstreamError,
 )
+from runstream._outbox import Outbox
 from runstream._report_gate import ReportGate
 from runstream._report_stream import ReportStream, Signal
 from runstream._run_control import RunControl
@@ -125,19 +127,23 @@ class RunReporter(RunEvents, StreamOwnership):
         if key_prefix is not None and not key_prefix:
             raise InvalidArgumentError("key_prefix: must not be empty (None generates one)")
         self._signal = Signal()
-        self._stream = ReportStream(
-            self,
-            self._signal,
-            run_id=run.run_id,
-            last_seq=run.last_seq,
-            report_rpc=report_rpc,
-            metadata=metadata,
-            reconnect_timeout=reconnect_timeout,
-            batch_size=batch_size,
-            max_in_flight=max_in_flight,
+        self._outbox = Outbox(
+            run.run_id,
             # RunStarted takes key 0; attach_run() starts at 1, so a producer that reports the
             # same events again after a restart gets the same keys (and the server drops them).
             key_prefix=key_prefix if key_prefix is not None else uuid.uuid4().hex,
+            last_seq=run.last_seq,
+            batch_size=batch_size,
+        )
+        self._stream = ReportStream(
+            self,
+            self._signal,
+            self._outbox,
+            run_id=run.run_id,
+            report_rpc=report_rpc,
+            metadata=metadata,
+            reconnect_timeout=reconnect_timeout,
+            max_in_flight=max_in_flight,
             linger=linger,
         )
         self._control = RunControl(
@@ -148,12 +154,18 @@ class RunReporter(RunEvents, StreamOwnership):
             cancel_task=cancel_task,
         )
         self._gate = ReportGate(
-            run.run_id, self._stream, self._signal, self._control, max_buffered=max_buffered
+            run.run_id,
+            self._stream,
+            self._outbox,
+            self._signal,
+            self._control,
+            max_buffered=max_buffered,
         )
         self._decisions = RunDecisions(
             run.run_id,
             gate=self._gate,
             stream=self._stream,
+            outbox=self._outbox,
             signal=self._signal,
             control=self._control,
             get_decision=get_decision,
@@ -204,18 +216,18 @@ class RunReporter(RunEvents, StreamOwnership):
     @property
     def events_reported(self) -> int:
         """How many events were reported (queued) so far."""
-        return self._stream.reported
+        return self._outbox.reported
 
     @property
     def events_acknowledged(self) -> int:
         """How many of the reported events the server acknowledged as durable."""
-        return self._stream.acked
+        return self._outbox.acked
 
     @property
     def last_seq(self) -> int:
         """The highest seq the server assigned to an acknowledged event of this reporter (for
         a reporter from ``attach_run``, at least the run's last seq when it attached)."""
-        return self._stream.last_seq
+        return self._outbox.last_seq
 
     @property
     def open_decisions(self) -> tuple[Decision, ...]:
@@ -226,7 +238,7 @@ class RunReporter(RunEvents, StreamOwnership):
     @property
     def key_prefix(self) -> str:
         """The prefix of this reporter's idempotency keys (``"<prefix>:<n>"``)."""
-        return self._stream.key_prefix
+        return self._outbox.key_prefix
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -239,7 +251,7 @@ class RunReporter(RunEvents, StreamOwnership):
         """Continues an existing run: opens the stream, waits until the server attached it,
         then learns the run's decisions. In that order, a decision that closes meanwhile is
         either pushed on the attached stream or already closed in the list."""
-        self._stream.next_key = 1
+        self._outbox.next_key = 1
         self._stream.start()
         while not self._stream.attached_once:
             self._raise_if_failed()
@@ -292,7 +304,7 @@ class RunReporter(RunEvents, StreamOwnership):
                     "not delivered",
                     self._run_id,
                     CLOSE_GRACE,
-                    self._stream.pending,
+                    self._outbox.pending,
                 )
                 self._refused.clear()
                 await self._close(wait=False)
@@ -452,7 +464,7 @@ class RunReporter(RunEvents, StreamOwnership):
         """Takes the key of an event a replay does not report again (the framework
         integrations' finished steps), so the keys after it stay those of the first run
         (see ``attach_run``)."""
-        self._stream.next_key += 1
+        self._outbox.next_key += 1
 
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()

@@ -36,6 +36,7 @@ from runstream._errors import (
 from runstream._types import Decision, DecisionOption, DecisionOutcome, DecisionResult
 
 if TYPE_CHECKING:
+    from runstream._outbox import Outbox
     from runstream._report_gate import ReportGate
     from runstream._report_stream import ReportStream, Signal
     from runstream._run_control import RunControl
@@ -61,6 +62,7 @@ class RunDecisions:
         *,
         gate: ReportGate,
         stream: ReportStream,
+        outbox: Outbox,
         signal: Signal,
         control: RunControl,
         get_decision: Callable[[str, str], Awaitable[Decision]],
@@ -69,6 +71,7 @@ class RunDecisions:
         self._run_id = run_id
         self._gate = gate
         self._stream = stream
+        self._outbox = outbox
         self._signal = signal
         self._control = control
         self._get_decision = get_decision
@@ -154,7 +157,7 @@ class RunDecisions:
             elif decision_id in self._asked_before:
                 # Asked before attach_run: wait for that question's answer instead of asking
                 # again, and skip the key its DecisionRequested took, so later keys line up.
-                self._stream.next_key += 1
+                self._outbox.next_key += 1
             else:
                 await self._gate.admit(event)
                 sent = True

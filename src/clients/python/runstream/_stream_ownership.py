@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import grpc
 
     from runstream import _convert as convert
+    from runstream._outbox import Outbox
     from runstream._report_gate import ReportGate
     from runstream._report_stream import ReportStream, Signal
     from runstream._run_control import RunControl
@@ -55,6 +56,7 @@ class StreamOwnership:
     _run_id: str
     _signal: Signal
     _stream: ReportStream
+    _outbox: Outbox
     _control: RunControl
     _gate: ReportGate
     _decisions: RunDecisions
@@ -130,15 +132,15 @@ class StreamOwnership:
 
     async def _settle(self) -> None:
         """Waits until the server acknowledged or refused every event reported so far."""
-        target = self._stream.reported
+        target = self._outbox.reported
         self._stream.send_now()
-        while self._stream.settled < target:
+        while self._outbox.settled < target:
             self._gate.raise_if_failed()
             if self._stream.stopped and not self._stream.restart_if_cut():
                 self._gate.raise_if_failed()
                 raise FailedPreconditionError(
                     f"the reporter of run {self._run_id!r} stopped with "
-                    f"{target - self._stream.settled} events unacknowledged"
+                    f"{target - self._outbox.settled} events unacknowledged"
                 )
             await self._signal.wait()
 
