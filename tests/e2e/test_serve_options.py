@@ -273,3 +273,43 @@ def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path:
         f"{garbage} are not a PEM certificate and its unencrypted private key (unreadable as PEM)"
     ]
     assert not store.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "said"),
+    [
+        (
+            "notaurl",
+            "'notaurl' is not a URL; give http://HOST:PORT or https://HOST:PORT, "
+            "e.g. http://localhost:4317",
+        ),
+        (
+            "grpc://collector:4317",
+            "'grpc://collector:4317': grpc:// is not http:// or https://; give http://HOST:PORT "
+            "or https://HOST:PORT, e.g. http://localhost:4317",
+        ),
+        (
+            "http://collector:99999",
+            "'http://collector:99999': the port must be 1 to 65535; give http://HOST:PORT or "
+            "https://HOST:PORT, e.g. http://localhost:4317",
+        ),
+        (
+            "http://otel:s3cret@collector:4317",
+            "'http://otel:***@collector:4317' has a user or password, which the OTLP/gRPC "
+            "exporter does not send; give credentials as headers in $OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+    ],
+)
+def test_an_otlp_endpoint_traces_cannot_reach_is_refused_before_serving(
+    tmp_path: Path, endpoint: str, said: str
+) -> None:
+    """`--otlp-endpoint notaurl` started a server that never exported a trace and never said
+    why; now the command line is refused, naming the flag and the form it takes, and a
+    password in the URL is not repeated back."""
+    result = _serve(free_port(), tmp_path / "runs.db", "--otlp-endpoint", endpoint)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"runstream serve: error: argument --otlp-endpoint: {said}"
+    ]
+    assert "s3cret" not in result.stderr
+    assert not (tmp_path / "runs.db").exists()

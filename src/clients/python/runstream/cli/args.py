@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from urllib.parse import SplitResult, urlsplit
 
 from runstream._target import check_target, with_default_port
 
@@ -13,6 +14,7 @@ __all__ = [
     "metrics_address",
     "non_negative_float",
     "non_negative_int",
+    "otlp_endpoint",
     "port",
     "positive_float",
     "positive_int",
@@ -50,6 +52,48 @@ def metrics_address(value: str) -> str:
     """An address to serve metrics on: as :func:`listen_address`, or a PORT alone for every
     interface (returned as ``:PORT``)."""
     return listen_address(f":{value}" if value.isdigit() else value)
+
+
+OTLP_EXAMPLE = "http://localhost:4317"
+
+
+def otlp_endpoint(value: str) -> str:
+    """An OTLP/gRPC collector: http://HOST[:PORT] (plaintext) or https://HOST[:PORT] (TLS),
+    or HOST:PORT as the exporter also takes it. Anything else was taken without a word and
+    no trace ever left (the exporter dials it as a gRPC target and retries in silence).
+    A password in the URL is never repeated back."""
+    scheme, has_scheme, _ = value.partition("://")
+    parsed = urlsplit(value if has_scheme else f"http://{value}")
+    shown = repr(_without_password(value, parsed))
+    expected = f"give http://HOST:PORT or https://HOST:PORT, e.g. {OTLP_EXAMPLE}"
+    if has_scheme and scheme not in ("http", "https"):
+        raise argparse.ArgumentTypeError(
+            f"{shown}: {scheme}:// is not http:// or https://; {expected}"
+        )
+    if parsed.username is not None or parsed.password is not None:
+        raise argparse.ArgumentTypeError(
+            f"{shown} has a user or password, which the OTLP/gRPC exporter does not send; "
+            "give credentials as headers in $OTEL_EXPORTER_OTLP_HEADERS"
+        )
+    if not parsed.hostname or any(c.isspace() for c in value):
+        raise argparse.ArgumentTypeError(f"{shown} is not a URL with a host; {expected}")
+    try:
+        number = parsed.port
+    except ValueError:
+        number = -1
+    if number is not None and not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{shown}: the port must be 1 to 65535; {expected}")
+    if not has_scheme and number is None:
+        raise argparse.ArgumentTypeError(f"{shown} is not a URL; {expected}")
+    return value
+
+
+def _without_password(value: str, parsed: SplitResult) -> str:
+    if parsed.password is None:
+        return value
+    user_and_password, _, _ = parsed.netloc.rpartition("@")
+    user = user_and_password.partition(":")[0]
+    return value.replace(f"{user_and_password}@", f"{user}:***@", 1)
 
 
 def positive_float(value: str) -> float:

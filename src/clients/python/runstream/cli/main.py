@@ -34,6 +34,7 @@ from .args import (
     listen_address,
     metrics_address,
     non_negative_float,
+    otlp_endpoint,
     positive_float,
     positive_int,
     target_address,
@@ -576,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--otlp-endpoint",
+        type=otlp_endpoint,
         default=None,
         metavar="URL",
         help="export traces over OTLP/gRPC, e.g. http://collector:4317 (default: "
