@@ -227,6 +227,26 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_bad_target_is_named_where_the_user_gave_it() -> None:
+    """A bad $RUNSTREAM_TARGET was refused as "argument --target", a flag the user never
+    typed; the variable is named now, and a bad --target still names the flag."""
+    said = "http:// is not a gRPC address; give HOST:PORT (or dns:///HOST:PORT)"
+    for env_target, args, where in [
+        ("http://x", [], "environment variable RUNSTREAM_TARGET"),
+        ("127.0.0.1:1", ["--target", "http://x"], "argument --target"),
+    ]:
+        result = subprocess.run(
+            [*CLI, "runs", *args],
+            capture_output=True,
+            text=True,
+            env={**ENV, "RUNSTREAM_TARGET": env_target},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines() == [f"runstream runs: error: {where}: {said}"]
+
+
 def test_commands_with_closed_standard_streams_do_their_work(
     server_process: ServerProcess,
 ) -> None:

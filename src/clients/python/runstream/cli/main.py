@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import logging
 import os
@@ -59,12 +58,28 @@ TARGET_ENV = "RUNSTREAM_TARGET"
 T = TypeVar("T")
 
 
+class _FromEnvironment(str):
+    """--target's default when $RUNSTREAM_TARGET is set. argparse checks a default with the
+    flag's type only when the flag is not given; this marks the value as the variable's, so a
+    bad one is named as the variable the user set, not as "argument --target"."""
+
+
 def default_target() -> str:
     from_env = os.environ.get(TARGET_ENV)
-    if from_env:
-        with contextlib.suppress(argparse.ArgumentTypeError):
-            return target_address(from_env)
-    return from_env or DEFAULT_TARGET
+    return _FromEnvironment(from_env) if from_env else DEFAULT_TARGET
+
+
+def _target(value: str) -> str:
+    """As :func:`target_address`; a bad $RUNSTREAM_TARGET is reported under its own name."""
+    try:
+        return target_address(value)
+    except argparse.ArgumentTypeError as exc:
+        if isinstance(value, _FromEnvironment):
+            # ArgumentError without an action: argparse's error() says the message alone.
+            raise argparse.ArgumentError(
+                None, f"environment variable {TARGET_ENV}: {exc}"
+            ) from None
+        raise
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -446,7 +461,7 @@ def _add_target(parser: argparse.ArgumentParser, *, security: bool = True) -> No
     """--target, and (with `security`) the token and TLS options of client commands."""
     parser.add_argument(
         "--target",
-        type=target_address,
+        type=_target,
         default=default_target(),
         metavar="HOST[:PORT]",
         help=f"the Runstream server to talk to (port 50051 when not given), ${TARGET_ENV} when set",
