@@ -74,6 +74,21 @@ def test_a_text_file_is_refused(tmp_path: Path) -> None:
     assert_one_line_refusal(serve_refuses(str(store)), store, "is not a SQLite database")
 
 
+def test_a_refused_store_is_the_only_line_at_the_default_log_level(tmp_path: Path) -> None:
+    """At INFO, the default, the refusal followed "starting on ADDRESS with store PATH": the
+    operator's screen said starting for a server that never started."""
+    store = tmp_path / "notes.txt"
+    store.write_text("these are my notes, not a database\n")
+    serve = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", "127.0.0.1:0"]
+    done = subprocess.run(
+        [*serve, "--store", str(store)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"runstream: store {store} is not a SQLite database (file is not a database)"
+    ]
+
+
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "a-directory"
     store.mkdir()

@@ -232,10 +232,9 @@ class RunstreamServer:
     async def start(self) -> None:
         config = self.config
         check_exposure(config.address, config.security)
-        # Before the store exists and before "starting" is logged: an address it cannot
-        # listen on is the one line `serve` prints, and creates nothing.
+        # Before the store exists: an address it cannot listen on is the one line `serve`
+        # prints, and creates nothing.
         check_addresses(config)
-        log.info("starting on %s with store %s", config.address, describe_store(config))
         rejections = RejectionLog()
         interceptors = auth_interceptors(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
@@ -244,6 +243,9 @@ class RunstreamServer:
         self._store = ObservedStore(open_store(config), telemetry)
         await self._store.open()
         await self._store.count_runs()
+        # Only once the store is open and checked: a store `serve` refuses is its one line,
+        # not a "starting" line for a server that never started.
+        log.info("starting on %s with store %s", config.address, describe_store(config))
         self.runs = RunManager(
             self._store,
             Hub(
