@@ -247,6 +247,25 @@ def test_a_bad_target_is_named_where_the_user_gave_it() -> None:
         assert result.stderr.splitlines() == [f"runstream runs: error: {where}: {said}"]
 
 
+@pytest.mark.parametrize("command", ["dashboard", "agui"])
+def test_the_web_commands_refuse_a_bad_target_variable_in_one_line(command: str) -> None:
+    """`runstream dashboard` and `runstream agui` read $RUNSTREAM_TARGET themselves: the
+    dashboard ended a bad one in a traceback, the bridge took it unchecked."""
+    result = subprocess.run(
+        [*CLI, command],
+        capture_output=True,
+        text=True,
+        env={**ENV, "RUNSTREAM_TARGET": "http://x"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "runstream: environment variable RUNSTREAM_TARGET: http:// is not a gRPC address;"
+        " give HOST:PORT (or dns:///HOST:PORT)"
+    ]
+
+
 def test_commands_with_closed_standard_streams_do_their_work(
     server_process: ServerProcess,
 ) -> None:

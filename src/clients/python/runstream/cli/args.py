@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from urllib.parse import SplitResult, urlsplit
 
 from runstream._target import check_target, with_default_port
 
+from .errors import UsageError
+
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_TARGET",
+    "TARGET_ENV",
     "listen_address",
     "metrics_address",
     "non_negative_float",
@@ -19,9 +24,12 @@ __all__ = [
     "positive_float",
     "positive_int",
     "target_address",
+    "target_from_environment",
 ]
 
 DEFAULT_PORT = 50051
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
+TARGET_ENV = "RUNSTREAM_TARGET"
 
 
 def target_address(value: str) -> str:
@@ -31,6 +39,18 @@ def target_address(value: str) -> str:
         return with_default_port(check_target(value), DEFAULT_PORT)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def target_from_environment() -> str | None:
+    """$RUNSTREAM_TARGET checked as --target is, or None when it is not set. A bad value is
+    a UsageError naming the variable: the user never typed a --target."""
+    value = os.environ.get(TARGET_ENV)
+    if not value:
+        return None
+    try:
+        return target_address(value)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"environment variable {TARGET_ENV}: {exc}") from None
 
 
 def listen_address(value: str) -> str:

@@ -30,6 +30,8 @@ from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
 from .args import (
+    DEFAULT_TARGET,
+    TARGET_ENV,
     listen_address,
     metrics_address,
     non_negative_float,
@@ -51,9 +53,6 @@ from .health import add_health_command
 from .render import follow_run, print_run_header
 from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
 from .stats import show_stats
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "RUNSTREAM_TARGET"
 
 T = TypeVar("T")
 

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import signal
 import socket
 import sys
@@ -26,15 +25,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runstream
 
-from ..cli.args import port, positive_float, target_address
+from ..cli.args import (
+    DEFAULT_TARGET,
+    TARGET_ENV,
+    port,
+    positive_float,
+    target_address,
+    target_from_environment,
+)
 from ..cli.errors import CliError, UsageError
 from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
 
 __all__ = ["add_dashboard_command"]
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "RUNSTREAM_TARGET"
 
 _log = logging.getLogger("runstream.dashboard")
 
@@ -156,10 +160,10 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             stack.callback(loop.remove_signal_handler, signum)
         if args.api_url:
             return await _serve_page_only(args, stop, say)
-        from_env = os.environ.get(TARGET_ENV)
-        target = args.target or (target_address(from_env) if from_env else DEFAULT_TARGET)
         if args.demo and args.target is None:
             target = await stack.enter_async_context(_embedded_server(args.speed))
+        else:
+            target = args.target or target_from_environment() or DEFAULT_TARGET
             say(f"Runstream server (embedded) on {target}")
             say("  ETA history: recorded runs of the campaign seeded into its temporary store")
 

@@ -8,18 +8,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 
-from ..cli.args import positive_float
+from ..cli.args import (
+    DEFAULT_TARGET,
+    TARGET_ENV,
+    positive_float,
+    target_address,
+    target_from_environment,
+)
 from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
 
 __all__ = ["add_agui_command"]
-
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_ENV = "RUNSTREAM_TARGET"
 
 
 def add_agui_command(
@@ -42,6 +44,7 @@ def add_agui_command(
     )
     parser.add_argument(
         "--target",
+        type=target_address,
         default=None,
         metavar="HOST:PORT",
         help=f"the Runstream server (default: ${TARGET_ENV}, else {DEFAULT_TARGET})",
@@ -94,7 +97,7 @@ def run_agui_command(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
     from runstream.integrations.agui_bridge import AguiBridge
 
-    target = args.target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+    target = args.target or target_from_environment() or DEFAULT_TARGET
     origins: list[str] = args.origin
     keepalive: float = args.keepalive
 
