@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import runstream
 from runstream import RunStatus
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import eventually
+from tests.clients.support import eventually, until
 from tests.conftest import ServerProcess, free_port
 from tests.e2e.test_grpcurl import json_messages, recipe_argv, run_grpcurl
 
@@ -62,9 +63,6 @@ async def test_runstream_stats_prints_the_figures(tmp_path: Path) -> None:
     server = ServerProcess(port=free_port(), store_path=tmp_path / "runstream.db")
     server.start()
     try:
-        async with runstream.connect(server.target) as client:
-            done = await finished_run(client, steps=2)
-            assert done.status == RunStatus.SUCCEEDED
 
         def stats(*flags: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -83,17 +81,29 @@ async def test_runstream_stats_prints_the_figures(tmp_path: Path) -> None:
                 check=False,
             )
 
-        as_json = await asyncio.to_thread(stats, "--json")
+        async with runstream.connect(server.target) as client:
+            done = await finished_run(client, steps=2)
+            assert done.status == RunStatus.SUCCEEDED
+            # A person in the loop keeps an Interact stream open while the operator looks.
+            async with client.interact([done.run_id], viewer="ana"):
+
+                async def interact_stream_open() -> bool:
+                    return (await client.get_stats()).interact_streams == 1
+
+                await until(interact_stream_open)
+                as_json = await asyncio.to_thread(stats, "--json")
+                table = await asyncio.to_thread(stats)
         assert as_json.returncode == 0, as_json.stderr
         figures = json.loads(as_json.stdout)
         assert figures["runs_by_status"] == {"SUCCEEDED": 1}
         assert figures["events_appended_total"] == done.last_seq
         assert figures["watchers"] == figures["producers"] == 0
+        assert figures["interact_streams"] == 1
         assert figures["append_latency_p50_seconds"] <= figures["append_latency_p99_seconds"]
-        table = await asyncio.to_thread(stats)
         assert table.returncode == 0, table.stderr
         assert "SUCCEEDED 1" in table.stdout
         assert f"{done.last_seq} events" in table.stdout
+        assert re.search(r"^Interact streams +1 *$", table.stdout, re.MULTILINE), table.stdout
         assert "sqlite" in table.stdout and "append p50 / p99" in table.stdout
     finally:
         assert server.terminate() == 0

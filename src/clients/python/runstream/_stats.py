@@ -24,6 +24,7 @@ class ServerStats:
         watchers: Open WatchRun streams.
         producers: Open Report streams.
         watch_runs_streams: Open WatchRuns streams.
+        interact_streams: Open DecisionService.Interact streams.
         open_decisions: Decisions asked and not yet resolved.
         events_appended_last_minute: Events durably appended in the last minute.
         events_delivered_last_minute: Events sent to watchers in the last minute.
@@ -43,6 +44,7 @@ class ServerStats:
     watchers: int
     producers: int
     watch_runs_streams: int
+    interact_streams: int
     open_decisions: int
     events_appended_last_minute: int
     events_delivered_last_minute: int
@@ -76,6 +78,7 @@ def stats_from_pb(message: stats_service_pb2.ServerStats) -> ServerStats:
         watchers=message.watchers,
         producers=message.producers,
         watch_runs_streams=message.watch_runs_streams,
+        interact_streams=message.interact_streams,
         open_decisions=message.open_decisions,
         events_appended_last_minute=message.events_appended_last_minute,
         events_delivered_last_minute=message.events_delivered_last_minute,

@@ -54,6 +54,7 @@ class StatsServicer(stats_service_pb2_grpc.StatsServiceServicer):
             watchers=streams.get("WatchRun", 0),
             producers=streams.get("Report", 0),
             watch_runs_streams=streams.get("WatchRuns", 0),
+            interact_streams=streams.get("Interact", 0),
             open_decisions=t.open_decision_count(),
             events_appended_last_minute=t.appended.total(),
             events_delivered_last_minute=t.delivered_recently.total(),

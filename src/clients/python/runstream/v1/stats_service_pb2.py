@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from runstream.v1 import run_pb2 as runstream_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n runstream/v1/stats_service.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16runstream/v1/run.proto\"\x11\n\x0fGetStatsRequest\"<\n\x10GetStatsResponse\x12(\n\x05stats\x18\x01 \x01(\x0b\x32\x19.runstream.v1.ServerStats\"\xd1\x04\n\x0bServerStats\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x0eruns_by_status\x18\x04 \x03(\x0b\x32\x1c.runstream.v1.RunStatusCount\x12\x10\n\x08watchers\x18\x05 \x01(\x05\x12\x11\n\tproducers\x18\x06 \x01(\x05\x12\x1a\n\x12watch_runs_streams\x18\x07 \x01(\x05\x12\x16\n\x0eopen_decisions\x18\x08 \x01(\x05\x12#\n\x1b\x65vents_appended_last_minute\x18\t \x01(\x03\x12$\n\x1c\x65vents_delivered_last_minute\x18\n \x01(\x03\x12\x35\n\x12\x61ppend_latency_p50\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12\x61ppend_latency_p99\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1d\n\x15\x65vents_appended_total\x18\r \x01(\x03\x12\x1e\n\x16\x65vents_delivered_total\x18\x0e \x01(\x03\x12\x1a\n\x12store_errors_total\x18\x0f \x01(\x03\x12\x12\n\nstore_kind\x18\x10 \x01(\t\x12\x18\n\x10store_size_bytes\x18\x11 \x01(\x03\"H\n\x0eRunStatusCount\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x32Y\n\x0cStatsService\x12I\n\x08GetStats\x12\x1d.runstream.v1.GetStatsRequest\x1a\x1e.runstream.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n runstream/v1/stats_service.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16runstream/v1/run.proto\"\x11\n\x0fGetStatsRequest\"<\n\x10GetStatsResponse\x12(\n\x05stats\x18\x01 \x01(\x0b\x32\x19.runstream.v1.ServerStats\"\xeb\x04\n\x0bServerStats\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x34\n\x0eruns_by_status\x18\x04 \x03(\x0b\x32\x1c.runstream.v1.RunStatusCount\x12\x10\n\x08watchers\x18\x05 \x01(\x05\x12\x11\n\tproducers\x18\x06 \x01(\x05\x12\x1a\n\x12watch_runs_streams\x18\x07 \x01(\x05\x12\x18\n\x10interact_streams\x18\x12 \x01(\x05\x12\x16\n\x0eopen_decisions\x18\x08 \x01(\x05\x12#\n\x1b\x65vents_appended_last_minute\x18\t \x01(\x03\x12$\n\x1c\x65vents_delivered_last_minute\x18\n \x01(\x03\x12\x35\n\x12\x61ppend_latency_p50\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12\x61ppend_latency_p99\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1d\n\x15\x65vents_appended_total\x18\r \x01(\x03\x12\x1e\n\x16\x65vents_delivered_total\x18\x0e \x01(\x03\x12\x1a\n\x12store_errors_total\x18\x0f \x01(\x03\x12\x12\n\nstore_kind\x18\x10 \x01(\t\x12\x18\n\x10store_size_bytes\x18\x11 \x01(\x03\"H\n\x0eRunStatusCount\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x32Y\n\x0cStatsService\x12I\n\x08GetStats\x12\x1d.runstream.v1.GetStatsRequest\x1a\x1e.runstream.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSRESPONSE']._serialized_start=158
   _globals['_GETSTATSRESPONSE']._serialized_end=218
   _globals['_SERVERSTATS']._serialized_start=221
-  _globals['_SERVERSTATS']._serialized_end=814
-  _globals['_RUNSTATUSCOUNT']._serialized_start=816
-  _globals['_RUNSTATUSCOUNT']._serialized_end=888
-  _globals['_STATSSERVICE']._serialized_start=890
-  _globals['_STATSSERVICE']._serialized_end=979
+  _globals['_SERVERSTATS']._serialized_end=840
+  _globals['_RUNSTATUSCOUNT']._serialized_start=842
+  _globals['_RUNSTATUSCOUNT']._serialized_end=914
+  _globals['_STATSSERVICE']._serialized_start=916
+  _globals['_STATSSERVICE']._serialized_end=1005
 # @@protoc_insertion_point(module_scope)

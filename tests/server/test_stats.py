@@ -1,0 +1,54 @@
+"""GetStats through the raw stubs: the stream counts an operator reads follow the streams
+clients hold open, on every store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc, stats_service_pb2_grpc
+from runstream.v1 import stats_service_pb2 as ss
+
+from tests.clients.support import until
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, ev
+
+
+async def test_an_open_interact_stream_is_counted_until_it_closes(stubs: Stubs) -> None:
+    stats = stats_service_pb2_grpc.StatsServiceStub(stubs.channel)
+    decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+    run = await create_run(stubs, "review")
+    asked = ev.DecisionRequested(
+        decision_id="persona",
+        prompt="Which persona first?",
+        options=[ev.DecisionOption(value="pros", label="Pros")],
+    )
+    await append(stubs, run.run_id, ev.RunEvent(decision_requested=asked))
+
+    async def interact_streams() -> int:
+        answer = await stats.GetStats(ss.GetStatsRequest())
+        return answer.stats.interact_streams
+
+    assert await interact_streams() == 0
+    hang_up = asyncio.Event()
+
+    async def requests() -> AsyncIterator[ds.InteractRequest]:
+        yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[run.run_id]))
+        await hang_up.wait()
+
+    stream = decisions.Interact(requests())
+    first = await anext(aiter(stream))
+    assert first.prompt.decision_id == "persona"  # the server is serving the stream
+    assert await interact_streams() == 1
+    answer = await stats.GetStats(ss.GetStatsRequest())
+    assert (answer.stats.watchers, answer.stats.watch_runs_streams) == (0, 0)
+    stream.cancel()  # the person in the loop closes the tab
+    hang_up.set()
+
+    async def closed() -> bool:
+        return await interact_streams() == 0
+
+    await until(closed)
+    assert await stream.code() == grpc.StatusCode.CANCELLED
