@@ -205,8 +205,18 @@ class Browser:
         await self.call("goto", url=url)
 
     async def wait(self, expression: str, within: float = 30) -> None:
-        """Waits (at most `within` seconds) until a JavaScript expression is truthy."""
-        await self.call("wait", expression=expression, timeout=int(within * 1000))
+        """Waits (at most `within` seconds) until a JavaScript expression is truthy.
+
+        An expression that meets an element the page has not built yet (a TypeError, such as
+        `document.querySelector('.server-panel').dataset` right after `goto`) counts as not
+        yet: Playwright ends the wait on the first exception, which made a wait right after
+        `goto` race the page's first render (seen once in CI). Other errors still end it.
+        """
+        guarded = (
+            f"(() => {{ try {{ return ({expression}); }} catch (e) {{"
+            " if (e instanceof TypeError) return false; throw e; } })()"
+        )
+        await self.call("wait", expression=guarded, timeout=int(within * 1000))
 
     async def eval(self, expression: str) -> Any:
         return await self.call("eval", expression=expression)
