@@ -228,7 +228,7 @@ def test_a_new_file_in_a_read_only_directory_is_refused() -> None:
 
 
 def test_a_writable_file_in_a_read_only_directory_is_refused() -> None:
-    """SQLite needs to create its -wal and -shm files beside the database."""
+    """SQLite needs to create its -wal file beside the database."""
     with nobody_dir() as directory:
         store = directory / "rw.db"
         make_store(store, runs=1)

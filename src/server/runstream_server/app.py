@@ -484,12 +484,12 @@ def listen_failure(config: ServerConfig) -> str:
 
 def store_files_to_create(config: ServerConfig) -> list[Path]:
     """What opening the SQLite store would create, to remove should the server not listen
-    after all: the file with its -wal and -shm files, then each missing directory above it,
+    after all: the file with its -wal file, then each missing directory above it,
     innermost first; nothing for a file that exists, or a Redis store."""
     path = config.store_path
     if config.store_url or path.exists():
         return []
-    files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))]
+    files = [path, path.with_name(path.name + "-wal")]  # no -shm: see sqlite_file.connect
     return [p for p in (*files, *path.parents) if not p.exists()]
 
 

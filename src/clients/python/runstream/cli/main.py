@@ -39,6 +39,7 @@ from .args import (
     positive_float,
     positive_int,
     target_address,
+    target_from_environment,
 )
 from .auth import (
     add_client_security,
@@ -69,16 +70,15 @@ def default_target() -> str:
 
 
 def _target(value: str) -> str:
-    """As :func:`target_address`; a bad $RUNSTREAM_TARGET is reported under its own name."""
-    try:
+    """As :func:`target_address`; $RUNSTREAM_TARGET is checked as the other commands check
+    it (:func:`target_from_environment`), a bad one reported under its own name."""
+    if not isinstance(value, _FromEnvironment):
         return target_address(value)
-    except argparse.ArgumentTypeError as exc:
-        if isinstance(value, _FromEnvironment):
-            # ArgumentError without an action: argparse's error() says the message alone.
-            raise argparse.ArgumentError(
-                None, f"environment variable {TARGET_ENV}: {exc}"
-            ) from None
-        raise
+    try:
+        return target_from_environment() or DEFAULT_TARGET
+    except UsageError as exc:
+        # ArgumentError without an action: argparse's error() says the message alone.
+        raise argparse.ArgumentError(None, str(exc)) from None
 
 
 # --- plumbing ------------------------------------------------------------------------------
