@@ -287,14 +287,16 @@ def open_loop(
     watcher_procs: int = 1,
     linger: float = 0.0,
     client: str | None = None,
+    per_channel: int = 1,
 ) -> OpenLoop:
     """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers
-    (`client`: as in producer_argv)."""
+    (`client`: as in producer_argv; `per_channel`: watch streams sharing one connection)."""
     with ExitStack() as stack:
         argv = producer_argv(srv, rate, count, closed=closed, linger=linger, client=client)
         producer = stack.enter_context(spawn(argv, None))
         run_id = producer.read()["run_id"] or "-"
-        procs = start_watchers(stack, srv, run_id, watchers, watcher_procs)
+        shared = ("--per-channel", str(per_channel)) if per_channel > 1 else ()
+        procs = start_watchers(stack, srv, run_id, watchers, watcher_procs, *shared)
         for proc in procs:
             ready = proc.read(300)
             if ready.get("failed"):
