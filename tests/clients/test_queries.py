@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import runstream
-from runstream import Client, RunStatus, StepSpec, StepStatus
+from runstream import Alert, Client, EventKind, RunStatus, StepSpec, StepStatus
 from runstream_server.app import RunstreamServer
 
 
@@ -128,4 +128,42 @@ async def test_cancel_run_through_the_sdk(client: Client) -> None:
     assert (await client.get_run(run.run_id)).status == RunStatus.CANCELLED
     with pytest.raises(runstream.FailedPreconditionError):
         await client.cancel_run(run.run_id)
+    await run.close()
+
+
+async def test_list_events_newest_first_reads_the_last_alerts_of_a_long_run(
+    client: Client,
+) -> None:
+    """A dashboard wants a run's last 3 alerts, not its history from the start: newest
+    first, filtered by kind, a page at a time or as an iterator it stops early."""
+    run = await client.start_run("alerts")
+    for n in range(8):
+        for tick in range(20):
+            await run.custom("tick", {"n": tick})
+        await run.alert(f"alert {n}", code=f"A{n}")
+    await run.flush()
+
+    page, token = await client.list_events_page(
+        run.run_id, kinds=[EventKind.ALERT], page_size=3, newest_first=True
+    )
+    assert [e.payload.message for e in page if isinstance(e.payload, Alert)] == [
+        "alert 7",
+        "alert 6",
+        "alert 5",
+    ]
+    assert token
+    rest, last = await client.list_events_page(
+        run.run_id, kinds=[EventKind.ALERT], page_size=10, page_token=token, newest_first=True
+    )
+    assert [e.seq for e in rest] == sorted((e.seq for e in rest), reverse=True)
+    assert len(rest) == 5 and rest[0].seq < page[-1].seq and last == ""
+    with pytest.raises(runstream.InvalidArgumentError, match="page_token"):
+        await client.list_events_page(run.run_id, kinds=[EventKind.ALERT], page_token=token)
+
+    everything = [
+        e.seq async for e in client.list_events(run.run_id, page_size=7, newest_first=True)
+    ]
+    assert everything == list(range(run.last_seq, 0, -1))
+    oldest = [e.seq async for e in client.list_events(run.run_id, page_size=7)]
+    assert oldest == everything[::-1]
     await run.close()

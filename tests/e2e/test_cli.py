@@ -514,6 +514,37 @@ async def _sleep_in(run: runstream.RunReporter) -> None:
         await asyncio.sleep(3600)
 
 
+async def test_events_newest_prints_the_newest_events_first(server_process: ServerProcess) -> None:
+    """`events --newest --limit 3`: the run's last three events, newest on top, read from
+    the end of its log; with --kinds and --json, the last alerts as JSON."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("alerts")
+        for n in range(6):
+            await run.metrics({"n": n})
+            await run.alert(f"budget at {n}0%", code=f"B{n}")
+        await run.flush()
+        stored = [event.seq async for event in client.list_events(run.run_id)]
+        await run.close()
+
+    newest = await cli("events", run.run_id, "--target", target, "--newest", "--limit", "3")
+    assert newest.returncode == 0, newest.stderr
+    lines = newest.stdout.splitlines()
+    assert [int(re.findall(r"#(\d+)", line)[0]) for line in lines] == stored[:-4:-1]
+    assert "budget at 50%" in lines[0] and "budget at 40%" in lines[2]
+
+    alerts = await cli(
+        "events", run.run_id, "--target", target, "--newest", "--limit", "2",
+        "--kinds", "alert", "--json",
+    )  # fmt: skip
+    assert alerts.returncode == 0, alerts.stderr
+    assert [event["alert"]["message"] for event in json.loads(alerts.stdout)] == [
+        "budget at 50%",
+        "budget at 40%",
+    ]
+
+
 async def test_runs_watch_follows_runs_as_they_start_and_finish(
     server_process: ServerProcess,
 ) -> None:

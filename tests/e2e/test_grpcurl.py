@@ -51,6 +51,7 @@ RECIPES = {
     "list-runs",
     "list-running-runs",
     "watch-run",
+    "list-newest-events",
     "get-stats",  # run by tests/e2e/test_stats.py
 }
 RECIPE_BLOCK = re.compile(
@@ -323,6 +324,18 @@ async def test_watch_run_prints_every_event_and_ends(server: RunstreamServer, ru
         "run_completed",
     ]
     assert events[-1]["run_completed"]["summary"] == "campaign ready"
+
+
+async def test_list_newest_events_shows_the_last_milestones_newest_first(
+    server: RunstreamServer, runs: Runs
+) -> None:
+    """The finished run's milestones are seqs 5, 7, 11 and 12 (see the WatchRun test): the
+    recipe shows the last three, newest first, and a token for the one before them."""
+    argv = recipe_argv("list-newest-events", server.target, runs.finished_id)
+    [answer] = json_messages(await run_grpcurl(argv))
+    assert [int(event["seq"]) for event in answer["events"]] == [12, 11, 7]
+    assert {payload_kind(event) for event in answer["events"]} == {"milestone"}
+    assert answer["next_page_token"]
 
 
 async def test_watch_run_streams_a_live_run_until_it_ends(

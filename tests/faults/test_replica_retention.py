@@ -162,3 +162,43 @@ async def test_decisions_purged_on_replica_a_are_the_precise_error_on_replica_b_
             assert refused.value.details().startswith(
                 f"run_id: events 1..{done.last_seq} of run 'r' were removed by the retention policy"
             )
+
+
+async def test_newest_first_on_replica_b_before_it_hears_of_a_purge_is_the_precise_error(
+    deaf_to_purges: None, two_servers: tuple[RunstreamServer, RunstreamServer]
+) -> None:
+    """B holds the run and has not heard of A's purge: listing newest first there finds no
+    events, asks the store why, and says that retention took them, as in seq order, rather
+    than answering with an empty page that reads as a run without events."""
+    a, b = two_servers
+    assert a.runs is not None
+    await a.runs.create_run(run_id="r", workflow="n", display_name="", labels={}, steps=[])
+    ticks = [ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}") for n in range(5)]
+    done = await a.runs.append("r", [*ticks, ev.RunEvent(run_completed=ev.RunCompleted())])
+    async with grpc.aio.insecure_channel(b.target) as on_b:
+        runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
+        # B reads the run, so it holds it in memory, as it was before the purge.
+        whole = runs_b.WatchRun(run_service_pb2.WatchRunRequest(run_id="r"))
+        async with asyncio.timeout(10):
+            assert [e.seq async for r in whole for e in r.events][-1] == done.last_seq
+        first = await runs_b.ListEvents(
+            run_service_pb2.ListEventsRequest(run_id="r", page_size=2, order_by="seq desc")
+        )
+        assert [e.seq for e in first.events] == [done.last_seq, done.last_seq - 1]
+
+        assert await a.runs.apply_retention() == ["r"]  # A purges; B is not told
+
+        removed = f"events 1..{done.last_seq} of run 'r' were removed by the retention policy"
+        for request, field in [
+            (run_service_pb2.ListEventsRequest(run_id="r", order_by="seq desc"), "run_id"),
+            (
+                run_service_pb2.ListEventsRequest(
+                    run_id="r", order_by="seq desc", page_token=first.next_page_token
+                ),
+                "page_token",
+            ),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await runs_b.ListEvents(request)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert refused.value.details().startswith(f"{field}: {removed}")

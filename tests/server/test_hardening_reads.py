@@ -230,6 +230,25 @@ async def test_a_well_tagged_token_with_a_hostile_position_is_invalid_argument(
         assert (info.value.details() or "").startswith("page_token: "), method
 
 
+@pytest.mark.parametrize("position", [0, 1])
+async def test_a_newest_first_token_forged_below_the_first_event_lists_nothing(
+    stubs: Stubs, position: int
+) -> None:
+    """A newest-first token made with the (public) default key to list the events below
+    seq 1: there are none, so the page is empty and the last, on every store (Redis refuses
+    a reverse range that ends below 0-0; that error must not reach the caller)."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, custom(1), custom(2))
+    first = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, page_size=1, order_by="seq desc")
+    )
+    forged = encode_token({**_payload_of(first.next_page_token), "before": position})
+    rest = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, page_token=forged, order_by="seq desc")
+    )
+    assert (list(rest.events), rest.next_page_token) == ([], "")
+
+
 async def test_a_page_token_outlives_a_restart(tmp_path: Path, server_config: Any) -> None:
     """Tokens carry no per-process secret: after a restart (or on another replica of the same
     store) a client pages on where it was."""

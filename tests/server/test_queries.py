@@ -1,8 +1,10 @@
-"""ListRuns and ListSteps: AIP pagination and filters; health and reflection always on."""
+"""ListRuns, ListSteps and ListEvents: AIP pagination, filters and ordering; health and
+reflection always on."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import grpc
 import pytest
@@ -10,7 +12,11 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
+from runstream_server.domain.runs import Retention
 
+from tests.conftest import ConfigFactory
+from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, custom, ev
 
 
@@ -124,6 +130,198 @@ async def test_a_page_size_over_1000_is_taken_as_1000(stubs) -> None:  # type: i
     )
     assert [e.seq for e in rest.events] == list(range(1001, 1202))
     assert not rest.next_page_token
+
+
+async def event_pages(
+    stubs: Stubs, run_id: str, **fields: object
+) -> tuple[list[int], list[rs.ListEventsResponse]]:
+    """Every page of a ListEvents listing, following its tokens: the seqs and the pages."""
+    seqs: list[int] = []
+    pages: list[rs.ListEventsResponse] = []
+    token = ""
+    while True:
+        page = await stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run_id, page_token=token, **fields)  # type: ignore[arg-type]
+        )
+        seqs += [e.seq for e in page.events]
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            return seqs, pages
+
+
+def alert(n: int) -> ev.RunEvent:
+    return ev.RunEvent(alert=ev.Alert(message=f"alert {n}"), idempotency_key=f"alert{n}")
+
+
+async def test_newest_first_lists_the_last_events_of_a_run_first(stubs: Stubs) -> None:
+    """A watcher asks for the newest 5 of 31 events and gets seqs 31..27, without reading
+    the log from its start; "seq" (or nothing) still lists the oldest first."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, *(custom(n) for n in range(30)))  # seqs 2..31
+
+    async def first_page(order_by: str) -> list[int]:
+        request = rs.ListEventsRequest(run_id=run.run_id, page_size=5, order_by=order_by)
+        return [e.seq for e in (await stubs.runs.ListEvents(request)).events]
+
+    assert await first_page("seq desc") == [31, 30, 29, 28, 27]
+    assert await first_page("  seq   desc ") == [31, 30, 29, 28, 27]  # AIP-132: spaces
+    assert await first_page("") == [1, 2, 3, 4, 5]
+    assert await first_page("seq") == [1, 2, 3, 4, 5]
+    newest = (
+        await stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, page_size=1, order_by="seq desc")
+        )
+    ).events[0]
+    assert newest.custom.data["n"] == 29  # the event appended last, whole
+
+
+async def test_newest_first_pages_through_the_whole_log_once(stubs: Stubs) -> None:
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, *(custom(n) for n in range(30)))
+    seqs, pages = await event_pages(stubs, run.run_id, page_size=7, order_by="seq desc")
+    assert seqs == list(range(31, 0, -1))  # every event, once, newest to RunCreated
+    assert [len(p.events) for p in pages] == [7, 7, 7, 7, 3]
+    assert pages[-1].events[-1].HasField("run_created")
+
+
+async def test_newest_first_with_a_kind_filter_pages_through_those_kinds(stubs: Stubs) -> None:
+    """The last alerts of a run whose log is mostly other events: newest first, each once."""
+    run = await create_run(stubs)
+    for n in range(6):
+        await append(stubs, run.run_id, *(custom(10 * n + i) for i in range(9)), alert(n))
+    newest_two = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(
+            run_id=run.run_id, page_size=2, order_by="seq desc", filter="kind = ALERT"
+        )
+    )
+    assert [e.alert.message for e in newest_two.events] == ["alert 5", "alert 4"]
+    assert newest_two.next_page_token
+    seqs, pages = await event_pages(
+        stubs, run.run_id, page_size=4, order_by="seq desc", filter="kind = alert"
+    )
+    messages = [e.alert.message for p in pages for e in p.events]
+    assert messages == [f"alert {n}" for n in range(5, -1, -1)]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 6
+
+
+async def test_a_page_token_continues_only_the_order_it_came_from(stubs: Stubs) -> None:
+    """A token of a newest-first listing used oldest first (or the other way round, or with
+    another filter) would page from the wrong end: INVALID_ARGUMENT naming page_token."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, *(custom(n) for n in range(10)))
+    newest = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, page_size=3, order_by="seq desc")
+    )
+    oldest = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, page_size=3))
+    for request in [
+        rs.ListEventsRequest(run_id=run.run_id, page_token=newest.next_page_token),
+        rs.ListEventsRequest(run_id=run.run_id, page_token=newest.next_page_token, order_by="seq"),
+        rs.ListEventsRequest(
+            run_id=run.run_id, page_token=oldest.next_page_token, order_by="seq desc"
+        ),
+        rs.ListEventsRequest(
+            run_id=run.run_id,
+            page_token=newest.next_page_token,
+            order_by="seq desc",
+            filter="kind = CUSTOM",
+        ),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListEvents(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+        assert info.value.details() == (
+            "page_token: belongs to another request; repeat the original filter and order_by"
+        )
+    # With the order (and filter) it came from, each token goes on where its page ended.
+    again = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(
+            run_id=run.run_id, page_size=3, page_token=newest.next_page_token, order_by="seq desc"
+        )
+    )
+    assert [e.seq for e in again.events] == [8, 7, 6]
+
+
+@pytest.mark.parametrize("bad", ["seq asc", "desc", "time desc", "seq desc, kind", "SEQ DESC"])
+async def test_an_order_other_than_seq_is_invalid_argument_naming_order_by(
+    stubs: Stubs, bad: str
+) -> None:
+    run = await create_run(stubs)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, order_by=bad))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == (
+        f'order_by: cannot order by {bad!r}; use "seq" (oldest first, the default) '
+        'or "seq desc" (newest first)'
+    )
+
+
+async def test_newest_first_at_the_purge_boundary_is_the_precondition_failure_seq_order_gives(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Retention removes an ended run's log. Newest first then answers as seq order does: a
+    first page, or a token from before the purge, gets FAILED_PRECONDITION naming run_id or
+    page_token and the purged seqs, never an empty page that looks like a run without
+    events. A run whose log is kept lists down to seq 1, its last page without a token."""
+    server = RunstreamServer(server_config(tmp_path / "r.db", retention=Retention(runs=1)))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            old, kept = await create_run(stubs), await create_run(stubs)
+            for run in (old, kept):
+                await append(stubs, run.run_id, *(custom(n) for n in range(8)))
+                await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            newest = await stubs.runs.ListEvents(
+                rs.ListEventsRequest(run_id=old.run_id, page_size=4, order_by="seq desc")
+            )
+            head = newest.events[0].seq
+            assert newest.events[0].HasField("run_completed")
+            assert [e.seq for e in newest.events] == [head, head - 1, head - 2, head - 3]
+            oldest = await stubs.runs.ListEvents(
+                rs.ListEventsRequest(run_id=old.run_id, page_size=4)
+            )
+            assert server.runs is not None
+            assert await server.runs.apply_retention() == [old.run_id]
+
+            purged = f"events 1..{head} of run {old.run_id!r} were removed by the retention policy"
+            for request, field, removed in [
+                (rs.ListEventsRequest(run_id=old.run_id, order_by="seq desc"), "run_id", purged),
+                (
+                    rs.ListEventsRequest(
+                        run_id=old.run_id, order_by="seq desc", page_token=newest.next_page_token
+                    ),
+                    "page_token",
+                    purged,
+                ),
+                (
+                    rs.ListEventsRequest(
+                        run_id=old.run_id, order_by="seq desc", filter="kind = RUN_COMPLETED"
+                    ),
+                    "run_id",
+                    purged,
+                ),
+                (rs.ListEventsRequest(run_id=old.run_id), "run_id", purged),
+                (
+                    rs.ListEventsRequest(run_id=old.run_id, page_token=oldest.next_page_token),
+                    "page_token",
+                    f"events 5..{head} of run {old.run_id!r} were removed",
+                ),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stubs.runs.ListEvents(request)
+                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, request
+                assert info.value.details().startswith(f"{field}: {removed}"), (
+                    request,
+                    info.value.details(),
+                )
+
+            seqs, pages = await event_pages(stubs, kept.run_id, page_size=4, order_by="seq desc")
+            last = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=kept.run_id))).run.last_seq
+            assert seqs == list(range(last, 0, -1))
+            assert pages[-1].events[-1].HasField("run_created")
+    finally:
+        await server.stop(grace=0.1)
 
 
 async def test_list_steps_pages_in_plan_order(stubs) -> None:  # type: ignore[no-untyped-def]

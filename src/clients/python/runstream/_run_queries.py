@@ -44,11 +44,18 @@ class RunQueries:
         kinds: Iterable[EventKind] | None = None,
         page_size: int = 100,
         page_token: str = "",
+        newest_first: bool = False,
     ) -> tuple[list[Event], str]:
         """One page of a run's stored events in seq order, and the next page's token ("" last).
 
+        With ``newest_first`` the page holds the newest events first (``order_by`` "seq
+        desc"): the last alerts of a long run without reading its log from the start. A
+        token continues only the listing it came from: the same ``kinds`` and
+        ``newest_first``, else InvalidArgumentError.
+
         FailedPreconditionError when the page would start inside history the server's
-        retention policy purged (see ``Run.purged_seq``).
+        retention policy purged (see ``Run.purged_seq``); newest first, the listing ends at
+        the oldest event still stored.
         """
         self._connection.open()
         response: run_service_pb2.ListEventsResponse = await self._connection.unary(
@@ -58,6 +65,7 @@ class RunQueries:
                 page_size=page_size,
                 page_token=page_token,
                 filter=convert.event_kind_filter(kinds or ()),
+                order_by="seq desc" if newest_first else "",
             ),
         )
         return [convert.event_from_pb(e, run_id) for e in response.events], (
@@ -65,18 +73,29 @@ class RunQueries:
         )
 
     async def list_events(
-        self, run_id: str, *, kinds: Iterable[EventKind] | None = None, page_size: int = 500
+        self,
+        run_id: str,
+        *,
+        kinds: Iterable[EventKind] | None = None,
+        page_size: int = 500,
+        newest_first: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """Every stored event of the run (of these kinds), in seq order, page by page.
 
         The history view: unlike ``watch`` it returns what is stored now and ends, live run
-        or not. NotFoundError for an unknown run.
+        or not. With ``newest_first`` it starts at the newest event and goes back, so
+        stopping after a few gives the run's latest (``page_size`` then bounds what one call
+        fetches: ask for about as many as you will read). NotFoundError for an unknown run.
         """
         kind_filter = convert.event_kinds(kinds)
         page_token = ""
         while True:
             events, page_token = await self.list_events_page(
-                run_id, kinds=kind_filter, page_size=page_size, page_token=page_token
+                run_id,
+                kinds=kind_filter,
+                page_size=page_size,
+                page_token=page_token,
+                newest_first=newest_first,
             )
             for event in events:
                 yield event

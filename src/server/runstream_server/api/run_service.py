@@ -90,6 +90,7 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
             filter_text=request.filter,
             page_size=request.page_size,
             page_token=request.page_token,
+            order_by=request.order_by,
         )
         return pb.ListEventsResponse(events=events, next_page_token=token)
 

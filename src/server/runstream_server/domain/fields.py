@@ -79,6 +79,7 @@ _TABLE: dict[str, dict[str, Limit]] = {
         "run_id": ID,
         "page_token": Limit(chars=1024),
         "filter": Limit(chars=4096),
+        "order_by": Limit(chars=256),  # "seq desc" with room for spaces (AIP-132)
     },
     "WatchRunsRequest": {"filter": Limit(chars=4096)},
     "WatchRunRequest": {"run_id": ID, "kinds": Limit(items=100)},

@@ -169,6 +169,13 @@ def check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
         )
 
 
+def check_kept(state: RunState, newest_seq: int, field_name: str) -> None:
+    """FAILED_PRECONDITION naming `field_name` when retention removed every event up to
+    `newest_seq`: a newest-first page from there would start inside purged history."""
+    if newest_seq <= state.run.purged_seq:
+        check_not_purged(state, 0, field_name)
+
+
 def by_seq(event: StoredEvent) -> int:
     return event.seq
 
@@ -288,8 +295,8 @@ class RunLedger:
         if snapshot is None:
             raise NotFound(f"run {run_id!r} not found")
         remembered = await self._store.read_events(run_id, 0, 1_000_000, kinds=REMEMBERED_KINDS)
-        activity = await self._store.read_last_events(
-            run_id, [event_pb2.EVENT_KIND_AGENT_ACTIVITY], 50
+        activity = await self._store.read_events_before(
+            run_id, None, 50, [event_pb2.EVENT_KIND_AGENT_ACTIVITY]
         )
         # A store read after the snapshot may already hold newer events: fold only up to the
         # snapshot's seq; the newer ones arrive through catching up.

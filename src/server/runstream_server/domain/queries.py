@@ -135,8 +135,9 @@ def encode_token(payload: Mapping[str, object]) -> str:
     return base64.urlsafe_b64encode(body + _tag(body)).decode().rstrip("=")
 
 
-def decode_token(token: str, scope: str) -> dict[str, object]:
-    """The payload of a token :func:`encode_token` made for `scope`, or InvalidArgument."""
+def decode_token(token: str, scope: str, repeat: str = "filter") -> dict[str, object]:
+    """The payload of a token :func:`encode_token` made for `scope`, or InvalidArgument
+    (naming `repeat`, what the request must repeat, when the token is another request's)."""
     try:
         raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
@@ -154,7 +155,7 @@ def decode_token(token: str, scope: str) -> dict[str, object]:
         raise InvalidArgument("page_token", _NOT_OURS)
     if payload.get("scope") != scope:
         raise InvalidArgument(
-            "page_token", "belongs to another request; repeat the original filter"
+            "page_token", f"belongs to another request; repeat the original {repeat}"
         )
     return payload
 
@@ -162,6 +163,21 @@ def decode_token(token: str, scope: str) -> dict[str, object]:
 def matches(run_filter: RunFilter, run: run_pb2.Run) -> bool:
     """Whether a run satisfies a ListRuns/WatchRuns filter (the store's query, in memory)."""
     return run_filter.matches(run)
+
+
+def newest_first(order_by: str) -> bool:
+    """Parses the ListEvents order_by (AIP-132): "seq" or "" oldest first, "seq desc" newest
+    first; spaces between and around the words do not matter."""
+    words = order_by.split()
+    if words in ([], ["seq"]):
+        return False
+    if words == ["seq", "desc"]:
+        return True
+    raise InvalidArgument(
+        "order_by",
+        f'cannot order by {order_by!r}; use "seq" (oldest first, the default) '
+        'or "seq desc" (newest first)',
+    )
 
 
 def parse_kinds(text: str) -> frozenset[int]:

@@ -16,6 +16,7 @@ from runstream.v1 import decision_pb2, event_pb2, run_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.ledger import (
     RunLedger,
+    check_kept,
     check_not_purged,
     count_down,
     decode,
@@ -26,14 +27,15 @@ from runstream_server.domain.queries import (
     decode_token,
     encode_token,
     fitting,
+    newest_first,
     parse_filter,
     parse_kinds,
 )
 from runstream_server.domain.queries import page_size as clamp_page_size
-from runstream_server.domain.state import copied
+from runstream_server.domain.state import RunState, copied
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import InvalidArgument
-from runstream_server.store.base import EventStore
+from runstream_server.store.base import EventStore, StoredEvent
 
 
 class Reading:
@@ -118,25 +120,55 @@ class Reading:
         return steps, token
 
     async def list_events(
-        self, run_id: str, *, filter_text: str, page_size: int, page_token: str
+        self, run_id: str, *, filter_text: str, page_size: int, page_token: str, order_by: str = ""
     ) -> tuple[list[event_pb2.RunEvent], str]:
-        """A page of the run's stored events in seq order, filtered by kind."""
+        """A page of the run's stored events in seq order (newest first when `order_by` is
+        "seq desc"), filtered by kind.
+
+        A token holds the last seq it listed and is bound to the filter and the order: oldest
+        first the scope is the one tokens had before ``order_by`` existed, so those still
+        work. Either way a page that would start inside purged history is
+        FAILED_PRECONDITION; newest first, the page that reaches purged history is the last.
+        """
         state = await self._ledger.state(run_id)
         kinds = parse_kinds(filter_text)
+        descending = newest_first(order_by)
         size = clamp_page_size(page_size, 100)
-        scope = hashlib.sha256(f"events|{run_id}|{filter_text.strip()}".encode()).hexdigest()[:16]
-        after = 0
+        listing = "events desc" if descending else "events"
+        scope = hashlib.sha256(f"{listing}|{run_id}|{filter_text.strip()}".encode()).hexdigest()
+        scope = scope[:16]
+        position_key = "before" if descending else "after"
+        position: int | None = None
         if page_token:
-            value = decode_token(page_token, scope).get("after")
+            value = decode_token(page_token, scope, "filter and order_by").get(position_key)
             if not isinstance(value, int) or not 0 <= value < 2**62:
                 raise InvalidArgument("page_token", "is not a token this server issued")
-            after = value
-        check_not_purged(state, after, "page_token" if page_token else "run_id")
-        events = await self._store.read_events(run_id, after, size + 1, kinds)
-        if not events and after < state.last_seq:
-            await self._ledger.check_gap(run_id, after, "page_token" if page_token else "run_id")
+            position = value
+        field = "page_token" if page_token else "run_id"
+        if descending:
+            events = await self._newest_first(state, position, size + 1, kinds, field)
+        else:
+            after = position or 0
+            check_not_purged(state, after, field)
+            events = await self._store.read_events(run_id, after, size + 1, kinds)
+            if not events and after < state.last_seq:
+                await self._ledger.check_gap(run_id, after, field)
         kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
         more = len(events) > kept
         events = events[:kept]
-        token = encode_token({"scope": scope, "after": events[-1].seq}) if more else ""
+        token = encode_token({"scope": scope, position_key: events[-1].seq}) if more else ""
         return [decode(e) for e in events], token
+
+    async def _newest_first(
+        self, state: RunState, before: int | None, limit: int, kinds: frozenset[int], field: str
+    ) -> list[StoredEvent]:
+        """Up to `limit` stored events below seq `before` (from the head when None), newest
+        first; FAILED_PRECONDITION naming `field` when retention removed all of them."""
+        run_id = state.run.run_id
+        newest = state.last_seq if before is None else before - 1
+        check_kept(state, newest, field)
+        events = await self._store.read_events_before(run_id, before, limit, kinds)
+        if not events and self._store.shared:  # another replica may have purged the log
+            await self._ledger.learn_purge(run_id)
+            check_kept(await self._ledger.state(run_id), newest, field)
+        return events

@@ -321,11 +321,16 @@ class RunManager:
         return await self._reading.list_steps(run_id, page_size=page_size, page_token=page_token)
 
     async def list_events(
-        self, run_id: str, *, filter_text: str, page_size: int, page_token: str
+        self, run_id: str, *, filter_text: str, page_size: int, page_token: str, order_by: str = ""
     ) -> tuple[list[event_pb2.RunEvent], str]:
-        """A page of the run's stored events in seq order, filtered by kind."""
+        """A page of the run's stored events in seq order (newest first with `order_by`
+        "seq desc"), filtered by kind."""
         return await self._reading.list_events(
-            run_id, filter_text=filter_text, page_size=page_size, page_token=page_token
+            run_id,
+            filter_text=filter_text,
+            page_size=page_size,
+            page_token=page_token,
+            order_by=order_by,
         )
 
     # --- appending ------------------------------------------------------------------------------

@@ -116,13 +116,13 @@ class ObservedStore:
             self._telemetry.store_failed("read_events")
             raise
 
-    async def read_last_events(
-        self, run_id: str, kinds: Collection[int], limit: int
+    async def read_events_before(
+        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
     ) -> list[StoredEvent]:
         try:
-            return await self.inner.read_last_events(run_id, kinds, limit)
+            return await self.inner.read_events_before(run_id, before_seq, limit, kinds)
         except Exception:
-            self._telemetry.store_failed("read_last_events")
+            self._telemetry.store_failed("read_events_before")
             raise
 
     async def purge_events(

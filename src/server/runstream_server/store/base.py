@@ -185,10 +185,11 @@ class EventStore(Protocol):
     ) -> list[StoredEvent]:
         """Up to `limit` events with seq > after_seq (of the given kinds, if any), in order."""
 
-    async def read_last_events(
-        self, run_id: str, kinds: Collection[int], limit: int
+    async def read_events_before(
+        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
     ) -> list[StoredEvent]:
-        """The run's last `limit` events of the given kinds, oldest first."""
+        """Up to `limit` events with seq < before_seq (the log's newest when None), of the
+        given kinds if any, newest first."""
 
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None

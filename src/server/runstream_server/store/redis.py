@@ -510,25 +510,28 @@ class RedisEventStore:
         return found
 
     @_unavailable
-    async def read_last_events(
-        self, run_id: str, kinds: Collection[int], limit: int
+    async def read_events_before(
+        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
     ) -> list[StoredEvent]:
+        if before_seq is not None and before_seq <= 1:
+            return []  # nothing lies below seq 1, and XREVRANGE refuses the end "(0-0"
         log_key = self._keys.run(run_id)[1]
         wanted = frozenset(kinds)
         found: list[StoredEvent] = []
-        end = "+"
+        # Entry IDs are <seq>-0: XREVRANGE walks the stream back from just below before_seq.
+        end = "+" if before_seq is None else f"({before_seq}-0"
+        chunk = min(limit, 1000) if not wanted else 1000
         while len(found) < limit:
-            entries = await self._client.xrevrange(log_key, end, "-", count=500)
+            entries = await self._client.xrevrange(log_key, end, "-", count=chunk)
             for entry in entries:
                 event = _stored(entry)
-                if event.kind in wanted:
+                if not wanted or event.kind in wanted:
                     found.append(event)
                     if len(found) >= limit:
                         break
-            if len(entries) < 500:
+            if len(entries) < chunk:
                 break
             end = f"({entries[-1][0].decode()}"
-        found.reverse()
         return found
 
     @_unavailable

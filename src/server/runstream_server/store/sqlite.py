@@ -187,21 +187,20 @@ class SqliteEventStore:
 
         return await self._read(read)
 
-    async def read_last_events(
-        self, run_id: str, kinds: Collection[int], limit: int
+    async def read_events_before(
+        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
+        below = 2**63 - 1 if before_seq is None else before_seq
 
         def read(conn: sqlite3.Connection) -> list[StoredEvent]:
+            # Backwards along the primary key (run_id, seq): no sort, however long the log.
             rows = conn.execute(
                 "SELECT seq, kind, idempotency_key, data FROM events "
-                f"WHERE run_id = ? {kind_clause} ORDER BY seq DESC LIMIT ?",
-                (run_id, *kind_params, limit),
-            ).fetchall()
-            return [
-                StoredEvent(seq, kind, key or "", bytes(data))
-                for seq, kind, key, data in reversed(rows)
-            ]
+                f"WHERE run_id = ? AND seq < ? {kind_clause} ORDER BY seq DESC LIMIT ?",
+                (run_id, below, *kind_params, limit),
+            )
+            return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
 
         return await self._read(read)
 

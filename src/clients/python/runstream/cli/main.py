@@ -324,7 +324,13 @@ def cmd_events(args: argparse.Namespace) -> int:
     async def events() -> None:
         async with connect(args) as client:
             await tables.show_events(
-                client, console, args.run_id, kinds=args.kinds, limit=args.limit, as_json=args.json
+                client,
+                console,
+                args.run_id,
+                kinds=args.kinds,
+                limit=args.limit,
+                as_json=args.json,
+                newest=args.newest,
             )
 
     run_async(events())
@@ -792,7 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
         "events",
         help="list a run's stored events (history)",
         description="List a run's stored events in seq order, page by page (ListEvents), "
-        "one line each. Unlike watch, it shows what is stored now and returns.",
+        "one line each; with --newest, newest first. Unlike watch, it shows what is stored "
+        "now and returns.",
         formatter_class=_Formatter,
     )
     events.add_argument("run_id", metavar="RUN_ID", help="the run whose events to list")
@@ -806,6 +813,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument(
         "--limit", type=positive_int, default=None, metavar="N", help="show at most N events"
+    )
+    events.add_argument(
+        "--newest",
+        action="store_true",
+        help="newest first, read from the end of the log: with --limit N, the last N events",
     )
     _add_json(events)
     events.set_defaults(handler=cmd_events)

@@ -426,13 +426,19 @@ async def show_events(
     kinds: Sequence[runstream.EventKind] | None,
     limit: int | None,
     as_json: bool = False,
+    newest: bool = False,
 ) -> None:
-    """Prints a run's stored events (ListEvents), one line each, as `watch --plain` does."""
+    """Prints a run's stored events (ListEvents), one line each, as `watch --plain` does;
+    with `newest`, the newest first (the last `limit` of a long log, read from its end)."""
     from .render import PlainRenderer
 
+    # No page fetches more than the listing shows: the newest 3 are one small call.
+    listing = client.list_events(
+        run_id, kinds=kinds, page_size=min(limit or 500, 500), newest_first=newest
+    )
     if as_json:
         found: list[dict[str, Any]] = []
-        async for event in client.list_events(run_id, kinds=kinds):
+        async for event in listing:
             found.append(as_dict(event.raw))
             if limit is not None and len(found) >= limit:
                 break
@@ -441,13 +447,20 @@ async def show_events(
 
     view = RunView(run=await client.get_run(run_id))
     printer = PlainRenderer(console, view)
+    newest_events: list[runstream.Event] = []
     shown = 0
-    async for event in client.list_events(run_id, kinds=kinds):
-        note = view.apply(event)
-        printer.on_event(event, note)
+    async for event in listing:
+        if newest:
+            newest_events.append(event)
+        else:
+            printer.on_event(event, view.apply(event))
         shown += 1
         if limit is not None and shown >= limit:
             break
+    # Folded in seq order, as a text stream's deltas add up, then printed newest first.
+    notes = {event.seq: view.apply(event) for event in reversed(newest_events)}
+    for event in newest_events:
+        printer.on_event(event, notes[event.seq])
     if not shown:
         console.print(Text(f"Run {run_id} has no such events", style="grey62"))
 

@@ -151,8 +151,9 @@ class RunServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEvents(self, request, context):
-        """Lists a run's stored events in seq order, paginated and filtered by kind: the history
-        view. FAILED_PRECONDITION when the page would start inside purged history.
+        """Lists a run's stored events in seq order, oldest or newest first (`order_by`),
+        paginated and filtered by kind: the history view. FAILED_PRECONDITION when the page
+        would start inside purged history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
