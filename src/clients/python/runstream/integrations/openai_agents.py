@@ -23,8 +23,11 @@ What becomes what (the SDK's spans, as they start and end):
 
 - an agent span is a step named after the agent (StepStarted, then StepCompleted, or
   StepFailed with the span's error); an agent that runs again later is a new step,
-  ``Writer-2``. A producer stopped mid-agent (Ctrl-C, its task cancelled) completes and fails
-  nothing: the run ends cancelled, which closes the step.
+  ``Writer-2``. An agent cancelled before it finished while the block's own task goes on (a
+  streamed run's ``cancel()``, a task of its own that runs it cancelled) is StepFailed with
+  code ``cancelled``, and the run can go on. A producer stopped mid-agent (Ctrl-C, the
+  block's task cancelled, also while it reads a streamed run) completes and fails nothing:
+  the run ends cancelled, which closes the step.
 - a generation span (or a response span, from the Responses API) is a ModelAllocation of the
   model for the agent (once per agent and model), its assistant text a TextDelta of the agent,
   and its token usage run-level metrics: ``input_tokens``, ``output_tokens`` and
@@ -104,6 +107,10 @@ class RunstreamProcessor(TracingProcessor):
             ``lambda trace: trace.name == "Support workflow"``.
         loop: The event loop the run belongs to; by default the running loop, so create the
             processor in async code.
+
+    The task that creates the processor is taken for the producer's: while it is being
+    cancelled, agents that end cancelled leave their steps to the run's end; otherwise each
+    such agent's step fails as ``cancelled``.
     """
 
     def __init__(
@@ -116,6 +123,11 @@ class RunstreamProcessor(TracingProcessor):
         self._run = run
         self._filter = trace_filter
         self._calls = RunCalls(run, loop)
+        # The producer's task: its cancellation stops the run, not just the agents in it.
+        try:
+            self._producer = asyncio.current_task()
+        except RuntimeError:  # made outside async code, with loop=
+            self._producer = None
         self._step_ids = StepIds.of(run)
         self._traces: set[str] = set()
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
@@ -176,12 +188,19 @@ class RunstreamProcessor(TracingProcessor):
     def _span_ended(self, span: Span[Any]) -> None:
         data = span.span_data
         if isinstance(sys.exc_info()[1], _STOPPED):
-            # The producer was stopped (Ctrl-C, its task cancelled) and the SDK ends its spans
-            # on the way out, without an error: the agent did not finish, nor did its tool or
-            # model call. Its step stays running, and the run's end (cancelled, as
-            # ``async with run:`` reports it) closes it, as an operator's cancel does.
-            self._agents.pop(span.span_id, None)
+            # The SDK ends its spans on the way out of a cancellation, without an error: the
+            # agent did not finish, nor did its tool or model call.
+            step = self._agents.pop(span.span_id, None)
             self._parents.pop(span.span_id, None)
+            if step is not None and not self._producer_stopped():
+                # Only the agents were cancelled (a streamed run's cancel(), a task of their
+                # own cancelled) and the run goes on: left running, the step would be closed
+                # as succeeded when the run completes.
+                message = f"{step.agent} was cancelled before it finished"
+                self._calls.fail_step(step.step_id, message, code="cancelled")
+            # Else the producer was stopped (Ctrl-C, its task cancelled): the step stays
+            # running, and the run's end (cancelled, as ``async with run:`` reports it) closes
+            # it, as an operator's cancel does.
             return
         error = _error_text(span.error)
         if isinstance(data, AgentSpanData):
@@ -211,6 +230,14 @@ class RunstreamProcessor(TracingProcessor):
                 )
             )
         self._parents.pop(span.span_id, None)
+
+    def _producer_stopped(self) -> bool:
+        """Whether the task that made this processor (the ``runstream_trace`` block's) is
+        being cancelled, or is stopped by KeyboardInterrupt."""
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            return True
+        producer = self._producer
+        return producer is not None and (producer.cancelling() > 0 or producer.cancelled())
 
     def _agent_ended(self, span_id: str, error: str | None) -> None:
         step = self._agents.pop(span_id, None)
