@@ -610,7 +610,7 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
     ]
     failed = next(e.payload for e in events if e.kind == EventKind.STEP_FAILED)
     assert failed.error.code == "cancelled"  # type: ignore[union-attr]
-    assert failed.error.message == "Writer was cancelled before it finished"  # type: ignore[union-attr]
+    assert failed.error.message == "cancelled before it finished"  # type: ignore[union-attr]
     assert final.status.name == "SUCCEEDED"
     assert [(s.step_id, s.status.name) for s in final.steps] == [
         ("Writer", "FAILED"),

@@ -123,11 +123,6 @@ class RunstreamProcessor(TracingProcessor):
         self._run = run
         self._filter = trace_filter
         self._calls = RunCalls(run, loop)
-        # The producer's task: its cancellation stops the run, not just the agents in it.
-        try:
-            self._producer = asyncio.current_task()
-        except RuntimeError:  # made outside async code, with loop=
-            self._producer = None
         self._step_ids = StepIds.of(run)
         self._traces: set[str] = set()
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
@@ -187,17 +182,16 @@ class RunstreamProcessor(TracingProcessor):
 
     def _span_ended(self, span: Span[Any]) -> None:
         data = span.span_data
-        if isinstance(sys.exc_info()[1], _STOPPED):
+        stop = sys.exc_info()[1]
+        if isinstance(stop, _STOPPED):
             # The SDK ends its spans on the way out of a cancellation, without an error: the
             # agent did not finish, nor did its tool or model call.
             step = self._agents.pop(span.span_id, None)
             self._parents.pop(span.span_id, None)
-            if step is not None and not self._producer_stopped():
+            if step is not None and not self._calls.producer_stopped(stop):
                 # Only the agents were cancelled (a streamed run's cancel(), a task of their
-                # own cancelled) and the run goes on: left running, the step would be closed
-                # as succeeded when the run completes.
-                message = f"{step.agent} was cancelled before it finished"
-                self._calls.fail_step(step.step_id, message, code="cancelled")
+                # own cancelled) and the run goes on.
+                self._calls.cancel_step(step.step_id)
             # Else the producer was stopped (Ctrl-C, its task cancelled): the step stays
             # running, and the run's end (cancelled, as ``async with run:`` reports it) closes
             # it, as an operator's cancel does.
@@ -230,14 +224,6 @@ class RunstreamProcessor(TracingProcessor):
                 )
             )
         self._parents.pop(span.span_id, None)
-
-    def _producer_stopped(self) -> bool:
-        """Whether the task that made this processor (the ``runstream_trace`` block's) is
-        being cancelled, or is stopped by KeyboardInterrupt."""
-        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            return True
-        producer = self._producer
-        return producer is not None and (producer.cancelling() > 0 or producer.cancelled())
 
     def _agent_ended(self, span_id: str, error: str | None) -> None:
         step = self._agents.pop(span_id, None)
