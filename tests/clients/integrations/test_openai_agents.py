@@ -539,15 +539,18 @@ class StallingModel(CannedModel):
             await asyncio.Event().wait()
 
 
-@pytest.mark.parametrize("cut_in", ["streamed-model", "streamed-tool", "own-task"])
+@pytest.mark.parametrize(
+    "cut_in", ["streamed-model", "streamed-tool", "streamed-then-break", "own-task"]
+)
 async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_run_goes_on(
     server: RunstreamServer, processors: list[RunstreamProcessor], cut_in: str
 ) -> None:
-    """``result.cancel()`` while a streamed agent writes (or waits on its tool), or the task
-    running an agent cancelled while it waits on its model: the SDK ends the agent's span
+    """``result.cancel()`` while a streamed agent writes (or waits on its tool; or called in
+    the ``stream_events()`` loop, which then breaks and leaves the block at once), or the
+    task running an agent cancelled while it waits on its model: the SDK ends the agent's span
     without an error, but the agent did not finish. A watcher sees its step fail as
-    cancelled, not complete, and the run goes on: the next agent's step completes and so does
-    the run."""
+    cancelled, not complete, and the run goes on: the next agent, in a block of its own,
+    completes its step and the run completes."""
     tool_working = asyncio.Event()
 
     @function_tool
@@ -558,7 +561,7 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
         raise AssertionError("unreachable")
 
     model: CannedModel
-    if cut_in == "streamed-model":
+    if cut_in in ("streamed-model", "streamed-then-break"):
         model = StallingModel()
         stalled = model.streaming
     elif cut_in == "streamed-tool":
@@ -581,6 +584,12 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
                     writing.cancel()
                     with pytest.raises(asyncio.CancelledError):
                         await writing
+                elif cut_in == "streamed-then-break":
+                    streamed = Runner.run_streamed(writer, "Where is my order?")
+                    async for _ in streamed.stream_events():
+                        if stalled.is_set():
+                            streamed.cancel()
+                            break
                 else:
                     streamed = Runner.run_streamed(writer, "Where is my order?")
 
@@ -592,6 +601,7 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
                     async for _ in streamed.stream_events():
                         pass
                     await stopping
+            async with runstream_trace(run):
                 reviewed = await Runner.run(reviewer, "Check the answer.")
             await run.complete(summary=str(reviewed.final_output))
         events = await asyncio.wait_for(watched, 30)

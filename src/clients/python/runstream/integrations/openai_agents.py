@@ -25,7 +25,9 @@ What becomes what (the SDK's spans, as they start and end):
   StepFailed with the span's error); an agent that runs again later is a new step,
   ``Writer-2``. An agent cancelled before it finished while the block's own task goes on (a
   streamed run's ``cancel()``, a task of its own that runs it cancelled) is StepFailed with
-  code ``cancelled``, and the run can go on. A producer stopped mid-agent (Ctrl-C, the
+  code ``cancelled``, and the run can go on (also when the producer breaks out of
+  ``stream_events()`` right after ``cancel()`` and leaves the block: leaving it waits a few
+  seconds at most for the cancelled agents to end). A producer stopped mid-agent (Ctrl-C, the
   block's task cancelled, also while it reads a streamed run) completes and fails nothing:
   the run ends cancelled, which closes the step.
 - a generation span (or a response span, from the Responses API) is a ModelAllocation of the
@@ -89,6 +91,8 @@ _log = logging.getLogger("runstream.integrations")
 _TOKEN_FIELDS = ("input_tokens", "output_tokens")
 # What stops the producer rather than an agent failing; the SDK ends its spans as either passes.
 _STOPPED = (asyncio.CancelledError, KeyboardInterrupt)
+# How long flush() waits for agents being cancelled to end their spans (the SDK's cleanup).
+_WIND_DOWN = 5.0
 
 
 @dataclass
@@ -96,6 +100,7 @@ class _AgentStep:
     agent: str
     step_id: str
     tripped: str = ""  # The guardrail that stopped the agent, if one did.
+    task: asyncio.Task[Any] | None = None  # The task the agent runs in, when on the loop.
 
 
 class RunstreamProcessor(TracingProcessor):
@@ -138,8 +143,28 @@ class RunstreamProcessor(TracingProcessor):
         return self._run
 
     async def flush(self) -> None:
-        """Waits until every span so far is reported (queued on the run's reporter)."""
+        """Waits until every span so far is reported (queued on the run's reporter), and
+        first, for a few seconds at most, until agents being cancelled have ended theirs."""
+        await self._wind_down()
         await self._calls.drain()
+
+    async def _wind_down(self) -> None:
+        """Waits (at most ``_WIND_DOWN`` seconds) for the tasks of agents being cancelled.
+
+        ``cancel()`` on a streamed run cancels the SDK's task and returns; the agent's span
+        ends as that task unwinds, which a producer that breaks out of ``stream_events()``
+        and leaves its ``runstream_trace`` block at once would not wait for. Not while the
+        producer itself is stopped: its steps are the run's end's to close.
+        """
+        if self._calls.producer_stopped(None):
+            return
+        ending = {
+            step.task
+            for step in self._agents.values()
+            if step.task is not None and not step.task.done() and step.task.cancelling()
+        }
+        if ending:
+            await asyncio.wait(ending, timeout=_WIND_DOWN)
 
     # --- TracingProcessor -----------------------------------------------------------------
 
@@ -170,7 +195,7 @@ class RunstreamProcessor(TracingProcessor):
         self._parents[span.span_id] = span.parent_id
         data = span.span_data
         if isinstance(data, AgentSpanData):
-            step = _AgentStep(data.name, self._step_ids.new(data.name))
+            step = _AgentStep(data.name, self._step_ids.new(data.name), task=_current_task())
             self._agents[span.span_id] = step
             self._calls.start_step(step.step_id, name=step.agent, agent=step.agent)
         elif isinstance(data, FunctionSpanData):
@@ -303,7 +328,9 @@ async def runstream_trace(run: RunReporter) -> AsyncIterator[RunstreamProcessor]
             result = await Runner.run(triage_agent, "...")
 
     Yields the block's processor. Create it on the run's event loop. On leaving the block,
-    also by an exception, it waits until every span so far is reported, then reports no more.
+    also by an exception, it waits until every span so far is reported (and, a few seconds at
+    most, for agents whose streamed run was just cancelled to end theirs), then reports no
+    more.
     """
     processor = RunstreamProcessor(run)
     _ROUTER.register()
@@ -312,8 +339,11 @@ async def runstream_trace(run: RunReporter) -> AsyncIterator[RunstreamProcessor]
         yield processor
     finally:
         _BOUND.reset(token)
-        _ROUTER.release(processor)
-        await processor.flush()
+        try:
+            await processor._wind_down()  # a streamed run cancelled just before the end
+        finally:
+            _ROUTER.release(processor)
+            await processor._calls.drain()
 
 
 _BOUND: ContextVar[RunstreamProcessor | None] = ContextVar(
@@ -406,6 +436,14 @@ class _Router(TracingProcessor):
 
 
 _ROUTER = _Router()
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The running task, None off the event loop (the SDK may call from worker threads)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _error_text(error: Any) -> str | None:
