@@ -564,6 +564,66 @@ async def test_a_producer_stopped_mid_node_cancels_the_run_and_fails_no_step_its
     assert final.health.name != "FAILING"
 
 
+async def test_a_graph_cancelled_mid_node_fails_its_step_as_cancelled_and_the_run_goes_on(
+    server: RunstreamServer,
+) -> None:
+    """The task running a graph is cancelled while a node works (a user's stop button, a
+    timeout), and the producer goes on with the run: the node did not finish, so a watcher
+    sees its step fail as cancelled, not complete, and the next graph's step completes, and
+    so does the run."""
+    working = asyncio.Event()
+
+    async def slow(state: State) -> State:
+        working.set()
+        await asyncio.sleep(30)
+        return {}
+
+    async def after(state: State) -> State:
+        return {"summary": "done"}
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-cancelled-node")
+        watched = asyncio.create_task(_collect(client, run.run_id))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            graph = _chain(("quick", lambda state: {}), ("slow", slow))
+            graphing = asyncio.create_task(graph.ainvoke({}, config={"callbacks": [handler]}))
+            await working.wait()
+            graphing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await graphing
+            await _chain(("after", after)).ainvoke({}, config={"callbacks": [handler]})
+            await handler.flush()
+            await run.complete()
+        events = await asyncio.wait_for(watched, 30)
+        final = await client.get_run(run.run_id)
+
+    steps = [
+        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
+    ]
+    assert steps == [
+        ("STEP_STARTED", "quick"),
+        ("STEP_COMPLETED", "quick"),
+        ("STEP_STARTED", "slow"),
+        ("STEP_FAILED", "slow"),
+        ("STEP_STARTED", "after"),
+        ("STEP_COMPLETED", "after"),
+    ]
+    failed = next(e.payload for e in events if e.kind == EventKind.STEP_FAILED)
+    assert (failed.error.code, failed.error.message) == (  # type: ignore[union-attr]
+        "cancelled",
+        "cancelled before it finished",
+    )
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("quick", "SUCCEEDED"),
+        ("slow", "FAILED"),
+        ("after", "SUCCEEDED"),
+    ]
+
+
 async def test_a_paused_run_holds_the_graph_at_its_next_node(server: RunstreamServer) -> None:
     gate = asyncio.Event()
     entered: list[str] = []
@@ -878,7 +938,12 @@ async def test_a_producer_restarted_without_checkpoints_meets_its_question_again
         async def any_asked() -> bool:
             return bool(await asked())
 
-        first = asyncio.create_task(RunstreamCallbackHandler(run).run_graph(build(), {}, config))
+        async def first_producer() -> Any:
+            # Its handler lives in the task that dies, as a producer's does: a handler whose
+            # own task lives on would report the node the cancel cut off as cancelled.
+            return await RunstreamCallbackHandler(run).run_graph(build(), {}, config)
+
+        first = asyncio.create_task(first_producer())
         await until(any_asked)
         if at_restart == "answered":
             [question] = await asked()

@@ -36,6 +36,7 @@ from openai.types.responses import (
     ResponseOutputItem,
     ResponseOutputMessage,
     ResponseOutputText,
+    ResponseTextDeltaEvent,
     ResponseUsage,
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
@@ -436,23 +437,30 @@ class WaitingModel(CannedModel):
         raise AssertionError("unreachable")
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
 async def test_a_producer_stopped_mid_agent_completes_no_step_and_the_run_ends_cancelled(
-    server: RunstreamServer, processors: list[RunstreamProcessor]
+    server: RunstreamServer, processors: list[RunstreamProcessor], streamed: bool
 ) -> None:
-    """Ctrl-C (the producer's task cancelled) while an agent waits on its model: the SDK ends
-    the agent's span without an error on the way out, which is no reason to call the agent's
-    step completed. The run ends cancelled and so does the step."""
-    model = WaitingModel()
+    """Ctrl-C (the producer's task cancelled) while an agent waits on its model, or while
+    the producer reads a streamed run (which the SDK then cancels): the SDK ends the agent's
+    span without an error on the way out, which is no reason to call the agent's step
+    completed, nor a failure of its own. The run ends cancelled and so does the step."""
+    model = StallingModel() if streamed else WaitingModel()
+    working = model.streaming if isinstance(model, StallingModel) else model.called
     agent = Agent(name="Writer", model=model)
 
     async def produce(run: runstream.RunReporter) -> None:
         async with run, runstream_trace(run):
-            await Runner.run(agent, "Where is my order?")
+            if streamed:
+                async for _ in Runner.run_streamed(agent, "Where is my order?").stream_events():
+                    pass
+            else:
+                await Runner.run(agent, "Where is my order?")
 
     async with runstream.connect(server.target) as client:
         run = await client.start_run("stopped-agent")
         producer = asyncio.create_task(produce(run))
-        await model.called.wait()
+        await working.wait()
         producer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await producer
@@ -486,3 +494,135 @@ async def test_agents_streamed_after_their_block_ended_are_named_in_a_warning(
     late = [r for r in caplog.records if "after their runstream_trace block" in r.getMessage()]
     assert [(r.levelname, run.run_id in r.getMessage()) for r in late] == [("WARNING", True)]
     assert "stream_events()" in late[0].getMessage()
+
+
+class StallingModel(CannedModel):
+    """Streams ``first`` and then stalls, until its run is cancelled; ``streaming`` is set
+    once the first part is out. Its canned outputs answer a call that does not stream."""
+
+    def __init__(self, first: list[ResponseOutputItem] | None = None) -> None:
+        super().__init__("stalling", [])
+        self.first = first
+        self.streaming = asyncio.Event()
+
+    async def stream_response(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        tracing: ModelTracing = args[6]
+        with generation_span(model=self.name, disabled=tracing.is_disabled()):
+            if self.first is not None:  # a whole first answer: a tool call, say
+                response = Response(
+                    id="resp-1",
+                    created_at=0,
+                    model=self.name,
+                    object="response",
+                    output=self.first,
+                    parallel_tool_calls=False,
+                    tool_choice="auto",
+                    tools=[],
+                )
+                self.first = None
+                yield ResponseCompletedEvent(
+                    type="response.completed", response=response, sequence_number=0
+                )
+                return
+            yield ResponseTextDeltaEvent(
+                type="response.output_text.delta",
+                item_id="msg-1",
+                output_index=0,
+                content_index=0,
+                delta="Your order",
+                logprobs=[],
+                sequence_number=0,
+            )
+            self.streaming.set()
+            await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(
+    "cut_in", ["streamed-model", "streamed-tool", "streamed-then-break", "own-task"]
+)
+async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_run_goes_on(
+    server: RunstreamServer, processors: list[RunstreamProcessor], cut_in: str
+) -> None:
+    """``result.cancel()`` while a streamed agent writes (or waits on its tool; or called in
+    the ``stream_events()`` loop, which then breaks and leaves the block at once), or the
+    task running an agent cancelled while it waits on its model: the SDK ends the agent's span
+    without an error, but the agent did not finish. A watcher sees its step fail as
+    cancelled, not complete, and the run goes on: the next agent, in a block of its own,
+    completes its step and the run completes."""
+    tool_working = asyncio.Event()
+
+    @function_tool
+    async def stalling_lookup(order_id: str) -> str:
+        """Looks up an order and never answers: a tool still at work."""
+        tool_working.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    model: CannedModel
+    if cut_in in ("streamed-model", "streamed-then-break"):
+        model = StallingModel()
+        stalled = model.streaming
+    elif cut_in == "streamed-tool":
+        model = StallingModel([tool_call("stalling_lookup", {"order_id": "A-17"}, "call-1")])
+        stalled = tool_working
+    else:
+        model = WaitingModel()
+        stalled = model.called
+    writer = Agent(name="Writer", tools=[stalling_lookup], model=model)
+    reviewer = Agent(name="Reviewer", model=CannedModel("canned", [[message("Looks good.")]]))
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("cancelled-stream")
+        watched = asyncio.create_task(_collect(client, run.run_id))
+        async with run:
+            async with runstream_trace(run):
+                if cut_in == "own-task":
+                    writing = asyncio.create_task(Runner.run(writer, "Where is my order?"))
+                    await stalled.wait()
+                    writing.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await writing
+                elif cut_in == "streamed-then-break":
+                    streamed = Runner.run_streamed(writer, "Where is my order?")
+                    async for _ in streamed.stream_events():
+                        if stalled.is_set():
+                            streamed.cancel()
+                            break
+                else:
+                    streamed = Runner.run_streamed(writer, "Where is my order?")
+
+                    async def stop_when_stalled() -> None:  # the user presses stop
+                        await stalled.wait()
+                        streamed.cancel()
+
+                    stopping = asyncio.create_task(stop_when_stalled())
+                    async for _ in streamed.stream_events():
+                        pass
+                    await stopping
+            async with runstream_trace(run):
+                reviewed = await Runner.run(reviewer, "Check the answer.")
+            await run.complete(summary=str(reviewed.final_output))
+        events = await asyncio.wait_for(watched, 30)
+        final = await client.get_run(run.run_id)
+
+    steps = [
+        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
+    ]
+    assert steps == [
+        ("STEP_STARTED", "Writer"),
+        ("STEP_FAILED", "Writer"),
+        ("STEP_STARTED", "Reviewer"),
+        ("STEP_COMPLETED", "Reviewer"),
+    ]
+    failed = next(e.payload for e in events if e.kind == EventKind.STEP_FAILED)
+    assert failed.error.code == "cancelled"  # type: ignore[union-attr]
+    assert failed.error.message == "cancelled before it finished"  # type: ignore[union-attr]
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("Writer", "FAILED"),
+        ("Reviewer", "SUCCEEDED"),
+    ]

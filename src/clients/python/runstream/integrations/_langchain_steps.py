@@ -217,10 +217,17 @@ class ChainSteps:
             self._roots.pop(run_id, None)
             return
         if isinstance(error, _STOPPED):
-            # The producer was stopped (Ctrl-C, its task cancelled), not the node failing: the
-            # step stays running, and the run's end (cancelled, as ``async with run:`` reports
-            # it) closes it, as an operator's cancel does.
             self._roots.pop(run_id, None)
+            if step is None or self._calls.producer_stopped(error):
+                # The producer was stopped (Ctrl-C, its task cancelled), not the node failing:
+                # the step stays running, and the run's end (cancelled, as ``async with run:``
+                # reports it) closes it, as an operator's cancel does.
+                return
+            # Only the graph was cancelled (a task of its own) and the run goes on.
+            if step.replayed:
+                self._calls.pass_over()
+            else:
+                self._calls.cancel_step(step.step_id)
             return
         self._finish_root(run_id)
         message = error_text(error)

@@ -6,6 +6,12 @@ ModelAllocation once per agent and model; a tool call is AgentActivity (``callin
 then ``<tool> done`` or ``<tool> failed``); assistant text is a TextDelta. :class:`RunCalls`
 holds that shared vocabulary over one :class:`~runstream.integrations._common.OrderedReports`
 queue, so each integration only maps its framework's callbacks onto it.
+
+A cancelled unit of work is one of two things. When the producer itself is stopped (Ctrl-C,
+its task cancelled, an operator's cancel) the run ends cancelled and closes the step, so the
+integration reports nothing. When only the framework's work was cancelled (a streamed run's
+``cancel()``, a task of its own cancelled) the run goes on, and its step fails as
+``cancelled``: left running, the server would close it as succeeded when the run completes.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ class RunCalls:
         self._run = run
         self._reports = OrderedReports(loop)
         self._allocated: set[tuple[str, str]] = set()
+        # The task that made the integration, taken for the producer's.
+        try:
+            self._producer = asyncio.current_task()
+        except RuntimeError:  # made outside async code, with loop=
+            self._producer = None
 
     @property
     def run(self) -> RunReporter:
@@ -68,6 +79,19 @@ class RunCalls:
     def fail_step(self, step_id: str, message: str, *, code: str) -> None:
         run = self._run
         self.submit(lambda: run.step(step_id).fail(message, code=code))
+
+    def producer_stopped(self, stop: BaseException | None) -> bool:
+        """Whether ``stop``, the cancellation that ended a unit of work, stops the producer:
+        a KeyboardInterrupt, or any while the task that made the integration is being
+        cancelled. Otherwise only the work was cancelled (see the module)."""
+        if isinstance(stop, KeyboardInterrupt):
+            return True
+        producer = self._producer
+        return producer is not None and (producer.cancelling() > 0 or producer.cancelled())
+
+    def cancel_step(self, step_id: str) -> None:
+        """The step's work was cancelled before it finished, and the run goes on."""
+        self.fail_step(step_id, "cancelled before it finished", code="cancelled")
 
     def allocate(self, agent: str, model: str, *, reasoning: str = "") -> None:
         """A ModelAllocation of ``model`` for ``agent``, the first time that pair is seen."""

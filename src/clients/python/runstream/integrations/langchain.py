@@ -9,8 +9,10 @@ or, without the interrupt loop, ``config={"callbacks": [handler]}`` on any ``ain
 ``astream``. What becomes what:
 
 - a LangGraph node (a plain chain at the top, without LangGraph) is a step: StepStarted when
-  it starts, StepCompleted when it ends, StepFailed with the error when it raises (not when
-  the producer is stopped: Ctrl-C cancels the run, which closes the step). A node that
+  it starts, StepCompleted when it ends, StepFailed with the error when it raises, or with
+  code ``cancelled`` when the task running the graph is cancelled while the handler's own
+  task (the one that made it) goes on, so the run can go on; not when the producer is
+  stopped: Ctrl-C cancels the run, which closes the step. A node that
   runs again later (a loop, the graph's next invocation on the run, also through another
   handler) is a new step, ``node-2``; a node stopped by ``interrupt()`` stays running and
   carries on as the same step when the graph resumes (also through another handler). A graph

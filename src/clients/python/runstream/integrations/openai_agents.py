@@ -23,8 +23,13 @@ What becomes what (the SDK's spans, as they start and end):
 
 - an agent span is a step named after the agent (StepStarted, then StepCompleted, or
   StepFailed with the span's error); an agent that runs again later is a new step,
-  ``Writer-2``. A producer stopped mid-agent (Ctrl-C, its task cancelled) completes and fails
-  nothing: the run ends cancelled, which closes the step.
+  ``Writer-2``. An agent cancelled before it finished while the block's own task goes on (a
+  streamed run's ``cancel()``, a task of its own that runs it cancelled) is StepFailed with
+  code ``cancelled``, and the run can go on (also when the producer breaks out of
+  ``stream_events()`` right after ``cancel()`` and leaves the block: leaving it waits a few
+  seconds at most for the cancelled agents to end). A producer stopped mid-agent (Ctrl-C, the
+  block's task cancelled, also while it reads a streamed run) completes and fails nothing:
+  the run ends cancelled, which closes the step.
 - a generation span (or a response span, from the Responses API) is a ModelAllocation of the
   model for the agent (once per agent and model), its assistant text a TextDelta of the agent,
   and its token usage run-level metrics: ``input_tokens``, ``output_tokens`` and
@@ -86,6 +91,8 @@ _log = logging.getLogger("runstream.integrations")
 _TOKEN_FIELDS = ("input_tokens", "output_tokens")
 # What stops the producer rather than an agent failing; the SDK ends its spans as either passes.
 _STOPPED = (asyncio.CancelledError, KeyboardInterrupt)
+# How long flush() waits for agents being cancelled to end their spans (the SDK's cleanup).
+_WIND_DOWN = 5.0
 
 
 @dataclass
@@ -93,6 +100,7 @@ class _AgentStep:
     agent: str
     step_id: str
     tripped: str = ""  # The guardrail that stopped the agent, if one did.
+    task: asyncio.Task[Any] | None = None  # The task the agent runs in, when on the loop.
 
 
 class RunstreamProcessor(TracingProcessor):
@@ -104,6 +112,10 @@ class RunstreamProcessor(TracingProcessor):
             ``lambda trace: trace.name == "Support workflow"``.
         loop: The event loop the run belongs to; by default the running loop, so create the
             processor in async code.
+
+    The task that creates the processor is taken for the producer's: while it is being
+    cancelled, agents that end cancelled leave their steps to the run's end; otherwise each
+    such agent's step fails as ``cancelled``.
     """
 
     def __init__(
@@ -131,8 +143,28 @@ class RunstreamProcessor(TracingProcessor):
         return self._run
 
     async def flush(self) -> None:
-        """Waits until every span so far is reported (queued on the run's reporter)."""
+        """Waits until every span so far is reported (queued on the run's reporter), and
+        first, for a few seconds at most, until agents being cancelled have ended theirs."""
+        await self._wind_down()
         await self._calls.drain()
+
+    async def _wind_down(self) -> None:
+        """Waits (at most ``_WIND_DOWN`` seconds) for the tasks of agents being cancelled.
+
+        ``cancel()`` on a streamed run cancels the SDK's task and returns; the agent's span
+        ends as that task unwinds, which a producer that breaks out of ``stream_events()``
+        and leaves its ``runstream_trace`` block at once would not wait for. Not while the
+        producer itself is stopped: its steps are the run's end's to close.
+        """
+        if self._calls.producer_stopped(None):
+            return
+        ending = {
+            step.task
+            for step in self._agents.values()
+            if step.task is not None and not step.task.done() and step.task.cancelling()
+        }
+        if ending:
+            await asyncio.wait(ending, timeout=_WIND_DOWN)
 
     # --- TracingProcessor -----------------------------------------------------------------
 
@@ -163,7 +195,7 @@ class RunstreamProcessor(TracingProcessor):
         self._parents[span.span_id] = span.parent_id
         data = span.span_data
         if isinstance(data, AgentSpanData):
-            step = _AgentStep(data.name, self._step_ids.new(data.name))
+            step = _AgentStep(data.name, self._step_ids.new(data.name), task=_current_task())
             self._agents[span.span_id] = step
             self._calls.start_step(step.step_id, name=step.agent, agent=step.agent)
         elif isinstance(data, FunctionSpanData):
@@ -175,13 +207,19 @@ class RunstreamProcessor(TracingProcessor):
 
     def _span_ended(self, span: Span[Any]) -> None:
         data = span.span_data
-        if isinstance(sys.exc_info()[1], _STOPPED):
-            # The producer was stopped (Ctrl-C, its task cancelled) and the SDK ends its spans
-            # on the way out, without an error: the agent did not finish, nor did its tool or
-            # model call. Its step stays running, and the run's end (cancelled, as
-            # ``async with run:`` reports it) closes it, as an operator's cancel does.
-            self._agents.pop(span.span_id, None)
+        stop = sys.exc_info()[1]
+        if isinstance(stop, _STOPPED):
+            # The SDK ends its spans on the way out of a cancellation, without an error: the
+            # agent did not finish, nor did its tool or model call.
+            step = self._agents.pop(span.span_id, None)
             self._parents.pop(span.span_id, None)
+            if step is not None and not self._calls.producer_stopped(stop):
+                # Only the agents were cancelled (a streamed run's cancel(), a task of their
+                # own cancelled) and the run goes on.
+                self._calls.cancel_step(step.step_id)
+            # Else the producer was stopped (Ctrl-C, its task cancelled): the step stays
+            # running, and the run's end (cancelled, as ``async with run:`` reports it) closes
+            # it, as an operator's cancel does.
             return
         error = _error_text(span.error)
         if isinstance(data, AgentSpanData):
@@ -290,7 +328,9 @@ async def runstream_trace(run: RunReporter) -> AsyncIterator[RunstreamProcessor]
             result = await Runner.run(triage_agent, "...")
 
     Yields the block's processor. Create it on the run's event loop. On leaving the block,
-    also by an exception, it waits until every span so far is reported, then reports no more.
+    also by an exception, it waits until every span so far is reported (and, a few seconds at
+    most, for agents whose streamed run was just cancelled to end theirs), then reports no
+    more.
     """
     processor = RunstreamProcessor(run)
     _ROUTER.register()
@@ -299,8 +339,11 @@ async def runstream_trace(run: RunReporter) -> AsyncIterator[RunstreamProcessor]
         yield processor
     finally:
         _BOUND.reset(token)
-        _ROUTER.release(processor)
-        await processor.flush()
+        try:
+            await processor._wind_down()  # a streamed run cancelled just before the end
+        finally:
+            _ROUTER.release(processor)
+            await processor._calls.drain()
 
 
 _BOUND: ContextVar[RunstreamProcessor | None] = ContextVar(
@@ -393,6 +436,14 @@ class _Router(TracingProcessor):
 
 
 _ROUTER = _Router()
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The running task, None off the event loop (the SDK may call from worker threads)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _error_text(error: Any) -> str | None:
