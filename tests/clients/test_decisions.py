@@ -471,9 +471,10 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
     for prompt, options, kwargs in bad_questions:
         with pytest.raises(InvalidArgumentError) as info:
             await run.ask(prompt, options, **kwargs)
-        # The message names the argument at fault (context's said "data:").
+        # The message names the argument at fault (context's said "data:"), or the part of
+        # it ("options[1].value:").
         argument = "prompt" if not prompt else next(iter(kwargs), "options")
-        assert info.value.message.startswith(f"{argument}:"), info.value.message
+        assert info.value.message.startswith((f"{argument}:", f"{argument}[")), info.value.message
     with pytest.raises(InvalidArgumentError, match="options: 'yes' is one string"):
         await run.ask("Proceed?", "yes", default="yes")  # was: options "y", "e" and "s"
     result = await asyncio.wait_for(

@@ -26,6 +26,7 @@ from runstream import (
     Milestone,
     MilestoneType,
     ModelAllocation,
+    ResourceExhaustedError,
     RunCancelledError,
     RunCompleted,
     RunFailed,
@@ -478,7 +479,8 @@ async def test_a_refused_event_is_raised_by_flush_and_the_events_around_it_are_s
     await run.step("strategy").complete()  # completed twice
     await run.custom("after-1")
     await run.start_step("strategy")  # started again, though it finished
-    await run.custom("")  # Custom.type is required.
+    # Over the server's 256 KiB per event (its setting, so not checked by the SDK).
+    await run.custom("too-big", {"blob": "x" * 300_000})
     await run.custom("after-2")
     refusals: list[RunstreamError] = []
     for _ in range(3):  # each refusal is raised once, by a flush; the reporter goes on
@@ -486,12 +488,18 @@ async def test_a_refused_event_is_raised_by_flush_and_the_events_around_it_are_s
             await run.flush()
         refusals.append(raised.value)
     await run.flush()
-    # The server checks every event's fields before it applies any of them.
-    assert [(type(e), e.message.partition("].")[2]) for e in refusals] == [
-        (InvalidArgumentError, "custom.type: is required"),
-        (FailedPreconditionError, "step_completed: step 'strategy' already SUCCEEDED"),
-        (FailedPreconditionError, "step_started: step 'strategy' already SUCCEEDED"),
+    # The server checks every event's fields and size before it applies any of them. Each
+    # refusal names the call that reported the event, then gives the server's reason.
+    assert [(type(e), e.message.split(": events[")[0]) for e in refusals] == [
+        (ResourceExhaustedError, "run.custom()"),
+        (FailedPreconditionError, "step.complete() of step 'strategy'"),
+        (FailedPreconditionError, "step.start() of step 'strategy'"),
     ]
+    assert [e.message.partition("]")[2] for e in refusals[1:]] == [
+        ".step_completed: step 'strategy' already SUCCEEDED",
+        ".step_started: step 'strategy' already SUCCEEDED",
+    ]
+    assert "event is 300" in refusals[0].message
     assert (run.events_reported, run.events_acknowledged) == (8, 5)
     await run.custom("later")
     async with run.step("copy"):
@@ -533,8 +541,12 @@ async def test_a_refused_event_is_raised_by_complete_which_still_ends_the_run(
 async def test_a_refused_question_is_raised_by_ask_and_the_run_goes_on(client: Client) -> None:
     run = await client.start_run("campaign")
     async with run:
-        with pytest.raises(InvalidArgumentError, match="prompt"):
-            await run.ask("Which one? " * 2_000, ["a", "b"], decision_id="which")
+        # Context over the server's 256 KiB per event (its setting: only it can refuse that).
+        with pytest.raises(
+            ResourceExhaustedError,
+            match=r"RESOURCE_EXHAUSTED: run\.ask\(\): events\[\d+\]: event is",
+        ):
+            await run.ask("Which one?", ["a", "b"], context={"blob": "x" * 300_000})
         await run.custom("after")
         await run.complete()
     stored = producer_events(await events_of(client, run.run_id))

@@ -222,7 +222,9 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             labels: Labels for filtering, for example {"team": "growth"}.
             run_id: The run's id; the SDK generates one when unset. CreateRun is retried while
                 the server is unreachable; a retry that finds the run it created is accepted.
-            message: Optional note for RunStarted, for example the run's input.
+            message: Optional note for RunStarted, for example the run's input (at most 4,096
+                characters; a longer one raises InvalidArgumentError before the run is
+                created).
             max_buffered: How many unacknowledged events the reporter holds before reporting
                 calls wait (backpressure).
             targets: Goals for run-level metrics, e.g. ``Target("companies_found", 50)``; the
@@ -253,9 +255,10 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         request = convert.create_run_request(
             new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
         )
+        started = convert.run_started_event(message)  # checks message before the run exists
         run = await self._create_run(request, generated=generated)
         reporter = self._reporter(run, max_buffered, cancel_task, key_prefix, linger)
-        reporter._start(message)
+        reporter._start(started)
         self._reporters.add(reporter)
         return reporter
 

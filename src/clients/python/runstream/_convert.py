@@ -1,7 +1,9 @@
 """Conversion between the generated protobuf messages and the SDK's typed objects.
 
 This is the only SDK module that builds or reads ``_pb2`` messages; everything else works with
-the dataclasses of ``_types`` (plus the request objects handed straight to the stubs).
+the dataclasses of ``_types`` (plus the request objects handed straight to the stubs). The
+event builders check a reporting call's arguments against the server's rules first
+(:mod:`runstream._arguments`), so that a bad one fails at the call, named.
 """
 
 from __future__ import annotations
@@ -17,6 +19,24 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from runstream import _arguments as arguments
+from runstream._arguments import (
+    ARTIFACT_KIND_CHARS,
+    ID_CHARS,
+    LONG_TEXT_CHARS,
+    METRIC_NAME_CHARS,
+    METRICS_ITEMS,
+    NAME_CHARS,
+    OPTIONS_ITEMS,
+    PIPELINE_ITEMS,
+    PIPELINE_NAME_CHARS,
+    PROMPT_CHARS,
+    STAGE_NAME_CHARS,
+    STAGES_ITEMS,
+    TEXT_CHARS,
+    UNIT_CHARS,
+    URI_CHARS,
+)
 from runstream._errors import InvalidArgumentError, StatusCode
 from runstream._types import (
     ActiveAgent,
@@ -134,11 +154,13 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name:
     """Copies ``data`` (JSON-like: dict, list, str, number, bool, None) into ``target``.
 
     Raises InvalidArgumentError, before anything is sent, for a value Struct cannot hold or
-    the server refuses (NaN, infinity), naming the caller's argument ``name`` (``context``,
-    ``metadata``, ...).
+    the server refuses (NaN, infinity, more than STRUCT_BYTES encoded), naming the caller's
+    argument ``name`` (``context``, ``metadata``, ...).
     """
     if not data:
         return
+    if not isinstance(data, Mapping):
+        raise InvalidArgumentError(f"{name}: must be a mapping (a dict), got {data!r:.60}")
     try:
         target.update(dict(data))
     except (TypeError, ValueError) as exc:
@@ -149,6 +171,11 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name:
         ) from exc
     if _non_finite(data):  # Struct holds them, but the server refuses them (JSON has none)
         raise InvalidArgumentError(f"{name}: numbers must be finite (no NaN or infinity)")
+    size = target.ByteSize()
+    if size > arguments.STRUCT_BYTES:
+        raise InvalidArgumentError(
+            f"{name}: is {size} bytes encoded; the limit is {arguments.STRUCT_BYTES} bytes"
+        )
 
 
 def _non_finite(value: Any) -> bool:
@@ -274,13 +301,20 @@ def _sub_step_details_from_pb(
     )
 
 
-def sub_step_details_to_pb(details: SubStepDetails) -> run_pb2.SubStepDetails:
-    """The SubStepDetails message for its dataclass."""
-    message = run_pb2.SubStepDetails(operation=details.operation, model=details.model)
-    if details.estimated_completion_time is not None:
-        message.estimated_completion_time.CopyFrom(
-            datetime_to_pb(details.estimated_completion_time)
-        )
+def sub_step_details_to_pb(
+    details: SubStepDetails, name: str = "details"
+) -> run_pb2.SubStepDetails:
+    """The SubStepDetails message for its dataclass, the argument ``name`` of a call;
+    InvalidArgumentError naming the field the server would refuse."""
+    if not isinstance(details, SubStepDetails):
+        raise InvalidArgumentError(f"{name}: must be a SubStepDetails, got {details!r:.60}")
+    message = run_pb2.SubStepDetails(
+        operation=arguments.text(f"{name}.operation", details.operation, NAME_CHARS),
+        model=arguments.text(f"{name}.model", details.model, NAME_CHARS),
+    )
+    end = arguments.moment(f"{name}.estimated_completion_time", details.estimated_completion_time)
+    if end is not None:
+        message.estimated_completion_time.CopyFrom(datetime_to_pb(end))
     return message
 
 
@@ -354,7 +388,7 @@ def target_to_pb(target: Target) -> run_pb2.Target:
     """The Target message for a target."""
     return run_pb2.Target(
         metric=target.metric,
-        value=finite_number(f"targets[{target.metric!r}].value", target.value),
+        value=arguments.finite(f"targets[{target.metric!r}].value", target.value),
         kind=int(target.kind),  # type: ignore[arg-type]
         title=target.title,
     )
@@ -721,6 +755,10 @@ def event_from_pb(message: event_pb2.RunEvent, run_id: str = "") -> Event:
 
 
 # --- events: building (for the reporter) ---------------------------------------------------
+#
+# Each builder checks its arguments against the server's rules for its event (see
+# runstream._arguments) before building anything: a bad one raises InvalidArgumentError
+# naming it as the reporting call takes it, and nothing is queued.
 
 
 def _event(**payload: Any) -> event_pb2.RunEvent:
@@ -736,9 +774,17 @@ def _event(**payload: Any) -> event_pb2.RunEvent:
 def _error_info(
     message: str, code: str = "", details: Mapping[str, Any] | None = None
 ) -> run_pb2.ErrorInfo:
-    info = run_pb2.ErrorInfo(code=code, message=message)
+    info = run_pb2.ErrorInfo(
+        code=arguments.text("code", code, NAME_CHARS),
+        message=arguments.text("message", message, TEXT_CHARS, required=True),
+    )
     fill_struct(info.details, details, "details")
     return info
+
+
+def _step_ref(step_id: str) -> str:
+    """A step id that may be empty (the event is then the run's)."""
+    return arguments.identifier("step_id", step_id, required=False)
 
 
 def artifact_to_pb(
@@ -752,7 +798,11 @@ def artifact_to_pb(
 ) -> run_pb2.Artifact:
     """An Artifact message; the server assigns its artifact_id."""
     artifact = run_pb2.Artifact(
-        name=name, kind=kind, uri=uri or "", size_bytes=size_bytes or 0, step_id=step_id
+        name=arguments.text("name", name, NAME_CHARS, required=True),
+        kind=arguments.text("kind", kind, ARTIFACT_KIND_CHARS),
+        uri=arguments.text("uri", uri or "", URI_CHARS),
+        size_bytes=arguments.count("size_bytes", size_bytes or 0),
+        step_id=_step_ref(step_id),
     )
     fill_struct(artifact.metadata, metadata, "metadata")
     return artifact
@@ -760,19 +810,26 @@ def artifact_to_pb(
 
 def run_started_event(message: str = "") -> event_pb2.RunEvent:
     """A RunStarted event."""
-    return _event(run_started=event_pb2.RunStarted(message=message))
+    return _event(
+        run_started=event_pb2.RunStarted(message=arguments.text("message", message, TEXT_CHARS))
+    )
 
 
 def run_completed_event(summary: str, result: Mapping[str, Any] | None) -> event_pb2.RunEvent:
     """A RunCompleted event."""
-    payload = event_pb2.RunCompleted(summary=summary)
+    payload = event_pb2.RunCompleted(summary=arguments.text("summary", summary, TEXT_CHARS))
     fill_struct(payload.result, result, "result")
     return _event(run_completed=payload)
 
 
 def run_cancelled_event(reason: str, cancelled_by: str) -> event_pb2.RunEvent:
     """A RunCancelled event (the producer cancelling its own run)."""
-    return _event(run_cancelled=event_pb2.RunCancelled(reason=reason, cancelled_by=cancelled_by))
+    return _event(
+        run_cancelled=event_pb2.RunCancelled(
+            reason=arguments.text("reason", reason, TEXT_CHARS),
+            cancelled_by=arguments.text("cancelled_by", cancelled_by, NAME_CHARS),
+        )
+    )
 
 
 def run_failed_event(
@@ -786,7 +843,10 @@ def step_started_event(step_id: str, name: str, description: str, agent: str) ->
     """A StepStarted event."""
     return _event(
         step_started=event_pb2.StepStarted(
-            step_id=step_id, name=name, description=description, agent=agent
+            step_id=arguments.identifier("step_id", step_id),
+            name=arguments.text("name", name, NAME_CHARS),
+            description=arguments.text("description", description, TEXT_CHARS),
+            agent=arguments.text("agent", agent, NAME_CHARS),
         )
     )
 
@@ -798,20 +858,21 @@ def step_progress_event(
     detail: str,
     tokens_processed: int,
     sub_step_details: SubStepDetails | None = None,
-    estimated_time_remaining: timedelta | None = None,
+    estimated_time_remaining: timedelta | float | None = None,
 ) -> event_pb2.RunEvent:
     """A StepProgress event."""
     payload = event_pb2.StepProgress(
-        step_id=step_id,
-        percent=percent,
-        sub_step=sub_step,
-        detail=detail,
-        tokens_processed=tokens_processed,
+        step_id=arguments.identifier("step_id", step_id),
+        percent=arguments.number("percent", percent, *arguments.PERCENT_RANGE),
+        sub_step=arguments.text("sub_step", sub_step, NAME_CHARS),
+        detail=arguments.text("detail", detail, TEXT_CHARS),
+        tokens_processed=arguments.count("tokens_processed", tokens_processed),
     )
     if sub_step_details is not None:
         payload.sub_step_details.CopyFrom(sub_step_details_to_pb(sub_step_details))
-    if estimated_time_remaining is not None:
-        payload.estimated_time_remaining.CopyFrom(duration_to_pb(estimated_time_remaining))
+    remaining = arguments.duration("estimated_time_remaining", estimated_time_remaining)
+    if remaining is not None:
+        payload.estimated_time_remaining.CopyFrom(duration_to_pb(remaining))
     return _event(step_progress=payload)
 
 
@@ -820,14 +881,20 @@ def item_progress_event(
     total: int,
     unit: str,
     by_stage: Mapping[str, int] | None,
-    estimated_time_remaining: timedelta | None,
+    estimated_time_remaining: timedelta | float | None,
 ) -> event_pb2.RunEvent:
     """An ItemProgress event."""
     payload = event_pb2.ItemProgress(
-        completed=completed, total=total, unit=unit, by_stage=dict(by_stage or {})
+        completed=arguments.count("completed", completed),
+        total=arguments.count("total", total),
+        unit=arguments.text("unit", unit, NAME_CHARS),
+        by_stage=arguments.entries(
+            "by_stage", by_stage, arguments.count, most=STAGES_ITEMS, key_chars=STAGE_NAME_CHARS
+        ),
     )
-    if estimated_time_remaining is not None:
-        payload.estimated_time_remaining.CopyFrom(duration_to_pb(estimated_time_remaining))
+    remaining = arguments.duration("estimated_time_remaining", estimated_time_remaining)
+    if remaining is not None:
+        payload.estimated_time_remaining.CopyFrom(duration_to_pb(remaining))
     return _event(item_progress=payload)
 
 
@@ -835,9 +902,21 @@ def step_completed_event(
     step_id: str, summary: str, metrics: Mapping[str, float] | None, duration: timedelta | None
 ) -> event_pb2.RunEvent:
     """A StepCompleted event."""
-    payload = event_pb2.StepCompleted(step_id=step_id, summary=summary, metrics=metrics or {})
-    if duration is not None:
-        payload.duration.CopyFrom(duration_to_pb(duration))
+    payload = event_pb2.StepCompleted(
+        step_id=arguments.identifier("step_id", step_id),
+        summary=arguments.text("summary", summary, TEXT_CHARS),
+        metrics=arguments.entries(
+            "metrics",
+            metrics,
+            arguments.finite,
+            most=METRICS_ITEMS,
+            key_chars=METRIC_NAME_CHARS,
+            named=False,
+        ),
+    )
+    took = arguments.duration("duration", duration)
+    if took is not None:
+        payload.duration.CopyFrom(duration_to_pb(took))
     return _event(step_completed=payload)
 
 
@@ -846,13 +925,21 @@ def step_failed_event(
 ) -> event_pb2.RunEvent:
     """A StepFailed event."""
     return _event(
-        step_failed=event_pb2.StepFailed(step_id=step_id, error=_error_info(message, code, details))
+        step_failed=event_pb2.StepFailed(
+            step_id=arguments.identifier("step_id", step_id),
+            error=_error_info(message, code, details),
+        )
     )
 
 
 def step_skipped_event(step_id: str, reason: str) -> event_pb2.RunEvent:
     """A StepSkipped event."""
-    return _event(step_skipped=event_pb2.StepSkipped(step_id=step_id, reason=reason))
+    return _event(
+        step_skipped=event_pb2.StepSkipped(
+            step_id=arguments.identifier("step_id", step_id),
+            reason=arguments.text("reason", reason, TEXT_CHARS),
+        )
+    )
 
 
 def agent_activity_event(
@@ -866,13 +953,15 @@ def agent_activity_event(
 ) -> event_pb2.RunEvent:
     """An AgentActivity event."""
     payload = event_pb2.AgentActivity(
-        agent_id=agent_id,
-        agent_name=agent_name,
-        agent_type=agent_type,
-        activity=int(activity),  # type: ignore[arg-type]
-        message=message,
-        step_id=step_id,
+        agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
+        agent_name=arguments.text("agent_name", agent_name, NAME_CHARS),
+        agent_type=arguments.text("agent_type", agent_type, NAME_CHARS),
+        activity=arguments.member("activity", activity, ActivityType, required=True),  # type: ignore[arg-type]
+        message=arguments.text("message", message, TEXT_CHARS),
+        step_id=_step_ref(step_id),
     )
+    if not agent_id and not agent_name:
+        raise InvalidArgumentError("agent_id: agent_id or agent_name is required")
     fill_struct(payload.data, data, "data")
     return _event(agent_activity=payload)
 
@@ -889,13 +978,13 @@ def thinking_event(
     """A Thinking event."""
     return _event(
         thinking=event_pb2.Thinking(
-            thinking_type=thinking_type,
-            stage=stage,
-            analysis=analysis,
-            factors=list(factors),
-            confidence=confidence,
-            reasoning_depth=reasoning_depth,
-            agent_id=agent_id,
+            thinking_type=arguments.text("thinking_type", thinking_type, NAME_CHARS),
+            stage=arguments.text("stage", stage, NAME_CHARS),
+            analysis=arguments.text("analysis", analysis, LONG_TEXT_CHARS),
+            factors=arguments.texts("factors", factors),
+            confidence=arguments.number("confidence", confidence, *arguments.CONFIDENCE_RANGE),
+            reasoning_depth=arguments.text("reasoning_depth", reasoning_depth, NAME_CHARS),
+            agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
         )
     )
 
@@ -913,17 +1002,19 @@ def model_allocation_event(
 ) -> event_pb2.RunEvent:
     """A ModelAllocation event."""
     payload = event_pb2.ModelAllocation(
-        agent_id=agent_id,
-        model=model,
-        tier=tier,
-        reasoning=reasoning,
-        complexity=complexity,
-        context_window=context_window,
-        factors=list(factors),
-        performance_expectation=performance_expectation,
+        agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
+        model=arguments.text("model", model, NAME_CHARS, required=True),
+        tier=arguments.text("tier", tier, NAME_CHARS),
+        reasoning=arguments.text("reasoning", reasoning, TEXT_CHARS),
+        complexity=arguments.text("complexity", complexity, NAME_CHARS),
+        context_window=arguments.count("context_window", context_window),
+        factors=arguments.texts("factors", factors),
+        performance_expectation=arguments.text(
+            "performance_expectation", performance_expectation, TEXT_CHARS
+        ),
     )
     if expected_cost_usd is not None:
-        payload.expected_cost_usd = expected_cost_usd
+        payload.expected_cost_usd = arguments.number("expected_cost_usd", expected_cost_usd, 0)
     return _event(model_allocation=payload)
 
 
@@ -933,29 +1024,26 @@ def text_delta_event(
     """A TextDelta event."""
     return _event(
         text_delta=event_pb2.TextDelta(
-            agent_id=agent_id, message_id=message_id, delta=delta, final=final, step_id=step_id
+            agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
+            message_id=arguments.text("message_id", message_id, ID_CHARS, required=True),
+            delta=arguments.text("delta", delta, LONG_TEXT_CHARS),
+            final=final,
+            step_id=_step_ref(step_id),
         )
     )
 
 
-def finite_number(field: str, value: object) -> float:
-    """``value`` as a float; InvalidArgumentError naming ``field``, before anything is sent,
-    when it is no finite number (text, None, nan). Numbers of any type (Decimal, numpy) do."""
-    if not isinstance(value, str | bytes):
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError, OverflowError):
-            pass
-        else:
-            if math.isfinite(number):
-                return number
-    raise InvalidArgumentError(f"{field}: must be a finite number, got {value!r:.60}")
-
-
 def metric_values(values: Mapping[str, float]) -> dict[str, float]:
     """A metrics map's values as floats; InvalidArgumentError naming the first that is not a
-    finite number."""
-    return {name: finite_number(f"values[{name!r}]", value) for name, value in values.items()}
+    finite number, a blank or long name, or an empty or oversized map."""
+    return arguments.entries(
+        "values",
+        values,
+        arguments.finite,
+        most=METRICS_ITEMS,
+        key_chars=METRIC_NAME_CHARS,
+        required=True,
+    )
 
 
 def metrics_event(
@@ -965,8 +1053,15 @@ def metrics_event(
     return _event(
         metrics_update=event_pb2.MetricsUpdate(
             values=metric_values(values),
-            step_id=step_id,
-            units=dict(units or {}),
+            step_id=_step_ref(step_id),
+            units=arguments.entries(
+                "units",
+                units,
+                lambda name, unit: arguments.text(name, unit, UNIT_CHARS),
+                most=METRICS_ITEMS,
+                key_chars=METRIC_NAME_CHARS,
+                named=False,
+            ),
         )
     )
 
@@ -980,10 +1075,10 @@ def milestone_event(
 ) -> event_pb2.RunEvent:
     """A Milestone event."""
     payload = event_pb2.Milestone(
-        type=int(type),  # type: ignore[arg-type]
-        title=title,
-        description=description,
-        milestone_id=milestone_id,
+        type=arguments.member("type", type, MilestoneType),  # type: ignore[arg-type]
+        title=arguments.text("title", title, NAME_CHARS, required=True),
+        description=arguments.text("description", description, TEXT_CHARS),
+        milestone_id=arguments.text("milestone_id", milestone_id, ID_CHARS),
     )
     fill_struct(payload.data, data, "data")
     return _event(milestone=payload)
@@ -996,19 +1091,25 @@ def alert_event(
     code: str,
     data: Mapping[str, Any] | None,
     step_id: str = "",
-    action: AlertAction | None = None,
+    action: AlertAction | AlertActionType | None = None,
 ) -> event_pb2.RunEvent:
-    """An Alert event."""
+    """An Alert event; an ``action`` given as its type is labelled ``suggested_action``."""
     payload = event_pb2.Alert(
-        severity=int(severity),  # type: ignore[arg-type]
-        message=message,
-        suggested_action=suggested_action,
-        code=code,
-        step_id=step_id,
+        severity=arguments.member("severity", severity, Severity),  # type: ignore[arg-type]
+        message=arguments.text("message", message, TEXT_CHARS, required=True),
+        suggested_action=arguments.text("suggested_action", suggested_action, TEXT_CHARS),
+        code=arguments.text("code", code, NAME_CHARS),
+        step_id=_step_ref(step_id),
     )
     if action is not None:
-        payload.action.type = int(action.type)  # type: ignore[assignment]
-        payload.action.label = action.label
+        label = "action.label"
+        if not isinstance(action, AlertAction):
+            action = AlertAction(
+                arguments.member("action", action, AlertActionType), suggested_action
+            )
+            label = "suggested_action"  # it labels the action, with a shorter limit
+        payload.action.type = arguments.member("action.type", action.type, AlertActionType)  # type: ignore[assignment]
+        payload.action.label = arguments.text(label, action.label, NAME_CHARS)
     fill_struct(payload.data, data, "data")
     return _event(alert=payload)
 
@@ -1026,20 +1127,20 @@ def error_recovery_event(
     """An ErrorRecovery event."""
     return _event(
         error_recovery=event_pb2.ErrorRecovery(
-            error_message=error_message,
-            severity=int(severity),  # type: ignore[arg-type]
-            recovery_strategy=recovery_strategy,
+            error_message=arguments.text("error_message", error_message, TEXT_CHARS, required=True),
+            severity=arguments.member("severity", severity, Severity),  # type: ignore[arg-type]
+            recovery_strategy=arguments.text("recovery_strategy", recovery_strategy, TEXT_CHARS),
             can_continue=can_continue,
-            affected_agents=list(affected_agents),
+            affected_agents=arguments.texts("affected_agents", affected_agents),
             user_action_required=user_action_required,
-            attempt=attempt,
-            step_id=step_id,
+            attempt=arguments.count("attempt", attempt, arguments.INT32_MAX),
+            step_id=_step_ref(step_id),
         )
     )
 
 
 def artifact_event(artifact: run_pb2.Artifact) -> event_pb2.RunEvent:
-    """An ArtifactProduced event."""
+    """An ArtifactProduced event (``artifact_to_pb`` checked the artifact)."""
     return _event(artifact_produced=event_pb2.ArtifactProduced(artifact=artifact))
 
 
@@ -1054,12 +1155,19 @@ def workflow_state_event(
     """A WorkflowStateChange event."""
     return _event(
         workflow_state_change=event_pb2.WorkflowStateChange(
-            change_type=change_type,
-            current_stage=current_stage,
-            stages=list(stages),
-            completion_percentage=completion_percentage,
-            active_agents=list(active_agents),
-            pipeline_status=dict(pipeline_status or {}),
+            change_type=arguments.text("change_type", change_type, NAME_CHARS, required=True),
+            current_stage=arguments.text("current_stage", current_stage, NAME_CHARS),
+            stages=arguments.texts("stages", stages),
+            completion_percentage=arguments.finite("completion_percentage", completion_percentage),
+            active_agents=arguments.texts("active_agents", active_agents),
+            pipeline_status=arguments.entries(
+                "pipeline_status",
+                pipeline_status,
+                lambda name, value: value,
+                most=PIPELINE_ITEMS,
+                key_chars=PIPELINE_NAME_CHARS,
+                named=False,
+            ),
         )
     )
 
@@ -1081,31 +1189,67 @@ def decision_option(option: OptionLike) -> DecisionOption:
     )
 
 
+def _decision_options(
+    options: Iterable[DecisionOption], default: str | None
+) -> list[event_pb2.DecisionOption]:
+    """The options of a question; InvalidArgumentError for none, too many, a blank or long
+    field, a repeated value, or a default that is not one of them."""
+    choices = list(options)
+    if not choices:
+        raise InvalidArgumentError("options: at least one option is required")
+    if len(choices) > OPTIONS_ITEMS:
+        raise InvalidArgumentError(
+            f"options: has {len(choices)} entries; the limit is {OPTIONS_ITEMS}"
+        )
+    messages = [
+        event_pb2.DecisionOption(
+            value=arguments.text(f"options[{i}].value", o.value, NAME_CHARS, required=True),
+            label=arguments.text(f"options[{i}].label", o.label, NAME_CHARS),
+            description=arguments.text(f"options[{i}].description", o.description, TEXT_CHARS),
+        )
+        for i, o in enumerate(choices)
+    ]
+    values = [o.value for o in choices]
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise InvalidArgumentError(f"options: values must be unique; repeated: {repeated}")
+    if default is not None and default not in values:
+        raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
+    return messages
+
+
 def decision_requested_event(
     decision_id: str,
     prompt: str,
     options: Iterable[DecisionOption],
-    default_option: str,
+    default: str | None,
     timeout: timedelta | float | None,
     can_skip: bool,
     context: Mapping[str, Any] | None,
     decision_type: str,
     affects_workflow: bool,
 ) -> event_pb2.RunEvent:
-    """A DecisionRequested event; the server sets its deadline."""
+    """A DecisionRequested event, from ``ask()``'s arguments; the server sets its deadline."""
     payload = event_pb2.DecisionRequested(
-        decision_id=decision_id,
-        decision_type=decision_type,
-        prompt=prompt,
-        options=[
-            event_pb2.DecisionOption(value=o.value, label=o.label, description=o.description)
-            for o in options
-        ],
-        default_option=default_option,
+        decision_id=arguments.identifier("decision_id", decision_id),
+        decision_type=arguments.text("decision_type", decision_type, NAME_CHARS),
+        prompt=arguments.text("prompt", prompt, PROMPT_CHARS, required=True),
+        options=_decision_options(options, default),
+        default_option=default or "",
         can_skip=can_skip,
         affects_workflow=affects_workflow,
     )
     if timeout is not None:
+        seconds = (
+            timeout.total_seconds()
+            if isinstance(timeout, timedelta)
+            else arguments.finite("timeout", timeout)
+        )
+        # Not 0 either (the server takes it), which would close the decision at once.
+        if not 0 < seconds <= arguments.MAX_DECISION_TIMEOUT_SECONDS:
+            raise InvalidArgumentError(
+                "timeout: must be positive and at most 366 days (None waits until answered)"
+            )
         payload.timeout.CopyFrom(duration_to_pb(timeout))
     fill_struct(payload.context, context, "context")
     return _event(decision_requested=payload)
@@ -1113,9 +1257,49 @@ def decision_requested_event(
 
 def custom_event(type: str, data: Mapping[str, Any] | None) -> event_pb2.RunEvent:
     """A Custom event."""
-    payload = event_pb2.Custom(type=type)
+    payload = event_pb2.Custom(type=arguments.text("type", type, NAME_CHARS, required=True))
     fill_struct(payload.data, data, "data")
     return _event(custom=payload)
+
+
+# The call that reports each kind a producer writes, for messages about a refused event.
+_CALLS: dict[str, str] = {
+    "run_started": "start_run()",
+    "run_completed": "run.complete()",
+    "run_failed": "run.fail()",
+    "run_cancelled": "the run's cancellation",
+    "step_started": "step.start()",
+    "step_progress": "step.progress()",
+    "step_completed": "step.complete()",
+    "step_failed": "step.fail()",
+    "step_skipped": "run.skip_step()",
+    "item_progress": "run.items()",
+    "agent_activity": "run.activity()",
+    "thinking": "run.thinking()",
+    "model_allocation": "run.model_allocation()",
+    "text_delta": "run.text()",
+    "metrics_update": "run.metrics()",
+    "milestone": "run.milestone()",
+    "alert": "run.alert()",
+    "error_recovery": "run.error_recovery()",
+    "artifact_produced": "run.artifact()",
+    "workflow_state_change": "run.workflow_state()",
+    "decision_requested": "run.ask()",
+    "custom": "run.custom()",
+}
+
+
+def reported_by(event: event_pb2.RunEvent) -> str:
+    """The call that reported ``event`` and the step it names, for a message about it:
+    ``step.progress() of step 'draft'``, ``run.custom()``."""
+    name = event.WhichOneof("payload")
+    if name is None:
+        return "an event"
+    payload = getattr(event, name)
+    call = _CALLS.get(name, name)
+    owner = payload.artifact if name == "artifact_produced" else payload
+    step_id = getattr(owner, "step_id", "")
+    return f"{call} of step {step_id!r}" if step_id else call
 
 
 # --- requests and responses ----------------------------------------------------------------

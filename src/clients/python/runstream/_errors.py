@@ -233,6 +233,15 @@ def error_from_status(code: StatusCode, message: str) -> RunstreamError:
     return cls(message or code.name, code=code)
 
 
+def about(error: RunstreamError, subject: str) -> RunstreamError:
+    """A copy of ``error`` whose message starts with what it is about (``subject``: the call
+    that reported a refused event), keeping its type, code, attributes and cause."""
+    named = raised_again(error)
+    named.message = f"{subject}: {error.message}"
+    named.args = (named.message,)
+    return named
+
+
 def raised_again(error: RunstreamError) -> RunstreamError:
     """A copy of a stored error, to raise where it must be raised again and again (a failed
     reporter's every reporting call, an ended interaction's every read).

@@ -12,7 +12,9 @@ sends back, re-reading after a reconnect, waiting for the stream to settle and s
 
 How a reported event travels:
 
-1. A reporting call (``step.progress(...)``, ``run.metrics(...)``) builds the event, stamps it
+1. A reporting call (``step.progress(...)``, ``run.metrics(...)``) builds the event, checking
+   its arguments as the server will (an argument it would refuse raises InvalidArgumentError
+   naming it, and nothing is queued: :mod:`runstream._arguments`), stamps it
    with a stable idempotency key ``"<reporter uuid>:<counter>"`` and appends it to the unsent
    queue. It returns at once unless the reporter already holds ``max_buffered`` unacknowledged
    events, in which case it waits for acknowledgements (backpressure, never dropping).
@@ -25,8 +27,9 @@ How a reported event travels:
    reconnects with exponential backoff and resends every unacknowledged event, in order, with
    its original key. The server stores an event whose key it already holds only once and
    acknowledges it with the original seq, so the run's log ends up gap-free and duplicate-free.
-5. An event the server refuses (a step completed twice, a field out of range) is set aside:
-   the events around it are stored in order, it is logged, and the next ``flush()`` or
+5. An event the server refuses (a step completed twice, a step the run does not have) is set
+   aside: the events around it are stored in order, it is logged, naming the call that
+   reported it and its step (``step.progress() of step 'draft'``), and the next ``flush()`` or
    ``close()`` (so ``complete()`` and the end of ``async with run:`` too) raises the first
    refusal not raised yet; ``ask()`` raises its own question's. Any other status that a
    retry cannot fix (the run ended, limits) fails the reporter: the next reporting call,
@@ -60,6 +63,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from runstream import _convert as convert
+from runstream._arguments import TEXT_CHARS
 from runstream._errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -71,7 +75,7 @@ from runstream._report_gate import ReportGate
 from runstream._report_stream import ReportStream, Signal
 from runstream._run_control import RunControl
 from runstream._run_decisions import RunDecisions
-from runstream._run_events import RunEvents, as_timedelta
+from runstream._run_events import RunEvents
 from runstream._stream_ownership import CLOSE_GRACE, StreamOwnership
 from runstream._types import Decision, DecisionResult, Run, RunStatus, SubStepDetails
 
@@ -242,9 +246,10 @@ class RunReporter(RunEvents, StreamOwnership):
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def _start(self, message: str = "") -> None:
-        """Queues RunStarted and starts the background stream task."""
-        self._stream.enqueue(convert.run_started_event(message))
+    def _start(self, started: event_pb2.RunEvent) -> None:
+        """Queues RunStarted (built, hence checked, before the run was created) and starts the
+        background stream task."""
+        self._stream.enqueue(started)
         self._stream.start()
 
     async def _attach(self) -> None:
@@ -332,7 +337,10 @@ class RunReporter(RunEvents, StreamOwnership):
         reconnect timeout, ...) if it fails first; then the error of an event the server
         refused (FailedPreconditionError, InvalidArgumentError, ...), if one was refused since
         the last flush: the events around it are stored all the same, and the reporter goes
-        on. Each refusal is raised once.
+        on. Each refusal is raised once; its message names the call that reported the event
+        and its step, then gives the server's (``step.progress() of step 'draft':
+        events[0].step_progress.step_id: run ... has no step 'draft'``). Arguments the
+        server would refuse whatever the run's state were raised by the call itself.
         """
         await self._settle()
         if self._refused:
@@ -374,6 +382,8 @@ class RunReporter(RunEvents, StreamOwnership):
         Entering the step is a step boundary: while the run is paused it waits there until
         the run is resumed (or raises RunCancelledError when it is cancelled instead).
         ``name``, ``description`` and ``agent`` describe a step that is not in the plan.
+        Entering checks ``step_id`` (an id) and the texts' lengths: InvalidArgumentError
+        naming the argument, and nothing reported.
         """
         return StepReporter(
             self, step_id, gate=self._gate, name=name, description=description, agent=agent
@@ -442,8 +452,10 @@ class RunReporter(RunEvents, StreamOwnership):
 
         Raises:
             InvalidArgumentError: before anything is sent, for a question the server would
-                refuse (no options, repeated values, a default that is not an option, a
-                repeated decision_id), and for options given as one string.
+                refuse (no options or more than 100, a blank or repeated value, a default
+                that is not an option, a prompt over 16,384 characters, a decision_id that
+                is no id or was asked already, a timeout past 366 days, context that is not
+                JSON-like), naming the argument, and for options given as one string.
             RunCancelledError: the run was cancelled (or ended) while waiting.
         """
         return await self._decisions.ask(
@@ -540,11 +552,12 @@ class StepReporter:
 
     async def start(self) -> None:
         """Reports StepStarted (done by ``async with``), after waiting while the run is
-        paused."""
-        await self._run.wait_if_paused()
-        await self._gate.admit(
-            convert.step_started_event(self._step_id, self._name, self._description, self._agent)
+        paused. Checks the step's id, name, description and agent first."""
+        event = convert.step_started_event(
+            self._step_id, self._name, self._description, self._agent
         )
+        await self._run.wait_if_paused()
+        await self._gate.admit(event)
         self._started = True
 
     async def progress(
@@ -561,6 +574,11 @@ class StepReporter:
 
         ``details`` says more about the sub-step (operation, model, expected end);
         ``estimated_time_remaining`` is the producer's own estimate of the whole run.
+        Checks ``percent`` (0 to 100), ``tokens_processed`` (a count),
+        ``estimated_time_remaining`` (0 to 100 years), ``details`` (its texts' lengths, an
+        end from 1970 on) and ``sub_step`` and ``detail``'s lengths: InvalidArgumentError
+        naming the argument (``percent: must be between 0 and 100, got 150``), and nothing
+        reported.
         """
         await self._gate.admit(
             convert.step_progress_event(
@@ -570,7 +588,7 @@ class StepReporter:
                 detail,
                 tokens_processed,
                 details,
-                as_timedelta(estimated_time_remaining),
+                estimated_time_remaining,
             )
         )
 
@@ -583,7 +601,7 @@ class StepReporter:
         size_bytes: int | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Reports an artifact the step produced."""
+        """Reports an artifact the step produced; checked as ``RunReporter.artifact``."""
         await self._run.artifact(
             name,
             kind=kind,
@@ -594,7 +612,8 @@ class StepReporter:
         )
 
     async def metrics(self, values: Mapping[str, float]) -> None:
-        """Reports step metrics; their latest values also go into StepCompleted."""
+        """Reports step metrics; their latest values also go into StepCompleted. Checked as
+        ``RunReporter.metrics``."""
         numbers = convert.metric_values(values)
         self._metrics.update(numbers)
         await self._run.metrics(numbers, step_id=self._step_id)
@@ -604,22 +623,32 @@ class StepReporter:
         self._summary = summary
 
     async def complete(self, summary: str | None = None) -> None:
-        """Reports StepCompleted (done by ``async with`` on normal exit)."""
+        """Reports StepCompleted (done by ``async with`` on normal exit). Checks ``summary``
+        (at most 4,096 characters): a bad one raises and the step is still open."""
+        event = convert.step_completed_event(
+            self._step_id, self._summary if summary is None else summary, self._metrics, None
+        )
         if summary is not None:
             self._summary = summary
         self._finished = True
-        await self._gate.admit(
-            convert.step_completed_event(self._step_id, self._summary, self._metrics, None)
-        )
+        await self._gate.admit(event)
 
     async def fail(
         self, message: str, *, code: str = "", details: Mapping[str, Any] | None = None
     ) -> None:
-        """Reports StepFailed (done by ``async with`` when the block raises)."""
+        """Reports StepFailed (done by ``async with`` when the block raises). Checks
+        ``message`` (required, at most 4,096 characters), ``code`` and ``details``: a bad one
+        raises and the step is still open."""
+        event = convert.step_failed_event(self._step_id, message, code, details)
         self._finished = True
-        await self._gate.admit(convert.step_failed_event(self._step_id, message, code, details))
+        await self._gate.admit(event)
 
 
 def _describe(exc: BaseException) -> str:
+    """An exception as the message of the failure it reports, cut to what the server takes
+    (an LLM client's error may hold a whole response)."""
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if len(described) > TEXT_CHARS:
+        described = described[: TEXT_CHARS - 1] + "\u2026"
+    return described

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,7 @@ from runstream._errors import (
     RunCancelledError,
     RunstreamError,
 )
-from runstream._types import Decision, DecisionOption, DecisionOutcome, DecisionResult
+from runstream._types import Decision, DecisionOutcome, DecisionResult
 
 if TYPE_CHECKING:
     from runstream._outbox import Outbox
@@ -128,23 +128,24 @@ class RunDecisions:
             )
         choices = [convert.decision_option(option) for option in options]
         decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
-        _check_question(decision_id, prompt, choices, default, timeout)
-        resumed = decision_id in self._given_up
-        if decision_id in self._asked and not resumed:
-            raise InvalidArgumentError(
-                f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
-            )
+        # Building the question checks it: one the server would refuse raises here, before
+        # anything is sent (and without the new stream the server's refusal costs).
         event = convert.decision_requested_event(
             decision_id,
             prompt,
             choices,
-            default or "",
+            default,
             timeout,
             can_skip,
             context,
             decision_type,
             affects_workflow,
         )
+        resumed = decision_id in self._given_up
+        if decision_id in self._asked and not resumed:
+            raise InvalidArgumentError(
+                f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
+            )
         self._gate.check_can_report()
         self._asked.add(decision_id)
         self._awaited[decision_id] = self._closed.get(decision_id)
@@ -286,41 +287,6 @@ class RunDecisions:
         except NotFoundError:
             return  # Not stored yet; it will be, on this stream, which gets its closure.
         self.on_decision(decision)
-
-
-_MAX_TIMEOUT_SECONDS = 366 * 86_400
-"""The longest decision timeout the server takes (366 days)."""
-
-
-def _check_question(
-    decision_id: str,
-    prompt: str,
-    options: Sequence[DecisionOption],
-    default: str | None,
-    timeout: timedelta | float | None,
-) -> None:
-    """Refuses, before sending, a question the server would refuse (as early as can be, and
-    without the new stream the server's refusal costs)."""
-    if not decision_id:
-        raise InvalidArgumentError("decision_id: must not be empty")
-    if not prompt:
-        raise InvalidArgumentError("prompt: required")
-    if not options:
-        raise InvalidArgumentError("options: at least one option is required")
-    values = [option.value for option in options]
-    if not all(values):
-        raise InvalidArgumentError("options: every option needs a non-empty value")
-    repeated = sorted({value for value in values if values.count(value) > 1})
-    if repeated:
-        raise InvalidArgumentError(f"options: values must be unique; repeated: {repeated}")
-    if default is not None and default not in values:
-        raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
-    if timeout is not None:
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if not 0 < seconds <= _MAX_TIMEOUT_SECONDS:  # False for nan, too
-            raise InvalidArgumentError(
-                "timeout: must be positive and at most 366 days (None waits until answered)"
-            )
 
 
 def _same_question(stored: Decision, question: event_pb2.DecisionRequested) -> bool:

@@ -3,6 +3,9 @@
 :class:`RunEvents` is the reporting vocabulary of :class:`~runstream.RunReporter`: each method
 builds one event (through ``_convert``) and hands it to ``_report``, which queues it for the
 report stream; ``complete()`` and ``fail()`` end the run and wait until everything is durable.
+Building the event checks the call's arguments against the server's rules
+(:mod:`runstream._arguments`): a bad one raises InvalidArgumentError naming it, and nothing
+is queued.
 How events travel, and steps, are the reporter's (``_reporter.py``); decisions are
 ``_run_decisions.py``'s.
 """
@@ -14,6 +17,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runstream import _convert as convert
+from runstream._arguments import LONG_TEXT_CHARS
+from runstream._errors import InvalidArgumentError
 from runstream._types import (
     ActivityType,
     AlertAction,
@@ -25,9 +30,9 @@ from runstream._types import (
 if TYPE_CHECKING:
     from runstream.v1 import event_pb2
 
-__all__ = ["MAX_DELTA_CHARS", "RunEvents", "as_timedelta"]
+__all__ = ["MAX_DELTA_CHARS", "RunEvents"]
 
-MAX_DELTA_CHARS = 65_536
+MAX_DELTA_CHARS = LONG_TEXT_CHARS
 """The longest ``TextDelta.delta`` the server takes; longer text goes as several deltas."""
 MAX_DELTA_BYTES = 196_608
 """The most UTF-8 bytes one delta carries: an event may take 256 KiB, which 65,536 characters
@@ -37,6 +42,8 @@ of four bytes each (emoji) pass."""
 def text_pieces(text: str) -> list[str]:
     """``text`` as deltas the server takes: at most MAX_DELTA_CHARS characters and
     MAX_DELTA_BYTES bytes each, split only between characters."""
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"delta: must be a string, got {text!r:.60}")
     pieces = []
     for i in range(0, len(text), MAX_DELTA_CHARS):
         piece = text[i : i + MAX_DELTA_CHARS]
@@ -48,15 +55,18 @@ def text_pieces(text: str) -> list[str]:
     return pieces
 
 
-def as_timedelta(value: timedelta | float | None) -> timedelta | None:
-    """Seconds or a timedelta, as a timedelta."""
-    if value is None or isinstance(value, timedelta):
-        return value
-    return timedelta(seconds=value)
-
-
 class RunEvents:
-    """Run-level reporting calls; each returns once its event is queued (see RunReporter)."""
+    """Run-level reporting calls; each returns once its event is queued (see RunReporter).
+
+    Each call checks its arguments as the server would, and raises InvalidArgumentError
+    naming the first one the server would refuse, with nothing queued: ids (letters, digits,
+    '.', '_', '-', at most 128 characters), required texts (not blank), the length of every
+    text and list, numbers (finite, and within their ranges), counts (whole, not negative),
+    enum values, durations (0 to 100 years) and JSON-like data (``data``, ``metadata``,
+    ``result``, ``details``: what a Struct holds, finite numbers, at most 1 MiB). What only
+    the server knows (a step the run does not have, a milestone id already used, the size
+    of an event or of the run) it refuses later: see RunReporter.
+    """
 
     async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
         """Queues one event for the report stream (the reporter's)."""
@@ -67,7 +77,9 @@ class RunEvents:
         raise NotImplementedError
 
     async def skip_step(self, step_id: str, reason: str = "") -> None:
-        """Reports that a planned step will not run."""
+        """Reports that a planned step will not run.
+
+        Checks ``step_id`` (an id) and ``reason`` (at most 4,096 characters)."""
         await self._report(convert.step_skipped_event(step_id, reason))
 
     async def activity(
@@ -81,7 +93,11 @@ class RunEvents:
         data: Mapping[str, Any] | None = None,
         step_id: str = "",
     ) -> None:
-        """Reports that an agent started, progressed, completed or failed a piece of work."""
+        """Reports that an agent started, progressed, completed or failed a piece of work.
+
+        Checks that ``agent_id`` or ``agent_name`` is given, ``activity`` (an ActivityType
+        other than UNSPECIFIED), the texts' lengths, ``data`` and ``step_id`` (an id or "").
+        """
         await self._report(
             convert.agent_activity_event(
                 agent_id, activity, message, agent_name, agent_type, data, step_id
@@ -99,7 +115,10 @@ class RunEvents:
         reasoning_depth: str = "",
         agent_id: str = "",
     ) -> None:
-        """Reports the manager agent's (or an agent's) reasoning."""
+        """Reports the manager agent's (or an agent's) reasoning.
+
+        Checks ``confidence`` (0 to 1), ``factors`` (at most 100 names) and the texts'
+        lengths (``analysis`` up to 65,536 characters)."""
         await self._report(
             convert.thinking_event(
                 analysis, thinking_type, stage, factors, confidence, reasoning_depth, agent_id
@@ -119,7 +138,10 @@ class RunEvents:
         factors: Iterable[str] = (),
         performance_expectation: str = "",
     ) -> None:
-        """Reports the model chosen for an agent."""
+        """Reports the model chosen for an agent.
+
+        Checks ``model`` (required), ``context_window`` (a count), ``expected_cost_usd`` (at
+        least 0), ``factors`` and the texts' lengths."""
         await self._report(
             convert.model_allocation_event(
                 agent_id,
@@ -146,7 +168,8 @@ class RunEvents:
         """Reports a piece of an agent's streamed output; deltas of a message concatenate.
 
         A delta longer than the server takes in one event (65,536 characters) goes as several,
-        in order, the last one carrying ``final``."""
+        in order, the last one carrying ``final``. Checks ``message_id`` (required),
+        ``agent_id``'s length and ``step_id`` (an id or "")."""
         pieces = text_pieces(delta)
         for i, piece in enumerate(pieces or [""]):
             last = i >= len(pieces) - 1
@@ -165,7 +188,8 @@ class RunEvents:
         ``units`` names the unit of some of them, for example ``{"ctr": "%"}``; the server
         remembers it and works out each run-level metric's change since its last value.
         A value that is no finite number (text, None, nan) raises InvalidArgumentError naming
-        it, and nothing is reported.
+        it, and nothing is reported; so do no values, a blank name, more than 256 names or a
+        unit longer than 32 characters, and a ``step_id`` that is no id.
         """
         await self._report(convert.metrics_event(values, step_id, units))
 
@@ -183,11 +207,12 @@ class RunEvents:
         A run without steps takes its percent, estimate and progress milestones from it.
         ``estimated_time_remaining`` (seconds or a timedelta) is the producer's own estimate
         of the whole run, shown while the server has no history for the workflow.
+        Checks ``completed``, ``total`` and ``by_stage``'s counts (whole, not negative),
+        ``by_stage``'s names (not blank), ``unit`` and ``estimated_time_remaining`` (0 to 100
+        years).
         """
         await self._report(
-            convert.item_progress_event(
-                completed, total, unit, by_stage, as_timedelta(estimated_time_remaining)
-            )
+            convert.item_progress_event(completed, total, unit, by_stage, estimated_time_remaining)
         )
 
     async def milestone(
@@ -199,7 +224,10 @@ class RunEvents:
         data: Mapping[str, Any] | None = None,
         milestone_id: str = "",
     ) -> None:
-        """Reports a milestone reached; ``milestone_id`` (unique in the run) is optional."""
+        """Reports a milestone reached; ``milestone_id`` (unique in the run) is optional.
+
+        Checks ``title`` (required), ``type`` (a MilestoneType), the texts' lengths and
+        ``data``; a ``milestone_id`` the run already used is the server's refusal."""
         await self._report(convert.milestone_event(title, type, description, data, milestone_id))
 
     async def alert(
@@ -216,10 +244,10 @@ class RunEvents:
         """Reports something that needs attention.
 
         ``action`` (e.g. ``AlertActionType.PAUSE_RUN``) is the suggestion as one a dashboard
-        can offer with a button; ``suggested_action`` labels it.
+        can offer with a button; ``suggested_action`` labels it (then at most 256
+        characters). Checks ``message`` (required), ``severity`` and ``action`` (values of
+        their enums), the texts' lengths, ``data`` and ``step_id`` (an id or "").
         """
-        if isinstance(action, AlertActionType):
-            action = AlertAction(action, suggested_action)
         await self._report(
             convert.alert_event(message, severity, suggested_action, code, data, step_id, action)
         )
@@ -236,7 +264,10 @@ class RunEvents:
         attempt: int = 1,
         step_id: str = "",
     ) -> None:
-        """Reports an error that the workflow is recovering from (in ``step_id``, if given)."""
+        """Reports an error that the workflow is recovering from (in ``step_id``, if given).
+
+        Checks ``error_message`` (required), ``severity``, ``attempt`` (a count),
+        ``affected_agents`` (at most 100 names), the texts' lengths and ``step_id``."""
         await self._report(
             convert.error_recovery_event(
                 error_message,
@@ -260,7 +291,10 @@ class RunEvents:
         step_id: str = "",
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Reports an artifact produced (by the step ``step_id``, if given)."""
+        """Reports an artifact produced (by the step ``step_id``, if given).
+
+        Checks ``name`` (required), ``kind`` (at most 64 characters), ``uri`` (2,048),
+        ``size_bytes`` (a count), ``metadata`` and ``step_id`` (an id or "")."""
         artifact = convert.artifact_to_pb(
             name, kind=kind, uri=uri, size_bytes=size_bytes, step_id=step_id, metadata=metadata
         )
@@ -276,7 +310,10 @@ class RunEvents:
         active_agents: Iterable[str] = (),
         pipeline_status: Mapping[str, bool] | None = None,
     ) -> None:
-        """Reports a phase transition or a change of pipeline flags."""
+        """Reports a phase transition or a change of pipeline flags.
+
+        Checks ``change_type`` (required), ``completion_percentage`` (finite), the lists
+        (at most 100 names each) and ``pipeline_status`` (at most 100 flags)."""
         await self._report(
             convert.workflow_state_event(
                 change_type,
@@ -289,17 +326,24 @@ class RunEvents:
         )
 
     async def custom(self, type: str, data: Mapping[str, Any] | None = None) -> None:
-        """Reports a producer-defined event."""
+        """Reports a producer-defined event; checks ``type`` (required, at most 256
+        characters) and ``data``."""
         await self._report(convert.custom_event(type, data))
 
     async def complete(self, summary: str = "", result: Mapping[str, Any] | None = None) -> None:
-        """Reports the run succeeded, then flushes. No events may follow."""
+        """Reports the run succeeded, then flushes. No events may follow.
+
+        Checks ``summary`` (at most 4,096 characters) and ``result`` first: a bad one raises
+        InvalidArgumentError and the run goes on, not ended."""
         await self._report(convert.run_completed_event(summary, result), terminal=True)
         await self.flush()
 
     async def fail(
         self, message: str, *, code: str = "", details: Mapping[str, Any] | None = None
     ) -> None:
-        """Reports the run failed, then flushes. No events may follow."""
+        """Reports the run failed, then flushes. No events may follow.
+
+        Checks ``message`` (required, at most 4,096 characters), ``code`` and ``details``
+        first: a bad one raises InvalidArgumentError and the run goes on, not ended."""
         await self._report(convert.run_failed_event(message, code, details), terminal=True)
         await self.flush()

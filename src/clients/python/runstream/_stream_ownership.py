@@ -5,8 +5,9 @@
 :class:`~runstream._report_stream.StreamOwner`. It routes what the server sends back: controls
 to :mod:`runstream._run_control`, closed decisions and refused questions to
 :mod:`runstream._run_decisions`; any other refused event is logged and set aside for the next
-``flush()`` or ``close()`` to raise. After a reconnect it re-reads what the broken stream may
-have missed (the decisions still awaited, the pause), once the new stream is attached. And it
+``flush()`` or ``close()`` to raise, each refusal named by the call that reported the event.
+After a reconnect it re-reads what the broken stream may have missed (the decisions still
+awaited, the pause), once the new stream is attached. And it
 waits until the stream settled everything reported (starting the stream task again if
 something else cancelled it, as asyncio.run does at exit), and stops the stream task and
 those re-reads when the reporter closes. How a reported event travels, and what the reporter
@@ -21,14 +22,14 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from runstream._errors import FailedPreconditionError, RunstreamError
+from runstream import _convert as convert
+from runstream._errors import FailedPreconditionError, RunstreamError, about
 
 if TYPE_CHECKING:
     from collections import deque
 
     import grpc
 
-    from runstream import _convert as convert
     from runstream._outbox import Outbox
     from runstream._report_gate import ReportGate
     from runstream._report_stream import ReportStream, Signal
@@ -81,13 +82,18 @@ class StreamOwnership:
         self._control.apply(control)
 
     def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
-        if self._decisions.on_refused(event, error):
+        # The server names the event by its place in a batch the producer never saw; the
+        # call that reported it, and its step, is what the producer can find in its code.
+        call = convert.reported_by(event)
+        named = about(error, call)
+        if self._decisions.on_refused(event, named):
             return  # ask() raises it
         self._gate.on_refused(event)
-        self._refused.append(error)
+        self._refused.append(named)
         _log.warning(
-            "run %s: the server refused an event, the others are reported: %s",
+            "run %s: the server refused %s, the others are reported: %s",
             self._run_id,
+            call,
             error,
         )
 

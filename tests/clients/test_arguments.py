@@ -1,0 +1,521 @@
+"""A bad argument to a reporting call fails at the call, naming the argument, against a real
+server: nothing of it is reported, the reporter goes on. What only the server can refuse names
+the call that reported the event."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import runstream
+from runstream import (
+    ActivityType,
+    AlertActionType,
+    Client,
+    EventKind,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    RunReporter,
+    RunStatus,
+    RunstreamError,
+    StepReporter,
+    StepSpec,
+    SubStepDetails,
+)
+from runstream_server.app import RunstreamServer
+from runstream_server.domain import events as server_events
+from runstream_server.domain import fields
+
+from tests.clients.support import producer_events
+
+PLAN = [StepSpec("strategy", "Strategy Team"), StepSpec("web", "Web Developer")]
+NOT_AN_ID = (
+    "is not a valid id (letters, digits, '.', '_', '-'; at most 128 characters; starting with "
+    "a letter or digit)"
+)
+
+Call = Callable[[RunReporter, StepReporter], Awaitable[Any]]
+
+
+@pytest.fixture
+async def client(server: RunstreamServer) -> AsyncIterator[Client]:
+    async with runstream.connect(server.target) as client:
+        yield client
+
+
+# (id, the call, what InvalidArgumentError says): every producer call, and each kind of rule
+# the server holds its events to (ranges, counts, required and bounded texts, enum values,
+# ids, durations, times, list and map sizes, JSON-like data).
+BAD_CALLS: list[tuple[str, Call, str]] = [
+    # step.progress()
+    (
+        "progress-percent",
+        lambda r, s: s.progress(150),
+        "percent: must be between 0 and 100, got 150",
+    ),
+    (
+        "progress-nan",
+        lambda r, s: s.progress(math.nan),
+        "percent: must be a finite number, got nan",
+    ),
+    ("progress-text", lambda r, s: s.progress("50"), "percent: must be a finite number, got '50'"),  # type: ignore[arg-type]
+    (
+        "progress-tokens",
+        lambda r, s: s.progress(50, tokens_processed=-1),
+        "tokens_processed: must not be negative, got -1",
+    ),
+    (
+        "progress-sub-step",
+        lambda r, s: s.progress(50, "x" * 257),
+        "sub_step: is 257 characters; the limit is 256 characters",
+    ),
+    (
+        "progress-detail",
+        lambda r, s: s.progress(50, detail="x" * 4097),
+        "detail: is 4097 characters; the limit is 4096 characters",
+    ),
+    (
+        "progress-remaining",
+        lambda r, s: s.progress(50, estimated_time_remaining=-5),
+        "estimated_time_remaining: must be a non-negative duration of at most 100 years, got -5",
+    ),
+    (
+        "progress-details-end",
+        lambda r, s: s.progress(
+            50, details=SubStepDetails(estimated_completion_time=datetime(1969, 12, 31, tzinfo=UTC))
+        ),
+        "details.estimated_completion_time: must be a valid time between 1970 and 9999, "
+        "got 1969-12-31 00:00:00+00:00",
+    ),
+    (
+        "progress-details-model",
+        lambda r, s: s.progress(50, details=SubStepDetails(model="m" * 257)),
+        "details.model: is 257 characters; the limit is 256 characters",
+    ),
+    # run.items()
+    ("items-completed", lambda r, s: r.items(-1, 5), "completed: must not be negative, got -1"),
+    ("items-total", lambda r, s: r.items(1, 2.5), "total: must be a whole number, got 2.5"),  # type: ignore[arg-type]
+    (
+        "items-stage-count",
+        lambda r, s: r.items(1, 5, by_stage={"search": -2}),
+        "by_stage['search']: must not be negative, got -2",
+    ),
+    (
+        "items-stage-name",
+        lambda r, s: r.items(1, 5, by_stage={" ": 1}),
+        "by_stage: keys must be non-blank strings, got ' '",
+    ),
+    (
+        "items-remaining",
+        lambda r, s: r.items(1, 5, estimated_time_remaining=math.inf),
+        "estimated_time_remaining: must be a finite number, got inf",
+    ),
+    # run.skip_step()
+    ("skip-step-id", lambda r, s: r.skip_step("not an id!"), f"step_id: 'not an id!' {NOT_AN_ID}"),
+    (
+        "skip-step-reason",
+        lambda r, s: r.skip_step("web", "x" * 4097),
+        "reason: is 4097 characters; the limit is 4096 characters",
+    ),
+    # run.activity()
+    (
+        "activity-agent",
+        lambda r, s: r.activity("", ActivityType.STARTED),
+        "agent_id: agent_id or agent_name is required",
+    ),
+    (
+        "activity-unspecified",
+        lambda r, s: r.activity("writer", ActivityType.UNSPECIFIED),
+        "activity: is required (any ActivityType but UNSPECIFIED)",
+    ),
+    (
+        "activity-unknown",
+        lambda r, s: r.activity("writer", 99),  # type: ignore[arg-type]
+        "activity: 99 is not a known ActivityType value",
+    ),
+    (
+        "activity-agent-id",
+        lambda r, s: r.activity("a" * 129, ActivityType.STARTED),
+        "agent_id: is 129 characters; the limit is 128 characters",
+    ),
+    (
+        "activity-step-id",
+        lambda r, s: r.activity("writer", ActivityType.STARTED, step_id="-x"),
+        f"step_id: '-x' {NOT_AN_ID}",
+    ),
+    # run.thinking()
+    (
+        "thinking-confidence",
+        lambda r, s: r.thinking("hmm", confidence=1.5),
+        "confidence: must be between 0 and 1, got 1.5",
+    ),
+    (
+        "thinking-factors",
+        lambda r, s: r.thinking("hmm", factors=["f"] * 101),
+        "factors: has 101 entries; the limit is 100",
+    ),
+    (
+        "thinking-factors-string",
+        lambda r, s: r.thinking("hmm", factors="cost"),
+        "factors: must be a list of strings, not one string 'cost'",
+    ),
+    (
+        "thinking-analysis",
+        lambda r, s: r.thinking("x" * 65_537),
+        "analysis: is 65537 characters; the limit is 65536 characters",
+    ),
+    # run.model_allocation()
+    ("model-required", lambda r, s: r.model_allocation("writer", " "), "model: is required"),
+    (
+        "model-cost",
+        lambda r, s: r.model_allocation("writer", "m", expected_cost_usd=-0.01),
+        "expected_cost_usd: must be at least 0, got -0.01",
+    ),
+    (
+        "model-context-window",
+        lambda r, s: r.model_allocation("writer", "m", context_window=-1),
+        "context_window: must not be negative, got -1",
+    ),
+    # run.text()
+    ("text-message-id", lambda r, s: r.text("writer", "", "hi"), "message_id: is required"),
+    (
+        "text-step-id",
+        lambda r, s: r.text("writer", "m1", "hi", step_id="a b"),
+        f"step_id: 'a b' {NOT_AN_ID}",
+    ),
+    # run.metrics(), step.metrics()
+    ("metrics-none", lambda r, s: r.metrics({}), "values: at least one entry is required"),
+    (
+        "metrics-blank-name",
+        lambda r, s: r.metrics({"": 1}),
+        "values: keys must be non-blank strings, got ''",
+    ),
+    (
+        "metrics-too-many",
+        lambda r, s: r.metrics({f"m{i}": i for i in range(257)}),
+        "values: has 257 entries; the limit is 256",
+    ),
+    (
+        "metrics-unit",
+        lambda r, s: r.metrics({"ctr": 5}, units={"ctr": "x" * 33}),
+        "units['ctr']: is 33 characters; the limit is 32 characters",
+    ),
+    (
+        "step-metrics-name",
+        lambda r, s: s.metrics({"x" * 129: 1}),
+        "values: a key is 129 characters; the limit is 128",
+    ),
+    # run.milestone()
+    ("milestone-title", lambda r, s: r.milestone(""), "title: is required"),
+    (
+        "milestone-type",
+        lambda r, s: r.milestone("Half way", type=42),  # type: ignore[arg-type]
+        "type: 42 is not a known MilestoneType value",
+    ),
+    (
+        "milestone-id",
+        lambda r, s: r.milestone("Half way", milestone_id="m" * 129),
+        "milestone_id: is 129 characters; the limit is 128 characters",
+    ),
+    # run.alert()
+    ("alert-message", lambda r, s: r.alert(""), "message: is required"),
+    (
+        "alert-severity",
+        lambda r, s: r.alert("slow", severity=9),  # type: ignore[arg-type]
+        "severity: 9 is not a known Severity value",
+    ),
+    (
+        "alert-action-label",
+        lambda r, s: r.alert("slow", action=AlertActionType.PAUSE_RUN, suggested_action="x" * 300),
+        "suggested_action: is 300 characters; the limit is 256 characters",
+    ),
+    # run.error_recovery()
+    ("recovery-message", lambda r, s: r.error_recovery(""), "error_message: is required"),
+    (
+        "recovery-attempt",
+        lambda r, s: r.error_recovery("timeout", attempt=-1),
+        "attempt: must not be negative, got -1",
+    ),
+    (
+        "recovery-agents",
+        lambda r, s: r.error_recovery("timeout", affected_agents=["a" * 257]),
+        "affected_agents[0]: is 257 characters; the limit is 256 characters",
+    ),
+    # run.artifact(), step.artifact()
+    ("artifact-name", lambda r, s: r.artifact(""), "name: is required"),
+    (
+        "artifact-kind",
+        lambda r, s: r.artifact("a.md", kind="k" * 65),
+        "kind: is 65 characters; the limit is 64 characters",
+    ),
+    (
+        "artifact-uri",
+        lambda r, s: r.artifact("a.md", uri="u" * 2049),
+        "uri: is 2049 characters; the limit is 2048 characters",
+    ),
+    (
+        "step-artifact-size",
+        lambda r, s: s.artifact("a.md", size_bytes=-1),
+        "size_bytes: must not be negative, got -1",
+    ),
+    (
+        "artifact-metadata",
+        lambda r, s: r.artifact("a.md", metadata={"blob": "x" * (1 << 20)}),
+        "metadata: is 1048594 bytes encoded; the limit is 1048576 bytes",
+    ),
+    # run.workflow_state()
+    ("workflow-change-type", lambda r, s: r.workflow_state(""), "change_type: is required"),
+    (
+        "workflow-percentage",
+        lambda r, s: r.workflow_state("phase", completion_percentage=math.inf),
+        "completion_percentage: must be a finite number, got inf",
+    ),
+    (
+        "workflow-pipeline",
+        lambda r, s: r.workflow_state("phase", pipeline_status={f"p{i}": True for i in range(101)}),
+        "pipeline_status: has 101 entries; the limit is 100",
+    ),
+    # run.custom()
+    ("custom-type", lambda r, s: r.custom(""), "type: is required"),
+    (
+        "custom-type-long",
+        lambda r, s: r.custom("t" * 257),
+        "type: is 257 characters; the limit is 256 characters",
+    ),
+    # starting, completing and failing steps and the run
+    (
+        "start-step-id",
+        lambda r, s: r.start_step("not an id!"),
+        f"step_id: 'not an id!' {NOT_AN_ID}",
+    ),
+    (
+        "start-step-name",
+        lambda r, s: r.start_step("extra", name="n" * 257),
+        "name: is 257 characters; the limit is 256 characters",
+    ),
+    (
+        "step-complete-summary",
+        lambda r, s: s.complete("x" * 4097),
+        "summary: is 4097 characters; the limit is 4096 characters",
+    ),
+    ("step-fail-message", lambda r, s: s.fail("  "), "message: is required"),
+    (
+        "run-complete-summary",
+        lambda r, s: r.complete("x" * 4097),
+        "summary: is 4097 characters; the limit is 4096 characters",
+    ),
+    ("run-fail-message", lambda r, s: r.fail(""), "message: is required"),
+    (
+        "run-fail-code",
+        lambda r, s: r.fail("boom", code="c" * 257),
+        "code: is 257 characters; the limit is 256 characters",
+    ),
+    # run.ask()
+    (
+        "ask-prompt",
+        lambda r, s: r.ask("x" * 16_385, ["a", "b"]),
+        "prompt: is 16385 characters; the limit is 16384 characters",
+    ),
+    (
+        "ask-option",
+        lambda r, s: r.ask("Which?", ["a" * 257, "b"]),
+        "options[0].value: is 257 characters; the limit is 256 characters",
+    ),
+    (
+        "ask-options",
+        lambda r, s: r.ask("Which?", [str(i) for i in range(101)]),
+        "options: has 101 entries; the limit is 100",
+    ),
+    (
+        "ask-decision-id",
+        lambda r, s: r.ask("Which?", ["a", "b"], decision_id="which one?"),
+        f"decision_id: 'which one?' {NOT_AN_ID}",
+    ),
+    (
+        "ask-decision-type",
+        lambda r, s: r.ask("Which?", ["a", "b"], decision_type="t" * 257),
+        "decision_type: is 257 characters; the limit is 256 characters",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "said"), [pytest.param(c, s, id=i) for i, c, s in BAD_CALLS])
+async def test_a_bad_argument_fails_at_the_call_naming_it_and_nothing_is_reported(
+    client: Client, call: Call, said: str
+) -> None:
+    """``step.progress(150)`` was queued, refused by the server later and raised by the next
+    flush() as ``events[2].step_progress.percent: ...``, an index the caller never built."""
+    run = await client.start_run("campaign", steps=PLAN)
+    step = await run.start_step("strategy")
+    await run.flush()
+    head = (await client.get_run(run.run_id)).last_seq
+    reported = run.events_reported
+
+    with pytest.raises(InvalidArgumentError) as raised:
+        await call(run, step)
+    assert raised.value.message == said
+    assert run.events_reported == reported
+
+    # Nothing reached the server: the next good event is the next one stored, and the
+    # reporter goes on to end the run without raising anything.
+    await run.custom("next")
+    await run.flush()
+    stored = [e async for e in client.list_events(run.run_id) if e.seq > head]
+    assert [(e.seq, e.kind) for e in stored] == [(head + 1, EventKind.CUSTOM)]
+    await step.complete()
+    await run.complete()
+    await run.close()
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+
+
+async def test_arguments_at_the_limits_are_taken_by_the_sdk_and_the_server(client: Client) -> None:
+    """The SDK is no stricter than the server: every value at the edge of its rule is reported
+    and stored."""
+    run = await client.start_run("campaign", steps=PLAN, message="m" * 4096)
+    async with run:
+        async with run.step("s" * 128, name="n" * 256, description="d" * 4096) as step:
+            await step.progress(0)
+            await step.progress(
+                100,
+                "s" * 256,
+                detail="d" * 4096,
+                tokens_processed=10**12,
+                details=SubStepDetails("o" * 256, "m" * 256, datetime(1970, 1, 1, tzinfo=UTC)),
+                estimated_time_remaining=timedelta(days=36_525),  # the server's 100 years
+            )
+            await step.metrics({f"m{i}": i for i in range(256)})
+            await step.artifact("a" * 256, kind="k" * 64, uri="u" * 2048, size_bytes=0)
+            step.set_summary("s" * 4096)
+        await run.items(0, 0, unit="u" * 256, by_stage={"s" * 128: 0})
+        await run.thinking("a" * 65_536, confidence=1, factors=["f" * 256] * 100)
+        await run.thinking("", confidence=0)
+        await run.model_allocation("a" * 128, "m", expected_cost_usd=0, context_window=0)
+        await run.activity("", ActivityType.FAILED, agent_name="writer", step_id="s" * 128)
+        await run.activity("a", ActivityType.COMPLETED, data={"blob": "x" * 100_000})
+        await run.text("a" * 128, "m" * 128, "hi", final=True)
+        await run.metrics({"x" * 128: 1.0}, units={"x" * 128: "u" * 32})
+        await run.milestone("t" * 256, milestone_id="m" * 128)
+        await run.alert("m", action=AlertActionType.PAUSE_RUN, suggested_action="l" * 256)
+        await run.error_recovery("e" * 4096, attempt=0, affected_agents=["a"] * 100)
+        await run.workflow_state("c" * 256, pipeline_status={"p" * 256: True})
+        await run.custom("t" * 256, {"n": 1})
+        await run.skip_step("web", "r" * 4096)
+        await run.complete("s" * 4096)
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+    stored = producer_events([e async for e in client.list_events(run.run_id)])
+    assert len(stored) == run.events_reported + 1  # and RunCreated
+
+
+PLAN_IT = "plan it in CreateRun or start it with step_started"
+SERVER_ONLY: list[tuple[str, Call, type[RunstreamError], str, str]] = [
+    (
+        "step-never-started",
+        lambda r, s: r.step("nope").progress(10),
+        InvalidArgumentError,
+        "step.progress() of step 'nope'",
+        ".step_progress.step_id: run '{run_id}' has no step 'nope'; " + PLAN_IT,
+    ),
+    (
+        "step-completed-twice",
+        lambda r, s: r.step("strategy").complete(),
+        FailedPreconditionError,
+        "step.complete() of step 'strategy'",
+        ".step_completed: step 'strategy' already SUCCEEDED",
+    ),
+    (
+        "metrics-of-an-unknown-step",
+        lambda r, s: r.metrics({"x": 1}, step_id="nope"),
+        InvalidArgumentError,
+        "run.metrics() of step 'nope'",
+        ".metrics_update.step_id: run '{run_id}' has no step 'nope'; " + PLAN_IT,
+    ),
+    (
+        "milestone-fired-twice",
+        lambda r, s: r.milestone("Again", milestone_id="half"),
+        FailedPreconditionError,
+        "run.milestone()",
+        ".milestone.milestone_id: 'half' already fired",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "call_said", "server_said"),
+    [pytest.param(c, e, cs, ss, id=i) for i, c, e, cs, ss in SERVER_ONLY],
+)
+async def test_a_refusal_only_the_server_can_make_names_the_call_and_its_step(
+    client: Client,
+    caplog: pytest.LogCaptureFixture,
+    call: Call,
+    error: type[RunstreamError],
+    call_said: str,
+    server_said: str,
+) -> None:
+    """The log and flush() said only ``events[0].step_progress.step_id: ...``: which of the
+    run's calls reported that, the producer had to guess."""
+    run = await client.start_run("campaign", steps=PLAN)
+    async with run.step("strategy") as step:
+        pass
+    await run.milestone("Half way", milestone_id="half")
+    await run.flush()
+
+    with caplog.at_level(logging.WARNING, logger="runstream.reporter"):
+        await call(run, step)  # what only the run's state on the server rules out
+        with pytest.raises(error) as raised:
+            await run.flush()
+    message = raised.value.message
+    prefix = f"{call_said}: events["
+    assert message.startswith(prefix), message
+    assert message.partition("]")[2] == server_said.format(run_id=run.run_id)
+    logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert logged == [
+        f"run {run.run_id}: the server refused {call_said}, the others are reported: "
+        f"{error.default_code.name}: {message.removeprefix(f'{call_said}: ')}"
+    ]
+
+    await run.custom("after")  # the reporter goes on
+    await run.complete()
+    await run.close()
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+
+
+def test_the_sdk_checks_the_limits_the_server_applies() -> None:
+    """The SDK names each of the server's limits once (it cannot import the server): a limit
+    changed on one side only fails here."""
+    from runstream import _arguments as arguments  # the SDK's private module, pinned here
+
+    def limit(field: str) -> fields.Limit:
+        return fields.FIELD_LIMITS[f"{fields.PACKAGE}.{field}"]
+
+    assert (fields.ID.chars,) * 2 == (arguments.ID_CHARS, server_events.MAX_KEY_LENGTH)
+    assert fields.NAME.chars == arguments.NAME_CHARS
+    assert fields.TEXT.chars == arguments.TEXT_CHARS
+    assert fields.LONG_TEXT.chars == arguments.LONG_TEXT_CHARS
+    assert fields.STRUCT.struct_bytes == arguments.STRUCT_BYTES
+    assert (fields.NAMES.items, fields.NAMES.chars) == (arguments.NAMES_ITEMS, arguments.NAME_CHARS)
+    for field in ("MetricsUpdate.values", "MetricsUpdate.units", "StepCompleted.metrics"):
+        assert (limit(field).items, limit(field).key_chars) == (
+            arguments.METRICS_ITEMS,
+            arguments.METRIC_NAME_CHARS,
+        )
+    assert limit("MetricsUpdate.units").chars == arguments.UNIT_CHARS
+    stages = limit("ItemProgress.by_stage")
+    assert (stages.items, stages.key_chars) == (arguments.STAGES_ITEMS, arguments.STAGE_NAME_CHARS)
+    pipeline = limit("WorkflowStateChange.pipeline_status")
+    assert (pipeline.items, pipeline.key_chars) == (
+        arguments.PIPELINE_ITEMS,
+        arguments.PIPELINE_NAME_CHARS,
+    )
+    assert limit("Artifact.kind").chars == arguments.ARTIFACT_KIND_CHARS
+    assert limit("Artifact.uri").chars == arguments.URI_CHARS
+    assert limit("DecisionRequested.prompt").chars == arguments.PROMPT_CHARS
+    assert limit("DecisionRequested.options").items == arguments.OPTIONS_ITEMS
+    assert arguments.ID_PATTERN.pattern == server_events._ID_RE.pattern
+    assert server_events.KINDS["step_progress"].ranges == (("percent", *arguments.PERCENT_RANGE),)
+    assert server_events.KINDS["thinking"].ranges == (("confidence", *arguments.CONFIDENCE_RANGE),)
+    assert arguments.MAX_DURATION_SECONDS == fields._MAX_DURATION_SECONDS
+    assert arguments.MAX_DECISION_TIMEOUT_SECONDS == server_events.MAX_DECISION_TIMEOUT_SECONDS
