@@ -4,8 +4,9 @@ What a person sees is what is checked: the demo run reaching 100 % on screen wit
 done, a decision answered by clicking one of its buttons, an answer that fails while the
 server is away said in words and cleared by a later answer, and a page that carries on after
 Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice,
-a run whose log retention removed opening from its snapshot as ended, and a run opened while
-its server is frozen saying "Reconnecting…" until the server answers again.
+a run whose log retention removed opening from its snapshot as ended (and its earlier
+activity saying it was removed), and a run opened while its server is frozen saying
+"Reconnecting…" until the server answers again.
 Screenshots go to test-artifacts/ (one per scene) for a human to look at.
 """
 
@@ -18,6 +19,7 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -326,12 +328,13 @@ async def test_page_resumes_after_envoy_restart_with_no_feed_event_missing_or_do
         assert [e for e in errors if "Failed to load resource: net::" not in e] == []
 
 
-async def test_a_run_whose_log_retention_removed_opens_ended_from_its_snapshot(
-    tmp_path: Path, server_config: ConfigFactory
-) -> None:
-    """Retention purged the run's events: WatchRun answers FAILED_PRECONDITION, for good.
-    The page shows the run's final snapshot and 'Run ended' with the server's reason, rather
-    than 'Reconnecting…' and a new GetRun and WatchRun every few seconds for ever."""
+@contextlib.asynccontextmanager
+async def keeping_one_run(
+    tmp_path: Path, server_config: ConfigFactory, events: tuple[int, ...]
+) -> AsyncIterator[tuple[RunstreamServer, list[str]]]:
+    """A server whose retention keeps the newest finished run's log, with one finished run
+    per number in `events` (that many events of its own each), oldest first: the next
+    apply_retention purges all but the last."""
     require_chromium()
     server = RunstreamServer(
         server_config(tmp_path / "r.db", retention=Retention(runs=1, interval=3600))
@@ -340,13 +343,26 @@ async def test_a_run_whose_log_retention_removed_opens_ended_from_its_snapshot(
     try:
         run_ids = []
         async with runstream.connect(server.target) as client:
-            for _ in range(2):
+            for count in events:
                 run = await client.start_run("purged", steps=[StepSpec("draft", "Draft")])
                 async with run:
                     async with run.step("draft"):
-                        pass
+                        for n in range(count):
+                            await run.custom("page", {"n": n})
                     await run.complete(summary="done")
                 run_ids.append(run.run_id)
+        yield server, run_ids
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_run_whose_log_retention_removed_opens_ended_from_its_snapshot(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Retention purged the run's events: WatchRun answers FAILED_PRECONDITION, for good.
+    The page shows the run's final snapshot and 'Run ended' with the server's reason, rather
+    than 'Reconnecting…' and a new GetRun and WatchRun every few seconds for ever."""
+    async with keeping_one_run(tmp_path, server_config, (0, 0)) as (server, run_ids):
         assert server.runs is not None
         assert await server.runs.apply_retention() == run_ids[:1]
         async with dashboard(server.target, tmp_path) as web, browser() as page:
@@ -355,8 +371,36 @@ async def test_a_run_whose_log_retention_removed_opens_ended_from_its_snapshot(
             assert await page.eval(f"{VIEW}.dataset.status") == "SUCCEEDED"
             title = await page.eval("document.querySelector('#conn').title")
             assert "removed by the retention policy" in title, title
-    finally:
-        await server.stop(grace=0.5)
+
+
+async def test_earlier_activity_of_a_long_run_says_when_retention_removed_it(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A long run's page offers its earlier activity; retention purges the log while the page
+    is open: the click gets FAILED_PRECONDITION, and the page says the activity was removed
+    instead of offering the button again. Opened after the purge, the page says so at once."""
+    async with keeping_one_run(tmp_path, server_config, (300, 0)) as (server, run_ids):
+        assert server.runs is not None
+        button = "document.querySelector('.load-older')"
+        end = "document.querySelector('.older-end')"
+        removed = "Earlier activity was removed by the server's retention policy."
+        async with dashboard(server.target, tmp_path) as web, browser() as page:
+            await page.goto(web.run_url(run_ids[0]))
+            await page.wait(run_view_is("SUCCEEDED") + f" && {CONNECTION} === 'ended'")
+            await page.wait(f"!{button}.hidden")
+            assert await page.eval(f"{end}.hidden")
+            assert await server.runs.apply_retention() == run_ids[:1]
+            await page.click(".load-older")
+            await page.wait(f"{button}.hidden && !{end}.hidden")
+            assert await page.eval(f"{end}.textContent") == removed
+            older = "document.querySelectorAll('.feed-older .feed-item').length"
+            assert await page.eval(older) == 0
+            await page.goto(web.run_url(run_ids[1]))
+            await page.wait(run_view_is("SUCCEEDED"))
+            await page.goto(web.run_url(run_ids[0]))
+            await page.wait(f"{CONNECTION} === 'ended' && !{end}.hidden")
+            assert await page.eval(f"{button}.hidden && {end}.textContent") == removed
+            assert await page.errors() == []
 
 
 async def test_a_run_opened_while_its_server_is_frozen_reconnects_until_the_server_answers(

@@ -3,7 +3,8 @@
 At 390x844 (a phone), 768x1024 (a tablet) and 1440x900: no element is wider than the
 viewport, the percent, ETA, Live badge and the decision's buttons are inside it, the run list
 is reachable, and a decision is answered by tapping. Operators pause, resume and cancel from
-the page; a long run opens from its snapshot and loads older history on demand; a run counted
+the page; a long run opens from its snapshot, fills its panels reading back only as far as
+they show, and loads older history on demand, a page a click back to its start; a run counted
 in items shows its counter; paths, URLs and identifiers with nowhere to break wrap at 375 px
 and keep a decision's options apart. Screenshots of each go to test-artifacts/.
 """
@@ -196,6 +197,16 @@ async def test_pause_resume_and_cancel_from_the_page(server: RunstreamServer, we
         assert await page.errors() == []
 
 
+LIST_EVENTS = "runstream.v1.RunService/ListEvents"
+LONG_RUN_EVENTS = 200  # watch.ts: the newest events a long run's page replays
+FEED_SEQS = "[...document.querySelectorAll('.feed .feed-item')].map((e) => Number(e.dataset.seq))"
+OLDER_SEQS = (
+    "[...document.querySelectorAll('.feed-older .feed-item')].map((e) => Number(e.dataset.seq))"
+)
+OLDER_COUNT = "document.querySelectorAll('.feed-older .feed-item').length"
+OLDER_BUTTON = "document.querySelector('.load-older')"
+
+
 async def test_a_long_run_opens_from_its_snapshot_and_loads_older_history_on_demand(
     server: RunstreamServer, web: Web
 ) -> None:
@@ -236,11 +247,139 @@ async def test_a_long_run_opens_from_its_snapshot_and_loads_older_history_on_dem
                 "[...document.querySelectorAll('.feed-older .feed-item')]"
                 ".map((e) => Number(e.dataset.seq))"
             )
-            assert max(older) <= head - 200 and len(set(older)) == len(older)
+            # They continue right below the oldest entry the feed shows (it keeps 50).
+            shown = await page.eval(FEED_SEQS)
+            assert max(older) == min(shown) - 1 and len(set(older)) == len(older)
             await page.screenshot("long-run-older-history.png", full_page=False)
         await run.complete()
         await run.close()
         assert await page.errors() == []
+
+
+async def test_earlier_activity_loads_backwards_a_page_a_click_until_the_runs_start(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Each "Load earlier activity" shows the few hundred entries right before what the feed
+    shows, newest first, in one or two small ListEvents calls however long the log: the first
+    click no longer reads the log from seq 1 (5,000 events, at least five 1,000-event pages).
+    Further clicks go further back; at the run's start the page says so."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("long", steps=["crawl"])
+        async with run.step("crawl"):
+            for n in range(5000):
+                await run.custom("page", {"n": n})
+        await run.flush()
+        head = (await client.get_run(run.run_id)).last_seq
+        await page.goto(web.run_url(run.run_id))
+        view = "document.querySelector('#run-view')"
+        await page.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === {head}")
+        start = head - LONG_RUN_EVENTS  # the newest event not replayed
+        # The feed shows the newest 50 of the replayed events; the rest of them load first.
+        shown: list[int] = await page.eval(FEED_SEQS)
+        below = min(shown) - 1
+        assert below > start
+        label = f"Load earlier activity (events 1\N{EN DASH}{below})"
+        await page.wait(f"!{OLDER_BUTTON}.hidden && {OLDER_BUTTON}.textContent === '{label}'")
+        calls = await page.calls(LIST_EVENTS)
+        await page.click(".load-older")
+        idle = f"{OLDER_BUTTON}.textContent.startsWith('Load earlier activity (')"
+        await page.wait(f"{OLDER_COUNT} > 0 && {idle}")
+        first: list[int] = await page.eval(OLDER_SEQS)
+        # Every event of this run is a feed entry: the page right before what the feed
+        # shows, newest on top, with no gap, through the events before the replayed part,
+        # and only a page of them (not the run's first events).
+        assert first == list(range(below, below - len(first), -1))
+        assert start in first and 200 <= len(first) <= 500
+        assert await page.calls(LIST_EVENTS) - calls <= 2
+        assert await page.eval(f"{OLDER_BUTTON}.textContent") == (
+            f"Load earlier activity (events 1\N{EN DASH}{min(first) - 1})"
+        )
+        await page.screenshot("long-run-earlier-page.png", full_page=False)
+        # The next click goes one page further back, under the first page.
+        await page.click(".load-older")
+        await page.wait(f"{OLDER_COUNT} > {len(first)} && {idle}")
+        second: list[int] = await page.eval(OLDER_SEQS)
+        assert second[: len(first)] == first
+        assert second == list(range(below, below - len(second), -1))
+        assert len(second) - len(first) <= 500
+        # On to the run's start: then no button, and the page says where the run began.
+        clicks = 2
+        while await page.eval(f"!{OLDER_BUTTON}.hidden"):
+            count = len(await page.eval(OLDER_SEQS))
+            await page.click(".load-older")
+            clicks += 1
+            await page.wait(f"{OLDER_COUNT} > {count} && ({idle} || {OLDER_BUTTON}.hidden)")
+        assert clicks >= 10  # 4,800 entries a few hundred at a time
+        assert await page.eval(OLDER_SEQS) == list(range(below, 0, -1))
+        end = "document.querySelector('.older-end')"
+        assert await page.eval(f"!{end}.hidden && {end}.textContent") == (
+            "This is the start of the run."
+        )
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []
+
+
+PANELS = """({
+  thinking: document.querySelector('.thinking-card').innerText,
+  models: [...document.querySelectorAll('.models li')].map((e) => e.innerText),
+  phases: document.querySelector('.phases').hidden
+    ? null
+    : [...document.querySelectorAll('.phases li')].map((e) => e.className + ' ' + e.innerText),
+})"""
+
+
+async def test_a_long_runs_panels_read_back_only_as_far_as_they_show(
+    server: RunstreamServer, web: Web
+) -> None:
+    """A page opening a long run fills the thinking, models and phases panels from before
+    the replayed events as a page open all along shows them (the newest six thoughts, the
+    eight agents allocated last, the phase named last with the stages listed before it),
+    reading newest first: one call per panel, not the 4,000 thoughts from seq 1."""
+    async with (
+        runstream.connect(server.target) as client,
+        browser() as along,
+        browser() as page,
+    ):
+        run = await client.start_run("long", steps=["crawl"])
+        await run.flush()
+        await along.goto(web.run_url(run.run_id))
+        await along.wait("document.querySelector('#run-view') !== null")
+        for agent in range(12):
+            model = "o3" if agent % 2 else "haiku"
+            await run.model_allocation(f"agent-{agent}", model, tier="high")
+        await run.workflow_state(
+            "phase_transition", current_stage="Crawl", stages=("Crawl", "Rank", "Ship")
+        )
+        for n in range(4000):
+            await run.thinking(f"Thought {n}", thinking_type="route_planning", stage=f"S{n}")
+        await run.model_allocation("agent-3", "o3-pro", tier="highest")
+        for n in range(100):
+            await run.custom("page", {"n": n})
+        # Inside the replayed events: a change that names only the current stage.
+        await run.workflow_state("phase_transition", current_stage="Rank")
+        for n in range(150):
+            await run.custom("page", {"n": n})
+        await run.flush()
+        head = (await client.get_run(run.run_id)).last_seq
+        view = "document.querySelector('#run-view')"
+        await along.wait(f"Number({view}.dataset.lastSeq) === {head}")
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === {head}")
+        await page.wait("document.querySelectorAll('.models li').length === 8")
+        await page.wait("!document.querySelector('.phases').hidden")
+        expected = await along.eval(PANELS)
+        assert expected["phases"] is not None and len(expected["models"]) == 8
+        assert "Thought 3999" in expected["thinking"]
+        for _ in range(100):
+            if await page.eval(PANELS) == expected:
+                break
+            await asyncio.sleep(0.1)
+        assert await page.eval(PANELS) == expected
+        assert await page.calls(LIST_EVENTS) <= 3
+        await run.complete()
+        await run.close()
+        assert await along.errors() == [] and await page.errors() == []
 
 
 async def test_a_run_counted_in_items_shows_its_counter(server: RunstreamServer, web: Web) -> None:

@@ -240,6 +240,12 @@ class Browser:
         way back `delay` seconds later (as when a proxy drops the connection)."""
         await self.call("replylost", method=method, delayMs=int(delay * 1000))
 
+    async def calls(self, method: str) -> int:
+        """How many calls of `method` ("runstream.v1.RunService/ListEvents") the page has
+        made so far."""
+        count: int = await self.call("calls", method=method)
+        return count
+
     async def errors(self) -> list[str]:
         """Uncaught page errors and console errors so far."""
         errors: list[str] = await self.call("errors")

@@ -8,7 +8,8 @@
 // height: a phone is 390x844), screenshot (a path), errors (page errors and console errors
 // so far), unimplemented (calls to a gRPC method, "runstream.v1.RunService/WatchRuns", end
 // UNIMPLEMENTED from here on, as on a server without it), replylost (calls to a gRPC method
-// reach the server, and their reply is lost on the way back after `delayMs`), close.
+// reach the server, and their reply is lost on the way back after `delayMs`), calls (how
+// many calls of a gRPC method the page has made so far, preflights not counted), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -50,6 +51,15 @@ await context.addInitScript(() => {
   }).observe(document, { childList: true, subtree: true });
 });
 
+// Every gRPC call the page makes, by path ("/runstream.v1.RunService/ListEvents"): what a
+// test counts to see how much of a log the page read.
+const calls = new Map();
+page.on("request", (request) => {
+  if (request.method() !== "POST") return; // a CORS preflight is not a call
+  const path = new URL(request.url()).pathname;
+  calls.set(path, (calls.get(path) ?? 0) + 1);
+});
+
 const ops = {
   goto: ({ url }) => page.goto(url, { waitUntil: "load" }).then(() => null),
   wait: ({ expression, timeout }) =>
@@ -83,6 +93,8 @@ const ops = {
         await route.abort("connectionreset");
       })
       .then(() => null),
+  calls: ({ method }) =>
+    Promise.resolve([...calls].filter(([path]) => path.endsWith(`/${method}`)).reduce((sum, [, n]) => sum + n, 0)),
   close: () => browser.close().then(() => null),
 };
 

@@ -23,10 +23,13 @@ import { durationMillis, enumWords, formatDuration, jsonText, millis } from "./f
 /** How many entries the activity feed keeps. */
 export const FEED_LIMIT = 50;
 
-/** The event kinds the activity feed shows; the others have panels of their own. */
-/** The kinds of the panels a long run fills from its earlier history (see addPanelHistory). */
-export const PANEL_KINDS: readonly EventKind[] = [EventKind.THINKING, EventKind.MODEL_ALLOCATION, EventKind.WORKFLOW_STATE_CHANGE];
+/** How many thoughts the thinking panel keeps (the newest, from the last one back). */
+export const THOUGHTS_KEPT = 6;
 
+/** How many agents the models panel lists: those with the newest allocations. */
+export const MODELS_SHOWN = 8;
+
+/** The event kinds the activity feed shows; the others have panels of their own. */
 export const FEED_KINDS: readonly EventKind[] = [
   EventKind.RUN_CREATED,
   EventKind.RUN_STARTED,
@@ -161,6 +164,8 @@ export class RunModel {
   startSeq = 0;
   /** Older feed entries loaded on demand (ListEvents), newest first. */
   olderFeed: FeedItem[] = [];
+  /** The oldest seq the reads of older activity reached; 0 before the first page came. */
+  private olderRead = 0;
   lastSeq = 0;
   status: RunStatus = RunStatus.UNSPECIFIED;
   feed: FeedItem[] = [];
@@ -171,6 +176,8 @@ export class RunModel {
   phase: { current: string; stages: string[] } | undefined;
   /** The seq of the event the phase comes from. */
   private phaseSeq = 0;
+  /** The seq of the event that listed the phase's stages (a later one may name only the current). */
+  private phaseStagesSeq = 0;
   /** Step names by id, from the plan and from steps added when they started. */
   readonly stepNames = new Map<string, string>();
   private metricOverlay = new Map<string, { value: number; seq: number }>();
@@ -219,11 +226,11 @@ export class RunModel {
   }
 
   /**
-   * Thinking, model allocations and phases from before the replayed events (ListEvents):
-   * added behind what the replay showed, never over it.
+   * Thinking, model allocations and phases from before the replayed events (ListEvents), in
+   * any order: added behind what the replay showed, never over it.
    */
   addPanelHistory(events: RunEvent[]): void {
-    for (const event of events) {
+    for (const event of [...events].sort((a, b) => Number(a.seq) - Number(b.seq))) {
       const seq = Number(event.seq);
       const p = event.payload;
       if (p.case === "thinking" && !this.thoughts.some((t) => t.seq === seq)) {
@@ -232,26 +239,54 @@ export class RunModel {
         const shown = this.allocations.get(p.value.agentId);
         if (!shown || shown.seq < seq) this.allocations.set(p.value.agentId, { seq, allocation: p.value });
       } else if (p.case === "workflowStateChange" && seq > this.phaseSeq && (p.value.stages.length > 0 || p.value.currentStage)) {
-        this.phase = { current: p.value.currentStage, stages: p.value.stages.length ? [...p.value.stages] : (this.phase?.stages ?? []) };
-        this.phaseSeq = seq;
+        this.setPhase(seq, p.value.currentStage, p.value.stages);
+      } else if (p.case === "workflowStateChange" && this.phase && seq > this.phaseStagesSeq && p.value.stages.length > 0) {
+        // A replayed phase that named only its current stage lists the stages an earlier
+        // change gave, as on a page open all along.
+        this.phase.stages = [...p.value.stages];
+        this.phaseStagesSeq = seq;
       }
     }
     this.thoughts.sort((a, b) => a.seq - b.seq);
-    if (this.thoughts.length > 6) this.thoughts.splice(0, this.thoughts.length - 6);
+    if (this.thoughts.length > THOUGHTS_KEPT) this.thoughts.splice(0, this.thoughts.length - THOUGHTS_KEPT);
   }
 
-  /** Adds older feed entries (seq up to startSeq) that ListEvents brought. */
-  addOlder(events: RunEvent[]): void {
+  /**
+   * Older activity loads from just below this seq: the oldest entry the feed shows (the
+   * replayed events' entries past FEED_LIMIT are not shown either) or the first event not
+   * replayed, and once older pages came, the oldest event they brought. Events 1 to
+   * olderBefore - 1 are what is left to load.
+   */
+  get olderBefore(): number {
+    if (this.olderRead > 0) return this.olderRead;
+    return Math.max(this.startSeq + 1, this.feed[0]?.seq ?? 0);
+  }
+
+  /**
+   * Adds a page of older events (newest first: ListEvents "seq desc") that ListEvents
+   * brought: those below olderBefore of the feed's kinds go under the older entries shown so
+   * far. Returns how many entries it added.
+   */
+  addOlder(events: RunEvent[]): number {
     const shown = new Set([...this.feed, ...this.olderFeed].map((item) => item.seq));
+    // From the first page on, the feed's later changes no longer move where older pages go.
+    this.olderRead = this.olderBefore;
+    let added = 0;
     for (const event of events) {
+      const seq = Number(event.seq);
+      if (seq >= this.olderRead) continue; // shown above, or already read
+      this.olderRead = seq;
       const kind = kindOf(event);
-      if (kind === undefined || !FEED_KIND_SET.has(kind) || shown.has(Number(event.seq))) continue;
+      if (kind === undefined || !FEED_KIND_SET.has(kind) || shown.has(seq)) continue;
       if (event.payload.case === "runCreated") for (const step of event.payload.value.steps) this.stepNames.set(step.stepId, step.name || step.stepId);
       const item = describe(event, kind, this);
-      if (item) this.olderFeed.push(item);
+      if (item) {
+        this.olderFeed.push(item);
+        added += 1;
+      }
     }
     this.olderFeed.sort((a, b) => b.seq - a.seq);
-    if (this.olderFeed.length > OLDER_LIMIT) this.olderFeed.length = OLDER_LIMIT;
+    return added;
   }
 
   /** Run-level metric units and changes: the snapshot's, overlaid by later updates. */
@@ -311,6 +346,18 @@ export class RunModel {
     return [...this.decisions.values()].filter((d) => d.open || d.submitting !== undefined);
   }
 
+  /** The phase a workflow state change sets: its stages, or the last ones listed. */
+  private setPhase(seq: number, current: string, stages: string[]): void {
+    this.phase = { current, stages: stages.length ? [...stages] : (this.phase?.stages ?? []) };
+    this.phaseSeq = seq;
+    if (stages.length) this.phaseStagesSeq = seq;
+  }
+
+  /** Whether the phase lists stages an event gave (not none for want of an earlier change). */
+  get phaseHasStages(): boolean {
+    return this.phaseStagesSeq > 0;
+  }
+
   private live(seq: number): boolean {
     return this.historySeq >= 0 && seq > this.historySeq;
   }
@@ -359,7 +406,7 @@ export class RunModel {
       }
       case "thinking":
         this.thoughts.push({ seq, time, thinking: p.value });
-        if (this.thoughts.length > 6) this.thoughts.shift();
+        if (this.thoughts.length > THOUGHTS_KEPT) this.thoughts.shift();
         break;
       case "modelAllocation":
         this.allocations.set(p.value.agentId, { seq, allocation: p.value });
@@ -374,10 +421,7 @@ export class RunModel {
         }
         break;
       case "workflowStateChange":
-        if (p.value.stages.length > 0 || p.value.currentStage) {
-          this.phase = { current: p.value.currentStage, stages: p.value.stages.length ? [...p.value.stages] : (this.phase?.stages ?? []) };
-          this.phaseSeq = seq;
-        }
+        if (p.value.stages.length > 0 || p.value.currentStage) this.setPhase(seq, p.value.currentStage, p.value.stages);
         break;
       case "decisionRequested": {
         const d = p.value;
@@ -412,9 +456,6 @@ export class RunModel {
     }
   }
 }
-
-/** How many older feed entries a page keeps after loading history on demand. */
-const OLDER_LIMIT = 500;
 
 function decisionItem(
   d: Pick<Decision, "decisionId" | "prompt" | "decisionType" | "options" | "canSkip" | "defaultOption" | "deadline" | "context" | "requestedSeq">,

@@ -1,13 +1,25 @@
 // One open run: its watcher, its model, snapshot refreshes and answering its decisions.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { EventKind } from "../gen/runstream/v1/event_pb";
+import { EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
-import { FEED_KINDS, PANEL_KINDS, RunModel, type RunAction, isTerminal } from "./model";
+import { FEED_KINDS, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
 /** At most this many GetRun calls per second per open run, however fast events arrive. */
 const REFRESH_INTERVAL_MS = 250;
+
+/** Feed entries one "Load earlier activity" adds (fewer at the run's start). */
+const OLDER_PAGE = 250;
+/** The page size of the panels' backward reads: the replayed events' kinds come first. */
+const PANEL_PAGE = 100;
+/** ListEvents order_by for the newest events first. */
+const NEWEST_FIRST = "seq desc";
+
+/** A ListEvents filter for these kinds. */
+function kindFilter(kinds: readonly EventKind[]): string {
+  return kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ");
+}
 
 /** Who the dashboard says answered a decision. */
 export const ANSWERED_BY = "dashboard";
@@ -44,8 +56,15 @@ export class RunSession {
   /** The pause, resume or cancel request on its way, and the last one's error. */
   acting: RunAction | undefined;
   actionError = "";
-  /** Older activity: "idle", "loading", "done" (all loaded) or "failed". */
-  older: "idle" | "loading" | "done" | "failed" = "idle";
+  /**
+   * Older activity: "idle" (more to load), "loading", "start" (loaded back to the run's first
+   * event), "purged" (loaded back to where retention removed the rest) or "failed".
+   */
+  older: "idle" | "loading" | "start" | "purged" | "failed" = "idle";
+  /** Why the last load of older activity failed. */
+  olderError = "";
+  /** The ListEvents page token of the next older page; "" before the first. */
+  private olderToken = "";
   private readonly watch: RunWatch;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshing = false;
@@ -157,45 +176,117 @@ export class RunSession {
 
   /**
    * A long run's thinking, model allocations and phases from before the replayed events
-   * (ListEvents, these kinds only, up to `until`): the panels show them as a page open all
-   * along would. A failure leaves them as they are.
+   * (up to `until`), read newest first (ListEvents "seq desc"), each kind only as far back as
+   * its panel looks, and the panels show what a page open all along would: none of them
+   * totals the whole log. The thinking panel keeps the newest THOUGHTS_KEPT thoughts; the
+   * models panel lists the MODELS_SHOWN agents allocated last; the phases are the newest
+   * change's current stage with the newest list of stages. Only a kind whose panel never
+   * fills (fewer agents than the panel lists, no change listing stages) is read back to the
+   * run's start. A failure leaves the panels as they are.
    */
   private async loadPanels(until: number): Promise<void> {
-    const filter = PANEL_KINDS.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ");
+    const { model } = this;
+    // Each read stops once the panel is full: the newest thoughts, or as many agents as the
+    // panel lists (an agent not met by then was allocated before all of them).
+    const enoughThoughts = () => model.thoughts.length >= THOUGHTS_KEPT;
+    const enoughAgents = () => model.allocations.size >= MODELS_SHOWN;
+    // The newest change that lists the stages is the oldest one the phases need.
+    const enoughPhases = () => model.phaseHasStages;
+    const reads = [
+      { kind: EventKind.THINKING, enough: enoughThoughts },
+      { kind: EventKind.MODEL_ALLOCATION, enough: enoughAgents },
+      { kind: EventKind.WORKFLOW_STATE_CHANGE, enough: enoughPhases },
+    ];
+    await Promise.all(
+      reads
+        .filter((read) => !read.enough())
+        .map((read) =>
+          this.readBack(read.kind, until, (events) => {
+            model.addPanelHistory(events);
+            return read.enough();
+          }),
+        ),
+    );
+  }
+
+  /**
+   * Reads events of one kind newest first, page by page, handing those up to `until` to
+   * `take` until it says it has enough or the log's start is reached. Quiet on failure.
+   */
+  private async readBack(kind: EventKind, until: number, take: (events: RunEvent[]) => boolean): Promise<void> {
     try {
       let pageToken = "";
       for (;;) {
-        const page = await this.api.runs.listEvents({ runId: this.runId, filter, pageSize: 1000, pageToken });
-        const before = page.events.filter((event) => Number(event.seq) <= until);
-        this.model.addPanelHistory(before);
+        const page = await this.api.runs.listEvents({ runId: this.runId, filter: kindFilter([kind]), orderBy: NEWEST_FIRST, pageSize: PANEL_PAGE, pageToken });
+        if (this.stopped) return;
+        const enough = take(page.events.filter((event) => Number(event.seq) <= until));
         this.changed();
         pageToken = page.nextPageToken;
-        if (!pageToken || before.length < page.events.length || this.stopped) break;
+        if (enough || !pageToken) return;
       }
     } catch {
       // The panels keep what the replayed events gave them.
     }
   }
 
-  /** Loads the activity from before the page opened a long run (ListEvents, page by page). */
+  /**
+   * Where the older activity ends, once the page knows: at the run's start, or where the
+   * retention policy removed the rest (told by the last page, or by the snapshot before a
+   * click: the events not replayed are all gone).
+   */
+  get olderEnd(): "start" | "purged" | undefined {
+    if (this.older === "start" || this.older === "purged") return this.older;
+    const purgedSeq = Number(this.model.snapshot?.purgedSeq ?? 0);
+    if (this.older !== "loading" && purgedSeq > 0 && purgedSeq >= this.model.olderBefore - 1) return "purged";
+    return undefined;
+  }
+
+  /**
+   * Loads the activity right before what the feed shows of a long run, OLDER_PAGE entries or
+   * a few more a call, each call further back, until the run's start or the history the
+   * retention policy removed. ListEvents lists newest first from the head of the log (it
+   * takes no starting seq), so the first call also reads past the events the feed shows;
+   * later calls go on with the page token.
+   */
   async loadOlder(): Promise<void> {
-    if (this.older === "loading" || this.model.startSeq === 0) return;
+    if (this.older === "loading" || this.olderEnd !== undefined || this.model.startSeq === 0) return;
     this.older = "loading";
+    this.olderError = "";
     this.changed();
-    const filter = FEED_KINDS.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ");
     try {
-      let pageToken = "";
+      let added = 0;
       for (;;) {
-        const page = await this.api.runs.listEvents({ runId: this.runId, filter, pageSize: 1000, pageToken });
-        const older = page.events.filter((event) => Number(event.seq) <= this.model.startSeq);
-        this.model.addOlder(older);
+        const page = await this.api.runs.listEvents({
+          runId: this.runId,
+          filter: kindFilter(FEED_KINDS),
+          orderBy: NEWEST_FIRST,
+          pageSize: OLDER_PAGE,
+          pageToken: this.olderToken,
+        });
+        if (this.stopped) return;
+        added += this.model.addOlder(page.events);
         this.changed();
-        pageToken = page.nextPageToken;
-        if (!pageToken || older.length < page.events.length) break;
+        this.olderToken = page.nextPageToken;
+        if (!this.olderToken) {
+          // Newest first, a listing ends at the oldest event stored.
+          this.older = Number(this.model.snapshot?.purgedSeq ?? 0) > 0 ? "purged" : "start";
+          break;
+        }
+        if (added >= OLDER_PAGE) {
+          this.older = "idle";
+          break;
+        }
       }
-      this.older = "done";
-    } catch {
-      this.older = "failed";
+    } catch (error) {
+      const err = ConnectError.from(error);
+      if (err.code === Code.FailedPrecondition) {
+        // The rest of the log was removed by retention since the last page.
+        this.older = "purged";
+      } else {
+        this.older = "failed";
+        // Reading needs the viewer role, not plainError's operator: say the server's reason.
+        this.olderError = err.code === Code.PermissionDenied ? err.rawMessage : plainError(err, "");
+      }
     }
     this.changed();
   }

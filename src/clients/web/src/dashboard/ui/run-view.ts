@@ -19,7 +19,7 @@ import {
   money,
   percentText,
 } from "../format";
-import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, type RunAction, type StreamedText, allowedActions, isTerminal } from "../model";
+import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal } from "../model";
 import type { RunSession } from "../session";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
@@ -345,7 +345,7 @@ export class RunView {
   }
 
   private renderModels(): void {
-    const rows = [...this.session.model.allocations.values()].sort((a, b) => b.seq - a.seq).slice(0, 8);
+    const rows = [...this.session.model.allocations.values()].sort((a, b) => b.seq - a.seq).slice(0, MODELS_SHOWN);
     $(this.root, ".models-empty").hidden = rows.length > 0;
     reconcile(
       $(this.root, ".models"),
@@ -389,9 +389,16 @@ export class RunView {
     const { model } = this.session;
     const more = $(this.root, ".load-older") as HTMLButtonElement;
     const state = this.session.older;
-    more.hidden = model.startSeq === 0 || state === "done";
+    const ended = this.session.olderEnd;
+    more.hidden = model.startSeq === 0 || ended !== undefined;
     more.disabled = state === "loading";
-    text(more, state === "loading" ? "Loading earlier activity…" : state === "failed" ? "Could not load; try again" : `Load earlier activity (events 1–${model.startSeq})`);
+    text(
+      more,
+      state === "loading" ? "Loading earlier activity…" : state === "failed" ? this.session.olderError || "Could not load; try again" : `Load earlier activity (events 1–${model.olderBefore - 1})`,
+    );
+    const end = $(this.root, ".older-end");
+    end.hidden = model.startSeq === 0 || ended === undefined;
+    text(end, ended === "purged" ? "Earlier activity was removed by the server's retention policy." : "This is the start of the run.");
     reconcile($(this.root, ".feed-older"), model.olderFeed, (item) => String(item.seq), buildFeedItem, () => undefined);
     for (const el of Array.from(feed.children) as HTMLElement[]) {
       const time = Number(el.dataset.time);
@@ -483,8 +490,9 @@ function buildSkeleton(runId: string): HTMLElement {
           "Activity",
           h("p", { class: "empty feed-empty" }, "Waiting for activity…"),
           h("ol", { class: "feed" }),
-          h("button", { class: "load-older", type: "button", hidden: true }),
           h("ol", { class: "feed-older" }),
+          h("button", { class: "load-older", type: "button", hidden: true }),
+          h("p", { class: "empty older-end", hidden: true }),
         ),
         card("models-card", "Model allocation", h("ul", { class: "models" }), h("p", { class: "empty models-empty" }, "No model allocated yet.")),
       ),
