@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pytest
 import runstream
+from runstream.v1 import event_pb2
+from runstream.v1.run_pb2 import ErrorInfo, StepSpec
+from runstream_server.app import RunstreamServer
 
 from tests.conftest import ServerProcess, free_port
 
@@ -800,3 +803,118 @@ async def test_plain_output_says_a_question_can_be_skipped_and_when_it_closes(
 async def _open_id(client: runstream.Client, run: runstream.RunReporter) -> str:
     (decision,) = await client.list_decisions(run.run_id, state=runstream.DecisionState.OPEN)
     return decision.decision_id
+
+
+# --- what producers wrote, printed safely ---------------------------------------------------
+
+CLEAR = "\x1b[2J"  # clears the screen
+TITLE = "\x1b]0;pwned\x07"  # sets the terminal's title (rich itself never writes one)
+
+
+async def _run_named_with_escapes(server: RunstreamServer) -> str:
+    """A finished run whose names hold escape sequences, as a store that took them before the
+    server refused them holds it: written through the run manager, which no request check
+    stands in front of."""
+    runs = server.runs
+    assert runs is not None
+    step = StepSpec(step_id="research", name=f"Research{CLEAR}", agent=f"writer{TITLE}")
+    await runs.create_run(
+        run_id="escapes",
+        workflow=f"campaign{CLEAR}",
+        display_name=f"Q3{TITLE}\nRUN SUCCEEDED",
+        labels={"team": f"growth{CLEAR}"},
+        steps=[step],
+    )
+    option = event_pb2.DecisionOption(value="yes", label=f"Yes{CLEAR}", description="go\non")
+    events = [
+        event_pb2.RunEvent(step_started=event_pb2.StepStarted(step_id="research")),
+        event_pb2.RunEvent(
+            agent_activity=event_pb2.AgentActivity(
+                agent_id="w", agent_name=f"Writer{CLEAR}", activity=1, message=f"red{CLEAR}"
+            )
+        ),
+        event_pb2.RunEvent(metrics_update=event_pb2.MetricsUpdate(values={f"leads{CLEAR}": 3.0})),
+        event_pb2.RunEvent(
+            decision_requested=event_pb2.DecisionRequested(
+                decision_id="go", prompt=f"Go on?{CLEAR}\nSecond line", options=[option]
+            )
+        ),
+        event_pb2.RunEvent(
+            text_delta=event_pb2.TextDelta(
+                message_id="m", agent_id="w", delta=f"Copy{CLEAR}\nline two", final=True
+            )
+        ),
+        event_pb2.RunEvent(
+            step_failed=event_pb2.StepFailed(
+                step_id="research", error=ErrorInfo(message=f"boom{CLEAR}\r\nTraceback")
+            )
+        ),
+        event_pb2.RunEvent(run_failed=event_pb2.RunFailed(error=ErrorInfo(message=TITLE))),
+    ]
+    await runs.append("escapes", events)
+    return "escapes"
+
+
+async def test_names_and_texts_holding_escape_sequences_print_escaped(
+    server: RunstreamServer,
+) -> None:
+    """A producer's `\\x1b[2J` in a run's name cleared the screen of whoever listed the runs,
+    and a newline in it printed a made-up line; every command now shows them as escapes."""
+    run_id = await _run_named_with_escapes(server)
+    target = ("--target", server.target)
+    commands = {  # each command, and a name it shows escaped
+        ("runs",): "campaign\\x1b[2J",
+        ("runs", "--watch"): "campaign\\x1b[2J",
+        ("get", run_id): "Research\\x1b[2J",
+        ("steps", run_id): "Research\\x1b[2J",
+        ("events", run_id): "Writer\\x1b[2J",
+        ("events", run_id, "--newest"): "Writer\\x1b[2J",
+        ("decisions", run_id): "Go on?\\x1b[2J",
+        ("watch", run_id, "--plain"): "Research\\x1b[2J",
+    }
+    for command, shown in commands.items():
+        if command == ("runs", "--watch"):
+            out = await _first_lines_of(*command, *target)
+        else:
+            done = await cli(*command, *target)
+            assert "Traceback" not in done.stderr, (command, done.stderr)
+            out = done.stdout
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out, (command, out)
+        assert shown in out, (command, out)
+    watched = (await cli("watch", run_id, "--plain", *target)).stdout
+    assert "Q3\\x1b]0;pwned\\x07\\nRUN SUCCEEDED" in watched
+    assert not [line for line in watched.splitlines() if line.startswith("RUN SUCCEEDED")]
+    assert "Writer\\x1b[2J: red\\x1b[2J" in watched
+    assert "    │ Copy\\x1b[2J" in watched and "    │ line two" in watched  # its own lines
+    details = (await cli("get", run_id, *target)).stdout
+    assert "team=growth\\x1b[2J" in details
+    assert "boom\\x1b[2J\\r\\nTraceback" in details  # a step's error, on the step's line
+
+
+async def _first_lines_of(*args: str) -> str:
+    """What `runstream runs --watch` prints (piped) until it has listed the runs."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV
+    )
+    assert process.stdout is not None
+    try:
+        lines = [await asyncio.wait_for(process.stdout.readline(), 30) for _ in range(2)]
+    finally:
+        process.kill()
+        await process.wait()
+    return b"".join(lines).decode()
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+async def test_the_live_view_shows_escape_sequences_of_a_producer_escaped(
+    server: RunstreamServer,
+) -> None:
+    run_id = await _run_named_with_escapes(server)
+    viewer = await on_a_terminal("watch", run_id, "--target", server.target, "--no-input")
+    assert viewer.stdout is not None
+    output = await asyncio.wait_for(viewer.stdout.read(), 60)
+    assert await viewer.wait() == 1  # the run failed
+    assert b"\x1b[" in output  # drawn live, with rich's own control sequences
+    assert CLEAR.encode() not in output and TITLE.encode() not in output
+    assert b"\x07" not in output
+    assert b"campaign\\x1b[2J" in output and b"Research\\x1b[2J" in output

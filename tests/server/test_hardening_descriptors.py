@@ -72,8 +72,9 @@ def test_every_growing_field_a_client_can_send_has_a_limit() -> None:
     assert len(GROWING) > 80  # the walk reached into events, steps, decisions, artifacts
 
 
-def _over_the_limit(root: Descriptor, path: Path) -> tuple[Message, str]:
-    """A request with the field at `path` just past its limit, and the field path to blame."""
+def _leading_to(root: Descriptor, path: Path) -> tuple[Message, Message, list[str]]:
+    """A request of type `root`, the message in it that holds the last field of `path` (one
+    item of each list and the entry "k" of each map on the way), and the path to it."""
     request = GetMessageClass(root)()
     target: Message = request
     where: list[str] = []
@@ -88,6 +89,12 @@ def _over_the_limit(root: Descriptor, path: Path) -> tuple[Message, str]:
         else:
             target = getattr(target, field.name)
             where.append(field.name)
+    return request, target, where
+
+
+def _over_the_limit(root: Descriptor, path: Path) -> tuple[Message, str]:
+    """A request with the field at `path` just past its limit, and the field path to blame."""
+    request, target, where = _leading_to(root, path)
     field = path[-1]
     limit = limit_of(field)
     where.append(field.name)
@@ -139,3 +146,145 @@ def test_each_limit_bites_with_the_field_named(root: Descriptor, path: Path) -> 
         with pytest.raises(InvalidArgument) as info:
             check_request(request)
     assert info.value.field == where
+
+
+# --- control characters: names refuse them, free text keeps them -----------------------------
+
+# The strings a person or a model writes at length, where a newline or a tab belongs; and the
+# filter and ordering expressions, whose parsers take tabs and newlines for spaces. Every other
+# string a client sends is a single-line name or id.
+FREE_TEXT = {
+    f"runstream.v1.{name}"
+    for name in (
+        "CancelRunRequest.reason",
+        "PauseRunRequest.reason",
+        "ResumeRunRequest.reason",
+        "ListRunsRequest.filter",
+        "WatchRunsRequest.filter",
+        "ListEventsRequest.filter",
+        "ListEventsRequest.order_by",
+        "ListDecisionsRequest.filter",
+        "StepSpec.description",
+        "ErrorInfo.message",
+        "DecisionOption.description",
+        "RunStarted.message",
+        "RunStatusChanged.reason",
+        "RunCompleted.summary",
+        "RunCancelled.reason",
+        "StepStarted.description",
+        "StepProgress.detail",
+        "StepCompleted.summary",
+        "StepSkipped.reason",
+        "AgentActivity.message",
+        "Thinking.analysis",
+        "ModelAllocation.reasoning",
+        "ModelAllocation.performance_expectation",
+        "TextDelta.delta",
+        "Milestone.description",
+        "Alert.message",
+        "Alert.suggested_action",
+        "ErrorRecovery.error_message",
+        "ErrorRecovery.recovery_strategy",
+        "HealthChanged.reason",
+        "DecisionRequested.prompt",
+    )
+}
+
+
+def _string_values(path: Path) -> bool:
+    field = path[-1]
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        return entry.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING
+    return field.type == FieldDescriptor.TYPE_STRING
+
+
+STRINGS = [(root, path) for root, path in GROWING if _string_values(path)]
+KEYED = [
+    (root, path)
+    for root, path in GROWING
+    if path[-1].message_type is not None
+    and path[-1].message_type.GetOptions().map_entry
+    and path[-1].message_type.fields_by_name["key"].type == FieldDescriptor.TYPE_STRING
+]
+
+
+def _holding(root: Descriptor, path: Path, value: str, key: str = "k") -> tuple[Message, str]:
+    """A request with `value` in the string field at `path` (its one item, or the value of
+    `key` in a map), and the field path an error names."""
+    request, target, where = _leading_to(root, path)
+    field = path[-1]
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        value_field = entry.fields_by_name["value"]
+        items = getattr(target, field.name)
+        if value_field.message_type is None:
+            items[key] = value if value_field.type == FieldDescriptor.TYPE_STRING else 1
+        else:
+            items.get_or_create(key)
+        where.append(f"{field.name}[{key!r}]")
+    elif field.is_repeated:
+        getattr(target, field.name).append(value)
+        where.append(f"{field.name}[0]")
+    else:
+        setattr(target, field.name, value)
+        where.append(field.name)
+    return request, ".".join(where)
+
+
+def _check(root: Descriptor, path: Path, request: Message) -> None:
+    """The check the server runs on the request, or on the Interact answer inside it."""
+    later = CHECKED_BY_SERVICER.get(root.full_name)
+    if later == path[0].name:
+        check_message(later, getattr(request, later))
+    else:
+        check_request(request)
+
+
+@pytest.mark.parametrize(
+    ("root", "path"),
+    STRINGS,
+    ids=[path[-1].full_name.removeprefix("runstream.v1.") for _, path in STRINGS],
+)
+def test_a_name_refuses_control_characters_and_free_text_keeps_them(
+    root: Descriptor, path: Path
+) -> None:
+    name = path[-1].full_name
+    request, where = _holding(root, path, "Q3\x1b[2J")
+    if name in FREE_TEXT:
+        _check(root, path, request)  # as written: the viewers escape it where they print it
+        _check(root, path, _holding(root, path, "line one\n\tline two\r\n\x00")[0])
+    else:
+        with pytest.raises(InvalidArgument) as info:
+            _check(root, path, request)
+        assert str(info.value) == (f"{where}: must not contain control characters (U+001B at 2)")
+
+
+@pytest.mark.parametrize("character", ["\n", "\t", "\x00", "\x7f", "\x85", "\u202e", "\u2028"])
+def test_each_kind_of_control_character_is_refused_in_a_name(character: str) -> None:
+    request, where = _holding(*STRINGS[0], f"ab{character}")
+    with pytest.raises(InvalidArgument) as info:
+        _check(*STRINGS[0], request)
+    assert str(info.value) == (
+        f"{where}: must not contain control characters (U+{ord(character):04X} at 2)"
+    )
+
+
+def test_names_may_hold_any_other_character() -> None:
+    """Accents, other scripts, emoji joined with a zero-width joiner, and punctuation."""
+    request, _ = _holding(*STRINGS[0], 'Zoë · 東京 👩‍💻 [bold] "q" \\ ok')
+    _check(*STRINGS[0], request)
+
+
+@pytest.mark.parametrize(
+    ("root", "path"),
+    KEYED,
+    ids=[path[-1].full_name.removeprefix("runstream.v1.") for _, path in KEYED],
+)
+def test_a_map_key_is_a_name_whatever_its_values(root: Descriptor, path: Path) -> None:
+    request, where = _holding(root, path, "v", key="ab\tc")
+    with pytest.raises(InvalidArgument) as info:
+        _check(root, path, request)
+    assert str(info.value) == (
+        f"{where}: the key must not contain control characters (U+0009 at 2)"
+    )

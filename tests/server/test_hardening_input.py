@@ -16,7 +16,10 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pool, duration_pb2
 from google.protobuf.descriptor import FieldDescriptor
-from runstream.v1 import run_pb2
+from runstream.v1 import decision_pb2, run_pb2
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc as ds_grpc
+from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc as rs_grpc
 from runstream_server.api.errors import RejectionLog
@@ -353,6 +356,240 @@ async def test_a_huge_display_name_is_refused_and_lists_keep_working(stubs: Any)
     assert len(listed.runs) == 1
 
 
+# --- control characters in names -----------------------------------------------------------
+
+CLEAR = "\x1b[2J"  # clears the terminal of whoever prints it
+
+
+def _started(name: str) -> ev.RunEvent:
+    return ev.RunEvent(step_started=ev.StepStarted(step_id="a", name=name))
+
+
+def _refusal(field: str, character: str, at: int, what: str = "") -> str:
+    return f"{field}: {what}must not contain control characters (U+{ord(character):04X} at {at})"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"display_name": f"Q3{CLEAR}"}, _refusal("display_name", "\x1b", 2)),
+        ({"workflow": "campaign\nRUN SUCCEEDED"}, _refusal("workflow", "\n", 8)),
+        ({"labels": {"team": "growth\u202e"}}, _refusal("labels['team']", "\u202e", 6)),
+        ({"labels": {"te\tam": "growth"}}, _refusal("labels['te\\tam']", "\t", 2, "the key ")),
+        (
+            {"steps": [run_pb2.StepSpec(step_id="a", name="Research\r")]},
+            _refusal("steps[0].name", "\r", 8),
+        ),
+        (
+            {"steps": [run_pb2.StepSpec(step_id="a", agent="\x9b31mred")]},
+            _refusal("steps[0].agent", "\x9b", 0),
+        ),
+    ],
+    ids=["display-name", "workflow", "label-value", "label-key", "step-name", "step-agent"],
+)
+async def test_a_name_with_a_control_character_is_refused_naming_it_and_no_run_is_made(
+    stubs: Any, fields: dict[str, Any], message: str
+) -> None:
+    """A producer could name a run so that `runstream runs` cleared the viewer's terminal or
+    printed a made-up status line under it."""
+    request = rs.CreateRunRequest(**{"workflow": "wf", **fields})
+    err = await rpc_error(stubs.runs.CreateRun(request))
+    assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+
+def _asking(label: str) -> ev.RunEvent:
+    option = ev.DecisionOption(value="y", label=label)
+    return ev.RunEvent(
+        decision_requested=ev.DecisionRequested(decision_id="d", prompt="Go?", options=[option])
+    )
+
+
+def _producing(uri: str) -> ev.RunEvent:
+    artifact = run_pb2.Artifact(name="page.html", uri=uri)
+    return ev.RunEvent(artifact_produced=ev.ArtifactProduced(artifact=artifact))
+
+
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        (_started(f"abc{CLEAR}"), _refusal("step_started.name", "\x1b", 3)),
+        (
+            ev.RunEvent(agent_activity=ev.AgentActivity(agent_name="writer\x00", activity=1)),
+            _refusal("agent_activity.agent_name", "\x00", 6),
+        ),
+        (
+            ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"ctr\x1b[1A": 0.5})),
+            _refusal("metrics_update.values['ctr\\x1b[1A']", "\x1b", 3, "the key "),
+        ),
+        (
+            ev.RunEvent(thinking=ev.Thinking(analysis="fine", factors=["cost\n"])),
+            _refusal("thinking.factors[0]", "\n", 4),
+        ),
+        (_asking("Y\u2066"), _refusal("decision_requested.options[0].label", "\u2066", 1)),
+        (
+            _producing("https://example.test/\x07"),
+            _refusal("artifact_produced.artifact.uri", "\x07", 21),
+        ),
+    ],
+    ids=["step-name", "agent-name", "metric-name", "thinking-factor", "option-label", "uri"],
+)
+async def test_an_event_naming_something_with_a_control_character_stores_nothing(
+    stubs: Any, event: ev.RunEvent, named: str
+) -> None:
+    """Nothing of the batch is stored, not even its good first event."""
+    run = await create_run(stubs, "a")
+    good = ev.RunEvent(custom=ev.Custom(type="tick"))
+    err = await rpc_error(append(stubs, run.run_id, good, event))
+    assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, f"events[1].{named}")
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
+    assert (await append(stubs, run.run_id, good)).last_seq == 2
+
+
+async def test_a_report_stream_refuses_a_control_character_in_a_name_and_keeps_the_rest(
+    stubs: Any,
+) -> None:
+    run = await create_run(stubs)
+
+    def working(name: str) -> ev.RunEvent:
+        activity = ev.AgentActivity(agent_id="w", agent_name=name, activity=1)
+        return ev.RunEvent(agent_activity=activity)
+
+    async def batches() -> AsyncIterator[rp.ReportRequest]:
+        yield rp.ReportRequest(run_id=run.run_id, events=[working("Writer")])
+        yield rp.ReportRequest(run_id=run.run_id, events=[working(f"Writer{CLEAR}")])
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stubs.report.Report(batches()):
+            pass
+    assert (info.value.code(), info.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "events[0].agent_activity.agent_name: must not contain control characters (U+001B at 6)",
+    )
+    got = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert (got.last_seq, [agent.name for agent in got.active_agents]) == (2, ["Writer"])
+
+
+async def test_an_answer_with_a_control_character_in_who_gave_it_leaves_the_question_open(
+    stubs: Any,
+) -> None:
+    decisions = ds_grpc.DecisionServiceStub(stubs.channel)
+    run = await create_run(stubs)
+    asked = ev.DecisionRequested(
+        decision_id="d", prompt="Go?", options=[ev.DecisionOption(value="yes")]
+    )
+    await append(stubs, run.run_id, ev.RunEvent(decision_requested=asked))
+    answer = ds.SubmitDecisionRequest(
+        run_id=run.run_id, decision_id="d", choice="yes", answered_by=f"ana{CLEAR}"
+    )
+    err = await rpc_error(decisions.SubmitDecision(answer))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "answered_by: must not contain control characters (U+001B at 3)",
+    )
+    got = await decisions.GetDecision(ds.GetDecisionRequest(run_id=run.run_id, decision_id="d"))
+    assert got.decision.state == decision_pb2.DECISION_STATE_OPEN
+
+    async def interact() -> AsyncIterator[ds.InteractRequest]:
+        yield ds.InteractRequest(
+            subscribe=ds.InteractSubscribe(run_ids=[run.run_id]),
+            answer=ds.InteractAnswer(answer_id=1, decision=answer),
+        )
+        await asyncio.sleep(30)  # the stream stays open until the test has its result
+
+    stream = decisions.Interact(interact())
+    result = None
+    async for response in stream:
+        if response.HasField("answer_result"):
+            result = response.answer_result
+            break
+    stream.cancel()
+    assert result is not None
+    assert (result.code, result.message) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "answer.decision.answered_by: must not contain control characters (U+001B at 3)",
+    )
+    assert result.decision.state == decision_pb2.DECISION_STATE_OPEN
+
+
+async def test_a_filter_comparing_a_name_with_a_control_character_is_refused(
+    stubs: Any,
+) -> None:
+    await create_run(stubs, workflow="campaign")
+    err = await rpc_error(stubs.runs.ListRuns(rs.ListRunsRequest(filter='workflow = "c\x1bx"')))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "filter: the value of workflow must not contain control characters (U+001B at 1)",
+    )
+    # Whitespace between a filter's terms is whitespace, tabs and newlines included.
+    found = await stubs.runs.ListRuns(
+        rs.ListRunsRequest(filter='status = PENDING\n\tAND workflow = "campaign"')
+    )
+    assert [run.workflow for run in found.runs] == ["campaign"]
+
+
+async def test_free_text_keeps_its_newlines_tabs_and_whatever_a_model_wrote(
+    stubs: Any,
+) -> None:
+    """Messages, descriptions, prompts, reasoning and streamed text are stored as written:
+    they are a model's or a tool's output, and the viewers escape them where they print."""
+    run = await create_run(stubs, "a")
+    text = "line one\n\tline two\r\n\x1b[1mbold\x1b[0m"
+    events = [
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a", description=text)),
+        ev.RunEvent(agent_activity=ev.AgentActivity(agent_id="w", activity=1, message=text)),
+        ev.RunEvent(thinking=ev.Thinking(analysis=text)),
+        ev.RunEvent(text_delta=ev.TextDelta(message_id="m", delta=text)),
+        ev.RunEvent(alert=ev.Alert(message=text, suggested_action=text)),
+        ev.RunEvent(step_failed=ev.StepFailed(step_id="a", error=run_pb2.ErrorInfo(message=text))),
+        ev.RunEvent(
+            decision_requested=ev.DecisionRequested(
+                decision_id="d",
+                prompt=text,
+                options=[ev.DecisionOption(value="y", description=text)],
+            )
+        ),
+    ]
+    await append(stubs, run.run_id, *events)
+    stored = (await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))).events
+    kinds = {e.WhichOneof("payload"): e for e in stored}
+    assert [
+        kinds["step_started"].step_started.description,
+        kinds["agent_activity"].agent_activity.message,
+        kinds["thinking"].thinking.analysis,
+        kinds["text_delta"].text_delta.delta,
+        kinds["alert"].alert.suggested_action,
+        kinds["step_failed"].step_failed.error.message,
+        kinds["decision_requested"].decision_requested.prompt,
+        kinds["decision_requested"].decision_requested.options[0].description,
+    ] == [text] * 8
+
+
+async def test_runs_stored_with_control_characters_in_their_names_still_read_and_write(
+    server: RunstreamServer, stubs: Any
+) -> None:
+    """Runs a store took before names were checked still list, load, replay and take events."""
+    assert server.runs is not None
+    old = await server.runs.create_run(  # the manager itself: no request check on the way
+        run_id="old",
+        workflow=f"wf{CLEAR}",
+        display_name="Q3\r\nRUN SUCCEEDED",
+        labels={"team": "growth\u202e"},
+        steps=[run_pb2.StepSpec(step_id="a", name=f"Research{CLEAR}")],
+    )
+    await server.runs.append("old", [_started(f"Research{CLEAR}")])
+    listed = (await stubs.runs.ListRuns(rs.ListRunsRequest())).runs
+    assert [(r.run_id, r.workflow) for r in listed] == [("old", f"wf{CLEAR}")]
+    got = (await stubs.runs.GetRun(rs.GetRunRequest(run_id="old"))).run
+    assert (got.display_name, got.steps[0].name) == ("Q3\r\nRUN SUCCEEDED", f"Research{CLEAR}")
+    await append(stubs, old.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    events = [e for r in await watch_all(stubs, "old") for e in r.events]
+    kinds = [e.WhichOneof("payload") for e in events]
+    assert kinds[:2] == ["run_created", "step_started"] and "run_completed" in kinds
+    assert events[0].run_created.workflow == f"wf{CLEAR}"
+    assert events[1].step_started.name == f"Research{CLEAR}"
+
+
 # --- item 17: rejections do not flood the log ---------------------------------------------------
 
 
@@ -456,7 +693,8 @@ async def test_a_run_id_holding_a_newline_stays_escaped_on_its_own_log_line(
     server_process: ServerProcess,
 ) -> None:
     """The report: an unauthenticated GetRun whose run id held a newline and a made-up log
-    line made the text log show that line as the server's own."""
+    line made the text log show that line as the server's own. Such an id is refused now
+    before the call knows its run, and the rejection names it without its characters."""
     forged = "2026-01-01 00:00:00,000 WARNING runstream.server: all runs deleted"
     server_process.start()
     log = server_process.store_path.with_suffix(".log")
@@ -470,9 +708,12 @@ async def test_a_run_id_holding_a_newline_stays_escaped_on_its_own_log_line(
     lines = log.read_text()[before:].splitlines()
     assert not [line for line in lines if line.startswith("2026-01-01")], lines
     [rejected] = [line for line in lines if "rejected" in line]
-    assert rejected.endswith(
-        f"[run_id=abc\\n{forged}\\r\\x1b[2K method=runstream.v1.RunService/GetRun]"
+    assert "INVALID_ARGUMENT: run_id: must not contain control characters (U+000A at 3)" in (
+        rejected
     )
+    assert rejected.endswith("[method=runstream.v1.RunService/GetRun]")
+    written = log.read_bytes()[before:]
+    assert b"\x1b" not in written and b"\r" not in written
 
 
 def test_a_traceback_keeps_its_lines_under_an_escaped_first_line() -> None:

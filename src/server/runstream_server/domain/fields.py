@@ -5,6 +5,10 @@ its descriptor:
 
 - every string, repeated field, map and ``google.protobuf.Struct`` is within the limit
   :data:`FIELD_LIMITS` gives it, so nothing the server stores can grow without bound;
+- every string that is a single-line name or id (every string but the free text the table
+  marks, and every map key) holds no control character (:func:`control_character`), so what
+  a producer names a run, a step or an agent cannot move a viewer's cursor, clear their
+  terminal or break a one-line layout;
 - every enum field holds a value of its enum (``TargetKind 999`` is refused, not stored);
 - every integer is non-negative (counts, sizes, attempts, seqs, cursors: none of the
   contract's integers can be negative);
@@ -19,6 +23,7 @@ server does: ``events[2].agent_activity.activity: 999 is not a known AgentActivi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +48,26 @@ class Limit:
     """Characters of each map key."""
     struct_bytes: int = 0
     """Encoded size of a ``google.protobuf.Struct``."""
+    free_text: bool = False
+    """Its strings are free text (messages, descriptions, prompts, streamed output, reasons),
+    where newlines and tabs belong, and are taken as written; otherwise each is a single-line
+    name and must hold no control character. Map keys are names either way."""
 
 
 ID = Limit(chars=128)
 NAME = Limit(chars=256)
-TEXT = Limit(chars=4096)
-LONG_TEXT = Limit(chars=65_536)
+# Free text is stored and relayed as the producer wrote it, control characters and all
+# (even NUL, which protobuf, SQLite and Redis carry like any other): it is a model's output,
+# a tool's log or an error's text, which a producer passes on rather than writes, and
+# refusing one character would fail the whole batch the event came in. Viewers escape it
+# where they print it: the CLI shows control characters escaped, the web dashboard sets it
+# as text, never as HTML.
+TEXT = Limit(chars=4096, free_text=True)
+LONG_TEXT = Limit(chars=65_536, free_text=True)
+# Filters and orderings are expressions whose parsers refuse anything but whitespace between
+# their terms; the values compared in a ListRuns filter are names, held to the same rule as
+# the names they match by queries.parse_filter.
+EXPRESSION = Limit(chars=4096, free_text=True)
 # Structs in events are bounded by the whole event's limit (Limits.max_event_bytes, 256 KiB by
 # default), which answers first, with RESOURCE_EXHAUSTED; this one only stops the absurd.
 STRUCT = Limit(struct_bytes=1024 * 1024)
@@ -70,7 +89,7 @@ _TABLE: dict[str, dict[str, Limit]] = {
     # --- requests -------------------------------------------------------------------------
     "CreateRunRequest": {"run_id": ID, **_RUN_CREATED},
     "GetRunRequest": {"run_id": ID},
-    "ListRunsRequest": {"page_token": Limit(chars=1024), "filter": Limit(chars=4096)},
+    "ListRunsRequest": {"page_token": Limit(chars=1024), "filter": EXPRESSION},
     "ListStepsRequest": {"run_id": ID, "page_token": Limit(chars=1024)},
     "CancelRunRequest": {"run_id": ID, "reason": TEXT, "cancelled_by": NAME},
     "PauseRunRequest": {"run_id": ID, "reason": TEXT, "requested_by": NAME},
@@ -78,10 +97,10 @@ _TABLE: dict[str, dict[str, Limit]] = {
     "ListEventsRequest": {
         "run_id": ID,
         "page_token": Limit(chars=1024),
-        "filter": Limit(chars=4096),
-        "order_by": Limit(chars=256),  # "seq desc" with room for spaces (AIP-132)
+        "filter": EXPRESSION,
+        "order_by": Limit(chars=256, free_text=True),  # "seq desc" (AIP-132)
     },
-    "WatchRunsRequest": {"filter": Limit(chars=4096)},
+    "WatchRunsRequest": {"filter": EXPRESSION},
     "WatchRunRequest": {"run_id": ID, "kinds": Limit(items=100)},
     # Limits.max_batch_events (1000 by default) answers first, with RESOURCE_EXHAUSTED.
     "ReportRequest": {"run_id": ID, "events": Limit(items=100_000)},
@@ -96,7 +115,7 @@ _TABLE: dict[str, dict[str, Limit]] = {
     "ListDecisionsRequest": {
         "run_id": ID,
         "page_token": Limit(chars=1024),
-        "filter": Limit(chars=4096),
+        "filter": EXPRESSION,
     },
     "GetDecisionRequest": {"run_id": ID, "decision_id": ID},
     # --- resources ------------------------------------------------------------------------
@@ -197,7 +216,7 @@ _TABLE: dict[str, dict[str, Limit]] = {
     "DecisionRequested": {
         "decision_id": ID,
         "decision_type": NAME,
-        "prompt": Limit(chars=16_384),
+        "prompt": Limit(chars=16_384, free_text=True),
         "options": Limit(items=100),
         "default_option": NAME,
         "context": STRUCT,
@@ -350,6 +369,8 @@ def _map_check(limit: Limit, one: Callable[[Any], None]) -> Callable[[Any], None
             if isinstance(key, str) and len(key) > key_chars:
                 raise _Broken(f"a key is {len(key)} characters; the limit is {key_chars}")
             try:
+                if isinstance(key, str):
+                    _check_name(key, "the key ")
                 one(entries[key])
             except _Broken as broken:
                 broken.segments.append(f"[{key!r}]")
@@ -369,7 +390,14 @@ def _value_check(field: FieldDescriptor, limit: Limit) -> Callable[[Any], None]:
             if len(value) > chars:
                 raise _Broken(f"is {len(value)} {unit}; the limit is {chars} {unit}")
 
-        return check_length
+        if kind == FieldDescriptor.TYPE_BYTES or limit.free_text:
+            return check_length
+
+        def check_length_and_name(value: Any) -> None:
+            check_length(value)
+            _check_name(value)
+
+        return check_length_and_name
     if kind == FieldDescriptor.TYPE_MESSAGE:
         assert field.message_type is not None
         if field.message_type.full_name == "google.protobuf.Struct":
@@ -390,6 +418,29 @@ def _value_check(field: FieldDescriptor, limit: Limit) -> Callable[[Any], None]:
     if kind in _FLOAT_TYPES:
         return _check_finite
     return _check_nothing  # bools and unsigned integers hold nothing to refuse
+
+
+# What no single-line name may hold: the C0 controls (NUL, tab, newline, carriage return,
+# ESC ...), DEL and the C1 controls (CSI among them), which terminals execute or take for a
+# line break; the line and paragraph separators, which break lines too; and the Unicode bidi
+# controls (LRM, RLM, ALM, the embeddings, overrides and isolates), which make a name read
+# backwards or hide part of it. Joiners and variation selectors stay allowed: emoji need them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def control_character(value: str) -> str | None:
+    """Why `value` cannot be a single-line name (``must not contain control characters
+    (U+001B at 3)``, counting characters from 0), or None when it can."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return f"must not contain control characters (U+{ord(found[0]):04X} at {found.start()})"
+
+
+def _check_name(value: str, what: str = "") -> None:
+    problem = control_character(value)
+    if problem is not None:
+        raise _Broken(what + problem)
 
 
 def _check_not_negative(value: Any) -> None:

@@ -24,6 +24,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.domain.fields import control_character
 from runstream_server.errors import InvalidArgument
 from runstream_server.store.base import RunFilter
 
@@ -72,6 +73,10 @@ def parse_filter(text: str) -> RunFilter:
             )
         value = match["quoted"] if match["quoted"] is not None else bare
         value = re.sub(r"\\(.)", r"\1", value)
+        # The names a filter compares are held to the rule of the names they match.
+        problem = control_character(value) if name != "status" else None
+        if problem is not None:
+            raise InvalidArgument("filter", f"the value of {name} {problem}")
         if name == "status":
             key = value.upper()
             key = key if key.startswith("RUN_STATUS_") else f"RUN_STATUS_{key}"

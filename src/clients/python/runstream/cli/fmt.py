@@ -2,11 +2,16 @@
 
 Enums are looked up by name rather than by value so a server that is newer than this client
 (and sends a status this client does not know) still renders, as the proto asks of clients.
+
+Whatever a producer or another viewer wrote (names, messages, prompts, streamed text) reaches
+the terminal through :func:`printable`, which shows control characters as escapes
+(``\\x1b``) instead of letting the terminal execute them, and never as rich markup.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -70,10 +75,39 @@ SEVERITY_STYLES: dict[str, str] = {
 TERMINAL_RUN_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
+# C0 controls (ESC, CR, backspace, newline ...), DEL, C1 controls (CSI ...), the line and
+# paragraph separators, and the bidi controls that reorder what follows them: what a terminal
+# would execute, take for a line break, or show in another order than written. The server
+# refuses them in names; runs stored before it did, and free text, still hold them.
+_IN_A_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(found: re.Match[str]) -> str:
+    return found[0].encode("unicode_escape").decode("ascii")  # "\\x1b", "\\n", "\\u202e"
+
+
+def printable(value: str, *, lines: bool = False) -> str:
+    """`value` with every control character shown as its escape (ESC as ``\\x1b``, a newline
+    as ``\\n``), so a name holding ``\\x1b[2J`` reads as such instead of clearing the screen,
+    and one holding a newline stays on its line. With `lines`, for free text printed on lines
+    of its own, newlines (``\\r\\n`` too) and tabs stay as they are."""
+    if lines:
+        return _IN_LINES.sub(_escape, value.replace("\r\n", "\n"))
+    return _IN_A_LINE.sub(_escape, value)
+
+
 def literal(value: RenderableType) -> RenderableType:
-    """A table cell shown as given: rich reads a plain ``str`` cell as markup, so a run
-    name, an agent or a prompt holding ``[bold]`` would lose it, and ``[/x]`` would crash."""
-    return Text(value) if isinstance(value, str) else value
+    """A table cell shown as given, on one line: rich reads a plain ``str`` cell as markup,
+    so a run name, an agent or a prompt holding ``[bold]`` would lose it, and ``[/x]`` would
+    crash; control characters show escaped (:func:`printable`)."""
+    return Text(printable(value)) if isinstance(value, str) else value
+
+
+def text_lines(value: str, style: str = "") -> Text:
+    """Free text (a prompt, a description, an error message, streamed output) on lines of
+    its own: its newlines and tabs kept, other control characters escaped."""
+    return Text(printable(value, lines=True), style=style)
 
 
 def enum_name(value: object) -> str:
@@ -208,7 +242,7 @@ def metric_label(name: str) -> str:
     special = {"ctr": "CTR", "cost_usd": "Cost (USD)", "fps": "FPS"}
     if name.lower() in special:
         return special[name.lower()]
-    return name.replace("_", " ").replace(".", " ").strip().capitalize()
+    return printable(name.replace("_", " ").replace(".", " ").strip().capitalize())
 
 
 def live_estimate(
@@ -301,7 +335,7 @@ def format_metric_unit(name: str, value: float, unit: str) -> str:
     if unit == "%":
         return f"{value:,.1f} %"
     number = f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
-    return f"{number} {unit}"
+    return f"{number} {printable(unit)}"
 
 
 def metric_text(name: str, value: float, unit: str = "", change: float | None = None) -> str:
@@ -314,7 +348,7 @@ def items_text(items: object) -> str:
     """ "15 of 25 companies" (or "15 companies" without a total)."""
     completed = getattr(items, "completed", 0)
     total = getattr(items, "total", 0)
-    unit = getattr(items, "unit", "") or "items"
+    unit = printable(getattr(items, "unit", "")) or "items"
     return f"{completed} of {total} {unit}" if total else f"{completed} {unit}"
 
 
@@ -335,7 +369,7 @@ def outcome_text(outcome: object, choice: str = "") -> Text:
         "TIMED_OUT": "dark_orange",
         "CANCELLED": "magenta",
     }.get(name, "")
-    return Text(f"{name}: {choice}" if choice else name, style=style)
+    return Text(f"{name}: {printable(choice)}" if choice else name, style=style)
 
 
 def percent_text(percent: float) -> str:

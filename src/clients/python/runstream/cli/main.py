@@ -49,7 +49,7 @@ from .auth import (
     security_config,
 )
 from .errors import CliError, UsageError
-from .fmt import run_status_text
+from .fmt import printable, run_status_text
 from .health import add_health_command
 from .render import follow_run, print_run_header
 from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
@@ -363,14 +363,14 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     decision = run_async(answer())
     outcome = decision.outcome.name
-    choice = f" {decision.choice}" if decision.choice else ""
+    choice = f" {printable(decision.choice)}" if decision.choice else ""
     console.print(
         Text.assemble(
             ("Decision ", ""),
-            (decision.decision_id, "bold"),
-            f" of run {decision.run_id}: ",
+            (printable(decision.decision_id), "bold"),
+            f" of run {printable(decision.run_id)}: ",
             (f"{outcome}{choice}", "bold green"),
-            f" by {decision.answered_by}" if decision.answered_by else "",
+            f" by {printable(decision.answered_by)}" if decision.answered_by else "",
         ),
         soft_wrap=True,
     )
@@ -908,8 +908,8 @@ def _version() -> str:
 def _say_error(errors: Console, message: str) -> None:
     """One red line on stderr. Messages carry paths, addresses and ids the user or the server
     gave: shown as given, never read as rich markup (a store ``d[/x]`` crashed the CLI, an id
-    ``ab[bold]cd`` lost a piece, ``[fe80::1]:PORT`` its host)."""
-    errors.print(message, style="red", soft_wrap=True, markup=False)
+    ``ab[bold]cd`` lost a piece, ``[fe80::1]:PORT`` its host), control characters escaped."""
+    errors.print(printable(message), style="red", soft_wrap=True, markup=False)
 
 
 def _fill_closed_standard_streams() -> None:

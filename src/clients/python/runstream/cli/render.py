@@ -53,8 +53,10 @@ from .fmt import (
     metric_label,
     ordered_metrics,
     percent_text,
+    printable,
     run_status_text,
     span,
+    text_lines,
 )
 from .view import FEED_SIZE, Note, OpenPrompt, RunView, StepRow
 
@@ -113,11 +115,11 @@ class Dashboard:
     def _header(self, now: datetime) -> Panel:
         run = self.view.run
         title_line = Text.assemble(
-            (run.display_name or run.workflow, "bold"),
+            (printable(run.display_name or run.workflow), "bold"),
             ("  ", ""),
-            (run.workflow, "grey62"),
+            (printable(run.workflow), "grey62"),
             ("  ·  run ", "grey50"),
-            (run.run_id, "bold bright_white"),
+            (printable(run.run_id), "bold bright_white"),
         )
         elapsed = span(run.start_time, run.end_time, now)
         facts = Text.assemble(
@@ -208,7 +210,9 @@ class Dashboard:
         run = self.view.run
         status = enum_name(run.status)
         head = Text.assemble(
-            (run.display_name or run.workflow, "bold"), ("  ", ""), run_status_text(run.status)
+            (printable(run.display_name or run.workflow), "bold"),
+            ("  ", ""),
+            run_status_text(run.status),
         )
         head.append("  ♥ ", "grey50")
         head.append_text(health_text(run.health))
@@ -240,9 +244,9 @@ class Dashboard:
         rows = list(self.view.steps.values())
         yield from self._step_window(rows, room, now, width)
         for stream in streams:
-            tail = " ".join(stream.text.split())[-max(10, width - 20) :]
+            tail = printable(" ".join(stream.text.split()))[-max(10, width - 20) :]
             line = Text.assemble(
-                ("✍ ", "bold"), (f"{stream.agent}: ", "bold"), (tail, "bright_white")
+                ("✍ ", "bold"), (f"{printable(stream.agent)}: ", "bold"), (tail, "bright_white")
             )
             line.truncate(width, overflow="ellipsis")
             yield line
@@ -284,7 +288,7 @@ class Dashboard:
             label = name if isinstance(name, Text) else Text(str(name))
             if row.status == "RUNNING" and row.sub_step:
                 label = label.copy()
-                label.append(f"  {row.sub_step}", "italic cyan")
+                label.append(f"  {printable(row.sub_step)}", "italic cyan")
             table.add_row(icon, label, bar, pct, took)
         if end < len(rows):
             table.add_row("", Text(f"○ {len(rows) - end} more", style="grey50"), "", "", "")
@@ -310,11 +314,13 @@ class Dashboard:
         return line
 
     def _prompt(self, prompt: OpenPrompt, now: datetime) -> Panel:
-        lines: list[RenderableType] = [Text(prompt.prompt, style="bold")]
+        lines: list[RenderableType] = [text_lines(prompt.prompt, style="bold")]
         if prompt.context:
             context = Text("context: ", style="grey50")
             context.append(
-                " · ".join(f"{key} {value}" for key, value in list(prompt.context.items())[:6]),
+                printable(
+                    " · ".join(f"{key} {value}" for key, value in list(prompt.context.items())[:6])
+                ),
                 style="grey70",
             )
             lines.append(context)
@@ -322,11 +328,12 @@ class Dashboard:
         options.add_column(no_wrap=True)
         options.add_column(ratio=1)
         for number, option in enumerate(prompt.options, start=1):
-            label = Text(option.label or option.value, style="bold bright_white")
+            label = Text(printable(option.label or option.value), style="bold bright_white")
             if option.value == prompt.default_option:
                 label.append("  (default)", style="yellow")
             if option.description:
-                label.append(f"  {option.description}", style="grey62")
+                label.append("  ")
+                label.append_text(text_lines(option.description, style="grey62"))
             key = f"[{number}]" if number <= 9 else "   "
             options.add_row(Text(key, style="bold cyan"), label)
         if prompt.can_skip:
@@ -353,10 +360,10 @@ class Dashboard:
         lines.append(status)
         if self.view.answer_feedback is not None:
             text, style = self.view.answer_feedback
-            lines.append(Text(text, style=style))
+            lines.append(Text(printable(text), style=style))
         return Panel(
             Group(*lines),
-            title=Text(f"⚑ Decision needed · {prompt.decision_id}", style="bold yellow"),
+            title=Text(f"⚑ Decision needed · {printable(prompt.decision_id)}", style="bold yellow"),
             title_align="left",
             border_style="yellow",
             padding=(0, 1),
@@ -489,11 +496,11 @@ def _step_cells(row: StepRow, now: datetime, bar_width: int) -> Sequence[Rendera
     duration = row.duration if row.end_time else span(row.start_time, row.end_time, now)
     # A running step shows what it is doing in place of its agent, who is listed among the
     # active agents anyway; one line per step keeps the list's height steady.
-    doing = Text(row.sub_step, style="italic cyan") if row.status == "RUNNING" else None
+    doing = Text(printable(row.sub_step), style="italic cyan") if row.status == "RUNNING" else None
     return (
         icon,
-        Text(row.name, style=name_style),
-        doing if doing is not None and row.sub_step else row.agent,
+        Text(printable(row.name), style=name_style),
+        doing if doing is not None and row.sub_step else Text(printable(row.agent)),
         bar,
         Text(percent_text(row.percent) if row.status != "PENDING" else "", style=style),
         Text(format_duration(duration) if duration is not None else "", style="grey62"),
@@ -514,8 +521,8 @@ class TailText:
             share = max(1, TEXT_LINES // len(streams) - 1)
             lines: list[Text] = []
             for each in streams:
-                lines.append(Text(f"✍ {each.agent} · writing…", style="bold"))
-                body = Text(each.text, style="bright_white")
+                lines.append(Text(f"✍ {printable(each.agent)} · writing…", style="bold"))
+                body = text_lines(each.text, style="bright_white")
                 body.append("▌", style="bold cyan blink")
                 lines.extend(list(body.wrap(console, width))[-share:])
             yield Panel(
@@ -531,12 +538,12 @@ class TailText:
             lines = [body]
             title = Text("Agent output")
         else:
-            body = Text(stream.text, style="bright_white")
+            body = text_lines(stream.text, style="bright_white")
             if not stream.final:
                 body.append("▌", style="bold cyan blink")
             lines = list(body.wrap(console, width))[-TEXT_LINES:]
             state = "done" if stream.final else "writing…"
-            title = Text(f"✍ {stream.agent} · {state}")
+            title = Text(f"✍ {printable(stream.agent)} · {state}")
         padded = Text("\n").join([*lines, *(Text("") for _ in range(TEXT_LINES - len(lines)))])
         yield Panel(padded, title=title, title_align="left", border_style="grey42", width=None)
 
@@ -623,13 +630,13 @@ class PlainRenderer:
         self.console.print(line, soft_wrap=True)
         if isinstance(event.payload, runstream.DecisionRequested):
             for text, style in _question_lines(event.run_id, event.payload):
-                self.console.print(Text(f"    {text}", style=style), soft_wrap=True)
+                self.console.print(Text(f"    {printable(text)}", style=style), soft_wrap=True)
         if isinstance(event.payload, runstream.TextDelta) and event.payload.final:
             stream = self.view.texts.get(event.payload.message_id)
             if stream is not None:
                 for text_line in stream.text.strip().splitlines():
                     self.console.print(
-                        Text(f"    │ {text_line}", style="bright_white"), soft_wrap=True
+                        Text(f"    │ {printable(text_line)}", style="bright_white"), soft_wrap=True
                     )
 
 
@@ -901,9 +908,9 @@ def print_run_header(console: Console, run: runstream.Run) -> None:
     console.print(
         Text.assemble(
             ("Run ", "bold"),
-            (run.run_id, "bold bright_white"),
-            f" · {run.workflow}",
-            f" · {run.display_name}"
+            (printable(run.run_id), "bold bright_white"),
+            f" · {printable(run.workflow)}",
+            f" · {printable(run.display_name)}"
             if run.display_name and run.display_name != run.workflow
             else "",
             f" · {run.progress.total_steps} steps · ",

@@ -38,9 +38,11 @@ from .fmt import (
     metric_text,
     outcome_text,
     percent_text,
+    printable,
     run_status_text,
     span,
     step_status_text,
+    text_lines,
     viewers_text,
 )
 from .render import HEARTBEAT_SECONDS, LOST_AFTER
@@ -193,9 +195,10 @@ def steps_table(steps: Sequence[runstream.Step], width: int = 200) -> Table:
 
 def _step_name(step: runstream.Step) -> Text:
     """The step's name, and what it does (its description) under it."""
-    text = Text(step.name)
+    text = Text(printable(step.name))
     if step.description:
-        text.append(f"\n{step.description}", style="grey62")
+        text.append("\n")
+        text.append_text(text_lines(step.description, style="grey62"))
     return text
 
 
@@ -206,16 +209,16 @@ def _widest(values: Iterable[str]) -> int:
 def _step_detail(step: runstream.Step) -> Text:
     status = enum_name(step.status)
     if status == "FAILED" and step.error is not None:
-        return Text(step.error.message, style="red")
+        return Text(printable(step.error.message), style="red")
     if status == "SKIPPED":
-        return Text(step.skip_reason, style="grey50")
+        return Text(printable(step.skip_reason), style="grey50")
     parts = [part for part in (step.sub_step, step.detail) if part]
     details = step.sub_step_details
     if details is not None and status == "RUNNING":
         parts += [part for part in (details.operation.replace("_", " "), details.model) if part]
         if details.estimated_completion_time is not None:
             parts.append(f"done ~{local_time(details.estimated_completion_time, with_date=False)}")
-    text = Text(" — ".join(parts), style="grey62")
+    text = Text(printable(" — ".join(parts)), style="grey62")
     text.truncate(DETAIL_WIDTH, overflow="ellipsis")
     if step.attempts > 1:
         text.append(f" (attempt {step.attempts})", style="yellow")
@@ -236,9 +239,9 @@ def run_details(
     grid.add_column()
 
     def row(label: str, value: RenderableType | str) -> None:
-        grid.add_row(label, literal(value))
+        grid.add_row(label, literal(value))  # a str on one line; free text comes as Text
 
-    row("Run ID", Text(run.run_id, style="bold bright_white"))
+    row("Run ID", Text(printable(run.run_id), style="bold bright_white"))
     row("Workflow", run.workflow)
     if run.display_name and run.display_name != run.workflow:
         row("Name", run.display_name)
@@ -262,11 +265,12 @@ def run_details(
     row("Progress", f"{percent_text(progress.percent)}  ({'; '.join(counted)})")
     current = next((s for s in run.steps if s.step_id == run.current_step_id), None)
     if current is not None:
-        line = Text(current.name, style="bold")
+        line = Text(printable(current.name), style="bold")
         if current.name != current.step_id:
-            line.append(f" ({current.step_id})", style="grey62")
+            line.append(f" ({printable(current.step_id)})", style="grey62")
         if current.description:
-            line.append(f"\n{current.description}", style="grey62")
+            line.append("\n")
+            line.append_text(text_lines(current.description, style="grey62"))
         row("Current step", line)
     elif run.current_step_id:
         row("Current step", run.current_step_id)
@@ -311,12 +315,12 @@ def run_details(
             ),
         )
     if run.result_summary:
-        row("Result", run.result_summary)
+        row("Result", text_lines(run.result_summary))
     if run.error is not None:
-        code = f"[{run.error.code}] " if run.error.code else ""
-        row("Error", Text(f"{code}{run.error.message}", style="bold red"))
+        code = f"[{printable(run.error.code)}] " if run.error.code else ""
+        row("Error", text_lines(f"{code}{run.error.message}", style="bold red"))
     if run.cancel_reason:
-        row("Cancelled", run.cancel_reason)
+        row("Cancelled", text_lines(run.cancel_reason))
     parts: list[RenderableType] = [
         Panel(grid, title="[bold]Run[/]", title_align="left", border_style="grey42", expand=False)
     ]
@@ -332,9 +336,9 @@ def _open_decision_panel(decision: runstream.Decision) -> Panel:
     lines.add_column(no_wrap=True, style="bold cyan")
     lines.add_column()
     for number, option in enumerate(decision.options, start=1):
-        label = Text(f"{option.value}", style="bold")
+        label = Text(printable(option.value), style="bold")
         if option.label and option.label != option.value:
-            label.append(f"  {option.label}")
+            label.append(f"  {printable(option.label)}")
         if option.value == decision.default_option:
             label.append("  (default)", style="yellow")
         lines.add_row(f"{number})", label)
@@ -343,13 +347,14 @@ def _open_decision_panel(decision: runstream.Decision) -> Panel:
         left = (decision.deadline - datetime.now(UTC)).total_seconds()
         footer.append(f"closes in {format_duration(max(0.0, left))}   ", style="yellow")
     footer.append(
-        f"runstream answer {decision.run_id} {decision.decision_id} CHOICE"
+        printable(f"runstream answer {decision.run_id} {decision.decision_id} CHOICE")
         + (" (or --skip)" if decision.can_skip else ""),
         style="grey62",
     )
     return Panel(
-        Group(Text(decision.prompt, style="bold"), lines, footer),
-        title=f"[bold yellow]⚑ Decision needed · {decision.decision_id}[/]",
+        Group(text_lines(decision.prompt, style="bold"), lines, footer),
+        # A Text, not markup: the id is the producer's.
+        title=Text(f"⚑ Decision needed · {printable(decision.decision_id)}", style="bold yellow"),
         title_align="left",
         border_style="yellow",
         expand=False,
@@ -365,7 +370,7 @@ def decisions_table(decisions: Sequence[runstream.Decision], width: int = 200) -
             if index:
                 text.append(" | ", style="grey50")
             style = "bold" if option.value == decision.choice else ""
-            text.append(option.value, style=style)
+            text.append(printable(option.value), style=style)
             if option.value == decision.default_option:
                 text.append("*", style="yellow")
         return text
@@ -382,7 +387,7 @@ def decisions_table(decisions: Sequence[runstream.Decision], width: int = 200) -
             {"style": "bright_white", "min_width": _widest(d.decision_id for d in decisions)},
         ),
         _Column("STATE", state, {"min_width": 10}),
-        _Column("PROMPT", lambda d: d.prompt, {**_SHRINKABLE, "max_width": 60}),
+        _Column("PROMPT", lambda d: text_lines(d.prompt), {**_SHRINKABLE, "max_width": 60}),
         _Column("OPTIONS", options, _SHRINKABLE, shown_from=100),
         _Column("BY", lambda d: d.answered_by, {"style": "grey70"}),
         _Column("ASKED", lambda d: local_time(d.create_time), {"style": "grey70"}, shown_from=130),
@@ -519,7 +524,9 @@ async def watch_runs(
             key=lambda r: r.create_time or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )
-        title = Text.assemble(("Runs", "bold"), (f"  {filter}" if filter else "  all", "grey62"))
+        title = Text.assemble(
+            ("Runs", "bold"), (f"  {printable(filter)}" if filter else "  all", "grey62")
+        )
         title.append(*state())
         if not connected:
             return Group(title, Text("Waiting for the server", style="grey62"))
@@ -566,9 +573,9 @@ def _run_line(run: runstream.Run) -> Text:
     parts: list[Any] = [
         (local_time(run.update_time, with_date=False), "grey50"),
         " ",
-        (run.run_id, "bright_white"),
+        (printable(run.run_id), "bright_white"),
         " ",
-        (run.workflow, "grey70"),
+        (printable(run.workflow), "grey70"),
         " ",
         run_status_text(run.status),
         f" {_run_progress(run)}",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from .fmt import (
     metric_text,
     ordered_metrics,
     percent_text,
+    printable,
 )
 
 FEED_SIZE = 12
@@ -126,6 +127,7 @@ class Note:
     icon: str
     label: str
     text: str
+    """One line, its control characters escaped (:meth:`RunView.apply` sees to it)."""
     style: str = ""
     feed: bool = True
 
@@ -253,6 +255,10 @@ class RunView:
         self.last_seq = max(self.last_seq, event.seq)
         fresh = event.seq > self.snapshot_seq
         note = self._describe(event, fresh)
+        if note is not None:
+            # Every name and text the sentence quotes, escaped at once: the feed and the
+            # plain output print it as one line.
+            note = replace(note, text=printable(note.text))
         if note is not None and note.feed:
             self.feed.append(FeedLine(event.event_time, note))
         return note
