@@ -340,6 +340,37 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         lambda r, s: r.ask("Which?", ["a", "b"], decision_type="t" * 257),
         "decision_type: is 257 characters; the limit is 256 characters",
     ),
+    # control characters in a name (free text takes them: see the test after the limits')
+    (
+        "progress-sub-step-escape",
+        lambda r, s: s.progress(50, "\x1b[2Jdrafting"),
+        "sub_step: must not contain control characters (U+001B at 0)",
+    ),
+    (
+        "metrics-name-newline",
+        lambda r, s: r.metrics({"ctr\nfake": 1.0}),
+        "values['ctr\\nfake']: must not contain control characters (U+000A at 3)",
+    ),
+    (
+        "metrics-unit-tab",
+        lambda r, s: r.metrics({"ctr": 1.0}, units={"ctr": "%\t"}),
+        "units['ctr']: must not contain control characters (U+0009 at 1)",
+    ),
+    (
+        "ask-option-bidi",
+        lambda r, s: r.ask("Which?", ["safe\u202eexe.txt", "b"]),
+        "options[0].value: must not contain control characters (U+202E at 4)",
+    ),
+    (
+        "thinking-factor-bell",
+        lambda r, s: r.thinking("why", factors=["cost\x07"]),
+        "factors[0]: must not contain control characters (U+0007 at 4)",
+    ),
+    (
+        "custom-type-carriage-return",
+        lambda r, s: r.custom("deploy\rOK"),
+        "type: must not contain control characters (U+000D at 6)",
+    ),
 ]
 
 
@@ -408,6 +439,82 @@ async def test_arguments_at_the_limits_are_taken_by_the_sdk_and_the_server(clien
     assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
     stored = producer_events([e async for e in client.list_events(run.run_id)])
     assert len(stored) == run.events_reported + 1  # and RunCreated
+
+
+async def test_free_text_keeps_its_control_characters_names_refuse_them(client: Client) -> None:
+    """Messages, descriptions, analysis, streamed text and prompts are often model or tool
+    output: the SDK and the server take them as written, newlines and escapes included, while
+    the same characters in a name fail at the call (BAD_CALLS above)."""
+    written = "line one\n\tline two \x1b[1mbold\x1b[0m \u202e"
+    run = await client.start_run("campaign", steps=PLAN, message=written)
+    async with run:
+        async with run.step("strategy", description=written) as step:
+            await step.progress(50, detail=written)
+        await run.thinking(written)
+        await run.model_allocation("writer", "gpt-x", reasoning=written)
+        await run.text("writer", "m1", written, final=True)
+        await run.alert(written, suggested_action=written)
+    stored = [e async for e in client.list_events(run.run_id)]
+    raws = [e.raw for e in stored]
+    assert raws[1].run_started.message == written
+    assert [r.step_started.description for r in raws if r.HasField("step_started")] == [written]
+    assert [r.step_progress.detail for r in raws if r.HasField("step_progress")] == [written]
+    assert [r.thinking.analysis for r in raws if r.HasField("thinking")] == [written]
+    allocated = [r.model_allocation.reasoning for r in raws if r.HasField("model_allocation")]
+    assert allocated == [written]
+    assert [r.text_delta.delta for r in raws if r.HasField("text_delta")] == [written]
+    alert = next(r.alert for r in raws if r.HasField("alert"))
+    assert (alert.message, alert.suggested_action) == (written, written)
+
+
+@pytest.mark.parametrize(
+    ("key_prefix", "said"),
+    [
+        ("", "key_prefix: must be a non-empty string (None generates one)"),
+        (
+            "k" * 109,
+            'key_prefix: is 109 characters; the limit is 108, so that the keys "<key_prefix>:<n>" '
+            "stay within 128",
+        ),
+        ("replay\n1", "key_prefix: must not contain control characters (U+000A at 6)"),
+    ],
+    ids=["empty", "too-long", "newline"],
+)
+async def test_a_bad_key_prefix_fails_before_the_run_is_created_or_attached(
+    client: Client, key_prefix: str, said: str
+) -> None:
+    """An empty key_prefix was refused only after CreateRun had made the run (left PENDING),
+    and one too long for the keys or holding a newline was refused by the server event by
+    event, after the run was made."""
+    before = [r.run_id async for r in client.list_runs()]
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.start_run("campaign", run_id="never-made", key_prefix=key_prefix)
+    assert raised.value.message == said
+    assert [r.run_id async for r in client.list_runs()] == before
+
+    run = await client.start_run("campaign")
+    await run.flush()
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.attach_run(run.run_id, key_prefix=key_prefix)
+    assert raised.value.message == said
+    await run.complete()
+    await run.close()
+
+
+async def test_the_longest_key_prefix_reports_and_replays(client: Client) -> None:
+    """108 characters leave room for ':' and any counter; its keys are stored and a
+    replay under them is recognised."""
+    prefix = "p" * 108
+    run = await client.start_run("campaign", key_prefix=prefix)
+    await run.custom("first")
+    await run.close()
+    again = await client.attach_run(run.run_id, key_prefix=prefix)
+    await again.custom("first")  # the same event under the same key: stored once
+    await again.complete()
+    await again.close()
+    stored = producer_events([e async for e in client.list_events(run.run_id)])
+    assert [e.kind for e in stored].count(EventKind.CUSTOM) == 1
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
 
 
 PLAN_IT = "plan it in CreateRun or start it with step_started"
@@ -518,4 +625,6 @@ def test_the_sdk_checks_the_limits_the_server_applies() -> None:
     assert server_events.KINDS["step_progress"].ranges == (("percent", *arguments.PERCENT_RANGE),)
     assert server_events.KINDS["thinking"].ranges == (("confidence", *arguments.CONFIDENCE_RANGE),)
     assert arguments.MAX_DURATION_SECONDS == fields._MAX_DURATION_SECONDS
+    assert arguments.CONTROL.pattern == fields._CONTROL.pattern
+    assert arguments.KEY_PREFIX_CHARS + len(f":{2**63 - 1}") == server_events.MAX_KEY_LENGTH
     assert arguments.MAX_DECISION_TIMEOUT_SECONDS == server_events.MAX_DECISION_TIMEOUT_SECONDS

@@ -39,6 +39,8 @@ __all__ = [
     "finite",
     "flag",
     "identifier",
+    "key_prefix",
+    "line",
     "member",
     "moment",
     "number",
@@ -88,6 +90,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # runstream_server.domain.events.MAX_DECISION_TIMEOUT_SECONDS: 366 days.
 MAX_DECISION_TIMEOUT_SECONDS = 366 * 24 * 3600
 
+# runstream_server.domain.fields._CONTROL: what no single-line name (every string field but
+# the free texts: messages, descriptions, reasons, analysis, streamed text, the prompt) and no
+# map key may hold: C0 controls (tab and newline too), DEL, C1 controls, the line and
+# paragraph separators and the bidi controls. Free text takes them all.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# runstream_server.domain.events.MAX_KEY_LENGTH is ID_CHARS: an idempotency key
+# "<key_prefix>:<n>" must fit it for any counter an int64 holds (":" and 19 digits).
+KEY_PREFIX_CHARS = ID_CHARS - 20
+
 # Not the server's: what its integer fields can carry at all (int64, int32 for attempts).
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -101,7 +112,8 @@ def _refuse(name: str, problem: str) -> InvalidArgumentError:
 
 
 def text(name: str, value: object, most: int, *, required: bool = False) -> str:
-    """A string of at most ``most`` characters; with ``required``, not blank either."""
+    """A string of at most ``most`` characters; with ``required``, not blank either. Free
+    text: control characters allowed (names go through :func:`line`)."""
     if not isinstance(value, str):
         raise _refuse(name, f"must be a string, got {value!r:.60}")
     if required and not value.strip():
@@ -109,6 +121,37 @@ def text(name: str, value: object, most: int, *, required: bool = False) -> str:
     if len(value) > most:
         raise _refuse(name, f"is {len(value)} characters; the limit is {most} characters")
     return value
+
+
+def line(name: str, value: object, most: int, *, required: bool = False) -> str:
+    """A single-line name: a :func:`text` with no control character (see CONTROL)."""
+    return _one_line(name, text(name, value, most, required=required))
+
+
+def _one_line(name: str, value: str) -> str:
+    found = CONTROL.search(value)
+    if found is not None:
+        raise _refuse(
+            name,
+            f"must not contain control characters (U+{ord(found[0]):04X} at {found.start()})",
+        )
+    return value
+
+
+def key_prefix(value: str | None) -> str | None:
+    """The prefix of a reporter's idempotency keys (None: the SDK generates one), checked
+    before the run is created or attached: keys must stay names of at most ID_CHARS."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _refuse("key_prefix", "must be a non-empty string (None generates one)")
+    if len(value) > KEY_PREFIX_CHARS:
+        raise _refuse(
+            "key_prefix",
+            f"is {len(value)} characters; the limit is {KEY_PREFIX_CHARS}, so that the keys "
+            f'"<key_prefix>:<n>" stay within {ID_CHARS}',
+        )
+    return _one_line("key_prefix", value)
 
 
 def identifier(name: str, value: object, *, required: bool = True) -> str:
@@ -220,7 +263,7 @@ def texts(name: str, values: Iterable[str], most: int = NAMES_ITEMS) -> list[str
         raise _refuse(name, f"must be a list of strings, got {values!r:.60}") from None
     if len(items) > most:
         raise _refuse(name, f"has {len(items)} entries; the limit is {most}")
-    return [text(f"{name}[{i}]", item, NAME_CHARS) for i, item in enumerate(items)]
+    return [line(f"{name}[{i}]", item, NAME_CHARS) for i, item in enumerate(items)]
 
 
 def entries(
@@ -250,5 +293,6 @@ def entries(
             raise _refuse(name, f"keys must be non-blank strings, got {key!r:.60}")
         if len(key) > key_chars:
             raise _refuse(name, f"a key is {len(key)} characters; the limit is {key_chars}")
+        _one_line(f"{name}[{key!r}]", key)  # every key is a name, whatever its values
         checked[key] = check(f"{name}[{key!r}]", value)
     return checked

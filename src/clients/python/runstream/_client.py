@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from runstream import _arguments as arguments
 from runstream import _convert as convert
 from runstream._auth import TokenProvider, channel_credentials
 from runstream._connection import Connection
@@ -237,7 +238,8 @@ class Client(RunQueries, RunWatching, DecisionCalls):
                 checking ``run.cancelled``. Default True.
             key_prefix: The prefix of the events' idempotency keys, ``"<prefix>:<n>"`` with
                 n counting the reported events from 0 (RunStarted); random when None. See
-                ``attach_run``.
+                ``attach_run``. At most 108 characters, no control characters; checked
+                before the run is created (InvalidArgumentError).
             linger: Seconds an event may wait for others to share its message (default 0:
                 each leaves as soon as it is reported, or with those queued behind a send in
                 progress). At a few hundred events a second, each in its own message, a
@@ -249,6 +251,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             The run's reporter; close it (or use ``async with``) when done.
         """
         _check_linger(linger)
+        arguments.key_prefix(key_prefix)  # before the run exists, like every argument
         self._connection.open()
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
@@ -296,6 +299,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             FailedPreconditionError: the run already ended.
         """
         _check_linger(linger)
+        arguments.key_prefix(key_prefix)
         self._connection.open()
         run = await self.get_run(run_id)
         if run.status == RunStatus.CANCELLED:

@@ -309,8 +309,8 @@ def sub_step_details_to_pb(
     if not isinstance(details, SubStepDetails):
         raise InvalidArgumentError(f"{name}: must be a SubStepDetails, got {details!r:.60}")
     message = run_pb2.SubStepDetails(
-        operation=arguments.text(f"{name}.operation", details.operation, NAME_CHARS),
-        model=arguments.text(f"{name}.model", details.model, NAME_CHARS),
+        operation=arguments.line(f"{name}.operation", details.operation, NAME_CHARS),
+        model=arguments.line(f"{name}.model", details.model, NAME_CHARS),
     )
     end = arguments.moment(f"{name}.estimated_completion_time", details.estimated_completion_time)
     if end is not None:
@@ -775,7 +775,7 @@ def _error_info(
     message: str, code: str = "", details: Mapping[str, Any] | None = None
 ) -> run_pb2.ErrorInfo:
     info = run_pb2.ErrorInfo(
-        code=arguments.text("code", code, NAME_CHARS),
+        code=arguments.line("code", code, NAME_CHARS),
         message=arguments.text("message", message, TEXT_CHARS, required=True),
     )
     fill_struct(info.details, details, "details")
@@ -798,9 +798,9 @@ def artifact_to_pb(
 ) -> run_pb2.Artifact:
     """An Artifact message; the server assigns its artifact_id."""
     artifact = run_pb2.Artifact(
-        name=arguments.text("name", name, NAME_CHARS, required=True),
-        kind=arguments.text("kind", kind, ARTIFACT_KIND_CHARS),
-        uri=arguments.text("uri", uri or "", URI_CHARS),
+        name=arguments.line("name", name, NAME_CHARS, required=True),
+        kind=arguments.line("kind", kind, ARTIFACT_KIND_CHARS),
+        uri=arguments.line("uri", uri or "", URI_CHARS),
         size_bytes=arguments.count("size_bytes", size_bytes or 0),
         step_id=_step_ref(step_id),
     )
@@ -827,7 +827,7 @@ def run_cancelled_event(reason: str, cancelled_by: str) -> event_pb2.RunEvent:
     return _event(
         run_cancelled=event_pb2.RunCancelled(
             reason=arguments.text("reason", reason, TEXT_CHARS),
-            cancelled_by=arguments.text("cancelled_by", cancelled_by, NAME_CHARS),
+            cancelled_by=arguments.line("cancelled_by", cancelled_by, NAME_CHARS),
         )
     )
 
@@ -844,9 +844,9 @@ def step_started_event(step_id: str, name: str, description: str, agent: str) ->
     return _event(
         step_started=event_pb2.StepStarted(
             step_id=arguments.identifier("step_id", step_id),
-            name=arguments.text("name", name, NAME_CHARS),
+            name=arguments.line("name", name, NAME_CHARS),
             description=arguments.text("description", description, TEXT_CHARS),
-            agent=arguments.text("agent", agent, NAME_CHARS),
+            agent=arguments.line("agent", agent, NAME_CHARS),
         )
     )
 
@@ -864,7 +864,7 @@ def step_progress_event(
     payload = event_pb2.StepProgress(
         step_id=arguments.identifier("step_id", step_id),
         percent=arguments.number("percent", percent, *arguments.PERCENT_RANGE),
-        sub_step=arguments.text("sub_step", sub_step, NAME_CHARS),
+        sub_step=arguments.line("sub_step", sub_step, NAME_CHARS),
         detail=arguments.text("detail", detail, TEXT_CHARS),
         tokens_processed=arguments.count("tokens_processed", tokens_processed),
     )
@@ -887,7 +887,7 @@ def item_progress_event(
     payload = event_pb2.ItemProgress(
         completed=arguments.count("completed", completed),
         total=arguments.count("total", total),
-        unit=arguments.text("unit", unit, NAME_CHARS),
+        unit=arguments.line("unit", unit, NAME_CHARS),
         by_stage=arguments.entries(
             "by_stage", by_stage, arguments.count, most=STAGES_ITEMS, key_chars=STAGE_NAME_CHARS
         ),
@@ -953,9 +953,9 @@ def agent_activity_event(
 ) -> event_pb2.RunEvent:
     """An AgentActivity event."""
     payload = event_pb2.AgentActivity(
-        agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
-        agent_name=arguments.text("agent_name", agent_name, NAME_CHARS),
-        agent_type=arguments.text("agent_type", agent_type, NAME_CHARS),
+        agent_id=arguments.line("agent_id", agent_id, ID_CHARS),
+        agent_name=arguments.line("agent_name", agent_name, NAME_CHARS),
+        agent_type=arguments.line("agent_type", agent_type, NAME_CHARS),
         activity=arguments.member("activity", activity, ActivityType, required=True),  # type: ignore[arg-type]
         message=arguments.text("message", message, TEXT_CHARS),
         step_id=_step_ref(step_id),
@@ -978,13 +978,13 @@ def thinking_event(
     """A Thinking event."""
     return _event(
         thinking=event_pb2.Thinking(
-            thinking_type=arguments.text("thinking_type", thinking_type, NAME_CHARS),
-            stage=arguments.text("stage", stage, NAME_CHARS),
+            thinking_type=arguments.line("thinking_type", thinking_type, NAME_CHARS),
+            stage=arguments.line("stage", stage, NAME_CHARS),
             analysis=arguments.text("analysis", analysis, LONG_TEXT_CHARS),
             factors=arguments.texts("factors", factors),
             confidence=arguments.number("confidence", confidence, *arguments.CONFIDENCE_RANGE),
-            reasoning_depth=arguments.text("reasoning_depth", reasoning_depth, NAME_CHARS),
-            agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
+            reasoning_depth=arguments.line("reasoning_depth", reasoning_depth, NAME_CHARS),
+            agent_id=arguments.line("agent_id", agent_id, ID_CHARS),
         )
     )
 
@@ -1002,11 +1002,11 @@ def model_allocation_event(
 ) -> event_pb2.RunEvent:
     """A ModelAllocation event."""
     payload = event_pb2.ModelAllocation(
-        agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
-        model=arguments.text("model", model, NAME_CHARS, required=True),
-        tier=arguments.text("tier", tier, NAME_CHARS),
+        agent_id=arguments.line("agent_id", agent_id, ID_CHARS),
+        model=arguments.line("model", model, NAME_CHARS, required=True),
+        tier=arguments.line("tier", tier, NAME_CHARS),
         reasoning=arguments.text("reasoning", reasoning, TEXT_CHARS),
-        complexity=arguments.text("complexity", complexity, NAME_CHARS),
+        complexity=arguments.line("complexity", complexity, NAME_CHARS),
         context_window=arguments.count("context_window", context_window),
         factors=arguments.texts("factors", factors),
         performance_expectation=arguments.text(
@@ -1024,8 +1024,8 @@ def text_delta_event(
     """A TextDelta event."""
     return _event(
         text_delta=event_pb2.TextDelta(
-            agent_id=arguments.text("agent_id", agent_id, ID_CHARS),
-            message_id=arguments.text("message_id", message_id, ID_CHARS, required=True),
+            agent_id=arguments.line("agent_id", agent_id, ID_CHARS),
+            message_id=arguments.line("message_id", message_id, ID_CHARS, required=True),
             delta=arguments.text("delta", delta, LONG_TEXT_CHARS),
             final=final,
             step_id=_step_ref(step_id),
@@ -1057,7 +1057,7 @@ def metrics_event(
             units=arguments.entries(
                 "units",
                 units,
-                lambda name, unit: arguments.text(name, unit, UNIT_CHARS),
+                lambda name, unit: arguments.line(name, unit, UNIT_CHARS),
                 most=METRICS_ITEMS,
                 key_chars=METRIC_NAME_CHARS,
                 named=False,
@@ -1076,9 +1076,9 @@ def milestone_event(
     """A Milestone event."""
     payload = event_pb2.Milestone(
         type=arguments.member("type", type, MilestoneType),  # type: ignore[arg-type]
-        title=arguments.text("title", title, NAME_CHARS, required=True),
+        title=arguments.line("title", title, NAME_CHARS, required=True),
         description=arguments.text("description", description, TEXT_CHARS),
-        milestone_id=arguments.text("milestone_id", milestone_id, ID_CHARS),
+        milestone_id=arguments.line("milestone_id", milestone_id, ID_CHARS),
     )
     fill_struct(payload.data, data, "data")
     return _event(milestone=payload)
@@ -1098,7 +1098,7 @@ def alert_event(
         severity=arguments.member("severity", severity, Severity),  # type: ignore[arg-type]
         message=arguments.text("message", message, TEXT_CHARS, required=True),
         suggested_action=arguments.text("suggested_action", suggested_action, TEXT_CHARS),
-        code=arguments.text("code", code, NAME_CHARS),
+        code=arguments.line("code", code, NAME_CHARS),
         step_id=_step_ref(step_id),
     )
     if action is not None:
@@ -1109,7 +1109,7 @@ def alert_event(
             )
             label = "suggested_action"  # it labels the action, with a shorter limit
         payload.action.type = arguments.member("action.type", action.type, AlertActionType)  # type: ignore[assignment]
-        payload.action.label = arguments.text(label, action.label, NAME_CHARS)
+        payload.action.label = arguments.line(label, action.label, NAME_CHARS)
     fill_struct(payload.data, data, "data")
     return _event(alert=payload)
 
@@ -1155,8 +1155,8 @@ def workflow_state_event(
     """A WorkflowStateChange event."""
     return _event(
         workflow_state_change=event_pb2.WorkflowStateChange(
-            change_type=arguments.text("change_type", change_type, NAME_CHARS, required=True),
-            current_stage=arguments.text("current_stage", current_stage, NAME_CHARS),
+            change_type=arguments.line("change_type", change_type, NAME_CHARS, required=True),
+            current_stage=arguments.line("current_stage", current_stage, NAME_CHARS),
             stages=arguments.texts("stages", stages),
             completion_percentage=arguments.finite("completion_percentage", completion_percentage),
             active_agents=arguments.texts("active_agents", active_agents),
@@ -1203,8 +1203,8 @@ def _decision_options(
         )
     messages = [
         event_pb2.DecisionOption(
-            value=arguments.text(f"options[{i}].value", o.value, NAME_CHARS, required=True),
-            label=arguments.text(f"options[{i}].label", o.label, NAME_CHARS),
+            value=arguments.line(f"options[{i}].value", o.value, NAME_CHARS, required=True),
+            label=arguments.line(f"options[{i}].label", o.label, NAME_CHARS),
             description=arguments.text(f"options[{i}].description", o.description, TEXT_CHARS),
         )
         for i, o in enumerate(choices)
@@ -1232,7 +1232,7 @@ def decision_requested_event(
     """A DecisionRequested event, from ``ask()``'s arguments; the server sets its deadline."""
     payload = event_pb2.DecisionRequested(
         decision_id=arguments.identifier("decision_id", decision_id),
-        decision_type=arguments.text("decision_type", decision_type, NAME_CHARS),
+        decision_type=arguments.line("decision_type", decision_type, NAME_CHARS),
         prompt=arguments.text("prompt", prompt, PROMPT_CHARS, required=True),
         options=_decision_options(options, default),
         default_option=default or "",
@@ -1257,7 +1257,7 @@ def decision_requested_event(
 
 def custom_event(type: str, data: Mapping[str, Any] | None) -> event_pb2.RunEvent:
     """A Custom event."""
-    payload = event_pb2.Custom(type=arguments.text("type", type, NAME_CHARS, required=True))
+    payload = event_pb2.Custom(type=arguments.line("type", type, NAME_CHARS, required=True))
     fill_struct(payload.data, data, "data")
     return _event(custom=payload)
 

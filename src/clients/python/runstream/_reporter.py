@@ -62,11 +62,11 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from runstream import _arguments as arguments
 from runstream import _convert as convert
 from runstream._arguments import TEXT_CHARS
 from runstream._errors import (
     FailedPreconditionError,
-    InvalidArgumentError,
     RunCancelledError,
     RunstreamError,
 )
@@ -128,8 +128,7 @@ class RunReporter(RunEvents, StreamOwnership):
         self._run_id = run.run_id
         self._workflow = run.workflow
         self._snapshot = run
-        if key_prefix is not None and not key_prefix:
-            raise InvalidArgumentError("key_prefix: must not be empty (None generates one)")
+        arguments.key_prefix(key_prefix)
         self._signal = Signal()
         self._outbox = Outbox(
             run.run_id,
