@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 import runstream
 from runstream.v1 import event_pb2
@@ -546,6 +547,43 @@ async def test_events_newest_prints_the_newest_events_first(server_process: Serv
         "budget at 50%",
         "budget at 40%",
     ]
+
+
+async def test_get_and_runs_say_why_a_run_never_started_is_stalled(
+    server_process: ServerProcess,
+) -> None:
+    """A run created by a producer that died before its first event: `serve --start-within`
+    makes it STALLED, and `get` says why; it is still PENDING, with no ETA to speak of."""
+    from runstream.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
+
+    server_process.extra = ("--start-within", "0.5")
+    server_process.start()
+    target = server_process.target
+    async with grpc.aio.insecure_channel(target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="nightly"))
+        run_id = created.run.run_id
+        for _ in range(200):  # a check every 0.125 s: the run is late within a second
+            got = await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))
+            if got.run.health == run_pb2.RUN_HEALTH_STALLED:
+                break
+            await asyncio.sleep(0.05)
+
+    details = await cli("get", run_id, "--target", target)
+    assert details.returncode == 0, details.stderr
+    lines = details.stdout.splitlines()
+    assert "PENDING" in next(line for line in lines if "Status" in line)
+    health = next(line for line in lines if "Health" in line)
+    assert re.search(
+        r"STALLED\s+created \d+s ago and never started: its producer may have stopped before "
+        r"its first event",
+        health,
+    ), health
+    assert "none until the run starts" in next(line for line in lines if "Estimate" in line)
+
+    listed = await cli("runs", "--target", target)
+    row = next(line for line in listed.stdout.splitlines() if run_id in line)
+    assert "PENDING" in row and "STALLED" in row
 
 
 async def test_runs_watch_follows_runs_as_they_start_and_finish(

@@ -67,6 +67,9 @@ class InsightPolicy:
     """With history, STALLED after this many times the running step's expected duration..."""
     stall_min: float = 30.0
     """...but never after less than this many seconds of silence."""
+    start_within: float = 300.0
+    """A run still PENDING this many seconds after it was created is STALLED: its producer
+    may have stopped between CreateRun and its first event. Its status stays PENDING."""
     history_runs: int = 20
     """Completed runs per workflow the estimate learns from (the newest)."""
     speed_ratio: float = 0.8
@@ -497,13 +500,35 @@ def speed_milestone(
 
 
 def stall_threshold(state: RunState, history: WorkflowHistory, policy: InsightPolicy) -> float:
-    """Seconds of silence after which the run counts as STALLED."""
+    """Seconds of silence after which the run counts as STALLED; for a run not started,
+    seconds since it was created."""
+    if state.run.status == run_pb2.RUN_STATUS_PENDING:
+        return policy.start_within  # no step runs yet: history has nothing to say
     running = [s for s in state.run.steps if s.status == run_pb2.STEP_STATUS_RUNNING]
     expected = [history.expected(s.step_id) for s in running]
     known = [e for e in expected if e]
     if known:
         return max(policy.stall_min, policy.stall_factor * max(known))
     return policy.stall_after
+
+
+def never_started_reason(waited: float) -> str:
+    """Why a run created `waited` seconds ago and still PENDING is STALLED."""
+    return (
+        f"created {_span(waited)} ago and never started: "
+        "its producer may have stopped before its first event"
+    )
+
+
+def _span(seconds: float) -> str:
+    """A wait as a person says it: "45s", "12m", "3h 5m"."""
+    whole = round(seconds)
+    if whole < 120:
+        return f"{whole}s"
+    hours, minutes = divmod(whole // 60, 60)
+    if not hours:
+        return f"{minutes}m"
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
 
 
 def health_after(
@@ -518,13 +543,16 @@ def health_after(
     for event in events:
         updated = next_health(health, event)
         if updated != health:
-            reason = _reason(event, state)
+            reason = _reason(event, state, stalled=health == run_pb2.RUN_HEALTH_STALLED)
         health = updated
     return health, reason
 
 
-def _reason(event: event_pb2.RunEvent, state: RunState | None = None) -> str:
+def _reason(event: event_pb2.RunEvent, state: RunState | None, *, stalled: bool) -> str:
+    """Why `event` changed the run's health; `stalled`: it was STALLED before."""
     name = event.WhichOneof("payload") or ""
+    if name == "run_started":
+        return "the run started"
     if name == "step_failed":
         return f"step {event.step_failed.step_id} failed: {event.step_failed.error.message}"
     if name == "error_recovery":
@@ -538,5 +566,7 @@ def _reason(event: event_pb2.RunEvent, state: RunState | None = None) -> str:
         step = state.step(step_id) if state is not None else None
         if step is not None and step.attempts > 1:
             return f"step {step_id} retried (attempt {step.attempts})"
+        if stalled:  # a run STALLED before it started, or silent before this step
+            return f"step {step_id} started"
         return f"step {step_id} started after the failure"
     return "the producer reported again"

@@ -10,7 +10,8 @@ once, a stall is recorded once.
 Deadlines are armed from every DecisionRequested this process commits or learns of from
 another replica, and from the store at start and after each gap in the notices. Stall
 detection reads the store, not memory: every running run is checked, including runs this
-process never loaded (after a restart, or runs whose producer reports to another replica).
+process never loaded (after a restart, or runs whose producer reports to another replica),
+and so is every run still PENDING, whose producer may have stopped before its first event.
 
 Retention passes purge ended runs' logs in the store, which tells the other replicas.
 """
@@ -101,8 +102,13 @@ CHECK_SHARE = 20
 """A stall check waits at least this many times as long as its last pass took."""
 
 
+STALLABLE = frozenset({run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_PENDING})
+"""The statuses a stall check looks at: running runs gone silent, runs never started."""
+
+
 class StallTracker:
-    """Finds running runs whose producer went silent for too long, from the store."""
+    """Finds running runs whose producer went silent for too long, and runs not started long
+    after they were created, from the store."""
 
     def __init__(
         self,
@@ -110,7 +116,7 @@ class StallTracker:
         policy: insight.InsightPolicy,
         clock: Clock,
         history: Callable[[str, str], Awaitable[insight.WorkflowHistory]],
-        mark_stalled: Callable[[str, float], Awaitable[None]],
+        mark_stalled: Callable[[str, int, float], Awaitable[None]],
     ) -> None:
         self._store = store
         self._policy = policy
@@ -121,8 +127,13 @@ class StallTracker:
 
     @property
     def interval(self) -> float:
+        return max(0.05, min(1.0, self._shortest / 4))
+
+    @property
+    def _shortest(self) -> float:
+        """The shortest threshold the policy allows, running or not started."""
         policy = self._policy
-        return max(0.05, min(1.0, policy.stall_after / 4, policy.stall_min / 4))
+        return min(policy.stall_after, policy.stall_min, policy.start_within)
 
     def on_commit(self, record: CommitRecord) -> None:
         if record.state.is_terminal:
@@ -131,7 +142,10 @@ class StallTracker:
             self._heard[record.run_id] = self._clock()
 
     def silence(self, run: run_pb2.Run) -> float:
-        """Seconds since the producer was last heard: by this process, or as stored."""
+        """Seconds since the producer was last heard: by this process, or as stored; for a
+        run not started, since it was created."""
+        if run.status == run_pb2.RUN_STATUS_PENDING:
+            return (self._clock() - run.create_time.ToDatetime(UTC)).total_seconds()
         heard = run.update_time.ToDatetime(UTC) if run.HasField("update_time") else None
         local = self._heard.get(run.run_id)
         if local is not None and (heard is None or local > heard):
@@ -141,6 +155,8 @@ class StallTracker:
         return (self._clock() - heard).total_seconds()
 
     async def threshold(self, state: RunState) -> float:
+        if state.run.status == run_pb2.RUN_STATUS_PENDING:  # needs no history: not read
+            return insight.stall_threshold(state, insight.WorkflowHistory(0), self._policy)
         history = await self._history(state.run.tenant, state.run.workflow)
         return insight.stall_threshold(state, history, self._policy)
 
@@ -148,8 +164,7 @@ class StallTracker:
         """How long to wait after a pass that took `took` seconds: a pass over many running
         runs takes a while, so checks then keep to at most 1/CHECK_SHARE of the process's
         time, but never wait past half the shortest stall threshold."""
-        policy = self._policy
-        longest = max(self.interval, min(policy.stall_after, policy.stall_min) / 2)
+        longest = max(self.interval, self._shortest / 2)
         return min(longest, max(self.interval, took * CHECK_SHARE))
 
     async def run_forever(self) -> None:
@@ -175,19 +190,20 @@ class StallTracker:
                 unavailable = False
 
     async def check(self) -> None:
-        """One pass over every running run in the store."""
-        running = RunFilter(frozenset({run_pb2.RUN_STATUS_RUNNING}))
+        """One pass over every running or pending run in the store (one listing: on Redis
+        both come from the same index of runs not ended)."""
+        stallable = RunFilter(STALLABLE)
         seen: set[str] = set()
         cursor: tuple[int, str] | None = None
         while True:
-            page = await self._store.list_runs(running, 500, cursor)
+            page = await self._store.list_runs(stallable, 500, cursor)
             for run in page.runs:
                 seen.add(run.run_id)
                 if run.health == run_pb2.RUN_HEALTH_STALLED:
                     continue
                 threshold = await self.threshold(RunState(run))
                 if self.silence(run) > threshold:
-                    await self._mark_stalled(run.run_id, threshold)
+                    await self._mark_stalled(run.run_id, run.status, threshold)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor

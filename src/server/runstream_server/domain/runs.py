@@ -446,19 +446,25 @@ class RunManager:
 
     # --- background monitors --------------------------------------------------------------------
 
-    async def _mark_stalled(self, run_id: str, threshold: float) -> None:
+    async def _mark_stalled(self, run_id: str, status: int, threshold: float) -> None:
+        """Records that the run, found with `status` (RUNNING or PENDING), is STALLED."""
+
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
             # Re-checked under the lock, on the committed state: the producer may have
-            # reported meanwhile, or another replica recorded the stall first.
+            # reported meanwhile (a pending run may have started, with another threshold),
+            # or another replica recorded the stall first.
             silence = self._stalls.silence(state.run)
             if (
-                state.run.status != run_pb2.RUN_STATUS_RUNNING
+                state.run.status != status
                 or state.run.health == run_pb2.RUN_HEALTH_STALLED
                 or silence <= threshold
             ):
                 return []
-            step = state.run.current_step_id or "the run"
-            reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
+            if status == run_pb2.RUN_STATUS_PENDING:
+                reason = insight.never_started_reason(silence)
+            else:
+                step = state.run.current_step_id or "the run"
+                reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
             return [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
 
         with contextlib.suppress(RunstreamError):

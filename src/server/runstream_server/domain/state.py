@@ -25,6 +25,10 @@ TERMINAL_STATUSES = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
 )
 
+# A PENDING run starts with its first event, except these: its creation, a status change,
+# and the server's HealthChanged that marks a run never started STALLED (it stays PENDING).
+_NOT_STARTING = frozenset({"run_created", "run_status_changed", "health_changed"})
+
 
 def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
@@ -112,9 +116,7 @@ class RunState:
                 f"it accepts no further events ({path}.{name})"
             )
         when = event.event_time
-        if name not in ("run_created", "run_status_changed") and (
-            self.run.status == run_pb2.RUN_STATUS_PENDING
-        ):
+        if name not in _NOT_STARTING and self.run.status == run_pb2.RUN_STATUS_PENDING:
             self._start(when)
         refs = _STEP_REFS.get(name)
         if refs is not None:
@@ -177,7 +179,9 @@ class RunState:
     def _start(self, when: timestamp_pb2.Timestamp) -> None:
         self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.start_time.CopyFrom(when)
-        self.run.health = run_pb2.RUN_HEALTH_HEALTHY
+        if self.run.health == run_pb2.RUN_HEALTH_UNSPECIFIED:
+            self.run.health = run_pb2.RUN_HEALTH_HEALTHY
+        # else STALLED, because it started late: the batch's HealthChanged says it recovered
 
     def _finish(self, status: int, when: timestamp_pb2.Timestamp) -> None:
         self.run.status = status  # type: ignore[assignment]

@@ -153,7 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_store=not args.skip_store_check,
         sqlite_synchronous=args.sync.upper(),
         heartbeat_interval=args.heartbeat,
-        insight=InsightPolicy(stall_after=args.stall_after),
+        insight=InsightPolicy(stall_after=args.stall_after, start_within=args.start_within),
         retention=Retention(days=args.retention_days, runs=args.retention_runs),
         security=security_config(args, args.address),
         shutdown_grace=args.shutdown_grace,
@@ -564,6 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="silence that marks a running run STALLED when its step has no history",
+    )
+    serve.add_argument(
+        "--start-within",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="time after CreateRun by which a run must start; later, it is STALLED (still "
+        "PENDING): its producer may have stopped before its first event",
     )
     serve.add_argument(
         "--retention-days",

@@ -232,8 +232,10 @@ def run_details(
     run: runstream.Run,
     width: int = 200,
     open_decisions: Sequence[runstream.Decision] = (),
+    health_reason: str = "",
 ) -> RenderableType:
-    """Everything GetRun says about a run, its open decisions, then its steps."""
+    """Everything GetRun says about a run, its open decisions, then its steps; with
+    `health_reason`, why its health is what it is."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="grey62", no_wrap=True)
     grid.add_column()
@@ -248,8 +250,14 @@ def run_details(
     if run.labels:
         row("Labels", ", ".join(f"{key}={value}" for key, value in sorted(run.labels.items())))
     row("Status", run_status_text(run.status))
-    row("Health", health_text(run.health))
-    if not run.status.is_terminal:
+    health = health_text(run.health)
+    if health_reason:
+        health.append("  ")
+        health.append_text(text_lines(health_reason, style="grey62"))
+    row("Health", health)
+    if run.status == runstream.RunStatus.PENDING:
+        row("Estimate", Text("none until the run starts", style="grey50"))
+    elif not run.status.is_terminal:
         row("Estimate", estimate_text(run.estimate, with_end=True))
     row("Viewers", viewers_text(run.viewer_count))
     progress = run.progress
@@ -628,7 +636,31 @@ async def show_run(
             }
         )
         return
-    console.print(run_details(details.run, console.width, details.open_decisions))
+    reason = await health_reason(client, details.run)
+    console.print(run_details(details.run, console.width, details.open_decisions, reason))
+
+
+_TROUBLED = frozenset(
+    {runstream.RunHealth.DEGRADED, runstream.RunHealth.STALLED, runstream.RunHealth.FAILING}
+)
+
+
+async def health_reason(client: runstream.Client, run: runstream.Run) -> str:
+    """Why the run's health is not HEALTHY ("created 6m ago and never started: ..."), from
+    the HealthChanged event that made it so; "" when it is healthy or that event is gone
+    (retention purged the log of an ended run)."""
+    if run.health not in _TROUBLED:
+        return ""
+    events, _ = await client.list_events_page(
+        run.run_id,
+        kinds=[runstream.EventKind.HEALTH_CHANGED],
+        page_size=1,
+        newest_first=True,
+    )
+    changed = events[0].payload if events else None
+    if isinstance(changed, runstream.HealthChanged) and changed.health == run.health:
+        return changed.reason
+    return ""
 
 
 async def show_steps(

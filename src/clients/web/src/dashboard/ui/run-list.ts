@@ -1,5 +1,5 @@
 // The sidebar: every run with its status and progress, newest first.
-import { type Run, RunStatus } from "../../gen/runstream/v1/run_pb";
+import { type Run, RunHealth, RunStatus } from "../../gen/runstream/v1/run_pb";
 import { $, attr, h, reconcile, text } from "../dom";
 import { ago, enumWords, millis, percentText } from "../format";
 
@@ -15,7 +15,13 @@ export function renderRunList(container: HTMLElement, runs: Run[], selected: str
         h(
           "a",
           { class: "run-item", href: `#/runs/${encodeURIComponent(run.runId)}`, "data-run-id": run.runId },
-          h("div", { class: "run-item-top" }, h("span", { class: "run-item-name" }), h("span", { class: "pill small status-pill" })),
+          h(
+            "div",
+            { class: "run-item-top" },
+            h("span", { class: "run-item-name" }),
+            h("span", { class: "pill small status-pill" }),
+            h("span", { class: "pill small health-pill", hidden: true }),
+          ),
           h("div", { class: "run-item-meta" }),
           h("div", { class: "mini-progress" }, h("span")),
         ),
@@ -27,6 +33,13 @@ export function renderRunList(container: HTMLElement, runs: Run[], selected: str
       const pill = $(el, ".status-pill");
       attr(pill, "data-status", RunStatus[run.status] ?? "UNSPECIFIED");
       text(pill, enumWords(RunStatus[run.status]));
+      // Only a stall: "Pending" or "Running" alone would say all is well when nothing moves
+      // (a run whose producer stopped before its first event stays Pending).
+      const health = $(el, ".health-pill");
+      health.hidden = run.health !== RunHealth.STALLED;
+      attr(health, "data-health", health.hidden ? "" : "STALLED");
+      attr(health, "title", run.status === RunStatus.PENDING ? "Never started: its producer may have stopped" : "No report from its producer for a while");
+      text(health, health.hidden ? "" : "Stalled");
       const percent = run.status === RunStatus.SUCCEEDED ? 100 : (run.progress?.percent ?? 0);
       text($(el, ".run-item-meta"), [run.workflow, ago(millis(run.createTime), now), percentText(percent)].filter(Boolean).join(" · "));
       const bar = $(el, ".mini-progress");

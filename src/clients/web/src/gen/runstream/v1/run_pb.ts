@@ -1061,7 +1061,9 @@ export enum RunHealth {
   DEGRADED = 2,
 
   /**
-   * The running step has been silent for much longer than expected.
+   * The running step has been silent for much longer than expected, or the run is still
+   * PENDING long after it was created (its producer may have stopped before its first
+   * event; the status stays PENDING until a producer starts it).
    *
    * @generated from enum value: RUN_HEALTH_STALLED = 3;
    */

@@ -1,0 +1,100 @@
+"""A run whose producer never started it, in the dashboard: Chromium, real Envoy, a server.
+
+The run list showed such a run as "Pending" forever, like one about to start. Once the server
+marks it STALLED (``InsightPolicy.start_within``), the list says "Stalled" beside "Pending",
+the run's page shows the health and the reason in its activity, and no ETA; when its
+producer starts it after all, the list drops the mark. A screenshot goes to
+test-artifacts/never-started.png.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from runstream.v1 import (
+    event_pb2,
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_service_pb2_grpc,
+)
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
+from runstream_server.domain.insight import InsightPolicy
+
+from tests.conftest import ConfigFactory
+
+from .conftest import dashboard
+from .web_support import browser, require_chromium
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def impatient_server(
+    tmp_path: Path, server_config: ConfigFactory
+) -> AsyncIterator[RunstreamServer]:
+    """A server on which a run not started within half a second is STALLED."""
+    server = RunstreamServer(
+        server_config(tmp_path / "n.db", insight=InsightPolicy(start_within=0.5))
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.1)
+
+
+def item(run_id: str) -> str:
+    return f"document.querySelector('.run-item[data-run-id=\"{run_id}\"]')"
+
+
+async def test_the_run_list_says_a_run_never_started_is_stalled(
+    impatient_server: RunstreamServer, tmp_path: Path
+) -> None:
+    require_chromium()
+    target = impatient_server.target
+    async with (
+        grpc.aio.insecure_channel(target) as channel,
+        dashboard(target, tmp_path) as web,
+        browser() as page,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        run = (await runs.CreateRun(rs.CreateRunRequest(workflow="nightly"))).run
+        await page.goto(web.page.url)
+        stall = f"{item(run.run_id)}.querySelector('.health-pill')"
+        await page.wait(f"{item(run.run_id)} !== null && !{stall}.hidden", within=20)
+        assert await page.eval(f"{stall}.textContent") == "Stalled"
+        assert await page.eval(f"{item(run.run_id)}.querySelector('.status-pill').textContent") == (
+            "Pending"
+        )
+
+        await page.click(f'.run-item[data-run-id="{run.run_id}"]')
+        health = "document.querySelector('#run-view .health-pill')"
+        await page.wait(f"{health} !== null && !{health}.hidden")
+        assert await page.eval(f"{health}.textContent") == "Stalled"
+        status = "document.querySelector('#run-view .status-pill').textContent"
+        assert await page.eval(status) == "Pending"
+        await page.wait("document.querySelector('.feed [data-kind=\"HEALTH_CHANGED\"]') !== null")
+        detail = await page.eval(
+            "document.querySelector('.feed [data-kind=\"HEALTH_CHANGED\"] .feed-detail')"
+            ".textContent"
+        )
+        assert "never started: its producer may have stopped before its first event" in detail
+        assert await page.eval("document.querySelector('.eta').textContent") == ""
+        await page.screenshot("never-started.png")
+
+        # Its producer was only late: it starts the run, and the mark goes.
+        report = report_service_pb2_grpc.ReportServiceStub(channel)
+        await report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(
+                run_id=run.run_id, events=[event_pb2.RunEvent(run_started=event_pb2.RunStarted())]
+            )
+        )
+        await page.wait(
+            f"{item(run.run_id)}.querySelector('.status-pill').textContent === 'Running'"
+            f" && {stall}.hidden"
+        )
+        assert await page.errors() == []
