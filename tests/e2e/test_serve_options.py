@@ -4,6 +4,7 @@ values the server could not use are refused at start, in one line naming the opt
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -90,7 +91,9 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
         assert process.wait(20) == 0
 
 
-def _serve(port: int, store: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def _serve(
+    port: int, store: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}"]
     return subprocess.run(
         [*argv, "--store", str(store), *options],
@@ -98,6 +101,7 @@ def _serve(port: int, store: Path, *options: str) -> subprocess.CompletedProcess
         text=True,
         timeout=60,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -313,3 +317,35 @@ def test_an_otlp_endpoint_traces_cannot_reach_is_refused_before_serving(
     ]
     assert "s3cret" not in result.stderr
     assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+)
+def test_an_otlp_endpoint_from_the_environment_is_checked_as_the_flag_is(
+    tmp_path: Path, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporter reads these variables when no --otlp-endpoint is given: a bad one started
+    a server that never exported a trace. Now serve refuses it in one line naming the
+    variable, without repeating a password; a good one lets it start, and so does a bad one
+    that --otlp-endpoint overrides."""
+    result = _serve(
+        free_port(), tmp_path / "runs.db", env={variable: "http://otel:s3cret@collector"}
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"runstream: environment variable {variable}: 'http://otel:***@collector' has a user or "
+        "password, which the OTLP/gRPC exporter does not send; give credentials as headers in "
+        "$OTEL_EXPORTER_OTLP_HEADERS"
+    ]
+    assert "s3cret" not in result.stderr
+    assert not (tmp_path / "runs.db").exists()
+
+    for value, flag in (
+        ("127.0.0.1:1", ()),
+        ("notaurl", ("--otlp-endpoint", "http://127.0.0.1:1")),
+    ):
+        monkeypatch.setenv(variable, value)
+        server = ServerProcess(port=free_port(), store_path=tmp_path / "runs.db", extra=flag)
+        server.start()
+        assert server.terminate() == 0

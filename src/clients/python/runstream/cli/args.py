@@ -20,6 +20,7 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "otlp_endpoint",
+    "otlp_endpoint_from_environment",
     "port",
     "positive_float",
     "positive_int",
@@ -75,6 +76,24 @@ def metrics_address(value: str) -> str:
 
 
 OTLP_EXAMPLE = "http://localhost:4317"
+
+
+# The variables the OTLP exporter reads when --otlp-endpoint is not given, in its order.
+OTLP_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def otlp_endpoint_from_environment() -> str | None:
+    """The collector the OTLP variables name (the first set, as the exporter reads them),
+    checked as --otlp-endpoint is, or None when neither is set. A bad value is a UsageError
+    naming the variable: the exporter would dial it and retry in silence."""
+    for name in OTLP_ENVS:
+        value = os.environ.get(name)
+        if value:
+            try:
+                return otlp_endpoint(value)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"environment variable {name}: {exc}") from None
+    return None
 
 
 def otlp_endpoint(value: str) -> str:

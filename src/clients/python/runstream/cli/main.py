@@ -36,6 +36,7 @@ from .args import (
     metrics_address,
     non_negative_float,
     otlp_endpoint,
+    otlp_endpoint_from_environment,
     positive_float,
     positive_int,
     target_address,
@@ -160,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         drain_delay=args.drain_delay,
         drain_quiet=DRAIN_QUIET_PERIOD,
         metrics_address=args.metrics_address,
-        otlp_endpoint=args.otlp_endpoint,
+        otlp_endpoint=args.otlp_endpoint or otlp_endpoint_from_environment(),
         max_connection_age=args.max_connection_age,
         max_connection_age_grace=args.max_connection_age_grace,
     )
