@@ -64,9 +64,9 @@ NAME = Limit(chars=256)
 # as text, never as HTML.
 TEXT = Limit(chars=4096, free_text=True)
 LONG_TEXT = Limit(chars=65_536, free_text=True)
-# Filters and orderings are expressions whose parsers refuse anything but whitespace between
-# their terms; the values compared in a ListRuns filter are names, held to the same rule as
-# the names they match by queries.parse_filter.
+# Filters are expressions whose parsers refuse anything but whitespace between their terms
+# (so is ListEvents.order_by, with a limit of its own); the values compared in a ListRuns
+# filter are names, held to the same rule as the names they match by queries.parse_filter.
 EXPRESSION = Limit(chars=4096, free_text=True)
 # Structs in events are bounded by the whole event's limit (Limits.max_event_bytes, 256 KiB by
 # default), which answers first, with RESOURCE_EXHAUSTED; this one only stops the absurd.

@@ -20,6 +20,7 @@ from rich.console import RenderableType
 from rich.text import Text
 
 import runstream
+from runstream._arguments import CONTROL
 
 RUN_STATUS_STYLES: dict[str, str] = {
     "PENDING": "grey62",
@@ -75,12 +76,12 @@ SEVERITY_STYLES: dict[str, str] = {
 TERMINAL_RUN_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
-# C0 controls (ESC, CR, backspace, newline ...), DEL, C1 controls (CSI ...), the line and
-# paragraph separators, and the bidi controls that reorder what follows them: what a terminal
-# would execute, take for a line break, or show in another order than written. The server
-# refuses them in names; runs stored before it did, and free text, still hold them.
-_IN_A_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-_IN_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# What a terminal would execute, take for a line break, or show in another order than written
+# (runstream._arguments.CONTROL, the server's rule for names; runs stored before it, and free
+# text, still hold them). Free text printed on lines of its own keeps its tabs and newlines.
+_IN_A_LINE = CONTROL
+_IN_LINES = re.compile(CONTROL.pattern.replace("\x00-\x1f", "\x00-\x08\x0b-\x1f"))
+assert _IN_LINES.pattern != CONTROL.pattern, "CONTROL no longer starts with the C0 range"
 
 
 def _escape(found: re.Match[str]) -> str:

@@ -158,10 +158,14 @@ class RunstreamProcessor(TracingProcessor):
         """
         if self._calls.producer_stopped(None):
             return
-        ending = {
+        loop = asyncio.get_running_loop()
+        ending = {  # tasks of this loop only: an agent run by run_sync has a loop of its own
             step.task
             for step in self._agents.values()
-            if step.task is not None and not step.task.done() and step.task.cancelling()
+            if step.task is not None
+            and step.task.get_loop() is loop
+            and not step.task.done()
+            and step.task.cancelling()
         }
         if ending:
             await asyncio.wait(ending, timeout=_WIND_DOWN)
