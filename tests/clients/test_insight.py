@@ -205,10 +205,12 @@ async def test_a_silent_producer_is_stalled_then_healthy_again_when_it_speaks(
         assert stalled.status == RunStatus.RUNNING  # stalled is health, not status
         reason = next(c.reason for c in changes if c.health == RunHealth.STALLED)
         assert "crawl" in reason
+        assert stalled.health_reason == reason  # the run says why, no event to look up
         # ...and speaks again.
         await step.progress(20, "crawling")
         await eventually(lambda: changes[-1].health == RunHealth.HEALTHY)
-        assert (await client.get_run(run.run_id)).health == RunHealth.HEALTHY
+        healthy = await client.get_run(run.run_id)
+        assert (healthy.health, healthy.health_reason) == (RunHealth.HEALTHY, "")
         await step.complete()
         await run.complete()
         await run.close()

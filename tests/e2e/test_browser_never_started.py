@@ -2,13 +2,15 @@
 
 The run list showed such a run as "Pending" forever, like one about to start. Once the server
 marks it STALLED (``InsightPolicy.start_within``), the list says "Stalled" beside "Pending",
-the run's page shows the health and the reason in its activity, and no ETA; when its
+the run's page shows the health and the reason in its activity, and no ETA; both health
+marks carry the server's reason (``Run.health_reason``) as their title; when its
 producer starts it after all, the list drops the mark. A screenshot goes to
 test-artifacts/never-started.png.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +32,10 @@ from .conftest import dashboard
 from .web_support import browser, require_chromium
 
 pytestmark = pytest.mark.timeout(120)
+
+NEVER_STARTED = (
+    r"created \d+s ago and never started: its producer may have stopped before its first event"
+)
 
 
 @pytest.fixture
@@ -70,11 +76,14 @@ async def test_the_run_list_says_a_run_never_started_is_stalled(
         assert await page.eval(f"{item(run.run_id)}.querySelector('.status-pill').textContent") == (
             "Pending"
         )
+        # Its tooltip is the server's reason, saying how long ago the run was created.
+        assert re.fullmatch(NEVER_STARTED, await page.eval(f"{stall}.title"))
 
         await page.click(f'.run-item[data-run-id="{run.run_id}"]')
         health = "document.querySelector('#run-view .health-pill')"
         await page.wait(f"{health} !== null && !{health}.hidden")
         assert await page.eval(f"{health}.textContent") == "Stalled"
+        assert re.fullmatch(NEVER_STARTED, await page.eval(f"{health}.title"))
         status = "document.querySelector('#run-view .status-pill').textContent"
         assert await page.eval(status) == "Pending"
         await page.wait("document.querySelector('.feed [data-kind=\"HEALTH_CHANGED\"]') !== null")
@@ -97,4 +106,6 @@ async def test_the_run_list_says_a_run_never_started_is_stalled(
             f"{item(run.run_id)}.querySelector('.status-pill').textContent === 'Running'"
             f" && {stall}.hidden"
         )
+        await page.wait(f"{health}.textContent === 'Healthy'")
+        assert await page.eval(f"{health}.title") == ""  # nothing to explain any more
         assert await page.errors() == []

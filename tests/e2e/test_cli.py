@@ -553,7 +553,8 @@ async def test_get_and_runs_say_why_a_run_never_started_is_stalled(
     server_process: ServerProcess,
 ) -> None:
     """A run created by a producer that died before its first event: `serve --start-within`
-    makes it STALLED, and `get` says why; it is still PENDING, with no ETA to speak of."""
+    makes it STALLED, and `get` says why (`get --json` too, in `health_reason`); it is still
+    PENDING, with no ETA to speak of."""
     from runstream.v1 import run_pb2, run_service_pb2, run_service_pb2_grpc
 
     server_process.extra = ("--start-within", "0.5")
@@ -580,6 +581,16 @@ async def test_get_and_runs_say_why_a_run_never_started_is_stalled(
         health,
     ), health
     assert "none until the run starts" in next(line for line in lines if "Estimate" in line)
+
+    as_json = await cli("get", run_id, "--target", target, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    run = json.loads(as_json.stdout)["run"]
+    assert run["health"] == "RUN_HEALTH_STALLED"
+    assert re.fullmatch(
+        r"created \d+s ago and never started: its producer may have stopped before its first "
+        r"event",
+        run["health_reason"],
+    ), run
 
     listed = await cli("runs", "--target", target)
     row = next(line for line in listed.stdout.splitlines() if run_id in line)

@@ -440,6 +440,7 @@ def run_from_pb(message: run_pb2.Run) -> Run:
         created_by=message.created_by,
         metric_units=dict(message.metric_units),
         metric_changes=dict(message.metric_changes),
+        health_reason=message.health_reason,
     )
 
 

@@ -476,6 +476,8 @@ class Run:
     """Who created it: the creating token's subject ("" without authentication)."""
     metric_units: dict[str, str] = field(default_factory=dict)
     metric_changes: dict[str, float] = field(default_factory=dict)
+    health_reason: str = ""
+    """Why `health` is what it is ("step research failed: rate limited"); "" while HEALTHY."""
 
 
 # --- event payloads ------------------------------------------------------------------------

@@ -287,6 +287,9 @@ class RunState:
         self, p: event_pb2.HealthChanged, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         self.run.health = p.health
+        # Why it is so, beside it; a return to HEALTHY clears it: a reason on a healthy run
+        # ("the run succeeded", "step X completed") is history, which the log keeps.
+        self.run.health_reason = "" if p.health == run_pb2.RUN_HEALTH_HEALTHY else p.reason
 
     def _on_estimate_updated(
         self, p: event_pb2.EstimateUpdated, when: timestamp_pb2.Timestamp, path: str

@@ -232,10 +232,9 @@ def run_details(
     run: runstream.Run,
     width: int = 200,
     open_decisions: Sequence[runstream.Decision] = (),
-    health_reason: str = "",
 ) -> RenderableType:
-    """Everything GetRun says about a run, its open decisions, then its steps; with
-    `health_reason`, why its health is what it is."""
+    """Everything GetRun says about a run (with why its health is not HEALTHY), its open
+    decisions, then its steps."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="grey62", no_wrap=True)
     grid.add_column()
@@ -251,9 +250,9 @@ def run_details(
         row("Labels", ", ".join(f"{key}={value}" for key, value in sorted(run.labels.items())))
     row("Status", run_status_text(run.status))
     health = health_text(run.health)
-    if health_reason:
+    if run.health_reason:
         health.append("  ")
-        health.append_text(text_lines(health_reason, style="grey62"))
+        health.append_text(text_lines(run.health_reason, style="grey62"))
     row("Health", health)
     if run.status == runstream.RunStatus.PENDING:
         row("Estimate", Text("none until the run starts", style="grey50"))
@@ -636,31 +635,7 @@ async def show_run(
             }
         )
         return
-    reason = await health_reason(client, details.run)
-    console.print(run_details(details.run, console.width, details.open_decisions, reason))
-
-
-_TROUBLED = frozenset(
-    {runstream.RunHealth.DEGRADED, runstream.RunHealth.STALLED, runstream.RunHealth.FAILING}
-)
-
-
-async def health_reason(client: runstream.Client, run: runstream.Run) -> str:
-    """Why the run's health is not HEALTHY ("created 6m ago and never started: ..."), from
-    the HealthChanged event that made it so; "" when it is healthy or that event is gone
-    (retention purged the log of an ended run)."""
-    if run.health not in _TROUBLED:
-        return ""
-    events, _ = await client.list_events_page(
-        run.run_id,
-        kinds=[runstream.EventKind.HEALTH_CHANGED],
-        page_size=1,
-        newest_first=True,
-    )
-    changed = events[0].payload if events else None
-    if isinstance(changed, runstream.HealthChanged) and changed.health == run.health:
-        return changed.reason
-    return ""
+    console.print(run_details(details.run, console.width, details.open_decisions))
 
 
 async def show_steps(

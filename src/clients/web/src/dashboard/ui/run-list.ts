@@ -38,7 +38,9 @@ export function renderRunList(container: HTMLElement, runs: Run[], selected: str
       const health = $(el, ".health-pill");
       health.hidden = run.health !== RunHealth.STALLED;
       attr(health, "data-health", health.hidden ? "" : "STALLED");
-      attr(health, "title", run.status === RunStatus.PENDING ? "Never started: its producer may have stopped" : "No report from its producer for a while");
+      // The server's reason says why and since when; runs stored before runs kept one have none.
+      const fallback = run.status === RunStatus.PENDING ? "Never started: its producer may have stopped" : "No report from its producer for a while";
+      attr(health, "title", health.hidden ? "" : run.healthReason || fallback);
       text(health, health.hidden ? "" : "Stalled");
       const percent = run.status === RunStatus.SUCCEEDED ? 100 : (run.progress?.percent ?? 0);
       text($(el, ".run-item-meta"), [run.workflow, ago(millis(run.createTime), now), percentText(percent)].filter(Boolean).join(" · "));

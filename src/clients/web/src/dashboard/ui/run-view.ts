@@ -128,6 +128,7 @@ export class RunView {
     const healthName = run ? RunHealth[run.health] : undefined;
     health.hidden = !run || run.health === RunHealth.UNSPECIFIED;
     attr(health, "data-health", healthName ?? "");
+    attr(health, "title", run?.healthReason ?? ""); // why it is not HEALTHY; "" while it is
     text(health, enumWords(healthName));
     const viewers = $(this.root, ".viewers");
     viewers.hidden = !run || run.viewerCount <= 0;

@@ -1,0 +1,196 @@
+"""A run says why its health is what it is: ``Run.health_reason``.
+
+A client reading a run (GetRun, ListRuns, WatchRuns, a WatchRun snapshot) saw "FAILING" or
+"DEGRADED" and had to find the run's last HealthChanged event to learn why. The run now
+carries that event's reason beside its health, on every store, after a restart and on every
+replica; a return to HEALTHY clears it (the log keeps the recovery's reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from runstream.v1 import run_pb2
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
+from runstream_server.domain.runs import Retention
+
+from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, ev
+
+FAILED = "step research failed: rate limited by the search API"
+
+
+async def fail_research(stubs: Stubs, run_id: str) -> None:
+    """The producer starts step research, which fails: the run turns FAILING, saying why."""
+    error = run_pb2.ErrorInfo(code="RATE_LIMITED", message="rate limited by the search API")
+    await append(
+        stubs,
+        run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="research")),
+        ev.RunEvent(step_failed=ev.StepFailed(step_id="research", error=error)),
+    )
+
+
+async def get(stubs: Stubs, run_id: str) -> run_pb2.Run:
+    return (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
+
+
+async def listed(stubs: Stubs, run_id: str) -> run_pb2.Run:
+    response = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=100))
+    [run] = [run for run in response.runs if run.run_id == run_id]
+    return run
+
+
+async def snapshot(stubs: Stubs, run_id: str) -> run_pb2.Run:
+    """The snapshot a WatchRun opens with."""
+    watch = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run_id, include_snapshot=True))
+    try:
+        async with asyncio.timeout(15):
+            async for response in watch:
+                if response.HasField("snapshot"):
+                    return response.snapshot
+    finally:
+        watch.cancel()
+    raise AssertionError("the watch ended without a snapshot")
+
+
+async def reasons(stubs: Stubs, run_id: str) -> list[tuple[int, str]]:
+    """The run's health and its reason as GetRun, ListRuns and a WatchRun snapshot give them."""
+    return [
+        (run.health, run.health_reason)
+        for run in (
+            await get(stubs, run_id),
+            await listed(stubs, run_id),
+            await snapshot(stubs, run_id),
+        )
+    ]
+
+
+async def test_every_read_of_a_run_says_why_its_health_changed_even_after_a_restart(
+    server: RunstreamServer, stubs: Stubs, server_config: ConfigFactory
+) -> None:
+    run = await create_run(stubs, "research", "write")
+    await fail_research(stubs, run.run_id)
+    assert await reasons(stubs, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
+
+    await server.stop(grace=0.1)
+    again = RunstreamServer(server_config(server.config.store_path))
+    await again.start()
+    try:
+        async with grpc.aio.insecure_channel(again.target) as channel:
+            restarted = Stubs.on(channel)
+            assert (
+                await reasons(restarted, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
+            )
+
+            # The retry: no longer failing, not yet healthy, and the run says so.
+            await append(
+                restarted, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="research"))
+            )
+            assert (
+                await reasons(restarted, run.run_id)
+                == [(run_pb2.RUN_HEALTH_DEGRADED, "step research retried (attempt 2)")] * 3
+            )
+
+            # Healthy again: nothing to explain on the run; the log keeps why it recovered.
+            await append(
+                restarted,
+                run.run_id,
+                ev.RunEvent(step_completed=ev.StepCompleted(step_id="research")),
+            )
+            assert await reasons(restarted, run.run_id) == [(run_pb2.RUN_HEALTH_HEALTHY, "")] * 3
+            changes = await restarted.runs.ListEvents(
+                rs.ListEventsRequest(run_id=run.run_id, filter="kind = HEALTH_CHANGED")
+            )
+            assert [e.health_changed.reason for e in changes.events][-1] == (
+                "step research completed"
+            )
+    finally:
+        await again.stop(grace=0.1)
+
+
+async def test_a_watcher_of_the_run_list_sees_the_reason(stubs: Stubs) -> None:
+    run = await create_run(stubs, "research", workflow="reasons")
+    watch = stubs.runs.WatchRuns(rs.WatchRunsRequest(filter='workflow = "reasons"'))
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="research")),
+        ev.RunEvent(
+            error_recovery=ev.ErrorRecovery(
+                step_id="research", error_message="timeout, retrying", can_continue=True
+            )
+        ),
+    )
+    try:
+        async with asyncio.timeout(15):
+            async for response in watch:
+                degraded = [r for r in response.runs if r.health == run_pb2.RUN_HEALTH_DEGRADED]
+                if degraded:
+                    assert degraded[0].health_reason == "recovering: timeout, retrying"
+                    return
+    finally:
+        watch.cancel()
+    raise AssertionError("the watch ended before the run was DEGRADED")
+
+
+async def test_another_replica_reads_the_reason_a_replica_recorded(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    if store_kind != "redis":
+        pytest.skip("replicas share a Redis store")
+    redis: RedisProcess = request.getfixturevalue("redis_server")
+    url = redis_store_url(redis, tmp_path / "shared")
+    async with (
+        serving_on(url, tmp_path / "a") as a,
+        serving_on(url, tmp_path / "b") as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        stubs_a, stubs_b = Stubs.on(on_a), Stubs.on(on_b)
+        run = await create_run(stubs_a, "research")
+        assert (await get(stubs_b, run.run_id)).health_reason == ""  # b has it loaded too
+        await fail_research(stubs_a, run.run_id)
+        assert await reasons(stubs_b, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
+
+
+async def test_a_failed_run_says_why_after_retention_purged_its_log(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The HealthChanged that said why went with the log; the run still says it."""
+    server = RunstreamServer(
+        server_config(tmp_path / "r.db", retention=Retention(runs=1, interval=3600))
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            old, new = await create_run(stubs, "research"), await create_run(stubs)
+            await append(
+                stubs,
+                old.run_id,
+                ev.RunEvent(step_started=ev.StepStarted(step_id="research")),
+                ev.RunEvent(
+                    run_failed=ev.RunFailed(
+                        error=run_pb2.ErrorInfo(code="BUDGET", message="budget exhausted")
+                    )
+                ),
+            )
+            await append(stubs, new.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            assert server.runs is not None
+            assert await server.runs.apply_retention() == [old.run_id]
+            with pytest.raises(grpc.aio.AioRpcError) as purged:
+                await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id))
+            assert purged.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            run = await get(stubs, old.run_id)
+            assert (run.health, run.health_reason) == (
+                run_pb2.RUN_HEALTH_FAILING,
+                "budget exhausted",
+            )
+    finally:
+        await server.stop(grace=0.1)
