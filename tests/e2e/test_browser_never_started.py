@@ -4,8 +4,8 @@ The run list showed such a run as "Pending" forever, like one about to start. On
 marks it STALLED (``InsightPolicy.start_within``), the list says "Stalled" beside "Pending",
 the run's page shows the health and the reason in its activity, and no ETA; both health
 marks carry the server's reason (``Run.health_reason``) as their title; when its
-producer starts it after all, the list drops the mark. A screenshot goes to
-test-artifacts/never-started.png.
+producer starts it after all, the list drops the mark, as it does when the run is cancelled
+(an ended run moves no more). A screenshot goes to test-artifacts/never-started.png.
 """
 
 from __future__ import annotations
@@ -108,4 +108,30 @@ async def test_the_run_list_says_a_run_never_started_is_stalled(
         )
         await page.wait(f"{health}.textContent === 'Healthy'")
         assert await page.eval(f"{health}.title") == ""  # nothing to explain any more
+        assert await page.errors() == []
+
+
+async def test_a_stalled_run_that_is_cancelled_loses_its_stall_mark_in_the_list(
+    impatient_server: RunstreamServer, tmp_path: Path
+) -> None:
+    """A never-started run cancelled after it was marked STALLED kept "Stalled" beside
+    "Cancelled" in the list, with the tooltip "never started": a run that has ended cannot
+    stall."""
+    require_chromium()
+    target = impatient_server.target
+    async with (
+        grpc.aio.insecure_channel(target) as channel,
+        dashboard(target, tmp_path) as web,
+        browser() as page,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        run = (await runs.CreateRun(rs.CreateRunRequest(workflow="nightly"))).run
+        await page.goto(web.page.url)
+        stall = f"{item(run.run_id)}.querySelector('.health-pill')"
+        await page.wait(f"{item(run.run_id)} !== null && !{stall}.hidden", within=20)
+
+        await runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="not needed"))
+        status = f"{item(run.run_id)}.querySelector('.status-pill').textContent"
+        await page.wait(f"{status} === 'Cancelled' && {stall}.hidden")
+        assert await page.eval(f"{stall}.title") == ""
         assert await page.errors() == []

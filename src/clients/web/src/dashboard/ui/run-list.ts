@@ -2,6 +2,7 @@
 import { type Run, RunHealth, RunStatus } from "../../gen/runstream/v1/run_pb";
 import { $, attr, h, reconcile, text } from "../dom";
 import { ago, enumWords, millis, percentText } from "../format";
+import { isTerminal } from "../model";
 
 export function renderRunList(container: HTMLElement, runs: Run[], selected: string | undefined, now = Date.now()): void {
   reconcile(
@@ -34,9 +35,10 @@ export function renderRunList(container: HTMLElement, runs: Run[], selected: str
       attr(pill, "data-status", RunStatus[run.status] ?? "UNSPECIFIED");
       text(pill, enumWords(RunStatus[run.status]));
       // Only a stall: "Pending" or "Running" alone would say all is well when nothing moves
-      // (a run whose producer stopped before its first event stays Pending).
+      // (a run whose producer stopped before its first event stays Pending). An ended run
+      // moves no more: its status says all, so a stall before it ended is not shown here.
       const health = $(el, ".health-pill");
-      health.hidden = run.health !== RunHealth.STALLED;
+      health.hidden = run.health !== RunHealth.STALLED || isTerminal(run.status);
       attr(health, "data-health", health.hidden ? "" : "STALLED");
       // The server's reason says why and since when; runs stored before runs kept one have none.
       const fallback = run.status === RunStatus.PENDING ? "Never started: its producer may have stopped" : "No report from its producer for a while";
