@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -57,14 +59,16 @@ def item(run_id: str) -> str:
     return f"document.querySelector('.run-item[data-run-id=\"{run_id}\"]')"
 
 
-async def test_the_run_list_says_a_run_never_started_is_stalled(
-    impatient_server: RunstreamServer, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def stalled_in_the_list(
+    server: RunstreamServer, tmp_path: Path
+) -> AsyncIterator[tuple[grpc.aio.Channel, Any, rs.Run, str]]:
+    """A run created and never started, open in the dashboard once its list item shows the
+    stall mark: the channel, the page, the run and the mark's selector."""
     require_chromium()
-    target = impatient_server.target
     async with (
-        grpc.aio.insecure_channel(target) as channel,
-        dashboard(target, tmp_path) as web,
+        grpc.aio.insecure_channel(server.target) as channel,
+        dashboard(server.target, tmp_path) as web,
         browser() as page,
     ):
         runs = run_service_pb2_grpc.RunServiceStub(channel)
@@ -72,6 +76,13 @@ async def test_the_run_list_says_a_run_never_started_is_stalled(
         await page.goto(web.page.url)
         stall = f"{item(run.run_id)}.querySelector('.health-pill')"
         await page.wait(f"{item(run.run_id)} !== null && !{stall}.hidden", within=20)
+        yield channel, page, run, stall
+
+
+async def test_the_run_list_says_a_run_never_started_is_stalled(
+    impatient_server: RunstreamServer, tmp_path: Path
+) -> None:
+    async with stalled_in_the_list(impatient_server, tmp_path) as (channel, page, run, stall):
         assert await page.eval(f"{stall}.textContent") == "Stalled"
         assert await page.eval(f"{item(run.run_id)}.querySelector('.status-pill').textContent") == (
             "Pending"
@@ -117,19 +128,8 @@ async def test_a_stalled_run_that_is_cancelled_loses_its_stall_mark_in_the_list(
     """A never-started run cancelled after it was marked STALLED kept "Stalled" beside
     "Cancelled" in the list, with the tooltip "never started": a run that has ended cannot
     stall."""
-    require_chromium()
-    target = impatient_server.target
-    async with (
-        grpc.aio.insecure_channel(target) as channel,
-        dashboard(target, tmp_path) as web,
-        browser() as page,
-    ):
+    async with stalled_in_the_list(impatient_server, tmp_path) as (channel, page, run, stall):
         runs = run_service_pb2_grpc.RunServiceStub(channel)
-        run = (await runs.CreateRun(rs.CreateRunRequest(workflow="nightly"))).run
-        await page.goto(web.page.url)
-        stall = f"{item(run.run_id)}.querySelector('.health-pill')"
-        await page.wait(f"{item(run.run_id)} !== null && !{stall}.hidden", within=20)
-
         await runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="not needed"))
         status = f"{item(run.run_id)}.querySelector('.status-pill').textContent"
         await page.wait(f"{status} === 'Cancelled' && {stall}.hidden")
