@@ -967,3 +967,38 @@ async def test_the_live_view_shows_escape_sequences_of_a_producer_escaped(
     assert CLEAR.encode() not in output and TITLE.encode() not in output
     assert b"\x07" not in output
     assert b"campaign\\x1b[2J" in output and b"Research\\x1b[2J" in output
+
+
+async def test_get_says_why_a_failed_run_is_failing_after_retention_purged_its_log(
+    server_process: ServerProcess,
+) -> None:
+    """`get` read the reason of a troubled run's health from its last HealthChanged event
+    (ListEvents newest first), which retention removes with the log: `get` on an ended,
+    failed run past `--retention-runs` exited with FAILED_PRECONDITION. The reason now comes
+    with the run."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run_ids = []
+        for _ in range(2):
+            run = await client.start_run("nightly")
+            async with run.step("research") as step:
+                await step.fail("the search API timed out")
+            await run.fail("research failed")
+            await run.close()
+            run_ids.append(run.run_id)
+    assert server_process.terminate() == 0
+
+    server_process.extra = ("--retention-runs", "1")  # the older run's log goes at start
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        for _ in range(200):
+            old = await client.get_run(run_ids[0])
+            if old.purged_seq:
+                break
+            await asyncio.sleep(0.05)
+    assert old.purged_seq == old.last_seq
+
+    details = await cli("get", run_ids[0], "--target", server_process.target)
+    assert details.returncode == 0, details.stderr
+    health = next(line for line in details.stdout.splitlines() if "Health" in line)
+    assert re.search(r"FAILING\s+.*research", health), health
