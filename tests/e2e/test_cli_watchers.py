@@ -152,11 +152,11 @@ def test_get_and_steps_show_what_each_step_does(server_process: ServerProcess) -
 
 def snapshot(**fields: object) -> runstream.Run:
     fields.setdefault("status", run_pb2.RUN_STATUS_RUNNING)
+    fields.setdefault("health", run_pb2.RUN_HEALTH_HEALTHY)
     run = run_pb2.Run(
         run_id="r1",
         workflow="campaign-generator",
         display_name="Spring launch",
-        health=run_pb2.RUN_HEALTH_HEALTHY,
         **fields,  # type: ignore[arg-type]
     )
     run.start_time.FromDatetime(datetime.now(UTC) - timedelta(minutes=2))
@@ -451,3 +451,18 @@ def test_error_lines_show_what_the_server_said_as_given(
         assert main(["get", run_id, "--target", server_process.target]) == 1
         said = capsys.readouterr().err
         assert f"run_id: {run_id!r} is not a valid id" in said, said
+
+
+def test_the_live_view_says_why_a_run_is_not_healthy() -> None:
+    """The header showed "health STALLED" and nothing of why; the reason came only as a feed
+    line, gone once newer events pushed it out. It now stands under the header's facts, as
+    the server gives it (control characters escaped), and no such line shows while healthy."""
+    reason = "s8: no report for 312s (expected within 240s)\x1b[2J"
+    stalled = RunView.from_snapshot(
+        snapshot(health=run_pb2.RUN_HEALTH_STALLED, health_reason=reason)
+    )
+    screen = draw(stalled, 160, 50)
+    assert "why s8: no report for 312s (expected within 240s)\\x1b[2J" in screen
+    assert "\x1b" not in screen
+    healthy = draw(RunView.from_snapshot(snapshot()), 160, 50)
+    assert "why " not in healthy

@@ -136,6 +136,10 @@ class Dashboard:
         lost = self._lost()
         if lost is not None:
             facts.append_text(lost)
+        lines: list[RenderableType] = [title_line, facts]
+        if run.health_reason:  # why it is not HEALTHY, as the server said it
+            why = Text.assemble(("why ", "grey50"), (printable(run.health_reason), "grey70"))
+            lines.append(why)
 
         percent = run.progress.percent
         if enum_name(run.status) == "SUCCEEDED":
@@ -158,7 +162,7 @@ class Dashboard:
             Text.assemble((f"{percent_text(percent):>4}", "bold"), (self._counted(), "grey70")),
         )
         return Panel(
-            Group(title_line, facts, bar),
+            Group(*lines, bar),
             title=Text(self.title, style="bold cyan"),
             title_align="left",
             border_style=bar_style,
