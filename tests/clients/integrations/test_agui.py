@@ -409,6 +409,30 @@ async def test_a_step_that_failed_then_succeeded_on_retry_has_no_error(
     assert flaky[-1] == {"name": "flaky", "status": "SUCCEEDED", "percent": 100.0, "metrics": {}}
 
 
+async def test_the_state_says_why_the_run_is_not_healthy(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """The state had ``health`` alone: a frontend showing FAILING could not say why without
+    reading the events itself. ``healthReason`` follows the run's ``health_reason``: the
+    server's reason while not HEALTHY, empty once healthy again."""
+    run = await client.start_run("campaign", steps=["flaky"])
+    async with run:
+        await run.step("flaky").start()
+        await run.step("flaky").fail("timeout talking to the model", code="timeout")
+        await run.flush()  # its own commit: the server assesses health once per commit
+        await run.step("flaky").start()
+        await run.step("flaky").complete()
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+
+    seen = [(state["health"], state["healthReason"]) for state in states(messages)]
+    troubled = [reason for health, reason in seen if health != "HEALTHY"]
+    assert troubled and all("timeout talking to the model" in r for r in troubled), seen
+    assert seen[-1] == ("HEALTHY", "")
+    stored = await client.get_run(run.run_id)
+    assert (stored.health.name, stored.health_reason) == seen[-1]
+
+
 async def test_a_runstream_server_out_of_reach_is_a_503_not_a_dropped_connection(
     server: RunstreamServer,
 ) -> None:

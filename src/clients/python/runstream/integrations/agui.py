@@ -19,7 +19,7 @@ DecisionResolved              WAITING_FOR_INPUT while a decision is open, RUNNIN
 TextDelta                     TEXT_MESSAGE_START (first delta of a message; ``name`` = the
                               agent), TEXT_MESSAGE_CONTENT, TEXT_MESSAGE_END (final delta)
 MetricsUpdate                 STATE_DELTA (``/metrics``, or the step's ``metrics``)
-HealthChanged                 STATE_DELTA (``/health``)
+HealthChanged                 STATE_DELTA (``/health``, ``/healthReason``)
 EstimateUpdated               STATE_DELTA (``/estimate``)
 RunCompleted                  TEXT_MESSAGE_END / STEP_FINISHED for what is still open,
                               STATE_DELTA, RUN_FINISHED (``result``)
@@ -30,7 +30,8 @@ anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.ag
 ============================  ==========================================================
 
 The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health",
-"estimate", "metrics", "steps": {step_id: {"name", "status", "percent", "metrics"}}}``
+"healthReason", "estimate", "metrics", "steps": {step_id: {"name", "status", "percent",
+"metrics"}}}`` (``healthReason``: why the health is not HEALTHY, as ``Run.health_reason``)
 (a FAILED step also has its ``error`` until it starts again), with the status and the run's
 percent as the server's state has them: the status follows the run's open decisions as the
 server folds them (the server emits no status event for them), and the percent counts
@@ -142,6 +143,7 @@ class AguiTranslator:
             "percent": 0.0,
             "currentStep": "",
             "health": "HEALTHY",
+            "healthReason": "",
             "estimate": None,
             "metrics": {},
             "steps": {},
@@ -206,7 +208,7 @@ class AguiTranslator:
         if isinstance(p, MetricsUpdate):
             return self._metrics(p)
         if isinstance(p, HealthChanged):
-            return self._delta(lambda d: d.set(p.health.name, "health"))
+            return self._delta(lambda d: self._health(d, p))
         if isinstance(p, EstimateUpdated):
             return self._delta(lambda d: d.set(_estimate(p), "estimate"))
         if isinstance(p, RunCompleted):
@@ -356,6 +358,12 @@ class AguiTranslator:
                 d.set(percent, "percent")
 
         return self._delta(change)
+
+    @staticmethod
+    def _health(delta: _Delta, p: HealthChanged) -> None:
+        """The health and, as the server keeps ``Run.health_reason``, why it is not HEALTHY."""
+        delta.set(p.health.name, "health")
+        delta.set("" if p.health.name == "HEALTHY" else p.reason, "healthReason")
 
     def _delta(self, change: Any) -> list[BaseEvent]:
         delta = _Delta(self._state)
