@@ -36,6 +36,21 @@ def producer_events(events: Iterable[runstream.Event]) -> list[runstream.Event]:
     return [e for e in events if e.seq == 1 or e.idempotency_key]
 
 
+def step_changes(events: Iterable[runstream.Event]) -> list[tuple[str, str]]:
+    """(kind name, step id) of each StepStarted, StepCompleted and StepFailed, in order: what
+    a watcher learns of the steps' lives."""
+    kinds = (
+        runstream.EventKind.STEP_STARTED,
+        runstream.EventKind.STEP_COMPLETED,
+        runstream.EventKind.STEP_FAILED,
+    )
+    return [
+        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
+        for e in events
+        if e.kind in kinds
+    ]
+
+
 class TcpProxy:
     """A real TCP relay in front of a server, whose connections a test can cut.
 

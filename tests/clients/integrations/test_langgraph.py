@@ -41,7 +41,7 @@ from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
 from tenacity import wait_fixed
 
-from tests.clients.support import eventually, proxy_to, until
+from tests.clients.support import eventually, proxy_to, step_changes, until
 
 SUMMARY = "Runstream watches agent runs live"
 
@@ -598,11 +598,7 @@ async def test_a_graph_cancelled_mid_node_fails_its_step_as_cancelled_and_the_ru
         events = await asyncio.wait_for(watched, 30)
         final = await client.get_run(run.run_id)
 
-    steps = [
-        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
-        for e in events
-        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
-    ]
+    steps = step_changes(events)
     assert steps == [
         ("STEP_STARTED", "quick"),
         ("STEP_COMPLETED", "quick"),

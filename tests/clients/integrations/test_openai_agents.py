@@ -44,6 +44,8 @@ from runstream import ActivityType, EventKind, Severity
 from runstream.integrations.openai_agents import RunstreamProcessor, runstream_trace
 from runstream_server.app import RunstreamServer
 
+from tests.clients.support import step_changes
+
 
 class CannedModel(Model):
     """Answers each call with the next canned output, recording it in a generation span."""
@@ -179,11 +181,7 @@ async def test_two_agents_a_handoff_and_a_tool_call_become_runstream_events(
     assert result.final_output == "Your order A-17 shipped on Monday."
 
     # Each agent is a step, in the order they worked.
-    steps = [
-        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
-        for e in events
-        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
-    ]
+    steps = step_changes(events)
     assert steps == [
         ("STEP_STARTED", "Triage"),
         ("STEP_COMPLETED", "Triage"),
@@ -607,11 +605,7 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
         events = await asyncio.wait_for(watched, 30)
         final = await client.get_run(run.run_id)
 
-    steps = [
-        (e.kind.name, e.payload.step_id)  # type: ignore[union-attr]
-        for e in events
-        if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED, EventKind.STEP_FAILED)
-    ]
+    steps = step_changes(events)
     assert steps == [
         ("STEP_STARTED", "Writer"),
         ("STEP_FAILED", "Writer"),
