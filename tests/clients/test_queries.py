@@ -131,17 +131,23 @@ async def test_cancel_run_through_the_sdk(client: Client) -> None:
     await run.close()
 
 
-async def test_list_events_newest_first_reads_the_last_alerts_of_a_long_run(
-    client: Client,
-) -> None:
-    """A dashboard wants a run's last 3 alerts, not its history from the start: newest
-    first, filtered by kind, a page at a time or as an iterator it stops early."""
+async def run_with_alerts(client: Client) -> runstream.RunReporter:
+    """A run of 8 alerts, 20 other events before each."""
     run = await client.start_run("alerts")
     for n in range(8):
         for tick in range(20):
             await run.custom("tick", {"n": tick})
         await run.alert(f"alert {n}", code=f"A{n}")
     await run.flush()
+    return run
+
+
+async def test_list_events_newest_first_reads_the_last_alerts_of_a_long_run(
+    client: Client,
+) -> None:
+    """A dashboard wants a run's last 3 alerts, not its history from the start: newest
+    first, filtered by kind, a page at a time or as an iterator it stops early."""
+    run = await run_with_alerts(client)
 
     page, token = await client.list_events_page(
         run.run_id, kinds=[EventKind.ALERT], page_size=3, newest_first=True
@@ -166,4 +172,38 @@ async def test_list_events_newest_first_reads_the_last_alerts_of_a_long_run(
     assert everything == list(range(run.last_seq, 0, -1))
     oldest = [e.seq async for e in client.list_events(run.run_id, page_size=7)]
     assert oldest == everything[::-1]
+    await run.close()
+
+
+async def test_list_events_between_seqs_loads_the_alerts_before_the_ones_shown(
+    client: Client,
+) -> None:
+    """A view showing a run's last 3 alerts loads the 3 before them in one call: newest
+    first below the oldest seq it shows; after_seq and before_seq keep a window either way."""
+    run = await run_with_alerts(client)
+    shown, _ = await client.list_events_page(
+        run.run_id, kinds=[EventKind.ALERT], page_size=3, newest_first=True
+    )
+    earlier, token = await client.list_events_page(
+        run.run_id,
+        kinds=[EventKind.ALERT],
+        page_size=3,
+        newest_first=True,
+        before_seq=shown[-1].seq,
+    )
+    assert [e.payload.message for e in earlier if isinstance(e.payload, Alert)] == [
+        "alert 4",
+        "alert 3",
+        "alert 2",
+    ]
+    assert token
+    window = [e.seq async for e in client.list_events(run.run_id, after_seq=10, before_seq=15)]
+    assert window == [11, 12, 13, 14]
+    backwards = client.list_events(run.run_id, after_seq=10, before_seq=15, newest_first=True)
+    assert [e.seq async for e in backwards] == [14, 13, 12, 11]
+    for bad in ({"after_seq": -1}, {"before_seq": -2}, {"after_seq": 1.5}, {"before_seq": True}):
+        with pytest.raises(runstream.InvalidArgumentError, match=next(iter(bad))):
+            await client.list_events_page(run.run_id, **bad)  # type: ignore[arg-type]
+        with pytest.raises(runstream.InvalidArgumentError, match=next(iter(bad))):
+            await anext(client.list_events(run.run_id, **bad))  # type: ignore[arg-type]
     await run.close()

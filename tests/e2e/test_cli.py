@@ -549,6 +549,35 @@ async def test_events_newest_prints_the_newest_events_first(server_process: Serv
     ]
 
 
+async def test_events_after_and_before_print_a_window_of_the_log(
+    server_process: ServerProcess,
+) -> None:
+    """`events --after 3 --before 8`: events 4 to 7 in seq order; with --newest, the last
+    two before seq 8 newest on top; a negative seq is a usage error."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("window")
+        for n in range(12):
+            await run.metrics({"n": n})
+        await run.flush()
+        await run.close()
+
+    def seqs(output: str) -> list[int]:
+        return [int(re.findall(r"#(\d+)", line)[0]) for line in output.splitlines()]
+
+    window = await cli("events", run.run_id, "--target", target, "--after", "3", "--before", "8")
+    assert window.returncode == 0, window.stderr
+    assert seqs(window.stdout) == [4, 5, 6, 7]
+    newest = await cli(
+        "events", run.run_id, "--target", target, "--before", "8", "--newest", "--limit", "2"
+    )
+    assert newest.returncode == 0, newest.stderr
+    assert seqs(newest.stdout) == [7, 6]
+    bad = await cli("events", run.run_id, "--target", target, "--after", "-1")
+    assert bad.returncode == 2 and "--after" in bad.stderr
+
+
 async def test_get_and_runs_say_why_a_run_never_started_is_stalled(
     server_process: ServerProcess,
 ) -> None:

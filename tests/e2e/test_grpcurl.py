@@ -52,6 +52,7 @@ RECIPES = {
     "list-running-runs",
     "watch-run",
     "list-newest-events",
+    "list-event-window",
     "get-stats",  # run by tests/e2e/test_stats.py
 }
 RECIPE_BLOCK = re.compile(
@@ -336,6 +337,24 @@ async def test_list_newest_events_shows_the_last_milestones_newest_first(
     assert [int(event["seq"]) for event in answer["events"]] == [12, 11, 7]
     assert {payload_kind(event) for event in answer["events"]} == {"milestone"}
     assert answer["next_page_token"]
+
+
+async def test_list_event_window_reads_events_101_to_200(
+    server: RunstreamServer, runs: Runs
+) -> None:
+    """A run of 250 events: the recipe's window is events 101 to 200, in one page that ends
+    the listing (no token)."""
+    run_id = runs.running_id
+    ticks = [
+        event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"), idempotency_key=f"tick-{n}")
+        for n in range(250)
+    ]
+    last = await runs.append(run_id, *ticks)
+    assert last > 200
+    argv = recipe_argv("list-event-window", server.target, run_id)
+    [answer] = json_messages(await run_grpcurl(argv))
+    assert [int(event["seq"]) for event in answer["events"]] == list(range(101, 201))
+    assert not answer.get("next_page_token")
 
 
 async def test_watch_run_streams_a_live_run_until_it_ends(

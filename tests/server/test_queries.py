@@ -433,3 +433,117 @@ async def test_reflection_is_served_as_v1_too(stubs) -> None:  # type: ignore[no
     assert {"CreateRun", "GetRun", "WatchRun"} <= {m.name for m in service.method}
     assert found.original_request.file_containing_symbol == "runstream.v1.RunService"
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+async def test_a_seq_window_lists_its_events_each_once_in_either_order(stubs: Stubs) -> None:
+    """`seq > 10 AND seq <= 20` reads a window of a long log (events 11 to 20) without
+    paging from its start or its head, oldest or newest first, ending at the far bound."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, *(custom(n) for n in range(30)))  # seqs 2..31
+    window = "seq > 10 AND seq <= 20"
+    seqs, pages = await event_pages(stubs, run.run_id, page_size=4, filter=window)
+    assert seqs == list(range(11, 21))
+    assert [len(p.events) for p in pages] == [4, 4, 2]
+    seqs, pages = await event_pages(
+        stubs, run.run_id, page_size=4, filter=window, order_by="seq desc"
+    )
+    assert seqs == list(range(20, 10, -1))
+    assert [len(p.events) for p in pages] == [4, 4, 2]
+    # One bound: from there to the log's end, or down to its start.
+    assert (await event_pages(stubs, run.run_id, filter="seq >= 28"))[0] == [28, 29, 30, 31]
+    below, _ = await event_pages(stubs, run.run_id, filter="seq < 4", order_by="seq desc")
+    assert below == [3, 2, 1]
+    assert (await event_pages(stubs, run.run_id, filter="seq = 7"))[0] == [7]
+    # A window no event fits, or past the head: an empty last page.
+    for empty in ("seq > 5 AND seq < 6", "seq > 31", "seq < 1", "seq > 20 AND seq < 10"):
+        for order in ("", "seq desc"):
+            page = await stubs.runs.ListEvents(
+                rs.ListEventsRequest(run_id=run.run_id, filter=empty, order_by=order)
+            )
+            assert (list(page.events), page.next_page_token) == ([], ""), (empty, order)
+
+
+async def test_a_seq_window_and_kinds_read_the_page_before_what_a_viewer_shows(
+    stubs: Stubs,
+) -> None:
+    """A viewer showing a run's newest alerts loads the ones before them: newest first
+    below the oldest seq it shows, of its kinds only. OR binds tighter than AND (AIP-160),
+    and the kinds may be in parentheses."""
+    run = await create_run(stubs)
+    for n in range(6):
+        await append(stubs, run.run_id, *(custom(10 * n + i) for i in range(3)), alert(n))
+    newest = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(
+            run_id=run.run_id, page_size=2, order_by="seq desc", filter="kind = ALERT"
+        )
+    )
+    shown = newest.events[-1].seq  # alert 4
+    for kinds in ("kind = ALERT", "(kind = ALERT)", "kind = ALERT OR kind = MILESTONE"):
+        earlier = await stubs.runs.ListEvents(
+            rs.ListEventsRequest(
+                run_id=run.run_id,
+                page_size=2,
+                order_by="seq desc",
+                filter=f"seq < {shown} AND {kinds}",
+            )
+        )
+        assert [e.alert.message for e in earlier.events] == ["alert 3", "alert 2"], kinds
+        rest = await stubs.runs.ListEvents(
+            rs.ListEventsRequest(
+                run_id=run.run_id,
+                page_size=2,
+                order_by="seq desc",
+                filter=f"seq < {shown} AND {kinds}",
+                page_token=earlier.next_page_token,
+            )
+        )
+        assert [e.alert.message for e in rest.events] == ["alert 1", "alert 0"], kinds
+        assert rest.next_page_token == ""
+    after, _ = await event_pages(
+        stubs, run.run_id, filter=f"(kind = ALERT OR kind = CUSTOM) AND seq > {shown}"
+    )
+    assert len(after) == 4  # the three customs after alert 4, and alert 5
+    assert after == sorted(after) and all(s > shown for s in after)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            "seq > x",
+            "cannot parse 'seq > x'; expected e.g. 'seq > 100' (seq compared with "
+            "<, <=, >, >= or = to a whole number)",
+        ),
+        (
+            "seq > -1",
+            "cannot parse 'seq > -1'; expected e.g. 'seq > 100' (seq compared with "
+            "<, <=, >, >= or = to a whole number)",
+        ),
+        (
+            "seq != 4",
+            "cannot parse 'seq != 4'; expected e.g. 'seq > 100' (seq compared with "
+            "<, <=, >, >= or = to a whole number)",
+        ),
+        ("seq > 4611686018427387904", "seq 4611686018427387904 is out of range (below 2^62)"),
+        (
+            "kind = ALERT AND kind = CUSTOM",
+            "kinds are compared in one OR group, e.g. 'kind = THINKING OR kind = MILESTONE'",
+        ),
+        (
+            "() AND seq > 1",
+            "cannot parse '()'; expected e.g. 'kind = STEP_PROGRESS' or 'seq > 100'",
+        ),
+        (
+            "time > 5",
+            "cannot parse 'time > 5'; expected e.g. 'kind = STEP_PROGRESS' or 'seq > 100'",
+        ),
+    ],
+)
+async def test_a_filter_it_cannot_read_is_invalid_argument_naming_filter(
+    stubs: Stubs, bad: str, message: str
+) -> None:
+    run = await create_run(stubs)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, filter=bad))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == f"filter: {message}"

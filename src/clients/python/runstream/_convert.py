@@ -1444,6 +1444,24 @@ def event_kind_filter(kinds: Iterable[EventKind]) -> str:
     return " OR ".join(f"kind = {k.name}" for k in event_kinds(kinds))
 
 
+def event_filter(kinds: Iterable[EventKind], after_seq: int, before_seq: int | None) -> str:
+    """The ListEvents filter for these kinds between these seqs (both bounds exclusive):
+    ``seq > 10 AND seq < 20 AND kind = A OR kind = B`` (OR binds tighter than AND);
+    InvalidArgumentError naming a bound that is not a whole number from 0."""
+    terms = []
+    for name, bound in (("after_seq", after_seq), ("before_seq", before_seq)):
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+            raise InvalidArgumentError(f"{name}: must be a whole number from 0, got {bound!r}")
+    if after_seq:
+        terms.append(f"seq > {after_seq}")
+    if before_seq is not None:
+        terms.append(f"seq < {before_seq}")
+    kind_terms = event_kind_filter(kinds)
+    return " AND ".join([*terms, kind_terms] if kind_terms else terms)
+
+
 def event_kinds(kinds: Iterable[EventKind] | None) -> tuple[EventKind, ...]:
     """The kinds a watch or a listing keeps; InvalidArgumentError, naming the value, for one
     that is not an EventKind (the CLI's "milestone" is ``EventKind.MILESTONE`` here)."""

@@ -45,18 +45,23 @@ class RunQueries:
         page_size: int = 100,
         page_token: str = "",
         newest_first: bool = False,
+        after_seq: int = 0,
+        before_seq: int | None = None,
     ) -> tuple[list[Event], str]:
         """One page of a run's stored events in seq order, and the next page's token ("" last).
 
         With ``newest_first`` the page holds the newest events first (``order_by`` "seq
-        desc"): the last alerts of a long run without reading its log from the start. A
-        token continues only the listing it came from: the same ``kinds`` and
-        ``newest_first``, else InvalidArgumentError.
+        desc"): the last alerts of a long run without reading its log from the start.
+        ``after_seq`` and ``before_seq`` keep the events between them (both exclusive): the
+        server reads from there, so the events before what a view shows are one call however
+        long the log. A token continues only the listing it came from: the same ``kinds``,
+        bounds and ``newest_first``, else InvalidArgumentError.
 
         FailedPreconditionError when the page would start inside history the server's
         retention policy purged (see ``Run.purged_seq``); newest first, the listing ends at
         the oldest event still stored.
         """
+        event_filter = convert.event_filter(kinds or (), after_seq, before_seq)
         self._connection.open()
         response: run_service_pb2.ListEventsResponse = await self._connection.unary(
             self._connection.run_service.ListEvents,
@@ -64,7 +69,7 @@ class RunQueries:
                 run_id=run_id,
                 page_size=page_size,
                 page_token=page_token,
-                filter=convert.event_kind_filter(kinds or ()),
+                filter=event_filter,
                 order_by="seq desc" if newest_first else "",
             ),
         )
@@ -79,15 +84,20 @@ class RunQueries:
         kinds: Iterable[EventKind] | None = None,
         page_size: int = 500,
         newest_first: bool = False,
+        after_seq: int = 0,
+        before_seq: int | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Every stored event of the run (of these kinds), in seq order, page by page.
+        """Every stored event of the run (of these kinds, between ``after_seq`` and
+        ``before_seq``, both exclusive), in seq order, page by page.
 
         The history view: unlike ``watch`` it returns what is stored now and ends, live run
-        or not. With ``newest_first`` it starts at the newest event and goes back, so
-        stopping after a few gives the run's latest (``page_size`` then bounds what one call
-        fetches: ask for about as many as you will read). NotFoundError for an unknown run.
+        or not. With ``newest_first`` it starts at the newest event (below ``before_seq``)
+        and goes back, so stopping after a few gives the run's latest (``page_size`` then
+        bounds what one call fetches: ask for about as many as you will read). NotFoundError
+        for an unknown run.
         """
         kind_filter = convert.event_kinds(kinds)
+        convert.event_filter(kind_filter, after_seq, before_seq)  # refused before any call
         page_token = ""
         while True:
             events, page_token = await self.list_events_page(
@@ -96,6 +106,8 @@ class RunQueries:
                 page_size=page_size,
                 page_token=page_token,
                 newest_first=newest_first,
+                after_seq=after_seq,
+                before_seq=before_seq,
             )
             for event in events:
                 yield event

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -185,17 +186,84 @@ def newest_first(order_by: str) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """A parsed ListEvents filter: the kinds to list (empty: every kind) and the window of
+    seqs, both bounds exclusive (events with ``after < seq < before``; no upper bound when
+    `before` is None)."""
+
+    kinds: frozenset[int] = frozenset()
+    after: int = 0
+    before: int | None = None
+
+    def holds(self, seq: int) -> bool:
+        """Whether `seq` lies in the window."""
+        return seq > self.after and (self.before is None or seq < self.before)
+
+    @property
+    def empty(self) -> bool:
+        """Whether no seq fits the window (``seq > 5 AND seq < 6``)."""
+        return self.before is not None and self.before <= self.after + 1
+
+
+_SEQ_TERM = re.compile(r"\s*seq\s*(?P<op><=|>=|<|>|=)\s*(?P<value>[0-9]{1,19})\s*")
+_MAX_SEQ = 2**62
+_EVENT_FILTER_HINT = "expected e.g. 'kind = STEP_PROGRESS' or 'seq > 100'"
+
+
+def parse_event_filter(text: str) -> EventFilter:
+    """Parses the ListEvents filter (AIP-160): `kind = NAME` terms joined by OR, and `seq`
+    comparisons (``<``, ``<=``, ``>``, ``>=``, ``=`` a whole number), joined by AND. OR binds
+    tighter than AND, as in AIP-160: ``seq > 100 AND kind = THINKING OR kind = MILESTONE``
+    lists thinking and milestones after seq 100; parentheses around the OR group may be
+    written. Kinds are one OR group; several seq comparisons narrow the window."""
+    kinds: frozenset[int] | None = None
+    after, before = 0, _MAX_SEQ
+    if not text.strip():
+        return EventFilter()
+    for conjunct in re.split(r"\s+AND\s+", text.strip()):
+        seq = _SEQ_TERM.fullmatch(conjunct)
+        if seq is not None:
+            value = int(seq["value"])
+            if value >= _MAX_SEQ:
+                raise InvalidArgument("filter", f"seq {value} is out of range (below 2^62)")
+            op = seq["op"]
+            if op in (">", ">=", "="):
+                after = max(after, value if op == ">" else value - 1)
+            if op in ("<", "<=", "="):
+                before = min(before, value if op == "<" else value + 1)
+            continue
+        if conjunct.strip().startswith("seq"):
+            raise InvalidArgument(
+                "filter",
+                f"cannot parse {conjunct.strip()!r}; expected e.g. 'seq > 100' (seq compared "
+                "with <, <=, >, >= or = to a whole number)",
+            )
+        if kinds is not None:
+            raise InvalidArgument(
+                "filter",
+                "kinds are compared in one OR group, e.g. 'kind = THINKING OR kind = MILESTONE'",
+            )
+        group = conjunct.strip()
+        if group.startswith("(") and group.endswith(")"):
+            group = group[1:-1]
+        if not group.strip():
+            raise InvalidArgument(
+                "filter", f"cannot parse {conjunct.strip()!r}; {_EVENT_FILTER_HINT}"
+            )
+        kinds = parse_kinds(group)
+    return EventFilter(kinds or frozenset(), after, None if before == _MAX_SEQ else before)
+
+
 def parse_kinds(text: str) -> frozenset[int]:
-    """Parses the ListEvents filter: `kind = NAME` terms joined by OR."""
+    """Parses `kind = NAME` terms joined by OR (one group of the ListEvents filter)."""
     kinds: set[int] = set()
     if not text.strip():
         return frozenset()
     for term in re.split(r"\s+OR\s+", text.strip()):
         match = re.fullmatch(r"\s*kind\s*(?:=|:)\s*(?:\"([A-Za-z_]+)\"|([A-Za-z_]+))\s*", term)
         if match is None:
-            raise InvalidArgument(
-                "filter", f"cannot parse {term.strip()!r}; expected e.g. 'kind = STEP_PROGRESS'"
-            )
+            raise InvalidArgument("filter", f"cannot parse {term.strip()!r}; {_EVENT_FILTER_HINT}")
         written = match[1] or match[2]
         name = written.upper()
         name = name if name.startswith("EVENT_KIND_") else f"EVENT_KIND_{name}"

@@ -28,8 +28,8 @@ from runstream_server.domain.queries import (
     encode_token,
     fitting,
     newest_first,
+    parse_event_filter,
     parse_filter,
-    parse_kinds,
 )
 from runstream_server.domain.queries import page_size as clamp_page_size
 from runstream_server.domain.state import RunState, copied
@@ -123,15 +123,17 @@ class Reading:
         self, run_id: str, *, filter_text: str, page_size: int, page_token: str, order_by: str = ""
     ) -> tuple[list[event_pb2.RunEvent], str]:
         """A page of the run's stored events in seq order (newest first when `order_by` is
-        "seq desc"), filtered by kind.
+        "seq desc"), filtered by kind and by a window of seqs (``seq > 100 AND seq < 200``).
 
         A token holds the last seq it listed and is bound to the filter and the order: oldest
         first the scope is the one tokens had before ``order_by`` existed, so those still
         work. Either way a page that would start inside purged history is
         FAILED_PRECONDITION; newest first, the page that reaches purged history is the last.
+        The listing starts at the window's near end (read from there, not from the log's
+        start or head) and ends at its far end.
         """
         state = await self._ledger.state(run_id)
-        kinds = parse_kinds(filter_text)
+        window = parse_event_filter(filter_text)
         descending = newest_first(order_by)
         size = clamp_page_size(page_size, 100)
         listing = "events desc" if descending else "events"
@@ -144,15 +146,19 @@ class Reading:
             if not isinstance(value, int) or not 0 <= value < 2**62:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             position = value
+        if window.empty:
+            return [], ""
         field = "page_token" if page_token else "run_id"
         if descending:
-            events = await self._newest_first(state, position, size + 1, kinds, field)
+            before = window.before if position is None else position
+            events = await self._newest_first(state, before, size + 1, window.kinds, field)
         else:
-            after = position or 0
+            after = max(position or 0, window.after)
             check_not_purged(state, after, field)
-            events = await self._store.read_events(run_id, after, size + 1, kinds)
+            events = await self._store.read_events(run_id, after, size + 1, window.kinds)
             if not events and after < state.last_seq:
                 await self._ledger.check_gap(run_id, after, field)
+        events = [e for e in events if window.holds(e.seq)]  # what was read past the far end
         kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
         more = len(events) > kept
         events = events[:kept]

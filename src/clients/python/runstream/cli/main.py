@@ -332,6 +332,8 @@ def cmd_events(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 as_json=args.json,
                 newest=args.newest,
+                after=args.after,
+                before=args.before,
             )
 
     run_async(events())
@@ -807,8 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
         "events",
         help="list a run's stored events (history)",
         description="List a run's stored events in seq order, page by page (ListEvents), "
-        "one line each; with --newest, newest first. Unlike watch, it shows what is stored "
-        "now and returns.",
+        "one line each; with --newest, newest first; --after and --before keep a window of "
+        "seqs. Unlike watch, it shows what is stored now and returns.",
         formatter_class=_Formatter,
     )
     events.add_argument("run_id", metavar="RUN_ID", help="the run whose events to list")
@@ -827,6 +829,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--newest",
         action="store_true",
         help="newest first, read from the end of the log: with --limit N, the last N events",
+    )
+    events.add_argument(
+        "--after",
+        type=_non_negative_int,
+        default=0,
+        metavar="SEQ",
+        help="only events after seq SEQ, read from there (not from the log's start)",
+    )
+    events.add_argument(
+        "--before",
+        type=_non_negative_int,
+        default=None,
+        metavar="SEQ",
+        help="only events before seq SEQ; with --newest, the last ones before it",
     )
     _add_json(events)
     events.set_defaults(handler=cmd_events)

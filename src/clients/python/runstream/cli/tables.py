@@ -439,14 +439,22 @@ async def show_events(
     limit: int | None,
     as_json: bool = False,
     newest: bool = False,
+    after: int = 0,
+    before: int | None = None,
 ) -> None:
     """Prints a run's stored events (ListEvents), one line each, as `watch --plain` does;
-    with `newest`, the newest first (the last `limit` of a long log, read from its end)."""
+    with `newest`, the newest first (the last `limit` of a long log, read from its end);
+    only those between seqs `after` and `before` (both exclusive)."""
     from .render import PlainRenderer
 
     # No page fetches more than the listing shows: the newest 3 are one small call.
     listing = client.list_events(
-        run_id, kinds=kinds, page_size=min(limit or 500, 500), newest_first=newest
+        run_id,
+        kinds=kinds,
+        page_size=min(limit or 500, 500),
+        newest_first=newest,
+        after_seq=after,
+        before_seq=before,
     )
     if as_json:
         found: list[dict[str, Any]] = []

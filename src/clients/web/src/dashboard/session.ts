@@ -16,9 +16,10 @@ const PANEL_PAGE = 100;
 /** ListEvents order_by for the newest events first. */
 const NEWEST_FIRST = "seq desc";
 
-/** A ListEvents filter for these kinds. */
-function kindFilter(kinds: readonly EventKind[]): string {
-  return kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ");
+/** A ListEvents filter for these kinds, of the events below seq `before` (OR binds tighter
+ * than AND, as in AIP-160). */
+function eventsBefore(before: number, kinds: readonly EventKind[]): string {
+  return [`seq < ${before}`, kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ")].join(" AND ");
 }
 
 /** Who the dashboard says answered a decision. */
@@ -65,6 +66,8 @@ export class RunSession {
   olderError = "";
   /** The ListEvents page token of the next older page; "" before the first. */
   private olderToken = "";
+  /** The filter of the listing olderToken continues (a token is bound to its filter). */
+  private olderFilter = "";
   private readonly watch: RunWatch;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshing = false;
@@ -216,10 +219,11 @@ export class RunSession {
   private async readBack(kind: EventKind, until: number, take: (events: RunEvent[]) => boolean): Promise<void> {
     try {
       let pageToken = "";
+      const filter = eventsBefore(until + 1, [kind]);
       for (;;) {
-        const page = await this.api.runs.listEvents({ runId: this.runId, filter: kindFilter([kind]), orderBy: NEWEST_FIRST, pageSize: PANEL_PAGE, pageToken });
+        const page = await this.api.runs.listEvents({ runId: this.runId, filter, orderBy: NEWEST_FIRST, pageSize: PANEL_PAGE, pageToken });
         if (this.stopped) return;
-        const enough = take(page.events.filter((event) => Number(event.seq) <= until));
+        const enough = take(page.events);
         this.changed();
         pageToken = page.nextPageToken;
         if (enough || !pageToken) return;
@@ -244,9 +248,9 @@ export class RunSession {
   /**
    * Loads the activity right before what the feed shows of a long run, OLDER_PAGE entries or
    * a few more a call, each call further back, until the run's start or the history the
-   * retention policy removed. ListEvents lists newest first from the head of the log (it
-   * takes no starting seq), so the first call also reads past the events the feed shows;
-   * later calls go on with the page token.
+   * retention policy removed: ListEvents newest first below the oldest entry shown (a
+   * `seq <` filter, which the server reads from), later calls going on with the page token
+   * of the same filter.
    */
   async loadOlder(): Promise<void> {
     if (this.older === "loading" || this.olderEnd !== undefined || this.model.startSeq === 0) return;
@@ -256,9 +260,10 @@ export class RunSession {
     try {
       let added = 0;
       for (;;) {
+        if (!this.olderToken) this.olderFilter = eventsBefore(this.model.olderBefore, FEED_KINDS);
         const page = await this.api.runs.listEvents({
           runId: this.runId,
-          filter: kindFilter(FEED_KINDS),
+          filter: this.olderFilter,
           orderBy: NEWEST_FIRST,
           pageSize: OLDER_PAGE,
           pageToken: this.olderToken,

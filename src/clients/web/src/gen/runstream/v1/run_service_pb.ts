@@ -607,8 +607,12 @@ export type ListEventsRequest = Message<"runstream.v1.ListEventsRequest"> & {
   pageToken: string;
 
   /**
-   * Kinds to include, joined by OR: `kind = STEP_PROGRESS OR kind = MILESTONE` (with or
-   * without the EVENT_KIND_ prefix, any case). Empty lists every kind.
+   * Which events to list (AIP-160): kinds joined by OR, `kind = STEP_PROGRESS OR kind =
+   * MILESTONE` (with or without the EVENT_KIND_ prefix, any case), and comparisons of seq
+   * with <, <=, >, >= or = a whole number, joined by AND: `seq > 100 AND seq <= 200 AND
+   * kind = ALERT OR kind = MILESTONE` (OR binds tighter than AND; the kinds may be in
+   * parentheses). The listing starts at the window's near end, read from there, and ends at
+   * its far end. Empty lists every event.
    *
    * @generated from field: string filter = 4;
    */
