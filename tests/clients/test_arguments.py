@@ -28,7 +28,7 @@ from runstream import (
 )
 from runstream_server.app import RunstreamServer
 from runstream_server.domain import events as server_events
-from runstream_server.domain import fields
+from runstream_server.domain import fields, queries
 
 from tests.clients.support import producer_events
 
@@ -628,3 +628,4 @@ def test_the_sdk_checks_the_limits_the_server_applies() -> None:
     assert arguments.CONTROL.pattern == fields._CONTROL.pattern
     assert arguments.KEY_PREFIX_CHARS + len(f":{2**63 - 1}") == server_events.MAX_KEY_LENGTH
     assert arguments.MAX_DECISION_TIMEOUT_SECONDS == server_events.MAX_DECISION_TIMEOUT_SECONDS
+    assert arguments.MAX_SEQ == queries.MAX_SEQ - 1

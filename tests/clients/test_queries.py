@@ -201,7 +201,7 @@ async def test_list_events_between_seqs_loads_the_alerts_before_the_ones_shown(
     assert window == [11, 12, 13, 14]
     backwards = client.list_events(run.run_id, after_seq=10, before_seq=15, newest_first=True)
     assert [e.seq async for e in backwards] == [14, 13, 12, 11]
-    for bad in ({"after_seq": -1}, {"before_seq": -2}, {"after_seq": 1.5}, {"before_seq": True}):
+    for bad in ({"after_seq": -1}, {"before_seq": -2}, {"after_seq": 1.5}, {"before_seq": 2**62}):
         with pytest.raises(runstream.InvalidArgumentError, match=next(iter(bad))):
             await client.list_events_page(run.run_id, **bad)  # type: ignore[arg-type]
         with pytest.raises(runstream.InvalidArgumentError, match=next(iter(bad))):

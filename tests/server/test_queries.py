@@ -454,6 +454,11 @@ async def test_a_seq_window_lists_its_events_each_once_in_either_order(stubs: St
     below, _ = await event_pages(stubs, run.run_id, filter="seq < 4", order_by="seq desc")
     assert below == [3, 2, 1]
     assert (await event_pages(stubs, run.run_id, filter="seq = 7"))[0] == [7]
+    # Parentheses around a term or the kinds, and AND right before one.
+    for written in ("(seq > 28)", "seq > 28 AND(kind = CUSTOM)", "(kind = CUSTOM) AND seq > 28"):
+        assert (await event_pages(stubs, run.run_id, filter=written))[0] == [29, 30, 31]
+    either = "(kind = RUN_CREATED) OR (kind = CUSTOM) AND seq < 4"
+    assert (await event_pages(stubs, run.run_id, filter=either))[0] == [1, 2, 3]
     # A window no event fits, or past the head: an empty last page.
     for empty in ("seq > 5 AND seq < 6", "seq > 31", "seq < 1", "seq > 20 AND seq < 10"):
         for order in ("", "seq desc"):
@@ -526,6 +531,11 @@ async def test_a_seq_window_and_kinds_read_the_page_before_what_a_viewer_shows(
         ),
         ("seq > 4611686018427387904", "seq 4611686018427387904 is out of range (below 2^62)"),
         (
+            "SEQ > 5",
+            "cannot parse 'SEQ > 5'; expected e.g. 'seq > 100' (seq compared with "
+            "<, <=, >, >= or = to a whole number)",
+        ),
+        (
             "kind = ALERT AND kind = CUSTOM",
             "kinds are compared in one OR group, e.g. 'kind = THINKING OR kind = MILESTONE'",
         ),
@@ -547,3 +557,80 @@ async def test_a_filter_it_cannot_read_is_invalid_argument_naming_filter(
         await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, filter=bad))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == f"filter: {message}"
+
+
+async def test_a_token_of_a_window_continues_only_that_window(stubs: Stubs) -> None:
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, *(custom(n) for n in range(10)))
+    first = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, page_size=3, filter="seq < 10")
+    )
+    assert [e.seq for e in first.events] == [1, 2, 3]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListEvents(
+            rs.ListEventsRequest(
+                run_id=run.run_id, page_token=first.next_page_token, filter="seq < 11"
+            )
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("page_token: belongs to another request")
+
+
+async def test_a_seq_window_into_purged_history_is_failed_precondition_naming_filter(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Retention removed an ended run's log: a window into it, in either order, is
+    FAILED_PRECONDITION naming filter (where the listing starts), never an empty page, also
+    when its upper bound lies past the run's head. A kept run's window still lists."""
+    server = RunstreamServer(server_config(tmp_path / "r.db", retention=Retention(runs=1)))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            old, kept = await create_run(stubs), await create_run(stubs)
+            for run in (old, kept):
+                await append(stubs, run.run_id, *(custom(n) for n in range(8)))
+                await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            assert server.runs is not None
+            assert await server.runs.apply_retention() == [old.run_id]
+            for window, order in [
+                ("seq < 1000", "seq desc"),
+                ("seq > 3 AND seq < 1000", "seq desc"),
+                ("seq > 3", ""),
+                ("seq > 3 AND seq < 6", ""),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stubs.runs.ListEvents(
+                        rs.ListEventsRequest(run_id=old.run_id, filter=window, order_by=order)
+                    )
+                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, window
+                details = info.value.details()
+                assert details.startswith("filter: events "), (window, details)
+                assert "were removed by the retention policy" in details
+            window = rs.ListEventsRequest(
+                run_id=kept.run_id, filter="seq > 3 AND seq < 6", order_by="seq desc"
+            )
+            assert [e.seq for e in (await stubs.runs.ListEvents(window)).events] == [5, 4]
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def test_the_stores_read_no_further_than_a_windows_far_bound(
+    server: RunstreamServer, stubs: Stubs
+) -> None:
+    """What the stores read for a window ends at its far bound, in either direction, also
+    when none of the window's events is of the kinds asked for (the alert lies past it)."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, *(custom(n) for n in range(30)), alert(0))
+    store = server._store
+    assert store is not None
+    forward = await store.read_events(run.run_id, 10, 100, before_seq=15)
+    assert [e.seq for e in forward] == [11, 12, 13, 14]
+    backward = await store.read_events_before(run.run_id, 20, 100, after_seq=15)
+    assert [e.seq for e in backward] == [19, 18, 17, 16]
+    alerts = (ev.EVENT_KIND_ALERT,)
+    assert await store.read_events(run.run_id, 10, 100, alerts, before_seq=20) == []
+    assert [e.seq for e in await store.read_events(run.run_id, 10, 100, alerts)] == [32]
+    assert await store.read_events_before(run.run_id, None, 100, alerts, after_seq=32) == []
+    assert await store.read_events_before(run.run_id, 5, 100, after_seq=4) == []
+    assert await store.read_events(run.run_id, 4, 100, before_seq=5) == []

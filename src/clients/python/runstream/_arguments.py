@@ -89,6 +89,8 @@ MAX_DURATION_SECONDS = 3_155_760_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # runstream_server.domain.events.MAX_DECISION_TIMEOUT_SECONDS: 366 days.
 MAX_DECISION_TIMEOUT_SECONDS = 366 * 24 * 3600
+# runstream_server.domain.queries.MAX_SEQ: the seqs a ListEvents filter compares, below 2^62.
+MAX_SEQ = 2**62 - 1
 
 # runstream_server.domain.fields._CONTROL: what no single-line name (every string field but
 # the free texts: messages, descriptions, reasons, analysis, streamed text, the prompt) and no

@@ -1447,17 +1447,12 @@ def event_kind_filter(kinds: Iterable[EventKind]) -> str:
 def event_filter(kinds: Iterable[EventKind], after_seq: int, before_seq: int | None) -> str:
     """The ListEvents filter for these kinds between these seqs (both bounds exclusive):
     ``seq > 10 AND seq < 20 AND kind = A OR kind = B`` (OR binds tighter than AND);
-    InvalidArgumentError naming a bound that is not a whole number from 0."""
+    InvalidArgumentError naming a bound that is not a seq."""
     terms = []
-    for name, bound in (("after_seq", after_seq), ("before_seq", before_seq)):
-        if bound is None:
-            continue
-        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
-            raise InvalidArgumentError(f"{name}: must be a whole number from 0, got {bound!r}")
-    if after_seq:
+    if arguments.count("after_seq", after_seq, arguments.MAX_SEQ):
         terms.append(f"seq > {after_seq}")
     if before_seq is not None:
-        terms.append(f"seq < {before_seq}")
+        terms.append(f"seq < {arguments.count('before_seq', before_seq, arguments.MAX_SEQ)}")
     kind_terms = event_kind_filter(kinds)
     return " AND ".join([*terms, kind_terms] if kind_terms else terms)
 

@@ -207,7 +207,9 @@ class EventFilter:
 
 
 _SEQ_TERM = re.compile(r"\s*seq\s*(?P<op><=|>=|<|>|=)\s*(?P<value>[0-9]{1,19})\s*")
-_MAX_SEQ = 2**62
+MAX_SEQ = 2**62
+"""Seqs, and positions in page tokens, stay below this."""
+_EVENT_AND = re.compile(r"\s+AND(?:\s+|(?=\())")
 _EVENT_FILTER_HINT = "expected e.g. 'kind = STEP_PROGRESS' or 'seq > 100'"
 
 
@@ -218,14 +220,14 @@ def parse_event_filter(text: str) -> EventFilter:
     lists thinking and milestones after seq 100; parentheses around the OR group may be
     written. Kinds are one OR group; several seq comparisons narrow the window."""
     kinds: frozenset[int] | None = None
-    after, before = 0, _MAX_SEQ
+    after, before = 0, MAX_SEQ
     if not text.strip():
         return EventFilter()
-    for conjunct in re.split(r"\s+AND\s+", text.strip()):
-        seq = _SEQ_TERM.fullmatch(conjunct)
+    for conjunct in _EVENT_AND.split(text.strip()):
+        seq = _SEQ_TERM.fullmatch(_unwrapped(conjunct))
         if seq is not None:
             value = int(seq["value"])
-            if value >= _MAX_SEQ:
+            if value >= MAX_SEQ:
                 raise InvalidArgument("filter", f"seq {value} is out of range (below 2^62)")
             op = seq["op"]
             if op in (">", ">=", "="):
@@ -233,7 +235,7 @@ def parse_event_filter(text: str) -> EventFilter:
             if op in ("<", "<=", "="):
                 before = min(before, value if op == "<" else value + 1)
             continue
-        if conjunct.strip().startswith("seq"):
+        if _unwrapped(conjunct).strip().lower().startswith("seq"):
             raise InvalidArgument(
                 "filter",
                 f"cannot parse {conjunct.strip()!r}; expected e.g. 'seq > 100' (seq compared "
@@ -244,15 +246,27 @@ def parse_event_filter(text: str) -> EventFilter:
                 "filter",
                 "kinds are compared in one OR group, e.g. 'kind = THINKING OR kind = MILESTONE'",
             )
-        group = conjunct.strip()
-        if group.startswith("(") and group.endswith(")"):
-            group = group[1:-1]
+        group = _unwrapped(conjunct)
         if not group.strip():
             raise InvalidArgument(
                 "filter", f"cannot parse {conjunct.strip()!r}; {_EVENT_FILTER_HINT}"
             )
         kinds = parse_kinds(group)
-    return EventFilter(kinds or frozenset(), after, None if before == _MAX_SEQ else before)
+    return EventFilter(kinds or frozenset(), after, None if before == MAX_SEQ else before)
+
+
+def _unwrapped(term: str) -> str:
+    """A term without the pair of parentheses around all of it, if there is one (not those
+    of ``(kind = A) OR (kind = B)``)."""
+    term = term.strip()
+    if not (term.startswith("(") and term.endswith(")")):
+        return term
+    depth = 0
+    for char in term[:-1]:
+        depth += (char == "(") - (char == ")")
+        if depth == 0:  # the first "(" closed before the end
+            return term
+    return term[1:-1]
 
 
 def parse_kinds(text: str) -> frozenset[int]:
@@ -261,7 +275,9 @@ def parse_kinds(text: str) -> frozenset[int]:
     if not text.strip():
         return frozenset()
     for term in re.split(r"\s+OR\s+", text.strip()):
-        match = re.fullmatch(r"\s*kind\s*(?:=|:)\s*(?:\"([A-Za-z_]+)\"|([A-Za-z_]+))\s*", term)
+        match = re.fullmatch(
+            r"\s*kind\s*(?:=|:)\s*(?:\"([A-Za-z_]+)\"|([A-Za-z_]+))\s*", _unwrapped(term)
+        )
         if match is None:
             raise InvalidArgument("filter", f"cannot parse {term.strip()!r}; {_EVENT_FILTER_HINT}")
         written = match[1] or match[2]

@@ -24,6 +24,8 @@ from runstream_server.domain.ledger import (
 )
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.queries import (
+    MAX_SEQ,
+    EventFilter,
     decode_token,
     encode_token,
     fitting,
@@ -143,22 +145,25 @@ class Reading:
         position: int | None = None
         if page_token:
             value = decode_token(page_token, scope, "filter and order_by").get(position_key)
-            if not isinstance(value, int) or not 0 <= value < 2**62:
+            if not isinstance(value, int) or not 0 <= value < MAX_SEQ:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             position = value
         if window.empty:
             return [], ""
-        field = "page_token" if page_token else "run_id"
+        # Where the listing starts: the token's position, else the filter's near bound.
+        bounded = window.after > 0 or window.before is not None
+        field = "page_token" if page_token else "filter" if bounded else "run_id"
         if descending:
             before = window.before if position is None else position
-            events = await self._newest_first(state, before, size + 1, window.kinds, field)
+            events = await self._newest_first(state, before, window, size + 1, field)
         else:
             after = max(position or 0, window.after)
             check_not_purged(state, after, field)
-            events = await self._store.read_events(run_id, after, size + 1, window.kinds)
-            if not events and after < state.last_seq:
+            events = await self._store.read_events(
+                run_id, after, size + 1, window.kinds, before_seq=window.before
+            )
+            if not events and after < min(state.last_seq, (window.before or MAX_SEQ) - 1):
                 await self._ledger.check_gap(run_id, after, field)
-        events = [e for e in events if window.holds(e.seq)]  # what was read past the far end
         kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
         more = len(events) > kept
         events = events[:kept]
@@ -166,14 +171,17 @@ class Reading:
         return [decode(e) for e in events], token
 
     async def _newest_first(
-        self, state: RunState, before: int | None, limit: int, kinds: frozenset[int], field: str
+        self, state: RunState, before: int | None, window: EventFilter, limit: int, field: str
     ) -> list[StoredEvent]:
-        """Up to `limit` stored events below seq `before` (from the head when None), newest
-        first; FAILED_PRECONDITION naming `field` when retention removed all of them."""
+        """Up to `limit` stored events of the window below seq `before` (from the head when
+        None), newest first; FAILED_PRECONDITION naming `field` when retention removed all
+        of them."""
         run_id = state.run.run_id
-        newest = state.last_seq if before is None else before - 1
+        newest = state.last_seq if before is None else min(before - 1, state.last_seq)
         check_kept(state, newest, field)
-        events = await self._store.read_events_before(run_id, before, limit, kinds)
+        events = await self._store.read_events_before(
+            run_id, before, limit, window.kinds, after_seq=window.after
+        )
         if not events and self._store.shared:  # another replica may have purged the log
             await self._ledger.learn_purge(run_id)
             check_kept(await self._ledger.state(run_id), newest, field)

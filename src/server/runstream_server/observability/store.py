@@ -108,19 +108,35 @@ class ObservedStore:
             raise
 
     async def read_events(
-        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        after_seq: int,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        before_seq: int | None = None,
     ) -> list[StoredEvent]:
         try:
-            return await self.inner.read_events(run_id, after_seq, limit, kinds)
+            return await self.inner.read_events(
+                run_id, after_seq, limit, kinds, before_seq=before_seq
+            )
         except Exception:
             self._telemetry.store_failed("read_events")
             raise
 
     async def read_events_before(
-        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        before_seq: int | None,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        after_seq: int = 0,
     ) -> list[StoredEvent]:
         try:
-            return await self.inner.read_events_before(run_id, before_seq, limit, kinds)
+            return await self.inner.read_events_before(
+                run_id, before_seq, limit, kinds, after_seq=after_seq
+            )
         except Exception:
             self._telemetry.store_failed("read_events_before")
             raise

@@ -181,15 +181,28 @@ class EventStore(Protocol):
         """The seqs of those idempotency keys the run's log already holds."""
 
     async def read_events(
-        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        after_seq: int,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        before_seq: int | None = None,
     ) -> list[StoredEvent]:
-        """Up to `limit` events with seq > after_seq (of the given kinds, if any), in order."""
+        """Up to `limit` events with seq > after_seq (and < before_seq, when given), of the
+        given kinds if any, in order; reading stops at before_seq."""
 
     async def read_events_before(
-        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        before_seq: int | None,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        after_seq: int = 0,
     ) -> list[StoredEvent]:
-        """Up to `limit` events with seq < before_seq (the log's newest when None), of the
-        given kinds if any, newest first."""
+        """Up to `limit` events with seq < before_seq (the log's newest when None) and >
+        after_seq, of the given kinds if any, newest first; reading stops at after_seq."""
 
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None

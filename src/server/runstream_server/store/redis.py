@@ -489,15 +489,25 @@ class RedisEventStore:
 
     @_unavailable
     async def read_events(
-        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        after_seq: int,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        before_seq: int | None = None,
     ) -> list[StoredEvent]:
+        if before_seq is not None and before_seq <= after_seq + 1:
+            return []  # nothing lies between
         log_key = self._keys.run(run_id)[1]
         wanted = frozenset(kinds)
         found: list[StoredEvent] = []
+        # Entry IDs are <seq>-0: XRANGE walks the stream from after_seq up to before_seq.
         start = f"{after_seq + 1}-0"
+        end = "+" if before_seq is None else f"({before_seq}-0"
         chunk = min(limit, 1000) if not wanted else 1000
         while len(found) < limit:
-            entries = await self._client.xrange(log_key, start, "+", count=chunk)
+            entries = await self._client.xrange(log_key, start, end, count=chunk)
             for entry in entries:
                 event = _stored(entry)
                 if not wanted or event.kind in wanted:
@@ -511,18 +521,26 @@ class RedisEventStore:
 
     @_unavailable
     async def read_events_before(
-        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        before_seq: int | None,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        after_seq: int = 0,
     ) -> list[StoredEvent]:
-        if before_seq is not None and before_seq <= 1:
-            return []  # nothing lies below seq 1, and XREVRANGE refuses the end "(0-0"
+        if before_seq is not None and before_seq <= after_seq + 1:
+            return []  # nothing lies between (below seq 1: XREVRANGE refuses the end "(0-0")
         log_key = self._keys.run(run_id)[1]
         wanted = frozenset(kinds)
         found: list[StoredEvent] = []
-        # Entry IDs are <seq>-0: XREVRANGE walks the stream back from just below before_seq.
+        # Entry IDs are <seq>-0: XREVRANGE walks the stream back from just below before_seq,
+        # down to after_seq.
         end = "+" if before_seq is None else f"({before_seq}-0"
+        start = f"{after_seq + 1}-0"
         chunk = min(limit, 1000) if not wanted else 1000
         while len(found) < limit:
-            entries = await self._client.xrevrange(log_key, end, "-", count=chunk)
+            entries = await self._client.xrevrange(log_key, end, start, count=chunk)
             for entry in entries:
                 event = _stored(entry)
                 if not wanted or event.kind in wanted:

@@ -49,6 +49,7 @@ from runstream_server.store.sqlite_writer import SYNCHRONOUS, SqliteWriter
 
 _T = TypeVar("_T")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
+_NO_SEQ_ABOVE = 2**63 - 1  # a read without an upper bound
 
 
 def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
@@ -173,32 +174,48 @@ class SqliteEventStore:
         return await self._read(find)
 
     async def read_events(
-        self, run_id: str, after_seq: int, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        after_seq: int,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        before_seq: int | None = None,
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
+        below = _NO_SEQ_ABOVE if before_seq is None else before_seq
 
         def read(conn: sqlite3.Connection) -> list[StoredEvent]:
+            # Along the primary key (run_id, seq), from after_seq up to before_seq at most.
             rows = conn.execute(
                 "SELECT seq, kind, idempotency_key, data FROM events "
-                f"WHERE run_id = ? AND seq > ? {kind_clause} ORDER BY seq LIMIT ?",
-                (run_id, after_seq, *kind_params, limit),
+                f"WHERE run_id = ? AND seq > ? AND seq < ? {kind_clause} ORDER BY seq LIMIT ?",
+                (run_id, after_seq, below, *kind_params, limit),
             )
             return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
 
         return await self._read(read)
 
     async def read_events_before(
-        self, run_id: str, before_seq: int | None, limit: int, kinds: Collection[int] = ()
+        self,
+        run_id: str,
+        before_seq: int | None,
+        limit: int,
+        kinds: Collection[int] = (),
+        *,
+        after_seq: int = 0,
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
-        below = 2**63 - 1 if before_seq is None else before_seq
+        below = _NO_SEQ_ABOVE if before_seq is None else before_seq
 
         def read(conn: sqlite3.Connection) -> list[StoredEvent]:
-            # Backwards along the primary key (run_id, seq): no sort, however long the log.
+            # Backwards along the primary key (run_id, seq): no sort, however long the log,
+            # and down to after_seq at most.
             rows = conn.execute(
                 "SELECT seq, kind, idempotency_key, data FROM events "
-                f"WHERE run_id = ? AND seq < ? {kind_clause} ORDER BY seq DESC LIMIT ?",
-                (run_id, below, *kind_params, limit),
+                f"WHERE run_id = ? AND seq < ? AND seq > ? {kind_clause} "
+                "ORDER BY seq DESC LIMIT ?",
+                (run_id, below, after_seq, *kind_params, limit),
             )
             return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
 

@@ -264,13 +264,16 @@ export class RunModel {
 
   /**
    * Adds a page of older events (newest first: ListEvents "seq desc") that ListEvents
-   * brought: those below olderBefore of the feed's kinds go under the older entries shown so
-   * far. Returns how many entries it added.
+   * brought, listed below seq `below` (olderBefore when the first page was asked for): those
+   * of the feed's kinds go under the older entries shown so far. Returns how many entries it
+   * added.
    */
-  addOlder(events: RunEvent[]): number {
+  addOlder(events: RunEvent[], below: number): number {
     const shown = new Set([...this.feed, ...this.olderFeed].map((item) => item.seq));
-    // From the first page on, the feed's later changes no longer move where older pages go.
-    this.olderRead = this.olderBefore;
+    // From the first page on, the feed's later changes no longer move where older pages go:
+    // they continue from where the listing began, even if live events trimmed the feed while
+    // the first page was on its way.
+    if (this.olderRead === 0) this.olderRead = below;
     let added = 0;
     for (const event of events) {
       const seq = Number(event.seq);

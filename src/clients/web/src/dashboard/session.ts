@@ -19,7 +19,9 @@ const NEWEST_FIRST = "seq desc";
 /** A ListEvents filter for these kinds, of the events below seq `before` (OR binds tighter
  * than AND, as in AIP-160). */
 function eventsBefore(before: number, kinds: readonly EventKind[]): string {
-  return [`seq < ${before}`, kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR ")].join(" AND ");
+  const terms = [`seq < ${before}`];
+  if (kinds.length) terms.push(kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR "));
+  return terms.join(" AND ");
 }
 
 /** Who the dashboard says answered a decision. */
@@ -66,8 +68,10 @@ export class RunSession {
   olderError = "";
   /** The ListEvents page token of the next older page; "" before the first. */
   private olderToken = "";
-  /** The filter of the listing olderToken continues (a token is bound to its filter). */
+  /** The filter of the listing olderToken continues (a token is bound to its filter), and
+   * the seq it lists below. */
   private olderFilter = "";
+  private olderBelow = 0;
   private readonly watch: RunWatch;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshing = false;
@@ -260,7 +264,10 @@ export class RunSession {
     try {
       let added = 0;
       for (;;) {
-        if (!this.olderToken) this.olderFilter = eventsBefore(this.model.olderBefore, FEED_KINDS);
+        if (!this.olderToken) {
+          this.olderBelow = this.model.olderBefore;
+          this.olderFilter = eventsBefore(this.olderBelow, FEED_KINDS);
+        }
         const page = await this.api.runs.listEvents({
           runId: this.runId,
           filter: this.olderFilter,
@@ -269,7 +276,7 @@ export class RunSession {
           pageToken: this.olderToken,
         });
         if (this.stopped) return;
-        added += this.model.addOlder(page.events);
+        added += this.model.addOlder(page.events, this.olderBelow);
         this.changed();
         this.olderToken = page.nextPageToken;
         if (!this.olderToken) {
