@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -576,6 +577,32 @@ async def test_events_after_and_before_print_a_window_of_the_log(
     assert seqs(newest.stdout) == [7, 6]
     bad = await cli("events", run.run_id, "--target", target, "--after", "-1")
     assert bad.returncode == 2 and "--after" in bad.stderr
+
+
+async def test_runs_since_lists_the_runs_created_since_then(
+    server_process: ServerProcess,
+) -> None:
+    """`runs --since TIME` (or a duration back from now, `--since 2h`) lists the runs
+    created after it, with --filter as well; a WHEN it cannot read is a usage error."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        older = await client.start_run("older")
+        await older.close()
+        await asyncio.sleep(0.02)
+        cut = datetime.now(UTC).isoformat()
+        await asyncio.sleep(0.02)
+        newer = await client.start_run("newer")
+        await newer.close()
+
+    since = await cli("runs", "--target", target, "--since", cut)
+    assert since.returncode == 0, since.stderr
+    assert newer.run_id in since.stdout and older.run_id not in since.stdout
+    recent = await cli("runs", "--target", target, "--since", "1h", "--filter", "workflow = older")
+    assert recent.returncode == 0, recent.stderr
+    assert older.run_id in recent.stdout and newer.run_id not in recent.stdout
+    bad = await cli("runs", "--target", target, "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
 
 
 async def test_get_and_runs_say_why_a_run_never_started_is_stalled(

@@ -3,7 +3,9 @@ reflection always on."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
@@ -11,6 +13,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.runs import Retention
@@ -634,3 +637,88 @@ async def test_the_stores_read_no_further_than_a_windows_far_bound(
     assert await store.read_events_before(run.run_id, None, 100, alerts, after_seq=32) == []
     assert await store.read_events_before(run.run_id, 5, 100, after_seq=4) == []
     assert await store.read_events(run.run_id, 4, 100, before_seq=5) == []
+
+
+async def runs_created_apart(stubs: Stubs, count: int) -> list[run_pb2.Run]:
+    """`count` runs, each created at least a few milliseconds after the one before."""
+    created = []
+    for n in range(count):
+        if n:
+            await asyncio.sleep(0.005)
+        created.append(await create_run(stubs, workflow="timed", run_id=f"timed-{n}"))
+    return created
+
+
+def rfc3339(run: run_pb2.Run) -> str:
+    return str(run.create_time.ToJsonString())
+
+
+async def test_list_runs_by_create_time_lists_those_created_in_the_window(stubs: Stubs) -> None:
+    """`create_time` compared with <, <=, > or >= to an RFC 3339 time: the runs created in
+    a window, newest first, paged with the same filter, combined with other comparisons."""
+    first, second, third, fourth = await runs_created_apart(stubs, 4)
+    assert first.create_time.ToMicroseconds() < second.create_time.ToMicroseconds()
+
+    async def ids(filter_text: str, page_size: int = 0) -> list[str]:
+        return (await all_pages(stubs, filter=filter_text, page_size=page_size))[0]
+
+    assert await ids(f'create_time > "{rfc3339(first)}"') == ["timed-3", "timed-2", "timed-1"]
+    assert await ids(f'create_time >= "{rfc3339(second)}"', page_size=1) == [
+        "timed-3",
+        "timed-2",
+        "timed-1",
+    ]
+    window = f'create_time > "{rfc3339(first)}" AND create_time <= "{rfc3339(third)}"'
+    assert await ids(window) == ["timed-2", "timed-1"]
+    assert await ids(window, page_size=1) == ["timed-2", "timed-1"]
+    assert await ids(f'create_time < "{rfc3339(second)}" AND workflow = "timed"') == ["timed-0"]
+    # The same instant written with another offset.
+    moment = datetime.fromisoformat(rfc3339(third)).astimezone(timezone(timedelta(hours=5)))
+    assert await ids(f'create_time >= "{moment.isoformat()}"') == ["timed-3", "timed-2"]
+    assert fourth.run_id == "timed-3"
+
+
+async def test_watch_runs_by_create_time_follows_the_runs_created_since(stubs: Stubs) -> None:
+    before, since = await runs_created_apart(stubs, 2)
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest(filter=f'create_time >= "{rfc3339(since)}"'))
+    initial = await anext(aiter(stream))
+    assert [r.run_id for r in initial.runs] == [since.run_id]
+    assert (await anext(aiter(stream))).initial_state_complete
+    await append(stubs, before.run_id, ev.RunEvent(run_started=ev.RunStarted()))
+    new = await create_run(stubs, workflow="timed")
+    assert [r.run_id for r in (await anext(aiter(stream))).runs] == [new.run_id]
+    stream.cancel()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (
+            'create_time = "2026-12-01T09:00:00Z"',
+            'compare create_time with <, <=, > or >=, e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            'create_time > "2026-12-01"',
+            "create_time: '2026-12-01' is not an RFC 3339 time with its offset, "
+            'e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            'create_time > "2026-12-01T09:00:00"',
+            "create_time: '2026-12-01T09:00:00' is not an RFC 3339 time with its offset, "
+            'e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        ("status > RUNNING", "status is compared with =; only create_time takes >"),
+        ('workflow <= "a"', "workflow is compared with =; only create_time takes <="),
+    ],
+)
+async def test_a_run_filter_it_cannot_read_is_invalid_argument_naming_filter(
+    stubs: Stubs, bad: str, message: str
+) -> None:
+    for call in (
+        stubs.runs.ListRuns(rs.ListRunsRequest(filter=bad)),
+        anext(aiter(stubs.runs.WatchRuns(rs.WatchRunsRequest(filter=bad)))),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == f"filter: {message}"

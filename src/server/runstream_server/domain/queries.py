@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -33,20 +34,25 @@ _M = TypeVar("_M", bound=Message)
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _FILTER_TERM = re.compile(
-    r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.-]*)\s*(?:=|:)\s*
+    r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.-]*)\s*(?P<op><=|>=|<|>|=|:)\s*
         (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))""",
     re.VERBOSE,
 )
+_TIME_EXAMPLE = 'create_time > "2026-12-01T09:00:00Z"'
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 _AND = re.compile(r"\s*AND\s+")
 
 
 def parse_filter(text: str) -> RunFilter:
-    """Parses the ListRuns filter: `field = value` comparisons joined by AND."""
+    """Parses the ListRuns filter: `field = value` comparisons joined by AND, and
+    ``create_time`` compared with ``<``, ``<=``, ``>`` or ``>=`` to an RFC 3339 time."""
     statuses: set[int] = set()
     workflow: str | None = None
     labels: dict[str, str] = {}
+    after_us: int | None = None
+    before_us: int | None = None
     text = text.strip()
     if not text:
         return RunFilter()
@@ -74,6 +80,24 @@ def parse_filter(text: str) -> RunFilter:
             )
         value = match["quoted"] if match["quoted"] is not None else bare
         value = re.sub(r"\\(.)", r"\1", value)
+        op = match["op"]
+        if name == "create_time":
+            if op in ("=", ":"):
+                raise InvalidArgument(
+                    "filter", f"compare create_time with <, <=, > or >=, e.g. {_TIME_EXAMPLE}"
+                )
+            moment = _time_us(value)
+            if op in (">", ">="):
+                bound = moment if op == ">" else moment - 1
+                after_us = bound if after_us is None else max(after_us, bound)
+            else:
+                bound = moment if op == "<" else moment + 1
+                before_us = bound if before_us is None else min(before_us, bound)
+            continue
+        if op not in ("=", ":"):
+            raise InvalidArgument(
+                "filter", f"{name} is compared with =; only create_time takes {op}"
+            )
         # The names a filter compares are held to the rule of the names they match.
         problem = control_character(value) if name != "status" else None
         if problem is not None:
@@ -99,9 +123,31 @@ def parse_filter(text: str) -> RunFilter:
             labels[label] = value
         else:
             raise InvalidArgument(
-                "filter", f"unknown field {name!r}; use status, workflow or labels.<key>"
+                "filter",
+                f"unknown field {name!r}; use status, workflow, labels.<key> or create_time",
             )
-    return RunFilter(frozenset(statuses), workflow, labels)
+    return RunFilter(
+        frozenset(statuses),
+        workflow,
+        labels,
+        created_after_us=after_us,
+        created_before_us=before_us,
+    )
+
+
+def _time_us(value: str) -> int:
+    """An RFC 3339 time with its offset (``Z`` or ``+02:00``), in microseconds since 1970."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = datetime.min  # no offset: refused below
+    if moment.tzinfo is None:
+        raise InvalidArgument(
+            "filter",
+            f"create_time: {value[:64]!r} is not an RFC 3339 time with its offset, "
+            f"e.g. {_TIME_EXAMPLE}",
+        )
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def page_size(value: int, default: int, field_name: str = "page_size") -> int:

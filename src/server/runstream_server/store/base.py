@@ -101,16 +101,29 @@ class RunFilter:
     labels: Mapping[str, str] = field(default_factory=dict)
     tenant: str | None = None
     """Only runs of this tenant (``Run.tenant``); None: every tenant."""
+    created_after_us: int | None = None
+    """Only runs created after this time (epoch microseconds, exclusive)."""
+    created_before_us: int | None = None
+    """Only runs created before this time (epoch microseconds, exclusive)."""
 
     def matches(self, run: run_pb2.Run) -> bool:
         """Whether the run satisfies every criterion (for stores, and for live updates)."""
         if self.statuses and run.status not in self.statuses:
+            return False
+        if not self.created_within(run.create_time.ToMicroseconds()):
             return False
         if self.workflow is not None and run.workflow != self.workflow:
             return False
         if self.tenant is not None and run.tenant != self.tenant:
             return False
         return all(run.labels.get(k) == v for k, v in self.labels.items())
+
+    def created_within(self, create_time_us: int) -> bool:
+        """Whether a run created then lies within the create_time bounds."""
+        after, before = self.created_after_us, self.created_before_us
+        return (after is None or create_time_us > after) and (
+            before is None or create_time_us < before
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -156,7 +156,8 @@ class RunIndex:
         if run_filter.tenant is not None:
             index = await self._smaller(index, self._keys.tenant_runs(run_filter.tenant))
         matched: list[tuple[int, run_pb2.Run]] = []
-        async for at, run in self._newest_first(index, cursor):
+        created = (run_filter.created_after_us, run_filter.created_before_us)
+        async for at, run in self._newest_first(index, cursor, *created):
             if only_active and run.status in TERMINAL:  # left by a crash before mark_ended
                 await self.mark_ended(run.run_id, run)
                 continue
@@ -188,15 +189,23 @@ class RunIndex:
         return tenants if own <= active else active_or_all
 
     async def _newest_first(
-        self, index: str, cursor: tuple[int, str] | None
+        self,
+        index: str,
+        cursor: tuple[int, str] | None,
+        after: int | None = None,
+        before: int | None = None,
     ) -> AsyncIterator[tuple[int, run_pb2.Run]]:
         """Runs of an index, each with its score, by (score, id) descending, strictly after
-        `cursor` (a score is the run's create time, or its first attempt's)."""
-        top = "+inf" if cursor is None else str(cursor[0])
+        `cursor` (a score is the run's create time, or its first attempt's), with scores
+        between `after` and `before` (exclusive) when given."""
+        highest = [cursor[0]] if cursor is not None else []
+        highest += [before - 1] if before is not None else []
+        top = str(min(highest)) if highest else "+inf"
+        bottom = "-inf" if after is None else f"({after}"
         skip = 0  # entries scored `top` already met: the next fetch starts after them
         while True:
             rows = await self._client().zrevrangebyscore(
-                index, top, "-inf", start=skip, num=200, withscores=True
+                index, top, bottom, start=skip, num=200, withscores=True
             )
             if not rows:
                 return

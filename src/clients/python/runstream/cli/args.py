@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
+from datetime import UTC, datetime, timedelta
 from urllib.parse import SplitResult, urlsplit
 
 from runstream._target import check_target, with_default_port
@@ -161,6 +163,32 @@ def non_negative_int(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return number
+
+
+_SINCE = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since(value: str) -> str:
+    """`runs --since`: a duration back from now (90s, 15m, 2h, 3d) or an RFC 3339 time with
+    its offset; the time, in RFC 3339, that the runs listed were created after."""
+    match = _SINCE.fullmatch(value.strip())
+    if match is not None:
+        seconds = float(match["amount"]) * _UNIT_SECONDS[match["unit"]]
+        if seconds > 100 * 366 * 86400:
+            raise argparse.ArgumentTypeError(f"more than 100 years back: {value!r}")
+        moment = datetime.now(UTC) - timedelta(seconds=seconds)
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            moment = datetime.min  # no offset: refused below
+        if moment.tzinfo is None:
+            raise argparse.ArgumentTypeError(
+                f"not a duration such as 2h or 30m, nor a time with its offset such as "
+                f"2026-12-01T09:00:00Z: {value!r}"
+            )
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _finite(value: str) -> float:

@@ -39,6 +39,7 @@ from .args import (
     otlp_endpoint_from_environment,
     positive_float,
     positive_int,
+    since,
     target_address,
     target_from_environment,
 )
@@ -266,6 +267,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     console = make_console()
+    if args.since is not None:  # what --filter asks for, of the runs created since then
+        since = f'create_time > "{args.since}"'
+        args.filter = f"{args.filter} AND {since}" if args.filter.strip() else since
 
     async def runs() -> None:
         async with connect(args) as client:
@@ -751,12 +755,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="List runs, most recently created first.",
         epilog="filter examples:\n"
         "  status = RUNNING\n"
-        '  workflow = "campaign-generator" AND labels.team = "growth"\n',
+        '  workflow = "campaign-generator" AND labels.team = "growth"\n'
+        '  create_time > "2026-12-01T09:00:00Z"\n',
         formatter_class=_Formatter,
     )
     _add_target(runs)
     runs.add_argument(
-        "--filter", default="", metavar="EXPR", help="AIP-160 filter on status, workflow and labels"
+        "--filter",
+        default="",
+        metavar="EXPR",
+        help="AIP-160 filter on status, workflow, labels and create_time",
+    )
+    runs.add_argument(
+        "--since",
+        type=since,
+        default=None,
+        metavar="WHEN",
+        help="only runs created in the last WHEN (90s, 15m, 2h, 3d) or after the time WHEN "
+        "(2026-12-01T09:00:00Z)",
     )
     runs.add_argument(
         "--limit", type=positive_int, default=20, metavar="N", help="show at most N runs"
