@@ -675,7 +675,17 @@ async def test_list_runs_by_create_time_lists_those_created_in_the_window(stubs:
     # The same instant written with another offset.
     moment = datetime.fromisoformat(rfc3339(third)).astimezone(timezone(timedelta(hours=5)))
     assert await ids(f'create_time >= "{moment.isoformat()}"') == ["timed-3", "timed-2"]
-    assert fourth.run_id == "timed-3"
+    # Half a microsecond after the fourth run was created (nanoseconds in the time).
+    created = fourth.create_time.ToNanoseconds()
+    later = type(fourth.create_time)()
+    later.FromNanoseconds(created + 500)
+    half = later.ToJsonString()
+    assert half.endswith("500Z")
+    assert await ids(f'create_time < "{half}" AND create_time > "{rfc3339(third)}"') == ["timed-3"]
+    assert await ids(f'create_time >= "{half}"') == []
+    assert await ids(f'create_time <= "{half.lower()}" AND create_time >= "{rfc3339(fourth)}"') == [
+        "timed-3"
+    ]
 
 
 async def test_watch_runs_by_create_time_follows_the_runs_created_since(stubs: Stubs) -> None:
@@ -708,6 +718,20 @@ async def test_watch_runs_by_create_time_follows_the_runs_created_since(stubs: S
             'e.g. create_time > "2026-12-01T09:00:00Z"',
         ),
         ("status > RUNNING", "status is compared with =; only create_time takes >"),
+        (
+            "create_time > '2026-12-01T09:00:00Z'",
+            "create_time > '2026-12-01T09:00:00Z': quote a value with double quotes, "
+            'create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            'create_time > "2026-12-01 09:00:00Z"',
+            "create_time: '2026-12-01 09:00:00Z' is not an RFC 3339 time with its offset, "
+            'e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            "start_time > 5",
+            "unknown field 'start_time'; use status, workflow, labels.<key> or create_time",
+        ),
         ('workflow <= "a"', "workflow is compared with =; only create_time takes <="),
     ],
 )

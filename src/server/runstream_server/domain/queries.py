@@ -20,9 +20,9 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from runstream.v1 import event_pb2, run_pb2
 
@@ -39,7 +39,6 @@ _FILTER_TERM = re.compile(
     re.VERBOSE,
 )
 _TIME_EXAMPLE = 'create_time > "2026-12-01T09:00:00Z"'
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 _AND = re.compile(r"\s*AND\s+")
@@ -69,32 +68,34 @@ def parse_filter(text: str) -> RunFilter:
                 "'status = RUNNING AND labels.team = \"growth\"'",
             )
         position = joiner.end() if joiner else match.end()
-        name = match["field"]
+        name, op = match["field"], match["op"]
         bare = match["bare"]
         if bare is not None and bare.startswith("'"):
             # Taken as part of the value, single quotes matched nothing, without a word.
             unquoted = bare.strip("'")
             raise InvalidArgument(
                 "filter",
-                f'{name} = {bare}: quote a value with double quotes, {name} = "{unquoted}"',
+                f'{name} {op} {bare}: quote a value with double quotes, {name} {op} "{unquoted}"',
             )
         value = match["quoted"] if match["quoted"] is not None else bare
         value = re.sub(r"\\(.)", r"\1", value)
-        op = match["op"]
         if name == "create_time":
             if op in ("=", ":"):
                 raise InvalidArgument(
                     "filter", f"compare create_time with <, <=, > or >=, e.g. {_TIME_EXAMPLE}"
                 )
-            moment = _time_us(value)
+            # Bounds in the microseconds runs are created in, from a time in nanoseconds:
+            # created after T is after floor(T); at or after T, after ceil(T) - 1.
+            nanos = _time_ns(value)
+            floor, ceil = nanos // 1000, -(-nanos // 1000)
             if op in (">", ">="):
-                bound = moment if op == ">" else moment - 1
+                bound = floor if op == ">" else ceil - 1
                 after_us = bound if after_us is None else max(after_us, bound)
             else:
-                bound = moment if op == "<" else moment + 1
+                bound = ceil if op == "<" else floor + 1
                 before_us = bound if before_us is None else min(before_us, bound)
             continue
-        if op not in ("=", ":"):
+        if op not in ("=", ":") and (name in ("status", "workflow") or name.startswith("labels.")):
             raise InvalidArgument(
                 "filter", f"{name} is compared with =; only create_time takes {op}"
             )
@@ -135,19 +136,19 @@ def parse_filter(text: str) -> RunFilter:
     )
 
 
-def _time_us(value: str) -> int:
-    """An RFC 3339 time with its offset (``Z`` or ``+02:00``), in microseconds since 1970."""
+def _time_ns(value: str) -> int:
+    """An RFC 3339 time with its offset (``Z`` or ``+02:00``, up to nanoseconds), in
+    nanoseconds since 1970."""
+    moment = timestamp_pb2.Timestamp()
     try:
-        moment = datetime.fromisoformat(value)
+        moment.FromJsonString(value.upper())  # RFC 3339 allows a lower-case t and z
     except ValueError:
-        moment = datetime.min  # no offset: refused below
-    if moment.tzinfo is None:
         raise InvalidArgument(
             "filter",
             f"create_time: {value[:64]!r} is not an RFC 3339 time with its offset, "
             f"e.g. {_TIME_EXAMPLE}",
-        )
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+        ) from None
+    return int(moment.ToNanoseconds())
 
 
 def page_size(value: int, default: int, field_name: str = "page_size") -> int:

@@ -197,7 +197,9 @@ class RunIndex:
     ) -> AsyncIterator[tuple[int, run_pb2.Run]]:
         """Runs of an index, each with its score, by (score, id) descending, strictly after
         `cursor` (a score is the run's create time, or its first attempt's), with scores
-        between `after` and `before` (exclusive) when given."""
+        between `after` and `before` (exclusive) when given: create_time bounds read by
+        score, so a create retried after a crash is bounded, as it is paged, by the time of
+        its first attempt (its stored create_time is the retry's, some moments later)."""
         highest = [cursor[0]] if cursor is not None else []
         highest += [before - 1] if before is not None else []
         top = str(min(highest)) if highest else "+inf"

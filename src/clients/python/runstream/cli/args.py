@@ -9,6 +9,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from urllib.parse import SplitResult, urlsplit
 
+from google.protobuf import timestamp_pb2
+
 from runstream._target import check_target, with_default_port
 
 from .errors import UsageError
@@ -165,30 +167,40 @@ def non_negative_int(value: str) -> int:
     return number
 
 
-_SINCE = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+def duration(value: str) -> float:
+    """Seconds, written as 90s, 30m, 1h or 7d (a bare number is seconds); more than 0."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 90s, 30m, 1h, 7d)")
+    number = float(match.group(1))
+    seconds = number * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return seconds
+
+
+_CENTURY_SECONDS = 100 * 366 * 86400
 
 
 def since(value: str) -> str:
     """`runs --since`: a duration back from now (90s, 15m, 2h, 3d) or an RFC 3339 time with
-    its offset; the time, in RFC 3339, that the runs listed were created after."""
-    match = _SINCE.fullmatch(value.strip())
-    if match is not None:
-        seconds = float(match["amount"]) * _UNIT_SECONDS[match["unit"]]
-        if seconds > 100 * 366 * 86400:
-            raise argparse.ArgumentTypeError(f"more than 100 years back: {value!r}")
-        moment = datetime.now(UTC) - timedelta(seconds=seconds)
-    else:
+    its offset (2026-12-01T09:00:00Z); that time, in RFC 3339."""
+    moment = timestamp_pb2.Timestamp()
+    try:
+        seconds = duration(value)
+    except argparse.ArgumentTypeError:
         try:
-            moment = datetime.fromisoformat(value.strip())
+            moment.FromJsonString(value.strip().upper())
         except ValueError:
-            moment = datetime.min  # no offset: refused below
-        if moment.tzinfo is None:
             raise argparse.ArgumentTypeError(
-                f"not a duration such as 2h or 30m, nor a time with its offset such as "
-                f"2026-12-01T09:00:00Z: {value!r}"
-            )
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                "not a duration such as 2h or 30m, nor an RFC 3339 time with its offset such "
+                f"as 2026-12-01T09:00:00Z: {value[:64]!r}"
+            ) from None
+        return str(moment.ToJsonString())
+    if seconds > _CENTURY_SECONDS:
+        raise argparse.ArgumentTypeError(f"more than 100 years back: {value!r}")
+    moment.FromDatetime(datetime.now(UTC) - timedelta(seconds=seconds))
+    return str(moment.ToJsonString())
 
 
 def _finite(value: str) -> float:

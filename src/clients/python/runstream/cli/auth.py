@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from runstream._auth import (
     token_as_sent,
 )
 
-from .args import non_negative_float, non_negative_int
+from .args import duration, non_negative_float, non_negative_int
 from .errors import CliError, UsageError
 
 if TYPE_CHECKING:
@@ -290,17 +289,6 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
     return config
 
 
-def _duration(value: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 90s, 30m, 1h, 7d)")
-    number = float(match.group(1))
-    seconds = number * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return seconds
-
-
 def _named(value: str) -> str:
     """A subject or tenant: the server refuses a token whose claim is empty."""
     if not value.strip():
@@ -353,7 +341,7 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
         help="a role to grant; repeat for several",
     )
     token.add_argument(
-        "--ttl", type=_duration, default="1h", metavar="DURATION", help="lifetime, e.g. 1h"
+        "--ttl", type=duration, default="1h", metavar="DURATION", help="lifetime, e.g. 1h"
     )
     token.add_argument("--issuer", default=None, metavar="ISS", help="the iss claim")
     token.add_argument("--audience", default=None, metavar="AUD", help="the aud claim")

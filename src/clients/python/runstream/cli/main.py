@@ -268,7 +268,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     console = make_console()
     if args.since is not None:  # what --filter asks for, of the runs created since then
-        since = f'create_time > "{args.since}"'
+        since = f'create_time >= "{args.since}"'
         args.filter = f"{args.filter} AND {since}" if args.filter.strip() else since
 
     async def runs() -> None:
@@ -771,8 +771,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=since,
         default=None,
         metavar="WHEN",
-        help="only runs created in the last WHEN (90s, 15m, 2h, 3d) or after the time WHEN "
-        "(2026-12-01T09:00:00Z)",
+        help="only runs created in the last WHEN (90s, 15m, 2h, 3d) or at or after the time "
+        "WHEN (2026-12-01T09:00:00Z)",
     )
     runs.add_argument(
         "--limit", type=positive_int, default=20, metavar="N", help="show at most N runs"
