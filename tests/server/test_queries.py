@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
-from runstream_server.domain.runs import Retention
+from runstream_server.domain.runs import Limits, Retention
+from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
@@ -746,3 +750,48 @@ async def test_a_run_filter_it_cannot_read_is_invalid_argument_naming_filter(
             await call
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details() == f"filter: {message}"
+
+
+async def test_a_page_cut_short_by_its_size_goes_on_right_after_its_last_run(
+    tmp_path: Path, server_config: ConfigFactory, store_kind: str
+) -> None:
+    """Runs too big for one response make ListRuns pages end early; the next page starts
+    right after the last run sent, so every run is listed once, in the store's order. Also
+    a run whose create a crash cut short and the producer retried: on Redis it keeps its
+    first attempt's place in the index, before the run created between the two attempts."""
+    config = server_config(tmp_path / "r.db", limits=Limits(response_bytes=4000))
+    server = RunstreamServer(config)
+    await server.start()
+    big = {f"k{i}": "x" * 200 for i in range(8)}  # about 1.7 KB a run: two fit a response
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            created = [(await create_run(stubs, labels=big)).run_id for _ in range(2)]
+            if store_kind == "redis":  # what a replica killed between index and script leaves
+                assert config.store_url is not None
+                names = RedisKeys(parse_url(config.store_url).prefix)
+                client = aioredis.from_url(parse_url(config.store_url).url)
+                try:
+                    first_attempt = int(time.time() * 1_000_000)
+                    for index in (names.runs, names.active, names.tenant_runs("")):
+                        await client.zadd(index, {"retried": first_attempt}, nx=True)
+                finally:
+                    await client.aclose()
+            created.append((await create_run(stubs, labels=big)).run_id)
+            created.append((await create_run(stubs, run_id="retried", labels=big)).run_id)
+            listed: list[str] = []
+            token, pages = "", 0
+            while pages < 10:  # round in circles before: the cursor was the run's create time
+                page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=10, page_token=token))
+                listed += [r.run_id for r in page.runs]
+                pages, token = pages + 1, page.next_page_token
+                if not token:
+                    break
+            assert sorted(listed) == sorted(created)  # each once
+            assert pages == 2
+            if store_kind == "redis":
+                assert listed == [created[2], "retried", created[1], created[0]]
+            else:
+                assert listed == created[::-1]
+    finally:
+        await server.stop(grace=0.1)

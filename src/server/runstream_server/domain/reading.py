@@ -97,9 +97,9 @@ class Reading:
         runs = [summary(r, counts[r.run_id]) for r in page.runs]
         next_cursor = page.next_cursor
         kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
-        if kept < len(runs):
+        if kept < len(runs):  # cut short by size: the next page starts after the last kept
             runs = runs[:kept]
-            next_cursor = (runs[-1].create_time.ToMicroseconds(), runs[-1].run_id)
+            next_cursor = page.positions[kept - 1]
         token = encode_token({"scope": scope, "after": list(next_cursor)}) if next_cursor else ""
         return runs, token
 

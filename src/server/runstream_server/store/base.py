@@ -132,6 +132,9 @@ class RunPage:
 
     runs: list[run_pb2.Run]
     next_cursor: tuple[int, str] | None
+    positions: list[tuple[int, str]]
+    """Each run's place in the listing's order: the cursor of a page that ends with it (its
+    create time and id, or on Redis its index score, which a retried create keeps)."""
 
 
 class HeadMoved(Aborted):

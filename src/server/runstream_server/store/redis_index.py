@@ -173,7 +173,8 @@ class RunIndex:
             if len(matched) > page_size
             else None
         )
-        return RunPage([run for _, run in matched[:page_size]], next_cursor)
+        page = matched[:page_size]
+        return RunPage([run for _, run in page], next_cursor, [(at, r.run_id) for at, r in page])
 
     async def _smaller(self, active_or_all: str, tenants: str) -> str:
         """The index to read for one tenant's runs: its own, unless the runs not ended of

@@ -297,8 +297,8 @@ class SqliteEventStore:
         more = len(rows) > page_size
         rows = rows[:page_size]
         runs = [run_pb2.Run.FromString(data) for data, _, _ in rows]
-        next_cursor = (rows[-1][1], rows[-1][2]) if more and rows else None
-        return RunPage(runs, next_cursor)
+        positions = [(created, run_id) for _, created, run_id in rows]
+        return RunPage(runs, positions[-1] if more and rows else None, positions)
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 
