@@ -243,10 +243,6 @@ class EventFilter:
     after: int = 0
     before: int | None = None
 
-    def holds(self, seq: int) -> bool:
-        """Whether `seq` lies in the window."""
-        return seq > self.after and (self.before is None or seq < self.before)
-
     @property
     def empty(self) -> bool:
         """Whether no seq fits the window (``seq > 5 AND seq < 6``)."""
