@@ -4,8 +4,10 @@ reflection always on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer
+from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.runs import Limits, Retention
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_url import parse_url
@@ -25,6 +27,27 @@ from runstream_server.store.redis_url import parse_url
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, custom, ev
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
+    """A server of its own (for a config the `stubs` fixture's does not have), and stubs."""
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield server, Stubs.on(channel)
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def two_ended_runs(stubs: Stubs) -> tuple[run_pb2.Run, run_pb2.Run]:
+    """Two runs of ten events or so each, the first ended first."""
+    runs = await create_run(stubs), await create_run(stubs)
+    for run in runs:
+        await append(stubs, run.run_id, *(custom(n) for n in range(8)))
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    return runs
 
 
 async def all_pages(stubs, **fields) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
@@ -270,65 +293,55 @@ async def test_newest_first_at_the_purge_boundary_is_the_precondition_failure_se
     first page, or a token from before the purge, gets FAILED_PRECONDITION naming run_id or
     page_token and the purged seqs, never an empty page that looks like a run without
     events. A run whose log is kept lists down to seq 1, its last page without a token."""
-    server = RunstreamServer(server_config(tmp_path / "r.db", retention=Retention(runs=1)))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stubs = Stubs.on(channel)
-            old, kept = await create_run(stubs), await create_run(stubs)
-            for run in (old, kept):
-                await append(stubs, run.run_id, *(custom(n) for n in range(8)))
-                await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-            newest = await stubs.runs.ListEvents(
-                rs.ListEventsRequest(run_id=old.run_id, page_size=4, order_by="seq desc")
-            )
-            head = newest.events[0].seq
-            assert newest.events[0].HasField("run_completed")
-            assert [e.seq for e in newest.events] == [head, head - 1, head - 2, head - 3]
-            oldest = await stubs.runs.ListEvents(
-                rs.ListEventsRequest(run_id=old.run_id, page_size=4)
-            )
-            assert server.runs is not None
-            assert await server.runs.apply_retention() == [old.run_id]
+    config = server_config(tmp_path / "r.db", retention=Retention(runs=1))
+    async with serving(config) as (server, stubs):
+        old, kept = await two_ended_runs(stubs)
+        newest = await stubs.runs.ListEvents(
+            rs.ListEventsRequest(run_id=old.run_id, page_size=4, order_by="seq desc")
+        )
+        head = newest.events[0].seq
+        assert newest.events[0].HasField("run_completed")
+        assert [e.seq for e in newest.events] == [head, head - 1, head - 2, head - 3]
+        oldest = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id, page_size=4))
+        assert server.runs is not None
+        assert await server.runs.apply_retention() == [old.run_id]
 
-            purged = f"events 1..{head} of run {old.run_id!r} were removed by the retention policy"
-            for request, field, removed in [
-                (rs.ListEventsRequest(run_id=old.run_id, order_by="seq desc"), "run_id", purged),
-                (
-                    rs.ListEventsRequest(
-                        run_id=old.run_id, order_by="seq desc", page_token=newest.next_page_token
-                    ),
-                    "page_token",
-                    purged,
+        purged = f"events 1..{head} of run {old.run_id!r} were removed by the retention policy"
+        for request, field, removed in [
+            (rs.ListEventsRequest(run_id=old.run_id, order_by="seq desc"), "run_id", purged),
+            (
+                rs.ListEventsRequest(
+                    run_id=old.run_id, order_by="seq desc", page_token=newest.next_page_token
                 ),
-                (
-                    rs.ListEventsRequest(
-                        run_id=old.run_id, order_by="seq desc", filter="kind = RUN_COMPLETED"
-                    ),
-                    "run_id",
-                    purged,
+                "page_token",
+                purged,
+            ),
+            (
+                rs.ListEventsRequest(
+                    run_id=old.run_id, order_by="seq desc", filter="kind = RUN_COMPLETED"
                 ),
-                (rs.ListEventsRequest(run_id=old.run_id), "run_id", purged),
-                (
-                    rs.ListEventsRequest(run_id=old.run_id, page_token=oldest.next_page_token),
-                    "page_token",
-                    f"events 5..{head} of run {old.run_id!r} were removed",
-                ),
-            ]:
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stubs.runs.ListEvents(request)
-                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, request
-                assert info.value.details().startswith(f"{field}: {removed}"), (
-                    request,
-                    info.value.details(),
-                )
+                "run_id",
+                purged,
+            ),
+            (rs.ListEventsRequest(run_id=old.run_id), "run_id", purged),
+            (
+                rs.ListEventsRequest(run_id=old.run_id, page_token=oldest.next_page_token),
+                "page_token",
+                f"events 5..{head} of run {old.run_id!r} were removed",
+            ),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stubs.runs.ListEvents(request)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, request
+            assert info.value.details().startswith(f"{field}: {removed}"), (
+                request,
+                info.value.details(),
+            )
 
-            seqs, pages = await event_pages(stubs, kept.run_id, page_size=4, order_by="seq desc")
-            last = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=kept.run_id))).run.last_seq
-            assert seqs == list(range(last, 0, -1))
-            assert pages[-1].events[-1].HasField("run_created")
-    finally:
-        await server.stop(grace=0.1)
+        seqs, pages = await event_pages(stubs, kept.run_id, page_size=4, order_by="seq desc")
+        last = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=kept.run_id))).run.last_seq
+        assert seqs == list(range(last, 0, -1))
+        assert pages[-1].events[-1].HasField("run_created")
 
 
 async def test_list_steps_pages_in_plan_order(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -589,37 +602,29 @@ async def test_a_seq_window_into_purged_history_is_failed_precondition_naming_fi
     """Retention removed an ended run's log: a window into it, in either order, is
     FAILED_PRECONDITION naming filter (where the listing starts), never an empty page, also
     when its upper bound lies past the run's head. A kept run's window still lists."""
-    server = RunstreamServer(server_config(tmp_path / "r.db", retention=Retention(runs=1)))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stubs = Stubs.on(channel)
-            old, kept = await create_run(stubs), await create_run(stubs)
-            for run in (old, kept):
-                await append(stubs, run.run_id, *(custom(n) for n in range(8)))
-                await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-            assert server.runs is not None
-            assert await server.runs.apply_retention() == [old.run_id]
-            for window, order in [
-                ("seq < 1000", "seq desc"),
-                ("seq > 3 AND seq < 1000", "seq desc"),
-                ("seq > 3", ""),
-                ("seq > 3 AND seq < 6", ""),
-            ]:
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await stubs.runs.ListEvents(
-                        rs.ListEventsRequest(run_id=old.run_id, filter=window, order_by=order)
-                    )
-                assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, window
-                details = info.value.details()
-                assert details.startswith("filter: events "), (window, details)
-                assert "were removed by the retention policy" in details
-            window = rs.ListEventsRequest(
-                run_id=kept.run_id, filter="seq > 3 AND seq < 6", order_by="seq desc"
-            )
-            assert [e.seq for e in (await stubs.runs.ListEvents(window)).events] == [5, 4]
-    finally:
-        await server.stop(grace=0.1)
+    config = server_config(tmp_path / "r.db", retention=Retention(runs=1))
+    async with serving(config) as (server, stubs):
+        old, kept = await two_ended_runs(stubs)
+        assert server.runs is not None
+        assert await server.runs.apply_retention() == [old.run_id]
+        for window, order in [
+            ("seq < 1000", "seq desc"),
+            ("seq > 3 AND seq < 1000", "seq desc"),
+            ("seq > 3", ""),
+            ("seq > 3 AND seq < 6", ""),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stubs.runs.ListEvents(
+                    rs.ListEventsRequest(run_id=old.run_id, filter=window, order_by=order)
+                )
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, window
+            details = info.value.details()
+            assert details.startswith("filter: events "), (window, details)
+            assert "were removed by the retention policy" in details
+        window = rs.ListEventsRequest(
+            run_id=kept.run_id, filter="seq > 3 AND seq < 6", order_by="seq desc"
+        )
+        assert [e.seq for e in (await stubs.runs.ListEvents(window)).events] == [5, 4]
 
 
 async def test_the_stores_read_no_further_than_a_windows_far_bound(
@@ -760,38 +765,32 @@ async def test_a_page_cut_short_by_its_size_goes_on_right_after_its_last_run(
     a run whose create a crash cut short and the producer retried: on Redis it keeps its
     first attempt's place in the index, before the run created between the two attempts."""
     config = server_config(tmp_path / "r.db", limits=Limits(response_bytes=4000))
-    server = RunstreamServer(config)
-    await server.start()
     big = {f"k{i}": "x" * 200 for i in range(8)}  # about 1.7 KB a run: two fit a response
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stubs = Stubs.on(channel)
-            created = [(await create_run(stubs, labels=big)).run_id for _ in range(2)]
-            if store_kind == "redis":  # what a replica killed between index and script leaves
-                assert config.store_url is not None
-                names = RedisKeys(parse_url(config.store_url).prefix)
-                client = aioredis.from_url(parse_url(config.store_url).url)
-                try:
-                    first_attempt = int(time.time() * 1_000_000)
-                    for index in (names.runs, names.active, names.tenant_runs("")):
-                        await client.zadd(index, {"retried": first_attempt}, nx=True)
-                finally:
-                    await client.aclose()
-            created.append((await create_run(stubs, labels=big)).run_id)
-            created.append((await create_run(stubs, run_id="retried", labels=big)).run_id)
-            listed: list[str] = []
-            token, pages = "", 0
-            while pages < 10:  # round in circles before: the cursor was the run's create time
-                page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=10, page_token=token))
-                listed += [r.run_id for r in page.runs]
-                pages, token = pages + 1, page.next_page_token
-                if not token:
-                    break
-            assert sorted(listed) == sorted(created)  # each once
-            assert pages == 2
-            if store_kind == "redis":
-                assert listed == [created[2], "retried", created[1], created[0]]
-            else:
-                assert listed == created[::-1]
-    finally:
-        await server.stop(grace=0.1)
+    async with serving(config) as (_, stubs):
+        created = [(await create_run(stubs, labels=big)).run_id for _ in range(2)]
+        if store_kind == "redis":  # what a replica killed between index and script leaves
+            assert config.store_url is not None
+            names = RedisKeys(parse_url(config.store_url).prefix)
+            client = aioredis.from_url(parse_url(config.store_url).url)
+            try:
+                first_attempt = int(time.time() * 1_000_000)
+                for index in (names.runs, names.active, names.tenant_runs("")):
+                    await client.zadd(index, {"retried": first_attempt}, nx=True)
+            finally:
+                await client.aclose()
+        created.append((await create_run(stubs, labels=big)).run_id)
+        created.append((await create_run(stubs, run_id="retried", labels=big)).run_id)
+        listed: list[str] = []
+        token, pages = "", 0
+        while pages < 10:  # round in circles before: the cursor was the run's create time
+            page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=10, page_token=token))
+            listed += [r.run_id for r in page.runs]
+            pages, token = pages + 1, page.next_page_token
+            if not token:
+                break
+        assert sorted(listed) == sorted(created)  # each once
+        assert pages == 2
+        if store_kind == "redis":
+            assert listed == [created[2], "retried", created[1], created[0]]
+        else:
+            assert listed == created[::-1]

@@ -271,12 +271,13 @@ class SqliteEventStore:
         if run_filter.tenant is not None:
             clauses.append("tenant = ?")
             params.append(run_filter.tenant)
-        if run_filter.created_after_us is not None:
-            clauses.append("create_time_us > ?")
-            params.append(run_filter.created_after_us)
-        if run_filter.created_before_us is not None:
-            clauses.append("create_time_us < ?")
-            params.append(run_filter.created_before_us)
+        for clause, bound in (
+            ("create_time_us > ?", run_filter.created_after_us),
+            ("create_time_us < ?", run_filter.created_before_us),
+        ):
+            if bound is not None:
+                clauses.append(clause)
+                params.append(bound)
         for key, value in sorted(run_filter.labels.items()):
             clauses.append("json_extract(labels, ?) = ?")
             params.extend([f'$."{key}"', value])
