@@ -91,6 +91,9 @@ class RedisProcess:
                     "--appendonly", "yes",
                     "--appendfsync", self.fsync,
                     "--dir", str(self.directory),
+                    # A replica's first sync starts at once, not after Redis's default 5 s
+                    # wait for more replicas to join it.
+                    "--repl-diskless-sync-delay", "0",
                     *self.extra,
                 ],
                 stdout=log,
@@ -118,12 +121,16 @@ class RedisProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
+        """SIGTERM, again every half second: Redis refuses to shut down while it writes its
+        first AOF (a replica just after its sync), and does not try again by itself."""
+        deadline = time.monotonic() + 10
+        while self.process is not None and self.process.poll() is None:
+            if time.monotonic() > deadline:
                 self.kill()
+                return
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(0.5)
 
 
 @pytest.fixture(scope="session")
