@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import run_pb2, run_service_pb2
@@ -266,6 +267,28 @@ async def test_unplanned_step_is_added_and_failed_step_can_be_retried(stubs) -> 
     assert not snap.steps[0].HasField("error")
     assert snap.steps[1].name == "Extra QA"
     assert snap.progress.total_steps == 2
+    assert snap.current_step_id == "extra"
+
+
+async def test_a_refused_batch_leaves_no_trace_of_the_step_it_started(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await append(
+            stubs,
+            run.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id="extra")),
+            ev.RunEvent(step_progress=ev.StepProgress(step_id="nowhere", percent=10)),
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The step the refused batch started does not exist: a report on it is refused by name.
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await append(stubs, run.run_id, ev.RunEvent(step_progress=ev.StepProgress(step_id="extra")))
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events[0].step_progress.step_id" in str(unknown.value.details())
+    # Started again, it is added once, after the planned step.
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="extra")))
+    snap = await get(stubs, run.run_id)
+    assert [s.step_id for s in snap.steps] == ["a", "extra"]
     assert snap.current_step_id == "extra"
 
 

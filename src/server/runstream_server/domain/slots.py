@@ -11,9 +11,8 @@ was just released still counts, which ``lock.locked()`` would have missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from runstream_server.domain.state import RunState
 
@@ -72,23 +71,24 @@ class RunSlots:
         self._ended += int(now) - int(was)
         slot.state = state
 
-    @contextlib.asynccontextmanager
-    async def locked(self, run_id: str) -> AsyncIterator[RunSlot]:
-        """Holds the run's lock; its slot cannot be evicted meanwhile."""
+    def locked(self, run_id: str) -> Held:
+        """Holds the run's lock (``async with``); its slot cannot be evicted meanwhile."""
+        return Held(self, run_id)
+
+    def _enter(self, run_id: str) -> RunSlot:
         slot = self._slots.get(run_id)
         if slot is None:
             slot = self._slots[run_id] = RunSlot(run_id)
         slot.users += 1  # before the first await: from here on the slot stays
-        try:
-            async with slot.lock:
-                yield slot
-        finally:
-            slot.users -= 1
-            if slot.users == 0 and slot.state is None:
-                del self._slots[run_id]  # an unknown run, or a failed load: nothing to keep
-            else:
-                self._slots.move_to_end(run_id)
-            self.evict()
+        return slot
+
+    def _leave(self, slot: RunSlot) -> None:
+        slot.users -= 1
+        if slot.users == 0 and slot.state is None:
+            del self._slots[slot.run_id]  # an unknown run, or a failed load: nothing to keep
+        else:
+            self._slots.move_to_end(slot.run_id)
+        self.evict()
 
     def evict(self) -> None:
         """Drops the least recently used idle runs beyond the limits."""
@@ -105,3 +105,31 @@ class RunSlots:
                 self.set_state(slot, None)
                 del self._slots[run_id]
                 excess -= 1
+
+
+class Held:
+    """``async with slots.locked(run_id) as slot``: the slot counted in use, then its lock
+    taken; on the way out the lock released, then the slot let go (and maybe evicted). A
+    class rather than an async generator: every commit takes one."""
+
+    __slots__ = ("_run_id", "_slot", "_slots")
+
+    def __init__(self, slots: RunSlots, run_id: str) -> None:
+        self._slots = slots
+        self._run_id = run_id
+        self._slot: RunSlot | None = None
+
+    async def __aenter__(self) -> RunSlot:
+        slot = self._slot = self._slots._enter(self._run_id)
+        try:
+            await slot.lock.acquire()
+        except BaseException:
+            self._slots._leave(slot)
+            raise
+        return slot
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        slot = self._slot
+        assert slot is not None, "left without entering"
+        slot.lock.release()
+        self._slots._leave(slot)

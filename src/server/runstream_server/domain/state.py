@@ -30,10 +30,18 @@ TERMINAL_STATUSES = frozenset(
 _NOT_STARTING = frozenset({"run_created", "run_status_changed", "health_changed"})
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(moment)
-    return ts
+    """`moment` (naive: UTC) as a Timestamp: what protobuf's ``FromDatetime`` gives, by
+    datetime arithmetic, for a third of its cost (each event is stamped with one)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    since = moment - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def status_name(status: int) -> str:
@@ -56,9 +64,9 @@ class RunState:
 
     __slots__ = ("decisions", "milestones", "recent_activity", "run", "steps")
 
-    def __init__(self, run: run_pb2.Run) -> None:
+    def __init__(self, run: run_pb2.Run, steps: RunSteps | None = None) -> None:
         self.run = run
-        self.steps = RunSteps(run)
+        self.steps = RunSteps(run) if steps is None else steps
         self.decisions: dict[str, decision_pb2.Decision] = {}
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
@@ -78,7 +86,7 @@ class RunState:
     def copy(self) -> RunState:
         clone = run_pb2.Run()
         clone.CopyFrom(self.run)
-        state = RunState(clone)
+        state = RunState(clone, self.steps.over(clone))
         for decision_id, decision in self.decisions.items():
             state.decisions[decision_id] = copied(decision)
         state.milestones = set(self.milestones)

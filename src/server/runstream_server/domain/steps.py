@@ -28,9 +28,17 @@ class RunSteps:
 
     __slots__ = ("_index", "run")
 
-    def __init__(self, run: run_pb2.Run) -> None:
+    def __init__(self, run: run_pb2.Run, index: dict[str, int] | None = None) -> None:
+        """`index`: the steps' positions when they are known already (a copy of a run)."""
         self.run = run
-        self._index = {step.step_id: i for i, step in enumerate(run.steps)}
+        self._index = (
+            {step.step_id: i for i, step in enumerate(run.steps)} if index is None else index
+        )
+
+    def over(self, run: run_pb2.Run) -> RunSteps:
+        """The same steps in `run`, a copy of this one's run: its index copied, not rebuilt
+        (steps are only ever appended, so their positions are the same)."""
+        return RunSteps(run, dict(self._index))
 
     def get(self, step_id: str) -> run_pb2.Step | None:
         index = self._index.get(step_id)
@@ -169,8 +177,13 @@ class RunSteps:
         """The run's progress and current step, after any event."""
         run = self.run
         steps = run.steps
-        done = sum(1 for s in steps if s.status in DONE_STEP)
-        running = sum(s.percent for s in steps if s.status == run_pb2.STEP_STATUS_RUNNING)
+        done, running = 0, 0.0  # one pass: each step read makes a message object
+        for step in steps:
+            status = step.status
+            if status in DONE_STEP:
+                done += 1
+            elif status == run_pb2.STEP_STATUS_RUNNING:
+                running += step.percent
         progress = run.progress
         progress.completed_steps = done
         progress.total_steps = len(steps)
