@@ -131,5 +131,7 @@ class Held:
     async def __aexit__(self, *exc_info: object) -> None:
         slot = self._slot
         assert slot is not None, "left without entering"
-        slot.lock.release()
-        self._slots._leave(slot)
+        try:
+            slot.lock.release()
+        finally:
+            self._slots._leave(slot)

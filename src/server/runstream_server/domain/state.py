@@ -31,17 +31,19 @@ _NOT_STARTING = frozenset({"run_created", "run_status_changed", "health_changed"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)  # 0001-01-01 to 9999-12-31
 
 
 def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     """`moment` (naive: UTC) as a Timestamp: what protobuf's ``FromDatetime`` gives, by
     datetime arithmetic, for a third of its cost (each event is stamped with one)."""
-    if moment.tzinfo is None:
+    if moment.utcoffset() is None:
         moment = moment.replace(tzinfo=UTC)
     since = moment - _EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
-    )
+    seconds = since.days * 86_400 + since.seconds
+    if seconds not in _TIMESTAMP_SECONDS:
+        raise ValueError(f"{moment} is outside the years a Timestamp holds (1 to 9999)")
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=since.microseconds * 1000)
 
 
 def status_name(status: int) -> str:
@@ -65,6 +67,8 @@ class RunState:
     __slots__ = ("decisions", "milestones", "recent_activity", "run", "steps")
 
     def __init__(self, run: run_pb2.Run, steps: RunSteps | None = None) -> None:
+        """`steps`: the run's steps already indexed (by :meth:`copy`)."""
+        assert steps is None or steps.run is run, "the steps of another run"
         self.run = run
         self.steps = RunSteps(run) if steps is None else steps
         self.decisions: dict[str, decision_pb2.Decision] = {}
