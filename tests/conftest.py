@@ -23,7 +23,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_url import parse_url
 
 from tests.identity import Pki, keys, secured  # noqa: F401 - identity fixtures, shared by tests/*
 
@@ -149,6 +152,19 @@ def redis_store_url(redis: RedisProcess, store: Path) -> str:
     same store" finds its data and no other test's."""
     prefix = hashlib.sha256(str(store).encode()).hexdigest()[:16]
     return f"{redis.url}?prefix=t{prefix}"
+
+
+async def index_entries_only(store_url: str, run_id: str, tenant: str, at_us: int) -> None:
+    """What a replica killed between a create's index entries and its script leaves in the
+    Redis store at `store_url`: `run_id` in the run indexes at `at_us`, and no run."""
+    url = parse_url(store_url)
+    names = RedisKeys(url.prefix)
+    client = aioredis.from_url(url.url)
+    try:
+        for index in (names.runs, names.active, names.tenant_runs(tenant)):
+            await client.zadd(index, {run_id: at_us}, nx=True)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 from runstream._auth import auth_interceptors
 from runstream.v1 import event_pb2 as ev
 from runstream.v1 import report_service_pb2, report_service_pb2_grpc, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
-from runstream_server.store.redis_keys import RedisKeys
-from runstream_server.store.redis_url import parse_url
 
-from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.conftest import RedisProcess, index_entries_only, redis_store_url, serving_on
 from tests.identity import Keys, rs256_auth
 
 
@@ -101,14 +98,7 @@ async def test_a_create_cut_short_after_its_index_entries_lists_nothing_and_the_
     d = deployment
     earlier = (await d.producer.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
     # What a replica killed between the index entries and the script leaves behind.
-    names = RedisKeys(parse_url(d.url).prefix)
-    client = aioredis.from_url(parse_url(d.url).url)
-    try:
-        created = int(time.time() * 1_000_000)
-        for index in (names.runs, names.active, names.tenant_runs("acme")):
-            await client.zadd(index, {"cut-short": created}, nx=True)
-    finally:
-        await client.aclose()
+    await index_entries_only(d.url, "cut-short", "acme", int(time.time() * 1_000_000))
 
     for caller in (d.acme, d.acme_on_a):
         assert await caller.listed() == [earlier]
@@ -141,13 +131,7 @@ async def test_paging_lists_a_retried_create_once_where_its_first_attempt_put_it
     oldest = await create()
     first_attempt = int(time.time() * 1_000_000)
     newer = [await create(), await create()]
-    names = RedisKeys(parse_url(d.url).prefix)
-    client = aioredis.from_url(parse_url(d.url).url)
-    try:
-        for index in (names.runs, names.active, names.tenant_runs("acme")):
-            await client.zadd(index, {"retried": first_attempt}, nx=True)
-    finally:
-        await client.aclose()
+    await index_entries_only(d.url, "retried", "acme", first_attempt)
     await create("retried")
 
     for filter_text in ("", "status = PENDING"):

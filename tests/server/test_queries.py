@@ -13,7 +13,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -21,10 +20,8 @@ from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.runs import Limits, Retention
-from runstream_server.store.redis_keys import RedisKeys
-from runstream_server.store.redis_url import parse_url
 
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, index_entries_only
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, custom, ev
 
@@ -770,14 +767,7 @@ async def test_a_page_cut_short_by_its_size_goes_on_right_after_its_last_run(
         created = [(await create_run(stubs, labels=big)).run_id for _ in range(2)]
         if store_kind == "redis":  # what a replica killed between index and script leaves
             assert config.store_url is not None
-            names = RedisKeys(parse_url(config.store_url).prefix)
-            client = aioredis.from_url(parse_url(config.store_url).url)
-            try:
-                first_attempt = int(time.time() * 1_000_000)
-                for index in (names.runs, names.active, names.tenant_runs("")):
-                    await client.zadd(index, {"retried": first_attempt}, nx=True)
-            finally:
-                await client.aclose()
+            await index_entries_only(config.store_url, "retried", "", int(time.time() * 1_000_000))
         created.append((await create_run(stubs, labels=big)).run_id)
         created.append((await create_run(stubs, run_id="retried", labels=big)).run_id)
         listed: list[str] = []

@@ -45,7 +45,7 @@ class Store:
         self.clock.now += abs(took)
         if took < 0:
             raise Unavailable("the Redis store timed out")
-        return RunPage([], None, [])
+        return RunPage([], [])
 
 
 async def never_called(*_: object) -> None:

@@ -128,13 +128,18 @@ class RunFilter:
 
 @dataclass(frozen=True, slots=True)
 class RunPage:
-    """One page of runs, newest first, and the cursor of the next page (None at the end)."""
+    """One page of runs, newest first, and whether more runs match after it."""
 
     runs: list[run_pb2.Run]
-    next_cursor: tuple[int, str] | None
     positions: list[tuple[int, str]]
     """Each run's place in the listing's order: the cursor of a page that ends with it (its
     create time and id, or on Redis its index score, which a retried create keeps)."""
+    more: bool = False
+
+    @property
+    def next_cursor(self) -> tuple[int, str] | None:
+        """Where the next page starts (after this page's last run); None at the end."""
+        return self.positions[-1] if self.more and self.positions else None
 
 
 class HeadMoved(Aborted):

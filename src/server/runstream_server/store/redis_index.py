@@ -165,16 +165,12 @@ class RunIndex:
                 matched.append((at, run))
                 if len(matched) > page_size:
                     break
-        # The cursor is the last run's position in the index, not its create time: the two
-        # differ for a run whose first create was cut short after its entries (a retry keeps
-        # the first attempt's score), and a cursor off the index's order would list runs again.
-        next_cursor = (
-            (matched[page_size - 1][0], matched[page_size - 1][1].run_id)
-            if len(matched) > page_size
-            else None
-        )
+        # Positions in the index, not create times: the two differ for a run whose first
+        # create was cut short after its entries (a retry keeps the first attempt's score),
+        # and a cursor off the index's order would list runs again.
         page = matched[:page_size]
-        return RunPage([run for _, run in page], next_cursor, [(at, r.run_id) for at, r in page])
+        positions = [(at, run.run_id) for at, run in page]
+        return RunPage([run for _, run in page], positions, len(matched) > page_size)
 
     async def _smaller(self, active_or_all: str, tenants: str) -> str:
         """The index to read for one tenant's runs: its own, unless the runs not ended of

@@ -299,7 +299,7 @@ class SqliteEventStore:
         rows = rows[:page_size]
         runs = [run_pb2.Run.FromString(data) for data, _, _ in rows]
         positions = [(created, run_id) for _, created, run_id in rows]
-        return RunPage(runs, positions[-1] if more and rows else None, positions)
+        return RunPage(runs, positions, more)
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 
