@@ -791,6 +791,29 @@ async def test_a_replayed_ask_where_the_first_process_reported_something_else_is
     await again.close()
 
 
+async def test_a_process_that_attaches_under_an_earlier_key_prefix_without_replaying_is_told(
+    client: Client,
+) -> None:
+    """README's "continue a run" with the first process's key_prefix and no replay: the new
+    process's first event reuses the key of the first process's first event. Its complete()
+    was answered as a duplicate of that event, and the run stayed RUNNING with nothing said."""
+    run = await client.start_run("campaign", key_prefix="continued")
+    await run.metrics({"companies_found": 3})
+    await run.flush()
+
+    again = await restarted(client, run)
+    held = r"'continued:1' already holds event 3 .* a metrics_update, not a run_completed"
+    with pytest.raises(FailedPreconditionError, match=held):
+        await asyncio.wait_for(again.complete(), 20)
+    assert (await client.get_run(run.run_id)).status == RunStatus.RUNNING
+    await again.close()
+    # Attached with a fresh key_prefix, the same process finishes the run.
+    fresh = await client.attach_run(run.run_id)
+    await fresh.complete()
+    await fresh.close()
+    assert (await client.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+
+
 async def wait_for_open(client: Client, run_id: str) -> list[Decision]:
     """The run's open decisions, once there is one."""
     for _ in range(2000):

@@ -60,6 +60,40 @@ async def test_duplicates_are_acked_even_after_the_run_ended(stubs) -> None:  # 
     assert seqs(await watch_all(stubs, run.run_id)) == [1, 2, 3]
 
 
+async def test_another_kind_of_event_under_a_stored_key_is_refused_not_dropped(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A producer that attached under an earlier process's key_prefix without replaying
+    reuses that process's keys for new events. Answering them as duplicates would drop them
+    without a word (a run_completed among them, and the run would run for ever): a key that
+    holds another kind of event refuses the batch, naming the key. The same kind is a
+    resend, answered with the stored seq even if its content differs."""
+    run = await create_run(stubs, "a")
+    started = ev.RunEvent(idempotency_key="p:1", step_started=ev.StepStarted(step_id="a"))
+    progress = ev.RunEvent(
+        idempotency_key="p:2", step_progress=ev.StepProgress(step_id="a", percent=40)
+    )
+    head = (await append(stubs, run.run_id, started, progress)).last_seq
+    ending = ev.RunEvent(idempotency_key="p:2", run_completed=ev.RunCompleted(summary="done"))
+    err = await rpc_error(append(stubs, run.run_id, custom(9), ending))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.details().startswith("events[1].idempotency_key 'p:2' already holds event 3 ")
+    assert "a step_progress, not a run_completed" in err.details()
+    snap = (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    assert (snap.last_seq, snap.status) == (head, run_pb2.RUN_STATUS_RUNNING)
+    # The same kind under the key, with other content, is the stored event sent again.
+    again = ev.RunEvent(
+        idempotency_key="p:2", step_progress=ev.StepProgress(step_id="a", percent=55)
+    )
+    resent = await append(stubs, run.run_id, again)
+    assert [(a.seq, a.duplicate) for a in resent.events] == [(3, True)]
+    # Under a new key the run completes, and the log holds each event once.
+    ending.idempotency_key = "q:1"
+    await append(stubs, run.run_id, custom(9), ending)
+    log = await watch_all(stubs, run.run_id)
+    kinds = [e.WhichOneof("payload") for r in log for e in r.events]
+    assert kinds.count("run_completed") == 1 and kinds.count("custom") == 1
+    assert seqs(log) == list(range(1, len(kinds) + 1))
+
+
 async def test_a_batch_with_one_bad_event_stores_nothing(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a")
     err = await rpc_error(

@@ -287,11 +287,13 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         report the same events in the same order again (a workflow that replays from its
         start): the ones the server already stored are acknowledged once, with their
         original seqs, and only the new ones are appended. Only do that when the replay is
-        the same; a different event under a stored key is dropped as a duplicate (a
-        replayed ``ask()`` finds the question stored under its key: the same question
-        returns, or waits for, that decision's answer; another raises
-        FailedPreconditionError). None generates a fresh prefix: everything reported is
-        new. ``max_buffered``, ``cancel_task`` and ``linger`` are as in ``start_run``.
+        the same: an event of the same kind under a stored key is taken for the stored one,
+        another kind is refused (FailedPreconditionError from the call that reported it,
+        naming the key and what it holds), and a replayed ``ask()`` finds the question
+        stored under its key (the same question returns, or waits for, that decision's
+        answer; another raises FailedPreconditionError). None generates a fresh prefix:
+        everything reported is new. ``max_buffered``, ``cancel_task`` and ``linger`` are as
+        in ``start_run``.
 
         Raises:
             NotFoundError: no such run.

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 _PAYLOAD = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
 KIND_BY_FIELD: dict[str, int] = {f.name: f.number for f in _PAYLOAD.fields}
 VALID_KINDS = frozenset(KIND_BY_FIELD.values())
+_FIELD_BY_KIND = {number: name for name, number in KIND_BY_FIELD.items()}
+
+
+def kind_name(kind: int) -> str:
+    """The payload field an EventKind number stands for ("step_started")."""
+    return _FIELD_BY_KIND.get(kind, f"event of kind {kind}")
 
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")

@@ -16,10 +16,11 @@ from datetime import UTC, datetime
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
-from runstream_server.domain.events import TERMINAL_FIELDS
+from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_name
 from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import RunState, to_timestamp
 from runstream_server.errors import FailedPrecondition
+from runstream_server.store.base import HeldKey
 
 
 def fold(
@@ -27,15 +28,16 @@ def fold(
     events: Sequence[event_pb2.RunEvent],
     *,
     producer: bool,
-    known: dict[str, int],
+    known: dict[str, HeldKey],
     history: insight.WorkflowHistory,
     now: datetime,
     policy: insight.InsightPolicy,
 ) -> tuple[RunState, list[EventAck], list[event_pb2.RunEvent]]:
     """The state after the batch, each event's ack, and the events to store.
 
-    `known` maps the idempotency keys the log already holds to their seqs (answered,
-    not stored again); `history` is the workflow's, for estimates and milestones.
+    `known` maps the idempotency keys the log already holds to what they hold (an event of
+    the same kind is answered with its seq, not stored again; another kind is refused);
+    `history` is the workflow's, for estimates and milestones.
     """
     run_id = state.run.run_id
     draft = state.copy()
@@ -62,7 +64,9 @@ def fold(
     for i, event in enumerate(events):
         key = event.idempotency_key
         if key and key in known:
-            acks.append(EventAck(known[key], key, duplicate=True))
+            held = known[key]
+            _check_same_kind(held, event, f"events[{i}]", run_id)
+            acks.append(EventAck(held.seq, key, duplicate=True))
             continue
         if ended_at:
             raise FailedPrecondition(
@@ -77,7 +81,7 @@ def fold(
             ended_at = f"events[{i}]"
         acks.append(EventAck(seq, key, duplicate=False))
         if key:
-            known[key] = seq
+            known[key] = HeldKey(seq, KIND_BY_FIELD[event.WhichOneof("payload") or ""])
         if producer:
             spoken.append(event)
             if not draft.is_terminal:  # milestones land right after what crossed them
@@ -90,6 +94,22 @@ def fold(
         for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
             stage(extra, "server")
     return draft, acks, staged
+
+
+def _check_same_kind(held: HeldKey, event: event_pb2.RunEvent, path: str, run_id: str) -> None:
+    """Refuses an event whose key holds an event of another kind: the producer reports
+    something new under a key it used before (a replay that went another way, or a process
+    that attached with an earlier one's key_prefix and did not replay), which answering as a
+    duplicate would drop without a word. The same kind is a resend or a replay, and answered
+    with the stored event's seq even if its texts differ (a model rarely says it twice)."""
+    name = event.WhichOneof("payload") or ""
+    if held.kind and held.kind != KIND_BY_FIELD[name]:
+        raise FailedPrecondition(
+            f"{path}.idempotency_key {event.idempotency_key!r} already holds event {held.seq} "
+            f"of run {run_id!r}, a {kind_name(held.kind)}, not a {name}: a producer reporting "
+            "again under a key_prefix must report the same events in the same order; "
+            "attach with a fresh key_prefix (none) to report new ones"
+        )
 
 
 def _before_terminal(

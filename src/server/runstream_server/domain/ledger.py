@@ -398,7 +398,8 @@ class RunLedger:
         look_up_keys: bool,
     ) -> tuple[RunState, list[EventAck], list[event_pb2.RunEvent]]:
         """The state after the batch, each event's ack, and the events to store; keys the
-        log already holds are answered with their seqs when `look_up_keys`."""
+        log already holds are answered with their seqs when `look_up_keys` (refused when
+        they hold another kind of event)."""
         history = await self.workflow_history(state.run.tenant, state.run.workflow)
         known = (
             await self._store.find_keys(state.run.run_id, [e.idempotency_key for e in events])

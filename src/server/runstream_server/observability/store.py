@@ -26,6 +26,7 @@ from runstream_server.observability.telemetry import Telemetry
 from runstream_server.store.base import (
     EventStore,
     HeadMoved,
+    HeldKey,
     Notice,
     NoticeHandler,
     RunFilter,
@@ -100,7 +101,7 @@ class ObservedStore:
             self._telemetry.store_failed("load_run")
             raise
 
-    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         try:
             return await self.inner.find_keys(run_id, keys)
         except Exception:

@@ -47,6 +47,14 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldKey:
+    """What an idempotency key holds in a run's log: the seq and kind of its event."""
+
+    seq: int
+    kind: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """One stored event: its position in the run's log, kind, producer key and bytes."""
 
@@ -198,8 +206,8 @@ class EventStore(Protocol):
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         """The run's latest snapshot, or None when the run does not exist."""
 
-    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
-        """The seqs of those idempotency keys the run's log already holds."""
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
+        """What those idempotency keys the run's log already holds hold."""
 
     async def read_events(
         self,

@@ -47,6 +47,7 @@ from runstream.v1 import run_pb2
 from runstream_server.errors import AlreadyExists, Unavailable
 from runstream_server.store.base import (
     HeadMoved,
+    HeldKey,
     NoticeHandler,
     RunFilter,
     RunPage,
@@ -480,12 +481,24 @@ class RedisEventStore:
         return None if data is None else run_pb2.Run.FromString(data)
 
     @_unavailable
-    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         wanted = [k for k in keys if k]
         if not wanted:
             return {}
-        seqs = await self._client.hmget(self._keys.run(run_id)[2], wanted)
-        return {k: int(s) for k, s in zip(wanted, seqs, strict=True) if s is not None}
+        _, log_key, keys_key = self._keys.run(run_id)
+        seqs = await self._client.hmget(keys_key, wanted)
+        held = {k: int(s) for k, s in zip(wanted, seqs, strict=True) if s is not None}
+        if not held:
+            return {}
+        pipe = self._client.pipeline(transaction=False)  # the kinds: one round trip for all
+        for seq in held.values():
+            pipe.xrange(log_key, f"{seq}-0", f"{seq}-0")
+        entries = await pipe.execute()
+        # A key whose event is gone (a purged log) holds an event of no known kind (0).
+        return {
+            key: HeldKey(seq, _stored(found[0]).kind if found else 0)
+            for (key, seq), found in zip(held.items(), entries, strict=True)
+        }
 
     @_unavailable
     async def read_events(

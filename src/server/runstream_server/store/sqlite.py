@@ -35,6 +35,7 @@ from runstream.v1 import run_pb2
 
 from runstream_server.errors import Unavailable
 from runstream_server.store.base import (
+    HeldKey,
     NoticeHandler,
     RunFilter,
     RunPage,
@@ -153,22 +154,22 @@ class SqliteEventStore:
         data = await self._read(load)
         return None if data is None else run_pb2.Run.FromString(data)
 
-    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, int]:
+    async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         wanted = [k for k in keys if k]
         if not wanted:
             return {}
 
-        def find(conn: sqlite3.Connection) -> dict[str, int]:
-            found: dict[str, int] = {}
+        def find(conn: sqlite3.Connection) -> dict[str, HeldKey]:
+            found: dict[str, HeldKey] = {}
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
-                    "SELECT idempotency_key, seq FROM events "
+                    "SELECT idempotency_key, seq, kind FROM events "
                     f"WHERE run_id = ? AND idempotency_key IN ({marks})",
                     (run_id, *chunk),
                 )
-                found.update((str(key), int(seq)) for key, seq in rows)
+                found.update((str(key), HeldKey(int(seq), int(kind))) for key, seq, kind in rows)
             return found
 
         return await self._read(find)
