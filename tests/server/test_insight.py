@@ -406,6 +406,30 @@ async def test_an_estimate_of_events_timed_at_the_end_of_9999_ends_then(stubs) -
         await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
 
 
+async def test_a_run_timed_at_the_end_of_9999_pauses_resumes_and_reads_every_time(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A producer whose clock says 9999-12-31T23:59:59Z, with an estimate of an hour. Moving
+    that estimate to the server's now worked in float seconds (some 10^11 of them), whose
+    rounding overflowed the date about every other call: PauseRun, ResumeRun, GetRun and
+    ListRuns answered INTERNAL (a pause was committed all the same), and a reader's count
+    down stretched the hour to the 7,973 years left until then."""
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    run = await create_run(stubs, "a", workflow="clock-ahead")
+    progress = ev.StepProgress(step_id="a", percent=1)
+    progress.estimated_time_remaining.FromSeconds(3600)
+    await append(stubs, run.run_id, timed(ev.RunEvent(step_progress=progress), last))
+    wanted = rs.GetRunRequest(run_id=run.run_id)
+    for _ in range(12):
+        await stubs.runs.PauseRun(rs.PauseRunRequest(run_id=run.run_id))
+        paused = (await stubs.runs.GetRun(wanted)).run
+        assert paused.status == run_pb2.RUN_STATUS_PAUSED and paused.estimate.held
+        await stubs.runs.ResumeRun(rs.ResumeRunRequest(run_id=run.run_id))
+        running = (await stubs.runs.GetRun(wanted)).run
+        listed = (await stubs.runs.ListRuns(rs.ListRunsRequest())).runs
+        for seen in (paused, running, *[r for r in listed if r.run_id == run.run_id]):
+            assert 0 < seen.estimate.remaining.seconds <= 3600
+            assert seen.estimate.end_time.seconds <= at(last).seconds
+
+
 async def test_a_run_past_its_estimate_says_about_a_second_without_flooding_its_log(
     stubs,  # type: ignore[no-untyped-def]
 ) -> None:

@@ -128,8 +128,11 @@ class WorkflowHistory:
 
 def _end_time(now: datetime, remaining: float) -> timestamp_pb2.Timestamp:
     """`remaining` seconds after `now`, or the last time there is: `now` may be a producer's
-    event time, which may lie in the year 9999, where adding to it would overflow."""
-    return to_timestamp(now + timedelta(seconds=min(remaining, (_LAST_TIME - now).total_seconds())))
+    event time, which may lie in the year 9999, where adding to it would overflow. Compared
+    as timedeltas: the room left as float seconds (some 10^11 of them) loses its last
+    microseconds, and rounded up it overflowed about every other time."""
+    step = timedelta(seconds=min(remaining, MAX_REMAINING))
+    return to_timestamp(now + min(step, _LAST_TIME - now))
 
 
 def _seconds_between(start: timestamp_pb2.Timestamp, end: timestamp_pb2.Timestamp) -> float:
@@ -329,9 +332,11 @@ def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
 
 
 def counted_down(estimate: run_pb2.Estimate, now: datetime) -> None:
-    """Moves `remaining` (and its range) to `now`: the end time is what the estimate says."""
+    """Moves `remaining` (and its range) to `now`: the end time is what the estimate says.
+    Counting down never adds time: an end time further away than the remaining time (a
+    producer whose clock runs ahead, up to the year 9999) leaves it as it is."""
     left = (estimate.end_time.ToDatetime(UTC) - now).total_seconds()
-    elapsed = estimate.remaining.ToNanoseconds() / 1e9 - max(0.0, left)
+    elapsed = max(0.0, estimate.remaining.ToNanoseconds() / 1e9 - max(0.0, left))
     for name in ("remaining", "remaining_low", "remaining_high"):
         value = getattr(estimate, name).ToNanoseconds() / 1e9
         getattr(estimate, name).CopyFrom(duration_of(max(0.0, value - elapsed)))
