@@ -4,7 +4,9 @@ reflection always on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.queries import encode_token
 from runstream_server.domain.runs import Limits, Retention
 
 from tests.conftest import ConfigFactory, index_entries_only
@@ -141,6 +144,22 @@ async def test_page_tokens_are_checked(stubs) -> None:  # type: ignore[no-untype
             await stubs.runs.ListRuns(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details().split(":")[0] in ("page_token", "page_size")
+
+
+async def test_a_signed_runs_token_whose_position_leaves_int64_is_refused(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A token signed with the server's key (its default key is public) whose create time
+    is a number string past int64: SQLite could not bind it (INTERNAL), Redis listed on."""
+    for i in range(2):
+        await create_run(stubs, workflow="wf", run_id=f"r{i}")
+    page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=1))
+    raw = base64.urlsafe_b64decode(page.next_page_token + "=" * (-len(page.next_page_token) % 4))
+    scope = json.loads(raw[1:-16])["scope"]
+    for position in (str(2**63), str(-(2**63) - 1), "-1"):
+        forged = encode_token({"scope": scope, "after": [position, "r0"]})
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=1, page_token=forged))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith("page_token: ")
 
 
 async def test_a_page_size_over_1000_is_taken_as_1000(stubs) -> None:  # type: ignore[no-untyped-def]

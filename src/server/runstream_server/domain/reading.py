@@ -86,12 +86,13 @@ class Reading:
         cursor: tuple[int, str] | None = None
         if page_token:
             after = decode_token(page_token, scope).get("after")
-            if not (isinstance(after, list) and len(after) == 2):
-                raise InvalidArgument("page_token", "is not a token this server issued")
-            try:
-                cursor = (int(after[0]), str(after[1]))
-            except (TypeError, ValueError):
-                raise InvalidArgument("page_token", "is not a token this server issued") from None
+            # (create time in microseconds, run id), as next_cursor gave it; nothing else, a
+            # number string past int64 included, which SQLite could not bind (INTERNAL).
+            match after:
+                case [int(created), str(run_id)]:  # decode_token: ints in int64, no bools
+                    cursor = (created, run_id)
+                case _:
+                    raise InvalidArgument("page_token", "is not a token this server issued")
         page = await self._store.list_runs(run_filter, size, cursor)
         counts = await self._viewers.read([r.run_id for r in page.runs])
         runs = [summary(r, counts[r.run_id]) for r in page.runs]
