@@ -171,6 +171,14 @@ BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
         lambda k: (k.token(["admin"], exp=str(int(time.time()) + 600)), None),
         "claim 'exp' must be a number",
     ),
+    "expiry of 400 digits": (
+        lambda k: (k.token(["admin"], exp=10**400), None),
+        "claim 'exp' must be a time between 1970 and the year 9999",
+    ),
+    "expiry past the year 9999": (
+        lambda k: (k.token(["admin"], exp=1e20), None),
+        "claim 'exp' must be a time between 1970 and the year 9999",
+    ),
     "not-before as a string": (
         lambda k: (k.token(["admin"], nbf=str(int(time.time()) - 60)), None),
         "claim 'nbf' must be a number",

@@ -32,6 +32,7 @@ MIN_SECRET_BYTES = 32
 
 _REQUIRED_CLAIMS = ("exp", "sub", "tenant")
 _VERIFIED_CACHE = 10_000
+_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class TokenError(Exception):
@@ -239,6 +240,10 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         value = claims.get(claim, 0)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TokenError(f"claim {claim!r} must be a number (seconds since the epoch)")
+        # A valid signature vouches for the issuer, not for the number: one of 400 digits
+        # overflowed float() (UNKNOWN), and the expiry timer of a stream needs a real time.
+        if not 0 <= value <= _LAST_SECOND:
+            raise TokenError(f"claim {claim!r} must be a time between 1970 and the year 9999")
     return Principal.of(subject, tenant, roles, float(claims["exp"]))
 
 
