@@ -58,6 +58,11 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "percent: must be between 0 and 100, got 150",
     ),
     (
+        "progress-percent-rounded",
+        lambda r, s: s.progress(100.0001),
+        "percent: must be between 0 and 100, got 100.0001",
+    ),
+    (
         "progress-nan",
         lambda r, s: s.progress(math.nan),
         "percent: must be a finite number, got nan",
@@ -273,6 +278,11 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "workflow-percentage",
         lambda r, s: r.workflow_state("phase", completion_percentage=math.inf),
         "completion_percentage: must be a finite number, got inf",
+    ),
+    (
+        "workflow-percentage-range",
+        lambda r, s: r.workflow_state("phase", completion_percentage=1000),
+        "completion_percentage: must be between 0 and 100, got 1000",
     ),
     (
         "workflow-pipeline",
@@ -624,6 +634,9 @@ def test_the_sdk_checks_the_limits_the_server_applies() -> None:
     assert arguments.ID_PATTERN.pattern == server_events._ID_RE.pattern
     assert server_events.KINDS["step_progress"].ranges == (("percent", *arguments.PERCENT_RANGE),)
     assert server_events.KINDS["thinking"].ranges == (("confidence", *arguments.CONFIDENCE_RANGE),)
+    assert server_events.KINDS["workflow_state_change"].ranges == (
+        ("completion_percentage", *arguments.PERCENT_RANGE),
+    )
     assert arguments.MAX_DURATION_SECONDS == fields._MAX_DURATION_SECONDS
     assert arguments.CONTROL.pattern == fields._CONTROL.pattern
     assert arguments.KEY_PREFIX_CHARS + len(f":{2**63 - 1}") == server_events.MAX_KEY_LENGTH

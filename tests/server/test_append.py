@@ -226,6 +226,35 @@ async def test_malformed_events_get_invalid_argument_naming_the_field(stubs, eve
     assert err.details().startswith(field + ":"), err.details()
 
 
+async def test_a_percentage_out_of_range_is_refused_with_the_value_sent(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The workflow's completion_percentage is 0 to 100, as the step's percent is (1,000 was
+    accepted), and a refused value is quoted as sent (100.0001 read "got 100")."""
+    run = await create_run(stubs, "a")
+    for event, message in (
+        (
+            ev.RunEvent(
+                workflow_state_change=ev.WorkflowStateChange(
+                    change_type="phase_transition", completion_percentage=1000
+                )
+            ),
+            "events[0].workflow_state_change.completion_percentage: must be between 0 and "
+            "100, got 1000",
+        ),
+        (
+            ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=100.0001)),
+            "events[0].step_progress.percent: must be between 0 and 100, got 100.0001",
+        ),
+        (
+            ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=-0.0000001)),
+            "events[0].step_progress.percent: must be between 0 and 100, got -1e-07",
+        ),
+    ):
+        err = await rpc_error(append(stubs, run.run_id, event))
+        assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    done = ev.WorkflowStateChange(change_type="phase_transition", completion_percentage=100)
+    await append(stubs, run.run_id, ev.RunEvent(workflow_state_change=done))
+
+
 async def test_unknown_run_is_not_found(stubs) -> None:  # type: ignore[no-untyped-def]
     err = await rpc_error(append(stubs, "no-such-run", custom(1)))
     assert err.code() == grpc.StatusCode.NOT_FOUND

@@ -190,9 +190,11 @@ def number(name: str, value: object, low: float, high: float = math.inf) -> floa
     """A finite number from ``low`` to ``high``, worded as the server words it."""
     result = finite(name, value)
     if not low <= result <= high:
+        # Quoted as given where rounding would put it in range (100.0001 is not "100").
+        got = repr(result) if f"{result:g}" in (f"{low:g}", f"{high:g}") else f"{result:g}"
         if high == math.inf:
-            raise _refuse(name, f"must be at least {low:g}, got {result:g}")
-        raise _refuse(name, f"must be between {low:g} and {high:g}, got {result:g}")
+            raise _refuse(name, f"must be at least {low:g}, got {got}")
+        raise _refuse(name, f"must be between {low:g} and {high:g}, got {got}")
     return result
 
 

@@ -1159,7 +1159,9 @@ def workflow_state_event(
             change_type=arguments.line("change_type", change_type, NAME_CHARS, required=True),
             current_stage=arguments.line("current_stage", current_stage, NAME_CHARS),
             stages=arguments.texts("stages", stages),
-            completion_percentage=arguments.finite("completion_percentage", completion_percentage),
+            completion_percentage=arguments.number(
+                "completion_percentage", completion_percentage, *arguments.PERCENT_RANGE
+            ),
             active_agents=arguments.texts("active_agents", active_agents),
             pipeline_status=arguments.entries(
                 "pipeline_status",

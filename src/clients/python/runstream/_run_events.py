@@ -312,7 +312,7 @@ class RunEvents:
     ) -> None:
         """Reports a phase transition or a change of pipeline flags.
 
-        Checks ``change_type`` (required), ``completion_percentage`` (finite), the lists
+        Checks ``change_type`` (required), ``completion_percentage`` (0 to 100), the lists
         (at most 100 names each) and ``pipeline_status`` (at most 100 flags)."""
         await self._report(
             convert.workflow_state_event(

@@ -115,9 +115,10 @@ def _finite(field_path: str, value: float) -> None:
 def _in_range(field_path: str, value: float, low: float, high: float) -> None:
     _finite(field_path, value)
     if not low <= value <= high:
+        got = repr(value) if f"{value:g}" in (f"{low:g}", f"{high:g}") else f"{value:g}"
         if high == math.inf:
-            raise InvalidArgument(field_path, f"must be at least {low:g}, got {value:g}")
-        raise InvalidArgument(field_path, f"must be between {low:g} and {high:g}, got {value:g}")
+            raise InvalidArgument(field_path, f"must be at least {low:g}, got {got}")
+        raise InvalidArgument(field_path, f"must be between {low:g} and {high:g}, got {got}")
 
 
 def _required(field_path: str, value: str) -> None:
@@ -329,7 +330,9 @@ KINDS: dict[str, KindRules] = {
     ),
     "artifact_produced": KindRules(required=("artifact.name",), step_refs=("artifact.step_id",)),
     # Phase changes are shown to watchers; steps carry the snapshot's progress.
-    "workflow_state_change": KindRules(required=("change_type",), changes_state=False),
+    "workflow_state_change": KindRules(
+        required=("change_type",), ranges=(("completion_percentage", 0, 100),), changes_state=False
+    ),
     "health_changed": KindRules(server_only=True),
     "estimate_updated": KindRules(server_only=True),
     "decision_requested": KindRules(check=_validate_decision),

@@ -883,8 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the same answer again is accepted; a different answer after the decision closed "
         "fails and names the winning answer.",
         epilog="examples:\n"
-        "  runstream answer RUN_ID persona summiteer\n"
-        "  runstream answer RUN_ID persona --skip --by ana\n",
+        "  runstream answer RUN_ID persona-priority city_summiteer   (the demo's question)\n"
+        "  runstream answer RUN_ID persona-priority --skip --by ana\n",
         formatter_class=_Formatter,
     )
     answer.add_argument("run_id", metavar="RUN_ID", help="the run")
