@@ -48,9 +48,11 @@ export type RunEvent = Message<"runstream.v1.RunEvent"> & {
   eventTime?: Timestamp | undefined;
 
   /**
-   * The producer's key for the event. An append whose key the run already holds is not
-   * stored again: the server acknowledges it with the seq it was first given. At most 128
-   * characters; empty means the event is not deduplicated.
+   * The producer's key for the event. An append whose key the run already holds, for an
+   * event of the same kind, is not stored again: the server acknowledges it with the seq it
+   * was first given. An event of another kind under a held key is refused with
+   * FAILED_PRECONDITION naming the key and what it holds, and its batch stores nothing. At
+   * most 128 characters; empty means the event is not deduplicated.
    *
    * @generated from field: string idempotency_key = 4;
    */
