@@ -487,8 +487,9 @@ async def test_free_text_keeps_its_control_characters_names_refuse_them(client: 
             "stay within 128",
         ),
         ("replay\n1", "key_prefix: must not contain control characters (U+000A at 6)"),
+        ("runstream.deadline", "key_prefix: must not start with 'runstream.' (the server's)"),
     ],
-    ids=["empty", "too-long", "newline"],
+    ids=["empty", "too-long", "newline", "the-servers"],
 )
 async def test_a_bad_key_prefix_fails_before_the_run_is_created_or_attached(
     client: Client, key_prefix: str, said: str
@@ -641,4 +642,5 @@ def test_the_sdk_checks_the_limits_the_server_applies() -> None:
     assert arguments.CONTROL.pattern == fields._CONTROL.pattern
     assert arguments.KEY_PREFIX_CHARS + len(f":{2**63 - 1}") == server_events.MAX_KEY_LENGTH
     assert arguments.MAX_DECISION_TIMEOUT_SECONDS == server_events.MAX_DECISION_TIMEOUT_SECONDS
+    assert arguments.SERVER_KEY_PREFIX == server_events.SERVER_KEY_PREFIX
     assert arguments.MAX_SEQ == queries.MAX_SEQ - 1

@@ -132,6 +132,10 @@ BAD_EVENTS = [
         ev.RunEvent(idempotency_key="k" * 129, custom=ev.Custom(type="x")),
         "events[0].idempotency_key",
     ),
+    (  # a deadline's key: the decision's deadline could never be written
+        ev.RunEvent(idempotency_key="runstream.deadline:d", custom=ev.Custom(type="x")),
+        "events[0].idempotency_key",
+    ),
     (ev.RunEvent(run_created=ev.RunCreated(workflow="x")), "events[0].run_created"),
     (
         ev.RunEvent(decision_resolved=ev.DecisionResolved(decision_id="d")),

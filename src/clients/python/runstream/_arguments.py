@@ -81,6 +81,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 # runstream_server.domain.events.KINDS: the ranges of StepProgress.percent and
 # Thinking.confidence.
 PERCENT_RANGE = (0.0, 100.0)
+SERVER_KEY_PREFIX = "runstream."  # idempotency keys the server writes under (deadlines)
 CONFIDENCE_RANGE = (0.0, 1.0)
 # runstream_server.domain.fields._check_duration: 0 to 100 years.
 MAX_DURATION_SECONDS = 3_155_760_000
@@ -147,6 +148,8 @@ def key_prefix(value: str | None) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise _refuse("key_prefix", "must be a non-empty string (None generates one)")
+    if value.startswith(SERVER_KEY_PREFIX):
+        raise _refuse("key_prefix", f"must not start with {SERVER_KEY_PREFIX!r} (the server's)")
     if len(value) > KEY_PREFIX_CHARS:
         raise _refuse(
             "key_prefix",

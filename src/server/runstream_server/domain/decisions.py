@@ -18,7 +18,7 @@ from runstream.v1 import decision_pb2, event_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain.commits import DecisionFeed, Links
-from runstream_server.domain.events import check_id
+from runstream_server.domain.events import SERVER_KEY_PREFIX, check_id
 from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.monitors import Deadlines
 from runstream_server.domain.queries import decode_token, encode_token, fitting
@@ -35,7 +35,7 @@ from runstream_server.errors import (
 )
 
 log = logging.getLogger("runstream.decisions")
-DEADLINE_KEY_PREFIX = "runstream.deadline:"
+DEADLINE_KEY_PREFIX = f"{SERVER_KEY_PREFIX}deadline:"
 """Idempotency key of the DecisionResolved a deadline writes: the same on every replica."""
 
 

@@ -38,6 +38,8 @@ def kind_name(kind: int) -> str:
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MAX_KEY_LENGTH = 128
+SERVER_KEY_PREFIX = "runstream."
+"""Idempotency keys under this prefix are the server's own (a decision's deadline)."""
 
 
 def check_id(field_path: str, value: str, *, required: bool = True) -> None:
@@ -149,6 +151,12 @@ def validate_produced_event(
         _check_time(f"{path}.event_time", event.event_time)
     if len(event.idempotency_key) > MAX_KEY_LENGTH:
         raise InvalidArgument(f"{path}.idempotency_key", "is longer than 128 characters")
+    if event.idempotency_key.startswith(SERVER_KEY_PREFIX):
+        # A producer's event stored under a deadline's key kept that deadline from ever
+        # being written: the decision never closed.
+        raise InvalidArgument(
+            f"{path}.idempotency_key", f"must not start with {SERVER_KEY_PREFIX!r} (the server's)"
+        )
     name = payload_field(event)
     if name is None:
         raise InvalidArgument(f"{path}.payload", "exactly one event kind must be set")

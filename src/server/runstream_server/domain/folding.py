@@ -104,12 +104,17 @@ def _check_same_kind(held: HeldKey, event: event_pb2.RunEvent, path: str, run_id
     with the stored event's seq even if its texts differ (a model rarely says it twice)."""
     name = event.WhichOneof("payload") or ""
     if held.kind and held.kind != KIND_BY_FIELD[name]:
+        stored = kind_name(held.kind)
         raise FailedPrecondition(
             f"{path}.idempotency_key {event.idempotency_key!r} already holds event {held.seq} "
-            f"of run {run_id!r}, a {kind_name(held.kind)}, not a {name}: a producer reporting "
-            "again under a key_prefix must report the same events in the same order; "
-            "attach with a fresh key_prefix (none) to report new ones"
+            f"of run {run_id!r}, {_a(stored)}, not {_a(name)}: a producer reporting again "
+            "under keys it used must report the same events in the same order; new events "
+            "need new keys (the SDK: attach_run with key_prefix=None)"
         )
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
 
 
 def _before_terminal(

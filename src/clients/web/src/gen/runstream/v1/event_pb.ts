@@ -52,7 +52,8 @@ export type RunEvent = Message<"runstream.v1.RunEvent"> & {
    * event of the same kind, is not stored again: the server acknowledges it with the seq it
    * was first given. An event of another kind under a held key is refused with
    * FAILED_PRECONDITION naming the key and what it holds, and its batch stores nothing. At
-   * most 128 characters; empty means the event is not deduplicated.
+   * most 128 characters, not starting with "runstream." (the server's own keys); empty
+   * means the event is not deduplicated.
    *
    * @generated from field: string idempotency_key = 4;
    */
