@@ -24,10 +24,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from runstream_server.store.base import (
     CommitNotice,
