@@ -63,17 +63,18 @@ def fold(
     ended_at = ""  # the event of this batch that ended the run
     for i, event in enumerate(events):
         key = event.idempotency_key
+        name = event.WhichOneof("payload") or ""
         if key and key in known:
             held = known[key]
-            _check_same_kind(held, event, f"events[{i}]", run_id)
+            _check_same_kind(held, name, key, f"events[{i}]", run_id)
             acks.append(EventAck(held.seq, key, duplicate=True))
             continue
         if ended_at:
             raise FailedPrecondition(
                 f"run {run_id!r} ends at {ended_at} of this batch; it accepts no events after "
-                f"that (events[{i}].{event.WhichOneof('payload')})"
+                f"that (events[{i}].{name})"
             )
-        if event.WhichOneof("payload") in TERMINAL_FIELDS and not draft.is_terminal:
+        if name in TERMINAL_FIELDS and not draft.is_terminal:
             for extra in _before_terminal(draft, history, event, now, policy):
                 stage(extra, "server")
         seq = stage(event, f"events[{i}]")
@@ -81,7 +82,7 @@ def fold(
             ended_at = f"events[{i}]"
         acks.append(EventAck(seq, key, duplicate=False))
         if key:
-            known[key] = HeldKey(seq, KIND_BY_FIELD[event.WhichOneof("payload") or ""])
+            known[key] = HeldKey(seq, KIND_BY_FIELD[name])
         if producer:
             spoken.append(event)
             if not draft.is_terminal:  # milestones land right after what crossed them
@@ -96,17 +97,16 @@ def fold(
     return draft, acks, staged
 
 
-def _check_same_kind(held: HeldKey, event: event_pb2.RunEvent, path: str, run_id: str) -> None:
+def _check_same_kind(held: HeldKey, name: str, key: str, path: str, run_id: str) -> None:
     """Refuses an event whose key holds an event of another kind: the producer reports
     something new under a key it used before (a replay that went another way, or a process
     that attached with an earlier one's key_prefix and did not replay), which answering as a
     duplicate would drop without a word. The same kind is a resend or a replay, and answered
     with the stored event's seq even if its texts differ (a model rarely says it twice)."""
-    name = event.WhichOneof("payload") or ""
     if held.kind and held.kind != KIND_BY_FIELD[name]:
         stored = kind_name(held.kind)
         raise FailedPrecondition(
-            f"{path}.idempotency_key {event.idempotency_key!r} already holds event {held.seq} "
+            f"{path}.idempotency_key {key!r} already holds event {held.seq} "
             f"of run {run_id!r}, {_a(stored)}, not {_a(name)}: a producer reporting again "
             "under keys it used must report the same events in the same order; new events "
             "need new keys (the SDK: attach_run with key_prefix=None)"

@@ -494,7 +494,8 @@ class RedisEventStore:
         for seq in held.values():
             pipe.xrange(log_key, f"{seq}-0", f"{seq}-0")
         entries = await pipe.execute()
-        # A key whose event is gone (a purged log) holds an event of no known kind (0).
+        # Kind 0 (none known): the event went between the two reads (a purge of an ended
+        # run, which takes its keys too), so there is nothing left to compare with.
         return {
             key: HeldKey(seq, _stored(found[0]).kind if found else 0)
             for (key, seq), found in zip(held.items(), entries, strict=True)
