@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import pytest
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
@@ -21,7 +22,7 @@ from runstream_server.domain.runs import Limits
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom, ev, watch_all
+from tests.server.support import append, create_run, custom, ev, opened, watch_all
 
 
 async def test_a_silent_run_turns_stalled_after_a_restart_without_being_opened(
@@ -176,5 +177,50 @@ async def test_subscribing_to_more_runs_than_memory_holds_sends_every_open_quest
         assert sorted((p.run_id, p.decision_id) for p in prompts) == sorted(
             (run_id, f"q{i}") for i, run_id in enumerate(run_ids)
         )
+    finally:
+        await server.stop(grace=0.1)
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["running", "ended"])
+async def test_a_run_can_be_watched_when_every_run_in_memory_is_watched(
+    tmp_path: Path, server_config: ConfigFactory, ended: bool
+) -> None:
+    """Memory holds two runs (at most one ended) and both are watched; watching a third loads it,
+    and the limits would evict it at once: it is watched all the same, from its first
+    event to its last."""
+    server = RunstreamServer(
+        server_config(tmp_path / "w.db", limits=Limits(cached_runs=2, cached_ended_runs=1))
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs(channel, *_stubs(channel))
+            runs = []
+            for i in range(3):
+                run = await create_run(stubs, "a")
+                await append(stubs, run.run_id, custom(i))
+                if ended:
+                    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id))
+                runs.append(run.run_id)
+            held = [
+                stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True))
+                for run_id in runs[:2]
+            ]
+            for stream in held:
+                await opened(stream)
+            if ended:
+                watched = await watch_all(stubs, runs[2])
+                assert [e.seq for r in watched for e in r.events] == [1, 2, 3]
+                assert watched[-1].events[-1].HasField("run_cancelled")
+            else:
+                stream = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=runs[2]))
+                first = await opened(stream)
+                assert [e.seq for e in first.events] == [1, 2]
+                await append(stubs, runs[2], custom(9))
+                following = await opened(stream)
+                assert [e.seq for e in following.events] == [3]
+                stream.cancel()
+            for stream in held:
+                stream.cancel()
     finally:
         await server.stop(grace=0.1)
