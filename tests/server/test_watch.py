@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +285,60 @@ async def test_shutdown_ends_watch_streams_with_unavailable(server, stubs) -> No
             pass
     await stopping
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_watcher_that_goes_away_leaves_nothing_behind(server: RunstreamServer) -> None:
+    """A watcher stops reading while events arrive, then disconnects: what the server kept
+    for it to send is let go at once, not when its heartbeat (5 minutes away) would be due."""
+    runs = server.runs
+    assert runs is not None
+    run = await runs.create_run(run_id="gone", workflow="wf", display_name="", labels={}, steps=[])
+    watchers = [runs.watch(run.run_id, heartbeat_interval=300.0) for _ in range(4)]
+    for watcher in watchers:
+        await anext(watcher)  # seq 1, read from the store
+    live = [asyncio.ensure_future(anext(watcher)) for watcher in watchers]
+    await runs.append(run.run_id, [custom(0)])
+    await asyncio.gather(*live)  # each took seq 2 and stopped reading
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1, 41):  # 40 events of 25 KB wait for every watcher
+            event = custom(n)
+            event.custom.data.update({"blob": "x" * 25_000})
+            await runs.append(run.run_id, [event])
+        waiting = tracemalloc.get_traced_memory()[0] - before
+        for watcher in watchers:
+            await watcher.aclose()
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert waiting > 1_000_000
+    assert left < waiting / 4, (waiting, left)
+
+
+async def test_watchers_that_come_and_go_leave_no_trace(server: RunstreamServer) -> None:
+    """A thousand short watches with a long heartbeat interval, one after another: memory
+    holds what the open ones need, not one entry for every watcher of the last 5 minutes."""
+    runs = server.runs
+    assert runs is not None
+    run = await runs.create_run(run_id="brief", workflow="wf", display_name="", labels={}, steps=[])
+
+    async def glance() -> None:
+        watcher = runs.watch(run.run_id, heartbeat_interval=300.0)
+        await anext(watcher)
+        await watcher.aclose()
+
+    for _ in range(100):  # whatever a first watch allocates once
+        await glance()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            await glance()
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, grown

@@ -17,7 +17,8 @@ subscription is skipped by publish altogether, so a catching-up watcher costs no
 Idle streams need heartbeats. Instead of a timer per stream, one :class:`HeartbeatClock` per
 server keeps a heap of when each stream would next be due, and one event-loop timer for the
 earliest; a stream's deadline moves only when the clock comes to it, so a delivery costs one
-attribute write, not a timer reset.
+attribute write, not a timer reset. A stream that ends lets go of what it held at once; its
+entry leaves the heap when the clock comes to it, or sooner once ended streams are half of it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from runstream_server.domain.events import EncodedEvent
 
 # Heartbeats fire this many seconds early rather than wait for another turn of the clock.
 _BEAT_SLACK = 0.002
+# The clock's heap is rebuilt without the streams that ended once they are more than half of
+# it, and more than this many (as asyncio does with its cancelled timers).
+_MIN_DETACHED = 100
 
 
 class Chunk(NamedTuple):
@@ -62,6 +66,10 @@ class _Mailbox:
         self._waiter: asyncio.Future[None] | None = None
 
     def _has_news(self) -> bool:
+        raise NotImplementedError
+
+    def _let_go(self) -> None:
+        """Drops what the stream held for sending: it ended."""
         raise NotImplementedError
 
     def wake(self) -> None:
@@ -106,6 +114,7 @@ class HeartbeatClock:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._detached = 0  # entries in the heap whose stream ended
 
     def now(self) -> float:
         loop = self._loop
@@ -115,6 +124,19 @@ class HeartbeatClock:
 
     def add(self, box: _Mailbox) -> None:
         self._push(box.active_at + box.interval, box)
+
+    def remove(self, box: _Mailbox) -> None:
+        """The stream ended: what it held goes now, its entry in the heap soon."""
+        if box.detached:
+            return
+        box.detached = True
+        box._let_go()
+        self._detached += 1
+        due = self._due
+        if self._detached > _MIN_DETACHED and 2 * self._detached > len(due):
+            due[:] = [entry for entry in due if not entry[2].detached]
+            heapq.heapify(due)
+            self._detached = 0
 
     def _push(self, due: float, box: _Mailbox) -> None:
         heapq.heappush(self._due, (due, next(self._order), box))
@@ -135,6 +157,7 @@ class HeartbeatClock:
         while due and due[0][0] <= now + _BEAT_SLACK:
             _, _, box = heapq.heappop(due)
             if box.detached:
+                self._detached -= 1
                 continue
             idle_until = box.active_at + box.interval
             if idle_until <= now + _BEAT_SLACK:
@@ -149,6 +172,7 @@ class HeartbeatClock:
             self._timer.cancel()
             self._timer = None
         self._due.clear()
+        self._detached = 0
 
 
 class Subscription(_Mailbox):
@@ -192,6 +216,10 @@ class Subscription(_Mailbox):
 
     def _has_news(self) -> bool:
         return bool(self._chunks) or self.behind
+
+    def _let_go(self) -> None:
+        self._chunks.clear()
+        self._pending = 0
 
     @property
     def level(self) -> bool:
@@ -301,7 +329,7 @@ class Hub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        sub.detached = True
+        self.clock.remove(sub)
         subs = self._subscriptions.get(sub.run_id)
         if subs is not None:
             subs.discard(sub)
@@ -367,6 +395,10 @@ class RunsSubscription(_Mailbox):
     def _has_news(self) -> bool:
         return bool(self.pending) or self.missed
 
+    def _let_go(self) -> None:
+        self.pending.clear()
+        self.known.clear()
+
     def offer(self, run: run_pb2.Run, now: float) -> None:
         """Queues the run if it matches, or if it just stopped matching (sent once more)."""
         if self.matches(run):
@@ -408,7 +440,7 @@ class RunsHub:
         return sub
 
     def unsubscribe(self, sub: RunsSubscription) -> None:
-        sub.detached = True
+        self._clock.remove(sub)
         self._subscriptions.discard(sub)
 
     def publish(self, run: run_pb2.Run) -> None:
