@@ -3,7 +3,7 @@ another replica was lost; one check serves all of a run's idle watchers for a se
 
 Real redis-server, real servers: a lost notice still reaches the watcher a heartbeat later,
 and a crowd of idle watchers on fast heartbeats costs Redis a read per second, not a read per
-watcher and heartbeat.
+watcher and heartbeat. A check that cannot reach Redis ends no stream.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import duration_pb2
+from redis.asyncio.connection import AbstractConnection
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -56,6 +57,10 @@ class Watcher:
             if response.HasField("heartbeat"):
                 self.beats += 1
             self.seqs.extend(e.seq for e in response.events)
+
+    @property
+    def open(self) -> bool:
+        return not self._task.done()
 
     def close(self) -> None:
         self._call.cancel()
@@ -124,4 +129,43 @@ async def test_a_commit_whose_notice_is_lost_reaches_an_idle_watcher_on_the_othe
         await eventually(lambda: all(w.seqs and w.seqs[-1] == last for w in watchers), within=10)
         for watcher in watchers:
             assert watcher.seqs == list(range(1, last + 1))
+            watcher.close()
+
+
+async def test_head_checks_that_cannot_reach_redis_end_no_idle_watcher(
+    redis: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Redis command fails for a while (connections broken under them, as in a
+    failover): the idle watchers' head checks fail, and the watchers keep their streams and
+    heartbeats; once Redis serves again, the next commit reaches every one of them."""
+
+    async def broken(connection: AbstractConnection) -> None:
+        await connection.disconnect()
+
+    async with (
+        serving_on(redis.url, tmp_path, grace=None) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
+        run_id = (await stub.CreateRun(rs.CreateRunRequest(workflow="blip"))).run.run_id
+        watchers = [Watcher(stub, run_id) for _ in range(5)]
+        await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
+        monkeypatch.setattr(AbstractConnection, "check_health", broken)
+        beats = [w.beats for w in watchers]
+        # 100 ms heartbeats for two seconds: the run's checks (one a second) fail
+        await eventually(
+            lambda: all(w.beats >= b + 20 for w, b in zip(watchers, beats, strict=True)),
+            within=10,
+        )
+        monkeypatch.undo()
+        report = report_service_pb2_grpc.ReportServiceStub(channel)  # type: ignore[no-untyped-call]
+        acked = await report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(
+                run_id=run_id, events=[event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))]
+            )
+        )
+        await eventually(lambda: all(w.seqs[-1] == acked.last_seq for w in watchers), within=10)
+        for watcher in watchers:
+            assert watcher.open
+            assert watcher.seqs == list(range(1, acked.last_seq + 1))
             watcher.close()

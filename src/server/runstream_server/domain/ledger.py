@@ -515,12 +515,19 @@ class RunLedger:
         """:meth:`refresh` for idle watchers, which check at their heartbeats that no lost
         notice left them behind: one check of a run serves every caller until it is
         :data:`HEAD_CHECK_SECONDS` old, so a run's idle watchers cost the store one read per
-        second, not one per watcher and heartbeat."""
+        second, not one per watcher and heartbeat.
+
+        A check that cannot read the store (UNAVAILABLE) tells nothing: the watchers stay as
+        they are, and their next heartbeat checks again. A store that stays unreachable shows
+        in health and in every call that needs it; it is no reason to end idle streams."""
         check = self._head_checks.get(run_id)
         if check is None:
             check = self._head_checks[run_id] = asyncio.ensure_future(self.refresh(run_id, state))
             check.add_done_callback(self._forget_head_check(run_id))
-        await asyncio.shield(check)
+        try:
+            await asyncio.shield(check)
+        except Unavailable as exc:
+            log.debug("run %s: head check failed (%s); the next heartbeat checks", run_id, exc)
 
     def _forget_head_check(self, run_id: str) -> Callable[[asyncio.Future[None]], None]:
         def forget(check: asyncio.Future[None]) -> None:
