@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import grpc
 import pytest
+from runstream.v1 import event_pb2, run_pb2
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
+from runstream_server.errors import Unavailable
+from runstream_server.store.base import StoredEvent
 
-from tests.server.support import create_run, custom, ev
+from tests.server.support import append, create_run, custom, ev
 
 
 async def test_batches_are_acked_in_order_with_their_seqs(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -277,3 +283,51 @@ async def test_watchers_get_each_unary_append_before_its_response(stubs) -> None
     finally:
         watcher.cancel()
     assert len(late) <= 3, f"answered before the watcher had them: {late}"  # as above
+
+
+async def test_batches_committed_together_whose_write_may_have_happened_are_not_written_again(
+    server: RunstreamServer, stubs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches without idempotency keys queue up and are committed together; the store then
+    answers UNAVAILABLE though it wrote them (Redis took the script, the reply was lost).
+    The stream ends with UNAVAILABLE, and no event is stored twice: nothing is written again
+    one batch at a time, where an event without a key cannot be told from a new one."""
+    run = await create_run(stubs)
+    store = server._store
+    assert store is not None
+    original = store.append
+    grouped: list[int] = []
+
+    async def reply_lost(
+        run_id: str, events: Sequence[StoredEvent], snapshot: run_pb2.Run, *, expected_seq: int
+    ) -> None:
+        if len(events) == 1 and not grouped:
+            await asyncio.sleep(0.05)  # the batches behind it queue up meanwhile
+        await original(run_id, events, snapshot, expected_seq=expected_seq)
+        if len(events) > 1 and not grouped:
+            grouped.append(len(events))
+            raise Unavailable("the Redis store is unreachable (ConnectionError)")
+
+    monkeypatch.setattr(store, "append", reply_lost)
+
+    def keyless(n: int) -> event_pb2.RunEvent:
+        event = custom(n)
+        event.ClearField("idempotency_key")
+        return event
+
+    async def batches():  # type: ignore[no-untyped-def]
+        yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[keyless(1)])
+        for b in range(2, 21):
+            yield rp.ReportRequest(batch_id=b, events=[keyless(b)])
+        await asyncio.sleep(5)
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stubs.report.Report(batches()):
+            pass
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert grouped, "no batches were committed together"
+    await append(stubs, run.run_id, custom(100))  # the server folds in what the log holds
+    listed = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, page_size=100))
+    assert listed.events[0].HasField("run_created")
+    stored = [int(e.custom.data["n"]) for e in listed.events[1:]]
+    assert stored == [*range(1, 2 + grouped[0]), 100]

@@ -172,7 +172,12 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                     )
                     continue
                 group = _grouped(request, inbox, run_id)
-                acks = await self._append_together(run_id, group) if len(group) > 1 else None
+                try:
+                    acks = await self._append_together(run_id, group) if len(group) > 1 else None
+                except Unavailable:  # maybe written: never again one by one (see there)
+                    for response in _drained(signals):
+                        yield response
+                    raise
                 if acks is not None:
                     for response in [*_drained(signals), *acks]:  # signalled, then the acks
                         yield response
@@ -196,7 +201,12 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         self, run_id: str, group: Sequence[pb.ReportRequest]
     ) -> list[pb.ReportResponse] | None:
         """Commits the batches as one and acknowledges each with its own events' results;
-        None if the commit was refused (nothing was stored)."""
+        None if the commit was refused (nothing was stored), to be made one batch at a time.
+
+        UNAVAILABLE is raised instead: the store may have written the batches (Redis ran the
+        script and the reply was lost, or fewer replicas than ``wait=N`` confirmed it), and an
+        event without an idempotency key written again would be stored twice. The producer
+        resends what was not acknowledged, and the log's keys tell its resends apart."""
         # Copies: a commit numbers and stamps its events, and a refused group is retried from
         # the originals.
         events = []
@@ -207,6 +217,8 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                 events.append(event)
         try:
             result = await self._runs.append(run_id, events)
+        except Unavailable:
+            raise
         except RunstreamError:
             return None
         responses, start = [], 0
