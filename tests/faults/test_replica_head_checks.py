@@ -67,6 +67,16 @@ class Watcher:
         self._task.cancel()
 
 
+async def idle_watchers(
+    stub: run_service_pb2_grpc.RunServiceStub, count: int
+) -> tuple[str, list[Watcher]]:
+    """A new run and `count` watchers of it, each past its first heartbeat."""
+    run_id = (await stub.CreateRun(rs.CreateRunRequest(workflow="idle"))).run.run_id
+    watchers = [Watcher(stub, run_id) for _ in range(count)]
+    await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
+    return run_id, watchers
+
+
 async def hgets(redis: RedisProcess) -> int:
     """How many HGETs Redis has served (a head check reads the run's snapshot with one)."""
     client = aioredis.from_url(redis.url)
@@ -84,10 +94,7 @@ async def test_forty_idle_watchers_on_fast_heartbeats_cost_redis_a_read_per_seco
         serving_on(redis.url, tmp_path, grace=None) as server,
         grpc.aio.insecure_channel(server.target) as channel,
     ):
-        stub = run_service_pb2_grpc.RunServiceStub(channel)
-        run_id = (await stub.CreateRun(rs.CreateRunRequest(workflow="idle"))).run.run_id
-        watchers = [Watcher(stub, run_id) for _ in range(40)]
-        await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
+        _, watchers = await idle_watchers(run_service_pb2_grpc.RunServiceStub(channel), 40)
         beats, reads = sum(w.beats for w in watchers), await hgets(redis)
         await asyncio.sleep(2.0)
         beats, reads = sum(w.beats for w in watchers) - beats, await hgets(redis) - reads
@@ -146,10 +153,7 @@ async def test_head_checks_that_cannot_reach_redis_end_no_idle_watcher(
         serving_on(redis.url, tmp_path, grace=None) as server,
         grpc.aio.insecure_channel(server.target) as channel,
     ):
-        stub = run_service_pb2_grpc.RunServiceStub(channel)
-        run_id = (await stub.CreateRun(rs.CreateRunRequest(workflow="blip"))).run.run_id
-        watchers = [Watcher(stub, run_id) for _ in range(5)]
-        await eventually(lambda: all(w.beats >= 1 for w in watchers), within=20)
+        run_id, watchers = await idle_watchers(run_service_pb2_grpc.RunServiceStub(channel), 5)
         monkeypatch.setattr(AbstractConnection, "check_health", broken)
         beats = [w.beats for w in watchers]
         # 100 ms heartbeats for two seconds: the run's checks (one a second) fail

@@ -9,6 +9,8 @@ two locks (item 7); a producer's control signal carries the state its own event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -143,6 +145,19 @@ def _stubs(channel: grpc.aio.Channel):  # type: ignore[no-untyped-def]
     )
 
 
+@contextlib.asynccontextmanager
+async def two_runs_in_memory(server_config: ConfigFactory, store: Path) -> AsyncIterator[Stubs]:
+    """Stubs on a server that holds at most two runs in memory, one of them ended."""
+    limits = Limits(cached_runs=2, cached_ended_runs=1)
+    server = RunstreamServer(server_config(store, limits=limits))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield Stubs.on(channel)
+    finally:
+        await server.stop(grace=0.1)
+
+
 async def test_subscribing_to_more_runs_than_memory_holds_sends_every_open_question(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
@@ -153,74 +168,58 @@ async def test_subscribing_to_more_runs_than_memory_holds_sends_every_open_quest
 
     from tests.server.test_decisions import ask
 
-    server = RunstreamServer(
-        server_config(tmp_path / "d.db", limits=Limits(cached_runs=2, cached_ended_runs=1))
+    async with two_runs_in_memory(server_config, tmp_path / "d.db") as stubs:
+        run_ids = []
+        for i in range(5):
+            run = await create_run(stubs, "a")
+            await append(stubs, run.run_id, ask(f"q{i}"))
+            run_ids.append(run.run_id)
+        decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)  # type: ignore[no-untyped-call]
+
+        async def subscribe():  # type: ignore[no-untyped-def]
+            yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=run_ids))
+            await asyncio.Event().wait()  # keep the stream open
+
+        stream = decisions.Interact(subscribe())
+        prompts = [(await anext(aiter(stream))).prompt for _ in run_ids]
+        stream.cancel()
+    assert sorted((p.run_id, p.decision_id) for p in prompts) == sorted(
+        (run_id, f"q{i}") for i, run_id in enumerate(run_ids)
     )
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stubs = Stubs(channel, *_stubs(channel))
-            run_ids = []
-            for i in range(5):
-                run = await create_run(stubs, "a")
-                await append(stubs, run.run_id, ask(f"q{i}"))
-                run_ids.append(run.run_id)
-            decisions = decision_service_pb2_grpc.DecisionServiceStub(channel)  # type: ignore[no-untyped-call]
-
-            async def subscribe():  # type: ignore[no-untyped-def]
-                yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=run_ids))
-                await asyncio.Event().wait()  # keep the stream open
-
-            stream = decisions.Interact(subscribe())
-            prompts = [(await anext(aiter(stream))).prompt for _ in run_ids]
-            stream.cancel()
-        assert sorted((p.run_id, p.decision_id) for p in prompts) == sorted(
-            (run_id, f"q{i}") for i, run_id in enumerate(run_ids)
-        )
-    finally:
-        await server.stop(grace=0.1)
 
 
 @pytest.mark.parametrize("ended", [False, True], ids=["running", "ended"])
 async def test_a_run_can_be_watched_when_every_run_in_memory_is_watched(
     tmp_path: Path, server_config: ConfigFactory, ended: bool
 ) -> None:
-    """Memory holds two runs (at most one ended) and both are watched; watching a third loads it,
-    and the limits would evict it at once: it is watched all the same, from its first
-    event to its last."""
-    server = RunstreamServer(
-        server_config(tmp_path / "w.db", limits=Limits(cached_runs=2, cached_ended_runs=1))
-    )
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            stubs = Stubs(channel, *_stubs(channel))
-            runs = []
-            for i in range(3):
-                run = await create_run(stubs, "a")
-                await append(stubs, run.run_id, custom(i))
-                if ended:
-                    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id))
-                runs.append(run.run_id)
-            held = [
-                stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True))
-                for run_id in runs[:2]
-            ]
-            for stream in held:
-                await opened(stream)
+    """Memory holds two runs (at most one ended) and both are watched; watching a third
+    loads it, and the limits would evict it at once: it is watched all the same, from its
+    first event to its last."""
+    async with two_runs_in_memory(server_config, tmp_path / "w.db") as stubs:
+        runs = []
+        for i in range(3):
+            run = await create_run(stubs, "a")
+            await append(stubs, run.run_id, custom(i))
             if ended:
-                watched = await watch_all(stubs, runs[2])
-                assert [e.seq for r in watched for e in r.events] == [1, 2, 3]
-                assert watched[-1].events[-1].HasField("run_cancelled")
-            else:
-                stream = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=runs[2]))
-                first = await opened(stream)
-                assert [e.seq for e in first.events] == [1, 2]
-                await append(stubs, runs[2], custom(9))
-                following = await opened(stream)
-                assert [e.seq for e in following.events] == [3]
-                stream.cancel()
-            for stream in held:
-                stream.cancel()
-    finally:
-        await server.stop(grace=0.1)
+                await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id))
+            runs.append(run.run_id)
+        held = [
+            stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True))
+            for run_id in runs[:2]
+        ]
+        for stream in held:
+            await opened(stream)
+        if ended:
+            watched = await watch_all(stubs, runs[2])
+            assert [e.seq for r in watched for e in r.events] == [1, 2, 3]
+            assert watched[-1].events[-1].HasField("run_cancelled")
+        else:
+            stream = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=runs[2]))
+            first = await opened(stream)
+            assert [e.seq for e in first.events] == [1, 2]
+            await append(stubs, runs[2], custom(9))
+            following = await opened(stream)
+            assert [e.seq for e in following.events] == [3]
+            stream.cancel()
+        for stream in held:
+            stream.cancel()
