@@ -194,7 +194,7 @@ async def test_a_run_can_be_watched_when_every_run_in_memory_is_watched(
 ) -> None:
     """Memory holds two runs (at most one ended) and both are watched; watching a third
     loads it, and the limits would evict it at once: it is watched all the same, from its
-    first event to its last."""
+    first event to its last, and WatchRuns tells of its viewer."""
     async with two_runs_in_memory(server_config, tmp_path / "w.db") as stubs:
         runs = []
         for i in range(3):
@@ -209,17 +209,28 @@ async def test_a_run_can_be_watched_when_every_run_in_memory_is_watched(
         ]
         for stream in held:
             await opened(stream)
+        listing = stubs.runs.WatchRuns(rs.WatchRunsRequest())
+        while not (await anext(aiter(listing))).initial_state_complete:
+            pass
+
+        async def told_of(run_id: str) -> run_pb2.Run:
+            async for changed in listing:
+                for run in changed.runs:
+                    if run.run_id == run_id:
+                        return run
+            raise AssertionError("WatchRuns ended")
+
+        stream = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=runs[2], keep_open=True))
+        first = await opened(stream)
+        told = await asyncio.wait_for(told_of(runs[2]), 10)
+        assert (told.last_seq, told.viewer_count) == (first.events[-1].seq, 1)
         if ended:
-            watched = await watch_all(stubs, runs[2])
-            assert [e.seq for r in watched for e in r.events] == [1, 2, 3]
-            assert watched[-1].events[-1].HasField("run_cancelled")
+            assert [e.seq for e in first.events] == [1, 2, 3]
+            assert first.events[-1].HasField("run_cancelled")
         else:
-            stream = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=runs[2]))
-            first = await opened(stream)
             assert [e.seq for e in first.events] == [1, 2]
             await append(stubs, runs[2], custom(9))
             following = await opened(stream)
             assert [e.seq for e in following.events] == [3]
-            stream.cancel()
-        for stream in held:
-            stream.cancel()
+        for call in (listing, stream, *held):
+            call.cancel()

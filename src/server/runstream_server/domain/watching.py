@@ -162,12 +162,12 @@ class Watching:
         hub, observer = self._hub, self._observer
         max_events, max_bytes = self._limits.watch_page_events, self._limits.watch_page_bytes
         sub = hub.subscribe(run_id, kinds=wanted, heartbeat_interval=heartbeat_interval)
-        self.viewers_changed(run_id)  # one more
         try:
             if self._ledger.cached(run_id) is None:
                 # Loading it evicted it again (every other run in memory is pinned); the
                 # subscription pins it from now on.
                 await self._ledger.state(run_id)
+            self.viewers_changed(run_id)  # one more (told of a run in memory)
             sub.cursor = after_seq
             if include_snapshot:
                 snapshot = await self._snapshot(run_id)
