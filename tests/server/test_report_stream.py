@@ -11,8 +11,10 @@ import pytest
 from runstream.v1 import event_pb2, run_pb2
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.api.report_service import _drained
 from runstream_server.app import RunstreamServer
-from runstream_server.errors import Unavailable
+from runstream_server.domain.commits import ControlSignal, Mailbox, Signal
+from runstream_server.errors import NothingStored, Unavailable
 from runstream_server.store.base import StoredEvent
 
 from tests.server.support import append, create_run, custom, ev
@@ -285,30 +287,36 @@ async def test_watchers_get_each_unary_append_before_its_response(stubs) -> None
     assert len(late) <= 3, f"answered before the watcher had them: {late}"  # as above
 
 
-async def test_batches_committed_together_whose_write_may_have_happened_are_not_written_again(
-    server: RunstreamServer, stubs: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("stored", [True, False], ids=["maybe-stored", "nothing-stored"])
+async def test_batches_committed_together_are_written_again_only_if_nothing_was_stored(
+    server: RunstreamServer, stubs: Any, monkeypatch: pytest.MonkeyPatch, stored: bool
 ) -> None:
-    """Batches without idempotency keys queue up and are committed together; the store then
-    answers UNAVAILABLE though it wrote them (Redis took the script, the reply was lost).
-    The stream ends with UNAVAILABLE, and no event is stored twice: nothing is written again
-    one batch at a time, where an event without a key cannot be told from a new one."""
+    """Batches without idempotency keys queue up and are committed together, and the store
+    answers UNAVAILABLE. Where it may have written them (Redis took the script, the reply
+    was lost) the stream ends with UNAVAILABLE and nothing is written again one batch at a
+    time, where an event without a key cannot be told from a new one. Where it refused
+    before storing anything (a full disk) the batches are made one at a time. Either way
+    no event is stored twice."""
     run = await create_run(stubs)
     store = server._store
     assert store is not None
     original = store.append
     grouped: list[int] = []
 
-    async def reply_lost(
+    async def refusing(
         run_id: str, events: Sequence[StoredEvent], snapshot: run_pb2.Run, *, expected_seq: int
     ) -> None:
         if len(events) == 1 and not grouped:
             await asyncio.sleep(0.05)  # the batches behind it queue up meanwhile
-        await original(run_id, events, snapshot, expected_seq=expected_seq)
-        if len(events) > 1 and not grouped:
+        elif not grouped:
             grouped.append(len(events))
+            if not stored:
+                raise NothingStored("disk full: nothing was stored; retry later")
+            await original(run_id, events, snapshot, expected_seq=expected_seq)
             raise Unavailable("the Redis store is unreachable (ConnectionError)")
+        await original(run_id, events, snapshot, expected_seq=expected_seq)
 
-    monkeypatch.setattr(store, "append", reply_lost)
+    monkeypatch.setattr(store, "append", refusing)
 
     def keyless(n: int) -> event_pb2.RunEvent:
         event = custom(n)
@@ -319,15 +327,35 @@ async def test_batches_committed_together_whose_write_may_have_happened_are_not_
         yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[keyless(1)])
         for b in range(2, 21):
             yield rp.ReportRequest(batch_id=b, events=[keyless(b)])
-        await asyncio.sleep(5)
 
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in stubs.report.Report(batches()):
-            pass
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    acked, code = [], grpc.StatusCode.OK
+    try:
+        async for response in stubs.report.Report(batches()):
+            acked.append(response.ack.batch_id)
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
     assert grouped, "no batches were committed together"
     await append(stubs, run.run_id, custom(100))  # the server folds in what the log holds
     listed = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, page_size=100))
     assert listed.events[0].HasField("run_created")
-    stored = [int(e.custom.data["n"]) for e in listed.events[1:]]
-    assert stored == [*range(1, 2 + grouped[0]), 100]
+    kept = [int(e.custom.data["n"]) for e in listed.events[1:]]
+    if stored:
+        assert (acked, code) == ([1], grpc.StatusCode.UNAVAILABLE)
+        assert kept == [*range(1, 2 + grouped[0]), 100]
+    else:
+        assert (acked, code) == (list(range(1, 21)), grpc.StatusCode.OK)
+        assert kept == [*range(1, 21), 100]
+
+
+def test_a_control_the_link_received_before_a_shutdown_goes_out_before_it() -> None:
+    """A cancel reached the producer's link, then the server began shutting down, while a
+    commit of the stream was made: the cancel is sent, then the stream ends UNAVAILABLE.
+    (Drained as one list, the shutdown's refusal used to swallow the cancel with it.)"""
+    signals: Mailbox[Signal] = Mailbox()
+    signals.put_nowait(ControlSignal("cancel", "stop", run_pb2.RUN_STATUS_CANCELLED, 7))
+    signals.put_nowait(None)
+    sent = []
+    with pytest.raises(Unavailable):
+        for response in _drained(signals):
+            sent.append(response)
+    assert [(r.control.action, r.control.seq) for r in sent] == [(rp.CONTROL_ACTION_CANCEL, 7)]

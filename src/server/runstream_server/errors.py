@@ -87,7 +87,13 @@ class Unavailable(RunstreamError):
     kind = ErrorKind.UNAVAILABLE
 
 
-class ShuttingDown(Unavailable):
+class NothingStored(Unavailable):
+    """A write refused before any of it was stored (a full disk, a run contended by too many
+    replicas): sending it again cannot store it twice. A bare :class:`Unavailable` from a
+    write leaves open whether it was stored (a Redis reply lost after the script ran)."""
+
+
+class ShuttingDown(NothingStored):
     """The server is shutting down and refused the call before doing any of it, so sending
     the same call again (to another replica) cannot do its work twice, even a CreateRun or an
     AppendEvents. The API marks such a refusal of a unary call for Envoy, which retries it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from grpc import aio
@@ -25,7 +25,7 @@ from runstream_server.domain.runs import (
     RunManager,
     Signal,
 )
-from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
+from runstream_server.errors import InvalidArgument, NothingStored, RunstreamError, Unavailable
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -69,9 +69,11 @@ def _signalled(signal: Signal) -> pb.ReportResponse:
     return pb.ReportResponse(decision=signal)
 
 
-def _drained(signals: Mailbox[Signal]) -> list[pb.ReportResponse]:
-    """What the link received so far; on the stream before the ack of a commit it follows."""
-    return [_signalled(signals.get_nowait()) for _ in range(signals.qsize())]
+def _drained(signals: Mailbox[Signal]) -> Iterator[pb.ReportResponse]:
+    """What the link received so far, one at a time; on the stream before the ack of a
+    commit it follows. What came before a shutdown is sent before the shutdown ends it."""
+    for _ in range(signals.qsize()):
+        yield _signalled(signals.get_nowait())
 
 
 def _elsewhere(request: pb.ReportRequest, run_id: str) -> bool:
@@ -174,12 +176,14 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                 group = _grouped(request, inbox, run_id)
                 try:
                     acks = await self._append_together(run_id, group) if len(group) > 1 else None
-                except Unavailable:  # maybe written: never again one by one (see there)
+                except Unavailable:  # maybe stored: not again one by one (see there)
                     for response in _drained(signals):
                         yield response
                     raise
                 if acks is not None:
-                    for response in [*_drained(signals), *acks]:  # signalled, then the acks
+                    for response in _drained(signals):  # signalled, then the acks
+                        yield response
+                    for response in acks:
                         yield response
                     continue
                 for request in group:  # one by one: a refusal names its own batch's event
@@ -189,8 +193,9 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                         for response in _drained(signals):
                             yield response
                         raise
-                    for response in [*_drained(signals), ack]:  # signalled, then the ack
+                    for response in _drained(signals):  # signalled, then the ack
                         yield response
+                    yield ack
         finally:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -203,10 +208,11 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         """Commits the batches as one and acknowledges each with its own events' results;
         None if the commit was refused (nothing was stored), to be made one batch at a time.
 
-        UNAVAILABLE is raised instead: the store may have written the batches (Redis ran the
-        script and the reply was lost, or fewer replicas than ``wait=N`` confirmed it), and an
-        event without an idempotency key written again would be stored twice. The producer
-        resends what was not acknowledged, and the log's keys tell its resends apart."""
+        An UNAVAILABLE that leaves open whether the batches were stored (Redis ran the script
+        and the reply was lost, or fewer replicas than ``wait=N`` confirmed it) is raised
+        instead: an event without an idempotency key written again would be stored twice.
+        The producer resends what was not acknowledged, and the log's keys tell its resends
+        apart."""
         # Copies: a commit numbers and stamps its events, and a refused group is retried from
         # the originals.
         events = []
@@ -217,6 +223,8 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                 events.append(event)
         try:
             result = await self._runs.append(run_id, events)
+        except NothingStored:
+            return None
         except Unavailable:
             raise
         except RunstreamError:

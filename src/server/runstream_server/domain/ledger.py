@@ -55,7 +55,13 @@ from runstream_server.domain.state import (
     RunState,
     now_utc,
 )
-from runstream_server.errors import FailedPrecondition, NotFound, RunstreamError, Unavailable
+from runstream_server.errors import (
+    FailedPrecondition,
+    NotFound,
+    NothingStored,
+    RunstreamError,
+    Unavailable,
+)
 from runstream_server.store.base import (
     CommitNotice,
     EventStore,
@@ -387,7 +393,7 @@ class RunLedger:
                 self._slots.set_state(slot, draft)
                 self.deliver(CommitRecord(draft, fresh, staged))
                 return AppendResult(acks, draft.last_seq)
-        raise Unavailable(f"run {run_id!r} is written by too many replicas at once; retry")
+        raise NothingStored(f"run {run_id!r} is written by too many replicas at once; retry")
 
     async def _fold(
         self,

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists, Unavailable
+from runstream_server.errors import AlreadyExists, NothingStored
 from runstream_server.store.base import HeadMoved, StoredEvent, StoreUnusable
 from runstream_server.store.sqlite_file import (
     PROBE_TABLE,
@@ -207,7 +207,7 @@ class SqliteWriter:
                 exc,
             )
             self._prober = asyncio.create_task(self._probe(), name="runstream-sqlite-probe")
-        error = Unavailable(f"{fault}: nothing was stored; retry later")
+        error = NothingStored(f"{fault}: nothing was stored; retry later")
         error.__cause__ = exc
         return error
 
