@@ -21,6 +21,7 @@ from typing import Any
 
 from runstream_server.domain.hub import RunsHub
 from runstream_server.domain.ledger import RunLedger
+from runstream_server.domain.state import RunState
 from runstream_server.errors import NotFound
 from runstream_server.store.base import (
     CommitNotice,
@@ -33,6 +34,9 @@ from runstream_server.store.base import (
 )
 
 log = logging.getLogger("runstream.runs")
+
+# How many held runs a resync checks against the store at once.
+_RESYNC_AT_ONCE = 32
 
 
 class Notices:
@@ -131,11 +135,19 @@ class Notices:
         stored decision deadlines (a question the gap lost would rest on one replica)."""
         held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
         failed: list[tuple[str, Exception]] = []
-        for run_id, state in held:
+
+        async def check(run_id: str, state: RunState) -> None:
             try:
                 await self._ledger.refresh(run_id, state)
-            except Exception as exc:  # a store error: the runs after it are still checked
+            except Exception as exc:  # a store error: the other runs are still checked
                 failed.append((run_id, exc))
+
+        # A few dozen at a time: the notices that queue meanwhile wait for the whole resync,
+        # and one read after another would keep them waiting a second per 5,000 runs.
+        for start in range(0, len(held), _RESYNC_AT_ONCE):
+            await asyncio.gather(
+                *(check(run_id, state) for run_id, state in held[start : start + _RESYNC_AT_ONCE])
+            )
         for run_id in loading:
             try:
                 await self._ledger.catch_up(run_id)
