@@ -55,11 +55,13 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
     checked: list[str] = []  # the runs B's resyncs checked, in order
     refresh, on_notice = RunLedger.refresh, Notices.on_notice
 
-    async def failing_refresh(self: RunLedger, run_id: str, state: RunState) -> None:
+    async def failing_refresh(
+        self: RunLedger, run_id: str, state: RunState, head: int | None = None
+    ) -> None:
         checked.append(run_id)
         if run_id in broken:
             raise ConnectionError("store unreachable while checking this run")
-        await refresh(self, run_id, state)
+        await refresh(self, run_id, state, head)
 
     def losing(self: Notices, notice: Notice) -> None:
         gap = isinstance(notice, CommitNotice) and notice.run_id in lost

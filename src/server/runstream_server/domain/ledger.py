@@ -544,9 +544,11 @@ class RunLedger:
 
         return forget
 
-    async def refresh(self, run_id: str, state: RunState) -> None:
-        """Catches the held run up with the store when another replica moved it on."""
-        stored = await self._store.load_run(run_id)
-        if stored is not None and stored.last_seq > state.last_seq:
+    async def refresh(self, run_id: str, state: RunState, head: int | None = None) -> None:
+        """Catches the held run up with the store when another replica moved it on: when
+        the run's stored head (`head`, when the caller read it already) is past `state`."""
+        if head is None:
+            head = (await self._store.heads([run_id])).get(run_id, 0)
+        if head > state.last_seq:
             async with self._slots.locked(run_id) as slot:
                 await self._catch_up(slot)

@@ -101,6 +101,13 @@ class ObservedStore:
             self._telemetry.store_failed("load_run")
             raise
 
+    async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
+        try:
+            return await self.inner.heads(run_ids)
+        except Exception:
+            self._telemetry.store_failed("heads")
+            raise
+
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         try:
             return await self.inner.find_keys(run_id, keys)

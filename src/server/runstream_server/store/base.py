@@ -206,6 +206,11 @@ class EventStore(Protocol):
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         """The run's latest snapshot, or None when the run does not exist."""
 
+    async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """The stored head seq of each of those runs, in one round trip however many they
+        are (a replica checks every run it holds this way after a gap in its notices); runs
+        that do not exist are left out."""
+
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         """What those idempotency keys the run's log already holds hold."""
 

@@ -481,6 +481,18 @@ class RedisEventStore:
         return None if data is None else run_pb2.Run.FromString(data)
 
     @_unavailable
+    async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(run_ids))
+        if not wanted:
+            return {}
+        # One pipeline: on a cluster, one round trip to each master holding some of them.
+        pipe = self._client.pipeline(transaction=False)
+        for run_id in wanted:
+            pipe.hget(self._keys.meta(run_id), "seq")
+        seqs = await pipe.execute()
+        return {run_id: int(seq) for run_id, seq in zip(wanted, seqs, strict=True) if seq}
+
+    @_unavailable
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         wanted = [k for k in keys if k]
         if not wanted:

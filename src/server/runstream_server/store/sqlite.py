@@ -154,6 +154,22 @@ class SqliteEventStore:
         data = await self._read(load)
         return None if data is None else run_pb2.Run.FromString(data)
 
+    async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(run_ids))
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT run_id, last_seq FROM runs WHERE run_id IN ({marks})", chunk
+                )
+                found.update((str(run_id), int(seq)) for run_id, seq in rows)
+            return found
+
+        return await self._read(read) if wanted else {}
+
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         wanted = [k for k in keys if k]
         if not wanted:
