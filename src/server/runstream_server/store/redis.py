@@ -187,8 +187,12 @@ def _unavailable(
             # A slot moving or a shard failing over: nothing ran, the client retries.
             raise Unavailable(f"the Redis cluster is moving ({type(exc).__name__})") from exc
         except rex.ResponseError as exc:
-            if str(exc).startswith(("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING")):
-                raise Unavailable(f"the Redis store is not ready ({str(exc)[:40]})") from exc
+            reply = _reply(exc)
+            if reply.startswith(("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING", "BUSY")):
+                raise Unavailable(f"the Redis store is not ready ({reply[:40]})") from exc
+            refusal = _refusal(exc, reply)
+            if refusal is not None:
+                raise Unavailable(f"the Redis store refuses writes: {refusal}") from exc
             raise
         except (AttributeError, RuntimeError) as exc:
             # redis-py (8.1) fails this way when a connection closes under a command it already
@@ -202,6 +206,27 @@ def _unavailable(
             ) from exc
 
     return wrapper
+
+
+def _reply(exc: rex.ResponseError) -> str:
+    """The error Redis replied, without what redis-py adds to it for a pipeline's command
+    ("Command # 1 (ZADD ...) of pipeline caused error: ", which quotes the command)."""
+    return str(exc).rpartition("caused error: ")[2]
+
+
+def _refusal(exc: rex.ResponseError, reply: str) -> str | None:
+    """Why Redis refused a write it was able to receive, or None for another error. Each is
+    refused before the command (or, in a script, its first write) ran, and lasts until an
+    operator acts: clients get UNAVAILABLE, which producers retry, never INTERNAL."""
+    if isinstance(exc, rex.OutOfMemoryError) or reply.startswith("OOM"):
+        return "it is out of memory (maxmemory reached, with a policy that evicts nothing)"
+    if isinstance(exc, rex.ReadOnlyError) or reply.startswith("READONLY"):
+        return "it is a read-only replica (after a failover, the store URL must name the primary)"
+    if reply.startswith("MISCONF"):
+        return "it cannot save to its disk (MISCONF; see the Redis log)"
+    if reply.startswith("NOREPLICAS"):
+        return "too few of its replicas are connected (min-replicas-to-write)"
+    return None
 
 
 _REDIS_PY = os.path.dirname(os.path.dirname(aioredis.__file__)) + os.sep  # redis/
