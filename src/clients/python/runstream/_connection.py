@@ -110,6 +110,12 @@ class Connection:
     def closed(self) -> bool:
         return self._closed
 
+    def check_open(self, what: str) -> None:
+        """FailedPreconditionError naming `what` once the client is closed: a stream's next
+        attempt (a reconnect) on the closed channel would fail with grpc's UsageError."""
+        if self._closed:
+            raise FailedPreconditionError(f"{what}: the Runstream client was closed")
+
     def open(self) -> None:
         """Creates the channel and its stubs unless done already; FailedPreconditionError
         once closed, or in an event loop other than the one that opened it (the SDK raises

@@ -102,5 +102,6 @@ class DecisionCalls:
             viewer=viewer,
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
+            check_open=self._connection.check_open,
             max_updates=max_updates,
         )

@@ -104,9 +104,12 @@ class Interaction:
         viewer: str,
         metadata: Sequence[tuple[str, str]],
         reconnect_timeout: float | None,
+        check_open: Callable[[str], None],
         max_updates: int = 1000,
     ) -> None:
+        """``check_open`` raises once the client is closed: each attempt calls it first."""
         self._rpc = interact_rpc
+        self._check_open = check_open
         self._get_decision = get_decision
         self._run_ids: list[str] = list(dict.fromkeys(run_ids))
         self._viewer = viewer
@@ -266,6 +269,8 @@ class Interaction:
         self._start()
         if self._error is not None:
             raise raised_again(self._error)
+        if self._ended:  # nothing would ever settle the answer
+            raise FailedPreconditionError("the interaction is closed")
         answer_id = self._next_answer_id
         self._next_answer_id += 1
         request = convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by)
@@ -315,6 +320,7 @@ class Interaction:
         reconnecting = False
         try:
             while True:
+                self._check_open("interact")
                 call: InteractCall = self._rpc(None, metadata=self._metadata)
                 reconcile: asyncio.Task[None] | None = None
                 sent_again: set[_Key] = set()  # decisions this call's stream has sent
@@ -373,7 +379,13 @@ class Interaction:
                             _log.error("interact reconcile failed", exc_info=reconcile.exception())
                 await asyncio.sleep(backoff.next_delay())
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # aclose(), or the caller's task
+            # Nobody cancelled this task: closing the client cancelled the call under it.
+            self._error = FailedPreconditionError("interact: the Runstream client was closed")
+        except RunstreamError as exc:  # check_open: the client is closed
+            self._error = exc
         except Exception as exc:  # A bug must surface to the caller, not hang answer().
             self._error = RunstreamError(f"interaction crashed: {exc!r}", code=StatusCode.INTERNAL)
             self._error.__cause__ = exc

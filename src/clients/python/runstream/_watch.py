@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -53,13 +53,16 @@ async def watch_run(
     keep_open: bool,
     metadata: Sequence[tuple[str, str]],
     reconnect_timeout: float | None,
+    check_open: Callable[[str], None],
 ) -> AsyncGenerator[Event, None]:
-    """Yields the run's events after ``after_seq``, resuming across reconnects (see module)."""
+    """Yields the run's events after ``after_seq``, resuming across reconnects (see module);
+    each attempt first calls ``check_open``, which raises once the client is closed."""
     kind_filter = convert.event_kinds(kinds)
     cursor = after_seq
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
     while True:
+        check_open(f"watch of run {run_id!r}")
         request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
         try:
@@ -113,6 +116,7 @@ async def watch_runs(
     heartbeat_interval: timedelta | float | None,
     metadata: Sequence[tuple[str, str]],
     reconnect_timeout: float | None,
+    check_open: Callable[[str], None],
 ) -> AsyncGenerator[RunsUpdate, None]:
     """Yields the matching runs' state, then their changes, reconnecting as needed.
 
@@ -124,6 +128,7 @@ async def watch_runs(
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
     while True:
+        check_open("watch of runs")
         call = watch_runs_rpc(request, metadata=metadata)
         initial: dict[str, Run] = {}
         in_initial_state = True
@@ -206,6 +211,7 @@ class RunWatching:
             keep_open=keep_open,
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
+            check_open=self._connection.check_open,
         )
 
     def watch_runs(
@@ -231,4 +237,5 @@ class RunWatching:
             heartbeat_interval=heartbeat_interval,
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
+            check_open=self._connection.check_open,
         )
