@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from runstream import _convert as convert
-from runstream._errors import RunCancelledError, RunstreamError, StatusCode
+from runstream._errors import (
+    RunCancelledError,
+    RunstreamError,
+    StatusCode,
+    UnavailableError,
+    raised_again,
+)
 from runstream._outbox import ATTACH_BATCH_ID
 from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
 from runstream._types import Decision
@@ -168,6 +174,10 @@ class ReportStream:
         """Why the stream gave up (a status no retry fixes, or the reconnect timeout)."""
         self.attached_once = False
         """Whether the server has attached a stream of this reporter to the run."""
+        self._out_of_reach = Outage(reconnect_timeout)
+        self._unreachable: UnavailableError | None = None
+        """Set once no stream attached for longer than the reconnect timeout, events waiting
+        or not: calls that wait on the stream (an attach, an answer, a resume) give up."""
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         """Whether the owner stopped the stream task for good (``stop()``)."""
@@ -183,6 +193,13 @@ class ReportStream:
     def stopped(self) -> bool:
         """No stream task runs (never started, or ended): nothing queued will be sent."""
         return self._task is None or self._task.done()
+
+    def raise_if_unreachable(self) -> None:
+        """UnavailableError once the server has been out of reach longer than the reconnect
+        timeout: for a call waiting on the stream, which may have no events waiting (the
+        stream itself goes on reconnecting; only events waiting make it give up)."""
+        if self._unreachable is not None:
+            raise raised_again(self._unreachable)
 
     def start(self) -> None:
         self._draining = False
@@ -296,13 +313,18 @@ class ReportStream:
                     return
                 if self._owner.cancelled or self._finished():
                     return
-                # The outage counts only while events wait to be delivered.
+                described = f"last error: {_describe_connection_error(last_error)}"
+                what = f"the report stream of run {self._run_id!r}"
+                if error := self._out_of_reach.exceeded(what, described, last_error):
+                    self._unreachable = error
+                    self._signal.fire()  # what waits on the stream gives up
+                # The stream's own outage counts only while events wait to be delivered.
                 if self._outbox.acked > acked_before or self._outbox.pending == 0:
                     outage.recovered()
                 if self._outbox.pending and (
                     error := outage.exceeded(
                         f"could not deliver {self._outbox.pending} events of run {self._run_id!r}",
-                        f"last error: {_describe_connection_error(last_error)}",
+                        described,
                         last_error,
                     )
                 ):
@@ -426,7 +448,10 @@ class ReportStream:
         try:
             async for response in call:
                 # Any response proves the server attached this stream to the run.
-                attached.set()
+                if not attached.is_set():
+                    attached.set()
+                    self._out_of_reach.recovered()
+                    self._unreachable = None
                 if not self.attached_once:
                     self.attached_once = True
                     self._signal.fire()  # attach_run waits for this, maybe nothing more comes

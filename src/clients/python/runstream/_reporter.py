@@ -259,6 +259,7 @@ class RunReporter(RunEvents, StreamOwnership):
         self._stream.start()
         while not self._stream.attached_once:
             self._raise_if_failed()
+            self._stream.raise_if_unreachable()
             if self._stream.stopped:
                 raise FailedPreconditionError(f"the reporter of run {self._run_id!r} stopped")
             await self._signal.wait()
@@ -405,6 +406,7 @@ class RunReporter(RunEvents, StreamOwnership):
         """
         while self.paused:
             self._raise_if_failed()
+            self._stream.raise_if_unreachable()  # no stream to bring the RESUME either
             if self._stream.stopped:
                 return  # No stream left to bring the RESUME; holding would hang forever.
             await self._signal.wait()

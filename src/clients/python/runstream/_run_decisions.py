@@ -210,6 +210,7 @@ class RunDecisions:
                 if decision is not None:
                     return decision
                 self._gate.raise_if_failed()
+                self._stream.raise_if_unreachable()  # no stream to bring the answer
                 if self._stream.stopped:
                     raise FailedPreconditionError(
                         f"the reporter of run {self._run_id!r} closed while decision "
