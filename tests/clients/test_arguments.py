@@ -644,3 +644,55 @@ def test_the_sdk_checks_the_limits_the_server_applies() -> None:
     assert arguments.MAX_DECISION_TIMEOUT_SECONDS == server_events.MAX_DECISION_TIMEOUT_SECONDS
     assert arguments.SERVER_KEY_PREFIX == server_events.SERVER_KEY_PREFIX
     assert arguments.MAX_SEQ == queries.MAX_SEQ - 1
+
+
+async def _first(stream: AsyncIterator[Any]) -> None:
+    async for _ in stream:
+        return
+
+
+# Reads and watches (id, the call on a run, what InvalidArgumentError says): values protobuf
+# cannot carry used to escape as ValueError or OverflowError naming nothing.
+BAD_READS: list[tuple[str, Callable[[Client, str], Awaitable[Any]], str]] = [
+    (
+        "watch-after-seq-past-int64",
+        lambda c, run_id: _first(c.watch(run_id, after_seq=2**63)),
+        "after_seq: must be at most 9223372036854775807, got 9223372036854775808",
+    ),
+    (
+        "watch-after-seq-negative",
+        lambda c, run_id: _first(c.watch(run_id, after_seq=-1)),
+        "after_seq: must not be negative, got -1",
+    ),
+    (
+        "watch-heartbeat-nan",
+        lambda c, run_id: _first(c.watch(run_id, heartbeat_interval=math.nan)),
+        "heartbeat_interval: must be a finite number, got nan",
+    ),
+    (
+        "watch-runs-heartbeat-infinite",
+        lambda c, run_id: _first(c.watch_runs(heartbeat_interval=math.inf)),
+        "heartbeat_interval: must be a finite number, got inf",
+    ),
+    (
+        "list-runs-page-size-past-int32",
+        lambda c, run_id: c.list_runs_page(page_size=2**40),
+        "page_size: must be at most 2147483647, got 1099511627776",
+    ),
+    (
+        "list-events-page-size-past-int32",
+        lambda c, run_id: c.list_events_page(run_id, page_size=2**40),
+        "page_size: must be at most 2147483647, got 1099511627776",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "said"), [pytest.param(c, s, id=i) for i, c, s in BAD_READS])
+async def test_a_bad_read_or_watch_argument_fails_naming_it(
+    client: Client, call: Callable[[Client, str], Awaitable[Any]], said: str
+) -> None:
+    run = await client.start_run("campaign", steps=PLAN)
+    await run.flush()
+    with pytest.raises(InvalidArgumentError) as raised:
+        await call(client, run.run_id)
+    assert raised.value.message == said

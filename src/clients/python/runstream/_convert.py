@@ -1337,12 +1337,13 @@ def watch_request(
     """The WatchRun request that resumes after ``after_seq``."""
     request = run_service_pb2.WatchRunRequest(
         run_id=run_id,
-        after_seq=after_seq,
+        after_seq=arguments.count("after_seq", after_seq),
         kinds=[int(k) for k in event_kinds(kinds)],  # type: ignore[misc]
         keep_open=keep_open,
     )
-    if heartbeat_interval is not None:
-        request.heartbeat_interval.CopyFrom(duration_to_pb(heartbeat_interval))
+    interval = arguments.duration("heartbeat_interval", heartbeat_interval)
+    if interval is not None:
+        request.heartbeat_interval.CopyFrom(duration_to_pb(interval))
     return request
 
 
@@ -1532,8 +1533,9 @@ def watch_runs_request(
 ) -> run_service_pb2.WatchRunsRequest:
     """The WatchRuns request."""
     request = run_service_pb2.WatchRunsRequest(filter=filter)
-    if heartbeat_interval is not None:
-        request.heartbeat_interval.CopyFrom(duration_to_pb(heartbeat_interval))
+    interval = arguments.duration("heartbeat_interval", heartbeat_interval)
+    if interval is not None:
+        request.heartbeat_interval.CopyFrom(duration_to_pb(interval))
     return request
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING
 
+from runstream import _arguments as arguments
 from runstream import _convert as convert
 from runstream._types import Event, EventKind, Run, RunDetails, Step
 from runstream.v1 import run_service_pb2
@@ -67,7 +68,7 @@ class RunQueries:
             self._connection.run_service.ListEvents,
             run_service_pb2.ListEventsRequest(
                 run_id=run_id,
-                page_size=page_size,
+                page_size=arguments.count("page_size", page_size, arguments.INT32_MAX),
                 page_token=page_token,
                 filter=event_filter,
                 order_by="seq desc" if newest_first else "",
@@ -126,7 +127,9 @@ class RunQueries:
         response: run_service_pb2.ListRunsResponse = await self._connection.unary(
             self._connection.run_service.ListRuns,
             run_service_pb2.ListRunsRequest(
-                filter=filter, page_size=page_size, page_token=page_token
+                filter=filter,
+                page_size=arguments.count("page_size", page_size, arguments.INT32_MAX),
+                page_token=page_token,
             ),
         )
         return [convert.run_from_pb(r) for r in response.runs], response.next_page_token
