@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from runstream.v1 import run_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
-from runstream.v1 import run_service_pb2_grpc
 
 from tests.clients.support import eventually, until
-from tests.conftest import ServerProcess
+from tests.conftest import RedisProcess, ServerProcess, redis_store_url, serving_on
 
 
 @pytest.fixture
@@ -36,6 +38,7 @@ class RunsView:
 
     def __init__(self, stub: run_service_pb2_grpc.RunServiceStub) -> None:
         self.counts: dict[str, int] = {}
+        self.statuses: dict[str, list[int]] = {}  # each run's status in each update
         self.initial: dict[str, int] | None = None
         self._call = stub.WatchRuns(rs.WatchRunsRequest())
         self._task = asyncio.create_task(self._read())
@@ -44,6 +47,7 @@ class RunsView:
         async for response in self._call:
             for run in response.runs:
                 self.counts[run.run_id] = run.viewer_count
+                self.statuses.setdefault(run.run_id, []).append(run.status)
             if response.initial_state_complete:
                 self.initial = dict(self.counts)
 
@@ -143,3 +147,52 @@ async def test_a_run_created_on_one_replica_appears_at_once_in_watch_runs_on_the
         await eventually(lambda: run_id in view.counts, within=10)
     finally:
         view.close()
+
+
+async def test_a_count_read_while_the_run_ends_here_does_not_send_its_older_state(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's WatchRuns hears that A's count of a run B does not hold changed, and reads the
+    run from the store to send it with the new count; a cancel on B ends the run before
+    that read returns. The stream's last word on the run is its end, not the state read
+    before it (found in review: it was the state read before the cancel, and nothing followed)."""
+    url = redis_store_url(redis_server, tmp_path)
+    async with (
+        serving_on(url, tmp_path / "a", grace=None) as a,
+        serving_on(url, tmp_path / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as channel_a,
+        grpc.aio.insecure_channel(b.target) as channel_b,
+    ):
+        on_a = run_service_pb2_grpc.RunServiceStub(channel_a)
+        on_b = run_service_pb2_grpc.RunServiceStub(channel_b)
+        run_id = (await on_a.CreateRun(rs.CreateRunRequest(workflow="race"))).run.run_id
+        view = RunsView(on_b)  # B lists the run from the store and holds none of it
+        store = b._store
+        assert store is not None
+        load_run, reading, release = store.load_run, asyncio.Event(), asyncio.Event()
+
+        async def read_then_wait(wanted: str) -> Any:
+            run = await load_run(wanted)
+            if not reading.is_set():  # the count's read, not the cancel's
+                reading.set()
+                await release.wait()
+            return run
+
+        monkeypatch.setattr(store, "load_run", read_then_wait)
+        watch = on_a.WatchRun(rs.WatchRunRequest(run_id=run_id))
+        try:
+            await eventually(lambda: view.initial is not None)
+            await watch.read()  # A's count changes: B reads the run to send it on
+            await asyncio.wait_for(reading.wait(), 10)
+            await on_b.CancelRun(rs.CancelRunRequest(run_id=run_id, reason="race"))
+            statuses = view.statuses[run_id]
+            await eventually(lambda: statuses[-1] == run_pb2.RUN_STATUS_CANCELLED)
+            told = len(statuses)
+            release.set()  # the count's read returns: B sends the run with its new count
+            await eventually(lambda: len(statuses) > told)
+            assert statuses[-1] == run_pb2.RUN_STATUS_CANCELLED
+            assert view.counts[run_id] == 1
+        finally:
+            release.set()
+            watch.cancel()
+            view.close()

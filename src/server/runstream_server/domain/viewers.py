@@ -77,10 +77,20 @@ class ViewerCounts:
         for run_id, count in after.items():
             if count == before[run_id] or not self._runs_hub.active:
                 continue
-            state = self._cached(run_id)
-            run = state.run if state is not None else await self._store.load_run(run_id)
+            run = await self._latest(run_id)
             if run is not None:
                 self._runs_hub.publish(self._summary(run, count))
+
+    async def _latest(self, run_id: str) -> run_pb2.Run | None:
+        """The run as held here, else as stored: held after the read (a commit here loaded
+        it meanwhile, and sent its newer state), the held state, not the older one read."""
+        state = self._cached(run_id)
+        if state is None:
+            stored = await self._store.load_run(run_id)
+            state = self._cached(run_id)
+            if state is None:
+                return stored
+        return state.run
 
     async def reread_forever(self) -> None:
         """Reads the kept counts again every few seconds (a replica may have died)."""
