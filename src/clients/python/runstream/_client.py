@@ -222,7 +222,10 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             display_name: Human-readable name; the server uses the workflow name when unset.
             labels: Labels for filtering, for example {"team": "growth"}.
             run_id: The run's id; the SDK generates one when unset. CreateRun is retried while
-                the server is unreachable; a retry that finds the run it created is accepted.
+                the server is unreachable; with a generated id, a retry that finds the run an
+                earlier attempt created is accepted. With an id of yours it raises
+                AlreadyExistsError (another producer may have taken it): continue the run
+                with ``attach_run`` if it is yours.
             message: Optional note for RunStarted, for example the run's input (at most 4,096
                 characters; a longer one raises InvalidArgumentError before the run is
                 created).
