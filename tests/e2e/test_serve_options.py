@@ -297,10 +297,21 @@ def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path:
             "'http://collector:99999': the port must be 1 to 65535; give http://HOST:PORT or "
             "https://HOST:PORT, e.g. http://localhost:4317",
         ),
-        (
-            "http://otel:s3cret@collector:4317",
-            "'http://otel:***@collector:4317' has a user or password, which the OTLP/gRPC "
-            "exporter does not send; give credentials as headers in $OTEL_EXPORTER_OTLP_HEADERS",
+        *(
+            (
+                endpoint,
+                "'http://***@collector:4317' has a user or password, which the OTLP/gRPC "
+                "exporter does not send; give credentials as headers in "
+                "$OTEL_EXPORTER_OTLP_HEADERS",
+            )
+            # A '/', '?' or '#' in the password ended the URL's host part early: the whole
+            # endpoint was repeated back, password and all.
+            for endpoint in (
+                "http://otel:s3cret@collector:4317",
+                "http://otel:s3cret/x@collector:4317",
+                "http://otel:x?s3cret@collector:4317",
+                "http://otel:x#s3cret@collector:4317",
+            )
         ),
     ],
 )
@@ -334,7 +345,7 @@ def test_an_otlp_endpoint_from_the_environment_is_checked_as_the_flag_is(
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
-        f"runstream: environment variable {variable}: 'http://otel:***@collector' has a user or "
+        f"runstream: environment variable {variable}: 'http://***@collector' has a user or "
         "password, which the OTLP/gRPC exporter does not send; give credentials as headers in "
         "$OTEL_EXPORTER_OTLP_HEADERS"
     ]

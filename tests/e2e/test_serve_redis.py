@@ -77,6 +77,32 @@ async def test_serve_on_redis_over_tls_with_the_password_in_the_url(tmp_path: Pa
     assert secret not in log
 
 
+async def test_a_password_parameter_with_escapes_in_its_name_is_not_logged(
+    tmp_path: Path,
+) -> None:
+    """redis-py reads ``?pass%77ord=`` as the password (it decodes the names); the logs
+    showed it, since only a parameter spelled ``password`` was hidden."""
+    secret = "escaped-s3cret-never-logged"
+    redis = RedisProcess(tmp_path / "redis", "--requirepass", secret)
+    redis.start()
+    log = await serve_a_run(redis, f"{redis.url}?pass%77ord={secret}", tmp_path)
+    assert "redis://127.0.0.1" in log
+    assert secret not in log
+
+
+def test_the_passphrase_of_a_tls_key_is_not_shown_when_redis_cannot_be_reached(
+    tmp_path: Path,
+) -> None:
+    """``ssl_password`` (the passphrase of the client's TLS key) was printed with the URL in
+    the line saying Redis cannot be reached."""
+    url = f"rediss://127.0.0.1:{free_port()}/0?ssl_password=key-s3cret&ssl_cert_reqs=none"
+    done = serve_and_exit(url, tmp_path)
+    assert done.returncode != 0
+    assert b"cannot reach the Redis store rediss://127.0.0.1" in done.stderr, done.stderr
+    assert b"ssl_password=***" in done.stderr
+    assert b"key-s3cret" not in done.stdout + done.stderr
+
+
 async def test_a_wrong_password_is_refused_at_start_without_echoing_it(tmp_path: Path) -> None:
     redis = RedisProcess(tmp_path.parent / f"{tmp_path.name}-redis", "--requirepass", "right")
     redis.start()

@@ -8,7 +8,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 
 @dataclass(frozen=True)
@@ -163,15 +163,22 @@ def _check_redis_options(url: str, names: list[str], *, tls: bool, cluster: bool
 
 
 def redact(url: str) -> str:
-    """The URL without its password (in the credentials or a ``password=`` parameter), for
-    logs and error messages."""
+    """The URL without its secrets, for logs and error messages: the password of its
+    credentials, and the value of every parameter whose name, decoded as redis-py decodes
+    it (``pass%77ord`` is ``password``), holds "password" (``ssl_password``, the passphrase
+    of the client's TLS key, too), but for ``password_file``, a path."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
         creds, host = netloc.rsplit("@", 1)
         netloc = f"{creds.split(':', 1)[0]}:***@{host}"
     query = [
-        f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+        f"{name}=***" if _secret(name) else f"{name}={value}"
         for name, _, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
     ]
     return urlunsplit((parts.scheme, netloc, parts.path, "&".join(query), ""))
+
+
+def _secret(name: str) -> bool:
+    decoded = unquote_plus(name).lower()
+    return "password" in decoded and decoded != "password_file"

@@ -7,7 +7,7 @@ import math
 import os
 import re
 from datetime import UTC, datetime, timedelta
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from google.protobuf import timestamp_pb2
 
@@ -107,13 +107,15 @@ def otlp_endpoint(value: str) -> str:
     A password in the URL is never repeated back."""
     scheme, has_scheme, _ = value.partition("://")
     parsed = urlsplit(value if has_scheme else f"http://{value}")
-    shown = repr(_without_password(value, parsed))
+    shown = repr(_without_credentials(value))
     expected = f"give http://HOST:PORT or https://HOST:PORT, e.g. {OTLP_EXAMPLE}"
     if has_scheme and scheme not in ("http", "https"):
         raise argparse.ArgumentTypeError(
             f"{shown}: {scheme}:// is not http:// or https://; {expected}"
         )
-    if parsed.username is not None or parsed.password is not None:
+    # Any '@': a password with '/', '?' or '#' ends the URL's netloc early, and urlsplit
+    # then finds no user or password at all.
+    if "@" in value or parsed.username is not None or parsed.password is not None:
         raise argparse.ArgumentTypeError(
             f"{shown} has a user or password, which the OTLP/gRPC exporter does not send; "
             "give credentials as headers in $OTEL_EXPORTER_OTLP_HEADERS"
@@ -131,12 +133,14 @@ def otlp_endpoint(value: str) -> str:
     return value
 
 
-def _without_password(value: str, parsed: SplitResult) -> str:
-    if parsed.password is None:
+def _without_credentials(value: str) -> str:
+    """The endpoint as messages may show it: whatever comes before its last '@' (a user and
+    a password, which may hold '/', '?', '#' or ':') as ``***``."""
+    if "@" not in value:
         return value
-    user_and_password, _, _ = parsed.netloc.rpartition("@")
-    user = user_and_password.partition(":")[0]
-    return value.replace(f"{user_and_password}@", f"{user}:***@", 1)
+    scheme, has_scheme, rest = value.partition("://")
+    host = rest.rpartition("@")[2] if has_scheme else value.rpartition("@")[2]
+    return f"{scheme}://***@{host}" if has_scheme else f"***@{host}"
 
 
 def positive_float(value: str) -> float:
