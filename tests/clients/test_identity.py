@@ -27,7 +27,7 @@ from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import Limits
 
-from tests.clients.support import collect_garbage, loop_complaints, proxy_to, question
+from tests.clients.support import collect_garbage, loop_complaints, proxy_to, question, until
 from tests.identity import Keys, Pki, rs256_auth, start_server
 
 MISSING = "0" * 32
@@ -370,3 +370,56 @@ async def test_a_token_no_header_can_carry_is_refused_without_showing_it(
             await client.list_runs_page()
     assert "character 21 of the token" in str(info.value)
     assert token[:20] not in str(info.value)
+
+
+async def test_a_producer_token_is_enough_for_every_producer_feature(
+    secured: RunstreamServer, keys: Keys, producer: runstream.Client
+) -> None:
+    """attach_run reads the run and the questions asked before it, and a reporter that
+    reconnects reads back the answers it may have missed: reads a producer-only token was
+    refused ("GetRun needs the 'viewer' role"), so attach_run always failed, and ask() waited
+    forever for an answer given while its stream reconnected (found in review)."""
+    async with (
+        proxy_to(secured.port) as proxy,
+        runstream.connect(proxy.target, token=keys.token(["producer"])) as flaky,
+        runstream.connect(secured.target, token=keys.token(["operator"])) as operator,
+    ):
+        run = await flaky.start_run("wf")
+        asking = asyncio.create_task(run.ask("Ship it?", ["a", "b"], decision_id="q"))
+
+        async def asked() -> bool:
+            return bool(await operator.list_decisions(run.run_id))
+
+        await until(asked)
+        proxy.cut()  # the producer's stream is down while the answer is given ...
+        await operator.submit_decision(run.run_id, "q", "a")
+        proxy.restore()  # ... and the server has no stream to push it on
+        answer = await asyncio.wait_for(asking, 15)
+        assert answer.choice == "a"
+        await run.close()  # left RUNNING, for another process to continue
+
+        again = await producer.attach_run(run.run_id)
+        await again.complete(summary="continued")
+        await again.close()
+        assert (await operator.get_run(run.run_id)).status == runstream.RunStatus.SUCCEEDED
+
+
+async def test_a_producer_token_reads_no_more_than_its_reporting_needs(
+    secured: RunstreamServer, keys: Keys, producer: runstream.Client
+) -> None:
+    run = await producer.start_run("wf")
+    await run.flush()
+    assert (await producer.get_run(run.run_id)).run_id == run.run_id
+    assert await producer.list_decisions(run.run_id) == []
+    for read in (
+        producer.list_runs_page(),
+        producer.list_events_page(run.run_id),
+        anext(aiter(producer.watch(run.run_id))),
+    ):
+        with pytest.raises(runstream.PermissionDeniedError, match="needs the 'viewer' role"):
+            await read
+    other = runstream.connect(secured.target, token=keys.token(["producer"], tenant="other"))
+    async with other:
+        with pytest.raises(runstream.NotFoundError):
+            await other.get_run(run.run_id)
+    await run.close()

@@ -112,11 +112,12 @@ class AuthInterceptor(HandlerRewriter):
         # Bound before the role check, so every line logged about a refused call names who
         # was refused (the handler never runs: the call ends in the behavior below).
         bind(principal)
-        role = policy.required_role(method)
-        if not principal.has(role):
+        roles = policy.allowed(method)
+        if not any(principal.has(role) for role in roles):
             name = method.rsplit("/", 1)[-1]
+            needed = " or ".join(repr(role.value) for role in roles)
             reason = (
-                f"{name} needs the {role.value!r} role; the token grants "
+                f"{name} needs the {needed} role; the token grants "
                 f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}"
             )
             return _Refusal(grpc.StatusCode.PERMISSION_DENIED, reason, principal)

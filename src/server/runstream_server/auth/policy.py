@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from runstream_server.auth.principal import Role
 
-__all__ = ["PUBLIC_SERVICES", "ROLE_BY_METHOD", "required_role"]
+__all__ = ["PRODUCER_READS", "PUBLIC_SERVICES", "ROLE_BY_METHOD", "allowed", "required_role"]
 
 PUBLIC_SERVICES = (
     "/grpc.health.v1.Health/",
@@ -44,6 +44,14 @@ ROLE_BY_METHOD: dict[str, Role] = {
 }
 
 
+PRODUCER_READS = frozenset(
+    {_RUN + "GetRun", _DECISION + "GetDecision", _DECISION + "ListDecisions"}
+)
+"""Viewer reads a producer may make too: what its own reporting needs to read back (the
+SDK's attach_run reads the run and the questions asked before, and after a reconnect the
+answers and the pause it may have missed). They show no more than the producer reported."""
+
+
 def is_public(method: str) -> bool:
     """Whether `method` ("/package.Service/Method") may be called without a token."""
     return method.startswith(PUBLIC_SERVICES)
@@ -52,3 +60,9 @@ def is_public(method: str) -> bool:
 def required_role(method: str) -> Role:
     """The role a caller needs for `method`; admin for methods the table does not know."""
     return ROLE_BY_METHOD.get(method, Role.ADMIN)
+
+
+def allowed(method: str) -> tuple[Role, ...]:
+    """The roles that may call `method`, each of them (or a role including it) enough."""
+    role = required_role(method)
+    return (role, Role.PRODUCER) if method in PRODUCER_READS else (role,)
