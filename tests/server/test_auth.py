@@ -316,6 +316,40 @@ async def test_a_jwks_file_picks_the_key_by_kid(tmp_path: Path) -> None:
         await server.stop(grace=0.5)
 
 
+async def test_a_jwks_file_of_keys_without_kid_accepts_a_token_of_each(tmp_path: Path) -> None:
+    """An identity provider rotating its keys publishes the old and the new, and kid is
+    optional: each key was stored under "", the last replacing the others, so the server
+    started without a word and refused every token of the others as "bad signature"."""
+    old, new, stranger = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    jwks = {
+        "keys": [json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key())) for k in (old, new)]
+    }
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    auth = AuthConfig(public_key_file=tmp_path / "jwks.json")
+    server = await start_server(tmp_path, SecurityConfig(auth=auth))
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    try:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            for key in (old, new):
+                token = jwt.encode(claims(), key, algorithm="ES256")
+                assert (await call(ch, list_runs, token))[0] == grpc.StatusCode.OK
+            # A kid the file does not name: the keys without one may still have signed it.
+            named = jwt.encode(claims(), new, algorithm="ES256", headers={"kid": "2026-12"})
+            assert (await call(ch, list_runs, named))[0] == grpc.StatusCode.OK
+            forged = jwt.encode(claims(), stranger, algorithm="ES256")
+            assert (await call(ch, list_runs, forged)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "bad signature",
+            )
+            expired = jwt.encode(claims(exp=int(time.time()) - 60), old, algorithm="ES256")
+            assert (await call(ch, list_runs, expired)) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "token expired (exp is in the past)",
+            )
+    finally:
+        await server.stop(grace=0.5)
+
+
 def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:
     short = tmp_path / "short"
     short.write_bytes(b"too short")
@@ -325,6 +359,12 @@ def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:
     garbage.write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
     with pytest.raises(ValueError, match="not a PEM public key"):
         TokenVerifier(AuthConfig(public_key_file=garbage))
+    twice = tmp_path / "twice.json"  # which of the two would a token naming k1 mean?
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    key = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
+    twice.write_text(json.dumps({"keys": [{**key, "kid": "k1"}, {**key, "kid": "k1"}]}))
+    with pytest.raises(ValueError, match="two keys have the key id 'k1'"):
+        TokenVerifier(AuthConfig(public_key_file=twice))
 
 
 async def test_many_refused_tokens_log_at_most_two_lines(

@@ -98,15 +98,16 @@ def _load_secret(path: Path) -> _Key:
     return _Key(read_secret(path), ("HS256",))
 
 
-def _load_public(path: Path) -> dict[str, _Key]:
-    """The file's keys by key id ("" for a single PEM key)."""
+def _load_public(path: Path) -> list[tuple[str, _Key]]:
+    """The file's keys, each with its key id ("" for a PEM key, or a JWKS key without
+    one: an identity provider rotating its keys may publish several such)."""
     data = path.read_bytes()
     if data.lstrip().startswith(b"{"):
         try:
             jwks = jwt.PyJWKSet.from_dict(json.loads(data))
         except (ValueError, jwt.PyJWTError) as exc:
             raise ValueError(f"{path}: not a valid JWKS file ({exc})") from None
-        keys: dict[str, _Key] = {}
+        keys: list[tuple[str, _Key]] = []
         for jwk in jwks.keys:
             if jwk.key_type == "oct":
                 raise ValueError(f"{path}: symmetric keys do not belong in a public JWKS")
@@ -116,13 +117,19 @@ def _load_public(path: Path) -> dict[str, _Key]:
                     f"{path}: key {jwk.key_id!r} uses {jwk.algorithm_name!r}; its key type "
                     f"accepts only {', '.join(allowed)}"
                 )
-            keys[jwk.key_id or ""] = _Key(jwk.key, allowed)
+            if jwk.key_id and any(kid == jwk.key_id for kid, _ in keys):
+                raise ValueError(f"{path}: two keys have the key id {jwk.key_id!r}")
+            keys.append((jwk.key_id or "", _Key(jwk.key, allowed)))
         return keys
     try:
         key = load_pem_public_key(data)
     except ValueError:
         raise ValueError(f"{path}: not a PEM public key or a JWKS file") from None
-    return {"": _Key(key, _algorithms_for(key))}
+    return [("", _Key(key, _algorithms_for(key)))]
+
+
+class _BadSignature(TokenError):
+    """The signature does not verify with one key (another may be the token's)."""
 
 
 class TokenVerifier:
@@ -133,9 +140,11 @@ class TokenVerifier:
             raise ValueError("auth needs a secret file or a public key file")
         self._config = config
         self._secret = _load_secret(config.secret_file) if config.secret_file else None
-        self._public = _load_public(config.public_key_file) if config.public_key_file else {}
+        public = _load_public(config.public_key_file) if config.public_key_file else []
+        self._named = {kid: key for kid, key in public if kid}
+        self._unnamed = [key for kid, key in public if not kid]
         accepted = set(self._secret.algorithms if self._secret else ())
-        for key in self._public.values():
+        for _, key in public:
             accepted.update(key.algorithms)
         self.algorithms = tuple(sorted(accepted))
         """Every algorithm some configured key accepts."""
@@ -143,26 +152,28 @@ class TokenVerifier:
         # call, and an RS256 check costs about 0.3 ms of CPU. Bounded, oldest out first.
         self._verified: OrderedDict[str, Principal] = OrderedDict()
 
-    def _key_for(self, header: Mapping[str, Any]) -> _Key:
+    def _keys_for(self, header: Mapping[str, Any]) -> list[_Key]:
+        """The keys that may have signed a token with this header, to try in turn: the one
+        its key id names, else every key without an id (or, with no id in the token, every
+        key) of its algorithm."""
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise TokenError(
                 f"algorithm {alg!r} is not accepted (accepted: {', '.join(self.algorithms)})"
             )
         if self._secret is not None and alg in self._secret.algorithms:
-            return self._secret
+            return [self._secret]
         kid = header.get("kid")
-        candidates = [k for k in self._public.values() if alg in k.algorithms]
-        if isinstance(kid, str) and kid in self._public:
-            key = self._public[kid]
+        if isinstance(kid, str) and kid in self._named:
+            key = self._named[kid]
             if alg not in key.algorithms:
                 raise TokenError(f"algorithm {alg!r} does not match key {kid!r}")
-            return key
-        if kid is not None and "" not in self._public:
+            return [key]
+        keys = self._unnamed if kid is not None else [*self._named.values(), *self._unnamed]
+        candidates = [key for key in keys if alg in key.algorithms]
+        if not candidates:
             raise TokenError(f"unknown key id {kid!r}")
-        if len(candidates) != 1:
-            raise TokenError("the token names no key id (kid) and several keys could sign it")
-        return candidates[0]
+        return candidates
 
     def verify(self, token: str) -> Principal:
         """The token's principal; raises TokenError naming the first check that failed."""
@@ -186,10 +197,19 @@ class TokenVerifier:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise TokenError("malformed token: not a JWS compact serialization") from None
-        key = self._key_for(header)
+        for key in self._keys_for(header):
+            try:
+                return _principal(self._decode(token, key, header))
+            except _BadSignature:
+                continue  # another key of the set may have signed it
+        raise TokenError("bad signature")
+
+    def _decode(self, token: str, key: _Key, header: Mapping[str, Any]) -> dict[str, Any]:
+        """The token's claims, its signature checked with `key`; TokenError naming the
+        first check that failed (_BadSignature when only the signature did)."""
         config = self._config
         try:
-            claims = jwt.decode(
+            return jwt.decode(
                 token,
                 key.key,
                 algorithms=list(key.algorithms),
@@ -212,7 +232,7 @@ class TokenVerifier:
         except jwt.InvalidAudienceError:
             raise TokenError("wrong audience (aud does not name this server)") from None
         except jwt.InvalidSignatureError:
-            raise TokenError("bad signature") from None
+            raise _BadSignature("bad signature") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenError(f"missing claim {exc.claim!r}") from None
         except jwt.InvalidAlgorithmError:
@@ -221,7 +241,6 @@ class TokenVerifier:
             raise TokenError("malformed token: its parts do not decode") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token ({type(exc).__name__})") from None
-        return _principal(claims)
 
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
