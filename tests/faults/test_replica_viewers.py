@@ -179,7 +179,8 @@ async def test_a_count_read_while_the_run_ends_here_does_not_send_its_older_stat
             return run
 
         monkeypatch.setattr(store, "load_run", read_then_wait)
-        watch = on_a.WatchRun(rs.WatchRunRequest(run_id=run_id))
+        # keep_open: the watcher stays after the cancel, so A's count stays 1.
+        watch = on_a.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True))
         try:
             await eventually(lambda: view.initial is not None)
             await watch.read()  # A's count changes: B reads the run to send it on
