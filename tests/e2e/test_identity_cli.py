@@ -101,6 +101,22 @@ def test_a_token_with_an_empty_subject_or_tenant_is_a_usage_error(
     assert f"argument {flag}: must not be empty" in result.stderr
 
 
+def test_a_token_expiring_after_the_year_9999_is_a_usage_error(secret_file: Path) -> None:
+    """It was printed, and every server refused it ("claim 'exp' must be a time between
+    1970 and the year 9999")."""
+    result = cli("token", "--secret-file", str(secret_file), "--sub", "alice",
+                 "--tenant", "acme", "--role", "viewer", "--ttl", "3000000d")  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "argument --ttl: must end before the year 10000" in result.stderr
+
+
+def test_the_cli_and_the_server_agree_on_the_latest_expiry() -> None:
+    from runstream.cli import auth
+    from runstream_server.auth import tokens
+
+    assert auth._LAST_SECOND == tokens.LAST_SECOND
+
+
 @pytest.fixture
 def secured(tmp_path: Path, secret_file: Path) -> Iterator[tuple[ServerProcess, str]]:
     """A `serve --jwt-secret-file` process on loopback, and a viewer token it accepts."""
@@ -253,7 +269,9 @@ def test_serve_help_shows_the_servers_limit_defaults() -> None:
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--append-rate", "nan"), ("--append-rate", "-5"), ("--append-burst", "-3"),
-     ("--max-watch-streams", "-1"), ("--max-active-runs", "inf")],
+     ("--max-watch-streams", "-1"), ("--max-active-runs", "inf"),
+     # Taken, it overflowed SQLite's integers: every CreateRun was INTERNAL.
+     ("--max-active-runs", "9223372036854775807"), ("--append-burst", "2147483648")],
 )  # fmt: skip
 def test_a_limit_that_is_not_a_count_is_a_usage_error(
     tmp_path: Path, flag: str, value: str

@@ -92,6 +92,18 @@ class Limits:
     share_interval: float = 1.0
     """On a shared store, how often replicas exchange their callers' usage (seconds)."""
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, int) and not 0 <= value <= MAX_COUNT:
+                raise ValueError(f"{name} must be 0 to {MAX_COUNT}, got {value}")
+            if isinstance(value, float) and not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number of 0 or more, got {value}")
+
+
+MAX_COUNT = 2**31 - 1
+"""The largest count limit: far beyond any real one, and one the stores hold (a limit of
+2**63 - 1 overflowed SQLite's integers: every CreateRun was INTERNAL)."""
+
 
 class TokenBucket:
     """`rate` tokens per second up to `burst`. A take larger than the burst passes when the

@@ -32,7 +32,7 @@ MIN_SECRET_BYTES = 32
 
 _REQUIRED_CLAIMS = ("exp", "sub", "tenant")
 _VERIFIED_CACHE = 10_000
-_LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class TokenError(Exception):
@@ -261,7 +261,7 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
             raise TokenError(f"claim {claim!r} must be a number (seconds since the epoch)")
         # A valid signature vouches for the issuer, not for the number: one of 400 digits
         # overflowed float() (UNKNOWN), and the expiry timer of a stream needs a real time.
-        if not 0 <= value <= _LAST_SECOND:
+        if not 0 <= value <= LAST_SECOND:
             raise TokenError(f"claim {claim!r} must be a time between 1970 and the year 9999")
     return Principal.of(subject, tenant, roles, float(claims["exp"]))
 
@@ -276,14 +276,18 @@ def mint_token(
     issuer: str | None = None,
     audience: str | None = None,
 ) -> str:
-    """An HS256 token for development (`runstream token`); never logs the secret."""
+    """An HS256 token for development (`runstream token`); never logs the secret.
+    ValueError for a `ttl` that ends after the year 9999, whose token servers refuse."""
     now = int(time.time())
+    expires = now + max(1, round(ttl))
+    if expires > LAST_SECOND:
+        raise ValueError("ttl: the token would expire after the year 9999, which no server accepts")
     claims: dict[str, Any] = {
         "sub": subject,
         "tenant": tenant,
         "roles": list(roles),
         "iat": now,
-        "exp": now + max(1, round(ttl)),
+        "exp": expires,
         "jti": uuid.uuid4().hex,
     }
     if issuer:

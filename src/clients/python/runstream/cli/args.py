@@ -164,10 +164,17 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+_MOST = 2**31 - 1
+"""The largest count an option takes: far beyond any limit, and within what every store and
+counter holds (2**63 - 1 overflowed SQLite's integers once a run was created)."""
+
+
 def non_negative_int(value: str) -> int:
     number = _integer(value)
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    if number > _MOST:
+        raise argparse.ArgumentTypeError(f"must be at most {_MOST} (0 turns a limit off)")
     return number
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -318,6 +319,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+_LAST_SECOND = 253_402_300_799
+"""9999-12-31T23:59:59Z: servers refuse a token expiring later (runstream_server.auth.tokens)."""
+
+
+def _ttl(value: str) -> float:
+    seconds = duration(value)
+    if time.time() + seconds > _LAST_SECOND:
+        raise argparse.ArgumentTypeError("must end before the year 10000, or servers refuse it")
+    return seconds
+
+
 def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """`runstream token`: print an HS256 token for development and tests."""
     token = commands.add_parser(
@@ -341,7 +353,7 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
         help="a role to grant; repeat for several",
     )
     token.add_argument(
-        "--ttl", type=duration, default="1h", metavar="DURATION", help="lifetime, e.g. 1h"
+        "--ttl", type=_ttl, default="1h", metavar="DURATION", help="lifetime, e.g. 1h"
     )
     token.add_argument("--issuer", default=None, metavar="ISS", help="the iss claim")
     token.add_argument("--audience", default=None, metavar="AUD", help="the aud claim")
