@@ -295,6 +295,31 @@ async def test_an_interaction_with_a_token_leaves_no_task_behind(
     assert complaints == []
 
 
+async def test_a_reporter_with_a_token_leaves_no_task_behind(
+    secured: RunstreamServer, keys: Keys
+) -> None:
+    """The same for a reporter's Report stream, at each reconnect (found in review: six
+    complaints for three reconnects)."""
+    with loop_complaints() as complaints:
+        async with (
+            proxy_to(secured.port) as proxy,
+            runstream.connect(proxy.target, token=keys.token(["producer"])) as producer,
+        ):
+            run = await producer.start_run("wf")
+            for i in range(3):
+                await run.custom("tick", {"i": i})
+                await run.flush()
+                proxy.cut()
+                await asyncio.sleep(0.2)
+                proxy.restore()
+                await run.custom("tock", {"i": i})
+                await asyncio.wait_for(run.flush(), 20)
+            await run.complete()
+            await run.close()
+            await collect_garbage()
+    assert complaints == []
+
+
 BEYOND_LOOPBACK = "192.0.2.2:58111"  # TEST-NET-1: nothing answers there
 
 

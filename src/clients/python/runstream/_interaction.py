@@ -22,7 +22,6 @@ repeated prompts are not yielded again) and a closure only for a prompt it yield
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -40,7 +39,7 @@ from runstream._errors import (
     error_from_status,
     raised_again,
 )
-from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
+from runstream._retry import Backoff, ConnectionLost, Outage, end_requests, is_retryable, send
 from runstream._types import (
     AnswerResult,
     Decision,
@@ -371,7 +370,7 @@ class Interaction:
                 finally:
                     self._call = None
                     call.cancel()
-                    await _end_requests(call)
+                    await end_requests(call)
                     if reconcile is not None:
                         reconcile.cancel()
                         await asyncio.wait({reconcile})
@@ -436,17 +435,3 @@ class Interaction:
 def _retryable(error: RunstreamError) -> bool:
     """Whether the call that failed with ``error`` may work when asked again."""
     return isinstance(error.__cause__, grpc.aio.AioRpcError) and is_retryable(error.__cause__)
-
-
-async def _end_requests(call: InteractCall) -> None:
-    """Ends the request side of a call that is over, so nothing of it stays pending.
-
-    With interceptors (a client with a token), grpc turns ``write()`` into a request iterator
-    that a task of its own consumes. A call that ended (failed, or was cancelled after it
-    ended) without ``done_writing()`` left that task waiting for the next write for good:
-    once collected, asyncio logged "Task was destroyed but it is pending!" and, closing the
-    iterator it was inside, "aclose(): asynchronous generator is already running". Without
-    interceptors this does nothing.
-    """
-    with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
-        await call.done_writing()

@@ -37,7 +37,7 @@ from runstream._errors import (
     raised_again,
 )
 from runstream._outbox import ATTACH_BATCH_ID
-from runstream._retry import Backoff, ConnectionLost, Outage, is_retryable, send
+from runstream._retry import Backoff, ConnectionLost, Outage, end_requests, is_retryable, send
 from runstream._types import Decision
 
 if TYPE_CHECKING:
@@ -441,6 +441,7 @@ class ReportStream:
             await asyncio.wait({reader})
             if not reader.cancelled():
                 reader.exception()
+            await end_requests(call)
 
     async def _read_responses(
         self, call: ReportCall, backoff: Backoff, attached: asyncio.Event

@@ -9,6 +9,8 @@ with a fresh token from the provider).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -101,6 +103,20 @@ async def send(call: grpc.aio.StreamStreamCall[Any, Any], request: Any) -> None:
         if exc.code() == grpc.StatusCode.INTERNAL:
             raise ConnectionLost(f"sending on the stream failed: {exc.details()}") from exc
         raise
+
+
+async def end_requests(call: grpc.aio.StreamStreamCall[Any, Any]) -> None:
+    """Ends the request side of a stream that is over, so nothing of it stays pending.
+
+    With interceptors (a client with a token), grpc turns ``write()`` into a request iterator
+    that a task of its own consumes. A call that ended (failed, or was cancelled after it
+    ended) without ``done_writing()`` left that task waiting for the next write for good:
+    once collected, asyncio logged "Task was destroyed but it is pending!" and, closing the
+    iterator it was inside, "aclose(): asynchronous generator is already running", for an
+    interaction's and a reporter's streams alike. Without interceptors this does nothing.
+    """
+    with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
+        await call.done_writing()
 
 
 class Backoff:
