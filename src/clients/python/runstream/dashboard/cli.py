@@ -34,7 +34,7 @@ from ..cli.args import (
     target_from_environment,
 )
 from ..cli.errors import CliError, UsageError
-from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy
+from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
 
 __all__ = ["add_dashboard_command"]
@@ -87,6 +87,7 @@ def add_dashboard_command(
     parser.add_argument(
         "--origin",
         action="append",
+        type=_origin,
         default=[],
         metavar="URL",
         help="another page origin allowed to call through Envoy, e.g. "
@@ -112,6 +113,17 @@ def add_dashboard_command(
         help="speed-up factor of the --demo run",
     )
     parser.set_defaults(handler=run_dashboard_command)
+
+
+def _origin(value: str) -> str:
+    """A page origin Envoy allows: scheme://host[:port], no path (a trailing / is dropped)."""
+    origin = value.rstrip("/")
+    if not ORIGIN.match(origin):
+        raise argparse.ArgumentTypeError(
+            f"an origin is scheme://host[:port] with no path, e.g. http://dashboards.internal:8080;"
+            f" got {value!r}"
+        )
+    return origin
 
 
 def run_dashboard_command(args: argparse.Namespace) -> int:
@@ -141,6 +153,18 @@ def _bracket(host: str) -> str:
     return host
 
 
+def _check_free(host: str, port: int) -> None:
+    """Says in one line that Envoy's port is taken, before Envoy says it in its log."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot start Envoy on {host}:{port}: {exc.strerror or exc}; "
+                "pass --envoy-port 0 for a free port"
+            ) from exc
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
@@ -162,11 +186,13 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             return await _serve_page_only(args, stop, say)
         if args.demo and args.target is None:
             target = await stack.enter_async_context(_embedded_server(args.speed))
-        else:
-            target = args.target or target_from_environment() or DEFAULT_TARGET
             say(f"Runstream server (embedded) on {target}")
             say("  ETA history: recorded runs of the campaign seeded into its temporary store")
+        else:
+            target = args.target or target_from_environment() or DEFAULT_TARGET
 
+        if args.envoy_port:
+            _check_free(args.host, args.envoy_port)
         envoy_port = args.envoy_port or _free_port(args.host)
         page = DashboardServer(host=args.host, port=args.port, api_port=envoy_port)
         try:

@@ -41,7 +41,7 @@ __all__ = [
     "validate_config",
 ]
 
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
+ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
 _HOST = re.compile(r"^[A-Za-z0-9.\-:]+\Z")
 
 
@@ -88,7 +88,7 @@ class EnvoyConfig:
         if not self.allowed_origins:
             raise ValueError("at least one allowed origin is needed")
         for origin in self.allowed_origins:
-            if not _ORIGIN.match(origin):
+            if not ORIGIN.match(origin):
                 raise ValueError(f"an origin is scheme://host[:port] with no path: {origin!r}")
 
     @property
