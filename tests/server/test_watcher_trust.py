@@ -304,6 +304,25 @@ async def test_progress_milestones_read_right(stubs: Stubs) -> None:
     assert (fired[-1].title, fired[-1].description) == ("100% complete", "all 2 steps done")
 
 
+async def test_a_run_that_ends_with_a_step_never_run_says_how_many_were_done(
+    stubs: Stubs,
+) -> None:
+    """It said "all 3 steps done" beside a progress of 2 of 3 (found in review)."""
+    run = await create_run(stubs, "a", "b", "c")
+    for step in ("a", "b"):
+        await append(
+            stubs,
+            run.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id=step)),
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id=step)),
+        )
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    last = (await milestones(stubs, run.run_id))[-1]
+    assert (last.title, last.description) == ("100% complete", "2 of 3 steps done")
+    progress = (await snapshot(stubs, run.run_id)).progress
+    assert (progress.completed_steps, progress.total_steps) == (2, 3)
+
+
 # --- item progress ---------------------------------------------------------------------------
 
 

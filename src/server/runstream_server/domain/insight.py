@@ -442,7 +442,10 @@ def _progress_note(state: RunState, *, finished: bool) -> str:
     progress = state.run.progress
     items = progress.items
     if finished and state.run.steps:
-        return f"all {progress.total_steps} steps done"
+        if progress.completed_steps >= progress.total_steps:
+            return f"all {progress.total_steps} steps done"
+        # It ended with planned steps never run: say so, as its progress does.
+        return f"{progress.completed_steps} of {progress.total_steps} steps done"
     if not state.run.steps or progress.unplanned:
         unit = items.unit or "items"
         return f"{items.completed} of {items.total} {unit}"
