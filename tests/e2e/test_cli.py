@@ -222,6 +222,19 @@ def test_watch_replays_filters_and_resumes_a_finished_run(server_process: Server
     assert "Traceback" not in beyond.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("watch", "--from-seq"), ("events", "--after"), ("events", "--before")],
+)
+def test_a_seq_no_log_reaches_is_a_usage_error(command: str, flag: str) -> None:
+    """watch --from-seq 2**63 ended in a Python traceback (found in review)."""
+    target = f"127.0.0.1:{free_port()}"  # refused before anything connects
+    result = runstream_cli(command, "some-run", "--target", target, flag, str(2**63))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"argument {flag}: must be at most {2**62 - 1}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unreachable_server_is_a_clear_error() -> None:
     target = f"127.0.0.1:{free_port()}"  # nothing listens there
 

@@ -26,6 +26,7 @@ from rich.text import Text
 
 import runstream
 
+from .._arguments import MAX_SEQ
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
@@ -411,12 +412,15 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _non_negative_int(value: str) -> int:
+    """A seq: a whole number from 0 to the largest a run's log may reach."""
     try:
         number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
+    if number > MAX_SEQ:  # past int64, watch --from-seq ended in a traceback
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEQ}")
     return number
 
 
