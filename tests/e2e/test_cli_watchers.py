@@ -317,6 +317,11 @@ def test_demo_on_the_default_busy_port_takes_a_free_one() -> None:
     assert "Port 127.0.0.1:50051 is in use" in result.stdout
     assert re.search(r"listening on 127\.0\.0\.1:(\d+)", result.stdout)
     assert "E1" not in result.stderr and "chttp2" not in result.stderr
+    # `demo --serve` takes a free port too: the closing commands do not send the user to
+    # the other server on 50051 (found in review), but to the address it prints.
+    advice = result.stdout.split("The demo's server stopped with it")[1]
+    assert "127.0.0.1:50051" not in advice
+    assert "runs --target ADDRESS     # in another terminal, at the address it prints" in advice
 
 
 def test_the_demo_shows_an_eta_from_recorded_runs_and_closes_with_commands_that_work(

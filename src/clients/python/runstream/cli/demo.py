@@ -1067,10 +1067,14 @@ def print_summary(
     if embedded and not serve:
         # The server (and its temporary store) stop with the demo: point at one that stays.
         heading = "The demo's server stopped with it. To explore a run, keep one up:"
+        # On a busy 127.0.0.1:50051 (another server there) `demo --serve` takes a free port
+        # too: the commands after it go to the address it prints, not to that other server.
+        address = DEFAULT_ADDRESS if target == DEFAULT_ADDRESS else "ADDRESS"
+        then = "meanwhile" if address == DEFAULT_ADDRESS else "at the address it prints"
         lines = [
             f"{program} demo --serve",
-            f"{program} runs --target 127.0.0.1:50051     # in another terminal, meanwhile",
-            f"{program} get RUN_ID --target 127.0.0.1:50051",
+            f"{program} runs --target {address}     # in another terminal, {then}",
+            f"{program} get RUN_ID --target {address}",
             f"{program} dashboard --demo                # the same in the browser",
         ]
     else:
