@@ -22,7 +22,7 @@ import select
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -194,7 +194,9 @@ class Dashboard:
             return text
         text.append(label, "grey50")
         if self.view.silent_for() > LOST_AFTER:
-            now = self.view.last_heard_at
+            # Where it stood when the loss was said, not 2.5 heartbeats before: it would
+            # jump back up by those seconds as "connection lost" appears.
+            now = self.view.last_heard_at + timedelta(seconds=LOST_AFTER)
         live = live_estimate(run.estimate, now)
         if live is None:
             text.append("unknown", "grey50")
