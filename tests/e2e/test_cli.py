@@ -592,6 +592,47 @@ async def test_events_after_and_before_print_a_window_of_the_log(
     assert bad.returncode == 2 and "--after" in bad.stderr
 
 
+async def test_events_that_cut_a_streamed_message_print_what_they_hold_of_it(
+    server_process: ServerProcess,
+) -> None:
+    """A message streamed in deltas was printed only at its final delta, counting the
+    deltas listed: a window of deltas printed nothing at all (exit 0), and one starting
+    inside a message counted its tail as the whole (found in review)."""
+    server_process.start()
+    target = server_process.target
+    words = [f"w{n}" for n in range(10)]
+    async with runstream.connect(target) as client:
+        run = await client.start_run("text")
+        for n, word in enumerate(words):
+            await run.text("copywriter", "m1", f"{word} ", final=n == len(words) - 1)
+        await run.flush()
+        deltas = [
+            event.seq
+            async for event in client.list_events(
+                run.run_id, kinds=[runstream.EventKind.TEXT_DELTA]
+            )
+        ]
+        await run.close()
+    assert len(deltas) == 10
+
+    middle = await cli("events", run.run_id, "--target", target,
+                       "--after", str(deltas[2]), "--before", str(deltas[5]))  # fmt: skip
+    assert middle.returncode == 0, middle.stderr
+    assert re.search(
+        rf"#{deltas[4]}\s+text\s+copywriter was writing: 2 words in #{deltas[3]}-#{deltas[4]}, "
+        "and the message goes on",
+        middle.stdout,
+    ), middle.stdout
+    assert "│ w3 w4" in middle.stdout
+
+    tail = await cli("events", run.run_id, "--target", target, "--after", str(deltas[6]))
+    assert tail.returncode == 0, tail.stderr
+    assert f"copywriter wrote 3 words from #{deltas[7]} on" in tail.stdout, tail.stdout
+
+    whole = await cli("events", run.run_id, "--target", target)
+    assert "copywriter wrote 10 words\n" in whole.stdout, whole.stdout
+
+
 async def test_runs_since_lists_the_runs_created_since_then(
     server_process: ServerProcess,
 ) -> None:

@@ -58,7 +58,7 @@ from .fmt import (
     span,
     text_lines,
 )
-from .view import FEED_SIZE, Note, OpenPrompt, RunView, StepRow
+from .view import FEED_SIZE, Note, OpenPrompt, RunView, StepRow, TextStream
 
 TEXT_LINES = 6
 WIDE_LAYOUT = 140
@@ -640,10 +640,36 @@ class PlainRenderer:
         if isinstance(event.payload, runstream.TextDelta) and event.payload.final:
             stream = self.view.texts.get(event.payload.message_id)
             if stream is not None:
-                for text_line in stream.text.strip().splitlines():
-                    self.console.print(
-                        Text(f"    │ {printable(text_line)}", style="bright_white"), soft_wrap=True
-                    )
+                self._print_text(stream)
+
+    def on_partial_text(self, stream: TextStream) -> None:
+        """A message whose final delta is beyond what was listed: as far as it goes, at its
+        last delta listed."""
+        span = f"#{stream.first_seq}" + (
+            f"-#{stream.last_seq}" if stream.last_seq != stream.first_seq else ""
+        )
+        line = Text.assemble(
+            (local_time(stream.last_time, with_date=False), "grey50") if stream.last_time else "",
+            " " if stream.last_time else "",
+            (f"#{stream.last_seq:<5}", "grey42"),
+            (f"{'text':<9}", "bold bright_white"),
+            " ",
+            (
+                printable(
+                    f"{stream.agent} was writing: {len(stream.text.split())} words in "
+                    f"{span}, and the message goes on"
+                ),
+                "bright_white",
+            ),
+        )
+        self.console.print(line, soft_wrap=True)
+        self._print_text(stream)
+
+    def _print_text(self, stream: TextStream) -> None:
+        for text_line in stream.text.strip().splitlines():
+            self.console.print(
+                Text(f"    │ {printable(text_line)}", style="bright_white"), soft_wrap=True
+            )
 
 
 def _question_lines(run_id: str, payload: runstream.DecisionRequested) -> Iterator[tuple[str, str]]:
@@ -877,6 +903,7 @@ async def follow_run(
         view = RunView(run=details.run)
     else:
         view = RunView.from_details(details)
+    view.seen_after = after_seq  # a message begun before it shows its words after it only
 
     renderer: LiveRenderer | PlainRenderer
     refresher: SnapshotRefresher | None = None

@@ -465,7 +465,7 @@ async def show_events(
         print_json(found)
         return
 
-    view = RunView(run=await client.get_run(run_id))
+    view = RunView(run=await client.get_run(run_id), seen_after=None if newest else after)
     printer = PlainRenderer(console, view)
     newest_events: list[runstream.Event] = []
     shown = 0
@@ -481,6 +481,11 @@ async def show_events(
     notes = {event.seq: view.apply(event) for event in reversed(newest_events)}
     for event in newest_events:
         printer.on_event(event, notes[event.seq])
+    # A message whose last delta lies beyond the listing is printed once, as far as listed
+    # (it was left out: a window of deltas printed nothing at all).
+    for stream in view.texts.values():
+        if not stream.final:
+            printer.on_partial_text(stream)
     if not shown:
         console.print(Text(f"Run {run_id} has no such events", style="grey62"))
 

@@ -149,6 +149,17 @@ class TextStream:
     step_id: str
     text: str = ""
     final: bool = False
+    first_seq: int = 0
+    """The seq of the first of its deltas this view saw."""
+    last_seq: int = 0
+    last_time: datetime | None = None
+    partial: bool = False
+    """The view started inside the log: deltas before `first_seq` may be missing."""
+
+    def words(self) -> str:
+        """How many words it has, "from #N on" when its start may be missing."""
+        count = f"{len(self.text.split())} words"
+        return f"{count} from #{self.first_seq} on" if self.partial else count
 
 
 @dataclass
@@ -169,6 +180,9 @@ class RunView:
     prompts: dict[str, OpenPrompt] = field(default_factory=dict)
     answer_feedback: tuple[str, str] | None = None
     """The outcome of this viewer's last answer: (text, style)."""
+    seen_after: int | None = 0
+    """The view holds every event after this seq (None: not known, a newest-first listing);
+    a message begun before it shows only its words after it."""
     last_heard: float = field(default_factory=time.monotonic)
     """When the server last answered this view (an event or a snapshot), monotonic."""
     last_heard_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -408,20 +422,20 @@ class RunView:
                 stream = self.texts.get(payload.message_id)
                 if stream is None:
                     stream = TextStream(
-                        payload.message_id, self.agent_label(payload.agent_id), payload.step_id
+                        payload.message_id,
+                        self.agent_label(payload.agent_id),
+                        payload.step_id,
+                        first_seq=event.seq,
+                        partial=self.seen_after != 0,
                     )
                     self.texts[payload.message_id] = stream
                 stream.text += payload.delta
                 stream.final = stream.final or payload.final
+                stream.last_seq, stream.last_time = event.seq, event.event_time
                 self.current_text = payload.message_id
                 if not payload.final:
                     return None
-                return Note(
-                    "✍",
-                    "text",
-                    f"{stream.agent} wrote {len(stream.text.split())} words",
-                    "bright_white",
-                )
+                return Note("✍", "text", f"{stream.agent} wrote {stream.words()}", "bright_white")
             case runstream.MetricsUpdate():
                 if not payload.step_id:
                     self.metrics.update(payload.values)
