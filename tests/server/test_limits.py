@@ -17,6 +17,7 @@ import pytest
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
+from runstream_server.auth import limits
 from runstream_server.auth.limits import Limits
 
 from tests.identity import Keys, rs256_auth
@@ -295,3 +296,23 @@ async def test_a_malformed_batch_over_the_append_rate_is_invalid_argument(
         async for _ in bot.report.Report(batches()):
             pass
     _invalid(info.value, "events[9].seq")
+
+
+def test_the_append_buckets_of_idle_principals_are_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One bucket per principal that ever appended was kept for the life of the process (a
+    subject per CI job grows it without end; found in review). A full bucket is what a new
+    one would be, so those are dropped once many; one still paying off its burst is kept."""
+    monkeypatch.setattr(limits, "BUCKETS_KEPT", 100)
+    meter = limits.LimitInterceptor(
+        Limits(append_events_per_second=0.001, append_burst=10),
+        store=None,  # type: ignore[arg-type]
+    )
+    busy = meter._bucket("busy")
+    assert busy.take(10) == 0.0  # its burst spent: it waits ~1,000 s per event now
+    for n in range(5_000):  # principals that came once and appended nothing since
+        meter._bucket(f"job-{n}")
+    assert len(meter._buckets) <= 200
+    assert meter._bucket("busy") is busy
+    assert busy.take(1) > 100  # still held to its limit

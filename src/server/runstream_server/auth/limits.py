@@ -100,6 +100,9 @@ class Limits:
                 raise ValueError(f"{name} must be a finite number of 0 or more, got {value}")
 
 
+BUCKETS_KEPT = 10_000
+"""Append buckets kept before the full ones (idle principals) are dropped."""
+
 MAX_COUNT = 2**31 - 1
 """The largest count limit: far beyond any real one, and one the stores hold (a limit of
 2**63 - 1 overflowed SQLite's integers: every CreateRun was INTERNAL)."""
@@ -203,6 +206,7 @@ class LimitInterceptor(HandlerRewriter):
         self._streams: defaultdict[str, int] = defaultdict(int)
         self._watchers: defaultdict[tuple[str, str], int] = defaultdict(int)  # (tenant, run)
         self._buckets: dict[str, TokenBucket] = {}
+        self._prune_at = BUCKETS_KEPT
         self._sharing = False  # with other replicas: only then are appends counted
         self._appended: dict[str, int] = {}  # who -> events appended here since counted
         self._elsewhere: dict[str, int] = {}  # who -> streams open on the other replicas
@@ -363,11 +367,22 @@ class LimitInterceptor(HandlerRewriter):
     def _bucket(self, who: str) -> TokenBucket:
         bucket = self._buckets.get(who)
         if bucket is None:
+            if len(self._buckets) >= self._prune_at:
+                self._forget_full_buckets()
             limits = self._limits
             bucket = self._buckets[who] = TokenBucket(
                 limits.append_events_per_second, limits.append_burst
             )
         return bucket
+
+    def _forget_full_buckets(self) -> None:
+        """Drops the buckets that are full again, which a new one would be just the same:
+        one per principal that ever appended grew without end (a subject per CI job).
+        Scanned again once there are twice as many left, so each new principal costs O(1)."""
+        for who in [who for who, bucket in self._buckets.items() if bucket.full()]:
+            if who not in self._appended:  # still to be told to the other replicas
+                del self._buckets[who]
+        self._prune_at = max(BUCKETS_KEPT, 2 * len(self._buckets))
 
     async def _metered_stream(
         self, principal: Principal, requests: Any, check: RequestCheck
