@@ -9,15 +9,19 @@ option; a busy `--envoy-port` ended with Envoy's log crammed into one line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from runstream_server.app import RunstreamServer
 
+from tests.clients.support import until
 from tests.conftest import free_port
 
 from .test_dashboard_starts import launch_once
@@ -70,6 +74,61 @@ async def test_in_front_of_a_users_server_it_announces_no_embedded_one(
     said = "".join(seen)
     assert re.search(rf"grpc-web: Envoy on \S+ -> Runstream server at {server.target}", said)
     assert "embedded" not in said and "seeded" not in said, said
+
+
+async def _running(children: list[int]) -> bool:
+    return len(children) == 1
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # the parent's pid, after the state
+                found.append(int(stat.parent.name))
+    return found
+
+
+async def test_an_envoy_that_dies_is_started_again(server: RunstreamServer) -> None:
+    """Envoy killed under the command: the page said "Reconnecting" for ever and nothing
+    said why (found in review). Now the command says so and starts it again, on the same
+    port, so the page reconnects."""
+    _require_envoy()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runstream.cli.main", "dashboard", "--target", server.target,
+        "--port", "0", "--envoy-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    seen: list[str] = []
+
+    async def said(text: str) -> str:
+        async with asyncio.timeout(60):
+            while line := (await process.stdout.readline()).decode():  # type: ignore[union-attr]
+                seen.append(line)
+                if text in line:
+                    return line
+        raise AssertionError("".join(seen))
+
+    try:
+        url = (await said("grpc-web: Envoy on")).split("Envoy on ")[1].split()[0]
+        port = int(url.rsplit(":", 1)[1])
+        await said("Press Ctrl-C")
+        await until(lambda: _running(_children(process.pid)))
+        [envoy] = _children(process.pid)
+        os.kill(envoy, signal.SIGKILL)
+        restarted = await said("started it again")
+        assert f"Envoy exited with signal SIGKILL; started it again on {url}" in restarted
+        [again] = _children(process.pid)
+        assert again != envoy
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # Envoy listens on the page's grpc-web port again
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 30)
+        seen.append(rest.decode())
+    assert process.returncode == 0, "".join(seen)
 
 
 async def test_the_demo_announces_its_embedded_server_and_seeded_history() -> None:

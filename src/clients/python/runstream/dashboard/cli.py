@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TextIO
@@ -230,9 +231,38 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             demo = asyncio.create_task(_play_demo(target, args.speed, page.url, say))
             stack.push_async_callback(_cancel, demo)
         say("Press Ctrl-C to stop.")
-        await stop.wait()
+        await _supervise(envoy, stop, say)
         say("Stopping Envoy and the dashboard")
     return 0
+
+
+ENVOY_CHECK_SECONDS = 1.0
+"""How often the command checks that its Envoy still runs."""
+ENVOY_RESTARTS = 3
+"""Restarts of an Envoy that keeps exiting within a minute before the command gives up."""
+
+
+async def _supervise(envoy: EnvoyProxy, stop: asyncio.Event, say: Callable[[str], None]) -> None:
+    """Waits for Ctrl-C or SIGTERM, starting Envoy again whenever it exits meanwhile (killed,
+    crashed): without it the page said "Reconnecting" for ever and nothing said why. One
+    that keeps exiting ends the command (exit 1) saying so."""
+    restarts: list[float] = []
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ENVOY_CHECK_SECONDS):
+                await stop.wait()
+        how = None if stop.is_set() else envoy.exit_status()
+        if how is None:
+            continue
+        now = time.monotonic()
+        restarts = [at for at in restarts if now - at < 60.0] + [now]
+        if len(restarts) > ENVOY_RESTARTS:
+            raise CliError(f"Envoy exited with {how} {ENVOY_RESTARTS + 1} times in a minute")
+        try:
+            await envoy.start_async()
+        except EnvoyError as exc:
+            raise CliError(f"Envoy exited with {how} and could not start again: {exc}") from exc
+        say(f"Envoy exited with {how}; started it again on {envoy.url}")
 
 
 async def _serve_page_only(

@@ -255,6 +255,18 @@ class EnvoyProxy:
                 process.wait(timeout)
         self.process = None
 
+    def exit_status(self) -> str | None:
+        """How Envoy ended ("status 1", "signal SIGKILL"), or None while it runs (or was
+        never started)."""
+        process = self.process
+        if process is None or process.poll() is None:
+            return None
+        code = process.returncode
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"signal {signal.Signals(-code).name}"
+        return f"status {code}"
+
     def kill(self) -> None:
         """SIGKILL: what a crash looks like to the browsers and the server."""
         process = self.process
