@@ -409,6 +409,46 @@ async def test_a_step_that_failed_then_succeeded_on_retry_has_no_error(
     assert flaky[-1] == {"name": "flaky", "status": "SUCCEEDED", "percent": 100.0, "metrics": {}}
 
 
+async def test_a_step_started_again_while_open_has_one_step_started(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """A step started twice (a producer restarted under it counts another attempt) gave two
+    STEP_STARTED for one open step, which AG-UI's client checker refuses ("Step is already
+    active"; found in review)."""
+    run = await client.start_run("campaign", steps=["a"])
+    async with run:
+        await run.start_step("a")
+        await run.start_step("a")
+        await run.step("a").complete()
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+    steps = [
+        (e["type"], e["stepName"])
+        for e in (json.loads(m.data) for m in messages)
+        if e["type"] in ("STEP_STARTED", "STEP_FINISHED")
+    ]
+    assert steps == [("STEP_STARTED", "a"), ("STEP_FINISHED", "a")]
+
+
+async def test_the_percent_of_a_run_without_steps_follows_its_items(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """The server's percent of a run with no planned steps comes from run.items(); the
+    state's stayed 0 until the run ended (found in review)."""
+    run = await client.start_run("discovery")
+    async with run:
+        await run.items(5, 10, unit="companies")
+        await run.flush()
+        snapshot = await client.get_run(run.run_id)
+        await run.items(8, 10, unit="companies")
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+    percents = [state["percent"] for state in states(messages)]
+    changes = [p for i, p in enumerate(percents) if i == 0 or p != percents[i - 1]]
+    assert snapshot.progress.percent == 50.0
+    assert changes == [0.0, 50.0, 80.0, 100.0]
+
+
 async def test_the_state_says_why_the_run_is_not_healthy(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:

@@ -9,8 +9,9 @@ Runstream event               AG-UI events
 ============================  ==========================================================
 RunCreated                    RUN_STARTED, then STATE_SNAPSHOT (the plan: every step PENDING)
 RunStarted, RunStatusChanged  STATE_DELTA (``/status``)
-StepStarted                   STEP_STARTED (``stepName`` = the step id), STATE_DELTA (a step
-                              started again after it failed loses its ``error``)
+StepStarted                   STEP_STARTED (``stepName`` = the step id; not again for a
+                              step still open), STATE_DELTA (a step started again after it
+                              failed loses its ``error``)
 StepProgress, StepSkipped     STATE_DELTA (the step's status and percent, the run's percent)
 StepCompleted, StepFailed     STEP_FINISHED, STATE_DELTA (a failed step's ``error``)
 DecisionRequested,            CUSTOM (as below), then STATE_DELTA when ``/status`` changes:
@@ -19,6 +20,8 @@ DecisionResolved              WAITING_FOR_INPUT while a decision is open, RUNNIN
 TextDelta                     TEXT_MESSAGE_START (first delta of a message; ``name`` = the
                               agent), TEXT_MESSAGE_CONTENT, TEXT_MESSAGE_END (final delta)
 MetricsUpdate                 STATE_DELTA (``/metrics``, or the step's ``metrics``)
+ItemProgress                  CUSTOM (as below), then STATE_DELTA (``/percent``) for a run
+                              without planned steps
 HealthChanged                 STATE_DELTA (``/health``, ``/healthReason``)
 EstimateUpdated               STATE_DELTA (``/estimate``)
 RunCompleted                  TEXT_MESSAGE_END / STEP_FINISHED for what is still open,
@@ -36,8 +39,8 @@ The state is ``{"runId", "workflow", "status", "percent", "currentStep", "health
 percent as the server's state has them: the status follows the run's open decisions as the
 server folds them (the server emits no status event for them), and the percent counts
 finished steps plus the running steps' own percent, over all steps (a run that declared no
-steps moves only at its end). Deltas are JSON Patch ``add`` operations, and ``remove`` for a
-step's error.
+steps: its item counts, ``run.items()``, else it moves only at its end). Deltas are JSON
+Patch ``add`` operations, and ``remove`` for a step's error.
 
 Needs the ``agui`` extra (``pip install 'runstream[agui]'``: the ``ag-ui-protocol`` models).
 """
@@ -76,6 +79,7 @@ from runstream._types import (  # noqa: E402
     Event,
     EventKind,
     HealthChanged,
+    ItemProgress,
     MetricsUpdate,
     RunCompleted,
     RunCreated,
@@ -149,6 +153,7 @@ class AguiTranslator:
             "steps": {},
         }
         self._unplanned = False
+        self._items: ItemProgress | None = None
         self._open_messages: dict[str, None] = {}
         self._open_steps: dict[str, None] = {}
         self._open_decisions: set[str] = set()
@@ -191,7 +196,15 @@ class AguiTranslator:
         if isinstance(p, RunStatusChanged):
             return self._delta(lambda d: d.set(p.status.name, "status"))
         if isinstance(p, StepStarted):
+            if p.step_id in self._open_steps:
+                # Another attempt of a step still open (a producer restarted under it): AG-UI
+                # has one STEP_STARTED per open step, its checker refuses a second.
+                return self._step_started(p)
             return [StepStartedEvent(step_name=p.step_id), *self._step_started(p)]
+        if isinstance(p, ItemProgress):
+            self._items = p
+            custom = CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))
+            return [custom, *self._delta(self._set_percent)]
         if isinstance(p, StepProgress):
             return self._step_changed(p.step_id, "RUNNING", p.percent)
         if isinstance(p, StepSkipped):
@@ -301,12 +314,17 @@ class AguiTranslator:
         return [StepFinishedEvent(step_name=step_id)]
 
     def _set_percent(self, d: _Delta) -> None:
+        """The run's percent as the server has it: from its planned steps, else from its
+        item counts (``run.items()``)."""
         steps = self._state["steps"].values()
-        if not steps or self._unplanned:
+        if steps and not self._unplanned:
+            done = sum(1 for s in steps if s["status"] in _DONE)
+            running = sum(s["percent"] for s in steps if s["status"] == "RUNNING")
+            percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
+        elif self._items is not None and self._items.total > 0:
+            percent = min(100.0, round(self._items.completed / self._items.total * 100, 2))
+        else:
             return
-        done = sum(1 for s in steps if s["status"] in _DONE)
-        running = sum(s["percent"] for s in steps if s["status"] == "RUNNING")
-        percent = min(100.0, round((done + running / 100) / len(steps) * 100, 2))
         if percent != self._state["percent"]:
             d.set(percent, "percent")
 
