@@ -275,6 +275,10 @@ async def test_a_plain_langchain_chain_is_one_step_with_its_retries(
         if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED)
     ]
     assert step_events == [("STEP_STARTED", "shout"), ("STEP_COMPLETED", "shout")]
+    # The handler's agent is the step's, as its model and text events have it (the step
+    # started with none; found in review).
+    started = next(e.payload for e in events if e.kind == EventKind.STEP_STARTED)
+    assert started.agent == "shouter"  # type: ignore[union-attr]
 
 
 async def test_a_retrying_chain_inside_a_node_recovers_in_the_nodes_step(
@@ -889,14 +893,17 @@ async def test_a_producer_that_restarts_waits_for_the_question_its_graph_asked_b
     assert [(d.choice, d.decision_id.startswith("interrupt-")) for d in decisions] == [("no", True)]
 
 
+@pytest.mark.parametrize("prefix", ["producer-1", None], ids=["same-keys", "new-keys"])
 @pytest.mark.parametrize("at_restart", ["open", "answered"])
 async def test_a_producer_restarted_without_checkpoints_meets_its_question_again(
-    server: RunstreamServer, at_restart: str
+    server: RunstreamServer, at_restart: str, prefix: str | None
 ) -> None:
     """The checkpoints died with the producer (an InMemorySaver each), and the new producer
-    attaches with the same key_prefix and runs the graph from its start. LangGraph gives the
-    interrupt a new id; it is the same question all the same: the new producer waits for the
-    one asked before (still open, or already answered) instead of asking it again."""
+    attaches (with the same key_prefix, or a new one) and runs the graph from its start.
+    LangGraph gives the interrupt a new id; it is the same question all the same: the new
+    producer waits for the one asked before (still open, or already answered) instead of
+    asking it again. The node it left running goes on as the same attempt of its step: with
+    new keys it was started again (attempt 2; found in review)."""
     finishing = asyncio.Event()
 
     def build() -> Any:
@@ -950,7 +957,7 @@ async def test_a_producer_restarted_without_checkpoints_meets_its_question_again
         await run.close()
 
         restarted = True
-        attached = await client.attach_run(run.run_id, key_prefix="producer-1")
+        attached = await client.attach_run(run.run_id, key_prefix=prefix)
         async with attached:
             again = asyncio.create_task(
                 RunstreamCallbackHandler(attached).run_graph(build(), {}, config)

@@ -69,12 +69,18 @@ class StepIds:
     the run had finished when this process started or attached it.
     """
 
-    def __init__(self, finished_before: Iterable[str] = ()) -> None:
+    def __init__(
+        self, finished_before: Iterable[str] = (), running_before: Iterable[str] = ()
+    ) -> None:
         self._lock = threading.Lock()
         self._given: set[str] = set()
         self._reserved: set[str] = set()
         self.finished_before = frozenset(finished_before)
         """The run's steps that had finished (cannot start again) when its StepIds was made."""
+        self.running_before = set(running_before)
+        """The run's steps that were running then (a producer restarted while a node waited
+        at ``interrupt()``): a replay reaching one goes on with it, without starting it again
+        (another attempt), until it is taken."""
         self.interrupted: dict[str, str] = {}
         """Steps that a LangGraph node left running when ``interrupt()`` stopped it, by the
         node's checkpoint namespace: the graph resumed with a new handler (a web app's next
@@ -87,8 +93,18 @@ class StepIds:
             ids = _RUN_STEP_IDS.get(run)
             if ids is None:
                 finished = (s.step_id for s in run.run.steps if s.status in FINISHED_STEP)
-                ids = _RUN_STEP_IDS[run] = cls(finished)
+                running = (s.step_id for s in run.run.steps if s.status == StepStatus.RUNNING)
+                ids = _RUN_STEP_IDS[run] = cls(finished, running)
             return ids
+
+    def take_running(self, step_id: str) -> bool:
+        """Whether ``step_id`` was running when the run was attached and nobody went on with
+        it yet; the caller now does."""
+        with self._lock:
+            if step_id in self.running_before:
+                self.running_before.discard(step_id)
+                return True
+            return False
 
     @staticmethod
     def clean(name: str) -> str:

@@ -172,6 +172,11 @@ class ChainSteps:
                 "%s replays step %s, which finished before: not started again", name, step.step_id
             )
             self._calls.pass_over()
+        elif self._step_ids.take_running(step.step_id):
+            _log.info(
+                "%s goes on with step %s, running when the run was attached", name, step.step_id
+            )
+            self._calls.pass_over()
         else:
             self._calls.start_step(step.step_id, name=name, agent=agent)
 
@@ -264,7 +269,8 @@ class ChainSteps:
         if not is_graph:
             step_id = self._step_ids.new(root.name, replay=True)
             name = root.name
-            self._start(parent_run_id, _StepRun(step_id, self._agent or name, name), name=name)
+            agent = self._agent or name
+            self._start(parent_run_id, _StepRun(step_id, agent, name), name=name, agent=agent)
 
     def _finish_root(self, run_id: UUID) -> None:
         root = self._roots.get(run_id)
