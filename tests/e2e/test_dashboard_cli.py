@@ -50,28 +50,50 @@ def dashboard(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+class Dashboard:
+    """`runstream dashboard --target TARGET` on free ports, read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.seen: list[str] = []
+
+    @classmethod
+    async def start(cls, target: str) -> Dashboard:
+        argv = ["dashboard", "--target", target, "--port", "0", "--envoy-port", "0"]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "runstream.cli.main", *argv,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        return cls(process)
+
+    async def said(self, text: str) -> str:
+        """The next line holding `text`."""
+        assert self.process.stdout is not None
+        async with asyncio.timeout(60):
+            while line := (await self.process.stdout.readline()).decode():
+                self.seen.append(line)
+                if text in line:
+                    return line
+        raise AssertionError("".join(self.seen))
+
+    async def stop(self) -> str:
+        """SIGTERM; everything it said."""
+        self.process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(self.process.communicate(), 30)
+        self.seen.append(rest.decode())
+        assert self.process.returncode == 0, "".join(self.seen)
+        return "".join(self.seen)
+
+
 async def test_in_front_of_a_users_server_it_announces_no_embedded_one(
     server: RunstreamServer,
 ) -> None:
     _require_envoy()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runstream.cli.main", "dashboard", "--target", server.target,
-        "--port", "0", "--envoy-port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    seen: list[str] = []
+    dashboard = await Dashboard.start(server.target)
     try:
-        async with asyncio.timeout(60):
-            while line := (await process.stdout.readline()).decode():
-                seen.append(line)
-                if "Press Ctrl-C" in line:
-                    break
+        await dashboard.said("Press Ctrl-C")
     finally:
-        process.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(process.communicate(), 30)
-        seen.append(rest.decode())
-    said = "".join(seen)
+        said = await dashboard.stop()
     assert re.search(rf"grpc-web: Envoy on \S+ -> Runstream server at {server.target}", said)
     assert "embedded" not in said and "seeded" not in said, said
 
@@ -95,40 +117,23 @@ async def test_an_envoy_that_dies_is_started_again(server: RunstreamServer) -> N
     said why (found in review). Now the command says so and starts it again, on the same
     port, so the page reconnects."""
     _require_envoy()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runstream.cli.main", "dashboard", "--target", server.target,
-        "--port", "0", "--envoy-port", "0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    seen: list[str] = []
-
-    async def said(text: str) -> str:
-        async with asyncio.timeout(60):
-            while line := (await process.stdout.readline()).decode():  # type: ignore[union-attr]
-                seen.append(line)
-                if text in line:
-                    return line
-        raise AssertionError("".join(seen))
-
+    dashboard = await Dashboard.start(server.target)
+    pid = dashboard.process.pid
     try:
-        url = (await said("grpc-web: Envoy on")).split("Envoy on ")[1].split()[0]
+        url = (await dashboard.said("grpc-web: Envoy on")).split("Envoy on ")[1].split()[0]
         port = int(url.rsplit(":", 1)[1])
-        await said("Press Ctrl-C")
-        await until(lambda: _running(_children(process.pid)))
-        [envoy] = _children(process.pid)
+        await dashboard.said("Press Ctrl-C")
+        await until(lambda: _running(_children(pid)))
+        [envoy] = _children(pid)
         os.kill(envoy, signal.SIGKILL)
-        restarted = await said("started it again")
+        restarted = await dashboard.said("started it again")
         assert f"Envoy exited with signal SIGKILL; started it again on {url}" in restarted
-        [again] = _children(process.pid)
+        [again] = _children(pid)
         assert again != envoy
         with socket.create_connection(("127.0.0.1", port), timeout=10):
             pass  # Envoy listens on the page's grpc-web port again
     finally:
-        process.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(process.communicate(), 30)
-        seen.append(rest.decode())
-    assert process.returncode == 0, "".join(seen)
+        await dashboard.stop()
 
 
 async def test_the_demo_announces_its_embedded_server_and_seeded_history() -> None:

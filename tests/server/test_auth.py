@@ -8,6 +8,7 @@ every valid token without the method's role gets PERMISSION_DENIED naming the ro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -285,35 +286,46 @@ async def test_hs256_server_refuses_rs256_and_accepts_its_own(tmp_path: Path, ke
         await server.stop(grace=0.5)
 
 
-async def test_a_jwks_file_picks_the_key_by_kid(tmp_path: Path) -> None:
-    signing = ec.generate_private_key(ec.SECP256R1())
-    other = ec.generate_private_key(ec.SECP256R1())
+@contextlib.asynccontextmanager
+async def jwks_channel(
+    tmp_path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a server verifying tokens with a JWKS file of these keys' public halves
+    (under their kid; None: without one)."""
     jwks = {
         "keys": [
-            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key())), "kid": kid}
-            for kid, k in (("k1", signing), ("k2", other))
+            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))}
+            | ({"kid": kid} if kid else {})
+            for kid, k in keys
         ]
     }
     (tmp_path / "jwks.json").write_text(json.dumps(jwks))
     auth = AuthConfig(public_key_file=tmp_path / "jwks.json")
     server = await start_server(tmp_path, SecurityConfig(auth=auth))
-    list_runs = SERVICES[0].methods_by_name["ListRuns"]
     try:
-        async with grpc.aio.insecure_channel(server.target) as ch:
-            good = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k1"})
-            assert (await call(ch, list_runs, good))[0] == grpc.StatusCode.OK
-            wrong_kid = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k2"})
-            assert (await call(ch, list_runs, wrong_kid)) == (
-                grpc.StatusCode.UNAUTHENTICATED,
-                "bad signature",
-            )
-            unknown = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k9"})
-            assert (await call(ch, list_runs, unknown)) == (
-                grpc.StatusCode.UNAUTHENTICATED,
-                "unknown key id 'k9'",
-            )
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield channel
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_jwks_file_picks_the_key_by_kid(tmp_path: Path) -> None:
+    signing = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    async with jwks_channel(tmp_path, [("k1", signing), ("k2", other)]) as ch:
+        good = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k1"})
+        assert (await call(ch, list_runs, good))[0] == grpc.StatusCode.OK
+        wrong_kid = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k2"})
+        assert (await call(ch, list_runs, wrong_kid)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "bad signature",
+        )
+        unknown = jwt.encode(claims(), signing, algorithm="ES256", headers={"kid": "k9"})
+        assert (await call(ch, list_runs, unknown)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "unknown key id 'k9'",
+        )
 
 
 async def test_a_jwks_file_of_keys_without_kid_accepts_a_token_of_each(tmp_path: Path) -> None:
@@ -321,33 +333,24 @@ async def test_a_jwks_file_of_keys_without_kid_accepts_a_token_of_each(tmp_path:
     optional: each key was stored under "", the last replacing the others, so the server
     started without a word and refused every token of the others as "bad signature"."""
     old, new, stranger = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    jwks = {
-        "keys": [json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key())) for k in (old, new)]
-    }
-    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
-    auth = AuthConfig(public_key_file=tmp_path / "jwks.json")
-    server = await start_server(tmp_path, SecurityConfig(auth=auth))
     list_runs = SERVICES[0].methods_by_name["ListRuns"]
-    try:
-        async with grpc.aio.insecure_channel(server.target) as ch:
-            for key in (old, new):
-                token = jwt.encode(claims(), key, algorithm="ES256")
-                assert (await call(ch, list_runs, token))[0] == grpc.StatusCode.OK
-            # A kid the file does not name: the keys without one may still have signed it.
-            named = jwt.encode(claims(), new, algorithm="ES256", headers={"kid": "2026-12"})
-            assert (await call(ch, list_runs, named))[0] == grpc.StatusCode.OK
-            forged = jwt.encode(claims(), stranger, algorithm="ES256")
-            assert (await call(ch, list_runs, forged)) == (
-                grpc.StatusCode.UNAUTHENTICATED,
-                "bad signature",
-            )
-            expired = jwt.encode(claims(exp=int(time.time()) - 60), old, algorithm="ES256")
-            assert (await call(ch, list_runs, expired)) == (
-                grpc.StatusCode.UNAUTHENTICATED,
-                "token expired (exp is in the past)",
-            )
-    finally:
-        await server.stop(grace=0.5)
+    async with jwks_channel(tmp_path, [(None, old), (None, new)]) as ch:
+        for key in (old, new):
+            token = jwt.encode(claims(), key, algorithm="ES256")
+            assert (await call(ch, list_runs, token))[0] == grpc.StatusCode.OK
+        # A kid the file does not name: the keys without one may still have signed it.
+        named = jwt.encode(claims(), new, algorithm="ES256", headers={"kid": "2026-12"})
+        assert (await call(ch, list_runs, named))[0] == grpc.StatusCode.OK
+        forged = jwt.encode(claims(), stranger, algorithm="ES256")
+        assert (await call(ch, list_runs, forged)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "bad signature",
+        )
+        expired = jwt.encode(claims(exp=int(time.time()) - 60), old, algorithm="ES256")
+        assert (await call(ch, list_runs, expired)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "token expired (exp is in the past)",
+        )
 
 
 def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:

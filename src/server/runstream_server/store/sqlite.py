@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from runstream.v1 import run_pb2
 
@@ -158,15 +158,8 @@ class SqliteEventStore:
         wanted = list(dict.fromkeys(run_ids))
 
         def read(conn: sqlite3.Connection) -> dict[str, int]:
-            found: dict[str, int] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT run_id, last_seq FROM runs WHERE run_id IN ({marks})", chunk
-                )
-                found.update((str(run_id), int(seq)) for run_id, seq in rows)
-            return found
+            rows = _rows_in(conn, "SELECT run_id, last_seq FROM runs WHERE run_id IN ({})", wanted)
+            return {str(run_id): int(seq) for run_id, seq in rows}
 
         return await self._read(read) if wanted else {}
 
@@ -176,17 +169,14 @@ class SqliteEventStore:
             return {}
 
         def find(conn: sqlite3.Connection) -> dict[str, HeldKey]:
-            found: dict[str, HeldKey] = {}
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    "SELECT idempotency_key, seq, kind FROM events "
-                    f"WHERE run_id = ? AND idempotency_key IN ({marks})",
-                    (run_id, *chunk),
-                )
-                found.update((str(key), HeldKey(int(seq), int(kind))) for key, seq, kind in rows)
-            return found
+            rows = _rows_in(
+                conn,
+                "SELECT idempotency_key, seq, kind FROM events "
+                "WHERE run_id = ? AND idempotency_key IN ({})",
+                wanted,
+                run_id,
+            )
+            return {str(key): HeldKey(int(seq), int(kind)) for key, seq, kind in rows}
 
         return await self._read(find)
 
@@ -339,3 +329,15 @@ class SqliteEventStore:
     async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
         """One process per file: its own usage is all there is."""
         return {}
+
+
+def _rows_in(
+    conn: sqlite3.Connection, sql: str, values: Sequence[str], *first: object
+) -> list[Any]:
+    """The rows of ``sql`` (its ``IN ({})`` filled with `values`, after the parameters
+    `first`), 500 values per query: SQLite takes a bounded number of parameters."""
+    rows: list[Any] = []
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        rows += conn.execute(sql.format(",".join("?" * len(chunk))), (*first, *chunk))
+    return rows
