@@ -449,6 +449,29 @@ async def test_the_percent_of_a_run_without_steps_follows_its_items(
     assert changes == [0.0, 50.0, 80.0, 100.0]
 
 
+async def test_the_current_step_is_the_servers_as_steps_end(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """The state kept its last started step as current after every step had ended; the
+    server's moves to the latest-started step still running, else none (found in review)."""
+    run = await client.start_run("campaign", steps=["a", "b"])
+    async with run:
+        await run.start_step("a")
+        await run.start_step("b")
+        await run.step("b").complete()
+        await run.flush()
+        middle = (await client.get_run(run.run_id)).current_step_id
+        await run.step("a").complete()
+        await run.flush()
+        last = (await client.get_run(run.run_id)).current_step_id
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 30)
+    current = [state["currentStep"] for state in states(messages)]
+    changes = [c for i, c in enumerate(current) if i == 0 or c != current[i - 1]]
+    assert (middle, last) == ("a", "")
+    assert changes == ["", "a", "b", "a", ""]
+
+
 async def test_the_state_says_why_the_run_is_not_healthy(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:

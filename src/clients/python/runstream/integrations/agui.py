@@ -298,6 +298,9 @@ class AguiTranslator:
                 d.set(percent, "steps", step_id, "percent")
             if error:
                 d.set(error, "steps", step_id, "error")
+            if status != "RUNNING" and self._state["currentStep"] == step_id:
+                # As the server has it: the latest-started step still running, else none.
+                d.set(next(reversed(self._open_steps), ""), "currentStep")
             self._set_percent(d)
 
         return self._delta(change)
