@@ -16,6 +16,8 @@ import grpc
 import pytest
 from runstream.v1 import run_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.domain.following import Notices
+from runstream_server.store.base import CommitNotice, Notice
 
 from tests.clients.support import eventually, until
 from tests.conftest import RedisProcess, ServerProcess, redis_store_url, serving_on
@@ -157,6 +159,15 @@ async def test_a_count_read_while_the_run_ends_here_does_not_send_its_older_stat
     that read returns. The stream's last word on the run is its end, not the state read
     before it (found in review: it was the state read before the cancel, and nothing followed)."""
     url = redis_store_url(redis_server, tmp_path)
+    # B never hears of A's commits, so it never holds the run (a commit notice applied while
+    # B's WatchRuns stream is open loads it): only the count's read brings it the run.
+    on_notice = Notices.on_notice
+
+    def counts_only(self: Notices, notice: Notice) -> None:
+        if not isinstance(notice, CommitNotice):
+            on_notice(self, notice)
+
+    monkeypatch.setattr(Notices, "on_notice", counts_only)
     async with (
         serving_on(url, tmp_path / "a", grace=None) as a,
         serving_on(url, tmp_path / "b", grace=None) as b,
@@ -179,10 +190,11 @@ async def test_a_count_read_while_the_run_ends_here_does_not_send_its_older_stat
             return run
 
         monkeypatch.setattr(store, "load_run", read_then_wait)
+        # B's first listing counted 0 watchers: the watch on A below is a change it hears of.
+        await eventually(lambda: view.initial is not None)
         # keep_open: the watcher stays after the cancel, so A's count stays 1.
         watch = on_a.WatchRun(rs.WatchRunRequest(run_id=run_id, keep_open=True))
         try:
-            await eventually(lambda: view.initial is not None)
             await watch.read()  # A's count changes: B reads the run to send it on
             await asyncio.wait_for(reading.wait(), 10)
             await on_b.CancelRun(rs.CancelRunRequest(run_id=run_id, reason="race"))
