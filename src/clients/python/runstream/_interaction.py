@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from runstream import _convert as convert
+from runstream._connection import raise_if_closed_under
 from runstream._errors import (
     FailedPreconditionError,
     RunstreamError,
@@ -378,11 +379,12 @@ class Interaction:
                             _log.error("interact reconcile failed", exc_info=reconcile.exception())
                 await asyncio.sleep(backoff.next_delay())
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # aclose(), or the caller's task
-            # Nobody cancelled this task: closing the client cancelled the call under it.
-            self._error = FailedPreconditionError("interact: the Runstream client was closed")
+            try:  # nobody cancelled this task: closing the client cancelled the call under it
+                raise_if_closed_under("interact")
+            except FailedPreconditionError as closed:
+                self._error = closed
+                return
+            raise  # aclose(), or the caller's task
         except RunstreamError as exc:  # check_open: the client is closed
             self._error = exc
         except Exception as exc:  # A bug must surface to the caller, not hang answer().

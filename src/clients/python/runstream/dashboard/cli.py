@@ -154,11 +154,16 @@ def _bracket(host: str) -> str:
     return host
 
 
+def _bindable(host: str) -> str:
+    """Where to try a port of `host` (all addresses: loopback)."""
+    return host if host not in ("0.0.0.0", "") else "127.0.0.1"
+
+
 def _check_free(host: str, port: int) -> None:
     """Says in one line that Envoy's port is taken, before Envoy says it in its log."""
     with socket.socket() as sock:
         try:
-            sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", port))
+            sock.bind((_bindable(host), port))
         except OSError as exc:
             raise CliError(
                 f"cannot start Envoy on {host}:{port}: {exc.strerror or exc}; "
@@ -168,7 +173,7 @@ def _check_free(host: str, port: int) -> None:
 
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind((host if host not in ("0.0.0.0", "") else "127.0.0.1", 0))
+        sock.bind((_bindable(host), 0))
         return int(sock.getsockname()[1])
 
 

@@ -203,8 +203,7 @@ class AguiTranslator:
             return [StepStartedEvent(step_name=p.step_id), *self._step_started(p)]
         if isinstance(p, ItemProgress):
             self._items = p
-            custom = CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))
-            return [custom, *self._delta(self._set_percent)]
+            return [_custom(event), *self._delta(self._set_percent)]
         if isinstance(p, StepProgress):
             return self._step_changed(p.step_id, "RUNNING", p.percent)
         if isinstance(p, StepSkipped):
@@ -249,7 +248,7 @@ class AguiTranslator:
                     code=(info.code if info is not None else "") or None,
                 ),
             ]
-        return [CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))]
+        return [_custom(event)]
 
     def _waiting(self, event: Event) -> list[BaseEvent]:
         """The status a decision sets, as the server folds it (``RunState.apply``): a question
@@ -393,6 +392,11 @@ class AguiTranslator:
             return []
         # Validated into the package's JSON Patch operation models.
         return [StateDeltaEvent.model_validate({"type": "STATE_DELTA", "delta": delta.ops})]
+
+
+def _custom(event: Event) -> CustomEvent:
+    """The CUSTOM event ``runstream.<kind>`` carrying the event's payload."""
+    return CustomEvent(name=f"runstream.{event.kind.name.lower()}", value=_payload(event))
 
 
 def encode_sse(event: BaseEvent, event_id: str) -> bytes:
