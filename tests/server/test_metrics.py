@@ -17,6 +17,7 @@ import pytest
 import runstream
 from prometheus_client.parser import text_string_to_metric_families
 from runstream import DecisionState, RunStatus
+from runstream.v1 import run_service_pb2
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
@@ -217,11 +218,56 @@ async def test_runs_by_status_are_counted_from_the_store_at_start(tmp_path: Path
             + value(samples, "runstream_runs", status="running")
             == 1
         )
-        assert (
-            value(samples, "runstream_active_runs", health="healthy")
-            + value(samples, "runstream_active_runs", health="unspecified")
-            <= 1
-        )
+        active = sum(v for (name, _), v in samples.items() if name == "runstream_active_runs")
+        assert active == 1  # the run left running, whatever its health
+
+
+async def test_runs_not_yet_started_count_among_the_active_runs(
+    server: RunstreamServer,
+) -> None:
+    """A PENDING run has no health yet: it is counted as "unspecified", so the health gauge
+    adds up to the runs not ended (it left them out)."""
+    async with runstream.connect(server.target) as client:
+        for _ in range(2):
+            await client.raw_run_service.CreateRun(
+                run_service_pb2.CreateRunRequest(workflow="wf"), timeout=10
+            )
+        samples = await scrape(server)
+    assert value(samples, "runstream_runs", status="pending") == 2
+    assert value(samples, "runstream_active_runs", health="unspecified") == 2
+    assert sum(v for (name, _), v in samples.items() if name == "runstream_active_runs") == 2
+
+
+async def test_a_call_past_its_deadline_counts_as_deadline_exceeded(
+    server: RunstreamServer,
+) -> None:
+    """gRPC cancels the handler of a call whose deadline passed as it does one whose client
+    hung up; the metric says which, as the client's status does (it said CANCELLED)."""
+    method = "runstream.v1.RunService/WatchRuns"
+    before = await scrape(server)
+    async with runstream.connect(server.target) as client:
+        for _ in range(2):
+            call = client.raw_run_service.WatchRuns(run_service_pb2.WatchRunsRequest(), timeout=0.3)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                async for _ in call:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        call = client.raw_run_service.WatchRuns(run_service_pb2.WatchRunsRequest())
+        await anext(aiter(call))
+        call.cancel()
+
+        def moved(code: str) -> float:
+            now = value(after, "runstream_grpc_requests_total", method=method, code=code)
+            return now - value(before, "runstream_grpc_requests_total", method=method, code=code)
+
+        after = await scrape(server)
+        for _ in range(100):  # the hung-up call ends on the server a moment later
+            if moved("CANCELLED") >= 1:
+                break
+            await asyncio.sleep(0.05)
+            after = await scrape(server)
+    assert moved("DEADLINE_EXCEEDED") == 2
+    assert moved("CANCELLED") == 1
 
 
 async def test_decisions_open_at_start_are_counted_without_loading_their_runs(

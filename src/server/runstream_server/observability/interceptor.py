@@ -52,6 +52,12 @@ def _code_of(context: Context, exc: BaseException | None) -> str:
     if exc is None:
         return "OK"
     if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        # gRPC cancels the handler both when the client hangs up and when the client's
+        # deadline passes; the deadline's remaining time (0 once passed, None without one)
+        # tells them apart, as the client's own status does.
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return "DEADLINE_EXCEEDED"
         return "CANCELLED"
     return "UNKNOWN"
 

@@ -64,8 +64,9 @@ STATUS_LABELS = {
 HEALTH_LABELS = {
     h: run_pb2.RunHealth.Name(h).removeprefix("RUN_HEALTH_").lower()
     for h in run_pb2.RunHealth.values()
-    if h
 }
+"""Every health, RUN_HEALTH_UNSPECIFIED included as "unspecified" (a PENDING run that has
+not been assessed yet), so the gauge adds up to the runs not ended."""
 
 
 def _histogram(name: str, documentation: str, buckets: Buckets) -> Any:
