@@ -24,6 +24,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from runstream import DecisionState, RunStatus
 from runstream_server.app import RunstreamServer, ServerConfig
 
+from tests.conftest import free_port
+
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 ERROR = trace_pb2.Status.STATUS_CODE_ERROR
 
@@ -230,3 +232,28 @@ async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
     assert step.attributes["runstream.step.status"] == "failed"
     assert any("the model timed out" in e["error.message"] for e in step.events("error"))
     assert failed_root.events("error")
+
+
+async def test_a_server_whose_collector_is_down_stops_without_waiting_for_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The exporter retries an unreachable collector for ten seconds before it gives a batch
+    up; a stopping server waits one second for its last spans, says it left them, and stops
+    (found in review: 8.5 s)."""
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=tmp_path / "runstream.db",
+            otlp_endpoint=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        )
+    )
+    await server.start()
+    async with runstream.connect(server.target) as producer:
+        run = await producer.start_run("wf", steps=["a"])
+        async with run, run.step("a"):
+            pass
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await server.stop(grace=0.5)
+    assert loop.time() - began < 5
+    assert "did not take the last spans within 1.0 s" in caplog.text

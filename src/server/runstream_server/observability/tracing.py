@@ -20,7 +20,9 @@ the process-wide one, so an application that embeds the server keeps its own tra
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,11 @@ except ImportError:  # pragma: no cover - the observability extra is not install
     TracerProvider = None  # type: ignore[assignment,misc]
 
 __all__ = ["RpcTracer", "RunTracer", "TracingUnavailable", "otlp_endpoint", "tracer_provider"]
+
+log = logging.getLogger("runstream.tracing")
+
+CLOSE_WAIT = 1.0
+"""Seconds a stopping server waits for the trace collector to take its last spans."""
 
 MAX_TRACED_RUNS = 10_000
 """Runs whose spans stay open at once; past that the oldest run's trace is dropped."""
@@ -299,9 +306,21 @@ class RunTracer:
         root.end(end_time=at)
 
     def close(self) -> None:
-        """Exports what is finished; runs still open are not exported half-done."""
+        """Exports what is finished, waiting at most CLOSE_WAIT seconds for the collector;
+        runs still open are not exported half-done."""
         self._runs.clear()
-        self.provider.shutdown()
+        # The exporter retries an unreachable collector for up to its timeout (10 s) before
+        # giving a batch up; a stopping server does not wait that long for its last spans.
+        handing_over = threading.Thread(
+            target=self.provider.shutdown, name="runstream-trace-close", daemon=True
+        )
+        handing_over.start()
+        handing_over.join(CLOSE_WAIT)
+        if handing_over.is_alive():
+            log.warning(
+                "the trace collector did not take the last spans within %s s; leaving them",
+                CLOSE_WAIT,
+            )
 
 
 def _error_attributes(error: run_pb2.ErrorInfo) -> dict[str, str]:
