@@ -21,6 +21,7 @@ class ErrorKind(enum.Enum):
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     ABORTED = "ABORTED"
     UNAVAILABLE = "UNAVAILABLE"
+    DATA_LOSS = "DATA_LOSS"
 
 
 class RunstreamError(Exception):
@@ -79,6 +80,13 @@ class ResourceExhausted(RunstreamError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DataLoss(RunstreamError):
+    """What the store holds for a run cannot be read back (a damaged record): the run cannot
+    be served, and trying again will not help. Other runs are not affected."""
+
+    kind = ErrorKind.DATA_LOSS
 
 
 class Unavailable(RunstreamError):

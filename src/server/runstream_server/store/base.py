@@ -15,13 +15,46 @@ backend imports nothing from the domain.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from google.protobuf.message import DecodeError
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import Aborted
+from runstream_server.errors import Aborted, DataLoss
+
+log = logging.getLogger("runstream.store")
+
+
+def decode_run(run_id: str, data: bytes) -> run_pb2.Run:
+    """A run's stored snapshot, or DataLoss naming the run when the record is damaged (a
+    disk fault, another program writing under Runstream's keys): that run cannot be served,
+    and every other run still can."""
+    try:
+        return run_pb2.Run.FromString(data)
+    except DecodeError as exc:
+        raise DataLoss(
+            f"run {run_id}: its stored snapshot cannot be read ({exc}); the store's record "
+            "of it is damaged"
+        ) from None
+
+
+def readable_runs(snapshots: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, run_pb2.Run]]:
+    """The runs of (run id, snapshot) pairs whose snapshot can be read; each damaged one is
+    logged (ERROR) and left out, so one damaged record does not hide every run from a
+    listing, a count or a purge."""
+    for run_id, data in snapshots:
+        try:
+            yield run_id, decode_run(run_id, data)
+        except DataLoss as exc:
+            if run_id not in _REPORTED_DAMAGED:  # once: sweeps and listings meet it again
+                _REPORTED_DAMAGED.add(run_id)
+                log.error("%s; left out of listings, counts and purges", exc.message)
+
+
+_REPORTED_DAMAGED: set[str] = set()
 
 
 def stop_if_cancelled() -> None:

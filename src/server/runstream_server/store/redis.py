@@ -54,6 +54,7 @@ from runstream_server.store.base import (
     StoredEvent,
     StoreUnusable,
     Usage,
+    decode_run,
 )
 from runstream_server.store.redis_index import TERMINAL, RunIndex
 from runstream_server.store.redis_keys import RedisKeys
@@ -503,7 +504,7 @@ class RedisEventStore:
     @_unavailable
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         data = await self._client.hget(self._keys.meta(run_id), "snap")
-        return None if data is None else run_pb2.Run.FromString(data)
+        return None if data is None else decode_run(run_id, data)
 
     @_unavailable
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:

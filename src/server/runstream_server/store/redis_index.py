@@ -31,7 +31,7 @@ from typing import Any
 
 from runstream.v1 import run_pb2
 
-from runstream_server.store.base import RunFilter, RunPage
+from runstream_server.store.base import RunFilter, RunPage, readable_runs
 from runstream_server.store.redis_keys import RedisKeys
 
 TERMINAL = frozenset(
@@ -126,10 +126,8 @@ class RunIndex:
             if status is None or int(status) not in TERMINAL:
                 continue
             snap = await self._client().hget(self._keys.meta(run_id), "snap")
-            if snap is None:
-                continue
-            run = run_pb2.Run.FromString(snap)
-            if run.status in TERMINAL:
+            run = None if snap is None else dict(readable_runs([(run_id, snap)])).get(run_id)
+            if run is not None and run.status in TERMINAL:
                 await self.mark_ended(run_id, run)
                 moved.append(run_id)
         return moved
@@ -222,6 +220,7 @@ class RunIndex:
                 if cursor is not None and (at, run_id) >= cursor:
                     continue
                 if snap is not None:  # an entry written before a crash stopped the create
-                    yield at, run_pb2.Run.FromString(snap)
+                    for _, run in readable_runs([(run_id, snap)]):
+                        yield at, run
             if len(rows) < 200:
                 return

@@ -41,6 +41,8 @@ from runstream_server.store.base import (
     RunPage,
     StoredEvent,
     Usage,
+    decode_run,
+    readable_runs,
 )
 from runstream_server.store.sqlite_file import (
     connect,
@@ -152,7 +154,7 @@ class SqliteEventStore:
             return None if row is None else bytes(row[0])
 
         data = await self._read(load)
-        return None if data is None else run_pb2.Run.FromString(data)
+        return None if data is None else decode_run(run_id, data)
 
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(run_ids))
@@ -232,12 +234,14 @@ class SqliteEventStore:
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
         def purge(conn: sqlite3.Connection, _: None) -> list[str]:
-            ended = [
-                (str(run_id), run_pb2.Run.FromString(data))
-                for run_id, data in conn.execute(
-                    "SELECT run_id, snapshot FROM runs WHERE status IN (?, ?, ?)", _TERMINAL
+            ended = list(
+                readable_runs(
+                    (str(run_id), bytes(data))
+                    for run_id, data in conn.execute(
+                        "SELECT run_id, snapshot FROM runs WHERE status IN (?, ?, ?)", _TERMINAL
+                    )
                 )
-            ]
+            )
             ended.sort(key=lambda item: item[1].end_time.ToMicroseconds(), reverse=True)
             chosen = []
             for rank, (run_id, run) in enumerate(ended):
@@ -304,8 +308,9 @@ class SqliteEventStore:
         rows = await self._read(query)
         more = len(rows) > page_size
         rows = rows[:page_size]
-        runs = [run_pb2.Run.FromString(data) for data, _, _ in rows]
-        positions = [(created, run_id) for _, created, run_id in rows]
+        readable = dict(readable_runs((run_id, data) for data, _, run_id in rows))
+        runs = list(readable.values())
+        positions = [(created, run_id) for _, created, run_id in rows if run_id in readable]
         return RunPage(runs, positions, more)
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
