@@ -49,9 +49,15 @@ def readable_runs(snapshots: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str,
         try:
             yield run_id, decode_run(run_id, data)
         except DataLoss as exc:
-            if run_id not in _REPORTED_DAMAGED:  # once: sweeps and listings meet it again
-                _REPORTED_DAMAGED.add(run_id)
-                log.error("%s; left out of listings, counts and purges", exc.message)
+            left_out(run_id, exc.message)
+
+
+def left_out(run_id: str, problem: str) -> None:
+    """Logs a run left out of listings, counts and purges because its stored record cannot
+    be read: once per run, as sweeps and listings meet it again."""
+    if run_id not in _REPORTED_DAMAGED:
+        _REPORTED_DAMAGED.add(run_id)
+        log.error("%s; left out of listings, counts and purges", problem)
 
 
 _REPORTED_DAMAGED: set[str] = set()

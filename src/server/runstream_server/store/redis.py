@@ -44,7 +44,7 @@ import redis.exceptions as rex
 from redis.asyncio.cluster import RedisCluster
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists, Unavailable
+from runstream_server.errors import AlreadyExists, DataLoss, Unavailable
 from runstream_server.store.base import (
     HeadMoved,
     HeldKey,
@@ -194,6 +194,17 @@ def _unavailable(
             refusal = _refusal(exc, reply)
             if refusal is not None:
                 raise Unavailable(f"the Redis store refuses writes: {refusal}") from exc
+            if _not_permitted(exc, reply):
+                # Checked at start (open): a user whose rights were taken away since.
+                raise Unavailable(
+                    f"the Redis store refuses this server's user ({reply[:160]}); an operator "
+                    "must grant it scripts and pub/sub"
+                ) from exc
+            if reply.startswith("WRONGTYPE"):
+                raise DataLoss(
+                    "the Redis store holds a key of another type than Runstream's "
+                    "(WRONGTYPE): another program writes under this store's prefix"
+                ) from exc
             raise
         except (AttributeError, RuntimeError) as exc:
             # redis-py (8.1) fails this way when a connection closes under a command it already
@@ -228,6 +239,16 @@ def _refusal(exc: rex.ResponseError, reply: str) -> str | None:
     if reply.startswith("NOREPLICAS"):
         return "too few of its replicas are connected (min-replicas-to-write)"
     return None
+
+
+def _not_permitted(exc: rex.ResponseError, reply: str) -> bool:
+    """Whether Redis refused a command to this server's ACL user (NOPERM; a command of a
+    script is refused with the script's own error)."""
+    return (
+        isinstance(exc, rex.NoPermissionError)
+        or reply.startswith("NOPERM")
+        or "can't run this command" in reply
+    )
 
 
 _REDIS_PY = os.path.dirname(os.path.dirname(aioredis.__file__)) + os.sep  # redis/
@@ -343,8 +364,55 @@ class RedisEventStore:
             raise StoreUnusable(
                 f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
             ) from None
+        try:
+            await self._check_usable()
+        except BaseException:
+            await self._client.aclose()
+            raise
         self._viewers.start()
         self._usage.start()
+
+    async def _check_usable(self) -> None:
+        """Refuses, in one line, a Redis this server could reach but not work with: keys of
+        the store's own names holding something else (another program's data under the
+        prefix), or a user the ACL does not allow scripts or publishing (every write would
+        fail). Found at start rather than as each call's failure."""
+        client = self._client
+        want = {
+            self._keys.runs: b"zset",
+            self._keys.active: b"zset",
+            self._keys.ended: b"zset",
+            self._keys.usage: b"hash",
+        }
+        try:
+            for key, kind in want.items():
+                found = await client.type(key)
+                found = found if isinstance(found, bytes) else str(found).encode()
+                if found not in (b"none", kind):
+                    raise StoreUnusable(
+                        f"the Redis store {self.display}: its key {key} holds a "
+                        f"{found.decode()}, where Runstream keeps a {kind.decode()}: another "
+                        f"program's data under the prefix {self.options.prefix!r}? (another "
+                        "prefix: ?prefix=NAME)"
+                    )
+            # What every append does besides writing: run a script that publishes (to a
+            # channel of the probe key's slot, which no replica follows).
+            await client.eval(
+                "return redis.call(ARGV[1], ARGV[2], '')",
+                1,
+                f"{self.options.prefix}:{{probe}}:probe",
+                self._publish,
+                f"{self.options.prefix}:probe:{{probe}}",
+            )
+        except rex.ResponseError as exc:
+            reply = _reply(exc)
+            if not _not_permitted(exc, reply):
+                raise
+            subscribe = "SSUBSCRIBE" if self.options.cluster else "SUBSCRIBE"
+            raise StoreUnusable(
+                f"the Redis store {self.display} refuses this server's user: {reply[:160]} "
+                f"(it needs scripts, {self._publish} and {subscribe})"
+            ) from None
 
     async def close(self) -> None:
         self._closed.set()

@@ -31,7 +31,7 @@ from typing import Any
 
 from runstream.v1 import run_pb2
 
-from runstream_server.store.base import RunFilter, RunPage, readable_runs
+from runstream_server.store.base import RunFilter, RunPage, left_out, readable_runs
 from runstream_server.store.redis_keys import RedisKeys
 
 TERMINAL = frozenset(
@@ -210,7 +210,7 @@ class RunIndex:
             pipe = self._client().pipeline(transaction=False)
             for run_id in ids:
                 pipe.hget(self._keys.meta(run_id), "snap")
-            snaps = await pipe.execute()
+            snaps = await pipe.execute(raise_on_error=False)
             for run_id, (_, score), snap in zip(ids, rows, snaps, strict=True):
                 at = int(score)
                 if str(at) == top:
@@ -219,8 +219,19 @@ class RunIndex:
                     top, skip = str(at), 1
                 if cursor is not None and (at, run_id) >= cursor:
                     continue
+                if isinstance(snap, Exception):
+                    if _reply_to_another_type(snap):
+                        left_out(run_id, f"run {run_id}: its stored record is not Runstream's")
+                        continue
+                    raise snap
                 if snap is not None:  # an entry written before a crash stopped the create
                     for _, run in readable_runs([(run_id, snap)]):
                         yield at, run
             if len(rows) < 200:
                 return
+
+
+def _reply_to_another_type(exc: Exception) -> bool:
+    """Whether a command failed on a key holding another type than the store's (another
+    program's data under the run's name)."""
+    return "WRONGTYPE" in str(exc)

@@ -232,6 +232,11 @@ class NoticeFollower:
         self._followers.add(pubsub)
         try:
             await pubsub.subscribe(commits_channel(self.options))
+            # Sending SUBSCRIBE is not being subscribed: Redis may refuse it (a user without
+            # @pubsub), and its refusal arrives as the reply, read here.
+            message = await pubsub.get_message(timeout=5.0)
+            if message is None or message["type"] != "subscribe":
+                raise rex.TimeoutError("Redis did not confirm the notice subscription")
             self._subscribed()
             handler(None)  # notices before the subscription were missed: resync
             while not self._closed.is_set():

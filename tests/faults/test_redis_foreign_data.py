@@ -1,0 +1,132 @@
+"""A Redis this server can reach but not work with is refused at start, in one line; a run
+whose record is not Runstream's is that run's problem alone (found in review: a 50-line
+WRONGTYPE traceback at start; a user without scripts or pub/sub started SERVING, then every
+write answered INTERNAL, and the log said the notice subscription was back every 0.5 s
+though Redis had refused it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import runstream
+
+from tests.conftest import RedisProcess, serving_on
+from tests.faults.storage import serve_refuses
+
+
+def prefixed(redis: RedisProcess, prefix: str, user: str = "") -> str:
+    base = redis.url if not user else redis.url.replace("redis://", f"redis://{user}@")
+    return f"{base}?prefix={prefix}"
+
+
+@pytest.fixture
+async def client(redis_server: RedisProcess) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.from_url(redis_server.url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
+def assert_one_line(stderr: str, *words: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("runstream: "), stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"), [("runs", "string"), ("active", "hash"), ("limits:usage", "list")]
+)
+async def test_keys_of_another_program_under_the_prefix_are_refused_in_one_line(
+    client: aioredis.Redis, redis_server: RedisProcess, key: str, kind: str
+) -> None:
+    prefix = f"foreign{secrets.token_hex(4)}"
+    if kind == "string":
+        await client.set(f"{prefix}:{key}", "x")
+    elif kind == "hash":
+        await client.hset(f"{prefix}:{key}", "a", "b")
+    else:
+        await client.rpush(f"{prefix}:{key}", "x")
+    refusal = await asyncio.to_thread(serve_refuses, prefixed(redis_server, prefix))
+    assert refusal.returncode == 1
+    assert_one_line(refusal.stderr, f"{prefix}:{key} holds a {kind}", "?prefix=")
+
+
+@pytest.mark.parametrize("taken", ["@scripting", "@pubsub"])
+async def test_a_user_without_scripts_or_pub_sub_is_refused_in_one_line(
+    client: aioredis.Redis, redis_server: RedisProcess, taken: str
+) -> None:
+    user, password = f"u{secrets.token_hex(4)}", secrets.token_hex(12)
+    await client.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", f"-{taken}"
+    )
+    try:
+        url = prefixed(redis_server, f"acl{secrets.token_hex(4)}", f"{user}:{password}")
+        refusal = await asyncio.to_thread(serve_refuses, url)
+    finally:
+        await client.execute_command("ACL", "DELUSER", user)
+    assert refusal.returncode == 1
+    assert_one_line(
+        refusal.stderr, "refuses this server's user", "needs scripts, PUBLISH and SUBSCRIBE"
+    )
+    assert password not in refusal.stderr
+
+
+async def test_a_run_whose_record_is_another_programs_answers_data_loss(
+    client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    url = prefixed(redis_server, f"wrongtype{secrets.token_hex(4)}")
+    async with serving_on(url, tmp_path) as server, runstream.connect(server.target) as sdk:
+        good = await sdk.start_run("wf")
+        await good.close()
+        ghost = await sdk.start_run("wf")
+        await ghost.close()
+    prefix = url.rpartition("prefix=")[2]
+    meta = f"{prefix}:{{{ghost.run_id}}}:meta"
+    await client.delete(meta)
+    await client.set(meta, "another program's")
+    async with serving_on(url, tmp_path) as server, runstream.connect(server.target) as sdk:
+        assert [run.run_id async for run in sdk.list_runs()] == [good.run_id]
+        with pytest.raises(runstream.DataLossError, match="WRONGTYPE"):
+            await sdk.get_run(ghost.run_id)
+
+
+async def test_the_notice_subscription_is_back_only_once_redis_confirms_it(
+    client: aioredis.Redis,
+    redis_server: RedisProcess,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    user, password = f"u{secrets.token_hex(4)}", secrets.token_hex(12)
+    await client.execute_command("ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")
+    url = prefixed(redis_server, f"sub{secrets.token_hex(4)}", f"{user}:{password}")
+    caplog.set_level(logging.INFO, logger="runstream.store.redis")
+    try:
+        async with serving_on(url, tmp_path):
+            # Its subscription is cut, and subscribing is refused from now on.
+            await client.execute_command("ACL", "SETUSER", user, "-@pubsub")
+            await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            for _ in range(100):
+                if "lost the Redis notice subscription" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert "lost the Redis notice subscription" in caplog.text
+            await asyncio.sleep(2)  # attempts at 0.5, 1 and 2 s: each refused
+            assert "subscription is back" not in caplog.text  # it said so at every attempt
+            await client.execute_command("ACL", "SETUSER", user, "+@pubsub")
+            for _ in range(200):
+                if "subscription is back" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            assert caplog.text.count("subscription is back") == 1
+    finally:
+        await client.execute_command("ACL", "DELUSER", user)
+    assert password not in caplog.text
