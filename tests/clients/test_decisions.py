@@ -516,7 +516,7 @@ async def test_an_ask_its_caller_cancelled_can_be_awaited_again_by_its_id(client
         await first
     assert (await open_decision(client, run.run_id, "persona")).is_open  # viewers still see it
     await client.submit_decision(run.run_id, "persona", "veteran", answered_by="ana")
-    result = await run.ask("Which audience persona?", PERSONAS, decision_id="persona")
+    result = await asking(run, decision_id="persona")
     assert (result.choice, result.answered_by) == ("veteran", "ana")
 
     again = asking(run, decision_id="later")
@@ -533,6 +533,42 @@ async def test_an_ask_its_caller_cancelled_can_be_awaited_again_by_its_id(client
     assert len(requested) == 2  # each question asked once
     await run.complete()
     await run.close()
+
+
+async def test_another_question_under_the_id_of_one_asked_is_refused_not_answered(
+    client: Client,
+) -> None:
+    """Asking again under the id of a question already sent waits for that question's answer:
+    a different question there got the other's answer (found in review: "Delete the
+    database?" [no, yes] returned "eu", the answer to "Deploy to which region?")."""
+    run = await client.start_run("deploy")
+    first = asking(run, prompt="Deploy to which region?", options=["eu", "us"], decision_id="q")
+    await open_decision(client, run.run_id, "q")
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(runstream.FailedPreconditionError, match="'Deploy to which region\\?'"):
+        await run.ask("Delete the database?", ["no", "yes"], decision_id="q")
+    await client.submit_decision(run.run_id, "q", "eu")
+    same = await asking(
+        run, prompt="Deploy to which region?", options=["eu", "us"], decision_id="q"
+    )
+    assert same.choice == "eu"  # the same question still waits for its own answer
+
+    second = asking(run, prompt="Deploy to which region?", options=["eu", "us"], decision_id="q2")
+    await open_decision(client, run.run_id, "q2")
+    await run.close()
+    with pytest.raises(runstream.RunstreamError):
+        await second  # its reporter closed
+    async with runstream.connect(client.target) as restarted:
+        attached = await restarted.attach_run(run.run_id)
+        async with attached:
+            with pytest.raises(runstream.FailedPreconditionError, match="another question"):
+                await attached.ask("Delete the database?", ["no", "yes"], decision_id="q2")
+            await client.submit_decision(run.run_id, "q2", "us")
+            resumed = await attached.ask("Deploy to which region?", ["eu", "us"], decision_id="q2")
+            assert resumed.choice == "us"
+            await attached.complete()
 
 
 async def test_a_producer_cut_off_while_waiting_gets_the_answer_after_reconnecting(

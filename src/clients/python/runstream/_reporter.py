@@ -444,8 +444,10 @@ class RunReporter(RunEvents, StreamOwnership):
             decision_type: The kind of decision, for example "file_selection".
             affects_workflow: Whether the answer changes the workflow's course.
             decision_id: Unique within the run; generated when None. Give one to a question
-                that must survive a producer restart: after ``attach_run``, asking with the
-                id of a question asked before waits for its answer instead of asking again.
+                that must survive a producer restart: after ``attach_run`` (or an ``ask()``
+                the caller cancelled), asking the same question with its id waits for its
+                answer instead of asking again; another question under that id raises
+                FailedPreconditionError.
 
         Returns:
             The DecisionResult: ANSWERED with the choice, DEFAULTED with the default (nobody

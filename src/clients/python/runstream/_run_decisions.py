@@ -84,8 +84,8 @@ class RunDecisions:
         self._questions: dict[str, event_pb2.DecisionRequested] = {}
         self._asked_before: dict[str, Decision] = {}
         self._closed: dict[str, Decision] = {}
-        # Ids whose ask() the caller cancelled after the question was sent.
-        self._given_up: set[str] = set()
+        # Ids whose ask() the caller cancelled after the question was sent, with the question.
+        self._given_up: dict[str, event_pb2.DecisionRequested] = {}
 
     @property
     def open_before(self) -> tuple[Decision, ...]:
@@ -146,6 +146,13 @@ class RunDecisions:
             raise InvalidArgumentError(
                 f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
             )
+        # Asking again under the id of a question already sent waits for that question's
+        # answer: only when it is the same question, or the caller would get the answer to
+        # another one (a choice perhaps not among its options).
+        if resumed:
+            self._check_same(decision_id, self._given_up[decision_id], event)
+        elif decision_id in self._asked_before:
+            self._check_same(decision_id, self._asked_before[decision_id], event)
         self._gate.check_can_report()
         self._asked.add(decision_id)
         self._awaited[decision_id] = self._closed.get(decision_id)
@@ -163,13 +170,13 @@ class RunDecisions:
                 await self._gate.admit(event)
                 sent = True
             decision = await self._await(decision_id)
-            self._given_up.discard(decision_id)
+            self._given_up.pop(decision_id, None)
         except asyncio.CancelledError:
             # The caller gave up waiting (a wait_for that timed out): a question sent stays
             # open for the viewers, and asking again with its id waits for its answer; one
             # not sent yet (cancelled while the buffer was full) may be asked afresh.
             if sent:
-                self._given_up.add(decision_id)
+                self._given_up[decision_id] = event.decision_requested
             else:
                 self._asked.discard(decision_id)
             raise
@@ -192,6 +199,19 @@ class RunDecisions:
             answered_by=decision.answered_by,
             decision=decision,
         )
+
+    def _check_same(
+        self,
+        decision_id: str,
+        asked: Decision | event_pb2.DecisionRequested,
+        event: event_pb2.RunEvent,
+    ) -> None:
+        if not _same_question(asked, event.decision_requested):
+            raise FailedPreconditionError(
+                f"decision {decision_id!r} was already asked on run {self._run_id!r} as "
+                f"another question ({asked.prompt!r}); its answer would not be this "
+                "question's: ask this one under another decision_id"
+            )
 
     async def _await(self, decision_id: str) -> Decision:
         awaited = decision_id  # or the same question, asked before under this one's key
@@ -267,7 +287,7 @@ class RunDecisions:
             return False
         decision_id = event.decision_requested.decision_id
         if decision_id in self._given_up:  # refused after its ask() was cancelled
-            self._given_up.discard(decision_id)
+            del self._given_up[decision_id]
             self._asked.discard(decision_id)
         if decision_id not in self._awaited:
             return False
@@ -290,9 +310,11 @@ class RunDecisions:
         self.on_decision(decision)
 
 
-def _same_question(stored: Decision, question: event_pb2.DecisionRequested) -> bool:
-    """Whether a stored decision asks what this question asks: the same prompt, type,
-    option values and default (its id, timeout and context may be a new process's)."""
+def _same_question(
+    stored: Decision | event_pb2.DecisionRequested, question: event_pb2.DecisionRequested
+) -> bool:
+    """Whether a stored decision (or a question sent) asks what this question asks: the same
+    prompt, type, option values and default (its id, timeout and context may differ)."""
     return (
         stored.prompt == question.prompt
         and stored.decision_type == question.decision_type
