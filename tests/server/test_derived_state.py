@@ -126,6 +126,29 @@ async def test_active_agents_follow_agent_activity_and_steps(stubs) -> None:  # 
     assert "find-agent" not in {a.agent_id for a in (await get(stubs, run.run_id)).active_agents}
 
 
+async def test_an_agent_on_parallel_steps_stays_active_until_its_last_step_ends(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A team named in the plan on two parallel tracks: one track finishing does not make the
+    team vanish from the run while it still works on the other."""
+    plan = [
+        run_pb2.StepSpec(step_id=f"copy-{lang}", agent="Copy Team", track=lang)
+        for lang in ("en", "fr")
+    ]
+    request = run_service_pb2.CreateRunRequest(workflow="copy", steps=plan)
+    run = (await stubs.runs.CreateRun(request)).run
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="copy-en")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="copy-fr")),
+    )
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="copy-fr")))
+    snap = await get(stubs, run.run_id)
+    assert [(a.agent_id, a.step_id) for a in snap.active_agents] == [("Copy Team", "copy-en")]
+
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="copy-en")))
+    assert list((await get(stubs, run.run_id)).active_agents) == []
+
+
 async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a", "b")
     await append(

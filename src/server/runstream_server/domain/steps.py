@@ -155,11 +155,29 @@ class RunSteps:
         if not step.HasField("duration") and step.HasField("start_time"):
             elapsed = when.ToNanoseconds() - step.start_time.ToNanoseconds()
             step.duration.FromNanoseconds(max(0, elapsed))
-        # The step's agents are done with it, whoever reported them.
-        remaining = [a for a in self.run.active_agents if a.step_id != step.step_id]
+        # The step's agents are done with it, whoever reported them, unless one is also the
+        # agent of another step still running (a team working on parallel tracks): it stays,
+        # on the latest-started of those.
+        remaining = []
+        for agent in self.run.active_agents:
+            if agent.step_id == step.step_id:
+                other = self._running_step_of(agent.agent_id)
+                if other is None:
+                    continue
+                agent.step_id = other.step_id
+            remaining.append(agent)
         if len(remaining) != len(self.run.active_agents):
             del self.run.active_agents[:]
             self.run.active_agents.extend(remaining)
+
+    def _running_step_of(self, agent_id: str) -> run_pb2.Step | None:
+        """The latest-started running step whose agent is `agent_id`, if any."""
+        running = [
+            s
+            for s in self.run.steps
+            if s.status == run_pb2.STEP_STATUS_RUNNING and s.agent == agent_id
+        ]
+        return max(running, key=lambda s: s.start_time.ToNanoseconds(), default=None)
 
     def on_item_progress(
         self, p: event_pb2.ItemProgress, when: timestamp_pb2.Timestamp, path: str
