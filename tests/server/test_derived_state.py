@@ -149,6 +149,36 @@ async def test_an_agent_on_parallel_steps_stays_active_until_its_last_step_ends(
     assert list((await get(stubs, run.run_id)).active_agents) == []
 
 
+async def test_a_late_report_on_an_ended_step_does_not_make_its_agent_active(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A framework callback reporting after its step closed: the report is accepted and kept
+    in the activity feed, but the run does not show the agent at work for the rest of it."""
+    run = await create_run(stubs, "a", "b")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")),
+    )
+    late = ev.AgentActivity(
+        agent_id="late",
+        activity=ev.AGENT_ACTIVITY_TYPE_PROGRESS,
+        step_id="a",
+        message="wrapping up",
+    )
+    await append(stubs, run.run_id, ev.RunEvent(agent_activity=late))
+    snap = await get(stubs, run.run_id)
+    assert list(snap.active_agents) == []
+    feed = await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))
+    assert [e.agent_activity.message for e in feed.recent_activity] == ["wrapping up"]
+
+    # On a step still running the same report makes the agent active, as before.
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="b")))
+    late.step_id = "b"
+    await append(stubs, run.run_id, ev.RunEvent(agent_activity=late))
+    snap = await get(stubs, run.run_id)
+    assert ("late", "b") in [(a.agent_id, a.step_id) for a in snap.active_agents]
+
+
 async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a", "b")
     await append(

@@ -18,6 +18,7 @@ from runstream_server.domain.events import field_at
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
 DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
+_ENDED_STEP = DONE_STEP | {run_pb2.STEP_STATUS_FAILED}
 _ENDING_ACTIVITY = frozenset(
     {event_pb2.AGENT_ACTIVITY_TYPE_COMPLETED, event_pb2.AGENT_ACTIVITY_TYPE_FAILED}
 )
@@ -232,8 +233,14 @@ class RunSteps:
             remaining = [a for a in self.run.active_agents if a.agent_id != agent_id]
             del self.run.active_agents[:]
             self.run.active_agents.extend(remaining)
-        else:
+        elif not self._ended(p.step_id):
             self._agent_active(agent_id, p.agent_name, p.agent_type, p.step_id, p.message, when)
+        # else a late report (a framework's callback firing after the step closed): kept in
+        # the log and the activity feed, but the agent is not at work on a step that is over.
+
+    def _ended(self, step_id: str) -> bool:
+        step = self.get(step_id) if step_id else None
+        return step is not None and step.status in _ENDED_STEP
 
     def _agent_active(
         self,
