@@ -16,6 +16,7 @@ import pytest
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
+from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Retention
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
@@ -194,3 +195,144 @@ async def test_a_failed_run_says_why_after_retention_purged_its_log(
             )
     finally:
         await server.stop(grace=0.1)
+
+
+async def health(stubs: Stubs, run_id: str) -> tuple[int, str]:
+    run = await get(stubs, run_id)
+    return run.health, run.health_reason
+
+
+async def test_only_the_troubled_steps_completion_makes_the_run_healthy(stubs: Stubs) -> None:
+    """Steps a and b run side by side and b is in trouble: a finishing does not cure b."""
+    run = await create_run(stubs, "a", "b")
+    backing_off = ev.ErrorRecovery(
+        step_id="b", error_message="rate limited, backing off", can_continue=True
+    )
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ev.RunEvent(error_recovery=backing_off),
+    )
+    degraded = (run_pb2.RUN_HEALTH_DEGRADED, "recovering: rate limited, backing off")
+    assert await health(stubs, run.run_id) == degraded
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))
+    assert await health(stubs, run.run_id) == degraded
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="b")))
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_HEALTHY, "")
+
+
+async def test_a_failed_step_keeps_the_run_degraded_until_a_retry_of_it_completes(
+    stubs: Stubs,
+) -> None:
+    run = await create_run(stubs, "a", "b", "c")
+    boom = run_pb2.ErrorInfo(message="boom")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ev.RunEvent(step_failed=ev.StepFailed(step_id="b", error=boom)),
+    )
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_FAILING, "step b failed: boom")
+
+    # The run goes on past the failure: no longer failing, and it says why it is degraded.
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))
+    went_on = (run_pb2.RUN_HEALTH_DEGRADED, "step b failed: boom; the run went on with step a")
+    assert await health(stubs, run.run_id) == went_on
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="c")),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="c")),
+    )
+    assert await health(stubs, run.run_id) == went_on  # b failed and was never retried
+
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="b")))
+    assert await health(stubs, run.run_id) == went_on  # retried, not yet done
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="b")))
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_HEALTHY, "")
+
+
+async def test_after_a_failing_step_recovers_the_reason_says_why_the_run_is_still_degraded(
+    stubs: Stubs,
+) -> None:
+    run = await create_run(stubs, "b", "c")
+    hot = ev.Alert(step_id="b", severity=run_pb2.SEVERITY_HIGH, message="hot")
+    down = ev.ErrorRecovery(step_id="c", error_message="model API down", can_continue=False)
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ev.RunEvent(alert=hot),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="c")),
+        ev.RunEvent(error_recovery=down),
+    )
+    assert await health(stubs, run.run_id) == (
+        run_pb2.RUN_HEALTH_FAILING,
+        "recovering: model API down",
+    )
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="c")))
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_DEGRADED, "alert: hot")
+
+
+async def test_a_stall_does_not_wipe_the_trouble_a_run_had_before_it(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Three troubled runs fall silent and are STALLED; when their producers speak again
+    (after a restart of the server, too) each is back to what it was, reason and all."""
+    config = server_config(tmp_path / "s.db", insight=InsightPolicy(stall_after=0.4, stall_min=0.4))
+    boom = run_pb2.ErrorInfo(message="boom")
+    troubles = {
+        (run_pb2.RUN_HEALTH_DEGRADED, "step a failed: boom; the run went on with step b"): [
+            ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+            ev.RunEvent(step_failed=ev.StepFailed(step_id="a", error=boom)),
+            ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ],
+        (run_pb2.RUN_HEALTH_DEGRADED, "alert: budget nearly spent"): [
+            ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+            ev.RunEvent(
+                alert=ev.Alert(severity=run_pb2.SEVERITY_CRITICAL, message="budget nearly spent")
+            ),
+        ],
+        (run_pb2.RUN_HEALTH_FAILING, "recovering: model API down"): [
+            ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+            ev.RunEvent(
+                error_recovery=ev.ErrorRecovery(
+                    step_id="a", error_message="model API down", can_continue=False
+                )
+            ),
+        ],
+    }
+    runs: dict[str, tuple[int, str]] = {}
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            for before, events in troubles.items():
+                run = await create_run(stubs, "a", "b")
+                await append(stubs, run.run_id, *events)
+                assert await health(stubs, run.run_id) == before
+                runs[run.run_id] = before
+            for run_id in runs:
+                for _ in range(200):
+                    if (await get(stubs, run_id)).health == run_pb2.RUN_HEALTH_STALLED:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (await get(stubs, run_id)).health == run_pb2.RUN_HEALTH_STALLED
+    finally:
+        await server.stop(grace=0.1)
+
+    again = RunstreamServer(config)
+    await again.start()
+    try:
+        async with grpc.aio.insecure_channel(again.target) as channel:
+            stubs = Stubs.on(channel)
+            for run_id, before in runs.items():
+                spoke = ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"tokens": 10}))
+                await append(stubs, run_id, spoke)
+                assert await health(stubs, run_id) == before
+    finally:
+        await again.stop(grace=0.1)

@@ -241,7 +241,7 @@ async def test_a_retry_is_named_only_when_the_same_step_starts_again(stubs: Stub
     await append(stubs, moved_on.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="b")))
     await append(stubs, moved_on.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
     reasons = [c.reason for c in await health_changes(stubs, moved_on.run_id)]
-    assert "step b started after the failure" in reasons
+    assert "step a failed: boom; the run went on with step b" in reasons
     assert not any("retried" in r for r in reasons)
 
     retried = await create_run(stubs, "a")

@@ -17,6 +17,7 @@ from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
 from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_name
+from runstream_server.domain.health import Troubles
 from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import RunState, to_timestamp
 from runstream_server.errors import FailedPrecondition
@@ -89,7 +90,7 @@ def fold(
                 for extra in insight.progress_milestones(draft) + insight.target_milestones(draft):
                     stage(extra, "server")
     if spoken and not draft.is_terminal:
-        for extra in _after_producer_events(draft, history, spoken):
+        for extra in _after_producer_events(draft, history, spoken, state.troubles):
             stage(extra, "server")
     if staged:
         for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
@@ -178,10 +179,12 @@ def _after_producer_events(
     draft: RunState,
     history: insight.WorkflowHistory,
     spoken: Sequence[event_pb2.RunEvent],
+    before: Troubles,
 ) -> list[event_pb2.RunEvent]:
-    """What a producer's batch implies as a whole: health and a moved estimate."""
+    """What a producer's batch implies as a whole: health and a moved estimate. `before`:
+    the run's troubles before the batch."""
     extra: list[event_pb2.RunEvent] = []
-    health, reason = insight.health_after(draft.run.health, spoken, draft)
+    health, reason = insight.health_after(draft.run.health, spoken, draft, before)
     if health != draft.run.health:
         extra.append(insight.health_event(draft.run.health, health, reason))
     as_of = spoken[-1].event_time.ToDatetime(UTC)

@@ -40,10 +40,10 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.domain.health import Troubles
 from runstream_server.domain.state import TERMINAL_STATUSES, RunState, duration_of, to_timestamp
 
 _DONE = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
-_HIGH = frozenset({run_pb2.SEVERITY_HIGH, run_pb2.SEVERITY_CRITICAL})
 _HOLDING = frozenset({run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED})
 PROGRESS_MARKS = (25, 50, 75, 100)
 # An estimate of a run that still runs says at least this, not "0 s": it is not done.
@@ -342,26 +342,6 @@ def counted_down(estimate: run_pb2.Estimate, now: datetime) -> None:
         getattr(estimate, name).CopyFrom(duration_of(max(0.0, value - elapsed)))
 
 
-def next_health(health: int, event: event_pb2.RunEvent) -> int:
-    """Health after one producer event: problems lower it, finished steps restore it."""
-    name = event.WhichOneof("payload")
-    if health in (run_pb2.RUN_HEALTH_UNSPECIFIED, run_pb2.RUN_HEALTH_STALLED):
-        health = run_pb2.RUN_HEALTH_HEALTHY  # first assessment, or the producer spoke again
-    if name == "step_failed" or (
-        name == "error_recovery" and not event.error_recovery.can_continue
-    ):
-        return run_pb2.RUN_HEALTH_FAILING
-    if name == "step_started" and health == run_pb2.RUN_HEALTH_FAILING:
-        return run_pb2.RUN_HEALTH_DEGRADED  # a retry: no longer failing, not yet healthy
-    if name == "error_recovery" or (name == "alert" and event.alert.severity in _HIGH):
-        return health if health == run_pb2.RUN_HEALTH_FAILING else run_pb2.RUN_HEALTH_DEGRADED
-    if name == "step_completed" and health == run_pb2.RUN_HEALTH_FAILING:
-        return run_pb2.RUN_HEALTH_DEGRADED
-    if name == "step_completed" and health == run_pb2.RUN_HEALTH_DEGRADED:
-        return run_pb2.RUN_HEALTH_HEALTHY
-    return health
-
-
 def completion_health(state: RunState) -> list[event_pb2.RunEvent]:
     """A run that succeeds is HEALTHY, whatever it recovered from on the way."""
     health = state.run.health
@@ -540,41 +520,40 @@ def _span(seconds: float) -> str:
 
 
 def health_after(
-    health: int, events: Iterable[event_pb2.RunEvent], state: RunState | None = None
+    health: int,
+    events: Iterable[event_pb2.RunEvent],
+    state: RunState | None = None,
+    before: Troubles | None = None,
 ) -> tuple[int, str]:
-    """Health after a batch of producer events, and the event that last changed it.
+    """Health after a batch of producer events, and why.
 
-    `state` (after the batch) tells a retry (the failed step started again) from the run
-    moving on to another step.
+    `before` holds the run's troubles before the batch (see
+    :mod:`~runstream_server.domain.health`): the health is the worst of them after it, so a
+    run STALLED goes back to what it was before its producer fell silent, and only the
+    completion of the step a trouble is on ends it. `state` (after the batch) tells a retry
+    (the failed step started again) from the run going on with another step.
     """
+    troubles = Troubles() if before is None else before.copy()
+    steps = state.steps if state is not None else None
     reason = ""
     for event in events:
-        updated = next_health(health, event)
+        stalled = health in (run_pb2.RUN_HEALTH_UNSPECIFIED, run_pb2.RUN_HEALTH_STALLED)
+        troubles.note(event, steps)
+        updated = troubles.health
         if updated != health:
-            reason = _reason(event, state, stalled=health == run_pb2.RUN_HEALTH_STALLED)
+            # Not healthy: why it is so, not the event that made it so.
+            reason = troubles.reason or _recovery(event, stalled=stalled)
         health = updated
     return health, reason
 
 
-def _reason(event: event_pb2.RunEvent, state: RunState | None, *, stalled: bool) -> str:
-    """Why `event` changed the run's health; `stalled`: it was STALLED before."""
+def _recovery(event: event_pb2.RunEvent, *, stalled: bool) -> str:
+    """Why `event` made the run HEALTHY; `stalled`: it was STALLED (or not assessed) before."""
     name = event.WhichOneof("payload") or ""
     if name == "run_started":
         return "the run started"
-    if name == "step_failed":
-        return f"step {event.step_failed.step_id} failed: {event.step_failed.error.message}"
-    if name == "error_recovery":
-        return f"recovering: {event.error_recovery.error_message}"
-    if name == "alert":
-        return f"alert: {event.alert.message}"
     if name == "step_completed":
         return f"step {event.step_completed.step_id} completed"
-    if name == "step_started":
-        step_id = event.step_started.step_id
-        step = state.step(step_id) if state is not None else None
-        if step is not None and step.attempts > 1:
-            return f"step {step_id} retried (attempt {step.attempts})"
-        if stalled:  # a run STALLED before it started, or silent before this step
-            return f"step {step_id} started"
-        return f"step {step_id} started after the failure"
+    if name == "step_started" and stalled:  # a run STALLED before it started, or silent
+        return f"step {event.step_started.step_id} started"
     return "the producer reported again"

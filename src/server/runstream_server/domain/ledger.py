@@ -47,11 +47,13 @@ from runstream_server.domain.events import (
     check_snapshot_size,
 )
 from runstream_server.domain.folding import fold
+from runstream_server.domain.health import TROUBLE_KINDS, TROUBLED
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.limits import AppendResult, EventAck, Limits
 from runstream_server.domain.slots import RunSlot, RunSlots
 from runstream_server.domain.state import (
     REMEMBERED_KINDS,
+    TERMINAL_STATUSES,
     RunState,
     now_utc,
 )
@@ -300,7 +302,10 @@ class RunLedger:
         snapshot = await self._store.load_run(run_id)
         if snapshot is None:
             raise NotFound(f"run {run_id!r} not found")
-        remembered = await self._store.read_events(run_id, 0, 1_000_000, kinds=REMEMBERED_KINDS)
+        kinds: tuple[int, ...] = REMEMBERED_KINDS
+        if snapshot.health in TROUBLED and snapshot.status not in TERMINAL_STATUSES:
+            kinds += TROUBLE_KINDS  # a healthy run has no troubles to rebuild
+        remembered = await self._store.read_events(run_id, 0, 1_000_000, kinds=kinds)
         activity = await self._store.read_events_before(
             run_id, None, 50, [event_pb2.EVENT_KIND_AGENT_ACTIVITY]
         )

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.domain.events import KINDS, kind_rules
+from runstream_server.domain.events import KINDS, kind_name, kind_rules
+from runstream_server.domain.health import TROUBLE_KINDS, Troubles
 from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
@@ -57,14 +58,16 @@ REMEMBERED_KINDS = (
     event_pb2.EVENT_KIND_DECISION_REQUESTED,
     event_pb2.EVENT_KIND_DECISION_RESOLVED,
 )
+_TROUBLE_FIELDS = frozenset(kind_name(kind) for kind in TROUBLE_KINDS)
 
 
 class RunState:
     """The live, derived state of one run: its ``Run`` snapshot, plus what the snapshot does
-    not hold (decisions, fired milestones, the activity feed), rebuilt from the log on load.
+    not hold (decisions, fired milestones, the activity feed, the troubles behind its health),
+    rebuilt from the log on load.
     """
 
-    __slots__ = ("decisions", "milestones", "recent_activity", "run", "steps")
+    __slots__ = ("decisions", "milestones", "recent_activity", "run", "steps", "troubles")
 
     def __init__(self, run: run_pb2.Run, steps: RunSteps | None = None) -> None:
         """`steps`: the run's steps already indexed (by :meth:`copy`)."""
@@ -74,6 +77,7 @@ class RunState:
         self.decisions: dict[str, decision_pb2.Decision] = {}
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
+        self.troubles = Troubles()
 
     @classmethod
     def new(cls, run_id: str) -> RunState:
@@ -95,6 +99,7 @@ class RunState:
             state.decisions[decision_id] = copied(decision)
         state.milestones = set(self.milestones)
         state.recent_activity = self.recent_activity.copy()
+        state.troubles = self.troubles.copy()
         return state
 
     def open_decisions(self) -> list[decision_pb2.Decision]:
@@ -146,8 +151,11 @@ class RunState:
         self.steps.recompute_progress()
 
     def remember(self, event: event_pb2.RunEvent) -> None:
-        """Keeps what the snapshot does not hold: decisions, milestones, recent activity."""
+        """Keeps what the snapshot does not hold: decisions, milestones, recent activity, the
+        troubles behind its health."""
         name = event.WhichOneof("payload")
+        if name in _TROUBLE_FIELDS:
+            self.troubles.note(event, self.steps)
         if name == "agent_activity":
             self.recent_activity.append(event)
         elif name == "milestone" and event.milestone.milestone_id:
