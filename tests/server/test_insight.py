@@ -456,3 +456,74 @@ async def test_a_run_past_its_estimate_says_about_a_second_without_flooding_its_
     assert all(left >= 1.0 for left in said)  # never "0.1 s left"
     estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
     assert 1.0 <= estimate.remaining.ToNanoseconds() / 1e9 < 2.0  # about a second, not zero
+
+
+async def test_the_eta_of_parallel_tracks_is_their_longest_chain_not_their_sum(stubs) -> None:  # type: ignore[no-untyped-def]
+    """research then write on one track, design beside them on another, launch after both:
+    50 s into a run with research and design half done, what is left is research's 50 s,
+    write's 40 s and launch's 20 s (design's 50 s runs beside them), not every step added up."""
+    plan = [
+        run_pb2.StepSpec(step_id="research", track="text"),
+        run_pb2.StepSpec(step_id="design", track="visuals"),
+        run_pb2.StepSpec(step_id="write", track="text"),
+        run_pb2.StepSpec(step_id="launch", depends_on=["write", "design"]),
+    ]
+
+    async def started(start: datetime) -> str:
+        run = (await stubs.runs.CreateRun(rs.CreateRunRequest(workflow="launch", steps=plan))).run
+        await append(
+            stubs,
+            run.run_id,
+            timed(ev.RunEvent(run_started=ev.RunStarted()), start),
+            timed(ev.RunEvent(step_started=ev.StepStarted(step_id="research")), start),
+            timed(ev.RunEvent(step_started=ev.StepStarted(step_id="design")), start),
+        )
+        return run.run_id
+
+    def step(step_id: str, begin: float, end: float, start: datetime) -> list[ev.RunEvent]:
+        return [
+            timed(
+                ev.RunEvent(step_started=ev.StepStarted(step_id=step_id)),
+                start + timedelta(seconds=begin),
+            ),
+            timed(
+                ev.RunEvent(step_completed=ev.StepCompleted(step_id=step_id)),
+                start + timedelta(seconds=end),
+            ),
+        ]
+
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(3):  # history: every run took 160 s
+        run_id = await started(clock)
+        done = [
+            timed(
+                ev.RunEvent(step_completed=ev.StepCompleted(step_id=step_id)),
+                clock + timedelta(seconds=100),
+            )
+            for step_id in ("research", "design")
+        ]
+        ended = timed(ev.RunEvent(run_completed=ev.RunCompleted()), clock + timedelta(seconds=160))
+        await append(
+            stubs,
+            run_id,
+            *done,
+            *step("write", 100, 140, clock),
+            *step("launch", 140, 160, clock),
+            ended,
+        )
+        clock += timedelta(hours=1)
+
+    run_id = await started(clock)
+    halfway = clock + timedelta(seconds=50)
+    await append(
+        stubs,
+        run_id,
+        *(
+            timed(ev.RunEvent(step_progress=ev.StepProgress(step_id=s, percent=50)), halfway)
+            for s in ("research", "design")
+        ),
+    )
+    estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run.estimate
+    assert estimate.history_runs == 3
+    left = (estimate.end_time.ToDatetime(UTC) - halfway).total_seconds()
+    assert left == pytest.approx(110, abs=1)  # the sum would say 160

@@ -7,12 +7,16 @@ and every replay sees the same estimates, health changes and milestones.
 The estimate
 ------------
 Each workflow's completed runs teach the median duration of every step (a median, not a
-mean, so one slow outlier run does not skew it). A running run's remaining time is the sum of
+mean, so one slow outlier run does not skew it). What is left of each step is
 
 * for pending steps, their median duration scaled by this run's *pace* (the median ratio of
   actual to expected duration over the steps it has finished, clamped to 0.5-2x);
 * for running steps, the average of "expected minus elapsed" and "elapsed extrapolated by
   the reported percent", so a step that reports progress is judged by it.
+
+A running run's remaining time is the longest chain of what is left: the steps of one track
+run one after another, tracks side by side, and a step waits for those it depends on. A plan
+without tracks is one chain: the sum of what is left of every step.
 
 Steps without history borrow the median of the workflow's other steps. A run without steps
 that reports item counts is judged the same way by its item fraction against the workflow's
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -234,17 +238,52 @@ def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime)
         if step.status == run_pb2.STEP_STATUS_SUCCEEDED and expected and step.HasField("duration"):
             ratios.append(step.duration.ToNanoseconds() / 1e9 / expected)
     pace = min(2.0, max(0.5, statistics.median(ratios))) if ratios else 1.0
-    remaining = 0.0
+    left: dict[str, float] = {}
     for step in state.run.steps:
         if step.status in _DONE:
+            left[step.step_id] = 0.0
             continue
         expected = (history.expected(step.step_id) or 0.0) * pace
         if step.status == run_pb2.STEP_STATUS_RUNNING and step.HasField("start_time"):
             elapsed = max(0.0, (now_ns - step.start_time.ToNanoseconds()) / 1e9)
-            remaining += _by_plan_and_progress(expected, elapsed, step.percent / 100)
+            left[step.step_id] = _by_plan_and_progress(expected, elapsed, step.percent / 100)
         else:
-            remaining += expected
-    return remaining
+            left[step.step_id] = expected
+    return _longest_chain(state.run.steps, left)
+
+
+def _longest_chain(steps: Sequence[run_pb2.Step], left: dict[str, float]) -> float:
+    """The time until the last step is done, each taking what is `left` of it: a step starts
+    once those it depends on and the step before it on its track (tracks run side by side,
+    the steps of one track one after another) are done. Steps in a cycle of the two (a step
+    depending on one after it on its own track) wait only for those already timed."""
+    before: dict[str, set[str]] = {}
+    last_on_track: dict[str, str] = {}
+    for step in steps:
+        prior = {d for d in step.depends_on if d in left and d != step.step_id}
+        if step.track in last_on_track:
+            prior.add(last_on_track[step.track])
+        last_on_track[step.track] = step.step_id
+        before[step.step_id] = prior
+    waiting = {step_id: len(prior) for step_id, prior in before.items()}
+    after: dict[str, list[str]] = {step_id: [] for step_id in before}
+    for step_id, prior in before.items():
+        for other in prior:
+            after[other].append(step_id)
+    done_at: dict[str, float] = {}
+    ready = deque(step_id for step_id, count in waiting.items() if count == 0)
+    while len(done_at) < len(before):
+        # Nothing ready with steps left: a cycle; take the first of them in plan order.
+        step_id = ready.popleft() if ready else next(s for s in before if s not in done_at)
+        if step_id in done_at:
+            continue
+        start = max((done_at[p] for p in before[step_id] if p in done_at), default=0.0)
+        done_at[step_id] = start + left[step_id]
+        for other in after[step_id]:
+            waiting[other] -= 1
+            if waiting[other] == 0:
+                ready.append(other)
+    return max(done_at.values(), default=0.0)
 
 
 def estimate_moved(old: run_pb2.Estimate | None, new: run_pb2.Estimate | None) -> bool:
