@@ -272,13 +272,25 @@ async def test_an_interact_answer_that_breaks_a_field_rule_gets_its_result_and_t
         (answer(1, "x" * 300), "answer.decision.choice"),
         (answer(2, "pros", answered_by="y" * 300), "answer.decision.answered_by"),
         (answer(-3, "pros"), "answer.answer_id"),
+        # The domain's rules name the same fields by the same paths (they said "choice",
+        # "decision_id" and, for an answer without a decision, "run_id").
+        (answer(5, "zz"), "answer.decision.choice"),
+        (answer(6, "pros", skip=True), "answer.decision.choice"),
+        (ds.InteractAnswer(answer_id=7), "answer.decision.run_id"),
+        (
+            ds.InteractAnswer(
+                answer_id=8, decision=ds.SubmitDecisionRequest(run_id=run.run_id, choice="pros")
+            ),
+            "answer.decision.decision_id",
+        ),
     ):
         await outgoing.put(ds.InteractRequest(answer=bad))
         result = (await asyncio.wait_for(anext(aiter(stream)), 5)).answer_result
         assert result.answer_id == bad.answer_id
         assert result.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
         assert result.message.startswith(f"{named}:")
-        assert result.decision.state == decision_pb2.DECISION_STATE_OPEN
+        if bad.decision.decision_id:  # the decision it names, still open
+            assert result.decision.state == decision_pb2.DECISION_STATE_OPEN
     both = ds.InteractRequest(
         subscribe=ds.InteractSubscribe(run_ids=[run.run_id], viewer="dana"),
         answer=answer(4, "pros"),

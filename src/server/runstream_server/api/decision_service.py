@@ -172,10 +172,18 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
             result.decision.CopyFrom(await self._submit(answer.decision, viewer))
         except RunstreamError as exc:
             result.code = grpc.StatusCode[exc.kind.value].value[0]
-            result.message = exc.message
+            result.message = _in_answer(exc)
             with contextlib.suppress(RunstreamError):
                 current = await self._runs.get_decision(
                     answer.decision.run_id, answer.decision.decision_id
                 )
                 result.decision.CopyFrom(current)
         return pb.InteractResponse(answer_result=result)
+
+
+def _in_answer(exc: RunstreamError) -> str:
+    """The refusal's message, with the field it names given its path in the Interact request:
+    the domain names SubmitDecisionRequest's fields, which an answer holds as `decision`."""
+    if isinstance(exc, InvalidArgument) and not exc.field.startswith("answer."):
+        return f"answer.decision.{exc.message}"
+    return exc.message
