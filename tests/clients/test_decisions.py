@@ -399,6 +399,28 @@ async def test_interacting_with_an_unknown_run_ends_with_not_found(client: Clien
             await interaction.answer("no-such-run", "d", "x")
 
 
+async def test_subscribing_to_an_unknown_run_is_refused_and_the_interaction_goes_on(
+    client: Client,
+) -> None:
+    """The server ends an Interact stream that subscribes to an unknown run: subscribe()
+    returned, and the interaction then died for every run it followed, its next answer
+    refused naming the unknown run (found in review)."""
+    run = await client.start_run("campaign")
+    waiting = asking(run, decision_id="persona")
+    await open_decision(client, run.run_id, "persona")
+    async with client.interact([run.run_id], viewer="ana") as interaction:
+        assert isinstance(await asyncio.wait_for(anext(interaction), 20), DecisionPrompt)
+        with pytest.raises(NotFoundError, match="does-not-exist"):
+            await interaction.subscribe([run.run_id, "does-not-exist"])
+        decision = await asyncio.wait_for(interaction.answer(run.run_id, "persona", "veteran"), 20)
+        assert decision.choice == "veteran"
+        closed = await asyncio.wait_for(anext(interaction), 20)
+        assert isinstance(closed, DecisionClosed)
+    assert (await asyncio.wait_for(waiting, 20)).choice == "veteran"
+    await run.complete()
+    await run.close()
+
+
 async def test_the_unary_and_the_bidirectional_path_write_the_same_log(client: Client) -> None:
     async def play(answer: Any) -> list[tuple[EventKind, Any]]:
         run = await client.start_run("campaign", steps=["persona"])

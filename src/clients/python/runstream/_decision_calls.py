@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from runstream import _convert as convert
 from runstream._interaction import Interaction
 from runstream._types import Decision, DecisionState
-from runstream.v1 import decision_service_pb2
+from runstream.v1 import decision_service_pb2, run_service_pb2
 
 if TYPE_CHECKING:
     from runstream._connection import Connection
@@ -82,6 +82,12 @@ class DecisionCalls:
             decisions.extend(convert.decision_from_pb(d) for d in response.decisions)
         return decisions
 
+    async def _check_run(self, run_id: str) -> None:
+        """NotFoundError (or PermissionDeniedError) unless the run exists for this caller."""
+        await self._connection.unary(
+            self._connection.run_service.GetRun, run_service_pb2.GetRunRequest(run_id=run_id)
+        )
+
     def interact(
         self, run_ids: Iterable[str], viewer: str = "", *, max_updates: int = 1000
     ) -> Interaction:
@@ -98,6 +104,7 @@ class DecisionCalls:
         return Interaction(
             self._connection.decision_service.Interact,
             self.get_decision,
+            self._check_run,
             run_ids,
             viewer=viewer,
             metadata=self._connection.call_metadata(),

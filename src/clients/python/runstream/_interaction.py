@@ -99,6 +99,7 @@ class Interaction:
         self,
         interact_rpc: InteractMethod,
         get_decision: Callable[[str, str], Awaitable[Decision]],
+        check_run: Callable[[str], Awaitable[None]],
         run_ids: Iterable[str],
         *,
         viewer: str,
@@ -111,6 +112,7 @@ class Interaction:
         self._rpc = interact_rpc
         self._check_open = check_open
         self._get_decision = get_decision
+        self._check_run = check_run
         self._run_ids: list[str] = list(dict.fromkeys(run_ids))
         self._viewer = viewer
         self._metadata = tuple(metadata)
@@ -238,10 +240,13 @@ class Interaction:
         self._updates.put_nowait(update)
 
     async def subscribe(self, run_ids: Iterable[str]) -> None:
-        """Follows more runs on the same stream."""
+        """Follows more runs on the same stream. Raises NotFoundError for a run that does not
+        exist (the server would end the whole stream, and every run it follows with it),
+        and follows none of them then."""
         added = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in self._run_ids]
         if not added:
             return
+        await asyncio.gather(*(self._check_run(run_id) for run_id in added))
         self._start()
         self._run_ids.extend(added)
         async with self._write_lock:
