@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+import grpc
 import runstream
 from runstream import StepSpec
 from runstream_server.app import RunstreamServer
@@ -91,7 +92,7 @@ async def test_readme_example_watches_through_a_server_restart_with_every_event_
         head = (await client.get_run(run.run_id)).last_seq
     watcher = await asyncio.create_subprocess_exec(
         "node", str(example), run.run_id,
-        cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert watcher.stdout is not None
     try:
@@ -107,12 +108,37 @@ async def test_readme_example_watches_through_a_server_restart_with_every_event_
             async with await client.attach_run(run.run_id) as again:
                 await again.complete(summary="after the restart")
             final = (await client.get_run(run.run_id)).last_seq
-        output, _ = await asyncio.wait_for(watcher.communicate(), 30)
+        output, errors = await asyncio.wait_for(watcher.communicate(), 30)
     finally:
         if watcher.returncode is None:
             watcher.kill()
             await watcher.wait()
     lines += output.decode().splitlines()
-    assert watcher.returncode == 0, "\n".join(lines)
+    assert watcher.returncode == 0, "\n".join(lines) + errors.decode()
+    # It said it resumed (a bare retry looked the same as a quiet run), and from where.
+    assert f"); resuming after {head}" in errors.decode(), errors.decode()
     assert [line.split(" ")[0] for line in lines] == [str(n) for n in range(1, final + 1)], lines
     assert lines[-1] == f"{final} runCompleted", lines
+
+
+async def test_readme_example_gives_up_at_once_on_a_grpc_server_without_runstream(
+    tmp_path: Path,
+) -> None:
+    """A gRPC server without Runstream's services answers UNIMPLEMENTED, which no retry can
+    change: the example retried it silently once a second for ever (found in review)."""
+    require_node_packages()
+    other = grpc.aio.server()  # serves nothing
+    port = other.add_insecure_port("127.0.0.1:0")
+    await other.start()
+    try:
+        example = await build_readme_example(f"127.0.0.1:{port}")
+        watcher = await asyncio.create_subprocess_exec(
+            "node", str(example), "some-run",
+            cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        output, errors = await asyncio.wait_for(watcher.communicate(), 30)
+    finally:
+        await other.stop(0)
+    assert watcher.returncode == 1, output.decode() + errors.decode()
+    assert "unimplemented" in errors.decode().lower(), errors.decode()
+    assert "resuming" not in errors.decode()
