@@ -74,6 +74,38 @@ def test_a_text_file_is_refused(tmp_path: Path) -> None:
     assert_one_line_refusal(serve_refuses(str(store)), store, "is not a SQLite database")
 
 
+def _tables(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(name for (name,) in conn.execute("SELECT name FROM sqlite_master"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)", "its tables: users"),
+        ("CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)", "its table runs has no column"),
+    ],
+)
+def test_another_programs_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, schema: str, problem: str
+) -> None:
+    """A mistyped --store naming another program's SQLite file: Runstream added its tables
+    to it and served from it (found in review); a `runs` table of its own was refused with
+    "no such column: create_time_us"."""
+    store = tmp_path / "app.db"
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute(schema)
+    conn.close()
+    before = _tables(store)
+    refusal = serve_refuses(str(store))
+    assert_one_line_refusal(refusal, store, "is another program's database", problem)
+    assert _tables(store) == before  # nothing of Runstream's was added
+
+
 def test_a_refused_store_is_the_only_line_at_the_default_log_level(tmp_path: Path) -> None:
     """At INFO, the default, the refusal followed "starting on ADDRESS with store PATH": the
     operator's screen said starting for a server that never started."""

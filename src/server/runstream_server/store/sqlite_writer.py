@@ -80,6 +80,40 @@ _T = TypeVar("_T")
 _A = TypeVar("_A")
 
 
+_OWN_COLUMNS = {
+    "runs": {"run_id", "workflow", "status", "create_time_us", "labels", "last_seq", "snapshot"},
+    "events": {"run_id", "seq", "kind", "idempotency_key", "data"},
+    "store_probe": {"id", "at"},
+}
+
+
+def check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuses another program's database (a mistyped ``--store``) before anything is written
+    to it: a file with tables Runstream does not make, or with its tables' names holding
+    other columns. An empty file, or one of Runstream's own, passes."""
+    tables = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    foreign = sorted(t for t in tables if t not in _OWN_COLUMNS)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise StoreUnusable(
+            f"store {path} is another program's database (its tables: {shown}); Runstream "
+            "keeps its runs in a file of its own"
+        )
+    for table in tables:
+        columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing = sorted(_OWN_COLUMNS[table] - columns)
+        if missing:
+            raise StoreUnusable(
+                f"store {path} is another program's database (its table {table} has no "
+                f"column {', '.join(missing)}); Runstream keeps its runs in a file of its own"
+            )
+
+
 def _add_tenant_column(conn: sqlite3.Connection) -> None:
     """Runs belong to a tenant (identity); files made before that get the column, all ""."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
@@ -140,6 +174,7 @@ class SqliteWriter:
             if self._inline:  # checkpoints wait for the disk: the writer thread runs them
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=ON")
+            check_ours(conn, self.path)
             conn.executescript(SCHEMA)
             _add_tenant_column(conn)
             probe_write(conn, time.time())
