@@ -21,10 +21,10 @@ from opentelemetry.proto.collector.trace.v1 import (
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
-from runstream import DecisionState, RunStatus
+from runstream import DecisionState, RunStatus, StepSpec
 from runstream_server.app import RunstreamServer, ServerConfig
 
-from tests.conftest import free_port
+from tests.conftest import ConfigFactory, free_port
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 ERROR = trace_pb2.Status.STATUS_CODE_ERROR
@@ -257,3 +257,54 @@ async def test_a_server_whose_collector_is_down_stops_without_waiting_for_it(
     await server.stop(grace=0.5)
     assert loop.time() - began < 5
     assert "did not take the last spans within 1.0 s" in caplog.text
+
+
+async def test_a_run_finished_by_another_process_is_exported_whole_by_it(
+    collector: tuple[Collector, int], tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A run created before a restart (or by another replica, as its producer moved) was
+    never traced where it ended: no run span, no step span was exported (found in review).
+    The process that sees it end rebuilds its trace from the snapshot and exports it."""
+    receiver, port = collector
+    config = server_config(tmp_path / "runstream.db", otlp_endpoint=f"http://127.0.0.1:{port}")
+    first = RunstreamServer(config)
+    await first.start()
+    try:
+        async with runstream.connect(first.target) as producer:
+            run = await producer.start_run(
+                "campaign", steps=[StepSpec("research", agent="researcher"), "draft", "review"]
+            )
+            async with run.step("research"):
+                pass
+            await run.start_step("draft")
+            await run.flush()
+            await run.close()
+    finally:
+        await first.stop(grace=0.5)
+    receiver.requests.clear()  # what the first process exported: not the run's trace
+
+    second = RunstreamServer(config)
+    await second.start()
+    try:
+        async with runstream.connect(second.target) as producer:
+            again = await producer.attach_run(run.run_id)
+            async with again:
+                await again.step("draft").complete()  # started before the restart
+                await again.skip_step("review", reason="not needed")
+                await again.complete(summary="done")
+    finally:
+        await second.stop(grace=0.5)  # flushes the batched spans to the receiver
+
+    spans = [s for s in receiver.spans() if s.attributes.get("runstream.run_id") == run.run_id]
+    (root,) = [s for s in spans if s.name == "run campaign"]
+    assert root.attributes["runstream.trace.continued"] is True
+    assert root.attributes["runstream.status"] == "SUCCEEDED"
+    steps = {s.attributes["runstream.step_id"]: s for s in spans if s.name.startswith("step ")}
+    assert set(steps) == {"research", "draft"}  # review was skipped before it started
+    for step in steps.values():
+        assert (step.trace_id, step.parent_id) == (root.trace_id, root.span_id)
+        assert step.attributes["runstream.step.status"] == "completed"
+    assert steps["research"].attributes["runstream.agent"] == "researcher"
+    # Each span carries the run's own times: the research step ended before the restart.
+    assert steps["research"].raw.end_time_unix_nano < steps["draft"].raw.end_time_unix_nano
+    assert root.raw.start_time_unix_nano <= steps["research"].raw.start_time_unix_nano

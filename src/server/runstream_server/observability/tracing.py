@@ -13,8 +13,9 @@ the process-wide one, so an application that embeds the server keeps its own tra
   (child of the CreateRun call's span, so it joins the producer's trace when there is one);
   each step is a child span ``step STEP_ID`` with its agent, status and duration; decisions,
   errors, alerts and recoveries are span events at the time they happened. The spans carry
-  the events' own times, so the trace shows the run as it happened. A run that was already
-  under way when the server started is not traced (its root span was never opened here).
+  the events' own times, so the trace shows the run as it happened. A run created by another
+  process (before a restart, or on another replica) is picked up at its next traced event:
+  its trace is rebuilt from its snapshot (see :meth:`RunTracer._adopt`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ _TRACED_KINDS = frozenset(
 )
 
 
+_STEP_LIFECYCLE = frozenset({"step_started", "step_completed", "step_failed", "step_skipped"})
+_ENDED_AS = {
+    run_pb2.STEP_STATUS_SUCCEEDED: "completed",
+    run_pb2.STEP_STATUS_FAILED: "failed",
+    run_pb2.STEP_STATUS_SKIPPED: "skipped",
+}
+
+
 class RunTracer:
     """Turns each run's committed events into its trace."""
 
@@ -149,8 +158,59 @@ class RunTracer:
         self._runs: dict[str, _RunSpans] = {}
 
     def committed(self, run: run_pb2.Run, events: Sequence[event_pb2.RunEvent]) -> None:
+        adopted = False
+        if run.run_id not in self._runs and not any(e.HasField("run_created") for e in events):
+            self._adopt(run)
+            adopted = True
         for event in events:
+            if adopted and event.WhichOneof("payload") in _STEP_LIFECYCLE:
+                continue  # the snapshot it was rebuilt from holds this batch's steps already
             self._apply(run, event)
+
+    def _adopt(self, run: run_pb2.Run) -> None:
+        """A run this process did not see created (created before a restart, or by another
+        replica, as a producer moves between them): its trace is rebuilt from the snapshot,
+        a root span from the run's creation and a span per step started so far, and goes on
+        from here, so the process that sees the run end exports it whole. It is a trace of
+        its own (the creating call's is another process's), marked
+        ``runstream.trace.continued``."""
+        root = self._tracer.start_span(
+            f"run {run.workflow}",
+            context=otel_context.Context(),  # a new trace
+            kind=SpanKind.INTERNAL,
+            start_time=run.create_time.ToNanoseconds(),
+            attributes={
+                "runstream.run_id": run.run_id,
+                "runstream.workflow": run.workflow,
+                "runstream.display_name": run.display_name,
+                "runstream.steps": len(run.steps),
+                "runstream.trace.continued": True,
+            },
+        )
+        spans = _RunSpans(root)
+        self._runs[run.run_id] = spans
+        while len(self._runs) > MAX_TRACED_RUNS:
+            del self._runs[next(iter(self._runs))]
+        for step in run.steps:
+            if not step.HasField("start_time"):
+                continue
+            started = event_pb2.StepStarted(step_id=step.step_id, name=step.name, agent=step.agent)
+            self._open_step(run, spans, started, step.start_time.ToNanoseconds())
+            ended = _ENDED_AS.get(step.status)
+            if ended is not None and step.HasField("end_time"):
+                at = step.end_time.ToNanoseconds()
+                if step.status == run_pb2.STEP_STATUS_FAILED:
+                    spans.steps[step.step_id].add_event(
+                        "error", _error_attributes(step.error), timestamp=at
+                    )
+                self._close_step(
+                    spans,
+                    step.step_id,
+                    ended,
+                    at,
+                    summary=step.summary or step.skip_reason,
+                    error=step.error.message if step.status == run_pb2.STEP_STATUS_FAILED else "",
+                )
 
     def _apply(self, run: run_pb2.Run, event: event_pb2.RunEvent) -> None:
         which = event.WhichOneof("payload")
