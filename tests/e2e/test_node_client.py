@@ -136,7 +136,12 @@ async def test_readme_example_gives_up_at_once_on_a_grpc_server_without_runstrea
             "node", str(example), "some-run",
             cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        output, errors = await asyncio.wait_for(watcher.communicate(), 30)
+        try:
+            output, errors = await asyncio.wait_for(watcher.communicate(), 30)
+        finally:
+            if watcher.returncode is None:  # still retrying: the defect
+                watcher.kill()
+                await watcher.wait()
     finally:
         await other.stop(0)
     assert watcher.returncode == 1, output.decode() + errors.decode()
