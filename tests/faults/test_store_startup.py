@@ -106,6 +106,20 @@ def test_another_programs_database_is_refused_and_left_as_it_was(
     assert _tables(store) == before  # nothing of Runstream's was added
 
 
+def test_a_runstream_store_with_tables_of_other_tools_is_served(tmp_path: Path) -> None:
+    """Runstream's tables beside others (an operator's, a replication tool's such as
+    Litestream's) are still Runstream's store (refused as another program's at first)."""
+    store = tmp_path / "runstream.db"
+    make_store(store, runs=3)
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute("CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)")
+    conn.close()
+    server = ServerProcess(port=free_port(), store_path=store)
+    server.start()
+    assert server.terminate() == 0
+
+
 def test_a_refused_store_is_the_only_line_at_the_default_log_level(tmp_path: Path) -> None:
     """At INFO, the default, the refusal followed "starting on ADDRESS with store PATH": the
     operator's screen said starting for a server that never started."""

@@ -89,22 +89,16 @@ _OWN_COLUMNS = {
 
 def check_ours(conn: sqlite3.Connection, path: Path) -> None:
     """Refuses another program's database (a mistyped ``--store``) before anything is written
-    to it: a file with tables Runstream does not make, or with its tables' names holding
-    other columns. An empty file, or one of Runstream's own, passes."""
+    to it: a file with tables but not Runstream's ``runs`` and ``events``, or with tables of
+    those names holding other columns. An empty file, or one of Runstream's own, passes,
+    whatever else it holds (an operator's table, a backup tool's)."""
     tables = [
         str(name)
         for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )
     ]
-    foreign = sorted(t for t in tables if t not in _OWN_COLUMNS)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise StoreUnusable(
-            f"store {path} is another program's database (its tables: {shown}); Runstream "
-            "keeps its runs in a file of its own"
-        )
-    for table in tables:
+    for table in [t for t in tables if t in _OWN_COLUMNS]:
         columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
         missing = sorted(_OWN_COLUMNS[table] - columns)
         if missing:
@@ -112,6 +106,13 @@ def check_ours(conn: sqlite3.Connection, path: Path) -> None:
                 f"store {path} is another program's database (its table {table} has no "
                 f"column {', '.join(missing)}); Runstream keeps its runs in a file of its own"
             )
+    if tables and not {"runs", "events"} <= set(tables):
+        others = sorted(t for t in tables if t not in _OWN_COLUMNS) or tables
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise StoreUnusable(
+            f"store {path} is another program's database (its tables: {shown}); Runstream "
+            "keeps its runs in a file of its own"
+        )
 
 
 def _add_tenant_column(conn: sqlite3.Connection) -> None:
