@@ -77,6 +77,9 @@ async def test_a_damaged_run_answers_data_loss_and_leaves_the_others_served(
                     pass
             # Still served after all that: nothing of the damage stuck to the good run.
             assert [run.run_id async for run in client.list_runs()] == [good.run_id]
+            # A page of damaged runs alone (the newest run is the damaged one) still leads on
+            # to the next: it ended the listing there, with no next page.
+            assert [run.run_id async for run in client.list_runs(page_size=1)] == [good.run_id]
     finally:
         await second.stop(grace=0.5)
     # The store says which run it left out, once, as an ERROR (the API's rejection log

@@ -182,11 +182,16 @@ class RunPage:
     """Each run's place in the listing's order: the cursor of a page that ends with it (its
     create time and id, or on Redis its index score, which a retried create keeps)."""
     more: bool = False
+    read_up_to: tuple[int, str] | None = None
+    """The place of the last run the page read, when it is not the last run's: a damaged run
+    left out of the page (the next page starts after it, not before)."""
 
     @property
     def next_cursor(self) -> tuple[int, str] | None:
         """Where the next page starts (after this page's last run); None at the end."""
-        return self.positions[-1] if self.more and self.positions else None
+        if not self.more:
+            return None
+        return self.read_up_to or (self.positions[-1] if self.positions else None)
 
 
 class HeadMoved(Aborted):

@@ -311,7 +311,8 @@ class SqliteEventStore:
         readable = dict(readable_runs((run_id, data) for data, _, run_id in rows))
         runs = list(readable.values())
         positions = [(created, run_id) for _, created, run_id in rows if run_id in readable]
-        return RunPage(runs, positions, more)
+        last = (rows[-1][1], rows[-1][2]) if rows else None
+        return RunPage(runs, positions, more, read_up_to=last)
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 
