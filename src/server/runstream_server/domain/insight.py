@@ -238,18 +238,29 @@ def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime)
         if step.status == run_pb2.STEP_STATUS_SUCCEEDED and expected and step.HasField("duration"):
             ratios.append(step.duration.ToNanoseconds() / 1e9 / expected)
     pace = min(2.0, max(0.5, statistics.median(ratios))) if ratios else 1.0
-    left: dict[str, float] = {}
+    left: list[float] = []  # what is left of each step, in plan order
     for step in state.run.steps:
         if step.status in _DONE:
-            left[step.step_id] = 0.0
+            left.append(0.0)
             continue
         expected = (history.expected(step.step_id) or 0.0) * pace
         if step.status == run_pb2.STEP_STATUS_RUNNING and step.HasField("start_time"):
             elapsed = max(0.0, (now_ns - step.start_time.ToNanoseconds()) / 1e9)
-            left[step.step_id] = _by_plan_and_progress(expected, elapsed, step.percent / 100)
+            left.append(_by_plan_and_progress(expected, elapsed, step.percent / 100))
         else:
-            left[step.step_id] = expected
-    return _longest_chain(state.run.steps, left)
+            left.append(expected)
+    dependent, tracks = state.steps.shape  # each estimate runs this: the least that will do
+    if dependent:
+        steps = state.run.steps
+        return _longest_chain(steps, {s.step_id: t for s, t in zip(steps, left, strict=True)})
+    if not tracks:
+        return sum(left)
+    # Tracks side by side, the steps of each one after another (steps beyond the plan: "").
+    by_track: dict[str, float] = {}
+    for i, seconds in enumerate(left):
+        track = tracks[i] if i < len(tracks) else ""
+        by_track[track] = by_track.get(track, 0.0) + seconds
+    return max(by_track.values(), default=0.0)
 
 
 def _longest_chain(steps: Sequence[run_pb2.Step], left: dict[str, float]) -> float:

@@ -27,19 +27,38 @@ _ENDING_ACTIVITY = frozenset(
 class RunSteps:
     """The steps of one run's snapshot, by id, and what step and agent events do to them."""
 
-    __slots__ = ("_index", "run")
+    __slots__ = ("_index", "_shape", "run")
 
-    def __init__(self, run: run_pb2.Run, index: dict[str, int] | None = None) -> None:
-        """`index`: the steps' positions when they are known already (a copy of a run)."""
+    def __init__(
+        self,
+        run: run_pb2.Run,
+        index: dict[str, int] | None = None,
+        shape: tuple[bool, tuple[str, ...]] | None = None,
+    ) -> None:
+        """`index`: the steps' positions when they are known already (a copy of a run);
+        `shape`: its :attr:`shape`, when known."""
         self.run = run
         self._index = (
             {step.step_id: i for i, step in enumerate(run.steps)} if index is None else index
         )
+        self._shape = shape
 
     def over(self, run: run_pb2.Run) -> RunSteps:
         """The same steps in `run`, a copy of this one's run: its index copied, not rebuilt
         (steps are only ever appended, so their positions are the same)."""
-        return RunSteps(run, dict(self._index))
+        return RunSteps(run, dict(self._index), self._shape)
+
+    @property
+    def shape(self) -> tuple[bool, tuple[str, ...]]:
+        """Whether any step depends on others, and the planned steps' tracks in plan order
+        (empty when none names one): the plan's, as steps started beyond it have neither.
+        Read once per run (the estimate asks at each producer batch, and reading every
+        step's fields costs more than the estimate itself)."""
+        if self._shape is None:
+            steps = self.run.steps
+            tracks = tuple(step.track for step in steps)
+            self._shape = (any(step.depends_on for step in steps), tracks if any(tracks) else ())
+        return self._shape
 
     def get(self, step_id: str) -> run_pb2.Step | None:
         index = self._index.get(step_id)
