@@ -80,6 +80,36 @@ async def test_a_user_without_scripts_or_pub_sub_is_refused_in_one_line(
     assert password not in refusal.stderr
 
 
+async def test_a_user_allowed_only_runstreams_own_keys_and_channel_is_served(
+    client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A least-privilege user (its prefix's keys, its notice channel) works; the start check
+    published on a channel of its own and refused it with a traceback (found in review)."""
+    user, password = f"u{secrets.token_hex(4)}", secrets.token_hex(12)
+    prefix = f"lp{secrets.token_hex(4)}"
+    await client.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", f"~{prefix}:*", "resetchannels",
+        f"&{prefix}:commits", "+@all",
+    )  # fmt: skip
+    try:
+        url = prefixed(redis_server, prefix, f"{user}:{password}")
+        async with serving_on(url, tmp_path) as server, runstream.connect(server.target) as sdk:
+            run = await sdk.start_run("wf", steps=["a"])
+            async with run:
+                async with run.step("a"):
+                    pass
+                await run.complete()
+            assert (await sdk.get_run(run.run_id)).status == runstream.RunStatus.SUCCEEDED
+        # Without its channel, every write would fail: refused at start, in one line.
+        await client.execute_command("ACL", "SETUSER", user, "resetchannels")
+        refusal = await asyncio.to_thread(serve_refuses, url)
+    finally:
+        await client.execute_command("ACL", "DELUSER", user)
+    assert refusal.returncode == 1
+    assert_one_line(refusal.stderr, "refuses this server's user", "can't publish to the channel")
+    assert password not in refusal.stderr
+
+
 async def test_a_run_whose_record_is_another_programs_answers_data_loss(
     client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
 ) -> None:

@@ -59,6 +59,7 @@ from runstream_server.store.base import (
 from runstream_server.store.redis_index import TERMINAL, RunIndex
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import (
+    PROBE_NOTICE,
     PURGED_NOTICE,
     NoticeFollower,
     notice_channel,
@@ -248,6 +249,9 @@ def _not_permitted(exc: rex.ResponseError, reply: str) -> bool:
         isinstance(exc, rex.NoPermissionError)
         or reply.startswith("NOPERM")
         or "can't run this command" in reply
+        or "can't publish to the channel" in reply
+        or "can't access at least one of the keys" in reply
+        or "No permissions" in reply
     )
 
 
@@ -395,14 +399,16 @@ class RedisEventStore:
                         f"program's data under the prefix {self.options.prefix!r}? (another "
                         "prefix: ?prefix=NAME)"
                     )
-            # What every append does besides writing: run a script that publishes (to a
-            # channel of the probe key's slot, which no replica follows).
+            # What every append does besides writing: run a script that publishes on the
+            # notice channel (on a cluster, the channel of the probe key's slot), which the
+            # ACL may restrict to Runstream's channels; followers ignore the probe.
             await client.eval(
-                "return redis.call(ARGV[1], ARGV[2], '')",
+                "return redis.call(ARGV[1], ARGV[2], ARGV[3])",
                 1,
                 f"{self.options.prefix}:{{probe}}:probe",
                 self._publish,
-                f"{self.options.prefix}:probe:{{probe}}",
+                notice_channel(self.options, "probe"),
+                PROBE_NOTICE,
             )
         except rex.ResponseError as exc:
             reply = _reply(exc)

@@ -47,6 +47,9 @@ VIEWERS_NOTICE = b"*viewers\n"
 starts with a run id, which has no '*'."""
 PURGED_NOTICE = b"*purged\n"
 """Starts a purge notice (then the run)."""
+PROBE_NOTICE = b"*probe\n"
+"""What a starting server publishes to try its rights on the notice channel; followers
+ignore it (a server of an earlier version reads it as unreadable and resyncs once)."""
 
 RESUBSCRIBE_FIRST = 0.5
 RESUBSCRIBE_MAX = 5.0
@@ -86,6 +89,8 @@ def shard_channel(options: RedisOptions, tag: str) -> str:
 def pass_on(handler: NoticeHandler, data: bytes, mine: bytes) -> None:
     """Decodes a notice and hands it on, unless it is this replica's own viewer count; one
     it cannot read counts as missed (a gap: the replica resyncs from the store)."""
+    if data == PROBE_NOTICE:
+        return
     try:
         if data.startswith(VIEWERS_NOTICE):
             replica, run_id = data[len(VIEWERS_NOTICE) :].split(b"\n", 1)
