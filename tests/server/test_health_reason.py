@@ -277,6 +277,43 @@ async def test_after_a_failing_step_recovers_the_reason_says_why_the_run_is_stil
     assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_DEGRADED, "alert: hot")
 
 
+async def test_the_reason_follows_the_troubles_when_the_health_stays_the_same(
+    stubs: Stubs,
+) -> None:
+    """Two troubles of one level: the one that ended is no longer given as the reason (the
+    reason moved only with the level, and said "alert: hot" after a's alert was over)."""
+    run = await create_run(stubs, "a", "b")
+    hot = ev.Alert(step_id="a", severity=run_pb2.SEVERITY_HIGH, message="hot")
+    flaky = ev.ErrorRecovery(step_id="b", error_message="flaky", can_continue=True)
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ev.RunEvent(alert=hot),
+    )
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_DEGRADED, "alert: hot")
+    await append(stubs, run.run_id, ev.RunEvent(error_recovery=flaky))
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_DEGRADED, "recovering: flaky")
+    # And a step failing again in a later batch says so (it kept the first failure's words).
+    for attempt in range(2):
+        await append(
+            stubs,
+            run.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+            ev.RunEvent(
+                step_failed=ev.StepFailed(
+                    step_id="b", error=run_pb2.ErrorInfo(message=f"boom{attempt}")
+                )
+            ),
+        )
+        assert await health(stubs, run.run_id) == (
+            run_pb2.RUN_HEALTH_FAILING,
+            f"step b failed: boom{attempt}",
+        )
+
+
 async def test_a_stall_does_not_wipe_the_trouble_a_run_had_before_it(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:

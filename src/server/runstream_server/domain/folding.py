@@ -17,7 +17,7 @@ from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
 from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_name
-from runstream_server.domain.health import Troubles
+from runstream_server.domain.health import TROUBLED, Troubles
 from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import RunState, to_timestamp
 from runstream_server.errors import FailedPrecondition
@@ -185,8 +185,9 @@ def _after_producer_events(
     the run's troubles before the batch."""
     extra: list[event_pb2.RunEvent] = []
     health, reason = insight.health_after(draft.run.health, spoken, draft, before)
-    if health != draft.run.health:
-        extra.append(insight.health_event(draft.run.health, health, reason))
+    run = draft.run
+    if health != run.health or (health in TROUBLED and reason != run.health_reason):
+        extra.append(insight.health_event(run.health, health, reason))
     as_of = spoken[-1].event_time.ToDatetime(UTC)
     estimate = insight.estimate(draft, history, as_of, spoken)
     previous = draft.run.estimate if draft.run.HasField("estimate") else None

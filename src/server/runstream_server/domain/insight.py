@@ -594,7 +594,9 @@ def health_after(
             # Not healthy: why it is so, not the event that made it so.
             reason = troubles.reason or _recovery(event, stalled=stalled)
         health = updated
-    return health, reason
+    # Not healthy: the trouble that makes it so now, also when another of the same level
+    # ended or began (the level did not move, the reason did).
+    return health, troubles.reason or reason
 
 
 def _recovery(event: event_pb2.RunEvent, *, stalled: bool) -> str:
