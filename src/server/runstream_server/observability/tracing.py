@@ -138,12 +138,8 @@ _TRACED_KINDS = frozenset(
 )
 
 
-_STEP_LIFECYCLE = frozenset({"step_started", "step_completed", "step_failed", "step_skipped"})
-_ENDED_AS = {
-    run_pb2.STEP_STATUS_SUCCEEDED: "completed",
-    run_pb2.STEP_STATUS_FAILED: "failed",
-    run_pb2.STEP_STATUS_SKIPPED: "skipped",
-}
+_STEP_ENDS = frozenset({"step_completed", "step_failed", "step_skipped"})
+_ADOPTED_ON = _STEP_ENDS | {"step_started", "run_completed", "run_failed", "run_cancelled"}
 
 
 class RunTracer:
@@ -158,22 +154,23 @@ class RunTracer:
         self._runs: dict[str, _RunSpans] = {}
 
     def committed(self, run: run_pb2.Run, events: Sequence[event_pb2.RunEvent]) -> None:
-        adopted = False
-        if run.run_id not in self._runs and not any(e.HasField("run_created") for e in events):
-            self._adopt(run)
-            adopted = True
+        if run.run_id not in self._runs and any(
+            e.WhichOneof("payload") in _ADOPTED_ON for e in events
+        ):
+            self._adopt(run, events)
         for event in events:
-            if adopted and event.WhichOneof("payload") in _STEP_LIFECYCLE:
-                continue  # the snapshot it was rebuilt from holds this batch's steps already
             self._apply(run, event)
 
-    def _adopt(self, run: run_pb2.Run) -> None:
+    def _adopt(self, run: run_pb2.Run, events: Sequence[event_pb2.RunEvent]) -> None:
         """A run this process did not see created (created before a restart, or by another
-        replica, as a producer moves between them): its trace is rebuilt from the snapshot,
-        a root span from the run's creation and a span per step started so far, and goes on
-        from here, so the process that sees the run end exports it whole. It is a trace of
-        its own (the creating call's is another process's), marked
-        ``runstream.trace.continued``."""
+        replica, as a producer moves between them), at its first step or end here: a root
+        span from the run's creation and a span for each step still running, rebuilt from
+        the snapshot, go on from here, so the process that sees the run end exports its root.
+        Steps that ended before are not rebuilt: the process that saw them end exported
+        them. It is a trace of its own (the creating call's is another process's), marked
+        ``runstream.trace.continued``. A decision answered or an alert raised here alone
+        does not adopt a run (a replica answering a question would hold spans it may never
+        end)."""
         root = self._tracer.start_span(
             f"run {run.workflow}",
             context=otel_context.Context(),  # a new trace
@@ -191,26 +188,22 @@ class RunTracer:
         self._runs[run.run_id] = spans
         while len(self._runs) > MAX_TRACED_RUNS:
             del self._runs[next(iter(self._runs))]
+        # `run` is the snapshot after `events`, which are applied next: a step they start is
+        # opened by its event, one they end was running before them.
+        started_now = {e.step_started.step_id for e in events if e.HasField("step_started")}
+        ended_now = {
+            getattr(e, name).step_id
+            for e in events
+            if (name := e.WhichOneof("payload")) in _STEP_ENDS
+        }
         for step in run.steps:
-            if not step.HasField("start_time"):
+            if step.step_id in started_now or not step.HasField("start_time"):
                 continue
-            started = event_pb2.StepStarted(step_id=step.step_id, name=step.name, agent=step.agent)
-            self._open_step(run, spans, started, step.start_time.ToNanoseconds())
-            ended = _ENDED_AS.get(step.status)
-            if ended is not None and step.HasField("end_time"):
-                at = step.end_time.ToNanoseconds()
-                if step.status == run_pb2.STEP_STATUS_FAILED:
-                    spans.steps[step.step_id].add_event(
-                        "error", _error_attributes(step.error), timestamp=at
-                    )
-                self._close_step(
-                    spans,
-                    step.step_id,
-                    ended,
-                    at,
-                    summary=step.summary or step.skip_reason,
-                    error=step.error.message if step.status == run_pb2.STEP_STATUS_FAILED else "",
+            if step.status == run_pb2.STEP_STATUS_RUNNING or step.step_id in ended_now:
+                started = event_pb2.StepStarted(
+                    step_id=step.step_id, name=step.name, agent=step.agent
                 )
+                self._open_step(run, spans, started, step.start_time.ToNanoseconds())
 
     def _apply(self, run: run_pb2.Run, event: event_pb2.RunEvent) -> None:
         which = event.WhichOneof("payload")
