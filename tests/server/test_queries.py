@@ -377,6 +377,18 @@ async def test_list_steps_pages_in_plan_order(stubs) -> None:  # type: ignore[no
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stubs.runs.ListSteps(rs.ListStepsRequest(run_id="nope"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    # Another run's token names what to repeat: the run (ListSteps has no filter, which the
+    # message told the caller to repeat; found in review).
+    first = await stubs.runs.ListSteps(rs.ListStepsRequest(run_id=run.run_id, page_size=5))
+    other = await create_run(stubs, *names)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListSteps(
+            rs.ListStepsRequest(run_id=other.run_id, page_token=first.next_page_token)
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == (
+        "page_token: belongs to another request; repeat the original run_id"
+    )
 
 
 async def test_health_and_reflection_are_served(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -566,6 +578,11 @@ async def test_a_seq_window_and_kinds_read_the_page_before_what_a_viewer_shows(
             "<, <=, >, >= or = to a whole number)",
         ),
         ("seq > 4611686018427387904", "seq 4611686018427387904 is out of range (below 2^62)"),
+        # Past int64 too: out of range, not "cannot parse" (found in review).
+        (
+            "seq > 99999999999999999999",
+            "seq 99999999999999999999 is out of range (below 2^62)",
+        ),
         (
             "SEQ > 5",
             "cannot parse 'SEQ > 5'; expected e.g. 'seq > 100' (seq compared with "

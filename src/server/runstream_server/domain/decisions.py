@@ -191,7 +191,7 @@ class Decisions:
         if page_token:
             # The last listed decision's seq, not an offset: decisions that close between
             # pages leave the OPEN list (and join RESOLVED) without shifting the next page.
-            seq = decode_token(page_token, scope).get("after_seq")
+            seq = decode_token(page_token, scope, "run_id and filter").get("after_seq")
             if not isinstance(seq, int) or seq < 0:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             after = seq

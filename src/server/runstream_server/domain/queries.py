@@ -249,7 +249,7 @@ class EventFilter:
         return self.before is not None and self.before <= self.after + 1
 
 
-_SEQ_TERM = re.compile(r"\s*seq\s*(?P<op><=|>=|<|>|=)\s*(?P<value>[0-9]{1,19})\s*")
+_SEQ_TERM = re.compile(r"\s*seq\s*(?P<op><=|>=|<|>|=)\s*(?P<value>[0-9]{1,40})\s*")
 MAX_SEQ = 2**62
 """Seqs, and positions in page tokens, stay below this."""
 _EVENT_AND = re.compile(r"\s+AND(?:\s+|(?=\())")

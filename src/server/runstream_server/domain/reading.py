@@ -111,7 +111,7 @@ class Reading:
         size = clamp_page_size(page_size, 100)
         start = 0
         if page_token:
-            offset = decode_token(page_token, f"steps|{run_id}").get("offset")
+            offset = decode_token(page_token, f"steps|{run_id}", "run_id").get("offset")
             if not isinstance(offset, int) or offset < 0:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             start = offset
