@@ -373,3 +373,41 @@ async def test_a_stall_does_not_wipe_the_trouble_a_run_had_before_it(
                 assert await health(stubs, run_id) == before
     finally:
         await again.stop(grace=0.1)
+
+
+async def test_a_run_cancelled_while_stalled_is_no_longer_stalled(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """STALLED says the producer fell silent; a run cancelled then kept it for ever (found
+    in review). It ends with the health its troubles give, and says why."""
+    config = server_config(tmp_path / "s.db", insight=InsightPolicy(stall_after=0.4, stall_min=0.4))
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            quiet = await create_run(stubs, "a")
+            troubled = await create_run(stubs, "a")
+            await append(stubs, quiet.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+            await append(
+                stubs,
+                troubled.run_id,
+                ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+                ev.RunEvent(
+                    alert=ev.Alert(step_id="a", severity=run_pb2.SEVERITY_HIGH, message="hot")
+                ),
+            )
+            for run in (quiet, troubled):
+                for _ in range(200):
+                    if (await get(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_STALLED:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (await get(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_STALLED
+                await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="stop"))
+            assert await health(stubs, quiet.run_id) == (run_pb2.RUN_HEALTH_HEALTHY, "")
+            assert await health(stubs, troubled.run_id) == (
+                run_pb2.RUN_HEALTH_DEGRADED,
+                "alert: hot",
+            )
+    finally:
+        await server.stop(grace=0.1)

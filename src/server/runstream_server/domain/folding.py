@@ -147,6 +147,16 @@ def _before_terminal(
                 draft.run.health, run_pb2.RUN_HEALTH_FAILING, event.run_failed.error.message
             )
         )
+    if event.HasField("run_cancelled") and draft.run.health == run_pb2.RUN_HEALTH_STALLED:
+        # A silence that ended with the run is over: its troubles say how it ended.
+        troubles = draft.troubles
+        extra.append(
+            insight.health_event(
+                run_pb2.RUN_HEALTH_STALLED,
+                troubles.health,
+                troubles.reason or "the run was cancelled",
+            )
+        )
     return extra
 
 
