@@ -171,23 +171,15 @@ class RunTracer:
         ``runstream.trace.continued``. A decision answered or an alert raised here alone
         does not adopt a run (a replica answering a question would hold spans it may never
         end)."""
-        root = self._tracer.start_span(
-            f"run {run.workflow}",
+        spans = self._open_root(
+            run.run_id,
+            run.workflow,
+            run.display_name,
+            len(run.steps),
             context=otel_context.Context(),  # a new trace
-            kind=SpanKind.INTERNAL,
             start_time=run.create_time.ToNanoseconds(),
-            attributes={
-                "runstream.run_id": run.run_id,
-                "runstream.workflow": run.workflow,
-                "runstream.display_name": run.display_name,
-                "runstream.steps": len(run.steps),
-                "runstream.trace.continued": True,
-            },
+            continued=True,
         )
-        spans = _RunSpans(root)
-        self._runs[run.run_id] = spans
-        while len(self._runs) > MAX_TRACED_RUNS:
-            del self._runs[next(iter(self._runs))]
         # `run` is the snapshot after `events`, which are applied next: a step they start is
         # opened by its event, one they end was running before them.
         started_now = {e.step_started.step_id for e in events if e.HasField("step_started")}
@@ -275,22 +267,48 @@ class RunTracer:
 
     def _open_run(self, run: run_pb2.Run, event: event_pb2.RunEvent) -> None:
         created = event.run_created
-        # The current context is the CreateRun call's span when requests are traced.
-        root = self._tracer.start_span(
-            f"run {created.workflow}",
+        self._open_root(
+            run.run_id,
+            created.workflow,
+            created.display_name,
+            len(created.steps),
+            # The CreateRun call's span when requests are traced.
             context=otel_context.get_current(),
-            kind=SpanKind.INTERNAL,
             start_time=_when(event),
-            attributes={
-                "runstream.run_id": run.run_id,
-                "runstream.workflow": created.workflow,
-                "runstream.display_name": created.display_name,
-                "runstream.steps": len(created.steps),
-            },
         )
-        self._runs[run.run_id] = _RunSpans(root)
+
+    def _open_root(
+        self,
+        run_id: str,
+        workflow: str,
+        display_name: str,
+        steps: int,
+        *,
+        context: Any,
+        start_time: int,
+        continued: bool = False,
+    ) -> _RunSpans:
+        """Opens the run's root span ``run WORKFLOW`` and keeps it (the oldest run's spans
+        are dropped past MAX_TRACED_RUNS)."""
+        attributes: dict[str, Any] = {
+            "runstream.run_id": run_id,
+            "runstream.workflow": workflow,
+            "runstream.display_name": display_name,
+            "runstream.steps": steps,
+        }
+        if continued:
+            attributes["runstream.trace.continued"] = True
+        root = self._tracer.start_span(
+            f"run {workflow}",
+            context=context,
+            kind=SpanKind.INTERNAL,
+            start_time=start_time,
+            attributes=attributes,
+        )
+        spans = self._runs[run_id] = _RunSpans(root)
         while len(self._runs) > MAX_TRACED_RUNS:
             del self._runs[next(iter(self._runs))]
+        return spans
 
     def _open_step(
         self, run: run_pb2.Run, spans: _RunSpans, started: event_pb2.StepStarted, at: int

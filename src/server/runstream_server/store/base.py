@@ -46,10 +46,18 @@ def readable_runs(snapshots: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str,
     logged (ERROR) and left out, so one damaged record does not hide every run from a
     listing, a count or a purge."""
     for run_id, data in snapshots:
-        try:
-            yield run_id, decode_run(run_id, data)
-        except DataLoss as exc:
-            left_out(run_id, exc.message)
+        run = readable_run(run_id, data)
+        if run is not None:
+            yield run_id, run
+
+
+def readable_run(run_id: str, data: bytes) -> run_pb2.Run | None:
+    """One run's snapshot, or None (logged once, see :func:`left_out`) when it is damaged."""
+    try:
+        return decode_run(run_id, data)
+    except DataLoss as exc:
+        left_out(run_id, exc.message)
+        return None
 
 
 def left_out(run_id: str, problem: str) -> None:

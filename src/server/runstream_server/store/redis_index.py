@@ -31,7 +31,7 @@ from typing import Any
 
 from runstream.v1 import run_pb2
 
-from runstream_server.store.base import RunFilter, RunPage, left_out, readable_runs
+from runstream_server.store.base import RunFilter, RunPage, left_out, readable_run
 from runstream_server.store.redis_keys import RedisKeys
 
 TERMINAL = frozenset(
@@ -126,7 +126,7 @@ class RunIndex:
             if status is None or int(status) not in TERMINAL:
                 continue
             snap = await self._client().hget(self._keys.meta(run_id), "snap")
-            run = None if snap is None else dict(readable_runs([(run_id, snap)])).get(run_id)
+            run = None if snap is None else readable_run(run_id, snap)
             if run is not None and run.status in TERMINAL:
                 await self.mark_ended(run_id, run)
                 moved.append(run_id)
@@ -224,9 +224,10 @@ class RunIndex:
                         left_out(run_id, f"run {run_id}: its stored record is not Runstream's")
                         continue
                     raise snap
-                if snap is not None:  # an entry written before a crash stopped the create
-                    for _, run in readable_runs([(run_id, snap)]):
-                        yield at, run
+                # None: an entry written before a crash stopped the create, or damaged.
+                run = None if snap is None else readable_run(run_id, snap)
+                if run is not None:
+                    yield at, run
             if len(rows) < 200:
                 return
 
