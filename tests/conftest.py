@@ -327,19 +327,47 @@ def is_master(node: RedisProcess) -> bool:
 def move_slot(nodes: list[RedisProcess], slot: int) -> RedisProcess:
     """Moves one slot, keys and all, to another master (as `redis-cli --cluster reshard`
     does, one slot); returns the new owner."""
+    source, target, rest = start_moving_slot(nodes, slot)
+    finish_moving_slot(nodes, slot, source, target, rest)
+    return target
+
+
+def start_moving_slot(
+    nodes: list[RedisProcess], slot: int, first_keys: int | None = None
+) -> tuple[RedisProcess, RedisProcess, list[str]]:
+    """Marks `slot` as moving to another master and migrates its first `first_keys` keys (all when
+    None); returns the source, the target and the keys still to move."""
     source = next(n for n in nodes if slot in owned_slots(n))
     target = next(n for n in nodes if n is not source and is_master(n))
     src, dst = str(source.port), str(target.port)
-    src_id = redis_cli("-p", src, "cluster", "myid").strip()
-    dst_id = redis_cli("-p", dst, "cluster", "myid").strip()
-    redis_cli("-p", dst, "cluster", "setslot", str(slot), "importing", src_id)
-    redis_cli("-p", src, "cluster", "setslot", str(slot), "migrating", dst_id)
+    redis_cli("-p", dst, "cluster", "setslot", str(slot), "importing", _node_id(source))
+    redis_cli("-p", src, "cluster", "setslot", str(slot), "migrating", _node_id(target))
     in_slot = redis_cli("-p", src, "cluster", "getkeysinslot", str(slot), "1000").split()
     assert in_slot, "the run's keys should be in its slot"
-    redis_cli("-p", src, "migrate", "127.0.0.1", dst, "", "0", "10000", "keys", *in_slot)
+    now = in_slot if first_keys is None else in_slot[:first_keys]
+    redis_cli("-p", src, "migrate", "127.0.0.1", dst, "", "0", "10000", "keys", *now)
+    return source, target, in_slot[len(now) :]
+
+
+def finish_moving_slot(
+    nodes: list[RedisProcess],
+    slot: int,
+    source: RedisProcess,
+    target: RedisProcess,
+    rest: list[str],
+) -> None:
+    """Migrates the keys a :func:`start_moving_slot` left and gives every node the slot's
+    new owner."""
+    if rest:
+        redis_cli("-p", str(source.port), "migrate", "127.0.0.1", str(target.port), "", "0",
+                  "10000", "keys", *rest)  # fmt: skip
+    dst_id = _node_id(target)
     for node in (target, source, *(n for n in nodes if n not in (source, target))):
         redis_cli("-p", str(node.port), "cluster", "setslot", str(slot), "node", dst_id)
-    return target
+
+
+def _node_id(node: RedisProcess) -> str:
+    return redis_cli("-p", str(node.port), "cluster", "myid").strip()
 
 
 @dataclass

@@ -31,12 +31,15 @@ from runstream_server.store.redis_notices import slot_tags
 from tests.clients.support import eventually
 from tests.conftest import (
     RedisProcess,
+    finish_moving_slot,
     move_slot,
     owned_slots,
     redis_cli,
     redis_cluster,
+    start_moving_slot,
     two_replicas,
 )
+from tests.e2e.test_serve_redis import serve_and_exit
 
 
 @pytest.fixture
@@ -195,3 +198,46 @@ async def test_a_watcher_stays_live_when_the_runs_slot_moves_to_another_shard(
     await eventually(lambda: seen[-1:] == [head], within=60)
     assert seen == list(range(1, head + 1))
     watcher.cancel()
+
+
+async def test_a_run_caught_halfway_through_a_slot_move_is_unavailable_until_it_moved(
+    three_masters: list[RedisProcess], replicas: Replicas
+) -> None:
+    """While a slot moves key by key, a run whose keys are split between the two masters
+    cannot take an append (Redis answers TRYAGAIN until redis-py gives up: "TTL exhausted").
+    That is the cluster moving, as a failover is: UNAVAILABLE, which producers retry, not
+    INTERNAL, which they take as final. Once the move completes the retry goes through."""
+    runs_a, report_a = replicas.runs_a, replicas.report_a
+    run_id = (await runs_a.CreateRun(run_service_pb2.CreateRunRequest(workflow="c"))).run.run_id
+    tick = ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key="t1")
+    append = report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick])
+    slot = key_slot(f"{{{run_id}}}".encode())
+    source, target, rest = start_moving_slot(three_masters, slot, first_keys=1)
+    assert rest, "the run should have keys left on its old master"
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await report_a.AppendEvents(append, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+    assert "cluster" in (refused.value.details() or "")
+
+    finish_moving_slot(three_masters, slot, source, target, rest)
+    done = await report_a.AppendEvents(append, timeout=30)
+    listed = await runs_a.ListEvents(run_service_pb2.ListEventsRequest(run_id=run_id))
+    assert [e.idempotency_key for e in listed.events].count("t1") == 1
+    assert done.last_seq == listed.events[-1].seq
+
+
+def test_a_cluster_node_given_without_cluster_1_is_refused_in_one_line_naming_the_option(
+    three_masters: list[RedisProcess], tmp_path: Path
+) -> None:
+    """A cluster node's URL without ``?cluster=1`` ended the server with a traceback
+    (MovedError), or, for a prefix whose index keys happen to live on that node, started a
+    server that refused every CreateRun as "the cluster is moving" for ever."""
+    for prefix in ("c", "x15"):  # x15: its index keys were on the seed node in one review
+        url = f"redis://127.0.0.1:{three_masters[0].port}/0?prefix={prefix}"
+        done = serve_and_exit(url, tmp_path)
+        said = done.stderr.decode() + done.stdout.decode()
+        assert done.returncode == 1, said
+        assert "Traceback" not in said, said
+        last = said.splitlines()[-1]
+        assert last.startswith("runstream: ") and "add ?cluster=1" in last, last

@@ -185,8 +185,10 @@ def _unavailable(
             raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
         except rex.RedisClusterException as exc:
             raise Unavailable(f"the Redis cluster cannot serve ({type(exc).__name__})") from exc
-        except (rex.AskError, rex.TryAgainError, rex.ClusterDownError) as exc:
-            # A slot moving or a shard failing over: nothing ran, the client retries.
+        except (rex.AskError, rex.TryAgainError, rex.ClusterError) as exc:
+            # A slot moving or a shard failing over: nothing ran, the client retries. Plain
+            # ClusterError is redis-py giving up on redirections ("TTL exhausted"), as it
+            # does while a run's keys are split between two masters in the middle of a move.
             raise Unavailable(f"the Redis cluster is moving ({type(exc).__name__})") from exc
         except rex.ResponseError as exc:
             reply = _reply(exc)
@@ -219,6 +221,16 @@ def _unavailable(
             ) from exc
 
     return wrapper
+
+
+async def _is_cluster_node(client: Any) -> bool:
+    """Whether Redis says it runs in cluster mode; False when the ACL refuses INFO (a MOVED
+    reply to the first key then tells)."""
+    try:
+        info = await client.info("cluster")
+    except rex.ResponseError:
+        return False
+    return bool(info.get("cluster_enabled"))
 
 
 def _reply(exc: rex.ResponseError) -> str:
@@ -382,6 +394,8 @@ class RedisEventStore:
         prefix), or a user the ACL does not allow scripts or publishing (every write would
         fail). Found at start rather than as each call's failure."""
         client = self._client
+        if not self.options.cluster and await _is_cluster_node(client):
+            raise StoreUnusable(self._not_said_cluster())
         want = {
             self._keys.runs: b"zset",
             self._keys.active: b"zset",
@@ -411,6 +425,8 @@ class RedisEventStore:
                 PROBE_NOTICE,
             )
         except rex.ResponseError as exc:
+            if isinstance(exc, rex.MovedError) and not self.options.cluster:
+                raise StoreUnusable(self._not_said_cluster()) from None  # INFO was refused
             reply = _reply(exc)
             if not _not_permitted(exc, reply):
                 raise
@@ -419,6 +435,12 @@ class RedisEventStore:
                 f"the Redis store {self.display} refuses this server's user: {reply[:160]} "
                 f"(it needs scripts, {self._publish} and {subscribe})"
             ) from None
+
+    def _not_said_cluster(self) -> str:
+        return (
+            f"the Redis store {self.display} is a node of a Redis Cluster: add ?cluster=1 to "
+            "the URL"
+        )
 
     async def close(self) -> None:
         self._closed.set()
