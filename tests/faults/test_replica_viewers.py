@@ -16,7 +16,9 @@ import grpc
 import pytest
 from runstream.v1 import run_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.domain import viewers
 from runstream_server.domain.following import Notices
+from runstream_server.errors import Unavailable
 from runstream_server.store.base import CommitNotice, Notice
 
 from tests.clients.support import eventually, until
@@ -208,4 +210,52 @@ async def test_a_count_read_while_the_run_ends_here_does_not_send_its_older_stat
         finally:
             release.set()
             watch.cancel()
+            view.close()
+
+
+async def test_counts_are_read_again_after_the_store_failed_a_read(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's WatchRuns learns B's count only by reading it again every few seconds (B's
+    notices are lost to A here, as from a replica that died without a word). One read of
+    the run that failed (Redis unreachable) stopped those reads for good: a replica that
+    died after that kept its watchers in A's WatchRuns for ever (found in review)."""
+    monkeypatch.setattr(viewers, "REREAD_INTERVAL", 0.2)
+    monkeypatch.setattr(Notices, "on_notice", lambda self, notice: None)
+    url = redis_store_url(redis_server, tmp_path)
+    async with (
+        serving_on(url, tmp_path / "a", grace=None) as a,
+        serving_on(url, tmp_path / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as channel_a,
+        grpc.aio.insecure_channel(b.target) as channel_b,
+    ):
+        on_a = run_service_pb2_grpc.RunServiceStub(channel_a)
+        on_b = run_service_pb2_grpc.RunServiceStub(channel_b)
+        run_id = (await on_b.CreateRun(rs.CreateRunRequest(workflow="reread"))).run.run_id
+        first = on_b.WatchRun(rs.WatchRunRequest(run_id=run_id))
+        await first.read()
+        await until(lambda: _is(listed(on_a), {run_id: 1}))
+        view = RunsView(on_a)
+        store = a._store
+        assert store is not None
+        load_run = store.load_run
+
+        async def unreachable(wanted: str) -> Any:
+            raise Unavailable("the Redis store is unreachable (ConnectionError)")
+
+        second = on_b.WatchRun(rs.WatchRunRequest(run_id=run_id))
+        try:
+            await eventually(lambda: view.initial == {run_id: 1})
+            monkeypatch.setattr(store, "load_run", unreachable)
+            await second.read()  # B's count is 2; A's read of the run to send it fails
+            await asyncio.sleep(1)
+            assert view.counts[run_id] == 1
+            monkeypatch.setattr(store, "load_run", load_run)  # Redis is back
+            await eventually(lambda: view.counts[run_id] == 2, within=10)
+            first.cancel()
+            second.cancel()
+            await eventually(lambda: view.counts[run_id] == 0, within=10)
+        finally:
+            first.cancel()
+            second.cancel()
             view.close()

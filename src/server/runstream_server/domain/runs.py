@@ -252,7 +252,14 @@ class RunManager:
             return
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """Forgets a finished background task; one that died of an error says so (nothing
+        else would read its exception, and the work it did every few seconds stops)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a background task of the server stopped", exc_info=exc)
 
     def _check_open(self) -> None:
         if self._closed_reason is not None:

@@ -17,13 +17,17 @@ counting.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
 from runstream.v1 import run_pb2
 
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.state import RunState
+from runstream_server.errors import RunstreamError
 from runstream_server.store.base import EventStore
+
+log = logging.getLogger("runstream.runs")
 
 REREAD_INTERVAL = 5.0
 """Seconds between reads of the kept counts (other replicas' counts expire after 15 s)."""
@@ -59,11 +63,7 @@ class ViewerCounts:
         if self._store.shared and run_ids:
             elsewhere = await self._store.viewers(run_ids)
             for run_id in run_ids:
-                count = elsewhere.get(run_id, 0)
-                if count:
-                    self._elsewhere[run_id] = count
-                else:
-                    self._elsewhere.pop(run_id, None)
+                self._keep(run_id, elsewhere.get(run_id, 0))
         return {run_id: self.total(run_id) for run_id in run_ids}
 
     async def changed_elsewhere(self, run_ids: Sequence[str]) -> None:
@@ -73,13 +73,27 @@ class ViewerCounts:
                 self._elsewhere.pop(run_id, None)
             return
         before = {run_id: self.total(run_id) for run_id in run_ids}
-        after = await self.read(run_ids)
-        for run_id, count in after.items():
+        kept = {run_id: self._elsewhere.get(run_id, 0) for run_id in run_ids}
+        after = list((await self.read(run_ids)).items())
+        for i, (run_id, count) in enumerate(after):
             if count == before[run_id] or not self._runs_hub.active:
                 continue
-            run = await self._latest(run_id)
+            try:
+                run = await self._latest(run_id)
+            except Exception:
+                # Not sent (the store failed): the counts kept stay the ones sent, so that
+                # the next read finds the changes again and sends them then.
+                for unsent, _ in after[i:]:
+                    self._keep(unsent, kept[unsent])
+                raise
             if run is not None:
                 self._runs_hub.publish(self._summary(run, count))
+
+    def _keep(self, run_id: str, count: int) -> None:
+        if count:
+            self._elsewhere[run_id] = count
+        else:
+            self._elsewhere.pop(run_id, None)
 
     async def _latest(self, run_id: str) -> run_pb2.Run | None:
         """The run as held here, else as stored: held after the read (a commit here loaded
@@ -93,8 +107,12 @@ class ViewerCounts:
         return state.run
 
     async def reread_forever(self) -> None:
-        """Reads the kept counts again every few seconds (a replica may have died)."""
+        """Reads the kept counts again every few seconds (a replica may have died); a read
+        the store fails is tried again at the next interval."""
         while True:
             await asyncio.sleep(REREAD_INTERVAL)
             if self._elsewhere:
-                await self.changed_elsewhere(list(self._elsewhere))
+                try:
+                    await self.changed_elsewhere(list(self._elsewhere))
+                except RunstreamError as exc:  # the store is unreachable: it says so itself
+                    log.debug("viewer counts not read again: %s", exc)
