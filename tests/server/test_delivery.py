@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2
 from runstream.v1 import event_pb2, report_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.runs import Heartbeat, Limits, RunManager, WatchItem
+from runstream_server.errors import Unavailable
 from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.server.conftest import Stubs
@@ -195,3 +196,22 @@ async def test_a_stream_that_gets_events_still_gets_heartbeats_once_idle(server,
         response = await anext(stream)
     assert [e.seq for e in response.events] == [2]
     assert await asyncio.wait_for(next_heartbeat(), 10) == 2
+
+
+async def test_a_watcher_catching_up_from_the_store_stops_at_shutdown(
+    manager: RunManager,
+) -> None:
+    """A watcher far behind reads the store page by page; a server stopping waited the whole
+    grace for it (it never looked at the shutdown while catching up), then gRPC cut it
+    with "Cancelling all calls" rather than the resume message (found in review)."""
+    run_id = await new_run(manager)
+    for start in range(1, 201, 50):
+        await manager.append(run_id, [custom(n) for n in range(start, start + 50)])
+    watch = manager.watch(run_id)
+    try:
+        assert event_seqs(await anext(watch)) == list(range(1, 21))  # a page of 20
+        manager.shutdown()
+        with pytest.raises(Unavailable, match="shutting down"):
+            await anext(watch)
+    finally:
+        await watch.aclose()

@@ -187,6 +187,8 @@ class Watching:
                         observer.overflowed()
                     cursor = sub.cursor
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
+                        if sub.closed_reason is not None:  # shutting down: resume elsewhere
+                            raise Unavailable(sub.closed_reason)
                         # Never past the head: the store may hold a commit not yet folded
                         # (and acknowledged), which a resume after it would find out of range.
                         limit = min(max_events, head_seq - cursor)
