@@ -27,12 +27,15 @@ from grpc_reflection.v1alpha import reflection_pb2
 from runstream.v1 import (
     decision_service_pb2,
     report_service_pb2,
+    report_service_pb2_grpc,
     run_service_pb2,
+    run_service_pb2_grpc,
     stats_service_pb2,
 )
 from runstream_server.api import decoding
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
+from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.policy import PRODUCER_READS, ROLE_BY_METHOD, allowed
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
 
@@ -521,3 +524,54 @@ async def test_tokens_without_tls_beyond_loopback_are_warned_of_once_at_start(
         key = f"{address}{' tls' if security.tls else ''}"
         warned[key] = caplog.text.count("with tokens but WITHOUT TLS: bearer tokens reach it")
     assert warned == {"0.0.0.0:0": 1, "127.0.0.1:0": 0, "0.0.0.0:0 tls": 0}
+
+
+async def test_a_report_stream_whose_token_expires_during_a_commit_acknowledges_it_first(
+    secured: RunstreamServer, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token expires while a batch's commit is being made: the batch is stored, its ack
+    goes out, and only then does the stream end UNAUTHENTICATED. (The stream was cut at the
+    expiry with the commit under way: the producer, told nothing of the batch, sent it again
+    with its fresh token, twice stored without idempotency keys. Found in review.)"""
+    store = secured._store
+    assert store is not None
+    original = store.append
+    holding, committing, release = False, asyncio.Event(), asyncio.Event()
+
+    async def held(run_id: str, events: Any, snapshot: Any, *, expected_seq: int) -> None:
+        if holding:
+            committing.set()
+            await release.wait()
+        await original(run_id, events, snapshot, expected_seq=expected_seq)
+
+    monkeypatch.setattr(store, "append", held)
+    expires = int(time.time()) + 2
+    auth = [("authorization", f"Bearer {keys.token(['producer'], exp=expires)}")]
+
+    def keyless(n: int) -> Any:
+        event = custom(n)
+        event.ClearField("idempotency_key")
+        return event
+
+    async with grpc.aio.insecure_channel(secured.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await runs.CreateRun(
+            run_service_pb2.CreateRunRequest(workflow="w"), metadata=auth
+        )
+        run_id = created.run.run_id
+        call = report_service_pb2_grpc.ReportServiceStub(channel).Report(metadata=auth)
+        await call.write(
+            report_service_pb2.ReportRequest(run_id=run_id, batch_id=1, events=[keyless(1)])
+        )
+        assert (await call.read()).ack.batch_id == 1
+        holding = True
+        await call.write(report_service_pb2.ReportRequest(batch_id=2, events=[keyless(2)]))
+        await asyncio.wait_for(committing.wait(), 10)
+        await asyncio.sleep(expires - time.time() + 0.3)  # the token expires meanwhile
+        release.set()
+        assert (await call.read()).ack.batch_id == 2
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await call.read()
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert ended.value.details() == EXPIRED_DURING_STREAM
+    assert [e.seq for e in await store.read_events(run_id, 0, 10)] == [1, 2, 3]

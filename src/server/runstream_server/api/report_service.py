@@ -14,10 +14,12 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+import grpc
 from grpc import aio
 from runstream.v1 import event_pb2, report_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as pb
 
+from runstream_server.auth.principal import EXPIRED_DURING_STREAM, end_at_expiry
 from runstream_server.domain.runs import (
     AppendResult,
     ControlSignal,
@@ -71,8 +73,12 @@ def _signalled(signal: Signal) -> pb.ReportResponse:
 
 def _drained(signals: Mailbox[Signal]) -> Iterator[pb.ReportResponse]:
     """What the link received so far, one at a time; on the stream before the ack of a
-    commit it follows. What came before a shutdown is sent before the shutdown ends it."""
+    commit it follows. It stops at a shutdown, left in the mailbox: the ack of the commit
+    just made goes out first (a producer told only UNAVAILABLE would send the batch again,
+    twice stored without idempotency keys), then the handler's next turn ends the stream."""
     for _ in range(signals.qsize()):
+        if signals.peek() is None:
+            return
         yield _signalled(signals.get_nowait())
 
 
@@ -137,6 +143,14 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             raise InvalidArgument("run_id", "is required on the first message of a Report stream")
         link = await self._runs.attach_producer(run_id)
         signals = link.signals
+        expired = False
+
+        def expire() -> None:  # the token: end once the commit under way is acknowledged
+            nonlocal expired
+            expired = True
+            signals.ready.set()
+
+        end_at_expiry(expire)
         # Bounded: a producer that sends faster than commits are made is slowed down by HTTP/2
         # flow control, instead of growing this queue without end. It wakes this handler as
         # the link's signals do.
@@ -157,6 +171,8 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                 if not signals.empty():
                     yield _signalled(signals.get_nowait())
                     continue
+                if expired:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, EXPIRED_DURING_STREAM)
                 if inbox.empty():
                     signals.ready.clear()  # both checked empty since the last await
                     await signals.ready.wait()

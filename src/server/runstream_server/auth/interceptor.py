@@ -19,7 +19,10 @@ handler that does this is still built once per method: only the verdict is per c
 Streams live no longer than their token: at ``exp`` a WatchRun, WatchRuns, Report or
 Interact stream ends with UNAUTHENTICATED, and the client reconnects with a fresh token and
 resumes from its cursor. The stream is cut only while it waits for its next message, never
-in the middle of sending one, so a watcher's cursor is always exact.
+in the middle of sending one, so a watcher's cursor is always exact. A Report stream, which
+also waits for its commits, is not cut at all: it ends itself once the commit under way is
+acknowledged (:func:`~runstream_server.auth.principal.end_at_expiry`), so a producer is never
+left to send again a batch that was stored.
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from runstream_server.api.handlers import (
     streams_responses,
 )
 from runstream_server.auth import policy
-from runstream_server.auth.principal import Principal, bind, current
+from runstream_server.auth.principal import (
+    EXPIRED_DURING_STREAM,
+    ExpiryHook,
+    Principal,
+    bind,
+    current,
+    watch_expiry,
+)
 from runstream_server.auth.tokens import TokenError, TokenVerifier
 
 __all__ = ["EXPIRED_DURING_STREAM", "AuthInterceptor"]
@@ -51,9 +61,6 @@ __all__ = ["EXPIRED_DURING_STREAM", "AuthInterceptor"]
 
 Context = aio.ServicerContext[Any, Any]
 Metadata = Sequence[tuple[str, str | bytes]]
-
-EXPIRED_DURING_STREAM = "token expired during the stream; reconnect with a fresh token"
-"""The status detail of a stream cut at its token's expiry (clients resume on it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +207,14 @@ async def _until_expiry(
     assert task is not None
     waiting = False
     expired = False
+    hook = ExpiryHook()
+    watch_expiry(hook)  # before the handler runs: it may ask to end the stream itself
 
     def expire() -> None:
         nonlocal expired
+        if hook.stop is not None:  # the handler ends the stream once its work is answered
+            hook.stop()
+            return
         expired = True
         if waiting:  # idle: cut it now; otherwise it ends before its next wait
             task.cancel()

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "EXPIRED_DURING_STREAM",
+    "ExpiryHook",
     "Principal",
     "Role",
     "acting_as",
     "bind",
     "can_see",
     "current",
+    "end_at_expiry",
     "new_run_tenant",
     "visible_tenant",
 ]
@@ -86,6 +89,42 @@ def bind(principal: Principal | None) -> contextvars.Token[Principal | None]:
 def current() -> Principal | None:
     """The verified caller, or None when auth is off (or for the server's own work)."""
     return _current.get()
+
+
+EXPIRED_DURING_STREAM = "token expired during the stream; reconnect with a fresh token"
+"""The status detail of a stream cut at its token's expiry (clients resume on it)."""
+
+
+class ExpiryHook:
+    """What a stream asked to be done at its token's expiry instead of being cut there."""
+
+    __slots__ = ("stop",)
+
+    def __init__(self) -> None:
+        self.stop: Callable[[], None] | None = None
+
+
+_expiry: contextvars.ContextVar[ExpiryHook | None] = contextvars.ContextVar(
+    "runstream_expiry", default=None
+)
+
+
+def watch_expiry(hook: ExpiryHook) -> None:
+    """Set by the auth interceptor for a stream whose token expires (its task's own)."""
+    _expiry.set(hook)
+
+
+def end_at_expiry(stop: Callable[[], None]) -> None:
+    """Asks that `stop` be called at the token's expiry instead of the stream being cut.
+
+    The auth interceptor cuts a stream at ``exp`` by cancelling its handler while it waits.
+    A handler that also waits in the middle of work it must answer (a Report stream, for
+    its commits) calls this; it then ends the stream itself, UNAUTHENTICATED with
+    :data:`EXPIRED_DURING_STREAM`, once what it was doing is answered. Nothing with auth off.
+    """
+    hook = _expiry.get()
+    if hook is not None:
+        hook.stop = stop
 
 
 def acting_as(claimed: str) -> str:
