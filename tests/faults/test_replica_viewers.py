@@ -243,10 +243,11 @@ async def test_counts_are_read_again_after_the_store_failed_a_read(
         async def unreachable(wanted: str) -> Any:
             raise Unavailable("the Redis store is unreachable (ConnectionError)")
 
-        second = on_b.WatchRun(rs.WatchRunRequest(run_id=run_id))
+        second = None
         try:
             await eventually(lambda: view.initial == {run_id: 1})
             monkeypatch.setattr(store, "load_run", unreachable)
+            second = on_b.WatchRun(rs.WatchRunRequest(run_id=run_id))
             await second.read()  # B's count is 2; A's read of the run to send it fails
             await asyncio.sleep(1)
             assert view.counts[run_id] == 1
@@ -257,5 +258,6 @@ async def test_counts_are_read_again_after_the_store_failed_a_read(
             await eventually(lambda: view.counts[run_id] == 0, within=10)
         finally:
             first.cancel()
-            second.cancel()
+            if second is not None:
+                second.cancel()
             view.close()
