@@ -20,7 +20,8 @@ class ServerStats:
         server_version: The Runstream version the replica runs.
         start_time: When the replica started serving.
         uptime: How long it has been serving.
-        runs_by_status: Runs in the store by status (statuses with none are left out).
+        runs_by_status: Runs in the store by status (statuses with none are left out); every
+            replica on a shared store reports the whole store's.
         watchers: Open WatchRun streams.
         producers: Open Report streams.
         watch_runs_streams: Open WatchRuns streams.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from runstream_server.domain.hub import RunsHub
@@ -49,15 +49,15 @@ class Notices:
         ledger: RunLedger,
         store: EventStore,
         runs_hub: RunsHub,
-        elsewhere: Callable[[str, Iterable[StoredEvent]], None],
+        elsewhere: Callable[[str, Sequence[StoredEvent]], None],
         viewers_changed: Callable[[Sequence[str]], Awaitable[None]],
         rearm: Callable[[], Awaitable[None]],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
     ) -> None:
-        """`elsewhere` hears the events of runs this process does not hold (to arm their
-        deadlines), and after a gap `rearm` arms the deadlines the gap may have carried, in
-        a task `spawn` starts; `viewers_changed` hears that another replica's viewer count
-        changed."""
+        """`elsewhere` hears the events of each commit to a run this process does not hold
+        (to arm their deadlines, and for the store's figures), and after a gap `rearm` arms
+        the deadlines the gap may have carried, in a task `spawn` starts; `viewers_changed`
+        hears that another replica's viewer count changed."""
         self._ledger = ledger
         self._store = store
         self._runs_hub = runs_hub
@@ -100,8 +100,13 @@ class Notices:
         # the load and folds in what it missed, which no later notice may ever bring.
         if not self._ledger.in_memory(run_id):
             # Not held here: nothing to fold, but its deadlines must not rest on one replica.
+            # This commit's events only: the ones after it come with their own notices.
             events = notice.events or tuple(
-                await self._store.read_events(run_id, notice.first_seq - 1, 1000)
+                e
+                for e in await self._store.read_events(
+                    run_id, notice.first_seq - 1, notice.last_seq - notice.first_seq + 1
+                )
+                if e.seq <= notice.last_seq
             )
             self._elsewhere(run_id, events)
             if not self._runs_hub.active:

@@ -247,6 +247,9 @@ class RunLedger:
         self._history_read: dict[tuple[str, str], float] = {}  # when, by time.monotonic()
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""
+        self.elsewhere: Callable[[run_pb2.Run, Sequence[StoredEvent]], None] = _ignored
+        """Called with the events of other replicas' commits to a run held here, once each,
+        and the run's state after them."""
         self._head_checks: dict[str, asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
@@ -481,6 +484,7 @@ class RunLedger:
             log.warning("run %s did not fold from the log; reloading it", slot.run_id)
             draft = await self._restore(slot.run_id)
         self._slots.set_state(slot, draft)
+        self.elsewhere(draft.run, stored)
         self.deliver(CommitRecord(draft, framed(stored), decoded))
 
     async def catch_up(self, run_id: str, notice: CommitNotice | None = None) -> None:
@@ -557,3 +561,7 @@ class RunLedger:
         if head > state.last_seq:
             async with self._slots.locked(run_id) as slot:
                 await self._catch_up(slot)
+
+
+def _ignored(run: run_pb2.Run, events: Sequence[StoredEvent]) -> None:
+    pass

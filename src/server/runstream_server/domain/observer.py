@@ -1,14 +1,20 @@
 """What the domain tells an observer (metrics, stats) about delivery, and nothing else.
 
 The domain knows no metrics library: :class:`~runstream_server.domain.runs.RunManager` calls
-these two methods where only it can see what happened, and the server's observability layer
-implements them. Commits are observed at the store boundary instead (every durable write
-passes there), so the write path itself carries no observability code.
+these methods where only it can see what happened, and the server's observability layer
+implements them. This process's commits are observed at the store boundary instead (every
+durable write passes there), so the write path itself carries no observability code; other
+replicas' commits, which reach it as notices, are told here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
+
+from runstream.v1 import run_pb2
+
+from runstream_server.store.base import StoredEvent
 
 __all__ = ["NO_OBSERVER", "DeliveryObserver"]
 
@@ -22,12 +28,23 @@ class DeliveryObserver(Protocol):
     def overflowed(self) -> None:
         """A watcher fell so far behind that it catches up from the store instead."""
 
+    def committed_elsewhere(
+        self, run_id: str, events: Sequence[StoredEvent], run: run_pb2.Run | None
+    ) -> None:
+        """Another replica committed `events` to the run; `run` is its state after them when
+        this process holds it (None: only the events tell what changed)."""
+
 
 class _NoObserver:
     def delivered(self, events: int, behind: int) -> None:
         pass
 
     def overflowed(self) -> None:
+        pass
+
+    def committed_elsewhere(
+        self, run_id: str, events: Sequence[StoredEvent], run: run_pb2.Run | None
+    ) -> None:
         pass
 
 

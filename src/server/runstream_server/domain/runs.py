@@ -74,7 +74,7 @@ from runstream_server.errors import (
     RunstreamError,
     ShuttingDown,
 )
-from runstream_server.store.base import EventStore, RunFilter
+from runstream_server.store.base import EventStore, RunFilter, StoredEvent
 
 __all__ = [
     "DEADLINE_KEY_PREFIX",
@@ -138,14 +138,16 @@ class RunManager:
             ),
             viewers=lambda run_id: self._viewers.total(run_id),
         )
+        self._ledger.elsewhere = lambda run, events: observer.committed_elsewhere(
+            run.run_id, events, run
+        )
+        self._observer = observer
         self._viewers = ViewerCounts(store, self._hub, self._runs_hub, self._ledger.cached, summary)
         self._notices = Notices(
             self._ledger,
             store,
             self._runs_hub,
-            elsewhere=lambda run_id, events: self._decisions.deadlines.arm_from_stored(
-                run_id, events
-            ),
+            elsewhere=self._not_held_elsewhere,
             viewers_changed=self._viewers.changed_elsewhere,
             rearm=self._arm_stored_deadlines,
             spawn=self._spawn,
@@ -245,6 +247,12 @@ class RunManager:
         """Waits until the background work :meth:`shutdown` cancelled has ended."""
         if self._tasks:  # bounded: a shutdown must not hang on one stubborn task
             await asyncio.wait(list(self._tasks), timeout=5)
+
+    def _not_held_elsewhere(self, run_id: str, events: Sequence[StoredEvent]) -> None:
+        """Another replica's commit to a run this process does not hold: its deadlines must
+        not rest on one replica, and the figures of the whole store move with it."""
+        self._decisions.deadlines.arm_from_stored(run_id, events)
+        self._observer.committed_elsewhere(run_id, events, None)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         if self._closed_reason is not None:  # shut down: the store is closing, start nothing

@@ -32,6 +32,14 @@ __all__ = ["RunTally", "Telemetry"]
 _DECISION_KINDS = frozenset(
     {event_pb2.EVENT_KIND_DECISION_REQUESTED, event_pb2.EVENT_KIND_DECISION_RESOLVED}
 )
+# What another replica's events say of the status of a run this process does not hold.
+_ENDS: dict[int, int] = {
+    event_pb2.EVENT_KIND_RUN_COMPLETED: run_pb2.RUN_STATUS_SUCCEEDED,
+    event_pb2.EVENT_KIND_RUN_FAILED: run_pb2.RUN_STATUS_FAILED,
+    event_pb2.EVENT_KIND_RUN_CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
+}
+_MINE_KEPT = 4096
+"""This process's latest commits, remembered to tell their notices from other replicas'."""
 APPEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 """Seconds, for the durable-append histogram."""
 LAG_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
@@ -66,6 +74,35 @@ class RunTally:
         else:
             self._active[run.run_id] = (run.status, run.health)
 
+    def follow(self, run_id: str, events: Sequence[StoredEvent], open_decisions: int) -> None:
+        """Moves the tally by another replica's events of a run whose state is not at hand
+        (with `open_decisions` before them), as the run's fold moves its status and health."""
+        known = self._active.get(run_id)
+        status, health = known if known is not None else (None, 0)
+        for event in events:
+            kind = event.kind
+            if kind == event_pb2.EVENT_KIND_RUN_CREATED:
+                status, health = run_pb2.RUN_STATUS_PENDING, 0
+            elif kind in _ENDS:
+                status = _ENDS[kind]
+            elif kind == event_pb2.EVENT_KIND_RUN_STATUS_CHANGED:
+                status = event_pb2.RunEvent.FromString(event.data).run_status_changed.status
+            elif kind == event_pb2.EVENT_KIND_HEALTH_CHANGED:
+                health = event_pb2.RunEvent.FromString(event.data).health_changed.health
+            else:
+                if status == run_pb2.RUN_STATUS_PENDING:  # its first event starts it
+                    status = run_pb2.RUN_STATUS_RUNNING
+                if kind == event_pb2.EVENT_KIND_DECISION_REQUESTED:
+                    open_decisions += 1
+                    if status == run_pb2.RUN_STATUS_RUNNING:
+                        status = run_pb2.RUN_STATUS_WAITING_FOR_INPUT
+                elif kind == event_pb2.EVENT_KIND_DECISION_RESOLVED:
+                    open_decisions -= 1
+            if status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and open_decisions <= 0:
+                status = run_pb2.RUN_STATUS_RUNNING
+        if status is not None and (status, health) != known:
+            self.update(run_pb2.Run(run_id=run_id, status=status, health=health))  # type: ignore[arg-type]
+
     def by_status(self) -> dict[int, int]:
         return {status: n for status, n in self._counts.copy().items() if n}
 
@@ -97,6 +134,8 @@ class Telemetry:
         self.watcher_lag = Buckets(LAG_BUCKETS)
         self.store_errors_total = 0
         self._open_decisions: dict[tuple[str, str], float] = {}  # -> requested, epoch seconds
+        self._open_by_run: Counter[str] = Counter()
+        self._mine: dict[tuple[str, int], None] = {}  # (run, last seq) of commits made here
         if metrics is not None:
             metrics.attach(self)
 
@@ -124,6 +163,10 @@ class Telemetry:
         for event in events:
             by_kind[event.kind] = by_kind.get(event.kind, 0) + 1
         self.runs.update(run)
+        mine = self._mine
+        mine[(run.run_id, run.last_seq)] = None
+        if len(mine) > _MINE_KEPT:
+            del mine[next(iter(mine))]
         tracer = self.tracer
         wanted = tracer.kinds if tracer is not None else _DECISION_KINDS
         decoded = [
@@ -135,14 +178,36 @@ class Telemetry:
             if message.HasField("decision_requested") or message.HasField("decision_resolved"):
                 self._decision(run.run_id, message)
 
-    def _decision(self, run_id: str, event: event_pb2.RunEvent) -> None:
+    def committed_elsewhere(
+        self, run_id: str, events: Sequence[StoredEvent], run: run_pb2.Run | None
+    ) -> None:
+        """Another replica's commit (the DeliveryObserver's): runs by status and open
+        decisions are the whole store's, so they move with it; what the commit cost, and
+        the time its decision took to answer, are that replica's figures."""
+        if run is not None:
+            self.runs.update(run)
+        else:
+            commit = (run_id, events[-1].seq) if events else None
+            if commit in self._mine:  # this process's own, back as a notice of a run it let go
+                del self._mine[commit]
+                return
+            self.runs.follow(run_id, events, self._open_by_run[run_id])
+        for event in events:
+            if event.kind in _DECISION_KINDS:
+                self._decision(run_id, event_pb2.RunEvent.FromString(event.data), answered=False)
+
+    def _decision(self, run_id: str, event: event_pb2.RunEvent, *, answered: bool = True) -> None:
         when = event.event_time.ToNanoseconds() / 1e9
         if event.HasField("decision_requested"):
-            self._open_decisions[(run_id, event.decision_requested.decision_id)] = when
+            self._opened(run_id, event.decision_requested.decision_id, when)
             return
         resolved = event.decision_resolved
         asked = self._open_decisions.pop((run_id, resolved.decision_id), None)
-        if asked is not None and self.metrics is not None:
+        if asked is not None:
+            self._open_by_run[run_id] -= 1
+            if not self._open_by_run[run_id]:
+                del self._open_by_run[run_id]
+        if answered and asked is not None and self.metrics is not None:
             outcome = event_pb2.DecisionOutcome.Name(resolved.outcome)
             self.metrics.decision_answer.labels(
                 outcome.removeprefix("DECISION_OUTCOME_").lower()
@@ -150,7 +215,12 @@ class Telemetry:
 
     def decision_open(self, run_id: str, decision_id: str, asked: datetime) -> None:
         """Registers a decision found open at start."""
-        self._open_decisions.setdefault((run_id, decision_id), asked.timestamp())
+        self._opened(run_id, decision_id, asked.timestamp())
+
+    def _opened(self, run_id: str, decision_id: str, when: float) -> None:
+        if (run_id, decision_id) not in self._open_decisions:
+            self._open_decisions[(run_id, decision_id)] = when
+            self._open_by_run[run_id] += 1
 
     def store_failed(self, operation: str) -> None:
         self.store_errors_total += 1

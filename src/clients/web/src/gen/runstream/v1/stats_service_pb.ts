@@ -82,7 +82,8 @@ export type ServerStats = Message<"runstream.v1.ServerStats"> & {
 
   /**
    * The runs in the store by status, each status with a count above zero once; counted at
-   * start and kept current with every commit this replica makes.
+   * start and kept current with every commit to the store (with several replicas on Redis,
+   * theirs too: every replica reports the same counts).
    *
    * @generated from field: repeated runstream.v1.RunStatusCount runs_by_status = 4;
    */

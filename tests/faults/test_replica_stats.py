@@ -1,0 +1,128 @@
+"""GetStats on replicas: the runs by status and the open decisions are the store's.
+
+Two in-process replicas on one real redis-server. Each counts the stored runs at start and
+then moves its figures with every commit, its own and, through their notices, the other
+replica's: a run B creates, starts and ends, and a question asked on A and answered on B,
+show the same on both. (Each used to move only with its own commits: A counted a question
+answered on B as open for ever, and kept runs another replica ended as running.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from runstream.v1 import (
+    decision_service_pb2,
+    decision_service_pb2_grpc,
+    event_pb2,
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2,
+    run_service_pb2_grpc,
+    stats_service_pb2,
+    stats_service_pb2_grpc,
+)
+
+from tests.clients.support import question
+from tests.conftest import RedisProcess, redis_store_url, serving_on
+
+
+@dataclass
+class Replica:
+    runs: run_service_pb2_grpc.RunServiceStub
+    report: report_service_pb2_grpc.ReportServiceStub
+    decisions: decision_service_pb2_grpc.DecisionServiceStub
+    stats: stats_service_pb2_grpc.StatsServiceStub
+    figures: dict[str, object]
+
+    async def read(self) -> None:
+        stats = (await self.stats.GetStats(stats_service_pb2.GetStatsRequest())).stats
+        self.figures.clear()
+        self.figures["runs"] = {
+            run_pb2.RunStatus.Name(c.status).removeprefix("RUN_STATUS_"): c.count
+            for c in stats.runs_by_status
+        }
+        self.figures["open_decisions"] = stats.open_decisions
+
+    async def append(self, run_id: str, *events: event_pb2.RunEvent) -> None:
+        await self.report.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=run_id, events=list(events))
+        )
+
+
+@pytest.fixture
+async def replicas(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[list[Replica]]:
+    url = redis_store_url(redis_server, tmp_path)
+    async with (
+        serving_on(url, tmp_path / "a", grace=None) as a,
+        serving_on(url, tmp_path / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        yield [
+            Replica(
+                run_service_pb2_grpc.RunServiceStub(channel),
+                report_service_pb2_grpc.ReportServiceStub(channel),
+                decision_service_pb2_grpc.DecisionServiceStub(channel),
+                stats_service_pb2_grpc.StatsServiceStub(channel),
+                {},
+            )
+            for channel in (on_a, on_b)
+        ]
+
+
+async def both_show(replicas: list[Replica], expected: dict[str, object]) -> None:
+    async def read_all() -> bool:
+        for replica in replicas:
+            await replica.read()
+        return all(r.figures == expected for r in replicas)
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await read_all():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"expected {expected}, got {[r.figures for r in replicas]}")
+        await asyncio.sleep(0.05)
+
+
+async def test_runs_by_status_and_open_decisions_follow_the_other_replicas_commits(
+    replicas: list[Replica],
+) -> None:
+    a, b = replicas
+    created = run_service_pb2.CreateRunRequest(workflow="stats")
+    held = (await b.runs.CreateRun(created)).run.run_id  # A holds it: a watcher there
+    free = (await b.runs.CreateRun(created)).run.run_id  # only B touches it
+    pending = (await b.runs.CreateRun(created)).run.run_id
+    watch = a.runs.WatchRun(run_service_pb2.WatchRunRequest(run_id=held))
+    try:
+        await watch.read()
+        started = event_pb2.RunEvent(run_started=event_pb2.RunStarted())
+        for run_id in (held, free):
+            await b.append(run_id, started)
+        await both_show(replicas, {"runs": {"PENDING": 1, "RUNNING": 2}, "open_decisions": 0})
+
+        await a.report.AppendEvents(question(held, "d1"))  # asked on A, answered on B
+        await b.report.AppendEvents(question(free, "d2"))
+        waiting = {"PENDING": 1, "WAITING_FOR_INPUT": 2}
+        await both_show(replicas, {"runs": waiting, "open_decisions": 2})
+        for run_id, decision_id in ((held, "d1"), (free, "d2")):
+            await b.decisions.SubmitDecision(
+                decision_service_pb2.SubmitDecisionRequest(
+                    run_id=run_id, decision_id=decision_id, choice="a"
+                )
+            )
+        await both_show(replicas, {"runs": {"PENDING": 1, "RUNNING": 2}, "open_decisions": 0})
+
+        done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted(summary="done"))
+        await b.append(held, done)
+        await b.runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=free, reason="enough"))
+        await b.report.AppendEvents(question(pending, "d3"))  # starts it, and it waits
+        ended = {"WAITING_FOR_INPUT": 1, "SUCCEEDED": 1, "CANCELLED": 1}
+        await both_show(replicas, {"runs": ended, "open_decisions": 1})
+    finally:
+        watch.cancel()
