@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis.asyncio
 from google.protobuf import duration_pb2
@@ -35,12 +36,13 @@ from runstream_server.domain.following import Notices
 from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.runs import RunManager
 from runstream_server.domain.state import RunState
+from runstream_server.errors import Unavailable
 from runstream_server.store.base import CommitNotice, Notice
 from runstream_server.store.redis_notices import commits_channel
 from runstream_server.store.redis_url import parse_url
 
 from tests.clients.support import eventually
-from tests.conftest import RedisProcess, redis_store_url, replica_channels
+from tests.conftest import RedisProcess, redis_store_url, replica_channels, serving_on
 
 
 async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_after_it(
@@ -264,3 +266,38 @@ async def test_other_replicas_commits_do_not_wait_for_the_scan_of_stored_deadlin
         response = await asyncio.wait_for(anext(aiter(watch)), 5)
         assert [e.seq for e in response.events] == [2]
         watch.cancel()
+
+
+async def test_a_commit_not_applied_while_the_store_is_out_of_reach_is_one_warning(
+    redis_server: RedisProcess,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """B follows A's commits and cannot read the run from the store at that moment (Redis
+    went away): one WARNING, as the rest of an outage is logged, not an ERROR with a
+    traceback that alerting would page someone for (found in review)."""
+    url = redis_store_url(redis_server, tmp_path)
+    async with (
+        serving_on(url, tmp_path / "a", grace=None) as a,
+        serving_on(url, tmp_path / "b", grace=None) as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        listing = run_service_pb2_grpc.RunServiceStub(on_b).WatchRuns(rs.WatchRunsRequest())
+        await anext(aiter(listing))  # B shows runs live: it loads a run A commits to
+        assert b._store is not None
+
+        async def unreachable(run_id: str) -> Any:
+            raise Unavailable("the Redis store is unreachable (ConnectionError)")
+
+        monkeypatch.setattr(b._store, "load_run", unreachable)
+        with caplog.at_level(logging.WARNING, "runstream.runs"):
+            await run_service_pb2_grpc.RunServiceStub(on_a).CreateRun(
+                rs.CreateRunRequest(workflow="outage")
+            )
+            await eventually(lambda: "was not applied" in caplog.text)
+        listing.cancel()
+    told = [r for r in caplog.records if "another replica's commit" in r.getMessage()]
+    assert told and all(r.levelno == logging.WARNING and not r.exc_info for r in told)
+    assert "unreachable" in told[0].getMessage()

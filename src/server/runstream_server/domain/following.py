@@ -22,7 +22,7 @@ from typing import Any
 from runstream_server.domain.hub import RunsHub
 from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.state import RunState
-from runstream_server.errors import NotFound
+from runstream_server.errors import NotFound, Unavailable
 from runstream_server.store.base import (
     CommitNotice,
     EventStore,
@@ -91,6 +91,8 @@ class Notices:
                     await self._ledger.learn_purge(notice.run_id)
                 else:
                     await self._apply(notice)
+            except Unavailable as exc:  # the store is out of reach, which it logs itself
+                log.warning("another replica's commit was not applied (%s); it resyncs on use", exc)
             except Exception:
                 log.exception("applying another replica's commit failed; it resyncs on use")
 
