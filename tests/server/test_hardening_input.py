@@ -730,3 +730,29 @@ def test_a_traceback_keeps_its_lines_under_an_escaped_first_line() -> None:
     assert first.endswith("runstream.api: unexpected error in a\\nb [run_id=abc\\r\\nforged]")
     assert traceback[0] == "Traceback (most recent call last):"
     assert traceback[-1] == "ValueError: boom"
+
+
+async def test_a_refusal_that_repeats_long_input_still_reaches_the_client(stubs: Any) -> None:
+    """A wrong choice among 100 long options, an unreadable filter of 3,000 'é': the
+    message repeated them whole, gRPC percent-encodes each byte outside ASCII in three
+    characters, and the client refused the trailer (RESOURCE_EXHAUSTED "received metadata
+    size exceeds") in place of the status, now and then or always. It is cut, keeping the
+    field it names (found in review)."""
+    run = await create_run(stubs)
+    options = [ev.DecisionOption(value=f"{n:03}" + "é" * 125) for n in range(100)]
+    asked = ev.DecisionRequested(decision_id="d", prompt="which?", options=options)
+    await append(stubs, run.run_id, ev.RunEvent(decision_requested=asked))
+    decisions = ds_grpc.DecisionServiceStub(stubs.channel)
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await decisions.SubmitDecision(
+                ds.SubmitDecisionRequest(run_id=run.run_id, decision_id="d", choice="typo")
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = refused.value.details() or ""
+        assert details.startswith("choice: 'typo' is not one of the options '000éé")
+        assert details.endswith("more characters)")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stubs.runs.ListRuns(rs.ListRunsRequest(filter="é" * 3000))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith("filter: ")

@@ -37,7 +37,28 @@ from runstream_server.errors import RunstreamError, ShuttingDown
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
 
-__all__ = ["UNPROCESSED_HEADER", "ErrorInterceptor", "RejectionLog"]
+__all__ = ["MAX_STATUS_BYTES", "UNPROCESSED_HEADER", "ErrorInterceptor", "RejectionLog", "fitted"]
+
+MAX_STATUS_BYTES = 1024
+"""The most a status message takes in its trailer. gRPC percent-encodes every byte outside
+printable ASCII (three characters each), and grpcio clients refuse trailers past 8 KiB now
+and then and past 16 KiB always, answering RESOURCE_EXHAUSTED "received metadata size
+exceeds" in place of the status. A message that repeats what the client sent (an unreadable
+filter, the options of a decision, a dependency cycle) is cut to this, keeping its start,
+which names the field."""
+
+
+def fitted(message: str) -> str:
+    """`message`, cut to :data:`MAX_STATUS_BYTES` as sent, with how much was left out."""
+    if message.isascii() and len(message) <= MAX_STATUS_BYTES // 3:
+        return message
+    size = 0
+    for i, char in enumerate(message):
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode(errors="replace"))
+        if size > MAX_STATUS_BYTES:
+            return f"{message[:i]}... ({len(message) - i} more characters)"
+    return message
+
 
 UNPROCESSED_HEADER = "x-runstream-unprocessed"
 """Sent with a unary call's UNAVAILABLE when the server refused it, shutting down, before
@@ -136,7 +157,7 @@ def _status_details(code: grpc.StatusCode, ex: RunstreamError) -> tuple[tuple[st
     info.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=ex.message, details=[detail])
+    status = status_pb2.Status(code=code.value[0], message=fitted(ex.message), details=[detail])
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
@@ -192,7 +213,7 @@ class ErrorInterceptor(HandlerRewriter):
             trailers: tuple[tuple[str, str | bytes], ...] = _status_details(code, ex)
             if unprocessed:
                 trailers += ((UNPROCESSED_HEADER, "shutting-down"),)
-            await context.abort(code, ex.message, trailing_metadata=trailers)
+            await context.abort(code, fitted(ex.message), trailing_metadata=trailers)
         if context.code() is None:
             log.exception("unexpected error in %s", method_name, exc_info=ex)
             message = "internal error; see server logs"

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import RejectionLog
+from runstream_server.api.errors import RejectionLog, fitted
 from runstream_server.api.handlers import (
     Behavior,
     Handler,
@@ -134,7 +134,7 @@ class AuthInterceptor(HandlerRewriter):
         """Ends a refused call, logged with the server's other rejections. Logged here, not
         as the verdict is reached, so that the line carries the call's request context."""
         self._rejections.note(method, refusal.code.name, refusal.reason, refusal.caller)
-        await context.abort(refusal.code, refusal.reason)
+        await context.abort(refusal.code, fitted(refusal.reason))
 
     async def intercept_service(
         self,
