@@ -1,9 +1,11 @@
 """The one sink for what the server observes about itself.
 
-Hooks call it from three places: the store boundary (every durable commit: events by kind,
+Hooks call it from four places: the store boundary (every durable commit: events by kind,
 append latency, run status and health, decisions opened and answered, store errors), the run
-manager's delivery loop (events delivered, watcher lag, overflows) and the request interceptor
-(streams open, requests by method and code). It always keeps the few figures GetStats reports
+manager's delivery loop (events delivered, watcher lag, overflows), the notices of other
+replicas' commits (run status and health, decisions opened and answered: the store's
+figures, whoever committed) and the request interceptor (streams open, requests by method
+and code). It always keeps the few figures GetStats reports
 (plain integers and one-minute windows, cheap enough to leave on), and forwards to Prometheus
 metrics and the run tracer only when those are enabled.
 """
