@@ -248,17 +248,26 @@ async def serving_on(
 
 
 @contextlib.asynccontextmanager
-async def replica_channels(
+async def replicas_serving(
     store_url: str, directory: Path, **fields: object
-) -> AsyncIterator[tuple[grpc.aio.Channel, grpc.aio.Channel]]:
+) -> AsyncIterator[tuple[tuple[RunstreamServer, grpc.aio.Channel], ...]]:
     """Two in-process replicas on the shared store `store_url` (other ServerConfig `fields`
-    as given; stopped at once on the way out), and a channel to each."""
+    as given; stopped at once on the way out), each with a channel to it."""
     async with (
         serving_on(store_url, directory / "a", grace=None, **fields) as a,
         serving_on(store_url, directory / "b", grace=None, **fields) as b,
         grpc.aio.insecure_channel(a.target) as on_a,
         grpc.aio.insecure_channel(b.target) as on_b,
     ):
+        yield (a, on_a), (b, on_b)
+
+
+@contextlib.asynccontextmanager
+async def replica_channels(
+    store_url: str, directory: Path, **fields: object
+) -> AsyncIterator[tuple[grpc.aio.Channel, grpc.aio.Channel]]:
+    """Two in-process replicas on the shared store `store_url`, and a channel to each."""
+    async with replicas_serving(store_url, directory, **fields) as ((_, on_a), (_, on_b)):
         yield on_a, on_b
 
 

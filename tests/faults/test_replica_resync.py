@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import redis.asyncio
 from google.protobuf import duration_pb2
@@ -42,7 +41,7 @@ from runstream_server.store.redis_notices import commits_channel
 from runstream_server.store.redis_url import parse_url
 
 from tests.clients.support import eventually
-from tests.conftest import RedisProcess, redis_store_url, replica_channels, serving_on
+from tests.conftest import RedisProcess, redis_store_url, replica_channels, replicas_serving
 
 
 async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_after_it(
@@ -278,12 +277,7 @@ async def test_a_commit_not_applied_while_the_store_is_out_of_reach_is_one_warni
     went away): one WARNING, as the rest of an outage is logged, not an ERROR with a
     traceback that alerting would page someone for (found in review)."""
     url = redis_store_url(redis_server, tmp_path)
-    async with (
-        serving_on(url, tmp_path / "a", grace=None) as a,
-        serving_on(url, tmp_path / "b", grace=None) as b,
-        grpc.aio.insecure_channel(a.target) as on_a,
-        grpc.aio.insecure_channel(b.target) as on_b,
-    ):
+    async with replicas_serving(url, tmp_path) as ((_, on_a), (b, on_b)):
         listing = run_service_pb2_grpc.RunServiceStub(on_b).WatchRuns(rs.WatchRunsRequest())
         await anext(aiter(listing))  # B shows runs live: it loads a run A commits to
         assert b._store is not None

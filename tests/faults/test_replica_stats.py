@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from runstream.v1 import (
     decision_service_pb2,
@@ -30,7 +29,7 @@ from runstream.v1 import (
 )
 
 from tests.clients.support import question
-from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.conftest import RedisProcess, redis_store_url, replicas_serving
 
 
 @dataclass
@@ -59,12 +58,7 @@ class Replica:
 @pytest.fixture
 async def replicas(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[list[Replica]]:
     url = redis_store_url(redis_server, tmp_path)
-    async with (
-        serving_on(url, tmp_path / "a", grace=None) as a,
-        serving_on(url, tmp_path / "b", grace=None) as b,
-        grpc.aio.insecure_channel(a.target) as on_a,
-        grpc.aio.insecure_channel(b.target) as on_b,
-    ):
+    async with replicas_serving(url, tmp_path) as ((_, on_a), (_, on_b)):
         yield [
             Replica(
                 run_service_pb2_grpc.RunServiceStub(channel),

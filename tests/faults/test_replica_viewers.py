@@ -22,7 +22,7 @@ from runstream_server.errors import Unavailable
 from runstream_server.store.base import CommitNotice, Notice
 
 from tests.clients.support import eventually, until
-from tests.conftest import RedisProcess, ServerProcess, redis_store_url, serving_on
+from tests.conftest import RedisProcess, ServerProcess, redis_store_url, replicas_serving
 
 
 @pytest.fixture
@@ -170,12 +170,7 @@ async def test_a_count_read_while_the_run_ends_here_does_not_send_its_older_stat
             on_notice(self, notice)
 
     monkeypatch.setattr(Notices, "on_notice", counts_only)
-    async with (
-        serving_on(url, tmp_path / "a", grace=None) as a,
-        serving_on(url, tmp_path / "b", grace=None) as b,
-        grpc.aio.insecure_channel(a.target) as channel_a,
-        grpc.aio.insecure_channel(b.target) as channel_b,
-    ):
+    async with replicas_serving(url, tmp_path) as ((_, channel_a), (b, channel_b)):
         on_a = run_service_pb2_grpc.RunServiceStub(channel_a)
         on_b = run_service_pb2_grpc.RunServiceStub(channel_b)
         run_id = (await on_a.CreateRun(rs.CreateRunRequest(workflow="race"))).run.run_id
@@ -223,12 +218,7 @@ async def test_counts_are_read_again_after_the_store_failed_a_read(
     monkeypatch.setattr(viewers, "REREAD_INTERVAL", 0.2)
     monkeypatch.setattr(Notices, "on_notice", lambda self, notice: None)
     url = redis_store_url(redis_server, tmp_path)
-    async with (
-        serving_on(url, tmp_path / "a", grace=None) as a,
-        serving_on(url, tmp_path / "b", grace=None) as b,
-        grpc.aio.insecure_channel(a.target) as channel_a,
-        grpc.aio.insecure_channel(b.target) as channel_b,
-    ):
+    async with replicas_serving(url, tmp_path) as ((a, channel_a), (_, channel_b)):
         on_a = run_service_pb2_grpc.RunServiceStub(channel_a)
         on_b = run_service_pb2_grpc.RunServiceStub(channel_b)
         run_id = (await on_b.CreateRun(rs.CreateRunRequest(workflow="reread"))).run.run_id

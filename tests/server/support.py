@@ -45,6 +45,13 @@ def custom(n: int, key: str | None = None) -> event_pb2.RunEvent:
     return event
 
 
+def keyless(n: int) -> event_pb2.RunEvent:
+    """A custom event without an idempotency key: the server cannot tell it from a new one."""
+    event = custom(n)
+    event.ClearField("idempotency_key")
+    return event
+
+
 async def watch_all(stubs: Any, run_id: str, **fields: Any) -> list[Any]:
     """Every response of a WatchRun stream that ends by itself."""
     request = run_service_pb2.WatchRunRequest(run_id=run_id, **fields)

@@ -48,7 +48,7 @@ from tests.identity import (
     start_server,
     unsigned_token,
 )
-from tests.server.support import custom
+from tests.server.support import custom, keyless
 
 SERVICES = [
     d.services_by_name[name]
@@ -547,11 +547,6 @@ async def test_a_report_stream_whose_token_expires_during_a_commit_acknowledges_
     monkeypatch.setattr(store, "append", held)
     expires = int(time.time()) + 2
     auth = [("authorization", f"Bearer {keys.token(['producer'], exp=expires)}")]
-
-    def keyless(n: int) -> Any:
-        event = custom(n)
-        event.ClearField("idempotency_key")
-        return event
 
     async with grpc.aio.insecure_channel(secured.target) as channel:
         runs = run_service_pb2_grpc.RunServiceStub(channel)

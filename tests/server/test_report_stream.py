@@ -8,8 +8,8 @@ from typing import Any
 
 import grpc
 import pytest
-from runstream.v1 import event_pb2, run_pb2
 from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.api.report_service import _drained
 from runstream_server.app import RunstreamServer
@@ -17,7 +17,7 @@ from runstream_server.domain.commits import ControlSignal, Mailbox, Signal
 from runstream_server.errors import NothingStored, Unavailable
 from runstream_server.store.base import StoredEvent
 
-from tests.server.support import append, create_run, custom, ev
+from tests.server.support import append, create_run, custom, ev, keyless
 
 
 async def test_batches_are_acked_in_order_with_their_seqs(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -318,11 +318,6 @@ async def test_batches_committed_together_are_written_again_only_if_nothing_was_
 
     monkeypatch.setattr(store, "append", refusing)
 
-    def keyless(n: int) -> event_pb2.RunEvent:
-        event = custom(n)
-        event.ClearField("idempotency_key")
-        return event
-
     async def batches():  # type: ignore[no-untyped-def]
         yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[keyless(1)])
         for b in range(2, 21):
@@ -382,11 +377,6 @@ async def test_a_batch_committed_as_the_server_begins_to_stop_is_acknowledged_fi
         await original(run_id, events, snapshot, expected_seq=expected_seq)
 
     monkeypatch.setattr(store, "append", held)
-
-    def keyless(n: int) -> event_pb2.RunEvent:
-        event = custom(n)
-        event.ClearField("idempotency_key")
-        return event
 
     call = stubs.report.Report()
     await call.write(rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[keyless(1)]))
