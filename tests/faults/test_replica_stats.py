@@ -27,13 +27,18 @@ from runstream.v1 import (
     stats_service_pb2,
     stats_service_pb2_grpc,
 )
+from runstream_server.app import RunstreamServer
+from runstream_server.observability.telemetry import Telemetry
+from runstream_server.store.base import StoredEvent
 
 from tests.clients.support import question
 from tests.conftest import RedisProcess, redis_store_url, replicas_serving
+from tests.server.support import scrape, value
 
 
 @dataclass
 class Replica:
+    server: RunstreamServer
     runs: run_service_pb2_grpc.RunServiceStub
     report: report_service_pb2_grpc.ReportServiceStub
     decisions: decision_service_pb2_grpc.DecisionServiceStub
@@ -48,6 +53,8 @@ class Replica:
             for c in stats.runs_by_status
         }
         self.figures["open_decisions"] = stats.open_decisions
+        samples = await scrape(self.server)
+        self.figures["healthy"] = value(samples, "runstream_active_runs", health="healthy")
 
     async def append(self, run_id: str, *events: event_pb2.RunEvent) -> None:
         await self.report.AppendEvents(
@@ -58,16 +65,18 @@ class Replica:
 @pytest.fixture
 async def replicas(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[list[Replica]]:
     url = redis_store_url(redis_server, tmp_path)
-    async with replicas_serving(url, tmp_path) as ((_, on_a), (_, on_b)):
+    metrics = "127.0.0.1:0"
+    async with replicas_serving(url, tmp_path, metrics_address=metrics) as replicas:
         yield [
             Replica(
+                server,
                 run_service_pb2_grpc.RunServiceStub(channel),
                 report_service_pb2_grpc.ReportServiceStub(channel),
                 decision_service_pb2_grpc.DecisionServiceStub(channel),
                 stats_service_pb2_grpc.StatsServiceStub(channel),
                 {},
             )
-            for channel in (on_a, on_b)
+            for server, channel in replicas
         ]
 
 
@@ -98,25 +107,62 @@ async def test_runs_by_status_and_open_decisions_follow_the_other_replicas_commi
         started = event_pb2.RunEvent(run_started=event_pb2.RunStarted())
         for run_id in (held, free):
             await b.append(run_id, started)
-        await both_show(replicas, {"runs": {"PENDING": 1, "RUNNING": 2}, "open_decisions": 0})
+        running = {"runs": {"PENDING": 1, "RUNNING": 2}, "open_decisions": 0, "healthy": 2}
+        await both_show(replicas, running)
 
         await a.report.AppendEvents(question(held, "d1"))  # asked on A, answered on B
         await b.report.AppendEvents(question(free, "d2"))
         waiting = {"PENDING": 1, "WAITING_FOR_INPUT": 2}
-        await both_show(replicas, {"runs": waiting, "open_decisions": 2})
+        await both_show(replicas, {"runs": waiting, "open_decisions": 2, "healthy": 2})
         for run_id, decision_id in ((held, "d1"), (free, "d2")):
             await b.decisions.SubmitDecision(
                 decision_service_pb2.SubmitDecisionRequest(
                     run_id=run_id, decision_id=decision_id, choice="a"
                 )
             )
-        await both_show(replicas, {"runs": {"PENDING": 1, "RUNNING": 2}, "open_decisions": 0})
+        await both_show(replicas, running)
 
         done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted(summary="done"))
         await b.append(held, done)
         await b.runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=free, reason="enough"))
         await b.report.AppendEvents(question(pending, "d3"))  # starts it, and it waits
         ended = {"WAITING_FOR_INPUT": 1, "SUCCEEDED": 1, "CANCELLED": 1}
-        await both_show(replicas, {"runs": ended, "open_decisions": 1})
+        await both_show(replicas, {"runs": ended, "open_decisions": 1, "healthy": 1})
     finally:
         watch.cancel()
+
+
+def _stored(seq: int, event: event_pb2.RunEvent) -> StoredEvent:
+    kind = event_pb2.RunEvent.DESCRIPTOR.fields_by_name[event.WhichOneof("payload")].number
+    return StoredEvent(seq, kind, "", event.SerializeToString())
+
+
+def test_a_commit_told_twice_or_made_here_is_counted_once() -> None:
+    """A notice may come twice, and a process's own notices come back to it (applied as
+    another replica's when it no longer holds the run): each commit moves the figures once.
+    (An ended run told twice was counted twice, found in review of the change.)"""
+    telemetry = Telemetry()
+    asked = event_pb2.DecisionRequested(decision_id="d", prompt="?")
+    commits = [
+        [_stored(1, event_pb2.RunEvent(run_created=event_pb2.RunCreated(workflow="w")))],
+        [_stored(2, event_pb2.RunEvent(decision_requested=asked))],
+        [
+            _stored(
+                3, event_pb2.RunEvent(decision_resolved=event_pb2.DecisionResolved(decision_id="d"))
+            ),
+            _stored(4, event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())),
+        ],
+    ]
+    for events in commits:
+        for _ in range(2):
+            telemetry.committed_elsewhere("elsewhere", events, None)
+        assert telemetry.open_decision_count() == (1 if events[0].seq == 2 else 0)
+    assert telemetry.runs.by_status() == {run_pb2.RUN_STATUS_SUCCEEDED: 1}
+    started = [_stored(2, event_pb2.RunEvent(run_started=event_pb2.RunStarted()))]
+    mine = run_pb2.Run(run_id="here", status=run_pb2.RUN_STATUS_RUNNING, last_seq=2)
+    telemetry.committed(mine, started, 0.001)
+    telemetry.committed_elsewhere("here", started, None)  # its own notice, come back
+    assert telemetry.runs.by_status() == {
+        run_pb2.RUN_STATUS_SUCCEEDED: 1,
+        run_pb2.RUN_STATUS_RUNNING: 1,
+    }

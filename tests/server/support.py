@@ -3,12 +3,15 @@ they check."""
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+from prometheus_client.parser import text_string_to_metric_families
 from runstream._auth import auth_interceptors
 from runstream.v1 import (
     event_pb2,
@@ -18,6 +21,7 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 from runstream.v1 import report_service_pb2 as rp
+from runstream_server.app import RunstreamServer
 
 ev = event_pb2
 
@@ -94,3 +98,26 @@ async def refused(stream: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await opened(stream)
     return info.value
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape_blocking(port: int) -> tuple[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.headers.get("Content-Type", ""), response.read().decode()
+
+
+async def scrape(server: RunstreamServer) -> Samples:
+    """Every sample on /metrics, parsed with the Prometheus text-format parser."""
+    content_type, text = await asyncio.to_thread(scrape_blocking, server.metrics_port)
+    assert content_type.startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -15,16 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 import runstream
-from prometheus_client.parser import text_string_to_metric_families
 from runstream import DecisionState, RunStatus
 from runstream.v1 import run_service_pb2
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
 from tests.conftest import free_port
-from tests.server.support import ev
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from tests.server.support import ev, scrape, scrape_blocking, value
 
 
 @pytest.fixture
@@ -40,26 +36,6 @@ async def server(tmp_path: Path) -> AsyncIterator[RunstreamServer]:
         yield srv
     finally:
         await srv.stop(grace=0.5)
-
-
-def _scrape_blocking(port: int) -> tuple[str, str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        return response.headers.get("Content-Type", ""), response.read().decode()
-
-
-async def scrape(server: RunstreamServer) -> Samples:
-    """Every sample on /metrics, parsed with the Prometheus text-format parser."""
-    content_type, text = await asyncio.to_thread(_scrape_blocking, server.metrics_port)
-    assert content_type.startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def test_counters_and_histograms_move_by_what_a_run_did(server: RunstreamServer) -> None:
@@ -336,7 +312,7 @@ async def test_a_port_alone_serves_every_interface_and_is_logged_as_such(
         await server.start()
     try:
         assert f"metrics on http://0.0.0.0:{port}/metrics" in caplog.messages
-        content_type, _ = await asyncio.to_thread(_scrape_blocking, port)
+        content_type, _ = await asyncio.to_thread(scrape_blocking, port)
         assert content_type.startswith("text/plain")
     finally:
         await server.stop(grace=0.5)

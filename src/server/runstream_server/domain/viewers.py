@@ -53,6 +53,8 @@ class ViewerCounts:
         self._summary = summary
         self._elsewhere: dict[str, int] = {}
         """Other replicas' watchers per run, as last read (runs with none are left out)."""
+        self._unsent: set[str] = set()
+        """Runs whose changed count a store error kept from WatchRuns: sent at the next read."""
 
     def total(self, run_id: str) -> int:
         """This process's watchers of the run now, plus the other replicas' as last read."""
@@ -71,21 +73,25 @@ class ViewerCounts:
         if not self._runs_hub.active:  # nothing shows counts live; reads ask the store
             for run_id in run_ids:
                 self._elsewhere.pop(run_id, None)
+                self._unsent.discard(run_id)
             return
         before = {run_id: self.total(run_id) for run_id in run_ids}
-        kept = {run_id: self._elsewhere.get(run_id, 0) for run_id in run_ids}
         after = list((await self.read(run_ids)).items())
-        for i, (run_id, count) in enumerate(after):
-            if count == before[run_id] or not self._runs_hub.active:
-                continue
+        changed = [
+            (run_id, count)
+            for run_id, count in after
+            if count != before[run_id] or run_id in self._unsent
+        ]
+        for i, (run_id, count) in enumerate(changed):
+            if not self._runs_hub.active:
+                return
             try:
                 run = await self._latest(run_id)
             except Exception:
-                # Not sent (the store failed): the counts kept stay the ones sent, so that
-                # the next read finds the changes again and sends them then.
-                for unsent, _ in after[i:]:
-                    self._keep(unsent, kept[unsent])
+                # Not sent (the store failed): read and sent again at the next interval.
+                self._unsent.update(unsent for unsent, _ in changed[i:])
                 raise
+            self._unsent.discard(run_id)
             if run is not None:
                 self._runs_hub.publish(self._summary(run, count))
 
@@ -111,8 +117,8 @@ class ViewerCounts:
         the store fails is tried again at the next interval."""
         while True:
             await asyncio.sleep(REREAD_INTERVAL)
-            if self._elsewhere:
+            if self._elsewhere or self._unsent:
                 try:
-                    await self.changed_elsewhere(list(self._elsewhere))
+                    await self.changed_elsewhere(list(self._elsewhere.keys() | self._unsent))
                 except RunstreamError as exc:  # the store is unreachable: it says so itself
                     log.debug("viewer counts not read again: %s", exc)

@@ -13,7 +13,7 @@ metrics and the run tracer only when those are enabled.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -40,8 +40,9 @@ _ENDS: dict[int, int] = {
     event_pb2.EVENT_KIND_RUN_FAILED: run_pb2.RUN_STATUS_FAILED,
     event_pb2.EVENT_KIND_RUN_CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
 }
-_MINE_KEPT = 4096
-"""This process's latest commits, remembered to tell their notices from other replicas'."""
+_SEEN_KEPT = 10_000
+"""Runs whose last seq this process remembers, to count each commit once: a notice may come
+twice, and this process's own come back to it too."""
 APPEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 """Seconds, for the durable-append histogram."""
 LAG_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
@@ -94,6 +95,8 @@ class RunTally:
             else:
                 if status == run_pb2.RUN_STATUS_PENDING:  # its first event starts it
                     status = run_pb2.RUN_STATUS_RUNNING
+                    if health == run_pb2.RUN_HEALTH_UNSPECIFIED:
+                        health = run_pb2.RUN_HEALTH_HEALTHY
                 if kind == event_pb2.EVENT_KIND_DECISION_REQUESTED:
                     open_decisions += 1
                     if status == run_pb2.RUN_STATUS_RUNNING:
@@ -137,7 +140,7 @@ class Telemetry:
         self.store_errors_total = 0
         self._open_decisions: dict[tuple[str, str], float] = {}  # -> requested, epoch seconds
         self._open_by_run: Counter[str] = Counter()
-        self._mine: dict[tuple[str, int], None] = {}  # (run, last seq) of commits made here
+        self._seen: OrderedDict[str, int] = OrderedDict()  # run -> the last seq counted
         if metrics is not None:
             metrics.attach(self)
 
@@ -165,10 +168,7 @@ class Telemetry:
         for event in events:
             by_kind[event.kind] = by_kind.get(event.kind, 0) + 1
         self.runs.update(run)
-        mine = self._mine
-        mine[(run.run_id, run.last_seq)] = None
-        if len(mine) > _MINE_KEPT:
-            del mine[next(iter(mine))]
+        self._counted(run.run_id, run.last_seq)
         tracer = self.tracer
         wanted = tracer.kinds if tracer is not None else _DECISION_KINDS
         decoded = [
@@ -186,17 +186,25 @@ class Telemetry:
         """Another replica's commit (the DeliveryObserver's): runs by status and open
         decisions are the whole store's, so they move with it; what the commit cost, and
         the time its decision took to answer, are that replica's figures."""
+        counted = self._seen.get(run_id, 0)
+        events = [e for e in events if e.seq > counted]  # not a notice seen, or made, here
+        if not events:
+            return
+        self._counted(run_id, events[-1].seq)
         if run is not None:
             self.runs.update(run)
         else:
-            commit = (run_id, events[-1].seq) if events else None
-            if commit in self._mine:  # this process's own, back as a notice of a run it let go
-                del self._mine[commit]
-                return
             self.runs.follow(run_id, events, self._open_by_run[run_id])
         for event in events:
             if event.kind in _DECISION_KINDS:
                 self._decision(run_id, event_pb2.RunEvent.FromString(event.data), answered=False)
+
+    def _counted(self, run_id: str, last_seq: int) -> None:
+        seen = self._seen
+        seen[run_id] = last_seq
+        seen.move_to_end(run_id)
+        if len(seen) > _SEEN_KEPT:
+            seen.popitem(last=False)
 
     def _decision(self, run_id: str, event: event_pb2.RunEvent, *, answered: bool = True) -> None:
         when = event.event_time.ToNanoseconds() / 1e9
