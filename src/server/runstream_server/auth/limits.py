@@ -45,7 +45,7 @@ from runstream.v1 import run_pb2
 from runstream_server.api.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.auth.principal import Principal, current
 from runstream_server.errors import InvalidArgument, ResourceExhausted
-from runstream_server.store.base import EventStore, RunFilter, Usage
+from runstream_server.store.base import EventStore, RunFilter, Usage, stop_if_cancelled
 
 __all__ = ["LimitInterceptor", "Limits", "RequestCheck", "TokenBucket"]
 
@@ -403,6 +403,7 @@ class LimitInterceptor(HandlerRewriter):
         failing, first = False, True
         self._sharing = True
         while True:
+            stop_if_cancelled()
             if not first:
                 await asyncio.sleep(self._limits.share_interval)
             try:

@@ -33,7 +33,7 @@ from runstream_server.domain.ledger import decode
 from runstream_server.domain.limits import Retention
 from runstream_server.domain.state import RunState
 from runstream_server.errors import Unavailable
-from runstream_server.store.base import EventStore, RunFilter, StoredEvent
+from runstream_server.store.base import EventStore, RunFilter, StoredEvent, stop_if_cancelled
 
 log = logging.getLogger("runstream.monitors")
 Clock = Callable[[], datetime]
@@ -171,6 +171,7 @@ class StallTracker:
         unavailable = False  # the store was down at the last check: said once, not each time
         pause = self.interval
         while True:
+            stop_if_cancelled()  # a Redis call under a check may swallow the stop's cancel
             await asyncio.sleep(pause)
             pause = self.interval  # after a failed pass: try again soon
             started = time.monotonic()
@@ -248,6 +249,7 @@ class RetentionPasses:
 
     async def run_forever(self) -> None:
         while True:
+            stop_if_cancelled()
             try:
                 purged = await self.apply()
                 if purged:

@@ -25,7 +25,7 @@ from runstream.v1 import run_pb2
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.state import RunState
 from runstream_server.errors import RunstreamError
-from runstream_server.store.base import EventStore
+from runstream_server.store.base import EventStore, stop_if_cancelled
 
 log = logging.getLogger("runstream.runs")
 
@@ -116,6 +116,7 @@ class ViewerCounts:
         """Reads the kept counts again every few seconds (a replica may have died); a read
         the store fails is tried again at the next interval."""
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(REREAD_INTERVAL)
             if self._elsewhere or self._unsent:
                 try:
