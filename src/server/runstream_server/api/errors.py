@@ -147,7 +147,9 @@ def _caller_fields(caller: Principal) -> dict[str, str | None]:
     return {"principal": caller.subject, "tenant": caller.tenant or None}
 
 
-def _status_details(code: grpc.StatusCode, ex: RunstreamError) -> tuple[tuple[str, bytes], ...]:
+def _status_details(
+    code: grpc.StatusCode, ex: RunstreamError, message: str
+) -> tuple[tuple[str, bytes], ...]:
     """The ``grpc-status-details-bin`` trailer (a google.rpc.Status) with a RetryInfo when
     the error says when to retry; nothing otherwise."""
     retry_after = getattr(ex, "retry_after", None)
@@ -157,7 +159,7 @@ def _status_details(code: grpc.StatusCode, ex: RunstreamError) -> tuple[tuple[st
     info.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=fitted(ex.message), details=[detail])
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
@@ -210,10 +212,11 @@ class ErrorInterceptor(HandlerRewriter):
         if isinstance(ex, RunstreamError):
             self.rejections.note(method_name, ex.kind.value, ex.message)
             code = grpc.StatusCode[ex.kind.value]
-            trailers: tuple[tuple[str, str | bytes], ...] = _status_details(code, ex)
+            message = fitted(ex.message)
+            trailers: tuple[tuple[str, str | bytes], ...] = _status_details(code, ex, message)
             if unprocessed:
                 trailers += ((UNPROCESSED_HEADER, "shutting-down"),)
-            await context.abort(code, fitted(ex.message), trailing_metadata=trailers)
+            await context.abort(code, message, trailing_metadata=trailers)
         if context.code() is None:
             log.exception("unexpected error in %s", method_name, exc_info=ex)
             message = "internal error; see server logs"

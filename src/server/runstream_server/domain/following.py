@@ -104,11 +104,9 @@ class Notices:
             # Not held here: nothing to fold, but its deadlines must not rest on one replica.
             # This commit's events only: the ones after it come with their own notices.
             events = notice.events or tuple(
-                e
-                for e in await self._store.read_events(
+                await self._store.read_events(
                     run_id, notice.first_seq - 1, notice.last_seq - notice.first_seq + 1
                 )
-                if e.seq <= notice.last_seq
             )
             self._elsewhere(run_id, events)
             if not self._runs_hub.active:

@@ -76,10 +76,9 @@ class ViewerCounts:
                 self._unsent.discard(run_id)
             return
         before = {run_id: self.total(run_id) for run_id in run_ids}
-        after = list((await self.read(run_ids)).items())
         changed = [
             (run_id, count)
-            for run_id, count in after
+            for run_id, count in (await self.read(run_ids)).items()
             if count != before[run_id] or run_id in self._unsent
         ]
         for i, (run_id, count) in enumerate(changed):
