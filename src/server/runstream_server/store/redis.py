@@ -15,7 +15,8 @@ seqs (and, when small, the events) on ``P:commits``, all in one atomic step; wit
 gets :class:`~runstream_server.store.base.HeadMoved` and reloads. Readers of notices compare
 seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event
 (the notices and their one reader per process: :mod:`.redis_notices`; the URL's options:
-:mod:`.redis_url`).
+:mod:`.redis_url`; the connections and the checks at start: :mod:`.redis_connect`; what
+callers get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
@@ -31,20 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.asyncio.cluster import RedisCluster
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists, DataLoss, Unavailable
+from runstream_server.errors import AlreadyExists, Unavailable
 from runstream_server.store.base import (
     HeadMoved,
     HeldKey,
@@ -56,10 +53,11 @@ from runstream_server.store.base import (
     Usage,
     decode_run,
 )
+from runstream_server.store.redis_connect import check_usable, connect, master_client
+from runstream_server.store.redis_errors import unavailable
 from runstream_server.store.redis_index import TERMINAL, RunIndex
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import (
-    PROBE_NOTICE,
     PURGED_NOTICE,
     NoticeFollower,
     notice_channel,
@@ -72,42 +70,9 @@ from runstream_server.store.redis_viewers import ViewerCounts
 __all__ = ["RedisEventStore"]
 
 log = logging.getLogger("runstream.store.redis")
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
 
 NOTICE_DATA_LIMIT = 64 * 1024
 """Notices carry the events themselves up to this many bytes; above, readers fetch them."""
-
-_BLOCKING_POOL: dict[str, Any] = {"max_connections": 128, "timeout": 10}
-"""At most this many connections to one Redis; a call that finds them all busy waits up to
-`timeout` seconds for one (redis-py's default pool refuses it at once, MaxConnectionsError,
-which reached clients as UNAVAILABLE when a thousand calls came at once)."""
-CLUSTER_CONNECTIONS = 1024
-"""Connections to each node of a cluster (its client cannot wait for one: it refuses)."""
-
-
-def _fresh_connections() -> dict[str, Any]:
-    """Pool options under which the pool replaces a connection Redis closed (a restart)
-    before handing it out, instead of sending the next command on it.
-
-    redis-py 8.1's asyncio pools skip that check while maintenance notifications are on,
-    which they are by default over RESP3 (a readable connection may hold a pending notice
-    rather than be dirty), so after a Redis restart each pooled connection failed one call
-    with ConnectionError: UNAVAILABLE to clients of a server already SERVING again (redis-py
-    PR 4260 fixes it upstream). Those notices come from Redis Enterprise and Redis Cloud; a
-    Redis server refuses CLIENT MAINT_NOTIFICATIONS, one refused command per connection.
-
-    Checking before sending rather than retrying after a failure: a command that failed on
-    a broken connection may still have run, and a resent append would be refused as
-    HeadMoved (or a resent create as AlreadyExists) although it was stored, and the ledger
-    would then fold the batch again and store its events without idempotency keys twice.
-    """
-    if "maint_notifications_config" not in inspect.signature(aioredis.ConnectionPool).parameters:
-        return {}  # redis-py before 8.1: its asyncio pools have no such notices, and check
-    from redis.maint_notifications import MaintNotificationsConfig
-
-    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
-
 
 # KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
 # (1/0), number of events, the publish command (PUBLISH, or SPUBLISH on a cluster), then seq,
@@ -158,131 +123,6 @@ redis.call('HSET', KEYS[1], 'snap', ARGV[2])
 redis.call(ARGV[4], ARGV[3], ARGV[5])
 return 1
 """
-
-
-def _unavailable(
-    fn: Callable[_P, Coroutine[Any, Any, _T]],
-) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Maps Redis being unreachable (or loading, or a cluster failing over) to UNAVAILABLE."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        store = args[0]
-        if isinstance(store, RedisEventStore) and store.closed:
-            # Work that outlived the server (a shielded write) must not reopen connections.
-            raise Unavailable("the Redis store is closed; the server is shutting down")
-        try:
-            return await fn(*args, **kwargs)
-        except rex.TimeoutError as exc:
-            # Redis may hold the command and run it when it answers again: say so, since a
-            # change (a pause, a cancel) may then be applied after all.
-            raise Unavailable(
-                "the Redis store is unreachable (TimeoutError: no answer in time); a change it "
-                "already received may still be applied when it answers, so read the run "
-                "before repeating one"
-            ) from exc
-        except (rex.ConnectionError, rex.BusyLoadingError, OSError) as exc:
-            raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
-        except rex.RedisClusterException as exc:
-            raise Unavailable(f"the Redis cluster cannot serve ({type(exc).__name__})") from exc
-        except (rex.AskError, rex.TryAgainError, rex.ClusterError) as exc:
-            # A slot moving or a shard failing over: nothing ran, the client retries. Plain
-            # ClusterError is redis-py giving up on redirections ("TTL exhausted"), as it
-            # does while a run's keys are split between two masters in the middle of a move.
-            raise Unavailable(f"the Redis cluster is moving ({type(exc).__name__})") from exc
-        except rex.ResponseError as exc:
-            reply = _reply(exc)
-            if reply.startswith(("TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "LOADING", "BUSY")):
-                raise Unavailable(f"the Redis store is not ready ({reply[:40]})") from exc
-            refusal = _refusal(exc, reply)
-            if refusal is not None:
-                raise Unavailable(f"the Redis store refuses writes: {refusal}") from exc
-            if _not_permitted(exc, reply):
-                # Checked at start (open): a user whose rights were taken away since.
-                raise Unavailable(
-                    f"the Redis store refuses this server's user ({reply[:160]}); an operator "
-                    "must grant it scripts and pub/sub"
-                ) from exc
-            if reply.startswith("WRONGTYPE"):
-                raise DataLoss(
-                    "the Redis store holds a key of another type than Runstream's "
-                    "(WRONGTYPE): another program writes under this store's prefix"
-                ) from exc
-            raise
-        except (AttributeError, RuntimeError) as exc:
-            # redis-py (8.1) fails this way when a connection closes under a command it already
-            # checked, as a cluster master failing over does to every replica's connections:
-            # AttributeError ('NoneType' ... 'writelines'), RuntimeError (transport closed).
-            # Only from inside redis-py; the same errors from this code stay bugs.
-            if not _raised_in_redis_py(exc):
-                raise
-            raise Unavailable(
-                f"the Redis store is unreachable (a connection broke: {type(exc).__name__})"
-            ) from exc
-
-    return wrapper
-
-
-async def _is_cluster_node(client: Any) -> bool:
-    """Whether Redis says it runs in cluster mode; False when the ACL refuses INFO (a MOVED
-    reply to the first key then tells)."""
-    try:
-        info = await client.info("cluster")
-    except rex.ResponseError:
-        return False
-    return bool(info.get("cluster_enabled"))
-
-
-def _reply(exc: rex.ResponseError) -> str:
-    """The error Redis replied, without what redis-py adds to it for a pipeline's command
-    ("Command # 1 (ZADD ...) of pipeline caused error: ", which quotes the command)."""
-    return str(exc).rpartition("caused error: ")[2]
-
-
-def _refusal(exc: rex.ResponseError, reply: str) -> str | None:
-    """Why Redis refused a write it was able to receive, or None for another error. Each is
-    refused before the command (or, in a script, its first write) ran, and lasts until an
-    operator acts: clients get UNAVAILABLE, which producers retry, never INTERNAL."""
-    if isinstance(exc, rex.OutOfMemoryError) or reply.startswith("OOM"):
-        return "it is out of memory (maxmemory reached, with a policy that evicts nothing)"
-    if isinstance(exc, rex.ReadOnlyError) or reply.startswith("READONLY"):
-        return "it is a read-only replica (after a failover, the store URL must name the primary)"
-    if reply.startswith("MISCONF"):
-        return "it cannot save to its disk (MISCONF; see the Redis log)"
-    if reply.startswith("NOREPLICAS"):
-        return "too few of its replicas are connected (min-replicas-to-write)"
-    return None
-
-
-def _not_permitted(exc: rex.ResponseError, reply: str) -> bool:
-    """Whether Redis refused a command to this server's ACL user (NOPERM; a command of a
-    script is refused with the script's own error)."""
-    return (
-        isinstance(exc, rex.NoPermissionError)
-        or reply.startswith("NOPERM")
-        or "can't run this command" in reply
-        or "can't publish to the channel" in reply
-        or "can't access at least one of the keys" in reply
-        or "No permissions" in reply
-    )
-
-
-_REDIS_PY = os.path.dirname(os.path.dirname(aioredis.__file__)) + os.sep  # redis/
-
-
-def _raised_in_redis_py(exc: BaseException) -> bool:
-    """Whether `exc` was raised by redis-py's own code (asyncio's, under it, counts too)."""
-    tb = exc.__traceback__
-    frames = []
-    while tb is not None:
-        frames.append(tb.tb_frame.f_code.co_filename)
-        tb = tb.tb_next
-    for filename in reversed(frames):
-        if filename.startswith(_REDIS_PY):
-            return True
-        if os.sep + "asyncio" + os.sep not in filename:
-            return False  # raised in other code (ours), not on redis-py's behalf
-    return False
 
 
 def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
@@ -341,30 +181,9 @@ class RedisEventStore:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        common: dict[str, Any] = {
-            "socket_timeout": 10,
-            "socket_connect_timeout": 3,
-            "decode_responses": False,
-        }
-        if self.options.cluster:
-            # The cluster client has no blocking pool: connections per node are many, so that
-            # calls at once reach what Redis itself allows before they are refused.
-            return RedisCluster.from_url(
-                self.options.url, max_connections=CLUSTER_CONNECTIONS, **common
-            )
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.options.url,
-            health_check_interval=10,
-            **_BLOCKING_POOL,
-            **_fresh_connections(),
-            **common,
-        )
-        return aioredis.Redis.from_pool(pool)
-
     async def open(self) -> None:
         try:
-            self._client = self._connect()
+            self._client = connect(self.options)
         except ValueError as exc:  # an option value redis-py cannot read (?db=x)
             raise StoreUnusable(f"the Redis store URL {self.display}: {exc}") from None
         self._append = self._client.register_script(_APPEND)
@@ -381,66 +200,14 @@ class RedisEventStore:
                 f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
             ) from None
         try:
-            await self._check_usable()
+            await check_usable(
+                self._client, self.options, self._keys, publish=self._publish, display=self.display
+            )
         except BaseException:
             await self._client.aclose()
             raise
         self._viewers.start()
         self._usage.start()
-
-    async def _check_usable(self) -> None:
-        """Refuses, in one line, a Redis this server could reach but not work with: keys of
-        the store's own names holding something else (another program's data under the
-        prefix), or a user the ACL does not allow scripts or publishing (every write would
-        fail). Found at start rather than as each call's failure."""
-        client = self._client
-        if not self.options.cluster and await _is_cluster_node(client):
-            raise StoreUnusable(self._not_said_cluster())
-        want = {
-            self._keys.runs: b"zset",
-            self._keys.active: b"zset",
-            self._keys.ended: b"zset",
-            self._keys.usage: b"hash",
-        }
-        try:
-            for key, kind in want.items():
-                found = await client.type(key)
-                found = found if isinstance(found, bytes) else str(found).encode()
-                if found not in (b"none", kind):
-                    raise StoreUnusable(
-                        f"the Redis store {self.display}: its key {key} holds a "
-                        f"{found.decode()}, where Runstream keeps a {kind.decode()}: another "
-                        f"program's data under the prefix {self.options.prefix!r}? (another "
-                        "prefix: ?prefix=NAME)"
-                    )
-            # What every append does besides writing: run a script that publishes on the
-            # notice channel (on a cluster, the channel of the probe key's slot), which the
-            # ACL may restrict to Runstream's channels; followers ignore the probe.
-            await client.eval(
-                "return redis.call(ARGV[1], ARGV[2], ARGV[3])",
-                1,
-                f"{self.options.prefix}:{{probe}}:probe",
-                self._publish,
-                notice_channel(self.options, "probe"),
-                PROBE_NOTICE,
-            )
-        except rex.ResponseError as exc:
-            if isinstance(exc, rex.MovedError) and not self.options.cluster:
-                raise StoreUnusable(self._not_said_cluster()) from None  # INFO was refused
-            reply = _reply(exc)
-            if not _not_permitted(exc, reply):
-                raise
-            subscribe = "SSUBSCRIBE" if self.options.cluster else "SUBSCRIBE"
-            raise StoreUnusable(
-                f"the Redis store {self.display} refuses this server's user: {reply[:160]} "
-                f"(it needs scripts, {self._publish} and {subscribe})"
-            ) from None
-
-    def _not_said_cluster(self) -> str:
-        return (
-            f"the Redis store {self.display} is a node of a Redis Cluster: add ?cluster=1 to "
-            "the URL"
-        )
 
     async def close(self) -> None:
         self._closed.set()
@@ -467,7 +234,7 @@ class RedisEventStore:
 
     # --- writes -----------------------------------------------------------------------------
 
-    @_unavailable
+    @unavailable
     async def append(
         self,
         run_id: str,
@@ -513,7 +280,7 @@ class RedisEventStore:
         if self.options.wait_replicas:
             self._check_acked(acked)
 
-    @_unavailable
+    @unavailable
     async def confirm(self, run_id: str) -> None:
         if not self.options.wait_replicas:
             return
@@ -556,10 +323,7 @@ class RedisEventStore:
         node = self._client.get_node_from_key(self._keys.meta(run_id))
         client = self._masters.get(node.name)
         if client is None:
-            pool = aioredis.BlockingConnectionPool(
-                connection_class=node.connection_class, **_BLOCKING_POOL, **node.connection_kwargs
-            )
-            client = self._masters[node.name] = aioredis.Redis(connection_pool=pool)
+            client = self._masters[node.name] = master_client(node)
         return client
 
     def _check_acked(self, acked: int) -> None:
@@ -569,7 +333,7 @@ class RedisEventStore:
                 "the write in time; it is stored on the primary, retry to confirm"
             )
 
-    @_unavailable
+    @unavailable
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
@@ -597,12 +361,12 @@ class RedisEventStore:
 
     # --- reads ------------------------------------------------------------------------------
 
-    @_unavailable
+    @unavailable
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         data = await self._client.hget(self._keys.meta(run_id), "snap")
         return None if data is None else decode_run(run_id, data)
 
-    @_unavailable
+    @unavailable
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(run_ids))
         if not wanted:
@@ -614,7 +378,7 @@ class RedisEventStore:
         seqs = await pipe.execute()
         return {run_id: int(seq) for run_id, seq in zip(wanted, seqs, strict=True) if seq}
 
-    @_unavailable
+    @unavailable
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         wanted = [k for k in keys if k]
         if not wanted:
@@ -635,7 +399,7 @@ class RedisEventStore:
             for (key, seq), found in zip(held.items(), entries, strict=True)
         }
 
-    @_unavailable
+    @unavailable
     async def read_events(
         self,
         run_id: str,
@@ -667,7 +431,7 @@ class RedisEventStore:
             start = f"({entries[-1][0].decode()}"
         return found
 
-    @_unavailable
+    @unavailable
     async def read_events_before(
         self,
         run_id: str,
@@ -700,7 +464,7 @@ class RedisEventStore:
             end = f"({entries[-1][0].decode()}"
         return found
 
-    @_unavailable
+    @unavailable
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
     ) -> RunPage:
