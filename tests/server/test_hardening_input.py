@@ -307,6 +307,37 @@ async def test_a_non_finite_number_deep_in_a_struct_is_invalid_argument(
     assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """A JSON object `levels` objects deep, as a model's tool output may be."""
+    data: dict[str, Any] = {"leaf": True}
+    for _ in range(levels):
+        data = {"inner": data}
+    return data
+
+
+async def test_a_struct_nested_deeper_than_protobuf_decodes_is_refused_naming_it(
+    stubs: Any,
+) -> None:
+    run = await create_run(stubs)
+    request = rp.AppendEventsRequest(run_id=run.run_id)
+    request.events.add(custom=ev.Custom(type="fine"))
+    deep = request.events.add(custom=ev.Custom(type="tool_output"))
+    deep.custom.data.update(nested(40))  # 3 messages per level: past protobuf's 100
+    err = await rpc_error(stubs.report.AppendEvents(request))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "events[1].custom.data: nests messages more than 100 deep, the most protobuf decodes "
+        "(each level of a Struct inside a Struct takes 3 of them)"
+    )
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
+    # As deep as protobuf decodes is stored and reads back whole.
+    deep.custom.data.Clear()
+    deep.custom.data.update(nested(30))
+    await stubs.report.AppendEvents(request)
+    events = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    assert events.events[-1].custom.data == deep.custom.data
+
+
 async def test_finite_numbers_and_text_whose_bytes_look_like_infinity_are_stored(
     stubs: Any,
 ) -> None:

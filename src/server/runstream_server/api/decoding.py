@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
@@ -38,7 +39,16 @@ def safe_deserializer(deserialize: Deserializer) -> Deserializer:
     def decode(data: bytes) -> Any:
         try:
             message = deserialize(data)
-        except Exception:
+        except Exception as exc:
+            if _TOO_DEEP in str(exc):
+                # Named where it can be found cheaply; else the request as a whole.
+                descriptor = getattr(message_type, "DESCRIPTOR", None)
+                path = isinstance(descriptor, Descriptor) and too_deep(descriptor, data)
+                return InvalidArgument(
+                    path or "request",
+                    f"nests messages more than {NESTING_LIMIT} deep, the most protobuf "
+                    "decodes (each level of a Struct inside a Struct takes 3 of them)",
+                )
             return InvalidArgument(
                 "request",
                 f"is not a valid {type_name} message (truncated, malformed, or a text field "
@@ -52,6 +62,80 @@ def safe_deserializer(deserialize: Deserializer) -> Deserializer:
         return message
 
     return decode
+
+
+NESTING_LIMIT = 100
+"""How deep protobuf (upb) decodes messages inside messages; deeper, it refuses the whole
+request with an error naming no field."""
+_TOO_DEEP = "MaxDepth"  # upb's "Exceeded upb_DecodeOptions_MaxDepth"
+_WALK_FIELDS = 20_000
+"""The most fields :func:`too_deep` reads of one request before it gives up naming one."""
+
+
+def too_deep(descriptor: Descriptor, data: bytes) -> str | None:
+    """The path of the field under which `data` (a `descriptor` message on the wire) nests
+    messages more than NESTING_LIMIT deep, down to the first of protobuf's own types (a
+    Struct: ``events[0].custom.data``); None if it does not, or the bytes are malformed.
+    Only called for a request protobuf refused, so its cost is paid by that request."""
+    budget = [_WALK_FIELDS]
+    try:
+        found = _deepest(descriptor, memoryview(data), 0, budget)
+    except (IndexError, ValueError):  # truncated or malformed on the wire
+        return None
+    return None if found is None else "".join(found).lstrip(".")
+
+
+def _deepest(
+    descriptor: Descriptor, data: memoryview, depth: int, budget: list[int]
+) -> list[str] | None:
+    """The path segments to a message nested past the limit under this one, or None; walks
+    the wire format with the descriptor and stops at the first such message."""
+    counts: dict[int, int] = {}
+    pos = 0
+    while pos < len(data):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return None
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1 or wire == 5:
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ValueError("truncated")
+            chunk, pos = data[pos : pos + length], pos + length
+            field = descriptor.fields_by_number.get(number)
+            index = counts[number] = counts.get(number, -1) + 1
+            inner = None if field is None else field.message_type
+            if field is None or inner is None or field.type != FieldDescriptor.TYPE_MESSAGE:
+                continue
+            if depth + 1 > NESTING_LIMIT:
+                return [f".{field.name}"]
+            below = _deepest(inner, chunk, depth + 1, budget)
+            if below is not None:
+                repeated = field.is_repeated and not inner.GetOptions().map_entry
+                segment = f".{field.name}" + (f"[{index}]" if repeated else "")
+                inside = inner.full_name.startswith("google.protobuf.")
+                return [segment] if inside else [segment, *below]
+        else:
+            raise ValueError("a group or a bad wire type")
+    return None
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
 
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
