@@ -759,6 +759,16 @@ async def test_watch_runs_by_create_time_follows_the_runs_created_since(stubs: S
             "create_time: '2026-12-01T09:00:00' is not an RFC 3339 time with its offset, "
             'e.g. create_time > "2026-12-01T09:00:00Z"',
         ),
+        (
+            'create_time > "2026-12-01T09:00:00+25:00"',
+            "create_time: '2026-12-01T09:00:00+25:00' is not an RFC 3339 time with its offset, "
+            'e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            'create_time > "2026-12-01T09:00:00+1:00"',
+            "create_time: '2026-12-01T09:00:00+1:00' is not an RFC 3339 time with its offset, "
+            'e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
         ("status > RUNNING", "status is compared with =; only create_time takes >"),
         (
             "create_time > '2026-12-01T09:00:00Z'",

@@ -136,11 +136,16 @@ def parse_filter(text: str) -> RunFilter:
     )
 
 
+_OFFSET = re.compile(r"(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\Z")
+
+
 def _time_ns(value: str) -> int:
     """An RFC 3339 time with its offset (``Z`` or ``+02:00``, up to nanoseconds), in
     nanoseconds since 1970."""
     moment = timestamp_pb2.Timestamp()
     try:
+        if not _OFFSET.search(value):  # protobuf takes +25:00, +1:00 and +23:99 too
+            raise ValueError(value)
         moment.FromJsonString(value.upper())  # RFC 3339 allows a lower-case t and z
     except ValueError:
         raise InvalidArgument(
