@@ -14,12 +14,16 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from runstream.v1 import run_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain import viewers
 from runstream_server.domain.following import Notices
 from runstream_server.errors import Unavailable
 from runstream_server.store.base import CommitNotice, Notice
+from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_url import parse_url
+from runstream_server.store.redis_viewers import ViewerCounts
 
 from tests.clients.support import eventually, until
 from tests.conftest import RedisProcess, ServerProcess, redis_store_url, replicas_serving
@@ -259,3 +263,35 @@ async def test_counts_are_read_again_after_the_store_failed_a_read(
             for call in calls:
                 call.cancel()
             view.close()
+
+
+async def test_a_watcher_that_came_and_went_leaves_no_count_when_the_first_write_is_slow(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A watcher opens and closes at once on replica A: two count writes, 1 then 0. Sent at
+    once on two connections, the 1 could land last and show a watcher on B for the 15 s
+    of its expiry (found in review). Here the first write is held back on its way."""
+    options = parse_url(redis_store_url(redis_server, tmp_path))
+    client = aioredis.Redis.from_url(options.url)
+    keys = RedisKeys(options.prefix)
+    on_a = ViewerCounts(options, keys, "replica-a", lambda: client)
+    on_b = ViewerCounts(options, keys, "replica-b", lambda: client)
+    on_a.start()
+    script, first = on_a._script, [True]
+
+    async def slow_first(*args: Any, **kwargs: Any) -> Any:
+        if first:
+            first.clear()
+            await asyncio.sleep(0.2)
+        return await script(*args, **kwargs)
+
+    on_a._script = slow_first
+    try:
+        await asyncio.gather(on_a.set("run-1", 1), on_a.set("run-1", 0))
+        await asyncio.sleep(0.3)  # anything still on its way has landed
+        assert await on_b.others(["run-1"]) == {}
+        await on_a.set("run-1", 2)
+        assert await on_b.others(["run-1"]) == {"run-1": 2}
+    finally:
+        await on_a.stop()
+        await client.aclose()

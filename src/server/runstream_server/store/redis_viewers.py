@@ -48,6 +48,8 @@ class ViewerCounts:
         self._client = client
         self._publish = publish_command(options)  # PUBLISH, or SPUBLISH on a cluster
         self._mine: dict[str, int] = {}
+        self._writing: set[str] = set()  # runs whose count is being written now
+        self._changed: set[str] = set()  # ... and changed meanwhile: written again after
         self._script: Any = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -67,8 +69,28 @@ class ViewerCounts:
             self._mine[run_id] = count
         else:
             self._mine.pop(run_id, None)
-        with contextlib.suppress(rex.RedisError, OSError):
-            await self._write(run_id, count, tell=True)
+        await self._flush(run_id, tell=True)
+
+    async def _flush(self, run_id: str, *, tell: bool) -> None:
+        """Writes the run's count as it is now, one write per run at a time. Two at once go
+        on two connections and may land in either order: a watcher that came and went left
+        its count on the others for the 15 s of its expiry, or a refresh wrote back the
+        count before the last change. A change during a write is written after it."""
+        if run_id in self._writing:
+            if tell:
+                self._changed.add(run_id)
+            return  # a refresh: the write under way refreshes it
+        self._writing.add(run_id)
+        try:
+            while True:
+                self._changed.discard(run_id)
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await self._write(run_id, self._mine.get(run_id, 0), tell=tell)
+                if run_id not in self._changed:
+                    return
+                tell = True
+        finally:
+            self._writing.discard(run_id)
 
     async def _write(self, run_id: str, count: int, *, tell: bool) -> None:
         """Writes this replica's count (with its expiry); `tell` the others it changed."""
@@ -89,9 +111,8 @@ class ViewerCounts:
     async def _refresh(self) -> None:
         while True:
             await asyncio.sleep(VIEWERS_TTL_MS / 3000)
-            for run_id, count in list(self._mine.items()):
-                with contextlib.suppress(rex.RedisError, OSError):
-                    await self._write(run_id, count, tell=False)
+            for run_id in list(self._mine):
+                await self._flush(run_id, tell=False)
 
     async def others(self, run_ids: Sequence[str]) -> dict[str, int]:
         """Watchers of each run on every other live replica, in one round trip."""
