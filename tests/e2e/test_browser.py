@@ -186,6 +186,36 @@ async def test_a_decision_is_answered_by_clicking(server: RunstreamServer, web: 
         assert await page.errors() == []
 
 
+async def test_the_watcher_count_follows_watchers_that_come_and_go_while_the_run_is_quiet(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: the count came only with the snapshot, read again after an event, so
+    it stood still while a run waited for its user, the moment someone looks at it."""
+    watching = f"{VIEW}.querySelector('.viewers span').textContent"
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("quiet", steps=[StepSpec("wait", "Wait for the user")])
+        await run.flush()
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{CONNECTION} === 'live' && {watching} === '1 watching'")
+        quiet_at = (await client.get_run(run.run_id)).last_seq
+
+        async def follow() -> None:
+            async for _ in client.watch(run.run_id):
+                pass
+
+        other = asyncio.create_task(follow())
+        try:
+            await page.wait(f"{watching} === '2 watching'", within=10)
+        finally:
+            other.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await other
+        await page.wait(f"{watching} === '1 watching'", within=10)
+        assert (await client.get_run(run.run_id)).last_seq == quiet_at  # no event meanwhile
+        await run.close()
+        assert await page.errors() == []
+
+
 async def test_a_failed_answer_says_so_plainly_and_a_later_answer_clears_it(
     server: RunstreamServer, web: Web
 ) -> None:

@@ -104,6 +104,7 @@ async function main(): Promise<void> {
     text($(app, "#run-count"), all.length ? atLeast(all.length, runs.complete) : "");
     $(app, "#runs-empty").hidden = all.length > 0;
     if (session && view) {
+      session.model.listedViewers = runs.get(session.runId)?.viewerCount;
       view.render(now);
       const model = session.model;
       showToasts(toasts, model.takeToasts());

@@ -167,6 +167,12 @@ export class RunModel {
   /** The oldest seq the reads of older activity reached; 0 before the first page came. */
   private olderRead = 0;
   lastSeq = 0;
+  /**
+   * The run's watchers as the run list has them: WatchRuns sends the run again whenever the
+   * count changes, also while no event comes, and the list merges each newer snapshot.
+   * Undefined while the list does not have the run (the snapshot's count then).
+   */
+  listedViewers: number | undefined;
   status: RunStatus = RunStatus.UNSPECIFIED;
   feed: FeedItem[] = [];
   texts: StreamedText[] = [];
@@ -189,6 +195,11 @@ export class RunModel {
   private pendingToasts: Toast[] = [];
 
   constructor(readonly runId: string) {}
+
+  /** How many are watching the run now, on every replica. */
+  get viewerCount(): number {
+    return this.listedViewers ?? this.snapshot?.viewerCount ?? 0;
+  }
 
   /** Applies a GetRun answer unless an answer about a later seq was already applied. */
   applySnapshot(response: GetRunResponse): boolean {

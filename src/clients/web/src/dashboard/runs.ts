@@ -61,6 +61,11 @@ export class RunsFeed {
     this.wake?.();
   }
 
+  /** The run as the list has it, if it does. */
+  get(runId: string): Run | undefined {
+    return this.runs.get(runId);
+  }
+
   /** Merges a run seen elsewhere (an open run's snapshot) so the list agrees with it. */
   update(run: Run): void {
     const known = this.runs.get(run.runId);

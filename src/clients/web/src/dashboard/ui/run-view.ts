@@ -131,8 +131,8 @@ export class RunView {
     attr(health, "title", run?.healthReason ?? ""); // why it is not HEALTHY; "" while it is
     text(health, enumWords(healthName));
     const viewers = $(this.root, ".viewers");
-    viewers.hidden = !run || run.viewerCount <= 0;
-    text($(viewers, "span"), run ? `${run.viewerCount} watching` : "");
+    viewers.hidden = !run || model.viewerCount <= 0;
+    text($(viewers, "span"), run ? `${model.viewerCount} watching` : "");
 
     const started = millis(run?.startTime);
     const ended = millis(run?.endTime);
