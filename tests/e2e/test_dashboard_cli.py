@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import runstream
 from runstream_server.app import RunstreamServer
 
 from tests.clients.support import until
@@ -58,8 +59,9 @@ class Dashboard:
         self.seen: list[str] = []
 
     @classmethod
-    async def start(cls, target: str) -> Dashboard:
-        argv = ["dashboard", "--target", target, "--port", "0", "--envoy-port", "0"]
+    async def start(cls, target: str, page_port: int = 0, envoy_port: int = 0) -> Dashboard:
+        argv = ["dashboard", "--target", target,
+                "--port", str(page_port), "--envoy-port", str(envoy_port)]  # fmt: skip
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "runstream.cli.main", *argv,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -75,6 +77,12 @@ class Dashboard:
                 if text in line:
                     return line
         raise AssertionError("".join(self.seen))
+
+    async def envoy_target(self) -> str:
+        """Envoy's HOST:PORT, once the command is up (gRPC clients can use it too)."""
+        url = (await self.said("grpc-web: Envoy on")).split("Envoy on ")[1].split()[0]
+        await self.said("Press Ctrl-C")
+        return url.removeprefix("http://")
 
     async def stop(self) -> str:
         """SIGTERM; everything it said."""
@@ -162,3 +170,46 @@ def test_a_busy_envoy_port_is_one_line_saying_so() -> None:
         f"runstream: cannot start Envoy on 127.0.0.1:{port}: Address already in use; "
         "pass --envoy-port 0 for a free port"
     ]
+
+
+@pytest.mark.parametrize("form", ["ipv4:{live},{dead}", "{live},{dead}"])
+async def test_replicas_listed_in_the_target_are_reached_through_envoy(
+    server: RunstreamServer, form: str
+) -> None:
+    """Found in review: `--target ipv4:A,B`, the SDK's form for replicas, gave Envoy an
+    address 'ipv4:127.0.0.1' that never resolves, so the page lost A without a word (and
+    one `ipv4:` address answered every call 503); `A:PORT,B:PORT` was refused."""
+    _require_envoy()
+    async with runstream.connect(server.target) as producer:
+        run = await producer.start_run("replicas", display_name="through a list of replicas")
+        await run.close()
+    target = form.format(live=server.target, dead=f"127.0.0.1:{free_port()}")
+    dashboard = await Dashboard.start(target)
+    try:
+        async with runstream.connect(await dashboard.envoy_target()) as client:
+            shown = await client.get_run(run.run_id)
+    finally:
+        said = await dashboard.stop()
+    assert shown.display_name == "through a list of replicas"
+    assert f"-> Runstream server at {target}" in said
+    assert "no Runstream server answers" not in said, said
+
+
+async def test_it_starts_again_on_the_same_ports_right_after_it_stopped(
+    server: RunstreamServer,
+) -> None:
+    """Found in review: the connections of the Envoy that had just stopped (TIME_WAIT, for a
+    minute) made the command refuse its own --envoy-port, "Address already in use", while
+    nothing listened on it."""
+    _require_envoy()
+    ports = free_port(), free_port()
+    dashboard = await Dashboard.start(server.target, *ports)
+    envoy = await dashboard.envoy_target()
+    async with runstream.connect(envoy) as client:
+        await client.list_runs_page()  # a connection Envoy closes first, as it stops
+        await dashboard.stop()
+    again = await Dashboard.start(server.target, *ports)
+    try:
+        assert await again.envoy_target() == envoy
+    finally:
+        await again.stop()

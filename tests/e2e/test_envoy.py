@@ -113,6 +113,7 @@ def test_envoy_rejects_a_broken_config() -> None:
     ("upstream", "origins", "problem"),
     [
         ("127.0.0.1", (PAGE,), "HOST:PORT"),
+        ("ipv4:127.0.0.1:50051", (PAGE,), "HOST:PORT"),  # gRPC's form, not Envoy's
         ("127.0.0.1:50051", (), "at least one"),
         ("127.0.0.1:50051", ("http://127.0.0.1:8080/app",), "no path"),
         ("127.0.0.1:50051", ('http://x", "y',), "no path"),

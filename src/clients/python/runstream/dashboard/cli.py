@@ -31,12 +31,12 @@ from ..cli.args import (
     TARGET_ENV,
     port,
     positive_float,
-    target_address,
     target_from_environment,
 )
 from ..cli.errors import CliError, UsageError
 from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
+from .upstreams import dashboard_target, envoy_upstream, grpc_target
 
 __all__ = ["add_dashboard_command"]
 
@@ -63,11 +63,12 @@ def add_dashboard_command(
     )
     parser.add_argument(
         "--target",
-        type=target_address,
+        type=dashboard_target,
         default=None,
         metavar="HOST[:PORT]",
         help=f"the Runstream server to show (default: ${TARGET_ENV}, else {DEFAULT_TARGET}; "
-        "with --demo, an embedded server)",
+        "with --demo, an embedded server); replicas: HOST:PORT,HOST:PORT (or "
+        "ipv4:IP:PORT,IP:PORT), which Envoy balances over",
     )
     parser.add_argument(
         "--host",
@@ -162,6 +163,9 @@ def _bindable(host: str) -> str:
 def _check_free(host: str, port: int) -> None:
     """Says in one line that Envoy's port is taken, before Envoy says it in its log."""
     with socket.socket() as sock:
+        # As Envoy binds it: the connections of an Envoy that just stopped (TIME_WAIT, for a
+        # minute) do not keep the port, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((_bindable(host), port))
         except OSError as exc:
@@ -212,7 +216,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         try:
             config = EnvoyConfig(
-                upstream=target,
+                upstream=envoy_upstream(target),
                 listen_port=envoy_port,
                 listen_address=args.host,
                 allowed_origins=allowed_origins(args.host, page.port, args.origin),
@@ -225,7 +229,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         say(f"Runstream dashboard: {page.url}")
         say(f"  grpc-web: Envoy on {envoy.url} -> Runstream server at {target}")
-        if not await _serving(target):
+        if not await _serving(grpc_target(target)):
             say(
                 f"  warning: no Runstream server answers at {target} yet; the page shows "
                 "Reconnecting until one does"
@@ -233,7 +237,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         demo: asyncio.Task[None] | None = None
         if args.demo:
-            demo = asyncio.create_task(_play_demo(target, args.speed, page.url, say))
+            demo = asyncio.create_task(_play_demo(grpc_target(target), args.speed, page.url, say))
             stack.push_async_callback(_cancel, demo)
         say("Press Ctrl-C to stop.")
         await _supervise(envoy, stop, say)

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
-_HOST = re.compile(r"^[A-Za-z0-9.\-:]+\Z")
+_HOST = re.compile(r"^[A-Za-z0-9.\-:]+\Z")  # a listen address: a name, IPv4 or IPv6
+_UPSTREAM_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])\Z")  # name, IPv4, [IPv6]
 
 
 class EnvoyError(RuntimeError):
@@ -75,7 +76,7 @@ class EnvoyConfig:
         ports = []
         for upstream in self.upstream.split(","):
             host, _, port = upstream.rpartition(":")
-            if not host or not port.isdigit() or not _HOST.match(host):
+            if not host or not port.isdigit() or not _UPSTREAM_HOST.match(host):
                 raise ValueError(f"upstream must be HOST:PORT[,HOST:PORT...], not {upstream!r}")
             ports.append(int(port))
         if not _HOST.match(self.listen_address):
