@@ -228,9 +228,12 @@ class RedisEventStore:
             return False
         try:
             async with asyncio.timeout(2):
-                return bool(await self._client.ping())
+                answered = bool(await self._client.ping())
         except (rex.RedisError, OSError, TimeoutError):
             return False
+        if answered:
+            self._notices.reachable()
+        return answered
 
     # --- writes -----------------------------------------------------------------------------
 

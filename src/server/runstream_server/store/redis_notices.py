@@ -171,6 +171,7 @@ class NoticeFollower:
         self._down_since: float | None = None  # when the subscription was lost (monotonic)
         self._warned_at = 0.0  # when the outage was last logged as a warning
         self._wait = RESUBSCRIBE_FIRST  # before the next attempt to subscribe again
+        self._retry = asyncio.Event()  # Redis answered meanwhile: try again now
 
     async def close(self) -> None:
         self._closed.set()
@@ -189,7 +190,17 @@ class NoticeFollower:
                 else:
                     await self._follow_channel(handler)
             except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-                await asyncio.sleep(self._lost(exc))
+                wait = self._lost(exc)
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), wait)
+
+    def reachable(self) -> None:
+        """Redis answered (the health check's ping, every half second): a lost subscription
+        tries again now rather than at the end of its wait, up to 5 s later, while the
+        replica already said SERVING and its watchers heard nothing of other replicas."""
+        if self._down_since is not None:
+            self._retry.set()
 
     def _lost(self, exc: BaseException) -> float:
         """Logs a failed subscription, once per outage (then every STILL_DOWN_EVERY
