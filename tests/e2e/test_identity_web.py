@@ -295,3 +295,38 @@ async def test_the_server_panel_comes_back_when_an_admin_token_is_given(
         await tab.wait(f"{panel}.dataset.state === 'live' && !{panel}.hidden", within=15)
         assert await tab.eval("location.hash") in ("", "#/")
         assert await tab.errors() == []
+
+
+async def test_an_endpoint_in_the_pages_address_gets_no_call_and_no_token(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    """Found in review: `?api=URL` in the page's address chose where the page sent its
+    calls, with the tab's token on each: one link handed the token to any site."""
+    require_chromium()
+    require_envoy()
+    called: list[bytes] = []
+
+    async def elsewhere(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        called.append(await reader.read(4096))
+        writer.close()
+
+    trap = await asyncio.start_server(elsewhere, "127.0.0.1", 0)
+    trap_url = f"http://127.0.0.1:{trap.sockets[0].getsockname()[1]}"
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as acme:
+        mine = await acme.start_run("wf", display_name="Acme launch")
+        await mine.flush()
+    token = keys.token(["viewer"], sub="dana")
+    listed = f"document.querySelector('[data-run-id=\"{mine.run_id}\"]') !== null"
+    try:
+        async with dashboard(secured.target, tmp_path) as web, browser() as tab:
+            await tab.goto(web.page.url)
+            await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
+            await tab.eval(use(token))
+            await tab.wait(listed)
+            await tab.call("goto", url=f"{web.page.url}?api={trap_url}")  # same tab: token kept
+            await tab.wait(listed)
+            await asyncio.sleep(1)  # the overview's calls (WatchRuns, GetStats) are out
+            assert called == []
+    finally:
+        trap.close()
+        await mine.close()

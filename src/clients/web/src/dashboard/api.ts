@@ -23,12 +23,12 @@ interface DashboardConfig {
 }
 
 /**
- * Finds the grpc-web endpoint: `?api=URL` in the page's address, else config.json (written
- * by `runstream dashboard`), else the page's own origin (Envoy serving both).
+ * Finds the grpc-web endpoint: config.json (written by `runstream dashboard`), else the
+ * page's own origin (Envoy serving both). Only what the page's server says: the tab's token
+ * goes with every call, so an endpoint taken from the page's address (a `?api=URL` a link
+ * can carry, as an earlier version read) would hand it to whoever wrote the link.
  */
 export async function resolveBaseUrl(): Promise<string> {
-  const fromQuery = new URLSearchParams(location.search).get("api");
-  if (fromQuery) return fromQuery.replace(/\/+$/, "");
   try {
     const response = await fetch("config.json", { cache: "no-store" });
     if (response.ok) {
