@@ -27,7 +27,7 @@ from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import InvalidArgument, OutOfRange, Unavailable
-from runstream_server.store.base import EventStore, RunFilter
+from runstream_server.store.base import EventStore, RunFilter, stop_if_cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +189,9 @@ class Watching:
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
                         if sub.closed_reason is not None:  # shutting down: resume elsewhere
                             raise Unavailable(sub.closed_reason)
+                        # With a rare kind wanted, pages go by with nothing sent that would
+                        # find the watcher gone, and a store may swallow the cancel.
+                        stop_if_cancelled()
                         # Never past the head: the store may hold a commit not yet folded
                         # (and acknowledged), which a resume after it would find out of range.
                         limit = min(max_events, head_seq - cursor)

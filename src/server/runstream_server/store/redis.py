@@ -52,6 +52,7 @@ from runstream_server.store.base import (
     StoreUnusable,
     Usage,
     decode_run,
+    stop_if_cancelled,
 )
 from runstream_server.store.redis_connect import check_usable, connect, master_client
 from runstream_server.store.redis_errors import unavailable
@@ -422,6 +423,10 @@ class RedisEventStore:
         end = "+" if before_seq is None else f"({before_seq}-0"
         chunk = min(limit, 1000) if not wanted else 1000
         while len(found) < limit:
+            # Each page: a caller that left (a deadline, a cancel) stops the scan, which on a
+            # long log with a rare kind wanted reads it all; redis-py can swallow the cancel
+            # (asyncio.wait_for in Python 3.11 returns a read that completed meanwhile).
+            stop_if_cancelled()
             entries = await self._client.xrange(log_key, start, end, count=chunk)
             for entry in entries:
                 event = _stored(entry)
@@ -455,6 +460,7 @@ class RedisEventStore:
         start = f"{after_seq + 1}-0"
         chunk = min(limit, 1000) if not wanted else 1000
         while len(found) < limit:
+            stop_if_cancelled()  # as in read_events
             entries = await self._client.xrevrange(log_key, end, start, count=chunk)
             for entry in entries:
                 event = _stored(entry)

@@ -31,7 +31,13 @@ from typing import Any
 
 from runstream.v1 import run_pb2
 
-from runstream_server.store.base import RunFilter, RunPage, left_out, readable_run
+from runstream_server.store.base import (
+    RunFilter,
+    RunPage,
+    left_out,
+    readable_run,
+    stop_if_cancelled,
+)
 from runstream_server.store.redis_keys import RedisKeys
 
 TERMINAL = frozenset(
@@ -201,6 +207,7 @@ class RunIndex:
         bottom = "-inf" if after is None else f"({after}"
         skip = 0  # entries scored `top` already met: the next fetch starts after them
         while True:
+            stop_if_cancelled()  # a caller that left: redis-py may have swallowed its cancel
             rows = await self._client().zrevrangebyscore(
                 index, top, bottom, start=skip, num=200, withscores=True
             )
