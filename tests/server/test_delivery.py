@@ -21,7 +21,7 @@ from runstream_server.errors import Unavailable
 from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom, ev
+from tests.server.support import append, create_run, custom, ev, scrape, value
 
 Watch = run_service_pb2.WatchRunRequest
 
@@ -215,3 +215,35 @@ async def test_a_watcher_catching_up_from_the_store_stops_at_shutdown(
             await anext(watch)
     finally:
         await watch.aclose()
+
+
+async def test_a_watcher_that_stops_reading_big_events_lets_them_go_and_still_gets_each_once(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a watcher's buffer was bounded by a count of events only, so one
+    whose client stopped reading held up to 4,096 events of up to 256 KiB each, a gigabyte,
+    until it fell that far behind. Past 4 MiB it now lets them go and reads them from the
+    store when it reads again."""
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0", store_path=tmp_path / "s.db", metrics_address="127.0.0.1:0"
+        )
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = stubs_for(channel)
+            run = await create_run(stubs)
+            call = stubs.runs.WatchRun(Watch(run_id=run.run_id))
+            seen = [e.seq for e in (await call.read()).events]  # then it stops reading
+            big = ev.RunEvent(custom=ev.Custom(type="artifact"))
+            big.custom.data.update({"text": "x" * 200_000})
+            for _ in range(4):  # 10 MB in all, far below 4,096 events
+                await append(stubs, run.run_id, *[big] * 12)
+            await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+            while (response := await call.read()) is not grpc.aio.EOF:
+                seen += [e.seq for e in response.events]
+            assert seen == list(range(1, 4 * 12 + 3))
+            assert value(await scrape(server), "runstream_watcher_overflows_total") == 1
+    finally:
+        await server.stop(grace=0.1)

@@ -120,6 +120,9 @@ class ServerConfig:
     """Default seconds of idle before a watch stream gets a heartbeat."""
     watcher_buffer_events: int = 4096
     """Events buffered per watcher before it falls back to reading the store."""
+    watcher_buffer_bytes: int = 4 * 1024 * 1024
+    """... and bytes of them (events may be 256 KiB each: a watcher that stopped reading
+    held up to a gigabyte by the count alone)."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest gRPC message accepted; larger ones get RESOURCE_EXHAUSTED."""
     accept_backlog: int = 20_000
@@ -250,6 +253,7 @@ class RunstreamServer:
             self._store,
             Hub(
                 config.watcher_buffer_events,
+                max_pending_bytes=config.watcher_buffer_bytes,
                 page_events=config.limits.watch_page_events,
                 page_bytes=config.limits.watch_page_bytes,
             ),

@@ -9,10 +9,12 @@ previous message finds everything that arrived meanwhile waiting for it, and sen
 message: events coalesce under load without any added delay when the stream is idle.
 
 Publishing never blocks and never waits for a watcher. A subscription holds at most
-``max_pending`` events; beyond that (or when a batch does not follow on from its cursor) it
-drops what it holds and falls *behind*: its stream then reads what it missed from the store,
-which has every event already, since the hub only ever sees durable events. While behind, a
-subscription is skipped by publish altogether, so a catching-up watcher costs nothing here.
+``max_pending`` events and ``max_pending_bytes`` of them (events may be 256 KiB each, so a
+count alone let one watcher that stopped reading pin a gigabyte); beyond that (or when a
+batch does not follow on from its cursor) it drops what it holds and falls *behind*: its
+stream then reads what it missed from the store, which has every event already, since the
+hub only ever sees durable events. While behind, a subscription is skipped by publish
+altogether, so a catching-up watcher costs nothing here.
 
 Idle streams need heartbeats. Instead of a timer per stream, one :class:`HeartbeatClock` per
 server keeps a heap of when each stream would next be due, and one event-loop timer for the
@@ -184,7 +186,9 @@ class Subscription(_Mailbox):
     """
 
     __slots__ = (
+        "_bytes",
         "_chunks",
+        "_max_bytes",
         "_max_pending",
         "_pending",
         "behind",
@@ -200,6 +204,7 @@ class Subscription(_Mailbox):
         run_id: str,
         kinds: frozenset[int] | None,
         max_pending: int,
+        max_bytes: int,
         interval: float,
         now: float,
     ) -> None:
@@ -213,13 +218,15 @@ class Subscription(_Mailbox):
         self._chunks: list[Chunk] = []
         self._pending = 0
         self._max_pending = max_pending
+        self._bytes = 0  # of the waiting chunks
+        self._max_bytes = max_bytes
 
     def _has_news(self) -> bool:
         return bool(self._chunks) or self.behind
 
     def _let_go(self) -> None:
         self._chunks.clear()
-        self._pending = 0
+        self._pending = self._bytes = 0
 
     @property
     def level(self) -> bool:
@@ -231,15 +238,19 @@ class Subscription(_Mailbox):
         self.cursor = self.sent = cursor
         self.behind = self.overflowed = False
 
-    def deliver(self, chunks: Sequence[Chunk], events: int, last_seq: int, now: float) -> None:
-        """Queues `chunks` (`events` events in all) that bring the cursor to `last_seq`."""
-        if self._pending + events > self._max_pending:
+    def deliver(
+        self, chunks: Sequence[Chunk], events: int, size: int, last_seq: int, now: float
+    ) -> None:
+        """Queues `chunks` (`events` events, `size` bytes in all) that bring the cursor to
+        `last_seq`."""
+        if self._pending + events > self._max_pending or self._bytes + size > self._max_bytes:
             self.overflowed = True
             self.fall_behind()
             return
         if chunks:
             self._chunks.extend(chunks)
             self._pending += events
+            self._bytes += size
             self.active_at = now  # a message goes out: the stream is not idle
         elif not self._chunks:
             self.sent = last_seq  # nothing this watcher wants, nothing waiting: level again
@@ -249,7 +260,7 @@ class Subscription(_Mailbox):
     def fall_behind(self) -> None:
         """Drops what is waiting; the stream re-reads it from the store, from `sent`."""
         self._chunks.clear()
-        self._pending = 0
+        self._pending = self._bytes = 0
         self.cursor = self.sent
         self.behind = True
         self.wake()
@@ -261,7 +272,7 @@ class Subscription(_Mailbox):
             return None
         if len(chunks) == 1:
             chunk = chunks.pop()
-            self._pending = 0
+            self._pending = self._bytes = 0
             self.sent = self.cursor
             return chunk
         count = size = taken = 0
@@ -276,6 +287,7 @@ class Subscription(_Mailbox):
         self.sent = last_seq if taken < len(chunks) else self.cursor
         del chunks[:taken]
         self._pending -= count
+        self._bytes -= size
         return Chunk(data, count, last_seq)
 
 
@@ -308,10 +320,12 @@ class Hub:
         self,
         max_pending: int = 4096,
         *,
+        max_pending_bytes: int = 4 * 1024 * 1024,
         page_events: int = 500,
         page_bytes: int = 1024 * 1024,
     ) -> None:
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self.page_events = page_events
         self.page_bytes = page_bytes
         self.clock = HeartbeatClock()
@@ -321,7 +335,14 @@ class Hub:
     def subscribe(
         self, run_id: str, *, kinds: frozenset[int] | None = None, heartbeat_interval: float
     ) -> Subscription:
-        sub = Subscription(run_id, kinds, self.max_pending, heartbeat_interval, self.clock.now())
+        sub = Subscription(
+            run_id,
+            kinds,
+            self.max_pending,
+            self.max_pending_bytes,
+            heartbeat_interval,
+            self.clock.now(),
+        )
         if self._closed_reason is not None:
             sub.close(self._closed_reason)
         self._subscriptions.setdefault(run_id, set()).add(sub)
@@ -343,7 +364,8 @@ class Hub:
             return
         first, last = events[0].seq, events[-1].seq
         shared: list[Chunk] | None = None
-        filtered: dict[frozenset[int], tuple[list[Chunk], int]] = {}
+        shared_size = 0
+        filtered: dict[frozenset[int], tuple[list[Chunk], int, int]] = {}
         now = self.clock.now()
         for sub in subs:
             if sub.behind:
@@ -358,14 +380,16 @@ class Hub:
             if kinds is None:
                 if shared is None:
                     shared = encode(events, self.page_events, self.page_bytes)
-                sub.deliver(shared, len(events), last, now)
+                    shared_size = sum(len(chunk.data) for chunk in shared)
+                sub.deliver(shared, len(events), shared_size, last, now)
                 continue
             matching = filtered.get(kinds)
             if matching is None:
                 wanted = [e for e in events if e.kind in kinds]
                 chunks = encode(wanted, self.page_events, self.page_bytes) if wanted else []
-                matching = filtered[kinds] = (chunks, len(wanted))
-            sub.deliver(matching[0], matching[1], last, now)
+                size = sum(len(chunk.data) for chunk in chunks)
+                matching = filtered[kinds] = (chunks, len(wanted), size)
+            sub.deliver(*matching, last, now)
 
     def watcher_count(self, run_id: str) -> int:
         return len(self._subscriptions.get(run_id, ()))
