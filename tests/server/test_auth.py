@@ -26,8 +26,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from runstream.v1 import (
     decision_service_pb2,
+    decision_service_pb2_grpc,
+    event_pb2,
     report_service_pb2,
     report_service_pb2_grpc,
+    run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
     stats_service_pb2,
@@ -570,3 +573,50 @@ async def test_a_report_stream_whose_token_expires_during_a_commit_acknowledges_
     assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert ended.value.details() == EXPIRED_DURING_STREAM
     assert [e.seq for e in await store.read_events(run_id, 0, 10)] == [1, 2, 3]
+
+
+async def test_a_producer_reports_to_and_reads_only_the_runs_its_subject_created(
+    channel: grpc.aio.Channel, keys: Keys
+) -> None:
+    """Found in review: any producer token of a tenant could append a RunCancelled (or any
+    event) to another producer's run and end it, which CancelRun keeps to operators, and
+    read its activity and questions. A producer now reaches its own runs; a viewer's role
+    adds reading the others, an operator's reporting to them."""
+
+    def acting(subject: str, *roles: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {keys.token(list(roles), sub=subject)}")]
+
+    runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+    report = report_service_pb2_grpc.ReportServiceStub(channel)  # type: ignore[no-untyped-call]
+    decisions = decision_service_pb2_grpc.DecisionServiceStub(channel)  # type: ignore[no-untyped-call]
+    job_1, job_2 = acting("ci-job-1", "producer"), acting("ci-job-2", "producer")
+    create = run_service_pb2.CreateRunRequest(workflow="nightly")
+    run_id = (await runs.CreateRun(create, metadata=job_1)).run.run_id
+    cancel = report_service_pb2.AppendEventsRequest(
+        run_id=run_id, events=[event_pb2.RunEvent(run_cancelled=event_pb2.RunCancelled())]
+    )
+    get = run_service_pb2.GetRunRequest(run_id=run_id)
+
+    async def refused(call: Any) -> str:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        return info.value.details() or ""
+
+    details = await refused(report.AppendEvents(cancel, metadata=job_2))
+    assert "a producer's token reports to, and reads, its own runs" in details
+    await refused(runs.GetRun(get, metadata=job_2))
+    listing = decision_service_pb2.ListDecisionsRequest(run_id=run_id)
+    await refused(decisions.ListDecisions(listing, metadata=job_2))
+    stream = report.Report(metadata=job_2)
+    await stream.write(report_service_pb2.ReportRequest(run_id=run_id, events=cancel.events))
+    await refused(stream.read())
+    # A viewer reads it but does not report to it; an operator may (as CancelRun).
+    readers = acting("ci-job-2", "producer", "viewer")
+    assert (await runs.GetRun(get, metadata=readers)).run.status != run_pb2.RUN_STATUS_CANCELLED
+    await refused(report.AppendEvents(cancel, metadata=readers))
+    await report.AppendEvents(cancel, metadata=acting("on-call", "producer", "operator"))
+    assert (await runs.GetRun(get, metadata=job_1)).run.status == run_pb2.RUN_STATUS_CANCELLED
+    newest = run_service_pb2.ListEventsRequest(run_id=run_id, order_by="seq desc", page_size=1)
+    [last] = (await runs.ListEvents(newest, metadata=acting("auditor", "viewer"))).events
+    assert last.run_cancelled.cancelled_by == "on-call"

@@ -19,6 +19,7 @@ class ErrorKind(enum.Enum):
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     OUT_OF_RANGE = "OUT_OF_RANGE"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     ABORTED = "ABORTED"
     UNAVAILABLE = "UNAVAILABLE"
     DATA_LOSS = "DATA_LOSS"
@@ -48,6 +49,12 @@ class NotFound(RunstreamError):
     """The named run (or step) does not exist."""
 
     kind = ErrorKind.NOT_FOUND
+
+
+class PermissionDenied(RunstreamError):
+    """The caller's roles do not reach this run (a producer's token and another's run)."""
+
+    kind = ErrorKind.PERMISSION_DENIED
 
 
 class AlreadyExists(RunstreamError):

@@ -49,7 +49,8 @@ PRODUCER_READS = frozenset(
 )
 """Viewer reads a producer may make too: what its own reporting needs to read back (the
 SDK's attach_run reads the run and the questions asked before, and after a reconnect the
-answers and the pause it may have missed). They show no more than the producer reported."""
+answers and the pause it may have missed). They show no more than the producer reported:
+a producer reaches only the runs its subject created (``principal.reaches``)."""
 
 
 def is_public(method: str) -> bool:

@@ -147,6 +147,17 @@ def visible_tenant() -> str | None:
     return principal.tenant
 
 
+def reaches(created_by: str, *, writing: bool) -> bool:
+    """Whether the caller may report to (`writing`) or read a run of its tenant that
+    `created_by` created. A producer reports to the runs its own subject created, and reads
+    only those unless it is a viewer too; operators (who may cancel any run) and admins
+    report to any. Everyone, with auth off."""
+    principal = _current.get()
+    if principal is None or principal.subject == created_by or principal.is_admin:
+        return True
+    return principal.has(Role.OPERATOR if writing else Role.VIEWER)
+
+
 def can_see(run_tenant: str) -> bool:
     """Whether the caller may see a run of `run_tenant` (else it is NOT_FOUND to them)."""
     tenant = visible_tenant()

@@ -61,6 +61,7 @@ from runstream_server.errors import (
     FailedPrecondition,
     NotFound,
     NothingStored,
+    PermissionDenied,
     RunstreamError,
     Unavailable,
 )
@@ -76,6 +77,10 @@ log = logging.getLogger("runstream.runs")
 _T = TypeVar("_T")
 Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 Consumer = Callable[[CommitRecord], None]
+_NOT_ITS_RUN = (
+    "run {run_id!r} was created by another subject: a producer's token reports to, and "
+    "reads, its own runs; another's needs the '{needs}' role"
+)
 _MAX_ATTEMPTS = 50
 HEAD_CHECK_SECONDS = 1.0
 """How long one idle-watcher check of a run's head in a shared store serves the others."""
@@ -286,6 +291,16 @@ class RunLedger:
                 state = await self._load(slot)
         if not access.can_see(state.run.tenant):  # another tenant's run: as if it did not exist
             raise NotFound(f"run {run_id!r} not found")
+        if not access.reaches(state.run.created_by, writing=False):
+            raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs="viewer"))
+        return state
+
+    async def writable(self, run_id: str) -> RunState:
+        """The run's state, for a caller that reports to it: PERMISSION_DENIED for a producer
+        token and a run another subject created."""
+        state = await self.state(run_id)
+        if not access.reaches(state.run.created_by, writing=True):
+            raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs="operator"))
         return state
 
     def held(self, run_id: str) -> RunState:

@@ -363,7 +363,7 @@ class RunManager:
             if event.HasField("run_cancelled"):  # who cancelled: the token's subject
                 cancelled = event.run_cancelled
                 cancelled.cancelled_by = access.acting_as(cancelled.cancelled_by)
-        await self._ledger.state(run_id)  # NOT_FOUND before anything else
+        await self._ledger.writable(run_id)  # NOT_FOUND (or not its run) before anything else
         result = await self._ledger.whole(self._ledger.commit(run_id, events, producer=True))
         await asyncio.sleep(0)  # the watchers first
         return result
@@ -425,7 +425,7 @@ class RunManager:
     async def attach_producer(self, run_id: str) -> ProducerLink:
         """Registers a producer stream for controls and answers; NOT_FOUND for unknown runs."""
         self._check_open()
-        state = await self._ledger.state(run_id)
+        state = await self._ledger.writable(run_id)
         return self._links.attach(state)  # no await since the read: the state is current
 
     def detach_producer(self, link: ProducerLink) -> None:
