@@ -429,6 +429,49 @@ def test_a_watch_started_while_the_server_is_down_waits_for_it(
     assert f"Run {run_id} ended: ✔ SUCCEEDED" in out
 
 
+def test_one_request_commands_started_while_the_server_is_down_wait_for_it(
+    server_process: ServerProcess,
+) -> None:
+    """`get`, `answer`, `cancel` and the others took `--reconnect-timeout` and ignored it: a
+    read gave up after 5 s whatever was asked, a control at once. Now they wait for the server
+    as `watch` does, and a control is sent once it answers."""
+    server = server_process
+    server.start()
+    run_id = asyncio.run(_a_running_run(server.target))
+    server.kill()
+
+    def command(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runstream.cli.main", *args, "--target", server.target,
+             "--reconnect-timeout", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+        )  # fmt: skip
+
+    get = command("get", run_id)
+    cancel = command("cancel", run_id, "--reason", "deploy")
+    time.sleep(7)  # past the 5 s a read used to be retried
+    waiting = [get.poll(), cancel.poll()]
+    server.start()
+    get_out, get_err = get.communicate(timeout=60)
+    cancel_out, cancel_err = cancel.communicate(timeout=60)
+    assert waiting == [None, None], (get_err, cancel_err)
+    assert get.returncode == 0, get_err
+    assert run_id in get_out
+    assert cancel.returncode == 0, cancel_err
+    assert f"Run {run_id} cancelled" in cancel_out
+
+
+def test_a_one_request_command_gives_up_after_its_reconnect_timeout() -> None:
+    """Nothing listens: `stats --reconnect-timeout 2` says so in one line after 2 s."""
+    result = runstream_cli(
+        "stats", "--target", f"127.0.0.1:{free_port()}", "--reconnect-timeout", "2"
+    )
+    assert result.returncode == 1
+    assert "no server answered for 2s" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def _plain_watcher(target: str, run_id: str, *, reconnect_timeout: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "runstream.cli.main", "watch", run_id, "--plain",

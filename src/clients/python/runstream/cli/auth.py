@@ -12,11 +12,15 @@ image takes a key.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runstream
 from runstream._auth import (
@@ -38,6 +42,7 @@ __all__ = [
     "add_token_command",
     "connect",
     "security_config",
+    "wait_for_server",
 ]
 
 _ROLES = ("producer", "viewer", "operator", "admin")
@@ -85,7 +90,8 @@ def add_client_security(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="how long to keep reconnecting while the server is out of reach, e.g. during a "
-        "restart or a deploy (default: 60; 0: for ever)",
+        "restart or a deploy (default: 60; 0: for ever); a command that makes one request "
+        "(get, cancel, ...) waits that long for a server to answer, then sends it",
     )
 
 
@@ -114,16 +120,20 @@ def _token(args: argparse.Namespace) -> str | TokenProvider | None:
     return read
 
 
-def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Client:
-    """A client for the command's --target with its token and TLS options; UsageError (exit
-    status 2) for a token that would go in clear beyond this machine."""
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     ca_file = getattr(args, "ca_file", None) or _env("RUNSTREAM_CA_FILE")
     try:
-        credentials = channel_credentials(
+        return channel_credentials(
             ca_file, getattr(args, "client_cert", None), getattr(args, "client_key", None)
         )
     except (OSError, ValueError) as exc:
         raise CliError(f"TLS options: {exc}") from None
+
+
+def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Client:
+    """A client for the command's --target with its token and TLS options; UsageError (exit
+    status 2) for a token that would go in clear beyond this machine."""
+    credentials = _credentials(args)
     try:
         return runstream.connect(
             target or args.target,
@@ -140,6 +150,64 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
         ) from None
     except ValueError as exc:  # a token no header can carry
         raise CliError(str(exc)) from None
+
+
+# As the SDK's channels: reconnect within 2 s of a server coming back (gRPC's own backoff
+# grows to 120 s between attempts).
+_PROBE_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+_PROBE_EVERY = 5.0
+"""The longest one health check waits for a connection before it is tried again."""
+
+
+async def wait_for_server(args: argparse.Namespace, client: runstream.Client) -> None:
+    """Returns once a server at the client's target answers, trying for --reconnect-timeout
+    seconds (0: for ever); UnavailableError when none does.
+
+    For the commands that make one request: started during a restart or a deploy, they wait
+    for the server as `watch` does, instead of giving up after the few seconds the SDK retries
+    a read, or at once for a control, which the SDK sends once. The request itself is then
+    sent as before, so a control still goes once. The check is gRPC's health service, which
+    needs no token; any answer from it, NOT_SERVING or UNIMPLEMENTED too, means a server is
+    there to answer the command itself.
+    """
+    limit: float = getattr(args, "reconnect_timeout", 60.0)
+    deadline = time.monotonic() + limit if limit else None
+    credentials = _credentials(args)
+    if credentials is None:
+        channel = grpc.aio.insecure_channel(client.target, options=_PROBE_OPTIONS)
+    else:
+        channel = grpc.aio.secure_channel(client.target, credentials, options=_PROBE_OPTIONS)
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        while True:
+            wait = _PROBE_EVERY if deadline is None else deadline - time.monotonic()
+            try:
+                # wait_for_ready: the check waits for a connection rather than failing
+                # while the channel is between two connection attempts.
+                await health.Check(
+                    health_pb2.HealthCheckRequest(),
+                    timeout=max(0.1, min(wait, _PROBE_EVERY)),
+                    wait_for_ready=True,
+                )
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    return  # a server answered, if not with a health status
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise runstream.UnavailableError(
+                        f"no server answered for {limit:g}s (--reconnect-timeout)"
+                    ) from None
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    await asyncio.sleep(0.2)  # e.g. a proxy whose upstream is down
+    finally:
+        await channel.close(grace=None)
 
 
 def add_serve_security(serve: argparse.ArgumentParser) -> None:

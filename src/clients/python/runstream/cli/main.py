@@ -50,6 +50,7 @@ from .auth import (
     add_token_command,
     connect,
     security_config,
+    wait_for_server,
 )
 from .errors import CliError, UsageError
 from .fmt import printable, run_status_text
@@ -283,6 +284,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     as_json=args.json,
                 )
             else:
+                await wait_for_server(args, client)
                 await tables.show_runs(
                     client, console, filter=args.filter, limit=args.limit, as_json=args.json
                 )
@@ -296,6 +298,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     async def get() -> None:
         async with connect(args) as client:
+            await wait_for_server(args, client)
             await tables.show_run(client, console, args.run_id, as_json=args.json)
 
     run_async(get())
@@ -307,6 +310,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     async def stats() -> None:
         async with connect(args) as client:
+            await wait_for_server(args, client)
             await show_stats(client, console, as_json=args.json)
 
     run_async(stats())
@@ -318,6 +322,7 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
     async def steps() -> None:
         async with connect(args) as client:
+            await wait_for_server(args, client)
             await tables.show_steps(client, console, args.run_id, as_json=args.json)
 
     run_async(steps())
@@ -329,6 +334,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     async def events() -> None:
         async with connect(args) as client:
+            await wait_for_server(args, client)
             await tables.show_events(
                 client,
                 console,
@@ -350,6 +356,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
     async def decisions() -> None:
         async with connect(args) as client:
+            await wait_for_server(args, client)
             await tables.show_decisions(
                 client, console, args.run_id, only_open=args.open, as_json=args.json
             )
@@ -365,6 +372,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
     async def answer() -> runstream.Decision:
         async with connect(args) as client:
+            await wait_for_server(args, client)
             return await client.submit_decision(
                 args.run_id, args.decision_id, args.choice, skip=args.skip, answered_by=args.by
             )
@@ -391,6 +399,7 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
 
         async def control() -> runstream.Run:
             async with connect(args) as client:
+                await wait_for_server(args, client)
                 if action == "pause":
                     return await client.pause_run(args.run_id, args.reason, args.by)
                 if action == "resume":
