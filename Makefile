@@ -9,9 +9,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-# `make serve` listens here; override on the command line: make serve ADDRESS=0.0.0.0:50051
+# `make serve` listens here; override on the command line. Beyond loopback the server needs a
+# key (or --insecure-no-auth), given in SERVE_ARGS:
+#   make serve ADDRESS=0.0.0.0:50051 SERVE_ARGS='--jwt-secret-file secret'
 ADDRESS ?= 127.0.0.1:50051
 STORE ?= runstream.db
+SERVE_ARGS ?=
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-x tests/contract"
 PYTEST_ARGS ?=
 
@@ -61,7 +64,7 @@ bench: setup ## Run the benchmarks side by side (bench/run.py, bench/replicas.py
 	$(PY) bench/replicas.py
 
 serve: setup-demo ## Run a server on $(ADDRESS) with the SQLite store $(STORE).
-	$(VENV)/bin/runstream serve --address $(ADDRESS) --store $(STORE)
+	$(VENV)/bin/runstream serve --address $(ADDRESS) --store $(STORE) $(SERVE_ARGS)
 
 clean: ## Remove caches and build output (keeps .venv and node_modules).
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache test-artifacts src/clients/web/dist
