@@ -126,6 +126,22 @@ async def test_run_with_steps_is_reported_in_order(client: Client) -> None:
     assert snapshot.progress.percent == 100.0
 
 
+async def test_a_run_starts_after_it_was_created(client: Client) -> None:
+    """RunStarted was stamped before CreateRun was sent: every run the SDK started had a
+    start_time a few ms before its create_time (a negative time in the queue), and its
+    seq 2 an earlier time than seq 1."""
+    for _ in range(5):
+        run = await client.start_run("timing", steps=["a"])
+        async with run:
+            await run.complete()
+        snapshot = await client.get_run(run.run_id)
+        assert snapshot.create_time is not None and snapshot.start_time is not None
+        assert snapshot.start_time >= snapshot.create_time
+        created, started = (await events_of(client, run.run_id))[:2]
+        assert (created.kind, started.kind) == (EventKind.RUN_CREATED, EventKind.RUN_STARTED)
+        assert started.event_time >= created.event_time
+
+
 async def test_step_that_raises_is_reported_failed_and_the_error_propagates(
     client: Client,
 ) -> None:

@@ -261,8 +261,11 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         request = convert.create_run_request(
             new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
         )
-        started = convert.run_started_event(message)  # checks message before the run exists
+        convert.run_started_event(message)  # checks message before the run exists
         run = await self._create_run(request, generated=generated)
+        # Stamped once the run exists: the server stamps RunCreated on arrival and takes
+        # RunStarted's time as the run's start_time, which would precede its create_time.
+        started = convert.run_started_event(message)
         reporter = self._reporter(run, max_buffered, cancel_task, key_prefix, linger)
         reporter._start(started)
         self._reporters.add(reporter)
