@@ -24,6 +24,7 @@ from runstream_server.app import RunstreamServer
 
 from tests.clients.support import until
 from tests.conftest import free_port
+from tests.identity import Keys
 
 from .test_dashboard_starts import launch_once
 from .web_support import require
@@ -59,9 +60,11 @@ class Dashboard:
         self.seen: list[str] = []
 
     @classmethod
-    async def start(cls, target: str, page_port: int = 0, envoy_port: int = 0) -> Dashboard:
+    async def start(
+        cls, target: str, page_port: int = 0, envoy_port: int = 0, *more: str
+    ) -> Dashboard:
         argv = ["dashboard", "--target", target,
-                "--port", str(page_port), "--envoy-port", str(envoy_port)]  # fmt: skip
+                "--port", str(page_port), "--envoy-port", str(envoy_port), *more]  # fmt: skip
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "runstream.cli.main", *argv,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -104,6 +107,24 @@ async def test_in_front_of_a_users_server_it_announces_no_embedded_one(
         said = await dashboard.stop()
     assert re.search(rf"grpc-web: Envoy on \S+ -> Runstream server at {server.target}", said)
     assert "embedded" not in said and "seeded" not in said, said
+
+
+async def test_the_demo_plays_on_a_server_with_auth_with_the_usual_token_options(
+    secured: RunstreamServer, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dashboard --demo --target` took no token and ignored $RUNSTREAM_TOKEN: its demo run
+    was refused by any server with a key."""
+    _require_envoy()
+    monkeypatch.setenv("RUNSTREAM_TOKEN", keys.token(["producer"]))
+    dashboard = await Dashboard.start(secured.target, 0, 0, "--demo", "--speed", "40")
+    try:
+        finished = await dashboard.said("finished; the dashboard keeps serving")
+    finally:
+        said = await dashboard.stop()
+    run_id = finished.split()[2]
+    async with runstream.connect(secured.target, token=keys.token()) as client:
+        run = await client.get_run(run_id)
+    assert run.status is runstream.RunStatus.SUCCEEDED, said
 
 
 async def _running(children: list[int]) -> bool:

@@ -155,6 +155,28 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     assert "unauthenticated: bad signature" in bad.stderr
 
 
+def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(
+    tmp_path: Path, secret_file: Path, secured: tuple[ServerProcess, str]
+) -> None:
+    """`demo --target` took no --token and ignored $RUNSTREAM_TOKEN: against any server with
+    a key it ended at once, "unauthenticated: missing authorization metadata"."""
+    server, _ = secured
+    minted = cli("token", "--secret-file", str(secret_file), "--sub", "alice", "--tenant",
+                 "acme", "--role", "producer", "--role", "viewer")  # fmt: skip
+    token = minted.stdout.strip()
+    demo = ("demo", "--target", server.target, "--speed", "40", "--plain")
+    by_env = cli(*demo, env={"RUNSTREAM_TOKEN": token})
+    assert by_env.returncode == 0, by_env.stdout[-2000:] + by_env.stderr
+    assert "SUCCEEDED" in by_env.stdout, by_env.stdout[-2000:]
+    token_file = tmp_path / "demo-token"
+    token_file.write_text(token + "\n")
+    by_file = cli(*demo, "--token-file", str(token_file))
+    assert by_file.returncode == 0, by_file.stdout[-2000:] + by_file.stderr
+    refused = cli(*demo)
+    assert refused.returncode == 1
+    assert "unauthenticated: missing authorization metadata" in refused.stderr
+
+
 def test_a_token_no_header_can_carry_is_one_line_that_does_not_show_it(
     tmp_path: Path, secured: tuple[ServerProcess, str]
 ) -> None:

@@ -52,9 +52,12 @@ def _env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
-def add_client_security(parser: argparse.ArgumentParser) -> None:
-    """--token, --token-file, --ca-file, --client-cert, --client-key."""
-    group = parser.add_argument_group("identity and TLS")
+def add_client_security(
+    parser: argparse.ArgumentParser, *, reconnect: bool = True, description: str | None = None
+) -> None:
+    """--token, --token-file, --ca-file, --client-cert, --client-key, --insecure-token, and
+    with `reconnect` --reconnect-timeout."""
+    group = parser.add_argument_group("identity and TLS", description)
     group.add_argument(
         "--token", default=None, metavar="JWT", help="bearer token; $RUNSTREAM_TOKEN when set"
     )
@@ -84,6 +87,8 @@ def add_client_security(parser: argparse.ArgumentParser) -> None:
         help="send the token over plaintext to a target beyond loopback: in clear, so anyone "
         "on the path can replay it (a network you trust); $RUNSTREAM_INSECURE_TOKEN=1",
     )
+    if not reconnect:
+        return
     parser.add_argument(
         "--reconnect-timeout",
         type=non_negative_float,

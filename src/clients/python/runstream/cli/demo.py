@@ -863,6 +863,9 @@ class DemoOptions:
     replicas: int = 0
     """With 2 or more: a redis-server and that many replicas on it; the demo reports to the
     first replica and watches through the second."""
+    connect: Callable[[str], runstream.Client] = runstream.connect
+    """A client for `target`, with the command's token and TLS options (the embedded server
+    and replicas take none)."""
 
 
 @contextlib.asynccontextmanager
@@ -946,7 +949,8 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
                 Text.assemble(("Using Runstream server at ", "bold"), (target, "bold cyan")),
                 soft_wrap=True,
             )
-        client = await stack.enter_async_context(runstream.connect(target))
+        connect = runstream.connect if options.target is None else options.connect
+        client = await stack.enter_async_context(connect(target))
         viewer_client = client
         if watch_target is not None and watch_target != target:
             viewer_client = await stack.enter_async_context(runstream.connect(watch_target))

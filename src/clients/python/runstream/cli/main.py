@@ -207,6 +207,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         viewer=default_viewer(),
         replicas=args.replicas,
+        connect=lambda target: connect(args, target),
     )
     try:
         return run_async(demo.run_demo(options, console))
@@ -720,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start redis-server and N replicas on it (2-8); report to the first, watch "
         "through the second (needs redis-server and the redis extra: make setup)",
+    )
+    add_client_security(
+        demo_parser,
+        reconnect=False,
+        description="With --target, as for the other client commands ($RUNSTREAM_TOKEN "
+        "included). The demo's token needs the producer and viewer roles, and operator to "
+        "answer its question.",
     )
     _add_plain(demo_parser)
     demo_parser.set_defaults(handler=cmd_demo)

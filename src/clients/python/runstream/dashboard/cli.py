@@ -33,6 +33,7 @@ from ..cli.args import (
     positive_float,
     target_from_environment,
 )
+from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
 from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer
@@ -113,6 +114,13 @@ def add_dashboard_command(
         default=1.0,
         metavar="FACTOR",
         help="speed-up factor of the --demo run",
+    )
+    add_client_security(
+        parser,
+        reconnect=False,
+        description="For the --demo run on a --target server, as for the other client "
+        "commands ($RUNSTREAM_TOKEN included): the demo's token needs the producer role. The "
+        "page itself asks its users for their own tokens.",
     )
     parser.set_defaults(handler=run_dashboard_command)
 
@@ -237,7 +245,12 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         demo: asyncio.Task[None] | None = None
         if args.demo:
-            demo = asyncio.create_task(_play_demo(grpc_target(target), args.speed, page.url, say))
+            client = (
+                connect(args, grpc_target(target))
+                if args.target
+                else runstream.connect(grpc_target(target))
+            )
+            demo = asyncio.create_task(_play_demo(client, args.speed, page.url, say))
             stack.push_async_callback(_cancel, demo)
         say("Press Ctrl-C to stop.")
         await _supervise(envoy, stop, say)
@@ -333,10 +346,12 @@ async def _embedded_server(speed: float) -> AsyncIterator[str]:
             await server.stop(grace=1.0)
 
 
-async def _play_demo(target: str, speed: float, page_url: str, say: Callable[[str], None]) -> None:
+async def _play_demo(
+    client: runstream.Client, speed: float, page_url: str, say: Callable[[str], None]
+) -> None:
     from ..cli.demo import DISPLAY_NAME, WORKFLOW, Campaign, campaign_steps
 
-    async with runstream.connect(target) as client:
+    async with client:
         run = await client.start_run(
             WORKFLOW,
             steps=campaign_steps(),
