@@ -252,7 +252,8 @@ def add_serve_security(serve: argparse.ArgumentParser) -> None:
         "--insecure-no-auth",
         action="store_true",
         default=_env("RUNSTREAM_INSECURE_NO_AUTH") == "1",
-        help="allow listening beyond loopback without authentication (logs a warning)",
+        help="allow listening beyond loopback without authentication (logs a warning); "
+        "$RUNSTREAM_INSECURE_NO_AUTH=1",
     )
     group.add_argument(
         "--tls-cert",
@@ -271,7 +272,7 @@ def add_serve_security(serve: argparse.ArgumentParser) -> None:
         "--tls-client-ca",
         default=_env("RUNSTREAM_TLS_CLIENT_CA"),
         metavar="PATH",
-        help="mutual TLS: require client certificates signed by this CA",
+        help="mutual TLS: require client certificates signed by this CA; $RUNSTREAM_TLS_CLIENT_CA",
     )
 
 
