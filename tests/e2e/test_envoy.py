@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -66,6 +67,33 @@ def test_deploy_config_is_the_rendered_template_and_envoy_accepts_it(
         "`python -m runstream.dashboard.envoy > deploy/envoy/envoy.yaml`"
     )
     validate_config(deployed)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--upstream", "http://x:1"], "upstream must be HOST:PORT"),
+        (["--origin", "notaurl"], "an origin is scheme://host[:port]"),
+        (["--listen-port", "99999"], "argument --listen-port: not a port"),
+        (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+         "argument --tls-cert: cannot read /nonexistent/cert.pem: No such file"),
+    ],
+)  # fmt: skip
+def test_the_deployment_config_command_refuses_a_bad_option_in_one_line(
+    options: list[str], said: str
+) -> None:
+    """Each printed a 10-line traceback (exit 1), and TLS files that did not exist gave a
+    configuration Envoy could not load (exit 0)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "runstream.dashboard.envoy", *options],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("python -m runstream.dashboard.envoy: error: ")
+    assert said in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(

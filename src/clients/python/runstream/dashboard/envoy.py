@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from types import TracebackType
+from typing import NoReturn
 
 __all__ = [
     "EnvoyConfig",
@@ -412,10 +413,20 @@ class EnvoyProxy:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m runstream.dashboard.envoy``: prints a configuration for a deployment."""
+    """``python -m runstream.dashboard.envoy``: prints a configuration for a deployment. A bad
+    option is one line naming it, exit status 2, as for the `runstream` commands."""
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def port(value: str) -> int:
+        if not value.isdigit() or not 0 <= int(value) <= 65535:
+            raise argparse.ArgumentTypeError(f"not a port (0-65535): {value!r}")
+        return int(value)
+
+    parser = Parser(
         prog="python -m runstream.dashboard.envoy",
         description="Print an Envoy configuration (grpc-web + CORS + router) for Runstream.",
     )
@@ -425,9 +436,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the server, HOST:PORT, or its replicas, HOST:PORT,HOST:PORT",
     )
     parser.add_argument("--listen-address", default="0.0.0.0", help="where Envoy listens")
-    parser.add_argument("--listen-port", type=int, default=8081, help="the grpc-web port")
-    parser.add_argument("--admin-port", type=int, default=9901, help="admin, on 127.0.0.1")
-    parser.add_argument("--tls-cert", type=Path, help="terminate TLS with this PEM certificate")
+    parser.add_argument("--listen-port", type=port, default=8081, help="the grpc-web port")
+    parser.add_argument("--admin-port", type=port, default=9901, help="admin, on 127.0.0.1")
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        help="terminate TLS with this PEM certificate (named by its absolute path, so render "
+        "where Envoy reads it)",
+    )
     parser.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     parser.add_argument(
         "--origin",
@@ -436,15 +452,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         "default: http://localhost:8080 and http://127.0.0.1:8080",
     )
     args = parser.parse_args(argv)
-    config = EnvoyConfig(
-        upstream=args.upstream,
-        listen_port=args.listen_port,
-        listen_address=args.listen_address,
-        admin_port=args.admin_port,
-        allowed_origins=tuple(args.origin or ("http://localhost:8080", "http://127.0.0.1:8080")),
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-    )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path is None:
+            continue
+        try:  # Envoy would refuse to load the configuration, or never find the file
+            path.open("rb").close()
+        except OSError as exc:
+            parser.error(f"argument {flag}: cannot read {path}: {exc.strerror or exc}")
+    try:
+        config = EnvoyConfig(
+            upstream=args.upstream,
+            listen_port=args.listen_port,
+            listen_address=args.listen_address,
+            admin_port=args.admin_port,
+            allowed_origins=tuple(
+                args.origin or ("http://localhost:8080", "http://127.0.0.1:8080")
+            ),
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     print(render_config(config), end="")
 
 
