@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import runstream
@@ -29,9 +30,10 @@ from rich.console import Console
 from runstream.cli.args import target_address
 from runstream.cli.main import build_parser, main
 from runstream.cli.render import LOST_AFTER, Dashboard, SnapshotRefresher
-from runstream.cli.tables import run_details, runs_table, watch_runs
+from runstream.cli.tables import run_details, runs_table, show_events, watch_runs
 from runstream.cli.view import OpenPrompt, RunView
 from runstream.v1 import event_pb2, run_pb2
+from runstream_server.app import RunstreamServer
 
 from tests.conftest import ServerProcess, free_port
 from tests.e2e.test_cli import demo_on, runstream_cli
@@ -383,6 +385,50 @@ async def test_the_live_view_closes_when_the_runs_last_event_pokes_its_refresher
                 refresher.poke()  # the last event; then the block ends and closes the view
         # Closed at once, not cut short by the 5 s bound (which ends a hung refresher too).
         assert not closing.expired()
+
+
+async def test_events_in_a_window_or_of_some_kinds_name_and_count_steps_as_the_whole_log(
+    server: RunstreamServer,
+) -> None:
+    """With --after/--before, --kinds or --newest the step lines named steps by their ids,
+    lost their durations, and counted only the steps done inside the window: the second of
+    two steps read "copy done (1/2)" instead of "Copy Team done in 0ms (2/2)"."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run(
+            "window",
+            steps=[
+                runstream.StepSpec("strategy", "Strategy Team"),
+                runstream.StepSpec("copy", "Copy Team"),
+            ],
+        )
+        async with run:
+            for step_id in ("strategy", "copy"):
+                async with run.step(step_id) as step:
+                    await step.progress(50, "half")
+                    await run.metrics({"n": 1})
+            await run.complete()
+        events = [event async for event in client.list_events(run.run_id)]
+        second_done = next(
+            e.seq for e in events if isinstance(e.payload, runstream.StepCompleted)
+            and e.payload.step_id == "copy"
+        )  # fmt: skip
+
+        async def lines(**options: Any) -> list[str]:
+            screen = io.StringIO()
+            console = Console(file=screen, width=200)
+            settings: dict[str, Any] = {"kinds": None, "limit": None, **options}
+            await show_events(client, console, run.run_id, **settings)
+            return [line for line in screen.getvalue().splitlines() if " step " in line]
+
+        whole = await lines()
+        done = [line for line in whole if " done " in line]
+        assert len(done) == 2 and "Strategy Team done" in done[0] and "(1/2)" in done[0], whole
+        assert "Copy Team done" in done[1] and "(2/2)" in done[1], whole
+        completed = [runstream.EventKind.STEP_COMPLETED]
+        assert await lines(kinds=completed) == done
+        assert await lines(after=second_done - 1) == [done[1]]
+        assert await lines(after=second_done - 2, before=second_done + 1) == [done[1]]
+        assert await lines(kinds=completed, newest=True, limit=1) == [done[1]]
 
 
 def test_a_watcher_keeps_reconnecting_for_as_long_as_asked(server_process: ServerProcess) -> None:

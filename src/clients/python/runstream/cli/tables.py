@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -430,6 +430,44 @@ async def show_decisions(
     console.print(decisions_table(decisions, console.width))
 
 
+_STEP_CONTEXT = (
+    runstream.EventKind.RUN_CREATED,
+    runstream.EventKind.STEP_STARTED,
+    runstream.EventKind.STEP_PROGRESS,
+    runstream.EventKind.STEP_COMPLETED,
+    runstream.EventKind.STEP_FAILED,
+    runstream.EventKind.STEP_SKIPPED,
+)
+"""The events a listing's lines about steps depend on: the plan and each step's course."""
+
+
+class _Peekable:
+    """A listing read in step with another one, by seq."""
+
+    def __init__(self, events: AsyncIterator[runstream.Event]) -> None:
+        self._events = events
+        self._next: runstream.Event | None = None
+        self._done = False
+
+    async def until(self, seq: int) -> list[runstream.Event]:
+        """The events before `seq` not yet taken; the one at `seq` itself is skipped, as the
+        other listing has it."""
+        taken: list[runstream.Event] = []
+        while not self._done:
+            if self._next is None:
+                try:
+                    self._next = await anext(self._events)
+                except StopAsyncIteration:
+                    self._done = True
+                    break
+            if self._next.seq > seq:
+                break
+            if self._next.seq < seq:
+                taken.append(self._next)
+            self._next = None
+        return taken
+
+
 async def show_events(
     client: runstream.Client,
     console: Console,
@@ -467,18 +505,35 @@ async def show_events(
 
     view = RunView(run=await client.get_run(run_id), seen_after=None if newest else after)
     printer = PlainRenderer(console, view)
+    # A window or a kinds filter leaves out the plan (RunCreated, seq 1) and step events the
+    # lines need: steps read by their ids, without durations, counted within the window
+    # ("1/2" for the second of two). Those are read as well, from seq 1, and folded unshown.
+    partial = after > 0 or bool(kinds) or newest
+    context = (
+        _Peekable(aiter(client.list_events(run_id, kinds=_STEP_CONTEXT, before_seq=before)))
+        if partial
+        else None
+    )
     newest_events: list[runstream.Event] = []
     shown = 0
     async for event in listing:
         if newest:
             newest_events.append(event)
         else:
+            if context is not None:
+                for earlier in await context.until(event.seq):
+                    view.apply(earlier)
             printer.on_event(event, view.apply(event))
         shown += 1
         if limit is not None and shown >= limit:
             break
     # Folded in seq order, as a text stream's deltas add up, then printed newest first.
-    notes = {event.seq: view.apply(event) for event in reversed(newest_events)}
+    notes: dict[int, Any] = {}
+    for event in reversed(newest_events):
+        if context is not None:
+            for earlier in await context.until(event.seq):
+                view.apply(earlier)
+        notes[event.seq] = view.apply(event)
     for event in newest_events:
         printer.on_event(event, notes[event.seq])
     # A message whose last delta lies beyond the listing is printed once, as far as listed
