@@ -53,6 +53,7 @@ from runstream_server.store.sqlite_writer import SYNCHRONOUS, SqliteWriter
 _T = TypeVar("_T")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
 _NO_SEQ_ABOVE = 2**63 - 1  # a read without an upper bound
+_PURGE_BATCH = 256  # runs purged per hold of the writer
 
 
 def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
@@ -233,40 +234,48 @@ class SqliteEventStore:
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
-        def purge(conn: sqlite3.Connection, _: None) -> list[str]:
-            ended = list(
-                readable_runs(
-                    (str(run_id), bytes(data))
-                    for run_id, data in conn.execute(
-                        "SELECT run_id, snapshot FROM runs WHERE status IN (?, ?, ?)", _TERMINAL
-                    )
-                )
-            )
-            ended.sort(key=lambda item: item[1].end_time.ToMicroseconds(), reverse=True)
-            chosen = []
-            for rank, (run_id, run) in enumerate(ended):
-                too_old = ended_before_us is not None and (
-                    run.end_time.ToMicroseconds() < ended_before_us
-                )
-                beyond = keep_newest is not None and rank >= keep_newest
-                if (too_old or beyond) and run.purged_seq < run.last_seq:
-                    chosen.append((run_id, run))
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for run_id, run in chosen:
-                    conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-                    run.purged_seq = run.last_seq
-                    conn.execute(
-                        "UPDATE runs SET snapshot = ? WHERE run_id = ?",
-                        (run.SerializeToString(), run_id),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback_if_active(conn)
-                raise
-            return [run_id for run_id, _ in chosen]
+        """Chooses on a reader, from the index of ended runs whose logs are kept
+        (``runs_retained``), and reads the snapshots of the chosen runs only: a pass costs
+        what it purges, plus a walk past the `keep_newest` entries kept, however many runs
+        were purged before. The writer is held only for the purge's writes, in batches of
+        :data:`_PURGE_BATCH` runs, so appends wait for one batch at most.
 
-        return await self.writer.run(purge, None)  # never interleaves with a commit
+        The newest `keep_newest` are counted among the runs whose logs are kept, not among
+        every ended run: the same runs, as every run purged is older than every run kept
+        (whatever was purged for its rank has at least `keep_newest` kept runs newer than
+        it, whatever was purged for its age ended before every kept one), unless the policy
+        was loosened since (more runs or days kept), when this keeps more logs, never fewer.
+        """
+
+        def choose(conn: sqlite3.Connection) -> list[tuple[str, run_pb2.Run]]:
+            ids: dict[str, None] = {}
+            if ended_before_us is not None:
+                for (run_id,) in conn.execute(
+                    "SELECT run_id FROM runs "
+                    "WHERE retained_end_us IS NOT NULL AND retained_end_us < ?",
+                    (ended_before_us,),
+                ):
+                    ids[str(run_id)] = None
+            if keep_newest is not None:
+                for (run_id,) in conn.execute(
+                    "SELECT run_id FROM runs WHERE retained_end_us IS NOT NULL "
+                    "ORDER BY retained_end_us DESC, run_id DESC LIMIT -1 OFFSET ?",
+                    (keep_newest,),
+                ):
+                    ids[str(run_id)] = None
+            rows = _rows_in(
+                conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", list(ids)
+            )
+            runs = list(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
+            runs.sort(key=lambda item: item[1].end_time.ToMicroseconds(), reverse=True)
+            return runs
+
+        chosen = await self._read(choose)
+        purged: list[str] = []
+        for start in range(0, len(chosen), _PURGE_BATCH):
+            batch = chosen[start : start + _PURGE_BATCH]
+            purged += await self.writer.run(_purge, batch)  # never interleaves with a commit
+        return purged
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
@@ -335,6 +344,38 @@ class SqliteEventStore:
     async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
         """One process per file: its own usage is all there is."""
         return {}
+
+
+def _purge(conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]) -> list[str]:
+    """Purges the logs of `runs` (chosen on a reader) in one transaction, on the writer; a
+    run is passed over when its head moved since it was read (no ended run's does) or its
+    log is no longer kept (another pass purged it meanwhile). A run whose log an earlier
+    version purged without clearing ``retained_end_us`` (a file opened by it again after
+    this version) has the column cleared, and is not reported."""
+    purged = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for run_id, run in runs:
+            if run.status not in _TERMINAL or run.purged_seq >= run.last_seq:
+                conn.execute(
+                    "UPDATE runs SET retained_end_us = NULL WHERE run_id = ? AND last_seq = ?",
+                    (run_id, run.last_seq),
+                )
+                continue
+            run.purged_seq = run.last_seq
+            updated = conn.execute(
+                "UPDATE runs SET snapshot = ?, retained_end_us = NULL "
+                "WHERE run_id = ? AND last_seq = ? AND retained_end_us IS NOT NULL",
+                (run.SerializeToString(), run_id, run.last_seq),
+            )
+            if updated.rowcount == 1:
+                conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+                purged.append(run_id)
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_active(conn)
+        raise
+    return purged
 
 
 def _rows_in(

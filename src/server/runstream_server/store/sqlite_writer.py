@@ -31,7 +31,7 @@ from typing import TypeVar
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import AlreadyExists, NothingStored
-from runstream_server.store.base import HeadMoved, StoredEvent, StoreUnusable
+from runstream_server.store.base import HeadMoved, StoredEvent, StoreUnusable, readable_run
 from runstream_server.store.sqlite_file import (
     PROBE_TABLE,
     FileLock,
@@ -126,6 +126,62 @@ def _add_tenant_column(conn: sqlite3.Connection) -> None:
     )
 
 
+_TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
+
+_RETAINED_INDEX = (  # ended runs whose logs are kept, by end time
+    "CREATE INDEX IF NOT EXISTS runs_retained ON runs (retained_end_us, run_id) "
+    "WHERE retained_end_us IS NOT NULL"
+)
+
+
+def retained_end(snap: run_pb2.Run) -> int | None:
+    """The ``retained_end_us`` of a run with this snapshot: its end time (microseconds)
+    while it has ended and its log is kept, else NULL (running, or its log purged)."""
+    if snap.status in _TERMINAL and snap.purged_seq < snap.last_seq:
+        return int(snap.end_time.ToMicroseconds())
+    return None
+
+
+def _add_retained_column(conn: sqlite3.Connection) -> None:
+    """Retention chooses among the ended runs whose logs are kept, by end time, from the
+    partial index ``runs_retained``; a pass reads no run whose log it purged before.
+
+    A file made before that gets the column (NULL for every run) and has it filled in the
+    same transaction from the snapshots of the ended runs that still have events: a
+    purged run has none left (a purge deletes them all with the snapshot's update), so only
+    the snapshots of runs whose logs are kept are read, once. A crash meanwhile rolls the
+    whole change back, and the next open does it again."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    if "retained_end_us" in columns:
+        conn.execute(_RETAINED_INDEX)
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE runs ADD COLUMN retained_end_us INTEGER")
+        ended = conn.execute(
+            "SELECT run_id FROM runs WHERE status IN (?, ?, ?) "
+            "AND EXISTS (SELECT 1 FROM events WHERE events.run_id = runs.run_id)",
+            _TERMINAL,
+        ).fetchall()
+        filled = 0
+        for (run_id,) in ended:  # one snapshot at a time: each may be megabytes
+            (data,) = conn.execute(
+                "SELECT snapshot FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            run = readable_run(str(run_id), bytes(data))
+            end = None if run is None else retained_end(run)
+            if end is not None:
+                conn.execute("UPDATE runs SET retained_end_us = ? WHERE run_id = ?", (end, run_id))
+                filled += 1
+        conn.execute(_RETAINED_INDEX)
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_active(conn)
+        raise
+    if filled:
+        log.info("store: indexed the end times of %d ended runs whose logs are kept", filled)
+
+
 @dataclass(slots=True)
 class _Write:
     run_id: str
@@ -178,6 +234,7 @@ class SqliteWriter:
             check_ours(conn, self.path)
             conn.executescript(SCHEMA)
             _add_tenant_column(conn)
+            _add_retained_column(conn)
             probe_write(conn, time.time())
         except BaseException as exc:
             if conn is not None:
@@ -424,7 +481,8 @@ class SqliteWriter:
             try:
                 conn.execute(
                     "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, "
-                    "last_seq, snapshot, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "last_seq, snapshot, tenant, retained_end_us) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         write.run_id,
                         snap.workflow,
@@ -434,15 +492,23 @@ class SqliteWriter:
                         snap.last_seq,
                         data,
                         snap.tenant,
+                        retained_end(snap),
                     ),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"run {write.run_id!r} already exists") from exc
         else:
             updated = conn.execute(
-                "UPDATE runs SET status = ?, last_seq = ?, snapshot = ? "
+                "UPDATE runs SET status = ?, last_seq = ?, snapshot = ?, retained_end_us = ? "
                 "WHERE run_id = ? AND last_seq = ?",
-                (snap.status, snap.last_seq, data, write.run_id, write.expected_seq),
+                (
+                    snap.status,
+                    snap.last_seq,
+                    data,
+                    retained_end(snap),
+                    write.run_id,
+                    write.expected_seq,
+                ),
             )
             if updated.rowcount != 1:
                 row = conn.execute(
