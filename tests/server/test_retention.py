@@ -170,8 +170,6 @@ async def test_a_pass_reads_none_of_the_runs_whose_logs_earlier_passes_purged(
     """The cost of a pass follows what it purges, not the store's history: with 30 runs
     purged before, the next pass parses none of their snapshots (it parsed all 30 each
     pass before: SQLite read every terminal run, Redis every entry of ``P:ended``)."""
-    if store_kind == "redis":
-        pytest.skip("the Redis store's P:ended still holds purged runs")
     config = server_config(tmp_path / "r.db", retention=Retention(runs=2, interval=3600))
     async with serving(config) as (server, stubs):
         assert server.runs is not None
@@ -201,8 +199,6 @@ async def test_a_store_written_by_the_previous_layout_goes_on_with_the_same_poli
     SQLite file without the ``retained_end_us`` column, a Redis ``P:ended`` holding purged
     runs) keeps the same runs' logs after the upgrade, and its purged runs are read at
     most once more (SQLite: not even once; its upgrade reads the kept runs only)."""
-    if store_kind == "redis":
-        pytest.skip("the Redis store's P:ended still holds purged runs")
     config = server_config(tmp_path / "r.db", retention=Retention(runs=2, interval=3600))
     ids = [f"r{i:02}" for i in range(14)]
     async with serving(config) as (server, stubs):

@@ -19,13 +19,14 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 callers get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
-(runs not ended), ``P:ended`` (by end time, for retention) and ``P:tenant:<tenant>:runs``
-(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They
-are hints: a new run's entries are written, in one round trip, before the script stores the
-run, so a run is never stored without them; every read re-checks the snapshot, and a stale
-hint is passed over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
-:mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`; its callers' use of
-the per-caller limits: :mod:`.redis_usage`.
+(runs not ended), ``P:ended`` (ended runs whose logs are kept, by end time, for retention)
+and ``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's ListRuns
+reads only its own runs). They are hints: a new run's entries are written, in one round
+trip, before the script stores the run, so a run is never stored without them; every read
+re-checks the snapshot, and a stale hint is passed over or repaired when met
+(:mod:`.redis_index`, with ListRuns). The key names: :mod:`.redis_keys`; each replica's
+watcher counts: :mod:`.redis_viewers`; its callers' use of the per-caller limits:
+:mod:`.redis_usage`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from runstream_server.store.base import (
     StoreUnusable,
     Usage,
     decode_run,
+    left_out,
+    readable_run,
     stop_if_cancelled,
 )
 from runstream_server.store.redis_connect import check_usable, connect, master_client
@@ -71,6 +74,9 @@ from runstream_server.store.redis_viewers import ViewerCounts
 __all__ = ["RedisEventStore"]
 
 log = logging.getLogger("runstream.store.redis")
+
+_READ_BATCH = 256
+"""Snapshots a retention pass reads per round trip."""
 
 NOTICE_DATA_LIMIT = 64 * 1024
 """Notices carry the events themselves up to this many bytes; above, readers fetch them."""
@@ -341,27 +347,71 @@ class RedisEventStore:
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
+        """Chooses from ``P:ended``, which holds only the ended runs whose logs are kept: a
+        run leaves it once its log is purged (after the purge, so a crash between the two
+        leaves it there, and the next pass that meets it purged takes it out; so are the
+        purged runs a store written by an earlier version left in it, once each). A pass
+        costs what it purges, plus the :meth:`~.redis_index.RunIndex.sweep_active` batch.
+
+        The newest `keep_newest` are counted among the runs whose logs are kept: the same
+        runs as among every ended run, as every run purged is older than every run kept
+        (whatever was purged for its rank has at least `keep_newest` kept runs newer than
+        it, whatever was purged for its age ended before every kept one), unless the policy
+        was loosened since (more runs or days kept), when this keeps more logs, never fewer.
+        """
         # Ended runs a crash left in P:active first, so that they are among those chosen.
         await self._index.sweep_active()
         chosen = await self._index.ended(ended_before_us=ended_before_us, keep_newest=keep_newest)
         purged = []
-        for run_id in chosen:
-            run = await self.load_run(run_id)
-            if run is None or run.status not in TERMINAL or run.purged_seq >= run.last_seq:
-                continue
-            head = run.last_seq
-            run.purged_seq = head
-            meta, log_key, keys = self._keys.run(run_id)
-            args = [
-                head,
-                run.SerializeToString(),
-                notice_channel(self.options, run_id),
-                self._publish,
-                PURGED_NOTICE + run_id.encode(),
-            ]
-            if await self._purge(keys=[meta, log_key, keys], args=args):
-                purged.append(run_id)
+        for start in range(0, len(chosen), _READ_BATCH):
+            batch = chosen[start : start + _READ_BATCH]
+            gone = []  # purged now or before: no longer in P:ended
+            for run_id, run in await self._snapshots(batch):
+                if run is None:  # no run under this entry (deleted by hand): nothing to purge
+                    gone.append(run_id)
+                    continue
+                if run.status not in TERMINAL:
+                    continue
+                if run.purged_seq >= run.last_seq:
+                    gone.append(run_id)
+                    continue
+                head = run.last_seq
+                run.purged_seq = head
+                meta, log_key, keys = self._keys.run(run_id)
+                args = [
+                    head,
+                    run.SerializeToString(),
+                    notice_channel(self.options, run_id),
+                    self._publish,
+                    PURGED_NOTICE + run_id.encode(),
+                ]
+                if await self._purge(keys=[meta, log_key, keys], args=args):
+                    purged.append(run_id)
+                    gone.append(run_id)
+            await self._index.forget_ended(gone)
         return purged
+
+    async def _snapshots(self, run_ids: list[str]) -> list[tuple[str, run_pb2.Run | None]]:
+        """The snapshots of `run_ids`, in one round trip (on a cluster, one to each master
+        holding some of them): None for a run not stored; a damaged one is logged and left
+        out (:func:`~.base.readable_run`)."""
+        pipe = self._client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(self._keys.meta(run_id), "snap")
+        found: list[tuple[str, run_pb2.Run | None]] = []
+        for run_id, snap in zip(run_ids, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(snap, Exception):
+                if "WRONGTYPE" not in str(snap):
+                    raise snap
+                left_out(run_id, f"run {run_id}: its stored record is not Runstream's")
+                continue
+            if snap is None:
+                found.append((run_id, None))
+                continue
+            run = readable_run(run_id, snap)
+            if run is not None:
+                found.append((run_id, run))
+        return found
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """The Redis store's run indexes, and ListRuns and retention's choice of runs over them.
 
 Sorted sets outside the runs' slots (named by :class:`~.redis_keys.RedisKeys`): ``P:runs``
-(every run by create time), ``P:active`` (runs not ended), ``P:ended`` (by end time, for
-retention) and ``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's
-ListRuns reads only its own runs). They are hints: every read re-checks the run's snapshot,
-so an entry whose run has no snapshot is passed over, and a run found ended in ``P:active``
-is moved to ``P:ended`` when met (by an active-only ListRuns, and by retention's sweep).
+(every run by create time), ``P:active`` (runs not ended), ``P:ended`` (ended runs whose
+logs are kept, by end time, for retention: a run leaves it once retention purged its log)
+and ``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's ListRuns
+reads only its own runs). They are hints: every read re-checks the run's snapshot, so an
+entry whose run has no snapshot is passed over, and a run found ended in ``P:active`` is
+moved to ``P:ended`` when met (by an active-only ListRuns, and by retention's sweep).
 
 A new run's entries (every run, active, its tenant's) are written before the append script
 stores the run, in one round trip: the script is sent only once all of them are
@@ -139,8 +140,9 @@ class RunIndex:
         return moved
 
     async def ended(self, *, ended_before_us: int | None, keep_newest: int | None) -> list[str]:
-        """Ended runs that ended before `ended_before_us` or are older than the newest
-        `keep_newest` ended runs (hints: the caller re-checks each run)."""
+        """Ended runs whose logs are kept that ended before `ended_before_us` or are older
+        than the newest `keep_newest` of them (hints: the caller re-checks each run, and
+        :meth:`forget_ended` those it purged)."""
         chosen: dict[str, None] = {}
         if ended_before_us is not None:
             for member in await self._client().zrangebyscore(
@@ -151,6 +153,13 @@ class RunIndex:
             for member in await self._client().zrevrange(self._keys.ended, keep_newest, -1):
                 chosen[member.decode()] = None
         return list(chosen)
+
+    async def forget_ended(self, run_ids: list[str]) -> None:
+        """Takes runs whose logs are purged out of ``P:ended``: retention never reads them
+        again. Harmless if one comes back (a sweep that met it in ``P:active``): the next
+        pass meets it purged and takes it out again."""
+        if run_ids:
+            await self._client().zrem(self._keys.ended, *run_ids)
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None

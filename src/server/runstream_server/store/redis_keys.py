@@ -19,7 +19,7 @@ class RedisKeys:
         self.active = f"{prefix}:active"
         """Runs not ended, by create time."""
         self.ended = f"{prefix}:ended"
-        """Ended runs, by end time (for retention)."""
+        """Ended runs whose logs are kept, by end time (for retention)."""
         self.usage = f"{prefix}:limits:usage"
         """Each replica's callers' use of the per-caller limits."""
 
