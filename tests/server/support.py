@@ -4,8 +4,9 @@ they check."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -21,7 +22,9 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 from runstream.v1 import report_service_pb2 as rp
-from runstream_server.app import RunstreamServer
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.server.conftest import Stubs
 
 ev = event_pb2
 
@@ -121,3 +124,15 @@ async def scrape(server: RunstreamServer) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
+    """A server of its own (for a config the `stubs` fixture's does not have), and stubs."""
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield server, Stubs.on(channel)
+    finally:
+        await server.stop(grace=0.1)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,25 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import RunstreamServer
 from runstream_server.domain.queries import encode_token
 from runstream_server.domain.runs import Limits, Retention
 
 from tests.conftest import ConfigFactory, index_entries_only
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom, ev
-
-
-@contextlib.asynccontextmanager
-async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
-    """A server of its own (for a config the `stubs` fixture's does not have), and stubs."""
-    server = RunstreamServer(config)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield server, Stubs.on(channel)
-    finally:
-        await server.stop(grace=0.1)
+from tests.server.support import append, create_run, custom, ev, serving
 
 
 async def two_ended_runs(stubs: Stubs) -> tuple[run_pb2.Run, run_pb2.Run]:

@@ -12,18 +12,16 @@ import asyncio
 import contextlib
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-import grpc
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import timestamp_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.runs import Retention
 from runstream_server.store import base, redis
 from runstream_server.store.redis_keys import RedisKeys
@@ -31,20 +29,9 @@ from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
-from tests.server.support import append, custom, ev
+from tests.server.support import append, custom, ev, serving
 
 NOW = datetime.now(UTC)
-
-
-@contextlib.asynccontextmanager
-async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
-    server = RunstreamServer(config)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield server, Stubs.on(channel)
-    finally:
-        await server.stop(grace=0.1)
 
 
 def _in_retention(frame: FrameType | None) -> bool:
