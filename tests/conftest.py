@@ -390,6 +390,8 @@ class ServerProcess:
     """A redis:// store instead of the SQLite file (the log still goes beside store_path)."""
     extra: tuple[str, ...] = ()
     """More `runstream serve` options."""
+    pythonpath: str = ""
+    """Another checkout's code to run (an earlier release), instead of this one's."""
 
     @property
     def target(self) -> str:
@@ -413,7 +415,11 @@ class ServerProcess:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    **({"PYTHONPATH": self.pythonpath} if self.pythonpath else {}),
+                },
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -47,9 +47,12 @@ VIEWERS_NOTICE = b"*viewers\n"
 starts with a run id, which has no '*'."""
 PURGED_NOTICE = b"*purged\n"
 """Starts a purge notice (then the run)."""
-PROBE_NOTICE = b"*probe\n"
+PROBE_NOTICE = VIEWERS_NOTICE + b"*probe\nrunstream-probe"
 """What a starting server publishes to try its rights on the notice channel; followers
-ignore it (a server of an earlier version reads it as unreadable and resyncs once)."""
+ignore it. It reads as a viewers notice of a replica that is none and a run that is none,
+which every earlier release takes in its stride (at most it reads that run's viewer
+counts): the releases before 2026-12-02 read anything else as a commit notice, and a
+``*probe`` they could not read ended their notice reader, for good, in a rolling upgrade."""
 
 RESUBSCRIBE_FIRST = 0.5
 RESUBSCRIBE_MAX = 5.0
