@@ -47,7 +47,8 @@ async def limited(tmp_path: Path, keys: Keys, server_config: Any) -> AsyncIterat
 async def callers(limited: RunstreamServer, keys: Keys) -> AsyncIterator[dict[str, Caller]]:
     everyone = {
         "bot": Caller(limited.target, keys.token(["producer", "viewer"], sub="bot")),
-        "bot2": Caller(limited.target, keys.token(["producer", "viewer"], sub="bot2")),
+        # An operator too: it reports to bot's runs (a producer reports only to its own).
+        "bot2": Caller(limited.target, keys.token(["producer", "operator"], sub="bot2")),
         "alice": Caller(limited.target, keys.token(["viewer"], sub="alice")),
         "bob": Caller(limited.target, keys.token(["viewer"], sub="bob")),
         "globex": Caller(
