@@ -18,6 +18,8 @@ export class RunsFeed {
   private controller: AbortController | undefined;
   private limit = PAGE;
   private wake: (() => void) | undefined;
+  /** WatchRuns is streaming: it pushes each run's viewer count as it changes. */
+  private pushing = false;
   /**
    * False while polling leaves older runs unfetched (ListRuns had a next page): the runs
    * known are then the newest ones only, and counts over them are lower bounds.
@@ -66,11 +68,15 @@ export class RunsFeed {
     return this.runs.get(runId);
   }
 
-  /** Merges a run seen elsewhere (an open run's snapshot) so the list agrees with it. */
+  /**
+   * Merges a run seen elsewhere (an open run's snapshot) so the list agrees with it. While
+   * WatchRuns streams, the viewer count it pushed stays: a snapshot read before the last
+   * change of the count would put an older one back, and nothing would correct it.
+   */
   update(run: Run): void {
     const known = this.runs.get(run.runId);
     if (!known || known.lastSeq <= run.lastSeq) {
-      this.runs.set(run.runId, run);
+      this.runs.set(run.runId, known && this.pushing ? { ...run, viewerCount: known.viewerCount } : run);
       this.changed(this.list());
     }
   }
@@ -81,9 +87,14 @@ export class RunsFeed {
     while (!this.stopped) {
       try {
         if (streaming) {
-          await this.stream(() => {
-            failures = 0;
-          });
+          try {
+            await this.stream(() => {
+              failures = 0;
+              this.pushing = true;
+            });
+          } finally {
+            this.pushing = false;
+          }
         } else {
           await this.poll();
           failures = 0;
