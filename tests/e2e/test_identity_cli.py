@@ -3,18 +3,21 @@ take their token from --token, $RUNSTREAM_TOKEN or a file, against a real server
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
-from runstream_server.auth.edge import SecurityConfig, check_exposure
+from runstream_server.auth.edge import SecurityConfig, TlsConfig, check_exposure
 
 from tests.conftest import ServerProcess, free_port
+from tests.identity import Pki, start_server
 
 SECRET = b"0123456789abcdef0123456789abcdef-dev"
 
@@ -303,3 +306,28 @@ def test_a_limit_that_is_not_a_count_is_a_usage_error(
     assert result.returncode == 2
     assert f"argument {flag}:" in result.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+async def test_a_ca_that_did_not_sign_the_servers_certificate_is_said_at_once(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a one-request command waited its whole --reconnect-timeout for a
+    server whose certificate its CA did not sign, then said no server answered, the
+    certificate error lost."""
+    pki, other = Pki.make(tmp_path / "pki"), Pki.make(tmp_path / "other")
+    server = await start_server(
+        tmp_path, SecurityConfig(tls=TlsConfig(pki.server_cert, pki.server_key))
+    )
+    try:
+        started = time.monotonic()
+        result = await asyncio.to_thread(
+            cli, "get", "any-run", "--target", f"localhost:{server.port}",
+            "--ca-file", str(other.ca_file), "--reconnect-timeout", "30",
+        )  # fmt: skip
+        assert result.returncode == 1
+        said = result.stderr.splitlines()[-1]
+        assert said.startswith(f"runstream: unavailable: cannot connect to localhost:{server.port}")
+        assert "over TLS" in said and "certificate signature failure" in said
+        assert time.monotonic() - started < 25
+    finally:
+        await server.stop(grace=0.1)

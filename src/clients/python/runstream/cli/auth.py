@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,9 @@ _PROBE_OPTIONS = (
 )
 _PROBE_EVERY = 5.0
 """The longest one health check waits for a connection before it is tried again."""
+_TLS_FAILED = re.compile(r"handshake|ssl|tls|certificate", re.IGNORECASE)
+"""How gRPC names a failed TLS connection (a CA that did not sign the server's certificate,
+TLS against a plaintext server, a client certificate refused)."""
 
 
 async def wait_for_server(args: argparse.Namespace, client: runstream.Client) -> None:
@@ -187,16 +191,13 @@ async def wait_for_server(args: argparse.Namespace, client: runstream.Client) ->
     else:
         channel = grpc.aio.secure_channel(client.target, credentials, options=_PROBE_OPTIONS)
     health = health_pb2_grpc.HealthStub(channel)
+    last = ""  # what the last failed attempt said: a refused connection, a TLS failure
     try:
         while True:
             wait = _PROBE_EVERY if deadline is None else deadline - time.monotonic()
             try:
-                # wait_for_ready: the check waits for a connection rather than failing
-                # while the channel is between two connection attempts.
                 await health.Check(
-                    health_pb2.HealthCheckRequest(),
-                    timeout=max(0.1, min(wait, _PROBE_EVERY)),
-                    wait_for_ready=True,
+                    health_pb2.HealthCheckRequest(), timeout=max(0.1, min(wait, _PROBE_EVERY))
                 )
                 return
             except grpc.aio.AioRpcError as exc:
@@ -205,12 +206,18 @@ async def wait_for_server(args: argparse.Namespace, client: runstream.Client) ->
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                 ):
                     return  # a server answered, if not with a health status
+                last = exc.details() or last
+                if _TLS_FAILED.search(last):
+                    # A certificate or TLS mismatch is not a server restarting: say it now.
+                    raise runstream.UnavailableError(
+                        f"cannot connect to {client.target} over TLS: {last}"
+                    ) from None
                 if deadline is not None and time.monotonic() >= deadline:
                     raise runstream.UnavailableError(
                         f"no server answered for {limit:g}s (--reconnect-timeout)"
+                        + (f"; the last attempt: {last}" if last else "")
                     ) from None
-                if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                    await asyncio.sleep(0.2)  # e.g. a proxy whose upstream is down
+                await asyncio.sleep(0.2)  # between two attempts to connect
     finally:
         await channel.close(grace=None)
 
