@@ -16,6 +16,7 @@ import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import event_pb2, report_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.hub import Hub
 from runstream_server.domain.runs import Heartbeat, Limits, RunManager, WatchItem
 from runstream_server.errors import Unavailable
 from runstream_server.store.sqlite import SqliteEventStore
@@ -247,3 +248,51 @@ async def test_a_watcher_that_stops_reading_big_events_lets_them_go_and_still_ge
             assert value(await scrape(server), "runstream_watcher_overflows_total") == 1
     finally:
         await server.stop(grace=0.1)
+
+
+class Overflows:
+    """A DeliveryObserver that counts the watchers that fell back to the store."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def delivered(self, events: int, behind: int) -> None:
+        pass
+
+    def overflowed(self) -> None:
+        self.count += 1
+
+    def committed_elsewhere(self, run_id: str, events: object, run: object) -> None:
+        pass
+
+
+async def test_a_watcher_that_keeps_up_takes_a_commit_bigger_than_the_byte_budget_live(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the byte budget counted a commit on its own, so one commit past it
+    (a Report stream commits the batches that queued up as one) sent every watcher of the
+    run, the ones keeping up too, back to the store at once."""
+    store = SqliteEventStore(tmp_path / "domain.db")
+    await store.open()
+    overflows = Overflows()
+    runs = RunManager(store, Hub(max_pending_bytes=1024 * 1024), observer=overflows)
+    try:
+        run_id = await new_run(runs)
+        watch = runs.watch(run_id)
+        assert event_seqs(await anext(watch)) == [1]  # from the store
+        following = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0.1)  # level with the run: live, waiting
+        await runs.append(run_id, [custom(1)])
+        assert event_seqs(await following) == [2]  # live; the watcher sends it
+        bigs = [ev.RunEvent(custom=ev.Custom(type="artifact")) for _ in range(8)]
+        for big in bigs:
+            big.custom.data.update({"text": "x" * 200_000})
+        await runs.append(run_id, bigs)  # 1.6 MB in one commit, nothing waiting
+        seen: list[int] = []
+        while len(seen) < 8:
+            seen += event_seqs(await anext(watch))
+        assert seen == list(range(3, 11))
+        assert overflows.count == 0
+    finally:
+        runs.shutdown()
+        await store.close()

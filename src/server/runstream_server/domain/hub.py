@@ -243,7 +243,11 @@ class Subscription(_Mailbox):
     ) -> None:
         """Queues `chunks` (`events` events, `size` bytes in all) that bring the cursor to
         `last_seq`."""
-        if self._pending + events > self._max_pending or self._bytes + size > self._max_bytes:
+        # Bytes count only on top of what waits: a watcher that keeps up takes a commit of
+        # any size (a Report stream's commit of batches that queued up may pass the budget).
+        if self._pending + events > self._max_pending or (
+            self._bytes and self._bytes + size > self._max_bytes
+        ):
             self.overflowed = True
             self.fall_behind()
             return
