@@ -87,6 +87,17 @@ class Dashboard:
         await self.said("Press Ctrl-C")
         return url.removeprefix("http://")
 
+    async def ended(self) -> None:
+        """Stops the command (and so its Envoy) if it still runs: a test that failed halfway
+        leaves no process behind."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
     async def stop(self) -> str:
         """SIGTERM; everything it said."""
         self.process.send_signal(signal.SIGTERM)
@@ -225,12 +236,16 @@ async def test_it_starts_again_on_the_same_ports_right_after_it_stopped(
     _require_envoy()
     ports = free_port(), free_port()
     dashboard = await Dashboard.start(server.target, *ports)
-    envoy = await dashboard.envoy_target()
-    async with runstream.connect(envoy) as client:
-        await client.list_runs_page()  # a connection Envoy closes first, as it stops
-        await dashboard.stop()
-    again = await Dashboard.start(server.target, *ports)
     try:
-        assert await again.envoy_target() == envoy
+        envoy = await dashboard.envoy_target()
+        async with runstream.connect(envoy) as client:
+            await client.list_runs_page()  # a connection Envoy closes first, as it stops
+            await dashboard.stop()
+        again = await Dashboard.start(server.target, *ports)
+        try:
+            assert await again.envoy_target() == envoy
+            await again.stop()
+        finally:
+            await again.ended()
     finally:
-        await again.stop()
+        await dashboard.ended()
