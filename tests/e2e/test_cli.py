@@ -236,13 +236,18 @@ def test_a_seq_no_log_reaches_is_a_usage_error(command: str, flag: str) -> None:
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
+    """Said in seconds: a command that makes one request waits 5 s for a server unless
+    --reconnect-timeout says otherwise (it waited the watch's minute for a mistyped port)."""
     target = f"127.0.0.1:{free_port()}"  # nothing listens there
 
+    started = time.monotonic()
     result = runstream_cli("runs", "--target", target)
 
     assert result.returncode == 1
     assert target in result.stderr
+    assert "no server answered for 5s" in result.stderr
     assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
 
 
 def test_a_bad_target_is_named_where_the_user_gave_it() -> None:

@@ -38,10 +38,13 @@ if TYPE_CHECKING:
     from runstream_server.auth.edge import SecurityConfig
 
 __all__ = [
+    "ONE_REQUEST_WAIT",
+    "WATCH_RECONNECT",
     "add_client_security",
     "add_serve_security",
     "add_token_command",
     "connect",
+    "reconnect_timeout",
     "security_config",
     "wait_for_server",
 ]
@@ -93,11 +96,12 @@ def add_client_security(
     parser.add_argument(
         "--reconnect-timeout",
         type=non_negative_float,
-        default=60.0,
+        default=None,
         metavar="SECONDS",
         help="how long to keep reconnecting while the server is out of reach, e.g. during a "
-        "restart or a deploy (default: 60; 0: for ever); a command that makes one request "
-        "(get, cancel, ...) waits that long for a server to answer, then sends it",
+        f"restart or a deploy (default: {WATCH_RECONNECT:g} for a watch; 0: for ever); a "
+        "command that makes one request (get, cancel, ...) waits that long for a server to "
+        f"answer, then sends it (default: {ONE_REQUEST_WAIT:g})",
     )
 
 
@@ -136,6 +140,19 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
         raise CliError(f"TLS options: {exc}") from None
 
 
+WATCH_RECONNECT = 60.0
+"""Seconds a watch keeps reconnecting to a server out of reach, unless told otherwise."""
+ONE_REQUEST_WAIT = 5.0
+"""Seconds a command that makes one request waits for a server, unless told otherwise: a
+mistyped address is said in a few seconds, not a minute."""
+
+
+def reconnect_timeout(args: argparse.Namespace, default: float) -> float:
+    """The command's --reconnect-timeout, or `default` when it was not given (0: for ever)."""
+    given: float | None = getattr(args, "reconnect_timeout", None)
+    return default if given is None else given
+
+
 def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Client:
     """A client for the command's --target with its token and TLS options; UsageError (exit
     status 2) for a token that would go in clear beyond this machine."""
@@ -145,7 +162,7 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
             target or args.target,
             token=_token(args),
             credentials=credentials,
-            reconnect_timeout=getattr(args, "reconnect_timeout", 60.0) or None,
+            reconnect_timeout=reconnect_timeout(args, WATCH_RECONNECT) or None,
             insecure_token=getattr(args, "insecure_token", False),
         )
     except PlaintextTokenError as exc:
@@ -183,7 +200,7 @@ async def wait_for_server(args: argparse.Namespace, client: runstream.Client) ->
     needs no token; any answer from it, NOT_SERVING or UNIMPLEMENTED too, means a server is
     there to answer the command itself.
     """
-    limit: float = getattr(args, "reconnect_timeout", 60.0)
+    limit = reconnect_timeout(args, ONE_REQUEST_WAIT)
     deadline = time.monotonic() + limit if limit else None
     credentials = _credentials(args)
     if credentials is None:

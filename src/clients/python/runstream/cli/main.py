@@ -45,10 +45,12 @@ from .args import (
     target_from_environment,
 )
 from .auth import (
+    WATCH_RECONNECT,
     add_client_security,
     add_serve_security,
     add_token_command,
     connect,
+    reconnect_timeout,
     security_config,
     wait_for_server,
 )
@@ -242,7 +244,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     async def watch() -> runstream.Run:
         async with connect(args) as client:
-            run = await first_snapshot(client, args.run_id, args.reconnect_timeout)
+            run = await first_snapshot(
+                client, args.run_id, reconnect_timeout(args, WATCH_RECONNECT)
+            )
             if not live:
                 print_run_header(console, run)
             return await follow_run(
