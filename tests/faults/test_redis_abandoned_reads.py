@@ -19,29 +19,21 @@ import redis.asyncio as aioredis
 from runstream.v1 import event_pb2
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.app import ServerConfig
 
 from tests.conftest import RedisProcess, redis_store_url
 from tests.server.conftest import Stubs
+from tests.server.support import serving
 
 EVENTS = 60_000  # 60 pages of the log: well over a second to read them all
 
 
 @pytest.fixture
 async def stubs(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[Stubs]:
-    server = RunstreamServer(
-        ServerConfig(
-            address="127.0.0.1:0",
-            store_path=tmp_path / "unused.db",
-            store_url=redis_store_url(redis_server, tmp_path),
-        )
-    )
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield Stubs.on(channel)
-    finally:
-        await server.stop(grace=0.5)
+    url = redis_store_url(redis_server, tmp_path)
+    config = ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "unused.db", store_url=url)
+    async with serving(config) as (_, stubs):
+        yield stubs
 
 
 async def xrange_calls(redis: aioredis.Redis) -> int:

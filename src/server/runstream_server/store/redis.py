@@ -53,8 +53,6 @@ from runstream_server.store.base import (
     StoreUnusable,
     Usage,
     decode_run,
-    left_out,
-    readable_run,
     stop_if_cancelled,
 )
 from runstream_server.store.redis_connect import check_usable, connect, master_client
@@ -366,7 +364,7 @@ class RedisEventStore:
         for start in range(0, len(chosen), _READ_BATCH):
             batch = chosen[start : start + _READ_BATCH]
             gone = []  # purged now or before: no longer in P:ended
-            for run_id, run in await self._snapshots(batch):
+            for run_id, run in await self._index.snapshots(batch):
                 if run is None:  # no run under this entry (deleted by hand): nothing to purge
                     gone.append(run_id)
                     continue
@@ -390,30 +388,6 @@ class RedisEventStore:
                     gone.append(run_id)
             await self._index.forget_ended(gone)
         return purged
-
-    async def _snapshots(self, run_ids: list[str]) -> list[tuple[str, run_pb2.Run | None]]:
-        """The snapshots of `run_ids`, in one round trip (on a cluster, one to each master
-        holding some of them): None for a run not stored; a damaged one is logged and left
-        out (:func:`~.base.readable_run`)."""
-        pipe = self._client.pipeline(transaction=False)
-        for run_id in run_ids:
-            pipe.hget(self._keys.meta(run_id), "snap")
-        found: list[tuple[str, run_pb2.Run | None]] = []
-        for run_id, snap in zip(run_ids, await pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(snap, Exception):
-                if "WRONGTYPE" not in str(snap):
-                    raise snap
-                left_out(run_id, f"run {run_id}: its stored record is not Runstream's")
-                continue
-            if snap is None:
-                found.append((run_id, None))
-                continue
-            run = readable_run(run_id, snap)
-            if run is not None:
-                found.append((run_id, run))
-        return found
-
-    # --- reads ------------------------------------------------------------------------------
 
     @unavailable
     async def load_run(self, run_id: str) -> run_pb2.Run | None:

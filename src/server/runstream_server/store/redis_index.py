@@ -161,6 +161,29 @@ class RunIndex:
         if run_ids:
             await self._client().zrem(self._keys.ended, *run_ids)
 
+    async def snapshots(self, run_ids: list[str]) -> list[tuple[str, run_pb2.Run | None]]:
+        """The snapshots of `run_ids`, in one round trip (on a cluster, one to each master
+        holding some of them): None for a run not stored; a damaged one, or a key of
+        another type than Runstream's (another program's data under the run's name), is
+        logged and left out (:func:`~.base.readable_run`, :func:`~.base.left_out`)."""
+        pipe = self._client().pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hget(self._keys.meta(run_id), "snap")
+        found: list[tuple[str, run_pb2.Run | None]] = []
+        for run_id, snap in zip(run_ids, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(snap, Exception):
+                if "WRONGTYPE" not in str(snap):
+                    raise snap
+                left_out(run_id, f"run {run_id}: its stored record is not Runstream's")
+                continue
+            if snap is None:
+                found.append((run_id, None))
+                continue
+            run = readable_run(run_id, snap)
+            if run is not None:
+                found.append((run_id, run))
+        return found
+
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
     ) -> RunPage:
@@ -223,11 +246,8 @@ class RunIndex:
             if not rows:
                 return
             ids = [member.decode() for member, _ in rows]
-            pipe = self._client().pipeline(transaction=False)
-            for run_id in ids:
-                pipe.hget(self._keys.meta(run_id), "snap")
-            snaps = await pipe.execute(raise_on_error=False)
-            for run_id, (_, score), snap in zip(ids, rows, snaps, strict=True):
+            runs = dict(await self.snapshots(ids))
+            for run_id, (_, score) in zip(ids, rows, strict=True):
                 at = int(score)
                 if str(at) == top:
                     skip += 1
@@ -235,20 +255,10 @@ class RunIndex:
                     top, skip = str(at), 1
                 if cursor is not None and (at, run_id) >= cursor:
                     continue
-                if isinstance(snap, Exception):
-                    if _reply_to_another_type(snap):
-                        left_out(run_id, f"run {run_id}: its stored record is not Runstream's")
-                        continue
-                    raise snap
-                # None: an entry written before a crash stopped the create, or damaged.
-                run = None if snap is None else readable_run(run_id, snap)
+                # None or missing: an entry written before a crash stopped the create, or a
+                # record that is damaged or not Runstream's (logged).
+                run = runs.get(run_id)
                 if run is not None:
                     yield at, run
             if len(rows) < 200:
                 return
-
-
-def _reply_to_another_type(exc: Exception) -> bool:
-    """Whether a command failed on a key holding another type than the store's (another
-    program's data under the run's name)."""
-    return "WRONGTYPE" in str(exc)
