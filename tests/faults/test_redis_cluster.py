@@ -139,6 +139,16 @@ async def test_a_run_watched_through_a_three_master_cluster(
     assert seen == list(range(1, last.last_seq + 1))
     listed = await runs_b.ListRuns(run_service_pb2.ListRunsRequest(page_size=50))
     assert sorted(r.run_id for r in listed.runs) == sorted(ids)
+    # A read of some kinds filters on the shard that holds the run (a script per page).
+    for run_id in ids:
+        created = await runs_b.ListEvents(
+            run_service_pb2.ListEventsRequest(run_id=run_id, filter="kind = RUN_CREATED")
+        )
+        assert [e.seq for e in created.events] == [1]
+    ended = await runs_b.ListEvents(
+        run_service_pb2.ListEventsRequest(run_id=watched, filter="kind = RUN_COMPLETED")
+    )
+    assert [e.seq for e in ended.events] == [last.last_seq]
     assert_sharded_notices(three_masters, watched)
     # Each run's keys sit on one shard; twelve runs spread over several of them.
     per_shard = [

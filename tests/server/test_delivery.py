@@ -108,6 +108,41 @@ async def test_a_filtered_watcher_ends_when_the_run_ends_though_it_skips_the_end
     assert received == [2]
 
 
+async def test_a_filtered_watcher_catching_up_gets_each_wanted_event_once(
+    stubs: Stubs,
+) -> None:
+    """The store filters a catch-up by kind, past its page of 500 events and while the
+    producer goes on: each custom event once, in order, none of the others."""
+    run = await create_run(stubs)
+    alert = ev.RunEvent(alert=ev.Alert(message="slow"))
+    for n in range(0, 1200, 100):  # 1,200 events, every third one custom
+        await append(
+            stubs, run.run_id, *[custom(n + i) if i % 3 == 0 else alert for i in range(100)]
+        )
+    wanted = [s for s in range(2, 1202) if (s - 2) % 100 % 3 == 0]
+
+    async def follow(after_seq: int) -> list[int]:
+        seen: list[int] = []
+        request = Watch(run_id=run.run_id, after_seq=after_seq, kinds=[ev.EVENT_KIND_CUSTOM])
+        async for response in stubs.runs.WatchRun(request, timeout=30):
+            seen += [e.seq for e in response.events]
+            if seen and seen[-1] >= 1302:
+                return seen
+        return seen
+
+    watchers = [asyncio.ensure_future(follow(after)) for after in (0, 601)]
+    for n in range(1200, 1300, 10):  # live while they catch up
+        await append(
+            stubs, run.run_id, *[custom(n + i) if i % 2 == 0 else alert for i in range(10)]
+        )
+    wanted += [s for s in range(1202, 1302) if (s - 1202) % 10 % 2 == 0]
+    await append(stubs, run.run_id, custom(1300))
+    wanted.append(1302)
+    from_start, from_middle = await asyncio.gather(*watchers)
+    assert from_start == wanted
+    assert from_middle == [s for s in wanted if s > 601]
+
+
 def stubs_for(channel: grpc.aio.Channel) -> Stubs:
     return Stubs(
         channel,

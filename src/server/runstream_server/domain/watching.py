@@ -194,19 +194,27 @@ class Watching:
                         stop_if_cancelled()
                         # Never past the head: the store may hold a commit not yet folded
                         # (and acknowledged), which a resume after it would find out of range.
-                        limit = min(max_events, head_seq - cursor)
-                        events = framed(await self._store.read_events(run_id, cursor, limit))
-                        if not events:
+                        if wanted is None:
+                            limit = min(max_events, head_seq - cursor)
+                            stored = await self._store.read_events(run_id, cursor, limit)
+                            read_all = False
+                        else:  # the store filters: a rare kind leaves most of the log behind
+                            stored = await self._store.read_events(
+                                run_id, cursor, max_events, wanted, before_seq=head_seq + 1
+                            )
+                            read_all = len(stored) < max_events  # up to the head
+                        if not stored or read_all:
                             await self._ledger.check_gap(run_id, cursor, "after_seq")
-                            break
-                        for page in self._pages(events):
+                        for page in self._pages(framed(stored)):
                             cursor = page[-1].seq
-                            matched = [e.framed for e in page if wanted is None or e.kind in wanted]
-                            if matched:
-                                behind = self._ledger.held(run_id).last_seq - cursor
-                                observer.delivered(len(matched), behind)
-                                yield b"".join(matched)
-                                sub.active_at = hub.clock.now()
+                            behind = self._ledger.held(run_id).last_seq - cursor
+                            observer.delivered(len(page), behind)
+                            yield b"".join(e.framed for e in page)
+                            sub.active_at = hub.clock.now()
+                        if read_all:
+                            cursor = head_seq
+                        elif not stored:
+                            break
                     # No await since the last look at the head: publish delivers from here.
                     sub.go_live(cursor)
                     continue

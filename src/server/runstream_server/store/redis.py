@@ -14,9 +14,9 @@ seqs (and, when small, the events) on ``P:commits``, all in one atomic step; wit
 ``appendfsync always`` Redis replies only once the AOF holds it. A writer that lost the race
 gets :class:`~runstream_server.store.base.HeadMoved` and reloads. Readers of notices compare
 seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event
-(the notices and their one reader per process: :mod:`.redis_notices`; the URL's options:
-:mod:`.redis_url`; the connections and the checks at start: :mod:`.redis_connect`; what
-callers get when Redis fails: :mod:`.redis_errors`).
+(reads of the log: :mod:`.redis_log`; the notices and their one reader per process:
+:mod:`.redis_notices`; the URL's options: :mod:`.redis_url`; the connections and the checks
+at start: :mod:`.redis_connect`; what callers get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (ended runs whose logs are kept, by end time, for retention)
@@ -53,12 +53,12 @@ from runstream_server.store.base import (
     StoreUnusable,
     Usage,
     decode_run,
-    stop_if_cancelled,
 )
 from runstream_server.store.redis_connect import check_usable, connect, master_client
 from runstream_server.store.redis_errors import unavailable
 from runstream_server.store.redis_index import TERMINAL, RunIndex
 from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_log import RunLog
 from runstream_server.store.redis_notices import (
     PURGED_NOTICE,
     NoticeFollower,
@@ -130,16 +130,6 @@ return 1
 """
 
 
-def _stored(entry: tuple[bytes, dict[bytes, bytes]]) -> StoredEvent:
-    entry_id, fields = entry
-    return StoredEvent(
-        int(entry_id.split(b"-", 1)[0]),
-        int(fields[b"k"]),
-        fields.get(b"i", b"").decode(),
-        fields[b"d"],
-    )
-
-
 class _Closed:
     """Stands in for the client and its scripts once the store is closed: work still in
     flight (a shielded write, a read of a stream being cancelled) gets UNAVAILABLE instead
@@ -168,6 +158,8 @@ class RedisEventStore:
         self._closed = asyncio.Event()
         self._index = RunIndex(self._keys, self._current, cluster=self.options.cluster)
         """The run indexes, and ListRuns over them."""
+        self._log = RunLog(self._keys, self._current)
+        """Reads of runs' logs."""
         self._viewers = ViewerCounts(self.options, self._keys, self.replica_id, self._current)
         """This replica's watcher counts, and the others'."""
         self._usage = UsageShare(self._keys, self.replica_id, self._current)
@@ -408,24 +400,7 @@ class RedisEventStore:
 
     @unavailable
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
-        wanted = [k for k in keys if k]
-        if not wanted:
-            return {}
-        _, log_key, keys_key = self._keys.run(run_id)
-        seqs = await self._client.hmget(keys_key, wanted)
-        held = {k: int(s) for k, s in zip(wanted, seqs, strict=True) if s is not None}
-        if not held:
-            return {}
-        pipe = self._client.pipeline(transaction=False)  # the kinds: one round trip for all
-        for seq in held.values():
-            pipe.xrange(log_key, f"{seq}-0", f"{seq}-0")
-        entries = await pipe.execute()
-        # Kind 0 (none known): the event went between the two reads (a purge of an ended
-        # run, which takes its keys too), so there is nothing left to compare with.
-        return {
-            key: HeldKey(seq, _stored(found[0]).kind if found else 0)
-            for (key, seq), found in zip(held.items(), entries, strict=True)
-        }
+        return await self._log.find_keys(run_id, keys)
 
     @unavailable
     async def read_events(
@@ -437,31 +412,7 @@ class RedisEventStore:
         *,
         before_seq: int | None = None,
     ) -> list[StoredEvent]:
-        if before_seq is not None and before_seq <= after_seq + 1:
-            return []  # nothing lies between
-        log_key = self._keys.run(run_id)[1]
-        wanted = frozenset(kinds)
-        found: list[StoredEvent] = []
-        # Entry IDs are <seq>-0: XRANGE walks the stream from after_seq up to before_seq.
-        start = f"{after_seq + 1}-0"
-        end = "+" if before_seq is None else f"({before_seq}-0"
-        chunk = min(limit, 1000) if not wanted else 1000
-        while len(found) < limit:
-            # Each page: a caller that left (a deadline, a cancel) stops the scan, which on a
-            # long log with a rare kind wanted reads it all; redis-py can swallow the cancel
-            # (asyncio.wait_for in Python 3.11 returns a read that completed meanwhile).
-            stop_if_cancelled()
-            entries = await self._client.xrange(log_key, start, end, count=chunk)
-            for entry in entries:
-                event = _stored(entry)
-                if not wanted or event.kind in wanted:
-                    found.append(event)
-                    if len(found) >= limit:
-                        break
-            if len(entries) < chunk:
-                break
-            start = f"({entries[-1][0].decode()}"
-        return found
+        return await self._log.read(run_id, after_seq, before_seq, limit, kinds, newest_first=False)
 
     @unavailable
     async def read_events_before(
@@ -473,29 +424,7 @@ class RedisEventStore:
         *,
         after_seq: int = 0,
     ) -> list[StoredEvent]:
-        if before_seq is not None and before_seq <= after_seq + 1:
-            return []  # nothing lies between (below seq 1: XREVRANGE refuses the end "(0-0")
-        log_key = self._keys.run(run_id)[1]
-        wanted = frozenset(kinds)
-        found: list[StoredEvent] = []
-        # Entry IDs are <seq>-0: XREVRANGE walks the stream back from just below before_seq,
-        # down to after_seq.
-        end = "+" if before_seq is None else f"({before_seq}-0"
-        start = f"{after_seq + 1}-0"
-        chunk = min(limit, 1000) if not wanted else 1000
-        while len(found) < limit:
-            stop_if_cancelled()  # as in read_events
-            entries = await self._client.xrevrange(log_key, end, start, count=chunk)
-            for entry in entries:
-                event = _stored(entry)
-                if not wanted or event.kind in wanted:
-                    found.append(event)
-                    if len(found) >= limit:
-                        break
-            if len(entries) < chunk:
-                break
-            end = f"({entries[-1][0].decode()}"
-        return found
+        return await self._log.read(run_id, after_seq, before_seq, limit, kinds, newest_first=True)
 
     @unavailable
     async def list_runs(
