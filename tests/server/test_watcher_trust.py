@@ -323,6 +323,20 @@ async def test_a_run_that_ends_with_a_step_never_run_says_how_many_were_done(
     assert (progress.completed_steps, progress.total_steps) == (2, 3)
 
 
+async def test_a_run_that_ends_while_its_last_step_runs_counts_that_step_done(
+    stubs: Stubs,
+) -> None:
+    """The server completes the running step, then says 100 %: it said "0 of 1 steps done"
+    beside a snapshot of 1 of 1 (found in review)."""
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    last = (await milestones(stubs, run.run_id))[-1]
+    assert (last.title, last.description) == ("100% complete", "its one step done")
+    progress = (await snapshot(stubs, run.run_id)).progress
+    assert (progress.completed_steps, progress.total_steps) == (1, 1)
+
+
 # --- item progress ---------------------------------------------------------------------------
 
 

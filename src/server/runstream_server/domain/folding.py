@@ -76,7 +76,11 @@ def fold(
                 f"that (events[{i}].{name})"
             )
         if name in TERMINAL_FIELDS and not draft.is_terminal:
-            for extra in _before_terminal(draft, history, event, now, policy):
+            health = _ending_health(draft, event)  # from the troubles it ended with
+            for extra in _closing(draft, event):
+                stage(extra, "server")
+            # On the run as its steps closed: "all 2 steps done", not "1 of 2" with one running.
+            for extra in health + _last_milestones(draft, history, event, now, policy):
                 stage(extra, "server")
         seq = stage(event, f"events[{i}]")
         if draft.is_terminal:
@@ -118,15 +122,9 @@ def _a(name: str) -> str:
     return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
 
 
-def _before_terminal(
-    draft: RunState,
-    history: insight.WorkflowHistory,
-    event: event_pb2.RunEvent,
-    now: datetime,
-    policy: insight.InsightPolicy,
-) -> list[event_pb2.RunEvent]:
-    """What the server records before a run ends: closed decisions and steps, last
-    milestones."""
+def _closing(draft: RunState, ending: event_pb2.RunEvent) -> list[event_pb2.RunEvent]:
+    """What the server records before a run ends, first: its open decisions closed, and
+    the steps still running."""
     extra = [
         event_pb2.RunEvent(
             decision_resolved=event_pb2.DecisionResolved(
@@ -135,29 +133,47 @@ def _before_terminal(
         )
         for d in draft.open_decisions()
     ]
-    extra += _steps_left_running(draft, event)
-    if event.HasField("run_completed"):
-        end = event.event_time.ToDatetime(UTC) if event.HasField("event_time") else now
-        extra += insight.completion_health(draft)
-        extra += insight.progress_milestones(draft, finished=True)
-        extra += insight.speed_milestone(draft, history, end, policy.speed_ratio)
-    if event.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
-        extra.append(
+    return extra + _steps_left_running(draft, ending)
+
+
+def _ending_health(draft: RunState, ending: event_pb2.RunEvent) -> list[event_pb2.RunEvent]:
+    """The run's health as it ends, from the troubles it had: before the server closes its
+    steps, which a cancel or a failure would count among them."""
+    if ending.HasField("run_completed"):
+        return insight.completion_health(draft)
+    if ending.HasField("run_failed") and draft.run.health != run_pb2.RUN_HEALTH_FAILING:
+        return [
             insight.health_event(
-                draft.run.health, run_pb2.RUN_HEALTH_FAILING, event.run_failed.error.message
+                draft.run.health, run_pb2.RUN_HEALTH_FAILING, ending.run_failed.error.message
             )
-        )
-    if event.HasField("run_cancelled") and draft.run.health == run_pb2.RUN_HEALTH_STALLED:
+        ]
+    if ending.HasField("run_cancelled") and draft.run.health == run_pb2.RUN_HEALTH_STALLED:
         # A silence that ended with the run is over: its troubles say how it ended.
         troubles = draft.troubles
-        extra.append(
+        return [
             insight.health_event(
                 run_pb2.RUN_HEALTH_STALLED,
                 troubles.health,
                 troubles.reason or "the run was cancelled",
             )
-        )
-    return extra
+        ]
+    return []
+
+
+def _last_milestones(
+    draft: RunState,
+    history: insight.WorkflowHistory,
+    ending: event_pb2.RunEvent,
+    now: datetime,
+    policy: insight.InsightPolicy,
+) -> list[event_pb2.RunEvent]:
+    """A completed run's last milestones, once its decisions and steps are closed."""
+    if not ending.HasField("run_completed"):
+        return []
+    end = ending.event_time.ToDatetime(UTC) if ending.HasField("event_time") else now
+    return insight.progress_milestones(draft, finished=True) + insight.speed_milestone(
+        draft, history, end, policy.speed_ratio
+    )
 
 
 def _steps_left_running(draft: RunState, ending: event_pb2.RunEvent) -> list[event_pb2.RunEvent]:

@@ -473,6 +473,8 @@ def _progress_note(state: RunState, *, finished: bool) -> str:
     items = progress.items
     if finished and state.run.steps:
         if progress.completed_steps >= progress.total_steps:
+            if progress.total_steps == 1:
+                return "its one step done"
             return f"all {progress.total_steps} steps done"
         # It ended with planned steps never run: say so, as its progress does.
         return f"{progress.completed_steps} of {progress.total_steps} steps done"
