@@ -171,6 +171,24 @@ async def test_activity_type_outside_the_enum_is_invalid_argument(stubs: Any) ->
     assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
 
 
+async def test_an_event_of_a_kind_from_a_newer_release_is_refused_saying_so(stubs: Any) -> None:
+    """A producer on a newer SDK, or a rollout that mixes releases on Redis, sends a kind
+    this server's contract lacks: it said "exactly one event kind must be set" (found in
+    review)."""
+    run = await create_run(stubs)
+    newer = ev.RunEvent()
+    newer.MergeFromString(bytes([0x82, 0x03, 2, 0x0A, 0]))  # field 48, a message
+    err = await rpc_error(append(stubs, run.run_id, newer))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.details() or "").startswith(
+        "events[0].payload: holds an event kind this server does not know (field 48), "
+        "from a newer release"
+    )
+    err = await rpc_error(append(stubs, run.run_id, ev.RunEvent()))
+    assert err.details() == "events[0].payload: exactly one event kind must be set"
+    assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.last_seq == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "named"),
     [

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import timestamp_pb2, unknown_fields
 from google.protobuf.message import Message
 from runstream.v1 import event_pb2
 
@@ -159,12 +159,32 @@ def validate_produced_event(
         )
     name = payload_field(event)
     if name is None:
-        raise InvalidArgument(f"{path}.payload", "exactly one event kind must be set")
+        raise InvalidArgument(f"{path}.payload", _no_kind(event))
     rules = kind_rules(f"{path}.{name}", name)
     if rules.server_only:
         raise InvalidArgument(f"{path}.{name}", "is written by the server; producers cannot")
     rules.validate(f"{path}.{name}", getattr(event, name))
     return name
+
+
+_FIRST_KIND_NUMBER = min(
+    f.number for f in event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"].fields
+)
+
+
+def _no_kind(event: event_pb2.RunEvent) -> str:
+    """Why an event has no kind this server knows: none set, or one of a newer release (a
+    field number this server's contract does not have, past the first kind's), as from a
+    producer on a newer SDK, or through a replica of this release during a rollout."""
+    found = unknown_fields.UnknownFieldSet(event)
+    numbers = (found[i].field_number for i in range(len(found)))
+    newer = sorted({number for number in numbers if number >= _FIRST_KIND_NUMBER})
+    if not newer:
+        return "exactly one event kind must be set"
+    return (
+        f"holds an event kind this server does not know (field {newer[0]}), from a newer "
+        "release: report it to a server of that release, or upgrade this one"
+    )
 
 
 def check_batch(run_id: str, events: Sequence[event_pb2.RunEvent], limits: Limits) -> None:
