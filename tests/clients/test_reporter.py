@@ -351,6 +351,46 @@ def artifact_id_of(payload: object) -> str:
     return payload.artifact.artifact_id
 
 
+async def test_an_event_built_from_the_protos_is_reported_like_the_others(client: Client) -> None:
+    """report_event(): the way to report a kind the SDK has no call for (a newer contract's),
+    under the reporter's keys, with refusals raised as the other calls' are."""
+    from runstream.v1 import event_pb2
+
+    run = await client.start_run("campaign", steps=PLAN)
+    alert = event_pb2.RunEvent(
+        alert=event_pb2.Alert(message="budget at 90%", severity=3), idempotency_key="mine"
+    )
+    await run.report_event(alert)
+    assert alert.idempotency_key == "mine"  # the caller's message is left as it is
+    for bad, named in (
+        ("alert", "event: must be a runstream.v1 RunEvent"),
+        (event_pb2.RunEvent(), "event.payload: exactly one event kind must be set"),
+        (event_pb2.RunEvent(run_completed=event_pb2.RunCompleted()), "event.run_completed"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=named):
+            await run.report_event(bad)  # type: ignore[arg-type]
+    # A kind of a newer contract (field 48) goes to the server, which says what it is.
+    newer = event_pb2.RunEvent()
+    newer.MergeFromString(bytes([0x82, 0x03, 2, 0x0A, 0]))
+    await run.report_event(newer)
+    with pytest.raises(InvalidArgumentError, match="does not know \\(field 48\\)"):
+        await run.flush()
+    await run.complete()
+    await run.close()
+    stored = producer_events(await events_of(client, run.run_id))
+    assert [e.kind for e in stored[1:]] == [
+        EventKind.RUN_STARTED,
+        EventKind.ALERT,
+        EventKind.RUN_COMPLETED,
+    ]
+    assert isinstance(stored[2].payload, Alert)
+    assert (stored[2].payload.message, stored[2].payload.severity) == (
+        "budget at 90%",
+        Severity.MEDIUM,
+    )
+    assert stored[2].idempotency_key.startswith(run.key_prefix)
+
+
 async def test_text_longer_than_one_event_takes_goes_as_several_deltas(client: Client) -> None:
     """A 150,000-character answer (one big LLM chunk): the server takes at most 65,536 per
     delta, and refused the whole batch with the events before it, so the run stayed PENDING."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from google.protobuf import unknown_fields
 
 from runstream import _convert as convert
 from runstream._arguments import LONG_TEXT_CHARS
@@ -26,11 +28,16 @@ from runstream._types import (
     MilestoneType,
     Severity,
 )
-
-if TYPE_CHECKING:
-    from runstream.v1 import event_pb2
+from runstream.v1 import event_pb2
 
 __all__ = ["MAX_DELTA_CHARS", "RunEvents"]
+
+_ENDING = {
+    "run_completed": "complete()",
+    "run_failed": "fail()",
+    "run_cancelled": "client.cancel_run()",
+}
+"""The kinds that end a run, and the calls that report them."""
 
 MAX_DELTA_CHARS = LONG_TEXT_CHARS
 """The longest ``TextDelta.delta`` the server takes; longer text goes as several deltas."""
@@ -329,6 +336,27 @@ class RunEvents:
         """Reports a producer-defined event; checks ``type`` (required, at most 256
         characters) and ``data``."""
         await self._report(convert.custom_event(type, data))
+
+    async def report_event(self, event: event_pb2.RunEvent) -> None:
+        """Reports an event built from the contract's own messages (``runstream.v1.event_pb2``):
+        a kind this SDK has no call for yet (one added to the contract, see "Adding an event
+        kind" in the README), or an event made elsewhere. It travels as every other event:
+        under the reporter's idempotency key (any key it has is replaced), resent after a
+        reconnect, and refused by the server with its reason as the other calls' events are
+        (see RunReporter). A copy is queued; ``event`` is left as it is.
+
+        Raises InvalidArgumentError, with nothing queued, when ``event`` is no RunEvent,
+        sets no kind, or ends the run (``complete()`` and ``fail()`` do that, and flush)."""
+        if not isinstance(event, event_pb2.RunEvent):
+            raise InvalidArgumentError(f"event: must be a runstream.v1 RunEvent, got {event!r:.60}")
+        name = event.WhichOneof("payload")
+        if name in _ENDING:
+            raise InvalidArgumentError(f"event.{name}: ends the run; use {_ENDING[name]}")
+        if name is None and not len(unknown_fields.UnknownFieldSet(event)):  # a newer kind: sent
+            raise InvalidArgumentError("event.payload: exactly one event kind must be set")
+        copy = event_pb2.RunEvent()
+        copy.CopyFrom(event)
+        await self._report(copy)
 
     async def complete(self, summary: str = "", result: Mapping[str, Any] | None = None) -> None:
         """Reports the run succeeded, then flushes. No events may follow.
