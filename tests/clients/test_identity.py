@@ -390,11 +390,12 @@ async def test_a_token_no_header_can_carry_is_refused_without_showing_it(
     assert "character 21 of the token" in str(info.value)
     assert token[:20] not in str(info.value)
 
+    # From a provider: the SDK's error, as for any provider that fails.
     async with runstream.connect(secured.target, token=lambda: broken) as client:
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(runstream.UnauthenticatedError) as failed:
             await client.list_runs_page()
-    assert "character 21 of the token" in str(info.value)
-    assert token[:20] not in str(info.value)
+    assert "the token provider failed: ValueError: character 21 of the token" in str(failed.value)
+    assert token[:20] not in str(failed.value)
 
 
 async def test_a_producer_token_is_enough_for_every_producer_feature(

@@ -18,6 +18,7 @@ NEEDS = {
     "test_langgraph.py": ("langgraph", "langchain"),
     "test_openai_agents.py": ("agents", "openai-agents"),
     "test_agui.py": ("ag_ui", "agui"),
+    "test_agui_identity.py": ("ag_ui", "agui"),
 }
 
 

@@ -20,6 +20,7 @@ import binascii
 import inspect
 import ipaddress
 import json
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -29,9 +30,14 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from runstream._errors import UnauthenticatedError
+
+_log = logging.getLogger("runstream.auth")
+
 __all__ = [
     "PlaintextTokenError",
     "TokenProvider",
+    "TokenProviderError",
     "auth_interceptors",
     "channel_credentials",
     "check_token_transport",
@@ -78,37 +84,82 @@ def token_as_sent(token: str) -> str:
     return token
 
 
+class TokenProviderError(UnauthenticatedError):
+    """The token provider failed (raised, or gave no usable token) and no token it gave
+    before is still valid: the SDK has no token to send."""
+
+
+_RETRY_PROVIDER_SECONDS = 5.0
+"""While the last token is still valid, how long to wait before asking a provider that
+failed again."""
+
+
 class TokenSource:
-    """A fixed token, or a provider's latest token, refreshed shortly before it expires."""
+    """A fixed token, or a provider's latest token, refreshed shortly before it expires.
+
+    A refresh that fails (the provider raised: an identity provider out of reach, a token
+    file being replaced) keeps the last token while it is valid, logs the failure once and
+    asks again a few seconds later; with no valid token left, the call raises
+    :class:`TokenProviderError`, never the provider's own exception."""
 
     def __init__(self, token: str | TokenProvider) -> None:
         self._fixed = token_as_sent(token) if isinstance(token, str) else None
         self._provider = None if isinstance(token, str) else token
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self._failing = False
 
     async def token(self) -> str:
         if self._fixed is not None:
             return self._fixed
-        assert self._provider is not None
-        if self._token is None or time.time() >= self._refresh_at:
-            value = self._provider()
-            token = await value if inspect.isawaitable(value) else value
-            if not isinstance(token, str) or not token:
-                raise TypeError("the token provider must return a non-empty str")
-            self._token = token_as_sent(token)
-            self._refresh_at = self._refresh_time(self._token)
+        now = time.time()
+        if self._token is None or now >= self._refresh_at:
+            try:
+                self._token = await self._ask()
+            except Exception as exc:  # the provider's failure, whatever it is
+                reason = _provider_failure(exc)
+                if self._token is None or now >= self._expires_at:
+                    raise TokenProviderError(f"the token provider failed: {reason}") from None
+                if not self._failing:
+                    _log.warning(
+                        "the token provider failed (%s); the last token is used while it is "
+                        "valid, %.0f s more",
+                        reason,
+                        self._expires_at - now,
+                    )
+                self._failing = True
+                self._refresh_at = now + min(_RETRY_PROVIDER_SECONDS, self._expires_at - now)
+                return self._token
+            self._failing = False
+            self._refresh_at, self._expires_at = self._refresh_time(self._token)
         return self._token
 
+    async def _ask(self) -> str:
+        assert self._provider is not None
+        value = self._provider()
+        token = await value if inspect.isawaitable(value) else value
+        if not isinstance(token, str) or not token:
+            raise TypeError(f"it must return a non-empty str, not {type(token).__name__}")
+        return token_as_sent(token)
+
     @staticmethod
-    def _refresh_time(token: str) -> float:
-        """When to ask the provider again: a tenth of the lifetime (at most 30 s) before exp."""
+    def _refresh_time(token: str) -> tuple[float, float]:
+        """When to ask the provider again (a tenth of the lifetime, at most 30 s, before
+        exp), and exp."""
         claims = _claims(token)
         exp, iat = claims.get("exp"), claims.get("iat")
         if not isinstance(exp, int | float):
-            return 0.0  # unknown lifetime: ask the provider on every call
+            return 0.0, 0.0  # unknown lifetime: ask the provider on every call
         lifetime = exp - iat if isinstance(iat, int | float) else 300.0
-        return float(exp) - min(30.0, max(0.0, lifetime) / 10)
+        return float(exp) - min(30.0, max(0.0, lifetime) / 10), float(exp)
+
+
+def _provider_failure(exc: Exception) -> str:
+    """What went wrong, in one line; a provider's message says what it could not do (a file
+    it could not read), and never holds the token the SDK has not received."""
+    text = str(getattr(exc, "message", None) or exc).splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def _details(details: aio.ClientCallDetails, token: str) -> aio.ClientCallDetails:

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import runstream
+from runstream._auth import TokenProviderError
 from runstream.integrations.agui import AguiTranslator, encode_sse
 
 __all__ = ["AguiBridge", "Cursor"]
@@ -236,6 +237,11 @@ class AguiBridge:
                 out, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"}
             )
             return
+        except TokenProviderError as exc:  # --token-file unreadable, and the last token expired
+            message = f"the bridge has no token for the Runstream server: {exc.message}"
+            _log.warning("%s", message)
+            await self._respond(out, 502, "Bad Gateway", message, cors)
+            return
         except (runstream.UnauthenticatedError, runstream.PermissionDeniedError) as exc:
             # The bridge's own credentials: the server refused them, not the browser's.
             message = f"the Runstream server refused the bridge: {exc.message}"
@@ -290,6 +296,10 @@ class AguiBridge:
         """The run and where its stream resumes, or the HttpError to answer instead."""
         cursor = Cursor.parse(last_event_id)
         run = await self._client.get_run(run_id)
+        # The stream is WatchRun's, which takes a viewer where GetRun also lets a producer
+        # read its own runs: ask ListEvents (a viewer's, as WatchRun) for nothing, so that a
+        # token that may not watch is a 502 now, not a 200 that EventSource retries for ever.
+        await self._client.list_events_page(run_id, page_size=1, after_seq=run.last_seq)
         if cursor.seq > run.last_seq:
             message = f"Last-Event-ID {cursor.seq} is past the run's last event ({run.last_seq})"
             raise HttpError(400, "Bad Request", message)

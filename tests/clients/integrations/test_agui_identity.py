@@ -1,0 +1,76 @@
+"""The AG-UI bridge against a server with identity on: what its own token may not do is a 502
+at once, never a 200 that EventSource retries for ever or a reply with no status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import runstream
+from runstream.integrations.agui_bridge import AguiBridge
+from runstream_server.app import RunstreamServer
+
+from tests.identity import Keys
+
+from .sse import SseClient
+
+
+async def test_a_bridge_whose_token_may_not_watch_answers_502(
+    secured: RunstreamServer, keys: Keys
+) -> None:
+    """A producer's token reads its own runs (GetRun), which the bridge checked, but may not
+    watch them: it answered 200, then the stream closed empty, and Chromium's EventSource
+    reconnected ten times in ten seconds (found in review)."""
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as producer:
+        run = await producer.start_run("wf")
+        await run.flush()
+        async with AguiBridge(producer, port=0) as bridge:
+            for _ in range(2):  # what EventSource does next: the same request again
+                response = await SseClient(bridge.port).open(f"/runs/{run.run_id}/events")
+                assert response.status == 502, response
+                assert "refused the bridge" in response.body
+                assert "needs the 'viewer' role" in response.body
+        await run.close()
+
+
+async def test_a_bridge_whose_token_file_went_missing_answers_502_once_its_token_expired(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    """The CLI's --token-file provider raises when the file cannot be read (a rotation that
+    deletes, then writes): the bridge sent no status line at all and logged a traceback per
+    request. The last token serves while it is valid; then 502 names the failure."""
+    token_file = tmp_path / "token"
+    exp = int(time.time()) + 3
+    token_file.write_text(keys.token(["viewer"], exp=exp))
+
+    def from_file() -> str:
+        return token_file.read_text()  # FileNotFoundError once the file is gone
+
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as producer:
+        run = await producer.start_run("wf")
+        await run.flush()
+        async with (
+            runstream.connect(secured.target, token=from_file) as viewer,
+            AguiBridge(viewer, port=0) as bridge,
+        ):
+            path = f"/runs/{run.run_id}/events"
+
+            async def status() -> int:
+                client = SseClient(bridge.port)
+                try:
+                    return (await client.open(path)).status
+                finally:
+                    await client.close()
+
+            assert await status() == 200
+            token_file.unlink()
+            # Past the token's refresh point (a tenth of its life before exp), still valid.
+            await asyncio.sleep(max(0.0, exp - 0.5 - time.time()))
+            assert await status() == 200
+            await asyncio.sleep(max(0.0, exp + 0.2 - time.time()))  # expired
+            response = await SseClient(bridge.port).open(path)
+            assert response.status == 502, response
+            assert "the bridge has no token" in response.body
+            assert "FileNotFoundError" in response.body
+        await run.close()
