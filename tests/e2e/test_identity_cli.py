@@ -138,7 +138,7 @@ def secured(tmp_path: Path, secret_file: Path) -> Iterator[tuple[ServerProcess, 
 
 
 def test_client_commands_take_the_token_from_flag_env_or_file(
-    tmp_path: Path, secured: tuple[ServerProcess, str]
+    tmp_path: Path, secured: tuple[ServerProcess, str], secret_file: Path
 ) -> None:
     server, token = secured
     refused = cli("runs", "--target", server.target)
@@ -153,6 +153,16 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     denied = cli("cancel", "0" * 32, "--target", server.target, "--token", token)
     assert denied.returncode == 1
     assert "permission denied: CancelRun needs the 'operator' role" in denied.stderr
+    # An option beats the environment: an exported viewer token did, silently (found in
+    # review), so an operator's --token-file got "needs the 'operator' role".
+    operator_file = tmp_path / "operator"
+    minted = cli("token", "--secret-file", str(secret_file), "--sub", "olga", "--tenant", "acme",
+                 "--role", "operator")  # fmt: skip
+    operator_file.write_text(minted.stdout)
+    environment = {"RUNSTREAM_TOKEN": token, "RUNSTREAM_TOKEN_FILE": str(token_file)}
+    for option in (["--token-file", str(operator_file)], ["--token", minted.stdout.strip()]):
+        cancel = cli("cancel", "0" * 32, "--target", server.target, *option, env=environment)
+        assert "not found" in cancel.stderr, cancel.stderr
     forged = jwt.encode({"sub": "x", "tenant": "acme", "exp": 2**40}, b"x" * 32)
     bad = cli("runs", "--target", server.target, "--token", forged)
     assert "unauthenticated: bad signature" in bad.stderr

@@ -1,12 +1,13 @@
 """The CLI's identity options: tokens and TLS for client commands, keys for `serve`, and the
 `runstream token` command that mints development tokens.
 
-Client commands take the token from ``--token``, else ``$RUNSTREAM_TOKEN``, else the file
-named by ``--token-file`` or ``$RUNSTREAM_TOKEN_FILE`` (re-read before it expires, so a
-sidecar that rotates the file keeps long watches alive). As in the SDK, a token goes over
-plaintext only to a target on this machine, unless ``--insecure-token``. ``serve`` options
-default to the matching ``RUNSTREAM_*`` environment variables, which is how the container
-image takes a key.
+Client commands take the token from ``--token``, else the file named by ``--token-file``
+(re-read before it expires, so a sidecar that rotates the file keeps long watches alive);
+without either option, from ``$RUNSTREAM_TOKEN``, else the file ``$RUNSTREAM_TOKEN_FILE``
+names: an option on the command line beats what the environment says. As in the SDK, a
+token goes over plaintext only to a target on this machine, unless ``--insecure-token``.
+``serve`` options default to the matching ``RUNSTREAM_*`` environment variables, which is
+how the container image takes a key.
 """
 
 from __future__ import annotations
@@ -63,14 +64,17 @@ def add_client_security(
     with `reconnect` --reconnect-timeout."""
     group = parser.add_argument_group("identity and TLS", description)
     group.add_argument(
-        "--token", default=None, metavar="JWT", help="bearer token; $RUNSTREAM_TOKEN when set"
+        "--token",
+        default=None,
+        metavar="JWT",
+        help="bearer token; $RUNSTREAM_TOKEN when set and neither option is given",
     )
     group.add_argument(
         "--token-file",
         default=None,
         metavar="PATH",
         help="file holding the bearer token (re-read when it nears expiry); "
-        "$RUNSTREAM_TOKEN_FILE when set",
+        "$RUNSTREAM_TOKEN_FILE when set and neither option is given",
     )
     group.add_argument(
         "--ca-file",
@@ -106,10 +110,11 @@ def add_client_security(
 
 
 def _token(args: argparse.Namespace) -> str | TokenProvider | None:
-    token = getattr(args, "token", None) or _env("RUNSTREAM_TOKEN")
+    token, path = getattr(args, "token", None), getattr(args, "token_file", None)
+    if not token and not path:  # the command line's options first, then the environment
+        token, path = _env("RUNSTREAM_TOKEN"), _env("RUNSTREAM_TOKEN_FILE")
     if token:
         return str(token)
-    path = getattr(args, "token_file", None) or _env("RUNSTREAM_TOKEN_FILE")
     if not path:
         return None
     file = Path(path)
