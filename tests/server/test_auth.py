@@ -605,7 +605,11 @@ async def test_a_producer_reports_to_and_reads_only_the_runs_its_subject_created
 
     details = await refused(report.AppendEvents(cancel, metadata=job_2))
     assert "a producer's token reports to, and reads, its own runs" in details
-    await refused(runs.GetRun(get, metadata=job_2))
+    # What the refusal of a read says to ask for: a producer reads to report too
+    # (attach_run), which takes an operator; it named the viewer role alone (found in review).
+    assert (await refused(runs.GetRun(get, metadata=job_2))).endswith(
+        "another's needs the 'viewer' role to read it, 'operator' to report to it"
+    )
     listing = decision_service_pb2.ListDecisionsRequest(run_id=run_id)
     await refused(decisions.ListDecisions(listing, metadata=job_2))
     stream = report.Report(metadata=job_2)
@@ -614,7 +618,9 @@ async def test_a_producer_reports_to_and_reads_only_the_runs_its_subject_created
     # A viewer reads it but does not report to it; an operator may (as CancelRun).
     readers = acting("ci-job-2", "producer", "viewer")
     assert (await runs.GetRun(get, metadata=readers)).run.status != run_pb2.RUN_STATUS_CANCELLED
-    await refused(report.AppendEvents(cancel, metadata=readers))
+    assert (await refused(report.AppendEvents(cancel, metadata=readers))).endswith(
+        "another's needs the 'operator' role"
+    )
     await report.AppendEvents(cancel, metadata=acting("on-call", "producer", "operator"))
     assert (await runs.GetRun(get, metadata=job_1)).run.status == run_pb2.RUN_STATUS_CANCELLED
     newest = run_service_pb2.ListEventsRequest(run_id=run_id, order_by="seq desc", page_size=1)

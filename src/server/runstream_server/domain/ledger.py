@@ -79,8 +79,10 @@ Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 Consumer = Callable[[CommitRecord], None]
 _NOT_ITS_RUN = (
     "run {run_id!r} was created by another subject: a producer's token reports to, and "
-    "reads, its own runs; another's needs the '{needs}' role"
+    "reads, its own runs; another's needs {needs}"
 )
+_TO_READ = "the 'viewer' role to read it, 'operator' to report to it"
+_TO_REPORT = "the 'operator' role"
 _MAX_ATTEMPTS = 50
 HEAD_CHECK_SECONDS = 1.0
 """How long one idle-watcher check of a run's head in a shared store serves the others."""
@@ -292,7 +294,8 @@ class RunLedger:
         if not access.can_see(state.run.tenant):  # another tenant's run: as if it did not exist
             raise NotFound(f"run {run_id!r} not found")
         if not access.reaches(state.run.created_by, writing=False):
-            raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs="viewer"))
+            # A producer reads to report too (attach_run): say what each takes.
+            raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs=_TO_READ))
         return state
 
     async def writable(self, run_id: str) -> RunState:
@@ -300,7 +303,7 @@ class RunLedger:
         token and a run another subject created."""
         state = await self.state(run_id)
         if not access.reaches(state.run.created_by, writing=True):
-            raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs="operator"))
+            raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs=_TO_REPORT))
         return state
 
     def held(self, run_id: str) -> RunState:
