@@ -9,7 +9,7 @@ new kind fails these tests until each place has it:
   it changes the derived state) and, when it does, a ``RunState._on_<kind>`` or
   ``RunSteps.on_<kind>`` method;
 - the SDK: its ``EventKind`` member, its converter in ``_convert._PAYLOADS`` and a payload
-  dataclass in ``EventPayload``;
+  dataclass in ``EventPayload``, exported from ``runstream``;
 - the views: a case in the terminal view (``cli/view.py``) and in the web dashboard's model.
 """
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import runstream
 from runstream import EventKind
-from runstream._convert import _PAYLOADS, event_from_pb
+from runstream._convert import _PAYLOADS, event_from_pb, run_from_pb
+from runstream.cli.view import RunView
 from runstream.v1 import event_pb2, run_pb2
 from runstream_server.domain.events import KINDS
 from runstream_server.domain.state import RunState
@@ -91,6 +92,13 @@ def test_the_sdk_converts_every_kind(name: str, number: int) -> None:
     event = event_from_pb(_event_of(name))
     assert event.kind == EventKind(number)
     assert isinstance(event.payload, typing.get_args(runstream.EventPayload))
+    # EventPayload comes from runstream._types: it holds the class whether or not the
+    # package exports it, and the terminal view's `case runstream.<Class>()` needs the export.
+    cls = type(event.payload)
+    assert getattr(runstream, cls.__name__, None) is cls, (
+        f"{name}: export {cls.__name__} from runstream (runstream/__init__.py, its import "
+        "and __all__; and EXPECTED_EXPORTS in tests/clients/test_api.py)"
+    )
 
 
 def _view_cases() -> set[str]:
@@ -111,6 +119,15 @@ def test_the_terminal_view_has_a_case_for_every_kind() -> None:
         if type(event_from_pb(_event_of(name)).payload).__name__ not in cases
     ]
     assert missing == [], f"add a case to RunView._describe in cli/view.py for {missing}"
+
+
+@pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
+def test_the_terminal_view_describes_every_kind(name: str, number: int) -> None:
+    """The view's `match` runs for each kind: a case naming a class the package does not
+    export (``runstream.<Class>``) raises AttributeError here, not in `runstream watch`."""
+    view = RunView(run=run_from_pb(run_pb2.Run(run_id="r", last_seq=1)))
+    view.apply(event_from_pb(_event_of(name)))
+    assert view.last_seq == 2
 
 
 def test_the_web_dashboard_handles_every_kind() -> None:
