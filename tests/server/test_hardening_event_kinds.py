@@ -10,7 +10,8 @@ new kind fails these tests until each place has it:
   ``RunSteps.on_<kind>`` method;
 - the SDK: its ``EventKind`` member, its converter in ``_convert._PAYLOADS`` and a payload
   dataclass in ``EventPayload``, exported from ``runstream``;
-- the views: a case in the terminal view (``cli/view.py``) and in the web dashboard's model.
+- the views: a case in the terminal view (``cli/view.py``); in the web dashboard's model
+  (``model.ts``), a FEED_KINDS entry and a describe() case, or a NOT_IN_FEED entry.
 """
 
 from __future__ import annotations
@@ -130,17 +131,54 @@ def test_the_terminal_view_describes_every_kind(name: str, number: int) -> None:
     assert view.last_seq == 2
 
 
+MODEL_TS = ROOT / "src/clients/web/src/dashboard/model.ts"
+
+
+def _kind_list(source: str, name: str) -> set[str]:
+    """The EventKind names in model.ts's ``export const <name>: readonly EventKind[] = [...]``."""
+    found = re.search(rf"export const {name}\b[^=]*=\s*\[(.*?)\];", source, re.DOTALL)
+    assert found, f"model.ts has no `export const {name}: readonly EventKind[] = [...]`"
+    return set(re.findall(r"EventKind\.(\w+)", found.group(1)))
+
+
+def _describe_cases(source: str) -> set[str]:
+    """The payload cases of model.ts's ``describe()``: the feed lines it can make."""
+    found = re.search(r"\nexport function describe\(.*?\n}\n", source, re.DOTALL)
+    assert found, "model.ts has no `export function describe(`"
+    return set(re.findall(r'case "(\w+)"', found.group(0)))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def test_the_web_dashboard_handles_every_kind() -> None:
-    """Each kind is a `case` of the dashboard model's switches, or in its kind lists."""
-    source = (ROOT / "src/clients/web/src/dashboard/model.ts").read_text()
-    cases = set(re.findall(r'case "(\w+)"', source))
-    listed = set(re.findall(r"EventKind\.(\w+)", source))
-
-    def camel(name: str) -> str:
-        head, *rest = name.split("_")
-        return head + "".join(part.title() for part in rest)
-
-    missing = [
-        name for name, _ in KIND_FIELDS if camel(name) not in cases and name.upper() not in listed
-    ]
-    assert missing == [], f"the dashboard (src/dashboard/model.ts) ignores {missing}"
+    """Each kind is in the dashboard's feed, which takes both a FEED_KINDS entry and a
+    describe() case (either alone shows nothing), or in NOT_IN_FEED, the kinds it leaves out
+    of the feed on purpose."""
+    source = MODEL_TS.read_text()
+    feed, left_out = _kind_list(source, "FEED_KINDS"), _kind_list(source, "NOT_IN_FEED")
+    described = _describe_cases(source)
+    problems = []
+    for name, _ in KIND_FIELDS:
+        kind, case = name.upper(), _camel(name)
+        if kind in feed and kind in left_out:
+            problems.append(f"{name}: in both FEED_KINDS and NOT_IN_FEED")
+        elif kind in feed and case not in described:
+            problems.append(
+                f'{name}: in FEED_KINDS but describe() has no case "{case}": the feed drops it'
+            )
+        elif kind not in feed and case in described:
+            problems.append(
+                f'{name}: describe() has a case "{case}" but FEED_KINDS does not list '
+                f"EventKind.{kind}: the feed never shows it"
+            )
+        elif kind not in feed and kind not in left_out:
+            problems.append(
+                f"{name}: list EventKind.{kind} in FEED_KINDS with a describe() case "
+                f'"{case}", or in NOT_IN_FEED if the feed should leave it out'
+            )
+    assert problems == [], "the dashboard (src/clients/web/src/dashboard/model.ts):\n" + (
+        "\n".join(problems)
+    )

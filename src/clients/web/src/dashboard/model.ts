@@ -29,7 +29,11 @@ export const THOUGHTS_KEPT = 6;
 /** How many agents the models panel lists: those with the newest allocations. */
 export const MODELS_SHOWN = 8;
 
-/** The event kinds the activity feed shows; the others have panels of their own. */
+/**
+ * The event kinds the activity feed shows, each with a case in describe(); the others are in
+ * NOT_IN_FEED. A kind in neither list, or listed without its describe() case, would never
+ * show: tests/server/test_hardening_event_kinds.py checks every kind is in one of them.
+ */
 export const FEED_KINDS: readonly EventKind[] = [
   EventKind.RUN_CREATED,
   EventKind.RUN_STARTED,
@@ -53,6 +57,21 @@ export const FEED_KINDS: readonly EventKind[] = [
   EventKind.CUSTOM,
 ];
 const FEED_KIND_SET = new Set(FEED_KINDS);
+
+/**
+ * The event kinds the feed leaves out on purpose, shown elsewhere: streamed text, thinking
+ * and model allocations in their panels (apply()); step and item progress, metrics and
+ * estimates in the snapshot's panels (SNAPSHOT_KINDS), metrics also from the events.
+ */
+export const NOT_IN_FEED: readonly EventKind[] = [
+  EventKind.STEP_PROGRESS,
+  EventKind.ITEM_PROGRESS,
+  EventKind.THINKING,
+  EventKind.MODEL_ALLOCATION,
+  EventKind.TEXT_DELTA,
+  EventKind.METRICS_UPDATE,
+  EventKind.ESTIMATE_UPDATED,
+];
 
 /** Event kinds after which the snapshot (progress, steps, agents, status) is stale. */
 const SNAPSHOT_KINDS = new Set<EventKind>([
