@@ -17,14 +17,17 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import runstream
 from ag_ui.core import Event as AguiEvent
 from pydantic import TypeAdapter
 from runstream import ActivityType, StepSpec
+from runstream._convert import event_from_pb, run_from_pb
+from runstream.integrations.agui import AguiTranslator
 from runstream.integrations.agui_bridge import AguiBridge
+from runstream.v1 import event_pb2, run_pb2
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.runs import Retention
 
@@ -615,3 +618,91 @@ async def test_a_bridge_on_ipv6_gives_a_url_that_parses_and_opens(
     types = [AGUI_EVENT.validate_json(line.removeprefix("data: ")).type.value for line in lines]
     assert types[0] == "RUN_STARTED"
     assert types[-1] == "RUN_FINISHED"
+
+
+def _newer_kind_event(seq: int) -> runstream.Event:
+    """An event of a kind this SDK does not know, as it reaches a client of a newer server:
+    a RunEvent whose payload is field 48 (in the payload range, unknown to these protos),
+    parsed and converted as the SDK does: EventKind.UNSPECIFIED, payload None."""
+    known = event_pb2.RunEvent(run_id="r", seq=seq)
+    known.event_time.GetCurrentTime()
+    # Field 48, length-delimited (tag 48 << 3 | 2 = 0x182): a message {1: "usd"}.
+    wire = known.SerializeToString() + b"\x82\x03\x05\x0a\x03usd"
+    message = event_pb2.RunEvent.FromString(wire)
+    assert message.WhichOneof("payload") is None
+    assert message.SerializeToString() == wire  # the unknown field is kept, not dropped
+    event = event_from_pb(message)
+    assert (event.kind, event.payload, event.seq) == (runstream.EventKind.UNSPECIFIED, None, seq)
+    return event
+
+
+def _known_events() -> list[runstream.Event]:
+    """Seq 1 RunCreated, 3 Alert, 4 RunCompleted (seq 2 is left for a newer kind)."""
+    created = event_pb2.RunEvent(run_id="r", seq=1)
+    created.run_created.workflow = "w"
+    alert = event_pb2.RunEvent(run_id="r", seq=3)
+    alert.alert.message = "slow"
+    completed = event_pb2.RunEvent(run_id="r", seq=4)
+    completed.run_completed.summary = "done"
+    for message in (created, alert, completed):
+        message.event_time.GetCurrentTime()
+    return [event_from_pb(message) for message in (created, alert, completed)]
+
+
+def test_an_event_of_a_kind_the_sdk_does_not_know_is_skipped() -> None:
+    """The proto asks a client that meets an unknown payload to skip the event; the bridge
+    sent a contentless CUSTOM "runstream.unspecified" for each (review-newkind #4)."""
+    created, alert, completed = _known_events()
+    translator = AguiTranslator("r")
+    assert [e.type.value for e in translator.translate(created)] == [
+        "RUN_STARTED",
+        "STATE_SNAPSHOT",
+    ]
+    state = copy.deepcopy(translator.state)
+    assert translator.translate(_newer_kind_event(2)) == []
+    assert translator.state == state
+    assert [(e.type.value, e.name) for e in translator.translate(alert)] == [
+        ("CUSTOM", "runstream.alert")
+    ]
+    assert translator.translate(completed)[-1].type.value == "RUN_FINISHED"
+
+
+class _Events:
+    """What the bridge asks of a Client, for a finished run's fixed events."""
+
+    def __init__(self, events: list[runstream.Event]) -> None:
+        self._events = events
+
+    async def get_run(self, run_id: str) -> runstream.Run:
+        return run_from_pb(
+            run_pb2.Run(
+                run_id=run_id,
+                last_seq=self._events[-1].seq,
+                status=run_pb2.RUN_STATUS_SUCCEEDED,
+            )
+        )
+
+    async def _all(self) -> AsyncIterator[runstream.Event]:
+        for event in self._events:
+            yield event
+
+    def list_events(self, run_id: str) -> AsyncIterator[runstream.Event]:
+        return self._all()
+
+    def watch(self, run_id: str) -> AsyncIterator[runstream.Event]:
+        return self._all()
+
+
+async def test_a_newer_kind_sends_no_message_and_resuming_around_it_works() -> None:
+    """The stream of a run with a newer kind at seq 2: no message with id 2, and a client
+    that resumes after 1, or after 2 (an id an older bridge sent for it), gets seq 3 on."""
+    created, alert, completed = _known_events()
+    fake = cast(runstream.Client, _Events([created, _newer_kind_event(2), alert, completed]))
+    async with AguiBridge(fake, port=0) as serving:
+        messages = await asyncio.wait_for(read_all(serving.port, "/runs/r/events"), 30)
+        ids = [m.id for m in messages]
+        assert ids[:3] == ["1:1", "1", "3"]
+        assert not any("unspecified" in m.data or (m.id or "").startswith("2") for m in messages)
+        for after in ("1", "2"):
+            resumed = await asyncio.wait_for(read_all(serving.port, "/runs/r/events", after), 30)
+            assert [(m.id, m.data) for m in resumed] == [(m.id, m.data) for m in messages[2:]]

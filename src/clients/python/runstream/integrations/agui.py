@@ -180,6 +180,12 @@ class AguiTranslator:
     def _translate(self, event: Event) -> list[BaseEvent]:
         p = event.payload
         run_id = self._run_id
+        if p is None:
+            # A kind this SDK does not know (EventKind.UNSPECIFIED: a newer server's): the
+            # proto asks a client to skip it, not to send a contentless
+            # "runstream.unspecified". Like any event that stands for no AG-UI event, its seq
+            # sends no SSE message; a resumed stream still starts after the client's last id.
+            return []
         if isinstance(p, RunCreated):
             self._state["workflow"] = p.workflow
             self._unplanned = not p.steps  # steps known as they start: no step percent
