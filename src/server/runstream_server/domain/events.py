@@ -292,6 +292,9 @@ class KindRules:
     changes_state: bool = True
     """RunState folds it into the snapshot (``RunState._on_<kind>`` or ``RunSteps.on_<kind>``);
     else watchers see it only."""
+    starts_run: bool = True
+    """A PENDING run it is stored in starts (RUNNING); False for the run's creation, a status
+    change, and the server's HealthChanged that marks a run never started STALLED."""
 
     def validate(self, path: str, payload: Message) -> None:
         for name in self.ids:
@@ -328,10 +331,10 @@ def _item_progress(p: str, items: event_pb2.ItemProgress) -> None:
 
 
 KINDS: dict[str, KindRules] = {
-    "run_created": KindRules(server_only=True),
+    "run_created": KindRules(server_only=True, starts_run=False),
     # Starting is implied by any first producer event; the event itself is for watchers.
     "run_started": KindRules(changes_state=False),
-    "run_status_changed": KindRules(server_only=True),
+    "run_status_changed": KindRules(server_only=True, starts_run=False),
     "run_completed": KindRules(terminal=True),
     "run_failed": KindRules(terminal=True, required=("error.message",)),
     "run_cancelled": KindRules(terminal=True),
@@ -361,7 +364,7 @@ KINDS: dict[str, KindRules] = {
     "workflow_state_change": KindRules(
         required=("change_type",), ranges=(("completion_percentage", 0, 100),), changes_state=False
     ),
-    "health_changed": KindRules(server_only=True),
+    "health_changed": KindRules(server_only=True, starts_run=False),
     "estimate_updated": KindRules(server_only=True),
     "decision_requested": KindRules(check=_validate_decision),
     "decision_resolved": KindRules(server_only=True),

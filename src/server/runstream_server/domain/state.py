@@ -26,9 +26,8 @@ TERMINAL_STATUSES = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
 )
 
-# A PENDING run starts with its first event, except these: its creation, a status change,
-# and the server's HealthChanged that marks a run never started STALLED (it stays PENDING).
-_NOT_STARTING = frozenset({"run_created", "run_status_changed", "health_changed"})
+# A PENDING run starts with its first event, except these (KindRules.starts_run).
+_NOT_STARTING = frozenset(name for name, rules in KINDS.items() if not rules.starts_run)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
