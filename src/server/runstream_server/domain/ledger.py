@@ -69,7 +69,6 @@ from runstream_server.store.base import (
     CommitNotice,
     EventStore,
     HeadMoved,
-    RunFilter,
     StoredEvent,
 )
 
@@ -252,6 +251,7 @@ class RunLedger:
         # or tell anything about, another tenant's runs.
         self._history: dict[tuple[str, str], insight.WorkflowHistory] = {}
         self._history_read: dict[tuple[str, str], float] = {}  # when, by time.monotonic()
+        self._history_reads: dict[tuple[str, str], asyncio.Future[None]] = {}  # under way
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""
         self.elsewhere: Callable[[run_pb2.Run, Sequence[StoredEvent]], None] = _ignored
@@ -346,20 +346,24 @@ class RunLedger:
             time.monotonic() - self._history_read.get(key, 0.0) > self._policy.history_refresh
         )
         if history is None or stale:
-            started = time.monotonic()
-            limit = self._policy.history_runs
-            read = insight.WorkflowHistory(limit)
-            succeeded = RunFilter(
-                frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant
-            )
-            page = await self._store.list_runs(succeeded, limit, None)
-            for run in reversed(page.runs):  # oldest first, so the newest stay in the window
-                read.learn(run)
-            if self._history_read.get(key, -math.inf) < started:  # no newer read meanwhile
-                self._history[key] = read
-                self._history_read[key] = started
+            reading = self._history_reads.get(key)
+            if reading is None:  # one read at a time per workflow, shared by its callers
+                reading = self._history_reads[key] = asyncio.ensure_future(self._read_history(key))
+                reading.add_done_callback(lambda _: self._history_reads.pop(key, None))
+            await asyncio.shield(reading)
             history = self._history[key]
         return history
+
+    async def _read_history(self, key: tuple[str, str]) -> None:
+        started = time.monotonic()
+        limit = self._policy.history_runs
+        read = insight.WorkflowHistory(limit)
+        runs = await self._store.succeeded_runs(*key, limit)
+        for run in reversed(runs):  # oldest first, so the newest stay in the window
+            read.learn(run)
+        if self._history_read.get(key, -math.inf) < started:  # no newer read meanwhile
+            self._history[key] = read
+            self._history_read[key] = started
 
     # --- the one write path -------------------------------------------------------------------
 

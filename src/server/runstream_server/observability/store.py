@@ -169,6 +169,13 @@ class ObservedStore:
             self._telemetry.store_failed("list_runs")
             raise
 
+    async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
+        try:
+            return await self.inner.succeeded_runs(tenant, workflow, limit)
+        except Exception:
+            self._telemetry.store_failed("succeeded_runs")
+            raise
+
     async def follow(self, handler: NoticeHandler) -> None:
         telemetry = self._telemetry
         subscribed = False

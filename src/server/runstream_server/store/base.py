@@ -308,6 +308,11 @@ class EventStore(Protocol):
     ) -> RunPage:
         """Runs matching the filter, newest first, starting after `cursor`."""
 
+    async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
+        """The newest `limit` runs of the tenant's workflow that succeeded, newest first:
+        the workflow's history, which estimates and stall checks learn from. Read at every
+        commit of a workflow not yet learned, so never a scan of every stored run."""
+
     async def follow(self, handler: NoticeHandler) -> None:
         """Calls `handler` with the commits of other writers until closed (one reader per
         process). Returns at once for a store no other process writes."""

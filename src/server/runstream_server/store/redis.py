@@ -432,6 +432,10 @@ class RedisEventStore:
     ) -> RunPage:
         return await self._index.list_runs(run_filter, page_size, cursor)
 
+    @unavailable
+    async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
+        return await self._index.succeeded(tenant, workflow, limit)
+
     # --- other replicas ---------------------------------------------------------------------
 
     async def follow(self, handler: NoticeHandler) -> None:

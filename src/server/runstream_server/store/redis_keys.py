@@ -38,3 +38,8 @@ class RedisKeys:
     def tenant_runs(self, tenant: str) -> str:
         """The index of one tenant's runs (quoted: a tenant name may hold any character)."""
         return f"{self.prefix}:tenant:{quote(tenant, safe='')}:runs"
+
+    def succeeded(self, tenant: str, workflow: str) -> str:
+        """The newest runs of one tenant's workflow that succeeded, by create time: where a
+        workflow's history (ETA, stalls) is learned from (names quoted, as above)."""
+        return f"{self.prefix}:tenant:{quote(tenant, safe='')}:wf:{quote(workflow, safe='')}:ok"

@@ -323,6 +323,11 @@ class SqliteEventStore:
         last = (rows[-1][1], rows[-1][2]) if rows else None
         return RunPage(runs, positions, more, read_up_to=last)
 
+    async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
+        # One SELECT over the runs table; read once per workflow per process.
+        succeeded = RunFilter(frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant)
+        return (await self.list_runs(succeeded, limit, None)).runs
+
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 
     async def ping(self) -> bool:
