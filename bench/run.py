@@ -767,6 +767,11 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     scale = 0.2 if args.quick else 1.0
+    if args.quick:
+        print(
+            "--quick: a smoke run. CPU is read in clock ticks of 10 ms, over a fifth of the "
+            "events: CPU figures and their ratios move by a tick's worth; compare full runs."
+        )
     os.sched_setaffinity(0, {CLIENT_CPU})
     print(
         "Runstream benchmarks (loopback; figures, not pass/fail); "
