@@ -89,18 +89,18 @@ async def test_a_filtered_read_of_a_long_log_stops_when_its_caller_leaves(
     stubs: Stubs, redis_server: RedisProcess
 ) -> None:
     # Long enough that reading it all takes the server well past the callers' deadline.
-    run_id = await long_run(stubs, 5 * EVENTS)
+    run_id = await long_run(stubs, 3 * EVENTS)
     redis = aioredis.Redis.from_url(redis_server.url)
     alerts = "kind = ALERT"
     try:
         calls = (
             lambda: stubs.runs.ListEvents(
-                rs.ListEventsRequest(run_id=run_id, filter=alerts), timeout=0.15
+                rs.ListEventsRequest(run_id=run_id, filter=alerts), timeout=0.08
             ),
             # A watcher of alerts only, reading the run from its start.
             lambda: stubs.runs.WatchRun(
                 rs.WatchRunRequest(run_id=run_id, kinds=[event_pb2.EVENT_KIND_ALERT]),
-                timeout=0.15,
+                timeout=0.08,
             ).read(),
         )
         for call in calls:

@@ -689,6 +689,12 @@ class _Events:
     def list_events(self, run_id: str) -> AsyncIterator[runstream.Event]:
         return self._all()
 
+    async def list_events_page(
+        self, run_id: str, *, page_size: int, after_seq: int
+    ) -> tuple[list[runstream.Event], str]:
+        """The bridge's check that its token may read the events (WatchRun's role)."""
+        return [e for e in self._events if e.seq > after_seq][:page_size], ""
+
     def watch(self, run_id: str) -> AsyncIterator[runstream.Event]:
         return self._all()
 
