@@ -308,8 +308,10 @@ def redis_cluster(
             time.sleep(0.1)
         yield nodes
     finally:
+        # SIGKILL: nothing of a test's cluster is read afterwards, and a master told to stop
+        # waits up to Redis's shutdown-timeout (10 s) for a replica to catch up.
         for node in nodes:
-            node.stop()
+            node.kill()
 
 
 def _replicas_seen(node: RedisProcess) -> int:
