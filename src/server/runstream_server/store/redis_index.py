@@ -83,9 +83,10 @@ class RunIndex:
         the run in one of them at least (again and again is harmless: ZADD sets the same
         score, ZREM of an absent member does nothing)."""
         ended = {run_id: snapshot.end_time.ToMicroseconds()}
-        if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED:
-            await self._note_succeeded(snapshot)
+        succeeded = [snapshot] if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED else []
         if self._cluster:
+            if succeeded:  # its workflow's history key: a slot of its own
+                await self._enter_succeeded(succeeded)
             # The two keys are in other slots, likely on other masters, and the cluster
             # client sends a pipeline's commands to each master at once, in no order between
             # masters: the ZREM could land while the ZADD never does. So two round trips,
@@ -98,17 +99,23 @@ class RunIndex:
         # when the ZADD is refused (OOM at maxmemory refuses ZADD and lets ZREM through),
         # where EXEC runs neither.
         pipe = self._client().pipeline(transaction=True)
+        self._queue_succeeded(pipe, succeeded)
         pipe.zadd(self._keys.ended, ended)
         pipe.zrem(self._keys.active, run_id)
         await pipe.execute()
 
-    async def _note_succeeded(self, snapshot: run_pb2.Run) -> None:
-        """Enters a run that succeeded in its workflow's history, which keeps the newest
-        :data:`HISTORY_KEPT` (the ETA learns from 20 by default)."""
-        key = self._keys.succeeded(snapshot.tenant, snapshot.workflow)
-        pipe = self._client().pipeline(transaction=False)  # one key: one slot, in order
-        pipe.zadd(key, {snapshot.run_id: snapshot.create_time.ToMicroseconds()})
-        pipe.zremrangebyrank(key, 0, -HISTORY_KEPT - 1)
+    def _queue_succeeded(self, pipe: Any, runs: list[run_pb2.Run]) -> None:
+        """Queues on `pipe` the entry of runs that succeeded in their workflows' histories,
+        which keep the newest :data:`HISTORY_KEPT` each (the ETA learns from 20 by default)."""
+        for run in runs:
+            key = self._keys.succeeded(run.tenant, run.workflow)
+            pipe.zadd(key, {run.run_id: run.create_time.ToMicroseconds()})
+            pipe.zremrangebyrank(key, 0, -HISTORY_KEPT - 1)
+
+    async def _enter_succeeded(self, runs: list[run_pb2.Run]) -> None:
+        """:meth:`_queue_succeeded`, in one round trip."""
+        pipe = self._client().pipeline(transaction=False)
+        self._queue_succeeded(pipe, runs)
         await pipe.execute()
 
     async def succeeded(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
@@ -143,8 +150,8 @@ class RunIndex:
                 found.append(run)
             if len(found) >= limit or scanned >= HISTORY_SCAN:
                 break
-        for run in found:
-            await self._note_succeeded(run)
+        if found:
+            await self._enter_succeeded(found)
 
     async def sweep_active(self) -> list[str]:
         """Moves to ``P:ended`` the ended runs that a crash left in ``P:active`` (between the
