@@ -17,6 +17,9 @@ STORE ?= runstream.db
 SERVE_ARGS ?=
 # Extra arguments for pytest, e.g. make test PYTEST_ARGS="-x tests/contract"
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): most of a test's time is spent waiting on the servers, Envoy,
+# Redis and browsers it starts, so two workers halve the suite on two cores. 0 runs it in one.
+TEST_WORKERS ?= 2
 
 .PHONY: help setup setup-demo setup-web gen web lint test demo demo-replicas dashboard bench serve clean
 
@@ -48,7 +51,7 @@ lint: setup ## ruff, mypy --strict (src, not generated code), buf lint, tsc on t
 	cd src/clients/web && node_modules/.bin/tsc --noEmit -p .
 
 test: setup ## Set up everything the tests need, then run the whole test suite.
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup-demo ## Set up, then run the live terminal demo on an embedded server.
 	$(VENV)/bin/runstream demo
