@@ -69,10 +69,10 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
             noticed.set()
         await apply(self, commit)
 
-    async def resyncing(self: Notices) -> None:
+    async def resyncing(self: Notices, since_us: int) -> None:
         if read.is_set():
             noticed.set()
-        await resync(self)
+        await resync(self, since_us)
 
     monkeypatch.setattr(RunLedger, "_restore", slow_restore)
     if notice == "applied":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from runstream_server.domain.runs import RunManager
 from runstream_server.domain.state import RunState
 from runstream_server.errors import Unavailable
 from runstream_server.store.base import CommitNotice, Notice
+from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import commits_channel
 from runstream_server.store.redis_url import parse_url
 
@@ -240,6 +241,87 @@ async def test_watch_runs_on_b_gets_the_changes_made_on_a_during_bs_notice_gap(
             assert len(told[second.run_id]) == 1
         finally:
             follower.cancel()
+
+
+async def test_after_a_notice_gap_watch_runs_reads_the_runs_that_can_have_changed_not_all(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A gap in B's notices costs its WatchRuns streams the runs that may have changed
+    meanwhile, not the store's whole history: 300 runs that ended an hour ago are not read
+    again, while a run that succeeded during the gap reaches a stream of every run and one
+    of `status = SUCCEEDED` (which it did not match before), once each."""
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        keys = RedisKeys(parse_url(replicas.url).prefix)
+        done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+
+        async def complete(run_id: str) -> None:
+            await replicas.report_a.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run_id, events=[done])
+            )
+
+        history = []
+        for _ in range(300):
+            run = (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="old"))).run
+            await complete(run.run_id)
+            history.append(run.run_id)
+        # Created and ended an hour ago, as far as the store's indexes tell.
+        hour_us = 3600 * 10**6
+        for index in (keys.runs, keys.ended):
+            entries = await replicas.redis.zrange(index, 0, -1, withscores=True)
+            await replicas.redis.zadd(index, {m: s - hour_us for m, s in entries}, xx=True)
+
+        async def reads_in_a_gap(meanwhile: Awaitable[None]) -> int:
+            """Reads of runs' records, by both replicas, in a gap in their notices."""
+            before = (await replicas.redis.info("commandstats"))["cmdstat_hget"]["calls"]
+            await replicas.redis.client_kill_filter(_type="pubsub")  # back in about 0.5 s
+            await meanwhile
+            await asyncio.sleep(1.5)  # the resyncs after the gap are done
+            return (await replicas.redis.info("commandstats"))["cmdstat_hget"]["calls"] - before
+
+        # What a gap costs the replicas without a WatchRuns stream: A checks the heads of
+        # the runs it holds (the 300 it wrote).
+        without_streams = await reads_in_a_gap(asyncio.sleep(0))
+        warm, running = [
+            (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="old"))).run
+            for _ in range(2)
+        ]
+        told: dict[str, dict[str, list[int]]] = {"": {}, "status = SUCCEEDED": {}}
+        complete_states: list[str] = []
+
+        async def follow(filter_text: str) -> None:
+            async for response in replicas.runs_b.WatchRuns(
+                rs.WatchRunsRequest(filter=filter_text)
+            ):
+                if response.initial_state_complete:
+                    complete_states.append(filter_text)
+                for run in response.runs:
+                    told[filter_text].setdefault(run.run_id, []).append(run.status)
+
+        followers = [asyncio.create_task(follow(f)) for f in told]
+        try:
+            await eventually(lambda: len(complete_states) == 2)
+            assert len(told[""]) == 302 and len(told["status = SUCCEEDED"]) == 300
+            ended = run_pb2.RUN_STATUS_SUCCEEDED
+
+            def told_ended(run_id: str) -> bool:
+                return all(t.get(run_id, [])[-1:] == [ended] for t in told.values())
+
+            # A run ending before the gap: B learns its workflow's history (one scan of the
+            # store's newest runs per process, not the gap's doing).
+            await complete(warm.run_id)
+            await eventually(lambda: told_ended(warm.run_id))
+
+            async def run_ends() -> None:
+                await complete(running.run_id)
+                await eventually(lambda: told_ended(running.run_id), within=10)
+
+            read = await reads_in_a_gap(run_ends()) - without_streams
+            assert read < 100, f"{read} more reads of runs' records after the gap"
+            assert [t[running.run_id].count(ended) for t in told.values()] == [1, 1]
+            assert all(len(t[r]) == 1 for t in told.values() for r in history)
+        finally:
+            for follower in followers:
+                follower.cancel()
 
 
 async def test_other_replicas_commits_do_not_wait_for_the_scan_of_stored_deadlines(

@@ -8,15 +8,18 @@ not hold still has its deadlines armed here, so they never rest on one replica. 
 count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
 queue that overflowed) checks every held or loading run against the store's head, each on
 its own: one whose check fails is logged, and the others are still checked; WatchRuns
-streams re-list their runs; and the deadlines of the store's open decisions are armed again,
-in a task of its own so that the notices after the gap do not wait for that scan.
+streams read the runs that may have changed since the gap began; and the deadlines of the
+store's open decisions are armed again, in a task of its own so that the notices after the
+gap do not wait for that scan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from runstream_server.domain.hub import RunsHub
@@ -39,6 +42,25 @@ log = logging.getLogger("runstream.runs")
 # many of the runs that moved at once.
 _HEADS_AT_ONCE = 1000
 _RESYNC_AT_ONCE = 32
+
+# What a gap lost was committed after the last notice heard before it, give or take what a
+# run's stamped create or end time may lag its notice by (a replica stalled between the two,
+# clocks apart): WatchRuns streams read the runs that may have changed since, this much before.
+_GAP_MARGIN_US = 60_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Gap:
+    """Notices were lost; what they told was committed after `since_us` (epoch us)."""
+
+    since_us: int
+
+
+_Queued = CommitNotice | ViewersNotice | PurgedNotice | _Gap
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 class Notices:
@@ -67,24 +89,33 @@ class Notices:
         self._spawn = spawn
         self._rearming = False  # a scan of the stored deadlines is under way
         self._rearm_again = False  # and another gap came meanwhile: scan once more after it
-        self._queue: asyncio.Queue[Notice] = asyncio.Queue(maxsize=10_000)
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=10_000)
+        self._heard_us = self._drained_us = _now_us()
+        """When the last notice was heard, and when every notice heard was applied."""
 
     def on_notice(self, notice: Notice) -> None:
-        """Called by the store's one reader for this process: queued, applied in order."""
+        """Called by the store's one reader for this process: queued, applied in order; a
+        gap (None: the reader lost notices after the last one it passed on) is queued with
+        the time from which the store is read again."""
+        if notice is None:
+            item: _Queued = _Gap(self._heard_us - _GAP_MARGIN_US)
+        else:
+            self._heard_us = _now_us()
+            item = notice
         try:
-            self._queue.put_nowait(notice)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:  # far behind: drop the backlog, resync from the store
             while not self._queue.empty():
                 self._queue.get_nowait()
-            self._queue.put_nowait(None)
+            self._queue.put_nowait(_Gap(self._drained_us - _GAP_MARGIN_US))
 
     async def apply_forever(self) -> None:
         while True:
             stop_if_cancelled()
             notice = await self._queue.get()
             try:
-                if notice is None:
-                    await self._resync()
+                if isinstance(notice, _Gap):
+                    await self._resync(notice.since_us)
                 elif isinstance(notice, ViewersNotice):
                     await self._viewers_changed([notice.run_id])
                 elif isinstance(notice, PurgedNotice):
@@ -95,6 +126,8 @@ class Notices:
                 log.warning("another replica's commit was not applied (%s); it resyncs on use", exc)
             except Exception:
                 log.exception("applying another replica's commit failed; it resyncs on use")
+            if self._queue.empty():  # every notice heard so far is applied
+                self._drained_us = _now_us()
 
     async def _apply(self, notice: CommitNotice) -> None:
         run_id = notice.run_id
@@ -136,10 +169,11 @@ class Notices:
         finally:
             self._rearming = False
 
-    async def _resync(self) -> None:
-        """After a gap in notices: every held run against the store's head, every run being
-        loaded (its load may have read the store before the commits the gap lost), and the
-        stored decision deadlines (a question the gap lost would rest on one replica)."""
+    async def _resync(self, since_us: int) -> None:
+        """After a gap in notices since `since_us`: every held run against the store's head,
+        every run being loaded (its load may have read the store before the commits the gap
+        lost), the runs WatchRuns streams follow, and the stored decision deadlines (a
+        question the gap lost would rest on one replica)."""
         held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
         failed: list[tuple[str, Exception]] = []
 
@@ -174,7 +208,7 @@ class Notices:
                 pass
             except Exception as exc:
                 failed.append((run_id, exc))
-        self._runs_hub.missed()  # WatchRuns streams re-list what moved on during the gap
+        self._runs_hub.missed(since_us)  # WatchRuns streams read what moved on meanwhile
         self._rearm_soon()
         if failed:  # one line, however many runs: they catch up at their next notice
             run_id, first = failed[0]

@@ -34,6 +34,7 @@ from typing import NamedTuple
 from runstream.v1 import run_pb2
 
 from runstream_server.domain.events import EncodedEvent
+from runstream_server.domain.state import TERMINAL_STATUSES
 
 # Heartbeats fire this many seconds early rather than wait for another turn of the clock.
 _BEAT_SLACK = 0.002
@@ -410,7 +411,7 @@ class Hub:
 class RunsSubscription(_Mailbox):
     """One WatchRuns stream: the latest state of each changed run, coalesced per run."""
 
-    __slots__ = ("known", "matches", "missed", "pending")
+    __slots__ = ("known", "matches", "missed_since", "open", "pending")
 
     def __init__(self, matches: Callable[[run_pb2.Run], bool], interval: float, now: float) -> None:
         super().__init__(interval, now)
@@ -418,22 +419,37 @@ class RunsSubscription(_Mailbox):
         self.pending: dict[str, run_pb2.Run] = {}
         self.known: dict[str, int] = {}
         """The matching runs the stream was told of, each with the last seq it was told."""
-        self.missed = False  # changes may have been missed (a gap in notices): re-list
+        self.open: set[str] = set()
+        """Those of them it was told of as not ended."""
+        self.missed_since: int | None = None
+        """Changes since then (epoch microseconds) may have been missed, in a gap in
+        notices: the stream reads the runs that may have changed since from the store."""
 
     def _has_news(self) -> bool:
-        return bool(self.pending) or self.missed
+        return bool(self.pending) or self.missed_since is not None
 
     def _let_go(self) -> None:
         self.pending.clear()
         self.known.clear()
+        self.open.clear()
+
+    def told(self, run: run_pb2.Run) -> bool:
+        """Notes that the stream is told of the run (as it is now); False when it neither
+        matches nor was told of it before, so it is not to be told."""
+        run_id = run.run_id
+        if self.matches(run):
+            self.known[run_id] = run.last_seq
+            if run.status in TERMINAL_STATUSES:
+                self.open.discard(run_id)
+            else:
+                self.open.add(run_id)
+            return True
+        self.open.discard(run_id)
+        return self.known.pop(run_id, None) is not None
 
     def offer(self, run: run_pb2.Run, now: float) -> None:
         """Queues the run if it matches, or if it just stopped matching (sent once more)."""
-        if self.matches(run):
-            self.known[run.run_id] = run.last_seq
-        elif run.run_id in self.known:
-            del self.known[run.run_id]
-        else:
+        if not self.told(run):
             return
         self.pending[run.run_id] = run
         self.active_at = now
@@ -476,10 +492,12 @@ class RunsHub:
         for sub in self._subscriptions:
             sub.offer(run, now)
 
-    def missed(self) -> None:
-        """After a gap in notices: every stream re-lists its runs from the store."""
+    def missed(self, since_us: int) -> None:
+        """After a gap in notices, changes since `since_us` may have been missed: every
+        stream reads the runs that may have changed since from the store."""
         for sub in self._subscriptions:
-            sub.missed = True
+            if sub.missed_since is None or since_us < sub.missed_since:
+                sub.missed_since = since_us
             sub.wake()
 
     def close(self, reason: str) -> None:

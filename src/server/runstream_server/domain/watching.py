@@ -246,16 +246,16 @@ class Watching:
             lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
         )
         try:
-            async for listed in self._listed(sub, run_filter, missed_only=False):
+            async for listed in self._listed(sub, run_filter):
                 yield listed
             yield InitialStateComplete()
             while True:
                 await sub.wait()
                 if sub.closed_reason is not None:
                     raise Unavailable(sub.closed_reason)
-                if sub.missed:
-                    sub.missed = False
-                    async for listed in self._listed(sub, run_filter, missed_only=True):
+                if sub.missed_since is not None:
+                    since, sub.missed_since = sub.missed_since, None
+                    async for listed in self._relisted(sub, since):
                         yield listed
                     continue
                 changed = sub.take()
@@ -268,28 +268,38 @@ class Watching:
             self._runs_hub.unsubscribe(sub)
 
     async def _listed(
-        self, sub: RunsSubscription, run_filter: RunFilter, *, missed_only: bool
+        self, sub: RunsSubscription, run_filter: RunFilter
     ) -> AsyncIterator[list[run_pb2.Run]]:
-        """The matching runs from the store; when `missed_only` (after a gap in notices),
-        only those that moved on since the stream was told of them, and those it was told of
-        that no longer match (sent once more, as a live change would be)."""
-        listed: set[str] = set()
+        """Every matching run from the store: a stream's initial state."""
         cursor: tuple[int, str] | None = None
         while True:
             page = await self._store.list_runs(run_filter, 200, cursor)
-            listed.update(r.run_id for r in page.runs)
-            moved = [
-                r for r in page.runs if not missed_only or sub.known.get(r.run_id) != r.last_seq
-            ]
-            for chunk in chunks(await self._summaries(moved, sub), self._limits.response_bytes):
+            for chunk in chunks(await self._summaries(page.runs, sub), self._limits.response_bytes):
                 yield chunk
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-        if missed_only:
-            left = [await self._store.load_run(r) for r in list(sub.known) if r not in listed]
-            gone = [r for r in left if r is not None and r.last_seq != sub.known[r.run_id]]
-            for chunk in chunks(await self._summaries(gone, sub), self._limits.response_bytes):
+
+    async def _relisted(
+        self, sub: RunsSubscription, since_us: int
+    ) -> AsyncIterator[list[run_pb2.Run]]:
+        """After a gap in notices that began at `since_us`: of the runs that may have
+        changed since (not ended, or created or ended since: the store's indexes) and those
+        the stream was told of as not ended, the ones that moved on since the stream was
+        told of them and match, or that it was told of and no longer match (sent once more,
+        as a live change would be). A run that ended before the gap is not read again."""
+        candidates = await self._store.changed_since(since_us)
+        listed = set(candidates)
+        candidates += [run_id for run_id in sub.open if run_id not in listed]
+        for start in range(0, len(candidates), 200):
+            page = await self._store.load_runs(candidates[start : start + 200])
+            moved = [
+                run
+                for run in page
+                if sub.known.get(run.run_id) != run.last_seq
+                and (run.run_id in sub.known or sub.matches(run))
+            ]
+            for chunk in chunks(await self._summaries(moved, sub), self._limits.response_bytes):
                 yield chunk
 
     async def _summaries(
@@ -302,10 +312,7 @@ class Watching:
         for run in stored:
             live = self._ledger.cached(run.run_id)
             current = live.run if live is not None else run
-            if sub.matches(current):
-                sub.known[current.run_id] = current.last_seq
-            else:
-                sub.known.pop(current.run_id, None)
+            sub.told(current)
             runs.append(summary(current, counts[current.run_id]))
         return runs
 

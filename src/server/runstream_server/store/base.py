@@ -263,6 +263,16 @@ class EventStore(Protocol):
         are (a replica checks every run it holds this way after a gap in its notices); runs
         that do not exist are left out."""
 
+    async def load_runs(self, run_ids: Sequence[str]) -> list[run_pb2.Run]:
+        """The snapshots of those runs, in one round trip; runs that do not exist, or whose
+        record is damaged (logged), are left out."""
+
+    async def changed_since(self, since_us: int) -> list[str]:
+        """The ids of every run that may have changed at or after `since_us` (epoch
+        microseconds): each run not ended, each created since, and each ended since whose
+        log is kept. What a WatchRuns stream reads again after a gap in notices, instead of
+        every stored run: a run that ended before the gap never changes again."""
+
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         """What those idempotency keys the run's log already holds hold."""
 

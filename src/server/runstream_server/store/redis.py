@@ -387,6 +387,15 @@ class RedisEventStore:
         return None if data is None else decode_run(run_id, data)
 
     @unavailable
+    async def load_runs(self, run_ids: Sequence[str]) -> list[run_pb2.Run]:
+        found = await self._index.snapshots(list(dict.fromkeys(run_ids)))
+        return [run for _, run in found if run is not None]
+
+    @unavailable
+    async def changed_since(self, since_us: int) -> list[str]:
+        return await self._index.changed_since(since_us)
+
+    @unavailable
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(run_ids))
         if not wanted:

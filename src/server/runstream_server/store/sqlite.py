@@ -157,6 +157,27 @@ class SqliteEventStore:
         data = await self._read(load)
         return None if data is None else decode_run(run_id, data)
 
+    async def load_runs(self, run_ids: Sequence[str]) -> list[run_pb2.Run]:
+        wanted = list(dict.fromkeys(run_ids))
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = _rows_in(conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", wanted)
+            return [(str(run_id), bytes(data)) for run_id, data in rows]
+
+        return [run for _, run in readable_runs(await self._read(read))] if wanted else []
+
+    async def changed_since(self, since_us: int) -> list[str]:
+        # One process writes this file, so nothing is ever missed; here for a uniform store.
+        sql = (
+            f"SELECT run_id FROM runs WHERE status NOT IN ({','.join('?' * len(_TERMINAL))}) "
+            "OR create_time_us >= ? OR retained_end_us >= ?"
+        )
+
+        def read(conn: sqlite3.Connection) -> list[str]:
+            return [str(r) for (r,) in conn.execute(sql, (*_TERMINAL, since_us, since_us))]
+
+        return await self._read(read)
+
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(run_ids))
 
