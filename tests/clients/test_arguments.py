@@ -675,6 +675,16 @@ BAD_READS: list[tuple[str, Callable[[Client, str], Awaitable[Any]], str]] = [
         "heartbeat_interval: must be a finite number, got inf",
     ),
     (
+        "watch-runs-initial-ended-limit-zero",
+        lambda c, run_id: _first(c.watch_runs(initial_ended_limit=0)),
+        "initial_ended_limit: must be at least 1 (None: every run)",
+    ),
+    (
+        "watch-runs-initial-ended-limit-past-the-servers",
+        lambda c, run_id: _first(c.watch_runs(initial_ended_limit=100_001)),
+        "initial_ended_limit: must be at most 100000, got 100001",
+    ),
+    (
         "list-runs-page-size-past-int32",
         lambda c, run_id: c.list_runs_page(page_size=2**40),
         "page_size: must be at most 2147483647, got 1099511627776",

@@ -359,6 +359,37 @@ async def test_watch_runs_follows_concurrent_runs_and_one_started_while_watching
         await other.close()
 
 
+async def test_watch_runs_with_an_ended_limit_hands_over_the_live_runs_and_the_newest_ended(
+    client: Client,
+) -> None:
+    live = await client.start_run("limited")
+    await live.flush()
+    ended = []
+    for _ in range(3):
+        run = await client.start_run("limited")
+        async with run:
+            await run.complete()
+        ended.append(run.run_id)
+    updates = client.watch_runs('workflow = "limited"', initial_ended_limit=2)
+    try:
+        first = await anext(updates)
+        assert first.initial and first.ended_runs_left_out
+        assert {r.run_id for r in first.runs} == {live.run_id, *ended[1:]}
+        async with live:
+            await live.complete()
+        changed = await anext(updates)
+        assert [(r.run_id, r.status) for r in changed.runs] == [(live.run_id, RunStatus.SUCCEEDED)]
+        assert not changed.initial and not changed.ended_runs_left_out
+    finally:
+        await updates.aclose()
+    everything = client.watch_runs('workflow = "limited"')
+    try:
+        first = await anext(everything)
+        assert len(first.runs) == 4 and not first.ended_runs_left_out
+    finally:
+        await everything.aclose()
+
+
 async def test_watch_runs_hands_over_the_whole_state_again_after_a_reconnect(
     server: RunstreamServer,
 ) -> None:

@@ -14,6 +14,8 @@ import json
 import pytest
 import runstream
 from runstream import RunStatus
+from runstream.v1 import event_pb2 as ev
+from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 
@@ -123,6 +125,36 @@ async def test_over_a_hundred_runs_the_overview_counts_every_run(
             "document.querySelector('#run-list li:last-child .run-item').dataset.runId"
         )
         assert last == oldest.run_id
+        assert await page.errors() == []
+
+
+async def test_past_a_hundred_ended_runs_the_list_reads_the_newest_and_more_on_demand(
+    server: RunstreamServer, web: Web
+) -> None:
+    """WatchRuns brings every run not ended and only as many ended runs as the list shows,
+    not the store's whole history: with 103 cancelled runs the page lists the running one
+    (the oldest) and the newest 100 cancelled, Running reads an exact 1 and Failed "100+",
+    and "Show more runs" opens the stream again for as many more, after which every count is
+    exact and still follows a change."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        stub = client.raw_run_service
+        await stub.CreateRun(rs.CreateRunRequest(workflow="long", run_id="long-running"))
+        started = ev.RunEvent(run_started=ev.RunStarted())
+        await client.raw_report_service.AppendEvents(
+            rp.AppendEventsRequest(run_id="long-running", events=[started])
+        )
+        for i in range(103):
+            await stub.CreateRun(rs.CreateRunRequest(workflow="short", run_id=f"short-{i}"))
+            await client.cancel_run(f"short-{i}")
+        await page.goto(web.page.url)
+        await page.wait(f"{LISTED} === 100 && {stats_are('1', '0+', '100+')}")
+        assert await page.eval("document.querySelector('#run-count').textContent") == "101+"
+        await page.click("#runs-more")
+        await page.wait(f"{LISTED} === 104 && {stats_are('1', '0', '103')}")
+        assert await page.eval("document.querySelector('#run-count').textContent") == "104"
+        assert await page.eval("document.querySelector('#runs-more').hidden")
+        await client.cancel_run("long-running")
+        await page.wait(stats_are("0", "0", "104"))
         assert await page.errors() == []
 
 

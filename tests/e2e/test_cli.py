@@ -762,6 +762,27 @@ async def test_runs_watch_follows_runs_as_they_start_and_finish(
         await watcher.wait()
 
 
+async def test_runs_watch_lists_the_live_runs_and_the_newest_ended_as_limit_says(
+    server_process: ServerProcess,
+) -> None:
+    """`runs --watch` starts from every run not ended and the newest --limit that ended (not
+    the store's whole history), and says when it left older ones out."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        live = await client.start_run("board")
+        await live.flush()
+        for _ in range(3):
+            async with await client.start_run("board") as run:
+                await run.complete()
+    first = await _first_lines_of("runs", "--watch", "--limit", "2", "--target", target)
+    assert first.startswith(
+        "3 runs (of those ended, the newest 2: --limit shows more); following changes\n"
+    ), first
+    everything = await _first_lines_of("runs", "--watch", "--limit", "3", "--target", target)
+    assert everything.startswith("4 runs; following changes\n"), everything
+
+
 async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(
     server_process: ServerProcess,
 ) -> None:

@@ -10,6 +10,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ from runstream_server.domain.runs import Limits, Retention
 
 from tests.conftest import ConfigFactory, index_entries_only
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom, ev, serving
+from tests.server.support import append, create_run, custom, ev, refused, serving
 
 
 async def two_ended_runs(stubs: Stubs) -> tuple[run_pb2.Run, run_pb2.Run]:
@@ -726,6 +727,75 @@ async def test_watch_runs_by_create_time_follows_the_runs_created_since(stubs: S
     new = await create_run(stubs, workflow="timed")
     assert [r.run_id for r in (await anext(aiter(stream))).runs] == [new.run_id]
     stream.cancel()
+
+
+async def initial_state(stream: Any) -> tuple[list[run_pb2.Run], bool]:
+    """The runs of a WatchRuns stream's initial state, and its ended_runs_left_out."""
+    runs: list[run_pb2.Run] = []
+    async for response in stream:
+        runs.extend(response.runs)
+        if response.initial_state_complete:
+            return runs, response.ended_runs_left_out
+    raise AssertionError("the stream ended")
+
+
+async def test_watch_runs_initial_ended_limit_sends_every_live_run_and_the_newest_ended(
+    stubs: Stubs,
+) -> None:
+    """With initial_ended_limit, a stream's initial state holds every matching run not
+    ended (the oldest here) and the newest N that ended, and says it left the rest out;
+    the stream then follows every change, of a new run or of one left out."""
+    live = await create_run(stubs, workflow="limits", run_id="live")
+    ended = []
+    for n in range(5):
+        run = await create_run(stubs, workflow="limits", run_id=f"ended-{n}")
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+        ended.append(run.run_id)
+    matching = 'workflow = "limits"'
+
+    def watch(limit: int, filter_text: str = matching) -> Any:
+        return stubs.runs.WatchRuns(
+            rs.WatchRunsRequest(filter=filter_text, initial_ended_limit=limit)
+        )
+
+    stream = watch(2)
+    runs, left_out = await initial_state(stream)
+    assert sorted(r.run_id for r in runs) == sorted(["live", "ended-4", "ended-3"])
+    assert left_out
+    await append(stubs, live.run_id, ev.RunEvent(run_started=ev.RunStarted()))
+    new = await create_run(stubs, workflow="limits", run_id="new")
+    changed = [(await anext(aiter(stream))).runs[0].run_id for _ in range(2)]
+    assert changed == ["live", new.run_id]
+    stream.cancel()
+
+    for limit, expected, more in ((5, 6, False), (6, 6, False), (4, 5, True)):
+        runs, left_out = await initial_state(stream := watch(limit))
+        stream.cancel()
+        assert (len(runs), left_out) == (expected + 1, more), limit  # and the new run
+    # A filter by status: of the ended runs only; of live runs only, nothing left out.
+    runs, left_out = await initial_state(stream := watch(1, f"{matching} AND status = SUCCEEDED"))
+    stream.cancel()
+    assert ([r.run_id for r in runs], left_out) == (["ended-4"], True)
+    runs, left_out = await initial_state(stream := watch(1, f"{matching} AND status = RUNNING"))
+    stream.cancel()
+    assert ([r.run_id for r in runs], left_out) == (["live"], False)
+    assert ended[0] == "ended-0"
+
+
+@pytest.mark.parametrize(
+    ("limit", "problem"),
+    [
+        (-1, "must not be negative, got -1"),
+        (100_001, "must be between 0 (every run) and 100,000, got 100001"),
+    ],
+)
+async def test_watch_runs_refuses_an_initial_ended_limit_out_of_range(
+    stubs: Stubs, limit: int, problem: str
+) -> None:
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest(initial_ended_limit=limit))
+    error = await refused(stream)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == f"initial_ended_limit: {problem}"
 
 
 @pytest.mark.parametrize(

@@ -1529,10 +1529,15 @@ def parse_interact_response(
 
 
 def watch_runs_request(
-    filter: str, heartbeat_interval: timedelta | float | None
+    filter: str, heartbeat_interval: timedelta | float | None, initial_ended_limit: int | None
 ) -> run_service_pb2.WatchRunsRequest:
     """The WatchRuns request."""
     request = run_service_pb2.WatchRunsRequest(filter=filter)
+    if initial_ended_limit is not None:
+        limit = arguments.count("initial_ended_limit", initial_ended_limit, MAX_INITIAL_ENDED_LIMIT)
+        if not limit:  # on the wire 0 asks for every run: refused, not turned into that
+            raise InvalidArgumentError("initial_ended_limit: must be at least 1 (None: every run)")
+        request.initial_ended_limit = limit
     interval = arguments.duration("heartbeat_interval", heartbeat_interval)
     if interval is not None:
         request.heartbeat_interval.CopyFrom(duration_to_pb(interval))
@@ -1546,3 +1551,7 @@ def parse_watch_runs_response(
     it is a heartbeat."""
     runs = [run_from_pb(r) for r in response.runs]
     return runs, response.initial_state_complete, response.HasField("heartbeat")
+
+
+MAX_INITIAL_ENDED_LIMIT = 100_000
+"""The most ended runs a WatchRuns stream's initial state may ask for (the server's rule)."""

@@ -1002,7 +1002,11 @@ class RunsUpdate:
             is missing stopped matching or is gone). False: these runs changed; update them
             in place (a run whose status made it stop matching comes once more, then no
             longer).
+        ended_runs_left_out: On an initial update: the watch's ``initial_ended_limit``
+            left out matching runs that ended, older than those in ``runs`` (``list_runs``
+            finds them).
     """
 
     runs: tuple[Run, ...]
     initial: bool
+    ended_runs_left_out: bool = False

@@ -114,6 +114,7 @@ async def watch_runs(
     *,
     filter: str,
     heartbeat_interval: timedelta | float | None,
+    initial_ended_limit: int | None,
     metadata: Sequence[tuple[str, str]],
     reconnect_timeout: float | None,
     check_open: Callable[[str], None],
@@ -124,7 +125,7 @@ async def watch_runs(
     gathers it into one ``RunsUpdate(initial=True)``, so a reconnect hands the caller a
     complete table to replace its own with, rather than a mix of old and new rows.
     """
-    request = convert.watch_runs_request(filter, heartbeat_interval)
+    request = convert.watch_runs_request(filter, heartbeat_interval, initial_ended_limit)
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
     while True:
@@ -147,7 +148,11 @@ async def watch_runs(
                         initial[run.run_id] = run
                     if initial_complete:
                         in_initial_state = False
-                        yield RunsUpdate(runs=tuple(initial.values()), initial=True)
+                        yield RunsUpdate(
+                            runs=tuple(initial.values()),
+                            initial=True,
+                            ended_runs_left_out=response.ended_runs_left_out,
+                        )
                 elif runs:
                     yield RunsUpdate(runs=tuple(runs), initial=False)
             _log.info("the server ended the runs watch; reconnecting")
@@ -215,7 +220,11 @@ class RunWatching:
         )
 
     def watch_runs(
-        self, filter: str = "", *, heartbeat_interval: timedelta | float | None = None
+        self,
+        filter: str = "",
+        *,
+        heartbeat_interval: timedelta | float | None = None,
+        initial_ended_limit: int | None = None,
     ) -> AsyncGenerator[RunsUpdate, None]:
         """Follows every run matching ``filter``: their current state, then their changes.
 
@@ -229,12 +238,17 @@ class RunWatching:
             filter: As for ``list_runs``, e.g. ``workflow = "campaign-generator"``; "" for all.
             heartbeat_interval: How long the stream may be idle before the server sends a
                 heartbeat (kept internal; it only keeps proxies from cutting the stream).
+            initial_ended_limit: At most this many of the matching runs that ended (the
+                most recently created) in each ``initial=True`` update, 1 to 100,000; every
+                run not ended is in it whatever the limit. None: every matching run, which
+                reads the store's whole history of runs at each (re)connect.
         """
         self._connection.open()
         return watch_runs(
             self._connection.run_service.WatchRuns,
             filter=filter,
             heartbeat_interval=heartbeat_interval,
+            initial_ended_limit=initial_ended_limit,
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
             check_open=self._connection.check_open,

@@ -47,6 +47,7 @@ def request_checks(limits: Limits, default_heartbeat: float) -> dict[str, Reques
         check_watch_runs(
             filter_text=request.filter,
             heartbeat_interval=heartbeat_interval(request, default_heartbeat),
+            initial_ended_limit=request.initial_ended_limit,
         )
 
     def append(request: rp.AppendEventsRequest | rp.ReportRequest, stream_run: str) -> None:

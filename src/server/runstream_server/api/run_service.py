@@ -98,13 +98,17 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         self, request: pb.WatchRunsRequest, context: Context
     ) -> AsyncIterator[pb.WatchRunsResponse]:
         items = self._runs.watch_runs(
-            filter_text=request.filter, heartbeat_interval=self._heartbeat(request)
+            filter_text=request.filter,
+            heartbeat_interval=self._heartbeat(request),
+            initial_ended_limit=request.initial_ended_limit,
         )
         async for item in items:
             if isinstance(item, list):
                 yield pb.WatchRunsResponse(runs=item)
             elif isinstance(item, InitialStateComplete):
-                yield pb.WatchRunsResponse(initial_state_complete=True)
+                yield pb.WatchRunsResponse(
+                    initial_state_complete=True, ended_runs_left_out=item.ended_runs_left_out
+                )
             else:
                 beat = pb.Heartbeat(server_time=to_timestamp(item.server_time))
                 yield pb.WatchRunsResponse(heartbeat=beat)

@@ -453,10 +453,15 @@ class RunManager:
             keep_open=keep_open,
         )
 
-    def watch_runs(self, *, filter_text: str, heartbeat_interval: float) -> AsyncIterator[RunsItem]:
-        """The current state of every matching run, then each run-level change."""
+    def watch_runs(
+        self, *, filter_text: str, heartbeat_interval: float, initial_ended_limit: int = 0
+    ) -> AsyncIterator[RunsItem]:
+        """The current state of every matching run (of those ended, the newest
+        `initial_ended_limit` when it is not 0), then each run-level change."""
         return self._watching.watch_runs(
-            filter_text=filter_text, heartbeat_interval=heartbeat_interval
+            filter_text=filter_text,
+            heartbeat_interval=heartbeat_interval,
+            initial_ended_limit=initial_ended_limit,
         )
 
     # --- background monitors --------------------------------------------------------------------

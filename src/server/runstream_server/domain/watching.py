@@ -25,6 +25,7 @@ from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, 
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
+from runstream_server.domain.state import TERMINAL_STATUSES
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import InvalidArgument, OutOfRange, Unavailable
 from runstream_server.store.base import EventStore, RunFilter, stop_if_cancelled
@@ -47,7 +48,10 @@ class Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class InitialStateComplete:
-    """Marks the end of a WatchRuns stream's initial state."""
+    """Marks the end of a WatchRuns stream's initial state; `ended_runs_left_out`: its
+    ``initial_ended_limit`` left matching runs that ended out of it."""
+
+    ended_runs_left_out: bool = False
 
 
 WatchItem = bytes | Heartbeat | Snapshot
@@ -85,10 +89,22 @@ def check_watch(
     check_id("run_id", run_id)
 
 
-def check_watch_runs(*, filter_text: str, heartbeat_interval: float) -> RunFilter:
+MAX_INITIAL_ENDED_LIMIT = 100_000
+_EVERY_STATUS = frozenset(run_pb2.RunStatus.values()) - {run_pb2.RUN_STATUS_UNSPECIFIED}
+
+
+def check_watch_runs(
+    *, filter_text: str, heartbeat_interval: float, initial_ended_limit: int = 0
+) -> RunFilter:
     """A WatchRuns request's own checks (INVALID_ARGUMENT naming the field); its filter."""
     run_filter = parse_filter(filter_text)
     check_interval(heartbeat_interval)
+    if not 0 <= initial_ended_limit <= MAX_INITIAL_ENDED_LIMIT:
+        raise InvalidArgument(
+            "initial_ended_limit",
+            f"must be between 0 (every run) and {MAX_INITIAL_ENDED_LIMIT:,}, "
+            f"got {initial_ended_limit}",
+        )
     return run_filter
 
 
@@ -236,19 +252,23 @@ class Watching:
             self.viewers_changed(run_id)  # one fewer
 
     async def watch_runs(
-        self, *, filter_text: str, heartbeat_interval: float
+        self, *, filter_text: str, heartbeat_interval: float, initial_ended_limit: int = 0
     ) -> AsyncIterator[RunsItem]:
-        """Yields the current state of every matching run, then each run-level change."""
+        """Yields the current state of every matching run (of those ended, the newest
+        `initial_ended_limit` when it is not 0), then each run-level change."""
         self._check_open()
-        checked = check_watch_runs(filter_text=filter_text, heartbeat_interval=heartbeat_interval)
+        checked = check_watch_runs(
+            filter_text=filter_text,
+            heartbeat_interval=heartbeat_interval,
+            initial_ended_limit=initial_ended_limit,
+        )
         run_filter = replace(checked, tenant=access.visible_tenant())
         sub = self._runs_hub.subscribe(
             lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
         )
         try:
-            async for listed in self._listed(sub, run_filter):
+            async for listed in self._initial_state(sub, run_filter, initial_ended_limit):
                 yield listed
-            yield InitialStateComplete()
             while True:
                 await sub.wait()
                 if sub.closed_reason is not None:
@@ -267,18 +287,41 @@ class Watching:
         finally:
             self._runs_hub.unsubscribe(sub)
 
-    async def _listed(
-        self, sub: RunsSubscription, run_filter: RunFilter
-    ) -> AsyncIterator[list[run_pb2.Run]]:
-        """Every matching run from the store: a stream's initial state."""
-        cursor: tuple[int, str] | None = None
-        while True:
-            page = await self._store.list_runs(run_filter, 200, cursor)
-            for chunk in chunks(await self._summaries(page.runs, sub), self._limits.response_bytes):
-                yield chunk
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
+    async def _initial_state(
+        self, sub: RunsSubscription, run_filter: RunFilter, ended_limit: int
+    ) -> AsyncIterator[list[run_pb2.Run] | InitialStateComplete]:
+        """Every matching run from the store, newest first, then the mark of the end; with
+        an `ended_limit`, every one not ended, then the newest `ended_limit` of those ended
+        (a long history is not read at each stream's open)."""
+        parts: list[tuple[RunFilter, int | None]] = [(run_filter, None)]
+        if ended_limit:
+            statuses = run_filter.statuses or _EVERY_STATUS
+            parts = [
+                (replace(run_filter, statuses=part), limit)
+                for part, limit in (
+                    (statuses - TERMINAL_STATUSES, None),
+                    (statuses & TERMINAL_STATUSES, ended_limit),
+                )
+                if part
+            ]
+        left_out = False
+        for part_filter, limit in parts:
+            cursor: tuple[int, str] | None = None
+            while True:
+                size = 200 if limit is None else min(200, limit)
+                page = await self._store.list_runs(part_filter, size, cursor)
+                told = await self._summaries(page.runs, sub)
+                for chunk in chunks(told, self._limits.response_bytes):
+                    yield chunk
+                cursor = page.next_cursor
+                if limit is not None:
+                    limit -= len(page.runs)
+                    if limit <= 0:
+                        left_out = cursor is not None
+                        break
+                if cursor is None:
+                    break
+        yield InitialStateComplete(left_out)
 
     async def _relisted(
         self, sub: RunsSubscription, since_us: int

@@ -285,6 +285,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     client,
                     console,
                     filter=args.filter,
+                    ended_limit=args.limit,
                     live=wants_live(console, args.plain) and not args.json,
                     as_json=args.json,
                 )
@@ -800,7 +801,11 @@ def build_parser() -> argparse.ArgumentParser:
         "WHEN (2026-12-01T09:00:00Z)",
     )
     runs.add_argument(
-        "--limit", type=positive_int, default=20, metavar="N", help="show at most N runs"
+        "--limit",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="show at most N runs (with --watch: every run not ended, and the newest N that ended)",
     )
     runs.add_argument(
         "--watch",

@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -550,26 +550,37 @@ async def watch_runs(
     console: Console,
     *,
     filter: str,
+    ended_limit: int,
     live: bool,
     as_json: bool = False,
 ) -> None:
-    """Follows every run matching `filter`: a live table on a terminal, else a line per
-    change (with `as_json`, one JSON object per line). Runs until interrupted."""
+    """Follows every run matching `filter` (of those ended, the newest `ended_limit` at
+    first): a live table on a terminal, else a line per change (with `as_json`, one JSON
+    object per line). Runs until interrupted."""
     runs: dict[str, runstream.Run] = {}
+
+    def watching() -> AsyncGenerator[runstream.RunsUpdate, None]:
+        return client.watch_runs(filter, initial_ended_limit=ended_limit)
+
     if as_json:
-        async for update in client.watch_runs(filter):
+        async for update in watching():
             for run in update.runs:
                 sys.stdout.write(json.dumps(as_dict(run.raw), ensure_ascii=False) + "\n")
             sys.stdout.flush()
         return
     if not live:
-        async for update in client.watch_runs(filter):
+        async for update in watching():
             if update.initial:
                 runs = {run.run_id: run for run in update.runs}
                 console.print(
                     Text(
                         f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
                         + (f" match {filter!r}" if filter else "")
+                        + (
+                            f" (of those ended, the newest {ended_limit}: --limit shows more)"
+                            if update.ended_runs_left_out
+                            else ""
+                        )
                         + "; following changes",
                         style="grey62",
                     )
@@ -619,7 +630,7 @@ async def watch_runs(
                 heard = time.monotonic()
 
     with Live(table(), console=console, auto_refresh=False) as view:
-        updates = client.watch_runs(filter)
+        updates = watching()
         ticker = asyncio.create_task(_tick(view, table))
         prober = asyncio.create_task(probe())
         try:

@@ -199,19 +199,23 @@ class ListEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[_event_pb2.RunEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchRunsRequest(_message.Message):
-    __slots__ = ("filter", "heartbeat_interval")
+    __slots__ = ("filter", "heartbeat_interval", "initial_ended_limit")
     FILTER_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_ENDED_LIMIT_FIELD_NUMBER: _ClassVar[int]
     filter: str
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, filter: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    initial_ended_limit: int
+    def __init__(self, filter: _Optional[str] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_ended_limit: _Optional[int] = ...) -> None: ...
 
 class WatchRunsResponse(_message.Message):
-    __slots__ = ("runs", "initial_state_complete", "heartbeat")
+    __slots__ = ("runs", "initial_state_complete", "heartbeat", "ended_runs_left_out")
     RUNS_FIELD_NUMBER: _ClassVar[int]
     INITIAL_STATE_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_RUNS_LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[_run_pb2.Run]
     initial_state_complete: bool
     heartbeat: Heartbeat
-    def __init__(self, runs: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., initial_state_complete: _Optional[bool] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    ended_runs_left_out: bool
+    def __init__(self, runs: _Optional[_Iterable[_Union[_run_pb2.Run, _Mapping]]] = ..., initial_state_complete: _Optional[bool] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., ended_runs_left_out: _Optional[bool] = ...) -> None: ...

@@ -117,7 +117,7 @@ async function main(): Promise<void> {
     } else {
       text($(app, "#crumb-run"), "");
       document.title = "Runstream";
-      if (overview) renderOverview(overview, all, runs.complete, now);
+      if (overview) renderOverview(overview, all, runs, now);
     }
     const link = session ? session.link : runsLink;
     attr(app, "data-connection", link);
@@ -160,18 +160,18 @@ function atLeast(n: number, complete: boolean): string {
   return complete ? String(n) : `${n}+`;
 }
 
-function renderOverview(el: HTMLElement, runs: Run[], complete: boolean, now: number): void {
+function renderOverview(el: HTMLElement, runs: Run[], known: { complete: boolean; activeComplete: boolean }, now: number): void {
   // The list again, inline, for screens where the sidebar is a drawer.
   renderRunList($(el, ".overview-runs"), runs.slice(0, 20), undefined, now);
   const count = (status: RunStatus) => runs.filter((r) => r.status === status).length;
-  const stats: Array<[string, number, string]> = [
-    ["Running", count(RunStatus.RUNNING) + count(RunStatus.WAITING_FOR_INPUT) + count(RunStatus.PAUSED), "RUNNING"],
-    ["Succeeded", count(RunStatus.SUCCEEDED), "SUCCEEDED"],
-    ["Failed", count(RunStatus.FAILED) + count(RunStatus.CANCELLED), "FAILED"],
+  const stats: Array<[string, number, string, boolean]> = [
+    ["Running", count(RunStatus.RUNNING) + count(RunStatus.WAITING_FOR_INPUT) + count(RunStatus.PAUSED), "RUNNING", known.activeComplete],
+    ["Succeeded", count(RunStatus.SUCCEEDED), "SUCCEEDED", known.complete],
+    ["Failed", count(RunStatus.FAILED) + count(RunStatus.CANCELLED), "FAILED", known.complete],
   ];
   const container = $(el, ".overview-stats");
   container.replaceChildren(
-    ...stats.map(([label, n, status]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, atLeast(n, complete)), h("div", { class: "stat-label" }, label))),
+    ...stats.map(([label, n, status, complete]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, atLeast(n, complete)), h("div", { class: "stat-label" }, label))),
   );
 }
 

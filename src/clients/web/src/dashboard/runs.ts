@@ -1,6 +1,8 @@
-// The runs list: WatchRuns (every run's state as it changes), or ListRuns polling on a server
-// that does not offer WatchRuns. Reconnects with backoff like the run watcher. The sidebar
-// shows a page of runs at a time (more on demand); the counts are over every run known.
+// The runs list: WatchRuns (every run's state as it changes: every run not ended, and as many
+// of the newest ended runs as the list shows), or ListRuns polling on a server that does not
+// offer WatchRuns. Reconnects with backoff like the run watcher. The sidebar shows a page of
+// runs at a time (more on demand, a WatchRuns stream opened again for as many); the counts are
+// over every run known.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
@@ -20,9 +22,12 @@ export class RunsFeed {
   private wake: (() => void) | undefined;
   /** WatchRuns is streaming: it pushes each run's viewer count as it changes. */
   private pushing = false;
+  /** The stream is being opened again for more runs (its end is not a lost connection). */
+  private reopening = false;
   /**
-   * False while polling leaves older runs unfetched (ListRuns had a next page): the runs
-   * known are then the newest ones only, and counts over them are lower bounds.
+   * False while older runs are left unfetched (ListRuns had a next page, or WatchRuns left
+   * ended runs out): the runs known are then the newest ones only, and counts over them are
+   * lower bounds.
    */
   complete = true;
 
@@ -56,10 +61,19 @@ export class RunsFeed {
     return this.runs.size > this.limit || !this.complete;
   }
 
-  /** Shows another page of older runs; polling fetches them at once. */
+  /** Whether every run not ended is known (WatchRuns sends them all, whatever it leaves out). */
+  get activeComplete(): boolean {
+    return this.complete || this.pushing;
+  }
+
+  /** Shows another page of older runs; polling, or WatchRuns opened again, fetches them. */
   showMore(): void {
     this.limit += PAGE;
     this.changed(this.list());
+    if (this.pushing && !this.complete) {
+      this.reopening = true;
+      this.controller?.abort();
+    }
     this.wake?.();
   }
 
@@ -107,6 +121,10 @@ export class RunsFeed {
         }
       } catch (error) {
         if (this.stopped) return;
+        if (this.reopening) {
+          this.reopening = false;
+          continue;
+        }
         const err = ConnectError.from(error);
         if (err.code === Code.Unimplemented) {
           streaming = false; // an older server: poll instead
@@ -131,7 +149,8 @@ export class RunsFeed {
     this.controller = controller;
     const fresh = new Map<string, Run>();
     let initial = true;
-    for await (const response of this.api.runs.watchRuns({ heartbeatInterval: { seconds: 10n, nanos: 0 } }, { signal: controller.signal, timeoutMs: 0 })) {
+    const request = { heartbeatInterval: { seconds: 10n, nanos: 0 }, initialEndedLimit: this.limit };
+    for await (const response of this.api.runs.watchRuns(request, { signal: controller.signal, timeoutMs: 0 })) {
       connected();
       this.state("live");
       for (const run of response.runs) (initial ? fresh : this.runs).set(run.runId, run);
@@ -139,7 +158,7 @@ export class RunsFeed {
         // Replace, not merge: runs deleted while disconnected disappear.
         initial = false;
         this.runs = fresh;
-        this.complete = true; // every run, however many
+        this.complete = !response.endedRunsLeftOut;
       }
       if (!initial && (response.runs.length > 0 || response.initialStateComplete)) this.changed(this.list());
     }
