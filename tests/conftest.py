@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
 import socket
@@ -205,9 +206,35 @@ async def server(tmp_path: Path, server_config: ConfigFactory) -> AsyncIterator[
         await srv.stop(grace=0.5)
 
 
+def _ephemeral_low() -> int:
+    """Where the kernel starts the ports it hands to bind(0) and outgoing connections."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
+_PORTS_LOW = 20000
+_PORT_TRIES = itertools.count()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
+    """A TCP port free a moment ago on 127.0.0.1, for a server a test starts on it (Envoy,
+    a subprocess, Redis). From this test process's own share of the ports below the
+    kernel's ephemeral ones: no server binding port 0 and no outgoing connection takes it
+    meanwhile, and no other pytest-xdist worker hands it out (one did, once, to its own
+    gRPC server between another's pick and Envoy's bind)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    span = (_ephemeral_low() - _PORTS_LOW) // max(workers, 1)
+    for _ in range(max(span, 0)):
+        port = _PORTS_LOW + worker * span + next(_PORT_TRIES) % span
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # no range of its own below the ephemeral ports
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

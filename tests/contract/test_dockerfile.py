@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.identity import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +40,6 @@ def instruction(name: str) -> list[str]:
     argv = json.loads(matches[0])
     assert isinstance(argv, list) and all(isinstance(arg, str) for arg in argv)
     return argv
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def health_check(port: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

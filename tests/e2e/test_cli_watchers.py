@@ -64,14 +64,16 @@ async def test_the_live_runs_table_says_it_is_connecting_until_the_server_answer
     """It read "Runs all · 0 · live" over "No runs yet" while no server was reachable."""
 
     class Unreachable:
-        async def watch_runs(self, filter: str) -> AsyncIterator[runstream.RunsUpdate]:
+        async def watch_runs(
+            self, filter: str, *, initial_ended_limit: int | None = None
+        ) -> AsyncIterator[runstream.RunsUpdate]:
             await asyncio.Event().wait()  # the SDK keeps reconnecting, and yields nothing
             yield runstream.RunsUpdate(runs=(), initial=True)
 
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=100)
     watching = asyncio.create_task(
-        watch_runs(Unreachable(), console, filter="", live=True)  # type: ignore[arg-type]
+        watch_runs(Unreachable(), console, filter="", ended_limit=20, live=True)  # type: ignore[arg-type]
     )
     await asyncio.sleep(0.2)
     watching.cancel()
