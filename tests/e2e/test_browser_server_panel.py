@@ -149,10 +149,20 @@ async def test_past_a_hundred_ended_runs_the_list_reads_the_newest_and_more_on_d
         await page.goto(web.page.url)
         await page.wait(f"{LISTED} === 100 && {stats_are('1', '0+', '100+')}")
         assert await page.eval("document.querySelector('#run-count').textContent") == "101+"
+        # Every Running count shown from here on (it read "1+" while the stream reopened).
+        await page.eval(
+            "(() => { const stats = document.querySelector('.overview-stats');"
+            " window.runningShown = [];"
+            " new MutationObserver(() => window.runningShown.push("
+            "stats.querySelector('.stat-value').textContent))"
+            ".observe(stats, {childList: true, subtree: true, characterData: true});"
+            " return true; })()"
+        )
         await page.click("#runs-more")
         await page.wait(f"{LISTED} === 104 && {stats_are('1', '0', '103')}")
         assert await page.eval("document.querySelector('#run-count').textContent") == "104"
         assert await page.eval("document.querySelector('#runs-more').hidden")
+        assert set(await page.eval("window.runningShown")) == {"1"}
         await client.cancel_run("long-running")
         await page.wait(stats_are("0", "0", "104"))
         assert await page.errors() == []

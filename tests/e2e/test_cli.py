@@ -781,6 +781,22 @@ async def test_runs_watch_lists_the_live_runs_and_the_newest_ended_as_limit_says
     ), first
     everything = await _first_lines_of("runs", "--watch", "--limit", "3", "--target", target)
     assert everything.startswith("4 runs; following changes\n"), everything
+    # Past what the server takes: named as the option the user gave.
+    refused = await cli("runs", "--watch", "--limit", "100001", "--target", target)
+    assert refused.returncode == 2
+    assert "--limit: at most 100,000 with --watch" in refused.stderr
+    if shutil.which("script") is not None:  # the live table says so too
+        table = await on_a_terminal("runs", "--watch", "--limit", "2", "--target", target)
+        assert table.stdout is not None
+        output = b""
+        try:
+            while b"(the newest 2 ended; --limit shows more)" not in output:
+                chunk = await asyncio.wait_for(table.stdout.read(4096), 30)
+                assert chunk, output.decode(errors="replace")
+                output += chunk
+        finally:
+            table.kill()
+            await table.wait()
 
 
 async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,6 +323,37 @@ async def test_after_a_notice_gap_watch_runs_reads_the_runs_that_can_have_change
         finally:
             for follower in followers:
                 follower.cancel()
+
+
+async def test_a_run_whose_end_is_dated_back_still_reaches_b_after_a_gap(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A run created long ago (its index entry an hour back) ends during B's gap with an end
+    time its producer dated an hour back too: a stream on B that it matches only now (status
+    = SUCCEEDED) still gets it, as the re-list reads the runs by when their ends were
+    stored, not by their end times (found in review: such a run was never sent)."""
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        keys = RedisKeys(parse_url(replicas.url).prefix)
+        run = (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="dated"))).run
+        hour_us = 3600 * 10**6
+        created = await replicas.redis.zscore(keys.runs, run.run_id)
+        await replicas.redis.zadd(keys.runs, {run.run_id: created - hour_us}, xx=True)
+        request = rs.WatchRunsRequest(filter='workflow = "dated" AND status = SUCCEEDED')
+        stream = replicas.runs_b.WatchRuns(request)
+        assert (await stream.read()).initial_state_complete
+        await replicas.redis.client_kill_filter(_type="pubsub")  # back in about 0.5 s
+        done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+        done.event_time.FromMicroseconds(time.time_ns() // 1000 - hour_us)
+        await replicas.report_a.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=run.run_id, events=[done])
+        )
+        try:
+            told = await asyncio.wait_for(stream.read(), 10)
+            assert [(r.run_id, r.status) for r in told.runs] == [
+                (run.run_id, run_pb2.RUN_STATUS_SUCCEEDED)
+            ]
+        finally:
+            stream.cancel()
 
 
 async def test_other_replicas_commits_do_not_wait_for_the_scan_of_stored_deadlines(

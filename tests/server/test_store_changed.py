@@ -28,27 +28,41 @@ async def _ended(stubs: Any) -> str:
 async def test_changed_since_is_the_runs_not_ended_and_those_created_or_ended_since(
     server: RunstreamServer, stubs: Any
 ) -> None:
+    """On Redis: by when each end was stored, so a run its producer dated an hour back, and
+    one whose log retention purged since, are there. SQLite, written by one process that
+    never misses a change, keeps no such record and cannot tell (None)."""
     store = server._store
     assert store is not None
     long_ended = await _ended(stubs)
     still_running = (await create_run(stubs)).run_id
     ends_later = (await create_run(stubs)).run_id
+    dated_back = (await create_run(stubs)).run_id
     await asyncio.sleep(0.002)
     since = _now_us()
     await asyncio.sleep(0.002)
-    await append(
-        stubs,
-        ends_later,
-        event_pb2.RunEvent(run_failed=event_pb2.RunFailed(error=run_pb2.ErrorInfo(message="boom"))),
+    failed = event_pb2.RunEvent(
+        run_failed=event_pb2.RunFailed(error=run_pb2.ErrorInfo(message="x"))
     )
+    await append(stubs, ends_later, failed)
+    done_an_hour_ago = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+    done_an_hour_ago.event_time.FromMicroseconds(since - 3600 * 10**6)
+    await append(stubs, dated_back, done_an_hour_ago)
     created_and_ended = await _ended(stubs)
     created = (await create_run(stubs)).run_id
+    purged = await store.purge_events(ended_before_us=None, keep_newest=0)
+    assert {ends_later, dated_back, created_and_ended} <= set(purged)
 
     changed = await store.changed_since(since)
 
-    assert sorted(changed) == sorted([still_running, ends_later, created_and_ended, created])
+    if not store.shared:
+        assert changed is None
+        return
+    assert changed is not None
+    expected = [still_running, ends_later, dated_back, created_and_ended, created]
+    assert sorted(changed) == sorted(expected)
     assert long_ended not in changed
     assert len(changed) == len(set(changed))
+    assert await store.changed_since(_now_us() - 2 * 3600 * 10**6) is None  # too far back
 
 
 async def test_load_runs_reads_the_snapshots_asked_for_and_leaves_out_unknown_runs(

@@ -11,7 +11,15 @@ replica delays it by a heartbeat and a second at most.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -275,7 +283,7 @@ class Watching:
                     raise Unavailable(sub.closed_reason)
                 if sub.missed_since is not None:
                     since, sub.missed_since = sub.missed_since, None
-                    async for listed in self._relisted(sub, since):
+                    async for listed in self._relisted(sub, run_filter, since):
                         yield listed
                     continue
                 changed = sub.take()
@@ -324,21 +332,34 @@ class Watching:
         yield InitialStateComplete(left_out)
 
     async def _relisted(
-        self, sub: RunsSubscription, since_us: int
+        self, sub: RunsSubscription, run_filter: RunFilter, since_us: int
     ) -> AsyncIterator[list[run_pb2.Run]]:
         """After a gap in notices that began at `since_us`: of the runs that may have
-        changed since (not ended, or created or ended since: the store's indexes) and those
-        the stream was told of as not ended, the ones that moved on since the stream was
-        told of them and match, or that it was told of and no longer match (sent once more,
-        as a live change would be). A run that ended before the gap is not read again."""
+        changed since (not ended, created since, or whose end was stored since: the store's
+        indexes) and those the stream was told of as not ended, the ones that moved on since
+        the stream was told of them and match, or that it was told of and no longer match
+        (sent once more, as a live change would be). A run that ended before the gap is not
+        read again, unless the gap is older than the store can tell: then every matching run
+        and every run the stream was told of is."""
         candidates = await self._store.changed_since(since_us)
+        if candidates is None:
+            candidates = []
+            cursor: tuple[int, str] | None = None
+            while True:
+                page = await self._store.list_runs(run_filter, 200, cursor)
+                candidates += [run.run_id for run in page.runs]
+                if (cursor := page.next_cursor) is None:
+                    break
+            told: Iterable[str] = sub.known
+        else:
+            told = sub.open
         listed = set(candidates)
-        candidates += [run_id for run_id in sub.open if run_id not in listed]
+        candidates += [run_id for run_id in told if run_id not in listed]
         for start in range(0, len(candidates), 200):
-            page = await self._store.load_runs(candidates[start : start + 200])
+            page_runs = await self._store.load_runs(candidates[start : start + 200])
             moved = [
                 run
-                for run in page
+                for run in page_runs
                 if sub.known.get(run.run_id) != run.last_seq
                 and (run.run_id in sub.known or sub.matches(run))
             ]

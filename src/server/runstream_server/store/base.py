@@ -267,11 +267,12 @@ class EventStore(Protocol):
         """The snapshots of those runs, in one round trip; runs that do not exist, or whose
         record is damaged (logged), are left out."""
 
-    async def changed_since(self, since_us: int) -> list[str]:
+    async def changed_since(self, since_us: int) -> list[str] | None:
         """The ids of every run that may have changed at or after `since_us` (epoch
-        microseconds): each run not ended, each created since, and each ended since whose
-        log is kept. What a WatchRuns stream reads again after a gap in notices, instead of
-        every stored run: a run that ended before the gap never changes again."""
+        microseconds): each run not ended, each created since, and each whose end was
+        stored since. What a WatchRuns stream reads again after a gap in notices, instead
+        of every stored run: a run that ended before the gap never changes again. None when
+        the store cannot tell from that far back (every run may have)."""
 
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         """What those idempotency keys the run's log already holds hold."""

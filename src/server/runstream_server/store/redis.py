@@ -392,7 +392,7 @@ class RedisEventStore:
         return [run for _, run in found if run is not None]
 
     @unavailable
-    async def changed_since(self, since_us: int) -> list[str]:
+    async def changed_since(self, since_us: int) -> list[str] | None:
         return await self._index.changed_since(since_us)
 
     @unavailable

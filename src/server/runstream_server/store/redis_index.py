@@ -27,6 +27,7 @@ first (:meth:`RunIndex.sweep_active`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,6 +47,9 @@ HISTORY_KEPT = 100
 HISTORY_SCAN = 2000
 """The tenant's newest runs looked through, once per process, for a workflow's runs that
 succeeded before its history key existed."""
+
+MOVED_KEPT_US = 3600 * 10**6
+"""How long a run stays in ``P:moved`` after its end is stored."""
 
 TERMINAL = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
@@ -83,15 +87,19 @@ class RunIndex:
         the run in one of them at least (again and again is harmless: ZADD sets the same
         score, ZREM of an absent member does nothing)."""
         ended = {run_id: snapshot.end_time.ToMicroseconds()}
+        now = time.time_ns() // 1000
         succeeded = [snapshot] if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED else []
         if self._cluster:
             if succeeded:  # its workflow's history key: a slot of its own
                 await self._enter_succeeded(succeeded)
-            # The two keys are in other slots, likely on other masters, and the cluster
-            # client sends a pipeline's commands to each master at once, in no order between
-            # masters: the ZREM could land while the ZADD never does. So two round trips,
-            # the ZREM sent only once the ZADD is acknowledged.
-            await self._client().zadd(self._keys.ended, ended)
+            # The keys are in other slots, likely on other masters, and the cluster client
+            # sends a pipeline's commands to each master at once, in no order between
+            # masters: the ZREM could land while a ZADD never does. So the ZREM is sent only
+            # once the ZADDs are acknowledged.
+            pipe = self._client().pipeline(transaction=False)
+            pipe.zadd(self._keys.ended, ended)
+            self._queue_moved(pipe, run_id, now)
+            await pipe.execute()
             await self._client().zrem(self._keys.active, run_id)
             return
         # One Redis runs one connection's commands in order, so one round trip keeps the
@@ -101,8 +109,15 @@ class RunIndex:
         pipe = self._client().pipeline(transaction=True)
         self._queue_succeeded(pipe, succeeded)
         pipe.zadd(self._keys.ended, ended)
+        self._queue_moved(pipe, run_id, now)
         pipe.zrem(self._keys.active, run_id)
         await pipe.execute()
+
+    def _queue_moved(self, pipe: Any, run_id: str, now_us: int) -> None:
+        """Queues on `pipe` the run's entry in ``P:moved``, and the removal of the entries
+        older than :data:`MOVED_KEPT_US` (the key is one and the same on a cluster)."""
+        pipe.zadd(self._keys.moved, {run_id: now_us})
+        pipe.zremrangebyscore(self._keys.moved, "-inf", f"({now_us - MOVED_KEPT_US}")
 
     def _queue_succeeded(self, pipe: Any, runs: list[run_pb2.Run]) -> None:
         """Queues on `pipe` the entry of runs that succeeded in their workflows' histories,
@@ -222,16 +237,19 @@ class RunIndex:
         if run_ids:
             await self._client().zrem(self._keys.ended, *run_ids)
 
-    async def changed_since(self, since_us: int) -> list[str]:
-        """Every run not ended (``P:active``), created since `since_us` (``P:runs``) or ended
-        since then with its log kept (``P:ended``), in one round trip: three index reads,
-        however many runs are stored."""
+    async def changed_since(self, since_us: int) -> list[str] | None:
+        """Every run not ended (``P:active``), created since `since_us` (``P:runs``), or
+        whose end was stored since (``P:moved``; ``P:ended`` by end time, for the runs a
+        replica of an earlier release ended), in one round trip: four index reads, however
+        many runs are stored. None when `since_us` is further back than ``P:moved`` keeps."""
+        if since_us < time.time_ns() // 1000 - MOVED_KEPT_US:
+            return None
         pipe = self._client().pipeline(transaction=False)
         pipe.zrange(self._keys.active, 0, -1)
-        pipe.zrangebyscore(self._keys.runs, since_us, "+inf")
-        pipe.zrangebyscore(self._keys.ended, since_us, "+inf")
-        active, created, ended = await pipe.execute()
-        return list(dict.fromkeys(member.decode() for member in (*active, *created, *ended)))
+        for index in (self._keys.runs, self._keys.moved, self._keys.ended):
+            pipe.zrangebyscore(index, since_us, "+inf")
+        found = await pipe.execute()
+        return list(dict.fromkeys(member.decode() for members in found for member in members))
 
     async def snapshots(self, run_ids: list[str]) -> list[tuple[str, run_pb2.Run | None]]:
         """The snapshots of `run_ids`, in one round trip (on a cluster, one to each master

@@ -20,6 +20,10 @@ class RedisKeys:
         """Runs not ended, by create time."""
         self.ended = f"{prefix}:ended"
         """Ended runs whose logs are kept, by end time (for retention)."""
+        self.moved = f"{prefix}:moved"
+        """Runs that ended in the last hour, by when the end was stored (the server's time,
+        not the run's end time, which a producer may set in the past): what a replica that
+        missed notices reads again."""
         self.usage = f"{prefix}:limits:usage"
         """Each replica's callers' use of the per-caller limits."""
 

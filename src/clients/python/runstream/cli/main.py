@@ -27,6 +27,7 @@ from rich.text import Text
 import runstream
 
 from .._arguments import MAX_SEQ
+from .._convert import MAX_INITIAL_ENDED_LIMIT
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
@@ -273,6 +274,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    if args.watch and args.limit > MAX_INITIAL_ENDED_LIMIT:
+        raise UsageError(f"--limit: at most {MAX_INITIAL_ENDED_LIMIT:,} with --watch")
     console = make_console()
     if args.since is not None:  # what --filter asks for, of the runs created since then
         since = f'create_time >= "{args.since}"'

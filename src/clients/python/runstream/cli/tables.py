@@ -590,6 +590,7 @@ async def watch_runs(
         return
 
     connected = False  # until the server's first answer the table knows of no runs at all
+    left_out = False  # older ended runs than those shown exist
     # The stream reconnects on its own and says nothing while it does, so the table asks the
     # server about its filter every heartbeat: "live" only while one of the two answers.
     heard = time.monotonic()
@@ -602,7 +603,8 @@ async def watch_runs(
             return f"  · {len(runs)} · connection lost {format_clock(silent)}, reconnecting…", (
                 "bold red"
             )
-        return f"  · {len(runs)} · live", "grey50"
+        older = f" (the newest {ended_limit} ended; --limit shows more)" if left_out else ""
+        return f"  · {len(runs)}{older} · live", "grey50"
 
     def table() -> RenderableType:
         ordered = sorted(
@@ -639,6 +641,7 @@ async def watch_runs(
                 heard = time.monotonic()
                 if update.initial:
                     runs = {}
+                    left_out = update.ended_runs_left_out
                 for run in update.runs:
                     runs[run.run_id] = run
                 view.update(table(), refresh=True)

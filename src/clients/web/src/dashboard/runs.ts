@@ -24,6 +24,8 @@ export class RunsFeed {
   private pushing = false;
   /** The stream is being opened again for more runs (its end is not a lost connection). */
   private reopening = false;
+  /** A WatchRuns initial state was complete, and no connection was lost since. */
+  private activeKnown = false;
   /**
    * False while older runs are left unfetched (ListRuns had a next page, or WatchRuns left
    * ended runs out): the runs known are then the newest ones only, and counts over them are
@@ -63,7 +65,7 @@ export class RunsFeed {
 
   /** Whether every run not ended is known (WatchRuns sends them all, whatever it leaves out). */
   get activeComplete(): boolean {
-    return this.complete || this.pushing;
+    return this.complete || this.activeKnown;
   }
 
   /** Shows another page of older runs; polling, or WatchRuns opened again, fetches them. */
@@ -106,6 +108,7 @@ export class RunsFeed {
               failures = 0;
               this.pushing = true;
             });
+            this.activeKnown = false; // the server ended the stream: until the next is complete
           } finally {
             this.pushing = false;
           }
@@ -125,6 +128,7 @@ export class RunsFeed {
           this.reopening = false;
           continue;
         }
+        this.activeKnown = false;
         const err = ConnectError.from(error);
         if (err.code === Code.Unimplemented) {
           streaming = false; // an older server: poll instead
@@ -159,6 +163,7 @@ export class RunsFeed {
         initial = false;
         this.runs = fresh;
         this.complete = !response.endedRunsLeftOut;
+        this.activeKnown = true;
       }
       if (!initial && (response.runs.length > 0 || response.initialStateComplete)) this.changed(this.list());
     }
