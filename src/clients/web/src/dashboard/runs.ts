@@ -13,6 +13,8 @@ import type { LinkState } from "./watch";
 const POLL_MS = 2500;
 /** How many runs the list shows at first, and how many more each "Show more runs" adds. */
 const PAGE = 100;
+/** The most ended runs a WatchRuns stream's initial state may ask for (the server's rule). */
+const MAX_ENDED = 100_000;
 
 export class RunsFeed {
   private runs = new Map<string, Run>();
@@ -72,7 +74,7 @@ export class RunsFeed {
   showMore(): void {
     this.limit += PAGE;
     this.changed(this.list());
-    if (this.pushing && !this.complete) {
+    if (this.pushing && !this.complete && this.limit - PAGE < MAX_ENDED) {
       this.reopening = true;
       this.controller?.abort();
     }
@@ -153,7 +155,7 @@ export class RunsFeed {
     this.controller = controller;
     const fresh = new Map<string, Run>();
     let initial = true;
-    const request = { heartbeatInterval: { seconds: 10n, nanos: 0 }, initialEndedLimit: this.limit };
+    const request = { heartbeatInterval: { seconds: 10n, nanos: 0 }, initialEndedLimit: Math.min(this.limit, MAX_ENDED) };
     for await (const response of this.api.runs.watchRuns(request, { signal: controller.signal, timeoutMs: 0 })) {
       connected();
       this.state("live");
