@@ -11,9 +11,9 @@ run is read and sent) and with initial_ended_limit=100 (every run not ended, the
 received, and ended_runs_left_out.
 
 On Redis, the runs' entries in the store's indexes of runs created and ended (`P:runs`,
-`P:ended`) are then moved an hour back, as if the history were old; with 3 unlimited
-streams open, the replica's notice subscription is cut (CLIENT KILL TYPE pubsub) and the
-server's CPU is read from the cut until it is idle again (at least 3 s): the streams'
+`P:ended`, `P:moved`) are then moved an hour back, as if the history were old; with 3
+unlimited streams open, the replica's notice subscription is cut (CLIENT KILL TYPE pubsub)
+and the server's CPU is read from the cut until it is idle again (at least 3 s): the streams'
 re-list after a gap in notices, beside 3 s of the same server idle. Redis's own CPU and
 the commands it ran in that window are shown too.
 
@@ -243,7 +243,7 @@ async def _age(url: str) -> None:
     keys = RedisKeys(PREFIX)
     client = aioredis.Redis.from_url(url)
     try:
-        for index in (keys.runs, keys.ended):
+        for index in (keys.runs, keys.ended, keys.moved):
             entries = cast(
                 "list[tuple[bytes, float]]", await client.zrange(index, 0, -1, withscores=True)
             )

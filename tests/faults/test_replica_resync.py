@@ -267,7 +267,7 @@ async def test_after_a_notice_gap_watch_runs_reads_the_runs_that_can_have_change
             history.append(run.run_id)
         # Created and ended an hour ago, as far as the store's indexes tell.
         hour_us = 3600 * 10**6
-        for index in (keys.runs, keys.ended):
+        for index in (keys.runs, keys.ended, keys.moved):
             entries = await replicas.redis.zrange(index, 0, -1, withscores=True)
             await replicas.redis.zadd(index, {m: s - hour_us for m, s in entries}, xx=True)
 
