@@ -37,6 +37,7 @@ from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.runs import RunManager
 from runstream_server.domain.state import RunState
 from runstream_server.errors import Unavailable
+from runstream_server.store import redis_index
 from runstream_server.store.base import CommitNotice, Notice
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import commits_channel
@@ -207,11 +208,15 @@ async def test_a_question_asked_on_a_during_bs_notice_gap_is_found_and_answered_
         assert (answered.state, answered.choice) == (decision_pb2.DECISION_STATE_RESOLVED, "yes")
 
 
+@pytest.mark.parametrize("gap", ["recent", "older-than-the-store-tells"])
 async def test_watch_runs_on_b_gets_the_changes_made_on_a_during_bs_notice_gap(
-    redis_server: RedisProcess, tmp_path: Path
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gap: str
 ) -> None:
     """WatchRuns on B re-lists from the store after a gap in notices: a run that ended and a
-    run created on A while B's subscription was down both reach it, once each."""
+    run created on A while B's subscription was down both reach it, once each; also when
+    the gap began further back than Redis keeps its record of ends, and every run is read."""
+    if gap != "recent":
+        monkeypatch.setattr(redis_index, "MOVED_KEPT_US", 0)
     async with two_replicas(redis_server, tmp_path) as replicas:
         report = replicas.report_a
         first = (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="gap"))).run
