@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import logging
 import os
 import shutil
 import socket
@@ -204,6 +205,18 @@ async def server(tmp_path: Path, server_config: ConfigFactory) -> AsyncIterator[
         yield srv
     finally:
         await srv.stop(grace=0.5)
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handler_on_a_closed_stream() -> None:
+    """A test that runs the CLI in process (its main() sets up logging with force=True)
+    leaves the root logger writing to that test's captured stderr, which pytest closes after
+    it: every later test's log lines in that process came out as "--- Logging error ---"
+    tracebacks (seen with two test processes). Such handlers are taken off first."""
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+            root.removeHandler(handler)
 
 
 def _ephemeral_low() -> int:
