@@ -1,7 +1,8 @@
-"""What a WatchRuns stream reads again after a gap in a replica's notices, on every store:
-the runs that may have changed since the gap began (not ended, or created or ended since),
-not every stored run; and many runs' snapshots in one read
-(tests/faults/test_replica_resync.py checks the streams themselves)."""
+"""What a WatchRuns stream reads again after a gap in a replica's notices: on Redis the runs
+that may have changed since the gap began (not ended, created since, or whose end was
+stored since), not every stored run; SQLite, never in a gap, says it cannot tell. And many
+runs' snapshots in one read, on every store (tests/faults/test_replica_resync.py checks the
+streams themselves)."""
 
 from __future__ import annotations
 
