@@ -856,8 +856,9 @@ export const RunService: GenService<{
   },
   /**
    * Streams run-level changes (status, progress, estimate, health, viewers) of every run
-   * matching a filter: first the current state of each matching run, then each change as
-   * it happens, including runs created while watching. For dashboards of many runs.
+   * matching a filter: first the current state of each matching run (of those ended, only
+   * the newest initial_ended_limit when it is set), then each change as it happens,
+   * including runs created while watching. For dashboards of many runs.
    *
    * @generated from rpc runstream.v1.RunService.WatchRuns
    */
