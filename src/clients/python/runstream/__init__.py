@@ -29,6 +29,13 @@ keeps the underlying message in each object's ``raw`` attribute.
 
 from __future__ import annotations
 
+import os as _os
+
+# gRPC's documented default verbosity, set before gRPC loads: unset, its core also logs at
+# INFO to stderr (a failed TLS handshake printed "I1205 ... Handshake failed with error ..."
+# beside the CLI's own one-line error). GRPC_VERBOSITY given by the user is kept.
+_os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from runstream._client import Client, connect
 from runstream._errors import (
     AbortedError,

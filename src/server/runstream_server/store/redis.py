@@ -21,12 +21,12 @@ at start: :mod:`.redis_connect`; what callers get when Redis fails: :mod:`.redis
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (ended runs whose logs are kept, by end time, for retention),
 ``P:moved`` (the last hour's ends, by when they were stored) and ``P:tenant:<tenant>:runs``
-(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They are hints: a new run's entries are written, in one round
-trip, before the script stores the run, so a run is never stored without them; every read
-re-checks the snapshot, and a stale hint is passed over or repaired when met
-(:mod:`.redis_index`, with ListRuns). The key names: :mod:`.redis_keys`; each replica's
-watcher counts: :mod:`.redis_viewers`; its callers' use of the per-caller limits:
-:mod:`.redis_usage`.
+(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They are
+hints: a new run's entries are written, in one round trip, before the script stores the run, so
+a run is never stored without them; every read re-checks the snapshot, and a stale hint is
+passed over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
+:mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`; its callers' use of
+the per-caller limits: :mod:`.redis_usage`.
 """
 
 from __future__ import annotations

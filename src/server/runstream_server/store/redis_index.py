@@ -5,9 +5,10 @@ Sorted sets outside the runs' slots (named by :class:`~.redis_keys.RedisKeys`): 
 logs are kept, by end time, for retention: a run leaves it once retention purged its log),
 ``P:moved`` (runs whose end was stored in the last hour, by the server's clock then: what a
 replica that missed notices reads again) and ``P:tenant:<tenant>:runs`` (each tenant's runs
-by create time, so a tenant's ListRuns reads only its own runs). They are hints: every read re-checks the run's snapshot, so an
-entry whose run has no snapshot is passed over, and a run found ended in ``P:active`` is
-moved to ``P:ended`` when met (by an active-only ListRuns, and by retention's sweep).
+by create time, so a tenant's ListRuns reads only its own runs). They are hints: every read
+re-checks the run's snapshot, so an entry whose run has no snapshot is passed over, and a
+run found ended in ``P:active`` is moved to ``P:ended`` when met (by an active-only
+ListRuns, and by retention's sweep).
 
 A new run's entries (every run, active, its tenant's) are written before the append script
 stores the run, in one round trip: the script is sent only once all of them are
