@@ -89,12 +89,18 @@ class Proc:
 
 @contextmanager
 def spawn(
-    argv: list[str], cpu: Cores, *, quiet: bool = False, stderr: IO[str] | None = None
+    argv: list[str],
+    cpu: Cores,
+    *,
+    quiet: bool = False,
+    stderr: IO[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Proc]:
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     process = subprocess.Popen(
         argv,
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL if quiet else subprocess.PIPE,
         stderr=subprocess.DEVNULL if stderr is None else stderr,

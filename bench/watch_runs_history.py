@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +49,7 @@ sys.path[:0] = [str(ROOT / "src/server"), str(ROOT / "src/clients/python")]
 
 import grpc  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
-from harness import cpu_seconds, free_port  # noqa: E402
+from harness import cpu_seconds, free_port, spawn  # noqa: E402
 from runstream.cli.replicas import redis_server  # noqa: E402
 from runstream.v1 import (  # noqa: E402
     event_pb2,
@@ -102,16 +101,8 @@ def _server(store: str) -> Iterator[tuple[int, int]]:
         "--store", store, "--insecure-no-auth", "--log-level", "warning", "--sync", "normal",
         "--stall-after", "86400", "--start-within", "86400",
     ]  # fmt: skip
-    server = subprocess.Popen(argv, env=env)
-    try:
-        yield port, server.pid
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with spawn(argv, None, quiet=True, stderr=sys.stderr, env=env) as server:
+        yield port, server.process.pid
 
 
 async def _fill(channel: grpc.aio.Channel, ended: int) -> float:

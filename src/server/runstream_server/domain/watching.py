@@ -16,7 +16,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Iterable,
     Iterator,
     Sequence,
 )
@@ -36,7 +35,7 @@ from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.state import TERMINAL_STATUSES
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import InvalidArgument, OutOfRange, Unavailable
-from runstream_server.store.base import EventStore, RunFilter, stop_if_cancelled
+from runstream_server.store.base import EventStore, RunFilter, RunPage, stop_if_cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,22 +313,36 @@ class Watching:
             ]
         left_out = False
         for part_filter, limit in parts:
-            cursor: tuple[int, str] | None = None
-            while True:
-                size = 200 if limit is None else min(200, limit)
-                page = await self._store.list_runs(part_filter, size, cursor)
-                told = await self._summaries(page.runs, sub)
-                for chunk in chunks(told, self._limits.response_bytes):
+            async for page in self._newest(part_filter, limit):
+                for chunk in chunks(
+                    await self._summaries(page.runs, sub), self._limits.response_bytes
+                ):
                     yield chunk
-                cursor = page.next_cursor
-                if limit is not None:
-                    limit -= len(page.runs)
-                    if limit <= 0:
-                        left_out = cursor is not None
-                        break
-                if cursor is None:
-                    break
+                if limit is not None:  # the last page says whether more match
+                    left_out = page.next_cursor is not None
         yield InitialStateComplete(left_out)
+
+    async def _newest(
+        self, run_filter: RunFilter, limit: int | None = None
+    ) -> AsyncIterator[RunPage]:
+        """The store's pages of the matching runs, newest first, up to `limit` runs when
+        given."""
+        cursor: tuple[int, str] | None = None
+        while True:
+            size = 200 if limit is None else min(200, limit)
+            page = await self._store.list_runs(run_filter, size, cursor)
+            yield page
+            if limit is not None:
+                limit -= len(page.runs)
+                if limit <= 0:
+                    return
+            if (cursor := page.next_cursor) is None:
+                return
+
+    async def _loaded(self, run_ids: Sequence[str]) -> AsyncIterator[list[run_pb2.Run]]:
+        """The stored snapshots of those runs, 200 per read."""
+        for start in range(0, len(run_ids), 200):
+            yield await self._store.load_runs(run_ids[start : start + 200])
 
     async def _relisted(
         self, sub: RunsSubscription, run_filter: RunFilter, since_us: int
@@ -342,29 +355,35 @@ class Watching:
         read again, unless the gap is older than the store can tell: then every matching run
         and every run the stream was told of is."""
         candidates = await self._store.changed_since(since_us)
+        stored: AsyncIterator[list[run_pb2.Run]]
         if candidates is None:
-            candidates = []
-            cursor: tuple[int, str] | None = None
-            while True:
-                page = await self._store.list_runs(run_filter, 200, cursor)
-                candidates += [run.run_id for run in page.runs]
-                if (cursor := page.next_cursor) is None:
-                    break
-            told: Iterable[str] = sub.known
+            told = list(sub.known)
+            stored = (page.runs async for page in self._newest(run_filter))
         else:
-            told = sub.open
-        listed = set(candidates)
-        candidates += [run_id for run_id in told if run_id not in listed]
-        for start in range(0, len(candidates), 200):
-            page_runs = await self._store.load_runs(candidates[start : start + 200])
-            moved = [
-                run
-                for run in page_runs
-                if sub.known.get(run.run_id) != run.last_seq
-                and (run.run_id in sub.known or sub.matches(run))
-            ]
-            for chunk in chunks(await self._summaries(moved, sub), self._limits.response_bytes):
+            told = list(sub.open)
+            stored = self._loaded(candidates)
+        listed: set[str] = set()
+        async for runs in stored:
+            listed.update(run.run_id for run in runs)
+            async for chunk in self._moved(runs, sub):
                 yield chunk
+        async for runs in self._loaded([run_id for run_id in told if run_id not in listed]):
+            async for chunk in self._moved(runs, sub):
+                yield chunk
+
+    async def _moved(
+        self, stored: Sequence[run_pb2.Run], sub: RunsSubscription
+    ) -> AsyncIterator[list[run_pb2.Run]]:
+        """Of these runs, those that moved on since the stream was told of them and match,
+        or that it was told of and no longer match, as the stream is told of them."""
+        moved = [
+            run
+            for run in stored
+            if sub.known.get(run.run_id) != run.last_seq
+            and (run.run_id in sub.known or sub.matches(run))
+        ]
+        for chunk in chunks(await self._summaries(moved, sub), self._limits.response_bytes):
+            yield chunk
 
     async def _summaries(
         self, stored: Sequence[run_pb2.Run], sub: RunsSubscription
