@@ -218,12 +218,19 @@ async def test_a_call_past_its_deadline_counts_as_deadline_exceeded(
     server: RunstreamServer,
 ) -> None:
     """gRPC cancels the handler of a call whose deadline passed as it does one whose client
-    hung up; the metric says which, as the client's status does (it said CANCELLED)."""
+    hung up; the metric says which, as the client's status does (it said CANCELLED).
+
+    The second call's deadline is one gRPC sends rounded up (1.002 s travels as 101 units of
+    10 ms), so its client gives up, and its hang-up reaches the server, about 8 ms before the
+    server's own deadline passes: it counted as CANCELLED, and so did, now and then, a call
+    whose deadline was sent exactly but whose header the server read late under load."""
     method = "runstream.v1.RunService/WatchRuns"
     before = await scrape(server)
     async with runstream.connect(server.target) as client:
-        for _ in range(2):
-            call = client.raw_run_service.WatchRuns(run_service_pb2.WatchRunsRequest(), timeout=0.3)
+        for timeout in (0.3, 1.002):
+            call = client.raw_run_service.WatchRuns(
+                run_service_pb2.WatchRunsRequest(), timeout=timeout
+            )
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 async for _ in call:
                     pass
