@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.crc import key_slot
 from runstream.v1 import event_pb2 as ev
 from runstream.v1 import (
@@ -36,6 +37,7 @@ from tests.conftest import (
     owned_slots,
     redis_cli,
     redis_cluster,
+    serving_on,
     start_moving_slot,
     two_replicas,
 )
@@ -251,3 +253,39 @@ def test_a_cluster_node_given_without_cluster_1_is_refused_in_one_line_naming_th
         assert "Traceback" not in said, said
         last = said.splitlines()[-1]
         assert last.startswith("runstream: ") and "add ?cluster=1" in last, last
+
+
+async def test_health_is_not_serving_while_the_cluster_is_down(
+    three_masters: list[RedisProcess], tmp_path: Path
+) -> None:
+    """A cluster with a slot no master serves (a shard lost with no replica to take over)
+    answers PING on every node left but refuses every command (CLUSTERDOWN): health said
+    SERVING all along, so load balancers and readiness probes kept sending work to a replica
+    that could store nothing. It says NOT_SERVING until the slot is served again."""
+    slot = 0
+    owner = next(node for node in three_masters if slot in owned_slots(node))
+    url = f"{three_masters[0].url}?cluster=1&prefix=c"
+    async with (
+        serving_on(url, tmp_path) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+
+        async def until(status: int) -> None:
+            for _ in range(200):
+                said = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                if said.status == status:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"health never turned {status}, still {said.status}")
+
+        await until(health_pb2.HealthCheckResponse.SERVING)
+        for node in three_masters:  # every node forgets who serves the slot
+            redis_cli("-p", str(node.port), "cluster", "delslots", str(slot))
+        assert all(
+            "cluster_state:fail" in redis_cli("-p", str(n.port), "cluster", "info")
+            for n in three_masters
+        )
+        await until(health_pb2.HealthCheckResponse.NOT_SERVING)
+        redis_cli("-p", str(owner.port), "cluster", "addslots", str(slot))
+        await until(health_pb2.HealthCheckResponse.SERVING)

@@ -226,7 +226,12 @@ class RedisEventStore:
         try:
             async with asyncio.timeout(2):
                 answered = bool(await self._client.ping())
-        except (rex.RedisError, OSError, TimeoutError):
+                if answered and self.options.cluster:
+                    # A cluster with a slot no master serves (a shard lost, no replica to
+                    # take over) answers PING on every node left and refuses every command.
+                    info = await self._client.cluster_info()
+                    answered = info.get("cluster_state") == "ok"
+        except (rex.RedisError, rex.RedisClusterException, OSError, TimeoutError):
             return False
         if answered:
             self._notices.reachable()
