@@ -188,6 +188,57 @@ def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(
     refused = cli(*demo)
     assert refused.returncode == 1
     assert "unauthenticated: missing authorization metadata" in refused.stderr
+    # The commands each demo suggests at its end work as printed, in the demo's environment:
+    # they went without the token (found in review), refused as unauthenticated.
+    for done, env in ((by_file, {}), (by_env, {"RUNSTREAM_TOKEN": token})):
+        commands = inspect_commands(done.stdout)
+        run_id = done.stdout.split("Started run ", 1)[1].split()[0]
+        assert sum("grpcurl" in c for c in commands) == 3, commands
+        assert len(commands) == 7, commands
+        for command in commands:
+            assert token not in command
+            clean = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+            ran = subprocess.run(
+                ["bash", "-c", command], capture_output=True, text=True, timeout=60,
+                env={**clean, **env}, check=False,
+            )  # fmt: skip
+            assert ran.returncode == 0, (command, ran.stdout[-500:], ran.stderr[-500:])
+            if "grpcurl" in command:
+                said = "runstream.v1.RunService" if command.endswith(" list") else run_id
+                assert said in ran.stdout, (command, ran.stdout[-500:])
+
+
+async def test_the_demo_over_mutual_tls_suggests_commands_that_connect_as_it_did(
+    tmp_path: Path,
+) -> None:
+    """Its suggested grpcurl commands said -plaintext, and its `runstream` ones took no CA
+    or client certificate: against a server with TLS, none of them connected."""
+    pki = Pki.make(tmp_path / "pki")
+    tls = TlsConfig(pki.server_cert, pki.server_key, client_ca_file=pki.ca_file)
+    server = await start_server(tmp_path, SecurityConfig(tls=tls))
+    try:
+        demo = await asyncio.to_thread(
+            cli, "demo", "--target", f"localhost:{server.port}", "--speed", "40", "--plain",
+            "--ca-file", str(pki.ca_file), "--client-cert", str(pki.client_cert),
+            "--client-key", str(pki.client_key),
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr
+        commands = inspect_commands(demo.stdout)
+        assert len(commands) == 7, commands
+        for command in commands:
+            ran = await asyncio.to_thread(
+                subprocess.run, ["bash", "-c", command], capture_output=True, text=True,
+                timeout=60, check=False,
+            )  # fmt: skip
+            assert ran.returncode == 0, (command, ran.stdout[-500:], ran.stderr[-500:])
+    finally:
+        await server.stop(grace=0.1)
+
+
+def inspect_commands(output: str) -> list[str]:
+    """The commands under "Inspect the run:" at the end of a demo's output."""
+    lines = output[output.rindex("Inspect the run:") :].splitlines()[1:]
+    return [line.strip().removeprefix("$ ") for line in lines if line.strip().startswith("$ ")]
 
 
 def test_a_token_no_header_can_carry_is_one_line_that_does_not_show_it(

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "add_token_command",
     "connect",
     "reconnect_timeout",
+    "repeated_security",
     "security_config",
     "wait_for_server",
 ]
@@ -143,6 +145,41 @@ def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
         )
     except (OSError, ValueError) as exc:
         raise CliError(f"TLS options: {exc}") from None
+
+
+def repeated_security(args: argparse.Namespace) -> tuple[str, str]:
+    """What to add to a `runstream` command and to a grpcurl command so they reach the server
+    as this command did (its token and TLS), for the commands a command suggests: paths and
+    shell expansions, never a token itself (one given with --token reads JWT). Options the
+    environment gave need nothing on `runstream`, which reads the same variables."""
+    cli: list[str] = []
+    grpcurl: list[str] = []
+    token, path = getattr(args, "token", None), getattr(args, "token_file", None)
+    if token:
+        cli += ["--token", "JWT"]
+        grpcurl += ["-H", "'authorization: Bearer JWT'"]
+    elif path:
+        cli += ["--token-file", shlex.quote(path)]
+        grpcurl += ["-H", f'"authorization: Bearer $(cat {shlex.quote(path)})"']
+    elif _env("RUNSTREAM_TOKEN"):
+        grpcurl += ["-H", '"authorization: Bearer $RUNSTREAM_TOKEN"']
+    elif _env("RUNSTREAM_TOKEN_FILE"):
+        grpcurl += ["-H", '"authorization: Bearer $(cat "$RUNSTREAM_TOKEN_FILE")"']
+    ca_file = getattr(args, "ca_file", None)
+    if ca_file:
+        cli += ["--ca-file", shlex.quote(ca_file)]
+        grpcurl += ["-cacert", shlex.quote(ca_file)]
+    elif _env("RUNSTREAM_CA_FILE"):
+        grpcurl += ["-cacert", '"$RUNSTREAM_CA_FILE"']
+    else:
+        grpcurl.insert(0, "-plaintext")
+    for option, flag in (("client_cert", "-cert"), ("client_key", "-key")):
+        if value := getattr(args, option, None):
+            cli += [f"--{option.replace('_', '-')}", shlex.quote(value)]
+            grpcurl += [flag, shlex.quote(value)]
+    if getattr(args, "insecure_token", False) and not _env("RUNSTREAM_INSECURE_TOKEN"):
+        cli.append("--insecure-token")
+    return " ".join(cli), " ".join(grpcurl)
 
 
 WATCH_RECONNECT = 60.0

@@ -866,6 +866,9 @@ class DemoOptions:
     connect: Callable[[str], runstream.Client] = runstream.connect
     """A client for `target`, with the command's token and TLS options (the embedded server
     and replicas take none)."""
+    security: tuple[str, str] = ("", "-plaintext")
+    """Those options again, for the `runstream` and grpcurl commands the summary suggests
+    for `target` (never the token itself)."""
 
 
 @contextlib.asynccontextmanager
@@ -989,7 +992,14 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
                 producer.cancel()
             with contextlib.suppress(asyncio.CancelledError, runstream.RunstreamError):
                 await producer
-        print_summary(console, final, target, embedded=options.target is None, serve=options.serve)
+        print_summary(
+            console,
+            final,
+            target,
+            embedded=options.target is None,
+            serve=options.serve,
+            security=options.security if options.target is not None else ("", "-plaintext"),
+        )
         if options.serve and options.target is None:
             await _serve_until_signalled(console, target)
     return 0 if final.status is runstream.RunStatus.SUCCEEDED else 1
@@ -1040,9 +1050,16 @@ async def _watch_while_producing(
 
 
 def print_summary(
-    console: Console, run: runstream.Run, target: str, *, embedded: bool, serve: bool
+    console: Console,
+    run: runstream.Run,
+    target: str,
+    *,
+    embedded: bool,
+    serve: bool,
+    security: tuple[str, str] = ("", "-plaintext"),
 ) -> None:
-    """The closing summary: outcome, numbers, and how to look at the run again."""
+    """The closing summary: outcome, numbers, and how to look at the run again (`security`:
+    the options that reach `target` as the demo did, for `runstream` and for grpcurl)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="grey62", no_wrap=True)
     grid.add_column()
@@ -1082,17 +1099,16 @@ def print_summary(
             f"{program} dashboard --demo                # the same in the browser",
         ]
     else:
+        for_cli, for_grpcurl = (f" {given}" if given else "" for given in security)
         if grpcurl is not None:
             lines += [
-                f"{grpcurl} -plaintext {target} list",
-                f"{grpcurl} -plaintext -d '{request}' {target} runstream.v1.RunService/GetRun",
-                f"{grpcurl} -plaintext -d '{request}' {target} runstream.v1.RunService/WatchRun",
+                f"{grpcurl}{for_grpcurl} {target} list",
+                f"{grpcurl}{for_grpcurl} -d '{request}' {target} runstream.v1.RunService/GetRun",
+                f"{grpcurl}{for_grpcurl} -d '{request}' {target} runstream.v1.RunService/WatchRun",
             ]
         lines += [
-            f"{program} get {run.run_id} --target {target}",
-            f"{program} watch {run.run_id} --target {target}",
-            f"{program} steps {run.run_id} --target {target}",
-            f"{program} decisions {run.run_id} --target {target}",
+            f"{program} {command} {run.run_id} --target {target}{for_cli}"
+            for command in ("get", "watch", "steps", "decisions")
         ]
     commands = Text()
     for line in lines:

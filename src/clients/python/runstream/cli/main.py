@@ -52,6 +52,7 @@ from .auth import (
     add_token_command,
     connect,
     reconnect_timeout,
+    repeated_security,
     security_config,
     wait_for_server,
 )
@@ -211,6 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         viewer=default_viewer(),
         replicas=args.replicas,
         connect=lambda target: connect(args, target),
+        security=repeated_security(args),
     )
     try:
         return run_async(demo.run_demo(options, console))
