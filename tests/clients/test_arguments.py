@@ -26,6 +26,7 @@ from runstream import (
     StepSpec,
     SubStepDetails,
 )
+from runstream.v1 import event_pb2
 from runstream_server.app import RunstreamServer
 from runstream_server.domain import events as server_events
 from runstream_server.domain import fields, queries
@@ -542,6 +543,15 @@ SERVER_ONLY: list[tuple[str, Call, type[RunstreamError], str, str]] = [
         lambda r, s: r.step("strategy").complete(),
         FailedPreconditionError,
         "step.complete() of step 'strategy'",
+        ".step_completed: step 'strategy' already SUCCEEDED",
+    ),
+    (  # named step.complete() too, a call the producer never made (found in review)
+        "step-completed-twice-by-report-event",
+        lambda r, s: r.report_event(
+            event_pb2.RunEvent(step_completed=event_pb2.StepCompleted(step_id="strategy"))
+        ),
+        FailedPreconditionError,
+        "run.report_event() of step 'strategy'",
         ".step_completed: step 'strategy' already SUCCEEDED",
     ),
     (

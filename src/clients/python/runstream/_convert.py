@@ -1292,14 +1292,14 @@ _CALLS: dict[str, str] = {
 }
 
 
-def reported_by(event: event_pb2.RunEvent) -> str:
-    """The call that reported ``event`` and the step it names, for a message about it:
-    ``step.progress() of step 'draft'``, ``run.custom()``."""
+def reported_by(event: event_pb2.RunEvent, call: str | None = None) -> str:
+    """The call that reported ``event`` (`call`, else the call of its kind) and the step it
+    names, for a message about it: ``step.progress() of step 'draft'``, ``run.custom()``."""
     name = event.WhichOneof("payload")
     if name is None:
-        return "an event"
+        return call or "an event"
     payload = getattr(event, name)
-    call = _CALLS.get(name, name)
+    call = call or _CALLS.get(name, name)
     owner = payload.artifact if name == "artifact_produced" else payload
     step_id = getattr(owner, "step_id", "")
     return f"{call} of step {step_id!r}" if step_id else call

@@ -50,6 +50,8 @@ class Outbox:
         """The counter of the next idempotency key (``"<key_prefix>:<next_key>"``)."""
         self._next_batch_id = ATTACH_BATCH_ID + 1
         self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
+        self._calls: dict[str, str] = {}
+        """The call that reported each event waiting whose kind's own call did not, by key."""
         self._inflight: deque[Batch] = deque()
         self.reported = 0
         """Events queued so far."""
@@ -96,6 +98,14 @@ class Outbox:
         self.next_key += 1
         self._unsent.append((event, convert.event_size(event)))
         self.reported += 1
+
+    def name_call(self, event: event_pb2.RunEvent, call: str) -> None:
+        """Remembers, until it is acknowledged, that `call` reported the queued `event`."""
+        self._calls[event.idempotency_key] = call
+
+    def call_of(self, event: event_pb2.RunEvent) -> str | None:
+        """The call `name_call` named for `event`, forgotten now (the event was refused)."""
+        return self._calls.pop(event.idempotency_key, None) if self._calls else None
 
     def take_batch(self) -> Batch:
         """Takes the next batch from the queue and keeps it in flight until it is
@@ -146,6 +156,9 @@ class Outbox:
                 f"{ack.batch_id}, expected {expected}"
             )
         batch = self._inflight.popleft()
+        if self._calls:
+            for event in batch.events:
+                self._calls.pop(event.idempotency_key, None)
         if ack.count != len(batch.events):
             raise DataLossError(
                 f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "

@@ -484,8 +484,12 @@ class RunReporter(RunEvents, StreamOwnership):
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()
 
-    async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
+    async def _report(
+        self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
+    ) -> None:
         await self._gate.admit(event, terminal=terminal)
+        if call is not None:  # queued, with its key, and not sent before this line
+            self._outbox.name_call(event, call)
 
 
 class StepReporter:

@@ -75,8 +75,11 @@ class RunEvents:
     of an event or of the run) it refuses later: see RunReporter.
     """
 
-    async def _report(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
-        """Queues one event for the report stream (the reporter's)."""
+    async def _report(
+        self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
+    ) -> None:
+        """Queues one event for the report stream (the reporter's); `call` names the call
+        that reported it, in a refusal's message, when its kind's own call did not."""
         raise NotImplementedError
 
     async def flush(self) -> None:
@@ -356,7 +359,7 @@ class RunEvents:
             raise InvalidArgumentError("event.payload: exactly one event kind must be set")
         copy = event_pb2.RunEvent()
         copy.CopyFrom(event)
-        await self._report(copy)
+        await self._report(copy, call="run.report_event()")
 
     async def complete(self, summary: str = "", result: Mapping[str, Any] | None = None) -> None:
         """Reports the run succeeded, then flushes. No events may follow.

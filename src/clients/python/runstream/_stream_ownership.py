@@ -84,7 +84,7 @@ class StreamOwnership:
     def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
         # The server names the event by its place in a batch the producer never saw; the
         # call that reported it, and its step, is what the producer can find in its code.
-        call = convert.reported_by(event)
+        call = convert.reported_by(event, self._outbox.call_of(event))
         named = about(error, call)
         if self._decisions.on_refused(event, named):
             return  # ask() raises it
