@@ -19,6 +19,7 @@ from agents import (
     Agent,
     GuardrailFunctionOutput,
     InputGuardrailTripwireTriggered,
+    ModelBehaviorError,
     ModelResponse,
     Runner,
     Usage,
@@ -40,6 +41,7 @@ from openai.types.responses import (
     ResponseUsage,
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+from pydantic import BaseModel
 from runstream import ActivityType, EventKind, Severity
 from runstream.integrations.openai_agents import RunstreamProcessor, runstream_trace
 from runstream_server.app import RunstreamServer
@@ -620,3 +622,42 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
         ("Writer", "FAILED"),
         ("Reviewer", "SUCCEEDED"),
     ]
+
+
+@pytest.mark.parametrize("mistake", ["tool-not-found", "invalid-structured-output"])
+async def test_an_agent_whose_run_raised_a_model_behavior_error_fails_its_step(
+    server: RunstreamServer, processors: list[RunstreamProcessor], mistake: str
+) -> None:
+    """The SDK hangs these everyday model mistakes on a turn span and ends the agent's span
+    with no error while the error escapes Runner.run: the run failed with its agent's step
+    SUCCEEDED, all green on a dashboard (found in review)."""
+
+    class Answer(BaseModel):
+        verdict: str
+
+    if mistake == "tool-not-found":
+        output = [tool_call("refund_everything", {}, call_id="c1")]
+        agent: Agent[Any] = Agent(name="Support", model=CannedModel("canned", [output]))
+        said = "Tool refund_everything not found"
+    else:
+        output = [message("not JSON at all")]
+        agent = Agent(name="Support", output_type=Answer, model=CannedModel("canned", [output]))
+        said = "Invalid JSON"
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("misbehaving-agent")
+        processor = RunstreamProcessor(run)
+        processors.append(processor)
+        set_trace_processors([processor])
+        with pytest.raises(ModelBehaviorError):
+            async with run:
+                try:
+                    await Runner.run(agent, "help")
+                finally:
+                    await processor.flush()
+        steps = await client.list_steps(run.run_id)
+        final = await client.get_run(run.run_id)
+
+    assert [(s.step_id, s.status.name) for s in steps] == [("Support", "FAILED")]
+    assert steps[0].error is not None
+    assert steps[0].error.message.startswith("ModelBehaviorError: " + said), steps[0].error
+    assert final.status.name == "FAILED"

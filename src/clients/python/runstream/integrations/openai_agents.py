@@ -227,7 +227,7 @@ class RunstreamProcessor(TracingProcessor):
             return
         error = _error_text(span.error)
         if isinstance(data, AgentSpanData):
-            self._agent_ended(span.span_id, error)
+            self._agent_ended(span.span_id, error, stop)
         elif isinstance(data, GenerationSpanData):
             self._model_used(span, data.model, data.usage, _output_text(data.output))
         elif isinstance(data, ResponseSpanData):
@@ -254,13 +254,19 @@ class RunstreamProcessor(TracingProcessor):
             )
         self._parents.pop(span.span_id, None)
 
-    def _agent_ended(self, span_id: str, error: str | None) -> None:
+    def _agent_ended(
+        self, span_id: str, error: str | None, stop: BaseException | None = None
+    ) -> None:
         step = self._agents.pop(span_id, None)
         if step is None:
             return
         if error is None and step.tripped:
             # The SDK ends a stopped agent's span without an error; the run did not go on.
             error = f"guardrail {step.tripped} tripped"
+        if error is None and isinstance(stop, Exception):
+            # The SDK attaches some errors (a tool not found, invalid structured output) to
+            # the turn span and ends the agent's span without one while the error escapes.
+            error = short(f"{type(stop).__name__}: {stop}")
         if error is None:
             self._calls.complete_step(step.step_id)
         else:
