@@ -301,6 +301,39 @@ async def test_a_retrying_chain_inside_a_node_recovers_in_the_nodes_step(
     assert [(s.step_id, s.status.name) for s in steps] == [("fetch", "SUCCEEDED")]
 
 
+async def test_a_model_retried_by_with_retry_names_the_error_of_its_failed_attempt(
+    server: RunstreamServer,
+) -> None:
+    """A failed model call ends in on_llm_error, not on_chain_error: its retry said only
+    "the previous attempt failed" (found in review), a chain's named its error."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    class FlakyModel(FakeListChatModel):
+        calls: int = 0
+
+        def _call(self, *args: Any, **kwargs: Any) -> str:
+            self.calls += 1
+            if self.calls == 1:
+                raise ValueError("the model hiccuped")
+            return super()._call(*args, **kwargs)
+
+    model = FlakyModel(responses=["fine"]).with_retry(
+        stop_after_attempt=2, wait_exponential_jitter=False
+    )
+
+    async def write(state: State) -> State:
+        return {"summary": str((await model.ainvoke("hi")).content)}
+
+    result, events, steps = await _run_graph(server, _chain(("write", write)))
+
+    assert result["summary"] == "fine"
+    recoveries = [e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY]
+    assert [(r.attempt, r.step_id, r.error_message) for r in recoveries] == [  # type: ignore[union-attr]
+        (1, "write", "ValueError: the model hiccuped")
+    ]
+    assert [(s.step_id, s.status.name) for s in steps] == [("write", "SUCCEEDED")]
+
+
 async def _collect(client: runstream.Client, run_id: str) -> list[runstream.Event]:
     return [event async for event in client.watch(run_id)]
 

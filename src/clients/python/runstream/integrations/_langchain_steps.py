@@ -192,6 +192,7 @@ class ChainSteps:
     def chain_ended(self, run_id: UUID) -> None:
         self._finish_root(run_id)
         self._step_of.pop(run_id, None)
+        self._child_errors.pop(run_id, None)  # its children's errors were retried, or caught
         step = self._steps.pop(run_id, None)
         if step is not None and step.replayed:
             self._calls.pass_over()
@@ -214,6 +215,7 @@ class ChainSteps:
 
     def chain_failed(self, error: BaseException, run_id: UUID, parent_run_id: UUID | None) -> None:
         self._step_of.pop(run_id, None)
+        self._child_errors.pop(run_id, None)
         step = self._steps.pop(run_id, None)
         if self._bubble_up and isinstance(error, self._bubble_up):
             # interrupt(): the node stops to wait for an answer and runs again with it.
@@ -244,6 +246,11 @@ class ChainSteps:
         elif step is not None:
             self._failed[step.namespace] = _Failure(step.step_id, message, step.failures + 1)
             self._calls.fail_step(step.step_id, message, code=type(error).__name__)
+
+    def child_failed(self, error: BaseException, parent_run_id: UUID | None) -> None:
+        """A model or tool call under ``parent_run_id`` failed (a RunnableRetry's attempt)."""
+        if parent_run_id is not None:
+            self._child_errors[parent_run_id] = error_text(error)
 
     def call_started(self, call: LangChainRun, default_agent: str) -> tuple[str, str]:
         """A model or tool call started: its agent (``default_agent`` when it has none) and

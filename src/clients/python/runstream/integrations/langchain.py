@@ -296,6 +296,8 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         **kwargs: Any,
     ) -> None:
         self._models.failed(run_id)
+        # A RunnableRetry's failed attempt may be this model call: its retry names the error.
+        self._steps.child_failed(error, parent_run_id)
 
     # --- tools: agent activity --------------------------------------------------------------
 
