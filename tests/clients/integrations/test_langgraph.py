@@ -16,6 +16,7 @@ import json
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -887,6 +888,68 @@ async def test_options_that_are_not_text_resume_the_graph_with_the_option_itself
     result, _, decisions = await _answered(server, question, "3")
     assert result == {"picked": 3}
     assert [(d.choice, d.default_option) for d in decisions] == [("3", "2")]
+
+
+async def test_an_interrupt_a_question_cannot_hold_as_given_is_asked_fitted(
+    server: RunstreamServer,
+) -> None:
+    """A long prompt, options that are model-written text (a line break, past 256
+    characters) and a datetime in the context: LangGraph takes them, and the question the
+    SDK would make of them was refused, failing the node and the run unasked (found in
+    review). Asked fitted, the answer resumes the graph with the option as given."""
+    headline = "Launch week:\nthree ideas"
+    long_option = "x" * 300
+    at = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
+    question = {
+        "question": "Approve this draft?\n\n" + "draft " * 4000,
+        "options": ["publish", headline, long_option],
+        "default": headline,
+        "context": {"at": at, "sizes": (1, 2.5), "nested": {"when": at}},
+    }
+    result, steps, decisions = await _answered(server, question, "option-2")
+
+    assert result == {"picked": headline}
+    assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]
+    [decision] = decisions
+    assert len(decision.prompt) == 16_384 and decision.prompt.endswith("\u2026")
+    assert decision.prompt.startswith("Approve this draft?\n\ndraft draft")
+    assert [(o.value, o.label) for o in decision.options] == [
+        ("publish", ""),
+        ("option-2", "Launch week: three ideas"),
+        ("option-3", "x" * 255 + "\u2026"),
+    ]
+    assert decision.options[1].description == headline
+    assert decision.options[2].description == long_option
+    assert decision.default_option == "option-2"
+    assert decision.context["at"] == str(at)
+    assert decision.context["sizes"] == [1, 2.5]
+    assert decision.context["nested"] == {"when": str(at)}
+
+
+async def test_a_graph_without_a_checkpointer_stopped_by_an_interrupt_fails_the_run(
+    server: RunstreamServer,
+) -> None:
+    """LangGraph stops at the interrupt and returns it: run_graph returned that as the
+    graph's output, asked nothing, and the run succeeded with the nodes after it never run
+    (found in review). It says what is missing instead."""
+
+    def ask(state: Pick) -> Pick:
+        return {"picked": interrupt("Publish?")}
+
+    graph = StateGraph(Pick)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "ask")
+    graph.add_edge("ask", END)
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-no-checkpointer")
+        with pytest.raises(ValueError, match="no checkpointer to resume it from"):
+            async with run:
+                await RunstreamCallbackHandler(run).run_graph(graph.compile(), {})
+                await run.complete()
+        final = await client.get_run(run.run_id)
+        decisions = await client.list_decisions(run.run_id)
+    assert final.status.name == "FAILED"
+    assert decisions == []
 
 
 async def test_a_producer_that_restarts_waits_for_the_question_its_graph_asked_before(

@@ -5,16 +5,25 @@ A string value is the prompt, offered with the handler's default options; a mapp
 ``can_skip``, ``context`` and ``decision_type``. The closed decision's result becomes the
 value the graph resumes with: the option chosen, as the interrupt gave it (``3``, not
 ``"3"``), or None when the question was skipped or timed out with no default.
+
+What LangGraph takes but a question cannot hold is fitted, not refused (a refusal would fail
+the node and the run without asking anything): a prompt past 16,384 characters is cut; an
+option whose text cannot be a value (a line break, past 256 characters) is asked as
+``option-N`` with its text as label (one line, cut) and description, and still resumes the
+graph with the value the interrupt gave; a context's values that are not JSON-like (a
+datetime, an object) are sent as their text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from runstream._arguments import CONTROL, NAME_CHARS, PROMPT_CHARS, TEXT_CHARS
 from runstream.integrations._common import short
 
 if TYPE_CHECKING:
@@ -135,7 +144,7 @@ class _Question:
         cls, value: Any, default_options: Sequence[str], default_timeout: float | None
     ) -> _Question:
         if not isinstance(value, Mapping):
-            prompt = value if isinstance(value, str) else short(value)
+            prompt = short(value, PROMPT_CHARS) if isinstance(value, str) else short(value)
             return cls(
                 prompt or "The graph is waiting for input",
                 tuple(default_options),
@@ -150,15 +159,20 @@ class _Question:
         options = value.get("options") or default_options
         timeout = value.get("timeout", default_timeout)
         context = value.get("context")
+        asked = _fitted([_option(o) for o in options])
+        default = str(value["default"]) if value.get("default") is not None else None
+        for given, option in zip(options, asked, strict=True):
+            if default is not None and default == _value_of(_option(given)):
+                default = _value_of(option)  # the value its option is asked with
         return cls(
-            str(prompt) or "The graph is waiting for input",
-            tuple(_option(o) for o in options),
-            str(value["default"]) if value.get("default") is not None else None,
+            short(str(prompt), PROMPT_CHARS) or "The graph is waiting for input",
+            tuple(asked),
+            default,
             float(timeout) if timeout is not None else None,
             bool(value.get("can_skip", False)),
-            dict(context) if isinstance(context, Mapping) else {},
+            _json_like(context) if isinstance(context, Mapping) else {},
             str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
-            {_option_value(o): _given_value(o) for o in options},
+            {_value_of(a): _given_value(o) for a, o in zip(asked, options, strict=True)},
         )
 
 
@@ -170,10 +184,53 @@ def _option(option: Any) -> str | tuple[str, ...]:
     return str(option)
 
 
-def _option_value(option: Any) -> str:
+def _value_of(option: str | tuple[str, ...]) -> str:
     """The text an option is asked (and answered) with."""
-    asked = _option(option)
-    return asked[0] if isinstance(asked, tuple) else asked
+    return option[0] if isinstance(option, tuple) else option
+
+
+def _usable(value: str) -> bool:
+    return bool(value.strip()) and len(value) <= NAME_CHARS and not CONTROL.search(value)
+
+
+def _one_line(text: str) -> str:
+    return short(" ".join(CONTROL.sub(" ", text).split()), NAME_CHARS)
+
+
+def _fitted(options: list[str | tuple[str, ...]]) -> list[str | tuple[str, ...]]:
+    """The options as a question can hold them: one whose value is no usable value is asked
+    as ``option-N`` (N its place), its text its label (when it has none) and description."""
+    taken = {_value_of(o) for o in options}
+    fitted: list[str | tuple[str, ...]] = []
+    for place, option in enumerate(options, 1):
+        parts = (option,) if isinstance(option, str) else option
+        value, label, description = (*parts, "", "")[:3]
+        if _usable(value) and (not label or _usable(label)):
+            fitted.append(option)
+            continue
+        if not _usable(value):
+            description = description or value
+            label = label or value
+            value = f"option-{place}"
+            while value in taken:
+                value += "-"
+            taken.add(value)
+        fitted.append((value, _one_line(label), short(description, TEXT_CHARS)))
+    return fitted
+
+
+def _json_like(value: Any) -> Any:
+    """``value`` as what a question's context holds: mappings with text keys, lists, texts,
+    finite numbers, booleans and None; anything else (a datetime, an object) as its text."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_like(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_like(item) for item in value]
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return short(value)
 
 
 def _given_value(option: Any) -> Any:

@@ -139,6 +139,9 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
 
         Returns:
             The graph's final output.
+
+        Raises:
+            ValueError: an interrupt stopped a graph that has no checkpointer.
         """
         from langgraph.types import Command
 
@@ -150,7 +153,14 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             result = await graph.ainvoke(current, run_config)
             await self.flush()
             if not getattr(graph, "checkpointer", None):
-                return result  # Without a checkpointer a graph cannot stop at an interrupt.
+                if isinstance(result, Mapping) and result.get("__interrupt__"):
+                    # LangGraph stops there all the same, with nothing to resume it from:
+                    # returning would end the run as if the node after it had run.
+                    raise ValueError(
+                        "interrupt() stopped the graph, which has no checkpointer to resume it "
+                        "from: compile it with one (graph.compile(checkpointer=InMemorySaver()))"
+                    )
+                return result
             state = await graph.aget_state(run_config)
             interrupts = tuple(getattr(state, "interrupts", ()) or ())
             if not interrupts:
