@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -1592,3 +1593,43 @@ async def test_a_graph_resumed_with_a_new_handler_finishes_the_interrupted_step(
         ("STEP_STARTED", "review"),
         ("STEP_COMPLETED", "review"),
     ]
+
+
+async def test_a_graph_on_a_worker_thread_that_runs_on_while_paused_keeps_its_steps_times(
+    server: RunstreamServer,
+) -> None:
+    """A pause cannot hold a synchronous graph on a worker thread (its callbacks run there,
+    not on the run's loop): its nodes ran on, and the events queued behind the held start of
+    the next node were stamped when sent after the resume, the second node's step lasting
+    the pause and the third's 17 us (found in review). Each event carries the time its
+    callback came."""
+
+    def slow(state: State) -> State:
+        time.sleep(0.4)
+        return {}
+
+    graph = _chain(("first", slow), ("second", slow), ("third", slow))
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-paused-thread")
+        async with run:
+            await run.flush()
+            handler = RunstreamCallbackHandler(run)
+            graph_run = asyncio.create_task(
+                asyncio.to_thread(graph.invoke, {}, {"callbacks": [handler]})
+            )
+            await asyncio.sleep(0.2)  # the first node runs
+            await client.pause_run(run.run_id)
+            await asyncio.wait_for(graph_run, 10)  # it does not wait for the resume
+            await asyncio.sleep(1.0)
+            await client.resume_run(run.run_id)
+            await handler.flush()
+            await run.complete()
+        steps = await client.list_steps(run.run_id)
+
+    lasted = {
+        s.step_id: (s.end_time - s.start_time).total_seconds()
+        for s in steps
+        if s.start_time is not None and s.end_time is not None
+    }
+    assert lasted.keys() == {"first", "second", "third"}, steps
+    assert all(0.35 <= seconds < 1.2 for seconds in lasted.values()), lasted

@@ -42,11 +42,15 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic import BaseModel
-from runstream import ActivityType, EventKind, Severity
-from runstream.integrations.openai_agents import RunstreamProcessor, runstream_trace
+from runstream import ActivityType, EventKind, RunCancelledError, Severity
+from runstream.integrations.openai_agents import (
+    RunstreamHooks,
+    RunstreamProcessor,
+    runstream_trace,
+)
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import step_changes
+from tests.clients.support import eventually, step_changes
 
 
 class CannedModel(Model):
@@ -661,3 +665,84 @@ async def test_an_agent_whose_run_raised_a_model_behavior_error_fails_its_step(
     assert steps[0].error is not None
     assert steps[0].error.message.startswith("ModelBehaviorError: " + said), steps[0].error
     assert final.status.name == "FAILED"
+
+
+async def test_agents_that_ran_on_while_the_run_was_paused_are_reported_with_their_own_times(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    """A pause holds the report of the next agent's start, and the SDK's synchronous
+    processor cannot hold the agent: the agents ran on, and every event queued behind that
+    start was stamped when it was finally sent, after the resume. The second agent's step
+    lasted the pause, the third's 54 us (found in review); the server learns its ETAs from
+    these durations. Each event now carries the time the SDK told of it."""
+
+    class SlowModel(CannedModel):
+        async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+            await asyncio.sleep(0.4)
+            return await super().get_response(*args, **kwargs)
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("paused-agents")
+        await run.flush()  # RUNNING: a PENDING run cannot be paused
+        async with run:
+            async with runstream_trace(run):
+                for name in ("First", "Second", "Third"):
+                    if name == "Second":
+                        await client.pause_run(run.run_id)
+                        resuming = asyncio.get_running_loop().call_later(
+                            2.0, lambda: asyncio.ensure_future(client.resume_run(run.run_id))
+                        )
+                    agent = Agent(name=name, model=SlowModel("slow", [[message(name)]]))
+                    await Runner.run(agent, "go")
+            await run.complete()
+        resuming.cancel()
+        steps = await client.list_steps(run.run_id)
+
+    lasted = {
+        s.step_id: (s.end_time - s.start_time).total_seconds()
+        for s in steps
+        if s.start_time is not None and s.end_time is not None
+    }
+    assert lasted.keys() == {"First", "Second", "Third"}, steps
+    assert all(0.35 <= seconds < 1.5 for seconds in lasted.values()), lasted
+
+
+async def test_runstream_hooks_hold_the_agents_while_the_run_is_paused(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    """With the hooks given to the runner, a paused run holds the next agent before its
+    model is called, until the resume; a cancel while held raises RunCancelledError."""
+    calls: list[str] = []
+
+    class CountingModel(CannedModel):
+        async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+            calls.append(self.name)
+            return await super().get_response(*args, **kwargs)
+
+    def agent(name: str) -> Agent[Any]:
+        return Agent(name=name, model=CountingModel(name, [[message(name)]]))
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("held-agents")
+        await run.flush()  # RUNNING: a PENDING run cannot be paused
+        with pytest.raises(RunCancelledError):
+            async with run:
+                hooks = RunstreamHooks(run)
+                async with runstream_trace(run):
+                    await Runner.run(agent("First"), "go", hooks=hooks)
+                    await client.pause_run(run.run_id)
+                    await eventually(lambda: run.paused)
+                    second = asyncio.create_task(Runner.run(agent("Second"), "go", hooks=hooks))
+                    await asyncio.sleep(0.5)
+                    assert calls == ["First"] and not second.done()
+                    await client.resume_run(run.run_id)
+                    await asyncio.wait_for(second, 10)
+                    assert calls == ["First", "Second"]
+                    await client.pause_run(run.run_id)
+                    await eventually(lambda: run.paused)
+                    third = asyncio.create_task(Runner.run(agent("Third"), "go", hooks=hooks))
+                    await asyncio.sleep(0.3)
+                    await client.cancel_run(run.run_id)
+                    await asyncio.wait_for(third, 10)  # raises RunCancelledError
+        assert calls == ["First", "Second"]
+        assert (await client.get_run(run.run_id)).status.name == "CANCELLED"

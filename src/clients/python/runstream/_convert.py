@@ -12,6 +12,7 @@ import enum
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -762,10 +763,16 @@ def event_from_pb(message: event_pb2.RunEvent, run_id: str = "") -> Event:
 # naming it as the reporting call takes it, and nothing is queued.
 
 
+HAPPENED_NS: ContextVar[int | None] = ContextVar("runstream_happened_ns", default=None)
+"""When what the events built in this context report happened (``time.time_ns()``), where the
+call that reports it runs later (a framework integration's queue behind a paused step); None:
+now."""
+
+
 def _event(**payload: Any) -> event_pb2.RunEvent:
     event = event_pb2.RunEvent(**payload)
     # Five times cheaper than Timestamp.GetCurrentTime(), which goes through datetime.
-    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    seconds, nanos = divmod(HAPPENED_NS.get() or time.time_ns(), 1_000_000_000)
     stamp = event.event_time
     stamp.seconds = seconds
     stamp.nanos = nanos

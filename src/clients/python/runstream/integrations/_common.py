@@ -13,11 +13,13 @@ import asyncio
 import logging
 import re
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from runstream._convert import HAPPENED_NS
 from runstream._errors import RunCancelledError, RunstreamError
 from runstream._types import StepStatus
 
@@ -148,6 +150,9 @@ class OrderedReports:
     loop) waits until everything submitted so far has been reported. A reporting call that
     fails is logged and does not stop the calls after it: a framework's run goes on when
     watching it fails (the reporter's own failure still surfaces at ``run.complete()``).
+    Events carry the time their call was submitted, when the framework told of it: a call
+    may run much later, behind a step start that a paused run holds while the framework's
+    own work goes on (a synchronous tracing processor, a graph on a worker thread).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -161,7 +166,7 @@ class OrderedReports:
                 ) from None
         self._loop = loop
         self._thread = threading.get_ident()
-        self._queue: deque[Callable[[], Awaitable[object]]] = deque()
+        self._queue: deque[tuple[Callable[[], Awaitable[object]], int]] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
@@ -182,14 +187,16 @@ class OrderedReports:
         return threading.get_ident() == self._thread
 
     def submit(self, call: Callable[[], Awaitable[object]]) -> None:
-        """Queues ``call()``; it runs after every call submitted before it."""
+        """Queues ``call()``; it runs after every call submitted before it, and the events
+        it reports carry this moment as their time."""
+        happened = time.time_ns()
         if self.on_loop():
-            self._enqueue(call)
+            self._enqueue(call, happened)
         else:
-            self._loop.call_soon_threadsafe(self._enqueue, call)
+            self._loop.call_soon_threadsafe(self._enqueue, call, happened)
 
-    def _enqueue(self, call: Callable[[], Awaitable[object]]) -> None:
-        self._queue.append(call)
+    def _enqueue(self, call: Callable[[], Awaitable[object]], happened: int) -> None:
+        self._queue.append((call, happened))
         self._idle.clear()
         if self._worker is None or self._worker.done():
             self._worker = self._loop.create_task(self._work(), name="runstream-integration")
@@ -198,7 +205,8 @@ class OrderedReports:
         # Runs until the queue is empty; the next submit starts a new worker. Nothing awaits
         # between the last check and returning, so no call can slip in unseen.
         while self._queue:
-            call = self._queue.popleft()
+            call, happened = self._queue.popleft()
+            stamped = HAPPENED_NS.set(happened)
             try:
                 await call()
             except RunCancelledError as exc:
@@ -209,6 +217,8 @@ class OrderedReports:
                 self._failures += 1
                 level = logging.WARNING if self._failures == 1 else logging.DEBUG
                 _log.log(level, "reporting to Runstream failed: %s", exc)
+            finally:
+                HAPPENED_NS.reset(stamped)
         self._idle.set()
 
     async def drain(self) -> None:

@@ -41,8 +41,10 @@ What becomes what (the SDK's spans, as they start and end):
 
 The Agents SDK calls processors synchronously, from the thread that runs the agents; the
 processor queues each report and sends them in order on the run's event loop, so it never
-blocks the agents. ``await processor.flush()`` waits until everything so far is reported
-(``runstream_trace`` does so as its block ends).
+blocks the agents, and each event keeps the time the SDK told of it. So a paused run does not
+hold the agents unless the runner is given ``hooks=RunstreamHooks(run)``, which wait for the
+resume as each agent starts and before each model call. ``await processor.flush()`` waits
+until everything so far is reported (``runstream_trace`` does so as its block ends).
 
 Needs the ``openai-agents`` extra (``pip install 'runstream[openai-agents]'``).
 """
@@ -64,6 +66,7 @@ from runstream.integrations._common import StepIds, require, short
 
 require("agents", "openai-agents")
 
+from agents import RunHooks  # noqa: E402
 from agents.tracing import (  # noqa: E402
     Span,
     Trace,
@@ -84,7 +87,7 @@ from runstream._reporter import RunReporter  # noqa: E402
 from runstream._types import ActivityType, Severity  # noqa: E402
 from runstream.integrations._run_calls import RunCalls  # noqa: E402
 
-__all__ = ["RunstreamProcessor", "runstream_trace"]
+__all__ = ["RunstreamHooks", "RunstreamProcessor", "runstream_trace"]
 
 _log = logging.getLogger("runstream.integrations")
 
@@ -354,6 +357,28 @@ async def runstream_trace(run: RunReporter) -> AsyncIterator[RunstreamProcessor]
         finally:
             _ROUTER.release(processor)
             await processor._calls.drain()
+
+
+class RunstreamHooks(RunHooks[Any]):
+    """Run hooks that hold the agents while ``run`` is paused: at each agent's start and
+    before each of its model calls, the agents wait for the resume (and raise
+    RunCancelledError when the run is cancelled meanwhile), as a LangGraph graph holds at its
+    next node. The tracing processor cannot: the SDK calls it synchronously, and the agents
+    would run on, their events waiting for the resume. Pass them to the runner, on the run's
+    event loop::
+
+        async with runstream_trace(run):
+            result = await Runner.run(agent, "...", hooks=RunstreamHooks(run))
+    """
+
+    def __init__(self, run: RunReporter) -> None:
+        self._run = run
+
+    async def on_agent_start(self, context: Any, agent: Any) -> None:
+        await self._run.wait_if_paused()
+
+    async def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
+        await self._run.wait_if_paused()
 
 
 _BOUND: ContextVar[RunstreamProcessor | None] = ContextVar(
