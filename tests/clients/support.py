@@ -36,6 +36,16 @@ def producer_events(events: Iterable[runstream.Event]) -> list[runstream.Event]:
     return [e for e in events if e.seq == 1 or e.idempotency_key]
 
 
+def step_durations(steps: Iterable[runstream.Step]) -> dict[str, float]:
+    """Seconds from start to end of each step that has both, by step id: as the server
+    learns estimates from them."""
+    return {
+        s.step_id: (s.end_time - s.start_time).total_seconds()
+        for s in steps
+        if s.start_time is not None and s.end_time is not None
+    }
+
+
 def step_changes(events: Iterable[runstream.Event]) -> list[tuple[str, str]]:
     """(kind name, step id) of each StepStarted, StepCompleted and StepFailed, in order: what
     a watcher learns of the steps' lives."""

@@ -43,7 +43,7 @@ from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
 from tenacity import wait_fixed
 
-from tests.clients.support import eventually, proxy_to, step_changes, until
+from tests.clients.support import eventually, proxy_to, step_changes, step_durations, until
 
 SUMMARY = "Runstream watches agent runs live"
 
@@ -1626,10 +1626,6 @@ async def test_a_graph_on_a_worker_thread_that_runs_on_while_paused_keeps_its_st
             await run.complete()
         steps = await client.list_steps(run.run_id)
 
-    lasted = {
-        s.step_id: (s.end_time - s.start_time).total_seconds()
-        for s in steps
-        if s.start_time is not None and s.end_time is not None
-    }
+    lasted = step_durations(steps)
     assert lasted.keys() == {"first", "second", "third"}, steps
     assert all(0.35 <= seconds < 1.2 for seconds in lasted.values()), lasted

@@ -50,7 +50,7 @@ from runstream.integrations.openai_agents import (
 )
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import eventually, step_changes
+from tests.clients.support import eventually, step_changes, step_durations
 
 
 class CannedModel(Model):
@@ -698,11 +698,7 @@ async def test_agents_that_ran_on_while_the_run_was_paused_are_reported_with_the
         resuming.cancel()
         steps = await client.list_steps(run.run_id)
 
-    lasted = {
-        s.step_id: (s.end_time - s.start_time).total_seconds()
-        for s in steps
-        if s.start_time is not None and s.end_time is not None
-    }
+    lasted = step_durations(steps)
     assert lasted.keys() == {"First", "Second", "Third"}, steps
     assert all(0.35 <= seconds < 1.5 for seconds in lasted.values()), lasted
 
@@ -743,6 +739,10 @@ async def test_runstream_hooks_hold_the_agents_while_the_run_is_paused(
                     third = asyncio.create_task(Runner.run(agent("Third"), "go", hooks=hooks))
                     await asyncio.sleep(0.3)
                     await client.cancel_run(run.run_id)
-                    await asyncio.wait_for(third, 10)  # raises RunCancelledError
+                    await asyncio.wait_for(third, 10)
+        # The held agent never called its model: refused, or cancelled with the task that
+        # waited for it (a cancelled run's reporter cancels the task it reports from).
+        await asyncio.wait([third], timeout=10)
+        assert third.cancelled() or isinstance(third.exception(), RunCancelledError)
         assert calls == ["First", "Second"]
         assert (await client.get_run(run.run_id)).status.name == "CANCELLED"
