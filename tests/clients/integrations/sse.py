@@ -2,7 +2,8 @@
 
 It speaks HTTP/1.1 the way a browser's EventSource does: one GET, ``Accept:
 text/event-stream``, ``Last-Event-ID`` when resuming, then ``id:``/``data:`` fields until a
-blank line ends each message. Comments (keepalives) and ``retry:`` are read and set aside.
+blank line ends each message (or, with a body, as AG-UI's HttpAgent does: a POST). Comments
+(keepalives) and ``retry:`` are read and set aside.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,10 @@ class SseClient:
         last_event_id: str | None = None,
         method: str = "GET",
         headers: dict[str, str] | None = None,
+        body: bytes | None = None,
     ) -> Response:
-        """Sends the request; returns the status and headers (and the body, unless SSE)."""
+        """Sends the request (with ``body`` and its Content-Length, if given); returns the
+        status and headers (and the body, unless SSE)."""
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         lines = [
             f"{method} {path} HTTP/1.1",
@@ -51,8 +55,10 @@ class SseClient:
         ]
         if last_event_id is not None:
             lines.append(f"Last-Event-ID: {last_event_id}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b""))
         await self.writer.drain()
         head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         status = int(head[0].split(" ")[1])
@@ -101,10 +107,13 @@ class SseClient:
             self.writer = None
 
 
-async def read_all(port: int, path: str, last_event_id: str | None = None) -> list[Message]:
-    """Every message of one stream, until the server ends it."""
+async def read_all(
+    port: int, path: str, last_event_id: str | None = None, **request: Any
+) -> list[Message]:
+    """Every message of one stream, until the server ends it (``request``: more of
+    ``SseClient.open``'s arguments)."""
     client = SseClient(port)
-    response = await client.open(path, last_event_id=last_event_id)
+    response = await client.open(path, last_event_id=last_event_id, **request)
     assert response.status == 200, response
     messages = []
     try:

@@ -15,6 +15,7 @@ import sys
 import tracemalloc
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +23,7 @@ from typing import Any, cast
 import pytest
 import runstream
 from ag_ui.core import Event as AguiEvent
+from ag_ui.core import RunAgentInput
 from pydantic import TypeAdapter
 from runstream import ActivityType, StepSpec
 from runstream._convert import event_from_pb, run_from_pb
@@ -33,7 +35,7 @@ from runstream_server.domain.runs import Retention
 
 from tests.clients.support import until
 
-from .sse import Message, SseClient, read_all
+from .sse import Message, Response, SseClient, read_all
 
 AGUI_EVENT: TypeAdapter[Any] = TypeAdapter(AguiEvent)
 DRAFT = ["Launch ", "faster ", "with ", "Runstream"]
@@ -237,7 +239,7 @@ async def test_bad_requests_get_precise_http_statuses(
 
     assert (await status("/runs/no-such-run/events"))[0] == 404
     assert (await status("/nowhere"))[0] == 404
-    assert (await status(f"/runs/{run_id}/events", method="POST"))[0] == 405
+    assert (await status(f"/runs/{run_id}/events", method="PUT"))[0] == 405
     code, _, body = await status(f"/runs/{run_id}/events", last_event_id="banana")
     assert code == 400 and "Last-Event-ID" in body
     code, _, body = await status(f"/runs/{run_id}/events", last_event_id=str(last_seq + 5))
@@ -293,7 +295,210 @@ async def test_head_405_and_204_answers_are_what_http_says(
     assert head.startswith("HTTP/1.1 204 ") and "content-length" not in head.lower(), head
     assert body == b""
     head, _ = await exchange(bridge.port, f"DELETE /runs/{run_id}/events HTTP/1.1\r\n\r\n")
-    assert head.startswith("HTTP/1.1 405 ") and "Allow: GET, HEAD, OPTIONS" in head, head
+    assert head.startswith("HTTP/1.1 405 ") and "Allow: GET, HEAD, POST, OPTIONS" in head, head
+
+
+def run_agent_input(**fields: Any) -> bytes:
+    """The body AG-UI's HttpAgent (``@ag-ui/client`` 1.0, CopilotKit's transport) POSTs: a
+    RunAgentInput with the agent's own thread id and a new run id, random UUIDs both unless
+    the app sets them, and the conversation so far."""
+    body = {
+        "threadId": str(uuid.uuid4()),
+        "runId": str(uuid.uuid4()),
+        "protocolVersion": "1.0",
+        "tools": [],
+        "context": [],
+        "forwardedProps": {},
+        "state": {},
+        "messages": [{"id": "m1", "role": "user", "content": "How is the campaign going?"}],
+        **fields,
+    }
+    RunAgentInput.model_validate(body)  # a valid one, as the protocol's models say
+    return json.dumps(body).encode()
+
+
+# HttpAgent's headers (with SseClient's Accept: text/event-stream), from an allowed origin.
+HTTP_AGENT = {"Content-Type": "application/json", "Origin": "http://app.example"}
+
+
+def sse_lines(body: bytes) -> list[bytes]:
+    """The ``id:`` and ``data:`` lines of a raw SSE body (no comments, no ``retry:``)."""
+    return [line for line in body.split(b"\n") if line.startswith((b"id: ", b"data: "))]
+
+
+async def test_a_post_as_ag_uis_http_agent_sends_gets_the_stream_a_get_gets(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """AG-UI's own client, HttpAgent, POSTs a RunAgentInput to the run's URL and reads the
+    SSE answer: the bridge answered 405, so an AG-UI frontend as written got nothing (found
+    by an outside review)."""
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    producer = asyncio.create_task(produce(client, pause=0.01, started=started))
+    run_id = await started
+    path = f"/runs/{run_id}/events"
+    sse = SseClient(bridge.port)
+    response = await sse.open(path, method="POST", headers=HTTP_AGENT, body=run_agent_input())
+    assert response.status == 200, response
+    assert response.headers["access-control-allow-origin"] == "http://app.example"
+    posted = []
+    while (message := await asyncio.wait_for(sse.next(), 30)) is not None:  # live, to its end
+        posted.append(message)
+    await sse.close()
+    assert await producer == run_id
+
+    got = await asyncio.wait_for(read_all(bridge.port, path), 30)
+    assert [(m.id, m.data) for m in posted] == [(m.id, m.data) for m in got]
+    # The run is the URL's: the body's thread and run ids, made up by the client, name none.
+    first, last = json.loads(posted[0].data), json.loads(posted[-1].data)
+    assert (first["type"], first["threadId"], first["runId"]) == ("RUN_STARTED", run_id, run_id)
+    assert (last["type"], last["result"]) == ("RUN_FINISHED", {"headlines": 2})
+
+    async def post(body: bytes, last_event_id: str | None = None) -> list[Message]:
+        return await asyncio.wait_for(
+            read_all(
+                bridge.port, path, last_event_id, method="POST", headers=HTTP_AGENT, body=body
+            ),
+            30,
+        )
+
+    # Last-Event-ID resumes a POST as it does a GET (HttpAgent sends none; others may).
+    assert await post(run_agent_input(), got[4].id) == got[5:]
+    response = await SseClient(bridge.port).open(
+        path, method="POST", headers=HTTP_AGENT, body=b"{}", last_event_id=got[-1].id
+    )
+    assert response.status == 204
+    # No input, an empty object, the run's own ids: the same stream.
+    for body in (b"", b" {} ", run_agent_input(threadId=run_id, runId=run_id, messages=[])):
+        assert await post(body) == got
+
+    # A body sent chunked, by a client that waits for 100 Continue first (curl does).
+    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    body = run_agent_input()
+    for piece in (body[:10], body[10:]):
+        writer.write(b"%x;note=1\r\n%s\r\n" % (len(piece), piece))
+    writer.write(b"0\r\nX-Trailer: dropped\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    head, _, raw = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    expected = [line.encode() for m in got for line in (f"id: {m.id}", f"data: {m.data}")]
+    assert sse_lines(raw) == expected
+
+
+async def test_a_post_body_that_is_not_a_run_agent_input_gets_a_precise_400_or_413(
+    client: runstream.Client,
+) -> None:
+    run_id = await produce(client)
+    path = f"/runs/{run_id}/events"
+    async with AguiBridge(client, port=0, max_body=1024, head_timeout=0.5) as bridge:
+
+        async def post(body: bytes, **headers: str) -> Response:
+            return await SseClient(bridge.port).open(
+                path, method="POST", headers={"Content-Type": "application/json", **headers},
+                body=body,
+            )  # fmt: skip
+
+        not_input = "the body is not AG-UI's RunAgentInput: "
+        for body, says in (
+            (b"{threadId: 1}", "it is not JSON (Expecting property name enclosed in double "
+             "quotes: line 1 column 2 (char 1))"),
+            (b"[1, 2]", "it is a JSON array, not an object"),
+            (b'"run-1"', "it is a JSON string, not an object"),
+            (b"null", "it is a JSON null, not an object"),
+            (json.dumps({"threadId": 7, "runId": "r", "messages": "hi"}).encode(),
+             "threadId is a JSON number, not a string; messages is a JSON string, not an array"),
+            (json.dumps({**json.loads(run_agent_input()), "tools": {"search": {}}}).encode(),
+             "tools is a JSON object, not an array"),
+        ):  # fmt: skip
+            response = await post(body)
+            assert (response.status, response.body) == (400, not_input + says + "\n"), body
+            assert "text/event-stream" not in response.headers["content-type"]
+        response = await post(b"\xff{}")
+        assert response.status == 400
+        assert response.body.startswith(not_input + "it is not JSON ('utf-8' codec can't decode")
+
+        # Too large: refused by its Content-Length, unread, yet the client that is still
+        # sending it gets the answer (the bridge reads and drops the rest before closing;
+        # closing on unread bytes resets the connection, and the answer with it).
+        response = await post(b" " * (4 << 20))
+        assert (response.status, response.body) == (
+            413,
+            "the request body is 4194304 bytes; the bridge reads at most 1024 (runstream agui "
+            "--max-body)\n",
+        )
+        chunked = f"POST {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        head, body = await exchange(
+            bridge.port, chunked + "200\r\n" + "x" * 512 + "\r\n300\r\n" + "y" * 768
+        )
+        assert head.startswith("HTTP/1.1 413 "), head
+        assert b"is more than 1280 bytes; the bridge reads at most 1024" in body
+
+        # Framed two ways, or in a way it does not read, or malformed.
+        for headers, status, says in (
+            ("Content-Length: 2\r\nTransfer-Encoding: chunked", 400,
+             "both Content-Length and Transfer-Encoding"),
+            ("Transfer-Encoding: gzip, chunked", 501,
+             "Transfer-Encoding 'gzip, chunked': only chunked"),
+            ("Content-Length: -2", 400, "Content-Length '-2' is not a number"),
+            ("Content-Length: " + "9" * 20, 413, "the request body is " + "9" * 20
+             + " bytes; the bridge reads at most 1024 (runstream agui --max-body)"),
+        ):  # fmt: skip
+            head, body = await exchange(
+                bridge.port, f"POST {path} HTTP/1.1\r\n{headers}\r\n\r\n{{}}"
+            )
+            assert head.startswith(f"HTTP/1.1 {status} "), head
+            assert body == (says + "\n").encode()
+        head, body = await exchange(bridge.port, chunked + "zz\r\n{}\r\n0\r\n\r\n")
+        assert (head[:12], body) == ("HTTP/1.1 400", b"malformed chunk size b'zz'\n")
+
+        # A body that never comes in full: 408 once head_timeout has passed.
+        head, body = await exchange(
+            bridge.port, f"POST {path} HTTP/1.1\r\nContent-Length: 10\r\n\r\n{{}}"
+        )
+        assert head.startswith("HTTP/1.1 408 "), head
+        assert body == b"no complete request body within 0.5 s\n"
+
+
+async def test_a_cors_preflight_for_a_post_allows_it_from_an_allowed_origin(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """A browser preflights HttpAgent's POST (its Content-Type, application/json, is not a
+    simple one): the answer allowed GET alone, and not Content-Type."""
+    run_id = await produce(client)
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "content-type,authorization"}  # fmt: skip
+
+    def listed(value: str) -> set[str]:
+        return {item.strip().lower() for item in value.split(",")}
+
+    for origin, allowed in (("http://app.example", True), ("http://evil.example", False)):
+        response = await SseClient(bridge.port).open(
+            f"/runs/{run_id}/events", method="OPTIONS", headers={"Origin": origin, **preflight}
+        )
+        assert response.status == 204
+        cors = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
+        if not allowed:
+            assert cors == {}
+            continue
+        assert cors["access-control-allow-origin"] == origin
+        assert {"get", "post"} <= listed(cors["access-control-allow-methods"])
+        assert {"content-type", "authorization", "last-event-id"} <= listed(
+            cors["access-control-allow-headers"]
+        )
+        # The POST it allowed gets the stream, readable by that origin.
+        messages = await read_all(
+            bridge.port, f"/runs/{run_id}/events", method="POST",
+            headers={"Content-Type": "application/json", "Origin": origin},
+            body=run_agent_input(),
+        )  # fmt: skip
+        assert json.loads(messages[-1].data)["type"] == "RUN_FINISHED"
 
 
 async def test_resuming_after_an_id_never_sent_is_a_400_not_an_empty_stream(
@@ -578,7 +783,7 @@ async def test_runstream_agui_command_serves_until_sigterm(
     run_id = await produce(client)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runstream.cli.main", "agui",
-        "--target", server.target, "--address", "127.0.0.1:0",
+        "--target", server.target, "--address", "127.0.0.1:0", "--max-body", "4096",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -589,6 +794,14 @@ async def test_runstream_agui_command_serves_until_sigterm(
         port = int(line.rsplit(":", 1)[1].split("/")[0])
         messages = await asyncio.wait_for(read_all(port, f"/runs/{run_id}/events"), 30)
         assert json.loads(messages[-1].data)["type"] == "RUN_FINISHED"
+        posted = await asyncio.wait_for(
+            read_all(port, f"/runs/{run_id}/events", method="POST", body=run_agent_input()), 30
+        )
+        assert posted == messages
+        response = await SseClient(port).open(
+            f"/runs/{run_id}/events", method="POST", body=b" " * 5000
+        )
+        assert response.status == 413 and "the bridge reads at most 4096" in response.body
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:

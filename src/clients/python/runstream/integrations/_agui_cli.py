@@ -15,6 +15,7 @@ from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
     positive_float,
+    positive_int,
     target_address,
     target_from_environment,
 )
@@ -34,8 +35,9 @@ def add_agui_command(
         help="serve runs as AG-UI Server-Sent Events (for CopilotKit and other AG-UI frontends)",
         description="Serve GET /runs/RUN_ID/events: a run's events in the AG-UI protocol as "
         "Server-Sent Events, live until the run ends; the SSE id is the event's seq, so a "
-        "client reconnecting with Last-Event-ID resumes exactly. Runs until Ctrl-C or "
-        "SIGTERM. Needs: pip install 'runstream[agui]'.",
+        "client reconnecting with Last-Event-ID resumes exactly. POST to the same URL (what "
+        "AG-UI's HttpAgent sends, a RunAgentInput as its JSON body) answers the same stream. "
+        "Runs until Ctrl-C or SIGTERM. Needs: pip install 'runstream[agui]'.",
         epilog="examples:\n"
         "  runstream agui --address 127.0.0.1:8090\n"
         "  runstream agui --target 10.0.0.5:50051 --address 0.0.0.0:8090 \\\n"
@@ -62,6 +64,14 @@ def add_agui_command(
         metavar="URL",
         help="a browser origin allowed to read the streams (CORS), e.g. "
         "http://localhost:3000; '*' for any (repeatable)",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=positive_int,
+        default=None,
+        metavar="BYTES",
+        help="the largest POST body it reads (AG-UI's RunAgentInput, which carries the "
+        "frontend's whole conversation); a larger one gets 413 (default: 1 MiB)",
     )
     parser.add_argument(
         "--keepalive",
@@ -95,11 +105,12 @@ def run_agui_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
-    from runstream.integrations.agui_bridge import AguiBridge
+    from runstream.integrations.agui_bridge import DEFAULT_MAX_BODY, AguiBridge
 
     target = args.target or target_from_environment() or DEFAULT_TARGET
     origins: list[str] = args.origin
     keepalive: float = args.keepalive
+    max_body: int = args.max_body or DEFAULT_MAX_BODY
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,7 +118,14 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     async with connect(args, target) as client:  # with the command's token and TLS options
-        bridge = AguiBridge(client, host=host, port=port, origins=origins, keepalive=keepalive)
+        bridge = AguiBridge(
+            client,
+            host=host,
+            port=port,
+            origins=origins,
+            keepalive=keepalive,
+            max_body=max_body,
+        )
         try:
             await bridge.start()
         except OSError as exc:

@@ -1,7 +1,8 @@
 """AG-UI: a Runstream run as a stream of AG-UI protocol events, served as Server-Sent Events.
 
 Frontends built for the AG-UI protocol (CopilotKit and others) watch a Runstream run without
-knowing gRPC: ``runstream agui`` serves ``GET /runs/{run_id}/events`` (see ``AguiBridge``), and
+knowing gRPC: ``runstream agui`` serves ``GET /runs/{run_id}/events`` (and POST, as AG-UI's
+``HttpAgent`` asks; see ``AguiBridge``), and
 ``AguiTranslator`` turns each Runstream event into the AG-UI events it stands for:
 
 ============================  ==========================================================
@@ -58,6 +59,7 @@ require("ag_ui", "agui")
 from ag_ui.core import (  # noqa: E402
     BaseEvent,
     CustomEvent,
+    RunAgentInput,
     RunErrorEvent,
     RunFinishedEvent,
     RunStartedEvent,
@@ -71,6 +73,7 @@ from ag_ui.core import (  # noqa: E402
 )
 from ag_ui.core.events import RunFinishedCancelledOutcome  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from runstream._types import (  # noqa: E402
     DecisionRequested,
@@ -93,7 +96,7 @@ from runstream._types import (  # noqa: E402
     TextDelta,
 )
 
-__all__ = ["AguiTranslator", "encode_sse"]
+__all__ = ["AguiTranslator", "encode_sse", "run_input_problems"]
 
 _PROTOCOL_VERSION = "1.0"
 _DONE = ("SUCCEEDED", "SKIPPED")
@@ -409,6 +412,48 @@ def encode_sse(event: BaseEvent, event_id: str) -> bytes:
     """One Server-Sent Event: ``id:`` and one ``data:`` line of the event's AG-UI JSON."""
     data = event.model_dump_json(by_alias=True)
     return f"id: {event_id}\ndata: {data}\n\n".encode()
+
+
+def run_input_problems(value: Any) -> list[str]:
+    """What is wrong with a parsed JSON ``value`` as AG-UI's ``RunAgentInput`` (what a
+    frontend POSTs), as far as a watcher can tell: not an object, or a field of the
+    protocol's holding the wrong kind of value (``threadId`` a number, ``messages`` not an
+    array). A missing field and what an array holds are not judged: the bridge reads none of
+    them, and a newer client's kinds of message must not get its stream refused."""
+    if not isinstance(value, dict):
+        return [f"it is a JSON {_json_kind(value)}, not an object"]
+    try:
+        RunAgentInput.model_validate(value)
+    except ValidationError as exc:
+        return [
+            f"{error['loc'][0]} is a JSON {_json_kind(error['input'])}, "
+            + _EXPECTED.get(error["type"], error["msg"])
+            for error in exc.errors(include_url=False)
+            if len(error["loc"]) == 1 and error["type"] != "missing"
+        ]
+    return []
+
+
+# What a RunAgentInput field holds, by the error pydantic gives for another kind of value.
+_EXPECTED = {
+    "string_type": "not a string",
+    "list_type": "not an array",
+    "dict_type": "not an object",
+    "model_type": "not an object",
+}
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type of a parsed JSON value."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
 
 
 def _step(name: str) -> dict[str, Any]:

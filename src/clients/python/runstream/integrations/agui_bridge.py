@@ -2,32 +2,40 @@
 
 ``GET /runs/{run_id}/events`` answers ``text/event-stream``: the run's AG-UI events from the
 start (see ``runstream.integrations.agui`` for the mapping), then live ones as the run goes
-on, until the run ends. Each SSE message carries one AG-UI event as ``data:`` and an ``id:``
-naming its place in the run: the Runstream seq of the event it came from, ``7``. A Runstream
-event that stands for several AG-UI events (a message's first text delta opens the message
-and carries its first text) gives its earlier ones the ids ``7:1``, ``7:2`` ... and its last
-one ``7``. A client that reconnects with ``Last-Event-ID`` (browsers' EventSource does so by
-itself) gets exactly the events after that one, whichever it was: none twice, none missing.
-A stream whose run has ended closes; reconnecting after its last event gets ``204 No
-Content``, which tells EventSource to stop.
+on, until the run ends. ``POST`` to the same URL answers exactly as GET does: it is how
+AG-UI's own client, ``HttpAgent`` of ``@ag-ui/client`` (CopilotKit's transport), asks for a
+run's events, a ``RunAgentInput`` as its JSON body. The run is the one in the URL; the body
+must be a JSON object (or nothing), and what it says is not used (``AguiBridge._run_input``
+says why). Each SSE message carries one AG-UI event as ``data:`` and an ``id:`` naming its
+place in the run: the Runstream seq of the event it came from, ``7``. A Runstream event that
+stands for several AG-UI events (a message's first text delta opens the message and carries
+its first text) gives its earlier ones the ids ``7:1``, ``7:2`` ... and its last one ``7``.
+A client that reconnects with ``Last-Event-ID`` (browsers' EventSource does so by itself;
+a POST may send it too) gets exactly the events after that one, whichever it was: none
+twice, none missing. A stream whose run has ended closes; reconnecting after its last event
+gets ``204 No Content``, which tells EventSource to stop.
 
 ``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``, ``HEAD`` what ``GET``
-would without its body. Other paths get 404, other methods 405, a malformed
-``Last-Event-ID``, one past the run's last event or one the bridge never sent (``7:5`` when
-event 7 stood for three AG-UI events) 400, an unknown run 404, and a run whose early events
-the server's retention purged 410 (its AG-UI stream cannot be told from the start again;
-EventSource stops on it), unless the client already has the ended run's last event (204).
+would without its body. Other paths get 404, other methods 405, a POST body that is not a
+JSON object (or whose RunAgentInput fields hold the wrong kind of value) 400, one over
+``max_body`` bytes 413, a malformed ``Last-Event-ID``, one past the run's last event or one
+the bridge never sent (``7:5`` when event 7 stood for three AG-UI events) 400, an unknown run
+404, and a run whose early events the server's retention purged 410 (its AG-UI stream cannot
+be told from the start again; EventSource stops on it), unless the client already has the
+ended run's last event (204).
 
 Why the standard library's asyncio streams rather than a web framework: the bridge has one
-streaming GET route and no request bodies, and it runs on the same event loop as the gRPC
-client it reads from; a framework (aiohttp, or starlette with uvicorn) would add a server
-stack and its dependencies to the ``agui`` extra for no feature the bridge uses.
+streaming route and reads no more of a request body than whether it is a JSON object, and it
+runs on the same event loop as the gRPC client it reads from; a framework (aiohttp, or
+starlette with uvicorn) would add a server stack and its dependencies to the ``agui`` extra
+for no feature the bridge uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -37,13 +45,18 @@ from urllib.parse import unquote, urlsplit
 
 import runstream
 from runstream._auth import TokenProviderError
-from runstream.integrations.agui import AguiTranslator, encode_sse
+from runstream.integrations.agui import AguiTranslator, encode_sse, run_input_problems
 
-__all__ = ["AguiBridge", "Cursor"]
+__all__ = ["DEFAULT_MAX_BODY", "AguiBridge", "Cursor"]
 
 _log = logging.getLogger("runstream.agui")
 
 _MAX_HEAD = 16 * 1024
+# A POST's body: AG-UI's RunAgentInput, which carries the frontend's whole conversation.
+DEFAULT_MAX_BODY = 1024 * 1024
+_CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,8}\Z")
+# How long an answer to a body left unread waits for the client to stop sending it.
+_LINGER = 2.0
 _ROUTE = re.compile(r"^/runs/(?P<run_id>[^/]+)/events/?\Z")
 _EVENT_ID = re.compile(r"^(?P<seq>\d{1,18})(?::(?P<index>[1-9]\d{0,5}))?\Z")
 # How long EventSource waits before reconnecting after a dropped stream.
@@ -108,7 +121,9 @@ class AguiBridge:
             ``["http://localhost:3000"]``; ``["*"]`` allows any. None: same-origin only.
         keepalive: Seconds of silence after which a stream gets an SSE comment, so proxies
             and load balancers do not cut it.
-        head_timeout: Seconds a client has to send its request head; then 408.
+        head_timeout: Seconds a client has to send its request head, and then a POST its
+            body; then 408.
+        max_body: The most bytes of a POST's body it reads; a longer one gets 413.
     """
 
     def __init__(
@@ -120,9 +135,11 @@ class AguiBridge:
         origins: Sequence[str] = (),
         keepalive: float = 15.0,
         head_timeout: float = 10.0,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self._client = client
         self._head_timeout = head_timeout
+        self._max_body = max_body
         self._host = host
         self._port = port
         self._origins = tuple(origins)
@@ -203,9 +220,12 @@ class AguiBridge:
         if request.method == "OPTIONS":
             await self._respond(writer, 204, "No Content", "", cors, preflight=True)
             return
-        if request.method not in ("GET", "HEAD"):
-            allow = {**cors, "Allow": "GET, HEAD, OPTIONS"}
-            await self._respond(writer, 405, "Method Not Allowed", "only GET and HEAD", allow)
+        if request.method not in ("GET", "HEAD", "POST"):
+            allow = {**cors, "Allow": "GET, HEAD, POST, OPTIONS"}
+            message = "only GET, HEAD and POST (and OPTIONS for CORS preflights)"
+            await self._respond(writer, 405, "Method Not Allowed", message, allow)
+            return
+        if request.method == "POST" and not await self._run_input(request, reader, writer, cors):
             return
         # HEAD: what GET answers, without its body.
         out: _Writer = _HeadOnly(writer) if request.method == "HEAD" else writer
@@ -270,6 +290,51 @@ class AguiBridge:
         writer.write(f"retry: {_RETRY_MS}\n\n".encode())
         await writer.drain()
         await self._stream(run_id, cursor, reader, writer)
+
+    async def _run_input(
+        self,
+        request: _Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cors: dict[str, str],
+    ) -> bool:
+        """Reads a POST's body, AG-UI's ``RunAgentInput``; False when it answered an error.
+
+        The body is checked, not used: the stream is the run in the URL, from its start or
+        after ``Last-Event-ID``, as for GET. In AG-UI, ``threadId`` names the frontend's
+        conversation and ``runId`` the new run it asks an agent to make of it; ``HttpAgent``
+        makes both up (a random UUID each, the ``runId`` a new one for every request) unless
+        the app sets them, and CopilotKit gives each chat its own thread id. The bridge
+        starts no run and gives the frontend nothing to run: it serves a run that exists,
+        whose events say threadId = runId = the Runstream run id. Refusing a body whose ids
+        name something else would refuse every frontend that did not set its thread id to
+        the run id, so they are ignored, as are ``messages``, ``state``, ``tools`` and the
+        rest (what a user types into the chat does not reach the run; decisions are
+        answered through Runstream, ``runstream answer``).
+        """
+        try:
+            async with asyncio.timeout(self._head_timeout):
+                body = await _read_body(request.headers, reader, writer, self._max_body)
+        except TimeoutError:
+            message = f"no complete request body within {self._head_timeout:g} s"
+            await self._respond(writer, 408, "Request Timeout", message, cors)
+            await _linger(reader, writer)
+            return False
+        except HttpError as exc:
+            await self._respond(writer, exc.status, exc.reason, str(exc), cors)
+            await _linger(reader, writer)
+            return False
+        if not body.strip():
+            return True  # No input: a GET's request, by POST.
+        try:
+            problems = run_input_problems(json.loads(body))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            problems = [f"it is not JSON ({exc})"]
+        if problems:
+            message = "the body is not AG-UI's RunAgentInput: " + "; ".join(problems)
+            await self._respond(writer, 400, "Bad Request", message, cors)
+            return False
+        return True
 
     async def _stream(
         self,
@@ -367,8 +432,13 @@ class AguiBridge:
     ) -> None:
         extra = dict(headers)
         if preflight and headers:
-            extra["Access-Control-Allow-Methods"] = "GET, OPTIONS"
-            extra["Access-Control-Allow-Headers"] = "Last-Event-ID, Cache-Control, Accept"
+            # HttpAgent's POST is preflighted for its Content-Type (application/json), and
+            # for the headers an app gives it: Authorization, for the proxy that
+            # authenticates the frontend's users in front of the bridge.
+            extra["Access-Control-Allow-Methods"] = "GET, HEAD, POST, OPTIONS"
+            extra["Access-Control-Allow-Headers"] = (
+                "Last-Event-ID, Cache-Control, Accept, Content-Type, Authorization"
+            )
             extra["Access-Control-Max-Age"] = "600"
         payload = (body + "\n").encode() if body else b""
         if status != 204:  # a 204 has no content, and says nothing of its length (RFC 9110)
@@ -434,6 +504,93 @@ async def _read_request(reader: asyncio.StreamReader) -> _Request:
             raise HttpError(400, "Bad Request", "malformed header line")
         headers[name.strip().lower()] = value.strip()
     return _Request(parts[0].upper(), urlsplit(parts[1]).path, headers)
+
+
+async def _read_body(
+    headers: dict[str, str],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    limit: int,
+) -> bytes:
+    """A request's body, by its ``Content-Length`` or chunked (none without either), or the
+    HttpError to answer: 413 past ``limit`` bytes, known before reading any of it when the
+    length is. A client that waits for ``100 Continue`` gets it once its length is known to
+    fit."""
+    coding = headers.get("transfer-encoding")
+    length = headers.get("content-length")
+    if coding is not None and length is not None:
+        # A request that could be framed two ways (RFC 9112, 6.3): refused rather than
+        # guessed at.
+        raise HttpError(400, "Bad Request", "both Content-Length and Transfer-Encoding")
+    if coding is not None and coding.lower() != "chunked":
+        raise HttpError(501, "Not Implemented", f"Transfer-Encoding {coding[:40]!r}: only chunked")
+    size = 0
+    if length is not None:
+        if not length.isascii() or not length.isdigit():
+            raise HttpError(400, "Bad Request", f"Content-Length {length[:40]!r} is not a number")
+        if len(length) > 18 or int(length) > limit:
+            raise _too_large(length, limit)
+        size = int(length)
+    elif coding is None:
+        return b""
+    if headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+    if coding is None:
+        return await reader.readexactly(size)
+    return await _read_chunked(reader, limit)
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """A chunked body (RFC 9112, 7.1), at most ``limit`` bytes; trailer fields are dropped."""
+    body = bytearray()
+    while True:
+        size_line = await _read_line(reader)
+        size_text = size_line.split(b";", 1)[0].strip()  # chunk extensions are ignored
+        if _CHUNK_SIZE.match(size_text) is None:
+            raise HttpError(400, "Bad Request", f"malformed chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if len(body) + size > limit:
+            raise _too_large(f"more than {len(body) + size}", limit)
+        body += await reader.readexactly(size)
+        if await reader.readexactly(2) != b"\r\n":
+            raise HttpError(400, "Bad Request", "a chunk longer than its size says")
+    while await _read_line(reader):
+        pass  # trailer fields, until the empty line that ends the body
+    return bytes(body)
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes:
+    """One CRLF-ended line of a chunked body, without its CRLF."""
+    try:
+        line = await reader.readuntil(b"\r\n")
+    except asyncio.LimitOverrunError:
+        raise HttpError(400, "Bad Request", "a chunked body's line is too long") from None
+    return line[:-2]
+
+
+def _too_large(length: str, limit: int) -> HttpError:
+    message = (
+        f"the request body is {length[:40]} bytes; the bridge reads at most {limit} "
+        "(runstream agui --max-body)"
+    )
+    return HttpError(413, "Content Too Large", message)
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """After answering a request whose body was left unread: ends the answer, then reads and
+    drops what the client still sends, for a while. Closing a connection with unread bytes
+    makes the kernel reset it, and a client still sending its body may lose the answer
+    before reading it (RFC 9112, 9.6)."""
+    with contextlib.suppress(OSError):
+        if writer.can_write_eof():
+            writer.write_eof()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(_LINGER):
+            while await reader.read(_MAX_HEAD):
+                pass
 
 
 async def _hangup(reader: asyncio.StreamReader) -> None:
