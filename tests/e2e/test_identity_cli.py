@@ -3,6 +3,7 @@ take their token from --token, $RUNSTREAM_TOKEN or a file, against a real server
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -188,9 +189,14 @@ def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(
     refused = cli(*demo)
     assert refused.returncode == 1
     assert "unauthenticated: missing authorization metadata" in refused.stderr
+    prefixed = tmp_path / "bearer-token"  # as the header carries it: the CLI takes either
+    prefixed.write_text(f"Bearer {token}\n")
+    by_prefixed = cli(*demo, "--token-file", str(prefixed))
+    assert by_prefixed.returncode == 0, by_prefixed.stdout[-2000:] + by_prefixed.stderr
     # The commands each demo suggests at its end work as printed, in the demo's environment:
-    # they went without the token (found in review), refused as unauthenticated.
-    for done, env in ((by_file, {}), (by_env, {"RUNSTREAM_TOKEN": token})):
+    # they went without the token (found in review), refused as unauthenticated; grpcurl's
+    # then said "Bearer Bearer" for a file holding the prefix.
+    for done, env in ((by_file, {}), (by_env, {"RUNSTREAM_TOKEN": token}), (by_prefixed, {})):
         commands = inspect_commands(done.stdout)
         run_id = done.stdout.split("Started run ", 1)[1].split()[0]
         assert sum("grpcurl" in c for c in commands) == 3, commands
@@ -233,6 +239,22 @@ async def test_the_demo_over_mutual_tls_suggests_commands_that_connect_as_it_did
             assert ran.returncode == 0, (command, ran.stdout[-500:], ran.stderr[-500:])
     finally:
         await server.stop(grace=0.1)
+
+
+def test_the_demo_suggests_grpcurl_over_tls_for_a_client_certificate_without_a_ca_file(
+    tmp_path: Path,
+) -> None:
+    """A client certificate alone connects with TLS against the system's roots, as the SDK
+    does: the suggested grpcurl said -plaintext beside -cert, which grpcurl refuses."""
+    from runstream.cli.auth import repeated_security
+
+    pki = Pki.make(tmp_path / "pki")
+    args = argparse.Namespace(client_cert=str(pki.client_cert), client_key=str(pki.client_key))
+    for_cli, for_grpcurl = repeated_security(args)
+    assert for_grpcurl.split() == ["-cert", str(pki.client_cert), "-key", str(pki.client_key)]
+    assert for_cli.split() == [
+        "--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key)
+    ]  # fmt: skip
 
 
 def inspect_commands(output: str) -> list[str]:

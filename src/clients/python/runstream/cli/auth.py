@@ -160,18 +160,20 @@ def repeated_security(args: argparse.Namespace) -> tuple[str, str]:
         grpcurl += ["-H", "'authorization: Bearer JWT'"]
     elif path:
         cli += ["--token-file", shlex.quote(path)]
-        grpcurl += ["-H", f'"authorization: Bearer $(cat {shlex.quote(path)})"']
-    elif _env("RUNSTREAM_TOKEN"):
-        grpcurl += ["-H", '"authorization: Bearer $RUNSTREAM_TOKEN"']
-    elif _env("RUNSTREAM_TOKEN_FILE"):
-        grpcurl += ["-H", '"authorization: Bearer $(cat "$RUNSTREAM_TOKEN_FILE")"']
+        scheme = _scheme_unless_given(_read(path))
+        grpcurl += ["-H", f'"authorization: {scheme}$(cat {shlex.quote(path)})"']
+    elif given := _env("RUNSTREAM_TOKEN"):
+        grpcurl += ["-H", f'"authorization: {_scheme_unless_given(given)}$RUNSTREAM_TOKEN"']
+    elif path := _env("RUNSTREAM_TOKEN_FILE"):
+        scheme = _scheme_unless_given(_read(path))
+        grpcurl += ["-H", f'"authorization: {scheme}$(cat "$RUNSTREAM_TOKEN_FILE")"']
     ca_file = getattr(args, "ca_file", None)
     if ca_file:
         cli += ["--ca-file", shlex.quote(ca_file)]
         grpcurl += ["-cacert", shlex.quote(ca_file)]
     elif _env("RUNSTREAM_CA_FILE"):
         grpcurl += ["-cacert", '"$RUNSTREAM_CA_FILE"']
-    else:
+    elif not getattr(args, "client_cert", None):  # a client certificate alone: system roots
         grpcurl.insert(0, "-plaintext")
     for option, flag in (("client_cert", "-cert"), ("client_key", "-key")):
         if value := getattr(args, option, None):
@@ -180,6 +182,18 @@ def repeated_security(args: argparse.Namespace) -> tuple[str, str]:
     if getattr(args, "insecure_token", False) and not _env("RUNSTREAM_INSECURE_TOKEN"):
         cli.append("--insecure-token")
     return " ".join(cli), " ".join(grpcurl)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _scheme_unless_given(token: str) -> str:
+    """ "Bearer " for a header made of `token`, unless it carries it (the CLI takes either)."""
+    return "" if token.lstrip().startswith("Bearer ") else "Bearer "
 
 
 WATCH_RECONNECT = 60.0
