@@ -215,6 +215,9 @@ async def test_pause_holds_the_producer_at_the_next_step_and_resume_lets_it_go_o
     )
     assert write_started > resume_at
     assert kinds[-1] == EventKind.RUN_COMPLETED
+    # It started when the pause ended: its time was taken before the wait, so the step
+    # lasted the pause (found in review), and the server learns estimates from durations.
+    assert events[write_started].event_time >= events[resume_at].event_time
 
 
 async def test_wait_if_paused_is_a_boundary_the_workflow_chooses(client: Client) -> None:

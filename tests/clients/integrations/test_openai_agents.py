@@ -746,3 +746,6 @@ async def test_runstream_hooks_hold_the_agents_while_the_run_is_paused(
         assert third.cancelled() or isinstance(third.exception(), RunCancelledError)
         assert calls == ["First", "Second"]
         assert (await client.get_run(run.run_id)).status.name == "CANCELLED"
+        # Held from its start until the resume, the second agent's step leaves the pause out.
+        lasted = step_durations(await client.list_steps(run.run_id))
+        assert lasted["Second"] < 0.4, lasted

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -563,7 +564,13 @@ class StepReporter:
         event = convert.step_started_event(
             self._step_id, self._name, self._description, self._agent
         )
+        held = self._run.paused
         await self._run.wait_if_paused()
+        if held and (convert.HAPPENED_NS.get() is None or convert.HELD_WORK.get()):
+            # The step waited for the resume: it starts now, and its time leaves the pause
+            # out (the server learns estimates from how long steps take). A framework that
+            # ran on through the pause keeps the time it told of the step.
+            convert.stamp(event, time.time_ns())
         await self._gate.admit(event)
         self._started = True
 

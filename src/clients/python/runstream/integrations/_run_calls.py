@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from runstream._convert import HELD_WORK
 from runstream._types import ActivityType
 from runstream.integrations._common import OrderedReports
 
@@ -63,9 +64,19 @@ class RunCalls:
         """Queues ``call()``, a reporting call with no shared shape."""
         self._reports.submit(call)
 
-    def start_step(self, step_id: str, *, name: str, agent: str = "") -> None:
+    def start_step(self, step_id: str, *, name: str, agent: str = "", held: bool = False) -> None:
+        """Starts the step; `held`: a pause holds the framework's work too (its start is
+        then stamped when the pause ends, see ``HELD_WORK``)."""
         run = self._run
-        self.submit(lambda: run.start_step(step_id, name=name, agent=agent))
+
+        async def start() -> None:
+            token = HELD_WORK.set(held)
+            try:
+                await run.start_step(step_id, name=name, agent=agent)
+            finally:
+                HELD_WORK.reset(token)
+
+        self.submit(start)
 
     def pass_over(self) -> None:
         """Takes the place of a step event a replay does not report again (see ChainSteps)."""

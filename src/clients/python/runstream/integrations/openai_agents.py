@@ -56,6 +56,7 @@ import json
 import logging
 import sys
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -204,7 +205,9 @@ class RunstreamProcessor(TracingProcessor):
         if isinstance(data, AgentSpanData):
             step = _AgentStep(data.name, self._step_ids.new(data.name), task=_current_task())
             self._agents[span.span_id] = step
-            self._calls.start_step(step.step_id, name=step.agent, agent=step.agent)
+            self._calls.start_step(
+                step.step_id, name=step.agent, agent=step.agent, held=self._run in _HELD_RUNS
+            )
         elif isinstance(data, FunctionSpanData):
             step = self._agent_of(span)
             details: dict[str, Any] = {"tool": data.name}
@@ -373,6 +376,7 @@ class RunstreamHooks(RunHooks[Any]):
 
     def __init__(self, run: RunReporter) -> None:
         self._run = run
+        _HELD_RUNS.add(run)
 
     async def on_agent_start(self, context: Any, agent: Any) -> None:
         await self._run.wait_if_paused()
@@ -380,6 +384,9 @@ class RunstreamHooks(RunHooks[Any]):
     async def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
         await self._run.wait_if_paused()
 
+
+_HELD_RUNS: weakref.WeakSet[RunReporter] = weakref.WeakSet()
+"""The runs whose agents RunstreamHooks hold while paused."""
 
 _BOUND: ContextVar[RunstreamProcessor | None] = ContextVar(
     "runstream_openai_agents_processor", default=None
