@@ -927,6 +927,33 @@ async def test_an_interrupt_a_question_cannot_hold_as_given_is_asked_fitted(
     assert decision.context["nested"] == {"when": str(at)}
 
 
+async def test_interrupt_options_a_question_cannot_hold_twice_or_at_all_are_fitted(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two options asked with one text (``1`` and ``"1"``), a description past 4,096
+    characters and options past the 100th failed the question, and the run (found in
+    review): the second text is asked as option-N, the description cut, the rest left out
+    with a WARNING."""
+    options: list[Any] = [1, "1", {"value": "a", "description": "d" * 5000}]
+    options += [f"o{i}" for i in range(150)]
+    with caplog.at_level(logging.WARNING, logger="runstream.integrations"):
+        result, _, decisions = await _answered(
+            server, {"question": "Pick", "options": options, "default": "1"}, "option-2"
+        )
+
+    assert result == {"picked": "1"}  # the string, as the interrupt gave it
+    [decision] = decisions
+    assert len(decision.options) == 100
+    assert [(o.value, o.label) for o in decision.options[:3]] == [
+        ("1", ""),
+        ("option-2", "1"),
+        ("a", ""),
+    ]
+    assert len(decision.options[2].description) == 4096
+    assert decision.default_option == "1"  # the first option with that text
+    assert "offers 153 options; a question holds 100" in caplog.text
+
+
 async def test_a_graph_without_a_checkpointer_stopped_by_an_interrupt_fails_the_run(
     server: RunstreamServer,
 ) -> None:

@@ -8,22 +8,24 @@ value the graph resumes with: the option chosen, as the interrupt gave it (``3``
 
 What LangGraph takes but a question cannot hold is fitted, not refused (a refusal would fail
 the node and the run without asking anything): a prompt past 16,384 characters is cut; an
-option whose text cannot be a value (a line break, past 256 characters) is asked as
-``option-N`` with its text as label (one line, cut) and description, and still resumes the
-graph with the value the interrupt gave; a context's values that are not JSON-like (a
-datetime, an object) are sent as their text.
+option whose text cannot be a value (a line break, past 256 characters, the text of an option
+before it) is asked as ``option-N`` with its text as label (one line, cut) and description,
+and still resumes the graph with the value the interrupt gave; labels and descriptions are
+cut to their limits, options past the 100th left out (a WARNING says so), and a context's
+values that are not JSON-like (a datetime, an object) are sent as their text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runstream._arguments import CONTROL, NAME_CHARS, PROMPT_CHARS, TEXT_CHARS
+from runstream._arguments import CONTROL, NAME_CHARS, OPTIONS_ITEMS, PROMPT_CHARS, TEXT_CHARS
 from runstream.integrations._common import short
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from runstream._types import DecisionResult
 
 __all__ = ["DEFAULT_OPTIONS", "InterruptQuestions"]
+
+_log = logging.getLogger("runstream.integrations")
 
 DEFAULT_OPTIONS = ("approve", "reject")
 _INTERRUPT_DECISION_TYPE = "langgraph_interrupt"
@@ -159,11 +163,19 @@ class _Question:
         options = value.get("options") or default_options
         timeout = value.get("timeout", default_timeout)
         context = value.get("context")
+        if len(options) > OPTIONS_ITEMS:
+            _log.warning(
+                "an interrupt offers %d options; a question holds %d, the rest are left out",
+                len(options),
+                OPTIONS_ITEMS,
+            )
+            options = options[:OPTIONS_ITEMS]
         asked = _fitted([_option(o) for o in options])
         default = str(value["default"]) if value.get("default") is not None else None
         for given, option in zip(options, asked, strict=True):
             if default is not None and default == _value_of(_option(given)):
                 default = _value_of(option)  # the value its option is asked with
+                break
         return cls(
             short(str(prompt), PROMPT_CHARS) or "The graph is waiting for input",
             tuple(asked),
@@ -198,23 +210,27 @@ def _one_line(text: str) -> str:
 
 
 def _fitted(options: list[str | tuple[str, ...]]) -> list[str | tuple[str, ...]]:
-    """The options as a question can hold them: one whose value is no usable value is asked
-    as ``option-N`` (N its place), its text its label (when it has none) and description."""
-    taken = {_value_of(o) for o in options}
+    """The options as a question can hold them: one whose value is no usable value, or the
+    value of an option before it (``1`` and ``"1"``), is asked as ``option-N`` (N its place),
+    its text its label (when it has none) and description; labels and descriptions cut."""
+    given = {_value_of(o) for o in options}
+    used: set[str] = set()
     fitted: list[str | tuple[str, ...]] = []
     for place, option in enumerate(options, 1):
         parts = (option,) if isinstance(option, str) else option
         value, label, description = (*parts, "", "")[:3]
-        if _usable(value) and (not label or _usable(label)):
+        fits = not label or _usable(label)
+        if _usable(value) and value not in used and fits and len(description) <= TEXT_CHARS:
             fitted.append(option)
+            used.add(value)
             continue
-        if not _usable(value):
+        if not _usable(value) or value in used:
             description = description or value
             label = label or value
             value = f"option-{place}"
-            while value in taken:
+            while value in used or value in given:
                 value += "-"
-            taken.add(value)
+        used.add(value)
         fitted.append((value, _one_line(label), short(description, TEXT_CHARS)))
     return fitted
 
