@@ -438,7 +438,7 @@ async def test_a_post_body_that_is_not_a_run_agent_input_gets_a_precise_400_or_4
             bridge.port, chunked + "200\r\n" + "x" * 512 + "\r\n300\r\n" + "y" * 768
         )
         assert head.startswith("HTTP/1.1 413 "), head
-        assert b"is more than 1280 bytes; the bridge reads at most 1024" in body
+        assert b"is at least 1280 bytes; the bridge reads at most 1024" in body
 
         # Framed two ways, or in a way it does not read, or malformed.
         for headers, status, says in (

@@ -553,7 +553,7 @@ async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
         if size == 0:
             break
         if len(body) + size > limit:
-            raise _too_large(f"more than {len(body) + size}", limit)
+            raise _too_large(f"at least {len(body) + size}", limit)
         body += await reader.readexactly(size)
         if await reader.readexactly(2) != b"\r\n":
             raise HttpError(400, "Bad Request", "a chunk longer than its size says")
