@@ -777,7 +777,11 @@ the workflow's own ``run.step()`` does, not when the framework told of it."""
 
 def _event(**payload: Any) -> event_pb2.RunEvent:
     event = event_pb2.RunEvent(**payload)
-    stamp(event, HAPPENED_NS.get() or time.time_ns())
+    # stamp(), inline: this runs for every event a producer reports.
+    seconds, nanos = divmod(HAPPENED_NS.get() or time.time_ns(), 1_000_000_000)
+    stamped = event.event_time
+    stamped.seconds = seconds
+    stamped.nanos = nanos
     return event
 
 
