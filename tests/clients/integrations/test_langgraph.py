@@ -1656,3 +1656,90 @@ async def test_a_graph_on_a_worker_thread_that_runs_on_while_paused_keeps_its_st
     lasted = step_durations(steps)
     assert lasted.keys() == {"first", "second", "third"}, steps
     assert all(0.35 <= seconds < 1.2 for seconds in lasted.values()), lasted
+
+
+@pytest.mark.parametrize("mode", ["batched", "per_call"])
+async def test_langchains_human_in_the_loop_middleware_asks_a_question_per_tool_call(
+    server: RunstreamServer, mode: str
+) -> None:
+    """LangChain's create_agent with HumanInTheLoopMiddleware: its interrupt holds the tool
+    calls of a model turn and resumes with ``{"decisions": [...]}``. It was asked as "The
+    graph is waiting for input" and resumed with the string "approve", which the middleware
+    cannot read, so the agent failed. Each call is a question now, answered in its shape."""
+    pytest.importorskip("langchain.agents.middleware")
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+
+    class ToolCallingModel(GenericFakeChatModel):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+    done: list[str] = []
+
+    @tool
+    def delete_file(path: str) -> str:
+        """Deletes a file."""
+        done.append(f"deleted {path}")
+        return "deleted"
+
+    @tool
+    def send_email(to: str) -> str:
+        """Sends an email."""
+        done.append(f"sent to {to}")
+        return "sent"
+
+    calls = [
+        {"name": "delete_file", "args": {"path": "/tmp/draft"}, "id": "c1"},
+        {"name": "send_email", "args": {"to": "ana@example.com"}, "id": "c2"},
+    ]
+    model = ToolCallingModel(
+        messages=iter([AIMessage(content="", tool_calls=calls), AIMessage(content="done")])
+    )
+    agent = create_agent(
+        model,
+        tools=[delete_file, send_email],
+        middleware=[
+            HumanInTheLoopMiddleware(
+                interrupt_on={"delete_file": True, "send_email": {"allowed_decisions": ["reject"]}},
+                interrupt_mode=mode,  # type: ignore[arg-type]
+            )
+        ],
+        checkpointer=InMemorySaver(),
+    )
+    choices = {"delete_file": "approve", "send_email": "reject"}
+
+    async def answer(client: runstream.Client, run_id: str) -> None:
+        answered = 0
+        async with client.interact([run_id], viewer="ana") as interaction:
+            async for update in interaction:
+                if isinstance(update, DecisionPrompt):
+                    decision = update.decision
+                    choice = choices[decision.context["tool"]]
+                    await interaction.answer(run_id, decision.decision_id, choice)
+                    answered += 1
+                    if answered == 2:
+                        return
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langchain-hitl")
+        answering = asyncio.create_task(answer(client, run.run_id))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            config = {"configurable": {"thread_id": "hitl"}}
+            result = await asyncio.wait_for(
+                handler.run_graph(agent, {"messages": [HumanMessage("tidy up")]}, config=config),
+                30,
+            )
+            await run.complete()
+        await asyncio.wait_for(answering, 30)
+        decisions = await client.list_decisions(run.run_id)
+
+    assert done == ["deleted /tmp/draft"]
+    assert result["messages"][-1].content == "done"
+    asked = {d.context["tool"]: d for d in decisions}
+    assert [o.value for o in asked["delete_file"].options] == ["approve", "reject"]
+    assert [o.value for o in asked["send_email"].options] == ["reject"]
+    assert "delete_file" in asked["delete_file"].prompt  # the middleware's description
+    assert asked["send_email"].context["args"] == {"to": "ana@example.com"}
+    assert {d.decision_type for d in decisions} == {"langchain_tool_approval"}
+    assert {d.choice for d in decisions} == {"approve", "reject"}

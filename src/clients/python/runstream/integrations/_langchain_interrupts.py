@@ -17,12 +17,13 @@ values that are not JSON-like (a datetime, an object) are sent as their text.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from runstream._arguments import CONTROL, NAME_CHARS, OPTIONS_ITEMS, PROMPT_CHARS, TEXT_CHARS
@@ -38,6 +39,7 @@ _log = logging.getLogger("runstream.integrations")
 
 DEFAULT_OPTIONS = ("approve", "reject")
 _INTERRUPT_DECISION_TYPE = "langgraph_interrupt"
+_TOOL_APPROVAL_DECISION_TYPE = "langchain_tool_approval"
 # Of a step id in a decision id ("interrupt-<step>-<digest>"; ids hold at most 128 characters).
 _MAX_STEP_IN_ID = 100
 
@@ -61,10 +63,38 @@ class InterruptQuestions:
         self._times_asked: dict[str, int] = {}
         self._given: set[str] = set()
 
-    async def ask(self, value: Any, interrupt_id: str, step_id: str = "") -> Any:
+    async def ask(
+        self, value: Any, interrupt_id: str, step_id: str = "", *, response_schema: Any = None
+    ) -> Any:
         """Asks what the interrupt ``interrupt_id`` (LangGraph's id) of the node reporting
-        into ``step_id`` stands for, and waits for the answer."""
+        into ``step_id`` stands for, and waits for the answer (``response_schema``: what the
+        interrupt said it takes back, when it said)."""
+        actions = _tool_approvals(value, _decision_types(response_schema))
+        if self._resume_value is None and actions is not None:
+            return await self._ask_tool_approvals(actions, interrupt_id, step_id)
         question = _Question.from_interrupt(value, self._default_options, self._decision_timeout)
+        return await self._ask(question, interrupt_id, step_id)
+
+    async def _ask_tool_approvals(
+        self, actions: _ToolApprovals, interrupt_id: str, step_id: str
+    ) -> Any:
+        """LangChain's HumanInTheLoopMiddleware: one question per tool call it holds, all at
+        once, resumed with the decisions in its shape (a list under ``decisions`` for the
+        calls of one model turn, or one decision for a call asked on its own)."""
+        answers = await asyncio.gather(
+            *(
+                self._ask(
+                    replace(question, timeout=self._decision_timeout),
+                    f"{interrupt_id}-{place}" if interrupt_id else "",
+                    step_id,
+                )
+                for place, question in enumerate(actions.questions)
+            )
+        )
+        decisions = [_tool_decision(answer) for answer in answers]
+        return {"decisions": decisions} if actions.batched else decisions[0]
+
+    async def _ask(self, question: _Question, interrupt_id: str, step_id: str) -> Any:
         context = dict(question.context)
         if interrupt_id:
             context.setdefault("interrupt_id", interrupt_id)
@@ -256,3 +286,84 @@ def _given_value(option: Any) -> Any:
     if isinstance(option, tuple):
         return option[0] if option else ""
     return option
+
+
+@dataclass(frozen=True)
+class _ToolApprovals:
+    questions: tuple[_Question, ...]
+    batched: bool
+    """One interrupt for the tool calls of a model turn (resumed with ``{"decisions": [...]}``),
+    or for one call on its own (``interrupt_mode="per_call"``: resumed with its decision)."""
+
+
+_TOOL_DECISIONS = {"approve": ("approve", "Approve"), "reject": ("reject", "Reject")}
+"""The decisions of HumanInTheLoopMiddleware a question can offer: "edit" (new arguments) and
+"respond" (a message instead of the tool's result) need text an option cannot carry."""
+
+
+def _tool_approvals(value: Any, allowed: Sequence[str] = ()) -> _ToolApprovals | None:
+    """The tool calls HumanInTheLoopMiddleware's interrupt ``value`` asks about, or None when
+    it is no such interrupt: ``{"action_requests": [...], "review_configs": [...]}``, or
+    ``{"type": "tool_approval", "name": ..., "args": ...}`` for one call, whose decisions
+    `allowed` are those of the interrupt's response schema."""
+    if not isinstance(value, Mapping):
+        return None
+    if value.get("type") == "tool_approval" and isinstance(value.get("name"), str):
+        return _ToolApprovals((_tool_question(value, allowed),), batched=False)
+    requests, configs = value.get("action_requests"), value.get("review_configs")
+    if not (isinstance(requests, list) and isinstance(configs, list) and requests):
+        return None
+    if not all(isinstance(r, Mapping) and isinstance(r.get("name"), str) for r in requests):
+        return None
+    by_action = {
+        c.get("action_name"): tuple(c.get("allowed_decisions") or ())
+        for c in configs
+        if isinstance(c, Mapping)
+    }
+    return _ToolApprovals(
+        tuple(_tool_question(r, by_action.get(r["name"], ())) for r in requests), batched=True
+    )
+
+
+def _tool_question(action: Mapping[str, Any], allowed: Sequence[str]) -> _Question:
+    name, args = action["name"], action.get("args") or {}
+    arguments = json.dumps(_json_like(args), ensure_ascii=False)
+    prompt = action.get("description") or f"Allow the tool call {name}({arguments})?"
+    offered = [d for d in allowed if d in _TOOL_DECISIONS] or list(_TOOL_DECISIONS)
+    return _Question(
+        short(str(prompt), PROMPT_CHARS),
+        tuple(_TOOL_DECISIONS[d] for d in offered),
+        None,
+        None,
+        False,
+        {"tool": name, "args": _json_like(args)},
+        _TOOL_APPROVAL_DECISION_TYPE,
+        {d: d for d in offered},
+    )
+
+
+def _decision_types(schema: Any) -> tuple[str, ...]:
+    """The decision types (``{"type": "approve"}``, ...) a response schema takes: the
+    ``type`` constants of its JSON schema's objects; () when there is none to read."""
+    if schema is None:
+        return ()
+    try:
+        from pydantic import TypeAdapter
+
+        described = schema if isinstance(schema, Mapping) else TypeAdapter(schema).json_schema()
+    except Exception:  # a schema pydantic cannot read: every decision is offered
+        return ()
+    objects = [described, *(described.get("$defs") or {}).values()]
+    found = [
+        o.get("properties", {}).get("type", {}).get("const")
+        for o in objects
+        if isinstance(o, Mapping)
+    ]
+    return tuple(t for t in found if isinstance(t, str))
+
+
+def _tool_decision(answer: Any) -> dict[str, Any]:
+    """The middleware's decision for a question's answer (None: closed unanswered)."""
+    if answer == "approve":
+        return {"type": "approve"}
+    return {"type": "reject", "message": "rejected through Runstream"}

@@ -168,7 +168,12 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             # Every question at once: a human sees them all, and their timeouts run together.
             steps = self._interrupted_steps(state)
             asked = [
-                self.ask_interrupt(pending.value, pending.id, step_id=steps.get(pending.id, ""))
+                self._questions.ask(
+                    pending.value,
+                    pending.id,
+                    steps.get(pending.id, ""),
+                    response_schema=getattr(pending, "response_schema", None),
+                )
                 for pending in interrupts
             ]
             answers = dict(
