@@ -24,9 +24,16 @@ SECRET = b"0123456789abcdef0123456789abcdef-dev"
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_clean([sys.executable, "-m", "runstream.cli.main", *args], env)
+
+
+def run_clean(
+    command: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`command`, with none of the caller's RUNSTREAM_ variables, and `env`."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
     return subprocess.run(
-        [sys.executable, "-m", "runstream.cli.main", *args],
+        command,
         capture_output=True,
         text=True,
         timeout=60,
@@ -203,11 +210,7 @@ def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(
         assert len(commands) == 7, commands
         for command in commands:
             assert token not in command
-            clean = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
-            ran = subprocess.run(
-                ["bash", "-c", command], capture_output=True, text=True, timeout=60,
-                env={**clean, **env}, check=False,
-            )  # fmt: skip
+            ran = run_clean(["bash", "-c", command], env)
             assert ran.returncode == 0, (command, ran.stdout[-500:], ran.stderr[-500:])
             if "grpcurl" in command:
                 said = "runstream.v1.RunService" if command.endswith(" list") else run_id
@@ -232,10 +235,7 @@ async def test_the_demo_over_mutual_tls_suggests_commands_that_connect_as_it_did
         commands = inspect_commands(demo.stdout)
         assert len(commands) == 7, commands
         for command in commands:
-            ran = await asyncio.to_thread(
-                subprocess.run, ["bash", "-c", command], capture_output=True, text=True,
-                timeout=60, check=False,
-            )  # fmt: skip
+            ran = await asyncio.to_thread(run_clean, ["bash", "-c", command])
             assert ran.returncode == 0, (command, ran.stdout[-500:], ran.stderr[-500:])
     finally:
         await server.stop(grace=0.1)

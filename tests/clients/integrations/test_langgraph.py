@@ -113,12 +113,25 @@ def linear_graph(*nodes: Callable[[State], Awaitable[State]]) -> Any:
     return graph
 
 
-async def answer_first_question(client: runstream.Client, run_id: str, choice: str) -> None:
+async def answer_questions(
+    client: runstream.Client,
+    run_id: str,
+    choose: Callable[[runstream.Decision], str],
+    count: int = 1,
+) -> None:
+    """Answers the run's next `count` questions as a viewer, each with `choose(decision)`."""
     async with client.interact([run_id], viewer="ana") as interaction:
         async for update in interaction:
             if isinstance(update, DecisionPrompt):
-                await interaction.answer(run_id, update.decision.decision_id, choice)
-                return
+                decision = update.decision
+                await interaction.answer(run_id, decision.decision_id, choose(decision))
+                count -= 1
+                if count == 0:
+                    return
+
+
+async def answer_first_question(client: runstream.Client, run_id: str, choice: str) -> None:
+    await answer_questions(client, run_id, lambda decision: choice)
 
 
 async def test_a_langgraph_run_streams_steps_text_tools_and_asks_at_its_interrupt(
@@ -1117,19 +1130,12 @@ async def test_a_node_that_asks_the_same_question_twice_asks_two_questions(
     graph.add_edge(START, "confirm")
     graph.add_edge("confirm", END)
 
-    async def answer(client: runstream.Client, run_id: str) -> None:
-        async with client.interact([run_id], viewer="ana") as interaction:
-            choices = iter(["yes", "no"])
-            async for update in interaction:
-                if isinstance(update, DecisionPrompt):
-                    choice = next(choices)
-                    await interaction.answer(run_id, update.decision.decision_id, choice)
-                    if choice == "no":
-                        return
-
+    choices = iter(["yes", "no"])
     async with runstream.connect(server.target) as client:
         run = await client.start_run("langgraph-twice")
-        answering = asyncio.create_task(answer(client, run.run_id))
+        answering = asyncio.create_task(
+            answer_questions(client, run.run_id, lambda decision: next(choices), 2)
+        )
         async with run:
             handler = RunstreamCallbackHandler(run)
             config = {"configurable": {"thread_id": "twice"}}
@@ -1707,22 +1713,11 @@ async def test_langchains_human_in_the_loop_middleware_asks_a_question_per_tool_
         checkpointer=InMemorySaver(),
     )
     choices = {"delete_file": "approve", "send_email": "reject"}
-
-    async def answer(client: runstream.Client, run_id: str) -> None:
-        answered = 0
-        async with client.interact([run_id], viewer="ana") as interaction:
-            async for update in interaction:
-                if isinstance(update, DecisionPrompt):
-                    decision = update.decision
-                    choice = choices[decision.context["tool"]]
-                    await interaction.answer(run_id, decision.decision_id, choice)
-                    answered += 1
-                    if answered == 2:
-                        return
-
     async with runstream.connect(server.target) as client:
         run = await client.start_run("langchain-hitl")
-        answering = asyncio.create_task(answer(client, run.run_id))
+        answering = asyncio.create_task(
+            answer_questions(client, run.run_id, lambda d: choices[d.context["tool"]], 2)
+        )
         async with run:
             handler = RunstreamCallbackHandler(run)
             config = {"configurable": {"thread_id": "hitl"}}

@@ -140,6 +140,26 @@ def lookup_order(order_id: str) -> str:
     return f"order {order_id} shipped on Monday"
 
 
+async def run_raising(
+    run: runstream.RunReporter,
+    processors: list[RunstreamProcessor],
+    agent: Agent[Any],
+    prompt: str,
+    error: type[BaseException],
+) -> None:
+    """Runs `agent` inside `run` with a processor of its own (the only one installed), and
+    checks that `error` escapes Runner.run and the run's block, once all is reported."""
+    processor = RunstreamProcessor(run)
+    processors.append(processor)
+    set_trace_processors([processor])
+    with pytest.raises(error):
+        async with run:
+            try:
+                await Runner.run(agent, prompt)
+            finally:
+                await processor.flush()
+
+
 @pytest.fixture
 def processors() -> Iterator[list[RunstreamProcessor]]:
     """Installs the test's processors as the only ones (no exporter, no network); restores
@@ -247,15 +267,9 @@ async def test_a_tripped_guardrail_is_an_alert_and_fails_the_agent_step(
     )
     async with runstream.connect(server.target) as client:
         run = await client.start_run("guarded-agent")
-        processor = RunstreamProcessor(run)
-        processors.append(processor)
-        set_trace_processors([processor])
-        with pytest.raises(InputGuardrailTripwireTriggered):
-            async with run:
-                try:
-                    await Runner.run(agent, "I want a refund")
-                finally:
-                    await processor.flush()
+        await run_raising(
+            run, processors, agent, "I want a refund", InputGuardrailTripwireTriggered
+        )
         events = [e async for e in client.list_events(run.run_id)]
         steps = await client.list_steps(run.run_id)
         final = await client.get_run(run.run_id)
@@ -649,15 +663,7 @@ async def test_an_agent_whose_run_raised_a_model_behavior_error_fails_its_step(
         said = "Invalid JSON"
     async with runstream.connect(server.target) as client:
         run = await client.start_run("misbehaving-agent")
-        processor = RunstreamProcessor(run)
-        processors.append(processor)
-        set_trace_processors([processor])
-        with pytest.raises(ModelBehaviorError):
-            async with run:
-                try:
-                    await Runner.run(agent, "help")
-                finally:
-                    await processor.flush()
+        await run_raising(run, processors, agent, "help", ModelBehaviorError)
         steps = await client.list_steps(run.run_id)
         final = await client.get_run(run.run_id)
 

@@ -847,6 +847,11 @@ def grpcurl_command() -> str | None:
 # --- the command ---------------------------------------------------------------------------
 
 
+PLAINTEXT = ("", "-plaintext")
+"""What the suggested `runstream` and grpcurl commands add to reach a server without a token
+or TLS (the embedded server and replicas, which take none)."""
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """What `runstream demo` was asked to do."""
@@ -866,7 +871,7 @@ class DemoOptions:
     connect: Callable[[str], runstream.Client] = runstream.connect
     """A client for `target`, with the command's token and TLS options (the embedded server
     and replicas take none)."""
-    security: tuple[str, str] = ("", "-plaintext")
+    security: tuple[str, str] = PLAINTEXT
     """Those options again, for the `runstream` and grpcurl commands the summary suggests
     for `target` (never the token itself)."""
 
@@ -998,7 +1003,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             target,
             embedded=options.target is None,
             serve=options.serve,
-            security=options.security if options.target is not None else ("", "-plaintext"),
+            security=options.security if options.target is not None else PLAINTEXT,
         )
         if options.serve and options.target is None:
             await _serve_until_signalled(console, target)
@@ -1056,7 +1061,7 @@ def print_summary(
     *,
     embedded: bool,
     serve: bool,
-    security: tuple[str, str] = ("", "-plaintext"),
+    security: tuple[str, str] = PLAINTEXT,
 ) -> None:
     """The closing summary: outcome, numbers, and how to look at the run again (`security`:
     the options that reach `target` as the demo did, for `runstream` and for grpcurl)."""
