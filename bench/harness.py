@@ -235,6 +235,24 @@ def _server_argv(
 
 
 @contextmanager
+def replica_of(tree: Path, url: str) -> Iterator[tuple[int, int]]:
+    """A `runstream serve` of the checkout `tree` on the store `url`, no auth, warnings
+    only: its (port, pid), stopped on the way out."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=f"{tree}/src/server:{tree}/src/clients/python")
+    argv = [
+        sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}",
+        "--store", url, "--insecure-no-auth", "--log-level", "warning",
+    ]  # fmt: skip
+    replica = subprocess.Popen(argv, env=env)
+    try:
+        yield port, replica.pid
+    finally:
+        replica.terminate()
+        replica.wait()
+
+
+@contextmanager
 def redis_server(cpu: Cores = None) -> Iterator[str]:
     """A redis-server with its append-only file synced on every write; yields its URL."""
     port = free_port()

@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpc
-from harness import cpu_seconds, free_port
+from harness import cpu_seconds, replica_of
 from runstream.cli.replicas import redis_server
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 
@@ -58,21 +56,6 @@ async def _measure(port: int, pid: int, runs: int) -> tuple[float, float, float]
     return idle, statistics.median(took), max(took)
 
 
-def _replica(url: str, runs: int) -> tuple[float, float, float]:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=f"{TREE}/src/server:{TREE}/src/clients/python")
-    argv = [
-        sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}",
-        "--store", url, "--insecure-no-auth", "--log-level", "warning",
-    ]  # fmt: skip
-    server = subprocess.Popen(argv, env=env)
-    try:
-        return asyncio.run(_measure(port, server.pid, runs))
-    finally:
-        server.terminate()
-        server.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, nargs="*", default=[1_000, 10_000])
@@ -80,8 +63,12 @@ def main() -> None:
     print(f"server tree: {TREE}")
     print("pending runs | idle replica CPU | ListRuns status = RUNNING p50 / max")
     for runs in args.runs:
-        with tempfile.TemporaryDirectory() as directory, redis_server(Path(directory)) as url:
-            idle, p50, most = _replica(url, runs)
+        with (
+            tempfile.TemporaryDirectory() as directory,
+            redis_server(Path(directory)) as url,
+            replica_of(TREE, url) as (port, pid),
+        ):
+            idle, p50, most = asyncio.run(_measure(port, pid, runs))
         print(f"{runs:>12,} | {idle:>15.1%} | {p50:.1f} / {most:.1f} ms")
 
 

@@ -20,13 +20,15 @@ at start: :mod:`.redis_connect`; what callers get when Redis fails: :mod:`.redis
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (ended runs whose logs are kept, by end time, for retention),
-``P:moved`` (the last hour's ends, by when they were stored) and ``P:tenant:<tenant>:runs``
-(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs). They are
-hints: a new run's entries are written, in one round trip, before the script stores the run, so
-a run is never stored without them; every read re-checks the snapshot, and a stale hint is
-passed over or repaired when met (:mod:`.redis_index`, with ListRuns). The key names:
-:mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`; its callers' use of
-the per-caller limits: :mod:`.redis_usage`.
+``P:moved`` (the last hour's ends, by when they were stored), ``P:tenant:<tenant>:runs``
+(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs) and one
+per workflow and per label (:mod:`.redis_filters`). They are hints: a new run's entries are
+written, in one round trip, before the script stores the run, so a run is never stored
+without them (a run of an earlier release gets its workflow and label entries later); every
+read re-checks the snapshot, and a stale hint is passed over or repaired when met
+(:mod:`.redis_index`, with ListRuns). The key names: :mod:`.redis_keys`; each replica's
+watcher counts: :mod:`.redis_viewers`; its callers' use of the per-caller limits:
+:mod:`.redis_usage`.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ NOTICE_DATA_LIMIT = 64 * 1024
 # KEYS: meta, log, keys. ARGV: expected head, snapshot, status, channel, run id, with data
 # (1/0), number of events, the publish command (PUBLISH, or SPUBLISH on a cluster), then seq,
 # kind, key, data per event. Everything is checked before the first write: a script that
-# fails halfway would leave its earlier writes in place.
+# fails halfway would leave its earlier writes in place. A new run is marked as having its
+# filter index entries (`ix`: :mod:`.redis_filters`), which were written before.
 _APPEND = """
 local meta, log, keys = KEYS[1], KEYS[2], KEYS[3]
 local expected = tonumber(ARGV[1])
@@ -114,6 +117,7 @@ for i = 0, n - 1 do
   end
 end
 redis.call('HSET', meta, 'seq', expected + n, 'snap', ARGV[2], 'status', ARGV[3])
+if expected == 0 then redis.call('HSET', meta, 'ix', 1) end
 if ARGV[4] ~= '' then redis.call(ARGV[8], ARGV[4], table.concat(parts)) end
 return {'ok', expected + n}
 """
@@ -205,11 +209,13 @@ class RedisEventStore:
             raise
         self._viewers.start()
         self._usage.start()
+        self._index.filters.start()
 
     async def close(self) -> None:
         self._closed.set()
         await self._notices.close()
         await self._viewers.stop()
+        await self._index.filters.stop()
         for master in self._masters.values():
             with contextlib.suppress(rex.RedisError, OSError):
                 await master.aclose(close_connection_pool=True)

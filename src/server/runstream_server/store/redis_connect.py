@@ -93,6 +93,7 @@ async def check_usable(
         keys.active: b"zset",
         keys.ended: b"zset",
         keys.usage: b"hash",
+        keys.filters: b"hash",
     }
     try:
         for key, kind in want.items():

@@ -42,6 +42,7 @@ from runstream_server.store.base import (
     readable_run,
     stop_if_cancelled,
 )
+from runstream_server.store.redis_filters import FilterIndexes
 from runstream_server.store.redis_keys import RedisKeys
 
 HISTORY_KEPT = 100
@@ -73,13 +74,16 @@ class RunIndex:
         self._swept: tuple[str, int] | None = None
         """Where the next sweep starts: a score of ``P:active`` and how many entries of that
         score the sweeps met already; None: at the oldest."""
+        self.filters = FilterIndexes(keys, client, self.snapshots)
+        """The indexes by workflow and label, which ListRuns reads when they are smaller."""
 
     async def add_created(self, run_id: str, snapshot: run_pb2.Run) -> None:
         """Enters a run about to be created, in one round trip (on a cluster, one to each
         master holding an index, all at once); returns once every entry is written."""
         created = snapshot.create_time.ToMicroseconds()
+        indexes = [self._keys.runs, self._keys.active, self._keys.tenant_runs(snapshot.tenant)]
         pipe = self._client().pipeline(transaction=False)
-        for index in (self._keys.runs, self._keys.active, self._keys.tenant_runs(snapshot.tenant)):
+        for index in indexes + self.filters.keys_of(snapshot):
             pipe.zadd(index, {run_id: created}, nx=True)
         await pipe.execute()
 
@@ -280,14 +284,12 @@ class RunIndex:
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
     ) -> RunPage:
         only_active = bool(run_filter.statuses) and not (run_filter.statuses & TERMINAL)
-        index = self._keys.active if only_active else self._keys.runs
-        if run_filter.tenant is not None:
-            index = await self._smaller(index, self._keys.tenant_runs(run_filter.tenant))
+        index = await self._smallest(run_filter, only_active)
         matched: list[tuple[int, run_pb2.Run]] = []
         created = (run_filter.created_after_us, run_filter.created_before_us)
         async for at, run in self._newest_first(index, cursor, *created):
-            if only_active and run.status in TERMINAL:  # left by a crash before mark_ended
-                await self.mark_ended(run.run_id, run)
+            if index == self._keys.active and run.status in TERMINAL:
+                await self.mark_ended(run.run_id, run)  # left by a crash before mark_ended
                 continue
             if run_filter.matches(run):
                 matched.append((at, run))
@@ -300,18 +302,24 @@ class RunIndex:
         positions = [(at, run.run_id) for at, run in page]
         return RunPage([run for _, run in page], positions, len(matched) > page_size)
 
-    async def _smaller(self, active_or_all: str, tenants: str) -> str:
-        """The index to read for one tenant's runs: its own, unless the runs not ended of
-        every tenant are fewer (an active-only filter); either holds all it asks for. Read
-        the other way round, a tenant's few runs (the active-runs limit counts them at each
-        CreateRun) meant reading every tenant's active runs."""
-        if active_or_all != self._keys.active:
-            return tenants
+    async def _smallest(self, run_filter: RunFilter, only_active: bool) -> str:
+        """The index to read for `run_filter`: of those that hold every run it can match
+        (the runs not ended for an active-only filter, the tenant's, the workflow's, each
+        label's), the one with the fewest entries; every run when none of them applies.
+        Every other index is part of ``P:runs``, so that one is read only alone. Read the
+        other way round, a tenant's few runs (the active-runs limit counts them at each
+        CreateRun) meant reading every tenant's active runs, and a rare label every run."""
+        candidates = [self._keys.active] if only_active else []
+        if run_filter.tenant is not None:
+            candidates.append(self._keys.tenant_runs(run_filter.tenant))
+        candidates += self.filters.indexes_for(run_filter)
+        if len(candidates) < 2:
+            return candidates[0] if candidates else self._keys.runs
         pipe = self._client().pipeline(transaction=False)
-        pipe.zcard(active_or_all)
-        pipe.zcard(tenants)
-        active, own = await pipe.execute()
-        return tenants if own <= active else active_or_all
+        for index in candidates:
+            pipe.zcard(index)
+        sizes = await pipe.execute()
+        return min(zip(sizes, range(len(candidates)), candidates, strict=True))[2]
 
     async def _newest_first(
         self,

@@ -26,6 +26,8 @@ class RedisKeys:
         missed notices reads again."""
         self.usage = f"{prefix}:limits:usage"
         """Each replica's callers' use of the per-caller limits."""
+        self.filters = f"{prefix}:filters"
+        """How far the filter indexes are built (:mod:`.redis_filters`)."""
 
     def run(self, run_id: str) -> list[str]:
         """The run's meta hash, its log stream and its idempotency keys, in that order (the
@@ -42,6 +44,14 @@ class RedisKeys:
     def tenant_runs(self, tenant: str) -> str:
         """The index of one tenant's runs (quoted: a tenant name may hold any character)."""
         return f"{self.prefix}:tenant:{quote(tenant, safe='')}:runs"
+
+    def workflow_runs(self, workflow: str) -> str:
+        """The runs of one workflow, by create time (names quoted, as above)."""
+        return f"{self.prefix}:wf:{quote(workflow, safe='')}:runs"
+
+    def label_runs(self, key: str, value: str) -> str:
+        """The runs with one label, by create time (quoted: neither part holds a colon)."""
+        return f"{self.prefix}:label:{quote(key, safe='')}:{quote(value, safe='')}:runs"
 
     def succeeded(self, tenant: str, workflow: str) -> str:
         """The newest runs of one tenant's workflow that succeeded, by create time: where a
