@@ -101,9 +101,9 @@ async def test_a_run_watched_through_a_three_master_cluster(
 ) -> None:
     runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
     ids = []
-    for _ in range(12):
-        created = await runs_a.CreateRun(run_service_pb2.CreateRunRequest(workflow="c"))
-        ids.append(created.run.run_id)
+    for n in range(12):
+        request = run_service_pb2.CreateRunRequest(workflow="c", labels={"team": "ab"[n % 2]})
+        ids.append((await runs_a.CreateRun(request)).run.run_id)
     watched = ids[0]
 
     seen: list[int] = []
@@ -141,6 +141,12 @@ async def test_a_run_watched_through_a_three_master_cluster(
     assert seen == list(range(1, last.last_seq + 1))
     listed = await runs_b.ListRuns(run_service_pb2.ListRunsRequest(page_size=50))
     assert sorted(r.run_id for r in listed.runs) == sorted(ids)
+    # By label, from the label's index (on its own shard), paged.
+    request = run_service_pb2.ListRunsRequest(page_size=4, filter='labels.team = "a"')
+    first = await runs_b.ListRuns(request)
+    request.page_token = first.next_page_token
+    second = await runs_b.ListRuns(request)
+    assert [r.run_id for r in (*first.runs, *second.runs)] == ids[-2::-2]
     # A read of some kinds filters on the shard that holds the run (a script per page).
     for run_id in ids:
         created = await runs_b.ListEvents(
