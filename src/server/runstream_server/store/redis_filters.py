@@ -21,7 +21,6 @@ once (``ready``), filtered listings read as they did before, from the run indexe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,7 +28,8 @@ from typing import Any
 import redis.exceptions as rex
 from runstream.v1 import run_pb2
 
-from runstream_server.store.base import RunFilter
+from runstream_server.errors import Unavailable
+from runstream_server.store.base import RunFilter, stop_if_cancelled
 from runstream_server.store.redis_keys import RedisKeys
 
 log = logging.getLogger("runstream.store.redis")
@@ -79,18 +79,23 @@ class FilterIndexes:
         self._walker = asyncio.create_task(self._walk_forever())
 
     async def stop(self) -> None:
+        """Stops the walks; a walk that goes on all the same (its cancel swallowed under it)
+        is left to end at its next turn rather than waited for."""
         if self._walker is not None:
             self._walker.cancel()
-            with contextlib.suppress(BaseException):
-                await self._walker
+            await asyncio.wait({self._walker}, timeout=2)
 
     async def _walk_forever(self) -> None:
         while True:
             try:
                 await self.catch_up()
             except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-                # Redis away: the next walk starts where the last whole one ended.
-                log.warning("filter indexes: a walk stopped (%s); next in %ss", exc, self.EVERY)
+                # Redis away (which the server reports already): the next walk starts where
+                # the last whole one ended.
+                log.debug("filter indexes: a walk stopped (%s); next in %ss", exc, self.EVERY)
+            except Unavailable:
+                return  # the store is closed
+            stop_if_cancelled()
             await asyncio.sleep(self.EVERY)
 
     async def catch_up(self) -> int:
@@ -103,6 +108,7 @@ class FilterIndexes:
         low, skip = ("-inf" if upto is None else str(upto - MARGIN_US)), 0
         highest, entered = upto, 0
         while True:
+            stop_if_cancelled()  # redis-py may have swallowed the stop's cancel
             rows = await self._client().zrangebyscore(
                 self._keys.runs, low, "+inf", start=skip, num=self.PAGE, withscores=True
             )
