@@ -468,3 +468,36 @@ async def test_long_unbroken_text_wraps_on_a_phone_and_options_stay_apart(
         await run.complete()
         await run.close()
         assert await page.errors() == []
+
+
+async def test_six_agents_writing_at_once_each_show_their_whole_text(
+    server: RunstreamServer, web: Web
+) -> None:
+    """A fan-out of writers (six judges scoring at once): each message keeps every word,
+    live and once written. The page kept four messages and showed three, so with five or
+    more writers each new word of one pushed out another, whose next word came back alone."""
+    writers = [f"judge-{n}" for n in range(6)]
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("council")
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(run_view_is("RUNNING"))
+        for word in range(12):
+            for agent in writers:
+                await run.text(agent, f"{agent}-verdict", f"{agent}:w{word} ", final=word == 11)
+            await run.flush()
+        whole = {
+            f"{agent}-verdict": "".join(f"{agent}:w{n} " for n in range(12)) for agent in writers
+        }
+        shown = (
+            "Object.fromEntries([...document.querySelectorAll('.output')]"
+            ".map((el) => [el.dataset.messageId, el.querySelector('.output-text').textContent]))"
+        )
+        await page.wait(f"Object.keys({shown}).length === 6")
+        await page.wait(
+            "[...document.querySelectorAll('.output')].every((el) => el.dataset.final === 'true')"
+        )
+        texts = await page.eval(shown)
+        assert {k: v.strip() for k, v in texts.items()} == {k: v.strip() for k, v in whole.items()}
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []

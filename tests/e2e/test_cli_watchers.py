@@ -206,6 +206,66 @@ def test_every_agent_writing_at_once_is_visible() -> None:
         assert "Launch faster" in screen and "Hero banner" in screen, screen
 
 
+def test_six_agents_writing_are_counted_also_when_four_are_shown() -> None:
+    view = RunView.from_snapshot(snapshot())
+    for seq, n in enumerate(range(6), start=100):
+        delta = event_pb2.TextDelta(agent_id=f"judge-{n}", message_id=f"m{n}", delta="scoring")
+        view.apply(event(seq, text_delta=delta))
+    screen = draw(view, 160, 50)
+    assert "Agent output · 6 writing, 4 shown" in screen, screen
+    assert sum(f"judge-{n} · writing" in screen for n in range(6)) == 4
+
+
+def test_long_step_names_leave_each_steps_icon_percent_and_time_on_screen() -> None:
+    """Step names as an LLM plans them (about 75 characters) pushed the status icon, the
+    percent and the time out of the live view's step rows at 160 columns and more."""
+    run = snapshot()
+    steps = []
+    for index, step in enumerate(run.steps[:4]):
+        name = f"Step {index}: collect competitor pricing pages and extract their plan tiers"
+        steps.append(dataclasses.replace(step, name=name))
+    view = RunView.from_snapshot(dataclasses.replace(run, steps=steps))
+    view.steps["s3"].status, view.steps["s3"].percent = "RUNNING", 40.0
+    view.steps["s2"].status = "FAILED"
+    for width in (160, 200):
+        rows = [line for line in draw(view, width, 50).splitlines() if "Step " in line]
+        assert len(rows) == 4, rows
+        assert "✔" in rows[0] and "✖" in rows[2], rows
+        assert "40%" in rows[3], rows
+        assert "…" in rows[0], rows  # the name gives way, not the columns after it
+
+
+def test_step_completions_replayed_from_before_the_snapshot_carry_no_count() -> None:
+    """`watch --kinds step_completed` and `--from-seq N` replay completions older than the
+    snapshot the view starts from: each said the snapshot's count, "(8/17)", for every one."""
+    view = RunView.from_snapshot(dataclasses.replace(snapshot(), last_seq=50))
+    older = view.apply(event(10, step_completed=event_pb2.StepCompleted(step_id="s0")))
+    assert older is not None and older.text.startswith("Step 0 done"), older
+    assert "/17)" not in older.text, older.text
+    newer = view.apply(event(60, step_completed=event_pb2.StepCompleted(step_id="s8")))
+    assert newer is not None and "(9/17)" in newer.text, newer
+
+
+def test_a_narrow_runs_table_says_a_stalled_run_is_stalled_and_keeps_its_workflow() -> None:
+    """Below 130 columns `runs` had no HEALTH column, so a stalled run read "● RUNNING";
+    at 80 the workflow was gone and the create time cut mid-time."""
+    stalled = snapshot(health=run_pb2.RUN_HEALTH_STALLED)
+    done = snapshot(status=run_pb2.RUN_STATUS_SUCCEEDED, health=run_pb2.RUN_HEALTH_FAILING)
+    for width in (80, 110, 129):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(runs_table([stalled, done], width))
+        lines = console.export_text().splitlines()
+        assert "WORKFLOW" in lines[1], (width, lines)
+        rows = [line for line in lines if " r1 " in f" {line} "]
+        assert "● RUNNING · STALLED" in rows[0], (width, rows)
+        assert "FAILING" not in rows[1], (width, rows)  # an ended run's health says nothing
+        assert all(len(line.rstrip()) <= width for line in lines), (width, lines)
+    console = Console(width=140, record=True, color_system=None)
+    console.print(runs_table([stalled], 140))
+    shown = console.export_text()
+    assert "HEALTH" in shown and "STALLED" in shown and "· STALLED" not in shown, shown
+
+
 def test_brackets_in_names_and_agents_are_shown_as_given_not_read_as_markup() -> None:
     """A run, workflow or agent named with ``[...]`` is the producer's text: rich read it as
     markup, so ``ab[bold]cd`` lost a piece and ``[/x]`` crashed the view."""

@@ -11,6 +11,7 @@ among 101,000 runs, README, Replicas on Redis).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -34,18 +35,28 @@ from tests.identity import Keys, rs256_auth
 
 
 class Reads:
-    """Counts the run snapshots a server's Redis store reads."""
+    """Counts the run snapshots a server's ListRuns read (not its background work's)."""
 
     def __init__(self, server: RunstreamServer) -> None:
         self.index = redis_store(server)._index
         self.count = 0
-        read = self.index.snapshots
+        listing: contextvars.ContextVar[bool] = contextvars.ContextVar("listing", default=False)
+        read, list_runs = self.index.snapshots, self.index.list_runs
 
         async def counted(run_ids: list[str]) -> Any:
-            self.count += len(run_ids)
+            if listing.get():
+                self.count += len(run_ids)
             return await read(run_ids)
 
+        async def listed(*args: Any) -> Any:
+            token = listing.set(True)  # in the calling task's context only
+            try:
+                return await list_runs(*args)
+            finally:
+                listing.reset(token)
+
         self.index.snapshots = counted  # type: ignore[method-assign]
+        self.index.list_runs = listed  # type: ignore[method-assign]
 
     def taken(self) -> int:
         count, self.count = self.count, 0

@@ -378,7 +378,7 @@ class Dashboard:
     def _steps(self, now: datetime, show_agents: bool, bar_width: int) -> Panel:
         table = Table.grid(expand=True, padding=(0, 1))
         table.add_column(width=2, no_wrap=True)
-        table.add_column(no_wrap=True, overflow="ellipsis", min_width=12, ratio=None)
+        table.add_column(no_wrap=True, overflow="ellipsis", min_width=12, ratio=2)
         if show_agents:
             table.add_column(ratio=1, no_wrap=True, overflow="ellipsis", style="grey58")
         table.add_column(width=bar_width, no_wrap=True)
@@ -513,6 +513,11 @@ def _step_cells(row: StepRow, now: datetime, bar_width: int) -> Sequence[Rendera
     )
 
 
+def _writing(writing: int, shown: int) -> str:
+    """Says how many agents write, e.g. "6 writing, 4 shown" (counting those not shown)."""
+    return f"{writing} writing" + (f", {shown} shown" if writing > shown else "")
+
+
 class TailText:
     """The last lines of the text an agent is streaming, wrapped to the panel's width."""
 
@@ -533,7 +538,7 @@ class TailText:
                 lines.extend(list(body.wrap(console, width))[-share:])
             yield Panel(
                 Text("\n").join(lines),
-                title=f"Agent output · {len(streams)} writing",
+                title=f"Agent output · {_writing(self.view.writing, len(streams))}",
                 title_align="left",
                 border_style="grey42",
             )

@@ -105,29 +105,60 @@ def _run_duration(run: runstream.Run) -> str:
     return format_duration(span(run.start_time, run.end_time)) if run.start_time else "—"
 
 
+HEALTH_SHOWN_FROM = 130
+"""The width from which `runs` has a HEALTH column; below it, STATUS says what is wrong."""
+
+
+def _status_and_health(run: runstream.Run) -> Text:
+    """A run's status, and its health when something is wrong with a run not ended: what
+    the HEALTH column says, for a terminal too narrow for it ("● RUNNING · STALLED")."""
+    text = run_status_text(run.status)
+    if not run.status.is_terminal and enum_name(run.health) not in (
+        "HEALTHY",
+        "UNSPECIFIED",
+        "0",
+        "None",
+    ):
+        text.append(" · ")
+        text.append_text(health_text(run.health))
+    return text
+
+
 def runs_table(runs: Sequence[runstream.Run], width: int = 200) -> Table:
-    """One row per run, most recent first, as ListRuns returns them."""
+    """One row per run, most recent first, as ListRuns returns them. On a narrow terminal
+    the columns that say least go first: the viewers, the name, the create time, the health
+    (then said in STATUS), the ETA, the duration, and the workflow last."""
+    health_shown = width >= HEALTH_SHOWN_FROM
     columns: list[_Column[runstream.Run]] = [
         _Column(
             "RUN ID",
             lambda run: run.run_id,
             {"style": "bright_white", "min_width": _widest(run.run_id for run in runs)},
         ),
-        _Column("WORKFLOW", lambda run: run.workflow, _SHRINKABLE, shown_from=110),
+        _Column("WORKFLOW", lambda run: run.workflow, _SHRINKABLE, shown_from=80),
         _Column(
             "NAME",
             lambda run: run.display_name if run.display_name != run.workflow else "",
             {**_SHRINKABLE, "max_width": 40},
             shown_from=150,
         ),
-        _Column("STATUS", lambda run: run_status_text(run.status), {"min_width": 13}),
+        _Column(
+            "STATUS",
+            lambda run: run_status_text(run.status) if health_shown else _status_and_health(run),
+            {"min_width": 13},
+        ),
         _Column("PROGRESS", _run_progress, {"justify": "right", "min_width": 11}),
-        _Column("HEALTH", lambda run: health_text(run.health), {"min_width": 8}, shown_from=130),
+        _Column(
+            "HEALTH",
+            lambda run: health_text(run.health),
+            {"min_width": 8},
+            shown_from=HEALTH_SHOWN_FROM,
+        ),
         _Column(
             "ETA",
             lambda run: "" if run.status.is_terminal else eta_clock(run.estimate),
             {"justify": "right", "min_width": 5},
-            shown_from=120,
+            shown_from=105,
         ),
         _Column(
             "👁",
@@ -139,6 +170,7 @@ def runs_table(runs: Sequence[runstream.Run], width: int = 200) -> Table:
             "CREATED",
             lambda run: local_time(run.create_time),
             {"style": "grey70", "min_width": 19},
+            shown_from=140,
         ),
         _Column("DURATION", _run_duration, {"justify": "right", "min_width": 8}, shown_from=95),
     ]

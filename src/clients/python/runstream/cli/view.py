@@ -196,6 +196,11 @@ class RunView:
     def silent_for(self) -> float:
         return time.monotonic() - self.last_heard
 
+    @property
+    def writing(self) -> int:
+        """How many messages agents are writing now (:meth:`streams` shows `limit` of them)."""
+        return sum(1 for stream in self.texts.values() if not stream.final)
+
     def streams(self, limit: int = 4) -> list[TextStream]:
         """The messages agents are writing now, newest first; the latest finished one when
         nobody is writing."""
@@ -368,12 +373,11 @@ class RunView:
                         when - row.start_time if row.start_time else None
                     )
                 took = f" in {format_duration(row.duration)}" if row.duration else ""
+                # How many steps were done then: known only for an event the view has folded
+                # in order (one older than the snapshot is replayed after it: no count).
+                count = f" ({self.completed_steps}/{self.total_steps})" if fresh else ""
                 return Note(
-                    "✔",
-                    "step",
-                    f"{row.name} done{took} ({self.completed_steps}/{self.total_steps})"
-                    + _suffix(payload.summary),
-                    "green",
+                    "✔", "step", f"{row.name} done{took}{count}" + _suffix(payload.summary), "green"
                 )
             case runstream.StepFailed():
                 row = self._row(payload.step_id)

@@ -26,6 +26,9 @@ export const FEED_LIMIT = 50;
 /** How many thoughts the thinking panel keeps (the newest, from the last one back). */
 export const THOUGHTS_KEPT = 6;
 
+/** How many streamed messages the page keeps: every one being written, up to this many. */
+export const TEXTS_KEPT = 16;
+
 /** How many agents the models panel lists: those with the newest allocations. */
 export const MODELS_SHOWN = 8;
 
@@ -195,6 +198,12 @@ export class RunModel {
   status: RunStatus = RunStatus.UNSPECIFIED;
   feed: FeedItem[] = [];
   texts: StreamedText[] = [];
+  /**
+   * How many messages were written at once, at most, since a message last started while no
+   * other was being written: the output panel shows that many (six judges' verdicts stay
+   * on the page once all six are written).
+   */
+  writtenTogether = 0;
   thoughts: ThoughtItem[] = [];
   allocations = new Map<string, AllocationItem>();
   decisions = new Map<string, DecisionItem>();
@@ -428,8 +437,12 @@ export class RunModel {
           entry = { messageId: d.messageId, agentId: d.agentId, stepId: d.stepId, text: "", final: false, firstSeq: seq };
           this.textById.set(d.messageId, entry);
           this.texts.push(entry);
-          if (this.texts.length > 4) {
-            const dropped = this.texts.shift();
+          const writing = this.texts.filter((t) => !t.final).length;
+          this.writtenTogether = writing === 1 ? 1 : Math.max(this.writtenTogether, writing);
+          if (this.texts.length > TEXTS_KEPT) {
+            // Drop a finished message first: one still being written keeps its text.
+            const index = Math.max(0, this.texts.findIndex((t) => t.final));
+            const [dropped] = this.texts.splice(index, 1);
             if (dropped) this.textById.delete(dropped.messageId);
           }
         }

@@ -313,7 +313,13 @@ export class RunView {
   }
 
   private renderOutput(): void {
-    const texts = [...this.session.model.texts].reverse().slice(0, 3);
+    // Every message being written (newest first), then the latest finished ones: at least
+    // 3, and as many as were written together lately.
+    const { model } = this.session;
+    const newest = [...model.texts].reverse();
+    const writing = newest.filter((t) => !t.final);
+    const shown = Math.max(3, writing.length, model.writtenTogether);
+    const texts = [...writing, ...newest.filter((t) => t.final)].slice(0, shown);
     const list = $(this.root, ".outputs");
     $(this.root, ".outputs-empty").hidden = texts.length > 0;
     reconcile(list, texts, (t) => t.messageId, buildOutput, (el, t) => updateOutput(el, t, this.session.model.stepNames));
