@@ -251,6 +251,28 @@ def test_a_password_in_a_refused_url_is_not_shown(
     assert "s3cret-pw" not in refusal.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis:/:s3cret-pw@127.0.0.1:6379/0", "redis: is not followed by //"),
+        ("rediss:/127.0.0.1:6380", "rediss: is not followed by //"),
+        ("redis:127.0.0.1:6379", "redis: is not followed by //"),
+        ("REDIS://:s3cret-pw@127.0.0.1:6379/0", "write the scheme in lower case: redis://"),
+    ],
+)
+def test_a_redis_url_with_a_typo_is_refused_not_taken_for_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, said: str
+) -> None:
+    """`redis:/HOST` (a slash short) was a SQLite file in directories named after the URL,
+    password and all: a replica that shared nothing with the others, logging the password."""
+    monkeypatch.chdir(tmp_path)
+    refusal = serve_refuses(url)
+    assert refusal.returncode == 2
+    assert said in refusal.last_line
+    assert "s3cret-pw" not in refusal.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- 13: a store the server cannot write ----------------------------------------------------
 
 

@@ -505,7 +505,16 @@ def store_location(text: str) -> tuple[Path, str]:
     """
     scheme, sep, _ = text.partition("://")
     if not sep:
+        if text.partition(":")[0].lower() in ("redis", "rediss") and ":" in text:
+            # redis:/HOST or redis:HOST would be a SQLite file (and directories) named after
+            # the URL, password and all, and a replica that shares nothing with the others.
+            raise ValueError(
+                f"{text.partition(':')[0]}: is not followed by //; "
+                "give redis://HOST:PORT/DB (or rediss://)"
+            )
         return Path(text), ""
+    if scheme.lower() in ("redis", "rediss") and scheme not in ("redis", "rediss"):
+        raise ValueError(f"write the scheme in lower case: {scheme.lower()}://")
     if scheme in ("redis", "rediss"):
         from runstream_server.store.redis_url import parse_url
 
