@@ -12,11 +12,17 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import decision_service_pb2 as ds
-from runstream.v1 import decision_service_pb2_grpc, report_service_pb2_grpc, run_service_pb2_grpc
+from runstream.v1 import (
+    decision_service_pb2_grpc,
+    report_service_pb2_grpc,
+    run_pb2,
+    run_service_pb2_grpc,
+)
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.queries import encode_token
 from runstream_server.domain.runs import Limits
+from runstream_server.domain.steps import MAX_RUN_STEPS
 
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, custom, ev
@@ -274,3 +280,55 @@ async def test_a_page_token_outlives_a_restart(tmp_path: Path, server_config: An
         await second.stop(grace=0.5)
     listed = [r.run_id for r in page.runs] + [r.run_id for r in rest.runs]
     assert sorted(listed) == sorted(created)
+
+
+async def test_a_run_takes_at_most_max_run_steps_steps_and_still_ends(stubs: Stubs) -> None:
+    """Every event recomputes the run's progress over its steps, and its end closes each
+    running step with an event of its own: a run of 16,000 running steps froze the server
+    for a minute as it ended (found in review). Steps past MAX_RUN_STEPS are refused."""
+    run = await create_run(stubs, "planned")
+    started = [
+        ev.RunEvent(step_started=ev.StepStarted(step_id=f"s{i}")) for i in range(MAX_RUN_STEPS - 1)
+    ]
+    for first in range(0, len(started), 1000):
+        await append(stubs, run.run_id, *started[first : first + 1000])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await append(
+            stubs,
+            run.run_id,
+            custom(0),
+            ev.RunEvent(step_started=ev.StepStarted(step_id="one-more")),
+        )
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (info.value.details() or "").startswith("events[1].step_started.step_id: run ")
+    assert f"has {MAX_RUN_STEPS} steps" in (info.value.details() or "")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="planned")))
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(run_failed=ev.RunFailed(error=run_pb2.ErrorInfo(message="boom"))),
+    )
+    got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+    assert len(got.run.steps) == MAX_RUN_STEPS
+    assert all(step.error.message == "the run failed: boom" for step in got.run.steps)
+
+
+async def test_a_long_end_reason_is_cut_in_each_step_it_closes_and_whole_on_the_run(
+    stubs: Stubs,
+) -> None:
+    """A cancel's reason was copied whole into each running step: a 4 KiB reason on a run
+    of 1,000 running steps made a snapshot past the 4 MiB message limit, and every GetRun of
+    the run failed from then on (found in review)."""
+    run = await create_run(stubs)
+    await append(
+        stubs,
+        run.run_id,
+        *(ev.RunEvent(step_started=ev.StepStarted(step_id=f"s{i}")) for i in range(1000)),
+    )
+    reason = "r" * 4096
+    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason=reason))
+    got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+    assert got.run.cancel_reason == reason
+    messages = {step.error.message for step in got.run.steps}
+    assert len(messages) == 1 and len(messages.pop()) < 300
+    assert got.run.ByteSize() < 1024 * 1024

@@ -186,19 +186,30 @@ def _steps_left_running(draft: RunState, ending: event_pb2.RunEvent) -> list[eve
             event_pb2.RunEvent(step_completed=event_pb2.StepCompleted(step_id=step_id))
             for step_id in running
         ]
+    # Each step left running gets its own copy of the reason: cut, so that a run with many
+    # steps running cannot multiply a 4 KiB reason past the snapshot's size limit (the whole
+    # reason stays in the run's cancel_reason or error, and in the ending event).
     if ending.HasField("run_cancelled"):
-        reason = ending.run_cancelled.reason
+        reason = _cut(ending.run_cancelled.reason)
         error = run_pb2.ErrorInfo(
             code="RUN_CANCELLED",
             message=f"the run was cancelled: {reason}" if reason else "the run was cancelled",
         )
     else:
-        message = ending.run_failed.error.message
+        message = _cut(ending.run_failed.error.message)
         error = run_pb2.ErrorInfo(code="RUN_FAILED", message=f"the run failed: {message}")
     return [
         event_pb2.RunEvent(step_failed=event_pb2.StepFailed(step_id=step_id, error=error))
         for step_id in running
     ]
+
+
+_STEP_COPY_CHARS = 256
+"""The most of a run's end reason copied into each step it closes."""
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _STEP_COPY_CHARS else text[: _STEP_COPY_CHARS - 1] + "\u2026"
 
 
 def _after_producer_events(

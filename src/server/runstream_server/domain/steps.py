@@ -15,7 +15,12 @@ from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain.events import field_at
-from runstream_server.errors import FailedPrecondition, InvalidArgument
+from runstream_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+
+MAX_RUN_STEPS = 2000
+"""The most steps a run may have, planned and started beyond the plan. Every event recomputes
+the run's progress over all of its steps, and a run's end closes each running step with an
+event of its own: tens of thousands of steps made one end take minutes of the event loop."""
 
 DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
 _ENDED_STEP = DONE_STEP | {run_pb2.STEP_STATUS_FAILED}
@@ -105,7 +110,14 @@ class RunSteps:
     def on_step_started(
         self, p: event_pb2.StepStarted, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self.get(p.step_id) or self.add(p.step_id, p.name, p.description, p.agent)
+        step = self.get(p.step_id)
+        if step is None:
+            if len(self.run.steps) >= MAX_RUN_STEPS:
+                raise ResourceExhausted(
+                    f"{path}.step_id: run {self.run.run_id!r} has {len(self.run.steps)} steps, "
+                    "the most a run may have"
+                )
+            step = self.add(p.step_id, p.name, p.description, p.agent)
         _not_done(step, path)
         if p.agent:
             step.agent = p.agent
