@@ -22,7 +22,7 @@ from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually, until
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, serving_on
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -125,7 +125,7 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(
 async def test_a_frozen_redis_gets_unavailable_and_the_producer_goes_on_after(
     restartable: Restartable,
 ) -> None:
-    """Redis stopped (SIGSTOP) longer than the store's 10 s socket timeout: a write in flight
+    """Redis stopped (SIGSTOP) longer than the store's 8 s socket timeout: a write in flight
     times out. That used to end its call as if the client had cancelled it, with no status
     at all: a producer's report stream hung for ever, a CreateRun until its deadline."""
     redis, server = restartable.redis, restartable.server
@@ -162,3 +162,60 @@ async def test_a_frozen_redis_gets_unavailable_and_the_producer_goes_on_after(
     assert [e.seq for e in listed.events] == list(range(1, len(listed.events) + 1))
     ticks = [e.custom.data["n"] for e in listed.events if e.HasField("custom")]
     assert ticks == list(range(300))  # each stored once, in order
+
+
+async def test_callers_queued_behind_a_load_that_fails_share_its_unavailable(
+    restartable: Restartable, tmp_path: Path
+) -> None:
+    """Redis frozen: four calls at once about a run this replica has not loaded (another
+    replica created it). The first load waits out the store's socket timeout; the calls queued
+    behind it on the run's lock each started a load of their own and waited as long again, so the
+    fourth got UNAVAILABLE after 40 s (found in review). They share the first one's answer."""
+    redis, server = restartable.redis, restartable.server
+    assert redis.process is not None
+    async with serving_on(redis.url, tmp_path / "other") as other:
+        async with grpc.aio.insecure_channel(other.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+            created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+        run_id = created.run.run_id
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        began = time.monotonic()
+
+        async def get() -> tuple[grpc.StatusCode, float]:
+            try:
+                await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id), timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code(), time.monotonic() - began
+            return grpc.StatusCode.OK, time.monotonic() - began
+
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            answers = await asyncio.gather(*(get() for _ in range(4)))
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        assert [code for code, _ in answers] == [grpc.StatusCode.UNAVAILABLE] * 4
+        assert max(at for _, at in answers) < 2 * min(at for _, at in answers), answers
+        got = await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id), timeout=30)
+        assert got.run.run_id == run_id
+
+
+async def test_a_call_with_the_sdks_default_deadline_gets_the_stores_unavailable(
+    restartable: Restartable,
+) -> None:
+    """With the SDK's default deadline (10 s) equal to the store's socket timeout, a cancel
+    while Redis was frozen ended in the caller's own DEADLINE_EXCEEDED, so nobody read that
+    it may still be applied, and it was (found in review)."""
+    redis, server = restartable.redis, restartable.server
+    assert redis.process is not None
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("wf", key_prefix="cancelled")
+        await run.flush()
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(runstream.UnavailableError) as refused:
+                await client.cancel_run(run.run_id, reason="frozen")
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        assert "may still be applied" in str(refused.value)
+        await run.close()

@@ -223,6 +223,10 @@ def count_down(run: run_pb2.Run) -> None:
     insight.count_down(run, now_utc())
 
 
+# A load that failed answers the callers that queued behind it for this long (seconds).
+_SHARED_LOAD_FAILURE = 1.0
+
+
 class RunLedger:
     """The runs this process holds, the one write path, and the delivery of every commit."""
 
@@ -315,7 +319,18 @@ class RunLedger:
     async def _load(self, slot: RunSlot) -> RunState:
         """The run's state, loaded from the store if it is not in memory; holds its lock."""
         if slot.state is None:
-            self._slots.set_state(slot, await self._restore(slot.run_id))
+            failed = slot.failure
+            if failed is not None and time.monotonic() - failed[0] < _SHARED_LOAD_FAILURE:
+                raise failed[1]  # queued behind a load that just failed: its answer
+            try:
+                state = await self._restore(slot.run_id)
+            except NotFound:
+                raise
+            except Exception as exc:
+                slot.failure = (time.monotonic(), exc)
+                raise
+            slot.failure = None
+            self._slots.set_state(slot, state)
         assert slot.state is not None
         return slot.state
 

@@ -20,13 +20,16 @@ from runstream_server.domain.state import RunState
 class RunSlot:
     """One run in memory: its state (None until loaded) and the lock of its writes."""
 
-    __slots__ = ("lock", "run_id", "state", "users")
+    __slots__ = ("failure", "lock", "run_id", "state", "users")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.lock = asyncio.Lock()
         self.state: RunState | None = None
         self.users = 0
+        # The last failed load (when, what): the callers queued behind it share it rather
+        # than each waiting out the store's timeout in turn.
+        self.failure: tuple[float, Exception] | None = None
 
 
 class RunSlots:

@@ -49,10 +49,16 @@ def _fresh_connections() -> dict[str, Any]:
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 
 
+SOCKET_TIMEOUT = 8
+"""Seconds a Redis that stopped answering holds a command: shorter than the clients' default
+deadline (the SDK's and the CLI's 10 s), so that they get the store's UNAVAILABLE, which says
+a change may still be applied, rather than a bare DEADLINE_EXCEEDED of their own."""
+
+
 def connect(options: RedisOptions) -> Any:
     """A client for the store's URL: a blocking pool on one Redis, or a cluster client."""
     common: dict[str, Any] = {
-        "socket_timeout": 10,
+        "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": 3,
         "decode_responses": False,
     }
