@@ -26,6 +26,7 @@ from tests.server.support import Caller, custom, opened, refused, retry_info, sp
 LIMITS = Limits(
     watch_streams_per_principal=2,
     watchers_per_run=3,
+    report_streams_per_principal=2,
     active_runs_per_tenant=2,
     append_events_per_second=5.0,
     append_burst=10,
@@ -163,6 +164,37 @@ async def test_the_report_stream_is_metered_too(callers: dict[str, Caller]) -> N
     assert acks == [1]  # the first batch fit the burst and was acknowledged
     events = (await bot.runs.ListEvents(rs.ListEventsRequest(run_id=run_id))).events
     assert len([e for e in events if e.idempotency_key]) == 10
+
+
+async def test_report_streams_per_principal(callers: dict[str, Caller]) -> None:
+    """One producer token held 20,000 Report streams open (842 MiB on the server) and was
+    refused none (found in review)."""
+    bot = callers["bot"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+
+    def report(caller: Caller, n: int) -> Any:
+        async def requests() -> AsyncIterator[rp.ReportRequest]:
+            yield rp.ReportRequest(run_id=run_id, batch_id=1, events=[custom(n)])
+            await asyncio.Event().wait()  # held open, as a producer's stream is
+
+        return caller.report.Report(requests())
+
+    first, second = report(bot, 1), report(bot, 2)
+    await opened(first)
+    await opened(second)
+    exc = await refused(report(bot, 3))
+    assert "2 Report streams are open for bot" in (exc.details() or "")
+    assert retry_info(exc) > 0
+    await opened(report(callers["bot2"], 4))  # another principal: unaffected
+    first.cancel()
+    for n in range(5, 105):  # the server sees the cancel shortly after; then a place is free
+        try:
+            await opened(report(bot, n))
+            break
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        raise AssertionError("closing a Report stream did not free its place")
 
 
 async def test_concurrent_creates_never_pass_the_active_runs_limit(

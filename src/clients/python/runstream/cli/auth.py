@@ -363,6 +363,8 @@ LIMIT_OPTIONS = (
      "open WatchRun/WatchRuns/Interact streams per principal"),
     ("--max-watchers-per-run", "watchers_per_run", non_negative_int, 5000,
      "open watch streams per run"),
+    ("--max-report-streams", "report_streams_per_principal", non_negative_int, 1000,
+     "open Report streams per producer principal, on this server"),
     ("--max-active-runs", "active_runs_per_tenant", non_negative_int, 2000,
      "runs not yet ended per tenant"),
     ("--append-rate", "append_events_per_second", non_negative_float, 2000.0,
