@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from runstream.v1 import report_service_pb2 as rp
@@ -92,6 +94,24 @@ async def test_another_kind_of_event_under_a_stored_key_is_refused_not_dropped(s
     kinds = [e.WhichOneof("payload") for r in log for e in r.events]
     assert kinds.count("run_completed") == 1 and kinds.count("custom") == 1
     assert seqs(log) == list(range(1, len(kinds) + 1))
+
+
+async def test_one_key_on_two_kinds_of_one_batch_is_invalid_argument_naming_both(
+    stubs: Any,
+) -> None:
+    """The refusal said the key "already holds event 2", an event of the refused batch
+    itself that was never stored (found in review): the request contradicts itself."""
+    run = await create_run(stubs)
+    first = custom(1, key="k")
+    second = ev.RunEvent(idempotency_key="k", milestone=ev.Milestone(milestone_id="m", title="t"))
+    err = await rpc_error(append(stubs, run.run_id, first, second))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "events[1].idempotency_key: 'k' is the key of events[0] of this batch too, a custom; "
+        "each event needs a key of its own"
+    )
+    snap = (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))).run
+    assert snap.last_seq == 1
 
 
 async def test_a_batch_with_one_bad_event_stores_nothing(stubs) -> None:  # type: ignore[no-untyped-def]

@@ -405,6 +405,22 @@ async def test_a_huge_display_name_is_refused_and_lists_keep_working(stubs: Any)
     assert len(listed.runs) == 1
 
 
+async def test_a_workflow_is_held_to_128_characters_without_a_quote_as_documented(
+    stubs: Any,
+) -> None:
+    """The field table said 256 and the create check 128, so 129 to 256 characters and 257
+    got two different refusals, and the contract named no limit (found in review)."""
+    for length in (129, 256, 257):
+        err = await rpc_error(create_run(stubs, workflow="w" * length))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == f"workflow: is {length} characters; the limit is 128 characters"
+    err = await rpc_error(create_run(stubs, workflow='say "hi"'))
+    assert err.details() == "workflow: holds '\"', which a ListRuns filter could not quote"
+    run = await create_run(stubs, workflow="w" * 128)
+    listed = await stubs.runs.ListRuns(rs.ListRunsRequest(filter=f'workflow = "{"w" * 128}"'))
+    assert [r.run_id for r in listed.runs] == [run.run_id]
+
+
 # --- control characters in names -----------------------------------------------------------
 
 CLEAR = "\x1b[2J"  # clears the terminal of whoever prints it

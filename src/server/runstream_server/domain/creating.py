@@ -40,8 +40,10 @@ def check_create(run_id: str, run: NewRun, limits: Limits) -> None:
     workflow, labels, steps, targets = run.workflow, run.labels, run.steps, run.targets
     if not workflow.strip():
         raise InvalidArgument("workflow", "is required")
-    if len(workflow) > 128 or '"' in workflow:
-        raise InvalidArgument("workflow", "must be at most 128 characters, without '\"'")
+    if len(workflow) > 128:  # the field table says so first; a direct caller gets it here
+        raise InvalidArgument("workflow", f"is {len(workflow)} characters; the limit is 128")
+    if '"' in workflow:
+        raise InvalidArgument("workflow", "holds '\"', which a ListRuns filter could not quote")
     if len(labels) > limits.max_labels:
         raise InvalidArgument("labels", f"at most {limits.max_labels} labels")
     for key in labels:

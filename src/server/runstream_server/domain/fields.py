@@ -76,7 +76,7 @@ DEFAULT_LIMIT = Limit(chars=1024, items=100, key_chars=128, struct_bytes=16_384)
 
 # What CreateRun takes is what the RunCreated event stores.
 _RUN_CREATED = {
-    "workflow": NAME,
+    "workflow": ID,  # a name, 128 characters as an id (and no '"': domain.creating)
     "display_name": NAME,
     "labels": Limit(items=64, key_chars=63, chars=256),
     "steps": Limit(items=10_000),  # Limits.max_steps (1000 by default) answers first

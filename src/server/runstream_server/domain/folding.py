@@ -20,7 +20,7 @@ from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_
 from runstream_server.domain.health import TROUBLED, Troubles
 from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import RunState, to_timestamp
-from runstream_server.errors import FailedPrecondition
+from runstream_server.errors import FailedPrecondition, InvalidArgument
 from runstream_server.store.base import HeldKey
 
 
@@ -62,11 +62,18 @@ def fold(
     acks: list[EventAck] = []
     spoken: list[event_pb2.RunEvent] = []
     ended_at = ""  # the event of this batch that ended the run
+    taken: dict[str, int] = {}  # the keys this batch's events took: key -> index
     for i, event in enumerate(events):
         key = event.idempotency_key
         name = event.WhichOneof("payload") or ""
         if key and key in known:
             held = known[key]
+            if key in taken and held.kind != KIND_BY_FIELD[name]:
+                raise InvalidArgument(
+                    f"events[{i}].idempotency_key",
+                    f"{key!r} is the key of events[{taken[key]}] of this batch too, "
+                    f"{_a(kind_name(held.kind))}; each event needs a key of its own",
+                )
             _check_same_kind(held, name, key, f"events[{i}]", run_id)
             acks.append(EventAck(held.seq, key, duplicate=True))
             continue
@@ -88,6 +95,7 @@ def fold(
         acks.append(EventAck(seq, key, duplicate=False))
         if key:
             known[key] = HeldKey(seq, KIND_BY_FIELD[name])
+            taken[key] = i
         if producer:
             spoken.append(event)
             if not draft.is_terminal:  # milestones land right after what crossed them

@@ -35,7 +35,8 @@ export type CreateRunRequest = Message<"runstream.v1.CreateRunRequest"> & {
   runId: string;
 
   /**
-   * The workflow the run executes, for example "campaign-generator". Required.
+   * The workflow the run executes, for example "campaign-generator". Required; at most 128
+   * characters, without '"' (ListRuns filters quote it) or control characters.
    *
    * @generated from field: string workflow = 2;
    */
