@@ -501,3 +501,26 @@ async def test_six_agents_writing_at_once_each_show_their_whole_text(
         await run.complete()
         await run.close()
         assert await page.errors() == []
+
+
+async def test_a_browser_clock_minutes_off_the_servers_still_reads_a_deadline_right(
+    server: RunstreamServer, web: Web
+) -> None:
+    """With the browser's clock 3 minutes fast, an open decision with two minutes left read
+    "closes in 0 ms" and the elapsed time was 3 minutes long (found in review): the page
+    takes the server's clock from its streams' heartbeats."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        await page.call("skew", seconds=180)
+        run = await client.start_run("launch")
+        ask = asyncio.create_task(run.ask("Which headline?", ["bold", "calm"], timeout=120))
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(run_view_is("WAITING_FOR_INPUT"))
+        # Once a heartbeat came (the idle streams send one every 10 s): about 2 minutes.
+        deadline = "document.querySelector('.decision-deadline')?.textContent ?? ''"
+        await page.wait(f"/closes in 1 m [0-9]+ s/.test({deadline})", within=30)
+        elapsed = await page.eval("document.querySelector('.run-view .elapsed').textContent")
+        assert " m " not in elapsed, elapsed  # seconds, not 3 minutes
+        ask.cancel()
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []

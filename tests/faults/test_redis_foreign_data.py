@@ -80,17 +80,24 @@ async def test_a_user_without_scripts_or_pub_sub_is_refused_in_one_line(
     assert password not in refusal.stderr
 
 
-async def test_a_user_allowed_only_runstreams_own_keys_and_channel_is_served(
-    client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
-) -> None:
-    """A least-privilege user (its prefix's keys, its notice channel) works; the start check
-    published on a channel of its own and refused it with a traceback (found in review)."""
+async def least_privileged(client: aioredis.Redis) -> tuple[str, str, str]:
+    """A user of the README's least-privilege line: its prefix's keys and database 0's notice
+    channel; its name, password and prefix."""
     user, password = f"u{secrets.token_hex(4)}", secrets.token_hex(12)
     prefix = f"lp{secrets.token_hex(4)}"
     await client.execute_command(
         "ACL", "SETUSER", user, "on", f">{password}", f"~{prefix}:*", "resetchannels",
         f"&{prefix}:commits", "+@all",
     )  # fmt: skip
+    return user, password, prefix
+
+
+async def test_a_user_allowed_only_runstreams_own_keys_and_channel_is_served(
+    client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A least-privilege user (its prefix's keys, its notice channel) works; the start check
+    published on a channel of its own and refused it with a traceback (found in review)."""
+    user, password, prefix = await least_privileged(client)
     try:
         url = prefixed(redis_server, prefix, f"{user}:{password}")
         async with serving_on(url, tmp_path) as server, runstream.connect(server.target) as sdk:
@@ -107,7 +114,25 @@ async def test_a_user_allowed_only_runstreams_own_keys_and_channel_is_served(
         await client.execute_command("ACL", "DELUSER", user)
     assert refusal.returncode == 1
     assert_one_line(refusal.stderr, "refuses this server's user", "can't publish to the channel")
+    assert f"SUBSCRIBE on &{prefix}:commits)" in refusal.stderr  # what to grant
     assert password not in refusal.stderr
+
+
+async def test_the_refusal_of_a_user_on_another_database_names_that_databases_channel(
+    client: aioredis.Redis, redis_server: RedisProcess
+) -> None:
+    """The README's least-privilege line grants `&PREFIX:commits`, database 0's channel; on
+    database 1 the store publishes on `PREFIX:db1:commits`, and the refusal named neither
+    (found in review)."""
+    user, password, prefix = await least_privileged(client)
+    try:
+        url = prefixed(redis_server, prefix, f"{user}:{password}").replace("/0?", "/1?")
+        assert "/1?" in url
+        refusal = await asyncio.to_thread(serve_refuses, url)
+    finally:
+        await client.execute_command("ACL", "DELUSER", user)
+    assert refusal.returncode == 1
+    assert f"SUBSCRIBE on &{prefix}:db1:commits)" in refusal.stderr, refusal.stderr
 
 
 async def test_a_run_whose_record_is_another_programs_answers_data_loss(

@@ -219,3 +219,21 @@ async def test_a_call_with_the_sdks_default_deadline_gets_the_stores_unavailable
             os.kill(redis.process.pid, signal.SIGCONT)
         assert "may still be applied" in str(refused.value)
         await run.close()
+
+
+async def test_the_cli_says_what_a_running_server_says_of_its_store_and_no_more(
+    restartable: Restartable,
+) -> None:
+    """With its Redis down the server answers UNAVAILABLE naming the cause; the CLI added
+    "(is a Runstream server running at ...?)", sending the operator to check a server that
+    was running (found in review). That hint is for when nothing answers."""
+    from tests.e2e.test_cli import runstream_cli
+
+    redis, server = restartable.redis, restartable.server
+    redis.stop()
+    done = await asyncio.to_thread(runstream_cli, "runs", "--target", server.target)
+    assert done.returncode == 1
+    assert "the Redis store is unreachable" in done.stderr, done.stderr
+    assert "is a Runstream server running" not in done.stderr, done.stderr
+    nobody = await asyncio.to_thread(runstream_cli, "runs", "--target", "127.0.0.1:1")
+    assert "is a Runstream server running at 127.0.0.1:1?" in nobody.stderr, nobody.stderr

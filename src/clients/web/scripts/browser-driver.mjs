@@ -69,6 +69,8 @@ const ops = {
   viewport: ({ width, height }) => page.setViewportSize({ width, height }).then(() => null),
   screenshot: ({ path, fullPage }) => page.screenshot({ path, fullPage: fullPage ?? false }).then(() => path),
   errors: () => Promise.resolve(problems.slice()),
+  // The page's clock `seconds` off the real one from now on (a laptop whose clock drifted).
+  skew: ({ seconds }) => page.clock.install({ time: Date.now() + seconds * 1000 }).then(() => null),
   unimplemented: ({ method }) =>
     page
       .route(`**/${method}`, (route) =>

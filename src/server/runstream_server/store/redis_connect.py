@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from runstream_server.store.base import StoreUnusable
 from runstream_server.store.redis_errors import not_permitted, reply_of
 from runstream_server.store.redis_keys import RedisKeys
-from runstream_server.store.redis_notices import PROBE_NOTICE, notice_channel
+from runstream_server.store.redis_notices import PROBE_NOTICE, commits_channel, notice_channel
 from runstream_server.store.redis_url import RedisOptions
 
 __all__ = ["check_usable", "connect", "master_client"]
@@ -130,9 +130,10 @@ async def check_usable(
         if not not_permitted(exc, reply):
             raise
         subscribe = "SSUBSCRIBE" if options.cluster else "SUBSCRIBE"
+        channels = f"{options.prefix}:notices:*" if options.cluster else commits_channel(options)
         raise StoreUnusable(
             f"the Redis store {display} refuses this server's user: {reply[:160]} "
-            f"(it needs scripts, {publish} and {subscribe})"
+            f"(it needs scripts, {publish} and {subscribe} on &{channels})"
         ) from None
 
 

@@ -1006,6 +1006,10 @@ def _fill_closed_standard_streams() -> None:
                 setattr(sys, name, stream)
 
 
+SERVER_CAUSES = ("Redis store", "Redis cluster", "shutting down")
+"""Words of the causes a running server gives with UNAVAILABLE (its store, or its stop)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `runstream` command; returns the exit code."""
     _fill_closed_standard_streams()
@@ -1023,7 +1027,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print("interrupted", style="grey62")
         return 130
     except runstream.UnavailableError as exc:
-        where = f" (is a Runstream server running at {target}?)" if target else ""
+        # Only when nothing answered: a server that did names its cause (its store is
+        # unreachable, it is shutting down), and asking whether it runs would mislead.
+        unanswered = target and not any(cause in exc.message for cause in SERVER_CAUSES)
+        where = f" (is a Runstream server running at {target}?)" if unanswered else ""
         _say_error(errors, f"runstream: {describe_error(exc)}{where}")
         return 1
     except runstream.RunstreamError as exc:

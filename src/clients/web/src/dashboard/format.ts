@@ -1,5 +1,6 @@
 // Formatting for people: durations, times, counts, money and metric values.
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { serverNow } from "./clock";
 
 /** Milliseconds since the epoch, or undefined for an unset timestamp. */
 export function millis(ts: Timestamp | undefined): number | undefined {
@@ -34,7 +35,7 @@ export function clock(ms: number | undefined): string {
 }
 
 /** "just now", "5 s ago", "3 min ago", "2 h ago", or a date. */
-export function ago(ms: number | undefined, now = Date.now()): string {
+export function ago(ms: number | undefined, now = serverNow()): string {
   if (ms === undefined) return "";
   const s = Math.max(0, (now - ms) / 1000);
   if (s < 3) return "just now";

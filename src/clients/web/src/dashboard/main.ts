@@ -3,6 +3,7 @@
 import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
 import { type Api, createApi, resolveBaseUrl } from "./api";
 import { $, attr, h, text } from "./dom";
+import { serverNow } from "./clock";
 import { percentText } from "./format";
 import { isTerminal } from "./model";
 import { RunsFeed } from "./runs";
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
 
   function render(): void {
     frame = 0;
-    const now = Date.now();
+    const now = serverNow(); // server timestamps are compared with it
     const all = runs.list();
     renderRunList(list, all.slice(0, runs.shown), session?.runId, now);
     $(app, "#runs-more").hidden = !runs.more;

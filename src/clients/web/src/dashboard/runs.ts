@@ -7,6 +7,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
 import { askForToken } from "./auth";
+import { heardServerTime } from "./clock";
 import { millis } from "./format";
 import type { LinkState } from "./watch";
 
@@ -159,6 +160,7 @@ export class RunsFeed {
     for await (const response of this.api.runs.watchRuns(request, { signal: controller.signal, timeoutMs: 0 })) {
       connected();
       this.state("live");
+      heardServerTime(response.heartbeat?.serverTime);
       for (const run of response.runs) (initial ? fresh : this.runs).set(run.runId, run);
       if (response.initialStateComplete && initial) {
         // Replace, not merge: runs deleted while disconnected disappear.

@@ -3,6 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
+import { serverNow } from "./clock";
 import { FEED_KINDS, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
@@ -54,7 +55,7 @@ export class RunSession {
   link: LinkState = "connecting";
   linkDetail = "";
   error = "";
-  /** When the link was lost (Date.now()), while it is; the ETA stands still meanwhile. */
+  /** When the link was lost (on the server's clock, serverNow()), while it is; the ETA stands still meanwhile. */
   lostAt: number | undefined;
   /** The pause, resume or cancel request on its way, and the last one's error. */
   acting: RunAction | undefined;
@@ -103,7 +104,7 @@ export class RunSession {
       },
       state: (state, detail) => {
         const lost = state === "reconnecting" || state === "denied";
-        if (lost && this.lostAt === undefined) this.lostAt = Date.now();
+        if (lost && this.lostAt === undefined) this.lostAt = serverNow();
         if (!lost && state !== "connecting") this.lostAt = undefined;
         this.link = state;
         this.linkDetail = detail ?? "";

@@ -6,6 +6,7 @@ import type { RunEvent } from "../gen/runstream/v1/event_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import type { Api } from "./api";
 import { askForToken } from "./auth";
+import { heardServerTime } from "./clock";
 
 /**
  * The state of the link to the server, as the Live indicator shows it: "denied" while the
@@ -133,6 +134,7 @@ export class RunWatch {
       armStallTimer();
       for await (const response of stream) {
         armStallTimer();
+        heardServerTime(response.heartbeat?.serverTime);
         if (response.events.length > 0) this.deliver(response.events, controller);
       }
       return !controller.signal.aborted;

@@ -1,10 +1,11 @@
 // The sidebar: every run with its status and progress, newest first.
 import { type Run, RunHealth, RunStatus } from "../../gen/runstream/v1/run_pb";
+import { serverNow } from "../clock";
 import { $, attr, h, reconcile, text } from "../dom";
 import { ago, enumWords, millis, percentText } from "../format";
 import { isTerminal } from "../model";
 
-export function renderRunList(container: HTMLElement, runs: Run[], selected: string | undefined, now = Date.now()): void {
+export function renderRunList(container: HTMLElement, runs: Run[], selected: string | undefined, now = serverNow()): void {
   reconcile(
     container,
     runs,

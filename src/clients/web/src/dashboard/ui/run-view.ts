@@ -2,6 +2,7 @@
 // streamed agent output, thinking, model allocations and the activity feed.
 import { DecisionOutcome, EventKind } from "../../gen/runstream/v1/event_pb";
 import { type ActiveAgent, EstimateSource, RunHealth, RunStatus, type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
+import { serverNow } from "../clock";
 import { $, attr, h, icon, reconcile, text } from "../dom";
 import {
   ago,
@@ -70,7 +71,7 @@ export class RunView {
     } else if (action) void this.session.control(action);
   }
 
-  render(now = Date.now()): void {
+  render(now = serverNow()): void {
     const { model } = this.session;
     const run = model.snapshot;
     attr(this.root, "data-last-seq", String(model.lastSeq));
