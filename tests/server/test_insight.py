@@ -68,9 +68,11 @@ async def simulate(
     rng: random.Random,
     start: datetime,
     checkpoints: list[tuple[float, float]] | None = None,
+    pace: float = 1.0,
 ) -> datetime:
-    """Runs the workflow on a simulated clock; records (estimated, true) remaining seconds."""
-    durations = {s: d * rng.uniform(0.75, 1.25) for s, d in STEPS.items()}
+    """Runs the workflow on a simulated clock (`pace` times slower than usual); records
+    (estimated, true) remaining seconds."""
+    durations = {s: d * pace * rng.uniform(0.75, 1.25) for s, d in STEPS.items()}
     run = await create_run(stubs, *STEPS, workflow="research-report")
     now = start
     await append(stubs, run.run_id, timed(ev.RunEvent(run_started=ev.RunStarted()), now))
@@ -123,6 +125,24 @@ async def test_eta_from_history_lands_near_the_true_remaining_time(insight_serve
     assert all(est >= 0 for est, _ in points)
     assert statistics.mean(errors) < 0.25
     assert max(errors) < 0.6
+
+
+async def test_a_run_three_times_slower_than_its_history_is_estimated_at_its_own_pace(
+    insight_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """The pace the estimate scales the steps left by was held to 0.5-2x: a run three times
+    slower than its history was estimated about 60 % short to its last step, inside a narrow
+    range that never held the truth (found in review)."""
+    _, stubs = insight_server
+    rng = random.Random(11)
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(4):
+        clock = await simulate(stubs, rng, clock + timedelta(hours=1))
+    points: list[tuple[float, float]] = []
+    await simulate(stubs, rng, clock + timedelta(hours=1), points, pace=3.0)
+    later = points[2:-1]  # once it finished a few steps, before the last (no steps left)
+    errors = [abs(est - true) / true for est, true in later]
+    assert statistics.mean(errors) < 0.25, later
 
 
 async def test_a_silent_producer_is_stalled_then_healthy_when_it_speaks(insight_server) -> None:  # type: ignore[no-untyped-def]
@@ -527,3 +547,40 @@ async def test_the_eta_of_parallel_tracks_is_their_longest_chain_not_their_sum(s
     assert estimate.history_runs == 3
     left = (estimate.end_time.ToDatetime(UTC) - halfway).total_seconds()
     assert left == pytest.approx(110, abs=1)  # the sum would say 160
+
+
+async def test_a_run_found_stalled_gets_its_estimate_made_again_from_the_steps_left(
+    insight_server,  # type: ignore[no-untyped-def]
+) -> None:
+    """An estimate is made at the producer's events and counted down between them: a
+    producer silent past it left "about a second" on screen, next to "Stalled", with most
+    of the plan still to run (found in review). The stall makes it again."""
+    _, stubs = insight_server
+    usual = {"a": 0.1, "b": 2.0, "c": 2.0, "d": 2.0}
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    for _ in range(3):  # the workflow's history: a takes 0.1 s, b to d 2 s each
+        run = await create_run(stubs, *usual, workflow="late")
+        moment = start
+        for step, took in usual.items():
+            started = ev.RunEvent(step_started=ev.StepStarted(step_id=step))
+            await append(stubs, run.run_id, timed(started, moment))
+            moment += timedelta(seconds=took)
+            done = ev.RunEvent(step_completed=ev.StepCompleted(step_id=step))
+            await append(stubs, run.run_id, timed(done, moment))
+        await append(stubs, run.run_id, timed(ev.RunEvent(run_completed=ev.RunCompleted()), moment))
+        start = moment + timedelta(seconds=1)
+    run = await create_run(stubs, *usual, workflow="late")
+    # Its producer started a 10 s ago and went silent: past the 6.1 s estimate made then.
+    ago = datetime.now(UTC) - timedelta(seconds=10)
+    await append(
+        stubs, run.run_id, timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), ago)
+    )
+    get = rs.GetRunRequest(run_id=run.run_id)
+    for _ in range(100):
+        snapshot = (await stubs.runs.GetRun(get)).run
+        if snapshot.health == run_pb2.RUN_HEALTH_STALLED:
+            break
+        await asyncio.sleep(0.05)
+    assert snapshot.health == run_pb2.RUN_HEALTH_STALLED
+    remaining = snapshot.estimate.remaining.ToNanoseconds() / 1e9
+    assert 5.0 <= remaining <= 6.5, snapshot.estimate  # b, c and d: about 6 s, not 1 s

@@ -10,7 +10,7 @@ Each workflow's completed runs teach the median duration of every step (a median
 mean, so one slow outlier run does not skew it). What is left of each step is
 
 * for pending steps, their median duration scaled by this run's *pace* (the median ratio of
-  actual to expected duration over the steps it has finished, clamped to 0.5-2x);
+  actual to expected duration over the steps it has finished, clamped to 0.25-4x);
 * for running steps, the average of "expected minus elapsed" and "elapsed extrapolated by
   the reported percent", so a step that reports progress is judged by it.
 
@@ -23,7 +23,9 @@ that reports item counts is judged the same way by its item fraction against the
 usual total duration. With no completed run at all the server has no estimate of its own: it
 shows the producer's (``estimated_time_remaining``, marked ESTIMATE_SOURCE_PRODUCER) when the
 producer sends one, and says nothing otherwise; as soon as history exists, it wins. The range
-comes from the spread (interquartile range) of the history.
+comes from the spread (interquartile range) of the history, widened by how far this run's
+pace is from it (a run three times slower than its history is not known to the history's
+precision), and so does the confidence.
 
 While a run waits for input or is paused its estimate is *held*: the remaining time stands
 still and the end time moves with the clock, until the run goes on.
@@ -196,9 +198,9 @@ def estimate(
             return _copy_estimate(current)
         return None
     # An overdue run says "about a second", like a reader's count-down, not "0.1 s".
-    learned = _learned_remaining(state, history, now)
+    learned, pace = _learned_remaining(state, history, now)
     remaining = min(max(learned, MIN_RUNNING_REMAINING), MAX_REMAINING)
-    spread = history.spread()
+    spread = max(history.spread(), min(abs(pace - 1), 0.95))
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
         remaining=duration_of(remaining),
@@ -209,6 +211,17 @@ def estimate(
         history_runs=history.runs,
         source=run_pb2.ESTIMATE_SOURCE_HISTORY,
     )
+
+
+def estimate_again(
+    state: RunState, history: WorkflowHistory, now: datetime
+) -> list[event_pb2.RunEvent]:
+    """The run's estimate made again as of `now`, as an EstimateUpdated if it moved."""
+    previous = state.run.estimate if state.run.HasField("estimate") else None
+    made = estimate(state, history, now)
+    if not estimate_moved(previous, made) or made is None:
+        return []
+    return [event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=made))]
 
 
 def _by_plan_and_progress(expected: float, elapsed: float, fraction: float) -> float:
@@ -222,7 +235,10 @@ def _by_plan_and_progress(expected: float, elapsed: float, fraction: float) -> f
     return max(remaining, 0.05 * expected)
 
 
-def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime) -> float:
+def _learned_remaining(
+    state: RunState, history: WorkflowHistory, now: datetime
+) -> tuple[float, float]:
+    """The run's remaining seconds, and its pace against its history (1.0: as usual)."""
     now_ns = int(now.timestamp() * 1e9)
     run = state.run
     if not run.steps:
@@ -231,13 +247,13 @@ def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime)
         elapsed = max(0.0, (now_ns - started) / 1e9)
         items = run.progress.items
         fraction = items.completed / items.total if items.total > 0 else 0.0
-        return _by_plan_and_progress(usual, elapsed, min(fraction, 1.0))
+        return _by_plan_and_progress(usual, elapsed, min(fraction, 1.0)), 1.0
     ratios = []
     for step in state.run.steps:
         expected = history.expected(step.step_id)
         if step.status == run_pb2.STEP_STATUS_SUCCEEDED and expected and step.HasField("duration"):
             ratios.append(step.duration.ToNanoseconds() / 1e9 / expected)
-    pace = min(2.0, max(0.5, statistics.median(ratios))) if ratios else 1.0
+    pace = min(4.0, max(0.25, statistics.median(ratios))) if ratios else 1.0
     left: list[float] = []  # what is left of each step, in plan order
     for step in state.run.steps:
         if step.status in _DONE:
@@ -252,15 +268,15 @@ def _learned_remaining(state: RunState, history: WorkflowHistory, now: datetime)
     dependent, tracks = state.steps.shape  # each estimate runs this: the least that will do
     if dependent:
         steps = state.run.steps
-        return _longest_chain(steps, {s.step_id: t for s, t in zip(steps, left, strict=True)})
+        return _longest_chain(steps, dict(zip((s.step_id for s in steps), left, strict=True))), pace
     if not tracks:
-        return sum(left)
+        return sum(left), pace
     # Tracks side by side, the steps of each one after another (steps beyond the plan: "").
     by_track: dict[str, float] = {}
     for i, seconds in enumerate(left):
         track = tracks[i] if i < len(tracks) else ""
         by_track[track] = by_track.get(track, 0.0) + seconds
-    return max(by_track.values(), default=0.0)
+    return max(by_track.values(), default=0.0), pace
 
 
 def _longest_chain(steps: Sequence[run_pb2.Step], left: dict[str, float]) -> float:

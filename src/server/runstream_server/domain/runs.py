@@ -71,6 +71,7 @@ from runstream_server.domain.watching import (
 )
 from runstream_server.errors import (
     AlreadyExists,
+    NotFound,
     RunstreamError,
     ShuttingDown,
 )
@@ -467,7 +468,16 @@ class RunManager:
     # --- background monitors --------------------------------------------------------------------
 
     async def _mark_stalled(self, run_id: str, status: int, threshold: float) -> None:
-        """Records that the run, found with `status` (RUNNING or PENDING), is STALLED."""
+        """Records that the run, found with `status` (RUNNING or PENDING), is STALLED, with
+        its estimate made again: the one made at its last event has counted down to "about a
+        second" meanwhile, whatever steps are left. Only for a run found as it went silent:
+        events dated far back (a producer's clock, a server that was down) say nothing of
+        how long the steps left will take from now."""
+        try:
+            run = (await self._ledger.state(run_id)).run
+        except NotFound:
+            return
+        history = await self._ledger.workflow_history(run.tenant, run.workflow)
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
             # Re-checked under the lock, on the committed state: the producer may have
@@ -485,7 +495,10 @@ class RunManager:
             else:
                 step = state.run.current_step_id or "the run"
                 reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
-            return [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
+            stalled = [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
+            if silence > threshold + 60:  # not just gone silent: a clock of its own, a restart
+                return stalled
+            return stalled + insight.estimate_again(state, history, self._clock())
 
         with contextlib.suppress(RunstreamError):
             await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
