@@ -30,6 +30,7 @@ from runstream.v1 import run_pb2
 
 from runstream_server.errors import Unavailable
 from runstream_server.store.base import RunFilter, stop_if_cancelled
+from runstream_server.store.redis_connect import SOCKET_TIMEOUT
 from runstream_server.store.redis_keys import RedisKeys
 
 log = logging.getLogger("runstream.store.redis")
@@ -79,11 +80,12 @@ class FilterIndexes:
         self._walker = asyncio.create_task(self._walk_forever())
 
     async def stop(self) -> None:
-        """Stops the walks; a walk that goes on all the same (its cancel swallowed under it)
-        is left to end at its next turn rather than waited for."""
+        """Stops the walks, and waits for the one under way to end: at its next round trip,
+        when redis-py swallowed the cancel (within the socket timeout, however Redis is);
+        a walk left running past the store's close would open connections of its own."""
         if self._walker is not None:
             self._walker.cancel()
-            await asyncio.wait({self._walker}, timeout=2)
+            await asyncio.wait({self._walker}, timeout=SOCKET_TIMEOUT + 2)
 
     async def _walk_forever(self) -> None:
         while True:
@@ -103,6 +105,7 @@ class FilterIndexes:
         last walk's end less :data:`MARGIN_US` (from the oldest when no walk ended yet);
         returns how many it entered."""
         state = await self._client().hgetall(self._keys.filters)
+        stop_if_cancelled()
         ready = state.get(b"ready") == b"1"
         upto = int(state.get(b"upto", b"0")) if ready else None
         low, skip = ("-inf" if upto is None else str(upto - MARGIN_US)), 0
@@ -138,12 +141,14 @@ class FilterIndexes:
         for run_id, _ in scored:
             pipe.hget(self._keys.meta(run_id), "ix")
         marks = await pipe.execute(raise_on_error=False)
+        stop_if_cancelled()  # here and after each round trip: redis-py may swallow a cancel
         unmarked = {
             run_id: at for (run_id, at), mark in zip(scored, marks, strict=True) if mark is None
         }
         if not unmarked:
             return 0
         stored = [(run_id, run) for run_id, run in await self._snapshots(list(unmarked)) if run]
+        stop_if_cancelled()
         if not stored:
             return 0
         pipe = self._client().pipeline(transaction=False)
@@ -151,6 +156,7 @@ class FilterIndexes:
             for key in self.keys_of(run):
                 pipe.zadd(key, {run_id: unmarked[run_id]}, nx=True)
         await pipe.execute()
+        stop_if_cancelled()
         pipe = self._client().pipeline(transaction=False)
         for run_id, _ in stored:
             pipe.hset(self._keys.meta(run_id), "ix", 1)
