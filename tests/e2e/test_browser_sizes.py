@@ -524,3 +524,25 @@ async def test_a_browser_clock_minutes_off_the_servers_still_reads_a_deadline_ri
         await run.complete()
         await run.close()
         assert await page.errors() == []
+
+
+async def test_the_home_page_and_an_etaless_run_say_what_is_so(
+    server: RunstreamServer, web: Web
+) -> None:
+    """The home page said "No runs yet?" under a list of runs, and a run whose workflow has
+    no history said "ETA estimating…" for as long as it ran, where the server says nothing
+    rather than guess and the CLI says "unknown" (found in review)."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        await page.goto(web.page.url)
+        hint = "document.querySelector('.overview .hint')"
+        await page.wait(f"{hint} !== null && !{hint}.hidden")  # no runs at all: the hint
+        run = await client.start_run("first-of-its-kind", steps=["a"])
+        await run.flush()
+        await page.wait(f"document.querySelector('.overview-runs li') !== null && {hint}.hidden")
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(run_view_is("RUNNING"))
+        eta = "document.querySelector('.run-view .eta').textContent"
+        await page.wait(f"{eta} === 'ETA unknown (no history yet)'")
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []

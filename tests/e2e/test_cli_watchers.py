@@ -634,3 +634,22 @@ def test_the_live_view_says_why_a_run_is_not_healthy() -> None:
     assert "\x1b" not in screen
     healthy = draw(RunView.from_snapshot(snapshot()), 160, 50)
     assert "why " not in healthy
+
+
+def test_the_runs_table_counts_etas_down_to_the_time_it_is_given() -> None:
+    """`runs --watch` kept counting ETAs down while it said "connection lost" (00:06 to
+    00:01 in an 8 s outage, found in review); the live table now gives the time the server
+    was last heard, and they stand still."""
+    heard = datetime.now(UTC) - timedelta(seconds=30)
+    estimate = run_pb2.Estimate()
+    estimate.remaining.FromSeconds(60)
+    estimate.end_time.FromDatetime(heard + timedelta(seconds=60))
+    run = snapshot(estimate=estimate)
+
+    def eta(**now: datetime) -> str:
+        console = Console(width=200, record=True, color_system=None)
+        console.print(runs_table([run], 200, **now))
+        return console.export_text()
+
+    assert "01:00" in eta(now=heard)  # as the server was last heard
+    assert "00:30" in eta() or "00:29" in eta()  # live: counted down to now

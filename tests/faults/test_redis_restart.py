@@ -91,6 +91,7 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(
 ) -> None:
     redis, server = restartable.redis, restartable.server
     caplog.set_level(logging.DEBUG, "runstream.store.redis")
+    caplog.set_level(logging.INFO, "runstream.server")
     redis.kill()
     await asyncio.sleep(4)  # eight attempts to subscribe again meanwhile, had each waited 0.5 s
     lost = [
@@ -112,6 +113,10 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(
 
     await eventually(lambda: bool(back()), within=10)
     assert len(back()) == 1
+    # The server's store health says the outage ended at INFO, as it began at WARNING.
+    await eventually(lambda: any(r.getMessage() == "store reachable again" for r in caplog.records))
+    ended = [r for r in caplog.records if r.getMessage() == "store reachable again"]
+    assert [r.levelno for r in ended] == [logging.INFO]
     # Subscribed as soon as the health check reaches Redis (every 0.5 s), not when the
     # backed-off wait ends (attempts at 0, 0.5, 1.5, 3.5 and 7.5 s into the outage): until
     # then, the replica says SERVING while its watchers hear nothing of other replicas.

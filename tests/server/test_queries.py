@@ -247,7 +247,10 @@ async def test_a_page_token_continues_only_the_order_it_came_from(stubs: Stubs) 
         rs.ListEventsRequest(run_id=run.run_id, page_size=3, order_by="seq desc")
     )
     oldest = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id, page_size=3))
+    other = await create_run(stubs)
     for request in [
+        # Another run's: the message named only the filter and order, which were the same.
+        rs.ListEventsRequest(run_id=other.run_id, page_token=oldest.next_page_token),
         rs.ListEventsRequest(run_id=run.run_id, page_token=newest.next_page_token),
         rs.ListEventsRequest(run_id=run.run_id, page_token=newest.next_page_token, order_by="seq"),
         rs.ListEventsRequest(
@@ -264,7 +267,8 @@ async def test_a_page_token_continues_only_the_order_it_came_from(stubs: Stubs) 
             await stubs.runs.ListEvents(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
         assert info.value.details() == (
-            "page_token: belongs to another request; repeat the original filter and order_by"
+            "page_token: belongs to another request; repeat the original run_id, filter and "
+            "order_by"
         )
     # With the order (and filter) it came from, each token goes on where its page ended.
     again = await stubs.runs.ListEvents(

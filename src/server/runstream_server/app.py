@@ -371,7 +371,10 @@ class RunstreamServer:
             reachable = await store.ping()
             if reachable != serving:
                 serving = reachable
-                log.warning("store %s", "reachable again" if reachable else "unreachable")
+                if reachable:  # the end of an outage is news, not a warning
+                    log.info("store reachable again")
+                else:
+                    log.warning("store unreachable")
                 await self._set_serving(serving)
 
     def _store_size(self) -> int:

@@ -145,7 +145,7 @@ class Reading:
         position_key = "before" if descending else "after"
         position: int | None = None
         if page_token:
-            value = decode_token(page_token, scope, "filter and order_by").get(position_key)
+            value = decode_token(page_token, scope, "run_id, filter and order_by").get(position_key)
             if not isinstance(value, int) or not 0 <= value < MAX_SEQ:
                 raise InvalidArgument("page_token", "is not a token this server issued")
             position = value

@@ -124,10 +124,13 @@ def _status_and_health(run: runstream.Run) -> Text:
     return text
 
 
-def runs_table(runs: Sequence[runstream.Run], width: int = 200) -> Table:
+def runs_table(
+    runs: Sequence[runstream.Run], width: int = 200, *, now: datetime | None = None
+) -> Table:
     """One row per run, most recent first, as ListRuns returns them. On a narrow terminal
     the columns that say least go first: the viewers, the name, the create time, the health
-    (then said in STATUS), the ETA, the duration, and the workflow last."""
+    (then said in STATUS), the ETA, the duration, and the workflow last. ETAs count down to
+    `now` (while the server is out of reach, when it was last heard: they stand still)."""
     health_shown = width >= HEALTH_SHOWN_FROM
     columns: list[_Column[runstream.Run]] = [
         _Column(
@@ -156,7 +159,7 @@ def runs_table(runs: Sequence[runstream.Run], width: int = 200) -> Table:
         ),
         _Column(
             "ETA",
-            lambda run: "" if run.status.is_terminal else eta_clock(run.estimate),
+            lambda run: "" if run.status.is_terminal else eta_clock(run.estimate, now),
             {"justify": "right", "min_width": 5},
             shown_from=105,
         ),
@@ -626,6 +629,7 @@ async def watch_runs(
     # The stream reconnects on its own and says nothing while it does, so the table asks the
     # server about its filter every heartbeat: "live" only while one of the two answers.
     heard = time.monotonic()
+    heard_at = datetime.now(UTC)  # the same moment by the wall clock, for the ETAs
 
     def state() -> tuple[str, str]:
         silent = time.monotonic() - heard
@@ -652,16 +656,17 @@ async def watch_runs(
             return Group(title, Text("Waiting for the server", style="grey62"))
         if not ordered:
             return Group(title, Text("No runs yet", style="grey62"))
-        return Group(title, runs_table(ordered, console.width))
+        lost = time.monotonic() - heard > LOST_AFTER  # the ETAs stand still until it is back
+        return Group(title, runs_table(ordered, console.width, now=heard_at if lost else None))
 
     async def probe() -> None:
-        nonlocal heard
+        nonlocal heard, heard_at
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             with contextlib.suppress(runstream.RunstreamError, TimeoutError):
                 async with asyncio.timeout(LOST_AFTER):
                     await client.list_runs_page(filter, page_size=1)
-                heard = time.monotonic()
+                heard, heard_at = time.monotonic(), datetime.now(UTC)
 
     with Live(table(), console=console, auto_refresh=False) as view:
         updates = watching()
@@ -670,7 +675,7 @@ async def watch_runs(
         try:
             async for update in updates:
                 connected = True
-                heard = time.monotonic()
+                heard, heard_at = time.monotonic(), datetime.now(UTC)
                 if update.initial:
                     runs = {}
                     left_out = update.ended_runs_left_out

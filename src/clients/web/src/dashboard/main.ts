@@ -147,7 +147,7 @@ function buildOverview(api: Api): HTMLElement {
       h("div", { class: "overview-stats" }),
       h(
         "p",
-        { class: "hint" },
+        { class: "hint", hidden: true },
         "No runs yet? Report one with the Python SDK, or start the simulated campaign: ",
         h("code", null, "runstream demo --target HOST:PORT"),
       ),
@@ -164,6 +164,7 @@ function atLeast(n: number, complete: boolean): string {
 function renderOverview(el: HTMLElement, runs: Run[], known: { complete: boolean; activeComplete: boolean }, now: number): void {
   // The list again, inline, for screens where the sidebar is a drawer.
   renderRunList($(el, ".overview-runs"), runs.slice(0, 20), undefined, now);
+  $(el, ".hint").hidden = runs.length > 0 || !known.complete; // the hint is for no runs at all
   const count = (status: RunStatus) => runs.filter((r) => r.status === status).length;
   const stats: Array<[string, number, string, boolean]> = [
     ["Running", count(RunStatus.RUNNING) + count(RunStatus.WAITING_FOR_INPUT) + count(RunStatus.PAUSED), "RUNNING", known.activeComplete],

@@ -518,7 +518,8 @@ function etaText(session: RunSession, wallNow: number): string {
   if (!run || isTerminal(model.status)) return "";
   const estimate = run.estimate;
   const end = millis(estimate?.endTime);
-  if (!estimate || end === undefined) return run.status === RunStatus.RUNNING ? "ETA estimating…" : "";
+  // No finished run of the workflow to learn from: the server says nothing rather than guess.
+  if (!estimate || end === undefined) return run.status === RunStatus.RUNNING ? "ETA unknown (no history yet)" : "";
   const whose = estimate.source === EstimateSource.PRODUCER ? " · producer's estimate" : "";
   if (estimate.held || model.status === RunStatus.WAITING_FOR_INPUT || model.status === RunStatus.PAUSED) {
     // The server holds the remaining time while the run waits: it is not counted down.
@@ -539,7 +540,9 @@ function etaText(session: RunSession, wallNow: number): string {
     if (highLeft - lowLeft >= 1000) range = ` (${formatDuration(lowLeft)}–${formatDuration(highLeft)})`;
   }
   const stale = session.lostAt !== undefined ? " · frozen while offline" : "";
-  return (left < 1000 ? "ETA any moment" : `ETA ${formatDuration(left)}${range}`) + whose + stale;
+  // Past its estimate: due any moment, unless its producer went silent (then it is late).
+  const due = run.health === RunHealth.STALLED ? "ETA overdue" : "ETA any moment";
+  return (left < 1000 ? due : `ETA ${formatDuration(left)}${range}`) + whose + stale;
 }
 
 function itemsText(completed: bigint, total: bigint, unit: string): string {
