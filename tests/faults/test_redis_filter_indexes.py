@@ -23,6 +23,7 @@ from runstream._auth import auth_interceptors
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer
+from runstream_server.store.base import RunFilter
 from runstream_server.store.redis import RedisEventStore
 from runstream_server.store.redis_filters import FilterIndexes
 from runstream_server.store.redis_keys import RedisKeys
@@ -35,7 +36,8 @@ from tests.identity import Keys, rs256_auth
 
 
 class Reads:
-    """Counts the run snapshots a server's ListRuns read (not its background work's)."""
+    """Counts the run snapshots read by a server's listings by workflow or label: the test's
+    (the server's own, such as the stall checks' of the pending runs, go by status alone)."""
 
     def __init__(self, server: RunstreamServer) -> None:
         self.index = redis_store(server)._index
@@ -48,10 +50,11 @@ class Reads:
                 self.count += len(run_ids)
             return await read(run_ids)
 
-        async def listed(*args: Any) -> Any:
-            token = listing.set(True)  # in the calling task's context only
+        async def listed(run_filter: RunFilter, *args: Any) -> Any:
+            by_name = run_filter.workflow is not None or bool(run_filter.labels)
+            token = listing.set(by_name)  # in the calling task's context only
             try:
-                return await list_runs(*args)
+                return await list_runs(run_filter, *args)
             finally:
                 listing.reset(token)
 
