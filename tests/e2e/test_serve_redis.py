@@ -229,8 +229,14 @@ def test_url_options_that_would_quietly_mean_something_else_are_refused() -> Non
         ("wait=1&wait=2", "option 'wait' is given 2 times"),
         ("socket_timeout=1&socket_timeout=2", "option 'socket_timeout' is given 2 times"),
         ("wait_timeout_ms=0", "wait_timeout_ms='0' must be a whole number of at least 1"),
+        ("nodes=10.0.0.2:6379", "nodes= names more nodes of a Redis Cluster: add ?cluster=1"),
+        ("cluster=1&nodes=10.0.0.2", "nodes: '10.0.0.2' is not HOST:PORT"),
+        ("cluster=1&nodes=10.0.0.2:6379,:7000", "nodes: ':7000' is not HOST:PORT"),
+        ("cluster=1&nodes=10.0.0.2:99999", "nodes: '10.0.0.2:99999' is not HOST:PORT"),
     ]:
         with pytest.raises(ValueError) as refused:
             parse_url(f"redis://:s3cret@127.0.0.1:6379/0?{options}")
         assert message in str(refused.value) and "s3cret" not in str(refused.value), options
     assert parse_url("redis://127.0.0.1:6379/0?wait=1&wait_timeout_ms=1").wait_timeout_ms == 1
+    seeds = parse_url("redis://10.0.0.1:7000/0?cluster=1&nodes=10.0.0.2:7001,[::1]:7002").nodes
+    assert seeds == (("10.0.0.2", 7001), ("::1", 7002))

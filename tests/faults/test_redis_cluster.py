@@ -33,6 +33,7 @@ from tests.clients.support import eventually
 from tests.conftest import (
     RedisProcess,
     finish_moving_slot,
+    free_port,
     move_slot,
     owned_slots,
     redis_cli,
@@ -295,3 +296,24 @@ async def test_health_is_not_serving_while_the_cluster_is_down(
         await until(health_pb2.HealthCheckResponse.NOT_SERVING)
         redis_cli("-p", str(owner.port), "cluster", "addslots", str(slot))
         await until(health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_a_replica_starts_from_another_node_while_the_urls_own_is_down(
+    three_masters: list[RedisProcess], tmp_path: Path
+) -> None:
+    """The URL named one node: with it down, a new replica could not start though the
+    cluster served (found in review). ``?nodes=`` names more to start from."""
+    down = f"127.0.0.1:{free_port()}"  # a node that is gone: nothing listens there
+    alone = f"redis://{down}/0?cluster=1&prefix=c"
+    done = serve_and_exit(alone, tmp_path)
+    assert done.returncode == 1
+    assert b"cannot reach the Redis store" in done.stderr + done.stdout
+    others = ",".join(f"127.0.0.1:{node.port}" for node in three_masters[1:])
+    async with (
+        serving_on(f"{alone}&nodes={others}", tmp_path) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w"))
+        got = await runs.GetRun(run_service_pb2.GetRunRequest(run_id=created.run.run_id))
+        assert got.run.workflow == "w"

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from runstream_server.store.base import StoreUnusable
 from runstream_server.store.redis_errors import not_permitted, reply_of
@@ -65,7 +65,10 @@ def connect(options: RedisOptions) -> Any:
     if options.cluster:
         # The cluster client has no blocking pool: connections per node are many, so that
         # calls at once reach what Redis itself allows before they are refused.
-        return RedisCluster.from_url(options.url, max_connections=CLUSTER_CONNECTIONS, **common)
+        seeds = [ClusterNode(host, port) for host, port in options.nodes]
+        return RedisCluster.from_url(
+            options.url, max_connections=CLUSTER_CONNECTIONS, startup_nodes=seeds, **common
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
         options.url,
         health_check_interval=10,

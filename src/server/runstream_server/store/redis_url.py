@@ -1,6 +1,6 @@
 """What a ``redis://`` or ``rediss://`` store URL says: redis-py's part, and Runstream's own
-options (``prefix``, ``cluster``, ``wait``, ``wait_timeout_ms``, ``password_file``), and the
-URL as logs may show it, without its password."""
+options (``prefix``, ``cluster``, ``nodes``, ``wait``, ``wait_timeout_ms``, ``password_file``),
+and the URL as logs may show it, without its password."""
 
 from __future__ import annotations
 
@@ -27,11 +27,15 @@ class RedisOptions:
     db: int = 0
     """The database number; pub/sub channels are shared by every database of a Redis, so the
     notices' channel names it (see :mod:`.redis_notices`)."""
+    nodes: tuple[tuple[str, int], ...] = ()
+    """More nodes of a cluster to start from (``?nodes=HOST:PORT,HOST:PORT``) beside the
+    URL's own, so a replica starts while that one is down."""
 
 
 def parse_url(url: str) -> RedisOptions:
-    """Splits a store URL: redis-py's part, and Runstream's ``prefix``, ``cluster``,
-    ``wait`` (replica acknowledgements), ``wait_timeout_ms`` and ``password_file``."""
+    """Splits a store URL: redis-py's part, and Runstream's ``prefix``, ``cluster``, ``nodes``
+    (a cluster's other nodes to start from), ``wait`` (replica acknowledgements),
+    ``wait_timeout_ms`` and ``password_file``."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"not a redis:// or rediss:// URL: {parts.scheme}://")
@@ -67,6 +71,7 @@ def parse_url(url: str) -> RedisOptions:
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
     cluster = _switch(own, "cluster")
+    nodes = _nodes(own.get("nodes"), cluster=cluster)
     db = _check_redis_options(rest, sorted(query), tls=parts.scheme == "rediss", cluster=cluster)
     options = RedisOptions(
         url=rest,
@@ -76,8 +81,24 @@ def parse_url(url: str) -> RedisOptions:
         # Redis reads WAIT's timeout 0 as "block forever": every append would hang.
         wait_timeout_ms=_count(own, "wait_timeout_ms", 1000, least=1),
         db=db,
+        nodes=nodes,
     )
     return options
+
+
+def _nodes(text: str | None, *, cluster: bool) -> tuple[tuple[str, int], ...]:
+    """The ``nodes`` option: HOST:PORT pairs, comma-separated, of a cluster only."""
+    if text is None:
+        return ()
+    if not cluster:
+        raise ValueError("nodes= names more nodes of a Redis Cluster: add ?cluster=1")
+    nodes = []
+    for node in text.split(","):
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"nodes: {node.strip()!r} is not HOST:PORT")
+        nodes.append((host.strip("[]"), int(port)))
+    return tuple(nodes)
 
 
 def _check_database_path(path: str) -> None:
@@ -124,7 +145,7 @@ def _switch(own: dict[str, str], name: str) -> bool:
     raise ValueError(f"{name}={text!r} must be 1, true, yes or on, or 0, false, no or off")
 
 
-_OWN_PARAMS = frozenset({"prefix", "cluster", "wait", "wait_timeout_ms", "password_file"})
+_OWN_PARAMS = frozenset({"prefix", "cluster", "nodes", "wait", "wait_timeout_ms", "password_file"})
 
 
 def _check_redis_options(url: str, names: list[str], *, tls: bool, cluster: bool) -> int:
