@@ -173,6 +173,11 @@ BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
     "wrong issuer": (lambda k: (k.token(["admin"], iss="https://evil.test"), None), "wrong issuer"),
     "wrong audience": (lambda k: (k.token(["admin"], aud="someone-else"), None), "wrong audience"),
     "no tenant": (lambda k: (k.token(["admin"], tenant=None), None), "missing claim 'tenant'"),
+    # It said "invalid token (InvalidSubjectError)", a library's class (found in review).
+    "subject as a number": (
+        lambda k: (k.token(["admin"], sub=5), None),
+        "claim 'sub' must be a non-empty string",
+    ),
     "no expiry": (lambda k: (k.token(["admin"], exp=None), None), "missing claim 'exp'"),
     "expiry as a string": (
         lambda k: (k.token(["admin"], exp=str(int(time.time()) + 600)), None),

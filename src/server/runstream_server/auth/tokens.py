@@ -239,8 +239,14 @@ class TokenVerifier:
             raise TokenError(f"algorithm {header.get('alg')!r} is not accepted") from None
         except jwt.DecodeError:
             raise TokenError("malformed token: its parts do not decode") from None
+        except _INVALID_SUBJECT:  # PyJWT 2.10+ checks sub's type before _principal does
+            raise TokenError("claim 'sub' must be a non-empty string") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token ({type(exc).__name__})") from None
+
+
+_INVALID_SUBJECT: Any = getattr(jwt.exceptions, "InvalidSubjectError", ())
+"""PyJWT's error for a `sub` that is not a string (none before 2.10: nothing to catch)."""
 
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
