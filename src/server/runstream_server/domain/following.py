@@ -193,7 +193,8 @@ class Notices:
             except Exception as exc:  # a store error: the next ones are still checked
                 failed.extend((run_id, exc) for run_id, _ in some)
                 continue
-            moved = [(r, state) for r, state in some if heads.get(r, 0) > state.last_seq]
+            # A head behind the held state is a store that lost data: refresh says so.
+            moved = [(r, state) for r, state in some if heads.get(r, 0) != state.last_seq]
             for begin in range(0, len(moved), _RESYNC_AT_ONCE):
                 await asyncio.gather(
                     *(

@@ -195,6 +195,7 @@ class Subscription(_Mailbox):
         "behind",
         "cursor",
         "kinds",
+        "lost",
         "overflowed",
         "run_id",
         "sent",
@@ -216,6 +217,7 @@ class Subscription(_Mailbox):
         self.sent = 0  # the cursor as of the last message taken for sending
         self.behind = True
         self.overflowed = False  # behind because the buffer was full (not a gap)
+        self.lost = False  # closed because the store lost events it may have been sent
         self._chunks: list[Chunk] = []
         self._pending = 0
         self._max_pending = max_pending
@@ -395,6 +397,14 @@ class Hub:
                 size = sum(len(chunk.data) for chunk in chunks)
                 matching = filtered[kinds] = (chunks, len(wanted), size)
             sub.deliver(*matching, last, now)
+
+    def lose(self, run_id: str, reason: str) -> None:
+        """Ends the run's subscriptions with DATA_LOSS, dropping what waits to be sent: the
+        store lost events they may have sent (see ``RunLedger.refresh``)."""
+        for sub in self._subscriptions.get(run_id, ()):
+            sub._let_go()
+            sub.lost = True
+            sub.close(reason)
 
     def watcher_count(self, run_id: str) -> int:
         return len(self._subscriptions.get(run_id, ()))

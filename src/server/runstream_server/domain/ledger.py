@@ -26,6 +26,7 @@ a stall), goes through :meth:`RunLedger.commit`, in this order:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -592,12 +593,37 @@ class RunLedger:
 
     async def refresh(self, run_id: str, state: RunState, head: int | None = None) -> None:
         """Catches the held run up with the store when another replica moved it on: when
-        the run's stored head (`head`, when the caller read it already) is past `state`."""
+        the run's stored head (`head`, when the caller read it already) is past `state`.
+        A head behind it (or a run gone) means the store lost what it had acknowledged:
+        :meth:`_lost`."""
         if head is None:
             head = (await self._store.heads([run_id])).get(run_id, 0)
         if head > state.last_seq:
             async with self._slots.locked(run_id) as slot:
                 await self._catch_up(slot)
+        elif head < state.last_seq:
+            await self._lost(run_id, state, head)
+
+    async def _lost(self, run_id: str, state: RunState, head: int) -> None:
+        """The store holds the run's log only up to `head`, behind what this process folded
+        (Redis restarted without its AOF, flushed, restored from an older copy, or failed
+        over to a replica that lagged): says so once, ends the run's watch streams with
+        DATA_LOSS naming the seqs lost (their watchers saw events the store no longer has,
+        and new events may come under the same seqs), and reads the run again as the store
+        has it now. A run the store no longer has stays as it was held, its watchers ended."""
+        async with self._slots.locked(run_id) as slot:
+            if slot.state is not state or state.last_seq <= head:
+                return  # read again or moved on meanwhile: another check got there first
+            last = state.last_seq
+            lost = f"seq {last}" if head + 1 == last else f"seqs {head + 1}-{last}"
+            reason = (
+                f"run {run_id!r}: the store lost {lost}, which this server had acknowledged "
+                "(its data was restored from an older copy or lost); read the run again"
+            )
+            log.error("%s", reason)
+            self._hub.lose(run_id, reason)
+            with contextlib.suppress(NotFound):
+                self._slots.set_state(slot, await self._restore(run_id))
 
 
 def _ignored(run: run_pb2.Run, events: Sequence[StoredEvent]) -> None:

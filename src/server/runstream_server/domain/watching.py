@@ -27,14 +27,14 @@ from runstream.v1 import run_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent, check_id
-from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription
+from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription, Subscription
 from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, summary
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.state import TERMINAL_STATUSES
 from runstream_server.domain.viewers import ViewerCounts
-from runstream_server.errors import InvalidArgument, OutOfRange, Unavailable
+from runstream_server.errors import DataLoss, InvalidArgument, OutOfRange, Unavailable
 from runstream_server.store.base import EventStore, RunFilter, RunPage, stop_if_cancelled
 
 
@@ -204,14 +204,14 @@ class Watching:
                     yield chunk.data
                     continue
                 if sub.closed_reason is not None:
-                    raise Unavailable(sub.closed_reason)
+                    raise _ended(sub)
                 if sub.behind:  # catch up from the store, then go live
                     if sub.overflowed:
                         observer.overflowed()
                     cursor = sub.cursor
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
                         if sub.closed_reason is not None:  # shutting down: resume elsewhere
-                            raise Unavailable(sub.closed_reason)
+                            raise _ended(sub)
                         # With a rare kind wanted, pages go by with nothing sent that would
                         # find the watcher gone, and a store may swallow the cancel.
                         stop_if_cancelled()
@@ -422,3 +422,10 @@ class Watching:
             self._ledger.publish_run(state)
         if self._store.shared:
             self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
+
+
+def _ended(sub: Subscription) -> DataLoss | Unavailable:
+    """Why a watch stream ends early: the store lost events it may have sent (DATA_LOSS), or
+    the server stops (UNAVAILABLE: resume elsewhere)."""
+    reason = sub.closed_reason or ""
+    return DataLoss(reason) if sub.lost else Unavailable(reason)

@@ -1,0 +1,70 @@
+"""A Redis that lost acknowledged data (restored from an older copy, restarted without its AOF,
+failed over to a replica that lagged): the replica that held the run says so once, ends the
+run's watch streams with DATA_LOSS naming the seqs lost, and serves the run as the store has it
+now. Found in review: watchers waited on heartbeats with no status, GetRun kept showing the
+lost events, and new events went out under seqs the watchers had already seen.
+
+A real grpc.aio server on a real redis-server; the older copy is the run's keys as DUMP saw them
+at seq 6, RESTOREd after three more events were acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from runstream.v1 import report_service_pb2_grpc, run_service_pb2_grpc
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_url import parse_url
+
+from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.server.support import append, custom
+
+
+async def test_a_run_the_store_rolled_back_ends_its_watchers_with_data_loss(
+    redis_server: RedisProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = redis_store_url(redis_server, tmp_path / "store")
+    options = parse_url(url)
+    client = aioredis.from_url(options.url)
+    caplog.set_level(logging.ERROR, "runstream.runs")
+    try:
+        async with (
+            serving_on(url, tmp_path / "a") as server,
+            grpc.aio.insecure_channel(server.target) as channel,
+        ):
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            stubs = type(
+                "Stubs", (), {"report": report_service_pb2_grpc.ReportServiceStub(channel)}
+            )
+            run_id = (await runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+            await append(stubs, run_id, *(custom(n) for n in range(5)))  # seqs 2-6
+            keys = RedisKeys(options.prefix).run(run_id)
+            older = {key: await client.dump(key) for key in keys}
+            await append(stubs, run_id, *(custom(n) for n in range(5, 8)))  # seqs 7-9
+
+            request = rs.WatchRunRequest(run_id=run_id, keep_open=True)
+            request.heartbeat_interval.FromMilliseconds(200)
+            seen: list[int] = []
+            watch = runs.WatchRun(request)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                async with asyncio.timeout(20):
+                    async for response in watch:
+                        seen += [e.seq for e in response.events]
+                        if seen and seen[-1] == 9:
+                            for key, value in older.items():  # the older copy comes back
+                                await client.restore(key, 0, value, replace=True)
+            assert seen == list(range(1, 10))
+            assert ended.value.code() == grpc.StatusCode.DATA_LOSS
+            assert "the store lost seqs 7-9" in (ended.value.details() or "")
+            got = await runs.GetRun(rs.GetRunRequest(run_id=run_id))
+            assert got.run.last_seq == 6  # as the store has it now
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len([m for m in errors if "the store lost seqs 7-9" in m]) == 1, errors
+    finally:
+        await client.aclose()
