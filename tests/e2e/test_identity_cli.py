@@ -284,6 +284,19 @@ def test_a_token_no_header_can_carry_is_one_line_that_does_not_show_it(
         assert token[:20] not in result.stderr
 
 
+def test_a_token_file_that_is_not_text_is_named(tmp_path: Path) -> None:
+    """A binary file given as --token-file printed "'utf-8' codec can't decode byte 0xff in
+    position 0" without naming the file (found in review)."""
+    binary = tmp_path / "binary.jwt"
+    binary.write_bytes(b"\xff\xfe" + b"x" * 40)
+    result = cli("runs", "--target", "127.0.0.1:1", "--token-file", str(binary))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        f"runstream: the token file {binary} is not text (a byte 0xff at 0); a token is a line "
+        "of ASCII"
+    ), result.stderr
+
+
 def test_client_commands_refuse_a_token_in_clear_beyond_loopback(
     secured: tuple[ServerProcess, str],
 ) -> None:

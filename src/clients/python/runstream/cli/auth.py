@@ -126,6 +126,11 @@ def _token(args: argparse.Namespace) -> str | TokenProvider | None:
             text = file.read_text().strip()
         except OSError as exc:
             raise CliError(f"cannot read the token file {file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:  # a binary file given by mistake: name it
+            raise CliError(
+                f"the token file {file} is not text (a byte 0x{exc.object[exc.start]:02x} at "
+                f"{exc.start}); a token is a line of ASCII"
+            ) from None
         if not text:
             raise CliError(f"the token file {file} is empty")
         try:
