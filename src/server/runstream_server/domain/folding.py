@@ -234,10 +234,4 @@ def _after_producer_events(
     if health != run.health or (health in TROUBLED and reason != run.health_reason):
         extra.append(insight.health_event(run.health, health, reason))
     as_of = spoken[-1].event_time.ToDatetime(UTC)
-    estimate = insight.estimate(draft, history, as_of, spoken)
-    previous = draft.run.estimate if draft.run.HasField("estimate") else None
-    if insight.estimate_moved(previous, estimate):
-        extra.append(
-            event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=estimate))
-        )
-    return extra
+    return extra + insight.estimate_again(draft, history, as_of, spoken)

@@ -214,12 +214,16 @@ def estimate(
 
 
 def estimate_again(
-    state: RunState, history: WorkflowHistory, now: datetime
+    state: RunState,
+    history: WorkflowHistory,
+    now: datetime,
+    spoken: Iterable[event_pb2.RunEvent] = (),
 ) -> list[event_pb2.RunEvent]:
-    """The run's estimate made again as of `now`, as an EstimateUpdated if it moved."""
+    """The run's estimate made again as of `now` (:func:`estimate`), as an EstimateUpdated
+    if it moved (one without an estimate when it vanished)."""
     previous = state.run.estimate if state.run.HasField("estimate") else None
-    made = estimate(state, history, now)
-    if not estimate_moved(previous, made) or made is None:
+    made = estimate(state, history, now, spoken)
+    if not estimate_moved(previous, made):
         return []
     return [event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=made))]
 
