@@ -45,7 +45,7 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
     read = asyncio.Event()  # B has read the run from the store, and is still loading it
     noticed = asyncio.Event()  # B has begun applying the notice, or the resync
     unknown_loading = asyncio.Event()  # B is loading a run nobody created
-    restore, on_notice = RunLedger._restore, Notices.on_notice
+    restore, on_notice = RunLedger.restore, Notices.on_notice
     apply, resync = Notices._apply, Notices._resync
 
     def after_load(commit: Notice) -> bool:
@@ -74,7 +74,7 @@ async def test_a_commit_made_while_the_other_replica_loads_the_run_reaches_its_w
             noticed.set()
         await resync(self, since_us)
 
-    monkeypatch.setattr(RunLedger, "_restore", slow_restore)
+    monkeypatch.setattr(RunLedger, "restore", slow_restore)
     if notice == "applied":
         monkeypatch.setattr(Notices, "_apply", applying)
     else:

@@ -33,7 +33,7 @@ from runstream.v1 import (
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain.following import Notices
-from runstream_server.domain.ledger import RunLedger
+from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.runs import RunManager
 from runstream_server.domain.state import RunState
 from runstream_server.errors import Unavailable
@@ -57,10 +57,10 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
     broken: list[str] = []  # the run whose check fails, held by B before the other
     lost: list[str] = []  # runs whose commit notices are lost (a gap) from now on
     checked: list[str] = []  # the runs B's resyncs checked, in order
-    refresh, on_notice = RunLedger.refresh, Notices.on_notice
+    refresh, on_notice = StoreChecks.refresh, Notices.on_notice
 
     async def failing_refresh(
-        self: RunLedger, run_id: str, state: RunState, head: int | None = None
+        self: StoreChecks, run_id: str, state: RunState, head: int | None = None
     ) -> None:
         checked.append(run_id)
         if run_id in broken:
@@ -71,7 +71,7 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
         gap = isinstance(notice, CommitNotice) and notice.run_id in lost
         on_notice(self, None if gap else notice)
 
-    monkeypatch.setattr(RunLedger, "refresh", failing_refresh)
+    monkeypatch.setattr(StoreChecks, "refresh", failing_refresh)
     monkeypatch.setattr(Notices, "on_notice", losing)
     async with replica_channels(url, tmp_path) as (on_a, on_b):
         runs_a = run_service_pb2_grpc.RunServiceStub(on_a)

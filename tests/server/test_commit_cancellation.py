@@ -18,7 +18,7 @@ from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
-from runstream_server.domain.ledger import uncancellable
+from runstream_server.domain.uncancellable import uncancellable
 from runstream_server.store.base import StoredEvent
 
 from tests.server.support import append, create_run, custom, ev, seqs, watch_all

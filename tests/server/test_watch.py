@@ -148,8 +148,8 @@ async def test_a_heartbeat_never_claims_an_event_the_stream_has_not_sent(
     if not server.runs._store.shared:
         pytest.skip("only a shared store checks the run's head at a heartbeat")
     run = await create_run(stubs)
-    ledger = server.runs._ledger
-    check_head = ledger.check_head
+    checks = server.runs._watching._checks
+    check_head = checks.check_head
     committed: list[int] = []
 
     async def commit_meanwhile(run_id: str, head: Any) -> None:
@@ -157,7 +157,7 @@ async def test_a_heartbeat_never_claims_an_event_the_stream_has_not_sent(
             committed.append((await append(stubs, run.run_id, custom(len(committed)))).last_seq)
         await check_head(run_id, head)
 
-    ledger.check_head = commit_meanwhile
+    checks.check_head = commit_meanwhile
     request = Watch(
         run_id=run.run_id,
         heartbeat_interval=duration_pb2.Duration(nanos=100_000_000),

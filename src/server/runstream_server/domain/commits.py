@@ -96,7 +96,7 @@ async def forwarded_first(queue: asyncio.Queue[Any]) -> None:
     closed decisions of the commit it acknowledges. (A Report stream needs no forwarder:
     its handler waits on its link's `Mailbox` and sends what a commit signalled first.)
 
-    A commit runs in its caller's task (see ``ledger.uncancellable``), so without this the
+    A commit runs in its caller's task (see ``uncancellable.uncancellable``), so without this the
     caller would answer first. The forwarder's wake-up was scheduled when the commit queued,
     so one turn of the event loop lets it run first; an empty queue costs nothing.
     """

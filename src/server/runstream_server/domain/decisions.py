@@ -23,6 +23,7 @@ from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.monitors import Deadlines
 from runstream_server.domain.queries import decode_token, encode_token, fitting
 from runstream_server.domain.queries import page_size as clamp_page_size
+from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import RunState, copied, status_name
 from runstream_server.errors import (
     Aborted,
@@ -65,6 +66,7 @@ class Decisions:
     def __init__(
         self,
         ledger: RunLedger,
+        checks: StoreChecks,
         links: Links,
         clock: Callable[[], datetime],
         check_open: Callable[[], None],
@@ -73,6 +75,7 @@ class Decisions:
         max_followed_runs: int,
     ) -> None:
         self._ledger = ledger
+        self._checks = checks
         self._links = links
         self._clock = clock
         self._check_open = check_open
@@ -149,7 +152,7 @@ class Decisions:
 
     async def _kept(self, run_id: str) -> RunState:
         """The run's state; FAILED_PRECONDITION when retention purged its decisions."""
-        state = await self._ledger.state_knowing_purge(run_id)
+        state = await self._checks.state_knowing_purge(run_id)
         _check_kept(state)
         return state
 
@@ -158,7 +161,7 @@ class Decisions:
         another replica may have asked it while this one's notices had a gap."""
         state = await self._kept(run_id)
         if decision_id not in state.decisions:
-            await self._ledger.refresh(run_id, state)
+            await self._checks.refresh(run_id, state)
             state = await self._kept(run_id)
         return state
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from runstream_server.domain.hub import RunsHub
 from runstream_server.domain.ledger import RunLedger
+from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import RunState
 from runstream_server.errors import NotFound, Unavailable
 from runstream_server.store.base import (
@@ -69,6 +70,7 @@ class Notices:
     def __init__(
         self,
         ledger: RunLedger,
+        checks: StoreChecks,
         store: EventStore,
         runs_hub: RunsHub,
         elsewhere: Callable[[str, Sequence[StoredEvent]], None],
@@ -81,6 +83,7 @@ class Notices:
         the deadlines the gap may have carried, in a task `spawn` starts; `viewers_changed`
         hears that another replica's viewer count changed."""
         self._ledger = ledger
+        self._checks = checks
         self._store = store
         self._runs_hub = runs_hub
         self._elsewhere = elsewhere
@@ -119,7 +122,7 @@ class Notices:
                 elif isinstance(notice, ViewersNotice):
                     await self._viewers_changed([notice.run_id])
                 elif isinstance(notice, PurgedNotice):
-                    await self._ledger.learn_purge(notice.run_id)
+                    await self._checks.learn_purge(notice.run_id)
                 else:
                     await self._apply(notice)
             except Unavailable as exc:  # the store is out of reach, which it logs itself
@@ -179,7 +182,7 @@ class Notices:
 
         async def refresh(run_id: str, state: RunState, head: int) -> None:
             try:
-                await self._ledger.refresh(run_id, state, head)
+                await self._checks.refresh(run_id, state, head)
             except Exception as exc:  # a store error: the other runs are still checked
                 failed.append((run_id, exc))
 

@@ -34,6 +34,7 @@ from runstream_server.domain.queries import (
     parse_filter,
 )
 from runstream_server.domain.queries import page_size as clamp_page_size
+from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import RunState, copied
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import InvalidArgument
@@ -44,9 +45,15 @@ class Reading:
     """The read side of the run manager."""
 
     def __init__(
-        self, ledger: RunLedger, store: EventStore, viewers: ViewerCounts, limits: Limits
+        self,
+        ledger: RunLedger,
+        checks: StoreChecks,
+        store: EventStore,
+        viewers: ViewerCounts,
+        limits: Limits,
     ) -> None:
         self._ledger = ledger
+        self._checks = checks
         self._store = store
         self._viewers = viewers
         self._limits = limits
@@ -164,7 +171,7 @@ class Reading:
                 run_id, after, size + 1, window.kinds, before_seq=window.before
             )
             if not events and after < min(state.last_seq, (window.before or MAX_SEQ) - 1):
-                await self._ledger.check_gap(run_id, after, field)
+                await self._checks.check_gap(run_id, after, field)
         kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
         more = len(events) > kept
         events = events[:kept]
@@ -184,6 +191,6 @@ class Reading:
             run_id, before, limit, window.kinds, after_seq=window.after
         )
         if not events and self._store.shared:  # another replica may have purged the log
-            await self._ledger.learn_purge(run_id)
+            await self._checks.learn_purge(run_id)
             check_kept(await self._ledger.state(run_id), newest, field)
         return events

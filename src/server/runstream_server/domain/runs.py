@@ -59,6 +59,7 @@ from runstream_server.domain.limits import AppendResult, EventAck, Limits, Reten
 from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
+from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import RunState, copied, now_utc
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
@@ -143,9 +144,11 @@ class RunManager:
             run.run_id, events, run
         )
         self._observer = observer
+        checks = StoreChecks(self._ledger, store, self._hub)
         self._viewers = ViewerCounts(store, self._hub, self._runs_hub, self._ledger.cached, summary)
         self._notices = Notices(
             self._ledger,
+            checks,
             store,
             self._runs_hub,
             elsewhere=self._not_held_elsewhere,
@@ -155,6 +158,7 @@ class RunManager:
         )
         self._decisions = Decisions(
             self._ledger,
+            checks,
             self._links,
             now,
             self._check_open,
@@ -163,16 +167,17 @@ class RunManager:
             self._limits.max_followed_runs,
         )
         self._stalls = StallTracker(
-            store, self._policy, now, self._ledger.workflow_history, self._mark_stalled
+            store, self._policy, now, self._ledger.histories.get, self._mark_stalled
         )
         self._ledger.consumers += [
             self._links.on_commit,
             self._decisions.deadlines.on_commit,
             self._stalls.on_commit,
         ]
-        self._reading = Reading(self._ledger, store, self._viewers, self._limits)
+        self._reading = Reading(self._ledger, checks, store, self._viewers, self._limits)
         self._watching = Watching(
             self._ledger,
+            checks,
             store,
             self._viewers,
             self._hub,
@@ -477,7 +482,7 @@ class RunManager:
             run = (await self._ledger.state(run_id)).run
         except NotFound:
             return
-        history = await self._ledger.workflow_history(run.tenant, run.workflow)
+        history = await self._ledger.histories.get(run.tenant, run.workflow)
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
             # Re-checked under the lock, on the committed state: the producer may have

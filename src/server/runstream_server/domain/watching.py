@@ -32,6 +32,7 @@ from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, 
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
+from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import TERMINAL_STATUSES
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import DataLoss, InvalidArgument, OutOfRange, Unavailable
@@ -121,6 +122,7 @@ class Watching:
     def __init__(
         self,
         ledger: RunLedger,
+        checks: StoreChecks,
         store: EventStore,
         viewers: ViewerCounts,
         hub: Hub,
@@ -134,6 +136,7 @@ class Watching:
     ) -> None:
         """`snapshot` answers GetRun (the first item of a watch with include_snapshot)."""
         self._ledger = ledger
+        self._checks = checks
         self._store = store
         self._viewers = viewers
         self._hub = hub
@@ -173,7 +176,7 @@ class Watching:
         )
         state = await self._ledger.state(run_id)
         if after_seq > state.last_seq and self._store.shared:
-            await self._ledger.refresh(run_id, state)  # another replica may be ahead of this one
+            await self._checks.refresh(run_id, state)  # another replica may be ahead of this one
             state = await self._ledger.state(run_id)
         if after_seq > state.last_seq:
             raise OutOfRange(
@@ -227,7 +230,7 @@ class Watching:
                             )
                             read_all = len(stored) < max_events  # up to the head
                         if not stored or read_all:
-                            await self._ledger.check_gap(run_id, cursor, "after_seq")
+                            await self._checks.check_gap(run_id, cursor, "after_seq")
                         for page in self._pages(framed(stored)):
                             cursor = page[-1].seq
                             behind = self._ledger.held(run_id).last_seq - cursor
@@ -246,7 +249,7 @@ class Watching:
                     return
                 if sub.take_heartbeat():
                     if self._store.shared:  # a lost notice must not leave this watcher behind
-                        await self._ledger.check_head(run_id, head)
+                        await self._checks.check_head(run_id, head)
                         # What it missed is delivered (or read) next; and what commits
                         # delivered during the check goes out before a heartbeat covers it.
                         if self._ledger.held(run_id).last_seq > sub.cursor or not sub.level:

@@ -1,0 +1,64 @@
+"""The step durations each workflow's past runs took, which estimates are made from.
+
+Histories are kept per (tenant, workflow): a tenant's estimates never come from, or tell
+anything about, another tenant's runs. A workflow's history is read from the store once and
+then kept up to date by the commits this process folds; on a shared store it is read again
+every `history_refresh` seconds, for the runs that other replicas completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+from runstream.v1 import run_pb2
+
+from runstream_server.domain import insight
+from runstream_server.store.base import EventStore
+
+_Key = tuple[str, str]
+
+
+class WorkflowHistories:
+    """Each workflow's history, read once and shared by its callers."""
+
+    def __init__(self, store: EventStore, policy: insight.InsightPolicy) -> None:
+        self._store = store
+        self._policy = policy
+        self._history: dict[_Key, insight.WorkflowHistory] = {}
+        self._read_at: dict[_Key, float] = {}  # when, by time.monotonic()
+        self._reads: dict[_Key, asyncio.Future[None]] = {}  # under way
+
+    async def get(self, tenant: str, workflow: str) -> insight.WorkflowHistory:
+        """The workflow's history, read from the store when not held (or stale)."""
+        key = (tenant, workflow)
+        history = self._history.get(key)
+        stale = self._store.shared and (
+            time.monotonic() - self._read_at.get(key, 0.0) > self._policy.history_refresh
+        )
+        if history is None or stale:
+            reading = self._reads.get(key)
+            if reading is None:  # one read at a time per workflow, shared by its callers
+                reading = self._reads[key] = asyncio.ensure_future(self._read(key))
+                reading.add_done_callback(lambda _: self._reads.pop(key, None))
+            await asyncio.shield(reading)
+            history = self._history[key]
+        return history
+
+    def learn(self, run: run_pb2.Run) -> None:
+        """Adds a run that just succeeded to its workflow's history, when that is held."""
+        history = self._history.get((run.tenant, run.workflow))
+        if history is not None:
+            history.learn(run)
+
+    async def _read(self, key: _Key) -> None:
+        started = time.monotonic()
+        limit = self._policy.history_runs
+        read = insight.WorkflowHistory(limit)
+        runs = await self._store.succeeded_runs(*key, limit)
+        for run in reversed(runs):  # oldest first, so the newest stay in the window
+            read.learn(run)
+        if self._read_at.get(key, -math.inf) < started:  # no newer read meanwhile
+            self._history[key] = read
+            self._read_at[key] = started
