@@ -106,6 +106,11 @@ async def test_answer_rules_each_get_their_status(stubs, decisions) -> None:  # 
     code, details = await status_of(submit(decisions, run.run_id, "gen_z"))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "already ended" in details
+    # A request that is wrong in itself says so whatever the run's state, as while it ran.
+    code, details = await status_of(submit(decisions, run.run_id, "teens"))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "choice")
+    code, details = await status_of(submit(decisions, run.run_id, skip=True))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "skip")
 
 
 async def test_two_viewers_answer_at_once_and_exactly_one_wins(stubs, decisions) -> None:  # type: ignore[no-untyped-def]

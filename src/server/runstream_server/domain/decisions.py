@@ -118,11 +118,6 @@ class Decisions:
                 and decision.choice == choice
             ):
                 return []  # the same answer again, also once the run ended: the same result
-            if state.is_terminal:
-                raise FailedPrecondition(
-                    f"run {run_id!r} already ended ({status_name(state.run.status)}); "
-                    f"decision {decision_id!r} was {_describe(decision)}"
-                )
             values = [o.value for o in decision.options]
             if not skip and choice not in values:
                 raise InvalidArgument(
@@ -130,6 +125,11 @@ class Decisions:
                 )
             if skip and not decision.can_skip:
                 raise InvalidArgument("skip", f"decision {decision_id!r} cannot be skipped")
+            if state.is_terminal:
+                raise FailedPrecondition(
+                    f"run {run_id!r} already ended ({status_name(state.run.status)}); "
+                    f"decision {decision_id!r} was {_describe(decision)}"
+                )
             if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
                 raise Aborted(f"decision {decision_id!r} was already closed: {_describe(decision)}")
             resolved = event_pb2.DecisionResolved(
