@@ -115,6 +115,23 @@ async def test_a_pending_ask_raises_when_the_run_is_cancelled(client: Client) ->
     await run.close()
 
 
+async def test_a_pending_ask_says_the_run_ended_when_another_producer_fails_it(
+    client: Client,
+) -> None:
+    """Nobody cancelled the run: the ask says it ended, not that it "was cancelled"."""
+    run = await client.start_run("campaign", cancel_task=False)
+    waiting = asyncio.create_task(run.ask("Which?", ["a", "b"], decision_id="q"))
+    await eventually(lambda: run.events_acknowledged >= 2)
+    other = await client.attach_run(run.run_id, key_prefix="other-worker")
+    await other.fail("the worker crashed")
+    await other.close()
+    with pytest.raises(FailedPreconditionError, match="ended while decision 'q' was open") as e:
+        await asyncio.wait_for(waiting, 20)
+    assert not isinstance(e.value, RunCancelledError)
+    assert (await client.get_run(run.run_id)).status == RunStatus.FAILED
+    await run.close()
+
+
 @pytest.mark.parametrize("waiting", ["in a step", "for an answer"])
 async def test_cancelling_the_producers_own_task_reports_the_run_cancelled(
     client: Client, caplog: pytest.LogCaptureFixture, waiting: str

@@ -460,7 +460,9 @@ class RunReporter(RunEvents, StreamOwnership):
                 that is not an option, a prompt over 16,384 characters, a decision_id that
                 is no id or was asked already, a timeout past 366 days, context that is not
                 JSON-like), naming the argument, and for options given as one string.
-            RunCancelledError: the run was cancelled (or ended) while waiting.
+            RunCancelledError: the run was cancelled while waiting.
+            FailedPreconditionError: the run ended otherwise while waiting (another task or
+                producer completed or failed it).
         """
         return await self._decisions.ask(
             prompt,

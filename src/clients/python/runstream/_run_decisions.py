@@ -186,10 +186,11 @@ class RunDecisions:
         if decision.outcome == DecisionOutcome.CANCELLED:
             # The closed decision can overtake the CANCEL control; the run says why.
             await self._control.learn_cancellation()
-            raise RunCancelledError(
-                self._run_id,
-                self._control.cancel_reason
-                or f"decision {decision_id!r} was cancelled: the run ended",
+            if self._control.cancelled:
+                raise RunCancelledError(self._run_id, self._control.cancel_reason)
+            raise FailedPreconditionError(  # completed or failed, by another task or producer
+                f"run {self._run_id!r} ended while decision {decision_id!r} was open: "
+                "the question was closed unanswered"
             )
         answered = decision.outcome in (DecisionOutcome.ANSWERED, DecisionOutcome.DEFAULTED)
         return DecisionResult(
