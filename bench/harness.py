@@ -132,14 +132,22 @@ def wait_for_port(port: int, timeout: float = 20, *, proc: Proc | None = None) -
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+STACKS = ("sse", "ws")
+"""The SSE and WebSocket gateway on Redis pub/sub (stacks_gateway.py) Runstream replaces."""
+
+
 @dataclass
 class Server:
     pid: int
     system: str
     target: str
+    others: tuple[int, ...] = ()
+    """Processes whose work is the server's too (a gateway's redis-server)."""
+    store: str = ""
+    """The Redis URL a gateway's producers publish to."""
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        return sum(cpu_seconds(pid) for pid in (self.pid, *self.others))
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
@@ -255,13 +263,32 @@ def replica_of(tree: Path, url: str) -> Iterator[tuple[int, int]]:
 @contextmanager
 def redis_server(cpu: Cores = None) -> Iterator[str]:
     """A redis-server with its append-only file synced on every write; yields its URL."""
+    with _redis(cpu) as (url, _pid):
+        yield url
+
+
+@contextmanager
+def _redis(cpu: Cores) -> Iterator[tuple[str, int]]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", tmp]
-        with spawn(argv, cpu, quiet=True):
+        with spawn(argv, cpu, quiet=True) as proc:
             wait_for_port(port)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://127.0.0.1:{port}/0", proc.pid
+
+
+@contextmanager
+def gateway(system: str) -> Iterator[Server]:
+    """The SSE / WebSocket gateway and its redis-server, both on the server's core: a Server
+    whose CPU is theirs together."""
+    assert system in STACKS
+    with _redis(SERVER_CPU) as (url, redis_pid):
+        port = free_port()
+        argv = [sys.executable, str(HERE / "stacks_gateway.py"), str(port), url]
+        with spawn(argv, SERVER_CPU, quiet=True) as proc:
+            wait_for_port(port, proc=proc)
+            yield Server(proc.pid, system, f"127.0.0.1:{port}", (redis_pid,), url)
 
 
 def loadgen(*args: str, cpu: Cores) -> list[str]:
@@ -280,7 +307,12 @@ def producer_argv(
     linger: float = 0.0,
 ) -> list[str]:
     """A loadgen producer for `srv`, on the server's core unless told otherwise; `client`
-    "bare" reports to a Runstream server without the SDK; `linger` is the SDK's."""
+    "bare" reports to a Runstream server without the SDK; `linger` is the SDK's. A gateway's
+    producer publishes to its Redis (stacks_load.py)."""
+    if srv.system in STACKS:
+        args = ["produce", srv.store, f"bench-{os.getpid()}-{time.monotonic_ns()}"]
+        args += ["--rate", str(rate), "--count", str(count)]
+        return [sys.executable, str(HERE / "stacks_load.py"), *args, "--cpu", str(cpu)]
     system = client or srv.system
     args = ["produce", system, srv.target, "--rate", str(rate), "--count", str(count)]
     args += ["--closed"] if closed else []
@@ -297,27 +329,16 @@ def start_watchers(
     cpu: Cores = CLIENT_CPU,
 ) -> list[Proc]:
     """`watchers` watch streams split over `procs` loadgen processes (on the client core
-    unless told otherwise)."""
+    unless told otherwise; a gateway's: stacks_load.py)."""
     shares = [watchers // procs + (i < watchers % procs) for i in range(procs)]
-    return [
-        stack.enter_context(
-            spawn(
-                loadgen(
-                    "watch",
-                    srv.system,
-                    srv.target,
-                    run_id,
-                    "--watchers",
-                    str(n),
-                    *options,
-                    cpu=cpu,
-                ),
-                None,
-            )
-        )
+    argvs = [
+        loadgen("watch", srv.system, srv.target, run_id, "--watchers", str(n), *options, cpu=cpu)
         for n in shares
         if n
     ]
+    if srv.system in STACKS:
+        argvs = [[sys.executable, str(HERE / "stacks_load.py"), *argv[2:]] for argv in argvs]
+    return [stack.enter_context(spawn(argv, None)) for argv in argvs]
 
 
 @dataclass
@@ -348,15 +369,19 @@ def open_loop(
     linger: float = 0.0,
     client: str | None = None,
     per_channel: int = 1,
+    drop_after: int = 0,
 ) -> OpenLoop:
     """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers
-    (`client`: as in producer_argv; `per_channel`: watch streams sharing one connection)."""
+    (`client`: as in producer_argv; `per_channel`: watch streams sharing one connection;
+    `drop_after`: each watcher drops its stream after that many measured events and comes
+    back a second later)."""
     with ExitStack() as stack:
         argv = producer_argv(srv, rate, count, closed=closed, linger=linger, client=client)
         producer = stack.enter_context(spawn(argv, None))
         run_id = producer.read()["run_id"] or "-"
-        shared = ("--per-channel", str(per_channel)) if per_channel > 1 else ()
-        procs = start_watchers(stack, srv, run_id, watchers, watcher_procs, *shared)
+        options = ("--per-channel", str(per_channel)) if per_channel > 1 else ()
+        options += ("--drop-after", str(drop_after), "--away", "1") if drop_after else ()
+        procs = start_watchers(stack, srv, run_id, watchers, watcher_procs, *options)
         for proc in procs:
             ready = proc.read(300)
             if ready.get("failed"):

@@ -2,6 +2,7 @@
 
     loadgen.py produce SYSTEM TARGET [--rate R] [--count N] [--closed] [--cpu C]
     loadgen.py watch SYSTEM TARGET RUN_ID --watchers N [--per-channel K] [--mode M] [--cpu C]
+                     [--drop-after K --away S]
 
 SYSTEM is ``runstream`` (the SDK producer, raw WatchRun streams) or ``baseline`` (the bare
 grpc.aio server in baseline_grpc.py: unary Publish, one message per event). ``produce bare``
@@ -24,6 +25,8 @@ connection). Modes:
            once every watcher has received a message, then, when all streams ended, the
            report-to-receive latency of each measured event (a message's events are all
            given its oldest event's latency: an upper bound) and the events lost or repeated.
+           With ``--drop-after K`` each watcher drops its stream after its K-th measured
+           event and resumes ``--away`` seconds later after the last seq it saw.
   idle     prints ``{"ready": N}`` once all streams are open (and have had their first
            message), then holds them until stdin closes.
   burst    opens all N streams at once, prints ``{"opened": n, "failed": {code: count}}``
@@ -41,6 +44,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
@@ -280,19 +284,52 @@ def channel_options(shared: bool) -> list[tuple[str, object]]:
 
 
 async def watch_one(
-    system: str, channel: grpc.aio.Channel, run_id: str, tally: Tally, first: asyncio.Future[None]
+    system: str,
+    channel: grpc.aio.Channel,
+    run_id: str,
+    tally: Tally,
+    first: asyncio.Future[None],
+    drop_after: int = 0,
+    away: float = 0.0,
 ) -> None:
-    if system == "runstream":
-        call = channel.unary_stream(
-            "/runstream.v1.RunService/WatchRun",
-            request_serializer=run_service_pb2.WatchRunRequest.SerializeToString,
-            response_deserializer=run_service_pb2.WatchRunResponse.FromString,
-        )(run_service_pb2.WatchRunRequest(run_id=run_id, heartbeat_interval={"seconds": 30}))
-    else:
-        call = channel.unary_stream(
-            "/bench.Baseline/Subscribe", response_deserializer=event_pb2.RunEvent.FromString
-        )(b"")
+    """One watcher; with `drop_after`, it drops its stream after that many measured events
+    and resumes `away` seconds later after the last seq it saw (runstream only)."""
     last = 0
+    measured = 0
+    while True:
+        if system == "runstream":
+            request = run_service_pb2.WatchRunRequest(
+                run_id=run_id, after_seq=last, heartbeat_interval={"seconds": 30}
+            )
+            call = channel.unary_stream(
+                "/runstream.v1.RunService/WatchRun",
+                request_serializer=run_service_pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=run_service_pb2.WatchRunResponse.FromString,
+            )(request)
+        else:
+            call = channel.unary_stream(
+                "/bench.Baseline/Subscribe", response_deserializer=event_pb2.RunEvent.FromString
+            )(b"")
+        last, measured, dropped = await _follow(
+            system, call, tally, first, last, measured, drop_after
+        )
+        if not dropped:
+            return
+        call.cancel()
+        await asyncio.sleep(away)
+
+
+async def _follow(
+    system: str,
+    call: Any,
+    tally: Tally,
+    first: asyncio.Future[None],
+    last: int,
+    measured: int,
+    drop_after: int,
+) -> tuple[int, int, bool]:
+    """Reads a watch stream to its end, or to the `drop_after`-th measured event: the last
+    seq seen, the measured events counted so far, and whether it dropped the stream."""
     async for response in call:
         now_ns = time.time_ns()
         if system == "runstream":
@@ -303,7 +340,7 @@ async def watch_one(
         else:
             head, count, tail = response, 1, response.seq
             if response.custom.type == "end":
-                return
+                break
         if not first.done():
             first.set_result(None)
         if last and head.seq != last + 1:
@@ -315,10 +352,21 @@ async def watch_one(
         if head.custom.type == MEASURED:
             latency = (now_ns - head.event_time.ToNanoseconds()) / 1e6
             tally.latencies.append((latency, count))
+            before, measured = measured, measured + count
+            if before < drop_after <= measured:
+                return last, measured, True  # a network blip
+    return last, measured, False
 
 
 async def watch(
-    system: str, target: str, run_id: str, watchers: int, per_channel: int, mode: str
+    system: str,
+    target: str,
+    run_id: str,
+    watchers: int,
+    per_channel: int,
+    mode: str,
+    drop_after: int = 0,
+    away: float = 0.0,
 ) -> None:
     raise_file_limit()
     channels = [
@@ -331,7 +379,8 @@ async def watch(
 
     async def one(i: int) -> None:
         try:
-            await watch_one(system, channels[i // per_channel], run_id, tally, firsts[i])
+            channel = channels[i // per_channel]
+            await watch_one(system, channel, run_id, tally, firsts[i], drop_after, away)
         except grpc.aio.AioRpcError as exc:
             failures[exc.code().name] += 1
             if not firsts[i].done():
@@ -366,6 +415,22 @@ async def watch(
         await channel.close()
 
 
+def watcher_arguments(watcher: argparse.ArgumentParser) -> None:
+    """The arguments every watch command takes, after its system."""
+    watcher.add_argument("target")
+    watcher.add_argument("run_id")
+    watcher.add_argument("--watchers", type=int, default=1)
+    watcher.add_argument("--drop-after", type=int, default=0, help="measured events, then")
+    watcher.add_argument("--away", type=float, default=1.0, help="seconds before resuming")
+    watcher.add_argument("--cpu", default=None, help="pin to these cores (e.g. 1, or 0,1)")
+
+
+def pin(args: argparse.Namespace) -> None:
+    """Pins this process to the cores of ``--cpu``, when given."""
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {int(core) for core in args.cpu.split(",")})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -378,16 +443,11 @@ def main() -> None:
     produce.add_argument("--linger", type=float, default=0.0, help="the SDK's linger (s)")
     watcher = sub.add_parser("watch")
     watcher.add_argument("system", choices=["runstream", "baseline"])
-    watcher.add_argument("target")
-    watcher.add_argument("run_id")
-    watcher.add_argument("--watchers", type=int, default=1)
+    watcher_arguments(watcher)
     watcher.add_argument("--per-channel", type=int, default=1)
     watcher.add_argument("--mode", choices=["latency", "idle", "burst"], default="latency")
-    for p in (produce, watcher):
-        p.add_argument("--cpu", default=None, help="pin to these cores (e.g. 1, or 0,1)")
-    args = parser.parse_args()
-    if args.cpu is not None:
-        os.sched_setaffinity(0, {int(core) for core in args.cpu.split(",")})
+    produce.add_argument("--cpu", default=None, help="pin to these cores (e.g. 1, or 0,1)")
+    pin(args := parser.parse_args())
     try:
         import uvloop
 
@@ -408,7 +468,16 @@ def main() -> None:
         asyncio.run(producer(args.target, args.rate, args.count, args.closed, **linger))
     else:
         asyncio.run(
-            watch(args.system, args.target, args.run_id, args.watchers, args.per_channel, args.mode)
+            watch(
+                args.system,
+                args.target,
+                args.run_id,
+                args.watchers,
+                args.per_channel,
+                args.mode,
+                args.drop_after,
+                args.away,
+            )
         )
 
 

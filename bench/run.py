@@ -29,6 +29,9 @@ Scenarios:
   producer    the SDK producer's CPU per event at 200 events/s and at full speed
   replicas    more than one core: 4 runs (1,000 events/s, 25 watchers each) on one server
               process, then on two replicas sharing one Redis store, one pinned to each core
+  stacks      beside the stack Runstream replaces (an SSE / WebSocket gateway on Redis
+              pub/sub, stacks_gateway.py): 100 x 100/s and 1,000 x 10/s, then each watcher
+              away for a second once: what it lost
   observability  what metrics and traces cost: append throughput and server CPU per
               event, fan-out server CPU per delivery (100 watchers), with metrics off, on,
               and on with traces exported to an OTLP sink; rounds alternate, medians shown
@@ -55,6 +58,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc loads: no GOAWAY
 
 import grpc
 import harness
+import stacks
 from harness import CLIENT_CPU, SERVER_CPU, server, spawn
 from runstream.v1 import (
     event_pb2,
@@ -76,6 +80,7 @@ SCENARIOS = (
     "producer",
     "replicas",
     "observability",
+    "stacks",
 )
 
 
@@ -802,6 +807,8 @@ def main() -> None:
         bench_producer(10 * scale, int(20_000 * scale))
     if "replicas" in only:
         bench_replicas(10 * scale)
+    if "stacks" in only:
+        stacks.bench_stacks(6 * scale, 3 if scale == 1.0 else 1)
     print(f"\n(took {time.perf_counter() - started:.0f} s)")
     sys.stdout.flush()
 
