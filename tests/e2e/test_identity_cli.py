@@ -427,3 +427,36 @@ async def test_a_ca_that_did_not_sign_the_servers_certificate_is_said_at_once(
         assert time.monotonic() - started < 25
     finally:
         await server.stop(grace=0.1)
+
+
+async def test_a_tls_mismatch_is_said_not_taken_for_no_server(tmp_path: Path) -> None:
+    """Found in review: a plaintext command at a TLS server, and a TLS one at a plaintext
+    server, asked "is a Runstream server running?" of a server that was running."""
+    pki = Pki.make(tmp_path / "pki")
+    secure = await start_server(
+        tmp_path / "tls", SecurityConfig(tls=TlsConfig(pki.server_cert, pki.server_key))
+    )
+    plain = await start_server(tmp_path / "plain", SecurityConfig())
+    tls_at, plain_at = f"127.0.0.1:{secure.port}", f"127.0.0.1:{plain.port}"
+    try:
+        result = await asyncio.to_thread(
+            cli, "runs", "--target", tls_at, "--reconnect-timeout", "1"
+        )
+        assert result.returncode == 1
+        assert result.stderr.rstrip().endswith(
+            f"(is a Runstream server running at {tls_at}? If it serves TLS, give --ca-file)"
+        ), result.stderr
+        result = await asyncio.to_thread(
+            cli, "runs", "--target", plain_at, "--ca-file", str(pki.ca_file),
+            "--reconnect-timeout", "1",
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr.rstrip().endswith(
+            f"(a server at {plain_at} answered without TLS: connect without --ca-file)"
+        ), result.stderr
+        result = await asyncio.to_thread(cli, "health", "--target", tls_at, "--timeout", "2")
+        assert result.returncode == 1
+        assert "If it serves TLS, give RUNSTREAM_TLS_CERT or --ca-file)" in result.stderr
+    finally:
+        await secure.stop(grace=0.1)
+        await plain.stop(grace=0.1)

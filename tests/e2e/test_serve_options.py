@@ -25,6 +25,7 @@ from runstream_server.domain.limits import MAX_RETENTION_DAYS, Retention
 from runstream_server.domain.watching import HEARTBEAT_SECONDS
 
 from tests.conftest import ServerProcess, free_port
+from tests.e2e.test_cli import runstream_cli
 
 
 async def finished_run(target: str) -> str:
@@ -86,13 +87,27 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
                 for e in r.events
             ]
             assert [e.seq for e in kept] == [1, 2]
+        # The CLI says it in its own words (the server's name API calls), and a run that
+        # succeeded is no failure for `watch` (found in review).
+        target = f"127.0.0.1:{port}"
+        watched = await asyncio.to_thread(runstream_cli, "watch", old, "--target", target)
+        assert watched.returncode == 0, watched.stderr
+        purged = f"Its events 1..{snap.purged_seq} were removed by the retention policy"
+        assert purged in watched.stdout
+        assert f"Run {old} ended: ✔ SUCCEEDED" in watched.stdout
+        listed = await asyncio.to_thread(runstream_cli, "events", old, "--target", target)
+        assert listed.returncode == 1
+        assert listed.stderr.strip() == (
+            f"runstream: events 1..{snap.purged_seq} of run {old} were removed by the "
+            f"retention policy; runstream get {old} shows its snapshot"
+        )
     finally:
         process.terminate()
         assert process.wait(20) == 0
 
 
 def _serve(
-    port: int, store: Path, *options: str, env: dict[str, str] | None = None
+    port: int, store: Path | str, *options: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}"]
     return subprocess.run(
@@ -360,3 +375,21 @@ def test_an_otlp_endpoint_from_the_environment_is_checked_as_the_flag_is(
         server = ServerProcess(port=free_port(), store_path=tmp_path / "runs.db", extra=flag)
         server.start()
         assert server.terminate() == 0
+
+
+def test_a_redis_store_without_the_redis_extra_names_the_install(tmp_path: Path) -> None:
+    """Found in review: `make demo` and `make serve` install no Redis client, and a
+    `--store redis://` then ended in a 30-line ModuleNotFoundError traceback."""
+    shadow = tmp_path / "shadow" / "redis"
+    shadow.mkdir(parents=True)  # a `redis` that is not installed, ahead of the real one
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'redis'\", name='redis')\n"
+    )
+    path = os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])
+    port = free_port()
+    result = _serve(port, "redis://127.0.0.1:1/0", env={"PYTHONPATH": path})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith(
+        "a redis:// store needs the redis package: pip install 'runstream[redis]'"
+    ), result.stderr

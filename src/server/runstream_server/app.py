@@ -71,7 +71,7 @@ from runstream_server.observability import (
     otlp_endpoint,
     tracer_provider,
 )
-from runstream_server.store.base import EventStore
+from runstream_server.store.base import EventStore, StoreUnusable
 from runstream_server.store.sqlite import SqliteEventStore
 
 log = logging.getLogger("runstream.server")
@@ -457,8 +457,12 @@ class RunstreamServer:
 def open_store(config: ServerConfig) -> EventStore:
     """The store the config names: Redis for a redis:// URL, else the SQLite file."""
     if config.store_url:
-        from runstream_server.store.redis import RedisEventStore
-
+        try:
+            from runstream_server.store.redis import RedisEventStore
+        except ModuleNotFoundError as exc:  # installed without the extra (make demo, serve)
+            raise StoreUnusable(
+                f"a redis:// store needs the {exc.name} package: pip install 'runstream[redis]'"
+            ) from None
         return RedisEventStore(config.store_url)
     return SqliteEventStore(
         config.store_path, synchronous=config.sqlite_synchronous, check=config.check_store

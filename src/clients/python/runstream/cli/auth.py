@@ -519,3 +519,14 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
     token.add_argument("--issuer", default=None, metavar="ISS", help="the iss claim")
     token.add_argument("--audience", default=None, metavar="AUD", help="the aud claim")
     token.set_defaults(handler=cmd_token)
+
+
+def unanswered_hint(target: str, details: str, *, tls: bool, option: str = "--ca-file") -> str:
+    """The hint for a call nothing answered: a TLS client at a port that speaks plaintext
+    (the handshake read no TLS), a plaintext client whose connection the server closed (as a
+    TLS server does), or else whether a server runs there at all."""
+    if tls and "WRONG_VERSION_NUMBER" in details:
+        return f"a server at {target} answered without TLS: connect without {option}"
+    if not tls and "Socket closed" in details:
+        return f"is a Runstream server running at {target}? If it serves TLS, give {option}"
+    return f"is a Runstream server running at {target}?"

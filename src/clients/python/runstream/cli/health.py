@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .._auth import channel_credentials
 from .args import positive_float
+from .auth import unanswered_hint
 from .errors import CliError, UsageError
 
 __all__ = ["add_health_command"]
@@ -97,6 +98,10 @@ def cmd_health(args: argparse.Namespace) -> int:
         hint = ""
         if _env("RUNSTREAM_TLS_CLIENT_CA") and args.client_cert is None:
             hint = " (the server wants a client certificate: set RUNSTREAM_CLIENT_CERT/_KEY)"
+        elif code == "UNAVAILABLE":
+            tls = bool(args.ca_file or args.tls_cert)
+            option = "RUNSTREAM_TLS_CERT or --ca-file"
+            hint = f" ({unanswered_hint(args.target, details, tls=tls, option=option)})"
         sys.stderr.write(f"runstream health: {args.target}: {code}: {details}{hint}\n")
         return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

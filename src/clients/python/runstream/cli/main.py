@@ -54,6 +54,7 @@ from .auth import (
     reconnect_timeout,
     repeated_security,
     security_config,
+    unanswered_hint,
     wait_for_server,
 )
 from .errors import CliError, UsageError
@@ -250,8 +251,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
             run = await first_snapshot(
                 client, args.run_id, reconnect_timeout(args, WATCH_RECONNECT)
             )
-            if not live:
+            purged = run.status.is_terminal and run.purged_seq > args.from_seq
+            if not live or purged:
                 print_run_header(console, run)
+            if purged:  # an ended run whose events retention removed: its snapshot is all
+                console.print(
+                    f"Its events 1..{run.purged_seq} were removed by the retention policy: "
+                    f"the line above is what is kept (in full: runstream get {run.run_id}).",
+                    style="grey62",
+                    soft_wrap=True,
+                    markup=False,
+                )
+                return run
             return await follow_run(
                 client,
                 args.run_id,
@@ -346,17 +357,26 @@ def cmd_events(args: argparse.Namespace) -> int:
     async def events() -> None:
         async with connect(args) as client:
             await wait_for_server(args, client)
-            await tables.show_events(
-                client,
-                console,
-                args.run_id,
-                kinds=args.kinds,
-                limit=args.limit,
-                as_json=args.json,
-                newest=args.newest,
-                after=args.after,
-                before=args.before,
-            )
+            try:
+                await tables.show_events(
+                    client,
+                    console,
+                    args.run_id,
+                    kinds=args.kinds,
+                    limit=args.limit,
+                    as_json=args.json,
+                    newest=args.newest,
+                    after=args.after,
+                    before=args.before,
+                )
+            except runstream.FailedPreconditionError:
+                run = await client.get_run(args.run_id)
+                if not run.purged_seq:
+                    raise
+                raise CliError(  # the server's words name the API's calls, not the command's
+                    f"events 1..{run.purged_seq} of run {run.run_id} were removed by the "
+                    f"retention policy; runstream get {run.run_id} shows its snapshot"
+                ) from None
 
     run_async(events())
     return 0
@@ -1030,7 +1050,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only when nothing answered: a server that did names its cause (its store is
         # unreachable, it is shutting down), and asking whether it runs would mislead.
         unanswered = target and not any(cause in exc.message for cause in SERVER_CAUSES)
-        where = f" (is a Runstream server running at {target}?)" if unanswered else ""
+        tls = bool(getattr(args, "ca_file", None) or os.environ.get("RUNSTREAM_CA_FILE"))
+        where = f" ({unanswered_hint(str(target), exc.message, tls=tls)})" if unanswered else ""
         _say_error(errors, f"runstream: {describe_error(exc)}{where}")
         return 1
     except runstream.RunstreamError as exc:
