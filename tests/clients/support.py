@@ -66,7 +66,8 @@ class TcpProxy:
 
     ``cut()`` drops every relayed connection and refuses new ones until ``restore()``: the
     clients behind the proxy see their streams break and their reconnects fail, while other
-    clients keep talking to the server directly. That is how a test makes a producer miss
+    clients keep talking to the server directly. ``stall()`` holds the bytes instead, as a
+    server stopped with SIGSTOP would. That is how a test makes a producer miss
     what happens on the server, deterministically and without stopping the server.
     """
 
@@ -77,6 +78,8 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self.refusing = False
         self.port = 0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def target(self) -> str:
@@ -104,6 +107,7 @@ class TcpProxy:
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
             while data := await source.read(65536):
+                await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -122,6 +126,14 @@ class TcpProxy:
     def restore(self) -> None:
         """Accepts connections again."""
         self.refusing = False
+
+    def stall(self) -> None:
+        """Holds every byte, both ways, with the connections left open: a frozen server."""
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        """Relays again what ``stall()`` held, and what follows."""
+        self._flowing.set()
 
     async def close(self) -> None:
         self.cut()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -48,7 +49,7 @@ from runstream import (
 )
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import eventually, producer_events, proxy_to
+from tests.clients.support import eventually, producer_events, proxy_to, until
 
 PLAN = [
     StepSpec("strategy", "Strategy Team", description="Positioning", agent="Strategy Team"),
@@ -450,6 +451,35 @@ async def test_backpressure_delays_reporting_but_never_drops(client: Client) -> 
     )
 
 
+async def test_backpressure_also_holds_the_bytes_of_large_events(
+    server: RunstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: the outbox counted events whatever their size, so with the server out
+    of reach a producer reporting large tool outputs grew to gigabytes before it waited."""
+    monkeypatch.setattr("runstream._report_gate.MAX_BUFFERED_BYTES", 1 << 20)  # 1 MiB here
+    blob = "x" * 100_000
+    async with proxy_to(server.port) as proxy, runstream.connect(proxy.target) as client:
+        run = await client.start_run("bulk")
+        await run.flush()
+        proxy.cut()
+        queued = 0
+        while queued < 30:  # 3 MB in all: the reporter holds about 1 MiB of it
+            try:
+                await asyncio.wait_for(run.custom("output", {"text": blob}), 1.0)
+            except TimeoutError:
+                break
+            queued += 1
+        assert 10 <= queued <= 11, queued  # ~100 KB each: the eleventh passes the budget
+        proxy.restore()
+        await run.custom("after", {"text": "the outage"})  # waited for the acks, then went
+        await run.complete()
+        await run.close()
+        stored = await events_of(client, run.run_id, kinds=[EventKind.CUSTOM])
+    assert [e.payload.type for e in stored if isinstance(e.payload, Custom)] == [
+        "output"
+    ] * queued + ["after"]
+
+
 async def test_cancel_run_makes_the_next_reporting_call_raise(client: Client) -> None:
     run = await client.start_run("campaign", steps=PLAN)
     # Either the cancel control already arrived (the call raises at once) or the server
@@ -618,6 +648,64 @@ async def test_reporting_after_complete_is_refused_locally(client: Client) -> No
     await run.close()
     with pytest.raises(FailedPreconditionError):
         await run.custom("closed")
+
+
+async def test_a_run_reported_ended_closes_its_report_stream_without_close(
+    client: Client,
+) -> None:
+    """Found in review: a producer that ends its runs with complete() or fail() and never
+    calls close() kept a Report stream open per run, on the server (counted against a
+    producer's open streams) and in the client (three tasks per run)."""
+    for end in ("complete", "fail", "complete"):
+        run = await client.start_run("campaign")
+        await run.custom("work")
+        await (run.complete() if end == "complete" else run.fail("it broke"))
+        await run.flush()
+    await until(lambda: _report_streams(client), within=10)
+    with pytest.raises(FailedPreconditionError):
+        await run.custom("late")
+
+
+async def _report_streams(client: Client) -> bool:
+    return (await client.get_stats()).producers == 0
+
+
+async def test_reporting_from_another_event_loop_is_refused_not_lost(client: Client) -> None:
+    """Found in review: a reporting call made in another loop (a second asyncio.run() of a
+    plain script, a worker thread's) returned as if queued, and its event was never sent."""
+    run = await client.start_run("campaign")
+
+    async def in_another_loop() -> str:
+        with pytest.raises(FailedPreconditionError) as raised:
+            await run.custom("from elsewhere")
+        return raised.value.message
+
+    said = await asyncio.to_thread(asyncio.run, in_another_loop())
+    assert "was started in another event loop" in said
+    await run.custom("from its own loop")
+    await run.complete()
+    stored = producer_events(await events_of(client, run.run_id))
+    assert [e.kind for e in stored[-2:]] == [EventKind.CUSTOM, EventKind.RUN_COMPLETED]
+    assert sum(e.kind == EventKind.CUSTOM for e in stored) == 1
+
+
+async def test_closing_a_client_closes_its_reporters_at_once(
+    server: RunstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: with the server frozen, the client's close() closed its reporters one
+    after another, each waiting its grace for the server: 50 s for ten reporters."""
+    monkeypatch.setattr("runstream._stream_ownership.CLOSE_GRACE", 2.0)
+    async with proxy_to(server.port) as proxy:
+        client = runstream.connect(proxy.target)
+        for _ in range(4):
+            run = await client.start_run("campaign")
+            await run.flush()
+        proxy.stall()
+        started = time.monotonic()
+        await client.close()
+        took = time.monotonic() - started
+        proxy.flow()
+    assert took < 6.0, f"closing 4 reporters took {took:.1f} s (a grace of 2 s each)"
 
 
 async def test_explicit_run_id_that_exists_is_already_exists(client: Client) -> None:

@@ -190,11 +190,15 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         """Closes the reporters still open (flushing them), then the channel. Idempotent."""
         if self._connection.closed:
             return
-        for reporter in list(self._reporters):
+
+        async def close_one(reporter: RunReporter) -> None:
             try:
                 await reporter.close()
             except RunstreamError as exc:
                 _log.warning("closing the reporter of run %s failed: %s", reporter.run_id, exc)
+
+        # At once: each may wait for a stalled server, and they would add up one after another.
+        await asyncio.gather(*(close_one(reporter) for reporter in list(self._reporters)))
         await self._connection.close()
 
     # --- producing --------------------------------------------------------------------------
@@ -230,7 +234,8 @@ class Client(RunQueries, RunWatching, DecisionCalls):
                 characters; a longer one raises InvalidArgumentError before the run is
                 created).
             max_buffered: How many unacknowledged events the reporter holds before reporting
-                calls wait (backpressure).
+                calls wait (backpressure); they also wait while 64 MiB of events are, so a
+                server out of reach costs bounded memory however large the events.
             targets: Goals for run-level metrics, e.g. ``Target("companies_found", 50)``; the
                 server fires a milestone, once, when a reported metric reaches its target.
             cancel_task: When an operator cancels the run (``CancelRun``), cancel the task

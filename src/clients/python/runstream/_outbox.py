@@ -37,6 +37,8 @@ class Batch:
 
     batch_id: int
     events: list[event_pb2.RunEvent]
+    size: int = 0
+    """The events' encoded bytes."""
 
 
 class Outbox:
@@ -59,6 +61,8 @@ class Outbox:
         """Events the server acknowledged as durable."""
         self.refused = 0
         """Events the server refused, each set aside while the others went on."""
+        self.pending_bytes = 0
+        """The encoded bytes of the events queued and not yet acknowledged or refused."""
         self.last_seq = last_seq
 
     @property
@@ -96,8 +100,10 @@ class Outbox:
         """Stamps the event with the next idempotency key and queues it."""
         convert.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
         self.next_key += 1
-        self._unsent.append((event, convert.event_size(event)))
+        size = convert.event_size(event)
+        self._unsent.append((event, size))
         self.reported += 1
+        self.pending_bytes += size
 
     def name_call(self, event: event_pb2.RunEvent, call: str) -> None:
         """Remembers, until it is acknowledged, that `call` reported the queued `event`."""
@@ -120,7 +126,7 @@ class Outbox:
             self._unsent.popleft()
             events.append(event)
             size += event_size
-        batch = Batch(self._next_batch_id, events)
+        batch = Batch(self._next_batch_id, events, size)
         self._next_batch_id += 1
         if events:
             self._inflight.append(batch)
@@ -137,7 +143,11 @@ class Outbox:
         """Takes the event the server refused out of the oldest batch in flight and returns
         it; the rest of that batch, and every batch behind it, go again, in order and with
         their keys, when the next stream opens."""
-        event = self._inflight[0].events.pop(index)
+        batch = self._inflight[0]
+        event = batch.events.pop(index)
+        size = convert.event_size(event)
+        batch.size -= size
+        self.pending_bytes -= size
         self.refused += 1
         return event
 
@@ -166,5 +176,6 @@ class Outbox:
             )
         duplicates = [(batch.events[index], seq) for index, seq in ack.duplicates]
         self.acked += len(batch.events)
+        self.pending_bytes -= batch.size
         self.last_seq = max(self.last_seq, ack.max_seq)
         return duplicates

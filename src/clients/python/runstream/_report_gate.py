@@ -2,13 +2,15 @@
 
 :class:`ReportGate` decides whether a reporting call may queue its event: not once the run
 is cancelled, the stream failed with a status no retry fixes, the reporter is closing or the
-run's end is already reported. It also holds the producer while ``max_buffered`` events are
-unacknowledged (backpressure, never dropping). The stream itself is
-:mod:`runstream._report_stream`.
+run's end is already reported. It also holds the producer while ``max_buffered`` events, or
+:data:`MAX_BUFFERED_BYTES` of them, are unacknowledged (backpressure, never dropping): a
+server out of reach then costs the producer a bounded amount of memory whatever the events'
+sizes. The stream itself is :mod:`runstream._report_stream`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from runstream import _convert as convert
@@ -20,7 +22,10 @@ if TYPE_CHECKING:
     from runstream._run_control import RunControl
     from runstream.v1 import event_pb2
 
-__all__ = ["ReportGate"]
+__all__ = ["MAX_BUFFERED_BYTES", "ReportGate"]
+
+MAX_BUFFERED_BYTES = 64 << 20
+"""How many bytes of unacknowledged events a reporter holds before reporting calls wait."""
 
 
 class ReportGate:
@@ -42,6 +47,7 @@ class ReportGate:
         self._signal = signal
         self._control = control
         self._max_buffered = max(1, max_buffered)
+        self._max_buffered_bytes = MAX_BUFFERED_BYTES
         self._closing = False
         self._terminal_reported = False
 
@@ -79,6 +85,12 @@ class ReportGate:
             raise raised_again(self._stream.failure)
 
     def check_can_report(self) -> None:
+        loop = self._stream.loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            raise FailedPreconditionError(
+                f"the reporter of run {self._run_id!r} was started in another event loop (each "
+                "asyncio.run() has its own); report from the loop that started it"
+            )
         self.raise_if_failed()
         if self._closing:
             raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed")
@@ -90,7 +102,10 @@ class ReportGate:
     async def admit(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:
         """Queues the event, after waiting while too many are unacknowledged."""
         self.check_can_report()
-        while self._outbox.pending >= self._max_buffered:
+        while (
+            self._outbox.pending >= self._max_buffered
+            or self._outbox.pending_bytes >= self._max_buffered_bytes
+        ):
             await self._signal.wait()
             self.check_can_report()
         if terminal:

@@ -179,6 +179,7 @@ class ReportStream:
         """Set once no stream attached for longer than the reconnect timeout, events waiting
         or not: calls that wait on the stream (an attach, an answer, a resume) give up."""
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         """Whether the owner stopped the stream task for good (``stop()``)."""
         self._draining = False
@@ -201,7 +202,13 @@ class ReportStream:
         if self._unreachable is not None:
             raise raised_again(self._unreachable)
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the stream task runs in (None before it started)."""
+        return self._loop
+
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._draining = False
         self._task = asyncio.create_task(
             self._run_stream(), name=f"runstream-report-{self._run_id}"
@@ -400,12 +407,13 @@ class ReportStream:
                         break
                     if self._outbox.unsent and self._outbox.batches_in_flight < self._max_in_flight:
                         break
-                    if self._closing() and self._outbox.pending == 0:
+                    if self._finished():
                         break
                     await self._signal.wait()
                 if reader.done() or self.failure is not None:
                     break
-                if attached and self._closing() and self._outbox.pending == 0:
+                if attached and self._finished():
+                    # Closing, or the run's end is acknowledged: nothing more will go.
                     await call.done_writing()
                     await reader
                     return True

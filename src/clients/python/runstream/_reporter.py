@@ -17,7 +17,8 @@ How a reported event travels:
    naming it, and nothing is queued: :mod:`runstream._arguments`), stamps it
    with a stable idempotency key ``"<reporter uuid>:<counter>"`` and appends it to the unsent
    queue. It returns at once unless the reporter already holds ``max_buffered`` unacknowledged
-   events, in which case it waits for acknowledgements (backpressure, never dropping).
+   events, or 64 MiB of them, in which case it waits for acknowledgements (backpressure,
+   never dropping).
 2. One background task per reporter owns the bidirectional stream. It sends everything queued
    as batches (up to ``batch_size`` events and about 1 MiB each) and keeps up to
    ``max_in_flight`` batches unacknowledged, so the producer is never blocked on a round trip.
