@@ -21,13 +21,13 @@ def check_target(value: str) -> str:
     target = value.strip()
     if not target:
         raise ValueError("an empty address; give HOST or HOST:PORT")
+    if any(c.isspace() for c in target):
+        raise ValueError(f"{value!r} has a space; give HOST or HOST:PORT")
     if target.startswith(_SCHEMES):
         return target
     if "://" in target:
         scheme = target.split("://", 1)[0]
         raise ValueError(f"{scheme}:// is not a gRPC address; give HOST:PORT (or dns:///HOST:PORT)")
-    if any(c.isspace() for c in target):
-        raise ValueError(f"{value!r} has a space; give HOST or HOST:PORT")
     if target.startswith("["):
         host, _, number = target[1:].partition("]")
         if number and not number.startswith(":"):
@@ -37,7 +37,10 @@ def check_target(value: str) -> str:
         try:
             ipaddress.IPv6Address(target)
         except ValueError:
-            raise ValueError(f"{value!r} is neither HOST:PORT nor an IPv6 address") from None
+            several = " (several addresses: ipv4:HOST:PORT,HOST:PORT)" if "," in target else ""
+            raise ValueError(
+                f"{value!r} is neither HOST:PORT nor an IPv6 address{several}"
+            ) from None
         return target
     else:
         host, _, number = target.partition(":")
