@@ -1156,3 +1156,20 @@ async def test_get_says_why_a_failed_run_is_failing_after_retention_purged_its_l
     assert details.returncode == 0, details.stderr
     health = next(line for line in details.stdout.splitlines() if "Health" in line)
     assert re.search(r"FAILING\s+.*research", health), health
+
+
+async def test_a_run_of_one_step_is_counted_in_the_singular(
+    server_process: ServerProcess,
+) -> None:
+    """Found in review: "slow · 1 steps", "Run created: slow (1 steps planned)"."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("slow", steps=["only"])
+        async with run.step("only"):
+            pass
+        await run.complete()
+        await run.close()
+    watched = await cli("watch", run.run_id, "--target", server_process.target, "--plain")
+    assert watched.returncode == 0, watched.stderr
+    assert " · slow · 1 step · " in watched.stdout
+    assert "(1 step planned)" in watched.stdout

@@ -349,3 +349,30 @@ def test_the_append_buckets_of_idle_principals_are_forgotten(
     assert len(meter._buckets) <= 200
     assert meter._bucket("busy") is busy
     assert busy.take(1) > 100  # still held to its limit
+
+
+async def test_a_limit_of_one_is_said_in_the_singular(
+    tmp_path: Path, keys: Keys, server_config: Any
+) -> None:
+    """Found in review: "tenant 'acme' has 1 active runs", "run ... has 1 watchers"."""
+    ones = Limits(watch_streams_per_principal=1, watchers_per_run=1, active_runs_per_tenant=1)
+    security = dataclasses.replace(rs256_auth(keys), limits=ones)
+    server = RunstreamServer(server_config(tmp_path / "runstream.db", security=security))
+    await server.start()
+    bot = Caller(server.target, keys.token(["producer", "viewer"], sub="bot"))
+    alice = Caller(server.target, keys.token(["viewer"], sub="alice"))
+    try:
+        run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+        assert "tenant 'acme' has 1 active run, the most allowed" in (info.value.details() or "")
+        request = rs.WatchRunRequest(run_id=run_id, keep_open=True)
+        await opened(alice.runs.WatchRun(request))
+        exc = await refused(bot.runs.WatchRun(request))
+        assert f"run {run_id!r} has 1 watcher, the most allowed" in (exc.details() or "")
+        exc = await refused(alice.runs.WatchRun(request))
+        assert "1 watch stream is open for alice" in (exc.details() or "")
+    finally:
+        for caller in (bot, alice):
+            await caller.channel.close()
+        await server.stop(grace=0.5)

@@ -307,14 +307,16 @@ class LimitInterceptor(HandlerRewriter):
         # limit or not, to every other tenant (NOT_FOUND, from the handler).
         watched = (principal.tenant if principal else "", run_id or "")
         if who is not None and 0 < limits.watch_streams_per_principal <= self._open(who):
+            most = limits.watch_streams_per_principal
             raise ResourceExhausted(
-                f"{limits.watch_streams_per_principal} watch streams are open for "
+                f"{most} watch {'streams are' if most != 1 else 'stream is'} open for "
                 f"{principal.subject if principal else who}; close one first",
                 retry_after=limits.stream_retry_after,
             )
         if run_id and 0 < limits.watchers_per_run <= self._watchers[watched]:
             raise ResourceExhausted(
-                f"run {run_id!r} has {limits.watchers_per_run} watchers, the most allowed",
+                f"run {run_id!r} has {limits.watchers_per_run} "
+                f"watcher{'s' if limits.watchers_per_run != 1 else ''}, the most allowed",
                 retry_after=limits.stream_retry_after,
             )
         if who is not None:
@@ -488,7 +490,8 @@ class LimitInterceptor(HandlerRewriter):
                 runs.counted_at = time.monotonic()
             if runs.taken >= limit:
                 raise ResourceExhausted(
-                    f"tenant {tenant!r} has {limit} active runs, the most allowed; "
+                    f"tenant {tenant!r} has {limit} active run{'s' if limit != 1 else ''}, "
+                    "the most allowed; "
                     "finish or cancel one first",
                     retry_after=self._limits.runs_retry_after,
                 )

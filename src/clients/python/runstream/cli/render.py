@@ -951,7 +951,7 @@ def print_run_header(console: Console, run: runstream.Run) -> None:
             f" · {printable(run.display_name)}"
             if run.display_name and run.display_name != run.workflow
             else "",
-            f" · {run.progress.total_steps} steps · ",
+            f" · {run.progress.total_steps} step{'s' if run.progress.total_steps != 1 else ''} · ",
             run_status_text(run.status),
             " · health ",
             health_text(run.health),

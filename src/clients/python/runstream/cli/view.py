@@ -306,7 +306,7 @@ class RunView:
                     "✚",
                     "run",
                     f"Run created: {payload.display_name or payload.workflow} "
-                    f"({len(payload.steps)} steps planned)",
+                    f"({len(payload.steps)} step{'s' if len(payload.steps) != 1 else ''} planned)",
                     "bold",
                 )
             case runstream.RunStarted():
