@@ -494,12 +494,22 @@ async def test_a_refused_call_is_refused_before_its_request_is_decoded(
             assert "request: is not a valid runstream.v1." in details
         assert server.telemetry is not None and server.telemetry.metrics is not None
         registry = server.telemetry.metrics.registry
-        counted_codes = {
-            code: registry.get_sample_value(
-                "runstream_grpc_requests_total", {"method": name.lstrip("/"), "code": code}
-            )
-            for code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT")
-        }
+
+        def counted() -> dict[str, float | None]:
+            return {
+                code: registry.get_sample_value(
+                    "runstream_grpc_requests_total", {"method": name.lstrip("/"), "code": code}
+                )
+                for code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT")
+            }
+
+        # A call is counted as its handler ends, which can be just after its client has the
+        # status (seen on a busy machine): wait for the last call's count.
+        for _ in range(100):
+            if counted()["INVALID_ARGUMENT"]:
+                break
+            await asyncio.sleep(0.05)
+        counted_codes = counted()
         assert counted_codes == {
             "UNAUTHENTICATED": 4,
             "PERMISSION_DENIED": 2,
