@@ -534,11 +534,11 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_plain(parser: argparse.ArgumentParser) -> None:
+def _add_plain(parser: argparse.ArgumentParser, each: str = "event") -> None:
     parser.add_argument(
         "--plain",
         action="store_true",
-        help="print one line per event instead of the live view "
+        help=f"print one line per {each} instead of the live view "
         "(automatic when stdout is not a terminal)",
     )
 
@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a Runstream server",
         description="Run a Runstream gRPC server (RunService, ReportService, health and "
-        "reflection) over a SQLite store, until SIGINT or SIGTERM.",
+        "reflection) over a SQLite file or a shared Redis, until SIGINT or SIGTERM.",
         formatter_class=_Formatter,
     )
     serve.add_argument(
@@ -837,7 +837,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow the matching runs live (status, progress, health, ETA, viewers) until Ctrl-C",
     )
-    _add_plain(runs)
+    _add_plain(runs, "change of a run")
     _add_json(runs)
     runs.set_defaults(handler=cmd_runs)
 
