@@ -1,7 +1,7 @@
 """Background work on runs: decision deadlines, stall detection and retention, correct
 across replicas.
 
-Both only *propose* a server write; the write itself goes through the run manager's commit,
+Both only *propose* a server write; the write itself goes through the ledger's commit,
 which re-checks its condition under the run's lock against the committed state and appends
 only if the head has not moved. So when every replica arms the same deadline, or sees the
 same silent run, one of them writes and the others find nothing left to do: a deadline fires
@@ -19,6 +19,7 @@ Retention passes purge ended runs' logs in the store, which tells the other repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,10 +30,10 @@ from runstream.v1 import event_pb2, run_pb2
 from runstream_server.domain import insight
 from runstream_server.domain.commits import CommitRecord
 from runstream_server.domain.events import KIND_BY_FIELD
-from runstream_server.domain.ledger import decode
+from runstream_server.domain.ledger import RunLedger, decode
 from runstream_server.domain.limits import Retention
 from runstream_server.domain.state import RunState
-from runstream_server.errors import Unavailable
+from runstream_server.errors import NotFound, RunstreamError, Unavailable
 from runstream_server.store.base import EventStore, RunFilter, StoredEvent, stop_if_cancelled
 
 log = logging.getLogger("runstream.monitors")
@@ -115,14 +116,12 @@ class StallTracker:
         store: EventStore,
         policy: insight.InsightPolicy,
         clock: Clock,
-        history: Callable[[str, str], Awaitable[insight.WorkflowHistory]],
-        mark_stalled: Callable[[str, int, float], Awaitable[None]],
+        ledger: RunLedger,
     ) -> None:
         self._store = store
         self._policy = policy
         self._clock = clock
-        self._history = history
-        self._mark_stalled = mark_stalled
+        self._ledger = ledger
         self._heard: dict[str, datetime] = {}  # running runs only: pruned on every pass
 
     @property
@@ -157,7 +156,7 @@ class StallTracker:
     async def threshold(self, state: RunState) -> float:
         if state.run.status == run_pb2.RUN_STATUS_PENDING:  # needs no history: not read
             return insight.stall_threshold(state, insight.WorkflowHistory(0), self._policy)
-        history = await self._history(state.run.tenant, state.run.workflow)
+        history = await self._ledger.histories.get(state.run.tenant, state.run.workflow)
         return insight.stall_threshold(state, history, self._policy)
 
     def pause_after(self, took: float) -> float:
@@ -204,12 +203,48 @@ class StallTracker:
                     continue
                 threshold = await self.threshold(RunState(run))
                 if self.silence(run) > threshold:
-                    await self._mark_stalled(run.run_id, run.status, threshold)
+                    await self.mark_stalled(run.run_id, run.status, threshold)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
         for run_id in [r for r in self._heard if r not in seen]:
             del self._heard[run_id]
+
+    async def mark_stalled(self, run_id: str, status: int, threshold: float) -> None:
+        """Records that the run, found with `status` (RUNNING or PENDING), is STALLED, with
+        its estimate made again: the one made at its last event has counted down to "about a
+        second" meanwhile, whatever steps are left. Only for a run found as it went silent:
+        events dated far back (a producer's clock, a server that was down) say nothing of
+        how long the steps left will take from now."""
+        try:
+            run = (await self._ledger.state(run_id)).run
+        except NotFound:
+            return
+        history = await self._ledger.histories.get(run.tenant, run.workflow)
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            # Re-checked under the lock, on the committed state: the producer may have
+            # reported meanwhile (a pending run may have started, with another threshold),
+            # or another replica recorded the stall first.
+            silence = self.silence(state.run)
+            if (
+                state.run.status != status
+                or state.run.health == run_pb2.RUN_HEALTH_STALLED
+                or silence <= threshold
+            ):
+                return []
+            if status == run_pb2.RUN_STATUS_PENDING:
+                reason = insight.never_started_reason(silence)
+            else:
+                step = state.run.current_step_id or "the run"
+                reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
+            stalled = [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
+            if silence > threshold + 60:  # not just gone silent: a clock of its own, a restart
+                return stalled
+            return stalled + insight.estimate_again(state, history, self._clock())
+
+        with contextlib.suppress(RunstreamError):
+            await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
 
 
 class RetentionPasses:

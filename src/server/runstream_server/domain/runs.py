@@ -17,7 +17,6 @@ pause or resume in :mod:`~runstream_server.domain.control`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -72,8 +71,6 @@ from runstream_server.domain.watching import (
 )
 from runstream_server.errors import (
     AlreadyExists,
-    NotFound,
-    RunstreamError,
     ShuttingDown,
 )
 from runstream_server.store.base import EventStore, RunFilter, StoredEvent
@@ -166,9 +163,7 @@ class RunManager:
             self._limits.response_bytes,
             self._limits.max_followed_runs,
         )
-        self._stalls = StallTracker(
-            store, self._policy, now, self._ledger.histories.get, self._mark_stalled
-        )
+        self._stalls = StallTracker(store, self._policy, now, self._ledger)
         self._ledger.consumers += [
             self._links.on_commit,
             self._decisions.deadlines.on_commit,
@@ -471,42 +466,6 @@ class RunManager:
         )
 
     # --- background monitors --------------------------------------------------------------------
-
-    async def _mark_stalled(self, run_id: str, status: int, threshold: float) -> None:
-        """Records that the run, found with `status` (RUNNING or PENDING), is STALLED, with
-        its estimate made again: the one made at its last event has counted down to "about a
-        second" meanwhile, whatever steps are left. Only for a run found as it went silent:
-        events dated far back (a producer's clock, a server that was down) say nothing of
-        how long the steps left will take from now."""
-        try:
-            run = (await self._ledger.state(run_id)).run
-        except NotFound:
-            return
-        history = await self._ledger.histories.get(run.tenant, run.workflow)
-
-        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
-            # Re-checked under the lock, on the committed state: the producer may have
-            # reported meanwhile (a pending run may have started, with another threshold),
-            # or another replica recorded the stall first.
-            silence = self._stalls.silence(state.run)
-            if (
-                state.run.status != status
-                or state.run.health == run_pb2.RUN_HEALTH_STALLED
-                or silence <= threshold
-            ):
-                return []
-            if status == run_pb2.RUN_STATUS_PENDING:
-                reason = insight.never_started_reason(silence)
-            else:
-                step = state.run.current_step_id or "the run"
-                reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
-            stalled = [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
-            if silence > threshold + 60:  # not just gone silent: a clock of its own, a restart
-                return stalled
-            return stalled + insight.estimate_again(state, history, self._clock())
-
-        with contextlib.suppress(RunstreamError):
-            await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
 
     async def apply_retention(self) -> list[str]:
         """Purges the event logs of finished runs past the retention policy; returns their ids."""
