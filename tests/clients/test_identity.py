@@ -218,6 +218,37 @@ async def test_tls_files_grpc_could_not_use_refuse_the_start_naming_them(tmp_pat
         assert not (tmp_path / "new").exists()
 
 
+async def test_a_watch_held_back_by_a_limit_says_why(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a second `runstream watch` of a run at its watcher limit waited and
+    retried with no word on screen (the CLI shows the SDK's warnings)."""
+    limits = Limits(watchers_per_run=1, stream_retry_after=0.2)
+    server = await start_server(tmp_path, dataclasses.replace(rs256_auth(keys), limits=limits))
+    try:
+        token = keys.token(["producer", "viewer"])
+        async with runstream.connect(server.target, token=token) as client:
+            run = await client.start_run("wf")
+            await run.flush()
+            first = client.watch(run.run_id)
+            assert (await anext(first)).kind == runstream.EventKind.RUN_CREATED
+            second = asyncio.create_task(anext(client.watch(run.run_id)))
+            await until(lambda: _said(caplog, "the most allowed"), within=10)
+            assert f"watch of run {run.run_id} waits 0.2s: run {run.run_id!r} has 1 watcher" in (
+                caplog.text
+            )
+            assert not second.done()
+            await first.aclose()  # a place is free: the second watcher gets its events
+            assert (await asyncio.wait_for(second, 10)).kind == runstream.EventKind.RUN_CREATED
+            await run.close()
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def _said(caplog: pytest.LogCaptureFixture, words: str) -> bool:
+    return any(words in r.getMessage() and r.levelno >= logging.WARNING for r in caplog.records)
+
+
 async def test_the_sdk_waits_out_limits_and_loses_nothing(
     tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -24,7 +24,7 @@ import grpc
 from runstream import _convert as convert
 from runstream._connection import raise_if_closed_under
 from runstream._errors import DataLossError, error_from_rpc
-from runstream._retry import Backoff, Outage, is_retryable
+from runstream._retry import Backoff, Outage, is_retryable, retry_after
 from runstream._types import Event, EventKind, Run, RunsUpdate
 
 if TYPE_CHECKING:
@@ -95,12 +95,16 @@ async def watch_run(
             detail = f"{exc.code().name}: {exc.details()}"
             if error := outage.exceeded(f"watch of run {run_id!r}", detail, exc):
                 raise error from exc
-            _log.info(
-                "watch of run %s lost (%s); resuming after seq %d",
-                run_id,
-                exc.code().name,
-                cursor,
-            )
+            waits = retry_after(exc)
+            if waits is not None:  # a limit: said, as nothing else shows why nothing comes
+                _log.warning("watch of run %s waits %gs: %s", run_id, waits, exc.details())
+            else:
+                _log.info(
+                    "watch of run %s lost (%s); resuming after seq %d",
+                    run_id,
+                    exc.code().name,
+                    cursor,
+                )
         except asyncio.CancelledError:
             raise_if_closed_under(f"watch of run {run_id!r}")
             raise
