@@ -68,3 +68,53 @@ async def test_a_run_the_store_rolled_back_ends_its_watchers_with_data_loss(
             assert len([m for m in errors if "the store lost seqs 7-9" in m]) == 1, errors
     finally:
         await client.aclose()
+
+
+async def test_a_resync_checks_every_run_when_the_store_lost_one_entirely(
+    redis_server: RedisProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a gap in notices a replica checks every run it holds against the store's heads.
+    Found in review: a run the store no longer had at all (a Redis emptied, or restored from
+    a copy older than the run) raised KeyError there, which ended the resync, so no other run
+    was checked and no loss was said; and a run the store lost entirely stayed RUNNING on the
+    replica, its new watchers waiting for ever."""
+    url = redis_store_url(redis_server, tmp_path / "store")
+    options = parse_url(url)
+    client = aioredis.from_url(options.url)
+    caplog.set_level(logging.ERROR, "runstream.runs")
+    try:
+        async with (
+            serving_on(url, tmp_path / "a") as server,
+            grpc.aio.insecure_channel(server.target) as channel,
+        ):
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            stubs = type(
+                "Stubs", (), {"report": report_service_pb2_grpc.ReportServiceStub(channel)}
+            )
+            gone = (await runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+            kept = (await runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+            await append(stubs, gone, *(custom(n) for n in range(3)))  # seqs 2-4
+            await append(stubs, kept, *(custom(n) for n in range(5)))  # seqs 2-6
+            keys = RedisKeys(options.prefix)
+            older = {key: await client.dump(key) for key in keys.run(kept)}
+            await append(stubs, kept, *(custom(n) for n in range(5, 8)))  # seqs 7-9
+            await client.delete(*keys.run(gone))  # the store has no such run any more
+            for key, value in older.items():
+                await client.restore(key, 0, value, replace=True)
+
+            server.runs._notices.on_notice(None)  # a gap in the notices: resync
+            for _ in range(100):
+                errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+                if len(errors) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert any(f"run {gone!r}: the store lost seqs 1-4" in m for m in errors), errors
+            assert any(f"run {kept!r}: the store lost seqs 7-9" in m for m in errors), errors
+            assert not any("KeyError" in m or "failed" in m for m in errors), errors
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await runs.GetRun(rs.GetRunRequest(run_id=gone))
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            got = await runs.GetRun(rs.GetRunRequest(run_id=kept))
+            assert got.run.last_seq == 6
+    finally:
+        await client.aclose()

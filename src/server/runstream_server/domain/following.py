@@ -201,7 +201,7 @@ class Notices:
             for begin in range(0, len(moved), _RESYNC_AT_ONCE):
                 await asyncio.gather(
                     *(
-                        refresh(run_id, state, heads[run_id])
+                        refresh(run_id, state, heads.get(run_id, 0))  # 0: the store has none
                         for run_id, state in moved[begin : begin + _RESYNC_AT_ONCE]
                     )
                 )

@@ -188,8 +188,9 @@ class RunLedger:
         """Holds the run's lock (its slot stays while held)."""
         return self._slots.locked(run_id)
 
-    def set_state(self, slot: RunSlot, state: RunState) -> None:
-        """Installs a run's state (holding its lock): a run just created."""
+    def set_state(self, slot: RunSlot, state: RunState | None) -> None:
+        """Installs a run's state (holding its lock): a run just created, or read again;
+        None forgets the run (its slot goes when the lock is released)."""
         self._slots.set_state(slot, state)
 
     # --- state ----------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ these checks read nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -112,7 +111,8 @@ class StoreChecks:
         over to a replica that lagged): says so once, ends the run's watch streams with
         DATA_LOSS naming the seqs lost (their watchers saw events the store no longer has,
         and new events may come under the same seqs), and reads the run again as the store
-        has it now. A run the store no longer has stays as it was held, its watchers ended."""
+        has it now. A run the store no longer has is forgotten: every call then answers
+        NOT_FOUND, as the store does (it was served as it was held, RUNNING for ever)."""
         async with self._ledger.locked(run_id) as slot:
             if slot.state is not state or state.last_seq <= head:
                 return  # read again or moved on meanwhile: another check got there first
@@ -124,5 +124,8 @@ class StoreChecks:
             )
             log.error("%s", reason)
             self._hub.lose(run_id, reason)
-            with contextlib.suppress(NotFound):
-                self._ledger.set_state(slot, await self._ledger.restore(run_id))
+            try:
+                restored: RunState | None = await self._ledger.restore(run_id)
+            except NotFound:
+                restored = None  # its slot goes with the lock
+            self._ledger.set_state(slot, restored)
