@@ -295,3 +295,30 @@ async def test_a_watcher_that_came_and_went_leaves_no_count_when_the_first_write
     finally:
         await on_a.stop()
         await client.aclose()
+
+
+async def test_the_watchers_of_a_replica_that_stops_stop_counting_at_once(
+    replicas: tuple[ServerProcess, ServerProcess],
+    stubs: tuple[run_service_pb2_grpc.RunServiceStub, run_service_pb2_grpc.RunServiceStub],
+) -> None:
+    """Found in review: a replica stopped with SIGTERM (every deploy) left its watchers'
+    count for the 15 s of its expiry, so each watcher that resumed on another replica
+    counted twice meanwhile. A replica that stops takes its counts with it."""
+    on_a, on_b = stubs
+    watched = (await on_a.CreateRun(rs.CreateRunRequest(workflow="viewers"))).run.run_id
+    watchers = []
+    try:
+        for _ in range(2):
+            call = on_b.WatchRun(rs.WatchRunRequest(run_id=watched))
+            await call.read()
+            watchers.append(call)
+        await until(lambda: _counts(on_a, watched, 2))
+        assert replicas[1].terminate() == 0  # SIGTERM: a graceful stop
+        await until(lambda: _counts(on_a, watched, 0), within=5)  # not 15 s
+    finally:
+        for call in watchers:
+            call.cancel()
+
+
+async def _counts(stub: run_service_pb2_grpc.RunServiceStub, run_id: str, expected: int) -> bool:
+    return await counted(stub, run_id) == expected

@@ -63,6 +63,14 @@ class ViewerCounts:
             self._refresher.cancel()
             with contextlib.suppress(BaseException):
                 await self._refresher
+        # A replica that stops gracefully takes its counts with it: its watchers resume on
+        # another replica, where they would otherwise count twice until the 15 s expiry.
+        mine, self._mine = list(self._mine), {}
+        if mine:
+            with contextlib.suppress(rex.RedisError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._write(run_id, 0, tell=True) for run_id in mine)), 2
+                )
 
     async def set(self, run_id: str, count: int) -> None:
         if count:
