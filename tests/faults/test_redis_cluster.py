@@ -294,6 +294,13 @@ async def test_health_is_not_serving_while_the_cluster_is_down(
             for n in three_masters
         )
         await until(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # A call on the lost slot says the cluster is down; it said "moving", as in a reshard
+        # (found in review). "r6961" hashes to slot 0.
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w", run_id="r6961"))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "the Redis cluster is down (CLUSTERDOWN" in (refused.value.details() or "")
         redis_cli("-p", str(owner.port), "cluster", "addslots", str(slot))
         await until(health_pb2.HealthCheckResponse.SERVING)
 

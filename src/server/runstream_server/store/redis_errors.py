@@ -45,6 +45,10 @@ def unavailable(
             raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
         except rex.RedisClusterException as exc:
             raise Unavailable(f"the Redis cluster cannot serve ({type(exc).__name__})") from exc
+        except rex.ClusterDownError as exc:  # before ClusterError, which it is too
+            raise Unavailable(
+                "the Redis cluster is down (CLUSTERDOWN: a slot has no master serving it)"
+            ) from exc
         except (rex.AskError, rex.TryAgainError, rex.ClusterError) as exc:
             # A slot moving or a shard failing over: nothing ran, the client retries. Plain
             # ClusterError is redis-py giving up on redirections ("TTL exhausted"), as it
