@@ -197,6 +197,11 @@ class RedisEventStore:
             # password, not a cluster, an option it does not take: ?bogus=1 is a TypeError
             # when connecting), never the password itself.
             reason = (str(exc).splitlines() or [""])[0][:200]
+            if self.options.cluster and "Cluster mode is not enabled" in str(exc):
+                raise StoreUnusable(  # reached: it is just not a cluster
+                    f"the Redis store {self.display} is not a Redis Cluster: "
+                    "remove ?cluster=1 from the URL"
+                ) from None
             raise StoreUnusable(
                 f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
             ) from None
