@@ -166,3 +166,17 @@ def test_a_commit_told_twice_or_made_here_is_counted_once() -> None:
         run_pb2.RUN_STATUS_SUCCEEDED: 1,
         run_pb2.RUN_STATUS_RUNNING: 1,
     }
+
+
+async def test_runstream_stats_does_not_show_a_redis_store_as_empty(
+    replicas: list[Replica],
+) -> None:
+    """Found in review: `runstream stats` printed "store  redis, 0 B" on every replica (the
+    size is a file's; Redis reports its memory itself)."""
+    from tests.e2e.test_cli import runstream_cli
+
+    shown = await asyncio.to_thread(runstream_cli, "stats", "--target", replicas[0].server.target)
+    assert shown.returncode == 0, shown.stderr
+    store = next(line for line in shown.stdout.splitlines() if line.lstrip().startswith("store"))
+    assert "redis (its memory: INFO memory on the Redis)" in store, store
+    assert "0 B" not in store
