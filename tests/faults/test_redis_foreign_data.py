@@ -75,7 +75,7 @@ async def test_a_user_without_scripts_or_pub_sub_is_refused_in_one_line(
         await client.execute_command("ACL", "DELUSER", user)
     assert refusal.returncode == 1
     assert_one_line(
-        refusal.stderr, "refuses this server's user", "needs scripts, PUBLISH and SUBSCRIBE"
+        refusal.stderr, "refuses this server's user", "and scripts, PUBLISH and SUBSCRIBE on"
     )
     assert password not in refusal.stderr
 
@@ -115,7 +115,32 @@ async def test_a_user_allowed_only_runstreams_own_keys_and_channel_is_served(
     assert refusal.returncode == 1
     assert_one_line(refusal.stderr, "refuses this server's user", "can't publish to the channel")
     assert f"SUBSCRIBE on &{prefix}:commits)" in refusal.stderr  # what to grant
+    assert f"every command on ~{prefix}:*" in refusal.stderr
     assert password not in refusal.stderr
+
+
+async def test_rights_taken_away_while_serving_are_named_with_what_to_give_back(
+    client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """Writes refused at run time (an operator took -@write) said "an operator must grant it
+    scripts and pub/sub", rights it still had (found in review)."""
+    user, password, prefix = await least_privileged(client)
+    try:
+        url = prefixed(redis_server, prefix, f"{user}:{password}")
+        async with (
+            serving_on(url, tmp_path) as server,
+            runstream.connect(server.target, reconnect_timeout=1) as sdk,
+        ):
+            await sdk.start_run("wf")
+            await client.execute_command("ACL", "SETUSER", user, "-@write")
+            with pytest.raises(runstream.UnavailableError) as refused:
+                await sdk.start_run("wf")
+    finally:
+        await client.execute_command("ACL", "DELUSER", user)
+    said = refused.value.message
+    assert "refuses this server's user" in said, said
+    assert f"must give it back every command on ~{prefix}:* and its notice channel" in said
+    assert password not in said
 
 
 async def test_the_refusal_of_a_user_on_another_database_names_that_databases_channel(

@@ -136,7 +136,8 @@ async def check_usable(
         channels = f"{options.prefix}:notices:*" if options.cluster else commits_channel(options)
         raise StoreUnusable(
             f"the Redis store {display} refuses this server's user: {reply[:160]} "
-            f"(it needs scripts, {publish} and {subscribe} on &{channels})"
+            f"(it needs every command on ~{options.prefix}:*, and scripts, {publish} and "
+            f"{subscribe} on &{channels})"
         ) from None
 
 

@@ -65,7 +65,7 @@ def unavailable(
                 # Checked at start (open): a user whose rights were taken away since.
                 raise Unavailable(
                     f"the Redis store refuses this server's user ({reply[:160]}); an operator "
-                    "must grant it scripts and pub/sub"
+                    f"must give it back {_rights(args[0])}"
                 ) from exc
             if reply.startswith("WRONGTYPE"):
                 raise DataLoss(
@@ -137,3 +137,10 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
         if os.sep + "asyncio" + os.sep not in filename:
             return False  # raised in other code (ours), not on redis-py's behalf
     return False
+
+
+def _rights(store: object) -> str:
+    """What a store's Redis user needs, named with its key prefix when the store has one."""
+    prefix = getattr(getattr(store, "options", None), "prefix", None)
+    keys = f"~{prefix}:*" if prefix else "its keys"
+    return f"every command on {keys} and its notice channel"
