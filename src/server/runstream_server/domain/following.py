@@ -60,6 +60,10 @@ class _Gap:
 _Queued = CommitNotice | ViewersNotice | PurgedNotice | _Gap
 
 
+REARM_RETRY = (0.5, 30.0)
+"""Seconds between scans of the stored deadlines the store refused: the first, the most."""
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -160,13 +164,31 @@ class Notices:
         self._spawn(self._rearm_until_done())
 
     async def _rearm_until_done(self) -> None:
+        """Scans until a scan succeeds with no gap since: a store out of reach (the gap's
+        cause, often) is asked again, less and less often, until it answers."""
+        wait, waiting = REARM_RETRY[0], False
         try:
             while True:
                 self._rearm_again = False
                 try:
                     await self._rearm()
-                except Exception:  # a store error: the next gap, or a restart, arms them
+                except Unavailable as exc:
+                    if not waiting:
+                        log.warning(
+                            "after a gap in notices: the stored deadlines wait for the store "
+                            "(%s); they are armed once it answers",
+                            exc.message,
+                        )
+                    waiting, self._rearm_again = True, True
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, REARM_RETRY[1])
+                    continue
+                except Exception:  # a bug: the next gap, or a restart, arms them
                     log.exception("after a gap in notices: the stored deadlines were not armed")
+                else:
+                    if waiting:
+                        log.info("after a gap in notices: the stored deadlines are armed")
+                    waiting = False
                 if not self._rearm_again:
                     return
         finally:
