@@ -66,6 +66,8 @@ def parse_url(url: str) -> RedisOptions:
             ) from None
         host = netloc.rsplit("@", 1)[-1]
         user = netloc.rsplit("@", 1)[0].split(":", 1)[0] if "@" in netloc else ""
+        if parts.password is not None or "password" in query:  # one would be ignored unseen
+            raise ValueError("a password in the URL and a password_file: give one of them")
         netloc = f"{user}:{quote(secret, safe='')}@{host}"
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
