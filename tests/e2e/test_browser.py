@@ -457,3 +457,48 @@ async def test_a_run_opened_while_its_server_is_frozen_reconnects_until_the_serv
                 server_process.process.send_signal(signal.SIGCONT)
             await page.wait(f"{CONNECTION} === 'live' && {run_view_is('RUNNING')}", within=30)
         await run.close()
+
+
+async def test_a_run_linked_before_it_exists_opens_when_picked_from_the_list(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: a link to a run with a chosen id, opened just before the run was
+    created, stayed on "cannot be shown" with a red "Offline" though the connection was fine;
+    the run then appeared in the list, highlighted, and clicking it did nothing (the address
+    did not change), so only a reload showed it."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        await page.goto(web.run_url("launch-0427"))
+        await page.wait(f"{CONNECTION} === 'failed'")
+        label = await page.eval("document.querySelector('#conn .conn-label').textContent")
+        assert label == "Cannot show"  # the run is unknown: no network trouble
+        run = await client.start_run("launch", run_id="launch-0427")
+        item = '#run-list [data-run-id="launch-0427"]'
+        await page.wait(f"document.querySelector('{item}') !== null")
+        await page.click(item)
+        await page.wait(run_view_is("RUNNING"))
+        await run.complete()
+        await run.close()
+        await page.wait(run_view_is("SUCCEEDED"))
+        assert await page.errors() == []
+
+
+async def test_the_home_page_does_not_say_there_are_no_runs_before_it_has_read_them(
+    tmp_path: Path,
+) -> None:
+    """Found in review: with the server out of reach as the page loaded, it said "No runs
+    yet.", "0 Running / 0 Succeeded / 0 Failed" and how to report a first run, of a server
+    holding 140 runs; only a small light said it was reconnecting."""
+    require_chromium()
+    with socket.socket() as taken:  # a port where no server answers
+        taken.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{taken.getsockname()[1]}"
+    async with dashboard(nowhere, tmp_path) as web, browser() as page:
+        await page.goto(web.page.url)
+        await page.wait(f"{CONNECTION} === 'reconnecting'")
+        shown = await page.eval(
+            "[!document.querySelector('#runs-empty').hidden,"
+            " !document.querySelector('.overview .hint').hidden,"
+            " [...document.querySelectorAll('.overview-stats .stat-value')]"
+            ".map((e) => e.textContent)]"
+        )
+        assert shown == [False, False, ["\u2013"] * 3], shown  # an en dash: not known yet

@@ -19,7 +19,7 @@ const LINK_LABELS: Record<LinkState, string> = {
   live: "Live",
   reconnecting: "Reconnecting…",
   ended: "Run ended",
-  failed: "Offline",
+  failed: "Cannot show",
   denied: "No access",
 };
 
@@ -77,7 +77,21 @@ async function main(): Promise<void> {
   }
   toggle.addEventListener("click", () => drawer(app.dataset.drawer !== "open"));
   backdrop.addEventListener("click", () => drawer(false));
-  list.addEventListener("click", () => drawer(false));
+  list.addEventListener("click", (event) => {
+    drawer(false);
+    retryFailed(event);
+  });
+  main.addEventListener("click", retryFailed); // the overview's list of runs
+  // A run picked again from a list while its page failed (a link opened before the run was
+  // created): the hash does not change, so no hashchange would open it again.
+  function retryFailed(event: Event): void {
+    const id = (event.target as Element).closest<HTMLElement>("[data-run-id]")?.dataset.runId;
+    if (id !== undefined && session?.runId === id && session.link === "failed") {
+      session.stop();
+      session = undefined;
+      open(id);
+    }
+  }
   $(app, "#runs-more").addEventListener("click", () => runs.showMore());
 
   function decoded(text: string): string | undefined {
@@ -103,7 +117,7 @@ async function main(): Promise<void> {
     renderRunList(list, all.slice(0, runs.shown), session?.runId, now);
     $(app, "#runs-more").hidden = !runs.more;
     text($(app, "#run-count"), all.length ? atLeast(all.length, runs.complete) : "");
-    $(app, "#runs-empty").hidden = all.length > 0;
+    $(app, "#runs-empty").hidden = all.length > 0 || !runs.loaded;
     if (session && view) {
       session.model.listedViewers = runs.get(session.runId)?.viewerCount;
       view.render(now);
@@ -161,10 +175,10 @@ function atLeast(n: number, complete: boolean): string {
   return complete ? String(n) : `${n}+`;
 }
 
-function renderOverview(el: HTMLElement, runs: Run[], known: { complete: boolean; activeComplete: boolean }, now: number): void {
+function renderOverview(el: HTMLElement, runs: Run[], known: { complete: boolean; activeComplete: boolean; loaded: boolean }, now: number): void {
   // The list again, inline, for screens where the sidebar is a drawer.
   renderRunList($(el, ".overview-runs"), runs.slice(0, 20), undefined, now);
-  $(el, ".hint").hidden = runs.length > 0 || !known.complete; // the hint is for no runs at all
+  $(el, ".hint").hidden = runs.length > 0 || !known.complete || !known.loaded; // the hint is for no runs at all
   const count = (status: RunStatus) => runs.filter((r) => r.status === status).length;
   const stats: Array<[string, number, string, boolean]> = [
     ["Running", count(RunStatus.RUNNING) + count(RunStatus.WAITING_FOR_INPUT) + count(RunStatus.PAUSED), "RUNNING", known.activeComplete],
@@ -173,7 +187,7 @@ function renderOverview(el: HTMLElement, runs: Run[], known: { complete: boolean
   ];
   const container = $(el, ".overview-stats");
   container.replaceChildren(
-    ...stats.map(([label, n, status, complete]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, atLeast(n, complete)), h("div", { class: "stat-label" }, label))),
+    ...stats.map(([label, n, status, complete]) => h("div", { class: "stat", "data-status": status }, h("div", { class: "stat-value" }, known.loaded ? atLeast(n, complete) : "–"), h("div", { class: "stat-label" }, label))),
   );
 }
 

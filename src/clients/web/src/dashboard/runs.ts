@@ -35,6 +35,9 @@ export class RunsFeed {
    * lower bounds.
    */
   complete = true;
+  /** A first list of runs has come (WatchRuns' initial state, or a ListRuns poll): until then
+   * the page knows nothing about the runs and must not say there are none. */
+  loaded = false;
 
   constructor(
     private readonly api: Api,
@@ -167,6 +170,7 @@ export class RunsFeed {
         initial = false;
         this.runs = fresh;
         this.complete = !response.endedRunsLeftOut;
+        this.loaded = true;
         this.activeKnown = true;
       }
       if (!initial && (response.runs.length > 0 || response.initialStateComplete)) this.changed(this.list());
@@ -184,6 +188,7 @@ export class RunsFeed {
     } while (pageToken && runs.size < this.limit);
     this.runs = runs;
     this.complete = pageToken === "";
+    this.loaded = true;
     this.changed(this.list());
   }
 }
