@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import traceback
 from collections.abc import AsyncIterator
@@ -899,3 +900,30 @@ async def test_a_failed_reporter_raises_at_every_call_with_a_traceback_of_that_c
         assert error.message == gave_up.value.message
         assert error.__cause__ is gave_up.value.__cause__ is not None
     assert len(traceback.extract_tb(raised[0].__traceback__)) < 50
+
+
+async def test_a_workflow_that_fails_with_the_server_gone_logs_one_warning_for_one_cause(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: an exception leaving `async with run:` with the server out of reach
+    logged the same cause three times as WARNING ("reporter stopped", "could not report how
+    the run ended", "closing the reporter failed")."""
+    caplog.set_level(logging.DEBUG, logger="runstream")
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=1) as client,
+    ):
+        run = await client.start_run("doomed")
+        await run.flush()
+        proxy.cut()
+        with pytest.raises(ValueError, match="the model gave up"):
+            async with run:
+                await run.custom("last words")
+                raise ValueError("the model gave up")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and run.run_id in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings
+    assert "stopped" in warnings[0], warnings

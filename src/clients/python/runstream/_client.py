@@ -381,7 +381,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
                 ):
                     raise error_from_rpc(exc) from exc
                 backoff.hold(exc)
-                _log.info("CreateRun failed (%s); retrying", code.name)
+                _log.info("CreateRun failed (%s: %s); retrying", code.name, exc.details())
             await asyncio.sleep(backoff.next_delay())
 
     # --- operating a run -------------------------------------------------------------------

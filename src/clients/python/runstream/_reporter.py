@@ -317,7 +317,12 @@ class RunReporter(RunEvents, StreamOwnership):
                 await self._close(wait=False)
                 return
             except RunstreamError as report_error:
-                _log.warning("could not report how run %s ended: %r", self._run_id, report_error)
+                _log.log(
+                    self._unless_said(report_error),
+                    "could not report how run %s ended: %r",
+                    self._run_id,
+                    report_error,
+                )
         self._refused.clear()
         await self._close_quietly()
 
@@ -325,7 +330,19 @@ class RunReporter(RunEvents, StreamOwnership):
         try:
             await self.close()
         except RunstreamError as close_error:
-            _log.warning("closing the reporter of run %s failed: %s", self._run_id, close_error)
+            _log.log(
+                self._unless_said(close_error),
+                "closing the reporter of run %s failed: %s",
+                self._run_id,
+                close_error,
+            )
+
+    def _unless_said(self, error: RunstreamError) -> int:
+        """WARNING for a failure not logged yet; DEBUG for the one the stream stopped on,
+        which it logged as it stopped (one cause, one warning)."""
+        stopped = self._stream.failure
+        same = stopped is not None and (error is stopped or error.message == stopped.message)
+        return logging.DEBUG if same else logging.WARNING
 
     async def _report_terminal(self, event: event_pb2.RunEvent) -> None:
         """Reports how the run ended where the body's exception is what the caller sees."""

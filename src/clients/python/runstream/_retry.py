@@ -101,7 +101,9 @@ async def send(call: grpc.aio.StreamStreamCall[Any, Any], request: Any) -> None:
         await call.write(request)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.INTERNAL:
-            raise ConnectionLost(f"sending on the stream failed: {exc.details()}") from exc
+            raise ConnectionLost(
+                f"the connection broke while sending (gRPC: {exc.details()})"
+            ) from exc
         raise
 
 
