@@ -159,6 +159,19 @@ async def test_target_kind_outside_the_enum_is_invalid_argument(stubs: Any) -> N
     assert list(listed.runs) == []
 
 
+async def test_a_plan_over_the_limit_of_steps_says_how_many_it_had_and_may_have(
+    stubs: Any,
+) -> None:
+    """Found in review: "steps: at most 1000 steps", with neither the count sent nor the
+    2,000 steps a run may reach by starting more; the README named only the 2,000."""
+    err = await rpc_error(create_run(stubs, *(f"s{i}" for i in range(1001))))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "steps: has 1001 entries; a run plans at most 1000 steps (it may start more, 2,000 in all)"
+    )
+    assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+
 async def test_activity_type_outside_the_enum_is_invalid_argument(stubs: Any) -> None:
     run = await create_run(stubs)
     activity = ev.AgentActivity(agent_id="writer")

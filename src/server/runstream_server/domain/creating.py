@@ -17,6 +17,7 @@ from runstream_server.domain.events import check_id
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.queries import LABEL_KEY
 from runstream_server.domain.state import to_timestamp
+from runstream_server.domain.steps import MAX_RUN_STEPS
 from runstream_server.errors import InvalidArgument
 
 
@@ -50,7 +51,11 @@ def check_create(run_id: str, run: NewRun, limits: Limits) -> None:
         if not LABEL_KEY.match(key):
             raise InvalidArgument(f"labels[{key!r}]", "invalid label key")
     if len(steps) > limits.max_steps:
-        raise InvalidArgument("steps", f"at most {limits.max_steps} steps")
+        raise InvalidArgument(
+            "steps",
+            f"has {len(steps)} entries; a run plans at most {limits.max_steps} steps "
+            f"(it may start more, {MAX_RUN_STEPS:,} in all)",
+        )
     seen: set[str] = set()
     for i, spec in enumerate(steps):
         check_id(f"steps[{i}].step_id", spec.step_id)

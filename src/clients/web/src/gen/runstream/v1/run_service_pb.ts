@@ -57,7 +57,8 @@ export type CreateRunRequest = Message<"runstream.v1.CreateRunRequest"> & {
   labels: { [key: string]: string };
 
   /**
-   * The planned steps, in order. Step ids must be unique.
+   * The planned steps, in order. Step ids must be unique. At most 1,000 (a run may start
+   * more, up to 2,000 steps in all).
    *
    * @generated from field: repeated runstream.v1.StepSpec steps = 5;
    */
