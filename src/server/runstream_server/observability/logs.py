@@ -112,6 +112,21 @@ class TextFormatter(logging.Formatter):
         return line.translate(_CONTROLS)
 
 
+class ClientGoneFilter(logging.Filter):
+    """grpcio logs, at ERROR with a traceback, every stream response it could not send because
+    the client had gone (its connection closed while the stream was behind): a watcher that
+    closed a laptop lid is not a server error. Such records are kept at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage().startswith(
+            "ExecuteBatchError raised in core by servicer method"
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     """Sends the root logger's records to stderr, as text or JSON lines."""
     if fmt not in LOG_FORMATS:
@@ -120,3 +135,4 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     handler.addFilter(RequestContextFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("grpc._cython.cygrpc").addFilter(ClientGoneFilter())
