@@ -312,6 +312,14 @@ def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path:
             "'http://collector:99999': the port must be 1 to 65535; give http://HOST:PORT or "
             "https://HOST:PORT, e.g. http://localhost:4317",
         ),
+        # OTLP/HTTP's URL: the exporter dropped the path and sent gRPC to the HTTP port, in
+        # silence but for its retries (found in review).
+        (
+            "http://collector:4318/v1/traces",
+            "'http://collector:4318/v1/traces' has a path or query, which OTLP/gRPC does not "
+            "use (an OTLP/HTTP URL such as :4318/v1/traces?); give http://HOST:PORT or "
+            "https://HOST:PORT, e.g. http://localhost:4317",
+        ),
         *(
             (
                 endpoint,

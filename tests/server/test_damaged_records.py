@@ -87,3 +87,11 @@ async def test_a_damaged_run_answers_data_loss_and_leaves_the_others_served(
     damaged = [r for r in caplog.records if r.name == "runstream.store"]
     assert [r.levelno for r in damaged] == [logging.ERROR]
     assert bad.run_id in damaged[0].getMessage()
+    # And no WARNING per call on it (found in review: a viewer polling the run every half
+    # second wrote 60 lines in 30 s, for as long as anyone polled).
+    per_call = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "DATA_LOSS" in r.getMessage()
+    ]
+    assert per_call == [], per_call

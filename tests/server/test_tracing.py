@@ -207,6 +207,8 @@ async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
         "strategist",
         "copywriter",
     ]
+    # The plan's names (found in review: "" for a step the plan named and its start did not).
+    assert [s.attributes["runstream.step.name"] for s in steps] == ["Research", "Persona", "Copy"]
     for step in steps:
         assert step.trace_id == producer_trace
         assert step.attributes["runstream.step.status"] == "completed"
@@ -310,3 +312,33 @@ async def test_a_run_finished_by_another_process_is_exported_by_it(
     assert root.raw.start_time_unix_nano <= draft.raw.start_time_unix_nano
     assert research.raw.end_time_unix_nano <= draft.raw.start_time_unix_nano
     assert research.trace_id != root.trace_id  # exported by the first process, in its trace
+
+
+async def test_a_collector_that_stays_down_is_said_once_not_for_every_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: the exporter logged a WARNING and an ERROR for every batch it could
+    not send, about twelve lines a minute, 17,000 a day of one outage; and the server said
+    nowhere at start where its traces go, as it does for metrics."""
+    import logging
+
+    from runstream_server.observability.tracing import EXPORTER_LOG
+
+    caplog.set_level(logging.INFO)
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0", store_path=tmp_path / "runstream.db", otlp_endpoint=endpoint
+        )
+    )
+    await server.start()
+    try:
+        assert f"traces to {endpoint} (OTLP/gRPC)" in caplog.text
+        exporter = logging.getLogger(EXPORTER_LOG)
+        for _ in range(5):  # the exporter's own lines for five failed batches
+            exporter.warning("Transient error %s encountered while exporting traces", "UNAVAILABLE")
+            exporter.error("Failed to export traces to %s", endpoint)
+        said = [r for r in caplog.records if r.name == EXPORTER_LOG]
+        assert [r.levelname for r in said] == ["WARNING", "ERROR"]
+    finally:
+        await server.stop(grace=0.5)

@@ -333,6 +333,8 @@ class RunstreamServer:
         log.info("serving on %s (store %s)", self.target, describe_store(config))
         if telemetry.metrics is not None and telemetry.metrics.url:
             log.info("metrics on %s", telemetry.metrics.url)
+        if endpoint := otlp_endpoint(config.otlp_endpoint):
+            log.info("traces to %s (OTLP/gRPC)", endpoint)
 
     async def _abandon(self, created: Sequence[Path]) -> None:
         """Undoes a start that cannot listen: stops the runs' background work, closes the

@@ -20,6 +20,7 @@ import contextvars
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -124,6 +125,32 @@ class ClientGoneFilter(logging.Filter):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             record.exc_info = record.exc_text = None
             return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+class SaidOnce(logging.Filter):
+    """Lets a logger's first record of each level through, then one every `every` seconds
+    saying how many like it were held back meanwhile: a fault that repeats every few seconds
+    (a trace collector down) is said, not written 17,000 times a day."""
+
+    def __init__(self, every: float = 600.0) -> None:
+        super().__init__()
+        self._every = every
+        self._next: dict[int, float] = {}
+        self._held: dict[int, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        level = record.levelno
+        if now < self._next.get(level, 0.0):
+            self._held[level] = self._held.get(level, 0) + 1
+            return False
+        held = self._held.pop(level, 0)
+        if held:
+            minutes = self._every / 60
+            record.msg = f"{record.getMessage()} ({held} more like it in {minutes:g} min)"
+            record.args = ()
+        self._next[level] = now + self._every
         return True
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import grpc
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.observability.logs import SaidOnce
+
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
@@ -50,6 +52,10 @@ CLOSE_WAIT = 1.0
 
 MAX_TRACED_RUNS = 10_000
 """Runs whose spans stay open at once; past that the oldest run's trace is dropped."""
+
+
+EXPORTER_LOG = "opentelemetry.exporter.otlp.proto.grpc.exporter"
+"""The OTLP exporter's logger, which says each failed batch again (every few seconds)."""
 
 
 class TracingUnavailable(RuntimeError):
@@ -78,6 +84,9 @@ def tracer_provider(endpoint: str) -> Any:
     provider = TracerProvider(resource=Resource.create(defaults))
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"))
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    exporter_log = logging.getLogger(EXPORTER_LOG)
+    if not any(isinstance(f, SaidOnce) for f in exporter_log.filters):
+        exporter_log.addFilter(SaidOnce())  # a collector down: a warning and an error per batch
     return provider
 
 
@@ -313,9 +322,9 @@ class RunTracer:
     def _open_step(
         self, run: run_pb2.Run, spans: _RunSpans, started: event_pb2.StepStarted, at: int
     ) -> None:
-        agent = started.agent or next(
-            (s.agent for s in run.steps if s.step_id == started.step_id), ""
-        )
+        planned = next((s for s in run.steps if s.step_id == started.step_id), None)
+        agent = started.agent or (planned.agent if planned is not None else "")
+        name = started.name or (planned.name if planned is not None else "")
         spans.steps[started.step_id] = self._tracer.start_span(
             f"step {started.step_id}",
             context=trace.set_span_in_context(spans.root),
@@ -324,7 +333,7 @@ class RunTracer:
             attributes={
                 "runstream.run_id": run.run_id,
                 "runstream.step_id": started.step_id,
-                "runstream.step.name": started.name,
+                "runstream.step.name": name,
                 "runstream.agent": agent,
             },
         )

@@ -130,6 +130,13 @@ def otlp_endpoint(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{shown}: the port must be 1 to 65535; {expected}")
     if not has_scheme and number is None:
         raise argparse.ArgumentTypeError(f"{shown} is not a URL; {expected}")
+    if parsed.path.strip("/") or parsed.query or parsed.fragment:
+        # The OTLP/gRPC exporter drops them: .../v1/traces is OTLP/HTTP's address, whose
+        # port (4318) answers no gRPC, and nothing would say so but its retries.
+        raise argparse.ArgumentTypeError(
+            f"{shown} has a path or query, which OTLP/gRPC does not use (an OTLP/HTTP URL "
+            f"such as :4318/v1/traces?); {expected}"
+        )
     return value
 
 
