@@ -84,9 +84,12 @@ def tracer_provider(endpoint: str) -> Any:
     provider = TracerProvider(resource=Resource.create(defaults))
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"))
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    # A collector down: the exporter says a warning and an error for every batch. One filter
+    # per process, made afresh with each exporter (a server started again says it again).
     exporter_log = logging.getLogger(EXPORTER_LOG)
-    if not any(isinstance(f, SaidOnce) for f in exporter_log.filters):
-        exporter_log.addFilter(SaidOnce())  # a collector down: a warning and an error per batch
+    for old in [f for f in exporter_log.filters if isinstance(f, SaidOnce)]:
+        exporter_log.removeFilter(old)
+    exporter_log.addFilter(SaidOnce())
     return provider
 
 
