@@ -113,6 +113,16 @@ async def test_viewer_count_adds_up_the_watchers_of_both_replicas_and_drops_as_t
             view.close()
 
 
+async def watching(stub: run_service_pb2_grpc.RunServiceStub, run_id: str, n: int) -> list[Any]:
+    """`n` watch streams of the run, each past its first message (subscribed)."""
+    calls = []
+    for _ in range(n):
+        call = stub.WatchRun(rs.WatchRunRequest(run_id=run_id))
+        calls.append(call)
+        await call.read()
+    return calls
+
+
 async def _is(reading: Awaitable[dict[str, int]], expected: dict[str, int]) -> bool:
     return await reading == expected
 
@@ -124,12 +134,9 @@ async def test_the_watchers_of_a_replica_that_died_stop_counting(
     on_a, on_b = stubs
     watched = (await on_a.CreateRun(rs.CreateRunRequest(workflow="viewers"))).run.run_id
     view = RunsView(on_a)
-    watchers = []
+    watchers: list[Any] = []
     try:
-        for _ in range(2):
-            call = on_b.WatchRun(rs.WatchRunRequest(run_id=watched))
-            await call.read()
-            watchers.append(call)
+        watchers += await watching(on_b, watched, 2)
         await eventually(lambda: view.counts.get(watched) == 2)
         replicas[1].kill()  # SIGKILL: B takes its counts with it, telling nobody
         # B's counts expire in Redis 15 s after its last refresh; A reads them again every
@@ -306,12 +313,9 @@ async def test_the_watchers_of_a_replica_that_stops_stop_counting_at_once(
     counted twice meanwhile. A replica that stops takes its counts with it."""
     on_a, on_b = stubs
     watched = (await on_a.CreateRun(rs.CreateRunRequest(workflow="viewers"))).run.run_id
-    watchers = []
+    watchers: list[Any] = []
     try:
-        for _ in range(2):
-            call = on_b.WatchRun(rs.WatchRunRequest(run_id=watched))
-            await call.read()
-            watchers.append(call)
+        watchers += await watching(on_b, watched, 2)
         await until(lambda: _counts(on_a, watched, 2))
         assert replicas[1].terminate() == 0  # SIGTERM: a graceful stop
         await until(lambda: _counts(on_a, watched, 0), within=5)  # not 15 s

@@ -179,7 +179,6 @@ class ReportStream:
         """Set once no stream attached for longer than the reconnect timeout, events waiting
         or not: calls that wait on the stream (an attach, an answer, a resume) give up."""
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         """Whether the owner stopped the stream task for good (``stop()``)."""
         self._draining = False
@@ -205,10 +204,9 @@ class ReportStream:
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop the stream task runs in (None before it started)."""
-        return self._loop
+        return self._task.get_loop() if self._task is not None else None
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._draining = False
         self._task = asyncio.create_task(
             self._run_stream(), name=f"runstream-report-{self._run_id}"

@@ -218,15 +218,12 @@ class Notices:
             except Exception as exc:  # a store error: the next ones are still checked
                 failed.extend((run_id, exc) for run_id, _ in some)
                 continue
-            # A head behind the held state is a store that lost data: refresh says so.
-            moved = [(r, state) for r, state in some if heads.get(r, 0) != state.last_seq]
+            # A head behind the held state (0: the store has no such run) is a store that lost
+            # data: refresh says so.
+            known = ((r, state, heads.get(r, 0)) for r, state in some)
+            moved = [(r, state, head) for r, state, head in known if head != state.last_seq]
             for begin in range(0, len(moved), _RESYNC_AT_ONCE):
-                await asyncio.gather(
-                    *(
-                        refresh(run_id, state, heads.get(run_id, 0))  # 0: the store has none
-                        for run_id, state in moved[begin : begin + _RESYNC_AT_ONCE]
-                    )
-                )
+                await asyncio.gather(*(refresh(*m) for m in moved[begin : begin + _RESYNC_AT_ONCE]))
         for run_id in loading:
             try:
                 await self._ledger.catch_up(run_id)

@@ -400,7 +400,7 @@ class Hub:
 
     def lose(self, run_id: str, reason: str) -> None:
         """Ends the run's subscriptions with DATA_LOSS, dropping what waits to be sent: the
-        store lost events they may have sent (see ``RunLedger.refresh``)."""
+        store lost events they may have sent (see ``StoreChecks.refresh``)."""
         for sub in self._subscriptions.get(run_id, ()):
             sub._let_go()
             sub.lost = True

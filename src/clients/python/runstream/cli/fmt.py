@@ -88,6 +88,11 @@ def _escape(found: re.Match[str]) -> str:
     return found[0].encode("unicode_escape").decode("ascii")  # "\\x1b", "\\n", "\\u202e"
 
 
+def counted(n: int, noun: str) -> str:
+    """``"1 step"``, ``"3 steps"``: a count and its noun, in the singular for one."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def printable(value: str, *, lines: bool = False) -> str:
     """`value` with every control character shown as its escape (ESC as ``\\x1b``, a newline
     as ``\\n``), so a name holding ``\\x1b[2J`` reads as such instead of clearing the screen,
@@ -300,7 +305,7 @@ def estimate_text(estimate: object, *, with_end: bool = False) -> Text:
         details.append(f"{confidence:.0%} confidence")
     history = getattr(estimate, "history_runs", 0)
     if isinstance(history, int) and history:
-        details.append(f"from {history} run{'s' if history != 1 else ''}")
+        details.append(f"from {counted(history, 'run')}")
     if details:
         text.append(f" ({', '.join(details)})", style="grey62")
     end_time = getattr(estimate, "end_time", None)

@@ -38,6 +38,7 @@ import runstream
 
 from .fmt import (
     TERMINAL_RUN_STATUSES,
+    counted,
     enum_name,
     estimate_text,
     eta_clock,
@@ -951,7 +952,7 @@ def print_run_header(console: Console, run: runstream.Run) -> None:
             f" · {printable(run.display_name)}"
             if run.display_name and run.display_name != run.workflow
             else "",
-            f" · {run.progress.total_steps} step{'s' if run.progress.total_steps != 1 else ''} · ",
+            f" · {counted(run.progress.total_steps, 'step')} · ",
             run_status_text(run.status),
             " · health ",
             health_text(run.health),

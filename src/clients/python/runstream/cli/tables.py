@@ -25,6 +25,7 @@ from rich.text import Text
 import runstream
 
 from .fmt import (
+    counted,
     enum_name,
     estimate_text,
     eta_clock,
@@ -259,7 +260,7 @@ def _step_detail(step: runstream.Step) -> Text:
         text.append(f" (attempt {step.attempts})", style="yellow")
     if step.artifacts:
         count = len(step.artifacts)
-        text.append(f" [{count} artifact{'s' if count != 1 else ''}]", style="cyan")
+        text.append(f" [{counted(count, 'artifact')}]", style="cyan")
     return text
 
 
@@ -609,7 +610,7 @@ async def watch_runs(
                 runs = {run.run_id: run for run in update.runs}
                 console.print(
                     Text(
-                        f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+                        counted(len(runs), "run")
                         + (f" match {filter!r}" if filter else "")
                         + (
                             f" (of those ended, the newest {ended_limit}: --limit shows more)"

@@ -23,6 +23,7 @@ from runstream import DecisionOption, Event, Run, Step
 
 from .fmt import (
     SEVERITY_STYLES,
+    counted,
     enum_name,
     format_duration,
     items_text,
@@ -306,7 +307,7 @@ class RunView:
                     "✚",
                     "run",
                     f"Run created: {payload.display_name or payload.workflow} "
-                    f"({len(payload.steps)} step{'s' if len(payload.steps) != 1 else ''} planned)",
+                    f"({counted(len(payload.steps), 'step')} planned)",
                     "bold",
                 )
             case runstream.RunStarted():
