@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,11 +370,13 @@ def open_loop(
     client: str | None = None,
     per_channel: int = 1,
     drop_after: int = 0,
+    window: Callable[[bool], object] | None = None,
 ) -> OpenLoop:
     """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers
     (`client`: as in producer_argv; `per_channel`: watch streams sharing one connection;
     `drop_after`: each watcher drops its stream after that many measured events and comes
-    back a second later)."""
+    back a second later; `window`: called with True as the measured events start and with
+    False once they are acknowledged)."""
     with ExitStack() as stack:
         argv = producer_argv(srv, rate, count, closed=closed, linger=linger, client=client)
         producer = stack.enter_context(spawn(argv, None))
@@ -387,10 +389,14 @@ def open_loop(
             if ready.get("failed"):
                 raise RuntimeError(f"watchers failed to open: {ready}")
         time.sleep(0.3)
+        if window is not None:
+            window(True)
         cpu0, clients0 = srv.cpu(), sum(p.cpu() for p in procs)
         producer.send("go")
         done = producer.read(600)
         server_cpu = srv.cpu() - cpu0
+        if window is not None:
+            window(False)
         clients_cpu = sum(p.cpu() for p in procs) - clients0
         results = [proc.read(600) for proc in procs]
     latency = _merge(results)

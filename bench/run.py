@@ -35,6 +35,9 @@ Scenarios:
   observability  what metrics and traces cost: append throughput and server CPU per
               event, fan-out server CPU per delivery (100 watchers), with metrics off, on,
               and on with traces exported to an OTLP sink; rounds alternate, medians shown
+  instructions  the one-event-per-message loop under callgrind: user-space instructions per
+              event, taken in and delivered to one watcher (instructions.py); a count that
+              does not move with how busy the machine is, for comparing versions
 
 Set RUNSTREAM_TREE to another checkout to run its server and SDK instead (e.g. the previous
 release, for a before/after table); the bench code and the baseline stay the same.
@@ -58,6 +61,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc loads: no GOAWAY
 
 import grpc
 import harness
+import instructions
 import stacks
 from harness import CLIENT_CPU, SERVER_CPU, server, spawn
 from runstream.v1 import (
@@ -81,6 +85,7 @@ SCENARIOS = (
     "replicas",
     "observability",
     "stacks",
+    "instructions",
 )
 
 
@@ -314,6 +319,34 @@ def bench_ingest(count: int) -> None:
         f"{echo:.0f} us",
         ratio(ours, echo),
     )
+
+
+def bench_instructions() -> None:
+    header(
+        "one event per message under callgrind: user-space instructions per event (the"
+        " kernel's work not counted); sync NORMAL"
+    )
+    if not instructions.available():
+        print("  valgrind is not installed: skipped")
+        return
+    counts: dict[tuple[str, int], float] = {}
+    for system in ("runstream", "baseline"):
+        with instructions.counted(system) as counted:
+            for watchers in (0, 1):
+                counts[(system, watchers)] = counted.per_event(watchers)
+
+    def thousands(n: float) -> str:
+        return f"{n / 1000:,.0f} k"
+
+    for label, ours, theirs in (
+        ("report, ack and deliver to one watcher", counts[("runstream", 1)],
+         counts[("baseline", 1)]),
+        ("taken in, no watcher", counts[("runstream", 0)], counts[("baseline", 0)]),
+        ("delivered to one watcher (added)",
+         counts[("runstream", 1)] - counts[("runstream", 0)],
+         counts[("baseline", 1)] - counts[("baseline", 0)]),
+    ):  # fmt: skip
+        row(label, thousands(ours), thousands(theirs), ratio(ours, theirs))
 
 
 def _p(result: harness.OpenLoop) -> str:
@@ -809,6 +842,8 @@ def main() -> None:
         bench_replicas(10 * scale)
     if "stacks" in only:
         stacks.bench_stacks(6 * scale, 3 if scale == 1.0 else 1)
+    if "instructions" in only:
+        bench_instructions()
     print(f"\n(took {time.perf_counter() - started:.0f} s)")
     sys.stdout.flush()
 
