@@ -9,6 +9,8 @@ replica; a return to HEALTHY clears it (the log keeps the recovery's reason).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -72,6 +74,21 @@ async def reasons(stubs: Stubs, run_id: str) -> list[tuple[int, str]]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def restarted_on_its_store(
+    server: RunstreamServer, server_config: ConfigFactory
+) -> AsyncIterator[Stubs]:
+    """`server` stopped and another started on its store: stubs of the new one."""
+    await server.stop(grace=0.1)
+    again = RunstreamServer(server_config(server.config.store_path))
+    await again.start()
+    try:
+        async with grpc.aio.insecure_channel(again.target) as channel:
+            yield Stubs.on(channel)
+    finally:
+        await again.stop(grace=0.1)
+
+
 async def test_every_read_of_a_run_says_why_its_health_changed_even_after_a_restart(
     server: RunstreamServer, stubs: Stubs, server_config: ConfigFactory
 ) -> None:
@@ -79,40 +96,55 @@ async def test_every_read_of_a_run_says_why_its_health_changed_even_after_a_rest
     await fail_research(stubs, run.run_id)
     assert await reasons(stubs, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
 
-    await server.stop(grace=0.1)
-    again = RunstreamServer(server_config(server.config.store_path))
-    await again.start()
-    try:
-        async with grpc.aio.insecure_channel(again.target) as channel:
-            restarted = Stubs.on(channel)
-            assert (
-                await reasons(restarted, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
-            )
+    async with restarted_on_its_store(server, server_config) as restarted:
+        assert await reasons(restarted, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
 
-            # The retry: no longer failing, not yet healthy, and the run says so.
-            await append(
-                restarted, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="research"))
-            )
-            assert (
-                await reasons(restarted, run.run_id)
-                == [(run_pb2.RUN_HEALTH_DEGRADED, "step research retried (attempt 2)")] * 3
-            )
+        # The retry: no longer failing, not yet healthy, and the run says so.
+        await append(
+            restarted, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="research"))
+        )
+        assert (
+            await reasons(restarted, run.run_id)
+            == [(run_pb2.RUN_HEALTH_DEGRADED, "step research retried (attempt 2)")] * 3
+        )
 
-            # Healthy again: nothing to explain on the run; the log keeps why it recovered.
-            await append(
-                restarted,
-                run.run_id,
-                ev.RunEvent(step_completed=ev.StepCompleted(step_id="research")),
-            )
-            assert await reasons(restarted, run.run_id) == [(run_pb2.RUN_HEALTH_HEALTHY, "")] * 3
-            changes = await restarted.runs.ListEvents(
-                rs.ListEventsRequest(run_id=run.run_id, filter="kind = HEALTH_CHANGED")
-            )
-            assert [e.health_changed.reason for e in changes.events][-1] == (
-                "step research completed"
-            )
-    finally:
-        await again.stop(grace=0.1)
+        # Healthy again: nothing to explain on the run; the log keeps why it recovered.
+        await append(
+            restarted,
+            run.run_id,
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id="research")),
+        )
+        assert await reasons(restarted, run.run_id) == [(run_pb2.RUN_HEALTH_HEALTHY, "")] * 3
+        changes = await restarted.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, filter="kind = HEALTH_CHANGED")
+        )
+        assert [e.health_changed.reason for e in changes.events][-1] == "step research completed"
+
+
+async def test_a_failed_step_the_producer_skips_no_longer_keeps_the_run_failing(
+    server: RunstreamServer, stubs: Stubs, server_config: ConfigFactory
+) -> None:
+    # Found in review: the run stayed FAILING "step research failed" at 75 % with no failed
+    # step in its list, and the skipped step kept the failure's error.
+    run = await create_run(stubs, "research", "write")
+    await fail_research(stubs, run.run_id)
+    skip = ev.StepSkipped(step_id="research", reason="gave up: search API down")
+    await append(stubs, run.run_id, ev.RunEvent(step_skipped=skip))
+    skipped = (run_pb2.RUN_HEALTH_DEGRADED, f"{FAILED}; the step was skipped")
+    assert await reasons(stubs, run.run_id) == [skipped] * 3
+    [step] = [s for s in (await get(stubs, run.run_id)).steps if s.step_id == "research"]
+    assert step.status == run_pb2.STEP_STATUS_SKIPPED
+    assert not step.HasField("error")  # Step.error: set only when the step FAILED
+    took = step.end_time.ToNanoseconds() - step.start_time.ToNanoseconds()
+    assert step.duration.ToNanoseconds() == took  # it ended at the skip, not the failure
+
+    async with restarted_on_its_store(server, server_config) as restarted:
+        # The troubles rebuilt from the log know of the skip: going on with another step
+        # leaves the reason as it was (a FAILING step would now be "gone past").
+        await append(
+            restarted, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="write"))
+        )
+        assert await reasons(restarted, run.run_id) == [skipped] * 3
 
 
 async def test_a_watcher_of_the_run_list_sees_the_reason(stubs: Stubs) -> None:

@@ -25,6 +25,7 @@ from runstream_server.domain.steps import DONE_STEP, RunSteps
 
 TROUBLE_KINDS = (
     event_pb2.EVENT_KIND_STEP_STARTED,
+    event_pb2.EVENT_KIND_STEP_SKIPPED,
     event_pb2.EVENT_KIND_STEP_COMPLETED,
     event_pb2.EVENT_KIND_STEP_FAILED,
     event_pb2.EVENT_KIND_ERROR_RECOVERY,
@@ -88,6 +89,12 @@ class Troubles:
                 attempt = f" (attempt {step.attempts})" if step is not None else ""
                 self._set(step_id, run_pb2.RUN_HEALTH_DEGRADED, f"step {step_id} retried{attempt}")
             self._went_on(step_id)
+        elif name == "step_skipped":
+            # The producer gave the step up: its failure no longer stops the run.
+            step_id = event.step_skipped.step_id
+            if self._open.get(step_id, (0, ""))[0] == run_pb2.RUN_HEALTH_FAILING:
+                reason = self._open[step_id][1]
+                self._set(step_id, run_pb2.RUN_HEALTH_DEGRADED, f"{reason}; the step was skipped")
         elif name == "step_completed":
             step_id = event.step_completed.step_id
             self._open.pop(step_id, None)

@@ -167,6 +167,8 @@ class RunSteps:
     ) -> None:
         step = self._open(p.step_id, path)
         step.skip_reason = p.reason
+        step.ClearField("error")  # Step.error: set only when status is FAILED
+        step.ClearField("duration")  # end_time moves to the skip: duration follows it
         self._end(step, run_pb2.STEP_STATUS_SKIPPED, when)
 
     def _begin(self, step: run_pb2.Step, when: timestamp_pb2.Timestamp) -> None:
