@@ -127,6 +127,53 @@ async def test_eta_from_history_lands_near_the_true_remaining_time(insight_serve
     assert max(errors) < 0.6
 
 
+async def newsletter(stubs: Stubs, start: datetime, took: dict[str, float | None]) -> datetime:
+    """One succeeded run of the "newsletter" workflow from `start`: each step of `took`
+    takes its seconds, or is skipped (None)."""
+    run = await create_run(stubs, *took, workflow="newsletter")
+    now = start
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_started=ev.RunStarted()), now))
+    for step, seconds in took.items():
+        if seconds is None:
+            skipped = ev.RunEvent(step_skipped=ev.StepSkipped(step_id=step, reason="optional"))
+            await append(stubs, run.run_id, timed(skipped, now))
+            continue
+        began = ev.RunEvent(step_started=ev.StepStarted(step_id=step))
+        now += timedelta(seconds=seconds)
+        done = ev.RunEvent(step_completed=ev.StepCompleted(step_id=step))
+        await append(stubs, run.run_id, timed(began, now - timedelta(seconds=seconds)))
+        await append(stubs, run.run_id, timed(done, now))
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_completed=ev.RunCompleted()), now))
+    return now
+
+
+async def test_an_estimate_learns_only_from_the_newest_runs_of_its_workflow(stubs) -> None:  # type: ignore[no-untyped-def]
+    # Found in review: a server that had learned a step from a run older than the newest
+    # 20 kept its samples, so an optional step taken long ago was estimated at 600 s until
+    # a restart (which reads the newest 20 runs) made it 18 s.
+    clock = await newsletter(
+        stubs, datetime(2026, 1, 1, tzinfo=UTC), {"write": 10, "translate": 600, "send": 10}
+    )
+    for _ in range(20):
+        clock = await newsletter(
+            stubs, clock + timedelta(hours=1), {"write": 10, "translate": None, "send": 10}
+        )
+    run = await create_run(stubs, "write", "translate", "send", workflow="newsletter")
+    now = clock + timedelta(hours=1)
+    for event in (
+        ev.RunEvent(step_started=ev.StepStarted(step_id="write")),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="write")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="translate")),
+    ):
+        now += timedelta(seconds=10) if event.HasField("step_completed") else timedelta(0)
+        await append(stubs, run.run_id, timed(event, now))
+    estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+    assert estimate.history_runs == 20
+    # None of the newest 20 runs took the step: it borrows the other steps' 10 s. (A reader
+    # counts down to end_time; the events' clock is a year behind.)
+    assert 15 <= (estimate.end_time.ToDatetime(UTC) - now).total_seconds() <= 25
+
+
 async def test_a_run_three_times_slower_than_its_history_is_estimated_at_its_own_pace(
     insight_server,  # type: ignore[no-untyped-def]
 ) -> None:

@@ -19,7 +19,7 @@ from runstream_server.domain import insight
 from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_name
 from runstream_server.domain.health import TROUBLED, Troubles
 from runstream_server.domain.limits import EventAck
-from runstream_server.domain.state import RunState, to_timestamp
+from runstream_server.domain.state import RunState, from_timestamp, to_timestamp
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 from runstream_server.store.base import HeldKey
 
@@ -233,5 +233,5 @@ def _after_producer_events(
     run = draft.run
     if health != run.health or (health in TROUBLED and reason != run.health_reason):
         extra.append(insight.health_event(run.health, health, reason))
-    as_of = spoken[-1].event_time.ToDatetime(UTC)
+    as_of = from_timestamp(spoken[-1].event_time)
     return extra + insight.estimate_again(draft, history, as_of, spoken)

@@ -61,6 +61,7 @@ DRIFT_INTERVAL = 5.0
 # claims: its range stays a valid duration (its end time, see _end_time, a valid time).
 MAX_REMAINING = 3_155_760_000.0
 _LAST_TIME = datetime.max.replace(tzinfo=UTC)
+_LAST_SECOND = _LAST_TIME.timestamp()
 
 
 @dataclass(frozen=True)
@@ -92,21 +93,37 @@ class WorkflowHistory:
     limit: int
     steps: dict[str, deque[float]] = field(default_factory=dict)
     totals: deque[float] = field(default_factory=deque)
-    # Medians are read on every producer batch and change only when a run completes.
+    # Each learnt run's step durations, newest last: a step's samples are those of the runs
+    # still in the window, as after a fresh read (a step absent from the newest `limit` runs
+    # has none, whatever older runs said of it).
+    _runs: deque[dict[str, float]] = field(default_factory=deque, repr=False)
+    # What the estimate reads on every producer batch changes only when a run completes:
+    # made once per run learnt, on first use.
     _medians: dict[str, float] | None = field(default=None, repr=False)
     _fallback: float | None = field(default=None, repr=False)
+    _usual: float | None = field(default=None, repr=False)
+    _spread: float | None = field(default=None, repr=False)
 
     def learn(self, run: run_pb2.Run) -> None:
         if not run.HasField("start_time") or not run.HasField("end_time"):
             return
-        self._medians = None
+        self._medians = self._usual = self._spread = None
         self.totals.append(_seconds_between(run.start_time, run.end_time))
+        self._runs.append(
+            {
+                step.step_id: step.duration.ToNanoseconds() / 1e9
+                for step in run.steps
+                if step.status == run_pb2.STEP_STATUS_SUCCEEDED and step.HasField("duration")
+            }
+        )
         while len(self.totals) > self.limit:
             self.totals.popleft()
-        for step in run.steps:
-            if step.status == run_pb2.STEP_STATUS_SUCCEEDED and step.HasField("duration"):
-                samples = self.steps.setdefault(step.step_id, deque(maxlen=self.limit))
-                samples.append(step.duration.ToNanoseconds() / 1e9)
+            self._runs.popleft()
+        steps: dict[str, deque[float]] = {}
+        for durations in self._runs:
+            for step_id, seconds in durations.items():
+                steps.setdefault(step_id, deque(maxlen=self.limit)).append(seconds)
+        self.steps = steps
 
     @property
     def runs(self) -> int:
@@ -120,16 +137,24 @@ class WorkflowHistory:
             self._fallback = statistics.median(known) if known else None
         return self._medians.get(step_id, self._fallback)
 
+    def usual(self) -> float:
+        """The median duration of a whole run (there is at least one)."""
+        if self._usual is None:
+            self._usual = statistics.median(self.totals)
+        return self._usual
+
     def spread(self) -> float:
         """Relative interquartile range across steps: how much durations vary."""
-        spreads = []
-        for samples in self.steps.values():
-            if len(samples) >= 3:
-                q1, _, q3 = statistics.quantiles(samples, n=4)
-                median = statistics.median(samples)
-                if median > 0:
-                    spreads.append((q3 - q1) / median)
-        return statistics.median(spreads) if spreads else 0.5
+        if self._spread is None:
+            spreads = []
+            for samples in self.steps.values():
+                if len(samples) >= 3:
+                    q1, _, q3 = statistics.quantiles(samples, n=4)
+                    median = statistics.median(samples)
+                    if median > 0:
+                        spreads.append((q3 - q1) / median)
+            self._spread = statistics.median(spreads) if spreads else 0.5
+        return self._spread
 
 
 def _end_time(now: datetime, remaining: float) -> timestamp_pb2.Timestamp:
@@ -197,10 +222,20 @@ def estimate(
         if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
             return _copy_estimate(current)
         return None
-    # An overdue run says "about a second", like a reader's count-down, not "0.1 s".
+    return _from_history(*_learned(state, history, now), history, now)
+
+
+def _learned(state: RunState, history: WorkflowHistory, now: datetime) -> tuple[float, float]:
+    """The remaining seconds history says, and the spread of its range."""
     learned, pace = _learned_remaining(state, history, now)
+    # An overdue run says "about a second", like a reader's count-down, not "0.1 s".
     remaining = min(max(learned, MIN_RUNNING_REMAINING), MAX_REMAINING)
-    spread = max(history.spread(), min(abs(pace - 1), 0.95))
+    return remaining, max(history.spread(), min(abs(pace - 1), 0.95))
+
+
+def _from_history(
+    remaining: float, spread: float, history: WorkflowHistory, now: datetime
+) -> run_pb2.Estimate:
     confidence = min(1.0, history.runs / 5) * max(0.05, 1 - min(spread, 0.95))
     return run_pb2.Estimate(
         remaining=duration_of(remaining),
@@ -221,11 +256,30 @@ def estimate_again(
 ) -> list[event_pb2.RunEvent]:
     """The run's estimate made again as of `now` (:func:`estimate`), as an EstimateUpdated
     if it moved (one without an estimate when it vanished)."""
-    previous = state.run.estimate if state.run.HasField("estimate") else None
+    run = state.run
+    previous = run.estimate if run.HasField("estimate") else None
+    if (
+        previous is not None
+        and previous.source == run_pb2.ESTIMATE_SOURCE_HISTORY
+        and not previous.held
+        and run.status not in _HOLDING
+        and history.runs
+    ):
+        # Every producer batch of a workflow with history comes here: the remaining time
+        # alone tells whether the estimate moved, and only then is it made a message.
+        remaining, spread = _learned(state, history, now)
+        made_at = now.timestamp()
+        if not _moved(previous, remaining, min(made_at + remaining, _LAST_SECOND) - remaining):
+            return []
+        return [_updated(_from_history(remaining, spread, history, now))]
     made = estimate(state, history, now, spoken)
     if not estimate_moved(previous, made):
         return []
-    return [event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=made))]
+    return [_updated(made)]
+
+
+def _updated(estimate: run_pb2.Estimate | None) -> event_pb2.RunEvent:
+    return event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=estimate))
 
 
 def _by_plan_and_progress(expected: float, elapsed: float, fraction: float) -> float:
@@ -246,29 +300,37 @@ def _learned_remaining(
     now_ns = int(now.timestamp() * 1e9)
     run = state.run
     if not run.steps:
-        usual = statistics.median(history.totals)
+        usual = history.usual()
         started = run.start_time.ToNanoseconds() if run.HasField("start_time") else now_ns
         elapsed = max(0.0, (now_ns - started) / 1e9)
         items = run.progress.items
         fraction = items.completed / items.total if items.total > 0 else 0.0
         return _by_plan_and_progress(usual, elapsed, min(fraction, 1.0)), 1.0
+    # One pass over the steps (each producer batch makes the estimate again): what is left
+    # of a step scales with the pace, known only once every finished step was seen, so a
+    # pending step keeps its expected time and a running one (index, expected, elapsed,
+    # fraction) until then.
     ratios = []
-    for step in state.run.steps:
-        expected = history.expected(step.step_id)
-        if step.status == run_pb2.STEP_STATUS_SUCCEEDED and expected and step.HasField("duration"):
-            ratios.append(step.duration.ToNanoseconds() / 1e9 / expected)
-    pace = min(4.0, max(0.25, statistics.median(ratios))) if ratios else 1.0
     left: list[float] = []  # what is left of each step, in plan order
-    for step in state.run.steps:
-        if step.status in _DONE:
+    running: list[tuple[int, float, float, float]] = []
+    for step in run.steps:
+        status = step.status
+        expected = history.expected(step.step_id)
+        if status in _DONE:
+            if status == run_pb2.STEP_STATUS_SUCCEEDED and expected and step.HasField("duration"):
+                ratios.append(step.duration.ToNanoseconds() / 1e9 / expected)
             left.append(0.0)
-            continue
-        expected = (history.expected(step.step_id) or 0.0) * pace
-        if step.status == run_pb2.STEP_STATUS_RUNNING and step.HasField("start_time"):
+        elif status == run_pb2.STEP_STATUS_RUNNING and step.HasField("start_time"):
             elapsed = max(0.0, (now_ns - step.start_time.ToNanoseconds()) / 1e9)
-            left.append(_by_plan_and_progress(expected, elapsed, step.percent / 100))
+            running.append((len(left), expected or 0.0, elapsed, step.percent / 100))
+            left.append(0.0)
         else:
-            left.append(expected)
+            left.append(expected or 0.0)
+    pace = min(4.0, max(0.25, statistics.median(ratios))) if ratios else 1.0
+    if pace != 1.0:
+        left = [seconds * pace for seconds in left]
+    for i, expected, elapsed, fraction in running:
+        left[i] = _by_plan_and_progress(expected * pace, elapsed, fraction)
     dependent, tracks = state.steps.shape  # each estimate runs this: the least that will do
     if dependent:
         steps = state.run.steps
@@ -329,9 +391,15 @@ def estimate_moved(old: run_pb2.Estimate | None, new: run_pb2.Estimate | None) -
         return (old is None) != (new is None)
     if old.held != new.held or old.source != new.source:
         return True
-    old_said, new_said = _seconds(old.remaining), _seconds(new.remaining)
-    new_made = _seconds(new.end_time) - new_said  # the moment each estimate was made
-    old_made = _seconds(old.end_time) - old_said
+    new_said = _seconds(new.remaining)
+    return _moved(old, new_said, _seconds(new.end_time) - new_said)
+
+
+def _moved(old: run_pb2.Estimate, new_said: float, new_made: float) -> bool:
+    """Whether a new estimate of the same kind as `old`, saying `new_said` seconds as of
+    `new_made` (seconds since the epoch), moved from it (:func:`estimate_moved`)."""
+    old_said = _seconds(old.remaining)
+    old_made = _seconds(old.end_time) - old_said  # the moment each estimate was made
     old_now = max(MIN_RUNNING_REMAINING, _seconds(old.end_time) - new_made)
     new_now = max(MIN_RUNNING_REMAINING, new_said)
     # Relative, so short runs are corrected as often as long ones; the floor skips jitter.
@@ -398,7 +466,7 @@ def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
     left = updated.remaining.ToNanoseconds() / 1e9
     updated.end_time.CopyFrom(_end_time(now, left))
     updated.held = holding
-    return [event_pb2.RunEvent(estimate_updated=event_pb2.EstimateUpdated(estimate=updated))]
+    return [_updated(updated)]
 
 
 def counted_down(estimate: run_pb2.Estimate, now: datetime) -> None:
@@ -542,7 +610,7 @@ def speed_milestone(
     """A milestone when the run finishes well under its workflow's usual duration."""
     if history.runs == 0 or "speed" in state.milestones or not state.run.HasField("start_time"):
         return []
-    usual = statistics.median(history.totals)
+    usual = history.usual()
     took = max(0.0, end.timestamp() - state.run.start_time.ToNanoseconds() / 1e9)
     if usual <= 0 or took >= ratio * usual:
         return []

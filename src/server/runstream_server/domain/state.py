@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -44,6 +44,12 @@ def to_timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     if seconds not in _TIMESTAMP_SECONDS:
         raise ValueError(f"{moment} is outside the years a Timestamp holds (1 to 9999)")
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=since.microseconds * 1000)
+
+
+def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
+    """`stamp` as an aware UTC datetime: what protobuf's ``ToDatetime(UTC)`` gives, for a
+    fraction of its cost (each producer batch's estimate reads one)."""
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
 def status_name(status: int) -> str:
