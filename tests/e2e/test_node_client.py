@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 from pathlib import Path
 
 import grpc
@@ -119,6 +120,45 @@ async def test_readme_example_watches_through_a_server_restart_with_every_event_
     assert f"); resuming after {head}" in errors.decode(), errors.decode()
     assert [line.split(" ")[0] for line in lines] == [str(n) for n in range(1, final + 1)], lines
     assert lines[-1] == f"{final} runCompleted", lines
+
+
+async def start_example(example: Path, run_id: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "node", str(example), run_id,
+        cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_readme_example_stops_on_ctrl_c_and_waits_as_long_as_a_refusal_asks(
+    server_process: ServerProcess,
+) -> None:
+    """Found in review: aborting the call as the README advised ended it CANCELED, the code a
+    killed server gives, and the example resumed it once a second for ever; and it came back
+    after 1 s when the server's RESOURCE_EXHAUSTED said (RetryInfo) to wait 5 s."""
+    require_node_packages()
+    example = await build_readme_example(server_process.target)
+    server_process.extra = ("--max-watchers-per-run", "1")
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("node-readme-limits")
+        await run.flush()
+        held = await start_example(example, run.run_id)  # the run's one watcher
+        assert held.stdout is not None
+        async with asyncio.timeout(30):
+            assert (await held.stdout.readline()).decode().startswith("1 ")
+        refused = await start_example(example, run.run_id)
+        try:
+            assert refused.stderr is not None
+            async with asyncio.timeout(30):
+                said = (await refused.stderr.readline()).decode()
+            assert "ResourceExhausted" in said and "in 5000 ms" in said, said
+        finally:
+            refused.kill()
+            await refused.wait()
+        held.send_signal(signal.SIGINT)  # Ctrl-C while the run goes on
+        await asyncio.wait_for(held.wait(), 15)
+        assert held.returncode == 0
+        await run.complete()
 
 
 async def test_readme_example_gives_up_at_once_on_a_grpc_server_without_runstream(
