@@ -651,6 +651,40 @@ async def test_a_seq_window_into_purged_history_is_failed_precondition_naming_fi
         assert [e.seq for e in (await stubs.runs.ListEvents(window)).events] == [5, 4]
 
 
+async def test_a_listing_or_resume_that_meets_a_purge_not_yet_taken_in_is_told_so(
+    server: RunstreamServer, stubs: Stubs
+) -> None:
+    """A retention pass writes every purge of its batch, then tells the runs in memory. In
+    between (on SQLite, for as long as the rest of the pass took), a listing or a resume
+    past the purged seqs found an empty page and ended as if the log ended there: no error
+    on SQLite, FAILED_PRECONDITION on Redis, which reads the stored run (found in review)."""
+    old, _ = await two_ended_runs(stubs)
+    first = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id, page_size=4))
+    newest = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=old.run_id, page_size=4, order_by="seq desc")
+    )
+    store = server._store
+    assert store is not None
+    assert await store.purge_events(ended_before_us=None, keep_newest=1) == [old.run_id]
+    for request in (
+        rs.ListEventsRequest(run_id=old.run_id, page_token=first.next_page_token),
+        rs.ListEventsRequest(
+            run_id=old.run_id, order_by="seq desc", page_token=newest.next_page_token
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.runs.ListEvents(request)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, request
+        assert "removed by the retention policy" in info.value.details()
+    resume = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=old.run_id, after_seq=4))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with asyncio.timeout(10):
+            async for _ in resume:
+                pass
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details().startswith("after_seq: events 5..")
+
+
 async def test_the_stores_read_no_further_than_a_windows_far_bound(
     server: RunstreamServer, stubs: Stubs
 ) -> None:

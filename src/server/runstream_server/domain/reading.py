@@ -190,7 +190,7 @@ class Reading:
         events = await self._store.read_events_before(
             run_id, before, limit, window.kinds, after_seq=window.after
         )
-        if not events and self._store.shared:  # another replica may have purged the log
+        if not events:  # purged, and not yet known here: StoreChecks.check_gap
             await self._checks.learn_purge(run_id)
             check_kept(await self._ledger.state(run_id), newest, field)
         return events

@@ -28,7 +28,8 @@ HEAD_CHECK_SECONDS = 1.0
 
 
 class StoreChecks:
-    """Checks of the runs this process holds against a shared store, and their repairs."""
+    """Checks of the runs this process holds against the store (shared, or written by this
+    process's own retention passes), and their repairs."""
 
     def __init__(self, ledger: RunLedger, store: EventStore, hub: Hub) -> None:
         self._ledger = ledger
@@ -60,10 +61,10 @@ class StoreChecks:
 
     async def check_gap(self, run_id: str, after_seq: int, field_name: str) -> None:
         """The log holds nothing after `after_seq` though the run's head is beyond it: its
-        events were purged, maybe by another replica (then the store tells this one first).
-        FAILED_PRECONDITION naming `field_name` when they were."""
-        if self._store.shared:
-            await self.learn_purge(run_id)
+        events were purged, by another replica or by this process's retention pass, which
+        tells the runs in memory only once it has written all of its batch (the store tells
+        first). FAILED_PRECONDITION naming `field_name` when they were."""
+        await self.learn_purge(run_id)
         check_not_purged(await self._ledger.state(run_id), after_seq, field_name)
 
     async def check_head(self, run_id: str, state: RunState) -> None:
