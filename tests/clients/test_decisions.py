@@ -96,6 +96,21 @@ async def until_reachable(call: Callable[[], Awaitable[T]]) -> T:
     return await call()
 
 
+async def test_a_context_reads_in_the_same_order_for_everyone(client: Client) -> None:
+    """A context is a Struct, a map, whose keys came out in an order of the process's own:
+    two people answering the same question saw its facts in different orders (found in
+    review). The SDK gives them sorted."""
+    run = await client.start_run("campaign")
+    keys = [f"k{n}" for n in (7, 3, 5, 0, 6, 1, 4, 2)]
+    waiting = asyncio.create_task(
+        run.ask("Which one?", ["a", "b"], decision_id="d", context={k: k.upper() for k in keys})
+    )
+    shown = await open_decision(client, run.run_id, "d")
+    assert list(shown.context) == sorted(keys)
+    await client.submit_decision(run.run_id, "d", "a")
+    await asyncio.wait_for(waiting, 20)
+
+
 async def test_ask_returns_the_answer_a_viewer_submitted(client: Client) -> None:
     run = await client.start_run("campaign", steps=["persona", "copy"])
     waiting = asking(

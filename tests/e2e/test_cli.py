@@ -388,6 +388,37 @@ def test_demo_serve_keeps_the_server_up_until_sigterm() -> None:
             reader.join(10)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+async def test_a_demo_stopped_by_a_signal_cancels_its_run(
+    server_process: ServerProcess, signum: signal.Signals
+) -> None:
+    """Closing the terminal of `runstream demo --target` (SIGHUP) left its run RUNNING on the
+    server, counting down an ETA until it turned STALLED (found in review); SIGTERM
+    cancelled it. Both do now."""
+    server_process.start()
+    demo = await asyncio.create_subprocess_exec(
+        *CLI, "demo", "--target", server_process.target, "--speed", "0.2", "--plain",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=ENV,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    said = ""
+    try:
+        while "Started run " not in said:
+            line = await asyncio.wait_for(demo.stdout.readline(), 60)
+            assert line, said
+            said += line.decode()
+        demo.send_signal(signum)
+        await asyncio.wait_for(demo.wait(), 30)
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+            await demo.wait()
+    assert demo.returncode == 128 + signum
+    async with runstream.connect(server_process.target) as client:
+        run = await client.get_run(started_run_id(said))
+    assert run.status is runstream.RunStatus.CANCELLED
+
+
 # --- humans in the loop, run control and insight from the command line -------------------
 
 
@@ -836,7 +867,7 @@ async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(
     assert errors == b""
 
 
-async def on_a_terminal(*args: str) -> asyncio.subprocess.Process:
+async def on_a_terminal(*args: str, lines: int = 50) -> asyncio.subprocess.Process:
     """The CLI under script(1), which gives it a pseudo-terminal, so it draws live and reads
     keys: what the test writes to script's stdin arrives as key presses."""
     return await asyncio.create_subprocess_exec(
@@ -847,8 +878,88 @@ async def on_a_terminal(*args: str) -> asyncio.subprocess.Process:
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**ENV, "COLUMNS": "150", "LINES": "50", "TERM": "xterm-256color"},
+        env={**ENV, "COLUMNS": "150", "LINES": str(lines), "TERM": "xterm-256color"},
     )
+
+
+def the_cli_under(script: asyncio.subprocess.Process) -> int:
+    """The pid of the CLI that script(1) runs (through a shell that may exec it)."""
+    pending = [script.pid]
+    while pending:
+        pid = pending.pop()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if argv[1:3] == [b"-m", b"runstream.cli.main"]:
+            return pid
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pending += [int(child) for child in (task / "children").read_text().split()]
+    raise AssertionError("no CLI process under script(1)")
+
+
+async def shown_until(process: asyncio.subprocess.Process, output: bytearray, text: bytes) -> None:
+    """Reads `process`'s terminal into `output` until `text` shows."""
+    assert process.stdout is not None
+    while text not in output:
+        chunk = await asyncio.wait_for(process.stdout.read(4096), 60)
+        assert chunk, output.decode(errors="replace")
+        output.extend(chunk)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+@pytest.mark.parametrize("command", ["watch", "runs"])
+async def test_sigterm_stops_a_live_view_as_ctrl_c_does_and_gives_the_cursor_back(
+    server_process: ServerProcess, command: str
+) -> None:
+    """`kill`, `timeout` or a supervisor end a live view with SIGTERM: it died on the spot,
+    leaving the terminal's cursor hidden (and, under a prompt, its keys unechoed); found in
+    review. It now unwinds as on Ctrl-C, says "terminated" and exits 143."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign", steps=["persona"])
+        await run.flush()
+        args = ("watch", run.run_id) if command == "watch" else ("runs", "--watch")
+        view = await on_a_terminal(*args, "--target", server_process.target)
+        output = bytearray()
+        try:
+            await shown_until(view, output, b"RUNNING")
+            os.kill(the_cli_under(view), signal.SIGTERM)
+            rest, _ = await asyncio.wait_for(view.communicate(), 30)
+        finally:
+            if view.returncode is None:
+                view.kill()
+                await view.wait()
+        output.extend(rest)
+        await run.complete()
+    assert view.returncode == 143, output.decode(errors="replace")
+    hidden = output.rfind(b"\x1b[?25l")
+    assert hidden >= 0 and output.find(b"\x1b[?25h", hidden) > hidden  # shown again
+    assert b"terminated" in output and b"Traceback" not in output
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+async def test_the_live_run_table_puts_runs_still_going_above_those_that_ended(
+    server_process: ServerProcess,
+) -> None:
+    """On 24 rows, twenty ended runs newer than the one still running filled the table and
+    pushed it below the fold; runs that ended while it was up piled up past --limit."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        going = await client.start_run("long-haul")
+        await going.flush()
+        for n in range(22):
+            done = await client.start_run("short-batch")
+            await done.complete(summary=f"done {n}")
+        table = await on_a_terminal("runs", "--watch", "--target", server_process.target, lines=24)
+        output = bytearray()
+        try:
+            await shown_until(table, output, b"\xc2\xb7 live")
+            await asyncio.sleep(0.5)  # a frame or two more
+        finally:
+            table.kill()
+            await table.wait()
+        await going.complete()
+    frames = output.decode(errors="replace")
+    assert going.run_id in frames, frames[-3000:]
+    assert "· 21 (the newest 20 ended; --limit shows more) · live" in frames, frames[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")

@@ -299,6 +299,36 @@ def test_a_decisions_context_shows_under_its_prompt() -> None:
     assert "48% wanderers" in screen
 
 
+def test_a_long_run_name_gives_way_to_the_status_and_the_lost_connection_at_80x24() -> None:
+    """The compact layout's first line began with the run's name and was cut to the width:
+    a long name hid the status, the health, the ETA and "connection lost" (found in review)."""
+    long_name = "Ünïcødé campaign for the spring launch with a rather long display name " * 2
+    view = RunView.from_snapshot(dataclasses.replace(snapshot(), display_name=long_name))
+    view.heard()
+    view.last_heard -= LOST_AFTER + 1
+    view.last_heard_at -= timedelta(seconds=LOST_AFTER + 1)
+    first = draw(view, 80, 24).split("\n")[0]
+    assert len(first) <= 80, first
+    assert first.startswith("Ünïcødé"), first
+    for fact in ("RUNNING", "HEALTHY", "connection lost"):
+        assert fact in first, (fact, first)
+
+
+def test_a_prompt_shows_six_keys_of_its_context_and_says_how_many_more() -> None:
+    view = RunView.from_snapshot(snapshot())
+    view.prompts["persona"] = OpenPrompt(
+        decision_id="persona",
+        prompt="Which persona first?",
+        options=(runstream.DecisionOption("a"), runstream.DecisionOption("b")),
+        default_option="a",
+        can_skip=False,
+        deadline=None,
+        context={f"k{n}": f"v{n}" for n in range(8)},
+    )
+    screen = draw(view, 160, 50)
+    assert "k0 v0 · k1 v1 · k2 v2 · k3 v3 · k4 v4 · k5 v5 · +2 more" in screen, screen
+
+
 def test_the_compact_layout_fits_80x24_with_icons_and_metrics() -> None:
     view = RunView.from_snapshot(snapshot())
     screen = draw(view, 80, 24)

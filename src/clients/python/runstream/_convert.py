@@ -147,8 +147,10 @@ def _value_to_python(value: struct_pb2.Value) -> Any:
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a plain dict (integral numbers as int)."""
-    return {key: _value_to_python(value) for key, value in struct.fields.items()}
+    """A Struct as a plain dict (integral numbers as int), its keys sorted: a Struct is a map,
+    whose order changes from process to process, so two people shown the same context saw
+    its keys in different orders."""
+    return {key: _value_to_python(struct.fields[key]) for key in sorted(struct.fields)}
 
 
 def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name: str) -> None:

@@ -54,6 +54,7 @@ from .errors import CliError
 from .fmt import format_duration, literal, run_status_text, span
 from .render import follow_run
 from .replicas import replicas
+from .stopping import cancelled_by_signals
 
 WORKFLOW = "campaign-generator"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -937,14 +938,10 @@ async def _embedded_server(options: DemoOptions, console: Console) -> AsyncItera
 
 async def run_demo(options: DemoOptions, console: Console) -> int:
     """Runs the demo; returns the process exit code (0 when the run succeeded)."""
-    # SIGTERM stops the demo the way Ctrl-C does: by cancelling it, so the embedded server
-    # shuts down cleanly and the run is marked as interrupted.
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    if main_task is not None:
-        loop.add_signal_handler(signal.SIGTERM, main_task.cancel)
+    # SIGTERM and SIGHUP (its terminal closed) stop the demo the way Ctrl-C does: by
+    # cancelling it, so the embedded server shuts down cleanly and the run is cancelled.
     async with contextlib.AsyncExitStack() as stack:
-        stack.callback(loop.remove_signal_handler, signal.SIGTERM)
+        await stack.enter_async_context(cancelled_by_signals())
         watch_target = None
         if options.replicas:
             targets = await stack.enter_async_context(replicas(options.replicas, console))

@@ -11,7 +11,6 @@ import asyncio
 import getpass
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -63,6 +62,7 @@ from .health import add_health_command
 from .render import follow_run, print_run_header
 from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
 from .stats import show_stats
+from .stopping import cancelled_by_signals, terminated
 
 T = TypeVar("T")
 
@@ -218,9 +218,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return run_async(demo.run_demo(options, console))
     except asyncio.CancelledError:
-        # SIGTERM while the run was in progress (the demo turns it into a cancellation).
-        make_console(stderr=True).print("terminated", style="grey62")
-        return 128 + signal.SIGTERM
+        # SIGTERM or SIGHUP while the run was in progress (the demo cancels its run).
+        return terminated(make_console(stderr=True))
 
 
 async def first_snapshot(
@@ -247,7 +246,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     configure_client_logging(console, live)
 
     async def watch() -> runstream.Run:
-        async with connect(args) as client:
+        async with cancelled_by_signals(), connect(args) as client:
             run = await first_snapshot(
                 client, args.run_id, reconnect_timeout(args, WATCH_RECONNECT)
             )
@@ -274,7 +273,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 viewer=args.by,
             )
 
-    final = run_async(watch())
+    try:
+        final = run_async(watch())
+    except asyncio.CancelledError:  # SIGTERM, SIGHUP
+        return terminated(make_console(stderr=True))
     console.print(
         Text.assemble(
             f"Run {final.run_id} ended: ",
@@ -295,7 +297,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         args.filter = f"{args.filter} AND {since}" if args.filter.strip() else since
 
     async def runs() -> None:
-        async with connect(args) as client:
+        async with cancelled_by_signals(), connect(args) as client:
             if args.watch:
                 await tables.watch_runs(
                     client,
@@ -311,7 +313,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
                     client, console, filter=args.filter, limit=args.limit, as_json=args.json
                 )
 
-    run_async(runs())
+    try:
+        run_async(runs())
+    except asyncio.CancelledError:  # SIGTERM, SIGHUP
+        return terminated(make_console(stderr=True))
     return 0
 
 

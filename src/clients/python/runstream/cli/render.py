@@ -73,6 +73,8 @@ HEARTBEAT_SECONDS = 2.0
 LOST_AFTER = 2.5 * HEARTBEAT_SECONDS
 MAX_TILES = 8
 REFRESH_PER_SECOND = 10
+CONTEXT_SHOWN = 6
+"""The keys of a decision's context its prompt shows (sorted, as the SDK gives them)."""
 
 # --- the dashboard -----------------------------------------------------------------------
 
@@ -216,17 +218,17 @@ class Dashboard:
         activity."""
         run = self.view.run
         status = enum_name(run.status)
-        head = Text.assemble(
-            (printable(run.display_name or run.workflow), "bold"),
-            ("  ", ""),
-            run_status_text(run.status),
-        )
-        head.append("  ♥ ", "grey50")
-        head.append_text(health_text(run.health))
-        head.append_text(self._eta(now, "  ETA "))
+        facts = Text.assemble(("  ", ""), run_status_text(run.status))
+        facts.append("  ♥ ", "grey50")
+        facts.append_text(health_text(run.health))
+        facts.append_text(self._eta(now, "  ETA "))
         lost = self._lost()
         if lost is not None:
-            head.append_text(lost)
+            facts.append_text(lost)
+        # The name gives way to what the line is for (status, health, ETA, connection lost).
+        name = Text(printable(run.display_name or run.workflow), style="bold")
+        name.truncate(max(8, width - facts.cell_len), overflow="ellipsis")
+        head = Text.assemble(name, facts)
         head.truncate(width, overflow="ellipsis")
         yield head
         percent = 100.0 if status == "SUCCEEDED" else run.progress.percent
@@ -324,12 +326,12 @@ class Dashboard:
         lines: list[RenderableType] = [text_lines(prompt.prompt, style="bold")]
         if prompt.context:
             context = Text("context: ", style="grey50")
+            shown = list(prompt.context.items())[:CONTEXT_SHOWN]
             context.append(
-                printable(
-                    " · ".join(f"{key} {value}" for key, value in list(prompt.context.items())[:6])
-                ),
-                style="grey70",
+                printable(" · ".join(f"{key} {value}" for key, value in shown)), style="grey70"
             )
+            if len(prompt.context) > len(shown):
+                context.append(f" · +{len(prompt.context) - len(shown)} more", style="grey50")
             lines.append(context)
         options = Table.grid(padding=(0, 1))
         options.add_column(no_wrap=True)

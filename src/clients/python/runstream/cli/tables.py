@@ -632,27 +632,32 @@ async def watch_runs(
     heard = time.monotonic()
     heard_at = datetime.now(UTC)  # the same moment by the wall clock, for the ETAs
 
-    def state() -> tuple[str, str]:
+    def state(shown: int, more_ended: bool) -> tuple[str, str]:
         silent = time.monotonic() - heard
         if not connected:
             return "  · connecting…", "grey50"
         if silent > LOST_AFTER:
-            return f"  · {len(runs)} · connection lost {format_clock(silent)}, reconnecting…", (
+            return f"  · {shown} · connection lost {format_clock(silent)}, reconnecting…", (
                 "bold red"
             )
-        older = f" (the newest {ended_limit} ended; --limit shows more)" if left_out else ""
-        return f"  · {len(runs)}{older} · live", "grey50"
+        older = f" (the newest {ended_limit} ended; --limit shows more)" if more_ended else ""
+        return f"  · {shown}{older} · live", "grey50"
 
     def table() -> RenderableType:
-        ordered = sorted(
+        by_time = sorted(
             runs.values(),
             key=lambda r: r.create_time or datetime.min.replace(tzinfo=UTC),
             reverse=True,
         )
+        # Runs not ended first, so no ended run pushes one below the fold; of those that ended,
+        # the newest `ended_limit`, also as runs end while the table is up.
+        ordered = [r for r in by_time if not r.status.is_terminal]
+        ended = [r for r in by_time if r.status.is_terminal]
+        ordered += ended[:ended_limit]
         title = Text.assemble(
             ("Runs", "bold"), (f"  {printable(filter)}" if filter else "  all", "grey62")
         )
-        title.append(*state())
+        title.append(*state(len(ordered), left_out or len(ended) > ended_limit))
         if not connected:
             return Group(title, Text("Waiting for the server", style="grey62"))
         if not ordered:
