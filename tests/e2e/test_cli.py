@@ -222,6 +222,45 @@ def test_watch_replays_filters_and_resumes_a_finished_run(server_process: Server
     assert "Traceback" not in beyond.stderr
 
 
+async def test_a_plain_watch_says_when_its_connection_was_lost_and_where_it_resumed(
+    server_process: ServerProcess,
+) -> None:
+    """A plain watch (a pipe, a CI log) said nothing of an outage: its log was exact, but
+    nothing told a reader that the events after it came from a resumed stream (found in
+    review). Such notes go to stderr; stdout stays the run's events."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign")
+        await run.flush()
+        watch = await asyncio.create_subprocess_exec(
+            *CLI, "watch", run.run_id, "--target", server_process.target, "--plain",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV,
+        )  # fmt: skip
+        assert watch.stdout is not None
+        try:
+            said = b""
+            while b"Run started" not in said:
+                said += await asyncio.wait_for(watch.stdout.readline(), 30)
+            server_process.kill()
+            await asyncio.sleep(1.5)
+            server_process.start()
+            async with (
+                runstream.connect(server_process.target) as again,
+                await again.attach_run(run.run_id) as attached,
+            ):
+                await attached.complete()
+            output, errors = await asyncio.wait_for(watch.communicate(), 60)
+        finally:
+            if watch.returncode is None:
+                watch.kill()
+                await watch.wait()
+    assert watch.returncode == 0, errors.decode()
+    assert f"watch of run {run.run_id} lost (UNAVAILABLE); resuming after seq" in " ".join(
+        errors.decode().split()
+    ), errors.decode()
+    assert b"lost" not in said + output  # the events' log itself is as before
+
+
 @pytest.mark.parametrize(
     ("command", "flag"),
     [("watch", "--from-seq"), ("events", "--after"), ("events", "--before")],

@@ -206,6 +206,21 @@ def test_every_agent_writing_at_once_is_visible() -> None:
         assert "Launch faster" in screen and "Hero banner" in screen, screen
 
 
+def test_what_agents_left_unfinished_when_the_run_ended_is_not_still_being_written() -> None:
+    """The last frame of a run cancelled while two agents wrote said "2 writing", each with a
+    blinking cursor, and stayed on screen after the command exited (found in review)."""
+    view = RunView.from_snapshot(snapshot())
+    for seq, agent in enumerate(("writer-0", "writer-1"), start=100):
+        delta = event_pb2.TextDelta(agent_id=agent, message_id=agent, delta="Once upon")
+        view.apply(event(seq, text_delta=delta))
+    assert "2 writing" in draw(view, 160, 50)
+    view.run = dataclasses.replace(view.run, status=runstream.RunStatus.CANCELLED)  # its end
+    for width, height in ((160, 50), (80, 24)):
+        screen = draw(view, width, height)
+        assert "writing" not in screen and "▌" not in screen, screen
+    assert "writer-1 · cut off" in draw(view, 160, 50)
+
+
 def test_six_agents_writing_are_counted_also_when_four_are_shown() -> None:
     view = RunView.from_snapshot(snapshot())
     for seq, n in enumerate(range(6), start=100):

@@ -244,6 +244,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     console = make_console()
     live = wants_live(console, args.plain)
     configure_client_logging(console, live)
+    if not live:  # the live view says "connection lost"; a log says each time it resumes
+        logging.getLogger("runstream.watch").setLevel(logging.INFO)
 
     async def watch() -> runstream.Run:
         async with cancelled_by_signals(), connect(args) as client:

@@ -553,10 +553,11 @@ class TailText:
             title = Text("Agent output")
         else:
             body = text_lines(stream.text, style="bright_white")
-            if not stream.final:
+            ended = self.view.run.status.is_terminal
+            if not stream.final and not ended:
                 body.append("▌", style="bold cyan blink")
             lines = list(body.wrap(console, width))[-TEXT_LINES:]
-            state = "done" if stream.final else "writing…"
+            state = "done" if stream.final else "cut off" if ended else "writing…"
             title = Text(f"✍ {printable(stream.agent)} · {state}")
         padded = Text("\n").join([*lines, *(Text("") for _ in range(TEXT_LINES - len(lines)))])
         yield Panel(padded, title=title, title_align="left", border_style="grey42", width=None)

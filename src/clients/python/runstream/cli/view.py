@@ -199,14 +199,17 @@ class RunView:
 
     @property
     def writing(self) -> int:
-        """How many messages agents are writing now (:meth:`streams` shows `limit` of them)."""
+        """How many messages agents are writing now (:meth:`streams` shows `limit` of them):
+        none once the run ended, whatever was left unfinished (cut off)."""
+        if self.run.status.is_terminal:
+            return 0
         return sum(1 for stream in self.texts.values() if not stream.final)
 
     def streams(self, limit: int = 4) -> list[TextStream]:
-        """The messages agents are writing now, newest first; the latest finished one when
-        nobody is writing."""
+        """The messages agents are writing now, newest first; the latest one when nobody is
+        writing (or the run ended)."""
         writing = [stream for stream in self.texts.values() if not stream.final]
-        if writing:
+        if writing and not self.run.status.is_terminal:
             return writing[::-1][:limit]
         current = self.texts.get(self.current_text or "")
         return [current] if current is not None else []
