@@ -207,11 +207,16 @@ def test_compose_commands_and_ports_hold_against_the_cli() -> None:
         )
     )
     assert rendered == expected, "regenerate deploy/compose/envoy.yaml from the template"
-    assert "8081:8081" in services["envoy"]["ports"]
+    assert "127.0.0.1:8081:8081" in services["envoy"]["ports"]
 
     dashboard = build_parser().parse_args(services["dashboard"]["entrypoint"][1:])
     assert dashboard.api_url == "http://localhost:8081"
-    assert f"{dashboard.port}:{dashboard.port}" in services["dashboard"]["ports"]
+    assert f"127.0.0.1:{dashboard.port}:{dashboard.port}" in services["dashboard"]["ports"]
+    # The servers run without tokens: what compose publishes, it publishes on loopback only,
+    # not to the laptop's whole network (found in review).
+    assert args.insecure_no_auth
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(str(port).startswith("127.0.0.1:") for port in published)
 
 
 def test_compose_check_bites_on_a_flag_the_cli_does_not_have() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import jwt
@@ -425,6 +426,69 @@ async def test_a_ca_that_did_not_sign_the_servers_certificate_is_said_at_once(
         assert said.startswith(f"runstream: unavailable: cannot connect to localhost:{server.port}")
         assert "over TLS" in said and "certificate signature failure" in said
         assert time.monotonic() - started < 25
+        # It asked "is a Runstream server running at ...?" of the server that answered.
+        result = await asyncio.to_thread(
+            cli, "runs", "--target", f"localhost:{server.port}",
+            "--ca-file", str(other.ca_file), "--reconnect-timeout", "1",
+        )  # fmt: skip
+        assert result.returncode == 1
+        assert result.stderr.rstrip().endswith(
+            f"(a server at localhost:{server.port} answered over TLS with a certificate the CA "
+            "of --ca-file did not sign, or not for that host)"
+        ), result.stderr
+    finally:
+        await server.stop(grace=0.1)
+
+
+@contextlib.asynccontextmanager
+async def delaying_proxy(upstream: int, delay: float) -> AsyncIterator[int]:
+    """A TCP proxy on a free loopback port (yielded) to `upstream` that holds every chunk
+    `delay` seconds each way: a link with a round trip of twice that."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                loop.call_later(delay, writer.write, chunk)
+        await asyncio.sleep(delay)
+        writer.close()
+
+    async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", upstream)
+        writers.extend((client_w, server_w))
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+    proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield proxy.sockets[0].getsockname()[1]
+    finally:
+        proxy.close()
+        for writer in writers:
+            writer.close()
+        await asyncio.sleep(2 * delay)  # the chunks still held, written to closed writers
+        for writer in writers:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await proxy.wait_closed()
+
+
+async def test_one_request_commands_reach_a_tls_server_over_a_slow_link(tmp_path: Path) -> None:
+    """Over a link with a round trip of 120 ms or more, `runs`, `get`, `cancel` ... exited
+    in half a second "cannot connect ... over TLS" while `watch` and the SDK worked: their
+    check for a server gave each connection attempt 100 ms (found in review)."""
+    pki = Pki.make(tmp_path / "pki")
+    server = await start_server(
+        tmp_path, SecurityConfig(tls=TlsConfig(pki.server_cert, pki.server_key))
+    )
+    try:
+        async with delaying_proxy(server.port, 0.1) as port:
+            result = await asyncio.to_thread(
+                cli, "runs", "--target", f"localhost:{port}", "--ca-file", str(pki.ca_file),
+                "--reconnect-timeout", "20",
+            )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "No runs yet" in result.stdout
     finally:
         await server.stop(grace=0.1)
 

@@ -397,6 +397,10 @@ class RunstreamServer:
             # port and split clients between two stores at random: refuse instead.
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", config.max_message_bytes),
+            # gRPC refuses a random share of calls whose headers pass 8 KiB, and every one
+            # past 16 KiB: an identity provider's token with many groups does (found in
+            # review). Envoy's limit, 60 KiB, is the same order.
+            ("grpc.max_metadata_size", 64 * 1024),
             ("grpc.max_send_message_length", config.max_message_bytes),
             # Pings find dead peers (a watcher's laptop closed) and keep idle connections
             # open through proxies. Clients may ping every 5 s, even with no call open and

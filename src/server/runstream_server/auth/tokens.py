@@ -56,7 +56,12 @@ class AuthConfig:
     audience: str | None = None
     """When set, tokens must list this in `aud`."""
     leeway: float = 0.0
-    """Seconds of clock skew tolerated on `exp` and `nbf`."""
+    """Seconds a token is still accepted past its `exp`."""
+    clock_skew: float = 60.0
+    """Seconds an identity provider's clock may run ahead of this server's: a token issued
+    (`iat`) or valid from (`nbf`) up to this far in the future is accepted, where a clock a
+    fraction of a second ahead made fresh tokens "not yet valid" at random. Envoy's JWT
+    filter allows the same 60 s."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,13 @@ def read_secret(path: Path) -> bytes:
             f"{path}: the HS256 secret must be at least {MIN_SECRET_BYTES} bytes "
             f"(it is {len(secret)})"
         )
+    try:  # PyJWT refuses a key as an HMAC secret only when a token comes: every one failed
+        jwt.algorithms.HMACAlgorithm(jwt.algorithms.HMACAlgorithm.SHA256).prepare_key(secret)
+    except jwt.InvalidKeyError:
+        raise ValueError(
+            f"{path}: holds a public key or certificate, not an HS256 secret "
+            "(a public key goes in --jwt-public-key)"
+        ) from None
     return secret
 
 
@@ -209,13 +221,13 @@ class TokenVerifier:
         first check that failed (_BadSignature when only the signature did)."""
         config = self._config
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key.key,
                 algorithms=list(key.algorithms),
                 issuer=config.issuer,
                 audience=config.audience,
-                leeway=config.leeway,
+                leeway=max(config.leeway, config.clock_skew),
                 options={
                     "require": list(_REQUIRED_CLAIMS),
                     "verify_aud": config.audience is not None,
@@ -243,6 +255,12 @@ class TokenVerifier:
             raise TokenError("claim 'sub' must be a non-empty string") from None
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token ({type(exc).__name__})") from None
+        # The skew covers a token from the future, not one past its exp (PyJWT has one
+        # leeway for both): exp is held to this server's clock. (Its type: _principal.)
+        exp = claims["exp"]
+        if isinstance(exp, int | float) and exp <= time.time() - config.leeway:
+            raise TokenError("token expired (exp is in the past)")
+        return claims
 
 
 _INVALID_SUBJECT: Any = getattr(jwt.exceptions, "InvalidSubjectError", ())

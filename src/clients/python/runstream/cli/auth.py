@@ -237,15 +237,16 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
 
 
 # As the SDK's channels: reconnect within 2 s of a server coming back (gRPC's own backoff
-# grows to 120 s between attempts).
+# grows to 120 s between attempts). Not grpc.min_reconnect_backoff_ms: gRPC takes it as each
+# connection attempt's timeout too, and at 100 ms a TLS handshake over a link with a round
+# trip of 120 ms never completed (found in review).
 _PROBE_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
 _PROBE_EVERY = 5.0
 """The longest one health check waits for a connection before it is tried again."""
-_TLS_FAILED = re.compile(r"handshake|ssl|tls|certificate", re.IGNORECASE)
+_TLS_FAILED = re.compile(r"ssl|certificate|wrong_version", re.IGNORECASE)
 """How gRPC names a failed TLS connection (a CA that did not sign the server's certificate,
 TLS against a plaintext server, a client certificate refused)."""
 
@@ -524,9 +525,15 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
 def unanswered_hint(target: str, details: str, *, tls: bool, option: str = "--ca-file") -> str:
     """The hint for a call nothing answered: a TLS client at a port that speaks plaintext
     (the handshake read no TLS), a plaintext client whose connection the server closed (as a
-    TLS server does), or else whether a server runs there at all."""
+    TLS server does), a certificate the client's CA does not vouch for, or else whether a
+    server runs there at all."""
     if tls and "WRONG_VERSION_NUMBER" in details:
         return f"a server at {target} answered without TLS: connect without {option}"
+    if tls and ("CERTIFICATE_VERIFY_FAILED" in details or "certificate signature" in details):
+        return (
+            f"a server at {target} answered over TLS with a certificate the CA of {option} "
+            "did not sign, or not for that host"
+        )
     if not tls and "Socket closed" in details:
         return f"is a Runstream server running at {target}? If it serves TLS, give {option}"
     return f"is a Runstream server running at {target}?"
