@@ -904,6 +904,88 @@ async def test_options_that_are_not_text_resume_the_graph_with_the_option_itself
     assert [(d.choice, d.default_option) for d in decisions] == [("3", "2")]
 
 
+async def test_what_else_an_interrupt_carries_is_the_questions_context(
+    server: RunstreamServer,
+) -> None:
+    """LangGraph's documented interrupts, {"question": ..., "tool_call": ...} and
+    {"text_to_revise": ...}, reached the human as a bare prompt: every key the handler did
+    not know was dropped, and with it what there was to review (found in review)."""
+    call = {"name": "book_meeting", "args": {"when": "Tuesday 10:00"}}
+    question = {
+        "question": "Is this correct?",
+        "tool_call": call,
+        "text_to_revise": "Dear team, ...",
+        "context": {"requested_by": "ana"},
+    }
+    result, _, decisions = await _answered(server, question, "approve")
+    assert result == {"picked": "approve"}
+    [decision] = decisions
+    assert decision.prompt == "Is this correct?"
+    shown = {key: decision.context[key] for key in decision.context if key != "interrupt_id"}
+    assert shown == {
+        "requested_by": "ana",
+        "text_to_revise": "Dear team, ...",
+        "tool_call": call,
+        "step_id": "ask",  # the handler's own
+    }
+
+
+@tool
+def book_meeting(when: str) -> str:
+    """Books a meeting once a human approved it."""
+    if interrupt({"question": f"Book the meeting on {when}?"}) != "approve":
+        return "not booked"
+    return f"booked for {when}"
+
+
+async def test_a_tool_waiting_for_an_answer_has_not_failed(server: RunstreamServer) -> None:
+    """interrupt() inside a tool (LangGraph's "approve before the tool acts") showed as
+    "book_meeting failed" with LangGraph's GraphInterrupt as the error, while the tool only
+    waited for the human (found in review)."""
+    tool_call = {"name": "book_meeting", "args": {"when": "Tuesday"}, "id": "c1"}
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[tool_call])]))
+
+    async def plan(state: State) -> State:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    graph = StateGraph(State)
+    graph.add_node("plan", plan)
+    graph.add_node("tools", ToolNode([book_meeting]))
+    graph.add_edge(START, "plan")
+    graph.add_edge("plan", "tools")
+    graph.add_edge("tools", END)
+    compiled = graph.compile(checkpointer=InMemorySaver())
+
+    async def approve(client: runstream.Client, run_id: str) -> None:
+        async with client.interact([run_id], viewer="ana") as interaction:
+            async for update in interaction:
+                if isinstance(update, DecisionPrompt):
+                    await interaction.answer(run_id, update.decision.decision_id, "approve")
+                    return
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-tool-approval")
+        approving = asyncio.create_task(approve(client, run.run_id))
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            config = {"configurable": {"thread_id": "tool-approval"}}
+            result = await handler.run_graph(compiled, {"messages": []}, config=config)
+            await run.complete()
+        await asyncio.wait_for(approving, 30)
+        events = [e async for e in client.watch(run.run_id)]
+        steps = await client.list_steps(run.run_id)
+    assert result["messages"][-1].content == "booked for Tuesday"
+    activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    said = [(a.activity, a.message) for a in activity]  # type: ignore[union-attr]
+    assert (ActivityType.FAILED, "book_meeting failed") not in said, said
+    assert (ActivityType.PROGRESS, "book_meeting waits for input") in said, said
+    assert said[-1] == (ActivityType.COMPLETED, "book_meeting done"), said
+    assert [(s.step_id, s.status.name) for s in steps] == [
+        ("plan", "SUCCEEDED"),
+        ("tools", "SUCCEEDED"),
+    ]
+
+
 async def test_an_interrupt_a_question_cannot_hold_as_given_is_asked_fitted(
     server: RunstreamServer,
 ) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from runstream._types import ActivityType
 from runstream.integrations._common import short
 from runstream.integrations._langchain_steps import ChainSteps, LangChainRun, error_text
 from runstream.integrations._run_calls import RunCalls
@@ -130,6 +131,20 @@ class ToolCalls:
         self._finished(run_id, {"output": short(content)}, failed=False)
 
     def failed(self, error: BaseException, run_id: UUID) -> None:
+        if _waits_for_input(error):
+            # interrupt() in the tool: it waits for an answer and runs again with it (a new
+            # call), so this one neither failed nor finished.
+            started = self._running.pop(run_id, None)
+            if started is not None:
+                agent, tool, step_id = started
+                self._calls.activity(
+                    agent,
+                    ActivityType.PROGRESS,
+                    f"{tool} waits for input",
+                    data={"tool": tool},
+                    step_id=step_id,
+                )
+            return
         self._finished(run_id, {"error": error_text(error)}, failed=True)
 
     def _finished(self, run_id: UUID, details: Mapping[str, str], *, failed: bool) -> None:
@@ -140,6 +155,15 @@ class ToolCalls:
         self._calls.tool_ended(
             agent, tool, {"tool": tool, **details}, failed=failed, step_id=step_id
         )
+
+
+def _waits_for_input(error: BaseException) -> bool:
+    """Whether ``error`` is LangGraph's interrupt() (or another GraphBubbleUp)."""
+    try:
+        from langgraph.errors import GraphBubbleUp
+    except ImportError:
+        return False
+    return isinstance(error, GraphBubbleUp)
 
 
 def _model_name(start: LangChainRun) -> str:

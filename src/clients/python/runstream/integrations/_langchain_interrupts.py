@@ -39,6 +39,20 @@ _log = logging.getLogger("runstream.integrations")
 
 DEFAULT_OPTIONS = ("approve", "reject")
 _INTERRUPT_DECISION_TYPE = "langgraph_interrupt"
+_QUESTION_KEYS = frozenset(
+    {
+        "question",
+        "prompt",
+        "message",
+        "options",
+        "default",
+        "timeout",
+        "can_skip",
+        "context",
+        "decision_type",
+    }
+)
+"""The keys of an interrupt's mapping that make the question; the others are its context."""
 _TOOL_APPROVAL_DECISION_TYPE = "langchain_tool_approval"
 # Of a step id in a decision id ("interrupt-<step>-<digest>"; ids hold at most 128 characters).
 _MAX_STEP_IN_ID = 100
@@ -192,7 +206,15 @@ class _Question:
         prompt = value.get("question") or value.get("prompt") or value.get("message") or ""
         options = value.get("options") or default_options
         timeout = value.get("timeout", default_timeout)
-        context = value.get("context")
+        # What else the interrupt carries is what the human reviews (LangGraph's own
+        # examples: {"question": ..., "tool_call": ...}, {"text_to_revise": ...}): it goes
+        # into the context beside the interrupt's own, whose keys win.
+        own = value.get("context")
+        context = {key: item for key, item in value.items() if key not in _QUESTION_KEYS}
+        if isinstance(own, Mapping):
+            context.update(own)
+        elif own is not None:
+            context["context"] = own
         if len(options) > OPTIONS_ITEMS:
             _log.warning(
                 "an interrupt offers %d options; a question holds %d, the rest are left out",
@@ -212,7 +234,7 @@ class _Question:
             default,
             float(timeout) if timeout is not None else None,
             bool(value.get("can_skip", False)),
-            _json_like(context) if isinstance(context, Mapping) else {},
+            _json_like(context),
             str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
             {_value_of(a): _given_value(o) for a, o in zip(asked, options, strict=True)},
         )
