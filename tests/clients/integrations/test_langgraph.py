@@ -17,7 +17,7 @@ import logging
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -893,6 +893,40 @@ async def test_a_question_skipped_or_timed_out_resumes_the_graph_with_none(
     assert [d.outcome.name for d in decisions] == [
         "SKIPPED" if ending == "skipped" else "TIMED_OUT"
     ]
+
+
+@pytest.mark.parametrize(
+    ("question", "choice", "picked", "outcome"),
+    [
+        ({"question": "Go?", "timeout": timedelta(seconds=0.3)}, "", None, "TIMED_OUT"),
+        ({"question": "Go?", "timeout": 0}, "", None, "TIMED_OUT"),
+        ({"question": "Go?", "timeout": -5, "default": "approve"}, "", "approve", "DEFAULTED"),
+        ({"question": "Go?", "timeout": 10**9}, "approve", "approve", "ANSWERED"),
+        ({"question": "Go?", "default": "maybe"}, "reject", "reject", "ANSWERED"),
+        ({"question": "Go?", "options": "publish"}, "publish", "publish", "ANSWERED"),
+        (
+            {"question": "Which?", "options": [{"label": "A"}, {"label": "B"}]},
+            "option-2",
+            {"label": "B"},
+            "ANSWERED",
+        ),
+    ],
+    ids=["timedelta", "zero", "negative", "past-366-days", "default-no-option", "options-str",
+         "options-without-value"],
+)  # fmt: skip
+async def test_interrupt_fields_langgraph_takes_are_fitted_not_refused(
+    server: RunstreamServer, question: dict[str, Any], choice: str, picked: Any, outcome: str
+) -> None:
+    """A timeout of 0, a negative one, one past 366 days or a timedelta, and a default none
+    of the options are: LangGraph takes them, and the question refused them, failing the node
+    and the run unasked. Options given as a string were asked letter by letter, option
+    mappings without a value all resumed the graph with "" (found in review)."""
+    result, steps, decisions = await _answered(server, question, choice)
+    assert result == {"picked": picked}
+    assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]
+    assert [d.outcome.name for d in decisions] == [outcome]
+    if question.get("options") == "publish":
+        assert [o.value for o in decisions[0].options] == ["publish"]
 
 
 async def test_options_that_are_not_text_resume_the_graph_with_the_option_itself(

@@ -24,9 +24,17 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from runstream._arguments import CONTROL, NAME_CHARS, OPTIONS_ITEMS, PROMPT_CHARS, TEXT_CHARS
+from runstream._arguments import (
+    CONTROL,
+    MAX_DECISION_TIMEOUT_SECONDS,
+    NAME_CHARS,
+    OPTIONS_ITEMS,
+    PROMPT_CHARS,
+    TEXT_CHARS,
+)
 from runstream.integrations._common import short
 
 if TYPE_CHECKING:
@@ -54,6 +62,9 @@ _QUESTION_KEYS = frozenset(
 )
 """The keys of an interrupt's mapping that make the question; the others are its context."""
 _TOOL_APPROVAL_DECISION_TYPE = "langchain_tool_approval"
+_AT_ONCE = 0.001
+"""The timeout of an interrupt that gives none or less, in seconds: it closes at once, as
+asked (a question refuses a timeout of 0)."""
 # Of a step id in a decision id ("interrupt-<step>-<digest>"; ids hold at most 128 characters).
 _MAX_STEP_IN_ID = 100
 
@@ -205,7 +216,9 @@ class _Question:
             )
         prompt = value.get("question") or value.get("prompt") or value.get("message") or ""
         options = value.get("options") or default_options
-        timeout = value.get("timeout", default_timeout)
+        if isinstance(options, str):  # one option, not one per letter
+            options = [options]
+        timeout = _timeout(value.get("timeout", default_timeout))
         # What else the interrupt carries is what the human reviews (LangGraph's own
         # examples: {"question": ..., "tool_call": ...}, {"text_to_revise": ...}): it goes
         # into the context beside the interrupt's own, whose keys win.
@@ -228,11 +241,17 @@ class _Question:
             if default is not None and default == _value_of(_option(given)):
                 default = _value_of(option)  # the value its option is asked with
                 break
+        else:
+            if default is not None:
+                _log.warning(
+                    "an interrupt's default %r is none of its options: asked without", default
+                )
+                default = None
         return cls(
             short(str(prompt), PROMPT_CHARS) or "The graph is waiting for input",
             tuple(asked),
             default,
-            float(timeout) if timeout is not None else None,
+            timeout,
             bool(value.get("can_skip", False)),
             _json_like(context),
             str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
@@ -301,10 +320,29 @@ def _json_like(value: Any) -> Any:
     return short(value)
 
 
+def _timeout(given: Any) -> float | None:
+    """An interrupt's timeout as a question holds it: seconds, more than none and at most 366
+    days; a `timedelta` in seconds; one that is no number at all, none (it waits)."""
+    seconds = given.total_seconds() if isinstance(given, timedelta) else given
+    if seconds is None:
+        return None
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        _log.warning("an interrupt's timeout %r is no number of seconds: it waits", given)
+        return None
+    if math.isnan(seconds):
+        return None
+    fitted = min(max(seconds, _AT_ONCE), MAX_DECISION_TIMEOUT_SECONDS)
+    if fitted != seconds:
+        _log.warning("an interrupt's timeout of %ss is asked as %gs", given, fitted)
+    return fitted
+
+
 def _given_value(option: Any) -> Any:
-    """An option's value as the interrupt gave it."""
+    """An option's value as the interrupt gave it (a mapping without one: the mapping)."""
     if isinstance(option, Mapping):
-        return option.get("value", "")
+        return option.get("value", option)
     if isinstance(option, tuple):
         return option[0] if option else ""
     return option
