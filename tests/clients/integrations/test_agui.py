@@ -810,6 +810,32 @@ async def test_runstream_agui_command_serves_until_sigterm(
             await proc.wait()
 
 
+@pytest.mark.parametrize(("address", "warned"), [("127.0.0.1:0", False), ("0.0.0.0:0", True)])
+async def test_the_agui_command_warns_when_it_listens_beyond_this_machine(
+    server: RunstreamServer, address: str, warned: bool
+) -> None:
+    """The bridge authenticates nobody: on any interface it served the runs its token may
+    read to whoever reached it without a word, where `serve` refuses the same exposure
+    without --insecure-no-auth (found in review)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runstream.cli.main", "agui",
+        "--target", server.target, "--address", address,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        await asyncio.wait_for(proc.stdout.readline(), 30)  # it serves
+        proc.send_signal(signal.SIGTERM)
+        _, errors = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    said = " ".join(errors.decode().split())
+    assert ("authenticates nobody" in said) is warned, said
+
+
 @pytest.mark.parametrize("host", ["::1", "::"])
 async def test_a_bridge_on_ipv6_gives_a_url_that_parses_and_opens(
     client: runstream.Client, host: str

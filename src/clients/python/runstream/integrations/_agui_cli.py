@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import sys
 
@@ -41,7 +42,7 @@ def add_agui_command(
         epilog="examples:\n"
         "  runstream agui --address 127.0.0.1:8090\n"
         "  runstream agui --target 10.0.0.5:50051 --address 0.0.0.0:8090 \\\n"
-        "      --origin http://localhost:3000\n",
+        "      --origin http://localhost:3000    # behind a proxy that authenticates\n",
         formatter_class=formatter,
     )
     parser.add_argument(
@@ -91,6 +92,15 @@ def _split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
+
+
 def run_agui_command(args: argparse.Namespace) -> int:
     """The command's handler: serves until SIGINT or SIGTERM; returns the exit code."""
     from runstream.integrations._common import ImportHint
@@ -131,6 +141,15 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         except OSError as exc:
             raise CliError(f"cannot listen on {args.address}: {exc.strerror or exc}") from exc
         print(f"AG-UI bridge for {target}: {bridge.url()}", flush=True)
+        if not _loopback(host):
+            # `serve` refuses such an exposure without --insecure-no-auth; this one says so.
+            print(
+                f"warning: the bridge listens on {args.address}, beyond this machine, and "
+                "authenticates nobody: whoever reaches it reads every run this command's "
+                "token may read. Put it behind a proxy that authenticates your users.",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             await stop.wait()
         finally:
