@@ -180,7 +180,7 @@ def server(
             said = stack.enter_context(tempfile.TemporaryFile("w+"))
             proc = stack.enter_context(
                 spawn(
-                    _server_argv(system, port, sync, store, extra, profile),
+                    server_argv(system, port, sync, store, extra, profile),
                     cpu,
                     quiet=True,
                     stderr=said,
@@ -208,7 +208,7 @@ def server(
                 proc.process.wait(60)
 
 
-def _server_argv(
+def server_argv(
     system: str,
     port: int,
     sync: str,

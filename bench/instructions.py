@@ -80,7 +80,7 @@ def counted(system: str, sync: str = "NORMAL") -> Iterator[Counted]:
         out = Path(tmp) / "callgrind.out"
         store = str(Path(tmp) / "bench.db")
         port = harness.free_port()
-        argv = harness._server_argv(system, port, sync, store, (), None)
+        argv = harness.server_argv(system, port, sync, store, (), None)
         argv = [
             "valgrind",
             "--tool=callgrind",

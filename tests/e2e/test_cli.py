@@ -934,13 +934,16 @@ def the_cli_under(script: asyncio.subprocess.Process) -> int:
     raise AssertionError("no CLI process under script(1)")
 
 
-async def shown_until(process: asyncio.subprocess.Process, output: bytearray, text: bytes) -> None:
-    """Reads `process`'s terminal into `output` until `text` shows."""
+async def shown_until(
+    process: asyncio.subprocess.Process, output: bytearray, text: bytes, after: int = 0
+) -> int:
+    """Reads `process`'s terminal into `output` until `text` shows (past `after`); where."""
     assert process.stdout is not None
-    while text not in output:
+    while (found := output.find(text, after)) < 0:
         chunk = await asyncio.wait_for(process.stdout.read(4096), 60)
         assert chunk, output.decode(errors="replace")
         output.extend(chunk)
+    return found
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
@@ -1012,21 +1015,12 @@ async def test_runs_watch_on_a_terminal_says_when_the_server_stops_answering(
     table = await on_a_terminal("runs", "--watch", "--target", server_process.target)
     assert table.stdout is not None
     output = bytearray()
-
-    async def shows(text: bytes, after: int = 0) -> int:
-        assert table.stdout is not None
-        while (found := output.find(text, after)) < 0:
-            chunk = await asyncio.wait_for(table.stdout.read(4096), 60)
-            assert chunk, output.decode(errors="replace")
-            output.extend(chunk)
-        return found
-
     try:
-        await shows(b"\xc2\xb7 live")
+        await shown_until(table, output, b"\xc2\xb7 live")
         server_process.process.send_signal(signal.SIGSTOP)
-        lost = await shows(b"connection lost")
+        lost = await shown_until(table, output, b"connection lost")
         server_process.process.send_signal(signal.SIGCONT)
-        await shows(b"\xc2\xb7 live", after=lost)
+        await shown_until(table, output, b"\xc2\xb7 live", after=lost)
     finally:
         server_process.process.send_signal(signal.SIGCONT)
         if table.returncode is None:

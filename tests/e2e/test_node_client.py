@@ -76,6 +76,13 @@ async def build_readme_example(target: str) -> Path:
     return outfile
 
 
+async def start_example(example: Path, run_id: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        "node", str(example), run_id,
+        cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
 async def test_readme_example_watches_through_a_server_restart_with_every_event_once(
     server_process: ServerProcess,
 ) -> None:
@@ -91,10 +98,7 @@ async def test_readme_example_watches_through_a_server_restart_with_every_event_
             await step.progress(40, "drafting")
         await run.flush()
         head = (await client.get_run(run.run_id)).last_seq
-    watcher = await asyncio.create_subprocess_exec(
-        "node", str(example), run.run_id,
-        cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    watcher = await start_example(example, run.run_id)
     assert watcher.stdout is not None
     try:
         lines: list[str] = []
@@ -120,13 +124,6 @@ async def test_readme_example_watches_through_a_server_restart_with_every_event_
     assert f"); resuming after {head}" in errors.decode(), errors.decode()
     assert [line.split(" ")[0] for line in lines] == [str(n) for n in range(1, final + 1)], lines
     assert lines[-1] == f"{final} runCompleted", lines
-
-
-async def start_example(example: Path, run_id: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        "node", str(example), run_id,
-        cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
 
 
 async def test_readme_example_stops_on_ctrl_c_and_waits_as_long_as_a_refusal_asks(
@@ -172,10 +169,7 @@ async def test_readme_example_gives_up_at_once_on_a_grpc_server_without_runstrea
     await other.start()
     try:
         example = await build_readme_example(f"127.0.0.1:{port}")
-        watcher = await asyncio.create_subprocess_exec(
-            "node", str(example), "some-run",
-            cwd=WEB, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        watcher = await start_example(example, "some-run")
         try:
             output, errors = await asyncio.wait_for(watcher.communicate(), 30)
         finally:
