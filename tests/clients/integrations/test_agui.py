@@ -285,7 +285,7 @@ async def test_head_405_and_204_answers_are_what_http_says(
     content), and a 405's Allow left out HEAD, which the bridge serves."""
     run_id = await produce(client)
     for path, status in ((f"/runs/{run_id}/events", 200), ("/runs/nope/events", 404)):
-        head, body = await exchange(bridge.port, f"HEAD {path} HTTP/1.1\r\nHost: b\r\n\r\n")
+        head, body = await exchange(bridge.port, f"HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert head.startswith(f"HTTP/1.1 {status} "), head
         assert body == b"", (path, body)
     last_seq = (await client.get_run(run_id)).last_seq
@@ -374,7 +374,7 @@ async def test_a_post_as_ag_uis_http_agent_sends_gets_the_stream_a_get_gets(
     # A body sent chunked, by a client that waits for 100 Continue first (curl does).
     reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
     writer.write(
-        f"POST {path} HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode()
     )
     assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10) == (
@@ -777,6 +777,44 @@ async def test_bytes_a_client_sends_after_its_request_are_dropped_not_kept(
     await sse.close()
 
 
+async def test_a_host_that_is_not_this_machine_or_allowed_gets_403_against_dns_rebinding(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """A page of another site whose name was pointed at 127.0.0.1 (DNS rebinding) is
+    same-origin to the bridge in a visitor's browser: it read every run the bridge's token
+    may read, its requests saying only `Host: evil.example` (found in review)."""
+    run_id = await produce(client)
+
+    async def head_for(port: int, host: str) -> str:
+        request = f"GET /runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        head, body = await exchange(port, request)
+        return head if head.startswith("HTTP/1.1 200 ") else f"{head} {body.decode()}"
+
+    port = bridge.port
+    for host in (f"evil.example:{port}", "evil.example", "localhost.evil.example", "[::1"):
+        answer = await head_for(port, host)
+        assert answer.startswith("HTTP/1.1 403 "), (host, answer)
+        assert "--allowed-host" in answer and "RUN_STARTED" not in answer, answer
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.", f"[::1]:{port}",
+                 "app.localhost", "10.1.2.3"):  # fmt: skip
+        assert (await head_for(port, host)).startswith("HTTP/1.1 200 "), host
+
+    proxied = AguiBridge(client, port=0, allowed_hosts=["agui.example.com", ".corp.example"])
+    async with proxied:
+        for host, allowed in (
+            ("agui.example.com:443", True),
+            ("AGUI.example.com", True),
+            ("corp.example", True),
+            ("runs.corp.example", True),
+            ("example.com", False),
+            ("badcorp.example", False),
+        ):
+            answer = await head_for(proxied.port, host)
+            assert answer.startswith("HTTP/1.1 200 " if allowed else "HTTP/1.1 403 "), host
+    async with AguiBridge(client, port=0, allowed_hosts=["*"]) as anyone:
+        assert (await head_for(anyone.port, "evil.example")).startswith("HTTP/1.1 200 ")
+
+
 async def test_runstream_agui_command_serves_until_sigterm(
     client: runstream.Client, server: RunstreamServer
 ) -> None:
@@ -784,6 +822,7 @@ async def test_runstream_agui_command_serves_until_sigterm(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runstream.cli.main", "agui",
         "--target", server.target, "--address", "127.0.0.1:0", "--max-body", "4096",
+        "--allowed-host", "agui.example.com",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -802,6 +841,10 @@ async def test_runstream_agui_command_serves_until_sigterm(
             f"/runs/{run_id}/events", method="POST", body=b" " * 5000
         )
         assert response.status == 413 and "the bridge reads at most 4096" in response.body
+        for host, status in (("agui.example.com", "200"), ("evil.example", "403")):
+            request = f"HEAD /runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n"
+            head, _ = await exchange(port, request)
+            assert head.startswith(f"HTTP/1.1 {status} "), (host, head)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:

@@ -42,7 +42,8 @@ def add_agui_command(
         epilog="examples:\n"
         "  runstream agui --address 127.0.0.1:8090\n"
         "  runstream agui --target 10.0.0.5:50051 --address 0.0.0.0:8090 \\\n"
-        "      --origin http://localhost:3000    # behind a proxy that authenticates\n",
+        "      --origin http://localhost:3000 --allowed-host agui.example.com\n"
+        "      # behind a proxy that authenticates, which forwards Host agui.example.com\n",
         formatter_class=formatter,
     )
     parser.add_argument(
@@ -65,6 +66,15 @@ def add_agui_command(
         metavar="URL",
         help="a browser origin allowed to read the streams (CORS), e.g. "
         "http://localhost:3000; '*' for any (repeatable)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name requests may give as Host besides localhost and IP addresses, e.g. the "
+        "public name a proxy in front forwards; .example.com allows its subdomains too, '*' "
+        "any (repeatable). Other names get 403, against DNS rebinding",
     )
     parser.add_argument(
         "--max-body",
@@ -135,6 +145,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
             origins=origins,
             keepalive=keepalive,
             max_body=max_body,
+            allowed_hosts=args.allowed_host,
         )
         try:
             await bridge.start()

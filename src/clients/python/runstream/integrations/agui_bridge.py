@@ -15,6 +15,11 @@ a POST may send it too) gets exactly the events after that one, whichever it was
 twice, none missing. A stream whose run has ended closes; reconnecting after its last event
 gets ``204 No Content``, which tells EventSource to stop.
 
+A request whose ``Host`` names neither this machine (``localhost``, a name under
+``.localhost``), an IP address, nor one of ``allowed_hosts`` gets 403: a page of another site
+whose name its owner pointed at this machine (DNS rebinding) would otherwise read the runs
+through a visitor's browser, the bridge being same-origin to it.
+
 ``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``, ``HEAD`` what ``GET``
 would without its body. Other paths get 404, other methods 405, a POST body that is not a
 JSON object (or whose RunAgentInput fields hold the wrong kind of value) 400, one over
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -124,6 +130,10 @@ class AguiBridge:
         head_timeout: Seconds a client has to send its request head, and then a POST its
             body; then 408.
         max_body: The most bytes of a POST's body it reads; a longer one gets 413.
+        allowed_hosts: Names a request's ``Host`` may give besides ``localhost`` and IP
+            addresses (the name a proxy in front forwards, e.g. ``agui.example.com``; one
+            starting with a dot, ``.example.com``, allows that domain and its subdomains;
+            ``"*"`` any). Others get 403, against DNS rebinding.
     """
 
     def __init__(
@@ -136,8 +146,10 @@ class AguiBridge:
         keepalive: float = 15.0,
         head_timeout: float = 10.0,
         max_body: int = DEFAULT_MAX_BODY,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._client = client
+        self._allowed_hosts = tuple(name.lower().rstrip(".") for name in allowed_hosts)
         self._head_timeout = head_timeout
         self._max_body = max_body
         self._host = host
@@ -215,6 +227,14 @@ class AguiBridge:
         except TimeoutError:
             message = f"no complete request head within {self._head_timeout:g} s"
             await self._respond(writer, 408, "Request Timeout", message, {})
+            return
+        host = request.headers.get("host")
+        if host is not None and not self._host_allowed(host):
+            message = (
+                f"Host {host!r} is not a name the bridge answers to (localhost, an IP address "
+                "or an allowed host: runstream agui --allowed-host NAME), against DNS rebinding"
+            )
+            await self._respond(writer, 403, "Forbidden", message, {})
             return
         cors = self._cors_headers(request.headers.get("origin"))
         if request.method == "OPTIONS":
@@ -411,6 +431,19 @@ class AguiBridge:
                 if chunk:
                     yield chunk
 
+    def _host_allowed(self, host: str) -> bool:
+        name = _host_name(host)
+        if name is None:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or _is_address(name):
+            return True
+        return any(
+            allowed == "*"
+            or allowed == name
+            or (allowed.startswith(".") and (name == allowed[1:] or name.endswith(allowed)))
+            for allowed in self._allowed_hosts
+        )
+
     def _cors_headers(self, origin: str | None) -> dict[str, str]:
         if origin is None or not self._origins:
             return {}
@@ -457,6 +490,29 @@ def _url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
+
+
+def _host_name(host: str) -> str | None:
+    """The name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lower case and
+    without a trailing dot; None when it is not one."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return name
+    name, colon, port = host.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _seen_to_the_end(run: runstream.Run, cursor: Cursor) -> bool:
