@@ -24,7 +24,7 @@ from runstream_server.app import RunstreamServer
 
 from tests.clients.support import until
 from tests.conftest import free_port
-from tests.identity import Keys
+from tests.identity import Keys, Pki, start_server
 
 from .test_dashboard_starts import launch_once
 from .web_support import require
@@ -249,3 +249,64 @@ async def test_it_starts_again_on_the_same_ports_right_after_it_stopped(
             await again.ended()
     finally:
         await dashboard.ended()
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+async def test_it_fronts_a_tls_server_with_the_ca_file_it_is_given(
+    tmp_path: Path, mutual: bool
+) -> None:
+    """Left open at an earlier stop: its Envoy spoke plaintext to every server, so a server
+    serving TLS (as any deployment does) was shown "Reconnecting" for ever, --ca-file (and
+    --client-cert) used by the demo's client alone. Now Envoy reaches it over TLS, checking
+    the server's certificate against --ca-file, and refuses one another CA signed."""
+    from runstream_server.auth.edge import SecurityConfig, TlsConfig
+
+    _require_envoy()
+    pki = Pki.make(tmp_path / "pki")
+    stranger = Pki.make(tmp_path / "other")
+    tls = TlsConfig(pki.server_cert, pki.server_key, pki.ca_file if mutual else None)
+    server = await start_server(tmp_path, SecurityConfig(tls=tls))
+    try:
+        async with runstream.connect(
+            server.target,
+            ca_file=pki.ca_file,
+            client_cert=pki.client_cert if mutual else None,
+            client_key=pki.client_key if mutual else None,
+        ) as producer:
+            run = await producer.start_run("tls", display_name="behind TLS")
+            await run.close()
+        client_files = ["--client-cert", str(pki.client_cert), "--client-key",
+                        str(pki.client_key)] if mutual else []  # fmt: skip
+        dashboard = await Dashboard.start(
+            server.target, 0, 0, "--ca-file", str(pki.ca_file), *client_files
+        )
+        try:
+            async with runstream.connect(await dashboard.envoy_target()) as viewer:
+                shown = await viewer.get_run(run.run_id)
+        finally:
+            said = await dashboard.stop()
+        assert shown.display_name == "behind TLS"
+        assert "no Runstream server answers" not in said, said
+
+        # A server whose certificate the CA given does not vouch for is not reached.
+        dashboard = await Dashboard.start(
+            server.target, 0, 0, "--ca-file", str(stranger.ca_file), *client_files
+        )
+        try:
+            envoy = await dashboard.envoy_target()
+            async with runstream.connect(envoy, reconnect_timeout=0.5) as viewer:
+                with pytest.raises(runstream.UnavailableError):
+                    await viewer.get_run(run.run_id)
+        finally:
+            said = await dashboard.stop()
+        assert "no Runstream server answers" in said, said
+    finally:
+        await server.stop(grace=1.0)
+
+
+def test_a_client_certificate_without_the_servers_ca_is_a_usage_error(tmp_path: Path) -> None:
+    pki = Pki.make(tmp_path / "pki")
+    done = dashboard("--target", f"127.0.0.1:{free_port()}", "--client-cert",
+                     str(pki.client_cert), "--client-key", str(pki.client_key))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--client-cert needs --ca-file" in done.stderr

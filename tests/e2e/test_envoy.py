@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 import runstream
+import yaml
 from google.protobuf.duration_pb2 import Duration
 from runstream.dashboard.envoy import (
     EnvoyConfig,
@@ -36,6 +37,7 @@ from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.conftest import ServerProcess, free_port
+from tests.identity import Pki
 
 from .web_support import ROOT, GrpcWebCall, grpc_web_call, http_request, require
 
@@ -78,6 +80,10 @@ def test_deploy_config_is_the_rendered_template_and_envoy_accepts_it(
         (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
          "argument --tls-cert: cannot read /nonexistent/cert.pem: No such file"),
+        (["--upstream-ca-file", "/nonexistent/ca.pem"],
+         "argument --upstream-ca-file: cannot read /nonexistent/ca.pem: No such file"),
+        (["--upstream-client-cert", "c.pem", "--upstream-client-key", "k.pem"],
+         "--upstream-client-cert needs --upstream-ca-file"),
     ],
 )  # fmt: skip
 def test_the_deployment_config_command_refuses_a_bad_option_in_one_line(
@@ -124,6 +130,39 @@ def test_rendered_configs_pass_envoys_validation(config: EnvoyConfig) -> None:
     # The settings that keep watch streams open, as the README promises.
     assert "timeout: 0s" in text and "grpc_timeout_header_max: 0s" in text
     assert "max_requests: 100000" in text and "grpc_health_check" in text
+
+
+@pytest.mark.parametrize(
+    ("upstream", "sni"),
+    [
+        ("runstream.internal:50051", "runstream.internal"),
+        ("10.0.0.5:50051,runstream-b:50051", None),
+    ],
+)
+def test_a_config_for_a_tls_server_checks_its_certificate_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], upstream: str, sni: str | None
+) -> None:
+    """The deployment's Envoy reaches a TLS server (`--upstream-ca-file`), presenting a client
+    certificate for mutual TLS, and takes only a certificate naming one of the upstreams."""
+    require_envoy()
+    pki = Pki.make(tmp_path)
+    main(["--upstream", upstream, "--upstream-ca-file", str(pki.ca_file),
+          "--upstream-client-cert", str(pki.client_cert),
+          "--upstream-client-key", str(pki.client_key)])  # fmt: skip
+    text = capsys.readouterr().out
+    validate_config(text)
+    tls = yaml.safe_load(text)["static_resources"]["clusters"][0]["transport_socket"]
+    context = tls["typed_config"]
+    assert context.get("sni") == sni
+    common = context["common_tls_context"]
+    assert common["validation_context"]["trusted_ca"]["filename"] == str(pki.ca_file)
+    assert common["tls_certificates"][0]["certificate_chain"]["filename"] == str(pki.client_cert)
+    names = {
+        (san["san_type"], san["matcher"]["exact"])
+        for san in common["validation_context"]["match_typed_subject_alt_names"]
+    }
+    hosts = [address.rpartition(":")[0] for address in upstream.split(",")]
+    assert names == {("IP_ADDRESS" if host[0].isdigit() else "DNS", host) for host in hosts}
 
 
 def test_envoy_rejects_a_broken_config() -> None:

@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runstream
 
+from .._auth import channel_credentials
 from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
@@ -59,7 +62,9 @@ def add_dashboard_command(
         epilog="examples:\n"
         "  runstream dashboard --demo             embedded server + simulated campaign\n"
         "  runstream dashboard --target 10.0.0.5:50051 --host 0.0.0.0 \\\n"
-        "      --origin http://dashboards.internal:8080\n",
+        "      --origin http://dashboards.internal:8080\n"
+        "  runstream dashboard --target runstream.internal:50051 --ca-file ca.pem \\\n"
+        "      # a TLS server: Envoy checks its certificate against ca.pem\n",
         formatter_class=formatter,
     )
     parser.add_argument(
@@ -118,9 +123,12 @@ def add_dashboard_command(
     add_client_security(
         parser,
         reconnect=False,
-        description="For the --demo run on a --target server, as for the other client "
-        "commands ($RUNSTREAM_TOKEN included): the demo's token needs the producer role. The "
-        "page itself asks its users for their own tokens.",
+        description="Envoy reaches a --target server over TLS when --ca-file (or "
+        "$RUNSTREAM_CA_FILE) names the CA that vouches for its certificate, presenting "
+        "--client-cert for mutual TLS. The token options are for the --demo run on a "
+        "--target server, as for the other client commands ($RUNSTREAM_TOKEN included): the "
+        "demo's token needs the producer role. The page itself asks its users for their own "
+        "tokens.",
     )
     parser.set_defaults(handler=run_dashboard_command)
 
@@ -222,12 +230,16 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             ) from exc
         stack.callback(page.stop)
 
+        tls = _upstream_tls(args) if args.target or not args.demo else UpstreamTls()
         try:
             config = EnvoyConfig(
                 upstream=envoy_upstream(target),
                 listen_port=envoy_port,
                 listen_address=args.host,
                 allowed_origins=allowed_origins(args.host, page.port, args.origin),
+                upstream_ca=tls.ca,
+                upstream_client_cert=tls.cert,
+                upstream_client_key=tls.key,
             )
         except ValueError as exc:
             raise CliError(str(exc)) from exc
@@ -237,7 +249,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         say(f"Runstream dashboard: {page.url}")
         say(f"  grpc-web: Envoy on {envoy.url} -> Runstream server at {target}")
-        if not await _serving(grpc_target(target)):
+        if not await _serving(grpc_target(target), tls):
             say(
                 f"  warning: no Runstream server answers at {target} yet; the page shows "
                 "Reconnecting until one does"
@@ -317,9 +329,47 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _serving(target: str) -> bool:
+@dataclass(frozen=True)
+class UpstreamTls:
+    """How Envoy (and the command's own health check) reach the server: plaintext without a
+    CA."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        if self.ca is None:
+            return grpc.aio.insecure_channel(target)
+        credentials = channel_credentials(
+            str(self.ca), self.cert and str(self.cert), self.key and str(self.key)
+        )
+        assert credentials is not None
+        return grpc.aio.secure_channel(target, credentials)
+
+
+def _upstream_tls(args: argparse.Namespace) -> UpstreamTls:
+    """The TLS options as Envoy takes them: files it can read, a CA for any certificate."""
+    ca = args.ca_file or os.environ.get("RUNSTREAM_CA_FILE") or None
+    if (args.client_cert is None) != (args.client_key is None):
+        raise UsageError("--client-cert and --client-key go together")
+    if args.client_cert and not ca:
+        raise UsageError(
+            "--client-cert needs --ca-file: Envoy checks the server's certificate only "
+            "against the CA it is given"
+        )
+    try:  # files Envoy could not use: it would say so only in its log
+        channel_credentials(ca, args.client_cert, args.client_key)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"TLS options: {exc}") from None
+    return UpstreamTls(
+        *(Path(path) if path else None for path in (ca, args.client_cert, args.client_key))
+    )
+
+
+async def _serving(target: str, tls: UpstreamTls) -> bool:
     """Whether a server at `target` answers its gRPC health check with SERVING."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with tls.channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)

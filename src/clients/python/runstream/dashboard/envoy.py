@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import importlib
 import importlib.resources
+import ipaddress
 import json
 import re
 import shutil
@@ -72,6 +73,13 @@ class EnvoyConfig:
     """A PEM certificate (chain): browsers then reach Envoy over TLS, with HTTP/2."""
     tls_key: Path | None = None
     """The certificate's PEM private key."""
+    upstream_ca: Path | None = None
+    """The PEM CA certificate(s) that vouch for the server's certificate: Envoy then reaches
+    the server over TLS, and only if its certificate names an upstream's host."""
+    upstream_client_cert: Path | None = None
+    """A PEM certificate (chain) Envoy presents to the server, for mutual TLS."""
+    upstream_client_key: Path | None = None
+    """That certificate's PEM private key."""
 
     def __post_init__(self) -> None:
         ports = []
@@ -87,6 +95,11 @@ class EnvoyConfig:
                 raise ValueError(f"not a port: {port_value}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        if (self.upstream_client_cert is None) != (self.upstream_client_key is None):
+            raise ValueError("upstream_client_cert and upstream_client_key go together")
+        if self.upstream_client_cert is not None and self.upstream_ca is None:
+            # Envoy checks a server's certificate only against the CAs it is given.
+            raise ValueError("a client certificate for the server needs upstream_ca")
         if not self.allowed_origins:
             raise ValueError("at least one allowed origin is needed")
         for origin in self.allowed_origins:
@@ -120,6 +133,7 @@ def render_config(config: EnvoyConfig) -> str:
         ),
         allowed_origins=f"[{origins}]",
         downstream_tls=_downstream_tls(config),
+        upstream_tls=_upstream_tls(config),
     )
 
 
@@ -141,6 +155,55 @@ def _downstream_tls(config: EnvoyConfig) -> str:
         f"                  - certificate_chain: {{ filename: {cert} }}\n"
         f"                    private_key: {{ filename: {key} }}"
     )
+
+
+def _upstream_tls(config: EnvoyConfig) -> str:
+    """The cluster's TLS to the server (HTTP/2 by ALPN, as gRPC asks; the server's
+    certificate must name one of the upstreams' hosts), or nothing for plaintext."""
+    if config.upstream_ca is None:
+        return ""
+    hosts = list(dict.fromkeys(host for host, _ in config.upstreams))
+    sans = "".join(
+        f"                - san_type: {'IP_ADDRESS' if _is_address(host) else 'DNS'}\n"
+        f"                  matcher: {{ exact: {json.dumps(host)} }}\n"
+        for host in hosts
+    )
+    # SNI names the server when one name stands for every upstream (never an IP address).
+    one_name = len(hosts) == 1 and not _is_address(hosts[0])
+    sni = f"          sni: {json.dumps(hosts[0])}\n" if one_name else ""
+    client = ""
+    if config.upstream_client_cert is not None and config.upstream_client_key is not None:
+        cert = json.dumps(str(config.upstream_client_cert.resolve()))
+        key = json.dumps(str(config.upstream_client_key.resolve()))
+        client = (
+            "            tls_certificates:\n"
+            f"              - certificate_chain: {{ filename: {cert} }}\n"
+            f"                private_key: {{ filename: {key} }}\n"
+        )
+    ca = json.dumps(str(config.upstream_ca.resolve()))
+    return (
+        "\n      transport_socket:\n"
+        "        name: envoy.transport_sockets.tls\n"
+        "        typed_config:\n"
+        '          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3'
+        ".UpstreamTlsContext\n"
+        f"{sni}"
+        "          common_tls_context:\n"
+        "            alpn_protocols: [h2]\n"
+        f"{client}"
+        "            validation_context:\n"
+        f"              trusted_ca: {{ filename: {ca} }}\n"
+        "              match_typed_subject_alt_names:\n"
+        f"{sans.rstrip()}"
+    )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def envoy_binary() -> Path:
@@ -446,6 +509,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     parser.add_argument(
+        "--upstream-ca-file",
+        type=Path,
+        help="reach the server over TLS, trusting the PEM CA certificate(s) in this file to "
+        "vouch for the server's certificate (which must name the upstream's host)",
+    )
+    parser.add_argument(
+        "--upstream-client-cert",
+        type=Path,
+        help="a PEM certificate Envoy presents to the server (mutual TLS)",
+    )
+    parser.add_argument(
+        "--upstream-client-key", type=Path, help="that client certificate's PEM private key"
+    )
+    parser.add_argument(
         "--origin",
         action="append",
         help="a page origin allowed to call (repeatable); "
@@ -454,7 +531,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
-    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+    if (args.upstream_client_cert is None) != (args.upstream_client_key is None):
+        parser.error("--upstream-client-cert and --upstream-client-key go together")
+    if args.upstream_client_cert is not None and args.upstream_ca_file is None:
+        parser.error("--upstream-client-cert needs --upstream-ca-file (the server's CA)")
+    for flag, path in (
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--upstream-ca-file", args.upstream_ca_file),
+        ("--upstream-client-cert", args.upstream_client_cert),
+        ("--upstream-client-key", args.upstream_client_key),
+    ):
         if path is None:
             continue
         try:  # Envoy would refuse to load the configuration, or never find the file
@@ -472,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             ),
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            upstream_ca=args.upstream_ca_file,
+            upstream_client_cert=args.upstream_client_cert,
+            upstream_client_key=args.upstream_client_key,
         )
     except ValueError as exc:
         parser.error(str(exc))
