@@ -895,3 +895,34 @@ async def wait_for_open(client: Client, run_id: str) -> list[Decision]:
             return found
         await asyncio.sleep(0.01)
     raise AssertionError("no decision opened")
+
+
+async def test_a_question_another_reporter_asked_and_got_answered_is_answered_not_refused(
+    client: Client,
+) -> None:
+    """Two agents of a team attach to one run and reach the same checkpoint. The second,
+    attached before the first asked, asked once the answer was in: ask() returned the answer,
+    yet its question was sent too, refused as a second decision 'approve', and complete()
+    raised that refusal after the run's end was stored (found in review)."""
+    first = await client.start_run("shared-question")
+    await first.flush()
+    second = await client.attach_run(first.run_id)
+    await second.metrics({"agents": 2})
+    await second.flush()  # its report stream is open and hears the run's decisions
+    asking = asyncio.create_task(first.ask("Approve?", ["yes", "no"], decision_id="approve"))
+    await open_decision(client, first.run_id, "approve")
+    await client.submit_decision(first.run_id, "approve", "yes", answered_by="alice")
+    assert (await asyncio.wait_for(asking, 20)).choice == "yes"
+    await second.metrics({"agents": 2})
+    await second.flush()  # the closed decision, pushed before this ack, is heard
+
+    with pytest.raises(FailedPreconditionError, match="as another question"):
+        await second.ask("Ship it?", ["yes", "no"], decision_id="approve")
+    again = await asyncio.wait_for(second.ask("Approve?", ["yes", "no"], decision_id="approve"), 20)
+    assert (again.choice, again.answered_by) == ("yes", "alice")
+    await asyncio.wait_for(second.complete("done"), 20)  # raised the refusal
+    await second.close()
+    await first.close()
+    kinds = [event.kind for event in await log_of(client, first.run_id)]
+    assert kinds.count(runstream.EventKind.DECISION_REQUESTED) == 1
+    assert (await client.get_run(first.run_id)).status == RunStatus.SUCCEEDED

@@ -679,3 +679,36 @@ async def test_an_interact_stream_follows_at_most_its_limit_of_runs_over_all_sub
             )
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_question_asked_and_closed_in_one_batch_is_prompted_open_then_closed(
+    stubs, decisions
+) -> None:  # type: ignore[no-untyped-def]
+    """A batch that asks and ends the run (its end closes the question) gave viewers a prompt
+    already RESOLVED, with the outcome filled in, where the contract says a prompt is an
+    open decision (found in review)."""
+    run = await create_run(stubs)
+    outgoing: asyncio.Queue[ds.InteractRequest] = asyncio.Queue()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        while True:
+            yield await outgoing.get()
+
+    stream = aiter(decisions.Interact(requests()))
+    await outgoing.put(ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[run.run_id])))
+    await append(stubs, run.run_id, ask("early"))
+    assert (await anext(stream)).prompt.decision_id == "early"  # the stream follows the run
+    completed = ev.RunEvent(run_completed=ev.RunCompleted(summary="done"))
+    await append(stubs, run.run_id, ask("last"), completed)
+    seen = [await anext(stream) for _ in range(3)]
+    said = [("prompt", m.prompt) if m.HasField("prompt") else ("closed", m.closed) for m in seen]
+    in_order = [(what, decision.decision_id) for what, decision in said]
+    assert in_order in (
+        [("prompt", "last"), ("closed", "early"), ("closed", "last")],
+        [("closed", "early"), ("prompt", "last"), ("closed", "last")],
+    )
+    [prompt] = [decision for what, decision in said if what == "prompt"]
+    assert prompt.state == decision_pb2.DECISION_STATE_OPEN
+    assert (prompt.outcome, prompt.resolved_seq, prompt.answered_by) == (0, 0, "")
+    assert not prompt.HasField("resolve_time")
+    assert said[-1][1].outcome == ev.DECISION_OUTCOME_CANCELLED

@@ -393,3 +393,33 @@ async def test_a_batch_committed_as_the_server_begins_to_stop_is_acknowledged_fi
     assert "shutting down" in (ended.value.details() or "")
     listed = await store.read_events(run.run_id, 0, 10)
     assert [e.seq for e in listed] == [1, 2, 3]
+
+
+def test_each_control_carries_the_status_its_own_event_left() -> None:
+    """A replica that folds another replica's pause and resume in one go (one commit record)
+    sent the pause with the status after the resume, RUNNING, and a resume in a record that
+    ends paused said PAUSED: a producer built from the protos that holds while the status
+    says PAUSED stayed held after a RESUME (found in review, 2 of 40 controls)."""
+    from runstream_server.domain.commits import CommitRecord, Links
+    from runstream_server.domain.state import RunState
+
+    def changed(status: int, previous: int, seq: int) -> ev.RunEvent:
+        change = ev.RunStatusChanged(status=status, previous_status=previous, reason=f"#{seq}")
+        return ev.RunEvent(seq=seq, run_status_changed=change)
+
+    running, paused = run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_PAUSED
+    links = Links()
+    for toggles, end in (((paused, running), running), ((running, paused), paused)):
+        state = RunState(run_pb2.Run(run_id="r", status=running))
+        link = links.attach(state)
+        events = [changed(toggles[0], toggles[1], 7), changed(toggles[1], toggles[0], 8)]
+        state.run.status = end
+        links.on_commit(CommitRecord(state, [], events))
+        signals = [link.signals.get_nowait(), link.signals.get_nowait()]
+        links.detach(link)
+        said = [(s.action, s.status, s.seq) for s in signals if isinstance(s, ControlSignal)]
+        expected = {paused: "pause", running: "resume"}
+        assert said == [
+            (expected[toggles[0]], toggles[0], 7),
+            (expected[toggles[1]], toggles[1], 8),
+        ]

@@ -146,6 +146,11 @@ class RunDecisions:
             raise InvalidArgumentError(
                 f"decision_id: {decision_id!r} was already asked on run {self._run_id!r}"
             )
+        # Closed since attach_run, asked by another reporter of the run (an agent of the
+        # same team): its answer, not a question the server would refuse at complete().
+        closed_elsewhere = (
+            not resumed and decision_id not in self._asked_before and decision_id in self._closed
+        )
         # Asking again under the id of a question already sent waits for that question's
         # answer: only when it is the same question, or the caller would get the answer to
         # another one (a choice perhaps not among its options).
@@ -153,11 +158,13 @@ class RunDecisions:
             self._check_same(decision_id, self._given_up[decision_id], event)
         elif decision_id in self._asked_before:
             self._check_same(decision_id, self._asked_before[decision_id], event)
+        elif closed_elsewhere:
+            self._check_same(decision_id, self._closed[decision_id], event)
         self._gate.check_can_report()
         self._asked.add(decision_id)
         self._awaited[decision_id] = self._closed.get(decision_id)
         self._questions[decision_id] = event.decision_requested
-        sent = resumed or decision_id in self._asked_before
+        sent = resumed or decision_id in self._asked_before or closed_elsewhere
         try:
             if resumed:
                 # Its closure may have been pushed while nobody awaited it on a broken stream.
@@ -166,7 +173,7 @@ class RunDecisions:
                 # Asked before attach_run: wait for that question's answer instead of asking
                 # again, and skip the key its DecisionRequested took, so later keys line up.
                 self._outbox.next_key += 1
-            else:
+            elif not closed_elsewhere:
                 await self._gate.admit(event)
                 sent = True
             decision = await self._await(decision_id)

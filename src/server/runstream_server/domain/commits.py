@@ -146,18 +146,32 @@ class DecisionFeed:
         self._resync_pending = False
 
 
-def control_for(event: event_pb2.RunEvent, state: RunState) -> ControlSignal | None:
-    """The control signal a committed event means for the run's producers, if any."""
-    status = state.run.status
+def control_for(event: event_pb2.RunEvent) -> ControlSignal | None:
+    """The control signal a committed event means for the run's producers, if any, with the
+    status that event left the run in (a commit record may hold later events too: another
+    replica's commits folded at once)."""
     if event.HasField("run_cancelled"):
-        return ControlSignal("cancel", event.run_cancelled.reason, status, event.seq)
+        cancelled = run_pb2.RUN_STATUS_CANCELLED
+        return ControlSignal("cancel", event.run_cancelled.reason, cancelled, event.seq)
     if event.HasField("run_status_changed"):
         change = event.run_status_changed
         if change.status == run_pb2.RUN_STATUS_PAUSED:
-            return ControlSignal("pause", change.reason, status, event.seq)
+            return ControlSignal("pause", change.reason, change.status, event.seq)
         if change.previous_status == run_pb2.RUN_STATUS_PAUSED:
-            return ControlSignal("resume", change.reason, status, event.seq)
+            return ControlSignal("resume", change.reason, change.status, event.seq)
     return None
+
+
+def as_asked(decision: decision_pb2.Decision) -> decision_pb2.Decision:
+    """The decision as its DecisionRequested left it: open, though a later event of the same
+    commit record (the run's end, another replica's answer folded at once) closed it."""
+    if decision.state == decision_pb2.DECISION_STATE_OPEN:
+        return decision
+    asked = copied(decision)
+    asked.state = decision_pb2.DECISION_STATE_OPEN
+    for name in ("outcome", "choice", "answered_by", "resolve_time", "resolved_seq"):
+        asked.ClearField(name)
+    return asked
 
 
 def initial_control(state: RunState) -> ControlSignal | None:
@@ -228,7 +242,7 @@ class Links:
         state = record.state
         for event in record.decoded:
             if event.HasField("decision_requested"):
-                asked = state.decisions[event.decision_requested.decision_id]
+                asked = as_asked(state.decisions[event.decision_requested.decision_id])
                 for feed in feeds:
                     feed.put("prompt", asked)
             elif event.HasField("decision_resolved"):
@@ -238,7 +252,7 @@ class Links:
                 for link in producers:
                     link.signals.put_nowait(copied(closed))
             else:
-                signal = control_for(event, state)
+                signal = control_for(event)
                 if signal is not None:
                     for link in producers:
                         link.signals.put_nowait(signal)
