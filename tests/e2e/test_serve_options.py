@@ -24,6 +24,7 @@ from runstream_server.app import MAX_GRPC_SECONDS, RunstreamServer, ServerConfig
 from runstream_server.domain.limits import MAX_RETENTION_DAYS, Retention
 from runstream_server.domain.watching import HEARTBEAT_SECONDS
 
+from tests.clients.support import until
 from tests.conftest import ServerProcess, free_port
 from tests.e2e.test_cli import runstream_cli
 
@@ -104,6 +105,36 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
     finally:
         process.terminate()
         assert process.wait(20) == 0
+
+
+async def test_retention_passes_come_every_retention_interval(tmp_path: Path) -> None:
+    """The pass came as the server started and then every hour, which no option changed: a
+    busy store set to keep 100 runs held thousands more for up to an hour."""
+    port = free_port()
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}",
+            "--store", str(tmp_path / "r.db"), "--retention-runs", "1",
+            "--retention-interval", "0.5"]  # fmt: skip
+    process = subprocess.Popen(  # noqa: ASYNC220 - Popen starts the server and returns at once
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        target = f"127.0.0.1:{port}"
+        async with grpc.aio.insecure_channel(target) as channel:
+            await channel.channel_ready()
+            older = await finished_run(target)  # both end after the pass at start
+            await finished_run(target)
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+
+            async def purged() -> bool:
+                request = run_service_pb2.GetRunRequest(run_id=older)
+                return bool((await runs.GetRun(request)).run.purged_seq)
+
+            await until(purged, within=20)
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
+    refused = runstream_cli("serve", "--retention-interval", "0")
+    assert refused.returncode == 2 and "--retention-interval" in refused.stderr
 
 
 def _serve(

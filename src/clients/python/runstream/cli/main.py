@@ -163,7 +163,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sqlite_synchronous=args.sync.upper(),
         heartbeat_interval=args.heartbeat,
         insight=InsightPolicy(stall_after=args.stall_after, start_within=args.start_within),
-        retention=Retention(days=args.retention_days, runs=args.retention_runs),
+        retention=Retention(
+            days=args.retention_days,
+            runs=args.retention_runs,
+            interval=args.retention_interval,
+        ),
         security=security_config(args, args.address),
         shutdown_grace=args.shutdown_grace,
         drain_delay=args.drain_delay,
@@ -644,6 +648,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="keep the event logs of only the N most recently ended runs",
+    )
+    serve.add_argument(
+        "--retention-interval",
+        type=positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="time between retention passes (the first runs as the server starts); a run "
+        "past the limit keeps its log until the next pass",
     )
     add_serve_security(serve)
     serve.add_argument(
