@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -1780,6 +1781,13 @@ async def test_a_graph_on_a_worker_thread_that_runs_on_while_paused_keeps_its_st
     assert all(0.35 <= seconds < 1.2 for seconds in lasted.values()), lasted
 
 
+class ToolCallingModel(GenericFakeChatModel):
+    """A fake chat model create_agent can bind tools to: it answers its scripted messages."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
 @pytest.mark.parametrize("mode", ["batched", "per_call"])
 async def test_langchains_human_in_the_loop_middleware_asks_a_question_per_tool_call(
     server: RunstreamServer, mode: str
@@ -1791,10 +1799,6 @@ async def test_langchains_human_in_the_loop_middleware_asks_a_question_per_tool_
     pytest.importorskip("langchain.agents.middleware")
     from langchain.agents import create_agent
     from langchain.agents.middleware import HumanInTheLoopMiddleware
-
-    class ToolCallingModel(GenericFakeChatModel):
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
 
     done: list[str] = []
 
@@ -1854,3 +1858,54 @@ async def test_langchains_human_in_the_loop_middleware_asks_a_question_per_tool_
     assert asked["send_email"].context["args"] == {"to": "ana@example.com"}
     assert {d.decision_type for d in decisions} == {"langchain_tool_approval"}
     assert {d.choice for d in decisions} == {"approve", "reject"}
+
+
+@pytest.mark.parametrize(
+    ("allowed", "said"),
+    [
+        (["edit"], "allows only the decisions ['edit'], which need text"),
+        (["approve", "edit"], "closed unanswered (timed out or skipped), and the tool allows no"),
+    ],
+)
+async def test_a_tool_review_no_option_can_answer_says_so_instead_of_a_forbidden_decision(
+    server: RunstreamServer, allowed: list[str], said: str
+) -> None:
+    """An edit-only review was offered approve and reject, both refused by the middleware,
+    and a question that timed out resumed as reject where the tool allows none: the agent
+    failed with the middleware's "Unexpected human decision" (found in review)."""
+    pytest.importorskip("langchain.agents.middleware")
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import HumanInTheLoopMiddleware
+
+    published: list[str] = []
+
+    @tool
+    def publish_post(text: str) -> str:
+        """Publishes a post."""
+        published.append(text)
+        return "published"
+
+    call = {"name": "publish_post", "args": {"text": "hello"}, "id": "c1"}
+    model = ToolCallingModel(messages=iter([AIMessage(content="", tool_calls=[call])]))
+    review = {"publish_post": {"allowed_decisions": allowed}}
+    agent = create_agent(
+        model,
+        tools=[publish_post],
+        middleware=[HumanInTheLoopMiddleware(interrupt_on=review)],  # type: ignore[arg-type]
+        checkpointer=InMemorySaver(),
+    )
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langchain-hitl-edges")
+        handler = RunstreamCallbackHandler(run, decision_timeout=0.3)
+        config = {"configurable": {"thread_id": "edges"}}
+        with pytest.raises(ValueError, match=re.escape(said)):
+            await asyncio.wait_for(
+                handler.run_graph(agent, {"messages": [HumanMessage("post")]}, config=config), 30
+            )
+        await run.close()
+        decisions = await client.list_decisions(run.run_id)
+    assert published == []
+    if "edit" in allowed and "approve" not in allowed:
+        assert decisions == []  # nothing asked that no answer could settle
+    else:
+        assert [o.value for o in decisions[0].options] == ["approve"]

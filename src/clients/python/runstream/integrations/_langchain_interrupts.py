@@ -116,7 +116,10 @@ class InterruptQuestions:
                 for place, question in enumerate(actions.questions)
             )
         )
-        decisions = [_tool_decision(answer) for answer in answers]
+        decisions = [
+            _tool_decision(answer, question)
+            for answer, question in zip(answers, actions.questions, strict=True)
+        ]
         return {"decisions": decisions} if actions.batched else decisions[0]
 
     async def _ask(self, question: _Question, interrupt_id: str, step_id: str) -> Any:
@@ -389,7 +392,15 @@ def _tool_question(action: Mapping[str, Any], allowed: Sequence[str]) -> _Questi
     name, args = action["name"], action.get("args") or {}
     arguments = json.dumps(_json_like(args), ensure_ascii=False)
     prompt = action.get("description") or f"Allow the tool call {name}({arguments})?"
-    offered = [d for d in allowed if d in _TOOL_DECISIONS] or list(_TOOL_DECISIONS)
+    offered = [d for d in allowed if d in _TOOL_DECISIONS]
+    if allowed and not offered:
+        # Asked anyway, every answer would be one the middleware refuses, failing the agent.
+        raise ValueError(
+            f"the tool {name!r} allows only the decisions {list(allowed)}, which need text a "
+            "Runstream question's options cannot carry (approve and reject can): give "
+            "RunstreamCallbackHandler a resume_value= that makes them from the answer"
+        )
+    offered = offered or list(_TOOL_DECISIONS)
     return _Question(
         short(str(prompt), PROMPT_CHARS),
         tuple(_TOOL_DECISIONS[d] for d in offered),
@@ -422,8 +433,15 @@ def _decision_types(schema: Any) -> tuple[str, ...]:
     return tuple(t for t in found if isinstance(t, str))
 
 
-def _tool_decision(answer: Any) -> dict[str, Any]:
-    """The middleware's decision for a question's answer (None: closed unanswered)."""
+def _tool_decision(answer: Any, question: _Question) -> dict[str, Any]:
+    """The middleware's decision for a question's answer (None: closed unanswered, which is
+    a reject where the tool allows one)."""
     if answer == "approve":
         return {"type": "approve"}
+    if answer is None and "reject" not in question.values:
+        raise ValueError(
+            f"the question about the tool {question.context['tool']!r} closed unanswered "
+            "(timed out or skipped), and the tool allows no reject: answer it before its "
+            "timeout, or allow reject for it"
+        )
     return {"type": "reject", "message": "rejected through Runstream"}
