@@ -1909,3 +1909,42 @@ async def test_a_tool_review_no_option_can_answer_says_so_instead_of_a_forbidden
         assert decisions == []  # nothing asked that no answer could settle
     else:
         assert [o.value for o in decisions[0].options] == ["approve"]
+
+
+async def test_a_child_run_started_in_a_node_is_reported_in_the_child_run_alone(
+    server: RunstreamServer,
+) -> None:
+    """Company discovery: the outer graph's research node starts a child run and runs a
+    sub-agent graph with the child's own handler. LangChain hands that nested invoke the
+    node's callbacks, so the outer handler reported the child's nodes as steps of the
+    parent run too: four steps where the parent had two (found in review)."""
+    async with runstream.connect(server.target) as client:
+        parent = await client.start_run("discovery")
+
+        async def search(state: State) -> State:
+            return {"summary": "3 companies"}
+
+        async def rank(state: State) -> State:
+            return {"summary": state["summary"] + ", ranked"}
+
+        async def research(state: State) -> State:
+            child = await client.start_run("discovery-agent", labels={"parent": parent.run_id})
+            async with child:
+                inner = linear_graph(search, rank).compile()
+                found = await RunstreamCallbackHandler(child).run_graph(inner, {"messages": []})
+                await child.complete()
+            return {"summary": found["summary"], "tone": child.run_id}
+
+        async def report(state: State) -> State:
+            return {"summary": f"report: {state['summary']}"}
+
+        async with parent:
+            outer = linear_graph(research, report).compile()
+            result = await RunstreamCallbackHandler(parent).run_graph(outer, {"messages": []})
+            await parent.complete()
+        parent_steps = [s.step_id for s in await client.list_steps(parent.run_id)]
+        child_steps = [s.step_id for s in await client.list_steps(result["tone"])]
+
+    assert result["summary"] == "report: 3 companies, ranked"
+    assert parent_steps == ["research", "report"]
+    assert child_steps == ["search", "rank"]

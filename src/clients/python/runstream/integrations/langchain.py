@@ -41,7 +41,8 @@ langgraph).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -143,6 +144,38 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
         Raises:
             ValueError: an interrupt stopped a graph that has no checkpointer.
         """
+        with self._apart_from_other_runs():
+            return await self._run_graph(graph, inputs, config)
+
+    @contextlib.contextmanager
+    def _apart_from_other_runs(self) -> Iterator[None]:
+        """A graph run from inside another handler's graph (a node that starts a child run
+        for a sub-agent) reports into this handler's run alone: LangChain hands a nested
+        invoke the callbacks of the node it runs in, so the outer handler reported the child
+        graph's nodes and text as steps of its own run too. Its other callbacks (tracers)
+        are kept."""
+        from langchain_core.runnables.config import var_child_runnable_config
+
+        outer = var_child_runnable_config.get()
+        callbacks = (outer or {}).get("callbacks")
+        handlers = callbacks if isinstance(callbacks, list) else getattr(callbacks, "handlers", [])
+        others = [h for h in handlers if isinstance(h, RunstreamCallbackHandler) and h is not self]
+        if outer is None or not others:
+            yield
+            return
+        if isinstance(callbacks, list):
+            kept: Any = [h for h in callbacks if h not in others]
+        else:  # a callback manager (it has handlers)
+            kept = callbacks.copy()  # type: ignore[union-attr]
+            for handler in others:
+                kept.remove_handler(handler)
+        token = var_child_runnable_config.set({**outer, "callbacks": kept})
+        try:
+            yield
+        finally:
+            var_child_runnable_config.reset(token)
+
+    async def _run_graph(self, graph: Any, inputs: Any, config: Mapping[str, Any] | None) -> Any:
         from langgraph.types import Command
 
         run_config = self._with_handler(config)
