@@ -23,6 +23,7 @@ from runstream import DecisionPrompt
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.auth.certificates import RECHECK_SECONDS
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import Limits
@@ -124,6 +125,48 @@ async def test_tls_with_a_certificate_the_test_made(tmp_path: Path) -> None:
         async with runstream.connect(target, timeout=3, reconnect_timeout=0) as plaintext:
             with pytest.raises(runstream.UnavailableError):
                 await plaintext.get_run(run.run_id)
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_a_certificate_renewed_in_place_serves_new_connections_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The files were read once, at start: a certificate renewed by cert-manager or certbot
+    needed a restart (dropping every stream) to serve. Now the next connection after a
+    change gets the new one; a pair that does not match yet (the certificate written before
+    its key) is not taken, the last good one serving on."""
+    first, renewed = Pki.make(tmp_path / "first"), Pki.make(tmp_path / "renewed")
+    cert, key = tmp_path / "tls.pem", tmp_path / "tls-key.pem"
+    cert.write_bytes(first.server_cert.read_bytes())
+    key.write_bytes(first.server_key.read_bytes())
+    server = await start_server(tmp_path, SecurityConfig(tls=TlsConfig(cert, key)))
+    target = f"localhost:{server.port}"
+
+    async def reaches(ca: Path) -> bool:
+        async with runstream.connect(target, ca_file=ca, timeout=3, reconnect_timeout=0) as c:
+            try:
+                await c.list_runs_page()
+            except runstream.UnavailableError:
+                return False
+            return True
+
+    try:
+        async with runstream.connect(target, ca_file=first.ca_file) as before:
+            run = await before.start_run("wf")
+            await run.flush()
+            cert.write_bytes(renewed.server_cert.read_bytes())  # its key not yet
+            await asyncio.sleep(RECHECK_SECONDS + 0.2)
+            with caplog.at_level(logging.WARNING, logger="runstream.auth"):
+                assert await reaches(first.ca_file)
+            assert "TLS files changed but cannot serve yet" in caplog.text
+            key.write_bytes(renewed.server_key.read_bytes())
+            await asyncio.sleep(RECHECK_SECONDS + 0.2)
+            assert await reaches(renewed.ca_file)
+            assert not await reaches(first.ca_file)
+            # A connection made before keeps the certificate it was made with.
+            assert (await before.get_run(run.run_id)).run_id == run.run_id
+            await run.close()
     finally:
         await server.stop(grace=0.5)
 

@@ -22,6 +22,7 @@ import grpc
 from grpc import aio
 
 from runstream_server.api.errors import RejectionLog
+from runstream_server.auth.certificates import CertificateFiles
 from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import Limits
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
@@ -83,12 +84,9 @@ class TlsConfig:
         return None
 
     def credentials(self) -> grpc.ServerCredentials:
-        client_ca = self.client_ca_file.read_bytes() if self.client_ca_file else None
-        return grpc.ssl_server_credentials(
-            [(self.key_file.read_bytes(), self.cert_file.read_bytes())],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
-        )
+        """Credentials that follow the files (see auth/certificates.py)."""
+        files = CertificateFiles(self.cert_file, self.key_file, self.client_ca_file, self.problem)
+        return files.credentials()
 
 
 def _no_password() -> bytes:
