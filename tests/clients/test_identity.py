@@ -23,8 +23,8 @@ from runstream import DecisionPrompt
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
-from runstream_server.auth.certificates import RECHECK_SECONDS
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
+from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import Limits
 

@@ -39,6 +39,7 @@ from runstream.v1 import (
 from runstream_server.api import decoding
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
+from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.policy import PRODUCER_READS, ROLE_BY_METHOD, allowed
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
@@ -327,12 +328,8 @@ async def test_hs256_server_refuses_rs256_and_accepts_its_own(tmp_path: Path, ke
         await server.stop(grace=0.5)
 
 
-@contextlib.asynccontextmanager
-async def jwks_channel(
-    tmp_path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]
-) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel to a server verifying tokens with a JWKS file of these keys' public halves
-    (under their kid; None: without one)."""
+def write_jwks(path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]) -> None:
+    """A JWKS file of these keys' public halves (under their kid; None: without one)."""
     jwks = {
         "keys": [
             {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))}
@@ -340,7 +337,16 @@ async def jwks_channel(
             for kid, k in keys
         ]
     }
-    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    path.write_text(json.dumps(jwks))
+
+
+@contextlib.asynccontextmanager
+async def jwks_channel(
+    tmp_path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]
+) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a server verifying tokens with a JWKS file of these keys' public halves
+    (under their kid; None: without one)."""
+    write_jwks(tmp_path / "jwks.json", keys)
     auth = AuthConfig(public_key_file=tmp_path / "jwks.json")
     server = await start_server(tmp_path, SecurityConfig(auth=auth))
     try:
@@ -392,6 +398,42 @@ async def test_a_jwks_file_of_keys_without_kid_accepts_a_token_of_each(tmp_path:
             grpc.StatusCode.UNAUTHENTICATED,
             "token expired (exp is in the past)",
         )
+
+
+async def test_keys_rotated_in_the_jwks_file_verify_the_next_token_without_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key files were read once, at start: an identity provider's new key (its JWKS
+    synced into the file) was "unknown" until a restart, and a key taken out still
+    vouched for its tokens. Now the next token after a change is checked with the file as
+    it is; a file that does not load (cut short) is not taken, the last keys serving on."""
+    old, new = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    jwks = tmp_path / "jwks.json"
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    signed_old = jwt.encode(claims(), old, algorithm="ES256", headers={"kid": "2026-11"})
+    signed_new = jwt.encode(claims(), new, algorithm="ES256", headers={"kid": "2026-12"})
+    async with jwks_channel(tmp_path, [("2026-11", old)]) as ch:
+        assert (await call(ch, list_runs, signed_old))[0] == grpc.StatusCode.OK
+        assert (await call(ch, list_runs, signed_new)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "unknown key id '2026-12'",
+        )
+        write_jwks(jwks, [("2026-11", old), ("2026-12", new)])
+        await asyncio.sleep(RECHECK_SECONDS + 0.1)
+        for token in (signed_old, signed_new):
+            assert (await call(ch, list_runs, token))[0] == grpc.StatusCode.OK
+        jwks.write_text('{"keys": [')  # a sync cut short: not taken
+        await asyncio.sleep(RECHECK_SECONDS + 0.1)
+        with caplog.at_level(logging.WARNING, logger="runstream.auth"):
+            assert (await call(ch, list_runs, signed_new))[0] == grpc.StatusCode.OK
+        assert "token key files changed but cannot be used" in caplog.text
+        write_jwks(jwks, [("2026-12", new)])  # the old key retired
+        await asyncio.sleep(RECHECK_SECONDS + 0.1)
+        assert (await call(ch, list_runs, signed_old)) == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "unknown key id '2026-11'",
+        )
+        assert (await call(ch, list_runs, signed_new))[0] == grpc.StatusCode.OK
 
 
 def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:

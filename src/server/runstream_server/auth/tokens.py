@@ -11,6 +11,7 @@ that failed and never echoes the key or the token.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -23,7 +24,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from runstream_server.auth.followed import FollowedFiles
 from runstream_server.auth.principal import Principal
+
+log = logging.getLogger("runstream.auth")
 
 __all__ = ["MIN_SECRET_BYTES", "AuthConfig", "TokenError", "TokenVerifier", "mint_token"]
 
@@ -144,44 +148,88 @@ class _BadSignature(TokenError):
     """The signature does not verify with one key (another may be the token's)."""
 
 
+@dataclass(frozen=True)
+class _KeySet:
+    """The keys the configured files hold."""
+
+    secret: _Key | None
+    named: dict[str, _Key]
+    unnamed: list[_Key]
+
+    @classmethod
+    def read(cls, config: AuthConfig) -> _KeySet:
+        secret = _load_secret(config.secret_file) if config.secret_file else None
+        public = _load_public(config.public_key_file) if config.public_key_file else []
+        named = {kid: key for kid, key in public if kid}
+        return cls(secret, named, [key for kid, key in public if not kid])
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        accepted = set(self.secret.algorithms if self.secret else ())
+        for key in (*self.named.values(), *self.unnamed):
+            accepted.update(key.algorithms)
+        return tuple(sorted(accepted))
+
+
 class TokenVerifier:
-    """Verifies bearer JWTs against the configured keys and returns their :class:`Principal`."""
+    """Verifies bearer JWTs against the configured keys and returns their :class:`Principal`.
+
+    The key files are followed (auth/followed.py): an identity provider's rotated JWKS, or a
+    new secret, written in place verifies the next token with no restart, and a key taken
+    out refuses the tokens it signed from then on.
+    """
 
     def __init__(self, config: AuthConfig) -> None:
         if config.secret_file is None and config.public_key_file is None:
             raise ValueError("auth needs a secret file or a public key file")
         self._config = config
-        self._secret = _load_secret(config.secret_file) if config.secret_file else None
-        public = _load_public(config.public_key_file) if config.public_key_file else []
-        self._named = {kid: key for kid, key in public if kid}
-        self._unnamed = [key for kid, key in public if not kid]
-        accepted = set(self._secret.algorithms if self._secret else ())
-        for _, key in public:
-            accepted.update(key.algorithms)
-        self.algorithms = tuple(sorted(accepted))
-        """Every algorithm some configured key accepts."""
+        files = [path for path in (config.secret_file, config.public_key_file) if path]
+        self._followed = FollowedFiles(files)
+        self._keys = _KeySet.read(config)
         # Tokens already verified, until their exp: a client sends the same token on every
         # call, and an RS256 check costs about 0.3 ms of CPU. Bounded, oldest out first.
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """Every algorithm some configured key accepts."""
+        return self._keys.algorithms
+
+    def _follow_files(self) -> None:
+        """Takes the key files again if they changed (and load): tokens are checked again."""
+        stamp = self._followed.changed()
+        if stamp is None:
+            return
+        try:
+            keys = _KeySet.read(self._config)
+        except (OSError, ValueError) as exc:
+            self._followed.refuse(stamp)
+            log.warning("token key files changed but cannot be used, kept the last: %s", exc)
+            return
+        self._followed.take(stamp)
+        self._keys = keys
+        self._verified.clear()  # a key taken out no longer vouches for what it signed
+        log.info("token key files changed: tokens are verified with the new keys")
 
     def _keys_for(self, header: Mapping[str, Any]) -> list[_Key]:
         """The keys that may have signed a token with this header, to try in turn: the one
         its key id names, else every key without an id (or, with no id in the token, every
         key) of its algorithm."""
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise TokenError(
-                f"algorithm {alg!r} is not accepted (accepted: {', '.join(self.algorithms)})"
-            )
-        if self._secret is not None and alg in self._secret.algorithms:
-            return [self._secret]
+        keys_now = self._keys
+        if not isinstance(alg, str) or alg not in keys_now.algorithms:
+            accepted = ", ".join(keys_now.algorithms)
+            raise TokenError(f"algorithm {alg!r} is not accepted (accepted: {accepted})")
+        if keys_now.secret is not None and alg in keys_now.secret.algorithms:
+            return [keys_now.secret]
         kid = header.get("kid")
-        if isinstance(kid, str) and kid in self._named:
-            key = self._named[kid]
+        if isinstance(kid, str) and kid in keys_now.named:
+            key = keys_now.named[kid]
             if alg not in key.algorithms:
                 raise TokenError(f"algorithm {alg!r} does not match key {kid!r}")
             return [key]
-        keys = self._unnamed if kid is not None else [*self._named.values(), *self._unnamed]
+        named, unnamed = keys_now.named.values(), keys_now.unnamed
+        keys = unnamed if kid is not None else [*named, *unnamed]
         candidates = [key for key in keys if alg in key.algorithms]
         if not candidates:
             raise TokenError(f"unknown key id {kid!r}")
@@ -189,6 +237,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The token's principal; raises TokenError naming the first check that failed."""
+        self._follow_files()
         known = self._verified.get(token)
         if known is not None:
             if (
