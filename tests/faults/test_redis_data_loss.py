@@ -23,6 +23,8 @@ import redis.asyncio as aioredis
 from runstream.v1 import report_service_pb2_grpc, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
+from runstream_server.domain.hub import Hub
+from runstream_server.domain.ledger import RunLedger
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_url import parse_url
 
@@ -64,9 +66,28 @@ async def replica(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[R
 
 
 async def test_a_run_the_store_rolled_back_ends_its_watchers_with_data_loss(
-    replica: Replica, caplog: pytest.LogCaptureFixture
+    replica: Replica, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.ERROR, "runstream.runs")
+    # What a GetRun sent the moment the streams end would read. They ended before the run
+    # was read again, so a watcher in another process, doing as DATA_LOSS says, got the lost
+    # head and, resuming from it, skipped the new events stored under the reused seqs
+    # (found in review; a client in this process is answered after the read).
+    ledgers: list[RunLedger] = []
+    told_at: list[int] = []
+    read_again, lose = RunLedger.restore, Hub.lose
+
+    async def restore(self: RunLedger, run_id: str) -> Any:
+        ledgers.append(self)
+        return await read_again(self, run_id)
+
+    def lose_noting_the_head(self: Hub, run_id: str, reason: str) -> None:
+        held = ledgers[-1].cached(run_id) if ledgers else None
+        told_at.append(held.last_seq if held is not None else -1)
+        lose(self, run_id, reason)
+
+    monkeypatch.setattr(RunLedger, "restore", restore)
+    monkeypatch.setattr(Hub, "lose", lose_noting_the_head)
     runs, stubs, client = replica.runs, replica.stubs, replica.redis
     run_id = await replica.create_run()
     await append(stubs, run_id, *(custom(n) for n in range(5)))  # seqs 2-6
@@ -89,6 +110,7 @@ async def test_a_run_the_store_rolled_back_ends_its_watchers_with_data_loss(
     assert "the store lost seqs 7-9" in (ended.value.details() or "")
     got = await runs.GetRun(rs.GetRunRequest(run_id=run_id))
     assert got.run.last_seq == 6  # as the store has it now
+    assert told_at == [6]  # so already when the streams ended
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len([m for m in errors if "the store lost seqs 7-9" in m]) == 1, errors
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -161,6 +162,36 @@ def test_a_store_with_overwritten_pages_is_refused(tmp_path: Path) -> None:
             f.seek(number * page)
             f.write(random.Random(number).randbytes(page))
     assert_one_line_refusal(serve_refuses(str(store)), store, "is damaged")
+
+
+def test_a_store_with_many_problems_is_refused_naming_three(tmp_path: Path) -> None:
+    """SQLite's check may put every problem in one row, one per line: the refusal showed all
+    of them, 5 KB of page numbers, where it names three and counts the rest (found in
+    review: a backup restored beside a stale -wal file)."""
+    store, backup = tmp_path / "runs.db", tmp_path / "backup.db"
+    make_store(store)
+    shutil.copy(store, backup)
+    conn = sqlite3.connect(store)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    for start in (200, 2000):  # a server's writes after the backup: the first checkpointed,
+        with conn:  # the rest still in its -wal when it was killed
+            for i in range(start, start + 1800):
+                run = run_pb2.Run(run_id=f"r{i}", workflow="wf", display_name="x" * 300)
+                conn.execute(
+                    "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, "
+                    "last_seq, snapshot) VALUES (?, 'wf', 1, ?, '{}', 0, ?)",
+                    (run.run_id, i, run.SerializeToString()),
+                )
+        if start == 200:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(f"{store}-wal", tmp_path / "stale-wal")
+    conn.close()
+    shutil.copy(backup, store)  # the backup restored, the stale -wal beside it
+    shutil.copy(tmp_path / "stale-wal", f"{store}-wal")
+    refusal = serve_refuses(str(store))
+    assert_one_line_refusal(refusal, store, "is damaged: ", "more problems)")
+    assert len(refusal.stderr) < 600, refusal.stderr
+    assert "*** in database" not in refusal.stderr
 
 
 def test_an_intact_store_passes_the_check_and_keeps_its_runs(tmp_path: Path) -> None:

@@ -124,9 +124,10 @@ class StoreChecks:
                 "(its data was restored from an older copy or lost); read the run again"
             )
             log.error("%s", reason)
-            self._hub.lose(run_id, reason)
             try:
                 restored: RunState | None = await self._ledger.restore(run_id)
             except NotFound:
                 restored = None  # its slot goes with the lock
             self._ledger.set_state(slot, restored)
+            # Only now: a watcher told to read the run again reads it as the store has it.
+            self._hub.lose(run_id, reason)

@@ -156,7 +156,14 @@ class FileLock:
 
 def check_database(conn: sqlite3.Connection, path: Path) -> None:
     """Refuses a damaged file: runs ``PRAGMA quick_check`` (see the README for its cost)."""
-    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+    # SQLite may put many problems in one row, one per line ("*** in database main ***\n
+    # Page 2358: ...\nPage 4001: ..."): count them one by one.
+    problems = [
+        line
+        for row in conn.execute("PRAGMA quick_check")
+        for line in str(row[0]).splitlines()
+        if line and not line.startswith("*** in database")
+    ]
     if problems != ["ok"]:
         shown = "; ".join(problems[:_MAX_PROBLEMS_SHOWN])
         more = len(problems) - _MAX_PROBLEMS_SHOWN
