@@ -4,10 +4,15 @@ values the server could not use are refused at start, in one line naming the opt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -17,6 +22,7 @@ from runstream.v1 import (
     event_pb2,
     report_service_pb2,
     report_service_pb2_grpc,
+    run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
 )
@@ -107,34 +113,81 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
         assert process.wait(20) == 0
 
 
-async def test_retention_passes_come_every_retention_interval(tmp_path: Path) -> None:
-    """The pass came as the server started and then every hour, which no option changed: a
-    busy store set to keep 100 runs held thousands more for up to an hour."""
-    port = free_port()
-    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", f"127.0.0.1:{port}",
-            "--store", str(tmp_path / "r.db"), "--retention-runs", "1",
-            "--retention-interval", "0.5"]  # fmt: skip
+@contextlib.asynccontextmanager
+async def served(store: Path, *options: str) -> AsyncIterator[tuple[str, grpc.aio.Channel]]:
+    """`runstream serve --store STORE OPTIONS` on a free port, until the block ends (it must
+    then stop cleanly): its target and a channel to it."""
+    target = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", target,
+            "--store", str(store), *options]  # fmt: skip
     process = subprocess.Popen(  # noqa: ASYNC220 - Popen starts the server and returns at once
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        target = f"127.0.0.1:{port}"
         async with grpc.aio.insecure_channel(target) as channel:
-            await channel.channel_ready()
-            older = await finished_run(target)  # both end after the pass at start
-            await finished_run(target)
-            runs = run_service_pb2_grpc.RunServiceStub(channel)
-
-            async def purged() -> bool:
-                request = run_service_pb2.GetRunRequest(run_id=older)
-                return bool((await runs.GetRun(request)).run.purged_seq)
-
-            await until(purged, within=20)
+            await asyncio.wait_for(channel.channel_ready(), 60)
+            yield target, channel
     finally:
         process.terminate()
         assert process.wait(20) == 0
+
+
+async def test_retention_passes_come_every_retention_interval(tmp_path: Path) -> None:
+    """The pass came as the server started and then every hour, which no option changed: a
+    busy store set to keep 100 runs held thousands more for up to an hour."""
+    options = ("--retention-runs", "1", "--retention-interval", "0.5")
+    async with served(tmp_path / "r.db", *options) as (target, channel):
+        older = await finished_run(target)  # both end after the pass at start
+        await finished_run(target)
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+
+        async def purged() -> bool:
+            request = run_service_pb2.GetRunRequest(run_id=older)
+            return bool((await runs.GetRun(request)).run.purged_seq)
+
+        await until(purged, within=20)
     refused = runstream_cli("serve", "--retention-interval", "0")
     assert refused.returncode == 2 and "--retention-interval" in refused.stderr
+
+
+async def test_the_store_is_copied_while_it_serves_and_a_copy_serves_as_a_store(
+    tmp_path: Path,
+) -> None:
+    """The server holds its file exclusively: `sqlite3 .backup`, `VACUUM INTO` and
+    replication tools are told it is locked, and a copy of the file alone after a crash
+    misses what its -wal holds (found in review). --backup-dir takes whole copies itself."""
+    copies = tmp_path / "copies"
+    options = ("--backup-dir", str(copies), "--backup-interval", "0.3", "--backup-keep", "2")
+    async with served(tmp_path / "live.db", *options) as (target, _):
+        run_id = await finished_run(target)  # acknowledged: in every copy from now on
+        acknowledged = time.time()
+
+        def newer_copies() -> list[Path]:
+            return [c for c in copies.glob("runstream-*.db") if c.stat().st_mtime > acknowledged]
+
+        async def two_newer() -> bool:
+            return len(newer_copies()) >= 2
+
+        await until(two_newer, within=20)
+        [newest] = sorted(newer_copies())[-1:]
+        with sqlite3.connect(newest) as conn:  # readable while the server runs
+            assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        restored = tmp_path / "restored.db"
+        shutil.copy(newest, restored)
+    assert len(list(copies.glob("runstream-*.db"))) <= 2  # the oldest removed
+    assert not list(copies.glob("*.part"))
+    server = ServerProcess(port=free_port(), store_path=restored)
+    server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            run = (await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))).run
+        assert (run.status, run.last_seq) == (run_pb2.RUN_STATUS_SUCCEEDED, 2)
+    finally:
+        server.terminate()
+    refused = runstream_cli("serve", "--store", "redis://127.0.0.1:1/0", "--backup-dir", "x")
+    assert refused.returncode == 2 and "a Redis store keeps its own" in refused.stderr
 
 
 def _serve(

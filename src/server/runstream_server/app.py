@@ -73,6 +73,7 @@ from runstream_server.observability import (
 )
 from runstream_server.store.base import EventStore, StoreUnusable
 from runstream_server.store.sqlite import SqliteEventStore
+from runstream_server.store.sqlite_backups import BackupPasses, Backups
 
 log = logging.getLogger("runstream.server")
 
@@ -137,6 +138,9 @@ class ServerConfig:
     """When runs count as stalled, how estimates learn, when speed milestones fire."""
     retention: Retention = field(default_factory=Retention)
     """How long finished runs keep their event logs (forever by default)."""
+    backups: Backups | None = None
+    """Copies of the SQLite store taken while it serves (see store/sqlite_backups.py); None
+    takes none. Redis keeps its own (RDB, AOF)."""
     shutdown_grace: float = 5.0
     """Seconds in-flight calls get to finish at shutdown."""
     drain_delay: float = 0.0
@@ -206,6 +210,7 @@ class RunstreamServer:
         self._store: ObservedStore | None = None
         self._store_health: asyncio.Task[None] | None = None
         self._sharing: asyncio.Task[None] | None = None
+        self._backups: asyncio.Task[None] | None = None
         self._health: HealthService | None = None
         self._calls = CallTracker()
         self.runs: RunManager | None = None
@@ -330,6 +335,11 @@ class RunstreamServer:
         self._store_health = asyncio.create_task(self._watch_store(self._store))
         if self._store.shared and config.security.auth is not None:  # per-principal limits
             self._sharing = asyncio.create_task(limits.share_forever())
+        if config.backups is not None:
+            sqlite = self._store.inner
+            assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis
+            passes = BackupPasses(config.backups, sqlite.backup)
+            self._backups = asyncio.create_task(passes.run_forever(), name="runstream-backups")
         log.info("serving on %s (store %s)", self.target, describe_store(config))
         if telemetry.metrics is not None and telemetry.metrics.url:
             log.info("metrics on %s", telemetry.metrics.url)
@@ -428,10 +438,10 @@ class RunstreamServer:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.config.shutdown_grace if grace is None else grace)
-        for task in (self._store_health, self._sharing):
+        for task in (self._store_health, self._sharing, self._backups):
             if task is not None:
                 task.cancel()
-        self._store_health = self._sharing = None
+        self._store_health = self._sharing = self._backups = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self.config.drain_delay > 0:
@@ -487,6 +497,14 @@ def check_addresses(config: ServerConfig) -> None:
         raise OSError(f"cannot serve TLS on {config.address}: {problem}")
     if config.metrics_address and (problem := bind_error(config.metrics_address)):
         raise OSError(f"cannot serve metrics on {config.metrics_address}: {problem}")
+    if config.backups is not None:
+        if config.store_url:
+            raise ValueError(
+                "backups copy the SQLite store; a Redis store keeps its own (RDB, AOF: see "
+                "the README's Backups)"
+            )
+        if problem := config.backups.problem():
+            raise OSError(f"cannot keep store copies in {config.backups.directory}: {problem}")
 
 
 def listen_failure(config: ServerConfig) -> str:

@@ -44,6 +44,7 @@ from runstream_server.store.base import (
     decode_run,
     readable_runs,
 )
+from runstream_server.store.sqlite_backups import copy_database
 from runstream_server.store.sqlite_file import (
     connect,
     rollback_if_active,
@@ -341,6 +342,11 @@ class SqliteEventStore:
         # One SELECT over the runs table; read once per workflow per process.
         succeeded = RunFilter(frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant)
         return (await self.list_runs(succeeded, limit, None)).runs
+
+    async def backup(self, destination: Path) -> int:
+        """A consistent copy of the store in `destination`, taken on a reader while appends
+        go on (see store/sqlite_backups.py); returns its size in bytes."""
+        return await self._read(lambda conn: copy_database(conn, destination))
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 

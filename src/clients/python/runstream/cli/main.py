@@ -148,12 +148,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
     from runstream_server.observability import MetricsUnavailable, TracingUnavailable, logs
+    from runstream_server.store.sqlite_backups import Backups
 
     try:
         store_path, store_url = store_location(args.store)
     except ValueError as exc:
         print(f"runstream serve: --store: {exc}", file=sys.stderr)
         return 2
+    if args.backup_dir is not None and store_url:
+        print(
+            "runstream serve: --backup-dir copies the SQLite store; a Redis store keeps its "
+            "own (RDB, AOF: see the README's Backups)",
+            file=sys.stderr,
+        )
+        return 2
+    backups = (
+        Backups(args.backup_dir, interval=args.backup_interval, keep=args.backup_keep)
+        if args.backup_dir is not None
+        else None
+    )
     logs.configure(args.log_level, args.log_format)
     config = ServerConfig(
         address=args.address,
@@ -168,6 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runs=args.retention_runs,
             interval=args.retention_interval,
         ),
+        backups=backups,
         security=security_config(args, args.address),
         shutdown_grace=args.shutdown_grace,
         drain_delay=args.drain_delay,
@@ -648,6 +662,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="keep the event logs of only the N most recently ended runs",
+    )
+    serve.add_argument(
+        "--backup-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="copy the SQLite store into DIR as it serves, as runstream-TIME.db files (each "
+        "a whole store; the first as the server starts); no other program can read the "
+        "store while the server has it",
+    )
+    serve.add_argument(
+        "--backup-interval",
+        type=positive_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="time between store copies (default: 3600)",
+    )
+    serve.add_argument(
+        "--backup-keep",
+        type=positive_int,
+        default=24,
+        metavar="N",
+        help="store copies kept in --backup-dir; older ones are removed (default: 24)",
     )
     serve.add_argument(
         "--retention-interval",
