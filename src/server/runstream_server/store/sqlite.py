@@ -146,9 +146,15 @@ class SqliteEventStore:
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._closed:
             raise Unavailable("server is shutting down; resume elsewhere")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._readers, lambda: fn(self._reader())
-        )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, lambda: fn(self._reader())
+            )
+        except sqlite3.DatabaseError as exc:
+            damaged = self.writer.damaged(exc)  # a file damaged under the server
+            if damaged is None:
+                raise
+            raise damaged from exc
 
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         def load(conn: sqlite3.Connection) -> bytes | None:

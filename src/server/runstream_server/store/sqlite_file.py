@@ -35,6 +35,7 @@ __all__ = [
     "FileLock",
     "check_database",
     "connect",
+    "damage",
     "probe_write",
     "rollback_if_active",
     "storage_fault",
@@ -77,6 +78,16 @@ def connect(path: Path) -> sqlite3.Connection:
     """
     uri = f"{path.absolute().as_uri()}?vfs=unix-excl"
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
+def damage(exc: BaseException) -> str | None:
+    """What is wrong when `exc` means the store file is damaged under the running server (cut
+    short, or overwritten, as `cp backup.db runs.db` onto a live store does); None for any
+    other error."""
+    code = _primary_code(exc) if isinstance(exc, sqlite3.Error) else None
+    if code is None or code not in _DAMAGED:
+        return None
+    return f"the store file {_DAMAGED[code]} ({exc})"
 
 
 def storage_fault(exc: BaseException) -> str | None:

@@ -30,13 +30,14 @@ from typing import TypeVar
 
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists, NothingStored
+from runstream_server.errors import AlreadyExists, NothingStored, Unavailable
 from runstream_server.store.base import HeadMoved, StoredEvent, StoreUnusable, readable_run
 from runstream_server.store.sqlite_file import (
     PROBE_TABLE,
     FileLock,
     check_database,
     connect,
+    damage,
     probe_write,
     rollback_if_active,
     storage_fault,
@@ -198,6 +199,7 @@ class SqliteWriter:
         self.path = path
         self._probe_interval = probe_interval
         self._writable = True
+        self._damage: str | None = None
         self._prober: asyncio.Task[None] | None = None
         self._file_lock: FileLock | None = None
         self._check = check
@@ -252,8 +254,28 @@ class SqliteWriter:
 
     @property
     def writable(self) -> bool:
-        """False while writes fail because of the storage (disk full, read-only, I/O error)."""
-        return self._writable
+        """False while writes fail because of the storage (disk full, read-only, I/O error),
+        and for good once the file was found damaged."""
+        return self._writable and self._damage is None
+
+    def damaged(self, exc: BaseException) -> Unavailable | None:
+        """The error a call gets when `exc` means the file is damaged under the server (None
+        otherwise): UNAVAILABLE from then on, health NOT_SERVING, said once in the log.
+        Nothing more is written: a restart checks the file (and refuses it, naming what is
+        wrong, until a backup is restored)."""
+        reason = damage(exc)
+        if reason is None:
+            return None
+        if self._damage is None:
+            self._damage = reason
+            log.error(
+                "store %s: %s; it takes no more writes and answers UNAVAILABLE until the "
+                "server is restarted, which checks the file (restore a backup if it is "
+                "refused)",
+                self.path,
+                reason,
+            )
+        return Unavailable(f"{self._damage}: the server must be restarted to check it")
 
     async def settle(self) -> None:
         """Stops probing and waits for the commits in flight: nothing writes after this."""
@@ -287,6 +309,9 @@ class SqliteWriter:
 
     def _failed(self, exc: BaseException) -> BaseException:
         """The error an append gets: UNAVAILABLE for a storage fault (then not writable)."""
+        if (damaged := self.damaged(exc)) is not None:
+            damaged.__cause__ = exc
+            return damaged
         fault = storage_fault(exc)
         if fault is None:
             return exc
