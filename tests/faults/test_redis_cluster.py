@@ -324,3 +324,47 @@ async def test_a_replica_starts_from_another_node_while_the_urls_own_is_down(
         created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w"))
         got = await runs.GetRun(run_service_pb2.GetRunRequest(run_id=created.run.run_id))
         assert got.run.workflow == "w"
+
+
+async def test_a_lost_master_does_not_hold_up_the_notices_of_the_other_shards(
+    three_masters: list[RedisProcess], replicas: Replicas
+) -> None:
+    """One master out of reach dropped the subscriptions to every shard until it came back:
+    B's watcher of a run on a healthy shard got A's events only at its heartbeats, and a
+    viewer's prompt came 27 s late (found in review, for each failover's 15-20 s, or the
+    whole outage of a shard lost). B now follows the shards it reaches."""
+    runs_a, report_a, runs_b = replicas.runs_a, replicas.report_a, replicas.runs_b
+    for node in three_masters:  # the shards left serve their slots while one is lost
+        redis_cli("-p", str(node.port), "config", "set", "cluster-require-full-coverage", "no")
+    # The shard to lose holds none of the keys an append or its commit reads (the run's, the
+    # workflow history's): with prefix "c", only the index of workflow "c"'s runs.
+    lost = next(node for node in three_masters if 16383 in owned_slots(node))
+    watched = ""
+    while not watched or key_slot(f"{{{watched}}}".encode()) in owned_slots(lost):
+        request = run_service_pb2.CreateRunRequest(workflow="c")
+        watched = (await runs_a.CreateRun(request)).run.run_id
+    seen: list[int] = []
+
+    async def watch() -> None:
+        # No heartbeat before the run ends: only notices bring B's watcher the events.
+        request = run_service_pb2.WatchRunRequest(
+            run_id=watched, heartbeat_interval=duration_pb2.Duration(seconds=300)
+        )
+        async for response in runs_b.WatchRun(request):
+            seen.extend(e.seq for e in response.events)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await eventually(lambda: seen == [1], within=20)
+        lost.kill()
+        await asyncio.sleep(2)  # B has lost its connection to that master meanwhile
+        for n in range(5):
+            tick = ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
+            appended = await report_a.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=watched, events=[tick])
+            )
+            # The notice brings it (no heartbeat, no resync would within this time).
+            await eventually(lambda: seen[-1:] == [appended.last_seq], within=5)  # noqa: B023
+        assert seen == list(range(1, appended.last_seq + 1))
+    finally:
+        watcher.cancel()

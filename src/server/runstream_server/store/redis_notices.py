@@ -275,7 +275,12 @@ class NoticeFollower:
         """A cluster: sharded pub/sub, one connection per master, subscribed to the channels
         of the slots it owns. A notice then travels only within the shard of its run, where
         classic PUBLISH would be copied to every node. Returns when a slot moved (Redis
-        unsubscribes its channel), so the caller subscribes again where the slots are now."""
+        unsubscribes its channel), so the caller subscribes again where the slots are now.
+
+        A master that cannot be reached does not hold up the others: their notices are
+        followed meanwhile (the gap of the lost shard is resynced from the store, as any
+        gap), and the whole subscription is made again once that master answers or its
+        slots moved to another (a failover)."""
         nodes = client.nodes_manager
         await nodes.initialize()  # where the slots are now
         started = time.monotonic()
@@ -285,6 +290,8 @@ class NoticeFollower:
             node = nodes.get_node_from_slot(slot)
             owned.setdefault(node.name, (node, []))[1].append(shard_channel(self.options, tag))
         pubsubs: list[Any] = []
+        followed: list[Any] = []
+        missing: list[tuple[Any, BaseException]] = []
         readers: list[asyncio.Task[None]] = []
         try:
             for node, channels in owned.values():
@@ -293,25 +300,57 @@ class NoticeFollower:
                 pubsub = aioredis.Redis(connection_pool=pool).pubsub()
                 pubsubs.append(pubsub)
                 self._followers.add(pubsub)
-                await pubsub.ssubscribe(channels[0])  # connects and sets the pubsub up
-                # One SSUBSCRIBE per slot (several channels in one would be CROSSSLOT), sent
-                # in a few writes rather than thousands of round trips through the client.
-                connection = pubsub.connection
-                assert connection is not None  # set by the first SSUBSCRIBE
-                for i in range(1, len(channels), 1000):
-                    commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
-                    await connection.send_packed_command(connection.pack_commands(commands))
-                if not await confirmed(pubsub, len(channels), handler, self._mine):
-                    log.info("a slot moved to another Redis node; subscribing again")
-                    return
-            log.info(
-                "following notices on %d Redis shards (%.2f s to subscribe)",
-                len(owned),
-                time.monotonic() - started,
-            )
-            self._subscribed()
+                try:
+                    await pubsub.ssubscribe(channels[0])  # connects and sets the pubsub up
+                    # One SSUBSCRIBE per slot (several channels in one would be CROSSSLOT),
+                    # sent in a few writes rather than thousands of round trips.
+                    connection = pubsub.connection
+                    assert connection is not None  # set by the first SSUBSCRIBE
+                    for i in range(1, len(channels), 1000):
+                        commands = [("SSUBSCRIBE", c) for c in channels[i : i + 1000]]
+                        await connection.send_packed_command(connection.pack_commands(commands))
+                    if not await confirmed(pubsub, len(channels), handler, self._mine):
+                        log.info("a slot moved to another Redis node; subscribing again")
+                        return
+                except (rex.RedisError, OSError) as exc:
+                    if len(owned) == 1:
+                        raise
+                    missing.append((node, exc))
+                    continue
+                followed.append(pubsub)
+            if not followed:
+                raise missing[0][1]
+            if missing:
+                if self._down_since is None:
+                    self._down_since = self._warned_at = time.monotonic()
+                log.warning(
+                    "following notices on %d of %d Redis shards; %s cannot be reached (%s): "
+                    "its runs are resynced from the store, and it is subscribed again once "
+                    "it answers or its slots move",
+                    len(followed),
+                    len(owned),
+                    ", ".join(node.name for node, _ in missing),
+                    missing[0][1],
+                )
+            else:
+                log.info(
+                    "following notices on %d Redis shards (%.2f s to subscribe)",
+                    len(owned),
+                    time.monotonic() - started,
+                )
+                self._subscribed()
             handler(None)  # notices before the subscriptions were missed: resync
-            readers = [asyncio.create_task(self._read_shard(p, handler)) for p in pubsubs]
+            readers = [asyncio.create_task(self._read_shard(p, handler)) for p in followed]
+            if missing:
+                readers.append(
+                    asyncio.create_task(
+                        self._until_back(
+                            nodes,
+                            [n for n, _ in missing],
+                            [n for n, _ in owned.values() if n not in [m for m, _ in missing]],
+                        )
+                    )
+                )
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
             for reader in done:
                 reader.result()  # a lost connection raises here
@@ -323,6 +362,45 @@ class NoticeFollower:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await pubsub.connection_pool.disconnect()
+
+    async def _until_back(self, nodes: Any, missing: list[Any], live: list[Any]) -> None:
+        """Returns once a master this process could not subscribe to answers again, or one
+        of its slots is served by another node (a replica took over), as a live master
+        says: time to subscribe again, where the slots are now."""
+        names = {node.name for node in missing}
+        slots = {s for s in range(SLOTS) if nodes.get_node_from_slot(s).name in names}
+        wait = RESUBSCRIBE_FIRST
+        while not self._closed.is_set():
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RESUBSCRIBE_MAX)
+            for node in [*missing, *live]:
+                kwargs = {
+                    **node.connection_kwargs,
+                    "retry": Retry(NoBackoff(), 0),
+                    "socket_connect_timeout": 1.0,
+                    "socket_timeout": 2.0,
+                }
+                pool = aioredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
+                probe: Any = aioredis.Redis(connection_pool=pool)
+                try:
+                    if node in missing:
+                        if await probe.ping():
+                            return  # it is back
+                        continue
+                    for first, last, master, *_ in await probe.execute_command("CLUSTER SLOTS"):
+                        host, port = master[0], master[1]
+                        host = host.decode() if isinstance(host, bytes) else host
+                        if f"{host}:{port}" not in names and any(
+                            s in slots for s in range(int(first), int(last) + 1)
+                        ):
+                            return  # another node serves its slots now
+                    break  # one live master's view is enough
+                except (rex.RedisError, OSError, ValueError, IndexError):
+                    continue
+                finally:
+                    with contextlib.suppress(Exception):
+                        await probe.aclose()
+                        await pool.disconnect()
 
     async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
         while not self._closed.is_set():
