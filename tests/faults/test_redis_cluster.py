@@ -97,6 +97,18 @@ async def replicas(three_masters: list[RedisProcess], tmp_path: Path) -> AsyncIt
             )
 
 
+async def watch_by_notices(
+    runs: run_service_pb2_grpc.RunServiceStub, run_id: str, seen: list[int]
+) -> None:
+    """Follows the run into `seen` with no heartbeat before it ends (5 minutes): only the
+    notices of another replica's commits, live, bring the events."""
+    request = run_service_pb2.WatchRunRequest(
+        run_id=run_id, heartbeat_interval=duration_pb2.Duration(seconds=300)
+    )
+    async for response in runs.WatchRun(request):
+        seen.extend(e.seq for e in response.events)
+
+
 async def test_a_run_watched_through_a_three_master_cluster(
     three_masters: list[RedisProcess], replicas: Replicas, tmp_path: Path
 ) -> None:
@@ -108,17 +120,7 @@ async def test_a_run_watched_through_a_three_master_cluster(
     watched = ids[0]
 
     seen: list[int] = []
-
-    async def watch() -> None:
-        # No heartbeat before the run ends (5 minutes): only the notices of A's
-        # commits, live, can bring B's watcher the events.
-        request = run_service_pb2.WatchRunRequest(
-            run_id=watched, heartbeat_interval=duration_pb2.Duration(seconds=300)
-        )
-        async for response in runs_b.WatchRun(request):
-            seen.extend(e.seq for e in response.events)
-
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(watch_by_notices(runs_b, watched, seen))
     for start in range(0, 2000, 100):
         batch = [
             ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
@@ -344,16 +346,7 @@ async def test_a_lost_master_does_not_hold_up_the_notices_of_the_other_shards(
         request = run_service_pb2.CreateRunRequest(workflow="c")
         watched = (await runs_a.CreateRun(request)).run.run_id
     seen: list[int] = []
-
-    async def watch() -> None:
-        # No heartbeat before the run ends: only notices bring B's watcher the events.
-        request = run_service_pb2.WatchRunRequest(
-            run_id=watched, heartbeat_interval=duration_pb2.Duration(seconds=300)
-        )
-        async for response in runs_b.WatchRun(request):
-            seen.extend(e.seq for e in response.events)
-
-    watcher = asyncio.create_task(watch())
+    watcher = asyncio.create_task(watch_by_notices(runs_b, watched, seen))
     try:
         await eventually(lambda: seen == [1], within=20)
         lost.kill()
