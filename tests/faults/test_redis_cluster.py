@@ -27,6 +27,8 @@ from runstream.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
+from runstream_server.domain.insight import InsightPolicy
+from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import slot_tags
 
 from tests.clients.support import eventually
@@ -361,3 +363,36 @@ async def test_a_lost_master_does_not_hold_up_the_notices_of_the_other_shards(
         assert seen == list(range(1, appended.last_seq + 1))
     finally:
         watcher.cancel()
+
+
+async def test_appends_go_on_while_the_shard_of_their_workflows_history_is_lost(
+    three_masters: list[RedisProcess], tmp_path: Path
+) -> None:
+    """A commit reads its workflow's history (the ETA) from the store, again every
+    history_refresh on a shared store: with the shard that holds it lost, every append of
+    the workflow's runs failed UNAVAILABLE, though the runs' own shards served. Now commits
+    go on with the history held (found while testing the lost-master case)."""
+    for node in three_masters:
+        redis_cli("-p", str(node.port), "config", "set", "cluster-require-full-coverage", "no")
+    history = RedisKeys("c").succeeded("", "c")
+    lost = next(node for node in three_masters if key_slot(history.encode()) in owned_slots(node))
+    url = f"{three_masters[0].url}?cluster=1&prefix=c"
+    policy = InsightPolicy(history_refresh=0.2)
+    async with (
+        serving_on(url, tmp_path, insight=policy) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        report = report_service_pb2_grpc.ReportServiceStub(channel)
+        run_id = ""
+        while not run_id or key_slot(f"{{{run_id}}}".encode()) in owned_slots(lost):
+            request = run_service_pb2.CreateRunRequest(workflow="c")
+            run_id = (await runs.CreateRun(request)).run.run_id
+        lost.kill()
+        await asyncio.sleep(0.5)  # the history held is stale: the next commit reads it again
+        for n in range(3):
+            tick = ev.RunEvent(custom=ev.Custom(type="tick"), idempotency_key=f"t{n}")
+            appended = await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick])
+            )
+        assert appended.last_seq == 4

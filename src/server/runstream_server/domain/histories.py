@@ -9,13 +9,17 @@ every `history_refresh` seconds, for the runs that other replicas completed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 
 from runstream.v1 import run_pb2
 
 from runstream_server.domain import insight
+from runstream_server.errors import Unavailable
 from runstream_server.store.base import EventStore
+
+log = logging.getLogger("runstream.runs")
 
 _Key = tuple[str, str]
 
@@ -29,6 +33,7 @@ class WorkflowHistories:
         self._history: dict[_Key, insight.WorkflowHistory] = {}
         self._read_at: dict[_Key, float] = {}  # when, by time.monotonic()
         self._reads: dict[_Key, asyncio.Future[None]] = {}  # under way
+        self._unread: set[_Key] = set()  # whose last read failed (said once)
 
     async def get(self, tenant: str, workflow: str) -> insight.WorkflowHistory:
         """The workflow's history, read from the store when not held (or stale)."""
@@ -42,7 +47,19 @@ class WorkflowHistories:
             if reading is None:  # one read at a time per workflow, shared by its callers
                 reading = self._reads[key] = asyncio.ensure_future(self._read(key))
                 reading.add_done_callback(lambda _: self._reads.pop(key, None))
-            await asyncio.shield(reading)
+            try:
+                await asyncio.shield(reading)
+            except Unavailable as exc:
+                # The part of the store that holds it is out of reach (a Redis Cluster shard
+                # lost, or failing over): commits go on with what is held, or with no history
+                # (read again at the next commit), rather than failing a run whose own keys
+                # are served. The estimate catches up once the store answers.
+                if key not in self._unread:
+                    self._unread.add(key)
+                    log.warning("estimates of %s go on without its history for now: %s",
+                                key[1], exc)  # fmt: skip
+                return history or insight.WorkflowHistory(self._policy.history_runs)
+            self._unread.discard(key)
             history = self._history[key]
         return history
 
