@@ -249,3 +249,44 @@ async def test_a_store_written_by_the_previous_layout_goes_on_with_the_same_poli
         assert sorted(m.decode() for m in left) == ["r13", "r14"]
     async with serving(config) as (server, stubs):
         assert await purged(stubs, [*ids, "r14"]) == set(ids[:13])
+
+
+async def test_the_upgrade_that_indexes_end_times_gives_its_log_space_back(
+    tmp_path: Path, store_kind: str
+) -> None:
+    """The first open of a store from before ``retained_end_us`` fills it in one
+    transaction, through the write-ahead log, which then kept that size (143 MB beside a
+    227 MB store, found in review) for as long as the server ran."""
+    if store_kind != "sqlite":
+        pytest.skip("the column is the SQLite store's")
+    from runstream_server.store.sqlite import SqliteEventStore
+
+    path = tmp_path / "old.db"
+    store = SqliteEventStore(path)
+    await store.open()
+    await store.close()
+    ended_run = run_pb2.Run(workflow="wf", status=run_pb2.RUN_STATUS_SUCCEEDED, last_seq=1)
+    ended_run.end_time.FromDatetime(at(1))
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # as the release before left it
+        conn.execute("DROP INDEX runs_retained")
+        conn.execute("ALTER TABLE runs DROP COLUMN retained_end_us")
+        for i in range(2000):
+            ended_run.run_id = f"r{i}"
+            ended_run.display_name = f"{i}" * 1000
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, last_seq, "
+                "snapshot) VALUES (?, 'wf', ?, ?, '{}', 1, ?)",
+                (ended_run.run_id, ended_run.status, i, ended_run.SerializeToString()),
+            )
+            conn.execute("INSERT INTO events VALUES (?, 1, 1, NULL, x'00')", (ended_run.run_id,))
+        conn.commit()
+    store = SqliteEventStore(path)
+    await store.open()
+    try:
+        assert path.with_name("old.db-wal").stat().st_size < 100_000
+        await store.backup(tmp_path / "copy.db")
+        with contextlib.closing(sqlite3.connect(tmp_path / "copy.db")) as copy:
+            filled = copy.execute("SELECT count(*) FROM runs WHERE retained_end_us > 0")
+            assert filled.fetchone() == (2000,)
+    finally:
+        await store.close()
