@@ -631,3 +631,40 @@ async def test_a_run_found_stalled_gets_its_estimate_made_again_from_the_steps_l
     assert snapshot.health == run_pb2.RUN_HEALTH_STALLED
     remaining = snapshot.estimate.remaining.ToNanoseconds() / 1e9
     assert 5.0 <= remaining <= 6.5, snapshot.estimate  # b, c and d: about 6 s, not 1 s
+
+
+async def gapped(
+    stubs: Stubs, start: datetime, steps: int, *, stop_at: int | None = None
+) -> tuple[run_pb2.Run, datetime]:
+    """A run of the "manager" workflow from `start`: each of `steps` steps takes 10 s, after
+    10 s outside any step (the manager thinking, routing, writing). With `stop_at`, the run
+    stops as that step starts; returns (run, now)."""
+    names = [f"s{i}" for i in range(steps)]
+    run = await create_run(stubs, *names, workflow="manager")
+    now = start
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_started=ev.RunStarted()), now))
+    for i, step in enumerate(names):
+        now += timedelta(seconds=10)
+        began = ev.RunEvent(step_started=ev.StepStarted(step_id=step))
+        await append(stubs, run.run_id, timed(began, now))
+        if i == stop_at:
+            return run, now
+        now += timedelta(seconds=10)
+        done = ev.RunEvent(step_completed=ev.StepCompleted(step_id=step))
+        await append(stubs, run.run_id, timed(done, now))
+    await append(stubs, run.run_id, timed(ev.RunEvent(run_completed=ev.RunCompleted()), now))
+    return run, now
+
+
+async def test_the_eta_counts_the_time_runs_spend_between_their_steps(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A workflow that spends as long between its steps as in them was estimated from its
+    steps' durations alone: half the time left, and "about a second" with half the run to
+    go (found in review)."""
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(3):
+        _, clock = await gapped(stubs, clock + timedelta(hours=1), 8)
+    run, now = await gapped(stubs, clock + timedelta(hours=1), 8, stop_at=2)
+    estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+    left = (estimate.end_time.ToDatetime(UTC) - now).total_seconds()
+    true_left = 10 + 5 * 20  # step s2 itself, then five steps each with the time before it
+    assert abs(left - true_left) / true_left < 0.2, left

@@ -103,22 +103,30 @@ class WorkflowHistory:
     _fallback: float | None = field(default=None, repr=False)
     _usual: float | None = field(default=None, repr=False)
     _spread: float | None = field(default=None, repr=False)
+    # Each learnt run's whole duration over the longest chain of its steps' durations: the
+    # time a run spends outside its steps (between them, before the first, after the last).
+    _outside: deque[float] = field(default_factory=deque, repr=False)
+    _overhead: float | None = field(default=None, repr=False)
 
     def learn(self, run: run_pb2.Run) -> None:
         if not run.HasField("start_time") or not run.HasField("end_time"):
             return
-        self._medians = self._usual = self._spread = None
-        self.totals.append(_seconds_between(run.start_time, run.end_time))
-        self._runs.append(
-            {
-                step.step_id: step.duration.ToNanoseconds() / 1e9
-                for step in run.steps
-                if step.status == run_pb2.STEP_STATUS_SUCCEEDED and step.HasField("duration")
-            }
-        )
+        self._medians = self._usual = self._spread = self._overhead = None
+        total = _seconds_between(run.start_time, run.end_time)
+        self.totals.append(total)
+        durations = {
+            step.step_id: step.duration.ToNanoseconds() / 1e9
+            for step in run.steps
+            if step.status == run_pb2.STEP_STATUS_SUCCEEDED and step.HasField("duration")
+        }
+        self._runs.append(durations)
+        timed = [s for s in run.steps if s.step_id in durations]
+        chain = _longest_chain(timed, durations) if timed else 0.0
+        self._outside.append(total / chain if chain > 0 else 1.0)
         while len(self.totals) > self.limit:
             self.totals.popleft()
             self._runs.popleft()
+            self._outside.popleft()
         steps: dict[str, deque[float]] = {}
         for durations in self._runs:
             for step_id, seconds in durations.items():
@@ -142,6 +150,15 @@ class WorkflowHistory:
         if self._usual is None:
             self._usual = statistics.median(self.totals)
         return self._usual
+
+    def overhead(self) -> float:
+        """How much longer runs took than their steps' longest chain (1.0: no time outside
+        steps), the median over the window, at most 4x."""
+        if self._overhead is None:
+            self._overhead = (
+                min(4.0, max(1.0, statistics.median(self._outside))) if self._outside else 1.0
+            )
+        return self._overhead
 
     def spread(self) -> float:
         """Relative interquartile range across steps: how much durations vary."""
@@ -331,6 +348,9 @@ def _learned_remaining(
         left = [seconds * pace for seconds in left]
     for i, expected, elapsed, fraction in running:
         left[i] = _by_plan_and_progress(expected * pace, elapsed, fraction)
+    overhead = history.overhead()
+    if overhead != 1.0:
+        left = [seconds * overhead for seconds in left]
     dependent, tracks = state.steps.shape  # each estimate runs this: the least that will do
     if dependent:
         steps = state.run.steps
