@@ -380,3 +380,25 @@ async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config)
     finally:
         await again.stop(grace=0.1)
     assert after == before
+
+
+async def test_a_steps_planned_agent_reporting_under_its_own_id_is_one_agent(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The plan names a step's agent ("find-agent"); the agent reports under its own id with
+    that name (how the reference systems' agents report: agent_id "agent-123", agent_name
+    "OpportunityBot"). It was listed twice, and the planned entry stayed after the agent
+    said it was done, until the step ended (found in review)."""
+    run = await create_run(stubs, "find")
+    await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="find")))
+
+    def report(activity: int) -> ev.RunEvent:
+        reported = ev.AgentActivity(agent_id="agent-123", agent_name="find-agent", step_id="find")
+        reported.activity = activity  # type: ignore[assignment]
+        return ev.RunEvent(agent_activity=reported)
+
+    await append(stubs, run.run_id, report(ev.AGENT_ACTIVITY_TYPE_STARTED))
+    active = (await get(stubs, run.run_id)).active_agents
+    assert [(a.agent_id, a.name, a.step_id) for a in active] == [
+        ("agent-123", "find-agent", "find")
+    ]
+    await append(stubs, run.run_id, report(ev.AGENT_ACTIVITY_TYPE_COMPLETED))
+    assert list((await get(stubs, run.run_id)).active_agents) == []  # the step still runs

@@ -262,6 +262,8 @@ class RunSteps:
         self, p: event_pb2.AgentActivity, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         agent_id = p.agent_id or p.agent_name
+        if p.agent_id and p.agent_name and p.agent_name != p.agent_id:
+            self._claim_planned(p.agent_id, p.agent_name)
         if p.activity in _ENDING_ACTIVITY:
             remaining = [a for a in self.run.active_agents if a.agent_id != agent_id]
             del self.run.active_agents[:]
@@ -270,6 +272,19 @@ class RunSteps:
             self._agent_active(agent_id, p.agent_name, p.agent_type, p.step_id, p.message, when)
         # else a late report (a framework's callback firing after the step closed): kept in
         # the log and the activity feed, but the agent is not at work on a step that is over.
+
+    def _claim_planned(self, agent_id: str, name: str) -> None:
+        """A step's planned agent is listed under its name while the step runs; the agent's
+        own report, under its id and that name, is the same agent: it takes the entry over
+        (listed twice, the planned one stayed after the agent said it was done)."""
+        agents = self.run.active_agents
+        planned = next((a for a in agents if a.agent_id == name and a.name == name), None)
+        if planned is None:
+            return
+        if any(a.agent_id == agent_id for a in agents):
+            agents.remove(planned)
+        else:
+            planned.agent_id = agent_id
 
     def _ended(self, step_id: str) -> bool:
         step = self.get(step_id) if step_id else None
