@@ -239,6 +239,29 @@ async def test_problems_degrade_health_and_finished_steps_restore_it(stubs) -> N
     assert (await stubs.runs.GetRun(get)).run.health == run_pb2.RUN_HEALTH_HEALTHY
 
 
+async def test_a_trouble_that_opens_and_closes_in_one_batch_is_said_both_ways(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Health was judged once per producer batch: a recovery and its step's completion sent
+    together (the SDK batches what is queued while an ack is out) gave no HealthChanged at
+    all, where the same events in two batches gave DEGRADED and back (found in review)."""
+    run = await create_run(stubs, "a", "b")
+    recovering = ev.ErrorRecovery(error_message="rate limited", can_continue=True, step_id="a")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(error_recovery=recovering),
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")),
+    )
+    listed = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    said = [(e.WhichOneof("payload"), e.health_changed.health) for e in listed.events]
+    degraded = said.index(("health_changed", run_pb2.RUN_HEALTH_DEGRADED))
+    assert said[degraded - 1][0] == "error_recovery"  # right after what moved it
+    assert said[degraded + 1 :][:2] == [
+        ("step_completed", 0),
+        ("health_changed", run_pb2.RUN_HEALTH_HEALTHY),
+    ]
+
+
 async def test_milestones_fire_once_each_in_order_and_survive_replay(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:

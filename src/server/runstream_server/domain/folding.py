@@ -19,7 +19,7 @@ from runstream_server.domain import insight
 from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_name
 from runstream_server.domain.health import TROUBLED, Troubles
 from runstream_server.domain.limits import EventAck
-from runstream_server.domain.state import RunState, from_timestamp, to_timestamp
+from runstream_server.domain.state import TROUBLE_FIELDS, RunState, from_timestamp, to_timestamp
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 from runstream_server.store.base import HeldKey
 
@@ -61,6 +61,7 @@ def fold(
 
     acks: list[EventAck] = []
     spoken: list[event_pb2.RunEvent] = []
+    troubles = state.troubles.copy()  # the producer's events' troubles so far
     ended_at = ""  # the event of this batch that ended the run
     taken: dict[str, int] = {}  # the keys this batch's events took: key -> index
     for i, event in enumerate(events):
@@ -98,11 +99,16 @@ def fold(
             taken[key] = i
         if producer:
             spoken.append(event)
-            if not draft.is_terminal:  # milestones land right after what crossed them
-                for extra in insight.progress_milestones(draft) + insight.target_milestones(draft):
+            if not draft.is_terminal:  # health and milestones right after what moved them
+                for extra in (
+                    _health_moved(draft, event, name, troubles)
+                    + insight.progress_milestones(draft)
+                    + insight.target_milestones(draft)
+                ):
                     stage(extra, "server")
     if spoken and not draft.is_terminal:
-        for extra in _after_producer_events(draft, history, spoken, state.troubles):
+        as_of = from_timestamp(spoken[-1].event_time)
+        for extra in insight.estimate_again(draft, history, as_of, spoken):
             stage(extra, "server")
     if staged:
         for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
@@ -220,18 +226,18 @@ def _cut(text: str) -> str:
     return text if len(text) <= _STEP_COPY_CHARS else text[: _STEP_COPY_CHARS - 1] + "\u2026"
 
 
-def _after_producer_events(
-    draft: RunState,
-    history: insight.WorkflowHistory,
-    spoken: Sequence[event_pb2.RunEvent],
-    before: Troubles,
+def _health_moved(
+    draft: RunState, event: event_pb2.RunEvent, name: str, troubles: Troubles
 ) -> list[event_pb2.RunEvent]:
-    """What a producer's batch implies as a whole: health and a moved estimate. `before`:
-    the run's troubles before the batch."""
-    extra: list[event_pb2.RunEvent] = []
-    health, reason = insight.health_after(draft.run.health, spoken, draft, before)
+    """The HealthChanged a producer's event makes, right after it: each change is said, also
+    one a later event of the same batch undoes (judged per batch, a recovery and its step's
+    completion sent together never showed DEGRADED). `troubles`: those before the event,
+    moved on past it here."""
     run = draft.run
+    if run.health == run_pb2.RUN_HEALTH_HEALTHY and name not in TROUBLE_FIELDS:
+        return []  # nothing to move: the common case, at no cost
+    health, reason = insight.health_after(run.health, [event], draft, troubles)
+    troubles.note(event, draft.steps)
     if health != run.health or (health in TROUBLED and reason != run.health_reason):
-        extra.append(insight.health_event(run.health, health, reason))
-    as_of = from_timestamp(spoken[-1].event_time)
-    return extra + insight.estimate_again(draft, history, as_of, spoken)
+        return [insight.health_event(run.health, health, reason)]
+    return []

@@ -63,7 +63,7 @@ REMEMBERED_KINDS = (
     event_pb2.EVENT_KIND_DECISION_REQUESTED,
     event_pb2.EVENT_KIND_DECISION_RESOLVED,
 )
-_TROUBLE_FIELDS = frozenset(kind_name(kind) for kind in TROUBLE_KINDS)
+TROUBLE_FIELDS = frozenset(kind_name(kind) for kind in TROUBLE_KINDS)
 
 
 class RunState:
@@ -159,7 +159,7 @@ class RunState:
         """Keeps what the snapshot does not hold: decisions, milestones, recent activity, the
         troubles behind its health."""
         name = event.WhichOneof("payload")
-        if name in _TROUBLE_FIELDS:
+        if name in TROUBLE_FIELDS:
             self.troubles.note(event, self.steps)
         if name == "agent_activity":
             self.recent_activity.append(event)
