@@ -338,7 +338,7 @@ class RunstreamServer:
         if config.backups is not None:
             sqlite = self._store.inner
             assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis
-            passes = BackupPasses(config.backups, sqlite.backup)
+            passes = BackupPasses(config.backups, sqlite.backup, sqlite.path)
             self._backups = asyncio.create_task(passes.run_forever(), name="runstream-backups")
         log.info("serving on %s (store %s)", self.target, describe_store(config))
         if telemetry.metrics is not None and telemetry.metrics.url:

@@ -349,10 +349,11 @@ class SqliteEventStore:
         succeeded = RunFilter(frozenset({run_pb2.RUN_STATUS_SUCCEEDED}), workflow, tenant=tenant)
         return (await self.list_runs(succeeded, limit, None)).runs
 
-    async def backup(self, destination: Path) -> int:
+    async def backup(self, destination: Path, stopping: threading.Event | None = None) -> int:
         """A consistent copy of the store in `destination`, taken on a reader while appends
-        go on (see store/sqlite_backups.py); returns its size in bytes."""
-        return await self._read(lambda conn: copy_database(conn, destination))
+        go on, abandoned once `stopping` is set (see store/sqlite_backups.py); returns its
+        size in bytes."""
+        return await self._read(lambda conn: copy_database(conn, destination, stopping))
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 
