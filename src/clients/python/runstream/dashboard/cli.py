@@ -249,10 +249,10 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
 
         say(f"Runstream dashboard: {page.url}")
         say(f"  grpc-web: Envoy on {envoy.url} -> Runstream server at {target}")
-        if not await _serving(grpc_target(target), tls):
+        if (problem := await _not_serving(grpc_target(target), tls)) is not None:
             say(
-                f"  warning: no Runstream server answers at {target} yet; the page shows "
-                "Reconnecting until one does"
+                f"  warning: no Runstream server answers at {target} yet ({problem}); the "
+                "page shows Reconnecting until one does"
             )
 
         demo: asyncio.Task[None] | None = None
@@ -367,15 +367,24 @@ def _upstream_tls(args: argparse.Namespace) -> UpstreamTls:
     )
 
 
-async def _serving(target: str, tls: UpstreamTls) -> bool:
-    """Whether a server at `target` answers its gRPC health check with SERVING."""
+async def _not_serving(target: str, tls: UpstreamTls) -> str | None:
+    """Why a server at `target` does not answer its gRPC health check with SERVING (the
+    status, or gRPC's reason: a certificate --ca-file does not vouch for says so), or None."""
     async with tls.channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
-        except grpc.aio.AioRpcError:
-            return False
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.aio.AioRpcError as exc:
+            detail = exc.details() or exc.code().name
+            if "handshake" in detail.lower():  # the server is up; the certificates do not match
+                return (
+                    "its TLS handshake failed: does --ca-file vouch for its certificate, and "
+                    f"does it take --client-cert? gRPC: ...{detail[-100:]}"
+                )
+            return detail[:200]
+    if response.status == health_pb2.HealthCheckResponse.SERVING:
+        return None
+    return f"its health is {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
 
 
 @contextlib.asynccontextmanager
