@@ -801,7 +801,9 @@ async def test_a_host_that_is_not_this_machine_or_allowed_gets_403_against_dns_r
                  "app.localhost", "10.1.2.3"):  # fmt: skip
         assert (await head_for(port, host)).startswith("HTTP/1.1 200 "), host
 
-    proxied = AguiBridge(client, port=0, allowed_hosts=["agui.example.com", ".corp.example"])
+    # As proxies and certificates spell them too: with a port, *. for a wildcard.
+    names = ["agui.example.com:443", "*.corp.example"]
+    proxied = AguiBridge(client, port=0, allowed_hosts=names)
     async with proxied:
         for host, allowed in (
             ("agui.example.com:443", True),

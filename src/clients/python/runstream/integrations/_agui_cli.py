@@ -73,8 +73,9 @@ def add_agui_command(
         default=[],
         metavar="NAME",
         help="a name requests may give as Host besides localhost and IP addresses, e.g. the "
-        "public name a proxy in front forwards; .example.com allows its subdomains too, '*' "
-        "any (repeatable). Other names get 403, against DNS rebinding",
+        "public name a proxy in front forwards; .example.com (or *.example.com) allows its "
+        "subdomains too, '*' any; a port given is ignored (repeatable). Other names get 403, "
+        "against DNS rebinding",
     )
     parser.add_argument(
         "--max-body",

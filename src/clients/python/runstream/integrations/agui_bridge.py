@@ -149,7 +149,7 @@ class AguiBridge:
         allowed_hosts: Sequence[str] = (),
     ) -> None:
         self._client = client
-        self._allowed_hosts = tuple(name.lower().rstrip(".") for name in allowed_hosts)
+        self._allowed_hosts = tuple(_allowed_name(name) for name in allowed_hosts)
         self._head_timeout = head_timeout
         self._max_body = max_body
         self._host = host
@@ -505,6 +505,16 @@ def _host_name(host: str) -> str | None:
     if colon and not port.isdigit():
         return None
     return name.rstrip(".") or None
+
+
+def _allowed_name(name: str) -> str:
+    """An allowed host as matched: lower case, no trailing dot or port, and ``*.example.com``
+    (how certificates and proxies spell a wildcard) as ``.example.com``; either never matched
+    as given, and every request through that name got 403."""
+    if name.strip() == "*":
+        return "*"
+    host = _host_name(name) or name.strip().lower()
+    return "." + host[2:] if host.startswith("*.") else host
 
 
 def _is_address(name: str) -> bool:
