@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["check_target", "with_default_port"]
+__all__ = ["check_target", "is_ip_address", "with_default_port"]
 
 _SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
 
@@ -63,3 +63,12 @@ def with_default_port(target: str, port: int) -> str:
         return f"[{target}]:{port}"
     host, colon, number = target.partition(":")
     return target if colon and number else f"{host}:{port}"
+
+
+def is_ip_address(host: str) -> bool:
+    """Whether `host` (no brackets, no port) is an IPv4 or IPv6 address rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import importlib
 import importlib.resources
-import ipaddress
 import json
 import re
 import shutil
@@ -33,6 +32,8 @@ from pathlib import Path
 from string import Template
 from types import TracebackType
 from typing import NoReturn
+
+from .._target import is_ip_address
 
 __all__ = [
     "EnvoyConfig",
@@ -164,12 +165,12 @@ def _upstream_tls(config: EnvoyConfig) -> str:
         return ""
     hosts = list(dict.fromkeys(host for host, _ in config.upstreams))
     sans = "".join(
-        f"                - san_type: {'IP_ADDRESS' if _is_address(host) else 'DNS'}\n"
+        f"                - san_type: {'IP_ADDRESS' if is_ip_address(host) else 'DNS'}\n"
         f"                  matcher: {{ exact: {json.dumps(host)} }}\n"
         for host in hosts
     )
     # SNI names the server when one name stands for every upstream (never an IP address).
-    one_name = len(hosts) == 1 and not _is_address(hosts[0])
+    one_name = len(hosts) == 1 and not is_ip_address(hosts[0])
     sni = f"          sni: {json.dumps(hosts[0])}\n" if one_name else ""
     client = ""
     if config.upstream_client_cert is not None and config.upstream_client_key is not None:
@@ -196,14 +197,6 @@ def _upstream_tls(config: EnvoyConfig) -> str:
         "              match_typed_subject_alt_names:\n"
         f"{sans.rstrip()}"
     )
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def envoy_binary() -> Path:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import re
@@ -51,6 +50,7 @@ from urllib.parse import unquote, urlsplit
 
 import runstream
 from runstream._auth import TokenProviderError
+from runstream._target import is_ip_address
 from runstream.integrations.agui import AguiTranslator, encode_sse, run_input_problems
 
 __all__ = ["DEFAULT_MAX_BODY", "AguiBridge", "Cursor"]
@@ -435,7 +435,7 @@ class AguiBridge:
         name = _host_name(host)
         if name is None:
             return False
-        if name == "localhost" or name.endswith(".localhost") or _is_address(name):
+        if name == "localhost" or name.endswith(".localhost") or is_ip_address(name):
             return True
         return any(
             allowed == "*"
@@ -515,14 +515,6 @@ def _allowed_name(name: str) -> str:
         return "*"
     host = _host_name(name) or name.strip().lower()
     return "." + host[2:] if host.startswith("*.") else host
-
-
-def _is_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _seen_to_the_end(run: runstream.Run, cursor: Cursor) -> bool:
