@@ -7,6 +7,7 @@ Each case starts the real command on a real file and checks what an operator see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -14,11 +15,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from runstream.v1 import run_pb2
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.conftest import ServerProcess, free_port
 from tests.faults.storage import (
@@ -381,3 +384,40 @@ async def test_a_store_in_a_missing_directory_is_created_and_the_log_says_so(
     await again.start()
     await again.stop(grace=0)
     assert "did not exist" not in caplog.text  # an existing directory goes unmentioned
+
+
+async def test_the_upgrade_that_indexes_end_times_gives_its_log_space_back(
+    tmp_path: Path,
+) -> None:
+    """The first open of a store from before ``retained_end_us`` fills it in one
+    transaction, through the write-ahead log, which then kept that size (143 MB beside a
+    227 MB store, found in review) for as long as the server ran."""
+    path = tmp_path / "old.db"
+    store = SqliteEventStore(path)
+    await store.open()
+    await store.close()
+    ended_run = run_pb2.Run(workflow="wf", status=run_pb2.RUN_STATUS_SUCCEEDED, last_seq=1)
+    ended_run.end_time.FromDatetime(datetime(2026, 1, 1, tzinfo=UTC))
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # as the release before left it
+        conn.execute("DROP INDEX runs_retained")
+        conn.execute("ALTER TABLE runs DROP COLUMN retained_end_us")
+        for i in range(2000):
+            ended_run.run_id = f"r{i}"
+            ended_run.display_name = f"{i}" * 1000
+            conn.execute(
+                "INSERT INTO runs (run_id, workflow, status, create_time_us, labels, last_seq, "
+                "snapshot) VALUES (?, 'wf', ?, ?, '{}', 1, ?)",
+                (ended_run.run_id, ended_run.status, i, ended_run.SerializeToString()),
+            )
+            conn.execute("INSERT INTO events VALUES (?, 1, 1, NULL, x'00')", (ended_run.run_id,))
+        conn.commit()
+    store = SqliteEventStore(path)
+    await store.open()
+    try:
+        assert path.with_name("old.db-wal").stat().st_size < 100_000
+        await store.backup(tmp_path / "copy.db")
+        with contextlib.closing(sqlite3.connect(tmp_path / "copy.db")) as copy:
+            filled = copy.execute("SELECT count(*) FROM runs WHERE retained_end_us > 0")
+            assert filled.fetchone() == (2000,)
+    finally:
+        await store.close()
