@@ -926,3 +926,30 @@ async def test_a_question_another_reporter_asked_and_got_answered_is_answered_no
     kinds = [event.kind for event in await log_of(client, first.run_id)]
     assert kinds.count(runstream.EventKind.DECISION_REQUESTED) == 1
     assert (await client.get_run(first.run_id)).status == RunStatus.SUCCEEDED
+
+
+async def test_the_same_question_another_reporter_asked_and_is_open_waits_for_its_answer(
+    client: Client,
+) -> None:
+    """Two agents attached to one run reach the same checkpoint while its question is open:
+    the second, attached before the first asked, was refused ("already has a decision"),
+    every time it asked, where one attached after it was asked waits for the answer (found
+    in review)."""
+    first = await client.start_run("shared-question")
+    await first.flush()
+    second = await client.attach_run(first.run_id)
+    asking = asyncio.create_task(first.ask("Approve?", ["yes", "no"], decision_id="approve"))
+    await open_decision(client, first.run_id, "approve")
+    waiting = asyncio.create_task(second.ask("Approve?", ["yes", "no"], decision_id="approve"))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # waits, not refused
+    await client.submit_decision(first.run_id, "approve", "yes", answered_by="alice")
+    assert (await asyncio.wait_for(asking, 20)).choice == "yes"
+    again = await asyncio.wait_for(waiting, 20)
+    assert (again.choice, again.answered_by) == ("yes", "alice")
+    await asyncio.wait_for(second.complete("done"), 20)  # no refusal left over
+    await second.close()
+    await first.close()
+    kinds = [event.kind for event in await log_of(client, first.run_id)]
+    assert kinds.count(runstream.EventKind.DECISION_REQUESTED) == 1
+    assert (await client.get_run(first.run_id)).status == RunStatus.SUCCEEDED

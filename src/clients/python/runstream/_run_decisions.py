@@ -227,7 +227,16 @@ class RunDecisions:
             while True:
                 decision = self._awaited.get(awaited)
                 if isinstance(decision, RunstreamError):
-                    raise decision
+                    if not _asked_by_another(decision) or awaited not in self._questions:
+                        raise decision
+                    # Another reporter of the run (an agent of the same team) asked it first,
+                    # after attach_run: the same question waits for that one's answer, as one
+                    # asked before attach_run does (it was refused every time).
+                    stored = await self._get_decision(self._run_id, awaited)
+                    if not _same_question(stored, self._questions[awaited]):
+                        raise decision
+                    self._awaited[awaited] = self._closed.get(awaited) if stored.is_open else stored
+                    continue
                 if isinstance(decision, _KeyTaken):
                     stored = await self._asked_under(decision_id, decision)
                     if stored.decision_id != awaited:
@@ -316,6 +325,11 @@ class RunDecisions:
         except NotFoundError:
             return  # Not stored yet; it will be, on this stream, which gets its closure.
         self.on_decision(decision)
+
+
+def _asked_by_another(error: RunstreamError) -> bool:
+    """Whether the server refused a question because the run already has one under its id."""
+    return isinstance(error, InvalidArgumentError) and "already has a decision" in error.message
 
 
 def _same_question(
