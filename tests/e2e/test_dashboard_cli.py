@@ -107,6 +107,18 @@ class Dashboard:
         return "".join(self.seen)
 
 
+async def shown_through(target: str, run_id: str, *more: str) -> tuple[runstream.Run, str]:
+    """The run `run_id` as a client reads it through the Envoy of `runstream dashboard
+    --target TARGET MORE`, and everything the command said."""
+    dashboard = await Dashboard.start(target, 0, 0, *more)
+    try:
+        async with runstream.connect(await dashboard.envoy_target()) as client:
+            shown = await client.get_run(run_id)
+    finally:
+        said = await dashboard.stop()
+    return shown, said
+
+
 async def test_in_front_of_a_users_server_it_announces_no_embedded_one(
     server: RunstreamServer,
 ) -> None:
@@ -216,12 +228,7 @@ async def test_replicas_listed_in_the_target_are_reached_through_envoy(
         run = await producer.start_run("replicas", display_name="through a list of replicas")
         await run.close()
     target = form.format(live=server.target, dead=f"127.0.0.1:{free_port()}")
-    dashboard = await Dashboard.start(target)
-    try:
-        async with runstream.connect(await dashboard.envoy_target()) as client:
-            shown = await client.get_run(run.run_id)
-    finally:
-        said = await dashboard.stop()
+    shown, said = await shown_through(target, run.run_id)
     assert shown.display_name == "through a list of replicas"
     assert f"-> Runstream server at {target}" in said
     assert "no Runstream server answers" not in said, said
@@ -277,14 +284,9 @@ async def test_it_fronts_a_tls_server_with_the_ca_file_it_is_given(
             await run.close()
         client_files = ["--client-cert", str(pki.client_cert), "--client-key",
                         str(pki.client_key)] if mutual else []  # fmt: skip
-        dashboard = await Dashboard.start(
-            server.target, 0, 0, "--ca-file", str(pki.ca_file), *client_files
+        shown, said = await shown_through(
+            server.target, run.run_id, "--ca-file", str(pki.ca_file), *client_files
         )
-        try:
-            async with runstream.connect(await dashboard.envoy_target()) as viewer:
-                shown = await viewer.get_run(run.run_id)
-        finally:
-            said = await dashboard.stop()
         assert shown.display_name == "behind TLS"
         assert "no Runstream server answers" not in said, said
 
@@ -325,10 +327,5 @@ async def test_a_target_named_localhost_reaches_a_server_on_127_0_0_1(
         run = await producer.start_run("localhost", display_name="by name")
         await run.close()
     port = server.target.rsplit(":", 1)[1]
-    dashboard = await Dashboard.start(f"localhost:{port}")
-    try:
-        async with runstream.connect(await dashboard.envoy_target()) as client:
-            shown = await client.get_run(run.run_id)
-    finally:
-        await dashboard.stop()
+    shown, _ = await shown_through(f"localhost:{port}", run.run_id)
     assert shown.display_name == "by name"
