@@ -23,11 +23,11 @@ EXPECTED_EXPORTS = {
     "DecisionRequested", "DecisionResolved", "Custom",
     "Decision", "DecisionResult", "DecisionPrompt", "DecisionClosed", "AnswerResult",
     "InteractionUpdate", "Target", "RunDetails", "RunsUpdate", "ServerStats",
-    "ItemCounts", "ItemProgress", "SubStepDetails", "AlertAction",
+    "ItemCounts", "ItemProgress", "SubStepDetails", "AlertAction", "WatchLink",
     # enums
     "EventKind", "RunStatus", "StepStatus", "RunHealth", "Severity", "ActivityType",
     "MilestoneType", "DecisionOutcome", "ControlAction", "StatusCode", "DecisionState",
-    "TargetKind", "EstimateSource", "AlertActionType",
+    "TargetKind", "EstimateSource", "AlertActionType", "LinkState",
     # errors
     "RunstreamError", "RequestCancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",

@@ -109,6 +109,21 @@ async def test_heartbeats_keep_an_idle_stream_alive(stubs) -> None:  # type: ign
     assert beats[-1].server_time.ToNanoseconds() > beats[0].server_time.ToNanoseconds()
 
 
+async def test_the_headers_come_as_the_watch_is_accepted_before_any_message(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A client learns that its stream stands without waiting for the first event or
+    heartbeat (15 s by default on an idle run); a refused watch sends none before its error."""
+    run = await create_run(stubs)
+    call = stubs.runs.WatchRun(Watch(run_id=run.run_id, after_seq=1))
+    try:
+        await asyncio.wait_for(call.initial_metadata(), 5)
+        assert not call.done()  # standing, with nothing sent yet
+    finally:
+        call.cancel()
+    refused = stubs.runs.WatchRun(Watch(run_id="missing"))
+    await asyncio.wait_for(refused.initial_metadata(), 5)
+    assert await refused.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_a_filtered_stream_gets_heartbeats_while_the_run_is_busy_with_other_kinds(
     stubs: Any,
 ) -> None:

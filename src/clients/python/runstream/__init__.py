@@ -95,6 +95,7 @@ from runstream._types import (
     InteractionUpdate,
     ItemCounts,
     ItemProgress,
+    LinkState,
     MetricsUpdate,
     Milestone,
     MilestoneType,
@@ -125,6 +126,7 @@ from runstream._types import (
     TargetKind,
     TextDelta,
     Thinking,
+    WatchLink,
     WorkflowStateChange,
 )
 
@@ -173,6 +175,7 @@ __all__ = [
     "InvalidArgumentError",
     "ItemCounts",
     "ItemProgress",
+    "LinkState",
     "MetricsUpdate",
     "Milestone",
     "MilestoneType",
@@ -218,6 +221,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "UnknownError",
+    "WatchLink",
     "WorkflowStateChange",
     "__version__",
     "connect",

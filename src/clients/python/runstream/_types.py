@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from runstream._errors import StatusCode
+from runstream._errors import RunstreamError, StatusCode
 
 if TYPE_CHECKING:
     from runstream.v1 import decision_pb2, event_pb2, run_pb2
@@ -56,6 +56,7 @@ __all__ = [
     "InteractionUpdate",
     "ItemCounts",
     "ItemProgress",
+    "LinkState",
     "MetricsUpdate",
     "Milestone",
     "MilestoneType",
@@ -86,6 +87,7 @@ __all__ = [
     "TargetKind",
     "TextDelta",
     "Thinking",
+    "WatchLink",
     "WorkflowStateChange",
 ]
 
@@ -1010,3 +1012,32 @@ class RunsUpdate:
     runs: tuple[Run, ...]
     initial: bool
     ended_runs_left_out: bool = False
+
+
+class LinkState(enum.Enum):
+    """Where a watch's stream stands (``on_link`` of ``Client.watch()``)."""
+
+    CONNECTING = "connecting"
+    """Opening the stream, the first time."""
+    LIVE = "live"
+    """The server accepted the stream: what the run reports comes as it happens."""
+    RECONNECTING = "reconnecting"
+    """The stream was lost; the watch tries again, and resumes where it was."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchLink:
+    """A change of a watch's stream, for a relay to show "Live" or "Reconnecting".
+
+    Attributes:
+        state: Where the stream stands now.
+        after_seq: The watch's cursor: the events after this seq come next.
+        error: RECONNECTING: why the stream was lost (``UnavailableError`` for a server
+            gone or restarting, ``ResourceExhaustedError`` for a watch limit).
+        retry_in: RECONNECTING: seconds before the next attempt.
+    """
+
+    state: LinkState
+    after_seq: int
+    error: RunstreamError | None = None
+    retry_in: float | None = None

@@ -25,7 +25,7 @@ from runstream import _convert as convert
 from runstream._connection import raise_if_closed_under
 from runstream._errors import DataLossError, error_from_rpc
 from runstream._retry import Backoff, Outage, is_retryable, retry_after
-from runstream._types import Event, EventKind, Run, RunsUpdate
+from runstream._types import Event, EventKind, LinkState, Run, RunsUpdate, WatchLink
 
 if TYPE_CHECKING:
     from runstream._connection import Connection
@@ -42,6 +42,22 @@ __all__ = ["RunWatching", "watch_run", "watch_runs"]
 
 _log = logging.getLogger("runstream.watch")
 
+OnLink = Callable[[WatchLink], object]
+
+
+async def _opened(call: grpc.aio.Call, on_link: OnLink, cursor: int) -> None:
+    """Tells `on_link` the stream is LIVE once the server accepted it: its response headers
+    came (a server sends them as it accepts a watch; an older one with its first message),
+    and not as the end of a call it refused."""
+    await call.initial_metadata()
+    if not call.done() or await call.code() == grpc.StatusCode.OK:
+        on_link(WatchLink(LinkState.LIVE, cursor))
+
+
+def _lost(on_link: OnLink | None, cursor: int, exc: grpc.aio.AioRpcError, delay: float) -> None:
+    if on_link is not None:
+        on_link(WatchLink(LinkState.RECONNECTING, cursor, error_from_rpc(exc), delay))
+
 
 async def watch_run(
     watch_rpc: WatchMethod,
@@ -54,18 +70,24 @@ async def watch_run(
     metadata: Sequence[tuple[str, str]],
     reconnect_timeout: float | None,
     check_open: Callable[[str], None],
+    on_link: OnLink | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Yields the run's events after ``after_seq``, resuming across reconnects (see module);
-    each attempt first calls ``check_open``, which raises once the client is closed."""
+    each attempt first calls ``check_open``, which raises once the client is closed.
+    ``on_link`` hears of each change of the stream (CONNECTING, LIVE, RECONNECTING)."""
     kind_filter = convert.event_kinds(kinds)
     cursor = after_seq
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
+    if on_link is not None:
+        on_link(WatchLink(LinkState.CONNECTING, cursor))
     while True:
         check_open(f"watch of run {run_id!r}")
         request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
         try:
+            if on_link is not None:
+                await _opened(call, on_link, cursor)
             async for response in call:
                 outage.recovered()
                 backoff.reset()
@@ -105,12 +127,14 @@ async def watch_run(
                     exc.code().name,
                     cursor,
                 )
+            delay = backoff.next_delay()
+            _lost(on_link, cursor, exc, delay)
         except asyncio.CancelledError:
             raise_if_closed_under(f"watch of run {run_id!r}")
             raise
         finally:
             call.cancel()
-        await asyncio.sleep(backoff.next_delay())
+        await asyncio.sleep(delay)
 
 
 async def watch_runs(
@@ -122,6 +146,7 @@ async def watch_runs(
     metadata: Sequence[tuple[str, str]],
     reconnect_timeout: float | None,
     check_open: Callable[[str], None],
+    on_link: OnLink | None = None,
 ) -> AsyncGenerator[RunsUpdate, None]:
     """Yields the matching runs' state, then their changes, reconnecting as needed.
 
@@ -132,12 +157,16 @@ async def watch_runs(
     request = convert.watch_runs_request(filter, heartbeat_interval, initial_ended_limit)
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
+    if on_link is not None:
+        on_link(WatchLink(LinkState.CONNECTING, 0))
     while True:
         check_open("watch of runs")
         call = watch_runs_rpc(request, metadata=metadata)
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
+            if on_link is not None:
+                await _opened(call, on_link, 0)
             async for response in call:
                 outage.recovered()
                 backoff.reset()
@@ -160,6 +189,9 @@ async def watch_runs(
                 elif runs:
                     yield RunsUpdate(runs=tuple(runs), initial=False)
             _log.info("the server ended the runs watch; reconnecting")
+            delay = backoff.next_delay()
+            if on_link is not None:
+                on_link(WatchLink(LinkState.RECONNECTING, 0, None, delay))
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
@@ -168,12 +200,14 @@ async def watch_runs(
             if error := outage.exceeded("watch of runs", detail, exc):
                 raise error from exc
             _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
+            delay = backoff.next_delay()
+            _lost(on_link, 0, exc, delay)
         except asyncio.CancelledError:
             raise_if_closed_under("watch of runs")
             raise
         finally:
             call.cancel()
-        await asyncio.sleep(backoff.next_delay())
+        await asyncio.sleep(delay)
 
 
 class RunWatching:
@@ -189,6 +223,7 @@ class RunWatching:
         kinds: Iterable[EventKind] | None = None,
         heartbeat_interval: timedelta | float | None = None,
         keep_open: bool = False,
+        on_link: OnLink | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Streams the run's events after ``after_seq``, live, until the run ends.
 
@@ -206,6 +241,12 @@ class RunWatching:
             heartbeat_interval: How long the stream may be idle before the server sends a
                 heartbeat (seconds or timedelta; the server's default when None).
             keep_open: Keep watching after the run's terminal event, until the caller stops.
+            on_link: Called (on the watch's task; it must not block) with a WatchLink at
+                each change of the stream: CONNECTING first, LIVE each time the server has
+                accepted the stream, RECONNECTING with the error and the wait each time it
+                was lost, for a relay to show "Live" or "Reconnecting". What it raises ends
+                the watch. A connection that dies without a word is found by gRPC keepalive
+                pings (every 30 s while a call is open).
 
         Close the iterator when stopping early (``contextlib.aclosing``, or ``break`` in an
         ``async for`` inside it) so the stream is cancelled promptly.
@@ -221,6 +262,7 @@ class RunWatching:
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
             check_open=self._connection.check_open,
+            on_link=on_link,
         )
 
     def watch_runs(
@@ -229,6 +271,7 @@ class RunWatching:
         *,
         heartbeat_interval: timedelta | float | None = None,
         initial_ended_limit: int | None = None,
+        on_link: OnLink | None = None,
     ) -> AsyncGenerator[RunsUpdate, None]:
         """Follows every run matching ``filter``: their current state, then their changes.
 
@@ -246,6 +289,7 @@ class RunWatching:
                 most recently created) in each ``initial=True`` update, 1 to 100,000; every
                 run not ended is in it whatever the limit. None: every matching run, which
                 reads the store's whole history of runs at each (re)connect.
+            on_link: As for ``watch()`` (``after_seq`` is always 0 here).
         """
         self._connection.open()
         return watch_runs(
@@ -256,4 +300,5 @@ class RunWatching:
             metadata=self._connection.call_metadata(),
             reconnect_timeout=self._connection.reconnect_timeout,
             check_open=self._connection.check_open,
+            on_link=on_link,
         )

@@ -131,6 +131,9 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
             kinds=list(request.kinds),
             heartbeat_interval=heartbeat,
             keep_open=request.keep_open,
+            # The headers as the watch is accepted, not with the first message (which an idle
+            # run sends a heartbeat later): the client learns at once that its stream stands.
+            accepted=lambda: context.send_initial_metadata(()),
         )
         async for item in items:
             if type(item) is bytes:  # the encoded events of one response, as the hub made them

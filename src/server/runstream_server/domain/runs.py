@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -443,8 +443,10 @@ class RunManager:
         kinds: Sequence[int] = (),
         heartbeat_interval: float = 15.0,
         keep_open: bool = False,
+        accepted: Callable[[], Awaitable[object]] | None = None,
     ) -> AsyncIterator[WatchItem]:
-        """The run's events after `after_seq`, live, each exactly once and in order."""
+        """The run's events after `after_seq`, live, each exactly once and in order;
+        `accepted` is awaited as the watch is accepted, before the first."""
         return self._watching.watch(
             run_id,
             after_seq=after_seq,
@@ -452,6 +454,7 @@ class RunManager:
             kinds=kinds,
             heartbeat_interval=heartbeat_interval,
             keep_open=keep_open,
+            accepted=accepted,
         )
 
     def watch_runs(

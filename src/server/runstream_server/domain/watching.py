@@ -157,6 +157,7 @@ class Watching:
         kinds: Sequence[int] = (),
         heartbeat_interval: float = 15.0,
         keep_open: bool = False,
+        accepted: Callable[[], Awaitable[object]] | None = None,
     ) -> AsyncIterator[WatchItem]:
         """Yields the run's events after `after_seq`, live, each exactly once and in order.
 
@@ -164,7 +165,8 @@ class Watching:
         from the store until the watcher is level with the run's head, then from the hub,
         which hands each commit's encoded batch to the subscription (see hub.py); whenever
         the subscription falls behind (a full buffer, a gap) the store fills in again. Ends
-        after the terminal event unless `keep_open`.
+        after the terminal event unless `keep_open`. `accepted` is awaited once the watch
+        passed its checks and is subscribed, before anything is yielded.
         """
         self._check_open()
         check_watch(
@@ -195,6 +197,8 @@ class Watching:
                 await self._ledger.state(run_id)
             self.viewers_changed(run_id)  # one more (told of a run in memory)
             sub.cursor = after_seq
+            if accepted is not None:
+                await accepted()
             if include_snapshot:
                 snapshot = await self._snapshot(run_id)
                 sub.cursor = snapshot.last_seq

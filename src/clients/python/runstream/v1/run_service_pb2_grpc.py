@@ -173,8 +173,10 @@ class RunServiceServicer:
         """Streams one run's events after a cursor, live, then ends after the run's terminal event.
         Every watcher sees the same events in the same order; a watcher that resumes with the
         last seq it saw receives every later event exactly once. While the run is idle the
-        server sends heartbeats. When the server shuts down the stream ends with UNAVAILABLE:
-        resume on another replica or after the restart.
+        server sends heartbeats. The response headers come as soon as the watch is accepted,
+        before any message: a client that has them knows its stream stands. When the server
+        shuts down the stream ends with UNAVAILABLE: resume on another replica or after the
+        restart.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
