@@ -5,8 +5,9 @@ viewport, the percent, ETA, Live badge and the decision's buttons are inside it,
 is reachable, and a decision is answered by tapping. Operators pause, resume and cancel from
 the page; a long run opens from its snapshot, fills its panels reading back only as far as
 they show, and loads older history on demand, a page a click back to its start; a run counted
-in items shows its counter; paths, URLs and identifiers with nowhere to break wrap at 375 px
-and keep a decision's options apart. Screenshots of each go to test-artifacts/.
+in items shows its counter, a workflow's pipeline its flags; paths, URLs and identifiers with
+nowhere to break wrap at 375 px and keep a decision's options apart. Screenshots of each go to
+test-artifacts/.
 """
 
 from __future__ import annotations
@@ -543,6 +544,66 @@ async def test_the_home_page_and_an_etaless_run_say_what_is_so(
         await page.wait(run_view_is("RUNNING"))
         eta = "document.querySelector('.run-view .eta').textContent"
         await page.wait(f"{eta} === 'ETA unknown (no history yet)'")
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []
+
+
+FLAGS = "[...document.querySelectorAll('.pipeline li')].map((e) => [e.innerText, e.dataset.done])"
+
+
+async def test_a_runs_pipeline_flags_show_live_and_from_before_the_replayed_events(
+    server: RunstreamServer, web: Web
+) -> None:
+    """The manager reference sends its pipeline's flags (`pipeline_status`, "files_processed":
+    true) with its workflow state changes; the page showed the phases and left them out
+    (found in review, parity52). By name, as a map has no order; the newest change that
+    gives flags is shown, one that gives none leaves them, and a page opened after them, past
+    the replayed events, reads them back."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("estimate")
+        await run.workflow_state(
+            "phase_transition",
+            current_stage="Intake",
+            stages=("Intake", "Mapping"),
+            pipeline_status={"files_processed": True, "trades_mapped": False},
+        )
+        await run.flush()
+        await page.goto(web.run_url(run.run_id))
+        await page.wait("!document.querySelector('.pipeline').hidden")
+        assert await page.eval(FLAGS) == [
+            ["\u2713\nFiles processed", "true"],
+            ["\u25cb\nTrades mapped", "false"],
+        ]
+        await run.workflow_state(
+            "phase_transition",
+            current_stage="Mapping",
+            pipeline_status={"trades_mapped": True, "export_ready": False, "files_processed": True},
+        )
+        # No flags: they stay. These list the stages, so a page reading back from the
+        # newest change has its phases in its first page and must read on for the flags.
+        for _ in range(120):
+            await run.workflow_state(
+                "agents_changed", current_stage="Mapping", stages=("Intake", "Mapping")
+            )
+        for n in range(250):
+            await run.custom("page", {"n": n})
+        await run.flush()
+        shown = [
+            ["\u25cb\nExport ready", "false"],
+            ["\u2713\nFiles processed", "true"],
+            ["\u2713\nTrades mapped", "true"],
+        ]
+        head = (await client.get_run(run.run_id)).last_seq
+        view = "document.querySelector('#run-view')"
+        await page.wait(f"Number({view}.dataset.lastSeq) === {head}")
+        assert await page.eval(FLAGS) == shown
+        async with browser() as later:  # opens past the flags: the newest 200 events replayed
+            await later.goto(web.run_url(run.run_id))
+            await later.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === {head}")
+            await later.wait("!document.querySelector('.pipeline').hidden")
+            assert await later.eval(FLAGS) == shown
+            assert await later.errors() == []
         await run.complete()
         await run.close()
         assert await page.errors() == []

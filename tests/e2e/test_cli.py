@@ -1317,3 +1317,24 @@ async def test_a_run_of_one_step_is_counted_in_the_singular(
     assert watched.returncode == 0, watched.stderr
     assert " · slow · 1 step · " in watched.stdout
     assert "(1 step planned)" in watched.stdout
+
+
+async def test_watch_shows_a_workflows_pipeline_flags_by_name(
+    server_process: ServerProcess,
+) -> None:
+    """The manager reference's `pipeline_status` flags came with each phase and the CLI left
+    them out (found in review, parity52)."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("estimate")
+        await run.workflow_state(
+            "phase_transition",
+            current_stage="Mapping",
+            completion_percentage=40,
+            pipeline_status={"trades_mapped": False, "files_processed": True},
+        )
+        await run.complete()
+        await run.close()
+    watched = await cli("watch", run.run_id, "--target", server_process.target, "--plain")
+    assert watched.returncode == 0, watched.stderr
+    assert "Phase: Mapping (40%) · ✓ files processed · ○ trades mapped" in watched.stdout

@@ -506,10 +506,15 @@ class RunView:
                 return Note("📄", "artifact", f"Artifact {artifact.name}{kind}", "cyan")
             case runstream.WorkflowStateChange():
                 stage = payload.current_stage or payload.change_type
+                # The pipeline's flags by name (a map has no order of its own): ✓ done.
+                flags = "".join(
+                    f" · {'✓' if done else '○'} {name.replace('_', ' ')}"
+                    for name, done in sorted(payload.pipeline_status.items())
+                )
                 return Note(
                     "⇢",
                     "workflow",
-                    f"Phase: {stage} ({percent_text(payload.completion_percentage)})",
+                    f"Phase: {stage} ({percent_text(payload.completion_percentage)}){flags}",
                     "bold blue",
                 )
             case runstream.DecisionRequested():

@@ -212,6 +212,8 @@ export class RunModel {
   private phaseSeq = 0;
   /** The seq of the event that listed the phase's stages (a later one may name only the current). */
   private phaseStagesSeq = 0;
+  /** The pipeline's flags ("files_processed": true), from the newest change that gave any. */
+  pipeline: { seq: number; flags: Record<string, boolean> } | undefined;
   /** Step names by id, from the plan and from steps added when they started. */
   readonly stepNames = new Map<string, string>();
   private metricOverlay = new Map<string, { value: number; seq: number }>();
@@ -272,6 +274,7 @@ export class RunModel {
     for (const event of [...events].sort((a, b) => Number(a.seq) - Number(b.seq))) {
       const seq = Number(event.seq);
       const p = event.payload;
+      if (p.case === "workflowStateChange") this.setPipeline(seq, p.value.pipelineStatus);
       if (p.case === "thinking" && !this.thoughts.some((t) => t.seq === seq)) {
         this.thoughts.push({ seq, time: millis(event.eventTime), thinking: p.value });
       } else if (p.case === "modelAllocation") {
@@ -395,6 +398,11 @@ export class RunModel {
     if (stages.length) this.phaseStagesSeq = seq;
   }
 
+  /** A change's pipeline flags, unless it gave none or a newer change's are shown. */
+  private setPipeline(seq: number, flags: Record<string, boolean>): void {
+    if (Object.keys(flags).length > 0 && seq > (this.pipeline?.seq ?? 0)) this.pipeline = { seq, flags: { ...flags } };
+  }
+
   /** Whether the phase lists stages an event gave (not none for want of an earlier change). */
   get phaseHasStages(): boolean {
     return this.phaseStagesSeq > 0;
@@ -468,6 +476,7 @@ export class RunModel {
         break;
       case "workflowStateChange":
         if (p.value.stages.length > 0 || p.value.currentStage) this.setPhase(seq, p.value.currentStage, p.value.stages);
+        this.setPipeline(seq, p.value.pipelineStatus);
         break;
       case "decisionRequested": {
         const d = p.value;

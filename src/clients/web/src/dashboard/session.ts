@@ -198,8 +198,9 @@ export class RunSession {
     // panel lists (an agent not met by then was allocated before all of them).
     const enoughThoughts = () => model.thoughts.length >= THOUGHTS_KEPT;
     const enoughAgents = () => model.allocations.size >= MODELS_SHOWN;
-    // The newest change that lists the stages is the oldest one the phases need.
-    const enoughPhases = () => model.phaseHasStages;
+    // The newest change that lists the stages is the oldest one the phases need; the
+    // pipeline's flags may come from an older one (a run that gives none reads them all).
+    const enoughPhases = () => model.phaseHasStages && model.pipeline !== undefined;
     const reads = [
       { kind: EventKind.THINKING, enough: enoughThoughts },
       { kind: EventKind.MODEL_ALLOCATION, enough: enoughAgents },

@@ -191,6 +191,21 @@ export class RunView {
         },
       );
     }
+
+    // The pipeline's flags, by name: a map has no order of its own to keep.
+    const pipeline = $(this.root, ".pipeline");
+    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(([a], [b]) => a.localeCompare(b));
+    pipeline.hidden = flags.length === 0;
+    reconcile(
+      pipeline,
+      flags,
+      ([name]) => name,
+      ([name]) => h("li", { class: "flag" }, h("span", { class: "flag-mark" }), enumWords(name.toUpperCase())),
+      (el, [, done]) => {
+        attr(el, "data-done", String(done));
+        text($(el, ".flag-mark"), done ? "\u2713" : "\u25cb");
+      },
+    );
   }
 
   private renderDecisions(now: number): void {
@@ -437,6 +452,7 @@ function buildSkeleton(runId: string): HTMLElement {
       ),
       h("div", { class: "run-meta" }, h("span", { class: "run-meta-text" }), h("code", { class: "run-id" })),
       h("ol", { class: "phases", hidden: true }),
+      h("ul", { class: "pipeline", hidden: true, "aria-label": "Pipeline" }),
       h(
         "div",
         { class: "progress-row" },
