@@ -13,7 +13,7 @@ the ack, repeat), the counters are dumped, and the difference between a short an
 loop, divided by the events between them, is the figure per event: what a run's start, a
 watcher's connection and the stream's setup cost falls out of it. Each loop is a run of its
 own, of one workflow, after an uncounted first run: every run counted has its workflow's
-history, as a workflow run again and again does (its estimate is made again on every batch),
+history, as a workflow run again and again does (its estimate is made again on batches),
 where the ``message`` scenario's runs are each their server's first.
 """
 

@@ -8,6 +8,7 @@ import random
 import statistics
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import grpc
@@ -691,3 +692,48 @@ async def test_the_eta_counts_the_time_runs_spend_between_their_steps(stubs) -> 
     left = (estimate.end_time.ToDatetime(UTC) - now).total_seconds()
     true_left = 10 + 5 * 20  # step s2 itself, then five steps each with the time before it
     assert abs(left - true_left) / true_left < 0.2, left
+
+
+async def test_an_estimate_follows_the_clock_between_events_that_move_none_of_its_inputs(
+    stubs,  # type: ignore[no-untyped-def]
+) -> None:
+    """A batch of events that cannot move the estimate (custom ones here) makes it again
+    only every ESTIMATE_EVERY (0.5) seconds of the batches' time, where a run reporting a
+    hundred events a second made it again for each: what only the clock moves is still
+    told as it goes (a step at 10 % for 30 s of an expected 10), and a step's end at once."""
+    began = datetime.now(UTC) - timedelta(hours=2)
+    await newsletter(stubs, began, {"a": 10.0})
+    run = await create_run(stubs, "a", workflow="newsletter")
+    start = began + timedelta(hours=1)
+    step = ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=10))
+    await append(
+        stubs,
+        run.run_id,
+        timed(ev.RunEvent(run_started=ev.RunStarted()), start),
+        timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), start),
+        timed(step, start),
+    )
+    for n in range(1, 301):  # 30 s of custom events, ten a second
+        await append(stubs, run.run_id, timed(custom(n), start + timedelta(seconds=n / 10)))
+    page = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, filter="kind = ESTIMATE_UPDATED", page_size=200)
+    )
+    # As of when each was made (its end time less its remaining time), by the batches' time.
+    told = [
+        e.estimate_updated.estimate.end_time.ToDatetime(UTC)
+        - e.estimate_updated.estimate.remaining.ToTimedelta()
+        - start
+        for e in page.events
+    ]
+    assert told[-1] > timedelta(seconds=29), told  # told along the way, to the end
+    moved = told[1:]  # after the one made as the step started
+    assert len(moved) >= 10, told
+    assert all(b - a >= timedelta(seconds=0.5) for a, b in pairwise(moved)), told
+    done = timed(
+        ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")), start + timedelta(seconds=30.05)
+    )
+    await append(stubs, run.run_id, done, timed(custom(301), start + timedelta(seconds=30.06)))
+    page = await stubs.runs.ListEvents(
+        rs.ListEventsRequest(run_id=run.run_id, filter="kind = ESTIMATE_UPDATED", page_size=200)
+    )
+    assert len(page.events) == len(told) + 1  # an input: made again 0.05 s after the last

@@ -295,6 +295,10 @@ class KindRules:
     starts_run: bool = True
     """A PENDING run it is stored in starts (RUNNING); False for the run's creation, a status
     change, and the server's HealthChanged that marks a run never started STALLED."""
+    moves_estimate: bool = True
+    """It may move the run's estimate (its steps, items, start, status or the producer's own
+    figure): a producer batch holding one makes the estimate again; other batches do only
+    every :data:`~.insight.ESTIMATE_EVERY` seconds, when just the clock moved it."""
 
     def validate(self, path: str, payload: Message) -> None:
         for name in self.ids:
@@ -345,36 +349,58 @@ KINDS: dict[str, KindRules] = {
     "step_skipped": KindRules(ids=("step_id",)),
     # Negative counts are refused by the generic rules of .fields.
     "item_progress": KindRules(check=_item_progress),
-    "agent_activity": KindRules(step_refs=("step_id",), check=_agent_activity),
+    "agent_activity": KindRules(
+        step_refs=("step_id",), check=_agent_activity, moves_estimate=False
+    ),
     # Reasoning, model choices and streamed text are shown to watchers; snapshots stay small.
-    "thinking": KindRules(ranges=(("confidence", 0, 1),), changes_state=False),
+    "thinking": KindRules(
+        ranges=(("confidence", 0, 1),), changes_state=False, moves_estimate=False
+    ),
     "model_allocation": KindRules(
-        required=("model",), ranges=(("expected_cost_usd", 0, math.inf),), changes_state=False
+        required=("model",),
+        ranges=(("expected_cost_usd", 0, math.inf),),
+        changes_state=False,
+        moves_estimate=False,
     ),
-    "text_delta": KindRules(required=("message_id",), step_refs=("step_id",), changes_state=False),
-    "metrics_update": KindRules(step_refs=("step_id",), check=_metrics_update),
-    "milestone": KindRules(required=("title",)),
+    "text_delta": KindRules(
+        required=("message_id",), step_refs=("step_id",), changes_state=False, moves_estimate=False
+    ),
+    "metrics_update": KindRules(
+        step_refs=("step_id",), check=_metrics_update, moves_estimate=False
+    ),
+    "milestone": KindRules(required=("title",), moves_estimate=False),
     # Alerts and recoveries change health through the HealthChanged the server derives.
-    "alert": KindRules(required=("message",), step_refs=("step_id",), changes_state=False),
-    "error_recovery": KindRules(
-        required=("error_message",), step_refs=("step_id",), changes_state=False
+    "alert": KindRules(
+        required=("message",), step_refs=("step_id",), changes_state=False, moves_estimate=False
     ),
-    "artifact_produced": KindRules(required=("artifact.name",), step_refs=("artifact.step_id",)),
+    "error_recovery": KindRules(
+        required=("error_message",),
+        step_refs=("step_id",),
+        changes_state=False,
+        moves_estimate=False,
+    ),
+    "artifact_produced": KindRules(
+        required=("artifact.name",), step_refs=("artifact.step_id",), moves_estimate=False
+    ),
     # Phase changes are shown to watchers; steps carry the snapshot's progress.
     "workflow_state_change": KindRules(
-        required=("change_type",), ranges=(("completion_percentage", 0, 100),), changes_state=False
+        required=("change_type",),
+        ranges=(("completion_percentage", 0, 100),),
+        changes_state=False,
+        moves_estimate=False,
     ),
     "health_changed": KindRules(server_only=True, starts_run=False),
     "estimate_updated": KindRules(server_only=True),
     "decision_requested": KindRules(check=_validate_decision),
     "decision_resolved": KindRules(server_only=True),
     # The producer's own events; they do not change the snapshot.
-    "custom": KindRules(required=("type",), changes_state=False),
+    "custom": KindRules(required=("type",), changes_state=False, moves_estimate=False),
 }
 """Every event kind, by payload field name: see :class:`KindRules`."""
 
 SERVER_ONLY_FIELDS = frozenset(name for name, rules in KINDS.items() if rules.server_only)
 TERMINAL_FIELDS = frozenset(name for name, rules in KINDS.items() if rules.terminal)
+ESTIMATE_INPUTS = frozenset(name for name, rules in KINDS.items() if rules.moves_estimate)
 
 
 def kind_rules(path: str, name: str) -> KindRules:

@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
-from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS, kind_name
+from runstream_server.domain.events import (
+    ESTIMATE_INPUTS,
+    KIND_BY_FIELD,
+    TERMINAL_FIELDS,
+    kind_name,
+)
 from runstream_server.domain.health import TROUBLED, Troubles
 from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import TROUBLE_FIELDS, RunState, from_timestamp, to_timestamp
@@ -64,6 +69,7 @@ def fold(
     troubles = state.troubles.copy()  # the producer's events' troubles so far
     ended_at = ""  # the event of this batch that ended the run
     taken: dict[str, int] = {}  # the keys this batch's events took: key -> index
+    inputs_moved = False  # an event of the batch may move the estimate
     for i, event in enumerate(events):
         key = event.idempotency_key
         name = event.WhichOneof("payload") or ""
@@ -99,6 +105,7 @@ def fold(
             taken[key] = i
         if producer:
             spoken.append(event)
+            inputs_moved = inputs_moved or name in ESTIMATE_INPUTS
             if not draft.is_terminal:  # health and milestones right after what moved them
                 for extra in (
                     _health_moved(draft, event, name, troubles)
@@ -107,9 +114,12 @@ def fold(
                 ):
                     stage(extra, "server")
     if spoken and not draft.is_terminal:
-        as_of = from_timestamp(spoken[-1].event_time)
-        for extra in insight.estimate_again(draft, history, as_of, spoken):
-            stage(extra, "server")
+        when = spoken[-1].event_time
+        at = when.seconds + when.nanos / 1e9
+        if insight.estimate_due(draft, at, inputs_moved):
+            draft.estimated_at = at
+            for extra in insight.estimate_again(draft, history, from_timestamp(when), spoken):
+                stage(extra, "server")
     if staged:
         for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
             stage(extra, "server")

@@ -27,6 +27,10 @@ comes from the spread (interquartile range) of the history, widened by how far t
 pace is from it (a run three times slower than its history is not known to the history's
 precision), and so does the confidence.
 
+The estimate is made again after each producer batch that may move it (a step's start,
+progress or end, item counts, the run's status), and after other batches (custom events,
+thoughts, tokens) only every ESTIMATE_EVERY seconds: between those only the clock moves it.
+
 While a run waits for input or is paused its estimate is *held*: the remaining time stands
 still and the end time moves with the clock, until the run goes on.
 
@@ -57,6 +61,11 @@ MIN_RUNNING_REMAINING = 1.0
 # An estimate that moves only because the clock does (the run is late, the remaining time
 # stands still) is stored again at most once per this many seconds.
 DRIFT_INTERVAL = 5.0
+# A producer batch that moves none of the estimate's inputs (a custom event, a thought, a
+# token) makes it again only if this many seconds passed, by the batches' times, since it
+# was last made: meanwhile only the clock moved it, which a reader's count-down covers, and
+# a run reporting hundreds of events a second paid for a new estimate with every one.
+ESTIMATE_EVERY = 0.5
 # The longest remaining time an estimate says (100 years), whatever history or the producer
 # claims: its range stays a valid duration (its end time, see _end_time, a valid time).
 MAX_REMAINING = 3_155_760_000.0
@@ -97,7 +106,7 @@ class WorkflowHistory:
     # still in the window, as after a fresh read (a step absent from the newest `limit` runs
     # has none, whatever older runs said of it).
     _runs: deque[dict[str, float]] = field(default_factory=deque, repr=False)
-    # What the estimate reads on every producer batch changes only when a run completes:
+    # What the estimate reads at each producer batch changes only when a run completes:
     # made once per run learnt, on first use.
     _medians: dict[str, float] | None = field(default=None, repr=False)
     _fallback: float | None = field(default=None, repr=False)
@@ -282,8 +291,8 @@ def estimate_again(
         and run.status not in _HOLDING
         and history.runs
     ):
-        # Every producer batch of a workflow with history comes here: the remaining time
-        # alone tells whether the estimate moved, and only then is it made a message.
+        # Each producer batch of a workflow with history comes here (estimate_due): the time
+        # remaining alone tells whether the estimate moved, and only then is it a message.
         remaining, spread = _learned(state, history, now)
         made_at = now.timestamp()
         if not _moved(previous, remaining, min(made_at + remaining, _LAST_SECOND) - remaining):
@@ -293,6 +302,13 @@ def estimate_again(
     if not estimate_moved(previous, made):
         return []
     return [_updated(made)]
+
+
+def estimate_due(state: RunState, as_of: float, inputs_moved: bool) -> bool:
+    """Whether a producer batch at `as_of` (seconds since the epoch) makes the run's
+    estimate again: it moved the estimate's inputs (``KindRules.moves_estimate``), or
+    ESTIMATE_EVERY seconds passed since it was last made (a clock that went back: now)."""
+    return inputs_moved or not 0.0 <= as_of - state.estimated_at < ESTIMATE_EVERY
 
 
 def _updated(estimate: run_pb2.Estimate | None) -> event_pb2.RunEvent:

@@ -72,7 +72,15 @@ class RunState:
     rebuilt from the log on load.
     """
 
-    __slots__ = ("decisions", "milestones", "recent_activity", "run", "steps", "troubles")
+    __slots__ = (
+        "decisions",
+        "estimated_at",
+        "milestones",
+        "recent_activity",
+        "run",
+        "steps",
+        "troubles",
+    )
 
     def __init__(self, run: run_pb2.Run, steps: RunSteps | None = None) -> None:
         """`steps`: the run's steps already indexed (by :meth:`copy`)."""
@@ -83,6 +91,9 @@ class RunState:
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
+        self.estimated_at = 0.0
+        """When a producer batch last made the estimate again, by its time (seconds since
+        the epoch); 0.0: not since the run was loaded."""
 
     @classmethod
     def new(cls, run_id: str) -> RunState:
@@ -105,6 +116,7 @@ class RunState:
         state.milestones = set(self.milestones)
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
+        state.estimated_at = self.estimated_at
         return state
 
     def open_decisions(self) -> list[decision_pb2.Decision]:
