@@ -54,9 +54,14 @@ async def _opened(call: grpc.aio.Call, on_link: OnLink, cursor: int) -> None:
         on_link(WatchLink(LinkState.LIVE, cursor))
 
 
-def _lost(on_link: OnLink | None, cursor: int, exc: grpc.aio.AioRpcError, delay: float) -> None:
+def _lost(
+    on_link: OnLink | None, cursor: int, exc: grpc.aio.AioRpcError | None, delay: float
+) -> None:
+    """Tells `on_link` the stream was lost (`exc`; None: the server ended it) and when the
+    next attempt comes."""
     if on_link is not None:
-        on_link(WatchLink(LinkState.RECONNECTING, cursor, error_from_rpc(exc), delay))
+        error = None if exc is None else error_from_rpc(exc)
+        on_link(WatchLink(LinkState.RECONNECTING, cursor, error, delay))
 
 
 async def watch_run(
@@ -190,8 +195,7 @@ async def watch_runs(
                     yield RunsUpdate(runs=tuple(runs), initial=False)
             _log.info("the server ended the runs watch; reconnecting")
             delay = backoff.next_delay()
-            if on_link is not None:
-                on_link(WatchLink(LinkState.RECONNECTING, 0, None, delay))
+            _lost(on_link, 0, None, delay)
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
