@@ -127,3 +127,39 @@ async def test_watches_lost_to_a_restart_say_reconnecting_then_live_again(
     assert set(states(links)[2:-1]) == {LinkState.RECONNECTING}
     assert links[-1] == WatchLink(LinkState.LIVE, 3)
     assert set(states(runs_links)[2:-1]) == {LinkState.RECONNECTING}
+
+
+async def test_a_watch_live_again_after_an_outage_has_its_whole_reconnect_timeout_again(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Found in review: the outage a watch reconnected from ended only with a message, so a
+    watch LIVE again on a quiet run (nothing sent for 2.5 s) that lost its server once more
+    gave up at once with UnavailableError, never saying RECONNECTING."""
+    config = server_config(tmp_path / "twice.db", address=f"127.0.0.1:{free_port()}")
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        async with runstream.connect(server.target, reconnect_timeout=2) as client:
+            run = await client.start_run("quiet")
+            await run.flush()
+            head = (await client.get_run(run.run_id)).last_seq
+            links: list[WatchLink] = []
+            async with following(client, run.run_id, links, after_seq=head) as seen:
+                await eventually(lambda: states(links)[-1:] == [LinkState.LIVE])
+                await server.stop(grace=0.2)
+                await asyncio.sleep(1.2)  # lost for 1.2 s of its 2
+                server = RunstreamServer(config)
+                await server.start()
+                await eventually(lambda: states(links)[-1] == LinkState.LIVE)
+                await asyncio.sleep(2.5)  # live, with nothing to send
+                again = len(links)
+                await server.stop(grace=0.2)
+                await eventually(lambda: LinkState.RECONNECTING in states(links[again:]))
+                server = RunstreamServer(config)
+                await server.start()
+                await eventually(lambda: states(links)[-1] == LinkState.LIVE)
+                await run.custom("tick", {})
+                await eventually(lambda: len(seen) == 1)
+            await run.close()
+    finally:
+        await server.stop(grace=0.5)

@@ -45,13 +45,16 @@ _log = logging.getLogger("runstream.watch")
 OnLink = Callable[[WatchLink], object]
 
 
-async def _opened(call: grpc.aio.Call, on_link: OnLink, cursor: int) -> None:
-    """Tells `on_link` the stream is LIVE once the server accepted it: its response headers
-    came (a server sends them as it accepts a watch; an older one with its first message),
-    and not as the end of a call it refused."""
+async def _opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, cursor: int) -> None:
+    """Once the server accepted the stream (its response headers came: a server sends them
+    as it accepts a watch, an older one with its first message; not as the end of a call it
+    refused), the outage is over and `on_link` hears LIVE. A watch that was LIVE and is lost
+    again gets the whole reconnect_timeout again, though no message came meanwhile."""
     await call.initial_metadata()
     if not call.done() or await call.code() == grpc.StatusCode.OK:
-        on_link(WatchLink(LinkState.LIVE, cursor))
+        outage.recovered()
+        if on_link is not None:
+            on_link(WatchLink(LinkState.LIVE, cursor))
 
 
 def _lost(
@@ -91,8 +94,7 @@ async def watch_run(
         request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
         try:
-            if on_link is not None:
-                await _opened(call, on_link, cursor)
+            await _opened(call, outage, on_link, cursor)
             async for response in call:
                 outage.recovered()
                 backoff.reset()
@@ -170,8 +172,7 @@ async def watch_runs(
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
-            if on_link is not None:
-                await _opened(call, on_link, 0)
+            await _opened(call, outage, on_link, 0)
             async for response in call:
                 outage.recovered()
                 backoff.reset()
