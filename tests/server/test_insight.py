@@ -737,3 +737,31 @@ async def test_an_estimate_follows_the_clock_between_events_that_move_none_of_it
         rs.ListEventsRequest(run_id=run.run_id, filter="kind = ESTIMATE_UPDATED", page_size=200)
     )
     assert len(page.events) == len(told) + 1  # an input: made again 0.05 s after the last
+
+
+async def test_a_run_is_estimated_as_soon_as_its_workflow_has_history(
+    stubs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Found in review: a batch of custom events 0.3 s after the last estimate skipped the
+    first one the workflow's new history allowed, and a quiet run then said "unknown"."""
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    run = await create_run(stubs, "a", workflow="first-of-its-kind")
+    await append(
+        stubs,
+        run.run_id,
+        timed(ev.RunEvent(run_started=ev.RunStarted()), start),
+        timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), start),
+    )
+    await append(stubs, run.run_id, timed(custom(1), start + timedelta(seconds=60)))
+    get = rs.GetRunRequest(run_id=run.run_id)
+    assert not (await stubs.runs.GetRun(get)).run.HasField("estimate")  # no history yet
+    past = await create_run(stubs, "a", workflow="first-of-its-kind")
+    await append(
+        stubs,
+        past.run_id,
+        timed(ev.RunEvent(run_started=ev.RunStarted()), start - timedelta(hours=2)),
+        timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), start - timedelta(hours=2)),
+        timed(ev.RunEvent(run_completed=ev.RunCompleted()), start - timedelta(hours=1)),
+    )
+    await append(stubs, run.run_id, timed(custom(2), start + timedelta(seconds=60.3)))
+    assert (await stubs.runs.GetRun(get)).run.HasField("estimate")

@@ -116,8 +116,8 @@ def fold(
     if spoken and not draft.is_terminal:
         when = spoken[-1].event_time
         at = when.seconds + when.nanos / 1e9
-        if insight.estimate_due(draft, at, inputs_moved):
-            draft.estimated_at = at
+        if insight.estimate_due(draft, history, at, inputs_moved):
+            draft.estimated_at, draft.estimated_from = at, history.version
             for extra in insight.estimate_again(draft, history, from_timestamp(when), spoken):
                 stage(extra, "server")
     if staged:

@@ -41,6 +41,7 @@ would move the end time by its own elapsed time and store another EstimateUpdate
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -95,11 +96,17 @@ class InsightPolicy:
     runs other replicas completed reach it only so (it follows only the runs it holds)."""
 
 
+_VERSIONS = itertools.count(1)
+
+
 @dataclass
 class WorkflowHistory:
     """Durations learned from a workflow's newest successful runs."""
 
     limit: int
+    version: int = field(default_factory=lambda: next(_VERSIONS), init=False)
+    """Another number for every history made and every run it learns, process-wide: an
+    estimate made from one version is made again from the next (:func:`estimate_due`)."""
     steps: dict[str, deque[float]] = field(default_factory=dict)
     totals: deque[float] = field(default_factory=deque)
     # Each learnt run's step durations, newest last: a step's samples are those of the runs
@@ -121,6 +128,7 @@ class WorkflowHistory:
         if not run.HasField("start_time") or not run.HasField("end_time"):
             return
         self._medians = self._usual = self._spread = self._overhead = None
+        self.version = next(_VERSIONS)
         total = _seconds_between(run.start_time, run.end_time)
         self.totals.append(total)
         durations = {
@@ -304,11 +312,18 @@ def estimate_again(
     return [_updated(made)]
 
 
-def estimate_due(state: RunState, as_of: float, inputs_moved: bool) -> bool:
+def estimate_due(
+    state: RunState, history: WorkflowHistory, as_of: float, inputs_moved: bool
+) -> bool:
     """Whether a producer batch at `as_of` (seconds since the epoch) makes the run's
-    estimate again: it moved the estimate's inputs (``KindRules.moves_estimate``), or
+    estimate again: it moved the estimate's inputs (``KindRules.moves_estimate``), the
+    workflow's history learned a run since (a first estimate, new medians), or
     ESTIMATE_EVERY seconds passed since it was last made (a clock that went back: now)."""
-    return inputs_moved or not 0.0 <= as_of - state.estimated_at < ESTIMATE_EVERY
+    return (
+        inputs_moved
+        or history.version != state.estimated_from
+        or not 0.0 <= as_of - state.estimated_at < ESTIMATE_EVERY
+    )
 
 
 def _updated(estimate: run_pb2.Estimate | None) -> event_pb2.RunEvent:

@@ -75,6 +75,7 @@ class RunState:
     __slots__ = (
         "decisions",
         "estimated_at",
+        "estimated_from",
         "milestones",
         "recent_activity",
         "run",
@@ -94,6 +95,8 @@ class RunState:
         self.estimated_at = 0.0
         """When a producer batch last made the estimate again, by its time (seconds since
         the epoch); 0.0: not since the run was loaded."""
+        self.estimated_from = 0
+        """The version of the workflow's history that estimate was made from."""
 
     @classmethod
     def new(cls, run_id: str) -> RunState:
@@ -117,6 +120,7 @@ class RunState:
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
         state.estimated_at = self.estimated_at
+        state.estimated_from = self.estimated_from
         return state
 
     def open_decisions(self) -> list[decision_pb2.Decision]:
