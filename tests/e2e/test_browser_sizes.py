@@ -572,13 +572,18 @@ async def test_a_runs_pipeline_flags_show_live_and_from_before_the_replayed_even
         await page.goto(web.run_url(run.run_id))
         await page.wait("!document.querySelector('.pipeline').hidden")
         assert await page.eval(FLAGS) == [
-            ["\u2713\nFiles processed", "true"],
-            ["\u25cb\nTrades mapped", "false"],
+            ["\u2713\nfiles processed", "true"],
+            ["\u25cb\ntrades mapped", "false"],
         ]
         await run.workflow_state(
             "phase_transition",
             current_stage="Mapping",
-            pipeline_status={"trades_mapped": True, "export_ready": False, "files_processed": True},
+            pipeline_status={
+                "trades_mapped": True,
+                "export_ready": False,
+                "files_processed": True,
+                "QA_passed": False,  # names as given, in code point order as the CLI has them
+            },
         )
         # No flags: they stay. These list the stages, so a page reading back from the
         # newest change has its phases in its first page and must read on for the flags.
@@ -590,9 +595,10 @@ async def test_a_runs_pipeline_flags_show_live_and_from_before_the_replayed_even
             await run.custom("page", {"n": n})
         await run.flush()
         shown = [
-            ["\u25cb\nExport ready", "false"],
-            ["\u2713\nFiles processed", "true"],
-            ["\u2713\nTrades mapped", "true"],
+            ["\u25cb\nQA passed", "false"],
+            ["\u25cb\nexport ready", "false"],
+            ["\u2713\nfiles processed", "true"],
+            ["\u2713\ntrades mapped", "true"],
         ]
         head = (await client.get_run(run.run_id)).last_seq
         view = "document.querySelector('#run-view')"

@@ -1331,10 +1331,12 @@ async def test_watch_shows_a_workflows_pipeline_flags_by_name(
             "phase_transition",
             current_stage="Mapping",
             completion_percentage=40,
-            pipeline_status={"trades_mapped": False, "files_processed": True},
+            pipeline_status={"trades_mapped": False, "files_processed": True, "QA_passed": True},
         )
         await run.complete()
         await run.close()
     watched = await cli("watch", run.run_id, "--target", server_process.target, "--plain")
     assert watched.returncode == 0, watched.stderr
-    assert "Phase: Mapping (40%) · ✓ files processed · ○ trades mapped" in watched.stdout
+    assert (
+        "Phase: Mapping (40%) · ✓ QA passed · ✓ files processed · ○ trades mapped" in watched.stdout
+    )

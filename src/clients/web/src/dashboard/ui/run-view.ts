@@ -192,15 +192,16 @@ export class RunView {
       );
     }
 
-    // The pipeline's flags, by name: a map has no order of its own to keep.
+    // The pipeline's flags, by name (code point order, as the CLI's): a map has no order of
+    // its own to keep. Names as given, underscores as spaces ("QA_passed": "QA passed").
     const pipeline = $(this.root, ".pipeline");
-    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(([a], [b]) => a.localeCompare(b));
+    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     pipeline.hidden = flags.length === 0;
     reconcile(
       pipeline,
       flags,
       ([name]) => name,
-      ([name]) => h("li", { class: "flag" }, h("span", { class: "flag-mark" }), enumWords(name.toUpperCase())),
+      ([name]) => h("li", { class: "flag" }, h("span", { class: "flag-mark" }), name.replace(/_/g, " ")),
       (el, [, done]) => {
         attr(el, "data-done", String(done));
         text($(el, ".flag-mark"), done ? "\u2713" : "\u25cb");
