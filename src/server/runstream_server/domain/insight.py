@@ -29,7 +29,8 @@ precision), and so does the confidence.
 
 The estimate is made again after each producer batch that may move it (a step's start,
 progress or end, item counts, the run's status), and after other batches (custom events,
-thoughts, tokens) only every ESTIMATE_EVERY seconds: between those only the clock moves it.
+thoughts, tokens) only every ESTIMATE_EVERY seconds, or once the workflow's history learned a
+run: between those only the clock moves it.
 
 While a run waits for input or is paused its estimate is *held*: the remaining time stands
 still and the end time moves with the clock, until the run goes on.
