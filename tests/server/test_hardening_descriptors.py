@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from runstream_server.api.decoding import safe_deserializer
 from runstream_server.app import SERVICE_NAMES
 from runstream_server.domain.fields import (
     CHECKED_BY_SERVICER,
@@ -144,8 +145,79 @@ def test_each_limit_bites_with_the_field_named(root: Descriptor, path: Path) -> 
             check_message(later, getattr(request, later))
     else:
         with pytest.raises(InvalidArgument) as info:
-            check_request(request)
+            check_both_ways(request)
     assert info.value.field == where
+
+
+def check_both_ways(request: Message) -> None:
+    """check_request on the message alone, and as the server's decoding calls it, with the
+    request's encoding (which lets it skip checks the bytes show it cannot fail): the two
+    must agree, passing or naming the same field the same way."""
+    outcomes = []
+    for encoded in (None, request.SerializeToString()):
+        try:
+            check_request(request, encoded)
+        except InvalidArgument as exc:
+            outcomes.append(exc)
+        else:
+            outcomes.append(None)
+    plain, decoded = outcomes
+    assert str(plain) == str(decoded)
+    if decoded is not None:
+        raise decoded
+
+
+# --- numbers: every float a client can send is finite ------------------------------------------
+
+
+def _holds_floats(field: FieldDescriptor) -> bool:
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        field = entry.fields_by_name["value"]
+    return field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+
+
+FLOATS = [
+    (root, path)
+    for root, path in reachable_fields()
+    if _holds_floats(path[-1]) and CHECKED_BY_SERVICER.get(root.full_name) != path[0].name
+]
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(
+    ("root", "path"),
+    FLOATS,
+    ids=[path[-1].full_name.removeprefix("runstream.v1.") for _, path in FLOATS],
+)
+def test_every_float_refuses_what_is_not_a_finite_number_as_decoded(
+    root: Descriptor, path: Path, number: float
+) -> None:
+    """Through the server's own decoding of the request's bytes, which skips the check for
+    bytes that cannot hold such a number: it must not skip these."""
+    request, target, where = _leading_to(root, path)
+    field = path[-1]
+    if field.message_type is not None:  # a map of numbers
+        getattr(target, field.name)["k"] = number
+        where.append(f"{field.name}['k']")
+    elif field.is_repeated:
+        getattr(target, field.name).append(number)
+        where.append(f"{field.name}[0]")
+    else:
+        setattr(target, field.name, number)
+        where.append(field.name)
+    decode = safe_deserializer(GetMessageClass(root).FromString)
+    refused = decode(request.SerializeToString())
+    assert isinstance(refused, InvalidArgument)
+    assert str(refused) == f"{'.'.join(where)}: must be a finite number"
+    if not field.is_repeated:  # the same request with a finite number passes
+        setattr(target, field.name, 2.5)
+        assert not isinstance(decode(request.SerializeToString()), InvalidArgument)
+
+
+def test_the_walk_reached_the_float_fields() -> None:
+    names = {path[-1].full_name.removeprefix("runstream.v1.") for _, path in FLOATS}
+    assert {"StepProgress.percent", "MetricsUpdate.values", "Target.value"} <= names
 
 
 # --- control characters: names refuse them, free text keeps them -----------------------------
@@ -238,7 +310,7 @@ def _check(root: Descriptor, path: Path, request: Message) -> None:
     if later == path[0].name:
         check_message(later, getattr(request, later))
     else:
-        check_request(request)
+        check_both_ways(request)
 
 
 @pytest.mark.parametrize(
@@ -288,3 +360,26 @@ def test_a_map_key_is_a_name_whatever_its_values(root: Descriptor, path: Path) -
     assert str(info.value) == (
         f"{where}: the key must not contain control characters (U+0009 at 2)"
     )
+
+
+def test_a_field_named_as_a_python_keyword_is_checked_too() -> None:
+    """The checks are compiled from the descriptors into Python source: a field protobuf
+    allows but Python reserves (``from``, ``class``) is read by name all the same."""
+    from google.protobuf import descriptor_pb2
+
+    file = descriptor_pb2.FileDescriptorProto(name="keywords.proto", package="kw", syntax="proto3")
+    odd = file.message_type.add(name="Odd")
+    odd.field.add(name="from", number=1, type=FieldDescriptor.TYPE_STRING, label=1)
+    odd.field.add(name="class", number=2, type=FieldDescriptor.TYPE_INT64, label=1)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    message = GetMessageClass(pool.FindMessageTypeByName("kw.Odd"))()
+    setattr(message, "from", "a\tb")
+    with pytest.raises(InvalidArgument) as info:
+        check_message("", message)
+    assert str(info.value) == "from: must not contain control characters (U+0009 at 1)"
+    setattr(message, "from", "ab")
+    setattr(message, "class", -1)
+    with pytest.raises(InvalidArgument) as info:
+        check_message("", message)
+    assert str(info.value) == "class: must not be negative, got -1"

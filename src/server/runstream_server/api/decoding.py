@@ -56,7 +56,7 @@ def safe_deserializer(deserialize: Deserializer) -> Deserializer:
             )
         if isinstance(message, Message) and message.DESCRIPTOR.full_name.startswith(PACKAGE):
             try:
-                check_request(message)
+                check_request(message, data)
             except InvalidArgument as exc:
                 return exc
         return message

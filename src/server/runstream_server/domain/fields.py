@@ -22,18 +22,22 @@ server does: ``events[2].agent_activity.activity: 999 is not a known AgentActivi
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from runstream_server.errors import InvalidArgument
 
 PACKAGE = "runstream.v1"
+STRUCT_TYPE = "google.protobuf.Struct"
+
+_Check = Callable[[Any], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +261,7 @@ def needs_limit(field: FieldDescriptor) -> bool:
     if _is_repeated(field):
         return True
     message = field.message_type
-    return message is not None and message.full_name == "google.protobuf.Struct"
+    return message is not None and message.full_name == STRUCT_TYPE
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
@@ -273,21 +277,22 @@ def limit_of(field: FieldDescriptor) -> Limit:
 CHECKED_BY_SERVICER: dict[str, str] = {"runstream.v1.InteractRequest": "answer"}
 
 
-def check_request(message: Message) -> None:
-    """Raises InvalidArgument naming the first field that breaks a rule; see the module doc."""
+def check_request(message: Message, encoded: bytes | None = None) -> None:
+    """Raises InvalidArgument naming the first field that breaks a rule; see the module doc.
+    Given the request as it came on the wire, skips the checks it cannot fail (:func:`_plain`)."""
     later = CHECKED_BY_SERVICER.get(message.DESCRIPTOR.full_name)
     if later is not None and message.HasField(later):
         rest = type(message)()
         rest.CopyFrom(message)
         rest.ClearField(later)
         message = rest
-    check_message("", message)
+    check_message("", message, plain=encoded is not None and _plain(encoded))
 
 
-def check_message(path: str, message: Message) -> None:
+def check_message(path: str, message: Message, *, plain: bool = False) -> None:
     """The same rules for a message found at `path` inside a request (``events[2]``)."""
     try:
-        _check_message(message)
+        _check_message(message, plain)
     except _Broken as broken:
         where = "".join(reversed(broken.segments)).lstrip(".")
         raise InvalidArgument(f"{path}.{where}" if path else where, broken.problem) from None
@@ -303,49 +308,188 @@ class _Broken(Exception):
         self.segments: list[str] = []
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How to check one field, worked out once per field descriptor: the segment it adds to
-    a broken rule's path, and the check of its whole value (one value, a list or a map)."""
-
-    segment: str
-    check: Callable[[Any], None]
+_CHECKS: tuple[dict[Descriptor, _Check], dict[Descriptor, _Check]] = ({}, {})
+"""Per message type, the check of one message of it, compiled on first use: in full
+(``_CHECKS[False]``), and for a request whose encoding holds no Struct past a limit and no
+number that is not finite (``_CHECKS[True]``, see :func:`_plain`), without those checks."""
 
 
-_PLANS: dict[FieldDescriptor, _Plan] = {}
+def _check_message(message: Message, plain: bool = False) -> None:
+    descriptor = cast(Descriptor, message.DESCRIPTOR)
+    check = _CHECKS[plain].get(descriptor) or _checker(descriptor, plain)
+    check(message)
 
 
-def _plan(field: FieldDescriptor) -> _Plan:
-    plan = _PLANS.get(field)
-    if plan is None:
-        plan = _PLANS[field] = _Plan(f".{field.name}", _field_check(field))
-    return plan
+def _checker(descriptor: Descriptor, plain: bool) -> _Check:
+    check = _CHECKS[plain].get(descriptor)
+    if check is None:
+        special = _SPECIAL.get(descriptor.full_name)
+        check = _CHECKS[plain][descriptor] = special or _compile(descriptor, plain)
+    return check
 
 
-def _check_message(message: Message) -> None:
-    special = _SPECIAL.get(message.DESCRIPTOR.full_name)
-    if special is not None:
-        special(message)
-        return
-    for field, value in message.ListFields():
-        plan = _PLANS.get(field) or _plan(field)
-        try:
-            plan.check(value)
-        except _Broken as broken:
-            broken.segments.append(plan.segment)
-            raise
+_SMALLEST_STRUCT = min(
+    limit.struct_bytes for limit in (*FIELD_LIMITS.values(), DEFAULT_LIMIT) if limit.struct_bytes
+)
 
 
-def _field_check(field: FieldDescriptor) -> Callable[[Any], None]:
+def _plain(encoded: bytes) -> bool:
+    """Whether a request, as it came on the wire, can hold neither a Struct past its limit
+    (it is smaller than the smallest limit) nor a number that is not finite: a NaN or an
+    infinity is a float whose exponent bits are all set, so that its last byte
+    (little-endian) is 0x7F or 0xFF, and requests rarely hold either byte (UTF-8 text never
+    holds 0xFF). Such a request skips both checks, which are most of what the field rules
+    cost a small event with a Struct in it."""
+    return len(encoded) <= _SMALLEST_STRUCT and 0x7F not in encoded and 0xFF not in encoded
+
+
+def _compile(descriptor: Descriptor, plain: bool) -> _Check:
+    """The check of a message of this type as one Python function, written out field by
+    field: a request holds few of its fields, and reading each by name where it holds a
+    string or a number costs less than listing the set ones and looking their checks up,
+    which is paid for every event a producer sends.
+
+    Fields are checked in field number order, a oneof at its first member's place; a field
+    at its default (an empty string, a zero, an absent message) breaks no rule and is
+    skipped. A message field's check is compiled when first needed, so that messages that
+    hold each other compile. The source is made from the descriptors alone."""
+    lines = ["def check(m):"]
+    scope: dict[str, Any] = {"_Broken": _Broken, "_fail": _failed, "_search": _CONTROL.search}
+    oneofs: set[str] = set()
+    for field in sorted(descriptor.fields, key=lambda f: f.number):
+        oneof = field.containing_oneof
+        if oneof is None or _synthetic(oneof):
+            lines += _field_lines(field, scope, plain)
+        elif oneof.name not in oneofs:
+            oneofs.add(oneof.name)
+            members: dict[str, _Check] = {}
+            for member in oneof.fields:
+                members[member.name] = _member_check(member, members, plain)
+            scope[f"o_{oneof.name}"] = members
+            lines += [f"    w = m.WhichOneof({oneof.name!r})", "    if w is not None:"]
+            lines += _guarded(f"o_{oneof.name}[w](getattr(m, w))", "'.' + w")
+    lines.append("    return None")
+    exec("\n".join(lines), scope)
+    return scope["check"]  # type: ignore[no-any-return]
+
+
+def _field_lines(field: FieldDescriptor, scope: dict[str, Any], plain: bool) -> list[str]:
+    """The lines that check one field of `m` (outside a oneof)."""
+    read, segment, kind = _attribute(field), f".{field.name}", field.type
+    check = f"c_{field.name}"
+    scope[check] = _member_check(field, scope, plain, check)
+    if scope[check] is _check_nothing:
+        return []
+    call = f"        _fail({check}, v, {segment!r})"  # a value that breaks a rule
+    if _is_repeated(field) and _is_message(field) and not _is_map(field):
+        each = f"k_{field.name}"
+        scope[each] = _member_check(field, scope, plain, each, each_item=True)
+        items = limit_of(field).items or DEFAULT_LIMIT.items
+        return [
+            f"    v = m{read}",
+            f"    if len(v) > {items}:",
+            call,
+            "    i = 0",
+            "    for x in v:",
+            *_guarded(f"{each}(x)", f"{segment!r}, f'[{{i}}]'", indent=8),
+            "        i += 1",
+        ]
+    if _is_repeated(field) or kind == FieldDescriptor.TYPE_BYTES:
+        return [f"    v = m{read}", "    if v:", call]
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        has = f"    if m.HasField({field.name!r}):"
+        return [has, *_guarded(f"{check}(m{read})", repr(segment))]
+    if kind == FieldDescriptor.TYPE_STRING:
+        chars = limit_of(field).chars or DEFAULT_LIMIT.chars
+        name_rule = "" if limit_of(field).free_text else " or _search(v) is not None"
+        return [f"    v = m{read}", f"    if v and (len(v) > {chars}{name_rule}):", call]
+    if kind in _INTEGER_TYPES:
+        return [f"    v = m{read}", "    if v < 0:", call]
+    return [f"    v = m{read}", "    if v:", call]  # an enum's or a float's
+
+
+def _attribute(field: FieldDescriptor) -> str:
+    """How the source reads the field of ``m``: ``.name``, or by getattr for a name that is
+    a Python keyword (protobuf keeps those names, reachable only that way)."""
+    if keyword.iskeyword(field.name):
+        return f".__getattribute__({field.name!r})"
+    return f".{field.name}"
+
+
+def _guarded(call: str, segments: str, indent: int = 8) -> list[str]:
+    """Lines that make a call, adding `segments` (source of a tuple's items, the outer one
+    first) to the path of a rule it finds broken; free until one is."""
+    pad = " " * indent
+    return [
+        f"{pad}try:",
+        f"{pad}    {call}",
+        f"{pad}except _Broken as broken:",
+        f"{pad}    broken.segments += reversed(({segments},))",
+        f"{pad}    raise",
+    ]
+
+
+def _member_check(
+    field: FieldDescriptor,
+    table: dict[str, Any],
+    plain: bool,
+    key: str = "",
+    *,
+    each_item: bool = False,
+) -> _Check:
+    """The check of a field's value (of each item of a repeated message field when
+    `each_item`); a message's is compiled on its first call, and put in `table` under `key`
+    (the field's name by default) in its place."""
+    message = field.message_type
+    one = each_item or not _is_repeated(field)
+    if plain and one and (field.type in _FLOAT_TYPES or _is_struct(field)):
+        return _check_nothing
+    if message is None or not one or _is_struct(field):
+        return _field_check(field, plain)
+
+    def first(value: Any) -> None:
+        check = table[key or field.name] = _checker(message, plain)
+        check(value)
+
+    return first
+
+
+def _is_message(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and not _is_struct(field)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _is_struct(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.full_name == STRUCT_TYPE
+
+
+def _synthetic(oneof: Any) -> bool:
+    """Whether a oneof is the one protobuf makes for a proto3 ``optional`` field."""
+    return len(oneof.fields) == 1 and oneof.name == f"_{oneof.fields[0].name}"
+
+
+def _failed(check: _Check, value: Any, segment: str) -> None:
+    """Runs a field's check; a broken rule gets the field's segment of the path."""
+    try:
+        check(value)
+    except _Broken as broken:
+        broken.segments.append(segment)
+        raise
+
+
+def _field_check(field: FieldDescriptor, plain: bool = False) -> _Check:
     limit = limit_of(field)
     entry = field.message_type
     if entry is not None and entry.GetOptions().map_entry:
-        return _map_check(limit, _value_check(entry.fields_by_name["value"], limit))
-    one = _value_check(field, limit)
+        return _map_check(limit, _value_check(entry.fields_by_name["value"], limit, plain))
+    one = _value_check(field, limit, plain)
     return _list_check(limit.items, one) if _is_repeated(field) else one
 
 
-def _list_check(items: int, one: Callable[[Any], None]) -> Callable[[Any], None]:
+def _list_check(items: int, one: _Check) -> _Check:
     def check(values: Any) -> None:
         if len(values) > items:
             raise _Broken(f"has {len(values)} entries; the limit is {items}")
@@ -359,7 +503,7 @@ def _list_check(items: int, one: Callable[[Any], None]) -> Callable[[Any], None]
     return check
 
 
-def _map_check(limit: Limit, one: Callable[[Any], None]) -> Callable[[Any], None]:
+def _map_check(limit: Limit, one: _Check) -> _Check:
     key_chars = limit.key_chars or DEFAULT_LIMIT.key_chars
 
     def check(entries: Any) -> None:
@@ -379,7 +523,7 @@ def _map_check(limit: Limit, one: Callable[[Any], None]) -> Callable[[Any], None
     return check
 
 
-def _value_check(field: FieldDescriptor, limit: Limit) -> Callable[[Any], None]:
+def _value_check(field: FieldDescriptor, limit: Limit, plain: bool) -> _Check:
     """The check of one value of `field` (each item of a list, each value of a map)."""
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING or kind == FieldDescriptor.TYPE_BYTES:
@@ -400,9 +544,9 @@ def _value_check(field: FieldDescriptor, limit: Limit) -> Callable[[Any], None]:
         return check_length_and_name
     if kind == FieldDescriptor.TYPE_MESSAGE:
         assert field.message_type is not None
-        if field.message_type.full_name == "google.protobuf.Struct":
-            return lambda value: _check_struct(value, limit)
-        return _SPECIAL.get(field.message_type.full_name, _check_message)
+        if field.message_type.full_name == STRUCT_TYPE:
+            return _check_nothing if plain else lambda value: _check_struct(value, limit)
+        return lambda value: _check_message(value, plain)
     if kind == FieldDescriptor.TYPE_ENUM:
         assert field.enum_type is not None
         values = frozenset(field.enum_type.values_by_number)
@@ -416,7 +560,7 @@ def _value_check(field: FieldDescriptor, limit: Limit) -> Callable[[Any], None]:
     if kind in _INTEGER_TYPES:
         return _check_not_negative
     if kind in _FLOAT_TYPES:
-        return _check_finite
+        return _check_nothing if plain else _check_finite
     return _check_nothing  # bools and unsigned integers hold nothing to refuse
 
 
@@ -465,7 +609,7 @@ def _check_struct(value: Message, limit: Limit) -> None:
     # A NaN or an infinity is a double whose exponent bits are all set, so its last byte
     # (little-endian) is 0x7F or 0xFF. Encoded Structs rarely hold either byte (UTF-8 text
     # never holds 0xFF), so most skip the walk through every value.
-    if b"\x7f" not in encoded and b"\xff" not in encoded:
+    if 0x7F not in encoded and 0xFF not in encoded:  # ints: a byte string's search is slower
         return
     for number in _struct_numbers(value):
         if not math.isfinite(number):
