@@ -153,7 +153,7 @@ def check_both_ways(request: Message) -> None:
     """check_request on the message alone, and as the server's decoding calls it, with the
     request's encoding (which lets it skip checks the bytes show it cannot fail): the two
     must agree, passing or naming the same field the same way."""
-    outcomes = []
+    outcomes: list[InvalidArgument | None] = []
     for encoded in (None, request.SerializeToString()):
         try:
             check_request(request, encoded)
@@ -195,24 +195,13 @@ def test_every_float_refuses_what_is_not_a_finite_number_as_decoded(
 ) -> None:
     """Through the server's own decoding of the request's bytes, which skips the check for
     bytes that cannot hold such a number: it must not skip these."""
-    request, target, where = _leading_to(root, path)
-    field = path[-1]
-    if field.message_type is not None:  # a map of numbers
-        getattr(target, field.name)["k"] = number
-        where.append(f"{field.name}['k']")
-    elif field.is_repeated:
-        getattr(target, field.name).append(number)
-        where.append(f"{field.name}[0]")
-    else:
-        setattr(target, field.name, number)
-        where.append(field.name)
+    request, where = _holding(root, path, number)
     decode = safe_deserializer(GetMessageClass(root).FromString)
     refused = decode(request.SerializeToString())
     assert isinstance(refused, InvalidArgument)
-    assert str(refused) == f"{'.'.join(where)}: must be a finite number"
-    if not field.is_repeated:  # the same request with a finite number passes
-        setattr(target, field.name, 2.5)
-        assert not isinstance(decode(request.SerializeToString()), InvalidArgument)
+    assert str(refused) == f"{where}: must be a finite number"
+    passed = decode(_holding(root, path, 2.5)[0].SerializeToString())
+    assert not isinstance(passed, InvalidArgument)
 
 
 def test_the_walk_reached_the_float_fields() -> None:
@@ -281,9 +270,12 @@ KEYED = [
 ]
 
 
-def _holding(root: Descriptor, path: Path, value: str, key: str = "k") -> tuple[Message, str]:
-    """A request with `value` in the string field at `path` (its one item, or the value of
-    `key` in a map), and the field path an error names."""
+def _holding(
+    root: Descriptor, path: Path, value: str | float, key: str = "k"
+) -> tuple[Message, str]:
+    """A request with `value` in the field at `path` (its one item, or the value of `key` in
+    a map, a placeholder where it does not fit the map's values), and the field path an
+    error names."""
     request, target, where = _leading_to(root, path)
     field = path[-1]
     entry = field.message_type
@@ -291,7 +283,8 @@ def _holding(root: Descriptor, path: Path, value: str, key: str = "k") -> tuple[
         value_field = entry.fields_by_name["value"]
         items = getattr(target, field.name)
         if value_field.message_type is None:
-            items[key] = value if value_field.type == FieldDescriptor.TYPE_STRING else 1
+            fits = isinstance(value, str) == (value_field.type == FieldDescriptor.TYPE_STRING)
+            items[key] = value if fits else _scalar(value_field)
         else:
             items.get_or_create(key)
         where.append(f"{field.name}[{key!r}]")
