@@ -525,9 +525,9 @@ async def test_a_refused_call_is_refused_before_its_request_is_decoded(
     checked: list[str] = []
     check_request = decoding.check_request
 
-    def counted(message: Any) -> None:
+    def counted(message: Any, encoded: bytes | None = None) -> None:
         checked.append(message.DESCRIPTOR.full_name)
-        check_request(message)
+        check_request(message, encoded)
 
     monkeypatch.setattr(decoding, "check_request", counted)
     config = server_config(
