@@ -89,6 +89,8 @@ class RunState:
         self.run = run
         self.steps = RunSteps(run) if steps is None else steps
         self.decisions: dict[str, decision_pb2.Decision] = {}
+        """By decision id, in the order asked. Each message is shared with the copies of this
+        state (:meth:`copy`) and never changed in place: an answer replaces it."""
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
@@ -111,12 +113,15 @@ class RunState:
         return state
 
     def copy(self) -> RunState:
+        """A state to fold a batch into, leaving this one as it is (made for every commit:
+        what does not change in place is shared rather than copied)."""
         clone = run_pb2.Run()
         clone.CopyFrom(self.run)
-        state = RunState(clone, self.steps.over(clone))
-        for decision_id, decision in self.decisions.items():
-            state.decisions[decision_id] = copied(decision)
-        state.milestones = set(self.milestones)
+        state = RunState.__new__(RunState)  # not __init__: its empty parts are all replaced
+        state.run = clone
+        state.steps = self.steps.over(clone)
+        state.decisions = self.decisions.copy()  # the messages shared: never changed in place
+        state.milestones = self.milestones.copy()
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
         state.estimated_at = self.estimated_at
@@ -207,7 +212,11 @@ class RunState:
             self.decisions[p.decision_id] = decision
         elif name == "decision_resolved":
             resolved = event.decision_resolved
-            decision = self.decisions[resolved.decision_id]
+            # A changed copy: the asked one is shared with the states this one was copied
+            # from, and with whoever was handed it.
+            decision = self.decisions[resolved.decision_id] = copied(
+                self.decisions[resolved.decision_id]
+            )
             decision.state = decision_pb2.DECISION_STATE_RESOLVED
             decision.outcome = resolved.outcome
             decision.choice = resolved.choice

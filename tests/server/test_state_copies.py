@@ -1,0 +1,60 @@
+"""A run's state is folded into a copy for each commit, the committed state left as it was
+until the batch is stored: what the copy changes must not show through the original, which
+stays the run's state when the store refuses the batch (and which others may hold)."""
+
+from __future__ import annotations
+
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
+from runstream_server.domain.state import RunState
+
+
+def _running_with_a_decision() -> RunState:
+    state = RunState(run_pb2.Run(run_id="r", last_seq=1, status=run_pb2.RUN_STATUS_RUNNING))
+    asked = event_pb2.RunEvent(
+        seq=2,
+        decision_requested=event_pb2.DecisionRequested(
+            decision_id="d-1",
+            prompt="Ship it?",
+            options=[event_pb2.DecisionOption(value="yes"), event_pb2.DecisionOption(value="no")],
+        ),
+    )
+    asked.event_time.FromSeconds(1_800_000_000)
+    state.apply(asked)
+    return state
+
+
+def test_a_decision_answered_in_a_copy_stays_open_in_the_state_it_was_copied_from() -> None:
+    state = _running_with_a_decision()
+    held = state.decisions["d-1"]  # as a viewer's feed was handed it
+    draft = state.copy()
+    answer = event_pb2.RunEvent(
+        seq=3,
+        decision_resolved=event_pb2.DecisionResolved(
+            decision_id="d-1", choice="yes", outcome=event_pb2.DECISION_OUTCOME_ANSWERED
+        ),
+    )
+    answer.event_time.FromSeconds(1_800_000_010)
+    draft.apply(answer)
+
+    assert draft.decisions["d-1"].state == decision_pb2.DECISION_STATE_RESOLVED
+    assert draft.decisions["d-1"].choice == "yes"
+    assert state.decisions["d-1"].state == decision_pb2.DECISION_STATE_OPEN
+    assert held.state == decision_pb2.DECISION_STATE_OPEN and held.choice == ""
+    assert [d.decision_id for d in state.open_decisions()] == ["d-1"]
+    assert state.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT
+    assert draft.run.status == run_pb2.RUN_STATUS_RUNNING
+
+
+def test_what_a_copy_folds_leaves_the_original_run_as_it_was() -> None:
+    state = _running_with_a_decision()
+    before = state.run.SerializeToString(deterministic=True)
+    draft = state.copy()
+    milestone = event_pb2.RunEvent(
+        seq=3, milestone=event_pb2.Milestone(milestone_id="m-1", title="Halfway")
+    )
+    milestone.event_time.FromSeconds(1_800_000_020)
+    draft.apply(milestone)
+
+    assert draft.milestones == {"m-1"} and state.milestones == set()
+    assert draft.last_seq == 3 and state.last_seq == 2
+    assert state.run.SerializeToString(deterministic=True) == before
