@@ -10,6 +10,7 @@ every request.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pool
@@ -202,6 +203,85 @@ def test_every_float_refuses_what_is_not_a_finite_number_as_decoded(
     assert str(refused) == f"{where}: must be a finite number"
     passed = decode(_holding(root, path, 2.5)[0].SerializeToString())
     assert not isinstance(passed, InvalidArgument)
+
+
+_SIGNED = (FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64)  # every signed kind
+
+
+def _rule_of(field: FieldDescriptor) -> tuple[Any, str] | None:
+    """A value that breaks the rule of the field's kind (of a map's values), and the error
+    it gets; None for a kind without one."""
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        field = entry.fields_by_name["value"]
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
+        return 999, f"999 is not a known {field.enum_type.name} value"
+    if field.cpp_type in _SIGNED:
+        return -1, "must not be negative, got -1"
+    message = "" if field.message_type is None else field.message_type.full_name
+    if message == "google.protobuf.Timestamp":
+        return -1, "must be a valid time between 1970 and 9999"
+    if message == "google.protobuf.Duration":
+        return -1, "must be a non-negative duration of at most 100 years"
+    return None
+
+
+RULED = [
+    (root, path)
+    for root, path in reachable_fields()
+    if _rule_of(path[-1]) is not None and CHECKED_BY_SERVICER.get(root.full_name) != path[0].name
+]
+
+
+@pytest.mark.parametrize(
+    ("root", "path"),
+    RULED,
+    ids=[path[-1].full_name.removeprefix("runstream.v1.") for _, path in RULED],
+)
+def test_every_enum_integer_and_time_keeps_its_rule_as_decoded(
+    root: Descriptor, path: Path
+) -> None:
+    """An unknown enum value, a negative integer, a time before 1970 and a negative duration,
+    in each field of those kinds, refused through the server's own decoding."""
+    rule = _rule_of(path[-1])
+    assert rule is not None
+    value, problem = rule
+    request, target, where = _leading_to(root, path)
+    field = path[-1]
+    holder = getattr(target, field.name)
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        if entry.fields_by_name["value"].message_type is None:
+            holder["k"] = value
+        else:
+            holder["k"].seconds = value
+        where.append(f"{field.name}['k']")
+    elif field.is_repeated:
+        if field.message_type is None:
+            holder.append(value)
+        else:
+            holder.add().seconds = value
+        where.append(f"{field.name}[0]")
+    else:
+        if field.message_type is None:
+            setattr(target, field.name, value)
+        else:
+            holder.seconds = value
+        where.append(field.name)
+    refused = safe_deserializer(GetMessageClass(root).FromString)(request.SerializeToString())
+    assert isinstance(refused, InvalidArgument)
+    assert str(refused) == f"{'.'.join(where)}: {problem}"
+
+
+def test_the_walk_reached_fields_of_each_ruled_kind() -> None:
+    names = {path[-1].full_name.removeprefix("runstream.v1.") for _, path in RULED}
+    assert {
+        "AgentActivity.activity",  # an enum
+        "ErrorRecovery.attempt",  # an integer
+        "RunEvent.event_time",  # a Timestamp
+        "DecisionRequested.timeout",  # a Duration
+    } <= names
 
 
 def test_the_walk_reached_the_float_fields() -> None:
