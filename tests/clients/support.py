@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TypeVar
 
 import runstream
 from runstream.v1 import event_pb2, report_service_pb2
+from runstream_server.app import RunstreamServer
+
+T = TypeVar("T")
 
 
 async def eventually(condition: Callable[[], bool], within: float = 20.0) -> None:
@@ -28,6 +32,43 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> N
     while not await check():
         assert loop.time() < deadline, f"still not so after {within:g}s"
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def collecting(
+    feed: Callable[[list[T]], Awaitable[None]],
+) -> AsyncIterator[list[T]]:
+    """Runs ``feed(into)`` in a task, which appends what it gets to ``into``; yields ``into``
+    and cancels the task on the way out."""
+    into: list[T] = []
+    task = asyncio.create_task(feed(into))
+    try:
+        yield into
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def link_states(links: Iterable[runstream.WatchLink]) -> list[runstream.LinkState]:
+    """What a stream's ``on_link`` heard, state by state."""
+    return [link.state for link in links]
+
+
+async def lost_and_back(
+    server: RunstreamServer, links: list[runstream.WatchLink], away: float = 0.0
+) -> RunstreamServer:
+    """Stops `server`; once the stream whose ``on_link`` fills `links` says RECONNECTING and
+    `away` more seconds passed, starts a server on the same store and port, and returns it
+    once the stream is LIVE again."""
+    config, before = server.config, len(links)
+    await server.stop(grace=0.2)
+    await eventually(lambda: runstream.LinkState.RECONNECTING in link_states(links[before:]))
+    await asyncio.sleep(away)
+    server = RunstreamServer(config)
+    await server.start()
+    await eventually(lambda: link_states(links)[-1] == runstream.LinkState.LIVE)
+    return server
 
 
 def producer_events(events: Iterable[runstream.Event]) -> list[runstream.Event]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,20 @@ import runstream
 from runstream import Event, LinkState, RunsUpdate, WatchLink
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import eventually
+from tests.clients.support import collecting, eventually, link_states, lost_and_back
 from tests.conftest import ConfigFactory, free_port
 
 
-@contextlib.asynccontextmanager
-async def following(
+def following(
     client: runstream.Client, run_id: str, links: list[WatchLink], **options: object
-) -> AsyncIterator[list[Event]]:
+) -> contextlib.AbstractAsyncContextManager[list[Event]]:
     """Watches `run_id` in a task, its links into `links`; yields the events it got."""
-    seen: list[Event] = []
 
-    async def follow() -> None:
+    async def follow(seen: list[Event]) -> None:
         async for event in client.watch(run_id, on_link=links.append, **options):  # type: ignore[arg-type]
             seen.append(event)
 
-    task = asyncio.create_task(follow())
-    try:
-        yield seen
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def states(links: list[WatchLink]) -> list[LinkState]:
-    return [link.state for link in links]
+    return collecting(follow)
 
 
 async def test_a_watch_is_live_once_the_server_accepts_it_before_any_event_comes(
@@ -53,7 +40,7 @@ async def test_a_watch_is_live_once_the_server_accepts_it_before_any_event_comes
         head = (await client.get_run(run.run_id)).last_seq
         links: list[WatchLink] = []
         async with following(client, run.run_id, links, after_seq=head) as seen:
-            await eventually(lambda: LinkState.LIVE in states(links), within=5)
+            await eventually(lambda: LinkState.LIVE in link_states(links), within=5)
             assert seen == []  # nothing came on the stream yet: no event, no heartbeat
             await run.custom("tick", {})
             await eventually(lambda: len(seen) == 1)
@@ -70,7 +57,7 @@ async def test_a_watch_the_server_refuses_is_never_live(server: RunstreamServer)
         with pytest.raises(runstream.NotFoundError):
             async for _ in client.watch("no-such-run", on_link=links.append):
                 pass
-    assert states(links) == [LinkState.CONNECTING]
+    assert link_states(links) == [LinkState.CONNECTING]
 
 
 async def test_watches_lost_to_a_restart_say_reconnecting_then_live_again(
@@ -95,11 +82,12 @@ async def test_watches_lost_to_a_restart_say_reconnecting_then_live_again(
             runs_task = asyncio.create_task(follow_runs())
             async with following(client, run.run_id, links) as seen:
                 await eventually(lambda: len(seen) == 3 and len(updates) > 0)
-                assert states(links) == states(runs_links) == [LinkState.CONNECTING, LinkState.LIVE]
+                opened = [LinkState.CONNECTING, LinkState.LIVE]
+                assert link_states(links) == link_states(runs_links) == opened
 
                 await server.stop(grace=0.5)
-                await eventually(lambda: LinkState.RECONNECTING in states(links))
-                await eventually(lambda: LinkState.RECONNECTING in states(runs_links))
+                await eventually(lambda: LinkState.RECONNECTING in link_states(links))
+                await eventually(lambda: LinkState.RECONNECTING in link_states(runs_links))
                 lost = links[2]
                 assert lost.after_seq == 3  # where it resumes
                 assert isinstance(lost.error, runstream.UnavailableError)
@@ -108,8 +96,8 @@ async def test_watches_lost_to_a_restart_say_reconnecting_then_live_again(
 
                 server = RunstreamServer(config)  # same store file, same port
                 await server.start()
-                await eventually(lambda: states(links)[-1] == LinkState.LIVE)
-                await eventually(lambda: states(runs_links)[-1] == LinkState.LIVE)
+                await eventually(lambda: link_states(links)[-1] == LinkState.LIVE)
+                await eventually(lambda: link_states(runs_links)[-1] == LinkState.LIVE)
                 await run.custom("tick", {"i": 1})
                 await run.complete()
                 await run.close()
@@ -124,9 +112,9 @@ async def test_watches_lost_to_a_restart_say_reconnecting_then_live_again(
     assert [e.seq for e in seen] == list(range(1, last_seq + 1))  # once each, across the restart
     assert seen[-1].kind == runstream.EventKind.RUN_COMPLETED
     # Lost, retried while the server was down (each failed attempt says why), then live.
-    assert set(states(links)[2:-1]) == {LinkState.RECONNECTING}
+    assert set(link_states(links)[2:-1]) == {LinkState.RECONNECTING}
     assert links[-1] == WatchLink(LinkState.LIVE, 3)
-    assert set(states(runs_links)[2:-1]) == {LinkState.RECONNECTING}
+    assert set(link_states(runs_links)[2:-1]) == {LinkState.RECONNECTING}
 
 
 async def test_a_watch_live_again_after_an_outage_has_its_whole_reconnect_timeout_again(
@@ -145,19 +133,10 @@ async def test_a_watch_live_again_after_an_outage_has_its_whole_reconnect_timeou
             head = (await client.get_run(run.run_id)).last_seq
             links: list[WatchLink] = []
             async with following(client, run.run_id, links, after_seq=head) as seen:
-                await eventually(lambda: states(links)[-1:] == [LinkState.LIVE])
-                await server.stop(grace=0.2)
-                await asyncio.sleep(1.2)  # lost for 1.2 s of its 2
-                server = RunstreamServer(config)
-                await server.start()
-                await eventually(lambda: states(links)[-1] == LinkState.LIVE)
+                await eventually(lambda: link_states(links)[-1:] == [LinkState.LIVE])
+                server = await lost_and_back(server, links, away=1.2)  # 1.2 s of its 2
                 await asyncio.sleep(2.5)  # live, with nothing to send
-                again = len(links)
-                await server.stop(grace=0.2)
-                await eventually(lambda: LinkState.RECONNECTING in states(links[again:]))
-                server = RunstreamServer(config)
-                await server.start()
-                await eventually(lambda: states(links)[-1] == LinkState.LIVE)
+                server = await lost_and_back(server, links)
                 await run.custom("tick", {})
                 await eventually(lambda: len(seen) == 1)
             await run.close()

@@ -8,12 +8,12 @@ operators answering what producers ask (a producer asks with ``RunReporter.ask()
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from runstream import _convert as convert
 from runstream._interaction import Interaction
-from runstream._types import Decision, DecisionState
+from runstream._types import Decision, DecisionState, WatchLink
 from runstream.v1 import decision_service_pb2, run_service_pb2
 
 if TYPE_CHECKING:
@@ -89,7 +89,12 @@ class DecisionCalls:
         )
 
     def interact(
-        self, run_ids: Iterable[str], viewer: str = "", *, max_updates: int = 1000
+        self,
+        run_ids: Iterable[str],
+        viewer: str = "",
+        *,
+        max_updates: int = 1000,
+        on_link: Callable[[WatchLink], object] | None = None,
     ) -> Interaction:
         """A live, two-way connection to the decisions of these runs (DecisionService.Interact).
 
@@ -99,6 +104,9 @@ class DecisionCalls:
         choice)``. ``viewer`` is recorded as who answered when an answer names nobody.
         At most ``max_updates`` updates wait for the caller to iterate; past that, the
         waiting ones are replaced by a resync of the open decisions (see Interaction).
+        ``on_link`` hears where the stream stands, as for ``watch()`` (``after_seq`` is
+        always 0 here): CONNECTING, LIVE once the server accepted the subscription (before
+        any prompt), RECONNECTING with the error and the delay when it is lost.
         """
         self._connection.open()
         return Interaction(
@@ -111,4 +119,5 @@ class DecisionCalls:
             reconnect_timeout=self._connection.reconnect_timeout,
             check_open=self._connection.check_open,
             max_updates=max_updates,
+            on_link=on_link,
         )

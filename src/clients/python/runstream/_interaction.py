@@ -48,7 +48,10 @@ from runstream._types import (
     DecisionPrompt,
     DecisionState,
     InteractionUpdate,
+    LinkState,
+    WatchLink,
 )
+from runstream._watch import OnLink, lost_link, opened
 
 if TYPE_CHECKING:
     from runstream.v1 import decision_service_pb2
@@ -107,8 +110,10 @@ class Interaction:
         reconnect_timeout: float | None,
         check_open: Callable[[str], None],
         max_updates: int = 1000,
+        on_link: OnLink | None = None,
     ) -> None:
-        """``check_open`` raises once the client is closed: each attempt calls it first."""
+        """``check_open`` raises once the client is closed: each attempt calls it first;
+        ``on_link`` hears where the stream stands (see ``Client.interact``)."""
         self._rpc = interact_rpc
         self._check_open = check_open
         self._get_decision = get_decision
@@ -117,6 +122,7 @@ class Interaction:
         self._viewer = viewer
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
+        self._on_link = on_link
         self._updates: asyncio.Queue[InteractionUpdate | _End] = asyncio.Queue()
         self._max_updates = max(1, max_updates)
         # What the server said is open (kept whether or not the caller iterates), what the
@@ -323,12 +329,15 @@ class Interaction:
         backoff = Backoff()
         outage = Outage(self._reconnect_timeout)
         reconnecting = False
+        if self._on_link is not None:
+            self._on_link(WatchLink(LinkState.CONNECTING, 0))
         try:
             while True:
                 self._check_open("interact")
                 call: InteractCall = self._rpc(None, metadata=self._metadata)
                 reconcile: asyncio.Task[None] | None = None
                 sent_again: set[_Key] = set()  # decisions this call's stream has sent
+                lost: grpc.aio.AioRpcError | None = None  # what ended the call, if not the server
                 try:
                     async with self._write_lock:
                         self._call = call
@@ -346,6 +355,7 @@ class Interaction:
                             name="runstream-interact-reconcile",
                         )
                     reconnecting = True
+                    await opened(call, outage, self._on_link, 0)
                     async for response in call:
                         outage.recovered()
                         backoff.reset()
@@ -373,6 +383,7 @@ class Interaction:
                         self._error = error
                         return
                     _log.info("interact stream lost (%s); reconnecting", exc.code().name)
+                    lost = exc
                 finally:
                     self._call = None
                     call.cancel()
@@ -382,7 +393,9 @@ class Interaction:
                         await asyncio.wait({reconcile})
                         if not reconcile.cancelled() and reconcile.exception() is not None:
                             _log.error("interact reconcile failed", exc_info=reconcile.exception())
-                await asyncio.sleep(backoff.next_delay())
+                delay = backoff.next_delay()
+                lost_link(self._on_link, 0, lost, delay)
+                await asyncio.sleep(delay)
         except asyncio.CancelledError:
             try:  # nobody cancelled this task: closing the client cancelled the call under it
                 raise_if_closed_under("interact")

@@ -45,7 +45,7 @@ _log = logging.getLogger("runstream.watch")
 OnLink = Callable[[WatchLink], object]
 
 
-async def _opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, cursor: int) -> None:
+async def opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, cursor: int) -> None:
     """Once the server accepted the stream (its response headers came: a server sends them
     as it accepts a watch, an older one with its first message; not as the end of a call it
     refused), the outage is over and `on_link` hears LIVE. A watch that was LIVE and is lost
@@ -57,7 +57,7 @@ async def _opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, c
             on_link(WatchLink(LinkState.LIVE, cursor))
 
 
-def _lost(
+def lost_link(
     on_link: OnLink | None, cursor: int, exc: grpc.aio.AioRpcError | None, delay: float
 ) -> None:
     """Tells `on_link` the stream was lost (`exc`; None: the server ended it) and when the
@@ -94,7 +94,7 @@ async def watch_run(
         request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
         try:
-            await _opened(call, outage, on_link, cursor)
+            await opened(call, outage, on_link, cursor)
             async for response in call:
                 outage.recovered()
                 backoff.reset()
@@ -135,7 +135,7 @@ async def watch_run(
                     cursor,
                 )
             delay = backoff.next_delay()
-            _lost(on_link, cursor, exc, delay)
+            lost_link(on_link, cursor, exc, delay)
         except asyncio.CancelledError:
             raise_if_closed_under(f"watch of run {run_id!r}")
             raise
@@ -172,7 +172,7 @@ async def watch_runs(
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
-            await _opened(call, outage, on_link, 0)
+            await opened(call, outage, on_link, 0)
             async for response in call:
                 outage.recovered()
                 backoff.reset()
@@ -196,7 +196,7 @@ async def watch_runs(
                     yield RunsUpdate(runs=tuple(runs), initial=False)
             _log.info("the server ended the runs watch; reconnecting")
             delay = backoff.next_delay()
-            _lost(on_link, 0, None, delay)
+            lost_link(on_link, 0, None, delay)
         except grpc.aio.AioRpcError as exc:
             if not is_retryable(exc):
                 raise error_from_rpc(exc) from exc
@@ -206,7 +206,7 @@ async def watch_runs(
                 raise error from exc
             _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
             delay = backoff.next_delay()
-            _lost(on_link, 0, exc, delay)
+            lost_link(on_link, 0, exc, delay)
         except asyncio.CancelledError:
             raise_if_closed_under("watch of runs")
             raise

@@ -38,6 +38,17 @@ OUTBOX_SIZE = 64
 _Key = tuple[str, str]
 
 
+class _Accepted:
+    """Put in an Interact stream's outbox once a subscription is accepted: the headers go
+    out."""
+
+
+_ACCEPTED = _Accepted()
+_Outgoing = pb.InteractResponse | BaseException | _Accepted | None
+"""What an Interact stream's outbox holds: a response, the error that ends the stream, its
+end (None), or :data:`_ACCEPTED`."""
+
+
 def _key(decision: decision_pb2.Decision) -> _Key:
     return decision.run_id, decision.decision_id
 
@@ -88,9 +99,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
         bad subscription (unknown run) ends the stream with its status.
         """
         feed = DecisionFeed()
-        outbox: asyncio.Queue[pb.InteractResponse | BaseException | None] = asyncio.Queue(
-            OUTBOX_SIZE
-        )
+        outbox: asyncio.Queue[_Outgoing] = asyncio.Queue(OUTBOX_SIZE)
         viewer = ""
 
         async def read_requests() -> None:
@@ -102,6 +111,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                     if request.HasField("subscribe"):  # first, when both are set
                         viewer = request.subscribe.viewer or viewer
                         await self._runs.follow_decisions(feed, list(request.subscribe.run_ids))
+                        await outbox.put(_ACCEPTED)
                     if request.HasField("answer"):
                         result = await self._answer(request.answer, viewer)
                         await forwarded_first(feed.updates)  # the closure before the result
@@ -130,6 +140,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
             await outbox.put(Unavailable("server is shutting down; reconnect to resume"))
 
         tasks = [asyncio.create_task(read_requests()), asyncio.create_task(forward_updates())]
+        headers_sent = False  # by this loop alone: gRPC refuses them twice
         try:
             while True:
                 item = await outbox.get()
@@ -137,6 +148,15 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                     return
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, _Accepted):
+                    # The headers once a subscription is accepted, not with the first prompt
+                    # (runs without open decisions send none): the viewer learns at once
+                    # that its stream stands, as a watcher does.
+                    if not headers_sent:
+                        headers_sent = True
+                        await context.send_initial_metadata(())
+                    continue
+                headers_sent = True  # with the message, if not before
                 yield item
         finally:
             for task in tasks:
