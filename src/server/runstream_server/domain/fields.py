@@ -1,7 +1,7 @@
 """Field rules every request obeys before any handler sees it, from one table.
 
-Checked for every message a client sends, whatever the RPC, by walking the message against
-its descriptor:
+Checked for every message a client sends, whatever the RPC, by a check compiled from the
+descriptor of each message type (:func:`_compile`):
 
 - every string, repeated field, map and ``google.protobuf.Struct`` is within the limit
   :data:`FIELD_LIMITS` gives it, so nothing the server stores can grow without bound;
