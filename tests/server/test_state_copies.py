@@ -58,3 +58,16 @@ def test_what_a_copy_folds_leaves_the_original_run_as_it_was() -> None:
     assert draft.milestones == {"m-1"} and state.milestones == set()
     assert draft.last_seq == 3 and state.last_seq == 2
     assert state.run.SerializeToString(deterministic=True) == before
+
+
+def test_a_copy_holds_every_part_of_the_state() -> None:
+    """copy() builds the state without __init__: a part added to RunState must be copied too,
+    or the first commit after it breaks on the missing attribute."""
+    state = _running_with_a_decision()
+    draft = state.copy()
+    missing = [name for name in RunState.__slots__ if not hasattr(draft, name)]
+    assert missing == []
+    assert draft.run == state.run and draft.run is not state.run
+    assert draft.decisions == state.decisions and draft.milestones == state.milestones
+    assert draft.troubles.health == state.troubles.health
+    assert (draft.estimated_at, draft.estimated_from) == (state.estimated_at, state.estimated_from)
