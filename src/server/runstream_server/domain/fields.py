@@ -258,10 +258,7 @@ def needs_limit(field: FieldDescriptor) -> bool:
     """Whether a field can grow with what a client sends: strings, lists, maps, Structs."""
     if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
         return True
-    if _is_repeated(field):
-        return True
-    message = field.message_type
-    return message is not None and message.full_name == STRUCT_TYPE
+    return _is_repeated(field) or _is_struct(field)
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
@@ -482,9 +479,9 @@ def _failed(check: _Check, value: Any, segment: str) -> None:
 
 def _field_check(field: FieldDescriptor, plain: bool = False) -> _Check:
     limit = limit_of(field)
-    entry = field.message_type
-    if entry is not None and entry.GetOptions().map_entry:
-        return _map_check(limit, _value_check(entry.fields_by_name["value"], limit, plain))
+    if _is_map(field):
+        value = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
+        return _map_check(limit, _value_check(value, limit, plain))
     one = _value_check(field, limit, plain)
     return _list_check(limit.items, one) if _is_repeated(field) else one
 
@@ -543,8 +540,7 @@ def _value_check(field: FieldDescriptor, limit: Limit, plain: bool) -> _Check:
 
         return check_length_and_name
     if kind == FieldDescriptor.TYPE_MESSAGE:
-        assert field.message_type is not None
-        if field.message_type.full_name == STRUCT_TYPE:
+        if _is_struct(field):
             return _check_nothing if plain else lambda value: _check_struct(value, limit)
         return lambda value: _check_message(value, plain)
     if kind == FieldDescriptor.TYPE_ENUM:
