@@ -70,12 +70,13 @@ class DecisionServiceServicer:
     def Interact(self, request_iterator, context):
         """A viewer's bidirectional stream: subscribe to runs, receive every open and new prompt
         with its full context and every closure, and answer on the same stream. The server
-        replies to each answer with its outcome. The server ends the stream with an error (an
-        unknown run subscribed, a shutdown), or OK when the client closes its side without
-        following any run; a client that follows runs and has finished cancels the call, as
-        closing its side leaves their prompts coming, also after the runs ended. For native
-        clients; browsers, which have no bidirectional streams, use SubmitDecision and WatchRun
-        instead.
+        replies to each answer with its outcome. The response headers come as soon as the first
+        subscription is accepted, before any prompt: a client that has them knows its stream
+        stands. The server ends the stream with an error (an unknown run subscribed, a
+        shutdown), or OK when the client closes its side without following any run; a client
+        that follows runs and has finished cancels the call, as closing its side leaves their
+        prompts coming, also after the runs ended. For native clients; browsers, which have no
+        bidirectional streams, use SubmitDecision and WatchRun instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
