@@ -122,7 +122,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
     async def AppendEvents(
         self, request: pb.AppendEventsRequest, context: Context
     ) -> pb.AppendEventsResponse:
-        result = await self._runs.append(request.run_id, list(request.events))
+        result = await self._runs.append(request.run_id, request.events[:])
         return pb.AppendEventsResponse(events=_acks(result), last_seq=result.last_seq)
 
     async def Report(
@@ -233,7 +233,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         # the originals.
         events = []
         for request in group:
-            for original in request.events:
+            for original in request.events[:]:  # a list: see RunSteps.recompute_progress
                 event = event_pb2.RunEvent()
                 event.CopyFrom(original)
                 events.append(event)
@@ -258,7 +258,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
         return responses
 
     async def _append(self, run_id: str, request: pb.ReportRequest) -> pb.ReportResponse:
-        result = await self._runs.append(run_id, list(request.events))
+        result = await self._runs.append(run_id, request.events[:])
         ack = pb.AppendAck(
             batch_id=request.batch_id, events=_acks(result), last_seq=result.last_seq
         )

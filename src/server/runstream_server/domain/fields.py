@@ -387,7 +387,7 @@ def _field_lines(field: FieldDescriptor, scope: dict[str, Any], plain: bool) -> 
             f"    if len(v) > {items}:",
             call,
             "    i = 0",
-            "    for x in v:",
+            "    for x in v[:]:",  # a list: see RunSteps.recompute_progress
             *_guarded(f"{each}(x)", f"{segment!r}, f'[{{i}}]'", indent=8),
             "        i += 1",
         ]

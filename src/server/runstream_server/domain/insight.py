@@ -633,7 +633,7 @@ def _progress_note(state: RunState, *, finished: bool) -> str:
 def target_milestones(state: RunState) -> list[event_pb2.RunEvent]:
     """Milestones for declared targets whose metric has reached its value, once each."""
     events = []
-    for target in state.run.targets:
+    for target in state.run.targets[:]:  # a list: see RunSteps.recompute_progress
         quality = target.kind == run_pb2.TARGET_KIND_QUALITY
         key = f"{'quality' if quality else 'target'}-{target.metric}"
         value = state.run.metrics.get(target.metric)
