@@ -15,14 +15,12 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
 
-import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2
 from runstream.v1 import (
@@ -47,6 +45,7 @@ from runstream_server.api.introspection import (
     serve_health,
     serve_reflection,
 )
+from runstream_server.api.methods import MethodTable
 from runstream_server.api.report_service import ReportServicer
 from runstream_server.api.run_service import RunServicer
 from runstream_server.api.stats_service import StatsServicer
@@ -76,10 +75,6 @@ from runstream_server.store.sqlite import SqliteEventStore
 from runstream_server.store.sqlite_backups import BackupPasses, Backups
 
 log = logging.getLogger("runstream.server")
-
-if TYPE_CHECKING:
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
-
 
 LIVENESS_SERVICE = "liveness"
 """The grpc.health.v1 service name a liveness probe asks; "" (overall) is for readiness."""
@@ -168,36 +163,6 @@ class ServerConfig:
     max_connection_age_grace: float | None = None
     """Seconds a connection's open streams then get to finish; None: as long as they last.
     At most :data:`MAX_GRPC_SECONDS`."""
-
-
-def _raw_response(handler: Handler) -> Handler:
-    """The same handler, but responses already encoded as bytes are sent as they are."""
-    serialize = handler.response_serializer
-
-    def serializer(message: Any) -> bytes:
-        return message if isinstance(message, bytes) else serialize(message)  # type: ignore[misc]
-
-    return handler._replace(response_serializer=serializer)  # type: ignore[attr-defined, no-any-return]
-
-
-class _Registrar:
-    """Stands in for the server in generated ``add_*_to_server`` to adjust handlers."""
-
-    def __init__(self, server: aio.Server, raw_response_methods: Iterable[str]) -> None:
-        self._server = server
-        self._raw = set(raw_response_methods)
-
-    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
-        """Ignored: the registered handlers below carry the same methods."""
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
-        adjusted = {
-            name: _raw_response(h) if name in self._raw else h for name, h in handlers.items()
-        }
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(service, adjusted),)
-        )
-        self._server.add_registered_method_handlers(service, adjusted)  # type: ignore[attr-defined]
 
 
 class RunstreamServer:
@@ -289,15 +254,15 @@ class RunstreamServer:
             ],
             options=self._options(),
         )
+        methods = MethodTable(raw_response_methods={"/runstream.v1.RunService/WatchRun"})
         run_service_pb2_grpc.add_RunServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            RunServicer(self.runs, config.heartbeat_interval),
-            _Registrar(server, raw_response_methods={"WatchRun"}),
+            RunServicer(self.runs, config.heartbeat_interval), methods
         )
         report_service_pb2_grpc.add_ReportServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ReportServicer(self.runs), server
+            ReportServicer(self.runs), methods
         )
         decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            DecisionServicer(self.runs), server
+            DecisionServicer(self.runs), methods
         )
         stats_service_pb2_grpc.add_StatsServiceServicer_to_server(  # type: ignore[no-untyped-call]
             StatsServicer(
@@ -306,10 +271,11 @@ class RunstreamServer:
                 store_kind="redis" if config.store_url else "sqlite",
                 store_size=self._store_size,
             ),
-            server,
+            methods,
         )
-        self._health = serve_health(server, config.health_watch_streams)
-        serve_reflection(server, SERVICE_NAMES)
+        self._health = serve_health(methods, config.health_watch_streams)
+        serve_reflection(methods, SERVICE_NAMES)
+        server.add_generic_rpc_handlers((methods,))
         try:
             self.port = listen(server, config.address, config.security)
         except RuntimeError as exc:

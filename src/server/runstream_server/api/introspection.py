@@ -20,12 +20,12 @@ from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor_pool
-from grpc import aio
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from runstream_server.api.methods import MethodTable
 from runstream_server.errors import ResourceExhausted
 
 __all__ = ["MAX_HEALTH_WATCHES", "HealthService", "serve_health", "serve_reflection"]
@@ -129,13 +129,13 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
         )
 
 
-def serve_health(server: aio.Server, max_watches: int = MAX_HEALTH_WATCHES) -> HealthService:
+def serve_health(server: MethodTable, max_watches: int = MAX_HEALTH_WATCHES) -> HealthService:
     service = HealthService(max_watches)
     health_pb2_grpc.add_HealthServicer_to_server(service, server)
     return service
 
 
-def serve_reflection(server: aio.Server, service_names: Iterable[str]) -> None:
+def serve_reflection(server: MethodTable, service_names: Iterable[str]) -> None:
     """Reflection for `service_names`, health and reflection itself, as grpc.reflection.v1
     and v1alpha.
 
@@ -155,8 +155,7 @@ def serve_reflection(server: aio.Server, service_names: Iterable[str]) -> None:
             response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
         )
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_REFLECTION_V1, v1),))
-    server.add_registered_method_handlers(_REFLECTION_V1, v1)  # type: ignore[attr-defined]
+    server.add_registered_method_handlers(_REFLECTION_V1, v1)
 
 
 class _MethodsToo:
