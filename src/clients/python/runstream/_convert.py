@@ -1419,7 +1419,7 @@ def parse_report_response(
     not know."""
     if response.HasField("ack"):
         ack = response.ack
-        events = ack.events
+        events = ack.events[:]  # a list: a loop over the field itself ends in an IndexError
         seqs = [e.seq for e in events]
         return ReportAck(
             batch_id=ack.batch_id,
