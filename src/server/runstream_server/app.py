@@ -39,6 +39,7 @@ from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.draining import CallTracker
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
+from runstream_server.api.handlers import RewriterChain
 from runstream_server.api.introspection import (
     MAX_HEALTH_WATCHES,
     HealthService,
@@ -51,7 +52,7 @@ from runstream_server.api.run_service import RunServicer
 from runstream_server.api.stats_service import StatsServicer
 from runstream_server.auth.edge import (
     SecurityConfig,
-    auth_interceptors,
+    auth_rewriters,
     bind_error,
     check_exposure,
     listen,
@@ -209,7 +210,7 @@ class RunstreamServer:
         # prints, and creates nothing.
         check_addresses(config)
         rejections = RejectionLog()
-        interceptors = auth_interceptors(config.security, rejections)
+        interceptors = auth_rewriters(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
         created = store_files_to_create(config)
         self.telemetry = telemetry
@@ -245,12 +246,16 @@ class RunstreamServer:
             # DecodingInterceptor: it answers the errors they and their handlers raise; the
             # call tracker below it (it returns what the behavior returns, for it to await).
             interceptors=[
-                RequestInterceptor(telemetry, rpc_tracer),
-                *interceptors,
-                ErrorInterceptor(rejections),
-                self._calls,
-                limits,
-                DecodingInterceptor(),
+                RewriterChain(
+                    [
+                        RequestInterceptor(telemetry, rpc_tracer),
+                        *interceptors,
+                        ErrorInterceptor(rejections),
+                        self._calls,
+                        limits,
+                        DecodingInterceptor(),
+                    ]
+                )
             ],
             options=self._options(),
         )

@@ -16,12 +16,12 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc import aio
 
 from runstream_server.api.errors import RejectionLog
+from runstream_server.api.handlers import HandlerRewriter
 from runstream_server.auth.certificates import CertificateFiles
 from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import Limits
@@ -30,7 +30,7 @@ from runstream_server.auth.tokens import AuthConfig, TokenVerifier
 __all__ = [
     "SecurityConfig",
     "TlsConfig",
-    "auth_interceptors",
+    "auth_rewriters",
     "bind_error",
     "check_exposure",
     "listen",
@@ -157,10 +157,10 @@ def check_exposure(address: str, security: SecurityConfig, *, warn: bool = True)
         )
 
 
-def auth_interceptors(
+def auth_rewriters(
     security: SecurityConfig, rejections: RejectionLog | None = None
-) -> list[aio.ServerInterceptor[Any, Any]]:
-    """The interceptors to put first in the chain (none when auth is off); refusals go to
+) -> list[HandlerRewriter]:
+    """The rewriters to put first in the chain (none when auth is off); refusals go to
     `rejections` with the server's other rejected calls."""
     if security.auth is None:
         return []

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -136,16 +136,10 @@ class AuthInterceptor(HandlerRewriter):
         self._rejections.note(method, refusal.code.name, refusal.reason, refusal.caller)
         await context.abort(refusal.code, fitted(refusal.reason))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await super().intercept_service(continuation, handler_call_details)
-        method = handler_call_details.method
+    def on_call(self, details: grpc.HandlerCallDetails, handler: Handler | None) -> None:
+        method = details.method
         if handler is not None and not policy.is_public(method):
-            _refusal.set(self.admit(method, handler_call_details.invocation_metadata))
-        return handler
+            _refusal.set(self.admit(method, details.invocation_metadata))
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         if policy.is_public(method):

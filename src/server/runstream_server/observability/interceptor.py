@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -143,17 +143,9 @@ class RequestInterceptor(HandlerRewriter):
         self.telemetry = telemetry
         self.tracer = tracer
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        started = time.perf_counter()
-        handler = await super().intercept_service(continuation, handler_call_details)
+    def on_call(self, details: grpc.HandlerCallDetails, handler: Handler | None) -> None:
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED, no handler runs
-            seconds = time.perf_counter() - started
-            self.telemetry.request_finished(UNREGISTERED_METHOD, "UNIMPLEMENTED", seconds)
-        return handler
+            self.telemetry.request_finished(UNREGISTERED_METHOD, "UNIMPLEMENTED", 0.0)
 
     def _begin(self, full_method: str, streaming: bool, request: Any, context: Context) -> _Call:
         call = _Call(self, full_method, streaming, getattr(request, "run_id", "") or "")
