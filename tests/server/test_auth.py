@@ -638,11 +638,13 @@ async def test_a_report_stream_whose_token_expires_during_a_commit_acknowledges_
     original = store.append
     holding, committing, release = False, asyncio.Event(), asyncio.Event()
 
-    async def held(run_id: str, events: Any, snapshot: Any, *, expected_seq: int) -> None:
+    async def held(
+        run_id: str, events: Any, snapshot: Any, *, expected_seq: int, encoded: Any = None
+    ) -> None:
         if holding:
             committing.set()
             await release.wait()
-        await original(run_id, events, snapshot, expected_seq=expected_seq)
+        await original(run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded)
 
     monkeypatch.setattr(store, "append", held)
     expires = int(time.time()) + 2

@@ -114,12 +114,17 @@ async def test_an_append_whose_client_gives_up_while_it_is_written_is_stored_onc
     writing, release = asyncio.Event(), asyncio.Event()
 
     async def slow_append(
-        run_id: str, events: Sequence[StoredEvent], snapshot: run_pb2.Run, *, expected_seq: int
+        run_id: str,
+        events: Sequence[StoredEvent],
+        snapshot: run_pb2.Run,
+        *,
+        expected_seq: int,
+        encoded: Any = None,
     ) -> None:
         if run_id == run.run_id and any(e.idempotency_key == "k1" for e in events):
             writing.set()
             await release.wait()
-        await original(run_id, events, snapshot, expected_seq=expected_seq)
+        await original(run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded)
 
     monkeypatch.setattr(store, "append", slow_append)
     watcher = asyncio.ensure_future(watch_all(stubs, run.run_id))

@@ -304,7 +304,12 @@ async def test_batches_committed_together_are_written_again_only_if_nothing_was_
     grouped: list[int] = []
 
     async def refusing(
-        run_id: str, events: Sequence[StoredEvent], snapshot: run_pb2.Run, *, expected_seq: int
+        run_id: str,
+        events: Sequence[StoredEvent],
+        snapshot: run_pb2.Run,
+        *,
+        expected_seq: int,
+        encoded: Any = None,
     ) -> None:
         if len(events) == 1 and not grouped:
             await asyncio.sleep(0.05)  # the batches behind it queue up meanwhile
@@ -312,9 +317,9 @@ async def test_batches_committed_together_are_written_again_only_if_nothing_was_
             grouped.append(len(events))
             if not stored:
                 raise NothingStored("disk full: nothing was stored; retry later")
-            await original(run_id, events, snapshot, expected_seq=expected_seq)
+            await original(run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded)
             raise Unavailable("the Redis store is unreachable (ConnectionError)")
-        await original(run_id, events, snapshot, expected_seq=expected_seq)
+        await original(run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded)
 
     monkeypatch.setattr(store, "append", refusing)
 
@@ -369,12 +374,17 @@ async def test_a_batch_committed_as_the_server_begins_to_stop_is_acknowledged_fi
     holding, committing, release = False, asyncio.Event(), asyncio.Event()
 
     async def held(
-        run_id: str, events: Sequence[StoredEvent], snapshot: run_pb2.Run, *, expected_seq: int
+        run_id: str,
+        events: Sequence[StoredEvent],
+        snapshot: run_pb2.Run,
+        *,
+        expected_seq: int,
+        encoded: Any = None,
     ) -> None:
         if holding:
             committing.set()
             await release.wait()
-        await original(run_id, events, snapshot, expected_seq=expected_seq)
+        await original(run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded)
 
     monkeypatch.setattr(store, "append", held)
 

@@ -232,14 +232,15 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
 TERMINAL_HEADROOM_BYTES = 512 * 1024
 
 
-def check_snapshot_size(state: RunState, limit: int) -> None:
-    """Refuses a write that would grow the run's snapshot past `limit` bytes.
+def check_snapshot_size(state: RunState, encoded: bytes, limit: int) -> None:
+    """Refuses a write that would grow the run's snapshot (`encoded`: the state's run,
+    encoded) past `limit` bytes.
 
     The snapshot is what GetRun, WatchRun and the store send and keep whole, so it must stay
     well under the message limit whatever producers report: steps they add, artifacts,
     agents, metrics.
     """
-    size = state.run.ByteSize()
+    size = len(encoded)
     most = limit + (TERMINAL_HEADROOM_BYTES if state.is_terminal else 0)
     if size > most:
         raise ResourceExhausted(

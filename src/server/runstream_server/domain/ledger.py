@@ -306,10 +306,13 @@ class RunLedger:
                     EncodedEvent.of(e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data)
                     for e, data in ((e, e.SerializeToString()) for e in staged)
                 ]
+                snapshot = draft.run.SerializeToString()  # once: checked, then stored
                 if producer:
-                    check_snapshot_size(draft, self._limits.max_snapshot_bytes)
+                    check_snapshot_size(draft, snapshot, self._limits.max_snapshot_bytes)
                 try:
-                    await self._store.append(run_id, fresh, draft.run, expected_seq=state.last_seq)
+                    await self._store.append(
+                        run_id, fresh, draft.run, expected_seq=state.last_seq, encoded=snapshot
+                    )
                 except HeadMoved as moved:
                     if moved.actual != state.last_seq:  # not only a key the log holds
                         await self._catch_up(slot, moved=True)

@@ -73,10 +73,13 @@ class ObservedStore:
         snapshot: run_pb2.Run,
         *,
         expected_seq: int,
+        encoded: bytes | None = None,
     ) -> None:
         started = time.perf_counter()
         try:
-            await self.inner.append(run_id, events, snapshot, expected_seq=expected_seq)
+            await self.inner.append(
+                run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded
+            )
         except AlreadyExists:  # the caller's mistake (a run id in use), not the store's
             raise
         except HeadMoved:  # another replica wrote first; the caller reloads and retries

@@ -242,12 +242,15 @@ class EventStore(Protocol):
         snapshot: run_pb2.Run,
         *,
         expected_seq: int,
+        encoded: bytes | None = None,
     ) -> None:
         """Atomically and durably adds `events` to the run's log and replaces its snapshot.
 
         `expected_seq` is the head the caller folded on; 0 creates the run (AlreadyExists
         when it exists). Raises :class:`HeadMoved` when the head is elsewhere, or when an
         idempotency key of `events` is already stored. Seqs continue the log without gaps.
+        `encoded` is the snapshot's encoding when the caller made it (the ledger does, to
+        check its size): stored as it is, not made again.
         """
 
     async def confirm(self, run_id: str) -> None:

@@ -262,6 +262,7 @@ class RedisEventStore:
         snapshot: run_pb2.Run,
         *,
         expected_seq: int,
+        encoded: bytes | None = None,
     ) -> None:
         meta, log_key, keys = self._keys.run(run_id)
         if expected_seq == 0:  # index first: a run is never stored without its index entries
@@ -269,7 +270,7 @@ class RedisEventStore:
         with_data = sum(len(e.data) for e in events) <= NOTICE_DATA_LIMIT
         args: list[Any] = [
             expected_seq,
-            snapshot.SerializeToString(),
+            snapshot.SerializeToString() if encoded is None else encoded,
             snapshot.status,
             notice_channel(self.options, run_id),
             run_id,

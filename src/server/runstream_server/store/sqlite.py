@@ -128,8 +128,11 @@ class SqliteEventStore:
         snapshot: run_pb2.Run,
         *,
         expected_seq: int,
+        encoded: bytes | None = None,
     ) -> None:
-        await self.writer.append(run_id, events, snapshot, expected_seq=expected_seq)
+        await self.writer.append(
+            run_id, events, snapshot, expected_seq=expected_seq, encoded=encoded
+        )
 
     # --- reads --------------------------------------------------------------------------------
 

@@ -209,6 +209,8 @@ class _Write:
     run_id: str
     events: Sequence[StoredEvent]
     snapshot: run_pb2.Run
+    data: bytes
+    """The snapshot's encoding."""
     expected_seq: int
     done: asyncio.Future[None] | None = None
 
@@ -380,8 +382,10 @@ class SqliteWriter:
         snapshot: run_pb2.Run,
         *,
         expected_seq: int,
+        encoded: bytes | None = None,
     ) -> None:
-        write = _Write(run_id, events, snapshot, expected_seq)
+        data = snapshot.SerializeToString() if encoded is None else encoded
+        write = _Write(run_id, events, snapshot, data, expected_seq)
         if self._drainer is None:  # nothing queued: commit at once if it can be done inline
             try:
                 inline = self._commit_inline([write])
@@ -521,8 +525,7 @@ class SqliteWriter:
 
     @staticmethod
     def _write_one(conn: sqlite3.Connection, write: _Write) -> None:
-        snap = write.snapshot
-        data = snap.SerializeToString()
+        snap, data = write.snapshot, write.data
         if write.expected_seq == 0:
             try:
                 conn.execute(
