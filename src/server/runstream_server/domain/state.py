@@ -29,6 +29,11 @@ TERMINAL_STATUSES = frozenset(
 # A PENDING run starts with its first event, except these (KindRules.starts_run).
 _NOT_STARTING = frozenset(name for name, rules in KINDS.items() if not rules.starts_run)
 
+# The run's progress is made of the estimate's inputs (its steps, items and status): a kind
+# that moves none of them (KindRules.moves_estimate) leaves it as it was, and the loop over
+# every step that makes it again is skipped.
+_MOVES_PROGRESS = frozenset(name for name, rules in KINDS.items() if rules.moves_estimate)
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)  # 0001-01-01 to 9999-12-31
@@ -174,7 +179,8 @@ class RunState:
             self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
         self.run.update_time.CopyFrom(when)
-        self.steps.recompute_progress()
+        if name in _MOVES_PROGRESS:
+            self.steps.recompute_progress()
 
     def remember(self, event: event_pb2.RunEvent) -> None:
         """Keeps what the snapshot does not hold: decisions, milestones, recent activity, the
