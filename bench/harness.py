@@ -305,10 +305,12 @@ def producer_argv(
     cpu: Cores = SERVER_CPU,
     client: str | None = None,
     linger: float = 0.0,
+    steps: int = 0,
 ) -> list[str]:
     """A loadgen producer for `srv`, on the server's core unless told otherwise; `client`
-    "bare" reports to a Runstream server without the SDK; `linger` is the SDK's. A gateway's
-    producer publishes to its Redis (stacks_load.py)."""
+    "bare" reports to a Runstream server without the SDK; `linger` is the SDK's, and `steps`
+    the planned steps of its run (a third done, up to three running). A gateway's producer
+    publishes to its Redis (stacks_load.py)."""
     if srv.system in STACKS:
         args = ["produce", srv.store, f"bench-{os.getpid()}-{time.monotonic_ns()}"]
         args += ["--rate", str(rate), "--count", str(count)]
@@ -316,7 +318,9 @@ def producer_argv(
     system = client or srv.system
     args = ["produce", system, srv.target, "--rate", str(rate), "--count", str(count)]
     args += ["--closed"] if closed else []
-    return loadgen(*args, *(["--linger", str(linger)] if linger else []), cpu=cpu)
+    args += ["--linger", str(linger)] if linger else []
+    args += ["--steps", str(steps)] if steps else []
+    return loadgen(*args, cpu=cpu)
 
 
 def start_watchers(
@@ -371,14 +375,17 @@ def open_loop(
     per_channel: int = 1,
     drop_after: int = 0,
     window: Callable[[bool], object] | None = None,
+    steps: int = 0,
 ) -> OpenLoop:
     """A producer reports `count` events at `rate`/s (or closed loop) to `watchers` watchers
-    (`client`: as in producer_argv; `per_channel`: watch streams sharing one connection;
+    (`client`, `steps`: as in producer_argv; `per_channel`: watch streams sharing one connection;
     `drop_after`: each watcher drops its stream after that many measured events and comes
     back a second later; `window`: called with True as the measured events start and with
     False once they are acknowledged)."""
     with ExitStack() as stack:
-        argv = producer_argv(srv, rate, count, closed=closed, linger=linger, client=client)
+        argv = producer_argv(
+            srv, rate, count, closed=closed, linger=linger, client=client, steps=steps
+        )
         producer = stack.enter_context(spawn(argv, None))
         run_id = producer.read()["run_id"] or "-"
         options = ("--per-channel", str(per_channel)) if per_channel > 1 else ()

@@ -55,10 +55,17 @@ class Counted:
             self._control("--zero")
         self._control("--instr=on" if on else "--instr=off")
 
-    def loop(self, count: int, watchers: int) -> int:
-        """Instructions the server executed in one closed loop of `count` events."""
+    def loop(self, count: int, watchers: int, steps: int = 0) -> int:
+        """Instructions the server executed in one closed loop of `count` events (into a run
+        of `steps` planned steps, a third of them done and up to three running)."""
         harness.open_loop(
-            self.srv, watchers=watchers, rate=0, count=count, closed=True, window=self._count
+            self.srv,
+            watchers=watchers,
+            rate=0,
+            count=count,
+            closed=True,
+            window=self._count,
+            steps=steps,
         )
         self._control(f"--dump=loop{count}")
         self.dumps += 1
@@ -68,8 +75,8 @@ class Counted:
                 return int(line.split()[1])
         raise RuntimeError(f"no totals in {dump}")
 
-    def per_event(self, watchers: int) -> float:
-        short, long = (self.loop(count, watchers) for count in COUNTS)
+    def per_event(self, watchers: int, steps: int = 0) -> float:
+        short, long = (self.loop(count, watchers, steps) for count in COUNTS)
         return (long - short) / (COUNTS[1] - COUNTS[0])
 
 

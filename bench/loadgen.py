@@ -98,12 +98,14 @@ async def paced(rate: float, count: int, send: Callable[[int], Awaitable[object]
 
 
 async def produce_runstream(
-    target: str, rate: float, count: int, closed: bool, linger: float = 0.0
+    target: str, rate: float, count: int, closed: bool, linger: float = 0.0, steps: int = 0
 ) -> None:
     import runstream
 
     async with runstream.connect(target) as client:
-        run = await client.start_run("bench", linger=linger)
+        planned = [f"step-{i + 1}" for i in range(steps)]
+        run = await client.start_run("bench", linger=linger, steps=planned)
+        await _midway(run, planned)
         emit({"run_id": run.run_id})
         commands = await stdin_lines()
         go = asyncio.ensure_future(commands.readline())
@@ -125,6 +127,17 @@ async def produce_runstream(
         cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
         emit({"cpu": cpu, "took": took, "last_seq": run.last_seq})
         await run.complete()
+
+
+async def _midway(run: Any, planned: list[str]) -> None:
+    """Takes a run of planned steps to where a workflow spends most of its time: a third of
+    them done, up to three running, each with its agent."""
+    done = len(planned) // 3
+    for i, step_id in enumerate(planned[: done + 3]):
+        step = await run.start_step(step_id, agent=f"agent-{i + 1}")
+        if i < done:
+            await step.complete("done")
+    await run.flush()
 
 
 async def _nothing(_i: int) -> None:
@@ -441,6 +454,7 @@ def main() -> None:
     produce.add_argument("--count", type=int, default=1000)
     produce.add_argument("--closed", action="store_true")
     produce.add_argument("--linger", type=float, default=0.0, help="the SDK's linger (s)")
+    produce.add_argument("--steps", type=int, default=0, help="the run's planned steps")
     watcher = sub.add_parser("watch")
     watcher.add_argument("system", choices=["runstream", "baseline"])
     watcher_arguments(watcher)
@@ -462,10 +476,11 @@ def main() -> None:
             "unary": produce_unary,
             "nothing": produce_nothing,
         }[args.system]
-        if args.linger and args.system != "runstream":
-            parser.error("--linger is the SDK's: produce runstream only")
-        linger = {"linger": args.linger} if args.linger else {}
-        asyncio.run(producer(args.target, args.rate, args.count, args.closed, **linger))
+        if (args.linger or args.steps) and args.system != "runstream":
+            parser.error("--linger and --steps are the SDK's: produce runstream only")
+        options = {"linger": args.linger} if args.linger else {}
+        options |= {"steps": args.steps} if args.steps else {}
+        asyncio.run(producer(args.target, args.rate, args.count, args.closed, **options))
     else:
         asyncio.run(
             watch(
