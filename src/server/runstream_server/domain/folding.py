@@ -105,11 +105,12 @@ def fold(
             taken[key] = i
         if producer:
             spoken.append(event)
-            inputs_moved = inputs_moved or name in ESTIMATE_INPUTS
+            moved = name in ESTIMATE_INPUTS  # and with them the progress (RunState.apply)
+            inputs_moved = inputs_moved or moved
             if not draft.is_terminal:  # health and milestones right after what moved them
                 for extra in (
                     _health_moved(draft, event, name, troubles)
-                    + insight.progress_milestones(draft)
+                    + (insight.progress_milestones(draft) if moved else [])
                     + insight.target_milestones(draft)
                 ):
                     stage(extra, "server")

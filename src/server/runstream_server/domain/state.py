@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.domain.events import KINDS, kind_name, kind_rules
+from runstream_server.domain.events import ESTIMATE_INPUTS, KINDS, kind_name, kind_rules
 from runstream_server.domain.health import TROUBLE_KINDS, Troubles
 from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import FailedPrecondition, InvalidArgument
@@ -28,11 +28,6 @@ TERMINAL_STATUSES = frozenset(
 
 # A PENDING run starts with its first event, except these (KindRules.starts_run).
 _NOT_STARTING = frozenset(name for name, rules in KINDS.items() if not rules.starts_run)
-
-# The run's progress is made of the estimate's inputs (its steps, items and status): a kind
-# that moves none of them (KindRules.moves_estimate) leaves it as it was, and the loop over
-# every step that makes it again is skipped.
-_MOVES_PROGRESS = frozenset(name for name, rules in KINDS.items() if rules.moves_estimate)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -179,7 +174,9 @@ class RunState:
             self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
         self.run.update_time.CopyFrom(when)
-        if name in _MOVES_PROGRESS:
+        # The progress is made of the estimate's inputs (steps, items, status): a kind that
+        # moves none of them (KindRules.moves_estimate) leaves it as it was.
+        if name in ESTIMATE_INPUTS:
             self.steps.recompute_progress()
 
     def remember(self, event: event_pb2.RunEvent) -> None:
