@@ -210,7 +210,7 @@ class RunstreamServer:
         # prints, and creates nothing.
         check_addresses(config)
         rejections = RejectionLog()
-        interceptors = auth_rewriters(config.security, rejections)
+        auth = auth_rewriters(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
         created = store_files_to_create(config)
         self.telemetry = telemetry
@@ -249,7 +249,7 @@ class RunstreamServer:
                 RewriterChain(
                     [
                         RequestInterceptor(telemetry, rpc_tracer),
-                        *interceptors,
+                        *auth,
                         ErrorInterceptor(rejections),
                         self._calls,
                         limits,

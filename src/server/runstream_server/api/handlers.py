@@ -61,7 +61,7 @@ class RewriterChain(aio.ServerInterceptor):  # type: ignore[type-arg]
     """The rewriters as one interceptor, the first outermost (see the module docstring).
 
     The rewritten handler is kept for as long as the handler below the chain stays the same
-    object (registered handlers do).
+    object (the method table's do: :mod:`~runstream_server.api.methods`).
     """
 
     def __init__(self, rewriters: Sequence[HandlerRewriter]) -> None:

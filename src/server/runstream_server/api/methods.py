@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-Handler = Any  # grpc.RpcMethodHandler: typed loosely by grpc's own stubs
+from runstream_server.api.handlers import Handler
 
 
 def _raw_response(handler: Handler) -> Handler:
