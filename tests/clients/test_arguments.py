@@ -42,6 +42,14 @@ NOT_AN_ID = (
 Call = Callable[[RunReporter, StepReporter], Awaitable[Any]]
 
 
+class _Mapping(dict[str, Any]):
+    """A dict of the caller's own class (as some libraries hand out)."""
+
+
+class _Float(float):
+    """A float of the caller's own class (as numpy's float64 is)."""
+
+
 @pytest.fixture
 async def client(server: RunstreamServer) -> AsyncIterator[Client]:
     async with runstream.connect(server.target) as client:
@@ -296,6 +304,26 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "custom-type-long",
         lambda r, s: r.custom("t" * 257),
         "type: is 257 characters; the limit is 256 characters",
+    ),
+    (
+        "custom-data-nan-deep",
+        lambda r, s: r.custom("t", {"scores": [1, {"recall": math.nan}], "ok": True}),
+        "data: numbers must be finite (no NaN or infinity)",
+    ),
+    (
+        "custom-data-infinity-in-tuple",
+        lambda r, s: r.custom("t", {"range": (0, "x", None, -math.inf)}),
+        "data: numbers must be finite (no NaN or infinity)",
+    ),
+    (
+        "custom-data-float-subclass",
+        lambda r, s: r.custom("t", _Mapping({"n": _Float("inf")})),
+        "data: numbers must be finite (no NaN or infinity)",
+    ),
+    (
+        "custom-data-not-a-mapping",
+        lambda r, s: r.custom("t", [1, 2]),  # type: ignore[arg-type]
+        "data: must be a mapping (a dict), got [1, 2]",
     ),
     # starting, completing and failing steps and the run
     (

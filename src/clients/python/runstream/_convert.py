@@ -162,7 +162,7 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name:
     """
     if not data:
         return
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise InvalidArgumentError(f"{name}: must be a mapping (a dict), got {data!r:.60}")
     try:
         target.update(dict(data))
@@ -181,14 +181,22 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name:
         )
 
 
+_FINITE_LEAVES = frozenset({str, int, bool, type(None)})
+
+
 def _non_finite(value: Any) -> bool:
+    kind = type(value)
+    if kind in _FINITE_LEAVES:  # most values: at once, before the abstract types' checks
+        return False
     if isinstance(value, float):
         return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
-    return False
+    if kind is dict or isinstance(value, Mapping):
+        values: Iterable[Any] = value.values()
+    elif isinstance(value, list | tuple):
+        values = value
+    else:
+        return False
+    return any(map(_non_finite, values))
 
 
 def _struct_compatible(value: Any) -> bool:
