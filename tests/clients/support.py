@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import runstream
 from runstream.v1 import event_pb2, report_service_pb2
-from runstream_server.app import RunstreamServer
+from runstream_server.app import RunstreamServer, ServerConfig
+
+from tests.conftest import ConfigFactory, free_port
 
 T = TypeVar("T")
 
@@ -55,20 +58,38 @@ def link_states(links: Iterable[runstream.WatchLink]) -> list[runstream.LinkStat
     return [link.state for link in links]
 
 
-async def lost_and_back(
-    server: RunstreamServer, links: list[runstream.WatchLink], away: float = 0.0
-) -> RunstreamServer:
-    """Stops `server`; once the stream whose ``on_link`` fills `links` says RECONNECTING and
-    `away` more seconds passed, starts a server on the same store and port, and returns it
-    once the stream is LIVE again."""
-    config, before = server.config, len(links)
-    await server.stop(grace=0.2)
-    await eventually(lambda: runstream.LinkState.RECONNECTING in link_states(links[before:]))
-    await asyncio.sleep(away)
-    server = RunstreamServer(config)
-    await server.start()
-    await eventually(lambda: link_states(links)[-1] == runstream.LinkState.LIVE)
-    return server
+class Restartable:
+    """A server that a test stops and starts again, on the same store and port."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.server = RunstreamServer(config)
+
+    async def start_again(self) -> None:
+        self.server = RunstreamServer(self.server.config)
+        await self.server.start()
+
+    async def lost_and_back(self, links: list[runstream.WatchLink], away: float = 0.0) -> None:
+        """Stops the server; once the stream whose ``on_link`` fills `links` says
+        RECONNECTING and `away` more seconds passed, starts it again, and returns once the
+        stream is LIVE again."""
+        before = len(links)
+        await self.server.stop(grace=0.2)
+        await eventually(lambda: runstream.LinkState.RECONNECTING in link_states(links[before:]))
+        await asyncio.sleep(away)
+        await self.start_again()
+        await eventually(lambda: link_states(links)[-1] == runstream.LinkState.LIVE)
+
+
+@contextlib.asynccontextmanager
+async def restartable(server_config: ConfigFactory, path: Path) -> AsyncIterator[Restartable]:
+    """A started :class:`Restartable` on the SQLite file `path` and a port of its own,
+    stopped on the way out."""
+    served = Restartable(server_config(path, address=f"127.0.0.1:{free_port()}"))
+    await served.server.start()
+    try:
+        yield served
+    finally:
+        await served.server.stop(grace=0.5)
 
 
 def producer_events(events: Iterable[runstream.Event]) -> list[runstream.Event]:

@@ -16,8 +16,8 @@ from runstream import DecisionPrompt, InteractionUpdate, LinkState, WatchLink
 from runstream.v1 import decision_service_pb2, decision_service_pb2_grpc
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import collecting, eventually, link_states, lost_and_back
-from tests.conftest import ConfigFactory, free_port
+from tests.clients.support import collecting, eventually, link_states, restartable
+from tests.conftest import ConfigFactory
 
 
 def interacting(
@@ -84,27 +84,24 @@ async def test_an_interaction_back_from_an_outage_has_its_whole_reconnect_timeou
 ) -> None:
     """Live again on runs with nothing to decide (no message for 2.5 s of a 2 s timeout),
     then lost once more: it reconnects, saying RECONNECTING, instead of giving up."""
-    config = server_config(tmp_path / "twice.db", address=f"127.0.0.1:{free_port()}")
-    server = RunstreamServer(config)
-    await server.start()
-    try:
-        async with runstream.connect(server.target, reconnect_timeout=2) as client:
-            run = await client.start_run("quiet")
-            await run.flush()
-            links: list[WatchLink] = []
-            async with interacting(client, run.run_id, links) as seen:
-                await eventually(lambda: link_states(links)[-1:] == [LinkState.LIVE])
-                server = await lost_and_back(server, links, away=1.2)  # 1.2 s of its 2
-                await asyncio.sleep(2.5)  # live, with nothing to send
-                again = len(links)
-                server = await lost_and_back(server, links)
-                lost = next(link for link in links[again:] if link.state == LinkState.RECONNECTING)
-                assert isinstance(lost.error, runstream.UnavailableError)
-                assert lost.retry_in is not None and lost.retry_in > 0
-                asked = asyncio.create_task(run.ask("Ship it?", ["yes", "no"], decision_id="s"))
-                await eventually(lambda: any(isinstance(u, DecisionPrompt) for u in seen))
-                await client.submit_decision(run.run_id, "s", "no")
-                await asked
-            await run.close()
-    finally:
-        await server.stop(grace=0.5)
+    async with (
+        restartable(server_config, tmp_path / "twice.db") as served,
+        runstream.connect(served.server.target, reconnect_timeout=2) as client,
+    ):
+        run = await client.start_run("quiet")
+        await run.flush()
+        links: list[WatchLink] = []
+        async with interacting(client, run.run_id, links) as seen:
+            await eventually(lambda: link_states(links)[-1:] == [LinkState.LIVE])
+            await served.lost_and_back(links, away=1.2)  # 1.2 s of its 2
+            await asyncio.sleep(2.5)  # live, with nothing to send
+            again = len(links)
+            await served.lost_and_back(links)
+            lost = next(link for link in links[again:] if link.state == LinkState.RECONNECTING)
+            assert isinstance(lost.error, runstream.UnavailableError)
+            assert lost.retry_in is not None and lost.retry_in > 0
+            asked = asyncio.create_task(run.ask("Ship it?", ["yes", "no"], decision_id="s"))
+            await eventually(lambda: any(isinstance(u, DecisionPrompt) for u in seen))
+            await client.submit_decision(run.run_id, "s", "no")
+            await asked
+        await run.close()
