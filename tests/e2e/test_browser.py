@@ -459,6 +459,59 @@ async def test_a_run_opened_while_its_server_is_frozen_reconnects_until_the_serv
         await run.close()
 
 
+async def test_a_run_at_its_watcher_limit_is_not_shown_live_and_is_asked_for_when_told(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    """Found in review: the page said Live as soon as it asked for a run's events, before the
+    server answered, and counted that as connected. A watch the server refused at the run's
+    watcher limit (RESOURCE_EXHAUSTED, with a RetryInfo of 5 s) flashed Live between tries,
+    and the tries never backed off: a GetRun and a WatchRun every 250 ms for as long as the
+    page stayed open, from every page open on the run. Now Live comes with the server's
+    answer (its response headers), and the page waits as long as the refusal asks."""
+    require_chromium()
+    server_process.extra = ("--max-watchers-per-run", "1")
+    server_process.start()
+    watch_run = "runstream.v1.RunService/WatchRun"
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("limited")
+        await run.custom("started")
+        await run.flush()
+
+        watching = asyncio.Event()
+
+        async def follow() -> None:
+            async for _ in client.watch(run.run_id):
+                watching.set()
+
+        holder = asyncio.create_task(follow())  # the run's one watcher
+        try:
+            await asyncio.wait_for(watching.wait(), 10)
+            async with dashboard(server_process.target, tmp_path) as web, browser() as page:
+                await page.goto(web.run_url(run.run_id))
+                await page.eval(
+                    "window.linkStates = [];"
+                    " new MutationObserver(() => linkStates.push("
+                    f"{CONNECTION})).observe(document.querySelector('#app'),"
+                    " {attributes: true, attributeFilter: ['data-connection']})"
+                )
+                await page.wait(f"{CONNECTION} === 'reconnecting'")
+                refused = await page.calls(watch_run)
+                assert refused >= 1
+                await asyncio.sleep(4)  # within the 5 s the refusal asked the page to wait
+                assert await page.calls(watch_run) == refused
+                detail = await page.eval("document.querySelector('#conn').title")
+                assert "the most allowed" in detail
+                assert "live" not in await page.eval("linkStates")
+                holder.cancel()  # the run's watcher leaves: the page's next try is let in
+                await page.wait(f"{CONNECTION} === 'live' && {run_view_is('RUNNING')}", within=15)
+                assert await page.errors() == []
+        finally:
+            holder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await holder
+        await run.close()
+
+
 async def test_a_run_linked_before_it_exists_opens_when_picked_from_the_list(
     server: RunstreamServer, web: Web
 ) -> None:

@@ -9,6 +9,7 @@ import type { Api } from "./api";
 import { askForToken } from "./auth";
 import { heardServerTime } from "./clock";
 import { millis } from "./format";
+import { retryDelay, sleep } from "./retry";
 import type { LinkState } from "./watch";
 
 const POLL_MS = 2500;
@@ -149,7 +150,7 @@ export class RunsFeed {
         }
         failures += 1;
         this.state("reconnecting");
-        await sleep(Math.min(4000, 250 * 2 ** failures));
+        await sleep(retryDelay(err, failures));
       }
     }
   }
@@ -191,8 +192,4 @@ export class RunsFeed {
     this.loaded = true;
     this.changed(this.list());
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -7,6 +7,7 @@ import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import type { Api } from "./api";
 import { askForToken } from "./auth";
 import { heardServerTime } from "./clock";
+import { retryDelay, sleep } from "./retry";
 
 /**
  * The state of the link to the server, as the Live indicator shows it: "denied" while the
@@ -94,7 +95,7 @@ export class RunWatch {
         }
         failures += 1;
         this.handlers.state("reconnecting", err.rawMessage || err.message);
-        await sleep(backoff(failures));
+        await sleep(retryDelay(err, failures));
       }
     }
   }
@@ -127,10 +128,18 @@ export class RunWatch {
       }
       const stream = this.api.runs.watchRun(
         { runId: this.runId, afterSeq: BigInt(this.lastSeq), heartbeatInterval: { seconds: BigInt(HEARTBEAT_SECONDS), nanos: 0 } },
-        { signal: controller.signal, timeoutMs: 0 }, // open until the run ends; the stall timer watches it
+        {
+          signal: controller.signal,
+          timeoutMs: 0, // open until the run ends; the stall timer watches it
+          // Live once the server took the watch (it answers with its headers at once), not
+          // once the page asked: a watch refused at a limit would show Live between tries,
+          // and each try, counted as connected, would start the backoff over.
+          onHeader: () => {
+            connected();
+            this.handlers.state("live");
+          },
+        },
       );
-      connected();
-      this.handlers.state("live");
       armStallTimer();
       for await (const response of stream) {
         armStallTimer();
@@ -158,14 +167,4 @@ export class RunWatch {
     }
     if (fresh.length > 0) this.handlers.events(fresh);
   }
-}
-
-/** 250 ms, 500 ms, 1 s, 2 s, then 4 s, with jitter so many tabs do not reconnect in step. */
-function backoff(failures: number): number {
-  const base = Math.min(4000, 250 * 2 ** (failures - 1));
-  return base * (0.8 + Math.random() * 0.4);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
