@@ -27,6 +27,8 @@ Scenarios:
   idle        RSS per idle watcher at 1,000, 5,000 and 20,000 watchers
   burst       10,000 watchers connecting at once: how many the server registers
   producer    the SDK producer's CPU per event at 200 events/s and at full speed
+  watcher     a watcher's own CPU per event reading a run's log as fast as it comes: the
+              SDK's watch() (typed events) beside a bare stub that decodes the messages
   replicas    more than one core: 4 runs (1,000 events/s, 25 watchers each) on one server
               process, then on two replicas sharing one Redis store, one pinned to each core
   stacks      beside the stack Runstream replaces (an SSE / WebSocket gateway on Redis
@@ -83,6 +85,7 @@ SCENARIOS = (
     "idle",
     "burst",
     "producer",
+    "watcher",
     "replicas",
     "observability",
     "stacks",
@@ -787,6 +790,76 @@ async def bench_observability(count: int, events: int, rounds: int = 3) -> None:
         print(f"  {label:<44} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12}")
 
 
+# --- the watcher's side --------------------------------------------------------------------
+
+
+def _mixed_event(n: int) -> event_pb2.RunEvent:
+    """One of a run's events as a multi-agent run reports them: mostly streamed model output,
+    then agents' activity, thoughts and custom events with a little data."""
+    which = n % 10
+    if which < 6:
+        return event_pb2.RunEvent(
+            text_delta=event_pb2.TextDelta(agent_id="writer", message_id="m1", delta=" word")
+        )
+    if which < 8:
+        return event_pb2.RunEvent(
+            agent_activity=event_pb2.AgentActivity(
+                agent_id="researcher",
+                activity=event_pb2.AGENT_ACTIVITY_TYPE_PROGRESS,
+                message="searching the web",
+            )
+        )
+    if which == 8:
+        return event_pb2.RunEvent(
+            thinking=event_pb2.Thinking(agent_id="manager", analysis="the draft needs sources")
+        )
+    return custom_event(n, size=16)
+
+
+async def bench_watcher(events: int) -> None:
+    print(
+        "\n== a watcher's CPU per event, reading a run's log of "
+        f"{events:,} events as fast as it comes (the best of 5 reads each)"
+    )
+    row("", "SDK watch()", "bare stub", "ratio")
+    import runstream
+
+    with server("runstream", sync="NORMAL") as srv:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            append = report_service_pb2_grpc.ReportServiceStub(channel).AppendEvents
+            created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="bench"))
+            run_id = created.run.run_id
+            for start in range(0, events, 500):
+                batch = [_mixed_event(n) for n in range(start, min(events, start + 500))]
+                await append(report_service_pb2.AppendEventsRequest(run_id=run_id, events=batch))
+            done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+            await append(report_service_pb2.AppendEventsRequest(run_id=run_id, events=[done]))
+
+            async def bare() -> int:
+                read = 0
+                async for response in runs.WatchRun(run_service_pb2.WatchRunRequest(run_id=run_id)):
+                    read += len(response.events)
+                return read
+
+            async with runstream.connect(srv.target) as client:
+
+                async def sdk() -> int:
+                    read = 0
+                    async for _event in client.watch(run_id):
+                        read += 1
+                    return read
+
+                cpu: dict[str, list[float]] = {"sdk": [], "bare": []}
+                for _ in range(5):
+                    for name, read_all in (("sdk", sdk), ("bare", bare)):
+                        cpu0 = time.process_time()
+                        read = await read_all()
+                        cpu[name].append((time.process_time() - cpu0) / read * 1e6)
+    ours, theirs = min(cpu["sdk"]), min(cpu["bare"])
+    row("CPU per event", f"{ours:.2f} us", f"{theirs:.2f} us", ratio(ours, theirs))
+
+
 async def bench_async(only: set[str], scale: float) -> None:
     if "append" in only:
         await bench_append(int(10_000 * scale))
@@ -794,6 +867,8 @@ async def bench_async(only: set[str], scale: float) -> None:
         await bench_fanout(int(5_000 * scale))
     if "observability" in only:
         await bench_observability(int(20_000 * scale), int(2_000 * scale))
+    if "watcher" in only:
+        await bench_watcher(int(50_000 * scale))
 
 
 def main() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 import runstream
+from google.protobuf.timestamp_pb2 import Timestamp
 from runstream import _convert
 from runstream.v1 import decision_pb2, event_pb2, report_service_pb2, run_pb2
 
@@ -73,6 +75,53 @@ def test_every_event_kind_has_a_payload_type() -> None:
         event = _convert.event_from_pb(message, "r")
         assert event.kind == kind
         assert event.payload is not None
+
+
+def test_an_event_read_keeps_each_field_of_its_message() -> None:
+    message = event_pb2.RunEvent(run_id="run-1", seq=7, idempotency_key="p:3")
+    message.custom.type = "checkpoint"
+    message.custom.data.update({"pages": 12})
+    message.event_time.seconds, message.event_time.nanos = 1_700_000_000, 123_456_789
+    event = _convert.event_from_pb(message, "watched")
+    assert (event.run_id, event.seq, event.kind, event.idempotency_key) == (
+        "run-1",
+        7,
+        runstream.EventKind.CUSTOM,
+        "p:3",
+    )
+    assert event.event_time == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
+    assert event.payload == runstream.Custom(type="checkpoint", data={"pages": 12})
+    assert event.raw is message
+    message.ClearField("run_id")  # a watch's events name their run in the stream, not each
+    assert _convert.event_from_pb(message, "watched").run_id == "watched"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (0, 0),
+        (-1, 999_999_999),  # before the epoch
+        (1_700_000_000, 999),  # nanoseconds below a microsecond: truncated
+        (253_402_300_799, 999_999_999),  # the last second datetime holds
+        (-62_135_596_800, 0),  # its first
+    ],
+)
+def test_a_time_is_read_as_protobuf_reads_it(seconds: int, nanos: int) -> None:
+    ts = Timestamp(seconds=seconds, nanos=nanos)
+    read = _convert.timestamp_to_datetime(ts)
+    assert read == ts.ToDatetime(tzinfo=UTC)
+    assert read.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(253_402_300_800, 0), (-62_135_596_801, 0), (0, -1), (0, 1_000_000_000)],
+)
+def test_a_time_datetime_cannot_hold_is_refused_as_protobuf_refuses_it(
+    seconds: int, nanos: int
+) -> None:
+    with pytest.raises(ValueError):
+        _convert.timestamp_to_datetime(Timestamp(seconds=seconds, nanos=nanos))
 
 
 def test_enum_values_added_later_read_as_unspecified() -> None:

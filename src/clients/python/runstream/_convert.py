@@ -116,7 +116,13 @@ _MAX_EXACT_INT = 2**53
 
 
 def enum_value(cls: type[_E], number: int) -> _E:
-    """``cls(number)``, or ``cls.UNSPECIFIED`` for a value added to the contract later."""
+    """``cls(number)``, or ``cls.UNSPECIFIED`` for a value added to the contract later.
+
+    Looked up in the enum's own map of values first: calling an enum class costs five times
+    as much, for every enum field of every event a watcher reads."""
+    member = cls._value2member_map_.get(number)
+    if member is not None:
+        return member  # type: ignore[return-value]
     try:
         return cls(number)
     except ValueError:
@@ -150,7 +156,10 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as a plain dict (integral numbers as int), its keys sorted: a Struct is a map,
     whose order changes from process to process, so two people shown the same context saw
     its keys in different orders."""
-    return {key: _value_to_python(struct.fields[key]) for key in sorted(struct.fields)}
+    fields = struct.fields
+    if not fields:  # most events' data: nothing to sort
+        return {}
+    return {key: _value_to_python(fields[key]) for key in sorted(fields)}
 
 
 def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name: str) -> None:
@@ -207,8 +216,22 @@ def _struct_compatible(value: Any) -> bool:
     return True
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
-    """A Timestamp as an aware UTC datetime."""
+    """A Timestamp as an aware UTC datetime (microseconds: the nanoseconds truncated).
+
+    The epoch plus a timedelta, as ``ToDatetime`` computes it, without its checks and time
+    zone conversion, which cost twice as much for every event a watcher reads; a Timestamp
+    out of datetime's range, or with nanos outside 0 to 999,999,999, still goes to
+    ``ToDatetime`` and raises its ValueError."""
+    nanos = ts.nanos
+    if 0 <= nanos < 1_000_000_000:
+        try:
+            return _EPOCH + timedelta(seconds=ts.seconds, microseconds=nanos // 1000)
+        except OverflowError:
+            pass
     return ts.ToDatetime(tzinfo=UTC)
 
 
@@ -755,14 +778,16 @@ def event_from_pb(message: event_pb2.RunEvent, run_id: str = "") -> Event:
     else:
         kind, convert = entry
         payload = convert(getattr(message, which))
+    # Positional, in the order of Event's fields: a third cheaper than by keyword, for every
+    # event a watcher reads (tests/clients/test_api.py checks each field).
     return Event(
-        run_id=message.run_id or run_id,
-        seq=message.seq,
-        kind=kind,
-        event_time=timestamp_to_datetime(message.event_time),
-        idempotency_key=message.idempotency_key,
-        payload=payload,
-        raw=message,
+        message.run_id or run_id,
+        message.seq,
+        kind,
+        timestamp_to_datetime(message.event_time),
+        message.idempotency_key,
+        payload,
+        message,
     )
 
 
