@@ -497,7 +497,7 @@ async def test_a_run_at_its_watcher_limit_is_not_shown_live_and_is_asked_for_whe
                 await page.wait(f"{CONNECTION} === 'reconnecting'")
                 refused = await page.calls(watch_run)
                 assert refused >= 1
-                await asyncio.sleep(4)  # within the 5 s the refusal asked the page to wait
+                await asyncio.sleep(3)  # within the 5 s the refusal asked the page to wait
                 assert await page.calls(watch_run) == refused
                 detail = await page.eval("document.querySelector('#conn').title")
                 assert "the most allowed" in detail

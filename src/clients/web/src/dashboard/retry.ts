@@ -5,7 +5,7 @@ import type { ConnectError } from "@connectrpc/connect";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb";
 
 /** 250 ms, 500 ms, 1 s, 2 s, then 4 s, with jitter so many tabs do not reconnect in step. */
-export function backoff(failures: number): number {
+function backoff(failures: number): number {
   const base = Math.min(4000, 250 * 2 ** (failures - 1));
   return base * (0.8 + Math.random() * 0.4);
 }
