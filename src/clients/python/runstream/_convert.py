@@ -216,9 +216,6 @@ def _struct_compatible(value: Any) -> bool:
     return True
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
     """A Timestamp as an aware UTC datetime (microseconds: the nanoseconds truncated).
 
@@ -229,7 +226,7 @@ def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
     nanos = ts.nanos
     if 0 <= nanos < 1_000_000_000:
         try:
-            return _EPOCH + timedelta(seconds=ts.seconds, microseconds=nanos // 1000)
+            return arguments.EPOCH + timedelta(seconds=ts.seconds, microseconds=nanos // 1000)
         except OverflowError:
             pass
     return ts.ToDatetime(tzinfo=UTC)

@@ -308,12 +308,12 @@ class RunManager:
             state.apply(created)
             snapshot = state.run.SerializeToString()
             check_snapshot_size(state, snapshot, self._limits.max_snapshot_bytes)
-            encoded = EncodedEvent.of(
+            first = EncodedEvent.of(
                 1, KIND_BY_FIELD["run_created"], "", created.SerializeToString()
             )
-            await self._store.append(run_id, [encoded], state.run, expected_seq=0, encoded=snapshot)
+            await self._store.append(run_id, [first], state.run, expected_seq=0, encoded=snapshot)
             self._ledger.set_state(slot, state)
-            self._ledger.deliver(CommitRecord(state, [encoded], [created]))
+            self._ledger.deliver(CommitRecord(state, [first], [created]))
             return copied(state.run)
 
     async def get_run(self, run_id: str) -> run_pb2.Run:
