@@ -89,6 +89,18 @@ def claims(roles: Iterable[str] = ("viewer",), **overrides: Any) -> dict[str, An
     return {k: v for k, v in base.items() if v is not None}
 
 
+def write_jwks(path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]) -> None:
+    """A JWKS file of these keys' public halves (under their kid; None: without one)."""
+    jwks = {
+        "keys": [
+            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))}
+            | ({"kid": kid} if kid else {})
+            for kid, k in keys
+        ]
+    }
+    path.write_text(json.dumps(jwks))
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -11,14 +11,16 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 import runstream
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from runstream import DecisionPrompt
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc
@@ -27,9 +29,10 @@ from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import Limits
+from runstream_server.auth.tokens import AuthConfig
 
 from tests.clients.support import collect_garbage, loop_complaints, proxy_to, question, until
-from tests.identity import Keys, Pki, rs256_auth, start_server
+from tests.identity import Keys, Pki, claims, rs256_auth, start_server, write_jwks
 
 MISSING = "0" * 32
 
@@ -110,6 +113,77 @@ async def test_a_fixed_token_cannot_be_refreshed_so_the_watch_fails_unauthentica
             async for _ in viewer.watch(run.run_id, keep_open=True):
                 pass
     await run.close()
+
+
+async def test_a_token_provider_keeps_report_and_watch_exact_when_its_key_is_withdrawn(
+    tmp_path: Path,
+) -> None:
+    """The identity provider withdraws the key that signed the tokens in use and signs with
+    a new one: the server cuts the streams opened with the old key's tokens, the SDK asks its
+    providers again at once (the old tokens had minutes left) and resumes, so the watcher
+    sees every seq once and every event is stored once. A fixed token of the old key cannot
+    be replaced: that watch fails UNAUTHENTICATED, naming the key."""
+    old, new = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    jwks = tmp_path / "jwks.json"
+    write_jwks(jwks, [("2026-11", old), ("2026-12", new)])
+    server = await start_server(tmp_path, SecurityConfig(auth=AuthConfig(public_key_file=jwks)))
+    signing: tuple[str, ec.EllipticCurvePrivateKey] = ("2026-11", old)
+    asked = {"producer": 0, "viewer": 0}
+
+    def provider(role: str) -> Callable[[], str]:
+        def token() -> str:
+            asked[role] += 1
+            kid, key = signing
+            return jwt.encode(claims([role]), key, algorithm="ES256", headers={"kid": kid})
+
+        return token
+
+    total = 40
+    withdrawn = asyncio.Event()
+    producer = runstream.connect(server.target, token=provider("producer"))
+    fixed = runstream.connect(server.target, token=provider("viewer")())
+    try:
+        run = await producer.start_run("wf")
+
+        async def produce() -> None:
+            for i in range(total):
+                await run.custom("tick", {"i": i})
+                await asyncio.sleep(0.05)
+                if i == total // 4:
+                    write_jwks(jwks, [("2026-12", new)])  # the old key withdrawn
+                    nonlocal signing
+                    signing = ("2026-12", new)
+                    withdrawn.set()
+            await run.complete(summary="done")
+
+        async def watch_with_the_fixed_token() -> None:
+            async for _ in fixed.watch(run.run_id, keep_open=True):
+                pass
+
+        producing = asyncio.create_task(produce())
+        fixed_watch = asyncio.create_task(watch_with_the_fixed_token())
+        seqs: list[int] = []
+        async with runstream.connect(server.target, token=provider("viewer")) as viewer:
+            async for event in viewer.watch(run.run_id):
+                seqs.append(event.seq)
+        await producing
+        with pytest.raises(runstream.UnauthenticatedError, match="unknown key id '2026-11'"):
+            await asyncio.wait_for(fixed_watch, 10)
+        await run.close()
+        assert withdrawn.is_set()
+        assert seqs == list(range(1, seqs[-1] + 1)), "a seq was lost or repeated"
+        assert asked["producer"] >= 2 and asked["viewer"] >= 3, "providers asked again"
+        async with runstream.connect(server.target, token=provider("viewer")) as reader:
+            ticks = [
+                e.payload.data["i"]
+                async for e in reader.watch(run.run_id)
+                if e.kind == runstream.EventKind.CUSTOM
+            ]
+        assert ticks == list(range(total)), "the producer lost or repeated one"
+    finally:
+        await producer.close()
+        await fixed.close()
+        await server.stop(grace=0.5)
 
 
 async def test_tls_with_a_certificate_the_test_made(tmp_path: Path) -> None:

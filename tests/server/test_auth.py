@@ -52,6 +52,7 @@ from tests.identity import (
     rs256_auth,
     start_server,
     unsigned_token,
+    write_jwks,
 )
 from tests.server.support import custom, keyless
 
@@ -328,18 +329,6 @@ async def test_hs256_server_refuses_rs256_and_accepts_its_own(tmp_path: Path, ke
         await server.stop(grace=0.5)
 
 
-def write_jwks(path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]) -> None:
-    """A JWKS file of these keys' public halves (under their kid; None: without one)."""
-    jwks = {
-        "keys": [
-            {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(k.public_key()))}
-            | ({"kid": kid} if kid else {})
-            for kid, k in keys
-        ]
-    }
-    path.write_text(json.dumps(jwks))
-
-
 @contextlib.asynccontextmanager
 async def jwks_channel(
     tmp_path: Path, keys: list[tuple[str | None, ec.EllipticCurvePrivateKey]]
@@ -434,6 +423,64 @@ async def test_keys_rotated_in_the_jwks_file_verify_the_next_token_without_a_res
             "unknown key id '2026-11'",
         )
         assert (await call(ch, list_runs, signed_new))[0] == grpc.StatusCode.OK
+
+
+async def test_a_key_taken_out_of_the_jwks_file_ends_the_streams_its_tokens_opened(
+    tmp_path: Path,
+) -> None:
+    """A key withdrawn (leaked, or rotated out) refused new calls, but a watch or a Report
+    stream opened with a token it signed went on until that token's exp (an hour, say).
+    Now each open stream's token is verified again when the key files change, with no call
+    needed to look at them: the streams of the old key end UNAUTHENTICATED saying why, a
+    Report stream after acknowledging what it was sent; those of the new key go on."""
+    old, new = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+
+    def token(key: ec.EllipticCurvePrivateKey, kid: str, role: str) -> list[tuple[str, str]]:
+        signed = jwt.encode(claims([role]), key, algorithm="ES256", headers={"kid": kid})
+        return [("authorization", f"Bearer {signed}")]
+
+    async with jwks_channel(tmp_path, [("2026-11", old), ("2026-12", new)]) as ch:
+        runs = run_service_pb2_grpc.RunServiceStub(ch)
+        producer = token(new, "2026-12", "producer")
+        run_id = (
+            await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w"), metadata=producer)
+        ).run.run_id
+        watch = run_service_pb2_grpc.RunServiceStub(ch).WatchRun
+        request = run_service_pb2.WatchRunRequest(run_id=run_id, keep_open=True)
+        old_watch = watch(request, metadata=token(old, "2026-11", "viewer"))
+        new_watch = watch(request, metadata=token(new, "2026-12", "viewer"))
+        for stream in (old_watch, new_watch):
+            assert [e.seq for e in (await stream.read()).events] == [1]
+        report = report_service_pb2_grpc.ReportServiceStub(ch).Report(
+            metadata=token(old, "2026-11", "producer")
+        )
+        await report.write(
+            report_service_pb2.ReportRequest(run_id=run_id, batch_id=1, events=[keyless(1)])
+        )
+        assert (await report.read()).ack.batch_id == 1
+        for stream in (old_watch, new_watch):
+            assert [e.seq for e in (await stream.read()).events] == [2]
+
+        write_jwks(tmp_path / "jwks.json", [("2026-12", new)])  # the old key withdrawn
+        withdrawn = (
+            "token no longer accepted during the stream (unknown key id '2026-11'); "
+            "reconnect with a fresh token"
+        )
+        for stream in (old_watch, report):
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(stream.read(), 3 * RECHECK_SECONDS + 1)
+            assert (ended.value.code(), ended.value.details()) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                withdrawn,
+            )
+        more = report_service_pb2_grpc.ReportServiceStub(ch).Report(metadata=producer)
+        await more.write(
+            report_service_pb2.ReportRequest(run_id=run_id, batch_id=1, events=[keyless(3)])
+        )
+        assert (await more.read()).ack.batch_id == 1
+        assert [e.seq for e in (await new_watch.read()).events] == [3]
+        await more.done_writing()
+        new_watch.cancel()
 
 
 def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:

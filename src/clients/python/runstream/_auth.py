@@ -3,9 +3,11 @@
 A provider (a function, sync or async, returning a JWT) is asked for a token on the first
 call and again whenever the one it gave is close to its ``exp``; the SDK reads ``exp`` from
 the token's payload without verifying it (verifying is the server's job). When the server
-ends a stream because the token expired, the watcher or reporter reconnects: the new call
-carries a fresh token from the provider and resumes from the stream's cursor, so nothing is
-lost or repeated. A fixed token cannot be refreshed: that reconnect fails UNAUTHENTICATED.
+ends a stream because the token expired, or because it no longer accepts it (the key that
+signed it was withdrawn), the watcher or reporter reconnects: the new call carries a fresh
+token from the provider (asked again at once in the second case, however long the token had
+left) and resumes from the stream's cursor, so nothing is lost or repeated. A fixed token
+cannot be refreshed: that reconnect fails UNAUTHENTICATED.
 
 A token goes in clear only where no one else can read it. Like gRPC's own call credentials
 (grpc-go's ``RequireTransportSecurity``), a token on a plaintext channel is refused unless
@@ -23,6 +25,7 @@ import json
 import logging
 import ssl
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,11 +41,13 @@ __all__ = [
     "PlaintextTokenError",
     "TokenProvider",
     "TokenProviderError",
+    "ask_providers_again",
     "auth_interceptors",
     "channel_credentials",
     "check_token_transport",
-    "is_expired_stream",
     "is_local_target",
+    "is_refused_stream",
+    "is_stream_cut_for_its_token",
     "token_as_sent",
 ]
 
@@ -52,11 +57,25 @@ TokenProvider = Callable[[], "str | Awaitable[str]"]
 EXPIRED_DURING_STREAM = "token expired during the stream"
 """The start of the status detail the server ends a stream with at its token's expiry."""
 
+REFUSED_DURING_STREAM = "token no longer accepted during the stream"
+"""The start of the status detail the server ends a stream with once its token stopped
+verifying (the key that signed it was withdrawn)."""
 
-def is_expired_stream(exc: grpc.aio.AioRpcError) -> bool:
-    """Whether the server cut a stream because its token expired (worth resuming)."""
+
+def is_stream_cut_for_its_token(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the server cut a stream because its token expired or is no longer accepted
+    (worth resuming with a fresh token)."""
     return exc.code() == grpc.StatusCode.UNAUTHENTICATED and (exc.details() or "").startswith(
-        EXPIRED_DURING_STREAM
+        (EXPIRED_DURING_STREAM, REFUSED_DURING_STREAM)
+    )
+
+
+def is_refused_stream(exc: BaseException | None) -> bool:
+    """Whether the server cut a stream because it no longer accepts its token."""
+    return (
+        isinstance(exc, grpc.aio.AioRpcError)
+        and exc.code() == grpc.StatusCode.UNAUTHENTICATED
+        and (exc.details() or "").startswith(REFUSED_DURING_STREAM)
     )
 
 
@@ -94,6 +113,20 @@ _RETRY_PROVIDER_SECONDS = 5.0
 failed again."""
 
 
+_PROVIDED: weakref.WeakSet[TokenSource] = weakref.WeakSet()
+"""Every token source with a provider in this process (see :func:`ask_providers_again`)."""
+
+
+def ask_providers_again() -> None:
+    """Makes every token source with a provider ask it before its next call.
+
+    For a stream cut because the server no longer accepts its token: the error does not say
+    which client's token that was, and asking a provider once more than needed costs one
+    token, so every provider in the process is asked (rare: a key withdrawn)."""
+    for source in list(_PROVIDED):
+        source.ask_again()
+
+
 class TokenSource:
     """A fixed token, or a provider's latest token, refreshed shortly before it expires.
 
@@ -109,6 +142,13 @@ class TokenSource:
         self._refresh_at = 0.0
         self._expires_at = 0.0
         self._failing = False
+        if self._provider is not None:
+            _PROVIDED.add(self)
+
+    def ask_again(self) -> None:
+        """The provider is asked before the next call, however long the last token has
+        left (kept should the provider fail meanwhile)."""
+        self._refresh_at = 0.0
 
     async def token(self) -> str:
         if self._fixed is not None:

@@ -3,8 +3,8 @@
 A failure is retried when it means "the server or the connection went away", never when the
 server judged the request itself (bad input, run ended, size limits): those would fail again.
 Two server verdicts are worth waiting out: a rate or count limit answered with a RetryInfo
-(retried after the delay it names) and a stream cut at its token's expiry (retried at once,
-with a fresh token from the provider).
+(retried after the delay it names) and a stream cut at its token's expiry, or because the
+server no longer accepts its token (retried at once, with a fresh token from the provider).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import message as _message
 from google.rpc import error_details_pb2, status_pb2
 
-from runstream._auth import is_expired_stream
+from runstream._auth import ask_providers_again, is_refused_stream, is_stream_cut_for_its_token
 from runstream._errors import UnavailableError
 
 __all__ = [
@@ -78,8 +78,12 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, grpc.aio.AioRpcError):
         return False
-    # A stream the server cut because its token expired: reconnect with a fresh token.
-    return exc.code() in RETRYABLE_CODES or is_expired_stream(exc) or _broke_under_the_call(exc)
+    # A stream the server cut for its token: reconnect with a fresh token.
+    return (
+        exc.code() in RETRYABLE_CODES
+        or is_stream_cut_for_its_token(exc)
+        or _broke_under_the_call(exc)
+    )
 
 
 def _broke_under_the_call(exc: grpc.aio.AioRpcError) -> bool:
@@ -138,8 +142,12 @@ class Backoff:
         self._hold = 0.0
 
     def hold(self, exc: BaseException | None) -> None:
-        """Makes the next delay at least what the failure's RetryInfo asked for, if any."""
+        """Makes the next attempt heed what the failure asked: a delay at least what its
+        RetryInfo names, if any, and a fresh token when the server no longer accepts the one
+        the stream was opened with."""
         self._hold = max(self._hold, retry_after(exc) or 0.0)
+        if is_refused_stream(exc):
+            ask_providers_again()
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call backs off further."""

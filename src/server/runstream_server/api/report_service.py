@@ -19,7 +19,7 @@ from grpc import aio
 from runstream.v1 import event_pb2, report_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as pb
 
-from runstream_server.auth.principal import EXPIRED_DURING_STREAM, end_at_expiry
+from runstream_server.auth.principal import end_at_expiry
 from runstream_server.domain.runs import (
     AppendResult,
     ControlSignal,
@@ -143,11 +143,11 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             raise InvalidArgument("run_id", "is required on the first message of a Report stream")
         link = await self._runs.attach_producer(run_id)
         signals = link.signals
-        expired = False
+        expired: str | None = None  # the token ended: the status detail to end with
 
-        def expire() -> None:  # the token: end once the commit under way is acknowledged
+        def expire(detail: str) -> None:  # end once the commit under way is acknowledged
             nonlocal expired
-            expired = True
+            expired = detail
             signals.ready.set()
 
         end_at_expiry(expire)
@@ -171,8 +171,8 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                 if not signals.empty():
                     yield _signalled(signals.get_nowait())
                     continue
-                if expired:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, EXPIRED_DURING_STREAM)
+                if expired is not None:
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, expired)
                 if inbox.empty():
                     signals.ready.clear()  # both checked empty since the last await
                     await signals.ready.wait()

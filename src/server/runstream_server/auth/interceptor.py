@@ -16,20 +16,13 @@ task, so the verdict travels in a context variable. The deserializer of a refuse
 returns None without parsing the bytes, and its behavior logs the refusal and aborts. The
 handler that does this is still built once per method: only the verdict is per call.
 
-Streams live no longer than their token: at ``exp`` a WatchRun, WatchRuns, Report or
-Interact stream ends with UNAUTHENTICATED, and the client reconnects with a fresh token and
-resumes from its cursor. The stream is cut only while it waits for its next message, never
-in the middle of sending one, so a watcher's cursor is always exact. A Report stream, which
-also waits for its commits, is not cut at all: it ends itself once the commit under way is
-acknowledged (:func:`~runstream_server.auth.principal.end_at_expiry`), so a producer is never
-left to send again a batch that was stored.
+Streams live no longer than their token: until its ``exp``, and until the key that signed it
+is taken out of the key files (:mod:`~runstream_server.auth.streams`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -48,15 +41,15 @@ from runstream_server.api.handlers import (
 from runstream_server.auth import policy
 from runstream_server.auth.principal import (
     EXPIRED_DURING_STREAM,
-    ExpiryHook,
+    REFUSED_DURING_STREAM,
     Principal,
     bind,
     current,
-    watch_expiry,
 )
+from runstream_server.auth.streams import OpenStreams
 from runstream_server.auth.tokens import TokenError, TokenVerifier
 
-__all__ = ["EXPIRED_DURING_STREAM", "AuthInterceptor"]
+__all__ = ["EXPIRED_DURING_STREAM", "REFUSED_DURING_STREAM", "AuthInterceptor"]
 
 
 Context = aio.ServicerContext[Any, Any]
@@ -82,6 +75,9 @@ _refusal: contextvars.ContextVar[_Refusal | None] = contextvars.ContextVar(
 )
 """The call's verdict: None once it is admitted (its principal bound), else its refusal."""
 
+_admitted_token: contextvars.ContextVar[str] = contextvars.ContextVar("runstream_auth_token")
+"""The token an admitted call was verified with (its stream holds it: auth/streams.py)."""
+
 
 class AuthInterceptor(HandlerRewriter):
     """Verifies the bearer token and the method's role on every call, before its request is
@@ -90,12 +86,13 @@ class AuthInterceptor(HandlerRewriter):
     def __init__(self, verifier: TokenVerifier, rejections: RejectionLog | None = None) -> None:
         super().__init__()
         self._verifier = verifier
+        self._streams = OpenStreams(verifier)
         self._rejections = rejections or RejectionLog()
         """Refusals are logged with the server's other rejections: anyone can send bad tokens,
         and each must not be a line of its own."""
 
-    def authenticate(self, metadata: Metadata | None) -> Principal:
-        """The caller's principal; raises TokenError naming what is wrong."""
+    def authenticate(self, metadata: Metadata | None) -> tuple[str, Principal]:
+        """The caller's token and principal; raises TokenError naming what is wrong."""
         values = [v for k, v in metadata or () if k == "authorization"]
         if not values:
             raise TokenError("missing authorization metadata; send 'authorization: Bearer <jwt>'")
@@ -107,13 +104,14 @@ class AuthInterceptor(HandlerRewriter):
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise TokenError("malformed authorization header: expected 'Bearer <jwt>'")
-        return self._verifier.verify(token.strip())
+        token = token.strip()
+        return token, self._verifier.verify(token)
 
     def admit(self, method: str, metadata: Metadata | None) -> _Refusal | None:
         """None when the caller may call `method` (its principal then bound for the call),
         else why not."""
         try:
-            principal = self.authenticate(metadata)
+            token, principal = self.authenticate(metadata)
         except TokenError as exc:
             return _Refusal(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
         # Bound before the role check, so every line logged about a refused call names who
@@ -128,6 +126,7 @@ class AuthInterceptor(HandlerRewriter):
                 f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}"
             )
             return _Refusal(grpc.StatusCode.PERMISSION_DENIED, reason, principal)
+        _admitted_token.set(token)
         return None
 
     async def refuse(self, method: str, refusal: _Refusal, context: Context) -> NoReturn:
@@ -166,7 +165,10 @@ class AuthInterceptor(HandlerRewriter):
                         async for response in responses:
                             yield response
                         return
-                    async for response in _until_expiry(responses, principal.expires_at, context):
+                    token, expires_at = _admitted_token.get(), principal.expires_at
+                    async for response in self._streams.serve(
+                        responses, token, expires_at, context
+                    ):
                         yield response
 
                 return streaming
@@ -191,46 +193,3 @@ def _admitted_only(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any
         return deserialize(data)
 
     return decode
-
-
-async def _until_expiry(
-    stream: AsyncIterator[Any], expires_at: float, context: Context
-) -> AsyncIterator[Any]:
-    """The stream's responses until the token expires, then UNAUTHENTICATED (see module)."""
-    task = asyncio.current_task()
-    assert task is not None
-    waiting = False
-    expired = False
-    hook = ExpiryHook()
-    watch_expiry(hook)  # before the handler runs: it may ask to end the stream itself
-
-    def expire() -> None:
-        nonlocal expired
-        if hook.stop is not None:  # the handler ends the stream once its work is answered
-            hook.stop()
-            return
-        expired = True
-        if waiting:  # idle: cut it now; otherwise it ends before its next wait
-            task.cancel()
-
-    timer = asyncio.get_running_loop().call_later(max(0.0, expires_at - time.time()), expire)
-    try:
-        while not expired:
-            waiting = True
-            try:
-                item = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except asyncio.CancelledError:
-                if not expired:
-                    raise
-                task.uncancel()
-                break
-            finally:
-                waiting = False
-            yield item
-    finally:
-        timer.cancel()
-        if hasattr(stream, "aclose"):
-            await stream.aclose()
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, EXPIRED_DURING_STREAM)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "EXPIRED_DURING_STREAM",
+    "REFUSED_DURING_STREAM",
     "ExpiryHook",
     "Principal",
     "Role",
@@ -94,14 +95,20 @@ def current() -> Principal | None:
 EXPIRED_DURING_STREAM = "token expired during the stream; reconnect with a fresh token"
 """The status detail of a stream cut at its token's expiry (clients resume on it)."""
 
+REFUSED_DURING_STREAM = "token no longer accepted during the stream"
+"""The start of the status detail of a stream cut because its token stopped verifying (the
+key that signed it was taken out of the key files); the reason follows (clients resume on it
+with a fresh token)."""
+
 
 class ExpiryHook:
-    """What a stream asked to be done at its token's expiry instead of being cut there."""
+    """What a stream asked to be done when its token ends (at its expiry, or its key taken
+    out) instead of being cut there."""
 
     __slots__ = ("stop",)
 
     def __init__(self) -> None:
-        self.stop: Callable[[], None] | None = None
+        self.stop: Callable[[str], None] | None = None
 
 
 _expiry: contextvars.ContextVar[ExpiryHook | None] = contextvars.ContextVar(
@@ -114,13 +121,16 @@ def watch_expiry(hook: ExpiryHook) -> None:
     _expiry.set(hook)
 
 
-def end_at_expiry(stop: Callable[[], None]) -> None:
-    """Asks that `stop` be called at the token's expiry instead of the stream being cut.
+def end_at_expiry(stop: Callable[[str], None]) -> None:
+    """Asks that `stop` be called, with the status detail to end with, when the token ends
+    instead of the stream being cut there.
 
-    The auth interceptor cuts a stream at ``exp`` by cancelling its handler while it waits.
-    A handler that also waits in the middle of work it must answer (a Report stream, for
-    its commits) calls this; it then ends the stream itself, UNAUTHENTICATED with
-    :data:`EXPIRED_DURING_STREAM`, once what it was doing is answered. Nothing with auth off.
+    The auth interceptor cuts a stream at ``exp`` (or once its token no longer verifies) by
+    cancelling its handler while it waits. A handler that also waits in the middle of work
+    it must answer (a Report stream, for its commits) calls this; it then ends the stream
+    itself, UNAUTHENTICATED with that detail (:data:`EXPIRED_DURING_STREAM`, or
+    :data:`REFUSED_DURING_STREAM` and why), once what it was doing is answered. Nothing with
+    auth off.
     """
     hook = _expiry.get()
     if hook is not None:

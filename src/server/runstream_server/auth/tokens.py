@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,8 @@ class TokenVerifier:
 
     The key files are followed (auth/followed.py): an identity provider's rotated JWKS, or a
     new secret, written in place verifies the next token with no restart, and a key taken
-    out refuses the tokens it signed from then on.
+    out refuses the tokens it signed from then on (streams already open with one are cut:
+    auth/streams.py, told through :meth:`on_keys_changed`).
     """
 
     def __init__(self, config: AuthConfig) -> None:
@@ -189,6 +190,17 @@ class TokenVerifier:
         # Tokens already verified, until their exp: a client sends the same token on every
         # call, and an RS256 check costs about 0.3 ms of CPU. Bounded, oldest out first.
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_keys_changed(self, listener: Callable[[], None]) -> None:
+        """Calls `listener` each time the key files were taken again (after the new keys are
+        in use)."""
+        self._listeners.append(listener)
+
+    def recheck_files(self) -> None:
+        """Looks at the key files now (at most once a second), as a token would: for a
+        server whose only callers are streams opened earlier."""
+        self._follow_files()
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -210,6 +222,8 @@ class TokenVerifier:
         self._keys = keys
         self._verified.clear()  # a key taken out no longer vouches for what it signed
         log.info("token key files changed: tokens are verified with the new keys")
+        for listener in self._listeners:
+            listener()
 
     def _keys_for(self, header: Mapping[str, Any]) -> list[_Key]:
         """The keys that may have signed a token with this header, to try in turn: the one

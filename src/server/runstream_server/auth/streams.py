@@ -1,0 +1,138 @@
+"""Streams that live no longer than their token is good: until its ``exp``, and until the key
+that signed it is taken out of the key files.
+
+A token is checked as its call starts, but a WatchRun, WatchRuns, Report or Interact stream
+can outlive both its ``exp`` and the key that signed it. At ``exp`` the stream ends
+UNAUTHENTICATED with :data:`~runstream_server.auth.principal.EXPIRED_DURING_STREAM`. An
+identity provider that withdraws a key (it leaked, or was rotated out) means to stop what
+that key vouched for: when the key files change (auth/followed.py), every open stream's
+token is verified again, and the streams of one that no longer verifies end UNAUTHENTICATED
+with :data:`~runstream_server.auth.principal.REFUSED_DURING_STREAM` and the reason. Clients
+reconnect with a fresh token and resume from their cursor.
+
+Either way a stream is cut only while it waits for its next message, never in the middle of
+sending one, so a watcher's cursor is always exact. A Report stream, which also waits for its
+commits, is not cut at all: it ends itself once the commit under way is acknowledged
+(:func:`~runstream_server.auth.principal.end_at_expiry`), so a producer is never left to send
+again a batch that was stored.
+
+While streams are open, the key files are looked at once a second even when no new call
+comes to make the verifier look: a server whose callers all hold long streams still hears of
+a withdrawn key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from runstream_server.auth.followed import RECHECK_SECONDS
+from runstream_server.auth.principal import (
+    EXPIRED_DURING_STREAM,
+    REFUSED_DURING_STREAM,
+    ExpiryHook,
+    watch_expiry,
+)
+from runstream_server.auth.tokens import TokenError, TokenVerifier
+
+__all__ = ["OpenStreams"]
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class OpenStreams:
+    """The tokens of the open streams, each verified again when the key files change."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+        self._held: dict[object, tuple[str, Callable[[str], None]]] = {}
+        self._looking: asyncio.TimerHandle | None = None
+        verifier.on_keys_changed(self._verify_again)
+
+    async def serve(
+        self, responses: AsyncIterator[Any], token: str, expires_at: float, context: Context
+    ) -> AsyncIterator[Any]:
+        """The stream's responses while `token` is good, then UNAUTHENTICATED (see module)."""
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = False
+        cut = False
+        ended: str | None = None  # the status detail, once the token ended
+        hook = ExpiryHook()
+        watch_expiry(hook)  # before the handler runs: it may ask to end the stream itself
+
+        def end(detail: str) -> None:
+            nonlocal cut, ended
+            if ended is not None:  # the first cause is the one told
+                return
+            ended = detail
+            if hook.stop is not None:  # the handler ends the stream once its work is answered
+                hook.stop(detail)
+                return
+            cut = True
+            if waiting:  # idle: cut it now; otherwise it ends before its next wait
+                task.cancel()
+
+        def refused(reason: str) -> None:
+            end(f"{REFUSED_DURING_STREAM} ({reason}); reconnect with a fresh token")
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.0, expires_at - time.time()), end, EXPIRED_DURING_STREAM)
+        handle = self._hold(token, refused)
+        try:
+            while not cut:
+                waiting = True
+                try:
+                    item = await anext(responses)
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if not cut:
+                        raise
+                    task.uncancel()
+                    break
+                finally:
+                    waiting = False
+                yield item
+        finally:
+            timer.cancel()
+            del self._held[handle]
+            if hasattr(responses, "aclose"):
+                await responses.aclose()
+        assert ended is not None
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, ended)
+
+    def _hold(self, token: str, refused: Callable[[str], None]) -> object:
+        """Calls `refused` with the reason should `token` stop verifying; the handle to
+        delete once the stream is over."""
+        handle = object()
+        self._held[handle] = (token, refused)
+        if self._looking is None:
+            self._looking = asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._look)
+        return handle
+
+    def _look(self) -> None:
+        """Looks at the key files while streams are open (any change calls
+        :meth:`_verify_again`)."""
+        self._looking = None
+        self._verifier.recheck_files()
+        if self._held:
+            self._looking = asyncio.get_running_loop().call_later(RECHECK_SECONDS, self._look)
+
+    def _verify_again(self) -> None:
+        """Every held token verified with the keys just taken; ends the streams of those
+        that fail."""
+        streams_of: dict[str, list[Callable[[str], None]]] = {}
+        for token, refused in self._held.values():
+            streams_of.setdefault(token, []).append(refused)
+        for token, stream_ends in streams_of.items():
+            try:
+                self._verifier.verify(token)
+            except TokenError as exc:
+                for refused in stream_ends:
+                    refused(exc.reason)
