@@ -483,6 +483,29 @@ async def test_a_key_taken_out_of_the_jwks_file_ends_the_streams_its_tokens_open
         new_watch.cancel()
 
 
+async def test_a_key_file_written_again_as_it_was_is_not_taken_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sidecar that syncs the JWKS on a schedule writes the file again unchanged: each
+    time, every token was verified afresh, and now every open stream's token too (10,000
+    RS256 tokens take over a second of the server's CPU). The same bytes are the same keys."""
+    key, added = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    jwks = tmp_path / "jwks.json"
+    list_runs = SERVICES[0].methods_by_name["ListRuns"]
+    signed = jwt.encode(claims(), key, algorithm="ES256", headers={"kid": "k1"})
+    changed = "token key files changed: tokens are verified with the new keys"
+    async with jwks_channel(tmp_path, [("k1", key)]) as ch:
+        with caplog.at_level(logging.INFO, logger="runstream.auth"):
+            for keys in ([("k1", key)], [("k1", key), ("k2", added)]):
+                caplog.clear()
+                await asyncio.sleep(0.01)  # a new modification time
+                write_jwks(jwks, keys)
+                await asyncio.sleep(RECHECK_SECONDS + 0.1)
+                assert (await call(ch, list_runs, signed))[0] == grpc.StatusCode.OK
+                taken = [r.getMessage() for r in caplog.records if r.getMessage() == changed]
+                assert len(taken) == len(keys) - 1, "taken again only when the keys changed"
+
+
 def test_bad_key_configuration_fails_at_startup(tmp_path: Path) -> None:
     short = tmp_path / "short"
     short.write_bytes(b"too short")

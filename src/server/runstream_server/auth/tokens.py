@@ -90,7 +90,12 @@ def _algorithms_for(key: Any) -> tuple[str, ...]:
 def read_secret(path: Path) -> bytes:
     """An HS256 secret file's bytes, without one final line ending (an editor's): the one
     rule for the server and for `runstream token`. ValueError when it is too short."""
-    secret = path.read_bytes()
+    return _secret(path.read_bytes(), path)
+
+
+def _secret(data: bytes, path: Path) -> bytes:
+    """The secret that `path`'s bytes `data` hold (see :func:`read_secret`)."""
+    secret = data
     if secret.endswith(b"\r\n"):
         secret = secret[:-2]
     elif secret.endswith(b"\n"):
@@ -110,14 +115,10 @@ def read_secret(path: Path) -> bytes:
     return secret
 
 
-def _load_secret(path: Path) -> _Key:
-    return _Key(read_secret(path), ("HS256",))
-
-
-def _load_public(path: Path) -> list[tuple[str, _Key]]:
-    """The file's keys, each with its key id ("" for a PEM key, or a JWKS key without
-    one: an identity provider rotating its keys may publish several such)."""
-    data = path.read_bytes()
+def _public_keys(data: bytes, path: Path) -> list[tuple[str, _Key]]:
+    """The keys that `path`'s bytes `data` hold, each with its key id ("" for a PEM key, or
+    a JWKS key without one: an identity provider rotating its keys may publish several
+    such)."""
     if data.lstrip().startswith(b"{"):
         try:
             jwks = jwt.PyJWKSet.from_dict(json.loads(data))
@@ -155,13 +156,19 @@ class _KeySet:
     secret: _Key | None
     named: dict[str, _Key]
     unnamed: list[_Key]
+    contents: tuple[bytes, ...]
+    """The files' bytes, as read: the same bytes are the same keys."""
 
     @classmethod
     def read(cls, config: AuthConfig) -> _KeySet:
-        secret = _load_secret(config.secret_file) if config.secret_file else None
-        public = _load_public(config.public_key_file) if config.public_key_file else []
+        secret_file, public_file = config.secret_file, config.public_key_file
+        secret_data = secret_file.read_bytes() if secret_file else b""
+        public_data = public_file.read_bytes() if public_file else b""
+        secret = _Key(_secret(secret_data, secret_file), ("HS256",)) if secret_file else None
+        public = _public_keys(public_data, public_file) if public_file else []
         named = {kid: key for kid, key in public if kid}
-        return cls(secret, named, [key for kid, key in public if not kid])
+        unnamed = [key for kid, key in public if not kid]
+        return cls(secret, named, unnamed, (secret_data, public_data))
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -219,6 +226,8 @@ class TokenVerifier:
             log.warning("token key files changed but cannot be used, kept the last: %s", exc)
             return
         self._followed.take(stamp)
+        if keys.contents == self._keys.contents:
+            return  # written again as it was (a sync that rewrites the file on a schedule)
         self._keys = keys
         self._verified.clear()  # a key taken out no longer vouches for what it signed
         log.info("token key files changed: tokens are verified with the new keys")
