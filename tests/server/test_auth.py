@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.policy import PRODUCER_READS, ROLE_BY_METHOD, allowed
+from runstream_server.auth.streams import OpenStreams
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
 
 from tests.identity import (
@@ -483,6 +486,47 @@ async def test_a_key_taken_out_of_the_jwks_file_ends_the_streams_its_tokens_open
         new_watch.cancel()
 
 
+async def test_a_stream_whose_key_is_withdrawn_before_it_is_held_is_cut_too(
+    tmp_path: Path,
+) -> None:
+    """A WatchRun's token is verified when its headers come, but the stream is held (its
+    token verified again at each key change) only once its request came, which the client
+    may hold back: a key withdrawn in between let the stream run until the token's exp (a
+    leaked key signs tokens that expire in 9999). Found in review."""
+    old, new = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    jwks = tmp_path / "jwks.json"
+    write_jwks(jwks, [("old", old), ("new", new)])
+    verifier = TokenVerifier(AuthConfig(public_key_file=jwks))
+    streams = OpenStreams(verifier)
+    token = jwt.encode(claims(exp=int(time.time()) + 86400), old, "ES256", headers={"kid": "old"})
+    principal = verifier.verify(token)  # the call's headers: admitted
+    write_jwks(jwks, [("new", new)])
+    await asyncio.sleep(RECHECK_SECONDS + 0.1)
+    verifier.recheck_files()  # another call saw the change
+
+    async def responses() -> AsyncIterator[int]:
+        for n in itertools.count():
+            yield n
+            await asyncio.sleep(0.05)
+
+    class Context:
+        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise grpc.aio.AbortError(f"{code.name}: {details}")
+
+    assert principal.expires_at is not None
+    sent = []
+    with pytest.raises(grpc.aio.AbortError) as ended:
+        async with asyncio.timeout(3 * RECHECK_SECONDS):
+            async for n in streams.serve(responses(), token, principal.expires_at, Context()):  # type: ignore[arg-type]
+                sent.append(n)
+    assert str(ended.value) == (
+        "UNAUTHENTICATED: token no longer accepted during the stream (unknown key id 'old'); "
+        "reconnect with a fresh token"
+    )
+    assert sent == []
+    streams.close()
+
+
 async def test_a_key_file_written_again_as_it_was_is_not_taken_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -498,8 +542,9 @@ async def test_a_key_file_written_again_as_it_was_is_not_taken_again(
         with caplog.at_level(logging.INFO, logger="runstream.auth"):
             for keys in ([("k1", key)], [("k1", key), ("k2", added)]):
                 caplog.clear()
-                await asyncio.sleep(0.01)  # a new modification time
+                written = jwks.stat().st_mtime_ns
                 write_jwks(jwks, keys)
+                os.utime(jwks, ns=(written + 10**9, written + 10**9))  # however coarse the clock
                 await asyncio.sleep(RECHECK_SECONDS + 0.1)
                 assert (await call(ch, list_runs, signed))[0] == grpc.StatusCode.OK
                 taken = [r.getMessage() for r in caplog.records if r.getMessage() == changed]

@@ -39,7 +39,7 @@ from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.draining import CallTracker
 from runstream_server.api.errors import ErrorInterceptor, RejectionLog
-from runstream_server.api.handlers import RewriterChain
+from runstream_server.api.handlers import HandlerRewriter, RewriterChain
 from runstream_server.api.introspection import (
     MAX_HEALTH_WATCHES,
     HealthService,
@@ -179,6 +179,7 @@ class RunstreamServer:
         self._backups: asyncio.Task[None] | None = None
         self._health: HealthService | None = None
         self._calls = CallTracker()
+        self._auth: list[HandlerRewriter] = []
         self.runs: RunManager | None = None
         self.telemetry: Telemetry | None = None
         self.metrics_port = 0
@@ -210,7 +211,7 @@ class RunstreamServer:
         # prints, and creates nothing.
         check_addresses(config)
         rejections = RejectionLog()
-        auth = auth_rewriters(config.security, rejections)
+        auth = self._auth = auth_rewriters(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
         created = store_files_to_create(config)
         self.telemetry = telemetry
@@ -431,6 +432,8 @@ class RunstreamServer:
             )
         await self._server.stop(max(0.0, deadline - loop.time()))
         self._server = None
+        for rewriter in self._auth:
+            rewriter.close()
         if self.runs is not None:
             await self.runs.stopped()  # no background work holds the store any more
         if self._store is not None:

@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import ssl
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -115,6 +116,8 @@ failed again."""
 
 _PROVIDED: weakref.WeakSet[TokenSource] = weakref.WeakSet()
 """Every token source with a provider in this process (see :func:`ask_providers_again`)."""
+_PROVIDED_LOCK = threading.Lock()
+"""Clients may be made in several threads (each with its own event loop)."""
 
 
 def ask_providers_again() -> None:
@@ -123,7 +126,9 @@ def ask_providers_again() -> None:
     For a stream cut because the server no longer accepts its token: the error does not say
     which client's token that was, and asking a provider once more than needed costs one
     token, so every provider in the process is asked (rare: a key withdrawn)."""
-    for source in list(_PROVIDED):
+    with _PROVIDED_LOCK:
+        sources = list(_PROVIDED)
+    for source in sources:
         source.ask_again()
 
 
@@ -143,7 +148,8 @@ class TokenSource:
         self._expires_at = 0.0
         self._failing = False
         if self._provider is not None:
-            _PROVIDED.add(self)
+            with _PROVIDED_LOCK:
+                _PROVIDED.add(self)
 
     def ask_again(self) -> None:
         """The provider is asked before the next call, however long the last token has

@@ -56,6 +56,9 @@ class HandlerRewriter:
         """Called as each call starts, once its method's handler is found (None: no such
         method), before it runs; for work a rewritten handler cannot do (most do none)."""
 
+    def close(self) -> None:
+        """Called once the server stopped: ends background work of the rewriter's own."""
+
 
 class RewriterChain(aio.ServerInterceptor):  # type: ignore[type-arg]
     """The rewriters as one interceptor, the first outermost (see the module docstring).

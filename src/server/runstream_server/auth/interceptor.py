@@ -129,6 +129,9 @@ class AuthInterceptor(HandlerRewriter):
         _admitted_token.set(token)
         return None
 
+    def close(self) -> None:
+        self._streams.close()
+
     async def refuse(self, method: str, refusal: _Refusal, context: Context) -> NoReturn:
         """Ends a refused call, logged with the server's other rejections. Logged here, not
         as the verdict is reached, so that the line carries the call's request context."""

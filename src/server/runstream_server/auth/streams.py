@@ -24,6 +24,7 @@ a withdrawn key.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from runstream_server.api.errors import fitted
 from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.principal import (
     EXPIRED_DURING_STREAM,
@@ -83,11 +85,17 @@ class OpenStreams:
                 task.cancel()
 
         def refused(reason: str) -> None:
-            end(f"{REFUSED_DURING_STREAM} ({reason}); reconnect with a fresh token")
+            end(fitted(f"{REFUSED_DURING_STREAM} ({reason}); reconnect with a fresh token"))
 
         loop = asyncio.get_running_loop()
         timer = loop.call_later(max(0.0, expires_at - time.time()), end, EXPIRED_DURING_STREAM)
         handle = self._hold(token, refused)
+        # Verified as the call came in, but the keys may have changed since, before it was
+        # held (a client can hold its request back as long as it likes): once more now.
+        try:
+            self._verifier.verify(token)  # a cache lookup unless the keys changed
+        except TokenError as exc:
+            refused(exc.reason)
         try:
             while not cut:
                 waiting = True
@@ -110,6 +118,14 @@ class OpenStreams:
                 await responses.aclose()
         assert ended is not None
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, ended)
+
+    def close(self) -> None:
+        """Stops looking at the files and verifying tokens (the server stopped)."""
+        if self._looking is not None:
+            self._looking.cancel()
+            self._looking = None
+        for task in self._verifying:
+            task.cancel()
 
     def _hold(self, token: str, refused: Callable[[str], None]) -> object:
         """Calls `refused` with the reason should `token` stop verifying; the handle to
@@ -137,7 +153,10 @@ class OpenStreams:
         streams_of: dict[str, list[Callable[[str], None]]] = {}
         for token, refused in self._held.values():
             streams_of.setdefault(token, []).append(refused)
-        task = asyncio.get_running_loop().create_task(self._verify_each(streams_of))
+        task = asyncio.get_running_loop().create_task(
+            self._verify_each(streams_of),
+            context=contextvars.Context(),  # not the call's that saw the change
+        )
         self._verifying.add(task)
         task.add_done_callback(self._verifying.discard)
 
