@@ -150,6 +150,29 @@ async def test_retention_passes_come_every_retention_interval(tmp_path: Path) ->
     assert refused.returncode == 2 and "--retention-interval" in refused.stderr
 
 
+async def test_abandon_after_ends_a_run_its_producer_left_failed_abandoned(
+    tmp_path: Path,
+) -> None:
+    """A producer that died between CreateRun and its first event: the run is STALLED
+    after --start-within, and ended FAILED (ABANDONED) once STALLED for --abandon-after."""
+    options = ("--start-within", "0.5", "--abandon-after", "1s")
+    async with served(tmp_path / "a.db", *options) as (_, channel):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="left"))
+        request = run_service_pb2.GetRunRequest(run_id=created.run.run_id)
+
+        async def ended() -> bool:
+            return (await runs.GetRun(request)).run.status == run_pb2.RUN_STATUS_FAILED
+
+        await until(ended, within=20)
+        run = (await runs.GetRun(request)).run
+    assert run.error.code == "ABANDONED"
+    assert run.error.message.startswith("abandoned: STALLED for ")
+    assert "s, never started by its producer; the server ends a run STALLED for longer than 1s" in (
+        run.error.message
+    )
+
+
 async def test_the_store_is_copied_while_it_serves_and_a_copy_serves_as_a_store(
     tmp_path: Path,
 ) -> None:
@@ -245,6 +268,8 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         ("--max-connection-age", "2592000", "must be at most 2147483 seconds"),
         ("--max-connection-age-grace", "2592000", "must be at most 2147483 seconds"),
         ("--retention-days", "1e6", "must be at most 36500 days"),
+        ("--abandon-after", "0", "must be greater than 0"),
+        ("--abandon-after", "a week", "not a duration: 'a week' (e.g. 90s, 30m, 1h, 7d)"),
     ],
 )
 def test_a_value_the_server_cannot_use_is_refused_in_one_line(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import urllib.request
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +25,9 @@ from runstream.v1 import (
 )
 from runstream.v1 import report_service_pb2 as rp
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.insight import InsightPolicy
 
+from tests.conftest import serving_on
 from tests.server.conftest import Stubs
 
 ev = event_pb2
@@ -136,3 +140,55 @@ async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, 
             yield server, Stubs.on(channel)
     finally:
         await server.stop(grace=0.1)
+
+
+class Clock:
+    """The servers' time, moved only by the test."""
+
+    def __init__(self, now: datetime = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def move(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def on_clock(server: RunstreamServer, clock: Callable[[], datetime]) -> None:
+    assert server.runs is not None
+    server.runs._clock = clock  # the stall check and every event time read it
+
+
+@contextlib.asynccontextmanager
+async def clocked_server(
+    tmp_path: Path, server_config: Any, policy: InsightPolicy
+) -> AsyncIterator[tuple[Stubs, Clock]]:
+    """A server judging runs by `policy` on the test's clock (`server_config`: the
+    store-parametrized factory of tests/conftest.py)."""
+    clock = Clock()
+    server = RunstreamServer(server_config(tmp_path / "p.db", insight=policy))
+    await server.start()
+    on_clock(server, clock)
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            yield Stubs.on(channel), clock
+    finally:
+        await server.stop(grace=0.1)
+
+
+@contextlib.asynccontextmanager
+async def clocked_replicas(
+    store_url: str, tmp_path: Path, policy: InsightPolicy, clock: Clock
+) -> AsyncIterator[tuple[tuple[RunstreamServer, Stubs], tuple[RunstreamServer, Stubs]]]:
+    """Two replicas on the shared store `store_url`, judging runs by `policy` on `clock`:
+    each with stubs on a channel to it."""
+    async with (
+        serving_on(store_url, tmp_path / "a", insight=policy) as a,
+        serving_on(store_url, tmp_path / "b", insight=policy) as b,
+        grpc.aio.insecure_channel(a.target) as on_a,
+        grpc.aio.insecure_channel(b.target) as on_b,
+    ):
+        on_clock(a, clock)
+        on_clock(b, clock)
+        yield (a, Stubs.on(on_a)), (b, Stubs.on(on_b))

@@ -14,60 +14,22 @@ in the background at its usual interval (a second here).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.app import RunstreamServer
 from runstream_server.domain import insight
 from runstream_server.domain.insight import InsightPolicy
 
-from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
+from tests.conftest import ConfigFactory, RedisProcess, redis_store_url
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, ev
+from tests.server.support import Clock, append, clocked_replicas, clocked_server, create_run, ev
 
 START_WITHIN = 60.0
 POLICY = InsightPolicy(start_within=START_WITHIN)  # running runs: the defaults (300 s)
-CREATED = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    """The servers' time, moved only by the test."""
-
-    def __init__(self) -> None:
-        self.now = CREATED
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def move(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-def on_clock(server: RunstreamServer, clock: Callable[[], datetime]) -> None:
-    assert server.runs is not None
-    server.runs._clock = clock  # the stall check and every event time read it
-
-
-@contextlib.asynccontextmanager
-async def clocked_server(
-    tmp_path: Path, server_config: ConfigFactory
-) -> AsyncIterator[tuple[Stubs, Clock]]:
-    clock = Clock()
-    server = RunstreamServer(server_config(tmp_path / "p.db", insight=POLICY))
-    await server.start()
-    on_clock(server, clock)
-    try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            yield Stubs.on(channel), clock
-    finally:
-        await server.stop(grace=0.1)
 
 
 async def get(stubs: Stubs, run_id: str) -> run_pb2.Run:
@@ -95,7 +57,7 @@ async def health_changes(stubs: Stubs, run_id: str) -> list[Any]:
 async def test_a_run_never_started_is_stalled_with_a_reason_and_recovers_when_it_starts(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
-    async with clocked_server(tmp_path, server_config) as (stubs, clock):
+    async with clocked_server(tmp_path, server_config, POLICY) as (stubs, clock):
         run = await create_run(stubs, "crawl", workflow="research")
         watch = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id))
         seen: list[Any] = []
@@ -160,7 +122,7 @@ async def test_a_run_started_in_time_is_never_stalled_for_it(
 ) -> None:
     """Two runs created together: the one whose producer started it within the threshold
     stays HEALTHY past it; the one never started is STALLED in the same check."""
-    async with clocked_server(tmp_path, server_config) as (stubs, clock):
+    async with clocked_server(tmp_path, server_config, POLICY) as (stubs, clock):
         started = await create_run(stubs, "a")
         forgotten = await create_run(stubs, "a")
         clock.move(START_WITHIN - 1)
@@ -177,7 +139,7 @@ async def test_a_run_cancelled_before_it_starts_is_not_stalled(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
     """Cancelled while PENDING, it has ended: no check looks at it any more."""
-    async with clocked_server(tmp_path, server_config) as (stubs, clock):
+    async with clocked_server(tmp_path, server_config, POLICY) as (stubs, clock):
         cancelled = await create_run(stubs)
         forgotten = await create_run(stubs)
         await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=cancelled.run_id, reason="typo"))
@@ -199,15 +161,7 @@ async def test_two_replicas_record_a_run_never_started_once(
     redis: RedisProcess = request.getfixturevalue("redis_server")
     url = redis_store_url(redis, tmp_path / "shared")
     clock = Clock()
-    async with (
-        serving_on(url, tmp_path / "a", insight=POLICY) as a,
-        serving_on(url, tmp_path / "b", insight=POLICY) as b,
-        grpc.aio.insecure_channel(a.target) as on_a,
-        grpc.aio.insecure_channel(b.target) as on_b,
-    ):
-        on_clock(a, clock)
-        on_clock(b, clock)
-        stubs_a, stubs_b = Stubs.on(on_a), Stubs.on(on_b)
+    async with clocked_replicas(url, tmp_path, POLICY, clock) as ((a, stubs_a), (b, stubs_b)):
         run = await create_run(stubs_a, "a")
         clock.move(START_WITHIN + 1)
         assert a.runs is not None and b.runs is not None

@@ -88,6 +88,11 @@ class InsightPolicy:
     start_within: float = 300.0
     """A run still PENDING this many seconds after it was created is STALLED: its producer
     may have stopped between CreateRun and its first event. Its status stays PENDING."""
+    abandon_after: float | None = None
+    """Seconds a run may stay STALLED (running, or never started) with no event before the
+    server ends it FAILED, with the error code :data:`ABANDONED`: its producer is taken for
+    gone, and retention may then purge its log. None: a silent run waits for its producer
+    for ever."""
     history_runs: int = 20
     """Completed runs per workflow the estimate learns from (the newest)."""
     speed_ratio: float = 0.8
@@ -690,6 +695,22 @@ def stall_threshold(state: RunState, history: WorkflowHistory, policy: InsightPo
     if known:
         return max(policy.stall_min, policy.stall_factor * max(known))
     return policy.stall_after
+
+
+ABANDONED = "ABANDONED"
+"""The error code of a run the server ended because its producer went silent for good."""
+
+
+def abandoned_event(stalled_for: float, abandon_after: float, started: bool) -> event_pb2.RunEvent:
+    """The RunFailed that ends a run STALLED, with no event since, for `stalled_for` seconds,
+    more than `abandon_after`."""
+    producer = "no report from its producer" if started else "never started by its producer"
+    message = (
+        f"abandoned: STALLED for {_span(stalled_for)}, {producer}; the server ends a run "
+        f"STALLED for longer than {_span(abandon_after)}"
+    )
+    error = run_pb2.ErrorInfo(code=ABANDONED, message=message)
+    return event_pb2.RunEvent(run_failed=event_pb2.RunFailed(error=error))
 
 
 def never_started_reason(waited: float) -> str:

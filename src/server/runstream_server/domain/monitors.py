@@ -153,6 +153,12 @@ class StallTracker:
             return 0.0
         return (self._clock() - heard).total_seconds()
 
+    def stalled_for(self, run: run_pb2.Run) -> float:
+        """Seconds since a STALLED run's last event: since it was marked STALLED, or since
+        whatever the server wrote to it after (its producer speaking makes it HEALTHY)."""
+        last = run.update_time if run.HasField("update_time") else run.create_time
+        return (self._clock() - last.ToDatetime(UTC)).total_seconds()
+
     async def threshold(self, state: RunState) -> float:
         if state.run.status == run_pb2.RUN_STATUS_PENDING:  # needs no history: not read
             return insight.stall_threshold(state, insight.WorkflowHistory(0), self._policy)
@@ -191,8 +197,10 @@ class StallTracker:
 
     async def check(self) -> None:
         """One pass over every running or pending run in the store (one listing: on Redis
-        both come from the same index of runs not ended)."""
+        both come from the same index of runs not ended): those gone silent are marked
+        STALLED, and with ``abandon_after`` set, those STALLED longer than that are ended."""
         stallable = RunFilter(STALLABLE)
+        abandon_after = self._policy.abandon_after
         seen: set[str] = set()
         cursor: tuple[int, str] | None = None
         while True:
@@ -200,6 +208,8 @@ class StallTracker:
             for run in page.runs:
                 seen.add(run.run_id)
                 if run.health == run_pb2.RUN_HEALTH_STALLED:
+                    if abandon_after is not None and self.stalled_for(run) > abandon_after:
+                        await self.abandon(run.run_id, run.status, abandon_after)
                     continue
                 threshold = await self.threshold(RunState(run))
                 if self.silence(run) > threshold:
@@ -242,6 +252,26 @@ class StallTracker:
             if silence > threshold + 60:  # not just gone silent: a clock of its own, a restart
                 return stalled
             return stalled + insight.estimate_again(state, history, self._clock())
+
+        with contextlib.suppress(RunstreamError):
+            await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
+
+    async def abandon(self, run_id: str, status: int, after: float) -> None:
+        """Ends the run, found STALLED with `status` (RUNNING or PENDING) and silent for more
+        than `after` seconds since, FAILED with the code ABANDONED: its producer is taken for
+        gone (and the run's log is then retention's to purge). A run its producer spoke to
+        meanwhile, or another replica ended first, is left alone."""
+
+        def prepare(state: RunState) -> list[event_pb2.RunEvent]:
+            stalled_for = self.stalled_for(state.run)  # re-checked under the lock
+            if (
+                state.run.status != status
+                or state.run.health != run_pb2.RUN_HEALTH_STALLED
+                or stalled_for <= after
+            ):
+                return []
+            started = status != run_pb2.RUN_STATUS_PENDING
+            return [insight.abandoned_event(stalled_for, after, started)]
 
         with contextlib.suppress(RunstreamError):
             await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))

@@ -33,6 +33,7 @@ from . import demo, tables
 from .args import (
     DEFAULT_TARGET,
     TARGET_ENV,
+    duration,
     listen_address,
     metrics_address,
     non_negative_float,
@@ -175,7 +176,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_store=not args.skip_store_check,
         sqlite_synchronous=args.sync.upper(),
         heartbeat_interval=args.heartbeat,
-        insight=InsightPolicy(stall_after=args.stall_after, start_within=args.start_within),
+        insight=InsightPolicy(
+            stall_after=args.stall_after,
+            start_within=args.start_within,
+            abandon_after=args.abandon_after,
+        ),
         retention=Retention(
             days=args.retention_days,
             runs=args.retention_runs,
@@ -648,6 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time after CreateRun by which a run must start; later, it is STALLED (still "
         "PENDING): its producer may have stopped before its first event",
+    )
+    serve.add_argument(
+        "--abandon-after",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="end a run STALLED this much longer (24h, 7d; a number is seconds) FAILED, "
+        "error code ABANDONED: its producer is gone, and retention may purge its log "
+        "(default: silent runs wait for their producer for ever)",
     )
     serve.add_argument(
         "--retention-days",

@@ -1,0 +1,171 @@
+"""A run whose producer is gone for good ends, when the server is told to end such runs.
+
+A producer that crashed left its run RUNNING (or PENDING) and STALLED for ever: it never
+ended, so retention, which purges ended runs' logs only, never freed it, and every list of
+active runs showed it. With ``InsightPolicy.abandon_after`` (``serve --abandon-after``) the
+stall check ends a run that stayed STALLED that much longer: a RunFailed with the error code
+ABANDONED, which its watchers see like any other ending. Without it nothing changes.
+
+The servers' clock is the test's (as in test_never_started): a run is silent because the
+test moved the clock, never because the machine was slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from runstream.v1 import run_pb2
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.domain.insight import InsightPolicy
+
+from tests.conftest import ConfigFactory, RedisProcess, redis_store_url
+from tests.server.conftest import Stubs
+from tests.server.support import Clock, append, clocked_replicas, clocked_server, create_run, ev
+
+STALL_AFTER = 60.0
+ABANDON_AFTER = 3600.0
+
+
+def policy(abandon_after: float | None = ABANDON_AFTER) -> InsightPolicy:
+    return InsightPolicy(
+        stall_after=STALL_AFTER, start_within=STALL_AFTER, abandon_after=abandon_after
+    )
+
+
+async def get(stubs: Stubs, run_id: str) -> run_pb2.Run:
+    return (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
+
+
+async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
+    """The run once the background check gave it `health` (a pass a second)."""
+    for _ in range(300):
+        run = await get(stubs, run_id)
+        if run.health == health:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never became {run_pb2.RunHealth.Name(health)}")
+
+
+async def started_run(stubs: Stubs) -> run_pb2.Run:
+    run = await create_run(stubs, "crawl")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(run_started=ev.RunStarted()),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="crawl")),
+    )
+    return run
+
+
+async def test_a_run_stalled_past_abandon_after_ends_failed_abandoned_for_its_watchers(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    async with clocked_server(tmp_path, server_config, policy()) as (stubs, clock):
+        run = await started_run(stubs)
+        never_started = await create_run(stubs, "crawl")
+        watch = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id))
+        clock.move(STALL_AFTER + 1)
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until(stubs, never_started.run_id, run_pb2.RUN_HEALTH_STALLED)
+        clock.move(ABANDON_AFTER - 60)  # stalled, not yet long enough
+        await asyncio.sleep(2.5)  # two passes or more
+        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+
+        clock.move(120)
+        events: list[Any] = []
+        async with asyncio.timeout(15):
+            async for response in watch:  # the watch ends with the run
+                events.extend(response.events)
+        failed = events[-1].run_failed
+        assert (failed.error.code, failed.error.message) == (
+            "ABANDONED",
+            "abandoned: STALLED for 1h 1m, no report from its producer; the server ends a run "
+            "STALLED for longer than 1h",
+        )
+        ended = await get(stubs, run.run_id)
+        assert ended.status == run_pb2.RUN_STATUS_FAILED
+        assert ended.error.code == "ABANDONED"
+        for _ in range(300):  # the run never started: checked in the same passes
+            other = await get(stubs, never_started.run_id)
+            if other.status == run_pb2.RUN_STATUS_FAILED:
+                break
+            await asyncio.sleep(0.05)
+        assert other.error.message.startswith(
+            "abandoned: STALLED for 1h 1m, never started by its producer;"
+        )
+
+        # The producer coming back finds its run ended, as after any ending.
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+        assert late.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        active = await stubs.runs.ListRuns(rs.ListRunsRequest(filter="status = RUNNING"))
+        assert list(active.runs) == []
+
+
+async def test_a_stalled_run_whose_producer_reports_again_is_not_abandoned(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A report within the hour makes the run HEALTHY: it ends only once STALLED again, and
+    for longer than the hour from then."""
+    async with clocked_server(tmp_path, server_config, policy()) as (stubs, clock):
+        run = await started_run(stubs)
+        clock.move(STALL_AFTER + 1)
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        clock.move(ABANDON_AFTER - 100)
+        progress = ev.StepProgress(step_id="crawl", percent=50.0)
+        await append(stubs, run.run_id, ev.RunEvent(step_progress=progress))
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_HEALTHY)
+        clock.move(ABANDON_AFTER)  # past the hour since the first stall: stalled again only
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await asyncio.sleep(2.5)
+        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        clock.move(ABANDON_AFTER + 1)
+        for _ in range(300):
+            if (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_FAILED:
+                break
+            await asyncio.sleep(0.05)
+        assert (await get(stubs, run.run_id)).error.code == "ABANDONED"
+
+
+async def test_without_abandon_after_a_silent_run_waits_for_its_producer(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    async with clocked_server(tmp_path, server_config, policy(None)) as (stubs, clock):
+        run = await started_run(stubs)
+        clock.move(STALL_AFTER + 1)
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        clock.move(365 * 86400)
+        await asyncio.sleep(2.5)
+        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def test_two_replicas_end_an_abandoned_run_once(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Both replicas check the same STALLED run in the shared store at the same moment: one
+    RunFailed is written, and both answer FAILED."""
+    if store_kind != "redis":
+        pytest.skip("replicas share a Redis store")
+    redis: RedisProcess = request.getfixturevalue("redis_server")
+    url = redis_store_url(redis, tmp_path / "shared")
+    clock = Clock()
+    async with clocked_replicas(url, tmp_path, policy(), clock) as ((a, stubs_a), (b, stubs_b)):
+        run = await started_run(stubs_a)
+        clock.move(STALL_AFTER + 1)
+        await until(stubs_b, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        clock.move(ABANDON_AFTER + 1)
+        assert a.runs is not None and b.runs is not None
+        # Both checks at once, besides the replicas' own background ones: the race itself.
+        await asyncio.gather(a.runs._stalls.check(), b.runs._stalls.check())
+        for stubs in (stubs_a, stubs_b):
+            assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_FAILED
+        response = await stubs_b.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, filter="kind = RUN_FAILED")
+        )
+        assert [e.run_failed.error.code for e in response.events] == ["ABANDONED"]
