@@ -162,11 +162,11 @@ def on_clock(server: RunstreamServer, clock: Callable[[], datetime]) -> None:
 
 @contextlib.asynccontextmanager
 async def clocked_server(
-    tmp_path: Path, server_config: Any, policy: InsightPolicy
+    tmp_path: Path, server_config: Any, policy: InsightPolicy, clock: Clock | None = None
 ) -> AsyncIterator[tuple[Stubs, Clock]]:
-    """A server judging runs by `policy` on the test's clock (`server_config`: the
-    store-parametrized factory of tests/conftest.py)."""
-    clock = Clock()
+    """A server judging runs by `policy` on the test's clock, a new one unless given
+    (`server_config`: the store-parametrized factory of tests/conftest.py)."""
+    clock = clock or Clock()
     server = RunstreamServer(server_config(tmp_path / "p.db", insight=policy))
     await server.start()
     on_clock(server, clock)

@@ -20,11 +20,22 @@ import grpc
 import pytest
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
 from runstream_server.domain.insight import InsightPolicy
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url
 from tests.server.conftest import Stubs
-from tests.server.support import Clock, append, clocked_replicas, clocked_server, create_run, ev
+from tests.server.support import (
+    Clock,
+    append,
+    clocked_replicas,
+    clocked_server,
+    create_run,
+    ev,
+    keyless,
+    on_clock,
+    rp,
+)
 
 STALL_AFTER = 60.0
 ABANDON_AFTER = 3600.0
@@ -48,6 +59,16 @@ async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
             return run
         await asyncio.sleep(0.05)
     raise AssertionError(f"run {run_id} never became {run_pb2.RunHealth.Name(health)}")
+
+
+async def abandoned(stubs: Stubs, run_id: str) -> run_pb2.Run:
+    """The run once the background check ended it (a pass a second)."""
+    for _ in range(300):
+        run = await get(stubs, run_id)
+        if run.status == run_pb2.RUN_STATUS_FAILED:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} was not ended")
 
 
 async def started_run(stubs: Stubs) -> run_pb2.Run:
@@ -83,19 +104,15 @@ async def test_a_run_stalled_past_abandon_after_ends_failed_abandoned_for_its_wa
         failed = events[-1].run_failed
         assert (failed.error.code, failed.error.message) == (
             "ABANDONED",
-            "abandoned: STALLED for 1h 1m, no report from its producer; the server ends a run "
-            "STALLED for longer than 1h",
+            "abandoned: STALLED and silent for 1h 1m, no report from its producer; the server "
+            "ends a run that stays so for longer than 1h",
         )
         ended = await get(stubs, run.run_id)
         assert ended.status == run_pb2.RUN_STATUS_FAILED
         assert ended.error.code == "ABANDONED"
-        for _ in range(300):  # the run never started: checked in the same passes
-            other = await get(stubs, never_started.run_id)
-            if other.status == run_pb2.RUN_STATUS_FAILED:
-                break
-            await asyncio.sleep(0.05)
+        other = await abandoned(stubs, never_started.run_id)  # checked in the same passes
         assert other.error.message.startswith(
-            "abandoned: STALLED for 1h 1m, never started by its producer;"
+            "abandoned: STALLED and silent for 1h 1m, never started by its producer;"
         )
 
         # The producer coming back finds its run ended, as after any ending.
@@ -124,11 +141,7 @@ async def test_a_stalled_run_whose_producer_reports_again_is_not_abandoned(
         await asyncio.sleep(2.5)
         assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         clock.move(ABANDON_AFTER + 1)
-        for _ in range(300):
-            if (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_FAILED:
-                break
-            await asyncio.sleep(0.05)
-        assert (await get(stubs, run.run_id)).error.code == "ABANDONED"
+        assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
 
 
 async def test_without_abandon_after_a_silent_run_waits_for_its_producer(
@@ -169,3 +182,85 @@ async def test_two_replicas_end_an_abandoned_run_once(
             rs.ListEventsRequest(run_id=run.run_id, filter="kind = RUN_FAILED")
         )
         assert [e.run_failed.error.code for e in response.events] == ["ABANDONED"]
+
+
+async def test_a_producer_still_attached_is_told_to_stop_and_one_attaching_later_too(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Silence is all the server can judge (a hung producer keeps its stream open), so a
+    producer only slow, its Report stream open, gets a CANCEL control saying why at once,
+    rather than working on until its next report is refused; one that attaches after the
+    run ended gets it as it attaches."""
+    async with clocked_server(tmp_path, server_config, policy()) as (stubs, clock):
+        run = await started_run(stubs)
+        report = stubs.report.Report()
+        await report.write(rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[keyless(1)]))
+        assert (await report.read()).ack.batch_id == 1
+        clock.move(STALL_AFTER + 1)
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        clock.move(ABANDON_AFTER + 1)
+        async with asyncio.timeout(15):
+            control = (await report.read()).control
+        assert (control.action, control.status) == (
+            rp.CONTROL_ACTION_CANCEL,
+            run_pb2.RUN_STATUS_FAILED,
+        )
+        assert control.reason.startswith("abandoned: STALLED and silent for 1h")
+        await report.done_writing()
+        later = stubs.report.Report()
+        await later.write(rp.ReportRequest(run_id=run.run_id))
+        async with asyncio.timeout(15):
+            told = (await later.read()).control
+        assert (told.action, told.reason) == (rp.CONTROL_ACTION_CANCEL, control.reason)
+        later.cancel()
+
+
+async def test_a_producer_that_reports_as_the_run_is_judged_keeps_it(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The check lists a run STALLED and silent too long, and its producer reports before
+    the check's write: the write, judged again on the committed state, does nothing."""
+    clock = Clock()
+    # abandon_after unset: no background check abandons it; the test makes the check's call.
+    server = RunstreamServer(server_config(tmp_path / "p.db", insight=policy(None)))
+    await server.start()
+    on_clock(server, clock)
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stubs = Stubs.on(channel)
+            run = await started_run(stubs)
+            clock.move(STALL_AFTER + 1)
+            await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+            clock.move(ABANDON_AFTER + 1)
+            progress = ev.StepProgress(step_id="crawl", percent=50.0)
+            await append(stubs, run.run_id, ev.RunEvent(step_progress=progress))
+            assert server.runs is not None
+            running = run_pb2.RUN_STATUS_RUNNING
+            await server.runs._stalls.abandon(run.run_id, running, ABANDON_AFTER)
+            now = await get(stubs, run.run_id)
+    finally:
+        await server.stop(grace=0.1)
+    assert (now.status, now.health) == (run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_HEALTH_HEALTHY)
+
+
+async def test_time_the_server_was_down_is_not_counted_and_a_paused_run_is_left_alone(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A run STALLED for most of the hour, then the server down for two: the producer could
+    not have reported meanwhile, so the run gets the hour again from the server's return.
+    A paused run is never stalled, so never abandoned."""
+    clock = Clock()
+    async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
+        run = await started_run(stubs)
+        paused = await started_run(stubs)
+        await stubs.runs.PauseRun(rs.PauseRunRequest(run_id=paused.run_id, reason="lunch"))
+        clock.move(STALL_AFTER + 1)
+        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        clock.move(ABANDON_AFTER - 60)
+    clock.move(2 * ABANDON_AFTER)  # down
+    async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
+        await asyncio.sleep(2.5)  # passes on its return
+        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        clock.move(ABANDON_AFTER + 1)
+        assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
+        assert (await get(stubs, paused.run_id)).status == run_pb2.RUN_STATUS_PAUSED

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.domain.events import SERVER_ONLY_FIELDS, EncodedEvent
+from runstream_server.domain.insight import ABANDONED, ABANDONED_KEY
 from runstream_server.domain.state import RunState, copied
 
 
@@ -153,6 +154,10 @@ def control_for(event: event_pb2.RunEvent) -> ControlSignal | None:
     if event.HasField("run_cancelled"):
         cancelled = run_pb2.RUN_STATUS_CANCELLED
         return ControlSignal("cancel", event.run_cancelled.reason, cancelled, event.seq)
+    if event.HasField("run_failed") and event.idempotency_key == ABANDONED_KEY:
+        # Ended by the server, its producer silent: one that is only slow stops at once.
+        failed = run_pb2.RUN_STATUS_FAILED
+        return ControlSignal("cancel", event.run_failed.error.message, failed, event.seq)
     if event.HasField("run_status_changed"):
         change = event.run_status_changed
         if change.status == run_pb2.RUN_STATUS_PAUSED:
@@ -175,12 +180,15 @@ def as_asked(decision: decision_pb2.Decision) -> decision_pb2.Decision:
 
 
 def initial_control(state: RunState) -> ControlSignal | None:
-    """What a producer attaching now must know at once: the run is paused or cancelled."""
+    """What a producer attaching now must know at once: the run is paused, cancelled, or
+    was ended by the server as abandoned."""
     run = state.run
     if run.status == run_pb2.RUN_STATUS_PAUSED:
         return ControlSignal("pause", "run is paused", run.status, state.last_seq)
     if run.status == run_pb2.RUN_STATUS_CANCELLED:  # cancelled while it was away
         return ControlSignal("cancel", run.cancel_reason, run.status, state.last_seq)
+    if run.status == run_pb2.RUN_STATUS_FAILED and run.error.code == ABANDONED:
+        return ControlSignal("cancel", run.error.message, run.status, state.last_seq)
     return None
 
 

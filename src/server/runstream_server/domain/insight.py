@@ -52,6 +52,7 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.domain.events import SERVER_KEY_PREFIX
 from runstream_server.domain.health import Troubles
 from runstream_server.domain.state import TERMINAL_STATUSES, RunState, duration_of, to_timestamp
 
@@ -699,18 +700,23 @@ def stall_threshold(state: RunState, history: WorkflowHistory, policy: InsightPo
 
 ABANDONED = "ABANDONED"
 """The error code of a run the server ended because its producer went silent for good."""
+ABANDONED_KEY = f"{SERVER_KEY_PREFIX}abandoned"
+"""The idempotency key of that RunFailed: a producer's keys cannot start so, which tells the
+server's ending from a producer's own (its producers are told: a CANCEL control)."""
 
 
-def abandoned_event(stalled_for: float, abandon_after: float, started: bool) -> event_pb2.RunEvent:
-    """The RunFailed that ends a run STALLED, with no event since, for `stalled_for` seconds,
-    more than `abandon_after`."""
+def abandoned_event(silent: float, abandon_after: float, started: bool) -> event_pb2.RunEvent:
+    """The RunFailed that ends a run STALLED and silent for `silent` seconds, more than
+    `abandon_after`."""
     producer = "no report from its producer" if started else "never started by its producer"
     message = (
-        f"abandoned: STALLED for {_span(stalled_for)}, {producer}; the server ends a run "
-        f"STALLED for longer than {_span(abandon_after)}"
+        f"abandoned: STALLED and silent for {_span(silent)}, {producer}; the server ends a "
+        f"run that stays so for longer than {_span(abandon_after)}"
     )
     error = run_pb2.ErrorInfo(code=ABANDONED, message=message)
-    return event_pb2.RunEvent(run_failed=event_pb2.RunFailed(error=error))
+    return event_pb2.RunEvent(
+        idempotency_key=ABANDONED_KEY, run_failed=event_pb2.RunFailed(error=error)
+    )
 
 
 def never_started_reason(waited: float) -> str:
@@ -722,14 +728,17 @@ def never_started_reason(waited: float) -> str:
 
 
 def _span(seconds: float) -> str:
-    """A wait as a person says it: "45s", "12m", "3h 5m"."""
+    """A wait as a person says it: "45s", "12m", "3h 5m", "7d", "2d 4h"."""
     whole = round(seconds)
     if whole < 120:
         return f"{whole}s"
     hours, minutes = divmod(whole // 60, 60)
     if not hours:
         return f"{minutes}m"
-    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h" if hours else f"{days}d"
 
 
 def health_after(

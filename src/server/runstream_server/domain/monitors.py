@@ -123,6 +123,7 @@ class StallTracker:
         self._clock = clock
         self._ledger = ledger
         self._heard: dict[str, datetime] = {}  # running runs only: pruned on every pass
+        self._watching_since: datetime | None = None  # set by the first pass that reads
 
     @property
     def interval(self) -> float:
@@ -154,10 +155,14 @@ class StallTracker:
         return (self._clock() - heard).total_seconds()
 
     def stalled_for(self, run: run_pb2.Run) -> float:
-        """Seconds since a STALLED run's last event: since it was marked STALLED, or since
-        whatever the server wrote to it after (its producer speaking makes it HEALTHY)."""
+        """Seconds a STALLED run has been silent while this process could watch it: since
+        its last event (it was marked STALLED then, or the server wrote to it since; its
+        producer speaking makes it HEALTHY), or since the checks began or the store came
+        back, if later: time the server or the store was down is not counted against a
+        producer that could not report meanwhile."""
         last = run.update_time if run.HasField("update_time") else run.create_time
-        return (self._clock() - last.ToDatetime(UTC)).total_seconds()
+        since = max(last.ToDatetime(UTC), self._watching_since or self._clock())
+        return (self._clock() - since).total_seconds()
 
     async def threshold(self, state: RunState) -> float:
         if state.run.status == run_pb2.RUN_STATUS_PENDING:  # needs no history: not read
@@ -186,6 +191,7 @@ class StallTracker:
                 if not unavailable:
                     log.warning("stall checks wait for the store: %s", exc.message)
                 unavailable = True
+                self._watching_since = None  # counted again from its return
                 continue
             except Exception:
                 log.exception("stall check failed; trying again in %.1fs", self.interval)
@@ -205,6 +211,8 @@ class StallTracker:
         cursor: tuple[int, str] | None = None
         while True:
             page = await self._store.list_runs(stallable, 500, cursor)
+            if self._watching_since is None:
+                self._watching_since = self._clock()
             for run in page.runs:
                 seen.add(run.run_id)
                 if run.health == run_pb2.RUN_HEALTH_STALLED:

@@ -276,7 +276,9 @@ export enum ControlAction {
   UNSPECIFIED = 0,
 
   /**
-   * The run was cancelled: stop working on it. The run accepts no further events.
+   * The run was cancelled, or the server ended it for its producer's silence (status
+   * FAILED, error code ABANDONED: `serve --abandon-after`): stop working on it. The run
+   * accepts no further events.
    *
    * @generated from enum value: CONTROL_ACTION_CANCEL = 1;
    */
