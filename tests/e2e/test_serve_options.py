@@ -167,9 +167,9 @@ async def test_abandon_after_ends_a_run_its_producer_left_failed_abandoned(
         await until(ended, within=20)
         run = (await runs.GetRun(request)).run
     assert run.error.code == "ABANDONED"
-    assert run.error.message.startswith("abandoned: STALLED for ")
-    assert "s, never started by its producer; the server ends a run STALLED for longer than 1s" in (
-        run.error.message
+    assert run.error.message.startswith("abandoned: STALLED and silent for ")
+    assert run.error.message.endswith(
+        "s, never started by its producer; the server ends a run that stays so for longer than 1s"
     )
 
 
