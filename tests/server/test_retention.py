@@ -12,24 +12,27 @@ import asyncio
 import contextlib
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from google.protobuf import timestamp_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.runs import Retention
 from runstream_server.store import base, redis
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import ConfigFactory
+from tests.identity import Keys, rs256_auth
 from tests.server.conftest import Stubs
-from tests.server.support import append, custom, ev, serving
+from tests.server.support import Caller, append, custom, ev, serving
 
 NOW = datetime.now(UTC)
 
@@ -128,6 +131,75 @@ async def test_the_newest_n_keep_their_logs_across_passes_and_a_restart(
         await server.runs.apply_retention()
         assert await purged(stubs, ids) == {"r0", "r1", "r2", "r3", "r4", "r6"}
         assert await server.runs.apply_retention() == []
+
+
+@contextlib.asynccontextmanager
+async def two_tenants(
+    config: ServerConfig, keys: Keys
+) -> AsyncIterator[tuple[RunstreamServer, Caller, Caller]]:
+    """A server with auth, and producers of tenants acme and globex."""
+    async with serving(config) as (server, _):
+        acme = Caller(server.target, keys.token(["producer"]))
+        globex = Caller(server.target, keys.token(["producer"], tenant="globex"))
+        try:
+            yield server, acme, globex
+        finally:
+            for caller in (acme, globex):
+                await caller.channel.close()
+
+
+def with_tenants(tmp_path: Path, server_config: ConfigFactory, keys: Keys, runs: int) -> Any:
+    retention = Retention(runs=runs, interval=3600)
+    return server_config(tmp_path / "r.db", security=rs256_auth(keys), retention=retention)
+
+
+async def test_each_tenant_keeps_its_own_newest_n(
+    tmp_path: Path, server_config: ConfigFactory, keys: Keys
+) -> None:
+    """runs=2 counted every tenant's ended runs together: a busy tenant's new runs purged a
+    quiet tenant's only log. Now each tenant keeps its own newest two."""
+    config = with_tenants(tmp_path, server_config, keys, runs=2)
+    async with two_tenants(config, keys) as (server, acme, globex):
+        assert server.runs is not None
+        await ended(globex, "quiet", at(0))
+        for i in range(1, 5):
+            await ended(acme, f"busy{i}", at(i))
+        assert sorted(await server.runs.apply_retention()) == ["busy1", "busy2"]
+        await ended(globex, "quiet2", at(5))
+        await ended(globex, "quiet3", at(6))
+        assert await server.runs.apply_retention() == ["quiet"]
+        assert await purged(acme, ["busy1", "busy2", "busy3", "busy4"]) == {"busy1", "busy2"}
+        assert await purged(globex, ["quiet", "quiet2", "quiet3"]) == {"quiet"}
+
+
+async def test_runs_ended_by_an_earlier_release_are_counted_under_their_tenants(
+    tmp_path: Path, server_config: ConfigFactory, store_kind: str, keys: Keys
+) -> None:
+    """Redis: a run ended by a release before ``P:ended:tenants`` has no tenant there; the
+    first pass that counts it reads its snapshot once and writes the tenant down."""
+    if store_kind != "redis":
+        pytest.skip("SQLite reads the tenant from the runs table")
+    config = with_tenants(tmp_path, server_config, keys, runs=1)
+    url = parse_url(config.store_url)
+    async with two_tenants(config, keys) as (server, acme, globex):
+        assert server.runs is not None
+        await ended(globex, "g1", at(0))
+        await ended(acme, "a1", at(1))
+        await ended(acme, "a2", at(2))
+        client = aioredis.from_url(url.url)
+        try:
+            await client.delete(RedisKeys(url.prefix).ended_tenants)  # the earlier release
+            with parses_of({"g1", "a1", "a2"}) as met:
+                assert await server.runs.apply_retention() == ["a1"]
+                # Each read once for its tenant, and a1 once more by its purge.
+                assert sorted(met) == ["a1", "a1", "a2", "g1"]
+                await ended(globex, "g2", at(3))
+                assert await server.runs.apply_retention() == ["g1"]
+                assert sorted(met) == ["a1", "a1", "a2", "g1", "g1"]  # g1: its purge only
+            tenants = await client.hgetall(RedisKeys(url.prefix).ended_tenants)
+        finally:
+            await client.aclose()
+    assert {k.decode(): v.decode() for k, v in tenants.items()} == {"a2": "acme", "g2": "globex"}
 
 
 async def test_age_and_count_purge_the_union_across_passes(

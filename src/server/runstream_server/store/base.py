@@ -308,14 +308,15 @@ class EventStore(Protocol):
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
         """Deletes the event logs of ended runs that ended before `ended_before_us` (epoch
-        microseconds) or are older than the newest `keep_newest` ended runs whose logs are
-        kept, keeping their snapshots with ``purged_seq`` set, and tells the other processes
-        (a :class:`PurgedNotice` each). Returns the ids of the runs purged.
+        microseconds) or are older than their tenant's newest `keep_newest` ended runs whose
+        logs are kept, keeping their snapshots with ``purged_seq`` set, and tells the other
+        processes (a :class:`PurgedNotice` each). Returns the ids of the runs purged.
 
-        The newest `keep_newest` are those of every ended run as long as the policy is not
-        loosened (every run purged is older than every run kept); a pass reads only the
-        runs it purges, never those purged before, so its cost does not grow with the
-        store's history."""
+        Each tenant keeps its own `keep_newest`: one tenant's busy day purges none of
+        another's logs. They are the tenant's newest ended runs as long as the policy is
+        not loosened (every run purged is older than every run of its tenant kept); a pass
+        reads only the runs it purges, never those purged before, so its cost does not
+        grow with the store's history."""
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None

@@ -362,10 +362,13 @@ class RedisEventStore:
         run leaves it once its log is purged (after the purge, so a crash between the two
         leaves it there, and the next pass that meets it purged takes it out; so are the
         purged runs a store written by an earlier version left in it, once each). A pass
-        costs what it purges, plus the :meth:`~.redis_index.RunIndex.sweep_active` batch.
+        costs what it purges, plus the :meth:`~.redis_index.RunIndex.sweep_active` batch,
+        plus, with `keep_newest` and more runs kept than that, one read of the kept runs'
+        ids and tenants (``P:ended:tenants``).
 
-        The newest `keep_newest` are counted among the runs whose logs are kept: the same
-        runs as among every ended run, as every run purged is older than every run kept
+        The newest `keep_newest` of each tenant are counted among its runs whose logs are
+        kept: the same runs as among every ended run of the tenant, as every run purged is
+        older than every run of its tenant kept
         (whatever was purged for its rank has at least `keep_newest` kept runs newer than
         it, whatever was purged for its age ended before every kept one), unless the policy
         was loosened since (more runs or days kept), when this keeps more logs, never fewer.

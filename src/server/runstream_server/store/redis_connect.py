@@ -101,6 +101,7 @@ async def check_usable(
         keys.runs: b"zset",
         keys.active: b"zset",
         keys.ended: b"zset",
+        keys.ended_tenants: b"hash",
         keys.usage: b"hash",
         keys.filters: b"hash",
     }

@@ -54,6 +54,9 @@ succeeded before its history key existed."""
 MOVED_KEPT_US = 3600 * 10**6
 """How long a run stays in ``P:moved`` after its end is stored."""
 
+_TENANT_BATCH = 1000
+"""Runs whose tenants retention reads in one round trip."""
+
 TERMINAL = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
 )
@@ -104,6 +107,7 @@ class RunIndex:
             # once the ZADDs are acknowledged.
             pipe = self._client().pipeline(transaction=False)
             pipe.zadd(self._keys.ended, ended)
+            pipe.hset(self._keys.ended_tenants, run_id, snapshot.tenant)
             self._queue_moved(pipe, run_id, now)
             await pipe.execute()
             await self._client().zrem(self._keys.active, run_id)
@@ -115,6 +119,7 @@ class RunIndex:
         pipe = self._client().pipeline(transaction=True)
         self._queue_succeeded(pipe, succeeded)
         pipe.zadd(self._keys.ended, ended)
+        pipe.hset(self._keys.ended_tenants, run_id, snapshot.tenant)
         self._queue_moved(pipe, run_id, now)
         pipe.zrem(self._keys.active, run_id)
         await pipe.execute()
@@ -223,25 +228,57 @@ class RunIndex:
 
     async def ended(self, *, ended_before_us: int | None, keep_newest: int | None) -> list[str]:
         """Ended runs whose logs are kept that ended before `ended_before_us` or are older
-        than the newest `keep_newest` of them (hints: the caller re-checks each run, and
-        :meth:`forget_ended` those it purged)."""
+        than their tenant's newest `keep_newest` of them (hints: the caller re-checks each
+        run, and :meth:`forget_ended` those it purged)."""
         chosen: dict[str, None] = {}
         if ended_before_us is not None:
             for member in await self._client().zrangebyscore(
                 self._keys.ended, "-inf", f"({ended_before_us}"
             ):
                 chosen[member.decode()] = None
-        if keep_newest is not None:
-            for member in await self._client().zrevrange(self._keys.ended, keep_newest, -1):
-                chosen[member.decode()] = None
+        # Fewer runs kept than `keep_newest` in all: no tenant has more (nothing read).
+        if keep_newest is not None and await self._client().zcard(self._keys.ended) > keep_newest:
+            members = [m.decode() for m in await self._client().zrevrange(self._keys.ended, 0, -1)]
+            tenants = await self._tenants_of(members)
+            kept: dict[str, int] = {}
+            for run_id in members:  # newest first
+                tenant = tenants.get(run_id)
+                if tenant is None:  # no run under this entry: the caller takes it out
+                    chosen[run_id] = None
+                    continue
+                kept[tenant] = kept.get(tenant, 0) + 1
+                if kept[tenant] > keep_newest:
+                    chosen[run_id] = None
         return list(chosen)
 
+    async def _tenants_of(self, run_ids: list[str]) -> dict[str, str | None]:
+        """Each run's tenant, from ``P:ended:tenants``; a run ended by a release before it
+        is read in its snapshot once, and written there (None: no run under that id)."""
+        tenants: dict[str, str | None] = {}
+        for start in range(0, len(run_ids), _TENANT_BATCH):
+            batch = run_ids[start : start + _TENANT_BATCH]
+            found = await self._client().hmget(self._keys.ended_tenants, batch)
+            for run_id, value in zip(batch, found, strict=True):
+                if value is not None:
+                    tenants[run_id] = value.decode()
+        missing = [run_id for run_id in run_ids if run_id not in tenants]
+        for start in range(0, len(missing), _TENANT_BATCH):
+            read = await self.snapshots(missing[start : start + _TENANT_BATCH])
+            learnt = {run_id: run.tenant for run_id, run in read if run is not None}
+            if learnt:
+                await self._client().hset(self._keys.ended_tenants, mapping=learnt)
+            tenants.update((run_id, run.tenant if run else None) for run_id, run in read)
+        return tenants
+
     async def forget_ended(self, run_ids: list[str]) -> None:
-        """Takes runs whose logs are purged out of ``P:ended``: retention never reads them
-        again. Harmless if one comes back (a sweep that met it in ``P:active``): the next
-        pass meets it purged and takes it out again."""
+        """Takes runs whose logs are purged out of ``P:ended`` (and ``P:ended:tenants``):
+        retention never reads them again. Harmless if one comes back (a sweep that met it in
+        ``P:active``): the next pass meets it purged and takes it out again."""
         if run_ids:
-            await self._client().zrem(self._keys.ended, *run_ids)
+            pipe = self._client().pipeline(transaction=False)
+            pipe.zrem(self._keys.ended, *run_ids)
+            pipe.hdel(self._keys.ended_tenants, *run_ids)
+            await pipe.execute()
 
     async def changed_since(self, since_us: int) -> list[str] | None:
         """Every run not ended (``P:active``), created since `since_us` (``P:runs``), or

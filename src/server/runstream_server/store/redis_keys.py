@@ -20,6 +20,9 @@ class RedisKeys:
         """Runs not ended, by create time."""
         self.ended = f"{prefix}:ended"
         """Ended runs whose logs are kept, by end time (for retention)."""
+        self.ended_tenants = f"{prefix}:ended:tenants"
+        """The tenant of each run in ``ended``, for retention's newest N of each tenant (a
+        run ended by a release before it is looked up once, in its snapshot)."""
         self.moved = f"{prefix}:moved"
         """Runs that ended in the last hour, by when the end was stored (the server's time,
         not the run's end time, which a producer may set in the past): what a replica that

@@ -260,12 +260,14 @@ class SqliteEventStore:
     ) -> list[str]:
         """Chooses on a reader, from the index of ended runs whose logs are kept
         (``runs_retained``), and reads the snapshots of the chosen runs only: a pass costs
-        what it purges, plus a walk past the `keep_newest` entries kept, however many runs
-        were purged before. The writer is held only for the purge's writes, in batches of
-        :data:`_PURGE_BATCH` runs, so appends wait for one batch at most.
+        what it purges, plus a walk over the entries kept (ranked within their tenants),
+        however many runs were purged before. The writer is held only for the purge's
+        writes, in batches of :data:`_PURGE_BATCH` runs, so appends wait for one batch at
+        most.
 
-        The newest `keep_newest` are counted among the runs whose logs are kept, not among
-        every ended run: the same runs, as every run purged is older than every run kept
+        The newest `keep_newest` of each tenant are counted among the tenant's runs whose
+        logs are kept, not among every ended run: the same runs, as every run purged is
+        older than every run of its tenant kept
         (whatever was purged for its rank has at least `keep_newest` kept runs newer than
         it, whatever was purged for its age ended before every kept one), unless the policy
         was loosened since (more runs or days kept), when this keeps more logs, never fewer.
@@ -280,10 +282,14 @@ class SqliteEventStore:
                     (ended_before_us,),
                 ):
                     ids[str(run_id)] = None
-            if keep_newest is not None:
+            if keep_newest is not None:  # each tenant's newest `keep_newest` kept
+                # The kept runs only, ranked within their tenants (without INDEXED BY the
+                # planner walked every run in the tenant index: 8 ms against 2 for 20,000).
                 for (run_id,) in conn.execute(
-                    "SELECT run_id FROM runs WHERE retained_end_us IS NOT NULL "
-                    "ORDER BY retained_end_us DESC, run_id DESC LIMIT -1 OFFSET ?",
+                    "SELECT run_id FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY "
+                    "tenant ORDER BY retained_end_us DESC, run_id DESC) AS newer FROM runs "
+                    "INDEXED BY runs_retained WHERE retained_end_us IS NOT NULL) "
+                    "WHERE newer > ?",
                     (keep_newest,),
                 ):
                     ids[str(run_id)] = None
