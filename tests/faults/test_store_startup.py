@@ -400,6 +400,7 @@ async def test_the_upgrade_that_indexes_end_times_gives_its_log_space_back(
     ended_run.end_time.FromDatetime(datetime(2026, 1, 1, tzinfo=UTC))
     with contextlib.closing(sqlite3.connect(path)) as conn:  # as the release before left it
         conn.execute("DROP INDEX runs_retained")
+        conn.execute("DROP INDEX runs_retained_by_tenant")
         conn.execute("ALTER TABLE runs DROP COLUMN retained_end_us")
         for i in range(2000):
             ended_run.run_id = f"r{i}"

@@ -55,7 +55,9 @@ MOVED_KEPT_US = 3600 * 10**6
 """How long a run stays in ``P:moved`` after its end is stored."""
 
 _TENANT_BATCH = 1000
-"""Runs whose tenants retention reads in one round trip."""
+"""Runs whose tenants retention reads in one round trip (from ``P:ended:tenants``)."""
+_SNAPSHOT_BATCH = 256
+"""Snapshots read in one round trip for the tenants of runs an earlier release ended."""
 
 TERMINAL = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
@@ -239,6 +241,7 @@ class RunIndex:
         # Fewer runs kept than `keep_newest` in all: no tenant has more (nothing read).
         if keep_newest is not None and await self._client().zcard(self._keys.ended) > keep_newest:
             members = [m.decode() for m in await self._client().zrevrange(self._keys.ended, 0, -1)]
+            await self._forget_stray_tenants(members)
             tenants = await self._tenants_of(members)
             kept: dict[str, int] = {}
             for run_id in members:  # newest first
@@ -262,23 +265,40 @@ class RunIndex:
                 if value is not None:
                     tenants[run_id] = value.decode()
         missing = [run_id for run_id in run_ids if run_id not in tenants]
-        for start in range(0, len(missing), _TENANT_BATCH):
-            read = await self.snapshots(missing[start : start + _TENANT_BATCH])
+        for start in range(0, len(missing), _SNAPSHOT_BATCH):
+            read = await self.snapshots(missing[start : start + _SNAPSHOT_BATCH])
             learnt = {run_id: run.tenant for run_id, run in read if run is not None}
             if learnt:
                 await self._client().hset(self._keys.ended_tenants, mapping=learnt)
             tenants.update((run_id, run.tenant if run else None) for run_id, run in read)
         return tenants
 
+    async def _forget_stray_tenants(self, members: list[str]) -> None:
+        """Takes out of ``P:ended:tenants`` the runs no longer in ``P:ended`` (`members`): a
+        replica of an earlier release forgets runs without it, and on a cluster the two
+        keys' writes are not one transaction. Read only when it holds more entries."""
+        if await self._client().hlen(self._keys.ended_tenants) <= len(members):
+            return
+        kept = set(members)
+        stray = [
+            field
+            async for field, _ in self._client().hscan_iter(self._keys.ended_tenants)
+            if field.decode() not in kept
+        ]
+        for start in range(0, len(stray), _TENANT_BATCH):
+            await self._client().hdel(
+                self._keys.ended_tenants, *stray[start : start + _TENANT_BATCH]
+            )
+
     async def forget_ended(self, run_ids: list[str]) -> None:
-        """Takes runs whose logs are purged out of ``P:ended`` (and ``P:ended:tenants``):
-        retention never reads them again. Harmless if one comes back (a sweep that met it in
-        ``P:active``): the next pass meets it purged and takes it out again."""
+        """Takes runs whose logs are purged out of ``P:ended:tenants``, then ``P:ended``:
+        retention never reads them again (a crash between the two leaves the run in
+        ``P:ended``, whose next pass reads its tenant again and meets it purged). Harmless
+        if one comes back (a sweep that met it in ``P:active``): the next pass meets it
+        purged and takes it out again."""
         if run_ids:
-            pipe = self._client().pipeline(transaction=False)
-            pipe.zrem(self._keys.ended, *run_ids)
-            pipe.hdel(self._keys.ended_tenants, *run_ids)
-            await pipe.execute()
+            await self._client().hdel(self._keys.ended_tenants, *run_ids)
+            await self._client().zrem(self._keys.ended, *run_ids)
 
     async def changed_since(self, since_us: int) -> list[str] | None:
         """Every run not ended (``P:active``), created since `since_us` (``P:runs``), or

@@ -147,9 +147,14 @@ def _add_tenant_column(conn: sqlite3.Connection) -> None:
 
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
 
-_RETAINED_INDEX = (  # ended runs whose logs are kept, by end time
+_RETAINED_INDEXES = (
+    # Ended runs whose logs are kept, by end time (retention by age) ...
     "CREATE INDEX IF NOT EXISTS runs_retained ON runs (retained_end_us, run_id) "
-    "WHERE retained_end_us IS NOT NULL"
+    "WHERE retained_end_us IS NOT NULL",
+    # ... and within their tenants, newest first (by count: each tenant's newest N), so a
+    # pass reads neither the runs' rows nor their snapshots.
+    "CREATE INDEX IF NOT EXISTS runs_retained_by_tenant "
+    "ON runs (tenant, retained_end_us DESC, run_id DESC) WHERE retained_end_us IS NOT NULL",
 )
 
 
@@ -172,7 +177,8 @@ def _add_retained_column(conn: sqlite3.Connection) -> None:
     whole change back, and the next open does it again."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
     if "retained_end_us" in columns:
-        conn.execute(_RETAINED_INDEX)
+        for index in _RETAINED_INDEXES:
+            conn.execute(index)
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -192,7 +198,8 @@ def _add_retained_column(conn: sqlite3.Connection) -> None:
             if end is not None:
                 conn.execute("UPDATE runs SET retained_end_us = ? WHERE run_id = ?", (end, run_id))
                 filled += 1
-        conn.execute(_RETAINED_INDEX)
+        for index in _RETAINED_INDEXES:
+            conn.execute(index)
         conn.execute("COMMIT")
     except BaseException:
         rollback_if_active(conn)
