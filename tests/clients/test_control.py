@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import runstream
@@ -20,13 +22,16 @@ from runstream import (
     FailedPreconditionError,
     RunCancelled,
     RunCancelledError,
+    RunHealth,
     RunStatus,
     RunStatusChanged,
     StepStatus,
 )
-from runstream_server.app import RunstreamServer
+from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain.insight import InsightPolicy
 
-from tests.clients.support import TcpProxy, eventually
+from tests.clients.support import TcpProxy, eventually, until
+from tests.server.support import Clock, on_clock
 
 
 @pytest.fixture
@@ -302,3 +307,44 @@ async def test_a_producer_that_reconnects_learns_of_a_pause_and_of_a_resume_it_m
             await run.close()
     finally:
         await proxy.close()
+
+
+async def test_a_run_the_server_ends_as_abandoned_stops_its_slow_producer_saying_so(
+    tmp_path: Path,
+) -> None:
+    """`serve --abandon-after`: a producer silent in a long await is taken for gone. Its
+    task is cancelled as by a cancel, and the error says the server ended the run, not that
+    an operator cancelled it."""
+    clock = Clock(datetime.now(UTC))  # the SDK stamps events with the time it reads
+    policy = InsightPolicy(stall_after=60, start_within=60, abandon_after=3600)
+    server = RunstreamServer(ServerConfig("127.0.0.1:0", tmp_path / "a.db", insight=policy))
+    await server.start()
+    on_clock(server, clock)
+    try:
+        async with runstream.connect(server.target) as client:
+            run = await client.start_run("campaign", steps=["research"])
+            in_step = asyncio.Event()
+
+            async def workflow() -> None:
+                async with run, run.step("research"):
+                    in_step.set()
+                    await asyncio.sleep(3600)  # an LLM call that never answers
+
+            async def stalled() -> bool:
+                return (await client.get_run(run.run_id)).health == RunHealth.STALLED
+
+            task = asyncio.create_task(workflow())
+            await asyncio.wait_for(in_step.wait(), 20)
+            await run.flush()
+            clock.move(61)
+            await until(stalled)
+            clock.move(3601)
+            with pytest.raises(RunCancelledError) as raised:
+                await asyncio.wait_for(task, 20)
+    finally:
+        await server.stop(grace=0.1)
+    assert raised.value.by_server
+    assert (
+        f"run {run.run_id!r} was ended by the server: abandoned: STALLED and silent for 1h"
+        in str(raised.value)
+    )

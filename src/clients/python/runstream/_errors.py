@@ -134,20 +134,26 @@ class FailedPreconditionError(RunstreamError):
 
 
 class RunCancelledError(FailedPreconditionError):
-    """The run was cancelled by an operator; the producer should stop working on it.
+    """The run was cancelled by an operator, or ended by the server (its producer silent
+    for longer than the server's ``--abandon-after``); the producer should stop working on
+    it.
 
     Attributes:
         run_id: The cancelled run.
-        reason: The cancellation reason, when the server said.
+        reason: The cancellation reason, when the server said (for a run the server ended,
+            its error message: "abandoned: ...").
+        by_server: Whether the server ended the run (FAILED, error code ABANDONED) rather
+            than an operator cancelling it.
     """
 
-    def __init__(self, run_id: str, reason: str = "") -> None:
-        text = f"run {run_id!r} was cancelled"
+    def __init__(self, run_id: str, reason: str = "", *, by_server: bool = False) -> None:
+        text = f"run {run_id!r} was {'ended by the server' if by_server else 'cancelled'}"
         if reason:
             text += f": {reason}"
         super().__init__(text)
         self.run_id = run_id
         self.reason = reason
+        self.by_server = by_server
 
 
 class AbortedError(RunstreamError):

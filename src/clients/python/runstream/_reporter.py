@@ -279,7 +279,7 @@ class RunReporter(RunEvents, StreamOwnership):
     ) -> None:
         if self._control.release_owner(exc):
             await self._close_quietly()
-            raise RunCancelledError(self._run_id, self.cancel_reason) from exc
+            raise self._control.cancelled_error() from exc
         if exc is None:
             await self.close()
             return

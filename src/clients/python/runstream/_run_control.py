@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RunControl"]
 
+ABANDONED = "ABANDONED"
+"""The error code of a run the server ended, its producer silent too long."""
+
 _log = logging.getLogger("runstream.reporter")
 
 
@@ -50,6 +53,7 @@ class RunControl:
         self._cancel_task = cancel_task
         self._cancelled = False
         self._cancel_reason = ""
+        self._by_server = False  # the server ended the run (abandoned), no operator
         self._paused = paused
         # The task inside `async with run:`, which a CANCEL cancels (cancel_task), and how
         # many cancellations it had already when it entered, to tell ours from others.
@@ -75,13 +79,20 @@ class RunControl:
 
     def raise_if_cancelled(self) -> None:
         if self._cancelled:
-            raise RunCancelledError(self._run_id, self._cancel_reason)
+            raise self.cancelled_error()
+
+    def cancelled_error(self) -> RunCancelledError:
+        """What a call on the cancelled run raises."""
+        return RunCancelledError(self._run_id, self._cancel_reason, by_server=self._by_server)
 
     def apply(self, control: convert.ReportControl) -> None:
         """Applies a control the server sent on the report stream."""
         if control.action == ControlAction.CANCEL:
-            self.mark_cancelled(control.reason)
-            _log.info("run %s was cancelled: %s", self._run_id, control.reason)
+            # FAILED: the server ended the run, its producer silent too long (abandoned).
+            by_server = control.status == RunStatus.FAILED
+            self.mark_cancelled(control.reason, by_server=by_server)
+            said = "was ended by the server" if by_server else "was cancelled"
+            _log.info("run %s %s: %s", self._run_id, said, control.reason)
         elif control.action == ControlAction.PAUSE:
             self._paused = True
             _log.info("run %s was paused: %s", self._run_id, control.reason)
@@ -89,23 +100,26 @@ class RunControl:
             self._paused = False
         self._signal.fire()
 
-    def mark_cancelled(self, reason: str) -> None:
+    def mark_cancelled(self, reason: str, *, by_server: bool = False) -> None:
         if not self._cancelled:
             self._cancelled = True
             self._cancel_reason = reason
+            self._by_server = by_server
             self._cancel_owner()
         self._signal.fire()
 
     async def learn_cancellation(self) -> None:
-        """Asks the run whether it was cancelled, for when the CANCEL control may not have
-        reached this producer (its stream was reconnecting, or a closed decision overtook
-        it)."""
+        """Asks the run whether it was cancelled (or ended by the server as abandoned), for
+        when the CANCEL control may not have reached this producer (its stream was
+        reconnecting, or a closed decision overtook it)."""
         if self._cancelled:
             return
         with contextlib.suppress(RunstreamError):
             run = await self._get_run(self._run_id)
             if run.status == RunStatus.CANCELLED:
                 self.mark_cancelled(run.cancel_reason)
+            elif run.status == RunStatus.FAILED and run.error and run.error.code == ABANDONED:
+                self.mark_cancelled(run.error.message, by_server=True)
 
     async def stream_error(self, exc: grpc.aio.AioRpcError) -> RunstreamError:
         """The error a report stream failed with means for the run: a batch refused as
@@ -115,7 +129,7 @@ class RunControl:
             # ask the run itself whether it ended by cancellation.
             await self.learn_cancellation()
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and self._cancelled:
-            error: RunstreamError = RunCancelledError(self._run_id, self._cancel_reason)
+            error: RunstreamError = self.cancelled_error()
         else:
             error = error_from_rpc(exc)
         error.__cause__ = exc

@@ -30,7 +30,6 @@ from runstream._errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
-    RunCancelledError,
     RunstreamError,
 )
 from runstream._types import Decision, DecisionOutcome, DecisionResult
@@ -194,7 +193,7 @@ class RunDecisions:
             # The closed decision can overtake the CANCEL control; the run says why.
             await self._control.learn_cancellation()
             if self._control.cancelled:
-                raise RunCancelledError(self._run_id, self._control.cancel_reason)
+                raise self._control.cancelled_error()
             raise FailedPreconditionError(  # completed or failed, by another task or producer
                 f"run {self._run_id!r} ended while decision {decision_id!r} was open: "
                 "the question was closed unanswered"
