@@ -450,7 +450,10 @@ export const RunCompletedSchema: GenMessage<RunCompleted> = /*@__PURE__*/
   messageDesc(file_runstream_v1_event, 4);
 
 /**
- * The run finished with an error. Terminal: the run accepts no further events.
+ * The run finished with an error. Terminal: the run accepts no further events. Written by
+ * the producer, or by the server for a run STALLED and silent for longer than its
+ * `serve --abandon-after`: then `error.code` is "ABANDONED", the idempotency key
+ * "runstream.abandoned", and the run's producers get a CANCEL control of status FAILED.
  *
  * @generated from message runstream.v1.RunFailed
  */

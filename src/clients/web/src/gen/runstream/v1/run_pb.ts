@@ -654,7 +654,9 @@ export const ArtifactsSummarySchema: GenMessage<ArtifactsSummary> = /*@__PURE__*
  */
 export type ErrorInfo = Message<"runstream.v1.ErrorInfo"> & {
   /**
-   * A short machine-readable code chosen by the producer, for example "RATE_LIMITED".
+   * A short machine-readable code chosen by the producer, for example "RATE_LIMITED". The
+   * server's own: "ABANDONED" (a run it ended for its producer's silence), "RUN_CANCELLED"
+   * and "RUN_FAILED" (a step its run's end closed).
    *
    * @generated from field: string code = 1;
    */
