@@ -66,17 +66,18 @@ verifying (the key that signed it was withdrawn)."""
 def is_stream_cut_for_its_token(exc: grpc.aio.AioRpcError) -> bool:
     """Whether the server cut a stream because its token expired or is no longer accepted
     (worth resuming with a fresh token)."""
-    return exc.code() == grpc.StatusCode.UNAUTHENTICATED and (exc.details() or "").startswith(
-        (EXPIRED_DURING_STREAM, REFUSED_DURING_STREAM)
-    )
+    return _cut_saying(exc, (EXPIRED_DURING_STREAM, REFUSED_DURING_STREAM))
 
 
 def is_refused_stream(exc: BaseException | None) -> bool:
     """Whether the server cut a stream because it no longer accepts its token."""
-    return (
-        isinstance(exc, grpc.aio.AioRpcError)
-        and exc.code() == grpc.StatusCode.UNAUTHENTICATED
-        and (exc.details() or "").startswith(REFUSED_DURING_STREAM)
+    return isinstance(exc, grpc.aio.AioRpcError) and _cut_saying(exc, (REFUSED_DURING_STREAM,))
+
+
+def _cut_saying(exc: grpc.aio.AioRpcError, details: tuple[str, ...]) -> bool:
+    """UNAUTHENTICATED with a detail that starts with one of `details`."""
+    return exc.code() == grpc.StatusCode.UNAUTHENTICATED and (exc.details() or "").startswith(
+        details
     )
 
 

@@ -93,9 +93,8 @@ def read_secret(path: Path) -> bytes:
     return _secret(path.read_bytes(), path)
 
 
-def _secret(data: bytes, path: Path) -> bytes:
-    """The secret that `path`'s bytes `data` hold (see :func:`read_secret`)."""
-    secret = data
+def _secret(secret: bytes, path: Path) -> bytes:
+    """The secret that `path`'s bytes hold (see :func:`read_secret`)."""
     if secret.endswith(b"\r\n"):
         secret = secret[:-2]
     elif secret.endswith(b"\n"):
