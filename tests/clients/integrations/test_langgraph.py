@@ -1948,3 +1948,61 @@ async def test_a_child_run_started_in_a_node_is_reported_in_the_child_run_alone(
     assert result["summary"] == "report: 3 companies, ranked"
     assert parent_steps == ["research", "report"]
     assert child_steps == ["search", "rank"]
+
+
+async def test_a_loop_past_the_runs_step_limit_is_told_as_one_alert_and_completes(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent loop whose node runs outgrow the run's step limit (2,000; 3 here): the steps
+    the run has room for are reported whole, one alert tells watchers where reporting
+    stopped, the graph finishes, and ``run.complete()`` raises nothing (found in review: every
+    later node run logged two warnings, and complete() raised the first refused start)."""
+    from runstream_server.domain import steps
+
+    monkeypatch.setattr(steps, "MAX_RUN_STEPS", 3)
+
+    async def think(state: State) -> State:
+        turn = len(state.get("messages", [])) + 1
+        model = GenericFakeChatModel(messages=iter([f"thought number {turn}"]))
+        reply = await model.ainvoke([HumanMessage("go on")])
+        return {"messages": [reply]}
+
+    graph = StateGraph(State)
+    graph.add_node("think", think)
+    graph.add_edge(START, "think")
+    graph.add_conditional_edges(
+        "think", lambda state: END if len(state["messages"]) >= 6 else "think", ["think", END]
+    )
+    caplog.set_level(logging.DEBUG, logger="runstream")
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("langgraph-long-loop")
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            result = await handler.run_graph(graph.compile(), {})
+            await run.complete()
+        final = await client.get_run(run.run_id)
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert len(result["messages"]) == 6
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("think", "SUCCEEDED"),
+        ("think-2", "SUCCEEDED"),
+        ("think-3", "SUCCEEDED"),
+    ]
+    alerts = [e.payload for e in events if e.kind == EventKind.ALERT]
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert isinstance(alert, runstream.Alert)
+    assert alert.code == "step_limit"
+    assert alert.message.startswith("no room for more steps: the work from step 'think-4' on")
+    assert "has 3 steps, the most a run may have" in alert.message
+    texts = {d.step_id: d.delta for d in _texts(events)}
+    assert texts == {
+        "think": "thought number 1",
+        "think-2": "thought number 2",
+        "think-3": "thought number 3",
+    }
+    warnings_logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings_logged) == 1, warnings_logged
+    assert "'think-4'" in warnings_logged[0]

@@ -38,7 +38,7 @@ from runstream._arguments import (
     UNIT_CHARS,
     URI_CHARS,
 )
-from runstream._errors import InvalidArgumentError, StatusCode
+from runstream._errors import InvalidArgumentError, RunstreamError, StatusCode
 from runstream._types import (
     ActiveAgent,
     ActivityType,
@@ -805,6 +805,14 @@ HELD_WORK: ContextVar[bool] = ContextVar("runstream_held_work", default=False)
 """Whether the framework a ``HAPPENED_NS`` call reports for is held by a pause too (the Agents
 SDK with RunstreamHooks): a step start that a pause held then starts when the pause ends, as
 the workflow's own ``run.step()`` does, not when the framework told of it."""
+
+
+REFUSALS_TO: ContextVar[Callable[[event_pb2.RunEvent, RunstreamError], None] | None] = ContextVar(
+    "runstream_refusals_to", default=None
+)
+"""Who takes the server's refusal of an event queued in this context, instead of the
+reporter's next ``flush()``: a framework integration, which logs it and lets the framework's
+run go on (see ``OrderedReports``). None: the reporter raises it."""
 
 
 def _event(**payload: Any) -> event_pb2.RunEvent:

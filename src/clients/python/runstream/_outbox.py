@@ -13,14 +13,17 @@ which stream the batches go is :mod:`runstream._report_stream`'s.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from runstream import _convert as convert
-from runstream._errors import DataLossError
+from runstream._errors import DataLossError, RunstreamError
 
 if TYPE_CHECKING:
     from runstream.v1 import event_pb2
+
+RefusalTaker = Callable[["event_pb2.RunEvent", RunstreamError], None]
 
 __all__ = ["ATTACH_BATCH_ID", "Batch", "Outbox"]
 
@@ -54,6 +57,9 @@ class Outbox:
         self._unsent: deque[tuple[event_pb2.RunEvent, int]] = deque()
         self._calls: dict[str, str] = {}
         """The call that reported each event waiting whose kind's own call did not, by key."""
+        self._takers: dict[str, RefusalTaker] = {}
+        """Who takes the refusal of each event waiting that was queued under
+        ``convert.REFUSALS_TO``, by key."""
         self._inflight: deque[Batch] = deque()
         self.reported = 0
         """Events queued so far."""
@@ -104,6 +110,9 @@ class Outbox:
         self._unsent.append((event, size))
         self.reported += 1
         self.pending_bytes += size
+        taker = convert.REFUSALS_TO.get()
+        if taker is not None:
+            self._takers[event.idempotency_key] = taker
 
     def name_call(self, event: event_pb2.RunEvent, call: str) -> None:
         """Remembers, until it is acknowledged, that `call` reported the queued `event`."""
@@ -112,6 +121,11 @@ class Outbox:
     def call_of(self, event: event_pb2.RunEvent) -> str | None:
         """The call `name_call` named for `event`, forgotten now (the event was refused)."""
         return self._calls.pop(event.idempotency_key, None) if self._calls else None
+
+    def refusal_taker(self, event: event_pb2.RunEvent) -> RefusalTaker | None:
+        """Who takes the refusal of `event` (see ``convert.REFUSALS_TO``), forgotten now (the
+        event was refused); None: the reporter raises it."""
+        return self._takers.pop(event.idempotency_key, None) if self._takers else None
 
     def take_batch(self) -> Batch:
         """Takes the next batch from the queue and keeps it in flight until it is
@@ -166,9 +180,10 @@ class Outbox:
                 f"{ack.batch_id}, expected {expected}"
             )
         batch = self._inflight.popleft()
-        if self._calls:
+        if self._calls or self._takers:
             for event in batch.events:
                 self._calls.pop(event.idempotency_key, None)
+                self._takers.pop(event.idempotency_key, None)
         if ack.count != len(batch.events):
             raise DataLossError(
                 f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "

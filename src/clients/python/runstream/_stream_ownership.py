@@ -89,6 +89,10 @@ class StreamOwnership:
         if self._decisions.on_refused(event, named):
             return  # ask() raises it
         self._gate.on_refused(event)
+        taker = self._outbox.refusal_taker(event)
+        if taker is not None:  # a framework integration's event: it logs the refusal
+            taker(event, named)
+            return
         self._refused.append(named)
         _log.warning(
             "run %s: the server refused %s, the others are reported: %s",

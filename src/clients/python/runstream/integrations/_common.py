@@ -19,12 +19,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
-from runstream._convert import HAPPENED_NS
+from runstream._convert import HAPPENED_NS, REFUSALS_TO
 from runstream._errors import RunCancelledError, RunstreamError
 from runstream._types import StepStatus
 
 if TYPE_CHECKING:
     from runstream._reporter import RunReporter
+    from runstream.v1 import event_pb2
 
 __all__ = ["FINISHED_STEP", "ImportHint", "OrderedReports", "StepIds", "require", "short"]
 
@@ -149,13 +150,21 @@ class OrderedReports:
     ``submit()`` may be called from any thread and never blocks; ``drain()`` (on the run's
     loop) waits until everything submitted so far has been reported. A reporting call that
     fails is logged and does not stop the calls after it: a framework's run goes on when
-    watching it fails (the reporter's own failure still surfaces at ``run.complete()``).
+    watching it fails (the reporter's own failure still surfaces at ``run.complete()``). So
+    does an event the server refuses after its call returned (a step the run has no room
+    for): it is logged, handed to ``on_refused``, and not raised by the reporter's
+    ``flush()`` or ``complete()``.
     Events carry the time their call was submitted, when the framework told of it: a call
     may run much later, behind a step start that a paused run holds while the framework's
     own work goes on (a synchronous tracing processor, a graph on a worker thread).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        on_refused: Callable[[event_pb2.RunEvent, RunstreamError], None] | None = None,
+    ) -> None:
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -171,6 +180,7 @@ class OrderedReports:
         self._idle.set()
         self._worker: asyncio.Task[None] | None = None
         self._failures = 0
+        self._on_refused = on_refused
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -203,7 +213,9 @@ class OrderedReports:
 
     async def _work(self) -> None:
         # Runs until the queue is empty; the next submit starts a new worker. Nothing awaits
-        # between the last check and returning, so no call can slip in unseen.
+        # between the last check and returning, so no call can slip in unseen. The events
+        # the calls queue are refused to _refused(), not to the reporter's next flush().
+        REFUSALS_TO.set(self._refused)
         while self._queue:
             call, happened = self._queue.popleft()
             stamped = HAPPENED_NS.set(happened)
@@ -214,12 +226,21 @@ class OrderedReports:
                 self._failures += 1
                 _log.debug("not reported, %s", exc)
             except RunstreamError as exc:
-                self._failures += 1
-                level = logging.WARNING if self._failures == 1 else logging.DEBUG
-                _log.log(level, "reporting to Runstream failed: %s", exc)
+                self._failed(exc)
             finally:
                 HAPPENED_NS.reset(stamped)
         self._idle.set()
+
+    def _failed(self, error: RunstreamError) -> None:
+        self._failures += 1
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        _log.log(level, "reporting to Runstream failed: %s", error)
+
+    def _refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
+        """The server refused an event a call queued: a failed call, after the fact."""
+        self._failed(error)
+        if self._on_refused is not None:
+            self._on_refused(event, error)
 
     async def drain(self) -> None:
         """Waits until every call submitted so far (from this loop) has run."""

@@ -328,7 +328,8 @@ class ChainSteps:
         ``message``; retrying."""
         affected = [agent for agent in agents if agent]
         run = self._calls.run
-        self._calls.submit(
+        self._calls.submit_for(
+            step_id,
             lambda: run.error_recovery(
                 message,
                 severity=Severity.MEDIUM,
@@ -336,5 +337,5 @@ class ChainSteps:
                 affected_agents=affected,
                 attempt=attempt,
                 step_id=step_id,
-            )
+            ),
         )

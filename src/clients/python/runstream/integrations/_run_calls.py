@@ -12,6 +12,11 @@ its task cancelled, an operator's cancel) the run ends cancelled and closes the 
 integration reports nothing. When only the framework's work was cancelled (a streamed run's
 ``cancel()``, a task of its own cancelled) the run goes on, and its step fails as
 ``cancelled``: left running, the server would close it as succeeded when the run completes.
+
+A step whose start the server refused (the run has the most steps a run may have) reports
+nothing more: its later calls only take their events' keys, so a replay's keys stay those of
+the first run. The first step the run has no room for is told to watchers as an alert, and
+no step is started after it: a long agent loop's later work goes unreported, visibly.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runstream._convert import HELD_WORK
-from runstream._types import ActivityType
-from runstream.integrations._common import OrderedReports
+from runstream._errors import ResourceExhaustedError, RunstreamError
+from runstream._types import ActivityType, Severity
+from runstream.integrations._common import OrderedReports, short
 
 if TYPE_CHECKING:
     from runstream._reporter import RunReporter
+    from runstream.v1 import event_pb2
 
 __all__ = ["RunCalls"]
 
@@ -39,8 +46,12 @@ class RunCalls:
 
     def __init__(self, run: RunReporter, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._run = run
-        self._reports = OrderedReports(loop)
+        self._reports = OrderedReports(loop, on_refused=self._on_refused)
         self._allocated: set[tuple[str, str]] = set()
+        self._unstarted: set[str] = set()
+        """Steps whose start the server refused, or that were not started for want of room."""
+        self._steps_full = False
+        """Whether the run had no room for a step: no step is started after that one."""
         # The task that made the integration, taken for the producer's.
         try:
             self._producer = asyncio.current_task()
@@ -64,10 +75,52 @@ class RunCalls:
         """Queues ``call()``, a reporting call with no shared shape."""
         self._reports.submit(call)
 
+    def _on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
+        if not event.HasField("step_started"):
+            return
+        step_id = event.step_started.step_id
+        self._unstarted.add(step_id)
+        if isinstance(error, ResourceExhaustedError) and not self._steps_full:
+            self._steps_full = True
+            run = self._run
+            self.submit(
+                lambda: run.alert(
+                    f"no room for more steps: the work from step {step_id!r} on is not "
+                    f"reported ({short(error.message, 400)})",
+                    severity=Severity.MEDIUM,
+                    code="step_limit",
+                    suggested_action="report a long loop as fewer steps, or start a new run",
+                )
+            )
+
+    def submit_for(self, step_id: str, call: Callable[[], Awaitable[object]]) -> None:
+        """Queues ``call()``, a report of one event in step ``step_id`` (none when ""),
+        unless that step was not started: then only its event's key is taken (see
+        ``pass_over``)."""
+        run, unstarted = self._run, self._unstarted
+        if not step_id:
+            self.submit(call)
+            return
+        if step_id in unstarted:
+            self.pass_over()
+            return
+
+        async def report() -> None:
+            if step_id in unstarted:  # refused after this call was queued
+                await run._pass_over()
+            else:
+                await call()
+
+        self.submit(report)
+
     def start_step(self, step_id: str, *, name: str, agent: str = "", held: bool = False) -> None:
         """Starts the step; `held`: a pause holds the framework's work too (its start is
         then stamped when the pause ends, see ``HELD_WORK``)."""
         run = self._run
+        if self._steps_full:
+            self._unstarted.add(step_id)
+            self.pass_over()
+            return
 
         async def start() -> None:
             token = HELD_WORK.set(held)
@@ -85,11 +138,11 @@ class RunCalls:
 
     def complete_step(self, step_id: str) -> None:
         run = self._run
-        self.submit(lambda: run.step(step_id).complete())
+        self.submit_for(step_id, lambda: run.step(step_id).complete())
 
     def fail_step(self, step_id: str, message: str, *, code: str) -> None:
         run = self._run
-        self.submit(lambda: run.step(step_id).fail(message, code=code))
+        self.submit_for(step_id, lambda: run.step(step_id).fail(message, code=code))
 
     def producer_stopped(self, stop: BaseException | None) -> bool:
         """Whether ``stop``, the cancellation that ended a unit of work, stops the producer:
@@ -116,7 +169,9 @@ class RunCalls:
         self, agent: str, message_id: str, delta: str, *, final: bool = False, step_id: str = ""
     ) -> None:
         run = self._run
-        self.submit(lambda: run.text(agent, message_id, delta, final=final, step_id=step_id))
+        self.submit_for(
+            step_id, lambda: run.text(agent, message_id, delta, final=final, step_id=step_id)
+        )
 
     def activity(
         self,
@@ -128,7 +183,9 @@ class RunCalls:
         step_id: str,
     ) -> None:
         run = self._run
-        self.submit(lambda: run.activity(agent, activity, message, data=data, step_id=step_id))
+        self.submit_for(
+            step_id, lambda: run.activity(agent, activity, message, data=data, step_id=step_id)
+        )
 
     def tool_started(self, agent: str, tool: str, data: Mapping[str, Any], *, step_id: str) -> None:
         self.activity(agent, ActivityType.STARTED, f"calling {tool}", data=data, step_id=step_id)
