@@ -162,3 +162,40 @@ async def test_a_stopped_replicas_streams_stop_counting_once_its_usage_expires(
             await _opened_within(lambda: on_b.runs.WatchRuns(rs.WatchRunsRequest()))
         finally:
             await on_b.channel.close()
+
+
+async def test_a_tenants_active_runs_count_on_every_replica(
+    tmp_path: Path, redis_server: RedisProcess, keys: Keys
+) -> None:
+    """Creates one after another, each on the other replica: the tenant's fourth active run
+    is refused on either (found in review: each replica counted the store once a second and
+    only its own creates since, so two replicas admitted 5 runs against a limit of 3)."""
+    url = redis_store_url(redis_server, tmp_path)
+    limits = dataclasses.replace(LIMITS, active_runs_per_tenant=3)
+    security = dataclasses.replace(rs256_auth(keys), limits=limits)
+    bot = keys.token(["producer", "viewer", "operator"], sub="bot")
+    async with (
+        serving_on(url, tmp_path / "a", security=security) as a,
+        serving_on(url, tmp_path / "b", security=security) as b,
+    ):
+        on = [Caller(a.target, bot), Caller(b.target, bot)]
+        try:
+            created = []
+            for i in range(3):
+                request = rs.CreateRunRequest(workflow="limits")
+                created.append((await on[i % 2].runs.CreateRun(request)).run.run_id)
+            for caller in on:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await caller.runs.CreateRun(rs.CreateRunRequest(workflow="limits"))
+                assert "tenant 'acme' has 3 active runs, the most allowed" in (
+                    info.value.details() or ""
+                )
+                assert retry_info(info.value) > 0
+            listed = await on[1].runs.ListRuns(rs.ListRunsRequest())
+            assert sorted(r.run_id for r in listed.runs) == sorted(created)
+            # A run that ends on one replica frees its place on the other at once.
+            await on[0].runs.CancelRun(rs.CancelRunRequest(run_id=created[0]))
+            await on[1].runs.CreateRun(rs.CreateRunRequest(workflow="limits"))
+        finally:
+            for caller in on:
+                await caller.channel.close()

@@ -477,14 +477,21 @@ class LimitInterceptor(HandlerRewriter):
     async def _admit_run(self, tenant: str) -> _ActiveRuns:
         """Admits one CreateRun of `tenant`, or refuses it with RESOURCE_EXHAUSTED.
 
-        Counts are read from the store at most once a second and bumped by each create in
-        between; creates admitted and not yet done count too, so creates at once cannot pass
-        the limit together. A refusal is always checked against a fresh count taken once the
+        Alone on its store, a replica reads the count at most once a second and bumps it by
+        each create in between; with other replicas, which create runs it would not see, at
+        each create. Creates admitted and not yet done count too, so creates at once cannot
+        pass the limit together (on replicas, creates at once on different ones can each take
+        the last place). A refusal is always checked against a fresh count taken once the
         creates in flight are done, so a run that ended frees its place at once."""
         limit = self._limits.active_runs_per_tenant
         runs = self._active.setdefault(tenant, _ActiveRuns())
         async with runs.lock:
-            if runs.taken >= limit or time.monotonic() - runs.counted_at > 1.0:
+            stale = time.monotonic() - runs.counted_at > 1.0
+            if self._sharing and runs.taken < limit and not stale:
+                # The count may hold creates still in flight here twice: trusted to admit,
+                # checked again below before it refuses.
+                runs.count = await self._count_active(tenant, limit)
+            if runs.taken >= limit or stale:
                 await runs.settled.wait()
                 runs.count = await self._count_active(tenant, limit)
                 runs.counted_at = time.monotonic()
