@@ -113,6 +113,22 @@ def test_a_token_with_an_empty_subject_or_tenant_is_a_usage_error(
     assert f"argument {flag}: must not be empty" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("ali\nce", "must not contain control characters (U+000A at 3)"),
+        ("a" * 257, "is 257 characters; the limit is 256 characters"),
+    ],
+)
+def test_a_token_whose_subject_servers_refuse_is_a_usage_error(
+    secret_file: Path, name: str, problem: str
+) -> None:
+    result = cli("token", "--secret-file", str(secret_file), "--sub", name,
+                 "--tenant", "acme", "--role", "viewer")  # fmt: skip
+    assert (result.returncode, result.stdout) == (2, "")
+    assert f"argument --sub: {problem}" in result.stderr
+
+
 def test_a_token_expiring_after_the_year_9999_is_a_usage_error(secret_file: Path) -> None:
     """It was printed, and every server refused it ("claim 'exp' must be a time between
     1970 and the year 9999")."""

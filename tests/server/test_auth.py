@@ -189,6 +189,21 @@ BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
         lambda k: (k.token(["admin"], sub=5), None),
         "claim 'sub' must be a non-empty string",
     ),
+    # Stored as the names of what the caller does (created_by, answered_by) and its tenant:
+    # held to what those names may hold when sent in a request (found in review: a subject
+    # with ESC or a newline was stored, one sent as answered_by refused).
+    "subject with an escape": (
+        lambda k: (k.token(["admin"], sub="op\x1b[2Jerator"), None),
+        "claim 'sub' must not contain control characters (U+001B at 2)",
+    ),
+    "tenant with a bidi override": (
+        lambda k: (k.token(["admin"], tenant="acme\u202e"), None),
+        "claim 'tenant' must not contain control characters (U+202E at 4)",
+    ),
+    "subject of 257 characters": (
+        lambda k: (k.token(["admin"], sub="a" * 257), None),
+        "claim 'sub' must be at most 256 characters",
+    ),
     "no expiry": (lambda k: (k.token(["admin"], exp=None), None), "missing claim 'exp'"),
     "expiry as a string": (
         lambda k: (k.token(["admin"], exp=str(int(time.time()) + 600)), None),

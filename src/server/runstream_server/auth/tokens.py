@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from runstream_server.auth.followed import FollowedFiles
 from runstream_server.auth.principal import Principal
+from runstream_server.domain.fields import NAME, control_character
 
 log = logging.getLogger("runstream.auth")
 
@@ -334,16 +335,15 @@ class TokenVerifier:
         return claims
 
 
+MAX_NAME_CLAIM = NAME.chars
+"""The longest `sub` or `tenant` accepted: the names they become hold at most as many."""
+
 _INVALID_SUBJECT: Any = getattr(jwt.exceptions, "InvalidSubjectError", ())
 """PyJWT's error for a `sub` that is not a string (none before 2.10: nothing to catch)."""
 
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
-    subject, tenant = claims["sub"], claims["tenant"]
-    if not isinstance(subject, str) or not subject:
-        raise TokenError("claim 'sub' must be a non-empty string")
-    if not isinstance(tenant, str) or not tenant:
-        raise TokenError("claim 'tenant' must be a non-empty string")
+    subject, tenant = _name_claim(claims, "sub"), _name_claim(claims, "tenant")
     roles = claims.get("roles", [])
     if isinstance(roles, str):
         roles = roles.split()
@@ -359,6 +359,21 @@ def _principal(claims: Mapping[str, Any]) -> Principal:
         if not 0 <= value <= LAST_SECOND:
             raise TokenError(f"claim {claim!r} must be a time between 1970 and the year 9999")
     return Principal.of(subject, tenant, roles, float(claims["exp"]))
+
+
+def _name_claim(claims: Mapping[str, Any], claim: str) -> str:
+    """The claim's value, which the server stores and shows as a name (a run's `created_by`,
+    an answer's `answered_by`, the tenant): a string of 1 to 256 characters without control
+    characters, as the same names sent in a request must be."""
+    value = claims[claim]
+    if not isinstance(value, str) or not value:
+        raise TokenError(f"claim {claim!r} must be a non-empty string")
+    if len(value) > MAX_NAME_CLAIM:
+        raise TokenError(f"claim {claim!r} must be at most {MAX_NAME_CLAIM} characters")
+    problem = control_character(value)
+    if problem is not None:
+        raise TokenError(f"claim {claim!r} {problem}")
+    return value
 
 
 def mint_token(

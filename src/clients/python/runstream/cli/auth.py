@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import runstream
+from runstream import _arguments as arguments
 from runstream._auth import (
     PlaintextTokenError,
     TokenProvider,
@@ -453,10 +454,14 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
 
 
 def _named(value: str) -> str:
-    """A subject or tenant: the server refuses a token whose claim is empty."""
+    """A subject or tenant: the server refuses a token whose claim is empty, longer than a
+    name or holds a control character."""
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
-    return value
+    try:
+        return arguments.line("value", value, arguments.NAME_CHARS)
+    except runstream.InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("value: ")) from None
 
 
 def cmd_token(args: argparse.Namespace) -> int:
