@@ -167,6 +167,12 @@ def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
         ("", "an empty address"),
         ("my host:50051", "has a space"),
         ("[::1]x", "is not [IPV6]:PORT"),
+        # gRPC tried these for the whole connect timeout, then "Unparsable name"; an empty
+        # port became the default one (found in review).
+        ("[::1", "'[::1' is not [IPV6]:PORT"),
+        ("[my-host]:50051", "'my-host' in brackets is not an IPv6 address"),
+        ("127.0.0.1:", "'127.0.0.1:' has no port after its colon"),
+        ("[::1]:", "'[::1]:' has no port after its colon"),
         # Several addresses: a space after a comma, or no scheme (found in review).
         ("ipv4:127.0.0.1:50051, 127.0.0.1:50052", "has a space"),
         ("10.0.0.1:50051,10.0.0.2:50051", "(several addresses: ipv4:HOST:PORT,HOST:PORT)"),

@@ -9,6 +9,7 @@ errors to stderr. :func:`check_target` says what is wrong at once instead.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 __all__ = ["check_target", "is_ip_address", "with_default_port"]
 
@@ -29,23 +30,23 @@ def check_target(value: str) -> str:
         scheme = target.split("://", 1)[0]
         raise ValueError(f"{scheme}:// is not a gRPC address; give HOST:PORT (or dns:///HOST:PORT)")
     if target.startswith("["):
-        host, _, number = target[1:].partition("]")
-        if number and not number.startswith(":"):
+        host, closed, number = target[1:].partition("]")
+        if not closed or (number and not number.startswith(":")):
             raise ValueError(f"{value!r} is not [IPV6]:PORT")
-        number = number[1:]
+        if not _is_ipv6(host):
+            raise ValueError(f"{value!r}: {host!r} in brackets is not an IPv6 address")
+        colon, number = number[:1], number[1:]
     elif target.count(":") > 1:  # a bare IPv6 address
-        try:
-            ipaddress.IPv6Address(target)
-        except ValueError:
+        if not _is_ipv6(target):
             several = " (several addresses: ipv4:HOST:PORT,HOST:PORT)" if "," in target else ""
-            raise ValueError(
-                f"{value!r} is neither HOST:PORT nor an IPv6 address{several}"
-            ) from None
+            raise ValueError(f"{value!r} is neither HOST:PORT nor an IPv6 address{several}")
         return target
     else:
-        host, _, number = target.partition(":")
+        host, colon, number = target.partition(":")
     if not host:
         raise ValueError(f"{value!r} has no host; give HOST or HOST:PORT")
+    if colon and not number:
+        raise ValueError(f"{value!r} has no port after its colon; give HOST or HOST:PORT")
     if number and not number.isdigit():
         raise ValueError(f"{value!r}: not a port: {number!r}")
     if number and int(number) > 65535:
@@ -65,10 +66,18 @@ def with_default_port(target: str, port: int) -> str:
     return target if colon and number else f"{host}:{port}"
 
 
+def _is_ipv6(host: str) -> bool:
+    return _parses(ipaddress.IPv6Address, host)
+
+
 def is_ip_address(host: str) -> bool:
     """Whether `host` (no brackets, no port) is an IPv4 or IPv6 address rather than a name."""
+    return _parses(ipaddress.ip_address, host)
+
+
+def _parses(parse: Callable[[str], object], host: str) -> bool:
     try:
-        ipaddress.ip_address(host)
+        parse(host)
     except ValueError:
         return False
     return True
