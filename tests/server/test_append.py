@@ -279,6 +279,24 @@ async def test_a_percentage_out_of_range_is_refused_with_the_value_sent(stubs) -
     await append(stubs, run.run_id, ev.RunEvent(workflow_state_change=done))
 
 
+async def test_a_blank_name_in_a_map_is_refused_as_such(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A metric or stage named "" in a map that is not empty: it said the map "is required"
+    (found in review)."""
+    run = await create_run(stubs, "a")
+    for event, message in (
+        (
+            ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"ctr": 0.5, "": 1.0})),
+            "events[0].metrics_update.values: a metric name must not be blank, got ''",
+        ),
+        (
+            ev.RunEvent(item_progress=ev.ItemProgress(completed=3, by_stage={" ": 3})),
+            "events[0].item_progress.by_stage: a stage name must not be blank, got ' '",
+        ),
+    ):
+        err = await rpc_error(append(stubs, run.run_id, event))
+        assert (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 async def test_unknown_run_is_not_found(stubs) -> None:  # type: ignore[no-untyped-def]
     err = await rpc_error(append(stubs, "no-such-run", custom(1)))
     assert err.code() == grpc.StatusCode.NOT_FOUND

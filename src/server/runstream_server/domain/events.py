@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -324,15 +324,20 @@ def _agent_activity(p: str, aa: event_pb2.AgentActivity) -> None:
 def _metrics_update(p: str, mu: event_pb2.MetricsUpdate) -> None:
     if not mu.values:
         raise InvalidArgument(f"{p}.values", "at least one metric is required")
-    for key in mu.values:
-        _required(f"{p}.values", key)
+    _names(f"{p}.values", mu.values, "metric")
     if mu.changes:
         raise InvalidArgument(f"{p}.changes", "is written by the server; leave it empty")
 
 
 def _item_progress(p: str, items: event_pb2.ItemProgress) -> None:
-    for stage in items.by_stage:
-        _required(f"{p}.by_stage", stage)
+    _names(f"{p}.by_stage", items.by_stage, "stage")
+
+
+def _names(field_path: str, keys: Iterable[str], what: str) -> None:
+    """A map's keys, each a name: a blank one is refused as such (its map is not empty)."""
+    for key in keys:
+        if not key.strip():
+            raise InvalidArgument(field_path, f"a {what} name must not be blank, got {key!r}")
 
 
 KINDS: dict[str, KindRules] = {
