@@ -413,7 +413,8 @@ async def test_each_turn_of_a_chat_with_a_new_processor_is_a_new_step_also_after
 ) -> None:
     """A chat app: one run per conversation, one Runner.run per turn, a new processor each
     turn, and a producer that restarted (attach_run) for the last turn. The agent that ran
-    before is a new step each turn, so the run completes."""
+    before is a new step each turn, so the run completes, and the run's token metrics sum
+    every turn (each processor counted from 0: the run's totals went back at every turn)."""
 
     async def turn(run: runstream.RunReporter, text: str) -> None:
         agent = Agent(name="Bot", model=CannedModel("canned-bot", [[message(text)]]))
@@ -440,6 +441,12 @@ async def test_each_turn_of_a_chat_with_a_new_processor_is_a_new_step_also_after
         ("Bot-2", "Bot", "SUCCEEDED"),
         ("Bot-3", "Bot", "SUCCEEDED"),
     ]
+    assert final.metrics == {
+        "input_tokens": 360.0,
+        "output_tokens": 90.0,
+        "total_tokens": 450.0,
+        "model_calls": 3.0,
+    }
 
 
 class WaitingModel(CannedModel):

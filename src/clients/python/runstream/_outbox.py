@@ -60,6 +60,9 @@ class Outbox:
         self._takers: dict[str, RefusalTaker] = {}
         """Who takes the refusal of each event waiting that was queued under
         ``convert.REFUSALS_TO``, by key."""
+        self._starts_taken: set[str] = set()
+        """The keys among those of step starts (what a refusal may make an integration say
+        before the run's end)."""
         self._inflight: deque[Batch] = deque()
         self.reported = 0
         """Events queued so far."""
@@ -113,6 +116,8 @@ class Outbox:
         taker = convert.REFUSALS_TO.get()
         if taker is not None:
             self._takers[event.idempotency_key] = taker
+            if event.HasField("step_started"):
+                self._starts_taken.add(event.idempotency_key)
 
     def name_call(self, event: event_pb2.RunEvent, call: str) -> None:
         """Remembers, until it is acknowledged, that `call` reported the queued `event`."""
@@ -122,10 +127,18 @@ class Outbox:
         """The call `name_call` named for `event`, forgotten now (the event was refused)."""
         return self._calls.pop(event.idempotency_key, None) if self._calls else None
 
+    @property
+    def awaits_taken_starts(self) -> bool:
+        """Whether a step start queued under ``convert.REFUSALS_TO`` waits for the server."""
+        return bool(self._starts_taken)
+
     def refusal_taker(self, event: event_pb2.RunEvent) -> RefusalTaker | None:
         """Who takes the refusal of `event` (see ``convert.REFUSALS_TO``), forgotten now (the
         event was refused); None: the reporter raises it."""
-        return self._takers.pop(event.idempotency_key, None) if self._takers else None
+        if not self._takers:
+            return None
+        self._starts_taken.discard(event.idempotency_key)
+        return self._takers.pop(event.idempotency_key, None)
 
     def take_batch(self) -> Batch:
         """Takes the next batch from the queue and keeps it in flight until it is
@@ -184,6 +197,7 @@ class Outbox:
             for event in batch.events:
                 self._calls.pop(event.idempotency_key, None)
                 self._takers.pop(event.idempotency_key, None)
+                self._starts_taken.discard(event.idempotency_key)
         if ack.count != len(batch.events):
             raise DataLossError(
                 f"report stream of run {self._run_id!r}: batch {ack.batch_id} of "

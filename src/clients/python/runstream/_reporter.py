@@ -505,9 +505,19 @@ class RunReporter(RunEvents, StreamOwnership):
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()
 
+    def _report_now(self, event: event_pb2.RunEvent) -> None:
+        """Queues ``event`` at once, past the buffer's bound: a framework integration's word
+        on a refusal (see ``convert.REFUSALS_TO``), which must go before the run's end."""
+        self._gate.check_can_report()
+        self._stream.enqueue(event)
+
     async def _report(
         self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
     ) -> None:
+        if terminal and self._outbox.awaits_taken_starts:
+            # A refusal still to come may have to be told before the run ends (an
+            # integration's step that found no room): hear the server on them first.
+            await self._settle()
         await self._gate.admit(event, terminal=terminal)
         if call is not None:  # queued, with its key, and not sent before this line
             self._outbox.name_call(event, call)

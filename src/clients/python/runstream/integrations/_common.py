@@ -16,8 +16,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from runstream._convert import HAPPENED_NS, REFUSALS_TO
 from runstream._errors import RunCancelledError, RunstreamError
@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from runstream._reporter import RunReporter
     from runstream.v1 import event_pb2
 
-__all__ = ["FINISHED_STEP", "ImportHint", "OrderedReports", "StepIds", "require", "short"]
+__all__ = [
+    "FINISHED_STEP",
+    "ImportHint",
+    "ModelUse",
+    "OrderedReports",
+    "StepIds",
+    "require",
+    "short",
+]
 
 _log = logging.getLogger("runstream.integrations")
 
@@ -92,13 +100,13 @@ class StepIds:
     @classmethod
     def of(cls, run: RunReporter) -> StepIds:
         """The StepIds every integration reporting to ``run`` shares."""
-        with _RUN_STEP_IDS_LOCK:
-            ids = _RUN_STEP_IDS.get(run)
-            if ids is None:
-                finished = (s.step_id for s in run.run.steps if s.status in FINISHED_STEP)
-                running = (s.step_id for s in run.run.steps if s.status == StepStatus.RUNNING)
-                ids = _RUN_STEP_IDS[run] = cls(finished, running)
-            return ids
+
+        def make() -> StepIds:
+            finished = (s.step_id for s in run.run.steps if s.status in FINISHED_STEP)
+            running = (s.step_id for s in run.run.steps if s.status == StepStatus.RUNNING)
+            return cls(finished, running)
+
+        return _shared(run, cls, make)
 
     def take_running(self, step_id: str) -> bool:
         """Whether ``step_id`` was running when the run was attached and nobody went on with
@@ -139,9 +147,56 @@ class StepIds:
             return step_id
 
 
-# Each run's StepIds, for as long as its reporter lives.
-_RUN_STEP_IDS: weakref.WeakKeyDictionary[RunReporter, StepIds] = weakref.WeakKeyDictionary()
-_RUN_STEP_IDS_LOCK = threading.Lock()
+class ModelUse:
+    """A run's model calls and tokens, as run metrics: ``input_tokens``, ``output_tokens`` and
+    ``total_tokens`` summed over the run, and ``model_calls``.
+
+    Every integration reporting to the run adds to the same sums (``ModelUse.of(run)``): a
+    chat's turns, each with a handler or ``runstream_trace`` block of its own, and a producer
+    that attached the run again goes on from the metrics the run holds; each integration
+    counting from 0 set the run's totals back at every turn.
+    """
+
+    NAMES = ("input_tokens", "output_tokens", "total_tokens", "model_calls")
+
+    def __init__(self, metrics: Mapping[str, float]) -> None:
+        self._lock = threading.Lock()
+        self._sums = {name: float(metrics.get(name, 0.0)) for name in self.NAMES}
+
+    @classmethod
+    def of(cls, run: RunReporter) -> ModelUse:
+        """The ModelUse every integration reporting to ``run`` shares."""
+        return _shared(run, cls, lambda: cls(run.run.metrics))
+
+    def add(self, usage: Mapping[str, Any] | None) -> dict[str, float]:
+        """Counts one model call, and the ``input_tokens`` and ``output_tokens`` of its
+        ``usage`` (when it says); returns the run's metrics now."""
+        with self._lock:
+            sums = self._sums
+            for name in ("input_tokens", "output_tokens"):
+                value = (usage or {}).get(name)
+                if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                    sums[name] += value
+            sums["total_tokens"] = sums["input_tokens"] + sums["output_tokens"]
+            sums["model_calls"] += 1
+            return dict(sums)
+
+
+_T = TypeVar("_T")
+# What the integrations reporting to one run share (its StepIds, its ModelUse), for as long
+# as its reporter lives.
+_SHARED: weakref.WeakKeyDictionary[RunReporter, dict[type, Any]] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(run: RunReporter, kind: type[_T], make: Callable[[], _T]) -> _T:
+    """The run's one ``kind``, made by ``make()`` for the first integration that asks."""
+    with _SHARED_LOCK:
+        of_run = _SHARED.setdefault(run, {})
+        found = of_run.get(kind)
+        if found is None:
+            found = of_run[kind] = make()
+        return cast(_T, found)
 
 
 class OrderedReports:
@@ -230,6 +285,19 @@ class OrderedReports:
             finally:
                 HAPPENED_NS.reset(stamped)
         self._idle.set()
+
+    def report_now(self, run: RunReporter, event: event_pb2.RunEvent) -> None:
+        """Queues ``event`` on ``run`` at once, out of turn, with its refusal taken as the
+        calls' are: what the server's refusal of an event makes the integration say, which
+        must reach the run before its end (that waits for the refusals to come, not for
+        these calls)."""
+        token = REFUSALS_TO.set(self._refused)
+        try:
+            run._report_now(event)
+        except RunstreamError as exc:
+            self._failed(exc)
+        finally:
+            REFUSALS_TO.reset(token)
 
     def _failed(self, error: RunstreamError) -> None:
         self._failures += 1

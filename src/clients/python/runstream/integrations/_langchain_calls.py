@@ -2,7 +2,8 @@
 
 A model call is a ModelAllocation (once per agent and model) and a TextDelta message: streamed
 tokens, closed with an empty final delta, or a call that did not stream as one final delta;
-its own retries (LangChain's LLM retry decorators) are ErrorRecovery events. A tool call is
+its own retries (LangChain's LLM retry decorators) are ErrorRecovery events; its token usage
+(a chat message's ``usage_metadata``) adds to the run's metrics (see ``ModelUse``). A tool call is
 AgentActivity: STARTED with the input, COMPLETED with the output, FAILED with the error. Both
 belong to the agent and step :class:`~runstream.integrations._langchain_steps.ChainSteps` says.
 """
@@ -69,6 +70,7 @@ class ModelCalls:
         text = "" if call.streamed else _response_text(response)
         if call.streamed or text:
             self._calls.text(call.agent, call.message_id, text, final=True, step_id=call.step_id)
+        self._calls.model_used(_usage(response))
 
     def failed(self, run_id: UUID) -> None:
         call = self._running.pop(run_id, None)
@@ -197,3 +199,25 @@ def _response_text(response: LLMResult) -> str:
             text = getattr(message, "text", None) if message is not None else None
             parts.append(str(text if text is not None else generation.text or ""))
     return "".join(parts)
+
+
+def _usage(response: LLMResult) -> dict[str, Any] | None:
+    """The tokens a model call used, as its model told LangChain: a chat message's
+    ``usage_metadata``, else the ``token_usage`` (OpenAI's names) of a plain LLM's output."""
+    used: dict[str, Any] = {}
+    for generations in response.generations:
+        for generation in generations:
+            usage = getattr(getattr(generation, "message", None), "usage_metadata", None)
+            if usage:
+                for name in ("input_tokens", "output_tokens"):
+                    used[name] = used.get(name, 0) + (usage.get(name) or 0)
+    if used:
+        return used
+    output = response.llm_output or {}
+    usage = output.get("token_usage") or output.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    return {
+        "input_tokens": usage.get("prompt_tokens", usage.get("input_tokens")),
+        "output_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
+    }

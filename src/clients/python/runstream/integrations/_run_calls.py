@@ -25,10 +25,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from runstream._convert import HELD_WORK
+from runstream._convert import HELD_WORK, alert_event
 from runstream._errors import ResourceExhaustedError, RunstreamError
 from runstream._types import ActivityType, Severity
-from runstream.integrations._common import OrderedReports, short
+from runstream.integrations._common import ModelUse, OrderedReports, short
 
 if TYPE_CHECKING:
     from runstream._reporter import RunReporter
@@ -82,16 +82,15 @@ class RunCalls:
         self._unstarted.add(step_id)
         if isinstance(error, ResourceExhaustedError) and not self._steps_full:
             self._steps_full = True
-            run = self._run
-            self.submit(
-                lambda: run.alert(
-                    f"no room for more steps: the work from step {step_id!r} on is not "
-                    f"reported ({short(error.message, 400)})",
-                    severity=Severity.MEDIUM,
-                    code="step_limit",
-                    suggested_action="report a long loop as fewer steps, or start a new run",
-                )
+            alert = alert_event(
+                f"no room for more steps: the work from step {step_id!r} on is not reported "
+                f"({short(error.message, 400)})",
+                Severity.MEDIUM,
+                suggested_action="report a long loop as fewer steps, or start a new run",
+                code="step_limit",
+                data=None,
             )
+            self._reports.report_now(self._run, alert)
 
     def submit_for(self, step_id: str, call: Callable[[], Awaitable[object]]) -> None:
         """Queues ``call()``, a report of one event in step ``step_id`` (none when ""),
@@ -164,6 +163,12 @@ class RunCalls:
         self._allocated.add((agent, model))
         run = self._run
         self.submit(lambda: run.model_allocation(agent, model, reasoning=reasoning))
+
+    def model_used(self, usage: Mapping[str, Any] | None) -> None:
+        """A model call ended, with its ``usage`` (``input_tokens``, ``output_tokens``) when
+        the model said: the run's metrics of its model use (see ``ModelUse``)."""
+        run, values = self._run, ModelUse.of(self._run).add(usage)
+        self.submit(lambda: run.metrics(values))
 
     def text(
         self, agent: str, message_id: str, delta: str, *, final: bool = False, step_id: str = ""

@@ -92,7 +92,7 @@ __all__ = ["RunstreamHooks", "RunstreamProcessor", "runstream_trace"]
 
 _log = logging.getLogger("runstream.integrations")
 
-_TOKEN_FIELDS = ("input_tokens", "output_tokens")
+_TOKEN_FIELDS = ("input_tokens", "output_tokens")  # a Usage's, as ModelUse takes them
 # What stops the producer rather than an agent failing; the SDK ends its spans as either passes.
 _STOPPED = (asyncio.CancelledError, KeyboardInterrupt)
 # How long flush() waits for agents being cancelled to end their spans (the SDK's cleanup).
@@ -136,8 +136,6 @@ class RunstreamProcessor(TracingProcessor):
         self._traces: set[str] = set()
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
         self._parents: dict[str, str | None] = {}  # span id -> parent span id
-        self._tokens = dict.fromkeys(_TOKEN_FIELDS, 0.0)
-        self._model_calls = 0
         self._closed = False  # set when its runstream_trace block ended: reports nothing more
         self._warned_late = False  # whether it said that agents ran after its block ended
 
@@ -287,17 +285,7 @@ class RunstreamProcessor(TracingProcessor):
             self._calls.allocate(agent, model)
         if text:
             self._calls.text(agent, span.span_id, text, final=True, step_id=step.step_id)
-        self._model_calls += 1
-        for field in _TOKEN_FIELDS:
-            value = (usage or {}).get(field)
-            if isinstance(value, int | float):
-                self._tokens[field] += value
-        values = {
-            **self._tokens,
-            "total_tokens": self._tokens["input_tokens"] + self._tokens["output_tokens"],
-            "model_calls": float(self._model_calls),
-        }
-        self._calls.submit(lambda: self._run.metrics(values))
+        self._calls.model_used(usage)
 
     def _tool_ended(self, span: Span[Any], data: FunctionSpanData, error: str | None) -> None:
         step = self._agent_of(span)
