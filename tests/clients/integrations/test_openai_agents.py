@@ -20,7 +20,9 @@ from agents import (
     GuardrailFunctionOutput,
     InputGuardrailTripwireTriggered,
     ModelBehaviorError,
+    ModelProvider,
     ModelResponse,
+    RunConfig,
     Runner,
     Usage,
     function_tool,
@@ -45,6 +47,8 @@ from pydantic import BaseModel
 from runstream import ActivityType, EventKind, RunCancelledError, Severity
 from runstream.integrations.openai_agents import (
     RunstreamHooks,
+    RunstreamModel,
+    RunstreamModelProvider,
     RunstreamProcessor,
     runstream_trace,
 )
@@ -89,28 +93,61 @@ class CannedModel(Model):
         get_response's; the seventh is the tracing."""
         tracing: ModelTracing = args[6]
         with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
-            response = Response(
-                id="resp-1",
-                created_at=0,
-                model=self.name,
-                object="response",
-                output=self.outputs.pop(0),
-                parallel_tool_calls=False,
-                tool_choice="auto",
-                tools=[],
-                usage=ResponseUsage(
-                    input_tokens=120,
-                    output_tokens=30,
-                    total_tokens=150,
-                    input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-                    output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
-                ),
-            )
-            span.span_data.output = [response.model_dump()]
-            span.span_data.usage = {"input_tokens": 120, "output_tokens": 30}
-            yield ResponseCompletedEvent(
-                type="response.completed", response=response, sequence_number=0
-            )
+            yield self._completed(span)
+
+    def _completed(self, span: Any) -> ResponseCompletedEvent:
+        """The next canned output as a streamed call's last event, recorded in its span."""
+        response = Response(
+            id="resp-1",
+            created_at=0,
+            model=self.name,
+            object="response",
+            output=self.outputs.pop(0),
+            parallel_tool_calls=False,
+            tool_choice="auto",
+            tools=[],
+            usage=ResponseUsage(
+                input_tokens=120,
+                output_tokens=30,
+                total_tokens=150,
+                input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+            ),
+        )
+        span.span_data.output = [response.model_dump()]
+        span.span_data.usage = {"input_tokens": 120, "output_tokens": 30}
+        return ResponseCompletedEvent(
+            type="response.completed", response=response, sequence_number=0
+        )
+
+
+class StreamingModel(CannedModel):
+    """Streams one message's text in ``chunks``, a delta at a time as the SDK's models do;
+    after the first, each waits for ``go``."""
+
+    def __init__(self, name: str, chunks: list[str]) -> None:
+        super().__init__(name, [[message("".join(chunks))]])
+        self.chunks = chunks
+        self.go = asyncio.Event()
+
+    async def stream_response(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        tracing: ModelTracing = args[6]
+        with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
+            for i, chunk in enumerate(self.chunks):
+                if i:
+                    await self.go.wait()
+                yield ResponseTextDeltaEvent(
+                    type="response.output_text.delta",
+                    delta=chunk,
+                    item_id="msg-1",
+                    output_index=0,
+                    content_index=0,
+                    sequence_number=i,
+                    logprobs=[],
+                )
+            yield self._completed(span)
 
 
 def tool_call(name: str, arguments: dict[str, Any], call_id: str) -> ResponseFunctionToolCall:
@@ -306,6 +343,64 @@ async def test_a_streamed_run_reports_the_agents_text(
     texts = [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
     assert "".join(t.delta for t in texts) == "Shipped Monday."  # type: ignore[union-attr]
     assert texts[-1].final  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("wrapped", ["model", "provider"])
+async def test_a_streamed_runs_text_reaches_watchers_delta_by_delta_through_runstream_model(
+    server: RunstreamServer, wrapped: str
+) -> None:
+    """The SDK traces a model call's text whole, at its end: watchers of a run_streamed saw
+    each answer at once (found in review). Through RunstreamModel (an agent's model, or every
+    model of RunstreamModelProvider) each delta is the agent's text as the model yields it,
+    while the call still runs, and the call's end closes the message without repeating it."""
+    model = StreamingModel("streaming-writer", ["Shipped ", "on ", "Monday."])
+    if wrapped == "model":
+        agent = Agent(name="Writer", model=RunstreamModel(model))
+        config = RunConfig()
+    else:
+
+        class Canned(ModelProvider):
+            def get_model(self, model_name: str | None) -> Model:
+                assert model_name == "streaming-writer"
+                return model
+
+        agent = Agent(name="Writer", model="streaming-writer")
+        config = RunConfig(model_provider=RunstreamModelProvider(Canned()))
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("streamed-deltas")
+
+        async def texts() -> list[tuple[str, str, bool]]:
+            events = [e async for e in client.list_events(run.run_id)]
+            return [
+                (e.payload.step_id, e.payload.delta, e.payload.final)  # type: ignore[union-attr]
+                for e in events
+                if e.kind == EventKind.TEXT_DELTA
+            ]
+
+        async with run, runstream_trace(run) as processor:
+            streamed = Runner.run_streamed(agent, "Where is my order?", run_config=config)
+            async for event in streamed.stream_events():
+                delta = isinstance(getattr(event, "data", None), ResponseTextDeltaEvent)
+                if delta and not model.go.is_set():
+                    # The model waits mid-message: its first delta is stored already.
+                    await processor.flush()
+                    await run.flush()
+                    assert await texts() == [("Writer", "Shipped ", False)]
+                    model.go.set()
+            await run.complete(summary=str(streamed.final_output))
+        got = await texts()
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert got == [
+        ("Writer", "Shipped ", False),
+        ("Writer", "on ", False),
+        ("Writer", "Monday.", False),
+        ("Writer", "", True),
+    ]
+    messages = {e.payload.message_id for e in events if e.kind == EventKind.TEXT_DELTA}  # type: ignore[union-attr]
+    assert len(messages) == 1
+    assert streamed.final_output == "Shipped on Monday."
 
 
 @function_tool
@@ -522,34 +617,21 @@ async def test_agents_streamed_after_their_block_ended_are_named_in_a_warning(
 
 
 class StallingModel(CannedModel):
-    """Streams ``first`` and then stalls, until its run is cancelled; ``streaming`` is set
-    once the first part is out. Its canned outputs answer a call that does not stream."""
+    """Streams ``first`` whole (a tool call, say), if given; then, at the next call, a delta
+    of text, and stalls until its run is cancelled. ``streaming`` is set once that delta is
+    out."""
 
     def __init__(self, first: list[ResponseOutputItem] | None = None) -> None:
-        super().__init__("stalling", [])
-        self.first = first
+        super().__init__("stalling", [first] if first is not None else [])
         self.streaming = asyncio.Event()
 
     async def stream_response(  # type: ignore[override]
         self, *args: Any, **kwargs: Any
     ) -> AsyncIterator[Any]:
         tracing: ModelTracing = args[6]
-        with generation_span(model=self.name, disabled=tracing.is_disabled()):
-            if self.first is not None:  # a whole first answer: a tool call, say
-                response = Response(
-                    id="resp-1",
-                    created_at=0,
-                    model=self.name,
-                    object="response",
-                    output=self.first,
-                    parallel_tool_calls=False,
-                    tool_choice="auto",
-                    tools=[],
-                )
-                self.first = None
-                yield ResponseCompletedEvent(
-                    type="response.completed", response=response, sequence_number=0
-                )
+        with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
+            if self.outputs:
+                yield self._completed(span)
                 return
             yield ResponseTextDeltaEvent(
                 type="response.output_text.delta",
@@ -565,7 +647,14 @@ class StallingModel(CannedModel):
 
 
 @pytest.mark.parametrize(
-    "cut_in", ["streamed-model", "streamed-tool", "streamed-then-break", "own-task"]
+    "cut_in",
+    [
+        "streamed-model",
+        "streamed-wrapped-model",
+        "streamed-tool",
+        "streamed-then-break",
+        "own-task",
+    ],
 )
 async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_run_goes_on(
     server: RunstreamServer, processors: list[RunstreamProcessor], cut_in: str
@@ -575,7 +664,8 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
     task running an agent cancelled while it waits on its model: the SDK ends the agent's span
     without an error, but the agent did not finish. A watcher sees its step fail as
     cancelled, not complete, and the run goes on: the next agent, in a block of its own,
-    completes its step and the run completes."""
+    completes its step and the run completes. A RunstreamModel's message, streamed so far,
+    ends where the cancel cut it."""
     tool_working = asyncio.Event()
 
     @function_tool
@@ -585,10 +675,11 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    model: CannedModel
-    if cut_in in ("streamed-model", "streamed-then-break"):
-        model = StallingModel()
-        stalled = model.streaming
+    model: Model
+    if cut_in in ("streamed-model", "streamed-wrapped-model", "streamed-then-break"):
+        stalling = StallingModel()
+        model = RunstreamModel(stalling) if cut_in == "streamed-wrapped-model" else stalling
+        stalled = stalling.streaming
     elif cut_in == "streamed-tool":
         model = StallingModel([tool_call("stalling_lookup", {"order_id": "A-17"}, "call-1")])
         stalled = tool_working
@@ -647,6 +738,14 @@ async def test_an_agent_cancelled_mid_run_fails_its_step_as_cancelled_and_the_ru
         ("Writer", "FAILED"),
         ("Reviewer", "SUCCEEDED"),
     ]
+    writers = [
+        (e.payload.delta, e.payload.final)  # type: ignore[union-attr]
+        for e in events
+        if e.kind == EventKind.TEXT_DELTA and e.payload.step_id == "Writer"  # type: ignore[union-attr]
+    ]
+    assert writers == (
+        [("Your order", False), ("", True)] if cut_in == "streamed-wrapped-model" else []
+    )
 
 
 @pytest.mark.parametrize("mistake", ["tool-not-found", "invalid-structured-output"])

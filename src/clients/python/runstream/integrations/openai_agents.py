@@ -33,7 +33,10 @@ What becomes what (the SDK's spans, as they start and end):
 - a generation span (or a response span, from the Responses API) is a ModelAllocation of the
   model for the agent (once per agent and model), its assistant text a TextDelta of the agent,
   and its token usage run-level metrics: ``input_tokens``, ``output_tokens`` and
-  ``total_tokens``, summed over the run so far, and ``model_calls``.
+  ``total_tokens``, summed over the run so far, and ``model_calls``. The SDK traces the text
+  whole, as the call ends; a model wrapped in ``RunstreamModel`` (or given by
+  ``RunstreamModelProvider``) streams it delta by delta in a ``Runner.run_streamed``, and
+  the call's end closes the message.
 - a function (tool) span is AgentActivity of the agent: STARTED, then COMPLETED with the
   output or FAILED with the error.
 - a handoff span is AgentActivity naming both agents (``from_agent``, ``to_agent``).
@@ -73,6 +76,7 @@ from agents.tracing import (  # noqa: E402
     Trace,
     TracingProcessor,
     add_trace_processor,
+    get_current_span,
     get_trace_provider,
 )
 from agents.tracing.span_data import (  # noqa: E402
@@ -88,7 +92,13 @@ from runstream._reporter import RunReporter  # noqa: E402
 from runstream._types import ActivityType, Severity  # noqa: E402
 from runstream.integrations._run_calls import RunCalls  # noqa: E402
 
-__all__ = ["RunstreamHooks", "RunstreamProcessor", "runstream_trace"]
+__all__ = [
+    "RunstreamHooks",
+    "RunstreamModel",
+    "RunstreamModelProvider",
+    "RunstreamProcessor",
+    "runstream_trace",
+]
 
 _log = logging.getLogger("runstream.integrations")
 
@@ -137,6 +147,9 @@ class RunstreamProcessor(TracingProcessor):
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
         self._parents: dict[str, str | None] = {}  # span id -> parent span id
         self._closed = False  # set when its runstream_trace block ended: reports nothing more
+        self._streamed: set[str] = set()  # model spans whose text went delta by delta
+        with _PROCESSORS_LOCK:
+            _PROCESSORS.add(self)
         self._warned_late = False  # whether it said that agents ran after its block ended
 
     @property
@@ -219,6 +232,8 @@ class RunstreamProcessor(TracingProcessor):
         if isinstance(stop, _STOPPED):
             # The SDK ends its spans on the way out of a cancellation, without an error: the
             # agent did not finish, nor did its tool or model call.
+            if span.span_id in self._streamed:
+                self._message_cut(span, stop)
             step = self._agents.pop(span.span_id, None)
             self._parents.pop(span.span_id, None)
             if step is not None and not self._calls.producer_stopped(stop):
@@ -279,12 +294,13 @@ class RunstreamProcessor(TracingProcessor):
     def _model_used(
         self, span: Span[Any], model: str | None, usage: Mapping[str, Any] | None, text: str
     ) -> None:
-        step = self._agent_of(span)
-        agent = step.agent or "agent"
         if model:
-            self._calls.allocate(agent, model)
-        if text:
-            self._calls.text(agent, span.span_id, text, final=True, step_id=step.step_id)
+            self._calls.allocate(self._agent_of(span).agent or "agent", model)
+        if span.span_id in self._streamed:  # its text went already: close the message
+            self._streamed.discard(span.span_id)
+            self._text(span, "", final=True)
+        elif text:
+            self._text(span, text, final=True)
         self._calls.model_used(usage)
 
     def _tool_ended(self, span: Span[Any], data: FunctionSpanData, error: str | None) -> None:
@@ -310,6 +326,25 @@ class RunstreamProcessor(TracingProcessor):
             f"handed off to {target}" if target else "handed off",
             data={"handoff": True, "from_agent": source, "to_agent": target},
             step_id=step.step_id,
+        )
+
+    def _message_cut(self, span: Span[Any], stop: BaseException) -> None:
+        """The model call ``span``, whose text streamed, was cancelled: its message ends
+        where it stopped, unless the producer stopped (the run's end says it all)."""
+        self._streamed.discard(span.span_id)
+        if not self._calls.producer_stopped(stop):
+            self._text(span, "", final=True)
+
+    def _text_streamed(self, span: Span[Any], delta: str) -> None:
+        """A text delta of the model call ``span`` (see ``RunstreamModel``)."""
+        self._streamed.add(span.span_id)
+        self._text(span, delta)
+
+    def _text(self, span: Span[Any], delta: str, *, final: bool = False) -> None:
+        """Text of the model call ``span``: a message of its agent, in the agent's step."""
+        step = self._agent_of(span)
+        self._calls.text(
+            step.agent or "agent", span.span_id, delta, final=final, step_id=step.step_id
         )
 
     def _agent_of(self, span: Span[Any]) -> _AgentStep:
@@ -371,6 +406,25 @@ class RunstreamHooks(RunHooks[Any]):
 
     async def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
         await self._run.wait_if_paused()
+
+
+_PROCESSORS: weakref.WeakSet[RunstreamProcessor] = weakref.WeakSet()
+"""Every processor alive, for the text a RunstreamModel streams (``text_streamed``)."""
+_PROCESSORS_LOCK = threading.Lock()
+
+
+def text_streamed(delta: str) -> None:
+    """A text delta a model call yields, told inside its span (``RunstreamModel``): the
+    agent's streamed text, for the processor the span went to."""
+    span = get_current_span()
+    if span is None:
+        return
+    with _PROCESSORS_LOCK:
+        processors = list(_PROCESSORS)
+    for processor in processors:
+        if span.span_id in processor._parents and not processor._closed:
+            processor._text_streamed(span, delta)
+            return
 
 
 _HELD_RUNS: weakref.WeakSet[RunReporter] = weakref.WeakSet()
@@ -510,3 +564,9 @@ def _usage_of(usage: Any) -> dict[str, Any] | None:
     if usage is None:
         return None
     return {field: getattr(usage, field, None) for field in _TOKEN_FIELDS}
+
+
+from runstream.integrations._openai_models import (  # noqa: E402  (it imports this module)
+    RunstreamModel,
+    RunstreamModelProvider,
+)
