@@ -178,6 +178,77 @@ async def test_the_stream_is_valid_ag_ui_event_by_event(
         assert str(event.value["seq"]) == message.id
 
 
+async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custom_one(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """Tool calls and thinking arrived as CUSTOM only, which AG-UI frontends do not render
+    as tool calls or reasoning (found in review). Two calls of one tool at once: each result
+    goes to its own call, the oldest first; a call that waits for an answer (LangGraph's
+    interrupt in a tool) gets no result, and its next call is a new one."""
+    run = await client.start_run("agents", steps=[StepSpec("research", "Research")])
+    async with run:
+        await run.thinking("Two sources disagree; check both.", thinking_type="analysis")
+        async with run.step("research"):
+
+            async def tool(activity: ActivityType, data: dict[str, Any]) -> None:
+                await run.activity("scout", activity, "tool", data=data, step_id="research")
+
+            await tool(ActivityType.STARTED, {"tool": "search", "input": {"q": "runstream"}})
+            await tool(ActivityType.STARTED, {"tool": "search", "input": "grpc streaming"})
+            await tool(ActivityType.COMPLETED, {"tool": "search", "output": "3 results"})
+            await tool(ActivityType.FAILED, {"tool": "search", "error": "TimeoutError: slow"})
+            await tool(ActivityType.STARTED, {"tool": "ask_user", "input": "{}"})
+            await tool(ActivityType.PROGRESS, {"tool": "ask_user"})  # waits for an answer
+            await tool(ActivityType.STARTED, {"tool": "ask_user", "input": "{}"})
+            await tool(ActivityType.COMPLETED, {"tool": "ask_user", "output": "yes"})
+            await run.activity("scout", ActivityType.STARTED, "reading")  # not a tool call
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 60)
+    events = [AGUI_EVENT.validate_json(m.data) for m in messages]
+    seqs = [int((m.id or "0").split(":")[0]) for m in messages]
+
+    def of(seq: int) -> list[tuple[Any, ...]]:
+        """Each AG-UI event that the Runstream event `seq` stands for, as a tuple."""
+        said = []
+        for event, at in zip(events, seqs, strict=True):
+            if at == seq:
+                fields = event.model_dump(exclude_none=True, exclude={"timestamp", "type"})
+                said.append((event.type.value, *fields.values()))
+        return said
+
+    think, step = 3, 4  # after RunCreated and RunStarted (the thinking started the run)
+    assert of(think)[:-1] == [
+        ("REASONING_START", f"reasoning-{think}"),
+        ("REASONING_MESSAGE_START", f"reasoning-{think}", "reasoning"),
+        ("REASONING_MESSAGE_CONTENT", f"reasoning-{think}", "Two sources disagree; check both."),
+        ("REASONING_MESSAGE_END", f"reasoning-{think}"),
+        ("REASONING_END", f"reasoning-{think}"),
+    ]
+    first, second, ask, again = step + 1, step + 2, step + 5, step + 7
+    assert of(first)[:-1] == [
+        ("TOOL_CALL_START", f"tool-{first}", "search"),
+        ("TOOL_CALL_ARGS", f"tool-{first}", '{"q": "runstream"}'),
+        ("TOOL_CALL_END", f"tool-{first}"),
+    ]
+    assert of(second)[1] == ("TOOL_CALL_ARGS", f"tool-{second}", "grpc streaming")
+    results = [
+        (event.tool_call_id, event.content)
+        for event in events
+        if event.type.value == "TOOL_CALL_RESULT"
+    ]
+    assert results == [
+        (f"tool-{first}", "3 results"),
+        (f"tool-{second}", "TimeoutError: slow"),
+        (f"tool-{again}", "yes"),
+    ]
+    assert of(ask)[0] == ("TOOL_CALL_START", f"tool-{ask}", "ask_user")
+    assert len(of(step + 6)) == 1  # the wait: its CUSTOM event alone
+    # Every one of those Runstream events still ends with its CUSTOM event, as before.
+    for seq in range(think, step + 10):
+        if seq != step:
+            assert of(seq)[-1][0] == "CUSTOM", (seq, of(seq))
+
+
 async def test_a_client_that_reconnects_with_last_event_id_gets_every_event_once(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:

@@ -29,6 +29,10 @@ RunCompleted                  TEXT_MESSAGE_END / STEP_FINISHED for what is still
                               STATE_DELTA, RUN_FINISHED (``result``)
 RunCancelled                  the same, then RUN_FINISHED with outcome ``cancelled``
 RunFailed                     RUN_ERROR (``message``, ``code``)
+AgentActivity of a tool       TOOL_CALL_START, _ARGS, _END (started), TOOL_CALL_RESULT
+                              (done or failed), then CUSTOM (see ``_agui_agents``)
+Thinking                      REASONING_START, REASONING_MESSAGE_START, _CONTENT, _END,
+                              REASONING_END, then CUSTOM
 anything else                 CUSTOM, named ``runstream.<kind>`` (``runstream.agent_activity``,
                               ``runstream.decision_requested``, ...), the payload as its value
 ============================  ==========================================================
@@ -95,6 +99,7 @@ from runstream._types import (  # noqa: E402
     StepStarted,
     TextDelta,
 )
+from runstream.integrations._agui_agents import AgentEvents  # noqa: E402
 
 __all__ = ["AguiTranslator", "encode_sse", "run_input_problems"]
 
@@ -161,6 +166,7 @@ class AguiTranslator:
         self._open_steps: dict[str, None] = {}
         self._open_decisions: set[str] = set()
         self._finished = False
+        self._agents = AgentEvents()
 
     @property
     def state(self) -> dict[str, Any]:
@@ -257,7 +263,7 @@ class AguiTranslator:
                     code=(info.code if info is not None else "") or None,
                 ),
             ]
-        return [_custom(event)]
+        return [*self._agents.translate(event), _custom(event)]
 
     def _waiting(self, event: Event) -> list[BaseEvent]:
         """The status a decision sets, as the server folds it (``RunState.apply``): a question

@@ -1,0 +1,104 @@
+"""What the agents do that AG-UI has events of its own for: tool calls and reasoning.
+
+An AgentActivity whose data names a ``tool`` (as the framework integrations report a tool
+call: ``calling <tool>``, then ``<tool> done`` or ``<tool> failed``) is an AG-UI tool call:
+STARTED is TOOL_CALL_START, TOOL_CALL_ARGS (the data's ``input``) and TOOL_CALL_END; COMPLETED
+or FAILED is the TOOL_CALL_RESULT (its ``output``, or its ``error``) of the oldest call of
+that tool, by that agent in that step, still without one. Another activity of the tool (a
+LangGraph tool that waits for an answer, and runs again as a new call) takes that call out
+with no result. Thinking with an ``analysis`` is a reasoning message: REASONING_START,
+REASONING_MESSAGE_START, _CONTENT, _END and REASONING_END. A frontend that renders AG-UI's
+tool calls and reasoning (CopilotKit's) shows them as such; the CUSTOM event with the whole
+Runstream payload still follows each (see ``AguiTranslator``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+from ag_ui.core import (
+    BaseEvent,
+    ReasoningEndEvent,
+    ReasoningMessageContentEvent,
+    ReasoningMessageEndEvent,
+    ReasoningMessageStartEvent,
+    ReasoningStartEvent,
+    ToolCallArgsEvent,
+    ToolCallEndEvent,
+    ToolCallResultEvent,
+    ToolCallStartEvent,
+)
+
+from runstream._types import ActivityType, AgentActivity, Event, Thinking
+
+__all__ = ["AgentEvents"]
+
+_ENDS = (ActivityType.COMPLETED, ActivityType.FAILED)
+
+
+class AgentEvents:
+    """The tool calls and reasoning of one run's events, in order (see the module)."""
+
+    def __init__(self) -> None:
+        # The AG-UI ids of the calls without a result, by agent, step and tool: oldest first.
+        self._calls: dict[tuple[str, str, str], deque[str]] = {}
+
+    def translate(self, event: Event) -> list[BaseEvent]:
+        """The AG-UI events of its own that ``event`` stands for (none for most events)."""
+        p = event.payload
+        if isinstance(p, AgentActivity):
+            return self._tool(event.seq, p)
+        if isinstance(p, Thinking) and p.analysis:
+            return _reasoning(f"reasoning-{event.seq}", p.analysis)
+        return []
+
+    def _tool(self, seq: int, p: AgentActivity) -> list[BaseEvent]:
+        tool = p.data.get("tool")
+        if not isinstance(tool, str) or not tool:
+            return []
+        key = (p.agent_id or p.agent_name, p.step_id, tool)
+        if p.activity == ActivityType.STARTED:
+            call_id = f"tool-{seq}"
+            self._calls.setdefault(key, deque()).append(call_id)
+            out: list[BaseEvent] = [ToolCallStartEvent(tool_call_id=call_id, tool_call_name=tool)]
+            arguments = _text(p.data.get("input"))
+            if arguments:
+                out.append(ToolCallArgsEvent(tool_call_id=call_id, delta=arguments))
+            out.append(ToolCallEndEvent(tool_call_id=call_id))
+            return out
+        waiting = self._calls.get(key)
+        if not waiting:
+            return []
+        call_id = waiting.popleft()
+        if not waiting:
+            del self._calls[key]
+        if p.activity not in _ENDS:
+            return []
+        said = p.data.get("error" if p.activity == ActivityType.FAILED else "output")
+        return [
+            ToolCallResultEvent(
+                message_id=f"{call_id}-result",
+                tool_call_id=call_id,
+                content=_text(said) or p.message,
+                role="tool",
+            )
+        ]
+
+
+def _reasoning(message_id: str, text: str) -> list[BaseEvent]:
+    return [
+        ReasoningStartEvent(message_id=message_id),
+        ReasoningMessageStartEvent(message_id=message_id, role="reasoning"),
+        ReasoningMessageContentEvent(message_id=message_id, delta=text),
+        ReasoningMessageEndEvent(message_id=message_id),
+        ReasoningEndEvent(message_id=message_id),
+    ]
+
+
+def _text(value: Any) -> str:
+    """A tool's input or output as AG-UI carries it: text as it is, anything else as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
