@@ -183,8 +183,9 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
 ) -> None:
     """Tool calls and thinking arrived as CUSTOM only, which AG-UI frontends do not render
     as tool calls or reasoning (found in review). Two calls of one tool at once: each result
-    goes to its own call, the oldest first; a call that waits for an answer (LangGraph's
-    interrupt in a tool) gets no result, and its next call is a new one."""
+    goes to the call its data names, or without a name the oldest first; a call that waits
+    for an answer (LangGraph's interrupt in a tool) gets no result, and its next call is a
+    new one."""
     run = await client.start_run("agents", steps=[StepSpec("research", "Research")])
     async with run:
         await run.thinking("Two sources disagree; check both.", thinking_type="analysis")
@@ -201,6 +202,15 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
             await tool(ActivityType.PROGRESS, {"tool": "ask_user"})  # waits for an answer
             await tool(ActivityType.STARTED, {"tool": "ask_user", "input": "{}"})
             await tool(ActivityType.COMPLETED, {"tool": "ask_user", "output": "yes"})
+            # Calls that name themselves, ending out of order, as the integrations' do.
+            await tool(ActivityType.STARTED, {"tool": "fetch", "tool_call_id": "a", "input": "1"})
+            await tool(ActivityType.STARTED, {"tool": "fetch", "tool_call_id": "b", "input": "2"})
+            await tool(
+                ActivityType.COMPLETED, {"tool": "fetch", "tool_call_id": "b", "output": "B"}
+            )
+            await tool(
+                ActivityType.COMPLETED, {"tool": "fetch", "tool_call_id": "a", "output": "A"}
+            )
             await run.activity("scout", ActivityType.STARTED, "reading")  # not a tool call
         await run.complete()
     messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 60)
@@ -224,7 +234,7 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
         ("REASONING_MESSAGE_END", f"reasoning-{think}"),
         ("REASONING_END", f"reasoning-{think}"),
     ]
-    first, second, ask, again = step + 1, step + 2, step + 5, step + 7
+    first, second, ask, again, fetch_a, fetch_b = (step + n for n in (1, 2, 5, 7, 9, 10))
     assert of(first)[:-1] == [
         ("TOOL_CALL_START", f"tool-{first}", "search"),
         ("TOOL_CALL_ARGS", f"tool-{first}", '{"q": "runstream"}'),
@@ -240,11 +250,13 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
         (f"tool-{first}", "3 results"),
         (f"tool-{second}", "TimeoutError: slow"),
         (f"tool-{again}", "yes"),
+        (f"tool-{fetch_b}", "B"),
+        (f"tool-{fetch_a}", "A"),
     ]
     assert of(ask)[0] == ("TOOL_CALL_START", f"tool-{ask}", "ask_user")
     assert len(of(step + 6)) == 1  # the wait: its CUSTOM event alone
     # Every one of those Runstream events still ends with its CUSTOM event, as before.
-    for seq in range(think, step + 10):
+    for seq in range(think, step + 14):
         if seq != step:
             assert of(seq)[-1][0] == "CUSTOM", (seq, of(seq))
 

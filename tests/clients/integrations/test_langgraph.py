@@ -1425,7 +1425,11 @@ async def test_a_failing_tool_is_failed_activity_and_its_node_fails_unless_it_ha
         ("tools", "tools", ActivityType.FAILED, "lookup failed"),
     ]
     assert activity[0].data["tool_call_id"] == "c1"  # type: ignore[union-attr]
-    assert activity[1].data == {"tool": "lookup", "error": "ConnectionError: the index is offline"}  # type: ignore[union-attr]
+    assert activity[1].data == {  # type: ignore[union-attr]
+        "tool": "lookup",
+        "tool_call_id": "c1",  # the end names its call: ends of calls at once may cross
+        "error": "ConnectionError: the index is offline",
+    }
 
     # The step follows its node: ToolNode may hand the error to the model as the tool's
     # answer (the node completes), or raise it (the node's step fails with it).
@@ -1464,7 +1468,11 @@ async def test_a_tool_that_handles_its_own_error_is_failed_activity(
         (ActivityType.STARTED, "calling search_index"),
         (ActivityType.FAILED, "search_index failed"),
     ]
-    assert activity[1].data == {"tool": "search_index", "error": "the index is offline"}  # type: ignore[union-attr]
+    assert activity[1].data == {  # type: ignore[union-attr]
+        "tool": "search_index",
+        "tool_call_id": "c1",
+        "error": "the index is offline",
+    }
     assert [(s.step_id, s.status.name) for s in steps] == [
         ("research", "SUCCEEDED"),
         ("tools", "SUCCEEDED"),
@@ -1994,6 +2002,11 @@ async def test_a_loop_past_the_runs_step_limit_is_told_as_one_alert_and_complete
         async with run:
             handler = RunstreamCallbackHandler(run)
             result = await handler.run_graph(graph.compile(), {})
+            # The chat's next turn, once the server answered, with a handler of its own: it
+            # starts no step, and no second alert comes.
+            await run.flush()
+            again = RunstreamCallbackHandler(run)
+            await again.run_graph(_chain(("think", think)), {"messages": []})
             await run.complete()
         final = await client.get_run(run.run_id)
         events = [e async for e in client.list_events(run.run_id)]
@@ -2009,6 +2022,10 @@ async def test_a_loop_past_the_runs_step_limit_is_told_as_one_alert_and_complete
     alert = alerts[0]
     assert isinstance(alert, runstream.Alert)
     assert alert.code == "step_limit"
+    # Under a key of its own: when the refusal comes is timing, and a replay's keys must
+    # stay those of the first run (the alert took the counter's next).
+    [keyed] = [e.idempotency_key for e in events if e.kind == EventKind.ALERT]
+    assert keyed == f"{run.key_prefix}:step-limit"
     assert alert.message.startswith("no room for more steps: the work from step 'think-6' on")
     assert "has 5 steps, the most a run may have" in alert.message
     texts = {d.step_id: d.delta for d in _texts(events)}

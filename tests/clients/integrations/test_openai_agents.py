@@ -355,7 +355,9 @@ async def test_a_streamed_runs_text_reaches_watchers_delta_by_delta_through_runs
     while the call still runs, and the call's end closes the message without repeating it."""
     model = StreamingModel("streaming-writer", ["Shipped ", "on ", "Monday."])
     if wrapped == "model":
-        agent = Agent(name="Writer", model=RunstreamModel(model))
+        wrapper = RunstreamModel(model)
+        assert wrapper.wrapped is model and wrapper.name == "streaming-writer"  # the model's
+        agent = Agent(name="Writer", model=wrapper)
         config = RunConfig()
     else:
 
@@ -490,11 +492,12 @@ async def test_a_tool_span_that_starts_with_its_input_reports_it_when_it_starts(
         events = [e async for e in client.list_events(run.run_id)]
 
     activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
+    call = {"tool": "lookup_order", "tool_call_id": span.span_id}  # its end names it too
     assert [(a.activity, a.data) for a in activity] == [  # type: ignore[union-attr]
-        (ActivityType.STARTED, {"tool": "lookup_order", "input": '{"order_id": "A-17"}'}),
+        (ActivityType.STARTED, {**call, "input": '{"order_id": "A-17"}'}),
         (
             ActivityType.COMPLETED,
-            {"tool": "lookup_order", "input": '{"order_id": "A-17"}', "output": "shipped"},
+            {**call, "input": '{"order_id": "A-17"}', "output": "shipped"},
         ),
     ]
 

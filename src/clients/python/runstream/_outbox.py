@@ -105,10 +105,14 @@ class Outbox:
         The server answers batches in order, so a refusal is about that batch."""
         return len(self._inflight[0].events) if self._inflight else 0
 
-    def add(self, event: event_pb2.RunEvent) -> None:
-        """Stamps the event with the next idempotency key and queues it."""
-        convert.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
-        self.next_key += 1
+    def add(self, event: event_pb2.RunEvent, key: str | None = None) -> None:
+        """Stamps the event with the next idempotency key (or ``key``, the counter left as
+        it is) and queues it."""
+        if key is None:
+            convert.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
+            self.next_key += 1
+        else:
+            convert.set_idempotency_key(event, key)
         size = convert.event_size(event)
         self._unsent.append((event, size))
         self.reported += 1

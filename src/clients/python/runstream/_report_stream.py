@@ -236,12 +236,12 @@ class ReportStream:
 
     # --- queueing ---------------------------------------------------------------------------
 
-    def enqueue(self, event: event_pb2.RunEvent) -> None:
-        """Queues the event in the outbox: the first one to wait starts the linger, and a
-        full batch ends it."""
+    def enqueue(self, event: event_pb2.RunEvent, key: str | None = None) -> None:
+        """Queues the event in the outbox (see ``Outbox.add``): the first one to wait starts
+        the linger, and a full batch ends it."""
         if self._linger and not self._outbox.unsent:
             self._hold_until = asyncio.get_running_loop().time() + self._linger
-        self._outbox.add(event)
+        self._outbox.add(event, key)
         if self._outbox.batch_full:
             self.send_now()
         self._signal.fire()

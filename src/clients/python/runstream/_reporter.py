@@ -505,11 +505,12 @@ class RunReporter(RunEvents, StreamOwnership):
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()
 
-    def _report_now(self, event: event_pb2.RunEvent) -> None:
-        """Queues ``event`` at once, past the buffer's bound: a framework integration's word
-        on a refusal (see ``convert.REFUSALS_TO``), which must go before the run's end."""
+    def _report_now(self, event: event_pb2.RunEvent, key: str) -> None:
+        """Queues ``event`` at once, past the buffer's bound, under the idempotency ``key``
+        (the keys' counter stays as it is): a framework integration's word on a refusal (see
+        ``convert.REFUSALS_TO``), which must go before the run's end."""
         self._gate.check_can_report()
-        self._stream.enqueue(event)
+        self._stream.enqueue(event, key)
 
     async def _report(
         self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None

@@ -1,15 +1,17 @@
 """What the agents do that AG-UI has events of its own for: tool calls and reasoning.
 
-An AgentActivity whose data names a ``tool`` (as the framework integrations report a tool
-call: ``calling <tool>``, then ``<tool> done`` or ``<tool> failed``) is an AG-UI tool call:
-STARTED is TOOL_CALL_START, TOOL_CALL_ARGS (the data's ``input``) and TOOL_CALL_END; COMPLETED
-or FAILED is the TOOL_CALL_RESULT (its ``output``, or its ``error``) of the oldest call of
-that tool, by that agent in that step, still without one. Another activity of the tool (a
-LangGraph tool that waits for an answer, and runs again as a new call) takes that call out
-with no result. Thinking with an ``analysis`` is a reasoning message: REASONING_START,
-REASONING_MESSAGE_START, _CONTENT, _END and REASONING_END. A frontend that renders AG-UI's
-tool calls and reasoning (CopilotKit's) shows them as such; the CUSTOM event with the whole
-Runstream payload still follows each (see ``AguiTranslator``).
+An AgentActivity whose data names a ``tool`` (as the framework integrations report a tool call:
+``calling <tool>``, then ``<tool> done`` or ``<tool> failed``) is an AG-UI tool call: STARTED
+is TOOL_CALL_START, TOOL_CALL_ARGS (the data's ``input``) and TOOL_CALL_END; COMPLETED or
+FAILED is the TOOL_CALL_RESULT (its ``output``, or its ``error``) of the call with the same
+``tool_call_id`` in its data (the integrations give one: calls of one tool at once may end in
+any order), or without one, of the oldest call of that tool, by that agent in that step, still
+without a result. Another activity of the tool (a LangGraph tool that waits for an answer, and
+runs again as a new call) takes that call out with no result. Thinking with an ``analysis`` is
+a reasoning message: REASONING_START, REASONING_MESSAGE_START, _CONTENT, _END and
+REASONING_END. A frontend that renders AG-UI's tool calls and reasoning (CopilotKit's) shows
+them as such; the CUSTOM event with the whole Runstream payload still follows each (see
+``AguiTranslator``).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ class AgentEvents:
     """The tool calls and reasoning of one run's events, in order (see the module)."""
 
     def __init__(self) -> None:
-        # The AG-UI ids of the calls without a result, by agent, step and tool: oldest first.
-        self._calls: dict[tuple[str, str, str], deque[str]] = {}
+        # The AG-UI ids of the calls without a result, by agent, step, tool and the call's
+        # own id: oldest first.
+        self._calls: dict[tuple[str, str, str, str], deque[str]] = {}
 
     def translate(self, event: Event) -> list[BaseEvent]:
         """The AG-UI events of its own that ``event`` stands for (none for most events)."""
@@ -58,7 +61,8 @@ class AgentEvents:
         tool = p.data.get("tool")
         if not isinstance(tool, str) or not tool:
             return []
-        key = (p.agent_id or p.agent_name, p.step_id, tool)
+        call = p.data.get("tool_call_id")
+        key = (p.agent_id or p.agent_name, p.step_id, tool, call if isinstance(call, str) else "")
         if p.activity == ActivityType.STARTED:
             call_id = f"tool-{seq}"
             self._calls.setdefault(key, deque()).append(call_id)
@@ -81,7 +85,7 @@ class AgentEvents:
             ToolCallResultEvent(
                 message_id=f"{call_id}-result",
                 tool_call_id=call_id,
-                content=_text(said) or p.message,
+                content=_text(said),
                 role="tool",
             )
         ]

@@ -34,6 +34,7 @@ __all__ = [
     "OrderedReports",
     "StepIds",
     "require",
+    "shared",
     "short",
 ]
 
@@ -106,7 +107,7 @@ class StepIds:
             running = (s.step_id for s in run.run.steps if s.status == StepStatus.RUNNING)
             return cls(finished, running)
 
-        return _shared(run, cls, make)
+        return shared(run, cls, make)
 
     def take_running(self, step_id: str) -> bool:
         """Whether ``step_id`` was running when the run was attached and nobody went on with
@@ -166,11 +167,11 @@ class ModelUse:
     @classmethod
     def of(cls, run: RunReporter) -> ModelUse:
         """The ModelUse every integration reporting to ``run`` shares."""
-        return _shared(run, cls, lambda: cls(run.run.metrics))
+        return shared(run, cls, lambda: cls(run.run.metrics))
 
-    def add(self, usage: Mapping[str, Any] | None) -> dict[str, float]:
+    def add(self, usage: Mapping[str, Any] | None) -> None:
         """Counts one model call, and the ``input_tokens`` and ``output_tokens`` of its
-        ``usage`` (when it says); returns the run's metrics now."""
+        ``usage`` (when it says)."""
         with self._lock:
             sums = self._sums
             for name in ("input_tokens", "output_tokens"):
@@ -179,7 +180,11 @@ class ModelUse:
                     sums[name] += value
             sums["total_tokens"] = sums["input_tokens"] + sums["output_tokens"]
             sums["model_calls"] += 1
-            return dict(sums)
+
+    def sums(self) -> dict[str, float]:
+        """The run's metrics of its model use now."""
+        with self._lock:
+            return dict(self._sums)
 
 
 _T = TypeVar("_T")
@@ -189,7 +194,7 @@ _SHARED: weakref.WeakKeyDictionary[RunReporter, dict[type, Any]] = weakref.WeakK
 _SHARED_LOCK = threading.Lock()
 
 
-def _shared(run: RunReporter, kind: type[_T], make: Callable[[], _T]) -> _T:
+def shared(run: RunReporter, kind: type[_T], make: Callable[[], _T]) -> _T:
     """The run's one ``kind``, made by ``make()`` for the first integration that asks."""
     with _SHARED_LOCK:
         of_run = _SHARED.setdefault(run, {})
@@ -286,14 +291,14 @@ class OrderedReports:
                 HAPPENED_NS.reset(stamped)
         self._idle.set()
 
-    def report_now(self, run: RunReporter, event: event_pb2.RunEvent) -> None:
-        """Queues ``event`` on ``run`` at once, out of turn, with its refusal taken as the
-        calls' are: what the server's refusal of an event makes the integration say, which
-        must reach the run before its end (that waits for the refusals to come, not for
-        these calls)."""
+    def report_now(self, run: RunReporter, event: event_pb2.RunEvent, key: str) -> None:
+        """Queues ``event`` on ``run`` at once, out of turn, under the idempotency ``key``,
+        with its refusal taken as the calls' are: what the server's refusal of an event
+        makes the integration say, which must reach the run before its end (that waits for
+        the refusals to come, not for these calls)."""
         token = REFUSALS_TO.set(self._refused)
         try:
-            run._report_now(event)
+            run._report_now(event, key)
         except RunstreamError as exc:
             self._failed(exc)
         finally:

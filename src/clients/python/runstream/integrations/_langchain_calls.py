@@ -108,19 +108,20 @@ class ToolCalls:
     def __init__(self, calls: RunCalls, steps: ChainSteps) -> None:
         self._calls = calls
         self._steps = steps
-        # agent, tool and step of each running tool call
-        self._running: dict[UUID, tuple[str, str, str]] = {}
+        # agent, tool, step and call id of each running tool call
+        self._running: dict[UUID, tuple[str, str, str, str]] = {}
 
     def started(
         self, start: LangChainRun, input_str: str, inputs: Mapping[str, Any] | None
     ) -> None:
         tool = start.name("tool")
         agent, step_id = self._steps.call_started(start, tool)
-        self._running[start.run_id] = (agent, tool, step_id)
+        # The model's id of the call, else LangChain's: its end names it too, so a watcher
+        # pairs them when calls of one tool run at once and end out of order.
+        call_id = str(start.kwargs.get("tool_call_id") or start.run_id)
+        self._running[start.run_id] = (agent, tool, step_id, call_id)
         given = json.dumps(inputs, default=str) if inputs is not None else input_str
-        data = {"tool": tool, "input": short(given)}
-        if start.kwargs.get("tool_call_id"):
-            data["tool_call_id"] = str(start.kwargs["tool_call_id"])
+        data = {"tool": tool, "tool_call_id": call_id, "input": short(given)}
         self._calls.tool_started(agent, tool, data, step_id=step_id)
 
     def ended(self, output: Any, run_id: UUID) -> None:
@@ -138,12 +139,12 @@ class ToolCalls:
             # call), so this one neither failed nor finished.
             started = self._running.pop(run_id, None)
             if started is not None:
-                agent, tool, step_id = started
+                agent, tool, step_id, call_id = started
                 self._calls.activity(
                     agent,
                     ActivityType.PROGRESS,
                     f"{tool} waits for input",
-                    data={"tool": tool},
+                    data={"tool": tool, "tool_call_id": call_id},
                     step_id=step_id,
                 )
             return
@@ -153,10 +154,9 @@ class ToolCalls:
         started = self._running.pop(run_id, None)
         if started is None:
             return
-        agent, tool, step_id = started
-        self._calls.tool_ended(
-            agent, tool, {"tool": tool, **details}, failed=failed, step_id=step_id
-        )
+        agent, tool, step_id, call_id = started
+        data = {"tool": tool, "tool_call_id": call_id, **details}
+        self._calls.tool_ended(agent, tool, data, failed=failed, step_id=step_id)
 
 
 def _waits_for_input(error: BaseException) -> bool:

@@ -40,8 +40,8 @@ class RunstreamModel(Model):
         self._model = model
 
     @property
-    def model(self) -> Model:
-        """The wrapped model."""
+    def wrapped(self) -> Model:
+        """The model it wraps (``model`` is the wrapped model's own attribute, its name)."""
         return self._model
 
     def __getattr__(self, name: str) -> Any:

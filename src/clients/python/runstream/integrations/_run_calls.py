@@ -22,19 +22,58 @@ no step is started after it: a long agent loop's later work goes unreported, vis
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runstream._convert import HELD_WORK, alert_event
 from runstream._errors import ResourceExhaustedError, RunstreamError
+from runstream._run_events import text_pieces
 from runstream._types import ActivityType, Severity
-from runstream.integrations._common import ModelUse, OrderedReports, short
+from runstream.integrations._common import ModelUse, OrderedReports, shared, short
 
 if TYPE_CHECKING:
     from runstream._reporter import RunReporter
     from runstream.v1 import event_pb2
 
-__all__ = ["RunCalls"]
+__all__ = ["RunCalls", "StepRoom"]
+
+
+class StepRoom:
+    """What the integrations reporting to one run (``shared``: a chat's handler of each turn
+    too) learnt of its room for steps: the steps whose start the server refused, or that were
+    not started for want of room, until they end; and whether the run has room at all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unstarted: set[str] = set()
+        self._full = False
+
+    def refused(self, step_id: str, *, for_room: bool) -> bool:
+        """Notes that the step's start was refused (``for_room``: the run has no room);
+        True the first time the run has none, which watchers are to be told."""
+        with self._lock:
+            self._unstarted.add(step_id)
+            first = for_room and not self._full
+            self._full = self._full or for_room
+            return first
+
+    def no_room_for(self, step_id: str) -> bool:
+        """Whether the step is not to be started (the run has no room), noted if so."""
+        with self._lock:
+            if self._full:
+                self._unstarted.add(step_id)
+            return self._full
+
+    def skips(self, step_id: str, *, ends: bool = False) -> bool:
+        """Whether the step's events are not to be reported (it was not started);
+        ``ends``: this is its last, and the step is forgotten."""
+        with self._lock:
+            if step_id not in self._unstarted:
+                return False
+            if ends:
+                self._unstarted.discard(step_id)
+            return True
 
 
 class RunCalls:
@@ -48,10 +87,7 @@ class RunCalls:
         self._run = run
         self._reports = OrderedReports(loop, on_refused=self._on_refused)
         self._allocated: set[tuple[str, str]] = set()
-        self._unstarted: set[str] = set()
-        """Steps whose start the server refused, or that were not started for want of room."""
-        self._steps_full = False
-        """Whether the run had no room for a step: no step is started after that one."""
+        self._room = shared(run, StepRoom, StepRoom)
         # The task that made the integration, taken for the producer's.
         try:
             self._producer = asyncio.current_task()
@@ -79,9 +115,7 @@ class RunCalls:
         if not event.HasField("step_started"):
             return
         step_id = event.step_started.step_id
-        self._unstarted.add(step_id)
-        if isinstance(error, ResourceExhaustedError) and not self._steps_full:
-            self._steps_full = True
+        if self._room.refused(step_id, for_room=isinstance(error, ResourceExhaustedError)):
             alert = alert_event(
                 f"no room for more steps: the work from step {step_id!r} on is not reported "
                 f"({short(error.message, 400)})",
@@ -90,23 +124,34 @@ class RunCalls:
                 code="step_limit",
                 data=None,
             )
-            self._reports.report_now(self._run, alert)
+            # Under a key of its own, not the next of the counter: when the refusal comes
+            # depends on timing, and a replay's keys must stay those of the first run.
+            key = f"{self._run.key_prefix}:step-limit"
+            self._reports.report_now(self._run, alert, key)
 
-    def submit_for(self, step_id: str, call: Callable[[], Awaitable[object]]) -> None:
-        """Queues ``call()``, a report of one event in step ``step_id`` (none when ""),
-        unless that step was not started: then only its event's key is taken (see
-        ``pass_over``)."""
-        run, unstarted = self._run, self._unstarted
+    def submit_for(
+        self,
+        step_id: str,
+        call: Callable[[], Awaitable[object]],
+        *,
+        events: int = 1,
+        ends: bool = False,
+    ) -> None:
+        """Queues ``call()``, a report of ``events`` events in step ``step_id`` (none when
+        ""), unless that step was not started: then only their keys are taken (see
+        ``pass_over``). ``ends``: the call ends the step, which is forgotten then."""
+        run, room = self._run, self._room
         if not step_id:
             self.submit(call)
             return
-        if step_id in unstarted:
-            self.pass_over()
+        if room.skips(step_id, ends=ends):
+            self.pass_over(events)
             return
 
         async def report() -> None:
-            if step_id in unstarted:  # refused after this call was queued
-                await run._pass_over()
+            if room.skips(step_id, ends=ends):  # refused after this call was queued
+                for _ in range(events):
+                    await run._pass_over()
             else:
                 await call()
 
@@ -116,8 +161,7 @@ class RunCalls:
         """Starts the step; `held`: a pause holds the framework's work too (its start is
         then stamped when the pause ends, see ``HELD_WORK``)."""
         run = self._run
-        if self._steps_full:
-            self._unstarted.add(step_id)
+        if self._room.no_room_for(step_id):
             self.pass_over()
             return
 
@@ -130,18 +174,24 @@ class RunCalls:
 
         self.submit(start)
 
-    def pass_over(self) -> None:
-        """Takes the place of a step event a replay does not report again (see ChainSteps)."""
+    def pass_over(self, events: int = 1) -> None:
+        """Takes the place of ``events`` step events a replay does not report again (see
+        ChainSteps), or of those of a step not started."""
         run = self._run
-        self.submit(lambda: run._pass_over())
+
+        async def take() -> None:
+            for _ in range(events):
+                await run._pass_over()
+
+        self.submit(take)
 
     def complete_step(self, step_id: str) -> None:
         run = self._run
-        self.submit_for(step_id, lambda: run.step(step_id).complete())
+        self.submit_for(step_id, lambda: run.step(step_id).complete(), ends=True)
 
     def fail_step(self, step_id: str, message: str, *, code: str) -> None:
         run = self._run
-        self.submit_for(step_id, lambda: run.step(step_id).fail(message, code=code))
+        self.submit_for(step_id, lambda: run.step(step_id).fail(message, code=code), ends=True)
 
     def producer_stopped(self, stop: BaseException | None) -> bool:
         """Whether ``stop``, the cancellation that ended a unit of work, stops the producer:
@@ -167,15 +217,20 @@ class RunCalls:
     def model_used(self, usage: Mapping[str, Any] | None) -> None:
         """A model call ended, with its ``usage`` (``input_tokens``, ``output_tokens``) when
         the model said: the run's metrics of its model use (see ``ModelUse``)."""
-        run, values = self._run, ModelUse.of(self._run).add(usage)
-        self.submit(lambda: run.metrics(values))
+        run, use = self._run, ModelUse.of(self._run)
+        use.add(usage)
+        # The sums as they are when the call is made, in turn on the run's loop: taken here,
+        # another thread's call queued meanwhile could report smaller ones after these.
+        self.submit(lambda: run.metrics(use.sums()))
 
     def text(
         self, agent: str, message_id: str, delta: str, *, final: bool = False, step_id: str = ""
     ) -> None:
         run = self._run
         self.submit_for(
-            step_id, lambda: run.text(agent, message_id, delta, final=final, step_id=step_id)
+            step_id,
+            lambda: run.text(agent, message_id, delta, final=final, step_id=step_id),
+            events=max(1, len(text_pieces(delta))),
         )
 
     def activity(

@@ -221,7 +221,7 @@ class RunstreamProcessor(TracingProcessor):
             )
         elif isinstance(data, FunctionSpanData):
             step = self._agent_of(span)
-            details: dict[str, Any] = {"tool": data.name}
+            details: dict[str, Any] = {"tool": data.name, "tool_call_id": span.span_id}
             if data.input is not None:  # the SDK's own tools set it after the span starts
                 details["input"] = short(data.input)
             self._calls.tool_started(step.agent, data.name, details, step_id=step.step_id)
@@ -305,7 +305,7 @@ class RunstreamProcessor(TracingProcessor):
 
     def _tool_ended(self, span: Span[Any], data: FunctionSpanData, error: str | None) -> None:
         step = self._agent_of(span)
-        details: dict[str, Any] = {"tool": data.name}
+        details: dict[str, Any] = {"tool": data.name, "tool_call_id": span.span_id}
         if data.input is not None:
             details["input"] = short(data.input)
         if error is None:
