@@ -211,6 +211,9 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
             await tool(
                 ActivityType.COMPLETED, {"tool": "fetch", "tool_call_id": "a", "output": "A"}
             )
+            # A start that names its call, an end that does not (an older producer's).
+            await tool(ActivityType.STARTED, {"tool": "lookup", "tool_call_id": "x", "input": "3"})
+            await tool(ActivityType.COMPLETED, {"tool": "lookup", "output": "L"})
             await run.activity("scout", ActivityType.STARTED, "reading")  # not a tool call
         await run.complete()
     messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 60)
@@ -234,7 +237,9 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
         ("REASONING_MESSAGE_END", f"reasoning-{think}"),
         ("REASONING_END", f"reasoning-{think}"),
     ]
-    first, second, ask, again, fetch_a, fetch_b = (step + n for n in (1, 2, 5, 7, 9, 10))
+    first, second, ask, again, fetch_a, fetch_b, lookup = (
+        step + n for n in (1, 2, 5, 7, 9, 10, 13)
+    )
     assert of(first)[:-1] == [
         ("TOOL_CALL_START", f"tool-{first}", "search"),
         ("TOOL_CALL_ARGS", f"tool-{first}", '{"q": "runstream"}'),
@@ -252,11 +257,12 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
         (f"tool-{again}", "yes"),
         (f"tool-{fetch_b}", "B"),
         (f"tool-{fetch_a}", "A"),
+        (f"tool-{lookup}", "L"),
     ]
     assert of(ask)[0] == ("TOOL_CALL_START", f"tool-{ask}", "ask_user")
     assert len(of(step + 6)) == 1  # the wait: its CUSTOM event alone
     # Every one of those Runstream events still ends with its CUSTOM event, as before.
-    for seq in range(think, step + 14):
+    for seq in range(think, step + 16):
         if seq != step:
             assert of(seq)[-1][0] == "CUSTOM", (seq, of(seq))
 

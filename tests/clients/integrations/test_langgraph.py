@@ -41,6 +41,7 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.types import Command, interrupt
 from runstream import ActivityType, DecisionPrompt, EventKind
+from runstream.integrations._run_calls import StepRoom
 from runstream.integrations.langchain import RunstreamCallbackHandler
 from runstream_server.app import RunstreamServer
 from tenacity import wait_fixed
@@ -2036,3 +2037,19 @@ async def test_a_loop_past_the_runs_step_limit_is_told_as_one_alert_and_complete
     warnings_logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings_logged) == 1, warnings_logged
     assert "'think-6'" in warnings_logged[0]
+
+
+def test_a_full_run_still_starts_again_a_step_it_has() -> None:
+    """Once a run has no room for a new step, a step it has (planned, or started before) may
+    start again, a failed one's next attempt: the server counts new steps only (found in
+    review: every start was skipped, and the step stayed FAILED though its work succeeded).
+    New steps are not started, and their reports skipped until the step's last."""
+    room = StepRoom(["plan"])
+    assert not room.no_room_for("draft")  # started while there was room
+    assert room.refused("extra", for_room=True)  # the first without room: watchers are told
+    assert not room.refused("extra-2", for_room=True)  # told once
+    assert not room.no_room_for("plan") and not room.no_room_for("draft")
+    assert room.no_room_for("extra-3")
+    assert room.skips("extra-3") and not room.skips("draft")
+    room.forget("extra-3")
+    assert not room.skips("extra-3")

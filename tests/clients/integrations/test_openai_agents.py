@@ -127,6 +127,7 @@ class StreamingModel(CannedModel):
 
     def __init__(self, name: str, chunks: list[str]) -> None:
         super().__init__(name, [[message("".join(chunks))]])
+        self.model = name  # as the SDK's own models name theirs
         self.chunks = chunks
         self.go = asyncio.Event()
 
@@ -356,7 +357,8 @@ async def test_a_streamed_runs_text_reaches_watchers_delta_by_delta_through_runs
     model = StreamingModel("streaming-writer", ["Shipped ", "on ", "Monday."])
     if wrapped == "model":
         wrapper = RunstreamModel(model)
-        assert wrapper.wrapped is model and wrapper.name == "streaming-writer"  # the model's
+        assert wrapper.wrapped is model
+        assert wrapper.model == wrapper.name == "streaming-writer"  # the model's own
         agent = Agent(name="Writer", model=wrapper)
         config = RunConfig()
     else:

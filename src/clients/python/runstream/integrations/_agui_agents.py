@@ -17,7 +17,6 @@ them as such; the CUSTOM event with the whole Runstream payload still follows ea
 from __future__ import annotations
 
 import json
-from collections import deque
 from typing import Any
 
 from ag_ui.core import (
@@ -44,9 +43,9 @@ class AgentEvents:
     """The tool calls and reasoning of one run's events, in order (see the module)."""
 
     def __init__(self) -> None:
-        # The AG-UI ids of the calls without a result, by agent, step, tool and the call's
-        # own id: oldest first.
-        self._calls: dict[tuple[str, str, str, str], deque[str]] = {}
+        # The calls without a result, by agent, step and tool, oldest first: each one's AG-UI
+        # id and the producer's own id of it ("" when it gave none).
+        self._calls: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
 
     def translate(self, event: Event) -> list[BaseEvent]:
         """The AG-UI events of its own that ``event`` stands for (none for most events)."""
@@ -61,11 +60,12 @@ class AgentEvents:
         tool = p.data.get("tool")
         if not isinstance(tool, str) or not tool:
             return []
-        call = p.data.get("tool_call_id")
-        key = (p.agent_id or p.agent_name, p.step_id, tool, call if isinstance(call, str) else "")
+        named = p.data.get("tool_call_id")
+        own_id = named if isinstance(named, str) else ""
+        key = (p.agent_id or p.agent_name, p.step_id, tool)
         if p.activity == ActivityType.STARTED:
             call_id = f"tool-{seq}"
-            self._calls.setdefault(key, deque()).append(call_id)
+            self._calls.setdefault(key, []).append((call_id, own_id))
             out: list[BaseEvent] = [ToolCallStartEvent(tool_call_id=call_id, tool_call_name=tool)]
             arguments = _text(p.data.get("input"))
             if arguments:
@@ -75,7 +75,9 @@ class AgentEvents:
         waiting = self._calls.get(key)
         if not waiting:
             return []
-        call_id = waiting.popleft()
+        # The call the end names, else (no name, or one no start gave) the oldest.
+        at = next((i for i, (_, own) in enumerate(waiting) if own_id and own == own_id), 0)
+        call_id, _ = waiting.pop(at)
         if not waiting:
             del self._calls[key]
         if p.activity not in _ENDS:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runstream._convert import HELD_WORK, alert_event
@@ -41,39 +41,46 @@ __all__ = ["RunCalls", "StepRoom"]
 
 class StepRoom:
     """What the integrations reporting to one run (``shared``: a chat's handler of each turn
-    too) learnt of its room for steps: the steps whose start the server refused, or that were
-    not started for want of room, until they end; and whether the run has room at all."""
+    too) learnt of its room for steps: the steps it has (planned, or started and not refused),
+    those whose start the server refused or that were not started for want of room, until
+    they end, and whether the run has room for another step at all."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
+        self._has: set[str] = set(steps)
         self._unstarted: set[str] = set()
         self._full = False
 
     def refused(self, step_id: str, *, for_room: bool) -> bool:
-        """Notes that the step's start was refused (``for_room``: the run has no room);
-        True the first time the run has none, which watchers are to be told."""
+        """Notes that the step's start was refused (``for_room``: the run has no room for
+        it); True the first time the run has none, which watchers are to be told."""
         with self._lock:
             self._unstarted.add(step_id)
+            if for_room:
+                self._has.discard(step_id)
             first = for_room and not self._full
             self._full = self._full or for_room
             return first
 
     def no_room_for(self, step_id: str) -> bool:
-        """Whether the step is not to be started (the run has no room), noted if so."""
+        """Whether the step is not to be started: a new step once the run has no room (one
+        it has may start again: the server counts new steps only), noted if so."""
         with self._lock:
-            if self._full:
+            if self._full and step_id not in self._has:
                 self._unstarted.add(step_id)
-            return self._full
+                return True
+            self._has.add(step_id)
+            return False
 
-    def skips(self, step_id: str, *, ends: bool = False) -> bool:
-        """Whether the step's events are not to be reported (it was not started);
-        ``ends``: this is its last, and the step is forgotten."""
+    def skips(self, step_id: str) -> bool:
+        """Whether the step's events are not to be reported (it was not started)."""
         with self._lock:
-            if step_id not in self._unstarted:
-                return False
-            if ends:
-                self._unstarted.discard(step_id)
-            return True
+            return step_id in self._unstarted
+
+    def forget(self, step_id: str) -> None:
+        """The step not started has ended (its last call was made)."""
+        with self._lock:
+            self._unstarted.discard(step_id)
 
 
 class RunCalls:
@@ -87,7 +94,7 @@ class RunCalls:
         self._run = run
         self._reports = OrderedReports(loop, on_refused=self._on_refused)
         self._allocated: set[tuple[str, str]] = set()
-        self._room = shared(run, StepRoom, StepRoom)
+        self._room = shared(run, StepRoom, lambda: StepRoom(s.step_id for s in run.run.steps))
         # The task that made the integration, taken for the producer's.
         try:
             self._producer = asyncio.current_task()
@@ -144,18 +151,20 @@ class RunCalls:
         if not step_id:
             self.submit(call)
             return
-        if room.skips(step_id, ends=ends):
-            self.pass_over(events)
-            return
+
+        async def skip() -> None:
+            for _ in range(events):
+                await run._pass_over()
+            if ends:  # in turn: the calls queued before it for the step were made
+                room.forget(step_id)
 
         async def report() -> None:
-            if room.skips(step_id, ends=ends):  # refused after this call was queued
-                for _ in range(events):
-                    await run._pass_over()
+            if room.skips(step_id):  # refused after this call was queued
+                await skip()
             else:
                 await call()
 
-        self.submit(report)
+        self.submit(skip if room.skips(step_id) else report)
 
     def start_step(self, step_id: str, *, name: str, agent: str = "", held: bool = False) -> None:
         """Starts the step; `held`: a pause holds the framework's work too (its start is
