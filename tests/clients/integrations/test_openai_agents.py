@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -405,6 +406,15 @@ async def test_a_streamed_runs_text_reaches_watchers_delta_by_delta_through_runs
     messages = {e.payload.message_id for e in events if e.kind == EventKind.TEXT_DELTA}  # type: ignore[union-attr]
     assert len(messages) == 1
     assert streamed.final_output == "Shipped on Monday."
+
+
+def test_a_runstream_model_copies_as_any_model_does() -> None:
+    """A copy (``copy.deepcopy``, as code that copies a run's configuration makes) looked up
+    its wrapped model before it had one, for ever: RecursionError."""
+    model = RunstreamModel(StreamingModel("streaming-writer", ["Hi"]))
+    copied = copy.deepcopy(model)
+    assert isinstance(copied.wrapped, StreamingModel) and copied.wrapped is not model.wrapped
+    assert copied.name == "streaming-writer"
 
 
 @function_tool

@@ -45,6 +45,8 @@ class RunstreamModel(Model):
         return self._model
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_model":  # not set yet (a copy being made): no endless lookup
+            raise AttributeError(name)
         return getattr(self._model, name)
 
     async def get_response(self, *args: Any, **kwargs: Any) -> Any:
