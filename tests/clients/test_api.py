@@ -173,6 +173,9 @@ def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
         ("[my-host]:50051", "'my-host' in brackets is not an IPv6 address"),
         ("127.0.0.1:", "'127.0.0.1:' has no port after its colon"),
         ("[::1]:", "'[::1]:' has no port after its colon"),
+        # Digits to str.isdigit, not to a port: one failed in int(), one was dialled.
+        ("localhost:\u00b2", "not a port: '\u00b2'"),
+        ("localhost:\u0663", "not a port: '\u0663'"),
         # Several addresses: a space after a comma, or no scheme (found in review).
         ("ipv4:127.0.0.1:50051, 127.0.0.1:50052", "has a space"),
         ("10.0.0.1:50051,10.0.0.2:50051", "(several addresses: ipv4:HOST:PORT,HOST:PORT)"),

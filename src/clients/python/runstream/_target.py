@@ -47,7 +47,7 @@ def check_target(value: str) -> str:
         raise ValueError(f"{value!r} has no host; give HOST or HOST:PORT")
     if colon and not number:
         raise ValueError(f"{value!r} has no port after its colon; give HOST or HOST:PORT")
-    if number and not number.isdigit():
+    if number and not (number.isascii() and number.isdigit()):  # not "²", not "٣"
         raise ValueError(f"{value!r}: not a port: {number!r}")
     if number and int(number) > 65535:
         raise ValueError(f"{value!r}: a port is 0 to 65535")
