@@ -94,7 +94,12 @@ class CannedModel(Model):
         get_response's; the seventh is the tracing."""
         tracing: ModelTracing = args[6]
         with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
-            yield self._completed(span)
+            async for event in self._streamed(span):
+                yield event
+
+    async def _streamed(self, span: Any) -> AsyncIterator[Any]:
+        """What one streamed call yields inside its generation ``span``."""
+        yield self._completed(span)
 
     def _completed(self, span: Any) -> ResponseCompletedEvent:
         """The next canned output as a streamed call's last event, recorded in its span."""
@@ -132,24 +137,25 @@ class StreamingModel(CannedModel):
         self.chunks = chunks
         self.go = asyncio.Event()
 
-    async def stream_response(  # type: ignore[override]
-        self, *args: Any, **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        tracing: ModelTracing = args[6]
-        with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
-            for i, chunk in enumerate(self.chunks):
-                if i:
-                    await self.go.wait()
-                yield ResponseTextDeltaEvent(
-                    type="response.output_text.delta",
-                    delta=chunk,
-                    item_id="msg-1",
-                    output_index=0,
-                    content_index=0,
-                    sequence_number=i,
-                    logprobs=[],
-                )
-            yield self._completed(span)
+    async def _streamed(self, span: Any) -> AsyncIterator[Any]:
+        for i, chunk in enumerate(self.chunks):
+            if i:
+                await self.go.wait()
+            yield text_delta(chunk, i)
+        yield self._completed(span)
+
+
+def text_delta(text: str, sequence_number: int) -> ResponseTextDeltaEvent:
+    """A delta of the message ``msg-1``, as a streamed call yields it."""
+    return ResponseTextDeltaEvent(
+        type="response.output_text.delta",
+        delta=text,
+        item_id="msg-1",
+        output_index=0,
+        content_index=0,
+        sequence_number=sequence_number,
+        logprobs=[],
+    )
 
 
 def tool_call(name: str, arguments: dict[str, Any], call_id: str) -> ResponseFunctionToolCall:
@@ -640,25 +646,13 @@ class StallingModel(CannedModel):
         super().__init__("stalling", [first] if first is not None else [])
         self.streaming = asyncio.Event()
 
-    async def stream_response(  # type: ignore[override]
-        self, *args: Any, **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        tracing: ModelTracing = args[6]
-        with generation_span(model=self.name, disabled=tracing.is_disabled()) as span:
-            if self.outputs:
-                yield self._completed(span)
-                return
-            yield ResponseTextDeltaEvent(
-                type="response.output_text.delta",
-                item_id="msg-1",
-                output_index=0,
-                content_index=0,
-                delta="Your order",
-                logprobs=[],
-                sequence_number=0,
-            )
-            self.streaming.set()
-            await asyncio.Event().wait()
+    async def _streamed(self, span: Any) -> AsyncIterator[Any]:
+        if self.outputs:
+            yield self._completed(span)
+            return
+        yield text_delta("Your order", 0)
+        self.streaming.set()
+        await asyncio.Event().wait()
 
 
 @pytest.mark.parametrize(

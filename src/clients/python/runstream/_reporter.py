@@ -496,11 +496,11 @@ class RunReporter(RunEvents, StreamOwnership):
 
     # --- queueing (ReportGate) ---------------------------------------------------------------
 
-    async def _pass_over(self) -> None:
-        """Takes the key of an event a replay does not report again (the framework
-        integrations' finished steps), so the keys after it stay those of the first run
-        (see ``attach_run``)."""
-        self._outbox.next_key += 1
+    async def _pass_over(self, events: int = 1) -> None:
+        """Takes the keys of ``events`` events a replay does not report again (the framework
+        integrations' finished steps, and the reports of a step not started), so the keys
+        after them stay those of the first run (see ``attach_run``)."""
+        self._outbox.next_key += events
 
     def _raise_if_failed(self) -> None:
         self._gate.raise_if_failed()

@@ -141,20 +141,20 @@ class RunCalls:
         step_id: str,
         call: Callable[[], Awaitable[object]],
         *,
-        events: int = 1,
+        events: Callable[[], int] = lambda: 1,
         ends: bool = False,
     ) -> None:
-        """Queues ``call()``, a report of ``events`` events in step ``step_id`` (none when
-        ""), unless that step was not started: then only their keys are taken (see
-        ``pass_over``). ``ends``: the call ends the step, which is forgotten then."""
+        """Queues ``call()``, a report in step ``step_id`` (none when ""), unless that step
+        was not started: then only the keys of its events are taken, ``events()`` of them,
+        counted only then (see ``pass_over``). ``ends``: the call ends the step, which is
+        forgotten then."""
         run, room = self._run, self._room
         if not step_id:
             self.submit(call)
             return
 
         async def skip() -> None:
-            for _ in range(events):
-                await run._pass_over()
+            await run._pass_over(events())
             if ends:  # in turn: the calls queued before it for the step were made
                 room.forget(step_id)
 
@@ -183,16 +183,11 @@ class RunCalls:
 
         self.submit(start)
 
-    def pass_over(self, events: int = 1) -> None:
-        """Takes the place of ``events`` step events a replay does not report again (see
-        ChainSteps), or of those of a step not started."""
+    def pass_over(self) -> None:
+        """Takes the place of a step event a replay does not report again (see ChainSteps),
+        or of a step start there is no room for."""
         run = self._run
-
-        async def take() -> None:
-            for _ in range(events):
-                await run._pass_over()
-
-        self.submit(take)
+        self.submit(lambda: run._pass_over())
 
     def complete_step(self, step_id: str) -> None:
         run = self._run
@@ -239,7 +234,7 @@ class RunCalls:
         self.submit_for(
             step_id,
             lambda: run.text(agent, message_id, delta, final=final, step_id=step_id),
-            events=max(1, len(text_pieces(delta))),
+            events=lambda: max(1, len(text_pieces(delta))),  # as run.text() sends it
         )
 
     def activity(
