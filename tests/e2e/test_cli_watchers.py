@@ -31,7 +31,8 @@ from runstream.cli.args import target_address
 from runstream.cli.main import build_parser, main
 from runstream.cli.render import LOST_AFTER, Dashboard, SnapshotRefresher
 from runstream.cli.tables import run_details, runs_table, show_events, watch_runs
-from runstream.cli.view import OpenPrompt, RunView
+from runstream.cli.view import RunView
+from runstream.cli.view_items import OpenPrompt
 from runstream.v1 import event_pb2, run_pb2
 from runstream_server.app import RunstreamServer
 

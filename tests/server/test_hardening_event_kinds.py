@@ -10,7 +10,7 @@ new kind fails these tests until each place has it:
   ``RunSteps.on_<kind>`` method;
 - the SDK: its ``EventKind`` member, its converter in ``_convert._PAYLOADS`` and a payload
   dataclass in ``EventPayload``, exported from ``runstream``;
-- the views: a case in the terminal view (``cli/view.py``); in the web dashboard's model
+- the views: a case in the terminal view (``cli/view_events.py``); in the web dashboard's model
   (``model.ts``), a FEED_KINDS entry and a describe() case, or a NOT_IN_FEED entry.
 """
 
@@ -104,7 +104,7 @@ def test_the_sdk_converts_every_kind(name: str, number: int) -> None:
 
 def _view_cases() -> set[str]:
     """The payload classes the terminal view's ``match`` has a case for."""
-    tree = ast.parse((ROOT / "src/clients/python/runstream/cli/view.py").read_text())
+    tree = ast.parse((ROOT / "src/clients/python/runstream/cli/view_events.py").read_text())
     return {
         node.cls.attr
         for node in ast.walk(tree)
@@ -119,7 +119,7 @@ def test_the_terminal_view_has_a_case_for_every_kind() -> None:
         for name, _ in KIND_FIELDS
         if type(event_from_pb(_event_of(name)).payload).__name__ not in cases
     ]
-    assert missing == [], f"add a case to RunView._describe in cli/view.py for {missing}"
+    assert missing == [], f"add a case to describe() in cli/view_events.py for {missing}"
 
 
 @pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])

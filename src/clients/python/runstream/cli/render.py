@@ -59,7 +59,8 @@ from .fmt import (
     span,
     text_lines,
 )
-from .view import FEED_SIZE, Note, OpenPrompt, RunView, StepRow, TextStream
+from .view import FEED_SIZE, RunView
+from .view_items import Note, OpenPrompt, StepRow, TextStream
 
 TEXT_LINES = 6
 WIDE_LAYOUT = 140

@@ -1,0 +1,321 @@
+"""What each event does to a live view, and what it means to a person.
+
+:func:`describe` folds one event into a :class:`~runstream.cli.view.RunView` (its step rows,
+the messages being written, metrics, open decisions, agents' names) and returns the
+:class:`~runstream.cli.view_items.Note` that says it in words, or None for noise. A kind this
+client does not know yet is skipped quietly, as the proto asks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import runstream
+from runstream import Event
+
+from .fmt import (
+    SEVERITY_STYLES,
+    counted,
+    enum_name,
+    format_duration,
+    items_text,
+    metric_text,
+    ordered_metrics,
+    percent_text,
+)
+from .view_items import Note, OpenPrompt, StepRow, TextStream, options_text
+
+if TYPE_CHECKING:
+    from .view import RunView
+
+__all__ = ["describe"]
+
+
+def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
+    payload = event.payload
+    when = event.event_time
+    match payload:
+        case runstream.RunCreated():
+            if fresh and not view.steps:
+                for spec in payload.steps:
+                    view.steps[spec.step_id] = StepRow(
+                        step_id=spec.step_id,
+                        name=spec.name or spec.step_id,
+                        agent=spec.agent,
+                        description=spec.description,
+                    )
+            return Note(
+                "✚",
+                "run",
+                f"Run created: {payload.display_name or payload.workflow} "
+                f"({counted(len(payload.steps), 'step')} planned)",
+                "bold",
+            )
+        case runstream.RunStarted():
+            suffix = f": {payload.message}" if payload.message else ""
+            return Note("▶", "run", f"Run started{suffix}", "bold cyan")
+        case runstream.RunStatusChanged():
+            return Note(
+                "↻",
+                "run",
+                f"Status {enum_name(payload.previous_status)} → {enum_name(payload.status)}"
+                + (f" ({payload.reason})" if payload.reason else ""),
+                "yellow",
+            )
+        case runstream.RunCompleted():
+            return Note("★", "run", "Run succeeded" + _suffix(payload.summary), "bold green")
+        case runstream.RunFailed():
+            message = payload.error.message if payload.error else "unknown error"
+            return Note("✖", "run", f"Run failed: {message}", "bold red")
+        case runstream.RunCancelled():
+            by = f" by {payload.cancelled_by}" if payload.cancelled_by else ""
+            return Note("⊘", "run", f"Run cancelled{by}" + _suffix(payload.reason), "magenta")
+        case runstream.StepStarted():
+            row = view.row(payload.step_id)
+            if fresh:
+                if payload.name and row.name == row.step_id:
+                    row.name = payload.name
+                if payload.agent:
+                    row.agent = payload.agent
+                row.status = "RUNNING"
+                row.percent = 0.0
+                row.start_time = when
+                row.end_time = None
+                row.duration = None
+                row.attempts += 1
+            retry = " (retry)" if row.attempts > 1 else ""
+            agent = f" · {row.agent}" if row.agent and row.agent != row.name else ""
+            return Note("▸", "step", f"{row.name} started{retry}{agent}", "cyan")
+        case runstream.StepProgress():
+            row = view.row(payload.step_id)
+            if fresh:
+                if row.status == "PENDING":
+                    row.status = "RUNNING"
+                    row.start_time = when
+                row.percent = payload.percent
+                row.sub_step = payload.sub_step
+                row.detail = payload.detail
+                if payload.tokens_processed:
+                    row.tokens = payload.tokens_processed
+            what = " — ".join(part for part in (payload.sub_step, payload.detail) if part)
+            return Note(
+                "·",
+                "progress",
+                f"{row.name} {percent_text(payload.percent)}" + (f" {what}" if what else ""),
+                "grey62",
+                feed=False,
+            )
+        case runstream.StepCompleted():
+            row = view.row(payload.step_id)
+            if fresh:
+                row.status = "SUCCEEDED"
+                row.percent = 100.0
+                row.end_time = when
+                row.duration = payload.duration or (
+                    when - row.start_time if row.start_time else None
+                )
+            took = f" in {format_duration(row.duration)}" if row.duration else ""
+            # How many steps were done then: known only for an event the view has folded
+            # in order (one older than the snapshot is replayed after it: no count).
+            count = f" ({view.completed_steps}/{view.total_steps})" if fresh else ""
+            return Note(
+                "✔", "step", f"{row.name} done{took}{count}" + _suffix(payload.summary), "green"
+            )
+        case runstream.StepFailed():
+            row = view.row(payload.step_id)
+            if fresh:
+                row.status = "FAILED"
+                row.end_time = when
+            message = payload.error.message if payload.error else ""
+            return Note("✖", "step", f"{row.name} failed" + _suffix(message), "bold red")
+        case runstream.StepSkipped():
+            row = view.row(payload.step_id)
+            if fresh:
+                row.status = "SKIPPED"
+                row.end_time = when
+            return Note("↷", "step", f"{row.name} skipped" + _suffix(payload.reason), "grey62")
+        case runstream.AgentActivity():
+            agent_id = payload.agent_id or payload.agent_name
+            if payload.agent_name:
+                view.agent_names[agent_id] = payload.agent_name
+            name = view.agent_label(agent_id)
+            kind = enum_name(payload.activity)
+            icon, style = {
+                "STARTED": ("⚙", "bright_blue"),
+                "PROGRESS": ("…", "blue"),
+                "COMPLETED": ("✓", "bright_green"),
+                "FAILED": ("✗", "red"),
+            }.get(kind, ("•", ""))
+            verb = {"STARTED": "started", "COMPLETED": "finished", "FAILED": "failed"}.get(kind, "")
+            message = payload.message or verb
+            return Note(icon, "agent", f"{name}: {message}", style)
+        case runstream.Thinking():
+            confidence = f" ({payload.confidence:.0%} confident)" if payload.confidence else ""
+            who = view.agent_label(payload.agent_id) if payload.agent_id else "Manager"
+            return Note("💭", "thinking", f"{who}: {payload.analysis}{confidence}", "italic")
+        case runstream.ModelAllocation():
+            tier = f" [{payload.tier}]" if payload.tier else ""
+            why = f" — {payload.reasoning}" if payload.reasoning else ""
+            return Note(
+                "🧠",
+                "model",
+                f"{view.agent_label(payload.agent_id)} ← {payload.model}{tier}{why}",
+                "magenta",
+            )
+        case runstream.TextDelta():
+            stream = view.texts.get(payload.message_id)
+            if stream is None:
+                stream = TextStream(
+                    payload.message_id,
+                    view.agent_label(payload.agent_id),
+                    payload.step_id,
+                    first_seq=event.seq,
+                    partial=view.seen_after != 0,
+                )
+                view.texts[payload.message_id] = stream
+            stream.text += payload.delta
+            stream.final = stream.final or payload.final
+            stream.last_seq, stream.last_time = event.seq, event.event_time
+            view.current_text = payload.message_id
+            if not payload.final:
+                return None
+            return Note("✍", "text", f"{stream.agent} wrote {stream.words()}", "bright_white")
+        case runstream.MetricsUpdate():
+            if not payload.step_id:
+                view.metrics.update(payload.values)
+                view.units.update(payload.units)
+                for name in payload.values:
+                    if name in payload.changes:
+                        view.changes[name] = payload.changes[name]
+                    else:
+                        view.changes.pop(name, None)
+            shown = ", ".join(
+                metric_text(name, value, view.units.get(name, ""), payload.changes.get(name))
+                for name, value in ordered_metrics(payload.values)[:6]
+            )
+            where = f"{view.step_name(payload.step_id)} " if payload.step_id else ""
+            return Note("▤", "metrics", f"{where}metrics: {shown}", "grey70", feed=False)
+        case runstream.Milestone():
+            return Note(
+                "🏁", "milestone", payload.title + _suffix(payload.description), "bold gold1"
+            )
+        case runstream.ItemProgress():
+            stages = ", ".join(f"{stage} {count}" for stage, count in payload.by_stage.items())
+            return Note(
+                "#",
+                "items",
+                items_text(payload) + (f" ({stages})" if stages else ""),
+                "grey70",
+                feed=False,
+            )
+        case runstream.Alert():
+            severity = enum_name(payload.severity)
+            suggestion = payload.suggested_action or (
+                enum_name(payload.action.type).lower().replace("_", " ")
+                if payload.action is not None
+                else ""
+            )
+            action = f" → {suggestion}" if suggestion else ""
+            if payload.step_id:
+                action += f" [{view.step_name(payload.step_id)}]"
+            return Note(
+                "⚠",
+                "alert",
+                f"{severity}: {payload.message}{action}",
+                _severity_style(severity),
+            )
+        case runstream.ErrorRecovery():
+            strategy = f"; {payload.recovery_strategy}" if payload.recovery_strategy else ""
+            if payload.step_id:
+                strategy += f" [{view.step_name(payload.step_id)}]"
+            attempt = f" (attempt {payload.attempt})" if payload.attempt else ""
+            outcome = "" if payload.can_continue else "; cannot continue"
+            return Note(
+                "⟲",
+                "recovery",
+                f"{payload.error_message}{strategy}{attempt}{outcome}",
+                _severity_style(enum_name(payload.severity)),
+            )
+        case runstream.ArtifactProduced():
+            artifact = payload.artifact
+            kind = f" ({artifact.kind})" if artifact.kind else ""
+            return Note("📄", "artifact", f"Artifact {artifact.name}{kind}", "cyan")
+        case runstream.WorkflowStateChange():
+            stage = payload.current_stage or payload.change_type
+            # The pipeline's flags by name (a map has no order of its own): ✓ done.
+            flags = "".join(
+                f" · {'✓' if done else '○'} {name.replace('_', ' ')}"
+                for name, done in sorted(payload.pipeline_status.items())
+            )
+            return Note(
+                "⇢",
+                "workflow",
+                f"Phase: {stage} ({percent_text(payload.completion_percentage)}){flags}",
+                "bold blue",
+            )
+        case runstream.DecisionRequested():
+            prompt = OpenPrompt.of(payload)
+            if fresh:
+                view.prompts[payload.decision_id] = prompt
+            return Note(
+                "?",
+                "decision",
+                f"Decision needed [{payload.decision_id}]: {payload.prompt} "
+                f"— {options_text(prompt)}",
+                "bold yellow",
+            )
+        case runstream.DecisionResolved():
+            asked = view.prompts.get(payload.decision_id)
+            if fresh:
+                view.prompts.pop(payload.decision_id, None)
+            outcome = enum_name(payload.outcome).lower().replace("_", " ")
+            choice = ""
+            if payload.choice:
+                label = asked.option_label(payload.choice) if asked else payload.choice
+                choice = (
+                    f": {label}" if label == payload.choice else f": {label} ({payload.choice})"
+                )
+            by = f" by {payload.answered_by}" if payload.answered_by else ""
+            return Note(
+                "✓",
+                "decision",
+                f"Decision {payload.decision_id} {outcome}{by}{choice}",
+                "yellow",
+            )
+        case runstream.HealthChanged():
+            style = {"HEALTHY": "green", "DEGRADED": "yellow", "STALLED": "dark_orange"}.get(
+                enum_name(payload.health), "bold red"
+            )
+            return Note(
+                "♥",
+                "health",
+                f"Health {enum_name(payload.previous_health)} → {enum_name(payload.health)}"
+                + _suffix(payload.reason),
+                style,
+            )
+        case runstream.EstimateUpdated():
+            estimate = payload.estimate
+            if estimate is None or estimate.remaining is None:
+                return Note("⏱", "estimate", "Estimate unknown", "grey50", feed=False)
+            said = "ETA on hold at" if estimate.held else "ETA"
+            whose = " (producer's)" if estimate.source == runstream.EstimateSource.PRODUCER else ""
+            return Note(
+                "⏱",
+                "estimate",
+                f"{said} ~{format_duration(estimate.remaining)} left{whose}",
+                "grey70",
+                feed=False,
+            )
+        case runstream.Custom():
+            return Note("◆", "custom", payload.type, "grey70")
+        case _:
+            # A kind newer than this client: the proto asks us to skip it quietly.
+            return None
+
+
+def _suffix(text: str) -> str:
+    return f" — {text}" if text else ""
+
+
+def _severity_style(severity: str) -> str:
+    return SEVERITY_STYLES.get(severity, "yellow")
