@@ -2053,3 +2053,44 @@ def test_a_full_run_still_starts_again_a_step_it_has() -> None:
     assert room.skips("extra-3") and not room.skips("draft")
     room.forget("extra-3")
     assert not room.skips("extra-3")
+
+
+async def test_a_graph_invoked_synchronously_on_the_runs_loop_is_reported_before_its_end(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``graph.invoke()`` (not ``ainvoke``) called inside the producer's coroutine, as a
+    notebook cell or an async web handler does, then ``run.complete()`` with no
+    ``handler.flush()``. LangChain runs the async handler's callbacks on a thread of its own
+    then, so they reach the run's loop only once the coroutine yields, after the run's end
+    was queued: the run ended SUCCEEDED with no step and one warning (found in review). The
+    run's end now waits for what its integrations were handed before it."""
+
+    def draft(state: State) -> State:
+        return {"summary": "a draft"}
+
+    def polish(state: State) -> State:
+        return {"summary": state["summary"].upper()}
+
+    graph = StateGraph(State)
+    graph.add_node("draft", draft)
+    graph.add_node("polish", polish)
+    graph.add_edge(START, "draft")
+    graph.add_edge("draft", "polish")
+    graph.add_edge("polish", END)
+    caplog.set_level(logging.WARNING, logger="runstream")
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("notebook-cell")
+        async with run:
+            handler = RunstreamCallbackHandler(run)
+            out = graph.compile().invoke({}, config={"callbacks": [handler]})
+            await run.complete(summary=out["summary"])
+        final = await client.get_run(run.run_id)
+        events = [e async for e in client.list_events(run.run_id)]
+
+    assert final.status.name == "SUCCEEDED"
+    assert [(s.step_id, s.status.name) for s in final.steps] == [
+        ("draft", "SUCCEEDED"),
+        ("polish", "SUCCEEDED"),
+    ]
+    assert events[-1].kind == EventKind.RUN_COMPLETED
+    assert [r.getMessage() for r in caplog.records] == []

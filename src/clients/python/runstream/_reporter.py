@@ -59,11 +59,12 @@ import asyncio
 import logging
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runstream import _arguments as arguments
 from runstream import _convert as convert
@@ -94,6 +95,18 @@ _log = logging.getLogger("runstream.reporter")
 # What a run cancelled by its own producer's task records.
 PRODUCER_CANCEL_REASON = "producer task cancelled"
 PRODUCER = "producer"
+
+
+class QueuedReports(Protocol):
+    """Reporting calls a framework integration queued for the run (``OrderedReports``)."""
+
+    def makes_calls_in(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` is the one making the queued calls."""
+        ...
+
+    async def drain(self) -> None:
+        """Waits until every call queued so far was made."""
+        ...
 
 
 class RunReporter(RunEvents, RunSteering, StreamOwnership):
@@ -182,6 +195,8 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         # StreamOwnership's: the resyncs it started, and the refusals it set aside.
         self._side_tasks = set()
         self._refused = deque()
+        # The framework integrations' queues of calls, made before the run's end is queued.
+        self._queues: weakref.WeakSet[QueuedReports] = weakref.WeakSet()
 
     # --- properties ------------------------------------------------------------------------
 
@@ -410,9 +425,20 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         self._gate.check_can_report()
         self._stream.enqueue(event, key)
 
+    def _ends_after(self, queue: QueuedReports) -> None:
+        """The run's end waits for the calls ``queue`` holds then (a framework integration's,
+        whose callbacks may come from another thread, and land only once the producer's
+        coroutine yields: ``graph.invoke()`` called on the run's loop)."""
+        self._queues.add(queue)
+
     async def _report(
         self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
     ) -> None:
+        if terminal:
+            task = asyncio.current_task()
+            for queue in list(self._queues):
+                if not queue.makes_calls_in(task):  # not the end reported by one of its calls
+                    await queue.drain()
         if terminal and self._outbox.awaits_taken_starts:
             # A refusal still to come may have to be told before the run ends (an
             # integration's step that found no room): hear the server on them first.

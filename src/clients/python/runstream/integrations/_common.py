@@ -208,7 +208,8 @@ class OrderedReports:
     """Runs reporting calls one at a time, in submission order, on the run's event loop.
 
     ``submit()`` may be called from any thread and never blocks; ``drain()`` (on the run's
-    loop) waits until everything submitted so far has been reported. A reporting call that
+    loop) waits until everything submitted so far has been reported, and so does the run's
+    end (``complete()``, ``fail()``: see ``RunReporter._ends_after``). A reporting call that
     fails is logged and does not stop the calls after it: a framework's run goes on when
     watching it fails (the reporter's own failure still surfaces at ``run.complete()``). So
     does an event the server refuses after its call returned (a step the run has no room
@@ -255,6 +256,10 @@ class OrderedReports:
     def on_loop(self) -> bool:
         """Whether the caller runs on the run's loop (its thread), where it may await."""
         return threading.get_ident() == self._thread
+
+    def makes_calls_in(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` is the one making the queued calls."""
+        return task is not None and task is self._worker
 
     def submit(self, call: Callable[[], Awaitable[object]]) -> None:
         """Queues ``call()``; it runs after every call submitted before it, and the events

@@ -93,6 +93,7 @@ class RunCalls:
     def __init__(self, run: RunReporter, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._run = run
         self._reports = OrderedReports(loop, on_refused=self._on_refused)
+        run._ends_after(self._reports)
         self._allocated: set[tuple[str, str]] = set()
         self._room = shared(run, StepRoom, lambda: StepRoom(s.step_id for s in run.run.steps))
         # The task that made the integration, taken for the producer's.
