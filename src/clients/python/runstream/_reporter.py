@@ -277,15 +277,13 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         # The body's exception is what the caller must see; reporting problems are secondary
         # (refused events were logged as they were refused).
         if self._gate.can_report():
+            stopped = _stopped_by(exc)
             try:
-                if isinstance(exc, asyncio.CancelledError):
-                    # The producer's own task was cancelled (Ctrl-C, a timeout, a shutdown):
-                    # the run did not fail, it was stopped. Bounded, because a cancelled task
-                    # is expected to stop promptly.
+                if stopped is not None:
+                    # The run did not fail, it was stopped. Bounded, because a stopped
+                    # producer is expected to stop promptly.
                     await asyncio.wait_for(
-                        self._report_terminal(
-                            convert.run_cancelled_event(PRODUCER_CANCEL_REASON, PRODUCER)
-                        ),
+                        self._report_terminal(convert.run_cancelled_event(stopped, PRODUCER)),
                         CLOSE_GRACE,
                     )
                 else:
@@ -295,17 +293,21 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
             except RunCancelledError as cancelled:
                 # Cancelled: as this producer just reported, or by an operator meanwhile.
                 _log.debug("run %s ended cancelled: %s", self._run_id, cancelled)
-            except TimeoutError:
-                # Still undelivered: close() would wait for them up to the reconnect timeout.
+            except (TimeoutError, asyncio.CancelledError) as cut:
+                # Still undelivered when the grace ended, or when the task was cancelled again
+                # (a second Ctrl-C): close() would wait for them up to the reconnect timeout.
                 _log.warning(
-                    "could not report how run %s ended within %s s; %d reported events were "
-                    "not delivered",
+                    "could not report how run %s ended %s; %d reported events were not delivered",
                     self._run_id,
-                    CLOSE_GRACE,
+                    "before it was cancelled again"
+                    if isinstance(cut, asyncio.CancelledError)
+                    else f"within {CLOSE_GRACE} s",
                     self._outbox.pending,
                 )
                 self._refused.clear()
                 await self._close(wait=False)
+                if isinstance(cut, asyncio.CancelledError):
+                    raise
                 return
             except RunstreamError as report_error:
                 _log.log(
@@ -611,6 +613,19 @@ class StepReporter:
         event = convert.step_failed_event(self._step_id, message, code, details)
         self._finished = True
         await self._gate.admit(event)
+
+
+def _stopped_by(exc: BaseException) -> str | None:
+    """Why the producer stopped, when ``exc`` stopped it rather than failed it: its task was
+    cancelled (Ctrl-C under asyncio.run, a timeout, a shutdown), Ctrl-C was raised in it (under
+    ``loop.run_until_complete``, as IPython runs code), or it exited without an error."""
+    if isinstance(exc, asyncio.CancelledError):
+        return PRODUCER_CANCEL_REASON
+    if isinstance(exc, KeyboardInterrupt):
+        return "producer interrupted (KeyboardInterrupt)"
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return f"producer exited ({_describe(exc)})"
+    return None
 
 
 def _describe(exc: BaseException) -> str:
