@@ -669,6 +669,28 @@ async def test_a_run_reported_ended_closes_its_report_stream_without_close(
         await run.custom("late")
 
 
+@pytest.mark.parametrize("call", ["flush", "close", "wait_if_paused"])
+async def test_waiting_on_a_reporter_from_another_event_loop_is_refused(
+    client: Client, call: str
+) -> None:
+    """``flush()`` and ``close()`` awaited in another loop (a worker thread's asyncio.run())
+    hung, or under a timeout returned as if all were delivered, and that close() closed the
+    reporter under its owner (found in review), where every reporting call is refused."""
+    run = await client.start_run("campaign")
+    await run.custom("work")
+
+    async def in_another_loop() -> str:
+        with pytest.raises(FailedPreconditionError) as raised:
+            await asyncio.wait_for(getattr(run, call)(), 10)
+        return raised.value.message
+
+    said = await asyncio.to_thread(asyncio.run, in_another_loop())
+    assert "was started in another event loop" in said
+    await run.custom("from its own loop")  # still open
+    await run.complete()
+    assert (await client.get_run(run.run_id)).status.name == "SUCCEEDED"
+
+
 async def _report_streams(client: Client) -> bool:
     return (await client.get_stats()).producers == 0
 

@@ -84,13 +84,18 @@ class ReportGate:
         if self._stream.failure is not None:
             raise raised_again(self._stream.failure)
 
-    def check_can_report(self) -> None:
+    def check_loop(self) -> None:
+        """Refuses a call made in another event loop than the one the reporter started in,
+        whose futures and tasks that loop cannot wait on."""
         loop = self._stream.loop
         if loop is not None and loop is not asyncio.get_running_loop():
             raise FailedPreconditionError(
                 f"the reporter of run {self._run_id!r} was started in another event loop (each "
                 "asyncio.run() has its own); report from the loop that started it"
             )
+
+    def check_can_report(self) -> None:
+        self.check_loop()
         self.raise_if_failed()
         if self._closing:
             raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed")

@@ -354,6 +354,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         events[0].step_progress.step_id: run ... has no step 'draft'``). Arguments the
         server would refuse whatever the run's state were raised by the call itself.
         """
+        self._gate.check_loop()
         await self._settle()
         if self._refused:
             raise self._refused.popleft()
@@ -364,6 +365,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         After a cancellation the run accepts no further events, so queued events are dropped
         and close() does not raise; ``cancelled`` tells what happened.
         """
+        self._gate.check_loop()
         await self._close(wait=True)
 
     async def _close(self, *, wait: bool) -> None:

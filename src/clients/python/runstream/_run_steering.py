@@ -69,6 +69,7 @@ class RunSteering:
         the workflow can safely hold. Raises RunCancelledError when the run is cancelled
         while paused, and the reporter's failure if it fails.
         """
+        self._gate.check_loop()
         while self.paused:
             self._gate.raise_if_failed()
             self._stream.raise_if_unreachable()  # no stream to bring the RESUME either
