@@ -1076,3 +1076,37 @@ async def test_the_readmes_sigterm_handler_ends_a_producer_as_ctrl_c_does(
 
 async def _has_events(client: Client, run_id: str, count: int) -> bool:
     return (await client.get_run(run_id)).last_seq >= count
+
+
+async def test_a_client_closed_under_an_open_run_block_reports_the_run_cancelled(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A web app's shutdown: the client (opened in the app's lifespan) closes while a
+    background task still reports inside ``async with run:``. The run stayed RUNNING with
+    nobody left to end it, silently, and the task met "the reporter ... is closed" (found in
+    review). Now the run is reported cancelled, a warning says why, and the task is told the
+    client was closed."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("web-app")
+        working = asyncio.Event()
+
+        async def background() -> None:
+            async with run:
+                for i in range(1000):
+                    await run.metrics({"i": i})
+                    working.set()
+                    await asyncio.sleep(0.01)
+                await run.complete()
+
+        task = asyncio.create_task(background())
+        await working.wait()
+    # RunCancelledError when its run's CANCEL came first, cancelling it as an operator's does.
+    with pytest.raises(FailedPreconditionError, match=r"the (Runstream )?client was closed"):
+        await asyncio.wait_for(task, 10)
+    async with runstream.connect(server.target) as other:
+        final = await other.get_run(run.run_id)
+        ending = [e async for e in other.list_events(run.run_id)][-1].payload
+    assert final.status.name == "CANCELLED"
+    assert isinstance(ending, runstream.RunCancelled)
+    assert (ending.reason, ending.cancelled_by) == ("the client was closed", "producer")
+    assert "its client was closed while a task still reported in its block" in caplog.text

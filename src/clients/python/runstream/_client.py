@@ -193,7 +193,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
 
         async def close_one(reporter: RunReporter) -> None:
             try:
-                await reporter.close()
+                await reporter._close_with_client()
             except RunstreamError as exc:
                 _log.warning("closing the reporter of run %s failed: %s", reporter.run_id, exc)
 

@@ -49,6 +49,8 @@ class ReportGate:
         self._max_buffered = max(1, max_buffered)
         self._max_buffered_bytes = MAX_BUFFERED_BYTES
         self._closing = False
+        self.closed_with_client = False
+        """Whether its client's close() closed the reporter (which the refusals then say)."""
         self._terminal_reported = False
 
     @property
@@ -97,11 +99,12 @@ class ReportGate:
     def check_can_report(self) -> None:
         self.check_loop()
         self.raise_if_failed()
+        why = ": the Runstream client was closed" if self.closed_with_client else ""
         if self._closing:
-            raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed")
+            raise FailedPreconditionError(f"the reporter of run {self._run_id!r} is closed{why}")
         if self._terminal_reported:
             raise FailedPreconditionError(
-                f"run {self._run_id!r} was already reported complete or failed"
+                f"run {self._run_id!r} was already reported complete or failed{why}"
             )
 
     async def admit(self, event: event_pb2.RunEvent, *, terminal: bool = False) -> None:

@@ -95,6 +95,8 @@ _log = logging.getLogger("runstream.reporter")
 # What a run cancelled by its own producer's task records.
 PRODUCER_CANCEL_REASON = "producer task cancelled"
 PRODUCER = "producer"
+# What a run whose block its client's close() cut records.
+CLIENT_CLOSED_REASON = "the client was closed"
 
 
 class QueuedReports(Protocol):
@@ -197,6 +199,8 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         self._refused = deque()
         # The framework integrations' queues of calls, made before the run's end is queued.
         self._queues: weakref.WeakSet[QueuedReports] = weakref.WeakSet()
+        # The task inside ``async with run:``, while the block is open.
+        self._block: asyncio.Task[Any] | None = None
 
     # --- properties ------------------------------------------------------------------------
 
@@ -260,6 +264,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
 
     async def __aenter__(self) -> RunReporter:
         self._control.adopt_owner()
+        self._block = asyncio.current_task()
         return self
 
     async def __aexit__(
@@ -268,6 +273,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._block = None
         if self._control.release_owner(exc):
             await self._close_quietly()
             raise self._control.cancelled_error() from exc
@@ -367,6 +373,39 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         """
         self._gate.check_loop()
         await self._close(wait=True)
+
+    async def _close_with_client(self) -> None:
+        """``close()``, as its client closes. A run whose ``async with run:`` block is still
+        open in another task (a web app's background task at the app's shutdown) could report
+        nothing more, its end included: it is reported cancelled first (within the grace a
+        cancelled block has), with a warning, rather than left RUNNING with nobody to end it."""
+        self._gate.closed_with_client = True
+        block = self._block
+        if (
+            block is not None
+            and block is not asyncio.current_task()
+            and not block.done()
+            and self._gate.can_report()
+        ):
+            try:
+                cancelled = convert.run_cancelled_event(CLIENT_CLOSED_REASON, PRODUCER)
+                await asyncio.wait_for(self._report_terminal(cancelled), CLOSE_GRACE)
+            except (RunstreamError, TimeoutError) as exc:
+                _log.warning(
+                    "run %s: its client was closed while a task still reported in its block, "
+                    "and it could not be reported cancelled (%s); it stays RUNNING",
+                    self._run_id,
+                    exc
+                    if isinstance(exc, RunstreamError)
+                    else f"not stored within {CLOSE_GRACE} s",
+                )
+            else:
+                _log.warning(
+                    "run %s reported cancelled: its client was closed while a task still "
+                    "reported in its block (async with run:); close the client after that task",
+                    self._run_id,
+                )
+        await self.close()
 
     async def _close(self, *, wait: bool) -> None:
         """``close()``; without `wait`, ends the stream at once, not waiting for what the
