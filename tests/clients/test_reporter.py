@@ -510,6 +510,24 @@ async def test_cancel_run_makes_the_next_reporting_call_raise(client: Client) ->
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
+async def test_a_cancel_without_a_reason_is_logged_without_one(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``runstream cancel RUN`` with no ``--reason``: the producer's log line ended in ": "."""
+    caplog.set_level(logging.INFO, logger="runstream")
+    run = await client.start_run("campaign")
+    await run.flush()
+    await client.cancel_run(run.run_id)
+    await until(lambda: _cancelled(run))
+    await run.close()
+    said = [r.getMessage() for r in caplog.records if "was cancelled" in r.getMessage()]
+    assert said == [f"run {run.run_id} was cancelled"]
+
+
+async def _cancelled(run: runstream.RunReporter) -> bool:
+    return run.cancelled
+
+
 async def test_cancel_control_reaches_an_idle_reporter(client: Client) -> None:
     run = await client.start_run("campaign")
     await run.flush()

@@ -92,10 +92,10 @@ class RunControl:
             by_server = control.status == RunStatus.FAILED
             self.mark_cancelled(control.reason, by_server=by_server)
             said = "was ended by the server" if by_server else "was cancelled"
-            _log.info("run %s %s: %s", self._run_id, said, control.reason)
+            _log.info("run %s %s%s", self._run_id, said, _why(control.reason))
         elif control.action == ControlAction.PAUSE:
             self._paused = True
-            _log.info("run %s was paused: %s", self._run_id, control.reason)
+            _log.info("run %s was paused%s", self._run_id, _why(control.reason))
         elif control.action == ControlAction.RESUME:
             self._paused = False
         self._signal.fire()
@@ -178,3 +178,8 @@ class RunControl:
             return  # Already running; it meets RunCancelledError at its next report call.
         self._owner_cancelled = True
         owner.cancel(f"run {self._run_id} was cancelled")
+
+
+def _why(reason: str) -> str:
+    """ ": <reason>" to follow what happened in a log line; nothing when none was given."""
+    return f": {reason}" if reason else ""
