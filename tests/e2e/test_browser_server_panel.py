@@ -3,8 +3,8 @@
 After a finished run, the panel shows the figures the server itself reports through
 GetStats: the run counted as succeeded, the events it appended in the last minute, no
 producer left open. With more runs than the run list shows at first, the overview's counts
-still agree with the panel's. A screenshot of the overview goes to
-test-artifacts/server-panel.png.
+still agree with the panel's, and the runs not ended are listed first. A screenshot of the
+overview goes to test-artifacts/server-panel.png.
 """
 
 from __future__ import annotations
@@ -165,6 +165,48 @@ async def test_past_a_hundred_ended_runs_the_list_reads_the_newest_and_more_on_d
         assert set(await page.eval("window.runningShown")) == {"1"}
         await client.cancel_run("long-running")
         await page.wait(stats_are("0", "0", "104"))
+        assert await page.errors() == []
+
+
+async def test_runs_not_ended_are_listed_first_however_many_ended_runs_are_newer(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: the list showed the newest runs, so with 100 ended runs newer than
+    them the runs not ended (one waiting for input) were in neither the sidebar nor the
+    overview's list. They come first now, waiting for input first, as `runstream runs
+    --watch` lists them; then the ended runs, newest first."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        stub, report = client.raw_run_service, client.raw_report_service
+        started = ev.RunEvent(run_started=ev.RunStarted())
+        asked = ev.RunEvent(
+            decision_requested=ev.DecisionRequested(
+                decision_id="go", prompt="Go on?", options=[ev.DecisionOption(value="yes")]
+            )
+        )
+        for run_id, events in (
+            ("waiting", [started, asked]),
+            ("pending", []),
+            ("running", [started]),
+            ("paused", [started]),
+        ):
+            await stub.CreateRun(rs.CreateRunRequest(workflow="busy", run_id=run_id))
+            if events:
+                await report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=events))
+        await client.pause_run("paused")
+        for i in range(100):
+            await stub.CreateRun(rs.CreateRunRequest(workflow="done", run_id=f"done-{i}"))
+            await client.cancel_run(f"done-{i}")
+        await page.goto(web.page.url)
+        await page.wait(f"{LISTED} === 100")
+        first = ["waiting", "paused", "running", "pending", "done-99", "done-98"]
+        order = "[...document.querySelectorAll('{} .run-item')].map((a) => a.dataset.runId)"
+        assert (await page.eval(order.format("#run-list")))[:6] == first
+        assert (await page.eval(order.format(".overview-runs")))[:6] == first
+        statuses = await page.eval(
+            "[...document.querySelectorAll('#run-list .status-pill')].slice(0, 4)"
+            ".map((p) => p.dataset.status)"
+        )
+        assert statuses == ["WAITING_FOR_INPUT", "PAUSED", "RUNNING", "PENDING"]
         assert await page.errors() == []
 
 

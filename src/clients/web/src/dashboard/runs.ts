@@ -1,14 +1,15 @@
 // The runs list: WatchRuns (every run's state as it changes: every run not ended, and as many
 // of the newest ended runs as the list shows), or ListRuns polling on a server that does not
 // offer WatchRuns. Reconnects with backoff like the run watcher. The sidebar shows a page of
-// runs at a time (more on demand, a WatchRuns stream opened again for as many); the counts are
-// over every run known.
+// runs at a time, those not ended first (more on demand, a WatchRuns stream opened again for
+// as many); the counts are over every run known.
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Run } from "../gen/runstream/v1/run_pb";
+import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
 import { askForToken } from "./auth";
 import { heardServerTime } from "./clock";
 import { millis } from "./format";
+import { isTerminal } from "./model";
 import { retryDelay, sleep } from "./retry";
 import type { LinkState } from "./watch";
 
@@ -55,12 +56,17 @@ export class RunsFeed {
     this.controller?.abort();
   }
 
-  /** Every run known, most recently created first. */
+  /**
+   * Every run known, in the order the list shows them: those waiting for input, then the
+   * others not ended, then those ended, each most recently created first. As `runstream runs
+   * --watch` lists them (runs not ended first), so that no number of newer ended runs pushes
+   * a run that needs attention past the page shown.
+   */
   list(): Run[] {
-    return [...this.runs.values()].sort((a, b) => (millis(b.createTime) ?? 0) - (millis(a.createTime) ?? 0));
+    return [...this.runs.values()].sort((a, b) => attention(a) - attention(b) || (millis(b.createTime) ?? 0) - (millis(a.createTime) ?? 0));
   }
 
-  /** How many of the newest runs the list shows. */
+  /** How many runs the list shows, the first of list(). */
   get shown(): number {
     return this.limit;
   }
@@ -192,4 +198,10 @@ export class RunsFeed {
     this.loaded = true;
     this.changed(this.list());
   }
+}
+
+/** Where a run's status puts it in the list: waiting for input first, ended last. */
+function attention(run: Run): number {
+  if (run.status === RunStatus.WAITING_FOR_INPUT) return 0;
+  return isTerminal(run.status) ? 2 : 1;
 }

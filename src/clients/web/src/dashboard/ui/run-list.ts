@@ -1,4 +1,5 @@
-// The sidebar: every run with its status and progress, newest first.
+// The sidebar: every run with its status and progress, in the order RunsFeed.list() gives
+// (waiting for input, then the others not ended, then those ended; newest first in each).
 import { type Run, RunHealth, RunStatus } from "../../gen/runstream/v1/run_pb";
 import { serverNow } from "../clock";
 import { $, attr, h, reconcile, text } from "../dom";
