@@ -3,12 +3,14 @@
 After a finished run, the panel shows the figures the server itself reports through
 GetStats: the run counted as succeeded, the events it appended in the last minute, no
 producer left open. With more runs than the run list shows at first, the overview's counts
-still agree with the panel's, and the runs not ended are listed first. A screenshot of the
-overview goes to test-artifacts/server-panel.png.
+still agree with the panel's, and never drop when "Show more runs" opens the run stream
+again; the runs not ended are listed first. A screenshot of the overview goes to
+test-artifacts/server-panel.png.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -165,6 +167,61 @@ async def test_past_a_hundred_ended_runs_the_list_reads_the_newest_and_more_on_d
         assert set(await page.eval("window.runningShown")) == {"1"}
         await client.cancel_run("long-running")
         await page.wait(stats_are("0", "0", "104"))
+        assert await page.errors() == []
+
+
+async def test_show_more_runs_keeps_the_runs_created_while_the_page_was_open(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: "Show more runs" opens WatchRuns again for 100 more ended runs, and the
+    page replaced what it knew with the new stream's runs: of the 250 it had seen, the newest
+    200, and the counts fell from "250+" to "200+". The ended runs the stream left out for
+    its limit stay now, and the counts only grow."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        stub = client.raw_run_service
+
+        async def ended(name: str) -> None:
+            await stub.CreateRun(rs.CreateRunRequest(workflow="short", run_id=name))
+            await client.cancel_run(name)
+
+        for i in range(103):
+            await ended(f"before-{i}")
+        await page.goto(web.page.url)
+        await page.wait(f"{LISTED} === 100 && {stats_are('0', '0+', '100+')}")
+        for i in range(150):  # seen by the page as they are created
+            await ended(f"while-{i}")
+        count = "document.querySelector('#run-count').textContent"
+        await page.wait(f"{count} === '250+'")
+        # Every count shown from here on.
+        await page.eval(
+            "(() => { const stats = document.querySelector('.overview-stats');"
+            " window.countsShown = [];"
+            f" const record = () => window.countsShown.push([{count},"
+            " stats.querySelector('[data-status=\"FAILED\"] .stat-value').textContent]);"
+            " for (const el of [document.querySelector('#run-count'), stats])"
+            " new MutationObserver(record)"
+            ".observe(el, {childList: true, subtree: true, characterData: true});"
+            " return true; })()"
+        )
+        await page.click("#runs-more")
+        await page.wait(f"{LISTED} === 200")
+        watch_runs = "runstream.v1.RunService/WatchRuns"
+        for _ in range(200):
+            if await page.calls(watch_runs) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await page.calls(watch_runs) == 2
+        # A run ended after the stream was opened again: once the page shows it, the new
+        # stream's initial state was taken.
+        await ended("after")
+        await page.wait("document.querySelector('#run-list [data-run-id=\"after\"]') !== null")
+        assert await page.eval(count) == "251+"
+        assert await page.eval(STATS) == ["0", "0+", "251+"]
+        shown = await page.eval("window.countsShown")
+        assert shown and all(
+            int(total.rstrip("+")) >= 250 and int(failed.rstrip("+")) >= 250
+            for total, failed in shown
+        ), shown
         assert await page.errors() == []
 
 

@@ -173,9 +173,8 @@ export class RunsFeed {
       heardServerTime(response.heartbeat?.serverTime);
       for (const run of response.runs) (initial ? fresh : this.runs).set(run.runId, run);
       if (response.initialStateComplete && initial) {
-        // Replace, not merge: runs deleted while disconnected disappear.
         initial = false;
-        this.runs = fresh;
+        this.runs = settled(this.runs, fresh, response.endedRunsLeftOut);
         this.complete = !response.endedRunsLeftOut;
         this.loaded = true;
         this.activeKnown = true;
@@ -198,6 +197,24 @@ export class RunsFeed {
     this.loaded = true;
     this.changed(this.list());
   }
+}
+
+/**
+ * The runs known once a stream's initial state is complete: the runs it sent, and of those
+ * known before, the ended ones it left out for its limit (as old as the oldest ended run it
+ * sent, or older: an ended run changes no more, so the page's copy holds). A stream opened
+ * again for more runs, or after a lost connection, then never lowers the counts; any other
+ * run it did not send is gone (removed while the page was away) and leaves the list.
+ */
+function settled(known: Map<string, Run>, fresh: Map<string, Run>, endedLeftOut: boolean): Map<string, Run> {
+  if (!endedLeftOut) return fresh;
+  const created = (run: Run) => millis(run.createTime) ?? 0;
+  let oldestSent = Infinity;
+  for (const run of fresh.values()) if (isTerminal(run.status)) oldestSent = Math.min(oldestSent, created(run));
+  for (const [runId, run] of known) {
+    if (!fresh.has(runId) && isTerminal(run.status) && created(run) <= oldestSent) fresh.set(runId, run);
+  }
+  return fresh;
 }
 
 /** Where a run's status puts it in the list: waiting for input first, ended last. */
