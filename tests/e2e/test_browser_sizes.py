@@ -3,11 +3,11 @@
 At 390x844 (a phone), 768x1024 (a tablet) and 1440x900: no element is wider than the
 viewport, the percent, ETA, Live badge and the decision's buttons are inside it, the run list
 is reachable, and a decision is answered by tapping. Operators pause, resume and cancel from
-the page; a long run opens from its snapshot, fills its panels reading back only as far as
-they show, and loads older history on demand, a page a click back to its start; a run counted
-in items shows its counter, a workflow's pipeline its flags; paths, URLs and identifiers with
-nowhere to break wrap at 375 px and keep a decision's options apart. Screenshots of each go to
-test-artifacts/.
+the page; a long run opens from its snapshot, fills its feed (every kind, in order) and its
+panels reading back only as far as they show, and loads older history on demand, a page a
+click back to its start; a run counted in items shows its counter, a workflow's pipeline its
+flags; paths, URLs and identifiers with nowhere to break wrap at 375 px and keep a decision's
+options apart. Screenshots of each go to test-artifacts/.
 """
 
 from __future__ import annotations
@@ -317,6 +317,65 @@ async def test_earlier_activity_loads_backwards_a_page_a_click_until_the_runs_st
         assert await page.eval(f"!{end}.hidden && {end}.textContent") == (
             "This is the start of the run."
         )
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []
+
+
+async def test_a_long_runs_feed_shows_every_kind_in_order_and_earlier_activity_goes_on_from_it(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: a long run streaming text has few feed entries in its newest 200
+    events, and its page filled the feed from the snapshot's recent activity, which holds
+    agent activity only: below the replayed events the steps and alerts were missing though
+    the list looked whole, "Load earlier activity" offered the events from below the replayed
+    ones, and what it loaded went under the agent activity, out of order. The feed now shows
+    the run's newest 50 entries of every kind, earlier activity goes on from its oldest, and
+    the entries live events push out of the feed stay, on top of the earlier ones."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("mixed")
+        for i in range(30):  # 24 events each, 4 of them feed entries
+            async with run.step(f"s{i}", name=f"Stage {i}"):
+                await run.activity("worker", runstream.ActivityType.PROGRESS, f"on {i}")
+                await run.alert(f"alert {i}", severity=runstream.Severity.MEDIUM)
+                for k in range(20):
+                    await run.text("worker", f"m{i}", f"w{k} ", final=k == 19, step_id=f"s{i}")
+        await run.flush()
+        head = (await client.get_run(run.run_id)).last_seq
+        await page.goto(web.run_url(run.run_id))
+        view = "document.querySelector('#run-view')"
+        idle = f"{OLDER_BUTTON}.textContent.startsWith('Load earlier activity (')"
+        await page.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === {head} && {idle}")
+        kinds = set(
+            (await page.eval("document.querySelector('.feed').dataset.feedKinds")).split(",")
+        )
+
+        async def logged() -> list[int]:
+            """The seqs of the run's feed entries, newest first."""
+            events = client.list_events(run.run_id, newest_first=True)
+            return [event.seq async for event in events if event.kind.name in kinds]
+
+        entries = await logged()
+        shown: list[int] = await page.eval(FEED_SEQS)
+        assert shown == entries[:50]
+        assert min(shown) < head - LONG_RUN_EVENTS  # filled in from before the replayed events
+        label = f"Load earlier activity (events 1\N{EN DASH}{min(shown) - 1})"
+        assert await page.eval(f"{OLDER_BUTTON}.textContent") == label
+        await page.click(".load-older")
+        end = "document.querySelector('.older-end')"
+        await page.wait(f"{OLDER_COUNT} > 0 && !{end}.hidden")
+        older: list[int] = await page.eval(OLDER_SEQS)
+        assert shown + older == entries
+        # Live entries push the oldest out of the feed: they go on top of the earlier ones.
+        for n in range(60):
+            await run.custom("live", {"n": n})
+        await run.flush()
+        head = (await client.get_run(run.run_id)).last_seq
+        await page.wait(f"Number({view}.dataset.lastSeq) === {head}")
+        entries = await logged()
+        shown = await page.eval(FEED_SEQS)
+        assert shown == entries[:50]
+        assert shown + await page.eval(OLDER_SEQS) == entries
         await run.complete()
         await run.close()
         assert await page.errors() == []

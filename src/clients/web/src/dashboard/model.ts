@@ -180,13 +180,16 @@ export class RunModel {
   historySeq = -1;
   /**
    * A long run opens from its snapshot: events up to this seq were not replayed (the feed
-   * starts from the snapshot's recent activity; older entries load on demand). 0 when the
-   * whole log was replayed.
+   * is filled in from before them, older entries load on demand). 0 when the whole log was
+   * replayed.
    */
   startSeq = 0;
-  /** Older feed entries loaded on demand (ListEvents), newest first. */
+  /**
+   * Older feed entries loaded on demand (ListEvents), newest first; once they are, the
+   * entries the feed drops past FEED_LIMIT join them on top.
+   */
   olderFeed: FeedItem[] = [];
-  /** The oldest seq the reads of older activity reached; 0 before the first page came. */
+  /** The oldest seq the reads of older activity reached; 0 before the first was asked for. */
   private olderRead = 0;
   lastSeq = 0;
   /**
@@ -248,7 +251,9 @@ export class RunModel {
   /**
    * Starts a long run from its snapshot instead of its whole log: the open decisions from the
    * snapshot, the cursor at `from` (the events after it are replayed, filling the feed and
-   * the panels), and before them the snapshot's recent agent activity up to `from`.
+   * the panels; addFeedHistory fills the rest of the feed). Not the snapshot's recent
+   * activity: it holds agent activity only, and between its entries the feed would leave
+   * out the steps, alerts and decisions as if there were none.
    */
   seedFromSnapshot(response: GetRunResponse, from: number): void {
     const run = response.run;
@@ -258,12 +263,33 @@ export class RunModel {
     this.lastSeq = from;
     this.status = run.status;
     for (const decision of response.openDecisions) this.decisions.set(decision.decisionId, decisionItem(decision));
-    for (const event of response.recentActivity) {
-      if (Number(event.seq) > from) continue; // replayed next, in order with the rest
-      const kind = kindOf(event);
-      const item = kind === undefined ? undefined : describe(event, kind, this);
-      if (item) this.feed.push(item);
-    }
+  }
+
+  /**
+   * Feed entries from before the oldest one shown, as ListEvents brought them (newest first,
+   * of the feed's kinds): a long run's feed filled in up to FEED_LIMIT entries when its
+   * replayed events gave fewer, as a page open all along shows it.
+   */
+  addFeedHistory(events: RunEvent[]): void {
+    const oldest = this.feed[0]?.seq ?? Infinity;
+    const items = events.filter((event) => Number(event.seq) < oldest).map((event) => this.historyItem(event));
+    this.feed.unshift(...items.filter((item) => item !== undefined).reverse());
+    this.trimFeed();
+  }
+
+  /** The feed entry of an event read back (not applied: the snapshot stands for it). */
+  private historyItem(event: RunEvent): FeedItem | undefined {
+    const kind = kindOf(event);
+    if (kind === undefined || !FEED_KIND_SET.has(kind)) return undefined;
+    if (event.payload.case === "runCreated") for (const step of event.payload.value.steps) this.stepNames.set(step.stepId, step.name || step.stepId);
+    return describe(event, kind, this);
+  }
+
+  /** Keeps the newest FEED_LIMIT entries; once older ones were asked for, those dropped go on top of them. */
+  private trimFeed(): void {
+    if (this.feed.length <= FEED_LIMIT) return;
+    const dropped = this.feed.splice(0, this.feed.length - FEED_LIMIT);
+    if (this.olderRead > 0) this.olderFeed.unshift(...dropped.reverse());
   }
 
   /**
@@ -294,37 +320,41 @@ export class RunModel {
   }
 
   /**
-   * Older activity loads from just below this seq: the oldest entry the feed shows (the
-   * replayed events' entries past FEED_LIMIT are not shown either) or the first event not
-   * replayed, and once older pages came, the oldest event they brought. Events 1 to
-   * olderBefore - 1 are what is left to load.
+   * Older activity loads from just below this seq: the oldest entry the feed shows (every
+   * entry of the feed's kinds from there on is shown: the replayed events' newest, filled in
+   * from before them when they gave fewer than FEED_LIMIT), or the first event replayed
+   * while the feed is empty; and once older activity was asked for, the oldest event its
+   * pages brought. Events 1 to olderBefore - 1 are what is left to load.
    */
   get olderBefore(): number {
     if (this.olderRead > 0) return this.olderRead;
-    return Math.max(this.startSeq + 1, this.feed[0]?.seq ?? 0);
+    return this.feed[0]?.seq ?? this.startSeq + 1;
+  }
+
+  /**
+   * The seq older activity is read below, fixed when it is first asked for: from then on the
+   * feed's later changes no longer move where older pages go, and the entries live events
+   * push out of the feed join the older ones instead (nothing between the two is lost).
+   */
+  beginOlder(): number {
+    if (this.olderRead === 0) this.olderRead = this.olderBefore;
+    return this.olderRead;
   }
 
   /**
    * Adds a page of older events (newest first: ListEvents "seq desc") that ListEvents
-   * brought, listed below seq `below` (olderBefore when the first page was asked for): those
-   * of the feed's kinds go under the older entries shown so far. Returns how many entries it
-   * added.
+   * brought, listed below beginOlder()'s seq: those of the feed's kinds go under the older
+   * entries shown so far. Returns how many entries it added.
    */
-  addOlder(events: RunEvent[], below: number): number {
+  addOlder(events: RunEvent[]): number {
     const shown = new Set([...this.feed, ...this.olderFeed].map((item) => item.seq));
-    // From the first page on, the feed's later changes no longer move where older pages go:
-    // they continue from where the listing began, even if live events trimmed the feed while
-    // the first page was on its way.
-    if (this.olderRead === 0) this.olderRead = below;
+    this.beginOlder();
     let added = 0;
     for (const event of events) {
       const seq = Number(event.seq);
       if (seq >= this.olderRead) continue; // shown above, or already read
       this.olderRead = seq;
-      const kind = kindOf(event);
-      if (kind === undefined || !FEED_KIND_SET.has(kind) || shown.has(seq)) continue;
-      if (event.payload.case === "runCreated") for (const step of event.payload.value.steps) this.stepNames.set(step.stepId, step.name || step.stepId);
-      const item = describe(event, kind, this);
+      const item = shown.has(seq) ? undefined : this.historyItem(event);
       if (item) {
         this.olderFeed.push(item);
         added += 1;
@@ -365,7 +395,7 @@ export class RunModel {
         if (item) this.feed.push(item);
       }
     }
-    if (this.feed.length > FEED_LIMIT) this.feed.splice(0, this.feed.length - FEED_LIMIT);
+    this.trimFeed();
     return stale;
   }
 

@@ -4,7 +4,7 @@ import { EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
 import { serverNow } from "./clock";
-import { FEED_KINDS, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
+import { FEED_KINDS, FEED_LIMIT, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
 /** At most this many GetRun calls per second per open run, however fast events arrive. */
@@ -69,10 +69,10 @@ export class RunSession {
   olderError = "";
   /** The ListEvents page token of the next older page; "" before the first. */
   private olderToken = "";
-  /** The filter of the listing olderToken continues (a token is bound to its filter), and
-   * the seq it lists below. */
+  /** The filter of the listing olderToken continues (a token is bound to its filter). */
   private olderFilter = "";
-  private olderBelow = 0;
+  /** A long run's page is replaying its newest events: what needs them all waits for them. */
+  private replaying = false;
   private readonly watch: RunWatch;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshing = false;
@@ -90,6 +90,10 @@ export class RunSession {
     this.watch = new RunWatch(api, runId, {
       events: (events) => {
         if (this.model.applyEvents(events)) this.scheduleRefresh();
+        if (this.replaying && this.model.lastSeq >= this.model.historySeq) {
+          this.replaying = false;
+          void this.fillFeed();
+        }
         this.changed();
       },
       snapshot: (response) => {
@@ -98,6 +102,7 @@ export class RunSession {
       },
       seed: (response, from) => {
         this.model.seedFromSnapshot(response, from);
+        this.replaying = true;
         if (response.run) this.snapshotSeen(response.run);
         this.changed();
         void this.loadPanels(from);
@@ -242,13 +247,38 @@ export class RunSession {
   /**
    * Where the older activity ends, once the page knows: at the run's start, or where the
    * retention policy removed the rest (told by the last page, or by the snapshot before a
-   * click: the events not replayed are all gone).
+   * click: the events not shown are all gone), or at the run's first event shown.
    */
   get olderEnd(): "start" | "purged" | undefined {
     if (this.older === "start" || this.older === "purged") return this.older;
+    if (this.older === "loading") return undefined;
     const purgedSeq = Number(this.model.snapshot?.purgedSeq ?? 0);
-    if (this.older !== "loading" && purgedSeq > 0 && purgedSeq >= this.model.olderBefore - 1) return "purged";
-    return undefined;
+    if (purgedSeq > 0 && purgedSeq >= this.model.olderBefore - 1) return "purged";
+    return this.model.olderBefore <= 1 ? "start" : undefined;
+  }
+
+  /**
+   * Fills a long run's feed to FEED_LIMIT entries once its replayed events are in, when they
+   * gave fewer (a run streaming text has few entries in its last 200 events): the newest
+   * entries before the oldest one shown, one ListEvents call newest first, so the feed shows
+   * what a page open all along shows. Loading earlier activity waits for it; a failure
+   * leaves the rest to that button.
+   */
+  private async fillFeed(): Promise<void> {
+    const wanted = FEED_LIMIT - this.model.feed.length;
+    if (wanted <= 0 || this.older !== "idle" || this.olderEnd !== undefined) return;
+    this.older = "loading";
+    this.changed();
+    try {
+      const filter = eventsBefore(this.model.olderBefore, FEED_KINDS);
+      const page = await this.api.runs.listEvents({ runId: this.runId, filter, orderBy: NEWEST_FIRST, pageSize: wanted });
+      if (this.stopped) return;
+      this.model.addFeedHistory(page.events);
+    } catch {
+      // "Load earlier activity" offers them.
+    }
+    this.older = "idle";
+    this.changed();
   }
 
   /**
@@ -266,10 +296,7 @@ export class RunSession {
     try {
       let added = 0;
       for (;;) {
-        if (!this.olderToken) {
-          this.olderBelow = this.model.olderBefore;
-          this.olderFilter = eventsBefore(this.olderBelow, FEED_KINDS);
-        }
+        if (!this.olderToken) this.olderFilter = eventsBefore(this.model.beginOlder(), FEED_KINDS);
         const page = await this.api.runs.listEvents({
           runId: this.runId,
           filter: this.olderFilter,
@@ -278,7 +305,7 @@ export class RunSession {
           pageToken: this.olderToken,
         });
         if (this.stopped) return;
-        added += this.model.addOlder(page.events, this.olderBelow);
+        added += this.model.addOlder(page.events);
         this.changed();
         this.olderToken = page.nextPageToken;
         if (!this.olderToken) {

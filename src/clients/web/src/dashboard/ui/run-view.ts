@@ -396,7 +396,7 @@ export class RunView {
     );
   }
 
-  /** Appends feed entries once each, newest on top, and never rebuilds older ones. */
+  /** Adds feed entries once each, newest on top, and never rebuilds those shown. */
   private renderFeed(now: number): void {
     const feed = $(this.root, ".feed");
     const fresh = this.session.model.feed.filter((item) => item.seq > this.renderedFeedSeq);
@@ -408,6 +408,10 @@ export class RunView {
       feed.prepend(el);
       this.renderedFeedSeq = item.seq;
     }
+    // Entries from before the oldest shown (a long run's feed filled in after its replayed
+    // events) go below it.
+    const oldest = Number((feed.lastElementChild as HTMLElement | null)?.dataset.seq);
+    for (const item of this.session.model.feed.filter((i) => i.seq < oldest).reverse()) feed.append(buildFeedItem(item));
     while (feed.children.length > FEED_LIMIT) feed.lastElementChild?.remove();
     $(this.root, ".feed-empty").hidden = feed.children.length > 0;
     const { model } = this.session;
