@@ -4,24 +4,30 @@ At 390x844 (a phone), 768x1024 (a tablet) and 1440x900: no element is wider than
 viewport, the percent, ETA, Live badge and the decision's buttons are inside it, the run list
 is reachable, and a decision is answered by tapping. Operators pause, resume and cancel from
 the page; a long run opens from its snapshot, fills its feed (every kind, in order) and its
-panels reading back only as far as they show, and loads older history on demand, a page a
-click back to its start; a run counted in items shows its counter, a workflow's pipeline its
-flags; paths, URLs and identifiers with nowhere to break wrap at 375 px and keep a decision's
-options apart. Screenshots of each go to test-artifacts/.
+panels reading back only as far as they show, loads older history on demand, a page a click
+back to its start, and shows a message begun before its replayed events whole or marked
+partial; a run counted in items shows its counter, a workflow's pipeline its flags; paths,
+URLs and identifiers with nowhere to break wrap at 375 px and keep a decision's options apart.
+Screenshots of each go to test-artifacts/.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 
 import pytest
 import runstream
 from runstream import StepSpec
+from runstream.v1 import event_pb2 as ev
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 
 from .conftest import Web
 from .test_browser import run_view_is
-from .web_support import browser
+from .web_support import Browser, BrowserError, browser
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -561,6 +567,134 @@ async def test_six_agents_writing_at_once_each_show_their_whole_text(
         await run.complete()
         await run.close()
         assert await page.errors() == []
+
+
+def deltas(agent: str, message: str, pieces: list[str], final: bool = True) -> list[ev.RunEvent]:
+    """A message's text deltas, the last one final unless `final` is False."""
+    return [
+        ev.RunEvent(
+            text_delta=ev.TextDelta(
+                agent_id=agent,
+                message_id=message,
+                delta=piece,
+                final=final and n == len(pieces) - 1,
+            )
+        )
+        for n, piece in enumerate(pieces)
+    ]
+
+
+async def run_of(client: runstream.Client, run_id: str, *parts: list[ev.RunEvent]) -> list[int]:
+    """A started run holding the events of each part in turn, appended 1,000 at a time;
+    returns the seq of each part's first event."""
+    await client.raw_run_service.CreateRun(rs.CreateRunRequest(workflow="writers", run_id=run_id))
+    started = [ev.RunEvent(run_started=ev.RunStarted())]
+    firsts = []
+    for part in (started, *parts):
+        for start in range(0, len(part), 1000):
+            request = rp.AppendEventsRequest(run_id=run_id, events=part[start : start + 1000])
+            reply = await client.raw_report_service.AppendEvents(request)
+            if start == 0:
+                firsts.append(reply.events[0].seq)
+    return firsts[1:]
+
+
+OUTPUTS = """Object.fromEntries([...document.querySelectorAll('.output')].map((el) => [
+  el.dataset.messageId,
+  [el.querySelector('.output-text').textContent, el.querySelector('.output-state').textContent,
+   el.dataset.partial],
+]))"""
+
+
+async def outputs_become(page: Browser, expected: dict[str, list[str]]) -> None:
+    """Waits until the output panel shows `expected` (message id: its text, its state, and
+    whether it is marked partial); fails saying what it shows otherwise."""
+    want = json.dumps(json.dumps(expected))
+    with contextlib.suppress(BrowserError):
+        await page.wait(
+            f"(() => {{ const want = JSON.parse({want}); const got = {OUTPUTS};"
+            " return Object.keys(got).length === Object.keys(want).length"
+            " && Object.keys(want).every((k) =>"
+            " JSON.stringify(got[k]) === JSON.stringify(want[k])); })()"
+        )
+    assert await page.eval(OUTPUTS) == expected
+
+
+async def test_a_message_begun_before_the_replayed_events_shows_its_start_or_where_it_begins(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: a long run's page replays its newest 200 events, so a message begun
+    before them showed from the middle (54 of 2,761 characters), marked "done" like a whole
+    one, and a message past 6,000 characters lost its beginning without a sign. The page now
+    reads the start back (two ListEvents calls at most); a message still lacking it, or cut
+    at 6,000 characters, shows "…" in front and where its text begins, as the CLI's
+    "from #N on"."""
+    whole = [f"w{n} " for n in range(240)]
+    fresh = [f"f{n} " for n in range(20)]
+    big = [f"{n:03d}:" + "x" * 96 + "\n" for n in range(70)]  # 7,000 characters
+    tail = [f"t{n} " for n in range(41)]
+    noise = [f"n{n} " for n in range(2500)]
+    view = "document.querySelector('#run-view')"
+    async with runstream.connect(server.target) as client:
+        # 332 events: the replayed 200 begin inside "whole", and the 60 deltas before them
+        # are read back to the run's start.
+        await run_of(
+            client,
+            "read-back",
+            deltas("scribe", "whole", whole),
+            deltas("scribe", "fresh", fresh),
+            deltas("scribe", "big", big),
+        )
+        async with browser() as page:
+            await page.goto(web.run_url("read-back"))
+            await page.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === 332")
+            await outputs_become(
+                page,
+                {
+                    "whole": ["".join(whole), "done", "false"],
+                    "fresh": ["".join(fresh), "done", "false"],
+                    "big": [
+                        "\N{HORIZONTAL ELLIPSIS}" + "".join(big)[-6000:],
+                        "done \N{MIDDLE DOT} last 6,000 characters",
+                        "true",
+                    ],
+                },
+            )
+            assert await page.errors() == []
+        # "tail" begins 2,500 deltas before the replayed events: past what the page reads.
+        _, _, resumed = await run_of(
+            client,
+            "too-far",
+            deltas("scribe", "tail", tail[:1], final=False),
+            deltas("noisy", "noise", noise),
+            deltas("scribe", "tail", tail[1:], final=False),
+        )
+        async with browser() as page:
+            await page.goto(web.run_url("too-far"))
+            await page.wait(f"{view} !== null && Number({view}.dataset.lastSeq) === {resumed + 39}")
+            await outputs_become(
+                page,
+                {
+                    "tail": [
+                        "\N{HORIZONTAL ELLIPSIS}" + "".join(tail[1:]),
+                        f"writing\N{HORIZONTAL ELLIPSIS} \N{MIDDLE DOT} from #{resumed} on",
+                        "true",
+                    ],
+                    "noise": [
+                        "\N{HORIZONTAL ELLIPSIS}" + "".join(noise)[-6000:],
+                        "done \N{MIDDLE DOT} last 6,000 characters",
+                        "true",
+                    ],
+                },
+            )
+            # The three panels and the feed read a page each; the text two pages of 1,000,
+            # not the three back to the run's start.
+            for _ in range(100):
+                if await page.calls(LIST_EVENTS) >= 6:
+                    break
+                await asyncio.sleep(0.05)
+            assert await page.errors() == []
+            assert await page.calls(LIST_EVENTS) == 6
 
 
 async def test_a_browser_clock_minutes_off_the_servers_still_reads_a_deadline_right(

@@ -29,6 +29,9 @@ export const THOUGHTS_KEPT = 6;
 /** How many streamed messages the page keeps: every one being written, up to this many. */
 export const TEXTS_KEPT = 16;
 
+/** The most characters the page keeps of a streamed message: its end, once it is longer. */
+export const TEXT_CHARS = 6000;
+
 /** How many agents the models panel lists: those with the newest allocations. */
 export const MODELS_SHOWN = 8;
 
@@ -132,7 +135,23 @@ export interface StreamedText {
   stepId: string;
   text: string;
   final: boolean;
+  /** The seq of the first of its deltas the page has. */
   firstSeq: number;
+  /**
+   * The page may not have its start: it was first seen in a long run's replayed events, and
+   * reading back from there did not reach the run's start. Its text is what was written from
+   * firstSeq on. (One first seen after those events is taken to begin there: only an agent
+   * silent through all of them could have begun it before.)
+   */
+  startUnseen: boolean;
+  /** It is longer than TEXT_CHARS: only its end is kept. */
+  cut: boolean;
+}
+
+/** Where a message's text begins when the page lacks its start ("" when it has it all). */
+export function textStart(t: StreamedText): string {
+  if (t.cut) return `last ${TEXT_CHARS.toLocaleString("en-US")} characters`;
+  return t.startUnseen ? `from #${t.firstSeq} on` : "";
 }
 
 export interface ThoughtItem {
@@ -364,6 +383,29 @@ export class RunModel {
     return added;
   }
 
+  /** Whether a message shown may lack its start, which deltas read back could give it. */
+  get textsStartUnseen(): boolean {
+    return this.texts.some((t) => t.startUnseen && !t.cut);
+  }
+
+  /**
+   * Text deltas from before the replayed events (ListEvents, newest first), put in front of
+   * the messages they belong to whose start the page lacks. `reachedStart`: the reads came
+   * to the run's first event, so each of those messages now starts where it began.
+   */
+  addTextHistory(events: RunEvent[], reachedStart: boolean): void {
+    for (const event of events) {
+      const p = event.payload;
+      if (p.case !== "textDelta") continue;
+      const entry = this.textById.get(p.value.messageId);
+      const seq = Number(event.seq);
+      if (!entry || !entry.startUnseen || entry.cut || seq >= entry.firstSeq) continue;
+      setText(entry, p.value.delta + entry.text);
+      entry.firstSeq = seq;
+    }
+    if (reachedStart) for (const t of this.texts) t.startUnseen = false;
+  }
+
   /** Run-level metric units and changes: the snapshot's, overlaid by later updates. */
   metricUnit(name: string): string {
     return this.unitOverlay.get(name) ?? this.snapshot?.metricUnits[name] ?? "";
@@ -472,7 +514,8 @@ export class RunModel {
         const d = p.value;
         let entry = this.textById.get(d.messageId);
         if (!entry) {
-          entry = { messageId: d.messageId, agentId: d.agentId, stepId: d.stepId, text: "", final: false, firstSeq: seq };
+          const startUnseen = this.startSeq > 0 && !this.live(seq); // begun before the replayed events?
+          entry = { messageId: d.messageId, agentId: d.agentId, stepId: d.stepId, text: "", final: false, firstSeq: seq, startUnseen, cut: false };
           this.textById.set(d.messageId, entry);
           this.texts.push(entry);
           const writing = this.texts.filter((t) => !t.final).length;
@@ -484,7 +527,7 @@ export class RunModel {
             if (dropped) this.textById.delete(dropped.messageId);
           }
         }
-        entry.text = (entry.text + d.delta).slice(-6000);
+        setText(entry, entry.text + d.delta);
         entry.final = entry.final || d.final;
         break;
       }
@@ -540,6 +583,12 @@ export class RunModel {
         break;
     }
   }
+}
+
+/** Sets a message's text, keeping its last TEXT_CHARS characters. */
+function setText(entry: StreamedText, text: string): void {
+  entry.cut = entry.cut || text.length > TEXT_CHARS;
+  entry.text = text.slice(-TEXT_CHARS);
 }
 
 function decisionItem(

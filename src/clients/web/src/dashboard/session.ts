@@ -14,6 +14,12 @@ const REFRESH_INTERVAL_MS = 250;
 const OLDER_PAGE = 250;
 /** The page size of the panels' backward reads: the replayed events' kinds come first. */
 const PANEL_PAGE = 100;
+/**
+ * How far back a long run's page reads the start of the messages its replayed events began
+ * inside: at most this many pages of TEXT_PAGE deltas.
+ */
+const TEXT_PAGES = 2;
+const TEXT_PAGE = 1000;
 /** ListEvents order_by for the newest events first. */
 const NEWEST_FIRST = "seq desc";
 
@@ -93,6 +99,7 @@ export class RunSession {
         if (this.replaying && this.model.lastSeq >= this.model.historySeq) {
           this.replaying = false;
           void this.fillFeed();
+          void this.readTextStarts();
         }
         this.changed();
       },
@@ -224,24 +231,53 @@ export class RunSession {
   }
 
   /**
-   * Reads events of one kind newest first, page by page, handing those up to `until` to
-   * `take` until it says it has enough or the log's start is reached. Quiet on failure.
+   * Reads events of one kind newest first, page by page (`pageSize` a page), handing those
+   * up to `until` to `take` until it says it has enough or the log's start is reached (`last`
+   * says so: the page is the listing's last). Quiet on failure.
    */
-  private async readBack(kind: EventKind, until: number, take: (events: RunEvent[]) => boolean): Promise<void> {
+  private async readBack(
+    kind: EventKind,
+    until: number,
+    take: (events: RunEvent[], last: boolean) => boolean,
+    pageSize = PANEL_PAGE,
+  ): Promise<void> {
     try {
       let pageToken = "";
       const filter = eventsBefore(until + 1, [kind]);
       for (;;) {
-        const page = await this.api.runs.listEvents({ runId: this.runId, filter, orderBy: NEWEST_FIRST, pageSize: PANEL_PAGE, pageToken });
+        const page = await this.api.runs.listEvents({ runId: this.runId, filter, orderBy: NEWEST_FIRST, pageSize, pageToken });
         if (this.stopped) return;
-        const enough = take(page.events);
-        this.changed();
         pageToken = page.nextPageToken;
+        const enough = take(page.events, !pageToken);
+        this.changed();
         if (enough || !pageToken) return;
       }
     } catch {
       // The panels keep what the replayed events gave them.
     }
+  }
+
+  /**
+   * The start of the messages a long run's replayed events began inside: their deltas from
+   * before those events, read newest first. ListEvents cannot pick one message's deltas and
+   * nothing marks a message's first, so this reads every message's, bounded however long the
+   * log: TEXT_PAGES calls at most, fewer once each such message holds TEXT_CHARS (more would
+   * be cut) or the run's start is reached. A message whose start it did not reach says where
+   * its text begins ("from #N on"); once it reached the run's start, each shows whole.
+   */
+  private async readTextStarts(): Promise<void> {
+    if (!this.model.textsStartUnseen) return;
+    let pages = 0;
+    await this.readBack(
+      EventKind.TEXT_DELTA,
+      this.model.startSeq,
+      (events, last) => {
+        pages += 1;
+        this.model.addTextHistory(events, last && Number(this.model.snapshot?.purgedSeq ?? 0) === 0);
+        return pages >= TEXT_PAGES || !this.model.textsStartUnseen;
+      },
+      TEXT_PAGE,
+    );
   }
 
   /**

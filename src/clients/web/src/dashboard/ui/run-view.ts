@@ -20,7 +20,7 @@ import {
   money,
   percentText,
 } from "../format";
-import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal } from "../model";
+import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
 import type { RunSession } from "../session";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
@@ -745,8 +745,11 @@ function buildOutput(t: StreamedText): HTMLElement {
 function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<string, string>): void {
   attr(el, "data-final", String(t.final));
   text($(el, ".output-step"), stepNames.get(t.stepId) ?? t.stepId);
-  text($(el, ".output-state"), t.final ? "done" : "writing…");
-  text($(el, ".output-text"), t.text);
+  // A message whose start the page lacks says so: "…" in front, and where its text begins.
+  const start = textStart(t);
+  attr(el, "data-partial", String(start !== ""));
+  text($(el, ".output-state"), [t.final ? "done" : "writing…", start].filter(Boolean).join(" · "));
+  text($(el, ".output-text"), start ? `…${t.text}` : t.text);
 }
 
 function buildFeedItem(item: FeedItem): HTMLElement {
