@@ -8,6 +8,7 @@ SQLite by default; tests/server/conftest.py runs every server test on both.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import itertools
@@ -255,6 +256,25 @@ def free_port() -> int:
     with socket.socket() as sock:  # no range of its own below the ephemeral ports
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def run_module(module: str, *args: str, within: float = 60) -> tuple[int, bytes, bytes]:
+    """Runs ``python -m module args`` from the repository's root to its end (killed after
+    `within` seconds, and the test fails): its exit status, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), within)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out, err
 
 
 @contextlib.asynccontextmanager

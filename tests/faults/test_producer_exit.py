@@ -9,33 +9,18 @@ unacknowledged were lost ("stopped with 4 events unacknowledged").
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import pytest
 import runstream
 from runstream import Custom, EventKind, RunStatus
 from runstream_server.app import RunstreamServer
 
-from tests.conftest import ROOT
+from tests.conftest import run_module
 from tests.faults.exiting_producer import EVENTS, EXIT_STATUS
 
 
-async def run_producer(target: str, how: str) -> tuple[int | None, bytes, bytes]:
+async def run_producer(target: str, how: str) -> tuple[int, bytes, bytes]:
     """Runs tests.faults.exiting_producer to its end: its exit status, stdout and stderr."""
-    producer = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.faults.exiting_producer", target, how,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(producer.communicate(), 60)
-    finally:
-        if producer.returncode is None:
-            producer.kill()
-            await producer.wait()
-    return producer.returncode, out, err
+    return await run_module("tests.faults.exiting_producer", target, how)
 
 
 @pytest.mark.parametrize("how", ["exit", "interrupt"])

@@ -7,12 +7,19 @@ the client's metadata followed by the caller's trace context, which is read at e
 the call continues the span it starts in (see :mod:`runstream._tracing`). A token on a
 plaintext channel to a host beyond this machine is refused when the connection is made,
 before anything connects (see :func:`runstream._auth.check_token_transport`).
+
+gRPC cannot be used across ``fork()``: in a child forked while a grpc.aio channel was alive
+(open, or closed but still referenced), calls hang or crash the process (grpc's
+doc/fork_support.md). So a closed connection lets go of its channel, and a client in such a
+child raises FailedPreconditionError saying what to do instead, before any call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -59,6 +66,30 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 
+ACROSS_FORK = (
+    "gRPC cannot be used across fork(): connect in the worker, started with the 'spawn' or "
+    "'forkserver' method (multiprocessing.get_context('spawn')), or forked before the first "
+    "Runstream call or after closing the client; for a run, pass its run_id and attach_run() "
+    "it there"
+)
+"""What to do instead, said by every call of a client that a forked process cannot use."""
+
+# The channels of this process still alive (open, or closed but not yet collected).
+_LIVE_CHANNELS: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
+# Whether one of them lived when this process was forked from its parent (or an ancestor):
+# gRPC's state, copied half-working into the child, hangs or crashes any channel here.
+_forked_with_channel = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_with_channel
+    _forked_with_channel = _forked_with_channel or bool(_LIVE_CHANNELS)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Connection:
     """A lazily opened channel to one server, its service stubs, and per-call settings."""
 
@@ -100,6 +131,8 @@ class Connection:
         self._report_stub: Any = None
         self._decision_stub: Any = None
         self._stats_stub: Any = None
+        # The process that opened the channel: a forked child inherits it but cannot use it.
+        self._pid = 0
         self._closed = False
 
     @property
@@ -127,6 +160,7 @@ class Connection:
         only RunstreamErrors)."""
         if self._closed:
             raise FailedPreconditionError("the Runstream client is closed")
+        self._check_not_forked()
         if self._channel is not None and not self._in_its_loop():
             raise FailedPreconditionError(
                 "the Runstream client was opened in another event loop (each asyncio.run() "
@@ -134,6 +168,7 @@ class Connection:
             )
         if self._channel is None:
             self._loop = _running_loop()
+            self._pid = os.getpid()
             if self._credentials is None:
                 self._channel = grpc.aio.insecure_channel(
                     self._target, options=self._options, interceptors=self._interceptors
@@ -154,6 +189,20 @@ class Connection:
             )
             self._stats_stub = stats_service_pb2_grpc.StatsServiceStub(  # type: ignore[no-untyped-call]
                 self._channel
+            )
+            _LIVE_CHANNELS.add(self._channel)
+
+    def _check_not_forked(self) -> None:
+        """FailedPreconditionError in a process forked while gRPC was in use in its parent,
+        rather than a call that hangs or crashes it."""
+        if self._channel is not None and self._pid != os.getpid():
+            raise FailedPreconditionError(
+                f"this Runstream client was opened before its process forked; {ACROSS_FORK}"
+            )
+        if self._channel is None and _forked_with_channel:
+            raise FailedPreconditionError(
+                "this process was forked while a Runstream client's gRPC channel was alive in "
+                "its parent (a client not closed, or a raw_*_service stub kept); " + ACROSS_FORK
             )
 
     @property
@@ -230,8 +279,15 @@ class Connection:
 
     async def close(self) -> None:
         self._closed = True
-        if self._channel is not None and self._in_its_loop():
+        if self._channel is None or self._pid != os.getpid() or not self._in_its_loop():
+            # Left alone: inherited across fork() (gRPC cannot run it here), or another loop's.
+            return
+        try:
             await self._channel.close(grace=None)
+        finally:
+            # Let go of gRPC, so that this process can fork workers that connect on their own.
+            self._channel = None
+            self._run_stub = self._report_stub = self._decision_stub = self._stats_stub = None
 
     def _in_its_loop(self) -> bool:
         """Whether the channel's loop is the running one (or either is unknown)."""

@@ -162,7 +162,8 @@ class ReportStream:
         self._signal = signal
         self._outbox = outbox
         self._run_id = run_id
-        self._report_rpc = report_rpc
+        self._report_rpc: ReportMethod | None = report_rpc
+        """None once stopped for good: the method holds the client's channel (see stop())."""
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
         self._max_in_flight = max(1, max_in_flight)
@@ -213,8 +214,12 @@ class ReportStream:
         )
 
     def stop(self) -> None:
-        """Cancels the stream task, if it still runs, for good: the reporter is closed."""
+        """Cancels the stream task, if it still runs, for good: the reporter is closed. Lets go
+        of the Report method, hence of the channel: a closed reporter, kept by its program or
+        in a reference cycle until the collector runs, must not keep gRPC in use when the
+        program forks (a forked child cannot use gRPC then, see ``_connection.py``)."""
         self._stopped = True
+        self._report_rpc = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
@@ -389,6 +394,8 @@ class ReportStream:
 
     async def _stream_once(self, backoff: Backoff) -> bool:
         """Runs one Report stream. True when it ended because the reporter is done."""
+        if self._report_rpc is None:
+            return True  # stopped for good (a cancellation that something turned aside)
         if self._outbox.batches_in_flight:
             self._hold_until = 0.0  # they lingered once already
         self._outbox.requeue_in_flight()
