@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -152,6 +152,14 @@ class Client(RunQueries, RunWatching, DecisionCalls):
     def target(self) -> str:
         """The server address this client talks to."""
         return self._connection.target
+
+    def __reduce__(self) -> NoReturn:
+        # Pickling is how a 'spawn' or 'forkserver' worker would get it; its channel and the
+        # reporters' tasks belong to this process.
+        raise TypeError(
+            "a Runstream client cannot be sent to another process: connect in the worker; "
+            "for a run, pass its run_id and attach_run() it there"
+        )
 
     @property
     def raw_run_service(self) -> run_service_pb2_grpc.RunServiceStub:

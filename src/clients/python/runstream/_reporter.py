@@ -64,7 +64,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from runstream import _arguments as arguments
 from runstream import _convert as convert
@@ -239,6 +239,13 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
     def key_prefix(self) -> str:
         """The prefix of this reporter's idempotency keys (``"<prefix>:<n>"``)."""
         return self._outbox.key_prefix
+
+    def __reduce__(self) -> NoReturn:
+        # As Client.__reduce__: its stream task and channel belong to this process.
+        raise TypeError(
+            f"the reporter of run {self._run_id!r} cannot be sent to another process: pass "
+            "the run_id to the worker, connect there and attach_run() it"
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
