@@ -7,8 +7,19 @@ import { serverNow } from "./clock";
 import { FEED_KINDS, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
-/** At most this many GetRun calls per second per open run, however fast events arrive. */
+/**
+ * The least time between two GetRun calls of an open run, however fast events arrive: a
+ * quarter of a second, and as many more quarters as the run has hundreds of steps (every
+ * answer carries every step: 220 KB at 1,600), up to 5 s. Step events move the step list
+ * and the progress meanwhile.
+ */
 const REFRESH_INTERVAL_MS = 250;
+const STEPS_PER_INTERVAL = 100;
+const MAX_REFRESH_INTERVAL_MS = 5000;
+
+function refreshInterval(steps: number): number {
+  return Math.min(MAX_REFRESH_INTERVAL_MS, REFRESH_INTERVAL_MS * Math.max(1, Math.ceil(steps / STEPS_PER_INTERVAL)));
+}
 
 /** Feed entries one "Load earlier activity" adds (fewer at the run's start). */
 const OLDER_PAGE = 250;
@@ -312,7 +323,8 @@ export class RunSession {
       return;
     }
     if (this.refreshTimer !== undefined) return;
-    const wait = Math.max(0, this.lastRefresh + REFRESH_INTERVAL_MS - Date.now());
+    const interval = refreshInterval(this.model.snapshot?.steps.length ?? 0);
+    const wait = Math.max(0, this.lastRefresh + interval - Date.now());
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = undefined;
       void this.refresh();
