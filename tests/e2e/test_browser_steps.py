@@ -2,7 +2,8 @@
 
 An agent loop of 1,500 steps shows the steps around the one at work, as the CLI's live view
 does, the rest folded into a line each ("1,497 earlier steps done"), and every step on
-"Show all"; a failed step is never folded away.
+"Show all"; a failed step is never folded away. A box of streamed text keeps its newest words
+in sight as they are written, unless its reader scrolled it up.
 """
 
 from __future__ import annotations
@@ -90,5 +91,38 @@ async def test_a_long_plan_shows_the_next_few_steps_and_folds_the_rest(
             "page-4",
             "\u25cb 55 more steps to come",
         ]
+        await run.close()
+        assert await page.errors() == []
+
+
+async def test_an_output_box_follows_the_words_being_written_until_scrolled_up(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: a box opened at its top, so past about ten lines the words being
+    written were out of sight and the message looked stuck."""
+    box = "document.querySelector('.output[data-message-id=\"essay\"] .output-text')"
+    at_end = f"({box}.scrollHeight - {box}.scrollTop - {box}.clientHeight < 2)"
+
+    async def write(first: int, last: int) -> None:
+        for n in range(first, last):
+            await run.text("writer", "essay", f"line {n:03}\n")
+        await run.flush()
+        await page.wait(f"{box}.textContent.includes('line {last - 1:03}')")
+
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("essay")
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(run_view_is("RUNNING"))
+        await write(0, 40)
+        assert await page.eval(f"{box}.scrollHeight > 2 * {box}.clientHeight")
+        assert await page.eval(at_end)
+        # Scrolled up to read, the reader keeps their place while more arrives ...
+        await page.eval(f"{box}.scrollTop = 40")
+        await write(40, 60)
+        assert await page.eval(f"{box}.scrollTop") == 40
+        # ... and back at the end, the box follows the text again.
+        await page.eval(f"{box}.scrollTop = {box}.scrollHeight")
+        await write(60, 80)
+        assert await page.eval(at_end)
         await run.close()
         assert await page.errors() == []

@@ -335,7 +335,14 @@ export class RunView {
     const texts = [...writing, ...newest.filter((t) => t.final)].slice(0, shown);
     const list = $(this.root, ".outputs");
     $(this.root, ".outputs-empty").hidden = texts.length > 0;
-    reconcile(list, texts, (t) => t.messageId, buildOutput, (el, t) => updateOutput(el, t, this.session.model.stepNames));
+    const grown: HTMLElement[] = [];
+    reconcile(list, texts, (t) => t.messageId, buildOutput, (el, t) => {
+      const box = updateOutput(el, t, this.session.model.stepNames);
+      if (box) grown.push(box);
+    });
+    // Once every box has its text (and is on the page, a new one too): those that follow
+    // their text show its end, the newest words, as the CLI shows a stream's last lines.
+    for (const box of grown) if (box.dataset.follow !== "false") box.scrollTop = box.scrollHeight;
   }
 
   private renderThinking(): void {
@@ -834,20 +841,36 @@ function updateDecision(el: HTMLElement, d: DecisionItem, now: number): void {
   text($(el, ".decision-head h3"), state === "resolved" ? "Decision made" : "Input needed");
 }
 
+/** How near its end (px) an output box counts as at its end: it then follows the text. */
+const AT_END_PX = 8;
+
 function buildOutput(t: StreamedText): HTMLElement {
+  const box = h("p", { class: "output-text" });
+  // Whether the box follows the text: it does until the reader scrolls it up, and again once
+  // they scroll back to its end. (The box's own scrolls to the end say so too.)
+  const atEnd = () => box.scrollHeight - box.scrollTop - box.clientHeight < AT_END_PX;
+  box.addEventListener("scroll", () => void (box.dataset.follow = String(atEnd())), { passive: true });
   return h(
     "article",
     { class: "output", "data-message-id": t.messageId },
     h("header", null, avatar(t.agentId), h("span", { class: "output-agent" }, t.agentId), h("span", { class: "output-step" }), h("span", { class: "output-state" })),
-    h("p", { class: "output-text" }),
+    box,
   );
 }
 
-function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<string, string>): void {
+/** Updates a message's box; returns its text element when the text grew or changed. */
+function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<string, string>): HTMLElement | undefined {
   attr(el, "data-final", String(t.final));
   text($(el, ".output-step"), stepNames.get(t.stepId) ?? t.stepId);
   text($(el, ".output-state"), t.final ? "done" : "writing…");
-  text($(el, ".output-text"), t.text);
+  const box = $(el, ".output-text");
+  const shown = box.firstChild instanceof Text ? box.firstChild : undefined;
+  if (shown?.data === t.text) return undefined;
+  // New words are appended to what is shown (the box is not laid out anew from its start);
+  // a text cut at its start is set whole.
+  if (shown && t.text.startsWith(shown.data)) shown.appendData(t.text.slice(shown.data.length));
+  else box.textContent = t.text;
+  return box;
 }
 
 function buildFeedItem(item: FeedItem): HTMLElement {
