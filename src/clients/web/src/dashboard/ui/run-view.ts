@@ -27,6 +27,8 @@ const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "token
 const MAX_TILES = 8;
 /** A step list this long or shorter shows every step; a longer one folds long stretches. */
 const STEPS_ALL_SHOWN = 50;
+/** How many closed decisions stay on the page once none is open: those closed last. */
+const RESOLVED_SHOWN = 2;
 /** How many done (or pending) steps in a row fold into one line, in a long list ... */
 const STRETCH_FOLDED = 8;
 /** ... and how many of them stay beside the steps at work. */
@@ -39,11 +41,22 @@ export class RunView {
   private lastMetricSeq = -1;
   /** Whether a long step list shows every step (the steps card's "Show all"). */
   private allSteps = false;
+  /** The decisions closed, in the order this page saw them close. */
+  private closedOrder: string[] = [];
+  private closedSeen = new Set<string>();
+  /** The decision cards the last render showed. */
+  private decisionsShown = new Set<string>();
 
   constructor(private readonly session: RunSession) {
     this.root = buildSkeleton(session.runId);
     $(this.root, ".feed").dataset.feedKinds = FEED_KINDS.map((k) => EventKind[k]).join(",");
-    $(this.root, ".decisions").addEventListener("click", (event) => this.onDecisionClick(event));
+    const decisions = $(this.root, ".decisions");
+    decisions.addEventListener("click", (event) => void this.onDecisionClick(event));
+    decisions.addEventListener("keydown", (event) => {
+      // A held Enter clicks again and again: once focus moved on, it would answer the next
+      // question with its first option.
+      if (event.repeat && (event.key === "Enter" || event.key === " ")) event.preventDefault();
+    });
     $(this.root, ".controls").addEventListener("click", (event) => this.onControlClick(event));
     $(this.root, ".feed-card").addEventListener("click", (event) => this.onFeedClick(event));
     $(this.root, ".steps-toggle").addEventListener("click", () => {
@@ -221,23 +234,59 @@ export class RunView {
     );
   }
 
+  /**
+   * The decision cards, in the order they were asked. An answered card stays where it was,
+   * showing its outcome, while any decision is open (the next card never slides under the
+   * pointer); once none is, the RESOLVED_SHOWN closed last stay.
+   */
   private renderDecisions(now: number): void {
-    const decisions = [...this.session.model.decisions.values()];
-    const open = decisions.filter((d) => d.open || d.submitting !== undefined);
-    const resolved = decisions.filter((d) => !d.open && d.submitting === undefined).slice(-2);
-    const shown = [...open, ...resolved];
+    const decisions = this.sortedDecisions();
+    for (const d of decisions) {
+      if (isActive(d) || this.closedSeen.has(d.decisionId)) continue;
+      this.closedSeen.add(d.decisionId);
+      this.closedOrder.push(d.decisionId);
+    }
+    const anyOpen = decisions.some(isActive);
+    const latest = new Set(this.closedOrder.slice(-RESOLVED_SHOWN));
+    const shown = decisions.filter((d) => isActive(d) || latest.has(d.decisionId) || (anyOpen && this.decisionsShown.has(d.decisionId)));
+    this.decisionsShown = new Set(shown.map((d) => d.decisionId));
     const section = $(this.root, ".decisions");
     section.hidden = shown.length === 0;
-    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now));
+    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now, anyOpen));
   }
 
-  private onDecisionClick(event: Event): void {
+  private sortedDecisions(): DecisionItem[] {
+    return [...this.session.model.decisions.values()].sort((a, b) => a.requestedSeq - b.requestedSeq);
+  }
+
+  private async onDecisionClick(event: MouseEvent): Promise<void> {
     const button = (event.target as Element).closest("button");
     const card = button?.closest<HTMLElement>("[data-decision-id]");
-    if (!button || !card || button.disabled) return;
+    if (!button || !card || button.disabled || button.getAttribute("aria-disabled") === "true") return;
     const id = card.dataset.decisionId ?? "";
-    if (button.classList.contains("skip")) void this.session.answer(id, undefined);
-    else if (button.dataset.choice !== undefined) void this.session.answer(id, button.dataset.choice);
+    if (button.classList.contains("skip")) await this.session.answer(id, undefined);
+    else if (button.dataset.choice !== undefined) await this.session.answer(id, button.dataset.choice);
+    else return;
+    // A click's `detail` is 0 when Enter or Space made it.
+    this.focusAfterAnswer(card, event.detail === 0);
+  }
+
+  /**
+   * Where focus goes once an answer came back. Taken: to the first option of the next open
+   * decision (below, else the first above), so answering many goes on from the keyboard.
+   * Closed otherwise (someone else answered first): to the card, which says so. Not taken
+   * and still open: it stays on the option. A keyboard answer scrolls the next card into
+   * view; a click's does not move the page under the pointer. Nothing moves focus that the
+   * reader has since put elsewhere.
+   */
+  private focusAfterAnswer(card: HTMLElement, byKeyboard: boolean): void {
+    const item = this.session.model.decisions.get(card.dataset.decisionId ?? "");
+    const focused = document.activeElement;
+    if (!item || isActive(item) || (focused && focused !== document.body && !card.contains(focused))) return;
+    const open = this.sortedDecisions().filter((d) => d.open && d.submitting === undefined);
+    const next = item.error ? undefined : (open.find((d) => d.requestedSeq > item.requestedSeq) ?? open[0]);
+    const target = next && $(this.root, ".decisions").querySelector<HTMLElement>(`[data-decision-id="${CSS.escape(next.decisionId)}"] .options button`);
+    (target ?? card).focus({ preventScroll: !byKeyboard });
   }
 
   private renderMetrics(): void {
@@ -798,7 +847,7 @@ function buildDecision(d: DecisionItem): HTMLElement {
     : [];
   return h(
     "section",
-    { class: "decision", "data-decision-id": d.decisionId },
+    { class: "decision", "data-decision-id": d.decisionId, tabindex: -1 },
     h("div", { class: "decision-icon" }, icon("question")),
     h(
       "div",
@@ -813,14 +862,28 @@ function buildDecision(d: DecisionItem): HTMLElement {
   );
 }
 
-function updateDecision(el: HTMLElement, d: DecisionItem, now: number): void {
+/** Open, or on its way to the server (this page's answer). */
+function isActive(d: DecisionItem): boolean {
+  return d.open || d.submitting !== undefined;
+}
+
+/**
+ * `kept`: a closed card keeps its size (every option, the context) while other decisions
+ * are open, so nothing below it moves; it shrinks to its question and outcome after.
+ */
+function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boolean): void {
   const state = d.submitting !== undefined ? "submitting" : d.open ? "open" : "resolved";
   if (el.dataset.state !== state) {
     el.dataset.state = state;
     $(el, ".decision-icon").replaceChildren(icon(state === "resolved" ? "check" : "question"));
   }
+  el.toggleAttribute("data-kept", state === "resolved" && kept);
   for (const button of Array.from(el.querySelectorAll("button"))) {
-    button.disabled = state !== "open";
+    // While the answer is on its way the options only say they are unavailable: a disabled
+    // button would drop the keyboard focus on the page's body.
+    button.disabled = state === "resolved";
+    if (state === "submitting") button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
     button.classList.toggle("chosen", state !== "open" && (button.dataset.choice === (d.submitting ?? d.choice) && button.dataset.choice !== undefined));
   }
   const deadline = $(el, ".decision-deadline");
