@@ -2,7 +2,9 @@
 
 Answering one of many open decisions moves no card: each stays in the order asked and shows
 its outcome in place, and focus goes on to the next open decision's first option, so a
-second click, or a held Enter, cannot answer a question the person did not look at.
+second click, or a held Enter, cannot answer a question the person did not look at. A screen
+reader names each card by its question and says it with each option; the progress bar and the
+activity feed have names.
 """
 
 from __future__ import annotations
@@ -105,5 +107,34 @@ async def test_answering_one_of_many_decisions_moves_no_card_and_focus_goes_to_t
         await page.click(option("d2", "approve"))
         await asyncio.wait_for(asks["d2"], 20)
         await page.wait(f"{ORDER}.join() === 'd2,d3'")
+        await run.close()
+        assert await page.errors() == []
+
+
+async def test_decisions_and_panels_have_names_a_screen_reader_says(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: 30 cards read "Input needed" with "Approve" x30 and nothing tying a
+    button to its question; the progress bar and the activity feed had no name."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("review-board", steps=["review"])
+        asks = [
+            asyncio.create_task(run.ask(f"Approve asset {i}?", OPTIONS, decision_id=i))
+            for i in ("d0", "d1")
+        ]
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{ORDER}.length === 2")
+        for i in ("d0", "d1"):
+            question = f"Approve asset {i}?"
+            card = await page.accessible(f'[data-decision-id="{i}"]')
+            assert (card["role"], card["name"]) == ("group", question)
+            said = await page.accessible(option(i, "approve"))
+            assert said == {"role": "button", "name": "Approve", "description": question}
+        progress = await page.accessible(".progress")
+        assert (progress["role"], progress["name"]) == ("progressbar", "Run progress")
+        assert (await page.accessible(".feed"))["name"] == "Activity"
+        await client.submit_decision(run.run_id, "d0", "approve", answered_by="dana")
+        await client.submit_decision(run.run_id, "d1", "approve", answered_by="dana")
+        await asyncio.gather(*asks)
         await run.close()
         assert await page.errors() == []

@@ -235,6 +235,12 @@ class Browser:
     async def keyup(self, key: str) -> None:
         await self.call("keyup", key=key)
 
+    async def accessible(self, selector: str) -> dict[str, str]:
+        """What a screen reader says of the element: its role, name and description, from
+        Chromium's accessibility tree."""
+        said: dict[str, str] = await self.call("ax", selector=selector)
+        return said
+
     async def screenshot(self, name: str, *, full_page: bool = True) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name

@@ -511,7 +511,7 @@ function buildSkeleton(runId: string): HTMLElement {
       h(
         "div",
         { class: "progress-row" },
-        h("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", { class: "progress-fill" })),
+        h("div", { class: "progress", role: "progressbar", "aria-label": "Run progress", "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", { class: "progress-fill" })),
         h("div", { class: "percent" }),
       ),
       h("div", { class: "progress-meta" }, h("span", { class: "steps-count" }), h("span", { class: "elapsed" }), h("span", { class: "eta" })),
@@ -568,8 +568,8 @@ function buildSkeleton(runId: string): HTMLElement {
           "feed-card",
           "Activity",
           h("p", { class: "empty feed-empty" }, "Waiting for activity…"),
-          h("ol", { class: "feed" }),
-          h("ol", { class: "feed-older" }),
+          h("ol", { class: "feed", "aria-label": "Activity" }),
+          h("ol", { class: "feed-older", "aria-label": "Earlier activity" }),
           h("button", { class: "load-older", type: "button", hidden: true }),
           h("p", { class: "empty older-end", hidden: true }),
         ),
@@ -836,9 +836,18 @@ function updateStep(el: HTMLElement, step: Step, now: number): void {
   parts.bar.style.width = `${Math.min(100, step.percent)}%`;
 }
 
+/** Numbers the decision prompts' element ids ("decision-prompt-3"). */
+let promptIds = 0;
+
+/**
+ * A decision's card: a group named by its prompt, whose options are described by it, so a
+ * screen reader says which question an "Approve" answers.
+ */
 function buildDecision(d: DecisionItem): HTMLElement {
+  const promptId = `decision-prompt-${++promptIds}`;
+  const about = { type: "button", "aria-describedby": promptId };
   const options = d.options.map((o) =>
-    h("button", { class: "option", type: "button", "data-choice": o.value, title: o.description || null }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
+    h("button", { class: "option", "data-choice": o.value, title: o.description || null, ...about }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
   );
   const context = d.context
     ? Object.entries(d.context)
@@ -847,16 +856,16 @@ function buildDecision(d: DecisionItem): HTMLElement {
     : [];
   return h(
     "section",
-    { class: "decision", "data-decision-id": d.decisionId, tabindex: -1 },
+    { class: "decision", "data-decision-id": d.decisionId, tabindex: -1, role: "group", "aria-labelledby": promptId },
     h("div", { class: "decision-icon" }, icon("question")),
     h(
       "div",
       { class: "decision-body" },
       h("div", { class: "decision-head" }, h("h3", null, "Input needed"), h("span", { class: "decision-type" }, d.decisionType.replace(/_/g, " ")), h("span", { class: "decision-deadline" })),
-      h("p", { class: "decision-prompt" }, d.prompt),
+      h("p", { class: "decision-prompt", id: promptId }, d.prompt),
       context.length ? h("ul", { class: "decision-context" }, ...context) : null,
-      h("div", { class: "options" }, ...options, d.canSkip ? h("button", { class: "skip", type: "button" }, "Skip") : null),
-      h("p", { class: "decision-outcome" }),
+      h("div", { class: "options" }, ...options, d.canSkip ? h("button", { class: "skip", ...about }, "Skip") : null),
+      h("p", { class: "decision-outcome", role: "status" }),
       h("p", { class: "decision-error", role: "alert" }),
     ),
   );
