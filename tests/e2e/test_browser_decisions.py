@@ -4,7 +4,8 @@ Answering one of many open decisions moves no card: each stays in the order aske
 its outcome in place, and focus goes on to the next open decision's first option, so a
 second click, or a held Enter, cannot answer a question the person did not look at. A screen
 reader names each card by its question and says it with each option; the progress bar and the
-activity feed have names.
+activity feed have names. An answer that came after someone else's shows the outcome that won,
+with the option's label.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import pytest
 import runstream
 from runstream_server.app import RunstreamServer
 
+from tests.clients.test_decisions import open_decision
+
 from .conftest import Web
 from .test_browser import run_view_is
+from .test_browser_sizes import LONG_RUN_EVENTS
 from .web_support import browser
 
 pytestmark = pytest.mark.timeout(180)
@@ -138,3 +142,36 @@ async def test_decisions_and_panels_have_names_a_screen_reader_says(
         await asyncio.gather(*asks)
         await run.close()
         assert await page.errors() == []
+
+
+async def test_an_answer_that_came_too_late_shows_what_the_decision_was_closed_with(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: a decision answered elsewhere before the page heard of it read
+    "Decision made", "Answered" (as if this answer was taken) and the server's "Already
+    decided: ... ANSWERED with 'revise' by alice", a value the page never showed."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("review-board", steps=["review"], linger=0.05)
+        for n in range(LONG_RUN_EVENTS + 10):
+            await run.custom("page", {"n": n})
+        asking = asyncio.create_task(run.ask("Approve asset d0?", OPTIONS, decision_id="d0"))
+        await open_decision(client, run.run_id, "d0")
+        # A long run opens from its snapshot, open decisions and all; with its watch
+        # refused, the page hears of nothing after that.
+        await page.unimplemented("runstream.v1.RunService/WatchRun")
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{state('d0')} === 'open'")
+        await client.submit_decision(run.run_id, "d0", "revise", answered_by="alice")
+        await page.click(option("d0", "reject"))
+        await page.wait(f"{state('d0')} === 'resolved'")
+        card = "document.querySelector('[data-decision-id=\"d0\"]')"
+        said = await page.eval(
+            f"[{card}.querySelector('.decision-outcome').textContent,"
+            f" {card}.querySelector('.decision-error').textContent]"
+        )
+        assert said == [
+            "Answered \u201cSend back for revision\u201d by alice",
+            "Your answer was not taken: the decision was already closed.",
+        ]
+        assert (await asyncio.wait_for(asking, 20)).choice == "revise"
+        await run.close()

@@ -1,10 +1,10 @@
 // One open run: its watcher, its model, snapshot refreshes and answering its decisions.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
+import { DecisionOutcome, EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
 import { serverNow } from "./clock";
-import { FEED_KINDS, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
+import { type DecisionItem, FEED_KINDS, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
 /**
@@ -165,11 +165,33 @@ export class RunSession {
       // answer was stored and the proxy lost the reply): the outcome shows, no error beside it.
       if (!item.open) return;
       const err = ConnectError.from(error);
-      item.error = err.code === Code.Aborted ? `Already decided: ${err.rawMessage}` : plainError(err, "This token may not answer decisions");
-      if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) item.open = false;
+      if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) {
+        // Closed before this answer came (answered by someone else, timed out, the run
+        // ended), and the page has not heard yet: what it was closed with is read back.
+        item.open = false;
+        item.error = err.code === Code.Aborted ? "Your answer was not taken: the decision was already closed." : err.rawMessage;
+        await this.readOutcome(item);
+      } else item.error = plainError(err, "This token may not answer decisions");
     } finally {
       item.submitting = undefined;
       this.changed();
+    }
+  }
+
+  /**
+   * A closed decision's outcome, choice and who answered, from GetDecision, unless its
+   * DecisionResolved came meanwhile. Quiet on failure: the outcome then shows once that
+   * event comes.
+   */
+  private async readOutcome(item: DecisionItem): Promise<void> {
+    try {
+      const { decision } = await this.api.decisions.getDecision({ runId: this.runId, decisionId: item.decisionId });
+      if (!decision || item.outcome !== DecisionOutcome.UNSPECIFIED) return;
+      item.outcome = decision.outcome;
+      item.choice = decision.choice;
+      item.answeredBy = decision.answeredBy;
+    } catch {
+      // The card says it is closed, and the error why this answer was not taken.
     }
   }
 

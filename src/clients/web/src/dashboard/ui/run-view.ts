@@ -906,7 +906,7 @@ function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boo
     if (d.outcome === DecisionOutcome.ANSWERED) outcome = `Answered “${label}”${d.answeredBy ? ` by ${d.answeredBy}` : ""}`;
     else if (d.outcome === DecisionOutcome.DEFAULTED) outcome = `No answer in time: went with “${label}”`;
     else if (d.outcome !== DecisionOutcome.UNSPECIFIED) outcome = enumWords(DecisionOutcome[d.outcome]);
-    else outcome = "Answered";
+    else outcome = "Closed"; // how is not known yet (its DecisionResolved has not come)
   }
   text($(el, ".decision-outcome"), outcome);
   text($(el, ".decision-error"), d.error ?? "");
