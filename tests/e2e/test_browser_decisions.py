@@ -5,7 +5,7 @@ its outcome in place, and focus goes on to the next open decision's first option
 second click, or a held Enter, cannot answer a question the person did not look at. A screen
 reader names each card by its question and says it with each option; the progress bar and the
 activity feed have names. An answer that came after someone else's shows the outcome that won,
-with the option's label.
+with the option's label. A decision's context is listed by name, six entries and how many more.
 """
 
 from __future__ import annotations
@@ -174,4 +174,35 @@ async def test_an_answer_that_came_too_late_shows_what_the_decision_was_closed_w
             "Your answer was not taken: the decision was already closed.",
         ]
         assert (await asyncio.wait_for(asking, 20)).choice == "revise"
+        await run.close()
+
+
+async def test_a_decisions_context_is_listed_by_name_with_how_many_more(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: nine keys showed six, in the order given, with no "+3 more"; the
+    CLI lists them by name."""
+    names = ["zeta", "theta", "sigma", "omega", "kappa", "gamma", "delta", "beta", "alpha"]
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("review-board", steps=["review"])
+        context = {name: n for n, name in enumerate(names)}
+        asking = asyncio.create_task(
+            run.ask("Pick one", ["a", "b"], context=context, decision_id="q1")
+        )
+        await page.goto(web.run_url(run.run_id))
+        await page.wait("document.querySelectorAll('.decision-context li').length > 0")
+        listed = await page.eval(
+            "[...document.querySelectorAll('.decision-context li')].map((li) => li.textContent)"
+        )
+        assert listed == [
+            "Alpha 8",
+            "Beta 7",
+            "Delta 6",
+            "Gamma 5",
+            "Kappa 4",
+            "Omega 3",
+            "+3 more",
+        ]
+        await client.submit_decision(run.run_id, "q1", "a", answered_by="dana")
+        await asyncio.wait_for(asking, 20)
         await run.close()

@@ -27,6 +27,8 @@ const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "token
 const MAX_TILES = 8;
 /** A step list this long or shorter shows every step; a longer one folds long stretches. */
 const STEPS_ALL_SHOWN = 50;
+/** How many of a decision's context entries its card lists (by name; then "+3 more"). */
+const CONTEXT_SHOWN = 6;
 /** How many closed decisions stay on the page once none is open: those closed last. */
 const RESOLVED_SHOWN = 2;
 /** How many done (or pending) steps in a row fold into one line, in a long list ... */
@@ -220,7 +222,7 @@ export class RunView {
     // The pipeline's flags, by name (code point order, as the CLI's): a map has no order of
     // its own to keep. Names as given, underscores as spaces ("QA_passed": "QA passed").
     const pipeline = $(this.root, ".pipeline");
-    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(byName);
     pipeline.hidden = flags.length === 0;
     reconcile(
       pipeline,
@@ -579,6 +581,11 @@ function buildSkeleton(runId: string): HTMLElement {
   );
 }
 
+/** Orders [name, value] entries by name, in code point order (as the CLI's Python sorts). */
+function byName([a]: [string, unknown], [b]: [string, unknown]): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 function statusLabel(status: RunStatus): string {
   return status === RunStatus.UNSPECIFIED ? "Loading" : enumWords(RunStatus[status]);
 }
@@ -849,11 +856,10 @@ function buildDecision(d: DecisionItem): HTMLElement {
   const options = d.options.map((o) =>
     h("button", { class: "option", "data-choice": o.value, title: o.description || null, ...about }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
   );
-  const context = d.context
-    ? Object.entries(d.context)
-        .slice(0, 6)
-        .map(([k, v]) => h("li", null, h("span", { class: "muted" }, metricLabel(k)), " ", jsonText(v, k)))
-    : [];
+  // By name, the first CONTEXT_SHOWN and how many more, as the CLI shows a context.
+  const entries = Object.entries(d.context ?? {}).sort(byName);
+  const context = entries.slice(0, CONTEXT_SHOWN).map(([k, v]) => h("li", null, h("span", { class: "muted" }, metricLabel(k)), " ", jsonText(v, k)));
+  if (entries.length > CONTEXT_SHOWN) context.push(h("li", { class: "muted" }, `+${entries.length - CONTEXT_SHOWN} more`));
   return h(
     "section",
     { class: "decision", "data-decision-id": d.decisionId, tabindex: -1, role: "group", "aria-labelledby": promptId },
