@@ -224,6 +224,23 @@ class Browser:
     async def click(self, selector: str) -> None:
         await self.call("click", selector=selector)
 
+    async def press(self, key: str) -> None:
+        """Presses a key ("Enter", "Tab") where the page's focus is, as a person would."""
+        await self.call("press", key=key)
+
+    async def keydown(self, key: str) -> None:
+        """Holds a key down; another keydown before keyup() is the key repeating."""
+        await self.call("keydown", key=key)
+
+    async def keyup(self, key: str) -> None:
+        await self.call("keyup", key=key)
+
+    async def accessible(self, selector: str) -> dict[str, str]:
+        """What a screen reader says of the element: its role, name and description, from
+        Chromium's accessibility tree."""
+        said: dict[str, str] = await self.call("ax", selector=selector)
+        return said
+
     async def screenshot(self, name: str, *, full_page: bool = True) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name

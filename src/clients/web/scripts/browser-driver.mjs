@@ -9,7 +9,11 @@
 // so far), unimplemented (calls to a gRPC method, "runstream.v1.RunService/WatchRuns", end
 // UNIMPLEMENTED from here on, as on a server without it), replylost (calls to a gRPC method
 // reach the server, and their reply is lost on the way back after `delayMs`), calls (how
-// many calls of a gRPC method the page has made so far, preflights not counted), close.
+// many calls of a gRPC method the page has made so far, preflights not counted), press (a key,
+// "Enter" or "Tab", pressed where the focus is), keydown and keyup (a key held: a second
+// keydown before the keyup repeats, as a held key does), ax (the role, name and description
+// Chromium's accessibility tree gives the element a selector matches: what a screen reader
+// says), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -60,12 +64,29 @@ page.on("request", (request) => {
   calls.set(path, (calls.get(path) ?? 0) + 1);
 });
 
+// The Chrome DevTools Protocol session `ax` reads the accessibility tree with, made once.
+let devtools;
+
+async function accessible(selector) {
+  devtools ??= await context.newCDPSession(page);
+  const { root } = await devtools.send("DOM.getDocument", { depth: 0 });
+  const { nodeId } = await devtools.send("DOM.querySelector", { nodeId: root.nodeId, selector });
+  if (!nodeId) throw new Error(`no element matches ${selector}`);
+  const { nodes } = await devtools.send("Accessibility.getPartialAXTree", { nodeId, fetchRelatives: false });
+  const node = nodes[0] ?? {};
+  return { role: node.role?.value ?? "", name: node.name?.value ?? "", description: node.description?.value ?? "" };
+}
+
 const ops = {
   goto: ({ url }) => page.goto(url, { waitUntil: "load" }).then(() => null),
   wait: ({ expression, timeout }) =>
     page.waitForFunction(expression, undefined, { timeout: timeout ?? 30000, polling: 50 }).then(() => null),
   eval: ({ expression }) => page.evaluate(expression),
   click: ({ selector, timeout }) => page.click(selector, { timeout: timeout ?? 10000 }).then(() => null),
+  press: ({ key }) => page.keyboard.press(key).then(() => null),
+  keydown: ({ key }) => page.keyboard.down(key).then(() => null),
+  keyup: ({ key }) => page.keyboard.up(key).then(() => null),
+  ax: ({ selector }) => accessible(selector),
   viewport: ({ width, height }) => page.setViewportSize({ width, height }).then(() => null),
   screenshot: ({ path, fullPage }) => page.screenshot({ path, fullPage: fullPage ?? false }).then(() => path),
   errors: () => Promise.resolve(problems.slice()),

@@ -2,7 +2,7 @@
 // status), refreshed on state-changing events, plus what only the event stream carries: the
 // activity feed, streamed agent text, the manager's thinking, model allocations, metrics
 // between snapshots, milestones and decisions.
-import type { JsonObject } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   AgentActivityType,
@@ -15,7 +15,7 @@ import {
   RunEventSchema,
   type Thinking,
 } from "../gen/runstream/v1/event_pb";
-import { type Run, RunHealth, RunStatus, Severity, StepStatus } from "../gen/runstream/v1/run_pb";
+import { type Run, RunHealth, RunStatus, Severity, type Step, StepSchema, StepStatus } from "../gen/runstream/v1/run_pb";
 import type { Decision } from "../gen/runstream/v1/decision_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import { durationMillis, enumWords, formatDuration, jsonText, millis } from "./format";
@@ -615,23 +615,67 @@ function decisionItem(
 
 const STEP_CASES = new Set(["stepStarted", "stepProgress", "stepCompleted", "stepFailed", "stepSkipped"]);
 
+/** A snapshot's steps by id, and the two sums its progress is made of, kept as steps move. */
+interface StepTally {
+  byId: Map<string, Step>;
+  /** Steps done (succeeded or skipped). */
+  done: number;
+  /** The running steps' own progress, in steps (two halfway steps are one). */
+  running: number;
+}
+
+/** Each snapshot's tally, made on its first step event: an event then costs the same
+ * whatever the number of steps. */
+const tallies = new WeakMap<Run, StepTally>();
+
+function tallyOf(run: Run): StepTally {
+  let tally = tallies.get(run);
+  if (!tally) {
+    tally = { byId: new Map(), done: 0, running: 0 };
+    for (const step of run.steps) {
+      tally.byId.set(step.stepId, step);
+      count(tally, step, 1);
+    }
+    tallies.set(run, tally);
+  }
+  return tally;
+}
+
+/** Adds (sign 1) or takes away (sign -1) what a step counts for in its run's progress. */
+function count(tally: StepTally, step: Step, sign: 1 | -1): void {
+  if (step.status === StepStatus.SUCCEEDED || step.status === StepStatus.SKIPPED) tally.done += sign;
+  else if (step.status === StepStatus.RUNNING) tally.running += (sign * step.percent) / 100;
+}
+
 /**
  * Applies a step event to a snapshot's steps and progress the way the server derives them
- * (a step's percent counts towards the run's), so the page does not wait for the next
- * GetRun to move. The server's next snapshot replaces all of it.
+ * (a step's percent counts towards the run's; a step started beyond the plan is added), so
+ * the page does not wait for the next GetRun to move. The server's next snapshot replaces
+ * all of it.
  */
 function patchSteps(run: Run, event: RunEvent): void {
   const p = event.payload;
   if (p.case === undefined || !STEP_CASES.has(p.case)) return;
+  const tally = tallyOf(run);
   const stepId = (p.value as { stepId: string }).stepId;
-  const step = run.steps.find((s) => s.stepId === stepId);
-  if (!step) return; // a step added on the fly: the snapshot brings it
+  let step = tally.byId.get(stepId);
+  if (!step && p.case === "stepStarted") {
+    const { name, description, agent } = p.value;
+    step = create(StepSchema, { stepId, name: name || stepId, description, agent, status: StepStatus.PENDING });
+    run.steps.push(step);
+    tally.byId.set(stepId, step);
+  }
+  if (!step) return; // an event the server would have refused
+  count(tally, step, -1);
   switch (p.case) {
     case "stepStarted":
       step.status = StepStatus.RUNNING;
       step.startTime = event.eventTime;
       step.endTime = undefined;
+      step.duration = undefined;
+      step.error = undefined;
       step.percent = 0;
+      if (p.value.agent) step.agent = p.value.agent;
       break;
     case "stepProgress":
       if (step.status === StepStatus.PENDING) {
@@ -661,13 +705,13 @@ function patchSteps(run: Run, event: RunEvent): void {
       step.skipReason = p.value.reason;
       break;
   }
-  const done = run.steps.filter((s) => s.status === StepStatus.SUCCEEDED || s.status === StepStatus.SKIPPED).length;
-  const running = run.steps.filter((s) => s.status === StepStatus.RUNNING).reduce((sum, s) => sum + s.percent / 100, 0);
-  if (run.progress && run.progress.totalSteps > 0) {
-    run.progress.completedSteps = done;
+  count(tally, step, 1);
+  if (run.progress && run.steps.length > 0) {
+    run.progress.completedSteps = tally.done;
+    run.progress.totalSteps = run.steps.length;
     // A run without a plan: its steps say what was done, not how much is left.
     if (!run.progress.unplanned) {
-      run.progress.percent = Math.min(100, ((done + running) / run.progress.totalSteps) * 100);
+      run.progress.percent = Math.min(100, ((tally.done + tally.running) / run.steps.length) * 100);
     }
   }
 }

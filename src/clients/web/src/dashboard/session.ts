@@ -1,14 +1,25 @@
 // One open run: its watcher, its model, snapshot refreshes and answering its decisions.
 import { Code, ConnectError } from "@connectrpc/connect";
-import { EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
+import { DecisionOutcome, EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
 import { serverNow } from "./clock";
-import { FEED_KINDS, FEED_LIMIT, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
+import { type DecisionItem, FEED_KINDS, FEED_LIMIT, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
 
-/** At most this many GetRun calls per second per open run, however fast events arrive. */
+/**
+ * The least time between two GetRun calls of an open run, however fast events arrive: a
+ * quarter of a second, and as many more quarters as the run has hundreds of steps (every
+ * answer carries every step: 220 KB at 1,600), up to 5 s. Step events move the step list
+ * and the progress meanwhile.
+ */
 const REFRESH_INTERVAL_MS = 250;
+const STEPS_PER_INTERVAL = 100;
+const MAX_REFRESH_INTERVAL_MS = 5000;
+
+function refreshInterval(steps: number): number {
+  return Math.min(MAX_REFRESH_INTERVAL_MS, REFRESH_INTERVAL_MS * Math.max(1, Math.ceil(steps / STEPS_PER_INTERVAL)));
+}
 
 /** Feed entries one "Load earlier activity" adds (fewer at the run's start). */
 const OLDER_PAGE = 250;
@@ -166,11 +177,33 @@ export class RunSession {
       // answer was stored and the proxy lost the reply): the outcome shows, no error beside it.
       if (!item.open) return;
       const err = ConnectError.from(error);
-      item.error = err.code === Code.Aborted ? `Already decided: ${err.rawMessage}` : plainError(err, "This token may not answer decisions");
-      if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) item.open = false;
+      if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) {
+        // Closed before this answer came (answered by someone else, timed out, the run
+        // ended), and the page has not heard yet: what it was closed with is read back.
+        item.open = false;
+        item.error = err.code === Code.Aborted ? "Your answer was not taken: the decision was already closed." : err.rawMessage;
+        await this.readOutcome(item);
+      } else item.error = plainError(err, "This token may not answer decisions");
     } finally {
       item.submitting = undefined;
       this.changed();
+    }
+  }
+
+  /**
+   * A closed decision's outcome, choice and who answered, from GetDecision, unless its
+   * DecisionResolved came meanwhile. Quiet on failure: the outcome then shows once that
+   * event comes.
+   */
+  private async readOutcome(item: DecisionItem): Promise<void> {
+    try {
+      const { decision } = await this.api.decisions.getDecision({ runId: this.runId, decisionId: item.decisionId });
+      if (!decision || item.outcome !== DecisionOutcome.UNSPECIFIED) return;
+      item.outcome = decision.outcome;
+      item.choice = decision.choice;
+      item.answeredBy = decision.answeredBy;
+    } catch {
+      // The card says it is closed, and the error why this answer was not taken.
     }
   }
 
@@ -375,7 +408,8 @@ export class RunSession {
       return;
     }
     if (this.refreshTimer !== undefined) return;
-    const wait = Math.max(0, this.lastRefresh + REFRESH_INTERVAL_MS - Date.now());
+    const interval = refreshInterval(this.model.snapshot?.steps.length ?? 0);
+    const wait = Math.max(0, this.lastRefresh + interval - Date.now());
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = undefined;
       void this.refresh();

@@ -25,19 +25,46 @@ import type { RunSession } from "../session";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
 const MAX_TILES = 8;
+/** A step list this long or shorter shows every step; a longer one folds long stretches. */
+const STEPS_ALL_SHOWN = 50;
+/** How many of a decision's context entries its card lists (by name; then "+3 more"). */
+const CONTEXT_SHOWN = 6;
+/** How many closed decisions stay on the page once none is open: those closed last. */
+const RESOLVED_SHOWN = 2;
+/** How many done (or pending) steps in a row fold into one line, in a long list ... */
+const STRETCH_FOLDED = 8;
+/** ... and how many of them stay beside the steps at work. */
+const STRETCH_KEPT = 3;
 
 export class RunView {
   readonly root: HTMLElement;
   private renderedFeedSeq = 0;
   private metricHistory = new Map<string, number[]>();
   private lastMetricSeq = -1;
+  /** Whether a long step list shows every step (the steps card's "Show all"). */
+  private allSteps = false;
+  /** The decisions closed, in the order this page saw them close. */
+  private closedOrder: string[] = [];
+  private closedSeen = new Set<string>();
+  /** The decision cards the last render showed. */
+  private decisionsShown = new Set<string>();
 
   constructor(private readonly session: RunSession) {
     this.root = buildSkeleton(session.runId);
     $(this.root, ".feed").dataset.feedKinds = FEED_KINDS.map((k) => EventKind[k]).join(",");
-    $(this.root, ".decisions").addEventListener("click", (event) => this.onDecisionClick(event));
+    const decisions = $(this.root, ".decisions");
+    decisions.addEventListener("click", (event) => void this.onDecisionClick(event));
+    decisions.addEventListener("keydown", (event) => {
+      // A held Enter clicks again and again: once focus moved on, it would answer the next
+      // question with its first option.
+      if (event.repeat && (event.key === "Enter" || event.key === " ")) event.preventDefault();
+    });
     $(this.root, ".controls").addEventListener("click", (event) => this.onControlClick(event));
     $(this.root, ".feed-card").addEventListener("click", (event) => this.onFeedClick(event));
+    $(this.root, ".steps-toggle").addEventListener("click", () => {
+      this.allSteps = !this.allSteps;
+      this.render();
+    });
   }
 
   /** Pause and resume act at once; cancel asks first (the confirm row), then acts. */
@@ -195,7 +222,7 @@ export class RunView {
     // The pipeline's flags, by name (code point order, as the CLI's): a map has no order of
     // its own to keep. Names as given, underscores as spaces ("QA_passed": "QA passed").
     const pipeline = $(this.root, ".pipeline");
-    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const flags = Object.entries(model.pipeline?.flags ?? {}).sort(byName);
     pipeline.hidden = flags.length === 0;
     reconcile(
       pipeline,
@@ -209,23 +236,59 @@ export class RunView {
     );
   }
 
+  /**
+   * The decision cards, in the order they were asked. An answered card stays where it was,
+   * showing its outcome, while any decision is open (the next card never slides under the
+   * pointer); once none is, the RESOLVED_SHOWN closed last stay.
+   */
   private renderDecisions(now: number): void {
-    const decisions = [...this.session.model.decisions.values()];
-    const open = decisions.filter((d) => d.open || d.submitting !== undefined);
-    const resolved = decisions.filter((d) => !d.open && d.submitting === undefined).slice(-2);
-    const shown = [...open, ...resolved];
+    const decisions = this.sortedDecisions();
+    for (const d of decisions) {
+      if (isActive(d) || this.closedSeen.has(d.decisionId)) continue;
+      this.closedSeen.add(d.decisionId);
+      this.closedOrder.push(d.decisionId);
+    }
+    const anyOpen = decisions.some(isActive);
+    const latest = new Set(this.closedOrder.slice(-RESOLVED_SHOWN));
+    const shown = decisions.filter((d) => isActive(d) || latest.has(d.decisionId) || (anyOpen && this.decisionsShown.has(d.decisionId)));
+    this.decisionsShown = new Set(shown.map((d) => d.decisionId));
     const section = $(this.root, ".decisions");
     section.hidden = shown.length === 0;
-    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now));
+    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now, anyOpen));
   }
 
-  private onDecisionClick(event: Event): void {
+  private sortedDecisions(): DecisionItem[] {
+    return [...this.session.model.decisions.values()].sort((a, b) => a.requestedSeq - b.requestedSeq);
+  }
+
+  private async onDecisionClick(event: MouseEvent): Promise<void> {
     const button = (event.target as Element).closest("button");
     const card = button?.closest<HTMLElement>("[data-decision-id]");
-    if (!button || !card || button.disabled) return;
+    if (!button || !card || button.disabled || button.getAttribute("aria-disabled") === "true") return;
     const id = card.dataset.decisionId ?? "";
-    if (button.classList.contains("skip")) void this.session.answer(id, undefined);
-    else if (button.dataset.choice !== undefined) void this.session.answer(id, button.dataset.choice);
+    if (button.classList.contains("skip")) await this.session.answer(id, undefined);
+    else if (button.dataset.choice !== undefined) await this.session.answer(id, button.dataset.choice);
+    else return;
+    // A click's `detail` is 0 when Enter or Space made it.
+    this.focusAfterAnswer(card, event.detail === 0);
+  }
+
+  /**
+   * Where focus goes once an answer came back. Taken: to the first option of the next open
+   * decision (below, else the first above), so answering many goes on from the keyboard.
+   * Closed otherwise (someone else answered first): to the card, which says so. Not taken
+   * and still open: it stays on the option. A keyboard answer scrolls the next card into
+   * view; a click's does not move the page under the pointer. Nothing moves focus that the
+   * reader has since put elsewhere.
+   */
+  private focusAfterAnswer(card: HTMLElement, byKeyboard: boolean): void {
+    const item = this.session.model.decisions.get(card.dataset.decisionId ?? "");
+    const focused = document.activeElement;
+    if (!item || isActive(item) || (focused && focused !== document.body && !card.contains(focused))) return;
+    const open = this.sortedDecisions().filter((d) => d.open && d.submitting === undefined);
+    const next = item.error ? undefined : (open.find((d) => d.requestedSeq > item.requestedSeq) ?? open[0]);
+    const target = next && $(this.root, ".decisions").querySelector<HTMLElement>(`[data-decision-id="${CSS.escape(next.decisionId)}"] .options button`);
+    (target ?? card).focus({ preventScroll: !byKeyboard });
   }
 
   private renderMetrics(): void {
@@ -272,28 +335,12 @@ export class RunView {
 
   private renderSteps(steps: Step[], now: number): void {
     const list = $(this.root, ".steps");
-    // The workflow graph: steps grouped under their phase, each on its track.
-    const rows: Array<Step | string> = [];
-    let phase = "";
-    for (const step of steps) {
-      if (step.phase && step.phase !== phase) rows.push(step.phase);
-      phase = step.phase || phase;
-      rows.push(step);
-    }
-    reconcile(
-      list,
-      rows,
-      (r) => (typeof r === "string" ? `phase:${r}` : r.stepId),
-      (r) => (typeof r === "string" ? h("li", { class: "phase-head" }, r) : buildStep(r)),
-      (el, r) => {
-        if (typeof r === "string") {
-          const inPhase = steps.filter((s) => s.phase === r);
-          const done = inPhase.every((s) => s.status === StepStatus.SUCCEEDED || s.status === StepStatus.SKIPPED);
-          const running = inPhase.some((s) => s.status === StepStatus.RUNNING);
-          attr(el, "data-state", done ? "done" : running ? "current" : "next");
-        } else updateStep(el, r, now);
-      },
-    );
+    const long = steps.length > STEPS_ALL_SHOWN;
+    reconcile(list, stepRows(steps, long && !this.allSteps), (r) => r.key, buildStepRow, (el, r) => updateStepRow(el, r, now));
+    const toggle = $(this.root, ".steps-toggle");
+    toggle.hidden = !long;
+    attr(toggle, "aria-expanded", String(this.allSteps));
+    text(toggle, this.allSteps ? "Show fewer" : `Show all ${steps.length.toLocaleString("en-US")}`);
     const run = this.session.model.snapshot;
     text($(this.root, ".steps-card .card-note"), run?.progress ? `${run.progress.completedSteps}/${run.progress.totalSteps}` : "");
     const empty = $(this.root, ".steps-empty");
@@ -339,7 +386,14 @@ export class RunView {
     const texts = [...writing, ...newest.filter((t) => t.final)].slice(0, shown);
     const list = $(this.root, ".outputs");
     $(this.root, ".outputs-empty").hidden = texts.length > 0;
-    reconcile(list, texts, (t) => t.messageId, buildOutput, (el, t) => updateOutput(el, t, this.session.model.stepNames));
+    const grown: HTMLElement[] = [];
+    reconcile(list, texts, (t) => t.messageId, buildOutput, (el, t) => {
+      const box = updateOutput(el, t, this.session.model.stepNames);
+      if (box) grown.push(box);
+    });
+    // Once every box has its text (and is on the page, a new one too): those that follow
+    // their text show its end, the newest words, as the CLI shows a stream's last lines.
+    for (const box of grown) if (box.dataset.follow !== "false") box.scrollTop = box.scrollHeight;
   }
 
   private renderThinking(): void {
@@ -440,6 +494,8 @@ export class RunView {
 function buildSkeleton(runId: string): HTMLElement {
   const card = (cls: string, title: string, ...body: Array<Node | string>) =>
     h("section", { class: `card ${cls}` }, h("header", { class: "card-head" }, h("h2", null, title), h("span", { class: "card-note" })), ...body);
+  const stepsCard = card("steps-card", "Steps", h("ol", { class: "steps" }), h("p", { class: "empty steps-empty", hidden: true }));
+  $(stepsCard, ".card-head").append(h("button", { class: "steps-toggle", type: "button", hidden: true }));
   return h(
     "div",
     { class: "run-view", id: "run-view", "data-run-id": runId },
@@ -461,7 +517,7 @@ function buildSkeleton(runId: string): HTMLElement {
       h(
         "div",
         { class: "progress-row" },
-        h("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", { class: "progress-fill" })),
+        h("div", { class: "progress", role: "progressbar", "aria-label": "Run progress", "aria-valuemin": 0, "aria-valuemax": 100 }, h("div", { class: "progress-fill" })),
         h("div", { class: "percent" }),
       ),
       h("div", { class: "progress-meta" }, h("span", { class: "steps-count" }), h("span", { class: "elapsed" }), h("span", { class: "eta" })),
@@ -490,7 +546,7 @@ function buildSkeleton(runId: string): HTMLElement {
     h(
       "div",
       { class: "panels" },
-      card("steps-card", "Steps", h("ol", { class: "steps" }), h("p", { class: "empty steps-empty", hidden: true })),
+      stepsCard,
       h(
         "div",
         { class: "column" },
@@ -518,8 +574,8 @@ function buildSkeleton(runId: string): HTMLElement {
           "feed-card",
           "Activity",
           h("p", { class: "empty feed-empty" }, "Waiting for activity…"),
-          h("ol", { class: "feed" }),
-          h("ol", { class: "feed-older" }),
+          h("ol", { class: "feed", "aria-label": "Activity" }),
+          h("ol", { class: "feed-older", "aria-label": "Earlier activity" }),
           h("button", { class: "load-older", type: "button", hidden: true }),
           h("p", { class: "empty older-end", hidden: true }),
         ),
@@ -527,6 +583,11 @@ function buildSkeleton(runId: string): HTMLElement {
       ),
     ),
   );
+}
+
+/** Orders [name, value] entries by name, in code point order (as the CLI's Python sorts). */
+function byName([a]: [string, unknown], [b]: [string, unknown]): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function statusLabel(status: RunStatus): string {
@@ -625,6 +686,86 @@ function drawSparkline(svg: SVGSVGElement, values: number[]): void {
   if (line.getAttribute("points") !== points) line.setAttribute("points", points);
 }
 
+/**
+ * A row of the step list: a step, the head of a phase its steps are grouped under, or a
+ * folded stretch of steps (done, or still to come) in a long list.
+ */
+type StepRow =
+  | { key: string; kind: "step"; step: Step }
+  | { key: string; kind: "phase"; phase: string; state: "done" | "current" | "next" }
+  | { key: string; kind: "folded"; settled: Settled; count: number };
+
+/** Steps that no longer change (done), or only by starting (pending). */
+type Settled = "done" | "pending";
+
+function settledAs(step: Step): Settled | undefined {
+  if (step.status === StepStatus.SUCCEEDED || step.status === StepStatus.SKIPPED) return "done";
+  if (step.status === StepStatus.PENDING || step.status === StepStatus.UNSPECIFIED) return "pending";
+  return undefined; // running or failed: always shown
+}
+
+/**
+ * The step list's rows: the workflow graph, steps grouped under their phase. With `fold`, a
+ * stretch of STRETCH_FOLDED or more done steps shows as one line and its last STRETCH_KEPT
+ * steps, and a stretch of pending steps as its first STRETCH_KEPT steps and one line, so a
+ * long list shows the steps at work and those around them, as the CLI's live view does.
+ */
+function stepRows(steps: Step[], fold: boolean): StepRow[] {
+  const phases = new Map<string, { done: boolean; running: boolean }>();
+  for (const step of steps) {
+    if (!step.phase) continue;
+    const phase = phases.get(step.phase) ?? { done: true, running: false };
+    phase.done &&= settledAs(step) === "done";
+    phase.running ||= step.status === StepStatus.RUNNING;
+    phases.set(step.phase, phase);
+  }
+  const rows: StepRow[] = [];
+  const show = (step: Step) => rows.push({ key: step.stepId, kind: "step", step });
+  let stretch: Step[] = [];
+  let stretchAs: Settled | undefined;
+  const endStretch = () => {
+    if (stretchAs === undefined || stretch.length < STRETCH_FOLDED) stretch.forEach(show);
+    else {
+      const folded: StepRow = { key: `folded:${stretch[0].stepId}`, kind: "folded", settled: stretchAs, count: stretch.length - STRETCH_KEPT };
+      if (stretchAs === "pending") stretch.slice(0, STRETCH_KEPT).forEach(show);
+      rows.push(folded);
+      if (stretchAs === "done") stretch.slice(-STRETCH_KEPT).forEach(show);
+    }
+    stretch = [];
+  };
+  let phase = "";
+  for (const step of steps) {
+    const settled = fold ? settledAs(step) : undefined;
+    const newPhase = step.phase !== "" && step.phase !== phase;
+    if (settled !== stretchAs || newPhase) endStretch();
+    stretchAs = settled;
+    if (newPhase) {
+      const { done, running } = phases.get(step.phase) ?? { done: false, running: false };
+      rows.push({ key: `phase:${step.phase}`, kind: "phase", phase: step.phase, state: done ? "done" : running ? "current" : "next" });
+    }
+    phase = step.phase || phase;
+    if (settled) stretch.push(step);
+    else show(step);
+  }
+  endStretch();
+  return rows;
+}
+
+function buildStepRow(row: StepRow): HTMLElement {
+  if (row.kind === "phase") return h("li", { class: "phase-head" }, row.phase);
+  if (row.kind === "folded") return h("li", { class: "steps-folded" });
+  return buildStep(row.step);
+}
+
+function updateStepRow(el: HTMLElement, row: StepRow, now: number): void {
+  if (row.kind === "phase") attr(el, "data-state", row.state);
+  else if (row.kind === "folded") {
+    attr(el, "data-settled", row.settled);
+    const count = row.count.toLocaleString("en-US");
+    text(el, row.settled === "done" ? `\u2713 ${count} earlier steps done` : `\u25cb ${count} more steps to come`);
+  } else updateStep(el, row.step, now);
+}
+
 const STEP_ICONS: Record<number, string> = {
   [StepStatus.SUCCEEDED]: "check",
   [StepStatus.FAILED]: "x",
@@ -632,87 +773,136 @@ const STEP_ICONS: Record<number, string> = {
   [StepStatus.RUNNING]: "dot",
 };
 
+/** A step row's parts, kept when it is built: a frame looks none of them up in the DOM. */
+interface StepParts {
+  icon: HTMLElement;
+  title: HTMLElement;
+  agent: HTMLElement;
+  track: HTMLElement;
+  detail: HTMLElement;
+  time: HTMLElement;
+  percent: HTMLElement;
+  bar: HTMLElement;
+  /** What the row shows but a running step's clock: while it is the same, the row is left alone. */
+  shows: string;
+}
+
+const stepParts = new WeakMap<HTMLElement, StepParts>();
+
 function buildStep(step: Step): HTMLElement {
-  return h(
+  const parts: StepParts = {
+    icon: h("span", { class: "step-icon" }),
+    title: h("span", { class: "step-title" }),
+    agent: h("span", { class: "step-agent" }),
+    track: h("span", { class: "step-track", hidden: true }),
+    detail: h("div", { class: "step-detail" }),
+    time: h("span", { class: "step-time" }),
+    percent: h("span", { class: "step-pct" }),
+    bar: h("span"),
+    shows: "",
+  };
+  const el = h(
     "li",
     { class: "step", "data-step-id": step.stepId },
-    h("span", { class: "step-icon" }),
-    h(
-      "div",
-      { class: "step-body" },
-      h("div", { class: "step-name" }, h("span", { class: "step-title" }), h("span", { class: "step-agent" }), h("span", { class: "step-track", hidden: true })),
-      h("div", { class: "step-detail" }),
-      h("div", { class: "step-bar" }, h("span")),
-    ),
-    h("div", { class: "step-side" }, h("span", { class: "step-time" }), h("span", { class: "step-pct" })),
+    parts.icon,
+    h("div", { class: "step-body" }, h("div", { class: "step-name" }, parts.title, parts.agent, parts.track), parts.detail, h("div", { class: "step-bar" }, parts.bar)),
+    h("div", { class: "step-side" }, parts.time, parts.percent),
   );
+  stepParts.set(el, parts);
+  return el;
 }
 
 function updateStep(el: HTMLElement, step: Step, now: number): void {
-  const status = StepStatus[step.status] ?? "UNSPECIFIED";
-  if (el.dataset.status !== status) {
-    el.dataset.status = status;
-    const slot = $(el, ".step-icon");
-    slot.replaceChildren(icon(STEP_ICONS[step.status] ?? "dot"));
-  }
-  text($(el, ".step-title"), step.name || step.stepId);
-  text($(el, ".step-agent"), step.agent && step.agent !== step.name ? step.agent : "");
-  const track = $(el, ".step-track");
-  track.hidden = !step.track;
-  text(track, step.track);
-  if (step.track) el.style.setProperty("--track-hue", String(hue(step.track)));
+  const parts = stepParts.get(el);
+  if (!parts) return;
+  const running = step.status === StepStatus.RUNNING;
+  const start = millis(step.startTime);
+  // Only a running step's clock moves by itself; the rest of a row moves with its step.
+  if (running) text(parts.time, start ? formatDuration(now - start) : "");
   let detail = "";
-  if (step.status === StepStatus.RUNNING) detail = [step.subStep, step.detail, subStepDetailsText(step)].filter(Boolean).join(" — ");
+  if (running) detail = [step.subStep, step.detail, subStepDetailsText(step)].filter(Boolean).join(" — ");
   else if (step.status === StepStatus.SUCCEEDED) detail = step.summary;
   else if (step.status === StepStatus.FAILED) detail = step.error?.message ?? "failed";
   else if (step.status === StepStatus.SKIPPED) detail = step.skipReason ? `Skipped: ${step.skipReason}` : "Skipped";
   else detail = [step.description, step.dependsOn.length ? `after ${step.dependsOn.join(", ")}` : ""].filter(Boolean).join(" · ");
-  text($(el, ".step-detail"), detail);
-  const start = millis(step.startTime);
   const end = millis(step.endTime);
   const took = durationMillis(step.duration) ?? (start && end ? end - start : undefined);
-  let time = "";
-  if (step.status === StepStatus.RUNNING && start) time = formatDuration(now - start);
-  else if (took !== undefined && step.status !== StepStatus.PENDING) time = formatDuration(took);
-  text($(el, ".step-time"), time);
-  text($(el, ".step-pct"), step.status === StepStatus.RUNNING ? `${Math.floor(step.percent)}%` : "");
-  ($(el, ".step-bar span") as HTMLElement).style.width = `${Math.min(100, step.percent)}%`;
+  const time = running || took === undefined || step.status === StepStatus.PENDING ? "" : formatDuration(took);
+  const status = StepStatus[step.status] ?? "UNSPECIFIED";
+  const shows = [status, step.name, step.agent, step.track, detail, time, step.percent].join("\u0000");
+  if (parts.shows === shows) return;
+  parts.shows = shows;
+  if (el.dataset.status !== status) {
+    el.dataset.status = status;
+    parts.icon.replaceChildren(icon(STEP_ICONS[step.status] ?? "dot"));
+  }
+  text(parts.title, step.name || step.stepId);
+  text(parts.agent, step.agent && step.agent !== step.name ? step.agent : "");
+  parts.track.hidden = !step.track;
+  text(parts.track, step.track);
+  if (step.track) el.style.setProperty("--track-hue", String(hue(step.track)));
+  text(parts.detail, detail);
+  if (!running) text(parts.time, time);
+  text(parts.percent, running ? `${Math.floor(step.percent)}%` : "");
+  parts.bar.style.width = `${Math.min(100, step.percent)}%`;
 }
 
+/** Numbers the decision prompts' element ids ("decision-prompt-3"). */
+let promptIds = 0;
+
+/**
+ * A decision's card: a group named by its prompt, whose options are described by it, so a
+ * screen reader says which question an "Approve" answers.
+ */
 function buildDecision(d: DecisionItem): HTMLElement {
+  const promptId = `decision-prompt-${++promptIds}`;
+  const about = { type: "button", "aria-describedby": promptId };
   const options = d.options.map((o) =>
-    h("button", { class: "option", type: "button", "data-choice": o.value, title: o.description || null }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
+    h("button", { class: "option", "data-choice": o.value, title: o.description || null, ...about }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
   );
-  const context = d.context
-    ? Object.entries(d.context)
-        .slice(0, 6)
-        .map(([k, v]) => h("li", null, h("span", { class: "muted" }, metricLabel(k)), " ", jsonText(v, k)))
-    : [];
+  // By name, the first CONTEXT_SHOWN and how many more, as the CLI shows a context.
+  const entries = Object.entries(d.context ?? {}).sort(byName);
+  const context = entries.slice(0, CONTEXT_SHOWN).map(([k, v]) => h("li", null, h("span", { class: "muted" }, metricLabel(k)), " ", jsonText(v, k)));
+  if (entries.length > CONTEXT_SHOWN) context.push(h("li", { class: "muted" }, `+${entries.length - CONTEXT_SHOWN} more`));
   return h(
     "section",
-    { class: "decision", "data-decision-id": d.decisionId },
+    { class: "decision", "data-decision-id": d.decisionId, tabindex: -1, role: "group", "aria-labelledby": promptId },
     h("div", { class: "decision-icon" }, icon("question")),
     h(
       "div",
       { class: "decision-body" },
       h("div", { class: "decision-head" }, h("h3", null, "Input needed"), h("span", { class: "decision-type" }, d.decisionType.replace(/_/g, " ")), h("span", { class: "decision-deadline" })),
-      h("p", { class: "decision-prompt" }, d.prompt),
+      h("p", { class: "decision-prompt", id: promptId }, d.prompt),
       context.length ? h("ul", { class: "decision-context" }, ...context) : null,
-      h("div", { class: "options" }, ...options, d.canSkip ? h("button", { class: "skip", type: "button" }, "Skip") : null),
-      h("p", { class: "decision-outcome" }),
+      h("div", { class: "options" }, ...options, d.canSkip ? h("button", { class: "skip", ...about }, "Skip") : null),
+      h("p", { class: "decision-outcome", role: "status" }),
       h("p", { class: "decision-error", role: "alert" }),
     ),
   );
 }
 
-function updateDecision(el: HTMLElement, d: DecisionItem, now: number): void {
+/** Open, or on its way to the server (this page's answer). */
+function isActive(d: DecisionItem): boolean {
+  return d.open || d.submitting !== undefined;
+}
+
+/**
+ * `kept`: a closed card keeps its size (every option, the context) while other decisions
+ * are open, so nothing below it moves; it shrinks to its question and outcome after.
+ */
+function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boolean): void {
   const state = d.submitting !== undefined ? "submitting" : d.open ? "open" : "resolved";
   if (el.dataset.state !== state) {
     el.dataset.state = state;
     $(el, ".decision-icon").replaceChildren(icon(state === "resolved" ? "check" : "question"));
   }
+  el.toggleAttribute("data-kept", state === "resolved" && kept);
   for (const button of Array.from(el.querySelectorAll("button"))) {
-    button.disabled = state !== "open";
+    // While the answer is on its way the options only say they are unavailable: a disabled
+    // button would drop the keyboard focus on the page's body.
+    button.disabled = state === "resolved";
+    if (state === "submitting") button.setAttribute("aria-disabled", "true");
+    else button.removeAttribute("aria-disabled");
     button.classList.toggle("chosen", state !== "open" && (button.dataset.choice === (d.submitting ?? d.choice) && button.dataset.choice !== undefined));
   }
   const deadline = $(el, ".decision-deadline");
@@ -726,30 +916,47 @@ function updateDecision(el: HTMLElement, d: DecisionItem, now: number): void {
     if (d.outcome === DecisionOutcome.ANSWERED) outcome = `Answered “${label}”${d.answeredBy ? ` by ${d.answeredBy}` : ""}`;
     else if (d.outcome === DecisionOutcome.DEFAULTED) outcome = `No answer in time: went with “${label}”`;
     else if (d.outcome !== DecisionOutcome.UNSPECIFIED) outcome = enumWords(DecisionOutcome[d.outcome]);
-    else outcome = "Answered";
+    else outcome = "Closed"; // how is not known yet (its DecisionResolved has not come)
   }
   text($(el, ".decision-outcome"), outcome);
   text($(el, ".decision-error"), d.error ?? "");
   text($(el, ".decision-head h3"), state === "resolved" ? "Decision made" : "Input needed");
 }
 
+/** How near its end (px) an output box counts as at its end: it then follows the text. */
+const AT_END_PX = 8;
+
 function buildOutput(t: StreamedText): HTMLElement {
+  const box = h("p", { class: "output-text" });
+  // Whether the box follows the text: it does until the reader scrolls it up, and again once
+  // they scroll back to its end. (The box's own scrolls to the end say so too.)
+  const atEnd = () => box.scrollHeight - box.scrollTop - box.clientHeight < AT_END_PX;
+  box.addEventListener("scroll", () => void (box.dataset.follow = String(atEnd())), { passive: true });
   return h(
     "article",
     { class: "output", "data-message-id": t.messageId },
     h("header", null, avatar(t.agentId), h("span", { class: "output-agent" }, t.agentId), h("span", { class: "output-step" }), h("span", { class: "output-state" })),
-    h("p", { class: "output-text" }),
+    box,
   );
 }
 
-function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<string, string>): void {
+/** Updates a message's box; returns its text element when the text grew or changed. */
+function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<string, string>): HTMLElement | undefined {
   attr(el, "data-final", String(t.final));
   text($(el, ".output-step"), stepNames.get(t.stepId) ?? t.stepId);
   // A message whose start the page lacks says so: "…" in front, and where its text begins.
   const start = textStart(t);
   attr(el, "data-partial", String(start !== ""));
   text($(el, ".output-state"), [t.final ? "done" : "writing…", start].filter(Boolean).join(" · "));
-  text($(el, ".output-text"), start ? `…${t.text}` : t.text);
+  const full = start ? `…${t.text}` : t.text;
+  const box = $(el, ".output-text");
+  const shown = box.firstChild instanceof Text ? box.firstChild : undefined;
+  if (shown?.data === full) return undefined;
+  // New words are appended to what is shown (the box is not laid out anew from its start);
+  // a text cut at its start, or whose start was read back, is set whole.
+  if (shown && full.startsWith(shown.data)) shown.appendData(full.slice(shown.data.length));
+  else box.textContent = full;
+  return box;
 }
 
 function buildFeedItem(item: FeedItem): HTMLElement {
