@@ -120,3 +120,8 @@ export function jsonText(value: unknown, key = ""): string {
     .map(([k, v]) => `${metricLabel(k)} ${jsonText(v, k)}`)
     .join(" · ");
 }
+
+/** Orders [name, value] entries by name, in code point order (as the CLI's Python sorts). */
+export function byName([a]: [string, unknown], [b]: [string, unknown]): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

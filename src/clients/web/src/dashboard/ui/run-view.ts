@@ -1,18 +1,19 @@
-// The run page: header with the progress bar, decisions, metric tiles, steps, active agents,
-// streamed agent output, thinking, model allocations and the activity feed.
-import { DecisionOutcome, EventKind } from "../../gen/runstream/v1/event_pb";
-import { type ActiveAgent, EstimateSource, RunHealth, RunStatus, type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
+// The run page: header with the progress bar, decisions (./decision-cards), metric tiles,
+// steps (./step-list), active agents, streamed agent output, thinking, model allocations and
+// the activity feed.
+import { EventKind } from "../../gen/runstream/v1/event_pb";
+import { type ActiveAgent, EstimateSource, RunHealth, RunStatus } from "../../gen/runstream/v1/run_pb";
 import { serverNow } from "../clock";
 import { $, attr, h, icon, reconcile, text } from "../dom";
 import {
   ago,
+  byName,
   clock,
   compact,
   durationMillis,
   enumWords,
   formatDuration,
   hue,
-  jsonText,
   initials,
   metricLabel,
   metricValue,
@@ -20,51 +21,29 @@ import {
   money,
   percentText,
 } from "../format";
-import { type DecisionItem, FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
+import { FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
 import type { RunSession } from "../session";
+import { DecisionCards } from "./decision-cards";
+import { StepList } from "./step-list";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
 const MAX_TILES = 8;
-/** A step list this long or shorter shows every step; a longer one folds long stretches. */
-const STEPS_ALL_SHOWN = 50;
-/** How many of a decision's context entries its card lists (by name; then "+3 more"). */
-const CONTEXT_SHOWN = 6;
-/** How many closed decisions stay on the page once none is open: those closed last. */
-const RESOLVED_SHOWN = 2;
-/** How many done (or pending) steps in a row fold into one line, in a long list ... */
-const STRETCH_FOLDED = 8;
-/** ... and how many of them stay beside the steps at work. */
-const STRETCH_KEPT = 3;
 
 export class RunView {
   readonly root: HTMLElement;
   private renderedFeedSeq = 0;
   private metricHistory = new Map<string, number[]>();
   private lastMetricSeq = -1;
-  /** Whether a long step list shows every step (the steps card's "Show all"). */
-  private allSteps = false;
-  /** The decisions closed, in the order this page saw them close. */
-  private closedOrder: string[] = [];
-  private closedSeen = new Set<string>();
-  /** The decision cards the last render showed. */
-  private decisionsShown = new Set<string>();
+  private readonly decisions: DecisionCards;
+  private readonly steps: StepList;
 
   constructor(private readonly session: RunSession) {
     this.root = buildSkeleton(session.runId);
     $(this.root, ".feed").dataset.feedKinds = FEED_KINDS.map((k) => EventKind[k]).join(",");
-    const decisions = $(this.root, ".decisions");
-    decisions.addEventListener("click", (event) => void this.onDecisionClick(event));
-    decisions.addEventListener("keydown", (event) => {
-      // A held Enter clicks again and again: once focus moved on, it would answer the next
-      // question with its first option.
-      if (event.repeat && (event.key === "Enter" || event.key === " ")) event.preventDefault();
-    });
+    this.decisions = new DecisionCards($(this.root, ".decisions"), session);
+    this.steps = new StepList(this.root, session, () => this.render());
     $(this.root, ".controls").addEventListener("click", (event) => this.onControlClick(event));
     $(this.root, ".feed-card").addEventListener("click", (event) => this.onFeedClick(event));
-    $(this.root, ".steps-toggle").addEventListener("click", () => {
-      this.allSteps = !this.allSteps;
-      this.render();
-    });
   }
 
   /** Pause and resume act at once; cancel asks first (the confirm row), then acts. */
@@ -110,10 +89,10 @@ export class RunView {
       text(banner, `This run cannot be shown: ${this.session.error}`);
     }
     this.renderHeader(now);
-    this.renderDecisions(now);
+    this.decisions.render(now);
     this.renderMetrics();
     if (run) {
-      this.renderSteps(run.steps, now);
+      this.steps.render(run.steps, now);
       this.renderAgents(run.activeAgents, now);
     }
     this.renderOutput();
@@ -236,61 +215,6 @@ export class RunView {
     );
   }
 
-  /**
-   * The decision cards, in the order they were asked. An answered card stays where it was,
-   * showing its outcome, while any decision is open (the next card never slides under the
-   * pointer); once none is, the RESOLVED_SHOWN closed last stay.
-   */
-  private renderDecisions(now: number): void {
-    const decisions = this.sortedDecisions();
-    for (const d of decisions) {
-      if (isActive(d) || this.closedSeen.has(d.decisionId)) continue;
-      this.closedSeen.add(d.decisionId);
-      this.closedOrder.push(d.decisionId);
-    }
-    const anyOpen = decisions.some(isActive);
-    const latest = new Set(this.closedOrder.slice(-RESOLVED_SHOWN));
-    const shown = decisions.filter((d) => isActive(d) || latest.has(d.decisionId) || (anyOpen && this.decisionsShown.has(d.decisionId)));
-    this.decisionsShown = new Set(shown.map((d) => d.decisionId));
-    const section = $(this.root, ".decisions");
-    section.hidden = shown.length === 0;
-    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now, anyOpen));
-  }
-
-  private sortedDecisions(): DecisionItem[] {
-    return [...this.session.model.decisions.values()].sort((a, b) => a.requestedSeq - b.requestedSeq);
-  }
-
-  private async onDecisionClick(event: MouseEvent): Promise<void> {
-    const button = (event.target as Element).closest("button");
-    const card = button?.closest<HTMLElement>("[data-decision-id]");
-    if (!button || !card || button.disabled || button.getAttribute("aria-disabled") === "true") return;
-    const id = card.dataset.decisionId ?? "";
-    if (button.classList.contains("skip")) await this.session.answer(id, undefined);
-    else if (button.dataset.choice !== undefined) await this.session.answer(id, button.dataset.choice);
-    else return;
-    // A click's `detail` is 0 when Enter or Space made it.
-    this.focusAfterAnswer(card, event.detail === 0);
-  }
-
-  /**
-   * Where focus goes once an answer came back. Taken: to the first option of the next open
-   * decision (below, else the first above), so answering many goes on from the keyboard.
-   * Closed otherwise (someone else answered first): to the card, which says so. Not taken
-   * and still open: it stays on the option. A keyboard answer scrolls the next card into
-   * view; a click's does not move the page under the pointer. Nothing moves focus that the
-   * reader has since put elsewhere.
-   */
-  private focusAfterAnswer(card: HTMLElement, byKeyboard: boolean): void {
-    const item = this.session.model.decisions.get(card.dataset.decisionId ?? "");
-    const focused = document.activeElement;
-    if (!item || isActive(item) || (focused && focused !== document.body && !card.contains(focused))) return;
-    const open = this.sortedDecisions().filter((d) => d.open && d.submitting === undefined);
-    const next = item.error ? undefined : (open.find((d) => d.requestedSeq > item.requestedSeq) ?? open[0]);
-    const target = next && $(this.root, ".decisions").querySelector<HTMLElement>(`[data-decision-id="${CSS.escape(next.decisionId)}"] .options button`);
-    (target ?? card).focus({ preventScroll: !byKeyboard });
-  }
-
   private renderMetrics(): void {
     const { model } = this.session;
     const values = model.metrics();
@@ -331,21 +255,6 @@ export class RunView {
         drawSparkline(el.querySelector("svg") as SVGSVGElement, t.history);
       },
     );
-  }
-
-  private renderSteps(steps: Step[], now: number): void {
-    const list = $(this.root, ".steps");
-    const long = steps.length > STEPS_ALL_SHOWN;
-    reconcile(list, stepRows(steps, long && !this.allSteps), (r) => r.key, buildStepRow, (el, r) => updateStepRow(el, r, now));
-    const toggle = $(this.root, ".steps-toggle");
-    toggle.hidden = !long;
-    attr(toggle, "aria-expanded", String(this.allSteps));
-    text(toggle, this.allSteps ? "Show fewer" : `Show all ${steps.length.toLocaleString("en-US")}`);
-    const run = this.session.model.snapshot;
-    text($(this.root, ".steps-card .card-note"), run?.progress ? `${run.progress.completedSteps}/${run.progress.totalSteps}` : "");
-    const empty = $(this.root, ".steps-empty");
-    empty.hidden = steps.length > 0;
-    text(empty, run?.progress?.items ? "No steps: this run counts items." : "No steps planned yet.");
   }
 
   private renderAgents(active: ActiveAgent[], now: number): void {
@@ -585,11 +494,6 @@ function buildSkeleton(runId: string): HTMLElement {
   );
 }
 
-/** Orders [name, value] entries by name, in code point order (as the CLI's Python sorts). */
-function byName([a]: [string, unknown], [b]: [string, unknown]): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
 function statusLabel(status: RunStatus): string {
   return status === RunStatus.UNSPECIFIED ? "Loading" : enumWords(RunStatus[status]);
 }
@@ -648,13 +552,6 @@ function changeText(name: string, change: number | undefined, unit: string): str
   return `${sign}${metricValue(name, size)}`;
 }
 
-function subStepDetailsText(step: Step): string {
-  const d = step.subStepDetails;
-  if (!d) return "";
-  const end = millis(d.estimatedCompletionTime);
-  return [d.operation.replace(/_/g, " "), d.model, end ? `done ~${clock(end)}` : ""].filter(Boolean).join(" · ");
-}
-
 function rank(name: string): number {
   const i = PREFERRED_METRICS.indexOf(name);
   return i < 0 ? PREFERRED_METRICS.length : i;
@@ -684,243 +581,6 @@ function drawSparkline(svg: SVGSVGElement, values: number[]): void {
   const span = max - min || 1;
   const points = values.map((v, i) => `${((i / (values.length - 1)) * 100).toFixed(1)},${(22 - ((v - min) / span) * 20).toFixed(1)}`).join(" ");
   if (line.getAttribute("points") !== points) line.setAttribute("points", points);
-}
-
-/**
- * A row of the step list: a step, the head of a phase its steps are grouped under, or a
- * folded stretch of steps (done, or still to come) in a long list.
- */
-type StepRow =
-  | { key: string; kind: "step"; step: Step }
-  | { key: string; kind: "phase"; phase: string; state: "done" | "current" | "next" }
-  | { key: string; kind: "folded"; settled: Settled; count: number };
-
-/** Steps that no longer change (done), or only by starting (pending). */
-type Settled = "done" | "pending";
-
-function settledAs(step: Step): Settled | undefined {
-  if (step.status === StepStatus.SUCCEEDED || step.status === StepStatus.SKIPPED) return "done";
-  if (step.status === StepStatus.PENDING || step.status === StepStatus.UNSPECIFIED) return "pending";
-  return undefined; // running or failed: always shown
-}
-
-/**
- * The step list's rows: the workflow graph, steps grouped under their phase. With `fold`, a
- * stretch of STRETCH_FOLDED or more done steps shows as one line and its last STRETCH_KEPT
- * steps, and a stretch of pending steps as its first STRETCH_KEPT steps and one line, so a
- * long list shows the steps at work and those around them, as the CLI's live view does.
- */
-function stepRows(steps: Step[], fold: boolean): StepRow[] {
-  const phases = new Map<string, { done: boolean; running: boolean }>();
-  for (const step of steps) {
-    if (!step.phase) continue;
-    const phase = phases.get(step.phase) ?? { done: true, running: false };
-    phase.done &&= settledAs(step) === "done";
-    phase.running ||= step.status === StepStatus.RUNNING;
-    phases.set(step.phase, phase);
-  }
-  const rows: StepRow[] = [];
-  const show = (step: Step) => rows.push({ key: step.stepId, kind: "step", step });
-  let stretch: Step[] = [];
-  let stretchAs: Settled | undefined;
-  const endStretch = () => {
-    if (stretchAs === undefined || stretch.length < STRETCH_FOLDED) stretch.forEach(show);
-    else {
-      const folded: StepRow = { key: `folded:${stretch[0].stepId}`, kind: "folded", settled: stretchAs, count: stretch.length - STRETCH_KEPT };
-      if (stretchAs === "pending") stretch.slice(0, STRETCH_KEPT).forEach(show);
-      rows.push(folded);
-      if (stretchAs === "done") stretch.slice(-STRETCH_KEPT).forEach(show);
-    }
-    stretch = [];
-  };
-  let phase = "";
-  for (const step of steps) {
-    const settled = fold ? settledAs(step) : undefined;
-    const newPhase = step.phase !== "" && step.phase !== phase;
-    if (settled !== stretchAs || newPhase) endStretch();
-    stretchAs = settled;
-    if (newPhase) {
-      const { done, running } = phases.get(step.phase) ?? { done: false, running: false };
-      rows.push({ key: `phase:${step.phase}`, kind: "phase", phase: step.phase, state: done ? "done" : running ? "current" : "next" });
-    }
-    phase = step.phase || phase;
-    if (settled) stretch.push(step);
-    else show(step);
-  }
-  endStretch();
-  return rows;
-}
-
-function buildStepRow(row: StepRow): HTMLElement {
-  if (row.kind === "phase") return h("li", { class: "phase-head" }, row.phase);
-  if (row.kind === "folded") return h("li", { class: "steps-folded" });
-  return buildStep(row.step);
-}
-
-function updateStepRow(el: HTMLElement, row: StepRow, now: number): void {
-  if (row.kind === "phase") attr(el, "data-state", row.state);
-  else if (row.kind === "folded") {
-    attr(el, "data-settled", row.settled);
-    const count = row.count.toLocaleString("en-US");
-    text(el, row.settled === "done" ? `\u2713 ${count} earlier steps done` : `\u25cb ${count} more steps to come`);
-  } else updateStep(el, row.step, now);
-}
-
-const STEP_ICONS: Record<number, string> = {
-  [StepStatus.SUCCEEDED]: "check",
-  [StepStatus.FAILED]: "x",
-  [StepStatus.SKIPPED]: "skip",
-  [StepStatus.RUNNING]: "dot",
-};
-
-/** A step row's parts, kept when it is built: a frame looks none of them up in the DOM. */
-interface StepParts {
-  icon: HTMLElement;
-  title: HTMLElement;
-  agent: HTMLElement;
-  track: HTMLElement;
-  detail: HTMLElement;
-  time: HTMLElement;
-  percent: HTMLElement;
-  bar: HTMLElement;
-  /** What the row shows but a running step's clock: while it is the same, the row is left alone. */
-  shows: string;
-}
-
-const stepParts = new WeakMap<HTMLElement, StepParts>();
-
-function buildStep(step: Step): HTMLElement {
-  const parts: StepParts = {
-    icon: h("span", { class: "step-icon" }),
-    title: h("span", { class: "step-title" }),
-    agent: h("span", { class: "step-agent" }),
-    track: h("span", { class: "step-track", hidden: true }),
-    detail: h("div", { class: "step-detail" }),
-    time: h("span", { class: "step-time" }),
-    percent: h("span", { class: "step-pct" }),
-    bar: h("span"),
-    shows: "",
-  };
-  const el = h(
-    "li",
-    { class: "step", "data-step-id": step.stepId },
-    parts.icon,
-    h("div", { class: "step-body" }, h("div", { class: "step-name" }, parts.title, parts.agent, parts.track), parts.detail, h("div", { class: "step-bar" }, parts.bar)),
-    h("div", { class: "step-side" }, parts.time, parts.percent),
-  );
-  stepParts.set(el, parts);
-  return el;
-}
-
-function updateStep(el: HTMLElement, step: Step, now: number): void {
-  const parts = stepParts.get(el);
-  if (!parts) return;
-  const running = step.status === StepStatus.RUNNING;
-  const start = millis(step.startTime);
-  // Only a running step's clock moves by itself; the rest of a row moves with its step.
-  if (running) text(parts.time, start ? formatDuration(now - start) : "");
-  let detail = "";
-  if (running) detail = [step.subStep, step.detail, subStepDetailsText(step)].filter(Boolean).join(" — ");
-  else if (step.status === StepStatus.SUCCEEDED) detail = step.summary;
-  else if (step.status === StepStatus.FAILED) detail = step.error?.message ?? "failed";
-  else if (step.status === StepStatus.SKIPPED) detail = step.skipReason ? `Skipped: ${step.skipReason}` : "Skipped";
-  else detail = [step.description, step.dependsOn.length ? `after ${step.dependsOn.join(", ")}` : ""].filter(Boolean).join(" · ");
-  const end = millis(step.endTime);
-  const took = durationMillis(step.duration) ?? (start && end ? end - start : undefined);
-  const time = running || took === undefined || step.status === StepStatus.PENDING ? "" : formatDuration(took);
-  const status = StepStatus[step.status] ?? "UNSPECIFIED";
-  const shows = [status, step.name, step.agent, step.track, detail, time, step.percent].join("\u0000");
-  if (parts.shows === shows) return;
-  parts.shows = shows;
-  if (el.dataset.status !== status) {
-    el.dataset.status = status;
-    parts.icon.replaceChildren(icon(STEP_ICONS[step.status] ?? "dot"));
-  }
-  text(parts.title, step.name || step.stepId);
-  text(parts.agent, step.agent && step.agent !== step.name ? step.agent : "");
-  parts.track.hidden = !step.track;
-  text(parts.track, step.track);
-  if (step.track) el.style.setProperty("--track-hue", String(hue(step.track)));
-  text(parts.detail, detail);
-  if (!running) text(parts.time, time);
-  text(parts.percent, running ? `${Math.floor(step.percent)}%` : "");
-  parts.bar.style.width = `${Math.min(100, step.percent)}%`;
-}
-
-/** Numbers the decision prompts' element ids ("decision-prompt-3"). */
-let promptIds = 0;
-
-/**
- * A decision's card: a group named by its prompt, whose options are described by it, so a
- * screen reader says which question an "Approve" answers.
- */
-function buildDecision(d: DecisionItem): HTMLElement {
-  const promptId = `decision-prompt-${++promptIds}`;
-  const about = { type: "button", "aria-describedby": promptId };
-  const options = d.options.map((o) =>
-    h("button", { class: "option", "data-choice": o.value, title: o.description || null, ...about }, h("span", { class: "option-label" }, o.label || o.value), o.description ? h("small", null, o.description) : null),
-  );
-  // By name, the first CONTEXT_SHOWN and how many more, as the CLI shows a context.
-  const entries = Object.entries(d.context ?? {}).sort(byName);
-  const context = entries.slice(0, CONTEXT_SHOWN).map(([k, v]) => h("li", null, h("span", { class: "muted" }, metricLabel(k)), " ", jsonText(v, k)));
-  if (entries.length > CONTEXT_SHOWN) context.push(h("li", { class: "muted" }, `+${entries.length - CONTEXT_SHOWN} more`));
-  return h(
-    "section",
-    { class: "decision", "data-decision-id": d.decisionId, tabindex: -1, role: "group", "aria-labelledby": promptId },
-    h("div", { class: "decision-icon" }, icon("question")),
-    h(
-      "div",
-      { class: "decision-body" },
-      h("div", { class: "decision-head" }, h("h3", null, "Input needed"), h("span", { class: "decision-type" }, d.decisionType.replace(/_/g, " ")), h("span", { class: "decision-deadline" })),
-      h("p", { class: "decision-prompt", id: promptId }, d.prompt),
-      context.length ? h("ul", { class: "decision-context" }, ...context) : null,
-      h("div", { class: "options" }, ...options, d.canSkip ? h("button", { class: "skip", ...about }, "Skip") : null),
-      h("p", { class: "decision-outcome", role: "status" }),
-      h("p", { class: "decision-error", role: "alert" }),
-    ),
-  );
-}
-
-/** Open, or on its way to the server (this page's answer). */
-function isActive(d: DecisionItem): boolean {
-  return d.open || d.submitting !== undefined;
-}
-
-/**
- * `kept`: a closed card keeps its size (every option, the context) while other decisions
- * are open, so nothing below it moves; it shrinks to its question and outcome after.
- */
-function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boolean): void {
-  const state = d.submitting !== undefined ? "submitting" : d.open ? "open" : "resolved";
-  if (el.dataset.state !== state) {
-    el.dataset.state = state;
-    $(el, ".decision-icon").replaceChildren(icon(state === "resolved" ? "check" : "question"));
-  }
-  el.toggleAttribute("data-kept", state === "resolved" && kept);
-  for (const button of Array.from(el.querySelectorAll("button"))) {
-    // While the answer is on its way the options only say they are unavailable: a disabled
-    // button would drop the keyboard focus on the page's body.
-    button.disabled = state === "resolved";
-    if (state === "submitting") button.setAttribute("aria-disabled", "true");
-    else button.removeAttribute("aria-disabled");
-    button.classList.toggle("chosen", state !== "open" && (button.dataset.choice === (d.submitting ?? d.choice) && button.dataset.choice !== undefined));
-  }
-  const deadline = $(el, ".decision-deadline");
-  const left = d.deadline !== undefined ? d.deadline - now : undefined;
-  const fallback = d.defaultOption ? `, then “${d.options.find((o) => o.value === d.defaultOption)?.label || d.defaultOption}”` : "";
-  text(deadline, state === "open" && left !== undefined ? `closes in ${formatDuration(Math.max(0, left))}${fallback}` : "");
-  let outcome = "";
-  if (state === "submitting") outcome = "Sending your answer…";
-  else if (state === "resolved") {
-    const label = d.options.find((o) => o.value === d.choice)?.label || d.choice;
-    if (d.outcome === DecisionOutcome.ANSWERED) outcome = `Answered “${label}”${d.answeredBy ? ` by ${d.answeredBy}` : ""}`;
-    else if (d.outcome === DecisionOutcome.DEFAULTED) outcome = `No answer in time: went with “${label}”`;
-    else if (d.outcome !== DecisionOutcome.UNSPECIFIED) outcome = enumWords(DecisionOutcome[d.outcome]);
-    else outcome = "Closed"; // how is not known yet (its DecisionResolved has not come)
-  }
-  text($(el, ".decision-outcome"), outcome);
-  text($(el, ".decision-error"), d.error ?? "");
-  text($(el, ".decision-head h3"), state === "resolved" ? "Decision made" : "Input needed");
 }
 
 /** How near its end (px) an output box counts as at its end: it then follows the text. */
