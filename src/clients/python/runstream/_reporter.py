@@ -292,13 +292,8 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         if self._gate.can_report():
             stopped = _stopped_by(exc)
             try:
-                if stopped is not None:
-                    # The run did not fail, it was stopped. Bounded, because a stopped
-                    # producer is expected to stop promptly.
-                    await asyncio.wait_for(
-                        self._report_terminal(convert.run_cancelled_event(stopped, PRODUCER)),
-                        CLOSE_GRACE,
-                    )
+                if stopped is not None:  # the run did not fail, it was stopped
+                    await self._report_cancelled(stopped)
                 else:
                     await self._report_terminal(
                         convert.run_failed_event(_describe(exc), type(exc).__name__, None)
@@ -355,6 +350,12 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         await self._report(event, terminal=True)
         await self._settle()
 
+    async def _report_cancelled(self, reason: str) -> None:
+        """Reports the run cancelled by its producer, and waits until it is stored for at most
+        CLOSE_GRACE (TimeoutError then): a producer that stops is expected to stop promptly."""
+        cancelled = convert.run_cancelled_event(reason, PRODUCER)
+        await asyncio.wait_for(self._report_terminal(cancelled), CLOSE_GRACE)
+
     async def flush(self) -> None:
         """Waits until every event reported so far is acknowledged, hence durable, or refused.
 
@@ -395,8 +396,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
             and self._gate.can_report()
         ):
             try:
-                cancelled = convert.run_cancelled_event(CLIENT_CLOSED_REASON, PRODUCER)
-                await asyncio.wait_for(self._report_terminal(cancelled), CLOSE_GRACE)
+                await self._report_cancelled(CLIENT_CLOSED_REASON)
             except (RunstreamError, TimeoutError) as exc:
                 _log.warning(
                     "run %s: its client was closed while a task still reported in its block, "
