@@ -496,7 +496,7 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         ("Which?", [], {}),
         ("Which?", ["a", "a"], {}),
         ("Which?", ["a", ""], {}),
-        ("Which?", ["a", "b"], {"default": "c"}),
+        ("Which?", ["a", "b"], {"default": "c" * 257}),
         ("Which?", ["a", "b"], {"timeout": 0}),
         ("Which?", ["a", "b"], {"timeout": float("nan")}),
         ("Which?", ["a", "b"], {"timeout": float("inf")}),
@@ -522,6 +522,21 @@ async def test_questions_the_server_would_refuse_are_refused_before_sending(
         await run.ask("Again?", ["a"], decision_id="q")
     await run.complete()  # the reporter never failed
     await run.close()
+
+
+async def test_a_default_none_of_the_options_comes_back_at_the_deadline(client: Client) -> None:
+    """ask(files, default="analyze_all") raised InvalidArgumentError before sending: the
+    agentic manager's fallback, which no person picks, could not be asked for at all."""
+    run = await client.start_run("analyst")
+    files = ["file1.pdf", "file2.xlsx"]
+    waiting = asking(run, options=files, default="analyze_all", timeout=1, decision_id="files")
+    shown = await open_decision(client, run.run_id, "files")
+    assert (shown.default_option, [o.value for o in shown.options]) == (
+        "analyze_all",
+        ["file1.pdf", "file2.xlsx"],
+    )
+    result = await asyncio.wait_for(waiting, 20)
+    assert (result.outcome, result.choice) == (DecisionOutcome.DEFAULTED, "analyze_all")
 
 
 async def test_a_timeout_longer_than_the_server_takes_is_refused_naming_the_argument(

@@ -315,6 +315,25 @@ def test_a_decisions_context_shows_under_its_prompt() -> None:
     assert "48% wanderers" in screen
 
 
+def test_a_prompt_names_its_default_when_it_is_none_of_the_options() -> None:
+    """An option that is the default says "(default)"; a fallback none of them has was shown
+    only as "default in 4m", so the person could not tell what the deadline would take."""
+    view = RunView.from_snapshot(snapshot())
+    deadline = datetime.now(UTC) + timedelta(minutes=4, seconds=30)
+    view.prompts["files"] = OpenPrompt(
+        decision_id="files",
+        prompt="Multiple files found. Which should I analyze?",
+        options=(runstream.DecisionOption("file1.pdf"), runstream.DecisionOption("file2.xlsx")),
+        default_option="analyze_all",
+        can_skip=False,
+        deadline=deadline,
+        context={},
+    )
+    screen = draw(view, 160, 50)
+    assert "default analyze_all in 4m" in screen, screen
+    assert "(default)" not in screen, screen
+
+
 def test_a_long_run_name_gives_way_to_the_status_and_the_lost_connection_at_80x24() -> None:
     """The compact layout's first line began with the run's name and was cut to the width:
     a long name hid the status, the health, the ETA and "connection lost" (found in review)."""

@@ -234,7 +234,7 @@ BAD_EVENTS = [
                 decision_id="d",
                 prompt="Which?",
                 options=[ev.DecisionOption(value="a")],
-                default_option="b",
+                default_option="b" * 257,
             )
         ),
         "events[0].decision_requested.default_option",

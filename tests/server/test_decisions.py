@@ -251,6 +251,33 @@ async def test_nobody_answers_so_the_default_applies_once_at_the_deadline(stubs,
     assert code == grpc.StatusCode.ABORTED and "DEFAULTED with 'parents'" in details
 
 
+async def test_a_default_none_of_the_options_is_the_fallback_taken_at_the_deadline_only(
+    stubs, decisions
+) -> None:  # type: ignore[no-untyped-def]
+    """The agentic manager's own payload: files to pick from, and "analyze_all" when nobody
+    picks. Its default was refused (INVALID_ARGUMENT default_option), so a producer ported
+    from it could not ask its question at all."""
+    run = await create_run(stubs)
+    files = [ev.DecisionOption(value=v) for v in ("file1.pdf", "file2.xlsx")]
+    timeout = duration_pb2.Duration(nanos=300_000_000)
+    question = ask(options=files, default_option="analyze_all", timeout=timeout)
+    await append(stubs, run.run_id, question)
+    asked = (await get(stubs, run.run_id)).open_decisions[0]
+    assert asked.default_option == "analyze_all"
+    code, details = await status_of(submit(decisions, run.run_id, "analyze_all"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("choice:")
+    await asyncio.sleep(0.8)
+    request = ds.GetDecisionRequest(run_id=run.run_id, decision_id="persona")
+    decision = (await decisions.GetDecision(request)).decision
+    assert (decision.outcome, decision.choice) == (ev.DECISION_OUTCOME_DEFAULTED, "analyze_all")
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    events = [e for r in await watch_all(stubs, run.run_id) for e in r.events]
+    resolved = [e.decision_resolved for e in events if e.HasField("decision_resolved")]
+    assert [(r.outcome, r.choice) for r in resolved] == [
+        (ev.DECISION_OUTCOME_DEFAULTED, "analyze_all")
+    ]
+
+
 async def test_an_interact_answer_that_breaks_a_field_rule_gets_its_result_and_the_stream_goes_on(
     stubs, decisions
 ) -> None:  # type: ignore[no-untyped-def]

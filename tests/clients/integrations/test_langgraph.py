@@ -918,6 +918,7 @@ async def test_a_question_skipped_or_timed_out_resumes_the_graph_with_none(
         ({"question": "Go?", "timeout": -5, "default": "approve"}, "", "approve", "DEFAULTED"),
         ({"question": "Go?", "timeout": 10**9}, "approve", "approve", "ANSWERED"),
         ({"question": "Go?", "default": "maybe"}, "reject", "reject", "ANSWERED"),
+        ({"question": "Go?", "options": [1, 2], "default": 0, "timeout": -5}, "", 0, "DEFAULTED"),
         ({"question": "Go?", "options": "publish"}, "publish", "publish", "ANSWERED"),
         (
             {"question": "Which?", "options": [{"label": "A"}, {"label": "B"}]},
@@ -926,8 +927,8 @@ async def test_a_question_skipped_or_timed_out_resumes_the_graph_with_none(
             "ANSWERED",
         ),
     ],
-    ids=["timedelta", "zero", "negative", "past-366-days", "default-no-option", "options-str",
-         "options-without-value"],
+    ids=["timedelta", "zero", "negative", "past-366-days", "default-no-option",
+         "default-fallback", "options-str", "options-without-value"],
 )  # fmt: skip
 async def test_interrupt_fields_langgraph_takes_are_fitted_not_refused(
     server: RunstreamServer, question: dict[str, Any], choice: str, picked: Any, outcome: str
@@ -935,7 +936,8 @@ async def test_interrupt_fields_langgraph_takes_are_fitted_not_refused(
     """A timeout of 0, a negative one, one past 366 days or a timedelta, and a default none
     of the options are: LangGraph takes them, and the question refused them, failing the node
     and the run unasked. Options given as a string were asked letter by letter, option
-    mappings without a value all resumed the graph with "" (found in review)."""
+    mappings without a value all resumed the graph with "" (found in review). A default none
+    of the options was left out, so the graph resumed with None at the deadline."""
     result, steps, decisions = await _answered(server, question, choice)
     assert result == {"picked": picked}
     assert [(s.step_id, s.status.name) for s in steps] == [("ask", "SUCCEEDED")]

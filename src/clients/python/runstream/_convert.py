@@ -1254,11 +1254,9 @@ def decision_option(option: OptionLike) -> DecisionOption:
     )
 
 
-def _decision_options(
-    options: Iterable[DecisionOption], default: str | None
-) -> list[event_pb2.DecisionOption]:
+def _decision_options(options: Iterable[DecisionOption]) -> list[event_pb2.DecisionOption]:
     """The options of a question; InvalidArgumentError for none, too many, a blank or long
-    field, a repeated value, or a default that is not one of them."""
+    field, or a repeated value."""
     choices = list(options)
     if not choices:
         raise InvalidArgumentError("options: at least one option is required")
@@ -1278,8 +1276,6 @@ def _decision_options(
     repeated = sorted({value for value in values if values.count(value) > 1})
     if repeated:
         raise InvalidArgumentError(f"options: values must be unique; repeated: {repeated}")
-    if default is not None and default not in values:
-        raise InvalidArgumentError(f"default: {default!r} is not one of the options {values}")
     return messages
 
 
@@ -1299,8 +1295,8 @@ def decision_requested_event(
         decision_id=arguments.identifier("decision_id", decision_id),
         decision_type=arguments.line("decision_type", decision_type, NAME_CHARS),
         prompt=arguments.text("prompt", prompt, PROMPT_CHARS, required=True),
-        options=_decision_options(options, default),
-        default_option=default or "",
+        options=_decision_options(options),
+        default_option=arguments.line("default", default or "", NAME_CHARS),
         can_skip=can_skip,
         affects_workflow=affects_workflow,
     )

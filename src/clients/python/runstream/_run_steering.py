@@ -102,7 +102,9 @@ class RunSteering:
             prompt: The question, for example "Multiple files found. Which should I analyze?".
             options: The possible answers: values, DecisionOptions, or (value, label[,
                 description]) tuples. Values must be unique.
-            default: The value taken when nobody answers before the timeout.
+            default: The value taken when nobody answers before the timeout: one of the
+                options' values, or a fallback offered to nobody ("analyze_all" beside
+                the files a human may pick).
             timeout: How long to wait for an answer (seconds or timedelta); None waits until
                 someone answers.
             can_skip: Whether the human may skip the decision.
@@ -122,7 +124,7 @@ class RunSteering:
         Raises:
             InvalidArgumentError: before anything is sent, for a question the server would
                 refuse (no options or more than 100, a blank or repeated value, a default
-                that is not an option, a prompt over 16,384 characters, a decision_id that
+                over 256 characters, a prompt over 16,384 characters, a decision_id that
                 is no id or was asked already, a timeout past 366 days, context that is not
                 JSON-like), naming the argument, and for options given as one string.
             RunCancelledError: the run was cancelled while waiting.

@@ -862,7 +862,8 @@ class Decision:
         decision_type: The kind of decision, for example "file_selection".
         prompt: The question.
         options: The possible answers.
-        default_option: The option taken when nobody answers before the deadline; "" for none.
+        default_option: The value taken when nobody answers before the deadline (an option's,
+            or a fallback no human can choose); "" for none.
         timeout: How long the run waits for an answer; None waits until answered.
         can_skip: Whether the human may skip the decision.
         context: Context that helps the human decide.

@@ -211,10 +211,6 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
         _required(f"{p}.options[{i}].value", value)
     if len(set(values)) != len(values):
         raise InvalidArgument(f"{p}.options", "option values must be unique")
-    if d.default_option and d.default_option not in values:
-        raise InvalidArgument(
-            f"{p}.default_option", f"{d.default_option!r} is not one of the options"
-        )
     if d.HasField("timeout") and (
         d.timeout.seconds < 0
         or d.timeout.nanos < 0

@@ -353,6 +353,8 @@ class Dashboard:
         if prompt.deadline is not None:
             left = max(0.0, (prompt.deadline - now).total_seconds())
             what = "default" if prompt.default_option else "closes"
+            if prompt.default_option not in {"", *(o.value for o in prompt.options)}:
+                what = f"default {printable(prompt.default_option)}"  # offered to nobody
             status.append(f"{what} in {format_duration(left)}   ", style="yellow")
         if self.interactive:
             keys = f"1-{min(len(prompt.options), 9)}" if len(prompt.options) > 1 else "1"

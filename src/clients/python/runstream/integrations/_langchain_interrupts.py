@@ -239,17 +239,21 @@ class _Question:
             )
             options = options[:OPTIONS_ITEMS]
         asked = _fitted([_option(o) for o in options])
+        values = {_value_of(a): _given_value(o) for a, o in zip(asked, options, strict=True)}
         default = str(value["default"]) if value.get("default") is not None else None
         for given, option in zip(options, asked, strict=True):
             if default is not None and default == _value_of(_option(given)):
                 default = _value_of(option)  # the value its option is asked with
                 break
         else:
-            if default is not None:
+            if default is not None and (not _usable(default) or default in values):
                 _log.warning(
-                    "an interrupt's default %r is none of its options: asked without", default
+                    "an interrupt's default %r is no value a question can take: asked without",
+                    default,
                 )
                 default = None
+            elif default is not None:  # the graph's fallback, offered to nobody
+                values[default] = value["default"]
         return cls(
             short(str(prompt), PROMPT_CHARS) or "The graph is waiting for input",
             tuple(asked),
@@ -258,7 +262,7 @@ class _Question:
             bool(value.get("can_skip", False)),
             _json_like(context),
             str(value.get("decision_type") or _INTERRUPT_DECISION_TYPE),
-            {_value_of(a): _given_value(o) for a, o in zip(asked, options, strict=True)},
+            values,
         )
 
 

@@ -59,7 +59,8 @@ export type Decision = Message<"runstream.v1.Decision"> & {
   options: DecisionOption[];
 
   /**
-   * The option taken when nobody answers before the deadline; empty for none.
+   * The value taken when nobody answers before the deadline; empty for none. See
+   * DecisionRequested.default_option.
    *
    * @generated from field: string default_option = 6;
    */

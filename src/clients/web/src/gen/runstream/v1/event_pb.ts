@@ -1426,8 +1426,10 @@ export type DecisionRequested = Message<"runstream.v1.DecisionRequested"> & {
   options: DecisionOption[];
 
   /**
-   * The option taken when nobody answers before the deadline; empty for none. Must be the
-   * value of one of the options.
+   * The value taken when nobody answers before the deadline; empty for none. Usually the
+   * value of one of the options; a value none of them has is the workflow's fallback,
+   * offered to nobody (options "file1.pdf" and "file2.xlsx", default "analyze_all"): a human
+   * cannot choose it, and the decision is DEFAULTED with it at the deadline.
    *
    * @generated from field: string default_option = 5;
    */
