@@ -186,6 +186,21 @@ def event(seq: int, **payload: object) -> runstream.Event:
     return runstream._convert.event_from_pb(message)
 
 
+def open_prompt(**fields: Any) -> OpenPrompt:
+    """An open question as the terminal holds it: "Which persona first?", options a and b
+    (a the default), no deadline, unless ``fields`` say otherwise."""
+    defaults: dict[str, Any] = {
+        "decision_id": "persona",
+        "prompt": "Which persona first?",
+        "options": (runstream.DecisionOption("a"), runstream.DecisionOption("b")),
+        "default_option": "a",
+        "can_skip": False,
+        "deadline": None,
+        "context": {},
+    }
+    return OpenPrompt(**{**defaults, **fields})
+
+
 def draw(view: RunView, width: int, height: int) -> str:
     console = Console(width=width, height=height, record=True, color_system=None)
     console.print(Dashboard(view))
@@ -299,13 +314,8 @@ def test_brackets_in_names_and_agents_are_shown_as_given_not_read_as_markup() ->
 
 def test_a_decisions_context_shows_under_its_prompt() -> None:
     view = RunView.from_snapshot(snapshot())
-    view.prompts["persona"] = OpenPrompt(
-        decision_id="persona",
-        prompt="Which persona first?",
+    view.prompts["persona"] = open_prompt(
         options=(runstream.DecisionOption("a", "Wanderer"), runstream.DecisionOption("b")),
-        default_option="a",
-        can_skip=False,
-        deadline=None,
         context={"personas": 3, "forecast": "48% wanderers"},
     )
     screen = draw(view, 160, 50)
@@ -320,14 +330,11 @@ def test_a_prompt_names_its_default_when_it_is_none_of_the_options() -> None:
     only as "default in 4m", so the person could not tell what the deadline would take."""
     view = RunView.from_snapshot(snapshot())
     deadline = datetime.now(UTC) + timedelta(minutes=4, seconds=30)
-    view.prompts["files"] = OpenPrompt(
-        decision_id="files",
+    view.prompts["files"] = open_prompt(
         prompt="Multiple files found. Which should I analyze?",
         options=(runstream.DecisionOption("file1.pdf"), runstream.DecisionOption("file2.xlsx")),
         default_option="analyze_all",
-        can_skip=False,
         deadline=deadline,
-        context={},
     )
     screen = draw(view, 160, 50)
     assert "default analyze_all in 4m" in screen, screen
@@ -351,15 +358,7 @@ def test_a_long_run_name_gives_way_to_the_status_and_the_lost_connection_at_80x2
 
 def test_a_prompt_shows_six_keys_of_its_context_and_says_how_many_more() -> None:
     view = RunView.from_snapshot(snapshot())
-    view.prompts["persona"] = OpenPrompt(
-        decision_id="persona",
-        prompt="Which persona first?",
-        options=(runstream.DecisionOption("a"), runstream.DecisionOption("b")),
-        default_option="a",
-        can_skip=False,
-        deadline=None,
-        context={f"k{n}": f"v{n}" for n in range(8)},
-    )
+    view.prompts["persona"] = open_prompt(context={f"k{n}": f"v{n}" for n in range(8)})
     screen = draw(view, 160, 50)
     assert "k0 v0 · k1 v1 · k2 v2 · k3 v3 · k4 v4 · k5 v5 · +2 more" in screen, screen
 
