@@ -119,6 +119,23 @@ async def test_list_steps_in_plan_order_with_their_state(client: Client) -> None
     await run.close()
 
 
+async def test_a_refusal_carries_its_reason_and_field_for_programs(client: Client) -> None:
+    """Telling one refusal from another took matching its message's text."""
+    with pytest.raises(runstream.NotFoundError) as missing:
+        await client.get_run("missing")
+    assert missing.value.details.reason == "RUN_NOT_FOUND"
+    with pytest.raises(runstream.InvalidArgumentError) as malformed:
+        await client.list_runs_page(filter="status = NOPE")
+    assert malformed.value.details.reason == "INVALID_FIELD"
+    [(field, problem)] = malformed.value.details.field_violations
+    assert field == "filter" and "NOPE" in problem, malformed.value.details
+    run = await client.start_run("campaign")
+    await client.cancel_run(run.run_id, reason="budget")
+    with pytest.raises(runstream.FailedPreconditionError) as ended:
+        await client.pause_run(run.run_id)
+    assert (ended.value.details.reason, dict(ended.value.details.metadata)) == ("RUN_ENDED", {})
+
+
 async def test_cancel_run_through_the_sdk(client: Client) -> None:
     run = await client.start_run("campaign")
     await run.flush()

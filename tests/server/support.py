@@ -9,10 +9,11 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from runstream._auth import auth_interceptors
@@ -82,15 +83,27 @@ class Caller:
         self.report = report_service_pb2_grpc.ReportServiceStub(self.channel)
 
 
+M = TypeVar("M", bound=Message)
+
+
+def status_detail(exc: grpc.aio.AioRpcError, kind: type[M]) -> M | None:
+    """The detail of type `kind` (ErrorInfo, BadRequest, RetryInfo) in a refusal's
+    ``grpc-status-details-bin`` trailer, whose status must be the refusal's own."""
+    [raw] = [v for k, v in exc.trailing_metadata() or () if k == "grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    assert (status.code, status.message) == (exc.code().value[0], exc.details())
+    for detail in status.details:
+        found = kind()
+        if detail.Unpack(found):
+            return found
+    return None
+
+
 def retry_info(exc: grpc.aio.AioRpcError) -> float:
     """The RetryInfo delay of a RESOURCE_EXHAUSTED answer, in seconds."""
     assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (exc.code(), exc.details())
-    [raw] = [v for k, v in exc.trailing_metadata() or () if k == "grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(raw)
-    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-    [detail] = status.details
-    info = error_details_pb2.RetryInfo()
-    assert detail.Unpack(info)
+    info = status_detail(exc, error_details_pb2.RetryInfo)
+    assert info is not None
     return info.retry_delay.ToNanoseconds() / 1e9
 
 

@@ -6,10 +6,19 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_pb2, run_service_pb2
 
-from tests.server.support import append, create_run, custom, ev, seqs, watch_all
+from tests.server.support import (
+    append,
+    create_run,
+    custom,
+    ev,
+    seqs,
+    status_detail,
+    watch_all,
+)
 
 
 async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
@@ -345,6 +354,45 @@ async def test_an_event_after_the_batchs_own_end_names_where_the_batch_ended_it(
     )
     stored = await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))
     assert (stored.run.status, stored.run.last_seq) == (run_pb2.RUN_STATUS_PENDING, 1)
+
+
+def reason_of(err: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    info = status_detail(err, error_details_pb2.ErrorInfo)
+    assert info is not None and info.domain == "runstream", err
+    return info.reason, dict(info.metadata)
+
+
+async def test_refusals_say_their_reason_and_the_refused_event_for_programs(stubs) -> None:  # type: ignore[no-untyped-def]
+    """What a refusal was about was only in its message: a producer written in another
+    language had to parse "events[N]" out of the text to drop one event, and told "the run
+    ended" (stop) from "this key holds another event" (a bug) from "events purged" only by
+    reading prose, where an unanchored match took the run's end for a refusal of event 0."""
+    run = await create_run(stubs, "a")
+    bad = ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=150))
+    err = await rpc_error(append(stubs, run.run_id, custom(1), bad))
+    assert reason_of(err) == ("INVALID_FIELD", {"event_index": "1"})
+    violations = status_detail(err, error_details_pb2.BadRequest)
+    assert violations is not None
+    assert [(v.field, v.description) for v in violations.field_violations] == [
+        ("events[1].step_progress.percent", "must be between 0 and 100, got 150")
+    ]
+    await append(stubs, run.run_id, custom(2, key="k"))
+    clash = ev.RunEvent(idempotency_key="k", milestone=ev.Milestone(milestone_id="m", title="t"))
+    err = await rpc_error(append(stubs, run.run_id, custom(3), clash))
+    assert reason_of(err) == ("IDEMPOTENCY_KEY_REUSED", {"event_index": "1"})
+    await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")))
+    again = ev.RunEvent(step_started=ev.StepStarted(step_id="a"))
+    err = await rpc_error(append(stubs, run.run_id, again))
+    assert reason_of(err) == ("STEP_ENDED", {"event_index": "0"})
+    batch = [ev.RunEvent(run_completed=ev.RunCompleted(summary="done")), custom(4)]
+    err = await rpc_error(append(stubs, run.run_id, *batch))
+    assert reason_of(err) == ("RUN_ENDED", {})  # the run's, though the message names events
+    await append(stubs, run.run_id, batch[0])
+    err = await rpc_error(append(stubs, run.run_id, custom(5)))
+    assert reason_of(err) == ("RUN_ENDED", {})
+    err = await rpc_error(stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id="nope")))
+    assert reason_of(err) == ("RUN_NOT_FOUND", {})
+    assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_finished_steps_cannot_restart(stubs) -> None:  # type: ignore[no-untyped-def]

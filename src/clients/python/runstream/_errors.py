@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import copy
 import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import grpc
+from google.protobuf import message as _message
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "AbortedError",
     "AlreadyExistsError",
     "DataLossError",
     "DeadlineExceededError",
+    "ErrorDetails",
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
@@ -57,20 +64,48 @@ class StatusCode(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
+@dataclass(frozen=True)
+class ErrorDetails:
+    """What a server's refusal says for programs, beside its message: its
+    ``google.rpc.ErrorInfo`` and ``google.rpc.BadRequest`` details. Empty for an error the
+    SDK made itself, and from servers of releases before 2026-12-06.
+
+    Attributes:
+        reason: Why, as a constant to compare with: ``RUN_ENDED``, ``IDEMPOTENCY_KEY_REUSED``,
+            ``EVENTS_PURGED``, ``INVALID_FIELD``... (the README's "Bad input and limits"
+            lists them); "" when the server sent none.
+        metadata: What goes with the reason, as text: ``event_index`` when the refusal is of
+            one event of a batch (its place in the batch).
+        field_violations: (field path, problem) of an INVALID_ARGUMENT, e.g.
+            ``("events[0].step_progress.percent", "must be between 0 and 100, got 150")``.
+    """
+
+    reason: str = ""
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    field_violations: tuple[tuple[str, str], ...] = ()
+
+
+_NO_DETAILS = ErrorDetails()
+
+
 class RunstreamError(Exception):
     """Base of every error the SDK raises.
 
     Attributes:
         code: The gRPC status code of the failure.
         message: The server's (or the SDK's) explanation.
+        details: The refusal's reason and fields, for programs (see :class:`ErrorDetails`).
     """
 
     default_code: StatusCode = StatusCode.UNKNOWN
 
-    def __init__(self, message: str, *, code: StatusCode | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: StatusCode | None = None, details: ErrorDetails | None = None
+    ) -> None:
         super().__init__(message)
         self.code: StatusCode = code if code is not None else self.default_code
         self.message: str = message
+        self.details: ErrorDetails = details or _NO_DETAILS
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -229,14 +264,48 @@ def status_code_of(code: grpc.StatusCode) -> StatusCode:
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> RunstreamError:
     """The RunstreamError for a failed RPC; raise it ``from exc``."""
-    return error_from_status(status_code_of(exc.code()), exc.details() or "")
+    code = status_code_of(exc.code())
+    return error_from_status(code, exc.details() or "", details=details_of(exc))
 
 
-def error_from_status(code: StatusCode, message: str) -> RunstreamError:
+def error_from_status(
+    code: StatusCode, message: str, *, details: ErrorDetails | None = None
+) -> RunstreamError:
     """The RunstreamError for a status the server reported in a message (not as an RPC's
     status), for example a rejected answer on an Interact stream."""
     cls = _BY_CODE.get(code, RunstreamError)
-    return cls(message or code.name, code=code)
+    error = cls(message or code.name, code=code)
+    error.details = details or _NO_DETAILS
+    return error
+
+
+def status_of(exc: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    """A failed RPC's ``grpc-status-details-bin`` trailer, the server's google.rpc.Status,
+    or None when there is none or it cannot be read."""
+    trailers: Any = exc.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            try:
+                return status_pb2.Status.FromString(value)
+            except _message.DecodeError:
+                return None
+    return None
+
+
+def details_of(exc: grpc.aio.AioRpcError) -> ErrorDetails:
+    """The ErrorInfo and BadRequest of a failed RPC's status (empty when it has none)."""
+    status = status_of(exc)
+    if status is None:
+        return _NO_DETAILS
+    reason, metadata, violations = "", {}, []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        request = error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Unpack(request):
+            violations += [(v.field, v.description) for v in request.field_violations]
+    return ErrorDetails(reason, MappingProxyType(metadata), tuple(violations))
 
 
 def about(error: RunstreamError, subject: str) -> RunstreamError:

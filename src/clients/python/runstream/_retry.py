@@ -16,11 +16,10 @@ import time
 from typing import Any
 
 import grpc
-from google.protobuf import message as _message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 
 from runstream._auth import ask_providers_again, is_refused_stream, is_stream_cut_for_its_token
-from runstream._errors import UnavailableError
+from runstream._errors import UnavailableError, status_of
 
 __all__ = [
     "RETRYABLE_CODES",
@@ -55,19 +54,12 @@ def retry_after(exc: BaseException | None) -> float | None:
         return None
     if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
-    trailers: Any = exc.trailing_metadata() or ()
-    for key, value in trailers:
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        try:
-            status = status_pb2.Status.FromString(value)
-        except _message.DecodeError:
-            return None
-        for detail in status.details:
-            info = error_details_pb2.RetryInfo()
-            if detail.Unpack(info):
-                seconds: float = info.retry_delay.ToNanoseconds() / 1e9
-                return max(0.0, seconds)
+    status = status_of(exc)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            seconds: float = info.retry_delay.ToNanoseconds() / 1e9
+            return max(0.0, seconds)
     return None
 
 

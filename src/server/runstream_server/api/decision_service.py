@@ -137,7 +137,9 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
                 elif what == "closed" and _key(decision) in shown:
                     del shown[_key(decision)]
                     await outbox.put(pb.InteractResponse(closed=decision))
-            await outbox.put(Unavailable("server is shutting down; reconnect to resume"))
+            await outbox.put(
+                Unavailable("server is shutting down; reconnect to resume", reason="SHUTTING_DOWN")
+            )
 
         tasks = [asyncio.create_task(read_requests()), asyncio.create_task(forward_updates())]
         headers_sent = False  # by this loop alone: gRPC refuses them twice

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
@@ -32,7 +34,7 @@ from runstream_server.api.handlers import (
     streams_responses,
 )
 from runstream_server.auth.principal import Principal
-from runstream_server.errors import RunstreamError, ShuttingDown
+from runstream_server.errors import InvalidArgument, RunstreamError, ShuttingDown
 
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
@@ -147,19 +149,44 @@ def _caller_fields(caller: Principal) -> dict[str, str | None]:
     return {"principal": caller.subject, "tenant": caller.tenant or None}
 
 
+ERROR_DOMAIN = "runstream"
+"""``google.rpc.ErrorInfo.domain`` of every refusal: its reasons are Runstream's own."""
+
+_EVENT_AT = re.compile(r"events\[(\d+)\]")
+"""A message about one event of a batch starts with its path (``events[3]...``): the
+refusal of that event alone, which the producer drops before it sends the rest again."""
+
+
 def _status_details(
     code: grpc.StatusCode, ex: RunstreamError, message: str
 ) -> tuple[tuple[str, bytes], ...]:
-    """The ``grpc-status-details-bin`` trailer (a google.rpc.Status) with a RetryInfo when
-    the error says when to retry; nothing otherwise."""
+    """The ``grpc-status-details-bin`` trailer: a google.rpc.Status with an ErrorInfo (the
+    error's reason; ``event_index`` when it refuses one event of a batch), a BadRequest
+    naming the field of an INVALID_ARGUMENT, and a RetryInfo when the error says when to
+    retry."""
+    metadata = dict(ex.metadata)
+    refused = _EVENT_AT.match(ex.message)
+    if refused is not None:
+        metadata["event_index"] = refused[1]
+    found: list[Message] = [
+        error_details_pb2.ErrorInfo(reason=ex.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    ]
+    if isinstance(ex, InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=fitted(ex.field), description=fitted(ex.problem)
+        )
+        found.append(error_details_pb2.BadRequest(field_violations=[violation]))
     retry_after = getattr(ex, "retry_after", None)
-    if retry_after is None:
-        return ()
-    info = error_details_pb2.RetryInfo()
-    info.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    if retry_after is not None:
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
+        found.append(info)
+    details = []
+    for each in found:
+        detail = any_pb2.Any()
+        detail.Pack(each)
+        details.append(detail)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 

@@ -78,6 +78,7 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]
             raise ResourceExhausted(
                 f"{self.max_watches} health Watch streams are open on this server, the most "
                 "allowed; close one, or ask with Check",
+                reason="HEALTH_WATCH_LIMIT",
                 retry_after=WATCH_RETRY_AFTER,
             )
         self._watches += 1

@@ -65,7 +65,7 @@ def _control(signal: ControlSignal) -> pb.ReportResponse:
 
 def _signalled(signal: Signal) -> pb.ReportResponse:
     if signal is None:
-        raise Unavailable("server is shutting down; reconnect to resume")
+        raise Unavailable("server is shutting down; reconnect to resume", reason="SHUTTING_DOWN")
     if isinstance(signal, ControlSignal):
         return _control(signal)
     return pb.ReportResponse(decision=signal)

@@ -311,12 +311,14 @@ class LimitInterceptor(HandlerRewriter):
             raise ResourceExhausted(
                 f"{most} watch {'streams are' if most != 1 else 'stream is'} open for "
                 f"{principal.subject if principal else who}; close one first",
+                reason="WATCH_STREAM_LIMIT",
                 retry_after=limits.stream_retry_after,
             )
         if run_id and 0 < limits.watchers_per_run <= self._watchers[watched]:
             raise ResourceExhausted(
                 f"run {run_id!r} has {limits.watchers_per_run} "
                 f"watcher{'s' if limits.watchers_per_run != 1 else ''}, the most allowed",
+                reason="RUN_WATCHER_LIMIT",
                 retry_after=limits.stream_retry_after,
             )
         if who is not None:
@@ -342,6 +344,7 @@ class LimitInterceptor(HandlerRewriter):
         if self._reports.get(who, 0) >= limit:
             raise ResourceExhausted(
                 f"{limit} Report streams are open for {principal.subject}; close one first",
+                reason="REPORT_STREAM_LIMIT",
                 retry_after=self._limits.stream_retry_after,
             )
         self._reports[who] += 1
@@ -375,6 +378,7 @@ class LimitInterceptor(HandlerRewriter):
                 f"events: {principal.subject} may append {limits.append_events_per_second:g} "
                 f"events per second (bursts of {limits.append_burst}); this batch of {events} "
                 f"is over it, and nothing of it was stored",
+                reason="RATE_LIMITED",
                 retry_after=wait,
             )
         if self._sharing:  # else nobody reads the count, and it would only grow
@@ -500,6 +504,7 @@ class LimitInterceptor(HandlerRewriter):
                     f"tenant {tenant!r} has {limit} active run{'s' if limit != 1 else ''}, "
                     "the most allowed; "
                     "finish or cancel one first",
+                    reason="TENANT_RUN_LIMIT",
                     retry_after=self._limits.runs_retry_after,
                 )
             runs.begin()

@@ -29,7 +29,8 @@ def cancelling(run_id: str, reason: str, cancelled_by: str) -> Prepare:
     def prepare(state: RunState) -> list[event_pb2.RunEvent]:
         if state.is_terminal:
             raise FailedPrecondition(
-                f"run {run_id!r} already ended ({status_name(state.run.status)})"
+                f"run {run_id!r} already ended ({status_name(state.run.status)})",
+                reason="RUN_ENDED",
             )
         cancelled = event_pb2.RunCancelled(
             reason=reason, cancelled_by=access.acting_as(cancelled_by)
@@ -47,7 +48,8 @@ def pausing(run_id: str, reason: str, requested_by: str) -> Prepare:
         if status not in (run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_WAITING_FOR_INPUT):
             raise FailedPrecondition(
                 f"run {run_id!r} is {status_name(status)}; only a RUNNING or "
-                "WAITING_FOR_INPUT run can be paused"
+                "WAITING_FOR_INPUT run can be paused",
+                reason="RUN_ENDED" if state.is_terminal else "RUN_NOT_RUNNING",
             )
         by = access.acting_as(requested_by)
         change = event_pb2.RunStatusChanged(
@@ -68,7 +70,8 @@ def resuming(run_id: str, reason: str, requested_by: str) -> Prepare:
         status = state.run.status
         if status != run_pb2.RUN_STATUS_PAUSED:
             raise FailedPrecondition(
-                f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed"
+                f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed",
+                reason="RUN_ENDED" if state.is_terminal else "RUN_NOT_PAUSED",
             )
         waiting = bool(state.open_decisions())
         by = access.acting_as(requested_by)

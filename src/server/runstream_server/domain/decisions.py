@@ -56,7 +56,8 @@ def _check_kept(state: RunState) -> None:
         raise FailedPrecondition(
             f"run_id: events 1..{purged} of run {state.run.run_id!r} were removed by the "
             "retention policy, and the run's decisions with them; its snapshot (GetRun) "
-            "still says how it ended"
+            "still says how it ended",
+            reason="EVENTS_PURGED",
         )
 
 
@@ -128,7 +129,8 @@ class Decisions:
             if state.is_terminal:
                 raise FailedPrecondition(
                     f"run {run_id!r} already ended ({status_name(state.run.status)}); "
-                    f"decision {decision_id!r} was {_describe(decision)}"
+                    f"decision {decision_id!r} was {_describe(decision)}",
+                    reason="RUN_ENDED",
                 )
             if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
                 raise Aborted(f"decision {decision_id!r} was already closed: {_describe(decision)}")
@@ -147,7 +149,10 @@ class Decisions:
     def _decision(state: RunState, decision_id: str) -> decision_pb2.Decision:
         decision = state.decisions.get(decision_id)
         if decision is None:
-            raise NotFound(f"run {state.run.run_id!r} has no decision {decision_id!r}")
+            raise NotFound(
+                f"run {state.run.run_id!r} has no decision {decision_id!r}",
+                reason="DECISION_NOT_FOUND",
+            )
         return decision
 
     async def _kept(self, run_id: str) -> RunState:
@@ -219,7 +224,8 @@ class Decisions:
             raise ResourceExhausted(
                 f"subscribe.run_ids: an Interact stream follows at most "
                 f"{self._max_followed_runs} runs; this one follows {len(feed.run_ids)}, and "
-                f"this subscription adds {len(added)}"
+                f"this subscription adds {len(added)}",
+                reason="INTERACT_RUN_LIMIT",
             )
         for run_id in run_ids:  # all must exist before any is followed
             await self._ledger.state(run_id)

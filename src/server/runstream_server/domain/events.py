@@ -139,7 +139,8 @@ def validate_produced_event(
     size = event.ByteSize()
     if size > max_event_bytes:
         raise ResourceExhausted(
-            f"{path}: event is {size} bytes, more than the limit of {max_event_bytes} bytes"
+            f"{path}: event is {size} bytes, more than the limit of {max_event_bytes} bytes",
+            reason="EVENT_TOO_LARGE",
         )
     if event.seq != 0:
         raise InvalidArgument(f"{path}.seq", "must be 0; the server assigns seqs")
@@ -195,7 +196,8 @@ def check_batch(run_id: str, events: Sequence[event_pb2.RunEvent], limits: Limit
         raise InvalidArgument("events", "at least one event is required")
     if len(events) > limits.max_batch_events:
         raise ResourceExhausted(
-            f"events: {len(events)} events in one batch; the limit is {limits.max_batch_events}"
+            f"events: {len(events)} events in one batch; the limit is {limits.max_batch_events}",
+            reason="BATCH_TOO_LARGE",
         )
     for i, event in enumerate(events):
         validate_produced_event(f"events[{i}]", event, run_id, limits.max_event_bytes)
@@ -242,7 +244,8 @@ def check_snapshot_size(state: RunState, encoded: bytes, limit: int) -> None:
         raise ResourceExhausted(
             f"events: this would grow the snapshot of run {state.run.run_id!r} to {size} "
             f"bytes, past its limit of {most} bytes; report fewer steps, artifacts, agents or "
-            "metric names, or shorter texts"
+            "metric names, or shorter texts",
+            reason="SNAPSHOT_TOO_LARGE",
         )
 
 

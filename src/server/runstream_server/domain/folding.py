@@ -87,7 +87,8 @@ def fold(
         if ended_at:
             raise FailedPrecondition(
                 f"run {run_id!r} ends at {ended_at} of this batch; it accepts no events after "
-                f"that (events[{i}].{name})"
+                f"that (events[{i}].{name})",
+                reason="RUN_ENDED",
             )
         if name in TERMINAL_FIELDS and not draft.is_terminal:
             health = _ending_health(draft, event)  # from the troubles it ended with
@@ -139,7 +140,8 @@ def _check_same_kind(held: HeldKey, name: str, key: str, path: str, run_id: str)
             f"{path}.idempotency_key {key!r} already holds event {held.seq} "
             f"of run {run_id!r}, {_a(stored)}, not {_a(name)}: a producer reporting again "
             "under keys it used must report the same events in the same order; new events "
-            "need new keys (the SDK: attach_run with key_prefix=None)"
+            "need new keys (the SDK: attach_run with key_prefix=None)",
+            reason="IDEMPOTENCY_KEY_REUSED",
         )
 
 

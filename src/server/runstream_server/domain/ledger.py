@@ -90,7 +90,8 @@ def check_not_purged(state: RunState, after_seq: int, field_name: str) -> None:
         raise FailedPrecondition(
             f"{field_name}: events {after_seq + 1}..{purged} of run {state.run.run_id!r} "
             "were removed by the retention policy; read the run's snapshot instead "
-            "(GetRun, or WatchRun with include_snapshot)"
+            "(GetRun, or WatchRun with include_snapshot)",
+            reason="EVENTS_PURGED",
         )
 
 
@@ -320,7 +321,9 @@ class RunLedger:
                 self._slots.set_state(slot, draft)
                 self.deliver(CommitRecord(draft, fresh, staged))
                 return AppendResult(acks, draft.last_seq)
-        raise NothingStored(f"run {run_id!r} is written by too many replicas at once; retry")
+        raise NothingStored(
+            f"run {run_id!r} is written by too many replicas at once; retry", reason="RUN_CONTENDED"
+        )
 
     async def _fold(
         self,

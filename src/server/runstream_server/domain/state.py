@@ -156,7 +156,8 @@ class RunState:
         if self.is_terminal and name != "run_created":
             raise FailedPrecondition(
                 f"run {self.run.run_id!r} is {status_name(self.run.status)}; "
-                f"it accepts no further events ({path}.{name})"
+                f"it accepts no further events ({path}.{name})",
+                reason="RUN_ENDED",
             )
         when = event.event_time
         if name not in _NOT_STARTING and self.run.status == run_pb2.RUN_STATUS_PENDING:
@@ -316,7 +317,9 @@ class RunState:
         self, p: event_pb2.Milestone, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
         if p.milestone_id and p.milestone_id in self.milestones:
-            raise FailedPrecondition(f"{path}.milestone_id: {p.milestone_id!r} already fired")
+            raise FailedPrecondition(
+                f"{path}.milestone_id: {p.milestone_id!r} already fired", reason="MILESTONE_FIRED"
+            )
 
     def _on_decision_requested(
         self, p: event_pb2.DecisionRequested, when: timestamp_pb2.Timestamp, path: str
@@ -334,7 +337,9 @@ class RunState:
     ) -> None:
         decision = self.decisions.get(p.decision_id)
         if decision is None or decision.state != decision_pb2.DECISION_STATE_OPEN:
-            raise FailedPrecondition(f"{path}: decision {p.decision_id!r} is not open")
+            raise FailedPrecondition(
+                f"{path}: decision {p.decision_id!r} is not open", reason="DECISION_NOT_OPEN"
+            )
 
     def _on_health_changed(
         self, p: event_pb2.HealthChanged, when: timestamp_pb2.Timestamp, path: str

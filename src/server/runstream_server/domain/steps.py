@@ -115,7 +115,8 @@ class RunSteps:
             if len(self.run.steps) >= MAX_RUN_STEPS:
                 raise ResourceExhausted(
                     f"{path}.step_id: run {self.run.run_id!r} has {len(self.run.steps)} steps, "
-                    "the most a run may have"
+                    "the most a run may have",
+                    reason="STEP_LIMIT",
                 )
             step = self.add(p.step_id, p.name, p.description, p.agent)
         _not_done(step, path)
@@ -339,4 +340,6 @@ class RunSteps:
 def _not_done(step: run_pb2.Step, path: str) -> None:
     if step.status in DONE_STEP:
         state = run_pb2.StepStatus.Name(step.status).removeprefix("STEP_STATUS_")
-        raise FailedPrecondition(f"{path}: step {step.step_id!r} already {state}")
+        raise FailedPrecondition(
+            f"{path}: step {step.step_id!r} already {state}", reason="STEP_ENDED"
+        )

@@ -286,7 +286,7 @@ class Watching:
             while True:
                 await sub.wait()
                 if sub.closed_reason is not None:
-                    raise Unavailable(sub.closed_reason)
+                    raise Unavailable(sub.closed_reason, reason="SHUTTING_DOWN")
                 if sub.missed_since is not None:
                     since, sub.missed_since = sub.missed_since, None
                     async for listed in self._relisted(sub, run_filter, since):
@@ -435,4 +435,6 @@ def _ended(sub: Subscription) -> DataLoss | Unavailable:
     """Why a watch stream ends early: the store lost events it may have sent (DATA_LOSS), or
     the server stops (UNAVAILABLE: resume elsewhere)."""
     reason = sub.closed_reason or ""
-    return DataLoss(reason) if sub.lost else Unavailable(reason)
+    if sub.lost:
+        return DataLoss(reason, reason="EVENTS_LOST")
+    return Unavailable(reason, reason="SHUTTING_DOWN")

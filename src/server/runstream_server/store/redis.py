@@ -57,7 +57,7 @@ from runstream_server.store.base import (
     decode_run,
 )
 from runstream_server.store.redis_connect import check_usable, connect, master_client
-from runstream_server.store.redis_errors import unavailable
+from runstream_server.store.redis_errors import closed_store, unavailable
 from runstream_server.store.redis_index import TERMINAL, RunIndex
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_log import RunLog
@@ -144,10 +144,10 @@ class _Closed:
     of opening a new connection that nothing would ever close."""
 
     def __getattr__(self, name: str) -> Any:
-        raise Unavailable("the Redis store is closed; the server is shutting down")
+        raise closed_store()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise Unavailable("the Redis store is closed; the server is shutting down")
+        raise closed_store()
 
 
 class RedisEventStore:

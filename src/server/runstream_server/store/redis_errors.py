@@ -20,6 +20,13 @@ _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
 
+def closed_store() -> Unavailable:
+    """The refusal of work that reaches a closed store: the server is shutting down."""
+    return Unavailable(
+        "the Redis store is closed; the server is shutting down", reason="SHUTTING_DOWN"
+    )
+
+
 def unavailable(
     fn: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -30,7 +37,7 @@ def unavailable(
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         if getattr(args[0], "closed", False):
             # Work that outlived the server (a shielded write) must not reopen connections.
-            raise Unavailable("the Redis store is closed; the server is shutting down")
+            raise closed_store()
         try:
             return await fn(*args, **kwargs)
         except rex.TimeoutError as exc:
@@ -70,7 +77,8 @@ def unavailable(
             if reply.startswith("WRONGTYPE"):
                 raise DataLoss(
                     "the Redis store holds a key of another type than Runstream's "
-                    "(WRONGTYPE): another program writes under this store's prefix"
+                    "(WRONGTYPE): another program writes under this store's prefix",
+                    reason="STORE_DAMAGED",
                 ) from exc
             raise
         except (AttributeError, RuntimeError) as exc:

@@ -148,7 +148,7 @@ class SqliteEventStore:
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._closed:
-            raise Unavailable("server is shutting down; resume elsewhere")
+            raise Unavailable("server is shutting down; resume elsewhere", reason="SHUTTING_DOWN")
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._readers, lambda: fn(self._reader())

@@ -305,7 +305,9 @@ class SqliteWriter:
                 self.path,
                 reason,
             )
-        return Unavailable(f"{self._damage}: the server must be restarted to check it")
+        return Unavailable(
+            f"{self._damage}: the server must be restarted to check it", reason="STORE_DAMAGED"
+        )
 
     async def settle(self) -> None:
         """Stops probing and waits for the commits in flight: nothing writes after this."""
@@ -355,7 +357,9 @@ class SqliteWriter:
                 exc,
             )
             self._prober = asyncio.create_task(self._probe(), name="runstream-sqlite-probe")
-        error = NothingStored(f"{fault}: nothing was stored; retry later")
+        error = NothingStored(
+            f"{fault}: nothing was stored; retry later", reason="STORE_REFUSED_WRITE"
+        )
         error.__cause__ = exc
         return error
 
