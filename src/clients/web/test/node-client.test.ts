@@ -10,6 +10,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb";
 import { AgentActivityType, EventKind, type RunEvent, RunEventSchema } from "../src/gen/runstream/v1/event_pb";
 import { ControlAction, ReportService, type ReportRequest, ReportRequestSchema, type ReportResponse } from "../src/gen/runstream/v1/report_service_pb";
 import { RunStatus, StepStatus } from "../src/gen/runstream/v1/run_pb";
@@ -225,14 +226,15 @@ test("reports over the bidirectional Report stream and receives the cancel contr
 });
 
 test("maps errors to gRPC status codes", async () => {
-  const code = async (call: () => Promise<unknown>) => {
+  const refusal = async (call: () => Promise<unknown>) => {
     try {
       await call();
     } catch (error) {
-      return ConnectError.from(error).code;
+      return ConnectError.from(error);
     }
-    return Code.Unknown + 100; // no error at all
+    throw new Error("no error at all");
   };
+  const code = async (call: () => Promise<unknown>) => (await refusal(call)).code;
   assert.equal(await code(() => runs.getRun({ runId: "no-such-run" })), Code.NotFound);
   assert.equal(await code(() => runs.createRun({ workflow: "" })), Code.InvalidArgument);
   const runId = await createRun("node-errors", []);
@@ -246,6 +248,15 @@ test("maps errors to gRPC status codes", async () => {
   assert.equal(
     await code(() => reports.appendEvents({ runId, events: [event("late", { case: "runStarted", value: {} })] })),
     Code.FailedPrecondition,
+  );
+  // The details say why for a program: the run ended (stop), not one event refused (drop it).
+  const ended = await refusal(() => reports.appendEvents({ runId, events: [event("later", { case: "runStarted", value: {} })] }));
+  const [info] = ended.findDetails(ErrorInfoSchema);
+  assert.deepEqual([info?.reason, info?.metadata], ["RUN_ENDED", {}]);
+  const invalid = await refusal(() => runs.createRun({ workflow: "" }));
+  assert.deepEqual(
+    invalid.findDetails(BadRequestSchema)[0]?.fieldViolations.map((v) => v.field),
+    ["workflow"],
   );
   // The kinds filter runs on the server: only the terminal event comes back.
   const kinds: RunEvent[] = [];
