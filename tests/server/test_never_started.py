@@ -18,6 +18,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
@@ -115,6 +116,30 @@ async def test_a_run_never_started_is_stalled_with_a_reason_and_recovers_when_it
             run_pb2.RUN_HEALTH_STALLED,
             run_pb2.RUN_HEALTH_HEALTHY,
         ]
+
+
+async def test_a_run_never_started_of_a_workflow_with_history_stays_pending(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """With runs of its workflow done before, the stall check also wrote an estimate from
+    their history, and that estimate started the run: RUNNING with a start time, pausable,
+    and judged as a running run, while its reason said it never started (found in review)."""
+    async with clocked_server(tmp_path, server_config, POLICY) as (stubs, clock):
+        done = await create_run(stubs, "crawl", workflow="research")
+        await append(
+            stubs,
+            done.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id="crawl")),
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id="crawl")),
+            ev.RunEvent(run_completed=ev.RunCompleted()),
+        )
+        idle = await create_run(stubs, "crawl", workflow="research")
+        clock.move(START_WITHIN + 5)
+        now = await stalled(stubs, idle.run_id)
+        assert (now.status, now.HasField("start_time")) == (run_pb2.RUN_STATUS_PENDING, False)
+        with pytest.raises(grpc.aio.AioRpcError) as paused:
+            await stubs.runs.PauseRun(rs.PauseRunRequest(run_id=idle.run_id))
+        assert paused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_a_run_started_in_time_is_never_stalled_for_it(

@@ -294,7 +294,8 @@ class KindRules:
     else watchers see it only."""
     starts_run: bool = True
     """A PENDING run it is stored in starts (RUNNING); False for the run's creation, a status
-    change, and the server's HealthChanged that marks a run never started STALLED."""
+    change, and what the server writes of a run never started (its HealthChanged to STALLED,
+    an estimate)."""
     moves_estimate: bool = True
     """It may move the run's estimate (its steps, items, start, status or the producer's own
     figure): a producer batch holding one makes the estimate again; other batches do only
@@ -395,7 +396,7 @@ KINDS: dict[str, KindRules] = {
         moves_estimate=False,
     ),
     "health_changed": KindRules(server_only=True, starts_run=False),
-    "estimate_updated": KindRules(server_only=True),
+    "estimate_updated": KindRules(server_only=True, starts_run=False),
     "decision_requested": KindRules(check=_validate_decision),
     "decision_resolved": KindRules(server_only=True),
     # The producer's own events; they do not change the snapshot.

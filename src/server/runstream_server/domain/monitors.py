@@ -259,6 +259,8 @@ class StallTracker:
             stalled = [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
             if silence > threshold + 60:  # not just gone silent: a clock of its own, a restart
                 return stalled
+            if status == run_pb2.RUN_STATUS_PENDING:  # nothing of it ran: nothing to count down
+                return stalled
             return stalled + insight.estimate_again(state, history, self._clock())
 
         with contextlib.suppress(RunstreamError):
