@@ -147,6 +147,39 @@ async def test_a_failed_step_the_producer_skips_no_longer_keeps_the_run_failing(
         assert await reasons(restarted, run.run_id) == [skipped] * 3
 
 
+async def test_a_trouble_on_a_step_skipped_later_stays_on_it_after_a_restart(
+    server: RunstreamServer, stubs: Stubs, server_config: ConfigFactory
+) -> None:
+    """A high alert on a running step is that step's trouble, and a skipped step never
+    completes: the run stays DEGRADED. Rebuilt from the log after a restart (or by another
+    replica), the alert was filed with the steps as the last event left them (the step
+    already skipped: the run's trouble), and the next step's completion made the run HEALTHY
+    there, with one more HealthChanged than the server that never restarted wrote."""
+    run = await create_run(stubs, "draft", "review")
+    hot = ev.Alert(message="hot", severity=run_pb2.SEVERITY_HIGH, step_id="draft")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="draft")),
+        ev.RunEvent(alert=hot),
+        ev.RunEvent(step_skipped=ev.StepSkipped(step_id="draft", reason="not needed")),
+    )
+    degraded = (run_pb2.RUN_HEALTH_DEGRADED, "alert: hot")
+    assert await reasons(stubs, run.run_id) == [degraded] * 3
+    async with restarted_on_its_store(server, server_config) as restarted:
+        await append(
+            restarted,
+            run.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id="review")),
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id="review")),
+        )
+        assert await reasons(restarted, run.run_id) == [degraded] * 3
+        changes = await restarted.runs.ListEvents(
+            rs.ListEventsRequest(run_id=run.run_id, filter="kind = HEALTH_CHANGED")
+        )
+        assert [e.health_changed.health for e in changes.events] == [run_pb2.RUN_HEALTH_DEGRADED]
+
+
 async def test_a_watcher_of_the_run_list_sees_the_reason(stubs: Stubs) -> None:
     run = await create_run(stubs, "research", workflow="reasons")
     watch = stubs.runs.WatchRuns(rs.WatchRunsRequest(filter='workflow = "reasons"'))

@@ -14,14 +14,17 @@ when the event names no step still to finish:
   completes.
 
 The snapshot keeps only the health and its reason; the troubles are rebuilt from the log's
-events of :data:`TROUBLE_KINDS` when a run that is not healthy is loaded.
+events of :data:`TROUBLE_KINDS` when a run that is not healthy is loaded, each with the steps
+as the log had left them at that event (:class:`LoggedSteps`), as they were when it came.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from runstream.v1 import event_pb2, run_pb2
 
-from runstream_server.domain.steps import DONE_STEP, RunSteps
+from runstream_server.domain.steps import DONE_STEP
 
 TROUBLE_KINDS = (
     event_pb2.EVENT_KIND_STEP_STARTED,
@@ -37,6 +40,50 @@ TROUBLED = frozenset(
 _HIGH = frozenset({run_pb2.SEVERITY_HIGH, run_pb2.SEVERITY_CRITICAL})
 _RANK: dict[int, int] = {run_pb2.RUN_HEALTH_DEGRADED: 1, run_pb2.RUN_HEALTH_FAILING: 2}
 _RUN = ""  # the key of a trouble on the run as a whole
+_STEP_EVENTS = frozenset({"step_started", "step_completed", "step_skipped", "step_failed"})
+
+
+class Steps(Protocol):
+    """The steps a trouble's event is folded with: the run's, or :class:`LoggedSteps`."""
+
+    def get(self, step_id: str) -> run_pb2.Step | None: ...
+
+
+class LoggedSteps:
+    """The steps as a run's log left them event by event, to rebuild its troubles: a step
+    is done from its StepCompleted or StepSkipped on (a done step never runs again), and its
+    attempts are its StepStarted events so far. The run's own steps are as its last event
+    left them: a high alert on a step skipped later was filed on the run, and ended by the
+    next step's completion, on every replica that loaded the run (found in review)."""
+
+    __slots__ = ("_planned", "_steps")
+
+    def __init__(self, planned: Steps) -> None:
+        self._planned = planned
+        self._steps: dict[str, run_pb2.Step] = {}
+
+    def get(self, step_id: str) -> run_pb2.Step | None:
+        logged = self._steps.get(step_id)
+        if logged is not None or self._planned.get(step_id) is None:
+            return logged
+        return run_pb2.Step(step_id=step_id)  # known, not done (nor started) yet
+
+    def log(self, event: event_pb2.RunEvent) -> None:
+        """Takes in the next event of the log (of any kind)."""
+        name = event.WhichOneof("payload")
+        if name not in _STEP_EVENTS:
+            return
+        step_id = getattr(event, name).step_id
+        step = self._steps.setdefault(step_id, run_pb2.Step(step_id=step_id))
+        if name == "step_started":
+            step.status = run_pb2.STEP_STATUS_RUNNING
+            step.attempts += 1
+        elif name == "step_completed":
+            step.status = run_pb2.STEP_STATUS_SUCCEEDED
+        elif name == "step_skipped":
+            step.status = run_pb2.STEP_STATUS_SKIPPED
+        else:
+            step.status = run_pb2.STEP_STATUS_FAILED
 
 
 class Troubles:
@@ -64,7 +111,7 @@ class Troubles:
         reasons = [reason for health, reason in self._open.values() if health == worst]
         return reasons[-1] if reasons else ""
 
-    def note(self, event: event_pb2.RunEvent, steps: RunSteps | None = None) -> None:
+    def note(self, event: event_pb2.RunEvent, steps: Steps | None = None) -> None:
         """Folds in one event of the run; `steps` (after it) tell a retry's attempt and the
         steps already done."""
         name = event.WhichOneof("payload")
@@ -123,7 +170,7 @@ class Troubles:
                 )
 
 
-def _on(step_id: str, steps: RunSteps | None) -> str:
+def _on(step_id: str, steps: Steps | None) -> str:
     """The step a trouble is on: the one its event names, unless that step is already done
     (its completion is past: the trouble is the run's)."""
     if not step_id or steps is None:

@@ -18,7 +18,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.domain.events import ESTIMATE_INPUTS, KINDS, kind_name, kind_rules
-from runstream_server.domain.health import TROUBLE_KINDS, Troubles
+from runstream_server.domain.health import TROUBLE_KINDS, LoggedSteps, Steps, Troubles
 from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 
@@ -108,8 +108,10 @@ class RunState:
     def restore(cls, run: run_pb2.Run, remembered: Iterable[event_pb2.RunEvent]) -> RunState:
         """The state of a stored run from its snapshot and its remembered-kind events."""
         state = cls(run)
+        logged = LoggedSteps(state.steps)
         for event in remembered:
-            state.remember(event)
+            logged.log(event)
+            state.remember(event, logged)
         return state
 
     def copy(self) -> RunState:
@@ -180,12 +182,13 @@ class RunState:
         if name in ESTIMATE_INPUTS:
             self.steps.recompute_progress()
 
-    def remember(self, event: event_pb2.RunEvent) -> None:
+    def remember(self, event: event_pb2.RunEvent, steps: Steps | None = None) -> None:
         """Keeps what the snapshot does not hold: decisions, milestones, recent activity, the
-        troubles behind its health."""
+        troubles behind its health (folded with `steps`, as the event left them: the run's
+        own unless it is being restored)."""
         name = event.WhichOneof("payload")
         if name in TROUBLE_FIELDS:
-            self.troubles.note(event, self.steps)
+            self.troubles.note(event, self.steps if steps is None else steps)
         if name == "agent_activity":
             self.recent_activity.append(event)
         elif name == "milestone" and event.milestone.milestone_id:
