@@ -3,7 +3,7 @@
 # Debian 12's Go packages, in GOPATH mode (their libraries are a GOPATH tree under
 # /usr/share/gocode; module mode would look for modules Debian does not package).
 #   src/clients/go/build.sh [OUT]     OUT defaults to build/go; the binary is OUT/runstream-go
-# Needs: golang-go golang-google-grpc-dev golang-google-protobuf-dev
+# Needs: golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-google-genproto-dev
 #   golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc protobuf-compiler
 # (scripts/setup.sh test installs them; not golang-goprotobuf-dev, which conflicts).
 # The stubs are generated at each build rather than committed: it takes a fifth of a second,
