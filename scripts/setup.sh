@@ -81,10 +81,17 @@ apt_install() {
     apt-get install -y --no-install-recommends "$@"
 }
 
+# A pair without a binary ("package:") is a library, checked with dpkg.
 apt_require() {
-  local pair missing=()
+  local pair binary missing=()
   for pair in "$@"; do
-    command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+    binary="${pair#*:}"
+    if [ -n "$binary" ]; then
+      command -v "$binary" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+    else
+      dpkg-query -W -f='${Status}' "${pair%%:*}" 2>/dev/null | grep -q ' installed$' ||
+        missing+=("${pair%%:*}")
+    fi
   done
   [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 }
@@ -92,9 +99,16 @@ apt_require() {
 # Debian packages per profile. The demo needs none: the embedded store is SQLite, and grpcurl
 # and Envoy come as wheels. The browser tests drive Debian's Chromium (Playwright cannot
 # download its own browser builds here); the replica tests run real redis-server processes.
+# The Go client's test (tests/e2e/test_go_client.py) generates stubs with protoc and builds
+# against Debian's Go libraries: golang/protobuf 1.5 named, as apt would otherwise pick 1.3,
+# whose types genproto's errdetails cannot use (and not golang-goprotobuf-dev, which
+# conflicts with protoc-gen-go).
 DEMO_APT=()
 WEB_APT=()
-TEST_APT=(chromium:chromium redis-server:redis-server)
+GO_APT=(golang-go:go protobuf-compiler:protoc protoc-gen-go:protoc-gen-go
+  protoc-gen-go-grpc:protoc-gen-go-grpc golang-google-grpc-dev: golang-google-protobuf-dev:
+  golang-github-golang-protobuf-1-5-dev: golang-google-genproto-dev:)
+TEST_APT=(chromium:chromium redis-server:redis-server "${GO_APT[@]}")
 
 # --- Python ------------------------------------------------------------------------------
 python_setup() {
