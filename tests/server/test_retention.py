@@ -31,10 +31,33 @@ from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import ConfigFactory
 from tests.identity import Keys, rs256_auth
+from tests.server import support
 from tests.server.conftest import Stubs
-from tests.server.support import Caller, append, custom, ev, serving
+from tests.server.support import Caller, append, custom, ev, on_clock
 
 NOW = datetime.now(UTC)
+
+
+class ServersClock:
+    """The servers' clock: the real one, except while :func:`ended` ends a run at a moment of
+    the test's choosing (the server stamps what it receives then with that moment)."""
+
+    def __init__(self) -> None:
+        self.at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.at or datetime.now(UTC)
+
+
+SERVERS_CLOCK = ServersClock()
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
+    """A server on :data:`SERVERS_CLOCK`, and stubs."""
+    async with support.serving(config) as (server, stubs):
+        on_clock(server, SERVERS_CLOCK)
+        yield server, stubs
 
 
 def _in_retention(frame: FrameType | None) -> bool:
@@ -67,14 +90,22 @@ def parses_of(run_ids: set[str]) -> Iterator[list[str]]:
         yield met
 
 
-async def ended(stubs: Stubs, run_id: str, end: datetime) -> None:
-    """A run of a few events that ends (completed) at `end`, by its producer's clock."""
-    await stubs.runs.CreateRun(rs.CreateRunRequest(run_id=run_id, workflow="wf"))
-    await append(stubs, run_id, *(custom(n) for n in range(3)))
-    done = ev.RunEvent(run_completed=ev.RunCompleted())
-    done.event_time.CopyFrom(timestamp_pb2.Timestamp())
-    done.event_time.FromDatetime(end)
-    await append(stubs, run_id, done)
+async def ended(
+    stubs: Stubs | Caller, run_id: str, end: datetime, dated: datetime | None = None
+) -> None:
+    """A run of a few events whose end (completed) the server receives at `end`, by its
+    clock; its producer dates the end `dated`, if given."""
+    SERVERS_CLOCK.at = end
+    try:
+        await stubs.runs.CreateRun(rs.CreateRunRequest(run_id=run_id, workflow="wf"))
+        await append(stubs, run_id, *(custom(n) for n in range(3)))
+        done = ev.RunEvent(run_completed=ev.RunCompleted())
+        if dated is not None:
+            done.event_time.CopyFrom(timestamp_pb2.Timestamp())
+            done.event_time.FromDatetime(dated)
+        await append(stubs, run_id, done)
+    finally:
+        SERVERS_CLOCK.at = None
 
 
 async def purged(stubs: Stubs, run_ids: list[str]) -> set[str]:
@@ -105,20 +136,21 @@ def at(minutes: int) -> datetime:
 async def test_the_newest_n_keep_their_logs_across_passes_and_a_restart(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
-    """runs=2: each pass purges exactly the ended runs beyond the newest two (by end time,
-    wherever they ended in the order of arrival), and only once; purged runs stay readable
-    as snapshots; a restarted server goes on from there."""
+    """runs=2: each pass purges exactly the ended runs beyond the newest two (by when the
+    server stored their ends, by its clock, whatever the order of arrival), and only once;
+    purged runs stay readable as snapshots; a restarted server goes on from there."""
     config = server_config(tmp_path / "r.db", retention=Retention(runs=2, interval=3600))
     ids = [f"r{i}" for i in range(8)]
     async with serving(config) as (server, stubs):
         assert server.runs is not None
-        for i in (0, 2, 1, 3, 4):  # r2 ends before r1 does, with the later end time
+        for i in (0, 2, 1, 3, 4):  # r2 ends before r1 does, at the later time
             await ended(stubs, ids[i], at(i))
         assert sorted(await server.runs.apply_retention()) == ["r0", "r1", "r2"]
         assert await server.runs.apply_retention() == []
         await ended(stubs, "r5", at(5))
         assert await server.runs.apply_retention() == ["r3"]
-        # Ends now, but its producer says it ended before r4 and r5: beyond the newest two.
+        # Ends last, at a time before r4 and r5 (the server's clock was set back meanwhile):
+        # beyond the newest two.
         await ended(stubs, "r6", at(4) - timedelta(seconds=1))
         assert await server.runs.apply_retention() == ["r6"]
         assert await purged(stubs, ids[:7]) == {"r0", "r1", "r2", "r3", "r6"}
@@ -210,7 +242,9 @@ async def test_age_and_count_purge_the_union_across_passes(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
     """days=1 and runs=3: a run that ended more than a day ago goes even when it is among
-    the newest three; one beyond the newest three goes however recent."""
+    the newest three; one beyond the newest three goes however recent. Both by the server's
+    clock: a run its producer ended just now with a clock a day behind keeps its log (it was
+    purged at once)."""
     config = server_config(tmp_path / "r.db", retention=Retention(days=1, runs=3, interval=3600))
     async with serving(config) as (server, stubs):
         assert server.runs is not None
@@ -220,11 +254,13 @@ async def test_age_and_count_purge_the_union_across_passes(
         for i in range(4):
             await ended(stubs, f"new{i}", at(i))
         assert await server.runs.apply_retention() == ["new0"]
-        await ended(stubs, "late", NOW - timedelta(days=1, minutes=1))  # ends now, dated old
+        behind = NOW - timedelta(days=1, minutes=1)
+        await ended(stubs, "late", at(3) + timedelta(seconds=1), dated=behind)
+        assert await server.runs.apply_retention() == ["new1"]  # not late: among the three
         await ended(stubs, "new4", at(4))
-        assert sorted(await server.runs.apply_retention()) == ["late", "new1"]
+        assert await server.runs.apply_retention() == ["new2"]
         everything = ["old1", "old2", "late", *(f"new{i}" for i in range(5))]
-        assert await purged(stubs, everything) == {"old1", "old2", "late", "new0", "new1"}
+        assert await purged(stubs, everything) == {"old1", "old2", "new0", "new1", "new2"}
 
 
 async def test_replicas_whose_passes_overlap_purge_each_run_once(

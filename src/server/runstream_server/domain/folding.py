@@ -48,12 +48,15 @@ def fold(
     run_id = state.run.run_id
     draft = state.copy()
     staged: list[event_pb2.RunEvent] = []
+    received = to_timestamp(now)
 
     def stage(event: event_pb2.RunEvent, path: str) -> int:
         event.run_id = run_id
         event.seq = draft.last_seq + 1
         if not event.HasField("event_time"):
-            event.event_time.CopyFrom(to_timestamp(now))
+            event.event_time.CopyFrom(received)
+        # The server's own time beside the producer's: what silence and retention count from.
+        event.receive_time.CopyFrom(received)
         if event.HasField("decision_requested"):
             asked = event.decision_requested
             if asked.HasField("timeout"):

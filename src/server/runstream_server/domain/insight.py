@@ -508,7 +508,7 @@ def _not_zero(estimate: run_pb2.Estimate) -> None:
 def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
     """An EstimateUpdated when the run starts or stops waiting (input, pause): held while it
     waits, as of the moment it began, and released with an end time from the moment it goes
-    on. `state` is after the batch; its update_time is the batch's last event time.
+    on. `state` is after the batch; its update_time is when the server received it.
     """
     run = state.run
     if not run.HasField("estimate") or state.is_terminal:

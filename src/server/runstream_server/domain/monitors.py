@@ -142,8 +142,9 @@ class StallTracker:
             self._heard[record.run_id] = self._clock()
 
     def silence(self, run: run_pb2.Run) -> float:
-        """Seconds since the producer was last heard: by this process, or as stored; for a
-        run not started, since it was created."""
+        """Seconds since the producer was last heard: by this process, or as stored (the
+        run's update_time: when the server received its last event, by the server's clock,
+        whatever the producer's clock says); for a run not started, since it was created."""
         if run.status == run_pb2.RUN_STATUS_PENDING:
             return (self._clock() - run.create_time.ToDatetime(UTC)).total_seconds()
         heard = run.update_time.ToDatetime(UTC) if run.HasField("update_time") else None

@@ -19,9 +19,10 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 at start: :mod:`.redis_connect`; what callers get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
-(runs not ended), ``P:ended`` (ended runs whose logs are kept, by end time, for retention),
-``P:moved`` (the last hour's ends, by when they were stored), ``P:tenant:<tenant>:runs``
-(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs) and one
+(runs not ended), ``P:ended`` (ended runs whose logs are kept, by when their ends were
+stored, for retention), ``P:moved`` (the last hour's ends, by when they were stored),
+``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's ListRuns reads
+only its own runs) and one
 per workflow and per label (:mod:`.redis_filters`). They are hints: a new run's entries are
 written, in one round trip, before the script stores the run, so a run is never stored
 without them (a run of an earlier release gets its workflow and label entries later); every

@@ -2,7 +2,8 @@
 
 Sorted sets outside the runs' slots (named by :class:`~.redis_keys.RedisKeys`): ``P:runs``
 (every run by create time), ``P:active`` (runs not ended), ``P:ended`` (ended runs whose
-logs are kept, by end time, for retention: a run leaves it once retention purged its log),
+logs are kept, by when their ends were stored, for retention: a run leaves it once
+retention purged its log),
 ``P:moved`` (runs whose end was stored in the last hour, by the server's clock then: what a
 replica that missed notices reads again) and ``P:tenant:<tenant>:runs`` (each tenant's runs
 by create time, so a tenant's ListRuns reads only its own runs). They are hints: every read
@@ -38,6 +39,7 @@ from runstream.v1 import run_pb2
 from runstream_server.store.base import (
     RunFilter,
     RunPage,
+    ended_us,
     left_out,
     readable_run,
     stop_if_cancelled,
@@ -97,7 +99,7 @@ class RunIndex:
         ``P:ended`` first, out of ``P:active`` second, so that a crash at any point leaves
         the run in one of them at least (again and again is harmless: ZADD sets the same
         score, ZREM of an absent member does nothing)."""
-        ended = {run_id: snapshot.end_time.ToMicroseconds()}
+        ended = {run_id: ended_us(snapshot)}
         now = time.time_ns() // 1000
         succeeded = [snapshot] if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED else []
         if self._cluster:

@@ -42,6 +42,7 @@ from runstream_server.store.base import (
     StoredEvent,
     Usage,
     decode_run,
+    ended_us,
     readable_runs,
 )
 from runstream_server.store.sqlite_backups import copy_database
@@ -298,7 +299,7 @@ class SqliteEventStore:
                 conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", list(ids)
             )
             runs = list(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
-            runs.sort(key=lambda item: item[1].end_time.ToMicroseconds(), reverse=True)
+            runs.sort(key=lambda item: ended_us(item[1]), reverse=True)
             return runs
 
         chosen = await self._read(choose)
