@@ -122,7 +122,10 @@ def fold(
         at = when.seconds + when.nanos / 1e9
         if insight.estimate_due(draft, history, at, inputs_moved):
             draft.estimated_at, draft.estimated_from = at, history.version
-            for extra in insight.estimate_again(draft, history, from_timestamp(when), spoken):
+            # How long the steps have run, by the producer's clock (its events' times); the
+            # end time from the server's now, which readers count it down by.
+            as_of = from_timestamp(when)
+            for extra in insight.estimate_again(draft, history, as_of, spoken, at=now):
                 stage(extra, "server")
     if staged:
         for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still

@@ -455,7 +455,10 @@ export type Estimate = Message<"runstream.v1.Estimate"> & {
   remaining?: Duration | undefined;
 
   /**
-   * When the run is expected to finish: the estimate's computation time plus remaining.
+   * When the run is expected to finish, by the server's clock: when the server made the
+   * estimate (received the batch that moved it) plus remaining. The time left is judged by
+   * the run's event times (how long its steps have run, by the producer's clock), so a
+   * producer whose clock is off still gets an end time that counts down right.
    *
    * @generated from field: google.protobuf.Timestamp end_time = 2;
    */
