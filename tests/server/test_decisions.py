@@ -553,7 +553,9 @@ async def test_a_question_with_its_own_deadline_is_refused_not_left_open(stubs) 
 async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
-    """The server's clock, not its timer, decides: a late answer finds the default taken."""
+    """Where no timer of this process counts the deadline (the question was asked on another
+    replica, whose commit this one has not heard of yet), the server's clock decides: a late
+    answer finds the default taken."""
     from datetime import UTC, datetime, timedelta
 
     now = [datetime(2026, 6, 1, tzinfo=UTC)]
@@ -562,17 +564,47 @@ async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
     try:
         runs = server.runs
         assert runs is not None
-        runs._clock = lambda: now[0]  # a clock the test moves; the timer stays far away
+        runs._clock = lambda: now[0]  # a clock the test moves
         await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
         await runs.append(
             "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=60))]
         )
+        runs._decisions.deadlines.disarm("r", "persona")  # armed on another replica only
         now[0] += timedelta(seconds=61)
         with pytest.raises(Exception, match="DEFAULTED with 'pros'") as info:
             await runs.submit_decision(
                 "r", "persona", choice="gen_z", skip=False, answered_by="late"
             )
         assert type(info.value).__name__ == "Aborted"
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def test_a_wall_clock_stepped_forward_leaves_an_open_question_to_its_timer(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The server's clock stepped an hour forward (an NTP correction) 10 s into a question
+    of 60 s: the human who answered then was told "already closed: DEFAULTED", though the
+    deadline's timer (monotonic) had not fired and every watcher still saw it open. The
+    timer this process armed decides: the answer is taken."""
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 6, 1, tzinfo=UTC)]
+    server = RunstreamServer(server_config(tmp_path / "s.db"))
+    await server.start()
+    try:
+        runs = server.runs
+        assert runs is not None
+        runs._clock = lambda: now[0]  # a clock the test steps; the timer stays 60 s away
+        await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
+        await runs.append(
+            "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=60))]
+        )
+        now[0] += timedelta(hours=1, seconds=10)
+        answered = await runs.submit_decision(
+            "r", "persona", choice="gen_z", skip=False, answered_by="dana"
+        )
+        assert (answered.outcome, answered.choice) == (ev.DECISION_OUTCOME_ANSWERED, "gen_z")
     finally:
         await server.stop(grace=0.1)
 

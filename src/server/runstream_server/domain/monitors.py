@@ -43,21 +43,42 @@ DEADLINE_KINDS = frozenset(KIND_BY_FIELD[f] for f in ("decision_requested", "dec
 
 
 class Deadlines:
-    """One timer per open decision with a deadline; firing calls `fire(run_id, decision_id)`."""
+    """One timer per open decision with a deadline; firing calls `fire(run_id, decision_id)`.
+
+    A timer is armed by the wall clock (the stored deadline less the clock's now) and then
+    runs on the event loop's monotonic clock, which a step of the wall clock (an NTP
+    correction) does not move: :meth:`due` asks the same timer, so an answer and the
+    deadline agree on which came first."""
 
     def __init__(self, clock: Clock, fire: Callable[[str, str, int], None]) -> None:
         self._clock = clock
         self._fire = fire
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._retrying: set[tuple[str, str]] = set()  # fired, and their writes failed
 
     def arm(self, run_id: str, decision_id: str, deadline: datetime, attempt: int = 0) -> None:
         key = (run_id, decision_id)
         if key in self._timers:
             return
+        if attempt:
+            self._retrying.add(key)
         delay = max(0.0, (deadline - self._clock()).total_seconds())
         self._timers[key] = asyncio.get_running_loop().call_later(
             delay, self._fired, run_id, decision_id, attempt
         )
+
+    def due(self, run_id: str, decision_id: str, deadline: datetime) -> bool:
+        """Whether the decision's deadline has passed: by its timer here, when one is armed
+        (its time has come, or it fired and its write is being retried), else by the wall
+        clock (a decision asked on another replica whose commit this one has not heard of).
+        The wall clock alone refused a human's answer "already closed: DEFAULTED" after it
+        stepped an hour forward, while the timer, and every watcher, still had the question
+        open for another 110 s."""
+        key = (run_id, decision_id)
+        handle = self._timers.get(key)
+        if handle is None:
+            return deadline <= self._clock()
+        return key in self._retrying or handle.when() <= asyncio.get_running_loop().time()
 
     def retry(self, run_id: str, decision_id: str, attempt: int) -> float:
         """Arms the timer again after a failed write, with backoff; returns the delay."""
@@ -71,6 +92,7 @@ class Deadlines:
         self._fire(run_id, decision_id, attempt)
 
     def disarm(self, run_id: str, decision_id: str) -> None:
+        self._retrying.discard((run_id, decision_id))
         handle = self._timers.pop((run_id, decision_id), None)
         if handle is not None:
             handle.cancel()
@@ -97,6 +119,7 @@ class Deadlines:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self._retrying.clear()
 
 
 CHECK_SHARE = 20
