@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import Aborted, DataLoss
+from runstream_server.store.clock import StoreClock
 
 log = logging.getLogger("runstream.store")
 
@@ -235,6 +236,10 @@ class EventStore(Protocol):
 
     shared: bool
     """True when other processes may write the same runs (then :meth:`follow` matters)."""
+
+    clock: StoreClock
+    """The clock every "now" compared with stored times reads: the store's own when other
+    processes share it (their stamps and this one's then agree), else this machine's."""
 
     async def open(self) -> None:
         """Creates or opens the storage."""

@@ -72,7 +72,16 @@ class RunIndex:
     SWEEP_BATCH = 256
     """``P:active`` entries one retention pass examines (:meth:`sweep_active`)."""
 
-    def __init__(self, keys: RedisKeys, client: Callable[[], Any], *, cluster: bool) -> None:
+    def __init__(
+        self,
+        keys: RedisKeys,
+        client: Callable[[], Any],
+        *,
+        cluster: bool,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        """`clock_us`: the replicas' shared clock (microseconds), which ``P:moved`` is on."""
+        self._clock_us = clock_us
         self._keys = keys
         self._client = client
         self._cluster = cluster
@@ -100,7 +109,7 @@ class RunIndex:
         the run in one of them at least (again and again is harmless: ZADD sets the same
         score, ZREM of an absent member does nothing)."""
         ended = {run_id: ended_us(snapshot)}
-        now = time.time_ns() // 1000
+        now = self._clock_us()
         succeeded = [snapshot] if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED else []
         if self._cluster:
             if succeeded:  # its workflow's history key: a slot of its own
@@ -307,7 +316,7 @@ class RunIndex:
         whose end was stored since (``P:moved``; ``P:ended`` by end time, for the runs a
         replica of an earlier release ended), in one round trip: four index reads, however
         many runs are stored. None when `since_us` is further back than ``P:moved`` keeps."""
-        if since_us < time.time_ns() // 1000 - MOVED_KEPT_US:
+        if since_us < self._clock_us() - MOVED_KEPT_US:
             return None
         pipe = self._client().pipeline(transaction=False)
         pipe.zrange(self._keys.active, 0, -1)

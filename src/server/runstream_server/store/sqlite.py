@@ -45,6 +45,7 @@ from runstream_server.store.base import (
     ended_us,
     readable_runs,
 )
+from runstream_server.store.clock import StoreClock
 from runstream_server.store.sqlite_backups import copy_database
 from runstream_server.store.sqlite_file import (
     connect,
@@ -85,6 +86,8 @@ class SqliteEventStore:
     ) -> None:
         """`check` runs ``PRAGMA quick_check`` at open (about 3 s per GB; see the README);
         `probe_interval` is how often a write is tried while writes fail."""
+        self.clock = StoreClock()
+        """This machine's wall clock: no other server compares times with this one's."""
         if synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
         self.path = path
