@@ -24,6 +24,7 @@ from google.protobuf import timestamp_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain import monitors
 from runstream_server.domain.runs import Retention
 from runstream_server.store import base, redis
 from runstream_server.store.redis_keys import RedisKeys
@@ -362,3 +363,44 @@ async def test_a_store_written_by_the_previous_layout_goes_on_with_the_same_poli
         assert sorted(m.decode() for m in left) == ["r13", "r14"]
     async with serving(config) as (server, stubs):
         assert await purged(stubs, [*ids, "r14"]) == set(ids[:13])
+
+
+async def test_a_step_of_the_wall_clock_pauses_retention_for_a_pass(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's clock stepped an hour forward (an NTP correction, a clock set by hand):
+    the next pass purged the logs of runs that had ended minutes before under a retention of
+    a quarter of an hour. A pass that finds the wall clock moved apart from the monotonic one
+    skips, saying so, so that a clock set right before the next pass purges nothing early."""
+    monotonic, step = [1000.0], [0.0]
+    passes: list[int | None] = []
+
+    class Store:
+        async def purge_events(
+            self, *, ended_before_us: int | None, keep_newest: int | None
+        ) -> list[str]:
+            passes.append(ended_before_us)
+            return []
+
+    async def sleep(seconds: float) -> None:
+        monotonic[0] += seconds
+        step[0] = 3600.0  # stepped during the first interval, and stays so
+        if len(passes) >= 2:
+            raise asyncio.CancelledError
+
+    def wall() -> datetime:
+        return datetime.fromtimestamp(1.7e9 + monotonic[0] + step[0], UTC)
+
+    async def purged(run_id: str) -> None:
+        pass
+
+    monkeypatch.setattr(monitors.time, "monotonic", lambda: monotonic[0])
+    monkeypatch.setattr(monitors.asyncio, "sleep", sleep)
+    retention = Retention(days=0.01, interval=60)
+    with pytest.raises(asyncio.CancelledError):
+        await monitors.RetentionPasses(Store(), retention, wall, purged).run_forever()  # type: ignore[arg-type]
+    # Pass 1 at once, pass 2 (after the step) skipped, pass 3 a minute after that.
+    assert [before is not None for before in passes] == [True, True]
+    assert monotonic[0] == 1000.0 + 3 * 60
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == ["the wall clock stepped by +3600s; retention paused for one pass"]

@@ -125,6 +125,34 @@ class Deadlines:
 CHECK_SHARE = 20
 """A stall check waits at least this many times as long as its last pass took."""
 
+STEP_TOLERANCE = 5.0
+"""Seconds the wall clock may move more or less than the monotonic clock between two passes
+before the move is taken for a step of the clock (an NTP correction, a clock set by hand)."""
+
+
+class ClockSteps:
+    """Tells a background pass whether the wall clock stepped since the previous pass: then
+    every age it would compute is off by the step, and acting on them stalled every run and
+    purged every log at once (a step of an hour forward), or let silent runs be (back)."""
+
+    def __init__(self, clock: Clock, paused: str) -> None:
+        """`paused`: what the warning says is paused, e.g. "stall checks"."""
+        self._clock = clock
+        self._paused = paused
+        self._last: tuple[float, float] | None = None  # (wall, monotonic) at the last pass
+
+    def stepped(self) -> bool:
+        """Whether the wall clock stepped since the last call (logged once per step)."""
+        wall, monotonic = self._clock().timestamp(), time.monotonic()
+        last, self._last = self._last, (wall, monotonic)
+        if last is None:
+            return False
+        step = (wall - last[0]) - (monotonic - last[1])
+        if abs(step) <= STEP_TOLERANCE:
+            return False
+        log.warning("the wall clock stepped by %+.0fs; %s paused for one pass", step, self._paused)
+        return True
+
 
 STALLABLE = frozenset({run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_PENDING})
 """The statuses a stall check looks at: running runs gone silent, runs never started."""
@@ -147,6 +175,7 @@ class StallTracker:
         self._ledger = ledger
         self._heard: dict[str, datetime] = {}  # running runs only: pruned on every pass
         self._watching_since: datetime | None = None  # set by the first pass that reads
+        self._steps = ClockSteps(clock, "stall checks")
 
     @property
     def interval(self) -> float:
@@ -208,6 +237,8 @@ class StallTracker:
             stop_if_cancelled()  # a Redis call under a check may swallow the stop's cancel
             await asyncio.sleep(pause)
             pause = self.interval  # after a failed pass: try again soon
+            if self._steps.stepped():
+                continue
             started = time.monotonic()
             try:
                 await self.check()
@@ -324,6 +355,7 @@ class RetentionPasses:
         self._retention = retention
         self._clock = clock
         self._purged = purged
+        self._steps = ClockSteps(clock, "retention")
 
     @property
     def enabled(self) -> bool:
@@ -348,7 +380,8 @@ class RetentionPasses:
         while True:
             stop_if_cancelled()
             try:
-                purged = await self.apply()
+                # After a step, a pass later: a clock set right meanwhile purged nothing early.
+                purged = [] if self._steps.stepped() else await self.apply()
                 if purged:
                     log.info("retention purged the event logs of %d ended runs", len(purged))
             except Exception:
