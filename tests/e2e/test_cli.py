@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 import pytest
 import runstream
-from runstream.v1 import event_pb2
+from runstream.v1 import event_pb2, report_service_pb2, report_service_pb2_grpc
 from runstream.v1.run_pb2 import ErrorInfo, StepSpec
 from runstream_server.app import RunstreamServer
 
@@ -636,6 +636,32 @@ async def test_events_newest_prints_the_newest_events_first(server_process: Serv
         "budget at 50%",
         "budget at 40%",
     ]
+
+
+async def test_events_of_another_day_are_printed_with_their_date(
+    server_process: ServerProcess,
+) -> None:
+    """`events` printed each event's time of day alone: one its producer dated two days back
+    sat among today's as if it were today's. Another day's event now shows its date."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("dated")
+        await run.flush()
+        old = event_pb2.RunEvent(custom=event_pb2.Custom(type="from-the-past"))
+        old.event_time.FromSeconds(int(time.time()) - 2 * 86400)
+        async with grpc.aio.insecure_channel(target) as channel:
+            report = report_service_pb2_grpc.ReportServiceStub(channel)
+            await report.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run.run_id, events=[old])
+            )
+        await run.close()
+    printed = await cli("events", run.run_id, "--target", target)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    then = datetime.fromtimestamp(old.event_time.seconds).strftime("%Y-%m-%d %H:%M:%S")
+    assert re.match(r"\d\d:\d\d:\d\d #1 ", lines[0]), lines  # today's: the time of day
+    assert [line for line in lines if line.startswith(f"{then} #")], lines
 
 
 async def test_events_after_and_before_print_a_window_of_the_log(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,15 @@ class Clock:
 
     def move(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+async def wall_clock_off(server: RunstreamServer, seconds: float) -> None:
+    """Sets the server's wall clock `seconds` off the real one, as on a machine whose time
+    sync failed, and lets it read its store's clock again (as it does every 30 s)."""
+    assert server.runs is not None
+    clock = server.runs._store.clock
+    clock.wall = lambda: time.time() + seconds
+    await clock.sync()
 
 
 def on_clock(server: RunstreamServer, clock: Callable[[], datetime]) -> None:

@@ -13,6 +13,7 @@ test moved the clock, never because the machine was slow.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +265,39 @@ async def test_time_the_server_was_down_is_not_counted_and_a_paused_run_is_left_
         clock.move(ABANDON_AFTER + 1)
         assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
         assert (await get(stubs, paused.run_id)).status == run_pb2.RUN_STATUS_PAUSED
+
+
+async def test_a_producer_whose_clock_is_days_off_is_stalled_and_abandoned_on_time(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Silence is counted from when the server received the last event, by its own clock,
+    not from the event's time: a producer whose clock ran 2 days ahead kept its run HEALTHY
+    for 2 days (it seemed to have spoken in the future), so it was never abandoned; one
+    2 days behind was STALLED by the first check after a restart (which forgets when it last
+    heard each producer), as soon as it went quiet."""
+    clock = Clock()
+
+    async def skewed_run(stubs: Stubs, skew: timedelta) -> str:
+        run = await create_run(stubs, "crawl")
+        events = [
+            ev.RunEvent(run_started=ev.RunStarted()),
+            ev.RunEvent(step_started=ev.StepStarted(step_id="crawl")),
+        ]
+        for event in events:
+            event.event_time.FromDatetime(clock.now + skew)
+        await append(stubs, run.run_id, *events)
+        return run.run_id
+
+    async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
+        ahead = await skewed_run(stubs, timedelta(days=2))
+        behind = await skewed_run(stubs, -timedelta(days=2))
+    async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
+        await asyncio.sleep(2.5)  # passes after the restart
+        assert (await get(stubs, behind)).health == run_pb2.RUN_HEALTH_HEALTHY
+        clock.move(STALL_AFTER + 1)
+        for run_id in (ahead, behind):
+            stalled = await until(stubs, run_id, run_pb2.RUN_HEALTH_STALLED)
+            assert stalled.health_reason == "crawl: no report for 61s (expected within 60s)"
+        clock.move(ABANDON_AFTER + 1)
+        for run_id in (ahead, behind):
+            assert (await abandoned(stubs, run_id)).error.code == "ABANDONED"

@@ -16,9 +16,9 @@ from runstream_server.app import RunstreamServer
 from runstream_server.domain.runs import Limits, Retention, RunManager
 from runstream_server.store.sqlite import SqliteEventStore
 
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, ev, watch_all
+from tests.server.support import append, create_run, ev, wall_clock_off, watch_all
 
 DECISION_PROTO = Path(__file__).resolve().parents[2] / "protos/runstream/v1/decision_service.proto"
 OPTIONS = [ev.DecisionOption(value=v, label=v.title()) for v in ("gen_z", "parents", "pros")]
@@ -553,7 +553,9 @@ async def test_a_question_with_its_own_deadline_is_refused_not_left_open(stubs) 
 async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
-    """The server's clock, not its timer, decides: a late answer finds the default taken."""
+    """Where no timer of this process counts the deadline (the question was asked on another
+    replica, whose commit this one has not heard of yet), the server's clock decides: a late
+    answer finds the default taken."""
     from datetime import UTC, datetime, timedelta
 
     now = [datetime(2026, 6, 1, tzinfo=UTC)]
@@ -562,17 +564,47 @@ async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
     try:
         runs = server.runs
         assert runs is not None
-        runs._clock = lambda: now[0]  # a clock the test moves; the timer stays far away
+        runs._clock = lambda: now[0]  # a clock the test moves
         await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
         await runs.append(
             "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=60))]
         )
+        runs._decisions.deadlines.disarm("r", "persona")  # armed on another replica only
         now[0] += timedelta(seconds=61)
         with pytest.raises(Exception, match="DEFAULTED with 'pros'") as info:
             await runs.submit_decision(
                 "r", "persona", choice="gen_z", skip=False, answered_by="late"
             )
         assert type(info.value).__name__ == "Aborted"
+    finally:
+        await server.stop(grace=0.1)
+
+
+async def test_a_wall_clock_stepped_forward_leaves_an_open_question_to_its_timer(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The server's clock stepped an hour forward (an NTP correction) 10 s into a question
+    of 60 s: the human who answered then was told "already closed: DEFAULTED", though the
+    deadline's timer (monotonic) had not fired and every watcher still saw it open. The
+    timer this process armed decides: the answer is taken."""
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 6, 1, tzinfo=UTC)]
+    server = RunstreamServer(server_config(tmp_path / "s.db"))
+    await server.start()
+    try:
+        runs = server.runs
+        assert runs is not None
+        runs._clock = lambda: now[0]  # a clock the test steps; the timer stays 60 s away
+        await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
+        await runs.append(
+            "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=60))]
+        )
+        now[0] += timedelta(hours=1, seconds=10)
+        answered = await runs.submit_decision(
+            "r", "persona", choice="gen_z", skip=False, answered_by="dana"
+        )
+        assert (answered.outcome, answered.choice) == (ev.DECISION_OUTCOME_ANSWERED, "gen_z")
     finally:
         await server.stop(grace=0.1)
 
@@ -739,3 +771,42 @@ async def test_a_question_asked_and_closed_in_one_batch_is_prompted_open_then_cl
     assert (prompt.outcome, prompt.resolved_seq, prompt.answered_by) == (0, 0, "")
     assert not prompt.HasField("resolve_time")
     assert said[-1][1].outcome == ev.DECISION_OUTCOME_CANCELLED
+
+
+async def test_a_replica_whose_clock_runs_ahead_leaves_a_question_its_whole_time(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Every replica arms every deadline, and the one whose clock ran 5 minutes ahead fired
+    a question asked on another at once: the human had 0 s of its 60, and its resolve_time
+    was 5 minutes past its deadline. Replicas on Redis read Redis's clock: the question
+    stays open its whole time and closes at its deadline, whichever replica closes it."""
+    if store_kind != "redis":
+        pytest.skip("replicas share a Redis store")
+    from datetime import UTC, timedelta
+
+    redis: RedisProcess = request.getfixturevalue("redis_server")
+    url = redis_store_url(redis, tmp_path / "shared")
+    async with (
+        serving_on(url, tmp_path / "a") as a,
+        serving_on(url, tmp_path / "b") as b,
+        grpc.aio.insecure_channel(a.target) as channel,
+    ):
+        await wall_clock_off(b, 300)
+        stubs = Stubs.on(channel)
+        decisions = decision_service_pb2_grpc.DecisionServiceStub(channel)
+        run = await create_run(stubs)
+        timeout = duration_pb2.Duration(seconds=2)
+        await append(stubs, run.run_id, ask(default_option="pros", timeout=timeout))
+        wanted = ds.GetDecisionRequest(run_id=run.run_id, decision_id="persona")
+        await asyncio.sleep(1.0)
+        assert (await decisions.GetDecision(wanted)).decision.state == (
+            decision_pb2.DECISION_STATE_OPEN
+        )
+        for _ in range(200):
+            decision = (await decisions.GetDecision(wanted)).decision
+            if decision.state != decision_pb2.DECISION_STATE_OPEN:
+                break
+            await asyncio.sleep(0.05)
+        assert decision.outcome == ev.DECISION_OUTCOME_DEFAULTED
+        late = decision.resolve_time.ToDatetime(UTC) - decision.deadline.ToDatetime(UTC)
+        assert timedelta(0) <= late < timedelta(seconds=1)

@@ -22,7 +22,7 @@ from runstream_server.domain.runs import Retention
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom, ev, watch_all
+from tests.server.support import Clock, append, create_run, custom, ev, on_clock, watch_all
 
 # A seeded simulated workflow: six steps with typical durations (seconds) and +-25% noise.
 STEPS = {"intake": 30, "research": 240, "draft": 180, "review": 90, "polish": 60, "ship": 20}
@@ -37,6 +37,11 @@ def at(moment: datetime) -> timestamp_pb2.Timestamp:
 def timed(event: ev.RunEvent, moment: datetime) -> ev.RunEvent:
     event.event_time.CopyFrom(at(moment))
     return event
+
+
+def left_of(estimate: run_pb2.Estimate) -> float:
+    """The seconds an estimate read just now says are left (counted down to the read)."""
+    return estimate.remaining.ToNanoseconds() / 1e9
 
 
 @pytest.fixture
@@ -92,10 +97,8 @@ async def simulate(
         if checkpoints is not None:
             true_left = took / 2 + sum(list(durations.values())[i + 1 :])
             est = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
-            # A watcher counts down to end_time; `remaining` is as of the estimate's own time.
-            mid = now + timedelta(seconds=took / 2)
-            estimated_left = (est.end_time.ToDatetime(UTC) - mid).total_seconds()
-            checkpoints.append((estimated_left, true_left))
+            # Counted down by the server's clock since the batch arrived: a moment ago.
+            checkpoints.append((left_of(est), true_left))
         now += timedelta(seconds=took)
         await append(
             stubs,
@@ -170,9 +173,8 @@ async def test_an_estimate_learns_only_from_the_newest_runs_of_its_workflow(stub
         await append(stubs, run.run_id, timed(event, now))
     estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
     assert estimate.history_runs == 20
-    # None of the newest 20 runs took the step: it borrows the other steps' 10 s. (A reader
-    # counts down to end_time; the events' clock is a year behind.)
-    assert 15 <= (estimate.end_time.ToDatetime(UTC) - now).total_seconds() <= 25
+    # None of the newest 20 runs took the step: it borrows the other steps' 10 s.
+    assert 15 <= left_of(estimate) <= 25
 
 
 async def test_a_run_three_times_slower_than_its_history_is_estimated_at_its_own_pace(
@@ -479,9 +481,12 @@ async def test_an_ended_run_has_no_estimate_left(stubs) -> None:  # type: ignore
     assert [r.HasField("estimate") for r in listed if r.run_id == run.run_id] == [False]
 
 
-async def test_an_estimate_of_events_timed_at_the_end_of_9999_ends_then(stubs) -> None:  # type: ignore[no-untyped-def]
+async def test_an_estimate_of_events_timed_at_the_end_of_9999_ends_by_the_servers_clock(
+    stubs,  # type: ignore[no-untyped-def]
+) -> None:
     """Event times may lie up to 9999-12-31T23:59:59Z; an estimate made as of such a time,
-    the producer's or a learned one, overflowed the date: INTERNAL, nothing stored."""
+    the producer's or a learned one, overflowed the date: INTERNAL, nothing stored. Its end
+    is counted from the server's clock (it was the last time there is)."""
     last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
     for learned in (False, True):  # the first run gives the second its history
         run = await create_run(stubs, "a", workflow="late")
@@ -493,8 +498,58 @@ async def test_an_estimate_of_events_timed_at_the_end_of_9999_ends_then(stubs) -
         assert running.estimate.source == (
             run_pb2.ESTIMATE_SOURCE_HISTORY if learned else run_pb2.ESTIMATE_SOURCE_PRODUCER
         )
-        assert running.estimate.end_time.seconds == at(last).seconds  # the last time there is
+        ends_in = running.estimate.end_time.ToDatetime(UTC) - datetime.now(UTC)
+        assert timedelta(0) < ends_in <= timedelta(seconds=90)
         await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+
+
+async def test_an_estimate_ends_by_the_servers_clock_whatever_the_producers(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A producer 10 minutes behind made its run overdue from its first event (the end time
+    10 minutes past, counted down by the server's clock to "about a second"), and one 10
+    minutes ahead had 20 s left with its end 10 minutes away, which the CLI and the
+    dashboard count down to ("~10m 20s left"). The time left is judged by the producer's
+    clock (how long its steps have run), the end from when the server received the batch:
+    its own figure (no history yet) and a learned one alike."""
+    now = datetime.now(UTC)
+    past = await create_run(stubs, "a", workflow="skewed")
+    await append(
+        stubs,
+        past.run_id,
+        timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), now - timedelta(hours=1)),
+        timed(
+            ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")),
+            now - timedelta(hours=1) + timedelta(seconds=40),
+        ),
+        timed(
+            ev.RunEvent(run_completed=ev.RunCompleted()),
+            now - timedelta(hours=1) + timedelta(seconds=40),
+        ),
+    )
+    for workflow, source in (
+        ("skewed-new", run_pb2.ESTIMATE_SOURCE_PRODUCER),
+        ("skewed", run_pb2.ESTIMATE_SOURCE_HISTORY),  # a takes 40 s
+    ):
+        for skew in (-600, 0, 600):
+            run = await create_run(stubs, "a", workflow=workflow)
+            mine = datetime.now(UTC) + timedelta(seconds=skew)  # the producer's clock
+            progress = ev.StepProgress(step_id="a", percent=50)
+            progress.estimated_time_remaining.FromSeconds(20)
+            await append(
+                stubs,
+                run.run_id,
+                timed(
+                    ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+                    mine - timedelta(seconds=20),
+                ),
+                timed(ev.RunEvent(step_progress=progress), mine),
+            )
+            estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+            assert estimate.source == source
+            ends_in = (estimate.end_time.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
+            assert (left_of(estimate), ends_in) == (
+                pytest.approx(20, abs=2),
+                pytest.approx(20, abs=2),
+            ), (workflow, skew)
 
 
 async def test_a_run_timed_at_the_end_of_9999_pauses_resumes_and_reads_every_time(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -616,8 +671,7 @@ async def test_the_eta_of_parallel_tracks_is_their_longest_chain_not_their_sum(s
     )
     estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run.estimate
     assert estimate.history_runs == 3
-    left = (estimate.end_time.ToDatetime(UTC) - halfway).total_seconds()
-    assert left == pytest.approx(110, abs=1)  # the sum would say 160
+    assert left_of(estimate) == pytest.approx(110, abs=1)  # the sum would say 160
 
 
 async def test_a_run_found_stalled_gets_its_estimate_made_again_from_the_steps_left(
@@ -687,24 +741,28 @@ async def test_the_eta_counts_the_time_runs_spend_between_their_steps(stubs) -> 
     clock = datetime(2026, 1, 1, tzinfo=UTC)
     for _ in range(3):
         _, clock = await gapped(stubs, clock + timedelta(hours=1), 8)
-    run, now = await gapped(stubs, clock + timedelta(hours=1), 8, stop_at=2)
+    run, _ = await gapped(stubs, clock + timedelta(hours=1), 8, stop_at=2)
     estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
-    left = (estimate.end_time.ToDatetime(UTC) - now).total_seconds()
+    left = left_of(estimate)
     true_left = 10 + 5 * 20  # step s2 itself, then five steps each with the time before it
     assert abs(left - true_left) / true_left < 0.2, left
 
 
 async def test_an_estimate_follows_the_clock_between_events_that_move_none_of_its_inputs(
-    stubs,  # type: ignore[no-untyped-def]
+    server,  # type: ignore[no-untyped-def]
+    stubs,
 ) -> None:
     """A batch of events that cannot move the estimate (custom ones here) makes it again
     only every ESTIMATE_EVERY (0.5) seconds of the batches' time, where a run reporting a
     hundred events a second made it again for each: what only the clock moves is still
-    told as it goes (a step at 10 % for 30 s of an expected 10), and a step's end at once."""
+    told as it goes (a step at 10 % for 30 s of an expected 10), and a step's end at once.
+    The server's clock keeps to the producer's, as the 30 s pass in a moment here."""
     began = datetime.now(UTC) - timedelta(hours=2)
     await newsletter(stubs, began, {"a": 10.0})
     run = await create_run(stubs, "a", workflow="newsletter")
     start = began + timedelta(hours=1)
+    clock = Clock(start)
+    on_clock(server, clock)
     step = ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=10))
     await append(
         stubs,
@@ -714,7 +772,8 @@ async def test_an_estimate_follows_the_clock_between_events_that_move_none_of_it
         timed(step, start),
     )
     for n in range(1, 301):  # 30 s of custom events, ten a second
-        await append(stubs, run.run_id, timed(custom(n), start + timedelta(seconds=n / 10)))
+        clock.now = start + timedelta(seconds=n / 10)
+        await append(stubs, run.run_id, timed(custom(n), clock.now))
     page = await stubs.runs.ListEvents(
         rs.ListEventsRequest(run_id=run.run_id, filter="kind = ESTIMATE_UPDATED", page_size=200)
     )
@@ -729,9 +788,8 @@ async def test_an_estimate_follows_the_clock_between_events_that_move_none_of_it
     moved = told[1:]  # after the one made as the step started
     assert len(moved) >= 10, told
     assert all(b - a >= timedelta(seconds=0.5) for a, b in pairwise(moved)), told
-    done = timed(
-        ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")), start + timedelta(seconds=30.05)
-    )
+    clock.now = start + timedelta(seconds=30.05)
+    done = timed(ev.RunEvent(step_completed=ev.StepCompleted(step_id="a")), clock.now)
     await append(stubs, run.run_id, done, timed(custom(301), start + timedelta(seconds=30.06)))
     page = await stubs.runs.ListEvents(
         rs.ListEventsRequest(run_id=run.run_id, filter="kind = ESTIMATE_UPDATED", page_size=200)

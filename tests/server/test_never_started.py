@@ -25,9 +25,17 @@ from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain import insight
 from runstream_server.domain.insight import InsightPolicy
 
-from tests.conftest import ConfigFactory, RedisProcess, redis_store_url
+from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
 from tests.server.conftest import Stubs
-from tests.server.support import Clock, append, clocked_replicas, clocked_server, create_run, ev
+from tests.server.support import (
+    Clock,
+    append,
+    clocked_replicas,
+    clocked_server,
+    create_run,
+    ev,
+    wall_clock_off,
+)
 
 START_WITHIN = 60.0
 POLICY = InsightPolicy(start_within=START_WITHIN)  # running runs: the defaults (300 s)
@@ -208,3 +216,35 @@ def test_a_stalled_run_that_goes_on_with_a_step_is_not_said_to_recover_from_a_fa
         run_pb2.RUN_HEALTH_STALLED, [ev.RunEvent(step_started=ev.StepStarted(step_id="crawl"))]
     )
     assert (health, reason) == (run_pb2.RUN_HEALTH_HEALTHY, "step crawl started")
+
+
+async def test_a_replica_whose_clock_runs_ahead_does_not_stall_the_others_runs(
+    tmp_path: Path,
+    store_kind: str,
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replica whose clock ran 5 minutes ahead of the one a run was created on marked it
+    STALLED at its first check ("created 5m ago and never started") a second after its
+    creation, and with --abandon-after ended it that much early. Replicas on Redis compare
+    times by Redis's clock, and the one that is off says so."""
+    if store_kind != "redis":
+        pytest.skip("replicas share a Redis store")
+    redis: RedisProcess = request.getfixturevalue("redis_server")
+    url = redis_store_url(redis, tmp_path / "shared")
+    async with (
+        serving_on(url, tmp_path / "a", insight=POLICY) as a,
+        serving_on(url, tmp_path / "b", insight=POLICY) as b,
+        grpc.aio.insecure_channel(a.target) as channel,
+    ):
+        await wall_clock_off(b, 300)
+        stubs = Stubs.on(channel)
+        run = await create_run(stubs, "a")
+        await asyncio.sleep(2.5)  # two checks or more on each replica
+        assert (await get(stubs, run.run_id)).health != run_pb2.RUN_HEALTH_STALLED
+        assert await health_changes(stubs, run.run_id) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "off the store's" in w] == [
+        "this server's clock is +300.0s off the store's (Redis TIME); times are taken from "
+        "the store's clock, but check this machine's time sync (NTP)"
+    ]

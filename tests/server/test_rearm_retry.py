@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from runstream_server.domain import following
 from runstream_server.domain.following import Notices
 from runstream_server.errors import Unavailable
+from runstream_server.store.clock import StoreClock
 
 
 async def test_a_deadline_scan_the_store_refused_is_asked_again_until_it_answers(
@@ -38,8 +40,9 @@ async def test_a_deadline_scan_the_store_refused_is_asked_again_until_it_answers
 
     tasks: list[asyncio.Task[None]] = []
     nothing: Any = None
+    store: Any = SimpleNamespace(clock=StoreClock())  # the one thing of it a gap reads
     notices = Notices(
-        nothing, nothing, nothing, nothing,
+        nothing, nothing, store, nothing,
         elsewhere=nothing, viewers_changed=nothing, rearm=rearm,
         spawn=lambda work: tasks.append(asyncio.ensure_future(work)),
     )  # fmt: skip

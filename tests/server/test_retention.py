@@ -24,6 +24,7 @@ from google.protobuf import timestamp_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.domain import monitors
 from runstream_server.domain.runs import Retention
 from runstream_server.store import base, redis
 from runstream_server.store.redis_keys import RedisKeys
@@ -31,10 +32,33 @@ from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import ConfigFactory
 from tests.identity import Keys, rs256_auth
+from tests.server import support
 from tests.server.conftest import Stubs
-from tests.server.support import Caller, append, custom, ev, serving
+from tests.server.support import Caller, append, custom, ev, on_clock
 
 NOW = datetime.now(UTC)
+
+
+class ServersClock:
+    """The servers' clock: the real one, except while :func:`ended` ends a run at a moment of
+    the test's choosing (the server stamps what it receives then with that moment)."""
+
+    def __init__(self) -> None:
+        self.at: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.at or datetime.now(UTC)
+
+
+SERVERS_CLOCK = ServersClock()
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ServerConfig) -> AsyncIterator[tuple[RunstreamServer, Stubs]]:
+    """A server on :data:`SERVERS_CLOCK`, and stubs."""
+    async with support.serving(config) as (server, stubs):
+        on_clock(server, SERVERS_CLOCK)
+        yield server, stubs
 
 
 def _in_retention(frame: FrameType | None) -> bool:
@@ -67,14 +91,22 @@ def parses_of(run_ids: set[str]) -> Iterator[list[str]]:
         yield met
 
 
-async def ended(stubs: Stubs, run_id: str, end: datetime) -> None:
-    """A run of a few events that ends (completed) at `end`, by its producer's clock."""
-    await stubs.runs.CreateRun(rs.CreateRunRequest(run_id=run_id, workflow="wf"))
-    await append(stubs, run_id, *(custom(n) for n in range(3)))
-    done = ev.RunEvent(run_completed=ev.RunCompleted())
-    done.event_time.CopyFrom(timestamp_pb2.Timestamp())
-    done.event_time.FromDatetime(end)
-    await append(stubs, run_id, done)
+async def ended(
+    stubs: Stubs | Caller, run_id: str, end: datetime, dated: datetime | None = None
+) -> None:
+    """A run of a few events whose end (completed) the server receives at `end`, by its
+    clock; its producer dates the end `dated`, if given."""
+    SERVERS_CLOCK.at = end
+    try:
+        await stubs.runs.CreateRun(rs.CreateRunRequest(run_id=run_id, workflow="wf"))
+        await append(stubs, run_id, *(custom(n) for n in range(3)))
+        done = ev.RunEvent(run_completed=ev.RunCompleted())
+        if dated is not None:
+            done.event_time.CopyFrom(timestamp_pb2.Timestamp())
+            done.event_time.FromDatetime(dated)
+        await append(stubs, run_id, done)
+    finally:
+        SERVERS_CLOCK.at = None
 
 
 async def purged(stubs: Stubs, run_ids: list[str]) -> set[str]:
@@ -105,20 +137,21 @@ def at(minutes: int) -> datetime:
 async def test_the_newest_n_keep_their_logs_across_passes_and_a_restart(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
-    """runs=2: each pass purges exactly the ended runs beyond the newest two (by end time,
-    wherever they ended in the order of arrival), and only once; purged runs stay readable
-    as snapshots; a restarted server goes on from there."""
+    """runs=2: each pass purges exactly the ended runs beyond the newest two (by when the
+    server stored their ends, by its clock, whatever the order of arrival), and only once;
+    purged runs stay readable as snapshots; a restarted server goes on from there."""
     config = server_config(tmp_path / "r.db", retention=Retention(runs=2, interval=3600))
     ids = [f"r{i}" for i in range(8)]
     async with serving(config) as (server, stubs):
         assert server.runs is not None
-        for i in (0, 2, 1, 3, 4):  # r2 ends before r1 does, with the later end time
+        for i in (0, 2, 1, 3, 4):  # r2 ends before r1 does, at the later time
             await ended(stubs, ids[i], at(i))
         assert sorted(await server.runs.apply_retention()) == ["r0", "r1", "r2"]
         assert await server.runs.apply_retention() == []
         await ended(stubs, "r5", at(5))
         assert await server.runs.apply_retention() == ["r3"]
-        # Ends now, but its producer says it ended before r4 and r5: beyond the newest two.
+        # Ends last, at a time before r4 and r5 (the server's clock was set back meanwhile):
+        # beyond the newest two.
         await ended(stubs, "r6", at(4) - timedelta(seconds=1))
         assert await server.runs.apply_retention() == ["r6"]
         assert await purged(stubs, ids[:7]) == {"r0", "r1", "r2", "r3", "r6"}
@@ -210,7 +243,9 @@ async def test_age_and_count_purge_the_union_across_passes(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
     """days=1 and runs=3: a run that ended more than a day ago goes even when it is among
-    the newest three; one beyond the newest three goes however recent."""
+    the newest three; one beyond the newest three goes however recent. Both by the server's
+    clock: a run its producer ended just now with a clock a day behind keeps its log (it was
+    purged at once)."""
     config = server_config(tmp_path / "r.db", retention=Retention(days=1, runs=3, interval=3600))
     async with serving(config) as (server, stubs):
         assert server.runs is not None
@@ -220,11 +255,13 @@ async def test_age_and_count_purge_the_union_across_passes(
         for i in range(4):
             await ended(stubs, f"new{i}", at(i))
         assert await server.runs.apply_retention() == ["new0"]
-        await ended(stubs, "late", NOW - timedelta(days=1, minutes=1))  # ends now, dated old
+        behind = NOW - timedelta(days=1, minutes=1)
+        await ended(stubs, "late", at(3) + timedelta(seconds=1), dated=behind)
+        assert await server.runs.apply_retention() == ["new1"]  # not late: among the three
         await ended(stubs, "new4", at(4))
-        assert sorted(await server.runs.apply_retention()) == ["late", "new1"]
+        assert await server.runs.apply_retention() == ["new2"]
         everything = ["old1", "old2", "late", *(f"new{i}" for i in range(5))]
-        assert await purged(stubs, everything) == {"old1", "old2", "late", "new0", "new1"}
+        assert await purged(stubs, everything) == {"old1", "old2", "new0", "new1", "new2"}
 
 
 async def test_replicas_whose_passes_overlap_purge_each_run_once(
@@ -326,3 +363,44 @@ async def test_a_store_written_by_the_previous_layout_goes_on_with_the_same_poli
         assert sorted(m.decode() for m in left) == ["r13", "r14"]
     async with serving(config) as (server, stubs):
         assert await purged(stubs, [*ids, "r14"]) == set(ids[:13])
+
+
+async def test_a_step_of_the_wall_clock_pauses_retention_for_a_pass(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's clock stepped an hour forward (an NTP correction, a clock set by hand):
+    the next pass purged the logs of runs that had ended minutes before under a retention of
+    a quarter of an hour. A pass that finds the wall clock moved apart from the monotonic one
+    skips, saying so, so that a clock set right before the next pass purges nothing early."""
+    monotonic, step = [1000.0], [0.0]
+    passes: list[int | None] = []
+
+    class Store:
+        async def purge_events(
+            self, *, ended_before_us: int | None, keep_newest: int | None
+        ) -> list[str]:
+            passes.append(ended_before_us)
+            return []
+
+    async def sleep(seconds: float) -> None:
+        monotonic[0] += seconds
+        step[0] = 3600.0  # stepped during the first interval, and stays so
+        if len(passes) >= 2:
+            raise asyncio.CancelledError
+
+    def wall() -> datetime:
+        return datetime.fromtimestamp(1.7e9 + monotonic[0] + step[0], UTC)
+
+    async def purged(run_id: str) -> None:
+        pass
+
+    monkeypatch.setattr(monitors.time, "monotonic", lambda: monotonic[0])
+    monkeypatch.setattr(monitors.asyncio, "sleep", sleep)
+    retention = Retention(days=0.01, interval=60)
+    with pytest.raises(asyncio.CancelledError):
+        await monitors.RetentionPasses(Store(), retention, wall, purged).run_forever()  # type: ignore[arg-type]
+    # Pass 1 at once, pass 2 (after the step) skipped, pass 3 a minute after that.
+    assert [before is not None for before in passes] == [True, True]
+    assert monotonic[0] == 1000.0 + 3 * 60
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == ["the wall clock stepped by +3600s; retention paused for one pass"]

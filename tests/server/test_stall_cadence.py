@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from runstream_server.domain import monitors
@@ -24,10 +25,16 @@ from runstream_server.store.base import RunFilter, RunPage
 
 
 class Clock:
+    """The monotonic clock and the wall clock, which keep together unless `step` says so."""
+
     now = 1000.0
+    step = 0.0
 
     def monotonic(self) -> float:
         return self.now
+
+    def wall(self) -> datetime:
+        return datetime.fromtimestamp(1.7e9 + self.now + self.step, UTC)
 
 
 class Store:
@@ -52,7 +59,7 @@ def tracker(store: Store, policy: InsightPolicy) -> StallTracker:
     return StallTracker(
         store,  # type: ignore[arg-type]
         policy,
-        lambda: datetime.now(UTC),
+        store.clock.wall,
         None,  # type: ignore[arg-type]  # no run is running: the ledger is never asked
     )
 
@@ -89,3 +96,35 @@ async def test_a_pass_the_store_failed_is_tried_again_at_the_usual_interval(
 ) -> None:
     asked = await pauses_between([0.5, -10.0, 0.001], InsightPolicy(), monkeypatch)
     assert asked == pytest.approx([1.0, 0.5 * CHECK_SHARE, 1.0, 1.0])
+
+
+async def test_a_step_of_the_wall_clock_pauses_the_checks_for_a_pass(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's clock stepped an hour forward (an NTP correction): the next pass found
+    every running run silent for an hour and marked it STALLED, and with --abandon-after
+    ended it soon after. A pass that finds the wall clock moved 5 s or more apart from the
+    monotonic one skips, saying so, and the next goes on from the new time."""
+
+    class SteppingStore(Store):
+        async def list_runs(self, *args: Any) -> RunPage:
+            page = await super().list_runs(*args)
+            self.clock.step = 3600.0  # stepped during the first pass: the second skips
+            return page
+
+    clock = Clock()
+    store = SteppingStore(clock, [0.001, 0.001, 0.001])
+    asked: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        asked.append(seconds)
+        if len(asked) > 3:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(monitors.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(monitors.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await tracker(store, InsightPolicy()).run_forever()
+    assert store.took == [0.001]  # passes 1 and 3 listed the runs; pass 2 did not
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == ["the wall clock stepped by +3600s; stall checks paused for one pass"]

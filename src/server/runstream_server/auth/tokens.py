@@ -63,10 +63,11 @@ class AuthConfig:
     leeway: float = 0.0
     """Seconds a token is still accepted past its `exp`."""
     clock_skew: float = 60.0
-    """Seconds an identity provider's clock may run ahead of this server's: a token issued
-    (`iat`) or valid from (`nbf`) up to this far in the future is accepted, where a clock a
-    fraction of a second ahead made fresh tokens "not yet valid" at random. Envoy's JWT
-    filter allows the same 60 s."""
+    """Seconds an identity provider's clock may run ahead of this server's: a token valid
+    from (`nbf`) up to this far in the future is accepted, where a clock a fraction of a
+    second ahead made fresh tokens "not yet valid" at random. Envoy's JWT filter allows the
+    same 60 s. When a token was issued (`iat`) is not checked against the clock at all:
+    RFC 7519 makes it information, and a server minutes behind refused every fresh token."""
 
 
 @dataclass(frozen=True)
@@ -304,13 +305,13 @@ class TokenVerifier:
                     "require": list(_REQUIRED_CLAIMS),
                     "verify_aud": config.audience is not None,
                     "verify_iss": config.issuer is not None,
+                    "verify_iat": False,  # informational (RFC 7519 4.1.6); its type: _principal
                 },
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenError("token expired (exp is in the past)") from None
-        except jwt.ImmatureSignatureError as exc:  # PyJWT names the claim: "... (iat)"
-            claim = "iat" if "(iat)" in str(exc) else "nbf"
-            raise TokenError(f"token not yet valid ({claim} is in the future)") from None
+        except jwt.ExpiredSignatureError:  # raised once the signature checked out
+            raise TokenError(_expired(_claim_of(token, "exp"))) from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError(_not_yet_valid(_claim_of(token, "nbf"))) from None
         except jwt.InvalidIssuerError:
             raise TokenError("wrong issuer (iss is not the one this server accepts)") from None
         except jwt.InvalidAudienceError:
@@ -331,8 +332,39 @@ class TokenVerifier:
         # leeway for both): exp is held to this server's clock. (Its type: _principal.)
         exp = claims["exp"]
         if isinstance(exp, int | float) and exp <= time.time() - config.leeway:
-            raise TokenError("token expired (exp is in the past)")
+            raise TokenError(_expired(exp))
         return claims
+
+
+def _claim_of(token: str, claim: str) -> float | None:
+    """A time claim of a token whose signature checked out (PyJWT checks the times after
+    the signature), for the refusal's text; None when it is not a number."""
+    try:
+        value = jwt.decode(token, options={"verify_signature": False}).get(claim)
+    except jwt.PyJWTError:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+# How far the claim is from this server's clock: an operator can tell a clock out of sync
+# from a forged or stale token. Nothing secret: the caller holds the token and its clock.
+def _expired(exp: float | None) -> str:
+    if exp is None:
+        return "token expired (exp is in the past)"
+    ago = max(0.0, time.time() - exp)
+    return f"token expired {ago:.0f} s ago by this server's clock (exp); clocks out of sync?"
+
+
+def _not_yet_valid(nbf: float | None) -> str:
+    if nbf is None:
+        return "token not yet valid (nbf is in the future)"
+    ahead = max(0.0, nbf - time.time())
+    return (
+        f"token not yet valid (nbf is {ahead:.0f} s ahead of this server's clock; "
+        "clocks out of sync?)"
+    )
 
 
 MAX_NAME_CLAIM = NAME.chars

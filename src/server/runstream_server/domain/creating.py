@@ -98,6 +98,7 @@ def run_created(
     )
     check_create(run_id, created.run_created, limits)
     created.event_time.CopyFrom(to_timestamp(now))
+    created.receive_time.CopyFrom(created.event_time)
     return created
 
 

@@ -102,7 +102,7 @@ class Decisions:
             asked is not None
             and asked.state == decision_pb2.DECISION_STATE_OPEN
             and asked.HasField("deadline")
-            and asked.deadline.ToDatetime(UTC) <= self._clock()
+            and self.deadlines.due(run_id, decision_id, asked.deadline.ToDatetime(UTC))
         ):
             # Too late, even if the timer has not run yet: the deadline closes it first.
             await self.deadline_passed(run_id, decision_id)

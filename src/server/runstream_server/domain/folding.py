@@ -48,12 +48,15 @@ def fold(
     run_id = state.run.run_id
     draft = state.copy()
     staged: list[event_pb2.RunEvent] = []
+    received = to_timestamp(now)
 
     def stage(event: event_pb2.RunEvent, path: str) -> int:
         event.run_id = run_id
         event.seq = draft.last_seq + 1
         if not event.HasField("event_time"):
-            event.event_time.CopyFrom(to_timestamp(now))
+            event.event_time.CopyFrom(received)
+        # The server's own time beside the producer's: what silence and retention count from.
+        event.receive_time.CopyFrom(received)
         if event.HasField("decision_requested"):
             asked = event.decision_requested
             if asked.HasField("timeout"):
@@ -120,7 +123,10 @@ def fold(
         at = when.seconds + when.nanos / 1e9
         if insight.estimate_due(draft, history, at, inputs_moved):
             draft.estimated_at, draft.estimated_from = at, history.version
-            for extra in insight.estimate_again(draft, history, from_timestamp(when), spoken):
+            # How long the steps have run, by the producer's clock (its events' times); the
+            # end time from the server's now, which readers count it down by.
+            as_of = from_timestamp(when)
+            for extra in insight.estimate_again(draft, history, as_of, spoken, at=now):
                 stage(extra, "server")
     if staged:
         for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,10 +63,6 @@ REARM_RETRY = (0.5, 30.0)
 """Seconds between scans of the stored deadlines the store refused: the first, the most."""
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class Notices:
     """Other replicas' notices, queued as they arrive and applied in order by one task."""
 
@@ -97,7 +92,10 @@ class Notices:
         self._rearming = False  # a scan of the stored deadlines is under way
         self._rearm_again = False  # and another gap came meanwhile: scan once more after it
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=10_000)
-        self._heard_us = self._drained_us = _now_us()
+        # The store's clock: a gap's start is compared with the index entries other
+        # replicas stamped (their creations, their runs' ends).
+        self._now_us = store.clock.time_us
+        self._heard_us = self._drained_us = self._now_us()
         """When the last notice was heard, and when every notice heard was applied."""
 
     def on_notice(self, notice: Notice) -> None:
@@ -107,7 +105,7 @@ class Notices:
         if notice is None:
             item: _Queued = _Gap(self._heard_us - _GAP_MARGIN_US)
         else:
-            self._heard_us = _now_us()
+            self._heard_us = self._now_us()
             item = notice
         try:
             self._queue.put_nowait(item)
@@ -134,7 +132,7 @@ class Notices:
             except Exception:
                 log.exception("applying another replica's commit failed; it resyncs on use")
             if self._queue.empty():  # every notice heard so far is applied
-                self._drained_us = _now_us()
+                self._drained_us = self._now_us()
 
     async def _apply(self, notice: CommitNotice) -> None:
         run_id = notice.run_id

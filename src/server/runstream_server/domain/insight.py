@@ -199,8 +199,8 @@ class WorkflowHistory:
 
 
 def _end_time(now: datetime, remaining: float) -> timestamp_pb2.Timestamp:
-    """`remaining` seconds after `now`, or the last time there is: `now` may be a producer's
-    event time, which may lie in the year 9999, where adding to it would overflow. Compared
+    """`remaining` seconds after `now`, or the last time there is: `now` may lie in the year
+    9999 (a server clock set so), where adding to it would overflow. Compared
     as timedeltas: the room left as float seconds (some 10^11 of them) loses its last
     microseconds, and rounded up it overflowed about every other time."""
     step = timedelta(seconds=min(remaining, MAX_REMAINING))
@@ -218,9 +218,11 @@ def _copy_estimate(source: run_pb2.Estimate) -> run_pb2.Estimate:
 
 
 def producer_estimate(
-    spoken: Iterable[event_pb2.RunEvent], now: datetime
+    spoken: Iterable[event_pb2.RunEvent], now: datetime, at: datetime | None = None
 ) -> run_pb2.Estimate | None:
-    """The producer's own estimate from its latest event that carries one, as of `now`."""
+    """The producer's own estimate from its latest event that carries one, as of `now` (by
+    the producer's clock, as its events' times), ending `at` (the server's now) plus the
+    time left."""
     latest: tuple[float, datetime] | None = None
     for event in spoken:
         payload = event.step_progress if event.HasField("step_progress") else event.item_progress
@@ -235,7 +237,7 @@ def producer_estimate(
     left = duration_of(remaining)
     return run_pb2.Estimate(
         remaining=left,
-        end_time=_end_time(now, remaining),
+        end_time=_end_time(now if at is None else at, remaining),
         remaining_low=left,
         remaining_high=left,
         source=run_pb2.ESTIMATE_SOURCE_PRODUCER,
@@ -247,23 +249,28 @@ def estimate(
     history: WorkflowHistory,
     now: datetime,
     spoken: Iterable[event_pb2.RunEvent] = (),
+    at: datetime | None = None,
 ) -> run_pb2.Estimate | None:
     """The run's remaining time as of `now`: learned from history when there is some, else
     the producer's latest figure (from `spoken`, or the one already shown), else None.
 
+    `now` is in the frame of the run's event times (how long its steps have run); the end
+    time is counted from `at`, the server's now (`now` when not given): a producer's clock
+    minutes off moved every end time by as much, counted down by the server's clock.
     A held estimate (the run waits or is paused) is returned unchanged.
     """
+    at = now if at is None else at
     current = state.run.estimate if state.run.HasField("estimate") else None
     if current is not None and state.run.status in _HOLDING:
         return _copy_estimate(current)
     if history.runs == 0:
-        said = producer_estimate(spoken, now)
+        said = producer_estimate(spoken, now, at)
         if said is not None:
             return said
         if current is not None and current.source == run_pb2.ESTIMATE_SOURCE_PRODUCER:
             return _copy_estimate(current)
         return None
-    return _from_history(*_learned(state, history, now), history, now)
+    return _from_history(*_learned(state, history, now), history, at)
 
 
 def _learned(state: RunState, history: WorkflowHistory, now: datetime) -> tuple[float, float]:
@@ -294,9 +301,11 @@ def estimate_again(
     history: WorkflowHistory,
     now: datetime,
     spoken: Iterable[event_pb2.RunEvent] = (),
+    at: datetime | None = None,
 ) -> list[event_pb2.RunEvent]:
-    """The run's estimate made again as of `now` (:func:`estimate`), as an EstimateUpdated
-    if it moved (one without an estimate when it vanished)."""
+    """The run's estimate made again as of `now`, ending from `at` (:func:`estimate`), as an
+    EstimateUpdated if it moved (one without an estimate when it vanished)."""
+    at = now if at is None else at
     run = state.run
     previous = run.estimate if run.HasField("estimate") else None
     if (
@@ -309,11 +318,11 @@ def estimate_again(
         # Each producer batch of a workflow with history comes here (estimate_due): the time
         # remaining alone tells whether the estimate moved, and only then is it a message.
         remaining, spread = _learned(state, history, now)
-        made_at = now.timestamp()
+        made_at = at.timestamp()
         if not _moved(previous, remaining, min(made_at + remaining, _LAST_SECOND) - remaining):
             return []
-        return [_updated(_from_history(remaining, spread, history, now))]
-    made = estimate(state, history, now, spoken)
+        return [_updated(_from_history(remaining, spread, history, at))]
+    made = estimate(state, history, now, spoken, at)
     if not estimate_moved(previous, made):
         return []
     return [_updated(made)]
@@ -508,7 +517,7 @@ def _not_zero(estimate: run_pb2.Estimate) -> None:
 def hold_events(state: RunState) -> list[event_pb2.RunEvent]:
     """An EstimateUpdated when the run starts or stops waiting (input, pause): held while it
     waits, as of the moment it began, and released with an end time from the moment it goes
-    on. `state` is after the batch; its update_time is the batch's last event time.
+    on. `state` is after the batch; its update_time is when the server received it.
     """
     run = state.run
     if not run.HasField("estimate") or state.is_terminal:

@@ -53,7 +53,6 @@ from runstream_server.domain.state import (
     REMEMBERED_KINDS,
     TERMINAL_STATUSES,
     RunState,
-    now_utc,
 )
 from runstream_server.domain.uncancellable import uncancellable
 from runstream_server.errors import (
@@ -120,19 +119,20 @@ def framed(events: Sequence[StoredEvent]) -> list[EncodedEvent]:
     return [EncodedEvent.wrap(e) for e in events]
 
 
-def summary(run: run_pb2.Run, viewers: int) -> run_pb2.Run:
-    """A run without its steps, for lists and WatchRuns."""
+def summary(run: run_pb2.Run, viewers: int, now: datetime) -> run_pb2.Run:
+    """A run without its steps, for lists and WatchRuns, its estimate counted down to `now`."""
     brief = run_pb2.Run()
     brief.CopyFrom(run)
     brief.ClearField("steps")
     brief.viewer_count = viewers
-    count_down(brief)
+    count_down(brief, now)
     return brief
 
 
-def count_down(run: run_pb2.Run) -> None:
-    """Readers get the remaining time as of now; the stored estimate is as of its event."""
-    insight.count_down(run, now_utc())
+def count_down(run: run_pb2.Run, now: datetime) -> None:
+    """Readers get the remaining time as of `now` (the clock that stamped the estimate's end
+    time); the stored estimate is as of its event."""
+    insight.count_down(run, now)
 
 
 # A load that failed answers the callers that queued behind it for this long (seconds).
@@ -172,6 +172,10 @@ class RunLedger:
 
     def __len__(self) -> int:
         return len(self._slots)
+
+    def now(self) -> datetime:
+        """Now by the clock commits are stamped with (the store's, on a shared store)."""
+        return self._clock()
 
     def cached(self, run_id: str) -> RunState | None:
         """The run's state if this process holds it, without loading it."""
@@ -367,7 +371,8 @@ class RunLedger:
 
     def publish_run(self, state: RunState) -> None:
         if self._runs_hub.active:
-            self._runs_hub.publish(summary(state.run, self._viewers(state.run.run_id)))
+            viewers = self._viewers(state.run.run_id)
+            self._runs_hub.publish(summary(state.run, viewers, self._clock()))
 
     async def _catch_up(
         self, slot: RunSlot, notice: CommitNotice | None = None, *, moved: bool = False

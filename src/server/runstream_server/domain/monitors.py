@@ -43,21 +43,42 @@ DEADLINE_KINDS = frozenset(KIND_BY_FIELD[f] for f in ("decision_requested", "dec
 
 
 class Deadlines:
-    """One timer per open decision with a deadline; firing calls `fire(run_id, decision_id)`."""
+    """One timer per open decision with a deadline; firing calls `fire(run_id, decision_id)`.
+
+    A timer is armed by the wall clock (the stored deadline less the clock's now) and then
+    runs on the event loop's monotonic clock, which a step of the wall clock (an NTP
+    correction) does not move: :meth:`due` asks the same timer, so an answer and the
+    deadline agree on which came first."""
 
     def __init__(self, clock: Clock, fire: Callable[[str, str, int], None]) -> None:
         self._clock = clock
         self._fire = fire
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._retrying: set[tuple[str, str]] = set()  # fired, and their writes failed
 
     def arm(self, run_id: str, decision_id: str, deadline: datetime, attempt: int = 0) -> None:
         key = (run_id, decision_id)
         if key in self._timers:
             return
+        if attempt:
+            self._retrying.add(key)
         delay = max(0.0, (deadline - self._clock()).total_seconds())
         self._timers[key] = asyncio.get_running_loop().call_later(
             delay, self._fired, run_id, decision_id, attempt
         )
+
+    def due(self, run_id: str, decision_id: str, deadline: datetime) -> bool:
+        """Whether the decision's deadline has passed: by its timer here, when one is armed
+        (its time has come, or it fired and its write is being retried), else by the wall
+        clock (a decision asked on another replica whose commit this one has not heard of).
+        The wall clock alone refused a human's answer "already closed: DEFAULTED" after it
+        stepped an hour forward, while the timer, and every watcher, still had the question
+        open for another 110 s."""
+        key = (run_id, decision_id)
+        handle = self._timers.get(key)
+        if handle is None:
+            return deadline <= self._clock()
+        return key in self._retrying or handle.when() <= asyncio.get_running_loop().time()
 
     def retry(self, run_id: str, decision_id: str, attempt: int) -> float:
         """Arms the timer again after a failed write, with backoff; returns the delay."""
@@ -71,6 +92,7 @@ class Deadlines:
         self._fire(run_id, decision_id, attempt)
 
     def disarm(self, run_id: str, decision_id: str) -> None:
+        self._retrying.discard((run_id, decision_id))
         handle = self._timers.pop((run_id, decision_id), None)
         if handle is not None:
             handle.cancel()
@@ -97,10 +119,39 @@ class Deadlines:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self._retrying.clear()
 
 
 CHECK_SHARE = 20
 """A stall check waits at least this many times as long as its last pass took."""
+
+STEP_TOLERANCE = 5.0
+"""Seconds the wall clock may move more or less than the monotonic clock between two passes
+before the move is taken for a step of the clock (an NTP correction, a clock set by hand)."""
+
+
+class ClockSteps:
+    """Tells a background pass whether the wall clock stepped since the previous pass: then
+    every age it would compute is off by the step, and acting on them stalled every run and
+    purged every log at once (a step of an hour forward), or let silent runs be (back)."""
+
+    def __init__(self, clock: Clock, paused: str) -> None:
+        """`paused`: what the warning says is paused, e.g. "stall checks"."""
+        self._clock = clock
+        self._paused = paused
+        self._last: tuple[float, float] | None = None  # (wall, monotonic) at the last pass
+
+    def stepped(self) -> bool:
+        """Whether the wall clock stepped since the last call (logged once per step)."""
+        wall, monotonic = self._clock().timestamp(), time.monotonic()
+        last, self._last = self._last, (wall, monotonic)
+        if last is None:
+            return False
+        step = (wall - last[0]) - (monotonic - last[1])
+        if abs(step) <= STEP_TOLERANCE:
+            return False
+        log.warning("the wall clock stepped by %+.0fs; %s paused for one pass", step, self._paused)
+        return True
 
 
 STALLABLE = frozenset({run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_STATUS_PENDING})
@@ -124,6 +175,7 @@ class StallTracker:
         self._ledger = ledger
         self._heard: dict[str, datetime] = {}  # running runs only: pruned on every pass
         self._watching_since: datetime | None = None  # set by the first pass that reads
+        self._steps = ClockSteps(clock, "stall checks")
 
     @property
     def interval(self) -> float:
@@ -142,8 +194,9 @@ class StallTracker:
             self._heard[record.run_id] = self._clock()
 
     def silence(self, run: run_pb2.Run) -> float:
-        """Seconds since the producer was last heard: by this process, or as stored; for a
-        run not started, since it was created."""
+        """Seconds since the producer was last heard: by this process, or as stored (the
+        run's update_time: when the server received its last event, by the server's clock,
+        whatever the producer's clock says); for a run not started, since it was created."""
         if run.status == run_pb2.RUN_STATUS_PENDING:
             return (self._clock() - run.create_time.ToDatetime(UTC)).total_seconds()
         heard = run.update_time.ToDatetime(UTC) if run.HasField("update_time") else None
@@ -184,6 +237,8 @@ class StallTracker:
             stop_if_cancelled()  # a Redis call under a check may swallow the stop's cancel
             await asyncio.sleep(pause)
             pause = self.interval  # after a failed pass: try again soon
+            if self._steps.stepped():
+                continue
             started = time.monotonic()
             try:
                 await self.check()
@@ -302,6 +357,7 @@ class RetentionPasses:
         self._retention = retention
         self._clock = clock
         self._purged = purged
+        self._steps = ClockSteps(clock, "retention")
 
     @property
     def enabled(self) -> bool:
@@ -326,7 +382,8 @@ class RetentionPasses:
         while True:
             stop_if_cancelled()
             try:
-                purged = await self.apply()
+                # After a step, a pass later: a clock set right meanwhile purged nothing early.
+                purged = [] if self._steps.stepped() else await self.apply()
                 if purged:
                     log.info("retention purged the event logs of %d ended runs", len(purged))
             except Exception:

@@ -61,7 +61,7 @@ class Reading:
     async def get_run(self, run_id: str) -> run_pb2.Run:
         run = copied((await self._ledger.state(run_id)).run)
         run.viewer_count = (await self._viewers.read([run_id]))[run_id]
-        count_down(run)
+        count_down(run, self._ledger.now())
         return run
 
     async def get_run_details(
@@ -102,7 +102,8 @@ class Reading:
                     raise InvalidArgument("page_token", "is not a token this server issued")
         page = await self._store.list_runs(run_filter, size, cursor)
         counts = await self._viewers.read([r.run_id for r in page.runs])
-        runs = [summary(r, counts[r.run_id]) for r in page.runs]
+        now = self._ledger.now()
+        runs = [summary(r, counts[r.run_id], now) for r in page.runs]
         next_cursor = page.next_cursor
         kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
         if kept < len(runs):  # cut short by size: the next page starts after the last kept

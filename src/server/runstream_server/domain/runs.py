@@ -59,7 +59,7 @@ from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, St
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
-from runstream_server.domain.state import RunState, copied, now_utc
+from runstream_server.domain.state import RunState, copied
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
@@ -109,9 +109,11 @@ class RunManager:
         limits: Limits | None = None,
         policy: insight.InsightPolicy | None = None,
         retention: Retention | None = None,
-        clock: Callable[[], datetime] = now_utc,
+        clock: Callable[[], datetime] | None = None,
         observer: DeliveryObserver = NO_OBSERVER,
     ) -> None:
+        """`clock`: what every "now" compared with stored times reads; the store's (on a
+        shared store, the one all replicas read) unless given."""
         self._store = store
         self._limits = limits or Limits()
         self._hub = hub or Hub(
@@ -119,8 +121,11 @@ class RunManager:
         )
         self._runs_hub = RunsHub(self._hub.clock)
         self._policy = policy or insight.InsightPolicy()
-        self._clock = clock
-        now = lambda: self._clock()  # noqa: E731 - tests move the clock after construction
+        self._clock = clock or store.clock
+
+        def now() -> datetime:  # tests move the clock after construction
+            return self._clock()
+
         self._retention = RetentionPasses(store, retention or Retention(), now, self._purged)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed_reason: str | None = None
@@ -142,7 +147,13 @@ class RunManager:
         )
         self._observer = observer
         checks = StoreChecks(self._ledger, store, self._hub)
-        self._viewers = ViewerCounts(store, self._hub, self._runs_hub, self._ledger.cached, summary)
+        self._viewers = ViewerCounts(
+            store,
+            self._hub,
+            self._runs_hub,
+            self._ledger.cached,
+            lambda run, count: summary(run, count, now()),
+        )
         self._notices = Notices(
             self._ledger,
             checks,

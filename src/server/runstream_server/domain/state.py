@@ -176,7 +176,9 @@ class RunState:
         if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
             self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
-        self.run.update_time.CopyFrom(when)
+        # The server's clock; an event stored before receive_time existed has only its own.
+        received = event.receive_time if event.HasField("receive_time") else when
+        self.run.update_time.CopyFrom(received)
         # The progress is made of the estimate's inputs (steps, items, status): a kind that
         # moves none of them (KindRules.moves_estimate) leaves it as it was.
         if name in ESTIMATE_INPUTS:

@@ -403,7 +403,7 @@ class Watching:
             live = self._ledger.cached(run.run_id)
             current = live.run if live is not None else run
             sub.told(current)
-            runs.append(summary(current, counts[current.run_id]))
+            runs.append(summary(current, counts[current.run_id], self._clock()))
         return runs
 
     def _pages(self, events: Sequence[EncodedEvent]) -> Iterator[list[EncodedEvent]]:

@@ -44,6 +44,7 @@ class ObservedStore:
     def __init__(self, inner: EventStore, telemetry: Telemetry) -> None:
         self.inner = inner
         self.shared = inner.shared
+        self.clock = inner.clock
         self._telemetry = telemetry
 
     def __getattr__(self, name: str) -> Any:

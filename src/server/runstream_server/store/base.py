@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import Aborted, DataLoss
+from runstream_server.store.clock import StoreClock
 
 log = logging.getLogger("runstream.store")
 
@@ -69,6 +70,16 @@ def left_out(run_id: str, problem: str) -> None:
 
 
 _REPORTED_DAMAGED: set[str] = set()
+
+
+def ended_us(run: run_pb2.Run) -> int:
+    """When an ended run's end was stored, by the server's clock (microseconds since the
+    epoch): what retention counts its age from. Its ``update_time``, which no event changes
+    after the end: the server's receipt of the ending event, where ``end_time`` is the
+    producer's clock (2 days behind made a log purgeable 2 days early). A run ended by a
+    release before 2026-12-06 has its ``end_time`` there (one without: its end time)."""
+    stamp = run.update_time if run.HasField("update_time") else run.end_time
+    return int(stamp.ToMicroseconds())
 
 
 def stop_if_cancelled() -> None:
@@ -226,6 +237,10 @@ class EventStore(Protocol):
     shared: bool
     """True when other processes may write the same runs (then :meth:`follow` matters)."""
 
+    clock: StoreClock
+    """The clock every "now" compared with stored times reads: the store's own when other
+    processes share it (their stamps and this one's then agree), else this machine's."""
+
     async def open(self) -> None:
         """Creates or opens the storage."""
 
@@ -308,9 +323,10 @@ class EventStore(Protocol):
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
         """Deletes the event logs of ended runs that ended before `ended_before_us` (epoch
-        microseconds) or are older than their tenant's newest `keep_newest` ended runs whose
-        logs are kept, keeping their snapshots with ``purged_seq`` set, and tells the other
-        processes (a :class:`PurgedNotice` each). Returns the ids of the runs purged.
+        microseconds, by the server's clock: :func:`ended_us`) or are older than their
+        tenant's newest `keep_newest` ended runs whose logs are kept, keeping their
+        snapshots with ``purged_seq`` set, and tells the other processes (a
+        :class:`PurgedNotice` each). Returns the ids of the runs purged.
 
         Each tenant keeps its own `keep_newest`: one tenant's busy day purges none of
         another's logs. They are the tenant's newest ended runs as long as the policy is

@@ -19,9 +19,10 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 at start: :mod:`.redis_connect`; what callers get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
-(runs not ended), ``P:ended`` (ended runs whose logs are kept, by end time, for retention),
-``P:moved`` (the last hour's ends, by when they were stored), ``P:tenant:<tenant>:runs``
-(each tenant's runs by create time, so a tenant's ListRuns reads only its own runs) and one
+(runs not ended), ``P:ended`` (ended runs whose logs are kept, by when their ends were
+stored, for retention), ``P:moved`` (the last hour's ends, by when they were stored),
+``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's ListRuns reads
+only its own runs) and one
 per workflow and per label (:mod:`.redis_filters`). They are hints: a new run's entries are
 written, in one round trip, before the script stores the run, so a run is never stored
 without them (a run of an earlier release gets its workflow and label entries later); every
@@ -56,6 +57,7 @@ from runstream_server.store.base import (
     Usage,
     decode_run,
 )
+from runstream_server.store.clock import StoreClock
 from runstream_server.store.redis_connect import check_usable, connect, master_client
 from runstream_server.store.redis_errors import closed_store, unavailable
 from runstream_server.store.redis_index import TERMINAL, RunIndex
@@ -164,13 +166,20 @@ class RedisEventStore:
         self._append: Any = None
         self._purge: Any = None
         self._closed = asyncio.Event()
-        self._index = RunIndex(self._keys, self._current, cluster=self.options.cluster)
+        self.clock = StoreClock(self._redis_time)
+        """Redis's clock, which every replica compares stored times with."""
+        self._clock_sync: asyncio.Task[None] | None = None
+        self._index = RunIndex(
+            self._keys, self._current, cluster=self.options.cluster, clock_us=self.clock.time_us
+        )
         """The run indexes, and ListRuns over them."""
         self._log = RunLog(self._keys, self._current)
         """Reads of runs' logs."""
-        self._viewers = ViewerCounts(self.options, self._keys, self.replica_id, self._current)
+        self._viewers = ViewerCounts(
+            self.options, self._keys, self.replica_id, self._current, self.clock.time
+        )
         """This replica's watcher counts, and the others'."""
-        self._usage = UsageShare(self._keys, self.replica_id, self._current)
+        self._usage = UsageShare(self._keys, self.replica_id, self._current, self.clock.time)
         """This replica's callers' use of the per-caller limits, and the others'."""
         self._notices = NoticeFollower(self.options, self.replica_id)
         self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
@@ -216,12 +225,32 @@ class RedisEventStore:
         except BaseException:
             await self._client.aclose()
             raise
+        try:
+            await self.clock.sync()
+        except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
+            await self._client.aclose()
+            raise StoreUnusable(
+                f"cannot read the clock of the Redis store {self.display}: {exc}"
+            ) from None
+        self._clock_sync = asyncio.create_task(self.clock.run_forever())
         self._viewers.start()
         self._usage.start()
         self._index.filters.start()
 
+    async def _redis_time(self) -> float:
+        """Redis's clock (``TIME``), in seconds since the epoch: on a cluster, one node's."""
+        answer = await self._client.time()
+        if isinstance(answer, dict):  # a cluster client may answer per node
+            answer = next(iter(answer.values()))
+        seconds, micros = answer
+        return int(seconds) + int(micros) / 1e6
+
     async def close(self) -> None:
         self._closed.set()
+        if self._clock_sync is not None:
+            self._clock_sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_sync
         await self._notices.close()
         await self._viewers.stop()
         await self._index.filters.stop()

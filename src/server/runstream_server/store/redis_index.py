@@ -2,7 +2,8 @@
 
 Sorted sets outside the runs' slots (named by :class:`~.redis_keys.RedisKeys`): ``P:runs``
 (every run by create time), ``P:active`` (runs not ended), ``P:ended`` (ended runs whose
-logs are kept, by end time, for retention: a run leaves it once retention purged its log),
+logs are kept, by when their ends were stored, for retention: a run leaves it once
+retention purged its log),
 ``P:moved`` (runs whose end was stored in the last hour, by the server's clock then: what a
 replica that missed notices reads again) and ``P:tenant:<tenant>:runs`` (each tenant's runs
 by create time, so a tenant's ListRuns reads only its own runs). They are hints: every read
@@ -38,6 +39,7 @@ from runstream.v1 import run_pb2
 from runstream_server.store.base import (
     RunFilter,
     RunPage,
+    ended_us,
     left_out,
     readable_run,
     stop_if_cancelled,
@@ -70,7 +72,16 @@ class RunIndex:
     SWEEP_BATCH = 256
     """``P:active`` entries one retention pass examines (:meth:`sweep_active`)."""
 
-    def __init__(self, keys: RedisKeys, client: Callable[[], Any], *, cluster: bool) -> None:
+    def __init__(
+        self,
+        keys: RedisKeys,
+        client: Callable[[], Any],
+        *,
+        cluster: bool,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+    ) -> None:
+        """`clock_us`: the replicas' shared clock (microseconds), which ``P:moved`` is on."""
+        self._clock_us = clock_us
         self._keys = keys
         self._client = client
         self._cluster = cluster
@@ -97,8 +108,8 @@ class RunIndex:
         ``P:ended`` first, out of ``P:active`` second, so that a crash at any point leaves
         the run in one of them at least (again and again is harmless: ZADD sets the same
         score, ZREM of an absent member does nothing)."""
-        ended = {run_id: snapshot.end_time.ToMicroseconds()}
-        now = time.time_ns() // 1000
+        ended = {run_id: ended_us(snapshot)}
+        now = self._clock_us()
         succeeded = [snapshot] if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED else []
         if self._cluster:
             if succeeded:  # its workflow's history key: a slot of its own
@@ -305,7 +316,7 @@ class RunIndex:
         whose end was stored since (``P:moved``; ``P:ended`` by end time, for the runs a
         replica of an earlier release ended), in one round trip: four index reads, however
         many runs are stored. None when `since_us` is further back than ``P:moved`` keeps."""
-        if since_us < time.time_ns() // 1000 - MOVED_KEPT_US:
+        if since_us < self._clock_us() - MOVED_KEPT_US:
             return None
         pipe = self._client().pipeline(transaction=False)
         pipe.zrange(self._keys.active, 0, -1)

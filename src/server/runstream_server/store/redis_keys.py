@@ -19,7 +19,7 @@ class RedisKeys:
         self.active = f"{prefix}:active"
         """Runs not ended, by create time."""
         self.ended = f"{prefix}:ended"
-        """Ended runs whose logs are kept, by end time (for retention)."""
+        """Ended runs whose logs are kept, by when their ends were stored (for retention)."""
         self.ended_tenants = f"{prefix}:ended:tenants"
         """The tenant of each run in ``ended``, for retention's newest N of each tenant (a
         run ended by a release before it is looked up once, in its snapshot)."""

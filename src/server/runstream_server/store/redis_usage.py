@@ -41,7 +41,15 @@ return others
 class UsageShare:
     """This replica's side of the shared usage, on the client `client` returns at each call."""
 
-    def __init__(self, keys: RedisKeys, replica_id: str, client: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        keys: RedisKeys,
+        replica_id: str,
+        client: Callable[[], Any],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock`: the replicas' shared clock (seconds), which the entries' expiries are on."""
+        self._clock = clock
         self._key = keys.usage
         self._replica_id = replica_id
         self._client = client
@@ -51,7 +59,7 @@ class UsageShare:
         self._script = self._client().register_script(_SHARE)
 
     async def share(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
-        now = int(time.time() * 1000)
+        now = int(self._clock() * 1000)
         # Written even when empty, so the others know this replica from its start on:
         # whatever it counts later is news to them.
         use = {who: [u.streams, u.appended] for who, u in mine.items()}

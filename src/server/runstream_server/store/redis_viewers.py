@@ -40,9 +40,16 @@ class ViewerCounts:
     call. Redis failing costs a count, never an error: the counts are for display."""
 
     def __init__(
-        self, options: RedisOptions, keys: RedisKeys, replica_id: str, client: Callable[[], Any]
+        self,
+        options: RedisOptions,
+        keys: RedisKeys,
+        replica_id: str,
+        client: Callable[[], Any],
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`clock`: the replicas' shared clock (seconds), which the counts' expiries are on."""
         self._options = options
+        self._clock = clock
         self._keys = keys
         self._replica_id = replica_id
         self._client = client
@@ -102,7 +109,7 @@ class ViewerCounts:
 
     async def _write(self, run_id: str, count: int, *, tell: bool) -> None:
         """Writes this replica's count (with its expiry); `tell` the others it changed."""
-        expires = int(time.time() * 1000) + VIEWERS_TTL_MS
+        expires = int(self._clock() * 1000) + VIEWERS_TTL_MS
         await self._script(
             keys=[self._keys.viewers(run_id)],
             args=[
@@ -131,7 +138,7 @@ class ViewerCounts:
             rows = await pipe.execute()
         except (rex.RedisError, OSError):
             return {}
-        now = int(time.time() * 1000)
+        now = int(self._clock() * 1000)
         mine = self._replica_id.encode()
         totals: dict[str, int] = {}
         for run_id, entries in zip(run_ids, rows, strict=True):

@@ -42,8 +42,10 @@ from runstream_server.store.base import (
     StoredEvent,
     Usage,
     decode_run,
+    ended_us,
     readable_runs,
 )
+from runstream_server.store.clock import StoreClock
 from runstream_server.store.sqlite_backups import copy_database
 from runstream_server.store.sqlite_file import (
     connect,
@@ -84,6 +86,8 @@ class SqliteEventStore:
     ) -> None:
         """`check` runs ``PRAGMA quick_check`` at open (about 3 s per GB; see the README);
         `probe_interval` is how often a write is tried while writes fail."""
+        self.clock = StoreClock()
+        """This machine's wall clock: no other server compares times with this one's."""
         if synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS}")
         self.path = path
@@ -298,7 +302,7 @@ class SqliteEventStore:
                 conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", list(ids)
             )
             runs = list(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
-            runs.sort(key=lambda item: item[1].end_time.ToMicroseconds(), reverse=True)
+            runs.sort(key=lambda item: ended_us(item[1]), reverse=True)
             return runs
 
         chosen = await self._read(choose)

@@ -31,7 +31,13 @@ from typing import TypeVar
 from runstream.v1 import run_pb2
 
 from runstream_server.errors import AlreadyExists, NothingStored, Unavailable
-from runstream_server.store.base import HeadMoved, StoredEvent, StoreUnusable, readable_run
+from runstream_server.store.base import (
+    HeadMoved,
+    StoredEvent,
+    StoreUnusable,
+    ended_us,
+    readable_run,
+)
 from runstream_server.store.sqlite_file import (
     PROBE_TABLE,
     FileLock,
@@ -159,10 +165,11 @@ _RETAINED_INDEXES = (
 
 
 def retained_end(snap: run_pb2.Run) -> int | None:
-    """The ``retained_end_us`` of a run with this snapshot: its end time (microseconds)
-    while it has ended and its log is kept, else NULL (running, or its log purged)."""
+    """The ``retained_end_us`` of a run with this snapshot: when its end was stored
+    (microseconds, :func:`~.base.ended_us`) while it has ended and its log is kept, else
+    NULL (running, or its log purged)."""
     if snap.status in _TERMINAL and snap.purged_seq < snap.last_seq:
-        return int(snap.end_time.ToMicroseconds())
+        return ended_us(snap)
     return None
 
 

@@ -200,6 +200,18 @@ def local_time(value: datetime | None, *, with_date: bool = True) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
 
 
+def feed_time(value: datetime | None, now: datetime | None = None) -> str:
+    """A time in a feed of events: the time of day for today's (in the viewer's time zone),
+    with the date for another day's. Only the time was shown, so an event from another day
+    (an old run, a producer whose clock is off) sat among today's without a hint."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    today = (now or datetime.now(UTC)).astimezone().date()
+    return local_time(value, with_date=value.astimezone().date() != today)
+
+
 def span(
     start: datetime | None, end: datetime | None, now: datetime | None = None
 ) -> timedelta | None:

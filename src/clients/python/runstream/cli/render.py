@@ -42,6 +42,7 @@ from .fmt import (
     enum_name,
     estimate_text,
     eta_clock,
+    feed_time,
     format_change,
     format_clock,
     format_duration,
@@ -638,7 +639,7 @@ class PlainRenderer:
         if note is None:
             return
         line = Text.assemble(
-            (local_time(event.event_time, with_date=False), "grey50"),
+            (feed_time(event.event_time), "grey50"),
             " ",
             (f"#{event.seq:<5}", "grey42"),
             (f"{note.label:<9}", "bold " + note.style if note.style else "bold"),

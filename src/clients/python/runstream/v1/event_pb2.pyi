@@ -131,11 +131,12 @@ DECISION_OUTCOME_SKIPPED: DecisionOutcome
 DECISION_OUTCOME_CANCELLED: DecisionOutcome
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "seq", "event_time", "idempotency_key", "run_created", "run_started", "run_status_changed", "run_completed", "run_failed", "run_cancelled", "step_started", "step_progress", "step_completed", "step_failed", "step_skipped", "item_progress", "agent_activity", "thinking", "model_allocation", "text_delta", "metrics_update", "milestone", "alert", "error_recovery", "artifact_produced", "workflow_state_change", "health_changed", "estimate_updated", "decision_requested", "decision_resolved", "custom")
+    __slots__ = ("run_id", "seq", "event_time", "idempotency_key", "receive_time", "run_created", "run_started", "run_status_changed", "run_completed", "run_failed", "run_cancelled", "step_started", "step_progress", "step_completed", "step_failed", "step_skipped", "item_progress", "agent_activity", "thinking", "model_allocation", "text_delta", "metrics_update", "milestone", "alert", "error_recovery", "artifact_produced", "workflow_state_change", "health_changed", "estimate_updated", "decision_requested", "decision_resolved", "custom")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
     RUN_CREATED_FIELD_NUMBER: _ClassVar[int]
     RUN_STARTED_FIELD_NUMBER: _ClassVar[int]
     RUN_STATUS_CHANGED_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +168,7 @@ class RunEvent(_message.Message):
     seq: int
     event_time: _timestamp_pb2.Timestamp
     idempotency_key: str
+    receive_time: _timestamp_pb2.Timestamp
     run_created: RunCreated
     run_started: RunStarted
     run_status_changed: RunStatusChanged
@@ -194,7 +196,7 @@ class RunEvent(_message.Message):
     decision_requested: DecisionRequested
     decision_resolved: DecisionResolved
     custom: Custom
-    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., item_progress: _Optional[_Union[ItemProgress, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., health_changed: _Optional[_Union[HealthChanged, _Mapping]] = ..., estimate_updated: _Optional[_Union[EstimateUpdated, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_created: _Optional[_Union[RunCreated, _Mapping]] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., run_status_changed: _Optional[_Union[RunStatusChanged, _Mapping]] = ..., run_completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., run_failed: _Optional[_Union[RunFailed, _Mapping]] = ..., run_cancelled: _Optional[_Union[RunCancelled, _Mapping]] = ..., step_started: _Optional[_Union[StepStarted, _Mapping]] = ..., step_progress: _Optional[_Union[StepProgress, _Mapping]] = ..., step_completed: _Optional[_Union[StepCompleted, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_skipped: _Optional[_Union[StepSkipped, _Mapping]] = ..., item_progress: _Optional[_Union[ItemProgress, _Mapping]] = ..., agent_activity: _Optional[_Union[AgentActivity, _Mapping]] = ..., thinking: _Optional[_Union[Thinking, _Mapping]] = ..., model_allocation: _Optional[_Union[ModelAllocation, _Mapping]] = ..., text_delta: _Optional[_Union[TextDelta, _Mapping]] = ..., metrics_update: _Optional[_Union[MetricsUpdate, _Mapping]] = ..., milestone: _Optional[_Union[Milestone, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., error_recovery: _Optional[_Union[ErrorRecovery, _Mapping]] = ..., artifact_produced: _Optional[_Union[ArtifactProduced, _Mapping]] = ..., workflow_state_change: _Optional[_Union[WorkflowStateChange, _Mapping]] = ..., health_changed: _Optional[_Union[HealthChanged, _Mapping]] = ..., estimate_updated: _Optional[_Union[EstimateUpdated, _Mapping]] = ..., decision_requested: _Optional[_Union[DecisionRequested, _Mapping]] = ..., decision_resolved: _Optional[_Union[DecisionResolved, _Mapping]] = ..., custom: _Optional[_Union[Custom, _Mapping]] = ...) -> None: ...
 
 class RunCreated(_message.Message):
     __slots__ = ("workflow", "display_name", "labels", "steps", "targets", "tenant", "created_by")

@@ -455,7 +455,10 @@ export type Estimate = Message<"runstream.v1.Estimate"> & {
   remaining?: Duration | undefined;
 
   /**
-   * When the run is expected to finish: the estimate's computation time plus remaining.
+   * When the run is expected to finish, by the server's clock: when the server made the
+   * estimate (received the batch that moved it) plus remaining. The time left is judged by
+   * the run's event times (how long its steps have run, by the producer's clock), so a
+   * producer whose clock is off still gets an end time that counts down right.
    *
    * @generated from field: google.protobuf.Timestamp end_time = 2;
    */
@@ -756,28 +759,33 @@ export type Run = Message<"runstream.v1.Run"> & {
   activeAgents: ActiveAgent[];
 
   /**
-   * When the run was created.
+   * When the run was created, by the server's clock.
    *
    * @generated from field: google.protobuf.Timestamp create_time = 10;
    */
   createTime?: Timestamp | undefined;
 
   /**
-   * When the run started; unset while pending.
+   * When the run started: the event_time of its first event (the producer's clock); unset
+   * while pending.
    *
    * @generated from field: google.protobuf.Timestamp start_time = 11;
    */
   startTime?: Timestamp | undefined;
 
   /**
-   * When the run last changed.
+   * When the run last changed, by the server's clock: the receive_time of its last event.
+   * The server judges a running run's silence (STALLED, --abandon-after) and an ended run's
+   * age (retention) by it, never by a producer's clock. A run whose last event was stored
+   * by a release before 2026-12-06 has that event's event_time.
    *
    * @generated from field: google.protobuf.Timestamp update_time = 12;
    */
   updateTime?: Timestamp | undefined;
 
   /**
-   * When the run reached a terminal status; unset before.
+   * When the run reached a terminal status: the event_time of the event that ended it (the
+   * producer's clock, for an end it reported); unset before.
    *
    * @generated from field: google.protobuf.Timestamp end_time = 13;
    */

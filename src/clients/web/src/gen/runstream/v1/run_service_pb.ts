@@ -449,7 +449,9 @@ export const WatchRunResponseSchema: GenMessage<WatchRunResponse> = /*@__PURE__*
  */
 export type Heartbeat = Message<"runstream.v1.Heartbeat"> & {
   /**
-   * The server's clock when it sent the heartbeat.
+   * The server's clock when it sent the heartbeat: on a Redis store, Redis's clock, which
+   * every replica reads (so a client that reconnects to another replica sees no jump); on
+   * SQLite, the machine's.
    *
    * @generated from field: google.protobuf.Timestamp server_time = 1;
    */

@@ -1,0 +1,80 @@
+"""The clock a store's servers share: what every "now" compared with stored times reads.
+
+One server on its own file (SQLite) reads its wall clock. Replicas on Redis compare times
+that other replicas stamped (a decision's deadline, when a run last heard from its producer,
+when it ended, when it was created), so each reads Redis's clock instead: ``TIME`` read as
+the store opens and every :data:`SYNC_INTERVAL` seconds after, kept as an offset to the
+local wall clock (taken at the midpoint of the round trip). A replica whose clock was
+minutes off the others' fired their decisions' deadlines early, marked their runs STALLED
+and abandoned them early, purged their logs early, and listed its runs out of order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+log = logging.getLogger("runstream.store")
+
+SYNC_INTERVAL = 30.0
+"""Seconds between two reads of the shared clock."""
+
+WARN_OFFSET = 1.0
+"""Seconds this server's wall clock may be off the shared one before a WARNING says so."""
+
+
+class StoreClock:
+    """The wall clock plus the offset of the store's clock, read through `read` (seconds
+    since the epoch; None: the local clock is the store's, offset 0)."""
+
+    def __init__(self, read: Callable[[], Awaitable[float]] | None = None) -> None:
+        self._read = read
+        self.offset = 0.0
+        """Seconds to add to this server's wall clock to get the store's."""
+        self.wall: Callable[[], float] = time.time
+        """This server's wall clock (tests set it off the others')."""
+        self._warned = False  # the offset is large: said once, until it is small again
+
+    def __call__(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def time(self) -> float:
+        """Now, in seconds since the epoch, by the shared clock."""
+        return self.wall() + self.offset
+
+    def time_us(self) -> int:
+        """Now, in microseconds since the epoch, by the shared clock."""
+        return int(self.time() * 1e6)
+
+    async def sync(self) -> None:
+        """Reads the store's clock once and keeps its offset to the wall clock."""
+        if self._read is None:
+            return
+        before = self.wall()
+        started = time.monotonic()
+        shared = await self._read()
+        half_trip = (time.monotonic() - started) / 2
+        self.offset = shared - (before + half_trip)
+        if abs(self.offset) > WARN_OFFSET:
+            if not self._warned:
+                log.warning(
+                    "this server's clock is %+.1fs off the store's (Redis TIME); times are "
+                    "taken from the store's clock, but check this machine's time sync (NTP)",
+                    -self.offset,
+                )
+            self._warned = True
+        elif self._warned:
+            log.info("this server's clock is back within %.0fs of the store's", WARN_OFFSET)
+            self._warned = False
+
+    async def run_forever(self) -> None:
+        """Reads the store's clock every SYNC_INTERVAL; a failed read keeps the last offset."""
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL)
+            try:
+                await self.sync()
+            except Exception as exc:  # the store's own calls report it unreachable
+                log.debug("reading the store's clock failed: %s", exc)
