@@ -123,7 +123,7 @@ def watched_events(output: str) -> list[dict[str, Any]]:
 
 def payload_kind(event: dict[str, Any]) -> str:
     """The name of the payload field set on an event printed as JSON, e.g. "run_completed"."""
-    envelope = {"run_id", "seq", "event_time", "idempotency_key"}
+    envelope = {"run_id", "seq", "event_time", "receive_time", "idempotency_key"}
     kinds = [key for key in event if key not in envelope]
     assert len(kinds) == 1, event
     return kinds[0]
