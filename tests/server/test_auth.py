@@ -26,6 +26,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import message_factory
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from runstream.v1 import (
@@ -58,7 +59,7 @@ from tests.identity import (
     unsigned_token,
     write_jwks,
 )
-from tests.server.support import custom, keyless
+from tests.server.support import custom, keyless, status_detail
 
 SERVICES = [
     d.services_by_name[name]
@@ -323,6 +324,37 @@ async def test_a_token_refused_for_its_times_says_how_far_off_this_servers_clock
     ), details
 
 
+def refusal_reason(exc: grpc.aio.AioRpcError) -> str:
+    info = status_detail(exc, error_details_pb2.ErrorInfo)
+    assert info is not None and info.domain == "runstream", exc
+    return info.reason
+
+
+async def test_an_auth_refusal_says_its_kind_for_programs(
+    channel: grpc.aio.Channel, keys: Keys
+) -> None:
+    """Whether to fetch a new token, fix the clock or ask for a role was in the message text
+    only: each refusal now carries an ErrorInfo reason."""
+    runs = run_service_pb2_grpc.RunServiceStub(channel)
+    now = int(time.time())
+    cases = [
+        (None, "ListRuns", "TOKEN_MISSING"),
+        (keys.token(["viewer"], exp=now - 42), "ListRuns", "TOKEN_EXPIRED"),
+        (keys.token(["viewer"], nbf=now + 300), "ListRuns", "TOKEN_NOT_YET_VALID"),
+        (keys.token(["viewer"])[:-4] + "AAAA", "ListRuns", "TOKEN_INVALID"),
+        (keys.token(["viewer"]), "CancelRun", "ROLE_MISSING"),
+    ]
+    requests = {
+        "ListRuns": run_service_pb2.ListRunsRequest(),
+        "CancelRun": run_service_pb2.CancelRunRequest(run_id="r"),
+    }
+    for token, method, reason in cases:
+        metadata = [] if token is None else [("authorization", f"Bearer {token}")]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await getattr(runs, method)(requests[method], metadata=metadata)
+        assert refusal_reason(refused.value) == reason, (reason, refused.value.details())
+
+
 async def test_a_token_with_many_groups_is_taken_every_time(
     channel: grpc.aio.Channel, keys: Keys
 ) -> None:
@@ -551,7 +583,7 @@ async def test_a_stream_whose_key_is_withdrawn_before_it_is_held_is_cut_too(
             await asyncio.sleep(0.05)
 
     class Context:
-        async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        async def abort(self, code: grpc.StatusCode, details: str, **_: object) -> None:
             raise grpc.aio.AbortError(f"{code.name}: {details}")
 
     assert principal.expires_at is not None
@@ -827,6 +859,7 @@ async def test_a_report_stream_whose_token_expires_during_a_commit_acknowledges_
             await call.read()
     assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert ended.value.details() == EXPIRED_DURING_STREAM
+    assert refusal_reason(ended.value) == "TOKEN_EXPIRED"
     assert [e.seq for e in await store.read_events(run_id, 0, 10)] == [1, 2, 3]
 
 

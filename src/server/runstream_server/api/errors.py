@@ -39,7 +39,14 @@ from runstream_server.errors import InvalidArgument, RunstreamError, ShuttingDow
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
 
-__all__ = ["MAX_STATUS_BYTES", "UNPROCESSED_HEADER", "ErrorInterceptor", "RejectionLog", "fitted"]
+__all__ = [
+    "MAX_STATUS_BYTES",
+    "UNPROCESSED_HEADER",
+    "ErrorInterceptor",
+    "RejectionLog",
+    "fitted",
+    "status_trailer",
+]
 
 MAX_STATUS_BYTES = 1024
 """The most a status message takes in its trailer. gRPC percent-encodes every byte outside
@@ -157,6 +164,27 @@ _EVENT_AT = re.compile(r"events\[(\d+)\]")
 refusal of that event alone, which the producer drops before it sends the rest again."""
 
 
+def status_trailer(
+    code: grpc.StatusCode, message: str, reason: str, *more: Message
+) -> tuple[tuple[str, bytes], ...]:
+    """The ``grpc-status-details-bin`` trailer of a refusal: a google.rpc.Status with an
+    ErrorInfo of `reason` (in Runstream's domain), then `more` details."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    return _trailer(code, message, [info, *more])
+
+
+def _trailer(
+    code: grpc.StatusCode, message: str, found: list[Message]
+) -> tuple[tuple[str, bytes], ...]:
+    details = []
+    for each in found:
+        detail = any_pb2.Any()
+        detail.Pack(each)
+        details.append(detail)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
 def _status_details(
     code: grpc.StatusCode, ex: RunstreamError, message: str
 ) -> tuple[tuple[str, bytes], ...]:
@@ -181,13 +209,7 @@ def _status_details(
         info = error_details_pb2.RetryInfo()
         info.retry_delay.FromNanoseconds(max(1, round(retry_after * 1e9)))
         found.append(info)
-    details = []
-    for each in found:
-        detail = any_pb2.Any()
-        detail.Pack(each)
-        details.append(detail)
-    status = status_pb2.Status(code=code.value[0], message=message, details=details)
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    return _trailer(code, message, found)
 
 
 class ErrorInterceptor(HandlerRewriter):

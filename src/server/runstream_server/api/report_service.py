@@ -14,12 +14,12 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-import grpc
 from grpc import aio
 from runstream.v1 import event_pb2, report_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as pb
 
 from runstream_server.auth.principal import end_at_expiry
+from runstream_server.auth.streams import end_for_its_token
 from runstream_server.domain.runs import (
     AppendResult,
     ControlSignal,
@@ -172,7 +172,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                     yield _signalled(signals.get_nowait())
                     continue
                 if expired is not None:
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, expired)
+                    await end_for_its_token(context, expired)
                 if inbox.empty():
                     signals.ready.clear()  # both checked empty since the last await
                     await signals.ready.wait()

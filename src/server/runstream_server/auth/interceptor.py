@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import RejectionLog, fitted
+from runstream_server.api.errors import RejectionLog, fitted, status_trailer
 from runstream_server.api.handlers import (
     Behavior,
     Handler,
@@ -64,6 +64,8 @@ class _Refusal:
     code: grpc.StatusCode
     reason: str
     caller: Principal | None = None
+    error_reason: str = "TOKEN_INVALID"
+    """The ErrorInfo reason, for programs."""
 
 
 _UNCHECKED = _Refusal(grpc.StatusCode.UNAUTHENTICATED, "the call's credentials were not checked")
@@ -95,7 +97,10 @@ class AuthInterceptor(HandlerRewriter):
         """The caller's token and principal; raises TokenError naming what is wrong."""
         values = [v for k, v in metadata or () if k == "authorization"]
         if not values:
-            raise TokenError("missing authorization metadata; send 'authorization: Bearer <jwt>'")
+            raise TokenError(
+                "missing authorization metadata; send 'authorization: Bearer <jwt>'",
+                "TOKEN_MISSING",
+            )
         if len(values) > 1:
             raise TokenError("malformed authorization header: sent more than once")
         value = values[0]
@@ -113,7 +118,7 @@ class AuthInterceptor(HandlerRewriter):
         try:
             token, principal = self.authenticate(metadata)
         except TokenError as exc:
-            return _Refusal(grpc.StatusCode.UNAUTHENTICATED, exc.reason)
+            return _Refusal(grpc.StatusCode.UNAUTHENTICATED, exc.reason, error_reason=exc.code)
         # Bound before the role check, so every line logged about a refused call names who
         # was refused (the handler never runs: the call ends in the behavior below).
         bind(principal)
@@ -125,7 +130,7 @@ class AuthInterceptor(HandlerRewriter):
                 f"{name} needs the {needed} role; the token grants "
                 f"{', '.join(sorted(r.value for r in principal.roles)) or 'no roles'}"
             )
-            return _Refusal(grpc.StatusCode.PERMISSION_DENIED, reason, principal)
+            return _Refusal(grpc.StatusCode.PERMISSION_DENIED, reason, principal, "ROLE_MISSING")
         _admitted_token.set(token)
         return None
 
@@ -136,7 +141,9 @@ class AuthInterceptor(HandlerRewriter):
         """Ends a refused call, logged with the server's other rejections. Logged here, not
         as the verdict is reached, so that the line carries the call's request context."""
         self._rejections.note(method, refusal.code.name, refusal.reason, refusal.caller)
-        await context.abort(refusal.code, fitted(refusal.reason))
+        message = fitted(refusal.reason)
+        trailers = status_trailer(refusal.code, message, refusal.error_reason)
+        await context.abort(refusal.code, message, trailing_metadata=trailers)
 
     def on_call(self, details: grpc.HandlerCallDetails, handler: Handler | None) -> None:
         method = details.method

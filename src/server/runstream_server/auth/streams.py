@@ -27,12 +27,12 @@ import asyncio
 import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import fitted
+from runstream_server.api.errors import fitted, status_trailer
 from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.principal import (
     EXPIRED_DURING_STREAM,
@@ -117,7 +117,7 @@ class OpenStreams:
             if hasattr(responses, "aclose"):
                 await responses.aclose()
         assert ended is not None
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, ended)
+        await end_for_its_token(context, ended)
 
     def close(self) -> None:
         """Stops looking at the files and verifying tokens (the server stopped)."""
@@ -171,3 +171,12 @@ class OpenStreams:
             except TokenError as exc:
                 for refused in stream_ends:
                     refused(exc.reason)
+
+
+async def end_for_its_token(context: aio.ServicerContext[Any, Any], detail: str) -> NoReturn:
+    """Ends a stream UNAUTHENTICATED because its token ended during it (`detail`:
+    :data:`EXPIRED_DURING_STREAM`, or :data:`REFUSED_DURING_STREAM` and why), with the
+    ErrorInfo reason ``TOKEN_EXPIRED`` or ``TOKEN_INVALID``."""
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "TOKEN_EXPIRED" if detail == EXPIRED_DURING_STREAM else "TOKEN_INVALID"
+    await context.abort(code, detail, trailing_metadata=status_trailer(code, detail, reason))

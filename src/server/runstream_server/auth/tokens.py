@@ -41,11 +41,14 @@ LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class TokenError(Exception):
-    """A token was refused; `reason` names the failed check (safe to send to the caller)."""
+    """A token was refused; `reason` names the failed check (safe to send to the caller),
+    `code` the kind of refusal for programs (the ErrorInfo reason: ``TOKEN_MISSING``,
+    ``TOKEN_EXPIRED``, ``TOKEN_NOT_YET_VALID``, else ``TOKEN_INVALID``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, code: str = "TOKEN_INVALID") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -309,9 +312,10 @@ class TokenVerifier:
                 },
             )
         except jwt.ExpiredSignatureError:  # raised once the signature checked out
-            raise TokenError(_expired(_claim_of(token, "exp"))) from None
+            raise TokenError(_expired(_claim_of(token, "exp")), "TOKEN_EXPIRED") from None
         except jwt.ImmatureSignatureError:
-            raise TokenError(_not_yet_valid(_claim_of(token, "nbf"))) from None
+            early = _not_yet_valid(_claim_of(token, "nbf"))
+            raise TokenError(early, "TOKEN_NOT_YET_VALID") from None
         except jwt.InvalidIssuerError:
             raise TokenError("wrong issuer (iss is not the one this server accepts)") from None
         except jwt.InvalidAudienceError:
@@ -332,7 +336,7 @@ class TokenVerifier:
         # leeway for both): exp is held to this server's clock. (Its type: _principal.)
         exp = claims["exp"]
         if isinstance(exp, int | float) and exp <= time.time() - config.leeway:
-            raise TokenError(_expired(exp))
+            raise TokenError(_expired(exp), "TOKEN_EXPIRED")
         return claims
 
 
