@@ -127,6 +127,44 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(
         await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
 
 
+async def test_a_replica_out_of_its_stores_reach_ends_its_watches_to_resume_elsewhere(
+    restartable: Restartable,
+) -> None:
+    """A replica that lost Redis kept its watch streams open, heartbeats and all: watchers of
+    a run another replica went on writing saw it frozen for the whole outage (120 s in the
+    review), told nothing, while health said NOT_SERVING to new clients only. Past a grace of
+    a few seconds the streams now end UNAVAILABLE, new ones are refused until the store is
+    back, and a watch then resumes where it was."""
+    redis, server = restartable.redis, restartable.server
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        health = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
+        run = (await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))).run
+        request = run_service_pb2.WatchRunRequest(run_id=run.run_id)
+        request.heartbeat_interval.FromSeconds(1)
+        watch = runs.WatchRun(request)
+        assert [e.seq for e in (await watch.read()).events] == [1]
+        redis.stop()
+        lost = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(20):
+                while True:  # heartbeats, until the stream ends
+                    await watch.read()
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "resume on another replica" in (ended.value.details() or "")
+        assert 4.5 < time.monotonic() - lost < 12
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in runs.WatchRun(request):
+                pass
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        await asyncio.to_thread(redis.start)
+        await until(lambda: health_is(health, SERVING), within=10)
+        request.after_seq = 0
+        again = runs.WatchRun(request)
+        assert [e.seq for e in (await again.read()).events] == [1]
+        again.cancel()
+
+
 async def test_a_frozen_redis_gets_unavailable_and_the_producer_goes_on_after(
     restartable: Restartable,
 ) -> None:

@@ -85,6 +85,10 @@ DRAIN_QUIET_PERIOD = 0.25
 its grace): a load balancer still sending calls is sending one every few milliseconds, not
 this seldom."""
 
+STORE_LOST_GRACE = 5.0
+"""Seconds a shared store may be out of a replica's reach before its watch streams end (a blip
+ends none)."""
+
 MAX_GRPC_SECONDS = 2_147_483
 """The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
 days): its options are milliseconds in a C int, and a longer one overflows at start."""
@@ -345,11 +349,17 @@ class RunstreamServer:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, status)
 
-    async def _watch_store(self, store: EventStore, interval: float = 0.5) -> None:
+    async def _watch_store(
+        self, store: EventStore, interval: float = 0.5, grace: float = STORE_LOST_GRACE
+    ) -> None:
         """Health follows the store: NOT_SERVING while it is unreachable (a shared store) or
         cannot take writes (a full disk under the SQLite file), so load balancers send
-        clients to a replica that can serve them."""
-        serving = True
+        clients to a replica that can serve them. A shared store out of reach for `grace`
+        seconds also ends this replica's watch streams (UNAVAILABLE), so that their watchers
+        resume on a replica that hears the others' events: health protects new clients only."""
+        serving, streams_ended = True, False
+        loop = asyncio.get_running_loop()
+        lost_at = loop.time()
         while True:
             await asyncio.sleep(interval)
             reachable = await store.ping()
@@ -359,7 +369,19 @@ class RunstreamServer:
                     log.info("store reachable again")
                 else:
                     log.warning("store unreachable")
+                    lost_at = loop.time()
                 await self._set_serving(serving)
+            if self.runs is None or not store.shared or serving != streams_ended:
+                continue
+            if serving:
+                self.runs.store_lost(None)
+                streams_ended = False
+            elif loop.time() - lost_at >= grace:
+                log.warning("store out of reach for %gs: ending this replica's watches", grace)
+                self.runs.store_lost(
+                    "the store is out of this replica's reach; resume on another replica"
+                )
+                streams_ended = True
 
     def _store_size(self) -> int:
         """Bytes of the SQLite database and its write-ahead log; 0 for a Redis store."""

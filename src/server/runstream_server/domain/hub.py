@@ -58,10 +58,19 @@ class _Mailbox:
     life; the heartbeat clock reads it lazily.
     """
 
-    __slots__ = ("_waiter", "active_at", "closed_reason", "detached", "heartbeat_due", "interval")
+    __slots__ = (
+        "_waiter",
+        "active_at",
+        "closed_code",
+        "closed_reason",
+        "detached",
+        "heartbeat_due",
+        "interval",
+    )
 
     def __init__(self, interval: float, now: float) -> None:
         self.closed_reason: str | None = None
+        self.closed_code = "SHUTTING_DOWN"
         self.heartbeat_due = False
         self.detached = False
         self.interval = interval
@@ -82,8 +91,10 @@ class _Mailbox:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: str = "SHUTTING_DOWN") -> None:
+        """Ends the stream: `reason` is the status message, `code` its ErrorInfo reason."""
         self.closed_reason = reason
+        self.closed_code = code
         self.wake()
 
     def beat(self, now: float) -> None:
@@ -412,9 +423,13 @@ class Hub:
     def close(self, reason: str) -> None:
         """Ends every subscription, e.g. at shutdown, so watchers resume elsewhere."""
         self._closed_reason = reason
+        self.end_streams(reason, "SHUTTING_DOWN")
+
+    def end_streams(self, reason: str, code: str) -> None:
+        """Ends every subscription there is now (not those to come)."""
         for subs in self._subscriptions.values():
             for sub in subs:
-                sub.close(reason)
+                sub.close(reason, code)
         self.clock.close()
 
 
@@ -512,5 +527,9 @@ class RunsHub:
 
     def close(self, reason: str) -> None:
         self._closed_reason = reason
+        self.end_streams(reason, "SHUTTING_DOWN")
+
+    def end_streams(self, reason: str, code: str) -> None:
+        """Ends every subscription there is now (not those to come)."""
         for sub in self._subscriptions:
-            sub.close(reason)
+            sub.close(reason, code)

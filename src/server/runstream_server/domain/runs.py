@@ -245,6 +245,10 @@ class RunManager:
                     break
                 cursor = page.next_cursor
 
+    def store_lost(self, reason: str | None) -> None:
+        """The shared store out of reach (`reason`), or back (None): Watching.end_streams."""
+        self._watching.end_streams(reason)
+
     def shutdown(self, reason: str = "server is shutting down; resume elsewhere") -> None:
         """Ends every stream with UNAVAILABLE so clients resume elsewhere; stops timers."""
         self._closed_reason = reason

@@ -147,6 +147,22 @@ class Watching:
         self._check_open = check_open
         self._snapshot = snapshot
         self._spawn = spawn
+        self._store_lost: str | None = None
+        """Why watches are refused: the shared store is out of reach (see end_streams)."""
+
+    def end_streams(self, reason: str | None) -> None:
+        """Ends every watch stream with UNAVAILABLE (``STORE_UNAVAILABLE``) and refuses new
+        ones while `reason` is set, or takes them again (None): a replica that lost its shared
+        store cannot hear the other replicas' events, and its watchers, told nothing, saw a
+        frozen run for as long as the outage lasted while another replica served it."""
+        self._store_lost = reason
+        if reason is not None:
+            self._hub.end_streams(reason, "STORE_UNAVAILABLE")
+            self._runs_hub.end_streams(reason, "STORE_UNAVAILABLE")
+
+    def _check_store(self) -> None:
+        if self._store_lost is not None:
+            raise Unavailable(self._store_lost, reason="STORE_UNAVAILABLE")
 
     async def watch(
         self,
@@ -169,6 +185,7 @@ class Watching:
         passed its checks and is subscribed, before anything is yielded.
         """
         self._check_open()
+        self._check_store()
         check_watch(
             run_id,
             after_seq=after_seq,
@@ -271,6 +288,7 @@ class Watching:
         """Yields the current state of every matching run (of those ended, the newest
         `initial_ended_limit` when it is not 0), then each run-level change."""
         self._check_open()
+        self._check_store()
         checked = check_watch_runs(
             filter_text=filter_text,
             heartbeat_interval=heartbeat_interval,
@@ -286,7 +304,7 @@ class Watching:
             while True:
                 await sub.wait()
                 if sub.closed_reason is not None:
-                    raise Unavailable(sub.closed_reason, reason="SHUTTING_DOWN")
+                    raise Unavailable(sub.closed_reason, reason=sub.closed_code)
                 if sub.missed_since is not None:
                     since, sub.missed_since = sub.missed_since, None
                     async for listed in self._relisted(sub, run_filter, since):
@@ -437,4 +455,4 @@ def _ended(sub: Subscription) -> DataLoss | Unavailable:
     reason = sub.closed_reason or ""
     if sub.lost:
         return DataLoss(reason, reason="EVENTS_LOST")
-    return Unavailable(reason, reason="SHUTTING_DOWN")
+    return Unavailable(reason, reason=sub.closed_code)
