@@ -131,6 +131,8 @@ class TcpProxy:
     clients keep talking to the server directly. ``stall()`` holds the bytes instead, as a
     server stopped with SIGSTOP would. That is how a test makes a producer miss
     what happens on the server, deterministically and without stopping the server.
+    ``delay`` (seconds) holds each chunk of bytes that long each way, as a long link does;
+    ``connections`` counts the connections it took.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -142,6 +144,8 @@ class TcpProxy:
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.delay = 0.0
+        self.connections = 0
 
     @property
     def target(self) -> str:
@@ -155,6 +159,7 @@ class TcpProxy:
         if self.refusing:
             writer.close()
             return
+        self.connections += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
         except OSError:
@@ -169,6 +174,8 @@ class TcpProxy:
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
         try:
             while data := await source.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
