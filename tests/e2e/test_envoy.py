@@ -36,6 +36,7 @@ from runstream.dashboard.server import DashboardServer
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
+from tests.clients.support import proxy_to
 from tests.conftest import ServerProcess, free_port
 from tests.identity import Pki
 
@@ -549,3 +550,33 @@ def test_a_connection_that_sends_no_request_is_closed_after_the_request_timeout(
         assert http_request(page.url, "GET", "/", {})[0] == 200
     finally:
         page.stop()
+
+
+async def test_a_stream_on_a_replica_whose_link_goes_silent_ends_within_15_s(
+    server: RunstreamServer, tmp_path: Path
+) -> None:
+    """Envoy pinged each replica every 30 s and waited 20 s more: a watch on a replica whose
+    link went silent hung for 45 s, long after the health checks had ejected it, before its
+    client could resume on another replica (found in review, between network namespaces)."""
+    port = int(server.target.rsplit(":", 1)[1])
+    async with proxy_to(port) as link:
+        envoy = EnvoyProxy(
+            EnvoyConfig(upstream=link.target, listen_port=free_port(), allowed_origins=(PAGE,)),
+            workdir=tmp_path / "envoy",
+        )
+        await envoy.start_async()
+        try:
+            async with grpc.aio.insecure_channel(envoy.url.removeprefix("http://")) as channel:
+                runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+                run = (await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w"))).run
+                watch = runs.WatchRun(run_service_pb2.WatchRunRequest(run_id=run.run_id))
+                assert [e.seq for e in (await watch.read()).events] == [1]
+                link.stall()
+                silent = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError):
+                    async with asyncio.timeout(40):
+                        await watch.read()
+                assert time.monotonic() - silent < 20
+        finally:
+            link.flow()
+            envoy.close()
