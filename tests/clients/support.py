@@ -131,8 +131,9 @@ class TcpProxy:
     clients keep talking to the server directly. ``stall()`` holds the bytes instead, as a
     server stopped with SIGSTOP would. That is how a test makes a producer miss
     what happens on the server, deterministically and without stopping the server.
-    ``delay`` (seconds) holds each chunk of bytes that long each way, as a long link does;
-    ``connections`` counts the connections it took.
+    ``stall_connection()`` holds one connection's bytes only. ``delay`` (seconds) holds each
+    chunk of bytes that long each way, as a long link does; ``accepted`` counts the
+    connections it took.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -144,8 +145,9 @@ class TcpProxy:
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._connections: dict[int, asyncio.Event] = {}  # upstream local port: flowing
         self.delay = 0.0
-        self.connections = 0
+        self.accepted = 0
 
     @property
     def target(self) -> str:
@@ -159,24 +161,30 @@ class TcpProxy:
         if self.refusing:
             writer.close()
             return
-        self.connections += 1
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
         except OSError:
             writer.close()
             return
         self._writers.update((writer, up_writer))
+        flowing = asyncio.Event()
+        flowing.set()
+        self._connections[up_writer.get_extra_info("sockname")[1]] = flowing
         for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+            task = asyncio.create_task(self._pipe(source, sink, flowing))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, flowing: asyncio.Event
+    ) -> None:
         try:
             while data := await source.read(65536):
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 await self._flowing.wait()
+                await flowing.wait()
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -203,6 +211,17 @@ class TcpProxy:
     def flow(self) -> None:
         """Relays again what ``stall()`` held, and what follows."""
         self._flowing.set()
+
+    @property
+    def upstream_ports(self) -> set[int]:
+        """The local ports of the connections made to the server, as the server sees them."""
+        return set(self._connections)
+
+    def stall_connection(self, upstream_port: int) -> None:
+        """Holds every byte, both ways, of the one connection that reaches the server from
+        local port `upstream_port` (the port the server sees), for good; the others flow.
+        A connection whose link went silent, or never moved again after it came back."""
+        self._connections[upstream_port].clear()
 
     async def close(self) -> None:
         self.cut()

@@ -24,4 +24,4 @@ async def test_a_client_connects_at_once_over_a_link_of_a_long_round_trip(
             run = await asyncio.wait_for(client.start_run("far-away"), 20)
             await run.complete()
             await run.close()
-        assert proxy.connections == 1
+        assert proxy.accepted == 1

@@ -71,8 +71,11 @@ def assert_sharded_notices(nodes: list[RedisProcess], run_id: str) -> None:
             assert "cmdstat_spublish:" in stats
             # Both replicas, each through its one connection to this shard.
             assert redis_cli("-p", port, "pubsub", "shardnumsub", channel).split() == [channel, "2"]
-            clients = redis_cli("-p", port, "client", "list").splitlines()
-            assert sum(1 for c in clients if "cmd=ssubscribe" in c) == 2
+            clients = [
+                dict(field.split("=", 1) for field in line.split())
+                for line in redis_cli("-p", port, "client", "list").splitlines()
+            ]
+            assert sum(1 for c in clients if int(c["ssub"])) == 2  # sharded subscriptions
 
 
 @dataclass

@@ -9,8 +9,9 @@ Redis's databases share their channels); on a cluster, with SPUBLISH on the chan
 of the run's slot (``P:notices:{TAG}``), so a notice stays within the shard of its run.
 
 :class:`NoticeFollower` is each process's one reader: one subscription (on a cluster, one per
-master), on a connection of its own that never reconnects silently, so a lost connection is
-reported to the handler as a gap (``None``) and the replica resyncs from the store.
+master), on a connection of its own that never reconnects silently, so a lost connection, or
+one that went silent (:class:`Liveness`), is reported to the handler as a gap (``None``) and
+the replica resyncs from the store.
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ wait, doubled after each failed attempt up to the max, so an outage costs a few 
 seconds of Redis coming back."""
 STILL_DOWN_EVERY = 60.0
 """While an outage lasts, a warning again this often (seconds), not on every attempt."""
+PING_EVERY = 1.0
+"""Seconds without a word from Redis after which a subscription sends PING."""
+ANSWER_WITHIN = 3.0
+"""Seconds within which Redis must answer that PING (or send anything) before the
+subscription counts as lost. Over a link that went silent without a reset, nothing else
+finds out: the unanswered bytes keep TCP keepalive from probing, and the connection crawls
+on TCP's retransmission schedule (up to two minutes between attempts) after the link is
+back, while watchers hear other replicas' commits only at their heartbeats (found in
+review: 15 s gaps for half a minute after an outage)."""
 
 
 def notice_channel(options: RedisOptions, run_id: str) -> str:
@@ -162,6 +172,35 @@ async def confirmed(pubsub: Any, channels: int, handler: NoticeHandler, mine: by
     return True
 
 
+class Liveness:
+    """Whether a subscription still hears from Redis: a PING after PING_EVERY seconds of
+    quiet, and a lost subscription when ANSWER_WITHIN seconds pass without an answer."""
+
+    def __init__(self) -> None:
+        self._heard = time.monotonic()  # the last message of any kind, a PONG too
+        self._pinged: float | None = None  # when the PING awaiting an answer went out
+
+    async def next_message(self, pubsub: Any) -> dict[str, Any] | None:
+        """The next message, or None after a second at most without one; raises
+        TimeoutError once Redis has not answered the PING in time."""
+        now = time.monotonic()
+        if self._pinged is None and now - self._heard >= PING_EVERY:
+            await pubsub.ping()
+            self._pinged = now
+        if self._pinged is None:
+            wait = self._heard + PING_EVERY - now
+        else:
+            wait = self._pinged + ANSWER_WITHIN - now
+            if wait <= 0:
+                raise rex.TimeoutError(
+                    f"Redis did not answer the subscription's PING within {ANSWER_WITHIN:g} s"
+                )
+        message: dict[str, Any] | None = await pubsub.get_message(timeout=min(wait, 1.0))
+        if message is not None:
+            self._heard, self._pinged = time.monotonic(), None
+        return message
+
+
 class NoticeFollower:
     """The one reader of other replicas' notices in a process."""
 
@@ -240,12 +279,15 @@ class NoticeFollower:
         Its own connection, which never reconnects by itself: redis-py would subscribe again
         silently, and the notices sent meanwhile would be lost without a gap to resync from.
         Here a lost connection ends the subscription; the caller subscribes again and resyncs.
+        So does a silent one (Liveness): redis-py's own health check sends PINGs but never
+        waits for their answers. The socket timeout bounds the connection's handshake and
+        writes (a frozen Redis accepts connections but answers nothing).
         """
         client: Any = aioredis.from_url(
             self.options.url,
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=3,
-            health_check_interval=10,
+            socket_timeout=ANSWER_WITHIN,
         )
         pubsub = client.pubsub()
         self._followers.add(pubsub)
@@ -258,9 +300,10 @@ class NoticeFollower:
                 raise rex.TimeoutError("Redis did not confirm the notice subscription")
             self._subscribed()
             handler(None)  # notices before the subscription were missed: resync
+            liveness = Liveness()
             while not self._closed.is_set():
                 stop_if_cancelled()
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await liveness.next_message(pubsub)
                 if message is not None and message.get("type") == "message":
                     pass_on(handler, message["data"], self._mine)
         finally:
@@ -403,9 +446,10 @@ class NoticeFollower:
                         await pool.disconnect()
 
     async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
+        liveness = Liveness()
         while not self._closed.is_set():
             stop_if_cancelled()
-            message = await pubsub.get_message(timeout=1.0)
+            message = await liveness.next_message(pubsub)
             if message is None:
                 continue
             if message["type"] == "smessage":
