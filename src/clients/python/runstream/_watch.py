@@ -32,7 +32,7 @@ from runstream import _arguments as arguments
 from runstream import _convert as convert
 from runstream._connection import raise_if_closed_under
 from runstream._errors import DataLossError, RunstreamError, UnavailableError, error_from_rpc
-from runstream._retry import Backoff, Outage, is_retryable, retry_after
+from runstream._retry import Backoff, Outage, OutageLog, is_retryable, retry_after
 from runstream._types import Event, EventKind, LinkState, Run, RunsUpdate, WatchLink
 
 if TYPE_CHECKING:
@@ -190,6 +190,7 @@ async def watch_run(
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     stretch = 1
     what = f"watch of run {run_id!r}"
+    said = OutageLog(_log, f"watch of run {run_id}")
     cursor = after_seq
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
@@ -207,6 +208,7 @@ async def watch_run(
                 silence.heard()
                 stretch = 1
                 outage.recovered()
+                said.back()  # on a message, not the headers: a stream accepted may still fail
                 backoff.reset()
                 events, head_seq = convert.parse_watch_response(response, run_id)
                 for event in events:
@@ -236,23 +238,20 @@ async def watch_run(
             if waits is not None:  # a limit: said, as nothing else shows why nothing comes
                 _log.warning("watch of run %s waits %gs: %s", run_id, waits, exc.details())
             else:
-                _log.info(
-                    "watch of run %s lost (%s); resuming after seq %d",
-                    run_id,
-                    exc.code().name,
-                    cursor,
-                )
+                said.lost(exc.code().name, f"resuming after seq {cursor}")
             delay = backoff.next_delay()
             lost_link(on_link, cursor, exc, delay)
         except asyncio.CancelledError:
             if not cut_for_silence(silence):
                 raise_if_closed_under(what)
                 raise
-            silent = silent_for(what, bound * stretch)
-            stretch = min(2 * stretch, _MOST_STRETCH)
+            waited, stretch = bound * stretch, min(2 * stretch, _MOST_STRETCH)
+            silent = silent_for(what, waited)
             if error := outage.exceeded(what, silent.message, silent):
                 raise error from silent
-            _log.info("%s; resuming after seq %d", silent.message, cursor)
+            said.lost(
+                f"nothing for {waited:g}s, not even a heartbeat", f"resuming after seq {cursor}"
+            )
             delay = backoff.next_delay()
             lost_link(on_link, cursor, silent, delay)
         finally:
@@ -282,6 +281,7 @@ async def watch_runs(
     request = convert.watch_runs_request(filter, interval, initial_ended_limit)
     stretch = 1
     what = "watch of runs"
+    said = OutageLog(_log, what)
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
     if on_link is not None:
@@ -299,6 +299,7 @@ async def watch_runs(
                 silence.heard()
                 stretch = 1
                 outage.recovered()
+                said.back()
                 backoff.reset()
                 runs, initial_complete, heartbeat = convert.parse_watch_runs_response(response)
                 if heartbeat:
@@ -322,7 +323,7 @@ async def watch_runs(
                     silence.hold()
                     yield RunsUpdate(runs=tuple(runs), initial=False)
                     silence.heard()
-            _log.info("the server ended the runs watch; reconnecting")
+            said.lost("the server ended it", "reconnecting")
             delay = backoff.next_delay()
             lost_link(on_link, 0, None, delay)
         except grpc.aio.AioRpcError as exc:
@@ -332,18 +333,18 @@ async def watch_runs(
             detail = f"{exc.code().name}: {exc.details()}"
             if error := outage.exceeded(what, detail, exc):
                 raise error from exc
-            _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
+            said.lost(exc.code().name, "reconnecting")
             delay = backoff.next_delay()
             lost_link(on_link, 0, exc, delay)
         except asyncio.CancelledError:
             if not cut_for_silence(silence):
                 raise_if_closed_under(what)
                 raise
-            silent = silent_for(what, bound * stretch)
-            stretch = min(2 * stretch, _MOST_STRETCH)
+            waited, stretch = bound * stretch, min(2 * stretch, _MOST_STRETCH)
+            silent = silent_for(what, waited)
             if error := outage.exceeded(what, silent.message, silent):
                 raise error from silent
-            _log.info("%s; reconnecting", silent.message)
+            said.lost(f"nothing for {waited:g}s, not even a heartbeat", "reconnecting")
             delay = backoff.next_delay()
             lost_link(on_link, 0, silent, delay)
         finally:
