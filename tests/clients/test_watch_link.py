@@ -13,7 +13,7 @@ import runstream
 from runstream import Event, LinkState, RunsUpdate, WatchLink
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import collecting, eventually, link_states, restartable
+from tests.clients.support import collecting, eventually, link_states, proxy_to, restartable
 from tests.conftest import ConfigFactory
 
 
@@ -135,3 +135,87 @@ async def test_a_watch_live_again_after_an_outage_has_its_whole_reconnect_timeou
             await run.custom("tick", {})
             await eventually(lambda: len(seen) == 1)
         await run.close()
+
+
+async def test_a_watch_on_a_link_gone_silent_says_so_within_its_heartbeats_and_resumes(
+    server: RunstreamServer,
+) -> None:
+    """Found in review (N6): a watch stream only receives, so a link that went silent (no
+    RST, no FIN) showed only at gRPC's next keepalive ping, 10 to 40 s later, while the watch
+    said LIVE and the run seemed to stand still. Now 2.5 heartbeat intervals without any
+    message are a lost stream: RECONNECTING, then every event exactly once after it."""
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(server.target) as producer,
+        runstream.connect(proxy.target) as viewer,
+    ):
+        run = await producer.start_run("silent")
+        await run.custom("tick", {"i": 0})
+        await run.flush()
+        links: list[WatchLink] = []
+        runs_links: list[WatchLink] = []
+
+        async def follow_runs(updates: list[RunsUpdate]) -> None:
+            watching = viewer.watch_runs(heartbeat_interval=0.2, on_link=runs_links.append)
+            async for update in watching:
+                updates.append(update)
+
+        async with (
+            following(viewer, run.run_id, links, heartbeat_interval=0.2) as seen,
+            collecting(follow_runs) as updates,
+        ):
+            await eventually(lambda: len(seen) == 3 and len(updates) > 0)
+            proxy.stall()  # the bytes go nowhere; the connection stays open
+            for i in range(1, 4):
+                await run.custom("tick", {"i": i})
+            await run.flush()
+            # 2.5 x 0.2 s; gRPC's keepalive would say nothing for 30 s.
+            await eventually(lambda: LinkState.RECONNECTING in link_states(links), within=5)
+            await eventually(lambda: LinkState.RECONNECTING in link_states(runs_links), within=5)
+            lost = links[2]
+            assert lost.after_seq == 3  # where it resumes
+            assert isinstance(lost.error, runstream.UnavailableError)
+            assert "sent nothing for 0.5s" in lost.error.message
+            assert isinstance(runs_links[2].error, runstream.UnavailableError)
+
+            proxy.flow()
+            await eventually(lambda: link_states(links)[-1] == LinkState.LIVE)
+            await eventually(lambda: link_states(runs_links)[-1] == LinkState.LIVE)
+            await run.complete()
+            await run.close()
+            last_seq = (await producer.get_run(run.run_id)).last_seq
+            await eventually(lambda: len(seen) == last_seq)
+            await eventually(lambda: updates[-1].runs[0].status.is_terminal)
+    assert [e.seq for e in seen] == list(range(1, last_seq + 1))  # once each, across the loss
+
+
+async def test_a_caller_slow_over_an_event_does_not_make_its_watch_look_silent(
+    server: RunstreamServer,
+) -> None:
+    """The silence that counts is the stream's: while the caller spends longer over an event
+    than 2.5 heartbeats, the next messages wait in gRPC's buffers, not lost, and the watch
+    must not cut and reopen its stream for it."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("slow-reader")
+        await run.custom("tick", {"i": 0})
+        await run.flush()
+        links: list[WatchLink] = []
+        seen: list[Event] = []
+
+        async def follow() -> None:
+            watching = client.watch(run.run_id, heartbeat_interval=0.1, on_link=links.append)
+            async for event in watching:
+                seen.append(event)
+                if event.seq == 3:
+                    await asyncio.sleep(1.0)  # four times the 0.25 s bound
+
+        watcher = asyncio.create_task(follow())
+        await eventually(lambda: len(seen) == 3)
+        for i in range(1, 4):
+            await run.custom("tick", {"i": i})
+        await run.complete()
+        await run.close()
+        await asyncio.wait_for(watcher, 10)
+    assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1].kind == runstream.EventKind.RUN_COMPLETED
+    assert link_states(links) == [LinkState.CONNECTING, LinkState.LIVE]

@@ -34,7 +34,7 @@ from runstream._errors import (
     error_from_rpc,
 )
 from runstream._reporter import RunReporter
-from runstream._retry import Backoff, is_retryable
+from runstream._retry import Backoff, OutageLog, is_retryable
 from runstream._run_queries import RunQueries
 from runstream._stats import ServerStats, stats_from_pb
 from runstream._types import Run, RunStatus, StepSpec, Target
@@ -365,12 +365,14 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         self, request: run_service_pb2.CreateRunRequest, *, generated: bool
     ) -> Run:
         backoff = Backoff()
+        said = OutageLog(_log, f"CreateRun of workflow {request.workflow!r}")
         started = time.monotonic()
         while True:
             try:
                 response: run_service_pb2.CreateRunResponse = await self._connection.call(
                     self._connection.run_service.CreateRun, request
                 )
+                said.back()
                 return convert.run_from_pb(response.run)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
@@ -389,7 +391,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
                 ):
                     raise error_from_rpc(exc) from exc
                 backoff.hold(exc)
-                _log.info("CreateRun failed (%s: %s); retrying", code.name, exc.details())
+                said.lost(f"{code.name}: {exc.details()}", "retrying")
             await asyncio.sleep(backoff.next_delay())
 
     # --- operating a run -------------------------------------------------------------------

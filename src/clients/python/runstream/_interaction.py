@@ -40,7 +40,15 @@ from runstream._errors import (
     error_from_status,
     raised_again,
 )
-from runstream._retry import Backoff, ConnectionLost, Outage, end_requests, is_retryable, send
+from runstream._retry import (
+    Backoff,
+    ConnectionLost,
+    Outage,
+    OutageLog,
+    end_requests,
+    is_retryable,
+    send,
+)
 from runstream._types import (
     AnswerResult,
     Decision,
@@ -328,6 +336,7 @@ class Interaction:
     async def _run(self) -> None:
         backoff = Backoff()
         outage = Outage(self._reconnect_timeout)
+        said = OutageLog(_log, "interact stream")
         reconnecting = False
         if self._on_link is not None:
             self._on_link(WatchLink(LinkState.CONNECTING, 0))
@@ -356,6 +365,10 @@ class Interaction:
                         )
                     reconnecting = True
                     await opened(call, outage, self._on_link, 0)
+                    # Back once the server subscribed it: this stream has no heartbeats, so
+                    # a message to say so may never come.
+                    if not call.done():
+                        said.back()
                     async for response in call:
                         outage.recovered()
                         backoff.reset()
@@ -369,7 +382,7 @@ class Interaction:
                             if entry is not None and not entry[1].done():
                                 entry[1].set_result(update)
                         self._deliver(update)
-                    _log.info("the server ended the interact stream; reconnecting")
+                    said.lost("the server ended it", "reconnecting")
                 except grpc.aio.AioRpcError as exc:
                     # A send that failed locally marks the call's status INTERNAL: no server
                     # judged anything, the connection broke.
@@ -382,7 +395,7 @@ class Interaction:
                     if error := outage.exceeded("interact", detail, exc):
                         self._error = error
                         return
-                    _log.info("interact stream lost (%s); reconnecting", exc.code().name)
+                    said.lost(exc.code().name, "reconnecting")
                     lost = exc
                 finally:
                     self._call = None

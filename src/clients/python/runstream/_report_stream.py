@@ -37,7 +37,15 @@ from runstream._errors import (
     raised_again,
 )
 from runstream._outbox import ATTACH_BATCH_ID
-from runstream._retry import Backoff, ConnectionLost, Outage, end_requests, is_retryable, send
+from runstream._retry import (
+    Backoff,
+    ConnectionLost,
+    Outage,
+    OutageLog,
+    end_requests,
+    is_retryable,
+    send,
+)
 from runstream._types import Decision
 
 if TYPE_CHECKING:
@@ -176,6 +184,7 @@ class ReportStream:
         self.attached_once = False
         """Whether the server has attached a stream of this reporter to the run."""
         self._out_of_reach = Outage(reconnect_timeout)
+        self._said = OutageLog(_log, f"report stream of run {run_id}")
         self._unreachable: UnavailableError | None = None
         """Set once no stream attached for longer than the reconnect timeout, events waiting
         or not: calls that wait on the stream (an attach, an answer, a resume) give up."""
@@ -311,11 +320,7 @@ class ReportStream:
                         return
                     last_error = exc
                     backoff.hold(exc)
-                    _log.info(
-                        "report stream of run %s lost (%s); reconnecting",
-                        self._run_id,
-                        _describe_connection_error(exc),
-                    )
+                    self._said.lost(_describe_connection_error(exc), "reconnecting")
                 except _StreamEnded as exc:
                     last_error = exc
                 except RunstreamError as exc:
@@ -465,6 +470,7 @@ class ReportStream:
                 if not attached.is_set():
                     attached.set()
                     self._out_of_reach.recovered()
+                    self._said.back()
                     self._unreachable = None
                 if not self.attached_once:
                     self.attached_once = True

@@ -1,4 +1,5 @@
-"""Reconnect policy shared by the reporter and the watcher: which failures to retry, and when.
+"""Reconnect policy shared by the reporter and the watcher: which failures to retry, when, and
+how an outage is said in the log (:class:`OutageLog`: a few lines, not one per attempt).
 
 A failure is retried when it means "the server or the connection went away", never when the
 server judged the request itself (bad input, run ended, size limits): those would fail again.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from typing import Any
@@ -26,6 +28,7 @@ __all__ = [
     "Backoff",
     "ConnectionLost",
     "Outage",
+    "OutageLog",
     "is_retryable",
     "retry_after",
     "send",
@@ -40,6 +43,8 @@ __all__ = [
 # only when they carry its google.rpc.Status trailer; without one, grpc made them up in this
 # process because the transport broke under the call (a killed server, a cut connection).
 RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+STILL_OUT_EVERY = 30.0
+"""Seconds between the lines that say a stream is still out of reach (see OutageLog)."""
 _LOCAL_WHEN_UNMARKED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 _STATUS_TRAILER = "grpc-status-details-bin"
 
@@ -181,3 +186,55 @@ class Outage:
         )
         error.__cause__ = cause
         return error
+
+
+class OutageLog:
+    """Says an outage of one stream (or call) in a few lines, not one per attempt.
+
+    The loss is logged at INFO, then a line every STILL_OUT_EVERY seconds while it lasts
+    ("still lost after 30 s"), and one when the stream is back, with how long it was out and
+    how many attempts that took; each failure in between goes to DEBUG. One line an attempt
+    (every 2 s at most) made ~45 lines a minute in ``runstream watch --plain``, and as many
+    in an application's log per watch and per reporter, for as long as a server was out of
+    reach. The server says the outages of its Redis subscription the same way.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self._since: float | None = None
+        self._said_at = 0.0
+        self._attempts = 0
+
+    def lost(self, why: str, then: str) -> None:
+        """An attempt failed (`why`); `then` says what comes next ("reconnecting")."""
+        now = time.monotonic()
+        self._attempts += 1
+        if self._since is None:
+            self._since = self._said_at = now
+            self._log.info("%s lost (%s); %s", self._what, why, then)
+        elif now - self._said_at >= STILL_OUT_EVERY:
+            self._said_at = now
+            self._log.info(
+                "%s still lost after %.0f s (%d failures, the last: %s); %s",
+                self._what,
+                now - self._since,
+                self._attempts,
+                why,
+                then,
+            )
+        else:
+            self._log.debug("%s: failure %d (%s); %s", self._what, self._attempts, why, then)
+
+    def back(self) -> None:
+        """The stream works again: says so once, with how long it was out."""
+        if self._since is None:
+            return
+        self._log.info(
+            "%s is back after %.1f s (attempts: %d)",
+            self._what,
+            time.monotonic() - self._since,
+            self._attempts,
+        )
+        self._since = None
+        self._attempts = 0

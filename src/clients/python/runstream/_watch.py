@@ -7,6 +7,13 @@ once, in order, across any number of reconnects. Without a kind filter it checks
 event's seq is exactly the cursor plus one and raises DataLossError if the server ever breaks
 that promise, rather than silently skipping or repeating events.
 
+A watch stream only receives, so a link that goes silent (a pulled cable, a NAT that forgot
+the flow, a host gone without a word) would show only at gRPC's next keepalive ping, 10 to
+40 s later, while the watch said LIVE and the run seemed to stand still. Each watch asks the
+server for a heartbeat every ``heartbeat_interval`` (DEFAULT_HEARTBEAT unless the caller
+says) and takes SILENT_HEARTBEATS intervals without any message as a lost stream: it cancels
+the call, says RECONNECTING and resumes after the cursor, as after any other loss.
+
 :class:`RunWatching` is the watching part of :class:`~runstream.Client`: ``watch()`` and
 ``watch_runs()`` start these iterators on the client's connection.
 """
@@ -21,10 +28,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from runstream import _arguments as arguments
 from runstream import _convert as convert
 from runstream._connection import raise_if_closed_under
-from runstream._errors import DataLossError, error_from_rpc
-from runstream._retry import Backoff, Outage, is_retryable, retry_after
+from runstream._errors import DataLossError, RunstreamError, UnavailableError, error_from_rpc
+from runstream._retry import Backoff, Outage, OutageLog, is_retryable, retry_after
 from runstream._types import Event, EventKind, LinkState, Run, RunsUpdate, WatchLink
 
 if TYPE_CHECKING:
@@ -44,6 +52,83 @@ _log = logging.getLogger("runstream.watch")
 
 OnLink = Callable[[WatchLink], object]
 
+DEFAULT_HEARTBEAT = 5.0
+"""Seconds of idle before the server sends a watch a heartbeat, unless the caller asks
+otherwise: a silent link shows within 12.5 s, close to the 10 s a reporter takes (its writes
+go unacknowledged). The server's own default, 15 s, would take 37.5 s, hardly better than
+gRPC's keepalive (10 to 40 s). A heartbeat is a few dozen bytes and about 90 us of the
+server's CPU: 20,000 idle watches cost it a third of a core at 5 s, an eighth at 15 s."""
+SILENT_HEARTBEATS = 2.5
+"""Heartbeat intervals without any message after which a watch takes its stream as lost:
+one late heartbeat is not a loss, two missed in a row are."""
+_FEWEST_SECONDS = 0.1
+"""The shortest heartbeat interval a server grants; a shorter one is refused, and the watch
+must live long enough to hear the refusal."""
+_MOST_STRETCH = 8
+"""A stream cut for silence gives the next one twice as long, up to this many times the
+bound, until a message comes: a message too big to arrive within the bound on a slow link
+(a page of 1 MiB at under 0.7 Mbit/s) is let through rather than cut and asked for again."""
+
+
+def heartbeat_and_bound(heartbeat_interval: timedelta | float | None) -> tuple[timedelta, float]:
+    """The heartbeat interval a watch asks for (DEFAULT_HEARTBEAT when None), and the seconds
+    it waits for a message before it takes its stream as lost."""
+    asked = arguments.duration("heartbeat_interval", heartbeat_interval)
+    interval = asked if asked is not None else timedelta(seconds=DEFAULT_HEARTBEAT)
+    return interval, SILENT_HEARTBEATS * max(interval.total_seconds(), _FEWEST_SECONDS)
+
+
+class Silence:
+    """Cancels a watch's call once the stream has been waited on for ``bound`` seconds with
+    no message: the server sends a heartbeat on an idle stream, so a silent one is lost.
+
+    The time a caller spends with an event the watch yielded (``hold()`` until ``heard()``)
+    is not the stream's silence: a slow consumer leaves messages waiting in gRPC's buffers,
+    not missing. A message moves one attribute, not a timer: the timer is set again only
+    when it fires early.
+    """
+
+    __slots__ = ("_bound", "_call", "_held", "_loop", "_since", "_timer", "fired")
+
+    def __init__(self, call: grpc.aio.Call, bound: float) -> None:
+        self._call = call
+        self._bound = bound
+        self._loop = asyncio.get_running_loop()
+        self._since = self._loop.time()
+        self._held = False
+        self.fired = False
+        """Whether the stream was cut for its silence (its read then raises CancelledError)."""
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(
+            self._since + bound, self._check
+        )
+
+    def heard(self) -> None:
+        """A message came, or the caller is back for the next one: the silence starts now."""
+        self._since = self._loop.time()
+        self._held = False
+
+    def hold(self) -> None:
+        """The caller has an event: its time until ``heard()`` is not the stream's."""
+        self._held = True
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._held:
+            due = now + self._bound
+        elif now - self._since >= self._bound:
+            self._timer = None
+            self.fired = True
+            self._call.cancel()
+            return
+        else:
+            due = self._since + self._bound
+        self._timer = self._loop.call_at(due, self._check)
+
 
 async def opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, cursor: int) -> None:
     """Once the server accepted the stream (its response headers came: a server sends them
@@ -58,13 +143,31 @@ async def opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, cu
 
 
 def lost_link(
-    on_link: OnLink | None, cursor: int, exc: grpc.aio.AioRpcError | None, delay: float
+    on_link: OnLink | None,
+    cursor: int,
+    exc: grpc.aio.AioRpcError | RunstreamError | None,
+    delay: float,
 ) -> None:
     """Tells `on_link` the stream was lost (`exc`; None: the server ended it) and when the
     next attempt comes."""
     if on_link is not None:
-        error = None if exc is None else error_from_rpc(exc)
+        error = error_from_rpc(exc) if isinstance(exc, grpc.aio.AioRpcError) else exc
         on_link(WatchLink(LinkState.RECONNECTING, cursor, error, delay))
+
+
+def silent_for(what: str, bound: float) -> UnavailableError:
+    """Why a stream cut for its silence was lost."""
+    return UnavailableError(
+        f"{what}: the server sent nothing for {bound:g}s, not even a heartbeat; the link may "
+        "have gone silent"
+    )
+
+
+def cut_for_silence(silence: Silence) -> bool:
+    """Whether the CancelledError being handled is the call's, cut by ``silence``, rather
+    than a cancellation of the watch's task (or of its client, closed under it)."""
+    task = asyncio.current_task()
+    return silence.fired and (task is None or not task.cancelling())
 
 
 async def watch_run(
@@ -84,33 +187,40 @@ async def watch_run(
     each attempt first calls ``check_open``, which raises once the client is closed.
     ``on_link`` hears of each change of the stream (CONNECTING, LIVE, RECONNECTING)."""
     kind_filter = convert.event_kinds(kinds)
+    interval, bound = heartbeat_and_bound(heartbeat_interval)
+    stretch = 1
+    what = f"watch of run {run_id!r}"
+    said = OutageLog(_log, f"watch of run {run_id}")
     cursor = after_seq
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
     if on_link is not None:
         on_link(WatchLink(LinkState.CONNECTING, cursor))
     while True:
-        check_open(f"watch of run {run_id!r}")
-        request = convert.watch_request(run_id, cursor, kind_filter, heartbeat_interval, keep_open)
+        check_open(what)
+        request = convert.watch_request(run_id, cursor, kind_filter, interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
+        silence = Silence(call, bound * stretch)
         try:
             await opened(call, outage, on_link, cursor)
+            silence.heard()
             async for response in call:
+                silence.heard()
+                stretch = 1
                 outage.recovered()
+                said.back()  # on a message, not the headers: a stream accepted may still fail
                 backoff.reset()
                 events, head_seq = convert.parse_watch_response(response, run_id)
                 for event in events:
                     if kind_filter:
                         if event.seq <= cursor:
-                            raise DataLossError(
-                                f"watch of run {run_id!r}: seq {event.seq} after {cursor}"
-                            )
+                            raise DataLossError(f"{what}: seq {event.seq} after {cursor}")
                     elif event.seq != cursor + 1:
-                        raise DataLossError(
-                            f"watch of run {run_id!r}: expected seq {cursor + 1}, got {event.seq}"
-                        )
+                        raise DataLossError(f"{what}: expected seq {cursor + 1}, got {event.seq}")
                     cursor = event.seq
+                    silence.hold()
                     yield event
+                    silence.heard()
                 # A filtered watcher skips the events it does not want; the heartbeat says
                 # how far it has seen. An unfiltered watcher's cursor comes from events only,
                 # so a heartbeat can never make it skip one.
@@ -122,24 +232,30 @@ async def watch_run(
                 raise error_from_rpc(exc) from exc
             backoff.hold(exc)
             detail = f"{exc.code().name}: {exc.details()}"
-            if error := outage.exceeded(f"watch of run {run_id!r}", detail, exc):
+            if error := outage.exceeded(what, detail, exc):
                 raise error from exc
             waits = retry_after(exc)
             if waits is not None:  # a limit: said, as nothing else shows why nothing comes
                 _log.warning("watch of run %s waits %gs: %s", run_id, waits, exc.details())
             else:
-                _log.info(
-                    "watch of run %s lost (%s); resuming after seq %d",
-                    run_id,
-                    exc.code().name,
-                    cursor,
-                )
+                said.lost(exc.code().name, f"resuming after seq {cursor}")
             delay = backoff.next_delay()
             lost_link(on_link, cursor, exc, delay)
         except asyncio.CancelledError:
-            raise_if_closed_under(f"watch of run {run_id!r}")
-            raise
+            if not cut_for_silence(silence):
+                raise_if_closed_under(what)
+                raise
+            waited, stretch = bound * stretch, min(2 * stretch, _MOST_STRETCH)
+            silent = silent_for(what, waited)
+            if error := outage.exceeded(what, silent.message, silent):
+                raise error from silent
+            said.lost(
+                f"nothing for {waited:g}s, not even a heartbeat", f"resuming after seq {cursor}"
+            )
+            delay = backoff.next_delay()
+            lost_link(on_link, cursor, silent, delay)
         finally:
+            silence.stop()
             call.cancel()
         await asyncio.sleep(delay)
 
@@ -161,20 +277,29 @@ async def watch_runs(
     gathers it into one ``RunsUpdate(initial=True)``, so a reconnect hands the caller a
     complete table to replace its own with, rather than a mix of old and new rows.
     """
-    request = convert.watch_runs_request(filter, heartbeat_interval, initial_ended_limit)
+    interval, bound = heartbeat_and_bound(heartbeat_interval)
+    request = convert.watch_runs_request(filter, interval, initial_ended_limit)
+    stretch = 1
+    what = "watch of runs"
+    said = OutageLog(_log, what)
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
     if on_link is not None:
         on_link(WatchLink(LinkState.CONNECTING, 0))
     while True:
-        check_open("watch of runs")
+        check_open(what)
         call = watch_runs_rpc(request, metadata=metadata)
+        silence = Silence(call, bound * stretch)
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
             await opened(call, outage, on_link, 0)
+            silence.heard()
             async for response in call:
+                silence.heard()
+                stretch = 1
                 outage.recovered()
+                said.back()
                 backoff.reset()
                 runs, initial_complete, heartbeat = convert.parse_watch_runs_response(response)
                 if heartbeat:
@@ -187,14 +312,18 @@ async def watch_runs(
                         initial[run.run_id] = run
                     if initial_complete:
                         in_initial_state = False
+                        silence.hold()
                         yield RunsUpdate(
                             runs=tuple(initial.values()),
                             initial=True,
                             ended_runs_left_out=response.ended_runs_left_out,
                         )
+                        silence.heard()
                 elif runs:
+                    silence.hold()
                     yield RunsUpdate(runs=tuple(runs), initial=False)
-            _log.info("the server ended the runs watch; reconnecting")
+                    silence.heard()
+            said.lost("the server ended it", "reconnecting")
             delay = backoff.next_delay()
             lost_link(on_link, 0, None, delay)
         except grpc.aio.AioRpcError as exc:
@@ -202,15 +331,24 @@ async def watch_runs(
                 raise error_from_rpc(exc) from exc
             backoff.hold(exc)
             detail = f"{exc.code().name}: {exc.details()}"
-            if error := outage.exceeded("watch of runs", detail, exc):
+            if error := outage.exceeded(what, detail, exc):
                 raise error from exc
-            _log.info("watch of runs lost (%s); reconnecting", exc.code().name)
+            said.lost(exc.code().name, "reconnecting")
             delay = backoff.next_delay()
             lost_link(on_link, 0, exc, delay)
         except asyncio.CancelledError:
-            raise_if_closed_under("watch of runs")
-            raise
+            if not cut_for_silence(silence):
+                raise_if_closed_under(what)
+                raise
+            waited, stretch = bound * stretch, min(2 * stretch, _MOST_STRETCH)
+            silent = silent_for(what, waited)
+            if error := outage.exceeded(what, silent.message, silent):
+                raise error from silent
+            said.lost(f"nothing for {waited:g}s, not even a heartbeat", "reconnecting")
+            delay = backoff.next_delay()
+            lost_link(on_link, 0, silent, delay)
         finally:
+            silence.stop()
             call.cancel()
         await asyncio.sleep(delay)
 
@@ -244,14 +382,16 @@ class RunWatching:
             kinds: Deliver only these kinds of events (all when None or empty); a value that
                 is not an EventKind ("milestone") is InvalidArgumentError.
             heartbeat_interval: How long the stream may be idle before the server sends a
-                heartbeat (seconds or timedelta; the server's default when None).
+                heartbeat (seconds or timedelta; 5 s when None). The watch takes 2.5
+                intervals without any message as a lost stream (a link gone silent) and
+                resumes on a new one: 12.5 s by default.
             keep_open: Keep watching after the run's terminal event, until the caller stops.
             on_link: Called (on the watch's task; it must not block) with a WatchLink at
                 each change of the stream: CONNECTING first, LIVE each time the server has
                 accepted the stream, RECONNECTING with the error and the wait each time it
                 was lost, for a relay to show "Live" or "Reconnecting". What it raises ends
-                the watch. A connection that dies without a word is found by gRPC keepalive
-                pings (every 30 s while a call is open).
+                the watch. A link that goes silent without a word is found by the missing
+                heartbeats (``heartbeat_interval``).
 
         Close the iterator when stopping early (``contextlib.aclosing``, or ``break`` in an
         ``async for`` inside it) so the stream is cancelled promptly.
@@ -289,7 +429,8 @@ class RunWatching:
         Args:
             filter: As for ``list_runs``, e.g. ``workflow = "campaign-generator"``; "" for all.
             heartbeat_interval: How long the stream may be idle before the server sends a
-                heartbeat (kept internal; it only keeps proxies from cutting the stream).
+                heartbeat (kept internal; 5 s when None): as for ``watch()``, 2.5 intervals
+                without any message are taken as a lost stream.
             initial_ended_limit: At most this many of the matching runs that ended (the
                 most recently created) in each ``initial=True`` update, 1 to 100,000; every
                 run not ended is in it whatever the limit. None: every matching run, which

@@ -267,7 +267,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     console = make_console()
     live = wants_live(console, args.plain)
     configure_client_logging(console, live)
-    if not live:  # the live view says "connection lost"; a log says each time it resumes
+    if not live:  # the live view says "connection lost"; a plain follower's log says the
+        # loss, a line every 30 s while it lasts, and the return (not every attempt)
         logging.getLogger("runstream.watch").setLevel(logging.INFO)
 
     async def watch() -> runstream.Run:
