@@ -155,19 +155,42 @@ def lost_link(
         on_link(WatchLink(LinkState.RECONNECTING, cursor, error, delay))
 
 
-def silent_for(what: str, bound: float) -> UnavailableError:
-    """Why a stream cut for its silence was lost."""
-    return UnavailableError(
-        f"{what}: the server sent nothing for {bound:g}s, not even a heartbeat; the link may "
-        "have gone silent"
-    )
+class SilenceBound:
+    """How long each of a watch's streams may go without a message: ``bound`` seconds, twice
+    that after a stream cut for its silence, up to _MOST_STRETCH times, until a message
+    comes."""
 
+    def __init__(self, what: str, bound: float) -> None:
+        self._what = what
+        self._bound = bound
+        self._stretch = 1
 
-def cut_for_silence(silence: Silence) -> bool:
-    """Whether the CancelledError being handled is the call's, cut by ``silence``, rather
-    than a cancellation of the watch's task (or of its client, closed under it)."""
-    task = asyncio.current_task()
-    return silence.fired and (task is None or not task.cancelling())
+    def watch(self, call: grpc.aio.Call) -> Silence:
+        """The Silence that cuts `call` when it has been quiet for too long."""
+        return Silence(call, self._bound * self._stretch)
+
+    def heard(self) -> None:
+        """A message came: the next stream gets the bound again."""
+        self._stretch = 1
+
+    def cut(self, silence: Silence, outage: Outage) -> tuple[UnavailableError, str]:
+        """In the handler of a CancelledError: the error a stream that `silence` cut is lost
+        with, and why in a few words for the log; the CancelledError again when it is not the
+        call's (the watch's task, or its client closed under it), or the outage's error once
+        it lasted too long."""
+        task = asyncio.current_task()
+        if not silence.fired or (task is not None and task.cancelling()):
+            raise_if_closed_under(self._what)
+            raise  # the CancelledError being handled
+        waited = self._bound * self._stretch
+        self._stretch = min(2 * self._stretch, _MOST_STRETCH)
+        silent = UnavailableError(
+            f"{self._what}: the server sent nothing for {waited:g}s, not even a heartbeat; the "
+            "link may have gone silent"
+        )
+        if error := outage.exceeded(self._what, silent.message, silent):
+            raise error from silent
+        return silent, f"nothing for {waited:g}s, not even a heartbeat"
 
 
 async def watch_run(
@@ -188,8 +211,8 @@ async def watch_run(
     ``on_link`` hears of each change of the stream (CONNECTING, LIVE, RECONNECTING)."""
     kind_filter = convert.event_kinds(kinds)
     interval, bound = heartbeat_and_bound(heartbeat_interval)
-    stretch = 1
     what = f"watch of run {run_id!r}"
+    quiet = SilenceBound(what, bound)
     said = OutageLog(_log, f"watch of run {run_id}")
     cursor = after_seq
     backoff = Backoff()
@@ -200,13 +223,13 @@ async def watch_run(
         check_open(what)
         request = convert.watch_request(run_id, cursor, kind_filter, interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
-        silence = Silence(call, bound * stretch)
+        silence = quiet.watch(call)
         try:
             await opened(call, outage, on_link, cursor)
             silence.heard()
             async for response in call:
                 silence.heard()
-                stretch = 1
+                quiet.heard()
                 outage.recovered()
                 said.back()  # on a message, not the headers: a stream accepted may still fail
                 backoff.reset()
@@ -242,16 +265,8 @@ async def watch_run(
             delay = backoff.next_delay()
             lost_link(on_link, cursor, exc, delay)
         except asyncio.CancelledError:
-            if not cut_for_silence(silence):
-                raise_if_closed_under(what)
-                raise
-            waited, stretch = bound * stretch, min(2 * stretch, _MOST_STRETCH)
-            silent = silent_for(what, waited)
-            if error := outage.exceeded(what, silent.message, silent):
-                raise error from silent
-            said.lost(
-                f"nothing for {waited:g}s, not even a heartbeat", f"resuming after seq {cursor}"
-            )
+            silent, why = quiet.cut(silence, outage)
+            said.lost(why, f"resuming after seq {cursor}")
             delay = backoff.next_delay()
             lost_link(on_link, cursor, silent, delay)
         finally:
@@ -279,8 +294,8 @@ async def watch_runs(
     """
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     request = convert.watch_runs_request(filter, interval, initial_ended_limit)
-    stretch = 1
     what = "watch of runs"
+    quiet = SilenceBound(what, bound)
     said = OutageLog(_log, what)
     backoff = Backoff()
     outage = Outage(reconnect_timeout)
@@ -289,7 +304,7 @@ async def watch_runs(
     while True:
         check_open(what)
         call = watch_runs_rpc(request, metadata=metadata)
-        silence = Silence(call, bound * stretch)
+        silence = quiet.watch(call)
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
@@ -297,7 +312,7 @@ async def watch_runs(
             silence.heard()
             async for response in call:
                 silence.heard()
-                stretch = 1
+                quiet.heard()
                 outage.recovered()
                 said.back()
                 backoff.reset()
@@ -337,14 +352,8 @@ async def watch_runs(
             delay = backoff.next_delay()
             lost_link(on_link, 0, exc, delay)
         except asyncio.CancelledError:
-            if not cut_for_silence(silence):
-                raise_if_closed_under(what)
-                raise
-            waited, stretch = bound * stretch, min(2 * stretch, _MOST_STRETCH)
-            silent = silent_for(what, waited)
-            if error := outage.exceeded(what, silent.message, silent):
-                raise error from silent
-            said.lost(f"nothing for {waited:g}s, not even a heartbeat", "reconnecting")
+            silent, why = quiet.cut(silence, outage)
+            said.lost(why, "reconnecting")
             delay = backoff.next_delay()
             lost_link(on_link, 0, silent, delay)
         finally:
