@@ -4,8 +4,9 @@ units, an alert's action), and reads them back typed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import runstream
@@ -18,6 +19,7 @@ from runstream import (
     ItemCounts,
     StepSpec,
     SubStepDetails,
+    _convert,
 )
 from runstream_server.app import RunstreamServer
 
@@ -81,3 +83,23 @@ async def test_the_sdk_reports_items_estimates_and_seed_fields(client: Client) -
         {},
         {"ctr": 0.5},
     ]
+
+
+async def test_an_event_says_when_the_server_received_it_beside_when_it_happened(
+    client: Client,
+) -> None:
+    """A producer whose clock is 10 minutes behind: its event keeps the producer's time, and
+    says when the server took it in, by the server's clock (what health and retention count
+    from), which the SDK's Event did not carry."""
+    run = await client.start_run("skewed")
+    behind = _convert.HAPPENED_NS.set(time.time_ns() - 600 * 10**9)
+    try:
+        await run.custom("checkpoint")
+    finally:
+        _convert.HAPPENED_NS.reset(behind)
+    await run.complete()
+    await run.close()
+    [event] = [e async for e in client.watch(run.run_id) if e.kind is EventKind.CUSTOM]
+    assert event.receive_time is not None
+    assert event.receive_time - event.event_time > timedelta(seconds=590)
+    assert abs(event.receive_time - datetime.now(UTC)) < timedelta(seconds=60)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from runstream._errors import RunstreamError, StatusCode
@@ -847,6 +847,16 @@ class Event:
     idempotency_key: str
     payload: EventPayload | None
     raw: event_pb2.RunEvent = field(repr=False, compare=False)
+
+    @property
+    def receive_time(self) -> datetime | None:
+        """When the server received it, by the server's clock (what health and retention
+        count from; ``event_time`` is the producer's); None for an event stored by a release
+        before 2026-12-06. Read from ``raw`` when asked, not for every event a watcher
+        reads."""
+        if not self.raw.HasField("receive_time"):
+            return None
+        return self.raw.receive_time.ToDatetime(tzinfo=UTC)
 
 
 # --- decisions -------------------------------------------------------------------------------
