@@ -312,9 +312,9 @@ class StallTracker:
                 step = state.run.current_step_id or "the run"
                 reason = f"{step}: no report for {silence:.0f}s (expected within {threshold:.0f}s)"
             stalled = [insight.health_event(state.run.health, run_pb2.RUN_HEALTH_STALLED, reason)]
-            if silence > threshold + 60:  # not just gone silent: a clock of its own, a restart
-                return stalled
-            if status == run_pb2.RUN_STATUS_PENDING:  # nothing of it ran: nothing to count down
+            # Not just gone silent (a restart, a store that was away), or never started:
+            # nothing of the estimate to count down.
+            if silence > threshold + 60 or status == run_pb2.RUN_STATUS_PENDING:
                 return stalled
             return stalled + insight.estimate_again(state, history, self._clock())
 
