@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from runstream.v1 import run_pb2
+from runstream.v1 import event_pb2, run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.queries import encode_token
@@ -924,3 +924,24 @@ async def test_a_page_cut_short_by_its_size_goes_on_right_after_its_last_run(
             assert listed == [created[2], "retried", created[1], created[0]]
         else:
             assert listed == created[::-1]
+
+
+async def test_a_kind_from_a_newer_contract_is_refused_naming_it(stubs: Stubs) -> None:
+    """A client built from a newer contract, talking to this server during a rollout, is
+    told which kind this server does not know (README, Upgrading), in a WatchRun's kinds
+    and in a ListEvents filter, rather than given a watch or listing that silently lacks it;
+    the run's log is untouched."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, custom(1))
+    newer = max(event_pb2.EventKind.values()) + 1
+    watch = rs.WatchRunRequest(run_id=run.run_id, kinds=[event_pb2.EVENT_KIND_ALERT, newer])
+    err = await refused(stubs.runs.WatchRun(watch))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"kinds[1]: {newer} is not a known EventKind value" in (err.details() or "")
+    listing = rs.ListEventsRequest(run_id=run.run_id, filter="kind = ALERT OR kind = NEW_KIND")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListEvents(listing)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "filter: unknown event kind 'NEW_KIND'" in (info.value.details() or "")
+    listed = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    assert [e.custom.data["n"] for e in listed.events if e.HasField("custom")] == [1]

@@ -377,6 +377,9 @@ export type WatchRunRequest = Message<"runstream.v1.WatchRunRequest"> & {
 
   /**
    * Deliver only events of these kinds; all kinds when empty. Heartbeats still come.
+   * A kind this server does not know (a client built from a newer contract, talking to a
+   * replica of an earlier release during a rollout) is INVALID_ARGUMENT naming it, e.g.
+   * "kinds[0]: 99 is not a known EventKind value": finish the rollout first.
    *
    * @generated from field: repeated runstream.v1.EventKind kinds = 4;
    */
