@@ -402,3 +402,35 @@ async def test_a_steps_planned_agent_reporting_under_its_own_id_is_one_agent(stu
     ]
     await append(stubs, run.run_id, report(ev.AGENT_ACTIVITY_TYPE_COMPLETED))
     assert list((await get(stubs, run.run_id)).active_agents) == []  # the step still runs
+
+
+async def test_an_agent_a_step_planned_by_id_is_listed_under_the_name_it_reports(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The plan names a step's agent by its id ("media_planner_agent"); the agent then
+    reports under that id with its name ("Media Planner"): the run lists it by that name, and
+    a later step of the same agent starting keeps it (found porting the campaign generator:
+    every agent was listed by its id)."""
+    created = await stubs.runs.CreateRun(
+        run_service_pb2.CreateRunRequest(
+            workflow="wf",
+            steps=[
+                run_pb2.StepSpec(step_id="plan", agent="media_planner_agent"),
+                run_pb2.StepSpec(step_id="buy", agent="media_planner_agent"),
+            ],
+        )
+    )
+    run_id = created.run.run_id
+    await append(stubs, run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="plan")))
+    reported = ev.AgentActivity(
+        agent_id="media_planner_agent",
+        agent_name="Media Planner",
+        agent_type="crew_agent",
+        step_id="plan",
+        activity=ev.AGENT_ACTIVITY_TYPE_PROGRESS,
+        message="draft ready",
+    )
+    await append(stubs, run_id, ev.RunEvent(agent_activity=reported))
+    listed = [(a.agent_id, a.name, a.message) for a in (await get(stubs, run_id)).active_agents]
+    assert listed == [("media_planner_agent", "Media Planner", "draft ready")]
+    await append(stubs, run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="buy")))
+    names = [a.name for a in (await get(stubs, run_id)).active_agents]
+    assert names == ["Media Planner"]

@@ -308,6 +308,10 @@ class RunSteps:
         else:
             agent = self.run.active_agents.add(agent_id=agent_id, name=name or agent_id)
             agent.start_time.CopyFrom(when)
+        if name and name != agent_id:
+            # The agent's own name, over the id a step's plan listed it under ("Media Planner"
+            # for media_planner_agent); a step starting later names it by its id: kept as is.
+            agent.name = name
         if agent_type:
             agent.type = agent_type
         if step_id:
