@@ -298,6 +298,11 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         lambda r, s: r.workflow_state("phase", pipeline_status={f"p{i}": True for i in range(101)}),
         "pipeline_status: has 101 entries; the limit is 100",
     ),
+    (  # a JSON payload's flags ported as they were: a bare TypeError from protobuf before
+        "workflow-pipeline-flag",
+        lambda r, s: r.workflow_state("phase", pipeline_status={"files_processed": "yes"}),
+        "pipeline_status['files_processed']: must be True or False, got 'yes'",
+    ),
     # run.custom()
     ("custom-type", lambda r, s: r.custom(""), "type: is required"),
     (

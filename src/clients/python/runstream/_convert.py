@@ -1228,7 +1228,7 @@ def workflow_state_event(
             pipeline_status=arguments.entries(
                 "pipeline_status",
                 pipeline_status,
-                lambda name, value: value,
+                arguments.flag,
                 most=PIPELINE_ITEMS,
                 key_chars=PIPELINE_NAME_CHARS,
                 named=False,
