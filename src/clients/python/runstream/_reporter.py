@@ -452,7 +452,11 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
     async def start_step(
         self, step_id: str, *, name: str = "", description: str = "", agent: str = ""
     ) -> StepReporter:
-        """Starts a step without a context manager; finish it with ``complete()`` or ``fail()``."""
+        """Starts a step without a context manager: reports it started and returns its
+        reporter, ``step = await run.start_step("crawl")`` (awaited, and already started:
+        no ``step.start()`` after it); finish it with ``await step.complete()`` or
+        ``fail()``. ``async with run.step("crawl"):`` is the same with the end reported for
+        you (not awaited)."""
         step = self.step(step_id, name=name, description=description, agent=agent)
         await step.start()
         return step
