@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,19 @@ def test_a_tls_redis_whose_certificate_is_not_trusted_is_refused_at_start(
         assert "Traceback" not in said
         assert said.splitlines()[-1].startswith("runstream: cannot reach the Redis store redis")
     assert "certificate verify failed" in done.stderr.decode()
+
+
+def test_a_password_written_where_the_user_goes_is_not_shown(tmp_path: Path) -> None:
+    """`redis://TOKEN@host` (no colon: a provider's URL copied as is, or a slip) was logged
+    as `redis://TOKEN:***@host` when Redis could not be reached (found in review)."""
+    secret = secrets.token_hex(12)
+    for creds in (secret, f"ops:{secret}"):
+        done = serve_and_exit(f"redis://{creds}@127.0.0.1:{free_port()}/0", tmp_path)
+        said = done.stderr.decode()
+        assert done.returncode == 1
+        assert "cannot reach the Redis store redis://" in said
+        assert secret not in said + done.stdout.decode()
+    assert "redis://ops:***@127.0.0.1" in said  # the user, who is no secret, is kept
 
 
 def test_bad_redis_url_options_are_refused_before_starting(tmp_path: Path) -> None:

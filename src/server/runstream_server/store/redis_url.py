@@ -194,7 +194,10 @@ def redact(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         creds, host = netloc.rsplit("@", 1)
-        netloc = f"{creds.split(':', 1)[0]}:***@{host}"
+        # user:password keeps the user; a lone part is hidden whole: redis://TOKEN@host (a
+        # password where the user goes, a provider's URL copied as is) showed it in the log.
+        user, colon, _ = creds.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
     query = [
         f"{name}=***" if _secret(name) else f"{name}={value}"
         for name, _, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
