@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -233,7 +234,10 @@ def _ephemeral_low() -> int:
 
 
 _PORTS_LOW = 20000
-_PORT_TRIES = itertools.count()
+# Each process starts at a place of its own in its share: two pytest runs side by side (no
+# xdist, both "gw0") handed out the same ports in the same order, and one's server took the
+# port the other's had just picked.
+_PORT_TRIES = itertools.count(random.randrange(1 << 16))
 
 
 def free_port() -> int:
