@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -63,19 +64,32 @@ async def read_until(process: asyncio.subprocess.Process, pattern: str, seen: li
     async with asyncio.timeout(30):
         while True:
             line = (await process.stdout.readline()).decode()
-            assert line, f"exited before a line matching {pattern!r}: {seen}"
+            if not line:
+                errors = await process.stderr.read() if process.stderr else b""
+                raise AssertionError(
+                    f"exited before a line matching {pattern!r}: {seen}\n{errors.decode()}"
+                )
             seen.append(line.strip())
             if re.search(pattern, line):
                 return line
 
 
-async def finish(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
+async def finish(process: asyncio.subprocess.Process, within: float = 60) -> tuple[int, str, str]:
+    """Waits for the process to exit; returns its exit status, stdout and stderr. One still
+    running after `within` seconds gets SIGQUIT first (Go and the JVM both print every
+    thread's stack on it), then SIGKILL, and fails the test with what it wrote."""
+    reading = asyncio.ensure_future(process.communicate())
     try:
-        output, errors = await asyncio.wait_for(process.communicate(), 60)
-    finally:
+        output, errors = await asyncio.wait_for(asyncio.shield(reading), within)
+    except TimeoutError:
+        process.send_signal(signal.SIGQUIT)
+        await asyncio.sleep(1)
         if process.returncode is None:
             process.kill()
-            await process.wait()
+        output, errors = await reading
+        raise AssertionError(
+            f"still running after {within} s:\n{output.decode()}\n{errors.decode()}"
+        ) from None
     assert process.returncode is not None
     return process.returncode, output.decode(), errors.decode()
 
@@ -127,7 +141,8 @@ async def through_a_restart_with_an_answer(
         # GetDecision had it been given while the producer was reconnecting).
         assert "decision approve: yes" in output, output
         assert f"completed {run_id}: 3 steps, approve: yes" in output
-        assert "resending what is not acknowledged" in producer_log  # the restart cut it
+        # The restart cut the Report stream.
+        assert "resending what is not acknowledged" in producer_log, (output, producer_log)
         code, output, watcher_log = await finish(watcher)
     finally:
         for process in (producer, watcher):
@@ -135,7 +150,7 @@ async def through_a_restart_with_an_answer(
                 process.kill()
                 await process.wait()
     assert code == 0, watcher_log
-    assert "resuming after seq" in watcher_log  # the restart cut the watch too
+    assert "resuming after seq" in watcher_log, (output, watcher_log)  # the restart cut it too
     watched += output.splitlines()
 
     async with runstream.connect(server_process.target) as sdk:
