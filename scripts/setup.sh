@@ -7,8 +7,9 @@
 #                           agent-framework (langchain, openai-agents, agui) extras, the
 #                           pinned Node tooling
 #                           (buf) from package-lock.json, the web client's packages from
-#                           src/clients/web/package-lock.json, and Chromium for the browser
-#                           tests: everything the test suite needs
+#                           src/clients/web/package-lock.json, Chromium for the browser
+#                           tests, and Debian's Go and Java gRPC packages for the Go and Java
+#                           clients' tests: everything the test suite needs
 #
 # Idempotent and quiet: each step is skipped when what it installs is already there and its
 # inputs (pyproject.toml, package-lock.json) have not changed since; a failing step prints its
@@ -103,12 +104,18 @@ apt_require() {
 # against Debian's Go libraries: golang/protobuf 1.5 named, as apt would otherwise pick 1.3,
 # whose types genproto's errdetails cannot use (and not golang-goprotobuf-dev, which
 # conflicts with protoc-gen-go).
+# The Java client's test (tests/e2e/test_java_client.py) compiles against Debian's jars:
+# libgrpc-java depends on neither netty nor perfmark, and the stubs' @javax.annotation.Generated
+# comes from geronimo-annotation (the JDK dropped it in 11).
 DEMO_APT=()
 WEB_APT=()
 GO_APT=(golang-go:go protobuf-compiler:protoc protoc-gen-go:protoc-gen-go
   protoc-gen-go-grpc:protoc-gen-go-grpc golang-google-grpc-dev: golang-google-protobuf-dev:
   golang-github-golang-protobuf-1-5-dev: golang-google-genproto-dev:)
-TEST_APT=(chromium:chromium redis-server:redis-server "${GO_APT[@]}")
+JAVA_APT=(default-jdk-headless:javac protobuf-compiler-grpc-java-plugin:grpc_java_plugin
+  libgrpc-java: libprotobuf-java: libgoogle-common-protos-java: libnetty-java: libperfmark-java:
+  libgeronimo-annotation-1.3-spec-java:)
+TEST_APT=(chromium:chromium redis-server:redis-server "${GO_APT[@]}" "${JAVA_APT[@]}")
 
 # --- Python ------------------------------------------------------------------------------
 python_setup() {
