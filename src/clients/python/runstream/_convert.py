@@ -1412,11 +1412,6 @@ def report_request(
     return report_service_pb2.ReportRequest(run_id=run_id, events=events, batch_id=batch_id)
 
 
-def control_action(control: report_service_pb2.Control) -> ControlAction:
-    """The typed action of a Control message."""
-    return enum_value(ControlAction, control.action)
-
-
 @dataclass(frozen=True, slots=True)
 class ReportAck:
     """The parts of an AppendAck the reporter needs."""
