@@ -35,7 +35,7 @@ EXPECTED_EXPORTS = {
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError", "PermissionDeniedError",
     "ResourceExhaustedError", "FailedPreconditionError", "RunCancelledError", "AbortedError",
     "OutOfRangeError", "UnimplementedError", "InternalError", "UnavailableError",
-    "DataLossError", "UnauthenticatedError", "ErrorDetails",
+    "DataLossError", "UnauthenticatedError", "TokenProviderError", "ErrorDetails",
     "__version__",
 }  # fmt: skip
 
