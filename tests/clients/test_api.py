@@ -65,18 +65,6 @@ def test_enums_mirror_the_proto_enums_number_for_number() -> None:
         assert {m.name: m.value for m in sdk_enum} == proto, sdk_enum
 
 
-def test_every_event_kind_has_a_payload_type() -> None:
-    oneof = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
-    for field in oneof.fields:
-        kind = runstream.EventKind(field.number)
-        assert kind.name == field.name.upper()
-        message = event_pb2.RunEvent()
-        getattr(message, field.name).SetInParent()
-        event = _convert.event_from_pb(message, "r")
-        assert event.kind == kind
-        assert event.payload is not None
-
-
 def test_an_event_read_keeps_each_field_of_its_message() -> None:
     message = event_pb2.RunEvent(run_id="run-1", seq=7, idempotency_key="p:3")
     message.custom.type = "checkpoint"

@@ -89,7 +89,7 @@ def _kinds_with_a_fold() -> set[str]:
 @pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
 def test_the_sdk_converts_every_kind(name: str, number: int) -> None:
     assert EventKind(number).name == name.upper()
-    assert _PAYLOADS[name][0] == EventKind(number)
+    assert name in _PAYLOADS, f"{name}: add its converter to runstream._convert._PAYLOADS"
     event = event_from_pb(_event_of(name))
     assert event.kind == EventKind(number)
     assert isinstance(event.payload, typing.get_args(runstream.EventPayload))
