@@ -1,9 +1,17 @@
 """Conversion between the generated protobuf messages and the SDK's typed objects.
 
-This is the only SDK module that builds or reads ``_pb2`` messages; everything else works with
-the dataclasses of ``_types`` (plus the request objects handed straight to the stubs). The
-event builders check a reporting call's arguments against the server's rules first
-(:mod:`runstream._arguments`), so that a bad one fails at the call, named.
+Three layers, in this order: reading messages into the dataclasses of ``_types`` (resources,
+then events); building the events the reporter sends; and the requests and responses of the
+calls with more than plain fields (CreateRun, WatchRun, WatchRuns, Report, Interact,
+SubmitDecision). The event builders check a reporting call's arguments against the server's
+rules first (:mod:`runstream._arguments`), so that a bad one fails at the call, named.
+
+Other modules touch messages too, each a small part: the client method that sends a simple
+unary request (GetRun, ListRuns, ListEvents, ListSteps, GetDecision, ListDecisions, CancelRun,
+PauseRun, ResumeRun, GetStats) builds it from plain strings and numbers, ``_stats`` reads
+GetStats' answer, ``_errors`` and ``_retry`` read a failed call's status details, and the
+reporter's queue holds the events built here as messages. Public methods take and return the
+typed objects; ``report_event`` and the ``raw`` attributes are the escape hatches.
 """
 
 from __future__ import annotations
