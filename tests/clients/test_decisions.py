@@ -167,7 +167,7 @@ async def test_ask_returns_the_answer_a_viewer_submitted(client: Client) -> None
     assert resolved[0].payload == DecisionResolved(
         "persona", DecisionOutcome.ANSWERED, "summiteer", "ana"
     )
-    assert (await client.list_decisions(run.run_id, DecisionState.RESOLVED))[0] == closed
+    assert (await client.list_decisions(run.run_id, state=DecisionState.RESOLVED))[0] == closed
     await run.complete()
     await run.close()
 

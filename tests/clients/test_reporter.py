@@ -85,7 +85,7 @@ async def test_run_with_steps_is_reported_in_order(client: Client) -> None:
         async with run.step("copy") as step:
             await step.progress(100, "done")
         await run.skip_step("web", reason="not needed")
-        await run.complete("campaign ready", {"variants": 12})
+        await run.complete("campaign ready", result={"variants": 12})
 
     everything = await events_of(client, run.run_id)
     assert [e.seq for e in everything] == list(range(1, len(everything) + 1))
@@ -492,7 +492,9 @@ async def test_cancel_run_makes_the_next_reporting_call_raise(client: Client) ->
         async with run.step("strategy") as step:
             await step.progress(10)
             await run.flush()
-            cancelled = await client.cancel_run(run.run_id, "wrong audience", "ana")
+            cancelled = await client.cancel_run(
+                run.run_id, reason="wrong audience", cancelled_by="ana"
+            )
             assert cancelled.status == RunStatus.CANCELLED
             assert cancelled.cancel_reason == "wrong audience"
             await step.progress(20)

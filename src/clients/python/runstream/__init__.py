@@ -36,6 +36,7 @@ import os as _os
 # beside the CLI's own one-line error). GRPC_VERBOSITY given by the user is kept.
 _os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from runstream._auth import TokenProviderError
 from runstream._client import Client, connect
 from runstream._errors import (
     AbortedError,
@@ -219,6 +220,7 @@ __all__ = [
     "TargetKind",
     "TextDelta",
     "Thinking",
+    "TokenProviderError",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

@@ -396,7 +396,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
 
     # --- operating a run -------------------------------------------------------------------
 
-    async def cancel_run(self, run_id: str, reason: str = "", cancelled_by: str = "") -> Run:
+    async def cancel_run(self, run_id: str, *, reason: str = "", cancelled_by: str = "") -> Run:
         """Cancels a run and tells its producers; FailedPreconditionError if it already ended."""
         self._connection.open()
         response: run_service_pb2.CancelRunResponse = await self._connection.unary(
@@ -408,7 +408,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         )
         return convert.run_from_pb(response.run)
 
-    async def pause_run(self, run_id: str, reason: str = "", requested_by: str = "") -> Run:
+    async def pause_run(self, run_id: str, *, reason: str = "", requested_by: str = "") -> Run:
         """Pauses a run: its producers hold at their next step boundary until resumed.
 
         FailedPreconditionError unless the run is RUNNING or WAITING_FOR_INPUT.
@@ -423,7 +423,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         )
         return convert.run_from_pb(response.run)
 
-    async def resume_run(self, run_id: str, reason: str = "", requested_by: str = "") -> Run:
+    async def resume_run(self, run_id: str, *, reason: str = "", requested_by: str = "") -> Run:
         """Resumes a paused run. FailedPreconditionError unless the run is PAUSED."""
         self._connection.open()
         response: run_service_pb2.ResumeRunResponse = await self._connection.unary(

@@ -1,9 +1,17 @@
 """Conversion between the generated protobuf messages and the SDK's typed objects.
 
-This is the only SDK module that builds or reads ``_pb2`` messages; everything else works with
-the dataclasses of ``_types`` (plus the request objects handed straight to the stubs). The
-event builders check a reporting call's arguments against the server's rules first
-(:mod:`runstream._arguments`), so that a bad one fails at the call, named.
+Three layers, in this order: reading messages into the dataclasses of ``_types`` (resources,
+then events); building the events the reporter sends; and the requests and responses of the
+calls with more than plain fields (CreateRun, WatchRun, WatchRuns, Report, Interact,
+SubmitDecision). The event builders check a reporting call's arguments against the server's
+rules first (:mod:`runstream._arguments`), so that a bad one fails at the call, named.
+
+Other modules touch messages too, each a small part: the client method that sends a simple
+unary request (GetRun, ListRuns, ListEvents, ListSteps, GetDecision, ListDecisions, CancelRun,
+PauseRun, ResumeRun, GetStats) builds it from plain strings and numbers, ``_stats`` reads
+GetStats' answer, ``_errors`` and ``_retry`` read a failed call's status details, and the
+reporter's queue holds the events built here as messages. Public methods take and return the
+typed objects; ``report_event`` and the ``raw`` attributes are the escape hatches.
 """
 
 from __future__ import annotations
@@ -635,141 +643,102 @@ def _decision_requested(m: event_pb2.DecisionRequested) -> DecisionRequested:
     )
 
 
-# The payload oneof's field name -> (kind, converter). The converters take the payload message.
-_PAYLOADS: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
-    "run_created": (EventKind.RUN_CREATED, _run_created),
-    "run_started": (EventKind.RUN_STARTED, lambda m: RunStarted(message=m.message)),
-    "run_status_changed": (EventKind.RUN_STATUS_CHANGED, _run_status_changed),
-    "run_completed": (
-        EventKind.RUN_COMPLETED,
-        lambda m: RunCompleted(summary=m.summary, result=struct_to_dict(m.result)),
+# The payload oneof's field name -> its converter, which takes the payload message. The kind is
+# the field's name in capitals (EventKind mirrors the proto number for number: test_api.py).
+_PAYLOADS: dict[str, Callable[[Any], EventPayload]] = {
+    "run_created": _run_created,
+    "run_started": lambda m: RunStarted(message=m.message),
+    "run_status_changed": _run_status_changed,
+    "run_completed": lambda m: RunCompleted(summary=m.summary, result=struct_to_dict(m.result)),
+    "run_failed": lambda m: RunFailed(error=_error(m, "error")),
+    "run_cancelled": lambda m: RunCancelled(reason=m.reason, cancelled_by=m.cancelled_by),
+    "step_started": lambda m: StepStarted(
+        step_id=m.step_id, name=m.name, description=m.description, agent=m.agent
     ),
-    "run_failed": (EventKind.RUN_FAILED, lambda m: RunFailed(error=_error(m, "error"))),
-    "run_cancelled": (
-        EventKind.RUN_CANCELLED,
-        lambda m: RunCancelled(reason=m.reason, cancelled_by=m.cancelled_by),
+    "step_progress": lambda m: StepProgress(
+        step_id=m.step_id,
+        percent=m.percent,
+        sub_step=m.sub_step,
+        detail=m.detail,
+        tokens_processed=m.tokens_processed,
+        sub_step_details=_sub_step_details_from_pb(m),
+        estimated_time_remaining=_duration(m, "estimated_time_remaining"),
     ),
-    "step_started": (
-        EventKind.STEP_STARTED,
-        lambda m: StepStarted(
-            step_id=m.step_id, name=m.name, description=m.description, agent=m.agent
+    "item_progress": lambda m: ItemProgress(
+        completed=m.completed,
+        total=m.total,
+        unit=m.unit,
+        by_stage=dict(m.by_stage),
+        estimated_time_remaining=_duration(m, "estimated_time_remaining"),
+    ),
+    "step_completed": _step_completed,
+    "step_failed": lambda m: StepFailed(step_id=m.step_id, error=_error(m, "error")),
+    "step_skipped": lambda m: StepSkipped(step_id=m.step_id, reason=m.reason),
+    "agent_activity": _agent_activity,
+    "thinking": _thinking,
+    "model_allocation": _model_allocation,
+    "text_delta": lambda m: TextDelta(
+        agent_id=m.agent_id,
+        message_id=m.message_id,
+        delta=m.delta,
+        final=m.final,
+        step_id=m.step_id,
+    ),
+    "metrics_update": lambda m: MetricsUpdate(
+        values=dict(m.values),
+        step_id=m.step_id,
+        units=dict(m.units),
+        changes=dict(m.changes),
+    ),
+    "milestone": lambda m: Milestone(
+        type=enum_value(MilestoneType, m.type),
+        title=m.title,
+        description=m.description,
+        data=struct_to_dict(m.data),
+        milestone_id=m.milestone_id,
+    ),
+    "alert": lambda m: Alert(
+        severity=enum_value(Severity, m.severity),
+        message=m.message,
+        suggested_action=m.suggested_action,
+        code=m.code,
+        data=struct_to_dict(m.data),
+        step_id=m.step_id,
+        action=(
+            AlertAction(type=enum_value(AlertActionType, m.action.type), label=m.action.label)
+            if m.HasField("action")
+            else None
         ),
     ),
-    "step_progress": (
-        EventKind.STEP_PROGRESS,
-        lambda m: StepProgress(
-            step_id=m.step_id,
-            percent=m.percent,
-            sub_step=m.sub_step,
-            detail=m.detail,
-            tokens_processed=m.tokens_processed,
-            sub_step_details=_sub_step_details_from_pb(m),
-            estimated_time_remaining=_duration(m, "estimated_time_remaining"),
-        ),
+    "error_recovery": _error_recovery,
+    "artifact_produced": lambda m: ArtifactProduced(artifact=artifact_from_pb(m.artifact)),
+    "workflow_state_change": _workflow_state_change,
+    "health_changed": lambda m: HealthChanged(
+        previous_health=enum_value(RunHealth, m.previous_health),
+        health=enum_value(RunHealth, m.health),
+        reason=m.reason,
     ),
-    "item_progress": (
-        EventKind.ITEM_PROGRESS,
-        lambda m: ItemProgress(
-            completed=m.completed,
-            total=m.total,
-            unit=m.unit,
-            by_stage=dict(m.by_stage),
-            estimated_time_remaining=_duration(m, "estimated_time_remaining"),
-        ),
+    "estimate_updated": lambda m: EstimateUpdated(estimate=_estimate_from_pb(m)),
+    "decision_requested": _decision_requested,
+    "decision_resolved": lambda m: DecisionResolved(
+        decision_id=m.decision_id,
+        outcome=enum_value(DecisionOutcome, m.outcome),
+        choice=m.choice,
+        answered_by=m.answered_by,
     ),
-    "step_completed": (EventKind.STEP_COMPLETED, _step_completed),
-    "step_failed": (
-        EventKind.STEP_FAILED,
-        lambda m: StepFailed(step_id=m.step_id, error=_error(m, "error")),
-    ),
-    "step_skipped": (
-        EventKind.STEP_SKIPPED,
-        lambda m: StepSkipped(step_id=m.step_id, reason=m.reason),
-    ),
-    "agent_activity": (EventKind.AGENT_ACTIVITY, _agent_activity),
-    "thinking": (EventKind.THINKING, _thinking),
-    "model_allocation": (EventKind.MODEL_ALLOCATION, _model_allocation),
-    "text_delta": (
-        EventKind.TEXT_DELTA,
-        lambda m: TextDelta(
-            agent_id=m.agent_id,
-            message_id=m.message_id,
-            delta=m.delta,
-            final=m.final,
-            step_id=m.step_id,
-        ),
-    ),
-    "metrics_update": (
-        EventKind.METRICS_UPDATE,
-        lambda m: MetricsUpdate(
-            values=dict(m.values),
-            step_id=m.step_id,
-            units=dict(m.units),
-            changes=dict(m.changes),
-        ),
-    ),
-    "milestone": (
-        EventKind.MILESTONE,
-        lambda m: Milestone(
-            type=enum_value(MilestoneType, m.type),
-            title=m.title,
-            description=m.description,
-            data=struct_to_dict(m.data),
-            milestone_id=m.milestone_id,
-        ),
-    ),
-    "alert": (
-        EventKind.ALERT,
-        lambda m: Alert(
-            severity=enum_value(Severity, m.severity),
-            message=m.message,
-            suggested_action=m.suggested_action,
-            code=m.code,
-            data=struct_to_dict(m.data),
-            step_id=m.step_id,
-            action=(
-                AlertAction(type=enum_value(AlertActionType, m.action.type), label=m.action.label)
-                if m.HasField("action")
-                else None
-            ),
-        ),
-    ),
-    "error_recovery": (EventKind.ERROR_RECOVERY, _error_recovery),
-    "artifact_produced": (
-        EventKind.ARTIFACT_PRODUCED,
-        lambda m: ArtifactProduced(artifact=artifact_from_pb(m.artifact)),
-    ),
-    "workflow_state_change": (EventKind.WORKFLOW_STATE_CHANGE, _workflow_state_change),
-    "health_changed": (
-        EventKind.HEALTH_CHANGED,
-        lambda m: HealthChanged(
-            previous_health=enum_value(RunHealth, m.previous_health),
-            health=enum_value(RunHealth, m.health),
-            reason=m.reason,
-        ),
-    ),
-    "estimate_updated": (
-        EventKind.ESTIMATE_UPDATED,
-        lambda m: EstimateUpdated(estimate=_estimate_from_pb(m)),
-    ),
-    "decision_requested": (EventKind.DECISION_REQUESTED, _decision_requested),
-    "decision_resolved": (
-        EventKind.DECISION_RESOLVED,
-        lambda m: DecisionResolved(
-            decision_id=m.decision_id,
-            outcome=enum_value(DecisionOutcome, m.outcome),
-            choice=m.choice,
-            answered_by=m.answered_by,
-        ),
-    ),
-    "custom": (EventKind.CUSTOM, lambda m: Custom(type=m.type, data=struct_to_dict(m.data))),
+    "custom": lambda m: Custom(type=m.type, data=struct_to_dict(m.data)),
 }
+
+_KIND_AND_PAYLOAD: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
+    name: (EventKind[name.upper()], convert) for name, convert in _PAYLOADS.items()
+}
+"""``_PAYLOADS`` with each kind beside its converter: one lookup for every event read."""
 
 
 def event_from_pb(message: event_pb2.RunEvent, run_id: str = "") -> Event:
     """An Event from a RunEvent; a payload this SDK does not know gives kind UNSPECIFIED."""
     which = message.WhichOneof("payload")
-    entry = _PAYLOADS.get(which) if which is not None else None
+    entry = _KIND_AND_PAYLOAD.get(which) if which is not None else None
     if entry is None:
         kind, payload = EventKind.UNSPECIFIED, None
     else:
@@ -1412,11 +1381,6 @@ def report_request(
     return report_service_pb2.ReportRequest(run_id=run_id, events=events, batch_id=batch_id)
 
 
-def control_action(control: report_service_pb2.Control) -> ControlAction:
-    """The typed action of a Control message."""
-    return enum_value(ControlAction, control.action)
-
-
 @dataclass(frozen=True, slots=True)
 class ReportAck:
     """The parts of an AppendAck the reporter needs."""
@@ -1496,7 +1460,7 @@ def set_idempotency_key(event: event_pb2.RunEvent, key: str) -> None:
 
 def payload_kind(event: event_pb2.RunEvent) -> EventKind | None:
     """The kind of an event's payload (None for one this SDK does not know)."""
-    entry = _PAYLOADS.get(event.WhichOneof("payload") or "")
+    entry = _KIND_AND_PAYLOAD.get(event.WhichOneof("payload") or "")
     return entry[0] if entry is not None else None
 
 

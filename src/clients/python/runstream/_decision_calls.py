@@ -65,7 +65,7 @@ class DecisionCalls:
         return convert.decision_from_pb(response.decision)
 
     async def list_decisions(
-        self, run_id: str, state: DecisionState | None = None
+        self, run_id: str, *, state: DecisionState | None = None
     ) -> list[Decision]:
         """The run's decisions in the order they were asked; only OPEN or RESOLVED ones when
         ``state`` says so. NotFoundError for an unknown run, FailedPreconditionError when the

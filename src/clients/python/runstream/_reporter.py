@@ -530,7 +530,6 @@ class StepReporter:
         self._agent = agent
         self._summary = ""
         self._metrics: dict[str, float] = {}
-        self._started = False
         self._finished = False
 
     @property
@@ -581,7 +580,6 @@ class StepReporter:
             # ran on through the pause keeps the time it told of the step.
             convert.stamp(event, time.time_ns())
         await self._gate.admit(event)
-        self._started = True
 
     async def progress(
         self,

@@ -361,7 +361,7 @@ class RunEvents:
         copy.CopyFrom(event)
         await self._report(copy, call="run.report_event()")
 
-    async def complete(self, summary: str = "", result: Mapping[str, Any] | None = None) -> None:
+    async def complete(self, summary: str = "", *, result: Mapping[str, Any] | None = None) -> None:
         """Reports the run succeeded, then flushes. No events may follow.
 
         Checks ``summary`` (at most 4,096 characters) and ``result`` first: a bad one raises

@@ -193,6 +193,95 @@ class SilenceBound:
         return silent, f"nothing for {waited:g}s, not even a heartbeat"
 
 
+class Reconnects:
+    """The reconnect policy of one watch, across its streams: the backoff between attempts,
+    the outage against ``reconnect_timeout``, each stream's silence bound, the log's few lines
+    and what ``on_link`` hears. The loop itself (open a stream, read it, sleep) is the watch's.
+
+    Each attempt: ``watch(call)`` as it starts, ``await opened(...)``, ``heard(silence)`` on
+    each message; when the stream is lost, the delay before the next attempt comes from
+    ``ended()`` (the server ended it), ``failed()`` (an RPC error) or ``cut()`` (in the handler
+    of a CancelledError), each of which raises instead when the watch must give up.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        logged_as: str,
+        bound: float,
+        reconnect_timeout: float | None,
+        on_link: OnLink | None,
+        *,
+        warns_of_limits: bool = False,
+    ) -> None:
+        """``what`` names the watch in errors, ``logged_as`` in the log; ``warns_of_limits``:
+        a wait a limit asks for (its RetryInfo) is a warning of its own, with the server's
+        reason, rather than a line of the outage."""
+        self._what = what
+        self._logged_as = logged_as
+        self._quiet = SilenceBound(what, bound)
+        self._said = OutageLog(_log, logged_as)
+        self._backoff = Backoff()
+        self._outage = Outage(reconnect_timeout)
+        self._on_link = on_link
+        self._warns_of_limits = warns_of_limits
+
+    def connecting(self, cursor: int) -> None:
+        """Before the first attempt: ``on_link`` hears CONNECTING."""
+        if self._on_link is not None:
+            self._on_link(WatchLink(LinkState.CONNECTING, cursor))
+
+    def watch(self, call: grpc.aio.Call) -> Silence:
+        """The Silence that cuts this attempt's `call` when it has been quiet for too long."""
+        return self._quiet.watch(call)
+
+    async def opened(self, call: grpc.aio.Call, silence: Silence, cursor: int) -> None:
+        """Once the server accepted the stream: LIVE (see :func:`opened`)."""
+        await opened(call, self._outage, self._on_link, cursor)
+        silence.heard()
+
+    def heard(self, silence: Silence) -> None:
+        """A message came: the stream works, and the next loss starts from scratch."""
+        silence.heard()
+        self._quiet.heard()
+        self._outage.recovered()
+        self._said.back()  # on a message, not the headers: a stream accepted may still fail
+        self._backoff.reset()
+
+    def ended(self, cursor: int, then: str) -> float:
+        """The server ended the stream: the delay before the next attempt."""
+        self._said.lost("the server ended it", then)
+        return self._lost(cursor, None)
+
+    def failed(self, exc: grpc.aio.AioRpcError, cursor: int, then: str) -> float:
+        """The stream failed with `exc`: the delay before the next attempt; the error to give
+        up with when `exc` is the server's verdict or the outage lasted too long."""
+        if not is_retryable(exc):
+            raise error_from_rpc(exc) from exc
+        self._backoff.hold(exc)
+        detail = f"{exc.code().name}: {exc.details()}"
+        if error := self._outage.exceeded(self._what, detail, exc):
+            raise error from exc
+        waits = retry_after(exc) if self._warns_of_limits else None
+        if waits is not None:  # a limit: said, as nothing else shows why nothing comes
+            _log.warning("%s waits %gs: %s", self._logged_as, waits, exc.details())
+        else:
+            self._said.lost(exc.code().name, then)
+        return self._lost(cursor, exc)
+
+    def cut(self, silence: Silence, cursor: int, then: str) -> float:
+        """In the handler of a CancelledError: the delay before the next attempt when
+        `silence` cut the stream; else the CancelledError again (see SilenceBound.cut)."""
+        silent, why = self._quiet.cut(silence, self._outage)
+        self._said.lost(why, then)
+        return self._lost(cursor, silent)
+
+    def _lost(self, cursor: int, exc: grpc.aio.AioRpcError | RunstreamError | None) -> float:
+        delay = self._backoff.next_delay()
+        lost_link(self._on_link, cursor, exc, delay)
+        return delay
+
+
 async def watch_run(
     watch_rpc: WatchMethod,
     run_id: str,
@@ -212,27 +301,20 @@ async def watch_run(
     kind_filter = convert.event_kinds(kinds)
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     what = f"watch of run {run_id!r}"
-    quiet = SilenceBound(what, bound)
-    said = OutageLog(_log, f"watch of run {run_id}")
+    reconnects = Reconnects(
+        what, f"watch of run {run_id}", bound, reconnect_timeout, on_link, warns_of_limits=True
+    )
     cursor = after_seq
-    backoff = Backoff()
-    outage = Outage(reconnect_timeout)
-    if on_link is not None:
-        on_link(WatchLink(LinkState.CONNECTING, cursor))
+    reconnects.connecting(cursor)
     while True:
         check_open(what)
         request = convert.watch_request(run_id, cursor, kind_filter, interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
-        silence = quiet.watch(call)
+        silence = reconnects.watch(call)
         try:
-            await opened(call, outage, on_link, cursor)
-            silence.heard()
+            await reconnects.opened(call, silence, cursor)
             async for response in call:
-                silence.heard()
-                quiet.heard()
-                outage.recovered()
-                said.back()  # on a message, not the headers: a stream accepted may still fail
-                backoff.reset()
+                reconnects.heard(silence)
                 events, head_seq = convert.parse_watch_response(response, run_id)
                 for event in events:
                     if kind_filter:
@@ -251,24 +333,9 @@ async def watch_run(
                     cursor = head_seq
             return
         except grpc.aio.AioRpcError as exc:
-            if not is_retryable(exc):
-                raise error_from_rpc(exc) from exc
-            backoff.hold(exc)
-            detail = f"{exc.code().name}: {exc.details()}"
-            if error := outage.exceeded(what, detail, exc):
-                raise error from exc
-            waits = retry_after(exc)
-            if waits is not None:  # a limit: said, as nothing else shows why nothing comes
-                _log.warning("watch of run %s waits %gs: %s", run_id, waits, exc.details())
-            else:
-                said.lost(exc.code().name, f"resuming after seq {cursor}")
-            delay = backoff.next_delay()
-            lost_link(on_link, cursor, exc, delay)
+            delay = reconnects.failed(exc, cursor, f"resuming after seq {cursor}")
         except asyncio.CancelledError:
-            silent, why = quiet.cut(silence, outage)
-            said.lost(why, f"resuming after seq {cursor}")
-            delay = backoff.next_delay()
-            lost_link(on_link, cursor, silent, delay)
+            delay = reconnects.cut(silence, cursor, f"resuming after seq {cursor}")
         finally:
             silence.stop()
             call.cancel()
@@ -295,27 +362,18 @@ async def watch_runs(
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     request = convert.watch_runs_request(filter, interval, initial_ended_limit)
     what = "watch of runs"
-    quiet = SilenceBound(what, bound)
-    said = OutageLog(_log, what)
-    backoff = Backoff()
-    outage = Outage(reconnect_timeout)
-    if on_link is not None:
-        on_link(WatchLink(LinkState.CONNECTING, 0))
+    reconnects = Reconnects(what, what, bound, reconnect_timeout, on_link)
+    reconnects.connecting(0)
     while True:
         check_open(what)
         call = watch_runs_rpc(request, metadata=metadata)
-        silence = quiet.watch(call)
+        silence = reconnects.watch(call)
         initial: dict[str, Run] = {}
         in_initial_state = True
         try:
-            await opened(call, outage, on_link, 0)
-            silence.heard()
+            await reconnects.opened(call, silence, 0)
             async for response in call:
-                silence.heard()
-                quiet.heard()
-                outage.recovered()
-                said.back()
-                backoff.reset()
+                reconnects.heard(silence)
                 runs, initial_complete, heartbeat = convert.parse_watch_runs_response(response)
                 if heartbeat:
                     continue
@@ -338,24 +396,11 @@ async def watch_runs(
                     silence.hold()
                     yield RunsUpdate(runs=tuple(runs), initial=False)
                     silence.heard()
-            said.lost("the server ended it", "reconnecting")
-            delay = backoff.next_delay()
-            lost_link(on_link, 0, None, delay)
+            delay = reconnects.ended(0, "reconnecting")
         except grpc.aio.AioRpcError as exc:
-            if not is_retryable(exc):
-                raise error_from_rpc(exc) from exc
-            backoff.hold(exc)
-            detail = f"{exc.code().name}: {exc.details()}"
-            if error := outage.exceeded(what, detail, exc):
-                raise error from exc
-            said.lost(exc.code().name, "reconnecting")
-            delay = backoff.next_delay()
-            lost_link(on_link, 0, exc, delay)
+            delay = reconnects.failed(exc, 0, "reconnecting")
         except asyncio.CancelledError:
-            silent, why = quiet.cut(silence, outage)
-            said.lost(why, "reconnecting")
-            delay = backoff.next_delay()
-            lost_link(on_link, 0, silent, delay)
+            delay = reconnects.cut(silence, 0, "reconnecting")
         finally:
             silence.stop()
             call.cancel()

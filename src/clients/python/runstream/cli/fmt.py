@@ -155,11 +155,6 @@ def health_text(health: object) -> Text:
     return Text(name, style=HEALTH_STYLES.get(name, ""))
 
 
-def severity_style(severity: object) -> str:
-    """The style for an alert or recovery of this severity."""
-    return SEVERITY_STYLES.get(enum_name(severity), "yellow")
-
-
 def format_duration(value: timedelta | float | None) -> str:
     """A compact, human duration: "850ms", "12.3s", "4m 05s", "2h 03m"."""
     if value is None:

@@ -463,10 +463,16 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
             async with connect(args) as client:
                 await wait_for_server(args, client)
                 if action == "pause":
-                    return await client.pause_run(args.run_id, args.reason, args.by)
+                    return await client.pause_run(
+                        args.run_id, reason=args.reason, requested_by=args.by
+                    )
                 if action == "resume":
-                    return await client.resume_run(args.run_id, args.reason, args.by)
-                return await client.cancel_run(args.run_id, args.reason, args.by)
+                    return await client.resume_run(
+                        args.run_id, reason=args.reason, requested_by=args.by
+                    )
+                return await client.cancel_run(
+                    args.run_id, reason=args.reason, cancelled_by=args.by
+                )
 
         run = run_async(control())
         done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]

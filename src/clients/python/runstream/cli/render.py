@@ -253,7 +253,7 @@ class Dashboard:
         fixed = 2 + prompt_lines + len(streams) + 1 + feed_lines
         room = max(3, height - fixed - 1)
         rows = list(self.view.steps.values())
-        yield from self._step_window(rows, room, now, width)
+        yield from self._step_window(rows, room, now)
         for stream in streams:
             tail = printable(" ".join(stream.text.split()))[-max(10, width - 20) :]
             line = Text.assemble(
@@ -274,7 +274,7 @@ class Dashboard:
             yield line
 
     def _step_window(
-        self, rows: list[StepRow], room: int, now: datetime, width: int
+        self, rows: list[StepRow], room: int, now: datetime
     ) -> Iterable[RenderableType]:
         """The steps that fit, around the first running (or next pending) one."""
         focus = next(

@@ -23,7 +23,7 @@ import runstream
 from runstream import Event, Run
 
 from .fmt import printable
-from .view_events import describe
+from .view_events import describe, fold
 from .view_items import FeedLine, Note, OpenPrompt, StepRow, TextStream
 
 FEED_SIZE = 12
@@ -45,6 +45,8 @@ class RunView:
     changes: dict[str, float] = field(default_factory=dict)
     agent_names: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, OpenPrompt] = field(default_factory=dict)
+    closed_prompts: dict[str, OpenPrompt] = field(default_factory=dict)
+    """The prompts an event closed while the view watched: their options name the answer."""
     answer_feedback: tuple[str, str] | None = None
     """The outcome of this viewer's last answer: (text, style)."""
     seen_after: int | None = 0
@@ -143,6 +145,7 @@ class RunView:
         """Folds one event into the view; returns what it means, or None for noise."""
         self.last_seq = max(self.last_seq, event.seq)
         fresh = event.seq > self.snapshot_seq
+        fold(self, event, fresh)
         note = describe(self, event, fresh)
         if note is not None:
             # Every name and text the sentence quotes, escaped at once: the feed and the

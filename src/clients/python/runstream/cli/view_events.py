@@ -1,9 +1,11 @@
 """What each event does to a live view, and what it means to a person.
 
-:func:`describe` folds one event into a :class:`~runstream.cli.view.RunView` (its step rows,
-the messages being written, metrics, open decisions, agents' names) and returns the
-:class:`~runstream.cli.view_items.Note` that says it in words, or None for noise. A kind this
-client does not know yet is skipped quietly, as the proto asks.
+:func:`fold` folds one event into a :class:`~runstream.cli.view.RunView` (its step rows, the
+messages being written, metrics, open decisions, agents' names); :func:`describe` then reads
+the view, changing nothing, for the :class:`~runstream.cli.view_items.Note` that says the
+event in words, or None for noise. The web dashboard's model splits the same way
+(``RunModel.apply`` and ``describe()`` in ``model.ts``). A kind this client does not know yet
+is skipped quietly, as the proto asks.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from .view_items import Note, OpenPrompt, StepRow, TextStream, options_text
 if TYPE_CHECKING:
     from .view import RunView
 
-__all__ = ["describe"]
+__all__ = ["describe", "fold"]
 
 
-def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
+def fold(view: RunView, event: Event, fresh: bool) -> None:
+    """Folds the event into the view. An event that is not ``fresh`` (at or below the
+    snapshot's seq) leaves the step rows and open decisions as the snapshot has them; it still
+    adds a row for a step the view does not know, and agents' names, messages and metrics."""
     payload = event.payload
     when = event.event_time
     match payload:
@@ -44,6 +49,90 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
                         agent=spec.agent,
                         description=spec.description,
                     )
+        case runstream.StepStarted():
+            row = view.row(payload.step_id)
+            if fresh:
+                if payload.name and row.name == row.step_id:
+                    row.name = payload.name
+                if payload.agent:
+                    row.agent = payload.agent
+                row.status = "RUNNING"
+                row.percent = 0.0
+                row.start_time = when
+                row.end_time = None
+                row.duration = None
+                row.attempts += 1
+        case runstream.StepProgress():
+            row = view.row(payload.step_id)
+            if fresh:
+                if row.status == "PENDING":
+                    row.status = "RUNNING"
+                    row.start_time = when
+                row.percent = payload.percent
+                row.sub_step = payload.sub_step
+                row.detail = payload.detail
+                if payload.tokens_processed:
+                    row.tokens = payload.tokens_processed
+        case runstream.StepCompleted():
+            row = view.row(payload.step_id)
+            if fresh:
+                row.status = "SUCCEEDED"
+                row.percent = 100.0
+                row.end_time = when
+                row.duration = payload.duration or (
+                    when - row.start_time if row.start_time else None
+                )
+        case runstream.StepFailed():
+            row = view.row(payload.step_id)
+            if fresh:
+                row.status = "FAILED"
+                row.end_time = when
+        case runstream.StepSkipped():
+            row = view.row(payload.step_id)
+            if fresh:
+                row.status = "SKIPPED"
+                row.end_time = when
+        case runstream.AgentActivity():
+            if payload.agent_name:
+                view.agent_names[payload.agent_id or payload.agent_name] = payload.agent_name
+        case runstream.TextDelta():
+            stream = view.texts.get(payload.message_id)
+            if stream is None:
+                stream = TextStream(
+                    payload.message_id,
+                    view.agent_label(payload.agent_id),
+                    payload.step_id,
+                    first_seq=event.seq,
+                    partial=view.seen_after != 0,
+                )
+                view.texts[payload.message_id] = stream
+            stream.text += payload.delta
+            stream.final = stream.final or payload.final
+            stream.last_seq, stream.last_time = event.seq, event.event_time
+            view.current_text = payload.message_id
+        case runstream.MetricsUpdate():
+            if not payload.step_id:
+                view.metrics.update(payload.values)
+                view.units.update(payload.units)
+                for name in payload.values:
+                    if name in payload.changes:
+                        view.changes[name] = payload.changes[name]
+                    else:
+                        view.changes.pop(name, None)
+        case runstream.DecisionRequested():
+            if fresh:
+                view.prompts[payload.decision_id] = OpenPrompt.of(payload)
+        case runstream.DecisionResolved():
+            if fresh and (asked := view.prompts.pop(payload.decision_id, None)) is not None:
+                view.closed_prompts[payload.decision_id] = asked
+
+
+def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
+    """What the event, already folded into the view, means to a person; None for noise (a
+    message not finished yet, a kind this client does not know). Changes nothing."""
+    payload = event.payload
+    match payload:
+        case runstream.RunCreated():
             return Note(
                 "✚",
                 "run",
@@ -71,49 +160,22 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
             by = f" by {payload.cancelled_by}" if payload.cancelled_by else ""
             return Note("⊘", "run", f"Run cancelled{by}" + _suffix(payload.reason), "magenta")
         case runstream.StepStarted():
-            row = view.row(payload.step_id)
-            if fresh:
-                if payload.name and row.name == row.step_id:
-                    row.name = payload.name
-                if payload.agent:
-                    row.agent = payload.agent
-                row.status = "RUNNING"
-                row.percent = 0.0
-                row.start_time = when
-                row.end_time = None
-                row.duration = None
-                row.attempts += 1
+            row = _row(view, payload.step_id)
             retry = " (retry)" if row.attempts > 1 else ""
             agent = f" · {row.agent}" if row.agent and row.agent != row.name else ""
             return Note("▸", "step", f"{row.name} started{retry}{agent}", "cyan")
         case runstream.StepProgress():
-            row = view.row(payload.step_id)
-            if fresh:
-                if row.status == "PENDING":
-                    row.status = "RUNNING"
-                    row.start_time = when
-                row.percent = payload.percent
-                row.sub_step = payload.sub_step
-                row.detail = payload.detail
-                if payload.tokens_processed:
-                    row.tokens = payload.tokens_processed
             what = " — ".join(part for part in (payload.sub_step, payload.detail) if part)
             return Note(
                 "·",
                 "progress",
-                f"{row.name} {percent_text(payload.percent)}" + (f" {what}" if what else ""),
+                f"{_row(view, payload.step_id).name} {percent_text(payload.percent)}"
+                + (f" {what}" if what else ""),
                 "grey62",
                 feed=False,
             )
         case runstream.StepCompleted():
-            row = view.row(payload.step_id)
-            if fresh:
-                row.status = "SUCCEEDED"
-                row.percent = 100.0
-                row.end_time = when
-                row.duration = payload.duration or (
-                    when - row.start_time if row.start_time else None
-                )
+            row = _row(view, payload.step_id)
             took = f" in {format_duration(row.duration)}" if row.duration else ""
             # How many steps were done then: known only for an event the view has folded
             # in order (one older than the snapshot is replayed after it: no count).
@@ -122,23 +184,14 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
                 "✔", "step", f"{row.name} done{took}{count}" + _suffix(payload.summary), "green"
             )
         case runstream.StepFailed():
-            row = view.row(payload.step_id)
-            if fresh:
-                row.status = "FAILED"
-                row.end_time = when
             message = payload.error.message if payload.error else ""
-            return Note("✖", "step", f"{row.name} failed" + _suffix(message), "bold red")
+            name = _row(view, payload.step_id).name
+            return Note("✖", "step", f"{name} failed" + _suffix(message), "bold red")
         case runstream.StepSkipped():
-            row = view.row(payload.step_id)
-            if fresh:
-                row.status = "SKIPPED"
-                row.end_time = when
-            return Note("↷", "step", f"{row.name} skipped" + _suffix(payload.reason), "grey62")
+            name = _row(view, payload.step_id).name
+            return Note("↷", "step", f"{name} skipped" + _suffix(payload.reason), "grey62")
         case runstream.AgentActivity():
-            agent_id = payload.agent_id or payload.agent_name
-            if payload.agent_name:
-                view.agent_names[agent_id] = payload.agent_name
-            name = view.agent_label(agent_id)
+            name = view.agent_label(payload.agent_id or payload.agent_name)
             kind = enum_name(payload.activity)
             icon, style = {
                 "STARTED": ("⚙", "bright_blue"),
@@ -164,31 +217,10 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
             )
         case runstream.TextDelta():
             stream = view.texts.get(payload.message_id)
-            if stream is None:
-                stream = TextStream(
-                    payload.message_id,
-                    view.agent_label(payload.agent_id),
-                    payload.step_id,
-                    first_seq=event.seq,
-                    partial=view.seen_after != 0,
-                )
-                view.texts[payload.message_id] = stream
-            stream.text += payload.delta
-            stream.final = stream.final or payload.final
-            stream.last_seq, stream.last_time = event.seq, event.event_time
-            view.current_text = payload.message_id
-            if not payload.final:
+            if not payload.final or stream is None:
                 return None
             return Note("✍", "text", f"{stream.agent} wrote {stream.words()}", "bright_white")
         case runstream.MetricsUpdate():
-            if not payload.step_id:
-                view.metrics.update(payload.values)
-                view.units.update(payload.units)
-                for name in payload.values:
-                    if name in payload.changes:
-                        view.changes[name] = payload.changes[name]
-                    else:
-                        view.changes.pop(name, None)
             shown = ", ".join(
                 metric_text(name, value, view.units.get(name, ""), payload.changes.get(name))
                 for name, value in ordered_metrics(payload.values)[:6]
@@ -254,20 +286,17 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
                 "bold blue",
             )
         case runstream.DecisionRequested():
-            prompt = OpenPrompt.of(payload)
-            if fresh:
-                view.prompts[payload.decision_id] = prompt
             return Note(
                 "?",
                 "decision",
                 f"Decision needed [{payload.decision_id}]: {payload.prompt} "
-                f"— {options_text(prompt)}",
+                f"— {options_text(OpenPrompt.of(payload))}",
                 "bold yellow",
             )
         case runstream.DecisionResolved():
-            asked = view.prompts.get(payload.decision_id)
-            if fresh:
-                view.prompts.pop(payload.decision_id, None)
+            asked = view.prompts.get(payload.decision_id) or view.closed_prompts.get(
+                payload.decision_id
+            )
             outcome = enum_name(payload.outcome).lower().replace("_", " ")
             choice = ""
             if payload.choice:
@@ -311,6 +340,11 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
         case _:
             # A kind newer than this client: the proto asks us to skip it quietly.
             return None
+
+
+def _row(view: RunView, step_id: str) -> StepRow:
+    """The step's row; for a step the view has no row for, one named by its id (not kept)."""
+    return view.steps.get(step_id) or StepRow(step_id=step_id, name=step_id, agent="")
 
 
 def _suffix(text: str) -> str:

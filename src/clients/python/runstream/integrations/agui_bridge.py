@@ -49,7 +49,6 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import runstream
-from runstream._auth import TokenProviderError
 from runstream._target import is_ip_address
 from runstream.integrations.agui import AguiTranslator, encode_sse, run_input_problems
 
@@ -277,7 +276,8 @@ class AguiBridge:
                 out, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"}
             )
             return
-        except TokenProviderError as exc:  # --token-file unreadable, and the last token expired
+        except runstream.TokenProviderError as exc:
+            # --token-file unreadable, and the last token expired.
             message = f"the bridge has no token for the Runstream server: {exc.message}"
             _log.warning("%s", message)
             await self._respond(out, 502, "Bad Gateway", message, cors)

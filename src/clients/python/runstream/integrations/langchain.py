@@ -216,15 +216,6 @@ class RunstreamCallbackHandler(AsyncCallbackHandler):
             # (and fails), while {id: None} resumes that interrupt with None.
             current = Command(resume=answers)
 
-    async def ask_interrupt(self, value: Any, interrupt_id: str = "", *, step_id: str = "") -> Any:
-        """Asks the question an ``interrupt(value)`` stands for; returns the resume value.
-
-        ``step_id`` is the step of the node that stopped: with it, a producer restarted
-        without its checkpoints that meets the interrupt again waits for the question asked
-        before, though LangGraph gives the interrupt a new id.
-        """
-        return await self._questions.ask(value, interrupt_id, step_id)
-
     def _interrupted_steps(self, state: Any) -> dict[str, str]:
         """The step of each interrupt pending in a graph's ``state``, by interrupt id."""
         steps: dict[str, str] = {}
