@@ -28,6 +28,21 @@ import { StepList } from "./step-list";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
 const MAX_TILES = 8;
+/** The label of the run's own artifacts tile, and what it counts. */
+const ARTIFACTS_LABEL = "Artifacts produced";
+const ARTIFACTS_TITLE = "Artifacts the run reported (ArtifactProduced events and completed steps' artifacts)";
+
+/** A metric tile, or one of the run's own (`summary`), keyed apart from every metric. */
+interface Tile {
+  key: string;
+  summary?: string;
+  /** The metric's name, as its producer gave it ("" for the run's own tiles). */
+  name: string;
+  label: string;
+  value: string;
+  change: string;
+  history: number[];
+}
 
 export class RunView {
   readonly root: HTMLElement;
@@ -229,23 +244,43 @@ export class RunView {
     }
     const run = model.snapshot;
     const names = [...values.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).slice(0, MAX_TILES);
-    const tiles: Array<{ name: string; label: string; value: string; change: string; history: number[] }> = names.map((name) => ({
-      name,
-      label: metricLabel(name),
-      value: metricWithUnit(name, values.get(name) ?? 0, model.metricUnit(name)),
-      change: changeText(name, model.metricChange(name), model.metricUnit(name)),
-      history: this.metricHistory.get(name) ?? [],
-    }));
+    // The run's own tiles (the artifacts count) are keyed apart from its metrics, whatever
+    // the metrics are named: a metric named "artifacts" once shared the Artifacts tile's key,
+    // and every render added two more tiles.
+    const builtIn: Tile[] = [];
     if (run && !values.has("assets") && run.artifactsSummary && run.artifactsSummary.total > 0) {
-      tiles.push({ name: "artifacts", label: "Artifacts", value: String(run.artifactsSummary.total), change: "", history: [] });
+      builtIn.push({ key: "summary:artifacts", summary: "artifacts", name: "", label: ARTIFACTS_LABEL, value: String(run.artifactsSummary.total), change: "", history: [] });
     }
+    const taken = new Set(builtIn.map((t) => t.label.toLowerCase()));
+    const tiles: Tile[] = names.map((name) => {
+      // A metric whose label would read like one of the run's own tiles goes by the name
+      // its producer gave it.
+      const label = metricLabel(name);
+      return {
+        key: `metric:${name}`,
+        name,
+        label: taken.has(label.toLowerCase()) ? name : label,
+        value: metricWithUnit(name, values.get(name) ?? 0, model.metricUnit(name)),
+        change: changeText(name, model.metricChange(name), model.metricUnit(name)),
+        history: this.metricHistory.get(name) ?? [],
+      };
+    });
+    tiles.push(...builtIn);
     const container = $(this.root, ".tiles");
     container.hidden = tiles.length === 0;
     reconcile(
       container,
       tiles,
-      (t) => t.name,
-      (t) => h("div", { class: "tile", "data-metric": t.name }, h("div", { class: "tile-label" }), h("div", { class: "tile-value" }), h("div", { class: "tile-change" }), sparkline()),
+      (t) => t.key,
+      (t) =>
+        h(
+          "div",
+          { class: "tile", "data-metric": t.summary ? null : t.name, "data-summary": t.summary ?? null, title: t.summary ? ARTIFACTS_TITLE : `Metric “${t.name}”` },
+          h("div", { class: "tile-label" }),
+          h("div", { class: "tile-value" }),
+          h("div", { class: "tile-change" }),
+          sparkline(),
+        ),
       (el, t) => {
         text($(el, ".tile-label"), t.label);
         text($(el, ".tile-value"), t.value);
