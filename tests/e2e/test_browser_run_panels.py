@@ -9,6 +9,7 @@ later reports the model the agent actually called, without reasoning.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import runstream
@@ -16,7 +17,7 @@ from runstream_server.app import RunstreamServer
 
 from .conftest import Web
 from .test_browser import run_view_is
-from .web_support import browser
+from .web_support import Browser, browser
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -67,3 +68,76 @@ async def test_a_metric_named_artifacts_is_one_tile_beside_the_artifacts_count(
         await run.complete()
         await run.close()
         assert await page.errors() == []
+
+
+async def settled(page: Browser, expression: str, expected: Any, within: float = 20) -> Any:
+    """The expression's value once it equals `expected`, or its last value after `within`
+    seconds (for the assertion to show)."""
+    for _ in range(int(within / 0.2)):
+        if (value := await page.eval(expression)) == expected:
+            return value
+        await asyncio.sleep(0.2)
+    return await page.eval(expression)
+
+
+MODELS = (
+    "Object.fromEntries([...document.querySelectorAll('.models .model-row')].map((r) =>"
+    " [r.querySelector('.model-agent').textContent, [r.querySelector('.model-chip').textContent,"
+    " r.querySelector('.model-chip').dataset.tier,"
+    " r.querySelector('.model-reason').textContent]]))"
+)
+
+
+async def test_the_managers_reasoned_allocation_stays_beside_the_model_an_integration_reports(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: under LangGraph, "trade_mapper → o3, Complex trade analysis
+    requires…" became "trade_mapper → GenericFakeChatModel" with no reasoning once the node
+    called its model (the handler reports each model an agent calls, without reasoning), and
+    the manager's reasoning, the point of the panel, was gone from it. The panel shows the
+    model in use and keeps the reasoning, saying which model it chose; a later allocation
+    that gives reasons of its own replaces it. A page opened after 250 more events reads the
+    reasoning back."""
+    why = "Complex trade analysis requires deep reasoning"
+    expected = {
+        # The node called another model than the manager chose: both show.
+        "trade_mapper": ["GenericFakeChatModel", "none", f"o3 allocated: {why}"],
+        # The same model reported again: the manager's reasoning and tier stay.
+        "scope_analyzer": ["gpt-4o", "high", "Long documents need a big context"],
+        # Reallocated with a reason of its own: that reason is the one shown.
+        "estimator": ["haiku", "low", "Budget is nearly spent"],
+    }
+    async with (
+        runstream.connect(server.target) as client,
+        browser() as along,
+        browser() as later,
+    ):
+        run = await client.start_run("manager", steps=["map"])
+        await run.flush()
+        await along.goto(web.run_url(run.run_id))
+        await along.wait(run_view_is("RUNNING"))
+        await run.model_allocation("trade_mapper", "o3", tier="high", reasoning=why)
+        await run.model_allocation(
+            "scope_analyzer", "gpt-4o", tier="high", reasoning="Long documents need a big context"
+        )
+        await run.model_allocation("estimator", "o3", tier="high", reasoning="Hard estimate")
+        # As RunstreamCallbackHandler reports the models the nodes call: no reasoning.
+        await run.model_allocation("trade_mapper", "GenericFakeChatModel")
+        await run.model_allocation("scope_analyzer", "gpt-4o")
+        await run.model_allocation(
+            "estimator", "haiku", tier="low", reasoning="Budget is nearly spent"
+        )
+        await run.flush()
+        await along.wait(f"Object.keys({MODELS}).length === 3")
+        assert await settled(along, MODELS, expected) == expected
+        await along.screenshot("models-reasoned.png", full_page=False)
+        # A long run's page reads the allocations before its replayed events back.
+        for n in range(250):
+            await run.custom("page", {"n": n})
+        await run.flush()
+        await later.goto(web.run_url(run.run_id))
+        await later.wait(run_view_is("RUNNING"))
+        await later.wait(f"Object.keys({MODELS}).length === 3")
+        assert await settled(later, MODELS, expected) == expected
+        await run.close()
+        assert await along.errors() == [] and await later.errors() == []

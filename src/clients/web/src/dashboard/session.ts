@@ -232,17 +232,20 @@ export class RunSession {
    * (up to `until`), read newest first (ListEvents "seq desc"), each kind only as far back as
    * its panel looks, and the panels show what a page open all along would: none of them
    * totals the whole log. The thinking panel keeps the newest THOUGHTS_KEPT thoughts; the
-   * models panel lists the MODELS_SHOWN agents allocated last; the phases are the newest
-   * change's current stage with the newest list of stages. Only a kind whose panel never
-   * fills (fewer agents than the panel lists, no change listing stages) is read back to the
-   * run's start. A failure leaves the panels as they are.
+   * models panel lists the MODELS_SHOWN agents allocated last, each with the reasoning of
+   * its newest allocation that gave one; the phases are the newest change's current stage
+   * with the newest list of stages. Only a kind whose panel never fills (fewer agents than
+   * the panel lists, or one never given reasoning; no change listing stages) is read back to
+   * the run's start. A failure leaves the panels as they are.
    */
   private async loadPanels(until: number): Promise<void> {
     const { model } = this;
     // Each read stops once the panel is full: the newest thoughts, or as many agents as the
     // panel lists (an agent not met by then was allocated before all of them).
     const enoughThoughts = () => model.thoughts.length >= THOUGHTS_KEPT;
-    const enoughAgents = () => model.allocations.size >= MODELS_SHOWN;
+    // An agent listed without reasoning reads on for an earlier allocation that gave some:
+    // allocations are few (an integration reports each model an agent calls once).
+    const enoughAgents = () => model.allocations.size >= MODELS_SHOWN && !model.allocationsUnexplained;
     // The newest change that lists the stages is the oldest one the phases need; the
     // pipeline's flags may come from an older one (a run that gives none reads them all).
     const enoughPhases = () => model.phaseHasStages && model.pipeline !== undefined;

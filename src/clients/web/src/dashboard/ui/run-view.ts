@@ -21,7 +21,7 @@ import {
   money,
   percentText,
 } from "../format";
-import { FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
+import { FEED_KINDS, FEED_LIMIT, type FeedItem, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
 import type { RunSession } from "../session";
 import { DecisionCards } from "./decision-cards";
 import { StepList } from "./step-list";
@@ -367,7 +367,7 @@ export class RunView {
   }
 
   private renderModels(): void {
-    const rows = [...this.session.model.allocations.values()].sort((a, b) => b.seq - a.seq).slice(0, MODELS_SHOWN);
+    const rows = this.session.model.shownAllocations();
     $(this.root, ".models-empty").hidden = rows.length > 0;
     reconcile(
       $(this.root, ".models"),
@@ -376,20 +376,40 @@ export class RunView {
       (r) =>
         h(
           "li",
-          { class: "model-row" },
+          { class: "model-row", "data-agent-id": r.allocation.agentId },
           avatar(r.allocation.agentId),
-          h("div", { class: "model-body" }, h("div", { class: "model-agent" }), h("div", { class: "model-reason" })),
+          h(
+            "div",
+            { class: "model-body" },
+            h("div", { class: "model-agent" }),
+            h("div", { class: "model-reason" }, h("span", { class: "model-reason-for" }), h("span", { class: "model-reason-text" })),
+          ),
           h("div", { class: "model-side" }, h("span", { class: "model-chip" }), h("span", { class: "model-cost" })),
         ),
       (el, r) => {
+        // The model the agent uses now; the reasoning of the newest allocation that gave one.
+        // When that chose another model (the manager's o3, before the node called another),
+        // the reasoning says which: "o3 allocated: ...".
         const a = r.allocation;
+        const why = a.reasoning ? undefined : r.reasoned?.allocation;
+        const same = why !== undefined && why.model === a.model;
         text($(el, ".model-agent"), a.agentId);
-        text($(el, ".model-reason"), a.reasoning);
+        const reason = a.reasoning || why?.reasoning || "";
+        const reasonFor = why && !same ? `${why.model} allocated: ` : "";
+        text($(el, ".model-reason-for"), reasonFor);
+        text($(el, ".model-reason-text"), reason);
+        attr($(el, ".model-reason"), "title", reasonFor + reason);
+        // What the newest left out, the reasoned allocation of the same model says.
+        const facts = same ? why : undefined;
+        const tier = a.tier || facts?.tier || "";
+        const contextWindow = a.contextWindow || facts?.contextWindow || 0n;
+        const cost = a.expectedCostUsd ?? facts?.expectedCostUsd;
         const chip = $(el, ".model-chip");
         text(chip, a.model);
-        attr(chip, "data-tier", a.tier || "none");
-        const facts = [a.contextWindow ? `${compact(Number(a.contextWindow))} ctx` : "", a.expectedCostUsd !== undefined ? `≈ ${money(a.expectedCostUsd)}` : ""];
-        text($(el, ".model-cost"), facts.filter(Boolean).join(" · "));
+        attr(chip, "title", a.model); // a long name is cut short
+        attr(chip, "data-tier", tier || "none");
+        const shown = [contextWindow ? `${compact(Number(contextWindow))} ctx` : "", cost !== undefined ? `≈ ${money(cost)}` : ""];
+        text($(el, ".model-cost"), shown.filter(Boolean).join(" · "));
       },
     );
   }
