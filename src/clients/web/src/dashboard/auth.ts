@@ -1,7 +1,8 @@
 // Bearer tokens for the dashboard: when the server answers UNAUTHENTICATED the page asks for
 // a token (saying why the last one was refused), keeps it in sessionStorage for this tab
 // only, and sends it as `authorization: Bearer <token>` on every call. Calls made while the
-// question is open wait for the answer; the dashboard's reconnect loops then simply retry.
+// question is open wait for the answer; the run list and the run watcher wait for it too
+// (the indicator says "Sign-in needed", not "Reconnecting…"), then call again.
 // A token the server knows but that may not view runs (PERMISSION_DENIED on a read) is no
 // passing trouble: the run list and the run watcher ask for another one (askForToken with
 // "denied") instead of retrying.

@@ -126,7 +126,7 @@ export class RunSession {
         void this.loadPanels(from);
       },
       state: (state, detail) => {
-        const lost = state === "reconnecting" || state === "denied";
+        const lost = state === "reconnecting" || state === "signin" || state === "denied";
         if (lost && this.lostAt === undefined) this.lostAt = serverNow();
         if (!lost && state !== "connecting") this.lostAt = undefined;
         this.link = state;
