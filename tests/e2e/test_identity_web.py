@@ -305,6 +305,38 @@ async def test_the_indicator_says_sign_in_is_needed_while_the_dialog_asks(
         await run.close()
 
 
+async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    """With a token, the server records its subject as who answered, whatever the request
+    says: the page shows that subject where it would offer a name field, and sends no name
+    its user gave earlier on a server without auth."""
+    require_chromium()
+    require_envoy()
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as acme:
+        run = await acme.start_run("wf", display_name="Acme launch")
+        asking = asyncio.create_task(run.ask("Ship it?", ["yes", "no"], decision_id="ship"))
+        open_card = 'document.querySelector(\'[data-decision-id="ship"][data-state="open"]\')'
+        try:
+            async with dashboard(secured.target, tmp_path) as web, browser() as tab:
+                await tab.goto(f"{web.page.url}#/runs/{run.run_id}")
+                await tab.eval("localStorage.setItem('runstream.name', 'mallory')")
+                await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
+                await tab.eval(use(keys.token(["viewer", "operator"], sub="dana")))
+                await tab.wait(f"{DIALOG} === null && {open_card} !== null")
+                said = await tab.eval(
+                    "[document.querySelector('.answer-as-note').textContent,"
+                    " document.querySelector('#answer-name').hidden]"
+                )
+                assert said == ["dana, as signed in", True]
+                await tab.click('[data-decision-id="ship"] button[data-choice="yes"]')
+                result = await asyncio.wait_for(asking, 20)
+                assert (result.choice, result.answered_by) == ("yes", "dana")
+                assert await tab.errors() == []
+        finally:
+            await run.close()
+
+
 async def test_the_server_panel_comes_back_when_an_admin_token_is_given(
     secured: RunstreamServer, keys: Keys, tmp_path: Path
 ) -> None:

@@ -23,6 +23,11 @@ function storedToken(): string | null {
   }
 }
 
+/** The token the page sends, or null when it has none. */
+export function givenToken(): string | null {
+  return storedToken() ?? memoryToken;
+}
+
 /** Why the dialog asks: no valid token, or a valid one without the viewer role. */
 export type Refusal = "unauthenticated" | "denied";
 
@@ -107,7 +112,7 @@ async function* watched<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
 /** The transport interceptor: waits for an open token question, sends the token. */
 export const authInterceptor: Interceptor = (next) => async (req) => {
   if (asking) await asking;
-  const token = storedToken() ?? memoryToken;
+  const token = givenToken();
   if (token) req.header.set("authorization", `Bearer ${token}`);
   try {
     const res = await next(req);

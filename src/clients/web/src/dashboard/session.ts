@@ -6,6 +6,7 @@ import type { Api } from "./api";
 import { serverNow } from "./clock";
 import { type DecisionItem, FEED_KINDS, FEED_LIMIT, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
+import { actingAs } from "./who";
 
 /**
  * The least time between two GetRun calls of an open run, however fast events arrive: a
@@ -41,9 +42,6 @@ function eventsBefore(before: number, kinds: readonly EventKind[]): string {
   if (kinds.length) terms.push(kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR "));
   return terms.join(" AND ");
 }
-
-/** Who the dashboard says answered a decision. */
-export const ANSWERED_BY = "dashboard";
 
 /**
  * What a failed call says on the page. The path to the server failing (Envoy's own "upstream
@@ -162,7 +160,7 @@ export class RunSession {
         decisionId,
         choice: choice ?? "",
         skip: choice === undefined,
-        answeredBy: ANSWERED_BY,
+        answeredBy: actingAs(),
       });
       const decision = response.decision;
       if (decision) {
@@ -207,7 +205,7 @@ export class RunSession {
     }
   }
 
-  /** Pauses, resumes or cancels the run (RunService), as the dashboard's operator. */
+  /** Pauses, resumes or cancels the run (RunService), as the name the user gave (./who). */
   async control(action: RunAction): Promise<void> {
     if (this.acting) return;
     this.acting = action;
@@ -215,9 +213,10 @@ export class RunSession {
     this.changed();
     try {
       const runId = this.runId;
-      if (action === "pause") await this.api.runs.pauseRun({ runId, requestedBy: ANSWERED_BY });
-      else if (action === "resume") await this.api.runs.resumeRun({ runId, requestedBy: ANSWERED_BY });
-      else await this.api.runs.cancelRun({ runId, cancelledBy: ANSWERED_BY, reason: "cancelled from the dashboard" });
+      const by = actingAs();
+      if (action === "pause") await this.api.runs.pauseRun({ runId, requestedBy: by });
+      else if (action === "resume") await this.api.runs.resumeRun({ runId, requestedBy: by });
+      else await this.api.runs.cancelRun({ runId, cancelledBy: by, reason: "cancelled from the dashboard" });
       this.scheduleRefresh();
     } catch (error) {
       this.actionError = plainError(ConnectError.from(error), "This token may not pause, resume or cancel runs");
