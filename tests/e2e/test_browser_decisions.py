@@ -6,6 +6,8 @@ second click, or a held Enter, cannot answer a question the person did not look 
 reader names each card by its question and says it with each option; the progress bar and the
 activity feed have names. An answer that came after someone else's shows the outcome that won,
 with the option's label. A decision's context is listed by name, six entries and how many more.
+On a server without auth the answers go by the name given once on the page (kept for the
+browser), and so does a pause; with a token, by the token's subject, and the page offers no name.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tests.clients.test_decisions import open_decision
 from .conftest import Web
 from .test_browser import run_view_is
 from .test_browser_sizes import LONG_RUN_EVENTS
-from .web_support import browser
+from .web_support import Browser, browser
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -206,3 +208,54 @@ async def test_a_decisions_context_is_listed_by_name_with_how_many_more(
         await client.submit_decision(run.run_id, "q1", "a", answered_by="dana")
         await asyncio.wait_for(asking, 20)
         await run.close()
+
+
+NAME_NOTE = "document.querySelector('.answer-as-note').textContent"
+
+
+async def type_name(page: Browser, name: str) -> None:
+    """Types a name into the page's "Answering as" field, key by key, as its user would."""
+    await page.click("#answer-name")
+    for key in name:
+        await page.press(key)
+
+
+async def test_answers_go_by_the_name_given_once_on_the_page(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: on a server without auth every answer from the browser was recorded
+    "by dashboard" (the CLI has --by and $RUNSTREAM_USER), so a team lost its audit trail.
+    A name given once is kept for the browser and sent with each answer."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("review-board", steps=["review"])
+        first = asyncio.create_task(run.ask("Approve asset d0?", OPTIONS, decision_id="d0"))
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{state('d0')} === 'open'")
+        assert await page.eval(NAME_NOTE) == "(recorded as \u201cdashboard\u201d)"
+        await type_name(page, "ana.lima")
+        await page.click(option("d0", "approve"))
+        result = await asyncio.wait_for(first, 20)
+        assert (result.choice, result.answered_by) == ("approve", "ana.lima")
+        await page.wait(f"{state('d0')} === 'resolved'")
+        outcome = "document.querySelector('[data-decision-id=\"d0\"] .decision-outcome')"
+        assert (
+            await page.eval(f"{outcome}.textContent") == "Answered \u201cApprove\u201d by ana.lima"
+        )
+        # Opened again later, the page still knows the name: the next answer goes by it too.
+        second = asyncio.create_task(run.ask("Approve asset d1?", OPTIONS, decision_id="d1"))
+        await open_decision(client, run.run_id, "d1")
+        await page.call("goto", url=web.run_url(run.run_id))
+        await page.wait(f"{state('d1')} === 'open'")
+        assert await page.eval("document.querySelector('#answer-name').value") == "ana.lima"
+        assert await page.eval(NAME_NOTE) == ""
+        await page.screenshot("decision-answering-as.png", full_page=False)
+        await page.click(option("d1", "reject"))
+        assert (await asyncio.wait_for(second, 20)).answered_by == "ana.lima"
+        # So does a pause from the page.
+        await page.click('.controls [data-action="pause"]')
+        await page.wait(run_view_is("PAUSED"))
+        kinds = [runstream.EventKind.RUN_STATUS_CHANGED]
+        changes = [e async for e in client.list_events(run.run_id, kinds=kinds)]
+        assert changes[-1].payload.changed_by == "ana.lima"
+        await run.close()
+        assert await page.errors() == []

@@ -2,8 +2,9 @@
 
 An agent loop of 1,500 steps shows the steps around the one at work, as the CLI's live view
 does, the rest folded into a line each ("1,497 earlier steps done"), and every step on
-"Show all"; a failed step is never folded away. A box of streamed text keeps its newest words
-in sight as they are written, unless its reader scrolled it up.
+"Show all"; a failed step is never folded away. Each step lists its artifacts (a web address
+as a link, any other URI as text) and its metrics. A box of streamed text keeps its newest
+words in sight as they are written, unless its reader scrolled it up.
 """
 
 from __future__ import annotations
@@ -91,6 +92,59 @@ async def test_a_long_plan_shows_the_next_few_steps_and_folds_the_rest(
             "page-4",
             "\u25cb 55 more steps to come",
         ]
+        await run.close()
+        assert await page.errors() == []
+
+
+# A step's artifacts as its row shows them: the text, the link's address and the URI beside.
+ARTIFACTS = """[...document.querySelectorAll('[data-step-id="{}"] .artifact')].map((li) => [
+  li.querySelector('a, .artifact-name')?.textContent ?? li.textContent,
+  li.querySelector('a')?.getAttribute('href') ?? null,
+  li.querySelector('.artifact-uri')?.textContent ?? null,
+])"""
+METRICS = "document.querySelector('[data-step-id=\"{}\"] .step-metrics')"
+
+
+async def test_each_step_lists_its_artifacts_and_metrics(server: RunstreamServer, web: Web) -> None:
+    """Found in review: a campaign's output is its artifacts (copy documents, the website),
+    and the page showed only their count; no URI was shown or linked anywhere, nor the
+    metrics each step reported."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("campaign", steps=["copy", "site", "review"])
+        async with run.step("copy") as step:
+            await step.artifact("headlines.md", kind="copy", uri="s3://campaigns/c1/headlines.md")
+            await step.artifact("Landing page", kind="html", uri="https://example.com/c1/")
+            await step.artifact("notes", kind="text", uri="javascript:alert(document.cookie)")
+            await step.metrics({"tokens": 1200, "cost_usd": 0.042, "duration_s": 3.5})
+        async with run.step("site") as step:
+            for n in range(6):
+                await step.artifact(f"page-{n}.html", uri=f"http://example.com/p{n}")
+        await run.start_step("review")
+        await run.flush()
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(run_view_is("RUNNING"))
+        assert await page.eval(ARTIFACTS.format("copy")) == [
+            ["headlines.md", None, "s3://campaigns/c1/headlines.md"],
+            ["Landing page", "https://example.com/c1/", None],
+            # Never a link: only web addresses are.
+            ["notes", None, "javascript:alert(document.cookie)"],
+        ]
+        assert await page.eval(f"{METRICS.format('copy')}.textContent") == (
+            "Cost $0.04 · Duration s 3.5 · Tokens 1,200"
+        )
+        site = await page.eval(ARTIFACTS.format("site"))
+        assert [a[0] for a in site] == [*(f"page-{n}.html" for n in range(4)), "+2 more"]
+        assert site[0][1] == "http://example.com/p0"
+        # A step with neither shows neither line.
+        review = '[data-step-id="review"]'
+        assert await page.eval(f"document.querySelector('{review} .step-artifacts').hidden")
+        assert await page.eval(f"{METRICS.format('review')}.hidden")
+        # One reported as the page watches shows up in its step's row.
+        async with run.step("review") as step:
+            await step.artifact("verdict.md", uri="https://example.com/verdict")
+        await run.flush()
+        await page.wait(f"{ARTIFACTS.format('review')}.length === 1")
+        await page.screenshot("step-artifacts.png", full_page=False)
         await run.close()
         assert await page.errors() == []
 

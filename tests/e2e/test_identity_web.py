@@ -271,6 +271,72 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
         await theirs.close()
 
 
+async def test_the_indicator_says_sign_in_is_needed_while_the_dialog_asks(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    """Found in review: a run's page opened without a token said "Reconnecting…" behind the
+    sign-in dialog, though nothing was reconnecting: the page waits for a token. So it says
+    "Sign-in needed" until one is given, then "Live"; and again when the token expires."""
+    require_chromium()
+    require_envoy()
+    label = "document.querySelector('#conn .conn-label').textContent"
+    connection = "document.querySelector('#app').dataset.connection"
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as acme:
+        run = await acme.start_run("wf", display_name="Acme launch")
+        await run.flush()
+    try:
+        async with dashboard(secured.target, tmp_path) as web, browser() as tab:
+            await tab.goto(f"{web.page.url}#/runs/{run.run_id}")
+            await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
+            await tab.wait(f"{label} === 'Sign-in needed'")
+            await asyncio.sleep(1.5)  # no backoff of a reconnect loop replaces it
+            assert await tab.eval(f"[{connection}, {label}]") == ["signin", "Sign-in needed"]
+            await tab.screenshot("token-dialog-run-page.png", full_page=False)
+            await tab.eval(use(keys.token(["viewer"], exp=int(time.time()) + 8)))
+            await tab.wait(f"{DIALOG} === null && {connection} === 'live'")
+            assert await tab.eval(label) == "Live"
+            # The token expires during the watch: the dialog asks again, and so does the page.
+            await tab.wait(f"{DIALOG} !== null && {DIALOG}.open", within=20)
+            await tab.wait(f"{label} === 'Sign-in needed'")
+            await tab.eval(use(keys.token(["viewer"])))
+            await tab.wait(f"{DIALOG} === null && {connection} === 'live'")
+            assert await tab.errors() == []
+    finally:
+        await run.close()
+
+
+async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
+    secured: RunstreamServer, keys: Keys, tmp_path: Path
+) -> None:
+    """With a token, the server records its subject as who answered, whatever the request
+    says: the page shows that subject where it would offer a name field, and sends no name
+    its user gave earlier on a server without auth."""
+    require_chromium()
+    require_envoy()
+    async with runstream.connect(secured.target, token=keys.token(["producer"])) as acme:
+        run = await acme.start_run("wf", display_name="Acme launch")
+        asking = asyncio.create_task(run.ask("Ship it?", ["yes", "no"], decision_id="ship"))
+        open_card = 'document.querySelector(\'[data-decision-id="ship"][data-state="open"]\')'
+        try:
+            async with dashboard(secured.target, tmp_path) as web, browser() as tab:
+                await tab.goto(f"{web.page.url}#/runs/{run.run_id}")
+                await tab.eval("localStorage.setItem('runstream.name', 'mallory')")
+                await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
+                await tab.eval(use(keys.token(["viewer", "operator"], sub="dana")))
+                await tab.wait(f"{DIALOG} === null && {open_card} !== null")
+                said = await tab.eval(
+                    "[document.querySelector('.answer-as-note').textContent,"
+                    " document.querySelector('#answer-name').hidden]"
+                )
+                assert said == ["dana, as signed in", True]
+                await tab.click('[data-decision-id="ship"] button[data-choice="yes"]')
+                result = await asyncio.wait_for(asking, 20)
+                assert (result.choice, result.answered_by) == ("yes", "dana")
+                assert await tab.errors() == []
+        finally:
+            await run.close()
+
+
 async def test_the_server_panel_comes_back_when_an_admin_token_is_given(
     secured: RunstreamServer, keys: Keys, tmp_path: Path
 ) -> None:

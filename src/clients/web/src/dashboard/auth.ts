@@ -1,7 +1,8 @@
 // Bearer tokens for the dashboard: when the server answers UNAUTHENTICATED the page asks for
 // a token (saying why the last one was refused), keeps it in sessionStorage for this tab
 // only, and sends it as `authorization: Bearer <token>` on every call. Calls made while the
-// question is open wait for the answer; the dashboard's reconnect loops then simply retry.
+// question is open wait for the answer; the run list and the run watcher wait for it too
+// (the indicator says "Sign-in needed", not "Reconnecting…"), then call again.
 // A token the server knows but that may not view runs (PERMISSION_DENIED on a read) is no
 // passing trouble: the run list and the run watcher ask for another one (askForToken with
 // "denied") instead of retrying.
@@ -20,6 +21,11 @@ function storedToken(): string | null {
   } catch {
     return null; // storage disabled: ask again on each refusal
   }
+}
+
+/** The token the page sends, or null when it has none. */
+export function givenToken(): string | null {
+  return storedToken() ?? memoryToken;
 }
 
 /** Why the dialog asks: no valid token, or a valid one without the viewer role. */
@@ -106,7 +112,7 @@ async function* watched<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
 /** The transport interceptor: waits for an open token question, sends the token. */
 export const authInterceptor: Interceptor = (next) => async (req) => {
   if (asking) await asking;
-  const token = storedToken() ?? memoryToken;
+  const token = givenToken();
   if (token) req.header.set("authorization", `Bearer ${token}`);
   try {
     const res = await next(req);

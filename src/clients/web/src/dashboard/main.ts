@@ -20,6 +20,7 @@ const LINK_LABELS: Record<LinkState, string> = {
   reconnecting: "Reconnecting…",
   ended: "Run ended",
   failed: "Cannot show",
+  signin: "Sign-in needed",
   denied: "No access",
 };
 

@@ -160,9 +160,17 @@ export interface ThoughtItem {
   thinking: Thinking;
 }
 
+/**
+ * An agent's model allocation, as the models panel shows it: the newest one (the model the
+ * agent uses now), and the newest one that said why, when that is another. An integration
+ * reports each model an agent calls (LangChain's handler, the OpenAI Agents processor) with
+ * no reasoning: the manager's reasoned choice stays readable beside it, not replaced.
+ */
 export interface AllocationItem {
   seq: number;
   allocation: ModelAllocation;
+  /** The newest allocation for the agent that gave its reasoning; undefined while none did. */
+  reasoned?: { seq: number; allocation: ModelAllocation };
 }
 
 export interface DecisionItem {
@@ -323,8 +331,7 @@ export class RunModel {
       if (p.case === "thinking" && !this.thoughts.some((t) => t.seq === seq)) {
         this.thoughts.push({ seq, time: millis(event.eventTime), thinking: p.value });
       } else if (p.case === "modelAllocation") {
-        const shown = this.allocations.get(p.value.agentId);
-        if (!shown || shown.seq < seq) this.allocations.set(p.value.agentId, { seq, allocation: p.value });
+        this.allocate(seq, p.value);
       } else if (p.case === "workflowStateChange" && seq > this.phaseSeq && (p.value.stages.length > 0 || p.value.currentStage)) {
         this.setPhase(seq, p.value.currentStage, p.value.stages);
       } else if (p.case === "workflowStateChange" && this.phase && seq > this.phaseStagesSeq && p.value.stages.length > 0) {
@@ -475,6 +482,35 @@ export class RunModel {
     if (Object.keys(flags).length > 0 && seq > (this.pipeline?.seq ?? 0)) this.pipeline = { seq, flags: { ...flags } };
   }
 
+  /**
+   * Takes an allocation, live or read back (in any order): the newest becomes the agent's
+   * model; the newest with reasoning stays its reasoning while later ones give none.
+   */
+  private allocate(seq: number, allocation: ModelAllocation): void {
+    let item = this.allocations.get(allocation.agentId);
+    if (!item) {
+      item = { seq, allocation };
+      this.allocations.set(allocation.agentId, item);
+    } else if (item.seq < seq) {
+      item.seq = seq;
+      item.allocation = allocation;
+    }
+    if (allocation.reasoning && (!item.reasoned || item.reasoned.seq < seq)) item.reasoned = { seq, allocation };
+  }
+
+  /** The agents the models panel lists: those allocated last, newest first. */
+  shownAllocations(): AllocationItem[] {
+    return [...this.allocations.values()].sort((a, b) => b.seq - a.seq).slice(0, MODELS_SHOWN);
+  }
+
+  /**
+   * Whether an agent the models panel lists has no reasoning yet, which an earlier
+   * allocation read back may give (its newest came from an integration, say).
+   */
+  get allocationsUnexplained(): boolean {
+    return this.shownAllocations().some((item) => item.reasoned === undefined);
+  }
+
   /** Whether the phase lists stages an event gave (not none for want of an earlier change). */
   get phaseHasStages(): boolean {
     return this.phaseStagesSeq > 0;
@@ -536,7 +572,7 @@ export class RunModel {
         if (this.thoughts.length > THOUGHTS_KEPT) this.thoughts.shift();
         break;
       case "modelAllocation":
-        this.allocations.set(p.value.agentId, { seq, allocation: p.value });
+        this.allocate(seq, p.value);
         break;
       case "metricsUpdate":
         if (!p.value.stepId) {

@@ -6,12 +6,11 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
-import { askForToken } from "./auth";
 import { heardServerTime } from "./clock";
 import { millis } from "./format";
 import { isTerminal } from "./model";
 import { retryDelay, sleep } from "./retry";
-import type { LinkState } from "./watch";
+import { type LinkState, askedForToken } from "./watch";
 
 const POLL_MS = 2500;
 /** How many runs the list shows at first, and how many more each "Show more runs" adds. */
@@ -147,10 +146,8 @@ export class RunsFeed {
           streaming = false; // an older server: poll instead
           continue;
         }
-        if (err.code === Code.PermissionDenied) {
-          // The token may not view runs: no retry makes it, another token might.
-          this.state("denied");
-          await askForToken(err.rawMessage, "denied");
+        // No token, or one that may not view runs: no retry makes it, a token might.
+        if (await askedForToken(err, (state) => this.state(state))) {
           failures = 0;
           continue;
         }

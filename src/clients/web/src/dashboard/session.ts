@@ -6,6 +6,7 @@ import type { Api } from "./api";
 import { serverNow } from "./clock";
 import { type DecisionItem, FEED_KINDS, FEED_LIMIT, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
 import { type LinkState, RunWatch } from "./watch";
+import { actingAs } from "./who";
 
 /**
  * The least time between two GetRun calls of an open run, however fast events arrive: a
@@ -41,9 +42,6 @@ function eventsBefore(before: number, kinds: readonly EventKind[]): string {
   if (kinds.length) terms.push(kinds.map((kind) => `kind = ${EventKind[kind]}`).join(" OR "));
   return terms.join(" AND ");
 }
-
-/** Who the dashboard says answered a decision. */
-export const ANSWERED_BY = "dashboard";
 
 /**
  * What a failed call says on the page. The path to the server failing (Envoy's own "upstream
@@ -126,7 +124,7 @@ export class RunSession {
         void this.loadPanels(from);
       },
       state: (state, detail) => {
-        const lost = state === "reconnecting" || state === "denied";
+        const lost = state === "reconnecting" || state === "signin" || state === "denied";
         if (lost && this.lostAt === undefined) this.lostAt = serverNow();
         if (!lost && state !== "connecting") this.lostAt = undefined;
         this.link = state;
@@ -162,7 +160,7 @@ export class RunSession {
         decisionId,
         choice: choice ?? "",
         skip: choice === undefined,
-        answeredBy: ANSWERED_BY,
+        answeredBy: actingAs(),
       });
       const decision = response.decision;
       if (decision) {
@@ -207,7 +205,7 @@ export class RunSession {
     }
   }
 
-  /** Pauses, resumes or cancels the run (RunService), as the dashboard's operator. */
+  /** Pauses, resumes or cancels the run (RunService), as the name the user gave (./who). */
   async control(action: RunAction): Promise<void> {
     if (this.acting) return;
     this.acting = action;
@@ -215,9 +213,10 @@ export class RunSession {
     this.changed();
     try {
       const runId = this.runId;
-      if (action === "pause") await this.api.runs.pauseRun({ runId, requestedBy: ANSWERED_BY });
-      else if (action === "resume") await this.api.runs.resumeRun({ runId, requestedBy: ANSWERED_BY });
-      else await this.api.runs.cancelRun({ runId, cancelledBy: ANSWERED_BY, reason: "cancelled from the dashboard" });
+      const by = actingAs();
+      if (action === "pause") await this.api.runs.pauseRun({ runId, requestedBy: by });
+      else if (action === "resume") await this.api.runs.resumeRun({ runId, requestedBy: by });
+      else await this.api.runs.cancelRun({ runId, cancelledBy: by, reason: "cancelled from the dashboard" });
       this.scheduleRefresh();
     } catch (error) {
       this.actionError = plainError(ConnectError.from(error), "This token may not pause, resume or cancel runs");
@@ -232,17 +231,20 @@ export class RunSession {
    * (up to `until`), read newest first (ListEvents "seq desc"), each kind only as far back as
    * its panel looks, and the panels show what a page open all along would: none of them
    * totals the whole log. The thinking panel keeps the newest THOUGHTS_KEPT thoughts; the
-   * models panel lists the MODELS_SHOWN agents allocated last; the phases are the newest
-   * change's current stage with the newest list of stages. Only a kind whose panel never
-   * fills (fewer agents than the panel lists, no change listing stages) is read back to the
-   * run's start. A failure leaves the panels as they are.
+   * models panel lists the MODELS_SHOWN agents allocated last, each with the reasoning of
+   * its newest allocation that gave one; the phases are the newest change's current stage
+   * with the newest list of stages. Only a kind whose panel never fills (fewer agents than
+   * the panel lists, or one never given reasoning; no change listing stages) is read back to
+   * the run's start. A failure leaves the panels as they are.
    */
   private async loadPanels(until: number): Promise<void> {
     const { model } = this;
     // Each read stops once the panel is full: the newest thoughts, or as many agents as the
     // panel lists (an agent not met by then was allocated before all of them).
     const enoughThoughts = () => model.thoughts.length >= THOUGHTS_KEPT;
-    const enoughAgents = () => model.allocations.size >= MODELS_SHOWN;
+    // An agent listed without reasoning reads on for an earlier allocation that gave some:
+    // allocations are few (an integration reports each model an agent calls once).
+    const enoughAgents = () => model.allocations.size >= MODELS_SHOWN && !model.allocationsUnexplained;
     // The newest change that lists the stages is the oldest one the phases need; the
     // pipeline's flags may come from an older one (a run that gives none reads them all).
     const enoughPhases = () => model.phaseHasStages && model.pipeline !== undefined;

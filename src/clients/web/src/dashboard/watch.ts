@@ -10,10 +10,11 @@ import { heardServerTime } from "./clock";
 import { retryDelay, sleep } from "./retry";
 
 /**
- * The state of the link to the server, as the Live indicator shows it: "denied" while the
- * token may not view runs (the token dialog is up).
+ * The state of the link to the server, as the Live indicator shows it: "signin" while the
+ * server wants a token the page does not have (the token dialog is up, nothing retries),
+ * "denied" while the token may not view runs (the dialog asks for another).
  */
-export type LinkState = "connecting" | "live" | "reconnecting" | "ended" | "failed" | "denied";
+export type LinkState = "connecting" | "live" | "reconnecting" | "ended" | "failed" | "signin" | "denied";
 
 export interface WatchHandlers {
   /** New events, in seq order, each exactly once. */
@@ -86,10 +87,8 @@ export class RunWatch {
           this.handlers.state("ended", err.rawMessage);
           return;
         }
-        if (err.code === Code.PermissionDenied) {
-          // Retrying cannot help either, but another token can: ask for one, then go on.
-          this.handlers.state("denied", err.rawMessage);
-          await askForToken(err.rawMessage, "denied");
+        // Retrying cannot help either, but a token (another one) can: ask for it, then go on.
+        if (await askedForToken(err, (state, detail) => this.handlers.state(state, detail))) {
           failures = 0;
           continue;
         }
@@ -167,4 +166,18 @@ export class RunWatch {
     }
     if (fresh.length > 0) this.handlers.events(fresh);
   }
+}
+
+/**
+ * When a failed call wants a token rather than a retry (UNAUTHENTICATED: none, or an expired
+ * or bad one; PERMISSION_DENIED: one that may not view runs), says so on the indicator
+ * ("signin" or "denied": nothing is reconnecting meanwhile), waits for the dialog's answer
+ * and returns true; returns false at once for any other failure.
+ */
+export async function askedForToken(err: ConnectError, state: (state: LinkState, detail: string) => void): Promise<boolean> {
+  const refusal = err.code === Code.Unauthenticated ? "unauthenticated" : err.code === Code.PermissionDenied ? "denied" : undefined;
+  if (refusal === undefined) return false;
+  state(refusal === "denied" ? "denied" : "signin", err.rawMessage);
+  await askForToken(err.rawMessage, refusal);
+  return true;
 }

@@ -1,11 +1,13 @@
 // The run page's decision cards: the questions the run asks its humans, answered from their
 // options (DecisionService.SubmitDecision through the session), each card staying where it was
-// asked, with keyboard focus going on to the next open one.
+// asked, with keyboard focus going on to the next open one. Above them, who answers: a name
+// given once (./who), or on a server that wants tokens the token's subject.
 import { DecisionOutcome } from "../../gen/runstream/v1/event_pb";
 import { $, h, icon, reconcile, text } from "../dom";
 import { byName, enumWords, formatDuration, jsonText, metricLabel } from "../format";
 import type { DecisionItem } from "../model";
 import type { RunSession } from "../session";
+import { DEFAULT_NAME, NAME_CHARS, givenName, setName, tokenSubject } from "../who";
 
 /** How many of a decision's context entries its card lists (by name; then "+3 more"). */
 const CONTEXT_SHOWN = 6;
@@ -18,12 +20,39 @@ export class DecisionCards {
   private closedSeen = new Set<string>();
   /** The cards the last render showed. */
   private shown = new Set<string>();
+  /** Who answers: the name field, or the token's subject. */
+  private readonly answerAs: HTMLElement;
+  private readonly nameInput: HTMLInputElement;
+  /** The cards, in the order asked. */
+  private readonly list: HTMLElement;
 
   /** `section`: the run page's decisions section, which this fills. */
   constructor(
     private readonly section: HTMLElement,
     private readonly session: RunSession,
   ) {
+    this.nameInput = h("input", {
+      id: "answer-name",
+      class: "answer-name",
+      type: "text",
+      name: "name",
+      autocomplete: "name",
+      maxlength: NAME_CHARS,
+      placeholder: "your name",
+      value: givenName(),
+    });
+    // Kept as it is typed: an option clicked next is answered under it.
+    this.nameInput.addEventListener("input", () => setName(this.nameInput.value));
+    this.nameInput.addEventListener("change", () => (this.nameInput.value = setName(this.nameInput.value)));
+    this.answerAs = h(
+      "div",
+      { class: "answer-as" },
+      h("label", { for: "answer-name" }, "Answering as"),
+      this.nameInput,
+      h("span", { class: "answer-as-note" }),
+    );
+    this.list = h("div", { class: "decision-list" });
+    section.append(this.answerAs, this.list);
     section.addEventListener("click", (event) => void this.onClick(event));
     section.addEventListener("keydown", (event) => {
       // A held Enter clicks again and again: once focus moved on, it would answer the next
@@ -48,9 +77,23 @@ export class DecisionCards {
     const latest = new Set(this.closedOrder.slice(-RESOLVED_SHOWN));
     const shown = decisions.filter((d) => isActive(d) || latest.has(d.decisionId) || (anyOpen && this.shown.has(d.decisionId)));
     this.shown = new Set(shown.map((d) => d.decisionId));
-    const section = this.section;
-    section.hidden = shown.length === 0;
-    reconcile(section, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now, anyOpen));
+    this.section.hidden = shown.length === 0;
+    this.renderAnswerAs(anyOpen);
+    reconcile(this.list, shown, (d) => d.decisionId, buildDecision, (el, d) => updateDecision(el, d, now, anyOpen));
+  }
+
+  /**
+   * Who answers, while a decision is open: the name given (a field, remembered for every
+   * tab), or with a token the subject the server will record (no field: the server would
+   * not take the name).
+   */
+  private renderAnswerAs(anyOpen: boolean): void {
+    const subject = tokenSubject();
+    this.answerAs.hidden = !anyOpen;
+    this.answerAs.dataset.by = subject === undefined ? "name" : "token";
+    this.nameInput.hidden = subject !== undefined;
+    const note = subject === undefined ? (this.nameInput.value.trim() ? "" : `(recorded as “${DEFAULT_NAME}”)`) : `${subject || "your token's subject"}, as signed in`;
+    text($(this.answerAs, ".answer-as-note"), note);
   }
 
   private sorted(): DecisionItem[] {

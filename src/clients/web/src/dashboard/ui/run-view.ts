@@ -21,13 +21,28 @@ import {
   money,
   percentText,
 } from "../format";
-import { FEED_KINDS, FEED_LIMIT, type FeedItem, MODELS_SHOWN, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
+import { FEED_KINDS, FEED_LIMIT, type FeedItem, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
 import type { RunSession } from "../session";
 import { DecisionCards } from "./decision-cards";
 import { StepList } from "./step-list";
 
 const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
 const MAX_TILES = 8;
+/** The label of the run's own artifacts tile, and what it counts. */
+const ARTIFACTS_LABEL = "Artifacts produced";
+const ARTIFACTS_TITLE = "Artifacts the run reported (ArtifactProduced events and completed steps' artifacts)";
+
+/** A metric tile, or one of the run's own (`summary`), keyed apart from every metric. */
+interface Tile {
+  key: string;
+  summary?: string;
+  /** The metric's name, as its producer gave it ("" for the run's own tiles). */
+  name: string;
+  label: string;
+  value: string;
+  change: string;
+  history: number[];
+}
 
 export class RunView {
   readonly root: HTMLElement;
@@ -229,23 +244,43 @@ export class RunView {
     }
     const run = model.snapshot;
     const names = [...values.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).slice(0, MAX_TILES);
-    const tiles: Array<{ name: string; label: string; value: string; change: string; history: number[] }> = names.map((name) => ({
-      name,
-      label: metricLabel(name),
-      value: metricWithUnit(name, values.get(name) ?? 0, model.metricUnit(name)),
-      change: changeText(name, model.metricChange(name), model.metricUnit(name)),
-      history: this.metricHistory.get(name) ?? [],
-    }));
+    // The run's own tiles (the artifacts count) are keyed apart from its metrics, whatever
+    // the metrics are named: a metric named "artifacts" once shared the Artifacts tile's key,
+    // and every render added two more tiles.
+    const builtIn: Tile[] = [];
     if (run && !values.has("assets") && run.artifactsSummary && run.artifactsSummary.total > 0) {
-      tiles.push({ name: "artifacts", label: "Artifacts", value: String(run.artifactsSummary.total), change: "", history: [] });
+      builtIn.push({ key: "summary:artifacts", summary: "artifacts", name: "", label: ARTIFACTS_LABEL, value: String(run.artifactsSummary.total), change: "", history: [] });
     }
+    const taken = new Set(builtIn.map((t) => t.label.toLowerCase()));
+    const tiles: Tile[] = names.map((name) => {
+      // A metric whose label would read like one of the run's own tiles goes by the name
+      // its producer gave it.
+      const label = metricLabel(name);
+      return {
+        key: `metric:${name}`,
+        name,
+        label: taken.has(label.toLowerCase()) ? name : label,
+        value: metricWithUnit(name, values.get(name) ?? 0, model.metricUnit(name)),
+        change: changeText(name, model.metricChange(name), model.metricUnit(name)),
+        history: this.metricHistory.get(name) ?? [],
+      };
+    });
+    tiles.push(...builtIn);
     const container = $(this.root, ".tiles");
     container.hidden = tiles.length === 0;
     reconcile(
       container,
       tiles,
-      (t) => t.name,
-      (t) => h("div", { class: "tile", "data-metric": t.name }, h("div", { class: "tile-label" }), h("div", { class: "tile-value" }), h("div", { class: "tile-change" }), sparkline()),
+      (t) => t.key,
+      (t) =>
+        h(
+          "div",
+          { class: "tile", "data-metric": t.summary ? null : t.name, "data-summary": t.summary ?? null, title: t.summary ? ARTIFACTS_TITLE : `Metric “${t.name}”` },
+          h("div", { class: "tile-label" }),
+          h("div", { class: "tile-value" }),
+          h("div", { class: "tile-change" }),
+          sparkline(),
+        ),
       (el, t) => {
         text($(el, ".tile-label"), t.label);
         text($(el, ".tile-value"), t.value);
@@ -332,7 +367,7 @@ export class RunView {
   }
 
   private renderModels(): void {
-    const rows = [...this.session.model.allocations.values()].sort((a, b) => b.seq - a.seq).slice(0, MODELS_SHOWN);
+    const rows = this.session.model.shownAllocations();
     $(this.root, ".models-empty").hidden = rows.length > 0;
     reconcile(
       $(this.root, ".models"),
@@ -341,20 +376,40 @@ export class RunView {
       (r) =>
         h(
           "li",
-          { class: "model-row" },
+          { class: "model-row", "data-agent-id": r.allocation.agentId },
           avatar(r.allocation.agentId),
-          h("div", { class: "model-body" }, h("div", { class: "model-agent" }), h("div", { class: "model-reason" })),
+          h(
+            "div",
+            { class: "model-body" },
+            h("div", { class: "model-agent" }),
+            h("div", { class: "model-reason" }, h("span", { class: "model-reason-for" }), h("span", { class: "model-reason-text" })),
+          ),
           h("div", { class: "model-side" }, h("span", { class: "model-chip" }), h("span", { class: "model-cost" })),
         ),
       (el, r) => {
+        // The model the agent uses now; the reasoning of the newest allocation that gave one.
+        // When that chose another model (the manager's o3, before the node called another),
+        // the reasoning says which: "o3 allocated: ...".
         const a = r.allocation;
+        const why = a.reasoning ? undefined : r.reasoned?.allocation;
+        const same = why !== undefined && why.model === a.model;
         text($(el, ".model-agent"), a.agentId);
-        text($(el, ".model-reason"), a.reasoning);
+        const reason = a.reasoning || why?.reasoning || "";
+        const reasonFor = why && !same ? `${why.model} allocated: ` : "";
+        text($(el, ".model-reason-for"), reasonFor);
+        text($(el, ".model-reason-text"), reason);
+        attr($(el, ".model-reason"), "title", reasonFor + reason);
+        // What the newest left out, the reasoned allocation of the same model says.
+        const facts = same ? why : undefined;
+        const tier = a.tier || facts?.tier || "";
+        const contextWindow = a.contextWindow || facts?.contextWindow || 0n;
+        const cost = a.expectedCostUsd ?? facts?.expectedCostUsd;
         const chip = $(el, ".model-chip");
         text(chip, a.model);
-        attr(chip, "data-tier", a.tier || "none");
-        const facts = [a.contextWindow ? `${compact(Number(a.contextWindow))} ctx` : "", a.expectedCostUsd !== undefined ? `≈ ${money(a.expectedCostUsd)}` : ""];
-        text($(el, ".model-cost"), facts.filter(Boolean).join(" · "));
+        attr(chip, "title", a.model); // a long name is cut short
+        attr(chip, "data-tier", tier || "none");
+        const shown = [contextWindow ? `${compact(Number(contextWindow))} ctx` : "", cost !== undefined ? `≈ ${money(cost)}` : ""];
+        text($(el, ".model-cost"), shown.filter(Boolean).join(" · "));
       },
     );
   }

@@ -2,9 +2,9 @@
 // redrawn only when what it shows changed; a long list folds the stretches of done or pending
 // steps away from the steps at work, as the CLI's live view shows the steps around the current
 // one, until "Show all".
-import { type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
+import { type Artifact, type Step, StepStatus } from "../../gen/runstream/v1/run_pb";
 import { $, attr, h, icon, reconcile, text } from "../dom";
-import { clock, durationMillis, formatDuration, hue, millis } from "../format";
+import { byName, clock, durationMillis, formatDuration, hue, metricLabel, metricValue, millis } from "../format";
 import type { RunSession } from "../session";
 
 /** A step list this long or shorter shows every step; a longer one folds long stretches. */
@@ -13,6 +13,9 @@ const STEPS_ALL_SHOWN = 50;
 const STRETCH_FOLDED = 8;
 /** ... and how many of them stay beside the steps at work. */
 const STRETCH_KEPT = 3;
+/** How many of a step's artifacts, and of its metrics, its row lists (then "+N more"). */
+const ARTIFACTS_SHOWN = 4;
+const METRICS_SHOWN = 6;
 
 export class StepList {
   /** Whether a long list shows every step (the steps card's "Show all"). */
@@ -141,6 +144,9 @@ interface StepParts {
   agent: HTMLElement;
   track: HTMLElement;
   detail: HTMLElement;
+  /** The step's artifacts and metrics, under its detail. */
+  artifacts: HTMLElement;
+  metrics: HTMLElement;
   time: HTMLElement;
   percent: HTMLElement;
   bar: HTMLElement;
@@ -157,6 +163,8 @@ function buildStep(step: Step): HTMLElement {
     agent: h("span", { class: "step-agent" }),
     track: h("span", { class: "step-track", hidden: true }),
     detail: h("div", { class: "step-detail" }),
+    artifacts: h("ul", { class: "step-artifacts", hidden: true, "aria-label": "Artifacts" }),
+    metrics: h("div", { class: "step-metrics", hidden: true }),
     time: h("span", { class: "step-time" }),
     percent: h("span", { class: "step-pct" }),
     bar: h("span"),
@@ -166,7 +174,15 @@ function buildStep(step: Step): HTMLElement {
     "li",
     { class: "step", "data-step-id": step.stepId },
     parts.icon,
-    h("div", { class: "step-body" }, h("div", { class: "step-name" }, parts.title, parts.agent, parts.track), parts.detail, h("div", { class: "step-bar" }, parts.bar)),
+    h(
+      "div",
+      { class: "step-body" },
+      h("div", { class: "step-name" }, parts.title, parts.agent, parts.track),
+      parts.detail,
+      parts.artifacts,
+      parts.metrics,
+      h("div", { class: "step-bar" }, parts.bar),
+    ),
     h("div", { class: "step-side" }, parts.time, parts.percent),
   );
   stepParts.set(el, parts);
@@ -190,7 +206,9 @@ function updateStep(el: HTMLElement, step: Step, now: number): void {
   const took = durationMillis(step.duration) ?? (start && end ? end - start : undefined);
   const time = running || took === undefined || step.status === StepStatus.PENDING ? "" : formatDuration(took);
   const status = StepStatus[step.status] ?? "UNSPECIFIED";
-  const shows = [status, step.name, step.agent, step.track, detail, time, step.percent].join("\u0000");
+  const artifacts = step.artifacts.map((a) => `${a.name}\u0001${a.uri}`).join("\u0002");
+  const metrics = Object.entries(step.metrics).sort(byName);
+  const shows = [status, step.name, step.agent, step.track, detail, time, step.percent, artifacts, metrics.join("\u0002")].join("\u0000");
   if (parts.shows === shows) return;
   parts.shows = shows;
   if (el.dataset.status !== status) {
@@ -203,9 +221,46 @@ function updateStep(el: HTMLElement, step: Step, now: number): void {
   text(parts.track, step.track);
   if (step.track) el.style.setProperty("--track-hue", String(hue(step.track)));
   text(parts.detail, detail);
+  showArtifacts(parts.artifacts, step.artifacts);
+  parts.metrics.hidden = metrics.length === 0;
+  const listed = metrics.slice(0, METRICS_SHOWN).map(([name, value]) => `${metricLabel(name)} ${metricValue(name, value)}`);
+  if (metrics.length > METRICS_SHOWN) listed.push(`+${metrics.length - METRICS_SHOWN} more`);
+  text(parts.metrics, listed.join(" · "));
   if (!running) text(parts.time, time);
   text(parts.percent, running ? `${Math.floor(step.percent)}%` : "");
   parts.bar.style.width = `${Math.min(100, step.percent)}%`;
+}
+
+/**
+ * A step's artifacts, the first ARTIFACTS_SHOWN: each by its name, a link when its URI is a
+ * web address (http or https, opened in a new tab), else the URI beside it as text (an
+ * s3:// or file path to copy; a javascript: or data: URI is never a link).
+ */
+function showArtifacts(list: HTMLElement, artifacts: Artifact[]): void {
+  list.hidden = artifacts.length === 0;
+  const items = artifacts.slice(0, ARTIFACTS_SHOWN).map((a) => {
+    const label = a.name || a.uri || a.artifactId;
+    const href = webAddress(a.uri);
+    return h(
+      "li",
+      { class: "artifact", title: a.kind ? `${a.kind}: ${a.uri || a.name}` : a.uri || a.name },
+      icon("file"),
+      href ? h("a", { href, target: "_blank", rel: "noopener noreferrer" }, label) : h("span", { class: "artifact-name" }, label),
+      !href && a.uri && a.uri !== label ? h("span", { class: "artifact-uri" }, a.uri) : null,
+    );
+  });
+  if (artifacts.length > ARTIFACTS_SHOWN) items.push(h("li", { class: "artifact more" }, `+${artifacts.length - ARTIFACTS_SHOWN} more`));
+  list.replaceChildren(...items);
+}
+
+/** The URI when it is an absolute http(s) address, else undefined. */
+function webAddress(uri: string): string | undefined {
+  try {
+    const url = new URL(uri);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : undefined;
+  } catch {
+    return undefined; // relative, or no URI at all
+  }
 }
 
 function subStepDetailsText(step: Step): string {
