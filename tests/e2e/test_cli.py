@@ -540,6 +540,44 @@ async def test_a_question_is_listed_answered_and_refused_from_the_cli(
     assert "ANSWERED: summiteer" in closed.stdout and "ana" in closed.stdout
 
 
+async def test_decisions_and_get_say_what_a_question_takes_at_its_deadline(
+    server_process: ServerProcess,
+) -> None:
+    """A default that is none of the options (the manager reference's `analyze_all`) showed
+    in neither `decisions` nor the `get` panel, which said only "closes in 4m 50s", so an
+    operator could not tell what the deadline would do (found in review, port60 item 6)."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("manager")
+        asking = asyncio.create_task(
+            run.ask(
+                "Multiple files found. Which should I analyze?",
+                ["file1.pdf", "file2.xlsx"],
+                default="analyze_all",
+                timeout=600,
+                decision_id="files",
+                context={"file_count": 2, "sheet_id": "abc123"},
+            )
+        )
+        await run.flush()
+        await _wait_open(client, run.run_id)
+        listed, got = await asyncio.gather(
+            cli("decisions", run.run_id, "--target", target),
+            cli("get", run.run_id, "--target", target),
+        )
+        asking.cancel()
+        await run.complete()
+        await run.close()
+
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "files" in line)
+    assert "file1.pdf | file2.xlsx · default analyze_all" in row, listed.stdout
+    assert got.returncode == 0, got.stderr
+    assert re.search(r"closes in (9m 5\ds|10m 00s), then takes analyze_all", got.stdout), got.stdout
+    assert "context: file_count 2 · sheet_id abc123" in got.stdout, got.stdout
+
+
 async def _wait_open(client: runstream.Client, run_id: str) -> None:
     for _ in range(2000):
         if await client.list_decisions(run_id, state=runstream.DecisionState.OPEN):

@@ -46,7 +46,7 @@ from .fmt import (
     text_lines,
     viewers_text,
 )
-from .render import HEARTBEAT_SECONDS, LOST_AFTER
+from .render import HEARTBEAT_SECONDS, LOST_AFTER, context_line
 from .view import RunView
 
 T = TypeVar("T")
@@ -388,14 +388,21 @@ def _open_decision_panel(decision: runstream.Decision) -> Panel:
     footer = Text()
     if decision.deadline is not None:
         left = (decision.deadline - datetime.now(UTC)).total_seconds()
-        footer.append(f"closes in {format_duration(max(0.0, left))}   ", style="yellow")
+        # What the deadline does: a fallback default is none of the options listed above.
+        then = (
+            f", then takes {printable(decision.default_option)}" if decision.default_option else ""
+        )
+        footer.append(f"closes in {format_duration(max(0.0, left))}{then}   ", style="yellow")
     footer.append(
         printable(f"runstream answer {decision.run_id} {decision.decision_id} CHOICE")
         + (" (or --skip)" if decision.can_skip else ""),
         style="grey62",
     )
+    parts: list[RenderableType] = [text_lines(decision.prompt, style="bold")]
+    if decision.context:
+        parts.append(context_line(decision.context))
     return Panel(
-        Group(text_lines(decision.prompt, style="bold"), lines, footer),
+        Group(*parts, lines, footer),
         # A Text, not markup: the id is the producer's.
         title=Text(f"⚑ Decision needed · {printable(decision.decision_id)}", style="bold yellow"),
         title_align="left",
@@ -416,6 +423,9 @@ def decisions_table(decisions: Sequence[runstream.Decision], width: int = 200) -
             text.append(printable(option.value), style=style)
             if option.value == decision.default_option:
                 text.append("*", style="yellow")
+        if decision.default_option not in {"", *(option.value for option in decision.options)}:
+            # A fallback no one can choose: what the deadline takes, said beside the choices.
+            text.append(f" · default {printable(decision.default_option)}", style="yellow")
         return text
 
     def state(decision: runstream.Decision) -> Text:
