@@ -1385,11 +1385,14 @@ async def test_a_run_of_one_step_is_counted_in_the_singular(
     assert "(1 step planned)" in watched.stdout
 
 
-async def test_watch_shows_a_workflows_pipeline_flags_by_name(
+async def test_watch_and_events_print_what_the_manager_reference_centred_on(
     server_process: ServerProcess,
 ) -> None:
     """The manager reference's `pipeline_status` flags came with each phase and the CLI left
-    them out (found in review, parity52)."""
+    them out (found in review, parity52). Its demo printed "Manager: route_planning -
+    Analyzing…" and "Workflow: phase_transition"; the CLI printed the analysis alone, the same
+    phase line for "agent_completed" and "phase_transition", and error recoveries without
+    their severity or that a person must act (found in review, port60 item 7)."""
     server_process.start()
     async with runstream.connect(server_process.target) as client:
         run = await client.start_run("estimate")
@@ -1399,10 +1402,42 @@ async def test_watch_shows_a_workflows_pipeline_flags_by_name(
             completion_percentage=40,
             pipeline_status={"trades_mapped": False, "files_processed": True, "QA_passed": True},
         )
+        await run.thinking(
+            "Analyzing user intent",
+            thinking_type="route_planning",
+            stage="Intent Classification",
+            factors=["file_types", "user_query", "existing_data", "complexity", "urgency"],
+            confidence=0.85,
+            agent_id="manager",
+        )
+        await run.workflow_state(
+            "agent_completed", current_stage="Task Delegation", completion_percentage=60
+        )
+        await run.error_recovery(
+            "API rate limit exceeded",
+            severity=runstream.Severity.HIGH,
+            recovery_strategy="wait for a new key",
+            user_action_required=True,
+        )
         await run.complete()
         await run.close()
-    watched = await cli("watch", run.run_id, "--target", server_process.target, "--plain")
-    assert watched.returncode == 0, watched.stderr
-    assert (
-        "Phase: Mapping (40%) · ✓ QA passed · ✓ files processed · ○ trades mapped" in watched.stdout
+    target = server_process.target
+    kinds = "thinking,workflow_state_change,error_recovery"
+    watched, listed = await asyncio.gather(
+        cli("watch", run.run_id, "--target", target, "--plain"),
+        cli("events", run.run_id, "--target", target, "--kinds", kinds),
     )
+    for shown in (watched, listed):
+        assert shown.returncode == 0, shown.stderr
+        assert (
+            "phase_transition · Phase: Mapping (40%) · ✓ QA passed · ✓ files processed · "
+            "○ trades mapped"
+        ) in shown.stdout, shown.stdout
+        assert (
+            "manager: route_planning in Intent Classification — Analyzing user intent "
+            "(85% confident) · factors: file_types, user_query, existing_data +2 more"
+        ) in shown.stdout, shown.stdout
+        assert "agent_completed · Phase: Task Delegation (60%)" in shown.stdout, shown.stdout
+        assert (
+            "HIGH: API rate limit exceeded; wait for a new key (attempt 1); user action required"
+        ) in shown.stdout, shown.stdout
