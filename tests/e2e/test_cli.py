@@ -540,6 +540,51 @@ async def test_a_question_is_listed_answered_and_refused_from_the_cli(
     assert "ANSWERED: summiteer" in closed.stdout and "ana" in closed.stdout
 
 
+async def test_answer_takes_an_options_label_or_number_as_the_panels_show_them(
+    server_process: ServerProcess,
+) -> None:
+    """The dashboard and the panels show "Deep" and "2) deep"; `runstream answer RID depth
+    Deep` was refused ("not one of the options 'quick', 'deep'"), and so was "2" (found in
+    review, port60 item 10). The value is what is sent, so the run gets "deep"."""
+    server_process.start()
+    target = server_process.target
+    options = [("quick", "Quick"), ("deep", "Deep"), ("deeper", "Deep dive")]
+    async with runstream.connect(target) as client:
+        run = await client.start_run("manager")
+        by_label, by_number = (
+            asyncio.create_task(run.ask("How deep?", options, timeout=600, decision_id=name))
+            for name in ("depth", "again")
+        )
+        await run.flush()
+        for _ in range(2000):
+            if len(await client.list_decisions(run.run_id)) == 2:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            unknown = await cli("answer", run.run_id, "depth", "Deepest", "--target", target)
+            label = await cli(
+                "answer", run.run_id, "depth", "DEEP", "--by", "ana", "--target", target
+            )
+            number = await cli("answer", run.run_id, "again", "3", "--target", target)
+            assert unknown.returncode == 1
+            assert (
+                "invalid argument: choice 'Deepest' is none of the options of decision depth "
+                "(give a value, a label or a number): 1) quick (Quick), 2) deep (Deep), "
+                "3) deeper (Deep dive)"
+            ) in " ".join(unknown.stderr.split()), unknown.stderr
+            assert label.returncode == 0, label.stderr
+            assert "ANSWERED deep by ana" in label.stdout
+            assert number.returncode == 0, number.stderr
+            assert "ANSWERED deeper" in number.stdout
+            answers = await asyncio.wait_for(asyncio.gather(by_label, by_number), 20)
+            assert [answer.choice for answer in answers] == ["deep", "deeper"]
+        finally:
+            by_label.cancel()
+            by_number.cancel()
+        await run.complete()
+        await run.close()
+
+
 async def test_decisions_and_get_say_what_a_question_takes_at_its_deadline(
     server_process: ServerProcess,
 ) -> None:

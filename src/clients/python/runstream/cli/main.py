@@ -427,6 +427,39 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_value(decision: runstream.Decision, given: str) -> str:
+    """The value of the option `given` names: its value, else its label in any case (when no
+    other option answers to it), else its number as `get` and the live view show it. The
+    panels show labels and numbers, the server takes values (found in review: "Deep" and "2"
+    were refused). Raises InvalidArgumentError listing the options when none fits."""
+    options = decision.options
+    if any(option.value == given for option in options):
+        return given
+    folded = given.casefold()
+    named = [o for o in options if folded in (o.value.casefold(), (o.label or o.value).casefold())]
+    if len(named) == 1:
+        return named[0].value
+    if not named and given.isdigit() and 1 <= int(given) <= len(options):
+        return options[int(given) - 1].value
+    listed = ", ".join(
+        f"{number}) {option.value}" + (f" ({option.label})" if option.label else "")
+        for number, option in enumerate(options, start=1)
+    )
+    if named:
+        why = f"choice {given!r} names more than one option; give its value: {listed}"
+    elif given == decision.default_option:
+        why = (
+            f"choice {given!r} is what the deadline takes, none of the options; "
+            f"answer with one of them: {listed}"
+        )
+    else:
+        why = (
+            f"choice {given!r} is none of the options of decision {decision.decision_id} "
+            f"(give a value, a label or a number): {listed}"
+        )
+    raise runstream.InvalidArgumentError(why)
+
+
 def cmd_answer(args: argparse.Namespace) -> int:
     if args.skip == (args.choice is not None):
         raise UsageError("give either CHOICE or --skip")
@@ -435,8 +468,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
     async def answer() -> runstream.Decision:
         async with connect(args) as client:
             await wait_for_server(args, client)
+            choice = args.choice
+            if choice is not None:
+                asked = await client.get_decision(args.run_id, args.decision_id)
+                choice = chosen_value(asked, choice)
             return await client.submit_decision(
-                args.run_id, args.decision_id, args.choice, skip=args.skip, answered_by=args.by
+                args.run_id, args.decision_id, choice, skip=args.skip, answered_by=args.by
             )
 
     decision = run_async(answer())
@@ -1016,7 +1053,12 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("run_id", metavar="RUN_ID", help="the run")
     answer.add_argument("decision_id", metavar="DECISION_ID", help="the decision")
     answer.add_argument(
-        "choice", metavar="CHOICE", nargs="?", default=None, help="the chosen option's value"
+        "choice",
+        metavar="CHOICE",
+        nargs="?",
+        default=None,
+        help="the chosen option: its value, its label (in any case) or its number as get and "
+        "the live view show it",
     )
     answer.add_argument("--skip", action="store_true", help="skip the decision instead")
     answer.add_argument(
