@@ -1486,3 +1486,35 @@ async def test_watch_and_events_print_what_the_manager_reference_centred_on(
         assert (
             "HIGH: API rate limit exceeded; wait for a new key (attempt 1); user action required"
         ) in shown.stdout, shown.stdout
+
+
+async def test_steps_and_get_show_a_done_steps_summary_not_its_last_progress(
+    server_process: ServerProcess,
+) -> None:
+    """A SUCCEEDED step's DETAIL was its last progress text ("generating — Project Manager
+    is writing") where the dashboard shows its summary (found in review, port60 item 14)."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign", steps=["pm", "copy"])
+        async with run.step("pm") as step:
+            await step.progress(50, "generating", detail="Project Manager is writing")
+            await step.complete("Project Manager: done")
+        copy = await run.start_step("copy")
+        await copy.progress(30, "drafting", detail="Copy Team is writing")
+        await run.flush()
+        steps, got = await asyncio.gather(
+            cli("steps", run.run_id, "--target", server_process.target),
+            cli("get", run.run_id, "--target", server_process.target),
+        )
+        await run.complete()
+        await run.close()
+    for shown in (steps, got):
+        assert shown.returncode == 0, shown.stderr
+        rows = {
+            match.group(1): line
+            for line in shown.stdout.splitlines()
+            if (match := re.match(r"\s*\d+\s+(\S+)\s", line))
+        }
+        done, running = rows["pm"], rows["copy"]
+        assert "Project Manager: done" in done and "is writing" not in done, shown.stdout
+        assert "drafting — Copy Team is writing" in running, shown.stdout

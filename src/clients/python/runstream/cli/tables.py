@@ -248,7 +248,13 @@ def _step_detail(step: runstream.Step) -> Text:
         return Text(printable(step.error.message), style="red")
     if status == "SKIPPED":
         return Text(printable(step.skip_reason), style="grey50")
-    parts = [part for part in (step.sub_step, step.detail) if part]
+    # A step done says what it came to; its last progress text ("generating — is writing")
+    # is stale by then.
+    parts = (
+        [step.summary]
+        if status == "SUCCEEDED"
+        else [part for part in (step.sub_step, step.detail) if part]
+    )
     details = step.sub_step_details
     if details is not None and status == "RUNNING":
         parts += [part for part in (details.operation.replace("_", " "), details.model) if part]
