@@ -590,7 +590,9 @@ async def test_decisions_and_get_say_what_a_question_takes_at_its_deadline(
 ) -> None:
     """A default that is none of the options (the manager reference's `analyze_all`) showed
     in neither `decisions` nor the `get` panel, which said only "closes in 4m 50s", so an
-    operator could not tell what the deadline would do (found in review, port60 item 6)."""
+    operator could not tell what the deadline would do (found in review, port60 item 6).
+    `decisions --json` printed the context's 2 as 2.0 (a Struct's numbers are doubles; found
+    in review, port60 item 14)."""
     server_process.start()
     target = server_process.target
     async with runstream.connect(target) as client:
@@ -602,14 +604,15 @@ async def test_decisions_and_get_say_what_a_question_takes_at_its_deadline(
                 default="analyze_all",
                 timeout=600,
                 decision_id="files",
-                context={"file_count": 2, "sheet_id": "abc123"},
+                context={"file_count": 2, "sheet_id": "abc123", "share": 0.5},
             )
         )
         await run.flush()
         await _wait_open(client, run.run_id)
-        listed, got = await asyncio.gather(
+        listed, got, as_json = await asyncio.gather(
             cli("decisions", run.run_id, "--target", target),
             cli("get", run.run_id, "--target", target),
+            cli("decisions", run.run_id, "--target", target, "--json"),
         )
         asking.cancel()
         await run.complete()
@@ -620,7 +623,15 @@ async def test_decisions_and_get_say_what_a_question_takes_at_its_deadline(
     assert "file1.pdf | file2.xlsx · default analyze_all" in row, listed.stdout
     assert got.returncode == 0, got.stderr
     assert re.search(r"closes in (9m 5\ds|10m 00s), then takes analyze_all", got.stdout), got.stdout
-    assert "context: file_count 2 · sheet_id abc123" in got.stdout, got.stdout
+    assert "context: file_count 2 · share 0.5 · sheet_id abc123" in got.stdout, got.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    assert re.search(r'"file_count": 2\b(?!\.)', as_json.stdout), as_json.stdout
+    assert '"share": 0.5' in as_json.stdout, as_json.stdout
+    assert json.loads(as_json.stdout)[0]["context"] == {
+        "file_count": 2,
+        "sheet_id": "abc123",
+        "share": 0.5,
+    }
 
 
 async def _wait_open(client: runstream.Client, run_id: str) -> None:

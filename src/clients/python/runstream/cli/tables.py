@@ -92,8 +92,23 @@ def _run_progress(run: runstream.Run) -> str:
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data, with the contract's own field names (``run_id``)."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """A message as JSON-ready data, with the contract's own field names (``run_id``) and its
+    integral numbers as integers: a Struct holds only doubles, so a context's ``3`` came out
+    ``3.0`` (the SDK gives it back as 3, and so do other languages' proto3 JSON, grpcurl's)."""
+    data: dict[str, Any] = _integral(
+        json_format.MessageToDict(message, preserving_proto_field_name=True)
+    )
+    return data
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():  # never inf or NaN
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def print_json(value: object) -> None:
