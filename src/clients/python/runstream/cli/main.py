@@ -1167,6 +1167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({unanswered_hint(str(target), exc.message, tls=tls)})" if unanswered else ""
         _say_error(errors, f"runstream: {describe_error(exc)}{where}")
         return 1
+    except runstream.UnauthenticatedError as exc:
+        # The server's words name the header to send; a person at this command gives options.
+        said = (
+            "unauthenticated: the server wants a bearer token and none was given: --token JWT, "
+            "--token-file PATH, or $RUNSTREAM_TOKEN or $RUNSTREAM_TOKEN_FILE"
+            if exc.details.reason == "TOKEN_MISSING"
+            else describe_error(exc)
+        )
+        _say_error(errors, f"runstream: {said}")
+        return 1
     except runstream.RunstreamError as exc:
         _say_error(errors, f"runstream: {describe_error(exc)}")
         return 1
