@@ -256,6 +256,11 @@ async def test_a_plain_watch_says_when_its_connection_was_lost_and_where_it_resu
                 watch.kill()
                 await watch.wait()
     assert watch.returncode == 0, errors.decode()
+    # Each note a plain line, as the events around it read: rich's log lines put an en-US
+    # date, a level column and padding to the width among them (found in review, port60).
+    said_lines = [line for line in errors.decode().splitlines() if line.strip()]
+    for line in said_lines:
+        assert re.fullmatch(r"\d\d:\d\d:\d\d runstream\.watch: watch of run \S+ .*\S", line), line
     notes = " ".join(errors.decode().split())
     assert f"watch of run {run.run_id} lost (UNAVAILABLE); resuming after seq" in notes, notes
     assert f"watch of run {run.run_id} is back after" in notes, notes  # once, not per attempt

@@ -203,17 +203,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class PlainLogFormatter(logging.Formatter):
+    """ "16:27:38 runstream.watch: watch of run … lost", a line like the plain event lines
+    around it ("16:27:38 #50   step …"), a warning's level said after the time. Rich's log
+    lines put "[12/06/26 16:27:38] INFO" and padding to the width among them (found in
+    review)."""
+
+    def __init__(self) -> None:
+        super().__init__(datefmt="%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname} " if record.levelno > logging.INFO else ""
+        return f"{record.asctime} {level}{record.name}: {record.message}"
+
+    def usesTime(self) -> bool:
+        return True
+
+
 def configure_client_logging(console: Console, live: bool) -> None:
     """Warnings only (reconnects, failed reports). While the live view is up they go through
-    its console, which prints them above the view instead of tearing it."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(name)s: %(message)s",
-        handlers=[
-            RichHandler(console=console if live else make_console(stderr=True), show_path=False)
-        ],
-        force=True,
-    )
+    its console, which prints them above the view instead of tearing it; plain output gets
+    plain lines on stderr."""
+    handler: logging.Handler
+    if live:
+        handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PlainLogFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
