@@ -256,6 +256,11 @@ async def test_a_plain_watch_says_when_its_connection_was_lost_and_where_it_resu
                 watch.kill()
                 await watch.wait()
     assert watch.returncode == 0, errors.decode()
+    # Each note a plain line, as the events around it read: rich's log lines put an en-US
+    # date, a level column and padding to the width among them (found in review, port60).
+    said_lines = [line for line in errors.decode().splitlines() if line.strip()]
+    for line in said_lines:
+        assert re.fullmatch(r"\d\d:\d\d:\d\d runstream\.watch: watch of run \S+ .*\S", line), line
     notes = " ".join(errors.decode().split())
     assert f"watch of run {run.run_id} lost (UNAVAILABLE); resuming after seq" in notes, notes
     assert f"watch of run {run.run_id} is back after" in notes, notes  # once, not per attempt
@@ -538,6 +543,100 @@ async def test_a_question_is_listed_answered_and_refused_from_the_cli(
     assert "Decision persona answered by ana: City Summiteer (summiteer)" in lines[1]
     closed = await cli("decisions", run.run_id, "--target", target)
     assert "ANSWERED: summiteer" in closed.stdout and "ana" in closed.stdout
+
+
+async def test_answer_takes_an_options_label_or_number_as_the_panels_show_them(
+    server_process: ServerProcess,
+) -> None:
+    """The dashboard and the panels show "Deep" and "2) deep"; `runstream answer RID depth
+    Deep` was refused ("not one of the options 'quick', 'deep'"), and so was "2" (found in
+    review, port60 item 10). The value is what is sent, so the run gets "deep"."""
+    server_process.start()
+    target = server_process.target
+    options = [("quick", "Quick"), ("deep", "Deep"), ("deeper", "Deep dive")]
+    async with runstream.connect(target) as client:
+        run = await client.start_run("manager")
+        by_label, by_number = (
+            asyncio.create_task(run.ask("How deep?", options, timeout=600, decision_id=name))
+            for name in ("depth", "again")
+        )
+        await run.flush()
+        for _ in range(2000):
+            if len(await client.list_decisions(run.run_id)) == 2:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            unknown = await cli("answer", run.run_id, "depth", "Deepest", "--target", target)
+            label = await cli(
+                "answer", run.run_id, "depth", "DEEP", "--by", "ana", "--target", target
+            )
+            number = await cli("answer", run.run_id, "again", "3", "--target", target)
+            assert unknown.returncode == 1
+            assert (
+                "invalid argument: choice 'Deepest' is none of the options of decision depth "
+                "(give a value, a label or a number): 1) quick (Quick), 2) deep (Deep), "
+                "3) deeper (Deep dive)"
+            ) in " ".join(unknown.stderr.split()), unknown.stderr
+            assert label.returncode == 0, label.stderr
+            assert "ANSWERED deep by ana" in label.stdout
+            assert number.returncode == 0, number.stderr
+            assert "ANSWERED deeper" in number.stdout
+            answers = await asyncio.wait_for(asyncio.gather(by_label, by_number), 20)
+            assert [answer.choice for answer in answers] == ["deep", "deeper"]
+        finally:
+            by_label.cancel()
+            by_number.cancel()
+        await run.complete()
+        await run.close()
+
+
+async def test_decisions_and_get_say_what_a_question_takes_at_its_deadline(
+    server_process: ServerProcess,
+) -> None:
+    """A default that is none of the options (the manager reference's `analyze_all`) showed
+    in neither `decisions` nor the `get` panel, which said only "closes in 4m 50s", so an
+    operator could not tell what the deadline would do (found in review, port60 item 6).
+    `decisions --json` printed the context's 2 as 2.0 (a Struct's numbers are doubles; found
+    in review, port60 item 14)."""
+    server_process.start()
+    target = server_process.target
+    async with runstream.connect(target) as client:
+        run = await client.start_run("manager")
+        asking = asyncio.create_task(
+            run.ask(
+                "Multiple files found. Which should I analyze?",
+                ["file1.pdf", "file2.xlsx"],
+                default="analyze_all",
+                timeout=600,
+                decision_id="files",
+                context={"file_count": 2, "sheet_id": "abc123", "share": 0.5},
+            )
+        )
+        await run.flush()
+        await _wait_open(client, run.run_id)
+        listed, got, as_json = await asyncio.gather(
+            cli("decisions", run.run_id, "--target", target),
+            cli("get", run.run_id, "--target", target),
+            cli("decisions", run.run_id, "--target", target, "--json"),
+        )
+        asking.cancel()
+        await run.complete()
+        await run.close()
+
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "files" in line)
+    assert "file1.pdf | file2.xlsx · default analyze_all" in row, listed.stdout
+    assert got.returncode == 0, got.stderr
+    assert re.search(r"closes in (9m 5\ds|10m 00s), then takes analyze_all", got.stdout), got.stdout
+    assert "context: file_count 2 · share 0.5 · sheet_id abc123" in got.stdout, got.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    assert re.search(r'"file_count": 2\b(?!\.)', as_json.stdout), as_json.stdout
+    assert '"share": 0.5' in as_json.stdout, as_json.stdout
+    assert json.loads(as_json.stdout)[0]["context"] == {
+        "file_count": 2,
+        "sheet_id": "abc123",
+        "share": 0.5,
+    }
 
 
 async def _wait_open(client: runstream.Client, run_id: str) -> None:
@@ -1347,11 +1446,14 @@ async def test_a_run_of_one_step_is_counted_in_the_singular(
     assert "(1 step planned)" in watched.stdout
 
 
-async def test_watch_shows_a_workflows_pipeline_flags_by_name(
+async def test_watch_and_events_print_what_the_manager_reference_centred_on(
     server_process: ServerProcess,
 ) -> None:
     """The manager reference's `pipeline_status` flags came with each phase and the CLI left
-    them out (found in review, parity52)."""
+    them out (found in review, parity52). Its demo printed "Manager: route_planning -
+    Analyzing…" and "Workflow: phase_transition"; the CLI printed the analysis alone, the same
+    phase line for "agent_completed" and "phase_transition", and error recoveries without
+    their severity or that a person must act (found in review, port60 item 7)."""
     server_process.start()
     async with runstream.connect(server_process.target) as client:
         run = await client.start_run("estimate")
@@ -1361,10 +1463,74 @@ async def test_watch_shows_a_workflows_pipeline_flags_by_name(
             completion_percentage=40,
             pipeline_status={"trades_mapped": False, "files_processed": True, "QA_passed": True},
         )
+        await run.thinking(
+            "Analyzing user intent",
+            thinking_type="route_planning",
+            stage="Intent Classification",
+            factors=["file_types", "user_query", "existing_data", "complexity", "urgency"],
+            confidence=0.85,
+            agent_id="manager",
+        )
+        await run.workflow_state(
+            "agent_completed", current_stage="Task Delegation", completion_percentage=60
+        )
+        await run.error_recovery(
+            "API rate limit exceeded",
+            severity=runstream.Severity.HIGH,
+            recovery_strategy="wait for a new key",
+            user_action_required=True,
+        )
         await run.complete()
         await run.close()
-    watched = await cli("watch", run.run_id, "--target", server_process.target, "--plain")
-    assert watched.returncode == 0, watched.stderr
-    assert (
-        "Phase: Mapping (40%) · ✓ QA passed · ✓ files processed · ○ trades mapped" in watched.stdout
+    target = server_process.target
+    kinds = "thinking,workflow_state_change,error_recovery"
+    watched, listed = await asyncio.gather(
+        cli("watch", run.run_id, "--target", target, "--plain"),
+        cli("events", run.run_id, "--target", target, "--kinds", kinds),
     )
+    for shown in (watched, listed):
+        assert shown.returncode == 0, shown.stderr
+        assert (
+            "phase_transition · Phase: Mapping (40%) · ✓ QA passed · ✓ files processed · "
+            "○ trades mapped"
+        ) in shown.stdout, shown.stdout
+        assert (
+            "manager: route_planning in Intent Classification — Analyzing user intent "
+            "(85% confident) · factors: file_types, user_query, existing_data +2 more"
+        ) in shown.stdout, shown.stdout
+        assert "agent_completed · Phase: Task Delegation (60%)" in shown.stdout, shown.stdout
+        assert (
+            "HIGH: API rate limit exceeded; wait for a new key (attempt 1); user action required"
+        ) in shown.stdout, shown.stdout
+
+
+async def test_steps_and_get_show_a_done_steps_summary_not_its_last_progress(
+    server_process: ServerProcess,
+) -> None:
+    """A SUCCEEDED step's DETAIL was its last progress text ("generating — Project Manager
+    is writing") where the dashboard shows its summary (found in review, port60 item 14)."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign", steps=["pm", "copy"])
+        async with run.step("pm") as step:
+            await step.progress(50, "generating", detail="Project Manager is writing")
+            await step.complete("Project Manager: done")
+        copy = await run.start_step("copy")
+        await copy.progress(30, "drafting", detail="Copy Team is writing")
+        await run.flush()
+        steps, got = await asyncio.gather(
+            cli("steps", run.run_id, "--target", server_process.target),
+            cli("get", run.run_id, "--target", server_process.target),
+        )
+        await run.complete()
+        await run.close()
+    for shown in (steps, got):
+        assert shown.returncode == 0, shown.stderr
+        rows = {
+            match.group(1): line
+            for line in shown.stdout.splitlines()
+            if (match := re.match(r"\s*\d+\s+(\S+)\s", line))
+        }
+        done, running = rows["pm"], rows["copy"]
+        assert "Project Manager: done" in done and "is writing" not in done, shown.stdout
+        assert "drafting — Copy Team is writing" in running, shown.stdout

@@ -717,3 +717,24 @@ def test_the_runs_table_counts_etas_down_to_the_time_it_is_given() -> None:
 
     assert "01:00" in eta(now=heard)  # as the server was last heard
     assert "00:30" in eta() or "00:29" in eta()  # live: counted down to now
+
+
+def test_a_run_that_failed_as_it_started_shows_how_long_it_took_not_0ms() -> None:
+    """A producer that raised before its first step started and failed its run 0.27 ms
+    apart; `runs` and `get` said DURATION "0ms", which reads as no duration at all (found in
+    review, port60 item 14)."""
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    run = run_pb2.Run(
+        run_id="r1", workflow="campaign", status=run_pb2.RUN_STATUS_FAILED, last_seq=4
+    )
+    run.start_time.FromDatetime(started)
+    run.end_time.FromDatetime(started + timedelta(microseconds=270))
+    failed = runstream._convert.run_from_pb(run)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(runs_table([failed], 200))
+    console.print(run_details(failed, 200))
+    shown = console.export_text()
+    row = next(line for line in shown.splitlines() if " r1 " in f" {line} ")
+    assert row.rstrip().endswith("<1ms"), shown
+    assert re.search(r"Duration\s+<1ms", shown), shown
+    assert "0ms" not in shown, shown

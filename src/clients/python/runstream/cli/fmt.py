@@ -156,12 +156,14 @@ def health_text(health: object) -> Text:
 
 
 def format_duration(value: timedelta | float | None) -> str:
-    """A compact, human duration: "850ms", "12.3s", "4m 05s", "2h 03m"."""
+    """A compact, human duration: "<1ms", "850ms", "12.3s", "4m 05s", "2h 03m"."""
     if value is None:
         return "—"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 0 or math.isnan(seconds):
         seconds = 0.0
+    if 0 < seconds < 0.0005:
+        return "<1ms"  # a run that failed as it started took 0.27 ms, not nothing ("0ms")
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:

@@ -203,17 +203,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class PlainLogFormatter(logging.Formatter):
+    """ "16:27:38 runstream.watch: watch of run … lost", a line like the plain event lines
+    around it ("16:27:38 #50   step …"), a warning's level said after the time. Rich's log
+    lines put "[12/06/26 16:27:38] INFO" and padding to the width among them (found in
+    review)."""
+
+    def __init__(self) -> None:
+        super().__init__(datefmt="%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        level = f"{record.levelname} " if record.levelno > logging.INFO else ""
+        return f"{record.asctime} {level}{record.name}: {record.message}"
+
+    def usesTime(self) -> bool:
+        return True
+
+
 def configure_client_logging(console: Console, live: bool) -> None:
     """Warnings only (reconnects, failed reports). While the live view is up they go through
-    its console, which prints them above the view instead of tearing it."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(name)s: %(message)s",
-        handlers=[
-            RichHandler(console=console if live else make_console(stderr=True), show_path=False)
-        ],
-        force=True,
-    )
+    its console, which prints them above the view instead of tearing it; plain output gets
+    plain lines on stderr."""
+    handler: logging.Handler
+    if live:
+        handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PlainLogFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -427,6 +445,39 @@ def cmd_decisions(args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_value(decision: runstream.Decision, given: str) -> str:
+    """The value of the option `given` names: its value, else its label in any case (when no
+    other option answers to it), else its number as `get` and the live view show it. The
+    panels show labels and numbers, the server takes values (found in review: "Deep" and "2"
+    were refused). Raises InvalidArgumentError listing the options when none fits."""
+    options = decision.options
+    if any(option.value == given for option in options):
+        return given
+    folded = given.casefold()
+    named = [o for o in options if folded in (o.value.casefold(), (o.label or o.value).casefold())]
+    if len(named) == 1:
+        return named[0].value
+    if not named and given.isdigit() and 1 <= int(given) <= len(options):
+        return options[int(given) - 1].value
+    listed = ", ".join(
+        f"{number}) {option.value}" + (f" ({option.label})" if option.label else "")
+        for number, option in enumerate(options, start=1)
+    )
+    if named:
+        why = f"choice {given!r} names more than one option; give its value: {listed}"
+    elif given == decision.default_option:
+        why = (
+            f"choice {given!r} is what the deadline takes, none of the options; "
+            f"answer with one of them: {listed}"
+        )
+    else:
+        why = (
+            f"choice {given!r} is none of the options of decision {decision.decision_id} "
+            f"(give a value, a label or a number): {listed}"
+        )
+    raise runstream.InvalidArgumentError(why)
+
+
 def cmd_answer(args: argparse.Namespace) -> int:
     if args.skip == (args.choice is not None):
         raise UsageError("give either CHOICE or --skip")
@@ -435,8 +486,12 @@ def cmd_answer(args: argparse.Namespace) -> int:
     async def answer() -> runstream.Decision:
         async with connect(args) as client:
             await wait_for_server(args, client)
+            choice = args.choice
+            if choice is not None:
+                asked = await client.get_decision(args.run_id, args.decision_id)
+                choice = chosen_value(asked, choice)
             return await client.submit_decision(
-                args.run_id, args.decision_id, args.choice, skip=args.skip, answered_by=args.by
+                args.run_id, args.decision_id, choice, skip=args.skip, answered_by=args.by
             )
 
     decision = run_async(answer())
@@ -1022,7 +1077,12 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("run_id", metavar="RUN_ID", help="the run")
     answer.add_argument("decision_id", metavar="DECISION_ID", help="the decision")
     answer.add_argument(
-        "choice", metavar="CHOICE", nargs="?", default=None, help="the chosen option's value"
+        "choice",
+        metavar="CHOICE",
+        nargs="?",
+        default=None,
+        help="the chosen option: its value, its label (in any case) or its number as get and "
+        "the live view show it",
     )
     answer.add_argument("--skip", action="store_true", help="skip the decision instead")
     answer.add_argument(
@@ -1130,6 +1190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls = bool(getattr(args, "ca_file", None) or os.environ.get("RUNSTREAM_CA_FILE"))
         where = f" ({unanswered_hint(str(target), exc.message, tls=tls)})" if unanswered else ""
         _say_error(errors, f"runstream: {describe_error(exc)}{where}")
+        return 1
+    except runstream.UnauthenticatedError as exc:
+        # The server's words name the header to send; a person at this command gives options.
+        said = (
+            "unauthenticated: the server wants a bearer token and none was given: --token JWT, "
+            "--token-file PATH, or $RUNSTREAM_TOKEN or $RUNSTREAM_TOKEN_FILE"
+            if exc.details.reason == "TOKEN_MISSING"
+            else describe_error(exc)
+        )
+        _say_error(errors, f"runstream: {said}")
         return 1
     except runstream.RunstreamError as exc:
         _say_error(errors, f"runstream: {describe_error(exc)}")

@@ -81,6 +81,17 @@ CONTEXT_SHOWN = 6
 # --- the dashboard -----------------------------------------------------------------------
 
 
+def context_line(context: dict[str, Any]) -> Text:
+    """ "context: file_count 3 · sheet_id abc123 · +2 more": a decision's first
+    CONTEXT_SHOWN keys, in the SDK's sorted order, under its prompt."""
+    shown = list(context.items())[:CONTEXT_SHOWN]
+    line = Text("context: ", style="grey50")
+    line.append(printable(" · ".join(f"{key} {value}" for key, value in shown)), style="grey70")
+    if len(context) > len(shown):
+        line.append(f" · +{len(context) - len(shown)} more", style="grey50")
+    return line
+
+
 class Dashboard:
     """The live view of one run, rebuilt from its RunView on every refresh."""
 
@@ -327,14 +338,7 @@ class Dashboard:
     def _prompt(self, prompt: OpenPrompt, now: datetime) -> Panel:
         lines: list[RenderableType] = [text_lines(prompt.prompt, style="bold")]
         if prompt.context:
-            context = Text("context: ", style="grey50")
-            shown = list(prompt.context.items())[:CONTEXT_SHOWN]
-            context.append(
-                printable(" · ".join(f"{key} {value}" for key, value in shown)), style="grey70"
-            )
-            if len(prompt.context) > len(shown):
-                context.append(f" · +{len(prompt.context) - len(shown)} more", style="grey50")
-            lines.append(context)
+            lines.append(context_line(prompt.context))
         options = Table.grid(padding=(0, 1))
         options.add_column(no_wrap=True)
         options.add_column(ratio=1)

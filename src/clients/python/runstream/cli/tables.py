@@ -46,7 +46,7 @@ from .fmt import (
     text_lines,
     viewers_text,
 )
-from .render import HEARTBEAT_SECONDS, LOST_AFTER
+from .render import HEARTBEAT_SECONDS, LOST_AFTER, context_line
 from .view import RunView
 
 T = TypeVar("T")
@@ -92,8 +92,23 @@ def _run_progress(run: runstream.Run) -> str:
 
 
 def as_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data, with the contract's own field names (``run_id``)."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    """A message as JSON-ready data, with the contract's own field names (``run_id``) and its
+    integral numbers as integers: a Struct holds only doubles, so a context's ``3`` came out
+    ``3.0`` (the SDK gives it back as 3, and so do other languages' proto3 JSON, grpcurl's)."""
+    data: dict[str, Any] = _integral(
+        json_format.MessageToDict(message, preserving_proto_field_name=True)
+    )
+    return data
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():  # never inf or NaN
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
 
 
 def print_json(value: object) -> None:
@@ -248,7 +263,13 @@ def _step_detail(step: runstream.Step) -> Text:
         return Text(printable(step.error.message), style="red")
     if status == "SKIPPED":
         return Text(printable(step.skip_reason), style="grey50")
-    parts = [part for part in (step.sub_step, step.detail) if part]
+    # A step done says what it came to; its last progress text ("generating — is writing")
+    # is stale by then.
+    parts = (
+        [step.summary]
+        if status == "SUCCEEDED"
+        else [part for part in (step.sub_step, step.detail) if part]
+    )
     details = step.sub_step_details
     if details is not None and status == "RUNNING":
         parts += [part for part in (details.operation.replace("_", " "), details.model) if part]
@@ -388,14 +409,21 @@ def _open_decision_panel(decision: runstream.Decision) -> Panel:
     footer = Text()
     if decision.deadline is not None:
         left = (decision.deadline - datetime.now(UTC)).total_seconds()
-        footer.append(f"closes in {format_duration(max(0.0, left))}   ", style="yellow")
+        # What the deadline does: a fallback default is none of the options listed above.
+        then = (
+            f", then takes {printable(decision.default_option)}" if decision.default_option else ""
+        )
+        footer.append(f"closes in {format_duration(max(0.0, left))}{then}   ", style="yellow")
     footer.append(
         printable(f"runstream answer {decision.run_id} {decision.decision_id} CHOICE")
         + (" (or --skip)" if decision.can_skip else ""),
         style="grey62",
     )
+    parts: list[RenderableType] = [text_lines(decision.prompt, style="bold")]
+    if decision.context:
+        parts.append(context_line(decision.context))
     return Panel(
-        Group(text_lines(decision.prompt, style="bold"), lines, footer),
+        Group(*parts, lines, footer),
         # A Text, not markup: the id is the producer's.
         title=Text(f"⚑ Decision needed · {printable(decision.decision_id)}", style="bold yellow"),
         title_align="left",
@@ -416,6 +444,9 @@ def decisions_table(decisions: Sequence[runstream.Decision], width: int = 200) -
             text.append(printable(option.value), style=style)
             if option.value == decision.default_option:
                 text.append("*", style="yellow")
+        if decision.default_option not in {"", *(option.value for option in decision.options)}:
+            # A fallback no one can choose: what the deadline takes, said beside the choices.
+            text.append(f" · default {printable(decision.default_option)}", style="yellow")
         return text
 
     def state(decision: runstream.Decision) -> Text:

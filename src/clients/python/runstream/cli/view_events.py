@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["describe", "fold"]
 
+FACTORS_SHOWN = 3
+"""A thought's factors printed on its line; the rest are counted ("+2 more")."""
+
 
 def fold(view: RunView, event: Event, fresh: bool) -> None:
     """Folds the event into the view. An event that is not ``fresh`` (at or below the
@@ -205,7 +208,25 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
         case runstream.Thinking():
             confidence = f" ({payload.confidence:.0%} confident)" if payload.confidence else ""
             who = view.agent_label(payload.agent_id) if payload.agent_id else "Manager"
-            return Note("💭", "thinking", f"{who}: {payload.analysis}{confidence}", "italic")
+            # What kind of thinking, where, and on what (the reference's "route_planning -").
+            where = " in ".join(part for part in (payload.thinking_type, payload.stage) if part)
+            if where and not payload.thinking_type:
+                where = f"in {where}"
+            factors = ""
+            if payload.factors:
+                factors = f" · factors: {', '.join(payload.factors[:FACTORS_SHOWN])}"
+                if len(payload.factors) > FACTORS_SHOWN:
+                    factors += f" +{len(payload.factors) - FACTORS_SHOWN} more"
+            return Note(
+                "💭",
+                "thinking",
+                f"{who}: "
+                + (f"{where} — " if where else "")
+                + payload.analysis
+                + confidence
+                + factors,
+                "italic",
+            )
         case runstream.ModelAllocation():
             tier = f" [{payload.tier}]" if payload.tier else ""
             why = f" — {payload.reasoning}" if payload.reasoning else ""
@@ -262,11 +283,15 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
                 strategy += f" [{view.step_name(payload.step_id)}]"
             attempt = f" (attempt {payload.attempt})" if payload.attempt else ""
             outcome = "" if payload.can_continue else "; cannot continue"
+            if payload.user_action_required:
+                outcome += "; user action required"
+            severity = enum_name(payload.severity)
+            said = "" if severity in ("UNSPECIFIED", "0") else f"{severity}: "
             return Note(
                 "⟲",
                 "recovery",
-                f"{payload.error_message}{strategy}{attempt}{outcome}",
-                _severity_style(enum_name(payload.severity)),
+                f"{said}{payload.error_message}{strategy}{attempt}{outcome}",
+                _severity_style(severity),
             )
         case runstream.ArtifactProduced():
             artifact = payload.artifact
@@ -279,10 +304,14 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
                 f" · {'✓' if done else '○'} {name.replace('_', ' ')}"
                 for name, done in sorted(payload.pipeline_status.items())
             )
+            # Which change it was: "agent_completed" and "phase_transition" read the same else.
+            change = (
+                f"{payload.change_type} · " if payload.change_type and payload.current_stage else ""
+            )
             return Note(
                 "⇢",
                 "workflow",
-                f"Phase: {stage} ({percent_text(payload.completion_percentage)}){flags}",
+                f"{change}Phase: {stage} ({percent_text(payload.completion_percentage)}){flags}",
                 "bold blue",
             )
         case runstream.DecisionRequested():
