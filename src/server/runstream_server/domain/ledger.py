@@ -1,7 +1,9 @@
 """The ledger of runs in this process: their state, the one write path, and what commits.
 
-Every write, a producer's batch or the server's own (a cancellation, an answer, a deadline,
-a stall), goes through :meth:`RunLedger.commit`, in this order:
+A run begins with :meth:`RunLedger.create`, which stores its ``run_created`` event as seq 1
+(the store refuses a run id it holds: ALREADY_EXISTS) and delivers it as steps 3 and 4 below
+do. Every later write, a producer's batch or the server's own (a cancellation, an answer, a
+deadline, a stall), goes through :meth:`RunLedger.commit`, in this order:
 
 1. under the run's lock, idempotency keys the log already holds are answered with their
    original seqs and not stored again (the first attempt does not look them up: the store
@@ -53,9 +55,11 @@ from runstream_server.domain.state import (
     REMEMBERED_KINDS,
     TERMINAL_STATUSES,
     RunState,
+    copied,
 )
 from runstream_server.domain.uncancellable import uncancellable
 from runstream_server.errors import (
+    AlreadyExists,
     FailedPrecondition,
     NotFound,
     NothingStored,
@@ -265,6 +269,30 @@ class RunLedger:
         return RunState.restore(snapshot, (decode(e) for e in events))
 
     # --- the one write path -------------------------------------------------------------------
+
+    async def create(self, created: event_pb2.RunEvent) -> run_pb2.Run:
+        """Stores a new run from its ``run_created`` event (seq 1), installs its state and
+        delivers the commit: ALREADY_EXISTS when this process or the store holds the run id.
+
+        Unlike :meth:`commit` there is no head to catch up with and nothing to retry: the
+        store writes a first event only for a run id it does not hold, and answers
+        AlreadyExists otherwise, whichever replica created it (a HeadMoved, which no store
+        raises for a first event, reaches the caller as ABORTED)."""
+        run_id = created.run_id
+        async with self._slots.locked(run_id) as slot:
+            if slot.state is not None:
+                raise AlreadyExists(f"run {run_id!r} already exists")
+            state = RunState.new(run_id)
+            state.apply(created)
+            snapshot = state.run.SerializeToString()  # once: checked, then stored
+            check_snapshot_size(state, snapshot, self._limits.max_snapshot_bytes)
+            first = EncodedEvent.of(
+                1, KIND_BY_FIELD["run_created"], "", created.SerializeToString()
+            )
+            await self._store.append(run_id, [first], state.run, expected_seq=0, encoded=snapshot)
+            self._slots.set_state(slot, state)
+            self.deliver(CommitRecord(state, [first], [created]))
+            return copied(state.run)
 
     async def whole(self, work: Coroutine[Any, Any, _T]) -> _T:
         """`work` (a commit) run to its end even if the caller is cancelled: see
