@@ -6,13 +6,30 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
+from runstream.v1 import event_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as pb
-from runstream.v1 import run_service_pb2_grpc
 
 from runstream_server.domain.runs import Heartbeat, InitialStateComplete, RunManager, Snapshot
 from runstream_server.domain.state import to_timestamp
 
 Context = aio.ServicerContext[Any, Any]
+
+# A response holding one empty event encodes as the events field's tag and a zero length:
+# the tag as the contract numbers the field, worked out once.
+_EVENTS_TAG = pb.WatchRunResponse(events=[event_pb2.RunEvent()]).SerializeToString()[:-1]
+
+
+def frame_event(data: bytes) -> bytes:
+    """`data`, an encoded event, as one element of ``WatchRunResponse.events``: its tag, its
+    length, the bytes. The domain frames each event once with it (its ``Frame``), and
+    :meth:`RunServicer.WatchRun` yields the concatenations the hub makes as they are."""
+    length = len(data)
+    out = bytearray(_EVENTS_TAG)
+    while length > 0x7F:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data
 
 
 def heartbeat_interval(request: pb.WatchRunRequest | pb.WatchRunsRequest, default: float) -> float:

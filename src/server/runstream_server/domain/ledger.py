@@ -42,6 +42,7 @@ from runstream_server.domain.commits import CommitRecord
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
     EncodedEvent,
+    Frame,
     check_id,
     check_snapshot_size,
 )
@@ -119,10 +120,6 @@ def decode(event: StoredEvent) -> event_pb2.RunEvent:
     return event_pb2.RunEvent.FromString(event.data)
 
 
-def framed(events: Sequence[StoredEvent]) -> list[EncodedEvent]:
-    return [EncodedEvent.wrap(e) for e in events]
-
-
 def summary(run: run_pb2.Run, viewers: int, now: datetime) -> run_pb2.Run:
     """A run without its steps, for lists and WatchRuns, its estimate counted down to `now`."""
     brief = run_pb2.Run()
@@ -156,10 +153,13 @@ class RunLedger:
         clock: Callable[[], datetime],
         pinned: Callable[[str], bool],
         viewers: Callable[[str], int],
+        frame: Frame,
     ) -> None:
         """`pinned` says which runs must stay in memory (watched, produced to); `viewers`
-        counts a run's watchers on every replica."""
+        counts a run's watchers on every replica; `frame` frames each event once for every
+        watcher, as the API's WatchRun response holds it."""
         self._store = store
+        self._frame = frame
         self._hub = hub
         self._runs_hub = runs_hub
         self._limits = limits
@@ -286,9 +286,8 @@ class RunLedger:
             state.apply(created)
             snapshot = state.run.SerializeToString()  # once: checked, then stored
             check_snapshot_size(state, snapshot, self._limits.max_snapshot_bytes)
-            first = EncodedEvent.of(
-                1, KIND_BY_FIELD["run_created"], "", created.SerializeToString()
-            )
+            data = created.SerializeToString()
+            first = EncodedEvent(1, KIND_BY_FIELD["run_created"], "", data, self._frame(data))
             await self._store.append(run_id, [first], state.run, expected_seq=0, encoded=snapshot)
             self._slots.set_state(slot, state)
             self.deliver(CommitRecord(state, [first], [created]))
@@ -335,8 +334,11 @@ class RunLedger:
                     if acks:  # all sent before: acknowledged once durable as a new write
                         await self._store.confirm(run_id)
                     return AppendResult(acks, draft.last_seq)
+                frame = self._frame
                 fresh = [
-                    EncodedEvent.of(e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data)
+                    EncodedEvent(
+                        e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data, frame(data)
+                    )
                     for e, data in ((e, e.SerializeToString()) for e in staged)
                 ]
                 snapshot = draft.run.SerializeToString()  # once: checked, then stored
@@ -385,6 +387,11 @@ class RunLedger:
         )
 
     # --- what a commit tells everyone -----------------------------------------------------------
+
+    def framed(self, events: Sequence[StoredEvent]) -> list[EncodedEvent]:
+        """The store's records framed for watchers (each as it is when it already is)."""
+        frame = self._frame
+        return [EncodedEvent.wrap(e, frame) for e in events]
 
     def deliver(self, record: CommitRecord) -> None:
         """Hands one commit, local or another replica's, to every consumer (under its lock)."""
@@ -438,7 +445,7 @@ class RunLedger:
             draft = await self.restore(slot.run_id)
         self._slots.set_state(slot, draft)
         self.elsewhere(draft.run, stored)
-        self.deliver(CommitRecord(draft, framed(stored), decoded))
+        self.deliver(CommitRecord(draft, self.framed(stored), decoded))
 
     async def catch_up(self, run_id: str, notice: CommitNotice | None = None) -> None:
         """Folds in another replica's commit (a notice; None: whatever the log holds)."""

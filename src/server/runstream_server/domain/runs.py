@@ -40,7 +40,7 @@ from runstream_server.domain.commits import (
 )
 from runstream_server.domain.creating import run_created
 from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX, Decisions
-from runstream_server.domain.events import check_batch
+from runstream_server.domain.events import Frame, check_batch
 from runstream_server.domain.following import Notices
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.ledger import (
@@ -103,9 +103,12 @@ class RunManager:
         retention: Retention | None = None,
         clock: Callable[[], datetime] | None = None,
         observer: DeliveryObserver = NO_OBSERVER,
+        *,
+        frame: Frame,
     ) -> None:
         """`clock`: what every "now" compared with stored times reads; the store's (on a
-        shared store, the one all replicas read) unless given."""
+        shared store, the one all replicas read) unless given. `frame`: how a watch response
+        holds each event (the API's :func:`~runstream_server.api.run_service.frame_event`)."""
         self._store = store
         self._limits = limits or Limits()
         self._hub = hub or Hub(
@@ -133,6 +136,7 @@ class RunManager:
                 bool(self._hub.watcher_count(run_id)) or self._links.in_use(run_id)
             ),
             viewers=lambda run_id: self._viewers.total(run_id),
+            frame=frame,
         )
         self._ledger.elsewhere = lambda run, events: observer.committed_elsewhere(
             run.run_id, events, run
