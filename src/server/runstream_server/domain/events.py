@@ -80,9 +80,6 @@ class EncodedEvent(StoredEvent):
         data = stored.data
         return EncodedEvent(stored.seq, stored.kind, stored.idempotency_key, data, frame(data))
 
-    def decode(self) -> event_pb2.RunEvent:
-        return event_pb2.RunEvent.FromString(self.data)
-
 
 def payload_field(event: event_pb2.RunEvent) -> str | None:
     """The name of the event's set payload field, or None."""

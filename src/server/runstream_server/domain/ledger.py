@@ -45,6 +45,7 @@ from runstream_server.domain.events import (
     Frame,
     check_id,
     check_snapshot_size,
+    payload_field,
 )
 from runstream_server.domain.folding import fold
 from runstream_server.domain.health import TROUBLE_KINDS, TROUBLED
@@ -110,30 +111,14 @@ def by_seq(event: StoredEvent) -> int:
     return event.seq
 
 
-def payload_name(event: event_pb2.RunEvent) -> str:
-    name: str | None = event.WhichOneof("payload")
-    assert name is not None
-    return name
-
-
-def decode(event: StoredEvent) -> event_pb2.RunEvent:
-    return event_pb2.RunEvent.FromString(event.data)
-
-
 def summary(run: run_pb2.Run, viewers: int, now: datetime) -> run_pb2.Run:
     """A run without its steps, for lists and WatchRuns, its estimate counted down to `now`."""
     brief = run_pb2.Run()
     brief.CopyFrom(run)
     brief.ClearField("steps")
     brief.viewer_count = viewers
-    count_down(brief, now)
+    insight.count_down(brief, now)
     return brief
-
-
-def count_down(run: run_pb2.Run, now: datetime) -> None:
-    """Readers get the remaining time as of `now` (the clock that stamped the estimate's end
-    time); the stored estimate is as of its event."""
-    insight.count_down(run, now)
 
 
 # A load that failed answers the callers that queued behind it for this long (seconds).
@@ -266,7 +251,7 @@ class RunLedger:
         # snapshot's seq; the newer ones arrive through catching up.
         head = snapshot.last_seq
         events = sorted((e for e in remembered + activity if e.seq <= head), key=by_seq)
-        return RunState.restore(snapshot, (decode(e) for e in events))
+        return RunState.restore(snapshot, (e.decode() for e in events))
 
     # --- the one write path -------------------------------------------------------------------
 
@@ -335,12 +320,13 @@ class RunLedger:
                         await self._store.confirm(run_id)
                     return AppendResult(acks, draft.last_seq)
                 frame = self._frame
-                fresh = [
-                    EncodedEvent(
-                        e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data, frame(data)
-                    )
-                    for e, data in ((e, e.SerializeToString()) for e in staged)
-                ]
+                fresh: list[EncodedEvent] = []
+                for e in staged:
+                    name = payload_field(e)
+                    assert name is not None  # folded, so it has its payload
+                    data = e.SerializeToString()
+                    kind = KIND_BY_FIELD[name]
+                    fresh.append(EncodedEvent(e.seq, kind, e.idempotency_key, data, frame(data)))
                 snapshot = draft.run.SerializeToString()  # once: checked, then stored
                 if producer:
                     check_snapshot_size(draft, snapshot, self._limits.max_snapshot_bytes)
@@ -435,7 +421,7 @@ class RunLedger:
             if moved:  # the head moved but the log shows nothing new: trust the store
                 self._slots.set_state(slot, await self.restore(slot.run_id))
             return
-        decoded = [decode(e) for e in stored]
+        decoded = [e.decode() for e in stored]
         draft = state.copy()
         try:
             for event in decoded:

@@ -46,7 +46,6 @@ from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.ledger import (
     Prepare,
     RunLedger,
-    decode,
     summary,
 )
 from runstream_server.domain.limits import AppendResult, EventAck, Limits, Retention
@@ -234,7 +233,7 @@ class RunManager:
                     asked = await self._store.read_events(
                         run.run_id, 0, 1_000_000, kinds=DEADLINE_KINDS
                     )
-                    state = RunState.restore(run, (decode(e) for e in asked))
+                    state = RunState.restore(run, (e.decode() for e in asked))
                     for decision in state.open_decisions():
                         yield run.run_id, decision
                 if page.next_cursor is None:
