@@ -38,7 +38,7 @@ from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain import insight
-from runstream_server.domain.commits import CommitRecord
+from runstream_server.domain.commits import AppendResult, CommitRecord, EventAck
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
     EncodedEvent,
@@ -51,7 +51,7 @@ from runstream_server.domain.folding import fold
 from runstream_server.domain.health import TROUBLE_KINDS, TROUBLED
 from runstream_server.domain.histories import WorkflowHistories
 from runstream_server.domain.hub import Hub, RunsHub
-from runstream_server.domain.limits import AppendResult, EventAck, Limits
+from runstream_server.domain.limits import Limits
 from runstream_server.domain.slots import RunSlot, RunSlots
 from runstream_server.domain.state import (
     REMEMBERED_KINDS,
@@ -75,7 +75,7 @@ from runstream_server.store.base import (
     StoredEvent,
 )
 
-log = logging.getLogger("runstream.runs")
+log = logging.getLogger("runstream.ledger")
 _T = TypeVar("_T")
 Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 Consumer = Callable[[CommitRecord], None]

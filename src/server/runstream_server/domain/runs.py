@@ -30,8 +30,10 @@ from runstream_server.auth import principal as access
 from runstream_server.domain import control, insight
 from runstream_server.domain.commits import (
     RESYNC,
+    AppendResult,
     ControlSignal,
     DecisionFeed,
+    EventAck,
     Links,
     Mailbox,
     ProducerLink,
@@ -48,7 +50,7 @@ from runstream_server.domain.ledger import (
     RunLedger,
     summary,
 )
-from runstream_server.domain.limits import AppendResult, EventAck, Limits, Retention
+from runstream_server.domain.limits import Limits, Retention
 from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading

@@ -71,7 +71,7 @@ from runstream_server.store.redis_notices import (
 )
 from runstream_server.store.redis_url import parse_url, redact
 from runstream_server.store.redis_usage import UsageShare
-from runstream_server.store.redis_viewers import ViewerCounts
+from runstream_server.store.redis_viewers import RedisViewerCounts
 
 __all__ = ["RedisEventStore"]
 
@@ -175,7 +175,7 @@ class RedisEventStore:
         """The run indexes, and ListRuns over them."""
         self._log = RunLog(self._keys, self._current)
         """Reads of runs' logs."""
-        self._viewers = ViewerCounts(
+        self._viewers = RedisViewerCounts(
             self.options, self._keys, self.replica_id, self._current, self.clock.time
         )
         """This replica's watcher counts, and the others'."""
