@@ -3,7 +3,10 @@
 A run begins with :meth:`RunLedger.create`, which stores its ``run_created`` event as seq 1
 (the store refuses a run id it holds: ALREADY_EXISTS) and delivers it as steps 3 and 4 below
 do. Every later write, a producer's batch or the server's own (a cancellation, an answer, a
-deadline, a stall), goes through :meth:`RunLedger.commit`, in this order:
+deadline, a stall), goes through :meth:`RunLedger.commit`. A producer's Report stream hands
+it the batches that queued while its previous commit was made as one batch (group commit,
+:mod:`~runstream_server.domain.reporting`, which makes a refused group again one batch at a
+time). A commit goes in this order:
 
 1. under the run's lock, idempotency keys the log already holds are answered with their
    original seqs and not stored again (the first attempt does not look them up: the store
