@@ -29,7 +29,7 @@ from runstream.v1 import event_pb2, report_service_pb2_grpc, run_service_pb2, ru
 from runstream.v1 import report_service_pb2 as rp
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig
-from runstream_server.auth.limits import Limits
+from runstream_server.auth.limits import CallerLimits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.identity import Keys, rs256_auth
@@ -95,7 +95,9 @@ async def main() -> None:
         off.append(await measure(SecurityConfig(), None, calls, events))
         # The append-rate limit (2,000 events/s by default) would throttle the setup's bulk
         # load; it is not what is measured here.
-        unlimited = dataclasses.replace(rs256_auth(keys), limits=Limits(append_events_per_second=0))
+        unlimited = dataclasses.replace(
+            rs256_auth(keys), limits=CallerLimits(append_events_per_second=0)
+        )
         on.append(await measure(unlimited, token, calls, events))
 
     def median(samples: list[tuple[float, float]], i: int) -> float:

@@ -28,7 +28,7 @@ from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
-from runstream_server.auth.limits import Limits
+from runstream_server.auth.limits import CallerLimits
 from runstream_server.auth.tokens import AuthConfig
 
 from tests.clients.support import collect_garbage, loop_complaints, proxy_to, question, until
@@ -340,7 +340,7 @@ async def test_a_watch_held_back_by_a_limit_says_why(
 ) -> None:
     """Found in review: a second `runstream watch` of a run at its watcher limit waited and
     retried with no word on screen (the CLI shows the SDK's warnings)."""
-    limits = Limits(watchers_per_run=1, stream_retry_after=0.2)
+    limits = CallerLimits(watchers_per_run=1, stream_retry_after=0.2)
     server = await start_server(tmp_path, dataclasses.replace(rs256_auth(keys), limits=limits))
     try:
         token = keys.token(["producer", "viewer"])
@@ -373,7 +373,7 @@ async def test_the_sdk_waits_out_limits_and_loses_nothing(
     reporter waits that long, resends what was not acknowledged, and every event lands once.
     Over the tenant's active runs, start_run waits until a run ends."""
     caplog.set_level(logging.INFO, logger="runstream")
-    limits = Limits(
+    limits = CallerLimits(
         append_events_per_second=40.0,
         append_burst=10,
         active_runs_per_tenant=1,

@@ -401,9 +401,9 @@ def test_serve_insecure_no_auth_logs_its_warning_once(tmp_path: Path) -> None:
 
 def test_serve_help_shows_the_servers_limit_defaults() -> None:
     from runstream.cli.auth import LIMIT_OPTIONS
-    from runstream_server.auth.limits import Limits
+    from runstream_server.auth.limits import CallerLimits
 
-    defaults = Limits()
+    defaults = CallerLimits()
     assert {field: default for _, field, _, default, _ in LIMIT_OPTIONS} == {
         field: getattr(defaults, field) for _, field, _, _, _ in LIMIT_OPTIONS
     }

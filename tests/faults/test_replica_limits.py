@@ -18,14 +18,14 @@ import grpc
 import pytest
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.auth.limits import Limits
+from runstream_server.auth.limits import CallerLimits
 from runstream_server.store import redis_usage
 
 from tests.conftest import RedisProcess, redis_store_url, serving_on
 from tests.identity import Keys, rs256_auth
 from tests.server.support import Caller, custom, opened, retry_info
 
-LIMITS = Limits(
+LIMITS = CallerLimits(
     watch_streams_per_principal=2,
     append_events_per_second=0.2,  # hardly refills while the test runs
     append_burst=10,

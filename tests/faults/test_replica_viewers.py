@@ -23,7 +23,7 @@ from runstream_server.errors import Unavailable
 from runstream_server.store.base import CommitNotice, Notice
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_url import parse_url
-from runstream_server.store.redis_viewers import ViewerCounts
+from runstream_server.store.redis_viewers import RedisViewerCounts
 
 from tests.clients.support import eventually, until
 from tests.conftest import RedisProcess, ServerProcess, redis_store_url, replicas_serving
@@ -281,8 +281,8 @@ async def test_a_watcher_that_came_and_went_leaves_no_count_when_the_first_write
     options = parse_url(redis_store_url(redis_server, tmp_path))
     client = aioredis.Redis.from_url(options.url)
     keys = RedisKeys(options.prefix)
-    on_a = ViewerCounts(options, keys, "replica-a", lambda: client)
-    on_b = ViewerCounts(options, keys, "replica-b", lambda: client)
+    on_a = RedisViewerCounts(options, keys, "replica-a", lambda: client)
+    on_b = RedisViewerCounts(options, keys, "replica-b", lambda: client)
     on_a.start()
     script, first = on_a._script, [True]
 

@@ -12,6 +12,7 @@ from runstream.v1 import decision_pb2, decision_service_pb2_grpc, run_pb2
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
+from runstream_server.api.run_service import frame_event
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.runs import Limits, Retention, RunManager
 from runstream_server.store.sqlite import SqliteEventStore
@@ -376,7 +377,7 @@ async def test_a_restart_arms_the_open_deadlines_without_loading_the_waiting_run
     path = tmp_path / "d.db"
     store = SqliteEventStore(path)
     await store.open()
-    first = RunManager(store)
+    first = RunManager(store, frame=frame_event)
     for run_id, seconds in (("soon", 1), ("later", 600), ("answered", 1)):
         await first.create_run(run_id=run_id, workflow="wf", display_name="", labels={}, steps=[])
         timeout = duration_pb2.Duration(seconds=seconds)
@@ -389,7 +390,7 @@ async def test_a_restart_arms_the_open_deadlines_without_loading_the_waiting_run
 
     store = SqliteEventStore(path)
     await store.open()
-    again = RunManager(store)
+    again = RunManager(store, frame=frame_event)
     try:
         await again.start()
         assert again.cached_runs == 0

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import event_pb2, report_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
+from runstream_server.api.run_service import frame_event
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.runs import Heartbeat, Limits, RunManager, WatchItem
@@ -31,7 +32,7 @@ Watch = run_service_pb2.WatchRunRequest
 async def manager(tmp_path: Path) -> AsyncIterator[RunManager]:
     store = SqliteEventStore(tmp_path / "domain.db")
     await store.open()
-    runs = RunManager(store, limits=Limits(watch_page_events=20))
+    runs = RunManager(store, limits=Limits(watch_page_events=20), frame=frame_event)
     try:
         yield runs
     finally:
@@ -42,6 +43,20 @@ async def manager(tmp_path: Path) -> AsyncIterator[RunManager]:
 def event_seqs(item: WatchItem) -> list[int]:
     assert isinstance(item, bytes), item
     return [e.seq for e in run_service_pb2.WatchRunResponse.FromString(item).events]
+
+
+def test_framed_events_joined_are_the_watch_response_the_contract_describes() -> None:
+    # The hub sends concatenations of events framed once each, never a message it built: a
+    # framing that did not match WatchRunResponse.events (its number, its wire type, a length
+    # of more than one byte) would corrupt every watch. Sizes around the length's byte limits.
+    events = [
+        event_pb2.RunEvent(seq=n, custom=event_pb2.Custom(type="x" * size))
+        for n, size in enumerate((0, 120, 127, 128, 20_000, 3_000_000), start=1)
+    ]
+    joined = b"".join(frame_event(e.SerializeToString()) for e in events)
+    assert list(run_service_pb2.WatchRunResponse.FromString(joined).events) == events
+    number = run_service_pb2.WatchRunResponse.DESCRIPTOR.fields_by_name["events"].number
+    assert frame_event(b"")[0] >> 3 == number
 
 
 async def new_run(runs: RunManager) -> str:
@@ -310,7 +325,9 @@ async def test_a_watcher_that_keeps_up_takes_a_commit_bigger_than_the_byte_budge
     store = SqliteEventStore(tmp_path / "domain.db")
     await store.open()
     overflows = Overflows()
-    runs = RunManager(store, Hub(max_pending_bytes=1024 * 1024), observer=overflows)
+    runs = RunManager(
+        store, Hub(max_pending_bytes=1024 * 1024), observer=overflows, frame=frame_event
+    )
     try:
         run_id = await new_run(runs)
         watch = runs.watch(run_id)

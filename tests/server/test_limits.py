@@ -18,12 +18,12 @@ from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.auth import limits
-from runstream_server.auth.limits import Limits
+from runstream_server.auth.limits import CallerLimits
 
 from tests.identity import Keys, rs256_auth
 from tests.server.support import Caller, custom, opened, refused, retry_info, specs
 
-LIMITS = Limits(
+LIMITS = CallerLimits(
     watch_streams_per_principal=2,
     watchers_per_run=3,
     report_streams_per_principal=2,
@@ -339,7 +339,7 @@ def test_the_append_buckets_of_idle_principals_are_forgotten(
     one would be, so those are dropped once many; one still paying off its burst is kept."""
     monkeypatch.setattr(limits, "BUCKETS_KEPT", 100)
     meter = limits.LimitInterceptor(
-        Limits(append_events_per_second=0.001, append_burst=10),
+        CallerLimits(append_events_per_second=0.001, append_burst=10),
         store=None,  # type: ignore[arg-type]
     )
     busy = meter._bucket("busy")
@@ -355,7 +355,7 @@ async def test_a_limit_of_one_is_said_in_the_singular(
     tmp_path: Path, keys: Keys, server_config: Any
 ) -> None:
     """Found in review: "tenant 'acme' has 1 active runs", "run ... has 1 watchers"."""
-    ones = Limits(watch_streams_per_principal=1, watchers_per_run=1, active_runs_per_tenant=1)
+    ones = CallerLimits(watch_streams_per_principal=1, watchers_per_run=1, active_runs_per_tenant=1)
     security = dataclasses.replace(rs256_auth(keys), limits=ones)
     server = RunstreamServer(server_config(tmp_path / "runstream.db", security=security))
     await server.start()

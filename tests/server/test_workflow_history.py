@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from runstream.v1 import event_pb2, run_pb2
+from runstream_server.api.run_service import frame_event
 from runstream_server.domain.runs import RunManager
 from runstream_server.store import redis_index
 from runstream_server.store.base import EventStore
@@ -71,7 +72,7 @@ async def test_runs_of_a_new_workflow_starting_together_read_its_history_once(
     store = SqliteEventStore(tmp_path / "h.db")
     await store.open()
     counting = CountingHistoryReads(store)
-    manager = RunManager(counting)  # type: ignore[arg-type]
+    manager = RunManager(counting, frame=frame_event)  # type: ignore[arg-type]
     try:
         runs = await asyncio.gather(*(create(manager, "fresh") for _ in range(16)))
         await asyncio.gather(*(manager.append(run_id, [started()]) for run_id in runs))
@@ -105,7 +106,7 @@ async def replica(url: str) -> AsyncIterator[tuple[RunManager, RedisEventStore]]
     """A replica's RunManager on the store (a new process, as far as the store can tell)."""
     store = RedisEventStore(url)
     await store.open()
-    manager = RunManager(store)
+    manager = RunManager(store, frame=frame_event)
     try:
         yield manager, store
     finally:

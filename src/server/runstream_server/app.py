@@ -48,7 +48,7 @@ from runstream_server.api.introspection import (
 )
 from runstream_server.api.methods import MethodTable
 from runstream_server.api.report_service import ReportServicer
-from runstream_server.api.run_service import RunServicer
+from runstream_server.api.run_service import RunServicer, frame_event
 from runstream_server.api.stats_service import StatsServicer
 from runstream_server.auth.edge import (
     SecurityConfig,
@@ -237,6 +237,7 @@ class RunstreamServer:
             config.insight,
             config.retention,
             observer=telemetry,
+            frame=frame_event,
         )
         await self.runs.start()
         await self._count_open_decisions(self.runs, telemetry)

@@ -15,7 +15,7 @@ from typing import Any
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 
-from runstream_server.api.run_service import heartbeat_interval
+from runstream_server.api.watch_args import watch_run_args, watch_runs_args
 from runstream_server.domain.creating import check_create
 from runstream_server.domain.events import check_batch
 from runstream_server.domain.limits import Limits
@@ -35,20 +35,10 @@ def request_checks(limits: Limits, default_heartbeat: float) -> dict[str, Reques
         check_create(request.run_id, request, limits)
 
     def watch_run(request: rs.WatchRunRequest, _: str) -> None:
-        check_watch(
-            request.run_id,
-            after_seq=request.after_seq,
-            include_snapshot=request.include_snapshot,
-            kinds=request.kinds,
-            heartbeat_interval=heartbeat_interval(request, default_heartbeat),
-        )
+        check_watch(**watch_run_args(request, default_heartbeat))
 
     def watch_runs(request: rs.WatchRunsRequest, _: str) -> None:
-        check_watch_runs(
-            filter_text=request.filter,
-            heartbeat_interval=heartbeat_interval(request, default_heartbeat),
-            initial_ended_limit=request.initial_ended_limit,
-        )
+        check_watch_runs(**watch_runs_args(request, default_heartbeat))
 
     def append(request: rp.AppendEventsRequest | rp.ReportRequest, stream_run: str) -> None:
         check_batch(request.run_id or stream_run, request.events, limits)

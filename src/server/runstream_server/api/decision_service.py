@@ -21,11 +21,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 from grpc import aio
 from runstream.v1 import decision_pb2, decision_service_pb2_grpc
 from runstream.v1 import decision_service_pb2 as pb
 
+from runstream_server.api.errors import grpc_code
 from runstream_server.domain.fields import check_message
 from runstream_server.domain.runs import RESYNC, DecisionFeed, RunManager, forwarded_first
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
@@ -193,7 +193,7 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
             check_message("answer", answer)  # left to this answer's result by the decoding
             result.decision.CopyFrom(await self._submit(answer.decision, viewer))
         except RunstreamError as exc:
-            result.code = grpc.StatusCode[exc.kind.value].value[0]
+            result.code = grpc_code(exc.kind).value[0]
             result.message = _in_answer(exc)
             with contextlib.suppress(RunstreamError):
                 current = await self._runs.get_decision(

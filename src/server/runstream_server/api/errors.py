@@ -34,7 +34,7 @@ from runstream_server.api.handlers import (
     streams_responses,
 )
 from runstream_server.auth.principal import Principal
-from runstream_server.errors import InvalidArgument, RunstreamError, ShuttingDown
+from runstream_server.errors import ErrorKind, InvalidArgument, RunstreamError, ShuttingDown
 
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
@@ -55,6 +55,11 @@ and then and past 16 KiB always, answering RESOURCE_EXHAUSTED "received metadata
 exceeds" in place of the status. A message that repeats what the client sent (an unreadable
 filter, the options of a decision, a dependency cycle) is cut to this, keeping its start,
 which names the field."""
+
+
+def grpc_code(kind: ErrorKind) -> grpc.StatusCode:
+    """The gRPC status code of a domain refusal (ErrorKind names the codes)."""
+    return grpc.StatusCode[kind.value]
 
 
 def fitted(message: str) -> str:
@@ -260,7 +265,7 @@ class ErrorInterceptor(HandlerRewriter):
     ) -> NoReturn:
         if isinstance(ex, RunstreamError):
             self.rejections.note(method_name, ex.kind.value, ex.message)
-            code = grpc.StatusCode[ex.kind.value]
+            code = grpc_code(ex.kind)
             message = fitted(ex.message)
             trailers: tuple[tuple[str, str | bytes], ...] = _status_details(code, ex, message)
             if unprocessed:

@@ -1,9 +1,7 @@
 """ReportService: the producers' bidirectional Report stream and unary AppendEvents.
 
 A Report stream commits the small batches it received while its previous commit was being
-made as one commit: at a few thousand events a second a producer sends many batches of a
-few events, and each commit costs about the same whatever its size, so grouping them is what
-keeps the server's cost per event, and the fan-out's messages per event, low. Each batch is
+made as one commit (group commit: :mod:`runstream_server.domain.reporting`). Each batch is
 still acknowledged on its own, in order, with its own events' seqs.
 """
 
@@ -11,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from grpc import aio
-from runstream.v1 import event_pb2, report_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as pb
+from runstream.v1 import report_service_pb2_grpc
 
 from runstream_server.auth.principal import end_at_expiry
 from runstream_server.auth.streams import end_for_its_token
+from runstream_server.domain.reporting import commit_together, take_group
 from runstream_server.domain.runs import (
     AppendResult,
     ControlSignal,
@@ -27,13 +26,9 @@ from runstream_server.domain.runs import (
     RunManager,
     Signal,
 )
-from runstream_server.errors import InvalidArgument, NothingStored, RunstreamError, Unavailable
+from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
 
 Context = aio.ServicerContext[Any, Any]
-
-# Batches that wait while a commit is made are committed together, up to this many events.
-# Bigger batches gain little from grouping, and a group costs a copy of its events.
-_GROUP_EVENTS = 100
 
 _Received = pb.ReportRequest | BaseException | None
 """What a Report stream's receiver queues: a request, how the stream broke, or its end."""
@@ -45,11 +40,16 @@ _ACTIONS = {
 }
 
 
-def _acks(result: AppendResult, start: int = 0, end: int | None = None) -> list[pb.EventAck]:
+def _acks(result: AppendResult) -> list[pb.EventAck]:
     return [
         pb.EventAck(seq=a.seq, idempotency_key=a.idempotency_key, duplicate=a.duplicate)
-        for a in result.acks[start:end]
+        for a in result.acks
     ]
+
+
+def _ack(request: pb.ReportRequest, result: AppendResult) -> pb.ReportResponse:
+    ack = pb.AppendAck(batch_id=request.batch_id, events=_acks(result), last_seq=result.last_seq)
+    return pb.ReportResponse(ack=ack)
 
 
 def _control(signal: ControlSignal) -> pb.ReportResponse:
@@ -91,26 +91,6 @@ def _belongs(request: pb.ReportRequest, run_id: str) -> pb.ReportRequest:
     if _elsewhere(request, run_id):
         raise InvalidArgument("run_id", f"{request.run_id!r}: this stream reports on {run_id!r}")
     return request
-
-
-def _grouped(
-    request: pb.ReportRequest, inbox: Mailbox[_Received], run_id: str
-) -> list[pb.ReportRequest]:
-    """The request and the batches queued behind it that can be committed with it."""
-    group, size = [request], len(request.events)
-    while not inbox.empty():
-        queued = inbox.peek()  # what cannot join stays first in line
-        if not (
-            isinstance(queued, pb.ReportRequest)
-            and queued.events
-            and not _elsewhere(queued, run_id)
-            and size + len(queued.events) <= _GROUP_EVENTS
-        ):
-            break
-        inbox.get_nowait()  # the one peeked at
-        group.append(queued)
-        size += len(queued.events)
-    return group
 
 
 class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
@@ -165,6 +145,13 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             except Exception as exc:  # the stream broke: after what was received
                 await inbox.put(exc)
 
+        def joins(queued: _Received) -> bool:  # a batch that can join a group (take_group)
+            return (
+                isinstance(queued, pb.ReportRequest)
+                and bool(queued.events)
+                and not _elsewhere(queued, run_id)
+            )
+
         receiver = asyncio.create_task(receive())
         try:
             while True:
@@ -189,77 +176,33 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                         ack=pb.AppendAck(batch_id=request.batch_id, last_seq=run.last_seq)
                     )
                     continue
-                group = _grouped(request, inbox, run_id)
+                group = take_group(request, inbox, joins)
                 try:
-                    acks = await self._append_together(run_id, group) if len(group) > 1 else None
+                    results = (
+                        await commit_together(self._runs, run_id, group) if len(group) > 1 else None
+                    )
                 except Unavailable:  # maybe stored: not again one by one (see there)
                     for response in _drained(signals):
                         yield response
                     raise
-                if acks is not None:
+                if results is not None:
                     for response in _drained(signals):  # signalled, then the acks
                         yield response
-                    for response in acks:
-                        yield response
+                    for request, result in zip(group, results, strict=True):
+                        yield _ack(request, result)
                     continue
                 for request in group:  # one by one: a refusal names its own batch's event
                     try:
-                        ack = await self._append(run_id, request)
+                        result = await self._runs.append(run_id, request.events[:])
                     except RunstreamError:  # what the link received (a cancel) explains it
                         for response in _drained(signals):
                             yield response
                         raise
                     for response in _drained(signals):  # signalled, then the ack
                         yield response
-                    yield ack
+                    yield _ack(request, result)
         finally:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await receiver
             self._runs.detach_producer(link)
-
-    async def _append_together(
-        self, run_id: str, group: Sequence[pb.ReportRequest]
-    ) -> list[pb.ReportResponse] | None:
-        """Commits the batches as one and acknowledges each with its own events' results;
-        None if the commit was refused (nothing was stored), to be made one batch at a time.
-
-        An UNAVAILABLE that leaves open whether the batches were stored (Redis ran the script
-        and the reply was lost, or fewer replicas than ``wait=N`` confirmed it) is raised
-        instead: an event without an idempotency key written again would be stored twice.
-        The producer resends what was not acknowledged, and the log's keys tell its resends
-        apart."""
-        # Copies: a commit numbers and stamps its events, and a refused group is retried from
-        # the originals.
-        events = []
-        for request in group:
-            for original in request.events[:]:  # a list: see RunSteps.recompute_progress
-                event = event_pb2.RunEvent()
-                event.CopyFrom(original)
-                events.append(event)
-        try:
-            result = await self._runs.append(run_id, events)
-        except NothingStored:
-            return None
-        except Unavailable:
-            raise
-        except RunstreamError:
-            return None
-        responses, start = [], 0
-        for request in group:
-            end = start + len(request.events)
-            ack = pb.AppendAck(
-                batch_id=request.batch_id,
-                events=_acks(result, start, end),
-                last_seq=result.last_seq,
-            )
-            responses.append(pb.ReportResponse(ack=ack))
-            start = end
-        return responses
-
-    async def _append(self, run_id: str, request: pb.ReportRequest) -> pb.ReportResponse:
-        result = await self._runs.append(run_id, request.events[:])
-        ack = pb.AppendAck(
-            batch_id=request.batch_id, events=_acks(result), last_seq=result.last_seq
-        )
-        return pb.ReportResponse(ack=ack)

@@ -6,20 +6,31 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
+from runstream.v1 import event_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as pb
-from runstream.v1 import run_service_pb2_grpc
 
+from runstream_server.api.watch_args import watch_run_args, watch_runs_args
 from runstream_server.domain.runs import Heartbeat, InitialStateComplete, RunManager, Snapshot
 from runstream_server.domain.state import to_timestamp
 
 Context = aio.ServicerContext[Any, Any]
 
+# A response holding one empty event encodes as the events field's tag and a zero length:
+# the tag as the contract numbers the field, worked out once.
+_EVENTS_TAG = pb.WatchRunResponse(events=[event_pb2.RunEvent()]).SerializeToString()[:-1]
 
-def heartbeat_interval(request: pb.WatchRunRequest | pb.WatchRunsRequest, default: float) -> float:
-    """The seconds of idle a watch stream asks for before a heartbeat, or the default."""
-    if request.HasField("heartbeat_interval"):
-        return request.heartbeat_interval.ToNanoseconds() / 1e9
-    return default
+
+def frame_event(data: bytes) -> bytes:
+    """`data`, an encoded event, as one element of ``WatchRunResponse.events``: its tag, its
+    length, the bytes. The domain frames each event once with it (its ``Frame``), and
+    :meth:`RunServicer.WatchRun` yields the concatenations the hub makes as they are."""
+    length = len(data)
+    out = bytearray(_EVENTS_TAG)
+    while length > 0x7F:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data
 
 
 class RunServicer(run_service_pb2_grpc.RunServiceServicer):
@@ -97,11 +108,7 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
     async def WatchRuns(
         self, request: pb.WatchRunsRequest, context: Context
     ) -> AsyncIterator[pb.WatchRunsResponse]:
-        items = self._runs.watch_runs(
-            filter_text=request.filter,
-            heartbeat_interval=self._heartbeat(request),
-            initial_ended_limit=request.initial_ended_limit,
-        )
+        items = self._runs.watch_runs(**watch_runs_args(request, self._default_heartbeat))
         async for item in items:
             if isinstance(item, list):
                 yield pb.WatchRunsResponse(runs=item)
@@ -113,9 +120,6 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
                 beat = pb.Heartbeat(server_time=to_timestamp(item.server_time))
                 yield pb.WatchRunsResponse(heartbeat=beat)
 
-    def _heartbeat(self, request: pb.WatchRunRequest | pb.WatchRunsRequest) -> float:
-        return heartbeat_interval(request, self._default_heartbeat)
-
     async def WatchRun(self, request: pb.WatchRunRequest, context: Context) -> AsyncIterator[bytes]:
         """Yields pre-encoded WatchRunResponse bytes (see ``raw_response_methods``).
 
@@ -123,13 +127,8 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         hundred watchers cost a hundred writes, not a hundred serializations, and the bytes
         go out as the hub made them.
         """
-        heartbeat = self._heartbeat(request)
         items = self._runs.watch(
-            request.run_id,
-            after_seq=request.after_seq,
-            include_snapshot=request.include_snapshot,
-            kinds=list(request.kinds),
-            heartbeat_interval=heartbeat,
+            **watch_run_args(request, self._default_heartbeat),
             keep_open=request.keep_open,
             # The headers as the watch is accepted, not with the first message (which an idle
             # run sends a heartbeat later): the client learns at once that its stream stands.

@@ -24,7 +24,7 @@ from runstream_server.api.errors import RejectionLog
 from runstream_server.api.handlers import HandlerRewriter
 from runstream_server.auth.certificates import CertificateFiles
 from runstream_server.auth.interceptor import AuthInterceptor
-from runstream_server.auth.limits import Limits
+from runstream_server.auth.limits import CallerLimits
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
 
 __all__ = [
@@ -112,7 +112,7 @@ class SecurityConfig:
     """Serve TLS (and mutual TLS with a client CA); None: plaintext."""
     insecure_no_auth: bool = False
     """Allow a non-loopback address without auth (logged as a warning)."""
-    limits: Limits = field(default_factory=Limits)
+    limits: CallerLimits = field(default_factory=CallerLimits)
     """Per-principal and per-tenant limits (see runstream_server.auth.limits)."""
 
 

@@ -48,7 +48,7 @@ from runstream_server.auth.principal import Principal, current
 from runstream_server.errors import InvalidArgument, ResourceExhausted
 from runstream_server.store.base import EventStore, RunFilter, Usage, stop_if_cancelled
 
-__all__ = ["LimitInterceptor", "Limits", "RequestCheck", "TokenBucket"]
+__all__ = ["CallerLimits", "LimitInterceptor", "RequestCheck", "TokenBucket"]
 
 Context = aio.ServicerContext[Any, Any]
 RequestCheck = Callable[[Any, str], None]
@@ -72,7 +72,7 @@ _ACTIVE = frozenset(
 
 
 @dataclass(frozen=True)
-class Limits:
+class CallerLimits:
     """Limits per caller; the defaults keep one 2-core server responsive. 0 turns one off."""
 
     watch_streams_per_principal: int = 200
@@ -192,14 +192,14 @@ def _who(principal: Principal) -> str:
 
 
 class LimitInterceptor(HandlerRewriter):
-    """Applies :class:`Limits` (see module); sits after the auth interceptor.
+    """Applies :class:`CallerLimits` (see module); sits after the auth interceptor.
 
     Its checks run when a call starts, so the handlers it builds (once per method) call the
     method's own and return what it returns: a stream gains no layer from it.
     """
 
     def __init__(
-        self, limits: Limits, store: EventStore, checks: dict[str, RequestCheck] | None = None
+        self, limits: CallerLimits, store: EventStore, checks: dict[str, RequestCheck] | None = None
     ) -> None:
         """`checks`: the request checks of the methods limited (without them a limit judges
         any request that decodes)."""

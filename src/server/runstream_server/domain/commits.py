@@ -1,7 +1,9 @@
-"""The commit record, and the consumers that tell producers and viewers what a commit did.
+"""The commit record, what an append answers, and the consumers that tell producers and
+viewers what a commit did.
 
 Every commit, made here or by another replica, produces one :class:`CommitRecord`: the run's
-state after it and the events it added. The run manager hands it, under the run's lock, to
+state after it and the events it added. The ledger
+(:meth:`~runstream_server.domain.ledger.RunLedger.deliver`) hands it, under the run's lock, to
 each consumer in turn: the event hub, the runs hub, the producer links and decision feeds
 (:class:`Links`), the deadline timers and the stall tracker. What a producer is told (pause,
 resume, cancel, a closed decision) is derived from the committed events and the committed
@@ -20,6 +22,23 @@ from runstream.v1 import decision_pb2, event_pb2, run_pb2
 from runstream_server.domain.events import SERVER_ONLY_FIELDS, EncodedEvent
 from runstream_server.domain.insight import ABANDONED, ABANDONED_KEY
 from runstream_server.domain.state import RunState, copied
+
+
+@dataclass(frozen=True, slots=True)
+class EventAck:
+    """The outcome of appending one event."""
+
+    seq: int
+    idempotency_key: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The acknowledgements of one batch and the run's last seq after it."""
+
+    acks: list[EventAck]
+    last_seq: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ def _describe(decision: decision_pb2.Decision) -> str:
     return f"{outcome}{choice}{by}"
 
 
-def _check_kept(state: RunState) -> None:
+def _check_decisions_kept(state: RunState) -> None:
     """FAILED_PRECONDITION when retention purged the run's log. A run's decisions are kept in
     its log (the snapshot does not hold them), so they went with it: none can be told, not
     even whether an id was ever asked."""
@@ -108,7 +108,7 @@ class Decisions:
             await self.deadline_passed(run_id, decision_id)
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
-            _check_kept(state)  # purged meanwhile
+            _check_decisions_kept(state)  # purged meanwhile
             decision = self._decision(state, decision_id)
             outcome = (
                 event_pb2.DECISION_OUTCOME_SKIPPED if skip else event_pb2.DECISION_OUTCOME_ANSWERED
@@ -158,7 +158,7 @@ class Decisions:
     async def _kept(self, run_id: str) -> RunState:
         """The run's state; FAILED_PRECONDITION when retention purged its decisions."""
         state = await self._checks.state_knowing_purge(run_id)
-        _check_kept(state)
+        _check_decisions_kept(state)
         return state
 
     async def _knowing(self, run_id: str, decision_id: str) -> RunState:

@@ -56,41 +56,29 @@ def check_id(field_path: str, value: str, *, required: bool = True) -> None:
         )
 
 
-def _frame(data: bytes) -> bytes:
-    """Encodes `data` as field 2 (`events`) of WatchRunResponse: tag, length, bytes.
-
-    A repeated message field is just its elements' encodings behind a tag and a length, so
-    a response for many watchers is built by concatenating these pre-framed events: each
-    event is serialized once, whatever the number of watchers.
-    """
-    length = len(data)
-    out = bytearray(b"\x12")
-    while length > 0x7F:
-        out.append((length & 0x7F) | 0x80)
-        length >>= 7
-    out.append(length)
-    return bytes(out) + data
+Frame = Callable[[bytes], bytes]
+"""Encodes an event's bytes as one element of a watch response's repeated events field (its
+tag, its length, the bytes). A repeated message field is just its elements' encodings behind
+a tag and a length, so a response for many watchers is built by concatenating pre-framed
+events: each event is serialized once, whatever the number of watchers. The API makes it from
+the contract (:func:`runstream_server.api.run_service.frame_event`): the domain joins framed
+events without knowing the RPC's field numbers."""
 
 
 @dataclass(frozen=True, slots=True)
 class EncodedEvent(StoredEvent):
-    """A stored event with its WatchRun framing, computed once for every watcher."""
+    """A stored event with its WatchRun framing (``frame(data)``), computed once for every
+    watcher."""
 
     framed: bytes = field(repr=False, compare=False, default=b"")
 
     @staticmethod
-    def of(seq: int, kind: int, idempotency_key: str, data: bytes) -> EncodedEvent:
-        return EncodedEvent(seq, kind, idempotency_key, data, _frame(data))
-
-    @staticmethod
-    def wrap(stored: StoredEvent) -> EncodedEvent:
+    def wrap(stored: StoredEvent, frame: Frame) -> EncodedEvent:
         """The store's record, framed (itself when it already is)."""
         if isinstance(stored, EncodedEvent):
             return stored
-        return EncodedEvent.of(stored.seq, stored.kind, stored.idempotency_key, stored.data)
-
-    def decode(self) -> event_pb2.RunEvent:
-        return event_pb2.RunEvent.FromString(self.data)
+        data = stored.data
+        return EncodedEvent(stored.seq, stored.kind, stored.idempotency_key, data, frame(data))
 
 
 def payload_field(event: event_pb2.RunEvent) -> str | None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain import insight
+from runstream_server.domain.commits import EventAck
 from runstream_server.domain.events import (
     ESTIMATE_INPUTS,
     KIND_BY_FIELD,
@@ -23,7 +24,6 @@ from runstream_server.domain.events import (
     kind_name,
 )
 from runstream_server.domain.health import TROUBLED, Troubles
-from runstream_server.domain.limits import EventAck
 from runstream_server.domain.state import TROUBLE_FIELDS, RunState, from_timestamp, to_timestamp
 from runstream_server.errors import FailedPrecondition, InvalidArgument
 from runstream_server.store.base import HeldKey

@@ -1,7 +1,12 @@
 """The ledger of runs in this process: their state, the one write path, and what commits.
 
-Every write, a producer's batch or the server's own (a cancellation, an answer, a deadline,
-a stall), goes through :meth:`RunLedger.commit`, in this order:
+A run begins with :meth:`RunLedger.create`, which stores its ``run_created`` event as seq 1
+(the store refuses a run id it holds: ALREADY_EXISTS) and delivers it as steps 3 and 4 below
+do. Every later write, a producer's batch or the server's own (a cancellation, an answer, a
+deadline, a stall), goes through :meth:`RunLedger.commit`. A producer's Report stream hands
+it the batches that queued while its previous commit was made as one batch (group commit,
+:mod:`~runstream_server.domain.reporting`, which makes a refused group again one batch at a
+time). A commit goes in this order:
 
 1. under the run's lock, idempotency keys the log already holds are answered with their
    original seqs and not stored again (the first attempt does not look them up: the store
@@ -36,26 +41,30 @@ from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain import insight
-from runstream_server.domain.commits import CommitRecord
+from runstream_server.domain.commits import AppendResult, CommitRecord, EventAck
 from runstream_server.domain.events import (
     KIND_BY_FIELD,
     EncodedEvent,
+    Frame,
     check_id,
     check_snapshot_size,
+    payload_field,
 )
 from runstream_server.domain.folding import fold
 from runstream_server.domain.health import TROUBLE_KINDS, TROUBLED
 from runstream_server.domain.histories import WorkflowHistories
 from runstream_server.domain.hub import Hub, RunsHub
-from runstream_server.domain.limits import AppendResult, EventAck, Limits
+from runstream_server.domain.limits import Limits
 from runstream_server.domain.slots import RunSlot, RunSlots
 from runstream_server.domain.state import (
     REMEMBERED_KINDS,
     TERMINAL_STATUSES,
     RunState,
+    copied,
 )
 from runstream_server.domain.uncancellable import uncancellable
 from runstream_server.errors import (
+    AlreadyExists,
     FailedPrecondition,
     NotFound,
     NothingStored,
@@ -69,7 +78,7 @@ from runstream_server.store.base import (
     StoredEvent,
 )
 
-log = logging.getLogger("runstream.runs")
+log = logging.getLogger("runstream.ledger")
 _T = TypeVar("_T")
 Prepare = Callable[[RunState], Sequence[event_pb2.RunEvent]]
 Consumer = Callable[[CommitRecord], None]
@@ -105,34 +114,14 @@ def by_seq(event: StoredEvent) -> int:
     return event.seq
 
 
-def payload_name(event: event_pb2.RunEvent) -> str:
-    name: str | None = event.WhichOneof("payload")
-    assert name is not None
-    return name
-
-
-def decode(event: StoredEvent) -> event_pb2.RunEvent:
-    return event_pb2.RunEvent.FromString(event.data)
-
-
-def framed(events: Sequence[StoredEvent]) -> list[EncodedEvent]:
-    return [EncodedEvent.wrap(e) for e in events]
-
-
 def summary(run: run_pb2.Run, viewers: int, now: datetime) -> run_pb2.Run:
     """A run without its steps, for lists and WatchRuns, its estimate counted down to `now`."""
     brief = run_pb2.Run()
     brief.CopyFrom(run)
     brief.ClearField("steps")
     brief.viewer_count = viewers
-    count_down(brief, now)
+    insight.count_down(brief, now)
     return brief
-
-
-def count_down(run: run_pb2.Run, now: datetime) -> None:
-    """Readers get the remaining time as of `now` (the clock that stamped the estimate's end
-    time); the stored estimate is as of its event."""
-    insight.count_down(run, now)
 
 
 # A load that failed answers the callers that queued behind it for this long (seconds).
@@ -152,10 +141,13 @@ class RunLedger:
         clock: Callable[[], datetime],
         pinned: Callable[[str], bool],
         viewers: Callable[[str], int],
+        frame: Frame,
     ) -> None:
         """`pinned` says which runs must stay in memory (watched, produced to); `viewers`
-        counts a run's watchers on every replica."""
+        counts a run's watchers on every replica; `frame` frames each event once for every
+        watcher, as the API's WatchRun response holds it."""
         self._store = store
+        self._frame = frame
         self._hub = hub
         self._runs_hub = runs_hub
         self._limits = limits
@@ -262,9 +254,32 @@ class RunLedger:
         # snapshot's seq; the newer ones arrive through catching up.
         head = snapshot.last_seq
         events = sorted((e for e in remembered + activity if e.seq <= head), key=by_seq)
-        return RunState.restore(snapshot, (decode(e) for e in events))
+        return RunState.restore(snapshot, (e.decode() for e in events))
 
     # --- the one write path -------------------------------------------------------------------
+
+    async def create(self, created: event_pb2.RunEvent) -> run_pb2.Run:
+        """Stores a new run from its ``run_created`` event (seq 1), installs its state and
+        delivers the commit: ALREADY_EXISTS when this process or the store holds the run id.
+
+        Unlike :meth:`commit` there is no head to catch up with and nothing to retry: the
+        store writes a first event only for a run id it does not hold, and answers
+        AlreadyExists otherwise, whichever replica created it (a HeadMoved, which no store
+        raises for a first event, reaches the caller as ABORTED)."""
+        run_id = created.run_id
+        async with self._slots.locked(run_id) as slot:
+            if slot.state is not None:
+                raise AlreadyExists(f"run {run_id!r} already exists")
+            state = RunState.new(run_id)
+            state.apply(created)
+            snapshot = state.run.SerializeToString()  # once: checked, then stored
+            check_snapshot_size(state, snapshot, self._limits.max_snapshot_bytes)
+            data = created.SerializeToString()
+            first = EncodedEvent(1, KIND_BY_FIELD["run_created"], "", data, self._frame(data))
+            await self._store.append(run_id, [first], state.run, expected_seq=0, encoded=snapshot)
+            self._slots.set_state(slot, state)
+            self.deliver(CommitRecord(state, [first], [created]))
+            return copied(state.run)
 
     async def whole(self, work: Coroutine[Any, Any, _T]) -> _T:
         """`work` (a commit) run to its end even if the caller is cancelled: see
@@ -307,10 +322,14 @@ class RunLedger:
                     if acks:  # all sent before: acknowledged once durable as a new write
                         await self._store.confirm(run_id)
                     return AppendResult(acks, draft.last_seq)
-                fresh = [
-                    EncodedEvent.of(e.seq, KIND_BY_FIELD[payload_name(e)], e.idempotency_key, data)
-                    for e, data in ((e, e.SerializeToString()) for e in staged)
-                ]
+                frame = self._frame
+                fresh: list[EncodedEvent] = []
+                for e in staged:
+                    name = payload_field(e)
+                    assert name is not None  # folded, so it has its payload
+                    data = e.SerializeToString()
+                    kind = KIND_BY_FIELD[name]
+                    fresh.append(EncodedEvent(e.seq, kind, e.idempotency_key, data, frame(data)))
                 snapshot = draft.run.SerializeToString()  # once: checked, then stored
                 if producer:
                     check_snapshot_size(draft, snapshot, self._limits.max_snapshot_bytes)
@@ -358,6 +377,11 @@ class RunLedger:
 
     # --- what a commit tells everyone -----------------------------------------------------------
 
+    def framed(self, events: Sequence[StoredEvent]) -> list[EncodedEvent]:
+        """The store's records framed for watchers (each as it is when it already is)."""
+        frame = self._frame
+        return [EncodedEvent.wrap(e, frame) for e in events]
+
     def deliver(self, record: CommitRecord) -> None:
         """Hands one commit, local or another replica's, to every consumer (under its lock)."""
         state = record.state
@@ -400,7 +424,7 @@ class RunLedger:
             if moved:  # the head moved but the log shows nothing new: trust the store
                 self._slots.set_state(slot, await self.restore(slot.run_id))
             return
-        decoded = [decode(e) for e in stored]
+        decoded = [e.decode() for e in stored]
         draft = state.copy()
         try:
             for event in decoded:
@@ -410,7 +434,7 @@ class RunLedger:
             draft = await self.restore(slot.run_id)
         self._slots.set_state(slot, draft)
         self.elsewhere(draft.run, stored)
-        self.deliver(CommitRecord(draft, framed(stored), decoded))
+        self.deliver(CommitRecord(draft, self.framed(stored), decoded))
 
     async def catch_up(self, run_id: str, notice: CommitNotice | None = None) -> None:
         """Folds in another replica's commit (a notice; None: whatever the log holds)."""

@@ -1,4 +1,4 @@
-"""The run manager's settings and the outcome of an append: plain values, no behaviour."""
+"""The run manager's settings: plain values, no behaviour."""
 
 from __future__ import annotations
 
@@ -50,20 +50,3 @@ class Retention:
     """Keep the logs of only this many most recently ended runs."""
     interval: float = 3600.0
     """Seconds between retention passes."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventAck:
-    """The outcome of appending one event."""
-
-    seq: int
-    idempotency_key: str
-    duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """The acknowledgements of one batch and the run's last seq after it."""
-
-    acks: list[EventAck]
-    last_seq: int

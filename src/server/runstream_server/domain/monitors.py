@@ -30,7 +30,7 @@ from runstream.v1 import event_pb2, run_pb2
 from runstream_server.domain import insight
 from runstream_server.domain.commits import CommitRecord
 from runstream_server.domain.events import KIND_BY_FIELD
-from runstream_server.domain.ledger import RunLedger, decode
+from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.limits import Retention
 from runstream_server.domain.state import RunState
 from runstream_server.errors import NotFound, RunstreamError, Unavailable
@@ -110,7 +110,7 @@ class Deadlines:
     def arm_from_stored(self, run_id: str, events: Iterable[StoredEvent]) -> None:
         """:meth:`arm_from` for stored events (another replica's commit to a run not held
         here): only the events of the kinds it acts on are decoded."""
-        self.arm_from(run_id, (decode(e) for e in events if e.kind in DEADLINE_KINDS))
+        self.arm_from(run_id, (e.decode() for e in events if e.kind in DEADLINE_KINDS))
 
     def on_commit(self, record: CommitRecord) -> None:
         self.arm_from(record.run_id, record.decoded)

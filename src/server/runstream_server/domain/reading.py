@@ -14,12 +14,11 @@ from dataclasses import replace
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.auth import principal as access
+from runstream_server.domain import insight
 from runstream_server.domain.ledger import (
     RunLedger,
     check_kept,
     check_not_purged,
-    count_down,
-    decode,
     summary,
 )
 from runstream_server.domain.limits import Limits
@@ -61,7 +60,7 @@ class Reading:
     async def get_run(self, run_id: str) -> run_pb2.Run:
         run = copied((await self._ledger.state(run_id)).run)
         run.viewer_count = (await self._viewers.read([run_id]))[run_id]
-        count_down(run, self._ledger.now())
+        insight.count_down(run, self._ledger.now())
         return run
 
     async def get_run_details(
@@ -177,7 +176,7 @@ class Reading:
         more = len(events) > kept
         events = events[:kept]
         token = encode_token({"scope": scope, position_key: events[-1].seq}) if more else ""
-        return [decode(e) for e in events], token
+        return [e.decode() for e in events], token
 
     async def _newest_first(
         self, state: RunState, before: int | None, window: EventFilter, limit: int, field: str

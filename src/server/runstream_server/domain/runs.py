@@ -2,7 +2,8 @@
 
 It creates runs, appends producers' batches, answers queries, pauses, resumes and cancels,
 and hands out watches, knowing no gRPC. What happens when an event arrives is in one place,
-the ledger (:mod:`runstream_server.domain.ledger`): every write goes through
+the ledger (:mod:`runstream_server.domain.ledger`): a run's first event goes through
+:meth:`~runstream_server.domain.ledger.RunLedger.create`, every later write through
 :meth:`~runstream_server.domain.ledger.RunLedger.commit`, and every commit, this process's
 or another replica's, yields one :class:`~runstream_server.domain.commits.CommitRecord` that
 the consumers wired here receive: producer links and decision feeds
@@ -29,9 +30,10 @@ from runstream_server.auth import principal as access
 from runstream_server.domain import control, insight
 from runstream_server.domain.commits import (
     RESYNC,
-    CommitRecord,
+    AppendResult,
     ControlSignal,
     DecisionFeed,
+    EventAck,
     Links,
     Mailbox,
     ProducerLink,
@@ -40,26 +42,20 @@ from runstream_server.domain.commits import (
 )
 from runstream_server.domain.creating import run_created
 from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX, Decisions
-from runstream_server.domain.events import (
-    KIND_BY_FIELD,
-    EncodedEvent,
-    check_batch,
-    check_snapshot_size,
-)
+from runstream_server.domain.events import Frame, check_batch
 from runstream_server.domain.following import Notices
 from runstream_server.domain.hub import Hub, RunsHub
 from runstream_server.domain.ledger import (
     Prepare,
     RunLedger,
-    decode,
     summary,
 )
-from runstream_server.domain.limits import AppendResult, EventAck, Limits, Retention
+from runstream_server.domain.limits import Limits, Retention
 from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
-from runstream_server.domain.state import RunState, copied
+from runstream_server.domain.state import RunState
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
@@ -69,10 +65,7 @@ from runstream_server.domain.watching import (
     Watching,
     WatchItem,
 )
-from runstream_server.errors import (
-    AlreadyExists,
-    ShuttingDown,
-)
+from runstream_server.errors import ShuttingDown
 from runstream_server.store.base import EventStore, RunFilter, StoredEvent
 
 __all__ = [
@@ -111,9 +104,12 @@ class RunManager:
         retention: Retention | None = None,
         clock: Callable[[], datetime] | None = None,
         observer: DeliveryObserver = NO_OBSERVER,
+        *,
+        frame: Frame,
     ) -> None:
         """`clock`: what every "now" compared with stored times reads; the store's (on a
-        shared store, the one all replicas read) unless given."""
+        shared store, the one all replicas read) unless given. `frame`: how a watch response
+        holds each event (the API's :func:`~runstream_server.api.run_service.frame_event`)."""
         self._store = store
         self._limits = limits or Limits()
         self._hub = hub or Hub(
@@ -141,6 +137,7 @@ class RunManager:
                 bool(self._hub.watcher_count(run_id)) or self._links.in_use(run_id)
             ),
             viewers=lambda run_id: self._viewers.total(run_id),
+            frame=frame,
         )
         self._ledger.elsewhere = lambda run, events: observer.committed_elsewhere(
             run.run_id, events, run
@@ -238,7 +235,7 @@ class RunManager:
                     asked = await self._store.read_events(
                         run.run_id, 0, 1_000_000, kinds=DEADLINE_KINDS
                     )
-                    state = RunState.restore(run, (decode(e) for e in asked))
+                    state = RunState.restore(run, (e.decode() for e in asked))
                     for decision in state.open_decisions():
                         yield run.run_id, decision
                 if page.next_cursor is None:
@@ -312,24 +309,7 @@ class RunManager:
             limits=self._limits,
             now=self._clock(),
         )
-        run_id = created.run_id
-        return await self._ledger.whole(self._create_locked(run_id, created))
-
-    async def _create_locked(self, run_id: str, created: event_pb2.RunEvent) -> run_pb2.Run:
-        async with self._ledger.locked(run_id) as slot:
-            if slot.state is not None:
-                raise AlreadyExists(f"run {run_id!r} already exists")
-            state = RunState.new(run_id)
-            state.apply(created)
-            snapshot = state.run.SerializeToString()
-            check_snapshot_size(state, snapshot, self._limits.max_snapshot_bytes)
-            first = EncodedEvent.of(
-                1, KIND_BY_FIELD["run_created"], "", created.SerializeToString()
-            )
-            await self._store.append(run_id, [first], state.run, expected_seq=0, encoded=snapshot)
-            self._ledger.set_state(slot, state)
-            self._ledger.deliver(CommitRecord(state, [first], [created]))
-            return copied(state.run)
+        return await self._ledger.whole(self._ledger.create(created))
 
     async def get_run(self, run_id: str) -> run_pb2.Run:
         return await self._reading.get_run(run_id)

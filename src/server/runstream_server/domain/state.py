@@ -389,10 +389,6 @@ _FOLDS = _folds()
 _STEP_REFS = {name: rules.step_refs for name, rules in KINDS.items() if rules.step_refs}
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def duration_of(seconds: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))

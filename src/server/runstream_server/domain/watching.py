@@ -28,7 +28,7 @@ from runstream.v1 import run_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent, check_id
 from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription, Subscription
-from runstream_server.domain.ledger import RunLedger, check_not_purged, framed, summary
+from runstream_server.domain.ledger import RunLedger, check_not_purged, summary
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
@@ -252,7 +252,7 @@ class Watching:
                             read_all = len(stored) < max_events  # up to the head
                         if not stored or read_all:
                             await self._checks.check_gap(run_id, cursor, "after_seq")
-                        for page in self._pages(framed(stored)):
+                        for page in self._pages(self._ledger.framed(stored)):
                             cursor = page[-1].seq
                             behind = self._ledger.held(run_id).last_seq - cursor
                             observer.delivered(len(page), behind)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
-from runstream.v1 import run_pb2
+from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.errors import Aborted, DataLoss
 from runstream_server.store.clock import StoreClock
@@ -120,6 +120,9 @@ class StoredEvent:
     kind: int
     idempotency_key: str
     data: bytes
+
+    def decode(self) -> event_pb2.RunEvent:
+        return event_pb2.RunEvent.FromString(self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,10 +332,14 @@ class EventStore(Protocol):
         :class:`PurgedNotice` each). Returns the ids of the runs purged.
 
         Each tenant keeps its own `keep_newest`: one tenant's busy day purges none of
-        another's logs. They are the tenant's newest ended runs as long as the policy is
-        not loosened (every run purged is older than every run of its tenant kept); a pass
-        reads only the runs it purges, never those purged before, so its cost does not
-        grow with the store's history."""
+        another's logs. A pass reads only the runs it purges, never those purged before, so
+        that its cost does not grow with the store's history: the newest `keep_newest` are
+        counted among the tenant's runs whose logs are kept, not among every ended run.
+        Those are the same runs, as every run purged is older than every run of its
+        tenant kept (whatever was purged for its rank has at least `keep_newest` kept runs
+        newer than it, whatever was purged for its age ended before every kept one), unless
+        the policy was loosened since (more runs or days kept), when this keeps more logs,
+        never fewer."""
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None

@@ -71,7 +71,7 @@ from runstream_server.store.redis_notices import (
 )
 from runstream_server.store.redis_url import parse_url, redact
 from runstream_server.store.redis_usage import UsageShare
-from runstream_server.store.redis_viewers import ViewerCounts
+from runstream_server.store.redis_viewers import RedisViewerCounts
 
 __all__ = ["RedisEventStore"]
 
@@ -175,7 +175,7 @@ class RedisEventStore:
         """The run indexes, and ListRuns over them."""
         self._log = RunLog(self._keys, self._current)
         """Reads of runs' logs."""
-        self._viewers = ViewerCounts(
+        self._viewers = RedisViewerCounts(
             self.options, self._keys, self.replica_id, self._current, self.clock.time
         )
         """This replica's watcher counts, and the others'."""
@@ -393,15 +393,8 @@ class RedisEventStore:
         purged runs a store written by an earlier version left in it, once each). A pass
         costs what it purges, plus the :meth:`~.redis_index.RunIndex.sweep_active` batch,
         plus, with `keep_newest` and more runs kept than that, one read of the kept runs'
-        ids and tenants (``P:ended:tenants``).
-
-        The newest `keep_newest` of each tenant are counted among its runs whose logs are
-        kept: the same runs as among every ended run of the tenant, as every run purged is
-        older than every run of its tenant kept
-        (whatever was purged for its rank has at least `keep_newest` kept runs newer than
-        it, whatever was purged for its age ended before every kept one), unless the policy
-        was loosened since (more runs or days kept), when this keeps more logs, never fewer.
-        """
+        ids and tenants (``P:ended:tenants``). Why counting among the kept runs is right:
+        the interface's docstring (:meth:`.base.EventStore.purge_events`)."""
         # Ended runs a crash left in P:active first, so that they are among those chosen.
         await self._index.sweep_active()
         chosen = await self._index.ended(ended_before_us=ended_before_us, keep_newest=keep_newest)

@@ -35,7 +35,7 @@ return 1
 """
 
 
-class ViewerCounts:
+class RedisViewerCounts:
     """This replica's viewer counts and the others', on the client `client` returns at each
     call. Redis failing costs a count, never an error: the counts are for display."""
 

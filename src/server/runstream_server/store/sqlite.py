@@ -267,15 +267,8 @@ class SqliteEventStore:
         what it purges, plus a walk over the entries kept (ranked within their tenants),
         however many runs were purged before. The writer is held only for the purge's
         writes, in batches of :data:`_PURGE_BATCH` runs, so appends wait for one batch at
-        most.
-
-        The newest `keep_newest` of each tenant are counted among the tenant's runs whose
-        logs are kept, not among every ended run: the same runs, as every run purged is
-        older than every run of its tenant kept
-        (whatever was purged for its rank has at least `keep_newest` kept runs newer than
-        it, whatever was purged for its age ended before every kept one), unless the policy
-        was loosened since (more runs or days kept), when this keeps more logs, never fewer.
-        """
+        most. Why counting among the kept runs is right: the interface's docstring
+        (:meth:`.base.EventStore.purge_events`)."""
 
         def choose(conn: sqlite3.Connection) -> list[tuple[str, run_pb2.Run]]:
             ids: dict[str, None] = {}

@@ -363,7 +363,7 @@ def add_serve_security(serve: argparse.ArgumentParser) -> None:
     )
 
 
-# The server's defaults (runstream_server.auth.limits.Limits), repeated for --help so client
+# The server's defaults (runstream_server.auth.limits.CallerLimits), repeated for --help so client
 # commands need not import the server; tests/e2e/test_identity_cli.py keeps them equal.
 LIMIT_OPTIONS = (
     ("--max-watch-streams", "watch_streams_per_principal", non_negative_int, 200,
@@ -434,9 +434,9 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
         )
     elif args.tls_client_ca:
         raise UsageError("--tls-client-ca needs --tls-cert and --tls-key")
-    from runstream_server.auth.limits import Limits
+    from runstream_server.auth.limits import CallerLimits
 
-    limits = Limits(
+    limits = CallerLimits(
         **{
             name.removeprefix("limit_"): value
             for name, value in vars(args).items()
