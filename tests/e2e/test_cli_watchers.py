@@ -738,3 +738,23 @@ def test_a_run_that_failed_as_it_started_shows_how_long_it_took_not_0ms() -> Non
     assert row.rstrip().endswith("<1ms"), shown
     assert re.search(r"Duration\s+<1ms", shown), shown
     assert "0ms" not in shown, shown
+
+
+def test_a_health_event_of_the_same_level_says_what_is_wrong_now() -> None:
+    """A run FAILING for one reason and then another (an unrecoverable error, then its step
+    failing) read "Health FAILING → FAILING — step html_validation failed" (found in review,
+    port60); the level moved only when the line says so."""
+    view = RunView.from_snapshot(snapshot())
+
+    def health(seq: int, previous: int, now: int, reason: str) -> runstream.Event:
+        changed = event_pb2.HealthChanged(reason=reason)
+        changed.previous_health, changed.health = previous, now  # type: ignore[assignment]
+        return event(seq, health_changed=changed)
+
+    failing = run_pb2.RUN_HEALTH_FAILING
+    reason = "unrecoverable: API key revoked"
+    worse = view.apply(health(100, run_pb2.RUN_HEALTH_DEGRADED, failing, reason))
+    again = view.apply(health(101, failing, failing, "step html_validation failed"))
+    assert worse is not None and again is not None
+    assert worse.text == "Health DEGRADED → FAILING — unrecoverable: API key revoked"
+    assert again.text == "Health still FAILING — step html_validation failed"

@@ -341,16 +341,17 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
                 "yellow",
             )
         case runstream.HealthChanged():
+            health = enum_name(payload.health)
             style = {"HEALTHY": "green", "DEGRADED": "yellow", "STALLED": "dark_orange"}.get(
-                enum_name(payload.health), "bold red"
+                health, "bold red"
             )
-            return Note(
-                "♥",
-                "health",
-                f"Health {enum_name(payload.previous_health)} → {enum_name(payload.health)}"
-                + _suffix(payload.reason),
-                style,
-            )
+            # The same level with another reason (one trouble ended, another of that level
+            # remains) read "FAILING → FAILING"; it says what is wrong now.
+            if payload.previous_health == payload.health:
+                moved = f"Health still {health}"
+            else:
+                moved = f"Health {enum_name(payload.previous_health)} → {health}"
+            return Note("♥", "health", moved + _suffix(payload.reason), style)
         case runstream.EstimateUpdated():
             estimate = payload.estimate
             if estimate is None or estimate.remaining is None:
