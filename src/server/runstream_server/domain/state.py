@@ -20,7 +20,7 @@ from runstream.v1 import decision_pb2, event_pb2, run_pb2
 from runstream_server.domain.events import ESTIMATE_INPUTS, KINDS, kind_name, kind_rules
 from runstream_server.domain.health import TROUBLE_KINDS, LoggedSteps, Steps, Troubles
 from runstream_server.domain.steps import RunSteps
-from runstream_server.errors import FailedPrecondition, InvalidArgument
+from runstream_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 TERMINAL_STATUSES = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
@@ -55,6 +55,16 @@ def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
 def status_name(status: int) -> str:
     return run_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_")
 
+
+MAX_OPEN_DECISIONS = 100
+"""The most decisions a run may have open at once. The workflows Runstream serves ask a
+handful at a time (a LangGraph interrupt or an Agents SDK approval waits for its answer; a
+fan-out of parallel tool calls asks a few more), and a run's end closes each open decision
+with an event of its own: a run of 30,000 open decisions held the event loop for 51 s of CPU
+as it was cancelled."""
+MAX_RUN_DECISIONS = 10_000
+"""The most decisions a run may ask in all: each stays in memory while the run does, and
+loading the run reads the events of every one."""
 
 RECENT_ACTIVITY = 50
 # Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded.
@@ -333,6 +343,20 @@ class RunState:
             raise InvalidArgument(
                 f"{path}.decision_id",
                 f"run {self.run.run_id!r} already has a decision {p.decision_id!r}",
+            )
+        asked = len(self.decisions)
+        if asked >= MAX_RUN_DECISIONS:
+            raise ResourceExhausted(
+                f"{path}.decision_id: run {self.run.run_id!r} has asked {asked} decisions, "
+                "the most a run may ask",
+                reason="DECISION_LIMIT",
+            )
+        waiting = len(self.open_decisions())
+        if waiting >= MAX_OPEN_DECISIONS:
+            raise ResourceExhausted(
+                f"{path}.decision_id: run {self.run.run_id!r} has {waiting} open decisions, "
+                "the most a run may have open; ask again once some are answered",
+                reason="DECISION_LIMIT",
             )
         if self.run.status == run_pb2.RUN_STATUS_RUNNING:
             self.run.status = run_pb2.RUN_STATUS_WAITING_FOR_INPUT
