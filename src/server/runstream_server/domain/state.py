@@ -83,6 +83,8 @@ class RunState:
     """
 
     __slots__ = (
+        "_open",
+        "_shared",
         "decisions",
         "estimated_at",
         "estimated_from",
@@ -99,8 +101,14 @@ class RunState:
         self.run = run
         self.steps = RunSteps(run) if steps is None else steps
         self.decisions: dict[str, decision_pb2.Decision] = {}
-        """By decision id, in the order asked. Each message is shared with the copies of this
-        state (:meth:`copy`) and never changed in place: an answer replaces it."""
+        """By decision id, in the order asked; read it, never change it: it is shared with the
+        copies of this state (:meth:`copy`) until one of them folds a decision event, and so
+        is each message in it (an answer replaces it)."""
+        self._open: dict[str, None] = {}
+        """The ids of the open decisions, in the order asked: what every event asks about
+        (is the run still waiting?) without a pass over the decisions."""
+        self._shared = False
+        """Whether :attr:`decisions` and :attr:`_open` are shared with another state."""
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
@@ -132,7 +140,11 @@ class RunState:
         state = RunState.__new__(RunState)  # not __init__: its empty parts are all replaced
         state.run = clone
         state.steps = self.steps.over(clone)
-        state.decisions = self.decisions.copy()  # the messages shared: never changed in place
+        # The decisions shared, not copied (a run may hold thousands): the first decision
+        # event either state folds copies them (_own_decisions).
+        self._shared = state._shared = True
+        state.decisions = self.decisions
+        state._open = self._open
         state.milestones = self.milestones.copy()
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
@@ -141,7 +153,20 @@ class RunState:
         return state
 
     def open_decisions(self) -> list[decision_pb2.Decision]:
-        return [d for d in self.decisions.values() if d.state == decision_pb2.DECISION_STATE_OPEN]
+        """The open decisions, in the order asked."""
+        decisions = self.decisions
+        return [decisions[decision_id] for decision_id in self._open]
+
+    @property
+    def has_open_decisions(self) -> bool:
+        return bool(self._open)
+
+    def _own_decisions(self) -> None:
+        """Makes the decisions this state's own, to change: copied if they are shared."""
+        if self._shared:
+            self.decisions = self.decisions.copy()
+            self._open = self._open.copy()
+            self._shared = False
 
     @property
     def is_terminal(self) -> bool:
@@ -183,7 +208,7 @@ class RunState:
         elif name not in KINDS:
             kind_rules(f"{path}.{name}", name)  # INVALID_ARGUMENT naming the unknown kind
         self.remember(event)
-        if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
+        if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self._open:
             self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
         # The server's clock; an event stored before receive_time existed has only its own.
@@ -228,9 +253,13 @@ class RunState:
                 if p.HasField(field):
                     getattr(decision, field).CopyFrom(getattr(p, field))
             decision.create_time.CopyFrom(event.event_time)
+            self._own_decisions()
             self.decisions[p.decision_id] = decision
+            self._open[p.decision_id] = None
         elif name == "decision_resolved":
             resolved = event.decision_resolved
+            self._own_decisions()
+            self._open.pop(resolved.decision_id, None)
             # A changed copy: the asked one is shared with the states this one was copied
             # from, and with whoever was handed it.
             decision = self.decisions[resolved.decision_id] = copied(
@@ -351,7 +380,7 @@ class RunState:
                 "the most a run may ask",
                 reason="DECISION_LIMIT",
             )
-        waiting = len(self.open_decisions())
+        waiting = len(self._open)
         if waiting >= MAX_OPEN_DECISIONS:
             raise ResourceExhausted(
                 f"{path}.decision_id: run {self.run.run_id!r} has {waiting} open decisions, "
