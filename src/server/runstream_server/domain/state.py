@@ -65,6 +65,11 @@ as it was cancelled."""
 MAX_RUN_DECISIONS = 10_000
 """The most decisions a run may ask in all: each stays in memory while the run does, and
 loading the run reads the events of every one."""
+MAX_DECISION_BYTES = 8 * 1024 * 1024
+"""The most a run's decisions may hold, as asked (prompts, options, contexts: their
+DecisionRequested payloads), and answered. They stay in memory with the run, beside its
+snapshot and outside its cap: each question is held to the event's 256 KiB, but 10,000 of
+those would be 2.5 GiB. 8 MiB is 2,000 questions of 4 KiB, or 32 of the largest."""
 
 RECENT_ACTIVITY = 50
 # Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded.
@@ -85,6 +90,7 @@ class RunState:
     __slots__ = (
         "_open",
         "_shared",
+        "decision_bytes",
         "decisions",
         "estimated_at",
         "estimated_from",
@@ -109,6 +115,8 @@ class RunState:
         (is the run still waiting?) without a pass over the decisions."""
         self._shared = False
         """Whether :attr:`decisions` and :attr:`_open` are shared with another state."""
+        self.decision_bytes = 0
+        """What the decisions hold, as :data:`MAX_DECISION_BYTES` counts it."""
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
@@ -145,6 +153,7 @@ class RunState:
         self._shared = state._shared = True
         state.decisions = self.decisions
         state._open = self._open
+        state.decision_bytes = self.decision_bytes
         state.milestones = self.milestones.copy()
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
@@ -255,11 +264,13 @@ class RunState:
             decision.create_time.CopyFrom(event.event_time)
             self._own_decisions()
             self.decisions[p.decision_id] = decision
+            self.decision_bytes += p.ByteSize()
             self._open[p.decision_id] = None
         elif name == "decision_resolved":
             resolved = event.decision_resolved
             self._own_decisions()
             self._open.pop(resolved.decision_id, None)
+            self.decision_bytes += resolved.ByteSize()
             # A changed copy: the asked one is shared with the states this one was copied
             # from, and with whoever was handed it.
             decision = self.decisions[resolved.decision_id] = copied(
@@ -385,6 +396,14 @@ class RunState:
             raise ResourceExhausted(
                 f"{path}.decision_id: run {self.run.run_id!r} has {waiting} open decisions, "
                 "the most a run may have open; ask again once some are answered",
+                reason="DECISION_LIMIT",
+            )
+        held = self.decision_bytes + p.ByteSize()
+        if held > MAX_DECISION_BYTES:
+            raise ResourceExhausted(
+                f"{path}: run {self.run.run_id!r} has decisions of {self.decision_bytes} "
+                f"bytes, and this one would take them to {held}, past the limit of "
+                f"{MAX_DECISION_BYTES} bytes; ask with a shorter prompt or context",
                 reason="DECISION_LIMIT",
             )
         if self.run.status == run_pb2.RUN_STATUS_RUNNING:
