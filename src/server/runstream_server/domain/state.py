@@ -226,7 +226,7 @@ class RunState:
         # The progress is made of the estimate's inputs (steps, items, status): a kind that
         # moves none of them (KindRules.moves_estimate) leaves it as it was.
         if name in ESTIMATE_INPUTS:
-            self.steps.recompute_progress()
+            self.steps.update_progress()
 
     def remember(self, event: event_pb2.RunEvent, steps: Steps | None = None) -> None:
         """Keeps what the snapshot does not hold: decisions, milestones, recent activity, the
