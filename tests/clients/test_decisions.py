@@ -38,6 +38,7 @@ from runstream import (
     StatusCode,
 )
 from runstream_server.app import RunstreamServer
+from runstream_server.domain import state
 
 from tests.clients.support import TcpProxy
 from tests.conftest import ServerProcess
@@ -968,3 +969,20 @@ async def test_the_same_question_another_reporter_asked_and_is_open_waits_for_it
     kinds = [event.kind for event in await log_of(client, first.run_id)]
     assert kinds.count(runstream.EventKind.DECISION_REQUESTED) == 1
     assert (await client.get_run(first.run_id)).status == RunStatus.SUCCEEDED
+
+
+async def test_a_question_past_the_runs_limit_of_open_decisions_raises_resource_exhausted(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ask() raises the server's refusal as the SDK's error, with its reason, rather than
+    waiting for an answer to a question that was never stored."""
+    monkeypatch.setattr(state, "MAX_OPEN_DECISIONS", 1)
+    run = await client.start_run("campaign")
+    first = asking(run, decision_id="first")
+    await open_decision(client, run.run_id, "first")
+    with pytest.raises(runstream.ResourceExhaustedError) as info:
+        await asyncio.wait_for(run.ask("And this?", ["a", "b"], decision_id="second"), 20)
+    assert info.value.details.reason == "DECISION_LIMIT"
+    assert "has 1 open decisions, the most a run may have open" in str(info.value)
+    await client.submit_decision(run.run_id, "first", "veteran")
+    assert (await asyncio.wait_for(first, 20)).choice == "veteran"

@@ -7,19 +7,28 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
 from runstream.v1 import decision_pb2, decision_service_pb2_grpc, run_pb2
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.api.run_service import frame_event
 from runstream_server.app import RunstreamServer
+from runstream_server.domain import state
 from runstream_server.domain.runs import Limits, Retention, RunManager
 from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, ev, wall_clock_off, watch_all
+from tests.server.support import (
+    append,
+    create_run,
+    ev,
+    status_detail,
+    wall_clock_off,
+    watch_all,
+)
 
 DECISION_PROTO = Path(__file__).resolve().parents[2] / "protos/runstream/v1/decision_service.proto"
 OPTIONS = [ev.DecisionOption(value=v, label=v.title()) for v in ("gen_z", "parents", "pros")]
@@ -811,3 +820,79 @@ async def test_a_replica_whose_clock_runs_ahead_leaves_a_question_its_whole_time
         assert decision.outcome == ev.DECISION_OUTCOME_DEFAULTED
         late = decision.resolve_time.ToDatetime(UTC) - decision.deadline.ToDatetime(UTC)
         assert timedelta(0) <= late < timedelta(seconds=1)
+
+
+async def test_a_run_has_at_most_its_limit_of_open_decisions_and_of_decisions_in_all(  # type: ignore[no-untyped-def]
+    stubs, decisions, monkeypatch
+) -> None:
+    """Each open decision is closed with an event of its own as the run ends, and each stays
+    in memory with the run: 30,000 of them, asked by one producer within its rate, held the
+    server's event loop for 51 s of CPU as the run was cancelled (found in review)."""
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, *(ask(f"d{i}") for i in range(state.MAX_OPEN_DECISIONS)))
+    before = (await get(stubs, run.run_id)).run.last_seq
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await append(
+            stubs,
+            run.run_id,
+            ev.RunEvent(text_delta=ev.TextDelta(message_id="m", delta="x")),
+            ask(),
+        )
+    exc = info.value
+    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (exc.details() or "").startswith(
+        f"events[1].decision_requested.decision_id: run {run.run_id!r} has "
+        f"{state.MAX_OPEN_DECISIONS} open decisions, the most a run may have open"
+    )
+    error = status_detail(exc, error_details_pb2.ErrorInfo)
+    assert error is not None and error.reason == "DECISION_LIMIT"
+    assert dict(error.metadata) == {"event_index": "1"}
+    assert (await get(stubs, run.run_id)).run.last_seq == before  # nothing of the batch kept
+
+    await submit(decisions, run.run_id, "pros", decision_id="d0")
+    await append(stubs, run.run_id, ask())  # one answered: room for one more
+
+    monkeypatch.setattr(state, "MAX_RUN_DECISIONS", state.MAX_OPEN_DECISIONS + 1)
+    await submit(decisions, run.run_id, "pros", decision_id="d1")
+    code, details = await status_of(append(stubs, run.run_id, ask("late")))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"has asked {state.MAX_OPEN_DECISIONS + 1} decisions, the most a run may ask" in details
+
+    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="enough"))
+    ended = await get(stubs, run.run_id)
+    assert ended.run.status == run_pb2.RUN_STATUS_CANCELLED and not ended.open_decisions
+    listed = await decisions.ListDecisions(
+        ds.ListDecisionsRequest(run_id=run.run_id, page_size=1000)
+    )
+    outcomes = [d.outcome for d in listed.decisions]
+    assert outcomes.count(ev.DECISION_OUTCOME_CANCELLED) == state.MAX_OPEN_DECISIONS - 1
+
+
+async def test_a_runs_decisions_hold_at_most_their_limit_of_bytes(
+    stubs, decisions, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A run's decisions stay in memory with it, prompts and contexts whole, outside its
+    snapshot's cap: 1,000 questions with a 200 KB context took the server's memory from 206
+    to 463 MB (found in review). A question past MAX_DECISION_BYTES is refused, also once the
+    ones before it are answered (they are still held)."""
+    monkeypatch.setattr(state, "MAX_DECISION_BYTES", 100_000)
+    context = struct_pb2.Struct()
+    context.update({"draft": "x" * 30_000})
+    run = await create_run(stubs, "a")
+    await append(stubs, run.run_id, ask("d0", context=context), ask("d1", context=context))
+    await submit(decisions, run.run_id, "pros", decision_id="d0")
+    await append(stubs, run.run_id, ask("d2", context=context))
+    await submit(decisions, run.run_id, "pros", decision_id="d1")
+
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await append(stubs, run.run_id, ask("d3", context=context))
+    exc = info.value
+    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (exc.details() or "").startswith(
+        f"events[0].decision_requested: run {run.run_id!r} has decisions of "
+    )
+    assert "past the limit of 100000 bytes" in (exc.details() or "")
+    error = status_detail(exc, error_details_pb2.ErrorInfo)
+    assert error is not None and error.reason == "DECISION_LIMIT"
+    await append(stubs, run.run_id, ask("d3"))  # one without the context still fits

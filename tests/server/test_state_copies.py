@@ -71,3 +71,55 @@ def test_a_copy_holds_every_part_of_the_state() -> None:
     assert draft.decisions == state.decisions and draft.milestones == state.milestones
     assert draft.troubles.health == state.troubles.health
     assert (draft.estimated_at, draft.estimated_from) == (state.estimated_at, state.estimated_from)
+
+
+def _event(seq: int, **payload: object) -> event_pb2.RunEvent:
+    event = event_pb2.RunEvent(seq=seq, **payload)  # type: ignore[arg-type]
+    event.event_time.FromSeconds(1_800_000_000 + seq)
+    return event
+
+
+def test_a_copy_shares_the_decisions_until_it_folds_a_decision_event() -> None:
+    """Each commit folds into a copy of the state: copying a run's decisions for each one
+    made every event of a run with 30,000 decisions cost a pass over them (found in review).
+    The copy shares them, and takes its own only to change them."""
+    state = _running_with_a_decision()
+    for n in (2, 3):
+        state.apply(
+            _event(
+                n + 1,
+                decision_requested=event_pb2.DecisionRequested(
+                    decision_id=f"d-{n}", prompt="And this?"
+                ),
+            )
+        )
+    asked = dict(state.decisions)
+    draft = state.copy()
+    draft.apply(_event(5, text_delta=event_pb2.TextDelta(message_id="m", delta="x")))
+    assert draft.decisions is state.decisions  # nothing of them copied
+
+    answer = event_pb2.DecisionResolved(
+        decision_id="d-2", choice="yes", outcome=event_pb2.DECISION_OUTCOME_ANSWERED
+    )
+    draft.apply(_event(6, decision_resolved=answer))
+    assert draft.decisions is not state.decisions and state.decisions == asked
+    assert [d.decision_id for d in state.open_decisions()] == ["d-1", "d-2", "d-3"]
+    assert [d.decision_id for d in draft.open_decisions()] == ["d-1", "d-3"]
+
+    # The state it was copied from may take another batch (the store refused the draft's):
+    # its own decisions change, the draft's stay.
+    again = state.copy()
+    for seq, decision_id in ((5, "d-1"), (6, "d-2"), (7, "d-3")):
+        again.apply(
+            _event(
+                seq,
+                decision_resolved=event_pb2.DecisionResolved(
+                    decision_id=decision_id, outcome=event_pb2.DECISION_OUTCOME_CANCELLED
+                ),
+            )
+        )
+    assert again.open_decisions() == [] and not again.has_open_decisions
+    assert again.run.status == run_pb2.RUN_STATUS_RUNNING
+    assert [d.decision_id for d in draft.open_decisions()] == ["d-1", "d-3"]
+    assert [d.decision_id for d in state.open_decisions()] == ["d-1", "d-2", "d-3"]
+    assert state.run.status == draft.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT

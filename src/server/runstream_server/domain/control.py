@@ -73,7 +73,7 @@ def resuming(run_id: str, reason: str, requested_by: str) -> Prepare:
                 f"run {run_id!r} is {status_name(status)}; only a PAUSED run can be resumed",
                 reason="RUN_ENDED" if state.is_terminal else "RUN_NOT_PAUSED",
             )
-        waiting = bool(state.open_decisions())
+        waiting = state.has_open_decisions
         by = access.acting_as(requested_by)
         change = event_pb2.RunStatusChanged(
             previous_status=status,

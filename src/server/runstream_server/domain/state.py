@@ -20,7 +20,7 @@ from runstream.v1 import decision_pb2, event_pb2, run_pb2
 from runstream_server.domain.events import ESTIMATE_INPUTS, KINDS, kind_name, kind_rules
 from runstream_server.domain.health import TROUBLE_KINDS, LoggedSteps, Steps, Troubles
 from runstream_server.domain.steps import RunSteps
-from runstream_server.errors import FailedPrecondition, InvalidArgument
+from runstream_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 TERMINAL_STATUSES = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
@@ -56,6 +56,21 @@ def status_name(status: int) -> str:
     return run_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_")
 
 
+MAX_OPEN_DECISIONS = 100
+"""The most decisions a run may have open at once. The workflows Runstream serves ask a
+handful at a time (a LangGraph interrupt or an Agents SDK approval waits for its answer; a
+fan-out of parallel tool calls asks a few more), and a run's end closes each open decision
+with an event of its own: a run of 30,000 open decisions held the event loop for 51 s of CPU
+as it was cancelled."""
+MAX_RUN_DECISIONS = 10_000
+"""The most decisions a run may ask in all: each stays in memory while the run does, and
+loading the run reads the events of every one."""
+MAX_DECISION_BYTES = 8 * 1024 * 1024
+"""The most a run's decisions may hold, as asked (prompts, options, contexts: their
+DecisionRequested payloads), and answered. They stay in memory with the run, beside its
+snapshot and outside its cap: each question is held to the event's 256 KiB, but 10,000 of
+those would be 2.5 GiB. 8 MiB is 2,000 questions of 4 KiB, or 32 of the largest."""
+
 RECENT_ACTIVITY = 50
 # Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded.
 REMEMBERED_KINDS = (
@@ -73,6 +88,9 @@ class RunState:
     """
 
     __slots__ = (
+        "_open",
+        "_shared",
+        "decision_bytes",
         "decisions",
         "estimated_at",
         "estimated_from",
@@ -89,8 +107,16 @@ class RunState:
         self.run = run
         self.steps = RunSteps(run) if steps is None else steps
         self.decisions: dict[str, decision_pb2.Decision] = {}
-        """By decision id, in the order asked. Each message is shared with the copies of this
-        state (:meth:`copy`) and never changed in place: an answer replaces it."""
+        """By decision id, in the order asked; read it, never change it: it is shared with the
+        copies of this state (:meth:`copy`) until one of them folds a decision event, and so
+        is each message in it (an answer replaces it)."""
+        self._open: dict[str, None] = {}
+        """The ids of the open decisions, in the order asked: what every event asks about
+        (is the run still waiting?) without a pass over the decisions."""
+        self._shared = False
+        """Whether :attr:`decisions` and :attr:`_open` are shared with another state."""
+        self.decision_bytes = 0
+        """What the decisions hold, as :data:`MAX_DECISION_BYTES` counts it."""
         self.milestones: set[str] = set()
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
@@ -122,7 +148,12 @@ class RunState:
         state = RunState.__new__(RunState)  # not __init__: its empty parts are all replaced
         state.run = clone
         state.steps = self.steps.over(clone)
-        state.decisions = self.decisions.copy()  # the messages shared: never changed in place
+        # The decisions shared, not copied (a run may hold thousands): the first decision
+        # event either state folds copies them (_own_decisions).
+        self._shared = state._shared = True
+        state.decisions = self.decisions
+        state._open = self._open
+        state.decision_bytes = self.decision_bytes
         state.milestones = self.milestones.copy()
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
@@ -131,7 +162,20 @@ class RunState:
         return state
 
     def open_decisions(self) -> list[decision_pb2.Decision]:
-        return [d for d in self.decisions.values() if d.state == decision_pb2.DECISION_STATE_OPEN]
+        """The open decisions, in the order asked."""
+        decisions = self.decisions
+        return [decisions[decision_id] for decision_id in self._open]
+
+    @property
+    def has_open_decisions(self) -> bool:
+        return bool(self._open)
+
+    def _own_decisions(self) -> None:
+        """Makes the decisions this state's own, to change: copied if they are shared."""
+        if self._shared:
+            self.decisions = self.decisions.copy()
+            self._open = self._open.copy()
+            self._shared = False
 
     @property
     def is_terminal(self) -> bool:
@@ -173,7 +217,7 @@ class RunState:
         elif name not in KINDS:
             kind_rules(f"{path}.{name}", name)  # INVALID_ARGUMENT naming the unknown kind
         self.remember(event)
-        if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self.open_decisions():
+        if self.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT and not self._open:
             self.run.status = run_pb2.RUN_STATUS_RUNNING
         self.run.last_seq = event.seq
         # The server's clock; an event stored before receive_time existed has only its own.
@@ -182,7 +226,7 @@ class RunState:
         # The progress is made of the estimate's inputs (steps, items, status): a kind that
         # moves none of them (KindRules.moves_estimate) leaves it as it was.
         if name in ESTIMATE_INPUTS:
-            self.steps.recompute_progress()
+            self.steps.update_progress()
 
     def remember(self, event: event_pb2.RunEvent, steps: Steps | None = None) -> None:
         """Keeps what the snapshot does not hold: decisions, milestones, recent activity, the
@@ -218,9 +262,15 @@ class RunState:
                 if p.HasField(field):
                     getattr(decision, field).CopyFrom(getattr(p, field))
             decision.create_time.CopyFrom(event.event_time)
+            self._own_decisions()
             self.decisions[p.decision_id] = decision
+            self.decision_bytes += p.ByteSize()
+            self._open[p.decision_id] = None
         elif name == "decision_resolved":
             resolved = event.decision_resolved
+            self._own_decisions()
+            self._open.pop(resolved.decision_id, None)
+            self.decision_bytes += resolved.ByteSize()
             # A changed copy: the asked one is shared with the states this one was copied
             # from, and with whoever was handed it.
             decision = self.decisions[resolved.decision_id] = copied(
@@ -333,6 +383,28 @@ class RunState:
             raise InvalidArgument(
                 f"{path}.decision_id",
                 f"run {self.run.run_id!r} already has a decision {p.decision_id!r}",
+            )
+        asked = len(self.decisions)
+        if asked >= MAX_RUN_DECISIONS:
+            raise ResourceExhausted(
+                f"{path}.decision_id: run {self.run.run_id!r} has asked {asked} decisions, "
+                "the most a run may ask",
+                reason="DECISION_LIMIT",
+            )
+        waiting = len(self._open)
+        if waiting >= MAX_OPEN_DECISIONS:
+            raise ResourceExhausted(
+                f"{path}.decision_id: run {self.run.run_id!r} has {waiting} open decisions, "
+                "the most a run may have open; ask again once some are answered",
+                reason="DECISION_LIMIT",
+            )
+        held = self.decision_bytes + p.ByteSize()
+        if held > MAX_DECISION_BYTES:
+            raise ResourceExhausted(
+                f"{path}: run {self.run.run_id!r} has decisions of {self.decision_bytes} "
+                f"bytes, and this one would take them to {held}, past the limit of "
+                f"{MAX_DECISION_BYTES} bytes; ask with a shorter prompt or context",
+                reason="DECISION_LIMIT",
             )
         if self.run.status == run_pb2.RUN_STATUS_RUNNING:
             self.run.status = run_pb2.RUN_STATUS_WAITING_FOR_INPUT
