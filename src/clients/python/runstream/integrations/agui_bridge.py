@@ -60,7 +60,7 @@ from urllib.parse import unquote, urlsplit
 
 import runstream
 from runstream._auth import TokenProviderError
-from runstream._target import is_ip_address
+from runstream._target import allowed_host_name, host_header_name, is_ip_address
 from runstream.integrations.agui import AguiTranslator, encode_sse, run_input_problems
 
 __all__ = [
@@ -191,7 +191,7 @@ class AguiBridge:
         self._max_per_address = max_streams_per_address
         self._streams = 0
         self._streams_of: Counter[str] = Counter()
-        self._allowed_hosts = tuple(_allowed_name(name) for name in allowed_hosts)
+        self._allowed_hosts = tuple(allowed_host_name(name) for name in allowed_hosts)
         self._head_timeout = head_timeout
         self._max_body = max_body
         self._host = host
@@ -569,7 +569,7 @@ class AguiBridge:
                     yield chunk
 
     def _host_allowed(self, host: str) -> bool:
-        name = _host_name(host)
+        name = host_header_name(host)
         if name is None:
             return False
         if name == "localhost" or name.endswith(".localhost") or is_ip_address(name):
@@ -646,31 +646,6 @@ def _url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
-
-
-def _host_name(host: str) -> str | None:
-    """The name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lower case and
-    without a trailing dot; None when it is not one."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        name, bracket, rest = host[1:].partition("]")
-        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
-            return None
-        return name
-    name, colon, port = host.partition(":")
-    if colon and not port.isdigit():
-        return None
-    return name.rstrip(".") or None
-
-
-def _allowed_name(name: str) -> str:
-    """An allowed host as matched: lower case, no trailing dot or port, and ``*.example.com``
-    (how certificates and proxies spell a wildcard) as ``.example.com``; either never matched
-    as given, and every request through that name got 403."""
-    if name.strip() == "*":
-        return "*"
-    host = _host_name(name) or name.strip().lower()
-    return "." + host[2:] if host.startswith("*.") else host
 
 
 def _seen_to_the_end(run: runstream.Run, cursor: Cursor) -> bool:
