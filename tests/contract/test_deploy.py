@@ -171,6 +171,9 @@ def test_envoy_config_is_the_template_rendered_for_the_headless_service() -> Non
             listen_address="0.0.0.0",
             admin_port=9901,
             allowed_origins=origins,
+            # Any Host: its servers take tokens, which a page rebound to Envoy's address has
+            # none of, and clients reach Envoy by the Service's names and the Ingress's.
+            allowed_hosts=("*",),
         )
     )
     assert rendered == expected, "regenerate with python -m runstream.dashboard.envoy"
@@ -207,6 +210,10 @@ def test_compose_commands_and_ports_hold_against_the_cli() -> None:
         )
     )
     assert rendered == expected, "regenerate deploy/compose/envoy.yaml from the template"
+    # Its servers take no tokens: Envoy answers requests for this machine's names only, so
+    # that no page of another site rebound to 127.0.0.1 reaches them.
+    assert '"localhost", "*.localhost", "127.0.0.1", "[::1]"]' in rendered
+    assert 'domains: ["*"]' in rendered and "status: 403" in rendered
     assert "127.0.0.1:8081:8081" in services["envoy"]["ports"]
 
     dashboard = build_parser().parse_args(services["dashboard"]["entrypoint"][1:])

@@ -1394,6 +1394,83 @@ async def test_the_live_view_shows_escape_sequences_of_a_producer_escaped(
     assert b"campaign\\x1b[2J" in output and b"Research\\x1b[2J" in output
 
 
+# A CSI for terminals that honour C1 controls in UTF-8, a right-to-left override, DEL and a
+# line separator: characters json.dumps(ensure_ascii=False) writes as they are.
+RAW = "\x9b2J\u202eRTL\x7f\u2028"
+READABLE = "café ✔ 日本"
+
+
+async def test_json_output_escapes_what_a_terminal_would_act_on_and_keeps_text_readable(
+    server: RunstreamServer,
+) -> None:
+    """`get --json` (and every --json) wrote a producer's U+009B and U+202E to the terminal
+    as they were, where the tables escape them (found in review)."""
+    runs = server.runs
+    assert runs is not None
+    step = StepSpec(step_id="s", name="S", description=f"{READABLE} {RAW}")
+    await runs.create_run(
+        run_id="raw", workflow="wf", display_name=f"{READABLE}{RAW}", labels={}, steps=[step]
+    )
+    option = event_pb2.DecisionOption(value="yes", label="Yes", description=RAW)
+    await runs.append(
+        "raw",
+        [
+            event_pb2.RunEvent(run_started=event_pb2.RunStarted(message=f"{READABLE} {RAW}")),
+            event_pb2.RunEvent(
+                decision_requested=event_pb2.DecisionRequested(
+                    decision_id="d", prompt=f"{READABLE}?{RAW}", options=[option]
+                )
+            ),
+        ],
+    )
+    target = ("--target", server.target)
+    commands = [
+        ("runs", "--json"),
+        ("runs", "--watch", "--json"),
+        ("get", "raw", "--json"),
+        ("steps", "raw", "--json"),
+        ("events", "raw", "--json"),
+        ("events", "raw", "--newest", "--json"),
+        ("decisions", "raw", "--json"),
+    ]
+    for command in commands:
+        if "--watch" in command:
+            out = await _first_line_of(*command, *target)
+        else:
+            done = await cli(*command, *target)
+            assert done.returncode == 0, (command, done.stderr)
+            out = done.stdout
+        assert not [c for c in "\x9b\u202e\x7f\u2028" if c in out], (command, out)
+        assert "\\u009b2J\\u202eRTL\\u007f\\u2028" in out, (command, out)
+        assert READABLE in out, (command, out)  # as it is, not \u00e9
+        # Once parsed, the same strings as the producer wrote.
+        assert [text for text in _strings(json.loads(out)) if RAW in text], (command, out)
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in parsed JSON, keys too."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+async def _first_line_of(*args: str) -> str:
+    """The first line `runstream runs --watch --json` prints (piped)."""
+    process = await asyncio.create_subprocess_exec(
+        *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV
+    )
+    assert process.stdout is not None
+    try:
+        return (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    finally:
+        process.kill()
+        await process.wait()
+
+
 async def test_get_says_why_a_failed_run_is_failing_after_retention_purged_its_log(
     server_process: ServerProcess,
 ) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import runstream
+from runstream.v1 import run_service_pb2
 from runstream_server.app import RunstreamServer
 
 from tests.clients.support import until
@@ -27,7 +28,7 @@ from tests.conftest import free_port
 from tests.identity import Keys, Pki, start_server
 
 from .test_dashboard_starts import launch_once
-from .web_support import require
+from .web_support import grpc_web_call, require
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -130,6 +131,38 @@ async def test_in_front_of_a_users_server_it_announces_no_embedded_one(
         said = await dashboard.stop()
     assert re.search(rf"grpc-web: Envoy on \S+ -> Runstream server at {server.target}", said)
     assert "embedded" not in said and "seeded" not in said, said
+
+
+async def test_its_envoy_answers_this_machines_names_and_the_allowed_hosts_only(
+    server: RunstreamServer,
+) -> None:
+    """Against DNS rebinding (the hostile-client review's F4): a page of another site whose
+    name was pointed at 127.0.0.1 called this Envoy same-origin, listing and cancelling runs
+    of a server without tokens."""
+    _require_envoy()
+    dashboard = await Dashboard.start(server.target, 0, 0, "--allowed-host", "dash.example")
+    try:
+        url = "http://" + await dashboard.envoy_target()
+
+        def status_for(host: str) -> tuple[int, str | None]:
+            call = grpc_web_call(
+                url, "runstream.v1.RunService/ListRuns", run_service_pb2.ListRunsRequest(),
+                metadata={"host": host},
+            )  # fmt: skip
+            try:
+                list(call.messages())
+                return call.status, call.grpc_status()
+            finally:
+                call.close()
+
+        for host, answer in (
+            ("dash.example:8081", (200, "0")),
+            ("localhost", (200, "0")),
+            ("rebind.evil.example:8081", (403, "7")),
+        ):
+            assert await asyncio.to_thread(status_for, host) == answer, host
+    finally:
+        await dashboard.stop()
 
 
 async def test_the_demo_plays_on_a_server_with_auth_with_the_usual_token_options(

@@ -34,6 +34,8 @@ class SseClient:
     writer: asyncio.StreamWriter | None = None
     comments: list[str] = field(default_factory=list)
     last_event_id: str | None = None
+    source: str | None = None
+    """The loopback address it connects from (127.0.0.2 ...), as another client would."""
 
     async def open(
         self,
@@ -46,7 +48,10 @@ class SseClient:
     ) -> Response:
         """Sends the request (with ``body`` and its Content-Length, if given); returns the
         status and headers (and the body, unless SSE)."""
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        local = (self.source, 0) if self.source is not None else None
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, local_addr=local
+        )
         lines = [
             f"{method} {path} HTTP/1.1",
             f"Host: 127.0.0.1:{self.port}",

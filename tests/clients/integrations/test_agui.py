@@ -908,6 +908,86 @@ async def test_a_host_that_is_not_this_machine_or_allowed_gets_403_against_dns_r
         assert (await head_for(anyone.port, "evil.example")).startswith("HTTP/1.1 200 ")
 
 
+async def test_one_client_address_cannot_take_every_stream_the_bridges_token_may_watch(
+    client: runstream.Client,
+) -> None:
+    """Each stream holds one of the server's watch streams for the bridge's one token, which
+    allows 200: 200 idle connections of one client took them all, and every other frontend
+    got 200 OK and nothing (found in review). The bridge serves 20 streams to one address by
+    default, far fewer in all than the server allows it; beyond that, 503 with Retry-After."""
+    run = await client.start_run("campaign")
+    await run.flush()
+    path = f"/runs/{run.run_id}/events"
+    held: list[SseClient] = []
+
+    async def stream(port: int, source: str) -> Response:
+        sse = SseClient(port, source=source)
+        response = await sse.open(path)
+        if response.status == 200:
+            held.append(sse)
+            message = await asyncio.wait_for(sse.next(), 30)
+            assert message is not None and json.loads(message.data)["type"] == "RUN_STARTED"
+        return response
+
+    try:
+        async with AguiBridge(client, port=0) as bridge:
+            for _ in range(20):
+                assert (await stream(bridge.port, "127.0.0.1")).status == 200
+            refused = await stream(bridge.port, "127.0.0.1")
+            assert refused.status == 503, refused
+            assert refused.headers["retry-after"] == "5"
+            assert "20 streams are open from 127.0.0.1" in refused.body
+            assert "--max-streams-per-address" in refused.body
+            assert (await stream(bridge.port, "127.0.0.2")).status == 200  # another client
+        for sse in held:
+            await sse.close()
+        held.clear()
+
+        async with AguiBridge(client, port=0, max_streams=2, max_streams_per_address=1) as small:
+            assert (await stream(small.port, "127.0.0.1")).status == 200
+            assert (await stream(small.port, "127.0.0.2")).status == 200
+            full = await stream(small.port, "127.0.0.3")
+            assert full.status == 503 and "(runstream agui --max-streams)" in full.body, full
+            await held.pop(0).close()  # a stream that ends gives its place back
+
+            async def served() -> bool:
+                response = await stream(small.port, "127.0.0.3")
+                return response.status == 200
+
+            await until(served, within=10)
+            # A POST holds a place while its body comes: bodies in flight are bounded too.
+            await held.pop(0).close()  # 127.0.0.2 leaves
+
+            async def place_free() -> bool:
+                head, _ = await exchange(
+                    small.port, f"HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                )
+                return head.startswith("HTTP/1.1 200 ")
+
+            await until(place_free, within=10)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", small.port, local_addr=("127.0.0.4", 0)
+            )
+            writer.write(
+                f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{{".encode()
+            )  # one byte of its body of two
+            await writer.drain()
+            waiting = await stream(small.port, "127.0.0.5")
+            assert waiting.status == 503 and "--max-streams)" in waiting.body, waiting
+            writer.write(b"}")
+            answer = b""
+            while b"RUN_STARTED" not in answer:
+                chunk = await asyncio.wait_for(reader.read(4096), 30)
+                assert chunk, f"the POST's stream ended: {answer!r}"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            writer.close()
+    finally:
+        for sse in held:
+            await sse.close()
+        await run.close()
+
+
 async def test_runstream_agui_command_serves_until_sigterm(
     client: runstream.Client, server: RunstreamServer
 ) -> None:
@@ -915,7 +995,7 @@ async def test_runstream_agui_command_serves_until_sigterm(
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runstream.cli.main", "agui",
         "--target", server.target, "--address", "127.0.0.1:0", "--max-body", "4096",
-        "--allowed-host", "agui.example.com",
+        "--allowed-host", "agui.example.com", "--max-streams-per-address", "1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -938,6 +1018,20 @@ async def test_runstream_agui_command_serves_until_sigterm(
             request = f"HEAD /runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n\r\n"
             head, _ = await exchange(port, request)
             assert head.startswith(f"HTTP/1.1 {status} "), (host, head)
+        # A POST whose body is on its way holds this address's one place.
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"POST /runs/{run_id}/events HTTP/1.1\r\nHost: localhost\r\n"
+            "Content-Length: 2\r\n\r\n{".encode()
+        )
+
+        async def refused() -> bool:
+            request = f"HEAD /runs/{run_id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            head, _ = await exchange(port, request)
+            return head.startswith("HTTP/1.1 503 ") and "Retry-After: 5" in head
+
+        await until(refused, within=10)
+        writer.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
@@ -1070,8 +1164,8 @@ class _Events:
         """The bridge's check that its token may read the events (WatchRun's role)."""
         return [e for e in self._events if e.seq > after_seq][:page_size], ""
 
-    def watch(self, run_id: str) -> AsyncIterator[runstream.Event]:
-        return self._all()
+    def watch(self, run_id: str, *, on_link: object = None) -> AsyncIterator[runstream.Event]:
+        return self._all()  # never tells on_link: the bridge's stream begins at its first event
 
 
 async def test_a_newer_kind_sends_no_message_and_resuming_around_it_works() -> None:

@@ -4,14 +4,18 @@ at once, never a 200 that EventSource retries for ever or a reply with no status
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import time
 from pathlib import Path
 
 import runstream
 from runstream.integrations.agui_bridge import AguiBridge
 from runstream_server.app import RunstreamServer
+from runstream_server.auth.limits import Limits
 
-from tests.identity import Keys
+from tests.clients.support import until
+from tests.identity import Keys, rs256_auth, start_server
 
 from .sse import SseClient
 
@@ -74,3 +78,48 @@ async def test_a_bridge_whose_token_file_went_missing_answers_502_once_its_token
             assert "the bridge has no token" in response.body
             assert "FileNotFoundError" in response.body
         await run.close()
+
+
+async def test_a_watch_the_server_refuses_for_a_limit_is_a_503_with_its_retry_after(
+    tmp_path: Path, keys: Keys
+) -> None:
+    """The bridge's token shares the server's watch streams per identity with whatever else
+    uses it (a dashboard, `runstream watch`): once they were all taken, the bridge answered
+    200 OK and then nothing, retrying the watch in silence (found in review). The server's
+    refusal, and the wait its RetryInfo names, reach the client before any 200."""
+    limits = Limits(watch_streams_per_principal=2, stream_retry_after=3.0)
+    server = await start_server(tmp_path, dataclasses.replace(rs256_auth(keys), limits=limits))
+    viewer = keys.token(["viewer"], sub="carol")
+    try:
+        async with (
+            runstream.connect(server.target, token=keys.token(["producer"])) as producer,
+            runstream.connect(server.target, token=viewer) as dashboard,
+            runstream.connect(server.target, token=viewer) as bridged,
+            AguiBridge(bridged, port=0) as bridge,
+        ):
+            run = await producer.start_run("wf")
+            await run.flush()
+            watches = [dashboard.watch(run.run_id) for _ in range(2)]  # carol's two places
+            for watch in watches:
+                assert (await anext(watch)).kind == runstream.EventKind.RUN_CREATED
+            path = f"/runs/{run.run_id}/events"
+            response = await SseClient(bridge.port).open(path)
+            assert response.status == 503, response
+            assert response.headers["retry-after"] == "3"
+            assert "refused the bridge a watch: 2 watch streams are open for carol" in (
+                response.body
+            )
+            await watches.pop().aclose()  # a place is free: the bridge streams the run
+            sse = SseClient(bridge.port)
+
+            async def streamed() -> bool:  # once the server counted the place free
+                return (await sse.open(path)).status == 200
+
+            await until(streamed, within=10)
+            first = await asyncio.wait_for(sse.next(), 30)
+            assert first is not None and json.loads(first.data)["type"] == "RUN_STARTED"
+            await sse.close()
+            await watches.pop().aclose()
+            await run.close()
+    finally:
+        await server.stop(grace=0.5)

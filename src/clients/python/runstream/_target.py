@@ -4,6 +4,9 @@ gRPC takes any string as a target and only fails when it connects: a URL, an add
 space or without a host is retried as UNAVAILABLE for the whole reconnect timeout, a port
 past 65535 wraps around (99999 dials 34463), and an empty target makes gRPC's C core log
 errors to stderr. :func:`check_target` says what is wrong at once instead.
+
+Also the names a request's ``Host`` header gives, and those a user allows there: the AG-UI
+bridge and the dashboard's Envoy answer only names they know, against DNS rebinding.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-__all__ = ["check_target", "is_ip_address", "with_default_port"]
+__all__ = [
+    "allowed_host_name",
+    "check_target",
+    "host_header_name",
+    "is_ip_address",
+    "with_default_port",
+]
 
 _SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
 
@@ -81,3 +90,28 @@ def _parses(parse: Callable[[str], object], host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def host_header_name(host: str) -> str | None:
+    """The name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lower case and
+    without a trailing dot; None when it is not one."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return name
+    name, colon, port = host.partition(":")
+    if colon and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def allowed_host_name(name: str) -> str:
+    """An allowed host as matched: lower case, no trailing dot or port, and ``*.example.com``
+    (how certificates and proxies spell a wildcard) as ``.example.com``; either never matched
+    as given, and every request through that name got 403."""
+    if name.strip() == "*":
+        return "*"
+    host = host_header_name(name) or name.strip().lower()
+    return "." + host[2:] if host.startswith("*.") else host

@@ -65,7 +65,9 @@ def stats_json(stats: runstream.ServerStats) -> dict[str, Any]:
 async def show_stats(client: runstream.Client, console: Console, *, as_json: bool) -> None:
     stats = await client.get_stats()
     if as_json:
-        console.print_json(json.dumps(stats_json(stats)))
+        # Its strings are the server's names (version, store kind): nothing to keep readable,
+        # and nothing beyond ASCII reaches the terminal as it is (rich re-dumps the JSON).
+        console.print_json(json.dumps(stats_json(stats)), ensure_ascii=True)
         return
     runs = ", ".join(f"{s.name} {n}" for s, n in sorted(stats.runs_by_status.items())) or "none"
     table = Table(show_header=False, box=None, pad_edge=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 import runstream
+from runstream._arguments import CONTROL
 
 from .fmt import (
     counted,
@@ -111,9 +113,27 @@ def _integral(value: Any) -> Any:
     return value
 
 
+# What json.dumps(ensure_ascii=False) writes as it is and a terminal would execute or show in
+# another order than written: DEL, the C1 controls (U+009B is a CSI in terminals that honour C1
+# in UTF-8), the line separators and the bidi controls (runstream._arguments.CONTROL without
+# the C0 range, which json.dumps escapes itself and whose newlines indent writes).
+_RAW_IN_JSON = re.compile(CONTROL.pattern.replace("\x00-\x1f", ""))
+assert _RAW_IN_JSON.pattern != CONTROL.pattern, "CONTROL no longer starts with the C0 range"
+
+
+def json_text(value: object, *, indent: int | None = None) -> str:
+    """``value`` as JSON with its text readable (``é``, ``✔``, ``日本``), but every character
+    of :data:`_RAW_IN_JSON` as its escape (``\\u009b``, ``\\u202e``): valid JSON that
+    parses to the same strings, and a producer's text cannot steer the terminal of someone
+    reading ``--json``. Such a character can only stand inside a JSON string, so escaping
+    it where it stands keeps the JSON valid."""
+    dumped = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _RAW_IN_JSON.sub(lambda found: f"\\u{ord(found[0]):04x}", dumped)
+
+
 def print_json(value: object) -> None:
     """JSON on stdout, uncoloured and unwrapped whatever the terminal, for jq and friends."""
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(value, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -632,7 +652,7 @@ async def watch_runs(
     if as_json:
         async for update in watching():
             for run in update.runs:
-                sys.stdout.write(json.dumps(as_dict(run.raw), ensure_ascii=False) + "\n")
+                sys.stdout.write(json_text(as_dict(run.raw)) + "\n")
             sys.stdout.flush()
         return
     if not live:

@@ -102,6 +102,16 @@ def add_dashboard_command(
         "http://dashboards.internal:8080 (repeatable); the page's own origin always is",
     )
     parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name requests to Envoy may give as Host besides localhost, 127.0.0.1, [::1] "
+        "and the allowed origins' hosts (the page's among them), e.g. a name gRPC clients "
+        "use; .example.com (or *.example.com) allows its subdomains too, '*' any; a port "
+        "given is ignored (repeatable). Other names get 403, against DNS rebinding",
+    )
+    parser.add_argument(
         "--api-url",
         default="",
         metavar="URL",
@@ -237,6 +247,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
                 listen_port=envoy_port,
                 listen_address=args.host,
                 allowed_origins=allowed_origins(args.host, page.port, args.origin),
+                allowed_hosts=tuple(args.allowed_host),
                 upstream_ca=tls.ca,
                 upstream_client_cert=tls.cert,
                 upstream_client_key=tls.key,

@@ -32,8 +32,9 @@ from pathlib import Path
 from string import Template
 from types import TracebackType
 from typing import NoReturn
+from urllib.parse import urlsplit
 
-from .._target import is_ip_address
+from .._target import allowed_host_name, is_ip_address
 
 __all__ = [
     "EnvoyConfig",
@@ -47,6 +48,10 @@ __all__ = [
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
 _HOST = re.compile(r"^[A-Za-z0-9.\-:]+\Z")  # a listen address: a name, IPv4 or IPv6
 _UPSTREAM_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])\Z")  # name, IPv4, [IPv6]
+_HOST_NAME = re.compile(r"^\.?[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*\Z")  # an allowed name, lower case
+# The names of this machine: a page elsewhere cannot be same-origin with them, whatever its
+# DNS says (browsers resolve localhost and *.localhost to loopback themselves).
+LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
 
 
 class EnvoyError(RuntimeError):
@@ -81,6 +86,12 @@ class EnvoyConfig:
     """A PEM certificate (chain) Envoy presents to the server, for mutual TLS."""
     upstream_client_key: Path | None = None
     """That certificate's PEM private key."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Names a request's ``Host`` may give besides this machine's (localhost, a name under
+    .localhost, 127.0.0.1, [::1]) and the allowed origins' hosts; ``.example.com`` (or
+    ``*.example.com``) allows the domain and its subdomains, ``"*"`` any Host; a port is
+    ignored. Envoy answers others 403: a page of another site whose name its owner pointed
+    at this machine (DNS rebinding) would be same-origin with Envoy and call it freely."""
 
     def __post_init__(self) -> None:
         ports = []
@@ -106,6 +117,32 @@ class EnvoyConfig:
         for origin in self.allowed_origins:
             if not ORIGIN.match(origin):
                 raise ValueError(f"an origin is scheme://host[:port] with no path: {origin!r}")
+        for name in self.allowed_hosts:
+            host = allowed_host_name(name)
+            if host != "*" and not _HOST_NAME.match(host) and not is_ip_address(host):
+                raise ValueError(
+                    f"an allowed host is a name or an IP address (.example.com for a domain, "
+                    f"* for any), not {name!r}"
+                )
+
+    @property
+    def domains(self) -> list[str]:
+        """The Host names Envoy answers (``["*"]``: any), as its virtual host's ``domains``:
+        loopback, the allowed origins' hosts and ``allowed_hosts``, ports left out (the
+        listener strips them before matching)."""
+        names = [allowed_host_name(name) for name in self.allowed_hosts]
+        if "*" in names:
+            return ["*"]
+        names += [urlsplit(origin).hostname or "" for origin in self.allowed_origins]
+        domains = list(LOOPBACK_HOSTS)
+        for name in names:
+            if name.startswith("."):
+                domains += [f"*{name}", name[1:]]
+            elif ":" in name:
+                domains.append(f"[{name}]")  # an IPv6 address, as Host gives it
+            elif name:
+                domains.append(name)
+        return list(dict.fromkeys(domains))
 
     @property
     def upstreams(self) -> list[tuple[str, int]]:
@@ -133,8 +170,35 @@ def render_config(config: EnvoyConfig) -> str:
             for host, port in config.upstreams
         ),
         allowed_origins=f"[{origins}]",
+        domains=f"[{', '.join(json.dumps(domain) for domain in config.domains)}]",
+        other_hosts=_other_hosts(config),
         downstream_tls=_downstream_tls(config),
         upstream_tls=_upstream_tls(config),
+    )
+
+
+def _other_hosts(config: EnvoyConfig) -> str:
+    """The virtual host that answers every Host the configuration does not allow: 403, with
+    why (Envoy's own answer to a Host no virtual host names is a bare 404). To a grpc-web
+    call, Envoy's grpc_web filter gives it as grpc-status 7 (PERMISSION_DENIED) with the
+    message as grpc-message."""
+    if config.domains == ["*"]:
+        return ""
+    message = (
+        "this Envoy answers only requests for localhost, 127.0.0.1, [::1], its allowed "
+        "origins' hosts and the names given with --allowed-host, against DNS rebinding"
+    )
+    return (
+        "\n                    # Any other Host: a page of another site whose name was pointed"
+        "\n                    # at this machine (DNS rebinding) would be same-origin with"
+        "\n                    # Envoy and call it freely."
+        "\n                    - name: other_hosts"
+        '\n                      domains: ["*"]'
+        "\n                      routes:"
+        '\n                        - match: { prefix: "/" }'
+        "\n                          direct_response:"
+        "\n                            status: 403"
+        f"\n                            body: {{ inline_string: {json.dumps(message)} }}"
     )
 
 
@@ -521,6 +585,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a page origin allowed to call (repeatable); "
         "default: http://localhost:8080 and http://127.0.0.1:8080",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name requests may give as Host besides localhost, 127.0.0.1, [::1] and the "
+        "origins' hosts, e.g. the name clients and a proxy in front use; .example.com (or "
+        "*.example.com) allows its subdomains too, '*' any; a port given is ignored "
+        "(repeatable). Other names get 403, against DNS rebinding",
+    )
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
@@ -555,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             upstream_ca=args.upstream_ca_file,
             upstream_client_cert=args.upstream_client_cert,
             upstream_client_key=args.upstream_client_key,
+            allowed_hosts=tuple(args.allowed_host),
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -15,6 +15,7 @@ import sys
 from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
+    non_negative_int,
     positive_float,
     positive_int,
     target_address,
@@ -86,6 +87,24 @@ def add_agui_command(
         "frontend's whole conversation); a larger one gets 413 (default: 1 MiB)",
     )
     parser.add_argument(
+        "--max-streams",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="the most streams it serves at once, each holding one of the server's watch "
+        "streams for this command's token (the server allows an identity 200 by default); "
+        "one more gets 503 with Retry-After; 0: no limit (default: 100)",
+    )
+    parser.add_argument(
+        "--max-streams-per-address",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="the most of them one client address may hold; one more gets 503 with "
+        "Retry-After. Behind a proxy every client has the proxy's address: give as many as "
+        "--max-streams there; 0: no limit (default: 20)",
+    )
+    parser.add_argument(
         "--keepalive",
         type=positive_float,
         default=15.0,
@@ -126,12 +145,21 @@ def run_agui_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
-    from runstream.integrations.agui_bridge import DEFAULT_MAX_BODY, AguiBridge
+    from runstream.integrations.agui_bridge import (
+        DEFAULT_MAX_BODY,
+        DEFAULT_MAX_STREAMS,
+        DEFAULT_MAX_STREAMS_PER_ADDRESS,
+        AguiBridge,
+    )
 
     target = args.target or target_from_environment() or DEFAULT_TARGET
     origins: list[str] = args.origin
     keepalive: float = args.keepalive
     max_body: int = args.max_body or DEFAULT_MAX_BODY
+    max_streams: int = DEFAULT_MAX_STREAMS if args.max_streams is None else args.max_streams
+    per_address: int = args.max_streams_per_address
+    if per_address is None:
+        per_address = DEFAULT_MAX_STREAMS_PER_ADDRESS
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,6 +175,8 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
             keepalive=keepalive,
             max_body=max_body,
             allowed_hosts=args.allowed_host,
+            max_streams=max_streams,
+            max_streams_per_address=per_address,
         )
         try:
             await bridge.start()

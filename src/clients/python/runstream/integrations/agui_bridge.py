@@ -20,6 +20,14 @@ A request whose ``Host`` names neither this machine (``localhost``, a name under
 whose name its owner pointed at this machine (DNS rebinding) would otherwise read the runs
 through a visitor's browser, the bridge being same-origin to it.
 
+Each stream holds one of the server's watch streams, opened with the bridge's own token, of
+which the server allows an identity a few hundred: the bridge serves at most ``max_streams``
+streams at once, and ``max_streams_per_address`` to one client address, so that one client
+cannot take them all. A stream (or a POST, whose body is read in its stream's place) beyond
+either gets ``503`` with ``Retry-After``, as does one whose watch the server refuses for a
+limit of its own (RESOURCE_EXHAUSTED with a RetryInfo, which names the wait): the stream's
+``200`` is sent only once the server took the watch, never a ``200`` followed by nothing.
+
 ``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``, ``HEAD`` what ``GET``
 would without its body. Other paths get 404, other methods 405, a POST body that is not a
 JSON object (or whose RunAgentInput fields hold the wrong kind of value) 400, one over
@@ -42,23 +50,37 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import runstream
-from runstream._target import is_ip_address
+from runstream._target import allowed_host_name, host_header_name, is_ip_address
 from runstream.integrations.agui import AguiTranslator, encode_sse, run_input_problems
 
-__all__ = ["DEFAULT_MAX_BODY", "AguiBridge", "Cursor"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_STREAMS",
+    "DEFAULT_MAX_STREAMS_PER_ADDRESS",
+    "AguiBridge",
+    "Cursor",
+]
 
 _log = logging.getLogger("runstream.agui")
 
 _MAX_HEAD = 16 * 1024
 # A POST's body: AG-UI's RunAgentInput, which carries the frontend's whole conversation.
 DEFAULT_MAX_BODY = 1024 * 1024
+# Streams at once: well below the watch streams a server allows one identity (200 by
+# default), which the bridge's token shares with whatever else uses it (a dashboard).
+DEFAULT_MAX_STREAMS = 100
+DEFAULT_MAX_STREAMS_PER_ADDRESS = 20
+# What a request refused for the bridge's own limits is told to wait: a stream may end by then.
+_FULL_RETRY_AFTER = 5
 _CHUNK_SIZE = re.compile(rb"^[0-9A-Fa-f]{1,8}\Z")
 # How long an answer to a body left unread waits for the client to stop sending it.
 _LINGER = 2.0
@@ -71,10 +93,19 @@ _RETRY_MS = 1000
 class HttpError(Exception):
     """A request the bridge answers with an HTTP error status."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
+
+    def headers(self, cors: dict[str, str]) -> dict[str, str]:
+        """The answer's headers: CORS's, and ``Retry-After`` when it names a wait."""
+        if self.retry_after is None:
+            return cors
+        return {**cors, "Retry-After": str(self.retry_after)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +164,11 @@ class AguiBridge:
             addresses (the name a proxy in front forwards, e.g. ``agui.example.com``; one
             starting with a dot, ``.example.com``, allows that domain and its subdomains;
             ``"*"`` any). Others get 403, against DNS rebinding.
+        max_streams: The most streams it serves at once (a POST counts while its body is
+            read); one more gets 503 with ``Retry-After``. 0: no limit.
+        max_streams_per_address: The most of them one client address may hold; one more
+            gets 503 with ``Retry-After``. Behind a proxy, every client has the proxy's
+            address: give it as much as ``max_streams`` there (or 0: no limit).
     """
 
     def __init__(
@@ -146,9 +182,15 @@ class AguiBridge:
         head_timeout: float = 10.0,
         max_body: int = DEFAULT_MAX_BODY,
         allowed_hosts: Sequence[str] = (),
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS,
     ) -> None:
         self._client = client
-        self._allowed_hosts = tuple(_allowed_name(name) for name in allowed_hosts)
+        self._max_streams = max_streams
+        self._max_per_address = max_streams_per_address
+        self._streams = 0
+        self._streams_of: Counter[str] = Counter()
+        self._allowed_hosts = tuple(allowed_host_name(name) for name in allowed_hosts)
         self._head_timeout = head_timeout
         self._max_body = max_body
         self._host = host
@@ -244,6 +286,54 @@ class AguiBridge:
             message = "only GET, HEAD and POST (and OPTIONS for CORS preflights)"
             await self._respond(writer, 405, "Method Not Allowed", message, allow)
             return
+        if request.method != "POST" and _ROUTE.match(request.path) is None:
+            await self._answer(request, reader, writer, cors)  # no stream, no body: no place
+            return
+        address = _peer_address(writer)
+        try:
+            self._take_place(address)
+        except HttpError as exc:
+            await self._respond(writer, exc.status, exc.reason, str(exc), exc.headers(cors))
+            if request.method == "POST":
+                await _linger(reader, writer)  # its body was left unread
+            return
+        try:
+            await self._answer(request, reader, writer, cors)
+        finally:
+            self._leave_place(address)
+
+    def _take_place(self, address: str) -> None:
+        """Counts a stream of ``address``, or raises the 503 to answer when there is no room."""
+        if 0 < self._max_streams <= self._streams:
+            message = (
+                f"the bridge serves {self._max_streams} streams at once, the most it may "
+                "(runstream agui --max-streams); try again later"
+            )
+            raise HttpError(503, "Service Unavailable", message, retry_after=_FULL_RETRY_AFTER)
+        if 0 < self._max_per_address <= self._streams_of[address]:
+            message = (
+                f"{_counted(self._max_per_address, 'stream')} open from {address}, the most the "
+                "bridge serves to one client address (runstream agui --max-streams-per-address); "
+                "close one first"
+            )
+            raise HttpError(503, "Service Unavailable", message, retry_after=_FULL_RETRY_AFTER)
+        self._streams += 1
+        self._streams_of[address] += 1
+
+    def _leave_place(self, address: str) -> None:
+        self._streams -= 1
+        self._streams_of[address] -= 1
+        if not self._streams_of[address]:
+            del self._streams_of[address]
+
+    async def _answer(
+        self,
+        request: _Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cors: dict[str, str],
+    ) -> None:
+        """Answers a request that passed the Host, method and place checks."""
         if request.method == "POST" and not await self._run_input(request, reader, writer, cors):
             return
         # HEAD: what GET answers, without its body.
@@ -258,10 +348,13 @@ class AguiBridge:
             )
             return
         run_id = unquote(route["run_id"])
+        watch: tuple[AsyncGenerator[bytes, None], asyncio.Future[bytes]] | None = None
         try:
             run, cursor = await self._resume_point(run_id, request.headers.get("last-event-id"))
+            if not isinstance(out, _HeadOnly) and not _seen_to_the_end(run, cursor):
+                watch = await self._open_watch(run_id, cursor)
         except HttpError as exc:
-            await self._respond(out, exc.status, exc.reason, str(exc), cors)
+            await self._respond(out, exc.status, exc.reason, str(exc), exc.headers(cors))
             return
         except runstream.NotFoundError:
             await self._respond(out, 404, "Not Found", f"no run {run_id!r}", cors)
@@ -291,25 +384,30 @@ class AguiBridge:
             # Everything was seen and nothing more will come: 204 stops EventSource.
             await self._respond(out, 204, "No Content", "", cors)
             return
-        out.write(
-            _head(
-                200,
-                "OK",
-                {
-                    **cors,
-                    "Content-Type": "text/event-stream; charset=utf-8",
-                    "Cache-Control": "no-cache",
-                    "X-Accel-Buffering": "no",
-                    "Connection": "close",
-                },
+        try:
+            out.write(
+                _head(
+                    200,
+                    "OK",
+                    {
+                        **cors,
+                        "Content-Type": "text/event-stream; charset=utf-8",
+                        "Cache-Control": "no-cache",
+                        "X-Accel-Buffering": "no",
+                        "Connection": "close",
+                    },
+                )
             )
-        )
-        if isinstance(out, _HeadOnly):
-            await out.drain()
-            return
-        writer.write(f"retry: {_RETRY_MS}\n\n".encode())
-        await writer.drain()
-        await self._stream(run_id, cursor, reader, writer)
+            if watch is None:  # HEAD
+                await out.drain()
+                return
+            writer.write(f"retry: {_RETRY_MS}\n\n".encode())
+            await writer.drain()
+        except BaseException:
+            if watch is not None:
+                await _abandon(*watch)
+            raise
+        await self._stream(*watch, reader, writer)
 
     async def _run_input(
         self,
@@ -356,21 +454,58 @@ class AguiBridge:
             return False
         return True
 
+    async def _open_watch(
+        self, run_id: str, cursor: Cursor
+    ) -> tuple[AsyncGenerator[bytes, None], asyncio.Future[bytes]]:
+        """Opens the stream's watch: its messages, and the future of the first of them, once
+        the server took the watch (or lost it for a reason other than a limit, after which
+        the watch tries again as a stream that had begun would). Raises the 503 to answer
+        when the server refused it for a limit: before any byte of a 200, the client can be
+        told when to come back, where a 200 followed by nothing left it waiting without a
+        word (EventSource gives up on a 503; an AG-UI client may retry after Retry-After).
+        """
+        taken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_link(link: runstream.WatchLink) -> None:
+            if taken.done() or link.state is runstream.LinkState.CONNECTING:
+                return
+            if link.state is runstream.LinkState.RECONNECTING and isinstance(
+                link.error, runstream.ResourceExhaustedError
+            ):
+                message = f"the Runstream server refused the bridge a watch: {link.error.message}"
+                wait = max(1, math.ceil(link.retry_in or 1))  # what its RetryInfo asks
+                raise HttpError(503, "Service Unavailable", message, retry_after=wait)  # ends it
+            taken.set_result(None)
+
+        messages = self._messages(run_id, cursor, on_link)
+        first = asyncio.ensure_future(anext(messages))
+        try:
+            waiting: set[asyncio.Future[Any]] = {first, taken}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if first.done() and not first.cancelled():
+                error = first.exception()
+                if error is not None and not isinstance(error, StopAsyncIteration):
+                    raise error
+        except BaseException:
+            await _abandon(messages, first)
+            raise
+        finally:
+            taken.cancel()
+        return messages, first
+
     async def _stream(
         self,
-        run_id: str,
-        cursor: Cursor,
+        messages: AsyncIterator[bytes],
+        first: asyncio.Future[bytes],
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        """Sends the run's AG-UI events after ``cursor`` until the run ends or the client
+        """Sends the watch's messages, ``first`` first, until the run ends or the client
         leaves."""
         hangup = asyncio.ensure_future(_hangup(reader))
         try:
-            async for messages in _with_keepalive(
-                self._messages(run_id, cursor), self._keepalive, hangup
-            ):
-                writer.write(messages)
+            async for chunk in _with_keepalive(messages, self._keepalive, hangup, first):
+                writer.write(chunk)
                 await writer.drain()
         finally:
             hangup.cancel()
@@ -417,9 +552,11 @@ class AguiBridge:
                     return event.seq == cursor.seq and cursor.index < len(translated)
         return False
 
-    async def _messages(self, run_id: str, cursor: Cursor) -> AsyncIterator[bytes]:
+    async def _messages(
+        self, run_id: str, cursor: Cursor, on_link: Callable[[runstream.WatchLink], None]
+    ) -> AsyncGenerator[bytes, None]:
         translator = AguiTranslator(run_id)
-        async with contextlib.aclosing(self._client.watch(run_id)) as events:
+        async with contextlib.aclosing(self._client.watch(run_id, on_link=on_link)) as events:
             async for event in events:
                 translated = translator.translate(event)
                 last = len(translated) - 1
@@ -432,7 +569,7 @@ class AguiBridge:
                     yield chunk
 
     def _host_allowed(self, host: str) -> bool:
-        name = _host_name(host)
+        name = host_header_name(host)
         if name is None:
             return False
         if name == "localhost" or name.endswith(".localhost") or is_ip_address(name):
@@ -483,6 +620,25 @@ class AguiBridge:
         await writer.drain()
 
 
+async def _abandon(messages: AsyncGenerator[bytes, None], first: asyncio.Future[bytes]) -> None:
+    """Closes a stream's watch that no stream will read."""
+    first.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await first
+    await messages.aclose()
+
+
+def _counted(n: int, noun: str) -> str:
+    """``"1 stream is"``, ``"3 streams are"``."""
+    return f"{n} {noun} is" if n == 1 else f"{n} {noun}s are"
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
+    """The client's address (its IP, without the port)."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
 def _url_host(host: str) -> str:
     """``host`` as a URL holds it: a wildcard as loopback, an IPv6 address in brackets."""
     if host in ("", "0.0.0.0"):
@@ -490,31 +646,6 @@ def _url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
-
-
-def _host_name(host: str) -> str | None:
-    """The name of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lower case and
-    without a trailing dot; None when it is not one."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        name, bracket, rest = host[1:].partition("]")
-        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
-            return None
-        return name
-    name, colon, port = host.partition(":")
-    if colon and not port.isdigit():
-        return None
-    return name.rstrip(".") or None
-
-
-def _allowed_name(name: str) -> str:
-    """An allowed host as matched: lower case, no trailing dot or port, and ``*.example.com``
-    (how certificates and proxies spell a wildcard) as ``.example.com``; either never matched
-    as given, and every request through that name got 403."""
-    if name.strip() == "*":
-        return "*"
-    host = _host_name(name) or name.strip().lower()
-    return "." + host[2:] if host.startswith("*.") else host
 
 
 def _seen_to_the_end(run: runstream.Run, cursor: Cursor) -> bool:
@@ -665,12 +796,16 @@ def _head(status: int, reason: str, headers: dict[str, str]) -> bytes:
 
 
 async def _with_keepalive(
-    messages: AsyncIterator[bytes], keepalive: float, hangup: asyncio.Future[None]
+    messages: AsyncIterator[bytes],
+    keepalive: float,
+    hangup: asyncio.Future[None],
+    first: asyncio.Future[bytes] | None = None,
 ) -> AsyncIterator[bytes]:
     """``messages``, with an SSE comment after each ``keepalive`` seconds of silence; ends
-    when they end or when the client hangs up (``hangup`` completes)."""
+    when they end or when the client hangs up (``hangup`` completes). ``first``: the next
+    of them, already asked for."""
     iterator = aiter(messages)
-    pending: asyncio.Future[bytes] | None = None
+    pending = first
     try:
         while True:
             if pending is None:
