@@ -233,6 +233,7 @@ class Watching:
                     if sub.overflowed:
                         observer.overflowed()
                     cursor = sub.cursor
+                    left = until = 0  # a read of up to max_events: what is left, its end
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
                         if sub.closed_reason is not None:  # shutting down: resume elsewhere
                             raise _ended(sub)
@@ -241,26 +242,39 @@ class Watching:
                         stop_if_cancelled()
                         # Never past the head: the store may hold a commit not yet folded
                         # (and acknowledged), which a resume after it would find out of range.
-                        if wanted is None:
-                            limit = min(max_events, head_seq - cursor)
-                            stored = await self._store.read_events(run_id, cursor, limit)
-                            read_all = False
-                        else:  # the store filters: a rare kind leaves most of the log behind
-                            stored = await self._store.read_events(
-                                run_id, cursor, max_events, wanted, before_seq=head_seq + 1
-                            )
-                            read_all = len(stored) < max_events  # up to the head
+                        if not left:
+                            left = max_events if wanted else min(max_events, head_seq - cursor)
+                            until = head_seq
+                        # The store reads a page's bytes and one event more, not max_events
+                        # of any size (a watcher that stopped reading pinned 500 events of up
+                        # to 256 KiB each); the page those begin is read again with what
+                        # follows, so messages are what one read of max_events made of them.
+                        stored = await self._store.read_events(
+                            run_id,
+                            cursor,
+                            left,
+                            wanted or (),
+                            before_seq=until + 1,
+                            max_bytes=max_bytes,
+                        )
+                        cut = len(stored) < left and sum(len(e.data) for e in stored) > max_bytes
+                        read_all = wanted is not None and len(stored) < left and not cut
                         if not stored or read_all:
                             await self._checks.check_gap(run_id, cursor, "after_seq")
-                        for page in self._pages(framed(stored)):
+                        pages = list(self._pages(framed(stored)))
+                        if cut:
+                            pages.pop()
+                        left = left - sum(map(len, pages)) if cut else 0
+                        del stored
+                        for page in pages:
                             cursor = page[-1].seq
                             behind = self._ledger.held(run_id).last_seq - cursor
                             observer.delivered(len(page), behind)
                             yield b"".join(e.framed for e in page)
                             sub.active_at = hub.clock.now()
                         if read_all:
-                            cursor = head_seq
-                        elif not stored:
+                            cursor = until
+                        elif not pages:
                             break
                     # No await since the last look at the head: publish delivers from here.
                     sub.go_live(cursor)

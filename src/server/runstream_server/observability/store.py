@@ -127,10 +127,11 @@ class ObservedStore:
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         try:
             return await self.inner.read_events(
-                run_id, after_seq, limit, kinds, before_seq=before_seq
+                run_id, after_seq, limit, kinds, before_seq=before_seq, max_bytes=max_bytes
             )
         except Exception:
             self._telemetry.store_failed("read_events")
@@ -144,10 +145,11 @@ class ObservedStore:
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         try:
             return await self.inner.read_events_before(
-                run_id, before_seq, limit, kinds, after_seq=after_seq
+                run_id, before_seq, limit, kinds, after_seq=after_seq, max_bytes=max_bytes
             )
         except Exception:
             self._telemetry.store_failed("read_events_before")

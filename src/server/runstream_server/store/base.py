@@ -122,6 +122,27 @@ class StoredEvent:
     data: bytes
 
 
+def within_bytes(events: Iterable[StoredEvent], max_bytes: int | None) -> list[StoredEvent]:
+    """The leading `events` a read bounded by `max_bytes` returns, drawn one by one so that
+    nothing after them is read: every one until they hold more than `max_bytes` of data
+    (``len(data)``, the stored bytes), the one that passes it included, and two at least. A
+    caller that keeps what fits in `max_bytes` so still learns whether an event follows
+    what it keeps, and a read holds about its budget however large the events are: by
+    count alone, a watcher's catch-up read 500 events of up to 256 KiB each at once, and a
+    viewer that stopped reading its stream pinned them (about 200 MB per stream, found in
+    review)."""
+    if max_bytes is None:
+        return list(events)
+    found: list[StoredEvent] = []
+    held = 0
+    for event in events:
+        found.append(event)
+        held += len(event.data)
+        if held > max_bytes and len(found) >= 2:
+            break
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class CommitNotice:
     """What another writer committed to one run: events first_seq..last_seq.
@@ -303,9 +324,11 @@ class EventStore(Protocol):
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         """Up to `limit` events with seq > after_seq (and < before_seq, when given), of the
-        given kinds if any, in order; reading stops at before_seq."""
+        given kinds if any, in order; reading stops at before_seq. With `max_bytes`, it
+        also stops once the events read hold more than that (:func:`within_bytes`)."""
 
     async def read_events_before(
         self,
@@ -315,9 +338,11 @@ class EventStore(Protocol):
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         """Up to `limit` events with seq < before_seq (the log's newest when None) and >
-        after_seq, of the given kinds if any, newest first; reading stops at after_seq."""
+        after_seq, of the given kinds if any, newest first; reading stops at after_seq, and
+        with `max_bytes` once the events read hold more than that (:func:`within_bytes`)."""
 
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None

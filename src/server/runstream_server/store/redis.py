@@ -475,8 +475,11 @@ class RedisEventStore:
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        return await self._log.read(run_id, after_seq, before_seq, limit, kinds, newest_first=False)
+        return await self._log.read(
+            run_id, after_seq, before_seq, limit, kinds, newest_first=False, max_bytes=max_bytes
+        )
 
     @unavailable
     async def read_events_before(
@@ -487,8 +490,11 @@ class RedisEventStore:
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        return await self._log.read(run_id, after_seq, before_seq, limit, kinds, newest_first=True)
+        return await self._log.read(
+            run_id, after_seq, before_seq, limit, kinds, newest_first=True, max_bytes=max_bytes
+        )
 
     @unavailable
     async def list_runs(

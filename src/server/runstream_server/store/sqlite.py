@@ -44,6 +44,7 @@ from runstream_server.store.base import (
     decode_run,
     ended_us,
     readable_runs,
+    within_bytes,
 )
 from runstream_server.store.clock import StoreClock
 from runstream_server.store.sqlite_backups import copy_database
@@ -219,6 +220,7 @@ class SqliteEventStore:
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
         below = _NO_SEQ_ABOVE if before_seq is None else before_seq
@@ -230,7 +232,7 @@ class SqliteEventStore:
                 f"WHERE run_id = ? AND seq > ? AND seq < ? {kind_clause} ORDER BY seq LIMIT ?",
                 (run_id, after_seq, below, *kind_params, limit),
             )
-            return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
+            return _events(rows, max_bytes)
 
         return await self._read(read)
 
@@ -242,6 +244,7 @@ class SqliteEventStore:
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
         below = _NO_SEQ_ABOVE if before_seq is None else before_seq
@@ -255,7 +258,7 @@ class SqliteEventStore:
                 "ORDER BY seq DESC LIMIT ?",
                 (run_id, below, after_seq, *kind_params, limit),
             )
-            return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
+            return _events(rows, max_bytes)
 
         return await self._read(read)
 
@@ -390,6 +393,18 @@ class SqliteEventStore:
     async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
         """One process per file: its own usage is all there is."""
         return {}
+
+
+def _events(rows: sqlite3.Cursor, max_bytes: int | None) -> list[StoredEvent]:
+    """The events of a query's rows (seq, kind, key, data), read one by one up to
+    `max_bytes` (:func:`~.base.within_bytes`); the query is closed after them."""
+    try:
+        return within_bytes(
+            (StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows),
+            max_bytes,
+        )
+    finally:
+        rows.close()
 
 
 def _purge(conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]) -> list[str]:
