@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runstream.v1 import event_pb2
+from runstream.v1 import event_pb2, run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.limits import Limits
@@ -202,3 +202,52 @@ async def test_a_page_of_one_event_past_the_budget_still_says_whether_more_follo
                     break
                 listing.page_token = page.next_page_token
             assert (seen, pages) == (expected, 3), order_by
+
+
+async def test_list_runs_and_watch_runs_read_large_snapshots_a_budget_at_a_time(
+    server: RunstreamServer, stubs: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs whose snapshots are about 1.2 MB each (300 planned steps of 4,000-character
+    descriptions) list as before, all on one page of small summaries, or page by page in
+    order with page_size 2, and a WatchRuns stream is told of them all in its first message,
+    while no store read returns more than the 512 KiB budget and one snapshot (one read
+    took 1,001 snapshots of up to 2 MiB each for ListRuns, 200 for WatchRuns)."""
+    steps = [
+        run_pb2.StepSpec(step_id=f"s{i}", name=f"S{i}", description="d" * 4000) for i in range(300)
+    ]
+    created = []
+    for n in range(6):
+        response = await stubs.runs.CreateRun(
+            rs.CreateRunRequest(run_id=f"fat-{n}", workflow="fat", steps=steps)
+        )
+        assert response.run.ByteSize() > 1_000_000
+        created.append(response.run.run_id)
+    most = LIMITS.response_bytes + 1_300_000  # the budget and one snapshot
+    reads = Reads(server, monkeypatch)
+    everything = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=1000))
+    assert [r.run_id for r in everything.runs] == created[::-1]
+    assert everything.next_page_token == ""
+    assert not any(r.steps for r in everything.runs)
+    assert max(reads.snapshots) <= most
+    assert len(reads.snapshots) >= 3
+    reads.clear()
+    listed, token, pages = [], "", 0
+    while True:
+        page = await stubs.runs.ListRuns(rs.ListRunsRequest(page_size=2, page_token=token))
+        listed += [r.run_id for r in page.runs]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert listed == created[::-1]
+    assert pages == 3
+    assert max(reads.snapshots) <= most
+    reads.clear()
+    messages = []
+    async with asyncio.timeout(30):
+        async for response in stubs.runs.WatchRuns(rs.WatchRunsRequest()):
+            if response.initial_state_complete:
+                break
+            messages.append([r.run_id for r in response.runs])
+    assert messages == [created[::-1]]
+    assert max(reads.snapshots) <= most

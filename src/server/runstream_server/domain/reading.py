@@ -100,15 +100,36 @@ class Reading:
                     cursor = (created, run_id)
                 case _:
                     raise InvalidArgument("page_token", "is not a token this server issued")
-        page = await self._store.list_runs(run_filter, size, cursor)
-        counts = await self._viewers.read([r.run_id for r in page.runs])
+        budget = self._limits.response_bytes
         now = self._ledger.now()
-        runs = [summary(r, counts[r.run_id], now) for r in page.runs]
-        next_cursor = page.next_cursor
-        kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
+        runs: list[run_pb2.Run] = []
+        positions: list[tuple[int, str]] = []
+        held = 0  # bytes of the summaries
+        next_cursor = cursor
+        # The store's pages stop at the budget's worth of snapshots (up to 2 MiB each), and
+        # each is summarized before the next is read: what the call holds is about what it
+        # may send, until the page is full or its summaries pass the budget.
+        while True:
+            page = await self._store.list_runs(
+                run_filter, size - len(runs), next_cursor, max_bytes=budget
+            )
+            counts = await self._viewers.read([r.run_id for r in page.runs])
+            # The store's copies, this call's own: a summary copied with their steps would
+            # keep the steps' memory (protobuf's arena) for as long as it is held.
+            for run in page.runs:
+                run.ClearField("steps")
+            summaries = [summary(r, counts[r.run_id], now) for r in page.runs]
+            runs += summaries
+            positions += page.positions
+            held += sum(r.ByteSize() for r in summaries)
+            next_cursor = page.next_cursor
+            del page  # its snapshots, before the next page is read
+            if next_cursor is None or len(runs) >= size or held > budget:
+                break
+        kept = fitting((r.ByteSize() for r in runs), budget)
         if kept < len(runs):  # cut short by size: the next page starts after the last kept
             runs = runs[:kept]
-            next_cursor = page.positions[kept - 1]
+            next_cursor = positions[kept - 1]
         token = encode_token({"scope": scope, "after": list(next_cursor)}) if next_cursor else ""
         return runs, token
 

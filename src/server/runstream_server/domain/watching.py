@@ -364,18 +364,32 @@ class Watching:
     async def _newest(
         self, run_filter: RunFilter, limit: int | None = None
     ) -> AsyncIterator[RunPage]:
-        """The store's pages of the matching runs, newest first, up to `limit` runs when
-        given."""
+        """Pages of 200 matching runs, newest first, up to `limit` runs when given, each run
+        without its steps (which nothing told of runs shows). The store is read the byte
+        budget's worth of snapshots at a time (up to 2 MiB each), and each run copied
+        without its steps as it comes: a page of whole snapshots, held while a stream that
+        stopped reading waited, came to 400 MB."""
         cursor: tuple[int, str] | None = None
         while True:
             size = 200 if limit is None else min(200, limit)
-            page = await self._store.list_runs(run_filter, size, cursor)
-            yield page
+            runs: list[run_pb2.Run] = []
+            positions: list[tuple[int, str]] = []
+            while True:
+                read = await self._store.list_runs(
+                    run_filter, size - len(runs), cursor, max_bytes=self._limits.response_bytes
+                )
+                runs += map(_without_steps, read.runs)
+                positions += read.positions
+                cursor = read.next_cursor
+                del read  # its snapshots, before the next are read
+                if cursor is None or len(runs) >= size:
+                    break
+            yield RunPage(runs, positions, cursor is not None, read_up_to=cursor)
             if limit is not None:
-                limit -= len(page.runs)
+                limit -= len(runs)
                 if limit <= 0:
                     return
-            if (cursor := page.next_cursor) is None:
+            if cursor is None:
                 return
 
     async def _loaded(self, run_ids: Sequence[str]) -> AsyncIterator[list[run_pb2.Run]]:
@@ -461,6 +475,16 @@ class Watching:
             self._ledger.publish_run(state)
         if self._store.shared:
             self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
+
+
+def _without_steps(run: run_pb2.Run) -> run_pb2.Run:
+    """A copy of a run the store read for this caller alone, without its steps: made after
+    they are cleared, so that it holds none of their memory (a protobuf message keeps all it
+    ever held until it is freed, steps cleared or not)."""
+    run.ClearField("steps")
+    brief = run_pb2.Run()
+    brief.CopyFrom(run)
+    return brief
 
 
 def _ended(sub: Subscription) -> DataLoss | Unavailable:

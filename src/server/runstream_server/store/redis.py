@@ -498,9 +498,14 @@ class RedisEventStore:
 
     @unavailable
     async def list_runs(
-        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+        self,
+        run_filter: RunFilter,
+        page_size: int,
+        cursor: tuple[int, str] | None,
+        *,
+        max_bytes: int | None = None,
     ) -> RunPage:
-        return await self._index.list_runs(run_filter, page_size, cursor)
+        return await self._index.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
 
     @unavailable
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:

@@ -316,7 +316,12 @@ class SqliteEventStore:
         return purged
 
     async def list_runs(
-        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+        self,
+        run_filter: RunFilter,
+        page_size: int,
+        cursor: tuple[int, str] | None,
+        *,
+        max_bytes: int | None = None,
     ) -> RunPage:
         clauses: list[str] = []
         params: list[object] = []
@@ -344,17 +349,30 @@ class SqliteEventStore:
             params.extend(cursor)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
-            f"SELECT snapshot, create_time_us, run_id FROM runs {where} "
+            f"SELECT length(snapshot), create_time_us, run_id FROM runs {where} "
             "ORDER BY create_time_us DESC, run_id DESC LIMIT ?"
         )
         params.append(page_size + 1)
 
-        def query(conn: sqlite3.Connection) -> list[tuple[bytes, int, str]]:
-            return [(bytes(s), int(t), str(r)) for s, t, r in conn.execute(sql, params)]
+        def query(conn: sqlite3.Connection) -> tuple[list[tuple[bytes, int, str]], bool]:
+            # The page's runs by their snapshots' sizes first (SQLite keeps a blob's length
+            # in its record): with `max_bytes`, the snapshots past it are never read.
+            chosen: list[tuple[int, str]] = []
+            held, more = 0, False
+            for size, created, run_id in conn.execute(sql, params).fetchall():
+                past = max_bytes is not None and bool(chosen) and held + size > max_bytes
+                if len(chosen) >= page_size or past:
+                    more = True  # one more run matches
+                    break
+                chosen.append((int(created), str(run_id)))
+                held += size
+            wanted = [run_id for _, run_id in chosen]
+            sql_in = "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})"
+            found = {str(run_id): bytes(data) for run_id, data in _rows_in(conn, sql_in, wanted)}
+            rows = [(found[r], created, r) for created, r in chosen if r in found]
+            return rows, more
 
-        rows = await self._read(query)
-        more = len(rows) > page_size
-        rows = rows[:page_size]
+        rows, more = await self._read(query)
         readable = dict(readable_runs((run_id, data) for data, _, run_id in rows))
         runs = list(readable.values())
         positions = [(created, run_id) for _, created, run_id in rows if run_id in readable]
