@@ -5,7 +5,8 @@ events or snapshots by count alone (500 events, 1,001 events, 1,001 snapshots) a
 to the message's byte budget afterwards: with events near the 256 KiB limit, a viewer that
 stopped reading its stream pinned about 200 MB of the server, and each ListEvents call read
 about 250 MB to send 2 events. These tests watch what the server asks of its store (through
-the observed store every server has) and what the client gets, on every store.
+the observed store every server has) and what the client gets, on every store. Loading a
+run reads all its decisions and milestones, page by page (F6: one read of at most 1,000,000).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runstream.v1 import event_pb2, run_pb2
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc, event_pb2, run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.limits import Limits
+from runstream_server.store import base
 from runstream_server.store.base import RunPage, StoredEvent
 
 from tests.conftest import ConfigFactory
@@ -251,3 +254,39 @@ async def test_list_runs_and_watch_runs_read_large_snapshots_a_budget_at_a_time(
             messages.append([r.run_id for r in response.runs])
     assert messages == [created[::-1]]
     assert max(reads.snapshots) <= most
+
+
+async def test_a_run_loads_every_decision_however_many_pages_they_fill(
+    tmp_path: Path, server_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's questions are read back page by page when a server loads it (here pages of 3,
+    for 10 questions and a milestone): after a restart every question is still open and can
+    be answered. One read of at most 1,000,000 left those after it out, unanswerable."""
+    monkeypatch.setattr(base, "EVERY_EVENT_PAGE", 3)
+    config = server_config(tmp_path / "r.db")
+    asks = [
+        event_pb2.RunEvent(
+            decision_requested=event_pb2.DecisionRequested(
+                decision_id=f"d{n}",
+                prompt="Go?",
+                options=[event_pb2.DecisionOption(value="yes", label="Yes")],
+            )
+        )
+        for n in range(10)
+    ]
+    milestone = event_pb2.RunEvent(milestone=event_pb2.Milestone(milestone_id="m", title="M"))
+    async with serving(config) as (_, stubs):
+        run = await create_run(stubs)
+        await append(stubs, run.run_id, *asks[:5], milestone, *asks[5:])
+    async with serving(config) as (server, stubs):
+        reads = Reads(server, monkeypatch)
+        decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+        listed = await decisions.ListDecisions(
+            ds.ListDecisionsRequest(run_id=run.run_id, filter="state = OPEN", page_size=100)
+        )
+        assert [d.decision_id for d in listed.decisions] == [f"d{n}" for n in range(10)]
+        assert len(reads.events) >= 4  # 11 events, 3 a read
+        answered = await decisions.SubmitDecision(
+            ds.SubmitDecisionRequest(run_id=run.run_id, decision_id="d9", choice="yes")
+        )
+        assert answered.decision.choice == "yes"

@@ -73,7 +73,7 @@ from runstream_server.errors import (
     AlreadyExists,
     ShuttingDown,
 )
-from runstream_server.store.base import EventStore, RunFilter, StoredEvent
+from runstream_server.store.base import EventStore, RunFilter, StoredEvent, read_every_event
 
 __all__ = [
     "DEADLINE_KEY_PREFIX",
@@ -235,9 +235,7 @@ class RunManager:
             while True:
                 page = await self._store.list_runs(RunFilter(frozenset({status})), 500, cursor)
                 for run in page.runs:
-                    asked = await self._store.read_events(
-                        run.run_id, 0, 1_000_000, kinds=DEADLINE_KINDS
-                    )
+                    asked = await read_every_event(self._store, run.run_id, DEADLINE_KINDS)
                     state = RunState.restore(run, (decode(e) for e in asked))
                     for decision in state.open_decisions():
                         yield run.run_id, decision

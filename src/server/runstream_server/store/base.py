@@ -143,6 +143,25 @@ def within_bytes(events: Iterable[StoredEvent], max_bytes: int | None) -> list[S
     return found
 
 
+EVERY_EVENT_PAGE = 10_000
+"""Events :func:`read_every_event` asks for per read."""
+
+
+async def read_every_event(
+    store: EventStore, run_id: str, kinds: Collection[int]
+) -> list[StoredEvent]:
+    """Every event of the run of those kinds, in order, read :data:`EVERY_EVENT_PAGE` at a
+    time: what rebuilds a run's decisions and milestones, which have no limit. One read of
+    at most 1,000,000 of them left any after those out, silently."""
+    events: list[StoredEvent] = []
+    while True:
+        page = EVERY_EVENT_PAGE
+        batch = await store.read_events(run_id, events[-1].seq if events else 0, page, kinds)
+        events += batch
+        if len(batch) < page:
+            return events
+
+
 @dataclass(frozen=True, slots=True)
 class CommitNotice:
     """What another writer committed to one run: events first_seq..last_seq.
