@@ -50,11 +50,11 @@ class Reads:
                 self.count += len(run_ids)
             return await read(run_ids)
 
-        async def listed(run_filter: RunFilter, *args: Any) -> Any:
+        async def listed(run_filter: RunFilter, *args: Any, **kwargs: Any) -> Any:
             by_name = run_filter.workflow is not None or bool(run_filter.labels)
             token = listing.set(by_name)  # in the calling task's context only
             try:
-                return await list_runs(run_filter, *args)
+                return await list_runs(run_filter, *args, **kwargs)
             finally:
                 listing.reset(token)
 

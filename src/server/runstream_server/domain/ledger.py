@@ -76,6 +76,7 @@ from runstream_server.store.base import (
     EventStore,
     HeadMoved,
     StoredEvent,
+    read_every_event,
 )
 
 log = logging.getLogger("runstream.ledger")
@@ -246,7 +247,7 @@ class RunLedger:
         kinds: tuple[int, ...] = REMEMBERED_KINDS
         if snapshot.health in TROUBLED and snapshot.status not in TERMINAL_STATUSES:
             kinds += TROUBLE_KINDS  # a healthy run has no troubles to rebuild
-        remembered = await self._store.read_events(run_id, 0, 1_000_000, kinds=kinds)
+        remembered = await read_every_event(self._store, run_id, kinds)
         activity = await self._store.read_events_before(
             run_id, None, 50, [event_pb2.EVENT_KIND_AGENT_ACTIVITY]
         )

@@ -99,15 +99,36 @@ class Reading:
                     cursor = (created, run_id)
                 case _:
                     raise InvalidArgument("page_token", "is not a token this server issued")
-        page = await self._store.list_runs(run_filter, size, cursor)
-        counts = await self._viewers.read([r.run_id for r in page.runs])
+        budget = self._limits.response_bytes
         now = self._ledger.now()
-        runs = [summary(r, counts[r.run_id], now) for r in page.runs]
-        next_cursor = page.next_cursor
-        kept = fitting((r.ByteSize() for r in runs), self._limits.response_bytes)
+        runs: list[run_pb2.Run] = []
+        positions: list[tuple[int, str]] = []
+        held = 0  # bytes of the summaries
+        next_cursor = cursor
+        # The store's pages stop at the budget's worth of snapshots (up to 2 MiB each), and
+        # each is summarized before the next is read: what the call holds is about what it
+        # may send, until the page is full or its summaries pass the budget.
+        while True:
+            page = await self._store.list_runs(
+                run_filter, size - len(runs), next_cursor, max_bytes=budget
+            )
+            counts = await self._viewers.read([r.run_id for r in page.runs])
+            # The store's copies, this call's own: a summary copied with their steps would
+            # keep the steps' memory (protobuf's arena) for as long as it is held.
+            for run in page.runs:
+                run.ClearField("steps")
+            summaries = [summary(r, counts[r.run_id], now) for r in page.runs]
+            runs += summaries
+            positions += page.positions
+            held += sum(r.ByteSize() for r in summaries)
+            next_cursor = page.next_cursor
+            del page  # its snapshots, before the next page is read
+            if next_cursor is None or len(runs) >= size or held > budget:
+                break
+        kept = fitting((r.ByteSize() for r in runs), budget)
         if kept < len(runs):  # cut short by size: the next page starts after the last kept
             runs = runs[:kept]
-            next_cursor = page.positions[kept - 1]
+            next_cursor = positions[kept - 1]
         token = encode_token({"scope": scope, "after": list(next_cursor)}) if next_cursor else ""
         return runs, token
 
@@ -158,37 +179,46 @@ class Reading:
             position = value
         if window.empty:
             return [], ""
+        budget = self._limits.response_bytes
         # Where the listing starts: the token's position, else the filter's near bound.
         bounded = window.after > 0 or window.before is not None
         field = "page_token" if page_token else "filter" if bounded else "run_id"
         if descending:
             before = window.before if position is None else position
-            events = await self._newest_first(state, before, window, size + 1, field)
+            events = await self._newest_first(state, before, window, size + 1, field, budget)
         else:
             after = max(position or 0, window.after)
             check_not_purged(state, after, field)
             events = await self._store.read_events(
-                run_id, after, size + 1, window.kinds, before_seq=window.before
+                run_id, after, size + 1, window.kinds, before_seq=window.before, max_bytes=budget
             )
             if not events and after < min(state.last_seq, (window.before or MAX_SEQ) - 1):
                 await self._checks.check_gap(run_id, after, field)
-        kept = min(size, fitting((len(e.data) for e in events), self._limits.response_bytes))
+        # The store read no more than the budget and one event (two at least), so an event
+        # past those kept, when it exists, is among those read: `more` is exact.
+        kept = min(size, fitting((len(e.data) for e in events), budget))
         more = len(events) > kept
         events = events[:kept]
         token = encode_token({"scope": scope, position_key: events[-1].seq}) if more else ""
         return [e.decode() for e in events], token
 
     async def _newest_first(
-        self, state: RunState, before: int | None, window: EventFilter, limit: int, field: str
+        self,
+        state: RunState,
+        before: int | None,
+        window: EventFilter,
+        limit: int,
+        field: str,
+        max_bytes: int,
     ) -> list[StoredEvent]:
         """Up to `limit` stored events of the window below seq `before` (from the head when
-        None), newest first; FAILED_PRECONDITION naming `field` when retention removed all
-        of them."""
+        None), newest first, up to `max_bytes` (see the store's read); FAILED_PRECONDITION
+        naming `field` when retention removed all of them."""
         run_id = state.run.run_id
         newest = state.last_seq if before is None else min(before - 1, state.last_seq)
         check_kept(state, newest, field)
         events = await self._store.read_events_before(
-            run_id, before, limit, window.kinds, after_seq=window.after
+            run_id, before, limit, window.kinds, after_seq=window.after, max_bytes=max_bytes
         )
         if not events:  # purged, and not yet known here: StoreChecks.check_gap
             await self._checks.learn_purge(run_id)

@@ -66,7 +66,7 @@ from runstream_server.domain.watching import (
     WatchItem,
 )
 from runstream_server.errors import ShuttingDown
-from runstream_server.store.base import EventStore, RunFilter, StoredEvent
+from runstream_server.store.base import EventStore, RunFilter, StoredEvent, read_every_event
 
 __all__ = [
     "DEADLINE_KEY_PREFIX",
@@ -232,9 +232,7 @@ class RunManager:
             while True:
                 page = await self._store.list_runs(RunFilter(frozenset({status})), 500, cursor)
                 for run in page.runs:
-                    asked = await self._store.read_events(
-                        run.run_id, 0, 1_000_000, kinds=DEADLINE_KINDS
-                    )
+                    asked = await read_every_event(self._store, run.run_id, DEADLINE_KINDS)
                     state = RunState.restore(run, (e.decode() for e in asked))
                     for decision in state.open_decisions():
                         yield run.run_id, decision

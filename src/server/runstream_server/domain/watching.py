@@ -233,6 +233,7 @@ class Watching:
                     if sub.overflowed:
                         observer.overflowed()
                     cursor = sub.cursor
+                    left = until = 0  # a read of up to max_events: what is left, its end
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
                         if sub.closed_reason is not None:  # shutting down: resume elsewhere
                             raise _ended(sub)
@@ -241,26 +242,39 @@ class Watching:
                         stop_if_cancelled()
                         # Never past the head: the store may hold a commit not yet folded
                         # (and acknowledged), which a resume after it would find out of range.
-                        if wanted is None:
-                            limit = min(max_events, head_seq - cursor)
-                            stored = await self._store.read_events(run_id, cursor, limit)
-                            read_all = False
-                        else:  # the store filters: a rare kind leaves most of the log behind
-                            stored = await self._store.read_events(
-                                run_id, cursor, max_events, wanted, before_seq=head_seq + 1
-                            )
-                            read_all = len(stored) < max_events  # up to the head
+                        if not left:
+                            left = max_events if wanted else min(max_events, head_seq - cursor)
+                            until = head_seq
+                        # The store reads a page's bytes and one event more, not max_events
+                        # of any size (a watcher that stopped reading pinned 500 events of up
+                        # to 256 KiB each); the page those begin is read again with what
+                        # follows, so messages are what one read of max_events made of them.
+                        stored = await self._store.read_events(
+                            run_id,
+                            cursor,
+                            left,
+                            wanted or (),
+                            before_seq=until + 1,
+                            max_bytes=max_bytes,
+                        )
+                        cut = len(stored) < left and sum(len(e.data) for e in stored) > max_bytes
+                        read_all = wanted is not None and len(stored) < left and not cut
                         if not stored or read_all:
                             await self._checks.check_gap(run_id, cursor, "after_seq")
-                        for page in self._pages(self._ledger.framed(stored)):
+                        pages = list(self._pages(self._ledger.framed(stored)))
+                        if cut:
+                            pages.pop()
+                        left = left - sum(map(len, pages)) if cut else 0
+                        del stored
+                        for page in pages:
                             cursor = page[-1].seq
                             behind = self._ledger.held(run_id).last_seq - cursor
                             observer.delivered(len(page), behind)
                             yield b"".join(e.framed for e in page)
                             sub.active_at = hub.clock.now()
                         if read_all:
-                            cursor = head_seq
-                        elif not stored:
+                            cursor = until
+                        elif not pages:
                             break
                     # No await since the last look at the head: publish delivers from here.
                     sub.go_live(cursor)
@@ -350,18 +364,32 @@ class Watching:
     async def _newest(
         self, run_filter: RunFilter, limit: int | None = None
     ) -> AsyncIterator[RunPage]:
-        """The store's pages of the matching runs, newest first, up to `limit` runs when
-        given."""
+        """Pages of 200 matching runs, newest first, up to `limit` runs when given, each run
+        without its steps (which nothing told of runs shows). The store is read the byte
+        budget's worth of snapshots at a time (up to 2 MiB each), and each run copied
+        without its steps as it comes: a page of whole snapshots, held while a stream that
+        stopped reading waited, came to 400 MB."""
         cursor: tuple[int, str] | None = None
         while True:
             size = 200 if limit is None else min(200, limit)
-            page = await self._store.list_runs(run_filter, size, cursor)
-            yield page
+            runs: list[run_pb2.Run] = []
+            positions: list[tuple[int, str]] = []
+            while True:
+                read = await self._store.list_runs(
+                    run_filter, size - len(runs), cursor, max_bytes=self._limits.response_bytes
+                )
+                runs += map(_without_steps, read.runs)
+                positions += read.positions
+                cursor = read.next_cursor
+                del read  # its snapshots, before the next are read
+                if cursor is None or len(runs) >= size:
+                    break
+            yield RunPage(runs, positions, cursor is not None, read_up_to=cursor)
             if limit is not None:
-                limit -= len(page.runs)
+                limit -= len(runs)
                 if limit <= 0:
                     return
-            if (cursor := page.next_cursor) is None:
+            if cursor is None:
                 return
 
     async def _loaded(self, run_ids: Sequence[str]) -> AsyncIterator[list[run_pb2.Run]]:
@@ -447,6 +475,16 @@ class Watching:
             self._ledger.publish_run(state)
         if self._store.shared:
             self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
+
+
+def _without_steps(run: run_pb2.Run) -> run_pb2.Run:
+    """A copy of a run the store read for this caller alone, without its steps: made after
+    they are cleared, so that it holds none of their memory (a protobuf message keeps all it
+    ever held until it is freed, steps cleared or not)."""
+    run.ClearField("steps")
+    brief = run_pb2.Run()
+    brief.CopyFrom(run)
+    return brief
 
 
 def _ended(sub: Subscription) -> DataLoss | Unavailable:

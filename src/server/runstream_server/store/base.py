@@ -125,6 +125,46 @@ class StoredEvent:
         return event_pb2.RunEvent.FromString(self.data)
 
 
+def within_bytes(events: Iterable[StoredEvent], max_bytes: int | None) -> list[StoredEvent]:
+    """The leading `events` a read bounded by `max_bytes` returns, drawn one by one so that
+    nothing after them is read: every one until they hold more than `max_bytes` of data
+    (``len(data)``, the stored bytes), the one that passes it included, and two at least. A
+    caller that keeps what fits in `max_bytes` so still learns whether an event follows
+    what it keeps, and a read holds about its budget however large the events are: by
+    count alone, a watcher's catch-up read 500 events of up to 256 KiB each at once, and a
+    viewer that stopped reading its stream pinned them (about 200 MB per stream, found in
+    review)."""
+    if max_bytes is None:
+        return list(events)
+    found: list[StoredEvent] = []
+    held = 0
+    for event in events:
+        found.append(event)
+        held += len(event.data)
+        if held > max_bytes and len(found) >= 2:
+            break
+    return found
+
+
+EVERY_EVENT_PAGE = 10_000
+"""Events :func:`read_every_event` asks for per read."""
+
+
+async def read_every_event(
+    store: EventStore, run_id: str, kinds: Collection[int]
+) -> list[StoredEvent]:
+    """Every event of the run of those kinds, in order, read :data:`EVERY_EVENT_PAGE` at a
+    time: what rebuilds a run's decisions and milestones, which have no limit. One read of
+    at most 1,000,000 of them left any after those out, silently."""
+    events: list[StoredEvent] = []
+    while True:
+        page = EVERY_EVENT_PAGE
+        batch = await store.read_events(run_id, events[-1].seq if events else 0, page, kinds)
+        events += batch
+        if len(batch) < page:
+            return events
+
+
 @dataclass(frozen=True, slots=True)
 class CommitNotice:
     """What another writer committed to one run: events first_seq..last_seq.
@@ -306,9 +346,11 @@ class EventStore(Protocol):
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         """Up to `limit` events with seq > after_seq (and < before_seq, when given), of the
-        given kinds if any, in order; reading stops at before_seq."""
+        given kinds if any, in order; reading stops at before_seq. With `max_bytes`, it
+        also stops once the events read hold more than that (:func:`within_bytes`)."""
 
     async def read_events_before(
         self,
@@ -318,9 +360,11 @@ class EventStore(Protocol):
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         """Up to `limit` events with seq < before_seq (the log's newest when None) and >
-        after_seq, of the given kinds if any, newest first; reading stops at after_seq."""
+        after_seq, of the given kinds if any, newest first; reading stops at after_seq, and
+        with `max_bytes` once the events read hold more than that (:func:`within_bytes`)."""
 
     async def purge_events(
         self, *, ended_before_us: int | None, keep_newest: int | None
@@ -342,9 +386,18 @@ class EventStore(Protocol):
         never fewer."""
 
     async def list_runs(
-        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+        self,
+        run_filter: RunFilter,
+        page_size: int,
+        cursor: tuple[int, str] | None,
+        *,
+        max_bytes: int | None = None,
     ) -> RunPage:
-        """Runs matching the filter, newest first, starting after `cursor`."""
+        """Runs matching the filter, newest first, starting after `cursor`. With
+        `max_bytes`, the page also ends before a run whose stored snapshot would take the
+        page's past that (one run at least), and says whether more runs match after it all
+        the same: runs whose snapshots reach 2 MiB each are read a few at a time, not 1,001
+        at once (4 ListRuns calls took 430 MB, found in review)."""
 
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
         """The newest `limit` runs of the tenant's workflow that succeeded, newest first:

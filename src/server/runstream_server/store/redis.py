@@ -468,8 +468,11 @@ class RedisEventStore:
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        return await self._log.read(run_id, after_seq, before_seq, limit, kinds, newest_first=False)
+        return await self._log.read(
+            run_id, after_seq, before_seq, limit, kinds, newest_first=False, max_bytes=max_bytes
+        )
 
     @unavailable
     async def read_events_before(
@@ -480,14 +483,22 @@ class RedisEventStore:
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        return await self._log.read(run_id, after_seq, before_seq, limit, kinds, newest_first=True)
+        return await self._log.read(
+            run_id, after_seq, before_seq, limit, kinds, newest_first=True, max_bytes=max_bytes
+        )
 
     @unavailable
     async def list_runs(
-        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+        self,
+        run_filter: RunFilter,
+        page_size: int,
+        cursor: tuple[int, str] | None,
+        *,
+        max_bytes: int | None = None,
     ) -> RunPage:
-        return await self._index.list_runs(run_filter, page_size, cursor)
+        return await self._index.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
 
     @unavailable
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:

@@ -60,6 +60,9 @@ _TENANT_BATCH = 1000
 """Runs whose tenants retention reads in one round trip (from ``P:ended:tenants``)."""
 _SNAPSHOT_BATCH = 256
 """Snapshots read in one round trip for the tenants of runs an earlier release ended."""
+_SNAPSHOT_BYTES = 1024 * 1024
+"""Snapshot bytes a listing reads per round trip (one snapshot at least): a page of 200 runs
+of 2 MiB snapshots is read a few at a time, by their sizes (HSTRLEN), not all at once."""
 
 TERMINAL = frozenset(
     {run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED}
@@ -183,7 +186,7 @@ class RunIndex:
         found = []
         scanned = 0
         runs = self._newest_first(self._keys.tenant_runs(tenant), None, page=min(200, HISTORY_SCAN))
-        async for _, run in runs:
+        async for _, run, _ in runs:
             scanned += 1
             if run.workflow == workflow and run.status == run_pb2.RUN_STATUS_SUCCEEDED:
                 found.append(run)
@@ -348,27 +351,45 @@ class RunIndex:
                 found.append((run_id, run))
         return found
 
+    async def _snapshot_sizes(self, run_ids: list[str]) -> list[int]:
+        """The size of each run's stored snapshot, in one round trip (0: none, or a key
+        that is not Runstream's, which :meth:`snapshots` then leaves out)."""
+        pipe = self._client().pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hstrlen(self._keys.meta(run_id), "snap")
+        found = await pipe.execute(raise_on_error=False)
+        return [size if isinstance(size, int) else 0 for size in found]
+
     async def list_runs(
-        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+        self,
+        run_filter: RunFilter,
+        page_size: int,
+        cursor: tuple[int, str] | None,
+        *,
+        max_bytes: int | None = None,
     ) -> RunPage:
         only_active = bool(run_filter.statuses) and not (run_filter.statuses & TERMINAL)
         index = await self._smallest(run_filter, only_active)
-        matched: list[tuple[int, run_pb2.Run]] = []
+        page: list[tuple[int, run_pb2.Run]] = []
+        held = 0  # snapshot bytes of the page
+        more = False
         created = (run_filter.created_after_us, run_filter.created_before_us)
-        async for at, run in self._newest_first(index, cursor, *created):
+        async for at, run, size in self._newest_first(index, cursor, *created):
             if index == self._keys.active and run.status in TERMINAL:
                 await self.mark_ended(run.run_id, run)  # left by a crash before mark_ended
                 continue
             if run_filter.matches(run):
-                matched.append((at, run))
-                if len(matched) > page_size:
+                past = max_bytes is not None and bool(page) and held + size > max_bytes
+                if len(page) >= page_size or past:
+                    more = True  # one more run matches
                     break
+                page.append((at, run))
+                held += size
         # Positions in the index, not create times: the two differ for a run whose first
         # create was cut short after its entries (a retry keeps the first attempt's score),
         # and a cursor off the index's order would list runs again.
-        page = matched[:page_size]
         positions = [(at, run.run_id) for at, run in page]
-        return RunPage([run for _, run in page], positions, len(matched) > page_size)
+        return RunPage([run for _, run in page], positions, more)
 
     async def _smallest(self, run_filter: RunFilter, only_active: bool) -> str:
         """The index to read for `run_filter`: of those that hold every run it can match
@@ -397,12 +418,13 @@ class RunIndex:
         before: int | None = None,
         *,
         page: int = 200,
-    ) -> AsyncIterator[tuple[int, run_pb2.Run]]:
-        """Runs of an index, each with its score, by (score, id) descending, strictly after
-        `cursor` (a score is the run's create time, or its first attempt's), with scores
-        between `after` and `before` (exclusive) when given: create_time bounds read by
-        score, so a create retried after a crash is bounded, as it is paged, by the time of
-        its first attempt (its stored create_time is the retry's, some moments later)."""
+    ) -> AsyncIterator[tuple[int, run_pb2.Run, int]]:
+        """Runs of an index, each with its score and its snapshot's size, by (score, id)
+        descending, strictly after `cursor` (a score is the run's create time, or its first
+        attempt's), with scores between `after` and `before` (exclusive) when given:
+        create_time bounds read by score, so a create retried after a crash is bounded, as
+        it is paged, by the time of its first attempt (its stored create_time is the
+        retry's, some moments later)."""
         highest = [cursor[0]] if cursor is not None else []
         highest += [before - 1] if before is not None else []
         top = str(min(highest)) if highest else "+inf"
@@ -416,19 +438,29 @@ class RunIndex:
             if not rows:
                 return
             ids = [member.decode() for member, _ in rows]
-            runs = dict(await self.snapshots(ids))
-            for run_id, (_, score) in zip(ids, rows, strict=True):
-                at = int(score)
-                if str(at) == top:
-                    skip += 1
-                else:
-                    top, skip = str(at), 1
-                if cursor is not None and (at, run_id) >= cursor:
-                    continue
-                # None or missing: an entry written before a crash stopped the create, or a
-                # record that is damaged or not Runstream's (logged).
-                run = runs.get(run_id)
-                if run is not None:
-                    yield at, run
+            sizes = await self._snapshot_sizes(ids)
+            start = 0
+            while start < len(ids):  # the snapshots, a round trip per _SNAPSHOT_BYTES
+                end, held = start + 1, sizes[start]
+                while end < len(ids) and held + sizes[end] <= _SNAPSHOT_BYTES:
+                    held += sizes[end]
+                    end += 1
+                runs = dict(await self.snapshots(ids[start:end]))
+                for run_id, (_, score), size in zip(
+                    ids[start:end], rows[start:end], sizes[start:end], strict=True
+                ):
+                    at = int(score)
+                    if str(at) == top:
+                        skip += 1
+                    else:
+                        top, skip = str(at), 1
+                    if cursor is not None and (at, run_id) >= cursor:
+                        continue
+                    # None or missing: an entry written before a crash stopped the create,
+                    # or a record that is damaged or not Runstream's (logged).
+                    run = runs.get(run_id)
+                    if run is not None:
+                        yield at, run, size
+                start = end
             if len(rows) < page:
                 return

@@ -6,7 +6,10 @@ A read of every kind walks the stream with XRANGE (or XREVRANGE) a page at a tim
 some kinds only filters in Redis, a page at a time too, with :data:`_FILTERED`: a run's log
 may hold hundreds of thousands of events of which the caller wants a few (a watcher that
 follows decisions only), and sending every page to the replica to be parsed and dropped there
-cost some 25 us per event of the replica's core (13 s of it for 500,000 events).
+cost some 25 us per event of the replica's core (13 s of it for 500,000 events). A read
+bounded by bytes (``max_bytes``) goes through the same script, every kind wanted or some: the
+replica cannot know an entry's size before it has it, so Redis counts them and sends no more
+than the budget (and one entry), walking the page :data:`_STEP` entries at a time.
 """
 
 from __future__ import annotations
@@ -21,26 +24,41 @@ __all__ = ["RunLog"]
 
 _PAGE = 1000
 """Stream entries one read walks per round trip: about a millisecond of Redis's time."""
+_STEP = 32
+"""Stream entries the script asks of the stream at a time in a read bounded by bytes: what
+Redis holds of entries past the budget (8 MiB at most, of 256 KiB events)."""
 
 # KEYS: log. ARGV: XRANGE or XREVRANGE, its two bounds in that command's order, the page
-# size, the most entries to return, then the kinds wanted. Returns the number of entries
+# size, the most entries to return, the entries asked of the stream at a time, the bytes of
+# data after which to stop (empty: no limit) once as many entries as the last argument before
+# the kinds are found, then the kinds wanted (none: every kind). Returns the number of entries
 # walked, the ID of the last one walked (or the last one returned, once the most are found),
 # and the entries of the wanted kinds as [id, [k, kind, i, key, d, data]].
 _FILTERED = """
-local entries = redis.call(ARGV[1], KEYS[1], ARGV[2], ARGV[3], 'COUNT', ARGV[4])
+local first, page, most = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local step, room, fewest = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local every = #ARGV < 9
 local wanted = {}
-for i = 6, #ARGV do wanted[ARGV[i]] = true end
-local most = tonumber(ARGV[5])
-local found = {}
-for _, entry in ipairs(entries) do
-  if wanted[entry[2][2]] then
-    found[#found + 1] = entry
-    if #found >= most then return {#entries, entry[1], found} end
+for i = 9, #ARGV do wanted[ARGV[i]] = true end
+local found, walked, last, held = {}, 0, '', 0
+while walked < page do
+  local count = math.min(step, page - walked)
+  local entries = redis.call(ARGV[1], KEYS[1], first, ARGV[3], 'COUNT', count)
+  for _, entry in ipairs(entries) do
+    walked = walked + 1
+    last = entry[1]
+    if every or wanted[entry[2][2]] then
+      found[#found + 1] = entry
+      held = held + #entry[2][6]
+      if #found >= most or (room and held > room and #found >= fewest) then
+        return {walked, last, found}
+      end
+    end
   end
+  if #entries < count then break end
+  first = '(' .. last
 end
-local last = ''
-if #entries > 0 then last = entries[#entries][1] end
-return {#entries, last, found}
+return {walked, last, found}
 """
 
 
@@ -111,9 +129,11 @@ class RunLog:
         kinds: Collection[int],
         *,
         newest_first: bool,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         """Up to `limit` events between the two seqs (both excluded), oldest or newest
-        first, of the given kinds (every kind when none)."""
+        first, of the given kinds (every kind when none), and with `max_bytes` no more than
+        :func:`~.base.within_bytes` keeps."""
         if before_seq is not None and before_seq <= after_seq + 1:
             return []  # nothing lies between (below seq 1: XREVRANGE refuses the end "(0-0")
         log_key = self._keys.run(run_id)[1]
@@ -121,13 +141,14 @@ class RunLog:
         high = "+" if before_seq is None else f"({before_seq}-0"
         wanted = [str(kind) for kind in sorted(set(kinds))]
         found: list[StoredEvent] = []
-        while len(found) < limit:
+        held = 0  # bytes of data found
+        while len(found) < limit and (max_bytes is None or held <= max_bytes or len(found) < 2):
             # Each page: a caller that left (a deadline, a cancel) stops the scan, which on a
             # long log with a rare kind wanted walks it all; redis-py can swallow the cancel
             # (asyncio.wait_for in Python 3.11 returns a read that completed meanwhile).
             stop_if_cancelled()
             first, second = (high, low) if newest_first else (low, high)
-            if wanted:
+            if wanted or max_bytes is not None:
                 page = _PAGE
                 walked, last, entries = await self._filtered()(
                     keys=[log_key],
@@ -137,10 +158,15 @@ class RunLog:
                         second,
                         page,
                         limit - len(found),
+                        page if max_bytes is None else _STEP,
+                        "" if max_bytes is None else max_bytes - held,
+                        max(1, 2 - len(found)),
                         *wanted,
                     ],
                 )
-                found += map(_scripted, entries)
+                batch = [_scripted(entry) for entry in entries]
+                found += batch
+                held += sum(len(event.data) for event in batch)
                 last = last.decode() if last else ""
             else:
                 page = min(limit - len(found), _PAGE)

@@ -44,6 +44,7 @@ from runstream_server.store.base import (
     decode_run,
     ended_us,
     readable_runs,
+    within_bytes,
 )
 from runstream_server.store.clock import StoreClock
 from runstream_server.store.sqlite_backups import copy_database
@@ -219,6 +220,7 @@ class SqliteEventStore:
         kinds: Collection[int] = (),
         *,
         before_seq: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
         below = _NO_SEQ_ABOVE if before_seq is None else before_seq
@@ -230,7 +232,7 @@ class SqliteEventStore:
                 f"WHERE run_id = ? AND seq > ? AND seq < ? {kind_clause} ORDER BY seq LIMIT ?",
                 (run_id, after_seq, below, *kind_params, limit),
             )
-            return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
+            return _events(rows, max_bytes)
 
         return await self._read(read)
 
@@ -242,6 +244,7 @@ class SqliteEventStore:
         kinds: Collection[int] = (),
         *,
         after_seq: int = 0,
+        max_bytes: int | None = None,
     ) -> list[StoredEvent]:
         kind_clause, kind_params = _kinds_clause(kinds)
         below = _NO_SEQ_ABOVE if before_seq is None else before_seq
@@ -255,7 +258,7 @@ class SqliteEventStore:
                 "ORDER BY seq DESC LIMIT ?",
                 (run_id, below, after_seq, *kind_params, limit),
             )
-            return [StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows]
+            return _events(rows, max_bytes)
 
         return await self._read(read)
 
@@ -306,7 +309,12 @@ class SqliteEventStore:
         return purged
 
     async def list_runs(
-        self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
+        self,
+        run_filter: RunFilter,
+        page_size: int,
+        cursor: tuple[int, str] | None,
+        *,
+        max_bytes: int | None = None,
     ) -> RunPage:
         clauses: list[str] = []
         params: list[object] = []
@@ -334,17 +342,30 @@ class SqliteEventStore:
             params.extend(cursor)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = (
-            f"SELECT snapshot, create_time_us, run_id FROM runs {where} "
+            f"SELECT length(snapshot), create_time_us, run_id FROM runs {where} "
             "ORDER BY create_time_us DESC, run_id DESC LIMIT ?"
         )
         params.append(page_size + 1)
 
-        def query(conn: sqlite3.Connection) -> list[tuple[bytes, int, str]]:
-            return [(bytes(s), int(t), str(r)) for s, t, r in conn.execute(sql, params)]
+        def query(conn: sqlite3.Connection) -> tuple[list[tuple[bytes, int, str]], bool]:
+            # The page's runs by their snapshots' sizes first (SQLite keeps a blob's length
+            # in its record): with `max_bytes`, the snapshots past it are never read.
+            chosen: list[tuple[int, str]] = []
+            held, more = 0, False
+            for size, created, run_id in conn.execute(sql, params).fetchall():
+                past = max_bytes is not None and bool(chosen) and held + size > max_bytes
+                if len(chosen) >= page_size or past:
+                    more = True  # one more run matches
+                    break
+                chosen.append((int(created), str(run_id)))
+                held += size
+            wanted = [run_id for _, run_id in chosen]
+            sql_in = "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})"
+            found = {str(run_id): bytes(data) for run_id, data in _rows_in(conn, sql_in, wanted)}
+            rows = [(found[r], created, r) for created, r in chosen if r in found]
+            return rows, more
 
-        rows = await self._read(query)
-        more = len(rows) > page_size
-        rows = rows[:page_size]
+        rows, more = await self._read(query)
         readable = dict(readable_runs((run_id, data) for data, _, run_id in rows))
         runs = list(readable.values())
         positions = [(created, run_id) for _, created, run_id in rows if run_id in readable]
@@ -383,6 +404,18 @@ class SqliteEventStore:
     async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
         """One process per file: its own usage is all there is."""
         return {}
+
+
+def _events(rows: sqlite3.Cursor, max_bytes: int | None) -> list[StoredEvent]:
+    """The events of a query's rows (seq, kind, key, data), read one by one up to
+    `max_bytes` (:func:`~.base.within_bytes`); the query is closed after them."""
+    try:
+        return within_bytes(
+            (StoredEvent(seq, kind, key or "", bytes(data)) for seq, kind, key, data in rows),
+            max_bytes,
+        )
+    finally:
+        rows.close()
 
 
 def _purge(conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]) -> list[str]:
