@@ -120,7 +120,8 @@ def test_entrypoint_serves_and_health_check_reports_serving(tmp_path: Path) -> N
             check=False,
         )
         assert listed.returncode == 1
-        assert "unauthenticated: missing authorization" in listed.stderr, listed.stderr
+        said = listed.stderr
+        assert "unauthenticated: the server wants a bearer token and none was given" in said, said
 
 
 def test_health_check_speaks_tls_when_the_server_does(tmp_path: Path) -> None:
