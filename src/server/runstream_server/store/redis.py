@@ -50,6 +50,7 @@ from runstream_server.store.base import (
     HeadMoved,
     HeldKey,
     NoticeHandler,
+    RunCounts,
     RunFilter,
     RunPage,
     StoredEvent,
@@ -488,6 +489,10 @@ class RedisEventStore:
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
     ) -> RunPage:
         return await self._index.list_runs(run_filter, page_size, cursor)
+
+    @unavailable
+    async def count_runs(self) -> RunCounts:
+        return await self._index.count_runs()
 
     @unavailable
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:

@@ -37,6 +37,7 @@ from typing import Any
 from runstream.v1 import run_pb2
 
 from runstream_server.store.base import (
+    RunCounts,
     RunFilter,
     RunPage,
     ended_us,
@@ -59,6 +60,8 @@ MOVED_KEPT_US = 3600 * 10**6
 _TENANT_BATCH = 1000
 """Runs whose tenants retention reads in one round trip (from ``P:ended:tenants``)."""
 _SNAPSHOT_BATCH = 256
+_COUNT_BATCH = 1000
+"""Runs whose ``status`` fields the start's count reads in one round trip."""
 """Snapshots read in one round trip for the tenants of runs an earlier release ended."""
 
 TERMINAL = frozenset(
@@ -347,6 +350,44 @@ class RunIndex:
             if run is not None:
                 found.append((run_id, run))
         return found
+
+    async def count_runs(self) -> RunCounts:
+        """The runs of ``P:runs`` by status, from each run's small ``status`` field (which
+        the append script writes with the snapshot), 1,000 to a round trip; only the runs
+        not ended have their snapshots read (for their health). A run without the field
+        (none stored under its entry, or a record not Runstream's) is read as a listing
+        reads it. The listing this replaces decoded every snapshot: 2-2.5 s per 50,000
+        runs at every start."""
+        ended: dict[int, int] = {}
+        unsure: list[str] = []
+        start = 0
+        while True:
+            members = await self._client().zrange(self._keys.runs, start, start + _COUNT_BATCH - 1)
+            if not members:
+                break
+            start += len(members)
+            ids = [member.decode() for member in members]
+            pipe = self._client().pipeline(transaction=False)
+            for run_id in ids:
+                pipe.hget(self._keys.meta(run_id), "status")
+            statuses = await pipe.execute(raise_on_error=False)
+            for run_id, status in zip(ids, statuses, strict=True):
+                if isinstance(status, bytes) and int(status) in TERMINAL:
+                    ended[int(status)] = ended.get(int(status), 0) + 1
+                else:
+                    unsure.append(run_id)
+            if len(members) < _COUNT_BATCH:
+                break
+        active: list[run_pb2.Run] = []
+        for at in range(0, len(unsure), _SNAPSHOT_BATCH):
+            for _, run in await self.snapshots(unsure[at : at + _SNAPSHOT_BATCH]):
+                if run is None:
+                    continue
+                if run.status in TERMINAL:
+                    ended[run.status] = ended.get(run.status, 0) + 1
+                else:
+                    active.append(run)
+        return RunCounts(ended, active)
 
     async def list_runs(
         self, run_filter: RunFilter, page_size: int, cursor: tuple[int, str] | None
