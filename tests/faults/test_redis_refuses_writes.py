@@ -25,7 +25,7 @@ from runstream.v1 import run_service_pb2 as rs
 from tests.clients.support import until
 from tests.conftest import RedisProcess, free_port, redis_store_url, serving_on
 from tests.server.conftest import Stubs
-from tests.server.support import custom
+from tests.server.support import custom, scrape, value
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +173,29 @@ async def test_a_producer_keeps_reporting_through_a_redis_out_of_memory(
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
         ticks = [e.raw.custom.data["n"] for e in events if e.kind == runstream.EventKind.CUSTOM]
         assert ticks == list(range(20))
+
+
+@pytest.mark.parametrize("refusal", ["out-of-memory", "read-only"])
+async def test_a_server_started_while_redis_refuses_writes_counts_the_stored_runs(
+    refusing_redis: RedisProcess, admin: Any, tmp_path: Path, refusal: str
+) -> None:
+    """The start's count by the indexes of the ended runs writes (its walk enters the ends
+    they miss): refused, it reads every run instead, and the server starts all the same."""
+    refuse, restore, _ = REFUSALS[refusal]
+    url = redis_store_url(refusing_redis, tmp_path)
+    async with (
+        serving_on(url, tmp_path / "a") as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        stubs = Stubs.on(channel)
+        for workflow in ("kept", "stopped"):
+            await stubs.runs.CreateRun(rs.CreateRunRequest(run_id=workflow, workflow=workflow))
+        await stubs.runs.CancelRun(rs.CancelRunRequest(run_id="stopped"))
+    await refuse(admin, refusing_redis)
+    try:
+        async with serving_on(url, tmp_path / "b", metrics_address="127.0.0.1:0") as server:
+            samples = await scrape(server)
+    finally:
+        await restore(admin, refusing_redis)
+    assert value(samples, "runstream_runs", status="cancelled") == 1
+    assert value(samples, "runstream_runs", status="pending") == 1

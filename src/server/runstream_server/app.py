@@ -221,7 +221,7 @@ class RunstreamServer:
         self.telemetry = telemetry
         self._store = ObservedStore(open_store(config), telemetry)
         await self._store.open()
-        await self._store.count_runs()
+        await self._store.tally_runs()
         # Only once the store is open and checked: a store `serve` refuses is its one line,
         # not a "starting" line for a server that never started.
         log.info("starting on %s with store %s", config.address, describe_store(config))

@@ -66,6 +66,10 @@ class RunTally:
         if run.status not in TERMINAL_STATUSES:
             self._active[run.run_id] = (run.status, run.health)
 
+    def count_ended(self, status: int, runs: int) -> None:
+        """Adds `runs` ended runs of `status` found in the store at start."""
+        self._counts[status] += runs
+
     def update(self, run: run_pb2.Run) -> None:
         """Moves the tally to `run`'s new status and health."""
         previous = self._active.get(run.run_id)

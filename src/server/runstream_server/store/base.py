@@ -256,6 +256,17 @@ class RunPage:
         return self.read_up_to or (self.positions[-1] if self.positions else None)
 
 
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """The stored runs by status, as a server counts them at start: the ended ones by
+    status alone, from an index, and each run not ended with its snapshot (its health)."""
+
+    ended: dict[int, int]
+    """Ended runs by status (each a terminal status)."""
+    active: list[run_pb2.Run]
+    """Every stored run not ended."""
+
+
 class HeadMoved(Aborted):
     """The run's head is not the seq the writer expected: someone else appended first."""
 
@@ -398,6 +409,11 @@ class EventStore(Protocol):
         page's past that (one run at least), and says whether more runs match after it all
         the same: runs whose snapshots reach 2 MiB each are read a few at a time, not 1,001
         at once (4 ListRuns calls took 430 MB, found in review)."""
+
+    async def count_runs(self) -> RunCounts:
+        """The stored runs by status, what a listing of every run would count, without
+        reading the ended runs' snapshots: read at every start, where listing every run
+        took seconds per 50,000 and grew with every run ever stored."""
 
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
         """The newest `limit` runs of the tenant's workflow that succeeded, newest first:

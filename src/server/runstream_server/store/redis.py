@@ -22,8 +22,8 @@ Run indexes live outside the runs' slots: ``P:runs`` (every run by create time),
 (runs not ended), ``P:ended`` (ended runs whose logs are kept, by when their ends were
 stored, for retention), ``P:moved`` (the last hour's ends, by when they were stored),
 ``P:tenant:<tenant>:runs`` (each tenant's runs by create time, so a tenant's ListRuns reads
-only its own runs) and one
-per workflow and per label (:mod:`.redis_filters`). They are hints: a new run's entries are
+only its own runs), ``P:status:<status>:runs`` (the ended runs of each ended status) and
+one per workflow and per label (:mod:`.redis_filters`). They are hints: a new run's entries are
 written, in one round trip, before the script stores the run, so a run is never stored
 without them (a run of an earlier release gets its workflow and label entries later); every
 read re-checks the snapshot, and a stale hint is passed over or repaired when met
@@ -50,6 +50,7 @@ from runstream_server.store.base import (
     HeadMoved,
     HeldKey,
     NoticeHandler,
+    RunCounts,
     RunFilter,
     RunPage,
     StoredEvent,
@@ -499,6 +500,10 @@ class RedisEventStore:
         max_bytes: int | None = None,
     ) -> RunPage:
         return await self._index.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
+
+    @unavailable
+    async def count_runs(self) -> RunCounts:
+        return await self._index.count_runs()
 
     @unavailable
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:

@@ -50,10 +50,19 @@ class FilterIndexes:
     PAGE = 500
     """``P:runs`` entries one round trip of a walk reads."""
 
-    def __init__(self, keys: RedisKeys, client: Callable[[], Any], snapshots: Snapshots) -> None:
+    def __init__(
+        self,
+        keys: RedisKeys,
+        client: Callable[[], Any],
+        snapshots: Snapshots,
+        then: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """`then`: another walk each of these walks is followed by (the ended runs' indexes
+        by status, :meth:`~.redis_index.RunIndex.catch_up_statuses`)."""
         self._keys = keys
         self._client = client
         self._snapshots = snapshots
+        self._then = then
         self.ready = False
         """Whether every stored run has its entries (once true, true for good)."""
         self._walker: asyncio.Task[None] | None = None
@@ -91,6 +100,8 @@ class FilterIndexes:
         while True:
             try:
                 await self.catch_up()
+                if self._then is not None:
+                    await self._then()
             except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
                 # Redis away (which the server reports already): the next walk starts where
                 # the last whole one ended.

@@ -26,17 +26,34 @@ runs from ``P:ended`` only, so a run left in neither would keep its log forever;
 ``P:active`` is moved by whoever meets it there next. Retention does not wait for an
 active-only ListRuns to come by: each of its passes sweeps a bounded batch of ``P:active``
 first (:meth:`RunIndex.sweep_active`).
+
+``P:status:<status>:runs`` (one per ended status, scored as ``P:runs``) holds the runs that
+ended with that status: a ListRuns by one ended status, and the start's count, read it
+rather than every stored run. :meth:`RunIndex.mark_ended` writes it with ``P:ended``, before
+the ZREM from ``P:active`` (so a sweep's move writes it too), and retention leaves it: a
+purged run keeps its snapshot and is listed still. Runs ended before it existed, or by a
+replica of an earlier release during a rollout, are entered by :meth:`RunIndex.catch_up_statuses`
+(at start and in each replica's walk, every minute): the first walk of a store reads every
+run's small ``status`` field once; later ones only the runs whose ends were stored since the
+last walk (``P:moved``, and ``P:ended`` by end time for the earlier release's, less
+:data:`~.redis_filters.MARGIN_US`), and walk every run again only when the indexes' sizes
+say some run is in none of them. Until a walk has covered every run (``P:filters`` field
+``statuses``), listings by an ended status read as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import redis.exceptions as rex
 from runstream.v1 import run_pb2
 
 from runstream_server.store.base import (
+    RunCounts,
     RunFilter,
     RunPage,
     ended_us,
@@ -44,8 +61,10 @@ from runstream_server.store.base import (
     readable_run,
     stop_if_cancelled,
 )
-from runstream_server.store.redis_filters import FilterIndexes
+from runstream_server.store.redis_filters import MARGIN_US, FilterIndexes
 from runstream_server.store.redis_keys import RedisKeys
+
+log = logging.getLogger("runstream.store.redis")
 
 HISTORY_KEPT = 100
 """Runs each workflow's history key keeps (newest first)."""
@@ -60,6 +79,8 @@ _TENANT_BATCH = 1000
 """Runs whose tenants retention reads in one round trip (from ``P:ended:tenants``)."""
 _SNAPSHOT_BATCH = 256
 """Snapshots read in one round trip for the tenants of runs an earlier release ended."""
+_COUNT_BATCH = 1000
+"""Runs whose ``status`` fields the start's count reads in one round trip."""
 _SNAPSHOT_BYTES = 1024 * 1024
 """Snapshot bytes a listing reads per round trip (one snapshot at least): a page of 200 runs
 of 2 MiB snapshots is read a few at a time, by their sizes (HSTRLEN), not all at once."""
@@ -93,8 +114,11 @@ class RunIndex:
         self._swept: tuple[str, int] | None = None
         """Where the next sweep starts: a score of ``P:active`` and how many entries of that
         score the sweeps met already; None: at the oldest."""
-        self.filters = FilterIndexes(keys, client, self.snapshots)
+        self.filters = FilterIndexes(keys, client, self.snapshots, self.catch_up_statuses)
         """The indexes by workflow and label, which ListRuns reads when they are smaller."""
+        self.statuses_ready = False
+        """Whether every stored ended run is in its status's index (once true, for good)."""
+        self._status_walk = asyncio.Lock()
 
     async def add_created(self, run_id: str, snapshot: run_pb2.Run) -> None:
         """Enters a run about to be created, in one round trip (on a cluster, one to each
@@ -113,6 +137,10 @@ class RunIndex:
         score, ZREM of an absent member does nothing)."""
         ended = {run_id: ended_us(snapshot)}
         now = self._clock_us()
+        # Its status's index is scored as P:runs: a ListRuns page's cursor is a score of
+        # whichever index it read, and the next page may read another.
+        at = await self._client().zscore(self._keys.runs, run_id)
+        by_status = {run_id: snapshot.create_time.ToMicroseconds() if at is None else int(at)}
         succeeded = [snapshot] if snapshot.status == run_pb2.RUN_STATUS_SUCCEEDED else []
         if self._cluster:
             if succeeded:  # its workflow's history key: a slot of its own
@@ -123,6 +151,7 @@ class RunIndex:
             # once the ZADDs are acknowledged.
             pipe = self._client().pipeline(transaction=False)
             pipe.zadd(self._keys.ended, ended)
+            pipe.zadd(self._keys.ended_runs(snapshot.status), by_status)
             pipe.hset(self._keys.ended_tenants, run_id, snapshot.tenant)
             self._queue_moved(pipe, run_id, now)
             await pipe.execute()
@@ -135,6 +164,7 @@ class RunIndex:
         pipe = self._client().pipeline(transaction=True)
         self._queue_succeeded(pipe, succeeded)
         pipe.zadd(self._keys.ended, ended)
+        pipe.zadd(self._keys.ended_runs(snapshot.status), by_status)
         pipe.hset(self._keys.ended_tenants, run_id, snapshot.tenant)
         self._queue_moved(pipe, run_id, now)
         pipe.zrem(self._keys.active, run_id)
@@ -360,6 +390,150 @@ class RunIndex:
         found = await pipe.execute(raise_on_error=False)
         return [size if isinstance(size, int) else 0 for size in found]
 
+    async def count_runs(self) -> RunCounts:
+        """The ended runs by status from the sizes of their indexes (after a walk that
+        enters the ends stored since the last one, :meth:`catch_up_statuses`), and the
+        snapshots of the runs of ``P:active``; an ended run left there by a crash before
+        :meth:`mark_ended` is moved now, as a listing would. What a listing of every run
+        counts, without a read of any ended run: the listing decoded every snapshot, 2-2.5 s
+        per 50,000 runs at every start. A Redis that refuses writes (out of memory, a
+        read-only replica: a server still starts and serves reads) gets that listing: the
+        walk and the moves write."""
+        try:
+            return await self._count_by_indexes()
+        except rex.ResponseError as exc:
+            log.warning("runs counted by reading every run (Redis refused a write: %s)", exc)
+        ended: dict[int, int] = {}
+        active: list[run_pb2.Run] = []
+        cursor: tuple[int, str] | None = None
+        while True:
+            page = await self.list_runs(RunFilter(), 1000, cursor, max_bytes=_SNAPSHOT_BYTES)
+            for run in page.runs:
+                if run.status in TERMINAL:
+                    ended[run.status] = ended.get(run.status, 0) + 1
+                else:
+                    active.append(run)
+            if page.next_cursor is None:
+                return RunCounts(ended, active)
+            cursor = page.next_cursor
+
+    async def _count_by_indexes(self) -> RunCounts:
+        await self.catch_up_statuses()
+        ids = [member.decode() for member in await self._client().zrange(self._keys.active, 0, -1)]
+        active: list[run_pb2.Run] = []
+        for at in range(0, len(ids), _SNAPSHOT_BATCH):
+            for run_id, run in await self.snapshots(ids[at : at + _SNAPSHOT_BATCH]):
+                if run is None:
+                    continue
+                if run.status in TERMINAL:
+                    await self.mark_ended(run_id, run)
+                else:
+                    active.append(run)
+        statuses = sorted(TERMINAL)
+        pipe = self._client().pipeline(transaction=False)
+        for status in statuses:
+            pipe.zcard(self._keys.ended_runs(status))
+        sizes = await pipe.execute()
+        return RunCounts(dict(zip(statuses, sizes, strict=True)), active)
+
+    async def catch_up_statuses(self) -> int:
+        """One walk that enters the ended runs missing from their statuses' indexes;
+        returns how many it entered. Reads runs' small ``status`` fields, never a snapshot.
+
+        The first walk of a store reads every run of ``P:runs``. Later ones read the runs
+        whose ends were stored since the last walk of any replica, less
+        :data:`~.redis_filters.MARGIN_US` (``P:moved``; ``P:ended`` by end time, for the
+        ends of a replica of an earlier release, which writes no ``P:moved``), and then
+        check that ``P:runs`` holds no more runs than ``P:active`` and these indexes do,
+        beside the ones it held at the last whole walk (creates cut short, which no index
+        but ``P:runs`` keeps): a run that such a replica ended with an end time dated back,
+        or that retention purged in between, is in none of them, and a whole walk enters it."""
+        async with self._status_walk:
+            done, upto, gap = await self._client().hmget(
+                self._keys.filters, "statuses", "statuses_upto", "statuses_gap"
+            )
+            now = self._clock_us()
+            if done == b"1":
+                entered = await self._enter_ended_since(int(upto or 0) - MARGIN_US)
+                whole = await self._unindexed() > int(gap or 0)
+            else:
+                entered, whole = 0, True
+            mapping = {"statuses": 1, "statuses_upto": now}
+            if whole:
+                entered += await self._enter_every_status()
+                mapping["statuses_gap"] = await self._unindexed()
+            await self._client().hset(self._keys.filters, mapping=mapping)
+            self.statuses_ready = True
+            return entered
+
+    async def _enter_every_status(self) -> int:
+        entered = start = 0
+        while True:
+            stop_if_cancelled()
+            rows = await self._client().zrange(
+                self._keys.runs, start, start + _COUNT_BATCH - 1, withscores=True
+            )
+            entered += await self._enter_statuses(
+                [(member.decode(), int(score)) for member, score in rows]
+            )
+            start += len(rows)
+            if len(rows) < _COUNT_BATCH:
+                return entered
+
+    async def _enter_ended_since(self, since_us: int) -> int:
+        pipe = self._client().pipeline(transaction=False)
+        pipe.zrangebyscore(self._keys.moved, since_us, "+inf")
+        pipe.zrangebyscore(self._keys.ended, since_us, "+inf")
+        found = await pipe.execute()
+        ids = list(dict.fromkeys(m.decode() for members in found for m in members))
+        entered = 0
+        for at in range(0, len(ids), _COUNT_BATCH):
+            batch = ids[at : at + _COUNT_BATCH]
+            pipe = self._client().pipeline(transaction=False)
+            for run_id in batch:
+                pipe.zscore(self._keys.runs, run_id)
+            scores = await pipe.execute()
+            entered += await self._enter_statuses(
+                [
+                    (run_id, int(score))
+                    for run_id, score in zip(batch, scores, strict=True)
+                    if score is not None
+                ]
+            )
+        return entered
+
+    async def _unindexed(self) -> int:
+        """How many runs of ``P:runs`` are in neither ``P:active`` nor an index by status
+        (counted by sizes: a run in both, between the two writes of its end, counts once
+        less)."""
+        pipe = self._client().pipeline(transaction=False)
+        for index in [self._keys.runs, self._keys.active]:
+            pipe.zcard(index)
+        for status in sorted(TERMINAL):
+            pipe.zcard(self._keys.ended_runs(status))
+        every, active, *ended = await pipe.execute()
+        return int(every) - int(active) - sum(int(n) for n in ended)
+
+    async def _enter_statuses(self, scored: list[tuple[str, int]]) -> int:
+        """Enters the runs among `scored` (ids with their ``P:runs`` scores) whose stored
+        ``status`` is an ended one in that status's index (again is harmless: ZADD NX)."""
+        if not scored:
+            return 0
+        pipe = self._client().pipeline(transaction=False)
+        for run_id, _ in scored:
+            pipe.hget(self._keys.meta(run_id), "status")
+        statuses = await pipe.execute(raise_on_error=False)
+        by_status: dict[int, dict[str, int]] = {}
+        for (run_id, score), status in zip(scored, statuses, strict=True):
+            if isinstance(status, bytes) and int(status) in TERMINAL:
+                by_status.setdefault(int(status), {})[run_id] = score
+        if by_status:
+            pipe = self._client().pipeline(transaction=False)
+            for status, entries in by_status.items():  # one command per status
+                pipe.zadd(self._keys.ended_runs(status), entries, nx=True)
+            await pipe.execute()
+        return sum(len(entries) for entries in by_status.values())
+
     async def list_runs(
         self,
         run_filter: RunFilter,
@@ -393,12 +567,16 @@ class RunIndex:
 
     async def _smallest(self, run_filter: RunFilter, only_active: bool) -> str:
         """The index to read for `run_filter`: of those that hold every run it can match
-        (the runs not ended for an active-only filter, the tenant's, the workflow's, each
+        (the runs not ended for an active-only filter, the status's for one ended status,
+        the tenant's, the workflow's, each
         label's), the one with the fewest entries; every run when none of them applies.
         Every other index is part of ``P:runs``, so that one is read only alone. Read the
         other way round, a tenant's few runs (the active-runs limit counts them at each
         CreateRun) meant reading every tenant's active runs, and a rare label every run."""
         candidates = [self._keys.active] if only_active else []
+        statuses = run_filter.statuses
+        if self.statuses_ready and len(statuses) == 1 and statuses <= TERMINAL:
+            candidates.append(self._keys.ended_runs(next(iter(statuses))))
         if run_filter.tenant is not None:
             candidates.append(self._keys.tenant_runs(run_filter.tenant))
         candidates += self.filters.indexes_for(run_filter)

@@ -30,7 +30,8 @@ class RedisKeys:
         self.usage = f"{prefix}:limits:usage"
         """Each replica's callers' use of the per-caller limits."""
         self.filters = f"{prefix}:filters"
-        """How far the filter indexes are built (:mod:`.redis_filters`)."""
+        """How far the filter indexes are built (:mod:`.redis_filters`), and the ended runs'
+        indexes by status (``statuses``, ``statuses_upto``: :mod:`.redis_index`)."""
 
     def run(self, run_id: str) -> list[str]:
         """The run's meta hash, its log stream and its idempotency keys, in that order (the
@@ -55,6 +56,11 @@ class RedisKeys:
     def label_runs(self, key: str, value: str) -> str:
         """The runs with one label, by create time (quoted: neither part holds a colon)."""
         return f"{self.prefix}:label:{quote(key, safe='')}:{quote(value, safe='')}:runs"
+
+    def ended_runs(self, status: int) -> str:
+        """The ended runs of one status (SUCCEEDED, FAILED or CANCELLED), scored as ``runs``
+        is: what ListRuns by that status reads (:mod:`.redis_index`)."""
+        return f"{self.prefix}:status:{status}:runs"
 
     def succeeded(self, tenant: str, workflow: str) -> str:
         """The newest runs of one tenant's workflow that succeeded, by create time: where a

@@ -37,6 +37,7 @@ from runstream_server.errors import Unavailable
 from runstream_server.store.base import (
     HeldKey,
     NoticeHandler,
+    RunCounts,
     RunFilter,
     RunPage,
     StoredEvent,
@@ -56,6 +57,7 @@ from runstream_server.store.sqlite_writer import SYNCHRONOUS, SqliteWriter
 
 _T = TypeVar("_T")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
+_ENDED = ", ".join("?" * len(_TERMINAL))
 _NO_SEQ_ABOVE = 2**63 - 1  # a read without an upper bound
 _PURGE_BATCH = 256  # runs purged per hold of the writer
 
@@ -307,6 +309,27 @@ class SqliteEventStore:
             batch = chosen[start : start + _PURGE_BATCH]
             purged += await self.writer.run(_purge, batch)  # never interleaves with a commit
         return purged
+
+    async def count_runs(self) -> RunCounts:
+        """The runs counted by their ``status`` column, and the snapshots of the runs not
+        ended: each row's first page is read, not an ended run's snapshot, which a large one
+        keeps on pages of its own (the listing decoded them all, 0.49 s at 100,000 runs;
+        this takes 0.06 s there). No index: one on ``status`` would be written at every
+        commit of a running run, which sets the column (about 8 % more instructions per
+        event with a partial index of the ended runs, measured)."""
+
+        def count(conn: sqlite3.Connection) -> tuple[dict[int, int], list[tuple[str, bytes]]]:
+            counted = conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall()
+            active = conn.execute(
+                f"SELECT run_id, snapshot FROM runs WHERE status NOT IN ({_ENDED})", _TERMINAL
+            ).fetchall()
+            return (
+                {int(status): int(n) for status, n in counted if status in _TERMINAL},
+                [(str(run_id), bytes(data)) for run_id, data in active],
+            )
+
+        ended, active = await self._read(count)
+        return RunCounts(ended, [run for _, run in readable_runs(active)])
 
     async def list_runs(
         self,
