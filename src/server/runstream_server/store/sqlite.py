@@ -24,6 +24,7 @@ succeeds. Nothing is acknowledged that was not committed, so nothing acknowledge
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -42,7 +43,6 @@ from runstream_server.store.base import (
     StoredEvent,
     Usage,
     decode_run,
-    ended_us,
     readable_runs,
 )
 from runstream_server.store.clock import StoreClock
@@ -263,45 +263,50 @@ class SqliteEventStore:
         self, *, ended_before_us: int | None, keep_newest: int | None
     ) -> list[str]:
         """Chooses on a reader, from the index of ended runs whose logs are kept
-        (``runs_retained``), and reads the snapshots of the chosen runs only: a pass costs
-        what it purges, plus a walk over the entries kept (ranked within their tenants),
-        however many runs were purged before. The writer is held only for the purge's
-        writes, in batches of :data:`_PURGE_BATCH` runs, so appends wait for one batch at
-        most. Why counting among the kept runs is right: the interface's docstring
+        (``runs_retained``), their ids and end times alone, then reads the snapshots of
+        the chosen runs a batch of :data:`_PURGE_BATCH` at a time, newest end first: a pass
+        costs what it purges, plus a walk over the entries kept (ranked within their
+        tenants), however many runs were purged before, and holds one batch of snapshots
+        in memory, however many runs it purges. The writer is held only for the purge's
+        writes, batch by batch, so appends wait for one batch at most. Why counting among
+        the kept runs is right: the interface's docstring
         (:meth:`.base.EventStore.purge_events`)."""
 
-        def choose(conn: sqlite3.Connection) -> list[tuple[str, run_pb2.Run]]:
-            ids: dict[str, None] = {}
+        def choose(conn: sqlite3.Connection) -> list[str]:
+            ends: dict[str, int] = {}
             if ended_before_us is not None:
-                for (run_id,) in conn.execute(
-                    "SELECT run_id FROM runs "
+                for run_id, end in conn.execute(
+                    "SELECT run_id, retained_end_us FROM runs "
                     "WHERE retained_end_us IS NOT NULL AND retained_end_us < ?",
                     (ended_before_us,),
                 ):
-                    ids[str(run_id)] = None
+                    ends[str(run_id)] = int(end)
             if keep_newest is not None:  # each tenant's newest `keep_newest` kept
                 # The kept runs only, ranked within their tenants, from their index alone
                 # (left to itself, the planner walked every run of the tenant index, and
                 # through runs_retained it read each kept run's row, snapshot and all).
-                for (run_id,) in conn.execute(
-                    "SELECT run_id FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY "
-                    "tenant ORDER BY retained_end_us DESC, run_id DESC) AS newer FROM runs "
-                    "INDEXED BY runs_retained_by_tenant WHERE retained_end_us IS NOT NULL) "
-                    "WHERE newer > ?",
+                for run_id, end in conn.execute(
+                    "SELECT run_id, retained_end_us FROM (SELECT run_id, retained_end_us, "
+                    "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY retained_end_us DESC, "
+                    "run_id DESC) AS newer FROM runs INDEXED BY runs_retained_by_tenant "
+                    "WHERE retained_end_us IS NOT NULL) WHERE newer > ?",
                     (keep_newest,),
                 ):
-                    ids[str(run_id)] = None
-            rows = _rows_in(
-                conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", list(ids)
-            )
-            runs = list(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
-            runs.sort(key=lambda item: ended_us(item[1]), reverse=True)
-            return runs
+                    ends[str(run_id)] = int(end)
+            return sorted(ends, key=ends.__getitem__, reverse=True)
+
+        def snapshots(
+            conn: sqlite3.Connection, run_ids: list[str]
+        ) -> list[tuple[str, run_pb2.Run]]:
+            rows = _rows_in(conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", run_ids)
+            runs = dict(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
+            return [(run_id, runs[run_id]) for run_id in run_ids if run_id in runs]
 
         chosen = await self._read(choose)
         purged: list[str] = []
         for start in range(0, len(chosen), _PURGE_BATCH):
-            batch = chosen[start : start + _PURGE_BATCH]
+            ids = chosen[start : start + _PURGE_BATCH]
+            batch = await self._read(functools.partial(snapshots, run_ids=ids))
             purged += await self.writer.run(_purge, batch)  # never interleaves with a commit
         return purged
 
