@@ -27,7 +27,7 @@ import asyncio
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,7 @@ _T = TypeVar("_T")
 _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
 _NO_SEQ_ABOVE = 2**63 - 1  # a read without an upper bound
 _PURGE_BATCH = 256  # runs purged per hold of the writer
+_PURGE_ROWS = 5000  # events deleted per hold of the writer, at most
 
 
 def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
@@ -260,7 +261,11 @@ class SqliteEventStore:
         return await self._read(read)
 
     async def purge_events(
-        self, *, ended_before_us: int | None, keep_newest: int | None
+        self,
+        *,
+        ended_before_us: int | None,
+        keep_newest: int | None,
+        marked: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> list[str]:
         """Chooses on a reader, from the index of ended runs whose logs are kept
         (``runs_retained``), their ids and end times alone, then reads the snapshots of
@@ -268,9 +273,14 @@ class SqliteEventStore:
         costs what it purges, plus a walk over the entries kept (ranked within their
         tenants), however many runs were purged before, and holds one batch of snapshots
         in memory, however many runs it purges. The writer is held only for the purge's
-        writes, batch by batch, so appends wait for one batch at most. Why counting among
-        the kept runs is right: the interface's docstring
-        (:meth:`.base.EventStore.purge_events`)."""
+        writes, batch by batch, and deletes at most :data:`_PURGE_ROWS` events per hold, so
+        appends wait for one such batch at most, however long the logs. A batch's logs that
+        fit go with their snapshots' updates; the longer ones are marked purged then
+        (``purged_seq`` their head, the whole log refused to readers from there on), told to
+        `marked`, and deleted newest events first, a chunk per hold, the run's entry in
+        ``runs_retained`` cleared with the last chunk: a pass cut short (a crash) leaves a
+        run refused to readers whose next pass deletes the rest. Why counting among the kept
+        runs is right: the interface's docstring (:meth:`.base.EventStore.purge_events`)."""
 
         def choose(conn: sqlite3.Connection) -> list[str]:
             ends: dict[str, int] = {}
@@ -307,7 +317,13 @@ class SqliteEventStore:
         for start in range(0, len(chosen), _PURGE_BATCH):
             ids = chosen[start : start + _PURGE_BATCH]
             batch = await self._read(functools.partial(snapshots, run_ids=ids))
-            purged += await self.writer.run(_purge, batch)  # never interleaves with a commit
+            done, long_logs = await self.writer.run(_purge, batch)  # never amid a commit
+            if marked is not None and long_logs:
+                await marked([run_id for run_id, _, _ in long_logs])
+            for run_id, head, _ in long_logs:
+                for top in range(head, 0, -_PURGE_ROWS):
+                    await self.writer.run(_delete_events, (run_id, top))
+            purged += done + [run_id for run_id, _, new in long_logs if new]
         return purged
 
     async def list_runs(
@@ -390,36 +406,74 @@ class SqliteEventStore:
         return {}
 
 
-def _purge(conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]) -> list[str]:
-    """Purges the logs of `runs` (chosen on a reader) in one transaction, on the writer; a
-    run is passed over when its head moved since it was read (no ended run's does) or its
-    log is no longer kept (another pass purged it meanwhile). A run whose log an earlier
-    version purged without clearing ``retained_end_us`` (a file opened by it again after
-    this version) has the column cleared, and is not reported."""
-    purged = []
+def _purge(
+    conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]
+) -> tuple[list[str], list[tuple[str, int, bool]]]:
+    """Purges the logs of `runs` (chosen on a reader) in one transaction, on the writer, up
+    to :data:`_PURGE_ROWS` events in all; returns the runs purged and, for each run whose log
+    did not fit, its id, its head and whether this pass marked it: its snapshot is marked
+    purged, its events are left to :func:`_delete_events`. A run is passed over when its head
+    moved since it was read (no ended run's does) or its log is no longer kept (another pass
+    purged it meanwhile); one marked purged by a pass cut short has the rest of its log left
+    to delete, as has one whose log an earlier version purged without clearing
+    ``retained_end_us`` (a file opened by it again after this version), to no effect; neither
+    is reported again."""
+    purged: list[str] = []
+    long_logs: list[tuple[str, int, bool]] = []
+    rows = _PURGE_ROWS
     conn.execute("BEGIN IMMEDIATE")
     try:
         for run_id, run in runs:
-            if run.status not in _TERMINAL or run.purged_seq >= run.last_seq:
+            if run.status not in _TERMINAL:
                 conn.execute(
                     "UPDATE runs SET retained_end_us = NULL WHERE run_id = ? AND last_seq = ?",
                     (run_id, run.last_seq),
                 )
                 continue
+            if run.purged_seq >= run.last_seq:  # marked purged, its log maybe partly kept
+                long_logs.append((run_id, run.last_seq, False))
+                continue
+            events = run.last_seq - run.purged_seq  # at most; those up to purged_seq are gone
+            fits = events <= rows
             run.purged_seq = run.last_seq
             updated = conn.execute(
-                "UPDATE runs SET snapshot = ?, retained_end_us = NULL "
+                "UPDATE runs SET snapshot = ?, retained_end_us = "
+                f"{'NULL' if fits else 'retained_end_us'} "
                 "WHERE run_id = ? AND last_seq = ? AND retained_end_us IS NOT NULL",
                 (run.SerializeToString(), run_id, run.last_seq),
             )
-            if updated.rowcount == 1:
+            if updated.rowcount != 1:
+                continue
+            if fits:
                 conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+                rows -= events
                 purged.append(run_id)
+            else:
+                long_logs.append((run_id, run.last_seq, True))
         conn.execute("COMMIT")
     except BaseException:
         rollback_if_active(conn)
         raise
-    return purged
+    return purged, long_logs
+
+
+def _delete_events(conn: sqlite3.Connection, chunk: tuple[str, int]) -> None:
+    """Deletes one chunk of a log marked purged, the :data:`_PURGE_ROWS` seqs up to `top`,
+    in one transaction; the run leaves ``runs_retained`` with its last chunk (the one that
+    reaches seq 1)."""
+    run_id, top = chunk
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "DELETE FROM events WHERE run_id = ? AND seq > ? AND seq <= ?",
+            (run_id, top - _PURGE_ROWS, top),
+        )
+        if top <= _PURGE_ROWS:
+            conn.execute("UPDATE runs SET retained_end_us = NULL WHERE run_id = ?", (run_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_active(conn)
+        raise
 
 
 def _rows_in(
