@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from runstream.v1 import event_pb2, run_pb2
 from runstream_server.api.run_service import frame_event
+from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import RunManager
 from runstream_server.store import redis_index
 from runstream_server.store.base import EventStore
@@ -77,6 +78,31 @@ async def test_runs_of_a_new_workflow_starting_together_read_its_history_once(
         runs = await asyncio.gather(*(create(manager, "fresh") for _ in range(16)))
         await asyncio.gather(*(manager.append(run_id, [started()]) for run_id in runs))
         assert counting.reads == 1
+    finally:
+        manager.shutdown()
+        await store.close()
+
+
+async def test_histories_kept_are_bounded_the_least_recently_used_read_again(
+    tmp_path: Path,
+) -> None:
+    """The scale review's finding 9: a process kept every workflow's history for ever
+    (2,500 workflow names: 17 MB). Now `history_workflows` at most: with 2 kept, five
+    workflows leave two, and the one dropped first is read again at its next commit."""
+    store = SqliteEventStore(tmp_path / "h.db")
+    await store.open()
+    counting = CountingHistoryReads(store)
+    policy = InsightPolicy(history_workflows=2)
+    manager = RunManager(counting, policy=policy, frame=frame_event)  # type: ignore[arg-type]
+    try:
+        for name in ("a", "b", "c", "d", "e"):
+            await manager.append(await create(manager, name), [started()])
+        assert counting.reads == 5
+        assert len(manager._ledger.histories) == 2  # was 5: one per workflow, for ever
+        await manager.append(await create(manager, "e"), [started()])  # held: no read
+        assert counting.reads == 5
+        await manager.append(await create(manager, "a"), [started()])
+        assert counting.reads == 6
     finally:
         manager.shutdown()
         await store.close()

@@ -217,6 +217,8 @@ class Links:
     def __init__(self) -> None:
         self._producers: dict[str, set[ProducerLink]] = {}
         self._feeds: dict[str, set[DecisionFeed]] = {}
+        self.releases = 0
+        """How many times a run lost its last producer or feed (the run cache's eviction)."""
 
     def feeds(self, run_id: str) -> set[DecisionFeed]:
         """The decision feeds following the run."""
@@ -240,6 +242,7 @@ class Links:
             links.discard(link)
             if not links:
                 del self._producers[link.run_id]
+                self.releases += 1
 
     def follow(self, feed: DecisionFeed, state: RunState) -> None:
         """Subscribes a feed to a run: its open decisions now, then every change."""
@@ -258,6 +261,7 @@ class Links:
                 feeds.discard(feed)
                 if not feeds:
                     del self._feeds[run_id]
+                    self.releases += 1
 
     def on_commit(self, record: CommitRecord) -> None:
         """Tells producers and viewers what the commit did, in the order it did it."""

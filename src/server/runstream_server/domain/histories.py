@@ -3,7 +3,9 @@
 Histories are kept per (tenant, workflow): a tenant's estimates never come from, or tell
 anything about, another tenant's runs. A workflow's history is read from the store once and
 then kept up to date by the commits this process folds; on a shared store it is read again
-every `history_refresh` seconds, for the runs that other replicas completed.
+every `history_refresh` seconds, for the runs that other replicas completed. At most
+`history_workflows` are kept, the least recently used dropped: producers that put ids in their
+workflow names would otherwise add one for ever per run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 
 from runstream.v1 import run_pb2
 
@@ -30,7 +33,7 @@ class WorkflowHistories:
     def __init__(self, store: EventStore, policy: insight.InsightPolicy) -> None:
         self._store = store
         self._policy = policy
-        self._history: dict[_Key, insight.WorkflowHistory] = {}
+        self._history: OrderedDict[_Key, insight.WorkflowHistory] = OrderedDict()
         self._read_at: dict[_Key, float] = {}  # when, by time.monotonic()
         self._reads: dict[_Key, asyncio.Future[None]] = {}  # under way
         self._unread: set[_Key] = set()  # whose last read failed (said once)
@@ -38,7 +41,10 @@ class WorkflowHistories:
     async def get(self, tenant: str, workflow: str) -> insight.WorkflowHistory:
         """The workflow's history, read from the store when not held (or stale)."""
         key = (tenant, workflow)
+        limit = self._policy.history_runs
         history = self._history.get(key)
+        if history is not None:
+            self._history.move_to_end(key)
         stale = self._store.shared and (
             time.monotonic() - self._read_at.get(key, 0.0) > self._policy.history_refresh
         )
@@ -58,10 +64,15 @@ class WorkflowHistories:
                     self._unread.add(key)
                     log.warning("estimates of %s go on without its history for now: %s",
                                 key[1], exc)  # fmt: skip
-                return history or insight.WorkflowHistory(self._policy.history_runs)
+                return history or insight.WorkflowHistory(limit)
             self._unread.discard(key)
-            history = self._history[key]
+            held = self._history.get(key)  # None: dropped already by other workflows' reads
+            history = held if held is not None else insight.WorkflowHistory(limit)
         return history
+
+    def __len__(self) -> int:
+        """How many workflows' histories are held."""
+        return len(self._history)
 
     def learn(self, run: run_pb2.Run) -> None:
         """Adds a run that just succeeded to its workflow's history, when that is held."""
@@ -78,4 +89,8 @@ class WorkflowHistories:
             read.learn(run)
         if self._read_at.get(key, -math.inf) < started:  # no newer read meanwhile
             self._history[key] = read
+            self._history.move_to_end(key)
             self._read_at[key] = started
+            while len(self._history) > self._policy.history_workflows:
+                dropped, _ = self._history.popitem(last=False)
+                self._read_at.pop(dropped, None)

@@ -349,6 +349,8 @@ class Hub:
         self.clock = HeartbeatClock()
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed_reason: str | None = None
+        self.releases = 0
+        """How many times a run lost its last watcher here (the run cache's eviction)."""
 
     def subscribe(
         self, run_id: str, *, kinds: frozenset[int] | None = None, heartbeat_interval: float
@@ -374,6 +376,7 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self._subscriptions[sub.run_id]
+                self.releases += 1
 
     def publish(self, run_id: str, events: Sequence[EncodedEvent]) -> None:
         """Hands a durable batch (consecutive seqs) to every live subscription of the run."""

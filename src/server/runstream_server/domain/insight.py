@@ -101,6 +101,9 @@ class InsightPolicy:
     history_refresh: float = 30.0
     """On a shared store, seconds after which a replica reads a workflow's history again: the
     runs other replicas completed reach it only so (it follows only the runs it holds)."""
+    history_workflows: int = 1000
+    """Workflows whose histories a process keeps (about 6 KB each), the least recently used
+    dropped beyond: one read again at its workflow's next commit."""
 
 
 _VERSIONS = itertools.count(1)

@@ -141,10 +141,12 @@ class RunLedger:
         policy: insight.InsightPolicy,
         clock: Callable[[], datetime],
         pinned: Callable[[str], bool],
+        releases: Callable[[], int],
         viewers: Callable[[str], int],
         frame: Frame,
     ) -> None:
-        """`pinned` says which runs must stay in memory (watched, produced to); `viewers`
+        """`pinned` says which runs must stay in memory (watched, produced to), `releases`
+        how many times a run stopped being so (:class:`.slots.RunSlots`); `viewers`
         counts a run's watchers on every replica; `frame` frames each event once for every
         watcher, as the API's WatchRun response holds it."""
         self._store = store
@@ -155,7 +157,9 @@ class RunLedger:
         self._policy = policy
         self._clock = clock
         self._viewers = viewers
-        self._slots = RunSlots(limits.cached_runs, limits.cached_ended_runs, pinned=pinned)
+        self._slots = RunSlots(
+            limits.cached_runs, limits.cached_ended_runs, pinned=pinned, releases=releases
+        )
         self.histories = WorkflowHistories(store, policy)
         self.consumers: list[Consumer] = []
         """Called with every commit record after the hubs, under the run's lock."""

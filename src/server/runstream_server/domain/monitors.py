@@ -372,11 +372,17 @@ class RetentionPasses:
             else None
         )
         purged = await self._store.purge_events(
-            ended_before_us=before, keep_newest=self._retention.runs
+            ended_before_us=before, keep_newest=self._retention.runs, marked=self._marked
         )
         for run_id in purged:
             await self._purged(run_id)
         return purged
+
+    async def _marked(self, run_ids: list[str]) -> None:
+        """Runs whose long logs the store deletes a chunk at a time: read from here on as
+        purged (their states corrected before the first chunk goes)."""
+        for run_id in run_ids:
+            await self._purged(run_id)
 
     async def run_forever(self) -> None:
         while True:

@@ -136,6 +136,7 @@ class RunManager:
             pinned=lambda run_id: (
                 bool(self._hub.watcher_count(run_id)) or self._links.in_use(run_id)
             ),
+            releases=lambda: self._hub.releases + self._links.releases,
             viewers=lambda run_id: self._viewers.total(run_id),
             frame=frame,
         )

@@ -6,6 +6,10 @@ use. Eviction can never hand out two locks for one run: whoever is about to take
 registers as a user of its slot first, synchronously (no await between finding the slot and
 counting in), and a slot is dropped only when it has no users. A waiter queued on a lock that
 was just released still counts, which ``lock.locked()`` would have missed.
+
+A walk over the slots that finds too few of them free to drop (more ended runs than the limit
+watched, say) is not repeated until a pin is released: until then only the run just let go
+can have become free, so a commit costs the same however many runs are pinned.
 """
 
 from __future__ import annotations
@@ -35,14 +39,24 @@ class RunSlot:
 class RunSlots:
     """Slots by run id, least recently used first."""
 
-    def __init__(self, capacity: int, ended_capacity: int, pinned: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        ended_capacity: int,
+        pinned: Callable[[str], bool],
+        releases: Callable[[], int],
+    ) -> None:
         """At most `capacity` runs, of which at most `ended_capacity` ended, stay in memory
-        unless `pinned` (watched, produced to) or in use."""
+        unless `pinned` (watched, produced to) or in use; `releases` counts the pins
+        released so far (a run left by its last watcher, producer or decision feed)."""
         self._capacity = capacity
         self._ended_capacity = ended_capacity
         self._pinned = pinned
+        self._releases = releases
         self._slots: OrderedDict[str, RunSlot] = OrderedDict()
         self._ended = 0
+        # `releases` when a walk last left the slots over the limits, none free to drop.
+        self._walked_in_vain_at: int | None = None
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -91,23 +105,37 @@ class RunSlots:
             del self._slots[slot.run_id]  # an unknown run, or a failed load: nothing to keep
         else:
             self._slots.move_to_end(slot.run_id)
-        self.evict()
+        self.evict(slot)
 
-    def evict(self) -> None:
-        """Drops the least recently used idle runs beyond the limits."""
+    def evict(self, left: RunSlot | None = None) -> None:
+        """Drops the least recently used idle runs beyond the limits. After a walk that
+        could not drop enough, and until a pin is released, only `left` (the run just let
+        go, the one slot that may have become free since) is looked at."""
         excess = len(self._slots) - self._capacity
         if excess <= 0 and self._ended <= self._ended_capacity:
+            self._walked_in_vain_at = None
             return
-        for run_id, slot in list(self._slots.items()):
+        if self._walked_in_vain_at == self._releases():
+            if left is not None and left.run_id in self._slots:
+                self._drop_if_free(left, excess)
+            return
+        for slot in list(self._slots.values()):
             if excess <= 0 and self._ended <= self._ended_capacity:
+                self._walked_in_vain_at = None
                 return
-            if slot.users or self._pinned(run_id):
-                continue
-            ended = slot.state is not None and slot.state.is_terminal
-            if excess > 0 or ended:
-                self.set_state(slot, None)
-                del self._slots[run_id]
-                excess -= 1
+            excess -= self._drop_if_free(slot, excess)
+        if excess > 0 or self._ended > self._ended_capacity:
+            self._walked_in_vain_at = self._releases()
+
+    def _drop_if_free(self, slot: RunSlot, excess: int) -> int:
+        """Drops the slot if it is idle, not pinned and over a limit; 1 if it did."""
+        if slot.users or self._pinned(slot.run_id):
+            return 0
+        if excess > 0 or (slot.state is not None and slot.state.is_terminal):
+            self.set_state(slot, None)
+            del self._slots[slot.run_id]
+            return 1
+        return 0
 
 
 class Held:

@@ -16,7 +16,7 @@ this replica's own, as Prometheus expects of each scraped target.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from runstream.v1 import run_pb2
@@ -157,11 +157,15 @@ class ObservedStore:
             raise
 
     async def purge_events(
-        self, *, ended_before_us: int | None, keep_newest: int | None
+        self,
+        *,
+        ended_before_us: int | None,
+        keep_newest: int | None,
+        marked: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> list[str]:
         try:
             return await self.inner.purge_events(
-                ended_before_us=ended_before_us, keep_newest=keep_newest
+                ended_before_us=ended_before_us, keep_newest=keep_newest, marked=marked
             )
         except Exception:
             self._telemetry.store_failed("purge_events")

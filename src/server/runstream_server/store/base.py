@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -378,13 +378,22 @@ class EventStore(Protocol):
         with `max_bytes` once the events read hold more than that (:func:`within_bytes`)."""
 
     async def purge_events(
-        self, *, ended_before_us: int | None, keep_newest: int | None
+        self,
+        *,
+        ended_before_us: int | None,
+        keep_newest: int | None,
+        marked: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> list[str]:
         """Deletes the event logs of ended runs that ended before `ended_before_us` (epoch
         microseconds, by the server's clock: :func:`ended_us`) or are older than their
         tenant's newest `keep_newest` ended runs whose logs are kept, keeping their
         snapshots with ``purged_seq`` set, and tells the other processes (a
         :class:`PurgedNotice` each). Returns the ids of the runs purged.
+
+        A store that deletes a long log over several transactions marks the runs purged
+        first and awaits `marked` with their ids before deleting any of their events, so
+        that this process refuses to read those logs before they are partly gone (a reader
+        must never take what is left for the whole log).
 
         Each tenant keeps its own `keep_newest`: one tenant's busy day purges none of
         another's logs. A pass reads only the runs it purges, never those purged before, so

@@ -386,9 +386,14 @@ class RedisEventStore:
 
     @unavailable
     async def purge_events(
-        self, *, ended_before_us: int | None, keep_newest: int | None
+        self,
+        *,
+        ended_before_us: int | None,
+        keep_newest: int | None,
+        marked: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> list[str]:
-        """Chooses from ``P:ended``, which holds only the ended runs whose logs are kept: a
+        """Each log goes at once (UNLINK), never partly, so `marked` is never called.
+        Chooses from ``P:ended``, which holds only the ended runs whose logs are kept: a
         run leaves it once its log is purged (after the purge, so a crash between the two
         leaves it there, and the next pass that meets it purged takes it out; so are the
         purged runs a store written by an earlier version left in it, once each). A pass

@@ -24,9 +24,10 @@ succeeds. Nothing is acknowledged that was not committed, so nothing acknowledge
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +44,6 @@ from runstream_server.store.base import (
     StoredEvent,
     Usage,
     decode_run,
-    ended_us,
     readable_runs,
     within_bytes,
 )
@@ -60,6 +60,7 @@ _TERMINAL = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RU
 _ENDED = ", ".join("?" * len(_TERMINAL))
 _NO_SEQ_ABOVE = 2**63 - 1  # a read without an upper bound
 _PURGE_BATCH = 256  # runs purged per hold of the writer
+_PURGE_ROWS = 5000  # events deleted per hold of the writer, at most
 
 
 def _kinds_clause(kinds: Collection[int]) -> tuple[str, tuple[int, ...]]:
@@ -265,49 +266,69 @@ class SqliteEventStore:
         return await self._read(read)
 
     async def purge_events(
-        self, *, ended_before_us: int | None, keep_newest: int | None
+        self,
+        *,
+        ended_before_us: int | None,
+        keep_newest: int | None,
+        marked: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> list[str]:
         """Chooses on a reader, from the index of ended runs whose logs are kept
-        (``runs_retained``), and reads the snapshots of the chosen runs only: a pass costs
-        what it purges, plus a walk over the entries kept (ranked within their tenants),
-        however many runs were purged before. The writer is held only for the purge's
-        writes, in batches of :data:`_PURGE_BATCH` runs, so appends wait for one batch at
-        most. Why counting among the kept runs is right: the interface's docstring
-        (:meth:`.base.EventStore.purge_events`)."""
+        (``runs_retained``), their ids and end times alone, then reads the snapshots of
+        the chosen runs a batch of :data:`_PURGE_BATCH` at a time, newest end first: a pass
+        costs what it purges, plus a walk over the entries kept (ranked within their
+        tenants), however many runs were purged before, and holds one batch of snapshots
+        in memory, however many runs it purges. The writer is held only for the purge's
+        writes, batch by batch, and deletes at most :data:`_PURGE_ROWS` events per hold, so
+        appends wait for one such batch at most, however long the logs. A batch's logs that
+        fit go with their snapshots' updates; the longer ones are marked purged then
+        (``purged_seq`` their head, the whole log refused to readers from there on), told to
+        `marked`, and deleted newest events first, a chunk per hold, the run's entry in
+        ``runs_retained`` cleared with the last chunk: a pass cut short (a crash) leaves a
+        run refused to readers whose next pass deletes the rest. Why counting among the kept
+        runs is right: the interface's docstring (:meth:`.base.EventStore.purge_events`)."""
 
-        def choose(conn: sqlite3.Connection) -> list[tuple[str, run_pb2.Run]]:
-            ids: dict[str, None] = {}
+        def choose(conn: sqlite3.Connection) -> list[str]:
+            ends: dict[str, int] = {}
             if ended_before_us is not None:
-                for (run_id,) in conn.execute(
-                    "SELECT run_id FROM runs "
+                for run_id, end in conn.execute(
+                    "SELECT run_id, retained_end_us FROM runs "
                     "WHERE retained_end_us IS NOT NULL AND retained_end_us < ?",
                     (ended_before_us,),
                 ):
-                    ids[str(run_id)] = None
+                    ends[str(run_id)] = int(end)
             if keep_newest is not None:  # each tenant's newest `keep_newest` kept
                 # The kept runs only, ranked within their tenants, from their index alone
                 # (left to itself, the planner walked every run of the tenant index, and
                 # through runs_retained it read each kept run's row, snapshot and all).
-                for (run_id,) in conn.execute(
-                    "SELECT run_id FROM (SELECT run_id, ROW_NUMBER() OVER (PARTITION BY "
-                    "tenant ORDER BY retained_end_us DESC, run_id DESC) AS newer FROM runs "
-                    "INDEXED BY runs_retained_by_tenant WHERE retained_end_us IS NOT NULL) "
-                    "WHERE newer > ?",
+                for run_id, end in conn.execute(
+                    "SELECT run_id, retained_end_us FROM (SELECT run_id, retained_end_us, "
+                    "ROW_NUMBER() OVER (PARTITION BY tenant ORDER BY retained_end_us DESC, "
+                    "run_id DESC) AS newer FROM runs INDEXED BY runs_retained_by_tenant "
+                    "WHERE retained_end_us IS NOT NULL) WHERE newer > ?",
                     (keep_newest,),
                 ):
-                    ids[str(run_id)] = None
-            rows = _rows_in(
-                conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", list(ids)
-            )
-            runs = list(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
-            runs.sort(key=lambda item: ended_us(item[1]), reverse=True)
-            return runs
+                    ends[str(run_id)] = int(end)
+            return sorted(ends, key=ends.__getitem__, reverse=True)
+
+        def snapshots(
+            conn: sqlite3.Connection, run_ids: list[str]
+        ) -> list[tuple[str, run_pb2.Run]]:
+            rows = _rows_in(conn, "SELECT run_id, snapshot FROM runs WHERE run_id IN ({})", run_ids)
+            runs = dict(readable_runs((str(run_id), bytes(data)) for run_id, data in rows))
+            return [(run_id, runs[run_id]) for run_id in run_ids if run_id in runs]
 
         chosen = await self._read(choose)
         purged: list[str] = []
         for start in range(0, len(chosen), _PURGE_BATCH):
-            batch = chosen[start : start + _PURGE_BATCH]
-            purged += await self.writer.run(_purge, batch)  # never interleaves with a commit
+            ids = chosen[start : start + _PURGE_BATCH]
+            batch = await self._read(functools.partial(snapshots, run_ids=ids))
+            done, long_logs = await self.writer.run(_purge, batch)  # never amid a commit
+            if marked is not None and long_logs:
+                await marked([run_id for run_id, _, _ in long_logs])
+            for run_id, head, _ in long_logs:
+                for top in range(head, 0, -_PURGE_ROWS):
+                    await self.writer.run(_delete_events, (run_id, top))
+            purged += done + [run_id for run_id, _, new in long_logs if new]
         return purged
 
     async def count_runs(self) -> RunCounts:
@@ -441,36 +462,74 @@ def _events(rows: sqlite3.Cursor, max_bytes: int | None) -> list[StoredEvent]:
         rows.close()
 
 
-def _purge(conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]) -> list[str]:
-    """Purges the logs of `runs` (chosen on a reader) in one transaction, on the writer; a
-    run is passed over when its head moved since it was read (no ended run's does) or its
-    log is no longer kept (another pass purged it meanwhile). A run whose log an earlier
-    version purged without clearing ``retained_end_us`` (a file opened by it again after
-    this version) has the column cleared, and is not reported."""
-    purged = []
+def _purge(
+    conn: sqlite3.Connection, runs: list[tuple[str, run_pb2.Run]]
+) -> tuple[list[str], list[tuple[str, int, bool]]]:
+    """Purges the logs of `runs` (chosen on a reader) in one transaction, on the writer, up
+    to :data:`_PURGE_ROWS` events in all; returns the runs purged and, for each run whose log
+    did not fit, its id, its head and whether this pass marked it: its snapshot is marked
+    purged, its events are left to :func:`_delete_events`. A run is passed over when its head
+    moved since it was read (no ended run's does) or its log is no longer kept (another pass
+    purged it meanwhile); one marked purged by a pass cut short has the rest of its log left
+    to delete, as has one whose log an earlier version purged without clearing
+    ``retained_end_us`` (a file opened by it again after this version), to no effect; neither
+    is reported again."""
+    purged: list[str] = []
+    long_logs: list[tuple[str, int, bool]] = []
+    rows = _PURGE_ROWS
     conn.execute("BEGIN IMMEDIATE")
     try:
         for run_id, run in runs:
-            if run.status not in _TERMINAL or run.purged_seq >= run.last_seq:
+            if run.status not in _TERMINAL:
                 conn.execute(
                     "UPDATE runs SET retained_end_us = NULL WHERE run_id = ? AND last_seq = ?",
                     (run_id, run.last_seq),
                 )
                 continue
+            if run.purged_seq >= run.last_seq:  # marked purged, its log maybe partly kept
+                long_logs.append((run_id, run.last_seq, False))
+                continue
+            events = run.last_seq - run.purged_seq  # at most; those up to purged_seq are gone
+            fits = events <= rows
             run.purged_seq = run.last_seq
             updated = conn.execute(
-                "UPDATE runs SET snapshot = ?, retained_end_us = NULL "
+                "UPDATE runs SET snapshot = ?, retained_end_us = "
+                f"{'NULL' if fits else 'retained_end_us'} "
                 "WHERE run_id = ? AND last_seq = ? AND retained_end_us IS NOT NULL",
                 (run.SerializeToString(), run_id, run.last_seq),
             )
-            if updated.rowcount == 1:
+            if updated.rowcount != 1:
+                continue
+            if fits:
                 conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+                rows -= events
                 purged.append(run_id)
+            else:
+                long_logs.append((run_id, run.last_seq, True))
         conn.execute("COMMIT")
     except BaseException:
         rollback_if_active(conn)
         raise
-    return purged
+    return purged, long_logs
+
+
+def _delete_events(conn: sqlite3.Connection, chunk: tuple[str, int]) -> None:
+    """Deletes one chunk of a log marked purged, the :data:`_PURGE_ROWS` seqs up to `top`,
+    in one transaction; the run leaves ``runs_retained`` with its last chunk (the one that
+    reaches seq 1)."""
+    run_id, top = chunk
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "DELETE FROM events WHERE run_id = ? AND seq > ? AND seq <= ?",
+            (run_id, top - _PURGE_ROWS, top),
+        )
+        if top <= _PURGE_ROWS:
+            conn.execute("UPDATE runs SET retained_end_us = NULL WHERE run_id = ?", (run_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        rollback_if_active(conn)
+        raise
 
 
 def _rows_in(
