@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from runstream.v1 import decision_pb2, decision_service_pb2, decision_service_pb2_grpc
 from runstream.v1 import event_pb2 as ev
 from runstream_server.app import RunstreamServer
+from runstream_server.domain import state
 
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run
@@ -34,9 +36,14 @@ def question(i: int) -> ev.RunEvent:
 
 
 async def test_a_viewer_that_stops_reading_gets_a_bounded_backlog_then_the_exact_state(
-    server: RunstreamServer, stubs: Stubs
+    server: RunstreamServer, stubs: Stubs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert server.runs is not None
+    # 3,000 prompts fill the viewer's connection; one run may hold 100 open (a viewer of 30
+    # runs gets as many), so the run's decision caps are lifted here, not the feed's bound.
+    monkeypatch.setattr(state, "MAX_OPEN_DECISIONS", 2 * DECISIONS)
+    monkeypatch.setattr(state, "MAX_RUN_DECISIONS", 2 * DECISIONS)
+    monkeypatch.setattr(state, "MAX_DECISION_BYTES", 64 * 1024 * 1024)
     run = await create_run(stubs, "a")
     decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
     # The viewer has its own connection, so only its stream stops being read, and its window

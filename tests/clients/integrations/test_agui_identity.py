@@ -12,7 +12,7 @@ from pathlib import Path
 import runstream
 from runstream.integrations.agui_bridge import AguiBridge
 from runstream_server.app import RunstreamServer
-from runstream_server.auth.limits import Limits
+from runstream_server.auth.limits import CallerLimits
 
 from tests.clients.support import until
 from tests.identity import Keys, rs256_auth, start_server
@@ -87,7 +87,7 @@ async def test_a_watch_the_server_refuses_for_a_limit_is_a_503_with_its_retry_af
     uses it (a dashboard, `runstream watch`): once they were all taken, the bridge answered
     200 OK and then nothing, retrying the watch in silence (found in review). The server's
     refusal, and the wait its RetryInfo names, reach the client before any 200."""
-    limits = Limits(watch_streams_per_principal=2, stream_retry_after=3.0)
+    limits = CallerLimits(watch_streams_per_principal=2, stream_retry_after=3.0)
     server = await start_server(tmp_path, dataclasses.replace(rs256_auth(keys), limits=limits))
     viewer = keys.token(["viewer"], sub="carol")
     try:
