@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import runstream
 from runstream import (
     ActivityType,
     AlertActionType,
@@ -27,7 +26,6 @@ from runstream import (
     SubStepDetails,
 )
 from runstream.v1 import event_pb2
-from runstream_server.app import RunstreamServer
 from runstream_server.domain import events as server_events
 from runstream_server.domain import fields, queries
 
@@ -48,12 +46,6 @@ class _Mapping(dict[str, Any]):
 
 class _Float(float):
     """A float of the caller's own class (as numpy's float64 is)."""
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
 
 
 # (id, the call, what InvalidArgumentError says): every producer call, and each kind of rule

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,12 +31,6 @@ from runstream_server.domain.insight import InsightPolicy
 
 from tests.clients.support import TcpProxy, eventually, until
 from tests.server.support import Clock, on_clock
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
 
 
 async def log_of(client: Client, run_id: str) -> list[runstream.Event]:

@@ -9,7 +9,7 @@ path the answer took.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -50,12 +50,6 @@ PERSONAS: list[DecisionOption | str | tuple[str, ...]] = [
     DecisionOption("summiteer", "City Summiteer"),
     ("veteran", "Trail Veteran"),
 ]
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
 
 
 async def log_of(client: Client, run_id: str) -> list[Event]:

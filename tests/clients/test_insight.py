@@ -41,12 +41,6 @@ from tests.clients.support import TcpProxy, eventually
 from tests.conftest import ServerProcess
 
 
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
-
-
 @contextlib.asynccontextmanager
 async def custom_server(tmp_path: Path, **config: object) -> AsyncIterator[RunstreamServer]:
     srv = RunstreamServer(

@@ -9,7 +9,6 @@ with one, they leave together. ``flush()``, ``close()`` and the run's end never 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -21,12 +20,6 @@ from runstream_server.app import RunstreamServer
 from tests.clients.support import eventually
 
 SPACING = 0.02  # between reported events: each would leave alone without a linger
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
 
 
 async def messages_after(

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import runstream
 from runstream import Alert, Client, EventKind, RunStatus, StepSpec, StepStatus
-from runstream_server.app import RunstreamServer
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
 
 
 async def test_get_run_returns_the_derived_snapshot(client: Client) -> None:

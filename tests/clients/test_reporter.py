@@ -8,7 +8,6 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -59,12 +58,6 @@ PLAN = [
     StepSpec("copy", "Copy Team", agent="Copy Team"),
     StepSpec("web", "Web Developer"),
 ]
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as client:
-        yield client
 
 
 async def events_of(client: Client, run_id: str, **kwargs: object) -> list[Event]:

@@ -5,10 +5,8 @@ units, an alert's action), and reads them back typed."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import runstream
 from runstream import (
     AlertAction,
@@ -21,13 +19,6 @@ from runstream import (
     SubStepDetails,
     _convert,
 )
-from runstream_server.app import RunstreamServer
-
-
-@pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[Client]:
-    async with runstream.connect(server.target) as connected:
-        yield connected
 
 
 async def test_the_sdk_reports_items_estimates_and_seed_fields(client: Client) -> None:

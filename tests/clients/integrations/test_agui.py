@@ -42,12 +42,6 @@ DRAFT = ["Launch ", "faster ", "with ", "Runstream"]
 
 
 @pytest.fixture
-async def client(server: RunstreamServer) -> AsyncIterator[runstream.Client]:
-    async with runstream.connect(server.target) as connected:
-        yield connected
-
-
-@pytest.fixture
 async def bridge(client: runstream.Client) -> AsyncIterator[AguiBridge]:
     async with AguiBridge(client, port=0, origins=["http://app.example"], keepalive=0.5) as serving:
         yield serving
