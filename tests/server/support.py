@@ -47,6 +47,18 @@ async def create_run(stubs: Any, *step_ids: str, **fields: Any) -> run_pb2.Run:
     return response.run
 
 
+async def get_run(stubs: Any, run_id: str) -> run_pb2.Run:
+    """The run's snapshot, as GetRun answers it."""
+    return (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))).run
+
+
+async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
+    """The error a unary call (awaited here) ends with; the test fails if it succeeds."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value
+
+
 async def append(stubs: Any, run_id: str, *events: event_pb2.RunEvent) -> rp.AppendEventsResponse:
     return await stubs.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=events))
 

@@ -33,6 +33,7 @@ from tests.server.support import (
     clocked_server,
     create_run,
     ev,
+    get_run,
     keyless,
     on_clock,
     rp,
@@ -48,14 +49,10 @@ def policy(abandon_after: float | None = ABANDON_AFTER) -> InsightPolicy:
     )
 
 
-async def get(stubs: Stubs, run_id: str) -> run_pb2.Run:
-    return (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
-
-
 async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
     """The run once the background check gave it `health` (a pass a second)."""
     for _ in range(300):
-        run = await get(stubs, run_id)
+        run = await get_run(stubs, run_id)
         if run.health == health:
             return run
         await asyncio.sleep(0.05)
@@ -65,7 +62,7 @@ async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
 async def abandoned(stubs: Stubs, run_id: str) -> run_pb2.Run:
     """The run once the background check ended it (a pass a second)."""
     for _ in range(300):
-        run = await get(stubs, run_id)
+        run = await get_run(stubs, run_id)
         if run.status == run_pb2.RUN_STATUS_FAILED:
             return run
         await asyncio.sleep(0.05)
@@ -95,7 +92,7 @@ async def test_a_run_stalled_past_abandon_after_ends_failed_abandoned_for_its_wa
         await until(stubs, never_started.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER - 60)  # stalled, not yet long enough
         await asyncio.sleep(2.5)  # two passes or more
-        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
 
         clock.move(120)
         events: list[Any] = []
@@ -108,7 +105,7 @@ async def test_a_run_stalled_past_abandon_after_ends_failed_abandoned_for_its_wa
             "abandoned: STALLED and silent for 1h 1m, no report from its producer; the server "
             "ends a run that stays so for longer than 1h",
         )
-        ended = await get(stubs, run.run_id)
+        ended = await get_run(stubs, run.run_id)
         assert ended.status == run_pb2.RUN_STATUS_FAILED
         assert ended.error.code == "ABANDONED"
         other = await abandoned(stubs, never_started.run_id)  # checked in the same passes
@@ -140,7 +137,7 @@ async def test_a_stalled_run_whose_producer_reports_again_is_not_abandoned(
         clock.move(ABANDON_AFTER)  # past the hour since the first stall: stalled again only
         await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         await asyncio.sleep(2.5)
-        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         clock.move(ABANDON_AFTER + 1)
         assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
 
@@ -154,9 +151,9 @@ async def test_without_abandon_after_a_silent_run_waits_for_its_producer(
         await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(365 * 86400)
         await asyncio.sleep(2.5)
-        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_SUCCEEDED
+        assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_SUCCEEDED
 
 
 async def test_two_replicas_end_an_abandoned_run_once(
@@ -178,7 +175,7 @@ async def test_two_replicas_end_an_abandoned_run_once(
         # Both checks at once, besides the replicas' own background ones: the race itself.
         await asyncio.gather(a.runs._stalls.check(), b.runs._stalls.check())
         for stubs in (stubs_a, stubs_b):
-            assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_FAILED
+            assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_FAILED
         response = await stubs_b.runs.ListEvents(
             rs.ListEventsRequest(run_id=run.run_id, filter="kind = RUN_FAILED")
         )
@@ -238,7 +235,7 @@ async def test_a_producer_that_reports_as_the_run_is_judged_keeps_it(
             assert server.runs is not None
             running = run_pb2.RUN_STATUS_RUNNING
             await server.runs._stalls.abandon(run.run_id, running, ABANDON_AFTER)
-            now = await get(stubs, run.run_id)
+            now = await get_run(stubs, run.run_id)
     finally:
         await server.stop(grace=0.1)
     assert (now.status, now.health) == (run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_HEALTH_HEALTHY)
@@ -261,10 +258,10 @@ async def test_time_the_server_was_down_is_not_counted_and_a_paused_run_is_left_
     clock.move(2 * ABANDON_AFTER)  # down
     async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
         await asyncio.sleep(2.5)  # passes on its return
-        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
+        assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         clock.move(ABANDON_AFTER + 1)
         assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
-        assert (await get(stubs, paused.run_id)).status == run_pb2.RUN_STATUS_PAUSED
+        assert (await get_run(stubs, paused.run_id)).status == run_pb2.RUN_STATUS_PAUSED
 
 
 async def test_a_producer_whose_clock_is_days_off_is_stalled_and_abandoned_on_time(
@@ -293,7 +290,7 @@ async def test_a_producer_whose_clock_is_days_off_is_stalled_and_abandoned_on_ti
         behind = await skewed_run(stubs, -timedelta(days=2))
     async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
         await asyncio.sleep(2.5)  # passes after the restart
-        assert (await get(stubs, behind)).health == run_pb2.RUN_HEALTH_HEALTHY
+        assert (await get_run(stubs, behind)).health == run_pb2.RUN_HEALTH_HEALTHY
         clock.move(STALL_AFTER + 1)
         for run_id in (ahead, behind):
             stalled = await until(stubs, run_id, run_pb2.RUN_HEALTH_STALLED)

@@ -15,16 +15,11 @@ from tests.server.support import (
     create_run,
     custom,
     ev,
+    rpc_error,
     seqs,
     status_detail,
     watch_all,
 )
-
-
-async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
 
 
 async def test_acks_carry_contiguous_seqs(stubs) -> None:  # type: ignore[no-untyped-def]

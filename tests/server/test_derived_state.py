@@ -7,13 +7,9 @@ import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import run_pb2, run_service_pb2
 
-from tests.server.support import append, create_run, ev
+from tests.server.support import append, create_run, ev, get_run
 
 pytestmark = pytest.mark.asyncio
-
-
-async def get(stubs, run_id: str) -> run_pb2.Run:  # type: ignore[no-untyped-def]
-    return (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))).run
 
 
 async def test_new_run_is_pending_with_its_plan(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -52,7 +48,7 @@ async def test_progress_counts_the_running_steps_own_percent(stubs) -> None:  # 
             )
         ),
     )
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert snap.status == run_pb2.RUN_STATUS_RUNNING
     assert snap.HasField("start_time")
     # one step done and half of another, out of four: 37.5 %
@@ -103,7 +99,7 @@ async def test_active_agents_follow_agent_activity_and_steps(stubs) -> None:  # 
             )
         ),
     )
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     agents = {a.agent_id: a for a in snap.active_agents}
     assert set(agents) == {"bot-1", "bot-2"}
     assert agents["bot-1"].name == "OpportunityBot"
@@ -117,13 +113,15 @@ async def test_active_agents_follow_agent_activity_and_steps(stubs) -> None:  # 
             agent_activity=activity(agent_id="bot-1", activity=ev.AGENT_ACTIVITY_TYPE_COMPLETED)
         ),
     )
-    assert [a.agent_id for a in (await get(stubs, run.run_id)).active_agents] == ["bot-2"]
+    assert [a.agent_id for a in (await get_run(stubs, run.run_id)).active_agents] == ["bot-2"]
 
     # A step's agent is active while the step runs and leaves with it.
     await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="find")))
-    assert "find-agent" in {a.agent_id for a in (await get(stubs, run.run_id)).active_agents}
+    assert "find-agent" in {a.agent_id for a in (await get_run(stubs, run.run_id)).active_agents}
     await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="find")))
-    assert "find-agent" not in {a.agent_id for a in (await get(stubs, run.run_id)).active_agents}
+    assert "find-agent" not in {
+        a.agent_id for a in (await get_run(stubs, run.run_id)).active_agents
+    }
 
 
 async def test_an_agent_on_parallel_steps_stays_active_until_its_last_step_ends(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -142,11 +140,11 @@ async def test_an_agent_on_parallel_steps_stays_active_until_its_last_step_ends(
         ev.RunEvent(step_started=ev.StepStarted(step_id="copy-fr")),
     )
     await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="copy-fr")))
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert [(a.agent_id, a.step_id) for a in snap.active_agents] == [("Copy Team", "copy-en")]
 
     await append(stubs, run.run_id, ev.RunEvent(step_completed=ev.StepCompleted(step_id="copy-en")))
-    assert list((await get(stubs, run.run_id)).active_agents) == []
+    assert list((await get_run(stubs, run.run_id)).active_agents) == []
 
 
 async def test_a_late_report_on_an_ended_step_does_not_make_its_agent_active(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -166,7 +164,7 @@ async def test_a_late_report_on_an_ended_step_does_not_make_its_agent_active(stu
         message="wrapping up",
     )
     await append(stubs, run.run_id, ev.RunEvent(agent_activity=late))
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert list(snap.active_agents) == []
     feed = await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))
     assert [e.agent_activity.message for e in feed.recent_activity] == ["wrapping up"]
@@ -175,7 +173,7 @@ async def test_a_late_report_on_an_ended_step_does_not_make_its_agent_active(stu
     await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="b")))
     late.step_id = "b"
     await append(stubs, run.run_id, ev.RunEvent(agent_activity=late))
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert ("late", "b") in [(a.agent_id, a.step_id) for a in snap.active_agents]
 
 
@@ -193,7 +191,7 @@ async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-
             )
         ),
     )
-    assert (await get(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_DEGRADED
+    assert (await get_run(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_DEGRADED
     await append(
         stubs,
         run.run_id,
@@ -207,7 +205,7 @@ async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-
         ev.RunEvent(step_skipped=ev.StepSkipped(step_id="b", reason="not needed")),
         ev.RunEvent(run_completed=ev.RunCompleted(summary="campaign ready")),
     )
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert snap.status == run_pb2.RUN_STATUS_SUCCEEDED
     assert snap.progress.percent == 100
     assert snap.progress.completed_steps == 2
@@ -233,7 +231,7 @@ async def test_completion_failure_and_health(stubs) -> None:  # type: ignore[no-
         ),
         ev.RunEvent(run_failed=ev.RunFailed(error=run_pb2.ErrorInfo(message="step a failed"))),
     )
-    snap = await get(stubs, failed.run_id)
+    snap = await get_run(stubs, failed.run_id)
     assert snap.status == run_pb2.RUN_STATUS_FAILED
     assert snap.health == run_pb2.RUN_HEALTH_FAILING
     assert snap.error.message == "step a failed"
@@ -255,7 +253,7 @@ async def test_a_step_still_running_when_the_run_ends_is_closed_with_it(stubs, e
         await append(stubs, run.run_id, ev.RunEvent(run_failed=ev.RunFailed(error=error)))
     else:
         await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     a, b = snap.steps
     assert b.status == run_pb2.STEP_STATUS_PENDING
     assert a.HasField("end_time")
@@ -288,7 +286,7 @@ async def test_a_run_without_a_plan_says_nothing_of_how_far_it_is_until_it_ends(
         ev.RunEvent(step_completed=ev.StepCompleted(step_id="research")),
         ev.RunEvent(step_started=ev.StepStarted(step_id="write")),
     )
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert (snap.progress.completed_steps, snap.progress.total_steps) == (1, 2)
     assert snap.progress.percent == 0
     await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
@@ -296,7 +294,7 @@ async def test_a_run_without_a_plan_says_nothing_of_how_far_it_is_until_it_ends(
         await stubs.runs.ListEvents(run_service_pb2.ListEventsRequest(run_id=run.run_id))
     ).events
     assert not [e.milestone.title for e in events if e.HasField("milestone")]
-    assert (await get(stubs, run.run_id)).progress.percent == 100
+    assert (await get_run(stubs, run.run_id)).progress.percent == 100
     planned = await create_run(stubs, "a", "b")
     assert not planned.progress.unplanned
 
@@ -313,7 +311,7 @@ async def test_unplanned_step_is_added_and_failed_step_can_be_retried(stubs) -> 
         ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
         ev.RunEvent(step_started=ev.StepStarted(step_id="extra", name="Extra QA", agent="qa")),
     )
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert [s.step_id for s in snap.steps] == ["a", "extra"]
     assert snap.steps[0].attempts == 2
     assert snap.steps[0].status == run_pb2.STEP_STATUS_RUNNING
@@ -340,7 +338,7 @@ async def test_a_refused_batch_leaves_no_trace_of_the_step_it_started(stubs) -> 
     assert "events[0].step_progress.step_id" in str(unknown.value.details())
     # Started again, it is added once, after the planned step.
     await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="extra")))
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert [s.step_id for s in snap.steps] == ["a", "extra"]
     assert snap.current_step_id == "extra"
 
@@ -353,7 +351,7 @@ async def test_run_metrics_keep_the_latest_values(stubs) -> None:  # type: ignor
         ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"impressions": 10000, "clicks": 500})),
         ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"impressions": 10500})),
     )
-    snap = await get(stubs, run.run_id)
+    snap = await get_run(stubs, run.run_id)
     assert dict(snap.metrics) == {"impressions": 10500, "clicks": 500}
 
 
@@ -369,7 +367,7 @@ async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config)
         ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
         ev.RunEvent(step_progress=ev.StepProgress(step_id="a", percent=40)),
     )
-    before = await get(stubs, run.run_id)
+    before = await get_run(stubs, run.run_id)
     await server.stop(grace=0.1)
     again = RunstreamServer(server_config(server.config.store_path))
     await again.start()
@@ -396,12 +394,12 @@ async def test_a_steps_planned_agent_reporting_under_its_own_id_is_one_agent(stu
         return ev.RunEvent(agent_activity=reported)
 
     await append(stubs, run.run_id, report(ev.AGENT_ACTIVITY_TYPE_STARTED))
-    active = (await get(stubs, run.run_id)).active_agents
+    active = (await get_run(stubs, run.run_id)).active_agents
     assert [(a.agent_id, a.name, a.step_id) for a in active] == [
         ("agent-123", "find-agent", "find")
     ]
     await append(stubs, run.run_id, report(ev.AGENT_ACTIVITY_TYPE_COMPLETED))
-    assert list((await get(stubs, run.run_id)).active_agents) == []  # the step still runs
+    assert list((await get_run(stubs, run.run_id)).active_agents) == []  # the step still runs
 
 
 async def test_an_agent_a_step_planned_by_id_is_listed_under_the_name_it_reports(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -429,8 +427,8 @@ async def test_an_agent_a_step_planned_by_id_is_listed_under_the_name_it_reports
         message="draft ready",
     )
     await append(stubs, run_id, ev.RunEvent(agent_activity=reported))
-    listed = [(a.agent_id, a.name, a.message) for a in (await get(stubs, run_id)).active_agents]
+    listed = [(a.agent_id, a.name, a.message) for a in (await get_run(stubs, run_id)).active_agents]
     assert listed == [("media_planner_agent", "Media Planner", "draft ready")]
     await append(stubs, run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="buy")))
-    names = [a.name for a in (await get(stubs, run_id)).active_agents]
+    names = [a.name for a in (await get_run(stubs, run_id)).active_agents]
     assert names == ["Media Planner"]

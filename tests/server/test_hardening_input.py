@@ -29,7 +29,7 @@ from runstream_server.observability import logs
 from runstream_server.observability.logs import RequestContextFilter
 
 from tests.conftest import ServerProcess
-from tests.server.support import append, create_run, ev, watch_all
+from tests.server.support import append, create_run, ev, rpc_error, watch_all
 
 TRUNCATED = rs.CreateRunRequest(workflow="wf", display_name="x" * 40).SerializeToString()[:-5]
 NOT_UTF8 = "not-utf8"  # stands for: the method's first string field holding b"\xff\xfe\xfd"
@@ -141,12 +141,6 @@ async def test_the_server_still_serves_after_garbage(stubs: Any) -> None:
 
 
 # --- item 4: values outside their enum, negative counts ---------------------------------------
-
-
-async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
 
 
 async def test_target_kind_outside_the_enum_is_invalid_argument(stubs: Any) -> None:

@@ -23,7 +23,7 @@ from runstream_server.domain.runs import Retention
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, ev
+from tests.server.support import append, create_run, ev, get_run
 
 FAILED = "step research failed: rate limited by the search API"
 
@@ -37,10 +37,6 @@ async def fail_research(stubs: Stubs, run_id: str) -> None:
         ev.RunEvent(step_started=ev.StepStarted(step_id="research")),
         ev.RunEvent(step_failed=ev.StepFailed(step_id="research", error=error)),
     )
-
-
-async def get(stubs: Stubs, run_id: str) -> run_pb2.Run:
-    return (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
 
 
 async def listed(stubs: Stubs, run_id: str) -> run_pb2.Run:
@@ -67,7 +63,7 @@ async def reasons(stubs: Stubs, run_id: str) -> list[tuple[int, str]]:
     return [
         (run.health, run.health_reason)
         for run in (
-            await get(stubs, run_id),
+            await get_run(stubs, run_id),
             await listed(stubs, run_id),
             await snapshot(stubs, run_id),
         )
@@ -132,7 +128,7 @@ async def test_a_failed_step_the_producer_skips_no_longer_keeps_the_run_failing(
     await append(stubs, run.run_id, ev.RunEvent(step_skipped=skip))
     skipped = (run_pb2.RUN_HEALTH_DEGRADED, f"{FAILED}; the step was skipped")
     assert await reasons(stubs, run.run_id) == [skipped] * 3
-    [step] = [s for s in (await get(stubs, run.run_id)).steps if s.step_id == "research"]
+    [step] = [s for s in (await get_run(stubs, run.run_id)).steps if s.step_id == "research"]
     assert step.status == run_pb2.STEP_STATUS_SKIPPED
     assert not step.HasField("error")  # Step.error: set only when the step FAILED
     took = step.end_time.ToNanoseconds() - step.start_time.ToNanoseconds()
@@ -220,7 +216,7 @@ async def test_another_replica_reads_the_reason_a_replica_recorded(
     ):
         stubs_a, stubs_b = Stubs.on(on_a), Stubs.on(on_b)
         run = await create_run(stubs_a, "research")
-        assert (await get(stubs_b, run.run_id)).health_reason == ""  # b has it loaded too
+        assert (await get_run(stubs_b, run.run_id)).health_reason == ""  # b has it loaded too
         await fail_research(stubs_a, run.run_id)
         assert await reasons(stubs_b, run.run_id) == [(run_pb2.RUN_HEALTH_FAILING, FAILED)] * 3
 
@@ -253,7 +249,7 @@ async def test_a_failed_run_says_why_after_retention_purged_its_log(
             with pytest.raises(grpc.aio.AioRpcError) as purged:
                 await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id))
             assert purged.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            run = await get(stubs, old.run_id)
+            run = await get_run(stubs, old.run_id)
             assert (run.health, run.health_reason) == (
                 run_pb2.RUN_HEALTH_FAILING,
                 "budget exhausted",
@@ -263,7 +259,7 @@ async def test_a_failed_run_says_why_after_retention_purged_its_log(
 
 
 async def health(stubs: Stubs, run_id: str) -> tuple[int, str]:
-    run = await get(stubs, run_id)
+    run = await get_run(stubs, run_id)
     return run.health, run.health_reason
 
 
@@ -420,10 +416,10 @@ async def test_a_stall_does_not_wipe_the_trouble_a_run_had_before_it(
                 runs[run.run_id] = before
             for run_id in runs:
                 for _ in range(200):
-                    if (await get(stubs, run_id)).health == run_pb2.RUN_HEALTH_STALLED:
+                    if (await get_run(stubs, run_id)).health == run_pb2.RUN_HEALTH_STALLED:
                         break
                     await asyncio.sleep(0.05)
-                assert (await get(stubs, run_id)).health == run_pb2.RUN_HEALTH_STALLED
+                assert (await get_run(stubs, run_id)).health == run_pb2.RUN_HEALTH_STALLED
     finally:
         await server.stop(grace=0.1)
 
@@ -464,10 +460,10 @@ async def test_a_run_cancelled_while_stalled_is_no_longer_stalled(
             )
             for run in (quiet, troubled):
                 for _ in range(200):
-                    if (await get(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_STALLED:
+                    if (await get_run(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_STALLED:
                         break
                     await asyncio.sleep(0.05)
-                assert (await get(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_STALLED
+                assert (await get_run(stubs, run.run_id)).health == run_pb2.RUN_HEALTH_STALLED
                 await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="stop"))
             assert await health(stubs, quiet.run_id) == (run_pb2.RUN_HEALTH_HEALTHY, "")
             assert await health(stubs, troubled.run_id) == (

@@ -34,6 +34,7 @@ from tests.server.support import (
     clocked_server,
     create_run,
     ev,
+    get_run,
     wall_clock_off,
 )
 
@@ -41,14 +42,10 @@ START_WITHIN = 60.0
 POLICY = InsightPolicy(start_within=START_WITHIN)  # running runs: the defaults (300 s)
 
 
-async def get(stubs: Stubs, run_id: str) -> run_pb2.Run:
-    return (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run
-
-
 async def stalled(stubs: Stubs, run_id: str) -> run_pb2.Run:
     """The run once the background check has marked it STALLED (at most a few passes)."""
     for _ in range(300):  # a pass a second: 15 s is many passes
-        run = await get(stubs, run_id)
+        run = await get_run(stubs, run_id)
         if run.health == run_pb2.RUN_HEALTH_STALLED:
             return run
         await asyncio.sleep(0.05)
@@ -110,7 +107,7 @@ async def test_a_run_never_started_is_stalled_with_a_reason_and_recovers_when_it
             run_pb2.RUN_HEALTH_HEALTHY,
             "the run started",
         )
-        started = await get(stubs, run.run_id)
+        started = await get_run(stubs, run.run_id)
         assert (started.status, started.health) == (
             run_pb2.RUN_STATUS_RUNNING,
             run_pb2.RUN_HEALTH_HEALTHY,
@@ -118,7 +115,7 @@ async def test_a_run_never_started_is_stalled_with_a_reason_and_recovers_when_it
         assert started.start_time.ToDatetime(UTC) == clock.now
         assert started.current_step_id == "crawl"
         await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
-        assert (await get(stubs, run.run_id)).status == run_pb2.RUN_STATUS_SUCCEEDED
+        assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_SUCCEEDED
         watch.cancel()
         assert [c.health for c in await health_changes(stubs, run.run_id)] == [
             run_pb2.RUN_HEALTH_STALLED,
@@ -163,7 +160,7 @@ async def test_a_run_started_in_time_is_never_stalled_for_it(
         clock.move(START_WITHIN)  # past the threshold for both; the started one spoke 60 s ago
 
         await stalled(stubs, forgotten.run_id)
-        run = await get(stubs, started.run_id)
+        run = await get_run(stubs, started.run_id)
         assert (run.status, run.health) == (run_pb2.RUN_STATUS_RUNNING, run_pb2.RUN_HEALTH_HEALTHY)
         assert await health_changes(stubs, started.run_id) == []
 
@@ -178,7 +175,7 @@ async def test_a_run_cancelled_before_it_starts_is_not_stalled(
         await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=cancelled.run_id, reason="typo"))
         clock.move(START_WITHIN * 2)
         await stalled(stubs, forgotten.run_id)
-        run = await get(stubs, cancelled.run_id)
+        run = await get_run(stubs, cancelled.run_id)
         assert run.status == run_pb2.RUN_STATUS_CANCELLED
         assert run.health != run_pb2.RUN_HEALTH_STALLED
         assert await health_changes(stubs, cancelled.run_id) == []
@@ -241,7 +238,7 @@ async def test_a_replica_whose_clock_runs_ahead_does_not_stall_the_others_runs(
         stubs = Stubs.on(channel)
         run = await create_run(stubs, "a")
         await asyncio.sleep(2.5)  # two checks or more on each replica
-        assert (await get(stubs, run.run_id)).health != run_pb2.RUN_HEALTH_STALLED
+        assert (await get_run(stubs, run.run_id)).health != run_pb2.RUN_HEALTH_STALLED
         assert await health_changes(stubs, run.run_id) == []
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert [w for w in warnings if "off the store's" in w] == [
