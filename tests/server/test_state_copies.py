@@ -123,3 +123,23 @@ def test_a_copy_shares_the_decisions_until_it_folds_a_decision_event() -> None:
     assert [d.decision_id for d in draft.open_decisions()] == ["d-1", "d-3"]
     assert [d.decision_id for d in state.open_decisions()] == ["d-1", "d-2", "d-3"]
     assert state.run.status == draft.run.status == run_pb2.RUN_STATUS_WAITING_FOR_INPUT
+
+
+def test_a_copy_shares_the_milestones_until_it_fires_one() -> None:
+    """A producer names its milestones, as many as it likes, and each commit copied them all
+    (found in review): the copy shares them, and takes its own only to fire one."""
+    state = _running_with_a_decision()
+    for n in range(3):
+        state.apply(_event(3 + n, milestone=event_pb2.Milestone(milestone_id=f"m-{n}")))
+    fired = set(state.milestones)
+    draft = state.copy()
+    draft.apply(_event(6, text_delta=event_pb2.TextDelta(message_id="m", delta="x")))
+    assert draft.milestones is state.milestones  # nothing of them copied
+
+    draft.apply(_event(7, milestone=event_pb2.Milestone(milestone_id="m-3")))
+    assert draft.milestones == fired | {"m-3"} and state.milestones == fired
+    # The state it was copied from may take another batch (the store refused the draft's).
+    again = state.copy()
+    again.apply(_event(6, milestone=event_pb2.Milestone(milestone_id="m-9")))
+    assert again.milestones == fired | {"m-9"}
+    assert state.milestones == fired and draft.milestones == fired | {"m-3"}

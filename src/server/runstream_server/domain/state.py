@@ -88,6 +88,7 @@ class RunState:
     """
 
     __slots__ = (
+        "_milestones_shared",
         "_open",
         "_shared",
         "decision_bytes",
@@ -118,6 +119,9 @@ class RunState:
         self.decision_bytes = 0
         """What the decisions hold, as :data:`MAX_DECISION_BYTES` counts it."""
         self.milestones: set[str] = set()
+        """The ids of the milestones fired; read it, never change it: shared with the copies
+        of this state until one of them fires one (:meth:`_own_milestones`)."""
+        self._milestones_shared = False
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
         self.estimated_at = 0.0
@@ -154,7 +158,10 @@ class RunState:
         state.decisions = self.decisions
         state._open = self._open
         state.decision_bytes = self.decision_bytes
-        state.milestones = self.milestones.copy()
+        # Shared as the decisions are: a producer names its milestones, as many as it likes,
+        # and a copy for each commit cost a pass over them all.
+        self._milestones_shared = state._milestones_shared = True
+        state.milestones = self.milestones
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
         state.estimated_at = self.estimated_at
@@ -169,6 +176,12 @@ class RunState:
     @property
     def has_open_decisions(self) -> bool:
         return bool(self._open)
+
+    def _own_milestones(self) -> None:
+        """Makes the milestones this state's own, to change: copied if they are shared."""
+        if self._milestones_shared:
+            self.milestones = self.milestones.copy()
+            self._milestones_shared = False
 
     def _own_decisions(self) -> None:
         """Makes the decisions this state's own, to change: copied if they are shared."""
@@ -238,6 +251,7 @@ class RunState:
         if name == "agent_activity":
             self.recent_activity.append(event)
         elif name == "milestone" and event.milestone.milestone_id:
+            self._own_milestones()
             self.milestones.add(event.milestone.milestone_id)
             marks = event.milestone.data.fields.get("marks")
             if event.milestone.milestone_id.startswith("progress-") and marks is not None:
