@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import tracemalloc
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer
+from runstream_server.domain.runs import InitialStateComplete
 
 from tests.conftest import ConfigFactory
 from tests.server.support import append, create_run, custom, ev, seqs, watch_all
@@ -357,3 +359,62 @@ async def test_watchers_that_come_and_go_leave_no_trace(server: RunstreamServer)
     finally:
         tracemalloc.stop()
     assert grown < 100_000, grown
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _allocated_bytes() -> int:
+    """What this process's C heap holds now (glibc's mallinfo2: chunks in use, mapped ones
+    too), which protobuf's messages are made of: tracemalloc sees none of it, and the
+    resident size moves as much with what was freed before."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = _Mallinfo2
+    info = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+async def test_a_runs_watch_that_stops_reading_holds_no_steps(server: RunstreamServer) -> None:
+    """A WatchRuns stream that stops reading holds the newest summary of each run that
+    changed meanwhile. Summaries have no steps, and must not keep the steps' memory either:
+    copied with their steps and cleared after, 30 runs of 200 long steps held 28 MB."""
+    runs = server.runs
+    assert runs is not None
+    steps = [run_pb2.StepSpec(step_id=f"s{n}", description="d" * 4000) for n in range(200)]
+    ids = []
+    for n in range(30):
+        run = await runs.create_run(
+            run_id=f"big-{n}", workflow="wf", display_name="", labels={}, steps=steps
+        )
+        assert run.ByteSize() > 800_000
+        ids.append(run.run_id)
+    watch = runs.watch_runs(filter_text="", heartbeat_interval=300.0)
+    while not isinstance(await anext(watch), InitialStateComplete):
+        pass
+    waiting = asyncio.ensure_future(anext(watch))
+    await runs.append(ids[0], [custom(1)])
+    got = await waiting
+    assert [r.run_id for r in got] == [ids[0]]  # then it stops reading
+    gc.collect()
+    before = _allocated_bytes()
+    for run_id in ids:
+        await runs.append(run_id, [custom(2)])
+    gc.collect()
+    held = _allocated_bytes() - before
+    await watch.aclose()
+    assert held < 8_000_000, held

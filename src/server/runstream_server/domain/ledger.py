@@ -115,13 +115,29 @@ def by_seq(event: StoredEvent) -> int:
     return event.seq
 
 
-def summary(run: run_pb2.Run, viewers: int, now: datetime) -> run_pb2.Run:
-    """A run without its steps, for lists and WatchRuns, its estimate counted down to `now`."""
-    brief = run_pb2.Run()
-    brief.CopyFrom(run)
-    brief.ClearField("steps")
+def summary(run: run_pb2.Run, viewers: int, now: datetime, *, owned: bool = False) -> run_pb2.Run:
+    """A run without its steps, for lists and WatchRuns, its estimate counted down to `now`.
+    `owned`: `run` is the caller's own copy (read from the store for it), which may lose its
+    steps."""
+    brief = without_steps(run, owned=owned)
     brief.viewer_count = viewers
     insight.count_down(brief, now)
+    return brief
+
+
+def without_steps(run: run_pb2.Run, *, owned: bool) -> run_pb2.Run:
+    """A copy of `run` without its steps that holds none of their memory: a protobuf message
+    keeps what it ever held until it is freed, steps cleared or not, so the copy is made of a
+    message whose steps are already cleared (`run` itself when the caller owns it, else a
+    first copy, which is let go). A WatchRuns stream holds one summary per changed run until
+    it sends it; copied with their steps, runs near the 2 MiB limit kept 2 MiB each."""
+    if not owned:
+        whole = run_pb2.Run()
+        whole.CopyFrom(run)
+        run = whole
+    run.ClearField("steps")
+    brief = run_pb2.Run()
+    brief.CopyFrom(run)
     return brief
 
 

@@ -113,11 +113,8 @@ class Reading:
                 run_filter, size - len(runs), next_cursor, max_bytes=budget
             )
             counts = await self._viewers.read([r.run_id for r in page.runs])
-            # The store's copies, this call's own: a summary copied with their steps would
-            # keep the steps' memory (protobuf's arena) for as long as it is held.
-            for run in page.runs:
-                run.ClearField("steps")
-            summaries = [summary(r, counts[r.run_id], now) for r in page.runs]
+            # The store's copies, this call's own.
+            summaries = [summary(r, counts[r.run_id], now, owned=True) for r in page.runs]
             runs += summaries
             positions += page.positions
             held += sum(r.ByteSize() for r in summaries)

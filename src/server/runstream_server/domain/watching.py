@@ -28,7 +28,12 @@ from runstream.v1 import run_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent, check_id
 from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription, Subscription
-from runstream_server.domain.ledger import RunLedger, check_not_purged, summary
+from runstream_server.domain.ledger import (
+    RunLedger,
+    check_not_purged,
+    summary,
+    without_steps,
+)
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
 from runstream_server.domain.queries import chunks, matches, parse_filter
@@ -378,7 +383,7 @@ class Watching:
                 read = await self._store.list_runs(
                     run_filter, size - len(runs), cursor, max_bytes=self._limits.response_bytes
                 )
-                runs += map(_without_steps, read.runs)
+                runs += (without_steps(run, owned=True) for run in read.runs)
                 positions += read.positions
                 cursor = read.next_cursor
                 del read  # its snapshots, before the next are read
@@ -475,16 +480,6 @@ class Watching:
             self._ledger.publish_run(state)
         if self._store.shared:
             self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
-
-
-def _without_steps(run: run_pb2.Run) -> run_pb2.Run:
-    """A copy of a run the store read for this caller alone, without its steps: made after
-    they are cleared, so that it holds none of their memory (a protobuf message keeps all it
-    ever held until it is freed, steps cleared or not)."""
-    run.ClearField("steps")
-    brief = run_pb2.Run()
-    brief.CopyFrom(run)
-    return brief
 
 
 def _ended(sub: Subscription) -> DataLoss | Unavailable:
