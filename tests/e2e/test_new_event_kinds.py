@@ -1,20 +1,25 @@
 """An event of a kind the views have no case for shows, by its name and fields, with no edit.
 
 A kind added to the protos used to be dropped by the terminal view (`runstream watch`,
-`runstream events`) until it had a case for it. The view now says such an event generically:
-the kind's name in words, then the fields its producer set, with control characters and bidi
-marks escaped as in every producer's text.
+`runstream events`) and the dashboard's feed until each had a case for it. Each now says such
+an event generically: the kind's name in words, then the fields its producer set, escaped as
+every producer's text is (control characters and bidi marks in a terminal, HTML in the page).
 
 The terminal test makes the kind it needs: protos one kind newer than this client's
 (``budget_warning``, number 99, in a private descriptor pool). No server is involved there:
-a server refuses a kind its own protos lack, as it should.
+a server refuses a kind its own protos lack, as it should. The browser test runs the page
+built from its sources with one kind's case taken out of the feed's ``describe()``, against a
+real server, through real Envoy.
 """
 
 from __future__ import annotations
 
 import io
+import shutil
+from pathlib import Path
 
 import pytest
+import runstream
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import FileDescriptor
 from google.protobuf.message import Message
@@ -23,6 +28,10 @@ from runstream._convert import event_from_pb, run_from_pb
 from runstream.cli.render import Dashboard, PlainRenderer
 from runstream.cli.view import RunView
 from runstream.v1 import event_pb2, run_pb2
+from runstream_server.app import RunstreamServer
+
+from .conftest import Web
+from .web_support import WEB, browser, run_node
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -135,3 +144,61 @@ def test_a_long_text_field_is_cut_and_many_fields_are_counted() -> None:
     assert note is not None
     assert f"message: {('word ' * 16)[:79]}… · severity" in note.text
     assert note.text.endswith(" · +1 more")  # 7 fields set, 6 shown
+
+
+# --- the dashboard ----------------------------------------------------------------------------
+
+
+async def _page_without_a_case_for(case: str, tmp_path: Path) -> Path:
+    """The dashboard's app.js built from its sources with describe()'s case for `case` taken
+    out, as a kind added to the protos arrives before anyone writes it one."""
+    web = tmp_path / "web"
+    shutil.copytree(WEB / "src", web / "src")
+    (web / "scripts").mkdir()
+    shutil.copy(WEB / "scripts" / "build.mjs", web / "scripts" / "build.mjs")
+    (web / "node_modules").symlink_to(WEB / "node_modules")
+    model = web / "src" / "dashboard" / "model.ts"
+    source = model.read_text()
+    feed_lines = source.index("\nexport function describe(")
+    taken_out = source[feed_lines:].replace(f'case "{case}":', f'case "{case} (taken out)":', 1)
+    assert taken_out != source[feed_lines:], f'describe() has no case "{case}"'
+    model.write_text(source[:feed_lines] + taken_out)
+    await run_node(str(web / "scripts" / "build.mjs"), "--outdir", str(tmp_path / "static"))
+    return tmp_path / "static" / "app.js"
+
+
+FEED_ITEM = "document.querySelector('.feed [data-kind=\"ALERT\"]')"
+MARKUP = '<img src="x" onerror="window.pwned = 1">'
+
+
+async def test_the_dashboard_feed_shows_a_kind_it_has_no_case_for_by_its_name_and_fields(
+    server: RunstreamServer, web: Web, tmp_path: Path
+) -> None:
+    """The feed showed only the kinds listed in FEED_KINDS with a case in describe(): a new
+    kind was missing from it until both were written. Its fields are text, never markup."""
+    app = await _page_without_a_case_for("alert", tmp_path)
+    async with runstream.connect(server.target) as client, browser() as page:
+        await page.serve("**/app.js", app)
+        run = await client.start_run("budget", steps=["research"])
+        await run.alert(
+            f"Nearly out of budget {MARKUP}",
+            severity=runstream.Severity.MEDIUM,
+            data={"spent_usd": 93.5, "note": "<b>bold</b>"},
+            action=runstream.AlertActionType.PAUSE_RUN,
+        )
+        await run.flush()
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{FEED_ITEM} !== null")
+        title = await page.eval(f"{FEED_ITEM}.querySelector('.feed-title').textContent")
+        detail = await page.eval(f"{FEED_ITEM}.querySelector('.feed-detail').textContent")
+        assert title == "Alert"
+        assert detail == (
+            f"severity: MEDIUM · message: Nearly out of budget {MARKUP}"
+            " · data: {note: <b>bold</b>, spent_usd: 93.5} · action: {type: PAUSE_RUN}"
+        )
+        assert await page.eval(f"{FEED_ITEM}.querySelectorAll('img, b').length") == 0
+        assert await page.eval("window.pwned === undefined")
+        await page.screenshot("feed-kind-without-a-case.png", full_page=False)
+        await run.complete()
+        await run.close()
+        assert await page.errors() == []
