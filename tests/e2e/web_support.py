@@ -257,6 +257,11 @@ class Browser:
         way back `delay` seconds later (as when a proxy drops the connection)."""
         await self.call("replylost", method=method, delayMs=int(delay * 1000))
 
+    async def serve(self, pattern: str, path: Path) -> None:
+        """Requests for URLs matching `pattern` ("**/app.js") are answered with the file at
+        `path` from now on (a bundle the test built)."""
+        await self.call("serve", pattern=pattern, path=str(path))
+
     async def calls(self, method: str) -> int:
         """How many calls of `method` ("runstream.v1.RunService/ListEvents") the page has
         made so far."""

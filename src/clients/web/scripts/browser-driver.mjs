@@ -13,7 +13,8 @@
 // "Enter" or "Tab", pressed where the focus is), keydown and keyup (a key held: a second
 // keydown before the keyup repeats, as a held key does), ax (the role, name and description
 // Chromium's accessibility tree gives the element a selector matches: what a screen reader
-// says), close.
+// says), serve (requests for URLs matching `pattern`, "**/app.js", answered with the file at
+// `path`: a bundle the test built), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -118,6 +119,7 @@ const ops = {
       .then(() => null),
   calls: ({ method }) =>
     Promise.resolve([...calls].filter(([path]) => path.endsWith(`/${method}`)).reduce((sum, [, n]) => sum + n, 0)),
+  serve: ({ pattern, path }) => page.route(pattern, (route) => route.fulfill({ path })).then(() => null),
   close: () => browser.close().then(() => null),
 };
 

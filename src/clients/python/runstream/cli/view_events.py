@@ -4,8 +4,9 @@
 messages being written, metrics, open decisions, agents' names); :func:`describe` then reads
 the view, changing nothing, for the :class:`~runstream.cli.view_items.Note` that says the
 event in words, or None for noise. The web dashboard's model splits the same way
-(``RunModel.apply`` and ``describe()`` in ``model.ts``). A kind this client does not know yet
-is skipped quietly, as the proto asks.
+(``RunModel.apply`` and ``describe()`` in ``model.ts``). A kind :func:`describe` has no case
+for is said generically, by its name and fields (:mod:`runstream.cli.view_fields`); one this
+client's protos do not know either is skipped quietly, as the proto asks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .fmt import (
     ordered_metrics,
     percent_text,
 )
+from .view_fields import fields_note
 from .view_items import Note, OpenPrompt, StepRow, TextStream, options_text
 
 if TYPE_CHECKING:
@@ -132,7 +134,7 @@ def fold(view: RunView, event: Event, fresh: bool) -> None:
 
 def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
     """What the event, already folded into the view, means to a person; None for noise (a
-    message not finished yet, a kind this client does not know). Changes nothing."""
+    message not finished yet, a kind this client's protos do not know). Changes nothing."""
     payload = event.payload
     match payload:
         case runstream.RunCreated():
@@ -368,8 +370,8 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
         case runstream.Custom():
             return Note("◆", "custom", payload.type, "grey70")
         case _:
-            # A kind newer than this client: the proto asks us to skip it quietly.
-            return None
+            # A kind this view has no case for: its name and the fields its producer set.
+            return fields_note(event)
 
 
 def _row(view: RunView, step_id: str) -> StepRow:

@@ -18,6 +18,7 @@ import {
 import { type Run, RunHealth, RunStatus, Severity, type Step, StepSchema, StepStatus } from "../gen/runstream/v1/run_pb";
 import type { Decision } from "../gen/runstream/v1/decision_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
+import { fieldsText } from "./fields";
 import { durationMillis, enumWords, formatDuration, jsonText, millis } from "./format";
 
 /** How many entries the activity feed keeps. */
@@ -36,35 +37,6 @@ export const TEXT_CHARS = 6000;
 export const MODELS_SHOWN = 8;
 
 /**
- * The event kinds the activity feed shows, each with a case in describe(); the others are in
- * NOT_IN_FEED. A kind in neither list, or listed without its describe() case, would never
- * show: tests/server/test_hardening_event_kinds.py checks every kind is in one of them.
- */
-export const FEED_KINDS: readonly EventKind[] = [
-  EventKind.RUN_CREATED,
-  EventKind.RUN_STARTED,
-  EventKind.RUN_STATUS_CHANGED,
-  EventKind.RUN_COMPLETED,
-  EventKind.RUN_FAILED,
-  EventKind.RUN_CANCELLED,
-  EventKind.STEP_STARTED,
-  EventKind.STEP_COMPLETED,
-  EventKind.STEP_FAILED,
-  EventKind.STEP_SKIPPED,
-  EventKind.AGENT_ACTIVITY,
-  EventKind.MILESTONE,
-  EventKind.ALERT,
-  EventKind.ERROR_RECOVERY,
-  EventKind.ARTIFACT_PRODUCED,
-  EventKind.WORKFLOW_STATE_CHANGE,
-  EventKind.HEALTH_CHANGED,
-  EventKind.DECISION_REQUESTED,
-  EventKind.DECISION_RESOLVED,
-  EventKind.CUSTOM,
-];
-const FEED_KIND_SET = new Set(FEED_KINDS);
-
-/**
  * The event kinds the feed leaves out on purpose, shown elsewhere: streamed text, thinking
  * and model allocations in their panels (apply()); step and item progress, metrics and
  * estimates in the snapshot's panels (SNAPSHOT_KINDS), metrics also from the events.
@@ -79,6 +51,21 @@ export const NOT_IN_FEED: readonly EventKind[] = [
   EventKind.ESTIMATE_UPDATED,
 ];
 
+const PAYLOADS = RunEventSchema.oneofs[0].fields;
+
+const KIND_BY_CASE = new Map<string, EventKind>(PAYLOADS.map((field) => [field.localName, field.number as EventKind]));
+
+/** Each kind's payload message, by its case: what describe() says a kind it has no case for from. */
+const PAYLOAD_BY_CASE = new Map(PAYLOADS.flatMap((field) => (field.message ? [[field.localName, field.message] as const] : [])));
+
+/**
+ * The event kinds the activity feed shows: every kind of this build's protos but those in
+ * NOT_IN_FEED. describe() has a line for each of them: its own, or the kind's name and the
+ * fields its producer set, for a kind it has no case for.
+ */
+export const FEED_KINDS: readonly EventKind[] = [...KIND_BY_CASE.values()].filter((kind) => !NOT_IN_FEED.includes(kind));
+const FEED_KIND_SET = new Set(FEED_KINDS);
+
 /** Event kinds after which the snapshot (progress, steps, agents, status) is stale. */
 const SNAPSHOT_KINDS = new Set<EventKind>([
   ...FEED_KINDS,
@@ -87,10 +74,6 @@ const SNAPSHOT_KINDS = new Set<EventKind>([
   EventKind.METRICS_UPDATE,
   EventKind.ESTIMATE_UPDATED,
 ]);
-
-const KIND_BY_CASE = new Map<string, EventKind>(
-  RunEventSchema.oneofs[0].fields.map((field) => [field.localName, field.number as EventKind]),
-);
 
 /** The event's kind, or undefined for a kind this build of the dashboard does not know. */
 export function kindOf(event: RunEvent): EventKind | undefined {
@@ -439,10 +422,7 @@ export class RunModel {
         patchSteps(this.snapshot, event);
       }
       this.apply(event);
-      if (FEED_KIND_SET.has(kind)) {
-        const item = describe(event, kind, this);
-        if (item) this.feed.push(item);
-      }
+      if (FEED_KIND_SET.has(kind)) this.feed.push(describe(event, kind, this));
     }
     this.trimFeed();
     return stale;
@@ -773,8 +753,8 @@ export interface FeedContext {
   readonly decisions: ReadonlyMap<string, DecisionItem>;
 }
 
-/** The feed line for an event of a feed kind. */
-export function describe(event: RunEvent, kind: EventKind, context: FeedContext): FeedItem | undefined {
+/** The feed line for an event of a feed kind (FEED_KINDS): every one has a line. */
+export function describe(event: RunEvent, kind: EventKind, context: FeedContext): FeedItem {
   const base = { seq: Number(event.seq), kind, time: millis(event.eventTime as Timestamp | undefined) };
   const step = (id: string) => context.stepNames.get(id) ?? id;
   const p = event.payload;
@@ -846,8 +826,12 @@ export function describe(event: RunEvent, kind: EventKind, context: FeedContext)
     }
     case "custom":
       return { ...base, icon: "spark", tone: "neutral", title: p.value.type, detail: struct(p.value.data), who: "" };
-    default:
-      return undefined;
+    default: {
+      // A kind with no case here: its name, and the fields its producer set.
+      const payload = p.case === undefined ? undefined : PAYLOAD_BY_CASE.get(p.case);
+      const detail = payload && p.value ? fieldsText(payload, p.value) : "";
+      return { ...base, icon: "dot", tone: "neutral", title: enumWords(EventKind[kind]), detail, who: "" };
+    }
   }
 }
 
