@@ -251,6 +251,21 @@ async def test_describe_finds_a_single_method_and_health_lists_every_service(
     assert statuses["runstream.v1.RunService"] == "SERVING"
 
 
+async def test_describe_shows_the_rules_the_contract_annotates(server: RunstreamServer) -> None:
+    """event.proto imports options.proto: reflection serves it (and descriptor.proto, which it
+    extends), so grpcurl resolves the annotations and shows each kind's rules and each
+    field's limit, the ones the server holds requests to."""
+    target = ["-plaintext", server.target]
+    event = await run_grpcurl([str(GRPCURL), *target, "describe", "runstream.v1.RunEvent"])
+    assert "string run_id = 1 [(.runstream.v1.limit) = { chars:128 }];" in event, event
+    assert (
+        "RunFailed run_failed = 14 "
+        '[(.runstream.v1.kind) = { required:"error.message" terminal:true }];' in event
+    ), event
+    limit = await run_grpcurl([str(GRPCURL), *target, "describe", "runstream.v1.FieldLimit"])
+    assert "optional bool free_text = 5 [default = false];" in limit, limit
+
+
 async def test_health_check_says_serving(server: RunstreamServer) -> None:
     [answer] = json_messages(await run_grpcurl(recipe_argv("health", server.target)))
     assert answer == {"status": "SERVING"}

@@ -1,10 +1,11 @@
 """Issue 8, "make the class impossible": rules derived from the descriptors, not from memory.
 
 Every field a client can send that can grow (strings, lists, maps, Structs), in every request
-of every RPC and every message inside them, must have a limit in
-``runstream_server.domain.fields.FIELD_LIMITS``: a field added to the protos without one
-fails here. Each limit is then shown to bite, through the same check the server runs on
-every request.
+of every RPC and every message inside them, must carry its limit in the protos, a
+``(runstream.v1.limit)`` annotation (protos/runstream/v1/options.proto), which the server
+reads into ``runstream_server.domain.fields.FIELD_LIMITS``: a field added to the protos
+without one fails here. Each limit is then shown to bite, through the same check the server
+runs on every request.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
+from runstream.v1 import options_pb2
 from runstream_server.api.decoding import safe_deserializer
 from runstream_server.app import SERVICE_NAMES
+from runstream_server.domain import fields
 from runstream_server.domain.fields import (
     CHECKED_BY_SERVICER,
     FIELD_LIMITS,
@@ -61,17 +64,43 @@ def reachable_fields() -> Iterator[tuple[Descriptor, Path]]:
 
 
 GROWING = [(root, path) for root, path in reachable_fields() if needs_limit(path[-1])]
+REACHABLE = {path[-1].full_name for _, path in reachable_fields()}
+
+
+def _annotated(field: FieldDescriptor) -> bool:
+    return bool(field.GetOptions().HasExtension(options_pb2.limit))
 
 
 def test_every_growing_field_a_client_can_send_has_a_limit() -> None:
-    missing = sorted({path[-1].full_name for _, path in GROWING} - set(FIELD_LIMITS))
-    assert missing == [], f"add these to FIELD_LIMITS in domain/fields.py: {missing}"
-    # The table holds no stale names either: each entry is a real, growing field.
+    missing = sorted({path[-1].full_name for _, path in GROWING if not _annotated(path[-1])})
+    assert missing == [], (
+        "annotate these fields with [(runstream.v1.limit) = {...}] in their proto file "
+        f"(protos/runstream/v1/options.proto says how): {missing}"
+    )
+    # The server read each of them, and no annotation sits where it limits nothing.
+    assert {path[-1].full_name for _, path in GROWING} <= set(FIELD_LIMITS)
     pool = descriptor_pool.Default()
     for name in FIELD_LIMITS:
         message, field = name.rsplit(".", 1)
         assert needs_limit(pool.FindMessageTypeByName(message).fields_by_name[field]), name
     assert len(GROWING) > 80  # the walk reached into events, steps, decisions, artifacts
+
+
+def test_the_limits_the_server_names_are_the_ones_the_contract_uses() -> None:
+    """The server's own checks use the contract's names and ids limits (a token's name
+    claims, the SDK's checks): each is what the contract's annotations say, and the
+    contract's ids and names all use them."""
+    annotated = {name.removeprefix("runstream.v1."): limit for name, limit in FIELD_LIMITS.items()}
+    assert annotated["RunEvent.run_id"] == annotated["StepSpec.step_id"] == fields.ID
+    assert annotated["StepSpec.name"] == annotated["RunCreated.display_name"] == fields.NAME
+    assert annotated["ErrorInfo.message"] == annotated["StepSpec.description"] == fields.TEXT
+    assert annotated["TextDelta.delta"] == annotated["Thinking.analysis"] == fields.LONG_TEXT
+    assert annotated["Custom.data"] == annotated["Artifact.metadata"] == fields.STRUCT
+    assert annotated["Thinking.factors"] == annotated["WorkflowStateChange.stages"] == fields.NAMES
+    for name, limit in annotated.items():
+        field = name.rsplit(".", 1)[1]
+        if field == "run_id" or field.endswith(("step_id", "agent_id", "decision_id")):
+            assert limit == fields.ID, name
 
 
 def _leading_to(root: Descriptor, path: Path) -> tuple[Message, Message, list[str]]:
@@ -384,6 +413,14 @@ def _check(root: Descriptor, path: Path, request: Message) -> None:
         check_message(later, getattr(request, later))
     else:
         check_both_ways(request)
+
+
+def test_the_free_text_is_what_the_contract_marks_free_text() -> None:
+    """FREE_TEXT is this test's own list: a field marked free_text by mistake (a name that
+    would then take a terminal's escape codes) fails here, as does free text left unmarked."""
+    marked = {name for name, limit in FIELD_LIMITS.items() if limit.free_text and name in REACHABLE}
+    assert sorted(marked - FREE_TEXT) == [], "marked free_text in the protos, not in FREE_TEXT"
+    assert sorted(FREE_TEXT - marked) == [], "in FREE_TEXT, not marked free_text in the protos"
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ run time (``getattr(self, "_on_<kind>")`` raising inside a commit, an event the 
 view silently dropped). The list of kinds here comes from RunEvent's ``payload`` oneof, so a
 new kind fails these tests until each place has it:
 
-- the server: an entry in ``domain.events.KINDS`` (validation, server-only, terminal, whether
-  it changes the derived state) and, when it does, a ``RunState._on_<kind>`` or
-  ``RunSteps.on_<kind>`` method;
+- the server: the field's ``(runstream.v1.kind)`` annotation in event.proto (validation,
+  server-only, terminal, whether it changes the derived state), which the server reads into
+  ``domain.events.KINDS``, each rule shown here to reach what a producer gets; and, when the
+  kind changes the derived state, a ``RunState._on_<kind>`` or ``RunSteps.on_<kind>`` method;
 - the SDK: its ``EventKind`` member, its converter in ``_convert._PAYLOADS`` and a payload
   dataclass in ``EventPayload``, exported from ``runstream``;
 - the views: a case in the terminal view (``cli/view_events.py``); in the web dashboard's model
@@ -16,21 +17,28 @@ new kind fails these tests until each place has it:
 
 from __future__ import annotations
 
+import math
 import re
 import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import grpc
 import pytest
 import runstream
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from runstream import EventKind
 from runstream._convert import _PAYLOADS, event_from_pb, run_from_pb
 from runstream.cli.view import RunView
-from runstream.v1 import event_pb2, run_pb2
-from runstream_server.domain.events import KINDS
+from runstream.v1 import event_pb2, options_pb2, run_pb2
+from runstream_server.domain.events import CHECKS, KINDS
 from runstream_server.domain.state import RunState
 from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import RunstreamError
+
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, get_run, rpc_error
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = event_pb2.RunEvent.DESCRIPTOR.oneofs_by_name["payload"]
@@ -50,9 +58,156 @@ def test_the_kinds_come_from_the_descriptor() -> None:
         assert event_pb2.EventKind.Value(f"EVENT_KIND_{name.upper()}") == number, name
 
 
-def test_every_kind_has_an_entry_in_the_servers_table() -> None:
-    names = [name for name, _ in KIND_FIELDS]
-    assert sorted(KINDS) == sorted(names), "add the kind to KINDS in domain/events.py"
+def _declared(name: str) -> options_pb2.KindRules:
+    """The kind's rules as event.proto states them, read here from the descriptor (not from
+    the server's KINDS, which is what these tests hold to them)."""
+    return (
+        event_pb2.RunEvent.DESCRIPTOR.fields_by_name[name].GetOptions().Extensions[options_pb2.kind]
+    )
+
+
+def test_every_kind_carries_its_rules_and_the_server_reads_them() -> None:
+    missing = [
+        name
+        for name, _ in KIND_FIELDS
+        if not event_pb2.RunEvent.DESCRIPTOR.fields_by_name[name]
+        .GetOptions()
+        .HasExtension(options_pb2.kind)
+    ]
+    assert missing == [], (
+        f"annotate these fields of RunEvent's payload in event.proto with "
+        f"[(runstream.v1.kind) = {{...}}] (protos/runstream/v1/options.proto): {missing}"
+    )
+    assert list(KINDS) == [name for name, _ in KIND_FIELDS]
+    for name, rules in KINDS.items():
+        declared = _declared(name)
+        assert (rules.server_only, rules.terminal, rules.starts_run) == (
+            declared.server_only,
+            declared.terminal,
+            declared.starts_run,
+        ), name
+        assert (rules.changes_state, rules.moves_estimate) == (
+            declared.changes_state,
+            declared.moves_estimate,
+        ), name
+    stale = set(CHECKS) - set(KINDS)
+    assert not stale, f"CHECKS in domain/events.py names kinds the contract does not: {stale}"
+
+
+def _field_at(message: Descriptor, path: str) -> FieldDescriptor:
+    """The field at a dotted path ("error.message") inside a payload type; each step before
+    the last a singular message field."""
+    *through, last = path.split(".")
+    for name in through:
+        field = message.fields_by_name.get(name)
+        assert field is not None and field.message_type is not None, f"{path}: no {name}"
+        assert not field.is_repeated, f"{path}: {name} is repeated"
+        message = field.message_type
+    field = message.fields_by_name.get(last)
+    assert field is not None, f"{message.full_name} has no field {last!r} ({path})"
+    assert not field.is_repeated, f"{path} is repeated"
+    return field
+
+
+_NUMBERS = (
+    FieldDescriptor.CPPTYPE_DOUBLE,
+    FieldDescriptor.CPPTYPE_FLOAT,
+    FieldDescriptor.CPPTYPE_INT32,
+    FieldDescriptor.CPPTYPE_INT64,
+)
+
+
+@pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
+def test_the_fields_a_kinds_rules_name_are_fields_of_its_payload(name: str, number: int) -> None:
+    """A path the annotation misspells would fail only when an event of the kind comes."""
+    declared = _declared(name)
+    payload = event_pb2.RunEvent.DESCRIPTOR.fields_by_name[name].message_type
+    assert payload is not None
+    texts = [*declared.required, *declared.ids, *declared.optional_ids, *declared.step_refs]
+    for path in texts:
+        assert _field_at(payload, path).type == FieldDescriptor.TYPE_STRING, path
+    for bounds in declared.ranges:
+        assert _field_at(payload, bounds.path).cpp_type in _NUMBERS, bounds.path
+        assert bounds.HasField("at_least") or bounds.HasField("at_most"), bounds.path
+        if bounds.HasField("at_least") and bounds.HasField("at_most"):
+            assert bounds.at_least < bounds.at_most, bounds.path
+
+
+def _event(name: str, filled: Sequence[str] = (), **numbers: float) -> event_pb2.RunEvent:
+    """An event of the kind, its text fields at `filled` set to "s1" (a valid id, and a step
+    of the run below), and the number fields given (by dotted path, "__" for ".") set."""
+    event = event_pb2.RunEvent()
+    getattr(event, name).SetInParent()
+    for path, value in [*((p, "s1") for p in filled), *numbers.items()]:
+        *through, last = path.replace("__", ".").split(".")
+        holder = getattr(event, name)
+        for segment in through:
+            holder = getattr(holder, segment)
+        setattr(holder, last, value)
+    return event
+
+
+def _refusals(name: str) -> Iterator[tuple[event_pb2.RunEvent, str]]:
+    """The events of the kind its annotation says a producer may not report, each with the
+    field and the problem the refusal names."""
+    declared = _declared(name)
+    if declared.server_only:
+        yield _event(name), f"{name}: is written by the server; producers cannot"
+        return
+    needed = [*declared.ids, *declared.required]
+    if needed:
+        yield _event(name), f"{name}.{needed[0]}: is required"
+    for bounds in declared.ranges:
+        low = bounds.at_least if bounds.HasField("at_least") else -math.inf
+        high = bounds.at_most if bounds.HasField("at_most") else math.inf
+        for value in (low - 1, high + 1):
+            if math.isfinite(value):
+                path = bounds.path
+                if high == math.inf:
+                    problem = f"must be at least {low:g}, got {value:g}"
+                elif low == -math.inf:
+                    problem = f"must be at most {high:g}, got {value:g}"
+                else:
+                    problem = f"must be between {low:g} and {high:g}, got {value:g}"
+                event = _event(name, needed, **{path.replace(".", "__"): value})
+                yield event, f"{name}.{path}: {problem}"
+
+
+ENDED = (run_pb2.RUN_STATUS_SUCCEEDED, run_pb2.RUN_STATUS_FAILED, run_pb2.RUN_STATUS_CANCELLED)
+
+
+async def test_each_kinds_rules_from_the_contract_reach_what_a_producer_gets(
+    stubs: Stubs,
+) -> None:
+    """For every kind, as event.proto annotates it: a server-only kind a producer reports is
+    refused naming it; an empty payload is refused naming its first id, else its first
+    required field; a number past each bound is refused naming it; a terminal kind ends the
+    run. Annotating a kind otherwise changes what a producer gets, and what this expects."""
+    run = await create_run(stubs, "s1")
+    named = set()
+    for name, _ in KIND_FIELDS:
+        for event, said in _refusals(name):
+            error = await rpc_error(append(stubs, run.run_id, event))
+            assert (error.code(), error.details()) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"events[0].{said}",
+            )
+            named.add(said.partition(":")[0])
+    assert {
+        "decision_resolved",  # server-only
+        "run_failed.error.message",  # required
+        "step_started.step_id",  # an id
+        "step_progress.percent",  # a range
+        "model_allocation.expected_cost_usd",  # a range with no upper bound
+    } <= named
+    terminal = [name for name, _ in KIND_FIELDS if _declared(name).terminal]
+    assert len(terminal) >= 3
+    for name in terminal:
+        ended = await create_run(stubs)
+        declared = _declared(name)
+        await append(stubs, ended.run_id, _event(name, [*declared.ids, *declared.required]))
+        status = (await get_run(stubs, ended.run_id)).status
+        assert status in ENDED, f"{name}: {run_pb2.RunStatus.Name(status)}"
 
 
 @pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])

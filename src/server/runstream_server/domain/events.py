@@ -10,11 +10,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf import timestamp_pb2, unknown_fields
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from runstream.v1 import event_pb2
+from runstream.v1 import event_pb2, options_pb2
 
 from runstream_server.errors import InvalidArgument, ResourceExhausted
 from runstream_server.store.base import StoredEvent
@@ -106,6 +107,8 @@ def _in_range(field_path: str, value: float, low: float, high: float) -> None:
     _finite(field_path, value)
     if not low <= value <= high:
         got = repr(value) if f"{value:g}" in (f"{low:g}", f"{high:g}") else f"{value:g}"
+        if low == -math.inf:
+            raise InvalidArgument(field_path, f"must be at most {high:g}, got {got}")
         if high == math.inf:
             raise InvalidArgument(field_path, f"must be at least {low:g}, got {got}")
         raise InvalidArgument(field_path, f"must be between {low:g} and {high:g}, got {got}")
@@ -252,11 +255,13 @@ def field_at(message: Message, dotted: str) -> Any:
 class KindRules:
     """What the server knows about one event kind (one field of RunEvent's payload oneof).
 
-    Adding a kind to the protos means adding its entry to :data:`KINDS` (and, when it
-    changes the derived state, a ``RunState._on_<kind>`` or ``RunSteps.on_<kind>`` method);
-    the SDK's converters and the views have their own tables.
+    The contract states it: each payload field in event.proto carries a
+    ``(runstream.v1.kind)`` annotation (protos/runstream/v1/options.proto documents each of
+    its fields, which are these), read into :data:`KINDS` at import. Only what a kind needs
+    beyond that is code: its :data:`CHECKS` entry, and, when it changes the derived state, a
+    ``RunState._on_<kind>`` or ``RunSteps.on_<kind>`` method.
     ``tests/server/test_hardening_event_kinds.py`` derives the list of kinds from the
-    descriptor and fails until every one of those has it.
+    descriptor and fails until every one of those has what it needs.
     Generic rules (sizes, enums, signs, finite numbers) come from :mod:`.fields`.
     """
 
@@ -270,7 +275,8 @@ class KindRules:
     """Id fields that may be empty, and otherwise must name one of the run's steps (the
     state checks that the step exists: INVALID_ARGUMENT naming the field if not)."""
     ranges: tuple[tuple[str, float, float], ...] = ()
-    """(field, low, high): numbers that must lie within bounds."""
+    """(field, low, high): numbers that must lie within bounds (-inf or inf where one is
+    unbounded)."""
     check: Callable[[str, Any], None] | None = None
     """Anything more, given the payload's path and message."""
     server_only: bool = False
@@ -328,69 +334,52 @@ def _names(field_path: str, keys: Iterable[str], what: str) -> None:
             raise InvalidArgument(field_path, f"a {what} name must not be blank, got {key!r}")
 
 
-KINDS: dict[str, KindRules] = {
-    "run_created": KindRules(server_only=True, starts_run=False),
-    # Starting is implied by any first producer event; the event itself is for watchers.
-    "run_started": KindRules(changes_state=False),
-    "run_status_changed": KindRules(server_only=True, starts_run=False),
-    "run_completed": KindRules(terminal=True),
-    "run_failed": KindRules(terminal=True, required=("error.message",)),
-    "run_cancelled": KindRules(terminal=True),
-    "step_started": KindRules(ids=("step_id",)),
-    "step_progress": KindRules(ids=("step_id",), ranges=(("percent", 0, 100),)),
-    "step_completed": KindRules(ids=("step_id",)),
-    "step_failed": KindRules(ids=("step_id",), required=("error.message",)),
-    "step_skipped": KindRules(ids=("step_id",)),
-    # Negative counts are refused by the generic rules of .fields.
-    "item_progress": KindRules(check=_item_progress),
-    "agent_activity": KindRules(
-        step_refs=("step_id",), check=_agent_activity, moves_estimate=False
-    ),
-    # Reasoning, model choices and streamed text are shown to watchers; snapshots stay small.
-    "thinking": KindRules(
-        ranges=(("confidence", 0, 1),), changes_state=False, moves_estimate=False
-    ),
-    "model_allocation": KindRules(
-        required=("model",),
-        ranges=(("expected_cost_usd", 0, math.inf),),
-        changes_state=False,
-        moves_estimate=False,
-    ),
-    "text_delta": KindRules(
-        required=("message_id",), step_refs=("step_id",), changes_state=False, moves_estimate=False
-    ),
-    "metrics_update": KindRules(
-        step_refs=("step_id",), check=_metrics_update, moves_estimate=False
-    ),
-    "milestone": KindRules(required=("title",), moves_estimate=False),
-    # Alerts and recoveries change health through the HealthChanged the server derives.
-    "alert": KindRules(
-        required=("message",), step_refs=("step_id",), changes_state=False, moves_estimate=False
-    ),
-    "error_recovery": KindRules(
-        required=("error_message",),
-        step_refs=("step_id",),
-        changes_state=False,
-        moves_estimate=False,
-    ),
-    "artifact_produced": KindRules(
-        required=("artifact.name",), step_refs=("artifact.step_id",), moves_estimate=False
-    ),
-    # Phase changes are shown to watchers; steps carry the snapshot's progress.
-    "workflow_state_change": KindRules(
-        required=("change_type",),
-        ranges=(("completion_percentage", 0, 100),),
-        changes_state=False,
-        moves_estimate=False,
-    ),
-    "health_changed": KindRules(server_only=True, starts_run=False),
-    "estimate_updated": KindRules(server_only=True, starts_run=False),
-    "decision_requested": KindRules(check=_validate_decision),
-    "decision_resolved": KindRules(server_only=True),
-    # The producer's own events; they do not change the snapshot.
-    "custom": KindRules(required=("type",), changes_state=False, moves_estimate=False),
+CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "item_progress": _item_progress,  # negative counts are refused by the rules of .fields
+    "agent_activity": _agent_activity,
+    "metrics_update": _metrics_update,
+    "decision_requested": _validate_decision,
 }
-"""Every event kind, by payload field name: see :class:`KindRules`."""
+"""The checks of the kinds that need more than their annotation says, by payload field name:
+given the payload's path and message, they raise InvalidArgument naming the field."""
+
+
+def _declared(payload: FieldDescriptor) -> KindRules | None:
+    """A payload field's rules, from its ``(runstream.v1.kind)`` annotation (None without
+    one), with its check from :data:`CHECKS`."""
+    options, extension = payload.GetOptions(), cast(Any, options_pb2.kind)
+    if not options.HasExtension(extension):
+        return None
+    kind: options_pb2.KindRules = options.Extensions[extension]
+    return KindRules(
+        required=tuple(kind.required),
+        ids=tuple(kind.ids),
+        optional_ids=tuple(kind.optional_ids),
+        step_refs=tuple(kind.step_refs),
+        ranges=tuple(
+            (
+                bounds.path,
+                bounds.at_least if bounds.HasField("at_least") else -math.inf,
+                bounds.at_most if bounds.HasField("at_most") else math.inf,
+            )
+            for bounds in kind.ranges
+        ),
+        check=CHECKS.get(payload.name),
+        server_only=kind.server_only,
+        terminal=kind.terminal,
+        changes_state=kind.changes_state,
+        starts_run=kind.starts_run,
+        moves_estimate=kind.moves_estimate,
+    )
+
+
+KINDS: dict[str, KindRules] = {
+    field.name: rules
+    for field in _PAYLOAD.fields
+    if (rules := _declared(cast(FieldDescriptor, field))) is not None
+}
+"""Every event kind the server accepts, by payload field name, read once from the contract:
+each field of RunEvent's payload oneof carries its rules (see :class:`KindRules`)."""
 
 SERVER_ONLY_FIELDS = frozenset(name for name, rules in KINDS.items() if rules.server_only)
 TERMINAL_FIELDS = frozenset(name for name, rules in KINDS.items() if rules.terminal)

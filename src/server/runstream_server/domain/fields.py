@@ -1,36 +1,42 @@
-"""Field rules every request obeys before any handler sees it, from one table.
+"""Field rules every request obeys before any handler sees it, from the contract.
 
 Checked for every message a client sends, whatever the RPC, by a check compiled from the
 descriptor of each message type (:func:`_compile`):
 
-- every string, repeated field, map and ``google.protobuf.Struct`` is within the limit
-  :data:`FIELD_LIMITS` gives it, so nothing the server stores can grow without bound;
-- every string that is a single-line name or id (every string but the free text the table
-  marks, and every map key) holds no control character (:func:`control_character`), so what
-  a producer names a run, a step or an agent cannot move a viewer's cursor, clear their
-  terminal or break a one-line layout;
+- every string, repeated field, map and ``google.protobuf.Struct`` is within the limit its
+  ``(runstream.v1.limit)`` annotation in the protos gives it (:data:`FIELD_LIMITS`, read
+  from the descriptors at import), so nothing the server stores can grow without bound;
+- every string that is a single-line name or id (every string but the free text the
+  annotations mark, and every map key) holds no control character
+  (:func:`control_character`), so what a producer names a run, a step or an agent cannot
+  move a viewer's cursor, clear their terminal or break a one-line layout;
 - every enum field holds a value of its enum (``TargetKind 999`` is refused, not stored);
 - every integer is non-negative (counts, sizes, attempts, seqs, cursors: none of the
   contract's integers can be negative);
 - every float is finite; every Timestamp lies in 1970..9999; every Duration is non-negative.
 
-A field missing from :data:`FIELD_LIMITS` still gets :data:`DEFAULT_LIMIT`, but
-``tests/server/test_hardening_descriptors.py`` fails until it is listed, so adding a field to
-the protos means choosing its limit here. Errors name the field path the way the rest of the
-server does: ``events[2].agent_activity.activity: 999 is not a known AgentActivityType``.
+A field without an annotation still gets :data:`DEFAULT_LIMIT`, but
+``tests/server/test_hardening_descriptors.py`` fails until it has one, so adding a field to
+the protos means choosing its limit there, beside the field (options.proto documents the
+option). Errors name the field path the way the rest of the server does:
+``events[2].agent_activity.activity: 999 is not a known AgentActivityType``.
 """
 
 from __future__ import annotations
 
+import importlib
 import keyword
 import math
+import pkgutil
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import runstream.v1
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from runstream.v1 import options_pb2
 
 from runstream_server.errors import InvalidArgument
 
@@ -42,7 +48,9 @@ _Check = Callable[[Any], None]
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """The most a field may hold: characters of each string, entries, or Struct bytes."""
+    """The most a field may hold: characters of each string, entries, or Struct bytes; the
+    contract's ``FieldLimit`` (protos/runstream/v1/options.proto). A part left 0 is
+    :data:`DEFAULT_LIMIT`'s."""
 
     chars: int = 0
     """A string's characters; for a repeated string or a map, each value's."""
@@ -58,6 +66,9 @@ class Limit:
     name and must hold no control character. Map keys are names either way."""
 
 
+# The limits the contract uses throughout, always with these values (options.proto's
+# FieldLimit names them); what the server checks beside the protos uses them too (a token's
+# name claims, NAME).
 ID = Limit(chars=128)
 NAME = Limit(chars=256)
 # Free text is stored and relayed as the producer wrote it, control characters and all
@@ -65,176 +76,53 @@ NAME = Limit(chars=256)
 # a tool's log or an error's text, which a producer passes on rather than writes, and
 # refusing one character would fail the whole batch the event came in. Viewers escape it
 # where they print it: the CLI shows control characters escaped, the web dashboard sets it
-# as text, never as HTML.
+# as text, never as HTML. Filters are free text too: their parsers refuse anything but
+# whitespace between their terms, and the values compared in a ListRuns filter are names,
+# held to the same rule as the names they match by queries.parse_filter.
 TEXT = Limit(chars=4096, free_text=True)
 LONG_TEXT = Limit(chars=65_536, free_text=True)
-# Filters are expressions whose parsers refuse anything but whitespace between their terms
-# (so is ListEvents.order_by, with a limit of its own); the values compared in a ListRuns
-# filter are names, held to the same rule as the names they match by queries.parse_filter.
-EXPRESSION = Limit(chars=4096, free_text=True)
-# Structs in events are bounded by the whole event's limit (Limits.max_event_bytes, 256 KiB by
-# default), which answers first, with RESOURCE_EXHAUSTED; this one only stops the absurd.
 STRUCT = Limit(struct_bytes=1024 * 1024)
 NAMES = Limit(items=100, chars=256)
 DEFAULT_LIMIT = Limit(chars=1024, items=100, key_chars=128, struct_bytes=16_384)
+"""The limit of a field without an annotation, and of each part an annotation leaves 0."""
 
-# What CreateRun takes is what the RunCreated event stores.
-_RUN_CREATED = {
-    "workflow": ID,  # a name, 128 characters as an id (and no '"': domain.creating)
-    "display_name": NAME,
-    "labels": Limit(items=64, key_chars=63, chars=256),
-    "steps": Limit(items=10_000),  # Limits.max_steps (1000 by default) answers first
-    "targets": Limit(items=100),
-}
 
-# Message name (in runstream.v1) -> field -> limit. Only strings, repeated fields, maps and
-# Structs need one; the test derives the fields that do from the descriptors.
-_TABLE: dict[str, dict[str, Limit]] = {
-    # --- requests -------------------------------------------------------------------------
-    "CreateRunRequest": {"run_id": ID, **_RUN_CREATED},
-    "GetRunRequest": {"run_id": ID},
-    "ListRunsRequest": {"page_token": Limit(chars=1024), "filter": EXPRESSION},
-    "ListStepsRequest": {"run_id": ID, "page_token": Limit(chars=1024)},
-    "CancelRunRequest": {"run_id": ID, "reason": TEXT, "cancelled_by": NAME},
-    "PauseRunRequest": {"run_id": ID, "reason": TEXT, "requested_by": NAME},
-    "ResumeRunRequest": {"run_id": ID, "reason": TEXT, "requested_by": NAME},
-    "ListEventsRequest": {
-        "run_id": ID,
-        "page_token": Limit(chars=1024),
-        "filter": EXPRESSION,
-        "order_by": Limit(chars=256, free_text=True),  # "seq desc" (AIP-132)
-    },
-    "WatchRunsRequest": {"filter": EXPRESSION},
-    "WatchRunRequest": {"run_id": ID, "kinds": Limit(items=100)},
-    # Limits.max_batch_events (1000 by default) answers first, with RESOURCE_EXHAUSTED.
-    "ReportRequest": {"run_id": ID, "events": Limit(items=100_000)},
-    "AppendEventsRequest": {"run_id": ID, "events": Limit(items=100_000)},
-    "InteractSubscribe": {"run_ids": Limit(items=1000, chars=128), "viewer": NAME},
-    "SubmitDecisionRequest": {
-        "run_id": ID,
-        "decision_id": ID,
-        "choice": NAME,
-        "answered_by": NAME,
-    },
-    "ListDecisionsRequest": {
-        "run_id": ID,
-        "page_token": Limit(chars=1024),
-        "filter": EXPRESSION,
-    },
-    "GetDecisionRequest": {"run_id": ID, "decision_id": ID},
-    # --- resources ------------------------------------------------------------------------
-    "StepSpec": {
-        "step_id": ID,
-        "name": NAME,
-        "description": TEXT,
-        "agent": NAME,
-        "depends_on": Limit(items=100, chars=128),
-        "track": NAME,
-        "phase": NAME,
-    },
-    "SubStepDetails": {"operation": NAME, "model": NAME},
-    "Target": {"metric": NAME, "title": NAME},
-    "Artifact": {
-        "artifact_id": ID,
-        "name": NAME,
-        "kind": Limit(chars=64),
-        "uri": Limit(chars=2048),
-        "step_id": ID,
-        "metadata": STRUCT,
-    },
-    "ErrorInfo": {"code": NAME, "message": TEXT, "details": STRUCT},
-    "DecisionOption": {"value": NAME, "label": NAME, "description": TEXT},
-    # --- events ---------------------------------------------------------------------------
-    "RunEvent": {"run_id": ID, "idempotency_key": ID},
-    "RunCreated": {**_RUN_CREATED, "tenant": NAME, "created_by": NAME},
-    "RunStarted": {"message": TEXT},
-    "RunStatusChanged": {"reason": TEXT, "changed_by": NAME},
-    "RunCompleted": {"summary": TEXT, "result": STRUCT},
-    "RunCancelled": {"reason": TEXT, "cancelled_by": NAME},
-    "StepStarted": {"step_id": ID, "name": NAME, "description": TEXT, "agent": NAME},
-    "StepProgress": {"step_id": ID, "sub_step": NAME, "detail": TEXT},
-    "StepCompleted": {
-        "step_id": ID,
-        "artifacts": Limit(items=100),
-        "metrics": Limit(items=256, key_chars=128),
-        "summary": TEXT,
-    },
-    "StepFailed": {"step_id": ID},
-    "StepSkipped": {"step_id": ID, "reason": TEXT},
-    "ItemProgress": {"unit": NAME, "by_stage": Limit(items=100, key_chars=128)},
-    "AgentActivity": {
-        "agent_id": ID,
-        "agent_name": NAME,
-        "agent_type": NAME,
-        "message": TEXT,
-        "data": STRUCT,
-        "step_id": ID,
-    },
-    "Thinking": {
-        "thinking_type": NAME,
-        "stage": NAME,
-        "analysis": LONG_TEXT,
-        "factors": NAMES,
-        "reasoning_depth": NAME,
-        "agent_id": ID,
-    },
-    "ModelAllocation": {
-        "agent_id": ID,
-        "model": NAME,
-        "tier": NAME,
-        "reasoning": TEXT,
-        "complexity": NAME,
-        "factors": NAMES,
-        "performance_expectation": TEXT,
-    },
-    "TextDelta": {"agent_id": ID, "message_id": ID, "delta": LONG_TEXT, "step_id": ID},
-    "MetricsUpdate": {
-        "values": Limit(items=256, key_chars=128),
-        "step_id": ID,
-        "units": Limit(items=256, key_chars=128, chars=32),
-        "changes": Limit(items=256, key_chars=128),
-    },
-    "Milestone": {"title": NAME, "description": TEXT, "data": STRUCT, "milestone_id": ID},
-    "Alert": {
-        "message": TEXT,
-        "suggested_action": TEXT,
-        "code": NAME,
-        "data": STRUCT,
-        "step_id": ID,
-    },
-    "AlertAction": {"label": NAME},
-    "ErrorRecovery": {
-        "error_message": TEXT,
-        "recovery_strategy": TEXT,
-        "affected_agents": NAMES,
-        "step_id": ID,
-    },
-    "WorkflowStateChange": {
-        "change_type": NAME,
-        "current_stage": NAME,
-        "stages": NAMES,
-        "active_agents": NAMES,
-        "pipeline_status": Limit(items=100, key_chars=256),
-    },
-    "HealthChanged": {"reason": TEXT},
-    "DecisionRequested": {
-        "decision_id": ID,
-        "decision_type": NAME,
-        "prompt": Limit(chars=16_384, free_text=True),
-        "options": Limit(items=100),
-        "default_option": NAME,
-        "context": STRUCT,
-    },
-    "DecisionResolved": {"decision_id": ID, "choice": NAME, "answered_by": NAME},
-    "Custom": {"type": NAME, "data": STRUCT},
-}
+def _declared(field: FieldDescriptor) -> Limit | None:
+    """A field's limit, from its ``(runstream.v1.limit)`` annotation (None without one)."""
+    options, extension = field.GetOptions(), cast(Any, options_pb2.limit)
+    if not options.HasExtension(extension):
+        return None
+    limit: options_pb2.FieldLimit = options.Extensions[extension]
+    return Limit(
+        chars=limit.chars,
+        items=limit.items,
+        key_chars=limit.key_chars,
+        struct_bytes=limit.struct_bytes,
+        free_text=limit.free_text,
+    )
+
+
+def _contract() -> Iterator[Descriptor]:
+    """Every message type of runstream.v1, nested ones included, from each generated module
+    of the package (so a file added to the contract is read without a line here)."""
+    for module in pkgutil.iter_modules(runstream.v1.__path__):
+        if module.name.endswith("_pb2"):
+            file = importlib.import_module(f"runstream.v1.{module.name}").DESCRIPTOR
+            found = list(file.message_types_by_name.values())
+            while found:
+                message = found.pop()
+                found += message.nested_types
+                yield message
+
 
 FIELD_LIMITS: dict[str, Limit] = {
-    f"{PACKAGE}.{message}.{name}": limit
-    for message, fields in _TABLE.items()
-    for name, limit in fields.items()
+    field.full_name: limit
+    for message in _contract()
+    for field in message.fields
+    if (limit := _declared(field)) is not None
 }
-"""Full field name (``runstream.v1.RunCreated.display_name``) -> its limit."""
+"""Full field name (``runstream.v1.RunCreated.display_name``) -> its limit, read once from
+the contract's annotations."""
 
 _MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 # 100 years: a time plus any duration a client sends stays a valid time (the Duration type
@@ -486,7 +374,9 @@ def _field_check(field: FieldDescriptor, plain: bool = False) -> _Check:
     return _list_check(limit.items, one) if _is_repeated(field) else one
 
 
-def _list_check(items: int, one: _Check) -> _Check:
+def _list_check(limit: int, one: _Check) -> _Check:
+    items = limit or DEFAULT_LIMIT.items
+
     def check(values: Any) -> None:
         if len(values) > items:
             raise _Broken(f"has {len(values)} entries; the limit is {items}")
@@ -502,10 +392,11 @@ def _list_check(items: int, one: _Check) -> _Check:
 
 def _map_check(limit: Limit, one: _Check) -> _Check:
     key_chars = limit.key_chars or DEFAULT_LIMIT.key_chars
+    items = limit.items or DEFAULT_LIMIT.items
 
     def check(entries: Any) -> None:
-        if len(entries) > limit.items:
-            raise _Broken(f"has {len(entries)} entries; the limit is {limit.items}")
+        if len(entries) > items:
+            raise _Broken(f"has {len(entries)} entries; the limit is {items}")
         for key in entries:
             if isinstance(key, str) and len(key) > key_chars:
                 raise _Broken(f"a key is {len(key)} characters; the limit is {key_chars}")

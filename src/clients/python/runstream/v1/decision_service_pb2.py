@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from runstream.v1 import decision_pb2 as runstream_dot_v1_dot_decision__pb2
+from runstream.v1 import options_pb2 as runstream_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#runstream/v1/decision_service.proto\x12\x0crunstream.v1\x1a\x1brunstream/v1/decision.proto\"o\n\x15SubmitDecisionRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x0e\n\x06\x63hoice\x18\x03 \x01(\t\x12\x0c\n\x04skip\x18\x04 \x01(\x08\x12\x13\n\x0b\x61nswered_by\x18\x05 \x01(\t\"B\n\x16SubmitDecisionResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.runstream.v1.Decision\"]\n\x14ListDecisionsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\"[\n\x15ListDecisionsResponse\x12)\n\tdecisions\x18\x01 \x03(\x0b\x32\x16.runstream.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x12GetDecisionRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\"?\n\x13GetDecisionResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.runstream.v1.Decision\"s\n\x0fInteractRequest\x12\x32\n\tsubscribe\x18\x01 \x01(\x0b\x32\x1f.runstream.v1.InteractSubscribe\x12,\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1c.runstream.v1.InteractAnswer\"4\n\x11InteractSubscribe\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x0e\n\x06viewer\x18\x02 \x01(\t\"Z\n\x0eInteractAnswer\x12\x11\n\tanswer_id\x18\x01 \x01(\x03\x12\x35\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32#.runstream.v1.SubmitDecisionRequest\"\x9d\x01\n\x10InteractResponse\x12&\n\x06prompt\x18\x01 \x01(\x0b\x32\x16.runstream.v1.Decision\x12&\n\x06\x63losed\x18\x02 \x01(\x0b\x32\x16.runstream.v1.Decision\x12\x39\n\ranswer_result\x18\x03 \x01(\x0b\x32\".runstream.v1.InteractAnswerResult\"r\n\x14InteractAnswerResult\x12\x11\n\tanswer_id\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\x16.runstream.v1.Decision2\xeb\x02\n\x0f\x44\x65\x63isionService\x12M\n\x08Interact\x12\x1d.runstream.v1.InteractRequest\x1a\x1e.runstream.v1.InteractResponse(\x01\x30\x01\x12[\n\x0eSubmitDecision\x12#.runstream.v1.SubmitDecisionRequest\x1a$.runstream.v1.SubmitDecisionResponse\x12X\n\rListDecisions\x12\".runstream.v1.ListDecisionsRequest\x1a#.runstream.v1.ListDecisionsResponse\x12R\n\x0bGetDecision\x12 .runstream.v1.GetDecisionRequest\x1a!.runstream.v1.GetDecisionResponseB\x8d\x01\n\x10\x64\x65v.runstream.v1B\x14\x44\x65\x63isionServiceProtoP\x01Z-runstream.dev/gen/go/runstream/v1;runstreamv1\xa2\x02\x03RST\xaa\x02\x0cRunstream.V1\xca\x02\x0cRunstream\\V1\xea\x02\rRunstream::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#runstream/v1/decision_service.proto\x12\x0crunstream.v1\x1a\x1brunstream/v1/decision.proto\x1a\x1arunstream/v1/options.proto\"\x93\x01\n\x15SubmitDecisionRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x1c\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x17\n\x06\x63hoice\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\x12\x0c\n\x04skip\x18\x04 \x01(\x08\x12\x1c\n\x0b\x61nswered_by\x18\x05 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"B\n\x16SubmitDecisionResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.runstream.v1.Decision\"z\n\x14ListDecisionsRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\x12\x19\n\x06\x66ilter\x18\x04 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\"[\n\x15ListDecisionsResponse\x12)\n\tdecisions\x18\x01 \x03(\x0b\x32\x16.runstream.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x12GetDecisionRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x1c\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\"?\n\x13GetDecisionResponse\x12(\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x16.runstream.v1.Decision\"s\n\x0fInteractRequest\x12\x32\n\tsubscribe\x18\x01 \x01(\x0b\x32\x1f.runstream.v1.InteractSubscribe\x12,\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x1c.runstream.v1.InteractAnswer\"I\n\x11InteractSubscribe\x12\x1b\n\x07run_ids\x18\x01 \x03(\tB\n\xb2\xbb\x18\x06\x08\x80\x01\x10\xe8\x07\x12\x17\n\x06viewer\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"Z\n\x0eInteractAnswer\x12\x11\n\tanswer_id\x18\x01 \x01(\x03\x12\x35\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32#.runstream.v1.SubmitDecisionRequest\"\x9d\x01\n\x10InteractResponse\x12&\n\x06prompt\x18\x01 \x01(\x0b\x32\x16.runstream.v1.Decision\x12&\n\x06\x63losed\x18\x02 \x01(\x0b\x32\x16.runstream.v1.Decision\x12\x39\n\ranswer_result\x18\x03 \x01(\x0b\x32\".runstream.v1.InteractAnswerResult\"r\n\x14InteractAnswerResult\x12\x11\n\tanswer_id\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12(\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0b\x32\x16.runstream.v1.Decision2\xeb\x02\n\x0f\x44\x65\x63isionService\x12M\n\x08Interact\x12\x1d.runstream.v1.InteractRequest\x1a\x1e.runstream.v1.InteractResponse(\x01\x30\x01\x12[\n\x0eSubmitDecision\x12#.runstream.v1.SubmitDecisionRequest\x1a$.runstream.v1.SubmitDecisionResponse\x12X\n\rListDecisions\x12\".runstream.v1.ListDecisionsRequest\x1a#.runstream.v1.ListDecisionsResponse\x12R\n\x0bGetDecision\x12 .runstream.v1.GetDecisionRequest\x1a!.runstream.v1.GetDecisionResponseB\x8d\x01\n\x10\x64\x65v.runstream.v1B\x14\x44\x65\x63isionServiceProtoP\x01Z-runstream.dev/gen/go/runstream/v1;runstreamv1\xa2\x02\x03RST\xaa\x02\x0cRunstream.V1\xca\x02\x0cRunstream\\V1\xea\x02\rRunstream::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +34,50 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.v1.decision_servi
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.runstream.v1B\024DecisionServiceProtoP\001Z-runstream.dev/gen/go/runstream/v1;runstreamv1\242\002\003RST\252\002\014Runstream.V1\312\002\014Runstream\\V1\352\002\rRunstream::V1'
-  _globals['_SUBMITDECISIONREQUEST']._serialized_start=82
-  _globals['_SUBMITDECISIONREQUEST']._serialized_end=193
-  _globals['_SUBMITDECISIONRESPONSE']._serialized_start=195
-  _globals['_SUBMITDECISIONRESPONSE']._serialized_end=261
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=263
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=356
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=358
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=449
-  _globals['_GETDECISIONREQUEST']._serialized_start=451
-  _globals['_GETDECISIONREQUEST']._serialized_end=508
-  _globals['_GETDECISIONRESPONSE']._serialized_start=510
-  _globals['_GETDECISIONRESPONSE']._serialized_end=573
-  _globals['_INTERACTREQUEST']._serialized_start=575
-  _globals['_INTERACTREQUEST']._serialized_end=690
-  _globals['_INTERACTSUBSCRIBE']._serialized_start=692
-  _globals['_INTERACTSUBSCRIBE']._serialized_end=744
-  _globals['_INTERACTANSWER']._serialized_start=746
-  _globals['_INTERACTANSWER']._serialized_end=836
-  _globals['_INTERACTRESPONSE']._serialized_start=839
-  _globals['_INTERACTRESPONSE']._serialized_end=996
-  _globals['_INTERACTANSWERRESULT']._serialized_start=998
-  _globals['_INTERACTANSWERRESULT']._serialized_end=1112
-  _globals['_DECISIONSERVICE']._serialized_start=1115
-  _globals['_DECISIONSERVICE']._serialized_end=1478
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['run_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['decision_id']._loaded_options = None
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['decision_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['choice']._loaded_options = None
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['choice']._serialized_options = b'\262\273\030\003\010\200\002'
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['answered_by']._loaded_options = None
+  _globals['_SUBMITDECISIONREQUEST'].fields_by_name['answered_by']._serialized_options = b'\262\273\030\003\010\200\002'
+  _globals['_LISTDECISIONSREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_LISTDECISIONSREQUEST'].fields_by_name['run_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_LISTDECISIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTDECISIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\262\273\030\003\010\200\010'
+  _globals['_LISTDECISIONSREQUEST'].fields_by_name['filter']._loaded_options = None
+  _globals['_LISTDECISIONSREQUEST'].fields_by_name['filter']._serialized_options = b'\262\273\030\005\010\200 (\001'
+  _globals['_GETDECISIONREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_GETDECISIONREQUEST'].fields_by_name['run_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_GETDECISIONREQUEST'].fields_by_name['decision_id']._loaded_options = None
+  _globals['_GETDECISIONREQUEST'].fields_by_name['decision_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_INTERACTSUBSCRIBE'].fields_by_name['run_ids']._loaded_options = None
+  _globals['_INTERACTSUBSCRIBE'].fields_by_name['run_ids']._serialized_options = b'\262\273\030\006\010\200\001\020\350\007'
+  _globals['_INTERACTSUBSCRIBE'].fields_by_name['viewer']._loaded_options = None
+  _globals['_INTERACTSUBSCRIBE'].fields_by_name['viewer']._serialized_options = b'\262\273\030\003\010\200\002'
+  _globals['_SUBMITDECISIONREQUEST']._serialized_start=111
+  _globals['_SUBMITDECISIONREQUEST']._serialized_end=258
+  _globals['_SUBMITDECISIONRESPONSE']._serialized_start=260
+  _globals['_SUBMITDECISIONRESPONSE']._serialized_end=326
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=328
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=450
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=452
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=543
+  _globals['_GETDECISIONREQUEST']._serialized_start=545
+  _globals['_GETDECISIONREQUEST']._serialized_end=620
+  _globals['_GETDECISIONRESPONSE']._serialized_start=622
+  _globals['_GETDECISIONRESPONSE']._serialized_end=685
+  _globals['_INTERACTREQUEST']._serialized_start=687
+  _globals['_INTERACTREQUEST']._serialized_end=802
+  _globals['_INTERACTSUBSCRIBE']._serialized_start=804
+  _globals['_INTERACTSUBSCRIBE']._serialized_end=877
+  _globals['_INTERACTANSWER']._serialized_start=879
+  _globals['_INTERACTANSWER']._serialized_end=969
+  _globals['_INTERACTRESPONSE']._serialized_start=972
+  _globals['_INTERACTRESPONSE']._serialized_end=1129
+  _globals['_INTERACTANSWERRESULT']._serialized_start=1131
+  _globals['_INTERACTANSWERRESULT']._serialized_end=1245
+  _globals['_DECISIONSERVICE']._serialized_start=1248
+  _globals['_DECISIONSERVICE']._serialized_end=1611
 # @@protoc_insertion_point(module_scope)

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from runstream.v1 import decision_pb2 as runstream_dot_v1_dot_decision__pb2
 from runstream.v1 import event_pb2 as runstream_dot_v1_dot_event__pb2
+from runstream.v1 import options_pb2 as runstream_dot_v1_dot_options__pb2
 from runstream.v1 import run_pb2 as runstream_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!runstream/v1/report_service.proto\x12\x0crunstream.v1\x1a\x1brunstream/v1/decision.proto\x1a\x18runstream/v1/event.proto\x1a\x16runstream/v1/run.proto\"Y\n\rReportRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x03\"\x88\x01\n\x0eReportResponse\x12$\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x17.runstream.v1.AppendAck\x12&\n\x07\x63ontrol\x18\x02 \x01(\x0b\x32\x15.runstream.v1.Control\x12(\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x16.runstream.v1.Decision\"W\n\tAppendAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x03\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"C\n\x08\x45ventAck\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"|\n\x07\x43ontrol\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1b.runstream.v1.ControlAction\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x0b\n\x03seq\x18\x04 \x01(\x03\"M\n\x13\x41ppendEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\"P\n\x14\x41ppendEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x02 \x01(\x03*\x7f\n\rControlAction\x12\x1e\n\x1a\x43ONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTROL_ACTION_CANCEL\x10\x01\x12\x18\n\x14\x43ONTROL_ACTION_PAUSE\x10\x02\x12\x19\n\x15\x43ONTROL_ACTION_RESUME\x10\x03\x32\xaf\x01\n\rReportService\x12G\n\x06Report\x12\x1b.runstream.v1.ReportRequest\x1a\x1c.runstream.v1.ReportResponse(\x01\x30\x01\x12U\n\x0c\x41ppendEvents\x12!.runstream.v1.AppendEventsRequest\x1a\".runstream.v1.AppendEventsResponseB\x8b\x01\n\x10\x64\x65v.runstream.v1B\x12ReportServiceProtoP\x01Z-runstream.dev/gen/go/runstream/v1;runstreamv1\xa2\x02\x03RST\xaa\x02\x0cRunstream.V1\xca\x02\x0cRunstream\\V1\xea\x02\rRunstream::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!runstream/v1/report_service.proto\x12\x0crunstream.v1\x1a\x1brunstream/v1/decision.proto\x1a\x18runstream/v1/event.proto\x1a\x1arunstream/v1/options.proto\x1a\x16runstream/v1/run.proto\"l\n\rReportRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x30\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEventB\x08\xb2\xbb\x18\x04\x10\xa0\x8d\x06\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x03\"\x88\x01\n\x0eReportResponse\x12$\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x17.runstream.v1.AppendAck\x12&\n\x07\x63ontrol\x18\x02 \x01(\x0b\x32\x15.runstream.v1.Control\x12(\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32\x16.runstream.v1.Decision\"W\n\tAppendAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x03\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x03 \x01(\x03\"C\n\x08\x45ventAck\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"|\n\x07\x43ontrol\x12+\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1b.runstream.v1.ControlAction\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x0b\n\x03seq\x18\x04 \x01(\x03\"`\n\x13\x41ppendEventsRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x30\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEventB\x08\xb2\xbb\x18\x04\x10\xa0\x8d\x06\"P\n\x14\x41ppendEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.EventAck\x12\x10\n\x08last_seq\x18\x02 \x01(\x03*\x7f\n\rControlAction\x12\x1e\n\x1a\x43ONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43ONTROL_ACTION_CANCEL\x10\x01\x12\x18\n\x14\x43ONTROL_ACTION_PAUSE\x10\x02\x12\x19\n\x15\x43ONTROL_ACTION_RESUME\x10\x03\x32\xaf\x01\n\rReportService\x12G\n\x06Report\x12\x1b.runstream.v1.ReportRequest\x1a\x1c.runstream.v1.ReportResponse(\x01\x30\x01\x12U\n\x0c\x41ppendEvents\x12!.runstream.v1.AppendEventsRequest\x1a\".runstream.v1.AppendEventsResponseB\x8b\x01\n\x10\x64\x65v.runstream.v1B\x12ReportServiceProtoP\x01Z-runstream.dev/gen/go/runstream/v1;runstreamv1\xa2\x02\x03RST\xaa\x02\x0cRunstream.V1\xca\x02\x0cRunstream\\V1\xea\x02\rRunstream::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +36,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.v1.report_service
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.runstream.v1B\022ReportServiceProtoP\001Z-runstream.dev/gen/go/runstream/v1;runstreamv1\242\002\003RST\252\002\014Runstream.V1\312\002\014Runstream\\V1\352\002\rRunstream::V1'
-  _globals['_CONTROLACTION']._serialized_start=805
-  _globals['_CONTROLACTION']._serialized_end=932
-  _globals['_REPORTREQUEST']._serialized_start=130
-  _globals['_REPORTREQUEST']._serialized_end=219
-  _globals['_REPORTRESPONSE']._serialized_start=222
-  _globals['_REPORTRESPONSE']._serialized_end=358
-  _globals['_APPENDACK']._serialized_start=360
-  _globals['_APPENDACK']._serialized_end=447
-  _globals['_EVENTACK']._serialized_start=449
-  _globals['_EVENTACK']._serialized_end=516
-  _globals['_CONTROL']._serialized_start=518
-  _globals['_CONTROL']._serialized_end=642
-  _globals['_APPENDEVENTSREQUEST']._serialized_start=644
-  _globals['_APPENDEVENTSREQUEST']._serialized_end=721
-  _globals['_APPENDEVENTSRESPONSE']._serialized_start=723
-  _globals['_APPENDEVENTSRESPONSE']._serialized_end=803
-  _globals['_REPORTSERVICE']._serialized_start=935
-  _globals['_REPORTSERVICE']._serialized_end=1110
+  _globals['_REPORTREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_REPORTREQUEST'].fields_by_name['run_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_REPORTREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_REPORTREQUEST'].fields_by_name['events']._serialized_options = b'\262\273\030\004\020\240\215\006'
+  _globals['_APPENDEVENTSREQUEST'].fields_by_name['run_id']._loaded_options = None
+  _globals['_APPENDEVENTSREQUEST'].fields_by_name['run_id']._serialized_options = b'\262\273\030\003\010\200\001'
+  _globals['_APPENDEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_APPENDEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\262\273\030\004\020\240\215\006'
+  _globals['_CONTROLACTION']._serialized_start=871
+  _globals['_CONTROLACTION']._serialized_end=998
+  _globals['_REPORTREQUEST']._serialized_start=158
+  _globals['_REPORTREQUEST']._serialized_end=266
+  _globals['_REPORTRESPONSE']._serialized_start=269
+  _globals['_REPORTRESPONSE']._serialized_end=405
+  _globals['_APPENDACK']._serialized_start=407
+  _globals['_APPENDACK']._serialized_end=494
+  _globals['_EVENTACK']._serialized_start=496
+  _globals['_EVENTACK']._serialized_end=563
+  _globals['_CONTROL']._serialized_start=565
+  _globals['_CONTROL']._serialized_end=689
+  _globals['_APPENDEVENTSREQUEST']._serialized_start=691
+  _globals['_APPENDEVENTSREQUEST']._serialized_end=787
+  _globals['_APPENDEVENTSRESPONSE']._serialized_start=789
+  _globals['_APPENDEVENTSRESPONSE']._serialized_end=869
+  _globals['_REPORTSERVICE']._serialized_start=1001
+  _globals['_REPORTSERVICE']._serialized_end=1176
 # @@protoc_insertion_point(module_scope)

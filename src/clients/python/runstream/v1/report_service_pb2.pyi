@@ -1,5 +1,6 @@
 from runstream.v1 import decision_pb2 as _decision_pb2
 from runstream.v1 import event_pb2 as _event_pb2
+from runstream.v1 import options_pb2 as _options_pb2
 from runstream.v1 import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper

@@ -4,6 +4,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from runstream.v1 import decision_pb2 as _decision_pb2
 from runstream.v1 import event_pb2 as _event_pb2
+from runstream.v1 import options_pb2 as _options_pb2
 from runstream.v1 import run_pb2 as _run_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

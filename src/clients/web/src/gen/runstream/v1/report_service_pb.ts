@@ -8,6 +8,7 @@ import type { Decision } from "./decision_pb";
 import { file_runstream_v1_decision } from "./decision_pb";
 import type { RunEvent } from "./event_pb";
 import { file_runstream_v1_event } from "./event_pb";
+import { file_runstream_v1_options } from "./options_pb";
 import type { RunStatus } from "./run_pb";
 import { file_runstream_v1_run } from "./run_pb";
 import type { Message } from "@bufbuild/protobuf";
@@ -16,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file runstream/v1/report_service.proto.
  */
 export const file_runstream_v1_report_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFydW5zdHJlYW0vdjEvcmVwb3J0X3NlcnZpY2UucHJvdG8SDHJ1bnN0cmVhbS52MSJZCg1SZXBvcnRSZXF1ZXN0Eg4KBnJ1bl9pZBgBIAEoCRImCgZldmVudHMYAiADKAsyFi5ydW5zdHJlYW0udjEuUnVuRXZlbnQSEAoIYmF0Y2hfaWQYAyABKAMiiAEKDlJlcG9ydFJlc3BvbnNlEiQKA2FjaxgBIAEoCzIXLnJ1bnN0cmVhbS52MS5BcHBlbmRBY2sSJgoHY29udHJvbBgCIAEoCzIVLnJ1bnN0cmVhbS52MS5Db250cm9sEigKCGRlY2lzaW9uGAMgASgLMhYucnVuc3RyZWFtLnYxLkRlY2lzaW9uIlcKCUFwcGVuZEFjaxIQCghiYXRjaF9pZBgBIAEoAxImCgZldmVudHMYAiADKAsyFi5ydW5zdHJlYW0udjEuRXZlbnRBY2sSEAoIbGFzdF9zZXEYAyABKAMiQwoIRXZlbnRBY2sSCwoDc2VxGAEgASgDEhcKD2lkZW1wb3RlbmN5X2tleRgCIAEoCRIRCglkdXBsaWNhdGUYAyABKAgifAoHQ29udHJvbBIrCgZhY3Rpb24YASABKA4yGy5ydW5zdHJlYW0udjEuQ29udHJvbEFjdGlvbhIOCgZyZWFzb24YAiABKAkSJwoGc3RhdHVzGAMgASgOMhcucnVuc3RyZWFtLnYxLlJ1blN0YXR1cxILCgNzZXEYBCABKAMiTQoTQXBwZW5kRXZlbnRzUmVxdWVzdBIOCgZydW5faWQYASABKAkSJgoGZXZlbnRzGAIgAygLMhYucnVuc3RyZWFtLnYxLlJ1bkV2ZW50IlAKFEFwcGVuZEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnJ1bnN0cmVhbS52MS5FdmVudEFjaxIQCghsYXN0X3NlcRgCIAEoAyp/Cg1Db250cm9sQWN0aW9uEh4KGkNPTlRST0xfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVQ09OVFJPTF9BQ1RJT05fQ0FOQ0VMEAESGAoUQ09OVFJPTF9BQ1RJT05fUEFVU0UQAhIZChVDT05UUk9MX0FDVElPTl9SRVNVTUUQAzKvAQoNUmVwb3J0U2VydmljZRJHCgZSZXBvcnQSGy5ydW5zdHJlYW0udjEuUmVwb3J0UmVxdWVzdBocLnJ1bnN0cmVhbS52MS5SZXBvcnRSZXNwb25zZSgBMAESVQoMQXBwZW5kRXZlbnRzEiEucnVuc3RyZWFtLnYxLkFwcGVuZEV2ZW50c1JlcXVlc3QaIi5ydW5zdHJlYW0udjEuQXBwZW5kRXZlbnRzUmVzcG9uc2VCiwEKEGRldi5ydW5zdHJlYW0udjFCElJlcG9ydFNlcnZpY2VQcm90b1ABWi1ydW5zdHJlYW0uZGV2L2dlbi9nby9ydW5zdHJlYW0vdjE7cnVuc3RyZWFtdjGiAgNSU1SqAgxSdW5zdHJlYW0uVjHKAgxSdW5zdHJlYW1cVjHqAg1SdW5zdHJlYW06OlYxYgZwcm90bzM", [file_runstream_v1_decision, file_runstream_v1_event, file_runstream_v1_run]);
+  fileDesc("CiFydW5zdHJlYW0vdjEvcmVwb3J0X3NlcnZpY2UucHJvdG8SDHJ1bnN0cmVhbS52MSJsCg1SZXBvcnRSZXF1ZXN0EhcKBnJ1bl9pZBgBIAEoCUIHsrsYAwiAARIwCgZldmVudHMYAiADKAsyFi5ydW5zdHJlYW0udjEuUnVuRXZlbnRCCLK7GAQQoI0GEhAKCGJhdGNoX2lkGAMgASgDIogBCg5SZXBvcnRSZXNwb25zZRIkCgNhY2sYASABKAsyFy5ydW5zdHJlYW0udjEuQXBwZW5kQWNrEiYKB2NvbnRyb2wYAiABKAsyFS5ydW5zdHJlYW0udjEuQ29udHJvbBIoCghkZWNpc2lvbhgDIAEoCzIWLnJ1bnN0cmVhbS52MS5EZWNpc2lvbiJXCglBcHBlbmRBY2sSEAoIYmF0Y2hfaWQYASABKAMSJgoGZXZlbnRzGAIgAygLMhYucnVuc3RyZWFtLnYxLkV2ZW50QWNrEhAKCGxhc3Rfc2VxGAMgASgDIkMKCEV2ZW50QWNrEgsKA3NlcRgBIAEoAxIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSEQoJZHVwbGljYXRlGAMgASgIInwKB0NvbnRyb2wSKwoGYWN0aW9uGAEgASgOMhsucnVuc3RyZWFtLnYxLkNvbnRyb2xBY3Rpb24SDgoGcmVhc29uGAIgASgJEicKBnN0YXR1cxgDIAEoDjIXLnJ1bnN0cmVhbS52MS5SdW5TdGF0dXMSCwoDc2VxGAQgASgDImAKE0FwcGVuZEV2ZW50c1JlcXVlc3QSFwoGcnVuX2lkGAEgASgJQgeyuxgDCIABEjAKBmV2ZW50cxgCIAMoCzIWLnJ1bnN0cmVhbS52MS5SdW5FdmVudEIIsrsYBBCgjQYiUAoUQXBwZW5kRXZlbnRzUmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYucnVuc3RyZWFtLnYxLkV2ZW50QWNrEhAKCGxhc3Rfc2VxGAIgASgDKn8KDUNvbnRyb2xBY3Rpb24SHgoaQ09OVFJPTF9BQ1RJT05fVU5TUEVDSUZJRUQQABIZChVDT05UUk9MX0FDVElPTl9DQU5DRUwQARIYChRDT05UUk9MX0FDVElPTl9QQVVTRRACEhkKFUNPTlRST0xfQUNUSU9OX1JFU1VNRRADMq8BCg1SZXBvcnRTZXJ2aWNlEkcKBlJlcG9ydBIbLnJ1bnN0cmVhbS52MS5SZXBvcnRSZXF1ZXN0GhwucnVuc3RyZWFtLnYxLlJlcG9ydFJlc3BvbnNlKAEwARJVCgxBcHBlbmRFdmVudHMSIS5ydW5zdHJlYW0udjEuQXBwZW5kRXZlbnRzUmVxdWVzdBoiLnJ1bnN0cmVhbS52MS5BcHBlbmRFdmVudHNSZXNwb25zZUKLAQoQZGV2LnJ1bnN0cmVhbS52MUISUmVwb3J0U2VydmljZVByb3RvUAFaLXJ1bnN0cmVhbS5kZXYvZ2VuL2dvL3J1bnN0cmVhbS92MTtydW5zdHJlYW12MaICA1JTVKoCDFJ1bnN0cmVhbS5WMcoCDFJ1bnN0cmVhbVxWMeoCDVJ1bnN0cmVhbTo6VjFiBnByb3RvMw", [file_runstream_v1_decision, file_runstream_v1_event, file_runstream_v1_options, file_runstream_v1_run]);
 
 /**
  * One message from a producer on a Report stream.
@@ -34,7 +35,8 @@ export type ReportRequest = Message<"runstream.v1.ReportRequest"> & {
 
   /**
    * The events to append, in order, with seq left 0. May be empty (the first message may
-   * only attach, to receive controls).
+   * only attach, to receive controls). The server's limit of a batch (1,000 events by
+   * default) answers first, with RESOURCE_EXHAUSTED.
    *
    * @generated from field: repeated runstream.v1.RunEvent events = 2;
    */
@@ -220,7 +222,8 @@ export type AppendEventsRequest = Message<"runstream.v1.AppendEventsRequest"> & 
   runId: string;
 
   /**
-   * The events to append, in order, with seq left 0. At least one, at most 1000.
+   * The events to append, in order, with seq left 0. At least one, at most 1000 (the
+   * server's limit of a batch, RESOURCE_EXHAUSTED past it).
    *
    * @generated from field: repeated runstream.v1.RunEvent events = 2;
    */
