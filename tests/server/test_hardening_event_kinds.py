@@ -243,17 +243,19 @@ def _kinds_with_a_fold() -> set[str]:
 
 @pytest.mark.parametrize(("name", "number"), KIND_FIELDS, ids=[n for n, _ in KIND_FIELDS])
 def test_the_sdk_converts_every_kind(name: str, number: int) -> None:
-    assert EventKind(number).name == name.upper()
-    assert name in _PAYLOADS, f"{name}: add its converter to runstream._convert._PAYLOADS"
+    """The SDK's part is generated from the protos (runstream/_events.py): a kind missing
+    here means `make gen` was not run after the proto changed."""
+    assert EventKind(number).name == name.upper(), f"{name}: run `make gen`"
+    assert name in _PAYLOADS, f"{name}: no reader in runstream._events.PAYLOADS; run `make gen`"
     event = event_from_pb(_event_of(name))
     assert event.kind == EventKind(number)
     assert isinstance(event.payload, typing.get_args(runstream.EventPayload))
-    # EventPayload comes from runstream._types: it holds the class whether or not the
-    # package exports it, and the terminal view's `case runstream.<Class>()` needs the export.
+    # The terminal view's `case runstream.<Class>()` needs the class exported: runstream
+    # exports every class the generated module lists in its __all__.
     cls = type(event.payload)
     assert getattr(runstream, cls.__name__, None) is cls, (
-        f"{name}: export {cls.__name__} from runstream (runstream/__init__.py, its import "
-        "and __all__; and EXPECTED_EXPORTS in tests/clients/test_api.py)"
+        f"{name}: runstream does not export {cls.__name__} (runstream/__init__.py takes the "
+        "generated module's __all__)"
     )
 
 

@@ -1,8 +1,10 @@
 """Conversion between the generated protobuf messages and the SDK's typed objects.
 
 Three layers, in this order: reading messages into the dataclasses of ``_types`` (resources,
-then events); building the events the reporter sends; and the requests and responses of the
-calls with more than plain fields (CreateRun, WatchRun, WatchRuns, Report, Interact,
+then events: each payload by its reader generated from the protos in ``_events``, and what
+both share, the well-known types and the nested messages, in ``_readers``); building the
+events the reporter sends; and the requests and responses of the calls with more than plain
+fields (CreateRun, WatchRun, WatchRuns, Report, Interact,
 SubmitDecision). The event builders check a reporting call's arguments against the server's
 rules first (:mod:`runstream._arguments`), so that a bad one fails at the call, named.
 
@@ -16,14 +18,13 @@ typed objects; ``report_event`` and the ``raw`` attributes are the escape hatche
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
@@ -47,68 +48,52 @@ from runstream._arguments import (
     URI_CHARS,
 )
 from runstream._errors import InvalidArgumentError, RunstreamError, StatusCode
+from runstream._events import (
+    PAYLOADS,
+    AlertAction,
+    EventKind,
+)
+from runstream._readers import (
+    artifact_from_pb,
+    decision_option_from_pb,
+    enum_value,
+    error_info_from_pb,
+    estimate_from_pb,
+    optional_duration,
+    optional_time,
+    struct_to_dict,
+    sub_step_details_from_pb,
+    target_from_pb,
+    timestamp_to_datetime,
+)
 from runstream._types import (
     ActiveAgent,
     ActivityType,
-    AgentActivity,
-    Alert,
-    AlertAction,
     AlertActionType,
     AnswerResult,
-    Artifact,
-    ArtifactProduced,
     ArtifactsSummary,
     ControlAction,
-    Custom,
     Decision,
     DecisionClosed,
     DecisionOption,
     DecisionOutcome,
     DecisionPrompt,
-    DecisionRequested,
-    DecisionResolved,
     DecisionState,
     ErrorInfo,
-    ErrorRecovery,
-    Estimate,
-    EstimateSource,
-    EstimateUpdated,
     Event,
-    EventKind,
-    EventPayload,
-    HealthChanged,
     ItemCounts,
-    ItemProgress,
-    MetricsUpdate,
-    Milestone,
     MilestoneType,
-    ModelAllocation,
     Run,
-    RunCancelled,
-    RunCompleted,
-    RunCreated,
     RunDetails,
-    RunFailed,
     RunHealth,
     RunProgress,
-    RunStarted,
     RunStatus,
-    RunStatusChanged,
     Severity,
     Step,
-    StepCompleted,
-    StepFailed,
-    StepProgress,
-    StepSkipped,
     StepSpec,
-    StepStarted,
     StepStatus,
     SubStepDetails,
     Target,
-    TargetKind,
-    TextDelta,
-    Thinking,
-    WorkflowStateChange,
 )
 from runstream.v1 import (
     decision_pb2,
@@ -119,55 +104,7 @@ from runstream.v1 import (
     run_service_pb2,
 )
 
-_E = TypeVar("_E", bound=enum.IntEnum)
-_MAX_EXACT_INT = 2**53
-
-
-def enum_value(cls: type[_E], number: int) -> _E:
-    """``cls(number)``, or ``cls.UNSPECIFIED`` for a value added to the contract later.
-
-    Looked up in the enum's own map of values first: calling an enum class costs five times
-    as much, for every enum field of every event a watcher reads."""
-    member = cls._value2member_map_.get(number)
-    if member is not None:
-        return member  # type: ignore[return-value]
-    try:
-        return cls(number)
-    except ValueError:
-        return cls["UNSPECIFIED"]
-
-
 # --- well-known types ------------------------------------------------------------------------
-
-
-def _value_to_python(value: struct_pb2.Value) -> Any:
-    which = value.WhichOneof("kind")
-    if which == "number_value":
-        number = value.number_value
-        # Struct only has doubles; give integral numbers back as int, as a JSON decoder would,
-        # so {"variants": 12} round-trips as 12 rather than 12.0.
-        if math.isfinite(number) and number.is_integer() and abs(number) <= _MAX_EXACT_INT:
-            return int(number)
-        return number
-    if which == "string_value":
-        return value.string_value
-    if which == "bool_value":
-        return value.bool_value
-    if which == "struct_value":
-        return struct_to_dict(value.struct_value)
-    if which == "list_value":
-        return [_value_to_python(item) for item in value.list_value.values]
-    return None
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a plain dict (integral numbers as int), its keys sorted: a Struct is a map,
-    whose order changes from process to process, so two people shown the same context saw
-    its keys in different orders."""
-    fields = struct.fields
-    if not fields:  # most events' data: nothing to sort
-        return {}
-    return {key: _value_to_python(fields[key]) for key in sorted(fields)}
 
 
 def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name: str) -> None:
@@ -224,35 +161,6 @@ def _struct_compatible(value: Any) -> bool:
     return True
 
 
-def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
-    """A Timestamp as an aware UTC datetime (microseconds: the nanoseconds truncated).
-
-    The epoch plus a timedelta, as ``ToDatetime`` computes it, without its checks and time
-    zone conversion, which cost twice as much for every event a watcher reads; a Timestamp
-    out of datetime's range, or with nanos outside 0 to 999,999,999, still goes to
-    ``ToDatetime`` and raises its ValueError."""
-    nanos = ts.nanos
-    if 0 <= nanos < 1_000_000_000:
-        try:
-            return arguments.EPOCH + timedelta(seconds=ts.seconds, microseconds=nanos // 1000)
-        except OverflowError:
-            pass
-    return ts.ToDatetime(tzinfo=UTC)
-
-
-def _time(message: Message, field_name: str) -> datetime | None:
-    if not message.HasField(field_name):
-        return None
-    return timestamp_to_datetime(getattr(message, field_name))
-
-
-def _duration(message: Message, field_name: str) -> timedelta | None:
-    if not message.HasField(field_name):
-        return None
-    value: duration_pb2.Duration = getattr(message, field_name)
-    return value.ToTimedelta()
-
-
 def datetime_to_pb(value: datetime) -> timestamp_pb2.Timestamp:
     """A Timestamp from an aware datetime (a naive one is taken as UTC)."""
     ts = timestamp_pb2.Timestamp()
@@ -273,43 +181,10 @@ def duration_to_pb(value: timedelta | float) -> duration_pb2.Duration:
 # --- resources -----------------------------------------------------------------------------
 
 
-def error_info_from_pb(message: run_pb2.ErrorInfo) -> ErrorInfo:
-    """An ErrorInfo dataclass from its message."""
-    return ErrorInfo(
-        code=message.code, message=message.message, details=struct_to_dict(message.details)
-    )
-
-
 def _error(message: Message, field_name: str) -> ErrorInfo | None:
     if not message.HasField(field_name):
         return None
     return error_info_from_pb(getattr(message, field_name))
-
-
-def artifact_from_pb(message: run_pb2.Artifact) -> Artifact:
-    """An Artifact dataclass from its message."""
-    return Artifact(
-        artifact_id=message.artifact_id,
-        name=message.name,
-        kind=message.kind,
-        uri=message.uri,
-        size_bytes=message.size_bytes,
-        step_id=message.step_id,
-        metadata=struct_to_dict(message.metadata),
-    )
-
-
-def step_spec_from_pb(message: run_pb2.StepSpec) -> StepSpec:
-    """A StepSpec dataclass from its message."""
-    return StepSpec(
-        step_id=message.step_id,
-        name=message.name,
-        description=message.description,
-        agent=message.agent,
-        depends_on=tuple(message.depends_on),
-        track=message.track,
-        phase=message.phase,
-    )
 
 
 def step_spec_to_pb(spec: StepSpec | str) -> run_pb2.StepSpec:
@@ -324,19 +199,6 @@ def step_spec_to_pb(spec: StepSpec | str) -> run_pb2.StepSpec:
         depends_on=list(spec.depends_on),
         track=spec.track,
         phase=spec.phase,
-    )
-
-
-def _sub_step_details_from_pb(
-    message: run_pb2.Step | event_pb2.StepProgress,
-) -> SubStepDetails | None:
-    if not message.HasField("sub_step_details"):
-        return None
-    details = message.sub_step_details
-    return SubStepDetails(
-        operation=details.operation,
-        model=details.model,
-        estimated_completion_time=_time(details, "estimated_completion_time"),
     )
 
 
@@ -365,9 +227,9 @@ def step_from_pb(message: run_pb2.Step) -> Step:
         description=message.description,
         agent=message.agent,
         status=enum_value(StepStatus, message.status),
-        start_time=_time(message, "start_time"),
-        end_time=_time(message, "end_time"),
-        duration=_duration(message, "duration"),
+        start_time=optional_time(message, "start_time"),
+        end_time=optional_time(message, "end_time"),
+        duration=optional_duration(message, "duration"),
         percent=message.percent,
         sub_step=message.sub_step,
         detail=message.detail,
@@ -382,7 +244,11 @@ def step_from_pb(message: run_pb2.Step) -> Step:
         depends_on=tuple(message.depends_on),
         track=message.track,
         phase=message.phase,
-        sub_step_details=_sub_step_details_from_pb(message),
+        sub_step_details=(
+            sub_step_details_from_pb(message.sub_step_details)
+            if message.HasField("sub_step_details")
+            else None
+        ),
     )
 
 
@@ -393,33 +259,7 @@ def _active_agent_from_pb(message: run_pb2.ActiveAgent) -> ActiveAgent:
         type=message.type,
         step_id=message.step_id,
         message=message.message,
-        start_time=_time(message, "start_time"),
-    )
-
-
-def _estimate_from_pb(message: run_pb2.Run | event_pb2.EstimateUpdated) -> Estimate | None:
-    if not message.HasField("estimate"):
-        return None
-    estimate = message.estimate
-    return Estimate(
-        remaining=_duration(estimate, "remaining"),
-        end_time=_time(estimate, "end_time"),
-        confidence=estimate.confidence,
-        remaining_low=_duration(estimate, "remaining_low"),
-        remaining_high=_duration(estimate, "remaining_high"),
-        history_runs=estimate.history_runs,
-        source=enum_value(EstimateSource, estimate.source) or EstimateSource.HISTORY,
-        held=estimate.held,
-    )
-
-
-def target_from_pb(message: run_pb2.Target) -> Target:
-    """A Target dataclass from its message."""
-    return Target(
-        metric=message.metric,
-        value=message.value,
-        kind=enum_value(TargetKind, message.kind),
-        title=message.title,
+        start_time=optional_time(message, "start_time"),
     )
 
 
@@ -455,12 +295,12 @@ def run_from_pb(message: run_pb2.Run) -> Run:
         ),
         current_step_id=message.current_step_id,
         active_agents=tuple(_active_agent_from_pb(a) for a in message.active_agents),
-        create_time=_time(message, "create_time"),
-        start_time=_time(message, "start_time"),
-        update_time=_time(message, "update_time"),
-        end_time=_time(message, "end_time"),
+        create_time=optional_time(message, "create_time"),
+        start_time=optional_time(message, "start_time"),
+        update_time=optional_time(message, "update_time"),
+        end_time=optional_time(message, "end_time"),
         last_seq=message.last_seq,
-        estimate=_estimate_from_pb(message),
+        estimate=estimate_from_pb(message.estimate) if message.HasField("estimate") else None,
         health=enum_value(RunHealth, message.health),
         artifacts_summary=ArtifactsSummary(
             total=message.artifacts_summary.total,
@@ -492,10 +332,6 @@ def _item_counts_from_pb(message: run_pb2.ItemCounts) -> ItemCounts:
     )
 
 
-def _option_from_pb(message: event_pb2.DecisionOption) -> DecisionOption:
-    return DecisionOption(value=message.value, label=message.label, description=message.description)
-
-
 def decision_from_pb(message: decision_pb2.Decision) -> Decision:
     """A Decision dataclass from its message."""
     return Decision(
@@ -503,19 +339,19 @@ def decision_from_pb(message: decision_pb2.Decision) -> Decision:
         decision_id=message.decision_id,
         decision_type=message.decision_type,
         prompt=message.prompt,
-        options=tuple(_option_from_pb(o) for o in message.options),
+        options=tuple(decision_option_from_pb(o) for o in message.options),
         default_option=message.default_option,
-        timeout=_duration(message, "timeout"),
+        timeout=optional_duration(message, "timeout"),
         can_skip=message.can_skip,
         context=struct_to_dict(message.context),
         affects_workflow=message.affects_workflow,
         state=enum_value(DecisionState, message.state),
-        create_time=_time(message, "create_time"),
-        deadline=_time(message, "deadline"),
+        create_time=optional_time(message, "create_time"),
+        deadline=optional_time(message, "deadline"),
         outcome=enum_value(DecisionOutcome, message.outcome),
         choice=message.choice,
         answered_by=message.answered_by,
-        resolve_time=_time(message, "resolve_time"),
+        resolve_time=optional_time(message, "resolve_time"),
         requested_seq=message.requested_seq,
         resolved_seq=message.resolved_seq,
         raw=message,
@@ -535,210 +371,15 @@ def run_details_from_pb(response: run_service_pb2.GetRunResponse) -> RunDetails:
 # --- events: reading ---------------------------------------------------------------------
 
 
-def _run_created(m: event_pb2.RunCreated) -> RunCreated:
-    return RunCreated(
-        workflow=m.workflow,
-        display_name=m.display_name,
-        labels=dict(m.labels),
-        steps=tuple(step_spec_from_pb(s) for s in m.steps),
-        targets=tuple(target_from_pb(t) for t in m.targets),
-        tenant=m.tenant,
-        created_by=m.created_by,
-    )
-
-
-def _run_status_changed(m: event_pb2.RunStatusChanged) -> RunStatusChanged:
-    return RunStatusChanged(
-        previous_status=enum_value(RunStatus, m.previous_status),
-        status=enum_value(RunStatus, m.status),
-        reason=m.reason,
-        changed_by=m.changed_by,
-    )
-
-
-def _step_completed(m: event_pb2.StepCompleted) -> StepCompleted:
-    return StepCompleted(
-        step_id=m.step_id,
-        artifacts=tuple(artifact_from_pb(a) for a in m.artifacts),
-        metrics=dict(m.metrics),
-        duration=_duration(m, "duration"),
-        summary=m.summary,
-    )
-
-
-def _agent_activity(m: event_pb2.AgentActivity) -> AgentActivity:
-    return AgentActivity(
-        agent_id=m.agent_id,
-        agent_name=m.agent_name,
-        agent_type=m.agent_type,
-        activity=enum_value(ActivityType, m.activity),
-        message=m.message,
-        data=struct_to_dict(m.data),
-        step_id=m.step_id,
-    )
-
-
-def _thinking(m: event_pb2.Thinking) -> Thinking:
-    return Thinking(
-        thinking_type=m.thinking_type,
-        stage=m.stage,
-        analysis=m.analysis,
-        factors=tuple(m.factors),
-        confidence=m.confidence,
-        reasoning_depth=m.reasoning_depth,
-        agent_id=m.agent_id,
-    )
-
-
-def _model_allocation(m: event_pb2.ModelAllocation) -> ModelAllocation:
-    return ModelAllocation(
-        agent_id=m.agent_id,
-        model=m.model,
-        tier=m.tier,
-        reasoning=m.reasoning,
-        complexity=m.complexity,
-        context_window=m.context_window,
-        expected_cost_usd=m.expected_cost_usd if m.HasField("expected_cost_usd") else None,
-        factors=tuple(m.factors),
-        performance_expectation=m.performance_expectation,
-    )
-
-
-def _error_recovery(m: event_pb2.ErrorRecovery) -> ErrorRecovery:
-    return ErrorRecovery(
-        error_message=m.error_message,
-        severity=enum_value(Severity, m.severity),
-        recovery_strategy=m.recovery_strategy,
-        can_continue=m.can_continue,
-        affected_agents=tuple(m.affected_agents),
-        user_action_required=m.user_action_required,
-        attempt=m.attempt,
-        step_id=m.step_id,
-    )
-
-
-def _workflow_state_change(m: event_pb2.WorkflowStateChange) -> WorkflowStateChange:
-    return WorkflowStateChange(
-        change_type=m.change_type,
-        current_stage=m.current_stage,
-        stages=tuple(m.stages),
-        completion_percentage=m.completion_percentage,
-        active_agents=tuple(m.active_agents),
-        pipeline_status=dict(m.pipeline_status),
-    )
-
-
-def _decision_requested(m: event_pb2.DecisionRequested) -> DecisionRequested:
-    return DecisionRequested(
-        decision_id=m.decision_id,
-        decision_type=m.decision_type,
-        prompt=m.prompt,
-        options=tuple(_option_from_pb(o) for o in m.options),
-        default_option=m.default_option,
-        timeout=_duration(m, "timeout"),
-        can_skip=m.can_skip,
-        context=struct_to_dict(m.context),
-        affects_workflow=m.affects_workflow,
-        deadline=_time(m, "deadline"),
-    )
-
-
-# The payload oneof's field name -> its converter, which takes the payload message. The kind is
-# the field's name in capitals (EventKind mirrors the proto number for number: test_api.py).
-_PAYLOADS: dict[str, Callable[[Any], EventPayload]] = {
-    "run_created": _run_created,
-    "run_started": lambda m: RunStarted(message=m.message),
-    "run_status_changed": _run_status_changed,
-    "run_completed": lambda m: RunCompleted(summary=m.summary, result=struct_to_dict(m.result)),
-    "run_failed": lambda m: RunFailed(error=_error(m, "error")),
-    "run_cancelled": lambda m: RunCancelled(reason=m.reason, cancelled_by=m.cancelled_by),
-    "step_started": lambda m: StepStarted(
-        step_id=m.step_id, name=m.name, description=m.description, agent=m.agent
-    ),
-    "step_progress": lambda m: StepProgress(
-        step_id=m.step_id,
-        percent=m.percent,
-        sub_step=m.sub_step,
-        detail=m.detail,
-        tokens_processed=m.tokens_processed,
-        sub_step_details=_sub_step_details_from_pb(m),
-        estimated_time_remaining=_duration(m, "estimated_time_remaining"),
-    ),
-    "item_progress": lambda m: ItemProgress(
-        completed=m.completed,
-        total=m.total,
-        unit=m.unit,
-        by_stage=dict(m.by_stage),
-        estimated_time_remaining=_duration(m, "estimated_time_remaining"),
-    ),
-    "step_completed": _step_completed,
-    "step_failed": lambda m: StepFailed(step_id=m.step_id, error=_error(m, "error")),
-    "step_skipped": lambda m: StepSkipped(step_id=m.step_id, reason=m.reason),
-    "agent_activity": _agent_activity,
-    "thinking": _thinking,
-    "model_allocation": _model_allocation,
-    "text_delta": lambda m: TextDelta(
-        agent_id=m.agent_id,
-        message_id=m.message_id,
-        delta=m.delta,
-        final=m.final,
-        step_id=m.step_id,
-    ),
-    "metrics_update": lambda m: MetricsUpdate(
-        values=dict(m.values),
-        step_id=m.step_id,
-        units=dict(m.units),
-        changes=dict(m.changes),
-    ),
-    "milestone": lambda m: Milestone(
-        type=enum_value(MilestoneType, m.type),
-        title=m.title,
-        description=m.description,
-        data=struct_to_dict(m.data),
-        milestone_id=m.milestone_id,
-    ),
-    "alert": lambda m: Alert(
-        severity=enum_value(Severity, m.severity),
-        message=m.message,
-        suggested_action=m.suggested_action,
-        code=m.code,
-        data=struct_to_dict(m.data),
-        step_id=m.step_id,
-        action=(
-            AlertAction(type=enum_value(AlertActionType, m.action.type), label=m.action.label)
-            if m.HasField("action")
-            else None
-        ),
-    ),
-    "error_recovery": _error_recovery,
-    "artifact_produced": lambda m: ArtifactProduced(artifact=artifact_from_pb(m.artifact)),
-    "workflow_state_change": _workflow_state_change,
-    "health_changed": lambda m: HealthChanged(
-        previous_health=enum_value(RunHealth, m.previous_health),
-        health=enum_value(RunHealth, m.health),
-        reason=m.reason,
-    ),
-    "estimate_updated": lambda m: EstimateUpdated(estimate=_estimate_from_pb(m)),
-    "decision_requested": _decision_requested,
-    "decision_resolved": lambda m: DecisionResolved(
-        decision_id=m.decision_id,
-        outcome=enum_value(DecisionOutcome, m.outcome),
-        choice=m.choice,
-        answered_by=m.answered_by,
-    ),
-    "custom": lambda m: Custom(type=m.type, data=struct_to_dict(m.data)),
-}
-
-_KIND_AND_PAYLOAD: dict[str, tuple[EventKind, Callable[[Any], EventPayload]]] = {
-    name: (EventKind[name.upper()], convert) for name, convert in _PAYLOADS.items()
-}
-"""``_PAYLOADS`` with each kind beside its converter: one lookup for every event read."""
+_PAYLOADS = PAYLOADS
+"""The payload oneof's field name -> its kind and the reader of its message, generated from the
+protos (runstream._events): one lookup for every event read."""
 
 
 def event_from_pb(message: event_pb2.RunEvent, run_id: str = "") -> Event:
     """An Event from a RunEvent; a payload this SDK does not know gives kind UNSPECIFIED."""
     which = message.WhichOneof("payload")
-    entry = _KIND_AND_PAYLOAD.get(which) if which is not None else None
+    entry = _PAYLOADS.get(which) if which is not None else None
     if entry is None:
         kind, payload = EventKind.UNSPECIFIED, None
     else:
@@ -1460,7 +1101,7 @@ def set_idempotency_key(event: event_pb2.RunEvent, key: str) -> None:
 
 def payload_kind(event: event_pb2.RunEvent) -> EventKind | None:
     """The kind of an event's payload (None for one this SDK does not know)."""
-    entry = _KIND_AND_PAYLOAD.get(event.WhichOneof("payload") or "")
+    entry = _PAYLOADS.get(event.WhichOneof("payload") or "")
     return entry[0] if entry is not None else None
 
 

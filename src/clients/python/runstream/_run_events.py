@@ -21,9 +21,9 @@ from google.protobuf import unknown_fields
 from runstream import _convert as convert
 from runstream._arguments import LONG_TEXT_CHARS
 from runstream._errors import InvalidArgumentError
+from runstream._events import AlertAction
 from runstream._types import (
     ActivityType,
-    AlertAction,
     AlertActionType,
     MilestoneType,
     Severity,

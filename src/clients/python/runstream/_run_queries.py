@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from runstream import _arguments as arguments
 from runstream import _convert as convert
-from runstream._types import Event, EventKind, Run, RunDetails, Step
+from runstream._events import EventKind
+from runstream._types import Event, Run, RunDetails, Step
 from runstream.v1 import run_service_pb2
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from runstream._convert import timestamp_to_datetime
+from runstream._readers import timestamp_to_datetime
 from runstream._types import RunStatus
 from runstream.v1 import stats_service_pb2
 

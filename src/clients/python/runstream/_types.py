@@ -8,6 +8,9 @@ The dataclasses are immutable snapshots. ``google.protobuf.Struct`` fields are p
 ``dict[str, Any]``, timestamps are timezone-aware ``datetime`` (``None`` when unset) and
 durations are ``timedelta``. Resources and events keep the message they were read from in
 ``raw`` as an escape hatch to fields this SDK version does not know.
+
+The payload of each event kind, ``EventKind`` and ``EventPayload`` are generated from the
+protos into ``runstream._events`` (scripts/gen_sdk_events.py); what is here is hand-written.
 """
 
 from __future__ import annotations
@@ -20,75 +23,46 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from runstream._errors import RunstreamError, StatusCode
 
 if TYPE_CHECKING:
+    from runstream._events import EventKind, EventPayload
     from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 __all__ = [
     "ActiveAgent",
     "ActivityType",
-    "AgentActivity",
-    "Alert",
-    "AlertAction",
     "AlertActionType",
     "AnswerResult",
     "Artifact",
-    "ArtifactProduced",
     "ArtifactsSummary",
     "ControlAction",
-    "Custom",
     "Decision",
     "DecisionClosed",
     "DecisionOption",
     "DecisionOutcome",
     "DecisionPrompt",
-    "DecisionRequested",
-    "DecisionResolved",
     "DecisionResult",
     "DecisionState",
     "ErrorInfo",
-    "ErrorRecovery",
     "Estimate",
     "EstimateSource",
-    "EstimateUpdated",
     "Event",
-    "EventKind",
-    "EventPayload",
-    "HealthChanged",
     "InteractionUpdate",
     "ItemCounts",
-    "ItemProgress",
     "LinkState",
-    "MetricsUpdate",
-    "Milestone",
     "MilestoneType",
-    "ModelAllocation",
     "Run",
-    "RunCancelled",
-    "RunCompleted",
-    "RunCreated",
     "RunDetails",
-    "RunFailed",
     "RunHealth",
     "RunProgress",
-    "RunStarted",
     "RunStatus",
-    "RunStatusChanged",
     "RunsUpdate",
     "Severity",
     "Step",
-    "StepCompleted",
-    "StepFailed",
-    "StepProgress",
-    "StepSkipped",
     "StepSpec",
-    "StepStarted",
     "StepStatus",
     "SubStepDetails",
     "Target",
     "TargetKind",
-    "TextDelta",
-    "Thinking",
     "WatchLink",
-    "WorkflowStateChange",
 ]
 
 
@@ -219,47 +193,6 @@ class AlertActionType(enum.IntEnum):
     PAUSE_RUN = 1
     RESUME_RUN = 2
     CANCEL_RUN = 3
-
-
-class EventKind(enum.IntEnum):
-    """The kind of a run event; the number is that of the payload field in ``RunEvent``.
-
-    Events of kinds this SDK does not know arrive as ``UNSPECIFIED`` with payload ``None``.
-    """
-
-    UNSPECIFIED = 0
-    RUN_CREATED = 10
-    RUN_STARTED = 11
-    RUN_STATUS_CHANGED = 12
-    RUN_COMPLETED = 13
-    RUN_FAILED = 14
-    RUN_CANCELLED = 15
-    STEP_STARTED = 20
-    STEP_PROGRESS = 21
-    STEP_COMPLETED = 22
-    STEP_FAILED = 23
-    STEP_SKIPPED = 24
-    ITEM_PROGRESS = 25
-    AGENT_ACTIVITY = 30
-    THINKING = 31
-    MODEL_ALLOCATION = 32
-    TEXT_DELTA = 33
-    METRICS_UPDATE = 40
-    MILESTONE = 41
-    ALERT = 42
-    ERROR_RECOVERY = 43
-    ARTIFACT_PRODUCED = 44
-    WORKFLOW_STATE_CHANGE = 45
-    HEALTH_CHANGED = 46
-    ESTIMATE_UPDATED = 47
-    DECISION_REQUESTED = 50
-    DECISION_RESOLVED = 51
-    CUSTOM = 60
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether an event of this kind ends its run."""
-        return self in (EventKind.RUN_COMPLETED, EventKind.RUN_FAILED, EventKind.RUN_CANCELLED)
 
 
 # --- resources ---------------------------------------------------------------------------
@@ -482,267 +415,7 @@ class Run:
     """Why `health` is what it is ("step research failed: rate limited"); "" while HEALTHY."""
 
 
-# --- event payloads ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunCreated:
-    """The run was created with this plan (always seq 1)."""
-
-    workflow: str
-    display_name: str
-    labels: dict[str, str]
-    steps: tuple[StepSpec, ...]
-    targets: tuple[Target, ...] = ()
-    tenant: str = ""
-    """The tenant the run belongs to ("" on a server without authentication)."""
-    created_by: str = ""
-    """Who created it: the creating token's subject ("" without authentication)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunStarted:
-    """The producer started working on the run."""
-
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunStatusChanged:
-    """The run's status changed for a reason no other event states (pause, resume, input)."""
-
-    previous_status: RunStatus
-    status: RunStatus
-    reason: str
-    changed_by: str = ""
-    """Who paused or resumed it (the token's subject when the server authenticates)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunCompleted:
-    """The run finished successfully."""
-
-    summary: str
-    result: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RunFailed:
-    """The run finished with an error."""
-
-    error: ErrorInfo | None
-
-
-@dataclass(frozen=True, slots=True)
-class RunCancelled:
-    """The run was cancelled."""
-
-    reason: str
-    cancelled_by: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepStarted:
-    """A step started, or restarted after a failure."""
-
-    step_id: str
-    name: str
-    description: str
-    agent: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepProgress:
-    """A running step made progress."""
-
-    step_id: str
-    percent: float
-    sub_step: str
-    detail: str
-    tokens_processed: int
-    sub_step_details: SubStepDetails | None = None
-    estimated_time_remaining: timedelta | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemProgress:
-    """The run's item counts changed (each report replaces the previous one)."""
-
-    completed: int
-    total: int
-    unit: str
-    by_stage: dict[str, int]
-    estimated_time_remaining: timedelta | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StepCompleted:
-    """A step finished successfully."""
-
-    step_id: str
-    artifacts: tuple[Artifact, ...]
-    metrics: dict[str, float]
-    duration: timedelta | None
-    summary: str
-
-
-@dataclass(frozen=True, slots=True)
-class StepFailed:
-    """A step failed."""
-
-    step_id: str
-    error: ErrorInfo | None
-
-
-@dataclass(frozen=True, slots=True)
-class StepSkipped:
-    """A step was skipped."""
-
-    step_id: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class AgentActivity:
-    """An agent started, progressed, completed or failed a piece of work."""
-
-    agent_id: str
-    agent_name: str
-    agent_type: str
-    activity: ActivityType
-    message: str
-    data: dict[str, Any]
-    step_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Thinking:
-    """The manager agent's reasoning at one stage of its work."""
-
-    thinking_type: str
-    stage: str
-    analysis: str
-    factors: tuple[str, ...]
-    confidence: float
-    reasoning_depth: str
-    agent_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ModelAllocation:
-    """The manager chose a model for an agent."""
-
-    agent_id: str
-    model: str
-    tier: str
-    reasoning: str
-    complexity: str
-    context_window: int
-    expected_cost_usd: float | None
-    factors: tuple[str, ...]
-    performance_expectation: str
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """A piece of an agent's streamed LLM output."""
-
-    agent_id: str
-    message_id: str
-    delta: str
-    final: bool
-    step_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsUpdate:
-    """New values of named metrics, at run level or for a step."""
-
-    values: dict[str, float]
-    step_id: str
-    units: dict[str, str] = field(default_factory=dict)
-    changes: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Milestone:
-    """Something worth celebrating was reached."""
-
-    type: MilestoneType
-    title: str
-    description: str
-    data: dict[str, Any]
-    milestone_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Something needs attention."""
-
-    severity: Severity
-    message: str
-    suggested_action: str
-    code: str
-    data: dict[str, Any]
-    step_id: str = ""
-    action: AlertAction | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AlertAction:
-    """An action an alert suggests, in a form a client can offer (pause, resume, cancel)."""
-
-    type: AlertActionType
-    label: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorRecovery:
-    """An error happened and the workflow is handling it."""
-
-    error_message: str
-    severity: Severity
-    recovery_strategy: str
-    can_continue: bool
-    affected_agents: tuple[str, ...]
-    user_action_required: bool
-    attempt: int
-    step_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactProduced:
-    """A step produced an artifact."""
-
-    artifact: Artifact
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowStateChange:
-    """The workflow moved between phases or its pipeline flags changed."""
-
-    change_type: str
-    current_stage: str
-    stages: tuple[str, ...]
-    completion_percentage: float
-    active_agents: tuple[str, ...]
-    pipeline_status: dict[str, bool]
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChanged:
-    """The run's health changed, as the server assessed it. Written by the server."""
-
-    previous_health: RunHealth
-    health: RunHealth
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class EstimateUpdated:
-    """The server's estimate of the run's completion changed. Written by the server."""
-
-    estimate: Estimate | None
+# --- events (their payloads are generated, in runstream._events) ---------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -758,72 +431,6 @@ class DecisionOption:
     value: str
     label: str = ""
     description: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionRequested:
-    """The run asks a human to decide something."""
-
-    decision_id: str
-    decision_type: str
-    prompt: str
-    options: tuple[DecisionOption, ...]
-    default_option: str
-    timeout: timedelta | None
-    can_skip: bool
-    context: dict[str, Any]
-    affects_workflow: bool
-    deadline: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionResolved:
-    """A decision was closed."""
-
-    decision_id: str
-    outcome: DecisionOutcome
-    choice: str
-    answered_by: str
-
-
-@dataclass(frozen=True, slots=True)
-class Custom:
-    """A producer-defined event."""
-
-    type: str
-    data: dict[str, Any]
-
-
-EventPayload: TypeAlias = (
-    RunCreated
-    | RunStarted
-    | RunStatusChanged
-    | RunCompleted
-    | RunFailed
-    | RunCancelled
-    | StepStarted
-    | StepProgress
-    | StepCompleted
-    | StepFailed
-    | StepSkipped
-    | ItemProgress
-    | AgentActivity
-    | Thinking
-    | ModelAllocation
-    | TextDelta
-    | MetricsUpdate
-    | Milestone
-    | Alert
-    | ErrorRecovery
-    | ArtifactProduced
-    | WorkflowStateChange
-    | HealthChanged
-    | EstimateUpdated
-    | DecisionRequested
-    | DecisionResolved
-    | Custom
-)
-"""The typed payload of an event: one dataclass per EventKind."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,8 +32,9 @@ from runstream import _arguments as arguments
 from runstream import _convert as convert
 from runstream._connection import raise_if_closed_under
 from runstream._errors import DataLossError, RunstreamError, UnavailableError, error_from_rpc
+from runstream._events import EventKind
 from runstream._retry import Backoff, Outage, OutageLog, is_retryable, retry_after
-from runstream._types import Event, EventKind, LinkState, Run, RunsUpdate, WatchLink
+from runstream._types import Event, LinkState, Run, RunsUpdate, WatchLink
 
 if TYPE_CHECKING:
     from runstream._connection import Connection

@@ -32,7 +32,8 @@ from ag_ui.core import (
     ToolCallStartEvent,
 )
 
-from runstream._types import ActivityType, AgentActivity, Event, Thinking
+from runstream._events import AgentActivity, Thinking
+from runstream._types import ActivityType, Event
 
 __all__ = ["AgentEvents"]
 

@@ -79,11 +79,10 @@ from ag_ui.core.events import RunFinishedCancelledOutcome  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from runstream._types import (  # noqa: E402
+from runstream._events import (  # noqa: E402
     DecisionRequested,
     DecisionResolved,
     EstimateUpdated,
-    Event,
     EventKind,
     HealthChanged,
     ItemProgress,
@@ -99,6 +98,7 @@ from runstream._types import (  # noqa: E402
     StepStarted,
     TextDelta,
 )
+from runstream._types import Event  # noqa: E402
 from runstream.integrations._agui_agents import AgentEvents  # noqa: E402
 
 __all__ = ["AguiTranslator", "encode_sse", "run_input_problems"]
