@@ -242,12 +242,14 @@ def test_a_kind_added_to_the_protos_reaches_the_sdk_typed_with_no_edit_of_it(
             "  // See BudgetWarning.\n  EVENT_KIND_BUDGET_WARNING = 61;\n",
         ),
         (
-            "    Custom custom = 60;\n",
-            "    // Spending neared the budget.\n    BudgetWarning budget_warning = 61;\n",
+            "    Custom custom = 60 [(runstream.v1.kind) = {\n",
+            "    // Spending neared the budget.\n"
+            "    BudgetWarning budget_warning = 61"
+            " [(runstream.v1.kind) = {changes_state: false}];\n",
         ),
     ]:
         assert anchor in text
-        text = text.replace(anchor, anchor + addition)
+        text = text.replace(anchor, addition + anchor if "Custom" in anchor else anchor + addition)
     proto.write_text(text + NEW_KIND)
 
     env = {**os.environ, "PY": sys.executable, "PYTHONPATH": str(tmp_path / "src/clients/python")}
