@@ -27,6 +27,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import descriptor_pb2
 
@@ -73,31 +74,48 @@ HAND_WRITTEN_ENUMS = {
 }
 """Proto enums with an IntEnum in runstream/_types.py, by the SDK's name for them."""
 
-FIRST_DEFAULTED = {
+LAST_WITHOUT_DEFAULT = {
     f"{PACKAGE}.{message}": field_name
     for message, field_name in (
-        ("Alert", "step_id"),
-        ("AlertAction", "label"),
-        ("ErrorRecovery", "step_id"),
-        ("ItemProgress", "estimated_time_remaining"),
-        ("MetricsUpdate", "units"),
-        ("Milestone", "milestone_id"),
-        ("RunCreated", "targets"),
-        ("RunStatusChanged", "changed_by"),
-        ("StepProgress", "sub_step_details"),
+        ("AgentActivity", "step_id"),
+        ("Alert", "data"),
+        ("AlertAction", "type"),
+        ("ArtifactProduced", "artifact"),
+        ("Custom", "data"),
+        ("DecisionRequested", "deadline"),
+        ("DecisionResolved", "answered_by"),
+        ("ErrorRecovery", "attempt"),
+        ("EstimateUpdated", "estimate"),
+        ("HealthChanged", "reason"),
+        ("ItemProgress", "by_stage"),
+        ("MetricsUpdate", "step_id"),
+        ("Milestone", "data"),
+        ("ModelAllocation", "performance_expectation"),
+        ("RunCancelled", "cancelled_by"),
+        ("RunCompleted", "result"),
+        ("RunCreated", "steps"),
+        ("RunFailed", "error"),
+        ("RunStarted", "message"),
+        ("RunStatusChanged", "reason"),
+        ("StepCompleted", "summary"),
+        ("StepFailed", "error"),
+        ("StepProgress", "tokens_processed"),
+        ("StepSkipped", "reason"),
+        ("StepStarted", "agent"),
+        ("TextDelta", "step_id"),
+        ("Thinking", "agent_id"),
+        ("WorkflowStateChange", "pipeline_status"),
     )
 }
-"""Per message, the field from which on (in proto order) each field has a default, its zero
-value: the fields added to a kind after its first release, so that code building the
-dataclass without them kept working. A kind's first fields take none; a field added to a kind
-later gets one by an entry here (or is covered by its kind's entry)."""
+"""Per message, the last field (in proto order) a dataclass must be given: the fields of its
+first release, as the SDK had them by hand. Every field after it, and every field of a message
+not named here, has a default, its zero value, so that a field or a kind added to the protos
+later needs no entry here, and code building a dataclass without the newer fields keeps
+working."""
 
 ALWAYS_SET = {f"{PACKAGE}.ArtifactProduced.artifact"}
 """Message fields read as the message even when unset (annotated ``X``, not ``X | None``): the
 SDK's reading of them before it was generated."""
-
-TERMINAL_KINDS = ("run_completed", "run_failed", "run_cancelled")
-"""The kinds that end a run: ``EventKind.is_terminal``."""
 
 SCALARS = {
     F.TYPE_STRING: ("str", '""'),
@@ -140,6 +158,13 @@ class Proto:
 
 class Protos:
     """Every message and enum of a descriptor set by full name, and their comments."""
+
+    @staticmethod
+    def kind_rules(kind: descriptor_pb2.FieldDescriptorProto) -> Any:
+        """A payload field's ``(runstream.v1.kind)`` annotation (``options.proto``)."""
+        from runstream.v1 import options_pb2
+
+        return kind.options.Extensions[options_pb2.kind]
 
     def __init__(self, descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
         self.types: dict[str, Proto] = {}
@@ -283,16 +308,15 @@ class Generator:
         message = proto.message
         assert message is not None
         entries = {n.name: n for n in message.nested_type if n.options.map_entry}
-        first_defaulted = FIRST_DEFAULTED.get(proto.full_name)
+        last_required = LAST_WITHOUT_DEFAULT.get(proto.full_name)
         names = [f.name for f in message.field]
-        if first_defaulted is not None and first_defaulted not in names:
+        if last_required is not None and last_required not in names:
             raise GenerationError(
-                f"FIRST_DEFAULTED names {proto.full_name}.{first_defaulted}, which it lacks"
+                f"LAST_WITHOUT_DEFAULT names {proto.full_name}.{last_required}, which it lacks"
             )
-        defaulted = False
+        defaulted = last_required is None
         result = []
         for index, field in enumerate(message.field):
-            defaulted = defaulted or field.name == first_defaulted
             annotation, default, reading = self.field_type(proto, field, entries)
             if defaulted and not default:
                 raise GenerationError(
@@ -300,6 +324,7 @@ class Generator:
                 )
             if not defaulted:
                 default = ""
+                defaulted = field.name == last_required
             elif default == "field(default_factory=dict)":
                 self.uses.add("field")
             result.append(
@@ -411,9 +436,7 @@ class Generator:
                     f"{EVENT}.{kind.name} = {kind.number} needs EventKind value {value} = "
                     f"{kind.number} in event.proto"
                 )
-        for name in TERMINAL_KINDS:
-            if name not in {k.name for k in kinds}:
-                raise GenerationError(f"TERMINAL_KINDS names {name}, which is no kind")
+        self.terminal = [k.name for k in kinds if self.protos.kind_rules(k).terminal]
 
         payloads: list[tuple[descriptor_pb2.FieldDescriptorProto, Proto]] = []
         for kind in kinds:
@@ -491,7 +514,7 @@ class Generator:
         return lines
 
     def event_kind(self, enum_type: descriptor_pb2.EnumDescriptorProto, proto: Proto) -> list[str]:
-        terminal = ", ".join(f"EventKind.{name.upper()}" for name in TERMINAL_KINDS)
+        terminal = ", ".join(f"EventKind.{name.upper()}" for name in self.terminal)
         lines = [
             "",
             "",
@@ -622,6 +645,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
+    # The contract's options (a kind's rules: which kinds end a run) are read through the
+    # module protoc just wrote beside the output, which must be imported before the parse.
+    sys.path.insert(0, str(Path(argv[2]).resolve().parents[1]))
+    import runstream.v1.options_pb2  # noqa: F401
+
     descriptor_set = descriptor_pb2.FileDescriptorSet()
     descriptor_set.ParseFromString(Path(argv[1]).read_bytes())
     try:

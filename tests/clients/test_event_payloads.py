@@ -214,6 +214,10 @@ assert runstream.BudgetWarning.__annotations__ == {
     "scope": "BudgetScope",
     "agents": "tuple[str, ...]",
 }
+# Every field of a kind added later, and a field added later to a kind that exists, has a
+# default: code that builds the dataclasses without them keeps working.
+assert runstream.BudgetWarning() == runstream.BudgetWarning(0.0, runstream.Severity(0))
+assert runstream.StepSkipped("s", "why").retries == 0
 print("ok")
 """
 
@@ -250,6 +254,9 @@ def test_a_kind_added_to_the_protos_reaches_the_sdk_typed_with_no_edit_of_it(
     ]:
         assert anchor in text
         text = text.replace(anchor, addition + anchor if "Custom" in anchor else anchor + addition)
+    skipped = text.index("message StepSkipped {")
+    end = text.index("\n}\n", skipped) + 1
+    text = text[:end] + "  // How often it was tried.\n  int32 retries = 3;\n" + text[end:]
     proto.write_text(text + NEW_KIND)
 
     env = {**os.environ, "PY": sys.executable, "PYTHONPATH": str(tmp_path / "src/clients/python")}

@@ -1,0 +1,135 @@
+"""A new event kind is one edit of event.proto: after `scripts/gen.sh`, a server, the SDK and
+the terminal view made from that proto take it, check it, store it and show it.
+
+A copy of the project gets a kind that changes nothing in a run's state, ``budget_warning``:
+its payload field with its ``(runstream.v1.kind)`` rules, its ``EventKind`` value and its
+message with a ``(runstream.v1.limit)`` on its text, all in event.proto. Nothing else of the
+copy is edited. Its `runstream serve` takes the kind from a producer of the same copy (the
+SDK's ``report_event``), refuses a message past the annotated limit naming the field, and a
+watcher of the copy reads it back as the SDK's generated ``BudgetWarning`` (filtered by its
+kind), as `runstream events` prints it. The dashboard's half is in test_new_event_kinds.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KIND_VALUE = "  EVENT_KIND_CUSTOM = 60;\n"
+KIND_FIELD = "    Custom custom = 60 [(runstream.v1.kind) = {\n"
+BUDGET_WARNING = """
+// The run's spending neared its budget.
+message BudgetWarning {
+  // Dollars spent so far.
+  double spent_usd = 1;
+  // What the producer says of it.
+  string message = 2 [(runstream.v1.limit) = {chars: 40}];
+}
+"""
+
+PRODUCER = """
+import asyncio, sys
+import runstream
+from runstream.v1 import event_pb2
+
+
+async def main() -> None:
+    async with runstream.connect(sys.argv[1]) as client:
+        run = await client.start_run("budgeted", run_id="b1")
+        await run.report_event(
+            event_pb2.RunEvent(
+                budget_warning=event_pb2.BudgetWarning(spent_usd=41.5, message="at 83 %")
+            )
+        )
+        await run.flush()
+        try:
+            await run.report_event(
+                event_pb2.RunEvent(budget_warning=event_pb2.BudgetWarning(message="m" * 41))
+            )
+            await run.flush()
+        except runstream.RunstreamError as exc:
+            print("refused:", exc.code.name, exc)
+        kinds = [runstream.EventKind.BUDGET_WARNING]
+        events = [e async for e in client.list_events("b1", kinds=kinds)]
+        print("read:", [(e.kind.name, e.payload) for e in events])
+
+
+asyncio.run(main())
+"""
+
+
+def _copy_with_a_new_kind(root: Path) -> Path:
+    """The project's protos, scripts, server and Python client, with `budget_warning` added
+    to event.proto and `scripts/gen.sh` run over it; returns its PYTHONPATH."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
+    for part in ("protos", "scripts", "src/server", "src/clients/python"):
+        shutil.copytree(ROOT / part, root / part, ignore=ignore)
+    proto = root / "protos/runstream/v1/event.proto"
+    text = proto.read_text()
+    assert KIND_VALUE in text and KIND_FIELD in text
+    text = text.replace(KIND_VALUE, KIND_VALUE + "  EVENT_KIND_BUDGET_WARNING = 61;\n")
+    rules = "[(runstream.v1.kind) = {changes_state: false moves_estimate: false}]"
+    field = f"    // Spending neared the budget.\n    BudgetWarning budget_warning = 61 {rules};\n"
+    proto.write_text(text.replace(KIND_FIELD, field + KIND_FIELD) + BUDGET_WARNING)
+    env = {**os.environ, "PY": sys.executable}
+    done = subprocess.run(
+        ["bash", "scripts/gen.sh"], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return Path(f"{root / 'src/server'}{os.pathsep}{root / 'src/clients/python'}")
+
+
+def test_a_kind_added_to_event_proto_alone_is_taken_checked_stored_and_shown(
+    tmp_path: Path,
+) -> None:
+    pythonpath = _copy_with_a_new_kind(tmp_path / "copy")
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "NO_COLOR": "1"}
+    target = f"127.0.0.1:{free_port()}"
+    cli = [sys.executable, "-m", "runstream.cli.main"]
+    server = subprocess.Popen(
+        [*cli, "serve", "--address", target, "--store", str(tmp_path / "r.db")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        produced = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(PRODUCER), target],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert produced.returncode == 0, produced.stderr
+        refused, read = produced.stdout.splitlines()
+        assert refused.startswith("refused: INVALID_ARGUMENT")
+        assert "budget_warning.message" in refused and "40" in refused, refused
+        assert read == (
+            "read: [('BUDGET_WARNING', BudgetWarning(spent_usd=41.5, message='at 83 %'))]"
+        )
+        shown = subprocess.run(
+            [*cli, "events", "b1", "--target", target],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        lines = [line for line in shown.stdout.splitlines() if "Budget warning" in line]
+        assert len(lines) == 1, shown.stdout
+        assert "spent_usd: 41.5" in lines[0] and "message: at 83 %" in lines[0], lines[0]
+    finally:
+        server.terminate()
+        server.wait(20)
