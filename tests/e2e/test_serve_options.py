@@ -258,6 +258,9 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         # Watches that set no heartbeat of their own would all be refused INVALID_ARGUMENT:
         ("--heartbeat", "600", "must be between 0.1 and 300 seconds"),
         ("--heartbeat", "0.05", "must be between 0.1 and 300 seconds"),
+        # A clock looking at every stream's sends many times a second; negative:
+        ("--watch-send-timeout", "0.5", "must be between 1 and 86400 seconds (or 0: never)"),
+        ("--watch-send-timeout", "-1", "must be 0 or more"),
         # Tracebacks, or a port that wraps around, or gRPC's port 443 for a host alone:
         ("--metrics-address", "nonsense", "'nonsense' is not HOST:PORT or [IPV6]:PORT"),
         ("--metrics-address", ":99999", "a port is 0 to 65535"),
@@ -282,6 +285,11 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     assert capsys.readouterr().err.splitlines() == [
         f"runstream serve: error: argument {option}: {said}"
     ]
+
+
+def test_the_watch_send_timeout_defaults_to_a_minute_and_takes_zero_for_never() -> None:
+    assert build_parser().parse_args(["serve"]).watch_send_timeout == 60
+    assert build_parser().parse_args(["serve", "--watch-send-timeout", "0"]).watch_send_timeout == 0
 
 
 def test_drain_delay_takes_its_own_default_of_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,6 +124,11 @@ class ServerConfig:
     watcher_buffer_bytes: int = 4 * 1024 * 1024
     """... and bytes of them (events may be 256 KiB each: a watcher that stopped reading
     held up to a gigabyte by the count alone)."""
+    watch_send_timeout: float = 60.0
+    """Seconds one message of a watch stream (WatchRun, WatchRuns) may wait to be sent, held
+    by HTTP/2 flow control because its client stopped reading, before the stream ends
+    RESOURCE_EXHAUSTED (reason SEND_STALLED; the watcher resumes from its last seq) and lets
+    go of what it held; 0: never. See :class:`~runstream_server.domain.hub.Sends`."""
     max_message_bytes: int = 4 * 1024 * 1024
     """Largest gRPC message accepted; larger ones get RESOURCE_EXHAUSTED."""
     accept_backlog: int = 20_000
@@ -232,6 +237,7 @@ class RunstreamServer:
                 max_pending_bytes=config.watcher_buffer_bytes,
                 page_events=config.limits.watch_page_events,
                 page_bytes=config.limits.watch_page_bytes,
+                send_timeout=config.watch_send_timeout,
             ),
             config.limits,
             config.insight,

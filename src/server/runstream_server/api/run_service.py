@@ -1,19 +1,32 @@
-"""RunService: snapshots, listings, cancellation and the WatchRun stream."""
+"""RunService: snapshots, listings, cancellation and the WatchRun stream.
+
+The watch streams write their messages themselves (``context.write``) rather than yield them
+to gRPC: a send that stands still (a client that stopped reading) is then awaited in this
+handler's task, and the hub's clock, which cancels that wait (see
+:class:`~runstream_server.domain.hub.Sends`), ends the stream with a status. A handler that
+yields is not written for by its own frames: cancelled in gRPC's write, its call would end
+with no status at all.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
 
 from grpc import aio
 from runstream.v1 import event_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as pb
 
 from runstream_server.api.watch_args import watch_run_args, watch_runs_args
+from runstream_server.domain.hub import Sends
 from runstream_server.domain.runs import Heartbeat, InitialStateComplete, RunManager, Snapshot
 from runstream_server.domain.state import to_timestamp
+from runstream_server.domain.watching import RunsItem, WatchItem
 
 Context = aio.ServicerContext[Any, Any]
+Item = TypeVar("Item")
 
 # A response holding one empty event encodes as the events field's tag and a zero length:
 # the tag as the contract numbers the field, worked out once.
@@ -105,42 +118,77 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         )
         return pb.ListEventsResponse(events=events, next_page_token=token)
 
-    async def WatchRuns(
-        self, request: pb.WatchRunsRequest, context: Context
-    ) -> AsyncIterator[pb.WatchRunsResponse]:
-        items = self._runs.watch_runs(**watch_runs_args(request, self._default_heartbeat))
-        async for item in items:
-            if isinstance(item, list):
-                yield pb.WatchRunsResponse(runs=item)
-            elif isinstance(item, InitialStateComplete):
-                yield pb.WatchRunsResponse(
-                    initial_state_complete=True, ended_runs_left_out=item.ended_runs_left_out
-                )
-            else:
-                beat = pb.Heartbeat(server_time=to_timestamp(item.server_time))
-                yield pb.WatchRunsResponse(heartbeat=beat)
+    async def WatchRuns(self, request: pb.WatchRunsRequest, context: Context) -> None:
+        sends = Sends()
+        items = self._runs.watch_runs(
+            **watch_runs_args(request, self._default_heartbeat),
+            accepted=lambda: context.send_initial_metadata(()),
+            sends=sends,
+        )
+        await write_all(items, sends, context, _runs_response)
 
-    async def WatchRun(self, request: pb.WatchRunRequest, context: Context) -> AsyncIterator[bytes]:
-        """Yields pre-encoded WatchRunResponse bytes (see ``raw_response_methods``).
+    async def WatchRun(self, request: pb.WatchRunRequest, context: Context) -> None:
+        """Writes pre-encoded WatchRunResponse bytes (see ``raw_response_methods``).
 
         Event batches are the concatenation of events encoded once at append time, so a
         hundred watchers cost a hundred writes, not a hundred serializations, and the bytes
         go out as the hub made them.
         """
+        sends = Sends()
         items = self._runs.watch(
             **watch_run_args(request, self._default_heartbeat),
             keep_open=request.keep_open,
             # The headers as the watch is accepted, not with the first message (which an idle
             # run sends a heartbeat later): the client learns at once that its stream stands.
             accepted=lambda: context.send_initial_metadata(()),
+            sends=sends,
         )
+        await write_all(items, sends, context, _watch_response)
+
+
+async def write_all(
+    items: AsyncGenerator[Item, None],
+    sends: Sends,
+    context: Context,
+    encode: Callable[[Item], object],
+) -> None:
+    """Writes each of a watch's items as it comes, counting the sends for the hub's clock
+    (see the module docstring). A cancel of a write is thrown into the watch, which answers
+    it: with its refusal when the clock ended a send that stood still, else it goes on (the
+    client went away).
+
+    The watch must have sent the headers (its ``accepted``) before its first item: gRPC
+    sends them with the first write otherwise, and a status sent while that write waits
+    would send them again, which gRPC refuses (TOO_MANY_OPERATIONS), leaving the stream
+    without a status for ever."""
+    async with contextlib.aclosing(items):
         async for item in items:
-            if type(item) is bytes:  # the encoded events of one response, as the hub made them
-                yield item
-            elif isinstance(item, Heartbeat):
-                beat = pb.Heartbeat(
-                    head_seq=item.head_seq, server_time=to_timestamp(item.server_time)
-                )
-                yield pb.WatchRunResponse(heartbeat=beat).SerializeToString()
-            elif isinstance(item, Snapshot):
-                yield pb.WatchRunResponse(snapshot=item.run).SerializeToString()
+            sends.started += 1
+            try:
+                await context.write(encode(item))
+            except asyncio.CancelledError as cancel:
+                await items.athrow(cancel)
+                raise
+            sends.finished += 1
+
+
+def _watch_response(item: WatchItem) -> bytes:
+    """A WatchRun item, encoded: event batches are already (as the hub made them)."""
+    if type(item) is bytes:
+        return item
+    if isinstance(item, Heartbeat):
+        beat = pb.Heartbeat(head_seq=item.head_seq, server_time=to_timestamp(item.server_time))
+        return pb.WatchRunResponse(heartbeat=beat).SerializeToString()
+    assert isinstance(item, Snapshot)
+    return pb.WatchRunResponse(snapshot=item.run).SerializeToString()
+
+
+def _runs_response(item: RunsItem) -> pb.WatchRunsResponse:
+    if isinstance(item, list):
+        return pb.WatchRunsResponse(runs=item)
+    if isinstance(item, InitialStateComplete):
+        return pb.WatchRunsResponse(
+            initial_state_complete=True, ended_runs_left_out=item.ended_runs_left_out
+        )
+    beat = pb.Heartbeat(server_time=to_timestamp(item.server_time))
+    return pb.WatchRunsResponse(heartbeat=beat)

@@ -11,8 +11,11 @@ with :data:`~runstream_server.auth.principal.REFUSED_DURING_STREAM` and the reas
 reconnect with a fresh token and resume from their cursor.
 
 Either way a stream is cut only while it waits for its next message, never in the middle of
-sending one, so a watcher's cursor is always exact. A Report stream, which also waits for its
-commits, is not cut at all: it ends itself once the commit under way is acknowledged
+sending one, so a watcher's cursor is always exact. (WatchRun and WatchRuns write their
+messages themselves, so for this layer the whole stream is one wait: a cut may come while
+one is being written, and gRPC still sends that one whole, before the status.) A Report
+stream, which also waits for its commits, is not cut at all: it ends itself once the commit
+under way is acknowledged
 (:func:`~runstream_server.auth.principal.end_at_expiry`), so a producer is never left to send
 again a batch that was stored.
 

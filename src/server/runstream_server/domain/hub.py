@@ -21,6 +21,16 @@ server keeps a heap of when each stream would next be due, and one event-loop ti
 earliest; a stream's deadline moves only when the clock comes to it, so a delivery costs one
 attribute write, not a timer reset. A stream that ends lets go of what it held at once; its
 entry leaves the heap when the clock comes to it, or sooner once ended streams are half of it.
+
+The same clock ends a stream whose client stopped reading. Its last message then waits in
+gRPC's write, held by HTTP/2 flow control, for as long as the client lets it, and the stream
+with all it holds (its buffer, its run in memory) would wait with it. The stream's writer
+counts its sends (:class:`Sends`: two integers per message, no timer); the clock, as it comes
+to the stream anyway, looks whether a send is under way and whether it is the one it saw last
+time, and ends the stream once one send has stood still for the send timeout (as Centrifugo
+and NATS disconnect a slow consumer rather than buffer for it without end). A stream idle for
+longer than that is looked at every quarter of the timeout, so the end comes between one and
+one and a half timeouts after the send stood still.
 """
 
 from __future__ import annotations
@@ -41,6 +51,13 @@ _BEAT_SLACK = 0.002
 # The clock's heap is rebuilt without the streams that ended once they are more than half of
 # it, and more than this many (as asyncio does with its cancelled timers).
 _MIN_DETACHED = 100
+# A stream's sends are looked at this many times per send timeout at least.
+_SEND_LOOKS = 4
+
+SEND_TIMEOUT_SECONDS = (1.0, 86_400.0)
+"""The send timeouts a server takes (``serve --watch-send-timeout``), besides 0 (never): a
+shorter one would end streams over a client's ordinary pause, and have the clock look at
+every stream's sends several times a second."""
 
 
 class Chunk(NamedTuple):
@@ -51,14 +68,31 @@ class Chunk(NamedTuple):
     last_seq: int
 
 
+class Sends:
+    """A stream's messages as its writer hands them to the transport: how many it began to
+    send and how many of those the transport took. The writer counts (``started`` before a
+    write, ``finished`` after it) in its own task, whose ``task`` the heartbeat clock cancels
+    when a send stands still for its send timeout (see the module docstring)."""
+
+    __slots__ = ("finished", "started", "task")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.finished = 0
+        self.task = asyncio.current_task()
+
+
 class _Mailbox:
     """What a stream sleeps on: woken for news, for a due heartbeat, or when the hub closes.
 
     Never blocks the sender. ``active_at`` is the loop time of the stream's last sign of
-    life; the heartbeat clock reads it lazily.
+    life; the heartbeat clock reads it lazily. With `sends`, the clock also ends the stream
+    when one of them stands still (``stalled`` is then the send timeout).
     """
 
     __slots__ = (
+        "_send_seen",
+        "_send_seen_at",
         "_waiter",
         "active_at",
         "closed_code",
@@ -66,15 +100,21 @@ class _Mailbox:
         "detached",
         "heartbeat_due",
         "interval",
+        "sends",
+        "stalled",
     )
 
-    def __init__(self, interval: float, now: float) -> None:
+    def __init__(self, interval: float, now: float, sends: Sends | None = None) -> None:
         self.closed_reason: str | None = None
         self.closed_code = "SHUTTING_DOWN"
         self.heartbeat_due = False
         self.detached = False
         self.interval = interval
         self.active_at = now
+        self.sends = sends
+        self.stalled = 0.0
+        self._send_seen = 0  # the send under way when the clock last looked
+        self._send_seen_at = now
         self._waiter: asyncio.Future[None] | None = None
 
     def _has_news(self) -> bool:
@@ -103,6 +143,21 @@ class _Mailbox:
         self.active_at = now
         self.wake()
 
+    def look_at_sends(self, sends: Sends, now: float, timeout: float) -> None:
+        """Called by the clock: ends the stream once the same send has been under way for
+        `timeout` seconds (the client stopped reading; flow control holds the write)."""
+        started = sends.started
+        if started == sends.finished or self.closed_reason is not None:
+            return
+        if started != self._send_seen:
+            self._send_seen, self._send_seen_at = started, now
+        elif now - self._send_seen_at >= timeout:
+            self.stalled = timeout
+            self.close(f"a message waited {timeout:g}s to be sent", "SEND_STALLED")
+            if sends.task is not None:
+                # Its writer's wait ends (see Sends); what the stream held goes as it unwinds.
+                sends.task.cancel()
+
     def take_heartbeat(self) -> bool:
         """Whether a heartbeat is due; clears it."""
         due, self.heartbeat_due = self.heartbeat_due, False
@@ -120,9 +175,11 @@ class _Mailbox:
 
 
 class HeartbeatClock:
-    """One timer for every stream's heartbeats: wakes a stream idle for its interval."""
+    """One timer for every stream's heartbeats: wakes a stream idle for its interval, and
+    ends one whose send stood still for `send_timeout` seconds (0: never)."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_timeout: float = 0.0) -> None:
+        self.send_timeout = send_timeout
         self._due: list[tuple[float, int, _Mailbox]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -137,7 +194,14 @@ class HeartbeatClock:
         return loop.time()
 
     def add(self, box: _Mailbox) -> None:
-        self._push(box.active_at + box.interval, box)
+        self._push(self._next_look(box, box.active_at + box.interval, box.active_at), box)
+
+    def _next_look(self, box: _Mailbox, idle_until: float, now: float) -> float:
+        """When the clock comes to `box` next: at its heartbeat, or sooner to look at its
+        sends."""
+        if box.sends is None or not self.send_timeout:
+            return idle_until
+        return min(idle_until, now + self.send_timeout / _SEND_LOOKS)
 
     def remove(self, box: _Mailbox) -> None:
         """The stream ended: what it held goes now, its entry in the heap soon."""
@@ -177,7 +241,9 @@ class HeartbeatClock:
             if idle_until <= now + _BEAT_SLACK:
                 box.beat(now)
                 idle_until = now + box.interval
-            heapq.heappush(due, (idle_until, next(self._order), box))
+            if box.sends is not None and self.send_timeout:
+                box.look_at_sends(box.sends, now, self.send_timeout)
+            heapq.heappush(due, (self._next_look(box, idle_until, now), next(self._order), box))
         if due:
             self._arm(due[0][0])
 
@@ -220,8 +286,9 @@ class Subscription(_Mailbox):
         max_bytes: int,
         interval: float,
         now: float,
+        sends: Sends | None = None,
     ) -> None:
-        super().__init__(interval, now)
+        super().__init__(interval, now, sends)
         self.run_id = run_id
         self.kinds = kinds
         self.cursor = 0
@@ -341,19 +408,27 @@ class Hub:
         max_pending_bytes: int = 4 * 1024 * 1024,
         page_events: int = 500,
         page_bytes: int = 1024 * 1024,
+        send_timeout: float = 0.0,
     ) -> None:
+        """`send_timeout`: seconds a send may stand still before its stream ends (0: no
+        end; see the module docstring)."""
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self.page_events = page_events
         self.page_bytes = page_bytes
-        self.clock = HeartbeatClock()
+        self.clock = HeartbeatClock(send_timeout)
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._closed_reason: str | None = None
         self.releases = 0
         """How many times a run lost its last watcher here (the run cache's eviction)."""
 
     def subscribe(
-        self, run_id: str, *, kinds: frozenset[int] | None = None, heartbeat_interval: float
+        self,
+        run_id: str,
+        *,
+        kinds: frozenset[int] | None = None,
+        heartbeat_interval: float,
+        sends: Sends | None = None,
     ) -> Subscription:
         sub = Subscription(
             run_id,
@@ -362,6 +437,7 @@ class Hub:
             self.max_pending_bytes,
             heartbeat_interval,
             self.clock.now(),
+            sends,
         )
         if self._closed_reason is not None:
             sub.close(self._closed_reason)
@@ -441,8 +517,14 @@ class RunsSubscription(_Mailbox):
 
     __slots__ = ("known", "matches", "missed_since", "open", "pending")
 
-    def __init__(self, matches: Callable[[run_pb2.Run], bool], interval: float, now: float) -> None:
-        super().__init__(interval, now)
+    def __init__(
+        self,
+        matches: Callable[[run_pb2.Run], bool],
+        interval: float,
+        now: float,
+        sends: Sends | None = None,
+    ) -> None:
+        super().__init__(interval, now, sends)
         self.matches = matches
         self.pending: dict[str, run_pb2.Run] = {}
         self.known: dict[str, int] = {}
@@ -502,9 +584,13 @@ class RunsHub:
         return bool(self._subscriptions)
 
     def subscribe(
-        self, matches: Callable[[run_pb2.Run], bool], *, heartbeat_interval: float
+        self,
+        matches: Callable[[run_pb2.Run], bool],
+        *,
+        heartbeat_interval: float,
+        sends: Sends | None = None,
     ) -> RunsSubscription:
-        sub = RunsSubscription(matches, heartbeat_interval, self._clock.now())
+        sub = RunsSubscription(matches, heartbeat_interval, self._clock.now(), sends)
         if self._closed_reason is not None:
             sub.close(self._closed_reason)
         self._subscriptions.add(sub)

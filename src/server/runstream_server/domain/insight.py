@@ -54,11 +54,17 @@ from runstream.v1 import event_pb2, run_pb2
 
 from runstream_server.domain.events import SERVER_KEY_PREFIX
 from runstream_server.domain.health import Troubles
-from runstream_server.domain.state import TERMINAL_STATUSES, RunState, duration_of, to_timestamp
+from runstream_server.domain.state import (
+    PROGRESS_MARKS,
+    TERMINAL_STATUSES,
+    RunState,
+    duration_of,
+    target_milestone_id,
+    to_timestamp,
+)
 
 _DONE = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
 _HOLDING = frozenset({run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED})
-PROGRESS_MARKS = (25, 50, 75, 100)
 # An estimate of a run that still runs says at least this, not "0 s": it is not done.
 MIN_RUNNING_REMAINING = 1.0
 # An estimate that moves only because the clock does (the run is late, the remaining time
@@ -653,7 +659,7 @@ def target_milestones(state: RunState) -> list[event_pb2.RunEvent]:
     events = []
     for target in state.run.targets[:]:  # a list: see RunSteps.recompute_progress
         quality = target.kind == run_pb2.TARGET_KIND_QUALITY
-        key = f"{'quality' if quality else 'target'}-{target.metric}"
+        key = target_milestone_id(target)
         value = state.run.metrics.get(target.metric)
         if value is None or value < target.value or key in state.milestones:
             continue

@@ -28,6 +28,9 @@ class DeliveryObserver(Protocol):
     def overflowed(self) -> None:
         """A watcher fell so far behind that it catches up from the store instead."""
 
+    def send_stalled(self) -> None:
+        """A watch stream ended: a message of it waited the send timeout to be sent."""
+
     def committed_elsewhere(
         self, run_id: str, events: Sequence[StoredEvent], run: run_pb2.Run | None
     ) -> None:
@@ -40,6 +43,9 @@ class _NoObserver:
         pass
 
     def overflowed(self) -> None:
+        pass
+
+    def send_stalled(self) -> None:
         pass
 
     def committed_elsewhere(

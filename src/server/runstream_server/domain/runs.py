@@ -20,7 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +52,7 @@ from runstream_server.domain.creating import run_created
 from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX, Decisions
 from runstream_server.domain.events import Frame, check_batch
 from runstream_server.domain.following import Notices
-from runstream_server.domain.hub import Hub, RunsHub
+from runstream_server.domain.hub import Hub, RunsHub, Sends
 from runstream_server.domain.ledger import (
     Prepare,
     RunLedger,
@@ -439,9 +447,11 @@ class RunManager:
         heartbeat_interval: float = 15.0,
         keep_open: bool = False,
         accepted: Callable[[], Awaitable[object]] | None = None,
-    ) -> AsyncIterator[WatchItem]:
+        sends: Sends | None = None,
+    ) -> AsyncGenerator[WatchItem, None]:
         """The run's events after `after_seq`, live, each exactly once and in order;
-        `accepted` is awaited as the watch is accepted, before the first."""
+        `accepted` is awaited as the watch is accepted, before the first; `sends`: the
+        writer's count of its sends, to end the stream once one stands still."""
         return self._watching.watch(
             run_id,
             after_seq=after_seq,
@@ -450,17 +460,27 @@ class RunManager:
             heartbeat_interval=heartbeat_interval,
             keep_open=keep_open,
             accepted=accepted,
+            sends=sends,
         )
 
     def watch_runs(
-        self, *, filter_text: str, heartbeat_interval: float, initial_ended_limit: int = 0
-    ) -> AsyncIterator[RunsItem]:
+        self,
+        *,
+        filter_text: str,
+        heartbeat_interval: float,
+        initial_ended_limit: int = 0,
+        accepted: Callable[[], Awaitable[object]] | None = None,
+        sends: Sends | None = None,
+    ) -> AsyncGenerator[RunsItem, None]:
         """The current state of every matching run (of those ended, the newest
-        `initial_ended_limit` when it is not 0), then each run-level change."""
+        `initial_ended_limit` when it is not 0), then each run-level change; `accepted` and
+        `sends` as :meth:`watch` takes them."""
         return self._watching.watch_runs(
             filter_text=filter_text,
             heartbeat_interval=heartbeat_interval,
             initial_ended_limit=initial_ended_limit,
+            accepted=accepted,
+            sends=sends,
         )
 
     # --- background monitors --------------------------------------------------------------------

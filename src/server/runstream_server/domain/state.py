@@ -71,6 +71,15 @@ DecisionRequested payloads), and answered. They stay in memory with the run, bes
 snapshot and outside its cap: each question is held to the event's 256 KiB, but 10,000 of
 those would be 2.5 GiB. 8 MiB is 2,000 questions of 4 KiB, or 32 of the largest."""
 
+MAX_RUN_MILESTONES = 1_000
+"""The most milestone ids a run keeps of its producer's: each stays in memory with the run
+(to refuse it fired again), and loading the run reads the event of every one. Workflows name
+a handful (a phase done, a threshold crossed). The server's own (:func:`server_milestone`)
+never count and are never refused; a milestone without an id is not kept, so not limited."""
+PROGRESS_MARKS = (25, 50, 75, 100)
+"""The progress percentages the server fires a milestone at, ``progress-<mark>``."""
+_SERVER_MILESTONES = frozenset({*(f"progress-{mark}" for mark in PROGRESS_MARKS), "speed"})
+
 RECENT_ACTIVITY = 50
 # Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded.
 REMEMBERED_KINDS = (
@@ -96,6 +105,7 @@ class RunState:
         "estimated_at",
         "estimated_from",
         "milestones",
+        "producer_milestones",
         "recent_activity",
         "run",
         "steps",
@@ -122,6 +132,9 @@ class RunState:
         """The ids of the milestones fired; read it, never change it: shared with the copies
         of this state until one of them fires one (:meth:`_own_milestones`)."""
         self._milestones_shared = False
+        self.producer_milestones = 0
+        """How many of them are not the server's own: what :data:`MAX_RUN_MILESTONES`
+        counts."""
         self.recent_activity: deque[event_pb2.RunEvent] = deque(maxlen=RECENT_ACTIVITY)
         self.troubles = Troubles()
         self.estimated_at = 0.0
@@ -162,6 +175,7 @@ class RunState:
         # and a copy for each commit cost a pass over them all.
         self._milestones_shared = state._milestones_shared = True
         state.milestones = self.milestones
+        state.producer_milestones = self.producer_milestones
         state.recent_activity = self.recent_activity.copy()
         state.troubles = self.troubles.copy()
         state.estimated_at = self.estimated_at
@@ -251,13 +265,18 @@ class RunState:
         if name == "agent_activity":
             self.recent_activity.append(event)
         elif name == "milestone" and event.milestone.milestone_id:
+            milestone_id = event.milestone.milestone_id
             self._own_milestones()
-            self.milestones.add(event.milestone.milestone_id)
+            if milestone_id not in self.milestones and not self.server_milestone(milestone_id):
+                self.producer_milestones += 1
+            self.milestones.add(milestone_id)
             marks = event.milestone.data.fields.get("marks")
-            if event.milestone.milestone_id.startswith("progress-") and marks is not None:
-                # A combined progress milestone ("25% and 50% complete") fires every mark.
+            if milestone_id.startswith("progress-") and marks is not None:
+                # A combined progress milestone ("25% and 50% complete") fires every mark:
+                # the server's marks alone (a producer's list of 10,000 made 10,000 ids).
                 for value in marks.list_value.values:
-                    self.milestones.add(f"progress-{value.number_value:g}")
+                    if value.number_value in PROGRESS_MARKS:
+                        self.milestones.add(f"progress-{value.number_value:g}")
         elif name == "decision_requested":
             p = event.decision_requested
             decision = decision_pb2.Decision(
@@ -382,12 +401,30 @@ class RunState:
         metrics.update(p.values)
         self.run.metric_units.update(p.units)
 
+    def server_milestone(self, milestone_id: str) -> bool:
+        """Whether `milestone_id` is one of those the server fires itself: a progress mark,
+        ``speed``, or a target of this run reached (whoever fires it: a producer firing one
+        first gains at most these few)."""
+        if milestone_id in _SERVER_MILESTONES:
+            return True
+        return any(milestone_id == target_milestone_id(t) for t in self.run.targets)
+
     def _on_milestone(
         self, p: event_pb2.Milestone, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        if p.milestone_id and p.milestone_id in self.milestones:
+        if not p.milestone_id:
+            return
+        if p.milestone_id in self.milestones:
             raise FailedPrecondition(
                 f"{path}.milestone_id: {p.milestone_id!r} already fired", reason="MILESTONE_FIRED"
+            )
+        kept = self.producer_milestones
+        if kept >= MAX_RUN_MILESTONES and not self.server_milestone(p.milestone_id):
+            raise ResourceExhausted(
+                f"{path}.milestone_id: run {self.run.run_id!r} keeps {kept} milestones, the "
+                "most a run may keep; fire more without a milestone_id (the run keeps none of "
+                "those)",
+                reason="MILESTONE_LIMIT",
             )
 
     def _on_decision_requested(
@@ -473,6 +510,12 @@ def _on_steps(fold: Callable[[RunSteps, Any, timestamp_pb2.Timestamp, str], None
 
 _FOLDS = _folds()
 _STEP_REFS = {name: rules.step_refs for name, rules in KINDS.items() if rules.step_refs}
+
+
+def target_milestone_id(target: run_pb2.Target) -> str:
+    """The id of the milestone the server fires once the target's metric reaches it."""
+    kind = "quality" if target.kind == run_pb2.TARGET_KIND_QUALITY else "target"
+    return f"{kind}-{target.metric}"
 
 
 def duration_of(seconds: float) -> duration_pb2.Duration:

@@ -7,11 +7,18 @@ gap, a full buffer or events committed while it read, is filled from the store a
 shared store, an idle watcher asks the ledger to check the run's head at each heartbeat (one
 store read serves all of a run's idle watchers for a second), so a lost notice from another
 replica delays it by a heartbeat and a second at most.
+
+A stream whose writer counts its sends (``sends``: see :class:`~runstream_server.domain.hub.Sends`)
+ends RESOURCE_EXHAUSTED, reason ``SEND_STALLED``, once one message has waited the hub's send
+timeout to be sent: its client stopped reading, and all the stream held goes at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -27,7 +34,13 @@ from runstream.v1 import run_pb2
 
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent, check_id
-from runstream_server.domain.hub import Hub, RunsHub, RunsSubscription, Subscription
+from runstream_server.domain.hub import (
+    Hub,
+    RunsHub,
+    RunsSubscription,
+    Sends,
+    Subscription,
+)
 from runstream_server.domain.ledger import (
     RunLedger,
     check_not_purged,
@@ -40,8 +53,16 @@ from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import TERMINAL_STATUSES
 from runstream_server.domain.viewers import ViewerCounts
-from runstream_server.errors import DataLoss, InvalidArgument, OutOfRange, Unavailable
+from runstream_server.errors import (
+    DataLoss,
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
 from runstream_server.store.base import EventStore, RunFilter, RunPage, stop_if_cancelled
+
+log = logging.getLogger("runstream.streams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +200,8 @@ class Watching:
         heartbeat_interval: float = 15.0,
         keep_open: bool = False,
         accepted: Callable[[], Awaitable[object]] | None = None,
-    ) -> AsyncIterator[WatchItem]:
+        sends: Sends | None = None,
+    ) -> AsyncGenerator[WatchItem, None]:
         """Yields the run's events after `after_seq`, live, each exactly once and in order.
 
         Events come as ``bytes``: the encoded ``events`` of one WatchRunResponse. They come
@@ -187,7 +209,9 @@ class Watching:
         which hands each commit's encoded batch to the subscription (see hub.py); whenever
         the subscription falls behind (a full buffer, a gap) the store fills in again. Ends
         after the terminal event unless `keep_open`. `accepted` is awaited once the watch
-        passed its checks and is subscribed, before anything is yielded.
+        passed its checks and is subscribed, before anything is yielded. `sends`: the
+        writer's count of its sends, for the stream to end once one stands still (its
+        cancel, thrown in at the yield, comes out as that refusal).
         """
         self._check_open()
         self._check_store()
@@ -211,7 +235,10 @@ class Watching:
         wanted = frozenset(kinds) or None
         hub, observer = self._hub, self._observer
         max_events, max_bytes = self._limits.watch_page_events, self._limits.watch_page_bytes
-        sub = hub.subscribe(run_id, kinds=wanted, heartbeat_interval=heartbeat_interval)
+        sub = hub.subscribe(
+            run_id, kinds=wanted, heartbeat_interval=heartbeat_interval, sends=sends
+        )
+        stream = f"WatchRun of run {run_id!r}"
         try:
             if self._ledger.cached(run_id) is None:
                 # Loading it evicted it again (every other run in memory is pinned); the
@@ -233,7 +260,7 @@ class Watching:
                     yield chunk.data
                     continue
                 if sub.closed_reason is not None:
-                    raise _ended(sub)
+                    raise self._ended(sub, stream, _RESUME_AFTER_SEQ)
                 if sub.behind:  # catch up from the store, then go live
                     if sub.overflowed:
                         observer.overflowed()
@@ -241,7 +268,7 @@ class Watching:
                     left = until = 0  # a read of up to max_events: what is left, its end
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
                         if sub.closed_reason is not None:  # shutting down: resume elsewhere
-                            raise _ended(sub)
+                            raise self._ended(sub, stream, _RESUME_AFTER_SEQ)
                         # With a rare kind wanted, pages go by with nothing sent that would
                         # find the watcher gone, and a store may swallow the cancel.
                         stop_if_cancelled()
@@ -297,15 +324,26 @@ class Watching:
                     yield Heartbeat(sub.sent, self._clock())
                     continue
                 await sub.wait()
+        except asyncio.CancelledError:
+            if not sub.stalled:
+                raise
+            raise self._stalled(sub, stream, _RESUME_AFTER_SEQ) from None
         finally:
             hub.unsubscribe(sub)
             self.viewers_changed(run_id)  # one fewer
 
     async def watch_runs(
-        self, *, filter_text: str, heartbeat_interval: float, initial_ended_limit: int = 0
-    ) -> AsyncIterator[RunsItem]:
+        self,
+        *,
+        filter_text: str,
+        heartbeat_interval: float,
+        initial_ended_limit: int = 0,
+        accepted: Callable[[], Awaitable[object]] | None = None,
+        sends: Sends | None = None,
+    ) -> AsyncGenerator[RunsItem, None]:
         """Yields the current state of every matching run (of those ended, the newest
-        `initial_ended_limit` when it is not 0), then each run-level change."""
+        `initial_ended_limit` when it is not 0), then each run-level change; `accepted` and
+        `sends` as :meth:`watch` takes them."""
         self._check_open()
         self._check_store()
         checked = check_watch_runs(
@@ -315,15 +353,19 @@ class Watching:
         )
         run_filter = replace(checked, tenant=access.visible_tenant())
         sub = self._runs_hub.subscribe(
-            lambda run: matches(run_filter, run), heartbeat_interval=heartbeat_interval
+            lambda run: matches(run_filter, run),
+            heartbeat_interval=heartbeat_interval,
+            sends=sends,
         )
         try:
+            if accepted is not None:
+                await accepted()
             async for listed in self._initial_state(sub, run_filter, initial_ended_limit):
                 yield listed
             while True:
                 await sub.wait()
                 if sub.closed_reason is not None:
-                    raise Unavailable(sub.closed_reason, reason=sub.closed_code)
+                    raise self._ended(sub, "WatchRuns", _WATCH_AGAIN)
                 if sub.missed_since is not None:
                     since, sub.missed_since = sub.missed_since, None
                     async for listed in self._relisted(sub, run_filter, since):
@@ -335,6 +377,10 @@ class Watching:
                         yield chunk
                 elif sub.take_heartbeat():
                     yield Heartbeat(0, self._clock())
+        except asyncio.CancelledError:
+            if not sub.stalled:
+                raise
+            raise self._stalled(sub, "WatchRuns", _WATCH_AGAIN) from None
         finally:
             self._runs_hub.unsubscribe(sub)
 
@@ -473,6 +519,39 @@ class Watching:
         if page:
             yield page
 
+    def _ended(
+        self, sub: Subscription | RunsSubscription, stream: str, resume: str
+    ) -> DataLoss | Unavailable | ResourceExhausted:
+        """Why a watch stream ends early: the store lost events it may have sent (DATA_LOSS),
+        the server stops (UNAVAILABLE: resume elsewhere), or a send stood still."""
+        reason = sub.closed_reason or ""
+        if isinstance(sub, Subscription) and sub.lost:
+            return DataLoss(reason, reason="EVENTS_LOST")
+        if sub.stalled:  # its cancel was swallowed on the way (a store read may)
+            return self._stalled(sub, stream, resume)
+        return Unavailable(reason, reason=sub.closed_code)
+
+    def _stalled(
+        self, sub: Subscription | RunsSubscription, stream: str, resume: str
+    ) -> ResourceExhausted:
+        """The refusal that ends a stream whose send stood still for the send timeout,
+        counted and logged once; the clock's cancel of its task is taken back (the task goes
+        on to send the refusal)."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        self._observer.send_stalled()
+        log.info(
+            "%s ended: a message waited %gs to be sent (the client stopped reading)",
+            stream,
+            sub.stalled,
+        )
+        return ResourceExhausted(
+            f"a message waited {sub.stalled:g}s to be sent: the watcher stopped reading; {resume}",
+            reason="SEND_STALLED",
+            retry_after=0.0,
+        )
+
     def viewers_changed(self, run_id: str) -> None:
         """Records this process's watcher count (for other replicas) and tells WatchRuns."""
         state = self._ledger.cached(run_id)
@@ -482,10 +561,5 @@ class Watching:
             self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
 
 
-def _ended(sub: Subscription) -> DataLoss | Unavailable:
-    """Why a watch stream ends early: the store lost events it may have sent (DATA_LOSS), or
-    the server stops (UNAVAILABLE: resume elsewhere)."""
-    reason = sub.closed_reason or ""
-    if sub.lost:
-        return DataLoss(reason, reason="EVENTS_LOST")
-    return Unavailable(reason, reason=sub.closed_code)
+_RESUME_AFTER_SEQ = "watch again with after_seq set to the last seq it received"
+_WATCH_AGAIN = "watch again (the initial state comes anew)"

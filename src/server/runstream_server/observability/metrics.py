@@ -170,6 +170,12 @@ class PrometheusMetrics:
             "Times a watcher fell too far behind and caught up from the store.",
             registry=reg,
         )
+        self.watch_sends_stalled = pc.Counter(
+            "runstream_watch_sends_stalled",
+            "Watch streams (WatchRun, WatchRuns) ended because a message of theirs waited the "
+            "send timeout to be sent: their client stopped reading.",
+            registry=reg,
+        )
         self.decision_answer = pc.Histogram(
             "runstream_decision_answer_seconds",
             "Time from a decision's request to its resolution, by outcome.",

@@ -260,6 +260,10 @@ class Telemetry:
         if self.metrics is not None:
             self.metrics.watcher_overflows.inc()
 
+    def send_stalled(self) -> None:
+        if self.metrics is not None:
+            self.metrics.watch_sends_stalled.inc()
+
     # --- requests ---------------------------------------------------------------------------
 
     def stream_opened(self, method: str) -> None:

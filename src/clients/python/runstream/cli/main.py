@@ -61,7 +61,7 @@ from .errors import CliError, UsageError
 from .fmt import printable, run_status_text
 from .health import add_health_command
 from .render import follow_run, print_run_header
-from .serve_args import grpc_seconds, heartbeat_seconds, retention_days
+from .serve_args import grpc_seconds, heartbeat_seconds, retention_days, send_timeout_seconds
 from .stats import show_stats
 from .stopping import cancelled_by_signals, terminated
 
@@ -176,6 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_store=not args.skip_store_check,
         sqlite_synchronous=args.sync.upper(),
         heartbeat_interval=args.heartbeat,
+        watch_send_timeout=args.watch_send_timeout,
         insight=InsightPolicy(
             stall_after=args.stall_after,
             start_within=args.start_within,
@@ -700,6 +701,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         metavar="SECONDS",
         help="default idle time before a watch stream gets a heartbeat",
+    )
+    serve.add_argument(
+        "--watch-send-timeout",
+        type=send_timeout_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="end a watch stream whose message waited this long to be sent (its client "
+        "stopped reading), RESOURCE_EXHAUSTED: the watcher resumes from its last seq; 1 to "
+        "86400, or 0: never (default: 60)",
     )
     serve.add_argument(
         "--stall-after",

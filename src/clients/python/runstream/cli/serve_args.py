@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from .args import positive_float
+from .args import non_negative_float, positive_float
 
-__all__ = ["grpc_seconds", "heartbeat_seconds", "retention_days"]
+__all__ = ["grpc_seconds", "heartbeat_seconds", "retention_days", "send_timeout_seconds"]
 
 
 def heartbeat_seconds(value: str) -> float:
@@ -20,6 +20,15 @@ def heartbeat_seconds(value: str) -> float:
     from runstream_server.domain.watching import HEARTBEAT_SECONDS
 
     return _within(value, *HEARTBEAT_SECONDS, "seconds")
+
+
+def send_timeout_seconds(value: str) -> float:
+    """--watch-send-timeout: 0 (never), or a timeout the hub's clock can keep."""
+    from runstream_server.domain.hub import SEND_TIMEOUT_SECONDS
+
+    if non_negative_float(value) == 0:
+        return 0.0
+    return _within(value, *SEND_TIMEOUT_SECONDS, "seconds (or 0: never)")
 
 
 def grpc_seconds(value: str) -> float:
