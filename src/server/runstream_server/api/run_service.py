@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 from grpc import aio
+from grpc._cython.cygrpc import ExecuteBatchError  # type: ignore[import-not-found]
 from runstream.v1 import event_pb2, run_service_pb2_grpc
 from runstream.v1 import run_service_pb2 as pb
 
@@ -169,6 +170,11 @@ async def write_all(
             except asyncio.CancelledError as cancel:
                 await items.athrow(cancel)
                 raise
+            except ExecuteBatchError as gone:
+                # The client went away while the write waited: the call is over, as when a
+                # stream's yield meets it in grpc's own loop (where it is logged at DEBUG),
+                # not an error of the server's.
+                raise asyncio.CancelledError("the client went away") from gone
             sends.finished += 1
 
 
