@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.store.redis_url import parse_url
@@ -263,3 +265,104 @@ def test_url_options_that_would_quietly_mean_something_else_are_refused() -> Non
     assert parse_url("redis://127.0.0.1:6379/0?wait=1&wait_timeout_ms=1").wait_timeout_ms == 1
     seeds = parse_url("redis://10.0.0.1:7000/0?cluster=1&nodes=10.0.0.2:7001,[::1]:7002").nodes
     assert seeds == (("10.0.0.2", 7001), ("::1", 7002))
+
+
+# --- Redis's own settings, checked at start (review 61, findings 1 and 3) ----------------------
+
+
+def test_a_redis_that_evicts_keys_is_refused_at_start_in_one_line(tmp_path: Path) -> None:
+    """An evicting policy deletes acknowledged events when Redis is full; the server started
+    on one without a word."""
+    secret = "evict-s3cret-never-shown"
+    password_file = tmp_path / "redis.password"
+    password_file.write_text(secret)
+    redis = RedisProcess(
+        tmp_path / "redis", "--requirepass", secret, "--maxmemory-policy", "allkeys-lru"
+    )
+    redis.start()
+    try:
+        in_file = serve_and_exit(f"{redis.url}?password_file={password_file}", tmp_path)
+        in_url = serve_and_exit(f"redis://:{secret}@127.0.0.1:{redis.port}/0", tmp_path)
+    finally:
+        redis.stop()
+    for done, shown in [
+        (in_file, f"{redis.url}?password_file={password_file}"),
+        (in_url, f"redis://:***@127.0.0.1:{redis.port}/0"),
+    ]:
+        said = done.stderr.decode() + done.stdout.decode()
+        assert done.returncode == 1, said
+        assert said.splitlines() == [
+            f"runstream: the Redis store {shown} evicts keys when its memory is full "
+            "(maxmemory-policy allkeys-lru), which would delete events this server "
+            "acknowledged as stored: set maxmemory-policy noeviction (CONFIG SET, and in "
+            "redis.conf or the provider's settings)"
+        ]
+        assert secret not in said
+
+
+async def test_aof_off_is_warned_at_start_and_a_volatile_policy_is_served(
+    tmp_path: Path,
+) -> None:
+    """volatile-lru, the default of managed services, evicts only keys with a TTL, which no
+    record, log or index of the store has: served. AOF off: served, with one warning."""
+    secret = "aof-s3cret-never-logged"
+    redis = RedisProcess(
+        tmp_path / "redis",
+        "--requirepass", secret,
+        "--appendonly", "no",
+        "--maxmemory-policy", "volatile-lru",
+    )  # fmt: skip
+    redis.start()
+    url = f"redis://:{secret}@127.0.0.1:{redis.port}/0"
+    log = await serve_a_run(redis, url, tmp_path)
+    warnings = [line.partition(" WARNING ")[2] for line in log.splitlines() if " WARNING " in line]
+    assert warnings == [
+        f"runstream.store.redis: the Redis store redis://:***@127.0.0.1:{redis.port}/0 runs "
+        "with appendonly no: a restart of Redis loses every event it acknowledged since its "
+        "last RDB save; set appendonly yes (CONFIG SET, and in redis.conf)"
+    ]
+    assert secret not in log
+
+
+async def test_fewer_replicas_than_wait_asks_for_is_warned_and_served_once_one_connects(
+    tmp_path: Path,
+) -> None:
+    """`?wait=1` on a Redis without a replica started SERVING without a word, then refused
+    every write. It still starts (a replica may be reconnecting, as after a failover), says
+    so at start, and writes are acknowledged once a replica connects, without a restart."""
+    primary = RedisProcess(tmp_path / "primary")
+    replica = RedisProcess(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
+    primary.start()
+    url = f"{primary.url}?prefix=few&wait=1&wait_timeout_ms=1000"
+    server = ServerProcess(port=free_port(), store_path=tmp_path / "replica.db", store_url=url)
+    try:
+        server.start()
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = await health.Check(health_pb2.HealthCheckRequest())
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "only 0 of 1 Redis replicas acknowledged" in str(refused.value.details())
+
+            replica.start()
+            async with aioredis.from_url(replica.url) as linked:
+                for _ in range(600):  # the replica has synced, and its acknowledgements count
+                    if (await linked.info("replication"))["master_link_status"] == "up":
+                        break
+                    await asyncio.sleep(0.05)
+            created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+            assert created.run.workflow == "wf"
+    finally:
+        server.terminate()
+        replica.stop()
+        primary.stop()
+    log = server.store_path.with_suffix(".log").read_text()
+    warnings = [line.partition(" WARNING ")[2] for line in log.splitlines() if " WARNING " in line]
+    assert warnings[0] == (
+        f"runstream.store.redis: the Redis store {url} has fewer replicas than ?wait=1 asks "
+        "for (connected: 0): writes are answered UNAVAILABLE until enough connect; check "
+        "wait= and the replicas"
+    )

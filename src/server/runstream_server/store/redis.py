@@ -16,7 +16,8 @@ gets :class:`~runstream_server.store.base.HeadMoved` and reloads. Readers of not
 seqs and read gaps from the stream, so a lost pub/sub message costs a read, never an event
 (reads of the log: :mod:`.redis_log`; the notices and their one reader per process:
 :mod:`.redis_notices`; the URL's options: :mod:`.redis_url`; the connections and the checks
-at start: :mod:`.redis_connect`; what callers get when Redis fails: :mod:`.redis_errors`).
+at start: :mod:`.redis_connect`, and of Redis's own settings (eviction, AOF, replicas):
+:mod:`.redis_settings`; what callers get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (ended runs whose logs are kept, by when their ends were
@@ -70,6 +71,7 @@ from runstream_server.store.redis_notices import (
     notice_channel,
     publish_command,
 )
+from runstream_server.store.redis_settings import check_settings
 from runstream_server.store.redis_url import parse_url, redact
 from runstream_server.store.redis_usage import UsageShare
 from runstream_server.store.redis_viewers import RedisViewerCounts
@@ -223,6 +225,7 @@ class RedisEventStore:
             await check_usable(
                 self._client, self.options, self._keys, publish=self._publish, display=self.display
             )
+            await check_settings(self._client, self.options, display=self.display)
         except BaseException:
             await self._client.aclose()
             raise
