@@ -51,10 +51,11 @@ class Reads:
     def __init__(
         self, server: RunstreamServer, counted: Callable[[RunFilter], bool] = by_name
     ) -> None:
-        self.index = redis_store(server)._index
+        store = redis_store(server)
+        self.snapshots, self.listing = store._snapshots, store._listing
         self.count = 0
         listing: contextvars.ContextVar[bool] = contextvars.ContextVar("listing", default=False)
-        read, list_runs = self.index.snapshots, self.index.list_runs
+        read, list_runs = self.snapshots.read, self.listing.list_runs
 
         async def reading(run_ids: list[str]) -> Any:
             if listing.get():
@@ -68,8 +69,8 @@ class Reads:
             finally:
                 listing.reset(token)
 
-        self.index.snapshots = reading  # type: ignore[method-assign]
-        self.index.list_runs = listed  # type: ignore[method-assign]
+        self.snapshots.read = reading  # type: ignore[method-assign]
+        self.listing.list_runs = listed  # type: ignore[method-assign]
 
     def taken(self) -> int:
         count, self.count = self.count, 0
@@ -123,7 +124,7 @@ def redis_store(server: RunstreamServer) -> RedisEventStore:
 
 async def ready(server: RunstreamServer) -> None:
     """Waits for the server's first walk over the stored runs (started with the store)."""
-    filters = redis_store(server)._index.filters
+    filters = redis_store(server)._filters
     await eventually(lambda: filters.ready, 10)
 
 

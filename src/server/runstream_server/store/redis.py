@@ -27,10 +27,12 @@ only its own runs), ``P:status:<status>:runs`` (the ended runs of each ended sta
 one per workflow and per label (:mod:`.redis_filters`). They are hints: a new run's entries are
 written, in one round trip, before the script stores the run, so a run is never stored
 without them (a run of an earlier release gets its workflow and label entries later); every
-read re-checks the snapshot, and a stale hint is passed over or repaired when met
-(:mod:`.redis_index`, with ListRuns). The key names: :mod:`.redis_keys`; each replica's
-watcher counts: :mod:`.redis_viewers`; its callers' use of the per-caller limits:
-:mod:`.redis_usage`.
+read re-checks the snapshot (:mod:`.redis_snapshots`), and a stale hint is passed over or
+repaired when met. A run's entries and its move when it ends: :mod:`.redis_index`; the
+indexes by status: :mod:`.redis_statuses`; ListRuns: :mod:`.redis_listing`; the counts at
+start: :mod:`.redis_counts`; retention's choice of runs: :mod:`.redis_retention`. The key
+names: :mod:`.redis_keys`; each replica's watcher counts: :mod:`.redis_viewers`; its callers'
+use of the per-caller limits: :mod:`.redis_usage`.
 """
 
 from __future__ import annotations
@@ -61,9 +63,12 @@ from runstream_server.store.base import (
 )
 from runstream_server.store.clock import StoreClock
 from runstream_server.store.redis_connect import check_usable, connect, master_client
+from runstream_server.store.redis_counts import RunCounter
 from runstream_server.store.redis_errors import closed_store, unavailable
-from runstream_server.store.redis_index import TERMINAL, RunIndex
+from runstream_server.store.redis_filters import FilterIndexes
+from runstream_server.store.redis_index import TERMINAL, RunIndex, WorkflowHistory
 from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_listing import RunListing
 from runstream_server.store.redis_log import RunLog
 from runstream_server.store.redis_notices import (
     PURGED_NOTICE,
@@ -71,7 +76,10 @@ from runstream_server.store.redis_notices import (
     notice_channel,
     publish_command,
 )
+from runstream_server.store.redis_retention import EndedRuns
 from runstream_server.store.redis_settings import check_settings
+from runstream_server.store.redis_snapshots import RunSnapshots
+from runstream_server.store.redis_statuses import StatusIndexes
 from runstream_server.store.redis_url import parse_url, redact
 from runstream_server.store.redis_usage import UsageShare
 from runstream_server.store.redis_viewers import RedisViewerCounts
@@ -172,10 +180,30 @@ class RedisEventStore:
         self.clock = StoreClock(self._redis_time)
         """Redis's clock, which every replica compares stored times with."""
         self._clock_sync: asyncio.Task[None] | None = None
+        keys, client = self._keys, self._current
+        self._snapshots = RunSnapshots(keys, client)
+        """The one reader of runs' snapshots."""
+        self._statuses = StatusIndexes(keys, client, clock_us=self.clock.time_us)
+        """The ended runs' indexes by status."""
+        self._filters = FilterIndexes(keys, client, self._snapshots.read, self._statuses.catch_up)
+        """The indexes by workflow and label (its walk is followed by the statuses' walk)."""
+        self._history = WorkflowHistory(keys, client, self._snapshots)
+        """Each workflow's runs that succeeded."""
+        cluster, clock_us = self.options.cluster, self.clock.time_us
         self._index = RunIndex(
-            self._keys, self._current, cluster=self.options.cluster, clock_us=self.clock.time_us
+            keys, client, self._filters, self._history, cluster=cluster, clock_us=clock_us
         )
-        """The run indexes, and ListRuns over them."""
+        """A run's entries when created, and its move when it ends."""
+        self._listing = RunListing(
+            keys, client, self._snapshots, self._filters, self._statuses, self._index
+        )
+        """ListRuns over the indexes."""
+        self._counts = RunCounter(
+            keys, client, self._snapshots, self._statuses, self._index, self._listing
+        )
+        """The run counts at start."""
+        self._retention = EndedRuns(keys, client, self._snapshots)
+        """Retention's choice of ended runs."""
         self._log = RunLog(self._keys, self._current)
         """Reads of runs' logs."""
         self._viewers = RedisViewerCounts(
@@ -239,7 +267,7 @@ class RedisEventStore:
         self._clock_sync = asyncio.create_task(self.clock.run_forever())
         self._viewers.start()
         self._usage.start()
-        self._index.filters.start()
+        self._filters.start()
 
     async def _redis_time(self) -> float:
         """Redis's clock (``TIME``), in seconds since the epoch: on a cluster, one node's."""
@@ -257,7 +285,7 @@ class RedisEventStore:
                 await self._clock_sync
         await self._notices.close()
         await self._viewers.stop()
-        await self._index.filters.stop()
+        await self._filters.stop()
         for master in self._masters.values():
             with contextlib.suppress(rex.RedisError, OSError):
                 await master.aclose(close_connection_pool=True)
@@ -406,12 +434,14 @@ class RedisEventStore:
         the interface's docstring (:meth:`.base.EventStore.purge_events`)."""
         # Ended runs a crash left in P:active first, so that they are among those chosen.
         await self._index.sweep_active()
-        chosen = await self._index.ended(ended_before_us=ended_before_us, keep_newest=keep_newest)
+        chosen = await self._retention.ended(
+            ended_before_us=ended_before_us, keep_newest=keep_newest
+        )
         purged = []
         for start in range(0, len(chosen), _READ_BATCH):
             batch = chosen[start : start + _READ_BATCH]
             gone = []  # purged now or before: no longer in P:ended
-            for run_id, run in await self._index.snapshots(batch):
+            for run_id, run in await self._snapshots.read(batch):
                 if run is None:  # no run under this entry (deleted by hand): nothing to purge
                     gone.append(run_id)
                     continue
@@ -435,7 +465,7 @@ class RedisEventStore:
                     purged.append(run_id)
                 if done:
                     gone.append(run_id)
-            await self._index.forget_ended(gone)
+            await self._retention.forget_ended(gone)
         return purged
 
     @unavailable
@@ -445,7 +475,7 @@ class RedisEventStore:
 
     @unavailable
     async def load_runs(self, run_ids: Sequence[str]) -> list[run_pb2.Run]:
-        found = await self._index.snapshots(list(dict.fromkeys(run_ids)))
+        found = await self._snapshots.read(list(dict.fromkeys(run_ids)))
         return [run for _, run in found if run is not None]
 
     @unavailable
@@ -507,15 +537,15 @@ class RedisEventStore:
         *,
         max_bytes: int | None = None,
     ) -> RunPage:
-        return await self._index.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
+        return await self._listing.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
 
     @unavailable
     async def count_runs(self) -> RunCounts:
-        return await self._index.count_runs()
+        return await self._counts.count_runs()
 
     @unavailable
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
-        return await self._index.succeeded(tenant, workflow, limit)
+        return await self._history.succeeded(tenant, workflow, limit)
 
     # --- other replicas ---------------------------------------------------------------------
 

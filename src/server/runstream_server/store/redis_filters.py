@@ -43,7 +43,7 @@ Snapshots = Callable[[list[str]], Awaitable[list[tuple[str, run_pb2.Run | None]]
 
 class FilterIndexes:
     """The filter indexes of one store, on the client `client` returns at each call;
-    `snapshots` reads runs' snapshots (:meth:`~.redis_index.RunIndex.snapshots`)."""
+    `snapshots` reads runs' snapshots (:meth:`~.redis_snapshots.RunSnapshots.read`)."""
 
     EVERY = 60.0
     """Seconds between two walks for runs without entries."""
@@ -58,7 +58,7 @@ class FilterIndexes:
         then: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         """`then`: another walk each of these walks is followed by (the ended runs' indexes
-        by status, :meth:`~.redis_index.RunIndex.catch_up_statuses`)."""
+        by status, :meth:`~.redis_statuses.StatusIndexes.catch_up`)."""
         self._keys = keys
         self._client = client
         self._snapshots = snapshots

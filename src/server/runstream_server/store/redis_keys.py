@@ -31,7 +31,7 @@ class RedisKeys:
         """Each replica's callers' use of the per-caller limits."""
         self.filters = f"{prefix}:filters"
         """How far the filter indexes are built (:mod:`.redis_filters`), and the ended runs'
-        indexes by status (``statuses``, ``statuses_upto``: :mod:`.redis_index`)."""
+        indexes by status (``statuses``, ``statuses_upto``: :mod:`.redis_statuses`)."""
 
     def run(self, run_id: str) -> list[str]:
         """The run's meta hash, its log stream and its idempotency keys, in that order (the
@@ -59,7 +59,7 @@ class RedisKeys:
 
     def ended_runs(self, status: int) -> str:
         """The ended runs of one status (SUCCEEDED, FAILED or CANCELLED), scored as ``runs``
-        is: what ListRuns by that status reads (:mod:`.redis_index`)."""
+        is: what ListRuns by that status reads (:mod:`.redis_statuses`)."""
         return f"{self.prefix}:status:{status}:runs"
 
     def succeeded(self, tenant: str, workflow: str) -> str:
