@@ -273,6 +273,9 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         ("--retention-days", "1e6", "must be at most 36500 days"),
         ("--abandon-after", "0", "must be greater than 0"),
         ("--abandon-after", "a week", "not a duration: 'a week' (e.g. 90s, 30m, 1h, 7d)"),
+        # A traceback at every retention pass (SQLite's integers overflowed), retention off:
+        ("--retention-runs", "99999999999999999999999", "must be at most 2147483647"),
+        ("--backup-keep", "2147483648", "must be at most 2147483647"),
     ],
 )
 def test_a_value_the_server_cannot_use_is_refused_in_one_line(

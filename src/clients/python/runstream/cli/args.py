@@ -157,13 +157,6 @@ def positive_float(value: str) -> float:
     return number
 
 
-def positive_int(value: str) -> int:
-    number = _integer(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return number
-
-
 def non_negative_float(value: str) -> float:
     number = _finite(value)
     if number < 0:
@@ -174,6 +167,18 @@ def non_negative_float(value: str) -> float:
 _MOST = 2**31 - 1
 """The largest count an option takes: far beyond any limit, and within what every store and
 counter holds (2**63 - 1 overflowed SQLite's integers once a run was created)."""
+
+
+def positive_int(value: str) -> int:
+    """A count from 1 to :data:`_MOST`: `serve --retention-runs 99999999999999999999999`
+    started, then failed every retention pass with a traceback (SQLite's integers overflowed)
+    while the server served on without retention."""
+    number = _integer(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    if number > _MOST:
+        raise argparse.ArgumentTypeError(f"must be at most {_MOST}")
+    return number
 
 
 def non_negative_int(value: str) -> int:
