@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
@@ -28,6 +29,8 @@ __all__ = [
     "port",
     "positive_float",
     "positive_int",
+    "redacted",
+    "redacted_arguments",
     "target_address",
     "target_from_environment",
 ]
@@ -148,6 +151,52 @@ def _without_credentials(value: str) -> str:
     scheme, has_scheme, rest = value.partition("://")
     host = rest.rpartition("@")[2] if has_scheme else value.rpartition("@")[2]
     return f"{scheme}://***@{host}" if has_scheme else f"***@{host}"
+
+
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
+_SECRET_PARAMETER = re.compile(r"((?:password|passwd|token|secret)[^=&\s'\"]*=)[^&\s'\"]*", re.I)
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*")
+_SECRET_WORDS = ("token", "jwt", "secret", "password", "passwd", "key", "credential", "auth")
+
+
+def redacted(text: str) -> str:
+    """`text` as an error message may repeat it: the credentials of a URL in it (whatever
+    comes before the last '@' of a word, which may hold '/', ':' or '?'), the values of its
+    ``password=``, ``token=`` or ``secret=`` parameters, and anything shaped like a JWT, as
+    ``***``."""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    text = _SECRET_PARAMETER.sub(r"\1***", text)
+    return _JWT.sub("***", text)
+
+
+def _names_a_secret(option: str) -> bool:
+    """Whether `option` (``--tokn``, ``--jwt-secet-file``) is, or nearly is, the name of an
+    option that takes a secret: a misspelt one is what an error repeats."""
+    words = re.split(r"[-_]+", option.lstrip("-").partition("=")[0].lower())
+    return any(
+        any(secret in word for secret in _SECRET_WORDS)
+        or difflib.get_close_matches(word, _SECRET_WORDS, n=1, cutoff=0.75)
+        for word in words
+        if word
+    )
+
+
+def redacted_arguments(arguments: list[str]) -> list[str]:
+    """Command-line words as an error may repeat them (`unrecognized arguments: ...`), each
+    :func:`redacted`, and the value of an option whose name suggests a secret, after it or
+    after its '=', as ``***``: `--tokn SECRET` and `--sotre redis://:PASSWORD@host` were
+    printed as given, into CI and container logs."""
+    shown: list[str] = []
+    hide_next = False
+    for word in arguments:
+        if hide_next and not word.startswith("-"):
+            shown.append("***")
+        elif word.startswith("-") and "=" in word and _names_a_secret(word):
+            shown.append(f"{word.partition('=')[0]}=***")
+        else:
+            shown.append(redacted(word))
+        hide_next = word.startswith("-") and "=" not in word and _names_a_secret(word)
+    return shown
 
 
 def positive_float(value: str) -> float:

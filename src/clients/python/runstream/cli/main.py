@@ -41,6 +41,8 @@ from .args import (
     otlp_endpoint_from_environment,
     positive_float,
     positive_int,
+    redacted,
+    redacted_arguments,
     since,
     target_address,
     target_from_environment,
@@ -579,10 +581,27 @@ def _event_kinds(value: str) -> list[runstream.EventKind]:
 class _Parser(argparse.ArgumentParser):
     """Refuses a bad command line in one line naming the option, as the README promises:
     argparse's usage block (18 lines for `serve`) buried the one line that mattered.
-    Subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+    Subcommands' parsers are of this class too (argparse makes them of the parent's).
+
+    The line repeats no secret (see :func:`~.args.redacted_arguments`), and an option is
+    taken only as spelt in full: with abbreviations, `--max-active 5` meant
+    `--max-active-runs 5`, and an option added later could change what a command line
+    meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, unrecognized = self.parse_known_args(args, namespace)
+        if unrecognized:
+            self.error(f"unrecognized arguments: {' '.join(redacted_arguments(unrecognized))}")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {redacted(message)}\n")
 
 
 class _Formatter(argparse.HelpFormatter):
