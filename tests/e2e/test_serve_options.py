@@ -276,6 +276,10 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         # A traceback at every retention pass (SQLite's integers overflowed), retention off:
         ("--retention-runs", "99999999999999999999999", "must be at most 2147483647"),
         ("--backup-keep", "2147483648", "must be at most 2147483647"),
+        # A stop that never ends (1e308), or of 83 minutes (5000: milliseconds meant):
+        ("--drain-delay", "1e308", "must be at most 3600 seconds"),
+        ("--drain-delay", "5000", "must be at most 3600 seconds"),
+        ("--shutdown-grace", "1e308", "must be at most 3600 seconds"),
     ],
 )
 def test_a_value_the_server_cannot_use_is_refused_in_one_line(

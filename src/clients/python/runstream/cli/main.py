@@ -36,7 +36,6 @@ from .args import (
     duration,
     listen_address,
     metrics_address,
-    non_negative_float,
     otlp_endpoint,
     otlp_endpoint_from_environment,
     positive_float,
@@ -63,7 +62,14 @@ from .errors import CliError, UsageError
 from .fmt import printable, run_status_text
 from .health import add_health_command
 from .render import follow_run, print_run_header
-from .serve_args import grpc_seconds, heartbeat_seconds, retention_days, send_timeout_seconds
+from .serve_args import (
+    drain_seconds,
+    grpc_seconds,
+    heartbeat_seconds,
+    retention_days,
+    send_timeout_seconds,
+    shutdown_grace_seconds,
+)
 from .stats import show_stats
 from .stopping import cancelled_by_signals, terminated
 
@@ -677,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a Runstream server",
         description="Run a Runstream gRPC server (RunService, ReportService, health and "
-        "reflection) over a SQLite file or a shared Redis, until SIGINT or SIGTERM.",
+        "reflection) over a SQLite file or a shared Redis, until SIGINT, SIGTERM or SIGHUP.",
         formatter_class=_Formatter,
     )
     serve.add_argument(
@@ -825,18 +831,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--shutdown-grace",
-        type=positive_float,
+        type=shutdown_grace_seconds,
         default=5.0,
         metavar="SECONDS",
-        help="at SIGTERM, how long in-flight calls get to finish (streams end at once)",
+        help="at SIGTERM, SIGINT or SIGHUP, how long in-flight calls get to finish (streams "
+        "end at once); at most 3600, and a second signal cuts it short (default: 5)",
     )
     serve.add_argument(
         "--drain-delay",
-        type=non_negative_float,
+        type=drain_seconds,
         default=0.0,
         metavar="SECONDS",
-        help="at SIGTERM, answer health checks NOT_SERVING but serve on for this long first, "
-        "so a load balancer takes the server out of rotation (default: 0)",
+        help="at SIGTERM, SIGINT or SIGHUP, answer health checks NOT_SERVING but serve on for "
+        "this long first, so a load balancer takes the server out of rotation; at most 3600, "
+        "and a second signal cuts it short (default: 0)",
     )
     serve.add_argument(
         "--max-connection-age",
