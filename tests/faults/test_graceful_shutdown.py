@@ -141,3 +141,28 @@ async def test_a_second_sigterm_cuts_the_grace_of_calls_in_flight(
             await session.read()
     logged = server_process.store_path.with_suffix(".log").read_text()
     assert "SIGTERM again: skipping the rest of the drain and grace; ending calls now" in logged
+
+
+async def test_the_stop_logs_the_signal_and_the_rejections_not_summarised_yet(
+    server_process: ServerProcess,
+) -> None:
+    """The rejections after the first of a minute are summarised when the minute ends: those
+    of a server's last minute were never logged (three bad tokens sent just before SIGTERM
+    logged one), and "shutting down" did not say what asked for it."""
+    server_process.start()
+    assert server_process.process is not None
+    async with grpc.aio.insecure_channel(server_process.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        for run_id in ("nope-1", "nope-2", "nope-3"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert server_process.terminate() == 0
+    logged = server_process.store_path.with_suffix(".log").read_text().splitlines()
+    summaries = [line for line in logged if "more requests rejected" in line]
+    assert len(summaries) == 1, logged
+    assert summaries[0].endswith(
+        "2 more requests rejected since the last report: "
+        "/runstream.v1.RunService/GetRun NOT_FOUND x2"
+    )
+    assert any(line.endswith("shutting down (SIGTERM)") for line in logged), logged

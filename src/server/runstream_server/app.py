@@ -194,6 +194,7 @@ class RunstreamServer:
         self._health: HealthService | None = None
         self._calls = CallTracker()
         self._hurry = asyncio.Event()
+        self._rejections = RejectionLog()
         self._auth: list[HandlerRewriter] = []
         self.runs: RunManager | None = None
         self.telemetry: Telemetry | None = None
@@ -225,7 +226,7 @@ class RunstreamServer:
         # Before the store exists: an address it cannot listen on is the one line `serve`
         # prints, and creates nothing.
         check_addresses(config)
-        rejections = RejectionLog()
+        rejections = self._rejections
         auth = self._auth = auth_rewriters(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
         created = store_files_to_create(config)
@@ -494,6 +495,7 @@ class RunstreamServer:
             await self._server.stop(None)
         await stopping
         self._server = None
+        self._rejections.flush()  # refusals counted since the last summary: no later one comes
         for rewriter in self._auth:
             rewriter.close()
         if self.runs is not None:
@@ -636,9 +638,12 @@ async def serve_forever(config: ServerConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    received: list[signal.Signals] = []
+
     def stop_or_hurry(sig: signal.Signals) -> None:
         if stop.is_set():
             server.hurry(f"{sig.name} again")
+        received.append(sig)
         stop.set()
 
     for sig in STOP_SIGNALS:
@@ -647,6 +652,6 @@ async def serve_forever(config: ServerConfig) -> None:
     tune_gc()
     try:
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down (%s)", received[0].name)
     finally:
         await server.stop()
