@@ -116,13 +116,16 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
 @contextlib.asynccontextmanager
 async def served(store: Path, *options: str) -> AsyncIterator[tuple[str, grpc.aio.Channel]]:
     """`runstream serve --store STORE OPTIONS` on a free port, until the block ends (it must
-    then stop cleanly): its target and a channel to it."""
+    then stop cleanly): its target and a channel to it. Its log goes to STORE's name with
+    the suffix .log."""
     target = f"127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", target,
             "--store", str(store), *options]  # fmt: skip
-    process = subprocess.Popen(  # noqa: ASYNC220 - Popen starts the server and returns at once
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # The child gets a descriptor of its own: the file can close at once.
+    with open(store.with_suffix(".log"), "ab") as log:  # noqa: ASYNC230 - a local file
+        process = subprocess.Popen(  # noqa: ASYNC220 - Popen starts the server, returns at once
+            argv, stdout=subprocess.DEVNULL, stderr=log
+        )
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             await asyncio.wait_for(channel.channel_ready(), 60)
@@ -171,6 +174,12 @@ async def test_abandon_after_ends_a_run_its_producer_left_failed_abandoned(
     assert run.error.message.endswith(
         "s, never started by its producer; the server ends a run that stays so for longer than 1s"
     )
+    # The server acting on its own says so in its log (it said nothing), in one line with
+    # the run's id and nothing its producer sent (its workflow's name).
+    logged = (tmp_path / "a.log").read_text().splitlines()
+    [line] = [line for line in logged if "ABANDONED" in line]
+    assert line.endswith(f"run {run.run_id} ended FAILED, ABANDONED: {run.error.message}")
+    assert "left" not in line
 
 
 async def test_the_store_is_copied_while_it_serves_and_a_copy_serves_as_a_store(
