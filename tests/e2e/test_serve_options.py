@@ -343,6 +343,46 @@ def test_every_command_refuses_a_bad_command_line_in_one_line(
     assert len(errors) == 1 and errors[0].startswith(said), errors
 
 
+ONLY_WITH_AUTH = (
+    "need --jwt-secret-file or --jwt-public-key (per-principal and per-tenant limits apply to "
+    "verified callers only)"
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--max-active-runs", "5", "--append-rate", "10"],
+         f"--max-active-runs and --append-rate {ONLY_WITH_AUTH}"),
+        (["--insecure-no-auth", "--max-watch-streams", "1"],
+         f"--max-watch-streams {ONLY_WITH_AUTH}".replace(" need ", " needs ")),
+        (["--max-report-streams", "1", "--append-burst", "1", "--max-watchers-per-run", "1"],
+         f"--max-report-streams and --append-burst {ONLY_WITH_AUTH}"),
+        (["--backup-interval", "60", "--backup-keep", "5"],
+         "--backup-interval and --backup-keep need --backup-dir"),
+        (["--retention-interval", "60"],
+         "--retention-interval needs --retention-days or --retention-runs"),
+        (["--max-connection-age-grace", "30"],
+         "--max-connection-age-grace needs --max-connection-age"),
+        (["--store", "redis://127.0.0.1:1/0", "--sync", "normal"],
+         "--sync applies to a SQLite store, not to a redis:// one (whose durability is "
+         "Redis's own: see the README's Replicas on Redis)"),
+        (["--store", "redis://127.0.0.1:1/0", "--skip-store-check", "--sync", "full"],
+         "--sync and --skip-store-check apply to a SQLite store, not to a redis:// one "
+         "(whose durability is Redis's own: see the README's Replicas on Redis)"),
+    ],
+)  # fmt: skip
+def test_an_option_that_would_do_nothing_without_another_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    """Taken in silence, they did nothing: limits that protected no one without auth (the
+    compose file's case), backups "configured" but never taken."""
+    # A store that is a directory: without the refusal, a start that fails at once.
+    argv = ["serve", "--address", f"127.0.0.1:{free_port()}", "--store", str(tmp_path)]
+    assert main([*argv, *options]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"runstream serve: {said}"]
+
+
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlU0VDUkVU"
 
 

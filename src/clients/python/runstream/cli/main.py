@@ -47,6 +47,8 @@ from .args import (
     target_from_environment,
 )
 from .auth import (
+    LIMIT_OPTIONS,
+    LIMITS_WITHOUT_AUTH,
     WATCH_RECONNECT,
     add_client_security,
     add_serve_security,
@@ -171,18 +173,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    backups = (
-        Backups(args.backup_dir, interval=args.backup_interval, keep=args.backup_keep)
-        if args.backup_dir is not None
-        else None
-    )
+    if problem := without_effect(args, redis=bool(store_url)):
+        print(f"runstream serve: {problem}", file=sys.stderr)
+        return 2
+    backups = None
+    if args.backup_dir is not None:
+        default = Backups(args.backup_dir)
+        backups = Backups(
+            args.backup_dir,
+            interval=args.backup_interval or default.interval,
+            keep=args.backup_keep or default.keep,
+        )
     logs.configure(args.log_level, args.log_format)
     config = ServerConfig(
         address=args.address,
         store_path=store_path,
         store_url=store_url,
         check_store=not args.skip_store_check,
-        sqlite_synchronous=args.sync.upper(),
+        sqlite_synchronous=(args.sync or ServerConfig.sqlite_synchronous).upper(),
         heartbeat_interval=args.heartbeat,
         watch_send_timeout=args.watch_send_timeout,
         insight=InsightPolicy(
@@ -193,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retention=Retention(
             days=args.retention_days,
             runs=args.retention_runs,
-            interval=args.retention_interval,
+            interval=args.retention_interval or Retention().interval,
         ),
         backups=backups,
         security=security_config(args, args.address),
@@ -210,6 +218,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (MetricsUnavailable, TracingUnavailable) as exc:  # the observability extra is missing
         raise CliError(str(exc)) from None
     return 0
+
+
+def without_effect(args: argparse.Namespace, *, redis: bool) -> str | None:
+    """What a `serve` command line sets that would do nothing, given explicitly without the
+    option it needs (or with a store it does not apply to), and what that is; else None.
+    Such options were taken in silence: limits that protected nothing, backups "configured"
+    but never taken."""
+    auth = bool(args.jwt_secret_file or args.jwt_public_key)
+    limits = [
+        flag
+        for flag, field, *_ in LIMIT_OPTIONS
+        if field not in LIMITS_WITHOUT_AUTH and getattr(args, f"limit_{field}") is not None
+    ]
+    needs = {
+        # Each: the options given, what they need, whether they have it.
+        "--jwt-secret-file or --jwt-public-key (per-principal and per-tenant limits apply to "
+        "verified callers only)": (limits, auth),
+        "--backup-dir": (
+            [f for f in ("--backup-interval", "--backup-keep") if _given(args, f)],
+            args.backup_dir is not None,
+        ),
+        "--retention-days or --retention-runs": (
+            [f for f in ("--retention-interval",) if _given(args, f)],
+            args.retention_days is not None or args.retention_runs is not None,
+        ),
+        "--max-connection-age": (
+            [f for f in ("--max-connection-age-grace",) if _given(args, f)],
+            args.max_connection_age is not None,
+        ),
+    }
+    for needed, (given, present) in needs.items():
+        if given and not present:
+            return f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} {needed}"
+    sqlite_only = [f for f in ("--sync", "--skip-store-check") if _given(args, f)]
+    if redis and sqlite_only:
+        verb = "apply" if len(sqlite_only) > 1 else "applies"
+        return (
+            f"{' and '.join(sqlite_only)} {verb} to a SQLite store, not to a redis:// one "
+            "(whose durability is Redis's own: see the README's Replicas on Redis)"
+        )
+    return None
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    """Whether `flag`, an option whose default is None (or False), was given."""
+    return getattr(args, flag.removeprefix("--").replace("-", "_")) not in (None, False)
 
 
 class PlainLogFormatter(logging.Formatter):
@@ -716,9 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--sync",
-        default="full",
+        default=None,
         choices=["full", "normal"],
-        help="SQLite durability: full survives power loss, normal only process crashes (faster)",
+        help="SQLite durability: full survives power loss, normal only process crashes (faster) "
+        "(default: full)",
     )
     serve.add_argument(
         "--heartbeat",
@@ -786,24 +841,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--backup-interval",
         type=positive_float,
-        default=3600.0,
+        default=None,
         metavar="SECONDS",
         help="time between store copies (default: 3600)",
     )
     serve.add_argument(
         "--backup-keep",
         type=positive_int,
-        default=24,
+        default=None,
         metavar="N",
         help="store copies kept in --backup-dir; older ones are removed (default: 24)",
     )
     serve.add_argument(
         "--retention-interval",
         type=positive_float,
-        default=3600.0,
+        default=None,
         metavar="SECONDS",
         help="time between retention passes (the first runs as the server starts); a run "
-        "past the limit keeps its log until the next pass",
+        "past the limit keeps its log until the next pass (default: 3600)",
     )
     add_serve_security(serve)
     serve.add_argument(
