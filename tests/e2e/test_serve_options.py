@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,7 @@ from runstream_server.domain.watching import HEARTBEAT_SECONDS
 from tests.clients.support import until
 from tests.conftest import ServerProcess, free_port
 from tests.e2e.test_cli import runstream_cli
+from tests.identity import Keys, Pki
 
 
 async def finished_run(target: str) -> str:
@@ -613,3 +615,55 @@ def test_a_redis_store_without_the_redis_extra_names_the_install(tmp_path: Path)
     assert result.stderr.strip().endswith(
         "a redis:// store needs the redis package: pip install 'runstream[redis]'"
     ), result.stderr
+
+
+def in_force_line(cwd: Path, *options: str) -> str:
+    """The line a `runstream serve OPTIONS` process, started in `cwd` on a free port, logs to
+    say what is in force (its message, after the time and logger); stopped after it."""
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address",
+            f"127.0.0.1:{free_port()}", *options]  # fmt: skip
+    process = subprocess.Popen(argv, cwd=cwd, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    with process.stderr as logged:
+        try:
+            line = next(line for line in logged if "serving on" in line)
+        finally:
+            process.terminate()
+            assert process.wait(20) == 0
+    return line[line.index("serving on") :].rstrip().removesuffix('"}')
+
+
+def test_the_start_says_in_one_line_what_is_in_force(tmp_path: Path) -> None:
+    """Four start-ups as different as no auth on loopback and JWT with TLS logged the same
+    two lines: nothing said whether tokens were checked, where the data was (a relative
+    --store was logged relative), whether logs were ever purged or the store ever copied,
+    or which release ran (found in review)."""
+    version = metadata.version("runstream")
+    line = in_force_line(tmp_path, "--store", "runs.db")
+    assert line.endswith(
+        f": runstream {version} | TLS off | auth none: every caller may do anything | store "
+        f"SQLite {tmp_path / 'runs.db'}, sync FULL | retention: event logs kept for ever | "
+        "abandon-after: never (silent runs wait for their producer for ever) | backups: off: "
+        "the store cannot be copied while it serves; see --backup-dir | limits: 5000 watchers "
+        "per run (the per-principal ones need auth)"
+    ), line
+
+    keys, pki = Keys.make(tmp_path / "keys"), Pki.make(tmp_path / "pki")
+    line = in_force_line(
+        tmp_path, "--store", "runs.db", "--log-format", "json", "--sync", "normal",
+        "--jwt-secret-file", str(keys.secret_file), "--jwt-issuer", "https://id.example.com",
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--tls-client-ca", str(pki.ca_file), "--retention-days", "30", "--retention-runs",
+        "100", "--abandon-after", "7d", "--backup-dir", "copies", "--max-active-runs", "5",
+        "--append-rate", "0",
+    )  # fmt: skip
+    assert line.endswith(
+        f": runstream {version} | TLS on, client certificates required | auth JWT (HS256), "
+        f"issuer 'https://id.example.com', any audience | store SQLite {tmp_path / 'runs.db'}, "
+        "sync NORMAL | retention: event logs purged 30d after their run ended and kept for "
+        "the newest 100 ended runs per tenant, every 1h | abandon-after: 7d | backups: every "
+        f"1h into {tmp_path / 'copies'}, 24 kept | limits: 200 watch streams and 1000 report "
+        "streams per principal, 5 active runs per tenant, append rate off, 5000 watchers per "
+        "run"
+    ), line
+    assert keys.secret.decode() not in line

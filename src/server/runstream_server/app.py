@@ -57,6 +57,7 @@ from runstream_server.auth.edge import (
     check_exposure,
     listen,
 )
+from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import LimitInterceptor
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
@@ -71,6 +72,7 @@ from runstream_server.observability import (
     otlp_endpoint,
     tracer_provider,
 )
+from runstream_server.observability.in_force import in_force
 from runstream_server.store.base import EventStore, StoreUnusable
 from runstream_server.store.sqlite import SqliteEventStore
 from runstream_server.store.sqlite_backups import BackupPasses, Backups
@@ -330,7 +332,15 @@ class RunstreamServer:
             assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis
             passes = BackupPasses(config.backups, sqlite.backup, sqlite.path)
             self._backups = asyncio.create_task(passes.run_forever(), name="runstream-backups")
-        log.info("serving on %s (store %s)", self.target, describe_store(config))
+        algorithms = [a for r in auth if isinstance(r, AuthInterceptor) for a in r.algorithms]
+        posture = in_force(
+            config,
+            target=self.target,
+            version=_version(),
+            algorithms=algorithms,
+            store=describe_store(config),
+        )
+        log.info("%s", posture)
         if telemetry.metrics is not None and telemetry.metrics.url:
             log.info("metrics on %s", telemetry.metrics.url)
         if endpoint := otlp_endpoint(config.otlp_endpoint):
