@@ -545,3 +545,27 @@ async def test_a_tls_mismatch_is_said_not_taken_for_no_server(tmp_path: Path) ->
     finally:
         await secure.stop(grace=0.1)
         await plain.stop(grace=0.1)
+
+
+def test_health_names_the_variable_of_a_tls_file_it_cannot_read_and_caps_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """The image's HEALTHCHECK reads RUNSTREAM_TLS_CERT as `serve` does: a file missing said
+    `[Errno 2] No such file or directory: ...`, naming neither the variable nor an option;
+    and `--timeout 1e10` was a deadline gRPC took as past (DEADLINE_EXCEEDED, the server
+    healthy)."""
+    missing = tmp_path / "missing.pem"
+    for args, env, said in (
+        ((), {"RUNSTREAM_TLS_CERT": str(missing)}, f"$RUNSTREAM_TLS_CERT {missing}"),
+        (("--ca-file", str(missing)), {}, f"--ca-file {missing}"),
+    ):
+        result = cli("health", "--target", "127.0.0.1:1", *args, env=env)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"runstream: {said}: cannot read it (No such file or directory)"
+        ]
+    result = cli("health", "--timeout", "1e10")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "runstream health: error: argument --timeout: must be at most 3600 seconds"
+    ]
