@@ -269,6 +269,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         # Watches that set no heartbeat of their own would all be refused INVALID_ARGUMENT:
         ("--heartbeat", "600", "must be between 0.1 and 300 seconds"),
         ("--heartbeat", "0.05", "must be between 0.1 and 300 seconds"),
+        ("--heartbeat", "0", "must be between 0.1 and 300 seconds"),  # was "greater than 0"
         # A clock looking at every stream's sends many times a second; negative:
         ("--watch-send-timeout", "0.5", "must be between 1 and 86400 seconds (or 0: never)"),
         ("--watch-send-timeout", "-1", "must be 0 or more"),
@@ -303,6 +304,22 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     assert capsys.readouterr().err.splitlines() == [
         f"runstream serve: error: argument {option}: {said}"
     ]
+
+
+def test_serve_help_gives_the_defaults_and_ranges_the_readme_gives() -> None:
+    """Found in review: these ranges and defaults were in the README only, and
+    --retention-runs did not say that N counts each tenant's runs."""
+    shown = " ".join(runstream_cli("serve", "--help").stdout.split())
+    for said in (
+        "gets a heartbeat; 0.1 to 300 (what a watch may ask for) (default: 15.0)",
+        "DAYS ago (snapshots stay); at most 36500 (default: keep them for ever)",
+        "most recently ended runs of each tenant (T tenants keep up to T x N)",
+        "needs the observability extra) (default: off)",
+        "rebalance across replicas; at most 2147483 (default: never)",
+        "how long open streams may still run; at most 2147483 (default: until they end)",
+        "(streams end at once); at most 3600, and a second signal cuts it short (default: 5)",
+    ):
+        assert said in shown, said
 
 
 def test_the_watch_send_timeout_defaults_to_a_minute_and_takes_zero_for_never() -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TARGET",
     "TARGET_ENV",
+    "finite_float",
     "listen_address",
     "metrics_address",
     "non_negative_float",
@@ -200,14 +201,14 @@ def redacted_arguments(arguments: list[str]) -> list[str]:
 
 
 def positive_float(value: str) -> float:
-    number = _finite(value)
+    number = finite_float(value)
     if number <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return number
 
 
 def non_negative_float(value: str) -> float:
-    number = _finite(value)
+    number = finite_float(value)
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return number
@@ -275,7 +276,8 @@ def since(value: str) -> str:
     return str(moment.ToJsonString())
 
 
-def _finite(value: str) -> float:
+def finite_float(value: str) -> float:
+    """A number, refused when it is not one or is infinite or NaN."""
     try:
         number = float(value)
     except ValueError:

@@ -780,7 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=heartbeat_seconds,
         default=15.0,
         metavar="SECONDS",
-        help="default idle time before a watch stream gets a heartbeat",
+        help="default idle time before a watch stream gets a heartbeat; 0.1 to 300 (what a "
+        "watch may ask for)",
     )
     serve.add_argument(
         "--watch-send-timeout",
@@ -820,14 +821,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=retention_days,
         default=None,
         metavar="DAYS",
-        help="purge the event logs of runs that ended more than DAYS ago (snapshots stay)",
+        help="purge the event logs of runs that ended more than DAYS ago (snapshots stay); at "
+        "most 36500 (default: keep them for ever)",
     )
     serve.add_argument(
         "--retention-runs",
         type=positive_int,
         default=None,
         metavar="N",
-        help="keep the event logs of only the N most recently ended runs",
+        help="keep the event logs of only the N most recently ended runs of each tenant (T "
+        "tenants keep up to T x N) (default: keep them all)",
     )
     serve.add_argument(
         "--backup-dir",
@@ -874,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (a PORT alone: on every "
-        "interface; needs the observability extra)",
+        "interface; needs the observability extra) (default: off)",
     )
     serve.add_argument(
         "--otlp-endpoint",
@@ -907,15 +910,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="ask clients to reconnect after this long (GOAWAY, +-10%% jitter), so "
-        "long-lived watchers rebalance across replicas (default: never)",
+        "long-lived watchers rebalance across replicas; at most 2147483 (default: never)",
     )
     serve.add_argument(
         "--max-connection-age-grace",
         type=grpc_seconds,
         default=None,
         metavar="SECONDS",
-        help="after --max-connection-age, how long open streams may still run "
-        "(default: until they end)",
+        help="after --max-connection-age, how long open streams may still run; at most "
+        "2147483 (default: until they end)",
     )
     serve.set_defaults(handler=cmd_serve)
 

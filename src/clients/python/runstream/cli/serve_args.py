@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import non_negative_float, positive_float
+from .args import finite_float, non_negative_float, positive_float
 
 __all__ = [
     "drain_seconds",
@@ -70,7 +70,8 @@ def retention_days(value: str) -> float:
 
 
 def _within(value: str, lowest: float, highest: float, unit: str) -> float:
-    number = positive_float(value)
+    # With a lowest bound, a number below it (0 too) is told the range it must be in.
+    number = finite_float(value) if lowest else positive_float(value)
     if lowest <= number <= highest:
         return number
     if lowest:
