@@ -204,6 +204,10 @@ class RunstreamServer:
 
     @property
     def target(self) -> str:
+        """Where clients reach the server: its address with the port it listens on (a unix
+        socket as it is: it has no port, and was said as ``unix:1``)."""
+        if self.config.address.startswith(("unix:", "unix-abstract:")):
+            return self.config.address
         host = self.config.address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
