@@ -14,8 +14,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import jwt
 import pytest
+from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.auth.edge import SecurityConfig, TlsConfig, check_exposure
 
 from tests.conftest import ServerProcess, free_port
@@ -545,3 +547,55 @@ async def test_a_tls_mismatch_is_said_not_taken_for_no_server(tmp_path: Path) ->
     finally:
         await secure.stop(grace=0.1)
         await plain.stop(grace=0.1)
+
+
+def test_health_names_the_variable_of_a_tls_file_it_cannot_read_and_caps_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """The image's HEALTHCHECK reads RUNSTREAM_TLS_CERT as `serve` does: a file missing said
+    `[Errno 2] No such file or directory: ...`, naming neither the variable nor an option;
+    and `--timeout 1e10` was a deadline gRPC took as past (DEADLINE_EXCEEDED, the server
+    healthy)."""
+    missing = tmp_path / "missing.pem"
+    for args, env, said in (
+        ((), {"RUNSTREAM_TLS_CERT": str(missing)}, f"$RUNSTREAM_TLS_CERT {missing}"),
+        (("--ca-file", str(missing)), {}, f"--ca-file {missing}"),
+    ):
+        result = cli("health", "--target", "127.0.0.1:1", *args, env=env)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"runstream: {said}: cannot read it (No such file or directory)"
+        ]
+    result = cli("health", "--timeout", "1e10")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "runstream health: error: argument --timeout: must be at most 3600 seconds"
+    ]
+
+
+async def test_serve_on_a_unix_socket_needs_no_auth_option(tmp_path: Path) -> None:
+    """A unix socket is guarded by its file's permissions, and the SDK already sends a token
+    in clear to one as to loopback: it was refused "without authentication" as if the
+    network reached it. A network address still is."""
+    socket_path = tmp_path / "rs.sock"
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address",
+            f"unix:{socket_path}", "--store", str(tmp_path / "r.db")]  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=clean)  # noqa: ASYNC220
+    assert process.stderr is not None
+    try:
+        with process.stderr as logged:
+            # (A default: a StopIteration raised into the thread's future leaves it pending.)
+            found = (line for line in logged if "serving" in line or "refusing" in line)
+            line = await asyncio.to_thread(next, found, "")
+            assert f"serving on unix:{socket_path}: " in line, line
+            async with grpc.aio.insecure_channel(f"unix:{socket_path}") as channel:
+                runs = run_service_pb2_grpc.RunServiceStub(channel)
+                created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+                assert created.run.workflow == "wf"
+    finally:
+        process.terminate()
+        assert await asyncio.to_thread(process.wait, 20) == 0
+    result = cli("serve", "--address", "0.0.0.0:0", "--store", str(tmp_path / "r.db"))
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0:0 without authentication" in result.stderr

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from importlib import metadata
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,7 @@ from runstream_server.domain.watching import HEARTBEAT_SECONDS
 from tests.clients.support import until
 from tests.conftest import ServerProcess, free_port
 from tests.e2e.test_cli import runstream_cli
+from tests.identity import Keys, Pki
 
 
 async def finished_run(target: str) -> str:
@@ -116,13 +118,16 @@ async def test_retention_runs_purges_older_logs_at_startup(tmp_path: Path) -> No
 @contextlib.asynccontextmanager
 async def served(store: Path, *options: str) -> AsyncIterator[tuple[str, grpc.aio.Channel]]:
     """`runstream serve --store STORE OPTIONS` on a free port, until the block ends (it must
-    then stop cleanly): its target and a channel to it."""
+    then stop cleanly): its target and a channel to it. Its log goes to STORE's name with
+    the suffix .log."""
     target = f"127.0.0.1:{free_port()}"
     argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", target,
             "--store", str(store), *options]  # fmt: skip
-    process = subprocess.Popen(  # noqa: ASYNC220 - Popen starts the server and returns at once
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    # The child gets a descriptor of its own: the file can close at once.
+    with open(store.with_suffix(".log"), "ab") as log:  # noqa: ASYNC230 - a local file
+        process = subprocess.Popen(  # noqa: ASYNC220 - Popen starts the server, returns at once
+            argv, stdout=subprocess.DEVNULL, stderr=log
+        )
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             await asyncio.wait_for(channel.channel_ready(), 60)
@@ -171,6 +176,12 @@ async def test_abandon_after_ends_a_run_its_producer_left_failed_abandoned(
     assert run.error.message.endswith(
         "s, never started by its producer; the server ends a run that stays so for longer than 1s"
     )
+    # The server acting on its own says so in its log (it said nothing), in one line with
+    # the run's id and nothing its producer sent (its workflow's name).
+    logged = (tmp_path / "a.log").read_text().splitlines()
+    [line] = [line for line in logged if "ABANDONED" in line]
+    assert line.endswith(f"run {run.run_id} ended FAILED, ABANDONED: {run.error.message}")
+    assert "left" not in line
 
 
 async def test_the_store_is_copied_while_it_serves_and_a_copy_serves_as_a_store(
@@ -258,6 +269,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         # Watches that set no heartbeat of their own would all be refused INVALID_ARGUMENT:
         ("--heartbeat", "600", "must be between 0.1 and 300 seconds"),
         ("--heartbeat", "0.05", "must be between 0.1 and 300 seconds"),
+        ("--heartbeat", "0", "must be between 0.1 and 300 seconds"),  # was "greater than 0"
         # A clock looking at every stream's sends many times a second; negative:
         ("--watch-send-timeout", "0.5", "must be between 1 and 86400 seconds (or 0: never)"),
         ("--watch-send-timeout", "-1", "must be 0 or more"),
@@ -273,6 +285,13 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
         ("--retention-days", "1e6", "must be at most 36500 days"),
         ("--abandon-after", "0", "must be greater than 0"),
         ("--abandon-after", "a week", "not a duration: 'a week' (e.g. 90s, 30m, 1h, 7d)"),
+        # A traceback at every retention pass (SQLite's integers overflowed), retention off:
+        ("--retention-runs", "99999999999999999999999", "must be at most 2147483647"),
+        ("--backup-keep", "2147483648", "must be at most 2147483647"),
+        # A stop that never ends (1e308), or of 83 minutes (5000: milliseconds meant):
+        ("--drain-delay", "1e308", "must be at most 3600 seconds"),
+        ("--drain-delay", "5000", "must be at most 3600 seconds"),
+        ("--shutdown-grace", "1e308", "must be at most 3600 seconds"),
     ],
 )
 def test_a_value_the_server_cannot_use_is_refused_in_one_line(
@@ -285,6 +304,22 @@ def test_a_value_the_server_cannot_use_is_refused_in_one_line(
     assert capsys.readouterr().err.splitlines() == [
         f"runstream serve: error: argument {option}: {said}"
     ]
+
+
+def test_serve_help_gives_the_defaults_and_ranges_the_readme_gives() -> None:
+    """Found in review: these ranges and defaults were in the README only, and
+    --retention-runs did not say that N counts each tenant's runs."""
+    shown = " ".join(runstream_cli("serve", "--help").stdout.split())
+    for said in (
+        "gets a heartbeat; 0.1 to 300 (what a watch may ask for) (default: 15.0)",
+        "DAYS ago (snapshots stay); at most 36500 (default: keep them for ever)",
+        "most recently ended runs of each tenant (T tenants keep up to T x N)",
+        "needs the observability extra) (default: off)",
+        "rebalance across replicas; at most 2147483 (default: never)",
+        "how long open streams may still run; at most 2147483 (default: until they end)",
+        "(streams end at once); at most 3600, and a second signal cuts it short (default: 5)",
+    ):
+        assert said in shown, said
 
 
 def test_the_watch_send_timeout_defaults_to_a_minute_and_takes_zero_for_never() -> None:
@@ -304,6 +339,14 @@ def test_drain_delay_takes_its_own_default_of_zero(capsys: pytest.CaptureFixture
     ]
 
 
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[str]:
+    """The lines `runstream ARGV` says on stderr as it refuses its command line (exit 2)."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    return capsys.readouterr().err.splitlines()
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
@@ -315,11 +358,82 @@ def test_drain_delay_takes_its_own_default_of_zero(capsys: pytest.CaptureFixture
 def test_every_command_refuses_a_bad_command_line_in_one_line(
     capsys: pytest.CaptureFixture[str], argv: list[str], said: str
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    assert exited.value.code == 2
-    errors = capsys.readouterr().err.splitlines()
+    errors = refused(capsys, argv)
     assert len(errors) == 1 and errors[0].startswith(said), errors
+
+
+ONLY_WITH_AUTH = (
+    "need --jwt-secret-file or --jwt-public-key (per-principal and per-tenant limits apply to "
+    "verified callers only)"
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--max-active-runs", "5", "--append-rate", "10"],
+         f"--max-active-runs and --append-rate {ONLY_WITH_AUTH}"),
+        (["--insecure-no-auth", "--max-watch-streams", "1"],
+         f"--max-watch-streams {ONLY_WITH_AUTH}".replace(" need ", " needs ")),
+        (["--max-report-streams", "1", "--append-burst", "1", "--max-watchers-per-run", "1"],
+         f"--max-report-streams and --append-burst {ONLY_WITH_AUTH}"),
+        (["--backup-interval", "60", "--backup-keep", "5"],
+         "--backup-interval and --backup-keep need --backup-dir"),
+        (["--retention-interval", "60"],
+         "--retention-interval needs --retention-days or --retention-runs"),
+        (["--max-connection-age-grace", "30"],
+         "--max-connection-age-grace needs --max-connection-age"),
+        (["--store", "redis://127.0.0.1:1/0", "--sync", "normal"],
+         "--sync applies to a SQLite store, not to a redis:// one (whose durability is "
+         "Redis's own: see the README's Replicas on Redis)"),
+        (["--store", "redis://127.0.0.1:1/0", "--skip-store-check", "--sync", "full"],
+         "--sync and --skip-store-check apply to a SQLite store, not to a redis:// one "
+         "(whose durability is Redis's own: see the README's Replicas on Redis)"),
+    ],
+)  # fmt: skip
+def test_an_option_that_would_do_nothing_without_another_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    """Taken in silence, they did nothing: limits that protected no one without auth (the
+    compose file's case), backups "configured" but never taken."""
+    # A store that is a directory: without the refusal, a start that fails at once.
+    argv = ["serve", "--address", f"127.0.0.1:{free_port()}", "--store", str(tmp_path)]
+    assert main([*argv, *options]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"runstream serve: {said}"]
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlU0VDUkVU"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # Found in review: the password and the token were printed as given, into container
+        # and CI logs.
+        (["serve", "--sotre", "redis://:S3cretPW@127.0.0.1:6379/0"],
+         "--sotre redis://***@127.0.0.1:6379/0"),
+        (["serve", "--sotre=rediss://user:S3cret/PW@redis:6380/0"],
+         "--sotre=rediss://***@redis:6380/0"),
+        (["serve", "--stor", "redis://redis:6379/0?prefix=a&password=S3cretPW"],
+         "--stor redis://redis:6379/0?prefix=a&password=***"),
+        (["runs", "--tokn", "S3cretTOKEN"], "--tokn ***"),
+        (["get", "RUN", "--tkn=S3cretTOKEN"], "--tkn=***"),
+        (["watch", "RUN", "--jwt-secet-file", "/run/S3cret"], "--jwt-secet-file ***"),
+        (["serve", "--redis-passwd", "S3cretPW"], "--redis-passwd ***"),
+        (["stats", "--bearer", JWT], "--bearer ***"),
+        # A token where no flag names it is recognised by its shape:
+        (["runs", JWT], "***"),
+        # Abbreviations are no longer taken: `--max-active 5` was `--max-active-runs 5`, and
+        # an option added later could change what a command line meant.
+        # (--store: without the fix, a start refused at once rather than a server.)
+        (["serve", "--max-active", "5", "--store", "postgres://x"], "--max-active 5"),
+        (["runs", "--lim", "5"], "--lim 5"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_command_line_is_refused_without_repeating_a_secret(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    assert refused(capsys, argv) == [f"runstream: error: unrecognized arguments: {said}"]
 
 
 def test_a_store_or_address_with_brackets_is_named_as_given(
@@ -518,3 +632,55 @@ def test_a_redis_store_without_the_redis_extra_names_the_install(tmp_path: Path)
     assert result.stderr.strip().endswith(
         "a redis:// store needs the redis package: pip install 'runstream[redis]'"
     ), result.stderr
+
+
+def in_force_line(cwd: Path, *options: str) -> str:
+    """The line a `runstream serve OPTIONS` process, started in `cwd` on a free port, logs to
+    say what is in force (its message, after the time and logger); stopped after it."""
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address",
+            f"127.0.0.1:{free_port()}", *options]  # fmt: skip
+    process = subprocess.Popen(argv, cwd=cwd, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    with process.stderr as logged:
+        try:
+            line = next(line for line in logged if "serving on" in line)
+        finally:
+            process.terminate()
+            assert process.wait(20) == 0
+    return line[line.index("serving on") :].rstrip().removesuffix('"}')
+
+
+def test_the_start_says_in_one_line_what_is_in_force(tmp_path: Path) -> None:
+    """Four start-ups as different as no auth on loopback and JWT with TLS logged the same
+    two lines: nothing said whether tokens were checked, where the data was (a relative
+    --store was logged relative), whether logs were ever purged or the store ever copied,
+    or which release ran (found in review)."""
+    version = metadata.version("runstream")
+    line = in_force_line(tmp_path, "--store", "runs.db")
+    assert line.endswith(
+        f": runstream {version} | TLS off | auth none: every caller may do anything | store "
+        f"SQLite {tmp_path / 'runs.db'}, sync FULL | retention: event logs kept for ever | "
+        "abandon-after: never (silent runs wait for their producer for ever) | backups: off: "
+        "the store cannot be copied while it serves; see --backup-dir | limits: 5000 watchers "
+        "per run (the per-principal ones need auth)"
+    ), line
+
+    keys, pki = Keys.make(tmp_path / "keys"), Pki.make(tmp_path / "pki")
+    line = in_force_line(
+        tmp_path, "--store", "runs.db", "--log-format", "json", "--sync", "normal",
+        "--jwt-secret-file", str(keys.secret_file), "--jwt-issuer", "https://id.example.com",
+        "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--tls-client-ca", str(pki.ca_file), "--retention-days", "30", "--retention-runs",
+        "100", "--abandon-after", "7d", "--backup-dir", "copies", "--max-active-runs", "5",
+        "--append-rate", "0",
+    )  # fmt: skip
+    assert line.endswith(
+        f": runstream {version} | TLS on, client certificates required | auth JWT (HS256), "
+        f"issuer 'https://id.example.com', any audience | store SQLite {tmp_path / 'runs.db'}, "
+        "sync NORMAL | retention: event logs purged 30d after their run ended and kept for "
+        "the newest 100 ended runs per tenant, every 1h | abandon-after: 7d | backups: every "
+        f"1h into {tmp_path / 'copies'}, 24 kept | limits: 200 watch streams and 1000 report "
+        "streams per principal, 5 active runs per tenant, append rate off, 5000 watchers per "
+        "run"
+    ), line
+    assert keys.secret.decode() not in line

@@ -67,6 +67,9 @@ async def test_serve_on_a_password_protected_redis_with_the_password_in_a_file(
     log = await serve_a_run(redis, f"{redis.url}?password_file={password_file}", tmp_path)
     assert "redis://127.0.0.1" in log  # it says where it stores...
     assert secret not in log  # ...but never the password
+    # What is in force, said as it starts: the store, and that its copies are Redis's own.
+    store = f"store Redis {redis.url}?password_file={password_file}"
+    assert f" | {store} | " in log and " | backups: Redis's own (RDB, AOF) | " in log, log
 
 
 async def test_serve_on_redis_over_tls_with_the_password_in_the_url(tmp_path: Path) -> None:

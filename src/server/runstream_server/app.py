@@ -1,7 +1,7 @@
 """Assembles and runs the server: config, the grpc.aio server, health, reflection, shutdown.
 
 ``RunstreamServer`` is what tests and the embedded demo start in-process; ``serve_forever``
-is what ``runstream serve`` runs, stopping gracefully on SIGTERM or SIGINT: health turns
+is what ``runstream serve`` runs, stopping gracefully on SIGTERM, SIGINT or SIGHUP: health turns
 NOT_SERVING first (so load balancers stop routing) and health Watch streams end once they have
 said so, live streams end with UNAVAILABLE (so clients resume elsewhere), in-flight unary calls
 get the grace period to finish while health still answers NOT_SERVING, then the listener
@@ -15,7 +15,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from importlib import metadata
@@ -57,6 +57,7 @@ from runstream_server.auth.edge import (
     check_exposure,
     listen,
 )
+from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import LimitInterceptor
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
@@ -71,6 +72,7 @@ from runstream_server.observability import (
     otlp_endpoint,
     tracer_provider,
 )
+from runstream_server.observability.in_force import in_force
 from runstream_server.store.base import EventStore, StoreUnusable
 from runstream_server.store.sqlite import SqliteEventStore
 from runstream_server.store.sqlite_backups import BackupPasses, Backups
@@ -92,6 +94,11 @@ ends none)."""
 MAX_GRPC_SECONDS = 2_147_483
 """The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
 days): its options are milliseconds in a C int, and a longer one overflows at start."""
+
+MAX_STOP_SECONDS = 3600.0
+"""The longest ``--drain-delay`` and ``--shutdown-grace``: an hour is more than any load
+balancer or call needs, and a slip of unit (``--drain-delay 5000``, milliseconds meant) was
+an 83-minute stop."""
 
 SERVICE_NAMES = (
     run_service_pb2.DESCRIPTOR.services_by_name["RunService"].full_name,
@@ -188,6 +195,8 @@ class RunstreamServer:
         self._backups: asyncio.Task[None] | None = None
         self._health: HealthService | None = None
         self._calls = CallTracker()
+        self._hurry = asyncio.Event()
+        self._rejections = RejectionLog()
         self._auth: list[HandlerRewriter] = []
         self.runs: RunManager | None = None
         self.telemetry: Telemetry | None = None
@@ -195,6 +204,10 @@ class RunstreamServer:
 
     @property
     def target(self) -> str:
+        """Where clients reach the server: its address with the port it listens on (a unix
+        socket as it is: it has no port, and was said as ``unix:1``)."""
+        if self.config.address.startswith(("unix:", "unix-abstract:")):
+            return self.config.address
         host = self.config.address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
@@ -219,7 +232,7 @@ class RunstreamServer:
         # Before the store exists: an address it cannot listen on is the one line `serve`
         # prints, and creates nothing.
         check_addresses(config)
-        rejections = RejectionLog()
+        rejections = self._rejections
         auth = self._auth = auth_rewriters(config.security, rejections)
         telemetry, rpc_tracer = self._telemetry()
         created = store_files_to_create(config)
@@ -323,7 +336,15 @@ class RunstreamServer:
             assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis
             passes = BackupPasses(config.backups, sqlite.backup, sqlite.path)
             self._backups = asyncio.create_task(passes.run_forever(), name="runstream-backups")
-        log.info("serving on %s (store %s)", self.target, describe_store(config))
+        algorithms = [a for r in auth if isinstance(r, AuthInterceptor) for a in r.algorithms]
+        posture = in_force(
+            config,
+            target=self.target,
+            version=_version(),
+            algorithms=algorithms,
+            store=describe_store(config),
+        )
+        log.info("%s", posture)
         if telemetry.metrics is not None and telemetry.metrics.url:
             log.info("metrics on %s", telemetry.metrics.url)
         if endpoint := otlp_endpoint(config.otlp_endpoint):
@@ -432,35 +453,63 @@ class RunstreamServer:
             options.append(("grpc.max_connection_age_grace_ms", grace))
         return options
 
+    def hurry(self, why: str) -> None:
+        """Skips what is left of a stop's drain delay and grace (`why`: a second signal, said
+        in the log): the calls still in flight are cut, and the server stops at once."""
+        if not self._hurry.is_set():
+            self._hurry.set()
+            log.warning("%s: skipping the rest of the drain and grace; ending calls now", why)
+
+    async def _unless_hurried(self, awaitable: Awaitable[object], within: float | None) -> None:
+        """Waits for `awaitable` for at most `within` seconds (None: for ever), or until the
+        stop is hurried, whichever comes first; it is then cancelled if it has not ended."""
+        waiting = asyncio.ensure_future(awaitable)
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait(
+                (waiting, hurried), timeout=within, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiting.cancel()
+            hurried.cancel()
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING (health Watch streams say so, then end), streams end
-        UNAVAILABLE, calls get `grace` seconds while health still answers, then gRPC stops."""
+        UNAVAILABLE, calls get `grace` seconds while health still answers, then gRPC stops;
+        :meth:`hurry` cuts the drain delay and the grace short."""
         if self._server is None:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.config.shutdown_grace if grace is None else grace)
+
+        def left() -> float:
+            return 0.0 if self._hurry.is_set() else max(0.0, deadline - loop.time())
+
         for task in (self._store_health, self._sharing, self._backups):
             if task is not None:
                 task.cancel()
         self._store_health = self._sharing = self._backups = None
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        if self.config.drain_delay > 0:
+        if self.config.drain_delay > 0 and not self._hurry.is_set():
             log.info("draining: NOT_SERVING for %g s before shutting down", self.config.drain_delay)
-            await asyncio.sleep(self.config.drain_delay)
+            await self._unless_hurried(self._hurry.wait(), self.config.drain_delay)
             deadline += self.config.drain_delay
         if self.runs is not None:
             self.runs.shutdown()
         # gRPC's stop refuses every new call at once: a probe's Check would find no server
         # rather than NOT_SERVING. So the calls in flight finish with the listener open first,
         # and calls a load balancer still sends are refused by the domain (see draining).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._calls.ended(), max(0.0, deadline - loop.time()))
-            await asyncio.wait_for(
-                self._calls.quiet(self.config.drain_quiet), max(0.0, deadline - loop.time())
-            )
-        await self._server.stop(max(0.0, deadline - loop.time()))
+        await self._unless_hurried(self._calls.ended(), left())
+        await self._unless_hurried(self._calls.quiet(self.config.drain_quiet), left())
+        # A hurry during gRPC's own grace: its stop again without one cuts every call now.
+        stopping = asyncio.ensure_future(self._server.stop(left()))
+        await self._unless_hurried(asyncio.shield(stopping), None)
+        if not stopping.done():
+            await self._server.stop(None)
+        await stopping
         self._server = None
+        self._rejections.flush()  # refusals counted since the last summary: no later one comes
         for rewriter in self._auth:
             rewriter.close()
         if self.runs is not None:
@@ -590,17 +639,33 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""What stops ``runstream serve`` gracefully: SIGHUP too, the signal of a terminal or an SSH
+session that closed, which killed it without a drain. A second one hurries the stop."""
+
+
 async def serve_forever(config: ServerConfig) -> None:
-    """Runs a server until SIGTERM or SIGINT, then stops it gracefully."""
+    """Runs a server until SIGTERM, SIGINT or SIGHUP, then stops it gracefully; a second such
+    signal skips the rest of the drain and grace (a person at a terminal pressing Ctrl-C
+    again)."""
     server = RunstreamServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    received: list[signal.Signals] = []
+
+    def stop_or_hurry(sig: signal.Signals) -> None:
+        if stop.is_set():
+            server.hurry(f"{sig.name} again")
+        received.append(sig)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop_or_hurry, sig)
     await server.start()
     tune_gc()
     try:
         await stop.wait()
-        log.info("shutting down")
+        log.info("shutting down (%s)", received[0].name)
     finally:
         await server.stop()

@@ -117,6 +117,11 @@ class SecurityConfig:
 
 
 def _is_loopback(address: str) -> bool:
+    """Whether only this machine can reach `address`: a loopback host, or a unix socket (a
+    file's, which its permissions guard, or an abstract one, which only this machine's
+    network namespace reaches, as its loopback); the SDK sends a token in clear to both."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
     host = address.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
         return True
@@ -145,9 +150,9 @@ def check_exposure(address: str, security: SecurityConfig, *, warn: bool = True)
     if not security.insecure_no_auth:
         raise ValueError(
             f"refusing to listen on {address} without authentication: configure "
-            "--jwt-secret-file or --jwt-public-key, listen on 127.0.0.1, or pass "
-            "--insecure-no-auth to accept that anyone who reaches the port can read and "
-            "steer every run"
+            "--jwt-secret-file or --jwt-public-key, listen on 127.0.0.1 or a unix: socket, "
+            "or pass --insecure-no-auth to accept that anyone who reaches the port can read "
+            "and steer every run"
         )
     if warn:
         log.warning(

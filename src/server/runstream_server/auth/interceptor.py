@@ -93,6 +93,11 @@ class AuthInterceptor(HandlerRewriter):
         """Refusals are logged with the server's other rejections: anyone can send bad tokens,
         and each must not be a line of its own."""
 
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms the configured keys accept now."""
+        return self._verifier.algorithms
+
     def authenticate(self, metadata: Metadata | None) -> tuple[str, Principal]:
         """The caller's token and principal; raises TokenError naming what is wrong."""
         values = [v for k, v in metadata or () if k == "authorization"]

@@ -325,10 +325,14 @@ class StallTracker:
         """Ends the run, found STALLED with `status` (RUNNING or PENDING) and silent for more
         than `after` seconds since, FAILED with the code ABANDONED: its producer is taken for
         gone (and the run's log is then retention's to purge). A run its producer spoke to
-        meanwhile, or another replica ended first, is left alone."""
+        meanwhile, or another replica ended first, is left alone. The end is logged (INFO,
+        the run id and the server's own words, nothing its producer sent): the server acting
+        on its own is the first thing a team whose runs "failed at random" looks for."""
+        ending: list[event_pb2.RunEvent] = []
 
         def prepare(state: RunState) -> list[event_pb2.RunEvent]:
             stalled_for = self.stalled_for(state.run)  # re-checked under the lock
+            ending.clear()
             if (
                 state.run.status != status
                 or state.run.health != run_pb2.RUN_HEALTH_STALLED
@@ -336,10 +340,16 @@ class StallTracker:
             ):
                 return []
             started = status != run_pb2.RUN_STATUS_PENDING
-            return [insight.abandoned_event(stalled_for, after, started)]
+            ending.append(insight.abandoned_event(stalled_for, after, started))
+            return list(ending)
 
-        with contextlib.suppress(RunstreamError):
+        try:
             await self._ledger.whole(self._ledger.commit(run_id, prepare, producer=False))
+        except RunstreamError:
+            return
+        for event in ending:
+            error = event.run_failed.error
+            log.info("run %s ended FAILED, %s: %s", run_id, error.code, error.message)
 
 
 class RetentionPasses:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import re
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TARGET",
     "TARGET_ENV",
+    "finite_float",
     "listen_address",
     "metrics_address",
     "non_negative_float",
@@ -28,6 +30,8 @@ __all__ = [
     "port",
     "positive_float",
     "positive_int",
+    "redacted",
+    "redacted_arguments",
     "target_address",
     "target_from_environment",
 ]
@@ -150,22 +154,61 @@ def _without_credentials(value: str) -> str:
     return f"{scheme}://***@{host}" if has_scheme else f"***@{host}"
 
 
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
+_SECRET_PARAMETER = re.compile(r"((?:password|passwd|token|secret)[^=&\s'\"]*=)[^&\s'\"]*", re.I)
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*")
+_SECRET_WORDS = ("token", "jwt", "secret", "password", "passwd", "key", "credential", "auth")
+
+
+def redacted(text: str) -> str:
+    """`text` as an error message may repeat it: the credentials of a URL in it (whatever
+    comes before the last '@' of a word, which may hold '/', ':' or '?'), the values of its
+    ``password=``, ``token=`` or ``secret=`` parameters, and anything shaped like a JWT, as
+    ``***``."""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    text = _SECRET_PARAMETER.sub(r"\1***", text)
+    return _JWT.sub("***", text)
+
+
+def _names_a_secret(option: str) -> bool:
+    """Whether `option` (``--tokn``, ``--jwt-secet-file``) is, or nearly is, the name of an
+    option that takes a secret: a misspelt one is what an error repeats."""
+    words = re.split(r"[-_]+", option.lstrip("-").partition("=")[0].lower())
+    return any(
+        any(secret in word for secret in _SECRET_WORDS)
+        or difflib.get_close_matches(word, _SECRET_WORDS, n=1, cutoff=0.75)
+        for word in words
+        if word
+    )
+
+
+def redacted_arguments(arguments: list[str]) -> list[str]:
+    """Command-line words as an error may repeat them (`unrecognized arguments: ...`), each
+    :func:`redacted`, and the value of an option whose name suggests a secret, after it or
+    after its '=', as ``***``: `--tokn SECRET` and `--sotre redis://:PASSWORD@host` were
+    printed as given, into CI and container logs."""
+    shown: list[str] = []
+    hide_next = False
+    for word in arguments:
+        if hide_next and not word.startswith("-"):
+            shown.append("***")
+        elif word.startswith("-") and "=" in word and _names_a_secret(word):
+            shown.append(f"{word.partition('=')[0]}=***")
+        else:
+            shown.append(redacted(word))
+        hide_next = word.startswith("-") and "=" not in word and _names_a_secret(word)
+    return shown
+
+
 def positive_float(value: str) -> float:
-    number = _finite(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return number
-
-
-def positive_int(value: str) -> int:
-    number = _integer(value)
+    number = finite_float(value)
     if number <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return number
 
 
 def non_negative_float(value: str) -> float:
-    number = _finite(value)
+    number = finite_float(value)
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return number
@@ -174,6 +217,18 @@ def non_negative_float(value: str) -> float:
 _MOST = 2**31 - 1
 """The largest count an option takes: far beyond any limit, and within what every store and
 counter holds (2**63 - 1 overflowed SQLite's integers once a run was created)."""
+
+
+def positive_int(value: str) -> int:
+    """A count from 1 to :data:`_MOST`: `serve --retention-runs 99999999999999999999999`
+    started, then failed every retention pass with a traceback (SQLite's integers overflowed)
+    while the server served on without retention."""
+    number = _integer(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    if number > _MOST:
+        raise argparse.ArgumentTypeError(f"must be at most {_MOST}")
+    return number
 
 
 def non_negative_int(value: str) -> int:
@@ -221,7 +276,8 @@ def since(value: str) -> str:
     return str(moment.ToJsonString())
 
 
-def _finite(value: str) -> float:
+def finite_float(value: str) -> float:
+    """A number, refused when it is not one or is infinite or NaN."""
     try:
         number = float(value)
     except ValueError:

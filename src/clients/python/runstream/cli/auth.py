@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from runstream_server.auth.edge import SecurityConfig
 
 __all__ = [
+    "LIMITS_WITHOUT_AUTH",
+    "LIMIT_OPTIONS",
     "ONE_REQUEST_WAIT",
     "WATCH_RECONNECT",
     "add_client_security",
@@ -381,11 +383,16 @@ LIMIT_OPTIONS = (
 )  # fmt: skip
 
 
+LIMITS_WITHOUT_AUTH = frozenset({"watchers_per_run"})
+"""The limits of LIMIT_OPTIONS that count without a principal (the others need auth)."""
+
+
 def _add_limit_options(serve: argparse.ArgumentParser) -> None:
     group = serve.add_argument_group(
         "limits",
         "Over a limit a call gets RESOURCE_EXHAUSTED with a RetryInfo saying when to retry; "
-        "0 turns a limit off. Per-principal and per-tenant limits apply with auth on.",
+        "0 turns a limit off. Per-principal and per-tenant limits apply with auth on (without a "
+        "key, serve refuses them); --max-watchers-per-run applies always.",
     )
     for flag, field, kind, default, text in LIMIT_OPTIONS:
         group.add_argument(

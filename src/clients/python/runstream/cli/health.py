@@ -30,8 +30,46 @@ from .errors import CliError, UsageError
 __all__ = ["add_health_command"]
 
 
+class _FromVariable(str):
+    """A TLS option's default taken from the environment, which a message names as the
+    variable the user set (`$RUNSTREAM_TLS_CERT`), not as an option never typed."""
+
+    variable: str
+
+
 def _env(name: str) -> str | None:
-    return os.environ.get(name) or None
+    value = os.environ.get(name)
+    if not value:
+        return None
+    given = _FromVariable(value)
+    given.variable = name
+    return given
+
+
+MAX_TIMEOUT = 3600.0
+"""The longest --timeout: gRPC took 1e10 s as a deadline already past (DEADLINE_EXCEEDED
+from a healthy server)."""
+
+
+def _timeout(value: str) -> float:
+    seconds = positive_float(value)
+    if seconds > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT:g} seconds")
+    return seconds
+
+
+def _check_readable(args: argparse.Namespace) -> None:
+    """CliError naming the option, or the variable it came from, of a TLS file that cannot
+    be read: the bare OSError named neither (`[Errno 2] No such file or directory: ...`)."""
+    for flag, _, _ in _TLS_OPTIONS:
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is None:
+            continue
+        name = f"${value.variable}" if isinstance(value, _FromVariable) else flag
+        try:
+            Path(value).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{name} {value}: cannot read it ({exc.strerror or exc})") from None
 
 
 def certificate_name(cert_file: Path) -> str | None:
@@ -61,6 +99,7 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     """A plaintext channel to --target, or TLS when a certificate or CA is given."""
     if (args.client_cert is None) != (args.client_key is None):
         raise UsageError("--client-cert and --client-key go together")
+    _check_readable(args)
     roots = args.ca_file or args.tls_cert
     if roots is None and args.client_cert is None:
         return grpc.insecure_channel(args.target)
@@ -138,10 +177,10 @@ def add_health_command(commands: Any, formatter: type[argparse.HelpFormatter]) -
     )
     health.add_argument(
         "--timeout",
-        type=positive_float,
+        type=_timeout,
         default=3.0,
         metavar="SECONDS",
-        help="how long to wait for the answer",
+        help=f"how long to wait for the answer, at most {MAX_TIMEOUT:g}",
     )
     group = health.add_argument_group("TLS", "Defaults: the variables `serve` and the image read.")
     for flag, variable, text in _TLS_OPTIONS:

@@ -36,16 +36,19 @@ from .args import (
     duration,
     listen_address,
     metrics_address,
-    non_negative_float,
     otlp_endpoint,
     otlp_endpoint_from_environment,
     positive_float,
     positive_int,
+    redacted,
+    redacted_arguments,
     since,
     target_address,
     target_from_environment,
 )
 from .auth import (
+    LIMIT_OPTIONS,
+    LIMITS_WITHOUT_AUTH,
     WATCH_RECONNECT,
     add_client_security,
     add_serve_security,
@@ -61,7 +64,14 @@ from .errors import CliError, UsageError
 from .fmt import printable, run_status_text
 from .health import add_health_command
 from .render import follow_run, print_run_header
-from .serve_args import grpc_seconds, heartbeat_seconds, retention_days, send_timeout_seconds
+from .serve_args import (
+    drain_seconds,
+    grpc_seconds,
+    heartbeat_seconds,
+    retention_days,
+    send_timeout_seconds,
+    shutdown_grace_seconds,
+)
 from .stats import show_stats
 from .stopping import cancelled_by_signals, terminated
 
@@ -163,18 +173,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    backups = (
-        Backups(args.backup_dir, interval=args.backup_interval, keep=args.backup_keep)
-        if args.backup_dir is not None
-        else None
-    )
+    if problem := without_effect(args, redis=bool(store_url)):
+        print(f"runstream serve: {problem}", file=sys.stderr)
+        return 2
+    backups = None
+    if args.backup_dir is not None:
+        default = Backups(args.backup_dir)
+        backups = Backups(
+            args.backup_dir,
+            interval=args.backup_interval or default.interval,
+            keep=args.backup_keep or default.keep,
+        )
     logs.configure(args.log_level, args.log_format)
     config = ServerConfig(
         address=args.address,
         store_path=store_path,
         store_url=store_url,
         check_store=not args.skip_store_check,
-        sqlite_synchronous=args.sync.upper(),
+        sqlite_synchronous=(args.sync or ServerConfig.sqlite_synchronous).upper(),
         heartbeat_interval=args.heartbeat,
         watch_send_timeout=args.watch_send_timeout,
         insight=InsightPolicy(
@@ -185,7 +201,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         retention=Retention(
             days=args.retention_days,
             runs=args.retention_runs,
-            interval=args.retention_interval,
+            interval=args.retention_interval or Retention().interval,
         ),
         backups=backups,
         security=security_config(args, args.address),
@@ -202,6 +218,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (MetricsUnavailable, TracingUnavailable) as exc:  # the observability extra is missing
         raise CliError(str(exc)) from None
     return 0
+
+
+def without_effect(args: argparse.Namespace, *, redis: bool) -> str | None:
+    """What a `serve` command line sets that would do nothing, given explicitly without the
+    option it needs (or with a store it does not apply to), and what that is; else None.
+    Such options were taken in silence: limits that protected nothing, backups "configured"
+    but never taken."""
+    auth = bool(args.jwt_secret_file or args.jwt_public_key)
+    limits = [
+        flag
+        for flag, field, *_ in LIMIT_OPTIONS
+        if field not in LIMITS_WITHOUT_AUTH and getattr(args, f"limit_{field}") is not None
+    ]
+    needs = {
+        # Each: the options given, what they need, whether they have it.
+        "--jwt-secret-file or --jwt-public-key (per-principal and per-tenant limits apply to "
+        "verified callers only)": (limits, auth),
+        "--backup-dir": (
+            [f for f in ("--backup-interval", "--backup-keep") if _given(args, f)],
+            args.backup_dir is not None,
+        ),
+        "--retention-days or --retention-runs": (
+            [f for f in ("--retention-interval",) if _given(args, f)],
+            args.retention_days is not None or args.retention_runs is not None,
+        ),
+        "--max-connection-age": (
+            [f for f in ("--max-connection-age-grace",) if _given(args, f)],
+            args.max_connection_age is not None,
+        ),
+    }
+    for needed, (given, present) in needs.items():
+        if given and not present:
+            return f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} {needed}"
+    sqlite_only = [f for f in ("--sync", "--skip-store-check") if _given(args, f)]
+    if redis and sqlite_only:
+        verb = "apply" if len(sqlite_only) > 1 else "applies"
+        return (
+            f"{' and '.join(sqlite_only)} {verb} to a SQLite store, not to a redis:// one "
+            "(whose durability is Redis's own: see the README's Replicas on Redis)"
+        )
+    return None
+
+
+def _given(args: argparse.Namespace, flag: str) -> bool:
+    """Whether `flag`, an option whose default is None (or False), was given."""
+    return getattr(args, flag.removeprefix("--").replace("-", "_")) not in (None, False)
 
 
 class PlainLogFormatter(logging.Formatter):
@@ -579,10 +641,27 @@ def _event_kinds(value: str) -> list[runstream.EventKind]:
 class _Parser(argparse.ArgumentParser):
     """Refuses a bad command line in one line naming the option, as the README promises:
     argparse's usage block (18 lines for `serve`) buried the one line that mattered.
-    Subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+    Subcommands' parsers are of this class too (argparse makes them of the parent's).
+
+    The line repeats no secret (see :func:`~.args.redacted_arguments`), and an option is
+    taken only as spelt in full: with abbreviations, `--max-active 5` meant
+    `--max-active-runs 5`, and an option added later could change what a command line
+    meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, unrecognized = self.parse_known_args(args, namespace)
+        if unrecognized:
+            self.error(f"unrecognized arguments: {' '.join(redacted_arguments(unrecognized))}")
+        return parsed
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {redacted(message)}\n")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -658,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run a Runstream server",
         description="Run a Runstream gRPC server (RunService, ReportService, health and "
-        "reflection) over a SQLite file or a shared Redis, until SIGINT or SIGTERM.",
+        "reflection) over a SQLite file or a shared Redis, until SIGINT, SIGTERM or SIGHUP.",
         formatter_class=_Formatter,
     )
     serve.add_argument(
@@ -691,16 +770,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--sync",
-        default="full",
+        default=None,
         choices=["full", "normal"],
-        help="SQLite durability: full survives power loss, normal only process crashes (faster)",
+        help="SQLite durability: full survives power loss, normal only process crashes (faster) "
+        "(default: full)",
     )
     serve.add_argument(
         "--heartbeat",
         type=heartbeat_seconds,
         default=15.0,
         metavar="SECONDS",
-        help="default idle time before a watch stream gets a heartbeat",
+        help="default idle time before a watch stream gets a heartbeat; 0.1 to 300 (what a "
+        "watch may ask for)",
     )
     serve.add_argument(
         "--watch-send-timeout",
@@ -740,14 +821,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=retention_days,
         default=None,
         metavar="DAYS",
-        help="purge the event logs of runs that ended more than DAYS ago (snapshots stay)",
+        help="purge the event logs of runs that ended more than DAYS ago (snapshots stay); at "
+        "most 36500 (default: keep them for ever)",
     )
     serve.add_argument(
         "--retention-runs",
         type=positive_int,
         default=None,
         metavar="N",
-        help="keep the event logs of only the N most recently ended runs",
+        help="keep the event logs of only the N most recently ended runs of each tenant (T "
+        "tenants keep up to T x N) (default: keep them all)",
     )
     serve.add_argument(
         "--backup-dir",
@@ -761,24 +844,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--backup-interval",
         type=positive_float,
-        default=3600.0,
+        default=None,
         metavar="SECONDS",
         help="time between store copies (default: 3600)",
     )
     serve.add_argument(
         "--backup-keep",
         type=positive_int,
-        default=24,
+        default=None,
         metavar="N",
         help="store copies kept in --backup-dir; older ones are removed (default: 24)",
     )
     serve.add_argument(
         "--retention-interval",
         type=positive_float,
-        default=3600.0,
+        default=None,
         metavar="SECONDS",
         help="time between retention passes (the first runs as the server starts); a run "
-        "past the limit keeps its log until the next pass",
+        "past the limit keeps its log until the next pass (default: 3600)",
     )
     add_serve_security(serve)
     serve.add_argument(
@@ -794,7 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (a PORT alone: on every "
-        "interface; needs the observability extra)",
+        "interface; needs the observability extra) (default: off)",
     )
     serve.add_argument(
         "--otlp-endpoint",
@@ -806,18 +889,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--shutdown-grace",
-        type=positive_float,
+        type=shutdown_grace_seconds,
         default=5.0,
         metavar="SECONDS",
-        help="at SIGTERM, how long in-flight calls get to finish (streams end at once)",
+        help="at SIGTERM, SIGINT or SIGHUP, how long in-flight calls get to finish (streams "
+        "end at once); at most 3600, and a second signal cuts it short (default: 5)",
     )
     serve.add_argument(
         "--drain-delay",
-        type=non_negative_float,
+        type=drain_seconds,
         default=0.0,
         metavar="SECONDS",
-        help="at SIGTERM, answer health checks NOT_SERVING but serve on for this long first, "
-        "so a load balancer takes the server out of rotation (default: 0)",
+        help="at SIGTERM, SIGINT or SIGHUP, answer health checks NOT_SERVING but serve on for "
+        "this long first, so a load balancer takes the server out of rotation; at most 3600, "
+        "and a second signal cuts it short (default: 0)",
     )
     serve.add_argument(
         "--max-connection-age",
@@ -825,15 +910,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="ask clients to reconnect after this long (GOAWAY, +-10%% jitter), so "
-        "long-lived watchers rebalance across replicas (default: never)",
+        "long-lived watchers rebalance across replicas; at most 2147483 (default: never)",
     )
     serve.add_argument(
         "--max-connection-age-grace",
         type=grpc_seconds,
         default=None,
         metavar="SECONDS",
-        help="after --max-connection-age, how long open streams may still run "
-        "(default: until they end)",
+        help="after --max-connection-age, how long open streams may still run; at most "
+        "2147483 (default: until they end)",
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import argparse
 
-from .args import non_negative_float, positive_float
+from .args import finite_float, non_negative_float, positive_float
 
-__all__ = ["grpc_seconds", "heartbeat_seconds", "retention_days", "send_timeout_seconds"]
+__all__ = [
+    "drain_seconds",
+    "grpc_seconds",
+    "heartbeat_seconds",
+    "retention_days",
+    "send_timeout_seconds",
+    "shutdown_grace_seconds",
+]
 
 
 def heartbeat_seconds(value: str) -> float:
@@ -38,6 +45,23 @@ def grpc_seconds(value: str) -> float:
     return _within(value, 0, MAX_GRPC_SECONDS, "seconds")
 
 
+def drain_seconds(value: str) -> float:
+    """--drain-delay: 0 (none), or a delay a stop can wait out (`5000`, milliseconds meant,
+    was an 83-minute stop)."""
+    from runstream_server.app import MAX_STOP_SECONDS
+
+    if non_negative_float(value) == 0:
+        return 0.0
+    return _within(value, 0, MAX_STOP_SECONDS, "seconds")
+
+
+def shutdown_grace_seconds(value: str) -> float:
+    """--shutdown-grace: as long as a stop may wait for calls in flight."""
+    from runstream_server.app import MAX_STOP_SECONDS
+
+    return _within(value, 0, MAX_STOP_SECONDS, "seconds")
+
+
 def retention_days(value: str) -> float:
     """--retention-days: each retention pass subtracts it from now."""
     from runstream_server.domain.limits import MAX_RETENTION_DAYS
@@ -46,7 +70,8 @@ def retention_days(value: str) -> float:
 
 
 def _within(value: str, lowest: float, highest: float, unit: str) -> float:
-    number = positive_float(value)
+    # With a lowest bound, a number below it (0 too) is told the range it must be in.
+    number = finite_float(value) if lowest else positive_float(value)
     if lowest <= number <= highest:
         return number
     if lowest:
