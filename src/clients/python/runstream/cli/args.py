@@ -252,6 +252,13 @@ def duration(value: str) -> float:
     return seconds
 
 
+def duration_or_off(value: str) -> float | None:
+    """A :func:`duration`, or ``off`` for none."""
+    if value.strip().lower() == "off":
+        return None
+    return duration(value)
+
+
 _CENTURY_SECONDS = 100 * 366 * 86400
 
 

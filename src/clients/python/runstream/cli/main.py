@@ -33,7 +33,7 @@ from . import demo, tables
 from .args import (
     DEFAULT_TARGET,
     TARGET_ENV,
-    duration,
+    duration_or_off,
     listen_address,
     metrics_address,
     otlp_endpoint,
@@ -76,6 +76,11 @@ from .stats import show_stats
 from .stopping import cancelled_by_signals, terminated
 
 T = TypeVar("T")
+
+DEFAULT_ABANDON_AFTER = 7 * 86400.0
+"""`serve --abandon-after`'s default: a run STALLED and silent for a week has lost its producer
+(runs waiting for a person, or paused, never stall); kept for ever, such runs held a tenant's
+active-run places until CreateRun refused them all."""
 
 
 class _FromEnvironment(str):
@@ -809,12 +814,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--abandon-after",
-        type=duration,
-        default=None,
+        type=duration_or_off,
+        default=DEFAULT_ABANDON_AFTER,
         metavar="DURATION",
         help="end a run STALLED this much longer (24h, 7d; a number is seconds) FAILED, "
-        "error code ABANDONED: its producer is gone, and retention may purge its log "
-        "(default: silent runs wait for their producer for ever)",
+        "error code ABANDONED: its producer is gone, and retention may purge its log; it "
+        "no longer counts against --max-active-runs (default 7d; off: silent runs wait for "
+        "their producer for ever)",
     )
     serve.add_argument(
         "--retention-days",
