@@ -668,6 +668,17 @@ async def test_many_refused_tokens_log_at_most_two_lines(
     assert expired not in caplog.text
 
 
+async def test_a_refused_token_is_logged_with_the_address_it_came_from(
+    channel: grpc.aio.Channel, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad token names no principal: the caller's address (the JSON lines' `peer`, as the
+    README lists it) is what an operator chasing it has to go on (found in review)."""
+    caplog.set_level(logging.INFO)
+    await call(channel, METHODS[0], keys.token(["viewer"], exp=int(time.time()) - 60), refused=True)
+    (line,) = [r for r in caplog.records if "UNAUTHENTICATED" in r.getMessage()]
+    assert re.fullmatch(r"ipv[46]:(127\.0\.0\.1|\[::1\]):\d+", line.peer), line.peer
+
+
 async def test_a_permission_denied_line_names_the_principal_and_tenant_refused(
     channel: grpc.aio.Channel, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:

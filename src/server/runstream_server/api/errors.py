@@ -96,9 +96,17 @@ class RejectionLog:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._timer: asyncio.TimerHandle | None = None
 
-    def note(self, method: str, code: str, message: str, caller: Principal | None = None) -> None:
+    def note(
+        self,
+        method: str,
+        code: str,
+        message: str,
+        caller: Principal | None = None,
+        peer: str | None = None,
+    ) -> None:
         """Logs or counts one rejection; `caller` is the verified principal that was refused,
-        when there is one (its subject and tenant are logged, never its token)."""
+        when there is one (its subject and tenant are logged, never its token), and `peer`
+        the address it called from, when known (the JSON lines' ``peer``)."""
         who = _who(caller)
         now = self._clock()
         if self._opened is not None and now - self._opened < self.interval:
@@ -114,7 +122,7 @@ class RejectionLog:
             who,
             message[:300],
             self.interval,
-            extra={} if caller is None else _caller_fields(caller),
+            extra={"peer": peer, **({} if caller is None else _caller_fields(caller))},
         )
 
     def _flush_at_window_end(self, delay: float) -> None:

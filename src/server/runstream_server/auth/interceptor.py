@@ -145,7 +145,9 @@ class AuthInterceptor(HandlerRewriter):
     async def refuse(self, method: str, refusal: _Refusal, context: Context) -> NoReturn:
         """Ends a refused call, logged with the server's other rejections. Logged here, not
         as the verdict is reached, so that the line carries the call's request context."""
-        self._rejections.note(method, refusal.code.name, refusal.reason, refusal.caller)
+        # The peer most of all for a bad token: there is no principal to name.
+        peer = context.peer()
+        self._rejections.note(method, refusal.code.name, refusal.reason, refusal.caller, peer)
         message = fitted(refusal.reason)
         trailers = status_trailer(refusal.code, message, refusal.error_reason)
         await context.abort(refusal.code, message, trailing_metadata=trailers)
