@@ -685,3 +685,36 @@ def test_the_start_says_in_one_line_what_is_in_force(tmp_path: Path) -> None:
         "run"
     ), line
     assert keys.secret.decode() not in line
+
+
+def test_a_large_store_is_said_to_be_checked_before_its_check_starts(tmp_path: Path) -> None:
+    """quick_check reads the whole store (about 3 s per GB), and nothing was logged before it
+    ran: a large store's start was a silent gap that looked like a hang (found in review)."""
+    store = tmp_path / "runs.db"
+    made = ServerProcess(port=free_port(), store_path=store)
+    made.start()
+    assert made.terminate() == 0
+    # 70 MB of free pages: SQLite keeps the file's size, and quick_check reads them all.
+    with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE padding (b BLOB)")
+        conn.execute("INSERT INTO padding VALUES (zeroblob(70 * 1024 * 1024))")
+        conn.execute("DROP TABLE padding")
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address",
+            f"127.0.0.1:{free_port()}", "--store", str(store)]  # fmt: skip
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    with process.stderr as logged:
+        try:
+            lines = []
+            for line in logged:
+                lines.append(line[line.index(": ") + 2 :].rstrip())
+                if "serving on" in line:
+                    break
+        finally:
+            process.terminate()
+            assert process.wait(20) == 0
+    assert lines[0] == (
+        f"checking the store {store} (0.1 GB) before serving: SQLite's quick_check reads every "
+        "page, about 3 s per GB (--skip-store-check starts without it)"
+    ), lines
+    assert lines[1].startswith("starting on"), lines

@@ -238,6 +238,7 @@ class RunstreamServer:
         created = store_files_to_create(config)
         self.telemetry = telemetry
         self._store = ObservedStore(open_store(config), telemetry)
+        announce_store_check(config)
         await self._store.open()
         await self._store.tally_runs()
         # Only once the store is open and checked: a store `serve` refuses is its one line,
@@ -606,6 +607,29 @@ def store_location(text: str) -> tuple[Path, str]:
     raise ValueError(
         f"unsupported store scheme {scheme}://; use a file path, redis:// or rediss://"
     )
+
+
+STORE_CHECK_NOTICE_BYTES = 64 * 1024 * 1024
+"""A SQLite store this large takes noticeable time to check at start (0.2 s; 3 s per GB): a
+line says so first, or the gap before "starting on" looked like a hang to a startup probe's
+owner. A smaller one is not announced, so a refused store stays the one line `serve` prints."""
+
+
+def announce_store_check(config: ServerConfig) -> None:
+    """Logs that a large SQLite store is being checked, and what that costs, before it is."""
+    if config.store_url or not config.check_store:
+        return
+    try:
+        size = config.store_path.stat().st_size
+    except OSError:  # a store to create, or one open() names what is wrong with
+        return
+    if size >= STORE_CHECK_NOTICE_BYTES:
+        log.info(
+            "checking the store %s (%.1f GB) before serving: SQLite's quick_check reads every "
+            "page, about 3 s per GB (--skip-store-check starts without it)",
+            config.store_path,
+            size / 1e9,
+        )
 
 
 def describe_store(config: ServerConfig) -> str:
