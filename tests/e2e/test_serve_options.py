@@ -263,6 +263,29 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "old.log"]
 
 
+@pytest.mark.parametrize("value", ["true", "yes"])
+def test_an_insecure_no_auth_variable_that_is_not_1_is_named_in_the_refusal(
+    tmp_path: Path, value: str
+) -> None:
+    """Only 1 counts, and it fails closed; but the refusal said to pass --insecure-no-auth,
+    not that the variable's value was not understood (found in review)."""
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", "0.0.0.0:0"]
+    result = subprocess.run(
+        [*argv, "--store", str(tmp_path / "runs.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "RUNSTREAM_INSECURE_NO_AUTH": value},
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        f"runstream: RUNSTREAM_INSECURE_NO_AUTH='{value}' is not 1, so it allows nothing; "
+        "refusing to listen on 0.0.0.0:0 without authentication"
+    ), result.stderr
+    assert not (tmp_path / "runs.db").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "said"),
     [

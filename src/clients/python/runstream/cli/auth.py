@@ -456,8 +456,18 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
     try:
         check_exposure(address, config, warn=False)  # the server warns, when it starts
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_not_understood_insecure_no_auth() + str(exc)) from None
     return config
+
+
+def _not_understood_insecure_no_auth() -> str:
+    """What to say first when $RUNSTREAM_INSECURE_NO_AUTH holds something other than 1 (true,
+    yes): only 1 allows it, and a refusal telling the operator who set it to pass
+    --insecure-no-auth did not say why the variable was not taken."""
+    value = _env("RUNSTREAM_INSECURE_NO_AUTH")
+    if value is None or value == "1":
+        return ""
+    return f"RUNSTREAM_INSECURE_NO_AUTH={value[:40]!r} is not 1, so it allows nothing; "
 
 
 def _named(value: str) -> str:
