@@ -345,6 +345,23 @@ def test_serve_help_gives_the_defaults_and_ranges_the_readme_gives() -> None:
         assert said in shown, said
 
 
+def test_serve_help_names_the_environment_variables_no_option_names() -> None:
+    """RUNSTREAM_PAGE_TOKEN_KEY was in the README only: replicas that differ on it break
+    paging across them, and without it page tokens are tagged with a public key (found in
+    review); the OTLP headers and gRPC's verbosity were in the README only too."""
+    shown = runstream_cli("serve", "--help").stdout
+    environment = shown[shown.index("\nenvironment") :]
+    for variable in (
+        "RUNSTREAM_PAGE_TOKEN_KEY",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "GRPC_VERBOSITY",
+    ):
+        assert variable in environment, environment
+    assert "the same on every replica" in environment
+
+
 def test_the_watch_send_timeout_defaults_to_a_minute_and_takes_zero_for_never() -> None:
     assert build_parser().parse_args(["serve"]).watch_send_timeout == 60
     assert build_parser().parse_args(["serve", "--watch-send-timeout", "0"]).watch_send_timeout == 0

@@ -720,6 +720,20 @@ def _add_plain(parser: argparse.ArgumentParser, each: str = "event") -> None:
     )
 
 
+SERVE_ENVIRONMENT = """\
+environment (besides the $VARIABLE each option names above):
+  RUNSTREAM_PAGE_TOKEN_KEY    the key that tags page tokens; the same on every replica of a
+                              store, or paging breaks across them (unset: a fixed, public
+                              key, so tokens can be forged)
+  OTEL_EXPORTER_OTLP_HEADERS  headers for the trace exporter, e.g. credentials
+                              (api-key=...), which --otlp-endpoint refuses in its URL
+  OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+                              the traces' service name and resource attributes
+  GRPC_VERBOSITY              gRPC core's own log level (default: ERROR)
+"""
+"""`serve --help`'s list of the variables it reads that no option names (see the README)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = _Parser(
         prog="runstream",
@@ -743,6 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a Runstream server",
         description="Run a Runstream gRPC server (RunService, ReportService, health and "
         "reflection) over a SQLite file or a shared Redis, until SIGINT, SIGTERM or SIGHUP.",
+        epilog=SERVE_ENVIRONMENT,
         formatter_class=_Formatter,
     )
     serve.add_argument(
