@@ -235,6 +235,19 @@ def test_a_bad_origin_is_a_usage_error_naming_the_option() -> None:
     assert "embedded" not in done.stdout
 
 
+@pytest.mark.parametrize("url", ["ftp://x", "envoy.internal:8081", "http://", "http://h/?q=1"])
+def test_an_api_url_the_page_cannot_call_is_a_usage_error_naming_the_option(url: str) -> None:
+    """`--api-url ftp://x` was taken, and the page then called grpc-web there (found in
+    review); `--origin` was already refused in one line."""
+    done = dashboard("--api-url", url)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "runstream dashboard: error: argument --api-url: the grpc-web URL is "
+        f"http(s)://host[:port][/path], e.g. http://envoy.internal:8081; got {url!r}"
+    ]
+    assert done.stdout == ""
+
+
 def test_a_busy_envoy_port_is_one_line_saying_so() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -18,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,7 @@ def add_dashboard_command(
     )
     parser.add_argument(
         "--api-url",
+        type=_api_url,
         default="",
         metavar="URL",
         help="serve the page only, calling grpc-web at URL (an Envoy you run, e.g. "
@@ -152,6 +154,18 @@ def _origin(value: str) -> str:
             f" got {value!r}"
         )
     return origin
+
+
+def _api_url(value: str) -> str:
+    """The grpc-web URL the page calls: http(s)://host[:port], a path allowed (a proxy may
+    serve grpc-web under one); the page cannot call any other scheme."""
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(
+            f"the grpc-web URL is http(s)://host[:port][/path], e.g. http://envoy.internal:8081;"
+            f" got {value!r}"
+        )
+    return value
 
 
 def run_dashboard_command(args: argparse.Namespace) -> int:
