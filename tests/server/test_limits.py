@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ from runstream_server.auth import limits
 from runstream_server.auth.limits import CallerLimits
 
 from tests.identity import Keys, rs256_auth
-from tests.server.support import Caller, custom, opened, refused, retry_info, specs
+from tests.server.support import (
+    Caller,
+    custom,
+    opened,
+    refused,
+    retry_info,
+    scrape,
+    specs,
+    value,
+)
 
 LIMITS = CallerLimits(
     watch_streams_per_principal=2,
@@ -86,6 +96,44 @@ async def test_watch_streams_per_principal(callers: dict[str, Caller]) -> None:
     run = await callers["bot"].runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
     seen = await opened(second)  # the stream that was already open still delivers
     assert run.run.run_id in {r.run_id for r in seen.runs}
+
+
+async def test_a_principal_refused_by_a_limit_is_one_warning_and_every_refusal_is_counted(
+    tmp_path: Path, keys: Keys, server_config: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over a limit the SDK waits and tries again, and the server said only an INFO summary
+    naming no principal: a shared service token throttled fleet-wide went unnoticed (found in
+    review). Now the first refusal of a principal by a limit is a WARNING naming its subject,
+    and /metrics counts them all by limit."""
+    security = dataclasses.replace(rs256_auth(keys), limits=LIMITS)
+    config = server_config(
+        tmp_path / "runstream.db", security=security, metrics_address="127.0.0.1:0"
+    )
+    server = RunstreamServer(config)
+    await server.start()
+    token = keys.token(["viewer"], sub="gateway")
+    alice = Caller(server.target, token)
+    try:
+        caplog.set_level(logging.INFO)
+        streams = [alice.runs.WatchRuns(rs.WatchRunsRequest()) for _ in range(2)]
+        for stream in streams:
+            await opened(stream)
+        for _ in range(3):
+            exc = await refused(alice.runs.WatchRuns(rs.WatchRunsRequest()))
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == [
+            "principal 'gateway' of tenant 'acme' refused by WATCH_STREAM_LIMIT: 2 watch "
+            "streams are open for gateway; close one first (said once a minute per principal "
+            "and limit; runstream_limit_refusals_total counts every refusal)"
+        ]
+        assert token not in caplog.text
+        samples = await scrape(server)
+        counted = value(samples, "runstream_limit_refusals_total", limit="WATCH_STREAM_LIMIT")
+        assert counted == 3
+    finally:
+        await alice.channel.close()
+        await server.stop(grace=0.5)
 
 
 async def test_watchers_per_run(callers: dict[str, Caller]) -> None:

@@ -265,6 +265,7 @@ class RunstreamServer:
             config.security.limits,
             self._store,
             request_checks(config.limits, config.heartbeat_interval),
+            telemetry.limit_refused,
         )
         server = aio.server(
             # Requests first (it sees every call's final status, refused ones included), then

@@ -57,6 +57,10 @@ RequestCheck = Callable[[Any, str], None]
 
 log = logging.getLogger("runstream.limits")
 
+REFUSALS_WARNED_EVERY = 60.0
+"""Seconds between two WARNINGs about one principal refused by one limit: the first refusal
+is the news; the client waits and tries again, and each try would be a line."""
+
 _RUN = "/runstream.v1.RunService/"
 _STREAMS = {_RUN + "WatchRun", _RUN + "WatchRuns", "/runstream.v1.DecisionService/Interact"}
 _APPEND = "/runstream.v1.ReportService/AppendEvents"
@@ -199,12 +203,19 @@ class LimitInterceptor(HandlerRewriter):
     """
 
     def __init__(
-        self, limits: CallerLimits, store: EventStore, checks: dict[str, RequestCheck] | None = None
+        self,
+        limits: CallerLimits,
+        store: EventStore,
+        checks: dict[str, RequestCheck] | None = None,
+        counted: Callable[[str], None] | None = None,
     ) -> None:
         """`checks`: the request checks of the methods limited (without them a limit judges
-        any request that decodes)."""
+        any request that decodes); `counted`: told the reason of every refusal (the
+        ``runstream_limit_refusals_total`` counter)."""
         super().__init__()
         self._limits = limits
+        self._counted = counted
+        self._warned: dict[tuple[str, str], float] = {}  # (who, reason) -> when last warned
         self._store = store
         self._checks = checks or {}
         self._streams: defaultdict[str, int] = defaultdict(int)
@@ -308,18 +319,25 @@ class LimitInterceptor(HandlerRewriter):
         watched = (principal.tenant if principal else "", run_id or "")
         if who is not None and 0 < limits.watch_streams_per_principal <= self._open(who):
             most = limits.watch_streams_per_principal
-            raise ResourceExhausted(
-                f"{most} watch {'streams are' if most != 1 else 'stream is'} open for "
-                f"{principal.subject if principal else who}; close one first",
-                reason="WATCH_STREAM_LIMIT",
-                retry_after=limits.stream_retry_after,
+            raise self._refused(
+                principal,
+                ResourceExhausted(
+                    f"{most} watch {'streams are' if most != 1 else 'stream is'} open for "
+                    f"{principal.subject if principal else who}; close one first",
+                    reason="WATCH_STREAM_LIMIT",
+                    retry_after=limits.stream_retry_after,
+                ),
             )
         if run_id and 0 < limits.watchers_per_run <= self._watchers[watched]:
-            raise ResourceExhausted(
-                f"run {run_id!r} has {limits.watchers_per_run} "
-                f"watcher{'s' if limits.watchers_per_run != 1 else ''}, the most allowed",
-                reason="RUN_WATCHER_LIMIT",
-                retry_after=limits.stream_retry_after,
+            # A limit of the run's, not the caller's: counted, never warned about.
+            raise self._refused(
+                None,
+                ResourceExhausted(
+                    f"run {run_id!r} has {limits.watchers_per_run} "
+                    f"watcher{'s' if limits.watchers_per_run != 1 else ''}, the most allowed",
+                    reason="RUN_WATCHER_LIMIT",
+                    retry_after=limits.stream_retry_after,
+                ),
             )
         if who is not None:
             self._streams[who] += 1
@@ -342,10 +360,13 @@ class LimitInterceptor(HandlerRewriter):
             return
         who = _who(principal)
         if self._reports.get(who, 0) >= limit:
-            raise ResourceExhausted(
-                f"{limit} Report streams are open for {principal.subject}; close one first",
-                reason="REPORT_STREAM_LIMIT",
-                retry_after=self._limits.stream_retry_after,
+            raise self._refused(
+                principal,
+                ResourceExhausted(
+                    f"{limit} Report streams are open for {principal.subject}; close one first",
+                    reason="REPORT_STREAM_LIMIT",
+                    retry_after=self._limits.stream_retry_after,
+                ),
             )
         self._reports[who] += 1
         context.add_done_callback(lambda _: self._release(self._reports, who))  # type: ignore[arg-type]
@@ -374,12 +395,16 @@ class LimitInterceptor(HandlerRewriter):
         wait = self._bucket(who).take(events)
         if wait > 0:
             check(request, run_id)
-            raise ResourceExhausted(
-                f"events: {principal.subject} may append {limits.append_events_per_second:g} "
-                f"events per second (bursts of {limits.append_burst}); this batch of {events} "
-                f"is over it, and nothing of it was stored",
-                reason="RATE_LIMITED",
-                retry_after=wait,
+            raise self._refused(
+                principal,
+                ResourceExhausted(
+                    f"events: {principal.subject} may append "
+                    f"{limits.append_events_per_second:g} events per second (bursts of "
+                    f"{limits.append_burst}); this batch of {events} is over it, and nothing of "
+                    "it was stored",
+                    reason="RATE_LIMITED",
+                    retry_after=wait,
+                ),
             )
         if self._sharing:  # else nobody reads the count, and it would only grow
             self._appended[who] = self._appended.get(who, 0) + events
@@ -478,6 +503,38 @@ class LimitInterceptor(HandlerRewriter):
 
     # --- runs per tenant ----------------------------------------------------------------------
 
+    # --- refusals -------------------------------------------------------------------------
+
+    def _refused(
+        self, principal: Principal | None, refusal: ResourceExhausted
+    ) -> ResourceExhausted:
+        """Counts `refusal` and returns it to raise. The first refusal of a principal by a
+        limit in each :data:`REFUSALS_WARNED_EVERY` is a WARNING naming its subject (never its
+        token), for the client only waits and tries again, in silence."""
+        if self._counted is not None:
+            self._counted(refusal.reason)
+        if principal is None:
+            return refusal
+        now = time.monotonic()
+        key = (_who(principal), refusal.reason)
+        if now - self._warned.get(key, -math.inf) < REFUSALS_WARNED_EVERY:
+            return refusal
+        if len(self._warned) >= BUCKETS_KEPT:  # one per principal ever refused, else
+            self._warned = {
+                k: at for k, at in self._warned.items() if now - at < REFUSALS_WARNED_EVERY
+            }
+        self._warned[key] = now
+        tenant = f" of tenant {principal.tenant[:100]!r}" if principal.tenant else ""
+        log.warning(
+            "principal %r%s refused by %s: %s (said once a minute per principal and limit; "
+            "runstream_limit_refusals_total counts every refusal)",
+            principal.subject[:100],
+            tenant,
+            refusal.reason,
+            refusal.message,
+        )
+        return refusal
+
     async def _admit_run(self, tenant: str) -> _ActiveRuns:
         """Admits one CreateRun of `tenant`, or refuses it with RESOURCE_EXHAUSTED.
 
@@ -500,12 +557,15 @@ class LimitInterceptor(HandlerRewriter):
                 runs.count = await self._count_active(tenant, limit)
                 runs.counted_at = time.monotonic()
             if runs.taken >= limit:
-                raise ResourceExhausted(
-                    f"tenant {tenant!r} has {limit} active run{'s' if limit != 1 else ''}, "
-                    "the most allowed; "
-                    "finish or cancel one first",
-                    reason="TENANT_RUN_LIMIT",
-                    retry_after=self._limits.runs_retry_after,
+                raise self._refused(
+                    current(),
+                    ResourceExhausted(
+                        f"tenant {tenant!r} has {limit} active run{'s' if limit != 1 else ''}, "
+                        "the most allowed; "
+                        "finish or cancel one first",
+                        reason="TENANT_RUN_LIMIT",
+                        retry_after=self._limits.runs_retry_after,
+                    ),
                 )
             runs.begin()
         return runs

@@ -176,6 +176,14 @@ class PrometheusMetrics:
             "send timeout to be sent: their client stopped reading.",
             registry=reg,
         )
+        self.limit_refusals = pc.Counter(
+            "runstream_limit_refusals",
+            "Calls refused RESOURCE_EXHAUSTED by a caller or run limit, by the refusal's reason "
+            "(WATCH_STREAM_LIMIT, REPORT_STREAM_LIMIT, RATE_LIMITED, TENANT_RUN_LIMIT, "
+            "RUN_WATCHER_LIMIT).",
+            ["limit"],
+            registry=reg,
+        )
         self.decision_answer = pc.Histogram(
             "runstream_decision_answer_seconds",
             "Time from a decision's request to its resolution, by outcome.",

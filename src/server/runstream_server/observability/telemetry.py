@@ -264,6 +264,12 @@ class Telemetry:
         if self.metrics is not None:
             self.metrics.watch_sends_stalled.inc()
 
+    def limit_refused(self, reason: str) -> None:
+        """A call refused by a per-principal, per-tenant or per-run limit (`reason`, as the
+        refusal's ErrorInfo gives it: WATCH_STREAM_LIMIT, RATE_LIMITED, ...)."""
+        if self.metrics is not None:
+            self.metrics.limit_refusals.labels(reason).inc()
+
     # --- requests ---------------------------------------------------------------------------
 
     def stream_opened(self, method: str) -> None:
