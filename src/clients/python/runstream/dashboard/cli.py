@@ -115,7 +115,7 @@ def add_dashboard_command(
     parser.add_argument(
         "--api-url",
         type=_api_url,
-        default="",
+        default=None,  # argparse would pass a default string through _api_url too
         metavar="URL",
         help="serve the page only, calling grpc-web at URL (an Envoy you run, e.g. "
         "deploy/compose.yaml's); starts no Envoy, so --target has no meaning",
