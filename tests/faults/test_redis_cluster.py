@@ -10,13 +10,17 @@ channel of its run's slot, to the one shard that owns it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+import redis.exceptions as redis_exceptions
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.crc import key_slot
@@ -28,6 +32,8 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 from runstream_server.domain.insight import InsightPolicy
+from runstream_server.store import redis_notices
+from runstream_server.store.redis import RedisEventStore
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import slot_tags
 
@@ -399,3 +405,56 @@ async def test_appends_go_on_while_the_shard_of_their_workflows_history_is_lost(
                 report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick])
             )
         assert appended.last_seq == 4
+
+
+async def test_following_that_stops_leaves_no_reader_running_and_no_connection_open(
+    three_masters: list[RedisProcess],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Notices are read by one task per shard. A stop cancelled those readers and closed
+    their connections without waiting for them; a reader whose cancellation was swallowed
+    (on Python 3.11, a cancel landing as its read's own timeout expires becomes that timeout)
+    read on, and redis-py opened its connection again after it was closed: a socket nobody
+    closed, found as a lost-socket warning in CI. Readers are now cancelled until they end,
+    and only then are their connections closed."""
+    caplog.set_level(logging.INFO, logger="runstream.store.redis")
+    store = RedisEventStore(f"{three_masters[0].url}?cluster=1&prefix=c")
+    await store.open()
+    reads = redis_notices.Liveness.next_message
+    swallowed: list[bool] = []
+
+    async def swallowing_once(self: redis_notices.Liveness, pubsub: Any) -> Any:
+        connection = pubsub.connection
+        try:
+            return await reads(self, pubsub)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)
+            # What redis-py does with the timeout the cancel became: its retry handler
+            # connects again (even with no retries left), then the timeout is raised.
+            await connection.disconnect()
+            await connection.connect()
+            raise redis_exceptions.TimeoutError("Timeout reading from socket") from None
+
+    monkeypatch.setattr(redis_notices.Liveness, "next_message", swallowing_once)
+    following = asyncio.create_task(store.follow(lambda _: None))
+    try:
+        await eventually(lambda: "following notices on 3 Redis shards" in caplog.text, within=20)
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        assert swallowed == [True]
+        readers = [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "").endswith("_read_shard")
+        ]
+        assert readers == []
+        await asyncio.sleep(0.2)  # a reader left running would have connected again
+        for node in three_masters:
+            assert redis_cli("-p", str(node.port), "client", "list", "type", "pubsub") == ""
+    finally:
+        following.cancel()
+        await store.close()

@@ -21,7 +21,8 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -40,6 +41,8 @@ from runstream_server.store.base import (
     stop_if_cancelled,
 )
 from runstream_server.store.redis_url import RedisOptions
+
+T = TypeVar("T")
 
 log = logging.getLogger("runstream.store.redis")
 
@@ -201,6 +204,29 @@ class Liveness:
         return message
 
 
+async def finish(work: Awaitable[T]) -> T:
+    """Awaits cleanup to its end: a cancellation arriving meanwhile (a shutdown's second
+    one) waits for it too, then is raised again, rather than leave it half done."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
+
+
+async def close_all(*closes: Callable[[], Awaitable[Any]]) -> None:
+    """Closes each in turn, to the end: a failed close of a pub/sub (its connection already
+    broken) must not leave its pool's sockets open."""
+    for close in closes:
+        with contextlib.suppress(Exception):
+            await finish(close())
+
+
 class NoticeFollower:
     """The one reader of other replicas' notices in a process."""
 
@@ -308,11 +334,7 @@ class NoticeFollower:
                     pass_on(handler, message["data"], self._mine)
         finally:
             self._followers.discard(pubsub)
-            # Exception, not BaseException: a cancellation arriving here must end the loop.
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            await close_all(pubsub.aclose, client.aclose)
 
     async def _follow_shards(self, handler: NoticeHandler, client: Any) -> None:
         """A cluster: sharded pub/sub, one connection per master, subscribed to the channels
@@ -400,11 +422,13 @@ class NoticeFollower:
         finally:
             for reader in readers:
                 reader.cancel()
+            # The readers end before their connections close: one whose cancellation was
+            # swallowed (it became its read's timeout) has redis-py connect again, and a
+            # connection closed before that stayed open, unowned, after the stop.
+            await finish(asyncio.gather(*readers, return_exceptions=True))
             for pubsub in pubsubs:
                 self._followers.discard(pubsub)
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await pubsub.connection_pool.disconnect()
+                await close_all(pubsub.aclose, pubsub.connection_pool.disconnect)
 
     async def _until_back(self, nodes: Any, missing: list[Any], live: list[Any]) -> None:
         """Returns once a master this process could not subscribe to answers again, or one
@@ -441,9 +465,7 @@ class NoticeFollower:
                 except (rex.RedisError, OSError, ValueError, IndexError):
                     continue
                 finally:
-                    with contextlib.suppress(Exception):
-                        await probe.aclose()
-                        await pool.disconnect()
+                    await close_all(probe.aclose, pool.disconnect)
 
     async def _read_shard(self, pubsub: Any, handler: NoticeHandler) -> None:
         liveness = Liveness()
