@@ -30,11 +30,19 @@ class Stubs:
         )
 
 
-@pytest.fixture(params=["sqlite", "sqlite-normal", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> str:
-    """Both stores, for every test here; SQLite also with ``synchronous=NORMAL``, whose
-    commits take another path (on the event loop)."""
-    return str(request.param)
+STORES = ("sqlite", "sqlite-normal", "redis")
+"""Both stores, for every test here; SQLite also with ``synchronous=NORMAL``, whose commits
+take another path (on the event loop)."""
+
+BOTH_STORES = ("sqlite", "redis")
+"""For a module whose tests the commit path cannot change (requests refused before any
+commit, timers, waits): it sets ``STORES = BOTH_STORES``."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Runs each test that uses a store on every store of its module's ``STORES``."""
+    if "store_kind" in metafunc.fixturenames:
+        metafunc.parametrize("store_kind", getattr(metafunc.module, "STORES", STORES))
 
 
 @pytest.fixture

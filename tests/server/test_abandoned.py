@@ -25,7 +25,7 @@ from runstream_server.app import RunstreamServer
 from runstream_server.domain.insight import InsightPolicy
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import (
     Clock,
     append,
@@ -39,18 +39,26 @@ from tests.server.support import (
     rp,
 )
 
+# The stall check's timers: the commit path changes nothing here.
+STORES = BOTH_STORES
+
 STALL_AFTER = 60.0
 ABANDON_AFTER = 3600.0
+CHECK_EVERY = 0.1
+PASSES = 3 * CHECK_EVERY  # long enough for two passes or more
 
 
 def policy(abandon_after: float | None = ABANDON_AFTER) -> InsightPolicy:
     return InsightPolicy(
-        stall_after=STALL_AFTER, start_within=STALL_AFTER, abandon_after=abandon_after
+        stall_after=STALL_AFTER,
+        start_within=STALL_AFTER,
+        abandon_after=abandon_after,
+        check_every=CHECK_EVERY,
     )
 
 
 async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
-    """The run once the background check gave it `health` (a pass a second)."""
+    """The run once the background check gave it `health` (a pass every CHECK_EVERY)."""
     for _ in range(300):
         run = await get_run(stubs, run_id)
         if run.health == health:
@@ -60,7 +68,7 @@ async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
 
 
 async def abandoned(stubs: Stubs, run_id: str) -> run_pb2.Run:
-    """The run once the background check ended it (a pass a second)."""
+    """The run once the background check ended it (a pass every CHECK_EVERY)."""
     for _ in range(300):
         run = await get_run(stubs, run_id)
         if run.status == run_pb2.RUN_STATUS_FAILED:
@@ -91,7 +99,7 @@ async def test_a_run_stalled_past_abandon_after_ends_failed_abandoned_for_its_wa
         await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         await until(stubs, never_started.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER - 60)  # stalled, not yet long enough
-        await asyncio.sleep(2.5)  # two passes or more
+        await asyncio.sleep(PASSES)
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
 
         clock.move(120)
@@ -136,7 +144,7 @@ async def test_a_stalled_run_whose_producer_reports_again_is_not_abandoned(
         await until(stubs, run.run_id, run_pb2.RUN_HEALTH_HEALTHY)
         clock.move(ABANDON_AFTER)  # past the hour since the first stall: stalled again only
         await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(PASSES)
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         clock.move(ABANDON_AFTER + 1)
         assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
@@ -150,7 +158,7 @@ async def test_without_abandon_after_a_silent_run_waits_for_its_producer(
         clock.move(STALL_AFTER + 1)
         await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(365 * 86400)
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(PASSES)
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_SUCCEEDED
@@ -257,7 +265,7 @@ async def test_time_the_server_was_down_is_not_counted_and_a_paused_run_is_left_
         clock.move(ABANDON_AFTER - 60)
     clock.move(2 * ABANDON_AFTER)  # down
     async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
-        await asyncio.sleep(2.5)  # passes on its return
+        await asyncio.sleep(PASSES)  # passes on its return
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         clock.move(ABANDON_AFTER + 1)
         assert (await abandoned(stubs, run.run_id)).error.code == "ABANDONED"
@@ -289,7 +297,7 @@ async def test_a_producer_whose_clock_is_days_off_is_stalled_and_abandoned_on_ti
         ahead = await skewed_run(stubs, timedelta(days=2))
         behind = await skewed_run(stubs, -timedelta(days=2))
     async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
-        await asyncio.sleep(2.5)  # passes after the restart
+        await asyncio.sleep(PASSES)  # passes after the restart
         assert (await get_run(stubs, behind)).health == run_pb2.RUN_HEALTH_HEALTHY
         clock.move(STALL_AFTER + 1)
         for run_id in (ahead, behind):

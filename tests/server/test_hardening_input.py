@@ -29,7 +29,11 @@ from runstream_server.observability import logs
 from runstream_server.observability.logs import RequestContextFilter
 
 from tests.conftest import ServerProcess
+from tests.server.conftest import BOTH_STORES
 from tests.server.support import append, create_run, ev, rpc_error, watch_all
+
+# Requests refused before any commit: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 TRUNCATED = rs.CreateRunRequest(workflow="wf", display_name="x" * 40).SerializeToString()[:-5]
 NOT_UTF8 = "not-utf8"  # stands for: the method's first string field holding b"\xff\xfe\xfd"

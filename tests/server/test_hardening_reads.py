@@ -24,8 +24,11 @@ from runstream_server.domain.queries import encode_token
 from runstream_server.domain.runs import Limits
 from runstream_server.domain.steps import MAX_RUN_STEPS
 
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import append, create_run, custom, ev
+
+# Reads: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 
 def _b64(data: bytes) -> str:

@@ -22,8 +22,11 @@ from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Retention
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import append, create_run, ev, get_run
+
+# What a run says of its health: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 FAILED = "step research failed: rate limited by the search API"
 

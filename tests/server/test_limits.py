@@ -22,6 +22,7 @@ from runstream_server.auth import limits
 from runstream_server.auth.limits import CallerLimits
 
 from tests.identity import Keys, rs256_auth
+from tests.server.conftest import BOTH_STORES
 from tests.server.support import (
     Caller,
     custom,
@@ -32,6 +33,9 @@ from tests.server.support import (
     specs,
     value,
 )
+
+# Requests refused before any commit: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 LIMITS = CallerLimits(
     watch_streams_per_principal=2,

@@ -26,7 +26,7 @@ from runstream_server.domain import insight
 from runstream_server.domain.insight import InsightPolicy
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import (
     Clock,
     append,
@@ -38,13 +38,18 @@ from tests.server.support import (
     wall_clock_off,
 )
 
+# The stall check's timers: the commit path changes nothing here.
+STORES = BOTH_STORES
+
 START_WITHIN = 60.0
-POLICY = InsightPolicy(start_within=START_WITHIN)  # running runs: the defaults (300 s)
+CHECK_EVERY = 0.1
+# Running runs: the defaults (300 s).
+POLICY = InsightPolicy(start_within=START_WITHIN, check_every=CHECK_EVERY)
 
 
 async def stalled(stubs: Stubs, run_id: str) -> run_pb2.Run:
     """The run once the background check has marked it STALLED (at most a few passes)."""
-    for _ in range(300):  # a pass a second: 15 s is many passes
+    for _ in range(300):  # 15 s: many passes
         run = await get_run(stubs, run_id)
         if run.health == run_pb2.RUN_HEALTH_STALLED:
             return run
@@ -237,7 +242,7 @@ async def test_a_replica_whose_clock_runs_ahead_does_not_stall_the_others_runs(
         await wall_clock_off(b, 300)
         stubs = Stubs.on(channel)
         run = await create_run(stubs, "a")
-        await asyncio.sleep(2.5)  # two checks or more on each replica
+        await asyncio.sleep(3 * CHECK_EVERY)  # two checks or more on each replica
         assert (await get_run(stubs, run.run_id)).health != run_pb2.RUN_HEALTH_STALLED
         assert await health_changes(stubs, run.run_id) == []
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

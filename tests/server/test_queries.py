@@ -24,8 +24,11 @@ from runstream_server.domain.queries import encode_token
 from runstream_server.domain.runs import Limits, Retention
 
 from tests.conftest import ConfigFactory, index_entries_only
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import append, create_run, custom, ev, refused, serving
+
+# Reads: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 
 async def two_ended_runs(stubs: Stubs) -> tuple[run_pb2.Run, run_pb2.Run]:

@@ -24,7 +24,7 @@ from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer
 
 from tests.conftest import ConfigFactory
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import (
     append,
     create_run,
@@ -37,6 +37,9 @@ from tests.server.support import (
     status_detail,
     value,
 )
+
+# The send timeout: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 TIMEOUT = 1.0
 SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.max_receive_message_length", 8 << 20)]

@@ -14,8 +14,11 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 
-from tests.server.conftest import Stubs
+from tests.server.conftest import BOTH_STORES, Stubs
 from tests.server.support import append, create_run, ev
+
+# What watchers read: the commit path changes nothing here.
+STORES = BOTH_STORES
 
 
 def at(moment: datetime) -> timestamp_pb2.Timestamp:

@@ -100,6 +100,9 @@ class InsightPolicy:
     server ends it FAILED, with the error code :data:`ABANDONED`: its producer is taken for
     gone, and retention may then purge its log. None: a silent run waits for its producer
     for ever."""
+    check_every: float | None = None
+    """Seconds between the passes of the stall check. None: a quarter of the shortest
+    threshold, between 0.05 s and a second (a pass a second with the defaults)."""
     history_runs: int = 20
     """Completed runs per workflow the estimate learns from (the newest)."""
     speed_ratio: float = 0.8

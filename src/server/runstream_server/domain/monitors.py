@@ -179,6 +179,8 @@ class StallTracker:
 
     @property
     def interval(self) -> float:
+        if self._policy.check_every is not None:
+            return self._policy.check_every
         return max(0.05, min(1.0, self._shortest / 4))
 
     @property
