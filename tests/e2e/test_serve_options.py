@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from runstream.cli.main import build_parser, main
+from runstream.dashboard.envoy import main as envoy_main
 from runstream.v1 import (
     event_pb2,
     report_service_pb2,
@@ -474,6 +475,28 @@ def test_a_mistyped_command_line_is_refused_without_repeating_a_secret(
     capsys: pytest.CaptureFixture[str], argv: list[str], said: str
 ) -> None:
     assert refused(capsys, argv) == [f"runstream: error: unrecognized arguments: {said}"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--tokn", "S3cretTOKEN"], "unrecognized arguments: --tokn ***"),
+        (["--upstream-cleint-key=S3cret.pem"], "unrecognized arguments: --upstream-cleint-key=***"),
+        (["--upstream", "h:1", JWT], "unrecognized arguments: ***"),
+        # Abbreviations are not taken (as in the runstream commands):
+        (["--upstream-ca", "ca.pem"], "unrecognized arguments: --upstream-ca ca.pem"),
+    ],
+)  # fmt: skip
+def test_the_envoy_config_printer_refuses_a_command_line_without_repeating_a_secret(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """``python -m runstream.dashboard.envoy`` had a parser of its own, which repeated a
+    mistyped option's value as given and took abbreviations (found in review)."""
+    with pytest.raises(SystemExit) as exited:
+        envoy_main(argv)
+    assert exited.value.code == 2
+    prog = "python -m runstream.dashboard.envoy"
+    assert capsys.readouterr().err.splitlines() == [f"{prog}: error: {said}"]
 
 
 def test_a_store_or_address_with_brackets_is_named_as_given(

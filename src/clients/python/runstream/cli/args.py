@@ -7,7 +7,9 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from google.protobuf import timestamp_pb2
@@ -198,6 +200,32 @@ def redacted_arguments(arguments: list[str]) -> list[str]:
             shown.append(redacted(word))
         hide_next = word.startswith("-") and "=" not in word and _names_a_secret(word)
     return shown
+
+
+class Parser(argparse.ArgumentParser):
+    """Refuses a bad command line in one line naming the option, as the README promises:
+    argparse's usage block (18 lines for `serve`) buried the one line that mattered.
+    Subcommands' parsers are of this class too (argparse makes them of the parent's).
+
+    The line repeats no secret (see :func:`redacted_arguments`), and an option is
+    taken only as spelt in full: with abbreviations, `--max-active 5` meant
+    `--max-active-runs 5`, and an option added later could change what a command line
+    meant."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, unrecognized = self.parse_known_args(args, namespace)
+        if unrecognized:
+            self.error(f"unrecognized arguments: {' '.join(redacted_arguments(unrecognized))}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {redacted(message)}\n")
 
 
 def positive_float(value: str) -> float:

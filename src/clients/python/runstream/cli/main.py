@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from rich.console import Console
@@ -33,6 +33,7 @@ from . import demo, tables
 from .args import (
     DEFAULT_TARGET,
     TARGET_ENV,
+    Parser,
     duration_or_off,
     listen_address,
     metrics_address,
@@ -40,8 +41,6 @@ from .args import (
     otlp_endpoint_from_environment,
     positive_float,
     positive_int,
-    redacted,
-    redacted_arguments,
     since,
     target_address,
     target_from_environment,
@@ -643,32 +642,6 @@ def _event_kinds(value: str) -> list[runstream.EventKind]:
     return kinds
 
 
-class _Parser(argparse.ArgumentParser):
-    """Refuses a bad command line in one line naming the option, as the README promises:
-    argparse's usage block (18 lines for `serve`) buried the one line that mattered.
-    Subcommands' parsers are of this class too (argparse makes them of the parent's).
-
-    The line repeats no secret (see :func:`~.args.redacted_arguments`), and an option is
-    taken only as spelt in full: with abbreviations, `--max-active 5` meant
-    `--max-active-runs 5`, and an option added later could change what a command line
-    meant."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def parse_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> argparse.Namespace:
-        parsed, unrecognized = self.parse_known_args(args, namespace)
-        if unrecognized:
-            self.error(f"unrecognized arguments: {' '.join(redacted_arguments(unrecognized))}")
-        return parsed
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {redacted(message)}\n")
-
-
 class _Formatter(argparse.HelpFormatter):
     """Wraps prose, keeps examples as written, and shows the defaults worth showing."""
 
@@ -735,7 +708,7 @@ environment (besides the $VARIABLE each option names above):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = _Parser(
+    parser: argparse.ArgumentParser = Parser(
         prog="runstream",
         description="Runstream: watch and steer multi-agent AI runs live.",
         epilog=(

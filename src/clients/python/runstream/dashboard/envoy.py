@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from types import TracebackType
-from typing import NoReturn
 from urllib.parse import urlsplit
 
 from .._target import allowed_host_name, is_ip_address
@@ -537,9 +536,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     option is one line naming it, exit status 2, as for the `runstream` commands."""
     import argparse
 
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> NoReturn:
-            self.exit(2, f"{self.prog}: error: {message}\n")
+    from runstream.cli.args import Parser
 
     def port(value: str) -> int:
         if not value.isdigit() or not 0 <= int(value) <= 65535:
