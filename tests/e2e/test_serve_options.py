@@ -630,6 +630,18 @@ def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path:
                 "http://otel:x#s3cret@collector:4317",
             )
         ),
+        (
+            "otel:s3cret@collector:4317",
+            "'***@collector:4317' has a user or password, which the OTLP/gRPC exporter does "
+            "not send; give credentials as headers in $OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        # A password as a query parameter was repeated back as given.
+        (
+            "http://collector:4317/?password=s3cret",
+            "'http://collector:4317/?password=***' has a path or query, which OTLP/gRPC does "
+            "not use (an OTLP/HTTP URL such as :4318/v1/traces?); give http://HOST:PORT or "
+            "https://HOST:PORT, e.g. http://localhost:4317",
+        ),
     ],
 )
 def test_an_otlp_endpoint_traces_cannot_reach_is_refused_before_serving(

@@ -147,13 +147,12 @@ def otlp_endpoint(value: str) -> str:
 
 
 def _without_credentials(value: str) -> str:
-    """The endpoint as messages may show it: whatever comes before its last '@' (a user and
-    a password, which may hold '/', '?', '#' or ':') as ``***``."""
-    if "@" not in value:
-        return value
-    scheme, has_scheme, rest = value.partition("://")
-    host = rest.rpartition("@")[2] if has_scheme else value.rpartition("@")[2]
-    return f"{scheme}://***@{host}" if has_scheme else f"***@{host}"
+    """The endpoint as messages may show it: :func:`redacted`, and for one given without a
+    scheme (HOST:PORT, as the exporter also takes it), whatever comes before its last '@'
+    as ``***``."""
+    if "://" not in value and "@" in value:
+        value = "***@" + value.rpartition("@")[2]
+    return redacted(value)
 
 
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)\S*@")
