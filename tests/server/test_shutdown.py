@@ -9,6 +9,7 @@ which need no token, are capped per server.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,29 @@ async def test_a_watch_writing_when_the_shutdown_begins_still_says_not_serving()
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     ]
+
+
+async def test_calls_cut_at_the_end_of_the_grace_are_logged_with_their_method(
+    server: RunstreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call still in flight when the shutdown grace is over is cut by gRPC, and its client
+    gets a bare UNAVAILABLE ("Cancelling all calls"): the log said only "stopped", so an
+    operator could not tell a cut call from a client's own failure (found in review)."""
+    caplog.set_level(logging.INFO, logger="runstream.server")
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        # A call in flight that only its client ends: a reflection session.
+        session = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        await session.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        assert (await session.read()).list_services_response.service
+        await server.stop(grace=0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await session.read()
+        assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert (
+        "WARNING",
+        "cutting 1 calls still in flight (the shutdown grace is over): "
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ) in said
+    stopped = [message for level, message in said if message.startswith("stopped in ")]
+    assert len(stopped) == 1 and stopped[0].endswith("; 1 calls in flight were cut"), said

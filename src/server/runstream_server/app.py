@@ -11,6 +11,7 @@ closes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -475,6 +476,21 @@ class RunstreamServer:
             waiting.cancel()
             hurried.cancel()
 
+    def _cutting(self, why: str) -> list[str]:
+        """The calls gRPC is about to cut (the shutdown grace is over, or a second signal
+        hurried the stop), logged: their clients get a bare UNAVAILABLE ("Cancelling all
+        calls"), and an operator looking for why saw only "stopped"."""
+        methods = self._calls.open_methods()
+        if methods:
+            counts = collections.Counter(methods)
+            log.warning(
+                "cutting %d calls still in flight (%s): %s",
+                len(methods),
+                why,
+                ", ".join(f"{method} x{n}" if n > 1 else method for method, n in counts.items()),
+            )
+        return methods
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING (health Watch streams say so, then end), streams end
         UNAVAILABLE, calls get `grace` seconds while health still answers, then gRPC stops;
@@ -482,7 +498,8 @@ class RunstreamServer:
         if self._server is None:
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.config.shutdown_grace if grace is None else grace)
+        began = loop.time()
+        deadline = began + (self.config.shutdown_grace if grace is None else grace)
 
         def left() -> float:
             return 0.0 if self._hurry.is_set() else max(0.0, deadline - loop.time())
@@ -505,11 +522,17 @@ class RunstreamServer:
         await self._unless_hurried(self._calls.ended(), left())
         await self._unless_hurried(self._calls.quiet(self.config.drain_quiet), left())
         # A hurry during gRPC's own grace: its stop again without one cuts every call now.
+        cut: list[str] = []
+        over = "the shutdown grace is over"
+        noting = loop.call_at(deadline, lambda: cut.extend(self._cutting(over)))
         stopping = asyncio.ensure_future(self._server.stop(left()))
         await self._unless_hurried(asyncio.shield(stopping), None)
         if not stopping.done():
+            noting.cancel()
+            cut = self._cutting("the stop was hurried")
             await self._server.stop(None)
         await stopping
+        noting.cancel()
         self._server = None
         self._rejections.flush()  # refusals counted since the last summary: no later one comes
         for rewriter in self._auth:
@@ -521,7 +544,11 @@ class RunstreamServer:
         if self.telemetry is not None:
             # Off the loop: flushing traces may wait on a collector (even one on this loop).
             await asyncio.to_thread(self.telemetry.close)
-        log.info("stopped")
+        log.info(
+            "stopped in %.1f s%s",
+            loop.time() - began,
+            f"; {len(cut)} calls in flight were cut" if cut else "",
+        )
 
 
 def open_store(config: ServerConfig) -> EventStore:

@@ -35,7 +35,7 @@ class CallTracker(HandlerRewriter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._open: set[Context] = set()
+        self._open: dict[Context, str] = {}  # the call's method
         self._awaited: set[Context] = set()
         self._all_ended = asyncio.Event()
         self._last_start = float("-inf")  # time.monotonic() of the latest call's start
@@ -43,7 +43,7 @@ class CallTracker(HandlerRewriter):
     def rewrite(self, method: str, handler: Handler) -> Handler:
         def wrap(_kind: str, behavior: Behavior) -> Behavior:
             def tracked(request: Any, context: Context) -> Any:
-                self._open.add(context)
+                self._open[context] = method.lstrip("/")
                 self._last_start = time.monotonic()
                 context.add_done_callback(self._ended)  # type: ignore[arg-type]
                 return behavior(request, context)
@@ -53,11 +53,15 @@ class CallTracker(HandlerRewriter):
         return replace_behavior(handler, wrap)
 
     def _ended(self, context: Context) -> None:
-        self._open.discard(context)
+        self._open.pop(context, None)
         if context in self._awaited:
             self._awaited.discard(context)
             if not self._awaited:
                 self._all_ended.set()
+
+    def open_methods(self) -> list[str]:
+        """The method of each call in flight now (``package.Service/Method``)."""
+        return list(self._open.values())
 
     async def ended(self) -> None:
         """Returns once every call open now (not those started later) has ended."""
