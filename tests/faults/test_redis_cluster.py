@@ -458,3 +458,40 @@ async def test_following_that_stops_leaves_no_reader_running_and_no_connection_o
     finally:
         following.cancel()
         await store.close()
+
+
+def ssubscribes(node: RedisProcess) -> int:
+    """SSUBSCRIBE commands `node` has been sent, accepted or refused."""
+    for line in redis_cli("-p", str(node.port), "info", "commandstats").splitlines():
+        if line.startswith("cmdstat_ssubscribe:"):
+            fields = dict(f.split("=") for f in line.split(":", 1)[1].split(","))
+            return int(fields["calls"]) + int(fields.get("rejected_calls", 0))
+    return 0
+
+
+async def test_a_lost_notice_connection_is_subscribed_again_once_by_the_follower_alone(
+    three_masters: list[RedisProcess], caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py connects a pub/sub again by itself when a read fails (even with no retries
+    left: its retry handler reconnects before it gives up), subscribing it again behind the
+    follower's back: a connection the follower did not know of, found open after a stop (a
+    lost-socket warning failed CI). A lost connection now just ends the subscription, which
+    the follower makes again, once: one SSUBSCRIBE per slot of the shard."""
+    caplog.set_level(logging.INFO, logger="runstream.store.redis")
+    store = RedisEventStore(f"{three_masters[0].url}?cluster=1&prefix=c")
+    await store.open()
+    node = three_masters[1]
+    following = asyncio.create_task(store.follow(lambda _: None))
+    try:
+        subscribed = "following notices on 3 Redis shards"
+        await eventually(lambda: caplog.text.count(subscribed) == 1, within=20)
+        before = ssubscribes(node)
+        redis_cli("-p", str(node.port), "client", "kill", "type", "pubsub")
+        await eventually(lambda: caplog.text.count(subscribed) == 2, within=20)
+        await asyncio.sleep(0.5)  # anything else that would subscribe has had its chance
+        assert ssubscribes(node) - before == len(owned_slots(node))
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        await store.close()

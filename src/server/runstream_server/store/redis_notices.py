@@ -204,6 +204,14 @@ class Liveness:
         return message
 
 
+def never_again() -> Retry:
+    """No retry, and no reconnect: redis-py's retry handler connects a failed connection
+    again before it gives up, even with no retries left, and a pub/sub then subscribes
+    again by itself, behind the follower's back (a connection it did not know of, left
+    open after a stop). Catching no error, it lets a failure end the read as it is."""
+    return Retry(NoBackoff(), 0, supported_errors=())
+
+
 async def finish(work: Awaitable[T]) -> T:
     """Awaits cleanup to its end: a cancellation arriving meanwhile (a shutdown's second
     one) waits for it too, then is raised again, rather than leave it half done."""
@@ -311,7 +319,7 @@ class NoticeFollower:
         """
         client: Any = aioredis.from_url(
             self.options.url,
-            retry=Retry(NoBackoff(), 0),
+            retry=never_again(),
             socket_connect_timeout=3,
             socket_timeout=ANSWER_WITHIN,
         )
@@ -360,7 +368,7 @@ class NoticeFollower:
         readers: list[asyncio.Task[None]] = []
         try:
             for node, channels in owned.values():
-                kwargs = {**node.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+                kwargs = {**node.connection_kwargs, "retry": never_again()}
                 pool = aioredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
                 pubsub = aioredis.Redis(connection_pool=pool).pubsub()
                 pubsubs.append(pubsub)
@@ -443,7 +451,7 @@ class NoticeFollower:
             for node in [*missing, *live]:
                 kwargs = {
                     **node.connection_kwargs,
-                    "retry": Retry(NoBackoff(), 0),
+                    "retry": never_again(),
                     "socket_connect_timeout": 1.0,
                     "socket_timeout": 2.0,
                 }
