@@ -41,9 +41,11 @@ class CallTracker(HandlerRewriter):
         self._last_start = float("-inf")  # time.monotonic() of the latest call's start
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
+        name = method.lstrip("/")
+
         def wrap(_kind: str, behavior: Behavior) -> Behavior:
             def tracked(request: Any, context: Context) -> Any:
-                self._open[context] = method.lstrip("/")
+                self._open[context] = name
                 self._last_start = time.monotonic()
                 context.add_done_callback(self._ended)  # type: ignore[arg-type]
                 return behavior(request, context)
