@@ -308,7 +308,11 @@ def test_an_insecure_no_auth_variable_that_is_not_1_is_named_in_the_refusal(
         ("--max-connection-age-grace", "2592000", "must be at most 2147483 seconds"),
         ("--retention-days", "1e6", "must be at most 36500 days"),
         ("--abandon-after", "0", "must be greater than 0"),
-        ("--abandon-after", "a week", "not a duration: 'a week' (e.g. 90s, 30m, 1h, 7d)"),
+        (
+            "--abandon-after",
+            "a week",
+            "not a duration: 'a week' (seconds, or e.g. 90s, 30m, 1h, 7d)",
+        ),
         # A traceback at every retention pass (SQLite's integers overflowed), retention off:
         ("--retention-runs", "99999999999999999999999", "must be at most 2147483647"),
         ("--backup-keep", "2147483648", "must be at most 2147483647"),
@@ -514,6 +518,48 @@ def test_a_store_or_address_with_brackets_is_named_as_given(
         assert main([*argv, address, "--store", str(store_option)]) == 1
         errors = capsys.readouterr().err.splitlines()
         assert [line for line in errors if line.startswith(said)], errors
+
+
+def test_every_option_in_seconds_takes_a_unit_as_abandon_after_does() -> None:
+    """`--abandon-after 7d` took a unit and `--shutdown-grace 1m` was "not a number" (found in
+    review): every option in seconds now takes 90s, 30m, 1h or 7d, and plain seconds still."""
+    args = build_parser().parse_args(
+        ["serve", "--stall-after", "5m", "--start-within", "90s", "--abandon-after", "7d",
+         "--backup-dir", "b", "--backup-interval", "1h", "--retention-interval", "0.5h",
+         "--heartbeat", "30s", "--watch-send-timeout", "2m", "--drain-delay", "1m",
+         "--shutdown-grace", "10s", "--max-connection-age", "1h",
+         "--max-connection-age-grace", "30"]
+    )  # fmt: skip
+    assert (args.stall_after, args.start_within, args.abandon_after) == (300, 90, 7 * 86400)
+    assert (args.backup_interval, args.retention_interval) == (3600, 1800)
+    assert (args.heartbeat, args.watch_send_timeout, args.drain_delay) == (30, 120, 60)
+    assert args.shutdown_grace == 10
+    assert (args.max_connection_age, args.max_connection_age_grace) == (3600, 30)
+    watch = build_parser().parse_args(["watch", "RUN", "--reconnect-timeout", "2m"])
+    assert watch.reconnect_timeout == 120
+    health = build_parser().parse_args(["health", "--timeout", "1m"])
+    assert health.timeout == 60
+    bridge = build_parser().parse_args(["agui", "--keepalive", "1m"])
+    assert bridge.keepalive == 60
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["serve", "--shutdown-grace", "5x"],
+         "argument --shutdown-grace: not a duration: '5x' (seconds, or e.g. 90s, 30m, 1h, 7d)"),
+        (["serve", "--shutdown-grace", "2h"],
+         "argument --shutdown-grace: must be at most 3600 seconds"),
+        (["serve", "--stall-after", "0s"], "argument --stall-after: must be greater than 0"),
+        (["runs", "--reconnect-timeout=-1m"],
+         "argument --reconnect-timeout: not a duration: '-1m' (seconds, or e.g. 90s, 30m, 1h, "
+         "7d)"),
+    ],
+)  # fmt: skip
+def test_a_duration_out_of_its_options_bounds_is_refused_naming_them(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    assert refused(capsys, argv) == [f"runstream {argv[0]}: error: {said}"]
 
 
 async def test_a_server_at_every_bound_serve_accepts_starts_and_serves(tmp_path: Path) -> None:

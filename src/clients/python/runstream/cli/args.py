@@ -228,14 +228,20 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_float(value: str) -> float:
-    number = finite_float(value)
+    return _positive(finite_float(value))
+
+
+def non_negative_float(value: str) -> float:
+    return _non_negative(finite_float(value))
+
+
+def _positive(number: float) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError("must be greater than 0")
     return number
 
 
-def non_negative_float(value: str) -> float:
-    number = finite_float(value)
+def _non_negative(number: float) -> float:
     if number < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return number
@@ -267,16 +273,34 @@ def non_negative_int(value: str) -> int:
     return number
 
 
-def duration(value: str) -> float:
-    """Seconds, written as 90s, 30m, 1h or 7d (a bare number is seconds); more than 0."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (e.g. 90s, 30m, 1h, 7d)")
-    number = float(match.group(1))
-    seconds = number * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return seconds
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value: str) -> float:
+    """Seconds, as every option in seconds takes them: a number (90, 0.5), or one with its
+    unit, 90s, 30m, 1h or 7d."""
+    match = _DURATION.fullmatch(value)
+    if match:
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        return finite_float(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {value!r} (seconds, or e.g. 90s, 30m, 1h, 7d)"
+        ) from None
+
+
+def positive_seconds(value: str) -> float:
+    return _positive(seconds(value))
+
+
+def non_negative_seconds(value: str) -> float:
+    return _non_negative(seconds(value))
+
+
+duration = positive_seconds
+"""A duration: :func:`seconds`, more than 0."""
 
 
 def duration_or_off(value: str) -> float | None:

@@ -34,7 +34,7 @@ from runstream._auth import (
     token_as_sent,
 )
 
-from .args import duration, non_negative_float, non_negative_int
+from .args import duration, non_negative_float, non_negative_int, non_negative_seconds
 from .errors import CliError, UsageError
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def add_client_security(
         return
     parser.add_argument(
         "--reconnect-timeout",
-        type=non_negative_float,
+        type=non_negative_seconds,
         default=None,
         metavar="SECONDS",
         help="how long to keep reconnecting while the server is out of reach, e.g. during a "

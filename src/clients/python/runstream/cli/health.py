@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .._auth import channel_credentials
-from .args import positive_float
+from .args import positive_seconds
 from .auth import unanswered_hint
 from .errors import CliError, UsageError
 
@@ -52,7 +52,7 @@ from a healthy server)."""
 
 
 def _timeout(value: str) -> float:
-    seconds = positive_float(value)
+    seconds = positive_seconds(value)
     if seconds > MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT:g} seconds")
     return seconds

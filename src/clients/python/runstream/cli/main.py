@@ -41,6 +41,7 @@ from .args import (
     otlp_endpoint_from_environment,
     positive_float,
     positive_int,
+    positive_seconds,
     since,
     target_address,
     target_from_environment,
@@ -787,14 +788,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--stall-after",
-        type=positive_float,
+        type=positive_seconds,
         default=300.0,
         metavar="SECONDS",
         help="silence that marks a running run STALLED when its step has no history",
     )
     serve.add_argument(
         "--start-within",
-        type=positive_float,
+        type=positive_seconds,
         default=300.0,
         metavar="SECONDS",
         help="time after CreateRun by which a run must start; later, it is STALLED (still "
@@ -837,7 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--backup-interval",
-        type=positive_float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="time between store copies (default: 3600)",
@@ -851,7 +852,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--retention-interval",
-        type=positive_float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="time between retention passes (the first runs as the server starts); a run "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import finite_float, non_negative_float, positive_float
+from .args import finite_float, non_negative_seconds, positive_float, positive_seconds, seconds
 
 __all__ = [
     "drain_seconds",
@@ -33,7 +33,7 @@ def send_timeout_seconds(value: str) -> float:
     """--watch-send-timeout: 0 (never), or a timeout the hub's clock can keep."""
     from runstream_server.domain.hub import SEND_TIMEOUT_SECONDS
 
-    if non_negative_float(value) == 0:
+    if non_negative_seconds(value) == 0:
         return 0.0
     return _within(value, *SEND_TIMEOUT_SECONDS, "seconds (or 0: never)")
 
@@ -50,7 +50,7 @@ def drain_seconds(value: str) -> float:
     was an 83-minute stop)."""
     from runstream_server.app import MAX_STOP_SECONDS
 
-    if non_negative_float(value) == 0:
+    if non_negative_seconds(value) == 0:
         return 0.0
     return _within(value, 0, MAX_STOP_SECONDS, "seconds")
 
@@ -71,7 +71,10 @@ def retention_days(value: str) -> float:
 
 def _within(value: str, lowest: float, highest: float, unit: str) -> float:
     # With a lowest bound, a number below it (0 too) is told the range it must be in.
-    number = finite_float(value) if lowest else positive_float(value)
+    if unit.startswith("seconds"):
+        number = seconds(value) if lowest else positive_seconds(value)
+    else:
+        number = finite_float(value) if lowest else positive_float(value)
     if lowest <= number <= highest:
         return number
     if lowest:

@@ -16,8 +16,8 @@ from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
     non_negative_int,
-    positive_float,
     positive_int,
+    positive_seconds,
     target_address,
     target_from_environment,
 )
@@ -106,7 +106,7 @@ def add_agui_command(
     )
     parser.add_argument(
         "--keepalive",
-        type=positive_float,
+        type=positive_seconds,
         default=15.0,
         metavar="SECONDS",
         help="send an SSE comment after this much silence, so proxies keep the stream",
