@@ -162,4 +162,8 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     handler.addFilter(RequestContextFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # gRPC's own DEBUG lines ("[_cygrpc] Loaded running loop", on every call) are about
+    # grpcio, not the server: debug level is the server's, and gRPC's warnings still show.
+    grpc_level = max(logging.INFO, logging.getLevelName(level.upper()))
+    logging.getLogger("grpc").setLevel(grpc_level)
     logging.getLogger("grpc._cython.cygrpc").addFilter(ClientGoneFilter())
