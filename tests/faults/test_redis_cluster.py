@@ -495,3 +495,36 @@ async def test_a_lost_notice_connection_is_subscribed_again_once_by_the_follower
         with contextlib.suppress(asyncio.CancelledError):
             await following
         await store.close()
+
+
+async def test_following_cancelled_twice_still_closes_every_connection(
+    three_masters: list[RedisProcess], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hurried stop cancels twice: the second cancellation, landing while the follower
+    waited for its readers to end, skipped the closes after that wait, and every shard's
+    subscription stayed open after the follower was gone."""
+    caplog.set_level(logging.INFO, logger="runstream.store.redis")
+    store = RedisEventStore(f"{three_masters[0].url}?cluster=1&prefix=c")
+    await store.open()
+    following = asyncio.create_task(store.follow(lambda _: None))
+    try:
+        await eventually(lambda: "following notices on 3 Redis shards" in caplog.text, within=20)
+        following.cancel()
+        await asyncio.sleep(0)  # into its cleanup
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+
+        def subscribers() -> list[str]:
+            return [
+                line
+                for node in three_masters
+                for line in redis_cli("-p", str(node.port), "client", "list", "type", "pubsub")
+                .strip()
+                .splitlines()
+            ]
+
+        await eventually(lambda: subscribers() == [], within=2)
+    finally:
+        following.cancel()
+        await store.close()

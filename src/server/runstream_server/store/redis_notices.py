@@ -228,11 +228,19 @@ async def finish(work: Awaitable[T]) -> T:
 
 
 async def close_all(*closes: Callable[[], Awaitable[Any]]) -> None:
-    """Closes each in turn, to the end: a failed close of a pub/sub (its connection already
-    broken) must not leave its pool's sockets open."""
+    """Closes each in turn, every one to its end: a failed close of a pub/sub (its
+    connection already broken) must not leave its pool's sockets open, nor a cancellation
+    arriving meanwhile the closes after it (it is raised again once all are done)."""
+    cancelled = False
     for close in closes:
-        with contextlib.suppress(Exception):
+        try:
             await finish(close())
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # closing what may be broken already
+            pass
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 class NoticeFollower:
@@ -430,13 +438,13 @@ class NoticeFollower:
         finally:
             for reader in readers:
                 reader.cancel()
-            # The readers end before their connections close: one whose cancellation was
-            # swallowed (it became its read's timeout) has redis-py connect again, and a
-            # connection closed before that stayed open, unowned, after the stop.
-            await finish(asyncio.gather(*readers, return_exceptions=True))
-            for pubsub in pubsubs:
-                self._followers.discard(pubsub)
-                await close_all(pubsub.aclose, pubsub.connection_pool.disconnect)
+            self._followers.difference_update(pubsubs)
+            # The readers end before their connections close (a reader still reading could
+            # open one again), and a second cancellation (a hurried stop) skips no close.
+            await close_all(
+                lambda: asyncio.gather(*readers, return_exceptions=True),
+                *[close for p in pubsubs for close in (p.aclose, p.connection_pool.disconnect)],
+            )
 
     async def _until_back(self, nodes: Any, missing: list[Any], live: list[Any]) -> None:
         """Returns once a master this process could not subscribe to answers again, or one
