@@ -476,6 +476,9 @@ class RunstreamServer:
             waiting.cancel()
             hurried.cancel()
 
+    def _out_of_grace(self) -> str:
+        return "the stop was hurried" if self._hurry.is_set() else "the shutdown grace is over"
+
     def _cutting(self, why: str) -> list[str]:
         """The calls gRPC is about to cut (the shutdown grace is over, or a second signal
         hurried the stop), logged: their clients get a bare UNAVAILABLE ("Cancelling all
@@ -522,17 +525,26 @@ class RunstreamServer:
         await self._unless_hurried(self._calls.ended(), left())
         await self._unless_hurried(self._calls.quiet(self.config.drain_quiet), left())
         # A hurry during gRPC's own grace: its stop again without one cuts every call now.
+        # The calls it cuts are named as it cuts them: at once when no grace is left (the
+        # drain took it all, or a hurry), else when the grace runs out.
+        grace = left()
         cut: list[str] = []
-        over = "the shutdown grace is over"
-        noting = loop.call_at(deadline, lambda: cut.extend(self._cutting(over)))
-        stopping = asyncio.ensure_future(self._server.stop(left()))
+        noting: asyncio.TimerHandle | None = None
+        if grace > 0:
+            over = "the shutdown grace is over"
+            noting = loop.call_at(deadline, lambda: cut.extend(self._cutting(over)))
+        else:
+            cut = self._cutting(self._out_of_grace())
+        stopping = asyncio.ensure_future(self._server.stop(grace))
         await self._unless_hurried(asyncio.shield(stopping), None)
         if not stopping.done():
-            noting.cancel()
-            cut = self._cutting("the stop was hurried")
+            if noting is not None:
+                noting.cancel()
+                cut = self._cutting("the stop was hurried")
             await self._server.stop(None)
         await stopping
-        noting.cancel()
+        if noting is not None:
+            noting.cancel()
         self._server = None
         self._rejections.flush()  # refusals counted since the last summary: no later one comes
         for rewriter in self._auth:
