@@ -407,6 +407,44 @@ async def test_appends_go_on_while_the_shard_of_their_workflows_history_is_lost(
         assert appended.last_seq == 4
 
 
+SUBSCRIBED = "following notices on 3 Redis shards"
+
+
+@contextlib.asynccontextmanager
+async def following_notices(
+    nodes: list[RedisProcess], caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[asyncio.Task[None]]:
+    """A Redis store on the cluster of `nodes` following notices: its follower's task, once
+    subscribed to every shard; the follower stopped and the store closed on the way out."""
+    caplog.set_level(logging.INFO, logger="runstream.store.redis")
+    store = RedisEventStore(f"{nodes[0].url}?cluster=1&prefix=c")
+    await store.open()
+    following = asyncio.create_task(store.follow(lambda _: None))
+    try:
+        await eventually(lambda: SUBSCRIBED in caplog.text, within=20)
+        yield following
+    finally:
+        await ended(following)
+        await store.close()
+
+
+async def ended(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def subscribers(nodes: list[RedisProcess]) -> list[str]:
+    """The pub/sub connections `nodes` have open, one line each."""
+    return [
+        line
+        for node in nodes
+        for line in redis_cli("-p", str(node.port), "client", "list", "type", "pubsub")
+        .strip()
+        .splitlines()
+    ]
+
+
 async def test_following_that_stops_leaves_no_reader_running_and_no_connection_open(
     three_masters: list[RedisProcess],
     caplog: pytest.LogCaptureFixture,
@@ -418,9 +456,6 @@ async def test_following_that_stops_leaves_no_reader_running_and_no_connection_o
     read on, and redis-py opened its connection again after it was closed: a socket nobody
     closed, found as a lost-socket warning in CI. Readers are now cancelled until they end,
     and only then are their connections closed."""
-    caplog.set_level(logging.INFO, logger="runstream.store.redis")
-    store = RedisEventStore(f"{three_masters[0].url}?cluster=1&prefix=c")
-    await store.open()
     reads = redis_notices.Liveness.next_message
     swallowed: list[bool] = []
 
@@ -439,12 +474,8 @@ async def test_following_that_stops_leaves_no_reader_running_and_no_connection_o
             raise redis_exceptions.TimeoutError("Timeout reading from socket") from None
 
     monkeypatch.setattr(redis_notices.Liveness, "next_message", swallowing_once)
-    following = asyncio.create_task(store.follow(lambda _: None))
-    try:
-        await eventually(lambda: "following notices on 3 Redis shards" in caplog.text, within=20)
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
+    async with following_notices(three_masters, caplog) as following:
+        await ended(following)
         assert swallowed == [True]
         readers = [
             task
@@ -453,11 +484,7 @@ async def test_following_that_stops_leaves_no_reader_running_and_no_connection_o
         ]
         assert readers == []
         await asyncio.sleep(0.2)  # a reader left running would have connected again
-        for node in three_masters:
-            assert redis_cli("-p", str(node.port), "client", "list", "type", "pubsub") == ""
-    finally:
-        following.cancel()
-        await store.close()
+        assert subscribers(three_masters) == []
 
 
 def ssubscribes(node: RedisProcess) -> int:
@@ -477,24 +504,13 @@ async def test_a_lost_notice_connection_is_subscribed_again_once_by_the_follower
     follower's back: a connection the follower did not know of, found open after a stop (a
     lost-socket warning failed CI). A lost connection now just ends the subscription, which
     the follower makes again, once: one SSUBSCRIBE per slot of the shard."""
-    caplog.set_level(logging.INFO, logger="runstream.store.redis")
-    store = RedisEventStore(f"{three_masters[0].url}?cluster=1&prefix=c")
-    await store.open()
     node = three_masters[1]
-    following = asyncio.create_task(store.follow(lambda _: None))
-    try:
-        subscribed = "following notices on 3 Redis shards"
-        await eventually(lambda: caplog.text.count(subscribed) == 1, within=20)
+    async with following_notices(three_masters, caplog):
         before = ssubscribes(node)
         redis_cli("-p", str(node.port), "client", "kill", "type", "pubsub")
-        await eventually(lambda: caplog.text.count(subscribed) == 2, within=20)
+        await eventually(lambda: caplog.text.count(SUBSCRIBED) == 2, within=20)
         await asyncio.sleep(0.5)  # anything else that would subscribe has had its chance
         assert ssubscribes(node) - before == len(owned_slots(node))
-    finally:
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
-        await store.close()
 
 
 async def test_following_cancelled_twice_still_closes_every_connection(
@@ -503,28 +519,8 @@ async def test_following_cancelled_twice_still_closes_every_connection(
     """A hurried stop cancels twice: the second cancellation, landing while the follower
     waited for its readers to end, skipped the closes after that wait, and every shard's
     subscription stayed open after the follower was gone."""
-    caplog.set_level(logging.INFO, logger="runstream.store.redis")
-    store = RedisEventStore(f"{three_masters[0].url}?cluster=1&prefix=c")
-    await store.open()
-    following = asyncio.create_task(store.follow(lambda _: None))
-    try:
-        await eventually(lambda: "following notices on 3 Redis shards" in caplog.text, within=20)
+    async with following_notices(three_masters, caplog) as following:
         following.cancel()
         await asyncio.sleep(0)  # into its cleanup
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
-
-        def subscribers() -> list[str]:
-            return [
-                line
-                for node in three_masters
-                for line in redis_cli("-p", str(node.port), "client", "list", "type", "pubsub")
-                .strip()
-                .splitlines()
-            ]
-
-        await eventually(lambda: subscribers() == [], within=2)
-    finally:
-        following.cancel()
-        await store.close()
+        await ended(following)
+        await eventually(lambda: subscribers(three_masters) == [], within=2)

@@ -476,9 +476,6 @@ class RunstreamServer:
             waiting.cancel()
             hurried.cancel()
 
-    def _out_of_grace(self) -> str:
-        return "the stop was hurried" if self._hurry.is_set() else "the shutdown grace is over"
-
     def _cutting(self, why: str) -> list[str]:
         """The calls gRPC is about to cut (the shutdown grace is over, or a second signal
         hurried the stop), logged: their clients get a bare UNAVAILABLE ("Cancelling all
@@ -530,17 +527,17 @@ class RunstreamServer:
         grace = left()
         cut: list[str] = []
         noting: asyncio.TimerHandle | None = None
+        over, hurried = "the shutdown grace is over", "the stop was hurried"
         if grace > 0:
-            over = "the shutdown grace is over"
             noting = loop.call_at(deadline, lambda: cut.extend(self._cutting(over)))
         else:
-            cut = self._cutting(self._out_of_grace())
+            cut = self._cutting(hurried if self._hurry.is_set() else over)
         stopping = asyncio.ensure_future(self._server.stop(grace))
         await self._unless_hurried(asyncio.shield(stopping), None)
         if not stopping.done():
             if noting is not None:
                 noting.cancel()
-                cut = self._cutting("the stop was hurried")
+                cut = self._cutting(hurried)
             await self._server.stop(None)
         await stopping
         if noting is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import finite_float, non_negative_seconds, positive_float, positive_seconds, seconds
+from .args import finite_float, non_negative_seconds, seconds
 
 __all__ = [
     "drain_seconds",
@@ -26,7 +26,7 @@ def heartbeat_seconds(value: str) -> float:
     not set its own heartbeat."""
     from runstream_server.domain.watching import HEARTBEAT_SECONDS
 
-    return _within(value, *HEARTBEAT_SECONDS, "seconds")
+    return _within(seconds(value), *HEARTBEAT_SECONDS, "seconds")
 
 
 def send_timeout_seconds(value: str) -> float:
@@ -35,14 +35,14 @@ def send_timeout_seconds(value: str) -> float:
 
     if non_negative_seconds(value) == 0:
         return 0.0
-    return _within(value, *SEND_TIMEOUT_SECONDS, "seconds (or 0: never)")
+    return _within(seconds(value), *SEND_TIMEOUT_SECONDS, "seconds (or 0: never)")
 
 
 def grpc_seconds(value: str) -> float:
     """A duration the server hands to gRPC, in milliseconds that must fit a C int."""
     from runstream_server.app import MAX_GRPC_SECONDS
 
-    return _within(value, 0, MAX_GRPC_SECONDS, "seconds")
+    return _within(seconds(value), 0, MAX_GRPC_SECONDS, "seconds")
 
 
 def drain_seconds(value: str) -> float:
@@ -52,29 +52,27 @@ def drain_seconds(value: str) -> float:
 
     if non_negative_seconds(value) == 0:
         return 0.0
-    return _within(value, 0, MAX_STOP_SECONDS, "seconds")
+    return _within(seconds(value), 0, MAX_STOP_SECONDS, "seconds")
 
 
 def shutdown_grace_seconds(value: str) -> float:
     """--shutdown-grace: as long as a stop may wait for calls in flight."""
     from runstream_server.app import MAX_STOP_SECONDS
 
-    return _within(value, 0, MAX_STOP_SECONDS, "seconds")
+    return _within(seconds(value), 0, MAX_STOP_SECONDS, "seconds")
 
 
 def retention_days(value: str) -> float:
     """--retention-days: each retention pass subtracts it from now."""
     from runstream_server.domain.limits import MAX_RETENTION_DAYS
 
-    return _within(value, 0, MAX_RETENTION_DAYS, "days")
+    return _within(finite_float(value), 0, MAX_RETENTION_DAYS, "days")
 
 
-def _within(value: str, lowest: float, highest: float, unit: str) -> float:
+def _within(number: float, lowest: float, highest: float, unit: str) -> float:
     # With a lowest bound, a number below it (0 too) is told the range it must be in.
-    if unit.startswith("seconds"):
-        number = seconds(value) if lowest else positive_seconds(value)
-    else:
-        number = finite_float(value) if lowest else positive_float(value)
+    if not lowest and number <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
     if lowest <= number <= highest:
         return number
     if lowest:
