@@ -19,7 +19,8 @@ from runstream_server.api.watch_args import watch_run_args, watch_runs_args
 from runstream_server.domain.creating import check_create
 from runstream_server.domain.events import check_batch
 from runstream_server.domain.limits import Limits
-from runstream_server.domain.watching import check_watch, check_watch_runs
+from runstream_server.domain.watching import check_watch
+from runstream_server.domain.watching_runs import check_watch_runs
 
 __all__ = ["RequestCheck", "request_checks"]
 

@@ -24,7 +24,8 @@ from runstream_server.api.watch_args import watch_run_args, watch_runs_args
 from runstream_server.domain.hub import Sends
 from runstream_server.domain.runs import Heartbeat, InitialStateComplete, RunManager, Snapshot
 from runstream_server.domain.state import to_timestamp
-from runstream_server.domain.watching import RunsItem, WatchItem
+from runstream_server.domain.watching import WatchItem
+from runstream_server.domain.watching_runs import RunsItem
 
 Context = aio.ServicerContext[Any, Any]
 Item = TypeVar("Item")

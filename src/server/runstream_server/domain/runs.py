@@ -10,7 +10,8 @@ the consumers wired here receive: producer links and decision feeds
 (:class:`~runstream_server.domain.commits.Links`), deadline timers
 (:mod:`~runstream_server.domain.decisions`) and the stall tracker
 (:mod:`~runstream_server.domain.monitors`). Watching lives in
-:mod:`~runstream_server.domain.watching`, reads in :mod:`~runstream_server.domain.reading`,
+:mod:`~runstream_server.domain.watching` (WatchRuns in
+:mod:`~runstream_server.domain.watching_runs`), reads in :mod:`~runstream_server.domain.reading`,
 the checks of a new run in :mod:`~runstream_server.domain.creating` and those of a cancel,
 pause or resume in :mod:`~runstream_server.domain.control`.
 """
@@ -65,14 +66,8 @@ from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import RunState
 from runstream_server.domain.viewers import ViewerCounts
-from runstream_server.domain.watching import (
-    Heartbeat,
-    InitialStateComplete,
-    RunsItem,
-    Snapshot,
-    Watching,
-    WatchItem,
-)
+from runstream_server.domain.watching import Heartbeat, Snapshot, StreamGate, Watching, WatchItem
+from runstream_server.domain.watching_runs import InitialStateComplete, RunsItem, WatchingRuns
 from runstream_server.errors import ShuttingDown
 from runstream_server.store.base import EventStore, RunFilter, StoredEvent, read_every_event
 
@@ -187,19 +182,28 @@ class RunManager:
             self._stalls.on_commit,
         ]
         self._reading = Reading(self._ledger, checks, store, self._viewers, self._limits)
+        self._gate = StreamGate(self._check_open, self._hub, self._runs_hub)
         self._watching = Watching(
             self._ledger,
             checks,
             store,
-            self._viewers,
             self._hub,
+            self._limits,
+            now,
+            observer,
+            self._gate.check,
+            self.get_run,
+            self._spawn,
+        )
+        self._watching_runs = WatchingRuns(
+            self._ledger,
+            store,
+            self._viewers,
             self._runs_hub,
             self._limits,
             now,
             observer,
-            self._check_open,
-            self.get_run,
-            self._spawn,
+            self._gate.check,
         )
 
     @property
@@ -250,8 +254,8 @@ class RunManager:
                 cursor = page.next_cursor
 
     def store_lost(self, reason: str | None) -> None:
-        """The shared store out of reach (`reason`), or back (None): Watching.end_streams."""
-        self._watching.end_streams(reason)
+        """The shared store out of reach (`reason`), or back (None): StreamGate.store_lost."""
+        self._gate.store_lost(reason)
 
     def shutdown(self, reason: str = "server is shutting down; resume elsewhere") -> None:
         """Ends every stream with UNAVAILABLE so clients resume elsewhere; stops timers."""
@@ -435,7 +439,7 @@ class RunManager:
     def detach_producer(self, link: ProducerLink) -> None:
         self._links.detach(link)
 
-    # --- watching (see domain/watching.py) ------------------------------------------------------
+    # --- watching (see domain/watching.py and watching_runs.py) ---------------------------------
 
     def watch(
         self,
@@ -475,7 +479,7 @@ class RunManager:
         """The current state of every matching run (of those ended, the newest
         `initial_ended_limit` when it is not 0), then each run-level change; `accepted` and
         `sends` as :meth:`watch` takes them."""
-        return self._watching.watch_runs(
+        return self._watching_runs.watch_runs(
             filter_text=filter_text,
             heartbeat_interval=heartbeat_interval,
             initial_ended_limit=initial_ended_limit,

@@ -1,5 +1,5 @@
-"""Watching: a run's events after a cursor, exactly once and in order, then live; and
-WatchRuns, every matching run's state and then its changes.
+"""Watching: a run's events after a cursor, exactly once and in order, then live (WatchRun;
+WatchRuns, the runs' changes, is :mod:`~runstream_server.domain.watching_runs`).
 
 A watcher reads from the store until it is level with the run's head, then from the hub,
 which holds only committed events (local, or another replica's learned by the ledger); any
@@ -19,20 +19,18 @@ import asyncio
 import logging
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Awaitable,
     Callable,
     Coroutine,
     Iterator,
     Sequence,
 )
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from runstream.v1 import run_pb2
 
-from runstream_server.auth import principal as access
 from runstream_server.domain.events import VALID_KINDS, EncodedEvent, check_id
 from runstream_server.domain.hub import (
     Hub,
@@ -44,15 +42,10 @@ from runstream_server.domain.hub import (
 from runstream_server.domain.ledger import (
     RunLedger,
     check_not_purged,
-    summary,
-    without_steps,
 )
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.observer import DeliveryObserver
-from runstream_server.domain.queries import chunks, matches, parse_filter
 from runstream_server.domain.reconciling import StoreChecks
-from runstream_server.domain.state import TERMINAL_STATUSES
-from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.errors import (
     DataLoss,
     InvalidArgument,
@@ -60,7 +53,7 @@ from runstream_server.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from runstream_server.store.base import EventStore, RunFilter, RunPage, stop_if_cancelled
+from runstream_server.store.base import EventStore, stop_if_cancelled
 
 log = logging.getLogger("runstream.streams")
 
@@ -80,16 +73,7 @@ class Snapshot:
     run: run_pb2.Run
 
 
-@dataclass(frozen=True, slots=True)
-class InitialStateComplete:
-    """Marks the end of a WatchRuns stream's initial state; `ended_runs_left_out`: its
-    ``initial_ended_limit`` left matching runs that ended out of it."""
-
-    ended_runs_left_out: bool = False
-
-
 WatchItem = bytes | Heartbeat | Snapshot
-RunsItem = list[run_pb2.Run] | Heartbeat | InitialStateComplete
 
 
 HEARTBEAT_SECONDS = (0.1, 300.0)
@@ -123,72 +107,61 @@ def check_watch(
     check_id("run_id", run_id)
 
 
-MAX_INITIAL_ENDED_LIMIT = 100_000
-_EVERY_STATUS = frozenset(run_pb2.RunStatus.values()) - {run_pb2.RUN_STATUS_UNSPECIFIED}
+class StreamGate:
+    """Whether new watch streams (WatchRun and WatchRuns) are taken."""
 
-
-def check_watch_runs(
-    *, filter_text: str, heartbeat_interval: float, initial_ended_limit: int = 0
-) -> RunFilter:
-    """A WatchRuns request's own checks (INVALID_ARGUMENT naming the field); its filter."""
-    run_filter = parse_filter(filter_text)
-    check_interval(heartbeat_interval)
-    if not 0 <= initial_ended_limit <= MAX_INITIAL_ENDED_LIMIT:
-        raise InvalidArgument(
-            "initial_ended_limit",
-            f"must be between 0 (every run) and {MAX_INITIAL_ENDED_LIMIT:,}, "
-            f"got {initial_ended_limit}",
-        )
-    return run_filter
-
-
-class Watching:
-    """WatchRun and WatchRuns over the ledger's runs."""
-
-    def __init__(
-        self,
-        ledger: RunLedger,
-        checks: StoreChecks,
-        store: EventStore,
-        viewers: ViewerCounts,
-        hub: Hub,
-        runs_hub: RunsHub,
-        limits: Limits,
-        clock: Callable[[], datetime],
-        observer: DeliveryObserver,
-        check_open: Callable[[], None],
-        snapshot: Callable[[str], Awaitable[run_pb2.Run]],
-        spawn: Callable[[Coroutine[Any, Any, None]], None],
-    ) -> None:
-        """`snapshot` answers GetRun (the first item of a watch with include_snapshot)."""
-        self._ledger = ledger
-        self._checks = checks
-        self._store = store
-        self._viewers = viewers
-        self._hub = hub
-        self._runs_hub = runs_hub
-        self._limits = limits
-        self._clock = clock
-        self._observer = observer
+    def __init__(self, check_open: Callable[[], None], hub: Hub, runs_hub: RunsHub) -> None:
+        """`check_open` refuses while the server stops."""
         self._check_open = check_open
-        self._snapshot = snapshot
-        self._spawn = spawn
+        self._hubs = (hub, runs_hub)
         self._store_lost: str | None = None
-        """Why watches are refused: the shared store is out of reach (see end_streams)."""
+        """Why watches are refused: the shared store is out of reach (see store_lost)."""
 
-    def end_streams(self, reason: str | None) -> None:
+    def check(self) -> None:
+        """Refuses a new stream: UNAVAILABLE while the server stops or the store is lost."""
+        self._check_open()
+        if self._store_lost is not None:
+            raise Unavailable(self._store_lost, reason="STORE_UNAVAILABLE")
+
+    def store_lost(self, reason: str | None) -> None:
         """Ends every watch stream with UNAVAILABLE (``STORE_UNAVAILABLE``) and refuses new
         ones while `reason` is set, or takes them again (None): a replica that lost its shared
         store cannot hear the other replicas' events, and its watchers, told nothing, saw a
         frozen run for as long as the outage lasted while another replica served it."""
         self._store_lost = reason
         if reason is not None:
-            self._hub.end_streams(reason, "STORE_UNAVAILABLE")
-            self._runs_hub.end_streams(reason, "STORE_UNAVAILABLE")
+            for hub in self._hubs:
+                hub.end_streams(reason, "STORE_UNAVAILABLE")
 
-    def _check_store(self) -> None:
-        if self._store_lost is not None:
-            raise Unavailable(self._store_lost, reason="STORE_UNAVAILABLE")
+
+class Watching:
+    """WatchRun over the ledger's runs."""
+
+    def __init__(
+        self,
+        ledger: RunLedger,
+        checks: StoreChecks,
+        store: EventStore,
+        hub: Hub,
+        limits: Limits,
+        clock: Callable[[], datetime],
+        observer: DeliveryObserver,
+        check_accepting: Callable[[], None],
+        snapshot: Callable[[str], Awaitable[run_pb2.Run]],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+    ) -> None:
+        """`check_accepting` refuses a new stream (:meth:`StreamGate.check`); `snapshot`
+        answers GetRun (the first item of a watch with include_snapshot)."""
+        self._ledger = ledger
+        self._checks = checks
+        self._store = store
+        self._hub = hub
+        self._limits = limits
+        self._clock = clock
+        self._observer = observer
+        self._check_accepting = check_accepting
+        self._snapshot = snapshot
+        self._spawn = spawn
 
     async def watch(
         self,
@@ -213,8 +186,7 @@ class Watching:
         writer's count of its sends, for the stream to end once one stands still (its
         cancel, thrown in at the yield, comes out as that refusal).
         """
-        self._check_open()
-        self._check_store()
+        self._check_accepting()
         check_watch(
             run_id,
             after_seq=after_seq,
@@ -260,7 +232,7 @@ class Watching:
                     yield chunk.data
                     continue
                 if sub.closed_reason is not None:
-                    raise self._ended(sub, stream, _RESUME_AFTER_SEQ)
+                    raise ended(sub, stream, _RESUME_AFTER_SEQ, observer)
                 if sub.behind:  # catch up from the store, then go live
                     if sub.overflowed:
                         observer.overflowed()
@@ -268,7 +240,7 @@ class Watching:
                     left = until = 0  # a read of up to max_events: what is left, its end
                     while cursor < (head_seq := self._ledger.held(run_id).last_seq):
                         if sub.closed_reason is not None:  # shutting down: resume elsewhere
-                            raise self._ended(sub, stream, _RESUME_AFTER_SEQ)
+                            raise ended(sub, stream, _RESUME_AFTER_SEQ, observer)
                         # With a rare kind wanted, pages go by with nothing sent that would
                         # find the watcher gone, and a store may swallow the cancel.
                         stop_if_cancelled()
@@ -327,181 +299,10 @@ class Watching:
         except asyncio.CancelledError:
             if not sub.stalled:
                 raise
-            raise self._stalled(sub, stream, _RESUME_AFTER_SEQ) from None
+            raise stalled(sub, stream, _RESUME_AFTER_SEQ, observer) from None
         finally:
             hub.unsubscribe(sub)
             self.viewers_changed(run_id)  # one fewer
-
-    async def watch_runs(
-        self,
-        *,
-        filter_text: str,
-        heartbeat_interval: float,
-        initial_ended_limit: int = 0,
-        accepted: Callable[[], Awaitable[object]] | None = None,
-        sends: Sends | None = None,
-    ) -> AsyncGenerator[RunsItem, None]:
-        """Yields the current state of every matching run (of those ended, the newest
-        `initial_ended_limit` when it is not 0), then each run-level change; `accepted` and
-        `sends` as :meth:`watch` takes them."""
-        self._check_open()
-        self._check_store()
-        checked = check_watch_runs(
-            filter_text=filter_text,
-            heartbeat_interval=heartbeat_interval,
-            initial_ended_limit=initial_ended_limit,
-        )
-        run_filter = replace(checked, tenant=access.visible_tenant())
-        sub = self._runs_hub.subscribe(
-            lambda run: matches(run_filter, run),
-            heartbeat_interval=heartbeat_interval,
-            sends=sends,
-        )
-        try:
-            if accepted is not None:
-                await accepted()
-            async for listed in self._initial_state(sub, run_filter, initial_ended_limit):
-                yield listed
-            while True:
-                await sub.wait()
-                if sub.closed_reason is not None:
-                    raise self._ended(sub, "WatchRuns", _WATCH_AGAIN)
-                if sub.missed_since is not None:
-                    since, sub.missed_since = sub.missed_since, None
-                    async for listed in self._relisted(sub, run_filter, since):
-                        yield listed
-                    continue
-                changed = sub.take()
-                if changed:
-                    for chunk in chunks(changed, self._limits.response_bytes):
-                        yield chunk
-                elif sub.take_heartbeat():
-                    yield Heartbeat(0, self._clock())
-        except asyncio.CancelledError:
-            if not sub.stalled:
-                raise
-            raise self._stalled(sub, "WatchRuns", _WATCH_AGAIN) from None
-        finally:
-            self._runs_hub.unsubscribe(sub)
-
-    async def _initial_state(
-        self, sub: RunsSubscription, run_filter: RunFilter, ended_limit: int
-    ) -> AsyncIterator[list[run_pb2.Run] | InitialStateComplete]:
-        """Every matching run from the store, newest first, then the mark of the end; with
-        an `ended_limit`, every one not ended, then the newest `ended_limit` of those ended
-        (a long history is not read at each stream's open)."""
-        parts: list[tuple[RunFilter, int | None]] = [(run_filter, None)]
-        if ended_limit:
-            statuses = run_filter.statuses or _EVERY_STATUS
-            parts = [
-                (replace(run_filter, statuses=part), limit)
-                for part, limit in (
-                    (statuses - TERMINAL_STATUSES, None),
-                    (statuses & TERMINAL_STATUSES, ended_limit),
-                )
-                if part
-            ]
-        left_out = False
-        for part_filter, limit in parts:
-            async for page in self._newest(part_filter, limit):
-                for chunk in chunks(
-                    await self._summaries(page.runs, sub), self._limits.response_bytes
-                ):
-                    yield chunk
-                if limit is not None:  # the last page says whether more match
-                    left_out = page.next_cursor is not None
-        yield InitialStateComplete(left_out)
-
-    async def _newest(
-        self, run_filter: RunFilter, limit: int | None = None
-    ) -> AsyncIterator[RunPage]:
-        """Pages of 200 matching runs, newest first, up to `limit` runs when given, each run
-        without its steps (which nothing told of runs shows). The store is read the byte
-        budget's worth of snapshots at a time (up to 2 MiB each), and each run copied
-        without its steps as it comes: a page of whole snapshots, held while a stream that
-        stopped reading waited, came to 400 MB."""
-        cursor: tuple[int, str] | None = None
-        while True:
-            size = 200 if limit is None else min(200, limit)
-            runs: list[run_pb2.Run] = []
-            positions: list[tuple[int, str]] = []
-            while True:
-                read = await self._store.list_runs(
-                    run_filter, size - len(runs), cursor, max_bytes=self._limits.response_bytes
-                )
-                runs += (without_steps(run, owned=True) for run in read.runs)
-                positions += read.positions
-                cursor = read.next_cursor
-                del read  # its snapshots, before the next are read
-                if cursor is None or len(runs) >= size:
-                    break
-            yield RunPage(runs, positions, cursor is not None, read_up_to=cursor)
-            if limit is not None:
-                limit -= len(runs)
-                if limit <= 0:
-                    return
-            if cursor is None:
-                return
-
-    async def _loaded(self, run_ids: Sequence[str]) -> AsyncIterator[list[run_pb2.Run]]:
-        """The stored snapshots of those runs, 200 per read."""
-        for start in range(0, len(run_ids), 200):
-            yield await self._store.load_runs(run_ids[start : start + 200])
-
-    async def _relisted(
-        self, sub: RunsSubscription, run_filter: RunFilter, since_us: int
-    ) -> AsyncIterator[list[run_pb2.Run]]:
-        """After a gap in notices that began at `since_us`: of the runs that may have
-        changed since (not ended, created since, or whose end was stored since: the store's
-        indexes) and those the stream was told of as not ended, the ones that moved on since
-        the stream was told of them and match, or that it was told of and no longer match
-        (sent once more, as a live change would be). A run that ended before the gap is not
-        read again, unless the gap is older than the store can tell: then every matching run
-        and every run the stream was told of is."""
-        candidates = await self._store.changed_since(since_us)
-        stored: AsyncIterator[list[run_pb2.Run]]
-        if candidates is None:
-            told = list(sub.known)
-            stored = (page.runs async for page in self._newest(run_filter))
-        else:
-            told = list(sub.open)
-            stored = self._loaded(candidates)
-        listed: set[str] = set()
-        async for runs in stored:
-            listed.update(run.run_id for run in runs)
-            async for chunk in self._moved(runs, sub):
-                yield chunk
-        async for runs in self._loaded([run_id for run_id in told if run_id not in listed]):
-            async for chunk in self._moved(runs, sub):
-                yield chunk
-
-    async def _moved(
-        self, stored: Sequence[run_pb2.Run], sub: RunsSubscription
-    ) -> AsyncIterator[list[run_pb2.Run]]:
-        """Of these runs, those that moved on since the stream was told of them and match,
-        or that it was told of and no longer match, as the stream is told of them."""
-        moved = [
-            run
-            for run in stored
-            if sub.known.get(run.run_id) != run.last_seq
-            and (run.run_id in sub.known or sub.matches(run))
-        ]
-        for chunk in chunks(await self._summaries(moved, sub), self._limits.response_bytes):
-            yield chunk
-
-    async def _summaries(
-        self, stored: Sequence[run_pb2.Run], sub: RunsSubscription
-    ) -> list[run_pb2.Run]:
-        """What a WatchRuns stream is told of these runs (the held state where there is one),
-        noted as told."""
-        counts = await self._viewers.read([r.run_id for r in stored])
-        runs = []
-        for run in stored:
-            live = self._ledger.cached(run.run_id)
-            current = live.run if live is not None else run
-            sub.told(current)
-            runs.append(summary(current, counts[current.run_id], self._clock()))
-        return runs
 
     def _pages(self, events: Sequence[EncodedEvent]) -> Iterator[list[EncodedEvent]]:
         """Splits events into messages of bounded count and size, at least one event each."""
@@ -519,39 +320,6 @@ class Watching:
         if page:
             yield page
 
-    def _ended(
-        self, sub: Subscription | RunsSubscription, stream: str, resume: str
-    ) -> DataLoss | Unavailable | ResourceExhausted:
-        """Why a watch stream ends early: the store lost events it may have sent (DATA_LOSS),
-        the server stops (UNAVAILABLE: resume elsewhere), or a send stood still."""
-        reason = sub.closed_reason or ""
-        if isinstance(sub, Subscription) and sub.lost:
-            return DataLoss(reason, reason="EVENTS_LOST")
-        if sub.stalled:  # its cancel was swallowed on the way (a store read may)
-            return self._stalled(sub, stream, resume)
-        return Unavailable(reason, reason=sub.closed_code)
-
-    def _stalled(
-        self, sub: Subscription | RunsSubscription, stream: str, resume: str
-    ) -> ResourceExhausted:
-        """The refusal that ends a stream whose send stood still for the send timeout,
-        counted and logged once; the clock's cancel of its task is taken back (the task goes
-        on to send the refusal)."""
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        self._observer.send_stalled()
-        log.info(
-            "%s ended: a message waited %gs to be sent (the client stopped reading)",
-            stream,
-            sub.stalled,
-        )
-        return ResourceExhausted(
-            f"a message waited {sub.stalled:g}s to be sent: the watcher stopped reading; {resume}",
-            reason="SEND_STALLED",
-            retry_after=0.0,
-        )
-
     def viewers_changed(self, run_id: str) -> None:
         """Records this process's watcher count (for other replicas) and tells WatchRuns."""
         state = self._ledger.cached(run_id)
@@ -561,5 +329,39 @@ class Watching:
             self._spawn(self._store.set_viewers(run_id, self._hub.watcher_count(run_id)))
 
 
+def ended(
+    sub: Subscription | RunsSubscription, stream: str, resume: str, observer: DeliveryObserver
+) -> DataLoss | Unavailable | ResourceExhausted:
+    """Why a watch stream ends early: the store lost events it may have sent (DATA_LOSS),
+    the server stops (UNAVAILABLE: resume elsewhere), or a send stood still."""
+    reason = sub.closed_reason or ""
+    if isinstance(sub, Subscription) and sub.lost:
+        return DataLoss(reason, reason="EVENTS_LOST")
+    if sub.stalled:  # its cancel was swallowed on the way (a store read may)
+        return stalled(sub, stream, resume, observer)
+    return Unavailable(reason, reason=sub.closed_code)
+
+
+def stalled(
+    sub: Subscription | RunsSubscription, stream: str, resume: str, observer: DeliveryObserver
+) -> ResourceExhausted:
+    """The refusal that ends a stream whose send stood still for the send timeout,
+    counted and logged once; the clock's cancel of its task is taken back (the task goes
+    on to send the refusal)."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    observer.send_stalled()
+    log.info(
+        "%s ended: a message waited %gs to be sent (the client stopped reading)",
+        stream,
+        sub.stalled,
+    )
+    return ResourceExhausted(
+        f"a message waited {sub.stalled:g}s to be sent: the watcher stopped reading; {resume}",
+        reason="SEND_STALLED",
+        retry_after=0.0,
+    )
+
+
 _RESUME_AFTER_SEQ = "watch again with after_seq set to the last seq it received"
-_WATCH_AGAIN = "watch again (the initial state comes anew)"
