@@ -17,7 +17,8 @@ seqs and read gaps from the stream, so a lost pub/sub message costs a read, neve
 (reads of the log: :mod:`.redis_log`; the notices and their one reader per process:
 :mod:`.redis_notices`; the URL's options: :mod:`.redis_url`; the connections and the checks
 at start: :mod:`.redis_connect`, and of Redis's own settings (eviction, AOF, replicas):
-:mod:`.redis_settings`; what callers get when Redis fails: :mod:`.redis_errors`).
+:mod:`.redis_settings`; writes that wait for Redis's replicas: :mod:`.redis_wait`; what callers
+get when Redis fails: :mod:`.redis_errors`).
 
 Run indexes live outside the runs' slots: ``P:runs`` (every run by create time), ``P:active``
 (runs not ended), ``P:ended`` (ended runs whose logs are kept, by when their ends were
@@ -48,7 +49,7 @@ from typing import Any
 import redis.exceptions as rex
 from runstream.v1 import run_pb2
 
-from runstream_server.errors import AlreadyExists, Unavailable
+from runstream_server.errors import AlreadyExists
 from runstream_server.store.base import (
     HeadMoved,
     HeldKey,
@@ -62,7 +63,7 @@ from runstream_server.store.base import (
     decode_run,
 )
 from runstream_server.store.clock import StoreClock
-from runstream_server.store.redis_connect import check_usable, connect, master_client
+from runstream_server.store.redis_connect import check_usable, connect
 from runstream_server.store.redis_counts import RunCounter
 from runstream_server.store.redis_errors import closed_store, unavailable
 from runstream_server.store.redis_filters import FilterIndexes
@@ -83,6 +84,7 @@ from runstream_server.store.redis_statuses import StatusIndexes
 from runstream_server.store.redis_url import parse_url, redact
 from runstream_server.store.redis_usage import UsageShare
 from runstream_server.store.redis_viewers import RedisViewerCounts
+from runstream_server.store.redis_wait import ReplicaWaits
 
 __all__ = ["RedisEventStore"]
 
@@ -214,7 +216,8 @@ class RedisEventStore:
         """This replica's callers' use of the per-caller limits, and the others'."""
         self._notices = NoticeFollower(self.options, self.replica_id)
         self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
-        self._masters: dict[str, Any] = {}  # on a cluster with wait=N: a client per master
+        self._waits = ReplicaWaits(self.options, self._keys, self._current, _APPEND)
+        """Writes that wait for Redis's replicas (``?wait=N``)."""
 
     @property
     def closed(self) -> bool:
@@ -286,10 +289,7 @@ class RedisEventStore:
         await self._notices.close()
         await self._viewers.stop()
         await self._filters.stop()
-        for master in self._masters.values():
-            with contextlib.suppress(rex.RedisError, OSError):
-                await master.aclose(close_connection_pool=True)
-        self._masters.clear()
+        await self._waits.close()
         client, self._client = self._client, _Closed()
         self._append = self._purge = _Closed()
         if client is not None and not isinstance(client, _Closed):
@@ -342,14 +342,13 @@ class RedisEventStore:
         for event in events:
             args += [event.seq, event.kind, event.idempotency_key, event.data]
         if self.options.wait_replicas:
-            # WAIT counts the replicas that have this connection's writes: it must follow
-            # the script on the same connection, which a pipeline guarantees. EVALSHA itself
-            # rather than the script object, which would make the pipeline ask SCRIPT EXISTS
-            # first, one more round trip per append; _waited loads the script when NOSCRIPT.
+            # EVALSHA itself rather than the script object, which would make the pipeline ask
+            # SCRIPT EXISTS first, one more round trip per append; the waits load the script
+            # where it is missing (NOSCRIPT).
             async def write(pipe: Any) -> None:
                 pipe.evalsha(self._append.sha, 3, meta, log_key, keys, *args)
 
-            (verdict, head), acked = await self._waited(run_id, write)
+            (verdict, head), acked = await self._waits.write(run_id, write)
         else:
             verdict, head = await self._append(keys=[meta, log_key, keys], args=args)
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
@@ -360,60 +359,12 @@ class RedisEventStore:
         if snapshot.status in TERMINAL:
             await self._index.mark_ended(run_id, snapshot)
         if self.options.wait_replicas:
-            self._check_acked(acked)
+            self._waits.check_acked(acked)
 
     @unavailable
     async def confirm(self, run_id: str) -> None:
-        if not self.options.wait_replicas:
-            return
-
-        # A write of ours, then WAIT: replication is in order, so once a replica has this
-        # write it has everything the run's log held before it.
-        async def write(pipe: Any) -> None:
-            pipe.hincrby(self._keys.meta(run_id), "confirms", 1)
-
-        _, acked = await self._waited(run_id, write)
-        self._check_acked(acked)
-
-    async def _waited(self, run_id: str, write: Callable[[Any], Awaitable[None]]) -> Any:
-        """`write` queued on a pipeline, then WAIT, both on one connection to the Redis that
-        owns the run. On a cluster that is the run's master, reached directly: the cluster
-        client would send WAIT to every node, on connections that wrote nothing."""
-        for attempt in (1, 2, 3):
-            pipe = self._owner(run_id).pipeline(transaction=False)
-            await write(pipe)
-            pipe.execute_command("WAIT", self.options.wait_replicas, self.options.wait_timeout_ms)
-            try:
-                return await pipe.execute()
-            except rex.MovedError:
-                # The run's slot is on another master now, and nothing ran here.
-                if attempt == 3:
-                    raise
-                await self._client.nodes_manager.initialize()
-            except rex.NoScriptError:
-                # The owner lost its scripts (a restart, a failover, SCRIPT FLUSH) and the
-                # append script did not run: load it there and send again.
-                if attempt == 3:
-                    raise
-                await self._owner(run_id).script_load(_APPEND)
-        raise AssertionError("unreachable")
-
-    def _owner(self, run_id: str) -> Any:
-        """The client whose connections reach the Redis that owns the run's keys."""
-        if not self.options.cluster:
-            return self._client
-        node = self._client.get_node_from_key(self._keys.meta(run_id))
-        client = self._masters.get(node.name)
-        if client is None:
-            client = self._masters[node.name] = master_client(node)
-        return client
-
-    def _check_acked(self, acked: int) -> None:
-        if int(acked) < self.options.wait_replicas:
-            raise Unavailable(
-                f"only {acked} of {self.options.wait_replicas} Redis replicas acknowledged "
-                "the write in time; it is stored on the primary, retry to confirm"
-            )
+        if self.options.wait_replicas:
+            await self._waits.confirm(run_id)
 
     @unavailable
     async def purge_events(
