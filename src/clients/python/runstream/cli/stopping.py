@@ -1,4 +1,5 @@
-"""Stopping a command as Ctrl-C does, whatever signal asks for it.
+"""Running a command's coroutine (:func:`run_async`), and stopping it as Ctrl-C does, whatever
+signal asks for it.
 
 Python turns SIGINT into KeyboardInterrupt, which unwinds the command: live views close and
 give the terminal its cursor back, a prompt restores the terminal's modes, the demo cancels
@@ -13,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from rich.console import Console
 
-__all__ = ["cancelled_by_signals", "terminated"]
+__all__ = ["cancelled_by_signals", "run_async", "terminated"]
+
+T = TypeVar("T")
 
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -51,3 +55,13 @@ def terminated(console: Console) -> int:
     killed (143 for SIGTERM)."""
     console.print("terminated", style="grey62")
     return 128 + (_received[-1] if _received else signal.SIGTERM)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine on uvloop when it is installed, else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
