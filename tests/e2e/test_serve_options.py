@@ -539,8 +539,10 @@ def test_every_option_in_seconds_takes_a_unit_as_abandon_after_does() -> None:
     assert watch.reconnect_timeout == 120
     health = build_parser().parse_args(["health", "--timeout", "1m"])
     assert health.timeout == 60
-    bridge = build_parser().parse_args(["agui", "--keepalive", "1m"])
-    assert bridge.keepalive == 60
+    bridge = build_parser().parse_args(["agui", "--keepalive", "1m", "--send-timeout", "2m"])
+    assert (bridge.keepalive, bridge.send_timeout) == (60, 120)
+    assert build_parser().parse_args(["agui"]).send_timeout == 60
+    assert build_parser().parse_args(["agui", "--send-timeout", "0"]).send_timeout == 0  # never
 
 
 @pytest.mark.parametrize(
@@ -551,6 +553,9 @@ def test_every_option_in_seconds_takes_a_unit_as_abandon_after_does() -> None:
         (["serve", "--shutdown-grace", "2h"],
          "argument --shutdown-grace: must be at most 3600 seconds"),
         (["serve", "--stall-after", "0s"], "argument --stall-after: must be greater than 0"),
+        (["agui", "--send-timeout", "1w"],
+         "argument --send-timeout: not a duration: '1w' (seconds, or e.g. 90s, 30m, 1h, 7d)"),
+        (["agui", "--send-timeout=-1"], "argument --send-timeout: must be 0 or more"),
         (["runs", "--reconnect-timeout=-1m"],
          "argument --reconnect-timeout: not a duration: '-1m' (seconds, or e.g. 90s, 30m, 1h, "
          "7d)"),

@@ -9,14 +9,16 @@ import asyncio
 import contextlib
 import copy
 import json
+import logging
 import os
 import signal
+import socket
 import sys
 import tracemalloc
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -982,22 +984,125 @@ async def test_one_client_address_cannot_take_every_stream_the_bridges_token_may
         await run.close()
 
 
-async def test_runstream_agui_command_serves_until_sigterm(
-    client: runstream.Client, server: RunstreamServer
+def viewers(client: runstream.Client, run_id: str, expected: int) -> Callable[[], Awaitable[bool]]:
+    """Whether the run has ``expected`` watchers (each bridge stream holds one), for until()."""
+
+    async def check() -> bool:
+        return (await client.get_run(run_id)).viewer_count == expected
+
+    return check
+
+
+async def stalled_client(port: int, path: str) -> socket.socket:
+    """A client that asks for ``path``'s stream and then reads none of it, offering a small
+    window (a laptop closed without a FIN, a stuck proxy). The caller closes it."""
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: its window
+    stuck.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(stuck, ("127.0.0.1", port))
+        await loop.sock_sendall(stuck, f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    except BaseException:
+        stuck.close()
+        raise
+    return stuck
+
+
+STALLING_TEXTS = 100
+"""Texts of 60,000 characters, 6 MB: more than the sockets' buffers and the bridge's hold."""
+
+
+async def report_stalling_texts(run: runstream.Run) -> None:
+    for _ in range(STALLING_TEXTS):
+        await run.text("writer", "m", "x" * 60_000)
+    await run.flush()
+
+
+async def test_a_client_that_stops_reading_loses_its_stream_not_the_other_clients_theirs(
+    client: runstream.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    run_id = await produce(client)
+    """A client that stopped reading its stream (a laptop closed without a FIN, a stuck
+    proxy) kept its place, and the server's watch behind it, until the kernel gave up on the
+    connection, about 15 minutes: a few of them shut every other browser out (found in
+    review). A write it has not taken within the send timeout resets its connection."""
+    run = await client.start_run("campaign")
+    await run.flush()
+    path = f"/runs/{run.run_id}/events"
+    caplog.set_level(logging.WARNING, logger="runstream.agui")
+    async with AguiBridge(client, port=0, max_streams=1, send_timeout=0.5) as bridge:
+        stuck = await stalled_client(bridge.port, path)
+        try:
+            await until(viewers(client, run.run_id, 1), within=10)
+            await report_stalling_texts(run)
+            await until(viewers(client, run.run_id, 0), within=10)  # its watch has ended
+
+            # Its place is free: another client gets the stream, every event of it.
+            await run.complete()
+            messages = await asyncio.wait_for(read_all(bridge.port, path), 30)
+            types = [json.loads(m.data)["type"] for m in messages]
+            assert types.count("TEXT_MESSAGE_CONTENT") == STALLING_TEXTS
+            assert types[-1] == "RUN_FINISHED"
+
+            # The stuck client's connection was reset, not left to end with the run.
+            loop = asyncio.get_running_loop()
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                async with asyncio.timeout(10):
+                    while chunk := await loop.sock_recv(stuck, 1 << 16):
+                        answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"RUN_FINISHED" not in answer
+        finally:
+            stuck.close()
+            await run.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "runstream.agui"]
+    assert len(said) == 1, said
+    assert run.run_id in said[0] and "127.0.0.1" in said[0] and "--send-timeout" in said[0]
+
+
+@contextlib.asynccontextmanager
+async def agui_command(
+    target: str, *options: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`runstream agui --target TARGET OPTIONS` in a subprocess, and the line it prints once
+    it serves; killed on the way out unless it has ended."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runstream.cli.main", "agui",
-        "--target", server.target, "--address", "127.0.0.1:0", "--max-body", "4096",
-        "--allowed-host", "agui.example.com", "--max-streams-per-address", "1",
+        sys.executable, "-m", "runstream.cli.main", "agui", "--target", target, *options,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        yield proc, (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def served_port(line: str) -> int:
+    """The port in the command's ``AG-UI bridge for TARGET: URL`` line."""
+    return int(line.rsplit(":", 1)[1].split("/")[0])
+
+
+async def stderr_after_sigterm(proc: asyncio.subprocess.Process) -> str:
+    """What the command said on stderr, its whitespace folded, once SIGTERM stopped it."""
+    proc.send_signal(signal.SIGTERM)
+    _, errors = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, errors
+    return " ".join(errors.decode().split())
+
+
+async def test_runstream_agui_command_serves_until_sigterm(
+    client: runstream.Client, server: RunstreamServer
+) -> None:
+    run_id = await produce(client)
+    options = ["--address", "127.0.0.1:0", "--max-body", "4096",
+               "--allowed-host", "agui.example.com", "--max-streams-per-address", "1"]  # fmt: skip
+    async with agui_command(server.target, *options) as (proc, line):
         assert line.startswith(f"AG-UI bridge for {server.target}: http://127.0.0.1:"), line
-        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        port = served_port(line)
         messages = await asyncio.wait_for(read_all(port, f"/runs/{run_id}/events"), 30)
         assert json.loads(messages[-1].data)["type"] == "RUN_FINISHED"
         posted = await asyncio.wait_for(
@@ -1026,12 +1131,28 @@ async def test_runstream_agui_command_serves_until_sigterm(
 
         await until(refused, within=10)
         writer.close()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await stderr_after_sigterm(proc)
+
+
+async def test_the_agui_commands_send_timeout_frees_the_place_of_a_client_that_stops_reading(
+    client: runstream.Client, server: RunstreamServer
+) -> None:
+    run = await client.start_run("campaign")
+    await run.flush()
+    options = ["--address", "127.0.0.1:0", "--send-timeout", "0.5"]
+    try:
+        async with agui_command(server.target, *options) as (proc, line):
+            stuck = await stalled_client(served_port(line), f"/runs/{run.run_id}/events")
+            try:
+                await until(viewers(client, run.run_id, 1), within=10)
+                await report_stalling_texts(run)
+                await until(viewers(client, run.run_id, 0), within=10)
+            finally:
+                stuck.close()
+            said = await stderr_after_sigterm(proc)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await run.close()
+    assert f"AG-UI stream of run {run.run_id!r} to 127.0.0.1 reset" in said, said
 
 
 @pytest.mark.parametrize(("address", "warned"), [("127.0.0.1:0", False), ("0.0.0.0:0", True)])
@@ -1041,22 +1162,8 @@ async def test_the_agui_command_warns_when_it_listens_beyond_this_machine(
     """The bridge authenticates nobody: on any interface it served the runs its token may
     read to whoever reached it without a word, where `serve` refuses the same exposure
     without --insecure-no-auth (found in review)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runstream.cli.main", "agui",
-        "--target", server.target, "--address", address,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        await asyncio.wait_for(proc.stdout.readline(), 30)  # it serves
-        proc.send_signal(signal.SIGTERM)
-        _, errors = await asyncio.wait_for(proc.communicate(), 30)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    said = " ".join(errors.decode().split())
+    async with agui_command(server.target, "--address", address) as (proc, _):
+        said = await stderr_after_sigterm(proc)
     assert ("authenticates nobody" in said) is warned, said
 
 

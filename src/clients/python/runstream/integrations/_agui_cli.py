@@ -16,6 +16,7 @@ from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
     non_negative_int,
+    non_negative_seconds,
     positive_int,
     positive_seconds,
     target_address,
@@ -111,6 +112,16 @@ def add_agui_command(
         metavar="SECONDS",
         help="send an SSE comment after this much silence, so proxies keep the stream",
     )
+    parser.add_argument(
+        "--send-timeout",
+        type=non_negative_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="reset a stream's connection when a message waited this long to be sent, its "
+        "client not reading (a laptop closed, a stuck proxy): its place and its watch are "
+        "freed, and EventSource reconnects with Last-Event-ID, missing nothing; 0: never "
+        "(default: 60)",
+    )
     add_client_security(parser)
     parser.set_defaults(handler=run_agui_command)
 
@@ -155,6 +166,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
     target = args.target or target_from_environment() or DEFAULT_TARGET
     origins: list[str] = args.origin
     keepalive: float = args.keepalive
+    send_timeout: float = args.send_timeout
     max_body: int = args.max_body or DEFAULT_MAX_BODY
     max_streams: int = DEFAULT_MAX_STREAMS if args.max_streams is None else args.max_streams
     per_address: int = args.max_streams_per_address
@@ -177,6 +189,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
             allowed_hosts=args.allowed_host,
             max_streams=max_streams,
             max_streams_per_address=per_address,
+            send_timeout=send_timeout,
         )
         try:
             await bridge.start()

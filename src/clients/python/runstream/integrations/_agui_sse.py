@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,7 @@ async def with_keepalive(
     keepalive: float,
     hangup: asyncio.Future[None],
     first: asyncio.Future[bytes] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """``messages``, with an SSE comment after each ``keepalive`` seconds of silence; ends
     when they end or when the client hangs up (``hangup`` completes). ``first``: the next
     of them, already asked for."""

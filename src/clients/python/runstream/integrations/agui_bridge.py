@@ -26,7 +26,11 @@ streams at once, and ``max_streams_per_address`` to one client address, so that 
 cannot take them all. A stream (or a POST, whose body is read in its stream's place) beyond
 either gets ``503`` with ``Retry-After``, as does one whose watch the server refuses for a
 limit of its own (RESOURCE_EXHAUSTED with a RetryInfo, which names the wait): the stream's
-``200`` is sent only once the server took the watch, never a ``200`` followed by nothing.
+``200`` is sent only once the server took the watch, never a ``200`` followed by nothing. A
+client that stops reading its stream (a laptop closed, a stuck proxy) would hold its place and
+its watch for as long as the kernel kept the connection: a message that waited
+``send_timeout`` seconds to be sent ends the stream, resetting the connection (EventSource
+reconnects with ``Last-Event-ID`` and misses nothing).
 
 ``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``, ``HEAD`` what ``GET``
 would without its body. Other paths get 404, other methods 405, a POST body that is not a
@@ -50,6 +54,8 @@ import contextlib
 import json
 import logging
 import re
+import socket
+import struct
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from urllib.parse import unquote
@@ -95,6 +101,10 @@ _FULL_RETRY_AFTER = 5
 _ROUTE = re.compile(r"^/runs/(?P<run_id>[^/]+)/events/?\Z")
 # How long EventSource waits before reconnecting after a dropped stream.
 _RETRY_MS = 1000
+
+
+class _SendStalled(Exception):
+    """A stream's client made no room for a message within the bridge's send timeout."""
 
 
 class StreamPlaces:
@@ -156,6 +166,11 @@ class AguiBridge:
         max_streams_per_address: The most of them one client address may hold; one more
             gets 503 with ``Retry-After``. Behind a proxy, every client has the proxy's
             address: give it as much as ``max_streams`` there (or 0: no limit).
+        send_timeout: Seconds a message of a stream may wait to be sent, its client not
+            reading (what it left unread fills the connection's buffers): then the bridge
+            resets the connection, which frees its place and ends its watch, and logs a
+            WARNING. EventSource reconnects with ``Last-Event-ID`` and misses nothing. 0:
+            wait for ever.
     """
 
     def __init__(
@@ -171,6 +186,7 @@ class AguiBridge:
         allowed_hosts: Sequence[str] = (),
         max_streams: int = DEFAULT_MAX_STREAMS,
         max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS,
+        send_timeout: float = 60.0,
     ) -> None:
         self._upstream = Upstream(client)
         self._places = StreamPlaces(max_streams, max_streams_per_address)
@@ -181,6 +197,7 @@ class AguiBridge:
         self._port = port
         self._origins = tuple(origins)
         self._keepalive = keepalive
+        self._send_timeout = send_timeout
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -346,30 +363,38 @@ class AguiBridge:
             # Everything was seen and nothing more will come: 204 stops EventSource.
             await self._respond(out, 204, "No Content", "", cors)
             return
+        head = response_head(
+            200,
+            "OK",
+            {
+                **cors,
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "Connection": "close",
+            },
+        )
+        if watch is None:  # HEAD
+            out.write(head)
+            await out.drain()
+            return
         try:
-            out.write(
-                response_head(
-                    200,
-                    "OK",
-                    {
-                        **cors,
-                        "Content-Type": "text/event-stream; charset=utf-8",
-                        "Cache-Control": "no-cache",
-                        "X-Accel-Buffering": "no",
-                        "Connection": "close",
-                    },
-                )
-            )
-            if watch is None:  # HEAD
-                await out.drain()
-                return
-            writer.write(f"retry: {_RETRY_MS}\n\n".encode())
-            await writer.drain()
-        except BaseException:
-            if watch is not None:
+            try:
+                await self._send(writer, head + f"retry: {_RETRY_MS}\n\n".encode())
+            except BaseException:
                 await abandon(*watch)
-            raise
-        await self._stream(*watch, reader, writer)
+                raise
+            await self._stream(*watch, reader, writer)
+        except _SendStalled:
+            # The watch has ended; the place is given back when this returns.
+            _log.warning(
+                "AG-UI stream of run %r to %s reset: a message waited %g s to be sent, the "
+                "client not reading (runstream agui --send-timeout)",
+                run_id,
+                peer_address(writer),
+                self._send_timeout,
+            )
+            _reset(writer)
 
     async def _run_input(
         self,
@@ -424,14 +449,25 @@ class AguiBridge:
         writer: asyncio.StreamWriter,
     ) -> None:
         """Sends the watch's messages, ``first`` first, until the run ends or the client
-        leaves."""
+        leaves; then ends the watch (at once, also when a send stalled)."""
         hangup = asyncio.ensure_future(until_hangup(reader))
+        chunks = with_keepalive(messages, self._keepalive, hangup, first)
         try:
-            async for chunk in with_keepalive(messages, self._keepalive, hangup, first):
-                writer.write(chunk)
-                await writer.drain()
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    await self._send(writer, chunk)
         finally:
             hangup.cancel()
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """Writes ``data`` of a stream; raises _SendStalled when the client has not made
+        room for it within the send timeout."""
+        writer.write(data)
+        try:
+            async with asyncio.timeout(self._send_timeout or None):
+                await writer.drain()
+        except TimeoutError:
+            raise _SendStalled from None
 
     def _host_allowed(self, host: str) -> bool:
         name = host_header_name(host)
@@ -483,6 +519,17 @@ class AguiBridge:
         writer.write(response_head(status, reason, extra))
         writer.write(payload)
         await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Ends a connection whose client stopped reading, now: what the socket still holds is
+    dropped and the client gets a reset (SO_LINGER 0), where a close would leave the kernel
+    offering it to a client that takes none of it for minutes."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def _counted(n: int, noun: str) -> str:
