@@ -1061,6 +1061,30 @@ async def test_a_client_that_stops_reading_loses_its_stream_not_the_other_client
     assert run.run_id in said[0] and "127.0.0.1" in said[0] and "--send-timeout" in said[0]
 
 
+async def test_a_stop_does_not_wait_for_ever_on_a_client_that_stopped_reading(
+    client: runstream.Client,
+) -> None:
+    """A stop closed each connection and waited for its client to take what it still held:
+    one that had stopped reading, caught before its send timeout, made ``runstream agui``
+    hang on SIGTERM for good. That wait is bounded by the send timeout too, then the
+    connection is reset."""
+    run = await client.start_run("campaign")
+    await run.flush()
+    bridge = AguiBridge(client, port=0, send_timeout=2)
+    await bridge.start()
+    stuck = await stalled_client(bridge.port, f"/runs/{run.run_id}/events")
+    try:
+        await until(viewers(client, run.run_id, 1), within=10)
+        await report_stalling_texts(run)
+        await asyncio.sleep(0.5)  # the bridge has filled the buffers, and waits to send more
+        async with asyncio.timeout(10):
+            await bridge.stop()
+    finally:
+        stuck.close()
+        await bridge.stop()
+        await run.close()
+
+
 @contextlib.asynccontextmanager
 async def agui_command(
     target: str, *options: str

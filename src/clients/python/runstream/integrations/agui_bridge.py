@@ -169,8 +169,9 @@ class AguiBridge:
         send_timeout: Seconds a message of a stream may wait to be sent, its client not
             reading (what it left unread fills the connection's buffers): then the bridge
             resets the connection, which frees its place and ends its watch, and logs a
-            WARNING. EventSource reconnects with ``Last-Event-ID`` and misses nothing. 0:
-            wait for ever.
+            WARNING. EventSource reconnects with ``Last-Event-ID`` and misses nothing. A
+            connection's last bytes, once its stream ends or the bridge stops, wait no
+            longer for the client to take them. 0: wait for ever.
     """
 
     def __init__(
@@ -255,9 +256,20 @@ class AguiBridge:
             _log.warning("AG-UI stream ended: %s", exc)
         finally:
             self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await self._close(writer)
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        """Closes a connection once its client has taken what it still holds, or resets it
+        when the client has not within the send timeout: one that stopped reading would keep
+        the connection, and a stop that waits for it, for ever."""
+        writer.close()
+        try:
+            async with asyncio.timeout(self._send_timeout or None):
                 await writer.wait_closed()
+        except TimeoutError:
+            _reset(writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
