@@ -52,6 +52,16 @@ async def get_run(stubs: Any, run_id: str) -> run_pb2.Run:
     return (await stubs.runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))).run
 
 
+async def until_health(stubs: Any, run_id: str, health: int) -> run_pb2.Run:
+    """The run once the background stall check gave it `health` (polled for up to 15 s)."""
+    for _ in range(300):
+        run = await get_run(stubs, run_id)
+        if run.health == health:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never became {run_pb2.RunHealth.Name(health)}")
+
+
 async def rpc_error(call: Any) -> grpc.aio.AioRpcError:
     """The error a unary call (awaited here) ends with; the test fails if it succeeds."""
     with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -37,6 +37,7 @@ from tests.server.support import (
     keyless,
     on_clock,
     rp,
+    until_health,
 )
 
 # The stall check's timers: the commit path changes nothing here.
@@ -55,16 +56,6 @@ def policy(abandon_after: float | None = ABANDON_AFTER) -> InsightPolicy:
         abandon_after=abandon_after,
         check_every=CHECK_EVERY,
     )
-
-
-async def until(stubs: Stubs, run_id: str, health: int) -> run_pb2.Run:
-    """The run once the background check gave it `health` (a pass every CHECK_EVERY)."""
-    for _ in range(300):
-        run = await get_run(stubs, run_id)
-        if run.health == health:
-            return run
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"run {run_id} never became {run_pb2.RunHealth.Name(health)}")
 
 
 async def abandoned(stubs: Stubs, run_id: str) -> run_pb2.Run:
@@ -96,8 +87,8 @@ async def test_a_run_stalled_past_abandon_after_ends_failed_abandoned_for_its_wa
         never_started = await create_run(stubs, "crawl")
         watch = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id))
         clock.move(STALL_AFTER + 1)
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
-        await until(stubs, never_started.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, never_started.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER - 60)  # stalled, not yet long enough
         await asyncio.sleep(PASSES)
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
@@ -137,13 +128,13 @@ async def test_a_stalled_run_whose_producer_reports_again_is_not_abandoned(
     async with clocked_server(tmp_path, server_config, policy()) as (stubs, clock):
         run = await started_run(stubs)
         clock.move(STALL_AFTER + 1)
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER - 100)
         progress = ev.StepProgress(step_id="crawl", percent=50.0)
         await append(stubs, run.run_id, ev.RunEvent(step_progress=progress))
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_HEALTHY)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_HEALTHY)
         clock.move(ABANDON_AFTER)  # past the hour since the first stall: stalled again only
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         await asyncio.sleep(PASSES)
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
         clock.move(ABANDON_AFTER + 1)
@@ -156,7 +147,7 @@ async def test_without_abandon_after_a_silent_run_waits_for_its_producer(
     async with clocked_server(tmp_path, server_config, policy(None)) as (stubs, clock):
         run = await started_run(stubs)
         clock.move(STALL_AFTER + 1)
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(365 * 86400)
         await asyncio.sleep(PASSES)
         assert (await get_run(stubs, run.run_id)).status == run_pb2.RUN_STATUS_RUNNING
@@ -177,7 +168,7 @@ async def test_two_replicas_end_an_abandoned_run_once(
     async with clocked_replicas(url, tmp_path, policy(), clock) as ((a, stubs_a), (b, stubs_b)):
         run = await started_run(stubs_a)
         clock.move(STALL_AFTER + 1)
-        await until(stubs_b, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs_b, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER + 1)
         assert a.runs is not None and b.runs is not None
         # Both checks at once, besides the replicas' own background ones: the race itself.
@@ -203,7 +194,7 @@ async def test_a_producer_still_attached_is_told_to_stop_and_one_attaching_later
         await report.write(rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[keyless(1)]))
         assert (await report.read()).ack.batch_id == 1
         clock.move(STALL_AFTER + 1)
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER + 1)
         async with asyncio.timeout(15):
             control = (await report.read()).control
@@ -236,7 +227,7 @@ async def test_a_producer_that_reports_as_the_run_is_judged_keeps_it(
             stubs = Stubs.on(channel)
             run = await started_run(stubs)
             clock.move(STALL_AFTER + 1)
-            await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+            await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
             clock.move(ABANDON_AFTER + 1)
             progress = ev.StepProgress(step_id="crawl", percent=50.0)
             await append(stubs, run.run_id, ev.RunEvent(step_progress=progress))
@@ -261,7 +252,7 @@ async def test_time_the_server_was_down_is_not_counted_and_a_paused_run_is_left_
         paused = await started_run(stubs)
         await stubs.runs.PauseRun(rs.PauseRunRequest(run_id=paused.run_id, reason="lunch"))
         clock.move(STALL_AFTER + 1)
-        await until(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
         clock.move(ABANDON_AFTER - 60)
     clock.move(2 * ABANDON_AFTER)  # down
     async with clocked_server(tmp_path, server_config, policy(), clock) as (stubs, _):
@@ -301,7 +292,7 @@ async def test_a_producer_whose_clock_is_days_off_is_stalled_and_abandoned_on_ti
         assert (await get_run(stubs, behind)).health == run_pb2.RUN_HEALTH_HEALTHY
         clock.move(STALL_AFTER + 1)
         for run_id in (ahead, behind):
-            stalled = await until(stubs, run_id, run_pb2.RUN_HEALTH_STALLED)
+            stalled = await until_health(stubs, run_id, run_pb2.RUN_HEALTH_STALLED)
             assert stalled.health_reason == "crawl: no report for 61s (expected within 60s)"
         clock.move(ABANDON_AFTER + 1)
         for run_id in (ahead, behind):
