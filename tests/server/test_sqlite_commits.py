@@ -1,19 +1,25 @@
-"""SQLite commits with ``synchronous=NORMAL`` run on the event loop; what that must not change.
+"""SQLite commits: the ``synchronous`` mode the server is given, and commits with
+``synchronous=NORMAL`` on the event loop.
 
-Those commits do not wait for the disk, so they skip the hand-off to the writer thread; the
-checkpoints that copy the WAL into the database file (which do wait for the disk) run on the
-writer thread instead. A purge or a recovery probe holding the writer connection sends the
-commits back to the thread rather than blocking the event loop.
+The writer connection runs in the mode the config names (``serve --sync``).
+
+Commits with ``synchronous=NORMAL`` do not wait for the disk, so they skip the hand-off to
+the writer thread; the checkpoints that copy the WAL into the database file (which do wait for
+the disk) run on the writer thread instead. A purge or a recovery probe holding the writer
+connection sends the commits back to the thread rather than blocking the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 from runstream.v1 import run_pb2
+from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.store.base import StoredEvent
 from runstream_server.store.sqlite import SqliteEventStore
 
@@ -29,6 +35,31 @@ def _snapshot(run_id: str, last_seq: int) -> run_pb2.Run:
 async def _append(store: SqliteEventStore, run_id: str, seq: int) -> None:
     event = StoredEvent(seq, 1, f"k{seq}", bytes([seq % 251]) * _BLOB)
     await store.append(run_id, [event], _snapshot(run_id, seq), expected_seq=seq - 1)
+
+
+def _pragma_synchronous(conn: sqlite3.Connection, _arg: None) -> int:
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+@pytest.mark.parametrize(("mode", "applied"), [("FULL", 2), ("NORMAL", 1)])
+async def test_the_writer_commits_in_the_synchronous_mode_the_server_is_given(
+    tmp_path: Path, mode: str, applied: int
+) -> None:
+    """``serve --sync``: FULL waits for the disk at each commit (nothing acknowledged is
+    lost on power loss), NORMAL does not. The mode is the writer connection's own, so it is
+    read there."""
+    config = ServerConfig(
+        address="127.0.0.1:0", store_path=tmp_path / "runstream.db", sqlite_synchronous=mode
+    )
+    server = RunstreamServer(config)
+    await server.start()
+    try:
+        assert server._store is not None
+        store = server._store.inner
+        assert isinstance(store, SqliteEventStore)
+        assert await store.writer.run(_pragma_synchronous, None) == applied
+    finally:
+        await server.stop(grace=0.1)
 
 
 async def test_the_wal_is_checkpointed_while_commits_run_on_the_loop(tmp_path: Path) -> None:
