@@ -1,7 +1,9 @@
-"""SQLite commits: the ``synchronous`` mode the server is given, and commits with
-``synchronous=NORMAL`` on the event loop.
+"""SQLite commits: the ``synchronous`` mode the server is given, group commits, and commits
+with ``synchronous=NORMAL`` on the event loop.
 
-The writer connection runs in the mode the config names (``serve --sync``).
+The writer connection runs in the mode the config names (``serve --sync``). Appends that
+arrive while a commit is in progress share the next transaction, one savepoint each: one that
+fails leaves nothing of itself, and the others land.
 
 Commits with ``synchronous=NORMAL`` do not wait for the disk, so they skip the hand-off to
 the writer thread; the checkpoints that copy the WAL into the database file (which do wait for
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 from runstream.v1 import run_pb2
 from runstream_server.app import RunstreamServer, ServerConfig
-from runstream_server.store.base import StoredEvent
+from runstream_server.store.base import HeadMoved, StoredEvent
 from runstream_server.store.sqlite import SqliteEventStore
 
 _BLOB = 32 * 1024
@@ -32,8 +34,8 @@ def _snapshot(run_id: str, last_seq: int) -> run_pb2.Run:
     return run
 
 
-async def _append(store: SqliteEventStore, run_id: str, seq: int) -> None:
-    event = StoredEvent(seq, 1, f"k{seq}", bytes([seq % 251]) * _BLOB)
+async def _append(store: SqliteEventStore, run_id: str, seq: int, key: str = "") -> None:
+    event = StoredEvent(seq, 1, key or f"k{seq}", bytes([seq % 251]) * _BLOB)
     await store.append(run_id, [event], _snapshot(run_id, seq), expected_seq=seq - 1)
 
 
@@ -60,6 +62,54 @@ async def test_the_writer_commits_in_the_synchronous_mode_the_server_is_given(
         assert await store.writer.run(_pragma_synchronous, None) == applied
     finally:
         await server.stop(grace=0.1)
+
+
+async def test_a_write_that_fails_in_a_group_commit_leaves_nothing_and_the_others_land(
+    tmp_path: Path,
+) -> None:
+    """A batch resent with an idempotency key run "a"'s log already holds fails inside the
+    transaction it shares with other runs' appends, after its snapshot update: that update
+    is undone with it, so the run's snapshot claims no event its log lacks."""
+    store = SqliteEventStore(tmp_path / "group.db")  # FULL: commits queue for the writer thread
+    await store.open()
+    try:
+        await _append(store, "a", 1, key="k")
+        await _append(store, "c", 1)
+        before = await store.load_run("a")
+        held, release = threading.Event(), threading.Event()
+
+        def occupy(_conn: object, _arg: None) -> None:  # a slow commit on the writer thread
+            held.set()
+            release.wait(10)
+
+        busy = asyncio.ensure_future(store.writer.run(occupy, None))
+        assert await asyncio.to_thread(held.wait, 10)
+        # Queued behind it, in order: the next transaction holds all four.
+        group = [
+            asyncio.ensure_future(_append(store, "b", 1)),
+            asyncio.ensure_future(_append(store, "a", 2, key="k")),
+            asyncio.ensure_future(_append(store, "c", 2)),
+            asyncio.ensure_future(_append(store, "d", 1)),
+        ]
+        await asyncio.sleep(0.05)
+        release.set()
+        await busy
+        outcomes = await asyncio.wait_for(asyncio.gather(*group, return_exceptions=True), 10)
+        assert [type(o) for o in outcomes] == [type(None), HeadMoved, type(None), type(None)]
+
+        assert await store.load_run("a") == before
+        assert [(e.seq, e.idempotency_key) for e in await store.read_events("a", 0, 10)] == [
+            (1, "k")
+        ]
+        for run_id, last in (("b", 1), ("c", 2), ("d", 1)):
+            run = await store.load_run(run_id)
+            assert run is not None and run.last_seq == last
+            events = await store.read_events(run_id, 0, 10)
+            assert [e.seq for e in events] == list(range(1, last + 1))
+        await _append(store, "a", 2)  # the run goes on from where it was
+        assert [e.seq for e in await store.read_events("a", 0, 10)] == [1, 2]
+    finally:
+        await store.close()
 
 
 async def test_the_wal_is_checkpointed_while_commits_run_on_the_loop(tmp_path: Path) -> None:
