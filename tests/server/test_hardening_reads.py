@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import (
     decision_service_pb2_grpc,
@@ -25,7 +27,7 @@ from runstream_server.domain.runs import Limits
 from runstream_server.domain.steps import MAX_RUN_STEPS
 
 from tests.server.conftest import BOTH_STORES, Stubs
-from tests.server.support import append, create_run, custom, ev
+from tests.server.support import append, create_run, custom, ev, status_detail, watch_all
 
 # Reads: the commit path changes nothing here.
 STORES = BOTH_STORES
@@ -184,9 +186,37 @@ async def test_list_runs_and_watch_runs_split_big_runs_by_bytes(small_budget: St
     assert sorted(watched) == sorted(created)
 
 
+def _snapshot_too_large(exc: grpc.aio.AioRpcError, run_id: str) -> bool:
+    info = status_detail(exc, error_details_pb2.ErrorInfo)
+    return (
+        exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and info is not None
+        and info.reason == "SNAPSHOT_TOO_LARGE"
+        and (exc.details() or "").startswith(
+            f"events: this would grow the snapshot of run {run_id!r} to "
+        )
+    )
+
+
+_ENDINGS = {
+    "completed": (
+        ev.RunEvent(run_completed=ev.RunCompleted(summary="s" * 4000)),
+        run_pb2.RUN_STATUS_SUCCEEDED,
+    ),
+    "failed": (
+        ev.RunEvent(run_failed=ev.RunFailed(error=run_pb2.ErrorInfo(message="m" * 4000))),
+        run_pb2.RUN_STATUS_FAILED,
+    ),
+}
+
+
+@pytest.mark.parametrize("ending", _ENDINGS)
 async def test_a_run_cannot_grow_its_snapshot_past_the_limit_and_still_ends(
-    small_budget: Stubs,
+    small_budget: Stubs, ending: str
 ) -> None:
+    """A run grown until a step is refused, so its snapshot is within a step of its limit,
+    still ends with a summary (a long error message) of several KB, which closes its running
+    steps too: its watcher sees the end."""
     stubs = small_budget
     run = await create_run(stubs)
     steps = [
@@ -195,14 +225,29 @@ async def test_a_run_cannot_grow_its_snapshot_past_the_limit_and_still_ends(
     ]
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await append(stubs, run.run_id, *steps)
-    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert (info.value.details() or "").startswith(
-        f"events: this would grow the snapshot of run {run.run_id!r} to "
-    )
+    assert _snapshot_too_large(info.value, run.run_id)
     await append(stubs, run.run_id, *steps[:40])  # what fits is taken
-    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted(summary="ok")))
-    got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
-    assert got.run.result_summary == "ok" and len(got.run.steps) == 40
+    taken = 40
+    while True:  # then one step at a time, up to the limit
+        try:
+            await append(stubs, run.run_id, steps[taken])
+        except grpc.aio.AioRpcError as exc:
+            assert _snapshot_too_large(exc, run.run_id)
+            break
+        taken += 1
+    assert taken < 60
+    watcher = asyncio.ensure_future(watch_all(stubs, run.run_id))
+    end, status = _ENDINGS[ending]
+    await append(stubs, run.run_id, end)
+    got = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert (got.status, len(got.steps)) == (status, taken)
+    assert (got.result_summary, got.error.message) == (
+        end.run_completed.summary,
+        end.run_failed.error.message,
+    )
+    watched = await asyncio.wait_for(watcher, 10)
+    assert [e.seq for r in watched for e in r.events][-1] == got.last_seq
+    assert watched[-1].events[-1].WhichOneof("payload") == end.WhichOneof("payload")
 
 
 def _payload_of(token: str) -> dict[str, Any]:
