@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_pb2, run_service_pb2
@@ -242,6 +243,20 @@ BAD_EVENTS = [
             )
         ),
         "events[0].decision_requested.default_option",
+    ),
+    *(  # a negative wait: the decision would time out at once, with its default
+        (
+            ev.RunEvent(
+                decision_requested=ev.DecisionRequested(
+                    decision_id="d",
+                    prompt="Which?",
+                    options=[ev.DecisionOption(value="a")],
+                    timeout=timeout,
+                )
+            ),
+            "events[0].decision_requested.timeout",
+        )
+        for timeout in (duration_pb2.Duration(seconds=-1), duration_pb2.Duration(nanos=-1))
     ),
 ]
 
