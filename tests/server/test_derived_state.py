@@ -273,6 +273,25 @@ async def test_a_step_still_running_when_the_run_ends_is_closed_with_it(stubs, e
     assert kinds.index(closed) < kinds.index(f"run_{ending}")
 
 
+@pytest.mark.parametrize("ending", ["completed", "cancelled"])
+async def test_an_agent_at_work_when_the_run_ends_is_not_shown_active_after(stubs, ending) -> None:  # type: ignore[no-untyped-def]
+    """An agent that said it started and never said it was done (its process died, or the
+    run was cancelled under it), on no step: the ended run shows nobody still at work."""
+    run = await create_run(stubs)
+    started = ev.AgentActivity(agent_id="bot-1", activity=ev.AGENT_ACTIVITY_TYPE_STARTED)
+    await append(stubs, run.run_id, ev.RunEvent(agent_activity=started))
+    assert [a.agent_id for a in (await get_run(stubs, run.run_id)).active_agents] == ["bot-1"]
+    if ending == "cancelled":
+        await stubs.runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=run.run_id))
+        ended = run_pb2.RUN_STATUS_CANCELLED
+    else:
+        await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+        ended = run_pb2.RUN_STATUS_SUCCEEDED
+    snap = await get_run(stubs, run.run_id)
+    assert snap.status == ended
+    assert list(snap.active_agents) == []
+
+
 async def test_a_run_without_a_plan_says_nothing_of_how_far_it_is_until_it_ends(stubs) -> None:  # type: ignore[no-untyped-def]
     """Steps known only as they start (an agent graph) count as done, not as a fraction of
     a whole: no "100 %" after the first node, no "25% and 50% and 75% complete" milestone
