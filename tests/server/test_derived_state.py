@@ -340,6 +340,34 @@ async def test_unplanned_step_is_added_and_failed_step_can_be_retried(stubs) -> 
     assert snap.current_step_id == "extra"
 
 
+async def test_a_failed_step_then_skipped_lasted_until_the_skip(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A step fails, then the workflow gives up on it and skips it: it ended at the skip, and
+    its duration runs from its start to there, not to the failure."""
+    run = await create_run(stubs, "a")
+
+    def at(seconds: int, event: ev.RunEvent) -> ev.RunEvent:
+        event.event_time.FromSeconds(1_800_000_000 + seconds)
+        return event
+
+    boom = run_pb2.ErrorInfo(message="boom")
+    await append(
+        stubs,
+        run.run_id,
+        at(0, ev.RunEvent(step_started=ev.StepStarted(step_id="a"))),
+        at(2, ev.RunEvent(step_failed=ev.StepFailed(step_id="a", error=boom))),
+    )
+    assert (await get_run(stubs, run.run_id)).steps[0].duration.seconds == 2
+    await append(
+        stubs,
+        run.run_id,
+        at(5, ev.RunEvent(step_skipped=ev.StepSkipped(step_id="a", reason="not needed"))),
+    )
+    [a] = (await get_run(stubs, run.run_id)).steps
+    assert a.status == run_pb2.STEP_STATUS_SKIPPED
+    assert a.end_time.seconds == 1_800_000_005
+    assert a.duration == duration_pb2.Duration(seconds=5)
+
+
 async def test_a_refused_batch_leaves_no_trace_of_the_step_it_started(stubs) -> None:  # type: ignore[no-untyped-def]
     run = await create_run(stubs, "a")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
