@@ -176,6 +176,7 @@ async def test_exception_escaping_the_run_block_reports_the_run_failed(client: C
     snapshot = await client.get_run(run.run_id)
     assert snapshot.status == RunStatus.FAILED
     assert snapshot.error is not None and "budget exhausted" in snapshot.error.message
+    assert snapshot.error.code == "RuntimeError"
     events = await events_of(client, run.run_id)
     assert events[-1].kind == EventKind.RUN_FAILED
     assert isinstance(events[-1].payload, RunFailed)
