@@ -8,9 +8,10 @@ iteration, so a caller that only called answer() made the queue grow without end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import runstream
-from runstream import DecisionClosed, DecisionPrompt
+from runstream import DecisionClosed, DecisionPrompt, InteractionUpdate
 from runstream.v1 import event_pb2 as ev
 from runstream.v1 import report_service_pb2
 from runstream_server.app import RunstreamServer
@@ -20,7 +21,7 @@ ANSWERED = 45
 MAX_UPDATES = 10
 
 
-def questions(run_id: str) -> report_service_pb2.AppendEventsRequest:
+def questions(run_id: str, ids: range = range(ASKED)) -> report_service_pb2.AppendEventsRequest:
     return report_service_pb2.AppendEventsRequest(
         run_id=run_id,
         events=[
@@ -31,7 +32,7 @@ def questions(run_id: str) -> report_service_pb2.AppendEventsRequest:
                     options=[ev.DecisionOption(value="a"), ev.DecisionOption(value="b")],
                 )
             )
-            for i in range(ASKED)
+            for i in ids
         ],
     )
 
@@ -66,4 +67,42 @@ async def test_answering_without_iterating_keeps_the_queue_bounded(
                     break
             assert update.decision.decision_id == f"d{ANSWERED}"
             assert update.decision.choice == "b"
+        await run.close()
+
+
+async def test_a_prompt_shown_before_the_queue_overflowed_still_gets_its_closure(
+    server: RunstreamServer,
+) -> None:
+    """The caller was shown d0, then fell behind: more prompts overflowed its queue, which a
+    resync replaced. d0 is answered elsewhere before the caller reads again: the resync tells
+    it d0 closed (else a UI keeps offering a closed decision, and answering it fails)."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("bounded")
+        async with client.interact([run.run_id], max_updates=2) as interaction:
+            report = client.raw_report_service
+            await report.AppendEvents(questions(run.run_id, range(1)))
+            shown = await asyncio.wait_for(anext(interaction), 10)
+            assert isinstance(shown, DecisionPrompt) and shown.decision.decision_id == "d0"
+            await report.AppendEvents(questions(run.run_id, range(1, 6)))  # 5 > max_updates
+            # Each answer's result comes after what the stream sent before it: the prompts,
+            # then d0's closure, reach the interaction before the caller reads again.
+            await interaction.answer(run.run_id, "d1", "a")
+            await client.submit_decision(run.run_id, "d0", "b", answered_by="ana")
+            await interaction.answer(run.run_id, "d2", "a")
+
+            updates: list[InteractionUpdate] = []
+            with contextlib.suppress(TimeoutError):  # the list then says what went missing
+                while len(updates) < 6:
+                    updates.append(await asyncio.wait_for(anext(interaction), 5))
+            told = [(type(u).__name__, u.decision and u.decision.decision_id) for u in updates]
+            assert told == [
+                ("DecisionClosed", "d0"),
+                ("DecisionPrompt", "d3"),
+                ("DecisionPrompt", "d4"),
+                ("DecisionPrompt", "d5"),
+                ("AnswerResult", "d1"),
+                ("AnswerResult", "d2"),
+            ]
+            closed = updates[0].decision
+            assert closed is not None and (closed.choice, closed.answered_by) == ("b", "ana")
         await run.close()
