@@ -7,8 +7,9 @@ hold a watcher still "sending" at a precise point; the others go through a real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -312,16 +313,17 @@ class Overflows:
     def overflowed(self) -> None:
         self.count += 1
 
+    def send_stalled(self) -> None:
+        pass
+
     def committed_elsewhere(self, run_id: str, events: object, run: object) -> None:
         pass
 
 
-async def test_a_watcher_that_keeps_up_takes_a_commit_bigger_than_the_byte_budget_live(
-    tmp_path: Path,
-) -> None:
-    """Found in review: the byte budget counted a commit on its own, so one commit past it
-    (a Report stream commits the batches that queued up as one) sent every watcher of the
-    run, the ones keeping up too, back to the store at once."""
+@pytest.fixture
+async def budgeted(tmp_path: Path) -> AsyncIterator[tuple[RunManager, Overflows]]:
+    """A RunManager whose watchers keep at most 1 MiB of events waiting, and the count of
+    the watchers that overflowed that."""
     store = SqliteEventStore(tmp_path / "domain.db")
     await store.open()
     overflows = Overflows()
@@ -329,22 +331,67 @@ async def test_a_watcher_that_keeps_up_takes_a_commit_bigger_than_the_byte_budge
         store, Hub(max_pending_bytes=1024 * 1024), observer=overflows, frame=frame_event
     )
     try:
-        run_id = await new_run(runs)
-        watch = runs.watch(run_id)
-        assert event_seqs(await anext(watch)) == [1]  # from the store
-        following = asyncio.ensure_future(anext(watch))
-        await asyncio.sleep(0.1)  # level with the run: live, waiting
-        await runs.append(run_id, [custom(1)])
-        assert event_seqs(await following) == [2]  # live; the watcher sends it
-        bigs = [ev.RunEvent(custom=ev.Custom(type="artifact")) for _ in range(8)]
-        for big in bigs:
-            big.custom.data.update({"text": "x" * 200_000})
-        await runs.append(run_id, bigs)  # 1.6 MB in one commit, nothing waiting
-        seen: list[int] = []
-        while len(seen) < 8:
-            seen += event_seqs(await anext(watch))
-        assert seen == list(range(3, 11))
-        assert overflows.count == 0
+        yield runs, overflows
     finally:
         runs.shutdown()
         await store.close()
+
+
+async def live_watch(runs: RunManager) -> tuple[str, AsyncGenerator[WatchItem, None]]:
+    """A new run, and a watcher of it that is live: it sends seq 2, from the hub, and is held
+    at that send until it is read on."""
+    run_id = await new_run(runs)
+    watch = runs.watch(run_id)
+    assert event_seqs(await anext(watch)) == [1]  # from the store
+    following = asyncio.ensure_future(anext(watch))
+    await asyncio.sleep(0.1)  # level with the run: live, waiting
+    await runs.append(run_id, [custom(1)])
+    assert event_seqs(await following) == [2]  # live
+    return run_id, watch
+
+
+def artifacts(count: int) -> list[ev.RunEvent]:
+    """`count` events of 200 KB each."""
+    events = [ev.RunEvent(custom=ev.Custom(type="artifact")) for _ in range(count)]
+    for event in events:
+        event.custom.data.update({"text": "x" * 200_000})
+    return events
+
+
+async def test_a_watcher_that_keeps_up_takes_a_commit_bigger_than_the_byte_budget_live(
+    budgeted: tuple[RunManager, Overflows],
+) -> None:
+    """Found in review: the byte budget counted a commit on its own, so one commit past it
+    (a Report stream commits the batches that queued up as one) sent every watcher of the
+    run, the ones keeping up too, back to the store at once."""
+    runs, overflows = budgeted
+    run_id, watch = await live_watch(runs)  # it sends seq 2, then reads on
+    await runs.append(run_id, artifacts(8))  # 1.6 MB in one commit, nothing waiting
+    seen: list[int] = []
+    while len(seen) < 8:
+        seen += event_seqs(await anext(watch))
+    assert seen == list(range(3, 11))
+    assert overflows.count == 0
+
+
+async def test_a_watcher_that_stops_reading_gets_the_end_when_the_last_commit_overflows_it(
+    budgeted: tuple[RunManager, Overflows],
+) -> None:
+    """The watcher is held at its send (as when its client stops reading) while big events
+    fill its buffer, and the commit that overflows it is the run's last, with run_completed.
+    No later commit would show it a gap: the overflow itself must send it back to the store,
+    or it waits for news for good, and its stream never ends."""
+    runs, overflows = budgeted
+    run_id, watch = await live_watch(runs)  # it sends seq 2, then stops reading
+    await runs.append(run_id, artifacts(4))  # 800 KB wait, within the 1 MiB budget
+    await runs.append(run_id, [*artifacts(4), ev.RunEvent(run_completed=ev.RunCompleted())])
+    seen: list[int] = []
+
+    async def read_to_the_end() -> None:
+        async for item in watch:
+            seen.extend(event_seqs(item))
+
+    with contextlib.suppress(TimeoutError):  # seen then says what went missing
+        await asyncio.wait_for(read_to_the_end(), 5)
+    assert seen == list(range(3, 12))  # each once, run_completed (11) last, then the end
+    assert overflows.count == 1
