@@ -333,6 +333,19 @@ def redis_cli(*args: str) -> str:
     return done.stdout.decode()
 
 
+def wait_until_linked(primary: RedisProcess, replica: RedisProcess, within: float = 30) -> None:
+    """Until the replica has synced and the primary counts it online: only then does WAIT
+    ask it for its acknowledgement. The replica's own ``master_link_status:up`` comes first,
+    and a WAIT sent in between waited its whole timeout for a replica not yet online."""
+    deadline = time.monotonic() + within
+    while "master_link_status:up" not in redis_cli("-p", str(replica.port), "info", "replication"):
+        assert time.monotonic() < deadline, "the replica did not sync with the primary"
+        time.sleep(0.05)
+    while "state=online" not in redis_cli("-p", str(primary.port), "info", "replication"):
+        assert time.monotonic() < deadline, "the primary does not count its replica online"
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def redis_cluster(
     directory: Path, masters: int = 3, replicas: int = 0

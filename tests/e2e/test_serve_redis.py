@@ -10,12 +10,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.store.redis_url import parse_url
 
-from tests.conftest import RedisProcess, ServerProcess, free_port
+from tests.conftest import RedisProcess, ServerProcess, free_port, wait_until_linked
 from tests.identity import Pki
 
 
@@ -351,11 +350,7 @@ async def test_fewer_replicas_than_wait_asks_for_is_warned_and_served_once_one_c
             assert "only 0 of 1 Redis replicas acknowledged" in str(refused.value.details())
 
             replica.start()
-            async with aioredis.from_url(replica.url) as linked:
-                for _ in range(600):  # the replica has synced, and its acknowledgements count
-                    if (await linked.info("replication"))["master_link_status"] == "up":
-                        break
-                    await asyncio.sleep(0.05)
+            await asyncio.to_thread(wait_until_linked, primary, replica)
             created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
             assert created.run.workflow == "wf"
     finally:

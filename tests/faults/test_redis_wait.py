@@ -10,7 +10,6 @@ back, the resend is acknowledged, and the event is stored once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,22 +25,19 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 
-from tests.conftest import RedisProcess, move_slot, redis_cli, redis_cluster, serving_on
+from tests.conftest import (
+    RedisProcess,
+    move_slot,
+    redis_cli,
+    redis_cluster,
+    serving_on,
+    wait_until_linked,
+)
 
 # How long an append waits for the replica. A live replica confirms within a millisecond, but
 # on a 2-core machine running the whole suite 300 ms once proved too short; each refusal
 # with the replica down waits this long.
 WAIT_MS = 1000
-
-
-def wait_until_linked(primary: RedisProcess, replica: RedisProcess) -> None:
-    deadline = time.monotonic() + 30
-    while "master_link_status:up" not in redis_cli("-p", str(replica.port), "info", "replication"):
-        assert time.monotonic() < deadline, "the replica did not sync with the primary"
-        time.sleep(0.05)
-    while "connected_slaves:1" not in redis_cli("-p", str(primary.port), "info", "replication"):
-        assert time.monotonic() < deadline, "the primary does not see its replica"
-        time.sleep(0.05)
 
 
 def tick(n: int) -> ev.RunEvent:
