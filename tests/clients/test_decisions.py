@@ -218,6 +218,13 @@ async def test_two_interacting_viewers_race_and_both_see_the_winner(client: Clie
         client.interact([run.run_id], viewer="ana") as ana,
         client.interact([run.run_id], viewer="bo") as bo,
     ):
+        # Each has the prompt on screen before answering, as a person would: an interaction
+        # yields closures only of prompts it yielded, and one whose subscription reached the
+        # server after the other's answer closed the decision never had the prompt (a CI run
+        # timed out waiting for such a closure).
+        for viewer in (ana, bo):
+            prompt = await asyncio.wait_for(anext(viewer), 20)
+            assert isinstance(prompt, DecisionPrompt) and prompt.decision.decision_id == "persona"
         outcomes = await asyncio.gather(
             ana.answer(run.run_id, "persona", "wanderer"),
             bo.answer(run.run_id, "persona", "veteran"),
