@@ -33,9 +33,8 @@ def send_timeout_seconds(value: str) -> float:
     """--watch-send-timeout: 0 (never), or a timeout the hub's clock can keep."""
     from runstream_server.domain.hub import SEND_TIMEOUT_SECONDS
 
-    if non_negative_seconds(value) == 0:
-        return 0.0
-    return _within(seconds(value), *SEND_TIMEOUT_SECONDS, "seconds (or 0: never)")
+    number = non_negative_seconds(value)
+    return _within(number, *SEND_TIMEOUT_SECONDS, "seconds (or 0: never)") if number else 0.0
 
 
 def grpc_seconds(value: str) -> float:
@@ -50,9 +49,8 @@ def drain_seconds(value: str) -> float:
     was an 83-minute stop)."""
     from runstream_server.app import MAX_STOP_SECONDS
 
-    if non_negative_seconds(value) == 0:
-        return 0.0
-    return _within(seconds(value), 0, MAX_STOP_SECONDS, "seconds")
+    number = non_negative_seconds(value)
+    return _within(number, 0, MAX_STOP_SECONDS, "seconds") if number else 0.0
 
 
 def shutdown_grace_seconds(value: str) -> float:
