@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tracemalloc
 import urllib.parse
@@ -1059,6 +1060,31 @@ async def test_a_client_that_stops_reading_loses_its_stream_not_the_other_client
     said = [r.getMessage() for r in caplog.records if r.name == "runstream.agui"]
     assert len(said) == 1, said
     assert run.run_id in said[0] and "127.0.0.1" in said[0] and "--send-timeout" in said[0]
+
+
+def test_a_client_whose_network_went_away_gives_back_its_stream_on_a_quiet_run(
+    tmp_path: Path,
+) -> None:
+    """A client gone without a word (a laptop closed, its Wi-Fi lost) acknowledges nothing;
+    on a quiet run the bridge sends it keepalives only, which never fill a buffer, so no send
+    stalled and the kernel kept the connection, and the stream's place and watch, for some
+    15 minutes of retries. Once what the bridge sent waited the send timeout unacknowledged,
+    the connection ends. Run in a network namespace of its own, whose loopback is taken down
+    under the connection (root only)."""
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -n (root) to take a network away from a connection")
+    script = "tests.clients.integrations.dead_peer"
+    result = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", script, str(tmp_path), "1"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=Path(__file__).parents[3],
+    )
+    assert result.returncode == 0, result.stderr
+    said, seconds = result.stdout.rsplit(" after ", 1)
+    assert said == "ended", result.stdout
+    assert float(seconds.split()[0]) < 5, result.stdout  # keepalive 0.2 s + send timeout 1 s
 
 
 async def test_a_stop_does_not_wait_for_ever_on_a_client_that_stopped_reading(

@@ -119,8 +119,9 @@ def add_agui_command(
         metavar="SECONDS",
         help="reset a stream's connection when a message waited this long to be sent, its "
         "client not reading (a laptop closed, a stuck proxy): its place and its watch are "
-        "freed, and EventSource reconnects with Last-Event-ID, missing nothing; 0: never "
-        "(default: 60)",
+        "freed, and EventSource reconnects with Last-Event-ID, missing nothing; on Linux "
+        "also when what was sent waited this long for the client's acknowledgement (its "
+        "network gone); 0: never (default: 60)",
     )
     add_client_security(parser)
     parser.set_defaults(handler=run_agui_command)

@@ -30,7 +30,10 @@ limit of its own (RESOURCE_EXHAUSTED with a RetryInfo, which names the wait): th
 client that stops reading its stream (a laptop closed, a stuck proxy) would hold its place and
 its watch for as long as the kernel kept the connection: a message that waited
 ``send_timeout`` seconds to be sent ends the stream, resetting the connection (EventSource
-reconnects with ``Last-Event-ID`` and misses nothing).
+reconnects with ``Last-Event-ID`` and misses nothing). A client gone without a word (its
+network lost) acknowledges nothing, also on a quiet run, where the keepalives never fill a
+buffer: on Linux the kernel ends such a connection once what was sent waited ``send_timeout``
+seconds for an acknowledgement (``TCP_USER_TIMEOUT``), instead of retrying for 15 minutes.
 
 ``OPTIONS`` answers CORS preflights, ``GET /healthz`` answers ``ok``, ``HEAD`` what ``GET``
 would without its body. Other paths get 404, other methods 405, a POST body that is not a
@@ -171,7 +174,9 @@ class AguiBridge:
             resets the connection, which frees its place and ends its watch, and logs a
             WARNING. EventSource reconnects with ``Last-Event-ID`` and misses nothing. A
             connection's last bytes, once its stream ends or the bridge stops, wait no
-            longer for the client to take them. 0: wait for ever.
+            longer for the client to take them. On Linux, a connection whose sent bytes
+            waited as long for the client's acknowledgement ends too (its client gone, a
+            keepalive unanswered). 0: wait for ever.
     """
 
     def __init__(
@@ -244,6 +249,7 @@ class AguiBridge:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        _bound_unacknowledged(writer, self._send_timeout)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -531,6 +537,23 @@ class AguiBridge:
         writer.write(response_head(status, reason, extra))
         writer.write(payload)
         await writer.drain()
+
+
+def _bound_unacknowledged(writer: asyncio.StreamWriter, seconds: float) -> None:
+    """Has the kernel end the connection once what it sent waited ``seconds`` for the
+    client's acknowledgement (``TCP_USER_TIMEOUT``, Linux): a client gone without a word (a
+    laptop closed, its network lost) acknowledges nothing, and on a quiet run, which sends
+    only keepalives, no send ever waits on it long enough to stall; the kernel would keep
+    retrying for about 15 minutes. The stream then sees the connection fail, and its place
+    and watch are given back within ``keepalive`` + ``seconds``. Nothing where the system
+    has no such option, and nothing with a send timeout of 0 (never)."""
+    sock = writer.get_extra_info("socket")
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None or seconds <= 0 or sock is None:
+        return
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(seconds * 1000)))
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
