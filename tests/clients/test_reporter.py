@@ -1123,4 +1123,8 @@ async def test_a_client_closed_under_an_open_run_block_reports_the_run_cancelled
     assert final.status.name == "CANCELLED"
     assert isinstance(ending, runstream.RunCancelled)
     assert (ending.reason, ending.cancelled_by) == ("the client was closed", "producer")
-    assert "its client was closed while a task still reported in its block" in caplog.text
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [
+        f"run {run.run_id} reported cancelled: its client was closed while a task still "
+        "reported in its block (async with run:); close the client after that task"
+    ]

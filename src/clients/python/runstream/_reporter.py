@@ -397,6 +397,13 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         ):
             try:
                 await self._report_cancelled(CLIENT_CLOSED_REASON)
+            except RunCancelledError as exc:
+                # The server answers a stored cancellation with its control, which fails the
+                # wait for the acknowledgement: this one's (or another's) end was stored.
+                if exc.reason != CLIENT_CLOSED_REASON or exc.by_server:
+                    _log.info("run %s ended before its client closed: %s", self._run_id, exc)
+                else:
+                    self._warn_reported_cancelled()
             except (RunstreamError, TimeoutError) as exc:
                 _log.warning(
                     "run %s: its client was closed while a task still reported in its block, "
@@ -407,12 +414,15 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
                     else f"not stored within {CLOSE_GRACE} s",
                 )
             else:
-                _log.warning(
-                    "run %s reported cancelled: its client was closed while a task still "
-                    "reported in its block (async with run:); close the client after that task",
-                    self._run_id,
-                )
+                self._warn_reported_cancelled()
         await self.close()
+
+    def _warn_reported_cancelled(self) -> None:
+        _log.warning(
+            "run %s reported cancelled: its client was closed while a task still "
+            "reported in its block (async with run:); close the client after that task",
+            self._run_id,
+        )
 
     async def _close(self, *, wait: bool) -> None:
         """``close()``; without `wait`, ends the stream at once, not waiting for what the
