@@ -264,6 +264,47 @@ async def test_tool_calls_and_reasoning_are_ag_uis_own_events_before_their_custo
             assert of(seq)[-1][0] == "CUSTOM", (seq, of(seq))
 
 
+async def test_a_tool_call_given_its_input_at_its_end_is_ended_there_with_its_arguments(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """A start without an ``input`` (the OpenAI Agents SDK's own tools get theirs after their
+    span starts) was ended at once, so frontends showed the call with no arguments (found in
+    review). It stays open until its end, which gives its arguments; one never ended is
+    ended before RUN_FINISHED, which AG-UI's client refuses while a call is open."""
+    run = await client.start_run("agents")
+    async with run:
+
+        async def tool(activity: ActivityType, data: dict[str, Any]) -> None:
+            await run.activity("writer", activity, "tool", data=data)
+
+        await tool(ActivityType.STARTED, {"tool": "lookup", "tool_call_id": "c1"})
+        await run.text("writer", "m1", "Looking it up.", final=True)
+        done = {"tool": "lookup", "tool_call_id": "c1", "input": {"id": "A-17"}, "output": "ok"}
+        await tool(ActivityType.COMPLETED, done)
+        await tool(ActivityType.STARTED, {"tool": "lookup", "tool_call_id": "c2"})
+        await run.complete()
+    messages = await asyncio.wait_for(read_all(bridge.port, f"/runs/{run.run_id}/events"), 60)
+    said = []
+    for m in messages:
+        event = AGUI_EVENT.validate_json(m.data)
+        if event.type.value.startswith(("TOOL_CALL", "TEXT_MESSAGE", "RUN_FINISHED")):
+            fields = event.model_dump(exclude_none=True, exclude={"timestamp", "type"})
+            said.append((event.type.value, *fields.values()))
+    first, second = (f"tool-{seq}" for seq in (3, 6))  # after RunCreated and RunStarted
+    assert said == [
+        ("TOOL_CALL_START", first, "lookup"),
+        ("TEXT_MESSAGE_START", "m1", "assistant", "writer"),
+        ("TEXT_MESSAGE_CONTENT", "m1", "Looking it up."),
+        ("TEXT_MESSAGE_END", "m1"),
+        ("TOOL_CALL_ARGS", first, '{"id": "A-17"}'),
+        ("TOOL_CALL_END", first),
+        ("TOOL_CALL_RESULT", f"{first}-result", first, "ok", "tool"),
+        ("TOOL_CALL_START", second, "lookup"),
+        ("TOOL_CALL_END", second),
+        ("RUN_FINISHED", run.run_id, run.run_id),
+    ]
+
+
 async def test_a_client_that_reconnects_with_last_event_id_gets_every_event_once(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:

@@ -46,6 +46,7 @@ from openai.types.responses import (
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from pydantic import BaseModel
 from runstream import ActivityType, EventKind, RunCancelledError, Severity
+from runstream.integrations.agui import AguiTranslator
 from runstream.integrations.openai_agents import (
     RunstreamHooks,
     RunstreamModel,
@@ -185,6 +186,40 @@ def lookup_order(order_id: str) -> str:
     return f"order {order_id} shipped on Monday"
 
 
+def order_writer() -> Agent[Any]:
+    """An agent that looks order A-17 up with its tool, then answers."""
+    return Agent(
+        name="Writer",
+        instructions="Answer the customer.",
+        tools=[lookup_order],
+        model=CannedModel(
+            "canned-writer",
+            [
+                [tool_call("lookup_order", {"order_id": "A-17"}, "call-2")],
+                [message("Your order A-17 shipped on Monday.")],
+            ],
+        ),
+    )
+
+
+async def report_agent(
+    client: runstream.Client, processors: list[RunstreamProcessor], agent: Agent[Any]
+) -> tuple[Any, str, list[runstream.Event]]:
+    """Runs `agent` on a customer's question in a new run, with a processor of its own (the
+    only one installed), and completes the run with the answer as its summary: the agent's
+    result, the run's id and its events as a watcher got them."""
+    run = await client.start_run("support-agents")
+    watched = asyncio.create_task(_collect(client, run.run_id))
+    async with run:
+        processor = RunstreamProcessor(run)
+        processors.append(processor)
+        set_trace_processors([processor])
+        result = await Runner.run(agent, "Where is my order A-17?")
+        await processor.flush()
+        await run.complete(summary=str(result.final_output))
+    return result, run.run_id, await asyncio.wait_for(watched, 30)
+
+
 async def run_raising(
     run: runstream.RunReporter,
     processors: list[RunstreamProcessor],
@@ -217,18 +252,7 @@ def processors() -> Iterator[list[RunstreamProcessor]]:
 async def test_two_agents_a_handoff_and_a_tool_call_become_runstream_events(
     server: RunstreamServer, processors: list[RunstreamProcessor]
 ) -> None:
-    writer = Agent(
-        name="Writer",
-        instructions="Answer the customer.",
-        tools=[lookup_order],
-        model=CannedModel(
-            "canned-writer",
-            [
-                [tool_call("lookup_order", {"order_id": "A-17"}, "call-2")],
-                [message("Your order A-17 shipped on Monday.")],
-            ],
-        ),
-    )
+    writer = order_writer()
     triage = Agent(
         name="Triage",
         instructions="Route the customer.",
@@ -237,17 +261,8 @@ async def test_two_agents_a_handoff_and_a_tool_call_become_runstream_events(
     )
 
     async with runstream.connect(server.target) as client:
-        run = await client.start_run("support-agents")
-        watched = asyncio.create_task(_collect(client, run.run_id))
-        async with run:
-            processor = RunstreamProcessor(run)
-            processors.append(processor)
-            set_trace_processors([processor])
-            result = await Runner.run(triage, "Where is my order A-17?")
-            await processor.flush()
-            await run.complete(summary=str(result.final_output))
-        events = await asyncio.wait_for(watched, 30)
-        final = await client.get_run(run.run_id)
+        result, run_id, events = await report_agent(client, processors, triage)
+        final = await client.get_run(run_id)
 
     assert result.final_output == "Your order A-17 shipped on Monday."
 
@@ -295,6 +310,31 @@ async def test_two_agents_a_handoff_and_a_tool_call_become_runstream_events(
         "model_calls": 3.0,
     }
     assert final.status.name == "SUCCEEDED"
+
+
+async def test_a_tool_call_reaches_ag_ui_frontends_with_its_arguments(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    """The SDK gives its own tools their input only after their span starts, so the
+    activity's start has none: the AG-UI bridge ended the call at its start, and a frontend
+    (HttpAgent) showed it called with no arguments (found in review). The call's arguments
+    now come with its end, before TOOL_CALL_END and its result."""
+    async with runstream.connect(server.target) as client:
+        _, run_id, events = await report_agent(client, processors, order_writer())
+
+    translator = AguiTranslator(run_id)
+    agui = [e for event in events for e in translator.translate(event)]
+    calls = [e for e in agui if e.type.value.startswith("TOOL_CALL")]
+    assert [e.type.value for e in calls] == [
+        "TOOL_CALL_START",
+        "TOOL_CALL_ARGS",
+        "TOOL_CALL_END",
+        "TOOL_CALL_RESULT",
+    ]
+    start, arguments, _, result = calls
+    assert start.tool_call_name == "lookup_order"  # type: ignore[attr-defined]
+    assert json.loads(arguments.delta) == {"order_id": "A-17"}  # type: ignore[attr-defined]
+    assert result.content == "order A-17 shipped on Monday"  # type: ignore[attr-defined]
 
 
 async def test_a_tripped_guardrail_is_an_alert_and_fails_the_agent_step(

@@ -379,6 +379,7 @@ class AguiTranslator:
     def _close_all(self) -> list[BaseEvent]:
         """AG-UI ends a run only after its messages and steps: close what is still open."""
         out: list[BaseEvent] = [TextMessageEndEvent(message_id=m) for m in self._open_messages]
+        out += self._agents.close_all()
         out += [StepFinishedEvent(step_name=s) for s in self._open_steps]
         self._open_messages.clear()
         self._open_steps.clear()
