@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +18,24 @@ from runstream_server.errors import NothingStored, Unavailable
 from runstream_server.store.base import StoredEvent
 
 from tests.server.support import append, create_run, custom, ev, keyless
+
+
+async def refused_after(
+    stubs: Any, *requests: rp.ReportRequest
+) -> tuple[list[rp.ReportResponse], grpc.aio.AioRpcError]:
+    """What a Report stream that sends `requests` (and then waits) receives before it is
+    refused, and the refusal."""
+
+    async def sending() -> AsyncIterator[rp.ReportRequest]:
+        for request in requests:
+            yield request
+        await asyncio.sleep(5)
+
+    responses = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in stubs.report.Report(sending()):
+            responses.append(response)
+    return responses, info.value
 
 
 async def test_batches_are_acked_in_order_with_their_seqs(stubs) -> None:  # type: ignore[no-untyped-def]
@@ -88,16 +106,12 @@ async def test_a_batch_refused_by_a_cancel_comes_after_the_cancel_control(  # ty
 
     monkeypatch.setattr(runs, "append", cancelled_first)
 
-    async def batches():  # type: ignore[no-untyped-def]
-        yield rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)])
-        yield rp.ReportRequest(batch_id=2, events=[custom(2)])
-        await asyncio.sleep(5)
-
-    responses = []
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for response in stubs.report.Report(batches()):
-            responses.append(response)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    responses, refusal = await refused_after(
+        stubs,
+        rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)]),
+        rp.ReportRequest(batch_id=2, events=[custom(2)]),
+    )
+    assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert [(r.HasField("ack"), r.HasField("control")) for r in responses] == [
         (True, False),
         (False, True),
@@ -433,3 +447,39 @@ def test_each_control_carries_the_status_its_own_event_left() -> None:
             (expected[toggles[0]], toggles[0], 7),
             (expected[toggles[1]], toggles[1], 8),
         ]
+
+
+async def test_a_batch_for_another_run_queued_behind_a_commit_is_refused_not_stored_here(
+    server: RunstreamServer, stubs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches queue up while the stream's first commit is made; one of them names another
+    run. The batches before it are committed (together) and acknowledged; it is refused,
+    naming its run_id, and its events are stored on neither run."""
+    run, other = await create_run(stubs), await create_run(stubs)
+    store = server._store
+    assert store is not None
+    original = store.append
+    first_commit = True
+
+    async def slow_first(run_id: str, events: Sequence[StoredEvent], *args: Any, **kw: Any) -> None:
+        nonlocal first_commit
+        if first_commit:
+            first_commit = False
+            await asyncio.sleep(0.2)  # the batches behind it queue up meanwhile
+        await original(run_id, events, *args, **kw)
+
+    monkeypatch.setattr(store, "append", slow_first)
+
+    responses, refusal = await refused_after(
+        stubs,
+        rp.ReportRequest(run_id=run.run_id, batch_id=1, events=[custom(1)]),
+        *(rp.ReportRequest(batch_id=b, events=[custom(b)]) for b in (2, 3)),
+        rp.ReportRequest(run_id=other.run_id, batch_id=4, events=[custom(4)]),
+        rp.ReportRequest(batch_id=5, events=[custom(5)]),
+    )
+    assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal.details() == f"run_id: {other.run_id!r}: this stream reports on {run.run_id!r}"
+    assert [r.ack.batch_id for r in responses] == [1, 2, 3]
+    for run_id, kept in ((run.run_id, [1, 2, 3]), (other.run_id, [])):
+        listed = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run_id, page_size=100))
+        assert [int(e.custom.data["n"]) for e in listed.events[1:]] == kept
