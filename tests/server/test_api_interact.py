@@ -1,0 +1,86 @@
+"""DecisionService.Interact as a viewer's stream lives on: subscriptions that come after an
+answer, or more than once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc
+
+from tests.server.conftest import Stubs
+from tests.server.support import append, create_run, ev
+
+STEP = 5.0
+"""The most a test waits for one message of the stream."""
+
+
+def ask(decision_id: str = "persona") -> ev.RunEvent:
+    options = [ev.DecisionOption(value=v, label=v.title()) for v in ("hikers", "runners")]
+    question = ev.DecisionRequested(decision_id=decision_id, prompt="Who first?", options=options)
+    return ev.RunEvent(decision_requested=question)
+
+
+def answer(answer_id: int, run_id: str, decision_id: str = "persona") -> ds.InteractRequest:
+    decision = ds.SubmitDecisionRequest(run_id=run_id, decision_id=decision_id, choice="hikers")
+    return ds.InteractRequest(answer=ds.InteractAnswer(answer_id=answer_id, decision=decision))
+
+
+def subscribe(*run_ids: str, viewer: str = "") -> ds.InteractRequest:
+    return ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=run_ids, viewer=viewer))
+
+
+class Viewer:
+    """An Interact stream whose requests the test sends one at a time."""
+
+    def __init__(self, stubs: Stubs) -> None:
+        self._outgoing: asyncio.Queue[ds.InteractRequest] = asyncio.Queue()
+        decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+        self.stream = decisions.Interact(self._requests())
+
+    async def _requests(self) -> AsyncIterator[ds.InteractRequest]:
+        while True:
+            yield await self._outgoing.get()
+
+    async def send(self, request: ds.InteractRequest) -> None:
+        await self._outgoing.put(request)
+
+    async def next(self) -> ds.InteractResponse:
+        return await asyncio.wait_for(anext(aiter(self.stream)), STEP)
+
+
+async def test_a_subscription_after_an_answer_still_brings_its_prompts(stubs: Stubs) -> None:
+    """A viewer that answers before it subscribes (a resend after a reconnect) got its
+    result, then a subscription whose headers gRPC refused to send a second time: the
+    stream broke instead of prompting."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, ask("first"), ask("second"))
+    viewer = Viewer(stubs)
+    await viewer.send(answer(1, run.run_id, "first"))
+    result = (await viewer.next()).answer_result
+    assert (result.answer_id, result.code, result.decision.choice) == (1, 0, "hikers")
+    await viewer.send(subscribe(run.run_id))
+    assert (await viewer.next()).prompt.decision_id == "second"
+    await append(stubs, run.run_id, ask("third"))
+    assert (await viewer.next()).prompt.decision_id == "third"
+    viewer.stream.cancel()
+
+
+async def test_a_later_subscription_without_a_viewer_keeps_the_one_named_before(
+    stubs: Stubs,
+) -> None:
+    """The viewer a stream named answers all its answers, whatever its later subscriptions
+    leave out (one per run the dashboard opens)."""
+    first, second = await create_run(stubs), await create_run(stubs)
+    await append(stubs, second.run_id, ask())
+    viewer = Viewer(stubs)
+    await viewer.send(subscribe(first.run_id, viewer="dana"))
+    await viewer.send(subscribe(second.run_id))
+    assert (await viewer.next()).prompt.run_id == second.run_id
+    await viewer.send(answer(1, second.run_id))
+    seen = [await viewer.next() for _ in range(2)]
+    assert [[f.name for f, _ in r.ListFields()] for r in seen] == [["closed"], ["answer_result"]]
+    assert seen[0].closed.answered_by == "dana"
+    assert seen[1].answer_result.decision.answered_by == "dana"
+    viewer.stream.cancel()
