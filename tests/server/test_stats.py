@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import decision_service_pb2_grpc, stats_service_pb2_grpc
+from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import stats_service_pb2 as ss
 
 from tests.clients.support import until
@@ -52,3 +54,31 @@ async def test_an_open_interact_stream_is_counted_until_it_closes(stubs: Stubs) 
 
     await until(closed)
     assert await stream.code() == grpc.StatusCode.CANCELLED
+
+
+async def test_watchers_and_producers_are_counted_each_as_their_own(stubs: Stubs) -> None:
+    """Two watchers and one producer on a run read as two watchers and one producer."""
+    stats = stats_service_pb2_grpc.StatsServiceStub(stubs.channel)
+    run = await create_run(stubs)
+    watches = [stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id)) for _ in range(2)]
+    for watch in watches:
+        await watch.initial_metadata()  # the watch is accepted
+    hang_up = asyncio.Event()
+
+    async def reports() -> AsyncIterator[rp.ReportRequest]:
+        yield rp.ReportRequest(run_id=run.run_id, batch_id=1)
+        await hang_up.wait()
+
+    producer = stubs.report.Report(reports())
+    assert (await anext(aiter(producer))).ack.batch_id == 1  # attached
+    answer = await stats.GetStats(ss.GetStatsRequest())
+    assert (answer.stats.watchers, answer.stats.producers) == (2, 1)
+    for stream in (*watches, producer):
+        stream.cancel()
+    hang_up.set()
+
+    async def closed() -> bool:
+        answer = await stats.GetStats(ss.GetStatsRequest())
+        return (answer.stats.watchers, answer.stats.producers) == (0, 0)
+
+    await until(closed)
