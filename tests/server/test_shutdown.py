@@ -234,3 +234,26 @@ async def test_calls_cut_at_the_end_of_the_grace_are_logged_with_their_method(
     ) in said
     stopped = [message for level, message in said if message.startswith("stopped in ")]
     assert len(stopped) == 1 and stopped[0].endswith("; 1 calls in flight were cut"), said
+
+
+async def test_the_drain_waits_for_calls_to_stop_coming_and_refuses_them_as_unprocessed(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """With a quiet period, calls a load balancer still sends during the drain reach the
+    server and are refused as never acted on (retried elsewhere), not cut by gRPC's stop;
+    the stop goes on once they stopped coming for that long."""
+    server = RunstreamServer(server_config(tmp_path / "quiet.db", drain_quiet=1.0))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="early"))
+        stopping = asyncio.create_task(server.stop(grace=GRACE))
+        for _ in range(5):  # 1.5 s of calls, each well within the quiet period of the last
+            await asyncio.sleep(0.3)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="late"), timeout=2)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            trailers = dict(info.value.trailing_metadata() or ())
+            assert trailers.get("x-runstream-unprocessed") == "shutting-down"
+        assert not stopping.done()
+        await asyncio.wait_for(stopping, 3)  # a quiet period after the last call
