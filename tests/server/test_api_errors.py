@@ -1,0 +1,34 @@
+"""What a client is told when the server fails in a way it did not foresee (a bug): INTERNAL
+and where to look, never the exception itself, which may hold a path, a query or a token."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from runstream.v1 import run_service_pb2 as rs
+from runstream_server.app import RunstreamServer
+
+from tests.server.conftest import Stubs
+from tests.server.support import create_run
+
+
+async def test_an_unexpected_error_is_internal_and_keeps_its_details_to_the_log(
+    server: RunstreamServer,
+    stubs: Stubs,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = await create_run(stubs)
+    runs = server.runs
+    assert runs is not None
+
+    async def broken(run_id: str) -> None:
+        raise RuntimeError("password=hunter2 in /srv/secret.db")
+
+    monkeypatch.setattr(runs, "get_run_details", broken)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.details() == "internal error; see server logs"
+    assert "hunter2" not in repr(info.value.trailing_metadata())  # nor in the status details
+    assert "hunter2" in caplog.text  # the operator finds it in the log, with its traceback
