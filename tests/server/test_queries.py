@@ -477,6 +477,26 @@ async def test_reflection_is_served_as_v1_too(stubs) -> None:  # type: ignore[no
     assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 
+async def test_reflection_finds_the_file_of_a_method_and_not_of_a_misspelt_one(stubs) -> None:  # type: ignore[no-untyped-def]
+    """``grpcurl describe runstream.v1.RunService.GetRun`` finds RunService's file; a method
+    the service does not have is NOT_FOUND, as a misspelt service is, not its service's file."""
+    reflect = reflection_pb2_grpc.ServerReflectionStub(stubs.channel)
+    asked = [
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol=f"runstream.v1.RunService.{m}"
+        )
+        for m in ("GetRun", "GetRunn")
+    ]
+    found, missing = [reply async for reply in reflect.ServerReflectionInfo(iter(asked))]
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in found.file_descriptor_response.file_descriptor_proto
+    ]
+    assert any(s.name == "RunService" for f in files for s in f.service)
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert not missing.HasField("file_descriptor_response")
+
+
 async def test_a_seq_window_lists_its_events_each_once_in_either_order(stubs: Stubs) -> None:
     """`seq > 10 AND seq <= 20` reads a window of a long log (events 11 to 20) without
     paging from its start or its head, oldest or newest first, ending at the far bound."""
