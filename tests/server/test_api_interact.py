@@ -1,13 +1,20 @@
 """DecisionService.Interact as a viewer's stream lives on: subscriptions that come after an
-answer, or more than once."""
+answer or more than once, and a viewer that fell so far behind that its backlog was dropped
+for a resync."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
+import grpc
+import pytest
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import decision_service_pb2_grpc
+from runstream_server.api import decision_service
+from runstream_server.app import RunstreamServer
+from runstream_server.domain.runs import DecisionFeed
 
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, ev
@@ -16,9 +23,9 @@ STEP = 5.0
 """The most a test waits for one message of the stream."""
 
 
-def ask(decision_id: str = "persona") -> ev.RunEvent:
+def ask(decision_id: str = "persona", prompt: str = "Who first?") -> ev.RunEvent:
     options = [ev.DecisionOption(value=v, label=v.title()) for v in ("hikers", "runners")]
-    question = ev.DecisionRequested(decision_id=decision_id, prompt="Who first?", options=options)
+    question = ev.DecisionRequested(decision_id=decision_id, prompt=prompt, options=options)
     return ev.RunEvent(decision_requested=question)
 
 
@@ -84,3 +91,43 @@ async def test_a_later_subscription_without_a_viewer_keeps_the_one_named_before(
     assert seen[0].closed.answered_by == "dana"
     assert seen[1].answer_result.decision.answered_by == "dana"
     viewer.stream.cancel()
+
+
+async def test_a_viewer_that_fell_behind_gets_every_followed_runs_state_then_live_prompts(
+    server: RunstreamServer, stubs: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A viewer of two runs stops reading while questions come: its connection, outbox and
+    feed fill, and the feed's backlog is dropped for one resync. Reading again, it gets the
+    open decisions of both runs, the one asked while it was dropping included, and from then
+    on each new question as it is asked. (The queues are made small here; see
+    test_interact_bounds for their real sizes.)"""
+    monkeypatch.setattr(decision_service, "OUTBOX_SIZE", 1)
+    monkeypatch.setattr(decision_service, "DecisionFeed", functools.partial(DecisionFeed, limit=4))
+    first, second = await create_run(stubs), await create_run(stubs)
+    # Its own connection, whose window stays at 64 KiB (no BDP probing): 90 prompts of 8 KB
+    # are ten times what it holds.
+    async with grpc.aio.insecure_channel(
+        server.target, options=[("grpc.http2.bdp_probe", 0)]
+    ) as channel:
+        call = decision_service_pb2_grpc.DecisionServiceStub(channel).Interact()
+        await call.write(subscribe(first.run_id, second.run_id))
+        await call.initial_metadata()
+        for start in range(0, 90, 10):
+            questions = (
+                ask(f"a{i}", prompt=f"{i}: " + "x" * 8000) for i in range(start, start + 10)
+            )
+            await append(stubs, first.run_id, *questions)
+        await append(stubs, second.run_id, ask("b0"))
+        feeds = server.runs._links.feeds(second.run_id) if server.runs else set()
+        assert [feed._resync_pending for feed in feeds] == [True]  # the backlog was dropped
+
+        open_now = {(first.run_id, f"a{i}") for i in range(90)} | {(second.run_id, "b0")}
+        prompted: list[tuple[str, str]] = []
+        while set(prompted) != open_now:
+            response = await asyncio.wait_for(call.read(), STEP)
+            prompted.append((response.prompt.run_id, response.prompt.decision_id))
+        assert len(prompted) == len(open_now)  # each once
+        await append(stubs, second.run_id, ask("b1"))
+        response = await asyncio.wait_for(call.read(), STEP)
+        assert (response.prompt.run_id, response.prompt.decision_id) == (second.run_id, "b1")
+        call.cancel()
