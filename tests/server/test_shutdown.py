@@ -15,14 +15,17 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from runstream.v1 import run_service_pb2, run_service_pb2_grpc
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc, run_service_pb2, run_service_pb2_grpc
 from runstream_server.api.introspection import HealthService
 from runstream_server.app import RunstreamServer
 
 from tests.conftest import ConfigFactory
-from tests.server.support import retry_info
+from tests.server.conftest import Stubs
+from tests.server.support import create_run, retry_info, status_detail
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -257,3 +260,23 @@ async def test_the_drain_waits_for_calls_to_stop_coming_and_refuses_them_as_unpr
             assert trailers.get("x-runstream-unprocessed") == "shutting-down"
         assert not stopping.done()
         await asyncio.wait_for(stopping, 3)  # a quiet period after the last call
+
+
+async def test_an_interact_stream_open_at_the_stop_ends_unavailable_for_the_viewer_to_reconnect(
+    server: RunstreamServer,
+) -> None:
+    """Ended OK, the viewer's SDK would take the stream for finished and never follow its
+    runs again; UNAVAILABLE (reason SHUTTING_DOWN) sends it to another replica."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        run = await create_run(Stubs.on(channel))
+        call = decision_service_pb2_grpc.DecisionServiceStub(channel).Interact()
+        await call.write(ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[run.run_id])))
+        await call.initial_metadata()  # subscribed
+        stopping = asyncio.create_task(server.stop(grace=GRACE))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await asyncio.wait_for(call.read(), 2)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert info.value.details() == "server is shutting down; reconnect to resume"
+        reason = status_detail(info.value, error_details_pb2.ErrorInfo)
+        assert reason is not None and reason.reason == "SHUTTING_DOWN"
+        await asyncio.wait_for(stopping, 2)
