@@ -405,6 +405,19 @@ async def test_health_and_reflection_are_served(stubs) -> None:  # type: ignore[
     } <= services
 
 
+async def test_a_health_check_of_a_long_unknown_name_is_not_found_naming_its_start(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Health needs no token: a name of 20,000 characters repeated whole in the status
+    passed the 16 KiB a grpcio client takes in trailers, and the client read
+    RESOURCE_EXHAUSTED in place of NOT_FOUND."""
+    health = health_pb2_grpc.HealthStub(stubs.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await health.Check(health_pb2.HealthCheckRequest(service="x" * 20_000))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    details = info.value.details() or ""
+    assert details.startswith(f"service: no service '{'x' * 100}...'")
+    assert len(details) < 200
+
+
 async def test_a_second_server_cannot_take_a_busy_port(server, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
     from runstream_server.app import RunstreamServer
 
