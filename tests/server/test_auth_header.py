@@ -1,7 +1,7 @@
 """How the server reads the `authorization` header, straight to a real server.
 
 Found by a mutation audit of runstream_server/auth: taking the first of two authorization
-headers failed no test.
+headers, or only the scheme spelt "Bearer", failed no test.
 """
 
 from __future__ import annotations
@@ -42,3 +42,14 @@ async def test_two_authorization_headers_are_refused_whichever_comes_first(
         details = info.value.details() or ""
         assert details == "malformed authorization header: sent more than once"
         assert first not in details and second not in details
+
+
+async def test_the_bearer_scheme_is_read_in_any_case(
+    runs: run_service_pb2_grpc.RunServiceStub, keys: Keys
+) -> None:
+    """An authentication scheme is case-insensitive (RFC 9110 11.1): `bearer` and `BEARER`,
+    as curl and grpcurl users type them, are taken as `Bearer` is."""
+    token = keys.token(["viewer"])
+    for scheme in ("Bearer", "bearer", "BEARER"):
+        metadata = [("authorization", f"{scheme} {token}")]
+        assert (await runs.ListRuns(rs.ListRunsRequest(), metadata=metadata)) is not None
