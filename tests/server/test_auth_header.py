@@ -6,6 +6,7 @@ headers, or only the scheme spelt "Bearer", failed no test.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -53,3 +54,23 @@ async def test_the_bearer_scheme_is_read_in_any_case(
     for scheme in ("Bearer", "bearer", "BEARER"):
         metadata = [("authorization", f"{scheme} {token}")]
         assert (await runs.ListRuns(rs.ListRunsRequest(), metadata=metadata)) is not None
+
+
+async def test_a_token_sent_under_another_scheme_is_shown_nowhere(
+    runs: run_service_pb2_grpc.RunServiceStub, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real token behind the wrong word ("Token", "JWT", none) is refused as a malformed
+    header, and the refusal, told to the caller and logged, never repeats the token: whoever
+    reads the error or the log could replay it until its exp."""
+    caplog.set_level(logging.DEBUG)
+    token = keys.token(["admin"])
+    for header in (f"Token {token}", f"JWT {token}", token, f"Bearer{token}"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await runs.ListRuns(rs.ListRunsRequest(), metadata=[("authorization", header)])
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        details = info.value.details() or ""
+        assert details == "malformed authorization header: expected 'Bearer <jwt>'", details
+    assert "malformed authorization header" in caplog.text
+    # Any stretch of it: a message cut to fit would still give most of it away.
+    for part in token.split("."):
+        assert part[:16] not in caplog.text
