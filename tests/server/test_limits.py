@@ -428,3 +428,22 @@ async def test_a_limit_of_one_is_said_in_the_singular(
         for caller in (bot, alice):
             await caller.channel.close()
         await server.stop(grace=0.5)
+
+
+async def test_a_create_that_fails_gives_its_place_back(callers: dict[str, Caller]) -> None:
+    """A CreateRun the store refuses (a client-chosen id already taken: ALREADY_EXISTS)
+    creates nothing and so takes no place among the tenant's active runs: three of them,
+    with a limit of two and one run active, leave the second place free, and the third
+    create is refused at once, not held waiting for creates that never finish."""
+    bot = callers["bot"]
+    taken = rs.CreateRunRequest(run_id="nightly-1", workflow="wf")
+    await bot.runs.CreateRun(taken)
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await bot.runs.CreateRun(taken, timeout=10)
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS, info.value.details()
+    await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"), timeout=10)
+    assert "tenant 'acme' has 2 active runs" in (info.value.details() or "")
+    assert retry_info(info.value) > 0
