@@ -447,3 +447,20 @@ async def test_a_create_that_fails_gives_its_place_back(callers: dict[str, Calle
         await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"), timeout=10)
     assert "tenant 'acme' has 2 active runs" in (info.value.details() or "")
     assert retry_info(info.value) > 0
+
+
+async def test_a_batch_bigger_than_the_burst_leaves_its_producer_in_debt(
+    callers: dict[str, Caller],
+) -> None:
+    """The README: a batch bigger than the bucket passes when it is full and leaves it in
+    debt. 30 events against a burst of 10 at 5 a second owe 20: the next event waits for
+    them and its own, some 4 s, not the 0.2 s one event takes from an empty bucket."""
+    bot = callers["bot"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    big = [custom(i) for i in range(1, 31)]
+    accepted = await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=big))
+    assert accepted.last_seq == 31
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=[custom(31)]))
+    # Well above 0.2 s however slow the machine is between the two calls.
+    assert 2.0 < retry_info(info.value) <= 21 / LIMITS.append_events_per_second
