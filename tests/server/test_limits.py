@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from runstream.v1 import report_service_pb2 as rp
+from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.auth import limits
@@ -26,6 +27,7 @@ from tests.server.conftest import BOTH_STORES
 from tests.server.support import (
     Caller,
     custom,
+    ev,
     opened,
     refused,
     retry_info,
@@ -464,3 +466,32 @@ async def test_a_batch_bigger_than_the_burst_leaves_its_producer_in_debt(
         await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=[custom(31)]))
     # Well above 0.2 s however slow the machine is between the two calls.
     assert 2.0 < retry_info(info.value) <= 21 / LIMITS.append_events_per_second
+
+
+async def test_runs_paused_or_waiting_for_an_answer_count_as_active(
+    callers: dict[str, Caller],
+) -> None:
+    """Runs not yet ended count against the tenant's limit whatever they are doing: one
+    waiting for a person's answer and one an operator paused fill both places, and a third
+    create is refused (a run that has stopped for now may go on at any moment)."""
+    bot = callers["bot"]
+    waiting, paused = [
+        (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id for _ in range(2)
+    ]
+    ask = ev.RunEvent(
+        decision_requested=ev.DecisionRequested(
+            decision_id="d1", prompt="ship it?", options=[ev.DecisionOption(value="yes")]
+        )
+    )
+    await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=waiting, events=[ask]))
+    await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=paused, events=[custom(1)]))
+    await callers["bot2"].runs.PauseRun(rs.PauseRunRequest(run_id=paused))
+    statuses = [
+        (await bot.runs.GetRun(rs.GetRunRequest(run_id=run_id))).run.status
+        for run_id in (waiting, paused)
+    ]
+    assert statuses == [run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
+    assert "tenant 'acme' has 2 active runs" in (info.value.details() or "")
+    assert retry_info(info.value) > 0
