@@ -265,12 +265,23 @@ async def test_concurrent_creates_never_pass_the_active_runs_limit(
     assert len(listed.runs) == 2
 
 
-async def test_tenants_and_subjects_with_slashes_have_budgets_of_their_own(
-    limited: RunstreamServer, keys: Keys
+# Tenant "x/y" with subject "z", and tenant "x" with subject "y/z": two principals. One
+# subject in two tenants is two principals too: tenants name their subjects as they like,
+# and a tenant's "ci" spending the budget of another's "ci" failed no test (found by a
+# mutation audit).
+TWO_PRINCIPALS = {
+    "slashes": (("x/y", "z"), ("x", "y/z")),
+    "one subject": (("acme", "ci"), ("globex", "ci")),
+}
+
+
+@pytest.mark.parametrize("case", list(TWO_PRINCIPALS))
+async def test_principals_whatever_their_names_have_budgets_of_their_own(
+    limited: RunstreamServer, keys: Keys, case: str
 ) -> None:
-    """Tenant "x/y" with subject "z", and tenant "x" with subject "y/z": two principals."""
-    first = Caller(limited.target, keys.token(["viewer"], sub="z", tenant="x/y"))
-    second = Caller(limited.target, keys.token(["viewer"], sub="y/z", tenant="x"))
+    (tenant_1, subject_1), (tenant_2, subject_2) = TWO_PRINCIPALS[case]
+    first = Caller(limited.target, keys.token(["viewer"], sub=subject_1, tenant=tenant_1))
+    second = Caller(limited.target, keys.token(["viewer"], sub=subject_2, tenant=tenant_2))
     try:
         for _ in range(LIMITS.watch_streams_per_principal):
             await opened(first.runs.WatchRuns(rs.WatchRunsRequest()))
