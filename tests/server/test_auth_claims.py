@@ -63,3 +63,23 @@ async def test_roles_given_as_one_space_separated_string_each_count(
     finally:
         await caller.channel.close()
         await stranger.channel.close()
+
+
+@pytest.mark.parametrize(
+    "roles", [{"admin": True}, 5, ["viewer", 5], None], ids=["object", "number", "mixed", "null"]
+)
+async def test_a_roles_claim_that_is_no_list_of_names_is_refused_by_name(
+    secured: RunstreamServer, keys: Keys, roles: object
+) -> None:
+    """`roles` must be role names (a list, or one space-separated string): an object whose
+    keys name roles grants none of them (were it read as names, {"admin": true} would be an
+    admin), and a number is refused UNAUTHENTICATED naming the claim, not UNKNOWN."""
+    token = jwt.encode({**claims(), "roles": roles}, keys.rsa, algorithm="RS256")
+    caller = Caller(secured.target, token)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await caller.runs.ListRuns(rs.ListRunsRequest())
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, info.value.details()
+        assert info.value.details() == "claim 'roles' must be a list of role names"
+    finally:
+        await caller.channel.close()
