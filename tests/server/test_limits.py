@@ -15,8 +15,9 @@ from typing import Any
 
 import grpc
 import pytest
+from runstream.v1 import decision_service_pb2 as ds
+from runstream.v1 import decision_service_pb2_grpc, run_pb2
 from runstream.v1 import report_service_pb2 as rp
-from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 from runstream_server.auth import limits
@@ -506,3 +507,31 @@ async def test_runs_paused_or_waiting_for_an_answer_count_as_active(
         await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))
     assert "tenant 'acme' has 2 active runs" in (info.value.details() or "")
     assert retry_info(info.value) > 0
+
+
+async def test_interact_streams_count_among_the_principals_watch_streams(
+    callers: dict[str, Caller],
+) -> None:
+    """The README: the watch-streams limit counts a principal's open WatchRun, WatchRuns and
+    Interact streams. An operator holding two Interact streams (the limit) is refused a
+    third, RESOURCE_EXHAUSTED with RetryInfo, as for a third watch."""
+    bot = callers["bot"]
+    run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+    decisions = decision_service_pb2_grpc.DecisionServiceStub(callers["bot2"].channel)  # type: ignore[no-untyped-call]
+
+    def interact() -> Any:
+        async def requests() -> AsyncIterator[ds.InteractRequest]:
+            yield ds.InteractRequest(subscribe=ds.InteractSubscribe(run_ids=[run_id]))
+            await asyncio.Event().wait()  # held open, as a viewer's stream is
+
+        return decisions.Interact(requests())
+
+    held = [interact(), interact()]
+    for stream in held:
+        await stream.initial_metadata()  # sent once the subscription is accepted
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await asyncio.wait_for(interact().read(), 10)  # not held open without a word
+    assert "2 watch streams are open for bot2" in (info.value.details() or "")
+    assert retry_info(info.value) > 0
+    for stream in held:
+        stream.cancel()
