@@ -294,16 +294,35 @@ async def test_principals_whatever_their_names_have_budgets_of_their_own(
         await second.channel.close()
 
 
-async def test_a_burst_of_zero_turns_the_append_limit_off(
-    tmp_path: Path, keys: Keys, server_config: Any
-) -> None:
-    limits = dataclasses.replace(LIMITS, append_burst=0)
-    security = dataclasses.replace(rs256_auth(keys), limits=limits)
+async def test_a_limit_of_zero_is_off(tmp_path: Path, keys: Keys, server_config: Any) -> None:
+    """The README: 0 turns a limit off. Each count limit at 0, and a burst of 0 with a rate
+    still set: more of everything than LIMITS allows passes (a limit of 0 read as "none
+    allowed" refused every create and watch, and failed no test)."""
+    zeros = CallerLimits(
+        watch_streams_per_principal=0,
+        watchers_per_run=0,
+        report_streams_per_principal=0,
+        active_runs_per_tenant=0,
+        append_events_per_second=LIMITS.append_events_per_second,
+        append_burst=0,
+    )
+    security = dataclasses.replace(rs256_auth(keys), limits=zeros)
     server = RunstreamServer(server_config(tmp_path / "runstream.db", security=security))
     await server.start()
-    bot = Caller(server.target, keys.token(["producer"], sub="bot"))
+    bot = Caller(server.target, keys.token(["producer", "viewer"], sub="bot"))
     try:
-        run_id = (await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf"))).run.run_id
+        runs = [await bot.runs.CreateRun(rs.CreateRunRequest(workflow="wf")) for _ in range(3)]
+        run_id = runs[0].run.run_id
+        watch = rs.WatchRunRequest(run_id=run_id, keep_open=True)
+        for _ in range(LIMITS.watchers_per_run + 1):
+            await opened(bot.runs.WatchRun(watch))
+
+        async def held(n: int) -> AsyncIterator[rp.ReportRequest]:
+            yield rp.ReportRequest(run_id=run_id, batch_id=1, events=[custom(1000 + n)])
+            await asyncio.Event().wait()
+
+        for n in range(3):
+            await opened(bot.report.Report(held(n)))
         for batch in range(5):  # 50 events at once, five times: over any bucket of 5/s
             events = [custom(batch * 50 + i) for i in range(1, 51)]
             await bot.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=events))
