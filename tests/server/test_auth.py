@@ -591,6 +591,33 @@ async def test_a_key_taken_out_of_the_jwks_file_ends_the_streams_its_tokens_open
         new_watch.cancel()
 
 
+async def test_a_key_withdrawn_long_after_the_streams_opened_still_ends_them(
+    tmp_path: Path,
+) -> None:
+    """The files are looked at once a second for as long as streams are open, not only in
+    the first second: a watch that has run quietly for a while, on a server that gets no
+    other call, still ends within seconds of its key's withdrawal (looking once, then no
+    more, failed no test: every other test withdrew the key within that first second)."""
+    old, new = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    signed = jwt.encode(
+        claims(["producer", "viewer"]), old, algorithm="ES256", headers={"kid": "old"}
+    )
+    metadata = [("authorization", f"Bearer {signed}")]
+    async with jwks_channel(tmp_path, [("old", old), ("new", new)]) as ch:
+        runs = run_service_pb2_grpc.RunServiceStub(ch)  # type: ignore[no-untyped-call]
+        create = run_service_pb2.CreateRunRequest(workflow="w")
+        run_id = (await runs.CreateRun(create, metadata=metadata)).run.run_id
+        request = run_service_pb2.WatchRunRequest(run_id=run_id, keep_open=True)
+        watch = runs.WatchRun(request, metadata=metadata)
+        assert [e.seq for e in (await watch.read()).events] == [1]
+        await asyncio.sleep(3 * RECHECK_SECONDS)  # quiet: the files looked at, unchanged
+        write_jwks(tmp_path / "jwks.json", [("new", new)])
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(watch.read(), 3 * RECHECK_SECONDS + 1)
+        assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "(unknown key id 'old')" in (ended.value.details() or "")
+
+
 async def test_a_stream_whose_key_is_withdrawn_before_it_is_held_is_cut_too(
     tmp_path: Path,
 ) -> None:
