@@ -207,6 +207,32 @@ async def test_a_frozen_redis_gets_unavailable_and_the_producer_goes_on_after(
     assert ticks == list(range(300))  # each stored once, in order
 
 
+async def test_a_cancel_on_a_frozen_redis_is_unavailable_within_the_clients_deadline(
+    restartable: Restartable,
+) -> None:
+    """A run of a workflow whose history this replica had not read yet: its cancel first read
+    the history, waiting out the store's 8 s socket timeout, then the cancel's write waited as
+    long again, so the SDK's 10 s deadline ran out first and it got DEADLINE_EXCEEDED, with
+    nothing said of the change perhaps being applied (found in review). The commit waits for
+    the history a second at most, then goes on without it, as when it cannot be read."""
+    redis, server = restartable.redis, restartable.server
+    assert redis.process is not None
+    async with grpc.aio.insecure_channel(server.target) as channel:  # created, never started
+        runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        run_id = (await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="new"))).run.run_id
+    async with runstream.connect(server.target) as client:
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(runstream.UnavailableError, match="may still be applied"):
+                await client.cancel_run(run_id)
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        # As the status advises: read the run before repeating the change.
+        if (await client.get_run(run_id)).status.name != "CANCELLED":
+            await client.cancel_run(run_id)
+        assert (await client.get_run(run_id)).status.name == "CANCELLED"
+
+
 async def test_callers_queued_behind_a_load_that_fails_share_its_unavailable(
     restartable: Restartable, tmp_path: Path
 ) -> None:

@@ -26,6 +26,12 @@ log = logging.getLogger("runstream.runs")
 
 _Key = tuple[str, str]
 
+HISTORY_WAIT = 1.0
+"""Seconds a caller waits for a workflow's history being read, at most: a commit then goes on
+without it, as when it cannot be read, and the read goes on for the next commit. A store's
+read takes milliseconds; one that stops answering (a frozen Redis) took its whole socket
+timeout, 8 s, and the commit after it as long again, past the clients' 10 s deadline."""
+
 
 class WorkflowHistories:
     """Each workflow's history, read once and shared by its callers."""
@@ -52,23 +58,32 @@ class WorkflowHistories:
             reading = self._reads.get(key)
             if reading is None:  # one read at a time per workflow, shared by its callers
                 reading = self._reads[key] = asyncio.ensure_future(self._read(key))
-                reading.add_done_callback(lambda _: self._reads.pop(key, None))
+                reading.add_done_callback(lambda done: self._read_ended(key, done))
             try:
-                await asyncio.shield(reading)
-            except Unavailable as exc:
+                async with asyncio.timeout(HISTORY_WAIT):
+                    await asyncio.shield(reading)
+            except (Unavailable, TimeoutError) as exc:
                 # The part of the store that holds it is out of reach (a Redis Cluster shard
-                # lost, or failing over): commits go on with what is held, or with no history
-                # (read again at the next commit), rather than failing a run whose own keys
-                # are served. The estimate catches up once the store answers.
+                # lost, or failing over) or slow to answer: commits go on with what is held,
+                # or with no history (read again at the next commit), rather than failing,
+                # or holding up, a run whose own keys are served. The estimate catches up
+                # once the store answers.
                 if key not in self._unread:
                     self._unread.add(key)
+                    slow = isinstance(exc, TimeoutError)
+                    why = f"no answer in {HISTORY_WAIT:g} s" if slow else exc
                     log.warning("estimates of %s go on without its history for now: %s",
-                                key[1], exc)  # fmt: skip
+                                key[1], why)  # fmt: skip
                 return history or insight.WorkflowHistory(limit)
             self._unread.discard(key)
             held = self._history.get(key)  # None: dropped already by other workflows' reads
             history = held if held is not None else insight.WorkflowHistory(limit)
         return history
+
+    def _read_ended(self, key: _Key, reading: asyncio.Future[None]) -> None:
+        self._reads.pop(key, None)
+        if not reading.cancelled():
+            reading.exception()  # taken: its callers may all have stopped waiting for it
 
     def __len__(self) -> int:
         """How many workflows' histories are held."""
