@@ -192,8 +192,8 @@ def add_serve_command(
         "--log-format",
         default="text",
         choices=["text", "json"],
-        help="text lines, or one JSON object per line (time, level, message, run_id, method, "
-        "code, duration_ms)",
+        help="text lines, or one JSON object per line (time, level, logger, message, and where "
+        "they apply run_id, method, code, duration_ms, principal, tenant, peer)",
     )
     serve.add_argument(
         "--metrics-address",
