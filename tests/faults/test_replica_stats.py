@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 from runstream.v1 import (
+    decision_pb2,
     decision_service_pb2,
     decision_service_pb2_grpc,
     event_pb2,
@@ -29,7 +31,7 @@ from runstream.v1 import (
 )
 from runstream_server.app import RunstreamServer
 from runstream_server.observability.telemetry import Telemetry
-from runstream_server.store.base import StoredEvent
+from runstream_server.store.base import RunCounts, StoredEvent
 
 from tests.clients.support import question
 from tests.conftest import RedisProcess, redis_store_url, replicas_serving
@@ -132,6 +134,27 @@ async def test_runs_by_status_and_open_decisions_follow_the_other_replicas_commi
         watch.cancel()
 
 
+async def test_a_replica_that_missed_the_others_commits_counts_the_store_again(
+    replicas: list[Replica], redis_server: RedisProcess
+) -> None:
+    """Commits made on A while B's notice subscription was down never moved B's figures: B
+    showed runs ended long ago as running, and questions answered as open, until it restarted
+    (found in review, after a Redis restart). After every gap in its notices B counts the
+    store's runs and open questions again."""
+    a = replicas[0]
+    created = run_service_pb2.CreateRunRequest(workflow="gap")
+    first = (await a.runs.CreateRun(created)).run.run_id
+    await both_show(replicas, {"runs": {"PENDING": 1}, "open_decisions": 0, "healthy": 0})
+    async with redis.asyncio.from_url(redis_server.url) as admin:
+        await admin.client_kill_filter(_type="pubsub")  # back in about 0.5 s
+    # Meanwhile A's commits reach B by no notice.
+    second = (await a.runs.CreateRun(created)).run.run_id
+    await a.runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=first, reason="gone"))
+    await a.report.AppendEvents(question(second, "d1"))
+    expected = {"CANCELLED": 1, "WAITING_FOR_INPUT": 1}
+    await both_show(replicas, {"runs": expected, "open_decisions": 1, "healthy": 1})
+
+
 def _stored(seq: int, event: event_pb2.RunEvent) -> StoredEvent:
     kind = event_pb2.RunEvent.DESCRIPTOR.fields_by_name[event.WhichOneof("payload")].number
     return StoredEvent(seq, kind, "", event.SerializeToString())
@@ -166,6 +189,36 @@ def test_a_commit_told_twice_or_made_here_is_counted_once() -> None:
         run_pb2.RUN_STATUS_SUCCEEDED: 1,
         run_pb2.RUN_STATUS_RUNNING: 1,
     }
+
+
+def test_moves_made_while_the_store_is_counted_again_are_kept_once() -> None:
+    """The count reads the store while commits go on: a move it may or may not have seen
+    is made again on it, and an end it saw already, told after it, is not counted twice."""
+    telemetry = Telemetry()
+    created = event_pb2.RunEvent(run_created=event_pb2.RunCreated(workflow="w"))
+    started = event_pb2.RunEvent(run_started=event_pb2.RunStarted())
+    completed = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+    asked = event_pb2.DecisionRequested(decision_id="d", prompt="?")
+    for run_id in ("a", "b"):
+        telemetry.committed_elsewhere(run_id, [_stored(1, created), _stored(2, started)], None)
+    telemetry.recounting()
+    telemetry.committed_elsewhere("a", [_stored(3, completed)], None)  # the count saw it not
+    telemetry.committed_elsewhere("c", [_stored(1, created)], None)  # nor this one
+    telemetry.committed_elsewhere(
+        "e", [_stored(1, created), _stored(2, event_pb2.RunEvent(decision_requested=asked))], None
+    )
+    running = run_pb2.Run(run_id="a", status=run_pb2.RUN_STATUS_RUNNING)
+    waiting = run_pb2.Run(run_id="e", status=run_pb2.RUN_STATUS_WAITING_FOR_INPUT)
+    ended = {run_pb2.RUN_STATUS_SUCCEEDED: 1}  # b, ended before the count read it
+    found = decision_pb2.Decision(decision_id="d")
+    telemetry.recounted(RunCounts(ended=ended, active=[running, waiting]), [("e", found)])
+    telemetry.committed_elsewhere("b", [_stored(3, completed)], None)  # told late
+    assert telemetry.runs.by_status() == {
+        run_pb2.RUN_STATUS_SUCCEEDED: 2,
+        run_pb2.RUN_STATUS_PENDING: 1,
+        run_pb2.RUN_STATUS_WAITING_FOR_INPUT: 1,
+    }
+    assert telemetry.open_decision_count() == 1
 
 
 async def test_runstream_stats_does_not_show_a_redis_store_as_empty(

@@ -69,7 +69,13 @@ from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import Heartbeat, Snapshot, StreamGate, Watching, WatchItem
 from runstream_server.domain.watching_runs import InitialStateComplete, RunsItem, WatchingRuns
 from runstream_server.errors import ShuttingDown
-from runstream_server.store.base import EventStore, RunFilter, StoredEvent, read_every_event
+from runstream_server.store.base import (
+    EventStore,
+    RunCounts,
+    RunFilter,
+    StoredEvent,
+    read_every_event,
+)
 
 __all__ = [
     "DEADLINE_KEY_PREFIX",
@@ -230,11 +236,25 @@ class RunManager:
         """Arms the deadline of every open decision in the store: at start, or on a shared
         store after each gap in the notices, the first being the subscription itself (so a
         question asked before it is not missed), since a gap may have carried questions
-        asked on runs this process does not hold."""
-        async for run_id, decision in self.stored_open_decisions():
-            if decision.HasField("deadline"):
-                deadline = decision.deadline.ToDatetime(UTC)
-                self._decisions.deadlines.arm(run_id, decision.decision_id, deadline)
+        asked on runs this process does not hold. On a shared store the observer is given
+        the store's runs by status and open questions counted again, which the gap may have
+        moved too."""
+        recount = self._store.shared
+        if recount:
+            self._observer.recounting()
+        found: list[tuple[str, decision_pb2.Decision]] = []
+        counts: RunCounts | None = None
+        try:
+            async for run_id, decision in self.stored_open_decisions():
+                found.append((run_id, decision))
+                if decision.HasField("deadline"):
+                    deadline = decision.deadline.ToDatetime(UTC)
+                    self._decisions.deadlines.arm(run_id, decision.decision_id, deadline)
+            if recount:
+                counts = await self._store.count_runs()
+        finally:
+            if recount:
+                self._observer.recounted(counts, found)
 
     async def stored_open_decisions(self) -> AsyncIterator[tuple[str, decision_pb2.Decision]]:
         """The open decisions of every waiting or paused run in the store, read from their

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from runstream.v1 import event_pb2, run_pb2
+from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 from runstream_server.domain.state import TERMINAL_STATUSES
 from runstream_server.observability.windows import Buckets, LatencyWindow, RollingCounter
-from runstream_server.store.base import StoredEvent
+from runstream_server.store.base import RunCounts, StoredEvent
 
 if TYPE_CHECKING:
     from runstream_server.observability.metrics import PrometheusMetrics
@@ -52,13 +52,18 @@ LAG_BUCKETS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
 class RunTally:
     """Runs by status (all of them) and the health of those not yet ended.
 
-    Counted once from the store at start, then moved by every committed snapshot. Only runs
-    not yet ended are remembered individually (an ended run never changes status again).
+    Counted once from the store at start, then moved by every committed snapshot; on a shared
+    store, counted again after each gap in the other replicas' notices (see
+    :meth:`recounted`). Only runs not yet ended are remembered individually (an ended run
+    never changes status again), so a run's end is counted only when the run was known not
+    ended: an end told again, or told after a count that found the run ended, moves nothing.
     """
 
     def __init__(self) -> None:
         self._counts: Counter[int] = Counter()
         self._active: dict[str, tuple[int, int]] = {}  # run id -> (status, health)
+        # While the store is counted again: each run's last move meanwhile.
+        self._moved: dict[str, tuple[int, int]] | None = None
 
     def count(self, run: run_pb2.Run) -> None:
         """Adds a run found in the store at start."""
@@ -72,14 +77,42 @@ class RunTally:
 
     def update(self, run: run_pb2.Run) -> None:
         """Moves the tally to `run`'s new status and health."""
+        if self._moved is not None:
+            self._moved[run.run_id] = (run.status, run.health)
         previous = self._active.get(run.run_id)
+        ended = run.status in TERMINAL_STATUSES
+        if previous is None and ended:
+            return  # counted as ended already
         if previous is not None:
             self._counts[previous[0]] -= 1
         self._counts[run.status] += 1
-        if run.status in TERMINAL_STATUSES:
+        if ended:
             self._active.pop(run.run_id, None)
         else:
             self._active[run.run_id] = (run.status, run.health)
+
+    def recounting(self) -> None:
+        """The store is being counted again: the moves from now on are noted for
+        :meth:`recounted`, which cannot tell whether the count saw them."""
+        self._moved = {}
+
+    def recounted(self, counts: RunCounts | None) -> None:
+        """The tally becomes the store's count (None: the count failed, the tally stays),
+        with the moves made while it was read made again on it. A run the count found not
+        ended takes its last move, as does one the count did not find (created meanwhile);
+        one it found ended was counted so. (A run created and ended while the count was
+        read, milliseconds, is missed until the next count.)"""
+        moved, self._moved = self._moved or {}, None
+        if counts is None:
+            return
+        self._counts = Counter()
+        self._active = {}
+        for status, runs in counts.ended.items():
+            self.count_ended(status, runs)
+        for run in counts.active:
+            self.count(run)
+        for run_id, (status, health) in moved.items():
+            self.update(run_pb2.Run(run_id=run_id, status=status, health=health))  # type: ignore[arg-type]
 
     def follow(self, run_id: str, events: Sequence[StoredEvent], open_decisions: int) -> None:
         """Moves the tally by another replica's events of a run whose state is not at hand
@@ -145,6 +178,8 @@ class Telemetry:
         self._open_decisions: dict[tuple[str, str], float] = {}  # -> requested, epoch seconds
         self._open_by_run: Counter[str] = Counter()
         self._seen: OrderedDict[str, int] = OrderedDict()  # run -> the last seq counted
+        # While the store is counted again: the questions asked and answered meanwhile.
+        self._decisions_moved: list[tuple[str, event_pb2.RunEvent]] | None = None
         if metrics is not None:
             metrics.attach(self)
 
@@ -210,7 +245,34 @@ class Telemetry:
         if len(seen) > _SEEN_KEPT:
             seen.popitem(last=False)
 
+    def recounting(self) -> None:
+        """The store's runs and open questions are being counted again, after a gap in the
+        other replicas' notices: the moves from now on are noted for :meth:`recounted`."""
+        self.runs.recounting()
+        self._decisions_moved = []
+
+    def recounted(
+        self,
+        counts: RunCounts | None,
+        open_decisions: Sequence[tuple[str, decision_pb2.Decision]],
+    ) -> None:
+        """The figures of the whole store become what the count found, the questions asked
+        and answered while it was read told again on them (None: the count failed, the
+        figures stay as they were)."""
+        moved, self._decisions_moved = self._decisions_moved or [], None
+        self.runs.recounted(counts)
+        if counts is None:
+            return
+        self._open_decisions.clear()
+        self._open_by_run.clear()
+        for run_id, decision in open_decisions:
+            self.decision_open(run_id, decision.decision_id, decision.create_time.ToDatetime(UTC))
+        for run_id, event in moved:
+            self._decision(run_id, event, answered=False)
+
     def _decision(self, run_id: str, event: event_pb2.RunEvent, *, answered: bool = True) -> None:
+        if self._decisions_moved is not None:
+            self._decisions_moved.append((run_id, event))
         when = event.event_time.ToNanoseconds() / 1e9
         if event.HasField("decision_requested"):
             self._opened(run_id, event.decision_requested.decision_id, when)
