@@ -34,8 +34,8 @@ from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain.following import Notices
 from runstream_server.domain.reconciling import StoreChecks
-from runstream_server.domain.runs import RunManager
 from runstream_server.domain.state import RunState
+from runstream_server.domain.store_passes import StorePasses
 from runstream_server.errors import Unavailable
 from runstream_server.store import redis_index
 from runstream_server.store.base import CommitNotice, Notice
@@ -369,11 +369,11 @@ async def test_other_replicas_commits_do_not_wait_for_the_scan_of_stored_deadlin
     seconds, and every other replica's commit waited for it."""
     scanning = asyncio.Event()
 
-    async def endless_scan(self: RunManager) -> None:
+    async def endless_scan(self: StorePasses) -> None:
         scanning.set()
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(RunManager, "_arm_stored_deadlines", endless_scan)
+    monkeypatch.setattr(StorePasses, "arm_deadlines", endless_scan)
     async with two_replicas(redis_server, tmp_path) as replicas:
         await asyncio.wait_for(scanning.wait(), 10)
         run_id, watch = await watched_on_b(replicas, "scan")

@@ -30,7 +30,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
@@ -60,21 +60,18 @@ from runstream_server.domain.ledger import (
     summary,
 )
 from runstream_server.domain.limits import Limits, Retention
-from runstream_server.domain.monitors import DEADLINE_KINDS, RetentionPasses, StallTracker
+from runstream_server.domain.monitors import RetentionPasses, StallTracker
 from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
-from runstream_server.domain.state import RunState
+from runstream_server.domain.store_passes import StorePasses
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import Heartbeat, Snapshot, StreamGate, Watching, WatchItem
 from runstream_server.domain.watching_runs import InitialStateComplete, RunsItem, WatchingRuns
 from runstream_server.errors import ShuttingDown
 from runstream_server.store.base import (
     EventStore,
-    RunCounts,
-    RunFilter,
     StoredEvent,
-    read_every_event,
 )
 
 __all__ = [
@@ -168,7 +165,7 @@ class RunManager:
             self._runs_hub,
             elsewhere=self._not_held_elsewhere,
             viewers_changed=self._viewers.changed_elsewhere,
-            rearm=self._arm_stored_deadlines,
+            rearm=lambda: self._passes.arm_deadlines(),
             spawn=self._spawn,
         )
         self._decisions = Decisions(
@@ -181,6 +178,7 @@ class RunManager:
             self._limits.response_bytes,
             self._limits.max_followed_runs,
         )
+        self._passes = StorePasses(store, self._decisions.deadlines, observer)
         self._stalls = StallTracker(store, self._policy, now, self._ledger)
         self._ledger.consumers += [
             self._links.on_commit,
@@ -227,51 +225,14 @@ class RunManager:
             self._spawn(self._notices.apply_forever())
             self._spawn(self._viewers.reread_forever())
         else:
-            await self._arm_stored_deadlines()
+            await self._passes.arm_deadlines()
         self._spawn(self._stalls.run_forever())
         if self._retention.enabled:
             self._spawn(self._retention.run_forever())
 
-    async def _arm_stored_deadlines(self) -> None:
-        """Arms the deadline of every open decision in the store: at start, or on a shared
-        store after each gap in the notices, the first being the subscription itself (so a
-        question asked before it is not missed), since a gap may have carried questions
-        asked on runs this process does not hold. On a shared store the observer is given
-        the store's runs by status and open questions counted again, which the gap may have
-        moved too."""
-        recount = self._store.shared
-        if recount:
-            self._observer.recounting()
-        found: list[tuple[str, decision_pb2.Decision]] = []
-        counts: RunCounts | None = None
-        try:
-            async for run_id, decision in self.stored_open_decisions():
-                found.append((run_id, decision))
-                if decision.HasField("deadline"):
-                    deadline = decision.deadline.ToDatetime(UTC)
-                    self._decisions.deadlines.arm(run_id, decision.decision_id, deadline)
-            if recount:
-                counts = await self._store.count_runs()
-        finally:
-            if recount:
-                self._observer.recounted(counts, found)
-
-    async def stored_open_decisions(self) -> AsyncIterator[tuple[str, decision_pb2.Decision]]:
-        """The open decisions of every waiting or paused run in the store, read from their
-        questions and answers alone: no run is loaded into memory, where thousands of them
-        would push out the runs in use."""
-        for status in (run_pb2.RUN_STATUS_WAITING_FOR_INPUT, run_pb2.RUN_STATUS_PAUSED):
-            cursor: tuple[int, str] | None = None
-            while True:
-                page = await self._store.list_runs(RunFilter(frozenset({status})), 500, cursor)
-                for run in page.runs:
-                    asked = await read_every_event(self._store, run.run_id, DEADLINE_KINDS)
-                    state = RunState.restore(run, (e.decode() for e in asked))
-                    for decision in state.open_decisions():
-                        yield run.run_id, decision
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
+    def stored_open_decisions(self) -> AsyncIterator[tuple[str, decision_pb2.Decision]]:
+        """The open decisions of every waiting or paused run in the store (StorePasses)."""
+        return self._passes.open_decisions()
 
     def store_lost(self, reason: str | None) -> None:
         """The shared store out of reach (`reason`), or back (None): StreamGate.store_lost."""
