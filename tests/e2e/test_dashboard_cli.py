@@ -353,6 +353,33 @@ async def test_it_fronts_a_tls_server_with_the_ca_file_it_is_given(
         await server.stop(grace=1.0)
 
 
+@pytest.mark.parametrize("given", ["no-client-cert", "no-ca-file"])
+async def test_a_tls_server_that_closes_the_connection_is_named_with_the_likely_reason(
+    tmp_path: Path, given: str
+) -> None:
+    """A server asking for a client certificate, reached without one, and one serving TLS,
+    reached in plaintext, each close the connection as it opens: the start said only gRPC's
+    "Socket closed" (found in review), where it names what is likely missing."""
+    from runstream_server.auth.edge import SecurityConfig, TlsConfig
+
+    _require_envoy()
+    pki = Pki.make(tmp_path / "pki")
+    tls = TlsConfig(pki.server_cert, pki.server_key, pki.ca_file)
+    server = await start_server(tmp_path, SecurityConfig(tls=tls))
+    try:
+        options = ["--ca-file", str(pki.ca_file)] if given == "no-client-cert" else []
+        dashboard = await Dashboard.start(server.target, 0, 0, *options)
+        try:
+            await dashboard.envoy_target()  # up, and said what it found at start
+        finally:
+            said = await dashboard.stop()
+    finally:
+        await server.stop(grace=1.0)
+    assert "no Runstream server answers" in said, said
+    missing = "--client-cert" if given == "no-client-cert" else "--ca-file"
+    assert "it closed the connection as it opened: " in said and missing in said, said
+
+
 def test_a_client_certificate_without_the_servers_ca_is_a_usage_error(tmp_path: Path) -> None:
     pki = Pki.make(tmp_path / "pki")
     done = dashboard("--target", f"127.0.0.1:{free_port()}", "--client-cert",

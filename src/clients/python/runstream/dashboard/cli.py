@@ -394,18 +394,30 @@ def _upstream_tls(args: argparse.Namespace) -> UpstreamTls:
 
 async def _not_serving(target: str, tls: UpstreamTls) -> str | None:
     """Why a server at `target` does not answer its gRPC health check with SERVING (the
-    status, or gRPC's reason: a certificate --ca-file does not vouch for says so), or None."""
+    status, or gRPC's reason, with what it likely means: a certificate --ca-file does not
+    vouch for, or that names another host, a server that wants a client certificate, one that
+    serves TLS reached without --ca-file), or None."""
     async with tls.channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
         except grpc.aio.AioRpcError as exc:
             detail = exc.details() or exc.code().name
-            if "handshake" in detail.lower():  # the server is up; the certificates do not match
+            said = detail.lower()
+            if "handshake" in said:  # the server is up; the certificates do not match
                 return (
                     "its TLS handshake failed: does --ca-file vouch for its certificate, and "
                     f"does it take --client-cert? gRPC: ...{detail[-100:]}"
                 )
+            if "hostname verification" in said:
+                return f"its certificate does not name {target}: gRPC: ...{detail[-100:]}"
+            if said.endswith("socket closed"):  # it took the connection, then closed it
+                why = (
+                    "does it want a client certificate (--client-cert, --client-key)?"
+                    if tls.ca is not None
+                    else "does it serve TLS (then give --ca-file)?"
+                )
+                return f"it closed the connection as it opened: {why} gRPC: {detail[-100:]}"
             return detail[:200]
     if response.status == health_pb2.HealthCheckResponse.SERVING:
         return None
