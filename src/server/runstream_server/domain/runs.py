@@ -69,10 +69,7 @@ from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import Heartbeat, Snapshot, StreamGate, Watching, WatchItem
 from runstream_server.domain.watching_runs import InitialStateComplete, RunsItem, WatchingRuns
 from runstream_server.errors import ShuttingDown
-from runstream_server.store.base import (
-    EventStore,
-    StoredEvent,
-)
+from runstream_server.store.base import EventStore, StoredEvent
 
 __all__ = [
     "DEADLINE_KEY_PREFIX",
