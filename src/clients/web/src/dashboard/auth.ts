@@ -95,16 +95,32 @@ export function tokenGiven(): Promise<void> {
   return new Promise((resolve) => waiting.push(resolve));
 }
 
-function refused(error: unknown): void {
+// Refusals of a token given up since: the call went out before the dialog's answer (the page's
+// first calls, sent at once, are refused one after the other), and its caller calls again
+// with the new token rather than ask for one again.
+const outdated = new WeakSet<object>();
+
+/** Whether `error` refused a token that the dialog has replaced since the call was sent. */
+export function refusedAnOlderToken(error: unknown): boolean {
+  return typeof error === "object" && error !== null && outdated.has(error);
+}
+
+function refused(error: unknown, sent: string | null): void {
   const err = ConnectError.from(error);
+  if (err.code !== Code.Unauthenticated && err.code !== Code.PermissionDenied) return;
+  if (givenToken() !== sent) {
+    outdated.add(err);
+    if (typeof error === "object" && error !== null) outdated.add(error);
+    return;
+  }
   if (err.code === Code.Unauthenticated) void askForToken(err.rawMessage);
 }
 
-async function* watched<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+async function* watched<T>(messages: AsyncIterable<T>, sent: string | null): AsyncIterable<T> {
   try {
     yield* messages;
   } catch (error) {
-    refused(error); // a stream whose token expired ends UNAUTHENTICATED
+    refused(error, sent); // a stream whose token expired ends UNAUTHENTICATED
     throw error;
   }
 }
@@ -116,9 +132,9 @@ export const authInterceptor: Interceptor = (next) => async (req) => {
   if (token) req.header.set("authorization", `Bearer ${token}`);
   try {
     const res = await next(req);
-    return res.stream ? { ...res, message: watched(res.message) } : res;
+    return res.stream ? { ...res, message: watched(res.message, token) } : res;
   } catch (error) {
-    refused(error);
+    refused(error, token);
     throw error;
   }
 };

@@ -5,7 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { RunEvent } from "../gen/runstream/v1/event_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import type { Api } from "./api";
-import { askForToken } from "./auth";
+import { askForToken, refusedAnOlderToken } from "./auth";
 import { heardServerTime } from "./clock";
 import { retryDelay, sleep } from "./retry";
 
@@ -172,11 +172,13 @@ export class RunWatch {
  * When a failed call wants a token rather than a retry (UNAUTHENTICATED: none, or an expired
  * or bad one; PERMISSION_DENIED: one that may not view runs), says so on the indicator
  * ("signin" or "denied": nothing is reconnecting meanwhile), waits for the dialog's answer
- * and returns true; returns false at once for any other failure.
+ * and returns true; returns true at once when the token it refused was replaced since the
+ * call went out (the caller calls again with the new one), and false for any other failure.
  */
 export async function askedForToken(err: ConnectError, state: (state: LinkState, detail: string) => void): Promise<boolean> {
   const refusal = err.code === Code.Unauthenticated ? "unauthenticated" : err.code === Code.PermissionDenied ? "denied" : undefined;
   if (refusal === undefined) return false;
+  if (refusedAnOlderToken(err)) return true; // a token was given since it was sent: call again
   state(refusal === "denied" ? "denied" : "signin", err.rawMessage);
   await askForToken(err.rawMessage, refusal);
   return true;
