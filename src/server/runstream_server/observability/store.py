@@ -237,8 +237,4 @@ class ObservedStore:
     async def tally_runs(self) -> None:
         """Tallies every stored run by status, once at start, from the store's count (the
         ended runs by an index, without their snapshots)."""
-        counts = await self.count_runs()
-        for status, runs in counts.ended.items():
-            self._telemetry.runs.count_ended(status, runs)
-        for run in counts.active:
-            self._telemetry.runs.count(run)
+        self._telemetry.runs.recounted(await self.count_runs())

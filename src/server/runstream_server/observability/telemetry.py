@@ -65,16 +65,6 @@ class RunTally:
         # While the store is counted again: each run's last move meanwhile.
         self._moved: dict[str, tuple[int, int]] | None = None
 
-    def count(self, run: run_pb2.Run) -> None:
-        """Adds a run found in the store at start."""
-        self._counts[run.status] += 1
-        if run.status not in TERMINAL_STATUSES:
-            self._active[run.run_id] = (run.status, run.health)
-
-    def count_ended(self, status: int, runs: int) -> None:
-        """Adds `runs` ended runs of `status` found in the store at start."""
-        self._counts[status] += runs
-
     def update(self, run: run_pb2.Run) -> None:
         """Moves the tally to `run`'s new status and health."""
         if self._moved is not None:
@@ -97,20 +87,19 @@ class RunTally:
         self._moved = {}
 
     def recounted(self, counts: RunCounts | None) -> None:
-        """The tally becomes the store's count (None: the count failed, the tally stays),
-        with the moves made while it was read made again on it. A run the count found not
-        ended takes its last move, as does one the count did not find (created meanwhile);
-        one it found ended was counted so. (A run created and ended while the count was
-        read, milliseconds, is missed until the next count.)"""
+        """The tally becomes the store's count (at start, or again after a gap; None: the
+        count failed, the tally stays), with the moves made while it was read made again on
+        it. A run the count found not ended takes its last move, as does one the count did
+        not find (created meanwhile); one it found ended was counted so. (A run created and
+        ended while the count was read, milliseconds, is missed until the next count.)"""
         moved, self._moved = self._moved or {}, None
         if counts is None:
             return
-        self._counts = Counter()
+        self._counts = Counter(counts.ended)
         self._active = {}
-        for status, runs in counts.ended.items():
-            self.count_ended(status, runs)
         for run in counts.active:
-            self.count(run)
+            self._counts[run.status] += 1
+            self._active[run.run_id] = (run.status, run.health)
         for run_id, (status, health) in moved.items():
             self.update(run_pb2.Run(run_id=run_id, status=status, health=health))  # type: ignore[arg-type]
 

@@ -109,8 +109,7 @@ function refused(error: unknown, sent: string | null): void {
   const err = ConnectError.from(error);
   if (err.code !== Code.Unauthenticated && err.code !== Code.PermissionDenied) return;
   if (givenToken() !== sent) {
-    outdated.add(err);
-    if (typeof error === "object" && error !== null) outdated.add(error);
+    outdated.add(err); // the error the call throws (from() returns a ConnectError as it is)
     return;
   }
   if (err.code === Code.Unauthenticated) void askForToken(err.rawMessage);
