@@ -68,7 +68,7 @@ async def test_serve_on_a_password_protected_redis_with_the_password_in_a_file(
     assert secret not in log  # ...but never the password
     # What is in force, said as it starts: the store, and that its copies are Redis's own.
     store = f"store Redis {redis.url}?password_file={password_file}"
-    assert f" | {store} | " in log and " | backups: Redis's own (RDB, AOF) | " in log, log
+    assert f" | {store} | " in log and " | backups: Redis's own (AOF on) | " in log, log
 
 
 async def test_serve_on_redis_over_tls_with_the_password_in_the_url(tmp_path: Path) -> None:
@@ -323,6 +323,9 @@ async def test_aof_off_is_warned_at_start_and_a_volatile_policy_is_served(
         "with appendonly no: a restart of Redis loses every event it acknowledged since its "
         "last RDB save; set appendonly yes (CONFIG SET, and in redis.conf)"
     ]
+    # The line saying what is in force says it too, rather than that AOF keeps every event.
+    off = "AOF off: a restart of Redis keeps only its last RDB save"
+    assert f" | backups: Redis's own ({off}) | " in log, log
     assert secret not in log
 
 

@@ -21,11 +21,13 @@ from runstream_server.store.redis import RedisEventStore
 from tests.conftest import RedisProcess, redis_cli, redis_cluster, redis_store_url, serving_on
 
 
-async def opened(url: str) -> None:
-    """Opens the Redis store at `url` and closes it."""
+async def opened(url: str) -> str:
+    """Opens the Redis store at `url` and closes it; what it found keeps its events across a
+    restart of Redis, as the server's startup line says it."""
     store = RedisEventStore(url)
     await store.open()
     await store.close()
+    return store.persistence
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -40,7 +42,7 @@ async def test_every_master_of_a_cluster_is_checked(
         first, second, third = (f"127.0.0.1:{node.port}" for node in nodes)
         url = f"{nodes[0].url}?cluster=1&prefix=settings"
         # No master has a replica: wait=1 is short on each, said for each.
-        await opened(f"{url}&wait=1")
+        assert await opened(f"{url}&wait=1") == "AOF on"
         assert warnings(caplog) == [
             f"the Redis store {url}&wait=1 has fewer replicas than ?wait=1 asks for "
             f"(connected: 0 on {first}, 0 on {second}, 0 on {third}): writes are answered "
@@ -49,7 +51,8 @@ async def test_every_master_of_a_cluster_is_checked(
         caplog.clear()
         # AOF off on one master, not the one the URL names: warned, naming it.
         redis_cli("-p", str(nodes[2].port), "config", "set", "appendonly", "no")
-        await opened(url)
+        persistence = await opened(url)
+        assert persistence == f"AOF off on {third}: a restart of Redis keeps only its last RDB save"
         assert warnings(caplog) == [
             f"the Redis store {url} runs with appendonly no on {third}: a restart of Redis "
             "loses every event it acknowledged since its last RDB save; set appendonly yes "
@@ -82,7 +85,7 @@ async def test_settings_redis_will_not_show_are_said_to_be_unchecked(
                 "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-info"
             )
         url = f"redis://{user}:{password}@127.0.0.1:{redis.port}/0?prefix=hidden&wait=2"
-        await opened(url)
+        assert await opened(url) == "AOF unchecked"
     finally:
         redis.stop()
     shown = f"redis://{user}:***@127.0.0.1:{redis.port}/0?prefix=hidden&wait=2"

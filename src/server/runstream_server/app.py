@@ -346,6 +346,7 @@ class RunstreamServer:
             version=_version(),
             algorithms=algorithms,
             store=describe_store(config),
+            persistence=self._store.inner.persistence,
         )
         log.info("%s", posture)
         if telemetry.metrics is not None and telemetry.metrics.url:

@@ -22,10 +22,17 @@ __all__ = ["in_force"]
 
 
 def in_force(
-    config: ServerConfig, *, target: str, version: str, algorithms: Sequence[str], store: str
+    config: ServerConfig,
+    *,
+    target: str,
+    version: str,
+    algorithms: Sequence[str],
+    store: str,
+    persistence: str = "",
 ) -> str:
     """What `config` puts in force for a server serving on `target`, as one line: `store` is
-    the store as logs show it, `algorithms` those the configured keys accept."""
+    the store as logs show it, `algorithms` those the configured keys accept, `persistence`
+    what a Redis store found keeps its events across a restart of Redis ("AOF on")."""
     parts = [
         f"serving on {target}: runstream {version}",
         _tls(config),
@@ -38,7 +45,7 @@ def in_force(
             if config.insight.abandon_after is None
             else _span(config.insight.abandon_after)
         ),
-        _backups(config),
+        _backups(config, persistence),
         _limits(config),
     ]
     return " | ".join(parts)
@@ -84,9 +91,9 @@ def _retention(config: ServerConfig) -> str:
     return f"retention: event logs {' and '.join(kept)}, every {_span(retention.interval)}"
 
 
-def _backups(config: ServerConfig) -> str:
+def _backups(config: ServerConfig, persistence: str) -> str:
     if config.store_url:
-        return "backups: Redis's own (RDB, AOF)"
+        return f"backups: Redis's own ({persistence})"
     backups = config.backups
     if backups is None:
         return "backups: off: the store cannot be copied while it serves; see --backup-dir"

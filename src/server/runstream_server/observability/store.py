@@ -48,6 +48,10 @@ class ObservedStore:
         self.clock = inner.clock
         self._telemetry = telemetry
 
+    @property
+    def persistence(self) -> str:
+        return self.inner.persistence
+
     def __getattr__(self, name: str) -> Any:
         # Backend-specific extras (a file path, a connection) stay reachable.
         return getattr(self.inner, name)

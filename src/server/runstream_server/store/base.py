@@ -291,6 +291,11 @@ class EventStore(Protocol):
     shared: bool
     """True when other processes may write the same runs (then :meth:`follow` matters)."""
 
+    @property
+    def persistence(self) -> str:
+        """What keeps acknowledged writes across a restart of the store's own server, as read
+        at :meth:`open` ("AOF on" for Redis); empty where the configuration says it (SQLite)."""
+
     clock: StoreClock
     """The clock every "now" compared with stored times reads: the store's own when other
     processes share it (their stamps and this one's then agree), else this machine's."""

@@ -218,6 +218,7 @@ class RedisEventStore:
         self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
         self._waits = ReplicaWaits(self.options, self._keys, self._current, _APPEND)
         """Writes that wait for Redis's replicas (``?wait=N``)."""
+        self.persistence = "AOF unchecked"
 
     @property
     def closed(self) -> bool:
@@ -256,7 +257,9 @@ class RedisEventStore:
             await check_usable(
                 self._client, self.options, self._keys, publish=self._publish, display=self.display
             )
-            await check_settings(self._client, self.options, display=self.display)
+            self.persistence = await check_settings(
+                self._client, self.options, display=self.display
+            )
         except BaseException:
             await self._client.aclose()
             raise

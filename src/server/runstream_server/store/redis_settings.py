@@ -60,10 +60,11 @@ _FIELDS = {
 }
 
 
-async def check_settings(client: Any, options: RedisOptions, *, display: str) -> None:
+async def check_settings(client: Any, options: RedisOptions, *, display: str) -> str:
     """Refuses (:class:`StoreUnusable`, one line) a Redis that evicts keys when full; logs one
     WARNING each for AOF off, fewer replicas than ``?wait=N`` asks for, and what could not be
-    checked."""
+    checked. Returns what keeps acknowledged events across a restart of Redis, as the line
+    saying what is in force puts it: "AOF on", "AOF off..." or "AOF unchecked"."""
     wait = options.wait_replicas
     wanted = ["maxmemory-policy", "appendonly", *(["replicas"] if wait else [])]
     if options.cluster:
@@ -101,6 +102,15 @@ async def check_settings(client: Any, options: RedisOptions, *, display: str) ->
             wait,
             ", ".join(short),
         )
+    _warn_unread(masters, display, wait)
+    if off := [m.name for m in masters if m.said.get("appendonly") == 0]:
+        where = f" on {', '.join(off)}" if options.cluster else ""
+        return f"AOF off{where}: a restart of Redis keeps only its last RDB save"
+    return "AOF on" if all(m.said.get("appendonly") for m in masters) else "AOF unchecked"
+
+
+def _warn_unread(masters: list[_Master], display: str, wait: int) -> None:
+    """One warning for every setting a master did not show."""
     unread = {
         setting: f"{m.name}: {why}" if m.name else why
         for m in masters

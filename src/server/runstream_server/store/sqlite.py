@@ -78,6 +78,7 @@ class SqliteEventStore:
     """
 
     shared = False
+    persistence = ""  # the startup line says the sync mode configured
 
     def __init__(
         self,
