@@ -230,8 +230,10 @@ class Decisions:
         for run_id in run_ids:  # all must exist before any is followed
             await self._ledger.state(run_id)
         for run_id in run_ids:
-            # Loaded again if a later load evicted it; followed with no await after its
-            # state is read, so no commit slips between (and following pins it).
+            # Read again in case a later load evicted it; followed with no await after, so
+            # no commit slips between. Following pins it for the loads after: with the cache
+            # full, the load here may already have let it go again, and the next one keeps it
+            # (prompts reach the feed either way: commits find feeds by run id).
             self._links.follow(feed, await self._ledger.state(run_id))
 
     def unfollow(self, feed: DecisionFeed) -> None:
