@@ -127,6 +127,41 @@ async def test_a_redis_outage_is_logged_once_and_its_end_once(
         await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
 
 
+async def test_a_redis_back_with_other_settings_is_said_to_be_so(
+    restartable: Restartable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis restarted without its configuration (a container given none) came back with
+    AOF off or an evicting policy, and the server, which checks both at start, served on
+    without a word: a restart of that Redis, or a full one, loses acknowledged events."""
+    redis = restartable.redis
+    caplog.set_level(logging.INFO, "runstream.store.redis")
+    redis.stop()
+    redis.extra = ("--appendonly", "no", "--maxmemory-policy", "allkeys-lru")
+    await asyncio.to_thread(redis.start)
+
+    def said(level: int) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "runstream.store.redis"
+            and r.levelno == level
+            and "notice subscription" not in r.getMessage()
+        ]
+
+    await eventually(lambda: bool(said(logging.ERROR)), within=10)
+    await eventually(lambda: bool(said(logging.WARNING)), within=5)
+    assert said(logging.ERROR) == [
+        f"the Redis store {redis.url} evicts keys when its memory is full (maxmemory-policy "
+        "allkeys-lru), which would delete events this server acknowledged as stored: set "
+        "maxmemory-policy noeviction (CONFIG SET, and in redis.conf or the provider's settings)"
+    ]
+    assert said(logging.WARNING) == [
+        f"the Redis store {redis.url} runs with appendonly no: a restart of Redis loses every "
+        "event it acknowledged since its last RDB save; set appendonly yes (CONFIG SET, and in "
+        "redis.conf)"
+    ]
+
+
 async def test_a_replica_out_of_its_stores_reach_ends_its_watches_to_resume_elsewhere(
     restartable: Restartable,
 ) -> None:

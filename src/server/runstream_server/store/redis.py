@@ -214,7 +214,9 @@ class RedisEventStore:
         """This replica's watcher counts, and the others'."""
         self._usage = UsageShare(self._keys, self.replica_id, self._current, self.clock.time)
         """This replica's callers' use of the per-caller limits, and the others'."""
-        self._notices = NoticeFollower(self.options, self.replica_id)
+        self._notices = NoticeFollower(self.options, self.replica_id, back=self._check_again)
+        self._checks: set[asyncio.Task[None]] = set()
+        """Checks of Redis's settings after an outage (it may have restarted with others)."""
         self._publish = publish_command(self.options)  # PUBLISH, or SPUBLISH on a cluster
         self._waits = ReplicaWaits(self.options, self._keys, self._current, _APPEND)
         """Writes that wait for Redis's replicas (``?wait=N``)."""
@@ -275,6 +277,21 @@ class RedisEventStore:
         self._usage.start()
         self._filters.start()
 
+    def _check_again(self) -> None:
+        """Checks Redis's settings again, now it is back: a Redis restarted without its
+        configuration (a container given none) runs with AOF off, and said nothing."""
+        check = asyncio.create_task(self._settings_again(), name="runstream-redis-settings")
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _settings_again(self) -> None:
+        try:
+            self.persistence = await check_settings(
+                self._client, self.options, display=self.display, serving=True
+            )
+        except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
+            log.debug("could not check the Redis store's settings again: %s", exc)
+
     async def _redis_time(self) -> float:
         """Redis's clock (``TIME``), in seconds since the epoch: on a cluster, one node's."""
         answer = await self._client.time()
@@ -290,6 +307,9 @@ class RedisEventStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock_sync
         await self._notices.close()
+        for check in list(self._checks):
+            check.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         await self._viewers.stop()
         await self._filters.stop()
         await self._waits.close()

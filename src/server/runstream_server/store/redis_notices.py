@@ -246,9 +246,13 @@ async def close_all(*closes: Callable[[], Awaitable[Any]]) -> None:
 class NoticeFollower:
     """The one reader of other replicas' notices in a process."""
 
-    def __init__(self, options: RedisOptions, replica_id: str) -> None:
+    def __init__(
+        self, options: RedisOptions, replica_id: str, *, back: Callable[[], None] = lambda: None
+    ) -> None:
+        """`back` is called when the subscription is back after an outage."""
         self.options = options
         self.replica_id = replica_id
+        self._back = back
         self._mine = replica_id.encode()  # this replica's own notices are skipped
         self._closed = asyncio.Event()
         self._followers: set[Any] = set()  # open pub/sub connections, closed on close()
@@ -314,6 +318,7 @@ class NoticeFollower:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
+            self._back()
 
     async def _follow_channel(self, handler: NoticeHandler) -> None:
         """One Redis: classic pub/sub on one channel (any Redis version has it).

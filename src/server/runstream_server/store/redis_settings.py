@@ -60,18 +60,25 @@ _FIELDS = {
 }
 
 
-async def check_settings(client: Any, options: RedisOptions, *, display: str) -> str:
+async def check_settings(
+    client: Any, options: RedisOptions, *, display: str, serving: bool = False
+) -> str:
     """Refuses (:class:`StoreUnusable`, one line) a Redis that evicts keys when full; logs one
     WARNING each for AOF off, fewer replicas than ``?wait=N`` asks for, and what could not be
     checked. Returns what keeps acknowledged events across a restart of Redis, as the line
-    saying what is in force puts it: "AOF on", "AOF off..." or "AOF unchecked"."""
+    saying what is in force puts it: "AOF on", "AOF off..." or "AOF unchecked".
+
+    `serving`: checked again once Redis is back from an outage (it may have restarted with
+    other settings), when refusing to start is too late: an evicting Redis is an ERROR."""
     wait = options.wait_replicas
     wanted = ["maxmemory-policy", "appendonly", *(["replicas"] if wait else [])]
     if options.cluster:
         nodes = client.get_primaries()
-        masters = list(await asyncio.gather(*(_read(client, n, n.name, wanted) for n in nodes)))
+        masters = list(
+            await asyncio.gather(*(_read(client, n, n.name, wanted, serving) for n in nodes))
+        )
     else:
-        masters = [await _read(client, None, "", wanted)]
+        masters = [await _read(client, None, "", wanted, serving)]
 
     evicting = [
         m.at(policy)
@@ -79,12 +86,15 @@ async def check_settings(client: Any, options: RedisOptions, *, display: str) ->
         if str(policy := m.said.get("maxmemory-policy", "")).startswith(_EVICTING_PREFIX)
     ]
     if evicting:
-        raise StoreUnusable(
+        refusal = (
             f"the Redis store {display} evicts keys when its memory is full "
             f"(maxmemory-policy {', '.join(evicting)}), which would delete events this server "
             f"acknowledged as stored: set maxmemory-policy {_KEPT} (CONFIG SET, and in "
             "redis.conf or the provider's settings)"
         )
+        if not serving:
+            raise StoreUnusable(refusal)
+        log.error("%s", refusal)
     if no_aof := [m.at("no") for m in masters if m.said.get("appendonly") == 0]:
         log.warning(
             "the Redis store %s runs with appendonly %s: a restart of Redis loses every event "
@@ -135,9 +145,10 @@ def _listed(items: list[str]) -> str:
     return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-async def _read(client: Any, node: Any, name: str, wanted: list[str]) -> _Master:
+async def _read(client: Any, node: Any, name: str, wanted: list[str], serving: bool) -> _Master:
     """The settings `wanted` of one master (`node`; None: the lone Redis), one INFO section
-    each; a policy Runstream does not know is unread, neither accepted nor refused."""
+    each; a policy Runstream does not know is unread, neither accepted nor refused. While
+    `serving`, a failed INFO (Redis gone again) raises: it says nothing about the settings."""
     master = _Master(name)
     for setting in wanted:
         section, key = _FIELDS[setting]
@@ -148,6 +159,8 @@ async def _read(client: Any, node: Any, name: str, wanted: list[str]) -> _Master
             master.unread[setting] = f"INFO {section} refused: {reply_of(exc)[:120]}"
             continue
         except (rex.RedisError, OSError) as exc:
+            if serving:
+                raise
             master.unread[setting] = f"INFO {section} failed: {type(exc).__name__}"
             continue
         value = info.get(key)
