@@ -8,6 +8,9 @@ copy is edited. Its `runstream serve` takes the kind from a producer of the same
 SDK's ``report_event``), refuses a message past the annotated limit naming the field, and a
 watcher of the copy reads it back as the SDK's generated ``BudgetWarning`` (filtered by its
 kind), as `runstream events` prints it. The dashboard's half is in test_new_event_kinds.py.
+
+A kind that changes the run's state (``{}``, every default) needs its fold in code too: without
+one the copy's server does not start, and says where the fold goes.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
+CLI = (sys.executable, "-m", "runstream.cli.main")
 
 KIND_VALUE = "  EVENT_KIND_CUSTOM = 60;\n"
 KIND_FIELD = "    Custom custom = 60 [(runstream.v1.kind) = {\n"
@@ -70,9 +74,10 @@ asyncio.run(main())
 """
 
 
-def _copy_with_a_new_kind(root: Path) -> Path:
+def _copy_with_a_new_kind(root: Path, rules: str) -> Path:
     """The project's protos, scripts, server and Python client, with `budget_warning` added
-    to event.proto and `scripts/gen.sh` run over it; returns its PYTHONPATH."""
+    to event.proto under `rules` (its ``(runstream.v1.kind)`` annotation) and `scripts/gen.sh`
+    run over it; returns its PYTHONPATH."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
     for part in ("protos", "scripts", "src/server", "src/clients/python"):
         shutil.copytree(ROOT / part, root / part, ignore=ignore)
@@ -80,8 +85,8 @@ def _copy_with_a_new_kind(root: Path) -> Path:
     text = proto.read_text()
     assert KIND_VALUE in text and KIND_FIELD in text
     text = text.replace(KIND_VALUE, KIND_VALUE + "  EVENT_KIND_BUDGET_WARNING = 61;\n")
-    rules = "[(runstream.v1.kind) = {changes_state: false moves_estimate: false}]"
-    field = f"    // Spending neared the budget.\n    BudgetWarning budget_warning = 61 {rules};\n"
+    option = f"[(runstream.v1.kind) = {rules}]"
+    field = f"    // Spending neared the budget.\n    BudgetWarning budget_warning = 61 {option};\n"
     proto.write_text(text.replace(KIND_FIELD, field + KIND_FIELD) + BUDGET_WARNING)
     env = {**os.environ, "PY": sys.executable}
     done = subprocess.run(
@@ -94,12 +99,13 @@ def _copy_with_a_new_kind(root: Path) -> Path:
 def test_a_kind_added_to_event_proto_alone_is_taken_checked_stored_and_shown(
     tmp_path: Path,
 ) -> None:
-    pythonpath = _copy_with_a_new_kind(tmp_path / "copy")
+    pythonpath = _copy_with_a_new_kind(
+        tmp_path / "copy", "{changes_state: false moves_estimate: false}"
+    )
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "NO_COLOR": "1"}
     target = f"127.0.0.1:{free_port()}"
-    cli = [sys.executable, "-m", "runstream.cli.main"]
     server = subprocess.Popen(
-        [*cli, "serve", "--address", target, "--store", str(tmp_path / "r.db")],
+        [*CLI, "serve", "--address", target, "--store", str(tmp_path / "r.db")],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -120,7 +126,7 @@ def test_a_kind_added_to_event_proto_alone_is_taken_checked_stored_and_shown(
             "read: [('BUDGET_WARNING', BudgetWarning(spent_usd=41.5, message='at 83 %'))]"
         )
         shown = subprocess.run(
-            [*cli, "events", "b1", "--target", target],
+            [*CLI, "events", "b1", "--target", target],
             env=env,
             capture_output=True,
             text=True,
@@ -133,3 +139,27 @@ def test_a_kind_added_to_event_proto_alone_is_taken_checked_stored_and_shown(
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_a_kind_that_changes_state_without_its_fold_stops_the_server_saying_where_it_goes(
+    tmp_path: Path,
+) -> None:
+    pythonpath = _copy_with_a_new_kind(tmp_path / "copy", "{}")
+    env = {**os.environ, "PYTHONPATH": str(pythonpath), "NO_COLOR": "1"}
+    target = f"127.0.0.1:{free_port()}"
+    served = subprocess.run(
+        [*CLI, "serve", "--address", target, "--store", str(tmp_path / "r.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode != 0
+    said = served.stderr.strip().splitlines()[-1]
+    assert "event kind 'budget_warning' changes the run's state" in said, served.stderr
+    for remedy in (
+        "RunState._on_budget_warning in domain/state.py",
+        "RunSteps.on_budget_warning in domain/steps.py",
+        "changes_state: false",
+    ):
+        assert remedy in said, said

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.domain.events import ESTIMATE_INPUTS, KINDS, kind_name, kind_rules
+from runstream_server.domain.events import (
+    ESTIMATE_INPUTS,
+    KINDS,
+    KindRules,
+    kind_name,
+    kind_rules,
+)
 from runstream_server.domain.health import TROUBLE_KINDS, LoggedSteps, Steps, Troubles
 from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -490,14 +496,28 @@ Fold = Callable[[RunState, Any, timestamp_pb2.Timestamp, str], None]
 """How one event kind changes the state: (state, payload, event time, payload path)."""
 
 
-def _folds() -> dict[str, Fold]:
+def _folds(kinds: Mapping[str, KindRules]) -> dict[str, Fold]:
     """Each state-changing kind's fold, found by name: ``RunState._on_<kind>``, else
-    ``RunSteps.on_<kind>`` on the state's steps. A kind without one fails at import."""
+    ``RunSteps.on_<kind>`` on the state's steps. A kind without one fails at import, with a
+    message saying where its fold goes (the server cannot start without it)."""
     folds: dict[str, Fold] = {}
-    for name, rules in KINDS.items():
-        if rules.changes_state:
-            own = getattr(RunState, f"_on_{name}", None)
-            folds[name] = own if own is not None else _on_steps(getattr(RunSteps, f"on_{name}"))
+    for name, rules in kinds.items():
+        if not rules.changes_state:
+            continue
+        own = getattr(RunState, f"_on_{name}", None)
+        steps = getattr(RunSteps, f"on_{name}", None)
+        if own is not None:
+            folds[name] = own
+        elif steps is not None:
+            folds[name] = _on_steps(steps)
+        else:
+            raise TypeError(
+                f"event kind {name!r} changes the run's state (its (runstream.v1.kind) "
+                "annotation in event.proto leaves changes_state true) but has no fold: write "
+                f"RunState._on_{name} in domain/state.py, or RunSteps.on_{name} in "
+                "domain/steps.py for a step, item, agent or artifact kind; or, if it changes "
+                "nothing in the run's snapshot, put changes_state: false in that annotation"
+            )
     return folds
 
 
@@ -508,7 +528,7 @@ def _on_steps(fold: Callable[[RunSteps, Any, timestamp_pb2.Timestamp, str], None
     return on_steps
 
 
-_FOLDS = _folds()
+_FOLDS = _folds(KINDS)
 _STEP_REFS = {name: rules.step_refs for name, rules in KINDS.items() if rules.step_refs}
 
 
