@@ -1,5 +1,6 @@
-"""A new event kind is one edit of event.proto: after `scripts/gen.sh`, a server, the SDK and
-the terminal view made from that proto take it, check it, store it and show it.
+"""A new event kind that changes nothing in a run's state is one edit of event.proto: after
+`scripts/gen.sh`, a server, the SDK and the terminal view made from that proto take it, check
+it, store it and show it.
 
 A copy of the project gets a kind that changes nothing in a run's state, ``budget_warning``:
 its payload field with its ``(runstream.v1.kind)`` rules, its ``EventKind`` value and its
