@@ -17,7 +17,6 @@ one the copy's server does not start, and says where the fold goes.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,22 +26,11 @@ import pytest
 
 from tests.conftest import free_port
 
+from .kind_support import CHANGES_NOTHING, copy_with_a_new_kind
+
 pytestmark = pytest.mark.timeout(240)
 
-ROOT = Path(__file__).resolve().parents[2]
 CLI = (sys.executable, "-m", "runstream.cli.main")
-
-KIND_VALUE = "  EVENT_KIND_CUSTOM = 60;\n"
-KIND_FIELD = "    Custom custom = 60 [(runstream.v1.kind) = {\n"
-BUDGET_WARNING = """
-// The run's spending neared its budget.
-message BudgetWarning {
-  // Dollars spent so far.
-  double spent_usd = 1;
-  // What the producer says of it.
-  string message = 2 [(runstream.v1.limit) = {chars: 40}];
-}
-"""
 
 PRODUCER = """
 import asyncio, sys
@@ -75,35 +63,11 @@ asyncio.run(main())
 """
 
 
-def _copy_with_a_new_kind(root: Path, rules: str) -> Path:
-    """The project's protos, scripts, server and Python client, with `budget_warning` added
-    to event.proto under `rules` (its ``(runstream.v1.kind)`` annotation) and `scripts/gen.sh`
-    run over it; returns its PYTHONPATH."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
-    for part in ("protos", "scripts", "src/server", "src/clients/python"):
-        shutil.copytree(ROOT / part, root / part, ignore=ignore)
-    proto = root / "protos/runstream/v1/event.proto"
-    text = proto.read_text()
-    assert KIND_VALUE in text and KIND_FIELD in text
-    text = text.replace(KIND_VALUE, KIND_VALUE + "  EVENT_KIND_BUDGET_WARNING = 61;\n")
-    option = f"[(runstream.v1.kind) = {rules}]"
-    field = f"    // Spending neared the budget.\n    BudgetWarning budget_warning = 61 {option};\n"
-    proto.write_text(text.replace(KIND_FIELD, field + KIND_FIELD) + BUDGET_WARNING)
-    env = {**os.environ, "PY": sys.executable}
-    done = subprocess.run(
-        ["bash", "scripts/gen.sh"], cwd=root, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return Path(f"{root / 'src/server'}{os.pathsep}{root / 'src/clients/python'}")
-
-
 def test_a_kind_added_to_event_proto_alone_is_taken_checked_stored_and_shown(
     tmp_path: Path,
 ) -> None:
-    pythonpath = _copy_with_a_new_kind(
-        tmp_path / "copy", "{changes_state: false moves_estimate: false}"
-    )
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "NO_COLOR": "1"}
+    pythonpath = copy_with_a_new_kind(tmp_path / "copy", CHANGES_NOTHING)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "NO_COLOR": "1"}
     target = f"127.0.0.1:{free_port()}"
     server = subprocess.Popen(
         [*CLI, "serve", "--address", target, "--store", str(tmp_path / "r.db")],
@@ -145,8 +109,8 @@ def test_a_kind_added_to_event_proto_alone_is_taken_checked_stored_and_shown(
 def test_a_kind_that_changes_state_without_its_fold_stops_the_server_saying_where_it_goes(
     tmp_path: Path,
 ) -> None:
-    pythonpath = _copy_with_a_new_kind(tmp_path / "copy", "{}")
-    env = {**os.environ, "PYTHONPATH": str(pythonpath), "NO_COLOR": "1"}
+    pythonpath = copy_with_a_new_kind(tmp_path / "copy", "{}")
+    env = {**os.environ, "PYTHONPATH": pythonpath, "NO_COLOR": "1"}
     target = f"127.0.0.1:{free_port()}"
     served = subprocess.run(
         [*CLI, "serve", "--address", target, "--store", str(tmp_path / "r.db")],
