@@ -2,19 +2,22 @@
 
 src/clients/go and src/clients/java build a command with the same interface (`produce`,
 `watch`, `answer`; `--target`, `--ca`, `--token-file`, `--interval 120ms`, `--ask`, ...) and
-the same output ("N EVENT_KIND_X" per event, "ended after seq N", "asked D", "decision D: C",
-"completed RUN: SUMMARY"), so one scenario runs either against real `runstream serve`
-processes: a producer reporting over the Report stream and a watcher, both through a server
-killed and restarted under them, and a decision answered from the client reaching the
-producer; then the same over TLS with a token.
+the same output ("N EVENT_KIND_X" per event of a kind its stubs know, "ended after seq N",
+"asked D", "decision D: C", "completed RUN: SUMMARY"), so one scenario runs either against
+real `runstream serve` processes: a producer reporting over the Report stream and a watcher,
+both through a server killed and restarted under them, and a decision answered from the
+client reaching the producer; then the same over TLS with a token; then a watch over a run
+holding an event of a kind newer than the client's stubs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ import runstream
 from tests.conftest import ServerProcess, free_port
 from tests.identity import AUDIENCE, ISSUER, Keys, Pki
 
+from .kind_support import CHANGES_NOTHING, copy_with_a_new_kind
 from .web_support import require
 
 MISSING = 3  # a build.sh's exit status when a tool or a library is not installed
@@ -209,3 +213,53 @@ async def over_tls_with_a_token(tmp_path: Path, client: LanguageClient) -> str:
         return errors
     finally:
         server.kill()
+
+
+NEWER_KIND_PRODUCER = """
+import asyncio, sys
+import runstream
+from runstream.v1 import event_pb2
+
+
+async def main(target: str, run_id: str) -> None:
+    async with runstream.connect(target) as client:
+        run = await client.start_run("budgeted", run_id=run_id)
+        warning = event_pb2.BudgetWarning(spent_usd=41.5)
+        await run.report_event(event_pb2.RunEvent(budget_warning=warning))
+        await run.complete("within budget")
+        kinds = [runstream.EventKind.BUDGET_WARNING]
+        [newer] = [event.seq async for event in client.list_events(run_id, kinds=kinds)]
+        print(newer, (await client.get_run(run_id)).last_seq)
+
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def over_a_kind_newer_than_its_stubs(tmp_path: Path, client: LanguageClient) -> None:
+    """A watch over a run holding an event of a kind the client's stubs do not know (its
+    server and producer made from a copy of the protos with one kind more): the watcher leaves
+    that event out of what it prints, and its seq still moves the cursor, to the run's end."""
+    copy = copy_with_a_new_kind(tmp_path / "copy", CHANGES_NOTHING)
+    server = ServerProcess(port=free_port(), store_path=tmp_path / "r.db", pythonpath=copy)
+    try:
+        server.start()
+        producer = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-c", NEWER_KIND_PRODUCER, server.target, "newer-run"),
+            env={**os.environ, "PYTHONPATH": copy},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        code, output, errors = await finish(producer)
+        assert code == 0, errors
+        newer, last = map(int, output.split())
+        watcher = await start(client, "watch", "--target", server.target, "newer-run")
+        code, output, errors = await finish(watcher)
+    finally:
+        server.kill()
+    assert code == 0, errors
+    lines = output.splitlines()
+    assert "UNSPECIFIED" not in output, output
+    assert event_seqs(lines) == [seq for seq in range(1, last + 1) if seq != newer], lines
+    assert newer < last  # the run's completion came after it, and was printed
+    assert lines[-1] == f"ended after seq {last}"

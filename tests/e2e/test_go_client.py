@@ -5,8 +5,8 @@ protoc-gen-go-grpc) and builds runstream-go against Debian's Go packages, as a G
 (README, "Other languages"). The tests run it against real `runstream serve` processes: a
 producer reporting over the Report stream and a watcher, both through a server killed and
 restarted under them, and a decision answered from Go reaching the producer; then the same
-over TLS with a token (the scenarios, shared with the Java client's test, are in
-client_support.py).
+over TLS with a token; then a watch over a run holding an event of a kind newer than its stubs,
+which it skips (the scenarios, shared with the Java client's test, are in client_support.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tests.conftest import ServerProcess
 from .client_support import (
     LanguageClient,
     build,
+    over_a_kind_newer_than_its_stubs,
     over_tls_with_a_token,
     through_a_restart_with_an_answer,
 )
@@ -50,3 +51,9 @@ async def test_go_client_over_tls_with_a_token(
 ) -> None:
     refusal = await over_tls_with_a_token(tmp_path, runstream_go)
     assert "Unauthenticated" in refusal  # grpc-go's name of the code
+
+
+async def test_go_watcher_skips_an_event_of_a_kind_newer_than_its_stubs(
+    tmp_path: Path, runstream_go: LanguageClient
+) -> None:
+    await over_a_kind_newer_than_its_stubs(tmp_path, runstream_go)

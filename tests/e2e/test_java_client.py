@@ -6,7 +6,8 @@ languages"). The tests run it against real `runstream serve` processes, in the s
 Go client's test runs (client_support.py): a producer reporting over the Report stream and a
 watcher, both through a server killed and restarted under them, and a decision answered from
 Java reaching the producer; then the same over TLS with a token, where a call without the
-token is refused with the reason the server put in the status details.
+token is refused with the reason the server put in the status details; then a watch over a run
+holding an event of a kind newer than its stubs, which it skips.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.conftest import ServerProcess
 from .client_support import (
     LanguageClient,
     build,
+    over_a_kind_newer_than_its_stubs,
     over_tls_with_a_token,
     through_a_restart_with_an_answer,
 )
@@ -48,3 +50,9 @@ async def test_java_client_over_tls_with_a_token(
     # The code and the reason from the refusal's google.rpc.ErrorInfo detail.
     assert "runstream-java: UNAUTHENTICATED: " in refusal, refusal
     assert refusal.rstrip().endswith("[TOKEN_MISSING]"), refusal
+
+
+async def test_java_watcher_skips_an_event_of_a_kind_newer_than_its_stubs(
+    tmp_path: Path, runstream_java: LanguageClient
+) -> None:
+    await over_a_kind_newer_than_its_stubs(tmp_path, runstream_java)

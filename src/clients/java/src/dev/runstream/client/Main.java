@@ -8,6 +8,7 @@ import dev.runstream.v1.DecisionOption;
 import dev.runstream.v1.DecisionRequested;
 import dev.runstream.v1.DecisionServiceGrpc;
 import dev.runstream.v1.DecisionState;
+import dev.runstream.v1.EventKind;
 import dev.runstream.v1.GetDecisionRequest;
 import dev.runstream.v1.RunCompleted;
 import dev.runstream.v1.RunEvent;
@@ -259,7 +260,13 @@ public final class Main {
             connection,
             runId,
             options.number("after", 0),
-            event -> System.out.printf("%d %s%n", event.getSeq(), Watcher.kindOf(event)));
+            event -> {
+              // A kind newer than these stubs has nothing here to show; watch keeps its seq.
+              EventKind kind = Watcher.kindOf(event);
+              if (kind != EventKind.EVENT_KIND_UNSPECIFIED) {
+                System.out.printf("%d %s%n", event.getSeq(), kind);
+              }
+            });
     System.out.printf("ended after seq %d%n", last);
   }
 
