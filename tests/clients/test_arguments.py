@@ -24,6 +24,8 @@ from runstream import (
     StepReporter,
     StepSpec,
     SubStepDetails,
+    Target,
+    TargetKind,
 )
 from runstream.v1 import event_pb2
 from runstream_server.domain import events as server_events
@@ -536,6 +538,25 @@ async def test_a_bad_key_prefix_fails_before_the_run_is_created_or_attached(
     assert raised.value.message == said
     await run.complete()
     await run.close()
+
+
+async def test_two_targets_of_one_kind_on_one_metric_fail_start_run_naming_the_second(
+    client: Client,
+) -> None:
+    """Found in review: start_run took them, and the metrics update that reached both
+    stopped the reporter (FAILED_PRECONDITION "'target-found' already fired"), every later
+    call raising it while the run stayed PENDING."""
+    targets = [Target("found", 10), Target("found", 50), Target("found", 4, TargetKind.QUALITY)]
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.start_run("campaign", run_id="never-made", targets=targets)
+    assert raised.value.message == (
+        "targets[1].metric: targets[0] already declares a count target for metric 'found'; "
+        "a run takes one count and one quality target per metric"
+    )
+    details = raised.value.details
+    assert details is not None
+    assert [field for field, _ in details.field_violations] == ["targets[1].metric"]
+    assert [r.run_id async for r in client.list_runs()] == []
 
 
 async def test_the_longest_key_prefix_reports_and_replays(client: Client) -> None:

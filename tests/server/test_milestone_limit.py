@@ -12,11 +12,20 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.domain import state
+from runstream_server.domain import creating, state
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom, ev, get_run, serving, status_detail
+from tests.server.support import (
+    append,
+    create_run,
+    custom,
+    ev,
+    get_run,
+    rpc_error,
+    serving,
+    status_detail,
+)
 
 LIMIT = 5
 
@@ -104,3 +113,57 @@ async def test_a_run_keeps_at_most_its_limit_of_milestones_also_after_a_restart(
         kept = await fired(stubs, run.run_id)
         assert kept[-1] == "progress-100"  # the server's last, past the producer's limit
         assert kept[:LIMIT] == ["progress-1", "m1", "m2", "m3", "progress-102"]
+
+
+async def test_two_targets_of_one_kind_on_one_metric_are_refused_at_create(
+    stubs: Stubs,
+) -> None:
+    """Found in review: CreateRun took them, and they shared the milestone the server fires,
+    so the update that reached both was refused FAILED_PRECONDITION "'target-m' already
+    fired", naming no field of it, and the SDK's reporter stopped there."""
+    count, quality = run_pb2.TARGET_KIND_COUNT, run_pb2.TARGET_KIND_QUALITY
+    for kinds, said in [
+        ((count, count), "a count target"),
+        ((run_pb2.TARGET_KIND_UNSPECIFIED, count), "a count target"),  # unspecified is count
+        ((quality, quality), "a quality target"),
+    ]:
+        targets = [
+            run_pb2.Target(metric="other", value=1, kind=kinds[0]),
+            run_pb2.Target(metric="m", value=1, kind=kinds[0]),
+            run_pb2.Target(metric="m", value=5, kind=kinds[1]),
+        ]
+        exc = await rpc_error(create_run(stubs, targets=targets))
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert exc.details() == (
+            f"targets[2].metric: targets[1] already declares {said} for metric 'm'; a run "
+            "takes one count and one quality target per metric"
+        )
+        violations = status_detail(exc, error_details_pb2.BadRequest)
+        assert violations is not None
+        assert [v.field for v in violations.field_violations] == ["targets[2].metric"]
+    assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+    # One of each kind on one metric: both fire, on the update that reaches both.
+    run = await create_run(
+        stubs,
+        targets=[
+            run_pb2.Target(metric="m", value=1, kind=count),
+            run_pb2.Target(metric="m", value=5, kind=quality),
+        ],
+    )
+    await append(stubs, run.run_id, ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"m": 10})))
+    assert await fired(stubs, run.run_id) == ["target-m", "quality-m"]
+
+
+async def test_a_run_stored_with_two_targets_of_one_id_takes_the_update_reaching_both(
+    stubs: Stubs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run created before CreateRun refused them fires their milestone once, and the
+    update that reaches both is stored."""
+    monkeypatch.setattr(creating, "_check_targets", lambda targets: None)
+    targets = [run_pb2.Target(metric="m", value=1), run_pb2.Target(metric="m", value=5)]
+    run = await create_run(stubs, targets=targets)
+    update = ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"m": 10}))
+    await append(stubs, run.run_id, update)
+    assert await fired(stubs, run.run_id) == ["target-m"]
+    assert (await get_run(stubs, run.run_id)).metrics["m"] == 10

@@ -16,7 +16,7 @@ from runstream_server.auth import principal as access
 from runstream_server.domain.events import check_id
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.queries import LABEL_KEY
-from runstream_server.domain.state import to_timestamp
+from runstream_server.domain.state import target_milestone_id, to_timestamp
 from runstream_server.domain.steps import MAX_RUN_STEPS
 from runstream_server.errors import InvalidArgument
 
@@ -63,11 +63,7 @@ def check_create(run_id: str, run: NewRun, limits: Limits) -> None:
             raise InvalidArgument(f"steps[{i}].step_id", f"duplicate step id {spec.step_id!r}")
         seen.add(spec.step_id)
     _check_graph(steps)
-    for i, target in enumerate(targets):
-        if not target.metric.strip():
-            raise InvalidArgument(f"targets[{i}].metric", "is required")
-        if not target.value == target.value or target.value in (float("inf"), float("-inf")):
-            raise InvalidArgument(f"targets[{i}].value", "must be a finite number")
+    _check_targets(targets)
 
 
 def run_created(
@@ -100,6 +96,28 @@ def run_created(
     created.event_time.CopyFrom(to_timestamp(now))
     created.receive_time.CopyFrom(created.event_time)
     return created
+
+
+def _check_targets(targets: Sequence[run_pb2.Target]) -> None:
+    """Each target names a metric and a finite value, and no two of one kind share a metric:
+    they would share the milestone the server fires for them (INVALID_ARGUMENT naming the
+    field otherwise)."""
+    declared: dict[str, int] = {}
+    for i, target in enumerate(targets):
+        if not target.metric.strip():
+            raise InvalidArgument(f"targets[{i}].metric", "is required")
+        if not target.value == target.value or target.value in (float("inf"), float("-inf")):
+            raise InvalidArgument(f"targets[{i}].value", "must be a finite number")
+        milestone_id = target_milestone_id(target)
+        if milestone_id in declared:
+            kind = "quality" if target.kind == run_pb2.TARGET_KIND_QUALITY else "count"
+            raise InvalidArgument(
+                f"targets[{i}].metric",
+                f"targets[{declared[milestone_id]}] already declares a {kind} target for "
+                f"metric {target.metric!r}; a run takes one count and one quality target per "
+                "metric",
+            )
+        declared[milestone_id] = i
 
 
 def _check_graph(steps: Sequence[run_pb2.StepSpec]) -> None:

@@ -660,12 +660,14 @@ def _progress_note(state: RunState, *, finished: bool) -> str:
 def target_milestones(state: RunState) -> list[event_pb2.RunEvent]:
     """Milestones for declared targets whose metric has reached its value, once each."""
     events = []
+    staged: set[str] = set()  # a run stored before CreateRun refused two targets of one id
     for target in state.run.targets[:]:  # a list: see RunSteps.recompute_progress
         quality = target.kind == run_pb2.TARGET_KIND_QUALITY
         key = target_milestone_id(target)
         value = state.run.metrics.get(target.metric)
-        if value is None or value < target.value or key in state.milestones:
+        if value is None or value < target.value or key in state.milestones or key in staged:
             continue
+        staged.add(key)
         title = "Quality threshold met" if quality else "Target reached!"
         events.append(
             _milestone(

@@ -67,7 +67,9 @@ export type CreateRunRequest = Message<"runstream.v1.CreateRunRequest"> & {
   steps: StepSpec[];
 
   /**
-   * Goals for run-level metrics; the server fires a milestone when each is reached.
+   * Goals for run-level metrics; the server fires a milestone when each is reached. A metric
+   * takes one target of each kind (COUNT, UNSPECIFIED being COUNT, and QUALITY): a second of
+   * one kind is INVALID_ARGUMENT naming its `targets[i].metric`.
    *
    * @generated from field: repeated runstream.v1.Target targets = 6;
    */
