@@ -157,6 +157,26 @@ async def test_target_kind_outside_the_enum_is_invalid_argument(stubs: Any) -> N
     assert list(listed.runs) == []
 
 
+async def test_a_target_on_a_metric_name_no_update_may_carry_is_invalid_argument(
+    stubs: Any,
+) -> None:
+    """Found in review: a target's metric could be 256 characters, a metric's name in an
+    update 128, so a target on a longer name was taken and could never be reached."""
+    err = await rpc_error(create_run(stubs, targets=[run_pb2.Target(metric="m" * 129, value=1)]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "targets[0].metric: is 129 characters; the limit is 128 characters"
+    assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+    run = await create_run(stubs, targets=[run_pb2.Target(metric="m" * 128, value=1)])
+    await append(
+        stubs, run.run_id, ev.RunEvent(metrics_update=ev.MetricsUpdate(values={"m" * 128: 2}))
+    )
+    events = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    assert [e.milestone.milestone_id for e in events.events if e.HasField("milestone")] == [
+        "target-" + "m" * 128
+    ]
+
+
 async def test_a_plan_over_the_limit_of_steps_says_how_many_it_had_and_may_have(
     stubs: Any,
 ) -> None:
