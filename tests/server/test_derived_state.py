@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from google.protobuf import duration_pb2
 from runstream.v1 import run_pb2, run_service_pb2
 
-from tests.server.support import append, create_run, ev, get_run
+from tests.conftest import ConfigFactory
+from tests.server.support import append, create_run, ev, get_run, serving
 
 pytestmark = pytest.mark.asyncio
 
@@ -479,3 +482,63 @@ async def test_an_agent_a_step_planned_by_id_is_listed_under_the_name_it_reports
     await append(stubs, run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="buy")))
     names = [a.name for a in (await get_run(stubs, run_id)).active_agents]
     assert names == ["Media Planner"]
+
+
+def artifact(artifact_id: str, kind: str, step_id: str = "", name: str = "") -> ev.RunEvent:
+    produced = run_pb2.Artifact(
+        artifact_id=artifact_id, name=name or artifact_id, kind=kind, step_id=step_id
+    )
+    return ev.RunEvent(artifact_produced=ev.ArtifactProduced(artifact=produced))
+
+
+def artifacts_of(run: run_pb2.Run) -> tuple[int, dict[str, int], dict[str, list[str]]]:
+    """The run's count of artifacts, by kind, and its steps' artifacts (id:name)."""
+    steps = {s.step_id: [f"{a.artifact_id}:{a.name}" for a in s.artifacts] for s in run.steps}
+    return run.artifacts_summary.total, dict(run.artifacts_summary.by_kind), steps
+
+
+async def test_an_artifact_reported_again_under_its_id_replaces_it_also_after_a_restart(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Found in review: two artifacts of one id, which the contract calls unique within the
+    run, were both kept and counted (total 3 for two artifacts)."""
+    config = server_config(tmp_path / "a.db")
+    async with serving(config) as (_, stubs):
+        run = await create_run(stubs, "a", "b")
+        await append(
+            stubs,
+            run.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+            artifact("page", "html", "a", "draft"),
+            artifact("notes", "copy", "a"),
+            artifact("page", "html", "a", "final"),  # a new version, in its place
+            artifact("plan", "doc"),  # the run's own, of no step
+            artifact("plan", "pdf"),
+        )
+        assert artifacts_of(await get_run(stubs, run.run_id)) == (
+            3,
+            {"html": 1, "copy": 1, "pdf": 1},
+            {"a": ["page:final", "notes:notes"], "b": []},
+        )
+
+    async with serving(config) as (_, stubs):  # the run read again from its store
+        await append(
+            stubs,
+            run.run_id,
+            artifact("plan", "md"),
+            ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+            artifact("page", "html", "b", "moved"),  # now step b's
+            ev.RunEvent(
+                step_completed=ev.StepCompleted(
+                    step_id="b", artifacts=[run_pb2.Artifact(artifact_id="notes", name="n2")]
+                )
+            ),
+        )
+        assert artifacts_of(await get_run(stubs, run.run_id)) == (
+            3,
+            {"html": 1, "other": 1, "md": 1},
+            {"a": [], "b": ["page:moved", "notes:n2"]},
+        )
+        listed = await stubs.runs.ListEvents(run_service_pb2.ListEventsRequest(run_id=run.run_id))
+        kinds = [e.WhichOneof("payload") for e in listed.events]
+        assert kinds.count("artifact_produced") == 7  # the log keeps every report

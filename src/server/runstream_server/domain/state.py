@@ -87,11 +87,13 @@ PROGRESS_MARKS = (25, 50, 75, 100)
 _SERVER_MILESTONES = frozenset({*(f"progress-{mark}" for mark in PROGRESS_MARKS), "speed"})
 
 RECENT_ACTIVITY = 50
-# Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded.
+# Event kinds whose bookkeeping lives beside the snapshot; replayed when a run is loaded
+# (artifacts: the ids of those of no step, which an artifact reported again replaces).
 REMEMBERED_KINDS = (
     event_pb2.EVENT_KIND_MILESTONE,
     event_pb2.EVENT_KIND_DECISION_REQUESTED,
     event_pb2.EVENT_KIND_DECISION_RESOLVED,
+    event_pb2.EVENT_KIND_ARTIFACT_PRODUCED,
 )
 TROUBLE_FIELDS = frozenset(kind_name(kind) for kind in TROUBLE_KINDS)
 
@@ -159,6 +161,9 @@ class RunState:
         state = cls(run)
         logged = LoggedSteps(state.steps)
         for event in remembered:
+            if event.HasField("artifact_produced"):
+                state.steps.restore_artifact(event.artifact_produced.artifact)
+                continue
             logged.log(event)
             state.remember(event, logged)
         return state

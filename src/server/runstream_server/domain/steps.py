@@ -45,7 +45,15 @@ def _exact(percent: float) -> int:
 class RunSteps:
     """The steps of one run's snapshot, by id, and what step and agent events do to them."""
 
-    __slots__ = ("_done", "_index", "_running", "_shape", "run")
+    __slots__ = (
+        "_artifacts",
+        "_artifacts_shared",
+        "_done",
+        "_index",
+        "_running",
+        "_shape",
+        "run",
+    )
 
     def __init__(
         self,
@@ -53,21 +61,37 @@ class RunSteps:
         index: dict[str, int] | None = None,
         shape: tuple[bool, tuple[str, ...]] | None = None,
         counts: tuple[int, int] | None = None,
+        artifacts: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         """`index`: the steps' positions when they are known already (a copy of a run);
         `shape`: its :attr:`shape`, when known; `counts`: the steps done and the running
-        steps' percents, when known (:meth:`_count`)."""
+        steps' percents, when known (:meth:`_count`); `artifacts`: :attr:`_artifacts`, when
+        known (shared with the run copied, until one of them changes it)."""
         self.run = run
         self._index = (
             {step.step_id: i for i, step in enumerate(run.steps)} if index is None else index
         )
         self._shape = shape
         self._done, self._running = self._count() if counts is None else counts
+        self._artifacts_shared = artifacts is not None
+        self._artifacts = self._held_artifacts() if artifacts is None else artifacts
+        """The step (empty for none) and kind of each of the run's artifacts, by id: the
+        snapshot holds a step's artifacts, the run's own only in its log
+        (:meth:`restore_artifact` puts them back on load)."""
 
     def over(self, run: run_pb2.Run) -> RunSteps:
         """The same steps in `run`, a copy of this one's run: its index copied, not rebuilt
         (steps are only ever appended, so their positions are the same)."""
-        return RunSteps(run, dict(self._index), self._shape, (self._done, self._running))
+        self._artifacts_shared = True
+        counts = (self._done, self._running)
+        return RunSteps(run, dict(self._index), self._shape, counts, self._artifacts)
+
+    def _held_artifacts(self) -> dict[str, tuple[str, str]]:
+        return {
+            artifact.artifact_id: (step.step_id, artifact.kind)
+            for step in self.run.steps[:]
+            for artifact in step.artifacts[:]
+        }
 
     def _count(self) -> tuple[int, int]:
         """The steps done, and the sum of the running steps' percents (as :func:`_exact`):
@@ -384,6 +408,9 @@ class RunSteps:
         self._add_artifact(p.artifact, p.artifact.step_id)
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
+        """Adds the artifact to the run, or replaces the one of its id: an artifact reported
+        again (a new version, uri or size) is counted once, in its step's place when its
+        step is the same."""
         # The id and step are filled in on the event itself, before it is stored, so the log
         # and the snapshot name the artifact the same way, and a replay gives the same ids.
         artifact.step_id = artifact.step_id or step_id
@@ -391,13 +418,50 @@ class RunSteps:
             artifact.artifact_id = uuid.uuid4().hex[:12]
         stored = run_pb2.Artifact()
         stored.CopyFrom(artifact)
-        step = self.get(stored.step_id) if stored.step_id else None
-        if step is not None:
-            step.artifacts.append(stored)
         summary = self.run.artifacts_summary
+        place = self._take_artifact(stored.artifact_id, stored.step_id)
+        step = self.get(stored.step_id) if stored.step_id else None
+        if step is not None and place is not None:
+            step.artifacts[place].CopyFrom(stored)
+        elif step is not None:
+            step.artifacts.append(stored)
         summary.total += 1
         kind = stored.kind or "other"
         summary.by_kind[kind] = summary.by_kind[kind] + 1
+        if self._artifacts_shared:
+            self._artifacts = dict(self._artifacts)
+            self._artifacts_shared = False
+        self._artifacts[stored.artifact_id] = (stored.step_id, stored.kind)
+
+    def _take_artifact(self, artifact_id: str, step_id: str) -> int | None:
+        """Takes the run's artifact of that id, if it has one, out of its count, and out of
+        its step unless that is `step_id`: its place there, to be replaced, when it is."""
+        held = self._artifacts.get(artifact_id)
+        if held is None:
+            return None
+        held_step_id, held_kind = held
+        summary = self.run.artifacts_summary
+        summary.total -= 1
+        kind = held_kind or "other"
+        summary.by_kind[kind] -= 1
+        if summary.by_kind[kind] <= 0:
+            del summary.by_kind[kind]
+        step = self.get(held_step_id) if held_step_id else None
+        if step is None:
+            return None
+        place = next(i for i, a in enumerate(step.artifacts) if a.artifact_id == artifact_id)
+        if held_step_id == step_id:
+            return place
+        del step.artifacts[place]
+        return None
+
+    def restore_artifact(self, artifact: run_pb2.Artifact) -> None:
+        """Puts back, on load, an artifact of no step its log holds: the last of an id
+        counts, unless a step holds that id since (the snapshot says so)."""
+        held = self._artifacts.get(artifact.artifact_id)
+        if artifact.step_id or (held is not None and held[0]):
+            return
+        self._artifacts[artifact.artifact_id] = ("", artifact.kind)
 
 
 def _not_done(step: run_pb2.Step, path: str) -> None:

@@ -568,7 +568,11 @@ export const TargetSchema: GenMessage<Target> = /*@__PURE__*/
  */
 export type Artifact = Message<"runstream.v1.Artifact"> & {
   /**
-   * Identifier of the artifact, unique within the run. The server assigns one when empty.
+   * Identifier of the artifact within the run; the server assigns one when empty. An
+   * artifact reported again under an id the run has replaces that artifact (a new version,
+   * uri or size; moved to the step it names): the run counts it once, its step lists it in
+   * its place, and the log keeps every report. Any text without control characters, a path or
+   * a URL as well: it is not held to the syntax of run and step ids.
    *
    * @generated from field: string artifact_id = 1;
    */
@@ -631,14 +635,14 @@ export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
  */
 export type ArtifactsSummary = Message<"runstream.v1.ArtifactsSummary"> & {
   /**
-   * Artifacts produced so far.
+   * Artifacts produced so far, each artifact_id once.
    *
    * @generated from field: int32 total = 1;
    */
   total: number;
 
   /**
-   * Artifacts by kind.
+   * Artifacts by kind ("other" for those of none), each as its last report says.
    *
    * @generated from field: map<string, int32> by_kind = 2;
    */
