@@ -266,19 +266,26 @@ async def collect_garbage() -> None:
     await asyncio.sleep(0.1)
 
 
-def question(run_id: str, decision_id: str) -> report_service_pb2.AppendEventsRequest:
-    """The AppendEvents request of a producer asking ``decision_id``, options a and b."""
+def question(
+    run_id: str, decision_id: str, *, large: bool = False
+) -> report_service_pb2.AppendEventsRequest:
+    """The AppendEvents request of a producer asking ``decision_id``, options a and b;
+    ``large``: with 98 more options, described at length, about 240 KB (two fill GetRun's
+    512 KiB budget for open decisions)."""
+    options = [event_pb2.DecisionOption(value="a"), event_pb2.DecisionOption(value="b")]
+    if large:
+        options += [
+            event_pb2.DecisionOption(value=f"o{n}", label="l" * 256, description="d" * 2000)
+            for n in range(98)
+        ]
     return report_service_pb2.AppendEventsRequest(
         run_id=run_id,
         events=[
             event_pb2.RunEvent(
                 decision_requested=event_pb2.DecisionRequested(
                     decision_id=decision_id,
-                    prompt=f"question {decision_id}",
-                    options=[
-                        event_pb2.DecisionOption(value="a"),
-                        event_pb2.DecisionOption(value="b"),
-                    ],
+                    prompt=f"question {decision_id}" + " ?" * 8000 * large,
+                    options=options,
                 )
             )
         ],

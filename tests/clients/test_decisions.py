@@ -37,10 +37,11 @@ from runstream import (
     RunStatus,
     StatusCode,
 )
+from runstream.v1 import run_service_pb2
 from runstream_server.app import RunstreamServer
 from runstream_server.domain import state
 
-from tests.clients.support import TcpProxy
+from tests.clients.support import TcpProxy, question
 from tests.conftest import ServerProcess
 
 T = TypeVar("T")
@@ -987,3 +988,23 @@ async def test_a_question_past_the_runs_limit_of_open_decisions_raises_resource_
     assert "has 1 open decisions, the most a run may have open" in str(info.value)
     await client.submit_decision(run.run_id, "first", "veteran")
     assert (await asyncio.wait_for(first, 20)).choice == "veteran"
+
+
+async def test_run_details_hold_every_open_decision_also_past_get_runs_budget(
+    client: Client,
+) -> None:
+    """Found in review: GetRun holds the open decisions its 512 KiB budget has room for, and
+    get_run_details (so `runstream get` and the live view) showed 2 of a run's 3."""
+    run = await client.start_run("wf")
+    await run.flush()
+    for decision_id in ("q0", "q1", "q2"):
+        await client.raw_report_service.AppendEvents(question(run.run_id, decision_id, large=True))
+    got = await client.raw_run_service.GetRun(run_service_pb2.GetRunRequest(run_id=run.run_id))
+    assert (len(got.open_decisions), got.open_decisions_left_out) == (2, 1)
+    details = await client.get_run_details(run.run_id)
+    assert [d.decision_id for d in details.open_decisions] == ["q0", "q1", "q2"]
+    assert len(details.open_decisions[2].options) == 100
+    await client.submit_decision(run.run_id, "q0", "a")
+    details = await client.get_run_details(run.run_id)
+    assert [d.decision_id for d in details.open_decisions] == ["q1", "q2"]
+    await run.close()

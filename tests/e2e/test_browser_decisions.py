@@ -18,6 +18,7 @@ import pytest
 import runstream
 from runstream_server.app import RunstreamServer
 
+from tests.clients.support import question
 from tests.clients.test_decisions import open_decision
 
 from .conftest import Web
@@ -177,6 +178,29 @@ async def test_an_answer_that_came_too_late_shows_what_the_decision_was_closed_w
         ]
         assert (await asyncio.wait_for(asking, 20)).choice == "revise"
         await run.close()
+
+
+async def test_a_long_run_opens_with_every_open_decision_past_get_runs_budget(
+    server: RunstreamServer, web: Web
+) -> None:
+    """Found in review: GetRun holds the open decisions its 512 KiB budget has room for, and
+    a long run's page, which opens from that snapshot, showed 2 of the run's 3 questions."""
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("review-board", linger=0.05)
+        await run.flush()
+        for decision_id in ("q0", "q1", "q2"):
+            await client.raw_report_service.AppendEvents(
+                question(run.run_id, decision_id, large=True)
+            )
+        for n in range(LONG_RUN_EVENTS + 10):  # the questions before the events replayed
+            await run.custom("page", {"n": n})
+        await run.flush()
+        await page.unimplemented("runstream.v1.RunService/WatchRun")  # the snapshot alone
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{state('q0')} === 'open'")
+        await page.wait(f"{ORDER}.join() === 'q0,q1,q2'")
+        await run.close()
+        assert await page.errors() == []
 
 
 async def test_a_decisions_context_is_listed_by_name_with_how_many_more(

@@ -36,6 +36,7 @@ from runstream.cli.view_items import OpenPrompt
 from runstream.v1 import event_pb2, run_pb2
 from runstream_server.app import RunstreamServer
 
+from tests.clients.support import question
 from tests.conftest import ServerProcess, free_port
 from tests.e2e.test_cli import demo_on, runstream_cli
 
@@ -758,3 +759,33 @@ def test_a_health_event_of_the_same_level_says_what_is_wrong_now() -> None:
     assert worse is not None and again is not None
     assert worse.text == "Health DEGRADED → FAILING — unrecoverable: API key revoked"
     assert again.text == "Health still FAILING — step html_validation failed"
+
+
+async def test_get_and_the_live_view_show_every_open_question_past_get_runs_budget(
+    server: RunstreamServer,
+) -> None:
+    """Found in review: GetRun holds the open decisions its 512 KiB budget has room for, and
+    `runstream get --json` listed 2 of a run's 3 questions; the live view offered 2 too."""
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("wf")
+        await run.flush()
+        for decision_id in ("q0", "q1", "q2"):
+            request = question(run.run_id, decision_id, large=True)
+            await client.raw_report_service.AppendEvents(request)
+
+        got = await asyncio.to_thread(
+            runstream_cli, "get", run.run_id, "--target", server.target, "--json"
+        )
+        assert got.returncode == 0, got.stderr
+        listed = json.loads(got.stdout)["open_decisions"]
+        assert [d["decision_id"] for d in listed] == ["q0", "q1", "q2"]
+
+        view = RunView.from_snapshot(await client.get_run(run.run_id))
+        async with SnapshotRefresher(client, view, min_interval=0.01) as refresher:
+            refresher.poke()
+            for _ in range(500):
+                if view.prompts:
+                    break
+                await asyncio.sleep(0.01)
+        assert list(view.prompts) == ["q0", "q1", "q2"]
+        await run.close()

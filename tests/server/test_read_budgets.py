@@ -290,3 +290,35 @@ async def test_a_run_loads_every_decision_however_many_pages_they_fill(
             ds.SubmitDecisionRequest(run_id=run.run_id, decision_id="d9", choice="yes")
         )
         assert answered.decision.choice == "yes"
+
+
+async def test_get_run_counts_the_open_decisions_its_budget_left_out(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Found in review: GetRun kept the open decisions its byte budget held and said nothing
+    of the others, so `runstream get` showed 2 questions of the 6 a run had open."""
+    config = server_config(tmp_path / "r.db", limits=Limits(response_bytes=4000))
+    asks = [
+        event_pb2.RunEvent(
+            decision_requested=event_pb2.DecisionRequested(
+                decision_id=f"d{n}",
+                prompt="Go? " + "p" * 1500,
+                options=[event_pb2.DecisionOption(value="yes", label="Yes")],
+            )
+        )
+        for n in range(6)
+    ]
+    async with serving(config) as (_, stubs):
+        run = await create_run(stubs)
+        await append(stubs, run.run_id, *asks)
+        got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+        assert [d.decision_id for d in got.open_decisions] == ["d0", "d1"]
+        assert got.open_decisions_left_out == 4
+        decisions = decision_service_pb2_grpc.DecisionServiceStub(stubs.channel)
+        for n in range(5):
+            await decisions.SubmitDecision(
+                ds.SubmitDecisionRequest(run_id=run.run_id, decision_id=f"d{n}", choice="yes")
+            )
+        got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))
+        assert [d.decision_id for d in got.open_decisions] == ["d5"]
+        assert got.open_decisions_left_out == 0

@@ -19,7 +19,23 @@ from runstream.v1 import decision_service_pb2, run_service_pb2
 if TYPE_CHECKING:
     from runstream._connection import Connection
 
-__all__ = ["DecisionCalls"]
+__all__ = ["DecisionCalls", "listed_decisions"]
+
+
+async def listed_decisions(
+    connection: Connection, run_id: str, state: DecisionState | None
+) -> list[Decision]:
+    """The run's decisions (of that state, when given) from every page of ListDecisions."""
+    filter = "" if state in (None, DecisionState.UNSPECIFIED) else f"state = {state.name}"
+    decisions: list[Decision] = []
+    async for response in connection.every_page(
+        connection.decision_service.ListDecisions,
+        lambda page_token: decision_service_pb2.ListDecisionsRequest(
+            run_id=run_id, page_size=1000, page_token=page_token, filter=filter
+        ),
+    ):
+        decisions.extend(convert.decision_from_pb(d) for d in response.decisions)
+    return decisions
 
 
 class DecisionCalls:
@@ -71,16 +87,7 @@ class DecisionCalls:
         ``state`` says so. NotFoundError for an unknown run, FailedPreconditionError when the
         retention policy purged its events (its decisions went with them)."""
         self._connection.open()
-        filter = "" if state in (None, DecisionState.UNSPECIFIED) else f"state = {state.name}"
-        decisions: list[Decision] = []
-        async for response in self._connection.every_page(
-            self._connection.decision_service.ListDecisions,
-            lambda page_token: decision_service_pb2.ListDecisionsRequest(
-                run_id=run_id, page_size=1000, page_token=page_token, filter=filter
-            ),
-        ):
-            decisions.extend(convert.decision_from_pb(d) for d in response.decisions)
-        return decisions
+        return await listed_decisions(self._connection, run_id, state)
 
     async def _check_run(self, run_id: str) -> None:
         """NotFoundError (or PermissionDeniedError) unless the run exists for this caller."""

@@ -7,13 +7,15 @@ that return what the server stores now, page by page or all of it. Following a r
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING
 
 from runstream import _arguments as arguments
 from runstream import _convert as convert
+from runstream._decision_calls import listed_decisions
 from runstream._events import EventKind
-from runstream._types import Event, Run, RunDetails, Step
+from runstream._types import DecisionState, Event, Run, RunDetails, Step
 from runstream.v1 import run_service_pb2
 
 if TYPE_CHECKING:
@@ -29,15 +31,25 @@ class RunQueries:
 
     async def get_run(self, run_id: str) -> Run:
         """The run's current snapshot. NotFoundError for an unknown run."""
-        return (await self.get_run_details(run_id)).run
+        return convert.run_from_pb((await self._get_run(run_id)).run)
 
     async def get_run_details(self, run_id: str) -> RunDetails:
-        """The run's snapshot with its last 50 agent activities and its open decisions."""
+        """The run's snapshot with its last 50 agent activities and its open decisions, every
+        one: those GetRun's response had no room for (it holds about 512 KiB of them) are
+        read with ListDecisions."""
+        response = await self._get_run(run_id)
+        details = convert.run_details_from_pb(response)
+        if response.open_decisions_left_out:
+            listed = await listed_decisions(self._connection, run_id, DecisionState.OPEN)
+            details = dataclasses.replace(details, open_decisions=tuple(listed))
+        return details
+
+    async def _get_run(self, run_id: str) -> run_service_pb2.GetRunResponse:
         self._connection.open()
         response: run_service_pb2.GetRunResponse = await self._connection.unary(
             self._connection.run_service.GetRun, run_service_pb2.GetRunRequest(run_id=run_id)
         )
-        return convert.run_details_from_pb(response)
+        return response
 
     async def list_events_page(
         self,

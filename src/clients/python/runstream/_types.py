@@ -603,7 +603,8 @@ class RunDetails:
     Attributes:
         run: The run's snapshot, as ``get_run`` returns it.
         recent_activity: The run's last (up to 50) agent activity events, oldest first.
-        open_decisions: The run's open decisions, in the order they were asked.
+        open_decisions: The run's open decisions, in the order they were asked: every one
+            (those GetRun's response left out are read with ListDecisions).
     """
 
     run: Run

@@ -69,8 +69,13 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         return pb.CreateRunResponse(run=run)
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
-        run, activity, decisions = await self._runs.get_run_details(request.run_id)
-        return pb.GetRunResponse(run=run, recent_activity=activity, open_decisions=decisions)
+        run, activity, decisions, left_out = await self._runs.get_run_details(request.run_id)
+        return pb.GetRunResponse(
+            run=run,
+            recent_activity=activity,
+            open_decisions=decisions,
+            open_decisions_left_out=left_out,
+        )
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
         runs, token = await self._runs.list_runs(

@@ -65,11 +65,13 @@ class Reading:
 
     async def get_run_details(
         self, run_id: str
-    ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
-        """The snapshot, the last 50 agent activities and the open decisions of a run.
+    ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision], int]:
+        """The snapshot, the last 50 agent activities and the open decisions of a run, and
+        how many open decisions were left out.
 
         Activities (newest kept) and decisions (oldest kept) are trimmed to the response
-        byte budget each, so large ones cannot make the response exceed the message limit.
+        byte budget each, so large ones cannot make the response exceed the message limit;
+        the decisions left out are counted, for the caller to list them (ListDecisions).
         """
         state = await self._ledger.state(run_id)
         run = await self.get_run(run_id)
@@ -78,8 +80,8 @@ class Reading:
         kept = fitting((e.ByteSize() for e in newest), budget)
         activity = [copied(e) for e in reversed(newest[:kept])]
         decisions = state.open_decisions()
-        decisions = decisions[: fitting((d.ByteSize() for d in decisions), budget)]
-        return run, activity, [copied(d) for d in decisions]
+        kept = fitting((d.ByteSize() for d in decisions), budget)
+        return run, activity, [copied(d) for d in decisions[:kept]], len(decisions) - kept
 
     async def list_runs(
         self, *, filter_text: str, page_size: int, page_token: str

@@ -305,8 +305,9 @@ class RunManager:
 
     async def get_run_details(
         self, run_id: str
-    ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision]]:
-        """The snapshot, the last 50 agent activities and the open decisions of a run."""
+    ) -> tuple[run_pb2.Run, list[event_pb2.RunEvent], list[decision_pb2.Decision], int]:
+        """The snapshot, the last 50 agent activities and the open decisions of a run, and
+        how many open decisions its byte budget left out."""
         return await self._reading.get_run_details(run_id)
 
     async def list_runs(

@@ -30,7 +30,7 @@ from runstream.v1 import options_pb2 as runstream_dot_v1_dot_options__pb2
 from runstream.v1 import run_pb2 as runstream_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erunstream/v1/run_service.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1brunstream/v1/decision.proto\x1a\x18runstream/v1/event.proto\x1a\x1arunstream/v1/options.proto\x1a\x16runstream/v1/run.proto\"\xbc\x02\n\x10\x43reateRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x08workflow\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x1d\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\x12G\n\x06labels\x18\x04 \x03(\x0b\x32*.runstream.v1.CreateRunRequest.LabelsEntryB\x0b\xb2\xbb\x18\x07\x08\x80\x02\x10@\x18?\x12.\n\x05steps\x18\x05 \x03(\x0b\x32\x16.runstream.v1.StepSpecB\x07\xb2\xbb\x18\x03\x10\x90N\x12-\n\x07targets\x18\x06 \x03(\x0b\x32\x14.runstream.v1.TargetB\x06\xb2\xbb\x18\x02\x10\x64\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x11\x43reateRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"(\n\rGetRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\"\x91\x01\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12/\n\x0frecent_activity\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12.\n\x0eopen_decisions\x18\x03 \x03(\x0b\x32\x16.runstream.v1.Decision\"\\\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\x12\x19\n\x06\x66ilter\x18\x03 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\"L\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x10ListStepsRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\"O\n\x11ListStepsResponse\x12!\n\x05steps\x18\x01 \x03(\x0b\x32\x12.runstream.v1.Step\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x10\x43\x61ncelRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x06reason\x18\x02 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1d\n\x0c\x63\x61ncelled_by\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\xd1\x01\n\x0fWatchRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x18\n\x10include_snapshot\x18\x03 \x01(\x08\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x17.runstream.v1.EventKindB\x06\xb2\xbb\x18\x02\x10\x64\x12\x35\n\x12heartbeat_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tkeep_open\x18\x06 \x01(\x08\"\x8b\x01\n\x10WatchRunResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat\"N\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\"d\n\x0fPauseRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x06reason\x18\x02 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1d\n\x0crequested_by\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"2\n\x10PauseRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"e\n\x10ResumeRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x06reason\x18\x02 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1d\n\x0crequested_by\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"3\n\x11ResumeRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\x94\x01\n\x11ListEventsRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\x12\x19\n\x06\x66ilter\x18\x04 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1b\n\x08order_by\x18\x05 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80\x02(\x01\"U\n\x12ListEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x10WatchRunsRequest\x12\x19\n\x06\x66ilter\x18\x01 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13initial_ended_limit\x18\x03 \x01(\x05\"\x9d\x01\n\x11WatchRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x1e\n\x16initial_state_complete\x18\x02 \x01(\x08\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat\x12\x1b\n\x13\x65nded_runs_left_out\x18\x04 \x01(\x08\x32\x8d\x06\n\nRunService\x12L\n\tCreateRun\x12\x1e.runstream.v1.CreateRunRequest\x1a\x1f.runstream.v1.CreateRunResponse\x12\x43\n\x06GetRun\x12\x1b.runstream.v1.GetRunRequest\x1a\x1c.runstream.v1.GetRunResponse\x12I\n\x08ListRuns\x12\x1d.runstream.v1.ListRunsRequest\x1a\x1e.runstream.v1.ListRunsResponse\x12L\n\tListSteps\x12\x1e.runstream.v1.ListStepsRequest\x1a\x1f.runstream.v1.ListStepsResponse\x12L\n\tCancelRun\x12\x1e.runstream.v1.CancelRunRequest\x1a\x1f.runstream.v1.CancelRunResponse\x12I\n\x08PauseRun\x12\x1d.runstream.v1.PauseRunRequest\x1a\x1e.runstream.v1.PauseRunResponse\x12L\n\tResumeRun\x12\x1e.runstream.v1.ResumeRunRequest\x1a\x1f.runstream.v1.ResumeRunResponse\x12O\n\nListEvents\x12\x1f.runstream.v1.ListEventsRequest\x1a .runstream.v1.ListEventsResponse\x12N\n\tWatchRuns\x12\x1e.runstream.v1.WatchRunsRequest\x1a\x1f.runstream.v1.WatchRunsResponse0\x01\x12K\n\x08WatchRun\x12\x1d.runstream.v1.WatchRunRequest\x1a\x1e.runstream.v1.WatchRunResponse0\x01\x42\x88\x01\n\x10\x64\x65v.runstream.v1B\x0fRunServiceProtoP\x01Z-runstream.dev/gen/go/runstream/v1;runstreamv1\xa2\x02\x03RST\xaa\x02\x0cRunstream.V1\xca\x02\x0cRunstream\\V1\xea\x02\rRunstream::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erunstream/v1/run_service.proto\x12\x0crunstream.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1brunstream/v1/decision.proto\x1a\x18runstream/v1/event.proto\x1a\x1arunstream/v1/options.proto\x1a\x16runstream/v1/run.proto\"\xbc\x02\n\x10\x43reateRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x08workflow\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x1d\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\x12G\n\x06labels\x18\x04 \x03(\x0b\x32*.runstream.v1.CreateRunRequest.LabelsEntryB\x0b\xb2\xbb\x18\x07\x08\x80\x02\x10@\x18?\x12.\n\x05steps\x18\x05 \x03(\x0b\x32\x16.runstream.v1.StepSpecB\x07\xb2\xbb\x18\x03\x10\x90N\x12-\n\x07targets\x18\x06 \x03(\x0b\x32\x14.runstream.v1.TargetB\x06\xb2\xbb\x18\x02\x10\x64\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x11\x43reateRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"(\n\rGetRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\"\xb2\x01\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12/\n\x0frecent_activity\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12.\n\x0eopen_decisions\x18\x03 \x03(\x0b\x32\x16.runstream.v1.Decision\x12\x1f\n\x17open_decisions_left_out\x18\x04 \x01(\x05\"\\\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x1b\n\npage_token\x18\x02 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\x12\x19\n\x06\x66ilter\x18\x03 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\"L\n\x10ListRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x10ListStepsRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\"O\n\x11ListStepsResponse\x12!\n\x05steps\x18\x01 \x03(\x0b\x32\x12.runstream.v1.Step\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x10\x43\x61ncelRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x06reason\x18\x02 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1d\n\x0c\x63\x61ncelled_by\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"3\n\x11\x43\x61ncelRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\xd1\x01\n\x0fWatchRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x18\n\x10include_snapshot\x18\x03 \x01(\x08\x12.\n\x05kinds\x18\x04 \x03(\x0e\x32\x17.runstream.v1.EventKindB\x06\xb2\xbb\x18\x02\x10\x64\x12\x35\n\x12heartbeat_interval\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tkeep_open\x18\x06 \x01(\x08\"\x8b\x01\n\x10WatchRunResponse\x12#\n\x08snapshot\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\x12&\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat\"N\n\tHeartbeat\x12/\n\x0bserver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\"d\n\x0fPauseRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x06reason\x18\x02 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1d\n\x0crequested_by\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"2\n\x10PauseRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"e\n\x10ResumeRunRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x19\n\x06reason\x18\x02 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1d\n\x0crequested_by\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x02\"3\n\x11ResumeRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\x94\x01\n\x11ListEventsRequest\x12\x17\n\x06run_id\x18\x01 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x1b\n\npage_token\x18\x03 \x01(\tB\x07\xb2\xbb\x18\x03\x08\x80\x08\x12\x19\n\x06\x66ilter\x18\x04 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x1b\n\x08order_by\x18\x05 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80\x02(\x01\"U\n\x12ListEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.runstream.v1.RunEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x81\x01\n\x10WatchRunsRequest\x12\x19\n\x06\x66ilter\x18\x01 \x01(\tB\t\xb2\xbb\x18\x05\x08\x80 (\x01\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1b\n\x13initial_ended_limit\x18\x03 \x01(\x05\"\x9d\x01\n\x11WatchRunsResponse\x12\x1f\n\x04runs\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Run\x12\x1e\n\x16initial_state_complete\x18\x02 \x01(\x08\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x17.runstream.v1.Heartbeat\x12\x1b\n\x13\x65nded_runs_left_out\x18\x04 \x01(\x08\x32\x8d\x06\n\nRunService\x12L\n\tCreateRun\x12\x1e.runstream.v1.CreateRunRequest\x1a\x1f.runstream.v1.CreateRunResponse\x12\x43\n\x06GetRun\x12\x1b.runstream.v1.GetRunRequest\x1a\x1c.runstream.v1.GetRunResponse\x12I\n\x08ListRuns\x12\x1d.runstream.v1.ListRunsRequest\x1a\x1e.runstream.v1.ListRunsResponse\x12L\n\tListSteps\x12\x1e.runstream.v1.ListStepsRequest\x1a\x1f.runstream.v1.ListStepsResponse\x12L\n\tCancelRun\x12\x1e.runstream.v1.CancelRunRequest\x1a\x1f.runstream.v1.CancelRunResponse\x12I\n\x08PauseRun\x12\x1d.runstream.v1.PauseRunRequest\x1a\x1e.runstream.v1.PauseRunResponse\x12L\n\tResumeRun\x12\x1e.runstream.v1.ResumeRunRequest\x1a\x1f.runstream.v1.ResumeRunResponse\x12O\n\nListEvents\x12\x1f.runstream.v1.ListEventsRequest\x1a .runstream.v1.ListEventsResponse\x12N\n\tWatchRuns\x12\x1e.runstream.v1.WatchRunsRequest\x1a\x1f.runstream.v1.WatchRunsResponse0\x01\x12K\n\x08WatchRun\x12\x1d.runstream.v1.WatchRunRequest\x1a\x1e.runstream.v1.WatchRunResponse0\x01\x42\x88\x01\n\x10\x64\x65v.runstream.v1B\x0fRunServiceProtoP\x01Z-runstream.dev/gen/go/runstream/v1;runstreamv1\xa2\x02\x03RST\xaa\x02\x0cRunstream.V1\xca\x02\x0cRunstream\\V1\xea\x02\rRunstream::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -103,41 +103,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNREQUEST']._serialized_start=592
   _globals['_GETRUNREQUEST']._serialized_end=632
   _globals['_GETRUNRESPONSE']._serialized_start=635
-  _globals['_GETRUNRESPONSE']._serialized_end=780
-  _globals['_LISTRUNSREQUEST']._serialized_start=782
-  _globals['_LISTRUNSREQUEST']._serialized_end=874
-  _globals['_LISTRUNSRESPONSE']._serialized_start=876
-  _globals['_LISTRUNSRESPONSE']._serialized_end=952
-  _globals['_LISTSTEPSREQUEST']._serialized_start=954
-  _globals['_LISTSTEPSREQUEST']._serialized_end=1045
-  _globals['_LISTSTEPSRESPONSE']._serialized_start=1047
-  _globals['_LISTSTEPSRESPONSE']._serialized_end=1126
-  _globals['_CANCELRUNREQUEST']._serialized_start=1128
-  _globals['_CANCELRUNREQUEST']._serialized_end=1229
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1231
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1282
-  _globals['_WATCHRUNREQUEST']._serialized_start=1285
-  _globals['_WATCHRUNREQUEST']._serialized_end=1494
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1497
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1636
-  _globals['_HEARTBEAT']._serialized_start=1638
-  _globals['_HEARTBEAT']._serialized_end=1716
-  _globals['_PAUSERUNREQUEST']._serialized_start=1718
-  _globals['_PAUSERUNREQUEST']._serialized_end=1818
-  _globals['_PAUSERUNRESPONSE']._serialized_start=1820
-  _globals['_PAUSERUNRESPONSE']._serialized_end=1870
-  _globals['_RESUMERUNREQUEST']._serialized_start=1872
-  _globals['_RESUMERUNREQUEST']._serialized_end=1973
-  _globals['_RESUMERUNRESPONSE']._serialized_start=1975
-  _globals['_RESUMERUNRESPONSE']._serialized_end=2026
-  _globals['_LISTEVENTSREQUEST']._serialized_start=2029
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2177
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2179
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2264
-  _globals['_WATCHRUNSREQUEST']._serialized_start=2267
-  _globals['_WATCHRUNSREQUEST']._serialized_end=2396
-  _globals['_WATCHRUNSRESPONSE']._serialized_start=2399
-  _globals['_WATCHRUNSRESPONSE']._serialized_end=2556
-  _globals['_RUNSERVICE']._serialized_start=2559
-  _globals['_RUNSERVICE']._serialized_end=3340
+  _globals['_GETRUNRESPONSE']._serialized_end=813
+  _globals['_LISTRUNSREQUEST']._serialized_start=815
+  _globals['_LISTRUNSREQUEST']._serialized_end=907
+  _globals['_LISTRUNSRESPONSE']._serialized_start=909
+  _globals['_LISTRUNSRESPONSE']._serialized_end=985
+  _globals['_LISTSTEPSREQUEST']._serialized_start=987
+  _globals['_LISTSTEPSREQUEST']._serialized_end=1078
+  _globals['_LISTSTEPSRESPONSE']._serialized_start=1080
+  _globals['_LISTSTEPSRESPONSE']._serialized_end=1159
+  _globals['_CANCELRUNREQUEST']._serialized_start=1161
+  _globals['_CANCELRUNREQUEST']._serialized_end=1262
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1264
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1315
+  _globals['_WATCHRUNREQUEST']._serialized_start=1318
+  _globals['_WATCHRUNREQUEST']._serialized_end=1527
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1530
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1669
+  _globals['_HEARTBEAT']._serialized_start=1671
+  _globals['_HEARTBEAT']._serialized_end=1749
+  _globals['_PAUSERUNREQUEST']._serialized_start=1751
+  _globals['_PAUSERUNREQUEST']._serialized_end=1851
+  _globals['_PAUSERUNRESPONSE']._serialized_start=1853
+  _globals['_PAUSERUNRESPONSE']._serialized_end=1903
+  _globals['_RESUMERUNREQUEST']._serialized_start=1905
+  _globals['_RESUMERUNREQUEST']._serialized_end=2006
+  _globals['_RESUMERUNRESPONSE']._serialized_start=2008
+  _globals['_RESUMERUNRESPONSE']._serialized_end=2059
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2062
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2210
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2212
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2297
+  _globals['_WATCHRUNSREQUEST']._serialized_start=2300
+  _globals['_WATCHRUNSREQUEST']._serialized_end=2429
+  _globals['_WATCHRUNSRESPONSE']._serialized_start=2432
+  _globals['_WATCHRUNSRESPONSE']._serialized_end=2589
+  _globals['_RUNSERVICE']._serialized_start=2592
+  _globals['_RUNSERVICE']._serialized_end=3373
 # @@protoc_insertion_point(module_scope)

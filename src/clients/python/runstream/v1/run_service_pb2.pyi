@@ -50,14 +50,16 @@ class GetRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class GetRunResponse(_message.Message):
-    __slots__ = ("run", "recent_activity", "open_decisions")
+    __slots__ = ("run", "recent_activity", "open_decisions", "open_decisions_left_out")
     RUN_FIELD_NUMBER: _ClassVar[int]
     RECENT_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     OPEN_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_DECISIONS_LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
     run: _run_pb2.Run
     recent_activity: _containers.RepeatedCompositeFieldContainer[_event_pb2.RunEvent]
     open_decisions: _containers.RepeatedCompositeFieldContainer[_decision_pb2.Decision]
-    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., recent_activity: _Optional[_Iterable[_Union[_event_pb2.RunEvent, _Mapping]]] = ..., open_decisions: _Optional[_Iterable[_Union[_decision_pb2.Decision, _Mapping]]] = ...) -> None: ...
+    open_decisions_left_out: int
+    def __init__(self, run: _Optional[_Union[_run_pb2.Run, _Mapping]] = ..., recent_activity: _Optional[_Iterable[_Union[_event_pb2.RunEvent, _Mapping]]] = ..., open_decisions: _Optional[_Iterable[_Union[_decision_pb2.Decision, _Mapping]]] = ..., open_decisions_left_out: _Optional[int] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "filter")

@@ -100,6 +100,25 @@ export class RunWatch {
   }
 
   /**
+   * Puts every open decision of the run in `snapshot`: GetRun holds those its byte budget
+   * has room for (about 512 KiB), and says how many it left out, which ListDecisions lists.
+   * A long run's page knows its open decisions from the snapshot alone (its log is not
+   * replayed from the start).
+   */
+  private async readEveryOpenDecision(snapshot: GetRunResponse, signal: AbortSignal): Promise<void> {
+    if (snapshot.openDecisionsLeftOut === 0) return;
+    const open = [];
+    let pageToken = "";
+    do {
+      const page = await this.api.decisions.listDecisions({ runId: this.runId, filter: "state = OPEN", pageSize: 1000, pageToken }, { signal });
+      open.push(...page.decisions);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    snapshot.openDecisions = open;
+    snapshot.openDecisionsLeftOut = 0;
+  }
+
+  /**
    * One connection: a GetRun to refresh the snapshot (and to learn that the path to the
    * server works), then WatchRun after the cursor until the run's terminal event. Returns
    * true when the stream ended normally.
@@ -121,6 +140,7 @@ export class RunWatch {
         // them; the snapshot stands for everything before. Exact resume still holds: the
         // stream starts right after the seq the model was seeded at.
         this.lastSeq = head - LONG_RUN_EVENTS;
+        await this.readEveryOpenDecision(snapshot, controller.signal);
         this.handlers.seed(snapshot, this.lastSeq);
       } else {
         this.handlers.snapshot(snapshot);
