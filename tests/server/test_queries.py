@@ -915,6 +915,20 @@ async def test_watch_runs_refuses_an_initial_ended_limit_out_of_range(
             "unknown field 'start_time'; use status, workflow, labels.<key> or create_time",
         ),
         ('workflow <= "a"', "workflow is compared with =; only create_time takes <="),
+        # Found in review: ':' was taken as '=', so AIP-160's labels.team:* (has the label)
+        # asked for the value "*" and listed no runs, without a word.
+        (
+            "labels.team:*",
+            "labels.team is compared with =; ':' is not supported (the filter cannot ask "
+            "whether a label is present, labels.team:*)",
+        ),
+        (
+            'status = PENDING AND labels.team:"growth"',
+            "labels.team is compared with =; ':' is not supported (the filter cannot ask "
+            "whether a label is present, labels.team:*)",
+        ),
+        ("workflow:hl", "workflow is compared with =; ':' is not supported"),
+        ("status : PENDING", "status is compared with =; ':' is not supported"),
     ],
 )
 async def test_a_run_filter_it_cannot_read_is_invalid_argument_naming_filter(

@@ -95,7 +95,16 @@ def parse_filter(text: str) -> RunFilter:
                 bound = ceil if op == "<" else floor + 1
                 before_us = bound if before_us is None else min(before_us, bound)
             continue
-        if op not in ("=", ":") and (name in ("status", "workflow") or name.startswith("labels.")):
+        if op == ":" and (name in ("status", "workflow") or name.startswith("labels.")):
+            # AIP-160's "has": labels.team:* asks whether the label is present, which a run's
+            # filter cannot (taken as =, it asked for the value "*" and matched nothing).
+            presence = f" (the filter cannot ask whether a label is present, {name}:*)"
+            raise InvalidArgument(
+                "filter",
+                f"{name} is compared with =; ':' is not supported"
+                + (presence if name.startswith("labels.") else ""),
+            )
+        if op != "=" and (name in ("status", "workflow") or name.startswith("labels.")):
             raise InvalidArgument(
                 "filter", f"{name} is compared with =; only create_time takes {op}"
             )

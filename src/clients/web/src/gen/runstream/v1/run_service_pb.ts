@@ -198,8 +198,10 @@ export type ListRunsRequest = Message<"runstream.v1.ListRunsRequest"> & {
    * `status = RUNNING`, `workflow = "campaign-generator"`, `labels.team = "growth"`,
    * `create_time > "2026-12-01T09:00:00Z"`. create_time is compared with <, <=, > or >= to
    * an RFC 3339 time with its offset (to the nanosecond; runs are created to the
-   * microsecond), and may be compared twice for a window; the other fields with = only.
-   * Status values may be written with or without the RUN_STATUS_ prefix. Empty lists all.
+   * microsecond), and may be compared twice for a window; the other fields with = only
+   * (AIP-160's `:` is INVALID_ARGUMENT: `labels.team:*`, whether a label is present, is not
+   * asked). Status values may be written with or without the RUN_STATUS_ prefix. Empty lists
+   * all.
    *
    * @generated from field: string filter = 3;
    */
