@@ -899,6 +899,23 @@ async def test_watch_runs_refuses_an_initial_ended_limit_out_of_range(
             "create_time: '2026-12-01T09:00:00+1:00' is not an RFC 3339 time with its offset, "
             'e.g. create_time > "2026-12-01T09:00:00Z"',
         ),
+        # Found in review: protobuf's parser took full-width digits and a dot with no
+        # fraction, and called a time its offset takes past 9999 misspelt.
+        (
+            'create_time > "\uff12\uff10\uff12\uff16-12-01T09:00:00Z"',
+            "create_time: '\uff12\uff10\uff12\uff16-12-01T09:00:00Z' is not an RFC 3339 time "
+            'with its offset, e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            'create_time > "2026-12-01T09:00:00.Z"',
+            "create_time: '2026-12-01T09:00:00.Z' is not an RFC 3339 time with its offset, "
+            'e.g. create_time > "2026-12-01T09:00:00Z"',
+        ),
+        (
+            'create_time > "9999-12-31T23:59:59-23:59"',
+            "create_time: '9999-12-31T23:59:59-23:59' is outside the times a filter compares, "
+            "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z",
+        ),
         ("status > RUNNING", "status is compared with =; only create_time takes >"),
         (
             "create_time > '2026-12-01T09:00:00Z'",

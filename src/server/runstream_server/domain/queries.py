@@ -146,6 +146,11 @@ def parse_filter(text: str) -> RunFilter:
 
 
 _OFFSET = re.compile(r"(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])\Z")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[tT][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?" + _OFFSET.pattern
+)
+"""ASCII digits alone, and a fraction of at least one: protobuf takes any Unicode digit, a
+dot with no fraction, and offsets such as +25:00, +1:00 and +23:99."""
 
 
 def _time_ns(value: str) -> int:
@@ -153,14 +158,24 @@ def _time_ns(value: str) -> int:
     nanoseconds since 1970."""
     moment = timestamp_pb2.Timestamp()
     try:
-        if not _OFFSET.search(value):  # protobuf takes +25:00, +1:00 and +23:99 too
+        if not _RFC3339.match(value):
             raise ValueError(value)
-        moment.FromJsonString(value.upper())  # RFC 3339 allows a lower-case t and z
+        # RFC 3339 allows a lower-case t and z. The time as if in UTC first: a valid one
+        # that its offset takes past 9999 (or before year 1) is out of range, not misspelt.
+        moment.FromJsonString(_OFFSET.sub("Z", value.upper()))
     except ValueError:
         raise InvalidArgument(
             "filter",
             f"create_time: {value[:64]!r} is not an RFC 3339 time with its offset, "
             f"e.g. {_TIME_EXAMPLE}",
+        ) from None
+    try:
+        moment.FromJsonString(value.upper())
+    except ValueError:
+        raise InvalidArgument(
+            "filter",
+            f"create_time: {value!r} is outside the times a filter compares, "
+            "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z",
         ) from None
     return int(moment.ToNanoseconds())
 
