@@ -35,8 +35,8 @@ from tests.clients.support import producer_events
 
 PLAN = [StepSpec("strategy", "Strategy Team"), StepSpec("web", "Web Developer")]
 NOT_AN_ID = (
-    "is not a valid id (letters, digits, '.', '_', '-'; at most 128 characters; starting with "
-    "a letter or digit)"
+    "is not a valid id (ASCII letters, digits, '.', '_', '-'; at most 128 characters; starting "
+    "with a letter or digit)"
 )
 
 Call = Callable[[RunReporter, StepReporter], Awaitable[Any]]

@@ -177,6 +177,27 @@ async def test_a_target_on_a_metric_name_no_update_may_carry_is_invalid_argument
     ]
 
 
+async def test_an_id_or_a_label_key_refused_is_told_the_rule_ascii_letters_and_all(
+    stubs: Any,
+) -> None:
+    """Found in review: the id rule said "letters", yet only ASCII ones pass, and a label
+    key's refusal said "invalid label key", stating no rule."""
+    err = await rpc_error(create_run(stubs, run_id="\u0440\u0443\u0436\u0430"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "run_id: '\u0440\u0443\u0436\u0430' is not a valid id (ASCII letters, digits, '.', "
+        "'_', '-'; at most 128 characters; starting with a letter or digit)"
+    )
+    rule = "(ASCII letters, digits, '.', '_', '-'; at most 63 characters; starting with a letter "
+    for key in ("-a", "a/b", ".a"):
+        err = await rpc_error(create_run(stubs, labels={key: "v"}))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details() == f"labels[{key!r}]: {key!r} is not a valid label key {rule}or digit)"
+    err = await rpc_error(stubs.runs.ListRuns(rs.ListRunsRequest(filter='labels.-a = "v"')))
+    assert err.details() == f"filter: '-a' is not a valid label key {rule}or digit)"
+    assert list((await stubs.runs.ListRuns(rs.ListRunsRequest())).runs) == []
+
+
 async def test_a_plan_over_the_limit_of_steps_says_how_many_it_had_and_may_have(
     stubs: Any,
 ) -> None:

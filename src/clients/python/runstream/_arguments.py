@@ -170,7 +170,7 @@ def identifier(name: str, value: object, *, required: bool = True) -> str:
     if not ID_PATTERN.match(value):
         raise _refuse(
             name,
-            f"{value[:40]!r} is not a valid id (letters, digits, '.', '_', '-'; "
+            f"{value[:40]!r} is not a valid id (ASCII letters, digits, '.', '_', '-'; "
             f"at most {ID_CHARS} characters; starting with a letter or digit)",
         )
     return value

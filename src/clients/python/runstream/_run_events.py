@@ -66,8 +66,8 @@ class RunEvents:
     """Run-level reporting calls; each returns once its event is queued (see RunReporter).
 
     Each call checks its arguments as the server would, and raises InvalidArgumentError
-    naming the first one the server would refuse, with nothing queued: ids (letters, digits,
-    '.', '_', '-', at most 128 characters), required texts (not blank), the length of every
+    naming the first one the server would refuse, with nothing queued: ids (ASCII letters,
+    digits, '.', '_', '-', at most 128 characters), required texts (not blank), the length of every
     text and list, numbers (finite, and within their ranges), counts (whole, not negative),
     enum values, durations (0 to 100 years) and JSON-like data (``data``, ``metadata``,
     ``result``, ``details``: what a Struct holds, finite numbers, at most 1 MiB). What only

@@ -203,7 +203,8 @@ class StepSpec:
     """A step as planned when a run is created.
 
     Attributes:
-        step_id: Unique within the run: letters, digits, '-', '_' and '.', at most 128 chars.
+        step_id: Unique within the run: ASCII letters, digits, '-', '_' and '.', at most 128
+            chars.
         name: Human-readable name, for example "Strategy Team".
         description: What the step does.
         agent: The agent (or team) that performs the step.

@@ -15,7 +15,7 @@ from runstream.v1 import event_pb2, run_pb2
 from runstream_server.auth import principal as access
 from runstream_server.domain.events import check_id
 from runstream_server.domain.limits import Limits
-from runstream_server.domain.queries import LABEL_KEY
+from runstream_server.domain.queries import LABEL_KEY, LABEL_KEY_RULE
 from runstream_server.domain.state import target_milestone_id, to_timestamp
 from runstream_server.domain.steps import MAX_RUN_STEPS
 from runstream_server.errors import InvalidArgument
@@ -49,7 +49,9 @@ def check_create(run_id: str, run: NewRun, limits: Limits) -> None:
         raise InvalidArgument("labels", f"at most {limits.max_labels} labels")
     for key in labels:
         if not LABEL_KEY.match(key):
-            raise InvalidArgument(f"labels[{key!r}]", "invalid label key")
+            raise InvalidArgument(
+                f"labels[{key!r}]", f"{key[:40]!r} is not a valid label key ({LABEL_KEY_RULE})"
+            )
     if len(steps) > limits.max_steps:
         raise InvalidArgument(
             "steps",

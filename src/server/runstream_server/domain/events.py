@@ -52,7 +52,7 @@ def check_id(field_path: str, value: str, *, required: bool = True) -> None:
     if not _ID_RE.match(value):
         raise InvalidArgument(
             field_path,
-            f"{value[:40]!r} is not a valid id (letters, digits, '.', '_', '-'; "
+            f"{value[:40]!r} is not a valid id (ASCII letters, digits, '.', '_', '-'; "
             "at most 128 characters; starting with a letter or digit)",
         )
 

@@ -33,6 +33,9 @@ from runstream_server.store.base import RunFilter
 _M = TypeVar("_M", bound=Message)
 
 LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+LABEL_KEY_RULE = (
+    "ASCII letters, digits, '.', '_', '-'; at most 63 characters; starting with a letter or digit"
+)
 _FILTER_TERM = re.compile(
     r"""\s*(?P<field>[A-Za-z_][A-Za-z0-9_.-]*)\s*(?P<op><=|>=|<|>|=|:)\s*
         (?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s"]+))""",
@@ -127,7 +130,9 @@ def parse_filter(text: str) -> RunFilter:
         elif name.startswith("labels."):
             label = name.removeprefix("labels.")
             if not LABEL_KEY.match(label):
-                raise InvalidArgument("filter", f"invalid label key {label!r}")
+                raise InvalidArgument(
+                    "filter", f"{label[:40]!r} is not a valid label key ({LABEL_KEY_RULE})"
+                )
             if label in labels:
                 raise InvalidArgument("filter", f"{name} can be compared once")
             labels[label] = value

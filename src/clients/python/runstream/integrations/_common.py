@@ -72,13 +72,13 @@ def require(module: str, extra: str) -> None:
 class StepIds:
     """Turns framework names (graph nodes, agents) into valid step ids, unique in their run.
 
-    A step id holds letters, digits, '.', '_' and '-' and starts with a letter or digit. A name
-    that runs again after its step finished gets a new step ("write", then "write-2"), because a
-    finished step cannot start again. Every handler of a run shares the run's ``StepIds.of(run)``,
-    so a chat app that runs its graph once a turn, each turn with a new handler, gets "respond",
-    then "respond-2". A generated suffix skips the ids given before, the names reserved for a
-    graph's nodes (a node named "draft-2" keeps its name when "draft" runs twice) and the steps
-    the run had finished when this process started or attached it.
+    A step id holds ASCII letters, digits, '.', '_' and '-' and starts with a letter or digit.
+    A name that runs again after its step finished gets a new step ("write", then "write-2"),
+    because a finished step cannot start again. Every handler of a run shares the run's
+    ``StepIds.of(run)``, so a chat app that runs its graph once a turn, each turn with a new
+    handler, gets "respond", then "respond-2". A generated suffix skips the ids given before,
+    the names reserved for a graph's nodes (a node named "draft-2" keeps its name when "draft"
+    runs twice) and the steps the run had finished when this process started or attached it.
     """
 
     def __init__(

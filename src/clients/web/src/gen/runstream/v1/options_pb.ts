@@ -40,7 +40,7 @@ export type KindRules = Message<"runstream.v1.KindRules"> & {
   required: string[];
 
   /**
-   * Id fields that must hold a valid id: letters, digits, '.', '_' and '-', at most 128
+   * Id fields that must hold a valid id: ASCII letters, digits, '.', '_' and '-', at most 128
    * characters, starting with a letter or a digit.
    *
    * @generated from field: repeated string ids = 2;

@@ -23,8 +23,8 @@ export const file_runstream_v1_run: GenFile = /*@__PURE__*/
  */
 export type StepSpec = Message<"runstream.v1.StepSpec"> & {
   /**
-   * Identifier of the step, unique within the run. Letters, digits, '-', '_' and '.', at most
-   * 128 characters.
+   * Identifier of the step, unique within the run. ASCII letters, digits, '-', '_' and '.',
+   * at most 128 characters, starting with a letter or a digit.
    *
    * @generated from field: string step_id = 1;
    */

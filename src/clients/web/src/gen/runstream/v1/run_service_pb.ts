@@ -28,8 +28,8 @@ export const file_runstream_v1_run_service: GenFile = /*@__PURE__*/
  */
 export type CreateRunRequest = Message<"runstream.v1.CreateRunRequest"> & {
   /**
-   * The identifier to give the run. Letters, digits, '-', '_' and '.', at most 128
-   * characters. The server generates one when empty.
+   * The identifier to give the run. ASCII letters, digits, '-', '_' and '.', at most 128
+   * characters, starting with a letter or a digit. The server generates one when empty.
    *
    * @generated from field: string run_id = 1;
    */
@@ -51,7 +51,8 @@ export type CreateRunRequest = Message<"runstream.v1.CreateRunRequest"> & {
   displayName: string;
 
   /**
-   * Labels for filtering. Keys: letters, digits, '-', '_' and '.', at most 63 characters.
+   * Labels for filtering. Keys: ASCII letters, digits, '-', '_' and '.', at most 63
+   * characters, starting with a letter or a digit.
    *
    * @generated from field: map<string, string> labels = 4;
    */
