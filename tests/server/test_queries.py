@@ -354,6 +354,28 @@ async def test_newest_first_at_the_purge_boundary_is_the_precondition_failure_se
         assert pages[-1].events[-1].HasField("run_created")
 
 
+async def test_a_window_from_the_seq_before_a_purged_head_is_the_precondition_failure(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """Retention removed the whole log, the run's last event with it: a listing from the seq
+    just before that event (``seq > head - 1``, ``seq >= head``) starts inside purged history
+    too, and says so (FAILED_PRECONDITION naming the filter and the one seq gone), not an
+    empty page that looks like a run with nothing after that seq."""
+    config = server_config(tmp_path / "r.db", retention=Retention(runs=1))
+    async with serving(config) as (server, stubs):
+        old, _ = await two_ended_runs(stubs)
+        head = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=old.run_id))).run.last_seq
+        assert server.runs is not None
+        assert await server.runs.apply_retention() == [old.run_id]
+        for window in (f"seq > {head - 1}", f"seq >= {head}"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=old.run_id, filter=window))
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, window
+            assert info.value.details().startswith(
+                f"filter: events {head}..{head} of run {old.run_id!r} were removed"
+            ), info.value.details()
+
+
 async def test_list_steps_pages_in_plan_order(stubs) -> None:  # type: ignore[no-untyped-def]
     names = [f"s{i:02}" for i in range(17)]
     run = await create_run(stubs, *names)
