@@ -405,6 +405,25 @@ async def test_run_metrics_keep_the_latest_values(stubs) -> None:  # type: ignor
     assert dict(snap.metrics) == {"impressions": 10500, "clicks": 500}
 
 
+async def test_item_counts_show_the_stages_of_the_latest_report_only(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Each ItemProgress says where the items are now: a stage the latest report leaves out
+    is over, and is not shown beside the current ones."""
+    run = await create_run(stubs)
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(
+            item_progress=ev.ItemProgress(
+                completed=2, total=10, unit="companies", by_stage={"found": 6, "scored": 2}
+            )
+        ),
+        ev.RunEvent(item_progress=ev.ItemProgress(completed=7, total=10, by_stage={"scored": 7})),
+    )
+    items = (await get_run(stubs, run.run_id)).progress.items
+    assert (items.completed, items.total, items.unit) == (7, 10, "companies")
+    assert dict(items.by_stage) == {"scored": 7}
+
+
 async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
     import grpc
     from runstream.v1 import run_service_pb2_grpc
