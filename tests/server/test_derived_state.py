@@ -424,6 +424,20 @@ async def test_item_counts_show_the_stages_of_the_latest_report_only(stubs) -> N
     assert dict(items.by_stage) == {"scored": 7}
 
 
+async def test_an_item_count_past_its_total_shows_the_run_at_most_complete(stubs) -> None:  # type: ignore[no-untyped-def]
+    """A producer whose total was an underestimate (12 companies found of 10 expected) shows
+    the run 100% complete, never 120%."""
+    run = await create_run(stubs)
+    await append(
+        stubs, run.run_id, ev.RunEvent(item_progress=ev.ItemProgress(completed=5, total=10))
+    )
+    assert (await get_run(stubs, run.run_id)).progress.percent == 50
+    await append(
+        stubs, run.run_id, ev.RunEvent(item_progress=ev.ItemProgress(completed=12, total=10))
+    )
+    assert (await get_run(stubs, run.run_id)).progress.percent == 100
+
+
 async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
     import grpc
     from runstream.v1 import run_service_pb2_grpc
