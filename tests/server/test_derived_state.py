@@ -438,6 +438,30 @@ async def test_an_item_count_past_its_total_shows_the_run_at_most_complete(stubs
     assert (await get_run(stubs, run.run_id)).progress.percent == 100
 
 
+async def test_artifacts_are_counted_by_kind_across_steps(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, "a", "b")
+    for step_id in ("a", "b"):
+        await append(
+            stubs,
+            run.run_id,
+            ev.RunEvent(step_started=ev.StepStarted(step_id=step_id)),
+            ev.RunEvent(
+                step_completed=ev.StepCompleted(
+                    step_id=step_id,
+                    artifacts=[run_pb2.Artifact(name=f"{step_id}.json", kind="persona")],
+                )
+            ),
+        )
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(artifact_produced=ev.ArtifactProduced(artifact=run_pb2.Artifact(name="x"))),
+    )
+    summary = (await get_run(stubs, run.run_id)).artifacts_summary
+    assert summary.total == 3
+    assert dict(summary.by_kind) == {"persona": 2, "other": 1}
+
+
 async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
     import grpc
     from runstream.v1 import run_service_pb2_grpc
