@@ -462,6 +462,12 @@ async def test_artifacts_are_counted_by_kind_across_steps(stubs) -> None:  # typ
     assert dict(summary.by_kind) == {"persona": 2, "other": 1}
 
 
+async def test_a_run_created_without_a_display_name_shows_its_workflow(stubs) -> None:  # type: ignore[no-untyped-def]
+    run = await create_run(stubs, workflow="market-research")
+    assert run.display_name == "market-research"
+    assert (await get_run(stubs, run.run_id)).display_name == "market-research"
+
+
 async def test_snapshot_survives_restart(server, stubs, tmp_path, server_config) -> None:  # type: ignore[no-untyped-def]
     import grpc
     from runstream.v1 import run_service_pb2_grpc
