@@ -344,6 +344,21 @@ async def test_a_metric_change_too_large_for_a_number_is_left_out_not_stored_inf
     assert changes == [{}, {"cost": 0.0}, {"score": pytest.approx(0.1e308), "cost": 0.0}]
 
 
+async def test_a_metric_whose_change_overflows_shows_no_earlier_change_beside_it(
+    stubs: Any,
+) -> None:
+    """A metric's change is that of its latest update: one too large for a number is left
+    out, and the run does not show the update before's change beside the new value (+1e307
+    next to a score that fell by 3.4e308)."""
+    run = await create_run(stubs)
+    for value in (1.6e308, 1.7e308, -1.7e308):
+        update = ev.MetricsUpdate(values={"score": value})
+        await append(stubs, run.run_id, ev.RunEvent(metrics_update=update))
+    got = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run
+    assert got.metrics["score"] == -1.7e308
+    assert dict(got.metric_changes) == {}
+
+
 async def test_negative_attempt_is_invalid_argument(stubs: Any) -> None:
     run = await create_run(stubs)
     recovery = ev.ErrorRecovery(error_message="rate limited", attempt=-1)
