@@ -590,6 +590,54 @@ async def test_an_answer_after_the_deadline_loses_even_before_the_timer_runs(
         await server.stop(grace=0.1)
 
 
+def deadline_write_fails_once(monkeypatch: pytest.MonkeyPatch, runs: RunManager) -> asyncio.Event:
+    """Makes the first write of a deadline's default fail as a full disk does (nothing
+    stored); the event is set when it has."""
+    from runstream_server.domain.decisions import DEADLINE_KEY_PREFIX
+    from runstream_server.errors import NothingStored
+
+    store = runs._store
+    failed = asyncio.Event()
+    write = store.append
+
+    async def failing_once(run_id, events, *args, **kwargs):  # type: ignore[no-untyped-def]
+        deadline = any(e.idempotency_key.startswith(DEADLINE_KEY_PREFIX) for e in events)
+        if deadline and not failed.is_set():
+            failed.set()
+            raise NothingStored("disk full")
+        return await write(run_id, events, *args, **kwargs)
+
+    monkeypatch.setattr(store, "append", failing_once)
+    return failed
+
+
+async def test_an_answer_while_a_failed_deadline_write_waits_to_be_retried_loses(
+    tmp_path: Path, server_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline came and its write failed (a full disk): the retry waits half a second.
+    An answer in between is too late all the same: the default is written first and the
+    answer is ABORTED, not taken because the retry's timer has not run yet."""
+    server = RunstreamServer(server_config(tmp_path / "d.db"))
+    await server.start()
+    try:
+        runs = server.runs
+        assert runs is not None
+        failed = deadline_write_fails_once(monkeypatch, runs)
+        await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
+        timeout = duration_pb2.Duration(nanos=100_000_000)
+        await runs.append("r", [ask(default_option="pros", timeout=timeout)])
+        await asyncio.wait_for(failed.wait(), 5)
+        with pytest.raises(Exception, match="DEFAULTED with 'pros'") as info:
+            await runs.submit_decision(
+                "r", "persona", choice="gen_z", skip=False, answered_by="late"
+            )
+        assert type(info.value).__name__ == "Aborted"
+        decision = await runs.get_decision("r", "persona")
+        assert (decision.outcome, decision.choice) == (ev.DECISION_OUTCOME_DEFAULTED, "pros")
+    finally:
+        await server.stop(grace=0.1)
+
+
 async def test_a_wall_clock_stepped_forward_leaves_an_open_question_to_its_timer(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
