@@ -378,6 +378,37 @@ async def test_deadlines_survive_a_restart_and_fire_once(
         await again.stop(grace=0.1)
 
 
+async def test_a_paused_runs_question_gets_its_default_at_its_deadline_after_a_restart(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A run paused while a question waits keeps the question's deadline: the server that
+    starts after the deadline passed closes it with its default, as for a waiting run."""
+    path = tmp_path / "p.db"
+    first = RunstreamServer(server_config(path))
+    await first.start()
+    assert first.runs is not None
+    await first.runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
+    await first.runs.append(
+        "r", [ask(default_option="pros", timeout=duration_pb2.Duration(seconds=1))]
+    )
+    await first.runs.pause_run("r", reason="lunch", requested_by="ops")
+    await first.stop(grace=0.1)  # the server is down when the deadline passes
+    await asyncio.sleep(1.1)
+    again = RunstreamServer(server_config(path))
+    await again.start()
+    try:
+        assert again.runs is not None
+        for _ in range(40):
+            decision = await again.runs.get_decision("r", "persona")
+            if decision.state == decision_pb2.DECISION_STATE_RESOLVED:
+                break
+            await asyncio.sleep(0.05)
+        assert (decision.outcome, decision.choice) == (ev.DECISION_OUTCOME_DEFAULTED, "pros")
+        assert (await again.runs.get_run("r")).status == run_pb2.RUN_STATUS_PAUSED
+    finally:
+        await again.stop(grace=0.1)
+
+
 async def test_a_restart_arms_the_open_deadlines_without_loading_the_waiting_runs(
     tmp_path: Path,
 ) -> None:
