@@ -580,6 +580,17 @@ async def test_bad_questions_are_rejected(stubs) -> None:  # type: ignore[no-unt
     assert details.startswith("events[0].decision_requested.decision_id:")
 
 
+async def test_a_question_offering_the_same_value_twice_is_refused(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Two options of one value could not be told apart by the answer (the value is all an
+    answer names): the question is refused, naming its options, and nothing is asked."""
+    run = await create_run(stubs)
+    twice = [ev.DecisionOption(value="pros", label="Pros"), ev.DecisionOption(value="pros")]
+    code, details = await status_of(append(stubs, run.run_id, ask(options=twice)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details == "events[0].decision_requested.options: option values must be unique"
+    assert (await get(stubs, run.run_id)).run.status == run_pb2.RUN_STATUS_PENDING
+
+
 async def test_a_question_with_its_own_deadline_is_refused_not_left_open(stubs) -> None:  # type: ignore[no-untyped-def]
     """The server writes the deadline from the timeout; one the producer set was dropped, so
     a question meant to close in the past stayed open without any deadline."""
