@@ -436,6 +436,14 @@ async def test_oversized_input_is_resource_exhausted(stubs) -> None:  # type: ig
     assert snap.last_seq == 1
 
 
+async def test_a_batch_of_exactly_the_most_events_a_batch_may_hold_is_stored(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The limit of 1000 events is the most a batch may hold, not the first it may not."""
+    run = await create_run(stubs)
+    result = await append(stubs, run.run_id, *(custom(n) for n in range(1000)))
+    assert [a.seq for a in result.events] == list(range(2, 1002))
+    assert result.last_seq == 1001
+
+
 async def test_create_run_validation(stubs) -> None:  # type: ignore[no-untyped-def]
     cases = [
         (run_service_pb2.CreateRunRequest(), "workflow"),
