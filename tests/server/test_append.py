@@ -444,6 +444,18 @@ async def test_a_batch_of_exactly_the_most_events_a_batch_may_hold_is_stored(stu
     assert result.last_seq == 1001
 
 
+async def test_a_run_created_with_exactly_the_most_labels_a_run_may_have_is_created(stubs) -> None:  # type: ignore[no-untyped-def]
+    """64 labels is the most a run may have (the field's limit and the server's agree), not
+    the first count it refuses; one more is INVALID_ARGUMENT naming the labels."""
+    labels = {f"k{i:02}": "v" for i in range(64)}
+    run = await create_run(stubs, labels=labels)
+    assert len(run.labels) == 64
+    labels["k64"] = "v"
+    err = await rpc_error(create_run(stubs, labels=labels))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details().startswith("labels:"), err.details()
+
+
 async def test_create_run_validation(stubs) -> None:  # type: ignore[no-untyped-def]
     cases = [
         (run_service_pb2.CreateRunRequest(), "workflow"),
