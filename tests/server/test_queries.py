@@ -894,6 +894,18 @@ async def test_watch_runs_refuses_an_initial_ended_limit_out_of_range(
     assert error.details() == f"initial_ended_limit: {problem}"
 
 
+async def test_watch_runs_takes_the_largest_initial_ended_limit_it_names(stubs: Stubs) -> None:
+    """100,000 is the largest limit the refusal names, so it is taken, not refused."""
+    run = await create_run(stubs, workflow="most")
+    await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+    stream = stubs.runs.WatchRuns(
+        rs.WatchRunsRequest(filter='workflow = "most"', initial_ended_limit=100_000)
+    )
+    runs, left_out = await initial_state(stream)
+    stream.cancel()
+    assert ([r.run_id for r in runs], left_out) == ([run.run_id], False)
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
