@@ -22,7 +22,17 @@ from runstream_server.domain.runs import Retention
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
-from tests.server.support import Clock, append, create_run, custom, ev, on_clock, watch_all
+from tests.server.support import (
+    Clock,
+    append,
+    clocked_server,
+    create_run,
+    custom,
+    ev,
+    on_clock,
+    until_health,
+    watch_all,
+)
 
 # A seeded simulated workflow: six steps with typical durations (seconds) and +-25% noise.
 STEPS = {"intake": 30, "research": 240, "draft": 180, "review": 90, "polish": 60, "ship": 20}
@@ -709,6 +719,34 @@ async def test_a_run_found_stalled_gets_its_estimate_made_again_from_the_steps_l
     assert snapshot.health == run_pb2.RUN_HEALTH_STALLED
     remaining = snapshot.estimate.remaining.ToNanoseconds() / 1e9
     assert 5.0 <= remaining <= 6.5, snapshot.estimate  # b, c and d: about 6 s, not 1 s
+
+
+async def test_a_stall_makes_the_estimate_again_where_the_count_down_would_say_40_s(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """On the test's clock: a takes 10 s and b 100 s, so a run starting a is 110 s from its
+    end. Its producer goes silent for 70 s, past a's 30 s threshold: counted down, the
+    estimate made at a's start would say 40 s; made again at the stall it says b's 100 s
+    and the second a's overdue remainder takes."""
+    policy = InsightPolicy(stall_min=30.0, stall_factor=3.0, check_every=0.05)
+    async with clocked_server(tmp_path, server_config, policy) as (stubs, clock):
+        for _ in range(3):  # the history: a takes 10 s, b 100 s
+            run = await create_run(stubs, "a", "b", workflow="long")
+            for step, took in (("a", 10), ("b", 100)):
+                await append(
+                    stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id=step))
+                )
+                clock.move(took)
+                done = ev.RunEvent(step_completed=ev.StepCompleted(step_id=step))
+                await append(stubs, run.run_id, done)
+            await append(stubs, run.run_id, ev.RunEvent(run_completed=ev.RunCompleted()))
+        run = await create_run(stubs, "a", "b", workflow="long")
+        await append(stubs, run.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+        made = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+        assert left_of(made) == pytest.approx(110, abs=1)
+        clock.move(70)
+        stalled = await until_health(stubs, run.run_id, run_pb2.RUN_HEALTH_STALLED)
+        assert left_of(stalled.estimate) == pytest.approx(101, abs=2)
 
 
 async def gapped(
