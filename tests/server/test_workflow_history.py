@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,48 @@ async def test_histories_kept_are_bounded_the_least_recently_used_read_again(
         assert counting.reads == 5
         await manager.append(await create(manager, "a"), [started()])
         assert counting.reads == 6
+    finally:
+        manager.shutdown()
+        await store.close()
+
+
+def dated(event: event_pb2.RunEvent, moment: datetime) -> event_pb2.RunEvent:
+    event.event_time.FromDatetime(moment)
+    return event
+
+
+async def ran(manager: RunManager, seconds: float) -> None:
+    """A run of the "timed" workflow that succeeded after `seconds`, ending now."""
+    run_id = await create(manager, "timed")
+    now = datetime.now(UTC)
+    await manager.append(run_id, [dated(started(), now - timedelta(seconds=seconds))])
+    await manager.append(run_id, [dated(completed(), now)])
+
+
+async def test_a_history_read_from_the_store_lets_its_oldest_run_go_first(
+    tmp_path: Path,
+) -> None:
+    """With a window of 2 runs, a process that read the 10 s and 20 s runs from the store
+    and then saw a 40 s run succeed estimates from the 20 s and 40 s ones (30 s), as a
+    process that saw all three would: the 10 s run, the oldest, left the window."""
+    policy = InsightPolicy(history_runs=2)
+    path = tmp_path / "h.db"
+    for seconds in (10, 20):  # each by a process of its own
+        store = SqliteEventStore(path)
+        await store.open()
+        manager = RunManager(store, policy=policy, frame=frame_event)
+        await ran(manager, seconds)
+        manager.shutdown()
+        await store.close()
+    store = SqliteEventStore(path)
+    await store.open()
+    manager = RunManager(store, policy=policy, frame=frame_event)
+    try:
+        await ran(manager, 40)  # its first event reads the history: the 10 s and 20 s runs
+        run_id = await create(manager, "timed")
+        await manager.append(run_id, [dated(started(), datetime.now(UTC))])
+        remaining = (await manager.get_run(run_id)).estimate.remaining.ToNanoseconds() / 1e9
+        assert 28 <= remaining <= 30, remaining  # not 25 s: the 10 s and 40 s runs
     finally:
         manager.shutdown()
         await store.close()
