@@ -90,6 +90,24 @@ async def test_cancel_reaches_the_attached_producer(stubs) -> None:  # type: ign
     assert snap.cancel_reason == "budget exceeded"
 
 
+async def test_a_producer_attaching_to_a_run_cancelled_while_it_was_away_is_told_at_once(  # type: ignore[no-untyped-def]
+    stubs,
+) -> None:
+    """A producer that comes back (a worker restarted) to a run cancelled meanwhile gets the
+    CANCEL control, with its reason, as it attaches: not only a refusal at its next batch."""
+    run = await create_run(stubs)
+    await append(stubs, run.run_id, custom(1))
+    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=run.run_id, reason="budget exceeded"))
+    stream = stubs.report.Report(iter([rp.ReportRequest(run_id=run.run_id)]))
+    try:
+        first_two = [await asyncio.wait_for(anext(aiter(stream)), 5) for _ in range(2)]
+    finally:
+        stream.cancel()
+    [control] = [r.control for r in first_two if r.HasField("control")]
+    assert (control.action, control.reason) == (rp.CONTROL_ACTION_CANCEL, "budget exceeded")
+    assert (control.status, control.seq) == (run_pb2.RUN_STATUS_CANCELLED, 3)
+
+
 async def test_a_batch_refused_by_a_cancel_comes_after_the_cancel_control(  # type: ignore[no-untyped-def]
     server, stubs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
