@@ -378,6 +378,24 @@ async def test_the_reason_follows_the_troubles_when_the_health_stays_the_same(
         )
 
 
+async def test_a_lesser_trouble_of_the_run_leaves_it_failing(stubs: Stubs) -> None:
+    """An error the run cannot go on from makes it FAILING; a high alert on the run after it
+    does not make it merely DEGRADED."""
+    run = await create_run(stubs, "a")
+    fatal = ev.ErrorRecovery(error_message="credentials revoked", can_continue=False)
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(error_recovery=fatal),
+    )
+    failing = (run_pb2.RUN_HEALTH_FAILING, "recovering: credentials revoked")
+    assert await health(stubs, run.run_id) == failing
+    alert = ev.Alert(severity=run_pb2.SEVERITY_HIGH, message="slow responses")
+    await append(stubs, run.run_id, ev.RunEvent(alert=alert))
+    assert await health(stubs, run.run_id) == failing
+
+
 async def test_a_stall_does_not_wipe_the_trouble_a_run_had_before_it(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
