@@ -378,6 +378,21 @@ async def test_the_reason_follows_the_troubles_when_the_health_stays_the_same(
         )
 
 
+async def test_the_reason_is_the_newest_of_the_troubles_of_the_runs_level(stubs: Stubs) -> None:
+    """Two steps in trouble of one level: the run says why by the newer trouble."""
+    run = await create_run(stubs, "a", "b")
+    await append(
+        stubs,
+        run.run_id,
+        ev.RunEvent(step_started=ev.StepStarted(step_id="a")),
+        ev.RunEvent(step_started=ev.StepStarted(step_id="b")),
+        ev.RunEvent(alert=ev.Alert(step_id="a", severity=run_pb2.SEVERITY_HIGH, message="hot")),
+    )
+    flaky = ev.ErrorRecovery(step_id="b", error_message="flaky", can_continue=True)
+    await append(stubs, run.run_id, ev.RunEvent(error_recovery=flaky))
+    assert await health(stubs, run.run_id) == (run_pb2.RUN_HEALTH_DEGRADED, "recovering: flaky")
+
+
 async def test_a_lesser_trouble_of_the_run_leaves_it_failing(stubs: Stubs) -> None:
     """An error the run cannot go on from makes it FAILING; a high alert on the run after it
     does not make it merely DEGRADED."""
