@@ -721,6 +721,43 @@ async def test_a_run_found_stalled_gets_its_estimate_made_again_from_the_steps_l
     assert 5.0 <= remaining <= 6.5, snapshot.estimate  # b, c and d: about 6 s, not 1 s
 
 
+async def test_an_estimate_from_one_past_run_says_it_is_less_sure_than_one_from_five(
+    stubs: Stubs,
+) -> None:
+    """Confidence grows with the runs the estimate learned from, up to five: runs that each
+    took 10 s say a fifth of what their spread allows per run (0.5 while fewer than three
+    runs tell the spread, then 1)."""
+    clock = Clock(datetime.now(UTC))
+    confidences = []
+    for _ in range(5):
+        run = await create_run(stubs, "a", workflow="sure")
+        await append(
+            stubs,
+            run.run_id,
+            timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), clock.now),
+        )
+        clock.move(10)
+        done = ev.RunEvent(step_completed=ev.StepCompleted(step_id="a"))
+        await append(
+            stubs,
+            run.run_id,
+            timed(done, clock.now),
+            timed(ev.RunEvent(run_completed=ev.RunCompleted()), clock.now),
+        )
+        fresh = await create_run(stubs, "a", workflow="sure")
+        await append(stubs, fresh.run_id, ev.RunEvent(step_started=ev.StepStarted(step_id="a")))
+        estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=fresh.run_id))).run.estimate
+        confidences.append((estimate.history_runs, estimate.confidence))
+        await append(stubs, fresh.run_id, ev.RunEvent(run_cancelled=ev.RunCancelled()))
+    assert confidences == [
+        (1, pytest.approx(0.1)),
+        (2, pytest.approx(0.2)),
+        (3, pytest.approx(0.6)),
+        (4, pytest.approx(0.8)),
+        (5, pytest.approx(1.0)),
+    ]
+
+
 async def test_a_stall_makes_the_estimate_again_where_the_count_down_would_say_40_s(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
