@@ -474,6 +474,25 @@ async def test_resuming_into_purged_history_is_a_precise_error(insight_server) -
     )
 
 
+async def test_a_producers_estimate_counts_down_to_the_last_event_of_its_batch(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The producer said 60 s left, then reported on for 20 s (by its clock) in the same
+    batch: 40 s are left, not 60."""
+    run = await create_run(stubs, "a", workflow="no-history-yet")
+    said_at = datetime.now(UTC) - timedelta(seconds=20)
+    progress = ev.StepProgress(step_id="a", percent=10)
+    progress.estimated_time_remaining.FromSeconds(60)
+    await append(
+        stubs,
+        run.run_id,
+        timed(ev.RunEvent(step_started=ev.StepStarted(step_id="a")), said_at),
+        timed(ev.RunEvent(step_progress=progress), said_at),
+        timed(custom(1), said_at + timedelta(seconds=20)),
+    )
+    estimate = (await stubs.runs.GetRun(rs.GetRunRequest(run_id=run.run_id))).run.estimate
+    assert estimate.source == run_pb2.ESTIMATE_SOURCE_PRODUCER
+    assert left_of(estimate) == pytest.approx(40, abs=1)
+
+
 async def test_an_ended_run_has_no_estimate_left(stubs) -> None:  # type: ignore[no-untyped-def]
     """A run that ended kept the estimate it had last (seconds 'remaining', an end time)."""
     run = await create_run(stubs, "a", workflow="ends")
