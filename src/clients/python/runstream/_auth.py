@@ -35,6 +35,7 @@ import grpc
 from grpc import aio
 
 from runstream._errors import UnauthenticatedError
+from runstream._target import target_addresses
 
 _log = logging.getLogger("runstream.auth")
 
@@ -327,28 +328,6 @@ class PlaintextTokenError(ValueError):
         self.target = target
 
 
-def _host(address: str) -> str:
-    """The host of HOST:PORT, [IPV6]:PORT, a bare IPv6 address or a bare host."""
-    if address.startswith("["):
-        return address[1:].partition("]")[0]
-    if address.count(":") > 1:
-        return address
-    return address.partition(":")[0]
-
-
-def _target_hosts(target: str) -> list[str]:
-    """The hosts a gRPC target names: "ipv4:" and "ipv6:" list several, and "dns:" may name
-    its DNS server first ("dns://8.8.8.8/host:port")."""
-    if target.startswith(("ipv4:", "ipv6:")):
-        addresses = target.partition(":")[2].split(",")
-    elif target.startswith("dns:"):
-        rest = target.removeprefix("dns:")
-        addresses = [rest[2:].partition("/")[2] if rest.startswith("//") else rest]
-    else:
-        addresses = [target]
-    return [_host(address.strip()) for address in addresses]
-
-
 def _is_loopback_host(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -371,7 +350,7 @@ def is_local_target(target: str) -> bool:
     """
     if target.startswith(("unix:", "unix-abstract:")):
         return True
-    return all(_is_loopback_host(host) for host in _target_hosts(target))
+    return all(_is_loopback_host(host) for host, _ in target_addresses(target))
 
 
 def check_token_transport(

@@ -19,6 +19,7 @@ __all__ = [
     "check_target",
     "host_header_name",
     "is_ip_address",
+    "target_addresses",
     "with_default_port",
 ]
 
@@ -73,6 +74,34 @@ def with_default_port(target: str, port: int) -> str:
         return f"[{target}]:{port}"
     host, colon, number = target.partition(":")
     return target if colon and number else f"{host}:{port}"
+
+
+def target_addresses(target: str) -> list[tuple[str, int | None]]:
+    """The (host, port) pairs a gRPC target names (port None when it names none): "ipv4:"
+    and "ipv6:" list several, and "dns:" may name its DNS server first
+    ("dns://8.8.8.8/host:port"). A unix socket names none."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return []
+    if target.startswith(("ipv4:", "ipv6:")):
+        addresses = target.partition(":")[2].split(",")
+    elif target.startswith("dns:"):
+        rest = target.removeprefix("dns:")
+        addresses = [rest[2:].partition("/")[2] if rest.startswith("//") else rest]
+    else:
+        addresses = [target]
+    return [_host_and_port(address.strip()) for address in addresses]
+
+
+def _host_and_port(address: str) -> tuple[str, int | None]:
+    """HOST:PORT, [IPV6]:PORT, a bare IPv6 address or a bare host, apart."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        number = rest.removeprefix(":")
+    elif address.count(":") > 1:
+        host, number = address, ""
+    else:
+        host, _, number = address.partition(":")
+    return host, int(number) if number.isascii() and number.isdigit() else None
 
 
 def _is_ipv6(host: str) -> bool:
