@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shlex
 import sys
 import time
@@ -33,6 +32,7 @@ from runstream._auth import (
     channel_credentials,
     token_as_sent,
 )
+from runstream._unreachable import TlsSettings, cause_of, look_closer
 
 from .args import duration, non_negative_float, non_negative_int, non_negative_seconds
 from .errors import CliError, UsageError
@@ -45,6 +45,7 @@ __all__ = [
     "LIMIT_OPTIONS",
     "ONE_REQUEST_WAIT",
     "WATCH_RECONNECT",
+    "ServerUnreachable",
     "add_client_security",
     "add_serve_security",
     "add_token_command",
@@ -52,6 +53,8 @@ __all__ = [
     "reconnect_timeout",
     "repeated_security",
     "security_config",
+    "tls_settings",
+    "unanswered_hint",
     "wait_for_server",
 ]
 
@@ -249,14 +252,28 @@ _PROBE_OPTIONS = (
 )
 _PROBE_EVERY = 5.0
 """The longest one health check waits for a connection before it is tried again."""
-_TLS_FAILED = re.compile(r"ssl|certificate|wrong_version", re.IGNORECASE)
-"""How gRPC names a failed TLS connection (a CA that did not sign the server's certificate,
-TLS against a plaintext server, a client certificate refused)."""
+
+
+class ServerUnreachable(runstream.UnavailableError):
+    """No server served the command, with why in its message already (no hint to add)."""
+
+
+def tls_settings(args: argparse.Namespace) -> TlsSettings:
+    """How the command connects, for what a failed connection means (see
+    runstream._unreachable)."""
+    ca_file = getattr(args, "ca_file", None) or _env("RUNSTREAM_CA_FILE")
+    client_cert = getattr(args, "client_cert", None)
+    return TlsSettings(
+        tls=bool(ca_file or client_cert),
+        client_cert=client_cert,
+        client_key=getattr(args, "client_key", None),
+    )
 
 
 async def wait_for_server(args: argparse.Namespace, client: runstream.Client) -> None:
     """Returns once a server at the client's target answers, trying for --reconnect-timeout
-    seconds (0: for ever); UnavailableError when none does.
+    seconds (0: for ever); ServerUnreachable when none does, at once when why is certain (a
+    TLS failure: waiting does not mend it), else with the likely cause.
 
     For the commands that make one request: started during a restart or a deploy, they wait
     for the server as `watch` does, instead of giving up after the few seconds the SDK retries
@@ -273,7 +290,8 @@ async def wait_for_server(args: argparse.Namespace, client: runstream.Client) ->
     else:
         channel = grpc.aio.secure_channel(client.target, credentials, options=_PROBE_OPTIONS)
     health = health_pb2_grpc.HealthStub(channel)
-    last = ""  # what the last failed attempt said: a refused connection, a TLS failure
+    settings = tls_settings(args)
+    looked = False  # whether look_closer had its one try
     try:
         while True:
             wait = _PROBE_EVERY if deadline is None else deadline - time.monotonic()
@@ -288,17 +306,22 @@ async def wait_for_server(args: argparse.Namespace, client: runstream.Client) ->
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                 ):
                     return  # a server answered, if not with a health status
-                last = exc.details() or last
-                if _TLS_FAILED.search(last):
-                    # A certificate or TLS mismatch is not a server restarting: say it now.
-                    raise runstream.UnavailableError(
-                        f"cannot connect to {client.target} over TLS: {last}"
-                    ) from None
+                last = exc.details() or exc.code().name
+                cause = cause_of(client.target, last, settings)
+                if cause is not None and not cause.certain and not looked:
+                    looked = True
+                    cause = await look_closer(client.target, settings) or cause
+                if cause is not None and cause.certain:
+                    raise ServerUnreachable(f"{cause.text} (gRPC: {last})") from None
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise runstream.UnavailableError(
-                        f"no server answered for {limit:g}s (--reconnect-timeout)"
-                        + (f"; the last attempt: {last}" if last else "")
-                    ) from None
+                    tried = f"for {limit:g}s (--reconnect-timeout)"
+                    if cause is None:
+                        said = f"no server answered {tried}: " + unanswered_hint(
+                            client.target, last, settings
+                        )
+                    else:
+                        said = f"{cause.text}; tried {tried}"
+                    raise ServerUnreachable(f"{said} (gRPC: {last})") from None
                 await asyncio.sleep(0.2)  # between two attempts to connect
     finally:
         await channel.close(grace=None)
@@ -544,18 +567,8 @@ def add_token_command(commands: Any, formatter: type[argparse.HelpFormatter]) ->
     token.set_defaults(handler=cmd_token)
 
 
-def unanswered_hint(target: str, details: str, *, tls: bool, option: str = "--ca-file") -> str:
-    """The hint for a call nothing answered: a TLS client at a port that speaks plaintext
-    (the handshake read no TLS), a plaintext client whose connection the server closed (as a
-    TLS server does), a certificate the client's CA does not vouch for, or else whether a
-    server runs there at all."""
-    if tls and "WRONG_VERSION_NUMBER" in details:
-        return f"a server at {target} answered without TLS: connect without {option}"
-    if tls and ("CERTIFICATE_VERIFY_FAILED" in details or "certificate signature" in details):
-        return (
-            f"a server at {target} answered over TLS with a certificate the CA of {option} "
-            "did not sign, or not for that host"
-        )
-    if not tls and "Socket closed" in details:
-        return f"is a Runstream server running at {target}? If it serves TLS, give {option}"
-    return f"is a Runstream server running at {target}?"
+def unanswered_hint(target: str, details: str, settings: TlsSettings) -> str:
+    """The hint for a call nothing answered: what gRPC's words mean (see
+    runstream._unreachable), or else whether a server runs there at all."""
+    cause = cause_of(target, details, settings)
+    return cause.text if cause is not None else f"is a Runstream server running at {target}?"

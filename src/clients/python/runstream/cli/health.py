@@ -13,6 +13,7 @@ certificate rarely names). Under mutual TLS it presents ``RUNSTREAM_CLIENT_CERT`
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import os
 import sys
@@ -23,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .._auth import channel_credentials
+from .._unreachable import TlsSettings, cause_of, look_closer
 from .args import positive_seconds
 from .auth import unanswered_hint
 from .errors import CliError, UsageError
@@ -134,13 +136,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     except grpc.RpcError as exc:
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        hint = ""
-        if _env("RUNSTREAM_TLS_CLIENT_CA") and args.client_cert is None:
-            hint = " (the server wants a client certificate: set RUNSTREAM_CLIENT_CERT/_KEY)"
-        elif code == "UNAVAILABLE":
-            tls = bool(args.ca_file or args.tls_cert)
-            option = "RUNSTREAM_TLS_CERT or --ca-file"
-            hint = f" ({unanswered_hint(args.target, details, tls=tls, option=option)})"
+        hint = f" ({_unanswered(args, details)})" if code == "UNAVAILABLE" else ""
         sys.stderr.write(f"runstream health: {args.target}: {code}: {details}{hint}\n")
         return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
@@ -149,6 +145,23 @@ def cmd_health(args: argparse.Namespace) -> int:
         return 1
     sys.stdout.write(f"{status}\n")
     return 0
+
+
+def _unanswered(args: argparse.Namespace, details: str) -> str:
+    """What a failed connection means (see runstream._unreachable), as the cause it is
+    certain of when gRPC's words leave it open: not from this process's own
+    RUNSTREAM_TLS_CLIENT_CA, which only the server's container has."""
+    settings = TlsSettings(
+        tls=bool(args.ca_file or args.tls_cert or args.client_cert),
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+        ca_option="RUNSTREAM_TLS_CERT or --ca-file",
+        client_options="RUNSTREAM_CLIENT_CERT and RUNSTREAM_CLIENT_KEY",
+    )
+    cause = cause_of(args.target, details, settings)
+    if cause is not None and not cause.certain:
+        cause = asyncio.run(look_closer(args.target, settings)) or cause
+    return unanswered_hint(args.target, details, settings) if cause is None else cause.text
 
 
 _TLS_OPTIONS = (

@@ -43,11 +43,13 @@ from .args import (
 )
 from .auth import (
     WATCH_RECONNECT,
+    ServerUnreachable,
     add_client_security,
     add_token_command,
     connect,
     reconnect_timeout,
     repeated_security,
+    tls_settings,
     unanswered_hint,
     wait_for_server,
 )
@@ -933,9 +935,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except runstream.UnavailableError as exc:
         # Only when nothing answered: a server that did names its cause (its store is
         # unreachable, it is shutting down), and asking whether it runs would mislead.
-        unanswered = target and not any(cause in exc.message for cause in SERVER_CAUSES)
-        tls = bool(getattr(args, "ca_file", None) or os.environ.get("RUNSTREAM_CA_FILE"))
-        where = f" ({unanswered_hint(str(target), exc.message, tls=tls)})" if unanswered else ""
+        # One that already says why (wait_for_server's) needs no hint either.
+        unanswered = (
+            target
+            and not isinstance(exc, ServerUnreachable)
+            and not any(cause in exc.message for cause in SERVER_CAUSES)
+        )
+        hint = unanswered_hint(str(target), exc.message, tls_settings(args))
+        where = f" ({hint})" if unanswered else ""
         _say_error(errors, f"runstream: {describe_error(exc)}{where}")
         return 1
     except runstream.UnauthenticatedError as exc:

@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import runstream
 
 from .._auth import channel_credentials
+from .._unreachable import TlsSettings, cause_of, look_closer
 from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
@@ -275,10 +276,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
         say(f"Runstream dashboard: {page.url}")
         say(f"  grpc-web: Envoy on {envoy.url} -> Runstream server at {target}")
         if (problem := await _not_serving(grpc_target(target), tls)) is not None:
-            say(
-                f"  warning: no Runstream server answers at {target} yet ({problem}); the "
-                "page shows Reconnecting until one does"
-            )
+            say(f"  warning: {problem}; the page shows Reconnecting until it serves")
 
         demo: asyncio.Task[None] | None = None
         if args.demo:
@@ -394,34 +392,29 @@ def _upstream_tls(args: argparse.Namespace) -> UpstreamTls:
 
 async def _not_serving(target: str, tls: UpstreamTls) -> str | None:
     """Why a server at `target` does not answer its gRPC health check with SERVING (the
-    status, or gRPC's reason, with what it likely means: a certificate --ca-file does not
-    vouch for, or that names another host, a server that wants a client certificate, one that
-    serves TLS reached without --ca-file), or None."""
+    status, or what gRPC's reason means, as the CLI's client commands say it: see
+    runstream._unreachable), or None."""
     async with tls.channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
         except grpc.aio.AioRpcError as exc:
             detail = exc.details() or exc.code().name
-            said = detail.lower()
-            if "handshake" in said:  # the server is up; the certificates do not match
-                return (
-                    "its TLS handshake failed: does --ca-file vouch for its certificate, and "
-                    f"does it take --client-cert? gRPC: ...{detail[-100:]}"
-                )
-            if "hostname verification" in said:
-                return f"its certificate does not name {target}: gRPC: ...{detail[-100:]}"
-            if said.endswith("socket closed"):  # it took the connection, then closed it
-                why = (
-                    "does it want a client certificate (--client-cert, --client-key)?"
-                    if tls.ca is not None
-                    else "does it serve TLS (then give --ca-file)?"
-                )
-                return f"it closed the connection as it opened: {why} gRPC: {detail[-100:]}"
-            return detail[:200]
+            settings = TlsSettings(
+                tls=tls.ca is not None,
+                client_cert=str(tls.cert) if tls.cert else None,
+                client_key=str(tls.key) if tls.key else None,
+            )
+            cause = cause_of(target, detail, settings)
+            if cause is not None and not cause.certain:
+                cause = await look_closer(target, settings) or cause
+            if cause is None:
+                return f"no Runstream server answers at {target} yet ({detail[:200]})"
+            return f"{cause.text} (gRPC: ...{detail[-100:]})"
     if response.status == health_pb2.HealthCheckResponse.SERVING:
         return None
-    return f"its health is {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return f"the Runstream server at {target} says its health is {name}"
 
 
 @contextlib.asynccontextmanager

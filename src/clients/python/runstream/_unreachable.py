@@ -1,0 +1,153 @@
+"""Why a connection to a server failed: one reading of gRPC's words that the SDK, the CLI and
+the dashboard share, and a closer look of its own where those words are ambiguous.
+
+gRPC names most failures of a TLS connection in its details: a TLS client at a port that
+speaks plaintext (WRONG_VERSION_NUMBER), a certificate the client's CA did not sign, one that
+names another host. Those are certain, and waiting does not change them: a caller says them at
+once rather than retrying for its whole reconnect timeout and then asking whether a server
+runs there at all. A server that closes the connection as it opens leaves gRPC only "Socket
+closed": a TLS server reached in plaintext, or one that wants a client certificate it was not
+given, but also a TCP proxy with nothing behind it during a deploy. :func:`look_closer` tells
+these apart with a TLS handshake of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass
+
+from runstream._target import is_ip_address, target_addresses
+
+__all__ = ["Cause", "TlsSettings", "cause_of", "look_closer"]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How a caller connected (TLS or not, with a client certificate or not) and how its user
+    names those settings, for the hint: an option of the CLI, a parameter of the SDK."""
+
+    tls: bool
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_option: str = "--ca-file"
+    client_options: str = "--client-cert and --client-key"
+
+
+SDK_NAMES = {"ca_option": "ca_file", "client_options": "client_cert and client_key"}
+"""The SDK's names of the TLS settings, for TlsSettings(**SDK_NAMES)."""
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why a server at a target did not answer: `text` says it; `certain` when waiting
+    cannot change it (say it at once), else it is the likely reason."""
+
+    text: str
+    certain: bool
+
+
+def cause_of(target: str, details: str, settings: TlsSettings) -> Cause | None:
+    """The cause gRPC's `details` of a failed connection name, or None when nothing answered
+    at all (refused, no route, no name, no answer in time)."""
+    said = details.lower()
+    if settings.tls and "wrong_version_number" in said:
+        return Cause(
+            f"a server at {target} answered without TLS: connect without {settings.ca_option}",
+            certain=True,
+        )
+    if settings.tls and "hostname verification" in said:
+        return Cause(
+            f"a server at {target} answered over TLS with a certificate that does not name "
+            f"{_host(target)}",
+            certain=True,
+        )
+    if settings.tls and ("certificate_verify_failed" in said or "certificate signature" in said):
+        return Cause(
+            f"a server at {target} answered over TLS with a certificate the CA of "
+            f"{settings.ca_option} did not sign",
+            certain=True,
+        )
+    if settings.tls and ("handshake" in said or "ssl" in said):
+        return Cause(f"the TLS handshake with a server at {target} failed", certain=True)
+    if "socket closed" in said:
+        return Cause(_closed(target, settings), certain=False)
+    return None
+
+
+def _closed(target: str, settings: TlsSettings) -> str:
+    """A server that took the connection and closed it at once: what it likely wants."""
+    if not settings.tls:
+        why = f"does it serve TLS (then give {settings.ca_option})?"
+    elif settings.client_cert is None:
+        why = f"does it want a client certificate ({settings.client_options})?"
+    else:
+        why = f"does it trust the CA that signed the client certificate {settings.client_cert}?"
+    return f"a server at {target} closed the connection as it opened: {why}"
+
+
+def _host(target: str) -> str:
+    addresses = target_addresses(target)
+    return addresses[0][0] if addresses else target
+
+
+LOOK_FOR = 3.0
+"""Seconds :func:`look_closer`'s handshake may take before it tells nothing."""
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+async def look_closer(target: str, settings: TlsSettings) -> Cause | None:
+    """Why a server at `target` closed the connection as it opened ("Socket closed"), found
+    by a TLS handshake of its own (the server's certificate unchecked, the client's presented
+    as gRPC did), when it is certain: a server that completes the handshake and then speaks
+    HTTP/2 serves TLS (a plaintext client needs a CA); one that completes it and closes the
+    connection before a word of HTTP/2 refuses the client without a certificate it trusts.
+    None when it tells nothing (no TLS, no answer, a unix socket)."""
+    addresses = target_addresses(target)
+    if not addresses:
+        return None
+    host, port = addresses[0]
+    try:
+        spoke = await asyncio.wait_for(
+            asyncio.to_thread(_handshake, host, port or 443, settings), LOOK_FOR + 1
+        )
+    except (OSError, ValueError, TimeoutError):  # no TLS, nothing there, a key it cannot read
+        return None
+    if spoke and not settings.tls:
+        return Cause(f"a server at {target} serves TLS: give {settings.ca_option}", certain=True)
+    if spoke:
+        return None
+    if not settings.tls:
+        wants = f"serves TLS and wants a client certificate: give {settings.ca_option} with "
+        wants += settings.client_options
+    elif settings.client_cert is None:
+        wants = f"wants a client certificate: give {settings.client_options}"
+    else:
+        wants = (
+            f"refused the client certificate {settings.client_cert}: is it signed by a CA "
+            "the server trusts, and still valid?"
+        )
+    return Cause(f"a server at {target} {wants}", certain=True)
+
+
+def _handshake(host: str, port: int, settings: TlsSettings) -> bool:
+    """Whether a TLS server at host:port, once the handshake is done, speaks HTTP/2 (True)
+    or closes the connection (False); OSError when there is no TLS handshake to do."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # which server, not whether to trust it
+    context.set_alpn_protocols(["h2"])
+    if settings.client_cert and settings.client_key:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    with (
+        socket.create_connection((host, port), timeout=LOOK_FOR) as raw,
+        context.wrap_socket(
+            raw, server_hostname=None if is_ip_address(host) else host
+        ) as connection,
+    ):
+        try:
+            connection.sendall(_HTTP2_PREFACE)
+            return bool(connection.recv(9))  # the server's SETTINGS frame
+        except (ConnectionError, ssl.SSLError):  # closed as it read the client's certificate
+            return False
