@@ -609,6 +609,25 @@ async def test_a_tls_failure_is_said_at_once_with_its_cause(
     assert time.monotonic() - started < 20  # not the 30 s of --reconnect-timeout
 
 
+@pytest.mark.parametrize(
+    ("command", "case"),
+    [("watch", "no-ca-file"), ("watch", "another-host"), ("runs --watch", "no-client-cert")],
+)
+async def test_a_watch_says_a_tls_failure_at_once(
+    tls_servers: TlsServers, command: str, case: str
+) -> None:
+    """Found in review: `watch` and `runs --watch` printed nothing for a minute (their
+    reconnect timeout) in every TLS case, a CA that did not sign the server's certificate
+    included, then said that no server could serve them."""
+    target, options, cause = _tls_case(tls_servers, case)
+    words = ["watch", "any-run"] if command == "watch" else ["runs", "--watch", "--plain"]
+    started = time.monotonic()
+    result = await asyncio.to_thread(cli, *words, "--target", target, *options)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(f"runstream: unavailable: {cause} (gRPC: ")
+    assert time.monotonic() - started < 30  # not the minute of its reconnect timeout
+
+
 async def test_health_names_a_client_certificate_a_server_wants_wherever_it_runs(
     tls_servers: TlsServers,
 ) -> None:

@@ -270,19 +270,22 @@ def tls_settings(args: argparse.Namespace) -> TlsSettings:
     )
 
 
-async def wait_for_server(args: argparse.Namespace, client: runstream.Client) -> None:
+async def wait_for_server(
+    args: argparse.Namespace, client: runstream.Client, default: float = ONE_REQUEST_WAIT
+) -> None:
     """Returns once a server at the client's target answers, trying for --reconnect-timeout
-    seconds (0: for ever); ServerUnreachable when none does, at once when why is certain (a
-    TLS failure: waiting does not mend it), else with the likely cause.
+    seconds (`default` when not given; 0: for ever); ServerUnreachable when none does, at once
+    when why is certain (a TLS failure: waiting does not mend it), else with the likely cause.
 
-    For the commands that make one request: started during a restart or a deploy, they wait
-    for the server as `watch` does, instead of giving up after the few seconds the SDK retries
-    a read, or at once for a control, which the SDK sends once. The request itself is then
-    sent as before, so a control still goes once. The check is gRPC's health service, which
-    needs no token; any answer from it, NOT_SERVING or UNIMPLEMENTED too, means a server is
-    there to answer the command itself.
+    For the commands that make one request, and for `watch` and `runs --watch` before their
+    first stream: started during a restart or a deploy, they wait for the server, instead of
+    giving up after the few seconds the SDK retries a read, or at once for a control, which
+    the SDK sends once. The request itself is then sent as before, so a control still goes
+    once. A watch that was live goes on through the SDK's reconnects, which retry any failure
+    of the connection. The check is gRPC's health service, which needs no token; any answer
+    from it, NOT_SERVING or UNIMPLEMENTED too, means a server is there to answer the command.
     """
-    limit = reconnect_timeout(args, ONE_REQUEST_WAIT)
+    limit = reconnect_timeout(args, default)
     deadline = time.monotonic() + limit if limit else None
     credentials = _credentials(args)
     if credentials is None:

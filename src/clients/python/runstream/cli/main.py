@@ -212,6 +212,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     async def watch() -> runstream.Run:
         async with cancelled_by_signals(), connect(args) as client:
+            # A TLS failure said at once, not after the minute a server restarting gets.
+            await wait_for_server(args, client, WATCH_RECONNECT)
             run = await first_snapshot(
                 client, args.run_id, reconnect_timeout(args, WATCH_RECONNECT)
             )
@@ -264,6 +266,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     async def runs() -> None:
         async with cancelled_by_signals(), connect(args) as client:
             if args.watch:
+                await wait_for_server(args, client, WATCH_RECONNECT)  # as for watch
                 await tables.watch_runs(
                     client,
                     console,
