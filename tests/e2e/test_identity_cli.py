@@ -348,6 +348,20 @@ def test_client_commands_refuse_a_token_in_clear_beyond_loopback(
     assert cli("runs", "--target", f"localhost:{server.port}", "--token", token).returncode == 0
 
 
+def test_an_insecure_token_variable_other_than_1_is_named_in_the_refusal() -> None:
+    """RUNSTREAM_INSECURE_TOKEN=true was ignored without a word: the refusal told the user to
+    pass --insecure-token, as if the variable had not been set (found in review). Only 1
+    counts, as for the server's RUNSTREAM_INSECURE_NO_AUTH."""
+    env = {"RUNSTREAM_TOKEN": "header.payload.signature", "RUNSTREAM_INSECURE_TOKEN": "true"}
+    refused = cli("runs", "--target", "192.0.2.2:50051", env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith(
+        "runstream: RUNSTREAM_INSECURE_TOKEN='true' is not 1, so it allows nothing; refusing "
+        "to send the token in clear to 192.0.2.2:50051"
+    ), refused.stderr
+    assert "header.payload.signature" not in refused.stderr
+
+
 def test_a_ca_file_that_is_no_certificate_is_named_not_taken_for_a_server_down(
     tmp_path: Path,
 ) -> None:

@@ -234,7 +234,8 @@ def connect(args: argparse.Namespace, target: str | None = None) -> runstream.Cl
         )
     except PlaintextTokenError as exc:
         raise UsageError(
-            f"refusing to send the token in clear to {exc.target} (plaintext, not loopback: "
+            _not_one("RUNSTREAM_INSECURE_TOKEN")
+            + f"refusing to send the token in clear to {exc.target} (plaintext, not loopback: "
             "anyone on the path could replay it); give --ca-file for TLS, a loopback --target "
             "(a local proxy that speaks TLS onwards), or --insecure-token to send it anyway"
         ) from None
@@ -482,18 +483,19 @@ def security_config(args: argparse.Namespace, address: str) -> SecurityConfig:
     try:
         check_exposure(address, config, warn=False)  # the server warns, when it starts
     except ValueError as exc:
-        raise CliError(_not_understood_insecure_no_auth() + str(exc)) from None
+        raise CliError(_not_one("RUNSTREAM_INSECURE_NO_AUTH") + str(exc)) from None
     return config
 
 
-def _not_understood_insecure_no_auth() -> str:
-    """What to say first when $RUNSTREAM_INSECURE_NO_AUTH holds something other than 1 (true,
-    yes): only 1 allows it, and a refusal telling the operator who set it to pass
-    --insecure-no-auth did not say why the variable was not taken."""
-    value = _env("RUNSTREAM_INSECURE_NO_AUTH")
+def _not_one(variable: str) -> str:
+    """What to say first when `variable` ($RUNSTREAM_INSECURE_NO_AUTH,
+    $RUNSTREAM_INSECURE_TOKEN) holds something other than 1 (true, yes): only 1 allows what
+    it names, and a refusal telling whoever set it to pass the option did not say why the
+    variable was not taken."""
+    value = _env(variable)
     if value is None or value == "1":
         return ""
-    return f"RUNSTREAM_INSECURE_NO_AUTH={value[:40]!r} is not 1, so it allows nothing; "
+    return f"{variable}={value[:40]!r} is not 1, so it allows nothing; "
 
 
 def _named(value: str) -> str:
