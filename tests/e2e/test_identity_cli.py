@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
+import runstream
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.auth.edge import SecurityConfig, TlsConfig, check_exposure
 
@@ -199,6 +200,41 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     forged = jwt.encode({"sub": "x", "tenant": "acme", "exp": 2**40}, b"x" * 32)
     bad = cli("runs", "--target", server.target, "--token", forged)
     assert "unauthenticated: bad signature" in bad.stderr
+
+
+async def test_a_token_file_holding_an_expired_token_is_named_with_what_to_do(
+    tmp_path: Path, secured: tuple[ServerProcess, str]
+) -> None:
+    """A watch whose token file was never renewed ended "token expired 0 s ago by this
+    server's clock (exp); clocks out of sync?" once it had re-read the file at expiry and got
+    the same token: it names the file and says to renew it (found in review)."""
+    server, _ = secured
+
+    def token(roles: list[str], exp: float) -> str:
+        claims = {"sub": "alice", "tenant": "acme", "roles": roles, "exp": int(exp)}
+        return jwt.encode(claims, SECRET, algorithm="HS256")
+
+    async with runstream.connect(
+        server.target, token=token(["producer"], time.time() + 300)
+    ) as producer:
+        run = await producer.start_run("expiring")  # open: a watch of it waits for events
+        short = tmp_path / "short.jwt"
+        short.write_text(token(["viewer"], time.time() + 3) + "\n")
+        watched = await asyncio.to_thread(
+            cli, "watch", run.run_id, "--plain", "--target", server.target,
+            "--token-file", str(short),
+        )  # fmt: skip
+        await run.close()
+    assert watched.returncode == 1
+    said = watched.stderr.splitlines()[-1]
+    assert said.startswith(f"runstream: unauthenticated: the token in {short} expired "), said
+    assert said.endswith("renew it, writing the new token to that file"), said
+    assert "clocks out of sync" not in said and short.read_text().strip() not in watched.stderr
+    stale = tmp_path / "stale.jwt"  # the same for a command that makes one request
+    stale.write_text(token(["viewer"], time.time() - 100))
+    listed = cli("runs", "--target", server.target, "--token-file", str(stale))
+    assert listed.returncode == 1
+    assert f"the token in {stale} expired 10" in listed.stderr, listed.stderr
 
 
 def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(

@@ -29,6 +29,7 @@ from runstream import _arguments as arguments
 from runstream._auth import (
     PlaintextTokenError,
     TokenProvider,
+    _claims,
     channel_credentials,
     token_as_sent,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "add_serve_security",
     "add_token_command",
     "connect",
+    "expired_token_file",
     "reconnect_timeout",
     "repeated_security",
     "security_config",
@@ -146,6 +148,27 @@ def _token(args: argparse.Namespace) -> str | TokenProvider | None:
 
     read()  # fail now, with a clear message, rather than on the first call
     return read
+
+
+def expired_token_file(args: argparse.Namespace) -> str | None:
+    """What to say of a token the server found expired when it came from a file that still
+    holds an expired one (by this machine's clock too): the token in that file expired, and
+    to renew it. The server's words ask whether clocks are out of sync, which misled for a
+    watch whose file was re-read at expiry and gave the same token (found in review). None
+    when the token came from elsewhere, or the file's token has not expired here."""
+    token, path = getattr(args, "token", None), getattr(args, "token_file", None)
+    if not token and not path:
+        token, path = _env("RUNSTREAM_TOKEN"), _env("RUNSTREAM_TOKEN_FILE")
+    if token or not path:
+        return None
+    exp = _claims(_read(path).strip().removeprefix("Bearer ")).get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp > time.time():
+        return None
+    ago = time.time() - exp
+    return (
+        f"the token in {path} expired {ago:.0f} s ago (its exp, by this machine's clock as by "
+        "the server's): renew it, writing the new token to that file"
+    )
 
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

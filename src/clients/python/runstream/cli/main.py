@@ -47,6 +47,7 @@ from .auth import (
     add_client_security,
     add_token_command,
     connect,
+    expired_token_file,
     reconnect_timeout,
     repeated_security,
     tls_settings,
@@ -950,12 +951,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except runstream.UnauthenticatedError as exc:
         # The server's words name the header to send; a person at this command gives options.
-        said = (
-            "unauthenticated: the server wants a bearer token and none was given: --token JWT, "
-            "--token-file PATH, or $RUNSTREAM_TOKEN or $RUNSTREAM_TOKEN_FILE"
-            if exc.details.reason == "TOKEN_MISSING"
-            else describe_error(exc)
-        )
+        said = describe_error(exc)
+        if exc.details.reason == "TOKEN_MISSING":
+            said = (
+                "unauthenticated: the server wants a bearer token and none was given: --token "
+                "JWT, --token-file PATH, or $RUNSTREAM_TOKEN or $RUNSTREAM_TOKEN_FILE"
+            )
+        elif exc.details.reason == "TOKEN_EXPIRED" and (stale := expired_token_file(args)):
+            said = f"unauthenticated: {stale}"
         _say_error(errors, f"runstream: {said}")
         return 1
     except runstream.RunstreamError as exc:
