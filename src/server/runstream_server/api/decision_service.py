@@ -125,21 +125,27 @@ class DecisionServicer(decision_service_pb2_grpc.DecisionServiceServicer):
 
         async def forward_updates() -> None:
             shown: dict[_Key, None] = {}  # prompts the viewer was sent and not closed since
-            while (update := await feed.updates.get()) is not None:
-                what, decision = update
-                if update is RESYNC:
-                    feed.resynced()
-                    for message in await self._resync(feed, shown):
-                        await outbox.put(message)
-                elif what == "prompt" and _key(decision) not in shown:
-                    shown[_key(decision)] = None
-                    await outbox.put(pb.InteractResponse(prompt=decision))
-                elif what == "closed" and _key(decision) in shown:
-                    del shown[_key(decision)]
-                    await outbox.put(pb.InteractResponse(closed=decision))
-            await outbox.put(
-                Unavailable("server is shutting down; reconnect to resume", reason="SHUTTING_DOWN")
-            )
+            try:
+                while (update := await feed.updates.get()) is not None:
+                    what, decision = update
+                    if update is RESYNC:
+                        feed.resynced()
+                        for message in await self._resync(feed, shown):
+                            await outbox.put(message)
+                    elif what == "prompt" and _key(decision) not in shown:
+                        shown[_key(decision)] = None
+                        await outbox.put(pb.InteractResponse(prompt=decision))
+                    elif what == "closed" and _key(decision) in shown:
+                        del shown[_key(decision)]
+                        await outbox.put(pb.InteractResponse(closed=decision))
+                shutdown = "server is shutting down; reconnect to resume"
+                await outbox.put(Unavailable(shutdown, reason="SHUTTING_DOWN"))
+            except Exception as exc:
+                # A resync that cannot read a followed run (NOT_FOUND once the store lost it)
+                # ends the stream with its status: left silent, the viewer would wait for
+                # prompts that never come, where a client that sees the call end subscribes
+                # again and learns which run is gone.
+                await outbox.put(exc)
 
         tasks = [asyncio.create_task(read_requests()), asyncio.create_task(forward_updates())]
         headers_sent = False  # by this loop alone: gRPC refuses them twice
