@@ -14,10 +14,17 @@ import pytest
 import runstream
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from runstream.v1 import event_pb2, report_service_pb2, report_service_pb2_grpc
+from runstream.v1 import (
+    event_pb2,
+    report_service_pb2,
+    report_service_pb2_grpc,
+    run_service_pb2,
+    run_service_pb2_grpc,
+)
 from runstream_server.app import LIVENESS_SERVICE, RunstreamServer, ServerConfig
+from runstream_server.errors import Unavailable
 
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, redis_store_url, serving_on
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -134,3 +141,41 @@ async def test_redis_errors_and_reconnects_are_counted(
     finally:
         await server.stop(grace=0.5)
         redis.stop()
+
+
+@pytest.mark.parametrize("operation", ["changed_since", "load_runs"])
+async def test_a_failed_read_after_a_notice_gap_is_counted_by_operation(
+    redis_server: RedisProcess,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+) -> None:
+    """After a gap in notices a WatchRuns stream reads the runs that may have changed
+    (changed_since) and their snapshots (load_runs). When Redis fails that read, the stream
+    ends UNAVAILABLE and the failure is counted under the operation's name. Found in review:
+    the store wrapper did not define these two, so their failures were not counted."""
+    url = redis_store_url(redis_server, tmp_path / "store")
+    async with (
+        serving_on(url, tmp_path / "a", metrics_address="127.0.0.1:0") as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="wf"))
+        watch = runs.WatchRuns(run_service_pb2.WatchRunsRequest())
+        async for response in watch:
+            if response.initial_state_complete:
+                break
+        assert server._store is not None and server.runs is not None
+
+        async def unreachable(*args: object) -> None:
+            raise Unavailable("the Redis store is unreachable")
+
+        monkeypatch.setattr(server._store.inner, operation, unreachable)
+        server.runs._notices.on_notice(None)  # a gap in the notices: the stream reads again
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async with asyncio.timeout(10):
+                async for _ in watch:
+                    pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        samples = await asyncio.to_thread(scrape, server.metrics_port)
+        assert errors(samples).get(operation) == 1, errors(samples)

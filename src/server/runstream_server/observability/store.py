@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import TypeVar
 
 from runstream.v1 import run_pb2
 
@@ -38,9 +38,15 @@ from runstream_server.store.base import (
 
 __all__ = ["ObservedStore"]
 
+_T = TypeVar("_T")
+
 
 class ObservedStore:
-    """An :class:`EventStore` that reports to `telemetry` and otherwise does what `inner` does."""
+    """An :class:`EventStore` that reports to `telemetry` and otherwise does what `inner` does.
+
+    Every member of the protocol is defined here, so that none escapes being observed;
+    backend-specific extras (a file path, backups) are the caller's to reach through `inner`.
+    """
 
     def __init__(self, inner: EventStore, telemetry: Telemetry) -> None:
         self.inner = inner
@@ -52,9 +58,13 @@ class ObservedStore:
     def persistence(self) -> str:
         return self.inner.persistence
 
-    def __getattr__(self, name: str) -> Any:
-        # Backend-specific extras (a file path, a connection) stay reachable.
-        return getattr(self.inner, name)
+    async def _observed(self, operation: str, call: Awaitable[_T]) -> _T:
+        """What `call` returns; counts its failure under `operation`'s name."""
+        try:
+            return await call
+        except Exception:
+            self._telemetry.store_failed(operation)
+            raise
 
     async def ping(self) -> bool:
         reachable = await self.inner.ping()
@@ -63,11 +73,7 @@ class ObservedStore:
         return reachable
 
     async def open(self) -> None:
-        try:
-            await self.inner.open()
-        except Exception:
-            self._telemetry.store_failed("open")
-            raise
+        await self._observed("open", self.inner.open())
 
     async def close(self) -> None:
         await self.inner.close()
@@ -97,32 +103,22 @@ class ObservedStore:
         self._telemetry.committed(snapshot, events, time.perf_counter() - started)
 
     async def confirm(self, run_id: str) -> None:
-        try:
-            await self.inner.confirm(run_id)
-        except Exception:
-            self._telemetry.store_failed("confirm")
-            raise
+        await self._observed("confirm", self.inner.confirm(run_id))
 
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
-        try:
-            return await self.inner.load_run(run_id)
-        except Exception:
-            self._telemetry.store_failed("load_run")
-            raise
+        return await self._observed("load_run", self.inner.load_run(run_id))
 
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
-        try:
-            return await self.inner.heads(run_ids)
-        except Exception:
-            self._telemetry.store_failed("heads")
-            raise
+        return await self._observed("heads", self.inner.heads(run_ids))
+
+    async def load_runs(self, run_ids: Sequence[str]) -> list[run_pb2.Run]:
+        return await self._observed("load_runs", self.inner.load_runs(run_ids))
+
+    async def changed_since(self, since_us: int) -> list[str] | None:
+        return await self._observed("changed_since", self.inner.changed_since(since_us))
 
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
-        try:
-            return await self.inner.find_keys(run_id, keys)
-        except Exception:
-            self._telemetry.store_failed("find_keys")
-            raise
+        return await self._observed("find_keys", self.inner.find_keys(run_id, keys))
 
     async def read_events(
         self,
@@ -134,13 +130,10 @@ class ObservedStore:
         before_seq: int | None = None,
         max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        try:
-            return await self.inner.read_events(
-                run_id, after_seq, limit, kinds, before_seq=before_seq, max_bytes=max_bytes
-            )
-        except Exception:
-            self._telemetry.store_failed("read_events")
-            raise
+        read = self.inner.read_events(
+            run_id, after_seq, limit, kinds, before_seq=before_seq, max_bytes=max_bytes
+        )
+        return await self._observed("read_events", read)
 
     async def read_events_before(
         self,
@@ -152,13 +145,10 @@ class ObservedStore:
         after_seq: int = 0,
         max_bytes: int | None = None,
     ) -> list[StoredEvent]:
-        try:
-            return await self.inner.read_events_before(
-                run_id, before_seq, limit, kinds, after_seq=after_seq, max_bytes=max_bytes
-            )
-        except Exception:
-            self._telemetry.store_failed("read_events_before")
-            raise
+        read = self.inner.read_events_before(
+            run_id, before_seq, limit, kinds, after_seq=after_seq, max_bytes=max_bytes
+        )
+        return await self._observed("read_events_before", read)
 
     async def purge_events(
         self,
@@ -167,13 +157,10 @@ class ObservedStore:
         keep_newest: int | None,
         marked: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> list[str]:
-        try:
-            return await self.inner.purge_events(
-                ended_before_us=ended_before_us, keep_newest=keep_newest, marked=marked
-            )
-        except Exception:
-            self._telemetry.store_failed("purge_events")
-            raise
+        purge = self.inner.purge_events(
+            ended_before_us=ended_before_us, keep_newest=keep_newest, marked=marked
+        )
+        return await self._observed("purge_events", purge)
 
     async def list_runs(
         self,
@@ -183,18 +170,12 @@ class ObservedStore:
         *,
         max_bytes: int | None = None,
     ) -> RunPage:
-        try:
-            return await self.inner.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
-        except Exception:
-            self._telemetry.store_failed("list_runs")
-            raise
+        listing = self.inner.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
+        return await self._observed("list_runs", listing)
 
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
-        try:
-            return await self.inner.succeeded_runs(tenant, workflow, limit)
-        except Exception:
-            self._telemetry.store_failed("succeeded_runs")
-            raise
+        read = self.inner.succeeded_runs(tenant, workflow, limit)
+        return await self._observed("succeeded_runs", read)
 
     async def follow(self, handler: NoticeHandler) -> None:
         telemetry = self._telemetry
@@ -211,32 +192,16 @@ class ObservedStore:
         await self.inner.follow(observed)
 
     async def set_viewers(self, run_id: str, count: int) -> None:
-        try:
-            await self.inner.set_viewers(run_id, count)
-        except Exception:
-            self._telemetry.store_failed("set_viewers")
-            raise
+        await self._observed("set_viewers", self.inner.set_viewers(run_id, count))
 
     async def viewers(self, run_ids: Sequence[str]) -> dict[str, int]:
-        try:
-            return await self.inner.viewers(run_ids)
-        except Exception:
-            self._telemetry.store_failed("viewers")
-            raise
+        return await self._observed("viewers", self.inner.viewers(run_ids))
 
     async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
-        try:
-            return await self.inner.share_usage(mine)
-        except Exception:
-            self._telemetry.store_failed("share_usage")
-            raise
+        return await self._observed("share_usage", self.inner.share_usage(mine))
 
     async def count_runs(self) -> RunCounts:
-        try:
-            return await self.inner.count_runs()
-        except Exception:
-            self._telemetry.store_failed("count_runs")
-            raise
+        return await self._observed("count_runs", self.inner.count_runs())
 
     async def tally_runs(self) -> None:
         """Tallies every stored run by status, once at start, from the store's count (the
