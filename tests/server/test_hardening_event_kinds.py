@@ -30,6 +30,9 @@ import pytest
 import runstream
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from runstream import EventKind
 from runstream._convert import _PAYLOADS, event_from_pb, run_from_pb
 from runstream.cli.view import RunView
@@ -38,6 +41,9 @@ from runstream_server.domain.events import CHECKS, KINDS
 from runstream_server.domain.state import RunState
 from runstream_server.domain.steps import RunSteps
 from runstream_server.errors import RunstreamError
+from runstream_server.observability.telemetry import RunTally
+from runstream_server.observability.tracing import RunTracer
+from runstream_server.store.base import StoredEvent
 
 from tests.server.conftest import Stubs
 from tests.server.support import append, create_run, get_run, rpc_error
@@ -231,6 +237,45 @@ def test_the_derived_state_handles_every_kind(name: str, number: int) -> None:
         pass  # an empty payload may be refused, precisely; never a crash
     else:
         assert state.last_seq == 2
+
+
+TERMINAL_KINDS = [(name, number) for name, number in KIND_FIELDS if _declared(name).terminal]
+
+
+@pytest.mark.parametrize(("name", "number"), TERMINAL_KINDS, ids=[n for n, _ in TERMINAL_KINDS])
+def test_a_terminal_kind_ends_its_runs_trace_and_moves_the_runs_by_status(
+    name: str, number: int
+) -> None:
+    """What observability does at a run's end it takes from the kind's annotation: the run's
+    trace is exported (its root span ended; one left open is never exported), and the
+    runs-by-status gauge counts the run ended when another replica ended it."""
+    created = event_pb2.RunEvent(run_id="r", seq=1, run_created=event_pb2.RunCreated(workflow="wf"))
+    created.event_time.GetCurrentTime()
+    ended = _event_of(name)
+    state = RunState.new("r")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = RunTracer(provider)
+    assert number in tracer.kinds, f"{name}: not handed to the run tracer"
+    for event in (created, ended):
+        state.apply(event)
+        tracer.committed(state.run, [event])
+    assert state.is_terminal
+    traced = [span.name for span in exporter.get_finished_spans()]
+    assert traced == ["run wf"], f"{name} left its run's trace open: {traced}"
+
+    tally = RunTally()
+    run_created = event_pb2.EVENT_KIND_RUN_CREATED
+    stored = [
+        StoredEvent(e.seq, kind, "", e.SerializeToString())
+        for e, kind in ((created, run_created), (ended, number))
+    ]
+    for event in stored:  # created, then ended: a run known not ended, as its end is counted
+        tally.follow("r", [event], 0)
+    assert tally.by_status() == {state.run.status: 1}, (
+        f"{name} ended on another replica: runs by status {tally.by_status()}"
+    )
 
 
 def test_no_handler_is_left_for_a_kind_that_is_gone() -> None:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.domain.state import TERMINAL_STATUSES
+from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS
+from runstream_server.domain.state import TERMINAL_STATUSES, RunState
 from runstream_server.observability.windows import Buckets, LatencyWindow, RollingCounter
 from runstream_server.store.base import RunCounts, StoredEvent
 
@@ -34,12 +35,21 @@ __all__ = ["RunTally", "Telemetry"]
 _DECISION_KINDS = frozenset(
     {event_pb2.EVENT_KIND_DECISION_REQUESTED, event_pb2.EVENT_KIND_DECISION_RESOLVED}
 )
-# What another replica's events say of the status of a run this process does not hold.
-_ENDS: dict[int, int] = {
-    event_pb2.EVENT_KIND_RUN_COMPLETED: run_pb2.RUN_STATUS_SUCCEEDED,
-    event_pb2.EVENT_KIND_RUN_FAILED: run_pb2.RUN_STATUS_FAILED,
-    event_pb2.EVENT_KIND_RUN_CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
-}
+
+
+_ENDS = frozenset(KIND_BY_FIELD[name] for name in TERMINAL_FIELDS)
+"""The kinds that end a run (their ``terminal`` annotation)."""
+
+
+def _status_after(ended: StoredEvent) -> int:
+    """The status an event of a kind in :data:`_ENDS` leaves its run in, as the run's fold
+    sets it: what another replica's end says of a run this process does not hold."""
+    probe = RunState.new("probe")
+    probe.apply(event_pb2.RunEvent(run_created=event_pb2.RunCreated(workflow="probe")))
+    probe.apply(ended.decode())
+    return probe.run.status
+
+
 _SEEN_KEPT = 10_000
 """Runs whose last seq this process remembers, to count each commit once: a notice may come
 twice, and this process's own come back to it too."""
@@ -113,7 +123,7 @@ class RunTally:
             if kind == event_pb2.EVENT_KIND_RUN_CREATED:
                 status, health = run_pb2.RUN_STATUS_PENDING, 0
             elif kind in _ENDS:
-                status = _ENDS[kind]
+                status = _status_after(event)
             elif kind == event_pb2.EVENT_KIND_RUN_STATUS_CHANGED:
                 status = event_pb2.RunEvent.FromString(event.data).run_status_changed.status
             elif kind == event_pb2.EVENT_KIND_HEALTH_CHANGED:

@@ -24,13 +24,14 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.domain.events import KIND_BY_FIELD, TERMINAL_FIELDS
 from runstream_server.observability.logs import SaidOnce
 
 try:
@@ -132,33 +133,17 @@ def _when(event: event_pb2.RunEvent) -> int:
     return event.event_time.ToNanoseconds()
 
 
-_TRACED_KINDS = frozenset(
-    {
-        event_pb2.EVENT_KIND_RUN_CREATED,
-        event_pb2.EVENT_KIND_RUN_COMPLETED,
-        event_pb2.EVENT_KIND_RUN_FAILED,
-        event_pb2.EVENT_KIND_RUN_CANCELLED,
-        event_pb2.EVENT_KIND_STEP_STARTED,
-        event_pb2.EVENT_KIND_STEP_COMPLETED,
-        event_pb2.EVENT_KIND_STEP_FAILED,
-        event_pb2.EVENT_KIND_STEP_SKIPPED,
-        event_pb2.EVENT_KIND_DECISION_REQUESTED,
-        event_pb2.EVENT_KIND_DECISION_RESOLVED,
-        event_pb2.EVENT_KIND_ERROR_RECOVERY,
-        event_pb2.EVENT_KIND_ALERT,
-    }
-)
-
-
 _STEP_ENDS = frozenset({"step_completed", "step_failed", "step_skipped"})
-_ADOPTED_ON = _STEP_ENDS | {"step_started", "run_completed", "run_failed", "run_cancelled"}
+_ADOPTED_ON = _STEP_ENDS | {"step_started"} | TERMINAL_FIELDS
 
 
 class RunTracer:
     """Turns each run's committed events into its trace."""
 
-    kinds = _TRACED_KINDS
-    """The event kinds a trace shows; only these are decoded and handed to the tracer."""
+    @property
+    def kinds(self) -> frozenset[int]:
+        """The event kinds a trace shows; only these are decoded and handed to the tracer."""
+        return _TRACED_KINDS
 
     def __init__(self, provider: Any) -> None:
         self.provider = provider
@@ -215,67 +200,88 @@ class RunTracer:
             self._open_run(run, event)
             return
         spans = self._runs.get(run.run_id)
-        if spans is None:
-            return
-        at = _when(event)
-        root = spans.root
-        if which == "step_started":
-            self._open_step(run, spans, event.step_started, at)
-        elif which == "step_completed":
-            done = event.step_completed
-            self._close_step(spans, done.step_id, "completed", at, summary=done.summary)
-        elif which == "step_failed":
-            failed = event.step_failed
-            step = spans.steps.get(failed.step_id, root)
-            step.add_event("error", _error_attributes(failed.error), timestamp=at)
-            self._close_step(spans, failed.step_id, "failed", at, error=failed.error.message)
-        elif which == "step_skipped":
-            skipped = event.step_skipped
-            self._close_step(spans, skipped.step_id, "skipped", at, summary=skipped.reason)
-        elif which == "decision_requested":
-            asked = event.decision_requested
-            root.add_event(
-                "decision.requested",
-                {
-                    "runstream.decision_id": asked.decision_id,
-                    "runstream.decision.prompt": asked.prompt,
-                    "runstream.decision.options": [o.value for o in asked.options],
-                },
-                timestamp=at,
-            )
-        elif which == "decision_resolved":
-            resolved = event.decision_resolved
-            outcome = event_pb2.DecisionOutcome.Name(resolved.outcome)
-            root.add_event(
-                "decision.resolved",
-                {
-                    "runstream.decision_id": resolved.decision_id,
-                    "runstream.decision.outcome": outcome.removeprefix("DECISION_OUTCOME_"),
-                    "runstream.decision.choice": resolved.choice,
-                    "runstream.decision.answered_by": resolved.answered_by,
-                },
-                timestamp=at,
-            )
-        elif which == "error_recovery":
-            recovery = event.error_recovery
-            self._current(run, spans).add_event(
-                "error_recovery",
-                {
-                    "error.message": recovery.error_message,
-                    "runstream.recovery_strategy": recovery.recovery_strategy,
-                    "runstream.can_continue": recovery.can_continue,
-                },
-                timestamp=at,
-            )
-        elif which == "alert":
-            alert = event.alert
-            self._current(run, spans).add_event(
-                "alert",
-                {"runstream.alert.code": alert.code, "runstream.alert.message": alert.message},
-                timestamp=at,
-            )
-        elif which in ("run_completed", "run_failed", "run_cancelled"):
-            self._close_run(run, spans, event, at)
+        shown = _SHOWN.get(which or "")
+        if spans is not None and shown is not None:
+            shown(self, run, spans, event, _when(event))
+
+    def _step_started(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        self._open_step(run, spans, event.step_started, at)
+
+    def _step_completed(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        done = event.step_completed
+        self._close_step(spans, done.step_id, "completed", at, summary=done.summary)
+
+    def _step_failed(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        failed = event.step_failed
+        step = spans.steps.get(failed.step_id, spans.root)
+        step.add_event("error", _error_attributes(failed.error), timestamp=at)
+        self._close_step(spans, failed.step_id, "failed", at, error=failed.error.message)
+
+    def _step_skipped(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        skipped = event.step_skipped
+        self._close_step(spans, skipped.step_id, "skipped", at, summary=skipped.reason)
+
+    def _decision_requested(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        asked = event.decision_requested
+        spans.root.add_event(
+            "decision.requested",
+            {
+                "runstream.decision_id": asked.decision_id,
+                "runstream.decision.prompt": asked.prompt,
+                "runstream.decision.options": [o.value for o in asked.options],
+            },
+            timestamp=at,
+        )
+
+    def _decision_resolved(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        resolved = event.decision_resolved
+        outcome = event_pb2.DecisionOutcome.Name(resolved.outcome)
+        spans.root.add_event(
+            "decision.resolved",
+            {
+                "runstream.decision_id": resolved.decision_id,
+                "runstream.decision.outcome": outcome.removeprefix("DECISION_OUTCOME_"),
+                "runstream.decision.choice": resolved.choice,
+                "runstream.decision.answered_by": resolved.answered_by,
+            },
+            timestamp=at,
+        )
+
+    def _error_recovery(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        recovery = event.error_recovery
+        self._current(run, spans).add_event(
+            "error_recovery",
+            {
+                "error.message": recovery.error_message,
+                "runstream.recovery_strategy": recovery.recovery_strategy,
+                "runstream.can_continue": recovery.can_continue,
+            },
+            timestamp=at,
+        )
+
+    def _alert(
+        self, run: run_pb2.Run, spans: _RunSpans, event: event_pb2.RunEvent, at: int
+    ) -> None:
+        alert = event.alert
+        self._current(run, spans).add_event(
+            "alert",
+            {"runstream.alert.code": alert.code, "runstream.alert.message": alert.message},
+            timestamp=at,
+        )
 
     def _open_run(self, run: run_pb2.Run, event: event_pb2.RunEvent) -> None:
         created = event.run_created
@@ -404,6 +410,25 @@ class RunTracer:
                 "the trace collector did not take the last spans within %s s; leaving them",
                 CLOSE_WAIT,
             )
+
+
+_Shown = Callable[[RunTracer, run_pb2.Run, _RunSpans, event_pb2.RunEvent, int], None]
+
+_SHOWN: dict[str, _Shown] = {
+    "step_started": RunTracer._step_started,
+    "step_completed": RunTracer._step_completed,
+    "step_failed": RunTracer._step_failed,
+    "step_skipped": RunTracer._step_skipped,
+    "decision_requested": RunTracer._decision_requested,
+    "decision_resolved": RunTracer._decision_resolved,
+    "error_recovery": RunTracer._error_recovery,
+    "alert": RunTracer._alert,
+    **{name: RunTracer._close_run for name in TERMINAL_FIELDS},
+}
+"""What a run's trace shows of each kind after its creation, by payload field: every
+terminal kind (its ``terminal`` annotation) ends the run's root span."""
+
+_TRACED_KINDS = frozenset(KIND_BY_FIELD[name] for name in ("run_created", *_SHOWN))
 
 
 def _error_attributes(error: run_pb2.ErrorInfo) -> dict[str, str]:
