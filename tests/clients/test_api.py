@@ -53,6 +53,29 @@ def test_exports_are_pinned() -> None:
         assert hasattr(runstream, name), name
 
 
+REPORTER_MEMBERS = {
+    # the run and what the reporter knows of it
+    "run_id", "workflow", "run", "events_reported", "events_acknowledged", "last_seq",
+    "key_prefix",
+    # lifecycle and steps
+    "flush", "close", "complete", "fail", "step", "start_step", "skip_step",
+    # typed events (RunEvents)
+    "activity", "thinking", "model_allocation", "text", "metrics", "items", "milestone",
+    "alert", "error_recovery", "artifact", "workflow_state", "custom", "report_event",
+    # decisions and controls (RunSteering)
+    "ask", "wait_if_paused", "open_decisions", "paused", "cancelled", "cancel_reason",
+    "cancel_task",
+}  # fmt: skip
+
+
+def test_the_reporters_public_members_are_pinned() -> None:
+    """What the report stream calls back (on_control, on_refused, ...) belongs to its private
+    owner: a producer calling one would corrupt the reporter, so none may become API."""
+    public = {name for name in dir(runstream.RunReporter) if not name.startswith("_")}
+    assert not public - REPORTER_MEMBERS, f"new public members: {sorted(public - REPORTER_MEMBERS)}"
+    assert not REPORTER_MEMBERS - public, f"members gone: {sorted(REPORTER_MEMBERS - public)}"
+
+
 def test_enums_mirror_the_proto_enums_number_for_number() -> None:
     pairs = [
         (runstream.EventKind, event_pb2.EventKind, "EVENT_KIND_"),

@@ -12,8 +12,9 @@ waits up to that long after its first event for more to share its message (fewer
 less CPU per event at low rates, for that much latency), unless it fills or the producer
 flushes (as ``close()`` and the run's end do). What the server sends back besides
 acknowledgements (controls, closed decisions), what a failed stream means for the run, and
-what to re-read after a reconnect are its owner's, the :class:`~runstream.RunReporter` (its
-:mod:`runstream._stream_ownership` part; see ``_reporter.py`` for the whole story).
+what to re-read after a reconnect are its owner's, the
+:class:`~runstream._stream_ownership.RunStreamOwner` of a :class:`~runstream.RunReporter` (see
+``_reporter.py`` for the whole story).
 """
 
 from __future__ import annotations

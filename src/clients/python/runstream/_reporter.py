@@ -7,7 +7,8 @@ are :mod:`runstream._run_events`; whether an event may be queued, and backpressu
 :mod:`runstream._report_stream`, and the events waiting for it or for their acknowledgements,
 :mod:`runstream._outbox`; the reporter's side of that stream (routing what the server
 sends back, re-reading after a reconnect, waiting for the stream to settle and stopping it) is
-:mod:`runstream._stream_ownership`; what the server sends back is handled by
+a private object the reporter holds, so that none of it is the reporter's API
+(:mod:`runstream._stream_ownership`); what the server sends back is handled by
 :mod:`runstream._run_decisions` (decisions) and :mod:`runstream._run_control` (controls), which
 the producer meets through :mod:`runstream._run_steering` (``ask()``, ``wait_if_paused()``).
 
@@ -60,7 +61,6 @@ import logging
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -81,7 +81,7 @@ from runstream._run_control import RunControl
 from runstream._run_decisions import RunDecisions
 from runstream._run_events import RunEvents
 from runstream._run_steering import RunSteering
-from runstream._stream_ownership import CLOSE_GRACE, StreamOwnership
+from runstream._stream_ownership import CLOSE_GRACE, RunStreamOwner
 from runstream._types import Decision, Run, RunStatus, SubStepDetails
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class QueuedReports(Protocol):
         ...
 
 
-class RunReporter(RunEvents, RunSteering, StreamOwnership):
+class RunReporter(RunEvents, RunSteering):
     """Reports one run's events to the server; create it with ``Client.start_run``.
 
     Use it as an async context manager (``async with run:``) or call ``close()``. Reporting
@@ -157,8 +157,17 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
             last_seq=run.last_seq,
             batch_size=batch_size,
         )
+        self._control = RunControl(
+            run.run_id,
+            self._signal,
+            get_run,
+            paused=run.status == RunStatus.PAUSED,
+            cancel_task=cancel_task,
+        )
+        # The stream's owner, not the reporter: what the stream calls is no API.
+        self._owner = RunStreamOwner(run.run_id, self._signal, self._outbox, self._control)
         self._stream = ReportStream(
-            self,
+            self._owner,
             self._signal,
             self._outbox,
             run_id=run.run_id,
@@ -167,13 +176,6 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
             reconnect_timeout=reconnect_timeout,
             max_in_flight=max_in_flight,
             linger=linger,
-        )
-        self._control = RunControl(
-            run.run_id,
-            self._signal,
-            get_run,
-            paused=run.status == RunStatus.PAUSED,
-            cancel_task=cancel_task,
         )
         self._gate = ReportGate(
             run.run_id,
@@ -193,10 +195,8 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
             get_decision=get_decision,
             list_decisions=list_decisions,
         )
+        self._owner.serve(self._stream, self._gate, self._decisions)
         self._closed = False
-        # StreamOwnership's: the resyncs it started, and the refusals it set aside.
-        self._side_tasks = set()
-        self._refused = deque()
         # The framework integrations' queues of calls, made before the run's end is queued.
         self._queues: weakref.WeakSet[QueuedReports] = weakref.WeakSet()
         # The task inside ``async with run:``, while the block is open.
@@ -312,7 +312,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
                     else f"within {CLOSE_GRACE} s",
                     self._outbox.pending,
                 )
-                self._refused.clear()
+                self._owner.drop_refusals()
                 await self._close(wait=False)
                 if isinstance(cut, asyncio.CancelledError):
                     raise
@@ -324,7 +324,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
                     self._run_id,
                     report_error,
                 )
-        self._refused.clear()
+        self._owner.drop_refusals()
         await self._close_quietly()
 
     async def _close_quietly(self) -> None:
@@ -348,7 +348,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
     async def _report_terminal(self, event: event_pb2.RunEvent) -> None:
         """Reports how the run ended where the body's exception is what the caller sees."""
         await self._report(event, terminal=True)
-        await self._settle()
+        await self._owner.settle()
 
     async def _report_cancelled(self, reason: str) -> None:
         """Reports the run cancelled by its producer, and waits until it is stored for at most
@@ -369,9 +369,8 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         server would refuse whatever the run's state were raised by the call itself.
         """
         self._gate.check_loop()
-        await self._settle()
-        if self._refused:
-            raise self._refused.popleft()
+        await self._owner.settle()
+        self._owner.raise_refusal()
 
     async def close(self) -> None:
         """Flushes, then ends the stream. Idempotent.
@@ -439,7 +438,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
             pass
         finally:
             self._closed = True
-            await self._stop_task()
+            await self._owner.stop_stream()
 
     # --- run-level reporting ----------------------------------------------------------------
 
@@ -506,7 +505,7 @@ class RunReporter(RunEvents, RunSteering, StreamOwnership):
         if terminal and self._outbox.awaits_taken_starts:
             # A refusal still to come may have to be told before the run ends (an
             # integration's step that found no room): hear the server on them first.
-            await self._settle()
+            await self._owner.settle()
         await self._gate.admit(event, terminal=terminal)
         if call is not None:  # queued, with its key, and not sent before this line
             self._outbox.name_call(event, call)

@@ -1,8 +1,10 @@
-"""The reporter as the owner of its run's report stream.
+"""The reporter's side of its run's report stream.
 
-:class:`StreamOwnership` is the part of :class:`~runstream.RunReporter` that its
+:class:`RunStreamOwner` is the private part of :class:`~runstream.RunReporter` that its
 :class:`~runstream._report_stream.ReportStream` deals with, the stream's
-:class:`~runstream._report_stream.StreamOwner`. It routes what the server sends back: controls
+:class:`~runstream._report_stream.StreamOwner`: a separate object, so that what the stream
+calls is no method of the reporter a producer could call. It routes what the server sends
+back: controls
 to :mod:`runstream._run_control`, closed decisions and refused questions to
 :mod:`runstream._run_decisions`; any other refused event is logged and set aside for the next
 ``flush()`` or ``close()`` to raise, each refusal named by the call that reported the event.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +29,6 @@ from runstream import _convert as convert
 from runstream._errors import FailedPreconditionError, RunstreamError, about
 
 if TYPE_CHECKING:
-    from collections import deque
-
     import grpc
 
     from runstream._outbox import Outbox
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from runstream._types import Decision
     from runstream.v1 import event_pb2
 
-__all__ = ["CLOSE_GRACE", "StreamOwnership"]
+__all__ = ["CLOSE_GRACE", "RunStreamOwner"]
 
 _log = logging.getLogger("runstream.reporter")
 
@@ -49,24 +50,36 @@ how long a cancelled producer waits for its RunCancelled to be stored."""
 _ATTACH_GRACE = 0.5
 
 
-class StreamOwnership:
+class RunStreamOwner:
     """What a :class:`~runstream.RunReporter` does as its report stream's owner: answer what
     the stream asks, route what it hears, catch up after reconnects, settle and stop it."""
 
-    # The reporter's parts, set by RunReporter.__init__.
-    _run_id: str
-    _signal: Signal
+    # The parts made after the owner, since they need the stream it is given to (serve()).
     _stream: ReportStream
-    _outbox: Outbox
-    _control: RunControl
     _gate: ReportGate
     _decisions: RunDecisions
-    # The resyncs started after reconnects, cancelled when the stream task stops.
-    _side_tasks: set[asyncio.Task[None]]
-    # The errors of refused events, each raised once by a later flush() or close().
-    _refused: deque[RunstreamError]
+
+    def __init__(self, run_id: str, signal: Signal, outbox: Outbox, control: RunControl) -> None:
+        self._run_id = run_id
+        self._signal = signal
+        self._outbox = outbox
+        self._control = control
+        # The resyncs started after reconnects, cancelled when the stream task stops.
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        # The errors of refused events, each raised once by a later flush() or close().
+        self._refused: deque[RunstreamError] = deque()
+
+    def serve(self, stream: ReportStream, gate: ReportGate, decisions: RunDecisions) -> None:
+        """Takes the stream it owns, and the parts made with that stream, before it starts."""
+        self._stream = stream
+        self._gate = gate
+        self._decisions = decisions
 
     # --- what the stream asks and tells the reporter (StreamOwner) --------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        return self._control.cancelled
 
     @property
     def closing(self) -> bool:
@@ -138,9 +151,20 @@ class StreamOwnership:
             # resyncs once more.
             _log.info("resync of run %s after reconnecting failed: %s", self._run_id, exc)
 
+    # --- the refusals set aside, for flush() ------------------------------------------------
+
+    def raise_refusal(self) -> None:
+        """Raises the error of the earliest refused event not raised yet, if there is one."""
+        if self._refused:
+            raise self._refused.popleft()
+
+    def drop_refusals(self) -> None:
+        """Forgets the refusals not raised yet (each was logged as it came)."""
+        self._refused.clear()
+
     # --- settling and stopping the stream ----------------------------------------------------
 
-    async def _settle(self) -> None:
+    async def settle(self) -> None:
         """Waits until the server acknowledged or refused every event reported so far."""
         target = self._outbox.reported
         self._stream.send_now()
@@ -154,7 +178,8 @@ class StreamOwnership:
                 )
             await self._signal.wait()
 
-    async def _stop_task(self) -> None:
+    async def stop_stream(self) -> None:
+        """Stops the stream task for good, and the resyncs it started."""
         for side_task in list(self._side_tasks):
             side_task.cancel()
         task = self._stream.task
