@@ -29,7 +29,7 @@ from runstream import (
 )
 from runstream.v1 import event_pb2
 from runstream_server.domain import events as server_events
-from runstream_server.domain import fields, queries
+from runstream_server.domain import fields, queries, watching_runs
 
 from tests.clients.support import producer_events
 
@@ -700,6 +700,7 @@ def test_the_sdk_checks_the_limits_the_server_applies() -> None:
     assert arguments.MAX_DECISION_TIMEOUT_SECONDS == server_events.MAX_DECISION_TIMEOUT_SECONDS
     assert arguments.SERVER_KEY_PREFIX == server_events.SERVER_KEY_PREFIX
     assert arguments.MAX_SEQ == queries.MAX_SEQ - 1
+    assert arguments.MAX_INITIAL_ENDED_LIMIT == watching_runs.MAX_INITIAL_ENDED_LIMIT
 
 
 async def _first(stream: AsyncIterator[Any]) -> None:

@@ -92,6 +92,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DECISION_TIMEOUT_SECONDS = 366 * 24 * 3600
 # runstream_server.domain.queries.MAX_SEQ: the seqs a ListEvents filter compares, below 2^62.
 MAX_SEQ = 2**62 - 1
+# runstream_server.domain.watching_runs.MAX_INITIAL_ENDED_LIMIT: the most ended runs a
+# WatchRuns stream's initial state may ask for.
+MAX_INITIAL_ENDED_LIMIT = 100_000
 
 # runstream_server.domain.fields._CONTROL: what no single-line name (every string field but
 # the free texts: messages, descriptions, reasons, analysis, streamed text, the prompt) and no

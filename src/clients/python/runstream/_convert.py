@@ -1197,7 +1197,9 @@ def watch_runs_request(
     """The WatchRuns request."""
     request = run_service_pb2.WatchRunsRequest(filter=filter)
     if initial_ended_limit is not None:
-        limit = arguments.count("initial_ended_limit", initial_ended_limit, MAX_INITIAL_ENDED_LIMIT)
+        limit = arguments.count(
+            "initial_ended_limit", initial_ended_limit, arguments.MAX_INITIAL_ENDED_LIMIT
+        )
         if not limit:  # on the wire 0 asks for every run: refused, not turned into that
             raise InvalidArgumentError("initial_ended_limit: must be at least 1 (None: every run)")
         request.initial_ended_limit = limit
@@ -1214,7 +1216,3 @@ def parse_watch_runs_response(
     it is a heartbeat."""
     runs = [run_from_pb(r) for r in response.runs]
     return runs, response.initial_state_complete, response.HasField("heartbeat")
-
-
-MAX_INITIAL_ENDED_LIMIT = 100_000
-"""The most ended runs a WatchRuns stream's initial state may ask for (the server's rule)."""

@@ -25,8 +25,7 @@ from rich.text import Text
 
 import runstream
 
-from .._arguments import MAX_SEQ
-from .._convert import MAX_INITIAL_ENDED_LIMIT
+from .._arguments import MAX_INITIAL_ENDED_LIMIT, MAX_SEQ
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
