@@ -394,7 +394,7 @@ def open_loop(
         for proc in procs:
             ready = proc.read(300)
             if ready.get("failed"):
-                raise RuntimeError(f"watchers failed to open: {ready}")
+                raise RuntimeError(f"{srv.system} watchers failed to open: {ready}")
         time.sleep(0.3)
         if window is not None:
             window(True)

@@ -54,6 +54,14 @@ from runstream.v1 import event_pb2, run_service_pb2
 WARMUP, MEASURED = "w", "m"
 
 
+def warmup_every(rate: float) -> float:
+    """Seconds between warm-up events: every 50 ms, never more often than the measured rate,
+    so a thousand watchers opening are not sent more than they will be measured with (a relay
+    that sends each message on its own fell behind on a busy core and never let the last
+    ones open)."""
+    return max(0.05, 1 / rate) if rate else 0.05
+
+
 def emit(message: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -113,7 +121,7 @@ async def produce_runstream(
         while not go.done():
             await run.custom(WARMUP, {"n": n})
             n += 1
-            await asyncio.wait({go}, timeout=0.05)
+            await asyncio.wait({go}, timeout=warmup_every(rate))
         await run.flush()
         cpu0, t0 = time.process_time(), time.perf_counter()
         if closed:
@@ -246,7 +254,7 @@ async def produce_baseline(target: str, rate: float, count: int, closed: bool) -
 
         while not go.done():
             await publish(payload(WARMUP))
-            await asyncio.wait({go}, timeout=0.05)
+            await asyncio.wait({go}, timeout=warmup_every(rate))
         cpu0, t0 = time.process_time(), time.perf_counter()
         if closed:
             for _ in range(count):

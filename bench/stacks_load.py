@@ -35,8 +35,12 @@ from loadgen import (
     pin,
     raise_file_limit,
     stdin_lines,
+    warmup_every,
     watcher_arguments,
 )
+
+OPEN_TIMEOUT = 60.0
+"""Seconds each group of 200 watchers has to open (each one's first message)."""
 
 
 async def produce(url: str, run_id: str, rate: float, count: int) -> None:
@@ -57,7 +61,7 @@ async def produce(url: str, run_id: str, rate: float, count: int) -> None:
     go = asyncio.ensure_future(commands.readline())
     while not go.done():
         await connection.publish(channel, payload(WARMUP))
-        await asyncio.wait({go}, timeout=0.05)
+        await asyncio.wait({go}, timeout=warmup_every(rate))
     cpu0, t0 = time.process_time(), time.perf_counter()
     await paced(rate, count, lambda _i: connection.publish(channel, payload(MEASURED)))
     cpu, took = time.process_time() - cpu0, time.perf_counter() - t0
@@ -94,7 +98,10 @@ async def sse_messages(target: str, run_id: str) -> AsyncIterator[bytes]:
 async def ws_messages(target: str, run_id: str) -> AsyncIterator[bytes]:
     from websockets.asyncio.client import connect
 
-    async with connect(f"ws://{target}/runs/{run_id}/ws", max_size=None) as socket:
+    # As long to open as the watchers' group waits (the library's own 10 s is not enough for
+    # a gateway that relays warm-up events to the hundreds already open on a busy core).
+    url = f"ws://{target}/runs/{run_id}/ws"
+    async with connect(url, max_size=None, open_timeout=OPEN_TIMEOUT) as socket:
         async for message in socket:
             yield b"" if '"connected"' in message[:40] else str(message).encode()
 
@@ -159,7 +166,7 @@ async def watch(
     for start in range(0, watchers, 200):
         group = range(start, min(watchers, start + 200))
         tasks += [asyncio.create_task(one(i)) for i in group]
-        await asyncio.wait([firsts[i] for i in group], timeout=60)
+        await asyncio.wait([firsts[i] for i in group], timeout=OPEN_TIMEOUT)
     opened = sum(1 for f in firsts if f.done()) - sum(failures.values())
     emit({"ready": opened, "failed": dict(failures)})
     await asyncio.gather(*tasks, return_exceptions=True)
