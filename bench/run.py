@@ -733,23 +733,28 @@ async def _append_with(extra: tuple[str, ...], count: int) -> tuple[float, float
     return count / took, cpu / count * 1e6
 
 
-async def _trace_sink() -> tuple[Any, int]:
-    """An OTLP/gRPC trace receiver that discards what it gets, as a collector's would."""
+def _trace_sink() -> tuple[Any, int]:
+    """An OTLP/gRPC trace receiver that discards what it gets, as a collector's would. It
+    answers from threads of its own: a server stopping with traces on exports its last spans
+    while the bench's event loop waits, blocked, for it to exit (a sink on that loop answered
+    too late, and gRPC printed each cancelled Export's traceback)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
     class Sink(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-        async def Export(self, request: Any, context: Any) -> Any:
+        def Export(self, request: Any, context: Any) -> Any:
             return trace_service_pb2.ExportTraceServiceResponse()
 
-    sink = grpc.aio.server()
+    sink = grpc.server(ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), sink)
     port = sink.add_insecure_port("127.0.0.1:0")
-    await sink.start()
+    sink.start()
     return sink, port
 
 
 async def bench_observability(count: int, events: int, rounds: int = 3) -> None:
-    sink, port = await _trace_sink()
+    sink, port = _trace_sink()
     configs = {
         "off": (),
         "metrics": ("--metrics-address", "127.0.0.1:0"),
@@ -769,7 +774,7 @@ async def bench_observability(count: int, events: int, rounds: int = 3) -> None:
                 for key, value in (("rate", rate), ("cpu", cpu), ("fan", fan_cpu)):
                     results[name].setdefault(key, []).append(value)
     finally:
-        await sink.stop(0)
+        sink.stop(0)
 
     def median(name: str, key: str) -> float:
         values = sorted(results[name][key])
