@@ -345,6 +345,10 @@ def start_watchers(
     return [stack.enter_context(spawn(argv, None)) for argv in argvs]
 
 
+class WatchersFailed(RuntimeError):
+    """Some of a scenario's watchers could not open their streams."""
+
+
 @dataclass
 class OpenLoop:
     """The outcome of one open-loop scenario."""
@@ -391,10 +395,14 @@ def open_loop(
         options = ("--per-channel", str(per_channel)) if per_channel > 1 else ()
         options += ("--drop-after", str(drop_after), "--away", "1") if drop_after else ()
         procs = start_watchers(stack, srv, run_id, watchers, watcher_procs, *options)
+        opened = 0
         for proc in procs:
             ready = proc.read(300)
             if ready.get("failed"):
-                raise RuntimeError(f"{srv.system} watchers failed to open: {ready}")
+                raise WatchersFailed(f"{srv.system} watchers failed to open: {ready}")
+            opened += ready["ready"]
+        if opened < watchers:  # still opening when their processes stopped waiting
+            raise WatchersFailed(f"{srv.system} watchers: {opened} of {watchers} opened")
         time.sleep(0.3)
         if window is not None:
             window(True)
