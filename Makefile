@@ -44,10 +44,10 @@ gen: setup ## Regenerate the Python and TypeScript code from protos/, then the d
 web: setup ## Rebuild the dashboard bundle shipped in runstream/dashboard/static.
 	node src/clients/web/scripts/build.mjs
 
-lint: setup ## ruff, mypy --strict (src, not generated code), buf lint, tsc on the web client.
+lint: setup ## ruff, mypy --strict (src and bench, not generated code), buf lint, tsc on the web client.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy src/clients/python/runstream src/server/runstream_server
+	$(VENV)/bin/mypy src/clients/python/runstream src/server/runstream_server bench
 	$(BUF) lint
 	cd src/clients/web && node_modules/.bin/tsc --noEmit -p .
 

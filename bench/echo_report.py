@@ -47,8 +47,8 @@ class Report(report_service_pb2_grpc.ReportServiceServicer):
 
 async def main(port: int) -> None:
     server = grpc.aio.server()
-    run_service_pb2_grpc.add_RunServiceServicer_to_server(Runs(), server)  # type: ignore[no-untyped-call]
-    report_service_pb2_grpc.add_ReportServiceServicer_to_server(Report(), server)  # type: ignore[no-untyped-call]
+    run_service_pb2_grpc.add_RunServiceServicer_to_server(Runs(), server)
+    report_service_pb2_grpc.add_ReportServiceServicer_to_server(Report(), server)
     await serve_until_sigterm(server, port)
 
 

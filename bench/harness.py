@@ -67,18 +67,24 @@ class Proc:
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
-    def read(self, timeout: float = 120) -> dict[str, Any]:
-        """The next JSON line the process prints."""
+    @property
+    def stdout(self) -> IO[str]:
+        """The pipe it prints its JSON lines on (spawned with quiet=False)."""
         stdout = self.process.stdout
         assert stdout is not None
+        return stdout
+
+    def read(self, timeout: float = 120) -> dict[str, Any]:
+        """The next JSON line the process prints."""
+        stdout = self.stdout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = stdout.readline()
             if line.startswith("{"):
                 return json.loads(line)  # type: ignore[no-any-return]
             if not line and self.process.poll() is not None:
-                raise RuntimeError(f"{self.process.args} exited with {self.process.returncode}")
-        raise TimeoutError(f"{self.process.args} said nothing for {timeout}s")
+                raise RuntimeError(f"{self.process.args!r} exited with {self.process.returncode}")
+        raise TimeoutError(f"{self.process.args!r} said nothing for {timeout}s")
 
     def send(self, line: str) -> None:
         stdin: IO[str] | None = self.process.stdin
@@ -392,7 +398,7 @@ def open_loop(
         )
         producer = stack.enter_context(spawn(argv, None))
         run_id = producer.read()["run_id"] or "-"
-        options = ("--per-channel", str(per_channel)) if per_channel > 1 else ()
+        options: tuple[str, ...] = ("--per-channel", str(per_channel)) if per_channel > 1 else ()
         options += ("--drop-after", str(drop_after), "--away", "1") if drop_after else ()
         procs = start_watchers(stack, srv, run_id, watchers, watcher_procs, *options)
         opened = 0

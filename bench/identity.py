@@ -76,7 +76,7 @@ async def measure(
             if received >= events:
                 break
         stream = received / (time.perf_counter() - began)
-        await channel.close()
+        await channel.close(grace=None)
         return unary, stream
     finally:
         await server.stop(grace=0.1)

@@ -239,7 +239,9 @@ async def produce_unary(target: str, rate: float, count: int, closed: bool) -> N
 
 async def produce_baseline(target: str, rate: float, count: int, closed: bool) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
-        publish = channel.unary_unary("/bench.Baseline/Publish")
+        publish = channel.unary_unary(
+            "/bench.Baseline/Publish", request_serializer=None, response_deserializer=None
+        )
         emit({"run_id": ""})
         commands = await stdin_lines()
         go = asyncio.ensure_future(commands.readline())
@@ -329,7 +331,9 @@ async def watch_one(
             )(request)
         else:
             call = channel.unary_stream(
-                "/bench.Baseline/Subscribe", response_deserializer=event_pb2.RunEvent.FromString
+                "/bench.Baseline/Subscribe",
+                request_serializer=None,
+                response_deserializer=event_pb2.RunEvent.FromString,
             )(b"")
         last, measured, dropped = await _follow(
             system, call, tally, first, last, measured, drop_after
@@ -433,7 +437,7 @@ async def watch(
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels:
-        await channel.close()
+        await channel.close(grace=None)
 
 
 def watcher_arguments(watcher: argparse.ArgumentParser) -> None:

@@ -42,7 +42,7 @@ FILTERS = [
 async def _measure(port: int, pid: int, runs: int) -> tuple[float, dict[str, tuple[float, float]]]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         await asyncio.wait_for(channel.channel_ready(), 60)
-        stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
         common = run_service_pb2.CreateRunRequest(workflow="campaign", labels={"team": "growth"})
         rare = run_service_pb2.CreateRunRequest(workflow="discovery", labels={"team": "sales"})
         for first in range(0, runs, 200):

@@ -38,7 +38,7 @@ async def _measure(port: int, pid: int, runs: int) -> tuple[float, float, float]
     runs it is made to create."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         await asyncio.wait_for(channel.channel_ready(), 60)
-        stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = run_service_pb2_grpc.RunServiceStub(channel)
         request = run_service_pb2.CreateRunRequest(workflow="abandoned")
         for _ in range(0, runs, 200):
             await asyncio.gather(*(stub.CreateRun(request) for _ in range(200)))

@@ -202,9 +202,16 @@ async def _until_watched(runs: Any, run_id: str, watchers: int) -> None:
 async def fanout_baseline(watchers: int, events: int) -> tuple[float, float]:
     with server("baseline") as srv:
         async with grpc.aio.insecure_channel(srv.target) as channel:
-            publish = channel.unary_unary("/bench.Baseline/Publish")
-            count_rpc = channel.unary_unary("/bench.Baseline/Count")
-            subscribe = channel.unary_stream("/bench.Baseline/Subscribe")
+            # No serializers: the baseline speaks bytes as they are.
+            publish = channel.unary_unary(
+                "/bench.Baseline/Publish", request_serializer=None, response_deserializer=None
+            )
+            count_rpc = channel.unary_unary(
+                "/bench.Baseline/Count", request_serializer=None, response_deserializer=None
+            )
+            subscribe = channel.unary_stream(
+                "/bench.Baseline/Subscribe", request_serializer=None, response_deserializer=None
+            )
 
             async def follow() -> None:
                 seen = 0
@@ -465,7 +472,7 @@ def _fsync_latency(samples: int = 500) -> str:
 
 
 def _p99(results: list[harness.OpenLoop]) -> float:
-    return statistics.median(r.latency.get("p99", 0.0) for r in results)
+    return float(statistics.median(r.latency.get("p99", 0.0) for r in results))
 
 
 def _p_runs(results: list[harness.OpenLoop]) -> str:
@@ -536,12 +543,14 @@ def _publish_until(srv: harness.Server, procs: list[harness.Proc]) -> None:
     """The baseline sends nothing by itself: a hello every 100 ms marks its streams open."""
     import select
 
-    pipes = [p.process.stdout for p in procs]
+    pipes = [p.stdout for p in procs]
     payload = event_pb2.RunEvent(custom=event_pb2.Custom(type="w")).SerializeToString()
 
     async def hello() -> None:
         async with grpc.aio.insecure_channel(srv.target) as channel:
-            publish = channel.unary_unary("/bench.Baseline/Publish")
+            publish = channel.unary_unary(
+                "/bench.Baseline/Publish", request_serializer=None, response_deserializer=None
+            )
             while len(select.select(pipes, [], [], 0)[0]) < len(pipes):
                 with contextlib.suppress(grpc.aio.AioRpcError):  # refused in a burst: again
                     await publish(payload + (1).to_bytes(2, "big"))
@@ -557,7 +566,9 @@ def _new_run(srv: harness.Server) -> str:
     async def create() -> str:
         async with grpc.aio.insecure_channel(srv.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
-            created = await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="idle"))
+            created: run_service_pb2.CreateRunResponse = await runs.CreateRun(
+                run_service_pb2.CreateRunRequest(workflow="idle")
+            )
             return created.run.run_id
 
     return asyncio.run(create())
@@ -742,7 +753,7 @@ def _trace_sink() -> tuple[Any, int]:
 
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    class Sink(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:
             return trace_service_pb2.ExportTraceServiceResponse()
 

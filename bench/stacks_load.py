@@ -24,7 +24,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from loadgen import (
     MEASURED,
@@ -70,7 +70,7 @@ async def produce(url: str, run_id: str, rate: float, count: int) -> None:
     await connection.aclose()
 
 
-async def sse_messages(target: str, run_id: str) -> AsyncIterator[bytes]:
+async def sse_messages(target: str, run_id: str) -> AsyncGenerator[bytes, None]:
     """The data of each event of an SSE stream (chunked HTTP/1.1, as uvicorn sends it)."""
     host, port = target.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -95,7 +95,7 @@ async def sse_messages(target: str, run_id: str) -> AsyncIterator[bytes]:
         writer.close()
 
 
-async def ws_messages(target: str, run_id: str) -> AsyncIterator[bytes]:
+async def ws_messages(target: str, run_id: str) -> AsyncGenerator[bytes, None]:
     from websockets.asyncio.client import connect
 
     # As long to open as the watchers' group waits (the library's own 10 s is not enough for

@@ -109,8 +109,8 @@ def _server(store: str) -> Iterator[tuple[int, int]]:
 
 async def _fill(channel: grpc.aio.Channel, ended: int) -> float:
     """RUNNING running runs, then `ended` ended ones, IN_FLIGHT calls at a time; seconds."""
-    runs = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
-    report = report_service_pb2_grpc.ReportServiceStub(channel)  # type: ignore[no-untyped-call]
+    runs = run_service_pb2_grpc.RunServiceStub(channel)
+    report = report_service_pb2_grpc.ReportServiceStub(channel)
     started = event_pb2.RunEvent(run_started=event_pb2.RunStarted())
     completed = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted(summary="done"))
 
@@ -138,7 +138,7 @@ async def _fill(channel: grpc.aio.Channel, ended: int) -> float:
 
 
 async def _open(channel: grpc.aio.Channel, pid: int, limit: int) -> Open:
-    stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+    stub = run_service_pb2_grpc.RunServiceStub(channel)
     runs = messages = 0
     left_out = False
     cpu, wall = cpu_seconds(pid), time.perf_counter()
@@ -199,7 +199,7 @@ async def _gaps(
     channel: grpc.aio.Channel, url: str, pid: int, rounds: int
 ) -> tuple[Gap, list[Gap]]:
     """With STREAMS unlimited streams open: 3 s idle, then `rounds` cuts of the notices."""
-    stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+    stub = run_service_pb2_grpc.RunServiceStub(channel)
     complete, all_complete = [0], asyncio.Event()
     received = [0]  # messages after the initial state, heartbeats aside
 
