@@ -111,8 +111,9 @@ class Refusal:
         return self.stderr.strip().splitlines()[-1] if self.stderr.strip() else ""
 
 
-def serve_refuses(store: str, *, as_nobody: bool = False, address: str = "") -> Refusal:
-    """Runs `runstream serve --store store` and returns how it exited (it must exit)."""
+def serve_refuses(store: str, *options: str, as_nobody: bool = False, address: str = "") -> Refusal:
+    """Runs `runstream serve --store store [options]` and returns how it exited (it must
+    exit)."""
     argv: Sequence[str] = [
         sys.executable,
         "-m",
@@ -124,6 +125,7 @@ def serve_refuses(store: str, *, as_nobody: bool = False, address: str = "") -> 
         store,
         "--log-level",
         "warning",
+        *options,
     ]
     if as_nobody:
         argv = [

@@ -78,14 +78,7 @@ def test_a_text_file_is_refused(tmp_path: Path) -> None:
     assert_one_line_refusal(serve_refuses(str(store)), store, "is not a SQLite database")
 
 
-def _tables(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(name for (name,) in conn.execute("SELECT name FROM sqlite_master"))
-    finally:
-        conn.close()
-
-
+@pytest.mark.parametrize("options", [(), ("--skip-store-check",)])
 @pytest.mark.parametrize(
     ("schema", "problem"),
     [
@@ -94,20 +87,24 @@ def _tables(path: Path) -> list[str]:
     ],
 )
 def test_another_programs_database_is_refused_and_left_as_it_was(
-    tmp_path: Path, schema: str, problem: str
+    tmp_path: Path, schema: str, problem: str, options: tuple[str, ...]
 ) -> None:
     """A mistyped --store naming another program's SQLite file: Runstream added its tables
     to it and served from it (found in review); a `runs` table of its own was refused with
-    "no such column: create_time_us"."""
+    "no such column: create_time_us". Then the refusal still switched the file to WAL
+    (review rv65d): its header rewritten, and -wal and -shm files needed beside it by every
+    program that opened it after."""
     store = tmp_path / "app.db"
     conn = sqlite3.connect(store)
     with conn:
         conn.execute(schema)
+        conn.execute("INSERT INTO " + schema.split()[2] + " VALUES (1, 'a')")
     conn.close()
-    before = _tables(store)
-    refusal = serve_refuses(str(store))
+    before = store.read_bytes()
+    refusal = serve_refuses(str(store), *options)
     assert_one_line_refusal(refusal, store, "is another program's database", problem)
-    assert _tables(store) == before  # nothing of Runstream's was added
+    assert store.read_bytes() == before  # not a byte changed: no tables, not WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
 
 
 def test_a_runstream_store_with_tables_of_other_tools_is_served(tmp_path: Path) -> None:

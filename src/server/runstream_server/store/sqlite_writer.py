@@ -265,12 +265,14 @@ class SqliteWriter:
             conn = connect(self.path)
             if self._check:
                 check_database(conn, self.path)
+            # Before the first write: switching to WAL rewrites the header of the file, and
+            # another program's database must be left as it was.
+            check_ours(conn, self.path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             if self._inline:  # checkpoints wait for the disk: the writer thread runs them
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=ON")
-            check_ours(conn, self.path)
             conn.executescript(SCHEMA)
             _add_tenant_column(conn)
             _add_retained_column(conn)
