@@ -17,6 +17,7 @@ from runstream.v1 import (
     event_pb2,
     report_service_pb2,
     report_service_pb2_grpc,
+    run_pb2,
     run_service_pb2_grpc,
 )
 from runstream.v1 import run_service_pb2 as rs
@@ -44,14 +45,12 @@ async def stubs_of(channel: grpc.aio.Channel) -> Stubs:
     )
 
 
-async def test_a_store_cut_short_under_the_server_is_unavailable_and_said_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = tmp_path / "runstream.db"
-    config = ServerConfig(address="127.0.0.1:0", store_path=store)
-    first = RunstreamServer(config)
+async def write_history(store: Path) -> run_pb2.Run:
+    """A run of 2,000 bulky events (4 MB) in `store`, written and checkpointed into the
+    file by a server's clean stop; returns the run as created."""
+    first = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
     await first.start()
-    try:  # history written and checkpointed into the file by a clean stop
+    try:
         async with grpc.aio.insecure_channel(first.target) as channel:
             stubs = await stubs_of(channel)
             old = await create_run(stubs)
@@ -59,7 +58,15 @@ async def test_a_store_cut_short_under_the_server_is_unavailable_and_said_once(
                 await append(stubs, old.run_id, *(bulky(batch * 50 + i) for i in range(50)))
     finally:
         await first.stop(grace=0.5)
+    return old
 
+
+async def test_a_store_cut_short_under_the_server_is_unavailable_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "runstream.db"
+    config = ServerConfig(address="127.0.0.1:0", store_path=store)
+    old = await write_history(store)
     server = RunstreamServer(config)
     await server.start()
     caplog.set_level(logging.ERROR)

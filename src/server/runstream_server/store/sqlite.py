@@ -48,7 +48,7 @@ from runstream_server.store.base import (
     within_bytes,
 )
 from runstream_server.store.clock import StoreClock
-from runstream_server.store.sqlite_backups import copy_database
+from runstream_server.store.sqlite_backups import CopyHeld, copy_database
 from runstream_server.store.sqlite_file import (
     connect,
     rollback_if_active,
@@ -425,8 +425,16 @@ class SqliteEventStore:
     async def backup(self, destination: Path, stopping: threading.Event | None = None) -> int:
         """A consistent copy of the store in `destination`, taken on a reader while appends
         go on, abandoned once `stopping` is set (see store/sqlite_backups.py); returns its
-        size in bytes."""
-        return await self._read(lambda conn: copy_database(conn, destination, stopping))
+        size in bytes. Refused (CopyHeld) once the file was found damaged: a copy of it would
+        only push a good one out."""
+        if self.writer.damage is not None:
+            raise CopyHeld(self.writer.damage)
+        try:
+            return await self._read(lambda conn: copy_database(conn, destination, stopping))
+        except Unavailable as exc:
+            if self.writer.damage is None:
+                raise
+            raise CopyHeld(self.writer.damage) from exc  # found reading it for the copy
 
     # --- one process: nothing to follow, local viewer counts suffice -------------------------
 

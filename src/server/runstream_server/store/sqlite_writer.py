@@ -297,6 +297,11 @@ class SqliteWriter:
         and for good once the file was found damaged."""
         return self._writable and self._damage is None
 
+    @property
+    def damage(self) -> str | None:
+        """What is wrong once the file was found damaged under the server; None until then."""
+        return self._damage
+
     def damaged(self, exc: BaseException) -> Unavailable | None:
         """The error a call gets when `exc` means the file is damaged under the server (None
         otherwise): UNAVAILABLE from then on, health NOT_SERVING, said once in the log.
