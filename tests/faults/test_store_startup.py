@@ -27,6 +27,7 @@ from tests.conftest import ServerProcess, free_port
 from tests.faults.storage import (
     NOBODY,
     Refusal,
+    fill,
     immutable,
     nobody_dir,
     remount,
@@ -121,17 +122,23 @@ def test_a_runstream_store_with_tables_of_other_tools_is_served(tmp_path: Path) 
     assert server.terminate() == 0
 
 
-def test_a_refused_store_is_the_only_line_at_the_default_log_level(tmp_path: Path) -> None:
-    """At INFO, the default, the refusal followed "starting on ADDRESS with store PATH": the
-    operator's screen said starting for a server that never started."""
-    store = tmp_path / "notes.txt"
-    store.write_text("these are my notes, not a database\n")
+def refused_at_info(store: Path) -> list[str]:
+    """The lines `runstream serve --store store` prints at the default log level (INFO)
+    before it exits with status 1."""
     serve = [sys.executable, "-m", "runstream.cli.main", "serve", "--address", "127.0.0.1:0"]
     done = subprocess.run(
         [*serve, "--store", str(store)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines() == [
+    return done.stderr.splitlines()
+
+
+def test_a_refused_store_is_the_only_line_at_the_default_log_level(tmp_path: Path) -> None:
+    """At INFO, the default, the refusal followed "starting on ADDRESS with store PATH": the
+    operator's screen said starting for a server that never started."""
+    store = tmp_path / "notes.txt"
+    store.write_text("these are my notes, not a database\n")
+    assert refused_at_info(store) == [
         f"runstream: store {store} is not a SQLite database (file is not a database)"
     ]
 
@@ -381,6 +388,20 @@ async def test_a_store_in_a_missing_directory_is_created_and_the_log_says_so(
     await again.start()
     await again.stop(grace=0)
     assert "did not exist" not in caplog.text  # an existing directory goes unmentioned
+
+
+@pytest.mark.parametrize("name", ["new.db", "data/deeper/new.db"])
+def test_a_store_refused_on_a_full_disk_leaves_nothing_behind(name: str) -> None:
+    """A refused start left the empty file and the directories it created, and printed the
+    directory's INFO line before the refusal (review rv65d)."""
+    with small_filesystem("1m") as mount_point:
+        fill(mount_point)
+        store = mount_point / name
+        assert refused_at_info(store) == [
+            f"runstream: store {store} cannot be written: the disk is full "
+            "(database or disk is full)"
+        ]
+        assert [p.name for p in mount_point.iterdir()] == ["filler"]
 
 
 async def test_the_upgrade_that_indexes_end_times_gives_its_log_space_back(

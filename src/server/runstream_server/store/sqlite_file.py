@@ -57,6 +57,7 @@ _DAMAGED = {
     sqlite3.SQLITE_CORRUPT: "is damaged",
 }
 _MAX_PROBLEMS_SHOWN = 3
+_BESIDE = ("-wal", "-journal")  # SQLite's files beside a store (no -shm: see connect)
 
 
 def _primary_code(exc: sqlite3.Error) -> int | None:
@@ -137,18 +138,23 @@ class FileLock:
     def __init__(self, path: Path) -> None:
         if path.is_dir():
             raise StoreUnusable(f"store {path} is a directory, not a database file")
-        creating = not path.parent.exists()
+        self._path = path
+        self._fd: int | None = None
+        # What this start creates, innermost first: removed again if the store is refused
+        # (a full disk left an empty file and its new directories behind, found in review).
+        self._created = [] if path.exists() else [path]
+        self._created += [p for p in path.parents if not p.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            self.remove_created()
             raise StoreUnusable(
                 f"store {path}: cannot create its directory ({exc.strerror or exc})"
             ) from exc
-        if creating:  # said, so a mistyped path shows before runs go where nobody looks
-            log.info("store %s: its directory %s did not exist and was created", path, path.parent)
         try:
-            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            self.remove_created()
             raise unusable(path, exc) from exc
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,11 +164,33 @@ class FileLock:
                 f"store {path} is in use by another Runstream server (it holds the file's lock)"
             ) from exc
 
+    def say_created(self) -> None:
+        """Logs what this start created, once the store is open: so a mistyped path shows
+        before runs go where nobody looks, and a refused store stays the one line `serve`
+        prints."""
+        path = self._path
+        if path.parent in self._created:
+            log.info("store %s: its directory %s did not exist and was created", path, path.parent)
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)  # closing drops the flock too
             self._fd = None
+
+    def remove_created(self) -> None:
+        """Releases the lock and removes what this start created: the file (with what SQLite
+        put beside it) and the directories above it while empty."""
+        self.release()
+        path = self._path
+        for created in self._created:
+            with contextlib.suppress(OSError):
+                if created == path:
+                    for leftover in (path, *(path.with_name(path.name + s) for s in _BESIDE)):
+                        with contextlib.suppress(FileNotFoundError):
+                            leftover.unlink()
+                else:
+                    created.rmdir()  # only while empty
 
 
 def check_database(conn: sqlite3.Connection, path: Path) -> None:

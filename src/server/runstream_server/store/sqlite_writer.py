@@ -280,12 +280,13 @@ class SqliteWriter:
         except BaseException as exc:
             if conn is not None:
                 conn.close()
-            lock.release()
+            lock.remove_created()
             if isinstance(exc, sqlite3.Error | OSError) and not isinstance(exc, StoreUnusable):
                 raise unusable(self.path, exc) from exc
             raise
         self._wconn = conn
         self._file_lock = lock
+        lock.say_created()
 
     @property
     def is_open(self) -> bool:
