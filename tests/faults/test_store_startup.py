@@ -390,6 +390,21 @@ async def test_a_store_in_a_missing_directory_is_created_and_the_log_says_so(
     assert "did not exist" not in caplog.text  # an existing directory goes unmentioned
 
 
+async def test_a_new_store_file_is_created_and_the_log_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mistyped file name in an existing directory (`run.db` for `runs.db`) started an
+    empty store without a word (review rv65d)."""
+    store = tmp_path / "run.db"
+    caplog.set_level(logging.INFO, logger="runstream.store")
+    for _ in range(2):
+        server = RunstreamServer(ServerConfig(address="127.0.0.1:0", store_path=store))
+        await server.start()
+        await server.stop(grace=0)
+    said = [r.getMessage() for r in caplog.records if "did not exist" in r.getMessage()]
+    assert said == [f"store {store} did not exist: a new, empty store was created"]  # once
+
+
 @pytest.mark.parametrize("name", ["new.db", "data/deeper/new.db"])
 def test_a_store_refused_on_a_full_disk_leaves_nothing_behind(name: str) -> None:
     """A refused start left the empty file and the directories it created, and printed the

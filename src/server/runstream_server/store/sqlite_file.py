@@ -165,12 +165,14 @@ class FileLock:
             ) from exc
 
     def say_created(self) -> None:
-        """Logs what this start created, once the store is open: so a mistyped path shows
-        before runs go where nobody looks, and a refused store stays the one line `serve`
-        prints."""
+        """Logs what this start created, once the store is open: so a mistyped path (a
+        directory, or the file's name alone) shows before runs go where nobody looks, and a
+        refused store stays the one line `serve` prints."""
         path = self._path
         if path.parent in self._created:
             log.info("store %s: its directory %s did not exist and was created", path, path.parent)
+        elif path in self._created:
+            log.info("store %s did not exist: a new, empty store was created", path)
 
     def release(self) -> None:
         if self._fd is not None:
