@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import socket
@@ -28,7 +29,12 @@ from runstream.v1 import (
     run_service_pb2,
     run_service_pb2_grpc,
 )
-from runstream_server.app import MAX_GRPC_SECONDS, RunstreamServer, ServerConfig
+from runstream_server.app import (
+    MAX_GRPC_SECONDS,
+    RunstreamServer,
+    ServerConfig,
+    announce_store_check,
+)
 from runstream_server.domain.limits import MAX_RETENTION_DAYS, Retention
 from runstream_server.domain.watching import HEARTBEAT_SECONDS
 
@@ -813,6 +819,30 @@ def test_the_start_says_in_one_line_what_is_in_force(tmp_path: Path) -> None:
     assert keys.secret.decode() not in line
 
 
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (64 << 20, "67 MB"),
+        (999_400_000, "999 MB"),
+        (1_000_000_000, "1.0 GB"),
+        (1_234_567_890, "1.2 GB"),
+    ],
+)
+def test_a_large_store_checked_at_start_is_said_in_mb_below_a_gb(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, size: int, shown: str
+) -> None:
+    """Every store from 64 MiB to 150 MB was said to be "(0.1 GB)" (review rv65d)."""
+    store = tmp_path / "runs.db"
+    with open(store, "wb") as sparse:  # its size alone is read
+        sparse.truncate(size)
+    caplog.set_level(logging.INFO, logger="runstream.server")
+    announce_store_check(ServerConfig(store_path=store))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checking the store {store} ({shown}) before serving: SQLite's quick_check reads every "
+        "page, about 3 s per GB (--skip-store-check starts without it)"
+    ]
+
+
 def test_a_large_store_is_said_to_be_checked_before_its_check_starts(tmp_path: Path) -> None:
     """quick_check reads the whole store (about 3 s per GB), and nothing was logged before it
     ran: a large store's start was a silent gap that looked like a hang (found in review)."""
@@ -840,7 +870,7 @@ def test_a_large_store_is_said_to_be_checked_before_its_check_starts(tmp_path: P
             process.terminate()
             assert process.wait(20) == 0
     assert lines[0] == (
-        f"checking the store {store} (0.1 GB) before serving: SQLite's quick_check reads every "
+        f"checking the store {store} (74 MB) before serving: SQLite's quick_check reads every "
         "page, about 3 s per GB (--skip-store-check starts without it)"
     ), lines
     assert lines[1].startswith("starting on"), lines

@@ -662,11 +662,14 @@ def announce_store_check(config: ServerConfig) -> None:
     except OSError:  # a store to create, or one open() names what is wrong with
         return
     if size >= STORE_CHECK_NOTICE_BYTES:
+        # In MB below 1 GB: every store from 64 MiB to 150 MB read "0.1 GB" (review rv65d).
+        megabytes = round(size / 1e6)
+        shown = f"{megabytes} MB" if megabytes < 1000 else f"{size / 1e9:.1f} GB"
         log.info(
-            "checking the store %s (%.1f GB) before serving: SQLite's quick_check reads every "
+            "checking the store %s (%s) before serving: SQLite's quick_check reads every "
             "page, about 3 s per GB (--skip-store-check starts without it)",
             config.store_path,
-            size / 1e9,
+            shown,
         )
 
 
