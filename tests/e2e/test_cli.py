@@ -1033,13 +1033,16 @@ async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(
     assert errors == b""
 
 
-async def on_a_terminal(*args: str, lines: int = 50) -> asyncio.subprocess.Process:
+async def on_a_terminal(
+    *args: str, lines: int = 50, under: tuple[str, ...] = ()
+) -> asyncio.subprocess.Process:
     """The CLI under script(1), which gives it a pseudo-terminal, so it draws live and reads
-    keys: what the test writes to script's stdin arrives as key presses."""
+    keys: what the test writes to script's stdin arrives as key presses. `under` is a command
+    that runs the CLI (script's exit status is that command's)."""
     return await asyncio.create_subprocess_exec(
         "script",
         "-qec",
-        shlex.join([*CLI, *args]),
+        shlex.join([*under, *CLI, *args]),
         "/dev/null",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -1087,21 +1090,63 @@ async def test_sigterm_stops_a_live_view_as_ctrl_c_does_and_gives_the_cursor_bac
         await run.flush()
         args = ("watch", run.run_id) if command == "watch" else ("runs", "--watch")
         view = await on_a_terminal(*args, "--target", server_process.target)
-        output = bytearray()
-        try:
-            await shown_until(view, output, b"RUNNING")
-            os.kill(the_cli_under(view), signal.SIGTERM)
-            rest, _ = await asyncio.wait_for(view.communicate(), 30)
-        finally:
-            if view.returncode is None:
-                view.kill()
-                await view.wait()
-        output.extend(rest)
+        output = await shown_then_sent_sigterm(view)
         await run.complete()
     assert view.returncode == 143, output.decode(errors="replace")
     hidden = output.rfind(b"\x1b[?25l")
     assert hidden >= 0 and output.find(b"\x1b[?25h", hidden) > hidden  # shown again
     assert b"terminated" in output and b"Traceback" not in output
+
+
+async def shown_then_sent_sigterm(
+    view: asyncio.subprocess.Process, whom: Callable[[int], int] = lambda cli: cli
+) -> bytes:
+    """Once `view` shows a running run, sends SIGTERM to the CLI under it (or to the process
+    `whom` picks given the CLI's pid); all `view` showed."""
+    output = bytearray()
+    try:
+        await shown_until(view, output, b"RUNNING")
+        os.kill(whom(the_cli_under(view)), signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(view.communicate(), 30)
+    except TimeoutError:
+        raise AssertionError(output.decode(errors="replace")[-3000:]) from None
+    finally:
+        if view.returncode is None:
+            view.kill()
+            await view.wait()
+    return bytes(output + rest)
+
+
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="needs timeout(1)")
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")
+async def test_a_live_view_in_the_terminals_background_draws_and_stops_on_sigterm(
+    server_process: ServerProcess,
+) -> None:
+    """`timeout N runstream watch RUN` runs the watch in a process group of its own, in the
+    terminal's background (as `&` does): switching the terminal to read keys stopped it with
+    SIGTTOU at once, and it stayed stopped through timeout's SIGTERM, never exiting (found in
+    review). It now reads no keys there, draws, and exits 143 on SIGTERM."""
+    server_process.start()
+    async with runstream.connect(server_process.target) as client:
+        run = await client.start_run("campaign", steps=["persona"])
+        await run.flush()
+        view = await on_a_terminal(
+            "watch",
+            run.run_id,
+            "--target",
+            server_process.target,
+            # From a shell that stays (as a terminal's does): timeout, not the session's
+            # leader then, moves itself and the watch to a process group of their own.
+            under=("sh", "-c", 'timeout --preserve-status 300 "$@"; exit $?', "sh"),
+        )
+        output = await shown_then_sent_sigterm(view, the_parent_of)  # timeout's time is up
+        await run.complete()
+    assert view.returncode == 143, output.decode(errors="replace")[-3000:]
+    assert b"Traceback" not in output
+
+
+def the_parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pseudo-terminal")

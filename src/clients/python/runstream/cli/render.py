@@ -777,8 +777,11 @@ class SnapshotRefresher:
 class PromptKeys:
     """Single key presses answer the live view's open prompt: 1-9 pick, s skips.
 
-    Active only when stdin is a terminal: it switches the terminal to cbreak mode (keys
-    arrive without Enter and are not echoed; Ctrl-C still interrupts) and restores it on exit.
+    Active only when stdin is a terminal whose foreground this process is: it switches the
+    terminal to cbreak mode (keys arrive without Enter and are not echoed; Ctrl-C still
+    interrupts) and restores it on exit. A process in the background (`timeout` runs its
+    command so, as does the shell's `&`) is stopped by SIGTTOU when it changes the
+    terminal's modes, and stays stopped through SIGTERM, so it reads no keys.
     Keys are read by a small thread that waits with select(): registering stdin with the
     event loop would make the terminal's file description non-blocking, which it shares with
     stdout, and the live view's large writes would then be cut short mid-frame.
@@ -800,7 +803,12 @@ class PromptKeys:
             import termios  # noqa: F401
         except ImportError:  # pragma: no cover - not on Windows
             return False
-        return sys.stdin.isatty()
+        if not sys.stdin.isatty():
+            return False
+        try:
+            return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+        except OSError:  # a terminal this process's session does not control
+            return False
 
     async def __aenter__(self) -> PromptKeys:
         if not self.available():
