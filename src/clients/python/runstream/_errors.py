@@ -84,6 +84,15 @@ class ErrorDetails:
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     field_violations: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.metadata, MappingProxyType):
+            object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A MappingProxyType cannot be pickled, and a worker process's error is sent to its
+        # parent pickled: the metadata goes as a dict, read-only again once unpickled.
+        return (ErrorDetails, (self.reason, dict(self.metadata), self.field_violations))
+
 
 _NO_DETAILS = ErrorDetails()
 
@@ -112,6 +121,18 @@ class RunstreamError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code.name}, message={self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Unpickled without calling __init__, whose parameters differ by subclass
+        # (RunCancelledError takes a run id): an error raised in a worker process reaches its
+        # parent as the same type with the same message, code, details and attributes.
+        return (_unpickled, (type(self), self.args), self.__dict__)
+
+
+def _unpickled(cls: type[RunstreamError], args: tuple[Any, ...]) -> RunstreamError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class RequestCancelledError(RunstreamError):
@@ -305,7 +326,7 @@ def details_of(exc: grpc.aio.AioRpcError) -> ErrorDetails:
             reason, metadata = info.reason, dict(info.metadata)
         elif detail.Unpack(request):
             violations += [(v.field, v.description) for v in request.field_violations]
-    return ErrorDetails(reason, MappingProxyType(metadata), tuple(violations))
+    return ErrorDetails(reason, metadata, tuple(violations))
 
 
 def about(error: RunstreamError, subject: str) -> RunstreamError:
