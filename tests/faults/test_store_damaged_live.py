@@ -6,9 +6,13 @@ traceback (4,518 in a minute with a retrying client) while health stayed SERVING
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 import pytest
@@ -45,6 +49,17 @@ async def stubs_of(channel: grpc.aio.Channel) -> Stubs:
     )
 
 
+class CutShort(NamedTuple):
+    """A server whose store file was cut short under it, with what to ask it."""
+
+    server: RunstreamServer
+    stubs: Stubs
+    past_the_cut: rs.ListEventsRequest
+    """Reads the events of a run with 2,000 of them, written before the server started."""
+    live_run_id: str
+    """A run the server started before the cut."""
+
+
 async def write_history(store: Path) -> run_pb2.Run:
     """A run of 2,000 bulky events (4 MB) in `store`, written and checkpointed into the
     file by a server's clean stop; returns the run as created."""
@@ -61,36 +76,63 @@ async def write_history(store: Path) -> run_pb2.Run:
     return old
 
 
-async def test_a_store_cut_short_under_the_server_is_unavailable_and_said_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = tmp_path / "runstream.db"
+@contextlib.asynccontextmanager
+async def a_server_of_a_store_cut_short(store: Path) -> AsyncIterator[CutShort]:
+    """A server whose store file is cut short under it once it runs."""
     config = ServerConfig(address="127.0.0.1:0", store_path=store)
     old = await write_history(store)
     server = RunstreamServer(config)
     await server.start()
-    caplog.set_level(logging.ERROR)
     try:
         async with grpc.aio.insecure_channel(server.target) as channel:
             stubs = await stubs_of(channel)
             live = await create_run(stubs)
             os.truncate(store, 64 * 1024)
-            for _ in range(3):  # a client that retries: one line in the log, not one each
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    request = rs.ListEventsRequest(run_id=old.run_id, page_size=1000)
-                    await stubs.runs.ListEvents(request)
-                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert "the store file is damaged" in (refused.value.details() or "")
-                assert "restarted" in (refused.value.details() or "")
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                request = report_service_pb2.AppendEventsRequest(
-                    run_id=live.run_id, events=[custom(1)]
-                )
-                await stubs.report.AppendEvents(request)
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-            await until_health(channel, NOT_SERVING)
+            past_the_cut = rs.ListEventsRequest(run_id=old.run_id, page_size=1000)
+            yield CutShort(server, stubs, past_the_cut, live.run_id)
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_store_cut_short_under_the_server_is_unavailable_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    async with a_server_of_a_store_cut_short(tmp_path / "runstream.db") as cut:
+        stubs = cut.stubs
+        for _ in range(3):  # a client that retries: one line in the log, not one each
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stubs.runs.ListEvents(cut.past_the_cut)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "the store file is damaged" in (refused.value.details() or "")
+            assert "restarted" in (refused.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            request = report_service_pb2.AppendEventsRequest(
+                run_id=cut.live_run_id, events=[custom(1)]
+            )
+            await stubs.report.AppendEvents(request)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        await until_health(stubs.channel, NOT_SERVING)
     said = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(said) == 1, [r.getMessage() for r in said]
     assert "damaged" in said[0].getMessage() and said[0].exc_info is None
+
+
+async def test_the_cli_says_what_the_server_of_a_damaged_store_says_and_asks_nothing(
+    tmp_path: Path,
+) -> None:
+    """The CLI added "(is a Runstream server running at ...?)" to the UNAVAILABLE a running
+    server gave for its store (damaged, full, read-only), pointing the user at the wrong
+    cause (found in review). It asks that only when nothing answered."""
+    from tests.e2e.test_cli import runstream_cli
+
+    async with a_server_of_a_store_cut_short(tmp_path / "runstream.db") as cut:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await cut.stubs.runs.ListEvents(cut.past_the_cut)  # the server finds the damage
+        past, target = cut.past_the_cut.run_id, cut.server.target
+        said = await asyncio.to_thread(
+            runstream_cli, "events", past, "--limit", "1000", "--target", target
+        )
+    assert said.returncode == 1, said.stderr
+    assert "unavailable: the store file is damaged" in said.stderr, said.stderr
+    assert "restarted" in said.stderr and "server running" not in said.stderr

@@ -26,6 +26,7 @@ from rich.text import Text
 import runstream
 
 from .._arguments import MAX_INITIAL_ENDED_LIMIT, MAX_SEQ
+from .._errors import details_of
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
 from . import demo, tables
@@ -916,7 +917,25 @@ def _fill_closed_standard_streams() -> None:
 
 
 SERVER_CAUSES = ("Redis store", "Redis cluster", "shutting down")
-"""Words of the causes a running server gives with UNAVAILABLE (its store, or its stop)."""
+"""Words of the causes a server of a release before 2026-12-06, which sent no reason with
+its refusals, gave with UNAVAILABLE (its store, or its stop)."""
+
+
+def answered_by_a_server(exc: runstream.UnavailableError) -> bool:
+    """Whether a server gave this UNAVAILABLE (its store is full, damaged, read-only or out of
+    reach; it is shutting down), not the channel (nothing answered). A server's refusal
+    carries its reason (``STORE_DAMAGED``...), on the error or on the refusal it was raised
+    from: the SDK's "no server could serve it for 5s (...)" is raised from the last one."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # a chain of causes, never a loop
+        if seen is None:
+            break
+        if isinstance(seen, runstream.RunstreamError) and seen.details.reason:
+            return True
+        if isinstance(seen, grpc.aio.AioRpcError) and details_of(seen).reason:
+            return True
+        seen = seen.__cause__
+    return any(cause in exc.message for cause in SERVER_CAUSES)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -937,12 +956,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except runstream.UnavailableError as exc:
         # Only when nothing answered: a server that did names its cause (its store is
-        # unreachable, it is shutting down), and asking whether it runs would mislead.
+        # full or damaged, it is shutting down), and asking whether it runs would mislead.
         # One that already says why (wait_for_server's) needs no hint either.
         unanswered = (
-            target
-            and not isinstance(exc, ServerUnreachable)
-            and not any(cause in exc.message for cause in SERVER_CAUSES)
+            target and not isinstance(exc, ServerUnreachable) and not answered_by_a_server(exc)
         )
         hint = unanswered_hint(str(target), exc.message, tls_settings(args))
         where = f" ({hint})" if unanswered else ""
