@@ -377,6 +377,10 @@ def test_commands_with_closed_standard_streams_do_their_work(
         (["health", "--client-cert", "c.pem"], "--client-cert and --client-key go together"),
         (["agui", "--address", "nowhere"], "expected HOST:PORT"),
         (["dashboard", "--api-url", "http://127.0.0.1:1", "--demo"], "drop --demo"),
+        (
+            ["events", "r", "--after", "300", "--before", "100", "--target", "127.0.0.1:1"],
+            "--before 100 must be past --after 300",
+        ),
     ],
 )
 def test_options_that_do_not_go_together_are_a_usage_error(

@@ -326,6 +326,11 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    if args.before is not None and args.before <= args.after:
+        raise UsageError(  # an empty window: most likely the two seqs swapped
+            f"--before {args.before} must be past --after {args.after}: no event is after "
+            f"seq {args.after} and before seq {args.before}"
+        )
     console = make_console()
 
     async def events() -> None:
