@@ -136,3 +136,19 @@ async def test_the_cli_says_what_the_server_of_a_damaged_store_says_and_asks_not
     assert said.returncode == 1, said.stderr
     assert "unavailable: the store file is damaged" in said.stderr, said.stderr
     assert "restarted" in said.stderr and "server running" not in said.stderr
+
+
+async def test_nothing_is_written_once_the_damage_is_found(tmp_path: Path) -> None:
+    """A write that touched no damaged page still went through after the damage was found:
+    a CancelRun was answered as stored, the run CANCELLED, in a file the next start refuses
+    (found in review). Once found, every write is UNAVAILABLE and the run stays as it was."""
+    async with a_server_of_a_store_cut_short(tmp_path / "runstream.db") as cut:
+        stubs = cut.stubs
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stubs.runs.ListEvents(cut.past_the_cut)  # the server finds the damage
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=cut.live_run_id, reason="x"))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "the store file is damaged" in (refused.value.details() or "")
+        got = await stubs.runs.GetRun(rs.GetRunRequest(run_id=cut.live_run_id))
+        assert got.run.status == run_pb2.RUN_STATUS_PENDING and got.run.last_seq == 1

@@ -320,9 +320,19 @@ class SqliteWriter:
                 self.path,
                 reason,
             )
+        return self._refusal()
+
+    def _refusal(self) -> Unavailable:
         return Unavailable(
             f"{self._damage}: the server must be restarted to check it", reason="STORE_DAMAGED"
         )
+
+    def _refuse_if_damaged(self) -> None:
+        """Nothing is written once the file was found damaged: a write that touched no
+        damaged page still succeeded, so a cancel was acknowledged as stored (review rv65d)
+        in a file the next start refuses."""
+        if self._damage is not None:
+            raise self._refusal()
 
     async def settle(self) -> None:
         """Stops probing and waits for the commits in flight: nothing writes after this."""
@@ -349,6 +359,7 @@ class SqliteWriter:
     async def run(self, fn: Callable[[sqlite3.Connection, _A], _T], arg: _A) -> _T:
         """`fn(connection, arg)` on the writer thread, holding the writer connection: work
         that must never interleave with a commit (a purge)."""
+        self._refuse_if_damaged()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._with_writer, fn, arg)
 
@@ -410,6 +421,7 @@ class SqliteWriter:
         expected_seq: int,
         encoded: bytes | None = None,
     ) -> None:
+        self._refuse_if_damaged()
         data = snapshot.SerializeToString() if encoded is None else encoded
         write = _Write(run_id, events, snapshot, data, expected_seq)
         if self._drainer is None:  # nothing queued: commit at once if it can be done inline
