@@ -310,8 +310,9 @@ async def test_a_run_finished_by_another_process_is_exported_by_it(
     assert draft.attributes["runstream.agent"] == "writer"
     assert draft.attributes["runstream.step.status"] == "completed"
     # The continued root starts at the run's creation, not when the second process took it
-    # up (0.5 s and more later). On Redis the creation is stamped by Redis's clock and the
-    # step's start by the replica's estimate of it, a few ms apart under load (CI, 5 ms).
+    # up (0.5 s and more later). The creation is stamped by the server's store clock (on
+    # Redis, Redis's, as the replica estimates it) and the step's start is its event's time,
+    # two clocks that CI saw 5 ms apart under load.
     skew = 50_000_000
     assert root.raw.start_time_unix_nano <= draft.raw.start_time_unix_nano + skew
     assert research.raw.end_time_unix_nano <= draft.raw.start_time_unix_nano
