@@ -60,6 +60,7 @@ from runstream_server.auth.edge import (
 )
 from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import LimitInterceptor
+from runstream_server.background import spawn_logged
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
@@ -331,14 +332,16 @@ class RunstreamServer:
         # For liveness probes: SERVING while the process answers, whatever the store does
         # (a Redis outage must take replicas out of rotation, not restart them all).
         await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-        self._store_health = asyncio.create_task(self._watch_store(self._store))
+        self._store_health = spawn_logged(
+            self._watch_store(self._store), "runstream-store-health", self._store_unwatched
+        )
         if self._store.shared and config.security.auth is not None:  # per-principal limits
-            self._sharing = asyncio.create_task(limits.share_forever())
+            self._sharing = spawn_logged(limits.share_forever(), "runstream-limit-sharing")
         if config.backups is not None:
             sqlite = self._store.inner
             assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis
             passes = BackupPasses(config.backups, sqlite.backup, sqlite.path)
-            self._backups = asyncio.create_task(passes.run_forever(), name="runstream-backups")
+            self._backups = spawn_logged(passes.run_forever(), "runstream-backups")
         algorithms = [a for r in auth if isinstance(r, AuthInterceptor) for a in r.algorithms]
         posture = in_force(
             config,
@@ -414,6 +417,11 @@ class RunstreamServer:
                     "the store is out of this replica's reach; resume on another replica"
                 )
                 streams_ended = True
+
+    def _store_unwatched(self, _: BaseException) -> None:
+        """Health no longer follows the store (its watcher died, which is logged): a server
+        that cannot tell whether it can serve says it cannot, rather than the last SERVING."""
+        spawn_logged(self._set_serving(False), "runstream-store-health-lost")
 
     def _store_size(self) -> int:
         """Bytes of the SQLite database and its write-ahead log; 0 for a Redis store."""

@@ -44,6 +44,7 @@ from runstream_server.auth.principal import (
     watch_expiry,
 )
 from runstream_server.auth.tokens import TokenError, TokenVerifier
+from runstream_server.background import spawn_logged
 
 __all__ = ["OpenStreams"]
 
@@ -156,8 +157,9 @@ class OpenStreams:
         streams_of: dict[str, list[Callable[[str], None]]] = {}
         for token, refused in self._held.values():
             streams_of.setdefault(token, []).append(refused)
-        task = asyncio.get_running_loop().create_task(
+        task = spawn_logged(
             self._verify_each(streams_of),
+            "runstream-token-reverify",
             context=contextvars.Context(),  # not the call's that saw the change
         )
         self._verifying.add(task)

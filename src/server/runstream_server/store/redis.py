@@ -49,6 +49,7 @@ from typing import Any
 import redis.exceptions as rex
 from runstream.v1 import run_pb2
 
+from runstream_server.background import spawn_logged, stop_task
 from runstream_server.errors import AlreadyExists
 from runstream_server.store.base import (
     HeadMoved,
@@ -272,7 +273,7 @@ class RedisEventStore:
             raise StoreUnusable(
                 f"cannot read the clock of the Redis store {self.display}: {exc}"
             ) from None
-        self._clock_sync = asyncio.create_task(self.clock.run_forever())
+        self._clock_sync = spawn_logged(self.clock.run_forever(), "runstream-redis-clock")
         self._viewers.start()
         self._usage.start()
         self._filters.start()
@@ -280,7 +281,7 @@ class RedisEventStore:
     def _check_again(self) -> None:
         """Checks Redis's settings again, now it is back: a Redis restarted without its
         configuration (a container given none) runs with AOF off, and said nothing."""
-        check = asyncio.create_task(self._settings_again(), name="runstream-redis-settings")
+        check = spawn_logged(self._settings_again(), "runstream-redis-settings")
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
 
@@ -303,9 +304,7 @@ class RedisEventStore:
     async def close(self) -> None:
         self._closed.set()
         if self._clock_sync is not None:
-            self._clock_sync.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._clock_sync
+            await stop_task(self._clock_sync)
         await self._notices.close()
         for check in list(self._checks):
             check.cancel()

@@ -28,6 +28,7 @@ from typing import Any
 import redis.exceptions as rex
 from runstream.v1 import run_pb2
 
+from runstream_server.background import spawn_logged
 from runstream_server.errors import Unavailable
 from runstream_server.store.base import RunFilter, stop_if_cancelled
 from runstream_server.store.redis_connect import SOCKET_TIMEOUT
@@ -86,7 +87,7 @@ class FilterIndexes:
     # --- the walk ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._walker = asyncio.create_task(self._walk_forever())
+        self._walker = spawn_logged(self._walk_forever(), "runstream-redis-filter-walks")
 
     async def stop(self) -> None:
         """Stops the walks, and waits for the one under way to end: at its next round trip,

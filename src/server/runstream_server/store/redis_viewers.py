@@ -14,9 +14,13 @@ from typing import Any
 
 import redis.exceptions as rex
 
+from runstream_server.background import spawn_logged, stop_task
 from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import VIEWERS_NOTICE, notice_channel, publish_command
 from runstream_server.store.redis_url import RedisOptions
+
+_FAILURES = (rex.RedisError, rex.RedisClusterException, OSError)
+"""Redis failing (TimeoutError is an OSError): a count not written, never an error."""
 
 VIEWERS_TTL_MS = 15_000
 """A replica's viewer counts expire this long after it last refreshed them (it died)."""
@@ -63,18 +67,16 @@ class RedisViewerCounts:
     def start(self) -> None:
         """Registers the script and starts refreshing this replica's counts."""
         self._script = self._client().register_script(_VIEWERS)
-        self._refresher = asyncio.create_task(self._refresh())
+        self._refresher = spawn_logged(self._refresh(), "runstream-redis-viewer-counts")
 
     async def stop(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(BaseException):
-                await self._refresher
+            await stop_task(self._refresher)
         # A replica that stops gracefully takes its counts with it: its watchers resume on
         # another replica, where they would otherwise count twice until the 15 s expiry.
         mine, self._mine = list(self._mine), {}
         if mine:
-            with contextlib.suppress(rex.RedisError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(*_FAILURES):
                 await asyncio.wait_for(
                     asyncio.gather(*(self._write(run_id, 0, tell=True) for run_id in mine)), 2
                 )
@@ -99,7 +101,7 @@ class RedisViewerCounts:
         try:
             while True:
                 self._changed.discard(run_id)
-                with contextlib.suppress(rex.RedisError, OSError):
+                with contextlib.suppress(*_FAILURES):
                     await self._write(run_id, self._mine.get(run_id, 0), tell=tell)
                 if run_id not in self._changed:
                     return
