@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import redis.exceptions
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.auth.limits import CallerLimits
 from runstream_server.store import redis_usage
 
+from tests.clients.support import eventually
 from tests.conftest import RedisProcess, redis_store_url, serving_on
 from tests.identity import Keys, rs256_auth
 from tests.server.support import Caller, custom, opened, retry_info
@@ -216,3 +219,37 @@ async def test_appends_on_one_replica_are_charged_once_on_the_other(
     rest = [custom(i) for i in range(half + 1, LIMITS.append_burst)]  # one short: no race
     accepted = await on_b.report.AppendEvents(rp.AppendEventsRequest(run_id=run_id, events=rest))
     assert accepted.last_seq == LIMITS.append_burst
+
+
+@pytest.mark.parametrize("bug", [False, True], ids=["store error", "bug"])
+async def test_a_failing_exchange_says_whether_the_store_or_a_bug_failed_it(
+    tmp_path: Path,
+    redis_server: RedisProcess,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    bug: bool,
+) -> None:
+    """Redis refusing the exchange is one WARNING line (the last exchange holds); a bug in
+    it is an ERROR with its traceback, never filed as the store being out of reach."""
+
+    async def failing(self: redis_usage.UsageShare, mine: object) -> object:
+        if bug:
+            raise KeyError("a bug in the exchange")
+        raise redis.exceptions.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(redis_usage.UsageShare, "share", failing)
+    caplog.set_level(logging.WARNING, "runstream.limits")
+    security = dataclasses.replace(rs256_auth(keys), limits=LIMITS)
+    url = redis_store_url(redis_server, tmp_path)
+    async with serving_on(url, tmp_path, security=security):
+        await eventually(lambda: any("cannot share" in r.getMessage() for r in caplog.records))
+        await asyncio.sleep(5 * LIMITS.share_interval)  # more exchanges fail: said once
+    said = [r for r in caplog.records if "cannot share" in r.getMessage()]
+    assert len(said) == 1
+    if bug:
+        assert said[0].levelno == logging.ERROR and said[0].exc_info is not None
+        assert "a bug in the exchange" in str(said[0].exc_info[1])
+    else:
+        assert said[0].levelno == logging.WARNING and said[0].exc_info is None
+        assert "the Redis store is unreachable" in said[0].getMessage()

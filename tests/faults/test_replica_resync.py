@@ -47,16 +47,20 @@ from tests.clients.support import eventually
 from tests.conftest import RedisProcess, redis_store_url, replica_channels, replicas_serving
 
 
+@pytest.mark.parametrize("bug", [False, True], ids=["store error", "bug"])
 async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_after_it(
     redis_server: RedisProcess,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    bug: bool,
 ) -> None:
     """B holds two runs and misses A's commits to both (a gap); the check of whichever run
     its resync checks first fails every time: the other is still checked, and its watcher
     gets every event. (Which comes first is B's business: a test that broke one named run
-    failed once on a loaded machine, the resync having checked the other first.)"""
+    failed once on a loaded machine, the resync having checked the other first.) A store
+    error is one WARNING line; a bug is an ERROR with its traceback, never filed as the
+    store's ("could not be checked")."""
     url = redis_store_url(redis_server, tmp_path)
     armed = asyncio.Event()  # the gaps begin
     broken: list[str] = []  # the run whose check fails: the first one checked after that
@@ -71,7 +75,9 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
         if armed.is_set() and not broken:
             broken.append(run_id)
         if run_id in broken:
-            raise ConnectionError("store unreachable while checking this run")
+            if bug:
+                raise AttributeError("a bug in checking this run")
+            raise Unavailable("store unreachable while checking this run")
         await refresh(self, run_id, state, head)
 
     def losing(self: Notices, notice: Notice) -> None:
@@ -125,7 +131,16 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
                 acked[other].last_seq,
             )
             assert checked.count(broken[0]) >= 1 and other in checked
-            assert any("could not be checked" in r.getMessage() for r in caplog.records)
+            said = [r.getMessage() for r in caplog.records]
+            filed_as_the_stores = any("could not be checked" in line for line in said)
+            with_traceback = [
+                r
+                for r in caplog.records
+                if r.levelno == logging.ERROR
+                and r.exc_info is not None
+                and "a bug in checking this run" in str(r.exc_info[1])
+            ]
+            assert (filed_as_the_stores, bool(with_traceback)) == (not bug, bug)
         finally:
             for watcher in watchers.values():
                 watcher.cancel()

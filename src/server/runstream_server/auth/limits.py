@@ -45,7 +45,7 @@ from runstream.v1 import run_pb2
 
 from runstream_server.api.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.auth.principal import Principal, current
-from runstream_server.errors import InvalidArgument, ResourceExhausted
+from runstream_server.errors import InvalidArgument, ResourceExhausted, RunstreamError
 from runstream_server.store.base import EventStore, RunFilter, Usage, stop_if_cancelled
 
 __all__ = ["CallerLimits", "LimitInterceptor", "RequestCheck", "TokenBucket"]
@@ -456,13 +456,18 @@ class LimitInterceptor(HandlerRewriter):
         self._sharing = True
         while True:
             stop_if_cancelled()
-            if not first:
+            if not first or failing:  # a failed first exchange too: never a busy loop
                 await asyncio.sleep(self._limits.share_interval)
             try:
                 others = await self._store.share_usage(self._usage())
-            except Exception as exc:  # the store is unreachable: the last exchange holds
+            except (RunstreamError, OSError) as exc:  # out of reach: the last exchange holds
                 if not failing:
-                    log.warning("cannot share limit usage with the other replicas: %r", exc)
+                    log.warning("cannot share limit usage with the other replicas: %s", exc)
+                failing = True
+                continue
+            except Exception:  # a bug: said with its traceback, and tried again
+                if not failing:
+                    log.exception("cannot share limit usage with the other replicas")
                 failing = True
                 continue
             if failing:

@@ -25,7 +25,7 @@ from runstream_server.domain.hub import RunsHub
 from runstream_server.domain.ledger import RunLedger
 from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.state import RunState
-from runstream_server.errors import NotFound, Unavailable
+from runstream_server.errors import NotFound, RunstreamError, Unavailable
 from runstream_server.store.base import (
     CommitNotice,
     EventStore,
@@ -198,13 +198,19 @@ class Notices:
         lost), the runs WatchRuns streams follow, and the stored decision deadlines (a
         question the gap lost would rest on one replica)."""
         held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
-        failed: list[tuple[str, Exception]] = []
+        failed: list[tuple[str, Exception]] = []  # the store's errors
+        broken: list[tuple[str, Exception]] = []  # anything else: a bug
+
+        def fail(run_ids: Sequence[str], exc: Exception) -> None:
+            """Notes the runs a check failed for; the other runs are still checked."""
+            failures = failed if isinstance(exc, (RunstreamError, OSError)) else broken
+            failures.extend((run_id, exc) for run_id in run_ids)
 
         async def refresh(run_id: str, state: RunState, head: int) -> None:
             try:
                 await self._checks.refresh(run_id, state, head)
-            except Exception as exc:  # a store error: the other runs are still checked
-                failed.append((run_id, exc))
+            except Exception as exc:
+                fail([run_id], exc)
 
         # The notices that queue meanwhile wait for the whole resync: the heads of many runs
         # in each round trip (reading each snapshot took a second per 5,000 runs), then a
@@ -213,8 +219,8 @@ class Notices:
             some = held[start : start + _HEADS_AT_ONCE]
             try:
                 heads = await self._store.heads([run_id for run_id, _ in some])
-            except Exception as exc:  # a store error: the next ones are still checked
-                failed.extend((run_id, exc) for run_id, _ in some)
+            except Exception as exc:
+                fail([run_id for run_id, _ in some], exc)
                 continue
             # A head behind the held state (0: the store has no such run) is a store that lost
             # data: refresh says so.
@@ -228,16 +234,22 @@ class Notices:
             except NotFound:  # a run asked for that does not exist
                 pass
             except Exception as exc:
-                failed.append((run_id, exc))
+                fail([run_id], exc)
         self._runs_hub.missed(since_us)  # WatchRuns streams read what moved on meanwhile
         self._rearm_soon()
-        if failed:  # one line, however many runs: they catch up at their next notice
-            run_id, first = failed[0]
-            log.warning(
-                "resync after a gap in notices: %d of %d runs could not be checked "
-                "(the first, %s: %r); they catch up at their next notice or heartbeat",
-                len(failed),
-                len(held) + len(loading),
-                run_id,
-                first,
-            )
+        # One line each, however many runs: they catch up at their next notice. A bug, not
+        # the store, is an ERROR with its traceback.
+        for failures, bug in ((failed, False), (broken, True)):
+            if failures:
+                run_id, first = failures[0]
+                log.log(
+                    logging.ERROR if bug else logging.WARNING,
+                    "resync after a gap in notices: %d of %d runs %s (the first, %s: %r); "
+                    "they catch up at their next notice or heartbeat",
+                    len(failures),
+                    len(held) + len(loading),
+                    "failed to be checked by a bug" if bug else "could not be checked",
+                    run_id,
+                    first,
+                    exc_info=first if bug else None,
+                )

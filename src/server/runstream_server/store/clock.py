@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from runstream_server.errors import RunstreamError
+
 log = logging.getLogger("runstream.store")
 
 SYNC_INTERVAL = 30.0
@@ -28,10 +30,16 @@ WARN_OFFSET = 1.0
 
 class StoreClock:
     """The wall clock plus the offset of the store's clock, read through `read` (seconds
-    since the epoch; None: the local clock is the store's, offset 0)."""
+    since the epoch; None: the local clock is the store's, offset 0), which raises one of
+    `unreachable` when the store is out of reach."""
 
-    def __init__(self, read: Callable[[], Awaitable[float]] | None = None) -> None:
+    def __init__(
+        self,
+        read: Callable[[], Awaitable[float]] | None = None,
+        unreachable: tuple[type[Exception], ...] = (RunstreamError, OSError),
+    ) -> None:
         self._read = read
+        self._unreachable = unreachable
         self.offset = 0.0
         """Seconds to add to this server's wall clock to get the store's."""
         self.wall: Callable[[], float] = time.time
@@ -76,5 +84,7 @@ class StoreClock:
             await asyncio.sleep(SYNC_INTERVAL)
             try:
                 await self.sync()
-            except Exception as exc:  # the store's own calls report it unreachable
+            except self._unreachable as exc:  # the store's own calls report it unreachable
                 log.debug("reading the store's clock failed: %s", exc)
+            except Exception:  # a bug: the offset stays as it is until it is fixed
+                log.exception("reading the store's clock failed; its offset is kept")

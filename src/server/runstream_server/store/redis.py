@@ -50,7 +50,7 @@ import redis.exceptions as rex
 from runstream.v1 import run_pb2
 
 from runstream_server.background import spawn_logged, stop_task
-from runstream_server.errors import AlreadyExists
+from runstream_server.errors import AlreadyExists, Unavailable
 from runstream_server.store.base import (
     HeadMoved,
     HeldKey,
@@ -154,6 +154,11 @@ return 1
 """
 
 
+_UNREACHABLE = (rex.RedisError, rex.RedisClusterException, OSError, Unavailable)
+"""What a raw client call (not under :func:`unavailable`) raises when Redis is out of reach,
+or the store closed (:class:`_Closed`)."""
+
+
 class _Closed:
     """Stands in for the client and its scripts once the store is closed: work still in
     flight (a shielded write, a read of a stream being cancelled) gets UNAVAILABLE instead
@@ -180,7 +185,7 @@ class RedisEventStore:
         self._append: Any = None
         self._purge: Any = None
         self._closed = asyncio.Event()
-        self.clock = StoreClock(self._redis_time)
+        self.clock = StoreClock(self._redis_time, _UNREACHABLE)
         """Redis's clock, which every replica compares stored times with."""
         self._clock_sync: asyncio.Task[None] | None = None
         keys, client = self._keys, self._current
@@ -268,7 +273,7 @@ class RedisEventStore:
             raise
         try:
             await self.clock.sync()
-        except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
+        except _UNREACHABLE as exc:
             await self._client.aclose()
             raise StoreUnusable(
                 f"cannot read the clock of the Redis store {self.display}: {exc}"
@@ -540,7 +545,6 @@ class RedisEventStore:
 
     # --- usage of the per-caller limits -----------------------------------------------------
 
+    @unavailable
     async def share_usage(self, mine: Mapping[str, Usage]) -> dict[str, dict[str, Usage]]:
-        if self.closed:
-            return {}
         return await self._usage.share(mine)
