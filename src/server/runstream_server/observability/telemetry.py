@@ -41,13 +41,20 @@ _ENDS = frozenset(KIND_BY_FIELD[name] for name in TERMINAL_FIELDS)
 """The kinds that end a run (their ``terminal`` annotation)."""
 
 
+_STATUS_AFTER: dict[int, int] = {}
+"""The status each kind in :data:`_ENDS` leaves its run in, folded once per kind."""
+
+
 def _status_after(ended: StoredEvent) -> int:
     """The status an event of a kind in :data:`_ENDS` leaves its run in, as the run's fold
     sets it: what another replica's end says of a run this process does not hold."""
-    probe = RunState.new("probe")
-    probe.apply(event_pb2.RunEvent(run_created=event_pb2.RunCreated(workflow="probe")))
-    probe.apply(ended.decode())
-    return probe.run.status
+    status = _STATUS_AFTER.get(ended.kind)
+    if status is None:
+        probe = RunState.new("probe")
+        probe.apply(event_pb2.RunEvent(run_created=event_pb2.RunCreated(workflow="probe")))
+        probe.apply(ended.decode())
+        status = _STATUS_AFTER[ended.kind] = probe.run.status
+    return status
 
 
 _SEEN_KEPT = 10_000
