@@ -10,6 +10,7 @@ back, the resend is acknowledged, and the event is stored once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from runstream.v1 import event_pb2 as ev
 from runstream.v1 import (
     report_service_pb2,
     report_service_pb2_grpc,
+    run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
 )
@@ -118,6 +120,35 @@ async def test_wait_acknowledges_only_what_the_replica_has(
 ) -> None:
     async with serving_on(waiting_url(pair[0]), tmp_path) as server:
         await acknowledged_only_with_the_replica(server.target, lambda _: pair, "w")
+
+
+async def test_a_cancel_stored_on_the_primary_alone_is_read_and_watched_at_once(
+    pair: tuple[RedisProcess, RedisProcess], tmp_path: Path
+) -> None:
+    """A cancel the primary stored and no replica confirmed in time is answered UNAVAILABLE,
+    and a server hears no notice of its own commits: its memory kept the run PENDING, so
+    GetRun said so, the cancel repeated after that read was refused "already ended", and a
+    watcher of the run waited for an end the log held."""
+    primary, replica = pair
+    async with (
+        serving_on(waiting_url(primary), tmp_path) as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        run_id = (await runs.CreateRun(run_service_pb2.CreateRunRequest(workflow="w"))).run.run_id
+        watch = runs.WatchRun(run_service_pb2.WatchRunRequest(run_id=run_id))
+        assert [e.seq for e in (await watch.read()).events] == [1]
+        replica.kill()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await runs.CancelRun(run_service_pb2.CancelRunRequest(run_id=run_id))
+        assert "it is stored on the primary" in str(refused.value.details())
+        got = await runs.GetRun(run_service_pb2.GetRunRequest(run_id=run_id))
+        assert got.run.status == run_pb2.RUN_STATUS_CANCELLED
+        seen = []
+        async with asyncio.timeout(10):
+            while (response := await watch.read()) != grpc.aio.EOF:
+                seen += [(e.seq, e.WhichOneof("payload")) for e in response.events]
+        assert seen == [(2, "run_cancelled")]
 
 
 @pytest.fixture

@@ -26,6 +26,12 @@ time). A commit goes in this order:
    decision feeds, deadline timers, the stall tracker). Commits of other replicas arrive as
    notices from the store (one reader per process, see following.py) and produce the same
    record.
+
+A store that answers an append with a bare UNAVAILABLE leaves open whether it was stored
+(a Redis that stopped answering may run the script when it wakes; one whose replicas did not
+confirm it in time has it on the primary): the run is then *unsure*, and its state is read
+on from the log before it answers for the run again. Its watchers get such a write with the
+store's notice of it, as any replica's (following.py), which a read may have beaten.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ from runstream_server.errors import (
     NothingStored,
     PermissionDenied,
     RunstreamError,
+    Unavailable,
 )
 from runstream_server.store.base import (
     CommitNotice,
@@ -215,7 +222,7 @@ class RunLedger:
 
     async def state(self, run_id: str) -> RunState:
         """The run's state; NOT_FOUND when it does not exist or the caller may not see it."""
-        state = self._slots.state(run_id)
+        state = self._slots.state(run_id, settled=True)
         if state is None:
             check_id("run_id", run_id)
             async with self._slots.locked(run_id) as slot:
@@ -242,8 +249,11 @@ class RunLedger:
         return state
 
     async def _load(self, slot: RunSlot) -> RunState:
-        """The run's state, loaded from the store if it is not in memory; holds its lock."""
-        if slot.state is None:
+        """The run's state, loaded from the store if it is not in memory, read on from the
+        log if it is unsure; holds its lock."""
+        if slot.state is not None and slot.unsure:
+            await self._read_on(slot, slot.state)
+        elif slot.state is None:
             failed = slot.failure
             if failed is not None and time.monotonic() - failed[0] < _SHARED_LOAD_FAILURE:
                 raise failed[1]  # queued behind a load that just failed: its answer
@@ -362,6 +372,11 @@ class RunLedger:
                     if moved.actual != state.last_seq:  # not only a key the log holds
                         await self._catch_up(slot, moved=True)
                     continue
+                except NothingStored:
+                    raise
+                except Unavailable:  # maybe stored: read the log before answering again
+                    slot.unsure = True
+                    raise
                 self._slots.set_state(slot, draft)
                 self.deliver(CommitRecord(draft, fresh, staged))
                 return AppendResult(acks, draft.last_seq)
@@ -433,14 +448,27 @@ class RunLedger:
             if loaded:  # read just now, the notice's commit included: nothing else told WatchRuns
                 self.publish_run(state)
             return  # ours, or already folded
-        stored: list[StoredEvent] = []
         if notice is not None and notice.events and notice.first_seq == state.last_seq + 1:
-            stored = list(notice.events)
+            await self._fold_in(slot, state, list(notice.events))
         else:
-            while batch := await self._store.read_events(
-                slot.run_id, state.last_seq + len(stored), 1000
-            ):
-                stored += batch
+            await self._read_on(slot, state, moved=moved)
+
+    async def _read_on(self, slot: RunSlot, state: RunState, *, moved: bool = False) -> None:
+        """Folds in and delivers whatever the log holds after the held state: the run is
+        sure again once read."""
+        stored: list[StoredEvent] = []
+        while batch := await self._store.read_events(
+            slot.run_id, state.last_seq + len(stored), 1000
+        ):
+            stored += batch
+        slot.unsure = False
+        await self._fold_in(slot, state, stored, moved=moved)
+
+    async def _fold_in(
+        self, slot: RunSlot, state: RunState, stored: list[StoredEvent], *, moved: bool = False
+    ) -> None:
+        """Installs the held state with `stored` (the events after it) folded in, and
+        delivers them."""
         if not stored:
             if moved:  # the head moved but the log shows nothing new: trust the store
                 self._slots.set_state(slot, await self.restore(slot.run_id))

@@ -24,7 +24,7 @@ from runstream_server.domain.state import RunState
 class RunSlot:
     """One run in memory: its state (None until loaded) and the lock of its writes."""
 
-    __slots__ = ("failure", "lock", "run_id", "state", "users")
+    __slots__ = ("failure", "lock", "run_id", "state", "unsure", "users")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -34,6 +34,9 @@ class RunSlot:
         # The last failed load (when, what): the callers queued behind it share it rather
         # than each waiting out the store's timeout in turn.
         self.failure: tuple[float, Exception] | None = None
+        # A write to the run got no answer from the store, which may still apply it: the
+        # state may be behind the log until the log is read after it.
+        self.unsure = False
 
 
 class RunSlots:
@@ -61,10 +64,11 @@ class RunSlots:
     def __len__(self) -> int:
         return len(self._slots)
 
-    def state(self, run_id: str) -> RunState | None:
-        """The run's state if it is in memory (and marks it recently used)."""
+    def state(self, run_id: str, *, settled: bool = False) -> RunState | None:
+        """The run's state if it is in memory (and marks it recently used); when `settled`,
+        only if no write the store may still apply is unaccounted for."""
         slot = self._slots.get(run_id)
-        if slot is None or slot.state is None:
+        if slot is None or slot.state is None or (settled and slot.unsure):
             return None
         self._slots.move_to_end(run_id)
         return slot.state

@@ -323,7 +323,8 @@ class SqliteWriter:
         return self._refusal()
 
     def _refusal(self) -> Unavailable:
-        return Unavailable(
+        # Nothing stored: refused before writing, or rolled back when the damage was found.
+        return NothingStored(
             f"{self._damage}: the server must be restarted to check it", reason="STORE_DAMAGED"
         )
 
