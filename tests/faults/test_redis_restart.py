@@ -249,7 +249,7 @@ async def test_a_cancel_on_a_frozen_redis_is_unavailable_within_the_clients_dead
     the history, waiting out the store's 8 s socket timeout, then the cancel's write waited as
     long again, so the SDK's 10 s deadline ran out first and it got DEADLINE_EXCEEDED, with
     nothing said of the change perhaps being applied (found in review). The commit waits for
-    the history a second at most, then goes on without it, as when it cannot be read."""
+    the history half a second at most, then goes on without it, as when it cannot be read."""
     redis, server = restartable.redis, restartable.server
     assert redis.process is not None
     async with grpc.aio.insecure_channel(server.target) as channel:  # created, never started

@@ -26,11 +26,12 @@ log = logging.getLogger("runstream.runs")
 
 _Key = tuple[str, str]
 
-HISTORY_WAIT = 1.0
+HISTORY_WAIT = 0.5
 """Seconds a caller waits for a workflow's history being read, at most: a commit then goes on
 without it, as when it cannot be read, and the read goes on for the next commit. A store's
 read takes milliseconds; one that stops answering (a frozen Redis) took its whole socket
-timeout, 8 s, and the commit after it as long again, past the clients' 10 s deadline."""
+timeout, 8 s, and the commit after it as long again, past the clients' 10 s deadline (a
+second here left the commit's own 8 s too little room under load)."""
 
 
 class WorkflowHistories:
