@@ -60,7 +60,7 @@ from runstream_server.auth.edge import (
 )
 from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import LimitInterceptor
-from runstream_server.background import spawn_logged
+from runstream_server.background import spawn_logged, stop_task
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
@@ -229,25 +229,48 @@ class RunstreamServer:
             telemetry.decision_open(run_id, decision.decision_id, asked)
 
     async def start(self) -> None:
+        """Opens the store, starts the runs' background work and listens; a start that fails
+        at any point after the checks below undoes what it did (see :meth:`_abandon`)."""
         config = self.config
         check_exposure(config.address, config.security)
         # Before the store exists: an address it cannot listen on is the one line `serve`
         # prints, and creates nothing.
         check_addresses(config)
-        rejections = self._rejections
-        auth = self._auth = auth_rewriters(config.security, rejections)
+        self._auth = auth_rewriters(config.security, self._rejections)
         telemetry, rpc_tracer = self._telemetry()
-        created = store_files_to_create(config)
         self.telemetry = telemetry
-        self._store = ObservedStore(open_store(config), telemetry)
+        created = store_files_to_create(config)
+        try:
+            store = await self._open_store(telemetry)
+            runs = await self._start_runs(store, telemetry)
+            server, limits = self._build_server(store, runs, telemetry, rpc_tracer)
+            await self._listen(server, telemetry)
+            await self._start_background(store, limits)
+            self._announce(store, telemetry)
+        except BaseException:
+            await self._abandon(created)
+            raise
+
+    async def _open_store(self, telemetry: Telemetry) -> ObservedStore:
+        """Opens, checks and counts the store; held as ``_store`` once it is open, for
+        :meth:`_abandon` to close (a store whose open failed has undone its own)."""
+        config = self.config
+        store = ObservedStore(open_store(config), telemetry)
         announce_store_check(config)
-        await self._store.open()
-        await self._store.tally_runs()
+        await store.open()
+        self._store = store
+        await store.tally_runs()
         # Only once the store is open and checked: a store `serve` refuses is its one line,
         # not a "starting" line for a server that never started.
         log.info("starting on %s with store %s", config.address, describe_store(config))
-        self.runs = RunManager(
-            self._store,
+        return store
+
+    async def _start_runs(self, store: ObservedStore, telemetry: Telemetry) -> RunManager:
+        """The domain over `store`, its background work started (on a shared store that
+        follows the other replicas' commits) and its open questions counted."""
+        config = self.config
+        runs = self.runs = RunManager(
+            store,
             Hub(
                 config.watcher_buffer_events,
                 max_pending_bytes=config.watcher_buffer_bytes,
@@ -261,11 +284,23 @@ class RunstreamServer:
             observer=telemetry,
             frame=frame_event,
         )
-        await self.runs.start()
-        await self._count_open_decisions(self.runs, telemetry)
+        await runs.start()
+        await self._count_open_decisions(runs, telemetry)
+        return runs
+
+    def _build_server(
+        self,
+        store: ObservedStore,
+        runs: RunManager,
+        telemetry: Telemetry,
+        rpc_tracer: RpcTracer | None,
+    ) -> tuple[aio.Server, LimitInterceptor]:
+        """The gRPC server with every service, health and reflection, not yet listening; and
+        its limits, whose sharing among replicas starts with the background work."""
+        config = self.config
         limits = LimitInterceptor(
             config.security.limits,
-            self._store,
+            store,
             request_checks(config.limits, config.heartbeat_interval),
             telemetry.limit_refused,
         )
@@ -278,8 +313,8 @@ class RunstreamServer:
                 RewriterChain(
                     [
                         RequestInterceptor(telemetry, rpc_tracer),
-                        *auth,
-                        ErrorInterceptor(rejections),
+                        *self._auth,
+                        ErrorInterceptor(self._rejections),
                         self._calls,
                         limits,
                         DecodingInterceptor(),
@@ -290,13 +325,13 @@ class RunstreamServer:
         )
         methods = MethodTable(raw_response_methods={"/runstream.v1.RunService/WatchRun"})
         run_service_pb2_grpc.add_RunServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            RunServicer(self.runs, config.heartbeat_interval), methods
+            RunServicer(runs, config.heartbeat_interval), methods
         )
         report_service_pb2_grpc.add_ReportServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ReportServicer(self.runs), methods
+            ReportServicer(runs), methods
         )
         decision_service_pb2_grpc.add_DecisionServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            DecisionServicer(self.runs), methods
+            DecisionServicer(runs), methods
         )
         stats_service_pb2_grpc.add_StatsServiceServicer_to_server(  # type: ignore[no-untyped-call]
             StatsServicer(
@@ -310,6 +345,12 @@ class RunstreamServer:
         self._health = serve_health(methods, config.health_watch_streams)
         serve_reflection(methods, SERVICE_NAMES)
         server.add_generic_rpc_handlers((methods,))
+        return server, limits
+
+    async def _listen(self, server: aio.Server, telemetry: Telemetry) -> None:
+        """Listens on the address (and serves metrics, when asked), then starts `server`;
+        held as ``_server`` once started."""
+        config = self.config
         try:
             self.port = listen(server, config.address, config.security)
         except RuntimeError as exc:
@@ -318,38 +359,43 @@ class RunstreamServer:
         else:
             cause = None
         if self.port == 0:
-            await self._abandon(created)
             raise OSError(f"cannot listen on {config.address}: {listen_failure(config)}") from cause
         if config.metrics_address and telemetry.metrics is not None:
-            try:
-                self.metrics_port = telemetry.metrics.serve(config.metrics_address)
-            except OSError:
-                await self._abandon(created)
-                raise
+            self.metrics_port = telemetry.metrics.serve(config.metrics_address)
         await server.start()
         self._server = server
+
+    async def _start_background(self, store: ObservedStore, limits: LimitInterceptor) -> None:
+        """Health SERVING, then the work that runs while the server does: the store's
+        health watch, limit sharing among replicas, backups."""
+        config = self.config
+        assert self._health is not None
         await self._set_serving(True)
         # For liveness probes: SERVING while the process answers, whatever the store does
         # (a Redis outage must take replicas out of rotation, not restart them all).
         await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._store_health = spawn_logged(
-            self._watch_store(self._store), "runstream-store-health", self._store_unwatched
+            self._watch_store(store), "runstream-store-health", self._store_unwatched
         )
-        if self._store.shared and config.security.auth is not None:  # per-principal limits
+        if store.shared and config.security.auth is not None:  # per-principal limits
             self._sharing = spawn_logged(limits.share_forever(), "runstream-limit-sharing")
         if config.backups is not None:
-            sqlite = self._store.inner
+            sqlite = store.inner
             assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis
             passes = BackupPasses(config.backups, sqlite.backup, sqlite.path)
             self._backups = spawn_logged(passes.run_forever(), "runstream-backups")
-        algorithms = [a for r in auth if isinstance(r, AuthInterceptor) for a in r.algorithms]
+
+    def _announce(self, store: ObservedStore, telemetry: Telemetry) -> None:
+        """Logs what is in force (the posture line), and where metrics and traces go."""
+        config = self.config
+        algorithms = [a for r in self._auth if isinstance(r, AuthInterceptor) for a in r.algorithms]
         posture = in_force(
             config,
             target=self.target,
             version=_version(),
             algorithms=algorithms,
             store=describe_store(config),
-            persistence=self._store.inner.persistence,
+            persistence=store.inner.persistence,
         )
         log.info("%s", posture)
         if telemetry.metrics is not None and telemetry.metrics.url:
@@ -358,15 +404,26 @@ class RunstreamServer:
             log.info("traces to %s (OTLP/gRPC)", endpoint)
 
     async def _abandon(self, created: Sequence[Path]) -> None:
-        """Undoes a start that cannot listen: stops the runs' background work, closes the
-        store and telemetry, and removes what opening the store created."""
+        """Undoes a start that failed, wherever it failed: stops listening and the server's
+        background work (on Redis, the store's own too: it would run on in an embedding
+        caller's loop), closes the store and telemetry, and removes what opening the store
+        created. :meth:`stop` has nothing to stop after a failed start."""
+        for task in (self._store_health, self._sharing, self._backups):
+            if task is not None:
+                await stop_task(task)
+        self._store_health = self._sharing = self._backups = None
+        if self._server is not None:
+            await self._server.stop(None)
+            self._server = None
         if self.runs is not None:
             self.runs.shutdown()
             await self.runs.stopped()
         if self._store is not None:
             await self._store.close()
+            self._store = None
         if self.telemetry is not None:
-            self.telemetry.close()
+            # Off the loop, as in stop(): flushing traces may wait on a collector.
+            await asyncio.to_thread(self.telemetry.close)
         for path in created:
             with contextlib.suppress(OSError):
                 if path.is_dir():
