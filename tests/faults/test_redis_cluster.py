@@ -276,12 +276,14 @@ def test_a_cluster_node_given_without_cluster_1_is_refused_in_one_line_naming_th
 
 
 async def test_health_is_not_serving_while_the_cluster_is_down(
-    three_masters: list[RedisProcess], tmp_path: Path
+    three_masters: list[RedisProcess], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cluster with a slot no master serves (a shard lost with no replica to take over)
     answers PING on every node left but refuses every command (CLUSTERDOWN): health said
     SERVING all along, so load balancers and readiness probes kept sending work to a replica
-    that could store nothing. It says NOT_SERVING until the slot is served again."""
+    that could store nothing. It says NOT_SERVING until the slot is served again, and its log
+    says why (it said "store unreachable" of a cluster that answered)."""
+    caplog.set_level(logging.INFO, "runstream.server")
     slot = 0
     owner = next(node for node in three_masters if slot in owned_slots(node))
     url = f"{three_masters[0].url}?cluster=1&prefix=c"
@@ -307,6 +309,8 @@ async def test_health_is_not_serving_while_the_cluster_is_down(
             for n in three_masters
         )
         await until(health_pb2.HealthCheckResponse.NOT_SERVING)
+        down = f"store not serving: the Redis Cluster {url} is down: a slot no master serves"
+        assert down in [r.getMessage() for r in caplog.records], caplog.text
         # A call on the lost slot says the cluster is down; it said "moving", as in a reshard
         # (found in review). "r6961" hashes to slot 0.
         runs = run_service_pb2_grpc.RunServiceStub(channel)

@@ -458,9 +458,11 @@ class RunstreamServer:
             if reachable != serving:
                 serving = reachable
                 if reachable:  # the end of an outage is news, not a warning
-                    log.info("store reachable again")
+                    log.info("store reachable again" if store.shared else "store serving again")
                 else:
-                    log.warning("store unreachable")
+                    # Once per outage, in the store's words: a full disk or a damaged file
+                    # under SQLite is no Redis out of reach (the store's ERROR says more).
+                    log.warning("store not serving: %s", store.outage)
                     lost_at = loop.time()
                 await self._set_serving(serving)
             if self.runs is None or not store.shared or serving != streams_ended:

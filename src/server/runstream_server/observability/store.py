@@ -72,6 +72,10 @@ class ObservedStore:
             self._telemetry.store_failed("ping")
         return reachable
 
+    @property
+    def outage(self) -> str:
+        return self.inner.outage
+
     async def open(self) -> None:
         await self._observed("open", self.inner.open())
 

@@ -309,6 +309,12 @@ class EventStore(Protocol):
     async def ping(self) -> bool:
         """Whether the storage answers right now (health checks)."""
 
+    @property
+    def outage(self) -> str:
+        """Why :meth:`ping` last answered False, in a few words for the log line of health
+        turning NOT_SERVING: the Redis store out of reach, the SQLite file full, read-only or
+        damaged; empty while it serves."""
+
     async def append(
         self,
         run_id: str,

@@ -159,6 +159,14 @@ _UNREACHABLE = (rex.RedisError, rex.RedisClusterException, OSError, Unavailable)
 or the store closed (:class:`_Closed`)."""
 
 
+def _said(exc: BaseException) -> str:
+    """A redis-py error in one line for a message: its type and its first line. redis-py's
+    messages name the host and the failure (refused, TLS, wrong password, not a cluster),
+    never the password itself."""
+    line = (str(exc).splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
 class _Closed:
     """Stands in for the client and its scripts once the store is closed: work still in
     flight (a shielded write, a read of a stream being cancelled) gets UNAVAILABLE instead
@@ -227,6 +235,9 @@ class RedisEventStore:
         self._waits = ReplicaWaits(self.options, self._keys, self._current, _APPEND)
         """Writes that wait for Redis's replicas (``?wait=N``)."""
         self.persistence = "AOF unchecked"
+        self.outage = ""
+        """Why the last ping found the store not serving (Redis out of reach, a cluster
+        down); empty once it serves."""
 
     @property
     def closed(self) -> bool:
@@ -249,17 +260,14 @@ class RedisEventStore:
             await self._client.ping()
         except (rex.RedisError, rex.RedisClusterException, OSError, TypeError) as exc:
             await self._client.aclose()
-            # redis-py's messages name the host and the failure (refused, TLS, wrong
-            # password, not a cluster, an option it does not take: ?bogus=1 is a TypeError
-            # when connecting), never the password itself.
-            reason = (str(exc).splitlines() or [""])[0][:200]
+            # ?bogus=1, an option redis-py does not take, is a TypeError when connecting.
             if self.options.cluster and "Cluster mode is not enabled" in str(exc):
                 raise StoreUnusable(  # reached: it is just not a cluster
                     f"the Redis store {self.display} is not a Redis Cluster: "
                     "remove ?cluster=1 from the URL"
                 ) from None
             raise StoreUnusable(
-                f"cannot reach the Redis store {self.display}: {type(exc).__name__}: {reason}"
+                f"cannot reach the Redis store {self.display}: {_said(exc)}"
             ) from None
         try:
             await check_usable(
@@ -325,6 +333,7 @@ class RedisEventStore:
 
     async def ping(self) -> bool:
         if self.closed:
+            self.outage = "the Redis store is closed"
             return False
         try:
             async with asyncio.timeout(2):
@@ -334,10 +343,14 @@ class RedisEventStore:
                     # take over) answers PING on every node left and refuses every command.
                     info = await self._client.cluster_info()
                     answered = info.get("cluster_state") == "ok"
-        except (rex.RedisError, rex.RedisClusterException, OSError, TimeoutError):
+        except (rex.RedisError, rex.RedisClusterException, OSError, TimeoutError) as exc:
+            self.outage = f"the Redis store {self.display} is unreachable ({_said(exc)})"
             return False
         if answered:
+            self.outage = ""
             self._notices.reachable()
+        else:  # only a cluster answers PING and is down
+            self.outage = f"the Redis Cluster {self.display} is down: a slot no master serves"
         return answered
 
     # --- writes -----------------------------------------------------------------------------

@@ -442,6 +442,10 @@ class SqliteEventStore:
         """False while writes fail because of the storage (the server is then NOT_SERVING)."""
         return self.writer.is_open and self.writer.writable
 
+    @property
+    def outage(self) -> str:
+        return self.writer.outage
+
     async def confirm(self, run_id: str) -> None:
         """What a commit stored is as durable as it will be: nothing to wait for."""
 

@@ -236,6 +236,8 @@ class SqliteWriter:
         self.path = path
         self._probe_interval = probe_interval
         self._writable = True
+        self._fault = ""
+        """Why writes fail, while they do: the storage fault a client is told of."""
         self._damage: str | None = None
         self._prober: asyncio.Task[None] | None = None
         self._file_lock: FileLock | None = None
@@ -297,6 +299,17 @@ class SqliteWriter:
         """False while writes fail because of the storage (disk full, read-only, I/O error),
         and for good once the file was found damaged."""
         return self._writable and self._damage is None
+
+    @property
+    def outage(self) -> str:
+        """Why the store does not serve now, for health's log line: the file damaged, closed,
+        or a storage fault (full, read-only, an I/O error); empty while it serves. In a few
+        words: the ERROR logged when it happened says the rest."""
+        if self._damage is not None:
+            return self._damage
+        if self._wconn is None:
+            return "the store is closed"
+        return "" if self._writable else self._fault
 
     @property
     def damage(self) -> str | None:
@@ -376,6 +389,7 @@ class SqliteWriter:
             return exc
         if self._writable:
             self._writable = False
+            self._fault = fault
             log.error(
                 "store %s cannot take writes: %s (%s); writes answer UNAVAILABLE until one "
                 "succeeds",
