@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import runstream
@@ -202,3 +204,18 @@ def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
             runstream.connect(wrong)
     for right in ["localhost:50051", "[::1]:50051", "::1", "unix:/tmp/rs.sock", "example.com"]:
         assert runstream.connect(right).target == right
+
+
+def test_type_checkers_see_the_names_the_package_loads() -> None:
+    """runstream/__init__.py loads its exports on first use (PEP 562) and imports them under
+    TYPE_CHECKING for type checkers: both must name the same thing from the same module."""
+    tree = ast.parse(Path(runstream.__file__).read_text())
+    for_type_checkers = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.module != "runstream._events"
+        for alias in node.names
+    }
+    assert for_type_checkers == runstream._HOMES

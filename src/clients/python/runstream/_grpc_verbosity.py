@@ -1,0 +1,24 @@
+"""gRPC core's log level in the SDK's processes: errors only, unless the user chose one.
+
+gRPC reads ``GRPC_VERBOSITY`` once, when it loads (set after ``import grpc`` it changes
+nothing), so the SDK sets its default before any of its modules imports gRPC: the package's
+lazy attributes (``runstream.connect``, ``from runstream import Client``) and the ``cli``,
+``dashboard`` and ``integrations`` packages call :func:`set_default` first. The server, which
+imports only the generated ``runstream.v1``, keeps gRPC's own behaviour unless started by the
+CLI (``runstream serve``).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["set_default"]
+
+
+def set_default() -> None:
+    """Sets ``GRPC_VERBOSITY=ERROR``, gRPC's documented default, unless it is set already.
+
+    Unset, gRPC's core also logs at INFO to stderr: a failed TLS handshake printed
+    "I1205 ... Handshake failed with error ..." beside the CLI's own one-line error.
+    """
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
