@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import runstream
 from google.protobuf.timestamp_pb2 import Timestamp
-from runstream import _convert, _events
+from runstream import _convert, _event_builders, _events, _readers, _requests
 from runstream.v1 import decision_pb2, event_pb2, report_service_pb2, run_pb2
 
 PAYLOAD_CLASSES = {
@@ -128,7 +128,7 @@ def test_an_event_read_keeps_each_field_of_its_message() -> None:
 )
 def test_a_time_is_read_as_protobuf_reads_it(seconds: int, nanos: int) -> None:
     ts = Timestamp(seconds=seconds, nanos=nanos)
-    read = _convert.timestamp_to_datetime(ts)
+    read = _readers.timestamp_to_datetime(ts)
     assert read == ts.ToDatetime(tzinfo=UTC)
     assert read.tzinfo is UTC
 
@@ -141,7 +141,7 @@ def test_a_time_datetime_cannot_hold_is_refused_as_protobuf_refuses_it(
     seconds: int, nanos: int
 ) -> None:
     with pytest.raises(ValueError):
-        _convert.timestamp_to_datetime(Timestamp(seconds=seconds, nanos=nanos))
+        _readers.timestamp_to_datetime(Timestamp(seconds=seconds, nanos=nanos))
 
 
 def test_enum_values_added_later_read_as_unspecified() -> None:
@@ -162,17 +162,18 @@ def test_errors_form_one_hierarchy() -> None:
 
 
 def test_ask_options_accept_values_tuples_and_option_objects() -> None:
-    assert _convert.decision_option("a") == runstream.DecisionOption("a", "", "")
-    assert _convert.decision_option(("a", "A")) == runstream.DecisionOption("a", "A", "")
-    assert _convert.decision_option(("a", "A", "why")) == runstream.DecisionOption("a", "A", "why")
+    decision_option = _event_builders.decision_option
+    assert decision_option("a") == runstream.DecisionOption("a", "", "")
+    assert decision_option(("a", "A")) == runstream.DecisionOption("a", "A", "")
+    assert decision_option(("a", "A", "why")) == runstream.DecisionOption("a", "A", "why")
     option = runstream.DecisionOption("b", label="B")
-    assert _convert.decision_option(option) is option
+    assert decision_option(option) is option
 
 
 def test_event_kind_filter_names_kinds_the_way_list_events_parses_them() -> None:
     kinds = [runstream.EventKind.STEP_PROGRESS, runstream.EventKind.MILESTONE]
-    assert _convert.event_kind_filter(kinds) == "kind = STEP_PROGRESS OR kind = MILESTONE"
-    assert _convert.event_kind_filter([]) == ""
+    assert _requests.event_kind_filter(kinds) == "kind = STEP_PROGRESS OR kind = MILESTONE"
+    assert _requests.event_kind_filter([]) == ""
 
 
 def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:

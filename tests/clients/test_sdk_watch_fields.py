@@ -17,7 +17,7 @@ from runstream import (
     ItemCounts,
     StepSpec,
     SubStepDetails,
-    _convert,
+    _event_builders,
 )
 
 
@@ -83,11 +83,11 @@ async def test_an_event_says_when_the_server_received_it_beside_when_it_happened
     says when the server took it in, by the server's clock (what health and retention count
     from), which the SDK's Event did not carry."""
     run = await client.start_run("skewed")
-    behind = _convert.HAPPENED_NS.set(time.time_ns() - 600 * 10**9)
+    behind = _event_builders.HAPPENED_NS.set(time.time_ns() - 600 * 10**9)
     try:
         await run.custom("checkpoint")
     finally:
-        _convert.HAPPENED_NS.reset(behind)
+        _event_builders.HAPPENED_NS.reset(behind)
     await run.complete()
     await run.close()
     [event] = [e async for e in client.watch(run.run_id) if e.kind is EventKind.CUSTOM]

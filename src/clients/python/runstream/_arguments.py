@@ -5,9 +5,9 @@ enum values, signs, finite numbers, times and durations; ``runstream_server.doma
 each kind's required texts, ids and ranges) and refuses a bad one with INVALID_ARGUMENT. By
 then the call that reported it has long returned: the refusal surfaces at the next
 ``flush()``, naming the event's place in a batch (``events[2].step_progress.percent``). The
-event builders of :mod:`runstream._convert` run these checks first, so a bad argument raises
-InvalidArgumentError at the call, named as the caller passed it (``percent: must be between 0
-and 100, got 150``), with nothing queued. The server keeps its own checks (it trusts no
+event builders (:mod:`runstream._event_builders`) run these checks first, so a bad argument
+raises InvalidArgumentError at the call, named as the caller passed it (``percent: must be
+between 0 and 100, got 150``), with nothing queued. The server keeps its own checks (it trusts no
 client); what only the server can know (a step the run does not have, a milestone already
 fired, the run's size limits) stays its refusal.
 

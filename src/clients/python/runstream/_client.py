@@ -23,6 +23,8 @@ import grpc
 
 from runstream import _arguments as arguments
 from runstream import _convert as convert
+from runstream import _event_builders as builders
+from runstream import _requests as rpc
 from runstream._auth import TokenProvider, channel_credentials
 from runstream._connection import Connection
 from runstream._decision_calls import DecisionCalls
@@ -271,14 +273,14 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         self._connection.open()
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
-        request = convert.create_run_request(
+        request = rpc.create_run_request(
             new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
         )
-        convert.run_started_event(message)  # checks message before the run exists
+        builders.run_started_event(message)  # checks message before the run exists
         run = await self._create_run(request, generated=generated)
         # Stamped once the run exists: the server stamps RunCreated on arrival and takes
         # RunStarted's time as the run's start_time, which would precede its create_time.
-        started = convert.run_started_event(message)
+        started = builders.run_started_event(message)
         reporter = self._reporter(run, max_buffered, cancel_task, key_prefix, linger)
         reporter._start(started)
         self._reporters.add(reporter)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from runstream import _convert as convert
+from runstream import _requests as rpc
 from runstream._interaction import Interaction
 from runstream._types import Decision, DecisionState, WatchLink
 from runstream.v1 import decision_service_pb2, run_service_pb2
@@ -65,7 +66,7 @@ class DecisionCalls:
         self._connection.open()
         response: decision_service_pb2.SubmitDecisionResponse = await self._connection.unary(
             self._connection.decision_service.SubmitDecision,
-            convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by),
+            rpc.submit_decision_request(run_id, decision_id, choice, skip, answered_by),
         )
         return convert.decision_from_pb(response.decision)
 

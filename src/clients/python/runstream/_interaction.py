@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from runstream import _convert as convert
+from runstream import _requests as rpc
 from runstream._connection import raise_if_closed_under
 from runstream._errors import (
     FailedPreconditionError,
@@ -265,7 +265,7 @@ class Interaction:
         self._run_ids.extend(added)
         async with self._write_lock:
             if self._call is not None:
-                await self._write(self._call, convert.interact_subscribe(added, self._viewer))
+                await self._write(self._call, rpc.interact_subscribe(added, self._viewer))
 
     async def answer(
         self,
@@ -292,13 +292,13 @@ class Interaction:
             raise FailedPreconditionError("the interaction is closed")
         answer_id = self._next_answer_id
         self._next_answer_id += 1
-        request = convert.submit_decision_request(run_id, decision_id, choice, skip, answered_by)
+        request = rpc.submit_decision_request(run_id, decision_id, choice, skip, answered_by)
         future: asyncio.Future[AnswerResult] = asyncio.get_running_loop().create_future()
         self._pending[answer_id] = (request, future)
         try:
             async with self._write_lock:
                 if self._call is not None and answer_id not in self._sent:
-                    await self._write(self._call, convert.interact_answer(answer_id, request))
+                    await self._write(self._call, rpc.interact_answer(answer_id, request))
                     self._sent.add(answer_id)
             result = await future
         finally:
@@ -351,12 +351,10 @@ class Interaction:
                     async with self._write_lock:
                         self._call = call
                         self._sent.clear()
-                        await self._write(
-                            call, convert.interact_subscribe(self._run_ids, self._viewer)
-                        )
+                        await self._write(call, rpc.interact_subscribe(self._run_ids, self._viewer))
                         for answer_id, (request, future) in sorted(self._pending.items()):
                             if not future.done():
-                                await self._write(call, convert.interact_answer(answer_id, request))
+                                await self._write(call, rpc.interact_answer(answer_id, request))
                                 self._sent.add(answer_id)
                     if reconnecting and self._open:
                         reconcile = asyncio.create_task(
@@ -372,7 +370,7 @@ class Interaction:
                     async for response in call:
                         outage.recovered()
                         backoff.reset()
-                        update = convert.parse_interact_response(response)
+                        update = rpc.parse_interact_response(response)
                         if update is None:
                             continue
                         if isinstance(update, DecisionPrompt | DecisionClosed):

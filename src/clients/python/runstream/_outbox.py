@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runstream import _convert as convert
+from runstream import _event_builders as builders
+from runstream import _requests as rpc
 from runstream._errors import DataLossError, RunstreamError
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class Outbox:
         """The call that reported each event waiting whose kind's own call did not, by key."""
         self._takers: dict[str, RefusalTaker] = {}
         """Who takes the refusal of each event waiting that was queued under
-        ``convert.REFUSALS_TO``, by key."""
+        ``builders.REFUSALS_TO``, by key."""
         self._starts_taken: set[str] = set()
         """The keys among those of step starts (what a refusal may make an integration say
         before the run's end)."""
@@ -109,15 +110,15 @@ class Outbox:
         """Stamps the event with the next idempotency key (or ``key``, the counter left as
         it is) and queues it."""
         if key is None:
-            convert.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
+            rpc.set_idempotency_key(event, f"{self.key_prefix}:{self.next_key}")
             self.next_key += 1
         else:
-            convert.set_idempotency_key(event, key)
-        size = convert.event_size(event)
+            rpc.set_idempotency_key(event, key)
+        size = rpc.event_size(event)
         self._unsent.append((event, size))
         self.reported += 1
         self.pending_bytes += size
-        taker = convert.REFUSALS_TO.get()
+        taker = builders.REFUSALS_TO.get()
         if taker is not None:
             self._takers[event.idempotency_key] = taker
             if event.HasField("step_started"):
@@ -133,11 +134,11 @@ class Outbox:
 
     @property
     def awaits_taken_starts(self) -> bool:
-        """Whether a step start queued under ``convert.REFUSALS_TO`` waits for the server."""
+        """Whether a step start queued under ``builders.REFUSALS_TO`` waits for the server."""
         return bool(self._starts_taken)
 
     def refusal_taker(self, event: event_pb2.RunEvent) -> RefusalTaker | None:
-        """Who takes the refusal of `event` (see ``convert.REFUSALS_TO``), forgotten now (the
+        """Who takes the refusal of `event` (see ``builders.REFUSALS_TO``), forgotten now (the
         event was refused); None: the reporter raises it."""
         if not self._takers:
             return None
@@ -168,7 +169,7 @@ class Outbox:
         while self._inflight:
             batch = self._inflight.pop()
             for event in reversed(batch.events):
-                self._unsent.appendleft((event, convert.event_size(event)))
+                self._unsent.appendleft((event, rpc.event_size(event)))
 
     def set_aside(self, index: int) -> event_pb2.RunEvent:
         """Takes the event the server refused out of the oldest batch in flight and returns
@@ -176,13 +177,13 @@ class Outbox:
         their keys, when the next stream opens."""
         batch = self._inflight[0]
         event = batch.events.pop(index)
-        size = convert.event_size(event)
+        size = rpc.event_size(event)
         batch.size -= size
         self.pending_bytes -= size
         self.refused += 1
         return event
 
-    def settle(self, ack: convert.ReportAck) -> list[tuple[event_pb2.RunEvent, int]]:
+    def settle(self, ack: rpc.ReportAck) -> list[tuple[event_pb2.RunEvent, int]]:
         """Forgets the batch the server acknowledged, and returns the events of it that the
         run already held under their keys, each with the seq it holds it at (nothing was
         stored for them: a replay after a restart).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from runstream import _convert as convert
+from runstream import _requests as rpc
 from runstream._errors import FailedPreconditionError, raised_again
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class ReportGate:
     def on_refused(self, event: event_pb2.RunEvent) -> None:
         """The server refused an event: when it was the run's end, the run did not end, and
         the producer may still end it."""
-        kind = convert.payload_kind(event)
+        kind = rpc.payload_kind(event)
         if kind is not None and kind.is_terminal:
             self._terminal_reported = False
             self._signal.fire()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
-from runstream import _convert as convert
+from runstream import _requests as rpc
 from runstream._errors import (
     RunCancelledError,
     RunstreamError,
@@ -129,7 +129,7 @@ class StreamOwner(Protocol):
         """Closing, or the run's end reported: nothing more will be queued."""
         ...
 
-    def on_control(self, control: convert.ReportControl) -> None: ...
+    def on_control(self, control: rpc.ReportControl) -> None: ...
 
     def on_decision(self, decision: Decision) -> None: ...
 
@@ -436,7 +436,7 @@ class ReportStream:
                 if not self._outbox.unsent:
                     self._hold_until = 0.0  # the next event starts a new linger
                 batch_id = batch.batch_id if batch.events else ATTACH_BATCH_ID
-                request = convert.report_request(
+                request = rpc.report_request(
                     "" if attached else self._run_id, batch.events, batch_id
                 )
                 first_write = not attached
@@ -476,13 +476,13 @@ class ReportStream:
                 if not self.attached_once:
                     self.attached_once = True
                     self._signal.fire()  # attach_run waits for this, maybe nothing more comes
-                message = convert.parse_report_response(response)
-                if isinstance(message, convert.ReportAck):
+                message = rpc.parse_report_response(response)
+                if isinstance(message, rpc.ReportAck):
                     self._on_ack(message)
                     backoff.reset()
-                elif isinstance(message, convert.ReportControl):
+                elif isinstance(message, rpc.ReportControl):
                     self._owner.on_control(message)
-                elif isinstance(message, convert.ReportDecision):
+                elif isinstance(message, rpc.ReportDecision):
                     self._owner.on_decision(message.decision)
         finally:
             self._signal.fire()
@@ -514,7 +514,7 @@ class ReportStream:
         index = int(named[1])
         return index if index < self._outbox.oldest_batch_size else None
 
-    def _on_ack(self, ack: convert.ReportAck) -> None:
+    def _on_ack(self, ack: rpc.ReportAck) -> None:
         if ack.batch_id == ATTACH_BATCH_ID and ack.count == 0:
             return  # The acknowledgement of an attach-only message.
         for event, seq in self._outbox.settle(ack):

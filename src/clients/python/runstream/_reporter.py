@@ -67,7 +67,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from runstream import _arguments as arguments
-from runstream import _convert as convert
+from runstream import _event_builders as builders
 from runstream._arguments import TEXT_CHARS
 from runstream._errors import (
     FailedPreconditionError,
@@ -296,7 +296,7 @@ class RunReporter(RunEvents, RunSteering):
                     await self._report_cancelled(stopped)
                 else:
                     await self._report_terminal(
-                        convert.run_failed_event(_describe(exc), type(exc).__name__, None)
+                        builders.run_failed_event(_describe(exc), type(exc).__name__, None)
                     )
             except RunCancelledError as cancelled:
                 # Cancelled: as this producer just reported, or by an operator meanwhile.
@@ -353,7 +353,7 @@ class RunReporter(RunEvents, RunSteering):
     async def _report_cancelled(self, reason: str) -> None:
         """Reports the run cancelled by its producer, and waits until it is stored for at most
         CLOSE_GRACE (TimeoutError then): a producer that stops is expected to stop promptly."""
-        cancelled = convert.run_cancelled_event(reason, PRODUCER)
+        cancelled = builders.run_cancelled_event(reason, PRODUCER)
         await asyncio.wait_for(self._report_terminal(cancelled), CLOSE_GRACE)
 
     async def flush(self) -> None:
@@ -484,7 +484,7 @@ class RunReporter(RunEvents, RunSteering):
     def _report_now(self, event: event_pb2.RunEvent, key: str) -> None:
         """Queues ``event`` at once, past the buffer's bound, under the idempotency ``key``
         (the keys' counter stays as it is): a framework integration's word on a refusal (see
-        ``convert.REFUSALS_TO``), which must go before the run's end."""
+        ``builders.REFUSALS_TO``), which must go before the run's end."""
         self._gate.check_can_report()
         self._stream.enqueue(event, key)
 
@@ -578,16 +578,16 @@ class StepReporter:
     async def start(self) -> None:
         """Reports StepStarted (done by ``async with``), after waiting while the run is
         paused. Checks the step's id, name, description and agent first."""
-        event = convert.step_started_event(
+        event = builders.step_started_event(
             self._step_id, self._name, self._description, self._agent
         )
         held = self._run.paused
         await self._run.wait_if_paused()
-        if held and (convert.HAPPENED_NS.get() is None or convert.HELD_WORK.get()):
+        if held and (builders.HAPPENED_NS.get() is None or builders.HELD_WORK.get()):
             # The step waited for the resume: it starts now, and its time leaves the pause
             # out (the server learns estimates from how long steps take). A framework that
             # ran on through the pause keeps the time it told of the step.
-            convert.stamp(event, time.time_ns())
+            builders.stamp(event, time.time_ns())
         await self._gate.admit(event)
 
     async def progress(
@@ -611,7 +611,7 @@ class StepReporter:
         reported.
         """
         await self._gate.admit(
-            convert.step_progress_event(
+            builders.step_progress_event(
                 self._step_id,
                 percent,
                 sub_step,
@@ -644,7 +644,7 @@ class StepReporter:
     async def metrics(self, values: Mapping[str, float]) -> None:
         """Reports step metrics; their latest values also go into StepCompleted. Checked as
         ``RunReporter.metrics``."""
-        numbers = convert.metric_values(values)
+        numbers = builders.metric_values(values)
         self._metrics.update(numbers)
         await self._run.metrics(numbers, step_id=self._step_id)
 
@@ -655,7 +655,7 @@ class StepReporter:
     async def complete(self, summary: str | None = None) -> None:
         """Reports StepCompleted (done by ``async with`` on normal exit). Checks ``summary``
         (at most 4,096 characters): a bad one raises and the step is still open."""
-        event = convert.step_completed_event(
+        event = builders.step_completed_event(
             self._step_id, self._summary if summary is None else summary, self._metrics, None
         )
         if summary is not None:
@@ -669,7 +669,7 @@ class StepReporter:
         """Reports StepFailed (done by ``async with`` when the block raises). Checks
         ``message`` (required, at most 4,096 characters), ``code`` and ``details``: a bad one
         raises and the step is still open."""
-        event = convert.step_failed_event(self._step_id, message, code, details)
+        event = builders.step_failed_event(self._step_id, message, code, details)
         self._finished = True
         await self._gate.admit(event)
 

@@ -24,7 +24,7 @@ from runstream._errors import RunCancelledError, RunstreamError, error_from_rpc
 from runstream._types import ControlAction, Run, RunStatus
 
 if TYPE_CHECKING:
-    from runstream import _convert as convert
+    from runstream import _requests as rpc
     from runstream._report_stream import Signal
 
 __all__ = ["RunControl"]
@@ -85,7 +85,7 @@ class RunControl:
         """What a call on the cancelled run raises."""
         return RunCancelledError(self._run_id, self._cancel_reason, by_server=self._by_server)
 
-    def apply(self, control: convert.ReportControl) -> None:
+    def apply(self, control: rpc.ReportControl) -> None:
         """Applies a control the server sent on the report stream."""
         if control.action == ControlAction.CANCEL:
             # FAILED: the server ended the run, its producer silent too long (abandoned).

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from runstream import _convert as convert
+from runstream import _event_builders as builders
 from runstream._errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -110,7 +110,7 @@ class RunDecisions:
     async def ask(
         self,
         prompt: str,
-        options: Iterable[convert.OptionLike],
+        options: Iterable[builders.OptionLike],
         *,
         default: str | None,
         timeout: timedelta | float | None,  # noqa: ASYNC109
@@ -125,11 +125,11 @@ class RunDecisions:
             raise InvalidArgumentError(
                 f"options: {options[:40]!r} is one string; give a list of options"
             )
-        choices = [convert.decision_option(option) for option in options]
+        choices = [builders.decision_option(option) for option in options]
         decision_id = decision_id if decision_id is not None else f"d-{uuid.uuid4().hex[:16]}"
         # Building the question checks it: one the server would refuse raises here, before
         # anything is sent (and without the new stream the server's refusal costs).
-        event = convert.decision_requested_event(
+        event = builders.decision_requested_event(
             decision_id,
             prompt,
             choices,

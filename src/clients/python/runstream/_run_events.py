@@ -1,9 +1,9 @@
 """The typed events a producer reports about its run, one method per kind.
 
 :class:`RunEvents` is the reporting vocabulary of :class:`~runstream.RunReporter`: each method
-builds one event (through ``_convert``) and hands it to ``_report``, which queues it for the
-report stream; ``complete()`` and ``fail()`` end the run and wait until everything is durable.
-Building the event checks the call's arguments against the server's rules
+builds one event (through ``_event_builders``) and hands it to ``_report``, which queues it
+for the report stream; ``complete()`` and ``fail()`` end the run and wait until everything is
+durable. Building the event checks the call's arguments against the server's rules
 (:mod:`runstream._arguments`): a bad one raises InvalidArgumentError naming it, and nothing
 is queued.
 How events travel, and steps, are the reporter's (``_reporter.py``); decisions are
@@ -18,7 +18,7 @@ from typing import Any
 
 from google.protobuf import unknown_fields
 
-from runstream import _convert as convert
+from runstream import _event_builders as builders
 from runstream._arguments import LONG_TEXT_CHARS
 from runstream._errors import InvalidArgumentError
 from runstream._events import AlertAction
@@ -90,7 +90,7 @@ class RunEvents:
         """Reports that a planned step will not run.
 
         Checks ``step_id`` (an id) and ``reason`` (at most 4,096 characters)."""
-        await self._report(convert.step_skipped_event(step_id, reason))
+        await self._report(builders.step_skipped_event(step_id, reason))
 
     async def activity(
         self,
@@ -109,7 +109,7 @@ class RunEvents:
         other than UNSPECIFIED), the texts' lengths, ``data`` and ``step_id`` (an id or "").
         """
         await self._report(
-            convert.agent_activity_event(
+            builders.agent_activity_event(
                 agent_id, activity, message, agent_name, agent_type, data, step_id
             )
         )
@@ -130,7 +130,7 @@ class RunEvents:
         Checks ``confidence`` (0 to 1), ``factors`` (at most 100 names) and the texts'
         lengths (``analysis`` up to 65,536 characters)."""
         await self._report(
-            convert.thinking_event(
+            builders.thinking_event(
                 analysis, thinking_type, stage, factors, confidence, reasoning_depth, agent_id
             )
         )
@@ -153,7 +153,7 @@ class RunEvents:
         Checks ``model`` (required), ``context_window`` (a count), ``expected_cost_usd`` (at
         least 0), ``factors`` and the texts' lengths."""
         await self._report(
-            convert.model_allocation_event(
+            builders.model_allocation_event(
                 agent_id,
                 model,
                 tier,
@@ -183,7 +183,7 @@ class RunEvents:
         pieces = text_pieces(delta)
         for i, piece in enumerate(pieces or [""]):
             last = i >= len(pieces) - 1
-            event = convert.text_delta_event(agent_id, message_id, piece, final and last, step_id)
+            event = builders.text_delta_event(agent_id, message_id, piece, final and last, step_id)
             await self._report(event)
 
     async def metrics(
@@ -201,7 +201,7 @@ class RunEvents:
         it, and nothing is reported; so do no values, a blank name, more than 256 names or a
         unit longer than 32 characters, and a ``step_id`` that is no id.
         """
-        await self._report(convert.metrics_event(values, step_id, units))
+        await self._report(builders.metrics_event(values, step_id, units))
 
     async def items(
         self,
@@ -222,7 +222,7 @@ class RunEvents:
         years).
         """
         await self._report(
-            convert.item_progress_event(completed, total, unit, by_stage, estimated_time_remaining)
+            builders.item_progress_event(completed, total, unit, by_stage, estimated_time_remaining)
         )
 
     async def milestone(
@@ -238,7 +238,7 @@ class RunEvents:
 
         Checks ``title`` (required), ``type`` (a MilestoneType), the texts' lengths and
         ``data``; a ``milestone_id`` the run already used is the server's refusal."""
-        await self._report(convert.milestone_event(title, type, description, data, milestone_id))
+        await self._report(builders.milestone_event(title, type, description, data, milestone_id))
 
     async def alert(
         self,
@@ -259,7 +259,7 @@ class RunEvents:
         their enums), the texts' lengths, ``data`` and ``step_id`` (an id or "").
         """
         await self._report(
-            convert.alert_event(message, severity, suggested_action, code, data, step_id, action)
+            builders.alert_event(message, severity, suggested_action, code, data, step_id, action)
         )
 
     async def error_recovery(
@@ -279,7 +279,7 @@ class RunEvents:
         Checks ``error_message`` (required), ``severity``, ``attempt`` (a count),
         ``affected_agents`` (at most 100 names), the texts' lengths and ``step_id``."""
         await self._report(
-            convert.error_recovery_event(
+            builders.error_recovery_event(
                 error_message,
                 severity,
                 recovery_strategy,
@@ -305,10 +305,10 @@ class RunEvents:
 
         Checks ``name`` (required), ``kind`` (at most 64 characters), ``uri`` (2,048),
         ``size_bytes`` (a count), ``metadata`` and ``step_id`` (an id or "")."""
-        artifact = convert.artifact_to_pb(
+        artifact = builders.artifact_to_pb(
             name, kind=kind, uri=uri, size_bytes=size_bytes, step_id=step_id, metadata=metadata
         )
-        await self._report(convert.artifact_event(artifact))
+        await self._report(builders.artifact_event(artifact))
 
     async def workflow_state(
         self,
@@ -325,7 +325,7 @@ class RunEvents:
         Checks ``change_type`` (required), ``completion_percentage`` (0 to 100), the lists
         (at most 100 names each) and ``pipeline_status`` (at most 100 flags)."""
         await self._report(
-            convert.workflow_state_event(
+            builders.workflow_state_event(
                 change_type,
                 current_stage,
                 stages,
@@ -338,7 +338,7 @@ class RunEvents:
     async def custom(self, type: str, data: Mapping[str, Any] | None = None) -> None:
         """Reports a producer-defined event; checks ``type`` (required, at most 256
         characters) and ``data``."""
-        await self._report(convert.custom_event(type, data))
+        await self._report(builders.custom_event(type, data))
 
     async def report_event(self, event: event_pb2.RunEvent) -> None:
         """Reports an event built from the contract's own messages (``runstream.v1.event_pb2``):
@@ -366,7 +366,7 @@ class RunEvents:
 
         Checks ``summary`` (at most 4,096 characters) and ``result`` first: a bad one raises
         InvalidArgumentError and the run goes on, not ended."""
-        await self._report(convert.run_completed_event(summary, result), terminal=True)
+        await self._report(builders.run_completed_event(summary, result), terminal=True)
         await self.flush()
 
     async def fail(
@@ -376,5 +376,5 @@ class RunEvents:
 
         Checks ``message`` (required, at most 4,096 characters), ``code`` and ``details``
         first: a bad one raises InvalidArgumentError and the run goes on, not ended."""
-        await self._report(convert.run_failed_event(message, code, details), terminal=True)
+        await self._report(builders.run_failed_event(message, code, details), terminal=True)
         await self.flush()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from runstream import _arguments as arguments
 from runstream import _convert as convert
+from runstream import _requests as rpc
 from runstream._decision_calls import listed_decisions
 from runstream._events import EventKind
 from runstream._types import DecisionState, Event, Run, RunDetails, Step
@@ -75,7 +76,7 @@ class RunQueries:
         retention policy purged (see ``Run.purged_seq``); newest first, the listing ends at
         the oldest event still stored.
         """
-        event_filter = convert.event_filter(kinds or (), after_seq, before_seq)
+        event_filter = rpc.event_filter(kinds or (), after_seq, before_seq)
         self._connection.open()
         response: run_service_pb2.ListEventsResponse = await self._connection.unary(
             self._connection.run_service.ListEvents,
@@ -110,8 +111,8 @@ class RunQueries:
         bounds what one call fetches: ask for about as many as you will read). NotFoundError
         for an unknown run.
         """
-        kind_filter = convert.event_kinds(kinds)
-        convert.event_filter(kind_filter, after_seq, before_seq)  # refused before any call
+        kind_filter = rpc.event_kinds(kinds)
+        rpc.event_filter(kind_filter, after_seq, before_seq)  # refused before any call
         page_token = ""
         while True:
             events, page_token = await self.list_events_page(

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from runstream import _convert as convert
+from runstream import _event_builders as builders
 from runstream._types import Decision, DecisionResult
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class RunSteering:
     async def ask(
         self,
         prompt: str,
-        options: Iterable[convert.OptionLike],
+        options: Iterable[builders.OptionLike],
         *,
         default: str | None = None,
         # The decision's own deadline, enforced by the server; not a timeout of this call.

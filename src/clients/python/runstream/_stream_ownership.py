@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from runstream import _convert as convert
+from runstream import _event_builders as builders
+from runstream import _requests as rpc
 from runstream._errors import FailedPreconditionError, RunstreamError, about
 
 if TYPE_CHECKING:
@@ -91,13 +92,13 @@ class RunStreamOwner:
     def on_decision(self, decision: Decision) -> None:
         self._decisions.on_decision(decision)
 
-    def on_control(self, control: convert.ReportControl) -> None:
+    def on_control(self, control: rpc.ReportControl) -> None:
         self._control.apply(control)
 
     def on_refused(self, event: event_pb2.RunEvent, error: RunstreamError) -> None:
         # The server names the event by its place in a batch the producer never saw; the
         # call that reported it, and its step, is what the producer can find in its code.
-        call = convert.reported_by(event, self._outbox.call_of(event))
+        call = builders.reported_by(event, self._outbox.call_of(event))
         named = about(error, call)
         if self._decisions.on_refused(event, named):
             return  # ask() raises it

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from runstream import _arguments as arguments
-from runstream import _convert as convert
+from runstream import _requests as rpc
 from runstream._connection import raise_if_closed_under
 from runstream._errors import DataLossError, RunstreamError, UnavailableError, error_from_rpc
 from runstream._events import EventKind
@@ -299,7 +299,7 @@ async def watch_run(
     """Yields the run's events after ``after_seq``, resuming across reconnects (see module);
     each attempt first calls ``check_open``, which raises once the client is closed.
     ``on_link`` hears of each change of the stream (CONNECTING, LIVE, RECONNECTING)."""
-    kind_filter = convert.event_kinds(kinds)
+    kind_filter = rpc.event_kinds(kinds)
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     what = f"watch of run {run_id!r}"
     reconnects = Reconnects(
@@ -309,14 +309,14 @@ async def watch_run(
     reconnects.connecting(cursor)
     while True:
         check_open(what)
-        request = convert.watch_request(run_id, cursor, kind_filter, interval, keep_open)
+        request = rpc.watch_request(run_id, cursor, kind_filter, interval, keep_open)
         call = watch_rpc(request, metadata=metadata)
         silence = reconnects.watch(call)
         try:
             await reconnects.opened(call, silence, cursor)
             async for response in call:
                 reconnects.heard(silence)
-                events, head_seq = convert.parse_watch_response(response, run_id)
+                events, head_seq = rpc.parse_watch_response(response, run_id)
                 for event in events:
                     if kind_filter:
                         if event.seq <= cursor:
@@ -361,7 +361,7 @@ async def watch_runs(
     complete table to replace its own with, rather than a mix of old and new rows.
     """
     interval, bound = heartbeat_and_bound(heartbeat_interval)
-    request = convert.watch_runs_request(filter, interval, initial_ended_limit)
+    request = rpc.watch_runs_request(filter, interval, initial_ended_limit)
     what = "watch of runs"
     reconnects = Reconnects(what, what, bound, reconnect_timeout, on_link)
     reconnects.connecting(0)
@@ -375,7 +375,7 @@ async def watch_runs(
             await reconnects.opened(call, silence, 0)
             async for response in call:
                 reconnects.heard(silence)
-                runs, initial_complete, heartbeat = convert.parse_watch_runs_response(response)
+                runs, initial_complete, heartbeat = rpc.parse_watch_runs_response(response)
                 if heartbeat:
                     continue
                 if in_initial_state:

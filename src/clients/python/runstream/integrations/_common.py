@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from runstream._convert import HAPPENED_NS, REFUSALS_TO
 from runstream._errors import RunCancelledError, RunstreamError
+from runstream._event_builders import HAPPENED_NS, REFUSALS_TO
 from runstream._types import StepStatus
 
 if TYPE_CHECKING:

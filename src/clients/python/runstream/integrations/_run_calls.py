@@ -26,8 +26,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from runstream._convert import HELD_WORK, alert_event
 from runstream._errors import ResourceExhaustedError, RunstreamError
+from runstream._event_builders import HELD_WORK, alert_event
 from runstream._run_events import text_pieces
 from runstream._types import ActivityType, Severity
 from runstream.integrations._common import ModelUse, OrderedReports, shared, short
