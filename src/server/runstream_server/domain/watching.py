@@ -16,6 +16,7 @@ timeout to be sent: its client stopped reading, and all the stream held goes at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import (
     AsyncGenerator,
@@ -233,55 +234,12 @@ class Watching:
                     continue
                 if sub.closed_reason is not None:
                     raise ended(sub, stream, _RESUME_AFTER_SEQ, observer)
-                if sub.behind:  # catch up from the store, then go live
-                    if sub.overflowed:
-                        observer.overflowed()
-                    cursor = sub.cursor
-                    left = until = 0  # a read of up to max_events: what is left, its end
-                    while cursor < (head_seq := self._ledger.held(run_id).last_seq):
-                        if sub.closed_reason is not None:  # shutting down: resume elsewhere
-                            raise ended(sub, stream, _RESUME_AFTER_SEQ, observer)
-                        # With a rare kind wanted, pages go by with nothing sent that would
-                        # find the watcher gone, and a store may swallow the cancel.
-                        stop_if_cancelled()
-                        # Never past the head: the store may hold a commit not yet folded
-                        # (and acknowledged), which a resume after it would find out of range.
-                        if not left:
-                            left = max_events if wanted else min(max_events, head_seq - cursor)
-                            until = head_seq
-                        # The store reads a page's bytes and one event more, not max_events
-                        # of any size (a watcher that stopped reading pinned 500 events of up
-                        # to 256 KiB each); the page those begin is read again with what
-                        # follows, so messages are what one read of max_events made of them.
-                        stored = await self._store.read_events(
-                            run_id,
-                            cursor,
-                            left,
-                            wanted or (),
-                            before_seq=until + 1,
-                            max_bytes=max_bytes,
-                        )
-                        cut = len(stored) < left and sum(len(e.data) for e in stored) > max_bytes
-                        read_all = wanted is not None and len(stored) < left and not cut
-                        if not stored or read_all:
-                            await self._checks.check_gap(run_id, cursor, "after_seq")
-                        pages = list(self._pages(self._ledger.framed(stored)))
-                        if cut:
-                            pages.pop()
-                        left = left - sum(map(len, pages)) if cut else 0
-                        del stored
-                        for page in pages:
-                            cursor = page[-1].seq
-                            behind = self._ledger.held(run_id).last_seq - cursor
-                            observer.delivered(len(page), behind)
-                            yield b"".join(e.framed for e in page)
-                            sub.active_at = hub.clock.now()
-                        if read_all:
-                            cursor = until
-                        elif not pages:
-                            break
-                    # No await since the last look at the head: publish delivers from here.
-                    sub.go_live(cursor)
+                if sub.behind:
+                    async with contextlib.aclosing(
+                        self._replay(sub, run_id, wanted, stream)
+                    ) as pages:
+                        async for page in pages:
+                            yield page
                     continue
                 head = self._ledger.held(run_id)
                 if head.is_terminal and sub.cursor >= head.last_seq and not keep_open:
@@ -303,6 +261,55 @@ class Watching:
         finally:
             hub.unsubscribe(sub)
             self.viewers_changed(run_id)  # one fewer
+
+    async def _replay(
+        self, sub: Subscription, run_id: str, wanted: frozenset[int] | None, stream: str
+    ) -> AsyncGenerator[bytes, None]:
+        """Catches `sub` up from the store, from its cursor to the run's head as it moves
+        meanwhile, one message of events at a time, then lets it go live."""
+        if sub.overflowed:
+            self._observer.overflowed()
+        max_events, max_bytes = self._limits.watch_page_events, self._limits.watch_page_bytes
+        cursor = sub.cursor
+        left = until = 0  # a read of up to max_events: what is left, its end
+        while cursor < (head_seq := self._ledger.held(run_id).last_seq):
+            if sub.closed_reason is not None:  # shutting down: resume elsewhere
+                raise ended(sub, stream, _RESUME_AFTER_SEQ, self._observer)
+            # With a rare kind wanted, pages go by with nothing sent that would find the
+            # watcher gone, and a store may swallow the cancel.
+            stop_if_cancelled()
+            # Never past the head: the store may hold a commit not yet folded (and
+            # acknowledged), which a resume after it would find out of range.
+            if not left:
+                left = max_events if wanted else min(max_events, head_seq - cursor)
+                until = head_seq
+            # The store reads a page's bytes and one event more, not max_events of any size
+            # (a watcher that stopped reading pinned 500 events of up to 256 KiB each).
+            stored = await self._store.read_events(
+                run_id, cursor, left, wanted or (), before_seq=until + 1, max_bytes=max_bytes
+            )
+            cut = len(stored) < left and sum(len(e.data) for e in stored) > max_bytes
+            read_all = wanted is not None and len(stored) < left and not cut
+            if not stored or read_all:
+                await self._checks.check_gap(run_id, cursor, "after_seq")
+            pages = list(self._pages(self._ledger.framed(stored)))
+            if cut:
+                # The page those begin is read again with what follows, so messages are
+                # what one read of max_events made of them.
+                pages.pop()
+            left = left - sum(map(len, pages)) if cut else 0
+            del stored
+            for page in pages:
+                cursor = page[-1].seq
+                self._observer.delivered(len(page), self._ledger.held(run_id).last_seq - cursor)
+                yield b"".join(e.framed for e in page)
+                sub.active_at = self._hub.clock.now()
+            if read_all:
+                cursor = until
+            elif not pages:
+                break
+        # No await since the last look at the head: publish delivers from here.
+        sub.go_live(cursor)
 
     def _pages(self, events: Sequence[EncodedEvent]) -> Iterator[list[EncodedEvent]]:
         """Splits events into messages of bounded count and size, at least one event each."""
