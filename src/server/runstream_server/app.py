@@ -64,6 +64,7 @@ from runstream_server.background import spawn_logged, stop_task
 from runstream_server.domain.hub import Hub
 from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import Limits, Retention, RunManager
+from runstream_server.domain.watching import DEFAULT_HEARTBEAT_SECONDS
 from runstream_server.observability import (
     ObservedStore,
     PrometheusMetrics,
@@ -126,7 +127,7 @@ class ServerConfig:
     one."""
     sqlite_synchronous: str = "FULL"
     """FULL survives power loss; NORMAL survives process crashes only, and is faster."""
-    heartbeat_interval: float = 15.0
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS
     """Default seconds of idle before a watch stream gets a heartbeat."""
     watcher_buffer_events: int = 4096
     """Events buffered per watcher before it falls back to reading the store."""

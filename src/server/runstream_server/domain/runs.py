@@ -66,7 +66,14 @@ from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.store_passes import StorePasses
 from runstream_server.domain.viewers import ViewerCounts
-from runstream_server.domain.watching import Heartbeat, Snapshot, StreamGate, Watching, WatchItem
+from runstream_server.domain.watching import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    Heartbeat,
+    Snapshot,
+    StreamGate,
+    Watching,
+    WatchItem,
+)
 from runstream_server.domain.watching_runs import InitialStateComplete, RunsItem, WatchingRuns
 from runstream_server.errors import ShuttingDown
 from runstream_server.store.base import EventStore, StoredEvent
@@ -427,7 +434,7 @@ class RunManager:
         after_seq: int = 0,
         include_snapshot: bool = False,
         kinds: Sequence[int] = (),
-        heartbeat_interval: float = 15.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS,
         keep_open: bool = False,
         accepted: Callable[[], Awaitable[object]] | None = None,
         sends: Sends | None = None,

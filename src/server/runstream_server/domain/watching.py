@@ -81,6 +81,10 @@ HEARTBEAT_SECONDS = (0.1, 300.0)
 """The heartbeat intervals a watch may ask for, and so the server's default too (``serve
 --heartbeat``): a default outside them would refuse every watch that does not set its own."""
 
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+"""The heartbeat interval of a watch that does not ask for one, unless the server is given
+another (``serve --heartbeat``, :attr:`~runstream_server.app.ServerConfig.heartbeat_interval`)."""
+
 
 def check_interval(seconds: float) -> None:
     lowest, highest = HEARTBEAT_SECONDS
@@ -171,7 +175,7 @@ class Watching:
         after_seq: int = 0,
         include_snapshot: bool = False,
         kinds: Sequence[int] = (),
-        heartbeat_interval: float = 15.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS,
         keep_open: bool = False,
         accepted: Callable[[], Awaitable[object]] | None = None,
         sends: Sends | None = None,
