@@ -67,7 +67,7 @@ async def new_run(runs: RunManager) -> str:
 
 async def test_events_committed_while_a_watcher_sends_leave_together(manager: RunManager) -> None:
     run_id = await new_run(manager)
-    watch = manager.watch(run_id)
+    watch = manager.watching.watch(run_id)
     try:
         assert event_seqs(await anext(watch)) == [1]  # from the store
         await manager.append(run_id, [custom(1)])
@@ -90,7 +90,7 @@ async def test_events_committed_while_a_watcher_sends_leave_together(manager: Ru
 
 async def test_a_burst_bigger_than_a_message_is_split_in_order(manager: RunManager) -> None:
     run_id = await new_run(manager)
-    watch = manager.watch(run_id)
+    watch = manager.watching.watch(run_id)
     try:
         assert event_seqs(await anext(watch)) == [1]
         waiting = asyncio.ensure_future(anext(watch))
@@ -108,7 +108,7 @@ async def test_a_filtered_watcher_ends_when_the_run_ends_though_it_skips_the_end
     manager: RunManager,
 ) -> None:
     run_id = await new_run(manager)
-    watch = manager.watch(run_id, kinds=[event_pb2.EVENT_KIND_CUSTOM])
+    watch = manager.watching.watch(run_id, kinds=[event_pb2.EVENT_KIND_CUSTOM])
     received: list[int] = []
 
     async def follow() -> None:
@@ -259,7 +259,7 @@ async def test_a_watcher_catching_up_from_the_store_stops_at_shutdown(
     run_id = await new_run(manager)
     for start in range(1, 201, 50):
         await manager.append(run_id, [custom(n) for n in range(start, start + 50)])
-    watch = manager.watch(run_id)
+    watch = manager.watching.watch(run_id)
     try:
         assert event_seqs(await anext(watch)) == list(range(1, 21))  # a page of 20
         manager.shutdown()
@@ -345,7 +345,7 @@ async def live_watch(runs: RunManager) -> tuple[str, AsyncGenerator[WatchItem, N
     """A new run, and a watcher of it that is live: it sends seq 2, from the hub, and is held
     at that send until it is read on."""
     run_id = await new_run(runs)
-    watch = runs.watch(run_id)
+    watch = runs.watching.watch(run_id)
     assert event_seqs(await anext(watch)) == [1]  # from the store
     following = asyncio.ensure_future(anext(watch))
     await asyncio.sleep(0.1)  # level with the run: live, waiting

@@ -310,7 +310,7 @@ async def test_a_watcher_that_goes_away_leaves_nothing_behind(server: RunstreamS
     runs = server.runs
     assert runs is not None
     run = await runs.create_run(run_id="gone", workflow="wf", display_name="", labels={}, steps=[])
-    watchers = [runs.watch(run.run_id, heartbeat_interval=300.0) for _ in range(4)]
+    watchers = [runs.watching.watch(run.run_id, heartbeat_interval=300.0) for _ in range(4)]
     for watcher in watchers:
         await anext(watcher)  # seq 1, read from the store
     live = [asyncio.ensure_future(anext(watcher)) for watcher in watchers]
@@ -342,7 +342,7 @@ async def test_watchers_that_come_and_go_leave_no_trace(server: RunstreamServer)
     run = await runs.create_run(run_id="brief", workflow="wf", display_name="", labels={}, steps=[])
 
     async def glance() -> None:
-        watcher = runs.watch(run.run_id, heartbeat_interval=300.0)
+        watcher = runs.watching.watch(run.run_id, heartbeat_interval=300.0)
         await anext(watcher)
         await watcher.aclose()
 

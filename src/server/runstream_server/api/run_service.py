@@ -142,7 +142,7 @@ class RunServicer(run_service_pb2_grpc.RunServiceServicer):
         go out as the hub made them.
         """
         sends = Sends()
-        items = self._runs.watch(
+        items = self._runs.watching.watch(
             **watch_run_args(request, self._default_heartbeat),
             keep_open=request.keep_open,
             # The headers as the watch is accepted, not with the first message (which an idle

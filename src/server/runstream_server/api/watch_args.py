@@ -2,8 +2,8 @@
 
 Two callers take them: the request checks a limit asks first (:mod:`.checks`, with the
 domain's ``check_watch``/``check_watch_runs``) and the servicer (:mod:`.run_service`, with
-``RunManager.watch``/``watch_runs``, which run the same checks). A field added to either
-request is read here once, and both see it.
+``Watching.watch``/``RunManager.watch_runs``, which run the same checks). A field added to
+either request is read here once, and both see it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from runstream.v1 import run_service_pb2 as pb
 
 
 class WatchRunArgs(TypedDict):
-    """The checked arguments of ``RunManager.watch`` (and ``check_watch``)."""
+    """The checked arguments of ``Watching.watch`` (and ``check_watch``)."""
 
     run_id: str
     after_seq: int

@@ -67,7 +67,6 @@ from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.store_passes import StorePasses
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
-    DEFAULT_HEARTBEAT_SECONDS,
     Heartbeat,
     Snapshot,
     StreamGate,
@@ -427,31 +426,11 @@ class RunManager:
 
     # --- watching (see domain/watching.py and watching_runs.py) ---------------------------------
 
-    def watch(
-        self,
-        run_id: str,
-        *,
-        after_seq: int = 0,
-        include_snapshot: bool = False,
-        kinds: Sequence[int] = (),
-        heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS,
-        keep_open: bool = False,
-        accepted: Callable[[], Awaitable[object]] | None = None,
-        sends: Sends | None = None,
-    ) -> AsyncGenerator[WatchItem, None]:
-        """The run's events after `after_seq`, live, each exactly once and in order;
-        `accepted` is awaited as the watch is accepted, before the first; `sends`: the
-        writer's count of its sends, to end the stream once one stands still."""
-        return self._watching.watch(
-            run_id,
-            after_seq=after_seq,
-            include_snapshot=include_snapshot,
-            kinds=kinds,
-            heartbeat_interval=heartbeat_interval,
-            keep_open=keep_open,
-            accepted=accepted,
-            sends=sends,
-        )
+    @property
+    def watching(self) -> Watching:
+        """WatchRun's streams: :meth:`~runstream_server.domain.watching.Watching.watch`, the
+        run's events after a cursor, live, each exactly once and in order."""
+        return self._watching
 
     def watch_runs(
         self,
@@ -464,7 +443,8 @@ class RunManager:
     ) -> AsyncGenerator[RunsItem, None]:
         """The current state of every matching run (of those ended, the newest
         `initial_ended_limit` when it is not 0), then each run-level change; `accepted` and
-        `sends` as :meth:`watch` takes them."""
+        `sends` as :meth:`~runstream_server.domain.watching.Watching.watch`
+        takes them."""
         return self._watching_runs.watch_runs(
             filter_text=filter_text,
             heartbeat_interval=heartbeat_interval,
