@@ -48,7 +48,7 @@ class Keys:
     """An RSA key pair (the server verifies RS256 with its public half), a stranger's RSA
     key (bad signatures), and an HS256 secret; the public parts written under `folder`."""
 
-    rsa: rsa.RSAPrivateKey
+    signing: rsa.RSAPrivateKey
     stranger: rsa.RSAPrivateKey
     secret: bytes
     public_key_file: Path
@@ -68,7 +68,7 @@ class Keys:
 
     def token(self, roles: Sequence[str] = ("viewer",), **overrides: Any) -> str:
         """A valid RS256 token (sub alice, tenant acme, iss/aud set) with claim overrides."""
-        return jwt.encode(claims(roles, **overrides), self.rsa, algorithm="RS256")
+        return jwt.encode(claims(roles, **overrides), self.signing, algorithm="RS256")
 
     def hs_token(self, roles: Sequence[str] = ("viewer",), **overrides: Any) -> str:
         return jwt.encode(claims(roles, **overrides), self.secret, algorithm="HS256")

@@ -40,7 +40,7 @@ async def test_a_subject_and_tenant_of_256_characters_are_accepted_and_shown_who
 
 def scoped(keys: Keys, roles: str) -> str:
     """A valid RS256 token whose `roles` claim is one string, as an OAuth `scope` is."""
-    return jwt.encode({**claims(), "roles": roles}, keys.rsa, algorithm="RS256")
+    return jwt.encode({**claims(), "roles": roles}, keys.signing, algorithm="RS256")
 
 
 async def test_roles_given_as_one_space_separated_string_each_count(
@@ -74,7 +74,7 @@ async def test_a_roles_claim_that_is_no_list_of_names_is_refused_by_name(
     """`roles` must be role names (a list, or one space-separated string): an object whose
     keys name roles grants none of them (were it read as names, {"admin": true} would be an
     admin), and a number is refused UNAUTHENTICATED naming the claim, not UNKNOWN."""
-    token = jwt.encode({**claims(), "roles": roles}, keys.rsa, algorithm="RS256")
+    token = jwt.encode({**claims(), "roles": roles}, keys.signing, algorithm="RS256")
     caller = Caller(secured.target, token)
     try:
         with pytest.raises(grpc.aio.AioRpcError) as info:
