@@ -27,9 +27,9 @@ from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.followed import RECHECK_SECONDS
-from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.limits import CallerLimits
 from runstream_server.auth.tokens import AuthConfig
+from runstream_server.principal import EXPIRED_DURING_STREAM
 
 from tests.clients.support import collect_garbage, loop_complaints, proxy_to, question, until
 from tests.identity import Keys, Pki, claims, rs256_auth, start_server, write_jwks

@@ -44,10 +44,10 @@ from runstream_server.api import decoding
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 from runstream_server.auth.followed import RECHECK_SECONDS
-from runstream_server.auth.interceptor import EXPIRED_DURING_STREAM
 from runstream_server.auth.policy import PRODUCER_READS, ROLE_BY_METHOD, allowed
 from runstream_server.auth.streams import OpenStreams
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+from runstream_server.principal import EXPIRED_DURING_STREAM
 
 from tests.identity import (
     Keys,

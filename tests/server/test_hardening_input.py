@@ -22,9 +22,9 @@ from runstream.v1 import decision_service_pb2_grpc as ds_grpc
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc as rs_grpc
+from runstream_server import principal
 from runstream_server.api.errors import RejectionLog
 from runstream_server.app import RunstreamServer
-from runstream_server.auth import principal
 from runstream_server.observability import logs
 from runstream_server.observability.logs import RequestContextFilter
 

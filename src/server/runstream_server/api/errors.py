@@ -33,8 +33,8 @@ from runstream_server.api.handlers import (
     replace_behavior,
     streams_responses,
 )
-from runstream_server.auth.principal import Principal
 from runstream_server.errors import ErrorKind, InvalidArgument, RunstreamError, ShuttingDown
+from runstream_server.principal import Principal
 
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]

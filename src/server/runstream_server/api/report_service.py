@@ -16,7 +16,6 @@ from grpc import aio
 from runstream.v1 import report_service_pb2 as pb
 from runstream.v1 import report_service_pb2_grpc
 
-from runstream_server.auth.principal import end_at_expiry
 from runstream_server.auth.streams import end_for_its_token
 from runstream_server.domain.reporting import commit_together, take_group
 from runstream_server.domain.runs import (
@@ -27,6 +26,7 @@ from runstream_server.domain.runs import (
     Signal,
 )
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
+from runstream_server.principal import end_at_expiry
 
 Context = aio.ServicerContext[Any, Any]
 

@@ -3,7 +3,7 @@
 Installed only when auth is configured (with auth off it is not in the chain at all, so it
 costs nothing). For each call it reads ``authorization: Bearer <jwt>``, verifies the token,
 checks the method's role (:mod:`~runstream_server.auth.policy`) and binds the
-:class:`~runstream_server.auth.principal.Principal` for the domain. Refusals are
+:class:`~runstream_server.principal.Principal` for the domain. Refusals are
 UNAUTHENTICATED naming the failed check, or PERMISSION_DENIED naming the role needed.
 
 A refused call's request is never decoded. grpc.aio decodes a unary request with the
@@ -39,15 +39,15 @@ from runstream_server.api.handlers import (
     streams_responses,
 )
 from runstream_server.auth import policy
-from runstream_server.auth.principal import (
+from runstream_server.auth.streams import OpenStreams
+from runstream_server.auth.tokens import TokenError, TokenVerifier
+from runstream_server.principal import (
     EXPIRED_DURING_STREAM,
     REFUSED_DURING_STREAM,
     Principal,
     bind,
     current,
 )
-from runstream_server.auth.streams import OpenStreams
-from runstream_server.auth.tokens import TokenError, TokenVerifier
 
 __all__ = ["EXPIRED_DURING_STREAM", "REFUSED_DURING_STREAM", "AuthInterceptor"]
 

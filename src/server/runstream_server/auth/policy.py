@@ -7,7 +7,7 @@ Health checks and reflection need no token: load balancers and grpcurl must reac
 
 from __future__ import annotations
 
-from runstream_server.auth.principal import Role
+from runstream_server.principal import Role
 
 __all__ = ["PRODUCER_READS", "PUBLIC_SERVICES", "ROLE_BY_METHOD", "allowed", "required_role"]
 

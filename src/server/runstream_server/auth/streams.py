@@ -3,11 +3,11 @@ that signed it is taken out of the key files.
 
 A token is checked as its call starts, but a WatchRun, WatchRuns, Report or Interact stream
 can outlive both its ``exp`` and the key that signed it. At ``exp`` the stream ends
-UNAUTHENTICATED with :data:`~runstream_server.auth.principal.EXPIRED_DURING_STREAM`. An
+UNAUTHENTICATED with :data:`~runstream_server.principal.EXPIRED_DURING_STREAM`. An
 identity provider that withdraws a key (it leaked, or was rotated out) means to stop what
 that key vouched for: when the key files change (auth/followed.py), every open stream's
 token is verified again, and the streams of one that no longer verifies end UNAUTHENTICATED
-with :data:`~runstream_server.auth.principal.REFUSED_DURING_STREAM` and the reason. Clients
+with :data:`~runstream_server.principal.REFUSED_DURING_STREAM` and the reason. Clients
 reconnect with a fresh token and resume from their cursor.
 
 Either way a stream is cut only while it waits for its next message, never in the middle of
@@ -16,7 +16,7 @@ messages themselves, so for this layer the whole stream is one wait: a cut may c
 one is being written, and gRPC still sends that one whole, before the status.) A Report
 stream, which also waits for its commits, is not cut at all: it ends itself once the commit
 under way is acknowledged
-(:func:`~runstream_server.auth.principal.end_at_expiry`), so a producer is never left to send
+(:func:`~runstream_server.principal.end_at_expiry`), so a producer is never left to send
 again a batch that was stored.
 
 While streams are open, the key files are looked at once a second even when no new call
@@ -37,14 +37,14 @@ from grpc import aio
 
 from runstream_server.api.errors import fitted, status_trailer
 from runstream_server.auth.followed import RECHECK_SECONDS
-from runstream_server.auth.principal import (
+from runstream_server.auth.tokens import TokenError, TokenVerifier
+from runstream_server.background import spawn_logged
+from runstream_server.principal import (
     EXPIRED_DURING_STREAM,
     REFUSED_DURING_STREAM,
     ExpiryHook,
     watch_expiry,
 )
-from runstream_server.auth.tokens import TokenError, TokenVerifier
-from runstream_server.background import spawn_logged
 
 __all__ = ["OpenStreams"]
 

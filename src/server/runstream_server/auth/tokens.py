@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from runstream_server.auth.followed import FollowedFiles
-from runstream_server.auth.principal import Principal
 from runstream_server.domain.fields import NAME, control_character
+from runstream_server.principal import Principal
 
 log = logging.getLogger("runstream.auth")
 

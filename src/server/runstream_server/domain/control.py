@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from runstream.v1 import event_pb2, run_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain.ledger import Prepare
 from runstream_server.domain.state import RunState, status_name
 from runstream_server.errors import FailedPrecondition

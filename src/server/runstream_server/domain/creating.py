@@ -12,7 +12,7 @@ from typing import Protocol
 
 from runstream.v1 import event_pb2, run_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain.events import check_id
 from runstream_server.domain.limits import Limits
 from runstream_server.domain.queries import LABEL_KEY, LABEL_KEY_RULE

@@ -16,7 +16,7 @@ from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain.commits import DecisionFeed, Links
 from runstream_server.domain.events import SERVER_KEY_PREFIX, check_id
 from runstream_server.domain.ledger import RunLedger

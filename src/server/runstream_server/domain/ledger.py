@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from runstream.v1 import event_pb2, run_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain import insight
 from runstream_server.domain.commits import AppendResult, CommitRecord, EventAck
 from runstream_server.domain.events import (

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain import insight
 from runstream_server.domain.ledger import (
     RunLedger,

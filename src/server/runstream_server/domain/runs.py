@@ -35,7 +35,7 @@ from typing import Any
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain import control, insight
 from runstream_server.domain.commits import (
     RESYNC,

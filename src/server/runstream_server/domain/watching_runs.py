@@ -16,7 +16,7 @@ from datetime import datetime
 
 from runstream.v1 import run_pb2
 
-from runstream_server.auth import principal as access
+from runstream_server import principal as access
 from runstream_server.domain.hub import RunsHub, RunsSubscription, Sends
 from runstream_server.domain.ledger import RunLedger, summary, without_steps
 from runstream_server.domain.limits import Limits

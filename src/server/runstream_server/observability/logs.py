@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from runstream_server.auth import principal as auth_principal
+from runstream_server import principal
 
 __all__ = [
     "LOG_FORMATS",
@@ -74,7 +74,7 @@ class RequestContextFilter(logging.Filter):
             record.method = _method.get()
         if getattr(record, "run_id", None) is None:
             record.run_id = _run_id.get()
-        caller = auth_principal.current()
+        caller = principal.current()
         if caller is not None and getattr(record, "principal", None) is None:
             record.principal = caller.subject
             record.tenant = caller.tenant or None

@@ -4,6 +4,9 @@ The auth interceptor binds the caller's :class:`Principal` to the handling task 
 variable), so the domain can ask "who is this, which tenant may they see" without knowing
 anything of gRPC or tokens. With auth off nothing is bound and every helper here answers as
 the server always did: the name the request gives, every run visible, runs in tenant "".
+
+It sits beside :mod:`~runstream_server.errors`, outside every layer: auth binds it, and the
+domain, the servicers and the logs read it, while it imports none of them.
 """
 
 from __future__ import annotations
