@@ -23,7 +23,7 @@ import runstream
 from google.rpc import status_pb2
 from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
 
-# What a Runstream server's own INTERNAL/UNKNOWN answers carry (api/errors.py).
+# What a Runstream server's own INTERNAL/UNKNOWN answers carry (rpc/errors.py).
 MARKED = "marked"
 # A call that the server holds without answering.
 HOLD = "hold"

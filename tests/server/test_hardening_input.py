@@ -23,10 +23,10 @@ from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import run_service_pb2_grpc as rs_grpc
 from runstream_server import principal
-from runstream_server.api.errors import RejectionLog
 from runstream_server.app import RunstreamServer
 from runstream_server.observability import logs
 from runstream_server.observability.logs import RequestContextFilter
+from runstream_server.rpc.errors import RejectionLog
 
 from tests.conftest import ServerProcess
 from tests.server.conftest import BOTH_STORES

@@ -39,8 +39,6 @@ from runstream_server.api.checks import request_checks
 from runstream_server.api.decision_service import DecisionServicer
 from runstream_server.api.decoding import DecodingInterceptor
 from runstream_server.api.draining import CallTracker
-from runstream_server.api.errors import ErrorInterceptor, RejectionLog
-from runstream_server.api.handlers import HandlerRewriter, RewriterChain
 from runstream_server.api.introspection import (
     MAX_HEALTH_WATCHES,
     HealthService,
@@ -76,6 +74,8 @@ from runstream_server.observability import (
     tracer_provider,
 )
 from runstream_server.observability.in_force import in_force
+from runstream_server.rpc.errors import ErrorInterceptor, RejectionLog
+from runstream_server.rpc.handlers import HandlerRewriter, RewriterChain
 from runstream_server.store.base import EventStore, StoreUnusable
 from runstream_server.store.sqlite import SqliteEventStore
 from runstream_server.store.sqlite_backups import BackupPasses, Backups

@@ -25,10 +25,10 @@ from grpc import aio
 from runstream.v1 import decision_pb2, decision_service_pb2_grpc
 from runstream.v1 import decision_service_pb2 as pb
 
-from runstream_server.api.errors import grpc_code
 from runstream_server.domain.fields import check_message
 from runstream_server.domain.runs import RESYNC, DecisionFeed, RunManager, forwarded_first
 from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
+from runstream_server.rpc.errors import grpc_code
 
 Context = aio.ServicerContext[Any, Any]
 

@@ -8,7 +8,7 @@ the decoded message, checked against the field rules of
 :mod:`runstream_server.domain.fields`, or the :class:`InvalidArgument` that says what is
 wrong. The handler it wraps raises that error where the servicer would have started (unary
 requests) or where the servicer reads the bad message (streaming requests), so
-:class:`~runstream_server.api.errors.ErrorInterceptor` answers it like any other.
+:class:`~runstream_server.rpc.errors.ErrorInterceptor` answers it like any other.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc import aio
 
-from runstream_server.api.handlers import Handler, HandlerRewriter
 from runstream_server.domain.fields import PACKAGE, check_request
 from runstream_server.errors import InvalidArgument
+from runstream_server.rpc.handlers import Handler, HandlerRewriter
 
 Deserializer = Callable[[bytes], Any]
 

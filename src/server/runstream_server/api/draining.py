@@ -21,7 +21,7 @@ from typing import Any
 
 from grpc import aio
 
-from runstream_server.api.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
+from runstream_server.rpc.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 
 __all__ = ["CallTracker"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from runstream_server.api.handlers import Handler
+from runstream_server.rpc.handlers import Handler
 
 
 def _raw_response(handler: Handler) -> Handler:

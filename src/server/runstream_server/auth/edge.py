@@ -20,12 +20,12 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import RejectionLog
-from runstream_server.api.handlers import HandlerRewriter
 from runstream_server.auth.certificates import CertificateFiles
 from runstream_server.auth.interceptor import AuthInterceptor
 from runstream_server.auth.limits import CallerLimits
 from runstream_server.auth.tokens import AuthConfig, TokenVerifier
+from runstream_server.rpc.errors import RejectionLog
+from runstream_server.rpc.handlers import HandlerRewriter
 
 __all__ = [
     "SecurityConfig",

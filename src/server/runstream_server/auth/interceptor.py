@@ -30,14 +30,6 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import RejectionLog, fitted, status_trailer
-from runstream_server.api.handlers import (
-    Behavior,
-    Handler,
-    HandlerRewriter,
-    replace_behavior,
-    streams_responses,
-)
 from runstream_server.auth import policy
 from runstream_server.auth.streams import OpenStreams
 from runstream_server.auth.tokens import TokenError, TokenVerifier
@@ -47,6 +39,14 @@ from runstream_server.principal import (
     Principal,
     bind,
     current,
+)
+from runstream_server.rpc.errors import RejectionLog, fitted, status_trailer
+from runstream_server.rpc.handlers import (
+    Behavior,
+    Handler,
+    HandlerRewriter,
+    replace_behavior,
+    streams_responses,
 )
 
 __all__ = ["EXPIRED_DURING_STREAM", "REFUSED_DURING_STREAM", "AuthInterceptor"]

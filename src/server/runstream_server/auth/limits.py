@@ -43,9 +43,9 @@ from typing import Any
 from grpc import aio
 from runstream.v1 import run_pb2
 
-from runstream_server.api.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.errors import InvalidArgument, ResourceExhausted, RunstreamError
 from runstream_server.principal import Principal, current
+from runstream_server.rpc.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.store.base import EventStore, RunFilter, Usage, stop_if_cancelled
 
 __all__ = ["CallerLimits", "LimitInterceptor", "RequestCheck", "TokenBucket"]

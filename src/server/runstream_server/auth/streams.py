@@ -35,7 +35,6 @@ from typing import Any, NoReturn
 import grpc
 from grpc import aio
 
-from runstream_server.api.errors import fitted, status_trailer
 from runstream_server.auth.followed import RECHECK_SECONDS
 from runstream_server.auth.tokens import TokenError, TokenVerifier
 from runstream_server.background import spawn_logged
@@ -45,6 +44,7 @@ from runstream_server.principal import (
     ExpiryHook,
     watch_expiry,
 )
+from runstream_server.rpc.errors import fitted, status_trailer
 
 __all__ = ["OpenStreams"]
 

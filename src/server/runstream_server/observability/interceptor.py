@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from grpc import aio
 
-from runstream_server.api.handlers import Handler, HandlerRewriter
 from runstream_server.observability import logs
 from runstream_server.observability.telemetry import Telemetry
+from runstream_server.rpc.handlers import Handler, HandlerRewriter
 
 if TYPE_CHECKING:
     from runstream_server.observability.tracing import RpcTracer

@@ -26,15 +26,15 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
-from runstream_server.api.handlers import (
+from runstream_server.errors import ErrorKind, InvalidArgument, RunstreamError, ShuttingDown
+from runstream_server.principal import Principal
+from runstream_server.rpc.handlers import (
     Behavior,
     Handler,
     HandlerRewriter,
     replace_behavior,
     streams_responses,
 )
-from runstream_server.errors import ErrorKind, InvalidArgument, RunstreamError, ShuttingDown
-from runstream_server.principal import Principal
 
 log = logging.getLogger("runstream.api")
 Context = aio.ServicerContext[Any, Any]
@@ -228,7 +228,7 @@ def _status_details(
 class ErrorInterceptor(HandlerRewriter):
     """Turns domain errors into their gRPC status, unexpected errors into logged INTERNAL.
 
-    One wrapper per method, built once (see :mod:`~runstream_server.api.handlers`): the
+    One wrapper per method, built once (see :mod:`~runstream_server.rpc.handlers`): the
     exception a handler raises, when called or while it yields its responses, is answered.
     """
 
