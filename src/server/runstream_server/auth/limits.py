@@ -317,7 +317,7 @@ class LimitInterceptor(HandlerRewriter):
         # Counted by the caller's tenant too: a run only its tenant sees must look the same,
         # limit or not, to every other tenant (NOT_FOUND, from the handler).
         watched = (principal.tenant if principal else "", run_id or "")
-        if who is not None and 0 < limits.watch_streams_per_principal <= self._open(who):
+        if who is not None and 0 < limits.watch_streams_per_principal <= self._open_streams(who):
             most = limits.watch_streams_per_principal
             raise self._refused(
                 principal,
@@ -371,7 +371,7 @@ class LimitInterceptor(HandlerRewriter):
         self._reports[who] += 1
         context.add_done_callback(lambda _: self._release(self._reports, who))  # type: ignore[arg-type]
 
-    def _open(self, who: str) -> int:
+    def _open_streams(self, who: str) -> int:
         """The principal's open streams, here and (as last exchanged) on other replicas."""
         return self._streams.get(who, 0) + self._elsewhere.get(who, 0)
 

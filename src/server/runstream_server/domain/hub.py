@@ -82,8 +82,9 @@ class Sends:
         self.task = asyncio.current_task()
 
 
-class _Mailbox:
+class _WakeableStream:
     """What a stream sleeps on: woken for news, for a due heartbeat, or when the hub closes.
+    The base of :class:`Subscription` and :class:`RunsSubscription`, which keep the news.
 
     Never blocks the sender. ``active_at`` is the loop time of the stream's last sign of
     life; the heartbeat clock reads it lazily. With `sends`, the clock also ends the stream
@@ -180,7 +181,7 @@ class HeartbeatClock:
 
     def __init__(self, send_timeout: float = 0.0) -> None:
         self.send_timeout = send_timeout
-        self._due: list[tuple[float, int, _Mailbox]] = []
+        self._due: list[tuple[float, int, _WakeableStream]] = []
         self._order = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -193,22 +194,24 @@ class HeartbeatClock:
             loop = self._loop = asyncio.get_running_loop()
         return loop.time()
 
-    def add(self, box: _Mailbox) -> None:
-        self._push(self._next_look(box, box.active_at + box.interval, box.active_at), box)
+    def add(self, stream: _WakeableStream) -> None:
+        self._push(
+            self._next_look(stream, stream.active_at + stream.interval, stream.active_at), stream
+        )
 
-    def _next_look(self, box: _Mailbox, idle_until: float, now: float) -> float:
-        """When the clock comes to `box` next: at its heartbeat, or sooner to look at its
+    def _next_look(self, stream: _WakeableStream, idle_until: float, now: float) -> float:
+        """When the clock comes to `stream` next: at its heartbeat, or sooner to look at its
         sends."""
-        if box.sends is None or not self.send_timeout:
+        if stream.sends is None or not self.send_timeout:
             return idle_until
         return min(idle_until, now + self.send_timeout / _SEND_LOOKS)
 
-    def remove(self, box: _Mailbox) -> None:
+    def remove(self, stream: _WakeableStream) -> None:
         """The stream ended: what it held goes now, its entry in the heap soon."""
-        if box.detached:
+        if stream.detached:
             return
-        box.detached = True
-        box._let_go()
+        stream.detached = True
+        stream._let_go()
         self._detached += 1
         due = self._due
         if self._detached > _MIN_DETACHED and 2 * self._detached > len(due):
@@ -216,8 +219,8 @@ class HeartbeatClock:
             heapq.heapify(due)
             self._detached = 0
 
-    def _push(self, due: float, box: _Mailbox) -> None:
-        heapq.heappush(self._due, (due, next(self._order), box))
+    def _push(self, due: float, stream: _WakeableStream) -> None:
+        heapq.heappush(self._due, (due, next(self._order), stream))
         if self._timer is None or due < self._timer_at:
             self._arm(due)
 
@@ -233,17 +236,19 @@ class HeartbeatClock:
         now = self.now()
         due = self._due
         while due and due[0][0] <= now + _BEAT_SLACK:
-            _, _, box = heapq.heappop(due)
-            if box.detached:
+            _, _, stream = heapq.heappop(due)
+            if stream.detached:
                 self._detached -= 1
                 continue
-            idle_until = box.active_at + box.interval
+            idle_until = stream.active_at + stream.interval
             if idle_until <= now + _BEAT_SLACK:
-                box.beat(now)
-                idle_until = now + box.interval
-            if box.sends is not None and self.send_timeout:
-                box.look_at_sends(box.sends, now, self.send_timeout)
-            heapq.heappush(due, (self._next_look(box, idle_until, now), next(self._order), box))
+                stream.beat(now)
+                idle_until = now + stream.interval
+            if stream.sends is not None and self.send_timeout:
+                stream.look_at_sends(stream.sends, now, self.send_timeout)
+            heapq.heappush(
+                due, (self._next_look(stream, idle_until, now), next(self._order), stream)
+            )
         if due:
             self._arm(due[0][0])
 
@@ -255,7 +260,7 @@ class HeartbeatClock:
         self._detached = 0
 
 
-class Subscription(_Mailbox):
+class Subscription(_WakeableStream):
     """One watcher of one run: its position, and the encoded messages waiting to be sent.
 
     ``cursor`` is the seq of the last event handed to this subscription (sent, waiting, or
@@ -512,7 +517,7 @@ class Hub:
         self.clock.close()
 
 
-class RunsSubscription(_Mailbox):
+class RunsSubscription(_WakeableStream):
     """One WatchRuns stream: the latest state of each changed run, coalesced per run."""
 
     __slots__ = ("known", "matches", "missed_since", "open", "pending")

@@ -242,10 +242,13 @@ class RunLedger:
             raise PermissionDenied(_NOT_ITS_RUN.format(run_id=run_id, needs=_TO_REPORT))
         return state
 
-    def held(self, run_id: str) -> RunState:
-        """The state of a run this process pins in memory (watched, or just loaded)."""
+    def pinned_state(self, run_id: str) -> RunState:
+        """The state of a run the caller keeps in memory by holding a subscription to it (a
+        watched run is pinned); unlike :meth:`cached`, a run not in memory is a bug here."""
         state = self._slots.state(run_id)
-        assert state is not None, f"run {run_id} is not in memory"
+        assert state is not None, (
+            f"run {run_id} is not in memory: the caller must hold a subscription to it"
+        )
         return state
 
     async def _load(self, slot: RunSlot) -> RunState:

@@ -170,7 +170,7 @@ class RunSteps:
                 owner = ref.rpartition(".")[0]  # known() names the owner's step_id
                 self.known(step_id, f"{path}.{owner}" if owner else path)
 
-    def _open(self, step_id: str, path: str) -> run_pb2.Step:
+    def _unfinished_step(self, step_id: str, path: str) -> run_pb2.Step:
         """The step an event names, not yet done; FAILED_PRECONDITION if it is."""
         step = self.known(step_id, path)
         _not_done(step, path)
@@ -200,7 +200,7 @@ class RunSteps:
     def on_step_progress(
         self, p: event_pb2.StepProgress, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self._open(p.step_id, path)
+        step = self._unfinished_step(p.step_id, path)
         self._leave(step)
         if step.status != run_pb2.STEP_STATUS_RUNNING:
             self._begin(step, when)
@@ -218,7 +218,7 @@ class RunSteps:
     def on_step_completed(
         self, p: event_pb2.StepCompleted, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self._open(p.step_id, path)
+        step = self._unfinished_step(p.step_id, path)
         for i, artifact in enumerate(p.artifacts):  # checked before anything changes
             if artifact.step_id:
                 self.known(artifact.step_id, f"{path}.artifacts[{i}]")
@@ -237,7 +237,7 @@ class RunSteps:
     def on_step_failed(
         self, p: event_pb2.StepFailed, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self._open(p.step_id, path)
+        step = self._unfinished_step(p.step_id, path)
         self._leave(step)
         step.error.CopyFrom(p.error)
         self._end(step, run_pb2.STEP_STATUS_FAILED, when)
@@ -246,7 +246,7 @@ class RunSteps:
     def on_step_skipped(
         self, p: event_pb2.StepSkipped, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        step = self._open(p.step_id, path)
+        step = self._unfinished_step(p.step_id, path)
         self._leave(step)
         step.skip_reason = p.reason
         step.ClearField("error")  # Step.error: set only when status is FAILED

@@ -233,7 +233,9 @@ class Watching:
                 # The fast path, once per message: whatever the hub handed over meanwhile.
                 chunk = sub.take(max_events, max_bytes)
                 if chunk is not None:
-                    observer.delivered(chunk.events, self._ledger.held(run_id).last_seq - sub.sent)
+                    observer.delivered(
+                        chunk.events, self._ledger.pinned_state(run_id).last_seq - sub.sent
+                    )
                     yield chunk.data
                     continue
                 if sub.closed_reason is not None:
@@ -245,7 +247,7 @@ class Watching:
                         async for page in pages:
                             yield page
                     continue
-                head = self._ledger.held(run_id)
+                head = self._ledger.pinned_state(run_id)
                 if head.is_terminal and sub.cursor >= head.last_seq and not keep_open:
                     return
                 if sub.take_heartbeat():
@@ -253,7 +255,7 @@ class Watching:
                         await self._checks.check_head(run_id, head)
                         # What it missed is delivered (or read) next; and what commits
                         # delivered during the check goes out before a heartbeat covers it.
-                        if self._ledger.held(run_id).last_seq > sub.cursor or not sub.level:
+                        if self._ledger.pinned_state(run_id).last_seq > sub.cursor or not sub.level:
                             continue
                     yield Heartbeat(sub.sent, self._clock())
                     continue
@@ -276,7 +278,7 @@ class Watching:
         max_events, max_bytes = self._limits.watch_page_events, self._limits.watch_page_bytes
         cursor = sub.cursor
         left = until = 0  # a read of up to max_events: what is left, its end
-        while cursor < (head_seq := self._ledger.held(run_id).last_seq):
+        while cursor < (head_seq := self._ledger.pinned_state(run_id).last_seq):
             if sub.closed_reason is not None:  # shutting down: resume elsewhere
                 raise ended(sub, stream, _RESUME_AFTER_SEQ, self._observer)
             # With a rare kind wanted, pages go by with nothing sent that would find the
@@ -305,7 +307,9 @@ class Watching:
             del stored
             for page in pages:
                 cursor = page[-1].seq
-                self._observer.delivered(len(page), self._ledger.held(run_id).last_seq - cursor)
+                self._observer.delivered(
+                    len(page), self._ledger.pinned_state(run_id).last_seq - cursor
+                )
                 yield b"".join(e.framed for e in page)
                 sub.active_at = self._hub.clock.now()
             if read_all:
