@@ -5,9 +5,10 @@ the one hook on the write path: whatever code commits events (a producer's batch
 a deadline, a stall, a new run), it commits them through ``append``, and what ``append``
 returned without raising is durable. The wrapper times it, hands the committed events and the
 run's new snapshot to :class:`~runstream_server.observability.telemetry.Telemetry`, and
-counts failures of every operation by name (with Redis: the replica's errors talking to
-Redis), lost races to another replica (:class:`HeadMoved`, retried by the caller), failed
-health pings, and reconnects of the notice subscription (each gap notice).
+counts failures of each operation by name but ``close`` and ``follow`` (with Redis: the
+replica's errors talking to Redis), lost races to another replica (:class:`HeadMoved`,
+retried by the caller), failed health pings, and reconnects of the notice subscription that
+``follow`` keeps (each gap notice).
 
 Commits made by other replicas reach this one as notices, not appends: the figures here are
 this replica's own, as Prometheus expects of each scraped target.
