@@ -64,7 +64,7 @@ REPORTER_MEMBERS = {
     # typed events (RunEvents)
     "activity", "thinking", "model_allocation", "text", "metrics", "items", "milestone",
     "alert", "error_recovery", "artifact", "workflow_state", "custom", "report_event",
-    # decisions and controls (RunSteering)
+    # decisions (RunDecisions) and controls (RunControl)
     "ask", "wait_if_paused", "open_decisions", "paused", "cancelled", "cancel_reason",
     "cancel_task",
 }  # fmt: skip
