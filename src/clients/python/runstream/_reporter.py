@@ -348,7 +348,7 @@ class RunReporter(RunEvents):
 
     async def _report_terminal(self, event: event_pb2.RunEvent) -> None:
         """Reports how the run ended where the body's exception is what the caller sees."""
-        await self._report(event, terminal=True)
+        await self._queue(event, terminal=True)
         await self._owner.settle()
 
     async def _report_cancelled(self, reason: str) -> None:
@@ -605,6 +605,14 @@ class RunReporter(RunEvents):
         self._queues.add(queue)
 
     async def _report(
+        self, event: event_pb2.RunEvent, *, ends_run: bool = False, call: str | None = None
+    ) -> None:
+        """RunEvents' one primitive: queues ``event``; one that ``ends_run`` is flushed."""
+        await self._queue(event, terminal=ends_run, call=call)
+        if ends_run:
+            await self.flush()
+
+    async def _queue(
         self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
     ) -> None:
         if terminal:

@@ -73,17 +73,18 @@ class RunEvents:
     ``result``, ``details``: what a Struct holds, finite numbers, at most 1 MiB). What only
     the server knows (a step the run does not have, a milestone id already used, the size
     of an event or of the run) it refuses later: see RunReporter.
+
+    A mixin, unlike the reporter's other parts (objects it holds), because these calls are
+    the reporter's public surface by design: they read none of its attributes and use one
+    primitive, ``self._report(event)``, which RunReporter provides.
     """
 
     async def _report(
-        self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
+        self, event: event_pb2.RunEvent, *, ends_run: bool = False, call: str | None = None
     ) -> None:
-        """Queues one event for the report stream (the reporter's); `call` names the call
+        """The one primitive these calls use, which the reporter provides: queues one event
+        for the report stream; one that ``ends_run`` is also flushed. `call` names the call
         that reported it, in a refusal's message, when its kind's own call did not."""
-        raise NotImplementedError
-
-    async def flush(self) -> None:
-        """Waits until everything reported so far is durable (the reporter's)."""
         raise NotImplementedError
 
     async def skip_step(self, step_id: str, reason: str = "") -> None:
@@ -366,8 +367,7 @@ class RunEvents:
 
         Checks ``summary`` (at most 4,096 characters) and ``result`` first: a bad one raises
         InvalidArgumentError and the run goes on, not ended."""
-        await self._report(builders.run_completed_event(summary, result), terminal=True)
-        await self.flush()
+        await self._report(builders.run_completed_event(summary, result), ends_run=True)
 
     async def fail(
         self, message: str, *, code: str = "", details: Mapping[str, Any] | None = None
@@ -376,5 +376,4 @@ class RunEvents:
 
         Checks ``message`` (required, at most 4,096 characters), ``code`` and ``details``
         first: a bad one raises InvalidArgumentError and the run goes on, not ended."""
-        await self._report(builders.run_failed_event(message, code, details), terminal=True)
-        await self.flush()
+        await self._report(builders.run_failed_event(message, code, details), ends_run=True)
