@@ -881,7 +881,7 @@ async def test_a_producer_cancelled_while_the_server_is_unreachable_stops_withou
     waited for the undelivered events for the whole reconnect timeout (60 s by default), so
     the program did not stop. The task must end well within that timeout (here 30 s, with a
     grace of 0.5 s), without a server to deliver to."""
-    monkeypatch.setattr("runstream._reporter.CLOSE_GRACE", 0.5)
+    monkeypatch.setattr("runstream._run_end.CLOSE_GRACE", 0.5)
     async with (
         proxy_to(server.port) as proxy,
         runstream.connect(proxy.target, reconnect_timeout=30) as client,

@@ -1,16 +1,17 @@
 """The producer side: RunReporter and StepReporter over one ReportService.Report stream.
 
-RunReporter is the producer's handle on a run: its lifecycle (``async with run:``,
-``flush()``, ``close()``) and steps, and where its parts meet. The typed events it reports
-are :mod:`runstream._run_events`; whether an event may be queued, and backpressure, is
-:mod:`runstream._report_gate`; steps 1-5 below are the stream itself,
-:mod:`runstream._report_stream`, and the events waiting for it or for their acknowledgements,
-:mod:`runstream._outbox`; the reporter's side of that stream (routing what the server
-sends back, re-reading after a reconnect, waiting for the stream to settle and stopping it) is
-a private object the reporter holds, so that none of it is the reporter's API
-(:mod:`runstream._stream_ownership`); what the server sends back is handled by
+RunReporter is the producer's handle on a run: its public calls, and the objects it holds
+that do the work, each private, so that none of their methods is the reporter's API. The
+typed events it reports are :mod:`runstream._run_events` (a mixin: the reporter's public
+surface by design, over one primitive, ``_report``); whether an event may be queued, and
+backpressure, is :mod:`runstream._report_gate`; steps 1-5 below are the stream itself,
+:mod:`runstream._report_stream`, and the events waiting for it or for their
+acknowledgements, :mod:`runstream._outbox`; the reporter's side of that stream (routing what
+the server sends back, re-reading after a reconnect, flushing, closing) is
+:mod:`runstream._stream_ownership`; what the server sends back is handled by
 :mod:`runstream._run_decisions` (decisions, ``ask()``) and :mod:`runstream._run_control`
-(controls: ``cancelled``, ``paused``, ``wait_if_paused()``), objects the reporter holds.
+(controls: ``cancelled``, ``paused``, ``wait_if_paused()``); ``async with run:`` and how the
+run ends when the producer does not report it are :mod:`runstream._run_end`.
 
 How a reported event travels:
 
@@ -60,27 +61,22 @@ import asyncio
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runstream import _arguments as arguments
 from runstream import _event_builders as builders
-from runstream._arguments import TEXT_CHARS
-from runstream._errors import (
-    FailedPreconditionError,
-    RunCancelledError,
-    RunstreamError,
-)
+from runstream._errors import FailedPreconditionError, RunstreamError
 from runstream._outbox import Outbox
 from runstream._report_gate import ReportGate
 from runstream._report_stream import ReportStream, Signal
 from runstream._run_control import RunControl
 from runstream._run_decisions import RunDecisions
+from runstream._run_end import QueuedReports, RunEnd, describe
 from runstream._run_events import RunEvents
-from runstream._stream_ownership import CLOSE_GRACE, RunStreamOwner
+from runstream._stream_ownership import RunStreamOwner
 from runstream._types import Decision, DecisionResult, Run, RunStatus, SubStepDetails
 
 if TYPE_CHECKING:
@@ -90,24 +86,6 @@ if TYPE_CHECKING:
 __all__ = ["RunReporter", "StepReporter"]
 
 _log = logging.getLogger("runstream.reporter")
-
-# What a run cancelled by its own producer's task records.
-PRODUCER_CANCEL_REASON = "producer task cancelled"
-PRODUCER = "producer"
-# What a run whose block its client's close() cut records.
-CLIENT_CLOSED_REASON = "the client was closed"
-
-
-class QueuedReports(Protocol):
-    """Reporting calls a framework integration queued for the run (``OrderedReports``)."""
-
-    def makes_calls_in(self, task: asyncio.Task[Any] | None) -> bool:
-        """Whether ``task`` is the one making the queued calls."""
-        ...
-
-    async def drain(self) -> None:
-        """Waits until every call queued so far was made."""
-        ...
 
 
 class RunReporter(RunEvents):
@@ -197,11 +175,14 @@ class RunReporter(RunEvents):
             list_decisions=list_decisions,
         )
         self._owner.serve(self._stream, self._gate, self._decisions)
-        self._closed = False
-        # The framework integrations' queues of calls, made before the run's end is queued.
-        self._queues: weakref.WeakSet[QueuedReports] = weakref.WeakSet()
-        # The task inside ``async with run:``, while the block is open.
-        self._block: asyncio.Task[Any] | None = None
+        self._end = RunEnd(
+            run.run_id,
+            control=self._control,
+            gate=self._gate,
+            stream=self._stream,
+            outbox=self._outbox,
+            owner=self._owner,
+        )
 
     # --- properties ------------------------------------------------------------------------
 
@@ -263,7 +244,7 @@ class RunReporter(RunEvents):
         self._outbox.next_key = 1
         self._stream.start()
         while not self._stream.attached_once:
-            self._raise_if_failed()
+            self._gate.raise_if_failed()
             self._stream.raise_if_unreachable()
             if self._stream.stopped:
                 raise FailedPreconditionError(f"the reporter of run {self._run_id!r} stopped")
@@ -271,8 +252,7 @@ class RunReporter(RunEvents):
         await self._decisions.learn_asked_before()
 
     async def __aenter__(self) -> RunReporter:
-        self._control.adopt_owner()
-        self._block = asyncio.current_task()
+        self._end.enter_block()
         return self
 
     async def __aexit__(
@@ -281,81 +261,7 @@ class RunReporter(RunEvents):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._block = None
-        if self._control.release_owner(exc):
-            await self._close_quietly()
-            raise self._control.cancelled_error() from exc
-        if exc is None:
-            await self.close()
-            return
-        # The body's exception is what the caller must see; reporting problems are secondary
-        # (refused events were logged as they were refused).
-        if self._gate.can_report():
-            stopped = _stopped_by(exc)
-            try:
-                if stopped is not None:  # the run did not fail, it was stopped
-                    await self._report_cancelled(stopped)
-                else:
-                    await self._report_terminal(
-                        builders.run_failed_event(_describe(exc), type(exc).__name__, None)
-                    )
-            except RunCancelledError as cancelled:
-                # Cancelled: as this producer just reported, or by an operator meanwhile.
-                _log.debug("run %s ended cancelled: %s", self._run_id, cancelled)
-            except (TimeoutError, asyncio.CancelledError) as cut:
-                # Still undelivered when the grace ended, or when the task was cancelled again
-                # (a second Ctrl-C): close() would wait for them up to the reconnect timeout.
-                _log.warning(
-                    "could not report how run %s ended %s; %d reported events were not delivered",
-                    self._run_id,
-                    "before it was cancelled again"
-                    if isinstance(cut, asyncio.CancelledError)
-                    else f"within {CLOSE_GRACE} s",
-                    self._outbox.pending,
-                )
-                self._owner.drop_refusals()
-                await self._close(wait=False)
-                if isinstance(cut, asyncio.CancelledError):
-                    raise
-                return
-            except RunstreamError as report_error:
-                _log.log(
-                    self._unless_said(report_error),
-                    "could not report how run %s ended: %r",
-                    self._run_id,
-                    report_error,
-                )
-        self._owner.drop_refusals()
-        await self._close_quietly()
-
-    async def _close_quietly(self) -> None:
-        try:
-            await self.close()
-        except RunstreamError as close_error:
-            _log.log(
-                self._unless_said(close_error),
-                "closing the reporter of run %s failed: %s",
-                self._run_id,
-                close_error,
-            )
-
-    def _unless_said(self, error: RunstreamError) -> int:
-        """WARNING for a failure not logged yet; DEBUG for the one the stream stopped on,
-        which it logged as it stopped (one cause, one warning)."""
-        stopped = self._stream.failure
-        same = stopped is not None and (error is stopped or error.message == stopped.message)
-        return logging.DEBUG if same else logging.WARNING
-
-    async def _report_terminal(self, event: event_pb2.RunEvent) -> None:
-        """Reports how the run ended where the body's exception is what the caller sees."""
-        await self._queue(event, terminal=True)
-        await self._owner.settle()
-
-    async def _report_cancelled(self, reason: str) -> None:
-        """Reports the run cancelled by its producer, and waits until it is stored for at most
-        CLOSE_GRACE (TimeoutError then): a producer that stops is expected to stop promptly."""
-        cancelled = builders.run_cancelled_event(reason, PRODUCER)
-        await asyncio.wait_for(self._report_terminal(cancelled), CLOSE_GRACE)
+        await self._end.exit_block(exc)
 
     async def flush(self) -> None:
         """Waits until every event reported so far is acknowledged, hence durable, or refused.
@@ -369,9 +275,7 @@ class RunReporter(RunEvents):
         events[0].step_progress.step_id: run ... has no step 'draft'``). Arguments the
         server would refuse whatever the run's state were raised by the call itself.
         """
-        self._gate.check_loop()
-        await self._owner.settle()
-        self._owner.raise_refusal()
+        await self._owner.flush()
 
     async def close(self) -> None:
         """Flushes, then ends the stream. Idempotent.
@@ -379,69 +283,18 @@ class RunReporter(RunEvents):
         After a cancellation the run accepts no further events, so queued events are dropped
         and close() does not raise; ``cancelled`` tells what happened.
         """
-        self._gate.check_loop()
-        await self._close(wait=True)
+        await self._owner.close(wait=True)
 
     async def _close_with_client(self) -> None:
-        """``close()``, as its client closes. A run whose ``async with run:`` block is still
-        open in another task (a web app's background task at the app's shutdown) could report
-        nothing more, its end included: it is reported cancelled first (within the grace a
-        cancelled block has), with a warning, rather than left RUNNING with nobody to end it."""
-        self._gate.closed_with_client = True
-        block = self._block
-        if (
-            block is not None
-            and block is not asyncio.current_task()
-            and not block.done()
-            and self._gate.can_report()
-        ):
-            try:
-                await self._report_cancelled(CLIENT_CLOSED_REASON)
-            except RunCancelledError as exc:
-                # The server answers a stored cancellation with its control, which fails the
-                # wait for the acknowledgement: this one's (or another's) end was stored.
-                if exc.reason != CLIENT_CLOSED_REASON or exc.by_server:
-                    _log.info("run %s ended before its client closed: %s", self._run_id, exc)
-                else:
-                    self._warn_reported_cancelled()
-            except (RunstreamError, TimeoutError) as exc:
-                _log.warning(
-                    "run %s: its client was closed while a task still reported in its block, "
-                    "and it could not be reported cancelled (%s); it stays RUNNING",
-                    self._run_id,
-                    exc
-                    if isinstance(exc, RunstreamError)
-                    else f"not stored within {CLOSE_GRACE} s",
-                )
-            else:
-                self._warn_reported_cancelled()
-        await self.close()
+        """``close()``, as its client closes; a run whose block is still open in another task
+        is reported cancelled first (see ``RunEnd.close_with_client``)."""
+        await self._end.close_with_client()
 
-    def _warn_reported_cancelled(self) -> None:
-        _log.warning(
-            "run %s reported cancelled: its client was closed while a task still "
-            "reported in its block (async with run:); close the client after that task",
-            self._run_id,
-        )
+    async def _close_quietly(self) -> None:
+        """``close()``, logging its failure (an ``attach_run`` that failed)."""
+        await self._end.close_quietly()
 
-    async def _close(self, *, wait: bool) -> None:
-        """``close()``; without `wait`, ends the stream at once, not waiting for what the
-        server has not acknowledged (the run's end could not be reported in time)."""
-        if self._closed:
-            return
-        self._gate.begin_closing()
-        if not wait:
-            self._stream.stop()
-        try:
-            if wait and not self.cancelled:
-                await self.flush()
-        except RunCancelledError:
-            pass
-        finally:
-            self._closed = True
-            await self._owner.stop_stream()
-
-    # --- run-level reporting ----------------------------------------------------------------
+    # --- steps ------------------------------------------------------------------------------
 
     def step(
         self, step_id: str, *, name: str = "", description: str = "", agent: str = ""
@@ -580,16 +433,26 @@ class RunReporter(RunEvents):
             decision_id=decision_id,
         )
 
-    # --- queueing (ReportGate) ---------------------------------------------------------------
+    # --- queueing (ReportGate), and the framework integrations' hooks ------------------------
+
+    async def _report(
+        self, event: event_pb2.RunEvent, *, ends_run: bool = False, call: str | None = None
+    ) -> None:
+        """RunEvents' one primitive: queues ``event``; one that ``ends_run`` is queued after
+        what must go before the run's end (``RunEnd.before_end``), then flushed."""
+        if ends_run:
+            await self._end.before_end()
+        await self._gate.admit(event, terminal=ends_run)
+        if call is not None:  # queued, with its key, and not sent before this line
+            self._outbox.name_call(event, call)
+        if ends_run:
+            await self.flush()
 
     async def _pass_over(self, events: int = 1) -> None:
         """Takes the keys of ``events`` events a replay does not report again (the framework
         integrations' finished steps, and the reports of a step not started), so the keys
         after them stay those of the first run (see ``attach_run``)."""
         self._outbox.next_key += events
-
-    def _raise_if_failed(self) -> None:
-        self._gate.raise_if_failed()
 
     def _report_now(self, event: event_pb2.RunEvent, key: str) -> None:
         """Queues ``event`` at once, past the buffer's bound, under the idempotency ``key``
@@ -602,31 +465,7 @@ class RunReporter(RunEvents):
         """The run's end waits for the calls ``queue`` holds then (a framework integration's,
         whose callbacks may come from another thread, and land only once the producer's
         coroutine yields: ``graph.invoke()`` called on the run's loop)."""
-        self._queues.add(queue)
-
-    async def _report(
-        self, event: event_pb2.RunEvent, *, ends_run: bool = False, call: str | None = None
-    ) -> None:
-        """RunEvents' one primitive: queues ``event``; one that ``ends_run`` is flushed."""
-        await self._queue(event, terminal=ends_run, call=call)
-        if ends_run:
-            await self.flush()
-
-    async def _queue(
-        self, event: event_pb2.RunEvent, *, terminal: bool = False, call: str | None = None
-    ) -> None:
-        if terminal:
-            task = asyncio.current_task()
-            for queue in list(self._queues):
-                if not queue.makes_calls_in(task):  # not the end reported by one of its calls
-                    await queue.drain()
-        if terminal and self._outbox.awaits_taken_starts:
-            # A refusal still to come may have to be told before the run ends (an
-            # integration's step that found no room): hear the server on them first.
-            await self._owner.settle()
-        await self._gate.admit(event, terminal=terminal)
-        if call is not None:  # queued, with its key, and not sent before this line
-            self._outbox.name_call(event, call)
+        self._end.ends_after(queue)
 
 
 class StepReporter:
@@ -689,7 +528,7 @@ class StepReporter:
         if isinstance(exc, asyncio.CancelledError):
             return  # Not a step failure: the run block reports the run cancelled.
         try:
-            await self.fail(_describe(exc), code=type(exc).__name__)
+            await self.fail(describe(exc), code=type(exc).__name__)
         except RunstreamError as report_error:
             _log.warning("could not report step %s failed: %s", self._step_id, report_error)
 
@@ -790,26 +629,3 @@ class StepReporter:
         event = builders.step_failed_event(self._step_id, message, code, details)
         self._finished = True
         await self._gate.admit(event)
-
-
-def _stopped_by(exc: BaseException) -> str | None:
-    """Why the producer stopped, when ``exc`` stopped it rather than failed it: its task was
-    cancelled (Ctrl-C under asyncio.run, a timeout, a shutdown), Ctrl-C was raised in it (under
-    ``loop.run_until_complete``, as IPython runs code), or it exited without an error."""
-    if isinstance(exc, asyncio.CancelledError):
-        return PRODUCER_CANCEL_REASON
-    if isinstance(exc, KeyboardInterrupt):
-        return "producer interrupted (KeyboardInterrupt)"
-    if isinstance(exc, SystemExit) and exc.code in (0, None):
-        return f"producer exited ({_describe(exc)})"
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception as the message of the failure it reports, cut to what the server takes
-    (an LLM client's error may hold a whole response)."""
-    text = str(exc)
-    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if len(described) > TEXT_CHARS:
-        described = described[: TEXT_CHARS - 1] + "\u2026"
-    return described

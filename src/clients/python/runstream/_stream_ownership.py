@@ -4,16 +4,15 @@
 :class:`~runstream._report_stream.ReportStream` deals with, the stream's
 :class:`~runstream._report_stream.StreamOwner`: a separate object, so that what the stream
 calls is no method of the reporter a producer could call. It routes what the server sends
-back: controls
-to :mod:`runstream._run_control`, closed decisions and refused questions to
+back: controls to :mod:`runstream._run_control`, closed decisions and refused questions to
 :mod:`runstream._run_decisions`; any other refused event is logged and set aside for the next
 ``flush()`` or ``close()`` to raise, each refusal named by the call that reported the event.
 After a reconnect it re-reads what the broken stream may have missed (the decisions still
-awaited, the pause), once the new stream is attached. And it
-waits until the stream settled everything reported (starting the stream task again if
-something else cancelled it, as asyncio.run does at exit), and stops the stream task and
-those re-reads when the reporter closes. How a reported event travels, and what the reporter
-does with the rest, is told in :mod:`runstream._reporter`.
+awaited, the pause), once the new stream is attached. It flushes, waiting until the stream
+settled everything reported (starting the stream task again if something else cancelled it,
+as asyncio.run does at exit) and raising the refusals set aside, and closes, stopping the
+stream task and those re-reads. How a reported event travels, and what the reporter does with
+the rest, is told in :mod:`runstream._reporter`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from runstream import _event_builders as builders
 from runstream import _requests as rpc
-from runstream._errors import FailedPreconditionError, RunstreamError, about
+from runstream._errors import FailedPreconditionError, RunCancelledError, RunstreamError, about
 
 if TYPE_CHECKING:
     import grpc
@@ -53,7 +52,7 @@ _ATTACH_GRACE = 0.5
 
 class RunStreamOwner:
     """What a :class:`~runstream.RunReporter` does as its report stream's owner: answer what
-    the stream asks, route what it hears, catch up after reconnects, settle and stop it."""
+    the stream asks, route what it hears, catch up after reconnects, flush and close it."""
 
     # The parts made after the owner, since they need the stream it is given to (serve()).
     _stream: ReportStream
@@ -69,6 +68,7 @@ class RunStreamOwner:
         self._side_tasks: set[asyncio.Task[None]] = set()
         # The errors of refused events, each raised once by a later flush() or close().
         self._refused: deque[RunstreamError] = deque()
+        self._closed = False
 
     def serve(self, stream: ReportStream, gate: ReportGate, decisions: RunDecisions) -> None:
         """Takes the stream it owns, and the parts made with that stream, before it starts."""
@@ -162,6 +162,34 @@ class RunStreamOwner:
     def drop_refusals(self) -> None:
         """Forgets the refusals not raised yet (each was logged as it came)."""
         self._refused.clear()
+
+    # --- flushing and closing ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """``RunReporter.flush()``: settles the stream, then raises a refusal not raised yet."""
+        self._gate.check_loop()
+        await self.settle()
+        self.raise_refusal()
+
+    async def close(self, *, wait: bool) -> None:
+        """``RunReporter.close()``, idempotent; without `wait`, ends the stream at once, not
+        waiting for what the server has not acknowledged (the run's end could not be reported
+        in time)."""
+        if wait:
+            self._gate.check_loop()
+        if self._closed:
+            return
+        self._gate.begin_closing()
+        if not wait:
+            self._stream.stop()
+        try:
+            if wait and not self._control.cancelled:
+                await self.flush()
+        except RunCancelledError:
+            pass
+        finally:
+            self._closed = True
+            await self.stop_stream()
 
     # --- settling and stopping the stream ----------------------------------------------------
 
