@@ -69,13 +69,32 @@ REPORTER_MEMBERS = {
     "cancel_task",
 }  # fmt: skip
 
+STEP_REPORTER_MEMBERS = {
+    "step_id", "run", "start", "progress", "artifact", "metrics", "set_summary", "complete",
+    "fail",
+}  # fmt: skip
 
-def test_the_reporters_public_members_are_pinned() -> None:
-    """What the report stream calls back (on_control, on_refused, ...) belongs to its private
-    owner: a producer calling one would corrupt the reporter, so none may become API."""
-    public = {name for name in dir(runstream.RunReporter) if not name.startswith("_")}
-    assert not public - REPORTER_MEMBERS, f"new public members: {sorted(public - REPORTER_MEMBERS)}"
-    assert not REPORTER_MEMBERS - public, f"members gone: {sorted(REPORTER_MEMBERS - public)}"
+
+def _public(members: object) -> set[str]:
+    return {name for name in dir(members) if not name.startswith("_")}
+
+
+async def test_the_reporters_public_members_are_pinned(client: runstream.Client) -> None:
+    """What the reporters' parts do (the report stream's callbacks on_control, on_refused,
+    ..., its gate, the run's controls and decisions) is theirs, private: a producer calling
+    one could corrupt the reporter, so none may become API. Read from a run and a step
+    started on a server, so that an attribute set in __init__ counts as much as a method."""
+    run = await client.start_run("api")
+    step = await run.start_step("draft")
+    for reporter, pinned in [(run, REPORTER_MEMBERS), (step, STEP_REPORTER_MEMBERS)]:
+        public = _public(reporter)
+        kind = type(reporter).__name__
+        assert not public - pinned, f"new public members of {kind}: {sorted(public - pinned)}"
+        assert not pinned - public, f"{kind}'s members gone: {sorted(pinned - public)}"
+    assert _public(runstream.RunReporter) == REPORTER_MEMBERS
+    assert _public(runstream.StepReporter) == STEP_REPORTER_MEMBERS
+    await step.complete()
+    await run.complete()
 
 
 def test_enums_mirror_the_proto_enums_number_for_number() -> None:
