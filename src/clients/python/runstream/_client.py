@@ -40,6 +40,7 @@ from runstream._retry import Backoff, OutageLog, is_retryable
 from runstream._run_queries import RunQueries
 from runstream._stats import ServerStats, stats_from_pb
 from runstream._types import Run, RunStatus, StepSpec, Target
+from runstream._unreachable import SDK_NAMES, TlsSettings
 from runstream._watch import RunWatching
 from runstream.v1 import (
     decision_service_pb2_grpc,
@@ -109,8 +110,15 @@ def connect(
             whose sidecars add mutual TLS). gRPC's own call credentials need a secure or
             local channel; this is the SDK's explicit way past that rule.
     """
+    tls = None
     if credentials is None:
         credentials = channel_credentials(ca_file, client_cert, client_key)
+        tls = TlsSettings(
+            tls=credentials is not None,
+            client_cert=str(client_cert) if client_cert is not None else None,
+            client_key=str(client_key) if client_key is not None else None,
+            **SDK_NAMES,
+        )
     return Client(
         target,
         metadata=metadata,
@@ -120,6 +128,7 @@ def connect(
         options=options,
         token=token,
         insecure_token=insecure_token,
+        tls=tls,
     )
 
 
@@ -137,7 +146,10 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         options: Sequence[tuple[str, Any]] = (),
         token: str | TokenProvider | None = None,
         insecure_token: bool = False,
+        tls: TlsSettings | None = None,
     ) -> None:
+        """`tls`: the TLS files ``connect`` made `credentials` of, to say in their names why
+        a connection fails (see runstream._unreachable)."""
         self._connection = Connection(
             target,
             metadata=metadata,
@@ -147,6 +159,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             options=options,
             token=token,
             insecure_token=insecure_token,
+            tls=tls,
         )
         self._reporters: weakref.WeakSet[RunReporter] = weakref.WeakSet()
 
@@ -361,6 +374,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             cancel_task=cancel_task,
             key_prefix=key_prefix,
             linger=linger,
+            diagnosis=self._connection.diagnosis,
         )
 
     async def _create_run(
@@ -385,13 +399,14 @@ class Client(RunQueries, RunWatching, DecisionCalls):
                     if existing.workflow == request.workflow:
                         return existing
                     raise error_from_rpc(exc) from exc
-                retryable = is_retryable(exc) or code == grpc.StatusCode.DEADLINE_EXCEEDED
-                elapsed = time.monotonic() - started
-                if not retryable or (
-                    self._connection.reconnect_timeout is not None
-                    and elapsed > self._connection.reconnect_timeout
-                ):
+                if not (is_retryable(exc) or code == grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise error_from_rpc(exc) from exc
+                if error := await self._connection.diagnosis.at_once(exc):
+                    raise error from exc
+                limit = self._connection.reconnect_timeout
+                if limit is not None and time.monotonic() - started > limit:
+                    diagnosis = self._connection.diagnosis
+                    raise await diagnosis.given_up(error_from_rpc(exc), exc) from exc
                 backoff.hold(exc)
                 said.lost(f"{code.name}: {exc.details()}", "retrying")
             await asyncio.sleep(backoff.next_delay())

@@ -30,6 +30,7 @@ from runstream._errors import FailedPreconditionError, error_from_rpc
 from runstream._retry import Backoff, is_retryable
 from runstream._target import check_target
 from runstream._tracing import trace_metadata
+from runstream._unreachable import SDK_NAMES, Diagnosis, TlsSettings
 from runstream.v1 import (
     decision_service_pb2_grpc,
     report_service_pb2_grpc,
@@ -106,7 +107,10 @@ class Connection:
         options: Sequence[tuple[str, Any]],
         token: str | TokenProvider | None,
         insecure_token: bool = False,
+        tls: TlsSettings | None = None,
     ) -> None:
+        """`tls`: the TLS files `credentials` were made of, for what a failed connection
+        means (None: plaintext without credentials, unknown with the caller's own)."""
         self._target = check_target(target)
         if isinstance(metadata, Mapping):
             self._metadata: tuple[tuple[str, str], ...] = tuple(metadata.items())
@@ -123,6 +127,10 @@ class Connection:
         self._timeout = timeout
         self._reconnect_timeout = reconnect_timeout
         self._credentials = credentials
+        if tls is None and credentials is None:
+            tls = TlsSettings(tls=False, **SDK_NAMES)
+        self.diagnosis = Diagnosis(self._target, tls)
+        """What this client's failed connections mean (see runstream._unreachable)."""
         overridden = {name for name, _ in options}
         self._options = [o for o in _CHANNEL_OPTIONS if o[0] not in overridden] + list(options)
         self._channel: grpc.aio.Channel | None = None
@@ -236,10 +244,16 @@ class Connection:
         """One unary call with the client's deadline; raises grpc's AioRpcError, or
         FailedPreconditionError when the client is closed while the call is out."""
         try:
-            return await method(request, timeout=self._timeout, metadata=self.call_metadata())
+            response = await method(request, timeout=self._timeout, metadata=self.call_metadata())
         except asyncio.CancelledError:
             raise_if_closed_under("call")
             raise
+        except grpc.aio.AioRpcError as exc:
+            if not is_retryable(exc) and exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                self.diagnosis.reached()  # a server's verdict: it took the connection
+            raise
+        self.diagnosis.reached()
+        return response
 
     async def unary(self, method: Any, request: Any, *, retry: bool = True) -> Any:
         """One unary call with the client's deadline; raises a RunstreamError.
@@ -249,7 +263,9 @@ class Connection:
         away is tried again for up to UNARY_RETRY_FOR seconds (at most the reconnect
         timeout): a server restarting, or the channel still waiting out its reconnect
         backoff, answers UNAVAILABLE at once. Controls (cancel, pause, resume) are not
-        repeated: their second try would report the first one's effect as a failure.
+        repeated: their second try would report the first one's effect as a failure. Either
+        says why the client cannot connect when that is certain, at once, or likely, as it
+        gives up (see runstream._unreachable.Diagnosis).
         """
         backoff = Backoff()
         limit = self._reconnect_timeout
@@ -260,8 +276,12 @@ class Connection:
             try:
                 return await self.call(method, request)
             except grpc.aio.AioRpcError as exc:
-                if not (retry and is_retryable(exc) and time.monotonic() < deadline):
+                if not is_retryable(exc):
                     raise error_from_rpc(exc) from exc
+                if error := await self.diagnosis.at_once(exc):
+                    raise error from exc
+                if not retry or time.monotonic() >= deadline:
+                    raise await self.diagnosis.given_up(error_from_rpc(exc), exc) from exc
                 backoff.hold(exc)
             await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
             self.open()  # FailedPreconditionError if the client was closed meanwhile

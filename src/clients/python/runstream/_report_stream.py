@@ -48,6 +48,7 @@ from runstream._retry import (
     send,
 )
 from runstream._types import Decision
+from runstream._unreachable import Diagnosis
 
 if TYPE_CHECKING:
     from runstream._outbox import Outbox
@@ -166,7 +167,10 @@ class ReportStream:
         reconnect_timeout: float | None,
         max_in_flight: int,
         linger: float = 0.0,
+        diagnosis: Diagnosis | None = None,
     ) -> None:
+        """``diagnosis``: the client's, which says the likely cause when the stream gives up
+        (see runstream._unreachable)."""
         self._owner = owner
         self._signal = signal
         self._outbox = outbox
@@ -177,6 +181,7 @@ class ReportStream:
         self._reconnect_timeout = reconnect_timeout
         self._max_in_flight = max(1, max_in_flight)
         self._linger = max(0.0, linger)
+        self._diagnosis = diagnosis
         self._hold_until = 0.0
         """While lingering: the loop time the queued events leave at, at the latest."""
         self._hold_cut: asyncio.Future[None] | None = None
@@ -344,6 +349,8 @@ class ReportStream:
                         last_error,
                     )
                 ):
+                    if self._diagnosis is not None:
+                        error = await self._diagnosis.given_up(error, last_error)
                     self._fail(error)
                     return
                 await self._sleep(backoff.next_delay())

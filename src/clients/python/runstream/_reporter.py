@@ -81,6 +81,7 @@ from runstream._types import Decision, DecisionResult, Run, RunStatus, SubStepDe
 
 if TYPE_CHECKING:
     from runstream._report_stream import ReportMethod
+    from runstream._unreachable import Diagnosis
     from runstream.v1 import event_pb2
 
 __all__ = ["RunReporter", "StepReporter"]
@@ -120,6 +121,7 @@ class RunReporter(RunEvents):
         cancel_task: bool = True,
         key_prefix: str | None = None,
         linger: float = 0.0,
+        diagnosis: Diagnosis | None = None,
     ) -> None:
         self._run_id = run.run_id
         self._workflow = run.workflow
@@ -154,6 +156,7 @@ class RunReporter(RunEvents):
             reconnect_timeout=reconnect_timeout,
             max_in_flight=max_in_flight,
             linger=linger,
+            diagnosis=diagnosis,
         )
         self._gate = ReportGate(
             run.run_id,

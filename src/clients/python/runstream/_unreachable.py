@@ -9,6 +9,10 @@ runs there at all. A server that closes the connection as it opens leaves gRPC o
 closed": a TLS server reached in plaintext, or one that wants a client certificate it was not
 given, but also a TCP proxy with nothing behind it during a deploy. :func:`look_closer` tells
 these apart with a TLS handshake of its own.
+
+:class:`Diagnosis` is the SDK's use of both, for one client: its calls, reporters and watchers
+raise a certain cause at once while the client has never reached a server, and say the likely
+one when they give up.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
+import grpc
+
+from runstream._errors import RunstreamError, UnavailableError, raised_again
 from runstream._target import is_ip_address, target_addresses
 
-__all__ = ["Cause", "TlsSettings", "cause_of", "look_closer"]
+__all__ = ["Cause", "Diagnosis", "TlsSettings", "cause_of", "look_closer"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +159,73 @@ def _handshake(host: str, port: int, settings: TlsSettings) -> bool:
             return bool(connection.recv(9))  # the server's SETTINGS frame
         except (ConnectionError, ssl.SSLError):  # closed as it read the client's certificate
             return False
+
+
+_Error = TypeVar("_Error", bound=RunstreamError)
+
+
+class Diagnosis:
+    """What the failed connections of one SDK client mean, in the SDK's words (``ca_file``,
+    ``client_cert`` and ``client_key``), for its retry loops.
+
+    Until the client first reaches a server, a cause that is certain is raised at once
+    (:meth:`at_once`) rather than retried for the whole reconnect timeout: TLS settings that
+    do not fit the server never start to. A "Socket closed" is looked at closer once, as the
+    CLI does, and is retried when that tells nothing (a proxy during a deploy). Once the
+    client has reached a server its settings fit it, and every failure is retried as before;
+    the error the retries give up with then says the likely cause (:meth:`given_up`).
+    `settings` None: the caller gave its own credentials, whose contents the SDK does not
+    know, so only what gRPC's words name for certain is said.
+    """
+
+    def __init__(self, target: str, settings: TlsSettings | None) -> None:
+        self._target = target
+        self._settings = settings
+        self._reached = False
+        self._first_look: asyncio.Future[Cause | None] | None = None
+
+    def reached(self) -> None:
+        """A server accepted a call or a stream of this client."""
+        self._reached = True
+
+    async def at_once(self, exc: BaseException) -> UnavailableError | None:
+        """The error to raise instead of retrying `exc`, when why the client cannot connect
+        is certain and it never reached a server; None: retry."""
+        if self._reached or not isinstance(exc, grpc.aio.AioRpcError):
+            return None
+        cause = self._named(exc)
+        if cause is not None and not cause.certain and self._settings is not None:
+            if self._first_look is None:  # one look for all the client's loops
+                self._first_look = asyncio.ensure_future(look_closer(self._target, self._settings))
+            cause = await asyncio.shield(self._first_look) or cause
+        if cause is None or not cause.certain:
+            return None
+        error = UnavailableError(cause.text)
+        error.__cause__ = exc
+        return error
+
+    async def given_up(self, error: _Error, exc: BaseException | None) -> _Error:
+        """`error`, which the retries of `exc` give up with, saying the likely cause when
+        gRPC's words or a closer look name one."""
+        if not isinstance(exc, grpc.aio.AioRpcError) or (cause := self._named(exc)) is None:
+            return error
+        if not cause.certain and self._settings is not None:
+            # A client that reached a server was not refused for its settings: a server that
+            # closes connections as they open is then a proxy with nothing behind it.
+            cause = await look_closer(self._target, self._settings) or (
+                None if self._reached else cause
+            )
+        if cause is None:
+            return error
+        said = cast(_Error, raised_again(error))
+        said.message = f"{error.message}; likely cause: {cause.text}"
+        said.args = (said.message,)
+        said.__cause__ = error.__cause__ or exc
+        return said
+
+    def _named(self, exc: grpc.aio.AioRpcError) -> Cause | None:
+        settings = self._settings or TlsSettings(tls=True, **SDK_NAMES)
+        cause = cause_of(self._target, exc.details() or "", settings)
+        if cause is not None and not cause.certain and self._settings is None:
+            return None  # "does it want a client certificate?": the credentials may hold one
+        return cause

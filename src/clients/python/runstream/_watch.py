@@ -31,10 +31,17 @@ import grpc
 from runstream import _arguments as arguments
 from runstream import _requests as rpc
 from runstream._connection import raise_if_closed_under
-from runstream._errors import DataLossError, RunstreamError, UnavailableError, error_from_rpc
+from runstream._errors import (
+    DataLossError,
+    RunstreamError,
+    UnavailableError,
+    about,
+    error_from_rpc,
+)
 from runstream._events import EventKind
 from runstream._retry import Backoff, Outage, OutageLog, is_retryable, retry_after
 from runstream._types import Event, LinkState, Run, RunsUpdate, WatchLink
+from runstream._unreachable import Diagnosis
 
 if TYPE_CHECKING:
     from runstream._connection import Connection
@@ -131,14 +138,23 @@ class Silence:
         self._timer = self._loop.call_at(due, self._check)
 
 
-async def opened(call: grpc.aio.Call, outage: Outage, on_link: OnLink | None, cursor: int) -> None:
+async def opened(
+    call: grpc.aio.Call,
+    outage: Outage,
+    on_link: OnLink | None,
+    cursor: int,
+    diagnosis: Diagnosis | None = None,
+) -> None:
     """Once the server accepted the stream (its response headers came: a server sends them
     as it accepts a watch, an older one with its first message; not as the end of a call it
-    refused), the outage is over and `on_link` hears LIVE. A watch that was LIVE and is lost
-    again gets the whole reconnect_timeout again, though no message came meanwhile."""
+    refused), the outage is over, the client has reached a server (`diagnosis`) and `on_link`
+    hears LIVE. A watch that was LIVE and is lost again gets the whole reconnect_timeout
+    again, though no message came meanwhile."""
     await call.initial_metadata()
     if not call.done() or await call.code() == grpc.StatusCode.OK:
         outage.recovered()
+        if diagnosis is not None:
+            diagnosis.reached()
         if on_link is not None:
             on_link(WatchLink(LinkState.LIVE, cursor))
 
@@ -213,11 +229,14 @@ class Reconnects:
         reconnect_timeout: float | None,
         on_link: OnLink | None,
         *,
+        diagnosis: Diagnosis | None = None,
         warns_of_limits: bool = False,
     ) -> None:
-        """``what`` names the watch in errors, ``logged_as`` in the log; ``warns_of_limits``:
-        a wait a limit asks for (its RetryInfo) is a warning of its own, with the server's
-        reason, rather than a line of the outage."""
+        """``what`` names the watch in errors, ``logged_as`` in the log; ``diagnosis``, the
+        client's, says why it cannot connect (at once when certain, see
+        runstream._unreachable); ``warns_of_limits``: a wait a limit asks for (its RetryInfo)
+        is a warning of its own, with the server's reason, rather than a line of the
+        outage."""
         self._what = what
         self._logged_as = logged_as
         self._quiet = SilenceBound(what, bound)
@@ -225,6 +244,7 @@ class Reconnects:
         self._backoff = Backoff()
         self._outage = Outage(reconnect_timeout)
         self._on_link = on_link
+        self._diagnosis = diagnosis
         self._warns_of_limits = warns_of_limits
 
     def connecting(self, cursor: int) -> None:
@@ -238,7 +258,7 @@ class Reconnects:
 
     async def opened(self, call: grpc.aio.Call, silence: Silence, cursor: int) -> None:
         """Once the server accepted the stream: LIVE (see :func:`opened`)."""
-        await opened(call, self._outage, self._on_link, cursor)
+        await opened(call, self._outage, self._on_link, cursor, self._diagnosis)
         silence.heard()
 
     def heard(self, silence: Silence) -> None:
@@ -254,14 +274,19 @@ class Reconnects:
         self._said.lost("the server ended it", then)
         return self._lost(cursor, None)
 
-    def failed(self, exc: grpc.aio.AioRpcError, cursor: int, then: str) -> float:
+    async def failed(self, exc: grpc.aio.AioRpcError, cursor: int, then: str) -> float:
         """The stream failed with `exc`: the delay before the next attempt; the error to give
-        up with when `exc` is the server's verdict or the outage lasted too long."""
+        up with when `exc` is the server's verdict, why the client cannot connect is certain,
+        or the outage lasted too long (then with its likely cause)."""
         if not is_retryable(exc):
             raise error_from_rpc(exc) from exc
+        if self._diagnosis is not None and (error := await self._diagnosis.at_once(exc)):
+            raise about(error, self._what) from exc
         self._backoff.hold(exc)
         detail = f"{exc.code().name}: {exc.details()}"
         if error := self._outage.exceeded(self._what, detail, exc):
+            if self._diagnosis is not None:
+                error = await self._diagnosis.given_up(error, exc)
             raise error from exc
         waits = retry_after(exc) if self._warns_of_limits else None
         if waits is not None:  # a limit: said, as nothing else shows why nothing comes
@@ -295,15 +320,23 @@ async def watch_run(
     reconnect_timeout: float | None,
     check_open: Callable[[str], None],
     on_link: OnLink | None = None,
+    diagnosis: Diagnosis | None = None,
 ) -> AsyncGenerator[Event, None]:
     """Yields the run's events after ``after_seq``, resuming across reconnects (see module);
     each attempt first calls ``check_open``, which raises once the client is closed.
-    ``on_link`` hears of each change of the stream (CONNECTING, LIVE, RECONNECTING)."""
+    ``on_link`` hears of each change of the stream (CONNECTING, LIVE, RECONNECTING);
+    ``diagnosis``, the client's, says why it cannot connect (see runstream._unreachable)."""
     kind_filter = rpc.event_kinds(kinds)
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     what = f"watch of run {run_id!r}"
     reconnects = Reconnects(
-        what, f"watch of run {run_id}", bound, reconnect_timeout, on_link, warns_of_limits=True
+        what,
+        f"watch of run {run_id}",
+        bound,
+        reconnect_timeout,
+        on_link,
+        diagnosis=diagnosis,
+        warns_of_limits=True,
     )
     cursor = after_seq
     reconnects.connecting(cursor)
@@ -334,7 +367,7 @@ async def watch_run(
                     cursor = head_seq
             return
         except grpc.aio.AioRpcError as exc:
-            delay = reconnects.failed(exc, cursor, f"resuming after seq {cursor}")
+            delay = await reconnects.failed(exc, cursor, f"resuming after seq {cursor}")
         except asyncio.CancelledError:
             delay = reconnects.cut(silence, cursor, f"resuming after seq {cursor}")
         finally:
@@ -353,6 +386,7 @@ async def watch_runs(
     reconnect_timeout: float | None,
     check_open: Callable[[str], None],
     on_link: OnLink | None = None,
+    diagnosis: Diagnosis | None = None,
 ) -> AsyncGenerator[RunsUpdate, None]:
     """Yields the matching runs' state, then their changes, reconnecting as needed.
 
@@ -363,7 +397,7 @@ async def watch_runs(
     interval, bound = heartbeat_and_bound(heartbeat_interval)
     request = rpc.watch_runs_request(filter, interval, initial_ended_limit)
     what = "watch of runs"
-    reconnects = Reconnects(what, what, bound, reconnect_timeout, on_link)
+    reconnects = Reconnects(what, what, bound, reconnect_timeout, on_link, diagnosis=diagnosis)
     reconnects.connecting(0)
     while True:
         check_open(what)
@@ -399,7 +433,7 @@ async def watch_runs(
                     silence.heard()
             delay = reconnects.ended(0, "reconnecting")
         except grpc.aio.AioRpcError as exc:
-            delay = reconnects.failed(exc, 0, "reconnecting")
+            delay = await reconnects.failed(exc, 0, "reconnecting")
         except asyncio.CancelledError:
             delay = reconnects.cut(silence, 0, "reconnecting")
         finally:
@@ -463,6 +497,7 @@ class RunWatching:
             reconnect_timeout=self._connection.reconnect_timeout,
             check_open=self._connection.check_open,
             on_link=on_link,
+            diagnosis=self._connection.diagnosis,
         )
 
     def watch_runs(
@@ -502,4 +537,5 @@ class RunWatching:
             reconnect_timeout=self._connection.reconnect_timeout,
             check_open=self._connection.check_open,
             on_link=on_link,
+            diagnosis=self._connection.diagnosis,
         )

@@ -1,0 +1,176 @@
+"""The SDK against real servers whose TLS its settings do not fit: it says why at once, in
+its own parameter names, from the first call, ``start_run`` and a watch, instead of retrying
+for its whole reconnect timeout and then raising gRPC's words (see runstream._unreachable).
+
+Each client here retries for ever (``reconnect_timeout=None``): only a cause said at once
+ends its call, which must come well within WITHIN. A server that closes connections as they
+open without a TLS handshake (a proxy with nothing behind it, as during a deploy) is waited
+out, and named as the likely cause only when the retries give up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import runstream
+from runstream_server.app import RunstreamServer
+from runstream_server.auth.edge import SecurityConfig, TlsConfig
+
+from tests.clients.support import proxy_to
+from tests.identity import Pki, start_server
+
+WITHIN = 20.0
+"""Seconds a call may take to say a certain cause: nothing near a reconnect timeout's."""
+MISSING = "0" * 32
+
+
+@dataclass
+class Servers:
+    """A TLS server, a mutual-TLS one, a plaintext one, and the certificates around them."""
+
+    tls: RunstreamServer
+    mutual: RunstreamServer
+    plaintext: RunstreamServer
+    pki: Pki
+    other: Pki
+    """Certificates of another CA, which neither server trusts or is vouched for by."""
+
+
+@pytest.fixture
+async def servers(tmp_path: Path, server: RunstreamServer) -> AsyncIterator[Servers]:
+    pki, other = Pki.make(tmp_path / "pki"), Pki.make(tmp_path / "other")
+    tls = await start_server(
+        tmp_path / "tls", SecurityConfig(tls=TlsConfig(pki.server_cert, pki.server_key))
+    )
+    mutual = await start_server(
+        tmp_path / "mutual",
+        SecurityConfig(tls=TlsConfig(pki.server_cert, pki.server_key, pki.ca_file)),
+    )
+    try:
+        yield Servers(tls, mutual, server, pki, other)
+    finally:
+        await asyncio.gather(tls.stop(grace=0.5), mutual.stop(grace=0.5))
+
+
+def _cases(s: Servers) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """Each mismatch: the target, the TLS arguments of connect, what the error says."""
+    tls, mutual, plain = (f"127.0.0.1:{x.port}" for x in (s.tls, s.mutual, s.plaintext))
+    return {
+        "plaintext to TLS": (tls, {}, f"a server at {tls} serves TLS: give ca_file"),
+        "TLS to plaintext": (
+            plain,
+            {"ca_file": s.pki.ca_file},
+            f"a server at {plain} answered without TLS: connect without ca_file",
+        ),
+        "a CA that did not sign": (
+            tls,
+            {"ca_file": s.other.ca_file},
+            f"a server at {tls} answered over TLS with a certificate the CA of ca_file did "
+            "not sign",
+        ),
+        "no client certificate": (
+            mutual,
+            {"ca_file": s.pki.ca_file},
+            f"a server at {mutual} wants a client certificate: give client_cert and client_key",
+        ),
+        "a client certificate of another CA": (
+            mutual,
+            {
+                "ca_file": s.pki.ca_file,
+                "client_cert": s.other.client_cert,
+                "client_key": s.other.client_key,
+            },
+            f"a server at {mutual} refused the client certificate {s.other.client_cert}: is "
+            "it signed by a CA the server trusts, and still valid?",
+        ),
+    }
+
+
+CASES = [
+    "plaintext to TLS",
+    "TLS to plaintext",
+    "a CA that did not sign",
+    "no client certificate",
+    "a client certificate of another CA",
+]
+
+
+async def _start_and_close(client: runstream.Client) -> None:
+    run = await client.start_run("wf")
+    await run.close()
+
+
+async def _watch(client: runstream.Client) -> None:
+    async for _ in client.watch(MISSING):
+        pass
+
+
+async def _get(client: runstream.Client) -> None:
+    await client.get_run(MISSING)
+
+
+CALLS: dict[str, tuple[Callable[[runstream.Client], Awaitable[None]], str]] = {
+    "get_run": (_get, ""),
+    "start_run": (_start_and_close, ""),
+    "watch": (_watch, f"watch of run {MISSING!r}: "),
+}
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+@pytest.mark.parametrize("case", CASES)
+async def test_a_tls_mismatch_is_said_at_once_in_the_sdks_words(
+    servers: Servers, case: str, call: str
+) -> None:
+    target, tls, said = _cases(servers)[case]
+    make_call, what = CALLS[call]
+    async with runstream.connect(target, reconnect_timeout=None, **tls) as client:
+        with pytest.raises(runstream.UnavailableError) as raised:
+            async with asyncio.timeout(WITHIN):
+                await make_call(client)
+    assert raised.value.message == what + said
+
+
+async def test_a_server_closing_connections_as_they_open_is_waited_out(
+    server: RunstreamServer,
+) -> None:
+    """A proxy that takes connections and closes them (nothing behind it yet) is no TLS
+    mismatch: the producer waits until a server is there."""
+    async with proxy_to(server.port) as proxy:
+        proxy.refusing = True
+        async with runstream.connect(proxy.target, reconnect_timeout=None) as client:
+            starting = asyncio.create_task(client.start_run("wf"))
+            await asyncio.sleep(2)
+            assert not starting.done()
+            proxy.restore()
+            run = await asyncio.wait_for(starting, WITHIN)
+            await run.close()
+    assert (await _reread(server, run.run_id)).workflow == "wf"
+
+
+async def test_giving_up_on_connections_closed_as_they_open_says_the_likely_cause(
+    server: RunstreamServer,
+) -> None:
+    async with proxy_to(server.port) as proxy:
+        proxy.refusing = True
+        async with runstream.connect(proxy.target, reconnect_timeout=1) as client:
+            with pytest.raises(runstream.UnavailableError) as raised:
+                await client.start_run("wf")
+            with pytest.raises(runstream.UnavailableError) as watching:
+                await _watch(client)
+    likely = (
+        f"; likely cause: a server at {proxy.target} closed the connection as it opened: does "
+        "it serve TLS (then give ca_file)?"
+    )
+    assert raised.value.message.endswith(likely)
+    assert watching.value.message.startswith(f"watch of run {MISSING!r}: no server could serve")
+    assert watching.value.message.endswith(likely)
+
+
+async def _reread(server: RunstreamServer, run_id: str) -> runstream.Run:
+    async with runstream.connect(server.target) as client:
+        return await client.get_run(run_id)
