@@ -174,3 +174,34 @@ async def test_giving_up_on_connections_closed_as_they_open_says_the_likely_caus
 async def _reread(server: RunstreamServer, run_id: str) -> runstream.Run:
     async with runstream.connect(server.target) as client:
         return await client.get_run(run_id)
+
+
+async def test_a_client_that_reached_its_server_retries_and_gives_up_naming_the_cause(
+    servers: Servers,
+) -> None:
+    """Settings that reached a server fit it: when the server behind the target turns into
+    one they do not fit (here a TLS server behind the same proxy), the reporter and the
+    watcher retry for their reconnect timeout, as for any outage, and the error they give up
+    with says what they found."""
+    async with (
+        proxy_to(servers.plaintext.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=1) as client,
+    ):
+        run = await client.start_run("wf")
+        await run.flush()
+        watch = client.watch(run.run_id)
+        assert (await anext(watch)).seq == 1
+        proxy.cut()
+        proxy._upstream_port = servers.tls.port  # the TLS server, behind the same address
+        proxy.restore()
+        await run.metrics({"n": 1})
+        with pytest.raises(runstream.UnavailableError) as reporting:
+            await run.flush()
+        with pytest.raises(runstream.UnavailableError) as watching:
+            async for _ in watch:  # what came before the switch, then the error
+                pass
+    likely = f"; likely cause: a server at {proxy.target} serves TLS: give ca_file"
+    assert "no server could serve it for 1s" in reporting.value.message
+    assert reporting.value.message.endswith(likely)
+    assert watching.value.message.startswith(f"watch of run {run.run_id!r}: no server could")
+    assert watching.value.message.endswith(likely)
