@@ -3,7 +3,8 @@ viewers, history and retention.
 
 The ETA test runs a seeded simulated workflow a few times, then measures how far the
 server's estimate of a new run's remaining time lands from the truth; it prints the measured
-error (run pytest with -s to see it) and asserts a generous bound.
+error (run pytest with -s to see it) and asserts a generous bound. The workflow's events carry
+the times of its own simulated clock, so how busy the machine is moves none of them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import asyncio
 import contextlib
 import random
 import statistics
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 import runstream
 from runstream import (
     Client,
+    EstimateUpdated,
     Event,
     EventKind,
     FailedPreconditionError,
@@ -32,6 +35,7 @@ from runstream import (
     StepSpec,
     Target,
     TargetKind,
+    _event_builders,
 )
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.domain.insight import InsightPolicy
@@ -69,81 +73,143 @@ HISTORY_RUNS = 3
 
 @dataclass
 class Reading:
-    """One look at the estimate during the measured run."""
+    """One look at the estimate during the measured run, right after one of its events."""
 
     label: str
     at: datetime
+    """When, by the simulation's clock: the time of the event just reported."""
     remaining: timedelta | None
-    end_time: datetime | None
     low: timedelta | None
     high: timedelta | None
     history_runs: int
+    seen: int
+    """The run's last seq then: the estimate in force is the last one told up to it."""
+
+
+@dataclass
+class SimClock:
+    """The simulated workflow's clock. Its events carry the times its plan says, so the steps
+    the server learns from and judges take exactly the drawn durations: a sleep that
+    overshoots or a call that waits for the CPU on a loaded machine moves no event's time,
+    where on the wall clock alone a 0.3 s stall in the last steps made a 30 % error. The
+    test sleeps to keep it beside the wall clock, as a producer's clock is."""
+
+    ns: int = field(default_factory=time.time_ns)
+
+    def catch_up(self) -> None:
+        """Moves to the wall clock if that went ahead (between runs)."""
+        self.ns = max(self.ns, time.time_ns())
+        _event_builders.HAPPENED_NS.set(self.ns)
+
+    async def advance(self, seconds: float) -> None:
+        self.ns += round(seconds * 1e9)
+        _event_builders.HAPPENED_NS.set(self.ns)
+        await asyncio.sleep(max(0.0, (self.ns - time.time_ns()) / 1e9))
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.ns / 1e9, UTC)
 
 
 async def play_sim_run(
     client: Client,
+    clock: SimClock,
     rng: random.Random,
     readings: list[Reading] | None = None,
     pace: float = 1.0,
-) -> datetime:
-    """Plays one run of the simulated workflow (``pace`` times slower than usual); returns
-    when it ended (server time)."""
+) -> tuple[datetime, list[Event]]:
+    """Plays one run of the simulated workflow (``pace`` times slower than usual) on `clock`;
+    returns when it ended (by that clock) and its log."""
     run = await client.start_run("eta-sim", steps=[StepSpec(s) for s, _ in SIM_STEPS])
-    async with run:
-        for step_id, base in SIM_STEPS:
-            seconds = pace * base * rng.uniform(1 - SIM_JITTER, 1 + SIM_JITTER)
-            async with run.step(step_id) as step:
-                for quarter in range(4):
-                    if quarter:
-                        await step.progress(quarter * 25)
-                    if readings is not None and quarter in (0, 2):
-                        await run.flush()
-                        snapshot = await client.get_run(run.run_id)
-                        estimate = snapshot.estimate
-                        readings.append(
-                            Reading(
-                                f"{step_id}@{quarter * 25}%",
-                                datetime.now(UTC),
-                                estimate.remaining if estimate else None,
-                                estimate.end_time if estimate else None,
-                                estimate.remaining_low if estimate else None,
-                                estimate.remaining_high if estimate else None,
-                                estimate.history_runs if estimate else 0,
+    happening = _event_builders.HAPPENED_NS.set(None)
+    try:
+        clock.catch_up()
+        async with run:
+            for step_id, base in SIM_STEPS:
+                seconds = pace * base * rng.uniform(1 - SIM_JITTER, 1 + SIM_JITTER)
+                async with run.step(step_id) as step:
+                    for quarter in range(4):
+                        if quarter:
+                            await step.progress(quarter * 25)
+                        if readings is not None and quarter in (0, 2):
+                            await run.flush()
+                            snapshot = await client.get_run(run.run_id)
+                            estimate = snapshot.estimate
+                            readings.append(
+                                Reading(
+                                    f"{step_id}@{quarter * 25}%",
+                                    clock.now(),
+                                    estimate.remaining if estimate else None,
+                                    estimate.remaining_low if estimate else None,
+                                    estimate.remaining_high if estimate else None,
+                                    estimate.history_runs if estimate else 0,
+                                    snapshot.last_seq,
+                                )
                             )
-                        )
-                    await asyncio.sleep(seconds / 4)
-        await run.complete()
+                        await clock.advance(seconds / 4)
+            await run.complete()
+    finally:
+        _event_builders.HAPPENED_NS.reset(happening)
     final = await client.get_run(run.run_id)
     assert final.status == RunStatus.SUCCEEDED and final.end_time is not None
-    return final.end_time
+    return final.end_time, await log_of(client, run.run_id)
 
 
 async def test_eta_of_a_new_run_lands_near_the_true_remaining_time(client: Client) -> None:
     rng = random.Random(SIM_SEED)
+    clock = SimClock()
     first: list[Reading] = []
-    await play_sim_run(client, rng, first)
+    await play_sim_run(client, clock, rng, first)
     # No history: the server says it does not know rather than guessing.
     assert all(r.remaining is None for r in first)
     for _ in range(HISTORY_RUNS - 1):
-        await play_sim_run(client, rng)
+        await play_sim_run(client, clock, rng)
 
     readings: list[Reading] = []
-    ended = await play_sim_run(client, rng, readings)
-    mean_error, _ = eta_errors(readings, ended, HISTORY_RUNS, "on pace")
+    ended, log = await play_sim_run(client, clock, rng, readings)
+    mean_error, _ = eta_errors(readings, log, ended, HISTORY_RUNS, "on pace")
     assert mean_error <= 0.30
 
     # A run that goes 1.5x slower than its history: once it has finished a few steps, the
     # estimate should follow its pace rather than the history's.
     slow: list[Reading] = []
-    ended = await play_sim_run(client, rng, slow, pace=1.5)
-    slow_mean, _ = eta_errors(slow[len(slow) // 2 :], ended, HISTORY_RUNS + 1, "1.5x slower")
+    ended, log = await play_sim_run(client, clock, rng, slow, pace=1.5)
+    slow_mean, _ = eta_errors(slow[len(slow) // 2 :], log, ended, HISTORY_RUNS + 1, "1.5x slower")
     assert slow_mean <= 0.30
 
 
+# What the server writes itself: any other event of the simulated run is the producer's.
+SERVER_KINDS = frozenset(
+    {
+        EventKind.RUN_CREATED,
+        EventKind.ESTIMATE_UPDATED,
+        EventKind.MILESTONE,
+        EventKind.HEALTH_CHANGED,
+    }
+)
+
+
+def told_ends(log: list[Event]) -> dict[int, datetime]:
+    """The end each estimate told in the log (by its seq) foresaw, by the producer's clock:
+    the time of the producer's event it was made after plus the remaining time it said. Not
+    its end_time, which counts from when that event arrived by the server's clock: a loaded
+    machine put that up to 0.35 s after the event's own time."""
+    ends: dict[int, datetime] = {}
+    made_after: datetime | None = None
+    for event in log:
+        if event.kind not in SERVER_KINDS:
+            made_after = event.event_time
+        elif isinstance(event.payload, EstimateUpdated) and event.payload.estimate is not None:
+            remaining = event.payload.estimate.remaining
+            if remaining is not None and made_after is not None:
+                ends[event.seq] = made_after + remaining
+    return ends
+
+
 def eta_errors(
-    readings: list[Reading], ended: datetime, history: int, label: str
+    readings: list[Reading], log: list[Event], ended: datetime, history: int, label: str
 ) -> tuple[float, float]:
     """Mean and worst relative error of the readings' ETAs against the true end; prints them."""
+    ends = told_ends(log)
     errors: list[float] = []
     lines = []
     for reading in readings:
@@ -152,11 +218,9 @@ def eta_errors(
         assert reading.history_runs == history
         assert reading.low is not None and reading.high is not None
         assert reading.low <= reading.remaining <= reading.high, reading
-        assert reading.end_time is not None
+        told = max(seq for seq in ends if seq <= reading.seen)
         true = (ended - reading.at).total_seconds()
-        # The snapshot's estimate was computed at some point before the read; its end time,
-        # not its remaining duration, is what stays true as time passes.
-        estimated = max(0.0, (reading.end_time - reading.at).total_seconds())
+        estimated = max(0.0, (ends[told] - reading.at).total_seconds())
         lines.append(f"  {reading.label:<14} true {true:5.2f}s  estimated {estimated:5.2f}s")
         if true >= 0.5:  # tiny denominators say nothing about the estimator
             errors.append(abs(estimated - true) / true)
