@@ -4,7 +4,8 @@ Linux's default start method, gunicorn or Celery's prefork pool do.
     python -m tests.clients.forking_producer TARGET closed|open
 
 ``closed`` reports a run and closes its client, which it keeps (a module-level client), then
-forks; the worker reports a run of its own with a client of its own. ``open`` forks while
+forks at once, while gRPC's threads wind down; the worker reports a run of its own with a
+client of its own; FORKS times (``closed N`` for N). ``open`` forks while
 its client and run are open; the worker tries the parent's client, then a client of its own,
 and the parent then goes on to complete its run. The worker prints one line per try
 (``worker ok RUN_ID``, or ``worker ExceptionName: message``) and leaves with ``os._exit``;
@@ -23,6 +24,9 @@ import runstream
 
 WORKER_TIMEOUT = 5.0
 """How long each try of the worker may take: a regression hangs rather than fails."""
+
+FORKS = 5
+"""How many times the ``closed`` producer reports, closes and forks: a fork that hangs is rare."""
 
 kept: list[object] = []
 
@@ -79,7 +83,7 @@ def fork_and_wait(target: str, parents: Parents | None) -> None:
         print("worker exited", os.WEXITSTATUS(status), flush=True)
 
 
-async def closed_then_fork(target: str) -> None:
+async def report_and_close(target: str) -> None:
     async with runstream.connect(target) as client:
         print("parent", await report_a_run(client, "forking-parent"), flush=True)
     kept.append(client)
@@ -98,7 +102,8 @@ async def fork_while_open(target: str) -> None:
 if __name__ == "__main__":
     address, how = sys.argv[1:3]
     if how == "closed":
-        asyncio.run(closed_then_fork(address))
-        fork_and_wait(address, None)
+        for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else FORKS):
+            asyncio.run(report_and_close(address))
+            fork_and_wait(address, None)
     else:
         asyncio.run(fork_while_open(address))
