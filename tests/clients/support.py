@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
+from socket import SO_LINGER, SOL_SOCKET
 from typing import TypeVar
 
 import runstream
@@ -133,7 +135,9 @@ class TcpProxy:
     what happens on the server, deterministically and without stopping the server.
     ``stall_connection()`` holds one connection's bytes only. ``delay`` (seconds) holds each
     chunk of bytes that long each way, as a long link does; ``accepted`` counts the
-    connections it took.
+    connections it took. ``refusing`` closes each new connection as it opens; with
+    ``resetting`` too it resets it (RST), as a server that closes with the client's first
+    bytes unread does.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -142,6 +146,7 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.refusing = False
+        self.resetting = False
         self.port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -159,6 +164,9 @@ class TcpProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
+            if self.resetting:
+                linger = struct.pack("ii", 1, 0)  # on, 0 s: close() sends RST
+                writer.get_extra_info("socket").setsockopt(SOL_SOCKET, SO_LINGER, linger)
             writer.close()
             return
         self.accepted += 1

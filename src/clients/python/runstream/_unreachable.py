@@ -6,8 +6,9 @@ speaks plaintext (WRONG_VERSION_NUMBER), a certificate the client's CA did not s
 names another host. Those are certain, and waiting does not change them: a caller says them at
 once rather than retrying for its whole reconnect timeout and then asking whether a server
 runs there at all. A server that closes the connection as it opens leaves gRPC only "Socket
-closed": a TLS server reached in plaintext, or one that wants a client certificate it was not
-given, but also a TCP proxy with nothing behind it during a deploy. :func:`look_closer` tells
+closed" (or "Connection reset by peer", its first bytes unread): a TLS server reached in
+plaintext, or one that wants a client certificate it was not given, but also a TCP proxy with
+nothing behind it during a deploy. :func:`look_closer` tells
 these apart with a TLS handshake of its own.
 
 :class:`Diagnosis` is the SDK's use of both, for one client: its calls, reporters and watchers
@@ -79,7 +80,9 @@ def cause_of(target: str, details: str, settings: TlsSettings) -> Cause | None:
         )
     if settings.tls and ("handshake" in said or "ssl" in said):
         return Cause(f"the TLS handshake with a server at {target} failed", certain=True)
-    if "socket closed" in said:
+    if "socket closed" in said or "connection reset by peer" in said:
+        # Reset: closed with the client's first bytes unread (a TLS server reached in
+        # plaintext may do either).
         return Cause(_closed(target, settings), certain=False)
     return None
 
