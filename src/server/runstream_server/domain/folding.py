@@ -45,13 +45,78 @@ def fold(
     the same kind is answered with its seq, not stored again; another kind is refused);
     `history` is the workflow's, for estimates and milestones.
     """
-    run_id = state.run.run_id
-    draft = state.copy()
-    staged: list[event_pb2.RunEvent] = []
-    received = to_timestamp(now)
+    batch = _Batch(state, producer, known, history, now, policy)
+    for i, event in enumerate(events):
+        _fold_one(batch, i, event)
+    draft, spoken = batch.draft, batch.spoken
+    if spoken and not draft.is_terminal:
+        when = spoken[-1].event_time
+        at = when.seconds + when.nanos / 1e9
+        if insight.estimate_due(draft, history, at, batch.inputs_moved):
+            draft.estimated_at, draft.estimated_from = at, history.version
+            # How long the steps have run, by the producer's clock (its events' times); the
+            # end time from the server's now, which readers count it down by.
+            as_of = from_timestamp(when)
+            for extra in insight.estimate_again(draft, history, as_of, spoken, at=now):
+                batch.stage(extra, "server")
+    if batch.staged:
+        for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
+            batch.stage(extra, "server")
+    return draft, batch.acks, batch.staged
 
-    def stage(event: event_pb2.RunEvent, path: str) -> int:
-        event.run_id = run_id
+
+class _Batch:
+    """One batch as :func:`fold` folds it: the draft state, what it staged and answered so
+    far, and what its events tell the ones after them. One per batch, so that folding an
+    event allocates nothing of its own (the commit's hot path)."""
+
+    __slots__ = (
+        "acks",
+        "draft",
+        "ended_at",
+        "history",
+        "inputs_moved",
+        "known",
+        "now",
+        "policy",
+        "producer",
+        "received",
+        "run_id",
+        "spoken",
+        "staged",
+        "taken",
+        "troubles",
+    )
+
+    def __init__(
+        self,
+        state: RunState,
+        producer: bool,
+        known: dict[str, HeldKey],
+        history: insight.WorkflowHistory,
+        now: datetime,
+        policy: insight.InsightPolicy,
+    ) -> None:
+        self.run_id = state.run.run_id
+        self.draft = state.copy()
+        self.producer = producer
+        self.known = known
+        self.history = history
+        self.now = now
+        self.policy = policy
+        self.received = to_timestamp(now)
+        self.staged: list[event_pb2.RunEvent] = []
+        self.acks: list[EventAck] = []
+        self.spoken: list[event_pb2.RunEvent] = []
+        self.troubles: Troubles = state.troubles.copy()  # the producer's events' so far
+        self.ended_at = ""  # the event of this batch that ended the run
+        self.taken: dict[str, int] = {}  # the keys this batch's events took: key -> index
+        self.inputs_moved = False  # an event of the batch may move the estimate
+
+    def stage(self, event: event_pb2.RunEvent, path: str) -> int:
+        """Numbers and stamps `event`, applies it to the draft and stages it; its seq."""
+        draft, received = self.draft, self.received
+        event.run_id = self.run_id
         event.seq = draft.last_seq + 1
         if not event.HasField("event_time"):
             event.event_time.CopyFrom(received)
@@ -60,78 +125,65 @@ def fold(
         if event.HasField("decision_requested"):
             asked = event.decision_requested
             if asked.HasField("timeout"):
-                asked.deadline.CopyFrom(to_timestamp(now + asked.timeout.ToTimedelta()))
+                asked.deadline.CopyFrom(to_timestamp(self.now + asked.timeout.ToTimedelta()))
             else:
                 asked.ClearField("deadline")
         draft.apply(event, path)
-        staged.append(event)
+        self.staged.append(event)
         return event.seq
 
-    acks: list[EventAck] = []
-    spoken: list[event_pb2.RunEvent] = []
-    troubles = state.troubles.copy()  # the producer's events' troubles so far
-    ended_at = ""  # the event of this batch that ended the run
-    taken: dict[str, int] = {}  # the keys this batch's events took: key -> index
-    inputs_moved = False  # an event of the batch may move the estimate
-    for i, event in enumerate(events):
-        key = event.idempotency_key
-        name = event.WhichOneof("payload") or ""
-        if key and key in known:
-            held = known[key]
-            if key in taken and held.kind != KIND_BY_FIELD[name]:
-                raise InvalidArgument(
-                    f"events[{i}].idempotency_key",
-                    f"{key!r} is the key of events[{taken[key]}] of this batch too, "
-                    f"{_a(kind_name(held.kind))}; each event needs a key of its own",
-                )
-            _check_same_kind(held, name, key, f"events[{i}]", run_id)
-            acks.append(EventAck(held.seq, key, duplicate=True))
-            continue
-        if ended_at:
-            raise FailedPrecondition(
-                f"run {run_id!r} ends at {ended_at} of this batch; it accepts no events after "
-                f"that (events[{i}].{name})",
-                reason="RUN_ENDED",
+
+def _fold_one(batch: _Batch, i: int, event: event_pb2.RunEvent) -> None:
+    """Folds `event`, the batch's `i`-th: a duplicate key is answered with its seq; else it
+    is staged, after what the server records before a run ends if it ends it, and, from a
+    producer, followed by the health and milestones it moved."""
+    key = event.idempotency_key
+    name = event.WhichOneof("payload") or ""
+    known, taken = batch.known, batch.taken
+    if key and key in known:
+        held = known[key]
+        if key in taken and held.kind != KIND_BY_FIELD[name]:
+            raise InvalidArgument(
+                f"events[{i}].idempotency_key",
+                f"{key!r} is the key of events[{taken[key]}] of this batch too, "
+                f"{_a(kind_name(held.kind))}; each event needs a key of its own",
             )
-        if name in TERMINAL_FIELDS and not draft.is_terminal:
-            health = _ending_health(draft, event)  # from the troubles it ended with
-            for extra in _closing(draft, event):
-                stage(extra, "server")
-            # On the run as its steps closed: "all 2 steps done", not "1 of 2" with one running.
-            for extra in health + _last_milestones(draft, history, event, now, policy):
-                stage(extra, "server")
-        seq = stage(event, f"events[{i}]")
-        if draft.is_terminal:
-            ended_at = f"events[{i}]"
-        acks.append(EventAck(seq, key, duplicate=False))
-        if key:
-            known[key] = HeldKey(seq, KIND_BY_FIELD[name])
-            taken[key] = i
-        if producer:
-            spoken.append(event)
-            moved = name in ESTIMATE_INPUTS  # and with them the progress (RunState.apply)
-            inputs_moved = inputs_moved or moved
-            if not draft.is_terminal:  # health and milestones right after what moved them
-                for extra in (
-                    _health_moved(draft, event, name, troubles)
-                    + (insight.progress_milestones(draft) if moved else [])
-                    + insight.target_milestones(draft)
-                ):
-                    stage(extra, "server")
-    if spoken and not draft.is_terminal:
-        when = spoken[-1].event_time
-        at = when.seconds + when.nanos / 1e9
-        if insight.estimate_due(draft, history, at, inputs_moved):
-            draft.estimated_at, draft.estimated_from = at, history.version
-            # How long the steps have run, by the producer's clock (its events' times); the
-            # end time from the server's now, which readers count it down by.
-            as_of = from_timestamp(when)
-            for extra in insight.estimate_again(draft, history, as_of, spoken, at=now):
-                stage(extra, "server")
-    if staged:
-        for extra in insight.hold_events(draft):  # waiting or paused: ETA stands still
-            stage(extra, "server")
-    return draft, acks, staged
+        _check_same_kind(held, name, key, f"events[{i}]", batch.run_id)
+        batch.acks.append(EventAck(held.seq, key, duplicate=True))
+        return
+    if batch.ended_at:
+        raise FailedPrecondition(
+            f"run {batch.run_id!r} ends at {batch.ended_at} of this batch; it accepts no events "
+            f"after that (events[{i}].{name})",
+            reason="RUN_ENDED",
+        )
+    draft = batch.draft
+    if name in TERMINAL_FIELDS and not draft.is_terminal:
+        health = _ending_health(draft, event)  # from the troubles it ended with
+        for extra in _closing(draft, event):
+            batch.stage(extra, "server")
+        # On the run as its steps closed: "all 2 steps done", not "1 of 2" with one running.
+        ending = _last_milestones(draft, batch.history, event, batch.now, batch.policy)
+        for extra in health + ending:
+            batch.stage(extra, "server")
+    seq = batch.stage(event, f"events[{i}]")
+    if draft.is_terminal:
+        batch.ended_at = f"events[{i}]"
+    batch.acks.append(EventAck(seq, key, duplicate=False))
+    if key:
+        known[key] = HeldKey(seq, KIND_BY_FIELD[name])
+        taken[key] = i
+    if batch.producer:
+        batch.spoken.append(event)
+        moved = name in ESTIMATE_INPUTS  # and with them the progress (RunState.apply)
+        batch.inputs_moved = batch.inputs_moved or moved
+        if not draft.is_terminal:  # health and milestones right after what moved them
+            for extra in (
+                _health_moved(draft, event, name, batch.troubles)
+                + (insight.progress_milestones(draft) if moved else [])
+                + insight.target_milestones(draft)
+            ):
+                batch.stage(extra, "server")
 
 
 def _check_same_kind(held: HeldKey, name: str, key: str, path: str, run_id: str) -> None:
