@@ -379,7 +379,7 @@ class RunstreamServer:
             self._watch_store(store), "runstream-store-health", self._store_unwatched
         )
         if store.shared and config.security.auth is not None:  # per-principal limits
-            self._sharing = spawn_logged(limits.share_forever(), "runstream-limit-sharing")
+            self._sharing = spawn_logged(limits.sharing.share_forever(), "runstream-limit-sharing")
         if config.backups is not None:
             sqlite = store.inner
             assert isinstance(sqlite, SqliteEventStore)  # check_addresses refused Redis

@@ -36,7 +36,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ from runstream_server.principal import Principal, current
 from runstream_server.rpc.handlers import Behavior, Handler, HandlerRewriter, replace_behavior
 from runstream_server.store.base import EventStore, RunFilter, Usage, stop_if_cancelled
 
-__all__ = ["CallerLimits", "LimitInterceptor", "RequestCheck", "TokenBucket"]
+__all__ = ["CallerLimits", "LimitInterceptor", "LimitSharing", "RequestCheck", "TokenBucket"]
 
 Context = aio.ServicerContext[Any, Any]
 RequestCheck = Callable[[Any, str], None]
@@ -223,11 +223,9 @@ class LimitInterceptor(HandlerRewriter):
         self._watchers: defaultdict[tuple[str, str], int] = defaultdict(int)  # (tenant, run)
         self._buckets: dict[str, TokenBucket] = {}
         self._prune_at = BUCKETS_KEPT
-        self._sharing = False  # with other replicas: only then are appends counted
-        self._appended: dict[str, int] = {}  # who -> events appended here since counted
-        self._elsewhere: dict[str, int] = {}  # who -> streams open on the other replicas
-        self._seen: dict[str, dict[str, int]] = {}  # replica -> who -> appended, last exchange
         self._active: dict[str, _ActiveRuns] = {}
+        self.sharing = LimitSharing(store, limits.share_interval, self._streams, self._bucket)
+        """The exchange with other replicas, started with the server's background work."""
 
     def rewrite(self, method: str, handler: Handler) -> Handler:
         check = self._checks.get(method, _unchecked)
@@ -373,7 +371,7 @@ class LimitInterceptor(HandlerRewriter):
 
     def _open_streams(self, who: str) -> int:
         """The principal's open streams, here and (as last exchanged) on other replicas."""
-        return self._streams.get(who, 0) + self._elsewhere.get(who, 0)
+        return self._streams.get(who, 0) + self.sharing.streams_elsewhere(who)
 
     @staticmethod
     def _release(counts: defaultdict[Any, int], key: Any) -> None:
@@ -406,8 +404,8 @@ class LimitInterceptor(HandlerRewriter):
                     retry_after=wait,
                 ),
             )
-        if self._sharing:  # else nobody reads the count, and it would only grow
-            self._appended[who] = self._appended.get(who, 0) + events
+        if self.sharing.on:  # else nobody reads the count, and it would only grow
+            self.sharing.count_appended(who, events)
         return events
 
     def _give_back(self, principal: Principal, events: int) -> None:
@@ -432,7 +430,7 @@ class LimitInterceptor(HandlerRewriter):
         one per principal that ever appended grew without end (a subject per CI job).
         Scanned again once there are twice as many left, so each new principal costs O(1)."""
         for who in [who for who, bucket in self._buckets.items() if bucket.full()]:
-            if who not in self._appended:  # still to be told to the other replicas
+            if not self.sharing.untold(who):  # else still to be told to the other replicas
                 del self._buckets[who]
         self._prune_at = max(BUCKETS_KEPT, 2 * len(self._buckets))
 
@@ -447,64 +445,6 @@ class LimitInterceptor(HandlerRewriter):
                 if not request.run_id or request.run_id == run_id:
                     self._take(principal, request, run_id, check)
             yield request
-
-    # --- replicas on a shared store -------------------------------------------------------
-
-    async def share_forever(self) -> None:
-        """Exchanges usage with the other replicas every ``share_interval``, until cancelled."""
-        failing, first = False, True
-        self._sharing = True
-        while True:
-            stop_if_cancelled()
-            if not first or failing:  # a failed first exchange too: never a busy loop
-                await asyncio.sleep(self._limits.share_interval)
-            try:
-                others = await self._store.share_usage(self._usage())
-            except (RunstreamError, OSError) as exc:  # out of reach: the last exchange holds
-                if not failing:
-                    log.warning("cannot share limit usage with the other replicas: %s", exc)
-                failing = True
-                continue
-            except Exception:  # a bug: said with its traceback, and tried again
-                if not failing:
-                    log.exception("cannot share limit usage with the other replicas")
-                failing = True
-                continue
-            if failing:
-                log.info("sharing limit usage with the other replicas again")
-            failing = False
-            self._learn(others, first=first)
-            first = False
-
-    def _usage(self) -> dict[str, Usage]:
-        """This replica's use by principal; an idle one (no stream, a full bucket) is
-        forgotten, and counted again from 0 when it comes back."""
-        for who in list(self._appended):
-            if who not in self._streams and self._bucket(who).full():
-                del self._appended[who]
-        return {
-            who: Usage(self._streams.get(who, 0), self._appended.get(who, 0))
-            for who in self._streams.keys() | self._appended.keys()
-        }
-
-    def _learn(self, others: dict[str, dict[str, Usage]], *, first: bool) -> None:
-        """Takes the others' streams as they are, and charges what they appended since the
-        last exchange to this replica's buckets. At this replica's `first` exchange their
-        counts are history; a replica that appears later has just started, and all it
-        counted is news."""
-        elsewhere: defaultdict[str, int] = defaultdict(int)
-        for replica, use in others.items():
-            before = self._seen.get(replica)
-            for who, usage in use.items():
-                elsewhere[who] += usage.streams
-                if first:
-                    continue
-                last = (before or {}).get(who, 0)  # absent: counted from 0 since then
-                spent = usage.appended - last if usage.appended >= last else usage.appended
-                if spent > 0:
-                    self._bucket(who).charge(spent)
-        self._seen = {r: {w: u.appended for w, u in use.items()} for r, use in others.items()}
-        self._elsewhere = {who: n for who, n in elsewhere.items() if n}
 
     # --- runs per tenant ----------------------------------------------------------------------
 
@@ -553,7 +493,7 @@ class LimitInterceptor(HandlerRewriter):
         runs = self._active.setdefault(tenant, _ActiveRuns())
         async with runs.lock:
             stale = time.monotonic() - runs.counted_at > 1.0
-            if self._sharing and runs.taken < limit and not stale:
+            if self.sharing.on and runs.taken < limit and not stale:
                 # The count may hold creates still in flight here twice: trusted to admit,
                 # checked again below before it refuses.
                 runs.count = await self._count_active(tenant, limit)
@@ -578,3 +518,98 @@ class LimitInterceptor(HandlerRewriter):
     async def _count_active(self, tenant: str, limit: int) -> int:
         page = await self._store.list_runs(RunFilter(_ACTIVE, tenant=tenant), limit, None)
         return len(page.runs)
+
+
+class LimitSharing:
+    """A replica's side of the per-principal limits on a shared store (see module): every
+    ``share_interval`` it tells the store its callers' open streams and appended events, and
+    learns the other replicas'. The counts and buckets it reads and charges are the
+    :class:`LimitInterceptor`'s that holds it; it starts with the server's background work
+    (:meth:`share_forever`), and until then this replica counts nothing for the others."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        interval: float,
+        streams: Mapping[str, int],
+        bucket: Callable[[str], TokenBucket],
+    ) -> None:
+        """`streams`: this replica's open watch streams by principal; `bucket`: the append
+        bucket of a principal (made if need be)."""
+        self._store = store
+        self._interval = interval
+        self._streams = streams
+        self._bucket = bucket
+        self.on = False
+        """Whether it shares with other replicas: only then are appends counted."""
+        self._appended: dict[str, int] = {}  # who -> events appended here since counted
+        self._elsewhere: dict[str, int] = {}  # who -> streams open on other replicas
+        self._seen: dict[str, dict[str, int]] = {}  # replica -> who -> appended, last exchange
+
+    def streams_elsewhere(self, who: str) -> int:
+        """The principal's streams open on the other replicas, as last exchanged."""
+        return self._elsewhere.get(who, 0)
+
+    def count_appended(self, who: str, events: int) -> None:
+        """Counts `events` the principal appended on this replica, to tell the others."""
+        self._appended[who] = self._appended.get(who, 0) + events
+
+    def untold(self, who: str) -> bool:
+        """Whether the principal appended here what the others are still to be told."""
+        return who in self._appended
+
+    async def share_forever(self) -> None:
+        """Exchanges usage with the other replicas every ``share_interval``, until cancelled."""
+        failing, first = False, True
+        self.on = True
+        while True:
+            stop_if_cancelled()
+            if not first or failing:  # a failed first exchange too: never a busy loop
+                await asyncio.sleep(self._interval)
+            try:
+                others = await self._store.share_usage(self._usage())
+            except (RunstreamError, OSError) as exc:  # out of reach: the last exchange holds
+                if not failing:
+                    log.warning("cannot share limit usage with the other replicas: %s", exc)
+                failing = True
+                continue
+            except Exception:  # a bug: said with its traceback, and tried again
+                if not failing:
+                    log.exception("cannot share limit usage with the other replicas")
+                failing = True
+                continue
+            if failing:
+                log.info("sharing limit usage with the other replicas again")
+            failing = False
+            self._learn(others, first=first)
+            first = False
+
+    def _usage(self) -> dict[str, Usage]:
+        """This replica's use by principal; an idle one (no stream, a full bucket) is
+        forgotten, and counted again from 0 when it comes back."""
+        for who in list(self._appended):
+            if who not in self._streams and self._bucket(who).full():
+                del self._appended[who]
+        return {
+            who: Usage(self._streams.get(who, 0), self._appended.get(who, 0))
+            for who in self._streams.keys() | self._appended.keys()
+        }
+
+    def _learn(self, others: dict[str, dict[str, Usage]], *, first: bool) -> None:
+        """Takes the others' streams as they are, and charges what they appended since the
+        last exchange to this replica's buckets. At this replica's `first` exchange their
+        counts are history; a replica that appears later has just started, and all it
+        counted is news."""
+        elsewhere: defaultdict[str, int] = defaultdict(int)
+        for replica, use in others.items():
+            before = self._seen.get(replica)
+            for who, usage in use.items():
+                elsewhere[who] += usage.streams
+                if first:
+                    continue
+                last = (before or {}).get(who, 0)  # absent: counted from 0 since then
+                spent = usage.appended - last if usage.appended >= last else usage.appended
+                if spent > 0:
+                    self._bucket(who).charge(spent)
+        self._seen = {r: {w: u.appended for w, u in use.items()} for r, use in others.items()}
+        self._elsewhere = {who: n for who, n in elsewhere.items() if n}
