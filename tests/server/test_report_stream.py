@@ -11,9 +11,9 @@ import pytest
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
-from runstream_server.api.report_service import _drained
 from runstream_server.app import RunstreamServer
 from runstream_server.domain.commits import ControlSignal, Mailbox, Signal
+from runstream_server.domain.reporting import Acked, ReportSession
 from runstream_server.errors import NothingStored, Unavailable
 from runstream_server.store.base import StoredEvent
 
@@ -379,16 +379,25 @@ async def test_batches_committed_together_are_written_again_only_if_nothing_was_
         assert kept == [*range(1, 21), 100]
 
 
-def test_a_control_the_link_received_before_a_shutdown_goes_out_before_it() -> None:
+async def test_a_control_the_link_received_before_a_shutdown_goes_out_before_it(
+    server: RunstreamServer, stubs: Any
+) -> None:
     """A cancel reached the producer's link, then the server began shutting down, while a
-    commit of the stream was made: the cancel is sent, and the shutdown is left for the
-    handler to end the stream with once the commit's ack went out. (Drained as one list,
-    the shutdown's refusal used to swallow the cancel with it.)"""
+    commit of the stream was made: the cancel is sent, then the commit's ack, and the
+    shutdown is left for the handler to end the stream with. (Drained as one list, the
+    shutdown's refusal used to swallow the cancel with it.)"""
+    run = await create_run(stubs)
+    assert server.runs is not None
     signals: Mailbox[Signal] = Mailbox()
-    signals.put_nowait(ControlSignal("cancel", "stop", run_pb2.RUN_STATUS_CANCELLED, 7))
+    cancel = ControlSignal("cancel", "stop", run_pb2.RUN_STATUS_CANCELLED, 7)
+    signals.put_nowait(cancel)
     signals.put_nowait(None)
-    sent = list(_drained(signals))
-    assert [(r.control.action, r.control.seq) for r in sent] == [(rp.CONTROL_ACTION_CANCEL, 7)]
+    session: ReportSession[rp.ReportRequest] = ReportSession(server.runs, run.run_id, signals)
+    batch = rp.ReportRequest(batch_id=1, events=[custom(1)])
+    said = [s async for s in session.commit([batch])]
+    assert said[0] == cancel
+    assert isinstance(said[1], Acked) and said[1].batch is batch
+    assert [a.seq for a in said[1].result.acks] == [2] and len(said) == 2
     assert signals.qsize() == 1 and signals.peek() is None
 
 

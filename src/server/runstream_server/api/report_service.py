@@ -1,15 +1,16 @@
 """ReportService: the producers' bidirectional Report stream and unary AppendEvents.
 
 A Report stream commits the small batches it received while its previous commit was being
-made as one commit (group commit: :mod:`runstream_server.domain.reporting`). Each batch is
-still acknowledged on its own, in order, with its own events' seqs.
+made as one commit (group commit: :mod:`runstream_server.domain.reporting`, whose
+:class:`~runstream_server.domain.reporting.ReportSession` makes the commits and says what to
+answer). Each batch is still acknowledged on its own, in order, with its own events' seqs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
@@ -17,7 +18,7 @@ from runstream.v1 import report_service_pb2 as pb
 from runstream.v1 import report_service_pb2_grpc
 
 from runstream_server.auth.streams import end_for_its_token
-from runstream_server.domain.reporting import commit_together, take_group
+from runstream_server.domain.reporting import Acked, Received, ReportSession, take_group
 from runstream_server.domain.runs import (
     AppendResult,
     ControlSignal,
@@ -25,7 +26,7 @@ from runstream_server.domain.runs import (
     RunManager,
     Signal,
 )
-from runstream_server.errors import InvalidArgument, RunstreamError, Unavailable
+from runstream_server.errors import InvalidArgument, Unavailable
 from runstream_server.principal import end_at_expiry
 
 Context = aio.ServicerContext[Any, Any]
@@ -71,15 +72,11 @@ def _signalled(signal: Signal) -> pb.ReportResponse:
     return pb.ReportResponse(decision=signal)
 
 
-def _drained(signals: Mailbox[Signal]) -> Iterator[pb.ReportResponse]:
-    """What the link received so far, one at a time; on the stream before the ack of a
-    commit it follows. It stops at a shutdown, left in the mailbox: the ack of the commit
-    just made goes out first (a producer told only UNAVAILABLE would send the batch again,
-    twice stored without idempotency keys), then the handler's next turn ends the stream."""
-    for _ in range(signals.qsize()):
-        if signals.peek() is None:
-            return
-        yield _signalled(signals.get_nowait())
+def _answer(said: Received | Acked[pb.ReportRequest]) -> pb.ReportResponse:
+    """What a :class:`ReportSession` says, as the stream says it."""
+    if isinstance(said, Acked):
+        return _ack(said.batch, said.result)
+    return _signalled(said)
 
 
 def _elsewhere(request: pb.ReportRequest, run_id: str) -> bool:
@@ -123,6 +120,7 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
             raise InvalidArgument("run_id", "is required on the first message of a Report stream")
         link = await self._runs.attach_producer(run_id)
         signals = link.signals
+        session: ReportSession[pb.ReportRequest] = ReportSession(self._runs, run_id, signals)
         expired: str | None = None  # the token ended: the status detail to end with
 
         def expire(detail: str) -> None:  # end once the commit under way is acknowledged
@@ -177,30 +175,9 @@ class ReportServicer(report_service_pb2_grpc.ReportServiceServicer):
                     )
                     continue
                 group = take_group(request, inbox, joins)
-                try:
-                    results = (
-                        await commit_together(self._runs, run_id, group) if len(group) > 1 else None
-                    )
-                except Unavailable:  # maybe stored: not again one by one (see there)
-                    for response in _drained(signals):
-                        yield response
-                    raise
-                if results is not None:
-                    for response in _drained(signals):  # signalled, then the acks
-                        yield response
-                    for request, result in zip(group, results, strict=True):
-                        yield _ack(request, result)
-                    continue
-                for request in group:  # one by one: a refusal names its own batch's event
-                    try:
-                        result = await self._runs.append(run_id, request.events[:])
-                    except RunstreamError:  # what the link received (a cancel) explains it
-                        for response in _drained(signals):
-                            yield response
-                        raise
-                    for response in _drained(signals):  # signalled, then the ack
-                        yield response
-                    yield _ack(request, result)
+                async with contextlib.aclosing(session.commit(group)) as told:
+                    async for said in told:
+                        yield _answer(said)
         finally:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,18 +5,21 @@ At a few thousand events a second a producer sends many batches of a few events,
 commit costs about the same whatever its size, so grouping them is what keeps the server's
 cost per event, and the fan-out's messages per event, low. Each batch is still acknowledged
 on its own, in order, with its own events' results. A group the ledger refuses (nothing
-stored) is made again one batch at a time by the caller, so that the refusal names its own
-batch's event; one that may have been stored is not (see :func:`commit_together`).
+stored) is made again one batch at a time, so that the refusal names its own batch's event;
+one that may have been stored is not (see :func:`commit_together`). A :class:`ReportSession`
+makes a stream's commits so, and tells it what to say in between: the acks, and before them
+the signals its producer's link received (a cancel, a decision closed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from runstream.v1 import event_pb2
+from runstream.v1 import decision_pb2, event_pb2
 
-from runstream_server.domain.commits import AppendResult, Mailbox
+from runstream_server.domain.commits import AppendResult, ControlSignal, Mailbox, Signal
 from runstream_server.domain.runs import RunManager
 from runstream_server.errors import NothingStored, RunstreamError, Unavailable
 
@@ -82,3 +85,70 @@ async def commit_together(
         results.append(AppendResult(result.acks[start:end], result.last_seq))
         start = end
     return results
+
+
+Received = ControlSignal | decision_pb2.Decision
+"""What a producer's link received and its stream passes on: a control or a closed decision."""
+
+
+@dataclass(frozen=True, slots=True)
+class Acked(Generic[_B]):
+    """A batch made durable (or answered as a resend), with its own events' results."""
+
+    batch: _B
+    result: AppendResult
+
+
+class ReportSession(Generic[_B]):
+    """The commits of one Report stream on run `run_id`, whose producer's link receives
+    `signals`: each group of batches is committed as one and acknowledged batch by batch."""
+
+    def __init__(self, runs: RunManager, run_id: str, signals: Mailbox[Signal]) -> None:
+        self._runs = runs
+        self._run_id = run_id
+        self._signals = signals
+
+    async def commit(self, group: Sequence[_B]) -> AsyncGenerator[Received | Acked[_B], None]:
+        """Commits the `group` (of :func:`take_group`) and yields what the stream says, in
+        order: what the link received meanwhile, then each batch's ack.
+
+        A group refused as a whole is made again one batch at a time, each acknowledged as
+        it is stored; one that may have been stored is not (:func:`commit_together`). An
+        error is raised after what the link received, which may explain it (a cancel)."""
+        try:
+            results = (
+                await commit_together(self._runs, self._run_id, group) if len(group) > 1 else None
+            )
+        except Unavailable:  # maybe stored: not again one by one (see there)
+            for signal in self._drained():
+                yield signal
+            raise
+        if results is not None:
+            for signal in self._drained():  # signalled, then the acks
+                yield signal
+            for batch, result in zip(group, results, strict=True):
+                yield Acked(batch, result)
+            return
+        for batch in group:  # one by one: a refusal names its own batch's event
+            try:
+                result = await self._runs.append(self._run_id, batch.events[:])
+            except RunstreamError:  # what the link received (a cancel) explains it
+                for signal in self._drained():
+                    yield signal
+                raise
+            for signal in self._drained():  # signalled, then the ack
+                yield signal
+            yield Acked(batch, result)
+
+    def _drained(self) -> Iterator[Received]:
+        """What the link received so far, one at a time; on the stream before the ack of a
+        commit it follows. It stops at a shutdown, left in the mailbox: the ack of the commit
+        just made goes out first (a producer told only UNAVAILABLE would send the batch again,
+        twice stored without idempotency keys), then the stream's next turn ends it."""
+        signals = self._signals
+        for _ in range(signals.qsize()):
+            signal = signals.peek()
+            if signal is None:
+                return
+            signals.get_nowait()  # the one peeked at
+            yield signal
