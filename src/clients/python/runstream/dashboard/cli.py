@@ -438,7 +438,8 @@ async def _embedded_server(speed: float) -> AsyncIterator[str]:
 async def _play_demo(
     client: runstream.Client, speed: float, page_url: str, say: Callable[[str], None]
 ) -> None:
-    from ..cli.demo import DISPLAY_NAME, WORKFLOW, Campaign, campaign_steps
+    from ..cli.demo_campaign import Campaign
+    from ..cli.demo_script import DISPLAY_NAME, WORKFLOW, campaign_steps
 
     async with client:
         run = await client.start_run(
