@@ -653,25 +653,61 @@ def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     demo_parser.set_defaults(handler=cmd_demo)
 
 
-def _add_reading_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The commands that watch and read runs: watch, runs, get, stats, steps, events."""
-    watch = commands.add_parser(
-        "watch",
-        help="follow a run live until it ends",
-        description="Follow a run's events live until it ends, resuming exactly where it "
-        "left off after a disconnect. Replays the run when it already ended. Exits 0 when "
-        "the run succeeded, 1 when it failed or was cancelled.",
-        formatter_class=_Formatter,
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    summary: str,
+    description: str,
+    epilog: str | None = None,
+    run: str | None = None,
+) -> argparse.ArgumentParser:
+    """Adds the command `name`, run by `handler`: `summary` in the list of commands,
+    `description` and `epilog` (examples) in its own help. A command about one run takes it
+    first: with `run` (what that argument's help says), RUN_ID and then --target."""
+    parser = commands.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=_Formatter
     )
-    watch.add_argument("run_id", metavar="RUN_ID", help="the run to follow")
-    _add_target(watch)
-    watch.add_argument(
+    if run is not None:
+        parser.add_argument("run_id", metavar="RUN_ID", help=run)
+        _add_target(parser)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_kinds(parser: argparse.ArgumentParser, examples: str) -> None:
+    parser.add_argument(
         "--kinds",
         type=_event_kinds,
         default=None,
         metavar="KIND,...",
-        help="only these event kinds, e.g. step_progress,agent_activity",
+        help=f"only these event kinds, e.g. {examples}",
     )
+
+
+def _add_by(parser: argparse.ArgumentParser, who: str) -> None:
+    parser.add_argument(
+        "--by",
+        default=default_viewer(),
+        metavar="NAME",
+        help=f"{who} (default: $RUNSTREAM_USER or your login)",
+    )
+
+
+def _add_reading_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands that watch and read runs: watch, runs, get, stats, steps, events."""
+    watch = _add_command(
+        commands,
+        "watch",
+        cmd_watch,
+        summary="follow a run live until it ends",
+        description="Follow a run's events live until it ends, resuming exactly where it "
+        "left off after a disconnect. Replays the run when it already ended. Exits 0 when "
+        "the run succeeded, 1 when it failed or was cancelled.",
+        run="the run to follow",
+    )
+    _add_kinds(watch, "step_progress,agent_activity")
     watch.add_argument(
         "--from-seq",
         type=_non_negative_int,
@@ -679,29 +715,24 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
         metavar="N",
         help="start after event N (0 replays the whole run)",
     )
-    watch.add_argument(
-        "--by",
-        default=default_viewer(),
-        metavar="NAME",
-        help="who answers prompts from this view (default: $RUNSTREAM_USER or your login)",
-    )
+    _add_by(watch, "who answers prompts from this view")
     watch.add_argument(
         "--no-input",
         action="store_true",
         help="show prompts but do not read answers from the keyboard",
     )
     _add_plain(watch)
-    watch.set_defaults(handler=cmd_watch)
 
-    runs = commands.add_parser(
+    runs = _add_command(
+        commands,
         "runs",
-        help="list runs",
+        cmd_runs,
+        summary="list runs",
         description="List runs, most recently created first.",
         epilog="filter examples:\n"
         "  status = RUNNING\n"
         '  workflow = "campaign-generator" AND labels.team = "growth"\n'
         '  create_time > "2026-12-01T09:00:00Z"\n',
-        formatter_class=_Formatter,
     )
     _add_target(runs)
     runs.add_argument(
@@ -732,60 +763,51 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     _add_plain(runs, "change of a run")
     _add_json(runs)
-    runs.set_defaults(handler=cmd_runs)
 
-    get = commands.add_parser(
+    get = _add_command(
+        commands,
         "get",
-        help="show one run's progress snapshot",
+        cmd_get,
+        summary="show one run's progress snapshot",
         description="Show a run's snapshot: status, progress, health, times, metrics, "
         "artifacts and steps.",
-        formatter_class=_Formatter,
+        run="the run to show",
     )
-    get.add_argument("run_id", metavar="RUN_ID", help="the run to show")
-    _add_target(get)
     _add_json(get)
-    get.set_defaults(handler=cmd_get)
 
-    stats = commands.add_parser(
+    stats = _add_command(
+        commands,
         "stats",
-        help="show a server's key figures (GetStats)",
+        cmd_stats,
+        summary="show a server's key figures (GetStats)",
         description="Show the figures of the server replica that answers: uptime, runs by "
         "status, open streams, events appended and delivered in the last minute, append "
         "latency p50/p99, store size.",
-        formatter_class=_Formatter,
     )
     stats.add_argument("--json", action="store_true", help="print one JSON object instead")
     _add_target(stats)
-    stats.set_defaults(handler=cmd_stats)
 
-    steps = commands.add_parser(
+    steps = _add_command(
+        commands,
         "steps",
-        help="list a run's steps",
+        cmd_steps,
+        summary="list a run's steps",
         description="List a run's steps in plan order with status, percent and duration.",
-        formatter_class=_Formatter,
+        run="the run whose steps to list",
     )
-    steps.add_argument("run_id", metavar="RUN_ID", help="the run whose steps to list")
-    _add_target(steps)
     _add_json(steps)
-    steps.set_defaults(handler=cmd_steps)
 
-    events = commands.add_parser(
+    events = _add_command(
+        commands,
         "events",
-        help="list a run's stored events (history)",
+        cmd_events,
+        summary="list a run's stored events (history)",
         description="List a run's stored events in seq order, page by page (ListEvents), "
         "one line each; with --newest, newest first; --after and --before keep a window of "
         "seqs. Unlike watch, it shows what is stored now and returns.",
-        formatter_class=_Formatter,
+        run="the run whose events to list",
     )
-    events.add_argument("run_id", metavar="RUN_ID", help="the run whose events to list")
-    _add_target(events)
-    events.add_argument(
-        "--kinds",
-        type=_event_kinds,
-        default=None,
-        metavar="KIND,...",
-        help="only these event kinds, e.g. milestone,decision_resolved",
-    )
+    _add_kinds(events, "milestone,decision_resolved")
     events.add_argument(
         "--limit", type=positive_int, default=None, metavar="N", help="show at most N events"
     )
@@ -809,34 +831,33 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
         help="only events before seq SEQ; with --newest, the last ones before it",
     )
     _add_json(events)
-    events.set_defaults(handler=cmd_events)
 
 
 def _add_steering_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The commands that answer and steer: decisions, answer, pause, resume, cancel."""
-    decisions = commands.add_parser(
+    decisions = _add_command(
+        commands,
         "decisions",
-        help="list a run's decisions (questions to humans)",
+        cmd_decisions,
+        summary="list a run's decisions (questions to humans)",
         description="List the decisions a run asked, open and closed, with their options, "
         "outcome and who answered.",
-        formatter_class=_Formatter,
+        run="the run whose decisions to list",
     )
-    decisions.add_argument("run_id", metavar="RUN_ID", help="the run whose decisions to list")
-    _add_target(decisions)
     decisions.add_argument("--open", action="store_true", help="only decisions still open")
     _add_json(decisions)
-    decisions.set_defaults(handler=cmd_decisions)
 
-    answer = commands.add_parser(
+    answer = _add_command(
+        commands,
         "answer",
-        help="answer (or skip) a run's open decision",
+        cmd_answer,
+        summary="answer (or skip) a run's open decision",
         description="Answer a decision a run is waiting on. The first valid answer wins; "
         "the same answer again is accepted; a different answer after the decision closed "
         "fails and names the winning answer.",
         epilog="examples:\n"
         "  runstream answer RUN_ID persona-priority city_summiteer   (the demo's question)\n"
         "  runstream answer RUN_ID persona-priority --skip --by ana\n",
-        formatter_class=_Formatter,
     )
     answer.add_argument("run_id", metavar="RUN_ID", help="the run")
     answer.add_argument("decision_id", metavar="DECISION_ID", help="the decision")
@@ -849,14 +870,8 @@ def _add_steering_commands(commands: argparse._SubParsersAction[argparse.Argumen
         "the live view show it",
     )
     answer.add_argument("--skip", action="store_true", help="skip the decision instead")
-    answer.add_argument(
-        "--by",
-        default=default_viewer(),
-        metavar="NAME",
-        help="who answers (default: $RUNSTREAM_USER or your login)",
-    )
+    _add_by(answer, "who answers")
     _add_target(answer)
-    answer.set_defaults(handler=cmd_answer)
 
     for action, summary, description in (
         (
@@ -871,19 +886,16 @@ def _add_steering_commands(commands: argparse._SubParsersAction[argparse.Argumen
             "Cancel a run: it becomes CANCELLED and its producer is told to stop.",
         ),
     ):
-        control = commands.add_parser(
-            action, help=summary, description=description, formatter_class=_Formatter
+        control = _add_command(
+            commands,
+            action,
+            _control_command(action),
+            summary=summary,
+            description=description,
+            run=f"the run to {action}",
         )
-        control.add_argument("run_id", metavar="RUN_ID", help=f"the run to {action}")
-        _add_target(control)
         control.add_argument("--reason", default="", metavar="TEXT", help="why, for the log")
-        control.add_argument(
-            "--by",
-            default=default_viewer(),
-            metavar="NAME",
-            help="who does it (default: $RUNSTREAM_USER or your login)",
-        )
-        control.set_defaults(handler=_control_command(action))
+        _add_by(control, "who does it")
 
 
 def _version() -> str:
