@@ -343,67 +343,10 @@ class Interaction:
         try:
             while True:
                 self._check_open("interact")
-                call: InteractCall = self._rpc(None, metadata=self._metadata)
-                reconcile: asyncio.Task[None] | None = None
-                sent_again: set[_Key] = set()  # decisions this call's stream has sent
-                lost: grpc.aio.AioRpcError | None = None  # what ended the call, if not the server
-                try:
-                    async with self._write_lock:
-                        self._call = call
-                        self._sent.clear()
-                        await self._write(call, rpc.interact_subscribe(self._run_ids, self._viewer))
-                        for answer_id, (request, future) in sorted(self._pending.items()):
-                            if not future.done():
-                                await self._write(call, rpc.interact_answer(answer_id, request))
-                                self._sent.add(answer_id)
-                    if reconnecting and self._open:
-                        reconcile = asyncio.create_task(
-                            self._reconcile(set(self._open), sent_again),
-                            name="runstream-interact-reconcile",
-                        )
-                    reconnecting = True
-                    await opened(call, outage, self._on_link, 0)
-                    # Back once the server subscribed it: this stream has no heartbeats, so
-                    # a message to say so may never come.
-                    if not call.done():
-                        said.back()
-                    async for response in call:
-                        outage.recovered()
-                        backoff.reset()
-                        update = rpc.parse_interact_response(response)
-                        if update is None:
-                            continue
-                        if isinstance(update, DecisionPrompt | DecisionClosed):
-                            sent_again.add(_key(update.decision))
-                        elif isinstance(update, AnswerResult):
-                            entry = self._pending.get(update.answer_id)
-                            if entry is not None and not entry[1].done():
-                                entry[1].set_result(update)
-                        self._deliver(update)
-                    said.lost("the server ended it", "reconnecting")
-                except grpc.aio.AioRpcError as exc:
-                    # A send that failed locally marks the call's status INTERNAL: no server
-                    # judged anything, the connection broke.
-                    if not is_retryable(exc) and self._send_failed is not call:
-                        self._error = error_from_rpc(exc)
-                        self._error.__cause__ = exc
-                        return
-                    backoff.hold(exc)
-                    detail = f"{exc.code().name}: {exc.details()}"
-                    if error := outage.exceeded("interact", detail, exc):
-                        self._error = error
-                        return
-                    said.lost(exc.code().name, "reconnecting")
-                    lost = exc
-                finally:
-                    self._call = None
-                    call.cancel()
-                    await end_requests(call)
-                    if reconcile is not None:
-                        reconcile.cancel()
-                        await asyncio.wait({reconcile})
-                        if not reconcile.cancelled() and reconcile.exception() is not None:
-                            _log.error("interact reconcile failed", exc_info=reconcile.exception())
+                lost = await self._one_call(backoff, outage, said, reconnecting=reconnecting)
+                if self._error is not None:  # the call failed for good
+                    return
+                reconnecting = True
                 delay = backoff.next_delay()
                 lost_link(self._on_link, 0, lost, delay)
                 await asyncio.sleep(delay)
@@ -421,6 +364,86 @@ class Interaction:
             self._error.__cause__ = exc
         finally:
             self._finish()
+
+    async def _one_call(
+        self, backoff: Backoff, outage: Outage, said: OutageLog, *, reconnecting: bool
+    ) -> grpc.aio.AioRpcError | None:
+        """One Interact call, from subscribing until it ends. Returns what ended it when the
+        stream is to reconnect: the error, or None when the server ended it. When it failed
+        for good (refused, or the outage outlasted the reconnect timeout), sets ``_error``.
+        After a reconnect, it reconciles the decisions known open beside the new stream."""
+        call: InteractCall = self._rpc(None, metadata=self._metadata)
+        reconcile: asyncio.Task[None] | None = None
+        sent_again: set[_Key] = set()  # decisions this call's stream has sent
+        try:
+            await self._take_over(call)
+            if reconnecting and self._open:
+                reconcile = asyncio.create_task(
+                    self._reconcile(set(self._open), sent_again),
+                    name="runstream-interact-reconcile",
+                )
+            await opened(call, outage, self._on_link, 0)
+            # Back once the server subscribed it: this stream has no heartbeats, so a message
+            # to say so may never come.
+            if not call.done():
+                said.back()
+            async for response in call:
+                outage.recovered()
+                backoff.reset()
+                self._receive(rpc.parse_interact_response(response), sent_again)
+            said.lost("the server ended it", "reconnecting")
+            return None
+        except grpc.aio.AioRpcError as exc:
+            # A send that failed locally marks the call's status INTERNAL: no server judged
+            # anything, the connection broke.
+            if not is_retryable(exc) and self._send_failed is not call:
+                self._error = error_from_rpc(exc)
+                self._error.__cause__ = exc
+                return None
+            backoff.hold(exc)
+            detail = f"{exc.code().name}: {exc.details()}"
+            if error := outage.exceeded("interact", detail, exc):
+                self._error = error
+                return None
+            said.lost(exc.code().name, "reconnecting")
+            return exc
+        finally:
+            self._call = None
+            call.cancel()
+            await end_requests(call)
+            if reconcile is not None:
+                reconcile.cancel()
+                await asyncio.wait({reconcile})
+                if not reconcile.cancelled() and reconcile.exception() is not None:
+                    _log.error("interact reconcile failed", exc_info=reconcile.exception())
+
+    async def _take_over(self, call: InteractCall) -> None:
+        """Makes ``call`` the stream that answers go out on: subscribes it to the runs and
+        sends again the answers that got no result yet."""
+        async with self._write_lock:
+            self._call = call
+            self._sent.clear()
+            await self._write(call, rpc.interact_subscribe(self._run_ids, self._viewer))
+            for answer_id, (request, future) in sorted(self._pending.items()):
+                if not future.done():
+                    await self._write(call, rpc.interact_answer(answer_id, request))
+                    self._sent.add(answer_id)
+
+    def _receive(
+        self, update: DecisionPrompt | DecisionClosed | AnswerResult | None, sent_again: set[_Key]
+    ) -> None:
+        """Takes one update off the stream: notes the decisions it sent again, settles the
+        answer an AnswerResult is for, and queues the update for the iteration. None (a
+        message this SDK does not know) is passed over."""
+        if update is None:
+            return
+        if isinstance(update, DecisionPrompt | DecisionClosed):
+            sent_again.add(_key(update.decision))
+        elif isinstance(update, AnswerResult):
+            entry = self._pending.get(update.answer_id)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(update)
+        self._deliver(update)
 
     async def _reconcile(self, known_open: set[_Key], sent_again: set[_Key]) -> None:
         """After a reconnect: a DecisionClosed for each decision known open that closed.
