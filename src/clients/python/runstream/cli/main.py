@@ -585,9 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    demo_parser = commands.add_parser(
+    demo_parser = _add_command(
+        commands,
         "demo",
-        help="run a simulated 17-step campaign workflow and watch it live",
+        cmd_demo,
+        summary="run a simulated 17-step campaign workflow and watch it live",
         description="Start an embedded server (or use --target), run a simulated "
         "multi-agent campaign workflow through the SDK, and render it live: steps, agents, "
         "reasoning, streamed copy, metrics and milestones. Exits 0 when the run succeeds.",
@@ -596,7 +598,6 @@ def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "  runstream demo --speed 10 --plain about 4 seconds, one line per event\n"
         "  runstream demo --serve            keep the server up afterwards for grpcurl\n"
         "  runstream demo --replicas 2       report on one replica, watch through another\n",
-        formatter_class=_Formatter,
     )
     demo_parser.add_argument(
         "--target",
@@ -650,7 +651,6 @@ def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "answer its question.",
     )
     _add_plain(demo_parser)
-    demo_parser.set_defaults(handler=cmd_demo)
 
 
 def _add_command(
