@@ -8,8 +8,11 @@ refuses INFO to the server's user."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,40 @@ async def test_no_record_log_or_index_of_the_store_has_a_ttl(
         with_ttl = [key for key in keys if await client.pttl(key) >= 0]
     assert f"{prefix}:{{{run.run_id}}}:log" in keys and len(keys) > 5, keys
     assert [k for k in with_ttl if not k.endswith((":viewers", ":limits:usage"))] == []
+
+
+async def test_a_redis_still_loading_its_data_is_checked_once_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Restarted with a million keys to load, Redis 7.0 says aof_enabled:0 until the load
+    ends: the check after the outage warned "appendonly no" of a Redis with AOF on, on every
+    replica at every such restart (found by a soak). It waits for the load instead."""
+    redis = RedisProcess(tmp_path / "redis", "--enable-debug-command", "yes")
+    redis.start()
+    store = RedisEventStore(redis_store_url(redis, tmp_path / "store"))
+    try:
+        await store.open()
+        redis_cli("-p", str(redis.port), "debug", "populate", "1000000", "ballast")
+        redis_cli("-p", str(redis.port), "bgrewriteaof")  # the keys, in the AOF the load reads
+        await until_said(redis, "aof_rewrite_in_progress:0")
+        redis.stop()
+        caplog.set_level(logging.WARNING, logger="runstream.store.redis")
+        starting = asyncio.create_task(asyncio.to_thread(redis.start))  # returns once loaded
+        await until_said(redis, "loading:1")
+        await store._settings_again()
+        await starting
+        assert store.persistence == "AOF on"
+        assert warnings(caplog) == []
+    finally:
+        await store.close()
+        redis.stop()
+
+
+async def until_said(redis: RedisProcess, line: str) -> None:
+    """Until Redis's INFO persistence has `line` (a Redis not listening yet has none)."""
+    async with asyncio.timeout(30):
+        while True:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                if line in redis_cli("-p", str(redis.port), "info", "persistence"):
+                    return
+            await asyncio.sleep(0.01)

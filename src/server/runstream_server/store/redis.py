@@ -79,7 +79,7 @@ from runstream_server.store.redis_notices import (
     publish_command,
 )
 from runstream_server.store.redis_retention import EndedRuns
-from runstream_server.store.redis_settings import check_settings
+from runstream_server.store.redis_settings import StillLoading, check_settings
 from runstream_server.store.redis_snapshots import RunSnapshots
 from runstream_server.store.redis_statuses import StatusIndexes
 from runstream_server.store.redis_url import parse_url, redact
@@ -153,6 +153,10 @@ redis.call(ARGV[4], ARGV[3], ARGV[5])
 return 1
 """
 
+
+_SETTINGS_WAIT = (0.5, 5.0)
+"""Seconds between two checks of the settings of a Redis still loading its data: the first,
+the most."""
 
 _UNREACHABLE = (rex.RedisError, rex.RedisClusterException, OSError, Unavailable)
 """What a raw client call (not under :func:`unavailable`) raises when Redis is out of reach,
@@ -299,12 +303,19 @@ class RedisEventStore:
         check.add_done_callback(self._checks.discard)
 
     async def _settings_again(self) -> None:
-        try:
-            self.persistence = await check_settings(
-                self._client, self.options, display=self.display, serving=True
-            )
-        except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
-            log.debug("could not check the Redis store's settings again: %s", exc)
+        wait = _SETTINGS_WAIT[0]
+        while True:
+            try:
+                self.persistence = await check_settings(
+                    self._client, self.options, display=self.display, serving=True
+                )
+                return
+            except StillLoading:  # checked once it shows them
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _SETTINGS_WAIT[1])
+            except (rex.RedisError, rex.RedisClusterException, OSError) as exc:
+                log.debug("could not check the Redis store's settings again: %s", exc)
+                return
 
     async def _redis_time(self) -> float:
         """Redis's clock (``TIME``), in seconds since the epoch: on a cluster, one node's."""

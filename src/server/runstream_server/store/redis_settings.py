@@ -23,7 +23,7 @@ from runstream_server.store.base import StoreUnusable
 from runstream_server.store.redis_errors import reply_of
 from runstream_server.store.redis_url import RedisOptions
 
-__all__ = ["check_settings"]
+__all__ = ["StillLoading", "check_settings"]
 
 log = logging.getLogger("runstream.store.redis")
 
@@ -60,6 +60,11 @@ _FIELDS = {
 }
 
 
+class StillLoading(Exception):
+    """Redis is loading its data (a restart): its INFO does not show its settings yet (7.0
+    says ``aof_enabled:0`` until the load ends, with AOF on)."""
+
+
 async def check_settings(
     client: Any, options: RedisOptions, *, display: str, serving: bool = False
 ) -> str:
@@ -69,7 +74,8 @@ async def check_settings(
     saying what is in force puts it: "AOF on", "AOF off..." or "AOF unchecked".
 
     `serving`: checked again once Redis is back from an outage (it may have restarted with
-    other settings), when refusing to start is too late: an evicting Redis is an ERROR."""
+    other settings), when refusing to start is too late: an evicting Redis is an ERROR, and a
+    Redis still loading its data raises :class:`StillLoading`, to be checked once loaded."""
     wait = options.wait_replicas
     wanted = ["maxmemory-policy", "appendonly", *(["replicas"] if wait else [])]
     if options.cluster:
@@ -162,6 +168,11 @@ async def _read(client: Any, node: Any, name: str, wanted: list[str], serving: b
             if serving:
                 raise
             master.unread[setting] = f"INFO {section} failed: {type(exc).__name__}"
+            continue
+        if info.get("loading"):  # INFO persistence, whose settings show once loaded
+            if serving:
+                raise StillLoading
+            master.unread[setting] = "Redis is still loading its data"
             continue
         value = info.get(key)
         if value is None:
