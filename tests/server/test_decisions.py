@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -259,6 +260,21 @@ async def test_nobody_answers_so_the_default_applies_once_at_the_deadline(stubs,
     assert (await get(stubs, run.run_id)).run.status == run_pb2.RUN_STATUS_RUNNING
     code, details = await status_of(submit(decisions, run.run_id, "pros"))
     assert code == grpc.StatusCode.ABORTED and "DEFAULTED with 'parents'" in details
+
+
+async def test_a_deadline_counts_from_when_the_server_received_the_question(stubs) -> None:  # type: ignore[no-untyped-def]
+    """The event time is the producer's: a clock an hour behind, or a question held up by an
+    outage the producer rode out (a soak saw one 5 s late). The deadline counts the timeout
+    from when the server received the question, as event.proto says, so humans get all of it."""
+    run = await create_run(stubs)
+    question = ask(timeout=duration_pb2.Duration(seconds=60))
+    question.event_time.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+    await append(stubs, run.run_id, question)
+    listed = await stubs.runs.ListEvents(rs.ListEventsRequest(run_id=run.run_id))
+    stored = listed.events[-1]
+    deadline = stored.decision_requested.deadline.ToDatetime()
+    assert deadline == stored.receive_time.ToDatetime() + timedelta(seconds=60)
+    assert (await get(stubs, run.run_id)).open_decisions[0].deadline.ToDatetime() == deadline
 
 
 async def test_a_default_none_of_the_options_is_the_fallback_taken_at_the_deadline_only(

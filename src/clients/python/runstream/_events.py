@@ -610,7 +610,9 @@ class DecisionRequested:
         can_skip: Whether the human may skip the decision without choosing.
         context: Context that helps the human decide, for example {"file_count": 3}.
         affects_workflow: Whether the answer changes the workflow's course.
-        deadline: When the decision closes: event time plus timeout. Set by the server.
+        deadline: When the decision closes: when the server received the question (the event's
+            receive_time) plus timeout, by the server's clock, so a question held up on its way (an
+            outage the producer rode out) still gives humans its whole timeout. Set by the server.
     """
 
     decision_id: str

@@ -1481,7 +1481,9 @@ export type DecisionRequested = Message<"runstream.v1.DecisionRequested"> & {
   affectsWorkflow: boolean;
 
   /**
-   * When the decision closes: event time plus timeout. Set by the server.
+   * When the decision closes: when the server received the question (the event's
+   * receive_time) plus timeout, by the server's clock, so a question held up on its way (an
+   * outage the producer rode out) still gives humans its whole timeout. Set by the server.
    *
    * @generated from field: google.protobuf.Timestamp deadline = 10;
    */
