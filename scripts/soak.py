@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -288,7 +289,10 @@ class Soak:
         return self.client(self.rng.choice(up))
 
     def violation(self, guarantee: str, run_id: str, details: str) -> None:
-        self.violations.append(Violation(guarantee, run_id, details))
+        found = Violation(guarantee, run_id, details)
+        if found in self.violations:  # the final check finds again what a run's end found
+            return
+        self.violations.append(found)
         print(f"VIOLATION [{guarantee}] run {run_id}: {details}", flush=True)
 
     def producer_target(self) -> str:
@@ -556,6 +560,8 @@ class Soak:
                 f"{self.diff(record.seen, seqs)}; the log has 1..{head}",
             )
         self.check_decisions(record, log)
+        if record.asked:
+            await self.check_deadlines(record, log)
         if ends:
             await self.check_get_run(
                 record, TERMINAL[ends[-1].raw.WhichOneof("payload") or ""], head, final=final
@@ -609,6 +615,35 @@ class Soak:
                     f"{decision_id}: viewers were told "
                     f"{sorted(winners)} won, the log has outcome {closed.outcome} "
                     f"{closed.choice!r}",
+                )
+
+    async def check_deadlines(self, record: RunRecord, log: list[Event]) -> None:
+        """A question's deadline is its event time plus its timeout, as event.proto says."""
+        received = {
+            e.raw.decision_requested.decision_id: e.raw.receive_time.ToDatetime(UTC)
+            for e in log
+            if e.raw.WhichOneof("payload") == "decision_requested"
+        }
+        try:
+            decisions = await self.any_client().list_decisions(record.run_id)
+        except runstream.RunstreamError as exc:
+            self.violation("decision-deadline", record.run_id, f"ListDecisions: {exc!r}")
+            return
+        for decision in decisions:
+            if decision.deadline is None or decision.timeout is None or not decision.create_time:
+                continue
+            gap = (decision.deadline - decision.create_time).total_seconds()
+            if abs(gap - decision.timeout.total_seconds()) > 0.5:
+                at = received.get(decision.decision_id)
+                heard = f"{at:%H:%M:%S.%f}" if at else "not in the log"
+                self.violation(
+                    "decision-deadline",
+                    record.run_id,
+                    f"{decision.decision_id}: asked at {decision.create_time:%H:%M:%S.%f} "
+                    f"(received {heard}) with a timeout of "
+                    f"{decision.timeout.total_seconds():.2f}s; its deadline is {gap:.2f}s after "
+                    f"it was asked ({decision.deadline:%H:%M:%S.%f}); closed "
+                    f"{decision.outcome.name}",
                 )
 
     async def check_get_run(
