@@ -146,6 +146,48 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
                 watcher.cancel()
 
 
+async def test_runs_a_resync_could_not_check_are_checked_again_once_the_store_answers(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B misses A's commits to a run it holds (a gap), and its resync cannot check the run
+    (Redis still loading its data after a restart, in a soak): the run was left until its next
+    notice or heartbeat, so a watcher with a 5-minute heartbeat waited for a run that had
+    ended. The runs the store failed are checked again, and the watcher gets the end."""
+    lost: list[str] = []  # runs whose commit notices are lost (a gap) from now on
+    failures: list[float] = []  # when checks failed: all of them in the first second
+    refresh, on_notice = StoreChecks.refresh, Notices.on_notice
+
+    async def failing_once(
+        self: StoreChecks, run_id: str, state: RunState, head: int | None = None
+    ) -> None:
+        if lost and (not failures or time.monotonic() - failures[0] < 1):
+            # Each lost notice is a gap of its own: the resyncs of them all fail.
+            failures.append(time.monotonic())
+            raise Unavailable("the Redis store is unreachable (BusyLoadingError)")
+        await refresh(self, run_id, state, head)
+
+    def losing(self: Notices, notice: Notice) -> None:
+        gap = isinstance(notice, CommitNotice) and notice.run_id in lost
+        on_notice(self, None if gap else notice)
+
+    monkeypatch.setattr(StoreChecks, "refresh", failing_once)
+    monkeypatch.setattr(Notices, "on_notice", losing)
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        run_id, watch = await watched_on_b(replicas, "recheck")
+        lost.append(run_id)
+        tick = event_pb2.RunEvent(custom=event_pb2.Custom(type="tick"))
+        done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+        acked = await replicas.report_a.AppendEvents(
+            report_service_pb2.AppendEventsRequest(run_id=run_id, events=[tick, done])
+        )
+        seen = []
+        async with asyncio.timeout(10):  # no notice and no heartbeat: only a check again
+            async for response in watch:
+                seen += [e.seq for e in response.events]
+        assert seen == list(range(2, acked.last_seq + 1))
+        assert failures
+
+
 @dataclass
 class Replicas:
     """Stubs to replicas A and B on one Redis store, and a client of that Redis."""

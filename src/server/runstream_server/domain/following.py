@@ -7,7 +7,8 @@ ledger (which reads any gap from the log) and delivered like a local commit. A r
 not hold still has its deadlines armed here, so they never rest on one replica. A viewer
 count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
 queue that overflowed) checks every held or loading run against the store's head, each on
-its own: one whose check fails is logged, and the others are still checked; WatchRuns
+its own: one whose check fails is logged, and the others are still checked (those the
+store failed are checked again, less and less often, until it answers); WatchRuns
 streams read the runs that may have changed since the gap began; and the deadlines of the
 store's open decisions are armed again, in a task of its own so that the notices after the
 gap do not wait for that scan.
@@ -56,11 +57,19 @@ class _Gap:
     since_us: int
 
 
-_Queued = CommitNotice | ViewersNotice | PurgedNotice | _Gap
+@dataclass(frozen=True, slots=True)
+class _Recheck:
+    """The runs a resync could not check (the store failed): check the held ones again."""
+
+
+_Queued = CommitNotice | ViewersNotice | PurgedNotice | _Gap | _Recheck
 
 
 REARM_RETRY = (0.5, 30.0)
 """Seconds between scans of the stored deadlines the store refused: the first, the most."""
+
+RECHECK_RETRY = (0.5, 30.0)
+"""Seconds between checks of the held runs a resync could not check: the first, the most."""
 
 
 class Notices:
@@ -91,6 +100,8 @@ class Notices:
         self._spawn = spawn
         self._rearming = False  # a scan of the stored deadlines is under way
         self._rearm_again = False  # and another gap came meanwhile: scan once more after it
+        self._recheck_wait = RECHECK_RETRY[0]  # before the next check of runs the store failed
+        self._recheck: asyncio.TimerHandle | None = None  # that check, queued when due
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=10_000)
         # The store's clock: a gap's start is compared with the index entries other
         # replicas stamped (their creations, their runs' ends).
@@ -107,6 +118,9 @@ class Notices:
         else:
             self._heard_us = self._now_us()
             item = notice
+        self._put(item)
+
+    def _put(self, item: _Queued) -> None:
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:  # far behind: drop the backlog, resync from the store
@@ -121,6 +135,8 @@ class Notices:
             try:
                 if isinstance(notice, _Gap):
                     await self._resync(notice.since_us)
+                elif isinstance(notice, _Recheck):
+                    await self._check_held()
                 elif isinstance(notice, ViewersNotice):
                     await self._viewers_changed([notice.run_id])
                 elif isinstance(notice, PurgedNotice):
@@ -197,6 +213,13 @@ class Notices:
         every run being loaded (its load may have read the store before the commits the gap
         lost), the runs WatchRuns streams follow, and the stored decision deadlines (a
         question the gap lost would rest on one replica)."""
+        await self._check_held()
+        self._runs_hub.missed(since_us)  # WatchRuns streams read what moved on meanwhile
+        self._rearm_soon()
+
+    async def _check_held(self) -> None:
+        """Every held and loading run against the store; those the store failed to check are
+        checked again later (:data:`RECHECK_RETRY`), a bug is said and left."""
         held, loading = self._ledger.held_runs(), self._ledger.loading_runs()
         failed: list[tuple[str, Exception]] = []  # the store's errors
         broken: list[tuple[str, Exception]] = []  # anything else: a bug
@@ -235,21 +258,38 @@ class Notices:
                 pass
             except Exception as exc:
                 fail([run_id], exc)
-        self._runs_hub.missed(since_us)  # WatchRuns streams read what moved on meanwhile
-        self._rearm_soon()
-        # One line each, however many runs: they catch up at their next notice. A bug, not
-        # the store, is an ERROR with its traceback.
+        if failed:
+            self._recheck_later()
+        else:
+            self._recheck_wait = RECHECK_RETRY[0]
+        # One line each, however many runs. A bug, not the store, is an ERROR with its
+        # traceback, and its runs catch up at their next notice or heartbeat.
         for failures, bug in ((failed, False), (broken, True)):
             if failures:
                 run_id, first = failures[0]
                 log.log(
                     logging.ERROR if bug else logging.WARNING,
-                    "resync after a gap in notices: %d of %d runs %s (the first, %s: %r); "
-                    "they catch up at their next notice or heartbeat",
+                    "resync after a gap in notices: %d of %d runs %s (the first, %s: %r); %s",
                     len(failures),
                     len(held) + len(loading),
                     "failed to be checked by a bug" if bug else "could not be checked",
                     run_id,
                     first,
+                    "they catch up at their next notice or heartbeat"
+                    if bug
+                    else "the held runs are checked again once the store answers",
                     exc_info=first if bug else None,
                 )
+
+    def _recheck_later(self) -> None:
+        """Queues a check of the held runs after the current wait, which doubles (one at a
+        time: the heads of all held runs take one round trip per thousand)."""
+        if self._recheck is not None:
+            return
+        wait, self._recheck_wait = self._recheck_wait, min(self._recheck_wait * 2, RECHECK_RETRY[1])
+
+        def due() -> None:
+            self._recheck = None
+            self._put(_Recheck())
+
+        self._recheck = asyncio.get_running_loop().call_later(wait, due)
