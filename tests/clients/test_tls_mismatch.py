@@ -1,6 +1,7 @@
 """The SDK against real servers whose TLS its settings do not fit: it says why at once, in
-its own parameter names, from the first call, ``start_run`` and a watch, instead of retrying
-for its whole reconnect timeout and then raising gRPC's words (see runstream._unreachable).
+its own parameter names, from the first call, ``start_run``, a watch and an interaction,
+instead of retrying for its whole reconnect timeout and then raising gRPC's words (see
+runstream._unreachable).
 
 Each client here retries for ever (``reconnect_timeout=None``): only a cause said at once
 ends its call, which must come well within WITHIN. A server that closes connections as they
@@ -114,10 +115,17 @@ async def _get(client: runstream.Client) -> None:
     await client.get_run(MISSING)
 
 
+async def _interact(client: runstream.Client) -> None:
+    async with client.interact([MISSING], viewer="ana") as interaction:
+        async for _ in interaction:
+            pass
+
+
 CALLS: dict[str, tuple[Callable[[runstream.Client], Awaitable[None]], str]] = {
     "get_run": (_get, ""),
     "start_run": (_start_and_close, ""),
     "watch": (_watch, f"watch of run {MISSING!r}: "),
+    "interact": (_interact, ""),
 }
 
 
@@ -165,6 +173,8 @@ async def test_giving_up_on_connections_closed_as_they_open_says_the_likely_caus
                 await client.start_run("wf")
             with pytest.raises(runstream.UnavailableError) as watching:
                 await _watch(client)
+            with pytest.raises(runstream.UnavailableError) as interacting:
+                await _interact(client)
     likely = (
         f"; likely cause: a server at {proxy.target} closed the connection as it opened: does "
         "it serve TLS (then give ca_file)?"
@@ -172,6 +182,7 @@ async def test_giving_up_on_connections_closed_as_they_open_says_the_likely_caus
     assert raised.value.message.endswith(likely)
     assert watching.value.message.startswith(f"watch of run {MISSING!r}: no server could serve")
     assert watching.value.message.endswith(likely)
+    assert interacting.value.message.endswith(likely)
 
 
 async def _reread(server: RunstreamServer, run_id: str) -> runstream.Run:

@@ -128,4 +128,5 @@ class DecisionCalls:
             check_open=self._connection.check_open,
             max_updates=max_updates,
             on_link=on_link,
+            diagnosis=self._connection.diagnosis,
         )

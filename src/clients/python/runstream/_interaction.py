@@ -62,6 +62,7 @@ from runstream._types import (
 from runstream._watch import OnLink, lost_link, opened
 
 if TYPE_CHECKING:
+    from runstream._unreachable import Diagnosis
     from runstream.v1 import decision_service_pb2
 
     InteractCall = grpc.aio.StreamStreamCall[
@@ -119,9 +120,12 @@ class Interaction:
         check_open: Callable[[str], None],
         max_updates: int = 1000,
         on_link: OnLink | None = None,
+        diagnosis: Diagnosis | None = None,
     ) -> None:
         """``check_open`` raises once the client is closed: each attempt calls it first;
-        ``on_link`` hears where the stream stands (see ``Client.interact``)."""
+        ``on_link`` hears where the stream stands (see ``Client.interact``); ``diagnosis``,
+        the client's, says a TLS mismatch at once and the likely cause when the stream gives
+        up (see runstream._unreachable.Diagnosis)."""
         self._rpc = interact_rpc
         self._check_open = check_open
         self._get_decision = get_decision
@@ -131,6 +135,7 @@ class Interaction:
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
         self._on_link = on_link
+        self._diagnosis = diagnosis
         self._updates: asyncio.Queue[InteractionUpdate | _End] = asyncio.Queue()
         self._max_updates = max(1, max_updates)
         # What the server said is open (kept whether or not the caller iterates), what the
@@ -382,7 +387,7 @@ class Interaction:
                     self._reconcile(set(self._open), sent_again),
                     name="runstream-interact-reconcile",
                 )
-            await opened(call, outage, self._on_link, 0)
+            await opened(call, outage, self._on_link, 0, self._diagnosis)
             # Back once the server subscribed it: this stream has no heartbeats, so a message
             # to say so may never come.
             if not call.done():
@@ -400,10 +405,15 @@ class Interaction:
                 self._error = error_from_rpc(exc)
                 self._error.__cause__ = exc
                 return None
+            if self._diagnosis is not None and (error := await self._diagnosis.at_once(exc)):
+                self._error = error
+                return None
             backoff.hold(exc)
             detail = f"{exc.code().name}: {exc.details()}"
-            if error := outage.exceeded("interact", detail, exc):
-                self._error = error
+            if given_up := outage.exceeded("interact", detail, exc):
+                if self._diagnosis is not None:
+                    given_up = await self._diagnosis.given_up(given_up, exc)
+                self._error = given_up
                 return None
             said.lost(exc.code().name, "reconnecting")
             return exc
