@@ -87,3 +87,28 @@ async def test_a_start_that_fails_leaves_nothing_running_and_the_store_to_the_ne
     address = f"127.0.0.1:{failed.port}"
     async with serving(server_config(store, address=address)) as (_, stubs):
         assert (await get_run(stubs, run.run_id)).run_id == run.run_id
+
+
+async def test_a_start_refused_a_new_stores_lock_leaves_the_store_to_the_server_holding_it(
+    tmp_path: Path,
+    server_config: ConfigFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    store_kind: str,
+) -> None:
+    """Two servers started at once on a store file that did not exist: the one refused the
+    file's lock deleted the file the other had just created and wrote to (its files were
+    listed as its own to create, then removed as a failed start's), so that server's runs
+    were gone at its next restart (found in review). Its list is taken before the other
+    server creates the file, as in the race."""
+    if store_kind != "sqlite":
+        pytest.skip("a SQLite file's lock; a Redis store has no files")
+    store = tmp_path / "fresh" / "runstream.db"
+    listed_before = app.store_files_to_create(server_config(store))
+    monkeypatch.setattr(app, "store_files_to_create", lambda config: listed_before)
+    async with serving(server_config(store)) as (_, stubs):
+        run = await create_run(stubs)
+        with pytest.raises(Exception, match="in use by another Runstream server"):
+            await RunstreamServer(server_config(store)).start()
+        assert store.exists()
+    async with serving(server_config(store)) as (_, stubs):
+        assert (await get_run(stubs, run.run_id)).run_id == run.run_id

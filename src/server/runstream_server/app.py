@@ -249,7 +249,11 @@ class RunstreamServer:
             await self._start_background(store, limits)
             self._announce(store, telemetry)
         except BaseException:
-            await self._abandon(created)
+            # A store that did not open may be another server's, created since `created` was
+            # listed (two started at once): its files stay, and an open that failed undid its
+            # own. Only directories go, and only empty ones.
+            opened = self._store is not None
+            await self._abandon(created if opened else [p for p in created if p.is_dir()])
             raise
 
     async def _open_store(self, telemetry: Telemetry) -> ObservedStore:
