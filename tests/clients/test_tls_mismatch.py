@@ -143,21 +143,27 @@ async def test_a_tls_mismatch_is_said_at_once_in_the_sdks_words(
     assert raised.value.message == what + said
 
 
+@pytest.mark.parametrize("resetting", [False, True], ids=["closed", "reset"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "TLS"])
 async def test_a_server_closing_connections_as_they_open_is_waited_out(
-    server: RunstreamServer,
+    servers: Servers, tls: bool, resetting: bool
 ) -> None:
     """A proxy that takes connections and closes them (nothing behind it yet) is no TLS
-    mismatch: the producer waits until a server is there."""
+    mismatch: the producer waits until a server is there. A TLS client sees "Handshake read
+    failed", which was taken for a failed handshake and raised at once (found in review)."""
+    server = servers.tls if tls else servers.plaintext
+    settings = {"ca_file": servers.pki.ca_file} if tls else {}
     async with proxy_to(server.port) as proxy:
-        proxy.refusing = True
-        async with runstream.connect(proxy.target, reconnect_timeout=None) as client:
+        proxy.refusing, proxy.resetting = True, resetting
+        async with runstream.connect(proxy.target, reconnect_timeout=None, **settings) as client:
             starting = asyncio.create_task(client.start_run("wf"))
             await asyncio.sleep(2)
             assert not starting.done()
             proxy.restore()
             run = await asyncio.wait_for(starting, WITHIN)
             await run.close()
-    assert (await _reread(server, run.run_id)).workflow == "wf"
+        async with runstream.connect(server.target, **settings) as client:
+            assert (await client.get_run(run.run_id)).workflow == "wf"
 
 
 @pytest.mark.parametrize("resetting", [False, True], ids=["closed", "reset"])

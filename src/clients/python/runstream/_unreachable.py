@@ -78,13 +78,28 @@ def cause_of(target: str, details: str, settings: TlsSettings) -> Cause | None:
             f"{settings.ca_option} did not sign",
             certain=True,
         )
-    if settings.tls and ("handshake" in said or "ssl" in said):
+    # A connection cut as it opens, in the TLS handshake or before it: no TLS verdict, and a
+    # proxy with nothing behind it yet does it too. Reset: closed with the client's first
+    # bytes unread.
+    cut = any(words in said for words in _CUT) and not any(v in said for v in _VERDICTS)
+    if settings.tls and not cut and ("handshake" in said or "ssl" in said):
         return Cause(f"the TLS handshake with a server at {target} failed", certain=True)
-    if "socket closed" in said or "connection reset by peer" in said:
-        # Reset: closed with the client's first bytes unread (a TLS server reached in
-        # plaintext may do either).
+    if cut:
         return Cause(_closed(target, settings), certain=False)
     return None
+
+
+_CUT = (
+    "socket closed",
+    "connection reset by peer",
+    "handshake read failed",
+    "handshake write failed",
+    "ssl_error_syscall",
+    "unexpected eof",
+)
+"""gRPC's words for a connection closed or reset as it opened, TLS or not."""
+_VERDICTS = ("alert", "certificate", "wrong_version_number", "hostname")
+"""Words of a TLS peer's verdict, which a cut connection does not carry."""
 
 
 def _closed(target: str, settings: TlsSettings) -> str:
