@@ -5,7 +5,9 @@ Linux's default start method, gunicorn or Celery's prefork pool do.
 
 ``closed`` reports a run and closes its client, which it keeps (a module-level client), then
 forks at once, while gRPC's threads wind down; the worker reports a run of its own with a
-client of its own; FORKS times (``closed N`` for N). ``open`` forks while
+client of its own; FORKS times (``closed N`` for N). ``beside-grpc`` runs a gRPC server of
+its own, reports a run, closes its client, waits GRPC_WIND_DOWN, and prints how long a fork
+took (gRPC's threads stay for the server: no wait is owed them). ``open`` forks while
 its client and run are open; the worker tries the parent's client, then a client of its own,
 and the parent then goes on to complete its run. The worker prints one line per try
 (``worker ok RUN_ID``, or ``worker ExceptionName: message``) and leaves with ``os._exit``;
@@ -20,7 +22,9 @@ import signal
 import sys
 import time
 
+import grpc
 import runstream
+from runstream._connection import GRPC_WIND_DOWN
 
 WORKER_TIMEOUT = 5.0
 """How long each try of the worker may take: a regression hangs rather than fails."""
@@ -89,6 +93,22 @@ async def report_and_close(target: str) -> None:
     kept.append(client)
 
 
+async def fork_beside_grpc(target: str) -> None:
+    server = grpc.aio.server()
+    server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await report_and_close(target)
+    await asyncio.sleep(GRPC_WIND_DOWN + 0.2)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    took = time.monotonic() - started
+    await asyncio.to_thread(os.waitpid, pid, 0)
+    print(f"fork took {took:.3f} s", flush=True)
+    await server.stop(None)
+
+
 async def fork_while_open(target: str) -> None:
     async with runstream.connect(target) as client:
         run = await client.start_run("forking-parent")
@@ -105,5 +125,7 @@ if __name__ == "__main__":
         for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else FORKS):
             asyncio.run(report_and_close(address))
             fork_and_wait(address, None)
+    elif how == "beside-grpc":
+        asyncio.run(fork_beside_grpc(address))
     else:
         asyncio.run(fork_while_open(address))

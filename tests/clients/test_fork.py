@@ -45,6 +45,18 @@ async def test_a_program_that_closed_its_client_forks_a_worker_that_reports_a_ru
             assert (run.workflow, run.status) == ("forked-worker", RunStatus.SUCCEEDED)
 
 
+async def test_a_program_that_also_runs_a_grpc_server_forks_without_waiting(
+    server: RunstreamServer,
+) -> None:
+    """Waiting for gRPC's threads after a close is owed only right after it: while a gRPC
+    server (or another library's channel) runs in the process, those threads never exit,
+    and every fork waited a second for them (found in review)."""
+    lines = await fork_producer(server.target, "beside-grpc")
+
+    took = float(lines[-1].removeprefix("fork took ").removesuffix(" s"))
+    assert took < 0.5, lines
+
+
 async def test_a_worker_forked_while_the_client_was_open_is_told_what_to_do(
     server: RunstreamServer,
 ) -> None:

@@ -87,11 +87,16 @@ _forked_with_channel = False
 
 
 GRPC_WIND_DOWN = 1.0
-"""Seconds a fork waits at most for gRPC's threads to exit once no channel is alive (they took
-up to 22 ms on a loaded machine; they stay while a gRPC server runs in the process)."""
+"""Seconds after closing its last channel during which a fork waits for gRPC's threads to
+exit (they took up to 22 ms on a loaded machine). Past it, or while anything else in the
+process uses gRPC (a server, another library's channel: their threads never exit), a fork
+does not wait."""
 
 # The names gRPC core gives its threads (15 characters at most, as Linux keeps them).
-_GRPC_THREAD_NAMES = ("event_engine", "lifeguard", "grpc")
+_GRPC_THREAD_NAMES = ("event_engine", "lifeguard", "grpc_global_tim")
+
+# When this process last closed a Runstream channel (time.monotonic()), if it did.
+_closed_at: float | None = None
 
 
 def _grpc_threads_running() -> bool:
@@ -111,15 +116,15 @@ def _grpc_threads_running() -> bool:
 
 
 def _before_fork() -> None:
-    """With no channel alive, waits until gRPC's threads have exited: they wind down for some
-    milliseconds after the last channel is gone, and a child forked meanwhile copied their
-    state half-changed, so its first channel hung before its event loop could time anything
-    out (6 forks in 232 under load; tests/clients/test_fork.py). With a channel alive the
-    child refuses every call anyway (:data:`ACROSS_FORK`)."""
-    if _LIVE_CHANNELS:
+    """Right after the last channel closed, waits until gRPC's threads have exited: they wind
+    down for some milliseconds after the last channel is gone, and a child forked meanwhile
+    copied their state half-changed, so its first channel hung before its event loop could
+    time anything out (4 forks in 200 under load; tests/clients/test_fork.py). With a
+    channel alive the child refuses every call anyway (:data:`ACROSS_FORK`)."""
+    if _LIVE_CHANNELS or _closed_at is None:
         return
-    deadline = time.monotonic() + GRPC_WIND_DOWN
-    while _grpc_threads_running() and time.monotonic() < deadline:
+    deadline = _closed_at + GRPC_WIND_DOWN
+    while time.monotonic() < deadline and _grpc_threads_running():
         time.sleep(0.002)
 
 
@@ -343,12 +348,14 @@ class Connection:
         if self._channel is None or self._pid != os.getpid() or not self._in_its_loop():
             # Left alone: inherited across fork() (gRPC cannot run it here), or another loop's.
             return
+        global _closed_at
         try:
             await self._channel.close(grace=None)
         finally:
             # Let go of gRPC, so that this process can fork workers that connect on their own.
             self._channel = None
             self._run_stub = self._report_stub = self._decision_stub = self._stats_stub = None
+            _closed_at = time.monotonic()
 
     def _in_its_loop(self) -> bool:
         """Whether the channel's loop is the running one (or either is unknown)."""
