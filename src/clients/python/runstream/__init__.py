@@ -34,6 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from runstream import _grpc_verbosity
 
+# Before anything imports gRPC: `import runstream; import grpc` must find it set, as it did
+# when this module imported the SDK eagerly (a process importing only the server's modules
+# gets it too: the default that gRPC documents).
+_grpc_verbosity.set_default()
+
 if TYPE_CHECKING:
     # What the lazy __getattr__ below returns, for type checkers; tests/clients/test_api.py
     # checks that these imports and _EXPORTED_FROM name the same things.
@@ -183,13 +188,12 @@ def _load(name: str) -> Any:
     """Imports an exported name's module on its first use: the module's ``__getattr__``.
 
     The server imports the generated ``runstream.v1``, which runs this module first: eager
-    imports here loaded the whole SDK into the server (170 ms of its 262 ms import) and set
-    GRPC_VERBOSITY for it. A value is kept in the module once loaded, so this runs once a name.
+    imports here loaded the whole SDK into the server (170 ms of its 262 ms import). A value is
+    kept in the module once loaded, so this runs once a name.
     """
     if name == "__all__":
         value: Any = sorted([*_HOMES, *_event_types().__all__, "__version__"])
     elif name in _HOMES:
-        _grpc_verbosity.set_default()
         value = getattr(importlib.import_module(_HOMES[name]), name)
     elif not name.startswith("_") and name in _event_types().__all__:
         value = getattr(_event_types(), name)
@@ -200,8 +204,7 @@ def _load(name: str) -> Any:
 
 
 def _event_types() -> Any:
-    """The generated event types, ``runstream._events``, imported once gRPC's default is set."""
-    _grpc_verbosity.set_default()
+    """The generated event types, ``runstream._events``."""
     return importlib.import_module("runstream._events")
 
 

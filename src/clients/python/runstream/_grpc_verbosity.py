@@ -1,11 +1,8 @@
 """gRPC core's log level in the SDK's processes: errors only, unless the user chose one.
 
 gRPC reads ``GRPC_VERBOSITY`` once, when it loads (set after ``import grpc`` it changes
-nothing), so the SDK sets its default before any of its modules imports gRPC: the package's
-lazy attributes (``runstream.connect``, ``from runstream import Client``) and the ``cli``,
-``dashboard`` and ``integrations`` packages call :func:`set_default` first. The server, which
-imports only the generated ``runstream.v1``, keeps gRPC's own behaviour unless started by the
-CLI (``runstream serve``).
+nothing), so ``import runstream`` sets its default before any of the SDK's modules imports
+gRPC; the server's modules, which import the generated ``runstream.v1``, run it too.
 """
 
 from __future__ import annotations

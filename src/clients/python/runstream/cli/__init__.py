@@ -8,9 +8,4 @@ dependencies being exercised.
 
 from __future__ import annotations
 
-from runstream import _grpc_verbosity
-
-# Before any of this package's modules loads gRPC.
-_grpc_verbosity.set_default()
-
 __all__: list[str] = []

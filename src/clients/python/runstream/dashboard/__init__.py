@@ -5,10 +5,3 @@
 - :mod:`runstream.dashboard.envoy`: renders the Envoy configuration and runs Envoy.
 - :mod:`runstream.dashboard.cli`: the ``runstream dashboard`` command that ties them together.
 """
-
-from __future__ import annotations
-
-from runstream import _grpc_verbosity
-
-# Before any of this package's modules loads gRPC.
-_grpc_verbosity.set_default()

@@ -14,9 +14,4 @@ imports none of them, and none of the frameworks:
 
 from __future__ import annotations
 
-from runstream import _grpc_verbosity
-
-# Before any of this package's modules loads gRPC.
-_grpc_verbosity.set_default()
-
 __all__: list[str] = []
