@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import pytest
 from runstream_server.errors import Unavailable
@@ -45,3 +46,23 @@ async def test_a_failed_clock_read_is_an_error_only_when_a_bug_failed_it(
     else:
         assert not errors
         assert any(r.levelno == logging.DEBUG for r in caplog.records)
+
+
+async def test_a_store_farther_away_than_a_quick_trip_still_moves_the_offset() -> None:
+    """Reads whose trips took over 0.2 s were taken again, then the offset was held: a Redis
+    that far away (another region, TLS through a proxy) kept its first offset for ever, the
+    server's clock drifting unsaid (found in review). Its trips are compared with its own."""
+    ahead = 5.0
+
+    async def far_read() -> float:
+        await asyncio.sleep(0.15)
+        shared = time.time() + ahead
+        await asyncio.sleep(0.15)
+        return shared
+
+    shared_clock = StoreClock(far_read)
+    await shared_clock.sync()
+    assert shared_clock.offset == pytest.approx(5.0, abs=0.1)
+    ahead = 6.0  # the server's clock fell behind
+    await shared_clock.sync()
+    assert shared_clock.offset == pytest.approx(6.0, abs=0.1)
