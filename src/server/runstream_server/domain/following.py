@@ -7,8 +7,8 @@ ledger (which reads any gap from the log) and delivered like a local commit. A r
 not hold still has its deadlines armed here, so they never rest on one replica. A viewer
 count change goes to WatchRuns, a purge corrects the held state. A gap (a reconnect, or a
 queue that overflowed) checks every held or loading run against the store's head, each on
-its own: one whose check fails is logged, and the others are still checked (those the
-store failed are checked again, less and less often, until it answers); WatchRuns
+its own: one whose check fails is logged, and the others are still checked (when the store
+failed some, every held run is checked again, less and less often, until it answers); WatchRuns
 streams read the runs that may have changed since the gap began; and the deadlines of the
 store's open decisions are armed again, in a task of its own so that the notices after the
 gap do not wait for that scan.
@@ -101,7 +101,8 @@ class Notices:
         self._rearming = False  # a scan of the stored deadlines is under way
         self._rearm_again = False  # and another gap came meanwhile: scan once more after it
         self._recheck_wait = RECHECK_RETRY[0]  # before the next check of runs the store failed
-        self._recheck: asyncio.TimerHandle | None = None  # that check, queued when due
+        self._recheck_due = False  # that check is waited for
+        self._store_failed = False  # the last check of the held runs: said once a streak
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=10_000)
         # The store's clock: a gap's start is compared with the index entries other
         # replicas stamped (their creations, their runs' ends).
@@ -258,17 +259,21 @@ class Notices:
                 pass
             except Exception as exc:
                 fail([run_id], exc)
+        # One line each, however many runs, the store's once while it fails. A bug, not the
+        # store, is an ERROR with its traceback, and its runs catch up at their next notice or
+        # heartbeat.
+        store_level = logging.DEBUG if self._store_failed else logging.WARNING
         if failed:
             self._recheck_later()
-        else:
+        elif self._store_failed:
+            log.info("after a gap in notices: every held run is checked")
             self._recheck_wait = RECHECK_RETRY[0]
-        # One line each, however many runs. A bug, not the store, is an ERROR with its
-        # traceback, and its runs catch up at their next notice or heartbeat.
+        self._store_failed = bool(failed)
         for failures, bug in ((failed, False), (broken, True)):
             if failures:
                 run_id, first = failures[0]
                 log.log(
-                    logging.ERROR if bug else logging.WARNING,
+                    logging.ERROR if bug else store_level,
                     "resync after a gap in notices: %d of %d runs %s (the first, %s: %r); %s",
                     len(failures),
                     len(held) + len(loading),
@@ -283,13 +288,17 @@ class Notices:
 
     def _recheck_later(self) -> None:
         """Queues a check of the held runs after the current wait, which doubles (one at a
-        time: the heads of all held runs take one round trip per thousand)."""
-        if self._recheck is not None:
+        time: the heads of all held runs take one round trip per thousand), in a task that
+        ends with the server."""
+        if self._recheck_due:
             return
+        self._recheck_due = True
         wait, self._recheck_wait = self._recheck_wait, min(self._recheck_wait * 2, RECHECK_RETRY[1])
+        self._spawn(self._recheck_after(wait))
 
-        def due() -> None:
-            self._recheck = None
-            self._put(_Recheck())
-
-        self._recheck = asyncio.get_running_loop().call_later(wait, due)
+    async def _recheck_after(self, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self._recheck_due = False
+        self._put(_Recheck())
