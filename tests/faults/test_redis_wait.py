@@ -125,10 +125,10 @@ async def test_wait_acknowledges_only_what_the_replica_has(
 async def test_a_cancel_stored_on_the_primary_alone_is_read_and_watched_at_once(
     pair: tuple[RedisProcess, RedisProcess], tmp_path: Path
 ) -> None:
-    """A cancel the primary stored and no replica confirmed in time is answered UNAVAILABLE,
-    and a server hears no notice of its own commits: its memory kept the run PENDING, so
-    GetRun said so, the cancel repeated after that read was refused "already ended", and a
-    watcher of the run waited for an end the log held."""
+    """A cancel the primary stored and no replica confirmed in time is answered UNAVAILABLE:
+    the server's memory kept the run PENDING until the store's notice of its own commit came,
+    so a GetRun before it said PENDING, and the cancel repeated after that read was refused
+    "already ended". GetRun reads the log first; the watcher gets the end."""
     primary, replica = pair
     async with (
         serving_on(waiting_url(primary), tmp_path) as server,

@@ -464,8 +464,8 @@ class RunLedger:
             slot.run_id, state.last_seq + len(stored), 1000
         ):
             stored += batch
-        slot.unsure = False
         await self._fold_in(slot, state, stored, moved=moved)
+        slot.unsure = False  # once folded: a fold that failed to reload leaves it unsure
 
     async def _fold_in(
         self, slot: RunSlot, state: RunState, stored: list[StoredEvent], *, moved: bool = False
