@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,18 @@ from tests.clients.support import eventually
 from tests.conftest import RedisProcess, redis_store_url, replica_channels, replicas_serving
 
 
+def losing_notices_of(lost: list[str]) -> Callable[[Notices, Notice], None]:
+    """A replica's ``Notices.on_notice`` that takes each commit notice of a run in `lost` for
+    a gap (the reader lost it), as a dropped connection to the store does."""
+    on_notice = Notices.on_notice
+
+    def losing(self: Notices, notice: Notice) -> None:
+        gap = isinstance(notice, CommitNotice) and notice.run_id in lost
+        on_notice(self, None if gap else notice)
+
+    return losing
+
+
 @pytest.mark.parametrize("bug", [False, True], ids=["store error", "bug"])
 async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_after_it(
     redis_server: RedisProcess,
@@ -66,7 +78,7 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
     broken: list[str] = []  # the run whose check fails: the first one checked after that
     lost: list[str] = []  # runs whose commit notices are lost (a gap) from now on
     checked: list[str] = []  # the runs B's resyncs checked, in order
-    refresh, on_notice = StoreChecks.refresh, Notices.on_notice
+    refresh = StoreChecks.refresh
 
     async def failing_refresh(
         self: StoreChecks, run_id: str, state: RunState, head: int | None = None
@@ -80,12 +92,8 @@ async def test_a_run_whose_check_fails_does_not_keep_the_resync_from_the_runs_af
             raise Unavailable("store unreachable while checking this run")
         await refresh(self, run_id, state, head)
 
-    def losing(self: Notices, notice: Notice) -> None:
-        gap = isinstance(notice, CommitNotice) and notice.run_id in lost
-        on_notice(self, None if gap else notice)
-
     monkeypatch.setattr(StoreChecks, "refresh", failing_refresh)
-    monkeypatch.setattr(Notices, "on_notice", losing)
+    monkeypatch.setattr(Notices, "on_notice", losing_notices_of(lost))
     async with replica_channels(url, tmp_path) as (on_a, on_b):
         runs_a = run_service_pb2_grpc.RunServiceStub(on_a)
         runs_b = run_service_pb2_grpc.RunServiceStub(on_b)
@@ -158,7 +166,7 @@ async def test_runs_a_resync_could_not_check_are_checked_again_once_the_store_an
     ended. The runs the store failed are checked again, and the watcher gets the end."""
     lost: list[str] = []  # runs whose commit notices are lost (a gap) from now on
     failures: list[float] = []  # when checks failed: all of them in the first second
-    refresh, on_notice = StoreChecks.refresh, Notices.on_notice
+    refresh = StoreChecks.refresh
 
     async def failing_once(
         self: StoreChecks, run_id: str, state: RunState, head: int | None = None
@@ -169,12 +177,8 @@ async def test_runs_a_resync_could_not_check_are_checked_again_once_the_store_an
             raise Unavailable("the Redis store is unreachable (BusyLoadingError)")
         await refresh(self, run_id, state, head)
 
-    def losing(self: Notices, notice: Notice) -> None:
-        gap = isinstance(notice, CommitNotice) and notice.run_id in lost
-        on_notice(self, None if gap else notice)
-
     monkeypatch.setattr(StoreChecks, "refresh", failing_once)
-    monkeypatch.setattr(Notices, "on_notice", losing)
+    monkeypatch.setattr(Notices, "on_notice", losing_notices_of(lost))
     async with two_replicas(redis_server, tmp_path) as replicas:
         run_id, watch = await watched_on_b(replicas, "recheck")
         lost.append(run_id)
