@@ -324,7 +324,9 @@ class Connection:
                     raise error_from_rpc(exc) from exc
                 if error := await self.diagnosis.at_once(exc):
                     raise error from exc
-                if not retry or time.monotonic() >= deadline:
+                if not retry:  # a control, not repeated: it gave up on nothing
+                    raise error_from_rpc(exc) from exc
+                if time.monotonic() >= deadline:
                     raise await self.diagnosis.given_up(error_from_rpc(exc), exc) from exc
                 backoff.hold(exc)
             await asyncio.sleep(min(backoff.next_delay(), max(0.0, deadline - time.monotonic())))
@@ -345,6 +347,7 @@ class Connection:
 
     async def close(self) -> None:
         self._closed = True
+        self.diagnosis.close()
         if self._channel is None or self._pid != os.getpid() or not self._in_its_loop():
             # Left alone: inherited across fork() (gRPC cannot run it here), or another loop's.
             return

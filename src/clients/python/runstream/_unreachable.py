@@ -206,6 +206,11 @@ class Diagnosis:
         """A server accepted a call or a stream of this client."""
         self._reached = True
 
+    def close(self) -> None:
+        """The client closed: a closer look under way is not waited for any more."""
+        if self._first_look is not None:
+            self._first_look.cancel()
+
     async def at_once(self, exc: BaseException) -> UnavailableError | None:
         """The error to raise instead of retrying `exc`, when why the client cannot connect
         is certain and it never reached a server; None: retry."""
