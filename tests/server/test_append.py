@@ -521,3 +521,17 @@ async def test_server_written_kinds_are_refused_from_producers(stubs, field) -> 
     err = await rpc_error(append(stubs, run.run_id, event))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details().startswith(f"events[0].{field}:")
+
+
+async def test_a_resent_batch_stores_its_new_event_whose_key_another_run_holds(stubs) -> None:  # type: ignore[no-untyped-def]
+    """Idempotency keys are each run's own. A batch resent with one new event (its first is
+    in the log, so the server looks the batch's keys up) stores the new one though another
+    run holds its key: a producer that keys every run's events alike (k1, k2, ...) loses none."""
+    for run_id in ("run-a", "run-b"):
+        await create_run(stubs, run_id=run_id)
+    await append(stubs, "run-b", custom(2))
+    await append(stubs, "run-a", custom(1))
+    ack = await append(stubs, "run-a", custom(1), custom(2))
+    assert [(a.seq, a.duplicate) for a in ack.events] == [(2, True), (3, False)]
+    log = await stubs.runs.ListEvents(run_service_pb2.ListEventsRequest(run_id="run-a"))
+    assert [e.idempotency_key for e in log.events] == ["", "k1", "k2"]
