@@ -159,3 +159,23 @@ async def test_a_commit_waits_for_a_writer_connection_busy_on_the_thread(tmp_pat
         assert [e.seq for e in await store.read_events("r", 0, 10)] == [1, 2]
     finally:
         await store.close()
+
+
+async def test_a_write_expecting_an_older_head_is_refused_naming_the_head(tmp_path: Path) -> None:
+    """The head check: a write that expects the run's head to be older than it is (the
+    domain's bookkeeping gone wrong) is refused with the head it has, and stores nothing: no
+    event past the head its snapshot names."""
+    store = SqliteEventStore(tmp_path / "heads.db")
+    await store.open()
+    try:
+        await _append(store, "r", 1)
+        await _append(store, "r", 2)
+        late = StoredEvent(3, 1, "k3", b"late")
+        with pytest.raises(HeadMoved) as moved:
+            await store.append("r", [late], _snapshot("r", 3), expected_seq=1)
+        assert moved.value.actual == 2
+        run = await store.load_run("r")
+        assert run is not None and run.last_seq == 2
+        assert [e.seq for e in await store.read_events("r", 0, 10)] == [1, 2]
+    finally:
+        await store.close()
