@@ -401,6 +401,30 @@ async def test_a_long_log_goes_a_chunk_per_transaction_and_is_never_read_half_go
     assert sum(deleted) == 42 and max(deleted) <= 10, deleted  # was [42]: all in one
 
 
+async def test_a_log_of_whole_chunks_is_read_by_no_later_pass(
+    tmp_path: Path, server_config: ConfigFactory, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long log whose length is a whole number of chunks (20 events, chunks of 10): its
+    last chunk, the one that reaches seq 1, takes the run out of what retention chooses
+    from, so the passes after it never read the run again."""
+    if store_kind == "redis":
+        pytest.skip("Redis drops each log at once (UNLINK)")
+    monkeypatch.setattr(sqlite, "_PURGE_ROWS", 10)
+    config = server_config(tmp_path / "r.db", retention=Retention(runs=1, interval=3600))
+    async with serving(config) as (server, stubs):
+        assert server.runs is not None
+        await stubs.runs.CreateRun(rs.CreateRunRequest(run_id="long", workflow="wf"))
+        await append(stubs, "long", *(custom(n) for n in range(18)))
+        await append(stubs, "long", ev.RunEvent(run_completed=ev.RunCompleted()))
+        assert (await stubs.runs.GetRun(rs.GetRunRequest(run_id="long"))).run.last_seq == 20
+        await ended(stubs, "newer", datetime.now(UTC))
+        assert await server.runs.apply_retention() == ["long"]
+        with parses_of({"long"}) as met:
+            assert await server.runs.apply_retention() == []
+        assert met == []
+        assert await purged(stubs, ["long", "newer"]) == {"long"}
+
+
 async def test_a_store_written_by_the_previous_layout_goes_on_with_the_same_policy(
     tmp_path: Path, server_config: ConfigFactory, store_kind: str
 ) -> None:
