@@ -425,6 +425,38 @@ async def test_a_log_of_whole_chunks_is_read_by_no_later_pass(
         assert await purged(stubs, ["long", "newer"]) == {"long"}
 
 
+async def test_short_logs_purged_together_go_a_chunk_per_transaction_too(
+    tmp_path: Path, server_config: ConfigFactory, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound on what one writer transaction deletes holds across the runs of a batch:
+    three logs of a few events each, chunks of 10, go at most 10 events per transaction, so
+    appends never wait for a batch of many short logs at once."""
+    if store_kind == "redis":
+        pytest.skip("Redis drops each log at once (UNLINK)")
+    monkeypatch.setattr(sqlite, "_PURGE_ROWS", 10)
+    deleted: list[int] = []  # events deleted by each writer transaction of retention
+
+    def counted(fn: Any) -> Any:
+        def run(conn: sqlite3.Connection, arg: Any) -> Any:
+            before = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+            result = fn(conn, arg)
+            deleted.append(before - conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return result
+
+        return run
+
+    monkeypatch.setattr(sqlite, "_purge", counted(sqlite._purge))
+    monkeypatch.setattr(sqlite, "_delete_events", counted(sqlite._delete_events))
+    config = server_config(tmp_path / "r.db", retention=Retention(runs=1, interval=3600))
+    async with serving(config) as (server, stubs):
+        assert server.runs is not None
+        ids = await ended_in_turn(stubs, 4)
+        logs = [(await stubs.runs.GetRun(rs.GetRunRequest(run_id=r))).run.last_seq for r in ids]
+        assert sorted(await server.runs.apply_retention()) == ids[:3]
+        assert await purged(stubs, ids) == set(ids[:3])
+    assert sum(deleted) == sum(logs[:3]) > 10 and max(deleted) <= 10, deleted
+
+
 async def test_a_store_written_by_the_previous_layout_goes_on_with_the_same_policy(
     tmp_path: Path, server_config: ConfigFactory, store_kind: str
 ) -> None:
