@@ -22,7 +22,7 @@ from tests.conftest import RedisProcess, serving_on
 from tests.faults.storage import immutable, until_health
 from tests.faults.test_store_damaged_live import a_server_of_a_store_cut_short
 from tests.server.conftest import Stubs
-from tests.server.support import append, create_run, custom
+from tests.server.support import append, create_run, custom, serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -82,6 +82,27 @@ async def test_a_store_that_cannot_be_written_says_why_and_when_it_serves_again(
         "store not serving: the store had an I/O error",
         "store serving again",
     ]
+
+
+async def test_writes_refused_while_the_store_cannot_take_them_are_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every write fails while write access is lost; the store's ERROR saying why is logged
+    once for the outage, not once per refused write (a retrying producer would fill the log),
+    and the store takes writes again after it."""
+    caplog.set_level(logging.INFO, "runstream.store")
+    store = tmp_path / "runstream.db"
+    async with serving(ServerConfig(address="127.0.0.1:0", store_path=store)) as (_, stubs):
+        run = await create_run(stubs)
+        with immutable(store, store.with_name(store.name + "-wal")):
+            for n in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await append(stubs, run.run_id, custom(n))
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        await until_health(stubs.channel, SERVING)
+        await append(stubs, run.run_id, custom(3))
+    said = [r.getMessage() for r in caplog.records if r.name == "runstream.store"]
+    assert len([line for line in said if "cannot take writes" in line]) == 1, said
 
 
 async def test_a_redis_out_of_reach_is_said_unreachable_naming_it(
