@@ -39,6 +39,20 @@ async def _append(store: SqliteEventStore, run_id: str, seq: int, key: str = "")
     await store.append(run_id, [event], _snapshot(run_id, seq), expected_seq=seq - 1)
 
 
+async def _writer_held(store: SqliteEventStore) -> tuple[asyncio.Future[None], threading.Event]:
+    """The writer connection held on the writer thread until the event returned is set: the
+    task holding it, and that event."""
+    held, release = threading.Event(), threading.Event()
+
+    def occupy(_conn: object, _arg: None) -> None:
+        held.set()
+        release.wait(10)
+
+    busy = asyncio.ensure_future(store.writer.run(occupy, None))
+    assert await asyncio.to_thread(held.wait, 10)
+    return busy, release
+
+
 def _pragma_synchronous(conn: sqlite3.Connection, _arg: None) -> int:
     return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
@@ -76,14 +90,7 @@ async def test_a_write_that_fails_in_a_group_commit_leaves_nothing_and_the_other
         await _append(store, "a", 1, key="k")
         await _append(store, "c", 1)
         before = await store.load_run("a")
-        held, release = threading.Event(), threading.Event()
-
-        def occupy(_conn: object, _arg: None) -> None:  # a slow commit on the writer thread
-            held.set()
-            release.wait(10)
-
-        busy = asyncio.ensure_future(store.writer.run(occupy, None))
-        assert await asyncio.to_thread(held.wait, 10)
+        busy, release = await _writer_held(store)  # a slow commit on the writer thread
         # Queued behind it, in order: the next transaction holds all four.
         group = [
             asyncio.ensure_future(_append(store, "b", 1)),
@@ -139,14 +146,7 @@ async def test_a_commit_waits_for_a_writer_connection_busy_on_the_thread(tmp_pat
     await store.open()
     try:
         await _append(store, "r", 1)
-        held, release = threading.Event(), threading.Event()
-
-        def occupy(_conn: object, _arg: None) -> None:  # as a long purge would
-            held.set()
-            release.wait(10)
-
-        busy = asyncio.ensure_future(store.writer.run(occupy, None))
-        assert await asyncio.to_thread(held.wait, 10)
+        busy, release = await _writer_held(store)  # as a long purge would
         append = asyncio.ensure_future(_append(store, "r", 2))
         ticks = 0
         while ticks < 20:  # the event loop keeps running meanwhile
@@ -179,3 +179,34 @@ async def test_a_write_expecting_an_older_head_is_refused_naming_the_head(tmp_pa
         assert [e.seq for e in await store.read_events("r", 0, 10)] == [1, 2]
     finally:
         await store.close()
+
+
+async def test_appends_queued_when_the_store_closes_are_committed_first(tmp_path: Path) -> None:
+    """A server told to stop commits the appends it took before closing its store: those
+    queued behind a commit under way when the close began are stored and acknowledged, not
+    failed against a closed writer."""
+    path = tmp_path / "closing.db"
+    store = SqliteEventStore(path)  # FULL: commits queue for the writer thread
+    await store.open()
+    await _append(store, "a", 1)
+    busy, release = await _writer_held(store)  # a slow commit on the writer thread
+    first = asyncio.ensure_future(_append(store, "a", 2))  # handed to the thread, behind it
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(_append(store, run_id, 1)) for run_id in ("b", "c")]
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0.05)
+    release.set()
+    await busy
+    outcomes = await asyncio.wait_for(asyncio.gather(first, *queued, return_exceptions=True), 10)
+    await asyncio.wait_for(closing, 10)
+    assert outcomes == [None, None, None]
+    reopened = SqliteEventStore(path)
+    await reopened.open()
+    try:
+        for run_id, last in (("a", 2), ("b", 1), ("c", 1)):
+            assert [e.seq for e in await reopened.read_events(run_id, 0, 10)] == list(
+                range(1, last + 1)
+            )
+    finally:
+        await reopened.close()
