@@ -19,10 +19,14 @@ from runstream import Custom, EventKind
 from runstream.v1 import (
     report_service_pb2,
     report_service_pb2_grpc,
+    run_pb2,
     run_service_pb2,
     run_service_pb2_grpc,
 )
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.errors import Unavailable
+from runstream_server.store.base import StoredEvent
+from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.clients.support import eventually
 from tests.faults.storage import fill, health, small_filesystem, until_health
@@ -151,3 +155,27 @@ async def test_a_deadline_that_passes_while_the_disk_is_full_still_closes_its_de
                 await run.complete("ok")
         finally:
             await server.stop(grace=0.5)
+
+
+async def test_a_batch_larger_than_the_page_cache_on_a_full_disk_is_refused_unavailable() -> None:
+    """A batch of more than SQLite's page cache holds (2 MB) spills to the WAL while its
+    events are inserted, so the full disk fails that statement, not the commit: the write is
+    refused as a storage fault (UNAVAILABLE, retry later), not taken for a key the log holds
+    (which the server answers by reading the log and trying again, or ABORTED), and nothing
+    of it is stored."""
+    with small_filesystem("6m") as mount_point:
+        store = SqliteEventStore(mount_point / "runstream.db")
+        await store.open()
+        try:
+            run = run_pb2.Run(run_id="r", workflow="w", last_seq=1)
+            await store.append("r", [StoredEvent(1, 1, "", b"created")], run, expected_seq=0)
+            fill(mount_point)
+            big = [StoredEvent(seq, 1, f"k{seq}", bytes(8192)) for seq in range(2, 502)]
+            run.last_seq = 501
+            with pytest.raises(Unavailable) as refused:
+                await store.append("r", big, run, expected_seq=1)
+            assert refused.value.reason == "STORE_REFUSED_WRITE"
+            assert "the store is full" in refused.value.message
+            assert [e.seq for e in await store.read_events("r", 0, 10)] == [1]
+        finally:
+            await store.close()
