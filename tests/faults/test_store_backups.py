@@ -23,6 +23,7 @@ from runstream_server.store.sqlite import SqliteEventStore
 from runstream_server.store.sqlite_backups import BackupPasses, Backups, CopyStopped
 
 from tests.clients.support import eventually
+from tests.faults.storage import immutable
 from tests.faults.test_store_damaged_live import stubs_of, write_history
 from tests.server.support import append, create_run, custom
 
@@ -149,4 +150,29 @@ async def test_a_copy_that_fails_its_check_is_not_kept(tmp_path: Path) -> None:
         assert await passes.once() is None
         assert list(copies.iterdir()) == [good]
     finally:
+        await store.close()
+
+
+async def test_copies_go_on_after_one_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copy that fails (its directory refuses writes for a while) is logged and the next
+    interval tries again: the copies resume once the directory takes writes, instead of
+    stopping for the server's life after the first failure."""
+    store = await opened(tmp_path / "live.db")
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    passes = BackupPasses(Backups(copies, interval=0.05), store.backup, store.path)
+    forever: asyncio.Task[None] | None = None
+    try:
+        with immutable(copies):
+            forever = asyncio.create_task(passes.run_forever())
+            failed = "store copy failed; trying again at the next interval"
+            await eventually(lambda: failed in caplog.text, within=10)
+        await eventually(lambda: any(copies.glob("runstream-*.db")), within=10)
+        assert not forever.done()
+    finally:
+        if forever is not None:
+            forever.cancel()
+            await asyncio.gather(forever, return_exceptions=True)
         await store.close()
