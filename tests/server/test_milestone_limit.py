@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from runstream.v1 import run_pb2
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.domain import creating, state
+from runstream_server.store import base
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
@@ -167,3 +168,21 @@ async def test_a_run_stored_with_two_targets_of_one_id_takes_the_update_reaching
     await append(stubs, run.run_id, update)
     assert await fired(stubs, run.run_id) == ["target-m"]
     assert (await get_run(stubs, run.run_id)).metrics["m"] == 10
+
+
+async def test_a_restart_remembers_every_milestone_however_many_reads_that_takes(
+    tmp_path: Path, server_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run read again from its store rebuilds its milestones from every event of their
+    kind, read a page at a time (2 events here, 10,000 in use): each one fired before the
+    restart is still refused as fired, the last page's too."""
+    monkeypatch.setattr(base, "EVERY_EVENT_PAGE", 2)
+    config = server_config(tmp_path / "m.db")
+    async with serving(config) as (_, stubs):
+        run = await create_run(stubs)
+        await append(stubs, run.run_id, *(milestone(f"m{i}") for i in range(1, 6)))
+    async with serving(config) as (_, stubs):  # the run read again from its store
+        for i in range(1, 6):
+            exc = await refusal(stubs, run.run_id, milestone(f"m{i}"))
+            assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, f"m{i}"
+        assert await fired(stubs, run.run_id) == [f"m{i}" for i in range(1, 6)]
