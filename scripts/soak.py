@@ -5,14 +5,15 @@
     .venv/bin/python scripts/soak.py --mode redis --minutes 1 --seed 7   # a short smoke run
 
 It starts every process itself (redis-server with AOF and ``appendfsync always``, and
-``.venv/bin/runstream serve`` replicas on ports 47500-47599) and drives them from outside, as
-a user's fleet would: SDK producers report runs of a few hundred events (steps, progress,
-streamed text, metrics, some asking decisions that a separate answerer answers, at times from
-two replicas at once); a watcher follows each run through one replica and resumes after its
-last seq on another whenever its stream breaks. Every 5-20 s a fault: a replica SIGKILLed and
-started again on its port, or frozen (SIGSTOP) for 2-12 s, Redis frozen for 2-12 s, Redis
-SIGKILLed and restarted on its AOF; the SQLite server killed and restarted, or frozen. Once
-the time is up the faults stop, and the producers get ``--drain`` seconds to end their runs.
+``.venv/bin/runstream serve`` replicas on ports 27500-27510, below the kernel's ephemeral
+range) and drives them from outside, as a user's fleet would: SDK producers report runs of a
+few hundred events (steps, progress, streamed text, metrics, some asking decisions that a
+separate answerer answers, at times from two replicas at once); a watcher follows each run
+through one replica and resumes after its last seq on another whenever its stream breaks.
+Every 5-20 s a fault: a replica SIGKILLed and started again on its port, or frozen (SIGSTOP)
+for 2-12 s, Redis frozen for 2-12 s, Redis SIGKILLed and restarted on its AOF; the SQLite
+server killed and restarted, or frozen. Once the time is up the faults stop, and the
+producers get ``--drain`` seconds to end their runs.
 
 Each run is checked as it ends and every run again at the end, against what the README
 promises: every event acknowledged to the producer is in ListEvents once, at the seq its
@@ -59,9 +60,10 @@ from runstream import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_PORT = 47500
-REPLICA_PORTS = (47501, 47502, 47503)
-SQLITE_PORT = 47510
+# Below Linux's ephemeral range (32768-60999), where an outgoing connection could hold one.
+REDIS_PORT = 27500
+REPLICA_PORTS = (27501, 27502, 27503)
+SQLITE_PORT = 27510
 TERMINAL = {
     "run_completed": RunStatus.SUCCEEDED,
     "run_failed": RunStatus.FAILED,
@@ -94,27 +96,18 @@ class Process:
     frozen: bool = False
 
     def start(self) -> None:
-        """Starts it, again for up to 30 s while it exits at once: ports 47500-47599 lie in
-        the kernel's ephemeral range, so an outgoing connection may hold ours for a while."""
-        deadline = time.monotonic() + 30
-        while True:
-            with open(self.log, "ab") as log:
-                log.write(f"--- soak: start at {time.strftime('%H:%M:%S')}\n".encode())
-                log.flush()
-                self.process = subprocess.Popen(
-                    self.argv,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                    cwd=ROOT,
-                )
-            try:
-                wait_for_port(self.port, self.process, self.name)
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+        """Starts it and waits until it listens on its port."""
+        with open(self.log, "ab") as log:
+            log.write(f"--- soak: start at {time.strftime('%H:%M:%S')}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=ROOT,
+            )
+        wait_for_port(self.port, self.process, self.name)
 
     @property
     def up(self) -> bool:
