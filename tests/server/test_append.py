@@ -256,7 +256,12 @@ BAD_EVENTS = [
             ),
             "events[0].decision_requested.timeout",
         )
-        for timeout in (duration_pb2.Duration(seconds=-1), duration_pb2.Duration(nanos=-1))
+        for timeout in (
+            duration_pb2.Duration(seconds=-1),
+            duration_pb2.Duration(nanos=-1),
+            # past a year (366 days): a question nobody would still be waiting for
+            duration_pb2.Duration(seconds=366 * 24 * 3600 + 1),
+        )
     ),
 ]
 

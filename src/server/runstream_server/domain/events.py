@@ -204,12 +204,9 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
         _required(f"{p}.options[{i}].value", value)
     if len(set(values)) != len(values):
         raise InvalidArgument(f"{p}.options", "option values must be unique")
-    if d.HasField("timeout") and (
-        d.timeout.seconds < 0
-        or d.timeout.nanos < 0
-        or d.timeout.seconds > MAX_DECISION_TIMEOUT_SECONDS
-    ):
-        raise InvalidArgument(f"{p}.timeout", "must be between 0 and 366 days")
+    # Its sign and range as a Duration are checked with every field (fields.py).
+    if d.timeout.seconds > MAX_DECISION_TIMEOUT_SECONDS:
+        raise InvalidArgument(f"{p}.timeout", "must be at most 366 days")
     if d.HasField("deadline"):
         raise InvalidArgument(
             f"{p}.deadline", "is written by the server from timeout; leave it unset"
