@@ -122,6 +122,22 @@ def status_detail(exc: grpc.aio.AioRpcError, kind: type[M]) -> M | None:
     return None
 
 
+def assert_refused(
+    exc: grpc.aio.AioRpcError,
+    code: grpc.StatusCode,
+    details: str,
+    reason: str,
+    metadata: dict[str, str],
+) -> None:
+    """`exc` is the refusal `code` saying `details`, with an ErrorInfo of `reason` and
+    `metadata`."""
+    assert exc.code() == code
+    assert exc.details() == details
+    info = status_detail(exc, error_details_pb2.ErrorInfo)
+    assert info is not None and info.reason == reason
+    assert dict(info.metadata) == metadata
+
+
 def retry_info(exc: grpc.aio.AioRpcError) -> float:
     """The RetryInfo delay of a RESOURCE_EXHAUSTED answer, in seconds."""
     assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (exc.code(), exc.details())

@@ -19,6 +19,7 @@ from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
 from tests.server.support import (
     append,
+    assert_refused,
     create_run,
     custom,
     ev,
@@ -67,16 +68,15 @@ async def test_a_run_keeps_at_most_its_limit_of_milestones_also_after_a_restart(
         await append(stubs, run.run_id, milestone("progress-102"))  # not fired by the marks
         before = (await get_run(stubs, run.run_id)).last_seq
 
-        exc = await refusal(stubs, run.run_id, custom(1), milestone(f"m{LIMIT}"))
-        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert exc.details() == (
+        assert_refused(
+            await refusal(stubs, run.run_id, custom(1), milestone(f"m{LIMIT}")),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"events[1].milestone.milestone_id: run {run.run_id!r} keeps {LIMIT} milestones, "
             "the most a run may keep; fire more without a milestone_id (the run keeps none of "
-            "those)"
+            "those)",
+            "MILESTONE_LIMIT",
+            {"event_index": "1"},
         )
-        info = status_detail(exc, error_details_pb2.ErrorInfo)
-        assert info is not None and info.reason == "MILESTONE_LIMIT"
-        assert dict(info.metadata) == {"event_index": "1"}
         assert (await get_run(stubs, run.run_id)).last_seq == before  # nothing of it kept
 
         # The run takes everything else: events, milestones without an id, and the

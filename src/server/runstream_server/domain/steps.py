@@ -22,6 +22,11 @@ MAX_RUN_STEPS = 2000
 running step with an event of its own: tens of thousands of steps made one end take minutes of
 the event loop."""
 
+MAX_RUN_OWN_ARTIFACTS = 10_000
+"""The most artifacts of no step a run keeps, by id. A step's artifacts live in the snapshot,
+held to its byte limit; the run's own are only in its log, and each one's id stays in memory
+with the run (to replace it when reported again) and is read again when the run is loaded."""
+
 DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
 _ENDED_STEP = DONE_STEP | {run_pb2.STEP_STATUS_FAILED}
 _ENDING_ACTIVITY = frozenset(
@@ -50,6 +55,7 @@ class RunSteps:
         "_artifacts_shared",
         "_done",
         "_index",
+        "_own_artifacts",
         "_running",
         "_shape",
         "run",
@@ -62,11 +68,13 @@ class RunSteps:
         shape: tuple[bool, tuple[str, ...]] | None = None,
         counts: tuple[int, int] | None = None,
         artifacts: dict[str, tuple[str, str]] | None = None,
+        own_artifacts: int = 0,
     ) -> None:
         """`index`: the steps' positions when they are known already (a copy of a run);
         `shape`: its :attr:`shape`, when known; `counts`: the steps done and the running
         steps' percents, when known (:meth:`_count`); `artifacts`: :attr:`_artifacts`, when
-        known (shared with the run copied, until one of them changes it)."""
+        known (shared with the run copied, until one of them changes it), and
+        `own_artifacts`: how many of them are of no step."""
         self.run = run
         self._index = (
             {step.step_id: i for i, step in enumerate(run.steps)} if index is None else index
@@ -78,13 +86,18 @@ class RunSteps:
         """The step (empty for none) and kind of each of the run's artifacts, by id: the
         snapshot holds a step's artifacts, the run's own only in its log
         (:meth:`restore_artifact` puts them back on load)."""
+        self._own_artifacts = own_artifacts
+        """How many of :attr:`_artifacts` are of no step: what :data:`MAX_RUN_OWN_ARTIFACTS`
+        limits."""
 
     def over(self, run: run_pb2.Run) -> RunSteps:
         """The same steps in `run`, a copy of this one's run: its index copied, not rebuilt
         (steps are only ever appended, so their positions are the same)."""
         self._artifacts_shared = True
         counts = (self._done, self._running)
-        return RunSteps(run, dict(self._index), self._shape, counts, self._artifacts)
+        return RunSteps(
+            run, dict(self._index), self._shape, counts, self._artifacts, self._own_artifacts
+        )
 
     def _held_artifacts(self) -> dict[str, tuple[str, str]]:
         return {
@@ -405,7 +418,17 @@ class RunSteps:
     def on_artifact_produced(
         self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        self._add_artifact(p.artifact, p.artifact.step_id)
+        artifact = p.artifact
+        if not artifact.step_id and self._own_artifacts >= MAX_RUN_OWN_ARTIFACTS:
+            held = self._artifacts.get(artifact.artifact_id) if artifact.artifact_id else None
+            if held is None or held[0]:  # not one of the run's own, reported again
+                raise ResourceExhausted(
+                    f"{path}.artifact: run {self.run.run_id!r} keeps {self._own_artifacts} "
+                    "artifacts of no step, the most a run may keep; report more with the "
+                    "step_id of a step of the run",
+                    reason="ARTIFACT_LIMIT",
+                )
+        self._add_artifact(artifact, artifact.step_id)
 
     def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
         """Adds the artifact to the run, or replaces the one of its id: an artifact reported
@@ -432,6 +455,8 @@ class RunSteps:
             self._artifacts = dict(self._artifacts)
             self._artifacts_shared = False
         self._artifacts[stored.artifact_id] = (stored.step_id, stored.kind)
+        if not stored.step_id:
+            self._own_artifacts += 1
 
     def _take_artifact(self, artifact_id: str, step_id: str) -> int | None:
         """Takes the run's artifact of that id, if it has one, out of its count, and out of
@@ -440,6 +465,8 @@ class RunSteps:
         if held is None:
             return None
         held_step_id, held_kind = held
+        if not held_step_id:
+            self._own_artifacts -= 1
         summary = self.run.artifacts_summary
         summary.total -= 1
         kind = held_kind or "other"
@@ -461,6 +488,8 @@ class RunSteps:
         held = self._artifacts.get(artifact.artifact_id)
         if artifact.step_id or (held is not None and held[0]):
             return
+        if held is None:
+            self._own_artifacts += 1
         self._artifacts[artifact.artifact_id] = ("", artifact.kind)
 
 

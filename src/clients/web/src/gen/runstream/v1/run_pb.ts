@@ -607,7 +607,8 @@ export type Artifact = Message<"runstream.v1.Artifact"> & {
   sizeBytes: bigint;
 
   /**
-   * The step that produced the artifact: empty, or a step the run has.
+   * The step that produced the artifact: empty, or a step the run has. A run keeps at most
+   * 10,000 artifacts of no step; a new one past them is RESOURCE_EXHAUSTED (ARTIFACT_LIMIT).
    *
    * @generated from field: string step_id = 6;
    */
