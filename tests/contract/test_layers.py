@@ -1,4 +1,5 @@
-"""The server's packages import one another without a cycle.
+"""The server's packages import one another without a cycle, and nothing of the SDK's but its
+generated code.
 
 When two of runstream_server's packages import each other (domain -> auth -> domain, as the
 principal once made), whether an import works depends on which module a program happens to
@@ -67,3 +68,18 @@ def test_the_server_packages_import_one_another_without_a_cycle() -> None:
                 for a, b in itertools.pairwise(cycle)
             )
         )
+
+
+def test_the_server_imports_nothing_of_the_sdk_but_its_generated_code() -> None:
+    """The SDK and its CLI may import the server (`runstream serve`, lazily); the server takes
+    only the generated messages and stubs (`runstream.v1`) from the SDK's package, so a change
+    to the SDK cannot break a server, nor load the SDK into it."""
+    reaching: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        package = ".".join(("runstream_server", *relative.parts[:-1]))
+        for name in sorted(_imported(ast.parse(path.read_text()), package)):
+            parts = name.split(".")
+            if parts[0] == "runstream" and parts[1:2] != ["v1"]:
+                reaching.append(f"{relative}: {name}")
+    assert reaching == []
