@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from runstream.v1 import run_pb2
-from runstream_server.domain import steps
+from runstream_server.domain import artifacts
 
 from tests.conftest import ConfigFactory
 from tests.server.support import (
@@ -39,7 +39,7 @@ def artifact(artifact_id: str = "", step_id: str = "", kind: str = "html") -> ev
 async def test_a_run_keeps_at_most_its_limit_of_artifacts_of_no_step_also_after_a_restart(
     tmp_path: Path, server_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(steps, "MAX_RUN_OWN_ARTIFACTS", LIMIT)
+    monkeypatch.setattr(artifacts, "MAX_RUN_OWN_ARTIFACTS", LIMIT)
     config = server_config(tmp_path / "a.db")
     async with serving(config) as (_, stubs):
         run = await create_run(stubs, "s")

@@ -162,7 +162,7 @@ class RunState:
         logged = LoggedSteps(state.steps)
         for event in remembered:
             if event.HasField("artifact_produced"):
-                state.steps.restore_artifact(event.artifact_produced.artifact)
+                state.steps.artifacts.restore(event.artifact_produced.artifact)
                 continue
             logged.log(event)
             state.remember(event, logged)

@@ -1,6 +1,6 @@
 """A run's steps, the agents working on them, the artifacts they produce and the run's
 progress: the part of :class:`~runstream_server.domain.state.RunState` that step, item,
-agent and artifact events fold into.
+agent and artifact events fold into (artifacts through :mod:`.artifacts`).
 
 The steps live inside the ``Run`` snapshot; :class:`RunSteps` only adds an index by step id.
 Its ``on_<kind>`` methods are the folds of those event kinds (RunState finds them by name).
@@ -8,12 +8,12 @@ Its ``on_<kind>`` methods are the folds of those event kinds (RunState finds the
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 from runstream.v1 import event_pb2, run_pb2
 
+from runstream_server.domain.artifacts import RunArtifacts
 from runstream_server.domain.events import field_at
 from runstream_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
@@ -21,11 +21,6 @@ MAX_RUN_STEPS = 2000
 """The most steps a run may have, planned and started beyond the plan. A run's end closes each
 running step with an event of its own: tens of thousands of steps made one end take minutes of
 the event loop."""
-
-MAX_RUN_OWN_ARTIFACTS = 10_000
-"""The most artifacts of no step a run keeps, by id. A step's artifacts live in the snapshot,
-held to its byte limit; the run's own are only in its log, and each one's id stays in memory
-with the run (to replace it when reported again) and is read again when the run is loaded."""
 
 DONE_STEP = frozenset({run_pb2.STEP_STATUS_SUCCEEDED, run_pb2.STEP_STATUS_SKIPPED})
 _ENDED_STEP = DONE_STEP | {run_pb2.STEP_STATUS_FAILED}
@@ -50,16 +45,7 @@ def _exact(percent: float) -> int:
 class RunSteps:
     """The steps of one run's snapshot, by id, and what step and agent events do to them."""
 
-    __slots__ = (
-        "_artifacts",
-        "_artifacts_shared",
-        "_done",
-        "_index",
-        "_own_artifacts",
-        "_running",
-        "_shape",
-        "run",
-    )
+    __slots__ = ("_done", "_index", "_running", "_shape", "artifacts", "run")
 
     def __init__(
         self,
@@ -67,44 +53,27 @@ class RunSteps:
         index: dict[str, int] | None = None,
         shape: tuple[bool, tuple[str, ...]] | None = None,
         counts: tuple[int, int] | None = None,
-        artifacts: dict[str, tuple[str, str]] | None = None,
-        own_artifacts: int = 0,
+        artifacts: RunArtifacts | None = None,
     ) -> None:
         """`index`: the steps' positions when they are known already (a copy of a run);
         `shape`: its :attr:`shape`, when known; `counts`: the steps done and the running
-        steps' percents, when known (:meth:`_count`); `artifacts`: :attr:`_artifacts`, when
-        known (shared with the run copied, until one of them changes it), and
-        `own_artifacts`: how many of them are of no step."""
+        steps' percents, when known (:meth:`_count`); `artifacts`: the artifacts of the run
+        copied, when this is a copy."""
         self.run = run
         self._index = (
             {step.step_id: i for i, step in enumerate(run.steps)} if index is None else index
         )
         self._shape = shape
         self._done, self._running = self._count() if counts is None else counts
-        self._artifacts_shared = artifacts is not None
-        self._artifacts = self._held_artifacts() if artifacts is None else artifacts
-        """The step (empty for none) and kind of each of the run's artifacts, by id: the
-        snapshot holds a step's artifacts, the run's own only in its log
-        (:meth:`restore_artifact` puts them back on load)."""
-        self._own_artifacts = own_artifacts
-        """How many of :attr:`_artifacts` are of no step: what :data:`MAX_RUN_OWN_ARTIFACTS`
-        limits."""
+        self.artifacts = (
+            RunArtifacts(run, self.get) if artifacts is None else artifacts.over(run, self.get)
+        )
 
     def over(self, run: run_pb2.Run) -> RunSteps:
         """The same steps in `run`, a copy of this one's run: its index copied, not rebuilt
         (steps are only ever appended, so their positions are the same)."""
-        self._artifacts_shared = True
         counts = (self._done, self._running)
-        return RunSteps(
-            run, dict(self._index), self._shape, counts, self._artifacts, self._own_artifacts
-        )
-
-    def _held_artifacts(self) -> dict[str, tuple[str, str]]:
-        return {
-            artifact.artifact_id: (step.step_id, artifact.kind)
-            for step in self.run.steps[:]
-            for artifact in step.artifacts[:]
-        }
+        return RunSteps(run, dict(self._index), self._shape, counts, self.artifacts)
 
     def _count(self) -> tuple[int, int]:
         """The steps done, and the sum of the running steps' percents (as :func:`_exact`):
@@ -243,7 +212,7 @@ class RunSteps:
             step.summary = p.summary
         step.metrics.update(p.metrics)
         for artifact in p.artifacts:
-            self._add_artifact(artifact, step.step_id)
+            self.artifacts.add(artifact, step.step_id)
         self._end(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
         self._enter(step)
 
@@ -418,79 +387,7 @@ class RunSteps:
     def on_artifact_produced(
         self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        artifact = p.artifact
-        if not artifact.step_id and self._own_artifacts >= MAX_RUN_OWN_ARTIFACTS:
-            held = self._artifacts.get(artifact.artifact_id) if artifact.artifact_id else None
-            if held is None or held[0]:  # not one of the run's own, reported again
-                raise ResourceExhausted(
-                    f"{path}.artifact: run {self.run.run_id!r} keeps {self._own_artifacts} "
-                    "artifacts of no step, the most a run may keep; report more with the "
-                    "step_id of a step of the run",
-                    reason="ARTIFACT_LIMIT",
-                )
-        self._add_artifact(artifact, artifact.step_id)
-
-    def _add_artifact(self, artifact: run_pb2.Artifact, step_id: str) -> None:
-        """Adds the artifact to the run, or replaces the one of its id: an artifact reported
-        again (a new version, uri or size) is counted once, in its step's place when its
-        step is the same."""
-        # The id and step are filled in on the event itself, before it is stored, so the log
-        # and the snapshot name the artifact the same way, and a replay gives the same ids.
-        artifact.step_id = artifact.step_id or step_id
-        if not artifact.artifact_id:
-            artifact.artifact_id = uuid.uuid4().hex[:12]
-        stored = run_pb2.Artifact()
-        stored.CopyFrom(artifact)
-        summary = self.run.artifacts_summary
-        place = self._take_artifact(stored.artifact_id, stored.step_id)
-        step = self.get(stored.step_id) if stored.step_id else None
-        if step is not None and place is not None:
-            step.artifacts[place].CopyFrom(stored)
-        elif step is not None:
-            step.artifacts.append(stored)
-        summary.total += 1
-        kind = stored.kind or "other"
-        summary.by_kind[kind] = summary.by_kind[kind] + 1
-        if self._artifacts_shared:
-            self._artifacts = dict(self._artifacts)
-            self._artifacts_shared = False
-        self._artifacts[stored.artifact_id] = (stored.step_id, stored.kind)
-        if not stored.step_id:
-            self._own_artifacts += 1
-
-    def _take_artifact(self, artifact_id: str, step_id: str) -> int | None:
-        """Takes the run's artifact of that id, if it has one, out of its count, and out of
-        its step unless that is `step_id`: its place there, to be replaced, when it is."""
-        held = self._artifacts.get(artifact_id)
-        if held is None:
-            return None
-        held_step_id, held_kind = held
-        if not held_step_id:
-            self._own_artifacts -= 1
-        summary = self.run.artifacts_summary
-        summary.total -= 1
-        kind = held_kind or "other"
-        summary.by_kind[kind] -= 1
-        if summary.by_kind[kind] <= 0:
-            del summary.by_kind[kind]
-        step = self.get(held_step_id) if held_step_id else None
-        if step is None:
-            return None
-        place = next(i for i, a in enumerate(step.artifacts) if a.artifact_id == artifact_id)
-        if held_step_id == step_id:
-            return place
-        del step.artifacts[place]
-        return None
-
-    def restore_artifact(self, artifact: run_pb2.Artifact) -> None:
-        """Puts back, on load, an artifact of no step its log holds: the last of an id
-        counts, unless a step holds that id since (the snapshot says so)."""
-        held = self._artifacts.get(artifact.artifact_id)
-        if artifact.step_id or (held is not None and held[0]):
-            return
-        if held is None:
-            self._own_artifacts += 1
-        self._artifacts[artifact.artifact_id] = ("", artifact.kind)
+        self.artifacts.produced(p.artifact, path)
 
 
 def _not_done(step: run_pb2.Step, path: str) -> None:
