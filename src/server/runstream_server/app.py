@@ -79,6 +79,7 @@ from runstream_server.rpc.handlers import HandlerRewriter, RewriterChain
 from runstream_server.store.base import EventStore, StoreUnusable
 from runstream_server.store.sqlite import SqliteEventStore
 from runstream_server.store.sqlite_backups import BackupPasses, Backups
+from runstream_server.store_health import StoreHealth
 
 log = logging.getLogger("runstream.server")
 
@@ -89,10 +90,6 @@ DRAIN_QUIET_PERIOD = 0.25
 """How long no call may have arrived before a stopping ``runstream serve`` stops gRPC (within
 its grace): a load balancer still sending calls is sending one every few milliseconds, not
 this seldom."""
-
-STORE_LOST_GRACE = 5.0
-"""Seconds a shared store may be out of a replica's reach before its watch streams end (a blip
-ends none)."""
 
 MAX_GRPC_SECONDS = 2_147_483
 """The longest duration gRPC takes (``serve --max-connection-age`` and its grace, about 24.8
@@ -326,7 +323,7 @@ class RunstreamServer:
                     ]
                 )
             ],
-            options=self._options(),
+            options=grpc_options(config),
         )
         methods = MethodTable(raw_response_methods={"/runstream.v1.RunService/WatchRun"})
         run_service_pb2_grpc.add_RunServiceServicer_to_server(  # type: ignore[no-untyped-call]
@@ -375,12 +372,13 @@ class RunstreamServer:
         health watch, limit sharing among replicas, backups."""
         config = self.config
         assert self._health is not None
-        await self._set_serving(True)
+        health = StoreHealth(self._health, SERVICE_NAMES, store, self.runs)
+        await health.set_serving(True)
         # For liveness probes: SERVING while the process answers, whatever the store does
         # (a Redis outage must take replicas out of rotation, not restart them all).
         await self._health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         self._store_health = spawn_logged(
-            self._watch_store(store), "runstream-store-health", self._store_unwatched
+            health.follow(), "runstream-store-health", health.unfollowed
         )
         if store.shared and config.security.auth is not None:  # per-principal limits
             self._sharing = spawn_logged(limits.sharing.share_forever(), "runstream-limit-sharing")
@@ -436,57 +434,6 @@ class RunstreamServer:
                 else:
                     path.unlink()
 
-    async def _set_serving(self, serving: bool) -> None:
-        assert self._health is not None
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", *SERVICE_NAMES):
-            await self._health.set(name, status)
-
-    async def _watch_store(
-        self, store: EventStore, interval: float = 0.5, grace: float = STORE_LOST_GRACE
-    ) -> None:
-        """Health follows the store: NOT_SERVING while it is unreachable (a shared store) or
-        cannot take writes (a full disk under the SQLite file), so load balancers send
-        clients to a replica that can serve them. A shared store out of reach for `grace`
-        seconds also ends this replica's watch streams (UNAVAILABLE), so that their watchers
-        resume on a replica that hears the others' events: health protects new clients only."""
-        serving, streams_ended = True, False
-        loop = asyncio.get_running_loop()
-        lost_at = loop.time()
-        while True:
-            await asyncio.sleep(interval)
-            reachable = await store.ping()
-            if reachable != serving:
-                serving = reachable
-                if reachable:  # the end of an outage is news, not a warning
-                    log.info("store reachable again" if store.shared else "store serving again")
-                else:
-                    # Once per outage, in the store's words: a full disk or a damaged file
-                    # under SQLite is no Redis out of reach (the store's ERROR says more).
-                    log.warning("store not serving: %s", store.outage)
-                    lost_at = loop.time()
-                await self._set_serving(serving)
-            if self.runs is None or not store.shared or serving != streams_ended:
-                continue
-            if serving:
-                self.runs.store_lost(None)
-                streams_ended = False
-            elif loop.time() - lost_at >= grace:
-                log.warning("store out of reach for %gs: ending this replica's watches", grace)
-                self.runs.store_lost(
-                    "the store is out of this replica's reach; resume on another replica"
-                )
-                streams_ended = True
-
-    def _store_unwatched(self, _: BaseException) -> None:
-        """Health no longer follows the store (its watcher died, which is logged): a server
-        that cannot tell whether it can serve says it cannot, rather than the last SERVING."""
-        spawn_logged(self._set_serving(False), "runstream-store-health-lost")
-
     def _store_size(self) -> int:
         """Bytes of the SQLite database and its write-ahead log; 0 for a Redis store."""
         if self.config.store_url:
@@ -497,37 +444,6 @@ class RunstreamServer:
             with contextlib.suppress(OSError):
                 total += file.stat().st_size
         return total
-
-    def _options(self) -> list[tuple[str, int]]:
-        config = self.config
-        options = [
-            # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
-            # port and split clients between two stores at random: refuse instead.
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            # gRPC refuses a random share of calls whose headers pass 8 KiB, and every one
-            # past 16 KiB: an identity provider's token with many groups does (found in
-            # review). Envoy's limit, 60 KiB, is the same order.
-            ("grpc.max_metadata_size", 64 * 1024),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            # Pings find dead peers (a watcher's laptop closed) and keep idle connections
-            # open through proxies. Clients may ping every 5 s, even with no call open and
-            # no data moving (the SDK pings every 30 s); faster pings earn a GOAWAY.
-            ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
-            ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-            ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.server.max_pending_requests", config.accept_backlog),
-            ("grpc.server.max_pending_requests_hard_limit", 2 * config.accept_backlog),
-        ]
-        if config.max_connection_age is not None:
-            options.append(("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)))
-        if config.max_connection_age_grace is not None:
-            grace = int(config.max_connection_age_grace * 1000)
-            options.append(("grpc.max_connection_age_grace_ms", grace))
-        return options
 
     def hurry(self, why: str) -> None:
         """Skips what is left of a stop's drain delay and grace (`why`: a second signal, said
@@ -631,6 +547,38 @@ class RunstreamServer:
             loop.time() - began,
             f"; {len(cut)} calls in flight were cut" if cut else "",
         )
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """The gRPC server's channel options for `config`."""
+    options = [
+        # gRPC enables SO_REUSEPORT by default, which lets a second server bind a busy
+        # port and split clients between two stores at random: refuse instead.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        # gRPC refuses a random share of calls whose headers pass 8 KiB, and every one
+        # past 16 KiB: an identity provider's token with many groups does (found in
+        # review). Envoy's limit, 60 KiB, is the same order.
+        ("grpc.max_metadata_size", 64 * 1024),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Pings find dead peers (a watcher's laptop closed) and keep idle connections
+        # open through proxies. Clients may ping every 5 s, even with no call open and
+        # no data moving (the SDK pings every 30 s); faster pings earn a GOAWAY.
+        ("grpc.keepalive_time_ms", int(config.keepalive_time * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout * 1000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.server.max_pending_requests", config.accept_backlog),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * config.accept_backlog),
+    ]
+    if config.max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", int(config.max_connection_age * 1000)))
+    if config.max_connection_age_grace is not None:
+        grace = int(config.max_connection_age_grace * 1000)
+        options.append(("grpc.max_connection_age_grace_ms", grace))
+    return options
 
 
 def open_store(config: ServerConfig) -> EventStore:

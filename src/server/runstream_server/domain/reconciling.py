@@ -76,7 +76,7 @@ class StoreChecks:
         A check that cannot read the store (UNAVAILABLE) tells nothing: the watchers stay as
         they are, and their next heartbeat checks again. A store that stays unreachable shows
         in health and in every call that needs it, and a shared one ends the streams after a
-        grace (``RunstreamServer._watch_store``), not this check."""
+        grace (``StoreHealth.follow``), not this check."""
         check = self._head_checks.get(run_id)
         if check is None:
             check = self._head_checks[run_id] = asyncio.ensure_future(self.refresh(run_id, state))
