@@ -834,6 +834,21 @@ async def test_watch_runs_by_create_time_follows_the_runs_created_since(stubs: S
     stream.cancel()
 
 
+async def test_watch_runs_after_a_runs_own_create_time_leaves_that_run_out(stubs: Stubs) -> None:
+    """`create_time > T`, T a run's create time copied from a listing: ListRuns leaves that
+    run out, and so does a stream, both at first and when the run later moves on."""
+    await create_run(stubs, workflow="timed", run_id="edge")
+    (edge,) = (await stubs.runs.ListRuns(rs.ListRunsRequest(filter='workflow = "timed"'))).runs
+    after_edge = f'create_time > "{rfc3339(edge)}"'
+    assert (await all_pages(stubs, filter=after_edge))[0] == []
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest(filter=after_edge))
+    assert await initial_state(stream) == ([], False)
+    await append(stubs, edge.run_id, ev.RunEvent(run_started=ev.RunStarted()))
+    new = await create_run(stubs, workflow="timed")
+    assert [r.run_id for r in (await anext(aiter(stream))).runs] == [new.run_id]
+    stream.cancel()
+
+
 async def initial_state(stream: Any) -> tuple[list[run_pb2.Run], bool]:
     """The runs of a WatchRuns stream's initial state, and its ended_runs_left_out."""
     runs: list[run_pb2.Run] = []
