@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from runstream.v1 import decision_service_pb2 as ds
 from runstream.v1 import decision_service_pb2_grpc, event_pb2, run_pb2
 from runstream.v1 import run_service_pb2 as rs
@@ -205,6 +206,33 @@ async def test_a_page_of_one_event_past_the_budget_still_says_whether_more_follo
                     break
                 listing.page_token = page.next_page_token
             assert (seen, pages) == (expected, 3), order_by
+
+
+async def test_a_watcher_of_one_kind_gets_its_last_event_bigger_than_a_message(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A server whose WatchRun messages hold less than an event may: a watcher of custom
+    events that catches up on an ended run gets every one, the last bigger than a whole
+    message, and then the end of the stream (the catch-up read the big event alone, set it
+    aside to read again with what follows, found nothing, and went live past it: the stream
+    sent heartbeats and never the event)."""
+    config = server_config(tmp_path / "r.db", limits=Limits(watch_page_bytes=4000))
+    async with serving(config) as (_, stubs):
+        run = await create_run(stubs)
+        last = custom(1)
+        last.custom.data.update({"blob": "x" * 10_000})
+        completed = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted())
+        await append(stubs, run.run_id, custom(0), alert(0), last, alert(1), completed)
+        request = rs.WatchRunRequest(
+            run_id=run.run_id,
+            kinds=[event_pb2.EVENT_KIND_CUSTOM],
+            heartbeat_interval=Duration(seconds=2),
+        )
+        seen: list[int] = []
+        async for response in stubs.runs.WatchRun(request, timeout=60):
+            assert not response.HasField("heartbeat"), seen  # idle, an event not sent
+            seen += [e.seq for e in response.events]
+        assert seen == [2, 4]
 
 
 async def test_list_runs_and_watch_runs_read_large_snapshots_a_budget_at_a_time(

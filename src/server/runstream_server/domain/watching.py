@@ -299,9 +299,10 @@ class Watching:
             if not stored or read_all:
                 await self._checks.check_gap(run_id, cursor, "after_seq")
             pages = list(self._pages(self._ledger.framed(stored)))
-            if cut:
+            if cut and len(pages) > 1:
                 # The page those begin is read again with what follows, so messages are
-                # what one read of max_events made of them.
+                # what one read of max_events made of them. A lone event past the budget is
+                # a message of its own: set aside, it was never sent.
                 pages.pop()
             left = left - sum(map(len, pages)) if cut else 0
             del stored
