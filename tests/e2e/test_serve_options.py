@@ -36,10 +36,10 @@ from runstream_server.app import (
     announce_store_check,
 )
 from runstream_server.domain.limits import MAX_RETENTION_DAYS, Retention
-from runstream_server.domain.watching import HEARTBEAT_SECONDS
+from runstream_server.domain.watching import DEFAULT_HEARTBEAT_SECONDS, HEARTBEAT_SECONDS
 
 from tests.clients.support import until
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ROOT, ServerProcess, free_port
 from tests.e2e.test_cli import runstream_cli
 from tests.identity import Keys, Pki
 
@@ -354,6 +354,17 @@ def test_serve_help_gives_the_defaults_and_ranges_the_readme_gives() -> None:
         "(streams end at once); at most 3600, and a second signal cuts it short (default: 5)",
     ):
         assert said in shown, said
+
+
+def test_serve_heartbeat_defaults_to_what_the_server_and_the_contract_say() -> None:
+    """The CLI writes out `serve --heartbeat`'s default (it builds its parser without
+    importing the server, and its help shows the value): it must be the heartbeat of a
+    server started any other way, and what the contract promises a watch that sets none."""
+    assert build_parser().parse_args(["serve"]).heartbeat == DEFAULT_HEARTBEAT_SECONDS
+    assert ServerConfig().heartbeat_interval == DEFAULT_HEARTBEAT_SECONDS
+    proto = ROOT / "protos" / "runstream" / "v1" / "run_service.proto"
+    contract = " ".join(proto.read_text().replace("//", " ").split())  # comments, unwrapped
+    assert contract.count(f"heartbeat: 100ms to 5m, {DEFAULT_HEARTBEAT_SECONDS:g}s when unset") == 2
 
 
 def test_serve_help_names_the_environment_variables_no_option_names() -> None:
