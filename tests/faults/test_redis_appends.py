@@ -1,0 +1,88 @@
+"""The Redis store driven directly: its append script's checks.
+
+The script checks the head the writer expected, that a create finds no run, and that the
+events' seqs follow the head, all before it writes anything: a script that fails halfway keeps
+its earlier writes, so a refusal must leave the run exactly as it was. Through a server one
+process folds each run's writes in order, so these refusals are reached only when replicas race
+(or a writer's bookkeeping goes wrong); here the store is driven directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from runstream.v1 import run_pb2
+from runstream_server.errors import AlreadyExists
+from runstream_server.store.base import HeadMoved, StoredEvent
+from runstream_server.store.redis import RedisEventStore
+
+from tests.conftest import RedisProcess, redis_store_url
+
+
+def _snapshot(run_id: str, last_seq: int) -> run_pb2.Run:
+    run = run_pb2.Run(run_id=run_id, workflow="w", last_seq=last_seq)
+    run.create_time.FromMicroseconds(1)
+    return run
+
+
+def _event(seq: int) -> StoredEvent:
+    return StoredEvent(seq, 1, f"k{seq}", f"event {seq}".encode())
+
+
+@pytest.fixture
+async def store(redis_server: RedisProcess, tmp_path: Path) -> AsyncIterator[RedisEventStore]:
+    """A store with run "r" holding seqs 1 and 2."""
+    store = RedisEventStore(redis_store_url(redis_server, tmp_path / "store"))
+    await store.open()
+    try:
+        for seq in (1, 2):
+            await store.append("r", [_event(seq)], _snapshot("r", seq), expected_seq=seq - 1)
+        yield store
+    finally:
+        await store.close()
+
+
+async def _unchanged(store: RedisEventStore) -> None:
+    """Run "r" as the fixture left it: head 2, its snapshot's, and a log of seqs 1 and 2."""
+    assert await store.heads(["r"]) == {"r": 2}
+    run = await store.load_run("r")
+    assert run is not None and run.last_seq == 2
+    assert [e.seq for e in await store.read_events("r", 0, 10)] == [1, 2]
+    assert await store.find_keys("r", ["k3", "k4"]) == {}
+
+
+async def test_a_write_expecting_an_older_head_is_refused_naming_the_head(
+    store: RedisEventStore,
+) -> None:
+    """A replica that folded the run at seq 1 while the other stored seq 2: its write is
+    refused with the head there is (ABORTED: reload and retry), and stores nothing."""
+    other = StoredEvent(2, 1, "", b"another seq 2")  # no key: the key check is not the catch
+    with pytest.raises(HeadMoved) as moved:
+        await store.append("r", [other], _snapshot("r", 2), expected_seq=1)
+    assert moved.value.actual == 2
+    await _unchanged(store)
+
+
+async def test_a_create_of_a_stored_run_is_refused_and_leaves_it_as_it_was(
+    store: RedisEventStore,
+) -> None:
+    """Two replicas creating one run id: the second create is refused, not stored over the
+    first run's head and snapshot."""
+    with pytest.raises(AlreadyExists):
+        await store.append("r", [_event(1)], _snapshot("r", 1), expected_seq=0)
+    await _unchanged(store)
+
+
+async def test_events_whose_seqs_do_not_follow_the_head_are_refused_before_any_write(
+    store: RedisEventStore,
+) -> None:
+    """Seqs that skip one, or repeat one, are refused as a moved head, and nothing of the
+    batch is kept: not the events before the bad seq (XADD would have refused the repeat
+    only after storing the first), nor their idempotency keys."""
+    with pytest.raises(HeadMoved):
+        await store.append("r", [_event(4)], _snapshot("r", 4), expected_seq=2)
+    with pytest.raises(HeadMoved):
+        await store.append("r", [_event(3), _event(3)], _snapshot("r", 4), expected_seq=2)
+    await _unchanged(store)
