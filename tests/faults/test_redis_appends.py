@@ -1,4 +1,4 @@
-"""The Redis store driven directly: its append script's checks.
+"""The Redis store driven directly: its append script's checks, and its reads of long logs.
 
 The script checks the head the writer expected, that a create finds no run, and that the
 events' seqs follow the head, all before it writes anything: a script that fails halfway keeps
@@ -86,3 +86,38 @@ async def test_events_whose_seqs_do_not_follow_the_head_are_refused_before_any_w
     with pytest.raises(HeadMoved):
         await store.append("r", [_event(3), _event(3)], _snapshot("r", 4), expected_seq=2)
     await _unchanged(store)
+
+
+async def _long_log(store: RedisEventStore, run_id: str, events: int) -> None:
+    """`run_id` with `events` events, kinds 1 and 2 in turn, in batches of 100."""
+    for first in range(1, events + 1, 100):
+        batch = [
+            StoredEvent(seq, 1 + seq % 2, "", f"event {seq}".encode())
+            for seq in range(first, min(first + 100, events + 1))
+        ]
+        last = batch[-1].seq
+        await store.append(run_id, batch, _snapshot(run_id, last), expected_seq=first - 1)
+
+
+async def test_reads_across_pages_of_a_long_log_give_each_event_once(
+    store: RedisEventStore,
+) -> None:
+    """The store reads a log 1,000 entries per round trip: a read that crosses pages, oldest
+    or newest first, every kind or one, gives every event once, in order, and no more events
+    than asked for."""
+    await _long_log(store, "long", 2500)
+    every = list(range(1, 2501))
+    assert [e.seq for e in await store.read_events("long", 0, 2500)] == every
+    newest = await store.read_events_before("long", None, 2500)
+    assert [e.seq for e in newest] == every[::-1]
+    evens = [seq for seq in every if seq % 2 == 0]
+    assert [e.seq for e in await store.read_events("long", 0, 2500, [1])] == evens
+    newest_evens = await store.read_events_before("long", None, 2500, [1])
+    assert [e.seq for e in newest_evens] == evens[::-1]
+    for limit in (1, 999, 1001):
+        assert [e.seq for e in await store.read_events("long", 0, limit)] == every[:limit]
+        newest_few = await store.read_events_before("long", None, limit)
+        assert [e.seq for e in newest_few] == every[::-1][:limit]
+        assert [e.seq for e in await store.read_events("long", 0, limit, [1])] == evens[:limit]
+        newest_few = await store.read_events_before("long", None, limit, [1])
+        assert [e.seq for e in newest_few] == evens[::-1][:limit]
