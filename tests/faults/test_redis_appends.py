@@ -1,4 +1,5 @@
-"""The Redis store driven directly: its append script's checks, and its reads of long logs.
+"""The Redis store driven directly: its append script's checks, its reads of long logs, and
+what its purge frees.
 
 The script checks the head the writer expected, that a create finds no run, and that the
 events' seqs follow the head, all before it writes anything: a script that fails halfway keeps
@@ -13,10 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from runstream.v1 import run_pb2
 from runstream_server.errors import AlreadyExists
 from runstream_server.store.base import HeadMoved, StoredEvent
 from runstream_server.store.redis import RedisEventStore
+from runstream_server.store.redis_keys import RedisKeys
+from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import RedisProcess, redis_store_url
 
@@ -121,3 +125,27 @@ async def test_reads_across_pages_of_a_long_log_give_each_event_once(
         assert [e.seq for e in await store.read_events("long", 0, limit, [1])] == evens[:limit]
         newest_few = await store.read_events_before("long", None, limit, [1])
         assert [e.seq for e in newest_few] == evens[::-1][:limit]
+
+
+async def test_a_purge_frees_the_runs_log_and_its_idempotency_keys(
+    store: RedisEventStore, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """Retention frees what an ended run's log held: the stream and the hash of its
+    idempotency keys (as large as the log, for a producer that keys every event), not the
+    stream alone; the snapshot stays, naming the purge."""
+    ended = _snapshot("r", 3)
+    ended.status = run_pb2.RUN_STATUS_SUCCEEDED
+    ended.end_time.FromMicroseconds(2)
+    await store.append("r", [_event(3)], ended, expected_seq=2)
+    assert await store.purge_events(ended_before_us=None, keep_newest=0) == ["r"]
+    assert await store.find_keys("r", ["k1", "k2", "k3"]) == {}
+    url = parse_url(redis_store_url(redis_server, tmp_path / "store"))
+    client = aioredis.from_url(url.url)
+    try:
+        meta, log, keys = RedisKeys(url.prefix).run("r")
+        assert await client.exists(log, keys) == 0
+        assert await client.exists(meta) == 1
+    finally:
+        await client.aclose()
+    run = await store.load_run("r")
+    assert run is not None and run.purged_seq == 3
