@@ -902,6 +902,27 @@ async def test_watch_runs_initial_ended_limit_sends_every_live_run_and_the_newes
     assert ended[0] == "ended-0"
 
 
+async def test_watch_runs_initial_ended_limit_sends_the_runs_of_every_ended_status(
+    stubs: Stubs,
+) -> None:
+    """The newest ended runs of an initial state are those of every ended status, failed
+    and cancelled as well as succeeded (the Redis store reads one index for a single
+    ended status, and must not take the three of a stream without a status filter for one)."""
+    endings = {
+        "done": ev.RunEvent(run_completed=ev.RunCompleted()),
+        "failed": ev.RunEvent(run_failed=ev.RunFailed(error=run_pb2.ErrorInfo(message="boom"))),
+        "cancelled": ev.RunEvent(run_cancelled=ev.RunCancelled()),
+    }
+    for run_id, ending in endings.items():
+        await create_run(stubs, workflow="endings", run_id=run_id)
+        await append(stubs, run_id, ending)
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest(initial_ended_limit=10))
+    runs, left_out = await initial_state(stream)
+    stream.cancel()
+    assert sorted(r.run_id for r in runs) == sorted(endings)
+    assert not left_out
+
+
 @pytest.mark.parametrize(
     ("limit", "problem"),
     [
