@@ -1,5 +1,5 @@
-"""An end cut short by a crash heals: retention still purges the run's log, and active
-listings never show it.
+"""An end cut short by a crash heals: retention still purges the run's log, active
+listings never show it, and a server starting counts it ended.
 
 A real grpc.aio server on a real redis-server. The crash is the one the Redis store guards
 against by its order of writes when a run ends: the append script stores the terminal
@@ -27,6 +27,7 @@ from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_url import parse_url
 
 from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.server.support import scrape
 
 ACTIVE = "status = PENDING"  # active only: ListRuns reads P:active
 
@@ -36,6 +37,7 @@ class Replica:
     stubs, and a plain redis client on its store's keys."""
 
     def __init__(self, url: str, server: RunstreamServer) -> None:
+        self.url = url
         self.server = server
         self.channel = grpc.aio.insecure_channel(server.target)
         self.runs = run_service_pb2_grpc.RunServiceStub(self.channel)
@@ -150,3 +152,25 @@ async def test_retention_finds_a_run_whose_end_was_cut_short_behind_a_batch_of_r
     assert sorted(await r.listed(ACTIVE)) == sorted(running)
     for other in running:
         assert await r.indexed(other) == (True, False)
+
+
+async def test_a_server_starting_counts_a_run_whose_end_was_cut_short_as_ended(
+    replica: Replica, tmp_path: Path
+) -> None:
+    """The run counts a server makes at start (its runs-by-status gauges): a run left in
+    ``P:active`` by an end cut short is counted under its ended status and moved to
+    ``P:ended``, not counted as a run still going."""
+    r = replica
+    running = (await r.create()).run.run_id
+    run_id, _ = await r.end_cut_short()
+    async with serving_on(r.url, tmp_path / "b", metrics_address="127.0.0.1:0") as b:
+        samples = await scrape(b)
+    counts = {
+        (name, dict(labels).get("status", "")): value
+        for (name, labels), value in samples.items()
+        if name in ("runstream_runs", "runstream_active_runs") and value
+    }
+    assert sum(v for (name, _), v in counts.items() if name == "runstream_active_runs") == 1
+    assert counts[("runstream_runs", "succeeded")] == 1
+    assert await r.indexed(run_id) == (False, True)
+    assert await r.indexed(running) == (True, False)
