@@ -446,6 +446,42 @@ async def test_a_run_whose_end_is_dated_back_still_reaches_b_after_a_gap(
             stream.cancel()
 
 
+async def test_every_run_still_going_that_changed_in_a_gap_reaches_b(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs not ended that changed while B missed their notices (started, here) all reach a
+    stream on B that matches them only now: the re-list after the gap reads every run not
+    ended, not the oldest of them alone."""
+    lost: list[str] = []
+    monkeypatch.setattr(Notices, "on_notice", losing_notices_of(lost))
+    async with two_replicas(redis_server, tmp_path) as replicas:
+        runs = [
+            (await replicas.runs_a.CreateRun(rs.CreateRunRequest(workflow="going"))).run.run_id
+            for _ in range(3)
+        ]
+        # Created an hour ago, as far as the store's indexes tell: not read as new runs.
+        runs_index = RedisKeys(parse_url(replicas.url).prefix).runs
+        created = await replicas.redis.zrange(runs_index, 0, -1, withscores=True)
+        await replicas.redis.zadd(runs_index, {m: s - 3600 * 10**6 for m, s in created}, xx=True)
+        request = rs.WatchRunsRequest(filter='workflow = "going" AND status = RUNNING')
+        stream = replicas.runs_b.WatchRuns(request)
+        assert (await stream.read()).initial_state_complete
+        lost += runs  # B takes every commit of theirs for a gap from now on
+        started = event_pb2.RunEvent(run_started=event_pb2.RunStarted())
+        for run_id in runs:
+            await replicas.report_a.AppendEvents(
+                report_service_pb2.AppendEventsRequest(run_id=run_id, events=[started])
+            )
+        told: set[str] = set()
+        try:
+            async with asyncio.timeout(10):
+                while told != set(runs):
+                    response = await stream.read()
+                    told.update(r.run_id for r in response.runs)
+        finally:
+            stream.cancel()
+
+
 async def test_other_replicas_commits_do_not_wait_for_the_scan_of_stored_deadlines(
     redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
