@@ -159,7 +159,7 @@ async def test_a_workflow_or_label_filter_reads_only_the_runs_that_have_it(
 
 
 async def test_runs_stored_before_the_indexes_existed_are_entered_by_the_first_walk(
-    store_url: str, tmp_path: Path, redis: tuple[Any, RedisKeys]
+    store_url: str, tmp_path: Path, redis: tuple[Any, RedisKeys], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, keys = redis
     async with (
@@ -175,14 +175,23 @@ async def test_runs_stored_before_the_indexes_existed_are_entered_by_the_first_w
     for n in range(30):
         await client.hdel(keys.meta(f"old-{n}"), "ix")
 
+    walk_goes_on = asyncio.Event()  # the first walk is held until the test lets it go on
+    enter = FilterIndexes._enter_unmarked
+
+    async def held(self: FilterIndexes, scored: Any) -> int:
+        await walk_goes_on.wait()
+        return await enter(self, scored)
+
+    monkeypatch.setattr(FilterIndexes, "_enter_unmarked", held)
     async with (
         serving_on(store_url, tmp_path / "b") as server,
         grpc.aio.insecure_channel(server.target) as channel,
     ):
         runs = run_service_pb2_grpc.RunServiceStub(channel)
         expected = ["old-20", "old-10", "old-0"]
-        # Before the walk has ended or after, the listing is whole.
+        # While the walk is under way (the indexes not whole yet) and after, the listing is.
         assert await listed(runs, 'workflow = "discovery"') == expected
+        walk_goes_on.set()
         await ready(server)
         reads = Reads(server)
         assert await listed(runs, 'workflow = "discovery"') == expected
