@@ -232,6 +232,34 @@ async def test_a_run_an_earlier_release_creates_during_a_rollout_is_listed_by_it
             old.kill()
 
 
+async def test_a_run_stored_after_a_walk_passed_its_create_time_is_entered_by_the_next(
+    store_url: str, tmp_path: Path, redis: tuple[Any, RedisKeys]
+) -> None:
+    """An earlier release's create whose ``P:runs`` entry a walk met before its run was
+    stored (the walk leaves it to the next), with newer runs after it: the next walk starts
+    a margin before where the last one ended, not at its newest run, so it enters that run
+    too, and the run's workflow lists it."""
+    client, keys = redis
+    async with (
+        serving_on(store_url, tmp_path / "a") as server,
+        grpc.aio.insecure_channel(server.target) as channel,
+    ):
+        runs = run_service_pb2_grpc.RunServiceStub(channel)
+        await ready(server)
+        await create(runs, "late", "straggler")
+        await create(runs, "newer", "other")
+        # "late" as an earlier release leaves it while its create is in flight: its P:runs
+        # entry only (no filter entries, no mark), its run not stored yet.
+        await client.zrem(keys.workflow_runs("straggler"), "late")
+        await client.hdel(keys.meta("late"), "ix")
+        await client.rename(keys.meta("late"), keys.meta("late") + ":in-flight")
+        filters = redis_store(server)._filters
+        await filters.catch_up()  # ends at "newer", leaving "late" to the next walk
+        await client.rename(keys.meta("late") + ":in-flight", keys.meta("late"))  # stored
+        assert await filters.catch_up() == 1
+        assert await listed(runs, 'workflow = "straggler"') == ["late"]
+
+
 async def test_an_active_only_listing_leaves_the_ended_runs_it_passes_as_they_are(
     store_url: str, tmp_path: Path, redis: tuple[Any, RedisKeys], keys: Keys
 ) -> None:
