@@ -1,5 +1,5 @@
-"""The Redis store driven directly: its append script's checks, its reads of long logs, and
-what its purge frees.
+"""The Redis store driven directly: its append script's checks, its reads of long logs, what
+its purge frees, and the errors it does not take for an outage.
 
 The script checks the head the writer expected, that a create finds no run, and that the
 events' seqs follow the head, all before it writes anything: a script that fails halfway keeps
@@ -149,3 +149,19 @@ async def test_a_purge_frees_the_runs_log_and_its_idempotency_keys(
         await client.aclose()
     run = await store.load_run("r")
     assert run is not None and run.purged_seq == 3
+
+
+@pytest.mark.parametrize("error", [AttributeError, RuntimeError])
+async def test_a_bug_of_ours_in_a_store_read_is_raised_as_it_is_not_called_an_outage(
+    store: RedisEventStore, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    """The errors redis-py raises when a connection closes under a command are UNAVAILABLE
+    (retried); the same errors raised by Runstream's own code are bugs, and stay so: taken
+    for an outage, they would be retried for ever and reported as Redis being away."""
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise error("a bug of ours")
+
+    monkeypatch.setattr(store._log, "read", broken)
+    with pytest.raises(error, match="a bug of ours"):
+        await store.read_events("r", 0, 10)
