@@ -470,7 +470,9 @@ class Soak:
                     )
                 except (runstream.AbortedError, runstream.FailedPreconditionError):
                     return  # another answer or the deadline won, or the run ended
-                except runstream.UnavailableError:
+                except (runstream.UnavailableError, runstream.DeadlineExceededError):
+                    # Gone, or frozen past the client's 10 s deadline (a SQLite server
+                    # stopped for 12 s): the same answer again gets the same result.
                     await asyncio.sleep(1)
                     continue
                 except runstream.RunstreamError as exc:
