@@ -15,12 +15,12 @@ import grpc
 import pytest
 import runstream
 from runstream import DecisionState, RunStatus
-from runstream.v1 import run_service_pb2
+from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
 from tests.conftest import free_port
-from tests.server.support import ev, scrape, scrape_blocking, value
+from tests.server.support import ev, opened, scrape, scrape_blocking, value
 
 
 @pytest.fixture
@@ -212,6 +212,37 @@ async def test_runs_not_yet_started_count_among_the_active_runs(
     assert value(samples, "runstream_runs", status="pending") == 2
     assert value(samples, "runstream_active_runs", health="unspecified") == 2
     assert sum(v for (name, _), v in samples.items() if name == "runstream_active_runs") == 2
+
+
+async def test_each_stream_gauge_counts_its_own_streams_and_each_open_question_counts(
+    server: RunstreamServer,
+) -> None:
+    """Two watchers of one run and no producer read as two watchers and no producers, and a
+    run with two questions waiting as two open decisions: the run's one producer and one
+    question of the test above could not tell a gauge from its neighbour."""
+    runs = server.runs
+    assert runs is not None
+    await runs.create_run(run_id="asking", workflow="wf", display_name="", labels={}, steps=[])
+    for decision_id in ("persona", "channel"):
+        question = ev.DecisionRequested(
+            decision_id=decision_id,
+            prompt="Which?",
+            options=[ev.DecisionOption(value=v, label=v) for v in ("a", "b")],
+        )
+        await runs.append("asking", [ev.RunEvent(decision_requested=question)])
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        watches = [
+            stub.WatchRun(run_service_pb2.WatchRunRequest(run_id="asking")) for _ in range(2)
+        ]
+        for watch in watches:
+            await opened(watch)
+        samples = await scrape(server)
+        for watch in watches:
+            watch.cancel()
+    assert value(samples, "runstream_watchers") == 2
+    assert value(samples, "runstream_producers") == 0
+    assert value(samples, "runstream_decisions_open") == 2
 
 
 async def test_a_call_past_its_deadline_counts_as_deadline_exceeded(
