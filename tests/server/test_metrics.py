@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -20,7 +21,7 @@ from runstream_server.app import RunstreamServer, ServerConfig
 
 from tests.clients.support import eventually
 from tests.conftest import free_port
-from tests.server.support import ev, opened, scrape, scrape_blocking, value
+from tests.server.support import Samples, custom, ev, opened, scrape, scrape_blocking, value
 
 
 @pytest.fixture
@@ -243,6 +244,51 @@ async def test_each_stream_gauge_counts_its_own_streams_and_each_open_question_c
     assert value(samples, "runstream_watchers") == 2
     assert value(samples, "runstream_producers") == 0
     assert value(samples, "runstream_decisions_open") == 2
+
+
+def histogram(samples: Samples, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    """A histogram's (upper bound, cumulative count) buckets in order, its count and sum."""
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (n, labels), v in samples.items()
+        if n == f"{name}_bucket"
+    )
+    return buckets, value(samples, f"{name}_count"), value(samples, f"{name}_sum")
+
+
+async def test_histograms_are_cumulative_and_sum_what_they_observed(
+    server: RunstreamServer,
+) -> None:
+    """The append duration and watcher lag histograms, which the server keeps itself: each
+    bucket holds the observations at or below its bound (a watcher that read a whole ended
+    run ends 0 events behind), +Inf holds them all, and the sum is of what was observed (the
+    appends took less time than the test spent making them)."""
+    runs = server.runs
+    assert runs is not None
+    began = time.monotonic()
+    await runs.create_run(run_id="told", workflow="wf", display_name="", labels={}, steps=[])
+    for n in range(3):
+        await runs.append("told", [custom(n)])
+    await runs.append("told", [ev.RunEvent(run_completed=ev.RunCompleted())])
+    took = time.monotonic() - began
+    before = await scrape(server)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = run_service_pb2.WatchRunRequest(run_id="told")
+        assert [e.seq for r in [r async for r in stub.WatchRun(request)] for e in r.events]
+    after = await scrape(server)
+    for name in ("runstream_append_duration_seconds", "runstream_watcher_lag_events"):
+        buckets, count, _ = histogram(after, name)
+        assert count >= 1
+        assert [n for _, n in buckets] == sorted(n for _, n in buckets), name
+        assert buckets[-1] == (float("inf"), count), name
+    _, appends, seconds = histogram(after, "runstream_append_duration_seconds")
+    assert appends == 5
+    assert 0 < seconds < took
+    lag_before, deliveries_before, _ = histogram(before, "runstream_watcher_lag_events")
+    lag_after, deliveries_after, _ = histogram(after, "runstream_watcher_lag_events")
+    caught_up = dict(lag_after)[0.0] - dict(lag_before).get(0.0, 0.0)
+    assert caught_up == deliveries_after - deliveries_before >= 1
 
 
 async def test_a_call_past_its_deadline_counts_as_deadline_exceeded(
