@@ -18,6 +18,7 @@ import runstream
 from runstream import DecisionState, RunStatus
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.observability.windows import RollingCounter
 
 from tests.clients.support import eventually
 from tests.conftest import free_port
@@ -289,6 +290,31 @@ async def test_histograms_are_cumulative_and_sum_what_they_observed(
     lag_after, deliveries_after, _ = histogram(after, "runstream_watcher_lag_events")
     caught_up = dict(lag_after)[0.0] - dict(lag_before).get(0.0, 0.0)
     assert caught_up == deliveries_after - deliveries_before >= 1
+
+
+async def test_the_delivered_counter_keeps_what_the_last_minute_lets_go(
+    server: RunstreamServer,
+) -> None:
+    """runstream_events_delivered_total is a counter: a minute later it still holds every
+    delivery, while GetStats' last-minute figure (the telemetry's clock moved on) has
+    none. A counter that fell would read as a restart to rate()."""
+    now = [1000.0]
+    telemetry = server.telemetry
+    assert telemetry is not None
+    telemetry.delivered_recently = RollingCounter(clock=lambda: now[0])
+    runs = server.runs
+    assert runs is not None
+    await runs.create_run(run_id="told", workflow="wf", display_name="", labels={}, steps=[])
+    await runs.append("told", [ev.RunEvent(run_completed=ev.RunCompleted())])
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = run_service_pb2.WatchRunRequest(run_id="told")
+        assert [r async for r in stub.WatchRun(request)]
+    delivered = value(await scrape(server), "runstream_events_delivered_total")
+    assert delivered == 2 == telemetry.delivered_recently.total()
+    now[0] += 120
+    assert telemetry.delivered_recently.total() == 0
+    assert value(await scrape(server), "runstream_events_delivered_total") == delivered
 
 
 async def test_a_call_past_its_deadline_counts_as_deadline_exceeded(
