@@ -12,6 +12,7 @@ from runstream.v1 import decision_service_pb2_grpc, stats_service_pb2_grpc
 from runstream.v1 import report_service_pb2 as rp
 from runstream.v1 import run_service_pb2 as rs
 from runstream.v1 import stats_service_pb2 as ss
+from runstream_server.observability.windows import LatencyWindow, RollingCounter
 
 from tests.clients.support import until
 from tests.server.conftest import Stubs
@@ -82,3 +83,20 @@ async def test_watchers_and_producers_are_counted_each_as_their_own(stubs: Stubs
         return (answer.stats.watchers, answer.stats.producers) == (0, 0)
 
     await until(closed)
+
+
+def test_the_last_minute_is_sixty_seconds_and_latencies_are_nearest_rank() -> None:
+    """GetStats' last-minute figures: events added 60 s ago have left the count (its
+    window is the 60 whole seconds to now), and the p50 of four latencies is the second."""
+    now = [1000.0]
+    counter = RollingCounter(clock=lambda: now[0])
+    counter.add(5)
+    now[0] += 59
+    counter.add(2)
+    assert counter.total() == 7
+    now[0] += 1
+    assert counter.total() == 2
+    window = LatencyWindow(clock=lambda: now[0])
+    for seconds in (0.4, 0.1, 0.3, 0.2):
+        window.observe(seconds)
+    assert window.percentiles(0.25, 0.5, 0.99) == [0.1, 0.2, 0.4]
