@@ -200,6 +200,31 @@ async def test_runs_by_status_are_counted_from_the_store_at_start(tmp_path: Path
         assert active == 1  # the run left running, whatever its health
 
 
+async def test_a_run_id_in_use_is_the_callers_mistake_not_a_store_error(tmp_path: Path) -> None:
+    """A CreateRun for a run id the store holds (its run not in memory: created before a
+    restart, or by another replica) is refused by the store; it is answered ALREADY_EXISTS
+    and counted by its code, not as a failed store append an alert would page for."""
+    store = tmp_path / "runstream.db"
+    async with serving(store) as first:
+        assert first.runs is not None
+        await first.runs.create_run(
+            run_id="taken", workflow="wf", display_name="", labels={}, steps=[]
+        )
+    async with serving(store, metrics=True) as second, runstream.connect(second.target) as client:
+        request = run_service_pb2.CreateRunRequest(run_id="taken", workflow="wf")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.raw_run_service.CreateRun(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        samples = await scrape(second)
+        assert second.telemetry is not None
+        assert second.telemetry.store_errors_total == 0
+    assert value(samples, "runstream_store_errors_total", operation="append") == 0
+    method = "runstream.v1.RunService/CreateRun"
+    assert (
+        value(samples, "runstream_grpc_requests_total", method=method, code="ALREADY_EXISTS") == 1
+    )
+
+
 async def test_runs_not_yet_started_count_among_the_active_runs(
     server: RunstreamServer,
 ) -> None:
