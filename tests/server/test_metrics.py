@@ -18,6 +18,7 @@ import runstream
 from runstream import DecisionState, RunStatus
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.errors import Unavailable
 from runstream_server.observability.windows import RollingCounter
 
 from tests.clients.support import eventually
@@ -223,6 +224,28 @@ async def test_a_run_id_in_use_is_the_callers_mistake_not_a_store_error(tmp_path
     assert (
         value(samples, "runstream_grpc_requests_total", method=method, code="ALREADY_EXISTS") == 1
     )
+
+
+async def test_a_failed_event_read_is_counted_under_its_operation(
+    server: RunstreamServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ListEvents reads the run's log from the store: when that read fails, the call is
+    UNAVAILABLE and runstream_store_errors_total{operation="read_events"} says which."""
+    runs = server.runs
+    assert runs is not None and server._store is not None
+    await runs.create_run(run_id="read", workflow="wf", display_name="", labels={}, steps=[])
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise Unavailable("the store is unreachable")
+
+    monkeypatch.setattr(server._store.inner, "read_events", unreachable)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = run_service_pb2_grpc.RunServiceStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListEvents(run_service_pb2.ListEventsRequest(run_id="read"), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    samples = await scrape(server)
+    assert value(samples, "runstream_store_errors_total", operation="read_events") == 1
 
 
 async def test_runs_not_yet_started_count_among_the_active_runs(
