@@ -119,7 +119,9 @@ async def test_redis_errors_and_reconnects_are_counted(
             # The refused append failed at its one Redis operation (the append script).
             assert errors(down).keys() >= {"ping", "append"}, errors(down)
 
+            # Subscribing at start is no reconnect.
             reconnects_before = before.get(("runstream_store_reconnects_total", frozenset()), 0)
+            assert reconnects_before == 0
             redis.start()  # same port, same directory: the AOF brings the data back
             # The replica's one notice subscription comes back, and that is counted.
             await until(
