@@ -3,6 +3,8 @@ and where to look, never the exception itself, which may hold a path, a query or
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
 from runstream.v1 import run_service_pb2 as rs
@@ -32,3 +34,10 @@ async def test_an_unexpected_error_is_internal_and_keeps_its_details_to_the_log(
     assert info.value.details() == "internal error; see server logs"
     assert "hunter2" not in repr(info.value.trailing_metadata())  # nor in the status details
     assert "hunter2" in caplog.text  # the operator finds it in the log, with its traceback
+    # And the call's own line, which the default level shows for a server error only.
+    lines = [
+        (r.levelno, r.getMessage().partition(" in ")[0])
+        for r in caplog.records
+        if r.name == "runstream.requests"
+    ]
+    assert lines == [(logging.WARNING, "runstream.v1.RunService/GetRun INTERNAL")]
