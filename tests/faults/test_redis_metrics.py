@@ -22,9 +22,12 @@ from runstream.v1 import (
     run_service_pb2_grpc,
 )
 from runstream_server.app import LIVENESS_SERVICE, RunstreamServer, ServerConfig
+from runstream_server.domain.following import Notices
 from runstream_server.errors import Unavailable
+from runstream_server.store.base import CommitNotice
 
-from tests.conftest import RedisProcess, redis_store_url, serving_on
+from tests.conftest import RedisProcess, redis_store_url, replicas_serving, serving_on
+from tests.server.support import custom
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -181,3 +184,28 @@ async def test_a_failed_read_after_a_notice_gap_is_counted_by_operation(
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
         samples = await asyncio.to_thread(scrape, server.metrics_port)
         assert errors(samples).get(operation) == 1, errors(samples)
+
+
+async def test_an_append_another_replica_got_to_first_is_a_conflict_not_an_error(
+    redis_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A appends on a head B has moved (B's notice lost): the store refuses it, A
+    reloads and retries, and the append succeeds. That race is counted as a conflict, not
+    as a failed store append, which an alert on store errors would page for."""
+    on_notice = Notices.on_notice
+
+    def lose_commits(self: Notices, notice: object) -> None:
+        if not isinstance(notice, CommitNotice):
+            on_notice(self, notice)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Notices, "on_notice", lose_commits)
+    url = redis_store_url(redis_server, tmp_path / "store")
+    async with replicas_serving(url, tmp_path, metrics_address="127.0.0.1:0") as ((a, _), (b, _)):
+        assert a.runs is not None and b.runs is not None
+        await a.runs.create_run(run_id="raced", workflow="wf", display_name="", labels={}, steps=[])
+        await b.runs.append("raced", [custom(1)])
+        await a.runs.append("raced", [custom(2)])  # on seq 1, where A last saw the run
+        assert (await a.runs.get_run("raced")).last_seq == 3
+        samples = await asyncio.to_thread(scrape, a.metrics_port)
+    assert samples.get(("runstream_store_conflicts_total", frozenset())) == 1
+    assert errors(samples).get("append", 0) == 0
