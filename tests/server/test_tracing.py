@@ -300,6 +300,7 @@ async def test_a_run_finished_by_another_process_is_exported_by_it(
     spans = [s for s in receiver.spans() if s.attributes.get("runstream.run_id") == run.run_id]
     (root,) = [s for s in spans if s.name == "run campaign"]  # the first never saw the end
     assert root.attributes["runstream.trace.continued"] is True
+    assert not root.parent_id  # a trace of its own, not the call's that ended the run's step
     assert root.attributes["runstream.status"] == "SUCCEEDED"
     steps = [s for s in spans if s.name.startswith("step ")]
     by_id = {s.attributes["runstream.step_id"]: s for s in steps}
