@@ -320,6 +320,38 @@ async def test_a_run_finished_by_another_process_is_exported_by_it(
     assert research.trace_id != root.trace_id  # exported by the first process, in its trace
 
 
+async def test_a_run_that_only_ends_in_another_process_is_exported_by_it(
+    collector: tuple[Collector, int], tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A run created before a restart whose next event is its end (no step started or ended
+    after the restart) is taken up at that end: the process that sees it end exports its
+    root, or no process ever would."""
+    receiver, port = collector
+    config = server_config(tmp_path / "runstream.db", otlp_endpoint=f"http://127.0.0.1:{port}")
+    first = RunstreamServer(config)
+    await first.start()
+    try:
+        async with runstream.connect(first.target) as producer:
+            run = await producer.start_run("campaign", steps=["research"])
+            await run.flush()
+            await run.close()
+    finally:
+        await first.stop(grace=0.5)
+    second = RunstreamServer(config)
+    await second.start()
+    try:
+        async with runstream.connect(second.target) as producer:
+            again = await producer.attach_run(run.run_id)
+            async with again:
+                await again.complete(summary="done")
+    finally:
+        await second.stop(grace=0.5)  # flushes the batched spans to the receiver
+    spans = [s for s in receiver.spans() if s.attributes.get("runstream.run_id") == run.run_id]
+    (root,) = [s for s in spans if s.name == "run campaign"]
+    assert root.attributes["runstream.trace.continued"] is True
+    assert root.attributes["runstream.status"] == "SUCCEEDED"
+
+
 async def test_a_collector_that_stays_down_is_said_once_not_for_every_batch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
