@@ -23,6 +23,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from runstream import DecisionState, RunStatus, StepSpec
 from runstream_server.app import RunstreamServer, ServerConfig
+from runstream_server.observability import tracing
 
 from tests.conftest import ConfigFactory, free_port
 
@@ -351,6 +352,40 @@ async def test_a_run_that_only_ends_in_another_process_is_exported_by_it(
     (root,) = [s for s in spans if s.name == "run campaign"]
     assert root.attributes["runstream.trace.continued"] is True
     assert root.attributes["runstream.status"] == "SUCCEEDED"
+
+
+async def test_past_the_runs_traced_at_once_the_oldest_trace_is_dropped(
+    collector: tuple[Collector, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_TRACED_RUNS open traces the oldest run's spans are dropped, never those of
+    the run just created: the newer run's trace is the one its creation began, and the
+    older run, at its end, is taken up again as a run from another process is."""
+    monkeypatch.setattr(tracing, "MAX_TRACED_RUNS", 1)
+    receiver, port = collector
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=tmp_path / "runstream.db",
+            otlp_endpoint=f"http://127.0.0.1:{port}",
+        )
+    )
+    await server.start()
+    try:
+        async with runstream.connect(server.target) as producer:
+            older = await producer.start_run("older", steps=["a"])
+            await older.flush()
+            newer = await producer.start_run("newer", steps=["a"])
+            for run in (newer, older):
+                async with run:
+                    await run.complete()
+    finally:
+        await server.stop(grace=0.5)  # flushes the batched spans to the receiver
+    roots = {
+        s.name: s.attributes.get("runstream.trace.continued", False)
+        for s in receiver.spans()
+        if s.name.startswith("run ")
+    }
+    assert roots == {"run older": True, "run newer": False}
 
 
 async def test_a_collector_that_stays_down_is_said_once_not_for_every_batch(
