@@ -388,6 +388,27 @@ async def test_past_the_runs_traced_at_once_the_oldest_trace_is_dropped(
     assert roots == {"run older": True, "run newer": False}
 
 
+async def test_the_traces_endpoint_variable_wins_over_the_general_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is for traces alone and wins over
+    OTEL_EXPORTER_OTLP_ENDPOINT, as the OpenTelemetry specification has it."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    traces, general = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", general)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces)
+    server = RunstreamServer(
+        ServerConfig(address="127.0.0.1:0", store_path=tmp_path / "runstream.db")
+    )
+    await server.start()
+    try:
+        assert f"traces to {traces} (OTLP/gRPC)" in caplog.messages
+    finally:
+        await server.stop(grace=0.5)
+
+
 async def test_a_collector_that_stays_down_is_said_once_not_for_every_batch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
