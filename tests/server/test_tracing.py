@@ -164,7 +164,8 @@ async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
                 with pytest.raises(RuntimeError):
                     async with failing, failing.step("only"):
                         raise RuntimeError("the model timed out")
-            assert (await viewer.get_run(run.run_id)).status == RunStatus.SUCCEEDED
+            finished = await viewer.get_run(run.run_id)
+            assert finished.status == RunStatus.SUCCEEDED
             assert (await viewer.get_run(failing.run_id)).status == RunStatus.FAILED
     finally:
         await server.stop(grace=0.5)  # flushes the batched spans to the receiver
@@ -197,6 +198,7 @@ async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
     assert root.parent_id == next(s.span_id for s in create if s.span_id == root.parent_id)
     assert root.attributes["runstream.workflow"] == "campaign"
     assert root.attributes["runstream.status"] == "SUCCEEDED"
+    assert root.attributes["runstream.events"] == finished.last_seq
     # ... each step a child span with its agent, status and duration, in plan order ...
     steps = sorted(
         (s for s in spans if s.parent_id == root.span_id and s.name.startswith("step ")),
