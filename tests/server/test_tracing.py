@@ -24,6 +24,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from runstream import DecisionState, RunStatus, StepSpec
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.observability import tracing
+from runstream_server.observability.logs import SaidOnce
+from runstream_server.observability.tracing import EXPORTER_LOG
 
 from tests.conftest import ConfigFactory, free_port
 
@@ -409,6 +411,28 @@ async def test_the_traces_endpoint_variable_wins_over_the_general_one(
         assert f"traces to {traces} (OTLP/gRPC)" in caplog.messages
     finally:
         await server.stop(grace=0.5)
+
+
+def test_a_fault_said_once_is_said_again_later_with_how_many_were_held_back() -> None:
+    """What SaidOnce holds back is not lost: the next line let through says how many like it
+    were held back meanwhile."""
+    import logging
+    import time
+
+    said = SaidOnce(every=0.06)
+
+    def failed() -> logging.LogRecord:
+        message = "Failed to export traces to %s"
+        return logging.LogRecord(EXPORTER_LOG, logging.ERROR, __file__, 1, message, ("c",), None)
+
+    first = failed()
+    assert said.filter(first)
+    assert first.getMessage() == "Failed to export traces to c"
+    assert [said.filter(failed()) for _ in range(3)] == [False] * 3
+    time.sleep(0.1)
+    later = failed()
+    assert said.filter(later)
+    assert later.getMessage() == "Failed to export traces to c (3 more like it in 0.001 min)"
 
 
 async def test_a_collector_that_stays_down_is_said_once_not_for_every_batch(
