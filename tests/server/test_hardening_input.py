@@ -855,11 +855,19 @@ def test_a_traceback_keeps_its_lines_under_an_escaped_first_line() -> None:
     except ValueError:
         failure = sys.exc_info()
     record = logging.LogRecord(
-        "runstream.api", logging.ERROR, __file__, 1, "unexpected error in %s", ("a\nb",), failure
+        "runstream.api",
+        logging.ERROR,
+        __file__,
+        1,
+        "unexpected error in %s",
+        ("a\nb\u2028c",),  # a line separator too: str.splitlines() and some viewers break there
+        failure,
     )
     record.run_id = "abc\r\nforged"
     first, *traceback = logs.TextFormatter(logs.TEXT_FORMAT).format(record).split("\n")
-    assert first.endswith("runstream.api: unexpected error in a\\nb [run_id=abc\\r\\nforged]")
+    assert first.endswith(
+        "runstream.api: unexpected error in a\\nb\\u2028c [run_id=abc\\r\\nforged]"
+    )
     assert traceback[0] == "Traceback (most recent call last):"
     assert traceback[-1] == "ValueError: boom"
 
