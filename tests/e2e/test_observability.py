@@ -16,6 +16,7 @@ import pytest
 import runstream
 
 from tests.conftest import ServerProcess, free_port
+from tests.identity import AUDIENCE, ISSUER, Keys
 
 
 def log_lines(server: ServerProcess) -> list[dict[str, Any]]:
@@ -65,6 +66,32 @@ async def test_json_logs_parse_line_by_line_and_carry_run_ids(tmp_path: Path) ->
     assert any(line["message"].startswith("stopped in ") for line in lines)
     # gRPC's own debug lines ("Loaded running loop", on every call) stay out of it.
     assert [line for line in lines if line["logger"].startswith("grpc")] == []
+
+
+async def test_json_request_lines_name_the_verified_principal_and_tenant(tmp_path: Path) -> None:
+    """With tokens required, each request's line carries who made it, as the README lists
+    the JSON fields: the token's subject and tenant (never the token)."""
+    keys = Keys.make(tmp_path / "keys")
+    server = ServerProcess(
+        port=free_port(),
+        store_path=tmp_path / "runstream.db",
+        extra=("--log-format", "json", "--log-level", "debug", "--jwt-public-key",
+               str(keys.public_key_file), "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE),
+    )  # fmt: skip
+    token = keys.token(["viewer"], sub="bob", tenant="globex")
+    server.start()
+    try:
+        async with runstream.connect(server.target, token=token) as client:
+            with pytest.raises(runstream.NotFoundError):
+                await client.get_run("missing-run")
+    finally:
+        assert server.terminate() == 0
+    # The call's own line, and the NOT_FOUND rejection logged while it was handled.
+    get_runs = [
+        line for line in log_lines(server) if line.get("method") == "runstream.v1.RunService/GetRun"
+    ]
+    assert [(line["principal"], line.get("tenant")) for line in get_runs] == [("bob", "globex")] * 2
+    assert token not in server.store_path.with_suffix(".log").read_text()
 
 
 async def test_watchers_that_hang_up_are_logged_at_debug_and_the_server_keeps_serving(
