@@ -814,18 +814,18 @@ def test_the_start_says_in_one_line_what_is_in_force(tmp_path: Path) -> None:
         "--jwt-secret-file", str(keys.secret_file), "--jwt-issuer", "https://id.example.com",
         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
         "--tls-client-ca", str(pki.ca_file), "--retention-days", "30", "--retention-runs",
-        "100", "--abandon-after", "off", "--backup-dir", "copies", "--max-active-runs", "5",
-        "--append-rate", "0",
+        "100", "--retention-interval", "90s", "--abandon-after", "off", "--backup-dir",
+        "copies", "--max-active-runs", "5", "--max-watch-streams", "0", "--append-rate", "0",
     )  # fmt: skip
     assert line.endswith(
         f": runstream {version} | TLS on, client certificates required | auth JWT (HS256), "
         f"issuer 'https://id.example.com', any audience | store SQLite {tmp_path / 'runs.db'}, "
         "sync NORMAL | retention: event logs purged 30d after their run ended and kept for "
-        "the newest 100 ended runs per tenant, every 1h | abandon-after: never (silent runs "
+        "the newest 100 ended runs per tenant, every 90s | abandon-after: never (silent runs "
         "wait for their producer for ever) | backups: every "
-        f"1h into {tmp_path / 'copies'}, 24 kept | limits: 200 watch streams and 1000 report "
-        "streams per principal, 5 active runs per tenant, append rate off, 5000 watchers per "
-        "run"
+        f"1h into {tmp_path / 'copies'}, 24 kept | limits: no limit on watch streams and 1000 "
+        "report streams per principal, 5 active runs per tenant, append rate off, 5000 "
+        "watchers per run"
     ), line
     assert keys.secret.decode() not in line
 
