@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -26,7 +27,7 @@ from runstream_server import principal
 from runstream_server.app import RunstreamServer
 from runstream_server.observability import logs
 from runstream_server.observability.logs import RequestContextFilter
-from runstream_server.rpc.errors import RejectionLog
+from runstream_server.rpc.errors import MAX_STATUS_BYTES, RejectionLog
 
 from tests.conftest import ServerProcess
 from tests.server.conftest import BOTH_STORES
@@ -892,7 +893,20 @@ async def test_a_refusal_that_repeats_long_input_still_reaches_the_client(stubs:
         details = refused.value.details() or ""
         assert details.startswith("choice: 'typo' is not one of the options '000éé")
         assert details.endswith("more characters)")
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stubs.runs.ListRuns(rs.ListRunsRequest(filter="é" * 3000))
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (refused.value.details() or "").startswith("filter: ")
+    assert sent_size(details) <= MAX_STATUS_BYTES
+    # '%' is percent-encoded too: 340 of them take more than the bound in fewer characters.
+    for unreadable in ("é" * 3000, "%" * 340):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs.runs.ListRuns(rs.ListRunsRequest(filter=unreadable))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = refused.value.details() or ""
+        assert details.startswith("filter: ")
+        assert sent_size(details) <= MAX_STATUS_BYTES
+
+
+def sent_size(message: str) -> int:
+    """The characters `message` takes in the grpc-message trailer (gRPC percent-encodes every
+    byte outside printable ASCII, and '%' itself, in three), what a cut says it left out
+    aside."""
+    kept = re.sub(r"\.\.\. \(\d+ more characters\)$", "", message)
+    return sum(1 if " " <= c <= "~" and c != "%" else 3 * len(c.encode()) for c in kept)
