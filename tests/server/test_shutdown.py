@@ -144,6 +144,20 @@ async def test_a_server_stopped_right_after_it_started_stops_at_once(
         await asyncio.wait_for(server.stop(grace=GRACE), 2)
 
 
+async def test_a_stopped_server_leaves_no_task_of_its_own_running(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A stop ends the work that ran beside the server, the store's health watch first:
+    left running, it went on asking a closed store every half second in the caller's loop
+    (an embedding application's, a test's)."""
+    before = asyncio.all_tasks()
+    server = RunstreamServer(server_config(tmp_path / "stopped.db"))
+    await server.start()
+    await server.stop(grace=0.5)
+    left = sorted(task.get_name() for task in asyncio.all_tasks() - before)
+    assert left == [], f"tasks left running after the stop: {left}"
+
+
 async def test_watch_streams_past_the_cap_are_resource_exhausted_and_those_within_it_work(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
