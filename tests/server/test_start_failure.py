@@ -73,7 +73,7 @@ async def test_a_start_that_fails_leaves_nothing_running_and_the_store_to_the_ne
     before = asyncio.all_tasks()
     with monkeypatch.context() as patch:
         FAILURES[failing](patch)
-        failed = RunstreamServer(server_config(store))
+        failed = RunstreamServer(server_config(store, metrics_address="127.0.0.1:0"))
         with pytest.raises(StartBroke):
             await failed.start()
         new = tmp_path / "new" / "runstream.db"  # what a failed start created goes with it
@@ -83,9 +83,10 @@ async def test_a_start_that_fails_leaves_nothing_running_and_the_store_to_the_ne
     assert left == [], f"tasks left running after a start failed {failing}: {left}"
     assert not (tmp_path / "new").exists()
 
-    # The same store, and the port a start that had listened held: both free again.
-    address = f"127.0.0.1:{failed.port}"
-    async with serving(server_config(store, address=address)) as (_, stubs):
+    # The same store, and the ports a start that had listened held: all free again.
+    address, metrics = f"127.0.0.1:{failed.port}", f"127.0.0.1:{failed.metrics_port}"
+    config = server_config(store, address=address, metrics_address=metrics)
+    async with serving(config) as (_, stubs):
         assert (await get_run(stubs, run.run_id)).run_id == run.run_id
 
 
