@@ -123,6 +123,16 @@ async def test_runs_by_status_and_open_decisions_follow_the_other_replicas_commi
                 )
             )
         await both_show(replicas, running)
+        # Each answer is timed once, by the replica that stored it.
+        timed = [
+            value(
+                await scrape(r.server),
+                "runstream_decision_answer_seconds_count",
+                outcome="answered",
+            )
+            for r in replicas
+        ]
+        assert timed == [0, 2]
 
         done = event_pb2.RunEvent(run_completed=event_pb2.RunCompleted(summary="done"))
         await b.append(held, done)
