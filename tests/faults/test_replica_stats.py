@@ -231,6 +231,34 @@ def test_moves_made_while_the_store_is_counted_again_are_kept_once() -> None:
     assert telemetry.open_decision_count() == 1
 
 
+def test_a_recount_forgets_questions_answered_out_of_sight_and_counts_each_once() -> None:
+    """The count after a gap is the store's: a question answered where no notice told this
+    replica is no longer open, and one asked while the count was read, which the count also
+    found, is one question, whose answer lets its run go on (not two, one left waiting)."""
+    telemetry = Telemetry()
+    created = event_pb2.RunEvent(run_created=event_pb2.RunCreated(workflow="w"))
+
+    def asked(decision_id: str) -> event_pb2.RunEvent:
+        return event_pb2.RunEvent(
+            decision_requested=event_pb2.DecisionRequested(decision_id=decision_id, prompt="?")
+        )
+
+    telemetry.committed_elsewhere("gone", [_stored(1, created), _stored(2, asked("old"))], None)
+    assert telemetry.open_decision_count() == 1
+    telemetry.recounting()
+    telemetry.committed_elsewhere("e", [_stored(1, created), _stored(2, asked("d"))], None)
+    waiting = run_pb2.Run(run_id="e", status=run_pb2.RUN_STATUS_WAITING_FOR_INPUT)
+    found = decision_pb2.Decision(decision_id="d")
+    telemetry.recounted(RunCounts(ended={}, active=[waiting]), [("e", found)])
+    assert telemetry.open_decision_count() == 1
+    resolved = event_pb2.DecisionResolved(decision_id="d")
+    telemetry.committed_elsewhere(
+        "e", [_stored(3, event_pb2.RunEvent(decision_resolved=resolved))], None
+    )
+    assert telemetry.open_decision_count() == 0
+    assert telemetry.runs.by_status() == {run_pb2.RUN_STATUS_RUNNING: 1}
+
+
 async def test_runstream_stats_does_not_show_a_redis_store_as_empty(
     replicas: list[Replica],
 ) -> None:
