@@ -132,6 +132,27 @@ async def test_a_drain_delay_answers_not_serving_and_serves_on_before_the_shutdo
         await asyncio.wait_for(stopping, 3)
 
 
+async def test_the_calls_in_flight_get_their_whole_grace_after_the_drain_delay(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The drain delay comes before the grace, not out of it: with a 1 s delay and a 2 s
+    grace, a call in flight 2.5 s after the stop began is still served."""
+    server = RunstreamServer(server_config(tmp_path / "drain.db", drain_delay=1.0))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        session = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        listing = reflection_pb2.ServerReflectionRequest(list_services="")
+        await session.write(listing)
+        assert (await session.read()).list_services_response.service
+        stopping = asyncio.create_task(server.stop(grace=2.0))
+        await asyncio.sleep(2.5)
+        assert not session.done(), "the call was cut before its grace was over"
+        await session.write(listing)
+        assert (await session.read()).list_services_response.service
+        session.cancel()
+        await asyncio.wait_for(stopping, 2)
+
+
 async def test_a_server_stopped_right_after_it_started_stops_at_once(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
