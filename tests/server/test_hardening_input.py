@@ -758,6 +758,29 @@ def test_rejections_are_summarised_once_per_interval(caplog: pytest.LogCaptureFi
     )
 
 
+def test_a_rejection_line_is_cut_and_the_summary_names_who_was_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first line of an interval keeps 300 characters of what the refusal said (a
+    refusal may repeat a whole request); the summary names the principal refused, as
+    that first line does, so the log says whose calls the summary counts."""
+    now = [0.0]
+    rejections = RejectionLog(interval=60, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="runstream.api")
+    bob = principal.Principal.of("bob", "globex", ["viewer"])
+    cancel = "/runstream.v1.RunService/CancelRun"
+    rejections.note(cancel, "INVALID_ARGUMENT", "filter: " + "x" * 10_000)
+    for _ in range(2):
+        rejections.note(cancel, "PERMISSION_DENIED", "CancelRun needs the 'operator' role", bob)
+    rejections.flush()
+    first, summary = (r.getMessage() for r in caplog.records)
+    assert "x" * 292 in first and "x" * 293 not in first
+    assert summary == (
+        "2 more requests rejected since the last report: "
+        f"{cancel} PERMISSION_DENIED for principal 'bob' in tenant 'globex' x2"
+    )
+
+
 async def test_the_summary_comes_when_the_interval_ends_even_if_rejections_stop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
