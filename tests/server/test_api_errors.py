@@ -7,6 +7,7 @@ import logging
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.v1 import run_service_pb2 as rs
 from runstream_server.app import RunstreamServer
 
@@ -41,3 +42,15 @@ async def test_an_unexpected_error_is_internal_and_keeps_its_details_to_the_log(
         if r.name == "runstream.requests"
     ]
     assert lines == [(logging.WARNING, "runstream.v1.RunService/GetRun INTERNAL")]
+
+
+async def test_a_status_a_handler_gave_itself_is_no_unexpected_error(
+    stubs: Stubs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that ends its call with a status of its own (health Check names an unknown
+    service NOT_FOUND) is answered that status, and nothing is logged as a server error."""
+    health = health_pb2_grpc.HealthStub(stubs.channel)  # type: ignore[no-untyped-call]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
