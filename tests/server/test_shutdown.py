@@ -25,7 +25,15 @@ from runstream_server.app import RunstreamServer
 
 from tests.conftest import ConfigFactory
 from tests.server.conftest import Stubs
-from tests.server.support import create_run, retry_info, status_detail
+from tests.server.support import (
+    append,
+    create_run,
+    custom,
+    get_run,
+    retry_info,
+    serving,
+    status_detail,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -315,3 +323,34 @@ async def test_an_interact_stream_open_at_the_stop_ends_unavailable_for_the_view
         reason = status_detail(info.value, error_details_pb2.ErrorInfo)
         assert reason is not None and reason.reason == "SHUTTING_DOWN"
         await asyncio.wait_for(stopping, 2)
+
+
+async def test_a_commit_under_way_when_the_server_stops_is_stored_before_its_store_closes(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """A call cut by the stop hands its commit to a task of its own, which the stop waits
+    for before it closes the store: the store closed under it, and the commit, one the
+    server had taken and begun, was lost with an error."""
+    config = server_config(tmp_path / "commit.db")
+    server = RunstreamServer(config)
+    await server.start()
+    assert server._store is not None
+    inner = server._store.inner
+    store_append, reached = inner.append, asyncio.Event()
+
+    async def slow_append(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        await asyncio.sleep(0.5)
+        return await store_append(*args, **kwargs)
+
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stubs = Stubs.on(channel)
+        run = await create_run(stubs)
+        inner.append = slow_append  # type: ignore[method-assign]
+        call = asyncio.ensure_future(append(stubs, run.run_id, custom(1)))
+        await asyncio.wait_for(reached.wait(), 5)
+        await server.stop(grace=0)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call  # cut by the stop: the producer sends it again, under its key
+    async with serving(config) as (_, stubs):
+        assert (await get_run(stubs, run.run_id)).last_seq == 2

@@ -65,6 +65,7 @@ from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.store_passes import StorePasses
+from runstream_server.domain.uncancellable import under_way
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
@@ -252,9 +253,14 @@ class RunManager:
             task.cancel()
 
     async def stopped(self) -> None:
-        """Waits until the background work :meth:`shutdown` cancelled has ended."""
-        if self._tasks:  # bounded: a shutdown must not hang on one stubborn task
-            await asyncio.wait(list(self._tasks), timeout=5)
+        """Waits until the background work :meth:`shutdown` cancelled has ended, and the
+        commits its tasks and the calls cut by the stop left under way."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 5  # bounded: a shutdown must not hang on one stubborn task
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=until - loop.time())
+        if committing := under_way():
+            await asyncio.wait(committing, timeout=max(0.0, until - loop.time()))
 
     def _not_held_elsewhere(self, run_id: str, events: Sequence[StoredEvent]) -> None:
         """Another replica's commit to a run this process does not hold: its deadlines must

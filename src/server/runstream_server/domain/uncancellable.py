@@ -36,12 +36,31 @@ async def uncancellable(work: Coroutine[Any, Any, _T], *, alone: bool = False) -
     return await _drive(work, _STARTING, background=False)
 
 
+_UNDER_WAY: set[asyncio.Task[Any]] = set()
+"""The tasks of work under way in a task of its own (:func:`_finishing`), until each ends."""
+
+
 def _finishing(work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
     """`work` in a task of its own whose outcome is always retrieved, so a failure nobody
     waits for any more is not reported as a lost task exception."""
     task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    _UNDER_WAY.add(task)
+    task.add_done_callback(_ended)
     return task
+
+
+def _ended(task: asyncio.Task[Any]) -> None:
+    _UNDER_WAY.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody else may
+
+
+def under_way() -> list[asyncio.Task[Any]]:
+    """The work of this event loop still under way in tasks of its own: commits whose
+    callers were cancelled (a call cut by a stop), which a stop waits for before it closes
+    the store they write to."""
+    loop = asyncio.get_running_loop()
+    return [task for task in _UNDER_WAY if task.get_loop() is loop]
 
 
 _STARTING: Any = object()
