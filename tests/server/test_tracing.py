@@ -22,6 +22,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from runstream import DecisionState, RunStatus, StepSpec
+from runstream.v1 import run_service_pb2 as rs
+from runstream.v1 import run_service_pb2_grpc
 from runstream_server.app import RunstreamServer, ServerConfig
 from runstream_server.observability import tracing
 from runstream_server.observability.logs import SaidOnce
@@ -31,6 +33,7 @@ from tests.conftest import ConfigFactory, free_port
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 ERROR = trace_pb2.Status.STATUS_CODE_ERROR
+UNSET = trace_pb2.Status.STATUS_CODE_UNSET
 
 
 @dataclass
@@ -463,3 +466,44 @@ async def test_a_collector_that_stays_down_is_said_once_not_for_every_batch(
         assert [r.levelname for r in said] == ["WARNING", "ERROR"]
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_call_the_client_got_wrong_is_no_error_of_the_servers_span(
+    collector: tuple[Collector, int], tmp_path: Path
+) -> None:
+    """OpenTelemetry's gRPC conventions: a SERVER span is an error for the server's faults
+    (UNIMPLEMENTED, INTERNAL, UNAVAILABLE, ...), not for a request answered as it should be
+    (NOT_FOUND, INVALID_ARGUMENT); each span carries its code. Marking every refusal an error
+    made a trace backend count each client's typo as a server error."""
+    receiver, port = collector
+    server = RunstreamServer(
+        ServerConfig(
+            address="127.0.0.1:0",
+            store_path=tmp_path / "runstream.db",
+            otlp_endpoint=f"http://127.0.0.1:{port}",
+        )
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            runs = run_service_pb2_grpc.RunServiceStub(channel)
+            for request in (rs.GetRunRequest(run_id="none-such"), rs.GetRunRequest()):
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await runs.GetRun(request)
+            assert server.runs is not None
+
+            async def broken(run_id: str) -> Any:
+                raise RuntimeError("a bug")  # answered INTERNAL
+
+            server.runs.get_run_details = broken  # type: ignore[method-assign]
+            with pytest.raises(grpc.aio.AioRpcError):
+                await runs.GetRun(rs.GetRunRequest(run_id="any"))
+    finally:
+        await server.stop(grace=0.5)  # flushes the batched spans to the receiver
+    names = {code.value[0]: code.name for code in grpc.StatusCode}
+    codes = {
+        names[s.attributes["rpc.grpc.status_code"]]: s.raw.status.code
+        for s in receiver.spans()
+        if s.attributes.get("rpc.system") == "grpc"
+    }
+    assert codes == {"NOT_FOUND": UNSET, "INVALID_ARGUMENT": UNSET, "INTERNAL": ERROR}

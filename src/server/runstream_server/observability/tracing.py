@@ -94,6 +94,15 @@ def tracer_provider(endpoint: str) -> Any:
     return provider
 
 
+_SERVER_SPAN_ERRORS = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
+"""The codes that mark a call's SERVER span as an error, as OpenTelemetry's gRPC conventions
+say: the others (NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, ...) answer the client's
+request as the server should, and a trace backend counting them as server errors would page
+on every client's typo. The code itself is on every span (``rpc.grpc.status_code``)."""
+
+
 class RpcTracer:
     """SERVER spans for calls, continuing the caller's trace."""
 
@@ -116,7 +125,7 @@ class RpcTracer:
     def end(self, handle: Any, code: str) -> None:
         span, token = handle
         span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
-        if code != "OK":
+        if code in _SERVER_SPAN_ERRORS:
             span.set_status(Status(StatusCode.ERROR, code))
         span.end()
         with contextlib.suppress(Exception):
