@@ -114,10 +114,9 @@ async def collector() -> AsyncIterator[tuple[Collector, int]]:
         await server.stop(0)
 
 
-async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
-    collector: tuple[Collector, int], tmp_path: Path
-) -> None:
-    receiver, port = collector
+async def traced_server(tmp_path: Path, port: int) -> RunstreamServer:
+    """A server started on a SQLite file in `tmp_path`, sending its spans to the collector
+    on `port`."""
     server = RunstreamServer(
         ServerConfig(
             address="127.0.0.1:0",
@@ -126,6 +125,14 @@ async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
         )
     )
     await server.start()
+    return server
+
+
+async def test_a_run_arrives_as_one_trace_that_continues_the_producers(
+    collector: tuple[Collector, int], tmp_path: Path
+) -> None:
+    receiver, port = collector
+    server = await traced_server(tmp_path, port)
     producer_tracer = TracerProvider().get_tracer("the-producer")
     try:
         async with (
@@ -369,14 +376,7 @@ async def test_past_the_runs_traced_at_once_the_oldest_trace_is_dropped(
     older run, at its end, is taken up again as a run from another process is."""
     monkeypatch.setattr(tracing, "MAX_TRACED_RUNS", 1)
     receiver, port = collector
-    server = RunstreamServer(
-        ServerConfig(
-            address="127.0.0.1:0",
-            store_path=tmp_path / "runstream.db",
-            otlp_endpoint=f"http://127.0.0.1:{port}",
-        )
-    )
-    await server.start()
+    server = await traced_server(tmp_path, port)
     try:
         async with runstream.connect(server.target) as producer:
             older = await producer.start_run("older", steps=["a"])
@@ -476,14 +476,7 @@ async def test_a_call_the_client_got_wrong_is_no_error_of_the_servers_span(
     (NOT_FOUND, INVALID_ARGUMENT); each span carries its code. Marking every refusal an error
     made a trace backend count each client's typo as a server error."""
     receiver, port = collector
-    server = RunstreamServer(
-        ServerConfig(
-            address="127.0.0.1:0",
-            store_path=tmp_path / "runstream.db",
-            otlp_endpoint=f"http://127.0.0.1:{port}",
-        )
-    )
-    await server.start()
+    server = await traced_server(tmp_path, port)
     try:
         async with grpc.aio.insecure_channel(server.target) as channel:
             runs = run_service_pb2_grpc.RunServiceStub(channel)
