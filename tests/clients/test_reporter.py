@@ -477,6 +477,33 @@ async def test_backpressure_also_holds_the_bytes_of_large_events(
     ] * queued + ["after"]
 
 
+async def test_batches_in_flight_when_the_connection_breaks_go_again_in_their_order(
+    server: RunstreamServer,
+) -> None:
+    """Two batches sent and not acknowledged when the connection breaks (the server frozen,
+    then cut off) go again on the next stream in the order they were reported, before what
+    was still queued: a resend that put the later batch in front stored the events out of
+    order, each acknowledged."""
+    async with proxy_to(server.port) as proxy, runstream.connect(proxy.target) as client:
+        run = await client.start_run("ordered")
+        await run.flush()
+        proxy.stall()
+        for name in ("first", "second", "third"):  # a batch each, two of them in flight
+            await run.custom(name, {})
+            await asyncio.sleep(0.1)
+        proxy.cut()
+        proxy.restore()
+        proxy.flow()
+        await run.complete()
+        await run.close()
+        stored = await events_of(client, run.run_id, kinds=[EventKind.CUSTOM])
+    assert [e.payload.type for e in stored if isinstance(e.payload, Custom)] == [
+        "first",
+        "second",
+        "third",
+    ]
+
+
 async def test_cancel_run_makes_the_next_reporting_call_raise(client: Client) -> None:
     run = await client.start_run("campaign", steps=PLAN)
     # Either the cancel control already arrived (the call raises at once) or the server
