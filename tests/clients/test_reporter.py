@@ -504,6 +504,26 @@ async def test_batches_in_flight_when_the_connection_breaks_go_again_in_their_or
     ]
 
 
+async def test_events_queued_while_the_server_is_frozen_go_in_messages_it_accepts(
+    server: RunstreamServer,
+) -> None:
+    """Large events queued while the server does not answer leave in messages of about
+    1 MiB, not in one batch of them all: 30 events of 200 KB in one message are past the
+    server's 4 MiB message limit, and the reporter failed with every event undelivered."""
+    blob = "x" * 200_000
+    async with proxy_to(server.port) as proxy, runstream.connect(proxy.target) as client:
+        run = await client.start_run("bulk")
+        await run.flush()
+        proxy.stall()
+        for _ in range(30):
+            await run.custom("output", {"text": blob})
+        proxy.flow()
+        await run.complete()
+        await run.close()
+        stored = await events_of(client, run.run_id, kinds=[EventKind.CUSTOM])
+    assert len(stored) == 30
+
+
 async def test_cancel_run_makes_the_next_reporting_call_raise(client: Client) -> None:
     run = await client.start_run("campaign", steps=PLAN)
     # Either the cancel control already arrived (the call raises at once) or the server
