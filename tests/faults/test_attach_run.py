@@ -150,3 +150,23 @@ async def test_attaching_to_a_running_run_returns_and_reports_on(server: Runstre
             await attached.complete("done")
         finished = await client.get_run(first.run_id)
         assert finished.status == runstream.RunStatus.SUCCEEDED
+
+
+async def test_a_replayed_event_leaves_the_attached_reporters_last_seq_where_it_was(
+    server: RunstreamServer,
+) -> None:
+    """A replay's first events are acknowledged as duplicates at their old seqs: the
+    reporter's ``last_seq`` (at least the run's last seq when it attached) must not go back
+    to them."""
+    async with runstream.connect(server.target) as client:
+        first = await client.start_run("attach", key_prefix="replayed")
+        for name in ("a", "b", "c"):
+            await first.custom(name, {})
+        await first.flush()
+        head = first.last_seq
+        await first.close()  # what a producer that died leaves: a RUNNING run
+        attached = await client.attach_run(first.run_id, key_prefix="replayed")
+        await attached.custom("a", {})  # stored already, under the same key
+        await attached.flush()
+        assert attached.last_seq >= head
+        await attached.close()
