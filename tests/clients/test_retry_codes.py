@@ -21,6 +21,7 @@ import grpc
 import pytest
 import runstream
 from google.rpc import status_pb2
+from runstream._retry import Backoff
 from runstream.v1 import event_pb2, run_pb2, run_service_pb2, run_service_pb2_grpc
 
 # What a Runstream server's own INTERNAL/UNKNOWN answers carry (rpc/errors.py).
@@ -213,3 +214,15 @@ async def test_a_cancel_is_not_sent_twice() -> None:
         [gone, (grpc.StatusCode.OK, "")], lambda c: c.cancel_run("r1")
     )
     assert (type(result), calls) == (runstream.UnavailableError, 1)
+
+
+def test_reconnects_back_off_to_at_most_two_seconds_and_start_over_once_connected() -> None:
+    """The delays between attempts double from 50 ms up to 2 s and stay there, however long
+    the outage (a reporter or a watch must find its server within 2 s of its return), and
+    start from 50 ms again after a connection worked."""
+    backoff = Backoff()
+    delays = [backoff.next_delay() for _ in range(40)]
+    assert all(0.025 <= delay <= 2.0 for delay in delays), delays
+    assert all(delay >= 1.0 for delay in delays[-10:])  # jitter: from half the delay
+    backoff.reset()
+    assert backoff.next_delay() <= 0.05
