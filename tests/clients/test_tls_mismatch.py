@@ -225,3 +225,49 @@ async def test_a_client_that_reached_its_server_retries_and_gives_up_naming_the_
     assert reporting.value.message.endswith(likely)
     assert watching.value.message.startswith(f"watch of run {run.run_id!r}: no server could")
     assert watching.value.message.endswith(likely)
+
+
+class _ClosingPlaintext:
+    """A listener that closes each plaintext connection as it opens ("Socket closed" to a
+    plaintext client, the cause a closer look tells apart) and holds each TLS one without a
+    word of its handshake (a closer look then learns nothing until its own time is up);
+    ``looks`` counts the TLS connections, that is the closer looks."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self._held: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.target = ""
+
+    async def __aenter__(self) -> _ClosingPlaintext:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.target = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for writer in self._held:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await reader.read(1) == b"\x16":  # a TLS ClientHello
+            self.looks += 1
+            self._held.append(writer)
+            return
+        writer.close()
+
+
+async def test_a_control_that_reaches_no_server_raises_without_looking_closer_again() -> None:
+    """A control (cancel, pause, resume) is not repeated, so an UNAVAILABLE ends it at once:
+    it gave up on nothing, and a closer look of its own (up to 4 s for a server that holds
+    the handshake) only delayed the error. The client's one first look is shared."""
+    async with (
+        _ClosingPlaintext() as listener,
+        runstream.connect(listener.target, reconnect_timeout=None) as client,
+    ):
+        with pytest.raises(runstream.UnavailableError):
+            await client.cancel_run(MISSING)
+        with pytest.raises(runstream.UnavailableError):
+            await client.pause_run(MISSING)
+        assert listener.looks == 1
