@@ -22,7 +22,7 @@ import runstream
 from runstream_server.app import RunstreamServer
 from runstream_server.auth.edge import SecurityConfig, TlsConfig
 
-from tests.clients.support import proxy_to
+from tests.clients.support import eventually, proxy_to
 from tests.identity import Pki, start_server
 
 WITHIN = 20.0
@@ -271,3 +271,21 @@ async def test_a_control_that_reaches_no_server_raises_without_looking_closer_ag
         with pytest.raises(runstream.UnavailableError):
             await client.pause_run(MISSING)
         assert listener.looks == 1
+
+
+async def test_a_call_waiting_on_a_closer_look_ends_as_its_client_closes() -> None:
+    """Closing the client ends its closer look, and the calls and watches waiting on it end
+    at once saying the client was closed: the look outlived the client (a task still
+    pending when the program's loop closed, up to 3 s), and once it ended with the client,
+    a read and a watch that waited on it were raised CancelledError though nobody cancelled
+    them."""
+    async with _ClosingPlaintext() as listener:
+        client = runstream.connect(listener.target, reconnect_timeout=None)
+        reading = asyncio.create_task(client.get_run(MISSING))
+        watching = asyncio.create_task(_watch(client))
+        await eventually(lambda: listener.looks == 1)
+        await client.close()
+        async with asyncio.timeout(1.5):  # half the look's own time, 3 s
+            for waiting in (reading, watching):
+                with pytest.raises(runstream.FailedPreconditionError, match="closed"):
+                    await waiting

@@ -220,7 +220,13 @@ class Diagnosis:
         if cause is not None and not cause.certain and self._settings is not None:
             if self._first_look is None:  # one look for all the client's loops
                 self._first_look = asyncio.ensure_future(look_closer(self._target, self._settings))
-            cause = await asyncio.shield(self._first_look) or cause
+            try:
+                cause = await asyncio.shield(self._first_look) or cause
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self._first_look.cancelled() or (task is not None and task.cancelling()):
+                    raise  # the caller was cancelled, not the look
+                return None  # the client closed (close()): its caller's next check says so
         if cause is None or not cause.certain:
             return None
         error = UnavailableError(cause.text)
