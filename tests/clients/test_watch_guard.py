@@ -28,17 +28,25 @@ def newer_kind(seq: int) -> event_pb2.RunEvent:
     )
 
 
-class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
-    """Answers WatchRun with fixed events, then ends the stream normally."""
+def heartbeat(head_seq: int) -> run_service_pb2.WatchRunResponse:
+    return run_service_pb2.WatchRunResponse(heartbeat=run_service_pb2.Heartbeat(head_seq=head_seq))
 
-    def __init__(self, events: Sequence[event_pb2.RunEvent]) -> None:
+
+class ScriptedRunService(run_service_pb2_grpc.RunServiceServicer):
+    """Answers WatchRun with fixed events (and heartbeats), then ends the stream normally."""
+
+    def __init__(
+        self, events: Sequence[event_pb2.RunEvent | run_service_pb2.WatchRunResponse]
+    ) -> None:
         self.events = list(events)
 
     async def WatchRun(
         self, request: run_service_pb2.WatchRunRequest, context: Any
     ) -> AsyncIterator[run_service_pb2.WatchRunResponse]:
         for event in self.events:
-            if event.seq > request.after_seq:
+            if isinstance(event, run_service_pb2.WatchRunResponse):
+                yield event
+            elif event.seq > request.after_seq:
                 yield run_service_pb2.WatchRunResponse(events=[event])
 
 
@@ -73,5 +81,32 @@ async def test_a_kind_added_later_is_yielded_as_unspecified_and_advances_the_cur
         assert events[1].payload is None
         assert events[1].raw.SerializeToString().endswith(NEWER_KIND)
         assert events[2].payload == runstream.Custom("tick", {})
+    finally:
+        await server.stop(None)
+
+
+async def test_a_filtered_watch_raises_on_an_event_it_has_seen() -> None:
+    """A filtered watch skips seqs, but never goes back: an event at or before its cursor is
+    one it yielded already (or older), and is raised, not yielded twice."""
+    server, target = await serve(ScriptedRunService([custom(2), custom(2)]))
+    try:
+        seen: list[int] = []
+        async with runstream.connect(target) as client:
+            with pytest.raises(runstream.DataLossError, match="seq 2 after 2"):
+                async for event in client.watch("r", kinds=[runstream.EventKind.CUSTOM]):
+                    seen.append(event.seq)
+        assert seen == [2]
+    finally:
+        await server.stop(None)
+
+
+async def test_a_heartbeat_ahead_of_the_events_does_not_move_an_unfiltered_watch() -> None:
+    """An unfiltered watch resumes after the last event it yielded, whatever a heartbeat says
+    of the run's head: taking the head from it would skip the events between."""
+    server, target = await serve(ScriptedRunService([custom(1), heartbeat(3), custom(2)]))
+    try:
+        async with runstream.connect(target) as client:
+            events = [event async for event in client.watch("r")]
+        assert [e.seq for e in events] == [1, 2]
     finally:
         await server.stop(None)
