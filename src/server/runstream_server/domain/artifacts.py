@@ -28,30 +28,30 @@ StepOf = Callable[[str], run_pb2.Step | None]
 class RunArtifacts:
     """The artifacts of one run's snapshot and log, by id."""
 
-    __slots__ = ("_held", "_own", "_shared", "_step_of", "run")
+    __slots__ = ("_held", "_own", "_shared", "run")
 
     def __init__(
         self,
         run: run_pb2.Run,
-        step_of: StepOf,
         held: dict[str, tuple[str, str]] | None = None,
         own: int = 0,
     ) -> None:
         """`held` and `own`: :attr:`_held` and :attr:`_own` when known (a copy of a run:
-        `held` shared with the run copied, until one of them changes it)."""
+        `held` shared with the run copied, until one of them changes it). It holds nothing
+        of the run's steps but the run: a state is copied for every commit, and a reference
+        back (a lookup of RunSteps') made each copy a cycle only the garbage collector frees,
+        at 6 us a commit."""
         self.run = run
-        self._step_of = step_of
         self._shared = held is not None
         self._held = self._in_steps() if held is None else held
         """The step (empty for none) and kind of each of the run's artifacts, by id."""
         self._own = own
         """How many of them are of no step: what :data:`MAX_RUN_OWN_ARTIFACTS` limits."""
 
-    def over(self, run: run_pb2.Run, step_of: StepOf) -> RunArtifacts:
-        """The same artifacts in `run`, a copy of this one's run, whose steps `step_of`
-        finds."""
+    def over(self, run: run_pb2.Run) -> RunArtifacts:
+        """The same artifacts in `run`, a copy of this one's run."""
         self._shared = True
-        return RunArtifacts(run, step_of, self._held, self._own)
+        return RunArtifacts(run, self._held, self._own)
 
     def _in_steps(self) -> dict[str, tuple[str, str]]:
         return {
@@ -60,9 +60,9 @@ class RunArtifacts:
             for artifact in step.artifacts[:]
         }
 
-    def produced(self, artifact: run_pb2.Artifact, path: str) -> None:
-        """An ArtifactProduced event's artifact (at `path`), its step checked already:
-        refused when it would be one more of the run's own past their limit."""
+    def produced(self, artifact: run_pb2.Artifact, path: str, step_of: StepOf) -> None:
+        """An ArtifactProduced event's artifact (at `path`), its step checked already (found
+        by `step_of`): refused when it would be one more of the run's own past their limit."""
         if not artifact.step_id and self._own >= MAX_RUN_OWN_ARTIFACTS:
             held = self._held.get(artifact.artifact_id) if artifact.artifact_id else None
             if held is None or held[0]:  # not one of the run's own, reported again
@@ -72,12 +72,12 @@ class RunArtifacts:
                     "step_id of a step of the run",
                     reason="ARTIFACT_LIMIT",
                 )
-        self.add(artifact, artifact.step_id)
+        self.add(artifact, artifact.step_id, step_of)
 
-    def add(self, artifact: run_pb2.Artifact, step_id: str) -> None:
+    def add(self, artifact: run_pb2.Artifact, step_id: str, step_of: StepOf) -> None:
         """Adds the artifact to the run, or replaces the one of its id: an artifact reported
         again (a new version, uri or size) is counted once, in its step's place when its
-        step is the same."""
+        step is the same (`step_of`: the run's step of an id)."""
         # The id and step are filled in on the event itself, before it is stored, so the log
         # and the snapshot name the artifact the same way, and a replay gives the same ids.
         artifact.step_id = artifact.step_id or step_id
@@ -86,8 +86,8 @@ class RunArtifacts:
         stored = run_pb2.Artifact()
         stored.CopyFrom(artifact)
         summary = self.run.artifacts_summary
-        place = self._take(stored.artifact_id, stored.step_id)
-        step = self._step_of(stored.step_id) if stored.step_id else None
+        place = self._take(stored.artifact_id, stored.step_id, step_of)
+        step = step_of(stored.step_id) if stored.step_id else None
         if step is not None and place is not None:
             step.artifacts[place].CopyFrom(stored)
         elif step is not None:
@@ -102,7 +102,7 @@ class RunArtifacts:
         if not stored.step_id:
             self._own += 1
 
-    def _take(self, artifact_id: str, step_id: str) -> int | None:
+    def _take(self, artifact_id: str, step_id: str, step_of: StepOf) -> int | None:
         """Takes the run's artifact of that id, if it has one, out of its count, and out of
         its step unless that is `step_id`: its place there, to be replaced, when it is."""
         held = self._held.get(artifact_id)
@@ -117,7 +117,7 @@ class RunArtifacts:
         summary.by_kind[kind] -= 1
         if summary.by_kind[kind] <= 0:
             del summary.by_kind[kind]
-        step = self._step_of(held_step_id) if held_step_id else None
+        step = step_of(held_step_id) if held_step_id else None
         if step is None:
             return None
         place = next(i for i, a in enumerate(step.artifacts) if a.artifact_id == artifact_id)

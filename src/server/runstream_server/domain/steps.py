@@ -65,9 +65,7 @@ class RunSteps:
         )
         self._shape = shape
         self._done, self._running = self._count() if counts is None else counts
-        self.artifacts = (
-            RunArtifacts(run, self.get) if artifacts is None else artifacts.over(run, self.get)
-        )
+        self.artifacts = RunArtifacts(run) if artifacts is None else artifacts.over(run)
 
     def over(self, run: run_pb2.Run) -> RunSteps:
         """The same steps in `run`, a copy of this one's run: its index copied, not rebuilt
@@ -212,7 +210,7 @@ class RunSteps:
             step.summary = p.summary
         step.metrics.update(p.metrics)
         for artifact in p.artifacts:
-            self.artifacts.add(artifact, step.step_id)
+            self.artifacts.add(artifact, step.step_id, self.get)
         self._end(step, run_pb2.STEP_STATUS_SUCCEEDED, when)
         self._enter(step)
 
@@ -387,7 +385,7 @@ class RunSteps:
     def on_artifact_produced(
         self, p: event_pb2.ArtifactProduced, when: timestamp_pb2.Timestamp, path: str
     ) -> None:
-        self.artifacts.produced(p.artifact, path)
+        self.artifacts.produced(p.artifact, path, self.get)
 
 
 def _not_done(step: run_pb2.Step, path: str) -> None:
