@@ -325,6 +325,22 @@ async def test_an_interact_stream_open_at_the_stop_ends_unavailable_for_the_view
         await asyncio.wait_for(stopping, 2)
 
 
+def held_appends(server: RunstreamServer) -> tuple[asyncio.Event, asyncio.Event]:
+    """Holds the server's store appends from now on: each sets the first event as it reaches
+    the store, then waits for the second before it writes."""
+    assert server._store is not None
+    inner = server._store.inner
+    store_append, reached, release = inner.append, asyncio.Event(), asyncio.Event()
+
+    async def held_append(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        await release.wait()
+        return await store_append(*args, **kwargs)
+
+    inner.append = held_append
+    return reached, release
+
+
 async def test_a_commit_under_way_when_the_server_stops_is_stored_before_its_store_closes(
     tmp_path: Path, server_config: ConfigFactory
 ) -> None:
@@ -334,23 +350,41 @@ async def test_a_commit_under_way_when_the_server_stops_is_stored_before_its_sto
     config = server_config(tmp_path / "commit.db")
     server = RunstreamServer(config)
     await server.start()
-    assert server._store is not None
-    inner = server._store.inner
-    store_append, reached = inner.append, asyncio.Event()
-
-    async def slow_append(*args: Any, **kwargs: Any) -> Any:
-        reached.set()
-        await asyncio.sleep(0.5)
-        return await store_append(*args, **kwargs)
-
     async with grpc.aio.insecure_channel(server.target) as channel:
         stubs = Stubs.on(channel)
         run = await create_run(stubs)
-        inner.append = slow_append  # type: ignore[method-assign]
+        reached, release = held_appends(server)
         call = asyncio.ensure_future(append(stubs, run.run_id, custom(1)))
         await asyncio.wait_for(reached.wait(), 5)
+        asyncio.get_running_loop().call_later(0.5, release.set)
         await server.stop(grace=0)
         with pytest.raises(grpc.aio.AioRpcError):
             await call  # cut by the stop: the producer sends it again, under its key
     async with serving(config) as (_, stubs):
         assert (await get_run(stubs, run.run_id)).last_seq == 2
+
+
+async def test_a_stop_waits_for_no_commit_of_another_server_in_its_event_loop(
+    tmp_path: Path, server_config: ConfigFactory
+) -> None:
+    """The commits a stop waits for are its own server's: with two servers in one event
+    loop (an embedding, the demo's replicas), one stopped while the other's commit was held
+    waited out the whole 5 s bound for it (found in review)."""
+    busy = RunstreamServer(server_config(tmp_path / "busy.db"))
+    idle = RunstreamServer(server_config(tmp_path / "idle.db"))
+    await busy.start()
+    await idle.start()
+    release = asyncio.Event()
+    try:
+        async with grpc.aio.insecure_channel(busy.target) as channel:
+            stubs = Stubs.on(channel)
+            run = await create_run(stubs)
+            reached, release = held_appends(busy)
+            call = asyncio.ensure_future(append(stubs, run.run_id, custom(1)))
+            await asyncio.wait_for(reached.wait(), 5)
+            call.cancel()  # the producer gives up: its commit goes on in a task of its own
+            await asyncio.wait_for(idle.stop(grace=0), 4)
+    finally:
+        release.set()
+        await idle.stop(grace=0)
+        await busy.stop(grace=0)

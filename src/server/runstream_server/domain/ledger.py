@@ -36,6 +36,7 @@ store's notice of it, as any replica's (following.py), which a read may have bea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -189,6 +190,9 @@ class RunLedger:
         self.elsewhere: Callable[[run_pb2.Run, Sequence[StoredEvent]], None] = _ignored
         """Called with the events of other replicas' commits to a run held here, once each,
         and the run's state after them."""
+        self.under_way: set[asyncio.Task[Any]] = set()
+        """The commits running in tasks of their own (:meth:`whole`), their callers cancelled
+        or gone: what a stop waits for before it closes the store."""
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -318,7 +322,7 @@ class RunLedger:
     async def whole(self, work: Coroutine[Any, Any, _T]) -> _T:
         """`work` (a commit) run to its end even if the caller is cancelled: see
         :func:`uncancellable`; alone on a shared store, whose calls time out."""
-        return await uncancellable(work, alone=self._store.shared)
+        return await uncancellable(work, alone=self._store.shared, under_way=self.under_way)
 
     async def commit(
         self,

@@ -65,7 +65,6 @@ from runstream_server.domain.observer import NO_OBSERVER, DeliveryObserver
 from runstream_server.domain.reading import Reading
 from runstream_server.domain.reconciling import StoreChecks
 from runstream_server.domain.store_passes import StorePasses
-from runstream_server.domain.uncancellable import under_way
 from runstream_server.domain.viewers import ViewerCounts
 from runstream_server.domain.watching import (
     Heartbeat,
@@ -259,7 +258,7 @@ class RunManager:
         until = loop.time() + 5  # bounded: a shutdown must not hang on one stubborn task
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=until - loop.time())
-        if committing := under_way():
+        if committing := list(self._ledger.under_way):
             await asyncio.wait(committing, timeout=max(0.0, until - loop.time()))
 
     def _not_held_elsewhere(self, run_id: str, events: Sequence[StoredEvent]) -> None:

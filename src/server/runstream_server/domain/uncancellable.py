@@ -16,7 +16,12 @@ from typing import Any, TypeVar, cast
 _T = TypeVar("_T")
 
 
-async def uncancellable(work: Coroutine[Any, Any, _T], *, alone: bool = False) -> _T:
+async def uncancellable(
+    work: Coroutine[Any, Any, _T],
+    *,
+    alone: bool = False,
+    under_way: set[asyncio.Task[Any]] | None = None,
+) -> _T:
     """Runs `work` to completion even if the caller is cancelled meanwhile.
 
     `work` runs in the caller's task, so a commit that never waits (SQLite with
@@ -30,37 +35,28 @@ async def uncancellable(work: Coroutine[Any, Any, _T], *, alone: bool = False) -
     out through ``asyncio.timeout`` (redis-py's socket timeout), which cancels the task it
     was entered in. In the caller's task that cancellation ended the caller, as if it had
     been cancelled, instead of raising in `work`.
+
+    `under_way`: a set that holds the task of `work` while it runs in one (with `alone`, or
+    handed over by a cancelled caller), for its owner to wait for: a stop waits for the
+    commits of the calls it cut before it closes their store.
     """
     if alone:
-        return await asyncio.shield(_finishing(work))
-    return await _drive(work, _STARTING, background=False)
+        return await asyncio.shield(_finishing(work, under_way))
+    return await _drive(work, _STARTING, background=False, under_way=under_way)
 
 
-_UNDER_WAY: set[asyncio.Task[Any]] = set()
-"""The tasks of work under way in a task of its own (:func:`_finishing`), until each ends."""
-
-
-def _finishing(work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
-    """`work` in a task of its own whose outcome is always retrieved, so a failure nobody
-    waits for any more is not reported as a lost task exception."""
+def _finishing(
+    work: Coroutine[Any, Any, _T], under_way: set[asyncio.Task[Any]] | None
+) -> asyncio.Task[_T]:
+    """`work` in a task of its own, in `under_way` until it ends, whose outcome is always
+    retrieved, so a failure nobody waits for any more is not reported as a lost task
+    exception."""
     task = asyncio.ensure_future(work)
-    _UNDER_WAY.add(task)
-    task.add_done_callback(_ended)
+    if under_way is not None:
+        under_way.add(task)
+        task.add_done_callback(under_way.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
     return task
-
-
-def _ended(task: asyncio.Task[Any]) -> None:
-    _UNDER_WAY.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: nobody else may
-
-
-def under_way() -> list[asyncio.Task[Any]]:
-    """The work of this event loop still under way in tasks of its own: commits whose
-    callers were cancelled (a call cut by a stop), which a stop waits for before it closes
-    the store they write to."""
-    loop = asyncio.get_running_loop()
-    return [task for task in _UNDER_WAY if task.get_loop() is loop]
 
 
 _STARTING: Any = object()
@@ -69,7 +65,11 @@ _STARTING: Any = object()
 
 @types.coroutine
 def _drive(
-    work: Coroutine[Any, Any, _T], waiting: Any, *, background: bool
+    work: Coroutine[Any, Any, _T],
+    waiting: Any,
+    *,
+    background: bool,
+    under_way: set[asyncio.Task[Any]] | None = None,
 ) -> Generator[Any, None, _T]:
     """Steps `work` as a task would, from where it waits on `waiting` (None: a bare yield).
 
@@ -85,7 +85,7 @@ def _drive(
                 yield from _until_done(waiting)
             except asyncio.CancelledError as exc:
                 if not background:
-                    _finishing(_finish(work, waiting))
+                    _finishing(_finish(work, waiting), under_way)
                     raise
                 resume, argument = work.throw, exc
             except GeneratorExit:  # the caller's task is gone (its loop closed without it)
