@@ -19,6 +19,7 @@ import runstream
 from runstream_server.app import RunstreamServer
 
 from tests.clients.support import proxy_to, question
+from tests.conftest import free_port
 
 
 async def _outcome(iteration: AsyncIterator[Any], first: asyncio.Event) -> BaseException | str:
@@ -101,3 +102,16 @@ async def test_an_interaction_whose_client_closes_under_it_raises_and_answers_re
                 await asyncio.wait_for(interaction.answer(run.run_id, "q", "a"), 10)
         decision = await producer.get_decision(run.run_id, "q")
         assert decision.state == runstream.DecisionState.OPEN  # nothing was answered
+
+
+async def test_a_run_starting_against_no_server_when_the_client_closes() -> None:
+    """start_run retries CreateRun on its own while no server answers; closed in its
+    backoff, it went on to the closed channel's missing stub and raised AttributeError, not
+    an SDK error (found in review)."""
+    client = runstream.connect(f"127.0.0.1:{free_port()}", reconnect_timeout=None)
+    starting = asyncio.create_task(client.start_run("wf"))
+    await asyncio.sleep(1)  # a few attempts refused, one backoff under way
+    assert not starting.done()
+    await client.close()
+    with pytest.raises(runstream.FailedPreconditionError, match="closed"):
+        await asyncio.wait_for(starting, 5)

@@ -281,11 +281,17 @@ async def test_a_call_waiting_on_a_closer_look_ends_as_its_client_closes() -> No
     them."""
     async with _ClosingPlaintext() as listener:
         client = runstream.connect(listener.target, reconnect_timeout=None)
-        reading = asyncio.create_task(client.get_run(MISSING))
-        watching = asyncio.create_task(_watch(client))
+        waiting = [
+            asyncio.create_task(client.get_run(MISSING)),
+            asyncio.create_task(_watch(client)),
+            # A run's start retries of its own, and a control not at all: both raised what
+            # the look left them (an AttributeError of the closed channel, "Socket closed").
+            asyncio.create_task(client.start_run("wf")),
+            asyncio.create_task(client.cancel_run(MISSING)),
+        ]
         await eventually(lambda: listener.looks == 1)
         await client.close()
         async with asyncio.timeout(1.5):  # half the look's own time, 3 s
-            for waiting in (reading, watching):
+            for call in waiting:
                 with pytest.raises(runstream.FailedPreconditionError, match="closed"):
-                    await waiting
+                    await call

@@ -384,6 +384,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         said = OutageLog(_log, f"CreateRun of workflow {request.workflow!r}")
         started = time.monotonic()
         while True:
+            self._connection.open()  # a client closed meanwhile says so
             try:
                 response: run_service_pb2.CreateRunResponse = await self._connection.call(
                     self._connection.run_service.CreateRun, request

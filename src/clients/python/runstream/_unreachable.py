@@ -26,7 +26,12 @@ from typing import TypeVar, cast
 
 import grpc
 
-from runstream._errors import RunstreamError, UnavailableError, raised_again
+from runstream._errors import (
+    FailedPreconditionError,
+    RunstreamError,
+    UnavailableError,
+    raised_again,
+)
 from runstream._target import is_ip_address, target_addresses
 
 __all__ = ["Cause", "Diagnosis", "TlsSettings", "cause_of", "look_closer"]
@@ -211,9 +216,10 @@ class Diagnosis:
         if self._first_look is not None:
             self._first_look.cancel()
 
-    async def at_once(self, exc: BaseException) -> UnavailableError | None:
-        """The error to raise instead of retrying `exc`, when why the client cannot connect
-        is certain and it never reached a server; None: retry."""
+    async def at_once(self, exc: BaseException) -> RunstreamError | None:
+        """The error to raise instead of retrying `exc`: why the client cannot connect, when
+        that is certain and it never reached a server, or that it closed while a closer look
+        at that was under way; None: retry."""
         if self._reached or not isinstance(exc, grpc.aio.AioRpcError):
             return None
         cause = self._named(exc)
@@ -226,7 +232,9 @@ class Diagnosis:
                 task = asyncio.current_task()
                 if not self._first_look.cancelled() or (task is not None and task.cancelling()):
                     raise  # the caller was cancelled, not the look
-                return None  # the client closed (close()): its caller's next check says so
+                closed = FailedPreconditionError("the Runstream client is closed")
+                closed.__cause__ = exc
+                return closed
         if cause is None or not cause.certain:
             return None
         error = UnavailableError(cause.text)
