@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
+from runstream_server.domain.artifacts import RunArtifacts
 from runstream_server.domain.state import RunState
 
 
@@ -177,3 +178,16 @@ def test_a_copy_let_go_is_freed_at_once_with_no_cycle_for_the_collector() -> Non
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_an_artifact_put_back_in_a_copy_is_not_in_the_original() -> None:
+    """Every change to a copy's artifacts copies the index it shares with the original
+    first, putting back an artifact of the log's too (it wrote into the shared index, so the
+    original then held an id its count did not)."""
+    original = RunArtifacts(run_pb2.Run(run_id="r"))
+    copy = original.over(run_pb2.Run(run_id="r"))
+    copy.restore(run_pb2.Artifact(artifact_id="a", name="page"))
+    original.produced(
+        run_pb2.Artifact(artifact_id="a", name="page"), "events[0]", lambda step_id: None
+    )
+    assert original.run.artifacts_summary.total == 1  # a new one here, not a replacement

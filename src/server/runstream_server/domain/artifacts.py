@@ -95,11 +95,16 @@ class RunArtifacts:
         summary.total += 1
         kind = stored.kind or "other"
         summary.by_kind[kind] = summary.by_kind[kind] + 1
+        self._hold(stored.artifact_id, stored.step_id, stored.kind)
+
+    def _hold(self, artifact_id: str, step_id: str, kind: str) -> None:
+        """Indexes the artifact (one of its id already out of the count), copying the index
+        first while a copy of the run shares it."""
         if self._shared:
             self._held = dict(self._held)
             self._shared = False
-        self._held[stored.artifact_id] = (stored.step_id, stored.kind)
-        if not stored.step_id:
+        self._held[artifact_id] = (step_id, kind)
+        if not step_id:
             self._own += 1
 
     def _take(self, artifact_id: str, step_id: str, step_of: StepOf) -> int | None:
@@ -132,6 +137,6 @@ class RunArtifacts:
         held = self._held.get(artifact.artifact_id)
         if artifact.step_id or (held is not None and held[0]):
             return
-        if held is None:
-            self._own += 1
-        self._held[artifact.artifact_id] = ("", artifact.kind)
+        if held is not None:  # one of the run's own, reported again: counted once
+            self._own -= 1
+        self._hold(artifact.artifact_id, "", artifact.kind)
