@@ -477,6 +477,28 @@ async def test_backpressure_also_holds_the_bytes_of_large_events(
     ] * queued + ["after"]
 
 
+async def test_a_call_held_by_backpressure_raises_when_the_run_ends_meanwhile(
+    server: RunstreamServer, client: Client
+) -> None:
+    """A reporting call waiting for room in a full outbox checks the reporter again when it
+    wakes: the run cancelled meanwhile, it raises RunCancelledError, where it would go on
+    waiting for room that never comes (mutation audit mu67s, G02)."""
+    async with proxy_to(server.port) as proxy, runstream.connect(proxy.target) as producer:
+        run = await producer.start_run("bulk", max_buffered=2)
+        await run.flush()
+        proxy.stall()  # nothing the producer sends reaches the server, nor any answer back
+        await run.custom("tick", {"i": 1})
+        await run.custom("tick", {"i": 2})
+        held = asyncio.create_task(run.custom("tick", {"i": 3}))
+        await asyncio.sleep(0.2)
+        assert not held.done()  # two unacknowledged: no room
+        await client.cancel_run(run.run_id, reason="stop")
+        proxy.flow()  # the two arrive after the cancel, refused: the reporter fails
+        with pytest.raises(RunCancelledError):
+            await asyncio.wait_for(held, 10)
+        assert run.events_acknowledged < run.events_reported
+
+
 async def test_batches_in_flight_when_the_connection_breaks_go_again_in_their_order(
     server: RunstreamServer,
 ) -> None:
