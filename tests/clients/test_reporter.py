@@ -499,6 +499,28 @@ async def test_a_call_held_by_backpressure_raises_when_the_run_ends_meanwhile(
         assert run.events_acknowledged < run.events_reported
 
 
+async def test_a_reporter_closing_with_events_pending_reconnects_at_its_backoffs_pace(
+    server: RunstreamServer,
+) -> None:
+    """close() waits for the events still unacknowledged, reconnecting while the server is
+    out of reach at the backoff's pace, not in a loop that tries again at once and keeps a
+    core busy until the reconnect timeout (mutation audit mu67s, S17)."""
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=3) as producer,
+    ):
+        run = await producer.start_run("bulk")
+        await run.flush()
+        proxy.cut()  # every connection refused from now on
+        await run.custom("tick", {"i": 1})
+        cpu = time.process_time()
+        with pytest.raises(runstream.UnavailableError):
+            await run.close()  # gives up after the reconnect timeout, 3 s
+        # A second of this process's CPU in those 3 s: a loop (about 3 s), not its backoff
+        # (some 0.05 s: the server in this process has nothing to do).
+        assert time.process_time() - cpu < 1.0
+
+
 async def test_batches_in_flight_when_the_connection_breaks_go_again_in_their_order(
     server: RunstreamServer,
 ) -> None:
