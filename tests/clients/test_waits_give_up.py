@@ -14,6 +14,7 @@ import time
 
 import pytest
 import runstream
+from runstream._connection import UNARY_RETRY_FOR
 from runstream_server.app import RunstreamServer
 
 from tests.clients.support import eventually, proxy_to, until
@@ -90,3 +91,21 @@ async def test_wait_if_paused_gives_up_when_the_server_stays_away(
         await eventually(lambda: not run.paused)  # the reporter reconnects, hears of it
         await run.wait_if_paused()
         await run.close()
+
+
+async def test_a_read_gives_up_within_a_reconnect_timeout_shorter_than_its_retries(
+    server: RunstreamServer,
+) -> None:
+    """A read retries a server out of reach for 5 s (UNARY_RETRY_FOR) at most, and at most
+    the client's reconnect timeout: a client that asked to give up after 1 s got its
+    UnavailableError after the whole 5 s (mutation audit mu67s, N03)."""
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(proxy.target, reconnect_timeout=GIVE_UP) as client,
+    ):
+        run = await client.start_run("wf")
+        proxy.cut()
+        began = time.monotonic()
+        with pytest.raises(runstream.UnavailableError):
+            await client.get_run(run.run_id)
+        assert time.monotonic() - began < UNARY_RETRY_FOR - 1
