@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from runstream._auth import TokenProvider, auth_interceptors, check_token_transport
-from runstream._errors import FailedPreconditionError, error_from_rpc
+from runstream._errors import FailedPreconditionError, client_closed, error_from_rpc
 from runstream._retry import Backoff, is_retryable
 from runstream._target import check_target
 from runstream._tracing import trace_metadata
@@ -213,7 +213,7 @@ class Connection:
         once closed, or in an event loop other than the one that opened it (the SDK raises
         only RunstreamErrors)."""
         if self._closed:
-            raise FailedPreconditionError("the Runstream client is closed")
+            raise client_closed()
         self._check_not_forked()
         if self._channel is not None and not self._in_its_loop():
             raise FailedPreconditionError(

@@ -189,6 +189,11 @@ class FailedPreconditionError(RunstreamError):
     default_code = StatusCode.FAILED_PRECONDITION
 
 
+def client_closed() -> FailedPreconditionError:
+    """What any call of a closed client raises."""
+    return FailedPreconditionError("the Runstream client is closed")
+
+
 class RunCancelledError(FailedPreconditionError):
     """The run was cancelled by an operator, or ended by the server (its producer silent
     for longer than the server's ``--abandon-after``); the producer should stop working on

@@ -26,12 +26,7 @@ from typing import TypeVar, cast
 
 import grpc
 
-from runstream._errors import (
-    FailedPreconditionError,
-    RunstreamError,
-    UnavailableError,
-    raised_again,
-)
+from runstream._errors import RunstreamError, UnavailableError, client_closed, raised_again
 from runstream._target import is_ip_address, target_addresses
 
 __all__ = ["Cause", "Diagnosis", "TlsSettings", "cause_of", "look_closer"]
@@ -232,7 +227,7 @@ class Diagnosis:
                 task = asyncio.current_task()
                 if not self._first_look.cancelled() or (task is not None and task.cancelling()):
                     raise  # the caller was cancelled, not the look
-                closed = FailedPreconditionError("the Runstream client is closed")
+                closed = client_closed()
                 closed.__cause__ = exc
                 return closed
         if cause is None or not cause.certain:
