@@ -18,6 +18,7 @@ from runstream_server.api.run_service import frame_event
 from runstream_server.app import RunstreamServer
 from runstream_server.domain import state
 from runstream_server.domain.runs import Limits, Retention, RunManager
+from runstream_server.errors import InvalidArgument
 from runstream_server.store.sqlite import SqliteEventStore
 
 from tests.conftest import ConfigFactory, RedisProcess, redis_store_url, serving_on
@@ -1002,3 +1003,28 @@ async def test_a_runs_decisions_hold_at_most_their_limit_of_bytes(
     error = status_detail(exc, error_details_pb2.ErrorInfo)
     assert error is not None and error.reason == "DECISION_LIMIT"
     await append(stubs, run.run_id, ask("d3"))  # one without the context still fits
+
+
+@pytest.mark.parametrize(
+    "negative",
+    [duration_pb2.Duration(seconds=-1), duration_pb2.Duration(nanos=-1)],
+    ids=["seconds", "nanos"],
+)
+async def test_the_domain_refuses_a_negative_timeout_without_the_request_checks(
+    tmp_path: Path, negative: duration_pb2.Duration
+) -> None:
+    """A caller of the domain that skips the gRPC field checks (an embedding, a tool) gets
+    the same refusal naming the field, and the run keeps no question that would time out
+    before it was asked."""
+    store = SqliteEventStore(tmp_path / "d.db")
+    await store.open()
+    runs = RunManager(store, frame=frame_event)
+    try:
+        await runs.create_run(run_id="r", workflow="wf", display_name="", labels={}, steps=[])
+        with pytest.raises(InvalidArgument) as refused:
+            await runs.append("r", [ask(default_option="pros", timeout=negative)])
+        assert refused.value.field == "events[0].decision_requested.timeout"
+        assert (await runs.get_run("r")).last_seq == 1  # only the creation
+    finally:
+        runs.shutdown()
+        await store.close()

@@ -204,7 +204,10 @@ def _validate_decision(p: str, d: event_pb2.DecisionRequested) -> None:
         _required(f"{p}.options[{i}].value", value)
     if len(set(values)) != len(values):
         raise InvalidArgument(f"{p}.options", "option values must be unique")
-    # Its sign and range as a Duration are checked with every field (fields.py).
+    # Checked here too, not only with the request's fields (fields.py): a caller of the
+    # domain that skips those must not get a question that times out before it is asked.
+    if d.timeout.seconds < 0 or d.timeout.nanos < 0:
+        raise InvalidArgument(f"{p}.timeout", "must not be negative")
     if d.timeout.seconds > MAX_DECISION_TIMEOUT_SECONDS:
         raise InvalidArgument(f"{p}.timeout", "must be at most 366 days")
     if d.HasField("deadline"):
