@@ -295,3 +295,24 @@ async def test_a_call_waiting_on_a_closer_look_ends_as_its_client_closes() -> No
             for call in waiting:
                 with pytest.raises(runstream.FailedPreconditionError, match="closed"):
                     await call
+
+
+async def test_a_program_that_closes_its_client_during_a_closer_look_exits_at_once() -> None:
+    """A program that closes its client and returns from asyncio.run while a closer look
+    waits on a silent server exits at once: the look ran in a thread, which asyncio.run's
+    shutdown waited for until the look's own time (3 s) was up."""
+    async with _ClosingPlaintext() as listener:
+
+        async def program() -> None:
+            client = runstream.connect(listener.target, reconnect_timeout=None)
+            reading = asyncio.create_task(client.get_run(MISSING))
+            while listener.looks == 0:  # noqa: ASYNC110 (the listener runs on another loop)
+                await asyncio.sleep(0.01)
+            await client.close()
+            with pytest.raises(runstream.FailedPreconditionError, match="closed"):
+                await reading
+
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(10):
+            await asyncio.to_thread(asyncio.run, program())  # a loop of its own, as a program's
+        assert asyncio.get_running_loop().time() - started < 1.5
