@@ -23,15 +23,20 @@ SPACING = 0.02  # between reported events: each would leave alone without a ling
 
 
 async def messages_after(
-    server: RunstreamServer, run_id: str, after_seq: int, events: int
+    server: RunstreamServer,
+    run_id: str,
+    after_seq: int,
+    events: int,
+    messages: list[list[str]] | None = None,
 ) -> list[list[str]]:
     """The live WatchRun messages after `after_seq` until `events` events came: each
-    message as its custom events' types (a RunCompleted shows as "completed")."""
+    message as its custom events' types (a RunCompleted shows as "completed"), added to
+    `messages` as they come when it is given."""
     async with grpc.aio.insecure_channel(server.target) as channel:
         call = run_service_pb2_grpc.RunServiceStub(channel).WatchRun(
             run_service_pb2.WatchRunRequest(run_id=run_id, after_seq=after_seq)
         )
-        messages: list[list[str]] = []
+        messages = [] if messages is None else messages
         async for response in call:
             if response.events:
                 messages.append([_name(e) for e in response.events])
@@ -51,20 +56,36 @@ async def report_spaced(run: runstream.RunReporter, count: int) -> None:
         await asyncio.sleep(SPACING)
 
 
-@pytest.mark.parametrize(("linger", "expected"), [(0.0, 5), (5.0, 1)])
 async def test_events_reported_within_the_linger_leave_in_one_message(
-    client: Client, server: RunstreamServer, linger: float, expected: int
+    client: Client, server: RunstreamServer
 ) -> None:
-    run = await client.start_run("tokens", linger=linger)
+    run = await client.start_run("tokens", linger=5.0)
     await run.flush()
     watching = asyncio.create_task(messages_after(server, run.run_id, run.last_seq, 5))
     await asyncio.sleep(0.2)  # the watcher is attached and caught up
     await report_spaced(run, 5)
-    if linger:
-        assert run.events_acknowledged < run.events_reported  # still lingering
-    messages = await asyncio.wait_for(watching, 10 + linger)
-    assert [e for m in messages for e in m] == ["e0", "e1", "e2", "e3", "e4"]
-    assert len(messages) == expected
+    assert run.events_acknowledged < run.events_reported  # still lingering
+    messages = await asyncio.wait_for(watching, 15)
+    assert messages == [["e0", "e1", "e2", "e3", "e4"]]
+    await run.close()
+
+
+async def test_without_a_linger_each_event_leaves_as_it_is_reported(
+    client: Client, server: RunstreamServer
+) -> None:
+    """Off by default: an event reported alone reaches a watcher with no flush and no
+    other event after it (a linger would hold it for its length, here longer than the
+    wait), each in its own message."""
+    run = await client.start_run("tokens")
+    await run.flush()
+    messages: list[list[str]] = []
+    watching = asyncio.create_task(messages_after(server, run.run_id, run.last_seq, 3, messages))
+    await asyncio.sleep(0.2)  # the watcher is attached and caught up
+    for i in range(3):
+        await run.custom(f"e{i}")
+        await eventually(lambda: sum(map(len, messages)) == i + 1, within=4)  # noqa: B023
+    await asyncio.wait_for(watching, 10)
+    assert messages == [["e0"], ["e1"], ["e2"]]
     await run.close()
 
 
