@@ -399,3 +399,44 @@ async def test_a_watcher_that_stops_reading_gets_the_end_when_the_last_commit_ov
         await asyncio.wait_for(read_to_the_end(), 5)
     assert seen == list(range(3, 12))  # each once, run_completed (11) last, then the end
     assert overflows.count == 1
+
+
+def sizes(item: WatchItem) -> tuple[int, int, int]:
+    """A message's first seq, last seq and count of events (consecutive seqs)."""
+    assert isinstance(item, bytes), item
+    got = [e.seq for e in run_service_pb2.WatchRunResponse.FromString(item).events]
+    assert got == list(range(got[0], got[-1] + 1))
+    return got[0], got[-1], len(got)
+
+
+async def test_commits_a_live_watcher_missed_while_sending_fill_each_message(
+    manager: RunManager,
+) -> None:
+    run_id, watch = await live_watch(manager)
+    try:
+        for n in range(2, 47):  # 45 commits of one event while it "sends" seq 2
+            await manager.append(run_id, [custom(n)])
+        assert [sizes(await anext(watch)) for _ in range(3)] == [
+            (3, 22, 20),
+            (23, 42, 20),
+            (43, 47, 5),
+        ]
+    finally:
+        await watch.aclose()
+
+
+async def test_a_commit_bigger_than_a_message_is_split_at_the_page_limit(
+    manager: RunManager,
+) -> None:
+    run_id, watch = await live_watch(manager)
+    try:
+        waiting = asyncio.ensure_future(anext(watch))
+        await asyncio.sleep(0)
+        await manager.append(run_id, [custom(n) for n in range(2, 52)])  # one commit, 50 events
+        assert [sizes(await waiting)] + [sizes(await anext(watch)) for _ in range(2)] == [
+            (3, 22, 20),
+            (23, 42, 20),
+            (43, 52, 10),
+        ]
+    finally:
+        await watch.aclose()
