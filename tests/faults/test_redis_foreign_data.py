@@ -119,6 +119,26 @@ async def test_a_user_allowed_only_runstreams_own_keys_and_channel_is_served(
     assert password not in refusal.stderr
 
 
+async def test_a_user_refused_info_is_served(
+    client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """INFO tells whether the URL names a node of a cluster; a user the ACL refuses it is
+    served all the same (a key's MOVED reply would tell a cluster instead)."""
+    user, password = f"u{secrets.token_hex(4)}", secrets.token_hex(12)
+    await client.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-info"
+    )
+    try:
+        url = prefixed(redis_server, f"ni{secrets.token_hex(4)}", f"{user}:{password}")
+        async with serving_on(url, tmp_path) as server, runstream.connect(server.target) as sdk:
+            run = await sdk.start_run("wf")
+            async with run:
+                await run.complete()
+            assert (await sdk.get_run(run.run_id)).status == runstream.RunStatus.SUCCEEDED
+    finally:
+        await client.execute_command("ACL", "DELUSER", user)
+
+
 async def test_rights_taken_away_while_serving_are_named_with_what_to_give_back(
     client: aioredis.Redis, redis_server: RedisProcess, tmp_path: Path
 ) -> None:
