@@ -1,6 +1,7 @@
-"""WatchRuns after its initial state: heartbeats while nothing changes, and a run that stops
+"""WatchRuns after its initial state: heartbeats while nothing changes, a run that stops
 matching the stream's filter told once more (with the state that left the filter, so a
-client takes it off its list), then never again."""
+client takes it off its list) then never again, and a run's viewer count told as watchers
+come and go."""
 
 from __future__ import annotations
 
@@ -67,3 +68,22 @@ async def test_a_run_that_stops_matching_is_told_once_more_then_no_more(stubs: S
         ]
     finally:
         stream.cancel()
+
+
+async def test_a_watcher_coming_and_going_is_told_as_the_runs_viewer_count(stubs: Stubs) -> None:
+    run = await create_run(stubs)
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest())
+    counts: list[int] = []
+    try:
+        async with asyncio.timeout(10):
+            assert (await anext(aiter(stream))).runs[0].viewer_count == 0
+            assert (await anext(aiter(stream))).initial_state_complete
+            watch = stubs.runs.WatchRun(rs.WatchRunRequest(run_id=run.run_id))
+            assert [e.seq for e in (await anext(aiter(watch))).events] == [1]
+            counts += [r.viewer_count for r in (await anext(aiter(stream))).runs]
+            watch.cancel()
+            while counts[-1:] != [0]:
+                counts += [r.viewer_count for r in (await anext(aiter(stream))).runs]
+    finally:
+        stream.cancel()
+    assert counts == [1, 0]
