@@ -19,6 +19,7 @@ NEEDS = {
     "test_openai_agents.py": ("agents", "openai-agents"),
     "test_agui.py": ("ag_ui", "agui"),
     "test_agui_identity.py": ("ag_ui", "agui"),
+    "test_agui_run_story.py": ("ag_ui", "agui"),
 }
 
 
