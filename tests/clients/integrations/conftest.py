@@ -17,6 +17,7 @@ import pytest
 NEEDS = {
     "test_langgraph.py": ("langgraph", "langchain"),
     "test_openai_agents.py": ("agents", "openai-agents"),
+    "test_openai_agents_what_is_reported.py": ("agents", "openai-agents"),
     "test_agui.py": ("ag_ui", "agui"),
     "test_agui_identity.py": ("ag_ui", "agui"),
     "test_agui_run_story.py": ("ag_ui", "agui"),
