@@ -1,6 +1,7 @@
 """What RunstreamProcessor reports of the OpenAI Agents SDK where no test looked (found by
 the mutation audit mu68g): only the traces its filter takes, no alert for a guardrail that
-passed, a tool that raised as a failed activity, and whom a handoff went to."""
+passed, a tool that raised as a failed activity with the SDK's error, whom a handoff went to,
+and the text of a Chat Completions model."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import runstream
 from agents import (
     Agent,
     GuardrailFunctionOutput,
+    ModelResponse,
     Runner,
+    Usage,
     function_tool,
     input_guardrail,
     set_trace_processors,
     trace,
 )
+from agents.tracing import generation_span
+from openai.types.chat import ChatCompletionMessage
 from runstream import ActivityType, EventKind
 from runstream.integrations.openai_agents import RunstreamProcessor
 from runstream_server.app import RunstreamServer
@@ -91,7 +96,8 @@ async def test_a_tool_that_raised_is_a_failed_activity_with_the_sdks_error(
     activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
     assert [a.activity for a in activity] == [ActivityType.STARTED, ActivityType.FAILED]  # type: ignore[union-attr]
     # The SDK's words: it keeps the exception's own out of its traces.
-    assert "Error running tool" in activity[1].data["error"]  # type: ignore[union-attr]
+    error = activity[1].data["error"]  # type: ignore[union-attr]
+    assert error.startswith("Error running tool") and '"tool_name": "charge_card"' in error
     assert "output" not in activity[1].data  # type: ignore[union-attr]
 
 
@@ -107,3 +113,26 @@ async def test_a_handoff_says_whom_it_handed_off_to(
     events, _ = await reported(server, processors, triage)
     activity = [e.payload for e in events if e.kind == EventKind.AGENT_ACTIVITY]
     assert [(a.agent_id, a.message) for a in activity] == [("Triage", "handed off to Writer")]  # type: ignore[union-attr]
+
+
+class ChatCompletionsModel(CannedModel):
+    """Answers as the SDK's Chat Completions models (LiteLLM's too) record a call: the
+    generation span's output is the Chat Completions message, its content a string."""
+
+    async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        with generation_span(model=self.name) as span:
+            output = self.outputs.pop(0)
+            text = "".join(part.text for item in output for part in item.content)  # type: ignore[union-attr]
+            said = ChatCompletionMessage(role="assistant", content=text)
+            span.span_data.output = [said.model_dump()]
+            usage = Usage(requests=1, input_tokens=10, output_tokens=5, total_tokens=15)
+            return ModelResponse(output=output, usage=usage, response_id=None)
+
+
+async def test_the_text_of_a_chat_completions_model_is_the_agents_message(
+    server: RunstreamServer, processors: list[RunstreamProcessor]
+) -> None:
+    model = ChatCompletionsModel("chat-model", [[message("Shipped Monday.")]])
+    events, _ = await reported(server, processors, Agent(name="Writer", model=model))
+    texts = [e.payload for e in events if e.kind == EventKind.TEXT_DELTA]
+    assert [(t.agent_id, t.delta, t.final) for t in texts] == [("Writer", "Shipped Monday.", True)]  # type: ignore[union-attr]
