@@ -16,6 +16,7 @@ import pytest
 # Test module -> (the framework it imports, the extra that installs it).
 NEEDS = {
     "test_langgraph.py": ("langgraph", "langchain"),
+    "test_langgraph_interrupt_questions.py": ("langgraph", "langchain"),
     "test_openai_agents.py": ("agents", "openai-agents"),
     "test_openai_agents_what_is_reported.py": ("agents", "openai-agents"),
     "test_agui.py": ("ag_ui", "agui"),
