@@ -1,0 +1,74 @@
+"""Parts of `runstream watch`'s live view that no test looked at (found by the mutation audit
+mu68g): the header's ETA range, whose estimate it is, the watchers and the events; a
+question's keys past nine options, its skip key, the questions waiting behind it and what
+became of an answer; the steps before and after the compact layout's window; what an active
+agent is doing when it says nothing itself; how long a running step has run."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+
+import runstream
+from rich.console import Console
+from runstream.cli.render import Dashboard
+from runstream.cli.view import RunView
+from runstream.v1 import run_pb2
+
+from tests.e2e.test_cli_watchers import draw, open_prompt, snapshot
+
+
+def producers_estimate() -> run_pb2.Estimate:
+    """Two minutes left, likely between 1:40 and 2:20, as the producer said."""
+    estimate = run_pb2.Estimate(source=run_pb2.ESTIMATE_SOURCE_PRODUCER)
+    estimate.remaining.FromSeconds(120)
+    estimate.remaining_low.FromSeconds(100)
+    estimate.remaining_high.FromSeconds(140)
+    estimate.end_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=120))
+    return estimate
+
+
+def test_the_header_says_the_eta_range_whose_estimate_who_watches_and_the_events() -> None:
+    view = RunView.from_snapshot(
+        snapshot(estimate=producers_estimate(), viewer_count=3, last_seq=42)
+    )
+    for width, height in ((160, 50), (80, 24)):
+        screen = draw(view, width, height)
+        assert " (01:3" in screen and "-02:1" in screen and "producer's" in screen, screen
+    header = draw(view, 160, 50).splitlines()[2]
+    assert "👁 3" in header and "events 42" in header, header
+
+
+def test_a_question_of_many_options_numbers_nine_and_offers_its_skip() -> None:
+    view = RunView.from_snapshot(snapshot())
+    options = tuple(runstream.DecisionOption(f"tier-{n}") for n in range(1, 12))
+    view.prompts["tier"] = open_prompt(decision_id="tier", options=options, can_skip=True)
+    view.prompts["later"] = open_prompt(decision_id="later")
+    view.answer_feedback = ("tier-3 sent; waiting for the run", "green")
+    for width, height in ((160, 50), (80, 24)):
+        lines = [line.strip("│ ") for line in draw(view, width, height).splitlines()]
+        assert "[9] tier-9" in lines and "tier-10" in lines and "tier-11" in lines, lines
+        assert "[s] skip" in lines, lines
+        assert any(line.endswith("(+1 more waiting)") for line in lines), lines
+        assert "tier-3 sent; waiting for the run" in lines, lines
+    console = Console(width=160, height=50, record=True, color_system=None)
+    console.print(Dashboard(view, interactive=True))
+    assert "press 1-9 to answer, s to skip" in console.export_text()
+
+
+def test_the_compact_layout_counts_the_steps_before_and_after_its_window() -> None:
+    screen = draw(RunView.from_snapshot(snapshot()), 80, 16)
+    assert "✔ 5 earlier" in screen and "○ 4 more" in screen, screen  # 5 + 8 shown + 4
+
+
+def test_an_agent_that_says_nothing_shows_its_step_and_a_running_step_its_time() -> None:
+    run = snapshot()
+    agent = runstream.ActiveAgent("a1", "Planner", "", "s8", "", None)
+    steps = list(run.steps)
+    steps[8] = dataclasses.replace(steps[8], start_time=datetime.now(UTC) - timedelta(seconds=75))
+    view = RunView.from_snapshot(dataclasses.replace(run, active_agents=[agent], steps=steps))
+    screen = draw(view, 160, 50)
+    assert re.search(r"Planner\s+Step 8\s", screen), screen
+    step = next(line for line in screen.splitlines() if "Step 8 " in line)
+    assert "1m 15s" in step, step
