@@ -18,7 +18,7 @@ from runstream.integrations.agui_bridge import AguiBridge
 
 from tests.clients.support import until
 
-from .sse import read_all
+from .sse import SseClient, read_all
 from .test_agui import states
 
 
@@ -231,3 +231,58 @@ async def test_the_plans_step_names_and_an_item_count_past_its_total_read_as_the
     )
     assert stored.progress.percent == 100.0
     assert changes([state["percent"] for state in seen]) == [0.0, 100.0]
+
+
+async def test_a_full_bridge_still_answers_its_health_check_and_unknown_paths(
+    client: runstream.Client,
+) -> None:
+    """Only streams take a place: a bridge serving all it may still says it is alive (a load
+    balancer's health check) and says 404 to a wrong path, not 503."""
+    run = await client.start_run("campaign")
+    await run.flush()
+    async with AguiBridge(client, port=0, max_streams=1) as full:
+        held = SseClient(full.port)
+        try:
+            assert (await held.open(f"/runs/{run.run_id}/events")).status == 200
+            assert await asyncio.wait_for(held.next(), 30) is not None
+            for path, status in (("/healthz", 200), ("/nothing", 404)):
+                asked = SseClient(full.port)
+                try:
+                    assert (await asked.open(path)).status == status, path
+                finally:
+                    await asked.close()
+        finally:
+            await held.close()
+    async with run:
+        await run.complete()
+
+
+async def test_any_origin_may_read_when_allowed_and_a_percent_encoded_run_id_is_the_run(
+    client: runstream.Client,
+) -> None:
+    """``origins=["*"]`` (``runstream agui --origin '*'``) lets a page of any site read the
+    streams; a URL whose run id a client percent-encoded names the same run."""
+    run = await client.start_run("campaign")
+    async with run:
+        await run.complete()
+    encoded = "".join(f"%{ord(c):02X}" for c in run.run_id)
+    async with AguiBridge(client, port=0, origins=["*"]) as bridge:
+        events = [
+            json.loads(m.data) for m in await read_all(bridge.port, f"/runs/{encoded}/events")
+        ]
+        asked = SseClient(bridge.port)
+        try:
+            answer = await asked.open("/healthz", headers={"Origin": "https://app.example"})
+        finally:
+            await asked.close()
+    assert events[0]["runId"] == run.run_id and events[-1]["type"] == "RUN_FINISHED"
+    assert answer.headers["access-control-allow-origin"] == "*"
+    async with AguiBridge(client, port=0, origins=["https://app.example"]) as bridge:
+        asked = SseClient(bridge.port)
+        try:
+            answer = await asked.open("/healthz", headers={"Origin": "https://app.example"})
+        finally:
+            await asked.close()
+    # One origin allowed: caches must keep answers to other origins apart.
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert answer.headers["vary"] == "Origin"
