@@ -17,6 +17,7 @@ import pytest
 NEEDS = {
     "test_langgraph.py": ("langgraph", "langchain"),
     "test_langgraph_interrupt_questions.py": ("langgraph", "langchain"),
+    "test_langgraph_retries.py": ("langgraph", "langchain"),
     "test_openai_agents.py": ("agents", "openai-agents"),
     "test_openai_agents_what_is_reported.py": ("agents", "openai-agents"),
     "test_agui.py": ("ag_ui", "agui"),

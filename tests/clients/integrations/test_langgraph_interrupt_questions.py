@@ -23,3 +23,11 @@ async def test_an_interrupts_context_that_is_no_mapping_is_kept_under_its_name(
     question = {"question": "Publish?", "context": "draft 3 of 5"}
     _, _, decisions = await _answered(server, question, "approve")
     assert decisions[0].context["context"] == "draft 3 of 5"
+
+
+async def test_a_questions_context_names_its_interrupt_and_step(server: RunstreamServer) -> None:
+    """What a person answering (and a producer restarted with its checkpoints) reads of
+    where the question comes from."""
+    _, _, decisions = await _answered(server, {"question": "Publish?"}, "approve")
+    context = decisions[0].context
+    assert context["step_id"] == "ask" and len(context["interrupt_id"]) >= 16, context
