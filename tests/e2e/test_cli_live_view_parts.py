@@ -14,9 +14,9 @@ import runstream
 from rich.console import Console
 from runstream.cli.render import Dashboard
 from runstream.cli.view import RunView
-from runstream.v1 import run_pb2
+from runstream.v1 import event_pb2, run_pb2
 
-from tests.e2e.test_cli_watchers import draw, open_prompt, snapshot
+from tests.e2e.test_cli_watchers import draw, event, open_prompt, snapshot
 
 
 def producers_estimate() -> run_pb2.Estimate:
@@ -33,11 +33,12 @@ def test_the_header_says_the_eta_range_whose_estimate_who_watches_and_the_events
     view = RunView.from_snapshot(
         snapshot(estimate=producers_estimate(), viewer_count=3, last_seq=42)
     )
+    view.apply(event(45, alert=event_pb2.Alert(message="slow")))  # newer than the snapshot
     for width, height in ((160, 50), (80, 24)):
         screen = draw(view, width, height)
         assert " (01:3" in screen and "-02:1" in screen and "producer's" in screen, screen
     header = draw(view, 160, 50).splitlines()[2]
-    assert "👁 3" in header and "events 42" in header, header
+    assert "👁 3" in header and "events 45" in header, header
 
 
 def test_a_question_of_many_options_numbers_nine_and_offers_its_skip() -> None:
