@@ -21,13 +21,15 @@ async def test_a_retry_is_a_medium_recovery_of_the_chains_agent(server: Runstrea
     )
     async with runstream.connect(server.target) as client:
         run = await client.start_run("langchain-retried")
-        async with run:
-            handler = RunstreamCallbackHandler(run, agent="fetcher")
+        handler = RunstreamCallbackHandler(run, agent="fetcher")
+        async with run:  # it completes the run as the block ends
             await chain.ainvoke("page", {"callbacks": [handler]})
             await handler.flush()
-            await run.complete()
-        events = [e async for e in client.list_events(run.run_id)]
-    recoveries = [e.payload for e in events if e.kind == EventKind.ERROR_RECOVERY]
+        recoveries = [
+            e.payload
+            async for e in client.list_events(run.run_id)
+            if e.kind == EventKind.ERROR_RECOVERY
+        ]
     assert [
         (r.severity, r.recovery_strategy, r.attempt, r.affected_agents, r.can_continue)  # type: ignore[union-attr]
         for r in recoveries
