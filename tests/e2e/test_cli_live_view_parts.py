@@ -2,7 +2,8 @@
 mu68g): the header's ETA range, whose estimate it is, the watchers and the events; a
 question's keys past nine options, its skip key, the questions waiting behind it and what
 became of an answer; the steps before and after the compact layout's window; what an active
-agent is doing when it says nothing itself; how long a running step has run."""
+agent is doing when it says nothing itself; how long a running step has run; the compact
+layout on a short terminal, no agent column on a narrow one, and a run counted in items."""
 
 from __future__ import annotations
 
@@ -73,3 +74,26 @@ def test_an_agent_that_says_nothing_shows_its_step_and_a_running_step_its_time()
     assert re.search(r"Planner\s+Step 8\s", screen), screen
     step = next(line for line in screen.splitlines() if "Step 8 " in line)
     assert "1m 15s" in step, step
+
+
+def test_a_short_terminal_gets_the_compact_layout_and_a_narrow_one_no_agent_column() -> None:
+    run = snapshot()
+    steps = list(run.steps)
+    steps[9] = dataclasses.replace(steps[9], agent="copywriter")
+    view = RunView.from_snapshot(dataclasses.replace(run, steps=steps))
+    short = draw(view, 160, 24)
+    assert short.startswith("Spring launch  ● RUNNING") and "╭─ Steps" not in short, short
+    for width, agents in ((120, False), (160, True)):
+        row = next(line for line in draw(view, width, 50).splitlines() if "Step 9 " in line)
+        assert ("copyw" in row) is agents, (width, row)  # cut to "copywri…" if squeezed
+
+
+def test_a_run_counted_in_items_says_its_count_not_its_steps() -> None:
+    counted = run_pb2.Run(run_id="r2", workflow="discovery", status=run_pb2.RUN_STATUS_RUNNING)
+    counted.progress.percent = 60
+    counted.progress.items.completed, counted.progress.items.total = 15, 25
+    counted.progress.items.unit = "companies"
+    view = RunView.from_snapshot(runstream._convert.run_from_pb(counted))
+    for width, height in ((160, 50), (80, 24)):
+        screen = draw(view, width, height)
+        assert "60%  15 of 25 companies" in screen and "/0 steps" not in screen, screen
