@@ -3,7 +3,9 @@ mu68g): the header's ETA range, whose estimate it is, the watchers and the event
 question's keys past nine options, its skip key, the questions waiting behind it and what
 became of an answer; the steps before and after the compact layout's window; what an active
 agent is doing when it says nothing itself; how long a running step has run; the compact
-layout on a short terminal, no agent column on a narrow one, and a run counted in items."""
+layout on a short terminal, no agent column on a narrow one, a run counted in items; no ETA
+or lost connection once a run ended; a failed step and a running step's sub-step in the
+compact window."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import runstream
 from rich.console import Console
-from runstream.cli.render import Dashboard
+from runstream.cli.render import LOST_AFTER, Dashboard
 from runstream.cli.view import RunView
 from runstream.v1 import event_pb2, run_pb2
 
@@ -97,3 +99,26 @@ def test_a_run_counted_in_items_says_its_count_not_its_steps() -> None:
     for width, height in ((160, 50), (80, 24)):
         screen = draw(view, width, height)
         assert "60%  15 of 25 companies" in screen and "/0 steps" not in screen, screen
+
+
+def test_a_run_that_ended_shows_no_eta_and_no_lost_connection() -> None:
+    """Its last frame stays on screen: an ETA or "connection lost" there would be wrong."""
+    view = RunView.from_snapshot(snapshot(status=run_pb2.RUN_STATUS_FAILED))
+    view.heard()
+    view.last_heard -= LOST_AFTER + 1
+    view.last_heard_at -= timedelta(seconds=LOST_AFTER + 1)
+    for width, height in ((160, 50), (80, 24)):
+        screen = draw(view, width, height)
+        assert "ETA" not in screen and "connection lost" not in screen, screen
+
+
+def test_the_compact_layout_keeps_a_failed_step_and_what_a_running_one_does_in_view() -> None:
+    run = snapshot()
+    steps = [dataclasses.replace(step, status=runstream.StepStatus.PENDING) for step in run.steps]
+    steps[:3] = [dataclasses.replace(s, status=runstream.StepStatus.SUCCEEDED) for s in steps[:3]]
+    steps[3] = dataclasses.replace(steps[3], status=runstream.StepStatus.FAILED)
+    failed = draw(RunView.from_snapshot(dataclasses.replace(run, steps=steps)), 80, 16)
+    assert "✖  Step 3" in failed, failed
+    view = RunView.from_snapshot(run)
+    view.steps["s8"].sub_step = "crawling pricing pages"
+    assert "Step 8  crawling pricing pages" in draw(view, 80, 16)
