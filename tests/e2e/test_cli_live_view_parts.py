@@ -5,7 +5,8 @@ became of an answer; the steps before and after the compact layout's window; wha
 agent is doing when it says nothing itself; how long a running step has run; the compact
 layout on a short terminal, no agent column on a narrow one, a run counted in items; no ETA
 or lost connection once a run ended; a failed step and a running step's sub-step in the
-compact window."""
+compact window; a prompt's default and what its deadline does; a skipped step's full bar and
+a pending step's blank percent."""
 
 from __future__ import annotations
 
@@ -114,11 +115,32 @@ def test_a_run_that_ended_shows_no_eta_and_no_lost_connection() -> None:
 
 def test_the_compact_layout_keeps_a_failed_step_and_what_a_running_one_does_in_view() -> None:
     run = snapshot()
-    steps = [dataclasses.replace(step, status=runstream.StepStatus.PENDING) for step in run.steps]
-    steps[:3] = [dataclasses.replace(s, status=runstream.StepStatus.SUCCEEDED) for s in steps[:3]]
+    # Step 3 failed, 4 to 11 went on and succeeded, 12 to 16 wait: nothing runs.
+    steps = [
+        dataclasses.replace(step, status=runstream.StepStatus.SUCCEEDED if i < 12 else step.status)
+        for i, step in enumerate(run.steps)
+    ]
     steps[3] = dataclasses.replace(steps[3], status=runstream.StepStatus.FAILED)
     failed = draw(RunView.from_snapshot(dataclasses.replace(run, steps=steps)), 80, 16)
     assert "✖  Step 3" in failed, failed
     view = RunView.from_snapshot(run)
     view.steps["s8"].sub_step = "crawling pricing pages"
     assert "Step 8  crawling pricing pages" in draw(view, 80, 16)
+
+
+def test_a_prompt_marks_its_default_and_says_what_its_deadline_does() -> None:
+    deadline = datetime.now(UTC) + timedelta(minutes=4, seconds=30)
+    view = RunView.from_snapshot(snapshot())
+    view.prompts["persona"] = open_prompt(deadline=deadline)  # "a", the default
+    screen = draw(view, 160, 50)
+    assert "[1] a  (default)" in screen and "default in 4m" in screen, screen
+    view.prompts["persona"] = open_prompt(deadline=deadline, default_option="")
+    assert "closes in 4m" in draw(view, 160, 50)
+
+
+def test_a_skipped_steps_bar_is_full_and_a_pending_step_says_no_percent() -> None:
+    view = RunView.from_snapshot(snapshot())
+    view.steps["s9"].status = "SKIPPED"
+    rows = {line.split()[3]: line for line in draw(view, 160, 50).splitlines() if "Step " in line}
+    assert "━" * 10 in rows["9"], rows["9"]
+    assert "%" not in rows["10"], rows["10"]
