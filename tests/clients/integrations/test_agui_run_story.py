@@ -286,3 +286,20 @@ async def test_any_origin_may_read_when_allowed_and_a_percent_encoded_run_id_is_
     # One origin allowed: caches must keep answers to other origins apart.
     assert answer.headers["access-control-allow-origin"] == "https://app.example"
     assert answer.headers["vary"] == "Origin"
+
+
+async def test_resuming_one_past_the_runs_last_event_is_a_400(
+    client: runstream.Client, bridge: AguiBridge
+) -> None:
+    """An id one past the run's last event (another run's, a stale one) would skip the
+    run's next event unseen: it is refused as any id past the end is."""
+    run = await client.start_run("campaign")
+    async with run:
+        await run.complete()
+    last = (await client.get_run(run.run_id)).last_seq
+    asked = SseClient(bridge.port)
+    try:
+        answer = await asked.open(f"/runs/{run.run_id}/events", last_event_id=str(last + 1))
+    finally:
+        await asked.close()
+    assert answer.status == 400 and f"past the run's last event ({last})" in answer.body
