@@ -1,6 +1,6 @@
 """The line `runstream watch --plain` and `runstream events` print for each kind of event,
 with every part its producer can give: which parts were printed no test said (found by the
-mutation audit mu68g)."""
+mutation audit mu68g), and that a streamed message prints one line, once finished."""
 
 from __future__ import annotations
 
@@ -241,3 +241,14 @@ def test_each_event_prints_every_part_its_producer_gave(
         view.apply(event(100 + n, **{field: message})) for n, (field, message) in enumerate(events)
     ]
     assert notes[-1] is not None and notes[-1].text == line
+
+
+def test_a_message_prints_one_line_when_it_is_finished_not_one_per_delta() -> None:
+    view = RunView.from_snapshot(snapshot())
+    pieces = [("Launch ", False), ("faster", True)]
+    notes = [
+        view.apply(event(100 + n, text_delta=E.TextDelta(agent_id="writer", delta=d, final=f)))
+        for n, (d, f) in enumerate(pieces)
+    ]
+    assert notes[0] is None
+    assert notes[1] is not None and notes[1].text == "writer wrote 2 words"
