@@ -6,7 +6,7 @@ agent is doing when it says nothing itself; how long a running step has run; the
 layout on a short terminal, no agent column on a narrow one, a run counted in items; no ETA
 or lost connection once a run ended; a failed step and a running step's sub-step in the
 compact window; a prompt's default and what its deadline does; a skipped step's full bar and
-a pending step's blank percent."""
+its and a pending step's blank percent."""
 
 from __future__ import annotations
 
@@ -138,9 +138,10 @@ def test_a_prompt_marks_its_default_and_says_what_its_deadline_does() -> None:
     assert "closes in 4m" in draw(view, 160, 50)
 
 
-def test_a_skipped_steps_bar_is_full_and_a_pending_step_says_no_percent() -> None:
+def test_a_skipped_steps_bar_is_full_and_it_and_a_pending_step_say_no_percent() -> None:
     view = RunView.from_snapshot(snapshot())
     view.steps["s9"].status = "SKIPPED"
     rows = {line.split()[3]: line for line in draw(view, 160, 50).splitlines() if "Step " in line}
     assert "━" * 10 in rows["9"], rows["9"]
+    assert "%" not in rows["9"], rows["9"]  # not "0%" beside a bar that is full
     assert "%" not in rows["10"], rows["10"]

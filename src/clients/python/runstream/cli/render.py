@@ -483,6 +483,11 @@ class Dashboard:
         return tiles
 
 
+_PERCENT_SHOWN = ("RUNNING", "SUCCEEDED", "FAILED")
+"""The step statuses whose rows say their percent: a pending step has none yet, a
+skipped one none to say."""
+
+
 def _step_cells(row: StepRow, now: datetime, bar_width: int) -> Sequence[RenderableType]:
     style = {
         "RUNNING": "bold cyan",
@@ -519,7 +524,9 @@ def _step_cells(row: StepRow, now: datetime, bar_width: int) -> Sequence[Rendera
         Text(printable(row.name), style=name_style),
         doing if doing is not None and row.sub_step else Text(printable(row.agent)),
         bar,
-        Text(percent_text(row.percent) if row.status != "PENDING" else "", style=style),
+        # A skipped step's full grey bar says it is out of the way; "0%" beside it said
+        # the opposite.
+        Text(percent_text(row.percent) if row.status in _PERCENT_SHOWN else "", style=style),
         Text(format_duration(duration) if duration is not None else "", style="grey62"),
     )
 
