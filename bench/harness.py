@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -75,16 +76,29 @@ class Proc:
         return stdout
 
     def read(self, timeout: float = 120) -> dict[str, Any]:
-        """The next JSON line the process prints."""
+        """The next JSON line the process prints; a process that prints none for `timeout`
+        seconds is killed (a read of its pipe cannot be given a time: it waited for ever)."""
         stdout = self.stdout
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = stdout.readline()
-            if line.startswith("{"):
-                return json.loads(line)  # type: ignore[no-any-return]
-            if not line and self.process.poll() is not None:
-                raise RuntimeError(f"{self.process.args!r} exited with {self.process.returncode}")
-        raise TimeoutError(f"{self.process.args!r} said nothing for {timeout}s")
+        fired = threading.Event()
+
+        def kill() -> None:
+            fired.set()
+            self.process.kill()
+
+        quiet = threading.Timer(timeout, kill)
+        quiet.start()
+        try:
+            while True:
+                line = stdout.readline()
+                if line.startswith("{"):
+                    return json.loads(line)  # type: ignore[no-any-return]
+                if not line and self.process.poll() is not None:
+                    break
+        finally:
+            quiet.cancel()
+        if fired.is_set():
+            raise TimeoutError(f"{self.process.args!r} said nothing for {timeout}s")
+        raise RuntimeError(f"{self.process.args!r} exited with {self.process.returncode}")
 
     def send(self, line: str) -> None:
         stdin: IO[str] | None = self.process.stdin

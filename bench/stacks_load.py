@@ -14,7 +14,9 @@ WebSockets (the websockets library), one connection each, prints ``{"ready": n}`
 has had its first message, then the report-to-receive latencies and the events lost or
 repeated, as loadgen.py's watchers do. With ``--drop-after K``, each watcher disconnects
 after its K-th measured event and connects again ``--away`` seconds later, as a browser does
-after a network blip: what was published meanwhile is what it lost.
+after a network blip: what was published meanwhile is what it lost (the end event too, when
+the run ended meanwhile: a watcher back from its drop stops after ``SILENCE`` seconds without
+a message).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ from loadgen import (
 
 OPEN_TIMEOUT = 60.0
 """Seconds each group of 200 watchers has to open (each one's first message)."""
+SILENCE = 10.0
+"""Seconds without a message after which a watcher back from its drop stops: the relay sent
+nothing while it was away, the end event among it when the run ended meanwhile (on a busy
+machine; the watcher waited for it for ever)."""
 
 
 async def produce(url: str, run_id: str, rate: float, count: int) -> None:
@@ -106,6 +112,20 @@ async def ws_messages(target: str, run_id: str) -> AsyncGenerator[bytes, None]:
             yield b"" if '"connected"' in message[:40] else str(message).encode()
 
 
+async def _until_silent(
+    stream: AsyncGenerator[bytes, None], silence: float | None
+) -> AsyncGenerator[bytes, None]:
+    """The messages of `stream` until it ends or none comes for `silence` seconds (None:
+    no limit)."""
+    while True:
+        try:
+            async with asyncio.timeout(silence):
+                data = await anext(stream)
+        except (StopAsyncIteration, TimeoutError):
+            return
+        yield data
+
+
 async def watch_one(
     system: str,
     target: str,
@@ -117,9 +137,10 @@ async def watch_one(
 ) -> None:
     last = 0
     measured = 0
+    silence: float | None = None  # none until it comes back from its drop
     while True:
         stream = (sse_messages if system == "sse" else ws_messages)(target, run_id)
-        async for data in stream:
+        async for data in _until_silent(stream, silence):
             now_ns = time.time_ns()
             if not first.done():
                 first.set_result(None)
@@ -144,6 +165,7 @@ async def watch_one(
             return
         await stream.aclose()
         await asyncio.sleep(away)
+        silence = SILENCE
 
 
 async def watch(
