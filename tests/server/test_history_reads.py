@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from runstream.v1 import run_pb2
 from runstream_server.api.run_service import frame_event
 from runstream_server.domain.histories import HISTORY_WAIT
@@ -40,10 +41,13 @@ SLOW = HISTORY_WAIT + 1.0
 
 
 class SlowHistoryReads(CountingHistoryReads):
-    """A shared store (as Redis: each commit runs in a task of its own) whose history reads
-    take SLOW seconds (a frozen shard), all else as usual."""
+    """A store whose history reads take SLOW seconds (a frozen shard, a stalled disk), all
+    else as usual; shared (as Redis: each commit runs in a task of its own) or not (as
+    SQLite: a commit runs in the caller's task)."""
 
-    shared = True
+    def __init__(self, inner: SqliteEventStore, *, shared: bool) -> None:
+        super().__init__(inner)
+        self.shared = shared
 
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
         await asyncio.sleep(SLOW)
@@ -55,14 +59,20 @@ class SlowHistoryReads(CountingHistoryReads):
         return await self.inner.list_runs(run_filter, page_size, cursor)
 
 
-async def test_a_commit_goes_on_without_a_history_slow_to_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "embedded"])
+async def test_a_commit_goes_on_without_a_history_slow_to_read(
+    tmp_path: Path, shared: bool
+) -> None:
+    """Embedded: the wait's timeout cancelled the caller's task, in which the commit runs,
+    and the producer's append failed with CancelledError (its commit finished unseen)."""
     store = SqliteEventStore(tmp_path / "h.db")
     await store.open()
-    manager = RunManager(SlowHistoryReads(store), frame=frame_event)  # type: ignore[arg-type]
+    slow = SlowHistoryReads(store, shared=shared)
+    manager = RunManager(slow, frame=frame_event)  # type: ignore[arg-type]
     try:
         run_id = await create(manager, "frozen")
         began = time.monotonic()
-        await manager.append(run_id, [started()])
+        assert await manager.append(run_id, [started()]) is not None
         assert time.monotonic() - began < SLOW - 0.3
         await asyncio.sleep(SLOW)  # the read ends before its store closes
     finally:

@@ -61,8 +61,13 @@ class WorkflowHistories:
                 reading = self._reads[key] = asyncio.ensure_future(self._read(key))
                 reading.add_done_callback(lambda done: self._read_ended(key, done))
             try:
-                async with asyncio.timeout(HISTORY_WAIT):
-                    await asyncio.shield(reading)
+                # Waited for without a timeout that cancels: a commit on an embedded store runs
+                # in its caller's task, where asyncio.timeout's cancel ended the caller
+                # (uncancellable takes any cancel of it as the caller's).
+                await asyncio.wait({reading}, timeout=HISTORY_WAIT)
+                if not reading.done():
+                    raise TimeoutError
+                reading.result()
             except (Unavailable, TimeoutError) as exc:
                 # The part of the store that holds it is out of reach (a Redis Cluster shard
                 # lost, or failing over) or slow to answer: commits go on with what is held,
