@@ -1,5 +1,6 @@
 """What ``list_decisions`` and ``get_run_details`` give a viewer of a run with both open and
-answered questions, and that each decision call works as a client's first call."""
+answered questions (and when each was answered), and that each decision call works as a client's
+first call."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ async def test_list_decisions_keeps_the_state_asked_for(client: Client) -> None:
         "third",
     ]
     assert ids(await client.list_decisions(run.run_id, state=DecisionState.RESOLVED)) == ["second"]
+    (answered,) = await client.list_decisions(run.run_id, state=DecisionState.RESOLVED)
+    assert answered.create_time is not None and answered.resolve_time is not None
+    assert answered.resolve_time >= answered.create_time
+    assert (await client.get_decision(run.run_id, "first")).resolve_time is None
     every = ["first", "second", "third"]
     assert ids(await client.list_decisions(run.run_id)) == every
     assert ids(await client.list_decisions(run.run_id, state=DecisionState.UNSPECIFIED)) == every
