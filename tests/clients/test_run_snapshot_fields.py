@@ -56,6 +56,7 @@ async def test_get_run_reads_each_steps_progress_outcome_and_artifacts(client: C
         1200,
     )
     assert [a.name for a in going.artifacts] == ["draft.md"]
+    assert going.error is None
     assert failed.error is not None
     assert (failed.error.code, failed.error.message) == ("TONE", "tone is off")
     await draft.complete("8 variants written")
@@ -73,3 +74,17 @@ async def test_a_run_that_planned_no_steps_says_so(client: Client) -> None:
     await unplanned.flush()
     assert not (await client.get_run(planned.run_id)).progress.unplanned
     assert (await client.get_run(unplanned.run_id)).progress.unplanned
+
+
+async def test_get_run_says_why_a_run_failed_and_nothing_for_one_that_did_not(
+    client: Client,
+) -> None:
+    failing = await client.start_run("campaign")
+    await failing.fail("quota exceeded", code="QUOTA")
+    await failing.close()
+    error = (await client.get_run(failing.run_id)).error
+    assert error is not None and (error.code, error.message) == ("QUOTA", "quota exceeded")
+    succeeding = await client.start_run("campaign")
+    await succeeding.complete()
+    await succeeding.close()
+    assert (await client.get_run(succeeding.run_id)).error is None
