@@ -253,6 +253,21 @@ async def proxy_to(port: int) -> AsyncIterator[TcpProxy]:
         await proxy.close()
 
 
+@contextlib.asynccontextmanager
+async def viewer_behind_proxy(
+    server: RunstreamServer,
+) -> AsyncIterator[tuple[TcpProxy, runstream.Client, runstream.Client]]:
+    """A proxy in front of `server`, a client straight to it (the producer's side) and a
+    viewer's client through the proxy that reconnects for up to 30 s: cut the proxy to break
+    the viewer's connection alone."""
+    async with (
+        proxy_to(server.port) as proxy,
+        runstream.connect(server.target) as elsewhere,
+        runstream.connect(proxy.target, reconnect_timeout=30) as viewer,
+    ):
+        yield proxy, elsewhere, viewer
+
+
 @contextlib.contextmanager
 def loop_complaints() -> Iterator[list[str]]:
     """The messages the running loop's exception handler gets meanwhile: a task destroyed

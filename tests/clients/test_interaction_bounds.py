@@ -21,6 +21,18 @@ ANSWERED = 45
 MAX_UPDATES = 10
 
 
+async def shown_d0_then_overflowed(
+    client: runstream.Client, run_id: str, interaction: runstream.Interaction
+) -> None:
+    """Asks d0 and takes its prompt off `interaction` (of max_updates=2), then asks d1-d5,
+    more than its queue holds, so the next read resyncs."""
+    report = client.raw_report_service
+    await report.AppendEvents(questions(run_id, range(1)))
+    shown = await asyncio.wait_for(anext(interaction), 10)
+    assert isinstance(shown, DecisionPrompt) and shown.decision.decision_id == "d0"
+    await report.AppendEvents(questions(run_id, range(1, 6)))  # 5 > max_updates
+
+
 def questions(run_id: str, ids: range = range(ASKED)) -> report_service_pb2.AppendEventsRequest:
     return report_service_pb2.AppendEventsRequest(
         run_id=run_id,
@@ -79,11 +91,7 @@ async def test_a_prompt_shown_before_the_queue_overflowed_still_gets_its_closure
     async with runstream.connect(server.target) as client:
         run = await client.start_run("bounded")
         async with client.interact([run.run_id], max_updates=2) as interaction:
-            report = client.raw_report_service
-            await report.AppendEvents(questions(run.run_id, range(1)))
-            shown = await asyncio.wait_for(anext(interaction), 10)
-            assert isinstance(shown, DecisionPrompt) and shown.decision.decision_id == "d0"
-            await report.AppendEvents(questions(run.run_id, range(1, 6)))  # 5 > max_updates
+            await shown_d0_then_overflowed(client, run.run_id, interaction)
             # Each answer's result comes after what the stream sent before it: the prompts,
             # then d0's closure, reach the interaction before the caller reads again.
             await interaction.answer(run.run_id, "d1", "a")

@@ -6,21 +6,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import runstream
 from runstream import DecisionPrompt, FailedPreconditionError
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import proxy_to, question
+from tests.clients.support import question, viewer_behind_proxy
 
 
 async def test_closing_an_interaction_fails_an_answer_still_waiting(
     server: RunstreamServer,
 ) -> None:
-    async with (
-        proxy_to(server.port) as proxy,
-        runstream.connect(server.target) as elsewhere,
-        runstream.connect(proxy.target, reconnect_timeout=30) as viewer,
-    ):
+    async with viewer_behind_proxy(server) as (proxy, elsewhere, viewer):
         run = await elsewhere.start_run("closing")
         await elsewhere.raw_report_service.AppendEvents(question(run.run_id, "ship"))
         interaction = viewer.interact([run.run_id], viewer="ana")

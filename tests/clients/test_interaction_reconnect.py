@@ -16,17 +16,13 @@ import runstream
 from runstream import DecisionClosed, DecisionPrompt, DecisionState, InteractionUpdate
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import proxy_to, question
+from tests.clients.support import proxy_to, question, viewer_behind_proxy
 
 
 async def test_a_decision_answered_while_the_interaction_reconnects_is_reported_closed(
     server: RunstreamServer,
 ) -> None:
-    async with (
-        proxy_to(server.port) as proxy,
-        runstream.connect(server.target) as elsewhere,
-        runstream.connect(proxy.target, reconnect_timeout=30) as viewer,
-    ):
+    async with viewer_behind_proxy(server) as (proxy, elsewhere, viewer):
         run = await elsewhere.start_run("reconnect")
         for decision_id in ("gone", "kept"):
             await elsewhere.raw_report_service.AppendEvents(question(run.run_id, decision_id))

@@ -6,21 +6,17 @@ from __future__ import annotations
 import asyncio
 
 import runstream
-from runstream import AnswerResult, DecisionPrompt, InteractionUpdate
+from runstream import AnswerResult, InteractionUpdate
 from runstream_server.app import RunstreamServer
 
-from tests.clients.test_interaction_bounds import questions
+from tests.clients.test_interaction_bounds import questions, shown_d0_then_overflowed
 
 
 async def test_a_resync_does_not_show_again_a_prompt_still_open(server: RunstreamServer) -> None:
     async with runstream.connect(server.target) as client:
         run = await client.start_run("bounded")
         async with client.interact([run.run_id], max_updates=2) as interaction:
-            report = client.raw_report_service
-            await report.AppendEvents(questions(run.run_id, range(1)))
-            shown = await asyncio.wait_for(anext(interaction), 10)
-            assert isinstance(shown, DecisionPrompt) and shown.decision.decision_id == "d0"
-            await report.AppendEvents(questions(run.run_id, range(1, 6)))  # 5 > max_updates
+            await shown_d0_then_overflowed(client, run.run_id, interaction)
             # Its result comes after the prompts and d1's closure: all of them reach the
             # interaction before the caller reads again.
             await interaction.answer(run.run_id, "d1", "a")

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-import runstream
 from runstream import DecisionPrompt
 from runstream_server.app import RunstreamServer
 
-from tests.clients.support import proxy_to, question
+from tests.clients.support import question, viewer_behind_proxy
 
 
 async def test_a_run_subscribed_later_is_still_followed_after_a_reconnect(
     server: RunstreamServer,
 ) -> None:
-    async with (
-        proxy_to(server.port) as proxy,
-        runstream.connect(server.target) as elsewhere,
-        runstream.connect(proxy.target, reconnect_timeout=30) as viewer,
-    ):
+    async with viewer_behind_proxy(server) as (proxy, elsewhere, viewer):
         first = await elsewhere.start_run("followed")
         later = await elsewhere.start_run("followed")
         async with viewer.interact([first.run_id], viewer="ana") as interaction:

@@ -13,28 +13,24 @@ import pytest
 from runstream.v1 import run_pb2
 from runstream_server.api.run_service import frame_event
 from runstream_server.domain.histories import HISTORY_WAIT
-from runstream_server.domain.insight import InsightPolicy
 from runstream_server.domain.runs import RunManager
 from runstream_server.store.sqlite import SqliteEventStore
 
-from tests.server.test_workflow_history import CountingHistoryReads, create, started
+from tests.server.test_workflow_history import (
+    CountingHistoryReads,
+    counted_histories,
+    create,
+    started,
+)
 
 
 async def test_a_history_used_again_is_kept_over_one_read_after_it(tmp_path: Path) -> None:
-    store = SqliteEventStore(tmp_path / "h.db")
-    await store.open()
-    counting = CountingHistoryReads(store)
-    policy = InsightPolicy(history_workflows=2)
-    manager = RunManager(counting, policy=policy, frame=frame_event)  # type: ignore[arg-type]
-    try:
+    async with counted_histories(tmp_path, history_workflows=2) as (manager, counting):
         for name in ("a", "b", "a", "c"):  # a used again after b: b is the one dropped
             await manager.append(await create(manager, name), [started()])
         assert counting.reads == 3
         await manager.append(await create(manager, "a"), [started()])  # held: no read
         assert counting.reads == 3
-    finally:
-        manager.shutdown()
-        await store.close()
 
 
 SLOW = HISTORY_WAIT + 1.0

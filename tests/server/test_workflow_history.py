@@ -61,6 +61,23 @@ class CountingHistoryReads:
         return await self.inner.list_runs(run_filter, page_size, cursor)
 
 
+@contextlib.asynccontextmanager
+async def counted_histories(
+    tmp_path: Path, **policy: Any
+) -> AsyncIterator[tuple[RunManager, CountingHistoryReads]]:
+    """A RunManager over a SQLite store whose history reads are counted (`policy`: the
+    InsightPolicy's settings)."""
+    store = SqliteEventStore(tmp_path / "h.db")
+    await store.open()
+    counting = CountingHistoryReads(store)
+    manager = RunManager(counting, policy=InsightPolicy(**policy), frame=frame_event)  # type: ignore[arg-type]
+    try:
+        yield manager, counting
+    finally:
+        manager.shutdown()
+        await store.close()
+
+
 async def create(manager: RunManager, workflow: str) -> str:
     run = await manager.create_run(
         run_id="", workflow=workflow, display_name="", labels={}, steps=[]
@@ -90,12 +107,7 @@ async def test_histories_kept_are_bounded_the_least_recently_used_read_again(
     """The scale review's finding 9: a process kept every workflow's history for ever
     (2,500 workflow names: 17 MB). Now `history_workflows` at most: with 2 kept, five
     workflows leave two, and the one dropped first is read again at its next commit."""
-    store = SqliteEventStore(tmp_path / "h.db")
-    await store.open()
-    counting = CountingHistoryReads(store)
-    policy = InsightPolicy(history_workflows=2)
-    manager = RunManager(counting, policy=policy, frame=frame_event)  # type: ignore[arg-type]
-    try:
+    async with counted_histories(tmp_path, history_workflows=2) as (manager, counting):
         for name in ("a", "b", "c", "d", "e"):
             await manager.append(await create(manager, name), [started()])
         assert counting.reads == 5
@@ -104,9 +116,6 @@ async def test_histories_kept_are_bounded_the_least_recently_used_read_again(
         assert counting.reads == 5
         await manager.append(await create(manager, "a"), [started()])
         assert counting.reads == 6
-    finally:
-        manager.shutdown()
-        await store.close()
 
 
 def dated(event: event_pb2.RunEvent, moment: datetime) -> event_pb2.RunEvent:
