@@ -769,11 +769,15 @@ async def test_an_interaction_rides_through_a_broken_connection(server: Runstrea
                 decision = await asyncio.wait_for(answering, 30)
                 assert (decision.choice, decision.answered_by) == ("veteran", "ana")
                 # After reconnecting, the open prompt was offered again before it closed.
-                kinds = []
-                async for update in interaction:
-                    kinds.append(type(update).__name__)
-                    if isinstance(update, DecisionClosed):
-                        break
+                kinds: list[str] = []
+                try:
+                    async with asyncio.timeout(20):  # it hung once, to pytest's 300 s
+                        async for update in interaction:
+                            kinds.append(type(update).__name__)
+                            if isinstance(update, DecisionClosed):
+                                break
+                except TimeoutError:
+                    raise AssertionError(f"no DecisionClosed in 20 s, only {kinds}") from None
                 assert "DecisionClosed" in kinds
             result = await asyncio.wait_for(waiting, 20)
             assert result.choice == "veteran"
