@@ -58,3 +58,16 @@ async def test_a_clock_off_the_stores_is_warned_of_once_and_its_return_said(
         ),
         ("INFO", "this server's clock is back within 1s of the store's"),
     ]
+
+
+async def test_every_reading_of_the_shared_clock_is_the_stores() -> None:
+    """Now as a datetime, in seconds and in microseconds (what the Redis indexes stamp runs
+    moved on): each by the store's clock, 5 s ahead of this server's."""
+    store = StoresClock()
+    store.ahead = 5.0
+    shared_clock = StoreClock(store.read)
+    await shared_clock.sync()
+    now = time.time() + 5.0
+    assert shared_clock().timestamp() == pytest.approx(now, abs=0.05)
+    assert shared_clock.time() == pytest.approx(now, abs=0.05)
+    assert shared_clock.time_us() / 1e6 == pytest.approx(now, abs=0.05)
