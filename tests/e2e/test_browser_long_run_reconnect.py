@@ -12,7 +12,7 @@ from runstream_server.app import RunstreamServer
 
 from .conftest import Web
 from .test_browser import CONNECTION, VIEW, run_view_is
-from .web_support import browser
+from .web_support import Browser, browser
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,29 +21,43 @@ OUTPUT = "document.querySelector('[data-message-id=\"summary\"] .output-text').t
 WHOLE = f"{OUTPUT} === 'Three hundred pages crawled.'"
 
 
+async def long_run(client: runstream.Client) -> runstream.RunReporter:
+    """A run with 300 events more than a page replays: a page opens it from its snapshot."""
+    run = await client.start_run("long", steps=["crawl"])
+    for n in range(300):
+        await run.custom("page", {"n": n})
+    return run
+
+
+async def open_live(
+    page: Browser, web: Web, client: runstream.Client, run: runstream.RunReporter
+) -> int:
+    """Opens the run on the page once what was reported is stored; returns the run's last
+    seq once the page has applied it and follows the run live."""
+    await run.flush()
+    head = (await client.get_run(run.run_id)).last_seq
+    await page.goto(web.run_url(run.run_id))
+    await page.wait(f"{CONNECTION} === 'live' && {VIEW}.dataset.lastSeq === '{head}'")
+    return head
+
+
 async def test_a_long_runs_page_resumes_after_envoy_restart_from_where_it_was(
     server: RunstreamServer, web: Web
 ) -> None:
     async with runstream.connect(server.target) as client, browser() as page:
-        run = await client.start_run("long", steps=["crawl"])
-        async with run.step("crawl"):
-            for n in range(300):
-                await run.custom("page", {"n": n})
-            await run.text("writer", "summary", "Three hundred pages ", step_id="crawl")
-            await run.text("writer", "summary", "crawled.", final=True, step_id="crawl")
-            await run.flush()
-            head = (await client.get_run(run.run_id)).last_seq
-            await page.goto(web.run_url(run.run_id))
-            await page.wait(f"{CONNECTION} === 'live' && {VIEW}.dataset.lastSeq === '{head}'")
-            await page.wait(WHOLE)
+        run = await long_run(client)
+        await run.text("writer", "summary", "Three hundred pages ")
+        await run.text("writer", "summary", "crawled.", final=True)
+        await open_live(page, web, client, run)
+        await page.wait(WHOLE)
 
-            web.envoy.kill()
-            await page.wait(f"{CONNECTION} === 'reconnecting'")
-            for n in range(20):  # reported while the page cannot reach the server
-                await run.custom("late page", {"n": n})
-            await run.flush()
-            await web.envoy.start_async()
-            await page.wait(f"{CONNECTION} === 'live'", within=30)
+        web.envoy.kill()
+        await page.wait(f"{CONNECTION} === 'reconnecting'")
+        for n in range(20):  # reported while the page cannot reach the server
+            await run.custom("late page", {"n": n})
+        await run.flush()
+        await web.envoy.start_async()
+        await page.wait(f"{CONNECTION} === 'live'", within=30)
         await run.complete()
         await run.close()
         final = (await client.get_run(run.run_id)).last_seq
