@@ -56,8 +56,11 @@ export class StepList {
  */
 type StepRow =
   | { key: string; kind: "step"; step: Step }
-  | { key: string; kind: "phase"; phase: string; state: "done" | "current" | "next" }
+  | { key: string; kind: "phase"; phase: string; state: PhaseState }
   | { key: string; kind: "folded"; settled: Settled; count: number };
+
+/** A phase head's state: a failed step marks its phase failed, whatever else of it is at work. */
+type PhaseState = "failed" | "current" | "done" | "next";
 
 /** Steps that no longer change (done), or only by starting (pending). */
 type Settled = "done" | "pending";
@@ -75,12 +78,13 @@ function settledAs(step: Step): Settled | undefined {
  * long list shows the steps at work and those around them, as the CLI's live view does.
  */
 function stepRows(steps: Step[], fold: boolean): StepRow[] {
-  const phases = new Map<string, { done: boolean; running: boolean }>();
+  const phases = new Map<string, { done: boolean; running: boolean; failed: boolean }>();
   for (const step of steps) {
     if (!step.phase) continue;
-    const phase = phases.get(step.phase) ?? { done: true, running: false };
+    const phase = phases.get(step.phase) ?? { done: true, running: false, failed: false };
     phase.done &&= settledAs(step) === "done";
     phase.running ||= step.status === StepStatus.RUNNING;
+    phase.failed ||= step.status === StepStatus.FAILED;
     phases.set(step.phase, phase);
   }
   const rows: StepRow[] = [];
@@ -104,8 +108,9 @@ function stepRows(steps: Step[], fold: boolean): StepRow[] {
     if (settled !== stretchAs || newPhase) endStretch();
     stretchAs = settled;
     if (newPhase) {
-      const { done, running } = phases.get(step.phase) ?? { done: false, running: false };
-      rows.push({ key: `phase:${step.phase}`, kind: "phase", phase: step.phase, state: done ? "done" : running ? "current" : "next" });
+      const { done, running, failed } = phases.get(step.phase) ?? { done: false, running: false, failed: false };
+      const state: PhaseState = failed ? "failed" : running ? "current" : done ? "done" : "next";
+      rows.push({ key: `phase:${step.phase}`, kind: "phase", phase: step.phase, state });
     }
     phase = step.phase || phase;
     if (settled) stretch.push(step);
