@@ -95,6 +95,7 @@ async def test_without_cancel_task_the_next_report_call_raises(client: Client) -
     await run.flush()
     await client.cancel_run(run.run_id, reason="stop")
     await eventually(lambda: run.cancelled)
+    await asyncio.sleep(0.2)  # where a cancel of the task would have landed
     assert not task.done()
     proceed.set()
     with pytest.raises(RunCancelledError, match="stop"):
