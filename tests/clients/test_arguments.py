@@ -124,6 +124,7 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
     ),
     # run.skip_step()
     ("skip-step-id", lambda r, s: r.skip_step("not an id!"), f"step_id: 'not an id!' {NOT_AN_ID}"),
+    ("skip-step-empty", lambda r, s: r.skip_step(""), "step_id: is required"),
     (
         "skip-step-reason",
         lambda r, s: r.skip_step("web", "x" * 4097),
@@ -296,6 +297,11 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "workflow-pipeline-flag",
         lambda r, s: r.workflow_state("phase", pipeline_status={"files_processed": "yes"}),
         "pipeline_status['files_processed']: must be True or False, got 'yes'",
+    ),
+    (
+        "workflow-pipeline-flag-number",
+        lambda r, s: r.workflow_state("phase", pipeline_status={"files_processed": 1}),
+        "pipeline_status['files_processed']: must be True or False, got 1",
     ),
     # run.custom()
     ("custom-type", lambda r, s: r.custom(""), "type: is required"),
