@@ -274,6 +274,10 @@ def test_estimates_say_their_range_confidence_source_and_end_or_that_they_are_he
         r"from 1 run\), ends ~\d{4}-\d\d-\d\d \d\d:\d\d:\d\d",
         said,
     ), said
+    point = with_estimate(a_run("point"), 130)
+    point.estimate.remaining_low.FromSeconds(130)
+    point.estimate.remaining_high.FromSeconds(130)
+    assert " to " not in line_of(details_of(point), "Estimate")  # no range of one point
     held = with_estimate(a_run("held"), 130)
     held.estimate.held = True
     held.estimate.end_time.FromDatetime(NOW - timedelta(minutes=5))  # as of when it held
