@@ -920,7 +920,9 @@ async def test_a_host_that_is_not_this_machine_or_allowed_gets_403_against_dns_r
         return head if head.startswith("HTTP/1.1 200 ") else f"{head} {body.decode()}"
 
     port = bridge.port
-    for host in (f"evil.example:{port}", "evil.example", "localhost.evil.example", "[::1"):
+    # A port that is no port is no Host of this machine either (not "localhost", "::1").
+    for host in (f"evil.example:{port}", "evil.example", "localhost.evil.example", "[::1",
+                 "localhost:evil", "[::1]evil"):  # fmt: skip
         answer = await head_for(port, host)
         assert answer.startswith("HTTP/1.1 403 "), (host, answer)
         assert "--allowed-host" in answer and "RUN_STARTED" not in answer, answer
