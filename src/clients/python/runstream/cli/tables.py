@@ -39,6 +39,7 @@ from .fmt import (
     literal,
     local_time,
     metric_text,
+    ordered_metrics,
     outcome_text,
     percent_text,
     printable,
@@ -395,7 +396,7 @@ def run_details(
                 metric_text(
                     name, value, run.metric_units.get(name, ""), run.metric_changes.get(name)
                 )
-                for name, value in run.metrics.items()
+                for name, value in ordered_metrics(run.metrics)
             ),
         )
     if run.result_summary:
