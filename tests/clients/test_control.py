@@ -102,6 +102,26 @@ async def test_without_cancel_task_the_next_report_call_raises(client: Client) -
         await asyncio.wait_for(task, 20)
 
 
+async def test_a_block_entered_on_a_run_cancelled_already_raises_at_its_first_report(
+    client: Client,
+) -> None:
+    run = await client.start_run("campaign", steps=["research"])
+    await run.flush()  # the producer's stream is up: the cancel reaches it
+    await client.cancel_run(run.run_id, reason="wrong brief")
+    await eventually(lambda: run.cancelled)
+    before_report = []
+
+    async def workflow() -> None:
+        async with run:
+            await asyncio.sleep(0.05)  # not cancelled on entry: its code runs to the report
+            before_report.append("ran")
+            await run.start_step("research")
+
+    with pytest.raises(RunCancelledError, match="wrong brief"):
+        await asyncio.wait_for(workflow(), 20)
+    assert before_report == ["ran"]
+
+
 async def test_a_pending_ask_raises_when_the_run_is_cancelled(client: Client) -> None:
     run = await client.start_run("campaign", cancel_task=False)
     waiting = asyncio.create_task(run.ask("Which?", ["a", "b"], decision_id="q"))

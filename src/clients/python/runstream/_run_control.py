@@ -148,14 +148,14 @@ class RunControl:
     # --- the task inside `async with run:` ---------------------------------------------------
 
     def adopt_owner(self) -> None:
-        """Called on entering ``async with run:``: a CANCEL will cancel the current task."""
+        """Called on entering ``async with run:``: a CANCEL will cancel the current task.
+        A run cancelled already is not cancelled here: the block meets RunCancelledError at
+        its next report call."""
         task = asyncio.current_task()
         if self._cancel_task and task is not None:
             self._owner = task
             self._owner_cancelling = task.cancelling()
             self._owner_cancelled = False
-            if self._cancelled:
-                self._cancel_owner()
 
     def release_owner(self, exc: BaseException | None) -> bool:
         """Called where ``async with run:`` ends: whether ``exc`` is the CancelledError of
