@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -15,6 +16,15 @@ from runstream.cli.view import RunView
 from runstream.v1 import decision_pb2, event_pb2, run_pb2
 
 NOW = datetime.now(UTC)
+"""The time the tables are read at: each test's own start (set by :func:`read_now`), so the
+runs' elapsed times and deadlines are as old as the test says, however long after the
+module's import the test runs (minutes, under a busy pytest-xdist worker)."""
+
+
+@pytest.fixture(autouse=True)
+def read_now() -> None:
+    global NOW
+    NOW = datetime.now(UTC)
 
 
 def shown(renderable: RenderableType, width: int = 200) -> str:
