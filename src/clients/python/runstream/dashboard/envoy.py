@@ -158,9 +158,11 @@ def render_config(config: EnvoyConfig) -> str:
         importlib.resources.files("runstream.dashboard").joinpath("envoy.yaml.tmpl").read_text()
     )
     origins = ", ".join(json.dumps({"exact": origin}) for origin in config.allowed_origins)
+    address = config.listen_address
     return Template(template).substitute(
         admin_port=config.admin_port,
-        listen_address=config.listen_address,
+        # Quoted when IPv6: "::" is no YAML scalar in a flow mapping.
+        listen_address=json.dumps(address) if ":" in address else address,
         listen_port=config.listen_port,
         endpoints="\n".join(
             "              - endpoint:\n"
@@ -330,9 +332,11 @@ class EnvoyProxy:
     @property
     def url(self) -> str:
         """The grpc-web endpoint, for example ``http://127.0.0.1:8081``."""
-        host = self.config.listen_address
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
+        # Every interface is called on loopback (Envoy's :: takes IPv6 only).
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.config.listen_address)
+        host = host or self.config.listen_address
+        if ":" in host:
+            host = f"[{host}]"
         scheme = "https" if self.config.tls_cert is not None else "http"
         return f"{scheme}://{host}:{self.config.listen_port}"
 
@@ -509,7 +513,7 @@ class EnvoyProxy:
                 return False
         except (OSError, urllib.error.URLError):
             return False
-        host = self.url.partition("://")[2].rpartition(":")[0]
+        host = self.url.partition("://")[2].rpartition(":")[0].strip("[]")
         try:
             with socket.create_connection((host, self.config.listen_port), 0.5):
                 return True
