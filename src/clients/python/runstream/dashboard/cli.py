@@ -80,9 +80,11 @@ def add_dashboard_command(
     )
     parser.add_argument(
         "--host",
+        type=_listen_host,
         default="127.0.0.1",
         metavar="ADDRESS",
-        help="where the page and Envoy listen; 0.0.0.0 for every interface",
+        help="where the page and Envoy listen, an IPv4 address or a name; 0.0.0.0 for every "
+        "interface",
     )
     parser.add_argument(
         "--port", type=port, default=8080, metavar="PORT", help="the page's port (0: any free)"
@@ -144,6 +146,19 @@ def add_dashboard_command(
         "tokens.",
     )
     parser.set_defaults(handler=run_dashboard_command)
+
+
+def _listen_host(value: str) -> str:
+    """Where the page and Envoy listen: the page's server takes IPv4 only, so an IPv6 address
+    is refused here rather than failing later with the socket's 'Address family for
+    hostname not supported'."""
+    with contextlib.suppress(ValueError):
+        if isinstance(ipaddress.ip_address(value.strip("[]")), ipaddress.IPv6Address):
+            raise argparse.ArgumentTypeError(
+                f"the dashboard listens on IPv4: give 0.0.0.0 for every interface, 127.0.0.1 "
+                f"for this machine alone, or an IPv4 address of it; got {value!r}"
+            )
+    return value
 
 
 def _origin(value: str) -> str:
