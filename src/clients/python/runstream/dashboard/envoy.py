@@ -332,13 +332,18 @@ class EnvoyProxy:
     @property
     def url(self) -> str:
         """The grpc-web endpoint, for example ``http://127.0.0.1:8081``."""
-        # Every interface is called on loopback (Envoy's :: takes IPv6 only).
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.config.listen_address)
-        host = host or self.config.listen_address
+        host = self._called_on
         if ":" in host:
             host = f"[{host}]"
         scheme = "https" if self.config.tls_cert is not None else "http"
         return f"{scheme}://{host}:{self.config.listen_port}"
+
+    @property
+    def _called_on(self) -> str:
+        """The address Envoy's listener is called on: every interface on loopback (Envoy's
+        :: takes IPv6 only)."""
+        address = self.config.listen_address
+        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
 
     @property
     def log_path(self) -> Path:
@@ -513,9 +518,8 @@ class EnvoyProxy:
                 return False
         except (OSError, urllib.error.URLError):
             return False
-        host = self.url.partition("://")[2].rpartition(":")[0].strip("[]")
         try:
-            with socket.create_connection((host, self.config.listen_port), 0.5):
+            with socket.create_connection((self._called_on, self.config.listen_port), 0.5):
                 return True
         except OSError:
             return False
