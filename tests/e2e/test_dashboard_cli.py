@@ -235,21 +235,6 @@ def test_a_bad_origin_is_a_usage_error_naming_the_option() -> None:
     assert "embedded" not in done.stdout
 
 
-@pytest.mark.parametrize("host", ["::", "::1", "[::1]"])
-def test_an_ipv6_host_is_a_usage_error_naming_the_option(host: str) -> None:
-    """The page's server listens on IPv4 only: `--host ::` said "cannot start Envoy on
-    :::8081: Address family for hostname not supported; pass --envoy-port 0", as if the port
-    were the trouble (audit mu69x)."""
-    done = dashboard("--target", f"127.0.0.1:{free_port()}", "--host", host)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        "runstream dashboard: error: argument --host: the dashboard listens on IPv4: give "
-        "0.0.0.0 for every interface, 127.0.0.1 for this machine alone, or an IPv4 address "
-        f"of it; got {host!r}"
-    )
-    assert done.stdout == ""
-
-
 @pytest.mark.parametrize("url", ["ftp://x", "envoy.internal:8081", "http://", "http://h/?q=1"])
 def test_an_api_url_the_page_cannot_call_is_a_usage_error_naming_the_option(url: str) -> None:
     """`--api-url ftp://x` was taken, and the page then called grpc-web there (found in

@@ -41,7 +41,7 @@ from ..cli.args import (
 from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
 from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
-from .server import DashboardServer
+from .server import DashboardServer, bracketed, is_ipv6
 from .upstreams import dashboard_target, envoy_upstream, grpc_target
 
 __all__ = ["add_dashboard_command"]
@@ -83,8 +83,8 @@ def add_dashboard_command(
         type=_listen_host,
         default="127.0.0.1",
         metavar="ADDRESS",
-        help="where the page and Envoy listen, an IPv4 address or a name; 0.0.0.0 for every "
-        "interface",
+        help="where the page and Envoy listen: an IP address or a name of this machine; "
+        "0.0.0.0 for every IPv4 interface, :: for every interface (IPv6 and IPv4)",
     )
     parser.add_argument(
         "--port", type=port, default=8080, metavar="PORT", help="the page's port (0: any free)"
@@ -149,16 +149,10 @@ def add_dashboard_command(
 
 
 def _listen_host(value: str) -> str:
-    """Where the page and Envoy listen: the page's server takes IPv4 only, so an IPv6 address
-    is refused here rather than failing later with the socket's 'Address family for
-    hostname not supported'."""
-    with contextlib.suppress(ValueError):
-        if isinstance(ipaddress.ip_address(value.strip("[]")), ipaddress.IPv6Address):
-            raise argparse.ArgumentTypeError(
-                f"the dashboard listens on IPv4: give 0.0.0.0 for every interface, 127.0.0.1 "
-                f"for this machine alone, or an IPv4 address of it; got {value!r}"
-            )
-    return value
+    """Where the page and Envoy listen: an IP address (IPv6 with or without its brackets) or
+    a name of this machine."""
+    bare = value.removeprefix("[").removesuffix("]")
+    return bare if is_ipv6(bare) else value
 
 
 def _origin(value: str) -> str:
@@ -193,32 +187,50 @@ def run_dashboard_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
 
 
-def allowed_origins(host: str, port: int, extra: list[str]) -> tuple[str, ...]:
-    """The page's own origins (by every name a local user may type) plus `extra`."""
+def allowed_origins(
+    host: str, port: int, extra: list[str], address: str | None = None
+) -> tuple[str, ...]:
+    """The page's own origins (by every name a local user may type, and by the `address` a
+    name given as `host` listens on: the URL printed) plus `extra`."""
     names = [host]
-    if host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+    if host in ("127.0.0.1", "localhost", "0.0.0.0"):
         names = ["127.0.0.1", "localhost"]
+    elif host in ("::1", "::"):
+        names = ["::1", "localhost"] if host == "::1" else ["127.0.0.1", "::1", "localhost"]
     if host in ("0.0.0.0", "::"):
         names.append(socket.gethostname())
-    origins = [f"http://{_bracket(name)}:{port}" for name in names]
+    if address is not None:
+        names.append(address)
+    origins = [f"http://{bracketed(name)}:{port}" for name in names]
     return tuple(dict.fromkeys([*origins, *(origin.rstrip("/") for origin in extra)]))
 
 
-def _bracket(host: str) -> str:
+def _listen_address(host: str) -> str:
+    """The IP address to listen on for `host` (Envoy takes addresses only): `host` itself
+    when it is one, else the first IPv4 address the name has, or its first IPv6 one."""
     with contextlib.suppress(ValueError):
-        if isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address):
-            return f"[{host}]"
-    return host
+        ipaddress.ip_address(host)
+        return host
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"argument --host: no address for {host!r}: {exc.strerror}") from None
+    addresses = [str(info[4][0]) for info in found]
+    return next((address for address in addresses if not is_ipv6(address)), addresses[0])
+
+
+def _socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if is_ipv6(host) else socket.AF_INET)
 
 
 def _bindable(host: str) -> str:
     """Where to try a port of `host` (all addresses: loopback)."""
-    return host if host not in ("0.0.0.0", "") else "127.0.0.1"
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def _check_free(host: str, port: int) -> None:
     """Says in one line that Envoy's port is taken, before Envoy says it in its log."""
-    with socket.socket() as sock:
+    with _socket(host) as sock:
         # As Envoy binds it: the connections of an Envoy that just stopped (TIME_WAIT, for a
         # minute) do not keep the port, a listener does.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -226,13 +238,13 @@ def _check_free(host: str, port: int) -> None:
             sock.bind((_bindable(host), port))
         except OSError as exc:
             raise CliError(
-                f"cannot start Envoy on {host}:{port}: {exc.strerror or exc}; "
+                f"cannot start Envoy on {bracketed(host)}:{port}: {exc.strerror or exc}; "
                 "pass --envoy-port 0 for a free port"
             ) from exc
 
 
 def _free_port(host: str) -> int:
-    with socket.socket() as sock:
+    with _socket(host) as sock:
         sock.bind((_bindable(host), 0))
         return int(sock.getsockname()[1])
 
@@ -257,16 +269,17 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
         else:
             target = args.target or target_from_environment() or DEFAULT_TARGET
 
+        address = _listen_address(args.host)
         if args.envoy_port:
-            _check_free(args.host, args.envoy_port)
-        envoy_port = args.envoy_port or _free_port(args.host)
-        page = DashboardServer(host=args.host, port=args.port, api_port=envoy_port)
+            _check_free(address, args.envoy_port)
+        envoy_port = args.envoy_port or _free_port(address)
+        page = DashboardServer(host=address, port=args.port, api_port=envoy_port)
         try:
             page.start()
         except OSError as exc:
             raise CliError(
-                f"cannot serve the page on {args.host}:{args.port}: {exc.strerror or exc}; "
-                "pass --port 0 for a free port"
+                f"cannot serve the page on {bracketed(address)}:{args.port}: "
+                f"{exc.strerror or exc}; pass --port 0 for a free port"
             ) from exc
         stack.callback(page.stop)
 
@@ -275,8 +288,8 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             config = EnvoyConfig(
                 upstream=envoy_upstream(target),
                 listen_port=envoy_port,
-                listen_address=args.host,
-                allowed_origins=allowed_origins(args.host, page.port, args.origin),
+                listen_address=address,
+                allowed_origins=allowed_origins(args.host, page.port, args.origin, address),
                 allowed_hosts=tuple(args.allowed_host),
                 upstream_ca=tls.ca,
                 upstream_client_cert=tls.cert,
@@ -343,12 +356,13 @@ async def _serve_page_only(
     """The page alone, for a deployment whose Envoy runs elsewhere (`--api-url`)."""
     if args.demo or args.target:
         raise UsageError("--api-url serves the page only; drop --demo and --target")
-    page = DashboardServer(host=args.host, port=args.port, api_url=args.api_url)
+    address = _listen_address(args.host)
+    page = DashboardServer(host=address, port=args.port, api_url=args.api_url)
     try:
         page.start()
     except OSError as exc:
         raise CliError(
-            f"cannot serve the page on {args.host}:{args.port}: {exc.strerror or exc}"
+            f"cannot serve the page on {bracketed(address)}:{args.port}: {exc.strerror or exc}"
         ) from exc
     try:
         say(f"Runstream dashboard: {page.url}")

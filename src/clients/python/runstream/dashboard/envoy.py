@@ -71,7 +71,8 @@ class EnvoyConfig:
     allowed_origins: tuple[str, ...]
     """Origins (``scheme://host[:port]``) whose pages may call; no others get CORS headers."""
     listen_address: str = "127.0.0.1"
-    """The address Envoy listens on; ``0.0.0.0`` for every interface."""
+    """The address Envoy listens on (an IP address): ``0.0.0.0`` for every IPv4 interface,
+    ``::`` for every interface, IPv6 and IPv4."""
     admin_port: int = 0
     """Envoy's admin interface, always on 127.0.0.1; 0 lets Envoy pick a free port."""
     tls_cert: Path | None = None
@@ -164,6 +165,9 @@ def render_config(config: EnvoyConfig) -> str:
         # Quoted when IPv6: "::" is no YAML scalar in a flow mapping.
         listen_address=json.dumps(address) if ":" in address else address,
         listen_port=config.listen_port,
+        # Every interface is IPv4's too, as the page's server on :: takes both: a page opened
+        # on 127.0.0.1 calls Envoy there.
+        ipv4_compat=", ipv4_compat: true" if address == "::" else "",
         endpoints="\n".join(
             "              - endpoint:\n"
             "                  address:\n"
@@ -340,8 +344,8 @@ class EnvoyProxy:
 
     @property
     def _called_on(self) -> str:
-        """The address Envoy's listener is called on: every interface on loopback (Envoy's
-        :: takes IPv6 only)."""
+        """The address Envoy's listener is called on: every interface on loopback (IPv6's
+        for ::)."""
         address = self.config.listen_address
         return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
 

@@ -8,15 +8,17 @@ tells the page which port Envoy listens on.
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import json
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources.abc import Traversable
 
-__all__ = ["DashboardServer", "bundle_files"]
+__all__ = ["DashboardServer", "bracketed", "bundle_files", "is_ipv6"]
 
 _log = logging.getLogger("runstream.dashboard")
 
@@ -46,6 +48,9 @@ def bundle_files() -> dict[str, Traversable]:
 class DashboardServer:
     """A threaded HTTP server for the dashboard on ``host:port`` (port 0 picks one).
 
+    `host` is an IPv4 or IPv6 address or a name; ``0.0.0.0`` is every IPv4 interface and
+    ``::`` every interface, IPv6 and IPv4 alike.
+
     `api_port` is the grpc-web port (Envoy) the page calls on its own host name; `api_url`,
     when set, is a full URL that wins over it. A connection that takes longer than
     `request_timeout` seconds to send its request, or to take its answer, is closed: each
@@ -62,17 +67,17 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The page's address, for example ``http://127.0.0.1:8080/``."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}/"
+        """The page's address, for example ``http://127.0.0.1:8080/`` (every interface: on
+        loopback; IPv6 in brackets)."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://{bracketed(host)}:{self.port}/"
 
     def start(self) -> None:
         """Binds (raising OSError when the port is taken) and serves on a daemon thread."""
         files = bundle_files()
         config = json.dumps({"api_port": self.api_port, "api_url": self.api_url}).encode()
         handler = _handler_class(files, config, self.request_timeout)
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
+        self._server = _server_class(self.host)((self.host, self.port), handler)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="runstream-dashboard", daemon=True
@@ -87,6 +92,36 @@ class DashboardServer:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+def is_ipv6(host: str) -> bool:
+    """Whether `host` is an IPv6 address (not a name, not IPv4)."""
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def bracketed(host: str) -> str:
+    """`host` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if is_ipv6(host) else host
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Ipv6Server(_Server):
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        if self.server_address[0] == "::":  # every interface: IPv4 too, as 0.0.0.0 would
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    return _Ipv6Server if is_ipv6(host) else _Server
 
 
 def _handler_class(
