@@ -25,6 +25,7 @@ def config(**fields: Any) -> EnvoyConfig:
         ({"upstream": "127.0.0.1:port"}, "upstream must be HOST:PORT"),
         ({"upstream": "my host:50051"}, "upstream must be HOST:PORT"),
         ({"listen_address": "0.0.0.0; rm"}, "not a listen address"),
+        ({"listen_address": "localhost"}, r"not a listen address \(an IPv4 or IPv6 address\)"),
         ({"listen_port": 65536}, "not a port: 65536"),
         ({"upstream": "127.0.0.1:65536"}, "not a port: 65536"),
         ({"tls_cert": Path("c.pem")}, "tls_cert and tls_key go together"),

@@ -19,6 +19,7 @@ __all__ = [
     "check_target",
     "host_header_name",
     "is_ip_address",
+    "is_ipv6",
     "target_addresses",
     "with_default_port",
 ]
@@ -43,11 +44,11 @@ def check_target(value: str) -> str:
         host, closed, number = target[1:].partition("]")
         if not closed or (number and not number.startswith(":")):
             raise ValueError(f"{value!r} is not [IPV6]:PORT")
-        if not _is_ipv6(host):
+        if not is_ipv6(host):
             raise ValueError(f"{value!r}: {host!r} in brackets is not an IPv6 address")
         colon, number = number[:1], number[1:]
     elif target.count(":") > 1:  # a bare IPv6 address
-        if not _is_ipv6(target):
+        if not is_ipv6(target):
             several = " (several addresses: ipv4:HOST:PORT,HOST:PORT)" if "," in target else ""
             raise ValueError(f"{value!r} is neither HOST:PORT nor an IPv6 address{several}")
         return target
@@ -104,7 +105,8 @@ def _host_and_port(address: str) -> tuple[str, int | None]:
     return host, int(number) if number.isascii() and number.isdigit() else None
 
 
-def _is_ipv6(host: str) -> bool:
+def is_ipv6(host: str) -> bool:
+    """Whether `host` (no brackets, no port) is an IPv6 address."""
     return _parses(ipaddress.IPv6Address, host)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import runstream
 
 from .._auth import channel_credentials
+from .._target import is_ip_address, is_ipv6
 from .._unreachable import TlsSettings, cause_of, look_closer
 from ..cli.args import (
     DEFAULT_TARGET,
@@ -41,7 +41,7 @@ from ..cli.args import (
 from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
 from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
-from .server import DashboardServer, bracketed, is_ipv6
+from .server import DashboardServer, bracketed
 from .upstreams import dashboard_target, envoy_upstream, grpc_target
 
 __all__ = ["add_dashboard_command"]
@@ -208,8 +208,7 @@ def allowed_origins(
 def _listen_address(host: str) -> str:
     """The IP address to listen on for `host` (Envoy takes addresses only): `host` itself
     when it is one, else the first IPv4 address the name has, or its first IPv6 one."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
+    if is_ip_address(host):
         return host
     try:
         found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)

@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
-_HOST = re.compile(r"^[A-Za-z0-9.\-:]+\Z")  # a listen address: a name, IPv4 or IPv6
 _UPSTREAM_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])\Z")  # name, IPv4, [IPv6]
 _HOST_NAME = re.compile(r"^\.?[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*\Z")  # an allowed name, lower case
 # The names of this machine: a page elsewhere cannot be same-origin with them, whatever its
@@ -100,8 +99,10 @@ class EnvoyConfig:
             if not host or not port.isdigit() or not _UPSTREAM_HOST.match(host):
                 raise ValueError(f"upstream must be HOST:PORT[,HOST:PORT...], not {upstream!r}")
             ports.append(int(port))
-        if not _HOST.match(self.listen_address):
-            raise ValueError(f"not a listen address: {self.listen_address!r}")
+        if not is_ip_address(self.listen_address):  # Envoy: "malformed IP address" for a name
+            raise ValueError(
+                f"not a listen address (an IPv4 or IPv6 address): {self.listen_address!r}"
+            )
         for port_value in (self.listen_port, self.admin_port, *ports):
             if not 0 <= port_value <= 65535:
                 raise ValueError(f"not a port: {port_value}")
@@ -564,7 +565,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="127.0.0.1:50051",
         help="the server, HOST:PORT, or its replicas, HOST:PORT,HOST:PORT",
     )
-    parser.add_argument("--listen-address", default="0.0.0.0", help="where Envoy listens")
+    parser.add_argument(
+        "--listen-address",
+        default="0.0.0.0",
+        help="where Envoy listens, an IP address: 0.0.0.0 for every IPv4 interface, :: for "
+        "every interface (IPv6 and IPv4)",
+    )
     parser.add_argument("--listen-port", type=port, default=8081, help="the grpc-web port")
     parser.add_argument("--admin-port", type=port, default=9901, help="admin, on 127.0.0.1")
     parser.add_argument(

@@ -8,7 +8,6 @@ tells the page which port Envoy listens on.
 from __future__ import annotations
 
 import importlib.resources
-import ipaddress
 import json
 import logging
 import socket
@@ -18,7 +17,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources.abc import Traversable
 
-__all__ = ["DashboardServer", "bracketed", "bundle_files", "is_ipv6"]
+from .._target import is_ipv6
+
+__all__ = ["DashboardServer", "bracketed", "bundle_files"]
 
 _log = logging.getLogger("runstream.dashboard")
 
@@ -92,14 +93,6 @@ class DashboardServer:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-
-
-def is_ipv6(host: str) -> bool:
-    """Whether `host` is an IPv6 address (not a name, not IPv4)."""
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
-    except ValueError:
-        return False
 
 
 def bracketed(host: str) -> str:
