@@ -1,12 +1,10 @@
-// The run page: header with the progress bar, decisions (./decision-cards), metric tiles,
-// steps (./step-list), active agents, streamed agent output, thinking, model allocations and
-// the activity feed.
-import { EventKind } from "../../gen/runstream/v1/event_pb";
+// The run page: header with the progress bar, decisions (./decision-cards), metric tiles
+// (./metric-tiles), steps (./step-list), active agents, streamed agent output, thinking, model
+// allocations and the activity feed (./activity-feed).
 import { type ActiveAgent, EstimateSource, RunHealth, RunStatus } from "../../gen/runstream/v1/run_pb";
 import { serverNow } from "../clock";
 import { $, attr, h, icon, reconcile, text } from "../dom";
 import {
-  ago,
   byName,
   clock,
   compact,
@@ -15,50 +13,31 @@ import {
   formatDuration,
   hue,
   initials,
-  metricLabel,
-  metricValue,
   millis,
   money,
   percentText,
 } from "../format";
-import { FEED_KINDS, FEED_LIMIT, type FeedItem, type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
+import { type RunAction, type StreamedText, allowedActions, isTerminal, textStart } from "../model";
 import type { RunSession } from "../session";
+import { ActivityFeed } from "./activity-feed";
 import { DecisionCards } from "./decision-cards";
+import { MetricTiles } from "./metric-tiles";
 import { StepList } from "./step-list";
-
-const PREFERRED_METRICS = ["impressions", "clicks", "ctr", "conversions", "tokens", "cost_usd", "assets"];
-const MAX_TILES = 8;
-/** The label of the run's own artifacts tile, and what it counts. */
-const ARTIFACTS_LABEL = "Artifacts produced";
-const ARTIFACTS_TITLE = "Artifacts the run reported (ArtifactProduced events and completed steps' artifacts)";
-
-/** A metric tile, or one of the run's own (`summary`), keyed apart from every metric. */
-interface Tile {
-  key: string;
-  summary?: string;
-  /** The metric's name, as its producer gave it ("" for the run's own tiles). */
-  name: string;
-  label: string;
-  value: string;
-  change: string;
-  history: number[];
-}
 
 export class RunView {
   readonly root: HTMLElement;
-  private renderedFeedSeq = 0;
-  private metricHistory = new Map<string, number[]>();
-  private lastMetricSeq = -1;
   private readonly decisions: DecisionCards;
   private readonly steps: StepList;
+  private readonly tiles: MetricTiles;
+  private readonly feed: ActivityFeed;
 
   constructor(private readonly session: RunSession) {
     this.root = buildSkeleton(session.runId);
-    $(this.root, ".feed").dataset.feedKinds = FEED_KINDS.map((k) => EventKind[k]).join(",");
     this.decisions = new DecisionCards($(this.root, ".decisions"), session);
     this.steps = new StepList(this.root, session, () => this.render());
+    this.tiles = new MetricTiles($(this.root, ".tiles"), session);
+    this.feed = new ActivityFeed($(this.root, ".feed-card"), session, () => this.confirmCancel());
     $(this.root, ".controls").addEventListener("click", (event) => this.onControlClick(event));
-    $(this.root, ".feed-card").addEventListener("click", (event) => this.onFeedClick(event));
   }
 
   /** Pause and resume act at once; cancel asks first (the confirm row), then acts. */
@@ -76,20 +55,12 @@ export class RunView {
     this.render();
   }
 
-  private onFeedClick(event: Event): void {
-    const button = (event.target as Element).closest<HTMLButtonElement>("button");
-    if (!button || button.disabled) return;
-    if (button.classList.contains("load-older")) {
-      void this.session.loadOlder();
-      return;
-    }
-    const action = button.dataset.action as RunAction | undefined;
-    if (action === "cancel") {
-      // An alert suggesting a cancel opens the same confirmation as the header's button.
-      $(this.root, ".controls").dataset.confirm = "cancel";
-      $(this.root, ".run-head").scrollIntoView({ block: "start" });
-      this.render();
-    } else if (action) void this.session.control(action);
+  /** An alert in the feed suggesting a cancel opens the same confirmation as the header's
+   * button. */
+  private confirmCancel(): void {
+    $(this.root, ".controls").dataset.confirm = "cancel";
+    $(this.root, ".run-head").scrollIntoView({ block: "start" });
+    this.render();
   }
 
   render(now = serverNow()): void {
@@ -105,7 +76,7 @@ export class RunView {
     }
     this.renderHeader(now);
     this.decisions.render(now);
-    this.renderMetrics();
+    this.tiles.render();
     if (run) {
       this.steps.render(run.steps, now);
       this.renderAgents(run.activeAgents, now);
@@ -113,7 +84,7 @@ export class RunView {
     this.renderOutput();
     this.renderThinking();
     this.renderModels();
-    this.renderFeed(now);
+    this.feed.render(now);
     this.renderControls();
   }
 
@@ -226,68 +197,6 @@ export class RunView {
       (el, [, done]) => {
         attr(el, "data-done", String(done));
         text($(el, ".flag-mark"), done ? "\u2713" : "\u25cb");
-      },
-    );
-  }
-
-  private renderMetrics(): void {
-    const { model } = this.session;
-    const values = model.metrics();
-    if (model.lastSeq !== this.lastMetricSeq) {
-      this.lastMetricSeq = model.lastSeq;
-      for (const [name, value] of values) {
-        const history = this.metricHistory.get(name) ?? [];
-        if (history[history.length - 1] !== value) history.push(value);
-        if (history.length > 24) history.shift();
-        this.metricHistory.set(name, history);
-      }
-    }
-    const run = model.snapshot;
-    const names = [...values.keys()].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b)).slice(0, MAX_TILES);
-    // The run's own tiles (the artifacts count) are keyed apart from its metrics, whatever
-    // the metrics are named: a metric named "artifacts" once shared the Artifacts tile's key,
-    // and every render added two more tiles.
-    const builtIn: Tile[] = [];
-    if (run && !values.has("assets") && run.artifactsSummary && run.artifactsSummary.total > 0) {
-      builtIn.push({ key: "summary:artifacts", summary: "artifacts", name: "", label: ARTIFACTS_LABEL, value: String(run.artifactsSummary.total), change: "", history: [] });
-    }
-    const taken = new Set(builtIn.map((t) => t.label.toLowerCase()));
-    const tiles: Tile[] = names.map((name) => {
-      // A metric whose label would read like one of the run's own tiles goes by the name
-      // its producer gave it.
-      const label = metricLabel(name);
-      return {
-        key: `metric:${name}`,
-        name,
-        label: taken.has(label.toLowerCase()) ? name : label,
-        value: metricWithUnit(name, values.get(name) ?? 0, model.metricUnit(name)),
-        change: changeText(name, model.metricChange(name), model.metricUnit(name)),
-        history: this.metricHistory.get(name) ?? [],
-      };
-    });
-    tiles.push(...builtIn);
-    const container = $(this.root, ".tiles");
-    container.hidden = tiles.length === 0;
-    reconcile(
-      container,
-      tiles,
-      (t) => t.key,
-      (t) =>
-        h(
-          "div",
-          { class: "tile", "data-metric": t.summary ? null : t.name, "data-summary": t.summary ?? null, title: t.summary ? ARTIFACTS_TITLE : `Metric “${t.name}”` },
-          h("div", { class: "tile-label" }),
-          h("div", { class: "tile-value" }),
-          h("div", { class: "tile-change" }),
-          sparkline(),
-        ),
-      (el, t) => {
-        text($(el, ".tile-label"), t.label);
-        text($(el, ".tile-value"), t.value);
-        const change = $(el, ".tile-change");
-        text(change, t.change);
-        attr(change, "data-sign", t.change.startsWith("−") ? "down" : t.change ? "up" : "");
-        drawSparkline(el.querySelector("svg") as SVGSVGElement, t.history);
       },
     );
   }
@@ -414,43 +323,6 @@ export class RunView {
     );
   }
 
-  /** Adds feed entries once each, newest on top, and never rebuilds those shown. */
-  private renderFeed(now: number): void {
-    const feed = $(this.root, ".feed");
-    const fresh = this.session.model.feed.filter((item) => item.seq > this.renderedFeedSeq);
-    const history = this.session.model.historySeq;
-    for (const item of fresh) {
-      const el = buildFeedItem(item);
-      // Only what happens while watching slides in; replayed history just appears.
-      if (item.seq > history) el.classList.add("live");
-      feed.prepend(el);
-      this.renderedFeedSeq = item.seq;
-    }
-    // Entries from before the oldest shown (a long run's feed filled in after its replayed
-    // events) go below it.
-    const oldest = Number((feed.lastElementChild as HTMLElement | null)?.dataset.seq);
-    for (const item of this.session.model.feed.filter((i) => i.seq < oldest).reverse()) feed.append(buildFeedItem(item));
-    while (feed.children.length > FEED_LIMIT) feed.lastElementChild?.remove();
-    $(this.root, ".feed-empty").hidden = feed.children.length > 0;
-    const { model } = this.session;
-    const more = $(this.root, ".load-older") as HTMLButtonElement;
-    const state = this.session.older;
-    const ended = this.session.olderEnd;
-    more.hidden = model.startSeq === 0 || ended !== undefined;
-    more.disabled = state === "loading";
-    text(
-      more,
-      state === "loading" ? "Loading earlier activity…" : state === "failed" ? this.session.olderError || "Could not load; try again" : `Load earlier activity (events 1–${model.olderBefore - 1})`,
-    );
-    const end = $(this.root, ".older-end");
-    end.hidden = model.startSeq === 0 || ended === undefined;
-    text(end, ended === "purged" ? "Earlier activity was removed by the server's retention policy." : "This is the start of the run.");
-    reconcile($(this.root, ".feed-older"), model.olderFeed, (item) => String(item.seq), buildFeedItem, () => undefined);
-    for (const el of Array.from(feed.children) as HTMLElement[]) {
-      const time = Number(el.dataset.time);
-      if (time) text($(el, ".feed-ago"), ago(time, now));
-    }
-  }
 }
 
 // --- building blocks ------------------------------------------------------------------------
@@ -590,52 +462,8 @@ function itemsText(completed: bigint, total: bigint, unit: string): string {
   return total > 0n ? `${completed} of ${total} ${unit || "items"}` : `${completed} ${unit || "items"}`;
 }
 
-/** "5.0 %", "1,200 USD", or the value as its name suggests when it has no unit. */
-function metricWithUnit(name: string, value: number, unit: string): string {
-  if (!unit) return metricValue(name, value);
-  if (unit === "%") return `${value.toFixed(1)} %`;
-  return `${compact(value)} ${unit}`;
-}
-
-/** "+500", "−0.5 %", "+0.02%" for a rate, or "" for a metric reported once. */
-function changeText(name: string, change: number | undefined, unit: string): string {
-  if (change === undefined || change === 0) return "";
-  const sign = change > 0 ? "+" : "−";
-  const size = Math.abs(change);
-  if (unit === "%") return `${sign}${size.toFixed(1)} %`;
-  if (unit) return `${sign}${Number.isInteger(size) ? compact(size) : size.toFixed(2)} ${unit}`;
-  return `${sign}${metricValue(name, size)}`;
-}
-
-function rank(name: string): number {
-  const i = PREFERRED_METRICS.indexOf(name);
-  return i < 0 ? PREFERRED_METRICS.length : i;
-}
-
 function avatar(name: string): HTMLElement {
   return h("span", { class: "avatar", style: `--hue: ${hue(name)}`, title: name }, initials(name));
-}
-
-function sparkline(): SVGSVGElement {
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "spark");
-  svg.setAttribute("viewBox", "0 0 100 24");
-  svg.setAttribute("preserveAspectRatio", "none");
-  svg.innerHTML = '<polyline fill="none" points="" />';
-  return svg;
-}
-
-function drawSparkline(svg: SVGSVGElement, values: number[]): void {
-  const line = svg.firstElementChild as SVGPolylineElement;
-  if (values.length < 2) {
-    line.setAttribute("points", "");
-    return;
-  }
-  const min = Math.min(...values);
-  const max = Math.max(...values);
-  const span = max - min || 1;
-  const points = values.map((v, i) => `${((i / (values.length - 1)) * 100).toFixed(1)},${(22 - ((v - min) / span) * 20).toFixed(1)}`).join(" ");
-  if (line.getAttribute("points") !== points) line.setAttribute("points", points);
 }
 
 /** How near its end (px) an output box counts as at its end: it then follows the text. */
@@ -674,18 +502,3 @@ function updateOutput(el: HTMLElement, t: StreamedText, stepNames: ReadonlyMap<s
   return box;
 }
 
-function buildFeedItem(item: FeedItem): HTMLElement {
-  return h(
-    "li",
-    { class: "feed-item", "data-seq": item.seq, "data-kind": EventKind[item.kind], "data-tone": item.tone, "data-time": item.time ?? "" },
-    h("span", { class: "feed-icon" }, icon(item.icon)),
-    h(
-      "div",
-      { class: "feed-body" },
-      h("div", { class: "feed-title" }, item.title),
-      item.detail ? h("div", { class: "feed-detail" }, item.detail) : null,
-      h("div", { class: "feed-meta" }, item.who ? h("span", null, item.who) : null, h("span", { class: "feed-ago" }), h("span", { class: "feed-seq" }, `#${item.seq}`)),
-      item.action ? h("button", { class: "feed-action", type: "button", "data-action": item.action.action }, item.action.label) : null,
-    ),
-  );
-}
