@@ -5,8 +5,9 @@ done, a decision answered by clicking one of its buttons, an answer that fails w
 server is away said in words and cleared by a later answer, and a page that carries on after
 Envoy is killed and restarted mid-run, with no activity-feed entry missing or shown twice,
 a run whose log retention removed opening from its snapshot as ended (and its earlier
-activity saying it was removed), and a run opened while its server is frozen saying
-"Reconnecting…" until the server answers again.
+activity saying it was removed), a run opened while its server is frozen saying
+"Reconnecting…" until the server answers again, and a watch silent for 25 s given up for a
+new one while one that hears something is kept.
 Screenshots go to test-artifacts/ (one per scene) for a human to look at.
 """
 
@@ -456,6 +457,52 @@ async def test_a_run_opened_while_its_server_is_frozen_reconnects_until_the_serv
             finally:
                 server_process.process.send_signal(signal.SIGCONT)
             await page.wait(f"{CONNECTION} === 'live' && {run_view_is('RUNNING')}", within=30)
+        await run.close()
+
+
+async def test_a_watch_that_stays_silent_is_given_up_after_25_s_and_one_that_speaks_never_is(
+    server: RunstreamServer, web: Web
+) -> None:
+    """The page gives up on a watch that has heard nothing for 25 s (two and a half heartbeat
+    intervals: a half-open connection ends with no error) and opens another; a watch that
+    hears something at least that often is kept however long it lasts. No test passed the
+    25 s: a page that gave up on a quiet watch after 2.5 s, or never, or kept counting from
+    the watch's start, passed them all. The page's clock is the test's, jumped ahead."""
+    watch_run = "runstream.v1.RunService/WatchRun"
+    async with runstream.connect(server.target) as client, browser() as page:
+        run = await client.start_run("quiet", steps=[StepSpec("draft", "Draft")])
+        await run.flush()
+        await page.call("skew", seconds=0)  # the page's timers run on the test's clock
+        await page.hang(watch_run)  # its first watch gets no answer, not even headers
+        await page.goto(web.run_url(run.run_id))
+        await page.wait(f"{VIEW}?.dataset.status === 'RUNNING' && {CONNECTION} === 'connecting'")
+        for _ in range(200):  # its stall timer runs from the call: wait for it (10 s at most)
+            if await page.calls(watch_run) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await page.calls(watch_run) == 1
+        await page.fastforward(20)
+        await page.unhang(watch_run)  # the next watch is answered
+        assert (await page.eval(CONNECTION), await page.calls(watch_run)) == ("connecting", 1)
+        await page.fastforward(6)  # 26 s of silence: given up, and a new watch is live
+        await page.wait(f"{CONNECTION} === 'live'", within=30)
+        assert await page.calls(watch_run) == 2
+        await page.eval(
+            "window.linkStates = [];"
+            " new MutationObserver(() => linkStates.push("
+            f"{CONNECTION})).observe(document.querySelector('#app'),"
+            " {attributes: true, attributeFilter: ['data-connection']})"
+        )
+        # An event every 15 s keeps the watch: 30 s after it opened, it is still the same one.
+        for name in ("first", "second", "third"):
+            await run.custom(name)
+            await run.flush()
+            seq = (await client.get_run(run.run_id)).last_seq
+            await page.wait(run_view_is("RUNNING", seq))
+            if name != "third":
+                await page.fastforward(15)
+        assert (await page.eval("linkStates"), await page.calls(watch_run)) == ([], 2)
+        assert await page.errors() == []
         await run.close()
 
 

@@ -257,6 +257,20 @@ class Browser:
         way back `delay` seconds later (as when a proxy drops the connection)."""
         await self.call("replylost", method=method, delayMs=int(delay * 1000))
 
+    async def hang(self, method: str) -> None:
+        """Calls to `method` from now on get no answer at all, not even headers, and no error
+        either: what a half-open connection looks like to the page."""
+        await self.call("hang", method=method)
+
+    async def unhang(self, method: str) -> None:
+        """Calls to `method` from now on are answered again (those left hanging stay so)."""
+        await self.call("unhang", method=method)
+
+    async def fastforward(self, seconds: float) -> None:
+        """The page's clock, installed by `call("skew", seconds=...)` before the page loads,
+        jumps `seconds` ahead, firing the page's timers due meanwhile."""
+        await self.call("fastforward", ms=int(seconds * 1000))
+
     async def serve(self, pattern: str, path: Path) -> None:
         """Requests for URLs matching `pattern` ("**/app.js") are answered with the file at
         `path` from now on (a bundle the test built)."""

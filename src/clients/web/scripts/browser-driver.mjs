@@ -14,7 +14,11 @@
 // keydown before the keyup repeats, as a held key does), ax (the role, name and description
 // Chromium's accessibility tree gives the element a selector matches: what a screen reader
 // says), serve (requests for URLs matching `pattern`, "**/app.js", answered with the file at
-// `path`: a bundle the test built), close.
+// `path`: a bundle the test built), skew (the page's clock `seconds` off the real one, and
+// under the test's control from then on), fastforward (that clock jumps `ms` ahead, firing
+// the timers due meanwhile), hang (calls to a gRPC method from here on get no answer at all,
+// not even headers: a half-open connection), unhang (later calls are answered again; those
+// left hanging stay so), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -78,6 +82,8 @@ async function accessible(selector) {
   return { role: node.role?.value ?? "", name: node.name?.value ?? "", description: node.description?.value ?? "" };
 }
 
+const hanging = new Set();
+
 const ops = {
   goto: ({ url }) => page.goto(url, { waitUntil: "load" }).then(() => null),
   wait: ({ expression, timeout }) =>
@@ -93,6 +99,13 @@ const ops = {
   errors: () => Promise.resolve(problems.slice()),
   // The page's clock `seconds` off the real one from now on (a laptop whose clock drifted).
   skew: ({ seconds }) => page.clock.install({ time: Date.now() + seconds * 1000 }).then(() => null),
+  fastforward: ({ ms }) => page.clock.fastForward(ms).then(() => null),
+  // A hung call's route is left unhandled for good (unrouting it would let it through).
+  hang: ({ method }) => {
+    hanging.add(method);
+    return page.route(`**/${method}`, (route) => (hanging.has(method) ? undefined : route.fallback())).then(() => null);
+  },
+  unhang: ({ method }) => Promise.resolve(hanging.delete(method)).then(() => null),
   unimplemented: ({ method }) =>
     page
       .route(`**/${method}`, (route) =>
