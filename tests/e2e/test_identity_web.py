@@ -292,6 +292,11 @@ async def test_the_indicator_says_sign_in_is_needed_while_the_dialog_asks(
             await asyncio.sleep(1.5)  # no backoff of a reconnect loop replaces it
             assert await tab.eval(f"[{connection}, {label}]") == ["signin", "Sign-in needed"]
             await tab.screenshot("token-dialog-run-page.png", full_page=False)
+            # Spaces, or "Bearer" alone, are no token: the dialog stays, still asking (it
+            # closed with nothing given, and the page waited behind no dialog for good).
+            for nothing in ("   ", " Bearer  "):
+                await tab.eval(use(nothing))
+                assert await tab.eval(f"[{DIALOG}.open, {connection}]") == [True, "signin"]
             await tab.eval(use(keys.token(["viewer"], exp=int(time.time()) + 8)))
             await tab.wait(f"{DIALOG} === null && {connection} === 'live'")
             assert await tab.eval(label) == "Live"

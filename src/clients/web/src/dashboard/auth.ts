@@ -70,9 +70,16 @@ export function askForToken(reason: string, refusal: Refusal = "unauthenticated"
       ),
     );
     dialog.addEventListener("cancel", (event) => event.preventDefault()); // Esc: still needed
-    dialog.querySelector("form")?.addEventListener("submit", () => {
-      const token = input.value.trim().replace(/^Bearer\s+/i, "");
-      if (!token) return;
+    dialog.querySelector("form")?.addEventListener("submit", (event) => {
+      const token = input.value.trim().replace(/^Bearer(?:\s+|$)/i, "");
+      if (!token) {
+        // Spaces, or "Bearer" alone: no token. The form's own submission would close the dialog, and
+        // calls would wait for an answer no dialog asks for any more.
+        event.preventDefault();
+        input.value = "";
+        input.focus();
+        return;
+      }
       try {
         sessionStorage.setItem(KEY, token);
       } catch {
