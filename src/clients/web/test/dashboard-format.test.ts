@@ -108,6 +108,13 @@ test("counts are grouped below ten thousand and shortened above", () => {
     [-2_500_000, "-2.50M"],
     [1_500_000_000, "1.50B"],
     [25_000_000_000, "25.0B"],
+    // Rounded up to the next unit, or to ten of one, as it reads.
+    [999_960, "1.00M"],
+    [-999_960, "-1.00M"],
+    [9_996_000, "10.0M"],
+    [999_960_000, "1.00B"],
+    [9_999_999_999, "10.0B"],
+    [99_960, "100.0k"],
   ];
   for (const [n, text] of cases) assert.equal(compact(n), text, `compact(${n})`);
 });

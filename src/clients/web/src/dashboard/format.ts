@@ -45,14 +45,27 @@ export function ago(ms: number | undefined, now = serverNow()): string {
   return new Date(ms).toLocaleDateString();
 }
 
-/** 1234 -> "1,234"; 1_234_567 -> "1.23M"; 84_300 -> "84.3k". */
+/** 1234 -> "1,234"; 1_234_567 -> "1.23M"; 84_300 -> "84.3k"; 999_960 -> "1.00M". */
 export function compact(n: number): string {
-  const abs = Math.abs(n);
-  if (abs >= 1e9) return `${(n / 1e9).toFixed(abs >= 1e10 ? 1 : 2)}B`;
-  if (abs >= 1e6) return `${(n / 1e6).toFixed(abs >= 1e7 ? 1 : 2)}M`;
-  if (abs >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  if (Math.abs(n) >= 1e4) {
+    // The unit is chosen by the figure as it reads, rounded: 999,960 is "1.00M", not
+    // "1000.0k", as formatDuration's 299.6 s is "5 m 00 s".
+    for (const [size, unit] of [[1e3, "k"], [1e6, "M"]] as const) {
+      const figure = inUnit(n, size);
+      if (Math.abs(Number(figure)) < 1000) return `${figure}${unit}`;
+    }
+    return `${inUnit(n, 1e9)}B`;
+  }
   if (Number.isInteger(n)) return n.toLocaleString("en-US");
   return n.toLocaleString("en-US", { maximumFractionDigits: 2 });
+}
+
+/** `n` in thousands, millions or billions: two places under 10 ("1.23M", as it rounds:
+ * 9,996,000 is "10.0M"), one from 10 ("84.3k", "12.3M"). */
+function inUnit(n: number, size: number): string {
+  const figure = n / size;
+  const two = figure.toFixed(2);
+  return Math.abs(Number(two)) < 10 ? two : figure.toFixed(1);
 }
 
 /** "$0.42", "$12.30", "$0.0031". */
