@@ -131,6 +131,9 @@ test("metrics are labelled and valued by what their names say", () => {
   assert.equal(metricLabel("cost_usd"), "Cost");
   assert.equal(metricLabel("ctr"), "CTR");
   assert.equal(metricLabel("click-through_rate"), "Click through rate");
+  // Names an object has of its own are metrics' names like any other.
+  assert.equal(metricLabel("constructor"), "Constructor");
+  assert.equal(jsonText({ toString: 2 }), "ToString 2");
   assert.equal(metricValue("spent_usd", 93.5), "$93.50");
   assert.equal(metricValue("cost", 0.0031), "$0.0031");
   assert.equal(metricValue("ctr", 0.0512), "5.12%");

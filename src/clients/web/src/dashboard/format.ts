@@ -76,8 +76,9 @@ export function money(usd: number): string {
 
 /** "impressions" -> "Impressions", "cost_usd" -> "Cost", "ctr" -> "CTR". */
 export function metricLabel(name: string): string {
-  const special: Record<string, string> = { ctr: "CTR", cpc: "CPC", cpa: "CPA", fps: "FPS", cost_usd: "Cost" };
-  if (special[name]) return special[name];
+  const special = new Map([["ctr", "CTR"], ["cpc", "CPC"], ["cpa", "CPA"], ["fps", "FPS"], ["cost_usd", "Cost"]]);
+  const label = special.get(name); // a Map: "constructor" is a metric's name, not Object's
+  if (label) return label;
   const words = name.replace(/[_-]+/g, " ").trim();
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
