@@ -628,6 +628,30 @@ async def test_a_cors_preflight_for_a_post_allows_it_from_an_allowed_origin(
         assert json.loads(messages[-1].data)["type"] == "RUN_FINISHED"
 
 
+async def test_origins_given_as_users_copy_them_match_what_browsers_send(
+    client: runstream.Client,
+) -> None:
+    """`--origin http://localhost:3000/`, copied from the address bar, was matched as given:
+    the browser's `Origin: http://localhost:3000` never equalled it, and every response was
+    blocked by CORS while the bridge said nothing (found in review). Origins are matched as
+    browsers send them; what is no origin at all is refused at once."""
+    given = ["http://localhost:3000/", "HTTPS://App.Example:443", "http://[::1]:8080/"]
+    sent = ["http://localhost:3000", "https://app.example", "http://[::1]:8080"]
+    async with AguiBridge(client, port=0, origins=given) as bridge:
+        for origin, allowed in [*((origin, True) for origin in sent),
+                                ("http://localhost:3001", False)]:  # fmt: skip
+            response = await SseClient(bridge.port).open(
+                "/runs/any/events", method="OPTIONS", headers={"Origin": origin}
+            )
+            assert response.status == 204
+            assert response.headers.get("access-control-allow-origin") == (
+                origin if allowed else None
+            ), origin
+    for not_an_origin in ("localhost:3000", "http://localhost:3000/app"):
+        with pytest.raises(ValueError, match="scheme://host\\[:port\\] with no path"):
+            AguiBridge(client, port=0, origins=[not_an_origin])
+
+
 async def test_resuming_after_an_id_never_sent_is_a_400_not_an_empty_stream(
     client: runstream.Client, bridge: AguiBridge
 ) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 __all__ = [
     "allowed_host_name",
+    "allowed_origin",
     "check_target",
     "host_header_name",
     "is_ip_address",
@@ -146,3 +148,43 @@ def allowed_host_name(name: str) -> str:
         return "*"
     host = host_header_name(name) or name.strip().lower()
     return "." + host[2:] if host.startswith("*.") else host
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def allowed_origin(value: str) -> str:
+    """An allowed browser origin as a browser sends it in ``Origin``: ``scheme://host[:port]``,
+    lower case, without the scheme's default port or a trailing ``/`` (``*`` and ``null`` as
+    they are). ``http://localhost:3000/``, copied from the address bar, was matched as given
+    and never equal to what the browser sends, so every response was blocked by CORS.
+
+    Raises ValueError for what is no origin: no scheme (``localhost:3000``), a path, a query.
+    """
+    origin = value.strip()
+    if origin in ("*", "null"):
+        return origin
+    parts = urlsplit(origin)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        not parts.scheme
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or port == -1
+    ):
+        raise ValueError(
+            "an origin is scheme://host[:port] with no path, e.g. http://localhost:3000; "
+            f"got {value!r}"
+        )
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if _is_ipv6(host):
+        host = f"[{host}]"
+    if port is None or _DEFAULT_PORTS.get(scheme) == port:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"

@@ -12,6 +12,7 @@ import ipaddress
 import signal
 import sys
 
+from .._target import allowed_origin
 from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
@@ -63,11 +64,12 @@ def add_agui_command(
     )
     parser.add_argument(
         "--origin",
+        type=_origin,
         action="append",
         default=[],
         metavar="URL",
-        help="a browser origin allowed to read the streams (CORS), e.g. "
-        "http://localhost:3000; '*' for any (repeatable)",
+        help="a browser origin allowed to read the streams (CORS): scheme://host[:port], "
+        "e.g. http://localhost:3000 (a trailing / is dropped); '*' for any (repeatable)",
     )
     parser.add_argument(
         "--allowed-host",
@@ -125,6 +127,15 @@ def add_agui_command(
     )
     add_client_security(parser)
     parser.set_defaults(handler=run_agui_command)
+
+
+def _origin(value: str) -> str:
+    """An origin as the bridge matches it; one that is none is a usage error, not a CORS
+    refusal of every request that the bridge's output never explains."""
+    try:
+        return allowed_origin(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _split_address(address: str) -> tuple[str, int]:

@@ -64,7 +64,7 @@ from collections.abc import AsyncIterator, Sequence
 from urllib.parse import unquote
 
 import runstream
-from runstream._target import allowed_host_name, host_header_name, is_ip_address
+from runstream._target import allowed_host_name, allowed_origin, host_header_name, is_ip_address
 from runstream.integrations._agui_http import (
     MAX_HEAD,
     HeadOnly,
@@ -155,6 +155,8 @@ class AguiBridge:
         port: The port; 0 picks a free one (see ``port`` after ``start()``).
         origins: Browser origins allowed to read the streams (CORS), e.g.
             ``["http://localhost:3000"]``; ``["*"]`` allows any. None: same-origin only.
+            Each is matched as a browser sends it (lower case, no trailing ``/`` or default
+            port); one that is no origin (no scheme, a path) raises ValueError.
         keepalive: Seconds of silence after which a stream gets an SSE comment, so proxies
             and load balancers do not cut it.
         head_timeout: Seconds a client has to send its request head, and then a POST its
@@ -201,7 +203,7 @@ class AguiBridge:
         self._max_body = max_body
         self._host = host
         self._port = port
-        self._origins = tuple(origins)
+        self._origins = tuple(allowed_origin(origin) for origin in origins)
         self._keepalive = keepalive
         self._send_timeout = send_timeout
         self._server: asyncio.Server | None = None
