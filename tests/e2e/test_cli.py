@@ -376,6 +376,7 @@ def test_commands_with_closed_standard_streams_do_their_work(
         (["serve", "--tls-client-ca", "ca.pem"], "--tls-client-ca needs --tls-cert"),
         (["health", "--client-cert", "c.pem"], "--client-cert and --client-key go together"),
         (["agui", "--address", "nowhere"], "expected HOST:PORT"),
+        (["agui", "--address", "http://127.0.0.1:8090"], "expected HOST:PORT, not a URL"),
         (["agui", "--origin", "localhost:3000"], "an origin is scheme://host[:port]"),
         (["dashboard", "--api-url", "http://127.0.0.1:1", "--demo"], "drop --demo"),
         (

@@ -140,6 +140,8 @@ def _origin(value: str) -> str:
 
 def _split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
+    if "/" in host:  # a URL: listening on it failed as a name not found, exit 1
+        raise UsageError(f"--address {address!r}: expected HOST:PORT, not a URL")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise UsageError(f"--address {address!r}: expected HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
