@@ -931,7 +931,12 @@ async def test_a_question_skipped_or_timed_out_resumes_the_graph_with_none(
          "default-fallback", "options-str", "options-without-value"],
 )  # fmt: skip
 async def test_interrupt_fields_langgraph_takes_are_fitted_not_refused(
-    server: RunstreamServer, question: dict[str, Any], choice: str, picked: Any, outcome: str
+    server: RunstreamServer,
+    question: dict[str, Any],
+    choice: str,
+    picked: Any,
+    outcome: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A timeout of 0, a negative one, one past 366 days or a timedelta, and a default none
     of the options are: LangGraph takes them, and the question refused them, failing the node
@@ -944,6 +949,12 @@ async def test_interrupt_fields_langgraph_takes_are_fitted_not_refused(
     assert [d.outcome.name for d in decisions] == [outcome]
     if question.get("options") == "publish":
         assert [o.value for o in decisions[0].options] == ["publish"]
+    # What was fitted is said in the user's terms: it read "timeout of 1e+09s is asked as
+    # 3.16224e+07s" (found in review).
+    fitted = {10**9: "of 1e+09 s is past 366 days: it waits 366 days",
+              -5: "of -5 s closes its question at once"}  # fmt: skip
+    if (said := fitted.get(question.get("timeout"))) is not None:
+        assert f"an interrupt's timeout {said}" in caplog.messages
 
 
 async def test_options_that_are_not_text_resume_the_graph_with_the_option_itself(

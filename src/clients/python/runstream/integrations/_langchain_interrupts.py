@@ -342,7 +342,12 @@ def _timeout(given: Any) -> float | None:
         return None
     fitted = min(max(seconds, _AT_ONCE), MAX_DECISION_TIMEOUT_SECONDS)
     if fitted != seconds:
-        _log.warning("an interrupt's timeout of %ss is asked as %gs", given, fitted)
+        # Said in the user's terms: it read "timeout of infs is asked as 3.16224e+07s".
+        shown = given if isinstance(given, timedelta) else f"{seconds:g} s"
+        if fitted == MAX_DECISION_TIMEOUT_SECONDS:
+            _log.warning("an interrupt's timeout of %s is past 366 days: it waits 366 days", shown)
+        else:
+            _log.warning("an interrupt's timeout of %s closes its question at once", shown)
     return fitted
 
 
