@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import runstream
 from runstream.integrations.agui_bridge import AguiBridge
 from runstream_server.app import RunstreamServer
@@ -21,12 +22,14 @@ from .sse import SseClient
 
 
 async def test_a_bridge_whose_token_may_not_watch_answers_502(
-    secured: RunstreamServer, keys: Keys
+    secured: RunstreamServer, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A producer's token reads its own runs (GetRun), which the bridge checked, but may not
     watch them: it answered 200, then the stream closed empty, and Chromium's EventSource
-    reconnected ten times in ten seconds (found in review)."""
-    async with runstream.connect(secured.target, token=keys.token(["producer"])) as producer:
+    reconnected ten times in ten seconds (found in review). The bridge's log says so too: it
+    said nothing, and a browser shows a failed EventSource, not the 502's text."""
+    token = keys.token(["producer"])
+    async with runstream.connect(secured.target, token=token) as producer:
         run = await producer.start_run("wf")
         await run.flush()
         async with AguiBridge(producer, port=0) as bridge:
@@ -36,6 +39,9 @@ async def test_a_bridge_whose_token_may_not_watch_answers_502(
                 assert "refused the bridge" in response.body
                 assert "needs the 'viewer' role" in response.body
         await run.close()
+    refusals = [m for m in caplog.messages if m.startswith("the Runstream server refused")]
+    assert len(refusals) == 2 and "needs the 'viewer' role" in refusals[0], caplog.messages
+    assert token.split(".")[2] not in caplog.text  # never the token
 
 
 async def test_a_bridge_whose_token_file_went_missing_answers_502_once_its_token_expired(

@@ -375,8 +375,10 @@ class AguiBridge:
             await self._respond(out, 502, "Bad Gateway", message, cors)
             return
         except (runstream.UnauthenticatedError, runstream.PermissionDeniedError) as exc:
-            # The bridge's own credentials: the server refused them, not the browser's.
+            # The bridge's own credentials: the server refused them, not the browser's. Said
+            # where its operator looks too: a browser shows a failed EventSource, not why.
             message = f"the Runstream server refused the bridge: {exc.message}"
+            _log.warning("%s", message)
             await self._respond(out, 502, "Bad Gateway", message, cors)
             return
         if seen_to_the_end(run, cursor):
