@@ -170,20 +170,21 @@ async def test_another_question_under_the_id_another_reporter_has_open_is_refuse
 
 
 @pytest.mark.parametrize(
-    "changed",
+    ("changed", "said"),
     [
-        {"prompt": "Ship it now?"},
-        {"options": ["yes", "later"]},
-        {"default": "no"},
-        {"decision_type": "release"},
+        ({"prompt": "Ship it now?"}, "its prompt was 'Ship it?', not 'Ship it now?'"),
+        ({"options": ["no", "yes"]}, "its options were ['yes', 'no'], not ['no', 'yes']"),
+        ({"default": "no"}, "its default was '', not 'no'"),
+        ({"decision_type": "release"}, "its type was 'deploy', not 'release'"),
     ],
     ids=["prompt", "options", "default", "decision_type"],
 )
 async def test_asking_again_with_one_thing_changed_is_another_question(
-    client: Client, changed: dict[str, Any]
+    client: Client, changed: dict[str, Any], said: str
 ) -> None:
     """The question asked again must be the same one: its prompt, options, default and
-    type (its answer would not be this question's answer)."""
+    type (its answer would not be this question's answer). The refusal says which differs:
+    it named the prompt, the same one when the options' order or the default changed."""
     asked: dict[str, Any] = {"prompt": "Ship it?", "options": ["yes", "no"], "default": ""}
     asked["decision_type"] = "deploy"
     run = await client.start_run("deploy")
@@ -192,8 +193,9 @@ async def test_asking_again_with_one_thing_changed_is_another_question(
     first.cancel()
     with pytest.raises(asyncio.CancelledError):
         await first
-    with pytest.raises(FailedPreconditionError, match="as another question"):
+    with pytest.raises(FailedPreconditionError, match="as another question") as refused:
         await asyncio.wait_for(run.ask(**(asked | changed), decision_id="ship"), 5)
+    assert f"as another question ({said});" in refused.value.message
     await run.close()
 
 

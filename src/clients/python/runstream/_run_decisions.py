@@ -216,8 +216,8 @@ class RunDecisions:
         if not _same_question(asked, event.decision_requested):
             raise FailedPreconditionError(
                 f"decision {decision_id!r} was already asked on run {self._run_id!r} as "
-                f"another question ({asked.prompt!r}); its answer would not be this "
-                "question's: ask this one under another decision_id"
+                f"another question ({_difference(asked, event.decision_requested)}); its "
+                "answer would not be this question's: ask this one under another decision_id"
             )
 
     async def _await(self, decision_id: str) -> Decision:
@@ -329,6 +329,21 @@ class RunDecisions:
 def _asked_by_another(error: RunstreamError) -> bool:
     """Whether the server refused a question because the run already has one under its id."""
     return isinstance(error, InvalidArgumentError) and "already has a decision" in error.message
+
+
+def _difference(
+    stored: Decision | event_pb2.DecisionRequested, question: event_pb2.DecisionRequested
+) -> str:
+    """What makes ``question`` another question than ``stored``: naming the prompt alone said
+    nothing when only the options' order or the default differed."""
+    if stored.prompt != question.prompt:
+        return f"its prompt was {stored.prompt!r}, not {question.prompt!r}"
+    if stored.decision_type != question.decision_type:
+        return f"its type was {stored.decision_type!r}, not {question.decision_type!r}"
+    if stored.default_option != question.default_option:
+        return f"its default was {stored.default_option!r}, not {question.default_option!r}"
+    asked = [option.value for option in stored.options]
+    return f"its options were {asked}, not {[option.value for option in question.options]}"
 
 
 def _same_question(
