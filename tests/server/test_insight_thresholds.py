@@ -77,10 +77,10 @@ async def test_a_run_well_under_its_workflows_usual_time_is_faster_than_expected
     as it completes, one that takes 200 s (or 85 s, under usual but not well under) is not."""
     clock = datetime(2026, 1, 1, tzinfo=UTC)
 
-    async def run_taking(seconds: float) -> list[ev.Milestone]:
+    async def run_taking(seconds: float, workflow: str = "report") -> list[ev.Milestone]:
         nonlocal clock
         clock += timedelta(hours=1)
-        run = await create_run(stubs, "work", workflow="report")
+        run = await create_run(stubs, "work", workflow=workflow)
         began = ev.RunEvent(step_started=ev.StepStarted(step_id="work"))
         done = ev.RunEvent(step_completed=ev.StepCompleted(step_id="work"))
         end = clock + timedelta(seconds=seconds)
@@ -104,6 +104,16 @@ async def test_a_run_well_under_its_workflows_usual_time_is_faster_than_expected
     )
     assert await run_taking(200) == []
     assert await run_taking(85) == []
+    # Durations as a person reads them, a quick workflow's too: it said "Finished in 0s, 35%
+    # faster than the usual 0s" (found in review), and an hour as "3600s".
+    for workflow, usual, took, said in [
+        ("quick", 0.2, 0.05, "Finished in 0.05s, 75% faster than the usual 0.2s"),
+        ("nightly", 7200, 1800, "Finished in 30m, 75% faster than the usual 2h"),
+    ]:
+        await run_taking(usual, workflow)
+        await run_taking(usual, workflow)
+        [fast] = await run_taking(took, workflow)
+        assert fast.description == said
 
 
 async def test_a_step_is_stalled_after_its_usual_time_times_the_stall_factor_not_its_usual_time(
