@@ -1215,7 +1215,9 @@ async def test_runstream_agui_command_serves_until_sigterm(
     client: runstream.Client, server: RunstreamServer
 ) -> None:
     run_id = await produce(client)
-    options = ["--address", "127.0.0.1:0", "--max-body", "4096",
+    # A send timeout past 24.8 days overflowed TCP_USER_TIMEOUT's milliseconds: every
+    # connection ended unanswered, with a traceback (found in review).
+    options = ["--address", "127.0.0.1:0", "--max-body", "4096", "--send-timeout", "30d",
                "--allowed-host", "agui.example.com", "--max-streams-per-address", "1"]  # fmt: skip
     async with agui_command(server.target, *options) as (proc, line):
         assert line.startswith(f"AG-UI bridge for {server.target}: http://127.0.0.1:"), line

@@ -543,6 +543,9 @@ class AguiBridge:
         await writer.drain()
 
 
+_MAX_C_INT = 2**31 - 1
+
+
 def _bound_unacknowledged(writer: asyncio.StreamWriter, seconds: float) -> None:
     """Has the kernel end the connection once what it sent waited ``seconds`` for the
     client's acknowledgement (``TCP_USER_TIMEOUT``, Linux): a client gone without a word (a
@@ -556,8 +559,11 @@ def _bound_unacknowledged(writer: asyncio.StreamWriter, seconds: float) -> None:
     if option is None or seconds <= 0 or sock is None:
         return
     if sock.family in (socket.AF_INET, socket.AF_INET6):
+        # The option is milliseconds in a C int: past it (`--send-timeout 30d`) setsockopt
+        # raised TypeError, and every connection ended unanswered with a traceback.
+        milliseconds = min(max(1, round(seconds * 1000)), _MAX_C_INT)
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(seconds * 1000)))
+            sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
