@@ -378,6 +378,7 @@ def test_commands_with_closed_standard_streams_do_their_work(
         (["agui", "--address", "nowhere"], "expected HOST:PORT"),
         (["agui", "--address", "http://127.0.0.1:8090"], "expected HOST:PORT, not a URL"),
         (["agui", "--origin", "localhost:3000"], "an origin is scheme://host[:port]"),
+        (["agui", "--allowed-host", "https://agui.example.com"], "an allowed host is a name"),
         (["dashboard", "--api-url", "http://127.0.0.1:1", "--demo"], "drop --demo"),
         (
             ["events", "r", "--after", "300", "--before", "100", "--target", "127.0.0.1:1"],

@@ -970,6 +970,9 @@ async def test_a_host_that_is_not_this_machine_or_allowed_gets_403_against_dns_r
             assert answer.startswith("HTTP/1.1 200 " if allowed else "HTTP/1.1 403 "), host
     async with AguiBridge(client, port=0, allowed_hosts=["*"]) as anyone:
         assert (await head_for(anyone.port, "evil.example")).startswith("HTTP/1.1 200 ")
+    # A URL is no Host: taken as given it matched nothing, and every request got 403.
+    with pytest.raises(ValueError, match="an allowed host is a name or an IP address"):
+        AguiBridge(client, port=0, allowed_hosts=["https://agui.example.com"])
 
 
 async def test_one_client_address_cannot_take_every_stream_the_bridges_token_may_watch(

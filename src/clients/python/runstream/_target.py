@@ -12,6 +12,7 @@ bridge and the dashboard's Envoy answer only names they know, against DNS rebind
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ __all__ = [
     "allowed_host_name",
     "allowed_origin",
     "check_target",
+    "checked_allowed_host",
     "host_header_name",
     "is_ip_address",
     "is_ipv6",
@@ -148,6 +150,22 @@ def allowed_host_name(name: str) -> str:
         return "*"
     host = host_header_name(name) or name.strip().lower()
     return "." + host[2:] if host.startswith("*.") else host
+
+
+_HOST_NAME = re.compile(r"^\.?[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*\Z")  # lower case, as matched
+
+
+def checked_allowed_host(name: str) -> str:
+    """:func:`allowed_host_name`, or ValueError for what no ``Host`` header can give: a URL
+    (``https://agui.example.com``) or nothing. Taken as given, it matched no request, and every
+    one through the proxy that forwards that name got 403."""
+    host = allowed_host_name(name)
+    if host != "*" and not _HOST_NAME.match(host) and not is_ip_address(host):
+        raise ValueError(
+            "an allowed host is a name or an IP address (.example.com for a domain, * for "
+            f"any), not {name!r}"
+        )
+    return host
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -12,7 +12,7 @@ import ipaddress
 import signal
 import sys
 
-from .._target import allowed_origin
+from .._target import allowed_origin, checked_allowed_host
 from ..cli.args import (
     DEFAULT_TARGET,
     TARGET_ENV,
@@ -73,6 +73,7 @@ def add_agui_command(
     )
     parser.add_argument(
         "--allowed-host",
+        type=_allowed_host,
         action="append",
         default=[],
         metavar="NAME",
@@ -136,6 +137,15 @@ def _origin(value: str) -> str:
         return allowed_origin(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _allowed_host(value: str) -> str:
+    """A Host name as the bridge matches it; one that is none (a URL) is a usage error."""
+    try:
+        checked_allowed_host(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
 
 
 def _split_address(address: str) -> tuple[str, int]:

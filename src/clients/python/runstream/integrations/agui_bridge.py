@@ -64,7 +64,12 @@ from collections.abc import AsyncIterator, Sequence
 from urllib.parse import unquote
 
 import runstream
-from runstream._target import allowed_host_name, allowed_origin, host_header_name, is_ip_address
+from runstream._target import (
+    allowed_origin,
+    checked_allowed_host,
+    host_header_name,
+    is_ip_address,
+)
 from runstream.integrations._agui_http import (
     MAX_HEAD,
     HeadOnly,
@@ -165,7 +170,8 @@ class AguiBridge:
         allowed_hosts: Names a request's ``Host`` may give besides ``localhost`` and IP
             addresses (the name a proxy in front forwards, e.g. ``agui.example.com``; one
             starting with a dot, ``.example.com``, allows that domain and its subdomains;
-            ``"*"`` any). Others get 403, against DNS rebinding.
+            ``"*"`` any). Others get 403, against DNS rebinding. One that is no name (a
+            URL) raises ValueError.
         max_streams: The most streams it serves at once (a POST counts while its body is
             read); one more gets 503 with ``Retry-After``. 0: no limit.
         max_streams_per_address: The most of them one client address may hold; one more
@@ -198,7 +204,7 @@ class AguiBridge:
     ) -> None:
         self._upstream = Upstream(client)
         self._places = StreamPlaces(max_streams, max_streams_per_address)
-        self._allowed_hosts = tuple(allowed_host_name(name) for name in allowed_hosts)
+        self._allowed_hosts = tuple(checked_allowed_host(name) for name in allowed_hosts)
         self._head_timeout = head_timeout
         self._max_body = max_body
         self._host = host
