@@ -295,7 +295,11 @@ def tls_settings(args: argparse.Namespace) -> TlsSettings:
 
 
 async def wait_for_server(
-    args: argparse.Namespace, client: runstream.Client, default: float = ONE_REQUEST_WAIT
+    args: argparse.Namespace,
+    client: runstream.Client,
+    default: float = ONE_REQUEST_WAIT,
+    *,
+    certain_only: bool = False,
 ) -> None:
     """Returns once a server at the client's target answers, trying for --reconnect-timeout
     seconds (`default` when not given; 0: for ever); ServerUnreachable when none does, at once
@@ -308,6 +312,9 @@ async def wait_for_server(
     once. A watch that was live goes on through the SDK's reconnects, which retry any failure
     of the connection. The check is gRPC's health service, which needs no token; any answer
     from it, NOT_SERVING or UNIMPLEMENTED too, means a server is there to answer the command.
+
+    ``certain_only``: one look, for a command that serves on while its server is out of
+    reach (``agui``): raises only a certain cause, and returns at once otherwise.
     """
     limit = reconnect_timeout(args, default)
     deadline = time.monotonic() + limit if limit else None
@@ -340,6 +347,8 @@ async def wait_for_server(
                     cause = await look_closer(client.target, settings) or cause
                 if cause is not None and cause.certain:
                     raise ServerUnreachable(f"{cause.text} (gRPC: {last})") from None
+                if certain_only:
+                    return
                 if deadline is not None and time.monotonic() >= deadline:
                     tried = f"for {limit:g}s (--reconnect-timeout)"
                     if cause is None:

@@ -23,7 +23,7 @@ from ..cli.args import (
     target_address,
     target_from_environment,
 )
-from ..cli.auth import add_client_security, connect
+from ..cli.auth import add_client_security, connect, wait_for_server
 from ..cli.errors import CliError, UsageError
 
 __all__ = ["add_agui_command"]
@@ -203,6 +203,10 @@ async def _serve(args: argparse.Namespace, host: str, port: int) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     async with connect(args, target) as client:  # with the command's token and TLS options
+        # A server it can never use (TLS reached without --ca-file, ...) is said now, as the
+        # other commands say it: the bridge served 503 "give ca_file" to every request and
+        # printed nothing. One out of reach is waited for while serving (503 meanwhile).
+        await wait_for_server(args, client, certain_only=True)
         bridge = AguiBridge(
             client,
             host=host,
