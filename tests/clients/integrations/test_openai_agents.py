@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -144,6 +145,17 @@ class StreamingModel(CannedModel):
                 await self.go.wait()
             yield text_delta(chunk, i)
         yield self._completed(span)
+
+
+class UntracedStreamingModel(StreamingModel):
+    """Streams without a span of its own, as ``agents.testing.ScriptedModel`` (the README
+    example's model) and many a hand-written model do."""
+
+    async def stream_response(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        async for event in self._streamed(SimpleNamespace(span_data=SimpleNamespace())):
+            yield event
 
 
 def text_delta(text: str, sequence_number: int) -> ResponseTextDeltaEvent:
@@ -393,16 +405,19 @@ async def test_a_streamed_run_reports_the_agents_text(
     assert texts[-1].final  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("wrapped", ["model", "provider"])
+@pytest.mark.parametrize("wrapped", ["model", "provider", "untraced-model"])
 async def test_a_streamed_runs_text_reaches_watchers_delta_by_delta_through_runstream_model(
     server: RunstreamServer, wrapped: str
 ) -> None:
     """The SDK traces a model call's text whole, at its end: watchers of a run_streamed saw
     each answer at once (found in review). Through RunstreamModel (an agent's model, or every
     model of RunstreamModelProvider) each delta is the agent's text as the model yields it,
-    while the call still runs, and the call's end closes the message without repeating it."""
-    model = StreamingModel("streaming-writer", ["Shipped ", "on ", "Monday."])
-    if wrapped == "model":
+    while the call still runs, and the call's end closes the message without repeating it.
+    A model that opens no span of its own streamed into its agent's span, whose end left the
+    message open for good (found in review, with the README example's ScriptedModel)."""
+    kind = UntracedStreamingModel if wrapped == "untraced-model" else StreamingModel
+    model = kind("streaming-writer", ["Shipped ", "on ", "Monday."])
+    if wrapped != "provider":
         wrapper = RunstreamModel(model)
         assert wrapper.wrapped is model
         assert wrapper.model == wrapper.name == "streaming-writer"  # the model's own

@@ -245,6 +245,13 @@ class RunstreamProcessor(TracingProcessor):
             # it, as an operator's cancel does.
             return
         error = _error_text(span.error)
+        model_call = isinstance(data, GenerationSpanData | ResponseSpanData)
+        if span.span_id in self._streamed and not model_call:
+            # A RunstreamModel whose model opens no span of its own (agents.testing's
+            # ScriptedModel) streamed into this span, its agent's: its message ends with it,
+            # or it stayed open for good.
+            self._streamed.discard(span.span_id)
+            self._text(span, "", final=True)
         if isinstance(data, AgentSpanData):
             self._agent_ended(span.span_id, error, stop)
         elif isinstance(data, GenerationSpanData):
