@@ -975,6 +975,23 @@ async def test_a_host_that_is_not_this_machine_or_allowed_gets_403_against_dns_r
         AguiBridge(client, port=0, allowed_hosts=["https://agui.example.com"])
 
 
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
+async def test_a_bridge_on_every_ipv6_address_serves_ipv4_clients_too(
+    client: runstream.Client,
+) -> None:
+    """`runstream agui --address [::]:8090` listened for IPv6 alone (asyncio's binding of
+    ::): every IPv4 client, 127.0.0.1 included, was refused, where `runstream serve` on
+    [::] takes both (found in review)."""
+    async with AguiBridge(client, host="::", port=0) as bridge:
+        for address in ("127.0.0.1", "::1"):
+            reader, writer = await asyncio.open_connection(address, bridge.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200 "), (address, answer)
+
+
 async def test_one_client_address_cannot_take_every_stream_the_bridges_token_may_watch(
     client: runstream.Client,
 ) -> None:

@@ -226,10 +226,19 @@ class AguiBridge:
         return f"http://{url_host(self._host)}:{self._port}/runs/{run_id}/events"
 
     async def start(self) -> None:
-        """Binds and starts accepting connections (OSError when the port is taken)."""
-        self._server = await asyncio.start_server(
-            self._accept, self._host, self._port, limit=MAX_HEAD
-        )
+        """Binds and starts accepting connections (OSError when the port is taken). On
+        ``::``, IPv4 clients too where the system allows: asyncio binds ``::`` for IPv6
+        alone, and ``--address [::]:8090`` refused every IPv4 client, unlike ``runstream
+        serve`` on ``[::]``."""
+        if self._host == "::" and socket.has_dualstack_ipv6():
+            listening = socket.create_server(
+                ("::", self._port), family=socket.AF_INET6, dualstack_ipv6=True
+            )
+            self._server = await asyncio.start_server(self._accept, sock=listening, limit=MAX_HEAD)
+        else:
+            self._server = await asyncio.start_server(
+                self._accept, self._host, self._port, limit=MAX_HEAD
+            )
         self._port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
