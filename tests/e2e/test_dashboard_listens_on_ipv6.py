@@ -81,17 +81,20 @@ async def test_on_every_interface_the_page_and_its_calls_answer_on_ipv6_and_ipv4
         await dashboard.stop()
 
 
-async def test_a_name_is_served_on_its_address_and_its_origin_is_allowed(
+async def test_a_name_is_served_on_its_address_and_origins_are_allowed_as_browsers_send_them(
     server: RunstreamServer,
 ) -> None:
+    """Also `--origin` as typed or copied (`HTTP://Dash.Example:80/`): Envoy compares origins
+    exactly, and a browser sends `http://dash.example`."""
     _require_envoy()
     await _run(server)
-    dashboard = await Dashboard.start(server.target, 0, 0, "--host", "localhost")
+    given = ("--host", "localhost", "--origin", "HTTP://Dash.Example:80/")
+    dashboard = await Dashboard.start(server.target, 0, 0, *given)
     try:
         page, envoy = await _up(dashboard)
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", page), page
         page_port = page.rstrip("/").rsplit(":", 1)[1]
-        for origin in (f"http://localhost:{page_port}", page.rstrip("/")):
+        for origin in (f"http://localhost:{page_port}", page.rstrip("/"), "http://dash.example"):
             listed = await asyncio.to_thread(_listed, envoy, origin)
             assert listed == (origin, "0", ["seen over IPv6"]), origin
     finally:

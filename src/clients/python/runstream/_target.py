@@ -201,7 +201,7 @@ def allowed_origin(value: str) -> str:
             f"got {value!r}"
         )
     scheme, host = parts.scheme.lower(), parts.hostname
-    if _is_ipv6(host):
+    if is_ipv6(host):
         host = f"[{host}]"
     if port is None or _DEFAULT_PORTS.get(scheme) == port:
         return f"{scheme}://{host}"

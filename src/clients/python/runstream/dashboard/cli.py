@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import runstream
 
 from .._auth import channel_credentials
-from .._target import is_ip_address, is_ipv6
+from .._target import allowed_origin, is_ip_address, is_ipv6
 from .._unreachable import TlsSettings, cause_of, look_closer
 from ..cli.args import (
     DEFAULT_TARGET,
@@ -156,8 +156,13 @@ def _listen_host(value: str) -> str:
 
 
 def _origin(value: str) -> str:
-    """A page origin Envoy allows: scheme://host[:port], no path (a trailing / is dropped)."""
-    origin = value.rstrip("/")
+    """A page origin Envoy allows, as a browser sends it: http(s)://host[:port], no path (a
+    trailing / dropped, lower case, no default port). Envoy matches origins exactly: one
+    given as `http://Dash.example:80/` was never the browser's `http://dash.example`."""
+    try:
+        origin = allowed_origin(value)
+    except ValueError:
+        origin = ""
     if not ORIGIN.match(origin):
         raise argparse.ArgumentTypeError(
             f"an origin is scheme://host[:port] with no path, e.g. http://dashboards.internal:8080;"

@@ -33,7 +33,7 @@ from string import Template
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from .._target import allowed_host_name, is_ip_address
+from .._target import allowed_host_name, checked_allowed_host, is_ip_address
 
 __all__ = [
     "EnvoyConfig",
@@ -46,7 +46,6 @@ __all__ = [
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
 _UPSTREAM_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])\Z")  # name, IPv4, [IPv6]
-_HOST_NAME = re.compile(r"^\.?[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*\Z")  # an allowed name, lower case
 # The names of this machine: a page elsewhere cannot be same-origin with them, whatever its
 # DNS says (browsers resolve localhost and *.localhost to loopback themselves).
 LOOPBACK_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
@@ -119,12 +118,7 @@ class EnvoyConfig:
             if not ORIGIN.match(origin):
                 raise ValueError(f"an origin is scheme://host[:port] with no path: {origin!r}")
         for name in self.allowed_hosts:
-            host = allowed_host_name(name)
-            if host != "*" and not _HOST_NAME.match(host) and not is_ip_address(host):
-                raise ValueError(
-                    f"an allowed host is a name or an IP address (.example.com for a domain, "
-                    f"* for any), not {name!r}"
-                )
+            checked_allowed_host(name)
 
     @property
     def domains(self) -> list[str]:
