@@ -573,6 +573,7 @@ def test_every_option_in_seconds_takes_a_unit_as_abandon_after_does() -> None:
         (["agui", "--send-timeout", "1w"],
          "argument --send-timeout: not a duration: '1w' (seconds, or e.g. 90s, 30m, 1h, 7d)"),
         (["agui", "--send-timeout=-1"], "argument --send-timeout: must be 0 or more"),
+        (["agui", "--keepalive", "0.001"], "argument --keepalive: must be at least 0.1 seconds"),
         (["runs", "--reconnect-timeout=-1m"],
          "argument --reconnect-timeout: not a duration: '-1m' (seconds, or e.g. 90s, 30m, 1h, "
          "7d)"),

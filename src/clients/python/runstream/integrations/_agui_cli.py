@@ -110,10 +110,11 @@ def add_agui_command(
     )
     parser.add_argument(
         "--keepalive",
-        type=positive_seconds,
+        type=_keepalive,
         default=15.0,
         metavar="SECONDS",
-        help="send an SSE comment after this much silence, so proxies keep the stream",
+        help="send an SSE comment after this much silence, so proxies keep the stream; at "
+        "least 0.1 (as serve's --heartbeat)",
     )
     parser.add_argument(
         "--send-timeout",
@@ -128,6 +129,17 @@ def add_agui_command(
     )
     add_client_security(parser)
     parser.set_defaults(handler=run_agui_command)
+
+
+MIN_KEEPALIVE = 0.1
+"""Seconds: `--keepalive 0.001` sent some 850 comments a second down every idle stream."""
+
+
+def _keepalive(value: str) -> float:
+    seconds = positive_seconds(value)
+    if seconds < MIN_KEEPALIVE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_KEEPALIVE:g} seconds")
+    return seconds
 
 
 def _origin(value: str) -> str:
