@@ -270,6 +270,35 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_leaves_no_store(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db", "old.log"]
 
 
+def test_a_name_that_resolves_to_nothing_or_a_missing_socket_directory_is_said_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Found in review: these were left to gRPC, which logged its own line, while the store
+    was created (and removed again) and the exit line said only "gRPC could not bind it"."""
+    argv = [sys.executable, "-m", "runstream.cli.main", "serve", "--store"]
+    cases = {
+        "nosuchhost.invalid:50051": "the name nosuchhost.invalid does not resolve here (",
+        f"unix:{tmp_path}/missing/runstream.sock": f"its directory {tmp_path}/missing does not",
+    }
+    for address, said in cases.items():
+        result = subprocess.run(
+            [*argv, str(tmp_path / "new" / "runs.db"), "--address", address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "RUNSTREAM_INSECURE_NO_AUTH": "1"},
+        )
+        assert result.returncode == 1, result.stderr
+        lines = [
+            line for line in result.stderr.splitlines() if "WITHOUT authentication" not in line
+        ]
+        assert len(lines) == 1 and lines[0].startswith(
+            f"runstream: cannot listen on {address}: {said}"
+        ), result.stderr
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("value", ["true", "yes"])
 def test_an_insecure_no_auth_variable_that_is_not_1_is_named_in_the_refusal(
     tmp_path: Path, value: str

@@ -186,16 +186,23 @@ def bind_error(address: str) -> str | None:
     Asked before the store is opened and before gRPC binds: gRPC logs a failed bind on
     stderr itself, and a server that cannot listen should leave nothing behind. Like gRPC's
     listeners the socket reuses addresses (a port left in TIME_WAIT is free) and not ports,
-    and one address of a name that resolves to several is enough.
+    and one address of a name that resolves to several is enough. A name that resolves to
+    nothing, and a unix socket whose directory is missing, are said too (gRPC's log line was
+    all that said what was wrong with them).
     """
+    if address.startswith("unix:"):
+        directory = Path(address.removeprefix("unix:").removeprefix("//")).parent
+        return None if directory.is_dir() else f"its directory {directory} does not exist"
     host, _, port = address.rpartition(":")
-    if not port.isdigit() or int(port) == 0:
+    if not port.isdigit():
         return None
     try:
         found = socket.getaddrinfo(
             host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-    except (socket.gaierror, UnicodeError):
+    except socket.gaierror as exc:
+        return f"the name {host} does not resolve here ({exc.strerror})"
+    except UnicodeError:
         return None
     problem = None
     for family, kind, proto, _, where in found:
