@@ -276,6 +276,19 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         lambda r, s: r.artifact("a.md", metadata={"blob": "x" * (1 << 20)}),
         "metadata: is 1048594 bytes encoded; the limit is 1048576 bytes",
     ),
+    # A number as a key was said to be "not JSON-like (dict, list, str, number, ...)", and
+    # what was wrong deep inside a value was put on the top-level key holding it.
+    (
+        "artifact-metadata-key",
+        lambda r, s: r.artifact("a.md", metadata={"sizes": {1: "x"}}),
+        "metadata: key 1 in 'sizes' is not a string (JSON's keys are strings)",
+    ),
+    (
+        "artifact-metadata-deep-value",
+        lambda r, s: r.artifact("a.md", metadata={"files": [{"tags": {"a"}}]}),
+        "metadata: value of 'files'[0]['tags'] is not JSON-like "
+        "(dict, list, str, number, bool or None)",
+    ),
     # run.workflow_state()
     ("workflow-change-type", lambda r, s: r.workflow_state(""), "change_type: is required"),
     (

@@ -67,11 +67,8 @@ def fill_struct(target: struct_pb2.Struct, data: Mapping[str, Any] | None, name:
     try:
         target.update(dict(data))
     except (TypeError, ValueError) as exc:
-        bad = next((k for k, v in data.items() if not _struct_compatible(v)), None)
-        where = f"value of {bad!r}" if bad is not None else "a key"
-        raise InvalidArgumentError(
-            f"{name}: {where} is not JSON-like (dict, list, str, number, bool or None)"
-        ) from exc
+        problem = _json_problem(data, "") or "is not JSON-like"
+        raise InvalidArgumentError(f"{name}: {problem}") from exc
     if _non_finite(data):  # Struct holds them, but the server refuses them (JSON has none)
         raise InvalidArgumentError(f"{name}: numbers must be finite (no NaN or infinity)")
     size = target.ByteSize()
@@ -97,6 +94,30 @@ def _non_finite(value: Any) -> bool:
     else:
         return False
     return any(map(_non_finite, values))
+
+
+def _json_problem(value: Any, where: str) -> str | None:
+    """What in `value` a Struct cannot hold, named by where it is (``'a'[0]``): a key that
+    is not a string (said to be "not JSON-like" before, though a number is), or a value of
+    another type; None when there is nothing."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                inside = f" in {where}" if where else ""
+                return f"key {key!r:.40}{inside} is not a string (JSON's keys are strings)"
+            problem = _json_problem(item, f"{where}[{key!r:.40}]" if where else f"{key!r:.40}")
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            problem = _json_problem(item, f"{where}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    if _struct_compatible(value):
+        return None
+    return f"value of {where} is not JSON-like (dict, list, str, number, bool or None)"
 
 
 def _struct_compatible(value: Any) -> bool:
