@@ -119,6 +119,23 @@ async def test_a_wrong_password_is_refused_at_start_without_echoing_it(tmp_path:
     assert b"wrong-guess" not in done.stdout + done.stderr
 
 
+def test_a_database_redis_does_not_have_is_named_not_said_out_of_reach(tmp_path: Path) -> None:
+    """Found in review: /16 on a Redis of 16 databases said "cannot reach the Redis store",
+    though Redis answered, and an operator would look for a network fault."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        done = serve_and_exit(f"redis://127.0.0.1:{redis.port}/16", tmp_path)
+    finally:
+        redis.stop()
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1] == (
+        f"runstream: the Redis store redis://127.0.0.1:{redis.port}/16 has no database 16 "
+        "(ResponseError: DB index is out of range): Redis has as many as its `databases` "
+        "setting, 16 by default, numbered from 0"
+    )
+
+
 def test_an_unknown_store_scheme_is_refused_not_taken_for_a_file(tmp_path: Path) -> None:
     done = serve_and_exit("memcached://127.0.0.1:1/0", tmp_path)
     assert done.returncode == 2

@@ -270,6 +270,12 @@ class RedisEventStore:
                     f"the Redis store {self.display} is not a Redis Cluster: "
                     "remove ?cluster=1 from the URL"
                 ) from None
+            if isinstance(exc, rex.ResponseError) and "DB index is out of range" in str(exc):
+                raise StoreUnusable(  # reached: it has fewer databases (16 unless set)
+                    f"the Redis store {self.display} has no database {self.options.db} "
+                    f"({_said(exc)}): Redis has as many as its `databases` setting, 16 by "
+                    "default, numbered from 0"
+                ) from None
             raise StoreUnusable(
                 f"cannot reach the Redis store {self.display}: {_said(exc)}"
             ) from None
