@@ -201,7 +201,7 @@ def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
     34463, and an empty target logged C-core errors before failing UNKNOWN."""
     for wrong, says in [
         ("http://127.0.0.1:50051", "http:// is not a gRPC address"),
-        ("127.0.0.1:99999", "'127.0.0.1:99999': a port is 0 to 65535"),
+        ("127.0.0.1:99999", "'127.0.0.1:99999': a port is 1 to 65535"),
         ("127.0.0.1:50051/", "not a port: '50051/'"),
         (":50051", "has no host"),
         ("", "an empty address"),
@@ -219,6 +219,11 @@ def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
         # Several addresses: a space after a comma, or no scheme (found in review).
         ("ipv4:127.0.0.1:50051, 127.0.0.1:50052", "has a space"),
         ("10.0.0.1:50051,10.0.0.2:50051", "(several addresses: ipv4:HOST:PORT,HOST:PORT)"),
+        # Both were dialled, and failed UNAVAILABLE, for the whole reconnect timeout: a port
+        # a server never listens on, and a scheme naming nothing (found in review).
+        ("localhost:0", "'localhost:0': port 0 is no server's port"),
+        ("unix:", "'unix:' names no address after unix:"),
+        ("dns:///", "'dns:///' names no address after dns:"),
     ]:
         with pytest.raises(ValueError, match=re.escape(says)):
             runstream.connect(wrong)

@@ -12,5 +12,5 @@ async def test_port_65535_is_taken_and_65536_refused_at_connect() -> None:
     client = runstream.connect("127.0.0.1:65535")
     assert client.target == "127.0.0.1:65535"
     await client.close()
-    with pytest.raises(ValueError, match=re.escape("'127.0.0.1:65536': a port is 0 to 65535")):
+    with pytest.raises(ValueError, match=re.escape("'127.0.0.1:65536': a port is 1 to 65535")):
         runstream.connect("127.0.0.1:65536")

@@ -40,6 +40,9 @@ def check_target(value: str) -> str:
     if any(c.isspace() for c in target):
         raise ValueError(f"{value!r} has a space; give HOST or HOST:PORT")
     if target.startswith(_SCHEMES):
+        scheme, _, rest = target.partition(":")
+        if not rest.strip("/"):  # gRPC retried "unix:" for the whole reconnect timeout
+            raise ValueError(f"{value!r} names no address after {scheme}:")
         return target
     if "://" in target:
         scheme = target.split("://", 1)[0]
@@ -64,8 +67,13 @@ def check_target(value: str) -> str:
         raise ValueError(f"{value!r} has no port after its colon; give HOST or HOST:PORT")
     if number and not (number.isascii() and number.isdigit()):  # not "²", not "٣"
         raise ValueError(f"{value!r}: not a port: {number!r}")
+    if number and int(number) == 0:  # dialled, and refused, for the whole reconnect timeout
+        raise ValueError(
+            f"{value!r}: port 0 is no server's port (a server told 0 picks a free one and "
+            "says which)"
+        )
     if number and int(number) > 65535:
-        raise ValueError(f"{value!r}: a port is 0 to 65535")
+        raise ValueError(f"{value!r}: a port is 1 to 65535")
     return target
 
 
