@@ -113,10 +113,22 @@ async def test_a_wrong_password_is_refused_at_start_without_echoing_it(tmp_path:
     redis.start()
     try:
         done = serve_and_exit(f"redis://:wrong-guess@127.0.0.1:{redis.port}/0", tmp_path)
+        without = serve_and_exit(f"redis://127.0.0.1:{redis.port}/0", tmp_path)
     finally:
         redis.stop()
     assert done.returncode != 0
     assert b"wrong-guess" not in done.stdout + done.stderr
+    # Both said "cannot reach the Redis store", though Redis answered (found in review).
+    for refused, shown in ((done, ":***@"), (without, "")):
+        assert refused.returncode == 1
+        assert (
+            refused.stderr.decode()
+            .splitlines()[-1]
+            .startswith(
+                f"runstream: the Redis store redis://{shown}127.0.0.1:{redis.port}/0 refused this "
+                "server's login (AuthenticationError: "
+            )
+        ), refused.stderr
 
 
 def test_a_database_redis_does_not_have_is_named_not_said_out_of_reach(tmp_path: Path) -> None:

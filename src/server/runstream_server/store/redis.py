@@ -276,6 +276,12 @@ class RedisEventStore:
                     f"({_said(exc)}): Redis has as many as its `databases` setting, 16 by "
                     "default, numbered from 0"
                 ) from None
+            if isinstance(exc, rex.AuthenticationError):
+                raise StoreUnusable(  # reached: it refused the login
+                    f"the Redis store {self.display} refused this server's login "
+                    f"({_said(exc)}): give its password in a file named by ?password_file= "
+                    "(and its user as redis://USER@HOST, when it has ACL users)"
+                ) from None
             raise StoreUnusable(
                 f"cannot reach the Redis store {self.display}: {_said(exc)}"
             ) from None
