@@ -469,6 +469,70 @@ async def test_a_streamed_runs_text_reaches_watchers_delta_by_delta_through_runs
     assert streamed.final_output == "Shipped on Monday."
 
 
+class UntracedTurnsModel(CannedModel):
+    """Streams each canned output's text as one delta, then the output, opening no span of
+    its own (as ``agents.testing.ScriptedModel`` does)."""
+
+    async def stream_response(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        text = "".join(
+            block.text
+            for item in self.outputs[0]
+            if isinstance(item, ResponseOutputMessage)
+            for block in item.content
+            if isinstance(block, ResponseOutputText)
+        )
+        if text:
+            yield text_delta(text, 0)
+        yield self._completed(SimpleNamespace(span_data=SimpleNamespace()))
+
+
+@pytest.mark.parametrize("turn_spans", [True, False], ids=["turn-spans", "no-turn-spans"])
+async def test_each_streamed_turn_of_an_agent_whose_model_opens_no_span_is_its_own_message(
+    server: RunstreamServer, turn_spans: bool
+) -> None:
+    """A model that opens no span of its own streams into the SDK's turn span, or, with
+    ``include_task_and_turn_spans`` off, its agent's: an agent that spoke, called a tool and
+    spoke again was then one message, its two answers run together (found in review). Each
+    model call's text is a message of its own, closed as the call ends."""
+    model = UntracedTurnsModel(
+        "scripted-writer",
+        [
+            [message("Let me look that up."), tool_call("lookup_order", {"order_id": "A-17"}, "c")],
+            [message("It shipped on Monday.")],
+        ],
+    )
+    agent = Agent(name="Writer", tools=[lookup_order], model=RunstreamModel(model))
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("untraced-turns")
+        async with run, runstream_trace(run):
+            config = RunConfig(tracing={"include_task_and_turn_spans": turn_spans})
+            streamed = Runner.run_streamed(agent, "Where is my order A-17?", run_config=config)
+            async for _ in streamed.stream_events():
+                pass
+            await run.complete(summary=str(streamed.final_output))
+        events = [e async for e in client.list_events(run.run_id)]
+
+    messages: dict[str, list[tuple[str, bool]]] = {}
+    story: list[str] = []  # what watchers saw, in order: each message's end, the tool's start
+    for e in events:
+        if e.kind == EventKind.TEXT_DELTA:
+            text = e.payload
+            messages.setdefault(text.message_id, []).append((text.delta, text.final))  # type: ignore[union-attr]
+            if text.final:  # type: ignore[union-attr]
+                story.append(f"message {len(messages)} ended")
+        elif e.kind == EventKind.AGENT_ACTIVITY and e.payload.activity == ActivityType.STARTED:  # type: ignore[union-attr]
+            story.append("tool started")
+    assert list(messages.values()) == [
+        [("Let me look that up.", False), ("", True)],
+        [("It shipped on Monday.", False), ("", True)],
+    ]
+    # The first call's message ends with that call, not when the turn's tool calls are done.
+    assert story == ["message 1 ended", "tool started", "message 2 ended"]
+    assert streamed.final_output == "It shipped on Monday."
+
+
 def test_a_runstream_model_copies_as_any_model_does() -> None:
     """A copy (``copy.deepcopy``, as code that copies a run's configuration makes) looked up
     its wrapped model before it had one, for ever: RecursionError."""

@@ -5,7 +5,8 @@ ends, whole, so a ``Runner.run_streamed`` reported through ``runstream_trace`` a
 answer at once, at its end. :class:`RunstreamModel` wraps a model and, for each text delta
 its ``stream_response`` yields, tells the processor the model call's span went to, inside that
 span and in the SDK's own task: the delta is the agent's streamed text, in its step, and the
-call's end (the span's) closes the message rather than repeating it.
+call's end (its span's, or its stream's for a model that opens no span of its own) closes the
+message rather than repeating it; each call is a message of its own.
 :class:`RunstreamModelProvider` wraps every model a provider gives (the SDK's default,
 ``MultiProvider``, when none), for agents whose model is a name.
 """
@@ -80,13 +81,20 @@ class RunstreamModelProvider(ModelProvider):
 
 
 async def _told(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """``events``, each text delta told first to the processor of the model call's span."""
-    from runstream.integrations.openai_agents import text_streamed
+    """``events``, each text delta told first to the processor of the model call's span, and
+    the stream's end after the last."""
+    from runstream.integrations.openai_agents import StreamedText
 
-    async with aclosing(events) as stream:  # type: ignore[type-var]
-        async for event in stream:
-            if getattr(event, "type", None) == _TEXT_DELTA:
-                delta = getattr(event, "delta", "")
-                if isinstance(delta, str) and delta:
-                    text_streamed(delta)
-            yield event
+    told = StreamedText()
+    try:
+        async with aclosing(events) as stream:  # type: ignore[type-var]
+            async for event in stream:
+                if getattr(event, "type", None) == _TEXT_DELTA:
+                    delta = getattr(event, "delta", "")
+                    if isinstance(delta, str) and delta:
+                        told.delta(delta)
+                yield event
+    except BaseException as stop:  # GeneratorExit too: the SDK closed the stream early
+        told.ended(stop)
+        raise
+    told.ended(None)

@@ -35,8 +35,9 @@ What becomes what (the SDK's spans, as they start and end):
   and its token usage run-level metrics: ``input_tokens``, ``output_tokens`` and
   ``total_tokens``, summed over the run so far, and ``model_calls``. The SDK traces the text
   whole, as the call ends; a model wrapped in ``RunstreamModel`` (or given by
-  ``RunstreamModelProvider``) streams it delta by delta in a ``Runner.run_streamed``, and
-  the call's end closes the message.
+  ``RunstreamModelProvider``) streams it delta by delta in a ``Runner.run_streamed``, each
+  call's text a message of its own that the call's end closes (also for a model that opens
+  no span of its own, whose text streams into the SDK's turn span or its agent's).
 - a function (tool) span is AgentActivity of the agent: STARTED, then COMPLETED with the
   output or FAILED with the error.
 - a handoff span is AgentActivity naming both agents (``from_agent``, ``to_agent``).
@@ -55,6 +56,7 @@ Needs the ``openai-agents`` extra (``pip install 'runstream[openai-agents]'``).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import sys
@@ -147,7 +149,11 @@ class RunstreamProcessor(TracingProcessor):
         self._agents: dict[str, _AgentStep] = {}  # by agent span id
         self._parents: dict[str, str | None] = {}  # span id -> parent span id
         self._closed = False  # set when its runstream_trace block ended: reports nothing more
-        self._streamed: set[str] = set()  # model spans whose text went delta by delta
+        # The messages whose text went delta by delta and that are still open, by the span
+        # they streamed in: a model call's (the message is the span's id), else its turn's
+        # or its agent's, for a model that opens no span (one message per call).
+        self._streamed: dict[str, set[str]] = {}
+        self._calls_untraced = itertools.count(1)  # numbers those calls' messages
         with _PROCESSORS_LOCK:
             _PROCESSORS.add(self)
         self._warned_late = False  # whether it said that agents ran after its block ended
@@ -233,7 +239,7 @@ class RunstreamProcessor(TracingProcessor):
             # The SDK ends its spans on the way out of a cancellation, without an error: the
             # agent did not finish, nor did its tool or model call.
             if span.span_id in self._streamed:
-                self._message_cut(span, stop)
+                self._messages_cut(span, stop)
             step = self._agents.pop(span.span_id, None)
             self._parents.pop(span.span_id, None)
             if step is not None and not self._calls.producer_stopped(stop):
@@ -248,10 +254,10 @@ class RunstreamProcessor(TracingProcessor):
         model_call = isinstance(data, GenerationSpanData | ResponseSpanData)
         if span.span_id in self._streamed and not model_call:
             # A RunstreamModel whose model opens no span of its own (agents.testing's
-            # ScriptedModel) streamed into this span, its agent's: its message ends with it,
+            # ScriptedModel) streamed into this span, its turn's or agent's, and the call's
+            # end did not close its message (a stream left unclosed): it ends with the span,
             # or it stayed open for good.
-            self._streamed.discard(span.span_id)
-            self._text(span, "", final=True)
+            self._messages_ended(span)
         if isinstance(data, AgentSpanData):
             self._agent_ended(span.span_id, error, stop)
         elif isinstance(data, GenerationSpanData):
@@ -304,8 +310,7 @@ class RunstreamProcessor(TracingProcessor):
         if model:
             self._calls.allocate(self._agent_of(span).agent or "agent", model)
         if span.span_id in self._streamed:  # its text went already: close the message
-            self._streamed.discard(span.span_id)
-            self._text(span, "", final=True)
+            self._messages_ended(span)
         elif text:
             self._text(span, text, final=True)
         self._calls.model_used(usage)
@@ -335,23 +340,49 @@ class RunstreamProcessor(TracingProcessor):
             step_id=step.step_id,
         )
 
-    def _message_cut(self, span: Span[Any], stop: BaseException) -> None:
-        """The model call ``span``, whose text streamed, was cancelled: its message ends
-        where it stopped, unless the producer stopped (the run's end says it all)."""
-        self._streamed.discard(span.span_id)
-        if not self._calls.producer_stopped(stop):
-            self._text(span, "", final=True)
+    def _messages_ended(self, span: Span[Any]) -> None:
+        """``span`` ended: the messages still open that streamed in it end too."""
+        for message_id in sorted(self._streamed.pop(span.span_id, ())):
+            self._text(span, "", final=True, message_id=message_id)
 
-    def _text_streamed(self, span: Span[Any], delta: str) -> None:
-        """A text delta of the model call ``span`` (see ``RunstreamModel``)."""
-        self._streamed.add(span.span_id)
-        self._text(span, delta)
+    def _messages_cut(self, span: Span[Any], stop: BaseException) -> None:
+        """``span``, whose text streamed, was cancelled: its messages end where they stopped,
+        unless the producer stopped (the run's end says it all)."""
+        if self._calls.producer_stopped(stop):
+            self._streamed.pop(span.span_id, None)
+        else:
+            self._messages_ended(span)
 
-    def _text(self, span: Span[Any], delta: str, *, final: bool = False) -> None:
-        """Text of the model call ``span``: a message of its agent, in the agent's step."""
+    def _text_streamed(self, span: Span[Any], message_id: str, delta: str) -> None:
+        """A text delta of the message ``message_id``, streamed in ``span`` (see
+        ``RunstreamModel``)."""
+        self._streamed.setdefault(span.span_id, set()).add(message_id)
+        self._text(span, delta, message_id=message_id)
+
+    def _stream_ended(self, span: Span[Any], message_id: str, stop: BaseException | None) -> None:
+        """The model call whose text streamed in ``span`` as ``message_id`` ended, by
+        ``stop`` when it raised: its message ends, unless the producer was stopped."""
+        open_here = self._streamed.get(span.span_id)
+        if self._closed or open_here is None or message_id not in open_here:
+            return
+        open_here.discard(message_id)
+        if not open_here:
+            del self._streamed[span.span_id]
+        if stop is None or isinstance(stop, Exception) or not self._calls.producer_stopped(stop):
+            self._text(span, "", final=True, message_id=message_id)
+
+    def _text(
+        self, span: Span[Any], delta: str, *, final: bool = False, message_id: str = ""
+    ) -> None:
+        """Text of the model call ``span`` (the message ``message_id``, by default the span's
+        own id): a message of its agent, in the agent's step."""
         step = self._agent_of(span)
         self._calls.text(
-            step.agent or "agent", span.span_id, delta, final=final, step_id=step.step_id
+            step.agent or "agent",
+            message_id or span.span_id,
+            delta,
+            final=final,
+            step_id=step.step_id,
         )
 
     def _agent_of(self, span: Span[Any]) -> _AgentStep:
@@ -416,22 +447,51 @@ class RunstreamHooks(RunHooks[Any]):
 
 
 _PROCESSORS: weakref.WeakSet[RunstreamProcessor] = weakref.WeakSet()
-"""Every processor alive, for the text a RunstreamModel streams (``text_streamed``)."""
+"""Every processor alive, for the text a RunstreamModel streams (``StreamedText``)."""
 _PROCESSORS_LOCK = threading.Lock()
 
 
-def text_streamed(delta: str) -> None:
-    """A text delta a model call yields, told inside its span (``RunstreamModel``): the
-    agent's streamed text, for the processor the span went to."""
-    span = get_current_span()
-    if span is None:
-        return
-    with _PROCESSORS_LOCK:
-        processors = list(_PROCESSORS)
-    for processor in processors:
-        if span.span_id in processor._parents and not processor._closed:
-            processor._text_streamed(span, delta)
+class StreamedText:
+    """The text one model call streams (``RunstreamModel``), told inside the call's span: the
+    agent's streamed text, for the processor the span went to.
+
+    A model that opens a generation or response span streams its message under that span's
+    id, and the span's end closes it. A model that opens none streams in the SDK's turn span
+    or its agent's, which several calls share: each call is then a message of its own, which
+    the call's end (``ended``) closes.
+    """
+
+    def __init__(self) -> None:
+        self._told: list[tuple[RunstreamProcessor, Span[Any], str]] = []  # untraced messages
+
+    def delta(self, delta: str) -> None:
+        """A text delta the model call yields."""
+        span = get_current_span()
+        if span is None:
             return
+        with _PROCESSORS_LOCK:
+            processors = list(_PROCESSORS)
+        for processor in processors:
+            if span.span_id in processor._parents and not processor._closed:
+                processor._text_streamed(span, self._message_of(processor, span), delta)
+                return
+
+    def ended(self, stop: BaseException | None) -> None:
+        """The model call's stream ended: normally when ``stop`` is None, else by it."""
+        for processor, span, message_id in self._told:
+            processor._stream_ended(span, message_id, stop)
+        self._told.clear()
+
+    def _message_of(self, processor: RunstreamProcessor, span: Span[Any]) -> str:
+        """The id of this call's message, streamed in ``span``."""
+        if isinstance(span.span_data, GenerationSpanData | ResponseSpanData):
+            return span.span_id  # the call's own span: its end closes the message
+        for told in self._told:
+            if told[0] is processor and told[1].span_id == span.span_id:
+                return told[2]
+        message_id = f"{span.span_id}-{next(processor._calls_untraced)}"
+        self._told.append((processor, span, message_id))
+        return message_id
 
 
 _HELD_RUNS: weakref.WeakSet[RunReporter] = weakref.WeakSet()
