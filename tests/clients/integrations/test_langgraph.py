@@ -848,7 +848,7 @@ class Pick(TypedDict, total=False):
     picked: Any
 
 
-def _asking(question: dict[str, Any]) -> Any:
+def _asking(question: Any) -> Any:
     """A one-node graph whose node resumes with the answer to `question` and keeps it."""
 
     def ask(state: Pick) -> Pick:
@@ -862,7 +862,7 @@ def _asking(question: dict[str, Any]) -> Any:
 
 
 async def _answered(
-    server: RunstreamServer, question: dict[str, Any], choice: str | None
+    server: RunstreamServer, question: Any, choice: str | None
 ) -> tuple[Any, list[runstream.Step], list[runstream.Decision]]:
     """Runs `_asking(question)` on a new run, a viewer answering `choice` (None: skipping,
     "": nobody answers); returns the graph's output, the run's steps and decisions."""
@@ -955,6 +955,19 @@ async def test_interrupt_fields_langgraph_takes_are_fitted_not_refused(
               -5: "of -5 s closes its question at once"}  # fmt: skip
     if (said := fitted.get(question.get("timeout"))) is not None:
         assert f"an interrupt's timeout {said}" in caplog.messages
+
+
+@pytest.mark.parametrize("question", [None, {}, ""], ids=["none", "empty-mapping", "empty-text"])
+async def test_an_interrupt_that_asks_nothing_says_the_graph_is_waiting_for_input(
+    server: RunstreamServer, question: Any
+) -> None:
+    """``interrupt(None)`` asked the person "None", while ``interrupt({})`` and
+    ``interrupt("")`` said the graph was waiting (found in review)."""
+    result, _, decisions = await _answered(server, question, "approve")
+    assert result == {"picked": "approve"}
+    assert [(d.prompt, [o.value for o in d.options]) for d in decisions] == [
+        ("The graph is waiting for input", ["approve", "reject"])
+    ]
 
 
 async def test_options_that_are_not_text_resume_the_graph_with_the_option_itself(

@@ -2,7 +2,8 @@
 
 A string value is the prompt, offered with the handler's default options; a mapping may hold
 ``question`` (or ``prompt``, ``message``), ``options``, ``default``, ``timeout`` (seconds),
-``can_skip``, ``context`` and ``decision_type``. The closed decision's result becomes the
+``can_skip``, ``context`` and ``decision_type``. One that asks nothing (None, ``""``, ``{}``)
+says "The graph is waiting for input". The closed decision's result becomes the
 value the graph resumes with: the option chosen, as the interrupt gave it (``3``, not
 ``"3"``), or None when the question was skipped or timed out with no default.
 
@@ -206,7 +207,12 @@ class _Question:
         cls, value: Any, default_options: Sequence[str], default_timeout: float | None
     ) -> _Question:
         if not isinstance(value, Mapping):
-            prompt = short(value, PROMPT_CHARS) if isinstance(value, str) else short(value)
+            if value is None:  # interrupt(None) asks nothing, as interrupt({}) does
+                prompt = ""
+            elif isinstance(value, str):
+                prompt = short(value, PROMPT_CHARS)
+            else:
+                prompt = short(value)
             return cls(
                 prompt or "The graph is waiting for input",
                 tuple(default_options),
