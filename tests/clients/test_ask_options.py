@@ -61,3 +61,16 @@ async def test_a_decision_finds_its_option_by_value(client: Client) -> None:
     await client.submit_decision(run.run_id, "persona", "veteran")
     await asyncio.wait_for(waiting, 20)
     await run.close()
+
+
+async def test_a_timeout_of_true_is_refused_naming_timeout(client: Client) -> None:
+    """A bool is an int to Python: ``timeout=True`` asked with a one-second deadline, the
+    question closing before anybody could answer (found in review)."""
+    run = await client.start_run("campaign")
+    with pytest.raises(InvalidArgumentError) as refused:
+        await asyncio.wait_for(run.ask("Which?", ["a", "b"], timeout=True), 20)
+    assert refused.value.message.startswith("timeout: "), refused.value.message
+    assert "True" in refused.value.message
+    assert await client.list_decisions(run.run_id) == []  # nothing was asked
+    await run.complete()
+    await run.close()

@@ -670,6 +670,10 @@ def decision_requested_event(
         can_skip=can_skip,
         affects_workflow=affects_workflow,
     )
+    if isinstance(timeout, bool):  # an int to Python: True was a one-second deadline
+        raise InvalidArgumentError(
+            f"timeout: must be seconds or a timedelta (None waits until answered), got {timeout}"
+        )
     if timeout is not None:
         seconds = (
             timeout.total_seconds()

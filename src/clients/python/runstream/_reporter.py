@@ -419,7 +419,8 @@ class RunReporter(RunEvents):
                 refuse (no options or more than 100, a blank or repeated value, a default
                 over 256 characters, a prompt over 16,384 characters, a decision_id that
                 is no id or was asked already, a timeout past 366 days, context that is not
-                JSON-like), naming the argument, and for options given as one string.
+                JSON-like), naming the argument, and for options given as one string or a
+                timeout given as True or False.
             RunCancelledError: the run was cancelled while waiting.
             FailedPreconditionError: the run ended otherwise while waiting (another task or
                 producer completed or failed it).
