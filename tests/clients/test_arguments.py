@@ -71,6 +71,7 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
         "percent: must be a finite number, got nan",
     ),
     ("progress-text", lambda r, s: s.progress("50"), "percent: must be a finite number, got '50'"),  # type: ignore[arg-type]
+    ("progress-bool", lambda r, s: s.progress(True), "percent: must be a finite number, got True"),
     (
         "progress-tokens",
         lambda r, s: s.progress(50, tokens_processed=-1),
@@ -107,6 +108,7 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
     # run.items()
     ("items-completed", lambda r, s: r.items(-1, 5), "completed: must not be negative, got -1"),
     ("items-total", lambda r, s: r.items(1, 2.5), "total: must be a whole number, got 2.5"),  # type: ignore[arg-type]
+    ("items-bool", lambda r, s: r.items(True, 5), "completed: must be a whole number, got True"),
     (
         "items-stage-count",
         lambda r, s: r.items(1, 5, by_stage={"search": -2}),

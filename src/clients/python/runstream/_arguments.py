@@ -180,8 +180,9 @@ def identifier(name: str, value: object, *, required: bool = True) -> str:
 
 
 def finite(name: str, value: object) -> float:
-    """``value`` as a float, when it is a finite number (Decimal and numpy numbers are)."""
-    if not isinstance(value, str | bytes):
+    """``value`` as a float, when it is a finite number (Decimal and numpy numbers are; True
+    and False, ints to Python, are not: ``progress(True)`` was 1 %)."""
+    if not isinstance(value, str | bytes | bool):
         try:
             number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError, OverflowError):
@@ -205,8 +206,10 @@ def number(name: str, value: object, low: float, high: float = math.inf) -> floa
 
 
 def count(name: str, value: object, most: int = INT64_MAX) -> int:
-    """A whole number from 0 to ``most`` (numpy integers are; 2.0 and "2" are not)."""
+    """A whole number from 0 to ``most`` (numpy integers are; 2.0, "2" and True are not)."""
     try:
+        if isinstance(value, bool):
+            raise TypeError
         result = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise _refuse(name, f"must be a whole number, got {value!r:.60}") from None
