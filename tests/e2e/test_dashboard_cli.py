@@ -387,9 +387,14 @@ async def test_a_tls_server_that_closes_the_connection_is_named_with_the_likely_
 
 
 def test_a_client_certificate_without_the_servers_ca_is_a_usage_error(tmp_path: Path) -> None:
+    """Said before the page binds its port: the page's port taken (8080 by another program,
+    once in CI) was said instead, exit 1."""
     pki = Pki.make(tmp_path / "pki")
-    done = dashboard("--target", f"127.0.0.1:{free_port()}", "--client-cert",
-                     str(pki.client_cert), "--client-key", str(pki.client_key))  # fmt: skip
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        page_port = str(taken.getsockname()[1])
+        done = dashboard("--target", f"127.0.0.1:{free_port()}", "--port", page_port,
+                         "--client-cert", str(pki.client_cert),
+                         "--client-key", str(pki.client_key))  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "--client-cert needs --ca-file" in done.stderr
 

@@ -266,6 +266,9 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             stack.callback(loop.remove_signal_handler, signum)
         if args.api_url:
             return await _serve_page_only(args, stop, say)
+        # Options that cannot work are said before anything starts or listens (a taken port
+        # was said instead).
+        tls = _upstream_tls(args) if args.target or not args.demo else UpstreamTls()
         if args.demo and args.target is None:
             target = await stack.enter_async_context(_embedded_server(args.speed))
             say(f"Runstream server (embedded) on {target}")
@@ -287,7 +290,6 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             ) from exc
         stack.callback(page.stop)
 
-        tls = _upstream_tls(args) if args.target or not args.demo else UpstreamTls()
         try:
             config = EnvoyConfig(
                 upstream=envoy_upstream(target),
