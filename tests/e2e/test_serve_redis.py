@@ -298,6 +298,16 @@ def test_url_options_that_would_quietly_mean_something_else_are_refused() -> Non
     assert seeds == (("10.0.0.2", 7001), ("::1", 7002))
 
 
+def test_an_empty_password_file_is_refused_as_empty(tmp_path: Path) -> None:
+    """An empty password file said "refused this server's login: give its password in a file
+    named by ?password_file=", to a user who had (found in review)."""
+    blank = tmp_path / "blank"
+    blank.write_text("\n")
+    with pytest.raises(ValueError) as refused:
+        parse_url(f"redis://127.0.0.1:6379/0?password_file={blank}")
+    assert str(refused.value) == f"password_file: {blank} is empty"
+
+
 # --- Redis's own settings, checked at start (review 61, findings 1 and 3) ----------------------
 
 

@@ -64,6 +64,8 @@ def parse_url(url: str) -> RedisOptions:
             raise ValueError(
                 f"password_file: cannot read {own['password_file']} ({exc.strerror})"
             ) from None
+        if not secret:  # Redis would answer "Authentication required", as with no file
+            raise ValueError(f"password_file: {own['password_file']} is empty")
         host = netloc.rsplit("@", 1)[-1]
         user = netloc.rsplit("@", 1)[0].split(":", 1)[0] if "@" in netloc else ""
         if parts.password is not None or "password" in query:  # one would be ignored unseen
