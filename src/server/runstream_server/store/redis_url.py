@@ -71,6 +71,8 @@ def parse_url(url: str) -> RedisOptions:
         if parts.password is not None or "password" in query:  # one would be ignored unseen
             raise ValueError("a password in the URL and a password_file: give one of them")
         netloc = f"{user}:{quote(secret, safe='')}@{host}"
+    if parts.password and "password" in query:  # redis-py takes the URL's, unseen
+        raise ValueError("a password in the URL and ?password=: give one of them")
     rest = urlunsplit(
         (parts.scheme, netloc, parts.path, urlencode(query, doseq=True), parts.fragment)
     )
