@@ -264,6 +264,7 @@ def test_a_database_path_that_is_not_a_number_is_refused_without_echoing_the_pas
 def test_only_a_number_is_read_as_the_database() -> None:
     for path, db in [("", 0), ("/", 0), ("/0", 0), ("/15", 15)]:
         assert parse_url(f"redis://127.0.0.1:6379{path}").db == db
+    assert parse_url("redis://127.0.0.1:6379/?db=3").db == 3  # the query's, with no path
     for path in ("/1/2", "/-1", "/db1", "/1 "):  # redis-py read 12, -1, 0 and 1
         with pytest.raises(ValueError, match=r"database path .* is not a database number"):
             parse_url(f"redis://:s3cret@127.0.0.1:6379{path}")
@@ -283,6 +284,8 @@ def test_url_options_that_would_quietly_mean_something_else_are_refused() -> Non
         ("cluster=", "option 'cluster' is empty"),
         # redis-py logged in with the URL's password and ignored this one, unseen.
         ("password=an0ther", "a password in the URL and ?password=: give one of them"),
+        # Database 1 was served, the /0 of the path dropped without a word.
+        ("db=1", "the database is given twice, as the path '/0' and as ?db=: give one"),
         ("prefix=a&prefix=b", "option 'prefix' is given 2 times: give it once"),
         ("wait=1&wait=2", "option 'wait' is given 2 times"),
         ("socket_timeout=1&socket_timeout=2", "option 'socket_timeout' is given 2 times"),

@@ -79,6 +79,10 @@ def parse_url(url: str) -> RedisOptions:
     cluster = _switch(own, "cluster")
     nodes = _nodes(own.get("nodes"), cluster=cluster)
     db = _check_redis_options(rest, sorted(query), tls=parts.scheme == "rediss", cluster=cluster)
+    if parts.path.strip("/") and "db" in query:  # redis-py reads ?db= and drops the path's
+        raise ValueError(
+            f"the database is given twice, as the path {parts.path!r} and as ?db=: give one of them"
+        )
     options = RedisOptions(
         url=rest,
         prefix=own.get("prefix", "runstream"),
