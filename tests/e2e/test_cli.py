@@ -1040,6 +1040,30 @@ async def test_runs_watch_json_ends_quietly_when_its_reader_goes_away(
     assert errors == b""
 
 
+def test_a_demo_whose_reader_goes_away_ends_quietly_rather_than_crashing() -> None:
+    """`runstream demo --plain | head -20` died of SIGSEGV (exit 139): rich's SystemExit,
+    raised in the demo's watcher task, threw the event loop over with its gRPC channels open;
+    with --replicas its redis-server was left running (found in review)."""
+    read_end, write_end = os.pipe()
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--speed", "20", "--plain", "--address", f"127.0.0.1:{free_port()}"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as reader:  # head: a few lines, then gone
+            for _ in range(5):
+                assert reader.readline()
+        _, errors = demo.communicate(timeout=60)
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+            demo.wait()
+    assert (demo.returncode, errors) == (1, b"")
+
+
 async def on_a_terminal(
     *args: str, lines: int = 50, under: tuple[str, ...] = ()
 ) -> asyncio.subprocess.Process:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import getpass
 import logging
 import os
@@ -91,9 +92,22 @@ def _target(value: str) -> str:
 # --- plumbing ------------------------------------------------------------------------------
 
 
+class _PipedConsole(Console):
+    """A console whose reader going away (`| head`) is a BrokenPipeError, which unwinds the
+    command (closing its channels, stopping the servers and redis-server it started) to
+    main's quiet exit. rich raises SystemExit there, which a task the command awaits (the
+    demo's watcher) threw out of the event loop: the channels were collected after it closed,
+    and the process died of SIGSEGV, leaving `demo --replicas`'s redis-server running."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for exit's flush
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
 def make_console(*, stderr: bool = False) -> Console:
     """A console for stdout (or stderr) that stays readable when piped."""
-    console = Console(stderr=stderr, highlight=False)
+    console = _PipedConsole(stderr=stderr, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         # Pipes and CI logs get rich's 80 columns by default, which would fold run ids and
         # squeeze tables; nothing downstream benefits from wrapping.
