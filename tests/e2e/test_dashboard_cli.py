@@ -262,6 +262,20 @@ def test_a_busy_envoy_port_is_one_line_saying_so() -> None:
     ]
 
 
+def test_one_port_for_the_page_and_envoy_is_a_usage_error() -> None:
+    """`--port 8090 --envoy-port 8090` served the page, then failed with Envoy's own log
+    lines, escaped "\\n" and all, after an embedded --demo server had started (found in
+    review)."""
+    port = str(free_port())
+    done = dashboard("--demo", "--port", port, "--envoy-port", port)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"runstream: --port and --envoy-port are both {port}: the page and Envoy listen on a "
+        "port each"
+    ]
+    assert done.stdout == ""
+
+
 @pytest.mark.parametrize("form", ["ipv4:{live},{dead}", "{live},{dead}"])
 async def test_replicas_listed_in_the_target_are_reached_through_envoy(
     server: RunstreamServer, form: str

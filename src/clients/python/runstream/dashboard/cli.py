@@ -268,6 +268,11 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> int:
             return await _serve_page_only(args, stop, say)
         # Options that cannot work are said before anything starts or listens (a taken port
         # was said instead).
+        if args.port and args.port == args.envoy_port:  # Envoy's bind failed in its own log
+            raise UsageError(
+                f"--port and --envoy-port are both {args.port}: the page and Envoy listen on "
+                "a port each"
+            )
         tls = _upstream_tls(args) if args.target or not args.demo else UpstreamTls()
         if args.demo and args.target is None:
             target = await stack.enter_async_context(_embedded_server(args.speed))
