@@ -183,6 +183,23 @@ async def test_the_demo_plays_on_a_server_with_auth_with_the_usual_token_options
     assert run.status is runstream.RunStatus.SUCCEEDED, said
 
 
+async def test_a_demo_run_the_server_refuses_is_said_not_left_unseen(
+    secured: RunstreamServer, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a token that may not report (or none), `dashboard --demo --target` served the
+    page and said nothing more: the refused run was collected silently at Ctrl-C (found in
+    review)."""
+    _require_envoy()
+    monkeypatch.setenv("RUNSTREAM_TOKEN", keys.token(["viewer"]))
+    dashboard = await Dashboard.start(secured.target, 0, 0, "--demo", "--speed", "40")
+    try:
+        refused = await dashboard.said("the demo run could not start")
+    finally:
+        said = await dashboard.stop()
+    assert "permission denied: CreateRun needs the 'producer' role" in refused, said
+    assert "which needs the producer role" in refused
+
+
 async def _running(children: list[int]) -> bool:
     return len(children) == 1
 

@@ -40,6 +40,7 @@ from ..cli.args import (
 )
 from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
+from ..cli.fmt import printable
 from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
 from .server import DashboardServer, bracketed
 from .upstreams import dashboard_target, envoy_upstream, grpc_target
@@ -481,14 +482,35 @@ async def _play_demo(
     from ..cli.demo_campaign import Campaign
     from ..cli.demo_script import DISPLAY_NAME, WORKFLOW, campaign_steps
 
+    # A refusal is said here: the command only collects this task at Ctrl-C, and a demo run
+    # refused for want of a token (or of its producer role) left the page without a word.
     async with client:
-        run = await client.start_run(
-            WORKFLOW,
-            steps=campaign_steps(),
-            display_name=DISPLAY_NAME,
-            labels={"team": "growth", "source": "dashboard-demo"},
-        )
+        try:
+            run = await client.start_run(
+                WORKFLOW,
+                steps=campaign_steps(),
+                display_name=DISPLAY_NAME,
+                labels={"team": "growth", "source": "dashboard-demo"},
+            )
+        except runstream.RunstreamError as exc:
+            hint = (
+                "; the demo reports with the token of --token, --token-file, $RUNSTREAM_TOKEN "
+                "or $RUNSTREAM_TOKEN_FILE, which needs the producer role"
+                if isinstance(exc, runstream.UnauthenticatedError | runstream.PermissionDeniedError)
+                else ""
+            )
+            say(f"  warning: the demo run could not start: {_said(exc)}{hint}")
+            return
         say(f"Demo run: {page_url}#/runs/{run.run_id}")
-        async with run:
-            await Campaign(run, speed=speed).play()
+        try:
+            async with run:
+                await Campaign(run, speed=speed).play()
+        except runstream.RunstreamError as exc:
+            say(f"  warning: demo run {run.run_id} stopped: {_said(exc)}")
+            return
         say(f"Demo run {run.run_id} finished; the dashboard keeps serving")
+
+
+def _said(exc: runstream.RunstreamError) -> str:
+    """ "permission denied: ..." as the client commands say it, on one line."""
+    return printable(f"{exc.code.name.lower().replace('_', ' ')}: {exc.message}")
