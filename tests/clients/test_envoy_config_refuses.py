@@ -28,6 +28,9 @@ def config(**fields: Any) -> EnvoyConfig:
         ({"listen_address": "localhost"}, r"not a listen address \(an IPv4 or IPv6 address\)"),
         ({"listen_port": 65536}, "not a port: 65536"),
         ({"upstream": "127.0.0.1:65536"}, "not a port: 65536"),
+        # Envoy started its admin there, then said its grpc-web port was in use.
+        ({"admin_port": 8081}, "the listen port and the admin port are both 8081"),
+        ({"admin_port": 8081, "listen_address": "::"}, "are both 8081"),
         ({"tls_cert": Path("c.pem")}, "tls_cert and tls_key go together"),
         ({"upstream_client_key": Path("k.pem")}, "go together"),
         (
@@ -44,6 +47,10 @@ def test_a_config_that_would_break_or_widen_envoy_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=problem):
         config(**fields)
+
+
+def test_one_port_for_the_listener_and_the_admin_is_taken_on_another_interface() -> None:
+    assert config(admin_port=8081, listen_address="10.0.0.5").admin_port == 8081
 
 
 def test_envoy_answers_this_machine_the_origins_hosts_and_the_allowed_names_only() -> None:

@@ -55,6 +55,11 @@ class EnvoyError(RuntimeError):
     """Envoy is missing, rejected its configuration, or did not come up."""
 
 
+_COVERS_ADMIN = frozenset({"127.0.0.1", "0.0.0.0", "::", "::ffff:127.0.0.1"})
+"""Listen addresses whose port the admin interface's 127.0.0.1 would take (``::`` takes
+IPv4 too)."""
+
+
 @dataclass(frozen=True)
 class EnvoyConfig:
     """What the template needs: where Envoy listens, which server it forwards to, and which
@@ -105,6 +110,15 @@ class EnvoyConfig:
         for port_value in (self.listen_port, self.admin_port, *ports):
             if not 0 <= port_value <= 65535:
                 raise ValueError(f"not a port: {port_value}")
+        if (
+            self.listen_port
+            and self.listen_port == self.admin_port
+            and self.listen_address in _COVERS_ADMIN
+        ):  # Envoy binds its admin first, then says its own listener's port is in use
+            raise ValueError(
+                f"the listen port and the admin port are both {self.listen_port}, and the "
+                "admin interface listens on 127.0.0.1 too: give them a port each"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         if (self.upstream_client_cert is None) != (self.upstream_client_key is None):
