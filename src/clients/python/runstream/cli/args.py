@@ -147,11 +147,14 @@ def otlp_endpoint(value: str) -> str:
 
 
 def _without_credentials(value: str) -> str:
-    """The endpoint as messages may show it: :func:`redacted`, and for one given without a
-    scheme (HOST:PORT, as the exporter also takes it), whatever comes before its last '@'
-    as ``***``."""
-    if "://" not in value and "@" in value:
-        value = "***@" + value.rpartition("@")[2]
+    """The endpoint as messages may show it: :func:`redacted`, with whatever comes before
+    its last '@' (after the scheme, when it has one) as ``***``."""
+    if "@" in value:
+        # Up to the last '@', whatever it holds: redacted() stops at white space, and a
+        # password holding a space was repeated back whole (found in review).
+        scheme, has_scheme, rest = value.partition("://")
+        host = rest.rpartition("@")[2] if has_scheme else value.rpartition("@")[2]
+        value = f"{scheme}://***@{host}" if has_scheme else f"***@{host}"
     return redacted(value)
 
 
