@@ -265,6 +265,20 @@ def test_an_api_url_the_page_cannot_call_is_a_usage_error_naming_the_option(url:
     assert done.stdout == ""
 
 
+def test_an_api_url_with_credentials_is_refused_without_repeating_them() -> None:
+    """`--api-url http://u:s3cret@h:8081` was taken, printed ("grpc-web: http://u:s3cret@...")
+    and put in the page every visitor loads, whose fetch refuses such a URL anyway (found in
+    review)."""
+    done = dashboard("--api-url", "http://ops:s3cret@envoy.internal:8081")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "runstream dashboard: error: argument --api-url: the grpc-web URL has a user or "
+        "password, which the page would show to every visitor and browsers refuse to call; "
+        "got http://***@envoy.internal:8081"
+    ]
+    assert done.stdout == ""
+
+
 def test_a_busy_envoy_port_is_one_line_saying_so() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -176,6 +176,13 @@ def _api_url(value: str) -> str:
     """The grpc-web URL the page calls: http(s)://host[:port], a path allowed (a proxy may
     serve grpc-web under one); the page cannot call any other scheme."""
     parts = urllib.parse.urlsplit(value)
+    if "@" in parts.netloc:
+        # Served in the page to every visitor, and a browser's fetch refuses such a URL.
+        host = parts.netloc.rpartition("@")[2]
+        raise argparse.ArgumentTypeError(
+            f"the grpc-web URL has a user or password, which the page would show to every "
+            f"visitor and browsers refuse to call; got {parts.scheme}://***@{host}"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise argparse.ArgumentTypeError(
             f"the grpc-web URL is http(s)://host[:port][/path], e.g. http://envoy.internal:8081;"
