@@ -699,6 +699,12 @@ def test_tls_files_gRPC_cannot_use_are_named_not_taken_for_a_busy_port(tmp_path:
             "'grpc://collector:4317': grpc:// is not http:// or https://; give http://HOST:PORT "
             "or https://HOST:PORT, e.g. http://localhost:4317",
         ),
+        # A stray space (a copied value) said "' http://c:4317':  http:// is not http://".
+        (
+            " http://collector:4317",
+            "' http://collector:4317' has white space in it; give http://HOST:PORT or "
+            "https://HOST:PORT, e.g. http://localhost:4317",
+        ),
         (
             "http://collector:99999",
             "'http://collector:99999': the port must be 1 to 65535; give http://HOST:PORT or "

@@ -115,10 +115,6 @@ def otlp_endpoint(value: str) -> str:
     parsed = urlsplit(value if has_scheme else f"http://{value}")
     shown = repr(_without_credentials(value))
     expected = f"give http://HOST:PORT or https://HOST:PORT, e.g. {OTLP_EXAMPLE}"
-    if has_scheme and scheme not in ("http", "https"):
-        raise argparse.ArgumentTypeError(
-            f"{shown}: {scheme}:// is not http:// or https://; {expected}"
-        )
     # Any '@': a password with '/', '?' or '#' ends the URL's netloc early, and urlsplit
     # then finds no user or password at all.
     if "@" in value or parsed.username is not None or parsed.password is not None:
@@ -126,7 +122,13 @@ def otlp_endpoint(value: str) -> str:
             f"{shown} has a user or password, which the OTLP/gRPC exporter does not send; "
             "give credentials as headers in $OTEL_EXPORTER_OTLP_HEADERS"
         )
-    if not parsed.hostname or any(c.isspace() for c in value):
+    if any(c.isspace() for c in value):  # ' http://...' said " http:// is not http://"
+        raise argparse.ArgumentTypeError(f"{shown} has white space in it; {expected}")
+    if has_scheme and scheme not in ("http", "https"):
+        raise argparse.ArgumentTypeError(
+            f"{shown}: {scheme}:// is not http:// or https://; {expected}"
+        )
+    if not parsed.hostname:
         raise argparse.ArgumentTypeError(f"{shown} is not a URL with a host; {expected}")
     try:
         number = parsed.port
