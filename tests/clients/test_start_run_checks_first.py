@@ -4,11 +4,35 @@ refuse raises InvalidArgumentError and leaves no run behind."""
 from __future__ import annotations
 
 import pytest
-from runstream import Client, InvalidArgumentError
+from runstream import Client, InvalidArgumentError, StepSpec
 
 
 async def test_a_message_too_long_creates_no_run(client: Client) -> None:
     with pytest.raises(InvalidArgumentError) as refused:
         await client.start_run("never-started", message="x" * 4097)
     assert refused.value.message.startswith("message: ")
+    assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []
+
+
+@pytest.mark.parametrize(
+    ("steps", "said"),
+    [
+        ("plan", "steps: must be a list of steps (StepSpec or step ids), not 'plan'"),
+        (["a", 7], "steps[1]: must be a StepSpec or a step id, not 7"),
+        (
+            ["ab", StepSpec("c", depends_on="ab")],  # type: ignore[arg-type]
+            "steps[1].depends_on: must be a list of step ids, not 'ab'",
+        ),
+    ],
+    ids=["a-string", "not-a-step", "depends-on-a-string"],
+)
+async def test_steps_given_as_a_string_are_refused_not_read_letter_by_letter(
+    client: Client, steps: object, said: str
+) -> None:
+    """Found in review: steps="plan" planned the steps 'p', 'l', 'a' and 'n' (and "analyze"
+    was refused for a duplicate step 'a'), and depends_on="ab" made a step wait for steps
+    'a' and 'b'."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await client.start_run("never-started", steps=steps)  # type: ignore[arg-type]
+    assert refused.value.message == said
     assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []

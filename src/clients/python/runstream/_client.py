@@ -287,7 +287,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
         request = rpc.create_run_request(
-            new_run_id, workflow, display_name or "", labels, list(steps), list(targets)
+            new_run_id, workflow, display_name or "", labels, steps, list(targets)
         )
         builders.run_started_event(message)  # checks message before the run exists
         run = await self._create_run(request, generated=generated)

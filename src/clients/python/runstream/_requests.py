@@ -43,10 +43,17 @@ from runstream.v1 import (
 # --- the resources a CreateRun request carries ---------------------------------------------
 
 
-def step_spec_to_pb(spec: StepSpec | str) -> run_pb2.StepSpec:
-    """The StepSpec message for a spec, or for a bare step id."""
+def step_spec_to_pb(spec: StepSpec | str, where: str = "steps[0]") -> run_pb2.StepSpec:
+    """The StepSpec message for a spec, or for a bare step id; ``where`` names it in a
+    refusal."""
     if isinstance(spec, str):
         return run_pb2.StepSpec(step_id=spec)
+    if not isinstance(spec, StepSpec):
+        raise InvalidArgumentError(f"{where}: must be a StepSpec or a step id, not {spec!r:.60}")
+    if isinstance(spec.depends_on, str):  # one id, not the list of its letters
+        raise InvalidArgumentError(
+            f"{where}.depends_on: must be a list of step ids, not {spec.depends_on!r:.60}"
+        )
     return run_pb2.StepSpec(
         step_id=spec.step_id,
         name=spec.name,
@@ -80,12 +87,16 @@ def create_run_request(
     targets: Iterable[Target] = (),
 ) -> run_service_pb2.CreateRunRequest:
     """The CreateRun request."""
+    if isinstance(steps, str):  # "plan" would plan the steps 'p', 'l', 'a' and 'n'
+        raise InvalidArgumentError(
+            f"steps: must be a list of steps (StepSpec or step ids), not {steps!r:.60}"
+        )
     return run_service_pb2.CreateRunRequest(
         run_id=run_id,
         workflow=workflow,
         display_name=display_name,
         labels=dict(labels or {}),
-        steps=[step_spec_to_pb(s) for s in steps],
+        steps=[step_spec_to_pb(s, f"steps[{i}]") for i, s in enumerate(steps)],
         targets=[target_to_pb(t) for t in targets],
     )
 
