@@ -36,3 +36,28 @@ async def test_steps_given_as_a_string_are_refused_not_read_letter_by_letter(
         await client.start_run("never-started", steps=steps)  # type: ignore[arg-type]
     assert refused.value.message == said
     assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []
+
+
+@pytest.mark.parametrize(
+    ("max_buffered", "said"),
+    [
+        (0, "max_buffered: must be at least 1, got 0"),
+        (-1, "max_buffered: must not be negative, got -1"),
+        (2.5, "max_buffered: must be a whole number, got 2.5"),
+    ],
+)
+async def test_a_max_buffered_below_one_is_refused_not_taken_as_one(
+    client: Client, max_buffered: int, said: str
+) -> None:
+    """Found in review: 0 and -1 (read as "no limit") were taken as 1 without a word, the
+    producer then waiting on every event's acknowledgement."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await client.start_run("never-started", max_buffered=max_buffered)
+    assert refused.value.message == said
+    assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []
+    run = await client.start_run("started")
+    with pytest.raises(InvalidArgumentError) as refused:
+        await client.attach_run(run.run_id, max_buffered=max_buffered)
+    assert refused.value.message == said
+    await run.complete()
+    await run.close()

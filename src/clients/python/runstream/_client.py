@@ -256,9 +256,10 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             message: Optional note for RunStarted, for example the run's input (at most 4,096
                 characters; a longer one raises InvalidArgumentError before the run is
                 created).
-            max_buffered: How many unacknowledged events the reporter holds before reporting
-                calls wait (backpressure); they also wait while 64 MiB of events are, so a
-                server out of reach costs bounded memory however large the events.
+            max_buffered: How many unacknowledged events (at least 1) the reporter holds
+                before reporting calls wait (backpressure); they also wait while 64 MiB of
+                events are, so a server out of reach costs bounded memory however large the
+                events.
             targets: Goals for run-level metrics, e.g. ``Target("companies_found", 50)``; the
                 server fires a milestone, once, when a reported metric reaches its target.
             cancel_task: When an operator cancels the run (``CancelRun``), cancel the task
@@ -282,6 +283,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             The run's reporter; close it (or use ``async with``) when done.
         """
         _check_linger(linger)
+        _check_max_buffered(max_buffered)
         arguments.key_prefix(key_prefix)  # before the run exists, like every argument
         self._connection.open()
         generated = run_id is None
@@ -335,6 +337,7 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             FailedPreconditionError: the run already ended.
         """
         _check_linger(linger)
+        _check_max_buffered(max_buffered)
         arguments.key_prefix(key_prefix)
         self._connection.open()
         run = await self.get_run(run_id)
@@ -468,3 +471,9 @@ class Client(RunQueries, RunWatching, DecisionCalls):
 def _check_linger(linger: float) -> None:
     if not 0 <= linger < float("inf"):  # also refuses NaN
         raise InvalidArgumentError(f"linger: must be a number of seconds >= 0, not {linger!r}")
+
+
+def _check_max_buffered(max_buffered: int) -> None:
+    # 0 or -1 read as "no limit", or "hold nothing", were taken as 1 without a word.
+    if arguments.count("max_buffered", max_buffered) < 1:
+        raise InvalidArgumentError("max_buffered: must be at least 1, got 0")
