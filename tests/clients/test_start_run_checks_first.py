@@ -61,3 +61,27 @@ async def test_a_max_buffered_below_one_is_refused_not_taken_as_one(
     assert refused.value.message == said
     await run.complete()
     await run.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"labels": {"team": 7}}, "labels['team']: must be a string, got 7"),
+        ({"labels": ["team"]}, "labels: must be a mapping, got ['team']"),
+        ({"display_name": 5}, "display_name: must be a string, got 5"),
+        ({"run_id": 5}, "run_id: must be a string, got 5"),
+        ({"steps": [StepSpec("a", 5)]}, "steps[0].name: must be a string, got 5"),  # type: ignore[arg-type]
+        ({"targets": [("found", 50)]}, "targets[0]: must be a Target, not ('found', 50)"),
+    ],
+    ids=["label-value", "labels-list", "display-name", "run-id", "step-name", "target-tuple"],
+)
+async def test_a_value_of_the_wrong_type_is_named_not_a_bare_type_error(
+    client: Client, arguments: dict[str, object], said: str
+) -> None:
+    """Found in review: these raised TypeError "bad argument type for built-in operation"
+    from protobuf (or AttributeError 'tuple' object has no attribute 'metric'), naming no
+    argument."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await client.start_run("never-started", **arguments)  # type: ignore[arg-type]
+    assert refused.value.message == said
+    assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []

@@ -43,6 +43,14 @@ from runstream.v1 import (
 # --- the resources a CreateRun request carries ---------------------------------------------
 
 
+def _string(name: str, value: object) -> str:
+    """A string field of CreateRun. What it holds is the server's to judge; its type is
+    checked here, as protobuf says only "bad argument type for built-in operation"."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name}: must be a string, got {value!r:.60}")
+    return value
+
+
 def step_spec_to_pb(spec: StepSpec | str, where: str = "steps[0]") -> run_pb2.StepSpec:
     """The StepSpec message for a spec, or for a bare step id; ``where`` names it in a
     refusal."""
@@ -55,27 +63,44 @@ def step_spec_to_pb(spec: StepSpec | str, where: str = "steps[0]") -> run_pb2.St
             f"{where}.depends_on: must be a list of step ids, not {spec.depends_on!r:.60}"
         )
     return run_pb2.StepSpec(
-        step_id=spec.step_id,
-        name=spec.name,
-        description=spec.description,
-        agent=spec.agent,
-        depends_on=list(spec.depends_on),
-        track=spec.track,
-        phase=spec.phase,
+        step_id=_string(f"{where}.step_id", spec.step_id),
+        name=_string(f"{where}.name", spec.name),
+        description=_string(f"{where}.description", spec.description),
+        agent=_string(f"{where}.agent", spec.agent),
+        depends_on=[
+            _string(f"{where}.depends_on[{i}]", step) for i, step in enumerate(spec.depends_on)
+        ],
+        track=_string(f"{where}.track", spec.track),
+        phase=_string(f"{where}.phase", spec.phase),
     )
 
 
-def target_to_pb(target: Target) -> run_pb2.Target:
-    """The Target message for a target."""
+def target_to_pb(target: Target, where: str = "targets[0]") -> run_pb2.Target:
+    """The Target message for a target; ``where`` names it in a refusal."""
+    if not isinstance(target, Target):
+        raise InvalidArgumentError(f"{where}: must be a Target, not {target!r:.60}")
     return run_pb2.Target(
-        metric=target.metric,
+        metric=_string(f"{where}.metric", target.metric),
         value=arguments.finite(f"targets[{target.metric!r}].value", target.value),
         kind=int(target.kind),  # type: ignore[arg-type]
-        title=target.title,
+        title=_string(f"{where}.title", target.title),
     )
 
 
 # --- requests and responses ----------------------------------------------------------------
+
+
+def _labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """CreateRun's labels, each key and value a string (see _string)."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        raise InvalidArgumentError(f"labels: must be a mapping, got {labels!r:.60}")
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"labels: keys must be strings, got {key!r:.60}")
+        _string(f"labels[{key!r}]", value)
+    return dict(labels)
 
 
 def create_run_request(
@@ -92,12 +117,12 @@ def create_run_request(
             f"steps: must be a list of steps (StepSpec or step ids), not {steps!r:.60}"
         )
     return run_service_pb2.CreateRunRequest(
-        run_id=run_id,
-        workflow=workflow,
-        display_name=display_name,
-        labels=dict(labels or {}),
+        run_id=_string("run_id", run_id),
+        workflow=_string("workflow", workflow),
+        display_name=_string("display_name", display_name),
+        labels=_labels(labels),
         steps=[step_spec_to_pb(s, f"steps[{i}]") for i, s in enumerate(steps)],
-        targets=[target_to_pb(t) for t in targets],
+        targets=[target_to_pb(t, f"targets[{i}]") for i, t in enumerate(targets)],
     )
 
 
