@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,39 @@ async def test_a_caller_slow_over_an_event_does_not_make_its_watch_look_silent(
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
     assert seen[-1].kind == runstream.EventKind.RUN_COMPLETED
     assert link_states(links) == [LinkState.CONNECTING, LinkState.LIVE]
+
+
+async def drained(stream: AsyncIterator[object]) -> None:
+    async for _ in stream:
+        pass
+
+
+async def entered(client: runstream.Client, run_id: str, on_link: object) -> None:
+    async with client.interact([run_id], on_link=on_link):  # type: ignore[arg-type]
+        pass
+
+
+async def test_an_async_on_link_is_refused_before_the_stream_not_left_unawaited(
+    server: RunstreamServer,
+) -> None:
+    """Found in review: an ``async def`` on_link (a relay pushing "Live" to its browsers)
+    was called and its coroutine dropped, Python saying only "coroutine ... was never
+    awaited", and the relay never heard LIVE; a string failed at the first change."""
+
+    async def relay(link: WatchLink) -> None:
+        raise AssertionError("never awaited")
+
+    async with runstream.connect(server.target) as client:
+        run = await client.start_run("relayed")
+        await run.flush()
+        for on_link, said in [
+            (relay, "on_link: must be a plain function, called on the watch's task"),
+            ("live", "on_link: must be a function, got 'live'"),
+        ]:
+            with pytest.raises(runstream.InvalidArgumentError, match=said):
+                await asyncio.wait_for(drained(client.watch(run.run_id, on_link=on_link)), 10)  # type: ignore[arg-type]
+            with pytest.raises(runstream.InvalidArgumentError, match=said):
+                await asyncio.wait_for(drained(client.watch_runs(on_link=on_link)), 10)  # type: ignore[arg-type]
+            with pytest.raises(runstream.InvalidArgumentError, match=said):
+                await asyncio.wait_for(entered(client, run.run_id, on_link), 10)
+        await run.close()

@@ -59,7 +59,7 @@ from runstream._types import (
     LinkState,
     WatchLink,
 )
-from runstream._watch import OnLink, lost_link, opened
+from runstream._watch import OnLink, checked_on_link, lost_link, opened
 
 if TYPE_CHECKING:
     from runstream._unreachable import Diagnosis
@@ -134,7 +134,7 @@ class Interaction:
         self._viewer = viewer
         self._metadata = tuple(metadata)
         self._reconnect_timeout = reconnect_timeout
-        self._on_link = on_link
+        self._on_link = checked_on_link(on_link)
         self._diagnosis = diagnosis
         self._updates: asyncio.Queue[InteractionUpdate | _End] = asyncio.Queue()
         self._max_updates = max(1, max_updates)

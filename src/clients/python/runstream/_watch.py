@@ -21,6 +21,7 @@ the call, says RECONNECTING and resumes after the cursor, as after any other los
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import timedelta
@@ -33,6 +34,7 @@ from runstream import _requests as rpc
 from runstream._connection import raise_if_closed_under
 from runstream._errors import (
     DataLossError,
+    InvalidArgumentError,
     RunstreamError,
     UnavailableError,
     about,
@@ -59,6 +61,24 @@ __all__ = ["RunWatching", "watch_run", "watch_runs"]
 _log = logging.getLogger("runstream.watch")
 
 OnLink = Callable[[WatchLink], object]
+
+
+def checked_on_link(on_link: OnLink | None) -> OnLink | None:
+    """``on_link`` as given, refused before the stream opens when it cannot serve: an
+    ``async def`` returns a coroutine nobody awaits (a relay never heard LIVE, and Python
+    said only "coroutine was never awaited"), and what is not callable failed at the first
+    change of the stream."""
+    if on_link is None:
+        return None
+    if inspect.iscoroutinefunction(on_link):
+        raise InvalidArgumentError(
+            "on_link: must be a plain function, called on the watch's task: an async def "
+            "is never awaited (start a task from a plain function to do async work)"
+        )
+    if not callable(on_link):
+        raise InvalidArgumentError(f"on_link: must be a function, got {on_link!r:.60}")
+    return on_link
+
 
 DEFAULT_HEARTBEAT = 5.0
 """Seconds of idle before the server sends a watch a heartbeat, unless the caller asks
@@ -243,7 +263,7 @@ class Reconnects:
         self._said = OutageLog(_log, logged_as)
         self._backoff = Backoff()
         self._outage = Outage(reconnect_timeout)
-        self._on_link = on_link
+        self._on_link = checked_on_link(on_link)
         self._diagnosis = diagnosis
         self._warns_of_limits = warns_of_limits
 
