@@ -195,6 +195,21 @@ def test_event_kind_filter_names_kinds_the_way_list_events_parses_them() -> None
     assert _requests.event_kind_filter([]) == ""
 
 
+def test_a_target_holding_a_password_is_refused_without_repeating_it() -> None:
+    """A user and password before a target's '@' were repeated whole in the refusal (and in
+    gRPC's resolver errors after it, for the whole reconnect timeout): found in review."""
+    for wrong, shown in [
+        ("user:hunter2pw@127.0.0.1:50051", "'***@127.0.0.1:50051'"),
+        ("http://user:hunter2pw@collector:50051", "'http://***@collector:50051'"),
+        ("dns:///user:hunter2/pw@collector:50051", "'dns:///***@collector:50051'"),
+    ]:
+        with pytest.raises(ValueError) as raised:
+            runstream.connect(wrong)
+        said = str(raised.value)
+        assert "hunter2" not in said and said.startswith(shown), said
+        assert "has a user or password, which a gRPC target does not take" in said
+
+
 def test_a_target_grpc_cannot_use_is_refused_at_connect_saying_why() -> None:
     """gRPC took each of these and failed only when connecting: a URL or an address without
     a host was retried as UNAVAILABLE for the whole reconnect timeout, port 99999 dialled

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:")
+_URI_SCHEME = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*://+)?")
 
 
 def check_target(value: str) -> str:
@@ -39,6 +40,15 @@ def check_target(value: str) -> str:
         raise ValueError("an empty address; give HOST or HOST:PORT")
     if any(c.isspace() for c in target):
         raise ValueError(f"{value!r} has a space; give HOST or HOST:PORT")
+    if "@" in target and not target.startswith(("unix:", "unix-abstract:")):
+        # A user or password no gRPC target takes, repeated in every error after it (gRPC's
+        # resolver's too): said without it.
+        head, _, host = target.rpartition("@")
+        scheme = _URI_SCHEME.match(head)[0]  # type: ignore[index]  # matches any text
+        raise ValueError(
+            f"'{scheme}***@{host}' has a user or password, which a gRPC target does not take "
+            "(a token goes with the call); give HOST:PORT"
+        )
     if target.startswith(_SCHEMES):
         scheme, _, rest = target.partition(":")
         if not rest.strip("/"):  # gRPC retried "unix:" for the whole reconnect timeout
