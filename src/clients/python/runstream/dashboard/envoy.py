@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
+_CONFIG_ERROR = re.compile(r"\[critical\]\[main\] \[[^\]]*\] error `([^`]+)` initializing config")
+"""The line of Envoy's log that says why its configuration could not start."""
 _UPSTREAM_HOST = re.compile(r"^(?:[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])\Z")  # name, IPv4, [IPv6]
 # The names of this machine: a page elsewhere cannot be same-origin with them, whatever its
 # DNS says (browsers resolve localhost and *.localhost to loopback themselves).
@@ -545,10 +547,17 @@ class EnvoyProxy:
         return body.decode()
 
     def _log_tail(self) -> str:
+        """Why Envoy exited, as its log says: the error its configuration met (`cannot bind
+        '127.0.0.1:8081': Address already in use`), else the log's last lines. (The CLI
+        prints an error on one line, newlines escaped: the whole tail read as one line of
+        timestamps and source paths.)"""
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()[-20:]
+            log = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        if said := _CONFIG_ERROR.findall(log):
+            return f": {said[-1]}"
+        lines = log.splitlines()[-20:]
         return ":\n" + "\n".join(lines) if lines else ""
 
 
