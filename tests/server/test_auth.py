@@ -50,6 +50,7 @@ from runstream_server.auth.tokens import AuthConfig, TokenVerifier
 from runstream_server.principal import EXPIRED_DURING_STREAM
 
 from tests.identity import (
+    ISSUER,
     Keys,
     Pki,
     claims,
@@ -183,7 +184,11 @@ BAD_TOKENS: dict[str, tuple[BadToken, str]] = {
         lambda k: (k.token(["admin"], nbf=int(time.time()) + 600), None),
         "token not yet valid (nbf is ",
     ),
-    "wrong issuer": (lambda k: (k.token(["admin"], iss="https://evil.test"), None), "wrong issuer"),
+    # A trailing slash is the usual mismatch: the refusal names the issuer accepted.
+    "wrong issuer": (
+        lambda k: (k.token(["admin"], iss=f"{ISSUER}/"), None),
+        f"wrong issuer (this server accepts only iss {ISSUER!r})",
+    ),
     "wrong audience": (lambda k: (k.token(["admin"], aud="someone-else"), None), "wrong audience"),
     "no tenant": (lambda k: (k.token(["admin"], tenant=None), None), "missing claim 'tenant'"),
     # It said "invalid token (InvalidSubjectError)", a library's class (found in review).

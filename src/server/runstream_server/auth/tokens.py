@@ -317,7 +317,10 @@ class TokenVerifier:
             early = _not_yet_valid(_claim_of(token, "nbf"))
             raise TokenError(early, "TOKEN_NOT_YET_VALID") from None
         except jwt.InvalidIssuerError:
-            raise TokenError("wrong issuer (iss is not the one this server accepts)") from None
+            # Named: an issuer is no secret, and a mismatch such as a trailing slash is
+            # hard to spot without the accepted one side by side.
+            accepted = f"this server accepts only iss {config.issuer!r}"
+            raise TokenError(f"wrong issuer ({accepted})") from None
         except jwt.InvalidAudienceError:
             raise TokenError("wrong audience (aud does not name this server)") from None
         except jwt.InvalidSignatureError:
