@@ -66,7 +66,7 @@ from runstream_server.store.base import (
 from runstream_server.store.clock import StoreClock
 from runstream_server.store.redis_connect import check_usable, connect
 from runstream_server.store.redis_counts import RunCounter
-from runstream_server.store.redis_errors import closed_store, unavailable
+from runstream_server.store.redis_errors import closed_store, unavailable, unavailable_read
 from runstream_server.store.redis_filters import FilterIndexes
 from runstream_server.store.redis_index import TERMINAL, RunIndex, WorkflowHistory
 from runstream_server.store.redis_keys import RedisKeys
@@ -482,21 +482,21 @@ class RedisEventStore:
             await self._retention.forget_ended(gone)
         return purged
 
-    @unavailable
+    @unavailable_read
     async def load_run(self, run_id: str) -> run_pb2.Run | None:
         data = await self._client.hget(self._keys.meta(run_id), "snap")
         return None if data is None else decode_run(run_id, data)
 
-    @unavailable
+    @unavailable_read
     async def load_runs(self, run_ids: Sequence[str]) -> list[run_pb2.Run]:
         found = await self._snapshots.read(list(dict.fromkeys(run_ids)))
         return [run for _, run in found if run is not None]
 
-    @unavailable
+    @unavailable_read
     async def changed_since(self, since_us: int) -> list[str] | None:
         return await self._index.changed_since(since_us)
 
-    @unavailable
+    @unavailable_read
     async def heads(self, run_ids: Sequence[str]) -> dict[str, int]:
         wanted = list(dict.fromkeys(run_ids))
         if not wanted:
@@ -508,11 +508,11 @@ class RedisEventStore:
         seqs = await pipe.execute()
         return {run_id: int(seq) for run_id, seq in zip(wanted, seqs, strict=True) if seq}
 
-    @unavailable
+    @unavailable_read
     async def find_keys(self, run_id: str, keys: Sequence[str]) -> dict[str, HeldKey]:
         return await self._log.find_keys(run_id, keys)
 
-    @unavailable
+    @unavailable_read
     async def read_events(
         self,
         run_id: str,
@@ -527,7 +527,7 @@ class RedisEventStore:
             run_id, after_seq, before_seq, limit, kinds, newest_first=False, max_bytes=max_bytes
         )
 
-    @unavailable
+    @unavailable_read
     async def read_events_before(
         self,
         run_id: str,
@@ -542,7 +542,7 @@ class RedisEventStore:
             run_id, after_seq, before_seq, limit, kinds, newest_first=True, max_bytes=max_bytes
         )
 
-    @unavailable
+    @unavailable_read
     async def list_runs(
         self,
         run_filter: RunFilter,
@@ -553,11 +553,11 @@ class RedisEventStore:
     ) -> RunPage:
         return await self._listing.list_runs(run_filter, page_size, cursor, max_bytes=max_bytes)
 
-    @unavailable
+    @unavailable_read
     async def count_runs(self) -> RunCounts:
         return await self._counts.count_runs()
 
-    @unavailable
+    @unavailable_read
     async def succeeded_runs(self, tenant: str, workflow: str, limit: int) -> list[run_pb2.Run]:
         return await self._history.succeeded(tenant, workflow, limit)
 

@@ -14,7 +14,7 @@ import redis.exceptions as rex
 
 from runstream_server.errors import DataLoss, Unavailable
 
-__all__ = ["not_permitted", "reply_of", "unavailable"]
+__all__ = ["not_permitted", "reply_of", "unavailable", "unavailable_read"]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -27,11 +27,38 @@ def closed_store() -> Unavailable:
     )
 
 
+_TIMED_OUT = "the Redis store is unreachable (TimeoutError: no answer in time)"
+
+
 def unavailable(
     fn: Callable[_P, Coroutine[Any, Any, _T]],
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Maps Redis being unreachable (or loading, or a cluster failing over) to UNAVAILABLE,
-    for a method of a store (its first argument), which refuses at once once `closed`."""
+    for a method of a store (its first argument) that writes, which refuses at once once
+    `closed`."""
+    # Redis may hold the command and run it when it answers again: say so, since a change
+    # (a pause, a cancel) may then be applied after all.
+    return _mapped(
+        fn,
+        f"{_TIMED_OUT}; a change it already received may still be applied when it answers, "
+        "so read the run before repeating one",
+    )
+
+
+def unavailable_read(
+    fn: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """:func:`unavailable` for a method that only reads: its timeout says that nothing was
+    changed (a call that writes after it reads had not written yet), not that a change may
+    still be applied, which would send a reader (``runstream runs``) looking for one."""
+    return _mapped(fn, f"{_TIMED_OUT} on a read, which changed nothing: try again once it answers")
+
+
+def _mapped(
+    fn: Callable[_P, Coroutine[Any, Any, _T]], timed_out: str
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """`fn` with Redis's failures mapped as :func:`unavailable` says, its timeouts as
+    `timed_out` says."""
 
     @functools.wraps(fn)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -41,13 +68,7 @@ def unavailable(
         try:
             return await fn(*args, **kwargs)
         except rex.TimeoutError as exc:
-            # Redis may hold the command and run it when it answers again: say so, since a
-            # change (a pause, a cancel) may then be applied after all.
-            raise Unavailable(
-                "the Redis store is unreachable (TimeoutError: no answer in time); a change it "
-                "already received may still be applied when it answers, so read the run "
-                "before repeating one"
-            ) from exc
+            raise Unavailable(timed_out) from exc
         except (rex.ConnectionError, rex.BusyLoadingError, OSError) as exc:
             raise Unavailable(f"the Redis store is unreachable ({type(exc).__name__})") from exc
         except rex.RedisClusterException as exc:
