@@ -26,7 +26,7 @@ from rich.text import Text
 
 import runstream
 
-from .._arguments import MAX_INITIAL_ENDED_LIMIT, MAX_SEQ
+from .._arguments import INT64_MAX, MAX_INITIAL_ENDED_LIMIT, MAX_SEQ
 from .._errors import details_of
 from ..dashboard.cli import add_dashboard_command
 from ..integrations._agui_cli import add_agui_command
@@ -487,17 +487,28 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
 # --- arguments -----------------------------------------------------------------------------
 
 
-def _non_negative_int(value: str) -> int:
-    """A seq: a whole number from 0 to the largest a run's log may reach."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    if number > MAX_SEQ:  # past int64, watch --from-seq ended in a traceback
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_SEQ}")
-    return number
+def _seq(most: int) -> Callable[[str], int]:
+    """A seq: a whole number from 0 to `most`, the SDK's bound for the call that takes it
+    (past int64, watch --from-seq ended in a traceback)."""
+
+    def seq(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError("must be 0 or more")
+        if number > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}")
+        return number
+
+    return seq
+
+
+# watch's after_seq: any int64, as the SDK's watch() and the server's WatchRun take it.
+_watch_seq = _seq(INT64_MAX)
+# ListEvents' filter compares seqs below 2^62 (the server's bound, and the SDK's).
+_filter_seq = _seq(MAX_SEQ)
 
 
 def _event_kinds(value: str) -> list[runstream.EventKind]:
@@ -724,7 +735,7 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
     _add_kinds(watch, "step_progress,agent_activity")
     watch.add_argument(
         "--from-seq",
-        type=_non_negative_int,
+        type=_watch_seq,
         default=0,
         metavar="N",
         help="start after event N (0 replays the whole run)",
@@ -832,14 +843,14 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     events.add_argument(
         "--after",
-        type=_non_negative_int,
+        type=_filter_seq,
         default=0,
         metavar="SEQ",
         help="only events after seq SEQ, read from there (not from the log's start)",
     )
     events.add_argument(
         "--before",
-        type=_non_negative_int,
+        type=_filter_seq,
         default=None,
         metavar="SEQ",
         help="only events before seq SEQ; with --newest, the last ones before it",
