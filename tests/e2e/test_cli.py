@@ -163,10 +163,12 @@ def test_demo_reports_to_a_separate_server_and_the_tables_show_it(
     assert "SUCCEEDED" in row
     assert "100%" in row and "17/17" in row
 
-    filtered = runstream_cli("runs", "--target", target, "--filter", "status = RUNNING")
+    # The filter is shown as typed: repr doubled the backslash (found in review).
+    matching = r'status = RUNNING AND workflow = "x\"y"'
+    filtered = runstream_cli("runs", "--target", target, "--filter", matching)
     assert filtered.returncode == 0, filtered.stderr
     assert run_id not in filtered.stdout
-    assert "No runs match" in filtered.stdout
+    assert f"No runs match '{matching}'" in filtered.stdout, filtered.stdout
 
     get = runstream_cli("get", run_id, "--target", target)
     assert get.returncode == 0, get.stderr

@@ -103,6 +103,15 @@ def printable(value: str, *, lines: bool = False) -> str:
     return _IN_A_LINE.sub(_escape, value)
 
 
+def quoted(value: str) -> str:
+    """`value` as the user typed it, in quotes: in single ones, or in double ones when it
+    holds a single quote and no double one. Not repr, which doubles each backslash typed
+    (a filter's ``"x\\"y"`` read as ``"x\\\\"y"``); control characters show escaped
+    (:func:`printable`)."""
+    quote = '"' if "'" in value and '"' not in value else "'"
+    return f"{quote}{printable(value)}{quote}"
+
+
 def literal(value: RenderableType) -> RenderableType:
     """A table cell shown as given, on one line: rich reads a plain ``str`` cell as markup,
     so a run name, an agent or a prompt holding ``[bold]`` would lose it, and ``[/x]`` would

@@ -43,6 +43,7 @@ from .fmt import (
     outcome_text,
     percent_text,
     printable,
+    quoted,
     run_status_text,
     span,
     step_status_text,
@@ -663,7 +664,7 @@ async def watch_runs(
                 console.print(
                     Text(
                         counted(len(runs), "run")
-                        + (f" match {filter!r}" if filter else "")
+                        + (f" match {quoted(filter)}" if filter else "")
                         + (
                             f" (of those ended, the newest {ended_limit}: --limit shows more)"
                             if update.ended_runs_left_out
@@ -792,7 +793,7 @@ async def show_runs(
         return
     if not runs:
         console.print(
-            Text("No runs" + (f" match {filter!r}" if filter else " yet"), style="grey62")
+            Text("No runs" + (f" match {quoted(filter)}" if filter else " yet"), style="grey62")
         )
         return
     console.print(runs_table(runs, console.width))
