@@ -37,6 +37,13 @@ def test_an_events_window_with_nothing_in_it_is_a_usage_error(
     args = ["events", "r", "--after", "5", "--before", "5", "--target", "127.0.0.1:1"]
     assert main(args) == 2
     assert "--before 5 must be past --after 5" in capsys.readouterr().err
+    # Without --after, what --before takes: it said "must be past --after 0" (found in review).
+    with pytest.raises(SystemExit) as refused:
+        main(["events", "r", "--before", "0", "--target", "127.0.0.1:1"])
+    assert refused.value.code == 2
+    said = capsys.readouterr().err
+    assert "argument --before: must be 1 or more" in said, said
+    assert "--after" not in said.splitlines()[-1], said
 
 
 async def test_answering_with_the_deadlines_fallback_exits_1_saying_what_it_is(

@@ -487,17 +487,17 @@ def _control_command(action: str) -> Callable[[argparse.Namespace], int]:
 # --- arguments -----------------------------------------------------------------------------
 
 
-def _seq(most: int) -> Callable[[str], int]:
-    """A seq: a whole number from 0 to `most`, the SDK's bound for the call that takes it
-    (past int64, watch --from-seq ended in a traceback)."""
+def _seq(most: int, least: int = 0) -> Callable[[str], int]:
+    """A seq: a whole number from `least` to `most`, the SDK's bound for the call that takes
+    it (past int64, watch --from-seq ended in a traceback)."""
 
     def seq(value: str) -> int:
         try:
             number = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-        if number < 0:
-            raise argparse.ArgumentTypeError("must be 0 or more")
+        if number < least:
+            raise argparse.ArgumentTypeError(f"must be {least} or more")
         if number > most:
             raise argparse.ArgumentTypeError(f"must be at most {most}")
         return number
@@ -509,6 +509,9 @@ def _seq(most: int) -> Callable[[str], int]:
 _watch_seq = _seq(INT64_MAX)
 # ListEvents' filter compares seqs below 2^62 (the server's bound, and the SDK's).
 _filter_seq = _seq(MAX_SEQ)
+# Before seq 0 is before the log starts: said of --before itself, not as a window "past
+# --after 0" the user may not have given.
+_before_seq = _seq(MAX_SEQ, least=1)
 
 
 def _event_kinds(value: str) -> list[runstream.EventKind]:
@@ -850,7 +853,7 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     events.add_argument(
         "--before",
-        type=_filter_seq,
+        type=_before_seq,
         default=None,
         metavar="SEQ",
         help="only events before seq SEQ; with --newest, the last ones before it",
