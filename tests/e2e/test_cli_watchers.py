@@ -446,6 +446,18 @@ def test_demo_on_an_address_it_cannot_use_says_why_in_one_line() -> None:
     assert "loopback only, not 192.0.2.1:50099" in result.stderr
 
 
+def test_demo_with_no_server_at_its_target_says_so_in_seconds() -> None:
+    """`demo --target` at an address where nothing listens sat silent for the client's whole
+    minute of reconnecting; it waits as `get` does, then names the address."""
+    target = f"127.0.0.1:{free_port()}"
+    result = runstream_cli("demo", "--plain", "--target", target, timeout=40)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"no server answered for 5s: is a Runstream server running at {target}?" in (
+        result.stderr
+    )
+    assert "--reconnect-timeout" not in result.stderr  # the demo has no such option
+
+
 def test_demo_on_the_default_busy_port_takes_a_free_one() -> None:
     with socket.socket() as taken:
         try:

@@ -350,7 +350,9 @@ async def wait_for_server(
                 if certain_only:
                     return
                 if deadline is not None and time.monotonic() >= deadline:
-                    tried = f"for {limit:g}s (--reconnect-timeout)"
+                    # `demo --target` waits as long, with no flag to change it.
+                    flag = " (--reconnect-timeout)" if hasattr(args, "reconnect_timeout") else ""
+                    tried = f"for {limit:g}s{flag}"
                     if cause is None:
                         said = f"no server answered {tried}: " + unanswered_hint(
                             client.target, last, settings

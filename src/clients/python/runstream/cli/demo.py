@@ -17,7 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,6 +154,10 @@ class DemoOptions:
     security: tuple[str, str] = PLAINTEXT
     """Those options again, for the `runstream` and grpcurl commands the summary suggests
     for `target` (never the token itself)."""
+    reachable: Callable[[runstream.Client], Awaitable[None]] | None = None
+    """Returns once a server at `target` answers, raising when none does within the few
+    seconds the one-request commands wait: without it, a `--target` with nothing there kept
+    the demo silent for the client's whole reconnect timeout (a minute) before it said so."""
 
 
 @contextlib.asynccontextmanager
@@ -235,6 +239,8 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             )
         connect = runstream.connect if options.target is None else options.connect
         client = await stack.enter_async_context(connect(target))
+        if options.target is not None and options.reachable is not None:
+            await options.reachable(client)
         viewer_client = client
         if watch_target is not None and watch_target != target:
             viewer_client = await stack.enter_async_context(runstream.connect(watch_target))

@@ -191,6 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         connect=lambda target: connect(args, target),
         security=repeated_security(args),
+        reachable=lambda client: wait_for_server(args, client),
     )
     try:
         return run_async(demo.run_demo(options, console))
