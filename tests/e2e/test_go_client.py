@@ -12,6 +12,7 @@ which it skips (the scenarios, shared with the Java client's test, are in client
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,30 @@ async def test_go_watcher_skips_an_event_of_a_kind_newer_than_its_stubs(
     tmp_path: Path, runstream_go: LanguageClient
 ) -> None:
     await over_a_kind_newer_than_its_stubs(tmp_path, runstream_go)
+
+
+def test_go_client_names_a_missing_operand_and_refuses_negative_counts(
+    runstream_go: LanguageClient,
+) -> None:
+    """`runstream-go produce` without its RUN_ID listed the flags alone, so nothing said what
+    was missing; `-steps -1` completed a run "-1 steps". Neither connects to anything."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(runstream_go.command), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    missing = run("produce", "-target", "127.0.0.1:1")
+    assert missing.returncode == 2
+    assert "produce: expected RUN_ID, got 0 operand(s)" in missing.stderr
+    assert "usage: runstream-go produce [flags] RUN_ID" in missing.stderr
+    answer = run("answer", "-target", "127.0.0.1:1", "some-run", "approve")
+    assert answer.returncode == 2
+    assert "usage: runstream-go answer [flags] RUN_ID DECISION CHOICE" in answer.stderr
+    negative = run("produce", "-target", "127.0.0.1:1", "-steps", "-1", "some-run")
+    assert negative.returncode == 2
+    assert "-steps and -progress are 0 or more, got -1 and 4" in negative.stderr

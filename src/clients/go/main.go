@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,9 +56,15 @@ func usage() {
 	os.Exit(2)
 }
 
-// command parses a subcommand's flags (the connection's and its own) and connects.
-func command(name string, args []string, positional int, own func(*flag.FlagSet)) (*grpc.ClientConn, []string) {
+// command parses a subcommand's flags (the connection's and its own) and its operands, named
+// in `operands` ("RUN_ID DECISION CHOICE"), and connects. The usage names the operands: flag's
+// own lists the flags alone, which left a missing RUN_ID unsaid.
+func command(name string, args []string, operands string, own func(*flag.FlagSet)) (*grpc.ClientConn, []string) {
 	flags := flag.NewFlagSet(name, flag.ExitOnError)
+	flags.Usage = func() {
+		fmt.Fprintf(flags.Output(), "usage: runstream-go %s [flags] %s\n", name, operands)
+		flags.PrintDefaults()
+	}
 	var opts ConnectOptions
 	flags.StringVar(&opts.Target, "target", "127.0.0.1:50051", "the server, HOST:PORT")
 	flags.StringVar(&opts.CAFile, "ca", "", "PEM CA of the server's certificate: connect with TLS")
@@ -66,7 +73,8 @@ func command(name string, args []string, positional int, own func(*flag.FlagSet)
 		own(flags)
 	}
 	_ = flags.Parse(args)
-	if flags.NArg() != positional {
+	if flags.NArg() != len(strings.Fields(operands)) {
+		fmt.Fprintf(flags.Output(), "runstream-go %s: expected %s, got %d operand(s)\n", name, operands, flags.NArg())
 		flags.Usage()
 		os.Exit(2)
 	}
@@ -106,7 +114,7 @@ func produce(args []string) error {
 	var steps, progress int
 	var interval time.Duration
 	var ask, prefix string
-	conn, positional := command("produce", args, 1, func(flags *flag.FlagSet) {
+	conn, positional := command("produce", args, "RUN_ID", func(flags *flag.FlagSet) {
 		flags.IntVar(&steps, "steps", 3, "steps in the run's plan")
 		flags.IntVar(&progress, "progress", 4, "progress events per step")
 		flags.DurationVar(&interval, "interval", 50*time.Millisecond, "pause between progress events")
@@ -114,6 +122,11 @@ func produce(args []string) error {
 		flags.StringVar(&prefix, "key-prefix", "go", "idempotency keys are PREFIX:1, PREFIX:2, ...")
 	})
 	defer conn.Close()
+	if steps < 0 || progress < 0 {
+		// -steps -1 planned no step and completed the run saying "-1 steps".
+		fmt.Fprintf(os.Stderr, "runstream-go produce: -steps and -progress are 0 or more, got %d and %d\n", steps, progress)
+		os.Exit(2)
+	}
 	ctx := context.Background()
 	runID := positional[0]
 	runs := rs.NewRunServiceClient(conn)
@@ -222,7 +235,7 @@ func askDecision(ctx context.Context, conn *grpc.ClientConn, reporter *Reporter,
 
 func watch(args []string) error {
 	var after int64
-	conn, positional := command("watch", args, 1, func(flags *flag.FlagSet) {
+	conn, positional := command("watch", args, "RUN_ID", func(flags *flag.FlagSet) {
 		flags.Int64Var(&after, "after", 0, "start after this seq (0: from the run's first event)")
 	})
 	defer conn.Close()
@@ -239,7 +252,7 @@ func watch(args []string) error {
 }
 
 func answer(args []string) error {
-	conn, positional := command("answer", args, 3, nil)
+	conn, positional := command("answer", args, "RUN_ID DECISION CHOICE", nil)
 	defer conn.Close()
 	decisions := rs.NewDecisionServiceClient(conn)
 	request := &rs.SubmitDecisionRequest{RunId: positional[0], DecisionId: positional[1], Choice: positional[2]}
