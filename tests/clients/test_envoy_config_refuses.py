@@ -96,3 +96,14 @@ def test_the_deployment_command_admits_both_local_page_origins_by_default(
     main([])
     printed = capsys.readouterr().out
     assert '{"exact": "http://localhost:8080"}, {"exact": "http://127.0.0.1:8080"}' in printed
+
+
+def test_the_deployment_command_takes_an_origin_as_a_browser_sends_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--origin http://dash.example:8080/`, as copied from the address bar, was refused while
+    `runstream dashboard --origin` took it (found in review); both give Envoy what browsers
+    send."""
+    main(["--origin", "HTTP://Dash.Example:8080/", "--origin", "https://ops.example:443"])
+    printed = capsys.readouterr().out
+    assert '{"exact": "http://dash.example:8080"}, {"exact": "https://ops.example"}' in printed

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import runstream
 
 from .._auth import channel_credentials
-from .._target import allowed_origin, is_ip_address, is_ipv6
+from .._target import is_ip_address, is_ipv6
 from .._unreachable import TlsSettings, cause_of, look_closer
 from ..cli.args import (
     DEFAULT_TARGET,
@@ -41,7 +41,7 @@ from ..cli.args import (
 from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
 from ..cli.fmt import printable
-from .envoy import ORIGIN, EnvoyConfig, EnvoyError, EnvoyProxy
+from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy, page_origin
 from .server import DashboardServer, bracketed
 from .upstreams import dashboard_target, envoy_upstream, grpc_target
 
@@ -157,19 +157,11 @@ def _listen_host(value: str) -> str:
 
 
 def _origin(value: str) -> str:
-    """A page origin Envoy allows, as a browser sends it: http(s)://host[:port], no path (a
-    trailing / dropped, lower case, no default port). Envoy matches origins exactly: one
-    given as `http://Dash.example:80/` was never the browser's `http://dash.example`."""
+    """A page origin Envoy allows (see :func:`page_origin`)."""
     try:
-        origin = allowed_origin(value)
-    except ValueError:
-        origin = ""
-    if not ORIGIN.match(origin):
-        raise argparse.ArgumentTypeError(
-            f"an origin is scheme://host[:port] with no path, e.g. http://dashboards.internal:8080;"
-            f" got {value!r}"
-        )
-    return origin
+        return page_origin(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _api_url(value: str) -> str:

@@ -33,7 +33,7 @@ from string import Template
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from .._target import allowed_host_name, checked_allowed_host, is_ip_address
+from .._target import allowed_host_name, allowed_origin, checked_allowed_host, is_ip_address
 
 __all__ = [
     "EnvoyConfig",
@@ -162,6 +162,23 @@ class EnvoyConfig:
             (u.rpartition(":")[0].strip("[]"), int(u.rpartition(":")[2]))
             for u in self.upstream.split(",")
         ]
+
+
+def page_origin(value: str) -> str:
+    """A page origin as Envoy is to allow it, as a browser sends it: http(s)://host[:port],
+    no path (a trailing / dropped, lower case, no default port); ValueError for one that is
+    none. Envoy compares origins exactly: `http://Dash.example:80/` was never the browser's
+    `http://dash.example`."""
+    try:
+        origin = allowed_origin(value)
+    except ValueError:
+        origin = ""
+    if not ORIGIN.match(origin):
+        raise ValueError(
+            f"an origin is scheme://host[:port] with no path, e.g. http://dashboards.internal:8080;"
+            f" got {value!r}"
+        )
+    return origin
 
 
 def render_config(config: EnvoyConfig) -> str:
@@ -573,6 +590,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise argparse.ArgumentTypeError(f"not a port (0-65535): {value!r}")
         return int(value)
 
+    def origin(value: str) -> str:
+        try:
+            return page_origin(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
     parser = Parser(
         prog="python -m runstream.dashboard.envoy",
         description="Print an Envoy configuration (grpc-web + CORS + router) for Runstream.",
@@ -613,6 +636,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--origin",
+        type=origin,
         action="append",
         help="a page origin allowed to call (repeatable); "
         "default: http://localhost:8080 and http://127.0.0.1:8080",
