@@ -42,7 +42,7 @@ from ..cli.auth import add_client_security, connect
 from ..cli.errors import CliError, UsageError
 from ..cli.fmt import printable
 from .envoy import EnvoyConfig, EnvoyError, EnvoyProxy, page_origin
-from .server import DashboardServer, bracketed
+from .server import DashboardServer, bracketed, called_on
 from .upstreams import dashboard_target, envoy_upstream, grpc_target
 
 __all__ = ["add_dashboard_command"]
@@ -227,11 +227,6 @@ def _socket(host: str) -> socket.socket:
     return socket.socket(socket.AF_INET6 if is_ipv6(host) else socket.AF_INET)
 
 
-def _bindable(host: str) -> str:
-    """Where to try a port of `host` (all addresses: loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
 def _check_free(host: str, port: int) -> None:
     """Says in one line that Envoy's port is taken, before Envoy says it in its log."""
     with _socket(host) as sock:
@@ -239,7 +234,7 @@ def _check_free(host: str, port: int) -> None:
         # minute) do not keep the port, a listener does.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((_bindable(host), port))
+            sock.bind((called_on(host), port))
         except OSError as exc:
             raise CliError(
                 f"cannot start Envoy on {bracketed(host)}:{port}: {exc.strerror or exc}; "
@@ -249,7 +244,7 @@ def _check_free(host: str, port: int) -> None:
 
 def _free_port(host: str) -> int:
     with _socket(host) as sock:
-        sock.bind((_bindable(host), 0))
+        sock.bind((called_on(host), 0))
         return int(sock.getsockname()[1])
 
 

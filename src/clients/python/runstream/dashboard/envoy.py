@@ -34,6 +34,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from .._target import allowed_host_name, allowed_origin, checked_allowed_host, is_ip_address
+from .server import called_on
 
 __all__ = [
     "EnvoyConfig",
@@ -374,8 +375,7 @@ class EnvoyProxy:
     def _called_on(self) -> str:
         """The address Envoy's listener is called on: every interface on loopback (IPv6's
         for ::)."""
-        address = self.config.listen_address
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
+        return called_on(self.config.listen_address)
 
     @property
     def log_path(self) -> Path:

@@ -19,7 +19,7 @@ from importlib.resources.abc import Traversable
 
 from .._target import is_ipv6
 
-__all__ = ["DashboardServer", "bracketed", "bundle_files"]
+__all__ = ["DashboardServer", "bracketed", "bundle_files", "called_on"]
 
 _log = logging.getLogger("runstream.dashboard")
 
@@ -70,7 +70,7 @@ class DashboardServer:
     def url(self) -> str:
         """The page's address, for example ``http://127.0.0.1:8080/`` (every interface: on
         loopback; IPv6 in brackets)."""
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        host = called_on(self.host)
         return f"http://{bracketed(host)}:{self.port}/"
 
     def start(self) -> None:
@@ -93,6 +93,12 @@ class DashboardServer:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+def called_on(host: str) -> str:
+    """The address a listener on `host` is called on from this machine: every interface
+    (0.0.0.0, or "") on IPv4 loopback, :: on IPv6 loopback, any other address as it is."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def bracketed(host: str) -> str:
