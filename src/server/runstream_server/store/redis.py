@@ -64,7 +64,7 @@ from runstream_server.store.base import (
     decode_run,
 )
 from runstream_server.store.clock import StoreClock
-from runstream_server.store.redis_connect import check_usable, connect
+from runstream_server.store.redis_connect import check_usable, open_client, said
 from runstream_server.store.redis_counts import RunCounter
 from runstream_server.store.redis_errors import closed_store, unavailable, unavailable_read
 from runstream_server.store.redis_filters import FilterIndexes
@@ -163,14 +163,6 @@ _UNREACHABLE = (rex.RedisError, rex.RedisClusterException, OSError, Unavailable)
 or the store closed (:class:`_Closed`)."""
 
 
-def _said(exc: BaseException) -> str:
-    """A redis-py error in one line for a message: its type and its first line. redis-py's
-    messages name the host and the failure (refused, TLS, wrong password, not a cluster),
-    never the password itself."""
-    line = (str(exc).splitlines() or [""])[0][:200]
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
 class _Closed:
     """Stands in for the client and its scripts once the store is closed: work still in
     flight (a shielded write, a read of a stream being cancelled) gets UNAVAILABLE instead
@@ -254,37 +246,9 @@ class RedisEventStore:
     # --- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        try:
-            self._client = connect(self.options)
-        except ValueError as exc:  # an option value redis-py cannot read (?db=x)
-            raise StoreUnusable(f"the Redis store URL {self.display}: {exc}") from None
+        self._client = await open_client(self.options, self.display)
         self._append = self._client.register_script(_APPEND)
         self._purge = self._client.register_script(_PURGE)
-        try:
-            await self._client.ping()
-        except (rex.RedisError, rex.RedisClusterException, OSError, TypeError) as exc:
-            await self._client.aclose()
-            # ?bogus=1, an option redis-py does not take, is a TypeError when connecting.
-            if self.options.cluster and "Cluster mode is not enabled" in str(exc):
-                raise StoreUnusable(  # reached: it is just not a cluster
-                    f"the Redis store {self.display} is not a Redis Cluster: "
-                    "remove ?cluster=1 from the URL"
-                ) from None
-            if isinstance(exc, rex.ResponseError) and "DB index is out of range" in str(exc):
-                raise StoreUnusable(  # reached: it has fewer databases (16 unless set)
-                    f"the Redis store {self.display} has no database {self.options.db} "
-                    f"({_said(exc)}): Redis has as many as its `databases` setting, 16 by "
-                    "default, numbered from 0"
-                ) from None
-            if isinstance(exc, rex.AuthenticationError):
-                raise StoreUnusable(  # reached: it refused the login
-                    f"the Redis store {self.display} refused this server's login "
-                    f"({_said(exc)}): give its password in a file named by ?password_file= "
-                    "(and its user as redis://USER@HOST, when it has ACL users)"
-                ) from None
-            raise StoreUnusable(
-                f"cannot reach the Redis store {self.display}: {_said(exc)}"
-            ) from None
         try:
             await check_usable(
                 self._client, self.options, self._keys, publish=self._publish, display=self.display
@@ -367,7 +331,7 @@ class RedisEventStore:
                     info = await self._client.cluster_info()
                     answered = info.get("cluster_state") == "ok"
         except (rex.RedisError, rex.RedisClusterException, OSError, TimeoutError) as exc:
-            self.outage = f"the Redis store {self.display} is unreachable ({_said(exc)})"
+            self.outage = f"the Redis store {self.display} is unreachable ({said(exc)})"
             return False
         if answered:
             self.outage = ""

@@ -16,7 +16,7 @@ from runstream_server.store.redis_keys import RedisKeys
 from runstream_server.store.redis_notices import PROBE_NOTICE, commits_channel, notice_channel
 from runstream_server.store.redis_url import RedisOptions
 
-__all__ = ["check_usable", "connect", "master_client"]
+__all__ = ["check_usable", "connect", "master_client", "open_client", "said"]
 
 BLOCKING_POOL: dict[str, Any] = {"max_connections": 128, "timeout": 10}
 """At most this many connections to one Redis; a call that finds them all busy waits up to
@@ -77,6 +77,45 @@ def connect(options: RedisOptions) -> Any:
         **common,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+async def open_client(options: RedisOptions, display: str) -> Any:
+    """The client of :func:`connect`, once Redis answered it: a Redis it cannot reach or
+    log in to is refused in one line that says what to change (`display`: the redacted URL)."""
+    try:
+        client = connect(options)
+    except ValueError as exc:  # an option value redis-py cannot read (?db=x)
+        raise StoreUnusable(f"the Redis store URL {display}: {exc}") from None
+    try:
+        await client.ping()
+    except (rex.RedisError, rex.RedisClusterException, OSError, TypeError) as exc:
+        await client.aclose()
+        # ?bogus=1, an option redis-py does not take, is a TypeError when connecting.
+        if options.cluster and "Cluster mode is not enabled" in str(exc):
+            raise StoreUnusable(  # reached: it is just not a cluster
+                f"the Redis store {display} is not a Redis Cluster: remove ?cluster=1 from the URL"
+            ) from None
+        if isinstance(exc, rex.ResponseError) and "DB index is out of range" in str(exc):
+            raise StoreUnusable(  # reached: it has fewer databases (16 unless set)
+                f"the Redis store {display} has no database {options.db} ({said(exc)}): "
+                "Redis has as many as its `databases` setting, 16 by default, numbered from 0"
+            ) from None
+        if isinstance(exc, rex.AuthenticationError):
+            raise StoreUnusable(  # reached: it refused the login
+                f"the Redis store {display} refused this server's login ({said(exc)}): give "
+                "its password in a file named by ?password_file= (and its user as "
+                "redis://USER@HOST, when it has ACL users)"
+            ) from None
+        raise StoreUnusable(f"cannot reach the Redis store {display}: {said(exc)}") from None
+    return client
+
+
+def said(exc: BaseException) -> str:
+    """A redis-py error in one line for a message: its type and its first line. redis-py's
+    messages name the host and the failure (refused, TLS, wrong password, not a cluster),
+    never the password itself."""
+    line = (str(exc).splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 def master_client(node: Any) -> Any:
