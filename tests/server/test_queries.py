@@ -93,6 +93,57 @@ async def test_list_runs_filters(stubs) -> None:  # type: ignore[no-untyped-def]
     assert await ids("") == {a.run_id, b.run_id, c.run_id}
 
 
+async def test_runs_of_several_statuses_are_listed_and_followed_by_one_or_group(
+    stubs: Stubs,
+) -> None:
+    """`status = FAILED OR status = CANCELLED`, the runs that went wrong, as the README's
+    listing by ended status names it: refused as unparsable, where ListEvents took its
+    kinds joined by OR. OR binds tighter than AND, with or without parentheses."""
+    failed = await create_run(stubs, workflow="story")
+    cancelled = await create_run(stubs, workflow="story")
+    await create_run(stubs, workflow="story")  # pending
+    other = await create_run(stubs, workflow="campaign")
+    failure = ev.RunEvent(run_failed=ev.RunFailed(error=run_pb2.ErrorInfo(message="boom")))
+    await append(stubs, failed.run_id, failure)
+    await append(stubs, other.run_id, failure)
+    await stubs.runs.CancelRun(rs.CancelRunRequest(run_id=cancelled.run_id))
+    gone_wrong = "status = FAILED OR status = CANCELLED"
+    for text, expected in [
+        (gone_wrong, [other.run_id, cancelled.run_id, failed.run_id]),
+        (f'{gone_wrong} AND workflow = "story"', [cancelled.run_id, failed.run_id]),
+        (f'workflow = "story" AND ({gone_wrong})', [cancelled.run_id, failed.run_id]),
+        ("status = FAILED OR status = RUN_STATUS_FAILED", [other.run_id, failed.run_id]),
+    ]:
+        assert (await all_pages(stubs, filter=text))[0] == expected, text
+    stream = stubs.runs.WatchRuns(rs.WatchRunsRequest(filter=f"status = RUNNING OR {gone_wrong}"))
+    runs, _ = await initial_state(stream)
+    assert sorted(r.run_id for r in runs) == sorted([other.run_id, cancelled.run_id, failed.run_id])
+    started = await create_run(stubs, workflow="story")
+    await append(stubs, started.run_id, ev.RunEvent(run_started=ev.RunStarted()))
+    assert [r.run_id for r in (await anext(aiter(stream))).runs] == [started.run_id]
+    stream.cancel()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("status = FAILED OR workflow = story", "OR joins statuses only, in one group"),
+        ("workflow = story OR status = FAILED", "OR joins statuses only, in one group"),
+        ("status = FAILED AND status = CANCELLED", "statuses are compared in one OR group"),
+        ("(status = FAILED OR status = CANCELLED", "a '(' is not closed"),
+        ("status = FAILED OR", "cannot parse 'status = FAILED OR'"),
+    ],
+)
+async def test_an_or_group_it_cannot_read_is_invalid_argument_saying_how(
+    stubs: Stubs, bad: str, message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.runs.ListRuns(rs.ListRunsRequest(filter=bad))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("filter:")
+    assert message in info.value.details()
+
+
 @pytest.mark.parametrize(
     "bad",
     [

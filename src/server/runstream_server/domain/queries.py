@@ -44,13 +44,19 @@ _FILTER_TERM = re.compile(
 _TIME_EXAMPLE = 'create_time > "2026-12-01T09:00:00Z"'
 
 
-_AND = re.compile(r"\s*AND\s+")
+_JOINER = re.compile(r"\s*(?P<word>AND|OR)(?:\s+|(?=\())")
+_OPEN = re.compile(r"\s*\(\s*")
+_CLOSE = re.compile(r"\s*\)")
+_STATUS_GROUP = "'status = FAILED OR status = CANCELLED'"
 
 
 def parse_filter(text: str) -> RunFilter:
-    """Parses the ListRuns filter: `field = value` comparisons joined by AND, and
-    ``create_time`` compared with ``<``, ``<=``, ``>`` or ``>=`` to an RFC 3339 time."""
+    """Parses the ListRuns filter (AIP-160): `field = value` comparisons joined by AND,
+    ``create_time`` compared with ``<``, ``<=``, ``>`` or ``>=`` to an RFC 3339 time, and
+    statuses in one group joined by OR, which binds tighter than AND (parentheses around the
+    group may be written): ``status = FAILED OR status = CANCELLED AND workflow = "story"``."""
     statuses: set[int] = set()
+    status_group: int | None = None
     workflow: str | None = None
     labels: dict[str, str] = {}
     after_us: int | None = None
@@ -58,21 +64,41 @@ def parse_filter(text: str) -> RunFilter:
     text = text.strip()
     if not text:
         return RunFilter()
-    position = 0
+    position = group = 0  # group: which AND-joined comparison (of OR-joined terms) this is
+    joined_by_or = in_parentheses = False
     while position < len(text):
         # Terms are matched one after another, so an AND inside a quoted value stays in it.
+        opened = None if joined_by_or else _OPEN.match(text, position)
+        position, in_parentheses = (opened.end(), True) if opened else (position, in_parentheses)
         match = _FILTER_TERM.match(text, position)
-        joiner = _AND.match(text, match.end()) if match else None
-        if match is None or (match.end() < len(text) and joiner is None):
-            rest = text[position:].split(" AND ")[0].strip()
+        end, bare = (match.end(), match["bare"]) if match else (position, None)
+        if match and in_parentheses:
+            closed = _CLOSE.match(text, end)
+            if bare is not None and bare.endswith(")") and len(bare) > 1:
+                end, bare, closed = end - 1, bare[:-1], _CLOSE.match(text, end - 1)
+            if closed:
+                end, in_parentheses = closed.end(), False
+        joiner = _JOINER.match(text, end) if match else None
+        if (
+            match is None
+            or (end < len(text) and joiner is None)
+            or (in_parentheses and joiner is not None and joiner["word"] == "AND")
+        ):
+            rest = re.split(r" AND | OR ", text[position:])[0].strip()
             raise InvalidArgument(
                 "filter",
                 f"cannot parse {rest!r}; expected e.g. "
                 "'status = RUNNING AND labels.team = \"growth\"'",
             )
-        position = joiner.end() if joiner else match.end()
+        or_group = joined_by_or or (joiner is not None and joiner["word"] == "OR")
+        if or_group and match["field"] != "status":
+            raise InvalidArgument(
+                "filter", f"OR joins statuses only, in one group, e.g. {_STATUS_GROUP}"
+            )
+        position = joiner.end() if joiner else end
+        this_group, joined_by_or = group, joiner is not None and joiner["word"] == "OR"
+        group += not joined_by_or
         name, op = match["field"], match["op"]
-        bare = match["bare"]
         if bare is not None and bare.startswith("'"):
             # Taken as part of the value, single quotes matched nothing, without a word.
             unquoted = bare.strip("'")
@@ -80,7 +106,7 @@ def parse_filter(text: str) -> RunFilter:
                 "filter",
                 f'{name} {op} {bare}: quote a value with double quotes, {name} {op} "{unquoted}"',
             )
-        value = match["quoted"] if match["quoted"] is not None else bare
+        value = match["quoted"] if match["quoted"] is not None else bare or ""
         value = re.sub(r"\\(.)", r"\1", value)
         if name == "create_time":
             if op in ("=", ":"):
@@ -120,8 +146,11 @@ def parse_filter(text: str) -> RunFilter:
             key = key if key.startswith("RUN_STATUS_") else f"RUN_STATUS_{key}"
             if key == "RUN_STATUS_UNSPECIFIED" or key not in run_pb2.RunStatus.keys():  # noqa: SIM118
                 raise InvalidArgument("filter", f"unknown status {value!r}")
-            if statuses:
-                raise InvalidArgument("filter", "status can be compared once")
+            if status_group not in (None, this_group):
+                raise InvalidArgument(
+                    "filter", f"statuses are compared in one OR group, e.g. {_STATUS_GROUP}"
+                )
+            status_group = this_group
             statuses.add(run_pb2.RunStatus.Value(key))
         elif name == "workflow":
             if workflow is not None:
@@ -141,6 +170,8 @@ def parse_filter(text: str) -> RunFilter:
                 "filter",
                 f"unknown field {name!r}; use status, workflow, labels.<key> or create_time",
             )
+    if in_parentheses:
+        raise InvalidArgument("filter", f"cannot parse {text!r}: a '(' is not closed")
     return RunFilter(
         frozenset(statuses),
         workflow,

@@ -760,6 +760,7 @@ def _add_reading_commands(commands: argparse._SubParsersAction[argparse.Argument
         description="List runs, most recently created first.",
         epilog="filter examples:\n"
         "  status = RUNNING\n"
+        "  status = FAILED OR status = CANCELLED\n"
         '  workflow = "campaign-generator" AND labels.team = "growth"\n'
         '  create_time > "2026-12-01T09:00:00Z"\n',
     )

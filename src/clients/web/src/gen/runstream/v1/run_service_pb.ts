@@ -201,8 +201,10 @@ export type ListRunsRequest = Message<"runstream.v1.ListRunsRequest"> & {
    * an RFC 3339 time with its offset (to the nanosecond; runs are created to the
    * microsecond), and may be compared twice for a window; the other fields with = only
    * (AIP-160's `:` is INVALID_ARGUMENT: `labels.team:*`, whether a label is present, is not
-   * asked). Status values may be written with or without the RUN_STATUS_ prefix. Empty lists
-   * all.
+   * asked). Status values may be written with or without the RUN_STATUS_ prefix, and several
+   * statuses joined by OR in one group, which binds tighter than AND as in AIP-160
+   * (parentheses around it may be written): `status = FAILED OR status = CANCELLED AND
+   * workflow = "story"`. Empty lists all.
    *
    * @generated from field: string filter = 3;
    */
