@@ -502,13 +502,13 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlU0VDUkVU"
         # Found in review: the password and the token were printed as given, into container
         # and CI logs.
         (["serve", "--sotre", "redis://:S3cretPW@127.0.0.1:6379/0"],
-         "--sotre redis://***@127.0.0.1:6379/0"),
+         "--sotre redis://***@127.0.0.1:6379/0 (did you mean --store?)"),
         (["serve", "--sotre=rediss://user:S3cret/PW@redis:6380/0"],
-         "--sotre=rediss://***@redis:6380/0"),
+         "--sotre=rediss://***@redis:6380/0 (did you mean --store?)"),
         (["serve", "--stor", "redis://redis:6379/0?prefix=a&password=S3cretPW"],
-         "--stor redis://redis:6379/0?prefix=a&password=***"),
-        (["runs", "--tokn", "S3cretTOKEN"], "--tokn ***"),
-        (["get", "RUN", "--tkn=S3cretTOKEN"], "--tkn=***"),
+         "--stor redis://redis:6379/0?prefix=a&password=*** (did you mean --store?)"),
+        (["runs", "--tokn", "S3cretTOKEN"], "--tokn *** (did you mean --token?)"),
+        (["get", "RUN", "--tkn=S3cretTOKEN"], "--tkn=*** (did you mean --token?)"),
         (["watch", "RUN", "--jwt-secet-file", "/run/S3cret"], "--jwt-secet-file ***"),
         (["serve", "--redis-passwd", "S3cretPW"], "--redis-passwd ***"),
         (["stats", "--bearer", JWT], "--bearer ***"),
@@ -517,8 +517,19 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlU0VDUkVU"
         # Abbreviations are no longer taken: `--max-active 5` was `--max-active-runs 5`, and
         # an option added later could change what a command line meant.
         # (--store: without the fix, a start refused at once rather than a server.)
-        (["serve", "--max-active", "5", "--store", "postgres://x"], "--max-active 5"),
-        (["runs", "--lim", "5"], "--lim 5"),
+        (["serve", "--max-active", "5", "--store", "postgres://x"],
+         "--max-active 5 (did you mean --max-active-runs?)"),
+        (["runs", "--lim", "5"], "--lim 5 (did you mean --limit?)"),
+        # serve and demo listen on --address; the commands that talk to a server take
+        # --target, and `runs --address HOST:PORT` said only that it was not recognized:
+        (["runs", "--address", "127.0.0.1:1"],
+         "--address 127.0.0.1:1 (--target names the server to talk to; --address is where "
+         "serve listens)"),
+        (["watch", "RUN", "--adress=h:1"],
+         "--adress=h:1 (--target names the server to talk to; --address is where serve "
+         "listens)"),
+        (["serve", "--adress", "h:1"], "--adress h:1 (did you mean --address?)"),
+        (["runs", "--frobnicate"], "--frobnicate"),
     ],
 )  # fmt: skip
 def test_a_mistyped_command_line_is_refused_without_repeating_a_secret(
@@ -531,10 +542,12 @@ def test_a_mistyped_command_line_is_refused_without_repeating_a_secret(
     ("argv", "said"),
     [
         (["--tokn", "S3cretTOKEN"], "unrecognized arguments: --tokn ***"),
-        (["--upstream-cleint-key=S3cret.pem"], "unrecognized arguments: --upstream-cleint-key=***"),
+        (["--upstream-cleint-key=S3cret.pem"],
+         "unrecognized arguments: --upstream-cleint-key=*** (did you mean --upstream-client-key?)"),
         (["--upstream", "h:1", JWT], "unrecognized arguments: ***"),
         # Abbreviations are not taken (as in the runstream commands):
-        (["--upstream-ca", "ca.pem"], "unrecognized arguments: --upstream-ca ca.pem"),
+        (["--upstream-ca", "ca.pem"],
+         "unrecognized arguments: --upstream-ca ca.pem (did you mean --upstream-ca-file?)"),
     ],
 )  # fmt: skip
 def test_the_envoy_config_printer_refuses_a_command_line_without_repeating_a_secret(

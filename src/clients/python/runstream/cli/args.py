@@ -225,8 +225,40 @@ class Parser(argparse.ArgumentParser):
     ) -> argparse.Namespace:
         parsed, unrecognized = self.parse_known_args(args, namespace)
         if unrecognized:
-            self.error(f"unrecognized arguments: {' '.join(redacted_arguments(unrecognized))}")
+            said = " ".join(redacted_arguments(unrecognized))
+            self.error(f"unrecognized arguments: {said}{self._hint(parsed, unrecognized)}")
         return parsed
+
+    def _hint(self, parsed: argparse.Namespace, unrecognized: list[str]) -> str:
+        """What the user may have meant by the first mistyped option, among those of the
+        command given: `--address` to a command that talks to a server (where `serve`
+        and `demo` take it), the one option it abbreviates, or a close spelling."""
+        command = self._command_parser(getattr(parsed, "command", None))
+        taken = [
+            option
+            for action in command._actions
+            for option in action.option_strings
+            if option.startswith("--")
+        ]
+        for word in unrecognized:
+            name = word.partition("=")[0]
+            if not name.startswith("--"):
+                continue
+            if "--target" in taken and difflib.get_close_matches(name, ["--address"], cutoff=0.8):
+                return " (--target names the server to talk to; --address is where serve listens)"
+            # An abbreviation (no longer taken) first: --upstream-ca is --upstream-ca-file's.
+            close = [option for option in taken if option.startswith(name)]
+            close = close if len(close) == 1 else difflib.get_close_matches(name, taken, 1, 0.75)
+            return f" (did you mean {close[0]}?)" if close else ""
+        return ""
+
+    def _command_parser(self, command: str | None) -> argparse.ArgumentParser:
+        """The parser of the subcommand named `command`, or this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                chosen: argparse.ArgumentParser = action.choices[command]
+                return chosen
+        return self
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {redacted(message)}\n")
