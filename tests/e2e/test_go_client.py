@@ -6,18 +6,20 @@ protoc-gen-go-grpc) and builds runstream-go against Debian's Go packages, as a G
 producer reporting over the Report stream and a watcher, both through a server killed and
 restarted under them, and a decision answered from Go reaching the producer; then the same
 over TLS with a token; then a watch over a run holding an event of a kind newer than its stubs,
-which it skips (the scenarios, shared with the Java client's test, are in client_support.py).
+which it skips (the scenarios, shared with the Java client's test, are in client_support.py);
+then its usage errors, and what it says while the server is unreachable.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port
 
 from .client_support import (
     LanguageClient,
@@ -85,3 +87,36 @@ def test_go_client_names_a_missing_operand_and_refuses_negative_counts(
     negative = run("produce", "-target", "127.0.0.1:1", "-steps", "-1", "some-run")
     assert negative.returncode == 2
     assert "-steps and -progress are 0 or more, got -1 and 4" in negative.stderr
+
+
+def first_complaint(runstream_go: LanguageClient, *args: str) -> str:
+    """The first line `runstream-go ARGS` writes to stderr, within 30 s (it is killed then)."""
+    with subprocess.Popen(
+        [str(runstream_go.command), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        watchdog = threading.Timer(30, process.kill)
+        watchdog.start()
+        try:
+            assert process.stderr is not None
+            return process.stderr.readline()
+        finally:
+            watchdog.cancel()
+            process.kill()
+
+
+def test_go_client_says_what_it_waits_for_while_the_server_is_unreachable(
+    runstream_go: LanguageClient,
+) -> None:
+    """`runstream-go produce` at an address nobody listens on said nothing for the minute
+    before it gave up, while `watch` logs each retry: its CreateRun retries silently."""
+    target = f"127.0.0.1:{free_port()}"
+    produce = first_complaint(runstream_go, "produce", "-target", target, "some-run")
+    assert "CreateRun: Unavailable" in produce
+    assert "connection refused" in produce
+    assert "; trying again in " in produce
+    answer = first_complaint(runstream_go, "answer", "-target", target, "run", "approve", "yes")
+    assert "SubmitDecision: Unavailable" in answer
+    assert "; trying again in " in answer

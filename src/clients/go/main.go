@@ -87,7 +87,9 @@ func command(name string, args []string, operands string, own func(*flag.FlagSet
 
 // retryCall makes an idempotent unary call until it succeeds, fails for good, or a minute of
 // failures passed. `final` lists codes this call treats as answers on top of retryable's.
-func retryCall(ctx context.Context, call func(context.Context) error, final ...codes.Code) error {
+// Each retry is logged under `name`, as watch and the report stream log theirs: a producer
+// started before its server (or at the wrong address) said nothing for the whole minute.
+func retryCall(ctx context.Context, name string, call func(context.Context) error, final ...codes.Code) error {
 	var failedSince time.Time
 	for attempt := 0; ; attempt++ {
 		err := call(ctx)
@@ -106,7 +108,9 @@ func retryCall(ctx context.Context, call func(context.Context) error, final ...c
 		if !ok || time.Since(failedSince) > giveUp || ctx.Err() != nil {
 			return err
 		}
-		time.Sleep(backoffDelay(attempt, delay))
+		wait := backoffDelay(attempt, delay)
+		log.Printf("%s: %s %q; trying again in %s", name, status.Code(err), status.Convert(err).Message(), wait.Round(time.Millisecond))
+		time.Sleep(wait)
 	}
 }
 
@@ -138,7 +142,7 @@ func produce(args []string) error {
 	for i := 1; i <= steps; i++ {
 		create.Steps = append(create.Steps, &rs.StepSpec{StepId: fmt.Sprintf("step-%d", i), Name: fmt.Sprintf("Step %d", i)})
 	}
-	err := retryCall(ctx, func(ctx context.Context) error {
+	err := retryCall(ctx, "CreateRun", func(ctx context.Context) error {
 		_, err := runs.CreateRun(ctx, create)
 		return err
 	}, codes.AlreadyExists)
@@ -259,7 +263,7 @@ func answer(args []string) error {
 	var response *rs.SubmitDecisionResponse
 	// The same answer again returns the same result, so SubmitDecision is safe to retry;
 	// ABORTED is an answer here: the decision was closed with another outcome.
-	err := retryCall(context.Background(), func(ctx context.Context) error {
+	err := retryCall(context.Background(), "SubmitDecision", func(ctx context.Context) error {
 		var err error
 		response, err = decisions.SubmitDecision(ctx, request)
 		return err
