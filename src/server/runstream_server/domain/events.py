@@ -251,6 +251,12 @@ def field_at(message: Message, dotted: str) -> Any:
     return value
 
 
+class KindWithoutFold(TypeError):
+    """An event kind the contract says changes a run's state, with no fold in the server's
+    code. Raised as the domain is imported, so the server cannot start; `runstream serve`
+    says it in one line, as it is a message to a developer who added the kind, not a bug."""
+
+
 @dataclass(frozen=True, slots=True)
 class KindRules:
     """What the server knows about one event kind (one field of RunEvent's payload oneof).

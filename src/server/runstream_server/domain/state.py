@@ -21,6 +21,7 @@ from runstream_server.domain.events import (
     ESTIMATE_INPUTS,
     KINDS,
     KindRules,
+    KindWithoutFold,
     kind_name,
     kind_rules,
 )
@@ -516,7 +517,7 @@ def _folds(kinds: Mapping[str, KindRules]) -> dict[str, Fold]:
         elif steps is not None:
             folds[name] = _on_steps(steps)
         else:
-            raise TypeError(
+            raise KindWithoutFold(
                 f"event kind {name!r} changes the run's state (its (runstream.v1.kind) "
                 "annotation in event.proto leaves changes_state true) but has no fold: write "
                 f"RunState._on_{name} in domain/state.py, or RunSteps.on_{name} in "

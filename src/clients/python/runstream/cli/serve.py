@@ -249,12 +249,19 @@ def add_serve_command(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # Imported here so the client commands never pay for (or depend on) the server.
-    from runstream_server.app import (
-        DRAIN_QUIET_PERIOD,
-        ServerConfig,
-        serve_forever,
-        store_location,
-    )
+    from runstream_server.domain.events import KindWithoutFold
+
+    try:
+        from runstream_server.app import (
+            DRAIN_QUIET_PERIOD,
+            ServerConfig,
+            serve_forever,
+            store_location,
+        )
+    except KindWithoutFold as exc:
+        # A kind added to event.proto without its fold (README, "Adding an event kind"):
+        # the message says where the fold goes; the import's traceback would bury it.
+        raise CliError(str(exc)) from None
     from runstream_server.domain.insight import InsightPolicy
     from runstream_server.domain.runs import Retention
     from runstream_server.observability import MetricsUnavailable, TracingUnavailable, logs
