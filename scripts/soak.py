@@ -23,7 +23,8 @@ decision was closed by exactly one DecisionResolved, the one the producer's ask(
 any answer a viewer was told it won, and its deadline is when the server received it plus
 its timeout. It prints a summary and writes ``soak.json`` with every
 violation (run id, guarantee, details) beside the servers' logs in ``--workdir`` (a temporary
-directory, kept, when not given). Exit status 1 when a guarantee was broken.
+directory, kept, when not given). Exit status 1 when a guarantee was broken. Ctrl-C or SIGTERM
+stops every process it started and ends it early, exit status 130 or 143.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -768,14 +771,36 @@ class Soak:
         (self.workdir / "soak.json").write_text(json.dumps(report, indent=2))
 
 
+def number(at_least: float, *, above: bool = False, whole: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number of at least `at_least` (more than it, `above`).
+    `--minutes 0`, `-1` and `nan` each ran the soak's shortest round and reported success."""
+    bound = f"{'more than' if above else 'at least'} {at_least:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            what = "a whole number" if whole else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+        if value < at_least or (above and value == at_least):
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Runstream chaos soak (see the module doc).")
     parser.add_argument("--mode", choices=["redis", "sqlite"], default="redis")
-    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--minutes", type=number(0, above=True), default=10)
     parser.add_argument("--replicas", type=int, choices=[2, 3], default=3)
-    parser.add_argument("--producers", type=int, default=3, help="concurrent runs (default 3)")
-    parser.add_argument("--pace", type=float, default=0.05, help="mean seconds between events")
-    parser.add_argument("--drain", type=float, default=120, help="seconds for runs to end")
+    parser.add_argument(
+        "--producers", type=number(1, whole=True), default=3, help="concurrent runs (default 3)"
+    )
+    parser.add_argument("--pace", type=number(0), default=0.05, help="mean seconds between events")
+    parser.add_argument("--drain", type=number(0), default=120, help="seconds for runs to end")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     parser.add_argument("--workdir", type=Path, default=None)
     return parser.parse_args(argv)
@@ -787,9 +812,28 @@ async def main(argv: list[str]) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     main_task = asyncio.current_task()
     assert main_task is not None
-    # SIGTERM as Ctrl-C: the finally of Soak.run() kills every process the soak started.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    return await Soak(args, workdir).run()
+    # Ctrl-C and SIGTERM alike cancel the soak: the finally of Soak.run() kills every process
+    # the soak started, and it ends in one line, where both printed a CancelledError
+    # traceback (Ctrl-C a KeyboardInterrupt one too). A second signal does not cut that
+    # cleaning up short.
+    received: list[signal.Signals] = []
+
+    def stop(signum: signal.Signals) -> None:
+        if not received:
+            main_task.cancel()
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(signum, stop, signum)
+    try:
+        return await Soak(args, workdir).run()
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        main_task.uncancel()
+        said = "interrupted" if received[0] == signal.SIGINT else "terminated"
+        print(f"soak: {said}; the processes it started are stopped; logs in {workdir}", flush=True)
+        return 128 + received[0]
 
 
 if __name__ == "__main__":
