@@ -685,7 +685,17 @@ class Soak:
     # --- the soak -----------------------------------------------------------------------
 
     async def run(self) -> int:
-        await asyncio.to_thread(self.start_processes)
+        starting = asyncio.ensure_future(asyncio.to_thread(self.start_processes))
+        try:
+            await asyncio.shield(starting)
+        except BaseException:
+            # Ctrl-C or SIGTERM as the processes start, or one failing to: the thread starts
+            # on regardless, so wait for it before stopping each one it started (they were
+            # left running, a replica or Redis on the soak's port, for the next soak to trip on).
+            with contextlib.suppress(BaseException):  # its own failure is raised below
+                await starting
+            await asyncio.to_thread(self.stop_processes)
+            raise
         print(
             f"soak: {self.args.mode}, {len(self.servers)} server(s), "
             f"{self.args.producers} producers, {self.args.minutes} min, seed {self.args.seed}, "

@@ -7,12 +7,15 @@ on a port of this worker's own rather than its fixed one, and stop it as soon as
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -101,3 +104,32 @@ def test_ctrl_c_and_sigterm_end_the_soak_in_one_line_with_its_server_stopped(
         assert last == f"soak: {said}; the processes it started are stopped; logs in {workdir}"
         with pytest.raises(ConnectionRefusedError):  # its server is gone
             socket.create_connection(("127.0.0.1", port), timeout=10).close()
+
+
+def test_sigterm_as_the_soak_starts_its_server_stops_that_server_too(tmp_path: Path) -> None:
+    """A signal while the servers started cancelled the soak before the try whose finally
+    stops them, so the one starting was left running on the soak's port."""
+    port = free_port()
+    argv = ["--mode", "sqlite", "--minutes", "5", "--seed", "7", "--workdir", str(tmp_path)]
+    command = [sys.executable, "-c", ON_A_PORT, str(SOAK.parent), str(port), *argv]
+    log = tmp_path / "sqlite.log"  # written as its server is started, before it listens
+    # Its own session, so that the finally below also ends a server the soak left behind.
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            deadline = time.monotonic() + 60
+            while not log.exists():
+                assert process.poll() is None and time.monotonic() < deadline, "no server started"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=90)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # none left: the soak's own doing
+                os.killpg(process.pid, signal.SIGKILL)
+    assert "Traceback" not in err, err
+    assert process.returncode == 143, (out, err)
+    assert out.strip().splitlines()[-1].startswith("soak: terminated;"), out
+    assert "--- soak: SIGKILL" in log.read_text()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=10).close()
