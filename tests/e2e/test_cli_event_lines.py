@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import runstream
 from google.protobuf import duration_pb2
 from runstream.cli.view import RunView
 from runstream.v1 import event_pb2, run_pb2
@@ -252,3 +253,42 @@ def test_a_message_prints_one_line_when_it_is_finished_not_one_per_delta() -> No
     ]
     assert notes[0] is None
     assert notes[1] is not None and notes[1].text == "writer wrote 2 words"
+
+
+def test_a_step_done_is_counted_against_the_steps_known_then_not_the_run_s_total_now() -> None:
+    """`runstream events` reads the run's snapshot, then its log from seq 1. An agent run's
+    steps appear as they start, so the first step's line said "(1/17)" once the run had 17
+    steps, and "(1/1)" while it had one: the same stored event, numbered two ways."""
+    # As show_events makes it, from the snapshot taken now: 17 steps by seq 40.
+    view = RunView(run=snapshot(last_seq=40), seen_after=0)
+    log = [
+        ("run_created", E.RunCreated(workflow="agents")),  # no plan: steps come as they start
+        ("step_started", E.StepStarted(step_id="a", name="Research")),
+        ("step_completed", E.StepCompleted(step_id="a", duration=seconds(5))),
+        ("step_started", E.StepStarted(step_id="b", name="Write")),
+        ("step_started", E.StepStarted(step_id="c", name="Review")),
+        ("step_completed", E.StepCompleted(step_id="b", duration=seconds(7))),
+    ]
+    notes = [view.apply(event(1 + n, **{field: message})) for n, (field, message) in enumerate(log)]
+    done = [note.text for note in notes if note is not None and " done " in note.text]
+    assert done == ["Research done in 5.0s (1/1)", "Write done in 7.0s (2/3)"]
+
+
+def test_a_watch_of_step_completions_alone_counts_the_steps_its_later_snapshot_knows() -> None:
+    """`runstream watch --kinds step_completed` sees no step start; the snapshot it takes
+    again (here one older than the events it has, which keeps its rows) knows of step c,
+    started since: counted, as it was a step of the run when b and a were done."""
+
+    def run_at(seq: int, steps: str) -> runstream.Run:
+        run = run_pb2.Run(run_id="r1", status=run_pb2.RUN_STATUS_RUNNING, last_seq=seq)
+        for step_id in steps:
+            run.steps.add(step_id=step_id, name=step_id.upper(), status=run_pb2.STEP_STATUS_RUNNING)
+        run.progress.total_steps = len(steps)
+        return runstream._convert.run_from_pb(run)
+
+    view = RunView.from_snapshot(run_at(10, "ab"))
+    done_b = view.apply(event(20, step_completed=E.StepCompleted(step_id="b")))
+    view.apply_snapshot(run_at(15, "abc"))  # c started at seq 12
+    done_a = view.apply(event(25, step_completed=E.StepCompleted(step_id="a")))
+    assert done_b is not None and done_b.text.endswith("(1/2)"), done_b
+    assert done_a is not None and done_a.text.endswith("(2/3)"), done_a

@@ -182,9 +182,10 @@ def describe(view: RunView, event: Event, fresh: bool) -> Note | None:
         case runstream.StepCompleted():
             row = _row(view, payload.step_id)
             took = f" in {format_duration(row.duration)}" if row.duration else ""
-            # How many steps were done then: known only for an event the view has folded
-            # in order (one older than the snapshot is replayed after it: no count).
-            count = f" ({view.completed_steps}/{view.total_steps})" if fresh else ""
+            # How many steps were done then, of the steps there were then: known only for an
+            # event the view has folded in order (one older than the snapshot is replayed
+            # after it: no count).
+            count = f" ({view.completed_steps}/{view.steps_at(event.seq)})" if fresh else ""
             return Note(
                 "✔", "step", f"{row.name} done{took}{count}" + _suffix(payload.summary), "green"
             )
