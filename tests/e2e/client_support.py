@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,3 +264,21 @@ async def over_a_kind_newer_than_its_stubs(tmp_path: Path, client: LanguageClien
     assert event_seqs(lines) == [seq for seq in range(1, last + 1) if seq != newer], lines
     assert newer < last  # the run's completion came after it, and was printed
     assert lines[-1] == f"ended after seq {last}"
+
+
+def first_complaint(client: LanguageClient, *args: str) -> str:
+    """The first line the client run with ARGS writes to stderr, within 30 s (then killed)."""
+    with subprocess.Popen(
+        [str(client.command), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        watchdog = threading.Timer(30, process.kill)
+        watchdog.start()
+        try:
+            assert process.stderr is not None
+            return process.stderr.readline()
+        finally:
+            watchdog.cancel()
+            process.kill()

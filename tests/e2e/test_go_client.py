@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.conftest import ServerProcess, free_port
 from .client_support import (
     LanguageClient,
     build,
+    first_complaint,
     over_a_kind_newer_than_its_stubs,
     over_tls_with_a_token,
     through_a_restart_with_an_answer,
@@ -87,24 +87,6 @@ def test_go_client_names_a_missing_operand_and_refuses_negative_counts(
     negative = run("produce", "-target", "127.0.0.1:1", "-steps", "-1", "some-run")
     assert negative.returncode == 2
     assert "-steps and -progress are 0 or more, got -1 and 4" in negative.stderr
-
-
-def first_complaint(runstream_go: LanguageClient, *args: str) -> str:
-    """The first line `runstream-go ARGS` writes to stderr, within 30 s (it is killed then)."""
-    with subprocess.Popen(
-        [str(runstream_go.command), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        watchdog = threading.Timer(30, process.kill)
-        watchdog.start()
-        try:
-            assert process.stderr is not None
-            return process.stderr.readline()
-        finally:
-            watchdog.cancel()
-            process.kill()
 
 
 def test_go_client_says_what_it_waits_for_while_the_server_is_unreachable(

@@ -7,7 +7,8 @@ Go client's test runs (client_support.py): a producer reporting over the Report 
 watcher, both through a server killed and restarted under them, and a decision answered from
 Java reaching the producer; then the same over TLS with a token, where a call without the
 token is refused with the reason the server put in the status details; then a watch over a run
-holding an event of a kind newer than its stubs, which it skips.
+holding an event of a kind newer than its stubs, which it skips; then what it says while the
+server is unreachable.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port
 
 from .client_support import (
     LanguageClient,
     build,
+    first_complaint,
     over_a_kind_newer_than_its_stubs,
     over_tls_with_a_token,
     through_a_restart_with_an_answer,
@@ -56,3 +58,17 @@ async def test_java_watcher_skips_an_event_of_a_kind_newer_than_its_stubs(
     tmp_path: Path, runstream_java: LanguageClient
 ) -> None:
     await over_a_kind_newer_than_its_stubs(tmp_path, runstream_java)
+
+
+def test_java_client_says_what_it_waits_for_while_the_server_is_unreachable(
+    runstream_java: LanguageClient,
+) -> None:
+    """`runstream-java produce` at an address nobody listens on said nothing for the minute
+    before it gave up, while its watch logs each retry: its CreateRun retried silently."""
+    target = f"127.0.0.1:{free_port()}"
+    produce = first_complaint(runstream_java, "produce", "--target", target, "some-run")
+    assert "CreateRun: UNAVAILABLE" in produce, produce
+    assert "; trying again in " in produce, produce
+    answer = first_complaint(runstream_java, "answer", "--target", target, "run", "approve", "yes")
+    assert "SubmitDecision: UNAVAILABLE" in answer, answer
+    assert "; trying again in " in answer, answer

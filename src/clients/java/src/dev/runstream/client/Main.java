@@ -148,6 +148,7 @@ public final class Main {
     }
     try {
       Retry.call(
+          "CreateRun",
           connection,
           () -> runs.withDeadlineAfter(CALL_SECONDS, TimeUnit.SECONDS).createRun(create.build()),
           Status.Code.ALREADY_EXISTS);
@@ -283,6 +284,7 @@ public final class Main {
     // ABORTED is an answer here: the decision was closed with another outcome.
     Decision decision =
         Retry.call(
+                "SubmitDecision",
                 connection,
                 () ->
                     decisions

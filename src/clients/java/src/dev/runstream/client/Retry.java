@@ -91,9 +91,12 @@ final class Retry {
    * Makes an idempotent unary call until it succeeds, fails for good, or a minute of failures
    * passed. {@code answers} lists codes this call treats as answers on top of retryable's: they
    * are thrown at once. Before each new try the channel drops its own reconnect backoff (see
-   * {@link Connection}), so the client's schedule, not grpc-java's, sets the pace.
+   * {@link Connection}), so the client's schedule, not grpc-java's, sets the pace. Each retry is
+   * logged under {@code name}, as the watcher and the reporter log theirs: a producer started
+   * before its server (or at the wrong address) said nothing for the whole minute.
    */
-  static <T> T call(Connection connection, Supplier<T> call, Status.Code... answers) {
+  static <T> T call(
+      String name, Connection connection, Supplier<T> call, Status.Code... answers) {
     Attempts attempts = new Attempts();
     while (true) {
       try {
@@ -104,7 +107,9 @@ final class Retry {
             throw error;
           }
         }
-        sleep(attempts.next(error, false).orElseThrow(() -> error));
+        Duration wait = attempts.next(error, false).orElseThrow(() -> error);
+        log("%s: %s; trying again in %d ms", name, describe(error), wait.toMillis());
+        sleep(wait);
         connection.reconnectNow();
       }
     }
