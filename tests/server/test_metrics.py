@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
@@ -457,10 +459,11 @@ async def test_a_busy_metrics_port_is_refused_and_nothing_is_left_running(tmp_pa
         await first.stop(grace=0.5)
 
 
-async def test_a_port_alone_serves_every_interface_and_is_logged_as_such(
+async def test_a_port_alone_serves_every_interface_at_metrics_only_and_is_logged_as_such(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A port alone was logged as http://PORT:PORT/metrics."""
+    """A port alone was logged as http://PORT:PORT/metrics; and every path answered with the
+    metrics, so a scrape or probe at a mistyped path never failed."""
     port = free_port()
     config = ServerConfig(
         address="127.0.0.1:0", store_path=tmp_path / "a.db", metrics_address=str(port)
@@ -472,5 +475,12 @@ async def test_a_port_alone_serves_every_interface_and_is_logged_as_such(
         assert f"metrics on http://0.0.0.0:{port}/metrics" in caplog.messages
         content_type, _ = await asyncio.to_thread(scrape_blocking, port)
         assert content_type.startswith("text/plain")
+        for path in ("/", "/metric", "/metrics/", "/metrics/x", "/favicon.ico"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                await asyncio.to_thread(
+                    urllib.request.urlopen, f"http://127.0.0.1:{port}{path}", timeout=10
+                )
+            assert refused.value.code == 404, path
+            assert b"/metrics" in refused.value.read()
     finally:
         await server.stop(grace=0.5)

@@ -75,6 +75,18 @@ def _histogram(name: str, documentation: str, buckets: Buckets) -> Any:
     return family
 
 
+def _metrics_path_only(app: Any) -> Any:
+    """`app` at /metrics, 404 at every other path (as Prometheus' Go client answers)."""
+
+    def serve_metrics_path(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/metrics":
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"404 page not found: the metrics are at /metrics\n"]
+
+    return serve_metrics_path
+
+
 class _StateCollector(Collector):
     """The state gauges and the hot-path counters and histograms, read from the telemetry
     at scrape time."""
@@ -229,6 +241,10 @@ class PrometheusMetrics:
             )
         except OSError as exc:
             raise OSError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from exc
+        # The library's app answers every path with the metrics ("for backwards
+        # compatibility"), so a scrape or probe at a wrong path never failed. wsgiref's server
+        # reads its app per request, so this takes before the port is known to anyone.
+        self._http.set_app(_metrics_path_only(self._http.get_app()))
         self.port = int(self._http.server_address[1])
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}/metrics"
         return self.port
