@@ -85,3 +85,13 @@ async def test_a_value_of_the_wrong_type_is_named_not_a_bare_type_error(
         await client.start_run("never-started", **arguments)  # type: ignore[arg-type]
     assert refused.value.message == said
     assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []
+
+
+async def test_an_empty_run_id_is_refused_none_generates_one(client: Client) -> None:
+    """Found in review: run_id="" was sent as an id of the caller's and the server generated
+    one, a new one for each retry of a CreateRun whose answer was lost (one run per attempt),
+    where the docstring says None generates it (and a retry then finds its run)."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        await client.start_run("never-started", run_id="")
+    assert refused.value.message == "run_id: must be a non-empty string (None generates one)"
+    assert [run async for run in client.list_runs() if run.workflow == "never-started"] == []

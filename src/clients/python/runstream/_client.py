@@ -248,9 +248,10 @@ class Client(RunQueries, RunWatching, DecisionCalls):
             steps: The planned steps, in order (StepSpec, or a bare step id).
             display_name: Human-readable name; the server uses the workflow name when unset.
             labels: Labels for filtering, for example {"team": "growth"}.
-            run_id: The run's id; the SDK generates one when unset. CreateRun is retried while
-                the server is unreachable; with a generated id, a retry that finds the run an
-                earlier attempt created is accepted. With an id of yours it raises
+            run_id: The run's id; the SDK generates one when None (an empty one raises
+                InvalidArgumentError). CreateRun is retried while the server is unreachable;
+                with a generated id, a retry that finds the run an earlier attempt created
+                is accepted. With an id of yours it raises
                 AlreadyExistsError (another producer may have taken it): continue the run
                 with ``attach_run`` if it is yours.
             message: Optional note for RunStarted, for example the run's input (at most 4,096
@@ -285,6 +286,10 @@ class Client(RunQueries, RunWatching, DecisionCalls):
         _check_linger(linger)
         _check_max_buffered(max_buffered)
         arguments.key_prefix(key_prefix)  # before the run exists, like every argument
+        if run_id == "":
+            # The server would generate an id, a new one for each retry of a CreateRun whose
+            # response was lost: one run per attempt, where None makes retries find theirs.
+            raise InvalidArgumentError("run_id: must be a non-empty string (None generates one)")
         self._connection.open()
         generated = run_id is None
         new_run_id = run_id if run_id is not None else uuid.uuid4().hex
