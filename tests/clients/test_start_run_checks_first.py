@@ -4,7 +4,7 @@ refuse raises InvalidArgumentError and leaves no run behind."""
 from __future__ import annotations
 
 import pytest
-from runstream import Client, InvalidArgumentError, StepSpec
+from runstream import Client, InvalidArgumentError, StepSpec, Target
 
 
 async def test_a_message_too_long_creates_no_run(client: Client) -> None:
@@ -72,15 +72,28 @@ async def test_a_max_buffered_below_one_is_refused_not_taken_as_one(
         ({"run_id": 5}, "run_id: must be a string, got 5"),
         ({"steps": [StepSpec("a", 5)]}, "steps[0].name: must be a string, got 5"),  # type: ignore[arg-type]
         ({"targets": [("found", 50)]}, "targets[0]: must be a Target, not ('found', 50)"),
+        (
+            {"targets": [Target("kept", 3), Target("found", "50")]},  # type: ignore[arg-type]
+            "targets[1].value: must be a finite number, got '50'",
+        ),
     ],
-    ids=["label-value", "labels-list", "display-name", "run-id", "step-name", "target-tuple"],
+    ids=[
+        "label-value",
+        "labels-list",
+        "display-name",
+        "run-id",
+        "step-name",
+        "target-tuple",
+        "target-value",
+    ],
 )
 async def test_a_value_of_the_wrong_type_is_named_not_a_bare_type_error(
     client: Client, arguments: dict[str, object], said: str
 ) -> None:
     """Found in review: these raised TypeError "bad argument type for built-in operation"
     from protobuf (or AttributeError 'tuple' object has no attribute 'metric'), naming no
-    argument."""
+    argument. A target's value was named by its metric (targets['found'].value) where its
+    other fields, and the server, name it by its place in the list (targets[1].metric)."""
     with pytest.raises(InvalidArgumentError) as refused:
         await client.start_run("never-started", **arguments)  # type: ignore[arg-type]
     assert refused.value.message == said

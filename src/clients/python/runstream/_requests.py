@@ -81,7 +81,7 @@ def target_to_pb(target: Target, where: str = "targets[0]") -> run_pb2.Target:
         raise InvalidArgumentError(f"{where}: must be a Target, not {target!r:.60}")
     return run_pb2.Target(
         metric=_string(f"{where}.metric", target.metric),
-        value=arguments.finite(f"targets[{target.metric!r}].value", target.value),
+        value=arguments.finite(f"{where}.value", target.value),
         kind=int(target.kind),  # type: ignore[arg-type]
         title=_string(f"{where}.title", target.title),
     )
