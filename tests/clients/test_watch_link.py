@@ -237,16 +237,24 @@ async def test_an_async_on_link_is_refused_before_the_stream_not_left_unawaited(
 ) -> None:
     """Found in review: an ``async def`` on_link (a relay pushing "Live" to its browsers)
     was called and its coroutine dropped, Python saying only "coroutine ... was never
-    awaited", and the relay never heard LIVE; a string failed at the first change."""
+    awaited", and the relay never heard LIVE; a string failed at the first change. An
+    object with an ``async def __call__`` was not refused, as an async def was."""
 
     async def relay(link: WatchLink) -> None:
         raise AssertionError("never awaited")
+
+    class Relay:
+        """A relay object, as one holding its browsers' sockets would be written."""
+
+        async def __call__(self, link: WatchLink) -> None:
+            raise AssertionError("never awaited")
 
     async with runstream.connect(server.target) as client:
         run = await client.start_run("relayed")
         await run.flush()
         for on_link, said in [
             (relay, "on_link: must be a plain function, called on the watch's task"),
+            (Relay(), "on_link: must be a plain function, called on the watch's task"),
             ("live", "on_link: must be a function, got 'live'"),
         ]:
             with pytest.raises(runstream.InvalidArgumentError, match=said):

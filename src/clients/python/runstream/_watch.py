@@ -67,16 +67,17 @@ def checked_on_link(on_link: OnLink | None) -> OnLink | None:
     """``on_link`` as given, refused before the stream opens when it cannot serve: an
     ``async def`` returns a coroutine nobody awaits (a relay never heard LIVE, and Python
     said only "coroutine was never awaited"), and what is not callable failed at the first
-    change of the stream."""
+    change of the stream. An object whose ``__call__`` is an async def is one too: Python
+    3.11's iscoroutinefunction looks at functions only, so its class's ``__call__`` is asked."""
     if on_link is None:
         return None
-    if inspect.iscoroutinefunction(on_link):
+    if not callable(on_link):
+        raise InvalidArgumentError(f"on_link: must be a function, got {on_link!r:.60}")
+    if inspect.iscoroutinefunction(on_link) or inspect.iscoroutinefunction(type(on_link).__call__):
         raise InvalidArgumentError(
             "on_link: must be a plain function, called on the watch's task: an async def "
             "is never awaited (start a task from a plain function to do async work)"
         )
-    if not callable(on_link):
-        raise InvalidArgumentError(f"on_link: must be a function, got {on_link!r:.60}")
     return on_link
 
 
