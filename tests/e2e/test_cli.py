@@ -118,10 +118,13 @@ def test_demo_runs_the_campaign_on_an_embedded_server() -> None:
     assert "rate limit" in out
     assert "Run further. Feel lighter." in out  # the copy the Copy Team streamed
     # The embedded server stops with the demo: the closing lines say how to keep one up
-    # instead of pointing at a server that is gone.
+    # instead of pointing at a server that is gone; on the address the user gave (they
+    # dropped it, found in review), and the commands after it go there meanwhile.
     assert "The demo's server stopped with it" in out
-    assert "demo --serve" in out
-    assert f"127.0.0.1:{port}" not in out.split("The demo's server stopped")[1]
+    advice = out.split("The demo's server stopped")[1]
+    assert f"demo --serve --address 127.0.0.1:{port}\n" in advice
+    assert f"runs --target 127.0.0.1:{port}     # in another terminal, meanwhile" in advice
+    assert f"get RUN_ID --target 127.0.0.1:{port}\n" in advice
     assert "Traceback" not in result.stderr
 
 

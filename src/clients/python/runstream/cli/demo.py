@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -286,6 +287,7 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
             embedded=options.target is None,
             serve=options.serve,
             security=options.security if options.target is not None else PLAINTEXT,
+            address=options.address,
         )
         if options.serve and options.target is None:
             await _serve_until_signalled(console, target)
@@ -344,9 +346,11 @@ def print_summary(
     embedded: bool,
     serve: bool,
     security: tuple[str, str] = PLAINTEXT,
+    address: str = DEFAULT_ADDRESS,
 ) -> None:
     """The closing summary: outcome, numbers, and how to look at the run again (`security`:
-    the options that reach `target` as the demo did, for `runstream` and for grpcurl)."""
+    the options that reach `target` as the demo did, for `runstream` and for grpcurl;
+    `address`: the --address the embedded server was asked to listen on)."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="grey62", no_wrap=True)
     grid.add_column()
@@ -375,14 +379,17 @@ def print_summary(
     if embedded and not serve:
         # The server (and its temporary store) stop with the demo: point at one that stays.
         heading = "The demo's server stopped with it. To explore a run, keep one up:"
-        # On a busy 127.0.0.1:50051 (another server there) `demo --serve` takes a free port
-        # too: the commands after it go to the address it prints, not to that other server.
-        address = DEFAULT_ADDRESS if target == DEFAULT_ADDRESS else "ADDRESS"
-        then = "meanwhile" if address == DEFAULT_ADDRESS else "at the address it prints"
+        # `demo --serve` listens where this demo was asked to. On port 0, or on a busy
+        # 127.0.0.1:50051 (another server there), it takes a free port: the commands after
+        # it go to the address it prints, not to that other server.
+        serve_here = "" if address == DEFAULT_ADDRESS else f" --address {shlex.quote(address)}"
+        picked = target != address  # the server's target has the port it took
+        at = "ADDRESS" if picked else shlex.quote(target)
+        then = "at the address it prints" if picked else "meanwhile"
         lines = [
-            f"{program} demo --serve",
-            f"{program} runs --target {address}     # in another terminal, {then}",
-            f"{program} get RUN_ID --target {address}",
+            f"{program} demo --serve{serve_here}",
+            f"{program} runs --target {at}     # in another terminal, {then}",
+            f"{program} get RUN_ID --target {at}",
             f"{program} dashboard --demo                # the same in the browser",
         ]
     else:
