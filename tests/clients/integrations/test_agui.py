@@ -1306,17 +1306,19 @@ async def test_the_agui_command_warns_when_it_listens_beyond_this_machine(
     assert ("authenticates nobody" in said) is warned, said
 
 
-@pytest.mark.parametrize("host", ["::1", "::"])
-async def test_a_bridge_on_ipv6_gives_a_url_that_parses_and_opens(
-    client: runstream.Client, host: str
+@pytest.mark.parametrize(("host", "called_on"), [("::1", "::1"), ("::", "::1"), ("0", "127.0.0.1")])
+async def test_a_bridge_on_ipv6_or_every_address_gives_a_url_that_parses_and_opens(
+    client: runstream.Client, host: str, called_on: str
 ) -> None:
     """``runstream agui --address [::1]:8090`` prints ``bridge.url()``: an IPv6 host must be
-    in brackets (RFC 3986; curl and browsers refuse it bare) and the wildcard on loopback."""
+    in brackets (RFC 3986; curl and browsers refuse it bare) and the wildcard on loopback;
+    ``--address 0:8090`` (0 is 0.0.0.0 to the resolver) printed http://0:8090/..., which
+    browsers do not open (found in review)."""
     run_id = await produce(client)
-    async with AguiBridge(client, host=host, port=0) as ipv6:
-        url = ipv6.url(run_id)
+    async with AguiBridge(client, host=host, port=0) as bridge:
+        url = bridge.url(run_id)
         parsed = urllib.parse.urlsplit(url)
-        assert (parsed.hostname, parsed.port) == ("::1", ipv6.port)
+        assert (parsed.hostname, parsed.port) == (called_on, bridge.port)
 
         def read() -> list[str]:
             with urllib.request.urlopen(url, timeout=10) as stream:

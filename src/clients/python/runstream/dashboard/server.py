@@ -8,6 +8,7 @@ tells the page which port Envoy listens on.
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import json
 import logging
 import socket
@@ -97,8 +98,15 @@ class DashboardServer:
 
 def called_on(host: str) -> str:
     """The address a listener on `host` is called on from this machine: every interface
-    (0.0.0.0, or "") on IPv4 loopback, :: on IPv6 loopback, any other address as it is."""
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    (0.0.0.0, "", or another spelling the resolver takes for it: 0, 0.0) on IPv4 loopback,
+    :: (or 0::0) on IPv6 loopback, any other address as it is."""
+    if is_ipv6(host):
+        return "::1" if ipaddress.IPv6Address(host).is_unspecified else host
+    try:
+        every_interface = not host or socket.inet_aton(host) == bytes(4)
+    except OSError:  # a name
+        return host
+    return "127.0.0.1" if every_interface else host
 
 
 def bracketed(host: str) -> str:

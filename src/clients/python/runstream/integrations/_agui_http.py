@@ -200,12 +200,3 @@ def peer_address(writer: asyncio.StreamWriter) -> str:
     """The client's address (its IP, without the port)."""
     peer = writer.get_extra_info("peername")
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-
-
-def url_host(host: str) -> str:
-    """``host`` as a URL holds it: a wildcard as loopback, an IPv6 address in brackets."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host

@@ -70,6 +70,7 @@ from runstream._target import (
     host_header_name,
     is_ip_address,
 )
+from runstream.dashboard.server import bracketed, called_on
 from runstream.integrations._agui_http import (
     MAX_HEAD,
     HeadOnly,
@@ -82,7 +83,6 @@ from runstream.integrations._agui_http import (
     read_request,
     response_head,
     until_hangup,
-    url_host,
 )
 from runstream.integrations._agui_sse import Cursor, with_keepalive
 from runstream.integrations._agui_upstream import Upstream, Watch, abandon, seen_to_the_end
@@ -223,7 +223,7 @@ class AguiBridge:
     def url(self, run_id: str = "RUN_ID") -> str:
         """The stream's URL for ``run_id``, on loopback when the bridge listens on every
         address."""
-        return f"http://{url_host(self._host)}:{self._port}/runs/{run_id}/events"
+        return f"http://{bracketed(called_on(self._host))}:{self._port}/runs/{run_id}/events"
 
     async def start(self) -> None:
         """Binds and starts accepting connections (OSError when the port is taken). On
