@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ import grpc
 
 from runstream import _requests as rpc
 from runstream._connection import raise_if_closed_under
+from runstream._decision_updates import DecisionUpdates, Key, key_of
 from runstream._errors import (
     FailedPreconditionError,
     RunstreamError,
@@ -75,19 +75,6 @@ if TYPE_CHECKING:
 __all__ = ["Interaction"]
 
 _log = logging.getLogger("runstream.interaction")
-
-
-class _End:
-    """Marks the end of the updates queue."""
-
-
-_END = _End()
-
-_Key = tuple[str, str]
-
-
-def _key(decision: Decision) -> _Key:
-    return decision.run_id, decision.decision_id
 
 
 class Interaction:
@@ -136,19 +123,7 @@ class Interaction:
         self._reconnect_timeout = reconnect_timeout
         self._on_link = checked_on_link(on_link)
         self._diagnosis = diagnosis
-        self._updates: asyncio.Queue[InteractionUpdate | _End] = asyncio.Queue()
-        self._max_updates = max(1, max_updates)
-        # What the server said is open (kept whether or not the caller iterates), what the
-        # iteration yielded as open, closures of yielded prompts not yielded yet, and the
-        # updates a resync hands out before the queue again.
-        self._open: dict[_Key, Decision] = {}
-        self._shown: set[_Key] = set()
-        self._closures: dict[_Key, Decision] = {}
-        # Decisions known closed: a prompt for one is stale, and its closure is told once
-        # (after a reconnect, both the new stream and GetDecision may tell it).
-        self._finished: set[_Key] = set()
-        self._resync = False
-        self._backlog: deque[InteractionUpdate] = deque()
+        self._updates = DecisionUpdates(max_updates)
         self._pending: dict[
             int, tuple[decision_service_pb2.SubmitDecisionRequest, asyncio.Future[AnswerResult]]
         ] = {}
@@ -196,67 +171,12 @@ class Interaction:
     async def __anext__(self) -> InteractionUpdate:
         if self._task is None and not self._closed:
             self._start()
-        while True:
-            if self._backlog:
-                return self._backlog.popleft()
-            if self._resync:
-                self._resync = False
-                self._backlog.extend(self._differences())
-                continue
-            update = await self._updates.get()
-            if isinstance(update, _End):
-                self._updates.put_nowait(update)  # Every later __anext__ ends too.
-                if self._error is not None:
-                    raise raised_again(self._error)
-                raise StopAsyncIteration
-            if isinstance(update, DecisionPrompt):
-                if _key(update.decision) in self._shown:
-                    continue  # repeated after a reconnect, or yielded by a resync
-                self._shown.add(_key(update.decision))
-            elif isinstance(update, DecisionClosed):
-                if _key(update.decision) not in self._shown:
-                    continue  # its prompt was never yielded, or a resync yielded the closure
-                self._shown.discard(_key(update.decision))
-                self._closures.pop(_key(update.decision), None)
-            return update
-
-    def _differences(self) -> list[InteractionUpdate]:
-        """A resync: closures of yielded prompts that closed, prompts not yielded yet."""
-        updates: list[InteractionUpdate] = []
-        for key in [k for k in self._shown if k not in self._open]:
-            self._shown.discard(key)
-            closed = self._closures.pop(key, None)
-            if closed is not None:
-                updates.append(DecisionClosed(closed))
-        for key, decision in self._open.items():
-            if key not in self._shown:
-                self._shown.add(key)
-                updates.append(DecisionPrompt(decision))
-        return updates
-
-    def _deliver(self, update: InteractionUpdate) -> None:
-        """Queues an update for the iteration; past max_updates, a resync replaces the queue."""
-        if (
-            isinstance(update, DecisionPrompt | DecisionClosed)
-            and _key(update.decision) in self._finished
-        ):
-            return  # sent before it closed, or a closure told already
-        if isinstance(update, DecisionPrompt):
-            self._open[_key(update.decision)] = update.decision
-        elif isinstance(update, DecisionClosed):
-            key = _key(update.decision)
-            self._finished.add(key)
-            self._open.pop(key, None)
-            if key in self._shown:
-                self._closures[key] = update.decision
-        if self._resync and isinstance(update, DecisionPrompt | DecisionClosed):
-            return  # the resync yields the state as it is when the caller gets to it
-        if self._updates.qsize() >= self._max_updates:
-            while not self._updates.empty():
-                self._updates.get_nowait()
-            self._resync = True
-            return
-        self._updates.put_nowait(update)
+        update = await self._updates.next()
+        if update is None:
+            if self._error is not None:
+                raise raised_again(self._error)
+            raise StopAsyncIteration
+        return update
 
     async def subscribe(self, run_ids: Iterable[str]) -> None:
         """Follows more runs on the same stream. Raises NotFoundError for a run that does not
@@ -379,12 +299,12 @@ class Interaction:
         After a reconnect, it reconciles the decisions known open beside the new stream."""
         call: InteractCall = self._rpc(None, metadata=self._metadata)
         reconcile: asyncio.Task[None] | None = None
-        sent_again: set[_Key] = set()  # decisions this call's stream has sent
+        sent_again: set[Key] = set()  # decisions this call's stream has sent
         try:
             await self._take_over(call)
-            if reconnecting and self._open:
+            if reconnecting and self._updates.open:
                 reconcile = asyncio.create_task(
-                    self._reconcile(set(self._open), sent_again),
+                    self._reconcile(set(self._updates.open), sent_again),
                     name="runstream-interact-reconcile",
                 )
             await opened(call, outage, self._on_link, 0, self._diagnosis)
@@ -440,7 +360,7 @@ class Interaction:
                     self._sent.add(answer_id)
 
     def _receive(
-        self, update: DecisionPrompt | DecisionClosed | AnswerResult | None, sent_again: set[_Key]
+        self, update: DecisionPrompt | DecisionClosed | AnswerResult | None, sent_again: set[Key]
     ) -> None:
         """Takes one update off the stream: notes the decisions it sent again, settles the
         answer an AnswerResult is for, and queues the update for the iteration. None (a
@@ -448,14 +368,14 @@ class Interaction:
         if update is None:
             return
         if isinstance(update, DecisionPrompt | DecisionClosed):
-            sent_again.add(_key(update.decision))
+            sent_again.add(key_of(update.decision))
         elif isinstance(update, AnswerResult):
             entry = self._pending.get(update.answer_id)
             if entry is not None and not entry[1].done():
                 entry[1].set_result(update)
-        self._deliver(update)
+        self._updates.deliver(update)
 
-    async def _reconcile(self, known_open: set[_Key], sent_again: set[_Key]) -> None:
+    async def _reconcile(self, known_open: set[Key], sent_again: set[Key]) -> None:
         """After a reconnect: a DecisionClosed for each decision known open that closed.
 
         Runs beside the new stream until the stream has sent every one of ``known_open``
@@ -466,7 +386,7 @@ class Interaction:
         backoff = Backoff(maximum=1.0)
         waiting = known_open
         while True:
-            waiting = {k for k in waiting if k in self._open and k not in sent_again}
+            waiting = {k for k in waiting if k in self._updates.open and k not in sent_again}
             if not waiting:
                 return
             keys = sorted(waiting)
@@ -476,7 +396,7 @@ class Interaction:
             for key, answer in zip(keys, answers, strict=True):
                 if isinstance(answer, Decision):
                     if answer.state != DecisionState.OPEN:
-                        self._deliver(DecisionClosed(answer))
+                        self._updates.deliver(DecisionClosed(answer))
                 elif isinstance(answer, RunstreamError) and not _retryable(answer):
                     _log.warning("could not tell whether decision %s/%s closed: %s", *key, answer)
                     waiting.discard(key)
@@ -493,7 +413,7 @@ class Interaction:
                 future.set_exception(error)
         if not self._ended:
             self._ended = True
-            self._updates.put_nowait(_END)
+            self._updates.end()
 
 
 def _retryable(error: RunstreamError) -> bool:
