@@ -1,4 +1,4 @@
-"""The AG-UI bridge's HTTP/1.1, on asyncio streams: requests, bodies, answers' heads.
+"""The AG-UI bridge's HTTP/1.1 on asyncio streams: requests, answers, the browsers served.
 
 What the bridge needs of HTTP and no more: one request per connection (every answer says
 ``Connection: close``), a head of at most :data:`MAX_HEAD` bytes, a body by
@@ -18,9 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
+
+from runstream._target import (
+    allowed_origin,
+    checked_allowed_host,
+    host_header_name,
+    is_ip_address,
+)
 
 MAX_HEAD = 16 * 1024
 """The most bytes of a request head, and what a connection's reader buffers."""
@@ -189,6 +197,69 @@ async def until_hangup(reader: asyncio.StreamReader) -> None:
     memory until the connection ends)."""
     while await reader.read(MAX_HEAD):
         pass
+
+
+class BrowserRules:
+    """Which browsers' requests the bridge serves: a request's ``Host`` must be ``localhost``, an
+    IP address or one of ``allowed_hosts`` (against DNS rebinding), and the origins given may
+    read the streams (CORS). Each origin and name is checked as given (ValueError)."""
+
+    def __init__(self, origins: Sequence[str], allowed_hosts: Sequence[str]) -> None:
+        self._origins = tuple(allowed_origin(origin) for origin in origins)
+        self._allowed_hosts = tuple(checked_allowed_host(name) for name in allowed_hosts)
+
+    def host_allowed(self, host: str) -> bool:
+        name = host_header_name(host)
+        if name is None:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or is_ip_address(name):
+            return True
+        return any(
+            allowed == "*"
+            or allowed == name
+            or (allowed.startswith(".") and (name == allowed[1:] or name.endswith(allowed)))
+            for allowed in self._allowed_hosts
+        )
+
+    def cors_headers(self, origin: str | None) -> dict[str, str]:
+        if origin is None or not self._origins:
+            return {}
+        if "*" in self._origins:
+            return {"Access-Control-Allow-Origin": "*"}
+        if origin in self._origins:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {}
+
+
+async def respond(
+    writer: Writer,
+    status: int,
+    reason: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    preflight: bool = False,
+) -> None:
+    """Answers a request with a short text body (none for 204) and closes; a preflight's
+    answer names what a browser may send."""
+    extra = dict(headers)
+    if preflight and headers:
+        # HttpAgent's POST is preflighted for its Content-Type (application/json), and
+        # for the headers an app gives it: Authorization, for the proxy that
+        # authenticates the frontend's users in front of the bridge.
+        extra["Access-Control-Allow-Methods"] = "GET, HEAD, POST, OPTIONS"
+        extra["Access-Control-Allow-Headers"] = (
+            "Last-Event-ID, Cache-Control, Accept, Content-Type, Authorization"
+        )
+        extra["Access-Control-Max-Age"] = "600"
+    payload = (body + "\n").encode() if body else b""
+    if status != 204:  # a 204 has no content, and says nothing of its length (RFC 9110)
+        extra["Content-Type"] = "text/plain; charset=utf-8"
+        extra["Content-Length"] = str(len(payload))
+    extra["Connection"] = "close"
+    writer.write(response_head(status, reason, extra))
+    writer.write(payload)
+    await writer.drain()
 
 
 def response_head(status: int, reason: str, headers: dict[str, str]) -> bytes:

@@ -64,15 +64,10 @@ from collections.abc import AsyncIterator, Sequence
 from urllib.parse import unquote
 
 import runstream
-from runstream._target import (
-    allowed_origin,
-    checked_allowed_host,
-    host_header_name,
-    is_ip_address,
-)
 from runstream.dashboard.server import bracketed, called_on
 from runstream.integrations._agui_http import (
     MAX_HEAD,
+    BrowserRules,
     HeadOnly,
     HttpError,
     Request,
@@ -81,6 +76,7 @@ from runstream.integrations._agui_http import (
     peer_address,
     read_body,
     read_request,
+    respond,
     response_head,
     until_hangup,
 )
@@ -204,12 +200,11 @@ class AguiBridge:
     ) -> None:
         self._upstream = Upstream(client)
         self._places = StreamPlaces(max_streams, max_streams_per_address)
-        self._allowed_hosts = tuple(checked_allowed_host(name) for name in allowed_hosts)
+        self._browsers = BrowserRules(origins, allowed_hosts)
         self._head_timeout = head_timeout
         self._max_body = max_body
         self._host = host
         self._port = port
-        self._origins = tuple(allowed_origin(origin) for origin in origins)
         self._keepalive = keepalive
         self._send_timeout = send_timeout
         self._server: asyncio.Server | None = None
@@ -299,28 +294,28 @@ class AguiBridge:
             async with asyncio.timeout(self._head_timeout):
                 request = await read_request(reader)
         except HttpError as exc:
-            await self._respond(writer, exc.status, exc.reason, str(exc), {})
+            await respond(writer, exc.status, exc.reason, str(exc), {})
             return
         except TimeoutError:
             message = f"no complete request head within {self._head_timeout:g} s"
-            await self._respond(writer, 408, "Request Timeout", message, {})
+            await respond(writer, 408, "Request Timeout", message, {})
             return
         host = request.headers.get("host")
-        if host is not None and not self._host_allowed(host):
+        if host is not None and not self._browsers.host_allowed(host):
             message = (
                 f"Host {host!r} is not a name the bridge answers to (localhost, an IP address "
                 "or an allowed host: runstream agui --allowed-host NAME), against DNS rebinding"
             )
-            await self._respond(writer, 403, "Forbidden", message, {})
+            await respond(writer, 403, "Forbidden", message, {})
             return
-        cors = self._cors_headers(request.headers.get("origin"))
+        cors = self._browsers.cors_headers(request.headers.get("origin"))
         if request.method == "OPTIONS":
-            await self._respond(writer, 204, "No Content", "", cors, preflight=True)
+            await respond(writer, 204, "No Content", "", cors, preflight=True)
             return
         if request.method not in ("GET", "HEAD", "POST"):
             allow = {**cors, "Allow": "GET, HEAD, POST, OPTIONS"}
             message = "only GET, HEAD and POST (and OPTIONS for CORS preflights)"
-            await self._respond(writer, 405, "Method Not Allowed", message, allow)
+            await respond(writer, 405, "Method Not Allowed", message, allow)
             return
         if request.method != "POST" and _ROUTE.match(request.path) is None:
             await self._answer(request, reader, writer, cors)  # no stream, no body: no place
@@ -329,7 +324,7 @@ class AguiBridge:
         try:
             self._places.take(address)
         except HttpError as exc:
-            await self._respond(writer, exc.status, exc.reason, str(exc), exc.headers(cors))
+            await respond(writer, exc.status, exc.reason, str(exc), exc.headers(cors))
             if request.method == "POST":
                 await linger(reader, writer)  # its body was left unread
             return
@@ -351,13 +346,11 @@ class AguiBridge:
         # HEAD: what GET answers, without its body.
         out: Writer = HeadOnly(writer) if request.method == "HEAD" else writer
         if request.path == "/healthz":
-            await self._respond(out, 200, "OK", "ok", cors)
+            await respond(out, 200, "OK", "ok", cors)
             return
         route = _ROUTE.match(request.path)
         if route is None:
-            await self._respond(
-                out, 404, "Not Found", "no such path; try /runs/RUN_ID/events", cors
-            )
+            await respond(out, 404, "Not Found", "no such path; try /runs/RUN_ID/events", cors)
             return
         run_id = unquote(route["run_id"])
         watch: Watch | None = None
@@ -368,37 +361,35 @@ class AguiBridge:
             if not isinstance(out, HeadOnly) and not seen_to_the_end(run, cursor):
                 watch = await self._upstream.open(run_id, cursor)
         except HttpError as exc:
-            await self._respond(out, exc.status, exc.reason, str(exc), exc.headers(cors))
+            await respond(out, exc.status, exc.reason, str(exc), exc.headers(cors))
             return
         except runstream.NotFoundError:
-            await self._respond(out, 404, "Not Found", f"no run {run_id!r}", cors)
+            await respond(out, 404, "Not Found", f"no run {run_id!r}", cors)
             return
         except runstream.InvalidArgumentError as exc:
-            await self._respond(out, 400, "Bad Request", exc.message, cors)
+            await respond(out, 400, "Bad Request", exc.message, cors)
             return
         except runstream.UnavailableError as exc:
             # EventSource gives up on a 503; an AG-UI client may retry after Retry-After.
             message = f"the Runstream server is out of reach: {exc.message}"
-            await self._respond(
-                out, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"}
-            )
+            await respond(out, 503, "Service Unavailable", message, {**cors, "Retry-After": "1"})
             return
         except runstream.TokenProviderError as exc:
             # --token-file unreadable, and the last token expired.
             message = f"the bridge has no token for the Runstream server: {exc.message}"
             _log.warning("%s", message)
-            await self._respond(out, 502, "Bad Gateway", message, cors)
+            await respond(out, 502, "Bad Gateway", message, cors)
             return
         except (runstream.UnauthenticatedError, runstream.PermissionDeniedError) as exc:
             # The bridge's own credentials: the server refused them, not the browser's. Said
             # where its operator looks too: a browser shows a failed EventSource, not why.
             message = f"the Runstream server refused the bridge: {exc.message}"
             _log.warning("%s", message)
-            await self._respond(out, 502, "Bad Gateway", message, cors)
+            await respond(out, 502, "Bad Gateway", message, cors)
             return
         if seen_to_the_end(run, cursor):
             # Everything was seen and nothing more will come: 204 stops EventSource.
-            await self._respond(out, 204, "No Content", "", cors)
+            await respond(out, 204, "No Content", "", cors)
             return
         head = response_head(
             200,
@@ -459,11 +450,11 @@ class AguiBridge:
                 body = await read_body(request.headers, reader, writer, self._max_body)
         except TimeoutError:
             message = f"no complete request body within {self._head_timeout:g} s"
-            await self._respond(writer, 408, "Request Timeout", message, cors)
+            await respond(writer, 408, "Request Timeout", message, cors)
             await linger(reader, writer)
             return False
         except HttpError as exc:
-            await self._respond(writer, exc.status, exc.reason, str(exc), cors)
+            await respond(writer, exc.status, exc.reason, str(exc), cors)
             await linger(reader, writer)
             return False
         if not body.strip():
@@ -474,7 +465,7 @@ class AguiBridge:
             problems = [f"it is not JSON ({exc})"]
         if problems:
             message = "the body is not AG-UI's RunAgentInput: " + "; ".join(problems)
-            await self._respond(writer, 400, "Bad Request", message, cors)
+            await respond(writer, 400, "Bad Request", message, cors)
             return False
         return True
 
@@ -505,57 +496,6 @@ class AguiBridge:
                 await writer.drain()
         except TimeoutError:
             raise _SendStalled from None
-
-    def _host_allowed(self, host: str) -> bool:
-        name = host_header_name(host)
-        if name is None:
-            return False
-        if name == "localhost" or name.endswith(".localhost") or is_ip_address(name):
-            return True
-        return any(
-            allowed == "*"
-            or allowed == name
-            or (allowed.startswith(".") and (name == allowed[1:] or name.endswith(allowed)))
-            for allowed in self._allowed_hosts
-        )
-
-    def _cors_headers(self, origin: str | None) -> dict[str, str]:
-        if origin is None or not self._origins:
-            return {}
-        if "*" in self._origins:
-            return {"Access-Control-Allow-Origin": "*"}
-        if origin in self._origins:
-            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-        return {}
-
-    async def _respond(
-        self,
-        writer: Writer,
-        status: int,
-        reason: str,
-        body: str,
-        headers: dict[str, str],
-        *,
-        preflight: bool = False,
-    ) -> None:
-        extra = dict(headers)
-        if preflight and headers:
-            # HttpAgent's POST is preflighted for its Content-Type (application/json), and
-            # for the headers an app gives it: Authorization, for the proxy that
-            # authenticates the frontend's users in front of the bridge.
-            extra["Access-Control-Allow-Methods"] = "GET, HEAD, POST, OPTIONS"
-            extra["Access-Control-Allow-Headers"] = (
-                "Last-Event-ID, Cache-Control, Accept, Content-Type, Authorization"
-            )
-            extra["Access-Control-Max-Age"] = "600"
-        payload = (body + "\n").encode() if body else b""
-        if status != 204:  # a 204 has no content, and says nothing of its length (RFC 9110)
-            extra["Content-Type"] = "text/plain; charset=utf-8"
-            extra["Content-Length"] = str(len(payload))
-        extra["Connection"] = "close"
-        writer.write(response_head(status, reason, extra))
-        writer.write(payload)
-        await writer.drain()
 
 
 _MAX_C_INT = 2**31 - 1
