@@ -189,6 +189,15 @@ def test_ask_options_accept_values_tuples_and_option_objects() -> None:
     assert decision_option(option) is option
 
 
+def test_a_step_spec_written_with_a_list_is_the_same_spec_and_hashable() -> None:
+    """``depends_on=["fetch"]`` was kept as the list: the spec could not go in a set or be a
+    dict key (unhashable type: 'list'), and differed from the same spec with a tuple."""
+    written = runstream.StepSpec("rank", depends_on=["fetch"])
+    assert written == runstream.StepSpec("rank", depends_on=("fetch",))
+    assert written.depends_on == ("fetch",)
+    assert len({written, runstream.StepSpec("rank", depends_on=("fetch",))}) == 1
+
+
 def test_event_kind_filter_names_kinds_the_way_list_events_parses_them() -> None:
     kinds = [runstream.EventKind.STEP_PROGRESS, runstream.EventKind.MILESTONE]
     assert _requests.event_kind_filter(kinds) == "kind = STEP_PROGRESS OR kind = MILESTONE"

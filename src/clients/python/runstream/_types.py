@@ -208,7 +208,8 @@ class StepSpec:
         name: Human-readable name, for example "Strategy Team".
         description: What the step does.
         agent: The agent (or team) that performs the step.
-        depends_on: The steps that must finish first (the workflow graph).
+        depends_on: The steps that must finish first (the workflow graph): a list or a
+            tuple of step ids, kept as a tuple.
         track: The parallel track the step runs on; empty for the main track.
         phase: The workflow phase the step belongs to, for example "Planning".
     """
@@ -217,9 +218,15 @@ class StepSpec:
     name: str = ""
     description: str = ""
     agent: str = ""
-    depends_on: tuple[str, ...] = ()
+    # A list is how a plan is written; kept as a tuple, so a spec stays hashable and equal
+    # to the same spec written with a tuple. (One string is refused by start_run, not here.)
+    depends_on: tuple[str, ...] | list[str] = ()
     track: str = ""
     phase: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.depends_on, list):
+            object.__setattr__(self, "depends_on", tuple(self.depends_on))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,111 @@
+"""A workflow team's code type-checks against the SDK as they write it: the README's examples
+and the usual calls pass ``mypy --strict``, what the SDK returns is typed (no ``Any`` for an
+IDE to lose the thread at), and a call the SDK refuses is refused by the type checker too.
+
+One mypy run (in-process, ``mypy.api``) checks every snippet; each test reads its output. It
+runs with a configuration of its own, as a user's project has, not this repository's.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from mypy import api
+
+from tests.contract.test_readme_examples import readme_examples
+
+ROOT = Path(__file__).resolve().parents[2]
+
+USER_CODE = textwrap.dedent(
+    """\
+    from __future__ import annotations
+
+    import runstream
+    from runstream import StepSpec
+
+
+    async def plan_and_watch(client: runstream.Client, run_id: str) -> None:
+        plan = [StepSpec("fetch"), StepSpec("rank", depends_on=["fetch"])]
+        run = await client.start_run("typed", steps=plan)
+        StepSpec("publish", depends_on="rank")  # refused: one id is not a list of them
+        choice = await run.ask("Which persona?", ["gen_z", "pros"], default="gen_z", timeout=60)
+        reveal_type(choice)
+        async for event in client.watch(run_id):
+            reveal_type(event)
+            reveal_type(event.payload)
+        snapshot = await client.get_run(run_id)
+        reveal_type(snapshot.estimate)
+        reveal_type(await client.list_decisions(run_id))
+    """
+)
+"""A typed user's calls; the line marked "refused" is the one error mypy must report."""
+
+
+@pytest.fixture(scope="module")
+def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """mypy --strict's lines about each checked file, by file name (without ".py")."""
+    home = tmp_path_factory.mktemp("typed-user")
+    examples = readme_examples()
+    sources = {"producer": examples["producer"], "watcher": examples["watcher"]}
+    sources["user_code"] = USER_CODE
+    for name, source in sources.items():
+        (home / f"{name}.py").write_text(source)
+    # The project's .venv has the SDK as an editable install, found through an import hook a
+    # type checker cannot follow: a user's configuration names the SDK's directory instead.
+    config = home / "mypy.ini"
+    config.write_text(f"[mypy]\nmypy_path = {ROOT / 'src' / 'clients' / 'python'}\n")
+    stdout, stderr, _status = api.run(
+        [
+            "--config-file", str(config), "--strict", "--no-error-summary",
+            "--cache-dir", str(home / ".mypy_cache"), *(str(home / f"{n}.py") for n in sources),
+        ]
+    )  # fmt: skip
+    assert not stderr, stderr
+    by_file: dict[str, list[str]] = {name: [] for name in sources}
+    for line in stdout.splitlines():
+        name = Path(line.split(":", 1)[0]).stem
+        by_file.setdefault(name, []).append(line)
+    return by_file
+
+
+def errors(lines: list[str]) -> list[str]:
+    return [line for line in lines if ": error:" in line]
+
+
+@pytest.mark.parametrize("example", ["producer", "watcher"])
+def test_the_readme_examples_pass_mypy_strict(
+    mypy_output: dict[str, list[str]], example: str
+) -> None:
+    assert errors(mypy_output[example]) == []
+
+
+def test_depends_on_takes_a_list_and_refuses_one_string(
+    mypy_output: dict[str, list[str]],
+) -> None:
+    """``StepSpec("rank", depends_on=["fetch"])`` is how a plan is written (and runs): mypy
+    said 'incompatible type "list[str]"; expected "tuple[str, ...]"'. One id given as a
+    string, which start_run refuses, stays a type error."""
+    refused_line = USER_CODE.splitlines().index(
+        '    StepSpec("publish", depends_on="rank")  # refused: one id is not a list of them'
+    )
+    said = errors(mypy_output["user_code"])
+    assert [int(line.split(":")[1]) for line in said] == [refused_line + 1], said
+    assert 'Argument "depends_on" to "StepSpec" has incompatible type "str"' in said[0]
+
+
+def test_what_the_sdk_returns_is_typed(mypy_output: dict[str, list[str]]) -> None:
+    revealed = [
+        m[1]
+        for line in mypy_output["user_code"]
+        if (m := re.search(r'note: Revealed type is "(.*)"$', line))
+    ]
+    assert revealed[:2] == ["runstream._types.DecisionResult", "runstream._types.Event"]
+    assert revealed[2].startswith("runstream._events.RunCreated | ")
+    assert revealed[3:] == [
+        "runstream._types.Estimate | None",
+        "list[runstream._types.Decision]",
+    ]
+    assert not [kind for kind in revealed if "Any" in kind]
