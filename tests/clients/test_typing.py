@@ -2,18 +2,21 @@
 and the usual calls pass ``mypy --strict``, what the SDK returns is typed (no ``Any`` for an
 IDE to lose the thread at), and a call the SDK refuses is refused by the type checker too.
 
-One mypy run (in-process, ``mypy.api``) checks every snippet; each test reads its output. It
-runs with a configuration of its own, as a user's project has, not this repository's.
+One mypy run checks every snippet; each test reads its output. It runs as in a user's
+project: a configuration of its own, not this repository's, and the SDK found on the Python
+path, as an installed package is (its own modules are not checked, its py.typed is read).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from mypy import api
 
 from tests.contract.test_readme_examples import readme_examples
 
@@ -53,19 +56,22 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     sources["user_code"] = USER_CODE
     for name, source in sources.items():
         (home / f"{name}.py").write_text(source)
-    # The project's .venv has the SDK as an editable install, found through an import hook a
-    # type checker cannot follow: a user's configuration names the SDK's directory instead.
     config = home / "mypy.ini"
-    config.write_text(f"[mypy]\nmypy_path = {ROOT / 'src' / 'clients' / 'python'}\n")
-    stdout, stderr, _status = api.run(
+    config.write_text("[mypy]\n")
+    # The project's .venv has the SDK as an editable install, found through an import hook a
+    # type checker cannot follow: on PYTHONPATH it is found as a wheel's install is.
+    checked = subprocess.run(
         [
-            "--config-file", str(config), "--strict", "--no-error-summary",
-            "--cache-dir", str(home / ".mypy_cache"), *(str(home / f"{n}.py") for n in sources),
-        ]
+            sys.executable, "-m", "mypy", "--config-file", str(config), "--strict",
+            "--no-error-summary", "--cache-dir", str(home / ".mypy_cache"),
+            *(str(home / f"{n}.py") for n in sources),
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src" / "clients" / "python")},
+        cwd=home, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
-    assert not stderr, stderr
+    assert not checked.stderr, checked.stderr
     by_file: dict[str, list[str]] = {name: [] for name in sources}
-    for line in stdout.splitlines():
+    for line in checked.stdout.splitlines():
         name = Path(line.split(":", 1)[0]).stem
         by_file.setdefault(name, []).append(line)
     return by_file
