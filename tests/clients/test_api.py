@@ -25,7 +25,7 @@ EXPECTED_EXPORTS = {
     "connect", "Client", "RunReporter", "StepReporter", "Interaction",
     # resources and events (each kind's payload: PAYLOAD_CLASSES)
     "StepSpec", "Run", "Step", "RunProgress", "ActiveAgent", "Estimate", "Artifact",
-    "ArtifactsSummary", "ErrorInfo", "Event", "EventPayload", "DecisionOption",
+    "ArtifactsSummary", "ErrorInfo", "Event", "EventPayload", "DecisionOption", "OptionLike",
     "Decision", "DecisionResult", "DecisionPrompt", "DecisionClosed", "AnswerResult",
     "InteractionUpdate", "Target", "RunDetails", "RunsUpdate", "ServerStats",
     "ItemCounts", "SubStepDetails", "AlertAction", "WatchLink",

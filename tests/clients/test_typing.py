@@ -47,6 +47,23 @@ USER_CODE = textwrap.dedent(
 )
 """A typed user's calls; the line marked "refused" is the one error mypy must report."""
 
+OPTIONS_BUILT_APART = textwrap.dedent(
+    """\
+    from __future__ import annotations
+
+    import runstream
+    from runstream import DecisionOption, OptionLike
+
+
+    async def ask_persona(run: runstream.RunReporter, experts: bool) -> str | None:
+        options: list[OptionLike] = ["gen_z", ("parents", "Parents")]
+        if experts:
+            options.append(DecisionOption("pros", "Professionals", "People who buy for work"))
+        return (await run.ask("Which persona?", options, default="gen_z")).choice
+    """
+)
+"""Options built before the call, as a workflow that offers some only sometimes does."""
+
 
 @pytest.fixture(scope="module")
 def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
@@ -55,6 +72,7 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     examples = readme_examples()
     sources = {"producer": examples["producer"], "watcher": examples["watcher"]}
     sources["user_code"] = USER_CODE
+    sources["options_built_apart"] = OPTIONS_BUILT_APART
     for name, source in sources.items():
         (home / f"{name}.py").write_text(source)
     config = home / "mypy.ini"
@@ -101,6 +119,16 @@ def test_depends_on_takes_a_list_and_refuses_one_string(
     said = errors(mypy_output["user_code"])
     assert [int(line.split(":")[1]) for line in said] == [refused_line + 1], said
     assert 'Argument "depends_on" to "StepSpec" has incompatible type "str"' in said[0]
+
+
+def test_options_built_apart_from_ask_can_be_annotated(
+    mypy_output: dict[str, list[str]],
+) -> None:
+    """ask()'s options were typed with an alias private to the SDK: a list mixing values and
+    DecisionOptions, unannotated, is a list[object] to mypy ('Argument 2 to "ask" of
+    "RunReporter" has incompatible type "list[object]"'), and the type to annotate it with
+    could not be imported from runstream."""
+    assert mypy_output["options_built_apart"] == []
 
 
 def test_what_the_sdk_returns_is_typed(mypy_output: dict[str, list[str]]) -> None:

@@ -95,6 +95,7 @@ if TYPE_CHECKING:
     from runstream._types import ItemCounts as ItemCounts
     from runstream._types import LinkState as LinkState
     from runstream._types import MilestoneType as MilestoneType
+    from runstream._types import OptionLike as OptionLike
     from runstream._types import Run as Run
     from runstream._types import RunDetails as RunDetails
     from runstream._types import RunHealth as RunHealth
@@ -163,6 +164,7 @@ _EXPORTED_FROM: dict[str, tuple[str, ...]] = {
         "ItemCounts",
         "LinkState",
         "MilestoneType",
+        "OptionLike",
         "Run",
         "RunDetails",
         "RunHealth",

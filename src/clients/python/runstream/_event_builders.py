@@ -45,6 +45,7 @@ from runstream._types import (
     AlertActionType,
     DecisionOption,
     MilestoneType,
+    OptionLike,
     Severity,
     SubStepDetails,
 )
@@ -605,10 +606,6 @@ def workflow_state_event(
             ),
         )
     )
-
-
-OptionLike = DecisionOption | str | tuple[str, ...]
-"""An option as ``ask()`` takes it: a DecisionOption, a value, or (value, label[, description])."""
 
 
 def decision_option(option: OptionLike) -> DecisionOption:

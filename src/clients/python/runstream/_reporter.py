@@ -77,7 +77,14 @@ from runstream._run_decisions import RunDecisions
 from runstream._run_end import QueuedReports, RunEnd, describe
 from runstream._run_events import RunEvents
 from runstream._stream_ownership import RunStreamOwner
-from runstream._types import Decision, DecisionResult, Run, RunStatus, SubStepDetails
+from runstream._types import (
+    Decision,
+    DecisionResult,
+    OptionLike,
+    Run,
+    RunStatus,
+    SubStepDetails,
+)
 
 if TYPE_CHECKING:
     from runstream._report_stream import ReportMethod
@@ -373,7 +380,7 @@ class RunReporter(RunEvents):
     async def ask(
         self,
         prompt: str,
-        options: Iterable[builders.OptionLike],
+        options: Iterable[OptionLike],
         *,
         default: str | None = None,
         # The decision's own deadline, enforced by the server; not a timeout of this call.

@@ -32,7 +32,7 @@ from runstream._errors import (
     NotFoundError,
     RunstreamError,
 )
-from runstream._types import Decision, DecisionOutcome, DecisionResult
+from runstream._types import Decision, DecisionOutcome, DecisionResult, OptionLike
 
 if TYPE_CHECKING:
     from runstream._outbox import Outbox
@@ -110,7 +110,7 @@ class RunDecisions:
     async def ask(
         self,
         prompt: str,
-        options: Iterable[builders.OptionLike],
+        options: Iterable[OptionLike],
         *,
         default: str | None,
         timeout: timedelta | float | None,  # noqa: ASYNC109

@@ -49,6 +49,7 @@ __all__ = [
     "ItemCounts",
     "LinkState",
     "MilestoneType",
+    "OptionLike",
     "Run",
     "RunDetails",
     "RunHealth",
@@ -439,6 +440,13 @@ class DecisionOption:
     value: str
     label: str = ""
     description: str = ""
+
+
+OptionLike: TypeAlias = DecisionOption | str | tuple[str, ...]
+"""An option as ``RunReporter.ask()`` takes it: a DecisionOption, a value, or (value, label[,
+description]). Options built apart from the call name it, ``options: list[OptionLike] =
+["gen_z", DecisionOption("pros", "Professionals")]``: a type checker takes that list, left
+unannotated, for a list[object], which ``ask()`` does not take."""
 
 
 @dataclass(frozen=True, slots=True)
