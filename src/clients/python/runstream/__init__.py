@@ -22,7 +22,9 @@ Watching::
     async for update in client.watch_runs('workflow = "campaign-generator"'):
         ...
 
-Everything the SDK raises is a :class:`RunstreamError`, with one subclass per gRPC status.
+What the SDK's calls raise is a :class:`RunstreamError`, with one subclass per gRPC status;
+``connect()`` raises ValueError instead, before anything connects, for an address, a token or
+a TLS file it cannot use.
 Generated protobuf modules live in ``runstream.v1``; the SDK returns its own typed objects and
 keeps the underlying message in each object's ``raw`` attribute.
 """
