@@ -109,9 +109,16 @@ async def test_a_fixed_token_cannot_be_refreshed_so_the_watch_fails_unauthentica
     run = await producer.start_run("wf")
     token = keys.token(["viewer"], exp=int(time.time()) + 2)
     async with runstream.connect(secured.target, token=token) as viewer:
-        with pytest.raises(runstream.UnauthenticatedError, match="token expired"):
+        with pytest.raises(runstream.UnauthenticatedError, match="token expired") as info:
             async for _ in viewer.watch(run.run_id, keep_open=True):
                 pass
+        # The cause, not the server's question whether the clocks agree (they do): the
+        # token was fixed, so the reconnect at its expiry had nothing fresh to send.
+        assert "clocks out of sync" not in info.value.message
+        assert "never renewed" in info.value.message
+        assert info.value.details.reason == "TOKEN_EXPIRED"
+        with pytest.raises(runstream.UnauthenticatedError, match="never renewed"):
+            await viewer.get_run(run.run_id)
     await run.close()
 
 

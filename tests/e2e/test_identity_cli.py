@@ -220,9 +220,15 @@ async def test_a_token_file_holding_an_expired_token_is_named_with_what_to_do(
         run = await producer.start_run("expiring")  # open: a watch of it waits for events
         short = tmp_path / "short.jwt"
         short.write_text(token(["viewer"], time.time() + 3) + "\n")
-        watched = await asyncio.to_thread(
-            cli, "watch", run.run_id, "--plain", "--target", server.target,
-            "--token-file", str(short),
+        given = token(["viewer"], time.time() + 3)  # a string cannot be read again: no file
+        watched, watched_given = await asyncio.gather(
+            asyncio.to_thread(
+                cli, "watch", run.run_id, "--plain", "--target", server.target,
+                "--token-file", str(short),
+            ),
+            asyncio.to_thread(
+                cli, "watch", run.run_id, "--plain", "--target", server.target, "--token", given
+            ),
         )  # fmt: skip
         await run.close()
     assert watched.returncode == 1
@@ -230,11 +236,22 @@ async def test_a_token_file_holding_an_expired_token_is_named_with_what_to_do(
     assert said.startswith(f"runstream: unauthenticated: the token in {short} expired "), said
     assert said.endswith("renew it, writing the new token to that file"), said
     assert "clocks out of sync" not in said and short.read_text().strip() not in watched.stderr
+    assert watched_given.returncode == 1
+    said = watched_given.stderr.splitlines()[-1]
+    assert said.startswith("runstream: unauthenticated: the token given with --token expired "), (
+        said
+    )
+    assert said.endswith(
+        "give a fresh one, or --token-file PATH, read again when its token expires"
+    )
+    assert "clocks out of sync" not in said and given not in watched_given.stderr
     stale = tmp_path / "stale.jwt"  # the same for a command that makes one request
     stale.write_text(token(["viewer"], time.time() - 100))
     listed = cli("runs", "--target", server.target, "--token-file", str(stale))
     assert listed.returncode == 1
     assert f"the token in {stale} expired 10" in listed.stderr, listed.stderr
+    listed = cli("runs", "--target", server.target, env={"RUNSTREAM_TOKEN": stale.read_text()})
+    assert "the token given with $RUNSTREAM_TOKEN expired 10" in listed.stderr, listed.stderr
 
 
 def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(

@@ -7,7 +7,8 @@ ends a stream because the token expired, or because it no longer accepts it (the
 signed it was withdrawn), the watcher or reporter reconnects: the new call carries a fresh
 token from the provider (asked again at once in the second case, however long the token had
 left) and resumes from the stream's cursor, so nothing is lost or repeated. A fixed token
-cannot be refreshed: that reconnect fails UNAUTHENTICATED.
+cannot be refreshed: once past its ``exp`` by this machine's clock, that reconnect, and any
+call, raises UnauthenticatedError saying so, without sending it.
 
 A token goes in clear only where no one else can read it. Like gRPC's own call credentials
 (grpc-go's ``RequireTransportSecurity``), a token on a plaintext channel is refused unless
@@ -34,7 +35,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from runstream._errors import UnauthenticatedError
+from runstream._errors import ErrorDetails, UnauthenticatedError
 from runstream._target import target_addresses
 
 _log = logging.getLogger("runstream.auth")
@@ -145,6 +146,10 @@ class TokenSource:
     def __init__(self, token: str | TokenProvider) -> None:
         self._fixed = token_as_sent(token) if isinstance(token, str) else None
         self._provider = None if isinstance(token, str) else token
+        # A fixed token still valid now, by this machine's clock, expires while the client
+        # works: from then on every call says so (see _expired_fixed_token). One stale from
+        # the start goes to the server, whose refusal says how far off its clock it is.
+        self._fixed_exp = _future_exp(self._fixed) if self._fixed is not None else None
         self._token: str | None = None
         self._refresh_at = 0.0
         self._expires_at = 0.0
@@ -160,6 +165,8 @@ class TokenSource:
 
     async def token(self) -> str:
         if self._fixed is not None:
+            if self._fixed_exp is not None and time.time() >= self._fixed_exp:
+                raise _expired_fixed_token(self._fixed_exp)
             return self._fixed
         now = time.time()
         if self._token is None or now >= self._refresh_at:
@@ -201,6 +208,29 @@ class TokenSource:
             return 0.0, 0.0  # unknown lifetime: ask the provider on every call
         lifetime = exp - iat if isinstance(iat, int | float) else 300.0
         return float(exp) - min(30.0, max(0.0, lifetime) / 10), float(exp)
+
+
+def _future_exp(token: str) -> float | None:
+    """The token's ``exp`` when it is still ahead of this machine's clock, else None."""
+    exp = _claims(token).get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp <= time.time():
+        return None
+    return float(exp)
+
+
+def _expired_fixed_token(exp: float) -> UnauthenticatedError:
+    """What a call with a fixed token past its ``exp`` raises, instead of sending it.
+
+    The server would refuse it with "token expired 0 s ago by this server's clock (exp);
+    clocks out of sync?", and did so at the end of every watch, interaction and report that
+    outlived its fixed token (found in review): the clocks were fine, the token was fixed.
+    The reason is the server's, TOKEN_EXPIRED, for programs that compare it."""
+    return UnauthenticatedError(
+        f"the token expired {time.time() - exp:.0f} s ago (its exp, by this machine's clock); "
+        "a token given as a string is never renewed: give a fresh one, or a function that "
+        "returns one (connect(token=...)), which is asked again before each token's exp",
+        details=ErrorDetails(reason="TOKEN_EXPIRED"),
+    )
 
 
 def _provider_failure(exc: Exception) -> str:

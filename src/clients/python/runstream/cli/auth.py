@@ -52,6 +52,7 @@ __all__ = [
     "add_token_command",
     "connect",
     "expired_token_file",
+    "expired_token_given",
     "reconnect_timeout",
     "repeated_security",
     "security_config",
@@ -168,6 +169,27 @@ def expired_token_file(args: argparse.Namespace) -> str | None:
     return (
         f"the token in {path} expired {ago:.0f} s ago (its exp, by this machine's clock as by "
         "the server's): renew it, writing the new token to that file"
+    )
+
+
+def expired_token_given(args: argparse.Namespace) -> str | None:
+    """What to say of a token the SDK or server found expired when it was given as a string
+    (--token, or $RUNSTREAM_TOKEN), expired by this machine's clock too: which one, and that
+    a token file is read again at expiry where a string cannot be. The SDK's words speak of
+    connect(token=...), which a person at this command does not call. None when the token
+    came from a file, or has not expired here."""
+    token, where = getattr(args, "token", None), "--token"
+    if not token and not getattr(args, "token_file", None):
+        token, where = _env("RUNSTREAM_TOKEN"), "$RUNSTREAM_TOKEN"
+    if not token:
+        return None
+    exp = _claims(str(token).strip().removeprefix("Bearer ")).get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or exp > time.time():
+        return None
+    return (
+        f"the token given with {where} expired {time.time() - exp:.0f} s ago (its exp, by this "
+        "machine's clock): give a fresh one, or --token-file PATH, read again when its token "
+        "expires"
     )
 
 

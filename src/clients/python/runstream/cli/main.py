@@ -49,6 +49,7 @@ from .auth import (
     add_token_command,
     connect,
     expired_token_file,
+    expired_token_given,
     reconnect_timeout,
     repeated_security,
     tls_settings,
@@ -1020,7 +1021,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "unauthenticated: the server wants a bearer token and none was given: --token "
                 "JWT, --token-file PATH, or $RUNSTREAM_TOKEN or $RUNSTREAM_TOKEN_FILE"
             )
-        elif exc.details.reason == "TOKEN_EXPIRED" and (stale := expired_token_file(args)):
+        elif exc.details.reason == "TOKEN_EXPIRED" and (
+            stale := expired_token_file(args) or expired_token_given(args)
+        ):
             said = f"unauthenticated: {stale}"
         _say_error(errors, f"runstream: {said}")
         return 1
