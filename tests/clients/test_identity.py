@@ -63,8 +63,9 @@ async def test_a_watch_stream_ends_unauthenticated_when_its_token_expires(
 
 
 async def test_a_token_provider_keeps_report_and_watch_exact_across_expiries(
-    secured: RunstreamServer, keys: Keys
+    secured: RunstreamServer, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="runstream")
     issued: list[str] = []
 
     def provider() -> str:
@@ -96,6 +97,17 @@ async def test_a_token_provider_keeps_report_and_watch_exact_across_expiries(
     assert seqs == list(range(1, seqs[-1] + 1)), "a seq was lost or repeated"
     assert seqs[-1] >= total + 2  # created, the ticks, completed (plus server insight events)
     assert len(issued) >= 2, "the stream should have outlived at least one token"
+    # A renewal is no outage: `watch --plain` printed "lost (UNAUTHENTICATED)" and "is back"
+    # at every expiry. Said at DEBUG, where a renewal shows for whoever looks.
+    renewals = [r for r in caplog.records if "lost (UNAUTHENTICATED)" in r.getMessage()]
+    assert renewals, "the streams should have been cut at their tokens' expiry"
+    outages = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.INFO
+        and (" lost (" in r.getMessage() or "is back" in r.getMessage())
+    ]
+    assert not outages, outages
     async with runstream.connect(secured.target, token=keys.token(["viewer"])) as reader:
         ticks = [e async for e in reader.watch(run.run_id) if e.kind == runstream.EventKind.CUSTOM]
     assert [e.payload.data["i"] for e in ticks] == list(range(total)), (

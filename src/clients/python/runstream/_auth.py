@@ -50,6 +50,7 @@ __all__ = [
     "check_token_transport",
     "is_local_target",
     "is_refused_stream",
+    "is_stream_cut_at_its_expiry",
     "is_stream_cut_for_its_token",
     "token_as_sent",
 ]
@@ -69,6 +70,12 @@ def is_stream_cut_for_its_token(exc: grpc.aio.AioRpcError) -> bool:
     """Whether the server cut a stream because its token expired or is no longer accepted
     (worth resuming with a fresh token)."""
     return _cut_saying(exc, (EXPIRED_DURING_STREAM, REFUSED_DURING_STREAM))
+
+
+def is_stream_cut_at_its_expiry(exc: BaseException | None) -> bool:
+    """Whether the server cut a stream at its token's ``exp``: with a token provider, a
+    routine renewal rather than an outage."""
+    return isinstance(exc, grpc.aio.AioRpcError) and _cut_saying(exc, (EXPIRED_DURING_STREAM,))
 
 
 def is_refused_stream(exc: BaseException | None) -> bool:

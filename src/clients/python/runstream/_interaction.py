@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from runstream import _requests as rpc
+from runstream._auth import is_stream_cut_at_its_expiry
 from runstream._connection import raise_if_closed_under
 from runstream._decision_updates import DecisionUpdates, Key, key_of
 from runstream._errors import (
@@ -335,7 +336,7 @@ class Interaction:
                     given_up = await self._diagnosis.given_up(given_up, exc)
                 self._error = given_up
                 return None
-            said.lost(exc.code().name, "reconnecting")
+            said.lost(exc.code().name, "reconnecting", renewing=is_stream_cut_at_its_expiry(exc))
             return exc
         finally:
             self._call = None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from runstream import _requests as rpc
+from runstream._auth import is_stream_cut_at_its_expiry
 from runstream._errors import (
     RunCancelledError,
     RunstreamError,
@@ -326,7 +327,11 @@ class ReportStream:
                         return
                     last_error = exc
                     backoff.hold(exc)
-                    self._said.lost(_describe_connection_error(exc), "reconnecting")
+                    self._said.lost(
+                        _describe_connection_error(exc),
+                        "reconnecting",
+                        renewing=is_stream_cut_at_its_expiry(exc),
+                    )
                 except _StreamEnded as exc:
                     last_error = exc
                 except RunstreamError as exc:

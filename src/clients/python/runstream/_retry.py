@@ -197,6 +197,12 @@ class OutageLog:
     (every 2 s at most) made ~45 lines a minute in ``runstream watch --plain``, and as many
     in an application's log per watch and per reporter, for as long as a server was out of
     reach. The server says the outages of its Redis subscription the same way.
+
+    A stream the server ended at its token's ``exp`` (``renewing``) is no outage: with a
+    token provider it comes back at once with a fresh token, at every expiry. Its loss and
+    return go to DEBUG, unless another failure follows before it is back or it stays out
+    STILL_OUT_EVERY seconds: ``runstream watch --plain`` printed "lost (UNAUTHENTICATED)"
+    and "is back" at each token's expiry, as if the server had gone (found in review).
     """
 
     def __init__(self, logger: logging.Logger, what: str) -> None:
@@ -205,15 +211,24 @@ class OutageLog:
         self._since: float | None = None
         self._said_at = 0.0
         self._attempts = 0
+        self._renewing = False  # the outage so far is a token renewal, said at DEBUG
 
-    def lost(self, why: str, then: str) -> None:
-        """An attempt failed (`why`); `then` says what comes next ("reconnecting")."""
+    def lost(self, why: str, then: str, *, renewing: bool = False) -> None:
+        """An attempt failed (`why`); `then` says what comes next ("reconnecting");
+        `renewing`: the server ended the stream at its token's expiry."""
         now = time.monotonic()
         self._attempts += 1
         if self._since is None:
             self._since = self._said_at = now
+            self._renewing = renewing
+            said = self._log.debug if renewing else self._log.info
+            said("%s lost (%s); %s", self._what, why, then)
+        elif self._renewing and not renewing:  # more than a renewal: an outage after all
+            self._renewing = False
+            self._said_at = now
             self._log.info("%s lost (%s); %s", self._what, why, then)
         elif now - self._said_at >= STILL_OUT_EVERY:
+            self._renewing = False
             self._said_at = now
             self._log.info(
                 "%s still lost after %.0f s (%d failures, the last: %s); %s",
@@ -230,7 +245,8 @@ class OutageLog:
         """The stream works again: says so once, with how long it was out."""
         if self._since is None:
             return
-        self._log.info(
+        said = self._log.debug if self._renewing else self._log.info
+        said(
             "%s is back after %.1f s (attempts: %d)",
             self._what,
             time.monotonic() - self._since,

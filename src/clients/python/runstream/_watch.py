@@ -31,6 +31,7 @@ import grpc
 
 from runstream import _arguments as arguments
 from runstream import _requests as rpc
+from runstream._auth import is_stream_cut_at_its_expiry
 from runstream._connection import raise_if_closed_under
 from runstream._errors import (
     DataLossError,
@@ -313,7 +314,7 @@ class Reconnects:
         if waits is not None:  # a limit: said, as nothing else shows why nothing comes
             _log.warning("%s waits %gs: %s", self._logged_as, waits, exc.details())
         else:
-            self._said.lost(exc.code().name, then)
+            self._said.lost(exc.code().name, then, renewing=is_stream_cut_at_its_expiry(exc))
         return self._lost(cursor, exc)
 
     def cut(self, silence: Silence, cursor: int, then: str) -> float:
