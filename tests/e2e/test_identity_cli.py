@@ -22,6 +22,7 @@ import runstream
 from runstream.v1 import run_service_pb2, run_service_pb2_grpc
 from runstream_server.auth.edge import SecurityConfig, TlsConfig, check_exposure
 
+from tests.clients.support import until
 from tests.conftest import ServerProcess, free_port
 from tests.identity import Pki, start_server
 
@@ -252,6 +253,42 @@ async def test_a_token_file_holding_an_expired_token_is_named_with_what_to_do(
     assert f"the token in {stale} expired 10" in listed.stderr, listed.stderr
     listed = cli("runs", "--target", server.target, env={"RUNSTREAM_TOKEN": stale.read_text()})
     assert "the token given with $RUNSTREAM_TOKEN expired 10" in listed.stderr, listed.stderr
+
+
+async def test_answer_with_another_producers_token_names_the_role_answering_needs(
+    secured: tuple[ServerProcess, str],
+) -> None:
+    """A producer's token answering another subject's question was told "a producer's token
+    reports to, and reads, its own runs; another's needs the 'viewer' role to read it,
+    'operator' to report to it", the refusal of the read that maps a label to its value,
+    where a skip was told what answering needs (found in review)."""
+    server, _ = secured
+
+    def token(subject: str, roles: list[str]) -> str:
+        claims = {"sub": subject, "tenant": "acme", "roles": roles, "exp": int(time.time()) + 300}
+        return jwt.encode(claims, SECRET, algorithm="HS256")
+
+    async with runstream.connect(server.target, token=token("alice", ["producer"])) as producer:
+        run = await producer.start_run("asking")
+        asking = asyncio.create_task(run.ask("Which?", ["a", "b"], decision_id="which"))
+
+        async def asked() -> bool:
+            return bool(await producer.list_decisions(run.run_id))
+
+        await until(asked)
+        other = token("mallory", ["producer"])
+        for given in (["a"], ["--skip"]):
+            refused = await asyncio.to_thread(
+                cli, "answer", run.run_id, "which", *given, "--target", server.target,
+                "--token", other,
+            )  # fmt: skip
+            assert refused.returncode == 1
+            assert refused.stderr.strip() == (
+                "runstream: permission denied: SubmitDecision needs the 'operator' role; the "
+                "token grants producer"
+            ), refused.stderr
+        asking.cancel()
+        await run.close()
 
 
 def test_the_demo_reports_to_a_server_with_auth_with_the_usual_token_options(
