@@ -515,12 +515,14 @@ async def test_dashboard_refuses_ports_in_use_instead_of_sharing_them(
 
 def test_the_dashboard_page_answers_other_methods_405_not_a_server_error() -> None:
     """The page is read-only: POST and the like are the client's mistake (http.server's own
-    answer, 501 Not Implemented, is a server error)."""
+    answer, 501 Not Implemented, is a server error; TRACE, CONNECT and methods of WebDAV
+    still got it)."""
     page = DashboardServer(port=0)
     page.start()
     try:
         assert http_request(page.url, "GET", "/", {})[0] == 200
-        for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        methods = ("POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PROPFIND")
+        for method in methods:
             status, headers = http_request(page.url, method, "/", {})
             assert (status, headers.get("allow")) == (405, "GET, HEAD"), method
     finally:

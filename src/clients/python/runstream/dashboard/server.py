@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -181,7 +182,12 @@ def _handler_class(
             self.end_headers()
             self.wfile.write(body)
 
-        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed
+        def __getattr__(self, name: str) -> Callable[[], None]:
+            # http.server looks up do_<METHOD> for every method a client names (TRACE,
+            # CONNECT, PROPFIND, ...): each of them is one the page does not allow.
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: object) -> None:
             _log.debug("%s " + format, self.address_string(), *args)
