@@ -217,7 +217,7 @@ def _children(pid: int) -> list[int]:
 async def test_an_envoy_that_dies_is_started_again(server: RunstreamServer) -> None:
     """Envoy killed under the command: the page said "Reconnecting" for ever and nothing
     said why (found in review). Now the command says so and starts it again, on the same
-    port, so the page reconnects."""
+    port, so the page reconnects; after four exits within a minute it gives up."""
     _require_envoy()
     dashboard = await Dashboard.start(server.target)
     pid = dashboard.process.pid
@@ -234,8 +234,17 @@ async def test_an_envoy_that_dies_is_started_again(server: RunstreamServer) -> N
         assert again != envoy
         with socket.create_connection(("127.0.0.1", port), timeout=10):
             pass  # Envoy listens on the page's grpc-web port again
+        # One that keeps exiting is not started for ever: the fourth exit within a minute
+        # ends the command, exit 1, saying so (as the README promises).
+        for _ in range(3):
+            await until(lambda: _running(_children(pid)))
+            [envoy] = _children(pid)
+            os.kill(envoy, signal.SIGKILL)
+            line = await dashboard.said("Envoy exited with signal SIGKILL")
+        assert "Envoy exited with signal SIGKILL 4 times in a minute" in line, dashboard.seen
+        assert await asyncio.wait_for(dashboard.process.wait(), 30) == 1
     finally:
-        await dashboard.stop()
+        await dashboard.ended()
 
 
 async def test_the_demo_announces_its_embedded_server_and_seeded_history() -> None:
