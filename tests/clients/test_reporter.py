@@ -904,7 +904,7 @@ async def test_a_metric_that_is_no_number_is_refused_before_sending(
             await step.metrics({"score": 4})
         await run.metrics({"clicks": 525})
         await run.complete()
-    with pytest.raises(InvalidArgumentError, match=r"targets\['ctr'\]\.value"):
+    with pytest.raises(InvalidArgumentError, match=r"targets\[0\]\.value"):
         await client.start_run("campaign", targets=[runstream.Target("ctr", value)])  # type: ignore[arg-type]
     stored = await client.get_run(run.run_id)
     assert stored.status == RunStatus.SUCCEEDED
