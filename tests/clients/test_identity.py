@@ -309,6 +309,16 @@ async def test_tls_files_grpc_could_not_use_are_refused_at_connect_naming_them(
             "are not a PEM certificate and its unencrypted private key (the key is not the "
             "certificate's)",
         ),
+        # A file that is not there: a ValueError naming it, as documented, not Python's
+        # FileNotFoundError.
+        (
+            {"ca_file": tmp_path / "none.pem"},
+            f"cannot read the CA file {tmp_path / 'none.pem'} (No such file or directory)",
+        ),
+        (
+            {"ca_file": pki.ca_file, "client_cert": pki.client_cert, "client_key": tmp_path},
+            f"cannot read the client key {tmp_path} (Is a directory)",
+        ),
     ]:
         with pytest.raises(ValueError) as refused:
             runstream.connect("localhost:1", **files)

@@ -464,6 +464,15 @@ def test_a_ca_file_that_is_no_certificate_is_named_not_taken_for_a_server_down(
         assert result.stderr.splitlines() == [
             f"runstream: TLS options: the CA file {not_a_certificate} holds no PEM certificate"
         ]
+    # A file that is not there is named by its option, not as Python's FileNotFoundError
+    # ("TLS options: [Errno 2] No such file or directory: '...'"), by every command alike.
+    missing = tmp_path / "missing.pem"
+    for command in ("runs", "health"):
+        result = cli(command, "--target", target, "--ca-file", str(missing))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"runstream: --ca-file {missing}: cannot read it (No such file or directory)"
+        ]
 
 
 def test_serve_refuses_a_public_address_without_auth(tmp_path: Path) -> None:

@@ -324,6 +324,12 @@ def _check_tls_files(
     """Raises ValueError naming a file gRPC could not use. gRPC takes any bytes here and only
     fails at the handshake: each call then retries UNAVAILABLE for the reconnect timeout and
     ends with "Failed to create security handshaker", and its C core logs errors to stderr."""
+    for path, what in (
+        (ca_file, "CA file"),
+        (client_cert, "client certificate"),
+        (client_key, "client key"),
+    ):
+        _check_readable(path, what)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.set_ciphers("DEFAULT:@SECLEVEL=0")  # any key strength, as gRPC takes them
     if ca_file:
@@ -343,6 +349,19 @@ def _check_tls_files(
                 f"the client certificate {client_cert} and key {client_key} are not a PEM "
                 f"certificate and its unencrypted private key ({reason})"
             ) from None
+
+
+def _check_readable(path: str | Path | None, what: str) -> None:
+    """Raises ValueError naming a TLS file that cannot be read, as the other refusals of
+    these files do: a missing CA file reached a command as Python's own FileNotFoundError,
+    "[Errno 2] No such file or directory: '/etc/ca.pem'"."""
+    if not path:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {path} ({exc.strerror or exc})") from None
 
 
 def _no_password() -> bytes:

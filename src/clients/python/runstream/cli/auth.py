@@ -195,6 +195,17 @@ def expired_token_given(args: argparse.Namespace) -> str | None:
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     ca_file = getattr(args, "ca_file", None) or _env("RUNSTREAM_CA_FILE")
+    given = (
+        ("--ca-file" if getattr(args, "ca_file", None) else "$RUNSTREAM_CA_FILE", ca_file),
+        ("--client-cert", getattr(args, "client_cert", None)),
+        ("--client-key", getattr(args, "client_key", None)),
+    )
+    for name, path in given:  # named by the option, as `runstream health` names them
+        if path:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise CliError(f"{name} {path}: cannot read it ({exc.strerror or exc})") from None
     try:
         return channel_credentials(
             ca_file, getattr(args, "client_cert", None), getattr(args, "client_key", None)
