@@ -91,7 +91,8 @@ def connect(
         options: Extra gRPC channel options; they override the SDK's defaults.
         token: A bearer JWT sent on every call, or a function (sync or async) returning one;
             a function is asked again shortly before each token expires, and streams the
-            server ends at expiry resume with the new token (see ``runstream._auth``).
+            server ends at expiry resume with the new token (README, "Identity and access",
+            "Long streams").
             Anyone who reads a token can replay it, so on a plaintext channel (no
             ``ca_file``, ``client_cert`` or ``credentials``) a token is sent only to a target
             on this machine: a unix socket, 127.0.0.0/8, ::1 or "localhost" (where a local
