@@ -5,7 +5,8 @@ its outcome in place, and focus goes on to the next open decision's first option
 second click, or a held Enter, cannot answer a question the person did not look at. A screen
 reader names each card by its question and says it with each option; the progress bar and the
 activity feed have names. An answer that came after someone else's shows the outcome that won,
-with the option's label. A decision's context is listed by name, six entries and how many more.
+with the option's label, and says it was not taken, also when the page heard of the winner
+first. A decision's context is listed by name, six entries and how many more.
 On a server without auth the answers go by the name given once on the page (kept for the
 browser), and so does a pause; with a token, by the token's subject, and the page offers no name.
 """
@@ -140,7 +141,23 @@ async def test_decisions_and_panels_have_names_a_screen_reader_says(
         progress = await page.accessible(".progress")
         assert (progress["role"], progress["name"]) == ("progressbar", "Run progress")
         assert (await page.accessible(".feed"))["name"] == "Activity"
+        # Two people answer at once and the other's answer is taken first: the page hears of
+        # it on its watch before its own answer is refused, and still says it was not taken.
+        # (Found in review: the card showed the winner alone, as if this click had agreed.)
+        submit = "runstream.v1.DecisionService/SubmitDecision"
+        await page.hold(submit)
+        await page.click(option("d0", "reject"))
+        await page.wait(f"{state('d0')} === 'submitting'")
         await client.submit_decision(run.run_id, "d0", "approve", answered_by="dana")
+        d0 = "document.querySelector('[data-decision-id=\"d0\"]')"
+        winner = "Answered \u201cApprove\u201d by dana"
+        await page.wait(f"{d0}.querySelector('.decision-outcome').textContent === '{winner}'")
+        await page.release(submit)
+        await page.wait(
+            f"{d0}.querySelector('.decision-error').textContent"
+            " === 'Your answer was not taken: the decision was already closed.'"
+        )
+        assert await page.eval(f"{d0}.querySelector('.decision-outcome').textContent") == winner
         await client.submit_decision(run.run_id, "d1", "approve", answered_by="dana")
         await asyncio.gather(*asks)
         await run.close()

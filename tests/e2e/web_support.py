@@ -266,6 +266,15 @@ class Browser:
         """Calls to `method` from now on are answered again (those left hanging stay so)."""
         await self.call("unhang", method=method)
 
+    async def hold(self, method: str) -> None:
+        """Calls to `method` from now on wait on their way out, not yet sent to the server,
+        until release()."""
+        await self.call("hold", method=method)
+
+    async def release(self, method: str) -> None:
+        """The calls to `method` held go on to the server, and later ones are sent at once."""
+        await self.call("release", method=method)
+
     async def fastforward(self, seconds: float) -> None:
         """The page's clock, installed by `call("skew", seconds=...)` before the page loads,
         jumps `seconds` ahead, firing the page's timers due meanwhile."""

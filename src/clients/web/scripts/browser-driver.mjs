@@ -18,7 +18,9 @@
 // under the test's control from then on), fastforward (that clock jumps `ms` ahead, firing
 // the timers due meanwhile), hang (calls to a gRPC method from here on get no answer at all,
 // not even headers: a half-open connection), unhang (later calls are answered again; those
-// left hanging stay so), close.
+// left hanging stay so), hold (calls to a gRPC method from here on wait on the way out, not
+// yet sent to the server), release (the calls held go on to the server, and later ones
+// are sent at once), close.
 // Answers: {"id": 1, "ok": true, "value": ...} or {"id": 1, "ok": false, "error": "..."}.
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -83,6 +85,8 @@ async function accessible(selector) {
 }
 
 const hanging = new Set();
+// The methods whose calls are held, each with the calls it holds (their routes, to go on).
+const holding = new Map();
 
 const ops = {
   goto: ({ url }) => page.goto(url, { waitUntil: "load" }).then(() => null),
@@ -106,6 +110,17 @@ const ops = {
     return page.route(`**/${method}`, (route) => (hanging.has(method) ? undefined : route.fallback())).then(() => null);
   },
   unhang: ({ method }) => Promise.resolve(hanging.delete(method)).then(() => null),
+  hold: ({ method }) => {
+    holding.set(method, []);
+    return page
+      .route(`**/${method}`, (route) => (holding.has(method) ? holding.get(method).push(route) : route.fallback()))
+      .then(() => null);
+  },
+  release: ({ method }) => {
+    const held = holding.get(method) ?? [];
+    holding.delete(method);
+    return Promise.all(held.map((route) => route.fallback())).then(() => null);
+  },
   unimplemented: ({ method }) =>
     page
       .route(`**/${method}`, (route) =>

@@ -173,6 +173,12 @@ export interface DecisionItem {
   /** Set while this page's answer is on its way; cleared by the response or an error. */
   submitting: string | undefined;
   error: string | undefined;
+  /**
+   * Why the server refused this page's answer for good (another answer, or the deadline,
+   * closed the decision first): unlike `error`, the decision's DecisionResolved, which often
+   * comes before the refusal does, leaves it standing.
+   */
+  refusal: string | undefined;
 }
 
 export interface Toast {
@@ -626,6 +632,7 @@ function decisionItem(
     answeredBy: "",
     submitting: undefined,
     error: undefined,
+    refusal: undefined,
   };
 }
 

@@ -153,6 +153,7 @@ export class RunSession {
     if (!item || !item.open || item.submitting !== undefined) return;
     item.submitting = choice ?? "";
     item.error = undefined;
+    item.refusal = undefined;
     this.changed();
     try {
       const response = await this.api.decisions.submitDecision({
@@ -171,17 +172,18 @@ export class RunSession {
       // The DecisionResolved event closes it for good; this only stops the spinner early.
       item.open = false;
     } catch (error) {
-      // Closed meanwhile (its DecisionResolved came on the watch stream first, as when the
-      // answer was stored and the proxy lost the reply): the outcome shows, no error beside it.
-      if (!item.open) return;
       const err = ConnectError.from(error);
       if (err.code === Code.Aborted || err.code === Code.FailedPrecondition) {
         // Closed before this answer came (answered by someone else, timed out, the run
-        // ended), and the page has not heard yet: what it was closed with is read back.
+        // ended): said beside the outcome that won, whether the page heard of it first (as
+        // a second viewer clicking at once usually does) or not yet, when what it was
+        // closed with is read back.
         item.open = false;
-        item.error = err.code === Code.Aborted ? "Your answer was not taken: the decision was already closed." : err.rawMessage;
-        await this.readOutcome(item);
-      } else item.error = plainError(err, "This token may not answer decisions");
+        item.refusal = err.code === Code.Aborted ? "Your answer was not taken: the decision was already closed." : err.rawMessage;
+        if (item.outcome === DecisionOutcome.UNSPECIFIED) await this.readOutcome(item);
+      } else if (item.open) item.error = plainError(err, "This token may not answer decisions");
+      // Not open any more otherwise: its DecisionResolved came on the watch stream first, as
+      // when the answer was stored and the proxy lost the reply; the outcome shows alone.
     } finally {
       item.submitting = undefined;
       this.changed();

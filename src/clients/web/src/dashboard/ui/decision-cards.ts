@@ -125,7 +125,7 @@ export class DecisionCards {
     const focused = document.activeElement;
     if (!item || isActive(item) || (focused && focused !== document.body && !card.contains(focused))) return;
     const open = this.sorted().filter((d) => d.open && d.submitting === undefined);
-    const next = item.error ? undefined : (open.find((d) => d.requestedSeq > item.requestedSeq) ?? open[0]);
+    const next = item.error || item.refusal ? undefined : (open.find((d) => d.requestedSeq > item.requestedSeq) ?? open[0]);
     const target = next && this.section.querySelector<HTMLElement>(`[data-decision-id="${CSS.escape(next.decisionId)}"] .options button`);
     (target ?? card).focus({ preventScroll: !byKeyboard });
   }
@@ -203,6 +203,6 @@ function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boo
     else outcome = "Closed"; // how is not known yet (its DecisionResolved has not come)
   }
   text($(el, ".decision-outcome"), outcome);
-  text($(el, ".decision-error"), d.error ?? "");
+  text($(el, ".decision-error"), d.refusal ?? d.error ?? "");
   text($(el, ".decision-head h3"), state === "resolved" ? "Decision made" : "Input needed");
 }
