@@ -1,7 +1,8 @@
 """A decision with a default, left unanswered, on the run page in real Chromium through Envoy:
 while open its card says when it closes and which option it then takes, by the option's
 label, and offers no Skip (the decision may not be skipped); once the deadline passed, it
-says no answer came in time and which option was taken, and marks that option chosen.
+says no answer came in time and which option was taken, and marks that option chosen; so
+does its line in the activity feed.
 """
 
 from __future__ import annotations
@@ -51,5 +52,15 @@ async def test_a_decision_left_unanswered_says_it_took_its_default(
             f"{buttons}.filter((b) => b.classList.contains('chosen')).map((b) => b.textContent)"
         )
         assert chosen == ["Calm headline"]
+        # Nobody decided: neither the card nor the feed says "Decision made" (found in
+        # review: both did, with a green check, and the feed named no option, "Defaulted").
+        assert await page.eval(f"{CARD}.querySelector('h3').textContent") == "No answer in time"
+        resolved = "document.querySelector('.feed [data-kind=\"DECISION_RESOLVED\"]')"
+        await page.wait(f"{resolved} !== null")
+        line = await page.eval(
+            f"[{resolved}.querySelector('.feed-title').textContent,"
+            f" {resolved}.querySelector('.feed-detail').textContent]"
+        )
+        assert line == ["No answer in time", "Went with the default: Calm headline"]
         await run.close()
         assert await page.errors() == []

@@ -749,6 +749,22 @@ function dur(d: Duration | undefined): string {
   return ms === undefined ? "" : formatDuration(ms);
 }
 
+/**
+ * What a closed decision's card and feed entry are titled: "Decision made" when someone
+ * answered or skipped it, never when nobody did (the deadline took the default, or closed it).
+ */
+export function decisionClosedTitle(outcome: DecisionOutcome): string {
+  switch (outcome) {
+    case DecisionOutcome.DEFAULTED:
+    case DecisionOutcome.TIMED_OUT:
+      return "No answer in time";
+    case DecisionOutcome.CANCELLED:
+      return "Decision cancelled";
+    default:
+      return "Decision made";
+  }
+}
+
 function optionLabel(options: DecisionOption[], value: string): string {
   const option = options.find((o) => o.value === value);
   return option?.label || value;
@@ -828,8 +844,11 @@ export function describe(event: RunEvent, kind: EventKind, context: FeedContext)
       return { ...base, icon: "question", tone: "warning", title: "Input needed", detail: p.value.prompt, who: p.value.decisionType };
     case "decisionResolved": {
       const options = context.decisions.get(p.value.decisionId)?.options ?? [];
-      const how = p.value.outcome === DecisionOutcome.ANSWERED ? `Answered: ${optionLabel(options, p.value.choice)}` : enumWords(DecisionOutcome[p.value.outcome]);
-      return { ...base, icon: "check", tone: "success", title: "Decision made", detail: how, who: p.value.answeredBy };
+      const { outcome } = p.value;
+      const label = optionLabel(options, p.value.choice);
+      const how = outcome === DecisionOutcome.ANSWERED ? `Answered: ${label}` : outcome === DecisionOutcome.DEFAULTED ? `Went with the default: ${label}` : enumWords(DecisionOutcome[outcome]);
+      const unanswered = outcome === DecisionOutcome.DEFAULTED || outcome === DecisionOutcome.TIMED_OUT;
+      return { ...base, icon: unanswered ? "clock" : "check", tone: unanswered ? "warning" : "success", title: decisionClosedTitle(outcome), detail: how, who: p.value.answeredBy };
     }
     case "custom":
       return { ...base, icon: "spark", tone: "neutral", title: p.value.type, detail: struct(p.value.data), who: "" };

@@ -5,7 +5,7 @@
 import { DecisionOutcome } from "../../gen/runstream/v1/event_pb";
 import { $, h, icon, reconcile, text } from "../dom";
 import { byName, enumWords, formatDuration, jsonText, metricLabel } from "../format";
-import type { DecisionItem } from "../model";
+import { type DecisionItem, decisionClosedTitle } from "../model";
 import type { RunSession } from "../session";
 import { DEFAULT_NAME, NAME_CHARS, givenName, setName, tokenSubject } from "../who";
 
@@ -204,5 +204,5 @@ function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boo
   }
   text($(el, ".decision-outcome"), outcome);
   text($(el, ".decision-error"), d.refusal ?? d.error ?? "");
-  text($(el, ".decision-head h3"), state === "resolved" ? "Decision made" : "Input needed");
+  text($(el, ".decision-head h3"), state === "resolved" ? decisionClosedTitle(d.outcome) : "Input needed");
 }
