@@ -169,16 +169,22 @@ async def test_an_answer_that_came_too_late_shows_what_the_decision_was_closed_w
 ) -> None:
     """Found in review: a decision answered elsewhere before the page heard of it read
     "Decision made", "Answered" (as if this answer was taken) and the server's "Already
-    decided: ... ANSWERED with 'revise' by alice", a value the page never showed."""
+    decided: ... ANSWERED with 'revise' by alice", a value the page never showed. One whose
+    deadline passed before the page heard of its closing says so."""
     async with runstream.connect(server.target) as client, browser() as page:
         run = await client.start_run("review-board", steps=["review"], linger=0.05)
         for n in range(LONG_RUN_EVENTS + 10):
             await run.custom("page", {"n": n})
         asking = asyncio.create_task(run.ask("Approve asset d0?", OPTIONS, decision_id="d0"))
         await open_decision(client, run.run_id, "d0")
+        later = asyncio.create_task(
+            run.ask("Approve asset d1?", OPTIONS, default="revise", timeout=600, decision_id="d1")
+        )
+        await open_decision(client, run.run_id, "d1")
         # A long run opens from its snapshot, open decisions and all; with its watch
         # refused, the page hears of nothing after that.
         await page.unimplemented("runstream.v1.RunService/WatchRun")
+        await page.call("skew", seconds=0)  # the page's clock is the test's
         await page.goto(web.run_url(run.run_id))
         await page.wait(f"{state('d0')} === 'open'")
         await client.submit_decision(run.run_id, "d0", "revise", answered_by="alice")
@@ -194,6 +200,15 @@ async def test_an_answer_that_came_too_late_shows_what_the_decision_was_closed_w
             "Your answer was not taken: the decision was already closed.",
         ]
         assert (await asyncio.wait_for(asking, 20)).choice == "revise"
+        # Past a deadline, the page not hearing from the server: no countdown stands at
+        # "closes in 0 ms" (found in review: it did, for as long as the link was lost).
+        await page.fastforward(601)
+        deadline = "document.querySelector('[data-decision-id=\"d1\"] .decision-deadline')"
+        await page.wait(
+            f"{deadline}.textContent"
+            " === 'deadline passed: closing with \u201cSend back for revision\u201d'"
+        )
+        later.cancel()
         await run.close()
 
 

@@ -191,8 +191,15 @@ function updateDecision(el: HTMLElement, d: DecisionItem, now: number, kept: boo
   }
   const deadline = $(el, ".decision-deadline");
   const left = d.deadline !== undefined ? d.deadline - now : undefined;
-  const fallback = d.defaultOption ? `, then “${d.options.find((o) => o.value === d.defaultOption)?.label || d.defaultOption}”` : "";
-  text(deadline, state === "open" && left !== undefined ? `closes in ${formatDuration(Math.max(0, left))}${fallback}` : "");
+  const fallback = d.defaultOption ? `“${d.options.find((o) => o.value === d.defaultOption)?.label || d.defaultOption}”` : "";
+  let due = "";
+  if (state === "open" && left !== undefined) {
+    // Past the deadline the server closes it: at once, or once the page hears from it again
+    // (a lost link), so no countdown stands at "0 ms" meanwhile.
+    if (left > 0) due = `closes in ${formatDuration(left)}${fallback ? `, then ${fallback}` : ""}`;
+    else due = fallback ? `deadline passed: closing with ${fallback}` : "deadline passed: closing unanswered";
+  }
+  text(deadline, due);
   let outcome = "";
   if (state === "submitting") outcome = "Sending your answer…";
   else if (state === "resolved") {
