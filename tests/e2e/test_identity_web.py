@@ -321,7 +321,7 @@ async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
 ) -> None:
     """With a token, the server records its subject as who answered, whatever the request
     says: the page shows that subject where it would offer a name field, and sends no name
-    its user gave earlier on a server without auth."""
+    its user gave earlier on a server without auth. A token that may not answer is said to."""
     require_chromium()
     require_envoy()
     async with runstream.connect(secured.target, token=keys.token(["producer"])) as acme:
@@ -333,8 +333,18 @@ async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
                 await tab.goto(f"{web.page.url}#/runs/{run.run_id}")
                 await tab.eval("localStorage.setItem('runstream.name', 'mallory')")
                 await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
-                await tab.eval(use(keys.token(["viewer", "operator"], sub="dana")))
+                # A viewer's token reads the run, and the page says before any click that it
+                # may not answer (found in review: "val, as signed in", then a refusal).
+                await tab.eval(use(keys.token(["viewer"], sub="val")))
                 await tab.wait(f"{DIALOG} === null && {open_card} !== null")
+                note = "document.querySelector('.answer-as-note').textContent"
+                await tab.wait(
+                    f"{note} === 'val, as signed in"
+                    " (this token may not answer: the operator role is needed)'"
+                )
+                operator = keys.token(["viewer", "operator"], sub="dana")
+                await tab.eval(f"sessionStorage.setItem('runstream.token', {operator!r})")
+                await tab.wait(f"{note} === 'dana, as signed in'")
                 said = await tab.eval(
                     "[document.querySelector('.answer-as-note').textContent,"
                     " document.querySelector('#answer-name').hidden]"

@@ -52,14 +52,36 @@ export function actingAs(): string {
  * one: who a server that wants tokens records. Read for display only; the server checks it.
  */
 export function tokenSubject(): string | undefined {
+  const claims = tokenClaims();
+  if (claims === undefined) return undefined;
+  return typeof claims?.sub === "string" ? claims.sub : "";
+}
+
+/**
+ * Whether the token the page sends may answer decisions, by its `roles` claim (a list, or
+ * names separated by spaces, as the server reads it): false for a token that grants neither
+ * operator nor admin, undefined without a token or when it cannot be read. For display only:
+ * the page says so before its user clicks; the server decides.
+ */
+export function tokenMayAnswer(): boolean | undefined {
+  const claims = tokenClaims();
+  if (claims === undefined || claims === null) return undefined;
+  const roles = typeof claims.roles === "string" ? claims.roles.split(/\s+/) : claims.roles;
+  if (roles === undefined) return false;
+  if (!Array.isArray(roles)) return undefined;
+  return roles.includes("operator") || roles.includes("admin");
+}
+
+/** The claims of the token the page sends: undefined without one, null when unreadable. */
+function tokenClaims(): { sub?: unknown; roles?: unknown } | null | undefined {
   const token = givenToken();
   if (token === null) return undefined;
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
-    const claims = JSON.parse(new TextDecoder().decode(bytes)) as { sub?: unknown };
-    return typeof claims.sub === "string" ? claims.sub : "";
+    const claims: unknown = JSON.parse(new TextDecoder().decode(bytes));
+    return typeof claims === "object" && claims !== null ? (claims as { sub?: unknown; roles?: unknown }) : null;
   } catch {
-    return "";
+    return null;
   }
 }

@@ -7,7 +7,7 @@ import { $, h, icon, reconcile, text } from "../dom";
 import { byName, enumWords, formatDuration, jsonText, metricLabel } from "../format";
 import { type DecisionItem, decisionClosedTitle } from "../model";
 import type { RunSession } from "../session";
-import { DEFAULT_NAME, NAME_CHARS, givenName, setName, tokenSubject } from "../who";
+import { DEFAULT_NAME, NAME_CHARS, givenName, setName, tokenMayAnswer, tokenSubject } from "../who";
 
 /** How many of a decision's context entries its card lists (by name; then "+3 more"). */
 const CONTEXT_SHOWN = 6;
@@ -92,7 +92,9 @@ export class DecisionCards {
     this.answerAs.hidden = !anyOpen;
     this.answerAs.dataset.by = subject === undefined ? "name" : "token";
     this.nameInput.hidden = subject !== undefined;
-    const note = subject === undefined ? (this.nameInput.value.trim() ? "" : `(recorded as “${DEFAULT_NAME}”)`) : `${subject || "your token's subject"}, as signed in`;
+    let note = subject === undefined ? (this.nameInput.value.trim() ? "" : `(recorded as “${DEFAULT_NAME}”)`) : `${subject || "your token's subject"}, as signed in`;
+    // A viewer's token is refused at the click: say so before it.
+    if (subject !== undefined && tokenMayAnswer() === false) note += " (this token may not answer: the operator role is needed)";
     text($(this.answerAs, ".answer-as-note"), note);
   }
 
