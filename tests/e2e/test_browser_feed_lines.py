@@ -23,12 +23,13 @@ from .web_support import browser
 pytestmark = pytest.mark.timeout(180)
 
 # Each feed entry of these kinds as [title, detail, who].
-LINES = """Object.fromEntries(['DECISION_RESOLVED', 'ALERT', 'STEP_FAILED'].map((kind) => {
-  const li = document.querySelector(`.feed [data-kind="${kind}"]`);
+KINDS = ["RUN_CREATED", "DECISION_RESOLVED", "ALERT", "STEP_FAILED"]
+LINES = f"""Object.fromEntries({KINDS}.map((kind) => {{
+  const li = document.querySelector(`.feed [data-kind="${{kind}}"]`);
   const who = li.querySelector('.feed-meta span:not(.feed-ago):not(.feed-seq)');
   return [kind, [li.querySelector('.feed-title').textContent,
     li.querySelector('.feed-detail')?.textContent ?? '', who?.textContent ?? '']];
-}))"""
+}}))"""
 OUTCOME = "document.querySelector('[data-decision-id=\"q1\"] .decision-outcome').textContent"
 
 
@@ -50,6 +51,8 @@ async def test_an_answer_given_elsewhere_is_shown_by_its_label_and_who_gave_it(
         await run.flush()
         await page.wait(run_view_is("RUNNING", (await client.get_run(run.run_id)).last_seq))
         assert await page.eval(LINES) == {
+            # A run of one step in the singular, as the CLI says it (found in review).
+            "RUN_CREATED": ["Run created", "1 step planned", "launch"],
             "DECISION_RESOLVED": ["Decision made", "Answered: Run further. Feel lighter.", "dana"],
             "ALERT": ["Copy over budget", "", "High · Draft copy"],
             "STEP_FAILED": ["Draft copy failed", "the brief is missing", ""],

@@ -783,7 +783,7 @@ export function describe(event: RunEvent, kind: EventKind, context: FeedContext)
   const p = event.payload;
   switch (p.case) {
     case "runCreated":
-      return { ...base, icon: "layers", tone: "neutral", title: "Run created", detail: `${p.value.steps.length} steps planned`, who: p.value.workflow };
+      return { ...base, icon: "layers", tone: "neutral", title: "Run created", detail: `${p.value.steps.length} ${p.value.steps.length === 1 ? "step" : "steps"} planned`, who: p.value.workflow };
     case "runStarted":
       return { ...base, icon: "play", tone: "info", title: "Run started", detail: p.value.message, who: "" };
     case "runStatusChanged":
