@@ -107,7 +107,7 @@ async def test_answer_rules_each_get_their_status(stubs, decisions) -> None:  # 
     assert again == first  # idempotent: the same answer returns the same result
     code, details = await status_of(submit(decisions, run.run_id, "gen_z"))
     assert code == grpc.StatusCode.ABORTED
-    assert "ANSWERED with 'pros' by bob" in details
+    assert "ANSWERED with 'pros' (Pros) by bob" in details  # the label a person saw too
 
     skipped = await submit(decisions, run.run_id, skip=True, decision_id="optional")
     assert skipped.outcome == ev.DECISION_OUTCOME_SKIPPED

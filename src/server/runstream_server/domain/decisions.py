@@ -44,6 +44,11 @@ def _describe(decision: decision_pb2.Decision) -> str:
     outcome = event_pb2.DecisionOutcome.Name(decision.outcome).removeprefix("DECISION_OUTCOME_")
     by = f" by {decision.answered_by}" if decision.answered_by else ""
     choice = f" with {decision.choice!r}" if decision.choice else ""
+    # The label a person saw beside the value a program gave (found in review: the CLI said
+    # 'go' where the page had shown "Go ahead").
+    label = next((o.label for o in decision.options if o.value == decision.choice), "")
+    if label and label != decision.choice:
+        choice += f" ({label})"
     return f"{outcome}{choice}{by}"
 
 
