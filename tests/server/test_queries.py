@@ -112,6 +112,7 @@ async def test_runs_of_several_statuses_are_listed_and_followed_by_one_or_group(
         (gone_wrong, [other.run_id, cancelled.run_id, failed.run_id]),
         (f'{gone_wrong} AND workflow = "story"', [cancelled.run_id, failed.run_id]),
         (f'workflow = "story" AND ({gone_wrong})', [cancelled.run_id, failed.run_id]),
+        (f'workflow = "story" AND({gone_wrong})', [cancelled.run_id, failed.run_id]),
         ("status = FAILED OR status = RUN_STATUS_FAILED", [other.run_id, failed.run_id]),
     ]:
         assert (await all_pages(stubs, filter=text))[0] == expected, text
@@ -132,6 +133,12 @@ async def test_runs_of_several_statuses_are_listed_and_followed_by_one_or_group(
         ("status = FAILED AND status = CANCELLED", "statuses are compared in one OR group"),
         ("(status = FAILED OR status = CANCELLED", "a '(' is not closed"),
         ("status = FAILED OR", "cannot parse 'status = FAILED OR'"),
+        # Listing the failed runs of "story" and every cancelled run would take OR between
+        # groups, which the filter has not: refused, not read as "story" runs of either.
+        ('(workflow = "story" AND status = FAILED) OR status = CANCELLED', "cannot parse"),
+        ('workflow = "story")', "cannot parse"),
+        ("(workflow = )", "a '(' is not closed"),
+        ("status = FAILED OR bogus OR status = CANCELLED", "cannot parse 'bogus';"),
     ],
 )
 async def test_an_or_group_it_cannot_read_is_invalid_argument_saying_how(
