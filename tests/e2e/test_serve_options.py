@@ -530,6 +530,10 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlU0VDUkVU"
          "listens)"),
         (["serve", "--adress", "h:1"], "--adress h:1 (did you mean --address?)"),
         (["runs", "--frobnicate"], "--frobnicate"),
+        # The hint is for the first mistyped option, past a stray word before it; an
+        # abbreviation of several options names none of them rather than one at random.
+        (["get", "RUN", "extra", "--tkn=S3cretTOKEN"], "extra --tkn=*** (did you mean --token?)"),
+        (["serve", "--max", "5"], "--max 5"),
     ],
 )  # fmt: skip
 def test_a_mistyped_command_line_is_refused_without_repeating_a_secret(
