@@ -86,9 +86,16 @@ async def test_a_token_provider_keeps_report_and_watch_exact_across_expiries(
             await asyncio.sleep(0.1)
         await run.complete(summary="done")
 
+    def operator_token() -> str:
+        return keys.token(["operator"], exp=int(time.time()) + 3)
+
     producing = asyncio.create_task(produce())
     seqs: list[int] = []
-    async with runstream.connect(secured.target, token=provider) as viewer:
+    async with (
+        runstream.connect(secured.target, token=operator_token) as operator,
+        operator.interact([run.run_id]),  # its stream renews its token beside the watch
+        runstream.connect(secured.target, token=provider) as viewer,
+    ):
         async for event in viewer.watch(run.run_id):
             seqs.append(event.seq)
     await producing
@@ -99,8 +106,9 @@ async def test_a_token_provider_keeps_report_and_watch_exact_across_expiries(
     assert len(issued) >= 2, "the stream should have outlived at least one token"
     # A renewal is no outage: `watch --plain` printed "lost (UNAUTHENTICATED)" and "is back"
     # at every expiry. Said at DEBUG, where a renewal shows for whoever looks.
-    renewals = [r for r in caplog.records if "lost (UNAUTHENTICATED)" in r.getMessage()]
-    assert renewals, "the streams should have been cut at their tokens' expiry"
+    renewals = [r.getMessage() for r in caplog.records if "lost (UNAUTHENTICATED" in r.getMessage()]
+    for stream in ("watch of run", "report stream", "interact stream"):
+        assert [m for m in renewals if m.startswith(stream)], (stream, renewals)
     outages = [
         r.getMessage()
         for r in caplog.records
@@ -135,13 +143,14 @@ async def test_a_fixed_token_cannot_be_refreshed_so_the_watch_fails_unauthentica
 
 
 async def test_a_token_provider_keeps_report_and_watch_exact_when_its_key_is_withdrawn(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The identity provider withdraws the key that signed the tokens in use and signs with
     a new one: the server cuts the streams opened with the old key's tokens, the SDK asks its
     providers again at once (the old tokens had minutes left) and resumes, so the watcher
     sees every seq once and every event is stored once. A fixed token of the old key cannot
     be replaced: that watch fails UNAUTHENTICATED, naming the key."""
+    caplog.set_level(logging.INFO, logger="runstream")
     old, new = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
     jwks = tmp_path / "jwks.json"
     write_jwks(jwks, [("2026-11", old), ("2026-12", new)])
@@ -190,6 +199,9 @@ async def test_a_token_provider_keeps_report_and_watch_exact_when_its_key_is_wit
             await asyncio.wait_for(fixed_watch, 10)
         await run.close()
         assert withdrawn.is_set()
+        # A key withdrawn is no routine renewal (a token's exp is): its cut is said at INFO.
+        cuts = [r for r in caplog.records if "lost (UNAUTHENTICATED" in r.getMessage()]
+        assert cuts and all(r.levelno == logging.INFO for r in cuts), caplog.text
         assert seqs == list(range(1, seqs[-1] + 1)), "a seq was lost or repeated"
         assert asked["producer"] >= 2 and asked["viewer"] >= 3, "providers asked again"
         async with runstream.connect(server.target, token=provider("viewer")) as reader:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import runstream
 from runstream import LinkState, RunsUpdate, WatchLink
+from runstream._retry import OutageLog
 
 from tests.clients.support import collecting, eventually, link_states, restartable
 from tests.conftest import ConfigFactory
@@ -89,3 +90,39 @@ async def test_an_outage_of_many_attempts_is_said_once_then_every_while_then_onc
         apart = [later.created - earlier.created for earlier, later in itertools.pairwise(said)]
         assert min(apart) > every - 0.1, (about, apart)  # at most a line every `every` s
         assert len(lines(caplog, logging.INFO, about, " is back after ")) == 1, about
+
+
+def test_a_token_renewal_is_said_at_debug_unless_it_turns_into_an_outage(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream the server ended at its token's exp and that came back with a fresh token is
+    no outage (DEBUG); one that then fails otherwise, or stays out STILL_OUT_EVERY seconds,
+    is one, and its loss and return are said at INFO as any outage's."""
+    caplog.set_level(logging.DEBUG, logger="runstream")
+    said = OutageLog(logging.getLogger("runstream.watch"), "watch of run R")
+
+    def at_info() -> list[str]:
+        infos = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        caplog.clear()
+        return infos
+
+    said.lost("UNAUTHENTICATED", "reconnecting", renewing=True)
+    said.back()
+    assert at_info() == []
+    said.lost("UNAUTHENTICATED", "reconnecting", renewing=True)
+    said.lost("UNAVAILABLE", "reconnecting")  # the server went away meanwhile
+    said.back()
+    infos = at_info()
+    assert [m.split(" after ")[0] for m in infos] == [
+        "watch of run R lost (UNAVAILABLE); reconnecting",
+        "watch of run R is back",
+    ], infos
+    monkeypatch.setattr("runstream._retry.STILL_OUT_EVERY", 0.0)  # 30 s in real life
+    said.lost("UNAUTHENTICATED", "reconnecting", renewing=True)
+    said.lost("UNAUTHENTICATED", "reconnecting", renewing=True)  # still out, so long
+    said.back()
+    infos = at_info()
+    assert [m.split(" after ")[0] for m in infos] == [
+        "watch of run R still lost",
+        "watch of run R is back",
+    ], infos
