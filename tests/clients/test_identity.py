@@ -139,6 +139,12 @@ async def test_a_fixed_token_cannot_be_refreshed_so_the_watch_fails_unauthentica
         assert info.value.details.reason == "TOKEN_EXPIRED"
         with pytest.raises(runstream.UnauthenticatedError, match="never renewed"):
             await viewer.get_run(run.run_id)
+    # Stale from the start, it goes to the server, whose refusal says by its own clock how
+    # stale: a clock out of sync may then be the point.
+    stale = keys.token(["viewer"], exp=int(time.time()) - 100)
+    async with runstream.connect(secured.target, token=stale) as viewer:
+        with pytest.raises(runstream.UnauthenticatedError, match="by this server's clock"):
+            await viewer.get_run(run.run_id)
     await run.close()
 
 
