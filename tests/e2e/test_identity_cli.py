@@ -203,6 +203,18 @@ def test_client_commands_take_the_token_from_flag_env_or_file(
     assert "unauthenticated: bad signature" in bad.stderr
 
 
+# `runstream ARGV` whose CLI reads this machine's clock 1000 s behind the server's (the
+# SDK's clock is left alone, so that a token goes to the server as sent).
+CLOCK_BEHIND_BY_1000_S = """
+import sys, time, types
+from runstream.cli import auth
+real_time = time.time
+auth.time = types.SimpleNamespace(time=lambda: real_time() - 1000, monotonic=time.monotonic)
+from runstream.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 async def test_a_token_file_holding_an_expired_token_is_named_with_what_to_do(
     tmp_path: Path, secured: tuple[ServerProcess, str]
 ) -> None:
@@ -253,6 +265,18 @@ async def test_a_token_file_holding_an_expired_token_is_named_with_what_to_do(
     assert f"the token in {stale} expired 10" in listed.stderr, listed.stderr
     listed = cli("runs", "--target", server.target, env={"RUNSTREAM_TOKEN": stale.read_text()})
     assert "the token given with $RUNSTREAM_TOKEN expired 10" in listed.stderr, listed.stderr
+
+    # This machine's clock 1000 s behind the server's: the token expired by the server's
+    # clock only, so the server's words, which ask whether the clocks agree, are the point;
+    # a stale $RUNSTREAM_TOKEN is not the one a --token-file command sent.
+    older = {"RUNSTREAM_TOKEN": token(["viewer"], time.time() - 2000)}
+    for source in (["--token", stale.read_text()], ["--token-file", str(stale)]):
+        argv = ["runs", "--target", server.target, *source]
+        listed = run_clean([sys.executable, "-c", CLOCK_BEHIND_BY_1000_S, *argv], older)
+        assert listed.returncode == 1, listed.stderr
+        said = listed.stderr.strip().splitlines()[-1]
+        assert said.startswith("runstream: unauthenticated: token expired 10"), said
+        assert said.endswith("by this server's clock (exp); clocks out of sync?"), said
 
 
 async def test_answer_with_another_producers_token_names_the_role_answering_needs(
