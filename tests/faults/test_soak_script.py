@@ -59,6 +59,7 @@ def soak() -> Iterator[ModuleType]:
         ("--producers", "0", "expected at least 1, got 0"),
         ("--pace", "-1", "expected at least 0, got -1"),
         ("--drain", "inf", "expected a finite number, got inf"),
+        ("--producers", "2.5", "expected a whole number, got '2.5'"),
     ],
 )
 def test_soak_refuses_a_value_that_makes_no_soak_naming_the_option(
@@ -69,6 +70,13 @@ def test_soak_refuses_a_value_that_makes_no_soak_naming_the_option(
         soak.parse_args([option, value])
     assert exited.value.code == 2
     assert f"argument {option}: {said}" in capsys.readouterr().err
+
+
+def test_soak_takes_the_least_value_each_option_allows(soak: ModuleType) -> None:
+    """One producer, no pause between events, no drain: a soak still, at each bound."""
+    args = soak.parse_args(["--minutes", "0.5", "--producers", "1", "--pace", "0", "--drain", "0"])
+    assert (args.minutes, args.producers, args.pace, args.drain) == (0.5, 1, 0, 0)
+    assert isinstance(args.producers, int)
 
 
 @pytest.mark.timeout(120)
