@@ -1306,7 +1306,10 @@ async def test_the_agui_command_warns_when_it_listens_beyond_this_machine(
     assert ("authenticates nobody" in said) is warned, said
 
 
-@pytest.mark.parametrize(("host", "called_on"), [("::1", "::1"), ("::", "::1"), ("0", "127.0.0.1")])
+@pytest.mark.parametrize(
+    ("host", "called_on"),
+    [("::1", "::1"), ("::", "::1"), ("0::0", "::1"), ("0", "127.0.0.1"), ("", "127.0.0.1")],
+)
 async def test_a_bridge_on_ipv6_or_every_address_gives_a_url_that_parses_and_opens(
     client: runstream.Client, host: str, called_on: str
 ) -> None:
