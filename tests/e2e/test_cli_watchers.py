@@ -480,7 +480,9 @@ def test_demo_on_the_default_busy_port_takes_a_free_one() -> None:
 def test_the_demo_shows_an_eta_from_recorded_runs_and_closes_with_commands_that_work(
     tmp_path: Path,
 ) -> None:
-    result = runstream_cli("demo", "--plain", "--speed", "20", "--address", "127.0.0.1:0")
+    # On IPv6 loopback: the address in the closing lines is quoted for the shell, where
+    # zsh read an unquoted [::1]:0 as a glob ("no matches found").
+    result = runstream_cli("demo", "--plain", "--speed", "20", "--address", "[::1]:0")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "ETA history: 3 recorded runs of campaign-generator" in out
@@ -488,7 +490,7 @@ def test_the_demo_shows_an_eta_from_recorded_runs_and_closes_with_commands_that_
     # The server is gone when the demo ends: the closing lines say how to keep one up, on
     # the --address given (they dropped it, found in review), which picks a port again.
     advice = out.split("The demo's server stopped with it")[1]
-    assert "demo --serve --address 127.0.0.1:0\n" in advice
+    assert "demo --serve --address '[::1]:0'\n" in advice
     assert "runs --target ADDRESS     # in another terminal, at the address it prints" in advice
 
 
