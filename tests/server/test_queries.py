@@ -135,7 +135,10 @@ async def test_runs_of_several_statuses_are_listed_and_followed_by_one_or_group(
         ("status = FAILED OR", "cannot parse 'status = FAILED OR'"),
         # Listing the failed runs of "story" and every cancelled run would take OR between
         # groups, which the filter has not: refused, not read as "story" runs of either.
-        ('(workflow = "story" AND status = FAILED) OR status = CANCELLED', "cannot parse"),
+        (
+            '(workflow = "story" AND status = FAILED) OR status = CANCELLED',
+            'parentheses hold statuses joined by OR, not AND: \'workflow = "story" AND (status',
+        ),
         ('workflow = "story")', "cannot parse"),
         ("(workflow = )", "a '(' is not closed"),
         ("status = FAILED OR bogus OR status = CANCELLED", "cannot parse 'bogus';"),

@@ -48,6 +48,7 @@ _JOINER = re.compile(r"\s*(?P<word>AND|OR)(?:\s+|(?=\())")
 _OPEN = re.compile(r"\s*\(\s*")
 _CLOSE = re.compile(r"\s*\)")
 _STATUS_GROUP = "'status = FAILED OR status = CANCELLED'"
+_STATUS_IN_PARENTHESES = "'workflow = \"story\" AND (status = FAILED OR status = CANCELLED)'"
 
 
 def parse_filter(text: str) -> RunFilter:
@@ -79,16 +80,18 @@ def parse_filter(text: str) -> RunFilter:
             if closed:
                 end, in_parentheses = closed.end(), False
         joiner = _JOINER.match(text, end) if match else None
-        if (
-            match is None
-            or (end < len(text) and joiner is None)
-            or (in_parentheses and joiner is not None and joiner["word"] == "AND")
-        ):
+        if match is None or (end < len(text) and joiner is None):
             rest = re.split(r" AND | OR ", text[position:])[0].strip()
             raise InvalidArgument(
                 "filter",
                 f"cannot parse {rest!r}; expected e.g. "
                 "'status = RUNNING AND labels.team = \"growth\"'",
+            )
+        if in_parentheses and joiner is not None and joiner["word"] == "AND":
+            # Said as "cannot parse" the term before the AND, which parses (found in review).
+            raise InvalidArgument(
+                "filter",
+                f"parentheses hold statuses joined by OR, not AND: {_STATUS_IN_PARENTHESES}",
             )
         or_group = joined_by_or or (joiner is not None and joiner["word"] == "OR")
         if or_group and match["field"] != "status":
