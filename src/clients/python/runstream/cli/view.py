@@ -138,9 +138,7 @@ class RunView:
         may not have seen every step start). Not the snapshot's total otherwise: an agent
         run's steps appear as they start, so `runstream events` read its first step's
         completion as "(1/1)" while the run ran and "(1/2)" once it had another."""
-        if self.run.last_seq <= seq:
-            return max(len(self.steps), self.run.progress.total_steps)
-        return len(self.steps)
+        return self.total_steps if self.run.last_seq <= seq else len(self.steps)
 
     def agent_label(self, agent_id: str) -> str:
         return self.agent_names.get(agent_id, agent_id) or "manager"
