@@ -51,21 +51,11 @@ _STATUS_GROUP = "'status = FAILED OR status = CANCELLED'"
 _STATUS_IN_PARENTHESES = "'workflow = \"story\" AND (status = FAILED OR status = CANCELLED)'"
 
 
-def parse_filter(text: str) -> RunFilter:
-    """Parses the ListRuns filter (AIP-160): `field = value` comparisons joined by AND,
-    ``create_time`` compared with ``<``, ``<=``, ``>`` or ``>=`` to an RFC 3339 time, and
-    statuses in one group joined by OR, which binds tighter than AND (parentheses around the
-    group may be written): ``status = FAILED OR status = CANCELLED AND workflow = "story"``."""
-    statuses: set[int] = set()
-    status_group: int | None = None
-    workflow: str | None = None
-    labels: dict[str, str] = {}
-    after_us: int | None = None
-    before_us: int | None = None
-    text = text.strip()
-    if not text:
-        return RunFilter()
-    position = group = 0  # group: which AND-joined comparison (of OR-joined terms) this is
+def _terms(text: str) -> Iterator[tuple[re.Match[str], str | None, int]]:
+    """The comparisons of a ListRuns filter, in order, each with its bare value (None when
+    quoted; a ``)`` that closes a group taken off) and the number of its AND-joined group:
+    terms joined by OR share one. Refuses, naming it, what cannot be read as terms."""
+    position = group = 0
     joined_by_or = in_parentheses = False
     while position < len(text):
         # Terms are matched one after another, so an AND inside a quoted value stays in it.
@@ -99,8 +89,28 @@ def parse_filter(text: str) -> RunFilter:
                 "filter", f"OR joins statuses only, in one group, e.g. {_STATUS_GROUP}"
             )
         position = joiner.end() if joiner else end
-        this_group, joined_by_or = group, joiner is not None and joiner["word"] == "OR"
+        joined_by_or = joiner is not None and joiner["word"] == "OR"
+        yield match, bare, group
         group += not joined_by_or
+    if in_parentheses:
+        raise InvalidArgument("filter", f"cannot parse {text!r}: a '(' is not closed")
+
+
+def parse_filter(text: str) -> RunFilter:
+    """Parses the ListRuns filter (AIP-160): `field = value` comparisons joined by AND,
+    ``create_time`` compared with ``<``, ``<=``, ``>`` or ``>=`` to an RFC 3339 time, and
+    statuses in one group joined by OR, which binds tighter than AND (parentheses around the
+    group may be written): ``status = FAILED OR status = CANCELLED AND workflow = "story"``."""
+    statuses: set[int] = set()
+    status_group: int | None = None
+    workflow: str | None = None
+    labels: dict[str, str] = {}
+    after_us: int | None = None
+    before_us: int | None = None
+    text = text.strip()
+    if not text:
+        return RunFilter()
+    for match, bare, group in _terms(text):
         name, op = match["field"], match["op"]
         if bare is not None and bare.startswith("'"):
             # Taken as part of the value, single quotes matched nothing, without a word.
@@ -149,11 +159,11 @@ def parse_filter(text: str) -> RunFilter:
             key = key if key.startswith("RUN_STATUS_") else f"RUN_STATUS_{key}"
             if key == "RUN_STATUS_UNSPECIFIED" or key not in run_pb2.RunStatus.keys():  # noqa: SIM118
                 raise InvalidArgument("filter", f"unknown status {value!r}")
-            if status_group not in (None, this_group):
+            if status_group not in (None, group):
                 raise InvalidArgument(
                     "filter", f"statuses are compared in one OR group, e.g. {_STATUS_GROUP}"
                 )
-            status_group = this_group
+            status_group = group
             statuses.add(run_pb2.RunStatus.Value(key))
         elif name == "workflow":
             if workflow is not None:
@@ -173,8 +183,6 @@ def parse_filter(text: str) -> RunFilter:
                 "filter",
                 f"unknown field {name!r}; use status, workflow, labels.<key> or create_time",
             )
-    if in_parentheses:
-        raise InvalidArgument("filter", f"cannot parse {text!r}: a '(' is not closed")
     return RunFilter(
         frozenset(statuses),
         workflow,
