@@ -68,6 +68,12 @@ async def gateway(secured: RunstreamServer, tmp_path: Path) -> AsyncIterator[Env
 
 
 DIALOG = "document.querySelector('#token-dialog')"
+CHANGE_TOKEN = "#change-token"
+SIGNED_IN = (
+    "document.querySelector('#signed-in').hidden ? ''"
+    " : document.querySelector('#signed-in-as').textContent"
+)
+CONNECTION = "document.querySelector('#app').dataset.connection"
 
 
 def use(value: str) -> str:
@@ -255,6 +261,30 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
             assert await tab.eval(f"{dialog} === null")
             await tab.goto(f"{url}#/runs/{theirs.run_id}")  # another tenant's run
             await tab.wait("document.querySelector('#app').innerText.includes('not found')")
+            # Another token in the same tab (found in review: only closing it helped): the
+            # run cannot-be-shown is looked up again, and the run list is the new tenant's.
+            crumb = "document.querySelector('#crumb-run').textContent"
+            globex_viewer = keys.token(["viewer"], sub="gus", tenant="globex")
+            assert await tab.eval(SIGNED_IN) == "Signed in as dana"
+            await tab.click(CHANGE_TOKEN)
+            await tab.wait(f"{dialog} !== null && {dialog}.dataset.refusal === 'change'")
+            await tab.eval(use(globex_viewer))
+            theirs_listed = f"document.querySelector('#run-list [data-run-id=\"{theirs.run_id}\"]')"
+            await tab.wait(
+                f"{dialog} === null && {crumb} === 'Globex secret' && {CONNECTION} === 'live'"
+                f" && {theirs_listed} !== null && !({listed})"
+            )
+            assert await tab.eval(SIGNED_IN) == "Signed in as gus"
+            # Back to acme's token while the run's watch is live: it opens again with it,
+            # and acme's token finds no such run.
+            await tab.click(CHANGE_TOKEN)
+            await tab.eval(use(token))
+            await tab.wait(
+                "document.querySelector('#app').innerText.includes('not found')"
+                f" && {listed} && {theirs_listed} === null"
+            )
+            html = await tab.eval("document.documentElement.outerHTML")
+            assert token not in html and globex_viewer not in html  # never shown
             # A producer's token on a run's page: the run watcher asks for another token too.
             await tab.eval(f"sessionStorage.setItem('runstream.token', {producer_token!r})")
             await tab.call("goto", url=f"{url}#/runs/{mine.run_id}")
@@ -265,7 +295,8 @@ async def test_dashboard_asks_for_a_token_keeps_it_for_the_tab_and_shows_its_ten
                 "document.querySelector('#crumb-run').textContent === 'Acme launch'"
             )
             errors = await tab.errors()
-            assert all(token not in e and producer_token not in e for e in errors)  # never logged
+            given = (token, producer_token, globex_viewer)
+            assert all(t not in e for e in errors for t in given)  # never logged
     finally:
         await mine.close()
         await theirs.close()
@@ -342,9 +373,28 @@ async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
                     f"{note} === 'val, as signed in"
                     " (this token may not answer: the operator role is needed)'"
                 )
+                # The viewer uses another token from the page (found in review: only a new
+                # tab could): Esc or Cancel keep the old one, the operator's then answers.
+                viewer = await tab.eval("sessionStorage.getItem('runstream.token')")
+                for put_away in ("Escape", "#token-cancel"):
+                    await tab.click(CHANGE_TOKEN)
+                    await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
+                    title = await tab.eval("document.querySelector('#token-title').textContent")
+                    assert title == "Use another token"
+                    await tab.eval("document.querySelector('#token-input').value = 'x.y.z'")
+                    if put_away == "Escape":
+                        await tab.press("Escape")
+                    else:
+                        await tab.click(put_away)
+                    await tab.wait(f"{DIALOG} === null")
+                    kept = await tab.eval("sessionStorage.getItem('runstream.token')")
+                    assert kept == viewer, put_away
+                    assert await tab.eval(SIGNED_IN) == "Signed in as val"
                 operator = keys.token(["viewer", "operator"], sub="dana")
-                await tab.eval(f"sessionStorage.setItem('runstream.token', {operator!r})")
+                await tab.click(CHANGE_TOKEN)
+                await tab.eval(use(operator))
                 await tab.wait(f"{note} === 'dana, as signed in'")
+                assert await tab.eval(SIGNED_IN) == "Signed in as dana"
                 said = await tab.eval(
                     "[document.querySelector('.answer-as-note').textContent,"
                     " document.querySelector('#answer-name').hidden]"
@@ -353,6 +403,22 @@ async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
                 await tab.click('[data-decision-id="ship"] button[data-choice="yes"]')
                 result = await asyncio.wait_for(asking, 20)
                 assert (result.choice, result.answered_by) == ("yes", "dana")
+                await tab.wait(
+                    'document.querySelector(\'[data-decision-id="ship"][data-state="resolved"]\')'
+                    " !== null"
+                )
+                # The watch opened again with the operator's token; every event once.
+                kinds = await tab.eval("document.querySelector('.feed').dataset.feedKinds")
+                async with runstream.connect(secured.target, token=operator) as reader:
+                    expected = [
+                        e.seq
+                        async for e in reader.list_events(run.run_id)
+                        if e.kind.name in kinds.split(",")
+                    ]
+                await tab.wait(f"window.__feedSeqs.length >= {len(expected)}")
+                assert await tab.eval("window.__feedSeqs") == expected
+                html = await tab.eval("document.documentElement.outerHTML")
+                assert operator not in html and viewer not in html  # never shown
                 assert await tab.errors() == []
         finally:
             await run.close()

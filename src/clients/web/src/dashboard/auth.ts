@@ -6,6 +6,8 @@
 // A token the server knows but that may not view runs (PERMISSION_DENIED on a read) is no
 // passing trouble: the run list and the run watcher ask for another one (askForToken with
 // "denied") instead of retrying.
+// A token can also be changed at will ("Use another token": changeToken): the new one goes
+// with every later call, and the page's streams open again with it (onTokenChange).
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { h } from "./dom";
 
@@ -41,60 +43,144 @@ const PROMPTS: Record<Refusal, string> = {
   denied: "Paste another bearer token (a JWT), one with the viewer role. It is kept for this tab only.",
 };
 
+const CHANGE_TITLE = "Use another token";
+const CHANGE_PROMPT =
+  "Paste a bearer token (a JWT) to use instead of this tab's: every call and live view of the page goes on with it. It is kept for this tab only.";
+
+/** The parts of a token dialog. */
+interface TokenDialog {
+  dialog: HTMLDialogElement;
+  input: HTMLInputElement;
+}
+
+/** A token dialog, not yet shown: `cancel` adds a Cancel button (the question may be put away). */
+function tokenDialog(title: string, reason: string | undefined, prompt: string, refusal: string, cancel: boolean): TokenDialog {
+  const input = h("input", {
+    id: "token-input",
+    type: "password",
+    name: "token",
+    autocomplete: "off",
+    required: true,
+    placeholder: "eyJhbGciOi…",
+    "aria-label": "Bearer token",
+  });
+  const dialog = h(
+    "dialog",
+    { id: "token-dialog", class: "token-dialog", "aria-labelledby": "token-title", "data-refusal": refusal },
+    h(
+      "form",
+      { id: "token-form", method: "dialog" },
+      h("h2", { id: "token-title" }, title),
+      reason === undefined ? null : h("p", { class: "token-reason", id: "token-reason" }, `The server said: ${reason}`),
+      h("p", null, prompt),
+      input,
+      h(
+        "div",
+        { class: "token-actions" },
+        h("button", { type: "submit" }, "Use token"),
+        cancel ? h("button", { type: "button", id: "token-cancel", class: "secondary" }, "Cancel") : null,
+      ),
+    ),
+  );
+  return { dialog, input };
+}
+
+/**
+ * The token typed in `input`, or undefined when there is none (spaces, or "Bearer" alone):
+ * the form's own submission would then close the dialog with nothing given, so it is
+ * stopped and the field emptied.
+ */
+function typedToken(event: Event, input: HTMLInputElement): string | undefined {
+  const token = input.value.trim().replace(/^Bearer(?:\s+|$)/i, "");
+  if (token) return token;
+  event.preventDefault();
+  input.value = "";
+  input.focus();
+  return undefined;
+}
+
+const changeListeners: Array<() => void> = [];
+
+/**
+ * Calls `listener` whenever the dialog replaces the page's token with another one: the
+ * page's streams, opened with the old token, are then opened again with the new one.
+ */
+export function onTokenChange(listener: () => void): void {
+  changeListeners.push(listener);
+}
+
+/** Keeps `token` for this tab, wakes whoever waits for one, and says so if it is another. */
+function keep(token: string): void {
+  const before = givenToken();
+  try {
+    sessionStorage.setItem(KEY, token);
+  } catch {
+    memoryToken = token;
+  }
+  for (const wake of waiting.splice(0)) wake();
+  if (token !== before) for (const listener of changeListeners) listener();
+}
+
+/** The "Use another token" dialog while it is open, and how to put it away. */
+let changing: { dialog: HTMLDialogElement; close(): void } | undefined;
+
 /**
  * Shows the token dialog (once, however many calls were refused) until a token is given;
  * the first refusal names the dialog's title and reason.
  */
 export function askForToken(reason: string, refusal: Refusal = "unauthenticated"): Promise<void> {
+  // A refusal while the user was about to change the token: the question that must be
+  // answered replaces the one that may be put away.
+  changing?.close();
   asking ??= new Promise<void>((resolve) => {
-    const input = h("input", {
-      id: "token-input",
-      type: "password",
-      name: "token",
-      autocomplete: "off",
-      required: true,
-      placeholder: "eyJhbGciOi…",
-      "aria-label": "Bearer token",
-    });
-    const dialog = h(
-      "dialog",
-      { id: "token-dialog", class: "token-dialog", "aria-labelledby": "token-title", "data-refusal": refusal },
-      h(
-        "form",
-        { id: "token-form", method: "dialog" },
-        h("h2", { id: "token-title" }, TITLES[refusal]),
-        h("p", { class: "token-reason", id: "token-reason" }, `The server said: ${reason}`),
-        h("p", null, PROMPTS[refusal]),
-        input,
-        h("button", { type: "submit" }, "Use token"),
-      ),
-    );
+    const { dialog, input } = tokenDialog(TITLES[refusal], reason, PROMPTS[refusal], refusal, false);
     dialog.addEventListener("cancel", (event) => event.preventDefault()); // Esc: still needed
     dialog.querySelector("form")?.addEventListener("submit", (event) => {
-      const token = input.value.trim().replace(/^Bearer(?:\s+|$)/i, "");
-      if (!token) {
-        // Spaces, or "Bearer" alone: no token. The form's own submission would close the dialog, and
-        // calls would wait for an answer no dialog asks for any more.
-        event.preventDefault();
-        input.value = "";
-        input.focus();
-        return;
-      }
-      try {
-        sessionStorage.setItem(KEY, token);
-      } catch {
-        memoryToken = token;
-      }
+      const token = typedToken(event, input);
+      if (token === undefined) return;
       dialog.remove();
       asking = undefined;
       resolve();
-      for (const wake of waiting.splice(0)) wake();
+      keep(token);
     });
     document.body.append(dialog);
     dialog.showModal();
     input.focus();
   });
   return asking;
+}
+
+/**
+ * Asks for a token to use instead of the page's (a viewer's token when answering needs an
+ * operator's, one of another tenant): a dialog that Cancel or Esc puts away, the old token
+ * kept. Nothing happens while the dialog asking for a token after a refusal is up.
+ */
+export function changeToken(): void {
+  if (asking) return;
+  if (changing) {
+    changing.dialog.querySelector("input")?.focus();
+    return;
+  }
+  const { dialog, input } = tokenDialog(CHANGE_TITLE, undefined, CHANGE_PROMPT, "change", true);
+  const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+  const close = () => {
+    if (changing?.dialog !== dialog) return; // closed already (a submitted form closes it too)
+    dialog.remove();
+    changing = undefined;
+    opener?.focus();
+  };
+  changing = { dialog, close };
+  dialog.addEventListener("close", close); // Esc
+  dialog.querySelector("#token-cancel")?.addEventListener("click", close);
+  dialog.querySelector("form")?.addEventListener("submit", (event) => {
+    const token = typedToken(event, input);
+    if (token === undefined) return;
+    close();
+    keep(token);
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+  input.focus();
 }
 
 /** Resolves when a token is next given in the dialog (one that may do more, perhaps). */

@@ -2,6 +2,7 @@
 // live over grpc-web through Envoy. Routes: #/ (overview) and #/runs/RUN_ID.
 import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
 import { type Api, createApi, resolveBaseUrl } from "./api";
+import { changeToken, onTokenChange } from "./auth";
 import { $, attr, h, text } from "./dom";
 import { serverNow } from "./clock";
 import { percentText } from "./format";
@@ -13,6 +14,7 @@ import { RunView } from "./ui/run-view";
 import { serverPanel } from "./ui/server-panel";
 import { dropAnsweredToasts, showToasts } from "./ui/toasts";
 import type { LinkState } from "./watch";
+import { tokenSubject } from "./who";
 
 const LINK_LABELS: Record<LinkState, string> = {
   connecting: "Connecting…",
@@ -95,6 +97,20 @@ async function main(): Promise<void> {
   }
   $(app, "#runs-more").addEventListener("click", () => runs.showMore());
 
+  // Another token for this tab: every stream opens again with it; a run the old one could
+  // not show (another tenant's) is looked up again.
+  $(app, "#change-token").addEventListener("click", () => changeToken());
+  onTokenChange(() => {
+    runs.tokenChanged();
+    if (session?.link === "failed") {
+      const id = session.runId;
+      session.stop();
+      session = undefined;
+      open(id);
+    } else session?.tokenChanged();
+    schedule();
+  });
+
   function decoded(text: string): string | undefined {
     try {
       return decodeURIComponent(text);
@@ -135,6 +151,10 @@ async function main(): Promise<void> {
       document.title = "Runstream";
       if (overview) renderOverview(overview, all, runs, now);
     }
+    // Who the page's token names, never the token itself.
+    const subject = tokenSubject();
+    $(app, "#signed-in").hidden = subject === undefined;
+    text($(app, "#signed-in-as"), subject ? `Signed in as ${subject}` : "Signed in with a token");
     const link = session ? session.link : runsLink;
     attr(app, "data-connection", link);
     const conn = $(app, "#conn");

@@ -6,6 +6,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { type Run, RunStatus } from "../gen/runstream/v1/run_pb";
 import type { Api } from "./api";
+import { givenToken } from "./auth";
 import { heardServerTime } from "./clock";
 import { millis } from "./format";
 import { isTerminal } from "./model";
@@ -28,6 +29,10 @@ export class RunsFeed {
   private pushing = false;
   /** The stream is being opened again for more runs (its end is not a lost connection). */
   private reopening = false;
+  /** The token the open stream was made with (undefined before the first). */
+  private connectedWith: string | null | undefined;
+  /** The runs known were read with a token replaced since: the next list replaces them all. */
+  private readWithOldToken = false;
   /** A WatchRuns initial state was complete, and no connection was lost since. */
   private activeKnown = false;
   /**
@@ -91,6 +96,16 @@ export class RunsFeed {
     this.wake?.();
   }
 
+  /**
+   * The page's token was replaced: a stream made with the old one is opened again with the
+   * new one (whose runs may be others: another tenant's), and polling polls at once.
+   */
+  tokenChanged(): void {
+    this.readWithOldToken = true;
+    if (this.connectedWith !== undefined && this.connectedWith !== givenToken()) this.controller?.abort();
+    this.wake?.();
+  }
+
   /** The run as the list has it, if it does. */
   get(runId: string): Run | undefined {
     return this.runs.get(runId);
@@ -140,6 +155,11 @@ export class RunsFeed {
           this.reopening = false;
           continue;
         }
+        if (streaming && this.connectedWith !== givenToken()) {
+          // Made with a token replaced since (closed for it, or refused): open it again.
+          failures = 0;
+          continue;
+        }
         this.activeKnown = false;
         const err = ConnectError.from(error);
         if (err.code === Code.Unimplemented) {
@@ -161,6 +181,7 @@ export class RunsFeed {
   private async stream(connected: () => void): Promise<void> {
     const controller = new AbortController();
     this.controller = controller;
+    this.connectedWith = givenToken();
     const fresh = new Map<string, Run>();
     let initial = true;
     const request = { heartbeatInterval: { seconds: 10n, nanos: 0 }, initialEndedLimit: Math.min(this.limit, MAX_ENDED) };
@@ -171,7 +192,9 @@ export class RunsFeed {
       for (const run of response.runs) (initial ? fresh : this.runs).set(run.runId, run);
       if (response.initialStateComplete && initial) {
         initial = false;
-        this.runs = settled(this.runs, fresh, response.endedRunsLeftOut);
+        // The old token's ended runs are not the new one's to keep (another tenant's).
+        this.runs = settled(this.readWithOldToken ? new Map() : this.runs, fresh, response.endedRunsLeftOut);
+        this.readWithOldToken = false;
         this.complete = !response.endedRunsLeftOut;
         this.loaded = true;
         this.activeKnown = true;

@@ -147,6 +147,17 @@ export class RunSession {
     this.watch.stop();
   }
 
+  /**
+   * The page's token was replaced: the watch opens again with the new one, and what the old
+   * one was refused (an answer, a pause) is no longer said: the new one may do it.
+   */
+  tokenChanged(): void {
+    this.watch.tokenChanged();
+    for (const item of this.model.decisions.values()) if (item.open) item.error = undefined;
+    this.actionError = "";
+    this.changed();
+  }
+
   /** Answers (or skips, with choice undefined) a decision with SubmitDecision. */
   async answer(decisionId: string, choice: string | undefined): Promise<void> {
     const item = this.model.decisions.get(decisionId);

@@ -5,7 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { RunEvent } from "../gen/runstream/v1/event_pb";
 import type { GetRunResponse } from "../gen/runstream/v1/run_service_pb";
 import type { Api } from "./api";
-import { askForToken, refusedAnOlderToken } from "./auth";
+import { askForToken, givenToken, refusedAnOlderToken } from "./auth";
 import { heardServerTime } from "./clock";
 import { retryDelay, sleep } from "./retry";
 
@@ -41,6 +41,8 @@ export class RunWatch {
   private lastSeq = 0;
   private stopped = false;
   private controller: AbortController | undefined;
+  /** The token the open connection was made with (undefined between connections). */
+  private connectedWith: string | null | undefined;
 
   constructor(
     private readonly api: Api,
@@ -62,6 +64,14 @@ export class RunWatch {
     this.controller?.abort();
   }
 
+  /**
+   * The page's token was replaced: a connection made with the old one is closed and made
+   * again with the new one, after the last event handed on (none twice, none missed).
+   */
+  tokenChanged(): void {
+    if (this.connectedWith !== undefined && this.connectedWith !== givenToken()) this.controller?.abort();
+  }
+
   private async loop(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
@@ -76,6 +86,12 @@ export class RunWatch {
         }
       } catch (error) {
         if (this.stopped) return;
+        if (this.connectedWith !== givenToken()) {
+          // Made with a token replaced since (closed for it, or refused): call again with the
+          // new one, whatever the old one got (another tenant's token finds no such run).
+          failures = 0;
+          continue;
+        }
         const err = ConnectError.from(error);
         if (err.code === Code.NotFound || err.code === Code.OutOfRange || err.code === Code.InvalidArgument) {
           // Retrying cannot help: the run is unknown, or its log no longer matches the cursor.
@@ -126,6 +142,7 @@ export class RunWatch {
   private async follow(connected: () => void): Promise<boolean> {
     const controller = new AbortController();
     this.controller = controller;
+    this.connectedWith = givenToken();
     let stallTimer: ReturnType<typeof setTimeout> | undefined;
     const armStallTimer = () => {
       clearTimeout(stallTimer);
