@@ -2,6 +2,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { DecisionOutcome, EventKind, type RunEvent } from "../gen/runstream/v1/event_pb";
 import type { Run } from "../gen/runstream/v1/run_pb";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb";
 import type { Api } from "./api";
 import { serverNow } from "./clock";
 import { type DecisionItem, FEED_KINDS, FEED_LIMIT, MODELS_SHOWN, RunModel, THOUGHTS_KEPT, type RunAction, isTerminal } from "./model";
@@ -63,6 +64,18 @@ export function plainError(err: ConnectError, denied: string): string {
     default:
       return err.rawMessage;
   }
+}
+
+/**
+ * Why an answer was not taken, said as the page says it (found in review: a run that had
+ * ended showed the server's "run '94b1c4a1…' already ended (CANCELLED); decision 'q' was
+ * CANCELLED"): closed already (ABORTED), the run ended (FAILED_PRECONDITION, RUN_ENDED), or
+ * the server's words for another precondition (retention removed the run's decisions).
+ */
+function notTaken(err: ConnectError): string {
+  if (err.code === Code.Aborted) return "Your answer was not taken: the decision was already closed.";
+  if (err.findDetails(ErrorInfoSchema).some((info) => info.reason === "RUN_ENDED")) return "Your answer was not taken: the run had ended.";
+  return `Your answer was not taken: ${err.rawMessage}`;
 }
 
 export class RunSession {
@@ -190,7 +203,7 @@ export class RunSession {
         // a second viewer clicking at once usually does) or not yet, when what it was
         // closed with is read back.
         item.open = false;
-        item.refusal = err.code === Code.Aborted ? "Your answer was not taken: the decision was already closed." : err.rawMessage;
+        item.refusal = notTaken(err);
         if (item.outcome === DecisionOutcome.UNSPECIFIED) await this.readOutcome(item);
       } else if (item.open) item.error = plainError(err, "This token may not answer decisions");
       // Not open any more otherwise: its DecisionResolved came on the watch stream first, as
