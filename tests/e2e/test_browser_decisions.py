@@ -67,6 +67,8 @@ async def test_answering_one_of_many_decisions_moves_no_card_and_focus_goes_to_t
         await page.goto(web.run_url(run.run_id))
         await page.wait(f"{ORDER}.length === 5 && {run_view_is('WAITING_FOR_INPUT')}")
         assert await page.eval(ORDER) == ids
+        # The tab's title says how many questions are open, for a tab in the background.
+        await page.wait("document.title === '(5) 0% \u00b7 review-board \u00b7 Runstream'")
         tops = await page.eval(TOPS)
         # Where the pointer is as it clicks d0's Reject.
         x, y = await page.eval(
@@ -76,6 +78,7 @@ async def test_answering_one_of_many_decisions_moves_no_card_and_focus_goes_to_t
         await page.click(option("d0", "reject"))
         assert (await asyncio.wait_for(asks["d0"], 20)).choice == "reject"
         await page.wait(f"{state('d0')} === 'resolved'")
+        await page.wait("document.title.startsWith('(4) 0% ')")
         # Nothing moved: a second click at the same spot meets the answered card's button.
         assert await page.eval(ORDER) == ids
         assert await page.eval(TOPS) == tops
@@ -116,6 +119,7 @@ async def test_answering_one_of_many_decisions_moves_no_card_and_focus_goes_to_t
         await page.click(option("d2", "approve"))
         await asyncio.wait_for(asks["d2"], 20)
         await page.wait(f"{ORDER}.join() === 'd2,d3'")
+        await page.wait("document.title === '0% \u00b7 review-board \u00b7 Runstream'")
         await run.close()
         assert await page.errors() == []
 

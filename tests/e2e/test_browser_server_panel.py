@@ -264,6 +264,10 @@ async def test_runs_not_ended_are_listed_first_however_many_ended_runs_are_newer
             ".map((p) => p.dataset.status)"
         )
         assert statuses == ["WAITING_FOR_INPUT", "PAUSED", "RUNNING", "PENDING"]
+        # The tab's title says how many runs wait for someone, then nothing once none does.
+        assert await page.eval("document.title") == "(1) Runstream"
+        await client.submit_decision("waiting", "go", "yes", answered_by="dana")
+        await page.wait("document.title === 'Runstream'")
         assert await page.errors() == []
 
 

@@ -145,10 +145,12 @@ async function main(): Promise<void> {
       const name = snap?.displayName || snap?.workflow || session.runId;
       text($(app, "#crumb-run"), name);
       const percent = session.model.status === RunStatus.SUCCEEDED ? 100 : (snap?.progress?.percent ?? 0);
-      document.title = isTerminal(session.model.status) ? `${name} · Runstream` : `${percentText(percent)} · ${name} · Runstream`;
+      const plain = isTerminal(session.model.status) ? `${name} · Runstream` : `${percentText(percent)} · ${name} · Runstream`;
+      const asking = [...model.decisions.values()].filter((d) => d.open).length;
+      document.title = waiting(asking) + plain;
     } else {
       text($(app, "#crumb-run"), "");
-      document.title = "Runstream";
+      document.title = `${waiting(all.filter((r) => r.status === RunStatus.WAITING_FOR_INPUT).length)}Runstream`;
       if (overview) renderOverview(overview, all, runs, now);
     }
     // Who the page's token names, never the token itself.
@@ -189,6 +191,15 @@ function buildOverview(api: Api): HTMLElement {
     ),
     serverPanel(api),
   );
+}
+
+/**
+ * The start of the tab's title while people are asked something: "(2) " for two open
+ * questions of the run shown, or two runs waiting for input on the overview, so a tab in
+ * the background says so; "" when none.
+ */
+function waiting(n: number): string {
+  return n > 0 ? `(${n}) ` : "";
 }
 
 /** A count, with "+" when it is over the newest runs only (older ones not fetched). */
