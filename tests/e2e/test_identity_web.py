@@ -29,6 +29,7 @@ from tests.conftest import free_port
 from tests.identity import Keys, Pki, claims, hmac_token, unsigned_token
 
 from .conftest import dashboard
+from .test_browser_sizes import OVERFLOWING, inside
 from .test_envoy import require_envoy
 from .web_support import browser, grpc_web_call, require_chromium
 
@@ -381,6 +382,7 @@ async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
                     await tab.wait(f"{DIALOG} !== null && {DIALOG}.open")
                     title = await tab.eval("document.querySelector('#token-title').textContent")
                     assert title == "Use another token"
+                    await tab.screenshot("token-change-dialog.png", full_page=False)
                     await tab.eval("document.querySelector('#token-input').value = 'x.y.z'")
                     if put_away == "Escape":
                         await tab.press("Escape")
@@ -419,6 +421,11 @@ async def test_an_answer_goes_by_the_tokens_subject_and_the_page_offers_no_name(
                 assert await tab.eval("window.__feedSeqs") == expected
                 html = await tab.eval("document.documentElement.outerHTML")
                 assert operator not in html and viewer not in html  # never shown
+                # On a phone the top bar keeps the button and the indicator on screen.
+                await tab.call("viewport", width=360, height=740)
+                await tab.wait(f"{inside(CHANGE_TOKEN)} && {inside('#conn')}")
+                assert await tab.eval(OVERFLOWING) == []
+                await tab.screenshot("token-change-phone.png", full_page=False)
                 assert await tab.errors() == []
         finally:
             await run.close()
