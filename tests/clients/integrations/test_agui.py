@@ -1328,6 +1328,11 @@ async def test_a_bridge_on_ipv6_or_every_address_gives_a_url_that_parses_and_ope
                 return [line.decode() for line in stream if line.startswith(b"data: ")]
 
         lines = await asyncio.to_thread(read)
+        if host in ("", "::") and socket.has_dualstack_ipv6():
+            # Every interface is one port for both families: on "" asyncio bound a socket per
+            # family, each on a port of its own, and the URL's one reached no bridge at random.
+            for loopback in ("127.0.0.1", "::1"):
+                socket.create_connection((loopback, bridge.port), timeout=10).close()
 
     types = [AGUI_EVENT.validate_json(line.removeprefix("data: ")).type.value for line in lines]
     assert types[0] == "RUN_STARTED"

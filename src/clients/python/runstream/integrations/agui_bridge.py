@@ -224,15 +224,18 @@ class AguiBridge:
         """Binds and starts accepting connections (OSError when the port is taken). On
         ``::``, IPv4 clients too where the system allows: asyncio binds ``::`` for IPv6
         alone, and ``--address [::]:8090`` refused every IPv4 client, unlike ``runstream
-        serve`` on ``[::]``."""
-        if self._host == "::" and socket.has_dualstack_ipv6():
+        serve`` on ``[::]``. On ``""`` (every interface) one socket too: asyncio binds one
+        per family, and on port 0 each got a port of its own, so the URL's IPv4 loopback
+        reached no bridge about half the time."""
+        if self._host in ("", "::") and socket.has_dualstack_ipv6():
             listening = socket.create_server(
                 ("::", self._port), family=socket.AF_INET6, dualstack_ipv6=True
             )
             self._server = await asyncio.start_server(self._accept, sock=listening, limit=MAX_HEAD)
         else:
+            host = self._host or "0.0.0.0"  # every IPv4 interface, one socket
             self._server = await asyncio.start_server(
-                self._accept, self._host, self._port, limit=MAX_HEAD
+                self._accept, host, self._port, limit=MAX_HEAD
             )
         self._port = int(self._server.sockets[0].getsockname()[1])
 
