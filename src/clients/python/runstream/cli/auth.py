@@ -50,6 +50,7 @@ __all__ = [
     "add_client_security",
     "add_serve_security",
     "add_token_command",
+    "check_readable",
     "connect",
     "expired_token_file",
     "expired_token_given",
@@ -193,19 +194,26 @@ def expired_token_given(args: argparse.Namespace) -> str | None:
     )
 
 
+def check_readable(*files: tuple[str, str | Path | None]) -> None:
+    """CliError naming the option (or the variable it came from) of a TLS file that cannot be
+    read, for each (name, path) given: the bare OSError named neither (`[Errno 2] No such
+    file or directory: ...`)."""
+    for name, path in files:
+        if not path:
+            continue
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{name} {path}: cannot read it ({exc.strerror or exc})") from None
+
+
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     ca_file = getattr(args, "ca_file", None) or _env("RUNSTREAM_CA_FILE")
-    given = (
+    check_readable(
         ("--ca-file" if getattr(args, "ca_file", None) else "$RUNSTREAM_CA_FILE", ca_file),
         ("--client-cert", getattr(args, "client_cert", None)),
         ("--client-key", getattr(args, "client_key", None)),
     )
-    for name, path in given:  # named by the option, as `runstream health` names them
-        if path:
-            try:
-                Path(path).read_bytes()
-            except OSError as exc:
-                raise CliError(f"{name} {path}: cannot read it ({exc.strerror or exc})") from None
     try:
         return channel_credentials(
             ca_file, getattr(args, "client_cert", None), getattr(args, "client_key", None)

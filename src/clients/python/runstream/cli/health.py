@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .._auth import channel_credentials
 from .._unreachable import TlsSettings, cause_of, look_closer
 from .args import positive_seconds
-from .auth import unanswered_hint
+from .auth import check_readable, unanswered_hint
 from .errors import CliError, UsageError
 
 __all__ = ["add_health_command"]
@@ -61,17 +61,17 @@ def _timeout(value: str) -> float:
 
 
 def _check_readable(args: argparse.Namespace) -> None:
-    """CliError naming the option, or the variable it came from, of a TLS file that cannot
-    be read: the bare OSError named neither (`[Errno 2] No such file or directory: ...`)."""
-    for flag, _, _ in _TLS_OPTIONS:
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is None:
-            continue
-        name = f"${value.variable}" if isinstance(value, _FromVariable) else flag
-        try:
-            Path(value).read_bytes()
-        except OSError as exc:
-            raise CliError(f"{name} {value}: cannot read it ({exc.strerror or exc})") from None
+    """The TLS files named by their option, or by the variable a default came from."""
+    options = (
+        (flag, getattr(args, flag.removeprefix("--").replace("-", "_")))
+        for flag, _, _ in _TLS_OPTIONS
+    )
+    check_readable(
+        *(
+            (f"${value.variable}" if isinstance(value, _FromVariable) else flag, value)
+            for flag, value in options
+        )
+    )
 
 
 def certificate_name(cert_file: Path) -> str | None:
