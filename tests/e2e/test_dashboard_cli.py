@@ -165,6 +165,17 @@ async def test_its_envoy_answers_this_machines_names_and_the_allowed_hosts_only(
         await dashboard.stop()
 
 
+async def demo_saying(target: str, line: str) -> tuple[str, str]:
+    """The line of `runstream dashboard --demo --target TARGET` that holds `line`, and all it
+    said until stopped."""
+    dashboard = await Dashboard.start(target, 0, 0, "--demo", "--speed", "40")
+    try:
+        found = await dashboard.said(line)
+    finally:
+        said = await dashboard.stop()
+    return found, said
+
+
 async def test_the_demo_plays_on_a_server_with_auth_with_the_usual_token_options(
     secured: RunstreamServer, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,11 +183,7 @@ async def test_the_demo_plays_on_a_server_with_auth_with_the_usual_token_options
     was refused by any server with a key."""
     _require_envoy()
     monkeypatch.setenv("RUNSTREAM_TOKEN", keys.token(["producer"]))
-    dashboard = await Dashboard.start(secured.target, 0, 0, "--demo", "--speed", "40")
-    try:
-        finished = await dashboard.said("finished; the dashboard keeps serving")
-    finally:
-        said = await dashboard.stop()
+    finished, said = await demo_saying(secured.target, "finished; the dashboard keeps serving")
     run_id = finished.split()[2]
     async with runstream.connect(secured.target, token=keys.token()) as client:
         run = await client.get_run(run_id)
@@ -191,11 +198,7 @@ async def test_a_demo_run_the_server_refuses_is_said_not_left_unseen(
     review)."""
     _require_envoy()
     monkeypatch.setenv("RUNSTREAM_TOKEN", keys.token(["viewer"]))
-    dashboard = await Dashboard.start(secured.target, 0, 0, "--demo", "--speed", "40")
-    try:
-        refused = await dashboard.said("the demo run could not start")
-    finally:
-        said = await dashboard.stop()
+    refused, said = await demo_saying(secured.target, "the demo run could not start")
     assert "permission denied: CreateRun needs the 'producer' role" in refused, said
     assert "which needs the producer role" in refused
 
